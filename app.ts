@@ -1,0 +1,95 @@
+/** Builds the Hono app: middleware, then every area's routes in one readable table. */
+import { OpenAPIHono } from "@hono/zod-openapi";
+import { bodyLimit } from "hono/body-limit";
+import { serveStatic } from "hono/deno";
+import type { Config } from "./domain/config.ts";
+import { HttpError } from "./domain/errors.ts";
+import { createLogger, type Logger } from "./domain/log.ts";
+import { publicAccess } from "./routes/access.ts";
+import { adminAuditRoutes } from "./routes/admin_audit.tsx";
+import { adminOrgRoutes } from "./routes/admin_orgs.tsx";
+import { adminTokenRoutes } from "./routes/admin_tokens.tsx";
+import { adminUserRoutes } from "./routes/admin_users.tsx";
+import { apiV1 } from "./routes/api_v1.ts";
+import { authRoutes } from "./routes/auth.tsx";
+import { docsRoutes } from "./routes/docs.tsx";
+import type { AppEnv, Deps } from "./routes/env.ts";
+import { handleError, notFound } from "./routes/errors.tsx";
+import { healthRoutes } from "./routes/health.ts";
+import { authenticate, csrf, requestContext, securityHeaders } from "./routes/middleware.ts";
+import { placeholderRoutes } from "./routes/placeholders.tsx";
+
+/** Largest request body accepted anywhere (forms and JSON). */
+export const MAX_BODY_BYTES = 64 * 1024;
+
+export interface AppOptions {
+  kv: Deno.Kv;
+  config: Config;
+  clock?: () => Date;
+  logger?: Logger;
+}
+
+/** Builds the app. Tests call this with an in-memory KV and use `app.request()`. */
+export function createApp(options: AppOptions) {
+  const deps: Deps = {
+    kv: options.kv,
+    config: options.config,
+    clock: options.clock ?? (() => new Date()),
+    logger: options.logger ?? createLogger(options.config.logLevel),
+  };
+  const app = new OpenAPIHono<AppEnv>();
+
+  app.use("*", requestContext(deps));
+  app.use("*", securityHeaders(deps));
+  app.use(
+    "*",
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => {
+        throw new HttpError(
+          413,
+          "payload_too_large",
+          `The request body is larger than ${MAX_BODY_BYTES} bytes`,
+        );
+      },
+    }),
+  );
+  app.use("/static/*", async (c, next) => {
+    c.header("Cache-Control", "public, max-age=300");
+    await next();
+  });
+  app.use("*", authenticate());
+  app.use("*", csrf());
+
+  app.get("/static/*", publicAccess(), serveStatic({ root: "./" }));
+  app.get("/", publicAccess(), (c) => c.redirect(c.get("actor") ? "/backup/dashboard" : "/login", 302));
+
+  // area           routes
+  app.route("/", healthRoutes);
+  app.route("/", authRoutes);
+  app.route("/", placeholderRoutes);
+  app.route("/admin/users", adminUserRoutes);
+  app.route("/admin/orgs", adminOrgRoutes);
+  app.route("/admin/tokens", adminTokenRoutes);
+  app.route("/admin/audit", adminAuditRoutes);
+  app.route("/", apiV1);
+  app.route("/", docsRoutes(() => openApiDocument(app)));
+
+  app.notFound(notFound);
+  app.onError(handleError);
+  return app;
+}
+
+/** The OpenAPI document of every JSON route declared with a schema. */
+export function openApiDocument(app: OpenAPIHono<AppEnv>) {
+  app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
+  return app.getOpenAPI31Document({
+    openapi: "3.1.0",
+    info: {
+      title: "Cadres Backup API",
+      version: "v1",
+      description: "Operator API. Authenticate with `Authorization: Bearer <API token>`.",
+    },
+    security: [{ bearer: [] }],
+  });
+}

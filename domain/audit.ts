@@ -1,0 +1,102 @@
+/** Append-only audit log. Entries are written inside the same atomic operation as their mutation. */
+import { z } from "zod";
+import { newId } from "./ids.ts";
+import type { Page } from "./kv.ts";
+import { type Actor, inScope } from "./rbac.ts";
+import type { AuditEntry } from "./types.ts";
+
+/** Key of one audit entry; ULID ids make the account prefix chronological. */
+export function auditKey(accountId: string, id: string) {
+  return ["audit", accountId, id] as const;
+}
+
+/** What a mutation says about itself. */
+export interface AuditInput {
+  accountId: string;
+  orgId?: string | null;
+  action: string;
+  objectType: string;
+  objectId: string;
+  summary: string;
+}
+
+/** Adds the audit entry for a mutation to `op`; commit them together. Returns the entry. */
+export function appendAudit(
+  op: Deno.AtomicOperation,
+  actor: Actor,
+  input: AuditInput,
+  now: Date,
+): AuditEntry {
+  const entry: AuditEntry = {
+    id: newId(now),
+    accountId: input.accountId,
+    orgId: input.orgId ?? null,
+    actorId: actor.id,
+    actorLabel: actor.label,
+    action: input.action,
+    objectType: input.objectType,
+    objectId: input.objectId,
+    summary: input.summary.slice(0, 500),
+    at: now.toISOString(),
+  };
+  op.set(auditKey(input.accountId, entry.id), entry);
+  return entry;
+}
+
+/** Filters of the audit page and API. Dates are inclusive days (YYYY-MM-DD, UTC). */
+export const AuditFilter = z.object({
+  actor: z.string().trim().max(200).optional().default(""),
+  action: z.string().trim().max(100).optional().default(""),
+  objectType: z.string().trim().max(50).optional().default(""),
+  orgId: z.string().trim().max(40).optional().default(""),
+  from: z.union([z.literal(""), z.iso.date({ error: "must be a date (YYYY-MM-DD)" })]).optional().default(""),
+  to: z.union([z.literal(""), z.iso.date({ error: "must be a date (YYYY-MM-DD)" })]).optional().default(""),
+  cursor: z.string().max(500).optional().default(""),
+  limit: z.coerce.number().int().min(1).max(200).optional().default(50),
+});
+export type AuditFilter = z.infer<typeof AuditFilter>;
+
+const SCAN_BUDGET = 5000;
+
+/**
+ * Lists the account's audit entries newest first, filtered and scoped to what the actor may see.
+ * Scans at most SCAN_BUDGET entries per page; the cursor resumes the scan.
+ */
+export async function listAudit(kv: Deno.Kv, actor: Actor, filter: AuditFilter): Promise<Page<AuditEntry>> {
+  if (!actor.accountId) return { values: [], cursor: "" };
+  const prefix = ["audit", actor.accountId];
+  const selector: Deno.KvListSelector = { prefix };
+  // ULIDs start with the time: bound the range by the date filter.
+  if (filter.from) Object.assign(selector, { start: [...prefix, ulidFloor(Date.parse(filter.from))] });
+  if (filter.to) Object.assign(selector, { end: [...prefix, ulidFloor(Date.parse(filter.to) + 86_400_000)] });
+  if (filter.from && !filter.to) Object.assign(selector, { end: [...prefix, "\uffff"] });
+  if (filter.to && !filter.from) Object.assign(selector, { start: [...prefix, ""] });
+  const iter = kv.list<AuditEntry>(selector, { reverse: true, cursor: filter.cursor || undefined });
+  const values: AuditEntry[] = [];
+  let scanned = 0;
+  const actorNeedle = filter.actor.toLowerCase();
+  for await (const { value } of iter) {
+    scanned++;
+    const visible = inScope(actor, { accountId: value.accountId, orgId: value.orgId }) &&
+      (!actorNeedle || value.actorLabel.toLowerCase().includes(actorNeedle)) &&
+      (!filter.action || value.action.startsWith(filter.action)) &&
+      (!filter.objectType || value.objectType === filter.objectType) &&
+      (!filter.orgId || value.orgId === filter.orgId);
+    if (visible) values.push(value);
+    if (values.length >= filter.limit || scanned >= SCAN_BUDGET) return { values, cursor: iter.cursor };
+  }
+  return { values, cursor: "" };
+}
+
+const CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/** The smallest ULID for a millisecond time, to bound a key range. */
+function ulidFloor(ms: number): string {
+  let time = "";
+  let rest = ms;
+  for (let i = 0; i < 10; i++) {
+    time = CROCKFORD[rest % 32] + time;
+    rest = Math.floor(rest / 32);
+  }
+  return time + "0".repeat(16);
+}

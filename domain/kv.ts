@@ -1,0 +1,73 @@
+/** Deno KV helpers: opening with a process lock, chunked reads, pagination. */
+import { ConflictError } from "./errors.ts";
+
+/** One page of a list: the values and an opaque cursor for the next page ("" when done). */
+export interface Page<T> {
+  values: T[];
+  cursor: string;
+}
+
+/** Reads many keys in chunks of 10 (the `getMany` limit), keeping order; missing keys are skipped. */
+export async function getManyValues<T>(kv: Deno.Kv, keys: Deno.KvKey[]): Promise<T[]> {
+  const out: T[] = [];
+  for (let i = 0; i < keys.length; i += 10) {
+    const entries = await kv.getMany<T[]>(keys.slice(i, i + 10));
+    for (const entry of entries) if (entry.value !== null) out.push(entry.value as T);
+  }
+  return out;
+}
+
+/** Lists one page of values under a prefix; `reverse` gives newest first for ULID keys. */
+export async function listPage<T>(
+  kv: Deno.Kv,
+  selector: Deno.KvListSelector,
+  options: { limit: number; cursor?: string; reverse?: boolean },
+): Promise<Page<T>> {
+  const iter = kv.list<T>(selector, {
+    limit: options.limit,
+    cursor: options.cursor || undefined,
+    reverse: options.reverse,
+  });
+  const values: T[] = [];
+  for await (const entry of iter) values.push(entry.value);
+  return { values, cursor: values.length < options.limit ? "" : iter.cursor };
+}
+
+/**
+ * Runs `attempt` until it returns a result (null means its atomic check lost a race), at most `tries`
+ * times. Throws a ConflictError when every try lost.
+ */
+export async function withRetry<T>(attempt: () => Promise<{ value: T } | null>, tries = 5): Promise<T> {
+  for (let i = 0; i < tries; i++) {
+    const result = await attempt();
+    if (result) return result.value;
+  }
+  throw new ConflictError("The object was changed by someone else at the same time; try again");
+}
+
+/** True when the KV location names a local file (not `:memory:` and not a remote URL). */
+export function isLocalKvPath(location: string): boolean {
+  return location !== ":memory:" && !/^https?:\/\//i.test(location);
+}
+
+/**
+ * Takes an exclusive advisory lock beside a local KV file so that a second process refuses to start
+ * instead of crashing later with "database is locked". The lock dies with the process.
+ * Throws if another process holds it.
+ */
+export async function lockKvFile(path: string, waitMs = 300): Promise<Deno.FsFile> {
+  const file = await Deno.open(`${path}.lock`, { create: true, write: true, read: true });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), waitMs);
+  });
+  const result = await Promise.race([file.lock(true).then(() => "locked" as const), timedOut]);
+  clearTimeout(timer);
+  if (result === "timeout") {
+    throw new Error(
+      `Cannot open the database ${path}: another Cadres process is using it. ` +
+        `Stop that process first, or point CADRES_KV at a remote KV to run several instances.`,
+    );
+  }
+  return file;
+}

@@ -1,0 +1,247 @@
+/** Accounts and organizations, with each org's registration secret (stored only as a hash). */
+import { z } from "zod";
+import { appendAudit } from "./audit.ts";
+import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { newId, randomToken, sha256Hex } from "./ids.ts";
+import { getManyValues, withRetry } from "./kv.ts";
+import { type Actor, authorize, inScope } from "./rbac.ts";
+import { DisplayName } from "./validation.ts";
+import type { Account, Org } from "./types.ts";
+
+export function accountKey(id: string) {
+  return ["accounts", id] as const;
+}
+export function accountByNameKey(name: string) {
+  return ["accounts_by_name", name.toLowerCase()] as const;
+}
+export function orgKey(id: string) {
+  return ["orgs", id] as const;
+}
+export function orgsByAccountKey(accountId: string, orgId: string) {
+  return ["orgs_by_account", accountId, orgId] as const;
+}
+export function orgByNameKey(accountId: string, name: string) {
+  return ["orgs_by_name", accountId, name.toLowerCase()] as const;
+}
+/** Registration lookup: hash of an org secret → org id. */
+export function orgBySecretKey(secretHash: string) {
+  return ["orgs_by_secret", secretHash] as const;
+}
+
+export const AccountInput = z.object({ name: DisplayName });
+export type AccountInput = z.infer<typeof AccountInput>;
+
+export const OrgInput = z.object({ name: DisplayName });
+export type OrgInput = z.infer<typeof OrgInput>;
+
+/** Registration secrets carry a recognisable prefix so a leaked one can be spotted. */
+function newOrgSecret(): string {
+  return `cdo_${randomToken(32)}`;
+}
+
+/** Returns the account or null. */
+export async function getAccount(kv: Deno.Kv, id: string): Promise<Account | null> {
+  return (await kv.get<Account>(accountKey(id))).value;
+}
+
+/** Finds an account by its (case-insensitive) name. */
+export async function findAccountByName(kv: Deno.Kv, name: string): Promise<Account | null> {
+  const id = (await kv.get<string>(accountByNameKey(name))).value;
+  return id ? await getAccount(kv, id) : null;
+}
+
+/** Lists every account (system use: CLI, demo). */
+export async function listAccounts(kv: Deno.Kv): Promise<Account[]> {
+  const out: Account[] = [];
+  for await (const entry of kv.list<Account>({ prefix: ["accounts"] })) out.push(entry.value);
+  return out;
+}
+
+/** Creates an account. Throws ConflictError if the name is taken. Only the system creates accounts. */
+export async function createAccount(
+  kv: Deno.Kv,
+  actor: Actor,
+  input: AccountInput,
+  now: Date,
+): Promise<Account> {
+  if (actor.kind !== "system") authorize(actor, "admin");
+  const { name } = AccountInput.parse(input);
+  const account: Account = { id: newId(now), name, createdAt: now.toISOString() };
+  const op = kv.atomic()
+    .check({ key: accountByNameKey(name), versionstamp: null })
+    .set(accountKey(account.id), account)
+    .set(accountByNameKey(name), account.id);
+  appendAudit(op, actor, {
+    accountId: account.id,
+    action: "account.create",
+    objectType: "account",
+    objectId: account.id,
+    summary: `Created account ${name}`,
+  }, now);
+  if (!(await op.commit()).ok) throw new ConflictError(`An account named "${name}" already exists`);
+  return account;
+}
+
+/** Returns the org or null (no scope check: for the system and for registration). */
+export async function getOrg(kv: Deno.Kv, id: string): Promise<Org | null> {
+  return (await kv.get<Org>(orgKey(id))).value;
+}
+
+/** Returns the org if the actor may see it. Throws NotFoundError otherwise. */
+export async function requireOrg(kv: Deno.Kv, actor: Actor, id: string): Promise<Org> {
+  const org = await getOrg(kv, id);
+  if (!org || !inScope(actor, { accountId: org.accountId, orgId: org.id })) {
+    throw new NotFoundError(`Organization ${id} not found`);
+  }
+  return org;
+}
+
+/** Lists the orgs of an account that the actor may see, by name. */
+export async function listOrgs(kv: Deno.Kv, actor: Actor, accountId: string): Promise<Org[]> {
+  const ids: Deno.KvKey[] = [];
+  for await (const entry of kv.list<string>({ prefix: ["orgs_by_account", accountId] })) {
+    ids.push(orgKey(entry.value));
+  }
+  const orgs = await getManyValues<Org>(kv, ids);
+  return orgs.filter((org) => inScope(actor, { accountId: org.accountId, orgId: org.id }))
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * Creates an org in the actor's account and returns it with its registration secret — the only time
+ * the secret is ever available. Needs `admin` over the whole account. Throws ConflictError on a taken name.
+ */
+export async function createOrg(
+  kv: Deno.Kv,
+  actor: Actor,
+  input: { accountId: string } & OrgInput,
+  now: Date,
+): Promise<{ org: Org; secret: string }> {
+  const { name } = OrgInput.parse(input);
+  authorize(actor, "admin", { accountId: input.accountId, orgId: null });
+  if (!(await getAccount(kv, input.accountId))) throw new NotFoundError("Account not found");
+  const secret = newOrgSecret();
+  const secretHash = await sha256Hex(secret);
+  const at = now.toISOString();
+  const org: Org = {
+    id: newId(now),
+    accountId: input.accountId,
+    name,
+    secretHash,
+    secretRotatedAt: at,
+    createdAt: at,
+    updatedAt: at,
+  };
+  const op = kv.atomic()
+    .check({ key: orgByNameKey(org.accountId, name), versionstamp: null })
+    .check({ key: orgBySecretKey(secretHash), versionstamp: null })
+    .set(orgKey(org.id), org)
+    .set(orgsByAccountKey(org.accountId, org.id), org.id)
+    .set(orgByNameKey(org.accountId, name), org.id)
+    .set(orgBySecretKey(secretHash), org.id);
+  appendAudit(op, actor, {
+    accountId: org.accountId,
+    orgId: org.id,
+    action: "org.create",
+    objectType: "org",
+    objectId: org.id,
+    summary: `Created organization ${name}`,
+  }, now);
+  if (!(await op.commit()).ok) {
+    throw new ValidationError(`An organization named "${name}" already exists`, {
+      name: "An organization with this name already exists",
+    });
+  }
+  return { org, secret };
+}
+
+/** Renames an org. Throws NotFoundError/ForbiddenError/ValidationError. */
+export async function renameOrg(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  input: OrgInput,
+  now: Date,
+): Promise<Org> {
+  const { name } = OrgInput.parse(input);
+  return await withRetry(async () => {
+    const entry = await kv.get<Org>(orgKey(id));
+    const org = entry.value;
+    if (!org || !inScope(actor, { accountId: org.accountId, orgId: org.id })) {
+      throw new NotFoundError("Not found");
+    }
+    authorize(actor, "admin", { accountId: org.accountId, orgId: org.id });
+    if (org.name === name) return { value: org };
+    const next: Org = { ...org, name, updatedAt: now.toISOString() };
+    const op = kv.atomic()
+      .check(entry)
+      .check({ key: orgByNameKey(org.accountId, name), versionstamp: null })
+      .delete(orgByNameKey(org.accountId, org.name))
+      .set(orgByNameKey(org.accountId, name), org.id)
+      .set(orgKey(id), next);
+    appendAudit(op, actor, {
+      accountId: org.accountId,
+      orgId: org.id,
+      action: "org.rename",
+      objectType: "org",
+      objectId: org.id,
+      summary: `Renamed organization ${org.name} to ${name}`,
+    }, now);
+    if ((await op.commit()).ok) return { value: next };
+    const taken = (await kv.get(orgByNameKey(org.accountId, name))).value;
+    if (taken && taken !== id) {
+      throw new ValidationError(`An organization named "${name}" already exists`, {
+        name: "An organization with this name already exists",
+      });
+    }
+    return null;
+  });
+}
+
+/**
+ * Replaces an org's registration secret; the old one stops working at once. Returns the new secret,
+ * which is never available again.
+ */
+export async function rotateOrgSecret(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  now: Date,
+): Promise<{ org: Org; secret: string }> {
+  return await withRetry(async () => {
+    const entry = await kv.get<Org>(orgKey(id));
+    const org = entry.value;
+    if (!org || !inScope(actor, { accountId: org.accountId, orgId: org.id })) {
+      throw new NotFoundError("Not found");
+    }
+    authorize(actor, "admin", { accountId: org.accountId, orgId: org.id });
+    const secret = newOrgSecret();
+    const secretHash = await sha256Hex(secret);
+    const next: Org = {
+      ...org,
+      secretHash,
+      secretRotatedAt: now.toISOString(),
+      updatedAt: now.toISOString(),
+    };
+    const op = kv.atomic()
+      .check(entry)
+      .delete(orgBySecretKey(org.secretHash))
+      .set(orgBySecretKey(secretHash), org.id)
+      .set(orgKey(id), next);
+    appendAudit(op, actor, {
+      accountId: org.accountId,
+      orgId: org.id,
+      action: "org.rotate_secret",
+      objectType: "org",
+      objectId: org.id,
+      summary: `Rotated the registration secret of ${org.name}`,
+    }, now);
+    return (await op.commit()).ok ? { value: { org: next, secret } } : null;
+  });
+}
+
+/** Resolves a registration secret to its org, or null. */
+export async function findOrgBySecret(kv: Deno.Kv, secret: string): Promise<Org | null> {
+  const id = (await kv.get<string>(orgBySecretKey(await sha256Hex(secret)))).value;
+  return id ? await getOrg(kv, id) : null;
+}

@@ -1,0 +1,7 @@
+/** Every island by the name its server marker carries. */
+import type { ComponentType } from "preact";
+import CopySecret from "./CopySecret.tsx";
+import OrgScopePicker from "./OrgScopePicker.tsx";
+
+// deno-lint-ignore no-explicit-any
+export const ISLANDS: Record<string, ComponentType<any>> = { CopySecret, OrgScopePicker };

@@ -1,0 +1,48 @@
+/**
+ * Registers the Deno.cron jobs. Deno.cron fires in every process that registers it, so each tick
+ * first claims its time slot with an atomic check; only the winner works.
+ */
+import type { Logger } from "../domain/log.ts";
+import { purgeExpired } from "./purge_expired.ts";
+
+/** Claims the slot `name@slot` once across all instances. Returns false when another instance has it. */
+export async function claimSlot(kv: Deno.Kv, name: string, slot: string): Promise<boolean> {
+  const key = ["cron_slots", name, slot];
+  const res = await kv.atomic().check({ key, versionstamp: null }).set(key, true, { expireIn: 86_400_000 })
+    .commit();
+  return res.ok;
+}
+
+/** Runs `job` for the current minute slot if this instance claims it, logging one JSON line. */
+export async function runClaimed(
+  kv: Deno.Kv,
+  logger: Logger,
+  name: string,
+  now: Date,
+  job: (now: Date) => Promise<unknown>,
+): Promise<void> {
+  const slot = now.toISOString().slice(0, 16);
+  if (!(await claimSlot(kv, name, slot))) return;
+  const started = performance.now();
+  try {
+    const result = await job(now);
+    logger.log("info", "job", {
+      job: name,
+      slot,
+      status: "ok",
+      durationMs: Math.round(performance.now() - started),
+      result,
+    });
+  } catch (error) {
+    logger.log("error", "job", { job: name, slot, status: "failed", error: String(error) });
+  }
+}
+
+/** Registers every cron of the app. */
+export function registerCrons(kv: Deno.Kv, logger: Logger): void {
+  Deno.cron(
+    "Purge expired sessions and login counters",
+    "*/10 * * * *",
+    () => runClaimed(kv, logger, "purge_expired", new Date(), (now) => purgeExpired(kv, now)),
+  );
+}

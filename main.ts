@@ -1,0 +1,46 @@
+/** Starts the server: config → KV → app → crons. */
+import { createApp } from "./app.ts";
+import { parseConfig } from "./domain/config.ts";
+import { createLogger } from "./domain/log.ts";
+import { issueSetupToken } from "./domain/setup.ts";
+import { registerCrons } from "./jobs/crons.ts";
+import { openStore } from "./domain/store.ts";
+import { seedDemo } from "./tools/seed_demo.ts";
+
+const demo = Deno.args.includes("--demo");
+const env = Deno.env.toObject();
+if (demo && !env.CADRES_KV) env.CADRES_KV = ":memory:";
+const parsed = parseConfig(env);
+if (!parsed.ok) {
+  console.error(parsed.error);
+  Deno.exit(1);
+}
+const config = parsed.config;
+const logger = createLogger(config.logLevel);
+
+const store = await openStore(config).catch((error) => {
+  console.error(error instanceof Error ? error.message : String(error));
+  Deno.exit(1);
+});
+const { kv } = store;
+
+if (demo) {
+  const logins = await seedDemo(kv, new Date());
+  console.error("Demo data seeded. Sign in with any of these (password for all: " + logins.password + "):");
+  for (const l of logins.users) console.error(`  ${l.role.padEnd(17)} ${l.email}`);
+}
+const setupToken = await issueSetupToken(kv, new Date());
+if (setupToken) {
+  // Printed to the operator's console only (not the JSON log stream): it is a one-time credential.
+  console.error(
+    `No administrator yet. Finish setup at ${config.baseUrl}/setup?token=${setupToken} (valid 24 h).`,
+  );
+}
+
+const app = createApp({ kv, config, logger });
+registerCrons(kv, logger);
+Deno.serve({
+  port: config.port,
+  onListen: ({ hostname, port }) =>
+    logger.log("info", "listening", { hostname, port, baseUrl: config.baseUrl }),
+}, (req, info) => app.fetch(req, info));

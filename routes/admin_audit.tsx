@@ -1,0 +1,126 @@
+/** Admin > Audit: every mutation, newest first, with filters and cursor pagination. */
+import { Hono } from "hono";
+import { EmptyState, formatTime, PageHeader } from "../components/ui.tsx";
+import { AuditFilter, listAudit } from "../domain/audit.ts";
+import { listOrgs } from "../domain/tenancy.ts";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors } from "./forms.ts";
+import { render } from "./render.tsx";
+
+export const adminAuditRoutes = new Hono<AppEnv>();
+
+const OBJECT_TYPES = ["account", "org", "user", "api_token"];
+
+adminAuditRoutes.get("/", requires("admin"), async (c) => {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const raw = c.req.query();
+  const parsed = AuditFilter.safeParse(raw);
+  const errors = parsed.success ? {} : fieldErrors(parsed.error);
+  const filter = parsed.success ? parsed.data : AuditFilter.parse({});
+  const [page, orgs] = await Promise.all([
+    parsed.success ? listAudit(kv, actor, filter) : Promise.resolve({ values: [], cursor: "" }),
+    listOrgs(kv, actor, actor.accountId!),
+  ]);
+  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
+  const keep = Object.fromEntries(
+    Object.entries({ ...raw, cursor: page.cursor }).filter(([, v]) => typeof v === "string" && v !== ""),
+  ) as Record<string, string>;
+  const active = ["actor", "action", "objectType", "orgId", "from", "to"].some((k) => raw[k]);
+  return render(
+    c,
+    "Audit",
+    (
+      <>
+        <PageHeader
+          title="Audit log"
+          subtitle="Every change, who made it and when. Entries cannot be edited."
+        />
+        <form method="get" class="filters">
+          <input
+            type="search"
+            name="actor"
+            value={raw.actor ?? ""}
+            placeholder="Actor (email)"
+            aria-label="Actor"
+          />
+          <input
+            type="search"
+            name="action"
+            value={raw.action ?? ""}
+            placeholder="Action (e.g. user.)"
+            aria-label="Action"
+          />
+          <select name="objectType" aria-label="Object type">
+            <option value="">All objects</option>
+            {OBJECT_TYPES.map((t) => <option key={t} value={t} selected={raw.objectType === t}>{t}</option>)}
+          </select>
+          <select name="orgId" aria-label="Organization">
+            <option value="">All organizations</option>
+            {orgs.map((o) => <option key={o.id} value={o.id} selected={raw.orgId === o.id}>{o.name}</option>)}
+          </select>
+          <label class="inline">
+            From{" "}
+            <input
+              type="date"
+              name="from"
+              value={raw.from ?? ""}
+              aria-invalid={errors.from ? "true" : undefined}
+            />
+          </label>
+          <label class="inline">
+            To{" "}
+            <input type="date" name="to" value={raw.to ?? ""} aria-invalid={errors.to ? "true" : undefined} />
+          </label>
+          <button type="submit" class="btn">Filter</button>
+          {active && <a href="/admin/audit">Clear</a>}
+        </form>
+        {Object.keys(errors).length > 0 && (
+          <p class="form-error" role="alert">
+            {Object.entries(errors).map(([k, v]) => `${k}: ${v}`).join("; ")}
+          </p>
+        )}
+        {page.values.length === 0
+          ? <EmptyState title={active ? "No entries match these filters" : "No audit entries yet"} />
+          : (
+            <div class="table-wrap">
+              <table class="table">
+                <thead>
+                  <tr>
+                    <th>Time</th>
+                    <th>Actor</th>
+                    <th>Action</th>
+                    <th>Object</th>
+                    <th>Organization</th>
+                    <th>Summary</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {page.values.map((e) => (
+                    <tr key={e.id}>
+                      <td class="nowrap">{formatTime(e.at)}</td>
+                      <td>{e.actorLabel}</td>
+                      <td>
+                        <code>{e.action}</code>
+                      </td>
+                      <td>
+                        {e.objectType} <span class="muted">{e.objectId.slice(-8)}</span>
+                      </td>
+                      <td>{e.orgId ? orgName.get(e.orgId) ?? "—" : "—"}</td>
+                      <td>{e.summary}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+        {page.cursor && (
+          <nav class="pager">
+            <a href={"?" + new URLSearchParams(keep).toString()}>Older entries →</a>
+          </nav>
+        )}
+      </>
+    ),
+  );
+});

@@ -1,0 +1,280 @@
+/** Admin > Organizations: list, create (secret shown once), rename, rotate the registration secret. */
+import { Hono } from "hono";
+import { z } from "zod";
+import { Island } from "../components/Island.tsx";
+import {
+  Csrf,
+  EmptyState,
+  Field,
+  formatTime,
+  FormErrors,
+  PageHeader,
+  Pager,
+  SortHeader,
+} from "../components/ui.tsx";
+import { type FieldErrors, ValidationError } from "../domain/errors.ts";
+import { createOrg, listOrgs, OrgInput, renameOrg, requireOrg, rotateOrgSecret } from "../domain/tenancy.ts";
+import type { Org } from "../domain/types.ts";
+import CopySecret from "../islands/CopySecret.tsx";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors, readForm, str } from "./forms.ts";
+import { noStore, redirectWithNotice, render } from "./render.tsx";
+
+export const adminOrgRoutes = new Hono<AppEnv>();
+
+const ListQuery = z.object({
+  q: z.string().trim().max(200).catch(""),
+  sort: z.enum(["name", "-name", "createdAt", "-createdAt"]).catch("name"),
+  offset: z.coerce.number().int().min(0).catch(0),
+  limit: z.coerce.number().int().min(1).max(200).catch(50),
+});
+
+adminOrgRoutes.get("/", requires("admin"), async (c) => {
+  const actor = c.get("actor")!;
+  const query = ListQuery.parse(c.req.query());
+  const orgs = await listOrgs(c.get("deps").kv, actor, actor.accountId!);
+  const needle = query.q.toLowerCase();
+  const rows = orgs.filter((o) => !needle || o.name.toLowerCase().includes(needle));
+  const field = query.sort.replace(/^-/, "") as "name" | "createdAt";
+  const dir = query.sort.startsWith("-") ? -1 : 1;
+  rows.sort((a, b) => dir * a[field].localeCompare(b[field]));
+  const keep = { q: query.q, sort: query.sort };
+  return render(
+    c,
+    "Organizations",
+    (
+      <>
+        <PageHeader
+          title="Organizations"
+          subtitle="Each organization has a registration secret that its backup engines and agents enroll with."
+          actions={actor.orgScope === "all" && (
+            <a class="btn btn--primary" href="/admin/orgs/new">Add organization</a>
+          )}
+        />
+        <form method="get" class="filters">
+          <input type="search" name="q" value={query.q} placeholder="Search name" aria-label="Search" />
+          <button type="submit" class="btn">Filter</button>
+        </form>
+        {rows.length === 0
+          ? (
+            <EmptyState title={orgs.length ? "No organizations match" : "No organizations yet"}>
+              {orgs.length === 0 && actor.orgScope === "all" && (
+                <a href="/admin/orgs/new">Create the first organization</a>
+              )}
+            </EmptyState>
+          )
+          : (
+            <div class="table-wrap">
+              <table class="table">
+                <thead>
+                  <tr>
+                    <SortHeader label="Name" field="name" sort={query.sort} query={keep} />
+                    <th>Secret last rotated</th>
+                    <SortHeader label="Created" field="createdAt" sort={query.sort} query={keep} />
+                  </tr>
+                </thead>
+                <tbody>
+                  {rows.slice(query.offset, query.offset + query.limit).map((o) => (
+                    <tr key={o.id}>
+                      <td>
+                        <a href={`/admin/orgs/${o.id}`}>{o.name}</a>
+                      </td>
+                      <td class="nowrap">{formatTime(o.secretRotatedAt)}</td>
+                      <td class="nowrap">{formatTime(o.createdAt)}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+        <Pager total={rows.length} offset={query.offset} limit={query.limit} query={keep} />
+      </>
+    ),
+  );
+});
+
+function OrgForm(
+  props: { csrf: string; action: string; name: string; errors?: FieldErrors; error?: string },
+) {
+  return (
+    <form method="post" action={props.action} class="form">
+      <Csrf token={props.csrf} />
+      <FormErrors message={props.error} />
+      <Field name="name" label="Name" value={props.name} errors={props.errors} required />
+      <div class="form-actions">
+        <button type="submit" class="btn btn--primary">Save</button>
+        <a class="btn btn--ghost" href="/admin/orgs">Cancel</a>
+      </div>
+    </form>
+  );
+}
+
+function SecretOnce(props: { org: Org; secret: string; rotated: boolean }) {
+  return (
+    <>
+      <PageHeader
+        title={props.rotated ? `New secret for ${props.org.name}` : `Organization ${props.org.name} created`}
+      />
+      <p class="notice notice--warn">
+        Copy the registration secret now: it is shown only this once and cannot be retrieved later. Engines
+        and agents send it as <code>Authorization: Bearer &lt;secret&gt;</code> when they register.
+        {props.rotated && " The previous secret no longer works."}
+      </p>
+      <Island
+        name="CopySecret"
+        component={CopySecret}
+        props={{ label: "Registration secret", secret: props.secret }}
+      />
+      <p>
+        <a class="btn" href={`/admin/orgs/${props.org.id}`}>Done</a>
+      </p>
+    </>
+  );
+}
+
+adminOrgRoutes.get("/new", requires("admin"), (c) => {
+  return render(
+    c,
+    "Add organization",
+    (
+      <>
+        <PageHeader title="Add organization" />
+        <OrgForm csrf={c.get("csrfToken")} action="/admin/orgs/new" name="" />
+      </>
+    ),
+  );
+});
+
+adminOrgRoutes.post("/new", requires("admin"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const form = await readForm(c);
+  const parsed = OrgInput.safeParse({ name: str(form, "name") });
+  let errors: FieldErrors | undefined;
+  let error: string | undefined;
+  if (!parsed.success) errors = fieldErrors(parsed.error);
+  else {
+    try {
+      const { org, secret } = await createOrg(
+        kv,
+        actor,
+        { ...parsed.data, accountId: actor.accountId! },
+        clock(),
+      );
+      noStore(c);
+      return render(c, "Organization created", <SecretOnce org={org} secret={secret} rotated={false} />, 200);
+    } catch (e) {
+      if (!(e instanceof ValidationError)) throw e;
+      errors = e.fields;
+      error = e.message;
+    }
+  }
+  return render(
+    c,
+    "Add organization",
+    (
+      <>
+        <PageHeader title="Add organization" />
+        <OrgForm
+          csrf={c.get("csrfToken")}
+          action="/admin/orgs/new"
+          name={str(form, "name")}
+          errors={errors}
+          error={error}
+        />
+      </>
+    ),
+    422,
+  );
+});
+
+function OrgPage(props: { csrf: string; org: Org; name: string; errors?: FieldErrors; error?: string }) {
+  const { org } = props;
+  return (
+    <>
+      <PageHeader title={org.name} subtitle={`Created ${formatTime(org.createdAt)} · id ${org.id}`} />
+      <OrgForm
+        csrf={props.csrf}
+        action={`/admin/orgs/${org.id}`}
+        name={props.name}
+        errors={props.errors}
+        error={props.error}
+      />
+      <section class="panel">
+        <h2>Registration secret</h2>
+        <p>
+          Last rotated{" "}
+          {formatTime(org.secretRotatedAt)}. The secret itself is stored only as a hash and is never shown
+          again; rotate it to issue a new one.
+        </p>
+        <a class="btn" href={`/admin/orgs/${org.id}/rotate`}>Rotate secret…</a>
+      </section>
+    </>
+  );
+}
+
+adminOrgRoutes.get("/:orgId", requires("admin"), async (c) => {
+  const org = await requireOrg(c.get("deps").kv, c.get("actor")!, c.req.param("orgId"));
+  return render(c, org.name, <OrgPage csrf={c.get("csrfToken")} org={org} name={org.name} />);
+});
+
+adminOrgRoutes.post("/:orgId", requires("admin"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const org = await requireOrg(kv, actor, c.req.param("orgId"));
+  const form = await readForm(c);
+  const parsed = OrgInput.safeParse({ name: str(form, "name") });
+  let errors: FieldErrors | undefined;
+  let error: string | undefined;
+  if (!parsed.success) errors = fieldErrors(parsed.error);
+  else {
+    try {
+      await renameOrg(kv, actor, org.id, parsed.data, clock());
+      return redirectWithNotice(c, `/admin/orgs/${org.id}`, "Organization saved.");
+    } catch (e) {
+      if (!(e instanceof ValidationError)) throw e;
+      errors = e.fields;
+      error = e.message;
+    }
+  }
+  return render(
+    c,
+    org.name,
+    (
+      <OrgPage csrf={c.get("csrfToken")} org={org} name={str(form, "name")} errors={errors} error={error} />
+    ),
+    422,
+  );
+});
+
+adminOrgRoutes.get("/:orgId/rotate", requires("admin"), async (c) => {
+  const org = await requireOrg(c.get("deps").kv, c.get("actor")!, c.req.param("orgId"));
+  return render(
+    c,
+    "Rotate secret",
+    (
+      <>
+        <PageHeader title={`Rotate the secret of ${org.name}?`} />
+        <p>
+          The current secret stops working immediately. Engines and agents that are already registered keep
+          working (they sign their requests with their own keys); only new registrations need the new secret.
+        </p>
+        <form method="post" action={`/admin/orgs/${org.id}/rotate`} class="form">
+          <Csrf token={c.get("csrfToken")} />
+          <div class="form-actions">
+            <button type="submit" class="btn btn--danger">Rotate secret</button>
+            <a class="btn btn--ghost" href={`/admin/orgs/${org.id}`}>Cancel</a>
+          </div>
+        </form>
+      </>
+    ),
+  );
+});
+
+adminOrgRoutes.post("/:orgId/rotate", requires("admin"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const { org, secret } = await rotateOrgSecret(kv, c.get("actor")!, c.req.param("orgId"), clock());
+  noStore(c);
+  return render(c, "Secret rotated", <SecretOnce org={org} secret={secret} rotated />);
+});

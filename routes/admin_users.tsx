@@ -1,0 +1,454 @@
+/** Admin > Users: list, create, edit (role, scope, disabled), reset password, delete. */
+import type { Context } from "hono";
+import { Hono } from "hono";
+import { z } from "zod";
+import { Island } from "../components/Island.tsx";
+import {
+  Badge,
+  Csrf,
+  EmptyState,
+  Field,
+  formatTime,
+  FormErrors,
+  PageHeader,
+  Pager,
+  Select,
+  SortHeader,
+} from "../components/ui.tsx";
+import { type FieldErrors, ValidationError } from "../domain/errors.ts";
+import { listOrgs } from "../domain/tenancy.ts";
+import { type Org, ROLE_LABELS, ROLES, type User } from "../domain/types.ts";
+import {
+  createUser,
+  deleteUser,
+  listUsers,
+  requireUser,
+  resetPassword,
+  updateUser,
+  UserCreateInput,
+  UserUpdateInput,
+} from "../domain/users.ts";
+import OrgScopePicker from "../islands/OrgScopePicker.tsx";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors, list, readForm, str } from "./forms.ts";
+import { noStore, redirectWithNotice, render } from "./render.tsx";
+
+export const adminUserRoutes = new Hono<AppEnv>();
+
+const ListQuery = z.object({
+  q: z.string().trim().max(200).catch(""),
+  role: z.enum(["", ...ROLES]).catch(""),
+  sort: z.enum(["email", "-email", "name", "-name", "role", "-role", "createdAt", "-createdAt"]).catch(
+    "email",
+  ),
+  offset: z.coerce.number().int().min(0).catch(0),
+  limit: z.coerce.number().int().min(1).max(200).catch(50),
+});
+
+function scopeLabel(user: User, orgs: Map<string, Org>) {
+  if (user.orgScope === "all") return "All organizations";
+  return user.orgScope.map((id) => orgs.get(id)?.name ?? "unknown").join(", ");
+}
+
+adminUserRoutes.get("/", requires("admin"), async (c) => {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const query = ListQuery.parse(c.req.query());
+  const [users, orgList] = await Promise.all([
+    listUsers(kv, actor, actor.accountId!),
+    listOrgs(kv, actor, actor.accountId!),
+  ]);
+  const orgs = new Map(orgList.map((o) => [o.id, o]));
+  const needle = query.q.toLowerCase();
+  const filtered = users.filter((u) =>
+    (!needle || u.email.includes(needle) || u.name.toLowerCase().includes(needle)) &&
+    (!query.role || u.role === query.role)
+  );
+  const field = query.sort.replace(/^-/, "") as "email" | "name" | "role" | "createdAt";
+  const dir = query.sort.startsWith("-") ? -1 : 1;
+  filtered.sort((a, b) => dir * String(a[field]).localeCompare(String(b[field])));
+  const pageRows = filtered.slice(query.offset, query.offset + query.limit);
+  const keep = { q: query.q, role: query.role, sort: query.sort };
+  return render(
+    c,
+    "Users",
+    (
+      <>
+        <PageHeader
+          title="Users"
+          subtitle="People who can sign in, their role and which organizations they see."
+          actions={<a class="btn btn--primary" href="/admin/users/new">Add user</a>}
+        />
+        <form method="get" class="filters">
+          <input
+            type="search"
+            name="q"
+            value={query.q}
+            placeholder="Search email or name"
+            aria-label="Search"
+          />
+          <select name="role" aria-label="Role">
+            <option value="">All roles</option>
+            {ROLES.map((r) => (
+              <option key={r} value={r} selected={query.role === r}>{ROLE_LABELS[r]}</option>
+            ))}
+          </select>
+          <button type="submit" class="btn">Filter</button>
+        </form>
+        {pageRows.length === 0
+          ? (
+            <EmptyState title={users.length ? "No users match these filters" : "No users yet"}>
+              {users.length
+                ? <a href="/admin/users">Clear filters</a>
+                : <a href="/admin/users/new">Add the first user</a>}
+            </EmptyState>
+          )
+          : (
+            <div class="table-wrap">
+              <table class="table">
+                <thead>
+                  <tr>
+                    <SortHeader label="Email" field="email" sort={query.sort} query={keep} />
+                    <SortHeader label="Name" field="name" sort={query.sort} query={keep} />
+                    <SortHeader label="Role" field="role" sort={query.sort} query={keep} />
+                    <th>Organization scope</th>
+                    <th>Status</th>
+                    <SortHeader label="Created" field="createdAt" sort={query.sort} query={keep} />
+                  </tr>
+                </thead>
+                <tbody>
+                  {pageRows.map((u) => (
+                    <tr key={u.id}>
+                      <td>
+                        <a href={`/admin/users/${u.id}`}>{u.email}</a>
+                      </td>
+                      <td>{u.name}</td>
+                      <td>{ROLE_LABELS[u.role]}</td>
+                      <td>{scopeLabel(u, orgs)}</td>
+                      <td>
+                        {u.disabled ? <Badge tone="muted">Disabled</Badge> : <Badge tone="ok">Active</Badge>}
+                      </td>
+                      <td class="nowrap">{formatTime(u.createdAt)}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+        <Pager total={filtered.length} offset={query.offset} limit={query.limit} query={keep} />
+      </>
+    ),
+  );
+});
+
+interface FormValues {
+  email: string;
+  name: string;
+  role: string;
+  scopeMode: "all" | "selected";
+  orgIds: string[];
+  disabled?: boolean;
+}
+
+function UserForm(props: {
+  csrf: string;
+  action: string;
+  values: FormValues;
+  orgs: Org[];
+  errors?: FieldErrors;
+  error?: string;
+  isNew: boolean;
+}) {
+  const v = props.values;
+  return (
+    <form method="post" action={props.action} class="form">
+      <Csrf token={props.csrf} />
+      <FormErrors message={props.error} />
+      {props.isNew
+        ? <Field name="email" label="Email" type="email" value={v.email} errors={props.errors} required />
+        : (
+          <div class="field">
+            <label>Email</label>
+            <p class="readonly">{v.email}</p>
+          </div>
+        )}
+      <Field name="name" label="Name" value={v.name} errors={props.errors} required />
+      <Select
+        name="role"
+        label="Role"
+        value={v.role}
+        errors={props.errors}
+        options={ROLES.map((r) => ({ value: r, label: ROLE_LABELS[r] }))}
+      />
+      <Island
+        name="OrgScopePicker"
+        component={OrgScopePicker}
+        props={{
+          orgs: props.orgs.map((o) => ({ id: o.id, name: o.name })),
+          mode: v.scopeMode,
+          selected: v.orgIds,
+          error: props.errors?.orgScope,
+        }}
+      />
+      {props.isNew && (
+        <Field
+          name="password"
+          label="Initial password"
+          type="password"
+          errors={props.errors}
+          required
+          hint="At least 12 characters. Share it with the user through a safe channel."
+          autocomplete="new-password"
+        />
+      )}
+      {!props.isNew && (
+        <label class="choice">
+          <input type="checkbox" name="disabled" value="on" checked={v.disabled} /> Disabled (cannot sign in)
+        </label>
+      )}
+      <div class="form-actions">
+        <button type="submit" class="btn btn--primary">{props.isNew ? "Create user" : "Save changes"}</button>
+        <a class="btn btn--ghost" href="/admin/users">Cancel</a>
+      </div>
+    </form>
+  );
+}
+
+function valuesFrom(form: Record<string, string | string[]>): FormValues {
+  return {
+    email: str(form, "email"),
+    name: str(form, "name"),
+    role: str(form, "role"),
+    scopeMode: str(form, "scopeMode") === "selected" ? "selected" : "all",
+    orgIds: list(form, "orgIds"),
+    disabled: str(form, "disabled") === "on",
+  };
+}
+
+async function orgsFor(c: Context<AppEnv>) {
+  const actor = c.get("actor")!;
+  return await listOrgs(c.get("deps").kv, actor, actor.accountId!);
+}
+
+adminUserRoutes.get("/new", requires("admin"), async (c) => {
+  return render(
+    c,
+    "Add user",
+    (
+      <>
+        <PageHeader title="Add user" />
+        <UserForm
+          csrf={c.get("csrfToken")}
+          action="/admin/users/new"
+          isNew
+          orgs={await orgsFor(c)}
+          values={{ email: "", name: "", role: "viewer", scopeMode: "all", orgIds: [] }}
+        />
+      </>
+    ),
+  );
+});
+
+adminUserRoutes.post("/new", requires("admin"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const form = await readForm(c);
+  const values = valuesFrom(form);
+  const input = {
+    email: values.email,
+    name: values.name,
+    role: values.role,
+    orgScope: values.scopeMode === "all" ? "all" : values.orgIds,
+    password: str(form, "password"),
+  };
+  const parsed = UserCreateInput.safeParse(input);
+  let errors: FieldErrors | undefined;
+  let error: string | undefined;
+  if (!parsed.success) errors = fieldErrors(parsed.error);
+  else {
+    try {
+      const user = await createUser(kv, actor, { ...parsed.data, accountId: actor.accountId! }, clock());
+      return redirectWithNotice(c, `/admin/users/${user.id}`, `User ${user.email} created.`);
+    } catch (e) {
+      if (!(e instanceof ValidationError)) throw e;
+      errors = e.fields;
+      error = e.message;
+    }
+  }
+  return render(
+    c,
+    "Add user",
+    (
+      <>
+        <PageHeader title="Add user" />
+        <UserForm
+          csrf={c.get("csrfToken")}
+          action="/admin/users/new"
+          isNew
+          orgs={await orgsFor(c)}
+          values={values}
+          errors={errors}
+          error={error}
+        />
+      </>
+    ),
+    422,
+  );
+});
+
+function EditPage(props: {
+  csrf: string;
+  user: User;
+  orgs: Org[];
+  values: FormValues;
+  errors?: FieldErrors;
+  error?: string;
+}) {
+  const { user } = props;
+  return (
+    <>
+      <PageHeader title={user.name} subtitle={`${user.email} · created ${formatTime(user.createdAt)}`} />
+      <UserForm
+        csrf={props.csrf}
+        action={`/admin/users/${user.id}`}
+        isNew={false}
+        orgs={props.orgs}
+        values={props.values}
+        errors={props.errors}
+        error={props.error}
+      />
+      <section class="panel">
+        <h2>Password</h2>
+        <p>Generates a new password, shows it once, and signs the user out everywhere.</p>
+        <form method="post" action={`/admin/users/${user.id}/password`}>
+          <Csrf token={props.csrf} />
+          <button type="submit" class="btn">Reset password</button>
+        </form>
+      </section>
+      <section class="panel panel--danger">
+        <h2>Delete user</h2>
+        <p>Removes the user, their sessions and their API tokens. Audit entries stay.</p>
+        <a class="btn btn--danger" href={`/admin/users/${user.id}/delete`}>Delete user…</a>
+      </section>
+    </>
+  );
+}
+
+function userValues(user: User): FormValues {
+  return {
+    email: user.email,
+    name: user.name,
+    role: user.role,
+    scopeMode: user.orgScope === "all" ? "all" : "selected",
+    orgIds: user.orgScope === "all" ? [] : user.orgScope,
+    disabled: user.disabled,
+  };
+}
+
+adminUserRoutes.get("/:userId", requires("admin"), async (c) => {
+  const user = await requireUser(c.get("deps").kv, c.get("actor")!, c.req.param("userId"));
+  return render(
+    c,
+    user.email,
+    (
+      <EditPage csrf={c.get("csrfToken")} user={user} orgs={await orgsFor(c)} values={userValues(user)} />
+    ),
+  );
+});
+
+adminUserRoutes.post("/:userId", requires("admin"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const user = await requireUser(kv, actor, c.req.param("userId"));
+  const form = await readForm(c);
+  const values = { ...valuesFrom(form), email: user.email };
+  const parsed = UserUpdateInput.safeParse({
+    name: values.name,
+    role: values.role,
+    orgScope: values.scopeMode === "all" ? "all" : values.orgIds,
+    disabled: values.disabled,
+  });
+  let errors: FieldErrors | undefined;
+  let error: string | undefined;
+  if (!parsed.success) errors = fieldErrors(parsed.error);
+  else {
+    try {
+      await updateUser(kv, actor, user.id, parsed.data, clock());
+      return redirectWithNotice(c, `/admin/users/${user.id}`, `Saved ${user.email}.`);
+    } catch (e) {
+      if (!(e instanceof ValidationError)) throw e;
+      errors = e.fields;
+      error = e.message;
+    }
+  }
+  return render(
+    c,
+    user.email,
+    (
+      <EditPage
+        csrf={c.get("csrfToken")}
+        user={user}
+        orgs={await orgsFor(c)}
+        values={values}
+        errors={errors}
+        error={error}
+      />
+    ),
+    422,
+  );
+});
+
+adminUserRoutes.post("/:userId/password", requires("admin"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const { user, password } = await resetPassword(kv, c.get("actor")!, c.req.param("userId"), {}, clock());
+  noStore(c);
+  return render(
+    c,
+    "Password reset",
+    (
+      <>
+        <PageHeader title="Password reset" subtitle={user.email} />
+        <p>
+          This password is shown once. Give it to the user through a safe channel; they are signed out
+          everywhere.
+        </p>
+        <div class="secret-box">
+          <code class="secret" data-testid="secret">{password}</code>
+        </div>
+        <p>
+          <a href={`/admin/users/${user.id}`}>Back to the user</a>
+        </p>
+      </>
+    ),
+  );
+});
+
+adminUserRoutes.get("/:userId/delete", requires("admin"), async (c) => {
+  const user = await requireUser(c.get("deps").kv, c.get("actor")!, c.req.param("userId"));
+  return render(
+    c,
+    "Delete user",
+    (
+      <>
+        <PageHeader title={`Delete ${user.email}?`} />
+        <p>This removes the user, signs them out, and revokes their API tokens. It cannot be undone.</p>
+        <form method="post" action={`/admin/users/${user.id}/delete`} class="form">
+          <Csrf token={c.get("csrfToken")} />
+          <div class="form-actions">
+            <button type="submit" class="btn btn--danger">Delete user</button>
+            <a class="btn btn--ghost" href={`/admin/users/${user.id}`}>Cancel</a>
+          </div>
+        </form>
+      </>
+    ),
+  );
+});
+
+adminUserRoutes.post("/:userId/delete", requires("admin"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const user = await requireUser(kv, actor, c.req.param("userId"));
+  await deleteUser(kv, actor, user.id, clock());
+  return redirectWithNotice(c, "/admin/users", `Deleted ${user.email}.`);
+});

@@ -1,0 +1,229 @@
+/** Sign-in, sign-out and the first-run setup page. */
+import { Hono } from "hono";
+import { deleteCookie, getCookie, setCookie } from "hono/cookie";
+import { endSession, login, LoginInput } from "../domain/auth.ts";
+import type { FieldErrors } from "../domain/errors.ts";
+import { RateLimitError, UnauthorizedError } from "../domain/errors.ts";
+import { completeSetup, needsSetup, SetupInput } from "../domain/setup.ts";
+import { Csrf, Field, FormErrors } from "../components/ui.tsx";
+import { publicAccess } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors, readForm, str } from "./forms.ts";
+import { SESSION_COOKIE } from "./middleware.ts";
+import { noStore, redirectWithNotice, render } from "./render.tsx";
+
+export const authRoutes = new Hono<AppEnv>();
+
+/** Only same-site relative paths are followed after sign-in. */
+function safeNext(next: string | undefined): string {
+  return next && /^\/(?!\/)[\w\-./?=&%]*$/.test(next) ? next : "/";
+}
+
+function LoginPage(
+  props: { csrf: string; email?: string; next: string; error?: string; errors?: FieldErrors },
+) {
+  return (
+    <section class="auth-card">
+      <h1>Sign in to Cadres Backup</h1>
+      <FormErrors message={props.error} />
+      <form method="post" action="/login" class="form">
+        <Csrf token={props.csrf} />
+        <input type="hidden" name="next" value={props.next} />
+        <Field
+          name="email"
+          label="Email"
+          type="email"
+          value={props.email}
+          errors={props.errors}
+          required
+          autocomplete="username"
+        />
+        <Field
+          name="password"
+          label="Password"
+          type="password"
+          errors={props.errors}
+          required
+          autocomplete="current-password"
+        />
+        <button type="submit" class="btn btn--primary">Sign in</button>
+      </form>
+    </section>
+  );
+}
+
+authRoutes.get("/login", publicAccess(), async (c) => {
+  if (c.get("actor")) return c.redirect("/", 302);
+  if (await needsSetup(c.get("deps").kv)) {
+    return render(
+      c,
+      "Setup required",
+      (
+        <section class="auth-card">
+          <h1>Welcome to Cadres Backup</h1>
+          <p>
+            This installation has no administrator yet. Open the one-time setup link that the server printed
+            on its console when it started (restart the server to print a new one).
+          </p>
+        </section>
+      ),
+    );
+  }
+  return render(c, "Sign in", <LoginPage csrf={c.get("csrfToken")} next={safeNext(c.req.query("next"))} />);
+});
+
+authRoutes.post("/login", publicAccess(), async (c) => {
+  const { kv, clock, config } = c.get("deps");
+  const form = await readForm(c);
+  const next = safeNext(str(form, "next"));
+  const parsed = LoginInput.safeParse({ email: str(form, "email"), password: str(form, "password") });
+  if (!parsed.success) {
+    return render(
+      c,
+      "Sign in",
+      (
+        <LoginPage
+          csrf={c.get("csrfToken")}
+          email={str(form, "email")}
+          next={next}
+          errors={fieldErrors(parsed.error)}
+        />
+      ),
+      422,
+    );
+  }
+  try {
+    const { cookie } = await login(kv, parsed.data, {
+      ip: c.env?.remoteAddr?.hostname ?? "unknown",
+      now: clock(),
+      previousCookie: getCookie(c, SESSION_COOKIE),
+    });
+    setCookie(c, SESSION_COOKIE, cookie, {
+      httpOnly: true,
+      sameSite: "Lax",
+      secure: config.secureCookies,
+      path: "/",
+    });
+    return c.redirect(next, 303);
+  } catch (error) {
+    if (error instanceof RateLimitError) {
+      c.header("Retry-After", String(error.retryAfterSeconds));
+      return render(
+        c,
+        "Sign in",
+        (
+          <LoginPage csrf={c.get("csrfToken")} email={parsed.data.email} next={next} error={error.message} />
+        ),
+        429,
+      );
+    }
+    if (error instanceof UnauthorizedError) {
+      return render(
+        c,
+        "Sign in",
+        (
+          <LoginPage csrf={c.get("csrfToken")} email={parsed.data.email} next={next} error={error.message} />
+        ),
+        401,
+      );
+    }
+    throw error;
+  }
+});
+
+authRoutes.post("/logout", publicAccess(), async (c) => {
+  const cookie = getCookie(c, SESSION_COOKIE);
+  if (cookie) await endSession(c.get("deps").kv, cookie);
+  deleteCookie(c, SESSION_COOKIE, { path: "/" });
+  return c.redirect("/login", 303);
+});
+
+function SetupPage(
+  props: { csrf: string; values: Record<string, string>; errors?: FieldErrors; error?: string },
+) {
+  const v = props.values;
+  return (
+    <section class="auth-card auth-card--wide">
+      <h1>Set up Cadres Backup</h1>
+      <p>Create the account, its first organization and the first administrator.</p>
+      <FormErrors message={props.error} />
+      <form method="post" action="/setup" class="form">
+        <Csrf token={props.csrf} />
+        <input type="hidden" name="token" value={v.token} />
+        <Field
+          name="accountName"
+          label="Account (company) name"
+          value={v.accountName}
+          errors={props.errors}
+          required
+        />
+        <Field name="orgName" label="First organization" value={v.orgName} errors={props.errors} required />
+        <Field name="name" label="Your name" value={v.name} errors={props.errors} required />
+        <Field
+          name="email"
+          label="Your email"
+          type="email"
+          value={v.email}
+          errors={props.errors}
+          required
+          autocomplete="username"
+        />
+        <Field
+          name="password"
+          label="Password"
+          type="password"
+          errors={props.errors}
+          required
+          hint="At least 12 characters."
+          autocomplete="new-password"
+        />
+        <button type="submit" class="btn btn--primary">Create administrator</button>
+      </form>
+    </section>
+  );
+}
+
+authRoutes.get("/setup", publicAccess(), async (c) => {
+  if (!(await needsSetup(c.get("deps").kv))) return c.redirect("/login", 302);
+  noStore(c);
+  return render(
+    c,
+    "Setup",
+    <SetupPage csrf={c.get("csrfToken")} values={{ token: c.req.query("token") ?? "" }} />,
+  );
+});
+
+authRoutes.post("/setup", publicAccess(), async (c) => {
+  const { kv, clock } = c.get("deps");
+  if (!(await needsSetup(kv))) return c.redirect("/login", 303);
+  noStore(c);
+  const form = await readForm(c);
+  const values = Object.fromEntries(
+    ["token", "accountName", "orgName", "name", "email"].map((k) => [k, str(form, k)]),
+  );
+  const parsed = SetupInput.safeParse({ ...values, password: str(form, "password") });
+  if (!parsed.success) {
+    return render(
+      c,
+      "Setup",
+      (
+        <SetupPage csrf={c.get("csrfToken")} values={values} errors={fieldErrors(parsed.error)} />
+      ),
+      422,
+    );
+  }
+  try {
+    await completeSetup(kv, parsed.data, clock());
+  } catch (error) {
+    if (error instanceof UnauthorizedError) {
+      return render(
+        c,
+        "Setup",
+        <SetupPage csrf={c.get("csrfToken")} values={values} error={error.message} />,
+        401,
+      );
+    }
+    throw error;
+  }
+  return redirectWithNotice(c, "/login", "Setup complete. Sign in with the administrator you just created.");
+});

@@ -1,0 +1,27 @@
+/** The Hono environment shared by every route: dependencies, the actor, the session. */
+import type { Session } from "../domain/auth.ts";
+import type { Config } from "../domain/config.ts";
+import type { Logger } from "../domain/log.ts";
+import type { Actor } from "../domain/rbac.ts";
+import type { User } from "../domain/types.ts";
+
+/** What the app needs from outside; tests pass an in-memory KV and a fixed clock. */
+export interface Deps {
+  kv: Deno.Kv;
+  config: Config;
+  clock: () => Date;
+  logger: Logger;
+}
+
+export interface AppEnv {
+  Bindings: { remoteAddr?: { hostname?: string } };
+  Variables: {
+    deps: Deps;
+    requestId: string;
+    actor: Actor | null;
+    user: User | null;
+    session: Session | null;
+    /** The CSRF token to embed in forms (the session's, or the pre-session cookie's). */
+    csrfToken: string;
+  };
+}

@@ -1,0 +1,43 @@
+/** Form parsing: turns a submitted form into an object, and zod issues into field messages. */
+import type { Context } from "hono";
+import { z } from "zod";
+import type { FieldErrors } from "../domain/errors.ts";
+import type { AppEnv } from "./env.ts";
+
+/** The submitted form as strings (repeated fields become arrays), without `_csrf`. */
+export async function readForm(c: Context<AppEnv>): Promise<Record<string, string | string[]>> {
+  const body = await c.req.parseBody({ all: true });
+  const out: Record<string, string | string[]> = {};
+  for (const [key, value] of Object.entries(body)) {
+    if (key === "_csrf") continue;
+    if (Array.isArray(value)) out[key] = value.filter((v): v is string => typeof v === "string");
+    else if (typeof value === "string") out[key] = value;
+  }
+  return out;
+}
+
+/** One string field of a form ("" when missing). */
+export function str(form: Record<string, string | string[]>, key: string): string {
+  const v = form[key];
+  return Array.isArray(v) ? (v[0] ?? "") : (v ?? "");
+}
+
+/** A repeated field as a list. */
+export function list(form: Record<string, string | string[]>, key: string): string[] {
+  const v = form[key];
+  return Array.isArray(v) ? v : v ? [v] : [];
+}
+
+/** zod issues → `{ field: message }`, first message per field, with a readable field label. */
+export function fieldErrors(error: z.ZodError): FieldErrors {
+  const out: FieldErrors = {};
+  for (const issue of error.issues) {
+    const key = String(issue.path[0] ?? "form");
+    if (!out[key]) out[key] = capitalize(issue.message);
+  }
+  return out;
+}
+
+function capitalize(text: string): string {
+  return text ? text[0].toUpperCase() + text.slice(1) : text;
+}

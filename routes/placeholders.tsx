@@ -1,0 +1,106 @@
+/**
+ * Pages of the guide's navigation that later issues fill (engines, storage, policies, …). Each states
+ * honestly that it is not built yet, and already enforces the permission the finished page needs.
+ */
+import { Hono } from "hono";
+import { EmptyState, PageHeader } from "../components/ui.tsx";
+import type { Permission } from "../domain/types.ts";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { render } from "./render.tsx";
+
+interface Placeholder {
+  path: string;
+  title: string;
+  permission: Permission;
+  what: string;
+}
+
+const PLACEHOLDERS: Placeholder[] = [
+  {
+    path: "/backup/dashboard",
+    title: "Dashboard",
+    permission: "backup.view",
+    what:
+      "Protected, at-risk and RPO-breach counts, engine status, the last 24 hours and the exception queues.",
+  },
+  {
+    path: "/backup/engines",
+    title: "Engines",
+    permission: "backup.view",
+    what: "Registered Backup Engine Services, their heartbeats, health and storage.",
+  },
+  {
+    path: "/backup/storage",
+    title: "Storage",
+    permission: "backup.view",
+    what: "Storage targets (S3, SMB, NFS, iSCSI, local), capacity, growth and time-to-full.",
+  },
+  {
+    path: "/backup/policies",
+    title: "Policies",
+    permission: "backup.view",
+    what: "Native backup policies: schedules, retention, data protection, hosts, hooks.",
+  },
+  {
+    path: "/backup/replicas",
+    title: "Replicas",
+    permission: "backup.view",
+    what: "Replication rules copying backups to secondary targets (3-2-1).",
+  },
+  {
+    path: "/backup/jobs",
+    title: "Jobs",
+    permission: "backup.view",
+    what: "Every native and platform job with its run history and retries.",
+  },
+  {
+    path: "/backup/restore",
+    title: "Restore",
+    permission: "backup.restore",
+    what: "Restore points, browse and search, file, image and bare-metal restore.",
+  },
+  {
+    path: "/backup/protected",
+    title: "Protected Objects",
+    permission: "backup.view",
+    what: "Everything covered by backup, with last backup and RPO status.",
+  },
+  {
+    path: "/backup/platforms",
+    title: "Platforms",
+    permission: "backup.view",
+    what: "Third-party platforms (Veeam, Cohesity) and their sync status.",
+  },
+  {
+    path: "/health/backup",
+    title: "Health · Backup",
+    permission: "admin",
+    what: "The control plane's own backups: schedules, bundles, encryption, S3 and triggers.",
+  },
+  {
+    path: "/admin/backups",
+    title: "Backups",
+    permission: "admin",
+    what: "Configure the control plane's self-backup schedules, retention, encryption and S3 copy.",
+  },
+];
+
+export const placeholderRoutes = new Hono<AppEnv>();
+
+for (const p of PLACEHOLDERS) {
+  placeholderRoutes.get(p.path, requires(p.permission), (c) =>
+    render(
+      c,
+      p.title,
+      (
+        <>
+          <PageHeader title={p.title} subtitle={p.what} />
+          <EmptyState title="Not available yet">
+            This part of Cadres Backup has not been built in this version. Nothing is hidden here: there is no
+            data behind this page yet.
+          </EmptyState>
+        </>
+      ),
+    ));
+}

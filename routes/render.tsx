@@ -1,0 +1,49 @@
+/** Rendering helpers: one `render()` wraps a page in the layout; flash notices via a short cookie. */
+import type { Context } from "hono";
+import { deleteCookie, getCookie, setCookie } from "hono/cookie";
+import type { ComponentChildren } from "preact";
+import { renderToString } from "preact-render-to-string";
+import { Layout } from "../components/Layout.tsx";
+import type { AppEnv } from "./env.ts";
+
+const FLASH_COOKIE = "cadres_flash";
+
+/** Renders `body` inside the layout with the given status. */
+export function render(
+  c: Context<AppEnv>,
+  title: string,
+  body: ComponentChildren,
+  status: 200 | 400 | 401 | 403 | 404 | 409 | 413 | 422 | 429 | 500 | 503 = 200,
+) {
+  const notice = getCookie(c, FLASH_COOKIE);
+  if (notice) deleteCookie(c, FLASH_COOKIE, { path: "/" });
+  const html = renderToString(
+    <Layout
+      title={title}
+      path={c.req.path}
+      actor={c.get("actor")}
+      csrfToken={c.get("csrfToken") ?? ""}
+      notice={notice ? decodeURIComponent(notice) : undefined}
+    >
+      {body}
+    </Layout>,
+  );
+  return c.html("<!doctype html>" + html, status);
+}
+
+/** Redirects with 303 after a successful POST, carrying a one-shot notice. */
+export function redirectWithNotice(c: Context<AppEnv>, location: string, notice: string) {
+  setCookie(c, FLASH_COOKIE, encodeURIComponent(notice.slice(0, 300)), {
+    path: "/",
+    httpOnly: true,
+    sameSite: "Lax",
+    secure: c.get("deps").config.secureCookies,
+    maxAge: 60,
+  });
+  return c.redirect(location, 303);
+}
+
+/** Marks a response that shows a secret as never cacheable. */
+export function noStore(c: Context<AppEnv>) {
+  c.header("Cache-Control", "no-store");
+}
