@@ -80,6 +80,7 @@ export async function createApiToken(
     .set(apiTokensByAccountKey(owner.accountId, id), id);
   appendAudit(op, actor, {
     accountId: owner.accountId,
+    orgIds: owner.orgScope,
     action: "api_token.create",
     objectType: "api_token",
     objectId: id,
@@ -124,6 +125,7 @@ export async function revokeApiToken(kv: Deno.Kv, actor: Actor, id: string, now:
     const op = kv.atomic().check(entry).set(apiTokenKey(id), next);
     appendAudit(op, actor, {
       accountId: token.accountId,
+      orgIds: owner.orgScope,
       action: "api_token.revoke",
       objectType: "api_token",
       objectId: id,

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { newId } from "./ids.ts";
 import type { Page } from "./kv.ts";
 import { type Actor, inScope } from "./rbac.ts";
-import type { AuditEntry } from "./types.ts";
+import type { AuditEntry, OrgScope } from "./types.ts";
 
 /** Key of one audit entry; ULID ids make the account prefix chronological. */
 export function auditKey(accountId: string, id: string) {
@@ -14,6 +14,8 @@ export function auditKey(accountId: string, id: string) {
 export interface AuditInput {
   accountId: string;
   orgId?: string | null;
+  /** For objects spanning several orgs (users): who may read the entry follows this scope. */
+  orgIds?: OrgScope;
   action: string;
   objectType: string;
   objectId: string;
@@ -31,6 +33,7 @@ export function appendAudit(
     id: newId(now),
     accountId: input.accountId,
     orgId: input.orgId ?? null,
+    ...(input.orgIds !== undefined ? { orgIds: input.orgIds } : {}),
     actorId: actor.id,
     actorLabel: actor.label,
     action: input.action,
@@ -77,7 +80,10 @@ export async function listAudit(kv: Deno.Kv, actor: Actor, filter: AuditFilter):
   const actorNeedle = filter.actor.toLowerCase();
   for await (const { value } of iter) {
     scanned++;
-    const visible = inScope(actor, { accountId: value.accountId, orgId: value.orgId }) &&
+    const scope = value.orgIds !== undefined
+      ? { accountId: value.accountId, orgIds: value.orgIds }
+      : { accountId: value.accountId, orgId: value.orgId };
+    const visible = inScope(actor, scope) &&
       (!actorNeedle || value.actorLabel.toLowerCase().includes(actorNeedle)) &&
       (!filter.action || value.action.startsWith(filter.action)) &&
       (!filter.objectType || value.objectType === filter.objectType) &&

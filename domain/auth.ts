@@ -163,6 +163,7 @@ export async function login(
     if (user) {
       appendAudit(op, { ...userActor(user), label: email }, {
         accountId: user.accountId,
+        orgIds: user.orgScope,
         action: "auth.login_failed",
         objectType: "user",
         objectId: user.id,
@@ -176,6 +177,7 @@ export async function login(
   const op = kv.atomic();
   appendAudit(op, userActor(user), {
     accountId: user.accountId,
+    orgIds: user.orgScope,
     action: "auth.login",
     objectType: "user",
     objectId: user.id,

@@ -79,6 +79,8 @@ export interface AuditEntry {
   id: string;
   accountId: string;
   orgId: string | null;
+  /** Set for entries about multi-org objects (users): readers need this whole scope. */
+  orgIds?: OrgScope;
   actorId: string;
   actorLabel: string;
   action: string;

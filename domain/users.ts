@@ -140,6 +140,7 @@ export async function createUser(
     .set(usersByAccountKey(user.accountId, user.id), user.id);
   appendAudit(op, actor, {
     accountId: user.accountId,
+    orgIds: user.orgScope,
     action: "user.create",
     objectType: "user",
     objectId: user.id,
@@ -181,6 +182,7 @@ export async function updateUser(
     ].filter(Boolean);
     appendAudit(op, actor, {
       accountId: user.accountId,
+      orgIds: user.orgScope,
       action: "user.update",
       objectType: "user",
       objectId: user.id,
@@ -214,6 +216,7 @@ export async function resetPassword(
     const op = kv.atomic().check(entry).set(userKey(id), next);
     appendAudit(op, actor, {
       accountId: user.accountId,
+      orgIds: user.orgScope,
       action: "user.reset_password",
       objectType: "user",
       objectId: user.id,
@@ -244,6 +247,7 @@ export async function deleteUser(kv: Deno.Kv, actor: Actor, id: string, now: Dat
     for (const key of tokenKeys) op.delete(key);
     appendAudit(op, actor, {
       accountId: user.accountId,
+      orgIds: user.orgScope,
       action: "user.delete",
       objectType: "user",
       objectId: user.id,

@@ -1,0 +1,253 @@
+/**
+ * The permission matrix: every route registered on the app (read from `app.routes`, not a hand list)
+ * is requested as anonymous, view-only, manage, restore, admin, an admin of another org, and an admin
+ * of another account. Expected statuses follow from each route's declared access and the object's
+ * tenancy, so a new route without an `access(...)` declaration, or one that leaks across orgs, fails.
+ */
+import assert from "node:assert/strict";
+import { createApp } from "../../app.ts";
+import { createApiToken } from "../../domain/api_tokens.ts";
+import { createSession, userActor } from "../../domain/auth.ts";
+import { testConfig } from "../../domain/config.ts";
+import { createLogger } from "../../domain/log.ts";
+import { type Actor, inScope } from "../../domain/rbac.ts";
+import type { User } from "../../domain/types.ts";
+import { accessOf, type AccessSpec } from "../../routes/access.ts";
+import { addUser, createTenant, TestClock } from "../helpers.ts";
+
+interface Fixture {
+  entries: Array<{ key: Deno.KvKey; value: unknown }>;
+  principals: Record<string, User | null>;
+  target: User;
+  viewer: User;
+  orgA1: string;
+  tokenId: string;
+  secretOfA1: string;
+}
+
+const clock = new TestClock();
+
+async function buildFixture(): Promise<Fixture> {
+  using kv = await Deno.openKv(":memory:");
+  const now = clock.now();
+  const a = await createTenant(kv, "Account A", ["A1", "A2"], now);
+  const b = await createTenant(kv, "Account B", ["B1"], now);
+  const [a1, a2] = a.orgs;
+  const viewer = await addUser(kv, a, "viewer@a.example", "viewer", [a1], now);
+  const principals: Record<string, User | null> = {
+    anonymous: null,
+    viewer,
+    manage: await addUser(kv, a, "manage@a.example", "operator", [a1], now),
+    restore: await addUser(kv, a, "restore@a.example", "restore_operator", [a1], now),
+    admin: await addUser(kv, a, "admin@a.example", "admin", "all", now),
+    otherOrgAdmin: await addUser(kv, a, "admin-a2@a.example", "admin", [a2], now),
+    otherAccountAdmin: await addUser(kv, b, "admin@b.example", "admin", "all", now),
+  };
+  const target = await addUser(kv, a, "target@a.example", "viewer", [a1], now);
+  const { token } = await createApiToken(kv, userActor(viewer), {
+    name: "viewer's token",
+    permissions: ["backup.view"],
+    expiresInDays: 0,
+  }, now);
+  const entries = [];
+  for await (const e of kv.list({ prefix: [] })) entries.push({ key: e.key, value: e.value });
+  return { entries, principals, target, viewer, orgA1: a1.id, tokenId: token.id, secretOfA1: a.secrets[0] };
+}
+
+async function copyInto(kv: Deno.Kv, entries: Fixture["entries"]) {
+  for (let i = 0; i < entries.length; i += 500) {
+    const op = kv.atomic();
+    for (const e of entries.slice(i, i + 500)) op.set(e.key, e.value);
+    assert.ok((await op.commit()).ok);
+  }
+}
+
+interface RouteInfo {
+  method: string;
+  path: string;
+  access: AccessSpec;
+}
+
+/** Endpoints of the app with their access declarations; throws on an endpoint without one. */
+function enumerateRoutes(app: ReturnType<typeof createApp>): RouteInfo[] {
+  const groups = new Map<string, { method: string; path: string; handlers: unknown[] }>();
+  for (const r of app.routes) {
+    if (r.method === "ALL") {
+      assert.ok(r.path.endsWith("*"), `ALL-method route ${r.path} must be middleware, not an endpoint`);
+      continue;
+    }
+    const key = `${r.method} ${r.path}`;
+    const group = groups.get(key) ?? { method: r.method, path: r.path, handlers: [] };
+    group.handlers.push(r.handler);
+    groups.set(key, group);
+  }
+  return [...groups.values()].map((g) => {
+    const specs = g.handlers.map(accessOf).filter((s): s is AccessSpec => s !== undefined);
+    assert.equal(
+      specs.length,
+      1,
+      `${g.method} ${g.path} must declare exactly one access rule (found ${specs.length})`,
+    );
+    return { method: g.method, path: g.path, access: specs[0] };
+  });
+}
+
+type Visibility = "ok" | "forbidden" | "hidden";
+
+/** What the object behind each path parameter allows an actor to do. */
+function objectVisibility(fx: Fixture, param: string, actor: Actor): Visibility {
+  switch (param) {
+    case "userId": {
+      const scope = { accountId: fx.target.accountId, orgIds: fx.target.orgScope };
+      return inScope(actor, scope) ? "ok" : "hidden";
+    }
+    case "orgId":
+      return inScope(actor, { accountId: fx.target.accountId, orgId: fx.orgA1 }) ? "ok" : "hidden";
+    case "tokenId": {
+      const owner = { accountId: fx.viewer.accountId, orgIds: fx.viewer.orgScope };
+      if (!inScope(actor, owner)) return "hidden";
+      return actor.id === fx.viewer.id || actor.permissions.has("admin") ? "ok" : "forbidden";
+    }
+    default:
+      throw new Error(`The matrix does not know path parameter :${param}; teach objectVisibility about it`);
+  }
+}
+
+function concretePath(fx: Fixture, path: string): string {
+  return path
+    .replace(":userId", fx.target.id)
+    .replace(":orgId", fx.orgA1)
+    .replace(":tokenId", fx.tokenId)
+    .replace("/static/*", "/static/app.css");
+}
+
+/** Valid bodies, so that the scope check (not validation) decides for routes on hidden objects. */
+const SAMPLE_BODIES: Record<string, unknown> = {
+  "PATCH /api/v1/users/:userId": { name: "Renamed", role: "viewer", orgScope: "all" },
+  "PATCH /api/v1/orgs/:orgId": { name: "Renamed org" },
+};
+
+/**
+ * The product's access policy by path, written independently of the routes (first match wins). A
+ * route whose declaration differs, or that no rule covers, fails: adding a route means deciding here.
+ */
+const POLICY: Array<[RegExp, string]> = [
+  [/^(GET|POST) \/(login|logout|setup)$/, "public"],
+  [/^GET \/(healthz|readyz|static\/\*|api\/openapi\.json|api\/docs)?$/, "public"],
+  [/^GET \/backup\/restore/, "backup.restore"],
+  [/^GET \/backup\//, "backup.view"],
+  [/^GET \/health\//, "admin"],
+  [/^\w+ \/admin\/(users|orgs|audit|backups)/, "admin"],
+  [/^\w+ \/admin\/tokens/, "backup.view"],
+  [/^GET \/api\/v1\/me$/, "signed_in"],
+  [/^\w+ \/api\/v1\/(users|audit)/, "admin"],
+  [/^GET \/api\/v1\/orgs/, "backup.view"],
+  [/^\w+ \/api\/v1\/orgs/, "admin"],
+  [/^\w+ \/api\/v1\/tokens/, "backup.view"],
+];
+
+function expectedAccess(route: RouteInfo): string {
+  const rule = POLICY.find(([pattern]) => pattern.test(`${route.method} ${route.path}`));
+  assert.ok(rule, `${route.method} ${route.path} is not covered by the access POLICY of this test`);
+  return rule[1];
+}
+
+const fixture = await buildFixture();
+const routes = enumerateRoutes(
+  createApp({ kv: await Deno.openKv(":memory:"), config: testConfig(), logger: createLogger("error") }),
+);
+
+Deno.test("every route declares exactly one access rule", () => {
+  assert.ok(routes.length > 30, `expected the whole app's routes, got ${routes.length}`);
+  const paths = routes.map((r) => `${r.method} ${r.path}`);
+  for (
+    const expected of [
+      "GET /admin/users",
+      "POST /admin/orgs/new",
+      "GET /api/v1/users/:userId",
+      "GET /healthz",
+    ]
+  ) {
+    assert.ok(paths.includes(expected), `${expected} is enumerated`);
+  }
+});
+
+for (const route of routes) {
+  Deno.test(`permission matrix: ${route.method} ${route.path}`, async () => {
+    const declared = route.access.kind === "permission" ? route.access.permission : route.access.kind;
+    assert.equal(declared, expectedAccess(route), `${route.method} ${route.path} declares the wrong access`);
+    const isApi = route.path.startsWith("/api/v1/");
+    const params = [...route.path.matchAll(/:(\w+)/g)].map((m) => m[1]);
+    for (const [name, user] of Object.entries(fixture.principals)) {
+      using kv = await Deno.openKv(":memory:");
+      await copyInto(kv, fixture.entries);
+      const app = createApp({ kv, config: testConfig(), clock: clock.now, logger: createLogger("error") });
+      const headers = new Headers({ origin: "http://localhost:8000" });
+      let actor: Actor | null = null;
+      if (user) {
+        const { cookie, session } = await createSession(kv, user, clock.now());
+        headers.set("cookie", `cadres_session=${cookie}`);
+        headers.set("x-csrf-token", session.csrfToken);
+        actor = userActor(user);
+      } else {
+        // A real browser has the pre-session CSRF cookie, so auth (not CSRF) decides.
+        headers.set("cookie", "cadres_csrf=anonymous-csrf-token");
+        headers.set("x-csrf-token", "anonymous-csrf-token");
+      }
+      let body: BodyInit | undefined;
+      if (route.method !== "GET") {
+        if (isApi) {
+          headers.set("content-type", "application/json");
+          body = JSON.stringify(SAMPLE_BODIES[`${route.method} ${route.path}`] ?? {});
+        } else {
+          headers.set("content-type", "application/x-www-form-urlencoded");
+          body = "";
+        }
+      }
+      const res = await app.request(concretePath(fixture, route.path), {
+        method: route.method,
+        headers,
+        body,
+      });
+      const text = await res.text();
+      const where = `${route.method} ${route.path} as ${name}: got ${res.status}`;
+
+      if (route.access.kind === "public") {
+        assert.ok(res.status < 500 && res.status !== 401 && res.status !== 403, where);
+        continue;
+      }
+      if (!actor) {
+        if (isApi) assert.equal(res.status, 401, where);
+        else {
+          assert.equal(res.status, 302, where);
+          assert.match(res.headers.get("location") ?? "", /^\/login/, where);
+        }
+        continue;
+      }
+      if (route.access.kind === "permission" && !actor.permissions.has(route.access.permission)) {
+        assert.equal(res.status, 403, where);
+        continue;
+      }
+      const visibility = params.map((p) => objectVisibility(fixture, p, actor!));
+      if (visibility.includes("hidden")) {
+        assert.equal(res.status, 404, where);
+        assert.ok(!text.includes(fixture.target.email), `${where}: a hidden object's data leaked`);
+        continue;
+      }
+      if (visibility.includes("forbidden")) {
+        assert.equal(res.status, 403, where);
+        continue;
+      }
+      assert.ok(![401, 403, 404].includes(res.status) && res.status < 500, `${where}: ${text.slice(0, 300)}`);
+      // Lists never show objects outside the actor's scope, and nothing ever shows a stored secret.
+      if (!inScope(actor, { accountId: fixture.target.accountId, orgIds: fixture.target.orgScope })) {
+        assert.ok(!text.includes(fixture.target.email), `${where}: out-of-scope user listed`);
+      }
+      assert.ok(!text.includes(fixture.secretOfA1), `${where}: an org secret was rendered`);
+      assert.ok(
+        !text.includes("passwordHash") && !text.includes("secretHash"),
+        `${where}: a hash was rendered`,
+      );
+    }
+  });
+}
