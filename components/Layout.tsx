@@ -71,8 +71,9 @@ export function Layout(props: LayoutProps) {
               <a class="brand" href="/">
                 <img src="/static/favicon.svg" alt="" width="22" height="22" /> Cadres Backup
               </a>
-              <details class="nav-toggle" open>
-                <summary>Menu</summary>
+              <input type="checkbox" id="nav-toggle" class="nav-toggle-input" aria-label="Show menu" />
+              <label for="nav-toggle" class="nav-toggle-label">Menu</label>
+              <div class="nav-sections">
                 {NAV.map((section) => {
                   const items = section.items.filter((i) => actor.permissions.has(i.permission));
                   if (!items.length) return null;
@@ -107,7 +108,7 @@ export function Layout(props: LayoutProps) {
                     </li>
                   </ul>
                 </div>
-              </details>
+              </div>
             </nav>
           )}
           <div class="main-col">

@@ -4,6 +4,7 @@
  * live summary says what the user will see.
  */
 import { useComputed, useSignal } from "@preact/signals";
+import { useEffect } from "preact/hooks";
 
 export interface Props {
   orgs: Array<{ id: string; name: string }>;
@@ -15,7 +16,11 @@ export interface Props {
 export default function OrgScopePicker(props: Props) {
   const mode = useSignal(props.mode);
   const selected = useSignal(new Set(props.selected));
-  const hydrated = useSignal(typeof document !== "undefined");
+  // First client render must match the server's HTML; only then switch to the interactive view.
+  const hydrated = useSignal(false);
+  useEffect(() => {
+    hydrated.value = true;
+  }, []);
   const summary = useComputed(() => {
     if (mode.value === "all") return "Sees every organization of the account, including future ones.";
     const n = selected.value.size;
