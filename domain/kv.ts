@@ -7,11 +7,16 @@ export interface Page<T> {
   cursor: string;
 }
 
-/** Reads many keys in chunks of 10 (the `getMany` limit), keeping order; missing keys are skipped. */
+/**
+ * Reads many keys in chunks of 10 (the `getMany` limit), issued concurrently, keeping order; missing
+ * keys are skipped.
+ */
 export async function getManyValues<T>(kv: Deno.Kv, keys: Deno.KvKey[]): Promise<T[]> {
+  const chunks: Deno.KvKey[][] = [];
+  for (let i = 0; i < keys.length; i += 10) chunks.push(keys.slice(i, i + 10));
+  const results = await Promise.all(chunks.map((chunk) => kv.getMany<unknown[]>(chunk)));
   const out: T[] = [];
-  for (let i = 0; i < keys.length; i += 10) {
-    const entries = await kv.getMany<T[]>(keys.slice(i, i + 10));
+  for (const entries of results) {
     for (const entry of entries) if (entry.value !== null) out.push(entry.value as T);
   }
   return out;
