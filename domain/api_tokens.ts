@@ -1,7 +1,7 @@
 /** API tokens for automation: bearer, stored as a hash, revocable, never above their owner. */
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
-import { NotFoundError, UnauthorizedError, ValidationError } from "./errors.ts";
+import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from "./errors.ts";
 import { newId, randomToken, sha256Hex, timingSafeEqual } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope, permissionsOf } from "./rbac.ts";
@@ -51,10 +51,13 @@ export async function createApiToken(
   if (!owner || !inScope(actor, userScope(owner))) throw new NotFoundError("User not found");
   if (owner.id !== actor.id) authorize(actor, "admin", userScope(owner));
   const allowed = permissionsOf(owner.role);
-  const extra = data.permissions.filter((p) => !allowed.has(p));
+  // A token acting for its owner can only hand out what it holds itself.
+  const extra = data.permissions.filter((p) =>
+    !allowed.has(p) || (actor.kind === "token" && !actor.permissions.has(p))
+  );
   if (extra.length) {
-    throw new ValidationError(`The token cannot have ${extra.join(", ")}: its owner does not`, {
-      permissions: `Not held by ${owner.email}: ${extra.join(", ")}`,
+    throw new ValidationError(`The token cannot have ${extra.join(", ")}: its creator does not`, {
+      permissions: `Not held by ${actor.kind === "token" ? "this token" : owner.email}: ${extra.join(", ")}`,
     });
   }
   const id = newId(now);
@@ -86,7 +89,7 @@ export async function createApiToken(
     objectId: id,
     summary: `Created API token "${data.name}" for ${owner.email} (${token.permissions.join(", ")})`,
   }, now);
-  await op.commit();
+  if (!(await op.commit()).ok) throw new ConflictError("Could not create the token; try again");
   return { token, secret };
 }
 

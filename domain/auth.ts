@@ -128,14 +128,48 @@ export async function resolveSession(
   return { session, user };
 }
 
-async function failureCount(kv: Deno.Kv, kind: "email" | "ip", subject: string, window: number) {
-  const entry = await kv.get<Deno.KvU64>(loginFailureKey(kind, subject, window));
-  return entry.value ? Number(entry.value.value) : 0;
+/**
+ * Reserves one attempt against the email and IP counters of the window in one checked write, so
+ * concurrent guesses cannot all pass the limit before any of them is counted. Returns false when
+ * either counter is at its limit.
+ */
+async function reserveAttempt(kv: Deno.Kv, email: string, ip: string, window: number): Promise<boolean> {
+  const emailKey = loginFailureKey("email", email, window);
+  const ipKey = loginFailureKey("ip", ip, window);
+  for (let i = 0; i < 50; i++) {
+    const [byEmail, byIp] = await kv.getMany<[number, number]>([emailKey, ipKey]);
+    const e = byEmail.value ?? 0;
+    const p = byIp.value ?? 0;
+    if (e >= LOGIN_MAX_PER_EMAIL || p >= LOGIN_MAX_PER_IP) return false;
+    const res = await kv.atomic().check(byEmail, byIp)
+      .set(emailKey, e + 1, { expireIn: LOGIN_WINDOW_MS * 2 })
+      .set(ipKey, p + 1, { expireIn: LOGIN_WINDOW_MS * 2 })
+      .commit();
+    if (res.ok) return true;
+  }
+  return false; // under extreme contention, refusing is the safe answer
+}
+
+/** Gives back a reserved attempt after a successful sign-in (successes do not count). */
+async function releaseAttempt(kv: Deno.Kv, email: string, ip: string, window: number): Promise<void> {
+  for (const key of [loginFailureKey("email", email, window), loginFailureKey("ip", ip, window)]) {
+    for (let i = 0; i < 20; i++) {
+      const entry = await kv.get<number>(key);
+      if (!entry.value) break;
+      if (
+        (await kv.atomic().check(entry).set(key, entry.value - 1, { expireIn: LOGIN_WINDOW_MS * 2 }).commit())
+          .ok
+      ) {
+        break;
+      }
+    }
+  }
 }
 
 /**
- * Checks a login. Throws RateLimitError when the email or IP has too many recent failures (checked
- * before the password, so a locked-out guess costs nothing) and UnauthorizedError on bad credentials.
+ * Checks a login. Each attempt is first reserved against the per-email and per-IP limits (so a
+ * locked-out guess costs nothing and concurrent guesses cannot overshoot); a successful sign-in gives
+ * its reservation back. Throws RateLimitError at the limit and UnauthorizedError on bad credentials.
  * Every outcome is audited (failures against the account of a known email only).
  */
 export async function login(
@@ -147,19 +181,13 @@ export async function login(
   const { ip, now } = options;
   const window = Math.floor(now.getTime() / LOGIN_WINDOW_MS) * LOGIN_WINDOW_MS;
   const retryAfter = Math.ceil((window + LOGIN_WINDOW_MS - now.getTime()) / 1000);
-  const [byEmail, byIp] = await Promise.all([
-    failureCount(kv, "email", email, window),
-    failureCount(kv, "ip", ip, window),
-  ]);
-  if (byEmail >= LOGIN_MAX_PER_EMAIL || byIp >= LOGIN_MAX_PER_IP) {
+  if (!(await reserveAttempt(kv, email, ip, window))) {
     throw new RateLimitError("Too many failed sign-in attempts. Try again later.", retryAfter);
   }
   const user = await findUserByEmail(kv, email);
   const ok = await verifyPassword(password, user?.passwordHash ?? DUMMY_HASH);
   if (!user || !ok || user.disabled) {
-    const op = kv.atomic()
-      .sum(loginFailureKey("email", email, window), 1n)
-      .sum(loginFailureKey("ip", ip, window), 1n);
+    const op = kv.atomic();
     if (user) {
       appendAudit(op, { ...userActor(user), label: email }, {
         accountId: user.accountId,
@@ -173,6 +201,7 @@ export async function login(
     await op.commit();
     throw new UnauthorizedError("Wrong email or password");
   }
+  await releaseAttempt(kv, email, ip, window);
   const { cookie, session } = await createSession(kv, user, now, options.previousCookie);
   const op = kv.atomic();
   appendAudit(op, userActor(user), {

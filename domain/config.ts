@@ -52,7 +52,9 @@ export function parseConfig(
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const name = String(issue.path[0] ?? "environment");
-    const got = env[name] === undefined ? "" : ` (got "${name === "CADRES_MASTER_KEY" ? "…" : env[name]}")`;
+    const raw = env[name];
+    const shown = name === "CADRES_MASTER_KEY" ? '"…"' : JSON.stringify((raw ?? "").slice(0, 80));
+    const got = raw === undefined ? "" : ` (got ${shown})`;
     return { ok: false, error: `Invalid configuration: ${name} ${issue.message}${got}` };
   }
   const e = parsed.data;

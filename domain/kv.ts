@@ -69,6 +69,7 @@ export async function lockKvFile(path: string, waitMs = 300): Promise<Deno.FsFil
   const result = await Promise.race([file.lock(true).then(() => "locked" as const), timedOut]);
   clearTimeout(timer);
   if (result === "timeout") {
+    file.close();
     throw new Error(
       `Cannot open the database ${path}: another Cadres process is using it. ` +
         `Stop that process first, or point CADRES_KV at a remote KV to run several instances.`,

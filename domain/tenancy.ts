@@ -173,12 +173,13 @@ export async function renameOrg(
     authorize(actor, "admin", { accountId: org.accountId, orgId: org.id });
     if (org.name === name) return { value: org };
     const next: Org = { ...org, name, updatedAt: now.toISOString() };
-    const op = kv.atomic()
-      .check(entry)
-      .check({ key: orgByNameKey(org.accountId, name), versionstamp: null })
-      .delete(orgByNameKey(org.accountId, org.name))
-      .set(orgByNameKey(org.accountId, name), org.id)
-      .set(orgKey(id), next);
+    const op = kv.atomic().check(entry).set(orgKey(id), next);
+    // A change of letter case keeps the same (lower-cased) name key.
+    if (name.toLowerCase() !== org.name.toLowerCase()) {
+      op.check({ key: orgByNameKey(org.accountId, name), versionstamp: null })
+        .delete(orgByNameKey(org.accountId, org.name))
+        .set(orgByNameKey(org.accountId, name), org.id);
+    }
     appendAudit(op, actor, {
       accountId: org.accountId,
       orgId: org.id,

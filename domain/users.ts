@@ -1,7 +1,7 @@
 /** Users of an account: email, name, role, org scope, argon2id password. */
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
-import { ForbiddenError, NotFoundError, ValidationError } from "./errors.ts";
+import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId, randomToken } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { hashPassword } from "./passwords.ts";
@@ -147,9 +147,12 @@ export async function createUser(
     summary: `Created user ${user.email} (${user.role})`,
   }, now);
   if (!(await op.commit()).ok) {
-    throw new ValidationError(`A user with email ${user.email} already exists`, {
-      email: "A user with this email already exists",
-    });
+    if ((await kv.get(userByEmailKey(user.email))).value) {
+      throw new ValidationError(`A user with email ${user.email} already exists`, {
+        email: "A user with this email already exists",
+      });
+    }
+    throw new ConflictError("The account changed while the user was being created; try again");
   }
   return user;
 }
@@ -230,14 +233,14 @@ export async function resetPassword(
 
 /** Deletes a user, their sessions and their API tokens. An admin cannot delete themself. */
 export async function deleteUser(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<void> {
-  const tokenKeys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["api_tokens_by_user", id] })) {
-    tokenKeys.push(e.key, ["api_tokens", e.value]);
-  }
   await withRetry(async () => {
     const entry = await kv.get<User>(userKey(id));
     const user = entry.value;
     if (!user || !inScope(actor, userScope(user))) throw new NotFoundError(`User ${id} not found`);
+    const tokenKeys: Deno.KvKey[] = [];
+    for await (const e of kv.list<string>({ prefix: ["api_tokens_by_user", id] })) {
+      tokenKeys.push(e.key, ["api_tokens", e.value], ["api_tokens_by_account", user.accountId, e.value]);
+    }
     authorize(actor, "admin", userScope(user));
     if (actor.id === user.id) throw new ForbiddenError("You cannot delete your own account");
     const op = kv.atomic().check(entry)

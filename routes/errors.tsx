@@ -1,5 +1,6 @@
 /** Error pages and JSON errors: one mapping (`toErrorStatus`) for every route. */
 import type { Context } from "hono";
+import { HTTPException } from "hono/http-exception";
 import { z } from "zod";
 import { EmptyState, PageHeader } from "../components/ui.tsx";
 import { HttpError, toErrorStatus, UnauthorizedError, ValidationError } from "../domain/errors.ts";
@@ -37,6 +38,10 @@ export function handleError(error: Error, c: Context<AppEnv>) {
     fields = fieldErrors(error);
   } else if (error instanceof ValidationError) {
     fields = error.fields;
+  } else if (error instanceof HTTPException) {
+    status = error.status;
+    code = status === 400 ? "malformed" : status === 413 ? "payload_too_large" : "http_error";
+    message = status === 400 ? "The request body is not valid JSON" : error.message;
   } else if (error instanceof SyntaxError && status === 500) {
     status = 400;
     code = "malformed";

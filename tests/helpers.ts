@@ -162,3 +162,52 @@ export async function auditEntries(kv: Deno.Kv, accountId: string) {
   }
   return out;
 }
+
+/** The repository root (where deno.json, main.ts and cli.ts live). */
+export const REPO_ROOT = new URL("../", import.meta.url).pathname;
+
+/** Fails unless `haystack` contains `needle`. */
+export function assertIncludes(haystack: string, needle: string, message?: string): void {
+  if (!haystack.includes(needle)) {
+    throw new Error(message ?? `expected to find ${JSON.stringify(needle)} in ${JSON.stringify(haystack)}`);
+  }
+}
+
+/** Fails if `haystack` contains `needle` (the needle is not echoed: it may be a secret). */
+export function assertExcludes(haystack: string, needle: string, what = "a secret"): void {
+  if (needle && haystack.includes(needle)) throw new Error(`found ${what} where it must not appear`);
+}
+
+/** A TCP port that was free a moment ago. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** The parent environment without the variables Cadres reads, plus `env`. */
+export function childEnv(env: Record<string, string> = {}): Record<string, string> {
+  const base = Object.fromEntries(
+    Object.entries(Deno.env.toObject()).filter(([k]) => !k.startsWith("CADRES_") && k !== "PORT"),
+  );
+  return { ...base, NO_COLOR: "1", ...env };
+}
+
+/** Runs `deno <args>` in the repository root with only `env` as Cadres configuration; stdin is closed. */
+export async function runDeno(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: REPO_ROOT,
+    env: childEnv(env),
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}

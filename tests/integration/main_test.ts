@@ -1,0 +1,92 @@
+import assert from "node:assert/strict";
+import { assertIncludes, childEnv, freePort, REPO_ROOT, runDeno } from "../helpers.ts";
+
+Deno.test("main.ts with CADRES_LOG_LEVEL=verbose exits non-zero with one stderr line naming it", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cadres-main-" });
+  try {
+    const { code, stdout, stderr } = await runDeno(["run", "-A", "main.ts"], {
+      CADRES_DATA_DIR: dir,
+      CADRES_LOG_LEVEL: "verbose",
+      PORT: String(freePort()),
+    });
+    assert.notEqual(code, 0);
+    const lines = stderr.trim().split("\n");
+    assert.equal(lines.length, 1, `stderr should be one line, got: ${stderr}`);
+    assert.match(lines[0], /\bCADRES_LOG_LEVEL\b/);
+    assert.equal(stdout, "");
+    // It refused before touching the data folder.
+    assert.equal([...Deno.readDirSync(dir)].length, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** Starts the server; stderr is collected in the background until it exits. */
+function startServer(dataDir: string, port: number) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts"],
+    cwd: REPO_ROOT,
+    env: childEnv({ CADRES_DATA_DIR: dataDir, PORT: String(port), CADRES_LOG_LEVEL: "warn" }),
+    clearEnv: true,
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  return { child, stderr };
+}
+
+async function stop(server: ReturnType<typeof startServer>) {
+  try {
+    server.child.kill("SIGTERM");
+  } catch {
+    // already exited
+  }
+  await server.child.status;
+  await server.stderr;
+}
+
+async function waitForHealthz(port: number, server: ReturnType<typeof startServer>, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  let exited = false;
+  server.child.status.then(() => exited = true);
+  while (Date.now() < deadline && !exited) {
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+      const body = await res.json();
+      if (res.status === 200) return body;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the server did not become healthy: ${exited ? await server.stderr : "timeout"}`);
+}
+
+Deno.test("a second server on the same CADRES_DATA_DIR exits quickly naming another Cadres process", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cadres-lock-" });
+  const firstPort = freePort();
+  const first = startServer(dir, firstPort);
+  try {
+    assert.deepEqual(await waitForHealthz(firstPort, first), { status: "ok" });
+
+    const started = Date.now();
+    const second = await runDeno(["run", "-A", "main.ts"], {
+      CADRES_DATA_DIR: dir,
+      PORT: String(freePort()),
+      CADRES_LOG_LEVEL: "warn",
+    });
+    const elapsed = Date.now() - started;
+    assert.notEqual(second.code, 0);
+    assertIncludes(second.stderr, "another Cadres process");
+    assert.ok(elapsed < 20_000, `took ${elapsed} ms to refuse`);
+
+    // The first server is unharmed.
+    const res = await fetch(`http://127.0.0.1:${firstPort}/readyz`);
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).status, "ready");
+  } finally {
+    await stop(first);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,40 @@
+import assert from "node:assert/strict";
+import { fromBase64, newId, randomToken, sha256Hex, timingSafeEqual, toBase64Url } from "../../domain/ids.ts";
+
+Deno.test("timingSafeEqual() is true only for identical strings", () => {
+  assert.equal(timingSafeEqual("abc", "abc"), true);
+  assert.equal(timingSafeEqual("abc", "abd"), false);
+  assert.equal(timingSafeEqual("abc", "abcd"), false);
+  assert.equal(timingSafeEqual("", ""), true);
+});
+
+Deno.test("fromBase64() reads base64 and base64url, with or without padding", () => {
+  const bytes = Uint8Array.from([251, 255, 191, 0, 1]);
+  const url = toBase64Url(bytes);
+  assert.equal(url, "-_-_AAE");
+  assert.deepEqual(fromBase64(url), bytes);
+  assert.deepEqual(fromBase64("+/+/AAE="), bytes);
+  assert.throws(() => fromBase64("not base64!"));
+});
+
+Deno.test("randomToken() returns unpadded base64url of the requested length", () => {
+  const a = randomToken(32);
+  assert.match(a, /^[A-Za-z0-9_-]{43}$/);
+  assert.notEqual(randomToken(32), a);
+  assert.equal(fromBase64(randomToken(18)).length, 18);
+});
+
+Deno.test("newId() is ordered by time and strictly increasing within one millisecond", () => {
+  const now = new Date("2026-11-22T10:00:00Z");
+  const ids = Array.from({ length: 50 }, () => newId(now));
+  assert.deepEqual([...ids].sort(), ids);
+  assert.equal(new Set(ids).size, ids.length);
+  assert.ok(newId(new Date("2026-11-22T10:00:01Z")) > ids.at(-1)!);
+});
+
+Deno.test("sha256Hex() matches the known digest of 'abc'", async () => {
+  assert.equal(
+    await sha256Hex("abc"),
+    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+  );
+});
