@@ -4,6 +4,7 @@ import { appendAudit } from "./audit.ts";
 import { RateLimitError, UnauthorizedError } from "./errors.ts";
 import { randomToken, sha256Hex } from "./ids.ts";
 import { DUMMY_HASH, verifyPassword } from "./passwords.ts";
+import { releaseAttempt, reserveAttempt } from "./rate_limit.ts";
 import { type Actor, permissionsOf } from "./rbac.ts";
 import type { User } from "./types.ts";
 import { findUserByEmail, getUser } from "./users.ts";
@@ -39,6 +40,12 @@ export function sessionsByUserKey(userId: string, idHash: string) {
 }
 function loginFailureKey(kind: "email" | "ip", subject: string, windowStart: number) {
   return ["login_failures", kind, subject, windowStart] as const;
+}
+function loginLimits(email: string, ip: string, window: number) {
+  return [
+    { key: loginFailureKey("email", email, window), max: LOGIN_MAX_PER_EMAIL },
+    { key: loginFailureKey("ip", ip, window), max: LOGIN_MAX_PER_IP },
+  ];
 }
 
 export const LoginInput = z.object({
@@ -129,44 +136,6 @@ export async function resolveSession(
 }
 
 /**
- * Reserves one attempt against the email and IP counters of the window in one checked write, so
- * concurrent guesses cannot all pass the limit before any of them is counted. Returns false when
- * either counter is at its limit.
- */
-async function reserveAttempt(kv: Deno.Kv, email: string, ip: string, window: number): Promise<boolean> {
-  const emailKey = loginFailureKey("email", email, window);
-  const ipKey = loginFailureKey("ip", ip, window);
-  for (let i = 0; i < 50; i++) {
-    const [byEmail, byIp] = await kv.getMany<[number, number]>([emailKey, ipKey]);
-    const e = byEmail.value ?? 0;
-    const p = byIp.value ?? 0;
-    if (e >= LOGIN_MAX_PER_EMAIL || p >= LOGIN_MAX_PER_IP) return false;
-    const res = await kv.atomic().check(byEmail, byIp)
-      .set(emailKey, e + 1, { expireIn: LOGIN_WINDOW_MS * 2 })
-      .set(ipKey, p + 1, { expireIn: LOGIN_WINDOW_MS * 2 })
-      .commit();
-    if (res.ok) return true;
-  }
-  return false; // under extreme contention, refusing is the safe answer
-}
-
-/** Gives back a reserved attempt after a successful sign-in (successes do not count). */
-async function releaseAttempt(kv: Deno.Kv, email: string, ip: string, window: number): Promise<void> {
-  for (const key of [loginFailureKey("email", email, window), loginFailureKey("ip", ip, window)]) {
-    for (let i = 0; i < 20; i++) {
-      const entry = await kv.get<number>(key);
-      if (!entry.value) break;
-      if (
-        (await kv.atomic().check(entry).set(key, entry.value - 1, { expireIn: LOGIN_WINDOW_MS * 2 }).commit())
-          .ok
-      ) {
-        break;
-      }
-    }
-  }
-}
-
-/**
  * Checks a login. Each attempt is first reserved against the per-email and per-IP limits (so a
  * locked-out guess costs nothing and concurrent guesses cannot overshoot); a successful sign-in gives
  * its reservation back. Throws RateLimitError at the limit and UnauthorizedError on bad credentials.
@@ -181,7 +150,8 @@ export async function login(
   const { ip, now } = options;
   const window = Math.floor(now.getTime() / LOGIN_WINDOW_MS) * LOGIN_WINDOW_MS;
   const retryAfter = Math.ceil((window + LOGIN_WINDOW_MS - now.getTime()) / 1000);
-  if (!(await reserveAttempt(kv, email, ip, window))) {
+  const limits = loginLimits(email, ip, window);
+  if (!(await reserveAttempt(kv, limits, LOGIN_WINDOW_MS * 2))) {
     throw new RateLimitError("Too many failed sign-in attempts. Try again later.", retryAfter);
   }
   const user = await findUserByEmail(kv, email);
@@ -201,7 +171,7 @@ export async function login(
     await op.commit();
     throw new UnauthorizedError("Wrong email or password");
   }
-  await releaseAttempt(kv, email, ip, window);
+  await releaseAttempt(kv, limits, LOGIN_WINDOW_MS * 2);
   const { cookie, session } = await createSession(kv, user, now, options.previousCookie);
   const op = kv.atomic();
   appendAudit(op, userActor(user), {

@@ -1,0 +1,374 @@
+/**
+ * End-to-end harness: runs the real server (`deno run -A main.ts`) on a free port with a fresh data
+ * folder, seeds it with the CLI when asked, and drives Debian's chromium through playwright-core with
+ * a fresh profile. Every helper that starts something returns a way to stop it; tests call those in
+ * `finally` so no process, stream or temp folder outlives a test.
+ */
+import assert from "node:assert/strict";
+import type { BrowserContext, ConsoleMessage, Page } from "playwright-core";
+import { chromium } from "playwright-core";
+
+/** The repository root (the server resolves `./static` from its working directory). */
+export const ROOT = new URL("../../", import.meta.url).pathname;
+export const SCREENSHOT_DIR = new URL("./screenshots/", import.meta.url).pathname;
+export const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
+export const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+];
+
+/** Polls `probe` every `intervalMs` until it returns a value other than undefined/false, or times out. */
+export async function waitFor<T>(
+  what: string,
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 30_000,
+  intervalMs = 50,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+/** A TCP port that was free a moment ago (the OS picks it). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Collects a child's output stream as text until the child closes it. */
+function drain(stream: ReadableStream<Uint8Array>, sink: string[]): Promise<void> {
+  return (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) sink.push(decoder.decode(chunk, { stream: true }));
+    sink.push(decoder.decode());
+  })();
+}
+
+/** Runs a command to completion with optional stdin; returns its exit code and output. */
+export async function run(
+  args: string[],
+  options: { env?: Record<string, string>; stdin?: string } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    env: options.env,
+    stdin: options.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (options.stdin !== undefined) {
+    const writer = child.stdin.getWriter();
+    await writer.write(new TextEncoder().encode(options.stdin));
+    await writer.close();
+  }
+  const { code, stdout, stderr } = await child.output();
+  return { code, stdout: new TextDecoder().decode(stdout), stderr: new TextDecoder().decode(stderr) };
+}
+
+export interface SeededAdmin {
+  accountName: string;
+  orgName: string;
+  orgId: string;
+  email: string;
+  name: string;
+  password: string;
+}
+
+/**
+ * Seeds a data folder through the CLI (before the server starts: the KV file is locked by one process
+ * at a time): an account with one org, and an administrator whose password comes from stdin.
+ */
+export async function seedWithCli(dataDir: string, admin: Omit<SeededAdmin, "orgId">): Promise<SeededAdmin> {
+  const env = { CADRES_DATA_DIR: dataDir, CADRES_LOG_LEVEL: "warn" };
+  const cli = ["run", "--allow-env", "--allow-read", "--allow-write", "--allow-sys", "cli.ts"];
+  const org = await run(
+    [...cli, "create-org", "--account", admin.accountName, "--org", admin.orgName, "--json"],
+    { env },
+  );
+  assert(org.code === 0, `create-org failed: ${org.stdout}${org.stderr}`);
+  const orgOut = JSON.parse(org.stdout.trim());
+  const user = await run(
+    [
+      ...cli,
+      "create-admin",
+      "--email",
+      admin.email,
+      "--name",
+      admin.name,
+      "--account",
+      admin.accountName,
+      "--json",
+    ],
+    { env, stdin: admin.password + "\n" },
+  );
+  assert(user.code === 0, `create-admin failed: ${user.stdout}${user.stderr}`);
+  const userOut = JSON.parse(user.stdout.trim());
+  assert(!("password" in userOut), "the CLI should have used the password given on stdin");
+  return { ...admin, orgId: orgOut.orgId };
+}
+
+export interface Server {
+  port: number;
+  baseUrl: string;
+  dataDir: string;
+  /** Everything the server wrote so far (stdout and stderr), for failure messages. */
+  output(): string;
+  /** The one-time setup URL the server printed, or null when it printed none. */
+  setupUrl: string | null;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `deno run -A main.ts` on a free port with CADRES_DATA_DIR = `dataDir` (a fresh temp folder
+ * when omitted) and waits until `/healthz` answers. With `expectSetup`, also waits for the setup line
+ * on stderr and returns its URL. If another process grabbed the port in the meantime, retries on a
+ * new one.
+ */
+export async function startServer(
+  options: { dataDir?: string; expectSetup?: boolean } = {},
+): Promise<Server> {
+  const ownDataDir = options.dataDir === undefined;
+  const dataDir = options.dataDir ?? await Deno.makeTempDir({ prefix: "cadres-e2e-" });
+  try {
+    for (let attempt = 1;; attempt++) {
+      try {
+        const server = await launchServer(dataDir, options.expectSetup ?? false);
+        return {
+          ...server,
+          async stop() {
+            await server.stop();
+            if (ownDataDir) await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+          },
+        };
+      } catch (error) {
+        const portTaken = error instanceof Error && /AddrInUse|address already in use/i.test(error.message);
+        if (!portTaken || attempt >= 3) throw error;
+      }
+    }
+  } catch (error) {
+    if (ownDataDir) await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    throw error;
+  }
+}
+
+async function launchServer(dataDir: string, expectSetup: boolean): Promise<Server> {
+  const port = freePort();
+  const baseUrl = `http://localhost:${port}`;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts"],
+    cwd: ROOT,
+    env: {
+      PORT: String(port),
+      CADRES_DATA_DIR: dataDir,
+      CADRES_LOG_LEVEL: "warn",
+      CADRES_BASE_URL: baseUrl,
+    },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out: string[] = [];
+  const err: string[] = [];
+  const pumps = Promise.all([drain(child.stdout, out), drain(child.stderr, err)]);
+  let exited: Deno.CommandStatus | null = null;
+  const status = child.status.then((s) => (exited = s));
+  const output = () => `--- server stdout ---\n${out.join("")}\n--- server stderr ---\n${err.join("")}`;
+
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    if (!exited) {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // already gone
+      }
+    }
+    await status;
+    await pumps;
+  };
+
+  try {
+    await waitFor(
+      "the server to answer /healthz",
+      async () => {
+        if (exited) {
+          throw new Error(`The server exited with code ${exited.code} before answering\n${output()}`);
+        }
+        try {
+          const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+          const body = await res.text();
+          return res.ok && body.includes("ok");
+        } catch {
+          return false;
+        }
+      },
+      60_000,
+      100,
+    );
+    let setupUrl: string | null = null;
+    if (expectSetup) {
+      setupUrl = await waitFor("the setup line on stderr", () => {
+        const match = /No administrator yet\. Finish setup at (\S+) \(valid 24 h\)\./.exec(err.join(""));
+        return match?.[1];
+      }, 10_000);
+    }
+    return { port, baseUrl, dataDir, output, setupUrl, stop };
+  } catch (error) {
+    await stop();
+    if (error instanceof Error && !error.message.includes("--- server")) {
+      error.message += `\n${output()}`;
+    }
+    throw error;
+  }
+}
+
+/** A problem the browser reported: console error/warning or an uncaught page error. */
+export interface BrowserProblem {
+  kind: "console" | "pageerror";
+  type: string;
+  text: string;
+  url: string;
+  page: Page;
+}
+
+export interface Browser {
+  context: BrowserContext;
+  page: Page;
+  /** Everything reported by any page of the context so far. */
+  problems: BrowserProblem[];
+  /** Problems that are CSP violations (pages passed to `ignore` left out). */
+  cspViolations(): BrowserProblem[];
+  /** Leaves a page's problems out of `cspViolations` and `unexpectedProblems` (for self-checks). */
+  ignore(page: Page): void;
+  /**
+   * Problems that should fail a test: CSP violations, uncaught page errors, and console errors other
+   * than Chromium's "Failed to load resource" line (which every expected 403/404 produces).
+   */
+  unexpectedProblems(): BrowserProblem[];
+  close(): Promise<void>;
+}
+
+const CSP_PATTERN = /Content Security Policy|Content-Security-Policy|securitypolicyviolation|Refused to/i;
+
+/**
+ * Launches chromium with a fresh temporary profile. Every page of the context is watched: console
+ * errors/warnings and page errors are recorded, and a `securitypolicyviolation` listener (installed
+ * through the DevTools protocol, so it is not itself subject to the CSP) logs each violation.
+ */
+export async function launchBrowser(
+  baseUrl: string,
+  options: { permissions?: string[] } = {},
+): Promise<Browser> {
+  const profile = await Deno.makeTempDir({ prefix: "cadres-e2e-chromium-" });
+  let context: BrowserContext;
+  try {
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      args: CHROMIUM_ARGS,
+      baseURL: baseUrl,
+      viewport: { width: 1280, height: 800 },
+      permissions: options.permissions,
+    });
+  } catch (error) {
+    await Deno.remove(profile, { recursive: true }).catch(() => {});
+    throw error;
+  }
+  context.setDefaultTimeout(20_000);
+  context.setDefaultNavigationTimeout(30_000);
+  const problems: BrowserProblem[] = [];
+  await context.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (e) => {
+      console.error(
+        `securitypolicyviolation: ${e.violatedDirective} blocked ${
+          e.blockedURI || "inline"
+        } at ${e.sourceFile}:${e.lineNumber}`,
+      );
+    });
+  });
+  const watch = (page: Page) => {
+    page.on("console", (msg: ConsoleMessage) => {
+      if (msg.type() === "error" || msg.type() === "warning") {
+        problems.push({ kind: "console", type: msg.type(), text: msg.text(), url: page.url(), page });
+      }
+    });
+    page.on("pageerror", (error: Error) => {
+      problems.push({
+        kind: "pageerror",
+        type: "error",
+        text: String(error?.stack ?? error),
+        url: page.url(),
+        page,
+      });
+    });
+  };
+  context.on("page", watch);
+  for (const existing of context.pages()) watch(existing);
+  const page = context.pages()[0] ?? await context.newPage();
+  const ignored = new Set<Page>();
+  const counted = () => problems.filter((p) => !ignored.has(p.page));
+  const cspViolations = () => counted().filter((p) => CSP_PATTERN.test(p.text));
+  return {
+    context,
+    page,
+    problems,
+    cspViolations,
+    ignore: (page) => void ignored.add(page),
+    unexpectedProblems: () =>
+      counted().filter((p) =>
+        p.kind === "pageerror" || CSP_PATTERN.test(p.text) ||
+        (p.type === "error" &&
+          !/^Failed to load resource: the server responded with a status of/.test(p.text))
+      ),
+    async close() {
+      try {
+        await context.close();
+      } finally {
+        await Deno.remove(profile, { recursive: true }).catch(() => {});
+      }
+    },
+  };
+}
+
+/** Saves a full-page screenshot as `tests/e2e/screenshots/<name>.png`. */
+export async function screenshot(page: Page, name: string): Promise<void> {
+  await Deno.mkdir(SCREENSHOT_DIR, { recursive: true });
+  await page.screenshot({ path: `${SCREENSHOT_DIR}${name}.png`, fullPage: true });
+}
+
+/** Signs in through the /login form and waits for the dashboard. */
+export async function signIn(page: Page, email: string, password: string): Promise<void> {
+  await page.goto("/login");
+  await page.locator("#f-email").fill(email);
+  await page.locator("#f-password").fill(password);
+  await Promise.all([
+    page.waitForURL((url) => url.pathname === "/backup/dashboard"),
+    page.getByRole("button", { name: "Sign in" }).click(),
+  ]);
+}
+
+/** Clicks "Sign out" in the top bar and waits for the login page. */
+export async function signOut(page: Page): Promise<void> {
+  await Promise.all([
+    page.waitForURL((url) => url.pathname === "/login"),
+    page.locator("header.topbar").getByRole("button", { name: "Sign out" }).click(),
+  ]);
+}
+
+/** Formats recorded problems for an assertion message. */
+export function describeProblems(problems: BrowserProblem[]): string {
+  return problems.map((p) => `[${p.kind}/${p.type}] ${p.text} (on ${p.url})`).join("\n");
+}
