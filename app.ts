@@ -11,6 +11,7 @@ import { adminOrgRoutes } from "./routes/admin_orgs.tsx";
 import { adminTokenRoutes } from "./routes/admin_tokens.tsx";
 import { adminUserRoutes } from "./routes/admin_users.tsx";
 import { apiV1 } from "./routes/api_v1.ts";
+import { engineProtocol } from "./routes/engine_protocol.ts";
 import { authRoutes } from "./routes/auth.tsx";
 import { docsRoutes } from "./routes/docs.tsx";
 import type { AppEnv, Deps } from "./routes/env.ts";
@@ -25,6 +26,8 @@ export const MAX_BODY_BYTES = 64 * 1024;
 export interface AppOptions {
   kv: Deno.Kv;
   config: Config;
+  /** Defaults to `config.masterKey` (tests); main.ts passes the loaded key. */
+  masterKey?: Uint8Array;
   clock?: () => Date;
   logger?: Logger;
 }
@@ -34,6 +37,7 @@ export function createApp(options: AppOptions) {
   const deps: Deps = {
     kv: options.kv,
     config: options.config,
+    masterKey: requireMasterKey(options),
     clock: options.clock ?? (() => new Date()),
     logger: options.logger ?? createLogger(options.config.logLevel),
   };
@@ -73,6 +77,7 @@ export function createApp(options: AppOptions) {
   app.route("/admin/tokens", adminTokenRoutes);
   app.route("/admin/audit", adminAuditRoutes);
   app.route("/", apiV1);
+  app.route("/", engineProtocol);
   app.route("/", docsRoutes(() => openApiDocument(app)));
 
   app.notFound(notFound);
@@ -80,9 +85,29 @@ export function createApp(options: AppOptions) {
   return app;
 }
 
+/** The vault key must be known: a random one would make every stored credential unreadable after a restart. */
+function requireMasterKey(options: AppOptions): Uint8Array {
+  const key = options.masterKey ?? options.config.masterKey;
+  if (!key || key.length !== 32) {
+    throw new Error("createApp() needs the 32-byte master key (see loadMasterKey)");
+  }
+  return key;
+}
+
 /** The OpenAPI document of every JSON route declared with a schema. */
 export function openApiDocument(app: OpenAPIHono<AppEnv>) {
   app.openAPIRegistry.registerComponent("securitySchemes", "bearer", { type: "http", scheme: "bearer" });
+  app.openAPIRegistry.registerComponent("securitySchemes", "registrationSecret", {
+    type: "http",
+    scheme: "bearer",
+    description: "An org registration secret (cdo_…) or, for a BES, the account secret (cda_…)",
+  });
+  app.openAPIRegistry.registerComponent("securitySchemes", "engineSignature", {
+    type: "apiKey",
+    in: "header",
+    name: "X-Cadres-Signature",
+    description: "Ed25519 signature; see docs/engine-protocol.md",
+  });
   return app.getOpenAPI31Document({
     openapi: "3.1.0",
     info: {

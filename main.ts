@@ -37,7 +37,7 @@ if (setupToken) {
   );
 }
 
-const app = createApp({ kv, config, logger });
+const app = createApp({ kv, config, logger, masterKey: store.masterKey });
 registerCrons(kv, logger);
 Deno.serve({
   port: config.port,

@@ -246,3 +246,63 @@ export async function findOrgBySecret(kv: Deno.Kv, secret: string): Promise<Org 
   const id = (await kv.get<string>(orgBySecretKey(await sha256Hex(secret)))).value;
   return id ? await getOrg(kv, id) : null;
 }
+
+/** Registration lookup: hash of an account secret → account id (account-scoped engines). */
+export function accountBySecretKey(secretHash: string) {
+  return ["accounts_by_secret", secretHash] as const;
+}
+
+/**
+ * Issues (or replaces) the account's registration secret, used by account-scoped BES. Returns it,
+ * shown once. Needs admin over the whole account.
+ */
+export async function rotateAccountSecret(
+  kv: Deno.Kv,
+  actor: Actor,
+  accountId: string,
+  now: Date,
+): Promise<{ account: Account; secret: string }> {
+  authorize(actor, "admin", { accountId, orgId: null });
+  return await withRetry(async () => {
+    const entry = await kv.get<Account>(accountKey(accountId));
+    const account = entry.value;
+    if (!account) throw new NotFoundError("Account not found");
+    const secret = `cda_${randomToken(32)}`;
+    const secretHash = await sha256Hex(secret);
+    const next: Account = { ...account, secretHash, secretRotatedAt: now.toISOString() };
+    const op = kv.atomic().check(entry).set(accountKey(accountId), next).set(
+      accountBySecretKey(secretHash),
+      accountId,
+    );
+    if (account.secretHash) op.delete(accountBySecretKey(account.secretHash));
+    appendAudit(op, actor, {
+      accountId,
+      action: account.secretHash ? "account.rotate_secret" : "account.create_secret",
+      objectType: "account",
+      objectId: accountId,
+      summary: `${account.secretHash ? "Rotated" : "Created"} the account registration secret`,
+    }, now);
+    return (await op.commit()).ok ? { value: { account: next, secret } } : null;
+  });
+}
+
+/**
+ * Resolves a registration secret (org first, then account) to the tenant an engine registers into:
+ * an org-scoped `{ accountId, orgId }` or an account-scoped `{ accountId, orgId: null }`; null if unknown.
+ */
+export async function resolveRegistrationSecret(
+  kv: Deno.Kv,
+  secret: string,
+): Promise<{ accountId: string; orgId: string | null } | null> {
+  if (!/^cd[oa]_[A-Za-z0-9_-]{43}$/.test(secret)) return null;
+  const hash = await sha256Hex(secret);
+  const [orgId, accountId] = await kv.getMany<[string, string]>([
+    orgBySecretKey(hash),
+    accountBySecretKey(hash),
+  ]);
+  if (orgId.value) {
+    const org = await getOrg(kv, orgId.value);
+    return org ? { accountId: org.accountId, orgId: org.id } : null;
+  }
+  return accountId.value ? { accountId: accountId.value, orgId: null } : null;
+}

@@ -30,6 +30,9 @@ export interface Account {
   id: string;
   name: string;
   createdAt: string;
+  /** SHA-256 of the account registration secret (account-scoped engines), once issued. */
+  secretHash?: string;
+  secretRotatedAt?: string;
 }
 
 export interface Org {

@@ -10,7 +10,11 @@ import type { AppEnv } from "./env.ts";
 export type AccessSpec =
   | { kind: "public" }
   | { kind: "signed_in" }
-  | { kind: "permission"; permission: Permission };
+  | { kind: "permission"; permission: Permission }
+  /** Engine protocol: `Authorization: Bearer <org or account secret>` (registration, enrollment). */
+  | { kind: "registration" }
+  /** Engine protocol: an Ed25519-signed request from a registered BES or agent. */
+  | { kind: "signed"; principal: "bes" | "agent" };
 
 const registry = new WeakMap<object, AccessSpec>();
 
@@ -24,7 +28,13 @@ export function wantsJson(c: Context): boolean {
   return c.req.path.startsWith("/api/") && !c.req.path.startsWith("/api/docs");
 }
 
-function declare(spec: AccessSpec, handler: MiddlewareHandler<AppEnv>): MiddlewareHandler<AppEnv> {
+/** True for the engine protocol, which uses no cookies (so no session and no CSRF token). */
+export function isEngineProtocol(path: string): boolean {
+  return path.startsWith("/api/bes/") || path.startsWith("/api/agent/");
+}
+
+/** Registers a middleware as the access declaration of its route (used by the protocol routes). */
+export function declare(spec: AccessSpec, handler: MiddlewareHandler<AppEnv>): MiddlewareHandler<AppEnv> {
   registry.set(handler, spec);
   return handler;
 }

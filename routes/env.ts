@@ -9,6 +9,8 @@ import type { User } from "../domain/types.ts";
 export interface Deps {
   kv: Deno.Kv;
   config: Config;
+  /** The vault's master key (from CADRES_MASTER_KEY or the key file). */
+  masterKey: Uint8Array;
   clock: () => Date;
   logger: Logger;
 }
@@ -23,5 +25,9 @@ export interface AppEnv {
     session: Session | null;
     /** The CSRF token to embed in forms (the session's, or the pre-session cookie's). */
     csrfToken: string;
+    /** On engine-protocol routes: the verified principal and the nonce to claim with the write. */
+    principal?: { kind: "bes" | "agent"; id: string; nonceKey: Deno.KvKey };
+    /** On registration routes: the tenant the bearer secret resolved to. */
+    tenant?: { accountId: string; orgId: string | null };
   };
 }

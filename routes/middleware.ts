@@ -6,6 +6,7 @@ import { resolveApiToken } from "../domain/api_tokens.ts";
 import { resolveSession, userActor } from "../domain/auth.ts";
 import { HttpError } from "../domain/errors.ts";
 import { randomToken, timingSafeEqual } from "../domain/ids.ts";
+import { isEngineProtocol } from "./access.ts";
 import type { AppEnv, Deps } from "./env.ts";
 
 export const SESSION_COOKIE = "cadres_session";
@@ -48,6 +49,7 @@ export function clientIp(c: Context<AppEnv>): string {
 /** Resolves the session cookie or bearer token into `actor`. Bad bearer tokens are 401 on the API. */
 export function authenticate(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
+    if (isEngineProtocol(c.req.path)) return await next();
     const { kv, clock } = c.get("deps");
     const authz = c.req.header("authorization");
     if (
@@ -80,6 +82,7 @@ const SAFE_METHODS = new Set(["GET", "HEAD", "OPTIONS"]);
  */
 export function csrf(): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
+    if (isEngineProtocol(c.req.path)) return await next();
     const { config } = c.get("deps");
     const session = c.get("session");
     let token = session?.csrfToken ?? getCookie(c, CSRF_COOKIE) ?? "";

@@ -144,6 +144,9 @@ const POLICY: Array<[RegExp, string]> = [
   [/^GET \/api\/v1\/orgs/, "backup.view"],
   [/^\w+ \/api\/v1\/orgs/, "admin"],
   [/^\w+ \/api\/v1\/tokens/, "backup.view"],
+  [/^POST \/api\/(bes\/v1\/register|agent\/v1\/enroll)$/, "registration"],
+  [/^POST \/api\/bes\/v1\//, "signed:bes"],
+  [/^POST \/api\/agent\/v1\//, "signed:agent"],
 ];
 
 function expectedAccess(route: RouteInfo): string {
@@ -174,9 +177,14 @@ Deno.test("every route declares exactly one access rule", () => {
 
 for (const route of routes) {
   Deno.test(`permission matrix: ${route.method} ${route.path}`, async () => {
-    const declared = route.access.kind === "permission" ? route.access.permission : route.access.kind;
+    const declared = route.access.kind === "permission"
+      ? route.access.permission
+      : route.access.kind === "signed"
+      ? `signed:${route.access.principal}`
+      : route.access.kind;
     assert.equal(declared, expectedAccess(route), `${route.method} ${route.path} declares the wrong access`);
-    const isApi = route.path.startsWith("/api/v1/");
+    const isApi = route.path.startsWith("/api/v1/") || route.path.startsWith("/api/bes/") ||
+      route.path.startsWith("/api/agent/");
     const params = [...route.path.matchAll(/:(\w+)/g)].map((m) => m[1]);
     for (const [name, user] of Object.entries(fixture.principals)) {
       using kv = await Deno.openKv(":memory:");
@@ -212,6 +220,12 @@ for (const route of routes) {
       const text = await res.text();
       const where = `${route.method} ${route.path} as ${name}: got ${res.status}`;
 
+      if (route.access.kind === "registration" || route.access.kind === "signed") {
+        // The engine protocol ignores sessions: a browser user, signed in or not, is not an engine.
+        assert.equal(res.status, 401, where);
+        assert.equal(JSON.parse(text).error.code, "unauthorized", where);
+        continue;
+      }
       if (route.access.kind === "public") {
         assert.ok(res.status < 500 && res.status !== 401 && res.status !== 403, where);
         continue;

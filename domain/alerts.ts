@@ -1,0 +1,220 @@
+/**
+ * Alerts: open → acknowledged → resolved, at most one open alert per subject and reason. Raising and
+ * resolving are added to the caller's atomic operation, so an alert changes together with the state
+ * that caused it (an engine going offline and its critical alert commit as one).
+ */
+import { z } from "zod";
+import { appendAudit } from "./audit.ts";
+import { NotFoundError } from "./errors.ts";
+import { newId } from "./ids.ts";
+import { getManyValues, type Page, withRetry } from "./kv.ts";
+import { type Actor, authorize, inScope } from "./rbac.ts";
+
+export const ALERT_SEVERITIES = ["critical", "warning", "info"] as const;
+export type AlertSeverity = (typeof ALERT_SEVERITIES)[number];
+export const ALERT_STATUSES = ["open", "acknowledged", "resolved"] as const;
+export type AlertStatus = (typeof ALERT_STATUSES)[number];
+
+/** Why an alert exists. One open alert per (subject, reason). */
+export type AlertReason =
+  | "engine_offline"
+  | "engine_degraded"
+  | "storage_warning"
+  | "storage_critical";
+
+export interface Alert {
+  id: string;
+  accountId: string;
+  orgId: string | null;
+  subjectType: "engine" | "storage_target";
+  subjectId: string;
+  subjectName: string;
+  reason: AlertReason;
+  severity: AlertSeverity;
+  status: AlertStatus;
+  message: string;
+  openedAt: string;
+  lastSeenAt: string;
+  /** How many times the condition was raised while this alert stayed open. */
+  count: number;
+  acknowledgedAt: string | null;
+  acknowledgedBy: string | null;
+  resolvedAt: string | null;
+}
+
+export function alertKey(id: string) {
+  return ["alerts", id] as const;
+}
+/** The one open (or acknowledged) alert of a subject and reason. */
+export function openAlertKey(subjectType: string, subjectId: string, reason: AlertReason) {
+  return ["alerts_open", subjectType, subjectId, reason] as const;
+}
+export function alertsByAccountKey(accountId: string, id: string) {
+  return ["alerts_by_account", accountId, id] as const;
+}
+export function openAlertsByAccountKey(accountId: string, id: string) {
+  return ["alerts_open_by_account", accountId, id] as const;
+}
+
+export interface RaiseInput {
+  accountId: string;
+  orgId: string | null;
+  subjectType: Alert["subjectType"];
+  subjectId: string;
+  subjectName: string;
+  reason: AlertReason;
+  severity: AlertSeverity;
+  message: string;
+}
+
+/**
+ * Adds "raise" to `op`: creates the alert, or bumps the open one's count. `current` is the result of
+ * `readOpenAlert` for the same subject and reason (its versionstamp is checked). Returns the alert.
+ */
+export function raiseAlert(
+  op: Deno.AtomicOperation,
+  current: { pointer: Deno.KvEntryMaybe<string>; alert: Deno.KvEntryMaybe<Alert> | null },
+  input: RaiseInput,
+  now: Date,
+): Alert {
+  const at = now.toISOString();
+  op.check(current.pointer);
+  if (current.alert?.value) {
+    op.check(current.alert);
+    const next = {
+      ...current.alert.value,
+      lastSeenAt: at,
+      count: current.alert.value.count + 1,
+      message: input.message,
+    };
+    op.set(alertKey(next.id), next);
+    return next;
+  }
+  const alert: Alert = {
+    id: newId(now),
+    ...input,
+    status: "open",
+    openedAt: at,
+    lastSeenAt: at,
+    count: 1,
+    acknowledgedAt: null,
+    acknowledgedBy: null,
+    resolvedAt: null,
+  };
+  op.set(alertKey(alert.id), alert)
+    .set(openAlertKey(input.subjectType, input.subjectId, input.reason), alert.id)
+    .set(alertsByAccountKey(alert.accountId, alert.id), alert.id)
+    .set(openAlertsByAccountKey(alert.accountId, alert.id), alert.id);
+  return alert;
+}
+
+/** Adds "resolve" to `op` when an alert is open for the subject and reason; no-op otherwise. */
+export function resolveAlert(
+  op: Deno.AtomicOperation,
+  current: { pointer: Deno.KvEntryMaybe<string>; alert: Deno.KvEntryMaybe<Alert> | null },
+  now: Date,
+): Alert | null {
+  op.check(current.pointer);
+  const alert = current.alert?.value;
+  if (!alert || !current.alert) return null;
+  op.check(current.alert);
+  const next: Alert = { ...alert, status: "resolved", resolvedAt: now.toISOString() };
+  op.set(alertKey(alert.id), next)
+    .delete(openAlertKey(alert.subjectType, alert.subjectId, alert.reason))
+    .delete(openAlertsByAccountKey(alert.accountId, alert.id));
+  return next;
+}
+
+/** Reads the open alert of a subject and reason (for `raiseAlert`/`resolveAlert`). */
+export async function readOpenAlert(
+  kv: Deno.Kv,
+  subjectType: Alert["subjectType"],
+  subjectId: string,
+  reason: AlertReason,
+) {
+  const pointer = await kv.get<string>(openAlertKey(subjectType, subjectId, reason));
+  const alert = pointer.value ? await kv.get<Alert>(alertKey(pointer.value)) : null;
+  return { pointer, alert };
+}
+
+/** Open and acknowledged alerts the actor may see (for the nav count and dashboards). */
+export async function listOpenAlerts(kv: Deno.Kv, actor: Actor): Promise<Alert[]> {
+  if (!actor.accountId) return [];
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["alerts_open_by_account", actor.accountId] })) {
+    keys.push(alertKey(e.value));
+  }
+  return (await getManyValues<Alert>(kv, keys)).filter((a) =>
+    inScope(actor, { accountId: a.accountId, orgId: a.orgId })
+  );
+}
+
+export const AlertFilter = z.object({
+  status: z.enum(["", ...ALERT_STATUSES]).catch(""),
+  severity: z.enum(["", ...ALERT_SEVERITIES]).catch(""),
+  cursor: z.string().max(500).catch(""),
+  limit: z.coerce.number().int().min(1).max(200).catch(50),
+});
+export type AlertFilter = z.infer<typeof AlertFilter>;
+
+/** Alerts of the actor's account newest first, filtered, within scope. */
+export async function listAlerts(kv: Deno.Kv, actor: Actor, filter: AlertFilter): Promise<Page<Alert>> {
+  if (!actor.accountId) return { values: [], cursor: "" };
+  const iter = kv.list<string>({ prefix: ["alerts_by_account", actor.accountId] }, {
+    reverse: true,
+    cursor: filter.cursor || undefined,
+    batchSize: 100,
+  });
+  const values: Alert[] = [];
+  let batch: Deno.KvKey[] = [];
+  let scanned = 0;
+  const flush = async () => {
+    for (const a of await getManyValues<Alert>(kv, batch)) {
+      if (!inScope(actor, { accountId: a.accountId, orgId: a.orgId })) continue;
+      if (filter.status && a.status !== filter.status) continue;
+      if (filter.severity && a.severity !== filter.severity) continue;
+      values.push(a);
+    }
+    batch = [];
+  };
+  for await (const e of iter) {
+    batch.push(alertKey(e.value));
+    scanned++;
+    if (batch.length === 10) await flush();
+    if (values.length >= filter.limit || scanned >= 5000) {
+      await flush();
+      return { values: values.slice(0, filter.limit), cursor: iter.cursor };
+    }
+  }
+  await flush();
+  return { values, cursor: "" };
+}
+
+/** Acknowledges an open alert (it stays until its condition clears). Needs backup.manage. */
+export async function acknowledgeAlert(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<Alert> {
+  return await withRetry(async () => {
+    const entry = await kv.get<Alert>(alertKey(id));
+    const alert = entry.value;
+    if (!alert || !inScope(actor, { accountId: alert.accountId, orgId: alert.orgId })) {
+      throw new NotFoundError("Alert not found");
+    }
+    authorize(actor, "backup.manage", { accountId: alert.accountId, orgId: alert.orgId ?? undefined });
+    if (alert.status !== "open") return { value: alert };
+    const next: Alert = {
+      ...alert,
+      status: "acknowledged",
+      acknowledgedAt: now.toISOString(),
+      acknowledgedBy: actor.label,
+    };
+    const op = kv.atomic().check(entry).set(alertKey(id), next);
+    appendAudit(op, actor, {
+      accountId: alert.accountId,
+      orgId: alert.orgId,
+      action: "alert.acknowledge",
+      objectType: "alert",
+      objectId: id,
+      summary: `Acknowledged alert: ${alert.message}`,
+    }, now);
+    return (await op.commit()).ok ? { value: next } : null;
+  });
+}

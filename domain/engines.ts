@@ -1,0 +1,566 @@
+/**
+ * Backup Engine Services (BES): registration with an org or account secret, heartbeats with health
+ * metrics, the 3-minute offline rule, edits, and the crash-safe cascading delete (DESIGN.md §4.4).
+ */
+import { z } from "zod";
+import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
+import { appendAudit } from "./audit.ts";
+import { ConflictError, NotFoundError } from "./errors.ts";
+import { newId } from "./ids.ts";
+import { getManyValues, withRetry } from "./kv.ts";
+import { type Actor, authorize, inScope } from "./rbac.ts";
+import { decodePublicKey } from "./signing.ts";
+import { DisplayName } from "./validation.ts";
+
+export const DEPLOYMENT_MODELS = ["on_premise", "cloud_vm", "cadres_hosted"] as const;
+export const ENGINE_STATUSES = ["pending", "online", "offline", "degraded", "deleting"] as const;
+export type EngineStatus = (typeof ENGINE_STATUSES)[number];
+
+/** Engines are asked to heartbeat this often. */
+export const HEARTBEAT_INTERVAL_SECONDS = 60;
+/** No heartbeat for longer than this → offline + critical alert. */
+export const OFFLINE_AFTER_MS = 3 * 60_000;
+/** `degraded`: the engine reports memory or disk at or above this percent (see docs/engine-protocol.md). */
+export const DEGRADED_PERCENT = 95;
+/** Metrics history kept per engine: 24 h at one sample a minute. */
+export const METRICS_RETENTION_MS = 24 * 3600_000;
+
+export interface EngineMetrics {
+  cpuPercent: number;
+  memoryPercent: number;
+  diskPercent: number;
+  activeJobs: number;
+  uptimeSeconds: number;
+}
+
+export interface Engine {
+  id: string;
+  accountId: string;
+  /** null: registered with the account secret (account-scoped). */
+  orgId: string | null;
+  name: string;
+  deploymentModel: (typeof DEPLOYMENT_MODELS)[number];
+  publicKey: string;
+  hostname: string;
+  ipAddress: string;
+  port: number;
+  version: string;
+  status: EngineStatus;
+  statusReason: string;
+  pxeEnabled: boolean;
+  pxeNetwork: string | null;
+  registeredAt: string;
+  updatedAt: string;
+  lastHeartbeatAt: string | null;
+  metrics: EngineMetrics | null;
+  storageTargetCount: number;
+  managedBytes: number;
+}
+
+export function engineKey(id: string) {
+  return ["engines", id] as const;
+}
+export function enginesByAccountKey(accountId: string, id: string) {
+  return ["engines_by_account", accountId, id] as const;
+}
+export function engineByPublicKeyKey(publicKey: string) {
+  return ["engines_by_public_key", publicKey] as const;
+}
+/** Engines whose heartbeat the sweep must watch (online or degraded). */
+export function liveEngineKey(id: string) {
+  return ["engines_live", id] as const;
+}
+/** Engines being deleted; the resume job finishes them after a crash. */
+export function deletingEngineKey(id: string) {
+  return ["engines_deleting", id] as const;
+}
+export function engineMetricsKey(id: string, minute: number) {
+  return ["engine_metrics", id, minute] as const;
+}
+
+const Percent = z.number().min(0, "must be 0–100").max(100, "must be 0–100");
+const Hostname = z.string().trim().min(1, "is required").max(253, "must be at most 253 characters")
+  .regex(
+    /^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?$/,
+    "must be a valid hostname",
+  );
+const IpAddress = z.union([z.ipv4(), z.ipv6()], { error: "must be an IPv4 or IPv6 address" });
+
+/** The registration body of DESIGN.md §5. */
+export const BesRegistration = z.object({
+  name: DisplayName,
+  deploymentModel: z.enum(DEPLOYMENT_MODELS, { error: `must be one of ${DEPLOYMENT_MODELS.join(", ")}` }),
+  publicKey: z.string().superRefine((v, ctx) => {
+    try {
+      decodePublicKey(v);
+    } catch (e) {
+      ctx.addIssue({ code: "custom", message: (e as Error).message });
+    }
+  }),
+  hostname: Hostname,
+  ipAddress: IpAddress,
+  port: z.number().int().min(1, "must be 1–65535").max(65535, "must be 1–65535"),
+  version: z.string().trim().min(1, "is required").max(50, "must be at most 50 characters"),
+}).strict();
+export type BesRegistration = z.infer<typeof BesRegistration>;
+
+export const HeartbeatMetrics = z.object({
+  cpuPercent: Percent,
+  memoryPercent: Percent,
+  diskPercent: Percent,
+  activeJobs: z.number().int().min(0).max(100_000),
+  uptimeSeconds: z.number().int().min(0),
+});
+
+export const StorageReport = z.object({
+  targetId: z.string().min(1).max(40),
+  totalBytes: z.number().int().min(0),
+  usedBytes: z.number().int().min(0),
+  freeBytes: z.number().int().min(0),
+}).refine((r) => r.usedBytes <= r.totalBytes, { message: "usedBytes must not exceed totalBytes" });
+
+export const BesHeartbeat = z.object({
+  version: z.string().trim().min(1).max(50),
+  metrics: HeartbeatMetrics,
+  storage: z.array(StorageReport).max(200).optional(),
+});
+export type BesHeartbeat = z.infer<typeof BesHeartbeat>;
+
+/** IPv4 CIDR (`10.0.0.0/24`) or IPv6 CIDR; the network address must have no host bits set for IPv4. */
+export const Cidr = z.string().trim().superRefine((v, ctx) => {
+  const m4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(v);
+  if (m4) {
+    const octets = m4.slice(1, 5).map(Number);
+    const bits = Number(m4[5]);
+    if (octets.some((o) => o > 255) || bits > 32) {
+      ctx.addIssue({ code: "custom", message: "must be a valid CIDR such as 10.20.0.0/24" });
+      return;
+    }
+    const ip = octets.reduce((a, o) => a * 256 + o, 0);
+    const hostBits = 2 ** (32 - bits);
+    if (ip % hostBits !== 0) {
+      ctx.addIssue({
+        code: "custom",
+        message: `host bits are set: did you mean the network address of /${bits}?`,
+      });
+    }
+    return;
+  }
+  const m6 = /^([0-9a-fA-F:]+)\/(\d{1,3})$/.exec(v);
+  if (m6 && z.ipv6().safeParse(m6[1]).success && Number(m6[2]) <= 128) return;
+  ctx.addIssue({ code: "custom", message: "must be a valid CIDR such as 10.20.0.0/24" });
+});
+
+/** What an operator may edit on an engine. */
+export const EngineUpdate = z.object({
+  name: DisplayName,
+  pxeEnabled: z.boolean(),
+  pxeNetwork: z.union([z.literal(""), Cidr]).transform((v) => v || null),
+}).superRefine((v, ctx) => {
+  if (v.pxeEnabled && !v.pxeNetwork) {
+    ctx.addIssue({ code: "custom", path: ["pxeNetwork"], message: "is required when PXE is enabled" });
+  }
+});
+export type EngineUpdate = z.input<typeof EngineUpdate>;
+
+/** The tenancy of an engine, for `authorize`. */
+export function engineScope(engine: Pick<Engine, "accountId" | "orgId">) {
+  return { accountId: engine.accountId, orgId: engine.orgId };
+}
+
+export async function getEngine(kv: Deno.Kv, id: string): Promise<Engine | null> {
+  return (await kv.get<Engine>(engineKey(id))).value;
+}
+
+/** Returns the engine if the actor may see it; throws NotFoundError otherwise. */
+export async function requireEngine(kv: Deno.Kv, actor: Actor, id: string): Promise<Engine> {
+  const engine = await getEngine(kv, id);
+  if (!engine || !inScope(actor, engineScope(engine))) throw new NotFoundError(`Engine ${id} not found`);
+  return engine;
+}
+
+/** The actor an engine acts as in audit entries. */
+export function engineActor(engine: Pick<Engine, "id" | "name" | "accountId">): Actor {
+  return {
+    kind: "system",
+    id: `bes:${engine.id}`,
+    label: `BES ${engine.name}`,
+    accountId: engine.accountId,
+    role: null,
+    permissions: new Set(),
+    orgScope: "all",
+  };
+}
+
+/**
+ * Registers a BES for the tenant its secret resolved to. The same public key again is idempotent:
+ * `{ created: false }`, same id, details refreshed. A key registered in another tenant is a conflict.
+ */
+export async function registerEngine(
+  kv: Deno.Kv,
+  tenant: { accountId: string; orgId: string | null },
+  input: BesRegistration,
+  now: Date,
+): Promise<{ engine: Engine; created: boolean }> {
+  const data = BesRegistration.parse(input);
+  return await withRetry<{ engine: Engine; created: boolean }>(async () => {
+    const pointer = await kv.get<string>(engineByPublicKeyKey(data.publicKey));
+    const at = now.toISOString();
+    if (pointer.value) {
+      const entry = await kv.get<Engine>(engineKey(pointer.value));
+      const existing = entry.value;
+      if (!existing) return null; // a delete is finishing: retry
+      if (existing.accountId !== tenant.accountId || existing.orgId !== tenant.orgId) {
+        throw new ConflictError("This public key is already registered to another organization");
+      }
+      if (existing.status === "deleting") throw new ConflictError("This engine is being deleted");
+      const next: Engine = {
+        ...existing,
+        name: data.name,
+        deploymentModel: data.deploymentModel,
+        hostname: data.hostname,
+        ipAddress: data.ipAddress,
+        port: data.port,
+        version: data.version,
+        updatedAt: at,
+      };
+      const op = kv.atomic().check(pointer, entry).set(engineKey(next.id), next);
+      appendAudit(op, engineActor(next), {
+        accountId: next.accountId,
+        orgId: next.orgId,
+        action: "engine.reregister",
+        objectType: "engine",
+        objectId: next.id,
+        summary: `BES ${next.name} registered again (${next.hostname}, ${next.version})`,
+      }, now);
+      return (await op.commit()).ok ? { value: { engine: next, created: false } } : null;
+    }
+    const engine: Engine = {
+      id: newId(now),
+      accountId: tenant.accountId,
+      orgId: tenant.orgId,
+      ...data,
+      status: "pending",
+      statusReason: "Registered; waiting for the first heartbeat",
+      pxeEnabled: false,
+      pxeNetwork: null,
+      registeredAt: at,
+      updatedAt: at,
+      lastHeartbeatAt: null,
+      metrics: null,
+      storageTargetCount: 0,
+      managedBytes: 0,
+    };
+    const op = kv.atomic()
+      .check({ key: engineByPublicKeyKey(data.publicKey), versionstamp: null })
+      .set(engineKey(engine.id), engine)
+      .set(enginesByAccountKey(engine.accountId, engine.id), engine.id)
+      .set(engineByPublicKeyKey(data.publicKey), engine.id);
+    appendAudit(op, engineActor(engine), {
+      accountId: engine.accountId,
+      orgId: engine.orgId,
+      action: "engine.register",
+      objectType: "engine",
+      objectId: engine.id,
+      summary:
+        `BES ${engine.name} registered (${engine.hostname}, ${engine.ipAddress}:${engine.port}, ${engine.version})`,
+    }, now);
+    return (await op.commit()).ok ? { value: { engine, created: true } } : null;
+  });
+}
+
+/** `degraded` when memory or disk is at or above DEGRADED_PERCENT; otherwise online. */
+export function healthFromMetrics(metrics: EngineMetrics): { status: "online" | "degraded"; reason: string } {
+  const problems = [];
+  if (metrics.memoryPercent >= DEGRADED_PERCENT) problems.push(`memory ${metrics.memoryPercent}%`);
+  if (metrics.diskPercent >= DEGRADED_PERCENT) problems.push(`disk ${metrics.diskPercent}%`);
+  return problems.length
+    ? { status: "degraded", reason: `Engine reports ${problems.join(" and ")} (≥ ${DEGRADED_PERCENT}%)` }
+    : { status: "online", reason: "Heartbeats arriving" };
+}
+
+/**
+ * Applies a heartbeat: status (pending/offline → online or degraded), metrics sample, and the
+ * transitions' alerts, in one atomic operation that also claims the request's nonce (so a replayed
+ * request changes nothing: `replayed: true`). Returns the engine after the heartbeat. Throws
+ * NotFoundError when the engine is gone or being deleted.
+ */
+export async function applyHeartbeat(
+  kv: Deno.Kv,
+  engineId: string,
+  input: BesHeartbeat,
+  now: Date,
+  options: { nonce?: { key: Deno.KvKey; expireIn: number }; ownTargetIds?: string[] } = {},
+): Promise<{ engine: Engine; replayed: boolean }> {
+  const data = BesHeartbeat.parse(input);
+  const { nonce, ownTargetIds } = options;
+  // Total managed bytes: the used bytes this engine reports for its own targets.
+  const own = new Set(ownTargetIds ?? []);
+  const reported = (data.storage ?? []).filter((r) => own.has(r.targetId));
+  const minute = Math.floor(now.getTime() / 60_000) * 60_000;
+  for (let i = 0; i < 10; i++) {
+    const entry = await kv.get<Engine>(engineKey(engineId));
+    const engine = entry.value;
+    if (!engine || engine.status === "deleting") throw new NotFoundError("Engine not found");
+    const health = healthFromMetrics(data.metrics);
+    const next: Engine = {
+      ...engine,
+      status: health.status,
+      statusReason: health.reason,
+      version: data.version,
+      lastHeartbeatAt: now.toISOString(),
+      metrics: data.metrics,
+      managedBytes: reported.length ? reported.reduce((sum, r) => sum + r.usedBytes, 0) : engine.managedBytes,
+    };
+    const op = kv.atomic().check(entry).set(engineKey(engineId), next)
+      .set(engineMetricsKey(engineId, minute), { at: now.toISOString(), ...data.metrics }, {
+        expireIn: METRICS_RETENTION_MS + 3600_000,
+      });
+    if (nonce) {
+      op.check({ key: nonce.key, versionstamp: null }).set(nonce.key, now.getTime(), {
+        expireIn: nonce.expireIn,
+      });
+    }
+    if (engine.status !== "online" && engine.status !== "degraded") op.set(liveEngineKey(engineId), true);
+    // Alert transitions are rare; read them only when the status changes.
+    if (engine.status === "offline" || engine.status !== next.status) {
+      const offline = await readOpenAlert(kv, "engine", engineId, "engine_offline");
+      resolveAlert(op, offline, now);
+      const degraded = await readOpenAlert(kv, "engine", engineId, "engine_degraded");
+      if (next.status === "degraded") {
+        raiseAlert(op, degraded, {
+          accountId: engine.accountId,
+          orgId: engine.orgId,
+          subjectType: "engine",
+          subjectId: engineId,
+          subjectName: engine.name,
+          reason: "engine_degraded",
+          severity: "warning",
+          message: `BES ${engine.name} is degraded: ${health.reason}`,
+        }, now);
+      } else resolveAlert(op, degraded, now);
+    }
+    const res = await op.commit();
+    if (res.ok) return { engine: next, replayed: false };
+    if (nonce && (await kv.get(nonce.key)).versionstamp !== null) return { engine, replayed: true };
+  }
+  throw new ConflictError("Heartbeat conflicted repeatedly; retry");
+}
+
+/**
+ * The sweep: every live engine silent for more than 3 minutes at `now` goes offline with one critical
+ * alert (raised in the same atomic operation). Idempotent for the same `now`.
+ */
+export async function sweepEngineHeartbeats(kv: Deno.Kv, now: Date): Promise<{ offline: string[] }> {
+  const offline: string[] = [];
+  for await (const live of kv.list({ prefix: ["engines_live"] })) {
+    const id = String(live.key[1]);
+    for (let i = 0; i < 5; i++) {
+      const entry = await kv.get<Engine>(engineKey(id));
+      const engine = entry.value;
+      if (!engine || (engine.status !== "online" && engine.status !== "degraded")) {
+        await kv.atomic().check(entry).delete(liveEngineKey(id)).commit();
+        break;
+      }
+      const last = engine.lastHeartbeatAt ? Date.parse(engine.lastHeartbeatAt) : 0;
+      if (now.getTime() - last <= OFFLINE_AFTER_MS) break;
+      const silentMin = Math.floor((now.getTime() - last) / 60_000);
+      const next: Engine = {
+        ...engine,
+        status: "offline",
+        statusReason: `No heartbeat for ${silentMin} minutes (last ${engine.lastHeartbeatAt})`,
+      };
+      const op = kv.atomic().check(entry).set(engineKey(id), next).delete(liveEngineKey(id));
+      raiseAlert(op, await readOpenAlert(kv, "engine", id, "engine_offline"), {
+        accountId: engine.accountId,
+        orgId: engine.orgId,
+        subjectType: "engine",
+        subjectId: id,
+        subjectName: engine.name,
+        reason: "engine_offline",
+        severity: "critical",
+        message: `BES ${engine.name} is offline: no heartbeat for more than 3 minutes`,
+      }, now);
+      resolveAlert(op, await readOpenAlert(kv, "engine", id, "engine_degraded"), now);
+      if ((await op.commit()).ok) {
+        offline.push(id);
+        break;
+      }
+    }
+  }
+  return { offline };
+}
+
+/** The metrics history of an engine (oldest first) within the last 24 h at `now`. */
+export async function listEngineMetrics(
+  kv: Deno.Kv,
+  engineId: string,
+  now: Date,
+): Promise<Array<EngineMetrics & { at: string }>> {
+  const from = Math.floor((now.getTime() - METRICS_RETENTION_MS) / 60_000) * 60_000;
+  const out = [];
+  for await (
+    const e of kv.list<EngineMetrics & { at: string }>({
+      start: engineMetricsKey(engineId, from),
+      end: engineMetricsKey(engineId, Number.MAX_SAFE_INTEGER),
+    })
+  ) out.push(e.value);
+  return out;
+}
+
+/** Deletes metrics samples older than 24 h (KV's expiry is lazy). */
+export async function purgeEngineMetrics(kv: Deno.Kv, now: Date): Promise<number> {
+  const cutoff = now.getTime() - METRICS_RETENTION_MS;
+  let removed = 0;
+  for await (const e of kv.list({ prefix: ["engine_metrics"] })) {
+    if (Number(e.key[2]) < cutoff) {
+      await kv.delete(e.key);
+      removed++;
+    }
+  }
+  return removed;
+}
+
+export const EngineFilter = z.object({
+  q: z.string().trim().max(200).catch(""),
+  orgId: z.string().max(40).catch(""),
+  status: z.enum(["", ...ENGINE_STATUSES]).catch(""),
+  sort: z.enum(["name", "-name", "status", "-status", "lastHeartbeatAt", "-lastHeartbeatAt"]).catch("name"),
+  offset: z.coerce.number().int().min(0).catch(0),
+  limit: z.coerce.number().int().min(1).max(200).catch(50),
+});
+export type EngineFilter = z.infer<typeof EngineFilter>;
+
+/** Engines of the actor's account in scope, filtered and sorted; `total` before paging. */
+export async function listEngines(
+  kv: Deno.Kv,
+  actor: Actor,
+  filter: EngineFilter,
+): Promise<{ values: Engine[]; total: number }> {
+  if (!actor.accountId) return { values: [], total: 0 };
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["engines_by_account", actor.accountId] })) {
+    keys.push(engineKey(e.value));
+  }
+  const needle = filter.q.toLowerCase();
+  const rows = (await getManyValues<Engine>(kv, keys)).filter((e) =>
+    inScope(actor, engineScope(e)) &&
+    (!filter.status || e.status === filter.status) &&
+    (!filter.orgId || (filter.orgId === "account" ? e.orgId === null : e.orgId === filter.orgId)) &&
+    (!needle || e.name.toLowerCase().includes(needle) || e.hostname.toLowerCase().includes(needle) ||
+      e.ipAddress.includes(needle))
+  );
+  const field = filter.sort.replace(/^-/, "") as "name" | "status" | "lastHeartbeatAt";
+  const dir = filter.sort.startsWith("-") ? -1 : 1;
+  rows.sort((a, b) => dir * String(a[field] ?? "").localeCompare(String(b[field] ?? "")));
+  return { values: rows.slice(filter.offset, filter.offset + filter.limit), total: rows.length };
+}
+
+/** Edits name and PXE settings. Needs backup.manage on the engine. */
+export async function updateEngine(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  input: EngineUpdate,
+  now: Date,
+): Promise<Engine> {
+  const data = EngineUpdate.parse(input);
+  return await withRetry(async () => {
+    const entry = await kv.get<Engine>(engineKey(id));
+    const engine = entry.value;
+    if (!engine || !inScope(actor, engineScope(engine))) throw new NotFoundError(`Engine ${id} not found`);
+    authorize(actor, "backup.manage", engineScope(engine));
+    if (engine.status === "deleting") throw new ConflictError("This engine is being deleted");
+    const next: Engine = { ...engine, ...data, updatedAt: now.toISOString() };
+    const op = kv.atomic().check(entry).set(engineKey(id), next);
+    appendAudit(op, actor, {
+      accountId: engine.accountId,
+      orgId: engine.orgId,
+      action: "engine.update",
+      objectType: "engine",
+      objectId: id,
+      summary: `Updated BES ${next.name}: PXE ${next.pxeEnabled ? `on (${next.pxeNetwork})` : "off"}`,
+    }, now);
+    return (await op.commit()).ok ? { value: next } : null;
+  });
+}
+
+/** Children of an engine removed by the cascade, in dependency order (deepest first). */
+export interface CascadeStep {
+  /** KV prefixes listing the ids of one kind of child. */
+  name: string;
+  run: (kv: Deno.Kv, engine: Engine, now: Date) => Promise<number>;
+}
+
+const cascadeSteps: CascadeStep[] = [];
+
+/** Lets other aggregates (storage targets, policies, …) add their part of an engine's cascade. */
+export function registerEngineCascade(step: CascadeStep): void {
+  if (!cascadeSteps.some((s) => s.name === step.name)) cascadeSteps.push(step);
+}
+
+/**
+ * Deletes an engine and everything under it. First marks it `deleting` (so nothing new can attach
+ * and its heartbeats are refused) in one atomic operation with the audit entry; then removes children
+ * in batches; finally the engine itself. Safe to call again after a crash: it resumes.
+ */
+export async function deleteEngine(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<void> {
+  await withRetry(async () => {
+    const entry = await kv.get<Engine>(engineKey(id));
+    const engine = entry.value;
+    if (!engine || !inScope(actor, engineScope(engine))) throw new NotFoundError(`Engine ${id} not found`);
+    authorize(actor, "backup.manage", engineScope(engine));
+    if (engine.status === "deleting") return { value: undefined };
+    const next: Engine = {
+      ...engine,
+      status: "deleting",
+      statusReason: "Being deleted",
+      updatedAt: now.toISOString(),
+    };
+    const op = kv.atomic().check(entry).set(engineKey(id), next).set(deletingEngineKey(id), now.toISOString())
+      .delete(liveEngineKey(id));
+    appendAudit(op, actor, {
+      accountId: engine.accountId,
+      orgId: engine.orgId,
+      action: "engine.delete",
+      objectType: "engine",
+      objectId: id,
+      summary: `Deleted BES ${engine.name} with its storage targets and policies`,
+    }, now);
+    return (await op.commit()).ok ? { value: undefined } : null;
+  });
+  await finishEngineDeletion(kv, id, now);
+}
+
+/** Runs (or resumes) the cascade of an engine marked `deleting`. Idempotent. */
+export async function finishEngineDeletion(kv: Deno.Kv, id: string, now: Date): Promise<void> {
+  const engine = await getEngine(kv, id);
+  if (!engine) {
+    await kv.delete(deletingEngineKey(id));
+    return;
+  }
+  if (engine.status !== "deleting") return;
+  for (const step of cascadeSteps) await step.run(kv, engine, now);
+  for await (const e of kv.list({ prefix: ["engine_metrics", id] })) await kv.delete(e.key);
+  for (const reason of ["engine_offline", "engine_degraded"] as const) {
+    const op = kv.atomic();
+    if (resolveAlert(op, await readOpenAlert(kv, "engine", id, reason), now)) await op.commit();
+  }
+  await kv.atomic()
+    .delete(engineKey(id))
+    .delete(enginesByAccountKey(engine.accountId, id))
+    .delete(engineByPublicKeyKey(engine.publicKey))
+    .delete(liveEngineKey(id))
+    .delete(deletingEngineKey(id))
+    .commit();
+}
+
+/** Resumes every interrupted engine deletion (the cron job calls this). */
+export async function resumeEngineDeletions(kv: Deno.Kv, now: Date): Promise<number> {
+  let n = 0;
+  for await (const e of kv.list({ prefix: ["engines_deleting"] })) {
+    await finishEngineDeletion(kv, String(e.key[1]), now);
+    n++;
+  }
+  return n;
+}

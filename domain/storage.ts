@@ -1,0 +1,664 @@
+/**
+ * Storage targets: per-type connection config, thresholds, credentials in the vault, FK RESTRICT
+ * against policies (DESIGN.md invariant 1), capacity reports with EWMA growth and health transitions
+ * (alerts, auto-pause and auto-resume of policies), and capacity history (fine samples + daily roll-up).
+ */
+import { z } from "zod";
+import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
+import { appendAudit } from "./audit.ts";
+import { type CapacitySample, type CapacityState, nextCapacityState } from "./capacity.ts";
+import { type Engine, engineKey, engineScope, registerEngineCascade } from "./engines.ts";
+import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { newId } from "./ids.ts";
+import { getManyValues, withRetry } from "./kv.ts";
+import {
+  deletePolicyCascade,
+  listPoliciesByTarget,
+  pausePoliciesForStorage,
+  resumePoliciesForStorage,
+} from "./policies.ts";
+import { type Actor, authorize, inScope } from "./rbac.ts";
+import { DisplayName } from "./validation.ts";
+import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
+
+export const TARGET_TYPES = ["s3", "s3_compatible", "smb", "nfs", "iscsi", "local"] as const;
+export type TargetType = (typeof TARGET_TYPES)[number];
+export const TARGET_TYPE_LABELS: Record<TargetType, string> = {
+  s3: "S3",
+  s3_compatible: "S3 Compatible",
+  smb: "SMB",
+  nfs: "NFS",
+  iscsi: "iSCSI",
+  local: "Local",
+};
+export const CREDENTIAL_TYPES = ["access_key", "password", "chap_secret", "api_token"] as const;
+
+/** Capacity samples kept at full resolution; older history is the daily roll-up. */
+export const FINE_RETENTION_MS = 48 * 3600_000;
+/** Daily roll-ups kept. */
+export const HISTORY_DAYS = 365;
+
+const HostOrIp = z.string().trim().min(1, "is required").max(253, "must be at most 253 characters").refine(
+  (v) =>
+    z.ipv4().safeParse(v).success || z.ipv6().safeParse(v).success ||
+    /^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$/.test(v),
+  "must be a hostname or IP address",
+);
+
+const AbsolutePath = z.string().trim().min(1, "is required").max(1024, "must be at most 1024 characters")
+  .regex(/^\//, "must be an absolute path starting with /")
+  .refine((v) => !v.split("/").includes(".."), "must not contain ..")
+  .refine((v) => !/\p{Cc}/u.test(v), "must not contain control characters");
+
+/** S3 bucket naming rules (AWS): 3–63 chars, lowercase letters, digits, dots, hyphens, and more. */
+export const BucketName = z.string().trim().superRefine((v, ctx) => {
+  const fail = (message: string) => ctx.addIssue({ code: "custom", message });
+  if (v.length < 3 || v.length > 63) return fail("must be 3–63 characters long");
+  if (!/^[a-z0-9.-]+$/.test(v)) return fail("may contain only lowercase letters, digits, dots and hyphens");
+  if (!/^[a-z0-9].*[a-z0-9]$/.test(v)) return fail("must begin and end with a letter or digit");
+  if (v.includes("..")) return fail("must not contain two adjacent dots");
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(v)) return fail("must not be formatted as an IP address");
+  if (v.startsWith("xn--") || v.startsWith("sthree-")) return fail("must not start with xn-- or sthree-");
+  if (v.endsWith("-s3alias") || v.endsWith("--ol-s3")) return fail("must not end with -s3alias or --ol-s3");
+});
+
+const S3Prefix = z.string().trim().max(512, "must be at most 512 characters")
+  .refine((v) => !v.startsWith("/"), "must not start with /")
+  .refine((v) => !v.split("/").includes(".."), "must not contain ..");
+
+const S3Config = z.object({
+  endpoint: z.url({
+    protocol: /^https?$/,
+    error: "must be an http(s) URL, e.g. https://s3.eu-west-1.amazonaws.com",
+  }),
+  bucket: BucketName,
+  region: z.string().trim().regex(/^[a-z]{2}(-gov)?-[a-z]+-\d$/, "must be an AWS region such as eu-west-1"),
+  prefix: S3Prefix.default(""),
+});
+const S3CompatibleConfig = S3Config.extend({
+  region: z.string().trim().regex(/^[a-z0-9-]{1,50}$/, "must be a region name such as us-east-1 or auto")
+    .default("us-east-1"),
+});
+const SmbConfig = z.object({
+  server: HostOrIp,
+  share: z.string().trim().min(1, "is required").max(80, "must be at most 80 characters")
+    .regex(/^[^\\/:*?"<>|]+$/, 'must not contain \\ / : * ? " < > |'),
+  path: z.string().trim().max(1024).regex(/^[^:*?"<>|]*$/, 'must not contain : * ? " < > |').default(""),
+});
+const NfsConfig = z.object({
+  server: HostOrIp,
+  exportPath: AbsolutePath,
+  mountOptions: z.string().trim().max(500).regex(
+    /^$|^[a-z0-9_]+(=[^,\s]+)?(,[a-z0-9_]+(=[^,\s]+)?)*$/,
+    "must be comma-separated options such as vers=4.1,hard,timeo=600",
+  ).default(""),
+});
+export const Iqn = z.string().trim().regex(
+  /^(iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[^\s]{1,200})?|eui\.[0-9A-Fa-f]{16})$/,
+  "must be an IQN such as iqn.2004-05.com.example:storage.disk1 (or eui. followed by 16 hex digits)",
+);
+const IscsiConfig = z.object({
+  portal: z.string().trim().superRefine((v, ctx) => {
+    const m = /^(\[[0-9a-fA-F:]+\]|[^:\s]+)(?::(\d{1,5}))?$/.exec(v);
+    const host = m?.[1]?.replace(/^\[|\]$/g, "");
+    if (
+      !m || !host || !HostOrIp.safeParse(host).success || (m[2] && (Number(m[2]) < 1 || Number(m[2]) > 65535))
+    ) {
+      ctx.addIssue({ code: "custom", message: "must be host:port, e.g. 10.0.0.5:3260" });
+    }
+  }),
+  iqn: Iqn,
+  lun: z.coerce.number({ error: "must be a whole number 0–16383" }).int("must be a whole number 0–16383")
+    .min(0, "must be a whole number 0–16383").max(16383, "must be a whole number 0–16383"),
+});
+const LocalConfig = z.object({ path: AbsolutePath });
+
+export const TargetConfig = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("s3"), config: S3Config }),
+  z.object({ type: z.literal("s3_compatible"), config: S3CompatibleConfig }),
+  z.object({ type: z.literal("smb"), config: SmbConfig }),
+  z.object({ type: z.literal("nfs"), config: NfsConfig }),
+  z.object({ type: z.literal("iscsi"), config: IscsiConfig }),
+  z.object({ type: z.literal("local"), config: LocalConfig }),
+], { error: `type must be one of ${TARGET_TYPES.join(", ")}` });
+
+export const Credentials = z.object({
+  username: z.string().trim().max(200, "must be at most 200 characters").default(""),
+  secret: z.string().min(1, "is required").max(4096, "must be at most 4096 characters"),
+  credentialType: z.enum(CREDENTIAL_TYPES, { error: `must be one of ${CREDENTIAL_TYPES.join(", ")}` }),
+});
+
+/** Thresholds in percent; the critical one must exceed the alert one. One rule for form, API and domain. */
+export const Thresholds = z.object({
+  alertThreshold: z.coerce.number({ error: "must be a number" }).int("must be a whole number")
+    .min(1, "must be 1–99").max(99, "must be 1–99").default(85),
+  criticalThreshold: z.coerce.number({ error: "must be a number" }).int("must be a whole number")
+    .min(2, "must be 2–100").max(100, "must be 2–100").default(95),
+}).refine((t) => t.criticalThreshold > t.alertThreshold, {
+  path: ["criticalThreshold"],
+  message: "must be higher than the alert threshold",
+});
+
+export const TargetCreateInput = z.object({
+  name: DisplayName,
+  besId: z.string().min(1, "is required").max(40),
+  credentials: Credentials.optional(),
+}).and(TargetConfig).and(Thresholds);
+export type TargetCreateInput = z.input<typeof TargetCreateInput>;
+
+export const TargetUpdateInput = z.object({
+  name: DisplayName,
+  /** New credentials replace the stored ones (rotation); absent keeps them. */
+  credentials: Credentials.optional(),
+  removeCredentials: z.boolean().default(false),
+}).and(TargetConfig).and(Thresholds);
+export type TargetUpdateInput = z.input<typeof TargetUpdateInput>;
+
+export type TargetHealth = "unknown" | "healthy" | "warning" | "critical";
+
+export interface StorageTarget {
+  id: string;
+  accountId: string;
+  orgId: string | null;
+  besId: string;
+  name: string;
+  type: TargetType;
+  config: Record<string, string | number>;
+  alertThreshold: number;
+  criticalThreshold: number;
+  /** Vault record id; the secret itself never leaves the vault except to the engine. */
+  credentialId: string | null;
+  /** Non-secret credential facts, shown to operators. */
+  credentialUsername: string | null;
+  credentialType: (typeof CREDENTIAL_TYPES)[number] | null;
+  credentialRotatedAt: string | null;
+  /** Number of policies referencing this target; a policy create/delete writes it, so FK checks are atomic. */
+  policyCount: number;
+  health: TargetHealth;
+  capacity: CapacityState | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export function targetKey(id: string) {
+  return ["storage_targets", id] as const;
+}
+export function targetsByBesKey(besId: string, id: string) {
+  return ["storage_targets_by_bes", besId, id] as const;
+}
+export function targetsByAccountKey(accountId: string, id: string) {
+  return ["storage_targets_by_account", accountId, id] as const;
+}
+export function capacitySampleKey(targetId: string, at: number) {
+  return ["capacity_samples", targetId, at] as const;
+}
+export function capacityDailyKey(targetId: string, day: string) {
+  return ["capacity_daily", targetId, day] as const;
+}
+
+export function targetScope(t: Pick<StorageTarget, "accountId" | "orgId">) {
+  return { accountId: t.accountId, orgId: t.orgId };
+}
+
+/** The message when credentials meet an account-scoped BES (the guide's fail-closed rule). */
+export const ACCOUNT_SCOPED_CREDENTIALS =
+  "Credentialed storage targets need an organization-scoped BES: this BES is account-scoped, and vault " +
+  "identities belong to an organization. Create the target without credentials, or use an org-scoped BES.";
+
+export async function getTarget(kv: Deno.Kv, id: string): Promise<StorageTarget | null> {
+  return (await kv.get<StorageTarget>(targetKey(id))).value;
+}
+
+/** Returns the target if the actor may see it; throws NotFoundError otherwise. */
+export async function requireTarget(kv: Deno.Kv, actor: Actor, id: string): Promise<StorageTarget> {
+  const t = await getTarget(kv, id);
+  if (!t || !inScope(actor, targetScope(t))) throw new NotFoundError(`Storage target ${id} not found`);
+  return t;
+}
+
+/** Ids of the targets of an engine. */
+export async function listTargetIdsOfEngine(kv: Deno.Kv, besId: string): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const e of kv.list<string>({ prefix: ["storage_targets_by_bes", besId] })) ids.push(e.value);
+  return ids;
+}
+
+export const TargetFilter = z.object({
+  q: z.string().trim().max(200).catch(""),
+  besId: z.string().max(40).catch(""),
+  type: z.enum(["", ...TARGET_TYPES]).catch(""),
+  health: z.enum(["", "unknown", "healthy", "warning", "critical"]).catch(""),
+  sort: z.enum(["name", "-name", "usage", "-usage", "health", "-health"]).catch("name"),
+  offset: z.coerce.number().int().min(0).catch(0),
+  limit: z.coerce.number().int().min(1).max(200).catch(50),
+});
+export type TargetFilter = z.infer<typeof TargetFilter>;
+
+/** Targets in the actor's scope, filtered and sorted; `total` before paging. */
+export async function listTargets(
+  kv: Deno.Kv,
+  actor: Actor,
+  filter: TargetFilter,
+): Promise<{ values: StorageTarget[]; total: number }> {
+  if (!actor.accountId) return { values: [], total: 0 };
+  const keys: Deno.KvKey[] = [];
+  const prefix = filter.besId
+    ? ["storage_targets_by_bes", filter.besId]
+    : ["storage_targets_by_account", actor.accountId];
+  for await (const e of kv.list<string>({ prefix })) keys.push(targetKey(e.value));
+  const needle = filter.q.toLowerCase();
+  const rows = (await getManyValues<StorageTarget>(kv, keys)).filter((t) =>
+    inScope(actor, targetScope(t)) && (!filter.type || t.type === filter.type) &&
+    (!filter.health || t.health === filter.health) && (!needle || t.name.toLowerCase().includes(needle))
+  );
+  const dir = filter.sort.startsWith("-") ? -1 : 1;
+  const field = filter.sort.replace(/^-/, "");
+  const rank = { unknown: 0, healthy: 1, warning: 2, critical: 3 };
+  rows.sort((a, b) =>
+    dir *
+    (field === "usage"
+      ? (a.capacity?.usagePercent ?? -1) - (b.capacity?.usagePercent ?? -1)
+      : field === "health"
+      ? rank[a.health] - rank[b.health]
+      : a.name.localeCompare(b.name))
+  );
+  return { values: rows.slice(filter.offset, filter.offset + filter.limit), total: rows.length };
+}
+
+/**
+ * Creates a target on a BES. Credentials go to the vault in the same atomic operation. Refuses
+ * credentials on an account-scoped BES, and a BES that is being deleted. Needs backup.manage.
+ */
+export async function createTarget(
+  kv: Deno.Kv,
+  actor: Actor,
+  input: TargetCreateInput,
+  options: { now: Date; masterKey: Uint8Array },
+): Promise<StorageTarget> {
+  const data = TargetCreateInput.parse(input);
+  const { now, masterKey } = options;
+  return await withRetry(async () => {
+    const engineEntry = await kv.get<Engine>(engineKey(data.besId));
+    const engine = engineEntry.value;
+    if (!engine || !inScope(actor, engineScope(engine))) {
+      throw new ValidationError("Unknown BES", { besId: "Choose a BES you can see" });
+    }
+    authorize(actor, "backup.manage", engineScope(engine));
+    if (engine.status === "deleting") throw new ConflictError("This BES is being deleted");
+    if (data.credentials && engine.orgId === null) {
+      throw new ValidationError(ACCOUNT_SCOPED_CREDENTIALS, { credentials: ACCOUNT_SCOPED_CREDENTIALS });
+    }
+    const at = now.toISOString();
+    const id = newId(now);
+    let vault: VaultRecord | null = null;
+    if (data.credentials) {
+      vault = await sealSecret(masterKey, {
+        id: newId(now),
+        accountId: engine.accountId,
+        orgId: engine.orgId,
+        purpose: `storage_target:${id}`,
+        createdAt: at,
+      }, data.credentials.secret);
+    }
+    const target: StorageTarget = {
+      id,
+      accountId: engine.accountId,
+      orgId: engine.orgId,
+      besId: engine.id,
+      name: data.name,
+      type: data.type,
+      config: data.config as Record<string, string | number>,
+      alertThreshold: data.alertThreshold,
+      criticalThreshold: data.criticalThreshold,
+      credentialId: vault?.id ?? null,
+      credentialUsername: data.credentials?.username || null,
+      credentialType: data.credentials?.credentialType ?? null,
+      credentialRotatedAt: vault ? at : null,
+      policyCount: 0,
+      health: "unknown",
+      capacity: null,
+      createdAt: at,
+      updatedAt: at,
+    };
+    const op = kv.atomic()
+      .check(engineEntry)
+      .set(engineKey(engine.id), { ...engine, storageTargetCount: engine.storageTargetCount + 1 })
+      .set(targetKey(id), target)
+      .set(targetsByBesKey(engine.id, id), id)
+      .set(targetsByAccountKey(engine.accountId, id), id);
+    if (vault) op.set(vaultKey(vault.id), vault);
+    appendAudit(op, actor, {
+      accountId: target.accountId,
+      orgId: target.orgId,
+      action: "storage_target.create",
+      objectType: "storage_target",
+      objectId: id,
+      summary:
+        `Created ${TARGET_TYPE_LABELS[target.type]} storage target ${target.name} on BES ${engine.name}` +
+        (vault ? " with credentials" : ""),
+    }, now);
+    return (await op.commit()).ok ? { value: target } : null;
+  });
+}
+
+/**
+ * Updates name, connection config and thresholds; new credentials replace the stored ones (rotation),
+ * `removeCredentials` drops them. The type and BES never change.
+ */
+export async function updateTarget(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  input: TargetUpdateInput,
+  options: { now: Date; masterKey: Uint8Array },
+): Promise<StorageTarget> {
+  const data = TargetUpdateInput.parse(input);
+  const { now, masterKey } = options;
+  return await withRetry(async () => {
+    const entry = await kv.get<StorageTarget>(targetKey(id));
+    const target = entry.value;
+    if (!target || !inScope(actor, targetScope(target))) {
+      throw new NotFoundError(`Storage target ${id} not found`);
+    }
+    authorize(actor, "backup.manage", targetScope(target));
+    if (data.type !== target.type) {
+      throw new ValidationError("The type of a storage target cannot change", { type: "Cannot change" });
+    }
+    if (data.credentials && target.orgId === null) {
+      throw new ValidationError(ACCOUNT_SCOPED_CREDENTIALS, { credentials: ACCOUNT_SCOPED_CREDENTIALS });
+    }
+    const at = now.toISOString();
+    const op = kv.atomic().check(entry);
+    let next: StorageTarget = {
+      ...target,
+      name: data.name,
+      config: data.config as Record<string, string | number>,
+      alertThreshold: data.alertThreshold,
+      criticalThreshold: data.criticalThreshold,
+      updatedAt: at,
+    };
+    let credentialNote = "";
+    if (data.credentials) {
+      const vault = await sealSecret(masterKey, {
+        id: newId(now),
+        accountId: target.accountId,
+        orgId: target.orgId,
+        purpose: `storage_target:${id}`,
+        createdAt: at,
+      }, data.credentials.secret);
+      if (target.credentialId) op.delete(vaultKey(target.credentialId));
+      op.set(vaultKey(vault.id), vault);
+      next = {
+        ...next,
+        credentialId: vault.id,
+        credentialUsername: data.credentials.username || null,
+        credentialType: data.credentials.credentialType,
+        credentialRotatedAt: at,
+      };
+      credentialNote = target.credentialId ? "; rotated credentials" : "; added credentials";
+    } else if (data.removeCredentials && target.credentialId) {
+      op.delete(vaultKey(target.credentialId));
+      next = {
+        ...next,
+        credentialId: null,
+        credentialUsername: null,
+        credentialType: null,
+        credentialRotatedAt: null,
+      };
+      credentialNote = "; removed credentials";
+    }
+    op.set(targetKey(id), next);
+    appendAudit(op, actor, {
+      accountId: target.accountId,
+      orgId: target.orgId,
+      action: "storage_target.update",
+      objectType: "storage_target",
+      objectId: id,
+      summary:
+        `Updated storage target ${next.name} (alert ${next.alertThreshold}%, critical ${next.criticalThreshold}%)` +
+        credentialNote,
+    }, now);
+    return (await op.commit()).ok ? { value: next } : null;
+  });
+}
+
+/**
+ * Deletes a target with its vault credential and capacity history. Refused while policies reference
+ * it (the message names them). Atomic against a concurrent policy create, which writes `policyCount`.
+ */
+export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<void> {
+  await withRetry(async () => {
+    const entry = await kv.get<StorageTarget>(targetKey(id));
+    const target = entry.value;
+    if (!target || !inScope(actor, targetScope(target))) {
+      throw new NotFoundError(`Storage target ${id} not found`);
+    }
+    authorize(actor, "backup.manage", targetScope(target));
+    const policies = await listPoliciesByTarget(kv, id);
+    if (target.policyCount > 0 || policies.length > 0) {
+      const names = policies.map((p) => p.name).join(", ") || `${target.policyCount} policies`;
+      throw new ConflictError(
+        `Storage target ${target.name} is used by ${names}. Remove or reassign those policies first.`,
+      );
+    }
+    const engineEntry = await kv.get<Engine>(engineKey(target.besId));
+    const op = kv.atomic().check(entry).delete(targetKey(id))
+      .delete(targetsByBesKey(target.besId, id))
+      .delete(targetsByAccountKey(target.accountId, id));
+    if (engineEntry.value) {
+      op.check(engineEntry).set(engineKey(target.besId), {
+        ...engineEntry.value,
+        storageTargetCount: Math.max(0, engineEntry.value.storageTargetCount - 1),
+      });
+    }
+    if (target.credentialId) op.delete(vaultKey(target.credentialId));
+    for (const reason of ["storage_warning", "storage_critical"] as const) {
+      resolveAlert(op, await readOpenAlert(kv, "storage_target", id, reason), now);
+    }
+    appendAudit(op, actor, {
+      accountId: target.accountId,
+      orgId: target.orgId,
+      action: "storage_target.delete",
+      objectType: "storage_target",
+      objectId: id,
+      summary: `Deleted storage target ${target.name}${
+        target.credentialId ? " and its vault credential" : ""
+      }`,
+    }, now);
+    return (await op.commit()).ok ? { value: undefined } : null;
+  });
+  await purgeTargetHistory(kv, id);
+}
+
+async function purgeTargetHistory(kv: Deno.Kv, id: string): Promise<void> {
+  for (const prefix of [["capacity_samples", id], ["capacity_daily", id]]) {
+    const keys: Deno.KvKey[] = [];
+    for await (const e of kv.list({ prefix })) keys.push(e.key);
+    for (let i = 0; i < keys.length; i += 500) {
+      const op = kv.atomic();
+      for (const key of keys.slice(i, i + 500)) op.delete(key);
+      await op.commit();
+    }
+  }
+}
+
+/** Decrypts a target's credential for the engine that needs it. Never call this for a page or API reply. */
+export async function revealTargetSecret(
+  kv: Deno.Kv,
+  target: StorageTarget,
+  masterKey: Uint8Array,
+): Promise<string | null> {
+  if (!target.credentialId) return null;
+  const record = (await kv.get<VaultRecord>(vaultKey(target.credentialId))).value;
+  return record ? await openSecret(masterKey, record) : null;
+}
+
+/** One day of the capacity roll-up: the day's last report and its peak usage. */
+export interface CapacityDay {
+  day: string;
+  totalBytes: number;
+  usedBytes: number;
+  freeBytes: number;
+  usagePercent: number;
+  peakUsagePercent: number;
+  growthBytesPerDay: number | null;
+}
+
+/**
+ * Applies a BES capacity report to one of its targets: new capacity state (EWMA growth, time-to-full,
+ * health), a fine sample and the day's roll-up, and the alert transitions — all in one atomic
+ * operation. Then pauses policies when the target turned critical, or resumes the ones it paused when
+ * it is healthy again. Reports for targets of other engines are ignored (returns null).
+ */
+export async function applyCapacityReport(
+  kv: Deno.Kv,
+  engineId: string,
+  report: { targetId: string } & Omit<CapacitySample, "at">,
+  now: Date,
+): Promise<{ target: StorageTarget; paused: string[]; resumed: string[] } | null> {
+  for (let i = 0; i < 5; i++) {
+    const entry = await kv.get<StorageTarget>(targetKey(report.targetId));
+    const target = entry.value;
+    if (!target || target.besId !== engineId) return null;
+    const sample: CapacitySample = {
+      at: now.toISOString(),
+      totalBytes: report.totalBytes,
+      usedBytes: report.usedBytes,
+      freeBytes: report.freeBytes,
+    };
+    const state = nextCapacityState(target.capacity, sample, target);
+    const next: StorageTarget = { ...target, capacity: state, health: state.status };
+    const day = sample.at.slice(0, 10);
+    const dayEntry = await kv.get<CapacityDay>(capacityDailyKey(target.id, day));
+    const rollup: CapacityDay = {
+      day,
+      totalBytes: sample.totalBytes,
+      usedBytes: sample.usedBytes,
+      freeBytes: sample.freeBytes,
+      usagePercent: state.usagePercent,
+      peakUsagePercent: Math.max(state.usagePercent, dayEntry.value?.peakUsagePercent ?? 0),
+      growthBytesPerDay: state.growthBytesPerDay,
+    };
+    const op = kv.atomic().check(entry, dayEntry)
+      .set(targetKey(target.id), next)
+      .set(capacitySampleKey(target.id, now.getTime()), state, { expireIn: FINE_RETENTION_MS + 3600_000 })
+      .set(capacityDailyKey(target.id, day), rollup);
+    if (target.health !== state.status) {
+      const warning = await readOpenAlert(kv, "storage_target", target.id, "storage_warning");
+      const critical = await readOpenAlert(kv, "storage_target", target.id, "storage_critical");
+      const base = {
+        accountId: target.accountId,
+        orgId: target.orgId,
+        subjectType: "storage_target" as const,
+        subjectId: target.id,
+        subjectName: target.name,
+      };
+      if (state.status === "critical") {
+        resolveAlert(op, warning, now);
+        raiseAlert(op, critical, {
+          ...base,
+          reason: "storage_critical",
+          severity: "critical",
+          message:
+            `Storage target ${target.name} is critical: ${state.statusReason}. Its policies are paused.`,
+        }, now);
+      } else if (state.status === "warning") {
+        resolveAlert(op, critical, now);
+        raiseAlert(op, warning, {
+          ...base,
+          reason: "storage_warning",
+          severity: "warning",
+          message: `Storage target ${target.name} needs attention: ${state.statusReason}`,
+        }, now);
+      } else {
+        resolveAlert(op, warning, now);
+        resolveAlert(op, critical, now);
+      }
+    }
+    if (!(await op.commit()).ok) continue;
+    const paused = state.status === "critical" ? await pausePoliciesForStorage(kv, target.id, now) : [];
+    const resumed = state.status === "healthy" ? await resumePoliciesForStorage(kv, target.id, now) : [];
+    return { target: next, paused, resumed };
+  }
+  throw new ConflictError("Capacity report conflicted repeatedly; retry");
+}
+
+/** Capacity history: daily roll-ups for up to 365 days, and the fine samples of the last 48 h. */
+export async function capacityHistory(
+  kv: Deno.Kv,
+  targetId: string,
+  now: Date,
+): Promise<{ days: CapacityDay[]; recent: CapacityState[] }> {
+  const fromDay = new Date(now.getTime() - HISTORY_DAYS * 86_400_000).toISOString().slice(0, 10);
+  const days: CapacityDay[] = [];
+  for await (
+    const e of kv.list<CapacityDay>({
+      start: capacityDailyKey(targetId, fromDay),
+      end: capacityDailyKey(targetId, "9999-12-31"),
+    })
+  ) days.push(e.value);
+  const recent: CapacityState[] = [];
+  for await (
+    const e of kv.list<CapacityState>({
+      start: capacitySampleKey(targetId, now.getTime() - FINE_RETENTION_MS),
+      end: capacitySampleKey(targetId, Number.MAX_SAFE_INTEGER),
+    })
+  ) recent.push(e.value);
+  return { days, recent };
+}
+
+/** Deletes fine samples older than 48 h and roll-ups older than 365 days. */
+export async function purgeCapacityHistory(kv: Deno.Kv, now: Date): Promise<number> {
+  let removed = 0;
+  const fineCutoff = now.getTime() - FINE_RETENTION_MS;
+  for await (const e of kv.list({ prefix: ["capacity_samples"] })) {
+    if (Number(e.key[2]) < fineCutoff) {
+      await kv.delete(e.key);
+      removed++;
+    }
+  }
+  const dayCutoff = new Date(now.getTime() - HISTORY_DAYS * 86_400_000).toISOString().slice(0, 10);
+  for await (const e of kv.list({ prefix: ["capacity_daily"] })) {
+    if (String(e.key[2]) < dayCutoff) {
+      await kv.delete(e.key);
+      removed++;
+    }
+  }
+  return removed;
+}
+
+// The engine cascade removes policies first (their children with them), then targets.
+registerEngineCascade({
+  name: "policies",
+  async run(kv, engine) {
+    let n = 0;
+    for await (const e of kv.list<string>({ prefix: ["policies_by_bes", engine.id] })) {
+      const policy = (await kv.get<Parameters<typeof deletePolicyCascade>[1]>(["policies", e.value])).value;
+      if (policy) await deletePolicyCascade(kv, policy);
+      else await kv.delete(e.key);
+      n++;
+    }
+    return n;
+  },
+});
+registerEngineCascade({
+  name: "storage_targets",
+  async run(kv, engine, now) {
+    let n = 0;
+    for (const id of await listTargetIdsOfEngine(kv, engine.id)) {
+      const target = await getTarget(kv, id);
+      const op = kv.atomic().delete(targetsByBesKey(engine.id, id)).delete(targetKey(id));
+      if (target) {
+        op.delete(targetsByAccountKey(target.accountId, id));
+        if (target.credentialId) op.delete(vaultKey(target.credentialId));
+        for (const reason of ["storage_warning", "storage_critical"] as const) {
+          resolveAlert(op, await readOpenAlert(kv, "storage_target", id, reason), now);
+        }
+      }
+      await op.commit();
+      await purgeTargetHistory(kv, id);
+      n++;
+    }
+    return n;
+  },
+});

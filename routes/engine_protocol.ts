@@ -1,0 +1,336 @@
+/**
+ * Engine protocol v1 (DESIGN.md §5) for BES and agents: registration/enrollment with a secret, then
+ * Ed25519-signed requests. Declared with zod so the protocol is part of `/api/openapi.json`; the
+ * worked example is in docs/engine-protocol.md.
+ */
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import type { MiddlewareHandler } from "hono";
+import {
+  applyHeartbeat,
+  BesHeartbeat,
+  BesRegistration,
+  HEARTBEAT_INTERVAL_SECONDS,
+  registerEngine,
+} from "../domain/engines.ts";
+import { getEngine } from "../domain/engines.ts";
+import { HttpError } from "../domain/errors.ts";
+import { AgentEnrollment, AgentHeartbeat, applyHostHeartbeat, enrollHost, getHost } from "../domain/hosts.ts";
+import { releaseAttempt, reserveAttempt } from "../domain/rate_limit.ts";
+import {
+  importPublicKey,
+  MAX_SKEW_SECONDS,
+  SIGNATURE_HEADERS,
+  verifySignedRequest,
+} from "../domain/signing.ts";
+import { applyCapacityReport, listTargetIdsOfEngine } from "../domain/storage.ts";
+import { resolveRegistrationSecret } from "../domain/tenancy.ts";
+import { declare } from "./access.ts";
+import { ErrorBody } from "./api_v1.ts";
+import type { AppEnv } from "./env.ts";
+import { clientIp } from "./middleware.ts";
+
+/** Nonces are remembered well past the skew window, so a replay inside the window is always caught. */
+export const NONCE_TTL_MS = 3 * MAX_SKEW_SECONDS * 1000;
+/** Failed registrations (bad secret) allowed per client IP per window. */
+export const REGISTRATION_MAX_FAILURES = 20;
+const REGISTRATION_WINDOW_MS = 15 * 60_000;
+
+const keyCache = new Map<string, Promise<CryptoKey>>();
+
+/** Imported public keys are cached (a key never changes for a principal id; deletion is checked per request). */
+function cachedKey(publicKey: string): Promise<CryptoKey> {
+  let key = keyCache.get(publicKey);
+  if (!key) {
+    if (keyCache.size >= 10_000) keyCache.clear();
+    key = importPublicKey(publicKey);
+    keyCache.set(publicKey, key);
+  }
+  return key;
+}
+
+function unauthorized(message: string): never {
+  throw new HttpError(401, "unauthorized", message);
+}
+
+/**
+ * Verifies a signed request from a `kind` principal: known and not deleted, Ed25519 signature over
+ * the canonical string, timestamp within 300 s. The nonce is claimed by the handler's write (or
+ * here, for handlers that write nothing), so a replay changes nothing and is answered 401.
+ */
+export function signedBy(kind: "bes" | "agent"): MiddlewareHandler<AppEnv> {
+  return declare({ kind: "signed", principal: kind }, async (c, next) => {
+    const { kv, clock } = c.get("deps");
+    const principal = c.req.header(SIGNATURE_HEADERS.principal) ?? "";
+    const [prefix, id] = principal.split(":");
+    if (prefix !== kind || !id || !/^[0-9A-Z]{26}$/.test(id)) {
+      unauthorized(`Missing or malformed ${SIGNATURE_HEADERS.principal}`);
+    }
+    const record = kind === "bes" ? await getEngine(kv, id) : await getHost(kv, id);
+    if (!record || (kind === "bes" && (record as { status: string }).status === "deleting")) {
+      unauthorized("Unknown or deleted principal");
+    }
+    const body = new Uint8Array(await c.req.arrayBuffer());
+    const url = new URL(c.req.url);
+    const check = await verifySignedRequest(
+      await cachedKey(record.publicKey),
+      {
+        method: c.req.method,
+        pathAndQuery: url.pathname + url.search,
+        timestamp: c.req.header(SIGNATURE_HEADERS.timestamp) ?? "",
+        nonce: c.req.header(SIGNATURE_HEADERS.nonce) ?? "",
+        signature: c.req.header(SIGNATURE_HEADERS.signature) ?? "",
+      },
+      body,
+      clock(),
+    );
+    if (!check.ok) {
+      unauthorized(
+        check.reason === "skew"
+          ? `The request timestamp is more than ${MAX_SKEW_SECONDS} s from the server clock`
+          : check.reason === "malformed"
+          ? "Malformed signature headers"
+          : "Bad signature",
+      );
+    }
+    const nonceKey = ["nonces", principal, c.req.header(SIGNATURE_HEADERS.nonce)!];
+    c.set("principal", { kind, id, nonceKey });
+    await next();
+  });
+}
+
+/** Registration and enrollment: a Bearer org (or, for a BES, account) secret, rate-limited per IP. */
+export function registrationSecret(): MiddlewareHandler<AppEnv> {
+  return declare({ kind: "registration" }, async (c, next) => {
+    c.set("tenant", await tenantFromSecret(c));
+    await next();
+  });
+}
+
+async function tenantFromSecret(c: Parameters<MiddlewareHandler<AppEnv>>[0]) {
+  const { kv, clock } = c.get("deps");
+  const now = clock();
+  const window = Math.floor(now.getTime() / REGISTRATION_WINDOW_MS) * REGISTRATION_WINDOW_MS;
+  const limits = [{ key: ["registration_failures", clientIp(c), window], max: REGISTRATION_MAX_FAILURES }];
+  if (!(await reserveAttempt(kv, limits, REGISTRATION_WINDOW_MS * 2))) {
+    c.header("Retry-After", String(Math.ceil((window + REGISTRATION_WINDOW_MS - now.getTime()) / 1000)));
+    throw new HttpError(
+      429,
+      "rate_limited",
+      "Too many failed registrations from this address; try again later",
+    );
+  }
+  const authz = c.req.header("authorization") ?? "";
+  const tenant = authz.startsWith("Bearer ")
+    ? await resolveRegistrationSecret(kv, authz.slice(7).trim())
+    : null;
+  if (!tenant) unauthorized("Missing or unknown registration secret");
+  await releaseAttempt(kv, limits, REGISTRATION_WINDOW_MS * 2);
+  return tenant;
+}
+
+const errorResponses = {
+  400: { description: "Malformed JSON", content: { "application/json": { schema: ErrorBody } } },
+  401: {
+    description:
+      "Bad or missing secret/signature, skew > 300 s, replayed nonce, unknown or deleted principal",
+    content: { "application/json": { schema: ErrorBody } },
+  },
+  413: { description: "Body larger than 64 KiB", content: { "application/json": { schema: ErrorBody } } },
+  422: { description: "Invalid fields", content: { "application/json": { schema: ErrorBody } } },
+} as const;
+
+const signedHeaders = z.object({
+  "x-cadres-principal": z.string().openapi({ description: "`bes:<id>` or `agent:<id>`" }),
+  "x-cadres-timestamp": z.string().openapi({ description: "Unix seconds" }),
+  "x-cadres-nonce": z.string().openapi({ description: "Random, ≥ 16 bytes, base64url" }),
+  "x-cadres-signature": z.string().openapi({
+    description: "base64url Ed25519 signature of the canonical string",
+  }),
+});
+
+const HeartbeatReply = z.object({
+  status: z.string(),
+  serverTime: z.string(),
+  pendingJobs: z.number().int(),
+  storageTargetIds: z.array(z.string()).optional().openapi({
+    description: "BES only: the storage targets configured on this engine, to report capacity for",
+  }),
+}).openapi("HeartbeatReply");
+
+export const engineProtocol = new OpenAPIHono<AppEnv>({
+  defaultHook: (result, c) => {
+    if (!result.success) {
+      const fields: Record<string, string> = {};
+      for (const issue of result.error.issues) fields[issue.path.join(".") || "body"] ??= issue.message;
+      return c.json({ error: { code: "invalid", message: "The request is invalid", fields } }, 422);
+    }
+  },
+});
+
+engineProtocol.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/bes/v1/register",
+    summary: "Register a BES with an org or account secret (idempotent per public key)",
+    tags: ["Engine protocol v1"],
+    security: [{ registrationSecret: [] }],
+    middleware: [registrationSecret()] as const,
+    request: { body: { content: { "application/json": { schema: BesRegistration } }, required: true } },
+    responses: {
+      200: {
+        description: "Already registered: same id, details refreshed",
+        content: {
+          "application/json": {
+            schema: z.object({ id: z.string(), status: z.string(), heartbeatIntervalSeconds: z.number() }),
+          },
+        },
+      },
+      201: {
+        description: "Registered (status pending until the first heartbeat)",
+        content: {
+          "application/json": {
+            schema: z.object({ id: z.string(), status: z.string(), heartbeatIntervalSeconds: z.number() }),
+          },
+        },
+      },
+      409: {
+        description: "Key registered in another tenant",
+        content: { "application/json": { schema: ErrorBody } },
+      },
+      ...errorResponses,
+    },
+  }),
+  async (c) => {
+    const tenant = c.get("tenant")!;
+    const { kv, clock } = c.get("deps");
+    const { engine, created } = await registerEngine(kv, tenant, c.req.valid("json"), clock());
+    const body = {
+      id: engine.id,
+      status: engine.status,
+      heartbeatIntervalSeconds: HEARTBEAT_INTERVAL_SECONDS,
+    };
+    return created ? c.json(body, 201) : c.json(body, 200);
+  },
+);
+
+engineProtocol.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/bes/v1/heartbeat",
+    summary: "BES heartbeat: health metrics and storage capacity",
+    tags: ["Engine protocol v1"],
+    security: [{ engineSignature: [] }],
+    middleware: [signedBy("bes")] as const,
+    request: {
+      headers: signedHeaders,
+      body: { content: { "application/json": { schema: BesHeartbeat } }, required: true },
+    },
+    responses: {
+      200: { description: "Accepted", content: { "application/json": { schema: HeartbeatReply } } },
+      ...errorResponses,
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const principal = c.get("principal")!;
+    const now = clock();
+    const input = c.req.valid("json");
+    const targetIds = await listTargetIdsOfEngine(kv, principal.id);
+    const { engine, replayed } = await applyHeartbeat(kv, principal.id, input, now, {
+      nonce: { key: principal.nonceKey, expireIn: NONCE_TTL_MS },
+      ownTargetIds: targetIds,
+    });
+    if (replayed) unauthorized("Replayed nonce");
+    for (const report of input.storage ?? []) await applyCapacityReport(kv, engine.id, report, now);
+    return c.json({
+      status: engine.status,
+      serverTime: now.toISOString(),
+      pendingJobs: 0,
+      storageTargetIds: targetIds,
+    }, 200);
+  },
+);
+
+engineProtocol.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/agent/v1/enroll",
+    summary: "Enroll a host agent with an org secret (idempotent per public key)",
+    tags: ["Engine protocol v1"],
+    security: [{ registrationSecret: [] }],
+    middleware: [registrationSecret()] as const,
+    request: { body: { content: { "application/json": { schema: AgentEnrollment } }, required: true } },
+    responses: {
+      200: {
+        description: "Already enrolled",
+        content: {
+          "application/json": { schema: z.object({ id: z.string(), heartbeatIntervalSeconds: z.number() }) },
+        },
+      },
+      201: {
+        description: "Enrolled",
+        content: {
+          "application/json": { schema: z.object({ id: z.string(), heartbeatIntervalSeconds: z.number() }) },
+        },
+      },
+      403: {
+        description: "Agents enroll with an org secret only",
+        content: { "application/json": { schema: ErrorBody } },
+      },
+      409: {
+        description: "Key enrolled in another org",
+        content: { "application/json": { schema: ErrorBody } },
+      },
+      ...errorResponses,
+    },
+  }),
+  async (c) => {
+    const tenant = c.get("tenant")!;
+    if (!tenant.orgId) {
+      throw new HttpError(
+        403,
+        "forbidden",
+        "Agents enroll with an organization secret, not the account secret",
+      );
+    }
+    const { kv, clock } = c.get("deps");
+    const { host, created } = await enrollHost(
+      kv,
+      { accountId: tenant.accountId, orgId: tenant.orgId },
+      c.req.valid("json"),
+      clock(),
+    );
+    const body = { id: host.id, heartbeatIntervalSeconds: HEARTBEAT_INTERVAL_SECONDS };
+    return created ? c.json(body, 201) : c.json(body, 200);
+  },
+);
+
+engineProtocol.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/agent/v1/heartbeat",
+    summary: "Agent heartbeat",
+    tags: ["Engine protocol v1"],
+    security: [{ engineSignature: [] }],
+    middleware: [signedBy("agent")] as const,
+    request: {
+      headers: signedHeaders,
+      body: { content: { "application/json": { schema: AgentHeartbeat } }, required: true },
+    },
+    responses: {
+      200: { description: "Accepted", content: { "application/json": { schema: HeartbeatReply } } },
+      ...errorResponses,
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const principal = c.get("principal")!;
+    const now = clock();
+    const { host, replayed } = await applyHostHeartbeat(kv, principal.id, c.req.valid("json"), now, {
+      key: principal.nonceKey,
+      expireIn: NONCE_TTL_MS,
+    });
+    if (replayed) unauthorized("Replayed nonce");
+    return c.json({ status: host.status, serverTime: now.toISOString(), pendingJobs: 0 }, 200);
+  },
+);
