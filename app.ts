@@ -10,7 +10,11 @@ import { adminAuditRoutes } from "./routes/admin_audit.tsx";
 import { adminOrgRoutes } from "./routes/admin_orgs.tsx";
 import { adminTokenRoutes } from "./routes/admin_tokens.tsx";
 import { adminUserRoutes } from "./routes/admin_users.tsx";
+import { alertRoutes } from "./routes/alerts.tsx";
 import { apiV1 } from "./routes/api_v1.ts";
+import { apiV1Backup } from "./routes/api_v1_backup.ts";
+import { engineRoutes } from "./routes/engines.tsx";
+import { storageRoutes } from "./routes/storage.tsx";
 import { engineProtocol } from "./routes/engine_protocol.ts";
 import { authRoutes } from "./routes/auth.tsx";
 import { docsRoutes } from "./routes/docs.tsx";
@@ -72,11 +76,15 @@ export function createApp(options: AppOptions) {
   app.route("/", healthRoutes);
   app.route("/", authRoutes);
   app.route("/", placeholderRoutes);
+  app.route("/backup/engines", engineRoutes);
+  app.route("/backup/storage", storageRoutes);
+  app.route("/backup/alerts", alertRoutes);
   app.route("/admin/users", adminUserRoutes);
   app.route("/admin/orgs", adminOrgRoutes);
   app.route("/admin/tokens", adminTokenRoutes);
   app.route("/admin/audit", adminAuditRoutes);
   app.route("/", apiV1);
+  app.route("/", apiV1Backup);
   app.route("/", engineProtocol);
   app.route("/", docsRoutes(() => openApiDocument(app)));
 

@@ -16,6 +16,7 @@ export const NAV: Array<{ title: string; items: NavItem[] }> = [
     title: "Backup",
     items: [
       { href: "/backup/dashboard", label: "Dashboard", permission: "backup.view" },
+      { href: "/backup/alerts", label: "Alerts", permission: "backup.view" },
       { href: "/backup/engines", label: "Engines", permission: "backup.view" },
       { href: "/backup/storage", label: "Storage", permission: "backup.view" },
       { href: "/backup/policies", label: "Policies", permission: "backup.view" },
@@ -45,6 +46,8 @@ export interface LayoutProps {
   actor: Actor | null;
   csrfToken: string;
   notice?: string;
+  /** Open alerts the actor can see, shown beside Alerts in the nav. */
+  openAlerts?: number;
   children: ComponentChildren;
 }
 
@@ -88,6 +91,9 @@ export function Layout(props: LayoutProps) {
                               aria-current={props.path.startsWith(item.href) ? "page" : undefined}
                             >
                               {item.label}
+                              {item.href === "/backup/alerts" && props.openAlerts
+                                ? <span class="nav-count" data-testid="alert-count">{props.openAlerts}</span>
+                                : null}
                             </a>
                           </li>
                         ))}

@@ -134,3 +134,70 @@ export function formatTime(iso: string | null | undefined): string {
   if (!iso) return "—";
   return iso.replace("T", " ").slice(0, 16) + " UTC";
 }
+
+const UNITS = ["B", "KB", "MB", "GB", "TB", "PB", "EB"];
+
+/** Bytes in binary units with one decimal (`1.5 TB`). */
+export function formatBytes(bytes: number | null | undefined): string {
+  if (bytes === null || bytes === undefined || !Number.isFinite(bytes)) return "—";
+  let value = Math.abs(bytes);
+  let unit = 0;
+  while (value >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${bytes < 0 ? "-" : ""}${unit === 0 ? value : value.toFixed(1)} ${UNITS[unit]}`;
+}
+
+/** "3 min ago" style age of a time relative to `now`. */
+export function formatAge(iso: string | null | undefined, now: Date): string {
+  if (!iso) return "never";
+  const s = Math.round((now.getTime() - Date.parse(iso)) / 1000);
+  if (s < 0) return "just now";
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  if (s < 86_400) return `${Math.floor(s / 3600)} h ago`;
+  return `${Math.floor(s / 86_400)} d ago`;
+}
+
+/** A small inline SVG line of values (0–max), server-rendered; no script, no inline style. */
+export function Sparkline(
+  props: { values: number[]; max?: number; label: string; width?: number; height?: number },
+) {
+  const width = props.width ?? 160;
+  const height = props.height ?? 32;
+  const values = props.values;
+  const max = props.max ?? Math.max(1, ...values);
+  const step = values.length > 1 ? width / (values.length - 1) : width;
+  const points = values.map((v, i) =>
+    `${(i * step).toFixed(1)},${(height - (v / max) * (height - 2) - 1).toFixed(1)}`
+  );
+  const last = values.at(-1);
+  return (
+    <figure class="spark">
+      <svg
+        width={width}
+        height={height}
+        viewBox={`0 0 ${width} ${height}`}
+        role="img"
+        aria-label={props.label}
+      >
+        {values.length > 1
+          ? <polyline points={points.join(" ")} fill="none" stroke="currentColor" stroke-width="1.5" />
+          : (
+            <line
+              x1="0"
+              y1={height - 1}
+              x2={width}
+              y2={height - 1}
+              stroke="currentColor"
+              stroke-dasharray="3 3"
+            />
+          )}
+      </svg>
+      <figcaption>
+        {props.label} {last !== undefined ? <strong>{Math.round(last * 10) / 10}</strong> : "no data"}
+      </figcaption>
+    </figure>
+  );
+}

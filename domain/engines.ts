@@ -155,7 +155,7 @@ export const Cidr = z.string().trim().superRefine((v, ctx) => {
 export const EngineUpdate = z.object({
   name: DisplayName,
   pxeEnabled: z.boolean(),
-  pxeNetwork: z.union([z.literal(""), Cidr]).transform((v) => v || null),
+  pxeNetwork: z.union([z.literal(""), z.null(), Cidr]).transform((v) => v || null),
 }).superRefine((v, ctx) => {
   if (v.pxeEnabled && !v.pxeNetwork) {
     ctx.addIssue({ code: "custom", path: ["pxeNetwork"], message: "is required when PXE is enabled" });

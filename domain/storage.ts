@@ -662,3 +662,23 @@ registerEngineCascade({
     return n;
   },
 });
+
+/** A target as shown to operators and the API: the vault record id stays internal. */
+export function toPublicTarget(t: StorageTarget) {
+  const { credentialId, ...rest } = t;
+  return { ...rest, hasCredentials: credentialId !== null };
+}
+
+/** The live capacity rows of targets (for the widget and its JSON endpoint). */
+export function capacityRows(targets: StorageTarget[]) {
+  return targets.map((t) => ({
+    id: t.id,
+    name: t.name,
+    health: t.health,
+    usagePercent: t.capacity?.usagePercent ?? null,
+    freeBytes: t.capacity?.freeBytes ?? null,
+    growthBytesPerDay: t.capacity?.growthBytesPerDay ?? null,
+    estimatedFullAt: t.capacity?.estimatedFullAt ?? null,
+    lastReportAt: t.capacity?.at ?? null,
+  }));
+}

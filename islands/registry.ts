@@ -1,7 +1,14 @@
 /** Every island by the name its server marker carries. */
 import type { ComponentType } from "preact";
+import CapacityChart from "./CapacityChart.tsx";
+import CapacityWidget from "./CapacityWidget.tsx";
 import CopySecret from "./CopySecret.tsx";
 import OrgScopePicker from "./OrgScopePicker.tsx";
 
 // deno-lint-ignore no-explicit-any
-export const ISLANDS: Record<string, ComponentType<any>> = { CopySecret, OrgScopePicker };
+export const ISLANDS: Record<string, ComponentType<any>> = {
+  CapacityChart,
+  CapacityWidget,
+  CopySecret,
+  OrgScopePicker,
+};

@@ -4,6 +4,8 @@
  */
 import type { Logger } from "../domain/log.ts";
 import { purgeExpired } from "./purge_expired.ts";
+import { resumeDeletions } from "./resume_deletions.ts";
+import { sweepHeartbeats } from "./sweep_heartbeats.ts";
 
 /** Claims the slot `name@slot` once across all instances. Returns false when another instance has it. */
 export async function claimSlot(kv: Deno.Kv, name: string, slot: string): Promise<boolean> {
@@ -40,6 +42,16 @@ export async function runClaimed(
 
 /** Registers every cron of the app. */
 export function registerCrons(kv: Deno.Kv, logger: Logger): void {
+  Deno.cron(
+    "Sweep engine heartbeats",
+    "* * * * *",
+    () => runClaimed(kv, logger, "sweep_heartbeats", new Date(), (now) => sweepHeartbeats(kv, now)),
+  );
+  Deno.cron(
+    "Resume interrupted engine deletions",
+    "* * * * *",
+    () => runClaimed(kv, logger, "resume_deletions", new Date(), (now) => resumeDeletions(kv, now)),
+  );
   Deno.cron(
     "Purge expired sessions and login counters",
     "*/10 * * * *",

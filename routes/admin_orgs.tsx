@@ -13,7 +13,16 @@ import {
   SortHeader,
 } from "../components/ui.tsx";
 import { type FieldErrors, ValidationError } from "../domain/errors.ts";
-import { createOrg, listOrgs, OrgInput, renameOrg, requireOrg, rotateOrgSecret } from "../domain/tenancy.ts";
+import {
+  createOrg,
+  getAccount,
+  listOrgs,
+  OrgInput,
+  renameOrg,
+  requireOrg,
+  rotateAccountSecret,
+  rotateOrgSecret,
+} from "../domain/tenancy.ts";
 import type { Org } from "../domain/types.ts";
 import CopySecret from "../islands/CopySecret.tsx";
 import { requires } from "./access.ts";
@@ -33,7 +42,10 @@ const ListQuery = z.object({
 adminOrgRoutes.get("/", requires("admin"), async (c) => {
   const actor = c.get("actor")!;
   const query = ListQuery.parse(c.req.query());
-  const orgs = await listOrgs(c.get("deps").kv, actor, actor.accountId!);
+  const [orgs, account] = await Promise.all([
+    listOrgs(c.get("deps").kv, actor, actor.accountId!),
+    getAccount(c.get("deps").kv, actor.accountId!),
+  ]);
   const needle = query.q.toLowerCase();
   const rows = orgs.filter((o) => !needle || o.name.toLowerCase().includes(needle));
   const field = query.sort.replace(/^-/, "") as "name" | "createdAt";
@@ -89,6 +101,80 @@ adminOrgRoutes.get("/", requires("admin"), async (c) => {
             </div>
           )}
         <Pager total={rows.length} offset={query.offset} limit={query.limit} query={keep} />
+      </>
+    ),
+  );
+});
+
+function AccountSecretPanel(props: { issuedAt?: string }) {
+  return (
+    <section class="panel">
+      <h2>Account registration secret</h2>
+      <p>
+        Engines registered with the account secret are{" "}
+        <strong>account-scoped</strong>: they serve every organization, but cannot hold credentialed storage
+        targets. {props.issuedAt
+          ? `Issued ${formatTime(props.issuedAt)}; it is stored only as a hash.`
+          : "No account secret has been issued."}
+      </p>
+      <a class="btn" href="/admin/orgs/account-secret">
+        {props.issuedAt ? "Rotate account secret…" : "Issue account secret…"}
+      </a>
+    </section>
+  );
+}
+
+adminOrgRoutes.get("/account-secret", requires("admin"), async (c) => {
+  const actor = c.get("actor")!;
+  const account = await getAccount(c.get("deps").kv, actor.accountId!);
+  return render(
+    c,
+    "Account secret",
+    (
+      <>
+        <PageHeader
+          title={account?.secretHash
+            ? "Rotate the account registration secret?"
+            : "Issue an account registration secret?"}
+        />
+        <p>
+          {account?.secretHash
+            ? "The current account secret stops working immediately; registered engines keep working."
+            : "The secret is shown once. Engines that register with it are account-scoped."}
+        </p>
+        <form method="post" action="/admin/orgs/account-secret" class="form">
+          <Csrf token={c.get("csrfToken")} />
+          <div class="form-actions">
+            <button type="submit" class="btn btn--danger">
+              {account?.secretHash ? "Rotate" : "Issue"} secret
+            </button>
+            <a class="btn btn--ghost" href="/admin/orgs">Cancel</a>
+          </div>
+        </form>
+      </>
+    ),
+  );
+});
+
+adminOrgRoutes.post("/account-secret", requires("admin"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const { secret } = await rotateAccountSecret(kv, actor, actor.accountId!, clock());
+  noStore(c);
+  return render(
+    c,
+    "Account secret",
+    (
+      <>
+        <PageHeader title="Account registration secret" />
+        <p class="notice notice--warn">
+          Copy it now: it is shown only this once. Engines send it as{" "}
+          <code>Authorization: Bearer &lt;secret&gt;</code> to <code>/api/bes/v1/register</code>.
+        </p>
+        <Island name="CopySecret" component={CopySecret} props={{ label: "Account secret", secret }} />
+        <p>
+          <a class="btn" href="/admin/orgs">Done</a>
+        </p>
       </>
     ),
   );

@@ -25,18 +25,6 @@ const PLACEHOLDERS: Placeholder[] = [
       "Protected, at-risk and RPO-breach counts, engine status, the last 24 hours and the exception queues.",
   },
   {
-    path: "/backup/engines",
-    title: "Engines",
-    permission: "backup.view",
-    what: "Registered Backup Engine Services, their heartbeats, health and storage.",
-  },
-  {
-    path: "/backup/storage",
-    title: "Storage",
-    permission: "backup.view",
-    what: "Storage targets (S3, SMB, NFS, iSCSI, local), capacity, growth and time-to-full.",
-  },
-  {
     path: "/backup/policies",
     title: "Policies",
     permission: "backup.view",

@@ -4,12 +4,13 @@ import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { ComponentChildren } from "preact";
 import { renderToString } from "preact-render-to-string";
 import { Layout } from "../components/Layout.tsx";
+import { listOpenAlerts } from "../domain/alerts.ts";
 import type { AppEnv } from "./env.ts";
 
 const FLASH_COOKIE = "cadres_flash";
 
 /** Renders `body` inside the layout with the given status. */
-export function render(
+export async function render(
   c: Context<AppEnv>,
   title: string,
   body: ComponentChildren,
@@ -17,8 +18,11 @@ export function render(
 ) {
   const notice = getCookie(c, FLASH_COOKIE);
   if (notice) deleteCookie(c, FLASH_COOKIE, { path: "/" });
+  const actor = c.get("actor");
+  const openAlerts = actor?.accountId ? (await listOpenAlerts(c.get("deps").kv, actor)).length : 0;
   const html = renderToString(
     <Layout
+      openAlerts={openAlerts}
       title={title}
       path={c.req.path}
       actor={c.get("actor")}

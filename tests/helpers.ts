@@ -1,13 +1,26 @@
 /** Test helpers: an app on an in-memory KV with a controllable clock, a tenant fixture, a browser-like client. */
 import { createApp } from "../app.ts";
 import { createSession } from "../domain/auth.ts";
+import { type EngineMetrics, registerEngine } from "../domain/engines.ts";
+import { NotFoundError } from "../domain/errors.ts";
 import { testConfig } from "../domain/config.ts";
 import { createLogger } from "../domain/log.ts";
 import { systemActor } from "../domain/rbac.ts";
+import {
+  policiesByAccountKey,
+  policiesByBesKey,
+  policiesByTargetKey,
+  policyChildPrefixes,
+  type PolicyCore,
+  policyKey,
+} from "../domain/policies.ts";
 import { markInitialized } from "../domain/setup.ts";
+import { generateKeyPair } from "../domain/signing.ts";
+import { type StorageTarget, type TargetCreateInput, targetKey, type TargetType } from "../domain/storage.ts";
 import { createAccount, createOrg } from "../domain/tenancy.ts";
 import type { Account, Org, Role, User } from "../domain/types.ts";
 import { createUser } from "../domain/users.ts";
+import { EngineClient } from "../tools/engine_client.ts";
 
 /** A clock tests can move. */
 export class TestClock {
@@ -210,4 +223,153 @@ export async function runDeno(
   }).output();
   const decode = (b: Uint8Array) => new TextDecoder().decode(b);
   return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Engines, storage targets and policies
+
+/** Healthy heartbeat metrics, with overrides. */
+export function engineMetrics(overrides: Partial<EngineMetrics> = {}): EngineMetrics {
+  return {
+    cpuPercent: 12,
+    memoryPercent: 40,
+    diskPercent: 30,
+    activeJobs: 0,
+    uptimeSeconds: 3600,
+    ...overrides,
+  };
+}
+
+/** An EngineClient talking to `app` in-process from client address `ip`, on the app's clock. */
+export function engineClient(
+  app: ReturnType<typeof createApp>,
+  clock: TestClock,
+  ip = "198.51.100.7",
+): EngineClient {
+  return new EngineClient(
+    "http://localhost:8000",
+    (url, init) => app.request(url, init, { remoteAddr: { hostname: ip } }),
+    clock.now,
+  );
+}
+
+/** Registers a BES directly in the domain (no HTTP) for `tenant`; returns it with its key pair. */
+export async function registerTestEngine(
+  kv: Deno.Kv,
+  tenant: { accountId: string; orgId: string | null },
+  now: Date,
+  name = "bes-1",
+) {
+  const keys = await generateKeyPair();
+  const { engine } = await registerEngine(kv, tenant, {
+    name,
+    deploymentModel: "on_premise",
+    publicKey: keys.publicKey,
+    hostname: `${name}.acme.example`,
+    ipAddress: "10.0.0.10",
+    port: 8443,
+    version: "1.0.0",
+  }, now);
+  return { engine, keys };
+}
+
+/** A valid connection config for each storage target type. */
+export const VALID_TARGET_CONFIGS: Record<TargetType, Record<string, string | number>> = {
+  s3: {
+    endpoint: "https://s3.eu-west-1.amazonaws.com",
+    bucket: "acme-backups",
+    region: "eu-west-1",
+    prefix: "cadres/",
+  },
+  s3_compatible: { endpoint: "https://minio.acme.example:9000", bucket: "backups", region: "auto" },
+  smb: { server: "fs01.acme.example", share: "backups", path: "cadres/daily" },
+  nfs: { server: "10.0.0.20", exportPath: "/export/backups", mountOptions: "vers=4.1,hard,timeo=600" },
+  iscsi: { portal: "10.0.0.5:3260", iqn: "iqn.2004-05.com.example:storage.disk1", lun: 0 },
+  local: { path: "/var/lib/cadres/backups" },
+};
+
+/** A valid create input for a target of `type` on `besId`, with overrides. */
+export function targetInput(
+  besId: string,
+  type: TargetType = "local",
+  overrides: Partial<Record<string, unknown>> = {},
+): TargetCreateInput {
+  return {
+    name: `${type} target`,
+    besId,
+    type,
+    config: { ...VALID_TARGET_CONFIGS[type] },
+    ...overrides,
+  } as TargetCreateInput;
+}
+
+/**
+ * Creates a policy on a target the way the policies aggregate will: in ONE atomic operation that
+ * checks the target entry, bumps its `policyCount` and writes the policy with its indexes. Throws
+ * NotFoundError when the target is gone.
+ */
+export async function createTestPolicy(
+  kv: Deno.Kv,
+  targetId: string,
+  name: string,
+  now: Date,
+  options: { enabled?: boolean; pausedReason?: PolicyCore["pausedReason"] } = {},
+): Promise<PolicyCore> {
+  for (let i = 0; i < 20; i++) {
+    const entry = await kv.get<StorageTarget>(targetKey(targetId));
+    const target = entry.value;
+    if (!target) throw new NotFoundError(`Storage target ${targetId} not found`);
+    const policy: PolicyCore = {
+      id: crypto.randomUUID(),
+      accountId: target.accountId,
+      orgId: target.orgId,
+      besId: target.besId,
+      targetId,
+      name,
+      enabled: options.enabled ?? true,
+      pausedReason: options.pausedReason ?? null,
+      updatedAt: now.toISOString(),
+    };
+    const res = await kv.atomic()
+      .check(entry)
+      .set(targetKey(targetId), { ...target, policyCount: target.policyCount + 1 })
+      .set(policyKey(policy.id), policy)
+      .set(policiesByTargetKey(targetId, policy.id), policy.id)
+      .set(policiesByBesKey(policy.besId, policy.id), policy.id)
+      .set(policiesByAccountKey(policy.accountId, policy.id), policy.id)
+      .commit();
+    if (res.ok) return policy;
+  }
+  throw new Error("createTestPolicy: too much contention");
+}
+
+/** Deletes a policy (children, indexes) and decrements its target's `policyCount`, atomically. */
+export async function deleteTestPolicy(kv: Deno.Kv, policyId: string): Promise<void> {
+  for (let i = 0; i < 20; i++) {
+    const entry = await kv.get<PolicyCore>(policyKey(policyId));
+    const policy = entry.value;
+    if (!policy) return;
+    const targetEntry = await kv.get<StorageTarget>(targetKey(policy.targetId));
+    const op = kv.atomic().check(entry, targetEntry)
+      .delete(policyKey(policyId))
+      .delete(policiesByTargetKey(policy.targetId, policyId))
+      .delete(policiesByBesKey(policy.besId, policyId))
+      .delete(policiesByAccountKey(policy.accountId, policyId));
+    for (const prefix of policyChildPrefixes(policyId)) {
+      for await (const e of kv.list({ prefix })) op.delete(e.key);
+    }
+    if (targetEntry.value) {
+      op.set(targetKey(policy.targetId), {
+        ...targetEntry.value,
+        policyCount: Math.max(0, targetEntry.value.policyCount - 1),
+      });
+    }
+    if ((await op.commit()).ok) return;
+  }
+  throw new Error("deleteTestPolicy: too much contention");
+}
+
+/** The policy record, or null. */
+export async function getPolicy(kv: Deno.Kv, id: string): Promise<PolicyCore | null> {
+  return (await kv.get<PolicyCore>(policyKey(id))).value;
 }

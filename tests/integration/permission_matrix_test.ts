@@ -8,15 +8,21 @@ import assert from "node:assert/strict";
 import { createApp } from "../../app.ts";
 import { createApiToken } from "../../domain/api_tokens.ts";
 import { createSession, userActor } from "../../domain/auth.ts";
+import { applyHeartbeat, registerEngine, sweepEngineHeartbeats } from "../../domain/engines.ts";
+import { generateKeyPair } from "../../domain/signing.ts";
+import { createTarget } from "../../domain/storage.ts";
 import { testConfig } from "../../domain/config.ts";
 import { createLogger } from "../../domain/log.ts";
-import { type Actor, inScope } from "../../domain/rbac.ts";
+import { type Actor, inScope, systemActor } from "../../domain/rbac.ts";
 import type { User } from "../../domain/types.ts";
 import { accessOf, type AccessSpec } from "../../routes/access.ts";
 import { addUser, createTenant, TestClock } from "../helpers.ts";
 
 interface Fixture {
   entries: Array<{ key: Deno.KvKey; value: unknown }>;
+  engineId: string;
+  targetId: string;
+  alertId: string;
   principals: Record<string, User | null>;
   target: User;
   viewer: User;
@@ -49,9 +55,43 @@ async function buildFixture(): Promise<Fixture> {
     permissions: ["backup.view"],
     expiresInDays: 0,
   }, now);
+  // An engine in A1 with a storage target, heartbeating once then silent (so it has an offline alert).
+  const { publicKey } = await generateKeyPair();
+  const { engine } = await registerEngine(kv, { accountId: a.account.id, orgId: a1.id }, {
+    name: "bes-a1",
+    deploymentModel: "on_premise",
+    publicKey,
+    hostname: "bes-a1.example",
+    ipAddress: "10.0.0.10",
+    port: 8443,
+    version: "1.0.0",
+  }, now);
+  const storage = await createTarget(kv, systemActor("test"), {
+    name: "target-a1",
+    besId: engine.id,
+    type: "local",
+    config: { path: "/srv/backup" },
+  }, { now, masterKey: testConfig().masterKey! });
+  await applyHeartbeat(kv, engine.id, {
+    version: "1.0.0",
+    metrics: { cpuPercent: 1, memoryPercent: 1, diskPercent: 1, activeJobs: 0, uptimeSeconds: 1 },
+  }, new Date(now.getTime() - 10 * 60_000));
+  await sweepEngineHeartbeats(kv, now);
+  const alertId = (await kv.get<string>(["alerts_open", "engine", engine.id, "engine_offline"])).value!;
   const entries = [];
   for await (const e of kv.list({ prefix: [] })) entries.push({ key: e.key, value: e.value });
-  return { entries, principals, target, viewer, orgA1: a1.id, tokenId: token.id, secretOfA1: a.secrets[0] };
+  return {
+    entries,
+    engineId: engine.id,
+    targetId: storage.id,
+    alertId,
+    principals,
+    target,
+    viewer,
+    orgA1: a1.id,
+    tokenId: token.id,
+    secretOfA1: a.secrets[0],
+  };
 }
 
 async function copyInto(kv: Deno.Kv, entries: Fixture["entries"]) {
@@ -102,6 +142,10 @@ function objectVisibility(fx: Fixture, param: string, actor: Actor): Visibility 
       return inScope(actor, scope) ? "ok" : "hidden";
     }
     case "orgId":
+    case "engineId":
+    case "targetId":
+    case "alertId":
+      // The fixture's org, engine, storage target and alert all live in org A1.
       return inScope(actor, { accountId: fx.target.accountId, orgId: fx.orgA1 }) ? "ok" : "hidden";
     case "tokenId": {
       const owner = { accountId: fx.viewer.accountId, orgIds: fx.viewer.orgScope };
@@ -118,6 +162,9 @@ function concretePath(fx: Fixture, path: string): string {
     .replace(":userId", fx.target.id)
     .replace(":orgId", fx.orgA1)
     .replace(":tokenId", fx.tokenId)
+    .replace(":engineId", fx.engineId)
+    .replace(":targetId", fx.targetId)
+    .replace(":alertId", fx.alertId)
     .replace("/static/*", "/static/app.css");
 }
 
@@ -125,6 +172,8 @@ function concretePath(fx: Fixture, path: string): string {
 const SAMPLE_BODIES: Record<string, unknown> = {
   "PATCH /api/v1/users/:userId": { name: "Renamed", role: "viewer", orgScope: "all" },
   "PATCH /api/v1/orgs/:orgId": { name: "Renamed org" },
+  "PATCH /api/v1/engines/:engineId": { name: "Renamed engine", pxeEnabled: false, pxeNetwork: "" },
+  "PUT /api/v1/storage/:targetId": { name: "Renamed target", type: "local", config: { path: "/srv/x" } },
 };
 
 /**
@@ -135,6 +184,8 @@ const POLICY: Array<[RegExp, string]> = [
   [/^(GET|POST) \/(login|logout|setup)$/, "public"],
   [/^GET \/(healthz|readyz|static\/\*|api\/openapi\.json|api\/docs)?$/, "public"],
   [/^GET \/backup\/restore/, "backup.restore"],
+  [/^GET \/backup\/(storage\/new|\w+\/:\w+\/delete)$/, "backup.manage"],
+  [/^POST \/backup\//, "backup.manage"],
   [/^GET \/backup\//, "backup.view"],
   [/^GET \/health\//, "admin"],
   [/^\w+ \/admin\/(users|orgs|audit|backups)/, "admin"],
@@ -144,10 +195,16 @@ const POLICY: Array<[RegExp, string]> = [
   [/^GET \/api\/v1\/orgs/, "backup.view"],
   [/^\w+ \/api\/v1\/orgs/, "admin"],
   [/^\w+ \/api\/v1\/tokens/, "backup.view"],
+  [/^GET \/api\/v1\/(engines|storage|storage-capacity|alerts)(\/|$)/, "backup.view"],
+  [/^\w+ \/api\/v1\/(engines|storage|alerts)(\/|$)/, "backup.manage"],
+  [/^POST \/api\/v1\/account\//, "admin"],
   [/^POST \/api\/(bes\/v1\/register|agent\/v1\/enroll)$/, "registration"],
   [/^POST \/api\/bes\/v1\//, "signed:bes"],
   [/^POST \/api\/agent\/v1\//, "signed:agent"],
 ];
+
+/** Routes that change the account itself rather than an object of one org. */
+const ACCOUNT_LEVEL_CHANGES = /^POST \/(admin\/orgs\/account-secret|api\/v1\/account\/)/;
 
 function expectedAccess(route: RouteInfo): string {
   const rule = POLICY.find(([pattern]) => pattern.test(`${route.method} ${route.path}`));
@@ -239,6 +296,11 @@ for (const route of routes) {
         continue;
       }
       if (route.access.kind === "permission" && !actor.permissions.has(route.access.permission)) {
+        assert.equal(res.status, 403, where);
+        continue;
+      }
+      // Changing account-level things (the account secret) needs a scope over every org.
+      if (ACCOUNT_LEVEL_CHANGES.test(`${route.method} ${route.path}`) && actor.orgScope !== "all") {
         assert.equal(res.status, 403, where);
         continue;
       }

@@ -1,0 +1,127 @@
+/** Backup > Alerts: open, acknowledged and resolved alerts; acknowledge needs backup.manage. */
+import { Hono } from "hono";
+import { Badge, Csrf, EmptyState, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
+import {
+  acknowledgeAlert,
+  type Alert,
+  ALERT_SEVERITIES,
+  ALERT_STATUSES,
+  AlertFilter,
+  listAlerts,
+} from "../domain/alerts.ts";
+import { can } from "../domain/rbac.ts";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { redirectWithNotice, render } from "./render.tsx";
+
+export const alertRoutes = new Hono<AppEnv>();
+
+const SEVERITY_TONE: Record<Alert["severity"], Tone> = { critical: "bad", warning: "warn", info: "info" };
+const STATUS_TONE: Record<Alert["status"], Tone> = { open: "bad", acknowledged: "warn", resolved: "ok" };
+
+function subjectLink(a: Alert) {
+  const base = a.subjectType === "engine" ? "/backup/engines/" : "/backup/storage/";
+  return <a href={base + a.subjectId}>{a.subjectName}</a>;
+}
+
+alertRoutes.get("/", requires("backup.view"), async (c) => {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const raw = c.req.query();
+  const filter = AlertFilter.parse({ status: "open", ...raw });
+  const page = await listAlerts(kv, actor, filter);
+  const keep = Object.fromEntries(
+    Object.entries({ status: filter.status, severity: filter.severity, cursor: page.cursor }).filter((
+      [, v],
+    ) => v !== ""),
+  );
+  return render(
+    c,
+    "Alerts",
+    (
+      <>
+        <PageHeader
+          title="Alerts"
+          subtitle="One alert per subject and reason; it resolves by itself when the condition clears."
+        />
+        <form method="get" class="filters">
+          <select name="status" aria-label="Status">
+            <option value="" selected={filter.status === ""}>Any status</option>
+            {ALERT_STATUSES.map((s) => <option key={s} value={s} selected={filter.status === s}>{s}</option>)}
+          </select>
+          <select name="severity" aria-label="Severity">
+            <option value="">Any severity</option>
+            {ALERT_SEVERITIES.map((s) => (
+              <option key={s} value={s} selected={filter.severity === s}>{s}</option>
+            ))}
+          </select>
+          <button type="submit" class="btn">Filter</button>
+        </form>
+        {page.values.length === 0
+          ? (
+            <EmptyState title={filter.status === "open" ? "No open alerts" : "No alerts match"}>
+              All quiet.
+            </EmptyState>
+          )
+          : (
+            <div class="table-wrap">
+              <table class="table">
+                <thead>
+                  <tr>
+                    <th>Severity</th>
+                    <th>Status</th>
+                    <th>Subject</th>
+                    <th>Message</th>
+                    <th>Opened</th>
+                    <th>Last seen</th>
+                    <th>Count</th>
+                    <th></th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {page.values.map((a) => (
+                    <tr key={a.id}>
+                      <td>
+                        <Badge tone={SEVERITY_TONE[a.severity]}>{a.severity}</Badge>
+                      </td>
+                      <td>
+                        <Badge tone={STATUS_TONE[a.status]}>{a.status}</Badge>
+                      </td>
+                      <td>{subjectLink(a)}</td>
+                      <td>
+                        {a.message}
+                        {a.acknowledgedBy && <div class="hint">Acknowledged by {a.acknowledgedBy}</div>}
+                      </td>
+                      <td class="nowrap">{formatTime(a.openedAt)}</td>
+                      <td class="nowrap">{formatTime(a.resolvedAt ?? a.lastSeenAt)}</td>
+                      <td>{a.count}</td>
+                      <td>
+                        {a.status === "open" &&
+                          can(actor, "backup.manage", { accountId: a.accountId, orgId: a.orgId }) && (
+                          <form method="post" action={`/backup/alerts/${a.id}/acknowledge`}>
+                            <Csrf token={c.get("csrfToken")} />
+                            <button type="submit" class="btn btn--small">Acknowledge</button>
+                          </form>
+                        )}
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+        {page.cursor && (
+          <nav class="pager">
+            <a href={"?" + new URLSearchParams(keep).toString()}>Older alerts →</a>
+          </nav>
+        )}
+      </>
+    ),
+  );
+});
+
+alertRoutes.post("/:alertId/acknowledge", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const alert = await acknowledgeAlert(kv, c.get("actor")!, c.req.param("alertId"), clock());
+  return redirectWithNotice(c, "/backup/alerts", `Acknowledged: ${alert.message}`);
+});

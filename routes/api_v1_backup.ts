@@ -1,0 +1,353 @@
+/** `/api/v1` JSON routes of the backup areas: engines, storage targets, capacity, alerts, account secret. */
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { acknowledgeAlert, AlertFilter, listAlerts } from "../domain/alerts.ts";
+import {
+  deleteEngine,
+  EngineFilter,
+  EngineUpdate,
+  listEngineMetrics,
+  listEngines,
+  requireEngine,
+  updateEngine,
+} from "../domain/engines.ts";
+import {
+  capacityHistory,
+  capacityRows,
+  createTarget,
+  deleteTarget,
+  listTargets,
+  requireTarget,
+  TargetCreateInput,
+  TargetFilter,
+  TargetUpdateInput,
+  toPublicTarget,
+  updateTarget,
+} from "../domain/storage.ts";
+import { rotateAccountSecret } from "../domain/tenancy.ts";
+import { requires } from "./access.ts";
+import { ErrorBody } from "./api_v1.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors } from "./forms.ts";
+
+const err = (description: string) => ({
+  description,
+  content: { "application/json": { schema: ErrorBody } },
+});
+const ok = (description: string, schema: z.ZodType = z.any()) => ({
+  description,
+  content: { "application/json": { schema } },
+});
+const common = {
+  401: err("Not signed in or bad token"),
+  403: err("Missing permission"),
+  404: err("Not found or outside your scope"),
+};
+
+const EngineId = z.object({ engineId: z.string().min(1).max(40) });
+const TargetId = z.object({ targetId: z.string().min(1).max(40) });
+const AlertId = z.object({ alertId: z.string().min(1).max(40) });
+
+/** Query schemas for the API: lists accept the same filters as the pages. */
+const EngineQuery = z.object({
+  q: z.string().max(200).optional(),
+  orgId: z.string().max(40).optional(),
+  status: z.string().max(20).optional(),
+  sort: z.string().max(30).optional(),
+  offset: z.string().max(10).optional(),
+  limit: z.string().max(5).optional(),
+});
+const TargetQuery = z.object({
+  q: z.string().max(200).optional(),
+  besId: z.string().max(40).optional(),
+  type: z.string().max(20).optional(),
+  health: z.string().max(20).optional(),
+  sort: z.string().max(30).optional(),
+  offset: z.string().max(10).optional(),
+  limit: z.string().max(5).optional(),
+});
+const AlertQuery = z.object({
+  status: z.string().max(20).optional(),
+  severity: z.string().max(20).optional(),
+  cursor: z.string().max(500).optional(),
+  limit: z.string().max(5).optional(),
+});
+
+export const apiV1Backup = new OpenAPIHono<AppEnv>({
+  defaultHook: (result, c) => {
+    if (!result.success) {
+      return c.json({
+        error: { code: "invalid", message: "The request is invalid", fields: fieldErrors(result.error) },
+      }, 422);
+    }
+  },
+});
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/engines",
+    summary: "List engines (filters: q, orgId, status; sort; offset/limit)",
+    tags: ["Engines"],
+    middleware: [requires("backup.view")] as const,
+    request: { query: EngineQuery },
+    responses: { 200: ok("Engines"), 401: common[401], 403: common[403] },
+  }),
+  async (c) => {
+    const filter = EngineFilter.parse(c.req.valid("query"));
+    const { values, total } = await listEngines(c.get("deps").kv, c.get("actor")!, filter);
+    const next = filter.offset + filter.limit;
+    return c.json({ values, total, cursor: next < total ? String(next) : "" }, 200);
+  },
+);
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/engines/{engineId}",
+    summary: "Get an engine with its last 24 h of metrics",
+    tags: ["Engines"],
+    middleware: [requires("backup.view")] as const,
+    request: { params: EngineId },
+    responses: { 200: ok("The engine"), ...common },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const engine = await requireEngine(kv, c.get("actor")!, c.req.valid("param").engineId);
+    return c.json({ ...engine, metricsHistory: await listEngineMetrics(kv, engine.id, clock()) }, 200);
+  },
+);
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "patch",
+    path: "/api/v1/engines/{engineId}",
+    summary: "Edit name, PXE enabled and PXE network (CIDR)",
+    tags: ["Engines"],
+    middleware: [requires("backup.manage")] as const,
+    request: {
+      params: EngineId,
+      body: { content: { "application/json": { schema: EngineUpdate } }, required: true },
+    },
+    responses: { 200: ok("Updated"), 422: err("Invalid"), ...common },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const engine = await updateEngine(
+      kv,
+      c.get("actor")!,
+      c.req.valid("param").engineId,
+      c.req.valid("json"),
+      clock(),
+    );
+    return c.json(engine, 200);
+  },
+);
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "delete",
+    path: "/api/v1/engines/{engineId}",
+    summary: "Delete an engine and cascade to its storage targets and their policies",
+    tags: ["Engines"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: EngineId },
+    responses: { 204: { description: "Deleted" }, ...common },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    await deleteEngine(kv, c.get("actor")!, c.req.valid("param").engineId, clock());
+    return c.body(null, 204);
+  },
+);
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/storage",
+    summary: "List storage targets (filters: q, besId, type, health; sort; offset/limit)",
+    tags: ["Storage"],
+    middleware: [requires("backup.view")] as const,
+    request: { query: TargetQuery },
+    responses: { 200: ok("Targets"), 401: common[401], 403: common[403] },
+  }),
+  async (c) => {
+    const filter = TargetFilter.parse(c.req.valid("query"));
+    const { values, total } = await listTargets(c.get("deps").kv, c.get("actor")!, filter);
+    const next = filter.offset + filter.limit;
+    return c.json(
+      { values: values.map(toPublicTarget), total, cursor: next < total ? String(next) : "" },
+      200,
+    );
+  },
+);
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/storage",
+    summary: "Create a storage target (credentials go to the vault and are never returned)",
+    tags: ["Storage"],
+    middleware: [requires("backup.manage")] as const,
+    request: { body: { content: { "application/json": { schema: TargetCreateInput } }, required: true } },
+    responses: { 201: ok("Created"), 422: err("Invalid"), ...common },
+  }),
+  async (c) => {
+    const { kv, clock, masterKey } = c.get("deps");
+    const target = await createTarget(kv, c.get("actor")!, c.req.valid("json"), { now: clock(), masterKey });
+    return c.json(toPublicTarget(target), 201);
+  },
+);
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/storage/{targetId}",
+    summary: "Get a storage target",
+    tags: ["Storage"],
+    middleware: [requires("backup.view")] as const,
+    request: { params: TargetId },
+    responses: { 200: ok("The target"), ...common },
+  }),
+  async (c) => {
+    const target = await requireTarget(c.get("deps").kv, c.get("actor")!, c.req.valid("param").targetId);
+    return c.json(toPublicTarget(target), 200);
+  },
+);
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "put",
+    path: "/api/v1/storage/{targetId}",
+    summary: "Update name, connection config, thresholds; new credentials rotate the stored ones",
+    tags: ["Storage"],
+    middleware: [requires("backup.manage")] as const,
+    request: {
+      params: TargetId,
+      body: { content: { "application/json": { schema: TargetUpdateInput } }, required: true },
+    },
+    responses: { 200: ok("Updated"), 422: err("Invalid"), ...common },
+  }),
+  async (c) => {
+    const { kv, clock, masterKey } = c.get("deps");
+    const target = await updateTarget(
+      kv,
+      c.get("actor")!,
+      c.req.valid("param").targetId,
+      c.req.valid("json"),
+      {
+        now: clock(),
+        masterKey,
+      },
+    );
+    return c.json(toPublicTarget(target), 200);
+  },
+);
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "delete",
+    path: "/api/v1/storage/{targetId}",
+    summary: "Delete a storage target (409 while policies reference it)",
+    tags: ["Storage"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: TargetId },
+    responses: { 204: { description: "Deleted" }, 409: err("Referenced by policies"), ...common },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    await deleteTarget(kv, c.get("actor")!, c.req.valid("param").targetId, clock());
+    return c.body(null, 204);
+  },
+);
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/storage/{targetId}/capacity",
+    summary: "Capacity now and history: daily roll-ups (365 days) and the last 48 h of reports",
+    tags: ["Storage"],
+    middleware: [requires("backup.view")] as const,
+    request: { params: TargetId },
+    responses: { 200: ok("Capacity"), ...common },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const target = await requireTarget(kv, c.get("actor")!, c.req.valid("param").targetId);
+    return c.json({ current: target.capacity, ...(await capacityHistory(kv, target.id, clock())) }, 200);
+  },
+);
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/storage-capacity",
+    summary: "Live capacity of the fullest targets in scope (the storage page widget polls this)",
+    tags: ["Storage"],
+    middleware: [requires("backup.view")] as const,
+    responses: { 200: ok("Rows"), 401: common[401], 403: common[403] },
+  }),
+  async (c) => {
+    const { values } = await listTargets(
+      c.get("deps").kv,
+      c.get("actor")!,
+      TargetFilter.parse({ sort: "-usage", limit: 10 }),
+    );
+    return c.json({ values: capacityRows(values) }, 200);
+  },
+);
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/alerts",
+    summary: "Alerts newest first (filters: status, severity; cursor)",
+    tags: ["Alerts"],
+    middleware: [requires("backup.view")] as const,
+    request: { query: AlertQuery },
+    responses: { 200: ok("Alerts"), 401: common[401], 403: common[403] },
+  }),
+  async (c) => {
+    return c.json(
+      await listAlerts(c.get("deps").kv, c.get("actor")!, AlertFilter.parse(c.req.valid("query"))),
+      200,
+    );
+  },
+);
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/alerts/{alertId}/acknowledge",
+    summary: "Acknowledge an open alert",
+    tags: ["Alerts"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: AlertId },
+    responses: { 200: ok("Acknowledged"), ...common },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    return c.json(await acknowledgeAlert(kv, c.get("actor")!, c.req.valid("param").alertId, clock()), 200);
+  },
+);
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/account/registration-secret",
+    summary: "Issue or rotate the account registration secret (account-scoped engines); shown this once",
+    tags: ["Organizations"],
+    middleware: [requires("admin")] as const,
+    responses: {
+      200: ok("The secret", z.object({ secret: z.string() })),
+      401: common[401],
+      403: common[403],
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const actor = c.get("actor")!;
+    const { secret } = await rotateAccountSecret(kv, actor, actor.accountId!, clock());
+    c.header("Cache-Control", "no-store");
+    return c.json({ secret }, 200);
+  },
+);

@@ -1,0 +1,404 @@
+/** Backup > Engines: list with filters, detail with health sparklines, edit (name, PXE), delete. */
+import { type Context, Hono } from "hono";
+import {
+  Badge,
+  Csrf,
+  EmptyState,
+  Field,
+  formatAge,
+  formatBytes,
+  formatTime,
+  FormErrors,
+  PageHeader,
+  Pager,
+  SortHeader,
+  Sparkline,
+  type Tone,
+} from "../components/ui.tsx";
+import {
+  deleteEngine,
+  type Engine,
+  ENGINE_STATUSES,
+  EngineFilter,
+  type EngineStatus,
+  EngineUpdate,
+  listEngineMetrics,
+  listEngines,
+  requireEngine,
+  updateEngine,
+} from "../domain/engines.ts";
+import { type FieldErrors, ValidationError } from "../domain/errors.ts";
+import { can } from "../domain/rbac.ts";
+import { listTargets, TARGET_TYPE_LABELS, TargetFilter } from "../domain/storage.ts";
+import { listOrgs } from "../domain/tenancy.ts";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors, readForm, str } from "./forms.ts";
+import { redirectWithNotice, render } from "./render.tsx";
+
+export const engineRoutes = new Hono<AppEnv>();
+
+const STATUS_TONE: Record<EngineStatus, Tone> = {
+  pending: "info",
+  online: "ok",
+  offline: "bad",
+  degraded: "warn",
+  deleting: "muted",
+};
+
+/** The status badge of an engine. */
+export function EngineStatusBadge(props: { status: EngineStatus }) {
+  return <Badge tone={STATUS_TONE[props.status]}>{props.status}</Badge>;
+}
+
+engineRoutes.get("/", requires("backup.view"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const filter = EngineFilter.parse(c.req.query());
+  const [{ values, total }, orgs] = await Promise.all([
+    listEngines(kv, actor, filter),
+    listOrgs(kv, actor, actor.accountId!),
+  ]);
+  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
+  const keep = { q: filter.q, orgId: filter.orgId, status: filter.status, sort: filter.sort };
+  const filtered = Boolean(filter.q || filter.orgId || filter.status);
+  const now = clock();
+  return render(
+    c,
+    "Engines",
+    (
+      <>
+        <PageHeader
+          title="Engines"
+          subtitle="Backup Engine Services register themselves with an organization (or account) secret and heartbeat every minute."
+        />
+        <form method="get" class="filters">
+          <input
+            type="search"
+            name="q"
+            value={filter.q}
+            placeholder="Name, hostname or IP"
+            aria-label="Search"
+          />
+          <select name="orgId" aria-label="Organization">
+            <option value="">All organizations</option>
+            <option value="account" selected={filter.orgId === "account"}>Account-scoped</option>
+            {orgs.map((o) => (
+              <option key={o.id} value={o.id} selected={filter.orgId === o.id}>{o.name}</option>
+            ))}
+          </select>
+          <select name="status" aria-label="Status">
+            <option value="">All statuses</option>
+            {ENGINE_STATUSES.map((s) => (
+              <option key={s} value={s} selected={filter.status === s}>{s}</option>
+            ))}
+          </select>
+          <button type="submit" class="btn">Filter</button>
+          {filtered && <a href="/backup/engines">Clear</a>}
+        </form>
+        {values.length === 0
+          ? (
+            <EmptyState title={filtered ? "No engines match these filters" : "No engines registered yet"}>
+              {!filtered && (
+                <>
+                  Install a BES in your network and register it with an organization's registration secret
+                  (Admin → Organizations). See <a href="/api/docs">the engine protocol</a>.
+                </>
+              )}
+            </EmptyState>
+          )
+          : (
+            <div class="table-wrap">
+              <table class="table">
+                <thead>
+                  <tr>
+                    <SortHeader label="Name" field="name" sort={filter.sort} query={keep} />
+                    <th>Hostname</th>
+                    <th>IP address</th>
+                    <SortHeader label="Status" field="status" sort={filter.sort} query={keep} />
+                    <th>Version</th>
+                    <th>Organization</th>
+                    <th>Targets</th>
+                    <th>Managed</th>
+                    <SortHeader
+                      label="Last heartbeat"
+                      field="lastHeartbeatAt"
+                      sort={filter.sort}
+                      query={keep}
+                    />
+                  </tr>
+                </thead>
+                <tbody>
+                  {values.map((e) => (
+                    <tr key={e.id}>
+                      <td>
+                        <a href={`/backup/engines/${e.id}`}>{e.name}</a>
+                      </td>
+                      <td>{e.hostname}</td>
+                      <td>
+                        <code>{e.ipAddress}</code>
+                      </td>
+                      <td>
+                        <EngineStatusBadge status={e.status} />
+                      </td>
+                      <td>{e.version}</td>
+                      <td>{e.orgId ? orgName.get(e.orgId) ?? "—" : <span class="muted">Account</span>}</td>
+                      <td>{e.storageTargetCount}</td>
+                      <td class="nowrap">{formatBytes(e.managedBytes)}</td>
+                      <td class="nowrap" title={e.lastHeartbeatAt ?? ""}>
+                        {formatAge(e.lastHeartbeatAt, now)}
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+        <Pager total={total} offset={filter.offset} limit={filter.limit} query={keep} />
+      </>
+    ),
+  );
+});
+
+function EnginePage(props: {
+  csrf: string;
+  engine: Engine;
+  orgName: string;
+  canManage: boolean;
+  metrics: Awaited<ReturnType<typeof listEngineMetrics>>;
+  targets: Awaited<ReturnType<typeof listTargets>>["values"];
+  now: Date;
+  values: { name: string; pxeEnabled: boolean; pxeNetwork: string };
+  errors?: FieldErrors;
+  error?: string;
+}) {
+  const { engine, metrics } = props;
+  return (
+    <>
+      <PageHeader
+        title={engine.name}
+        subtitle={`${engine.hostname} · ${engine.ipAddress}:${engine.port} · ${engine.deploymentModel}`}
+        actions={<EngineStatusBadge status={engine.status} />}
+      />
+      <div class="grid-2">
+        <section class="panel">
+          <h2>Status</h2>
+          <dl class="facts">
+            <dt>Status</dt>
+            <dd>{engine.statusReason}</dd>
+            <dt>Last heartbeat</dt>
+            <dd>{formatTime(engine.lastHeartbeatAt)} ({formatAge(engine.lastHeartbeatAt, props.now)})</dd>
+            <dt>Version</dt>
+            <dd>{engine.version}</dd>
+            <dt>Organization</dt>
+            <dd>{props.orgName}</dd>
+            <dt>Registered</dt>
+            <dd>{formatTime(engine.registeredAt)}</dd>
+            <dt>Managed bytes</dt>
+            <dd>{formatBytes(engine.managedBytes)}</dd>
+            <dt>PXE</dt>
+            <dd>{engine.pxeEnabled ? `Enabled on ${engine.pxeNetwork}` : "Disabled"}</dd>
+          </dl>
+        </section>
+        <section class="panel">
+          <h2>Health, last 24 hours</h2>
+          {metrics.length === 0 ? <p class="muted">No heartbeat with metrics yet.</p> : (
+            <div class="sparks">
+              <Sparkline label="CPU %" values={metrics.map((m) => m.cpuPercent)} max={100} />
+              <Sparkline label="Memory %" values={metrics.map((m) => m.memoryPercent)} max={100} />
+              <Sparkline label="Disk %" values={metrics.map((m) => m.diskPercent)} max={100} />
+              <Sparkline label="Active jobs" values={metrics.map((m) => m.activeJobs)} />
+            </div>
+          )}
+          {engine.metrics && (
+            <p class="hint">
+              Uptime {Math.floor(engine.metrics.uptimeSeconds / 3600)} h · {metrics.length} samples
+            </p>
+          )}
+        </section>
+      </div>
+      <section class="panel">
+        <h2>Storage targets ({props.targets.length})</h2>
+        {props.targets.length === 0
+          ? (
+            <p class="muted">
+              None yet.{" "}
+              {props.canManage && <a href={`/backup/storage/new?besId=${engine.id}`}>Add a storage target</a>}
+            </p>
+          )
+          : (
+            <ul>
+              {props.targets.map((t) => (
+                <li key={t.id}>
+                  <a href={`/backup/storage/${t.id}`}>{t.name}</a> · {TARGET_TYPE_LABELS[t.type]} · {t.health}
+                </li>
+              ))}
+            </ul>
+          )}
+      </section>
+      {props.canManage && engine.status !== "deleting" && (
+        <>
+          <section class="panel">
+            <h2>Edit</h2>
+            <form method="post" action={`/backup/engines/${engine.id}`} class="form">
+              <Csrf token={props.csrf} />
+              <FormErrors message={props.error} />
+              <Field name="name" label="Name" value={props.values.name} errors={props.errors} required />
+              <label class="choice">
+                <input type="checkbox" name="pxeEnabled" value="on" checked={props.values.pxeEnabled} />{" "}
+                PXE enabled (network boot for bare-metal restore)
+              </label>
+              <Field
+                name="pxeNetwork"
+                label="PXE network (CIDR)"
+                value={props.values.pxeNetwork}
+                errors={props.errors}
+                hint="e.g. 10.20.0.0/24"
+              />
+              <div class="form-actions">
+                <button type="submit" class="btn btn--primary">Save</button>
+              </div>
+            </form>
+          </section>
+          <section class="panel panel--danger">
+            <h2>Delete engine</h2>
+            <p>
+              Deregisters the engine and deletes its storage targets and their policies. This cannot be
+              undone.
+            </p>
+            <a class="btn btn--danger" href={`/backup/engines/${engine.id}/delete`}>Delete engine…</a>
+          </section>
+        </>
+      )}
+    </>
+  );
+}
+
+async function enginePage(
+  c: Context<AppEnv>,
+  engine: Engine,
+  values?: { name: string; pxeEnabled: boolean; pxeNetwork: string },
+  errors?: FieldErrors,
+  error?: string,
+) {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const now = clock();
+  const [metrics, targets, orgs] = await Promise.all([
+    listEngineMetrics(kv, engine.id, now),
+    listTargets(kv, actor, TargetFilter.parse({ besId: engine.id, limit: 200 })),
+    listOrgs(kv, actor, actor.accountId!),
+  ]);
+  return render(
+    c,
+    engine.name,
+    (
+      <EnginePage
+        csrf={c.get("csrfToken")}
+        engine={engine}
+        orgName={engine.orgId ? orgs.find((o) => o.id === engine.orgId)?.name ?? "—" : "Account-scoped"}
+        canManage={can(actor, "backup.manage", { accountId: engine.accountId, orgId: engine.orgId })}
+        metrics={metrics}
+        targets={targets.values}
+        now={now}
+        values={values ??
+          { name: engine.name, pxeEnabled: engine.pxeEnabled, pxeNetwork: engine.pxeNetwork ?? "" }}
+        errors={errors}
+        error={error}
+      />
+    ),
+    errors || error ? 422 : 200,
+  );
+}
+
+engineRoutes.get("/:engineId", requires("backup.view"), async (c) => {
+  const engine = await requireEngine(c.get("deps").kv, c.get("actor")!, c.req.param("engineId"));
+  return await enginePage(c, engine);
+});
+
+engineRoutes.post("/:engineId", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const engine = await requireEngine(kv, actor, c.req.param("engineId"));
+  const form = await readForm(c);
+  const values = {
+    name: str(form, "name"),
+    pxeEnabled: str(form, "pxeEnabled") === "on",
+    pxeNetwork: str(form, "pxeNetwork"),
+  };
+  const parsed = EngineUpdate.safeParse(values);
+  if (!parsed.success) return await enginePage(c, engine, values, fieldErrors(parsed.error));
+  try {
+    await updateEngine(kv, actor, engine.id, values, clock());
+  } catch (e) {
+    if (!(e instanceof ValidationError)) throw e;
+    return await enginePage(c, engine, values, e.fields, e.message);
+  }
+  return redirectWithNotice(c, `/backup/engines/${engine.id}`, `Saved ${values.name}.`);
+});
+
+engineRoutes.get("/:engineId/delete", requires("backup.manage"), async (c) => {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const engine = await requireEngine(kv, actor, c.req.param("engineId"));
+  const targets = await listTargets(kv, actor, TargetFilter.parse({ besId: engine.id, limit: 200 }));
+  return render(
+    c,
+    "Delete engine",
+    (
+      <>
+        <PageHeader title={`Delete ${engine.name}?`} />
+        <p>
+          This deregisters the engine and deletes, permanently, its {targets.total}{" "}
+          storage target{targets.total === 1 ? "" : "s"}, every policy that writes to them, and those
+          policies' host assignments, hooks and replication rules. Backup data already on storage is not
+          touched by the control plane.
+        </p>
+        <p>Type the engine's name to confirm.</p>
+        <form method="post" action={`/backup/engines/${engine.id}/delete`} class="form">
+          <Csrf token={c.get("csrfToken")} />
+          <Field name="confirm" label={`Engine name (${engine.name})`} required />
+          <div class="form-actions">
+            <button type="submit" class="btn btn--danger">Delete engine</button>
+            <a class="btn btn--ghost" href={`/backup/engines/${engine.id}`}>Cancel</a>
+          </div>
+        </form>
+      </>
+    ),
+  );
+});
+
+engineRoutes.post("/:engineId/delete", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const engine = await requireEngine(kv, actor, c.req.param("engineId"));
+  const form = await readForm(c);
+  if (str(form, "confirm").trim() !== engine.name) {
+    return render(
+      c,
+      "Delete engine",
+      (
+        <>
+          <PageHeader title={`Delete ${engine.name}?`} />
+          <form method="post" action={`/backup/engines/${engine.id}/delete`} class="form">
+            <Csrf token={c.get("csrfToken")} />
+            <Field
+              name="confirm"
+              label={`Engine name (${engine.name})`}
+              value={str(form, "confirm")}
+              errors={{ confirm: "Type the engine's name exactly to confirm" }}
+              required
+            />
+            <div class="form-actions">
+              <button type="submit" class="btn btn--danger">Delete engine</button>
+              <a class="btn btn--ghost" href={`/backup/engines/${engine.id}`}>Cancel</a>
+            </div>
+          </form>
+        </>
+      ),
+      422,
+    );
+  }
+  await deleteEngine(kv, actor, engine.id, clock());
+  return redirectWithNotice(c, "/backup/engines", `Deleted engine ${engine.name} and everything under it.`);
+});

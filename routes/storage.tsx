@@ -1,0 +1,626 @@
+/** Backup > Storage: targets with live capacity, create per type, detail with history chart, edit, delete. */
+import { type Context, Hono } from "hono";
+import { Island } from "../components/Island.tsx";
+import {
+  Badge,
+  Csrf,
+  EmptyState,
+  Field,
+  formatAge,
+  formatBytes,
+  formatTime,
+  FormErrors,
+  PageHeader,
+  Pager,
+  Select,
+  SortHeader,
+  type Tone,
+} from "../components/ui.tsx";
+import { type Engine, EngineFilter, listEngines, requireEngine } from "../domain/engines.ts";
+import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
+import { listPoliciesByTarget } from "../domain/policies.ts";
+import { can } from "../domain/rbac.ts";
+import {
+  capacityHistory,
+  capacityRows,
+  createTarget,
+  CREDENTIAL_TYPES,
+  deleteTarget,
+  listTargets,
+  requireTarget,
+  type StorageTarget,
+  TARGET_TYPE_LABELS,
+  TARGET_TYPES,
+  TargetCreateInput,
+  TargetFilter,
+  type TargetHealth,
+  TargetUpdateInput,
+  updateTarget,
+} from "../domain/storage.ts";
+import CapacityChart from "../islands/CapacityChart.tsx";
+import CapacityWidget from "../islands/CapacityWidget.tsx";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { readForm, str } from "./forms.ts";
+import { redirectWithNotice, render } from "./render.tsx";
+import {
+  CONFIG_FIELDS,
+  configFromForm,
+  credentialsFromForm,
+  type FormData,
+  targetFieldErrors,
+} from "./storage_form.ts";
+
+export const storageRoutes = new Hono<AppEnv>();
+
+const HEALTH_TONE: Record<TargetHealth, Tone> = {
+  unknown: "muted",
+  healthy: "ok",
+  warning: "warn",
+  critical: "bad",
+};
+
+export function HealthBadge(props: { health: TargetHealth }) {
+  return <Badge tone={HEALTH_TONE[props.health]}>{props.health}</Badge>;
+}
+
+storageRoutes.get("/", requires("backup.view"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const filter = TargetFilter.parse(c.req.query());
+  const [{ values, total }, engines, all] = await Promise.all([
+    listTargets(kv, actor, filter),
+    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
+    listTargets(kv, actor, TargetFilter.parse({ limit: 200, sort: "-usage" })),
+  ]);
+  const engineName = new Map(engines.values.map((e) => [e.id, e.name]));
+  const keep = {
+    q: filter.q,
+    besId: filter.besId,
+    type: filter.type,
+    health: filter.health,
+    sort: filter.sort,
+  };
+  const filtered = Boolean(filter.q || filter.besId || filter.type || filter.health);
+  const now = clock();
+  return render(
+    c,
+    "Storage",
+    (
+      <>
+        <PageHeader
+          title="Storage"
+          subtitle="Storage targets attached to backup engines, with capacity reported by each engine's heartbeat."
+          actions={can(actor, "backup.manage") && (
+            <a class="btn btn--primary" href="/backup/storage/new">Add Storage Target</a>
+          )}
+        />
+        {all.total > 0 && (
+          <Island
+            name="CapacityWidget"
+            component={CapacityWidget}
+            props={{ url: "/api/v1/storage-capacity", rows: capacityRows(all.values.slice(0, 10)) }}
+          />
+        )}
+        <form method="get" class="filters">
+          <input type="search" name="q" value={filter.q} placeholder="Search name" aria-label="Search" />
+          <select name="besId" aria-label="Engine">
+            <option value="">All engines</option>
+            {engines.values.map((e) => (
+              <option key={e.id} value={e.id} selected={filter.besId === e.id}>{e.name}</option>
+            ))}
+          </select>
+          <select name="type" aria-label="Type">
+            <option value="">All types</option>
+            {TARGET_TYPES.map((t) => (
+              <option key={t} value={t} selected={filter.type === t}>{TARGET_TYPE_LABELS[t]}</option>
+            ))}
+          </select>
+          <select name="health" aria-label="Health">
+            <option value="">Any health</option>
+            {["healthy", "warning", "critical", "unknown"].map((h) => (
+              <option key={h} value={h} selected={filter.health === h}>{h}</option>
+            ))}
+          </select>
+          <button type="submit" class="btn">Filter</button>
+          {filtered && <a href="/backup/storage">Clear</a>}
+        </form>
+        {values.length === 0
+          ? (
+            <EmptyState title={filtered ? "No storage targets match" : "No storage targets yet"}>
+              {!filtered && engines.total === 0 &&
+                "Register a backup engine first: storage targets belong to an engine."}
+              {!filtered && engines.total > 0 && can(actor, "backup.manage") && (
+                <a href="/backup/storage/new">Add the first storage target</a>
+              )}
+            </EmptyState>
+          )
+          : (
+            <div class="table-wrap">
+              <table class="table">
+                <thead>
+                  <tr>
+                    <SortHeader label="Name" field="name" sort={filter.sort} query={keep} />
+                    <th>Type</th>
+                    <th>Engine</th>
+                    <SortHeader label="Health" field="health" sort={filter.sort} query={keep} />
+                    <SortHeader label="Usage" field="usage" sort={filter.sort} query={keep} />
+                    <th>Used / total</th>
+                    <th>Full by</th>
+                    <th>Last report</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {values.map((t) => (
+                    <tr key={t.id}>
+                      <td>
+                        <a href={`/backup/storage/${t.id}`}>{t.name}</a>
+                      </td>
+                      <td>{TARGET_TYPE_LABELS[t.type]}</td>
+                      <td>{engineName.get(t.besId) ?? "—"}</td>
+                      <td>
+                        <HealthBadge health={t.health} />
+                      </td>
+                      <td>{t.capacity ? `${t.capacity.usagePercent}%` : "—"}</td>
+                      <td class="nowrap">
+                        {t.capacity
+                          ? `${formatBytes(t.capacity.usedBytes)} / ${formatBytes(t.capacity.totalBytes)}`
+                          : "—"}
+                      </td>
+                      <td class="nowrap">{t.capacity?.estimatedFullAt?.slice(0, 10) ?? "—"}</td>
+                      <td class="nowrap">{formatAge(t.capacity?.at, now)}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+        <Pager total={total} offset={filter.offset} limit={filter.limit} query={keep} />
+      </>
+    ),
+  );
+});
+
+interface TargetFormProps {
+  csrf: string;
+  action: string;
+  engines: Engine[];
+  values: FormData;
+  errors?: FieldErrors;
+  error?: string;
+  existing?: StorageTarget;
+}
+
+/** The create/edit form; type and engine are fixed once created. */
+function TargetForm(props: TargetFormProps) {
+  const v = (name: string) => str(props.values, name);
+  const e = props.existing;
+  return (
+    <form method="post" action={props.action} class="form">
+      <Csrf token={props.csrf} />
+      <FormErrors message={props.error} />
+      <Field name="name" label="Name" value={v("name")} errors={props.errors} required />
+      {e
+        ? (
+          <p class="readonly">
+            {TARGET_TYPE_LABELS[e.type]} on engine{" "}
+            {props.engines.find((x) => x.id === e.besId)?.name ?? e.besId}
+            <input type="hidden" name="type" value={e.type} />
+          </p>
+        )
+        : (
+          <>
+            <Select
+              name="type"
+              label="Target type"
+              value={v("type") || "s3"}
+              errors={props.errors}
+              options={TARGET_TYPES.map((t) => ({ value: t, label: TARGET_TYPE_LABELS[t] }))}
+            />
+            <Select
+              name="besId"
+              label="BES (backup engine)"
+              value={v("besId")}
+              errors={props.errors}
+              options={[
+                { value: "", label: "Choose an engine…" },
+                ...props.engines.map((x) => ({
+                  value: x.id,
+                  label: `${x.name}${x.orgId ? "" : " (account-scoped)"}`,
+                })),
+              ]}
+            />
+          </>
+        )}
+      {Object.entries(CONFIG_FIELDS).map(([group, fields]) => (
+        <fieldset class="type-fields" data-group={group} key={group}>
+          <legend>{group === "s3" ? "S3 / S3 Compatible" : group.toUpperCase()} connection</legend>
+          {fields.map((f) => (
+            <Field
+              key={f.name}
+              name={`${group}_${f.name}`}
+              label={f.label}
+              value={v(`${group}_${f.name}`)}
+              errors={props.errors}
+              hint={f.hint}
+            />
+          ))}
+        </fieldset>
+      ))}
+      <div class="grid-2">
+        <Field
+          name="alertThreshold"
+          label="Alert threshold (%)"
+          type="number"
+          value={v("alertThreshold") || "85"}
+          errors={props.errors}
+          hint="Warning at or above this usage (default 85)"
+        />
+        <Field
+          name="criticalThreshold"
+          label="Critical threshold (%)"
+          type="number"
+          value={v("criticalThreshold") || "95"}
+          errors={props.errors}
+          hint="Policies auto-pause at or above this usage (default 95); must be higher than the alert threshold"
+        />
+      </div>
+      <fieldset class="type-fields">
+        <legend>Credentials (optional, stored encrypted in the vault)</legend>
+        {e?.credentialType && (
+          <p class="hint">
+            Stored: {e.credentialType}
+            {e.credentialUsername ? ` for ${e.credentialUsername}` : ""}, set{" "}
+            {formatTime(e.credentialRotatedAt)}. Type a new secret to rotate it; leave empty to keep it.
+          </p>
+        )}
+        <Field
+          name="cred_username"
+          label="Username / access key id"
+          value={v("cred_username")}
+          errors={props.errors}
+        />
+        <Field
+          name="cred_secret"
+          label="Secret (access key, password…)"
+          type="password"
+          errors={props.errors}
+        />
+        <Select
+          name="cred_type"
+          label="Credential type"
+          value={v("cred_type") || "access_key"}
+          errors={props.errors}
+          options={CREDENTIAL_TYPES.map((t) => ({ value: t, label: t.replace("_", " ") }))}
+        />
+        {e?.credentialType && (
+          <label class="choice">
+            <input type="checkbox" name="removeCredentials" value="on" /> Remove the stored credentials
+          </label>
+        )}
+        {props.errors?.credentials && <p class="field-error">{props.errors.credentials}</p>}
+      </fieldset>
+      <div class="form-actions">
+        <button type="submit" class="btn btn--primary">{e ? "Save changes" : "Create storage target"}</button>
+        <a class="btn btn--ghost" href={e ? `/backup/storage/${e.id}` : "/backup/storage"}>Cancel</a>
+      </div>
+    </form>
+  );
+}
+
+async function manageableEngines(c: Context<AppEnv>): Promise<Engine[]> {
+  const actor = c.get("actor")!;
+  const { values } = await listEngines(c.get("deps").kv, actor, EngineFilter.parse({ limit: 200 }));
+  return values.filter((e) =>
+    e.status !== "deleting" && can(actor, "backup.manage", { accountId: e.accountId, orgId: e.orgId })
+  );
+}
+
+storageRoutes.get("/new", requires("backup.manage"), async (c) => {
+  const engines = await manageableEngines(c);
+  return render(
+    c,
+    "Add storage target",
+    (
+      <>
+        <PageHeader title="Add Storage Target" />
+        {engines.length === 0
+          ? <EmptyState title="No engine to attach storage to">Register a backup engine first.</EmptyState>
+          : (
+            <TargetForm
+              csrf={c.get("csrfToken")}
+              action="/backup/storage/new"
+              engines={engines}
+              values={{ besId: c.req.query("besId") ?? "", type: "s3" }}
+            />
+          )}
+      </>
+    ),
+  );
+});
+
+function inputFromForm(form: FormData) {
+  const type = str(form, "type");
+  return {
+    name: str(form, "name"),
+    type,
+    config: configFromForm(type, form),
+    alertThreshold: str(form, "alertThreshold") || undefined,
+    criticalThreshold: str(form, "criticalThreshold") || undefined,
+    credentials: credentialsFromForm(form),
+  };
+}
+
+storageRoutes.post("/new", requires("backup.manage"), async (c) => {
+  const { kv, clock, masterKey } = c.get("deps");
+  const actor = c.get("actor")!;
+  const form = await readForm(c);
+  const input = { ...inputFromForm(form), besId: str(form, "besId") };
+  const parsed = TargetCreateInput.safeParse(input);
+  let errors: FieldErrors | undefined;
+  let error: string | undefined;
+  if (!parsed.success) errors = targetFieldErrors(input.type, parsed.error);
+  else {
+    try {
+      const target = await createTarget(kv, actor, parsed.data, { now: clock(), masterKey });
+      return redirectWithNotice(c, `/backup/storage/${target.id}`, `Storage target ${target.name} created.`);
+    } catch (e) {
+      if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
+      errors = e instanceof ValidationError ? e.fields : undefined;
+      error = e.message;
+    }
+  }
+  return render(
+    c,
+    "Add storage target",
+    (
+      <>
+        <PageHeader title="Add Storage Target" />
+        <TargetForm
+          csrf={c.get("csrfToken")}
+          action="/backup/storage/new"
+          engines={await manageableEngines(c)}
+          values={form}
+          errors={errors}
+          error={error}
+        />
+      </>
+    ),
+    422,
+  );
+});
+
+function formFromTarget(t: StorageTarget): FormData {
+  const group =
+    { s3: "s3", s3_compatible: "s3", smb: "smb", nfs: "nfs", iscsi: "iscsi", local: "local" }[t.type];
+  const values: FormData = {
+    name: t.name,
+    type: t.type,
+    alertThreshold: String(t.alertThreshold),
+    criticalThreshold: String(t.criticalThreshold),
+    cred_username: t.credentialUsername ?? "",
+    cred_type: t.credentialType ?? "access_key",
+  };
+  for (const [k, val] of Object.entries(t.config)) values[`${group}_${k}`] = String(val);
+  return values;
+}
+
+async function targetPage(
+  c: Context<AppEnv>,
+  target: StorageTarget,
+  values?: FormData,
+  errors?: FieldErrors,
+  error?: string,
+) {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const now = clock();
+  const [engine, history, policies] = await Promise.all([
+    requireEngine(kv, actor, target.besId).catch(() => null),
+    capacityHistory(kv, target.id, now),
+    listPoliciesByTarget(kv, target.id),
+  ]);
+  const canManage = can(actor, "backup.manage", { accountId: target.accountId, orgId: target.orgId });
+  const cap = target.capacity;
+  return render(
+    c,
+    target.name,
+    (
+      <>
+        <PageHeader
+          title={target.name}
+          subtitle={`${TARGET_TYPE_LABELS[target.type]} on ${engine?.name ?? "—"} · created ${
+            formatTime(target.createdAt)
+          }`}
+          actions={<HealthBadge health={target.health} />}
+        />
+        <div class="grid-2">
+          <section class="panel">
+            <h2>Capacity</h2>
+            {cap
+              ? (
+                <dl class="facts">
+                  <dt>Usage</dt>
+                  <dd>{cap.usagePercent}% — {cap.statusReason}</dd>
+                  <dt>Used / total</dt>
+                  <dd>
+                    {formatBytes(cap.usedBytes)} of {formatBytes(cap.totalBytes)}{" "}
+                    ({formatBytes(cap.freeBytes)} free)
+                  </dd>
+                  <dt>Growth</dt>
+                  <dd>
+                    {cap.growthBytesPerDay === null
+                      ? "needs two reports"
+                      : `${formatBytes(Math.round(cap.growthBytesPerDay))} per day`}
+                  </dd>
+                  <dt>Estimated full</dt>
+                  <dd>{cap.estimatedFullAt ? cap.estimatedFullAt.slice(0, 10) : "not growing"}</dd>
+                  <dt>Thresholds</dt>
+                  <dd>alert {target.alertThreshold}% · critical {target.criticalThreshold}%</dd>
+                  <dt>Last report</dt>
+                  <dd>{formatTime(cap.at)} ({formatAge(cap.at, now)})</dd>
+                </dl>
+              )
+              : (
+                <p class="muted">
+                  No capacity reported yet. The engine reports capacity with its heartbeats.
+                </p>
+              )}
+          </section>
+          <section class="panel">
+            <h2>Connection</h2>
+            <dl class="facts">
+              {Object.entries(target.config).map(([k, val]) => (
+                <>
+                  <dt key={`k${k}`}>{k}</dt>
+                  <dd key={`v${k}`}>{String(val) || "—"}</dd>
+                </>
+              ))}
+              <dt>Credentials</dt>
+              <dd>
+                {target.credentialType
+                  ? `${target.credentialType}${
+                    target.credentialUsername ? ` (${target.credentialUsername})` : ""
+                  }, in the vault`
+                  : "none"}
+              </dd>
+              <dt>Policies</dt>
+              <dd>{policies.length ? policies.map((p) => p.name).join(", ") : "none"}</dd>
+            </dl>
+          </section>
+        </div>
+        <section class="panel">
+          <h2>Capacity history</h2>
+          <Island
+            name="CapacityChart"
+            component={CapacityChart}
+            props={{
+              days: history.days.map((d) => ({
+                day: d.day,
+                usagePercent: d.usagePercent,
+                usedBytes: d.usedBytes,
+                totalBytes: d.totalBytes,
+              })),
+              alertThreshold: target.alertThreshold,
+              criticalThreshold: target.criticalThreshold,
+            }}
+          />
+        </section>
+        {canManage && (
+          <>
+            <section class="panel">
+              <h2>Edit</h2>
+              <TargetForm
+                csrf={c.get("csrfToken")}
+                action={`/backup/storage/${target.id}`}
+                engines={engine ? [engine] : []}
+                values={values ?? formFromTarget(target)}
+                errors={errors}
+                error={error}
+                existing={target}
+              />
+            </section>
+            <section class="panel panel--danger">
+              <h2>Delete storage target</h2>
+              {policies.length
+                ? (
+                  <p>
+                    Used by {policies.map((p) => p.name).join(", ")}: remove or reassign those policies first.
+                  </p>
+                )
+                : <p>Removes the target, its capacity history and its vault credential.</p>}
+              <a class="btn btn--danger" href={`/backup/storage/${target.id}/delete`}>Delete…</a>
+            </section>
+          </>
+        )}
+      </>
+    ),
+    errors || error ? 422 : 200,
+  );
+}
+
+storageRoutes.get("/:targetId", requires("backup.view"), async (c) => {
+  const target = await requireTarget(c.get("deps").kv, c.get("actor")!, c.req.param("targetId"));
+  return await targetPage(c, target);
+});
+
+storageRoutes.post("/:targetId", requires("backup.manage"), async (c) => {
+  const { kv, clock, masterKey } = c.get("deps");
+  const actor = c.get("actor")!;
+  const target = await requireTarget(kv, actor, c.req.param("targetId"));
+  const form = await readForm(c);
+  const input = {
+    ...inputFromForm(form),
+    type: target.type,
+    removeCredentials: str(form, "removeCredentials") === "on",
+  };
+  input.config = configFromForm(target.type, form);
+  const parsed = TargetUpdateInput.safeParse(input);
+  if (!parsed.success) return await targetPage(c, target, form, targetFieldErrors(target.type, parsed.error));
+  try {
+    await updateTarget(kv, actor, target.id, parsed.data, { now: clock(), masterKey });
+  } catch (e) {
+    if (!(e instanceof ValidationError)) throw e;
+    return await targetPage(c, target, form, e.fields, e.message);
+  }
+  return redirectWithNotice(c, `/backup/storage/${target.id}`, `Saved ${parsed.data.name}.`);
+});
+
+storageRoutes.get("/:targetId/delete", requires("backup.manage"), async (c) => {
+  const { kv } = c.get("deps");
+  const target = await requireTarget(kv, c.get("actor")!, c.req.param("targetId"));
+  const policies = await listPoliciesByTarget(kv, target.id);
+  return render(
+    c,
+    "Delete storage target",
+    (
+      <>
+        <PageHeader title={`Delete ${target.name}?`} />
+        {policies.length
+          ? (
+            <p class="form-error">
+              This target is used by{" "}
+              {policies.map((p) => p.name).join(", ")}. Remove or reassign those policies first.
+            </p>
+          )
+          : (
+            <form method="post" action={`/backup/storage/${target.id}/delete`} class="form">
+              <p>
+                Removes the storage target, its capacity history and its vault credential. This cannot be
+                undone.
+              </p>
+              <Csrf token={c.get("csrfToken")} />
+              <div class="form-actions">
+                <button type="submit" class="btn btn--danger">Delete storage target</button>
+                <a class="btn btn--ghost" href={`/backup/storage/${target.id}`}>Cancel</a>
+              </div>
+            </form>
+          )}
+      </>
+    ),
+  );
+});
+
+storageRoutes.post("/:targetId/delete", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const target = await requireTarget(kv, actor, c.req.param("targetId"));
+  try {
+    await deleteTarget(kv, actor, target.id, clock());
+  } catch (e) {
+    if (!(e instanceof ConflictError)) throw e;
+    return render(
+      c,
+      "Delete storage target",
+      (
+        <>
+          <PageHeader title={`Cannot delete ${target.name}`} />
+          <p class="form-error" role="alert">{e.message}</p>
+          <a href={`/backup/storage/${target.id}`}>Back</a>
+        </>
+      ),
+      409,
+    );
+  }
+  return redirectWithNotice(c, "/backup/storage", `Deleted storage target ${target.name}.`);
+});
