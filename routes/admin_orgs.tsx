@@ -101,6 +101,7 @@ adminOrgRoutes.get("/", requires("admin"), async (c) => {
             </div>
           )}
         <Pager total={rows.length} offset={query.offset} limit={query.limit} query={keep} />
+        {actor.orgScope === "all" && <AccountSecretPanel issuedAt={account?.secretRotatedAt} />}
       </>
     ),
   );
