@@ -5,7 +5,9 @@ import { createLogger } from "./domain/log.ts";
 import { issueSetupToken } from "./domain/setup.ts";
 import { registerCrons } from "./jobs/crons.ts";
 import { openStore } from "./domain/store.ts";
+import { startDemoBackup } from "./tools/demo_backup.ts";
 import { seedDemo } from "./tools/seed_demo.ts";
+import { sweepHeartbeats } from "./jobs/sweep_heartbeats.ts";
 
 const demo = Deno.args.includes("--demo");
 const env = Deno.env.toObject();
@@ -39,6 +41,13 @@ if (setupToken) {
 
 const app = createApp({ kv, config, logger, masterKey: store.masterKey });
 registerCrons(kv, logger);
+if (demo) {
+  // Simulated engines talk to the app in-process over the real, signed protocol.
+  const fetcher = (url: string, init: RequestInit) =>
+    app.fetch(new Request(url, init), { remoteAddr: { hostname: "127.0.0.1" } });
+  await startDemoBackup(kv, fetcher, { masterKey: store.masterKey, now: new Date() });
+  await sweepHeartbeats(kv, new Date());
+}
 Deno.serve({
   port: config.port,
   onListen: ({ hostname, port }) =>

@@ -68,7 +68,7 @@ export async function createApiToken(
     userId: owner.id,
     name: data.name,
     permissions: [...new Set(data.permissions)],
-    secretHash: await sha256Hex(secret),
+    secretHash: sha256Hex(secret),
     createdAt: now.toISOString(),
     expiresAt: data.expiresInDays
       ? new Date(now.getTime() + data.expiresInDays * 86_400_000).toISOString()
@@ -147,7 +147,7 @@ export async function resolveApiToken(kv: Deno.Kv, bearer: string, now: Date): P
   if (!match) throw new UnauthorizedError("Invalid API token");
   const entry = await kv.get<ApiToken>(apiTokenKey(match[1]));
   const token = entry.value;
-  if (!token || !timingSafeEqual(token.secretHash, await sha256Hex(bearer))) {
+  if (!token || !timingSafeEqual(token.secretHash, sha256Hex(bearer))) {
     throw new UnauthorizedError("Invalid API token");
   }
   if (token.revokedAt) throw new UnauthorizedError("This API token has been revoked");

@@ -78,7 +78,7 @@ export async function createSession(
   previous?: string,
 ): Promise<{ cookie: string; session: Session }> {
   const cookie = randomToken(32);
-  const id = await sha256Hex(cookie);
+  const id = sha256Hex(cookie);
   const session: Session = {
     id,
     userId: user.id,
@@ -98,7 +98,7 @@ export async function createSession(
 
 /** Ends the session behind a cookie value (no-op when unknown). */
 export async function endSession(kv: Deno.Kv, cookie: string): Promise<void> {
-  const id = await sha256Hex(cookie);
+  const id = sha256Hex(cookie);
   const session = (await kv.get<Session>(sessionKey(id))).value;
   const op = kv.atomic().delete(sessionKey(id));
   if (session) op.delete(sessionsByUserKey(session.userId, id));
@@ -115,7 +115,7 @@ export async function resolveSession(
   now: Date,
 ): Promise<{ session: Session; user: User } | null> {
   if (!cookie || cookie.length > 100) return null;
-  const id = await sha256Hex(cookie);
+  const id = sha256Hex(cookie);
   const entry = await kv.get<Session>(sessionKey(id));
   const session = entry.value;
   if (!session) return null;

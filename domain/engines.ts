@@ -53,7 +53,8 @@ export interface Engine {
   updatedAt: string;
   lastHeartbeatAt: string | null;
   metrics: EngineMetrics | null;
-  storageTargetCount: number;
+  /** Ids of its storage targets, kept by target create/delete in the same write (count = length). */
+  storageTargetIds: string[];
   managedBytes: number;
 }
 
@@ -248,7 +249,7 @@ export async function registerEngine(
       updatedAt: at,
       lastHeartbeatAt: null,
       metrics: null,
-      storageTargetCount: 0,
+      storageTargetIds: [],
       managedBytes: 0,
     };
     const op = kv.atomic()
@@ -267,6 +268,13 @@ export async function registerEngine(
     }, now);
     return (await op.commit()).ok ? { value: { engine, created: true } } : null;
   });
+}
+
+/** Total managed bytes: the used bytes the engine reports for its own targets (unchanged without reports). */
+function managedBytesOf(engine: Engine, data: BesHeartbeat): number {
+  const own = new Set(engine.storageTargetIds);
+  const reported = (data.storage ?? []).filter((r) => own.has(r.targetId));
+  return reported.length ? reported.reduce((sum, r) => sum + r.usedBytes, 0) : engine.managedBytes;
 }
 
 /** `degraded` when memory or disk is at or above DEGRADED_PERCENT; otherwise online. */
@@ -290,16 +298,21 @@ export async function applyHeartbeat(
   engineId: string,
   input: BesHeartbeat,
   now: Date,
-  options: { nonce?: { key: Deno.KvKey; expireIn: number }; ownTargetIds?: string[] } = {},
+  options: {
+    nonce?: { key: Deno.KvKey; expireIn: number };
+    /** The engine entry the caller already read (used for the first attempt). */
+    entry?: Deno.KvEntryMaybe<Engine>;
+    /** Input already validated by the caller. */
+    parsed?: boolean;
+  } = {},
 ): Promise<{ engine: Engine; replayed: boolean }> {
-  const data = BesHeartbeat.parse(input);
-  const { nonce, ownTargetIds } = options;
-  // Total managed bytes: the used bytes this engine reports for its own targets.
-  const own = new Set(ownTargetIds ?? []);
-  const reported = (data.storage ?? []).filter((r) => own.has(r.targetId));
+  const data = options.parsed ? input : BesHeartbeat.parse(input);
+  const { nonce } = options;
   const minute = Math.floor(now.getTime() / 60_000) * 60_000;
+  let known = options.entry;
   for (let i = 0; i < 10; i++) {
-    const entry = await kv.get<Engine>(engineKey(engineId));
+    const entry = known ?? await kv.get<Engine>(engineKey(engineId));
+    known = undefined;
     const engine = entry.value;
     if (!engine || engine.status === "deleting") throw new NotFoundError("Engine not found");
     const health = healthFromMetrics(data.metrics);
@@ -310,7 +323,7 @@ export async function applyHeartbeat(
       version: data.version,
       lastHeartbeatAt: now.toISOString(),
       metrics: data.metrics,
-      managedBytes: reported.length ? reported.reduce((sum, r) => sum + r.usedBytes, 0) : engine.managedBytes,
+      managedBytes: managedBytesOf(engine, data),
     };
     const op = kv.atomic().check(entry).set(engineKey(engineId), next)
       .set(engineMetricsKey(engineId, minute), { at: now.toISOString(), ...data.metrics }, {
@@ -541,6 +554,13 @@ export async function finishEngineDeletion(kv: Deno.Kv, id: string, now: Date): 
   }
   if (engine.status !== "deleting") return;
   for (const step of cascadeSteps) await step.run(kv, engine, now);
+  // A step may have lost a race (e.g. an alert acknowledged meanwhile): never drop the engine while
+  // children remain; it stays `deleting` and the resume job tries again.
+  for (const prefix of [["storage_targets_by_bes", id], ["policies_by_bes", id]]) {
+    for await (const _ of kv.list({ prefix }, { limit: 1 })) {
+      throw new ConflictError(`Deletion of engine ${id} is incomplete; it will be resumed`);
+    }
+  }
   for await (const e of kv.list({ prefix: ["engine_metrics", id] })) await kv.delete(e.key);
   for (const reason of ["engine_offline", "engine_degraded"] as const) {
     const op = kv.atomic();

@@ -39,7 +39,7 @@ export type SetupInput = z.infer<typeof SetupInput>;
 export async function issueSetupToken(kv: Deno.Kv, now: Date): Promise<string | null> {
   if (await hasAnyUser(kv)) return null;
   const token = randomToken(24);
-  await kv.set(SETUP_KEY, { hash: await sha256Hex(token), expiresAt: now.getTime() + SETUP_TOKEN_TTL_MS });
+  await kv.set(SETUP_KEY, { hash: sha256Hex(token), expiresAt: now.getTime() + SETUP_TOKEN_TTL_MS });
   return token;
 }
 
@@ -61,7 +61,7 @@ export async function completeSetup(
   const stored = await kv.get<{ hash: string; expiresAt: number }>(SETUP_KEY);
   if (
     !stored.value || now.getTime() >= stored.value.expiresAt ||
-    !timingSafeEqual(stored.value.hash, await sha256Hex(data.token))
+    !timingSafeEqual(stored.value.hash, sha256Hex(data.token))
   ) {
     throw new UnauthorizedError("The setup link is invalid or has expired; restart the server for a new one");
   }
@@ -72,7 +72,7 @@ export async function completeSetup(
     id: newId(now),
     accountId: account.id,
     name: data.orgName,
-    secretHash: await sha256Hex(orgSecret),
+    secretHash: sha256Hex(orgSecret),
     secretRotatedAt: at,
     createdAt: at,
     updatedAt: at,

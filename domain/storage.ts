@@ -322,7 +322,7 @@ export async function createTarget(
     };
     const op = kv.atomic()
       .check(engineEntry)
-      .set(engineKey(engine.id), { ...engine, storageTargetCount: engine.storageTargetCount + 1 })
+      .set(engineKey(engine.id), { ...engine, storageTargetIds: [...engine.storageTargetIds, id] })
       .set(targetKey(id), target)
       .set(targetsByBesKey(engine.id, id), id)
       .set(targetsByAccountKey(engine.accountId, id), id);
@@ -361,6 +361,10 @@ export async function updateTarget(
       throw new NotFoundError(`Storage target ${id} not found`);
     }
     authorize(actor, "backup.manage", targetScope(target));
+    const engineEntry = await kv.get<Engine>(engineKey(target.besId));
+    if (!engineEntry.value || engineEntry.value.status === "deleting") {
+      throw new ConflictError("The BES of this storage target is being deleted");
+    }
     if (data.type !== target.type) {
       throw new ValidationError("The type of a storage target cannot change", { type: "Cannot change" });
     }
@@ -368,7 +372,7 @@ export async function updateTarget(
       throw new ValidationError(ACCOUNT_SCOPED_CREDENTIALS, { credentials: ACCOUNT_SCOPED_CREDENTIALS });
     }
     const at = now.toISOString();
-    const op = kv.atomic().check(entry);
+    const op = kv.atomic().check(entry, engineEntry);
     let next: StorageTarget = {
       ...target,
       name: data.name,
@@ -448,7 +452,7 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
     if (engineEntry.value) {
       op.check(engineEntry).set(engineKey(target.besId), {
         ...engineEntry.value,
-        storageTargetCount: Math.max(0, engineEntry.value.storageTargetCount - 1),
+        storageTargetIds: engineEntry.value.storageTargetIds.filter((t) => t !== id),
       });
     }
     if (target.credentialId) op.delete(vaultKey(target.credentialId));
@@ -504,22 +508,35 @@ export interface CapacityDay {
   growthBytesPerDay: number | null;
 }
 
+type CapacityReport = { targetId: string } & Omit<CapacitySample, "at">;
+
 /**
- * Applies a BES capacity report to one of its targets: new capacity state (EWMA growth, time-to-full,
- * health), a fine sample and the day's roll-up, and the alert transitions — all in one atomic
- * operation. Then pauses policies when the target turned critical, or resumes the ones it paused when
- * it is healthy again. Reports for targets of other engines are ignored (returns null).
+ * Adds BES capacity reports for the engine's own targets to `op`: new capacity state (EWMA growth,
+ * time-to-full, health), a fine sample, the day's roll-up and the alert transitions, each guarded by a
+ * check of the entries read. Reports for targets of other engines are ignored. Returns what must run
+ * after the commit: pausing policies of targets that turned critical, resuming those that recovered.
  */
-export async function applyCapacityReport(
+export async function addCapacityReports(
   kv: Deno.Kv,
+  op: Deno.AtomicOperation,
   engineId: string,
-  report: { targetId: string } & Omit<CapacitySample, "at">,
+  reports: CapacityReport[],
   now: Date,
-): Promise<{ target: StorageTarget; paused: string[]; resumed: string[] } | null> {
-  for (let i = 0; i < 5; i++) {
-    const entry = await kv.get<StorageTarget>(targetKey(report.targetId));
+): Promise<
+  { targets: StorageTarget[]; afterCommit: () => Promise<{ paused: string[]; resumed: string[] }> }
+> {
+  const day = now.toISOString().slice(0, 10);
+  const keys = reports.flatMap((r) => [targetKey(r.targetId), capacityDailyKey(r.targetId, day)]);
+  const entries: Deno.KvEntryMaybe<unknown>[] = [];
+  for (let i = 0; i < keys.length; i += 10) entries.push(...await kv.getMany(keys.slice(i, i + 10)));
+  const targets: StorageTarget[] = [];
+  const toPause: string[] = [];
+  const toResume: string[] = [];
+  for (const [i, report] of reports.entries()) {
+    const entry = entries[2 * i] as Deno.KvEntryMaybe<StorageTarget>;
+    const dayEntry = entries[2 * i + 1] as Deno.KvEntryMaybe<CapacityDay>;
     const target = entry.value;
-    if (!target || target.besId !== engineId) return null;
+    if (!target || target.besId !== engineId) continue;
     const sample: CapacitySample = {
       at: now.toISOString(),
       totalBytes: report.totalBytes,
@@ -528,8 +545,6 @@ export async function applyCapacityReport(
     };
     const state = nextCapacityState(target.capacity, sample, target);
     const next: StorageTarget = { ...target, capacity: state, health: state.status };
-    const day = sample.at.slice(0, 10);
-    const dayEntry = await kv.get<CapacityDay>(capacityDailyKey(target.id, day));
     const rollup: CapacityDay = {
       day,
       totalBytes: sample.totalBytes,
@@ -539,48 +554,106 @@ export async function applyCapacityReport(
       peakUsagePercent: Math.max(state.usagePercent, dayEntry.value?.peakUsagePercent ?? 0),
       growthBytesPerDay: state.growthBytesPerDay,
     };
-    const op = kv.atomic().check(entry, dayEntry)
+    op.check(entry, dayEntry)
       .set(targetKey(target.id), next)
       .set(capacitySampleKey(target.id, now.getTime()), state, { expireIn: FINE_RETENTION_MS + 3600_000 })
       .set(capacityDailyKey(target.id, day), rollup);
-    if (target.health !== state.status) {
-      const warning = await readOpenAlert(kv, "storage_target", target.id, "storage_warning");
-      const critical = await readOpenAlert(kv, "storage_target", target.id, "storage_critical");
-      const base = {
-        accountId: target.accountId,
-        orgId: target.orgId,
-        subjectType: "storage_target" as const,
-        subjectId: target.id,
-        subjectName: target.name,
-      };
-      if (state.status === "critical") {
-        resolveAlert(op, warning, now);
-        raiseAlert(op, critical, {
-          ...base,
-          reason: "storage_critical",
-          severity: "critical",
-          message:
-            `Storage target ${target.name} is critical: ${state.statusReason}. Its policies are paused.`,
-        }, now);
-      } else if (state.status === "warning") {
-        resolveAlert(op, critical, now);
-        raiseAlert(op, warning, {
-          ...base,
-          reason: "storage_warning",
-          severity: "warning",
-          message: `Storage target ${target.name} needs attention: ${state.statusReason}`,
-        }, now);
-      } else {
-        resolveAlert(op, warning, now);
-        resolveAlert(op, critical, now);
-      }
-    }
-    if (!(await op.commit()).ok) continue;
-    const paused = state.status === "critical" ? await pausePoliciesForStorage(kv, target.id, now) : [];
-    const resumed = state.status === "healthy" ? await resumePoliciesForStorage(kv, target.id, now) : [];
-    return { target: next, paused, resumed };
+    if (target.health !== state.status) await addHealthTransition(kv, op, target, state, now);
+    if (state.status === "critical") toPause.push(target.id);
+    if (state.status === "healthy") toResume.push(target.id);
+    targets.push(next);
   }
-  throw new ConflictError("Capacity report conflicted repeatedly; retry");
+  return {
+    targets,
+    async afterCommit() {
+      const paused = (await Promise.all(toPause.map((id) => pausePoliciesForStorage(kv, id, now)))).flat();
+      const resumed = (await Promise.all(toResume.map((id) => resumePoliciesForStorage(kv, id, now)))).flat();
+      return { paused, resumed };
+    },
+  };
+}
+
+/** Alerts for a change of health: warning and critical raise their alert and resolve the other. */
+async function addHealthTransition(
+  kv: Deno.Kv,
+  op: Deno.AtomicOperation,
+  target: StorageTarget,
+  state: CapacityState,
+  now: Date,
+): Promise<void> {
+  const warning = await readOpenAlert(kv, "storage_target", target.id, "storage_warning");
+  const critical = await readOpenAlert(kv, "storage_target", target.id, "storage_critical");
+  const base = {
+    accountId: target.accountId,
+    orgId: target.orgId,
+    subjectType: "storage_target" as const,
+    subjectId: target.id,
+    subjectName: target.name,
+  };
+  if (state.status === "critical") {
+    resolveAlert(op, warning, now);
+    raiseAlert(op, critical, {
+      ...base,
+      reason: "storage_critical",
+      severity: "critical",
+      message: `Storage target ${target.name} is critical: ${state.statusReason}. Its policies are paused.`,
+    }, now);
+  } else if (state.status === "warning") {
+    resolveAlert(op, critical, now);
+    raiseAlert(op, warning, {
+      ...base,
+      reason: "storage_warning",
+      severity: "warning",
+      message: `Storage target ${target.name} needs attention: ${state.statusReason}`,
+    }, now);
+  } else {
+    resolveAlert(op, warning, now);
+    resolveAlert(op, critical, now);
+  }
+}
+
+/** Reports per atomic write: at most 6 checks each (entry, day, two alert pointers and alerts) stays under 100. */
+const REPORTS_PER_WRITE = 10;
+
+/**
+ * Applies a BES's capacity reports in bounded atomic writes (see `addCapacityReports`), retrying a
+ * batch that lost a race, then pauses or resumes policies. Reports for other engines' targets are ignored.
+ */
+export async function applyCapacityReports(
+  kv: Deno.Kv,
+  engineId: string,
+  reports: CapacityReport[],
+  now: Date,
+): Promise<{ targets: StorageTarget[]; paused: string[]; resumed: string[] }> {
+  const out = { targets: [] as StorageTarget[], paused: [] as string[], resumed: [] as string[] };
+  for (let i = 0; i < reports.length; i += REPORTS_PER_WRITE) {
+    const batch = reports.slice(i, i + REPORTS_PER_WRITE);
+    for (let attempt = 0;; attempt++) {
+      const op = kv.atomic();
+      const { targets, afterCommit } = await addCapacityReports(kv, op, engineId, batch, now);
+      if (!targets.length) break;
+      if ((await op.commit()).ok) {
+        const { paused, resumed } = await afterCommit();
+        out.targets.push(...targets);
+        out.paused.push(...paused);
+        out.resumed.push(...resumed);
+        break;
+      }
+      if (attempt >= 4) throw new ConflictError("Capacity report conflicted repeatedly; retry");
+    }
+  }
+  return out;
+}
+
+/** Applies one capacity report (tests, backfills). Returns null for a target of another engine. */
+export async function applyCapacityReport(
+  kv: Deno.Kv,
+  engineId: string,
+  report: CapacityReport,
+  now: Date,
+): Promise<{ target: StorageTarget; paused: string[]; resumed: string[] } | null> {
+  const { targets, paused, resumed } = await applyCapacityReports(kv, engineId, [report], now);
+  return targets.length ? { target: targets[0], paused, resumed } : null;
 }
 
 /** Capacity history: daily roll-ups for up to 365 days, and the fine samples of the last 48 h. */
@@ -646,16 +719,21 @@ registerEngineCascade({
   async run(kv, engine, now) {
     let n = 0;
     for (const id of await listTargetIdsOfEngine(kv, engine.id)) {
-      const target = await getTarget(kv, id);
-      const op = kv.atomic().delete(targetsByBesKey(engine.id, id)).delete(targetKey(id));
-      if (target) {
-        op.delete(targetsByAccountKey(target.accountId, id));
-        if (target.credentialId) op.delete(vaultKey(target.credentialId));
-        for (const reason of ["storage_warning", "storage_critical"] as const) {
-          resolveAlert(op, await readOpenAlert(kv, "storage_target", id, reason), now);
+      // Checked against the target entry (a concurrent credential rotation must not leave its new
+      // vault record behind) and its alerts; retried until it commits.
+      for (let attempt = 0; attempt < 10; attempt++) {
+        const entry = await kv.get<StorageTarget>(targetKey(id));
+        const target = entry.value;
+        const op = kv.atomic().check(entry).delete(targetsByBesKey(engine.id, id)).delete(targetKey(id));
+        if (target) {
+          op.delete(targetsByAccountKey(target.accountId, id));
+          if (target.credentialId) op.delete(vaultKey(target.credentialId));
+          for (const reason of ["storage_warning", "storage_critical"] as const) {
+            resolveAlert(op, await readOpenAlert(kv, "storage_target", id, reason), now);
+          }
         }
+        if ((await op.commit()).ok) break;
       }
-      await op.commit();
       await purgeTargetHistory(kv, id);
       n++;
     }

@@ -121,7 +121,7 @@ export async function createOrg(
   authorize(actor, "admin", { accountId: input.accountId, orgId: null });
   if (!(await getAccount(kv, input.accountId))) throw new NotFoundError("Account not found");
   const secret = newOrgSecret();
-  const secretHash = await sha256Hex(secret);
+  const secretHash = sha256Hex(secret);
   const at = now.toISOString();
   const org: Org = {
     id: newId(now),
@@ -217,7 +217,7 @@ export async function rotateOrgSecret(
     }
     authorize(actor, "admin", { accountId: org.accountId, orgId: org.id });
     const secret = newOrgSecret();
-    const secretHash = await sha256Hex(secret);
+    const secretHash = sha256Hex(secret);
     const next: Org = {
       ...org,
       secretHash,
@@ -243,7 +243,7 @@ export async function rotateOrgSecret(
 
 /** Resolves a registration secret to its org, or null. */
 export async function findOrgBySecret(kv: Deno.Kv, secret: string): Promise<Org | null> {
-  const id = (await kv.get<string>(orgBySecretKey(await sha256Hex(secret)))).value;
+  const id = (await kv.get<string>(orgBySecretKey(sha256Hex(secret)))).value;
   return id ? await getOrg(kv, id) : null;
 }
 
@@ -268,7 +268,7 @@ export async function rotateAccountSecret(
     const account = entry.value;
     if (!account) throw new NotFoundError("Account not found");
     const secret = `cda_${randomToken(32)}`;
-    const secretHash = await sha256Hex(secret);
+    const secretHash = sha256Hex(secret);
     const next: Account = { ...account, secretHash, secretRotatedAt: now.toISOString() };
     const op = kv.atomic().check(entry).set(accountKey(accountId), next).set(
       accountBySecretKey(secretHash),
@@ -295,7 +295,7 @@ export async function resolveRegistrationSecret(
   secret: string,
 ): Promise<{ accountId: string; orgId: string | null } | null> {
   if (!/^cd[oa]_[A-Za-z0-9_-]{43}$/.test(secret)) return null;
-  const hash = await sha256Hex(secret);
+  const hash = sha256Hex(secret);
   const [orgId, accountId] = await kv.getMany<[string, string]>([
     orgBySecretKey(hash),
     accountBySecretKey(hash),

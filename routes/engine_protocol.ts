@@ -12,17 +12,18 @@ import {
   HEARTBEAT_INTERVAL_SECONDS,
   registerEngine,
 } from "../domain/engines.ts";
-import { getEngine } from "../domain/engines.ts";
+import { type Engine, engineKey } from "../domain/engines.ts";
 import { HttpError } from "../domain/errors.ts";
 import { AgentEnrollment, AgentHeartbeat, applyHostHeartbeat, enrollHost, getHost } from "../domain/hosts.ts";
 import { releaseAttempt, reserveAttempt } from "../domain/rate_limit.ts";
 import {
   importPublicKey,
   MAX_SKEW_SECONDS,
+  type PublicKey,
   SIGNATURE_HEADERS,
   verifySignedRequest,
 } from "../domain/signing.ts";
-import { applyCapacityReport, listTargetIdsOfEngine } from "../domain/storage.ts";
+import { applyCapacityReports } from "../domain/storage.ts";
 import { resolveRegistrationSecret } from "../domain/tenancy.ts";
 import { declare } from "./access.ts";
 import { ErrorBody } from "./api_v1.ts";
@@ -35,10 +36,10 @@ export const NONCE_TTL_MS = 3 * MAX_SKEW_SECONDS * 1000;
 export const REGISTRATION_MAX_FAILURES = 20;
 const REGISTRATION_WINDOW_MS = 15 * 60_000;
 
-const keyCache = new Map<string, Promise<CryptoKey>>();
+const keyCache = new Map<string, PublicKey>();
 
 /** Imported public keys are cached (a key never changes for a principal id; deletion is checked per request). */
-function cachedKey(publicKey: string): Promise<CryptoKey> {
+function cachedKey(publicKey: string): PublicKey {
   let key = keyCache.get(publicKey);
   if (!key) {
     if (keyCache.size >= 10_000) keyCache.clear();
@@ -60,12 +61,14 @@ function unauthorized(message: string): never {
 export function signedBy(kind: "bes" | "agent"): MiddlewareHandler<AppEnv> {
   return declare({ kind: "signed", principal: kind }, async (c, next) => {
     const { kv, clock } = c.get("deps");
-    const principal = c.req.header(SIGNATURE_HEADERS.principal) ?? "";
-    const [prefix, id] = principal.split(":");
-    if (prefix !== kind || !id || !/^[0-9A-Z]{26}$/.test(id)) {
-      unauthorized(`Missing or malformed ${SIGNATURE_HEADERS.principal}`);
-    }
-    const record = kind === "bes" ? await getEngine(kv, id) : await getHost(kv, id);
+    // The principal header is not signed: accept only its exact canonical form, so it cannot be
+    // decorated (e.g. `bes:<id>:x`) to mint fresh nonce keys for a replay.
+    const match = /^(bes|agent):([0-9A-Z]{26})$/.exec(c.req.header(SIGNATURE_HEADERS.principal) ?? "");
+    if (!match || match[1] !== kind) unauthorized(`Missing or malformed ${SIGNATURE_HEADERS.principal}`);
+    const id = match[2];
+    const entry = kind === "bes" ? await kv.get<Engine>(engineKey(id)) : null;
+    if (entry) c.set("engineEntry", entry);
+    const record = kind === "bes" ? entry!.value : await getHost(kv, id);
     if (!record || (kind === "bes" && (record as { status: string }).status === "deleting")) {
       unauthorized("Unknown or deleted principal");
     }
@@ -92,7 +95,7 @@ export function signedBy(kind: "bes" | "agent"): MiddlewareHandler<AppEnv> {
           : "Bad signature",
       );
     }
-    const nonceKey = ["nonces", principal, c.req.header(SIGNATURE_HEADERS.nonce)!];
+    const nonceKey = ["nonces", `${kind}:${id}`, c.req.header(SIGNATURE_HEADERS.nonce)!];
     c.set("principal", { kind, id, nonceKey });
     await next();
   });
@@ -235,18 +238,19 @@ engineProtocol.openapi(
     const principal = c.get("principal")!;
     const now = clock();
     const input = c.req.valid("json");
-    const targetIds = await listTargetIdsOfEngine(kv, principal.id);
     const { engine, replayed } = await applyHeartbeat(kv, principal.id, input, now, {
       nonce: { key: principal.nonceKey, expireIn: NONCE_TTL_MS },
-      ownTargetIds: targetIds,
+      entry: c.get("engineEntry"),
+      parsed: true,
     });
     if (replayed) unauthorized("Replayed nonce");
-    for (const report of input.storage ?? []) await applyCapacityReport(kv, engine.id, report, now);
+    // Capacity goes in its own bounded writes after the heartbeat claimed the nonce (up to 200 reports).
+    if (input.storage?.length) await applyCapacityReports(kv, engine.id, input.storage, now);
     return c.json({
       status: engine.status,
       serverTime: now.toISOString(),
       pendingJobs: 0,
-      storageTargetIds: targetIds,
+      storageTargetIds: engine.storageTargetIds,
     }, 200);
   },
 );

@@ -143,7 +143,7 @@ engineRoutes.get("/", requires("backup.view"), async (c) => {
                       </td>
                       <td>{e.version}</td>
                       <td>{e.orgId ? orgName.get(e.orgId) ?? "—" : <span class="muted">Account</span>}</td>
-                      <td>{e.storageTargetCount}</td>
+                      <td>{e.storageTargetIds.length}</td>
                       <td class="nowrap">{formatBytes(e.managedBytes)}</td>
                       <td class="nowrap" title={e.lastHeartbeatAt ?? ""}>
                         {formatAge(e.lastHeartbeatAt, now)}

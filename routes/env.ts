@@ -1,6 +1,7 @@
 /** The Hono environment shared by every route: dependencies, the actor, the session. */
 import type { Session } from "../domain/auth.ts";
 import type { Config } from "../domain/config.ts";
+import type { Engine } from "../domain/engines.ts";
 import type { Logger } from "../domain/log.ts";
 import type { Actor } from "../domain/rbac.ts";
 import type { User } from "../domain/types.ts";
@@ -27,6 +28,8 @@ export interface AppEnv {
     csrfToken: string;
     /** On engine-protocol routes: the verified principal and the nonce to claim with the write. */
     principal?: { kind: "bes" | "agent"; id: string; nonceKey: Deno.KvKey };
+    /** On BES routes: the engine entry read while verifying the signature (reused by the write). */
+    engineEntry?: Deno.KvEntryMaybe<Engine>;
     /** On registration routes: the tenant the bearer secret resolved to. */
     tenant?: { accountId: string; orgId: string | null };
   };

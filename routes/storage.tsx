@@ -49,6 +49,7 @@ import {
   credentialsFromForm,
   type FormData,
   targetFieldErrors,
+  TYPE_GROUP,
 } from "./storage_form.ts";
 
 export const storageRoutes = new Hono<AppEnv>();
@@ -232,7 +233,9 @@ function TargetForm(props: TargetFormProps) {
             />
           </>
         )}
-      {Object.entries(CONFIG_FIELDS).map(([group, fields]) => (
+      {Object.entries(CONFIG_FIELDS).filter(([group]) => !e || TYPE_GROUP[e.type] === group).map((
+        [group, fields],
+      ) => (
         <fieldset class="type-fields" data-group={group} key={group}>
           <legend>{group === "s3" ? "S3 / S3 Compatible" : group.toUpperCase()} connection</legend>
           {fields.map((f) => (
@@ -441,7 +444,7 @@ async function targetPage(
               ? (
                 <dl class="facts">
                   <dt>Usage</dt>
-                  <dd>{cap.usagePercent}% — {cap.statusReason}</dd>
+                  <dd>{cap.usagePercent}%{cap.status === "healthy" ? "" : ` — ${cap.statusReason}`}</dd>
                   <dt>Used / total</dt>
                   <dd>
                     {formatBytes(cap.usedBytes)} of {formatBytes(cap.totalBytes)}{" "}

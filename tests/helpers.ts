@@ -260,7 +260,7 @@ export async function registerTestEngine(
   now: Date,
   name = "bes-1",
 ) {
-  const keys = await generateKeyPair();
+  const keys = generateKeyPair();
   const { engine } = await registerEngine(kv, tenant, {
     name,
     deploymentModel: "on_premise",

@@ -4,6 +4,8 @@
  * p50/p99 latency beside the ceiling measured in the same run, with their ratio.
  */
 import { parseArgs } from "node:util";
+import { EngineClient } from "./engine_client.ts";
+import { profileFor, registerSimulatedEngines, simulatedCapacity, simulatedMetrics } from "./simulator.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -65,16 +67,20 @@ function percentile(sorted: number[], p: number): number {
   return sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN;
 }
 
-/** Runs `CONCURRENCY` loops of requests for `SECONDS` seconds (after a 1 s warm-up). */
-async function drive(name: string, makeRequest: () => Request): Promise<Result> {
+/** Runs `CONCURRENCY` loops of requests for `SECONDS` seconds (after a 1 s warm-up); worker `i` builds its own. */
+async function drive(
+  name: string,
+  makeRequest: (worker: number) => Request | Promise<Request>,
+): Promise<Result> {
   const warmupEnd = performance.now() + 1000;
   const end = warmupEnd + SECONDS * 1000;
   const latencies: number[] = [];
   let errors = 0;
-  await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
+  await Promise.all(Array.from({ length: CONCURRENCY }, async (_, worker) => {
     while (performance.now() < end) {
+      const request = await makeRequest(worker);
       const started = performance.now();
-      const res = await fetch(makeRequest()).catch(() => null);
+      const res = await fetch(request).catch(() => null);
       if (res) await res.arrayBuffer();
       const t = performance.now();
       if (started < warmupEnd) continue;
@@ -106,7 +112,52 @@ results.push(
 await ceilingTarget.stop();
 
 const appTarget = await startTarget("app", 18602);
-const { token, cookie } = appTarget.info as { token: string; cookie: string };
+const { token, cookie, orgSecret } = appTarget.info as { token: string; cookie: string; orgSecret: string };
+
+// One simulated BES per connection, each with one storage target, registered over the real protocol.
+const client = new EngineClient("http://127.0.0.1:18602");
+const engines = await registerSimulatedEngines(client, orgSecret, CONCURRENCY, "bench-bes");
+for (const engine of engines) {
+  const res = await fetch("http://127.0.0.1:18602/api/v1/storage", {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: JSON.stringify({
+      name: `t-${engine.name}`,
+      besId: engine.identity.id,
+      type: "local",
+      config: { path: "/srv/b" },
+    }),
+  });
+  engine.targetIds.push((await res.json()).id);
+}
+const profileStart = Date.now() - 30 * 86_400_000;
+async function heartbeatRequest(worker: number, withStorage: boolean): Promise<Request> {
+  const engine = engines[worker];
+  const now = Date.now();
+  const body = JSON.stringify({
+    version: "2.4.1",
+    metrics: simulatedMetrics(engine.name, now, engine.bootAt),
+    storage: withStorage
+      ? engine.targetIds.map((id) => ({
+        targetId: id,
+        ...simulatedCapacity(profileFor(id, profileStart), id, now),
+      }))
+      : undefined,
+  });
+  const headers = await client.signedHeaders(engine.identity, "POST", "/api/bes/v1/heartbeat", body);
+  return new Request("http://127.0.0.1:18602/api/bes/v1/heartbeat", {
+    method: "POST",
+    headers: { ...headers, "content-type": "application/json" },
+    body,
+  });
+}
+results.push(await drive("POST /api/bes/v1/heartbeat (signed, metrics)", (w) => heartbeatRequest(w, false)));
+results.push(
+  await drive(
+    "POST /api/bes/v1/heartbeat (signed, metrics + 1 capacity report)",
+    (w) => heartbeatRequest(w, true),
+  ),
+);
 results.push(
   await drive(
     "GET /api/v1/me (bearer token)",

@@ -18,6 +18,7 @@ const { values } = parseArgs({
   options: { mode: { type: "string" }, port: { type: "string" }, kv: { type: "string" } },
 });
 const port = Number(values.port);
+Deno.addSignalListener("SIGINT", () => Deno.exit(0));
 const kv = await Deno.openKv(values.kv);
 
 if (values.mode === "ceiling") {
@@ -31,8 +32,11 @@ if (values.mode === "ceiling") {
   const system = systemActor("bench");
   const account = await createAccount(kv, system, { name: "Bench" }, now);
   const orgs = [];
+  let orgSecret = "";
   for (let i = 0; i < 20; i++) {
-    orgs.push((await createOrg(kv, system, { accountId: account.id, name: `Org ${i}` }, now)).org);
+    const { org, secret } = await createOrg(kv, system, { accountId: account.id, name: `Org ${i}` }, now);
+    orgs.push(org);
+    if (i === 0) orgSecret = secret;
   }
   const admin = await createUser(kv, system, {
     accountId: account.id,
@@ -54,13 +58,13 @@ if (values.mode === "ceiling") {
   }
   const { secret } = await createApiToken(kv, userActor(admin), {
     name: "bench",
-    permissions: ["backup.view", "admin"],
+    permissions: ["backup.view", "backup.manage", "admin"],
     expiresInDays: 0,
   }, now);
   const { cookie } = await createSession(kv, admin, now);
   const app = createApp({ kv, config: testConfig({ port }), logger: createLogger("error") });
   Deno.serve(
-    { port, onListen: () => console.log("READY " + JSON.stringify({ token: secret, cookie })) },
+    { port, onListen: () => console.log("READY " + JSON.stringify({ token: secret, cookie, orgSecret })) },
     (req, info) => app.fetch(req, info),
   );
 }

@@ -3,14 +3,14 @@
  * Used by the simulator, the benchmark and the tests. `fetcher` defaults to `fetch`; tests pass
  * `app.request`.
  */
-import { generateKeyPair, signRequest } from "../domain/signing.ts";
+import { generateKeyPair, type PrivateKey, signRequest } from "../domain/signing.ts";
 
 export type Fetcher = (input: string, init: RequestInit) => Response | Promise<Response>;
 
 export interface EngineIdentity {
   kind: "bes" | "agent";
   id: string;
-  privateKey: CryptoKey;
+  privateKey: PrivateKey;
   publicKey: string;
 }
 
@@ -25,9 +25,9 @@ export class EngineClient {
   async registerBes(
     secret: string,
     details: { name: string; hostname: string; ipAddress: string; port?: number; version?: string },
-    keys?: { privateKey: CryptoKey; publicKey: string },
+    keys?: { privateKey: PrivateKey; publicKey: string },
   ): Promise<{ identity: EngineIdentity; response: Response; body: Record<string, unknown> }> {
-    const pair = keys ?? await generateKeyPair();
+    const pair = keys ?? generateKeyPair();
     const response = await this.fetcher(`${this.baseUrl}/api/bes/v1/register`, {
       method: "POST",
       headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
@@ -50,7 +50,7 @@ export class EngineClient {
     secret: string,
     details: { hostname: string; ipAddress: string; os?: string; relay?: boolean },
   ): Promise<{ identity: EngineIdentity; response: Response; body: Record<string, unknown> }> {
-    const pair = await generateKeyPair();
+    const pair = generateKeyPair();
     const response = await this.fetcher(`${this.baseUrl}/api/agent/v1/enroll`, {
       method: "POST",
       headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
@@ -107,9 +107,10 @@ export class EngineClient {
       uptimeSeconds: number;
     },
     storage?: Array<{ targetId: string; totalBytes: number; usedBytes: number; freeBytes: number }>,
+    version = "1.0.0",
   ): Promise<Response> {
     return await this.post(identity, `/api/${identity.kind}/v1/heartbeat`, {
-      version: "1.0.0",
+      version,
       metrics,
       storage,
     });

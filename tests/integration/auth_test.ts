@@ -122,7 +122,7 @@ Deno.test("POST /login rotates the session id and ends the previous session", as
     status: 302,
     location: "/login?next=%2Fbackup%2Fdashboard",
   });
-  assert.equal((await kv.get(["sessions", await sha256Hex(before)])).value, null);
+  assert.equal((await kv.get(["sessions", sha256Hex(before)])).value, null);
 });
 
 Deno.test("POST /login ignores a session id planted before sign-in", async () => {
@@ -135,8 +135,8 @@ Deno.test("POST /login ignores a session id planted before sign-in", async () =>
   assert.equal(res.status, 303);
   const issued = browser.cookies.get("cadres_session")!;
   assert.notEqual(issued, planted);
-  assert.equal((await kv.get(["sessions", await sha256Hex(planted)])).value, null);
-  assert.ok((await kv.get(["sessions", await sha256Hex(issued)])).value);
+  assert.equal((await kv.get(["sessions", sha256Hex(planted)])).value, null);
+  assert.ok((await kv.get(["sessions", sha256Hex(issued)])).value);
 });
 
 Deno.test("a session idle for 2 hours is expired and redirects to /login", async () => {
@@ -152,7 +152,7 @@ Deno.test("a session idle for 2 hours is expired and redirects to /login", async
     status: 302,
     location: "/login?next=%2Fbackup%2Fdashboard",
   });
-  assert.equal((await kv.get(["sessions", await sha256Hex(cookie)])).value, null, "removed server-side");
+  assert.equal((await kv.get(["sessions", sha256Hex(cookie)])).value, null, "removed server-side");
 });
 
 Deno.test("a session expires 12 hours after sign-in even with activity every hour", async () => {
@@ -198,7 +198,7 @@ Deno.test("POST /logout ends the session server-side", async () => {
     status: 302,
     location: "/login?next=%2Fbackup%2Fdashboard",
   });
-  assert.equal((await kv.get(["sessions", await sha256Hex(cookie)])).value, null);
+  assert.equal((await kv.get(["sessions", sha256Hex(cookie)])).value, null);
 });
 
 Deno.test("POST /login follows only same-site relative next paths", async () => {

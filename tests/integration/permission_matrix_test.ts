@@ -56,7 +56,7 @@ async function buildFixture(): Promise<Fixture> {
     expiresInDays: 0,
   }, now);
   // An engine in A1 with a storage target, heartbeating once then silent (so it has an offline alert).
-  const { publicKey } = await generateKeyPair();
+  const { publicKey } = generateKeyPair();
   const { engine } = await registerEngine(kv, { accountId: a.account.id, orgId: a1.id }, {
     name: "bes-a1",
     deploymentModel: "on_premise",

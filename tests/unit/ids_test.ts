@@ -32,9 +32,9 @@ Deno.test("newId() is ordered by time and strictly increasing within one millise
   assert.ok(newId(new Date("2026-11-22T10:00:01Z")) > ids.at(-1)!);
 });
 
-Deno.test("sha256Hex() matches the known digest of 'abc'", async () => {
+Deno.test("sha256Hex() matches the known digest of 'abc'", () => {
   assert.equal(
-    await sha256Hex("abc"),
+    sha256Hex("abc"),
     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
   );
 });

@@ -1,0 +1,160 @@
+/**
+ * The living part of the demo: simulated engines registered over the real protocol (in-process),
+ * storage targets of every type, 120 days of capacity history and 24 h of engine metrics backfilled
+ * with explicit past timestamps, then live heartbeats every minute. One engine goes silent (offline
+ * alert), one runs hot (degraded), one target is nearly full (warning, estimated full date).
+ */
+import { applyHeartbeat } from "../domain/engines.ts";
+import { systemActor } from "../domain/rbac.ts";
+import { applyCapacityReport, createTarget, type TargetCreateInput } from "../domain/storage.ts";
+import { findAccountByName, listOrgs, rotateAccountSecret, rotateOrgSecret } from "../domain/tenancy.ts";
+import { EngineClient, type Fetcher } from "./engine_client.ts";
+import {
+  type CapacityProfile,
+  profileFor,
+  registerSimulatedEngines,
+  runHeartbeats,
+  SIMULATED_VERSION,
+  simulatedCapacity,
+  type SimulatedEngine,
+  simulatedMetrics,
+} from "./simulator.ts";
+
+const DAY = 86_400_000;
+const TB = 1024 ** 4;
+
+interface TargetSpec {
+  name: string;
+  type: TargetCreateInput["type"];
+  config: Record<string, string | number>;
+}
+
+const TARGETS: TargetSpec[] = [
+  {
+    name: "s3-primary",
+    type: "s3",
+    config: {
+      endpoint: "https://s3.eu-west-1.amazonaws.com",
+      bucket: "northwind-backup-primary",
+      region: "eu-west-1",
+      prefix: "prod",
+    },
+  },
+  { name: "nas-smb", type: "smb", config: { server: "nas01.corp.internal", share: "backup", path: "bes" } },
+  {
+    name: "nfs-archive",
+    type: "nfs",
+    config: { server: "10.20.0.40", exportPath: "/exports/archive", mountOptions: "vers=4.1,hard" },
+  },
+  {
+    name: "san-lun7",
+    type: "iscsi",
+    config: { portal: "10.20.0.50:3260", iqn: "iqn.2004-05.com.northwind:san.lun7", lun: 7 },
+  },
+  {
+    name: "minio-offsite",
+    type: "s3_compatible",
+    config: {
+      endpoint: "https://minio.offsite.example",
+      bucket: "offsite-copies",
+      region: "auto",
+      prefix: "",
+    },
+  },
+  { name: "local-staging", type: "local", config: { path: "/srv/backup/staging" } },
+];
+
+/**
+ * Seeds the demo's engines and storage (idempotent: does nothing when engines already exist) and
+ * starts live heartbeats. Returns a stop function.
+ */
+export async function startDemoBackup(
+  kv: Deno.Kv,
+  fetcher: Fetcher,
+  options: { masterKey: Uint8Array; now: Date },
+): Promise<() => void> {
+  const now = options.now;
+  const system = systemActor("demo");
+  const account = await findAccountByName(kv, "Northwind Logistics");
+  if (!account) return () => {};
+  for await (const _ of kv.list({ prefix: ["engines_by_account", account.id] }, { limit: 1 })) {
+    return () => {};
+  }
+  const orgs = await listOrgs(kv, system, account.id);
+  const hq = orgs.find((o) => o.name === "Headquarters")!;
+  const east = orgs.find((o) => o.name === "Warehouse East")!;
+  // Fresh secrets for the simulated engines (the seeded ones were never shown to anyone).
+  const hqSecret = (await rotateOrgSecret(kv, system, hq.id, now)).secret;
+  const eastSecret = (await rotateOrgSecret(kv, system, east.id, now)).secret;
+  const accountSecret = (await rotateAccountSecret(kv, system, account.id, now)).secret;
+
+  const client = new EngineClient("http://demo.internal", fetcher);
+  const engines: SimulatedEngine[] = [
+    ...(await registerSimulatedEngines(client, hqSecret, 2, "hq-bes")),
+    ...(await registerSimulatedEngines(client, eastSecret, 2, "east-bes")),
+    ...(await registerSimulatedEngines(client, accountSecret, 1, "shared-bes")),
+  ];
+  const profileStart = now.getTime() - 120 * DAY;
+  const profiles = new Map<string, CapacityProfile>();
+  const targetSpecs: Array<[number, TargetSpec]> = [[0, TARGETS[0]], [0, TARGETS[1]], [1, TARGETS[2]], [
+    2,
+    TARGETS[3],
+  ], [
+    3,
+    TARGETS[4],
+  ], [4, TARGETS[5]]];
+  for (const [i, spec] of targetSpecs) {
+    const engine = engines[i];
+    const input = {
+      ...spec,
+      besId: engine.identity.id,
+      alertThreshold: 85,
+      criticalThreshold: 95,
+    } as TargetCreateInput;
+    const target = await createTarget(kv, system, input, {
+      now,
+      masterKey: options.masterKey,
+    });
+    engine.targetIds.push(target.id);
+    // The SAN LUN took a new workload 40 days ago and fills fast: about 83 % now, full within two weeks.
+    profiles.set(
+      target.id,
+      spec.name === "san-lun7"
+        ? { totalBytes: 4 * TB, startUsage: 0.23, dailyGrowth: 0.0176, startAt: now.getTime() - 40 * DAY }
+        : profileFor(target.id, profileStart),
+    );
+  }
+  // Backfill: daily capacity for 120 days, then hourly for the last two days; metrics every 10 min for 24 h.
+  for (const engine of engines) {
+    for (let t = profileStart; t < now.getTime() - 2 * DAY; t += DAY) {
+      for (const id of engine.targetIds) {
+        await applyCapacityReport(kv, engine.identity.id, {
+          targetId: id,
+          ...simulatedCapacity(profiles.get(id)!, id, t),
+        }, new Date(t));
+      }
+    }
+    for (let t = now.getTime() - 2 * DAY; t < now.getTime(); t += 3_600_000) {
+      for (const id of engine.targetIds) {
+        await applyCapacityReport(kv, engine.identity.id, {
+          targetId: id,
+          ...simulatedCapacity(profiles.get(id)!, id, t),
+        }, new Date(t));
+      }
+    }
+    const silent = engine.name === "east-bes-02";
+    const end = silent ? now.getTime() - 25 * 60_000 : now.getTime();
+    for (let t = now.getTime() - DAY; t < end; t += 10 * 60_000) {
+      await applyHeartbeat(kv, engine.identity.id, {
+        version: SIMULATED_VERSION,
+        metrics: simulatedMetrics(engine.name, t, engine.bootAt),
+      }, new Date(t));
+    }
+  }
+  engines.find((e) => e.name === "hq-bes-02")!.stress = 52; // memory and disk ≥ 95 %: degraded
+  const live = engines.filter((e) => e.name !== "east-bes-02"); // stays silent: offline after the sweep
+  const controller = new AbortController();
+  runHeartbeats(client, live, { intervalMs: 60_000, profileStart, profiles, signal: controller.signal })
+    .catch(() => {});
+  return () => controller.abort();
+}
