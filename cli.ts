@@ -18,6 +18,8 @@ import {
 } from "./domain/tenancy.ts";
 import { createUser, findUserByEmail, listUsers, resetPassword } from "./domain/users.ts";
 import { randomToken } from "./domain/ids.ts";
+import { checkInvariants } from "./domain/invariants.ts";
+import { exportDatabase, restoreBundle, sealBundle } from "./domain/self_backup.ts";
 import { PERMISSIONS, ROLE_PERMISSIONS } from "./domain/types.ts";
 
 const USAGE = `Usage: deno task cli <command> [options] [--json]
@@ -29,6 +31,8 @@ Commands:
   reset-password --email E                             set a new password (from stdin, or generated and printed)
   list-users [--account NAME]                          list users
   create-token --email E --name N                      create an API token with that user's permissions
+  export-bundle --db config|results --out FILE         write an encrypted self-backup bundle of one database
+  restore-bundle FILE [--force]                        verify a bundle, then restore it into an empty database
 
 The CLI opens the same database as the server (CADRES_KV / CADRES_DATA_DIR). A local KV file is used by one
 process at a time: stop the server first, or use a remote KV.`;
@@ -50,6 +54,9 @@ async function main(args: string[]): Promise<number> {
       name: { type: "string" },
       account: { type: "string" },
       org: { type: "string" },
+      db: { type: "string" },
+      out: { type: "string" },
+      force: { type: "boolean", default: false },
       json: { type: "boolean", default: false },
       help: { type: "boolean", default: false },
     },
@@ -175,6 +182,39 @@ async function main(args: string[]): Promise<number> {
           `API token "${token.name}" for ${user.email} (shown once):\n${secret}`,
         );
         return 0;
+      }
+      case "export-bundle": {
+        const db = need("db");
+        if (db !== "config" && db !== "results") throw new CliError("--db must be config or results");
+        const { entries, consistent, passes } = await exportDatabase(kv, db);
+        const bundle = await sealBundle(
+          entries,
+          { database: db, createdAt: now, consistent },
+          store.masterKey,
+        );
+        const path = need("out");
+        await Deno.writeFile(path, bundle, { mode: 0o600 });
+        out(
+          { file: path, database: db, entries: entries.length, bytes: bundle.length, consistent, passes },
+          `Wrote ${path}: ${db} DB, ${entries.length} entries, ${bundle.length} bytes, ` +
+            (consistent ? "consistent snapshot" : `NOT proven consistent after ${passes} passes`),
+        );
+        return 0;
+      }
+      case "restore-bundle": {
+        const file = positionals[1];
+        if (!file) throw new CliError("Usage: restore-bundle FILE [--force]");
+        const bytes = await Deno.readFile(file);
+        const { header, written } = await restoreBundle(kv, bytes, store.masterKey, { force: values.force });
+        const problems = await checkInvariants(kv);
+        out(
+          { database: header.database, createdAt: header.createdAt, written, invariantViolations: problems },
+          `Restored ${written} entries of the ${header.database} DB from ${header.createdAt}.` +
+            (problems.length
+              ? `\nInvariant violations:\n  ${problems.join("\n  ")}`
+              : "\nAll invariant checks pass."),
+        );
+        return problems.length ? 1 : 0;
       }
       default:
         throw new CliError(`Unknown command "${command}"\n\n${USAGE}`);

@@ -325,10 +325,16 @@ export async function applyHeartbeat(
       metrics: data.metrics,
       managedBytes: managedBytesOf(engine, data),
     };
-    const op = kv.atomic().check(entry).set(engineKey(engineId), next)
-      .set(engineMetricsKey(engineId, minute), { at: now.toISOString(), ...data.metrics }, {
+    const op = kv.atomic().check(entry).set(engineKey(engineId), next);
+    // History is one sample a minute: the first heartbeat of each minute writes it.
+    const lastMinute = engine.lastHeartbeatAt
+      ? Math.floor(Date.parse(engine.lastHeartbeatAt) / 60_000) * 60_000
+      : -1;
+    if (lastMinute !== minute) {
+      op.set(engineMetricsKey(engineId, minute), { at: now.toISOString(), ...data.metrics }, {
         expireIn: METRICS_RETENTION_MS + 3600_000,
       });
+    }
     if (nonce) {
       op.check({ key: nonce.key, versionstamp: null }).set(nonce.key, now.getTime(), {
         expireIn: nonce.expireIn,

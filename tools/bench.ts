@@ -110,6 +110,14 @@ results.push(
   await drive("ceiling: bare Deno.serve + 1 KV atomic write", () => new Request("http://127.0.0.1:18601/")),
 );
 await ceilingTarget.stop();
+const readTarget = await startTarget("ceiling_read", 18603);
+results.push(
+  await drive(
+    "reference: bare Deno.serve + 1 KV read + 1 atomic write",
+    () => new Request("http://127.0.0.1:18603/"),
+  ),
+);
+await readTarget.stop();
 
 const appTarget = await startTarget("app", 18602);
 const { token, cookie, orgSecret } = appTarget.info as { token: string; cookie: string; orgSecret: string };

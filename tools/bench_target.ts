@@ -21,10 +21,13 @@ const port = Number(values.port);
 Deno.addSignalListener("SIGINT", () => Deno.exit(0));
 const kv = await Deno.openKv(values.kv);
 
-if (values.mode === "ceiling") {
+if (values.mode === "ceiling" || values.mode === "ceiling_read") {
   let n = 0;
+  const read = values.mode === "ceiling_read";
   Deno.serve({ port, onListen: () => console.log("READY {}") }, async () => {
-    await kv.atomic().set(["bench", "ceiling", n++ % 1000], Date.now()).commit();
+    const key = ["bench", "ceiling", n++ % 1000];
+    if (read) await kv.get(key);
+    await kv.atomic().set(key, Date.now()).commit();
     return new Response('{"ok":true}', { headers: { "content-type": "application/json" } });
   });
 } else {

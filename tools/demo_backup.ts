@@ -71,7 +71,7 @@ const TARGETS: TargetSpec[] = [
 export async function startDemoBackup(
   kv: Deno.Kv,
   fetcher: Fetcher,
-  options: { masterKey: Uint8Array; now: Date },
+  options: { masterKey: Uint8Array; now: Date; live?: boolean },
 ): Promise<() => void> {
   const now = options.now;
   const system = systemActor("demo");
@@ -154,6 +154,7 @@ export async function startDemoBackup(
   engines.find((e) => e.name === "hq-bes-02")!.stress = 52; // memory and disk ≥ 95 %: degraded
   const live = engines.filter((e) => e.name !== "east-bes-02"); // stays silent: offline after the sweep
   const controller = new AbortController();
+  if (options.live === false) return () => {};
   runHeartbeats(client, live, { intervalMs: 60_000, profileStart, profiles, signal: controller.signal })
     .catch(() => {});
   return () => controller.abort();

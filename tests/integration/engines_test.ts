@@ -265,14 +265,16 @@ Deno.test("listEngineMetrics() lists one sample a minute for the last 24 h; purg
   assert.equal(await purgeEngineMetrics(kv, now), 0, "idempotent");
 });
 
-Deno.test("applyHeartbeat() keeps one metrics sample per minute (a second heartbeat in the minute replaces it)", async () => {
+Deno.test("applyHeartbeat() keeps one metrics sample per minute: the minute's first heartbeat", async () => {
   using kv = await Deno.openKv(":memory:");
   const { engine } = await fixture(kv);
   await heartbeat(kv, engine.id, at(0), engineMetrics({ cpuPercent: 1 }));
   await heartbeat(kv, engine.id, at(30_000), engineMetrics({ cpuPercent: 2 }));
-  const listed = await listEngineMetrics(kv, engine.id, at(MIN));
-  assert.equal(listed.length, 1);
-  assert.equal(listed[0].cpuPercent, 2);
+  await heartbeat(kv, engine.id, at(MIN), engineMetrics({ cpuPercent: 3 }));
+  const listed = await listEngineMetrics(kv, engine.id, at(2 * MIN));
+  assert.deepEqual(listed.map((m) => m.cpuPercent), [1, 3]);
+  // The engine record itself always carries the latest metrics.
+  assert.equal((await getEngine(kv, engine.id))!.metrics!.cpuPercent, 3);
 });
 
 // ---------------------------------------------------------------------------------------------------
