@@ -21,6 +21,8 @@ import { docsRoutes } from "./routes/docs.tsx";
 import type { AppEnv, Deps } from "./routes/env.ts";
 import { handleError, notFound } from "./routes/errors.tsx";
 import { healthRoutes } from "./routes/health.ts";
+import { healthPages } from "./routes/health_pages.tsx";
+import { selfBackupApi, selfBackupPages } from "./routes/self_backup.tsx";
 import { authenticate, csrf, requestContext, securityHeaders } from "./routes/middleware.ts";
 import { placeholderRoutes } from "./routes/placeholders.tsx";
 
@@ -79,6 +81,8 @@ export function createApp(options: AppOptions) {
   app.route("/backup/engines", engineRoutes);
   app.route("/backup/storage", storageRoutes);
   app.route("/backup/alerts", alertRoutes);
+  app.route("/", healthPages);
+  app.route("/", selfBackupPages);
   app.route("/admin/users", adminUserRoutes);
   app.route("/admin/orgs", adminOrgRoutes);
   app.route("/admin/tokens", adminTokenRoutes);
@@ -86,6 +90,7 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1);
   app.route("/", apiV1Backup);
   app.route("/", engineProtocol);
+  app.route("/", selfBackupApi);
   app.route("/", docsRoutes(() => openApiDocument(app)));
 
   app.notFound(notFound);

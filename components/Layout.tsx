@@ -27,7 +27,14 @@ export const NAV: Array<{ title: string; items: NavItem[] }> = [
       { href: "/backup/platforms", label: "Platforms", permission: "backup.view" },
     ],
   },
-  { title: "Health", items: [{ href: "/health/backup", label: "Backup", permission: "admin" }] },
+  {
+    title: "Health",
+    items: [
+      { href: "/health/overview", label: "Overview", permission: "admin" },
+      { href: "/health/backup", label: "Backup", permission: "admin" },
+      { href: "/health/database", label: "Database", permission: "admin" },
+    ],
+  },
   {
     title: "Admin",
     items: [
@@ -36,6 +43,7 @@ export const NAV: Array<{ title: string; items: NavItem[] }> = [
       { href: "/admin/tokens", label: "API tokens", permission: "backup.view" },
       { href: "/admin/audit", label: "Audit", permission: "admin" },
       { href: "/admin/backups", label: "Backups", permission: "admin" },
+      { href: "/admin/maintenance", label: "Maintenance", permission: "admin" },
     ],
   },
 ];

@@ -295,7 +295,12 @@ export async function openBundle(
 ): Promise<{ header: BundleHeader; entries: Array<{ key: Deno.KvKey; value: unknown }> }> {
   const { header, headerBytes, offset } = readBundleHeader(bytes);
   const headerHash = new Uint8Array(createHash("sha256").update(headerBytes).digest());
-  const salt = Uint8Array.from(atob(header.salt), (c) => c.charCodeAt(0));
+  let salt: Uint8Array;
+  try {
+    salt = Uint8Array.from(atob(header.salt), (c) => c.charCodeAt(0));
+  } catch {
+    throw new BundleError("Corrupt bundle header (salt)");
+  }
   const key = await bundleKey(masterKey, salt);
   const entries: Array<{ key: Deno.KvKey; value: unknown }> = [];
   let at = offset;

@@ -38,20 +38,26 @@ export const FINE_RETENTION_MS = 48 * 3600_000;
 /** Daily roll-ups kept. */
 export const HISTORY_DAYS = 365;
 
-const HostOrIp = z.string().trim().min(1, "is required").max(253, "must be at most 253 characters").refine(
+const HostOrIp = z.string({ error: "is required" }).trim().min(1, "is required").max(
+  253,
+  "must be at most 253 characters",
+).refine(
   (v) =>
     z.ipv4().safeParse(v).success || z.ipv6().safeParse(v).success ||
     /^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$/.test(v),
   "must be a hostname or IP address",
 );
 
-const AbsolutePath = z.string().trim().min(1, "is required").max(1024, "must be at most 1024 characters")
+const AbsolutePath = z.string({ error: "is required" }).trim().min(1, "is required").max(
+  1024,
+  "must be at most 1024 characters",
+)
   .regex(/^\//, "must be an absolute path starting with /")
   .refine((v) => !v.split("/").includes(".."), "must not contain ..")
   .refine((v) => !/\p{Cc}/u.test(v), "must not contain control characters");
 
 /** S3 bucket naming rules (AWS): 3–63 chars, lowercase letters, digits, dots, hyphens, and more. */
-export const BucketName = z.string().trim().superRefine((v, ctx) => {
+export const BucketName = z.string({ error: "is required" }).trim().superRefine((v, ctx) => {
   const fail = (message: string) => ctx.addIssue({ code: "custom", message });
   if (v.length < 3 || v.length > 63) return fail("must be 3–63 characters long");
   if (!/^[a-z0-9.-]+$/.test(v)) return fail("may contain only lowercase letters, digits, dots and hyphens");
@@ -72,7 +78,10 @@ const S3Config = z.object({
     error: "must be an http(s) URL, e.g. https://s3.eu-west-1.amazonaws.com",
   }),
   bucket: BucketName,
-  region: z.string().trim().regex(/^[a-z]{2}(-gov)?-[a-z]+-\d$/, "must be an AWS region such as eu-west-1"),
+  region: z.string({ error: "is required" }).trim().regex(
+    /^[a-z]{2}(-gov)?-[a-z]+-\d$/,
+    "must be an AWS region such as eu-west-1",
+  ),
   prefix: S3Prefix.default(""),
 });
 const S3CompatibleConfig = S3Config.extend({
@@ -81,7 +90,10 @@ const S3CompatibleConfig = S3Config.extend({
 });
 const SmbConfig = z.object({
   server: HostOrIp,
-  share: z.string().trim().min(1, "is required").max(80, "must be at most 80 characters")
+  share: z.string({ error: "is required" }).trim().min(1, "is required").max(
+    80,
+    "must be at most 80 characters",
+  )
     .regex(/^[^\\/:*?"<>|]+$/, 'must not contain \\ / : * ? " < > |'),
   path: z.string().trim().max(1024).regex(/^[^:*?"<>|]*$/, 'must not contain : * ? " < > |').default(""),
 });
@@ -93,12 +105,12 @@ const NfsConfig = z.object({
     "must be comma-separated options such as vers=4.1,hard,timeo=600",
   ).default(""),
 });
-export const Iqn = z.string().trim().regex(
+export const Iqn = z.string({ error: "is required" }).trim().regex(
   /^(iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:[^\s]{1,200})?|eui\.[0-9A-Fa-f]{16})$/,
   "must be an IQN such as iqn.2004-05.com.example:storage.disk1 (or eui. followed by 16 hex digits)",
 );
 const IscsiConfig = z.object({
-  portal: z.string().trim().superRefine((v, ctx) => {
+  portal: z.string({ error: "is required" }).trim().superRefine((v, ctx) => {
     const m = /^(\[[0-9a-fA-F:]+\]|[^:\s]+)(?::(\d{1,5}))?$/.exec(v);
     const host = m?.[1]?.replace(/^\[|\]$/g, "");
     if (
@@ -108,8 +120,14 @@ const IscsiConfig = z.object({
     }
   }),
   iqn: Iqn,
-  lun: z.coerce.number({ error: "must be a whole number 0–16383" }).int("must be a whole number 0–16383")
-    .min(0, "must be a whole number 0–16383").max(16383, "must be a whole number 0–16383"),
+  lun: z.preprocess(
+    (v) => (v === "" || v === undefined || v === null ? undefined : Number(v)),
+    z.number({
+      error: (issue) => issue.input === undefined ? "is required" : "must be a whole number 0–16383",
+    })
+      .int("must be a whole number 0–16383").min(0, "must be a whole number 0–16383")
+      .max(16383, "must be a whole number 0–16383"),
+  ),
 });
 const LocalConfig = z.object({ path: AbsolutePath });
 

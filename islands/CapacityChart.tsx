@@ -95,6 +95,9 @@ export default function CapacityChart(props: Props) {
               class="threshold threshold--bad"
             />
             <polyline points={points} class="series" />
+            {days.length === 1 && (
+              <circle cx={x(0, 1)} cy={y(days[0].usagePercent)} r="4" class="series-dot" />
+            )}
             <text x={PAD.left} y={H - 6} class="axis">{days[0].day}</text>
             <text x={W - PAD.right} y={H - 6} text-anchor="end" class="axis">
               {days[days.length - 1].day}

@@ -1,5 +1,6 @@
 /** Every island by the name its server marker carries. */
 import type { ComponentType } from "preact";
+import BackupProgress from "./BackupProgress.tsx";
 import CapacityChart from "./CapacityChart.tsx";
 import CapacityWidget from "./CapacityWidget.tsx";
 import CopySecret from "./CopySecret.tsx";
@@ -7,6 +8,7 @@ import OrgScopePicker from "./OrgScopePicker.tsx";
 
 // deno-lint-ignore no-explicit-any
 export const ISLANDS: Record<string, ComponentType<any>> = {
+  BackupProgress,
   CapacityChart,
   CapacityWidget,
   CopySecret,

@@ -5,6 +5,7 @@
 import type { Logger } from "../domain/log.ts";
 import { purgeExpired } from "./purge_expired.ts";
 import { resumeDeletions } from "./resume_deletions.ts";
+import { runSelfBackups } from "./self_backup.ts";
 import { sweepHeartbeats } from "./sweep_heartbeats.ts";
 
 /** Claims the slot `name@slot` once across all instances. Returns false when another instance has it. */
@@ -41,7 +42,16 @@ export async function runClaimed(
 }
 
 /** Registers every cron of the app. */
-export function registerCrons(kv: Deno.Kv, logger: Logger): void {
+export function registerCrons(
+  kv: Deno.Kv,
+  logger: Logger,
+  options: { masterKey: Uint8Array; dataDir: string },
+): void {
+  Deno.cron(
+    "Run scheduled self-backups",
+    "* * * * *",
+    () => runClaimed(kv, logger, "self_backup", new Date(), (now) => runSelfBackups(kv, { now, ...options })),
+  );
   Deno.cron(
     "Sweep engine heartbeats",
     "* * * * *",

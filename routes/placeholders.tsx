@@ -60,18 +60,6 @@ const PLACEHOLDERS: Placeholder[] = [
     permission: "backup.view",
     what: "Third-party platforms (Veeam, Cohesity) and their sync status.",
   },
-  {
-    path: "/health/backup",
-    title: "Health · Backup",
-    permission: "admin",
-    what: "The control plane's own backups: schedules, bundles, encryption, S3 and triggers.",
-  },
-  {
-    path: "/admin/backups",
-    title: "Backups",
-    permission: "admin",
-    what: "Configure the control plane's self-backup schedules, retention, encryption and S3 copy.",
-  },
 ];
 
 export const placeholderRoutes = new Hono<AppEnv>();

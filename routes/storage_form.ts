@@ -41,11 +41,18 @@ export const CONFIG_FIELDS: Record<string, Array<{ name: string; label: string; 
 
 export type FormData = Record<string, string | string[]>;
 
-/** The connection config of the chosen type, from `<group>_<field>` inputs. */
+/**
+ * The connection config of the chosen type, from `<group>_<field>` inputs. Empty inputs are left out,
+ * so optional fields take their schema defaults and required ones say "is required".
+ */
 export function configFromForm(type: string, form: FormData): Record<string, string> {
   const group = TYPE_GROUP[type as TargetType];
   if (!group) return {};
-  return Object.fromEntries(CONFIG_FIELDS[group].map((f) => [f.name, str(form, `${group}_${f.name}`)]));
+  return Object.fromEntries(
+    CONFIG_FIELDS[group].map((f) => [f.name, str(form, `${group}_${f.name}`).trim()]).filter(([, v]) =>
+      v !== ""
+    ),
+  );
 }
 
 /** Credentials when a secret was typed (an empty secret means "keep" on edit, "none" on create). */

@@ -32,6 +32,9 @@ interface Fixture {
 }
 
 const clock = new TestClock();
+/** Routes may write files (a manual self-backup): keep them in a temp folder. */
+const dataDir = await Deno.makeTempDir({ prefix: "cadres-matrix-" });
+const matrixConfig = testConfig({ dataDir });
 
 async function buildFixture(): Promise<Fixture> {
   using kv = await Deno.openKv(":memory:");
@@ -188,7 +191,8 @@ const POLICY: Array<[RegExp, string]> = [
   [/^POST \/backup\//, "backup.manage"],
   [/^GET \/backup\//, "backup.view"],
   [/^GET \/health\//, "admin"],
-  [/^\w+ \/admin\/(users|orgs|audit|backups)/, "admin"],
+  [/^\w+ \/admin\/(users|orgs|audit|backups|maintenance)/, "admin"],
+  [/^GET \/api\/health\//, "admin"],
   [/^\w+ \/admin\/tokens/, "backup.view"],
   [/^GET \/api\/v1\/me$/, "signed_in"],
   [/^\w+ \/api\/v1\/(users|audit)/, "admin"],
@@ -205,6 +209,8 @@ const POLICY: Array<[RegExp, string]> = [
 
 /** Routes that change the account itself rather than an object of one org. */
 const ACCOUNT_LEVEL_CHANGES = /^POST \/(admin\/orgs\/account-secret|api\/v1\/account\/)/;
+/** The control plane's own backups: only all-scope admins of the operator account (the oldest, A). */
+const PLATFORM_ROUTES = /^\w+ \/(health\/|admin\/(backups|maintenance)|api\/health\/)/;
 
 function expectedAccess(route: RouteInfo): string {
   const rule = POLICY.find(([pattern]) => pattern.test(`${route.method} ${route.path}`));
@@ -240,13 +246,12 @@ for (const route of routes) {
       ? `signed:${route.access.principal}`
       : route.access.kind;
     assert.equal(declared, expectedAccess(route), `${route.method} ${route.path} declares the wrong access`);
-    const isApi = route.path.startsWith("/api/v1/") || route.path.startsWith("/api/bes/") ||
-      route.path.startsWith("/api/agent/");
+    const isApi = /^\/api\/(v1|bes|agent|health)\//.test(route.path);
     const params = [...route.path.matchAll(/:(\w+)/g)].map((m) => m[1]);
     for (const [name, user] of Object.entries(fixture.principals)) {
       using kv = await Deno.openKv(":memory:");
       await copyInto(kv, fixture.entries);
-      const app = createApp({ kv, config: testConfig(), clock: clock.now, logger: createLogger("error") });
+      const app = createApp({ kv, config: matrixConfig, clock: clock.now, logger: createLogger("error") });
       const headers = new Headers({ origin: "http://localhost:8000" });
       let actor: Actor | null = null;
       if (user) {
@@ -298,6 +303,13 @@ for (const route of routes) {
       if (route.access.kind === "permission" && !actor.permissions.has(route.access.permission)) {
         assert.equal(res.status, 403, where);
         continue;
+      }
+      if (PLATFORM_ROUTES.test(`${route.method} ${route.path}`)) {
+        const platformAdmin = actor.accountId === fixture.target.accountId && actor.orgScope === "all";
+        if (!platformAdmin) {
+          assert.equal(res.status, 403, where);
+          continue;
+        }
       }
       // Changing account-level things (the account secret) needs a scope over every org.
       if (ACCOUNT_LEVEL_CHANGES.test(`${route.method} ${route.path}`) && actor.orgScope !== "all") {

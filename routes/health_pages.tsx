@@ -1,0 +1,235 @@
+/** Health > Overview (live architecture diagram) and Health > Database. */
+import { Hono } from "hono";
+import { Badge, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
+import { databaseStats, probeLatency } from "../domain/db_health.ts";
+import { EngineFilter, listEngines } from "../domain/engines.ts";
+import { authorizePlatformAdmin, backupHealth } from "../domain/self_backup_runs.ts";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { render } from "./render.tsx";
+
+export const healthPages = new Hono<AppEnv>();
+
+type NodeState = "ok" | "warn" | "bad" | "off";
+
+interface DiagramNode {
+  id: string;
+  label: string;
+  detail: string;
+  state: NodeState;
+  x: number;
+  y: number;
+  href?: string;
+}
+
+/** An SVG architecture diagram; each node's colour is its current state (classes, no inline style). */
+function Diagram(props: { nodes: DiagramNode[]; links: Array<[string, string, string]> }) {
+  const W = 170;
+  const H = 56;
+  const byId = new Map(props.nodes.map((n) => [n.id, n]));
+  return (
+    <svg
+      viewBox="0 0 900 420"
+      class="diagram"
+      role="img"
+      aria-label="Architecture of the control plane and its backups"
+    >
+      <defs>
+        <marker
+          id="arrow"
+          viewBox="0 0 10 10"
+          refX="9"
+          refY="5"
+          markerWidth="7"
+          markerHeight="7"
+          orient="auto-start-reverse"
+        >
+          <path d="M 0 0 L 10 5 L 0 10 z" class="diagram-arrow" />
+        </marker>
+      </defs>
+      {props.links.map(([from, to, label]) => {
+        const a = byId.get(from)!;
+        const b = byId.get(to)!;
+        const x1 = a.x + W / 2;
+        const y1 = a.y + H / 2;
+        const x2 = b.x + W / 2;
+        const y2 = b.y + H / 2;
+        return (
+          <g key={`${from}-${to}`}>
+            <line x1={x1} y1={y1} x2={x2} y2={y2} class="diagram-link" marker-end="url(#arrow)" />
+            <text x={(x1 + x2) / 2} y={(y1 + y2) / 2 - 4} class="diagram-label" text-anchor="middle">
+              {label}
+            </text>
+          </g>
+        );
+      })}
+      {props.nodes.map((n) => (
+        <a href={n.href ?? "#"} key={n.id} data-testid={`node-${n.id}`} data-state={n.state}>
+          <rect x={n.x} y={n.y} width={W} height={H} rx="8" class={`diagram-node diagram-node--${n.state}`} />
+          <text x={n.x + 10} y={n.y + 22} class="diagram-title">{n.label}</text>
+          <text x={n.x + 10} y={n.y + 42} class="diagram-detail">{n.detail}</text>
+        </a>
+      ))}
+    </svg>
+  );
+}
+
+healthPages.get("/health/overview", requires("admin"), async (c) => {
+  const { kv, clock, masterKey, config } = c.get("deps");
+  const actor = c.get("actor")!;
+  const now = clock();
+  const [h, engines, probe] = await Promise.all([
+    backupHealth(kv, actor, { now, masterKey, dataDir: config.dataDir }),
+    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
+    probeLatency(kv, now),
+  ]);
+  const online = engines.values.filter((e) => e.status === "online" || e.status === "degraded").length;
+  const offline = engines.values.filter((e) => e.status === "offline").length;
+  const last = h.recentTriggers.find((t) => t.status !== "running");
+  const nodes: DiagramNode[] = [
+    {
+      id: "engines",
+      label: "Engines (BES)",
+      detail: `${online} online · ${offline} offline`,
+      state: offline ? "bad" : engines.total ? "ok" : "off",
+      x: 20,
+      y: 30,
+      href: "/backup/engines",
+    },
+    { id: "cp", label: "Control plane", detail: `KV write ${probe.writeMs} ms`, state: "ok", x: 360, y: 30 },
+    {
+      id: "configdb",
+      label: "Config DB",
+      detail: `last verified ${h.lastVerifiedRestorable.config?.slice(0, 10) ?? "never"}`,
+      state: h.newestBundleStale.config ? "warn" : "ok",
+      x: 210,
+      y: 170,
+      href: "/health/database",
+    },
+    {
+      id: "resultsdb",
+      label: "Results DB",
+      detail: `last verified ${h.lastVerifiedRestorable.results?.slice(0, 10) ?? "never"}`,
+      state: h.newestBundleStale.results ? "warn" : "ok",
+      x: 510,
+      y: 170,
+      href: "/health/database",
+    },
+    {
+      id: "worker",
+      label: "Backup worker",
+      detail: h.running ? "running" : last ? `last ${last.status}` : "idle, no runs yet",
+      state: h.running ? "ok" : last?.status === "failed" ? "bad" : last ? "ok" : "off",
+      x: 360,
+      y: 290,
+      href: "/admin/maintenance",
+    },
+    {
+      id: "volume",
+      label: "Local backups",
+      detail: `${h.bundleCount} bundles · ${formatBytes(h.freeDiskBytes)} free`,
+      state: h.freeDiskBelowMinimum ? "bad" : "ok",
+      x: 110,
+      y: 340,
+      href: "/health/backup",
+    },
+    {
+      id: "s3",
+      label: "S3 bucket",
+      detail: h.s3Bucket ? (h.s3Reachable ? "reachable" : "unreachable") : "not configured",
+      state: h.s3Bucket ? (h.s3Reachable ? "ok" : "bad") : "off",
+      x: 640,
+      y: 340,
+      href: "/admin/backups",
+    },
+  ];
+  return render(
+    c,
+    "Health · Overview",
+    (
+      <>
+        <PageHeader
+          title="Overview"
+          subtitle="The control plane, its databases, its own backups and the engines, with each part's current state."
+        />
+        <section class="panel">
+          <Diagram
+            nodes={nodes}
+            links={[
+              ["engines", "cp", "heartbeats"],
+              ["cp", "configdb", "read/write"],
+              ["cp", "resultsdb", "read/write"],
+              ["worker", "configdb", "export"],
+              ["worker", "resultsdb", "export"],
+              ["worker", "volume", "bundles"],
+              ["volume", "s3", "copy"],
+            ]}
+          />
+          <p class="hint">
+            <Badge tone="ok">ok</Badge> <Badge tone="warn">attention</Badge> <Badge tone="bad">failing</Badge>
+            {" "}
+            <Badge tone="muted">not configured</Badge> — select a part for its page.
+          </p>
+        </section>
+      </>
+    ),
+  );
+});
+
+healthPages.get("/health/database", requires("admin"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  await authorizePlatformAdmin(kv, c.get("actor")!);
+  const [config, results, probe] = await Promise.all([
+    databaseStats(kv, "config"),
+    databaseStats(kv, "results"),
+    probeLatency(kv, clock()),
+  ]);
+  return render(
+    c,
+    "Health · Database",
+    (
+      <>
+        <PageHeader
+          title="Database"
+          subtitle="The two logical databases in Deno KV: size, entries per area, last write, and a live read/write probe."
+          actions={<span class="hint">Probe: write {probe.writeMs} ms · read {probe.readMs} ms</span>}
+        />
+        <div class="grid-2">
+          {[config, results].map((db) => (
+            <section class="panel" key={db.database}>
+              <h2>{db.database === "config" ? "Config DB" : "Results DB"}</h2>
+              <dl class="facts">
+                <dt>Entries</dt>
+                <dd data-testid={`${db.database}-entries`}>{db.entries}</dd>
+                <dt>Approximate size</dt>
+                <dd>{formatBytes(db.approxBytes)}</dd>
+                <dt>Last write</dt>
+                <dd>{formatTime(db.lastWriteAt)}</dd>
+              </dl>
+              <table class="table table--compact">
+                <thead>
+                  <tr>
+                    <th>Area (key prefix)</th>
+                    <th>Entries</th>
+                    <th>Size</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {db.areas.map((a) => (
+                    <tr key={a.prefix}>
+                      <td>
+                        <code>{a.prefix}</code>
+                      </td>
+                      <td>{a.entries}</td>
+                      <td>{formatBytes(a.approxBytes)}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </section>
+          ))}
+        </div>
+      </>
+    ),
+  );
+});
