@@ -337,11 +337,13 @@ engineRoutes.post("/:engineId", requires("backup.manage"), async (c) => {
   return redirectWithNotice(c, `/backup/engines/${engine.id}`, `Saved ${values.name}.`);
 });
 
-engineRoutes.get("/:engineId/delete", requires("backup.manage"), async (c) => {
-  const { kv } = c.get("deps");
-  const actor = c.get("actor")!;
-  const engine = await requireEngine(kv, actor, c.req.param("engineId"));
-  const targets = await listTargets(kv, actor, TargetFilter.parse({ besId: engine.id, limit: 200 }));
+/** The delete confirmation: says what goes with the engine and asks for its name. */
+async function deleteEnginePage(c: Context<AppEnv>, engine: Engine, typed?: string) {
+  const targets = await listTargets(
+    c.get("deps").kv,
+    c.get("actor")!,
+    TargetFilter.parse({ besId: engine.id, limit: 200 }),
+  );
   return render(
     c,
     "Delete engine",
@@ -357,7 +359,15 @@ engineRoutes.get("/:engineId/delete", requires("backup.manage"), async (c) => {
         <p>Type the engine's name to confirm.</p>
         <form method="post" action={`/backup/engines/${engine.id}/delete`} class="form">
           <Csrf token={c.get("csrfToken")} />
-          <Field name="confirm" label={`Engine name (${engine.name})`} required />
+          <Field
+            name="confirm"
+            label={`Engine name (${engine.name})`}
+            value={typed}
+            errors={typed === undefined
+              ? undefined
+              : { confirm: "Type the engine's name exactly to confirm" }}
+            required
+          />
           <div class="form-actions">
             <button type="submit" class="btn btn--danger">Delete engine</button>
             <a class="btn btn--ghost" href={`/backup/engines/${engine.id}`}>Cancel</a>
@@ -365,7 +375,13 @@ engineRoutes.get("/:engineId/delete", requires("backup.manage"), async (c) => {
         </form>
       </>
     ),
+    typed === undefined ? 200 : 422,
   );
+}
+
+engineRoutes.get("/:engineId/delete", requires("backup.manage"), async (c) => {
+  const engine = await requireEngine(c.get("deps").kv, c.get("actor")!, c.req.param("engineId"));
+  return await deleteEnginePage(c, engine);
 });
 
 engineRoutes.post("/:engineId/delete", requires("backup.manage"), async (c) => {
@@ -374,30 +390,7 @@ engineRoutes.post("/:engineId/delete", requires("backup.manage"), async (c) => {
   const engine = await requireEngine(kv, actor, c.req.param("engineId"));
   const form = await readForm(c);
   if (str(form, "confirm").trim() !== engine.name) {
-    return render(
-      c,
-      "Delete engine",
-      (
-        <>
-          <PageHeader title={`Delete ${engine.name}?`} />
-          <form method="post" action={`/backup/engines/${engine.id}/delete`} class="form">
-            <Csrf token={c.get("csrfToken")} />
-            <Field
-              name="confirm"
-              label={`Engine name (${engine.name})`}
-              value={str(form, "confirm")}
-              errors={{ confirm: "Type the engine's name exactly to confirm" }}
-              required
-            />
-            <div class="form-actions">
-              <button type="submit" class="btn btn--danger">Delete engine</button>
-              <a class="btn btn--ghost" href={`/backup/engines/${engine.id}`}>Cancel</a>
-            </div>
-          </form>
-        </>
-      ),
-      422,
-    );
+    return await deleteEnginePage(c, engine, str(form, "confirm"));
   }
   await deleteEngine(kv, actor, engine.id, clock());
   return redirectWithNotice(c, "/backup/engines", `Deleted engine ${engine.name} and everything under it.`);

@@ -50,10 +50,15 @@ function Diagram(props: { nodes: DiagramNode[]; links: Array<[string, string, st
       {props.links.map(([from, to, label]) => {
         const a = byId.get(from)!;
         const b = byId.get(to)!;
-        const x1 = a.x + W / 2;
-        const y1 = a.y + H / 2;
-        const x2 = b.x + W / 2;
-        const y2 = b.y + H / 2;
+        // From box edge to box edge, so the arrowhead shows at the target's border.
+        const [cx1, cy1, cx2, cy2] = [a.x + W / 2, a.y + H / 2, b.x + W / 2, b.y + H / 2];
+        const dx = cx2 - cx1;
+        const dy = cy2 - cy1;
+        const t = Math.min(
+          dx ? (W / 2 + 4) / Math.abs(dx) : Infinity,
+          dy ? (H / 2 + 4) / Math.abs(dy) : Infinity,
+        );
+        const [x1, y1, x2, y2] = [cx1 + dx * t, cy1 + dy * t, cx2 - dx * t, cy2 - dy * t];
         return (
           <g key={`${from}-${to}`}>
             <line x1={x1} y1={y1} x2={x2} y2={y2} class="diagram-link" marker-end="url(#arrow)" />
