@@ -5,7 +5,7 @@ import { serveStatic } from "hono/deno";
 import type { Config } from "./domain/config.ts";
 import { HttpError } from "./domain/errors.ts";
 import { createLogger, type Logger } from "./domain/log.ts";
-import { publicAccess } from "./routes/access.ts";
+import { isEngineProtocol, publicAccess } from "./routes/access.ts";
 import { adminAuditRoutes } from "./routes/admin_audit.tsx";
 import { adminOrgRoutes } from "./routes/admin_orgs.tsx";
 import { adminTokenRoutes } from "./routes/admin_tokens.tsx";
@@ -50,7 +50,10 @@ export function createApp(options: AppOptions) {
   const app = new OpenAPIHono<AppEnv>();
 
   app.use("*", requestContext(deps));
-  app.use("*", securityHeaders(deps));
+  // Browser security headers (CSP, frame options…) on everything but the engine protocol, which serves
+  // signed JSON to programs, never to a browser.
+  const browserHeaders = securityHeaders(deps);
+  app.use("*", (c, next) => isEngineProtocol(c.req.path) ? next() : browserHeaders(c, next));
   app.use(
     "*",
     bodyLimit({

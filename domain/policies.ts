@@ -1,11 +1,16 @@
 /**
- * Backup policies — the part the storage code needs today: the keys, the storage-critical auto-pause
- * and auto-resume (DESIGN.md invariant 8), and the cascade from engines and targets. The policies issue
- * adds the rest of the aggregate on these same keys.
+ * Backup policies: every field of the guide, creation on a BES and one of its storage targets, edits
+ * (the BES never changes), the storage-critical auto-pause and auto-resume (DESIGN.md invariant 8), and
+ * the cascade to assignments, hooks and replica rules.
  */
+import { z } from "zod";
 import { appendAudit } from "./audit.ts";
-import { getManyValues } from "./kv.ts";
-import { systemActor } from "./rbac.ts";
+import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { newId } from "./ids.ts";
+import { getManyValues, withRetry } from "./kv.ts";
+import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
+import { CronExpression, deriveRpoHours, OptionalCronExpression } from "./schedules.ts";
+import { DisplayName } from "./validation.ts";
 
 export interface PolicyCore {
   id: string;
@@ -118,4 +123,337 @@ export async function deletePolicyCascade(kv: Deno.Kv, policy: PolicyCore): Prom
     .delete(policiesByBesKey(policy.besId, policy.id))
     .delete(policiesByAccountKey(policy.accountId, policy.id))
     .commit();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The policy aggregate: every field of the guide, with its ranges and defaults.
+
+export const BACKUP_TYPES = ["file", "image"] as const;
+export const COMPRESSIONS = ["lz4", "zstd", "none"] as const;
+export const ENCRYPTIONS = ["AES-256-GCM", "AES-256-CBC", "none"] as const;
+export const IO_PRIORITIES = ["normal", "low", "high"] as const;
+
+/** Built-in exclusion templates; their expanded patterns are shown to operators. */
+export const EXCLUSION_TEMPLATES: Record<string, { label: string; patterns: string[] }> = {
+  "windows-system": {
+    label: "Windows system files",
+    patterns: [
+      "pagefile.sys",
+      "hiberfil.sys",
+      "swapfile.sys",
+      "$Recycle.Bin/",
+      "System Volume Information/",
+      "*.tmp",
+    ],
+  },
+  "linux-system": {
+    label: "Linux virtual and temporary filesystems",
+    patterns: ["/proc/", "/sys/", "/dev/", "/run/", "/tmp/", "/var/tmp/", "*.swp"],
+  },
+  "developer": {
+    label: "Build outputs and dependency caches",
+    patterns: ["node_modules/", ".git/objects/", "target/", "build/", "dist/", "__pycache__/", "*.pyc"],
+  },
+  "caches": {
+    label: "Caches and thumbnails",
+    patterns: ["*.cache", ".cache/", "Thumbs.db", ".DS_Store", "*.log"],
+  },
+};
+
+const TimeZone = z.string().trim().max(64).refine((tz) => {
+  try {
+    new Intl.DateTimeFormat("en", { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}, "must be an IANA time zone such as UTC or Europe/Berlin");
+
+const PathList = z.array(
+  z.string().trim().min(1).max(1024, "each entry must be at most 1024 characters")
+    .refine((v) => !/\p{Cc}/u.test(v), "must not contain control characters"),
+).max(500, "at most 500 entries").default([]);
+
+/** The editable fields of a policy (the BES is set once, at creation). */
+export const PolicyFields = z.object({
+  name: DisplayName,
+  targetId: z.string().min(1, "is required").max(40),
+  backupType: z.enum(BACKUP_TYPES, { error: "must be file or image" }),
+  timeZone: TimeZone.default("UTC"),
+  fullSchedule: CronExpression(),
+  incrementalSchedule: OptionalCronExpression(),
+  syntheticFullSchedule: OptionalCronExpression(),
+  excludePaths: PathList,
+  excludePatterns: PathList,
+  exclusionTemplate: z.union([
+    z.literal(""),
+    z.enum(Object.keys(EXCLUSION_TEMPLATES) as [string, ...string[]]),
+  ], {
+    error: `must be one of ${Object.keys(EXCLUSION_TEMPLATES).join(", ")}`,
+  }).default(""),
+  retentionDaily: z.coerce.number().int("must be a whole number").min(1, "must be 1–365").max(
+    365,
+    "must be 1–365",
+  )
+    .default(7),
+  retentionWeekly: z.coerce.number().int("must be a whole number").min(0, "must be 0–52").max(
+    52,
+    "must be 0–52",
+  )
+    .default(4),
+  retentionMonthly: z.coerce.number().int("must be a whole number").min(0, "must be 0–120").max(
+    120,
+    "must be 0–120",
+  )
+    .default(12),
+  compression: z.enum(COMPRESSIONS, { error: "must be lz4, zstd or none" }).default("lz4"),
+  encryption: z.enum(ENCRYPTIONS, { error: "must be AES-256-GCM, AES-256-CBC or none" }).default(
+    "AES-256-GCM",
+  ),
+  deduplication: z.boolean().default(true),
+  maxTransferMbps: z.coerce.number().int("must be a whole number").min(1, "must be at least 1 MBps")
+    .max(100_000, "must be at most 100000 MBps").nullable().default(null),
+  ioPriority: z.enum(IO_PRIORITIES, { error: "must be normal, low or high" }).default("normal"),
+  throttleSchedule: OptionalCronExpression(),
+  vssEnabled: z.boolean().default(true),
+  catchUpOnReconnect: z.boolean().default(true),
+  verifyAfterBackup: z.boolean().default(true),
+  verifySampleCount: z.coerce.number().int("must be a whole number").min(1, "must be 1–10000")
+    .max(10_000, "must be 1–10000").default(50),
+  prePatchBackup: z.boolean().default(false),
+  archiveOnHostDeactivation: z.boolean().default(true),
+  enabled: z.boolean().default(true),
+  /** Hours; null derives it from the schedules (see `deriveRpoHours`). */
+  rpoHours: z.coerce.number().int("must be a whole number of hours").min(1, "must be 1–8760")
+    .max(8760, "must be 1–8760").nullable().default(null),
+});
+
+export const PolicyCreateInput = PolicyFields.extend({ besId: z.string().min(1, "is required").max(40) });
+export type PolicyCreateInput = z.input<typeof PolicyCreateInput>;
+export type PolicyUpdateInput = z.input<typeof PolicyFields>;
+
+export type Policy =
+  & PolicyCore
+  & Omit<z.infer<typeof PolicyFields>, "name" | "targetId" | "enabled" | "rpoHours">
+  & {
+    rpoHours: number;
+    rpoDerived: boolean;
+    createdAt: string;
+  };
+
+/** The expanded exclusion patterns (template first, then the policy's own). */
+export function effectiveExcludes(p: Pick<Policy, "exclusionTemplate" | "excludePatterns">): string[] {
+  return [
+    ...(p.exclusionTemplate ? EXCLUSION_TEMPLATES[p.exclusionTemplate]?.patterns ?? [] : []),
+    ...p.excludePatterns,
+  ];
+}
+
+function policyScope(p: Pick<PolicyCore, "accountId" | "orgId">) {
+  return { accountId: p.accountId, orgId: p.orgId };
+}
+
+export async function getPolicy(kv: Deno.Kv, id: string): Promise<Policy | null> {
+  return (await kv.get<Policy>(policyKey(id))).value;
+}
+
+/** Returns the policy if the actor may see it; throws NotFoundError otherwise. */
+export async function requirePolicy(kv: Deno.Kv, actor: Actor, id: string): Promise<Policy> {
+  const p = await getPolicy(kv, id);
+  if (!p || !inScope(actor, policyScope(p))) throw new NotFoundError(`Policy ${id} not found`);
+  return p;
+}
+
+/** Policies of the actor's account in scope, by name. */
+export async function listPolicies(kv: Deno.Kv, actor: Actor): Promise<Policy[]> {
+  if (!actor.accountId) return [];
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["policies_by_account", actor.accountId] })) {
+    keys.push(policyKey(e.value));
+  }
+  return (await getManyValues<Policy>(kv, keys)).filter((p) => inScope(actor, policyScope(p)))
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+interface EngineLike {
+  id: string;
+  accountId: string;
+  orgId: string | null;
+  status: string;
+  name: string;
+}
+interface TargetLike {
+  id: string;
+  besId: string;
+  name: string;
+  policyCount: number;
+  health: string;
+}
+
+function rpoOf(data: z.infer<typeof PolicyFields>, now: Date): { rpoHours: number; rpoDerived: boolean } {
+  if (data.rpoHours) return { rpoHours: data.rpoHours, rpoDerived: false };
+  const schedules = [data.fullSchedule, data.incrementalSchedule].filter((s): s is string => Boolean(s));
+  return { rpoHours: deriveRpoHours(schedules, now), rpoDerived: true };
+}
+
+/**
+ * Creates a policy on a BES and one of its storage targets. In one atomic operation: the engine must
+ * exist and not be deleting (its entry is checked), the target must be on that BES (DESIGN invariant 2)
+ * and its `policyCount` is bumped (so a concurrent target delete fails: invariant 1).
+ */
+export async function createPolicy(
+  kv: Deno.Kv,
+  actor: Actor,
+  input: PolicyCreateInput,
+  now: Date,
+): Promise<Policy> {
+  const data = PolicyCreateInput.parse(input);
+  return await withRetry(async () => {
+    const [engineEntry, targetEntry] = await kv.getMany<[EngineLike, TargetLike]>([
+      ["engines", data.besId],
+      ["storage_targets", data.targetId],
+    ]);
+    const engine = engineEntry.value;
+    if (!engine || !inScope(actor, { accountId: engine.accountId, orgId: engine.orgId })) {
+      throw new ValidationError("Unknown BES", { besId: "Choose a BES you can see" });
+    }
+    authorize(actor, "backup.manage", { accountId: engine.accountId, orgId: engine.orgId });
+    if (engine.status === "deleting") throw new ConflictError("This BES is being deleted");
+    const target = targetEntry.value;
+    if (!target || target.besId !== engine.id) {
+      throw new ValidationError("The storage target must be on the policy's BES", {
+        targetId: "Choose a storage target of this BES",
+      });
+    }
+    const at = now.toISOString();
+    const { besId: _b, ...fields } = data;
+    const policy: Policy = {
+      ...fields,
+      ...rpoOf(data, now),
+      id: newId(now),
+      accountId: engine.accountId,
+      orgId: engine.orgId,
+      besId: engine.id,
+      pausedReason: target.health === "critical" ? "storage_critical" : null,
+      createdAt: at,
+      updatedAt: at,
+    };
+    const op = kv.atomic().check(engineEntry, targetEntry)
+      .set(["storage_targets", target.id], { ...target, policyCount: target.policyCount + 1 })
+      .set(policyKey(policy.id), policy)
+      .set(policiesByTargetKey(target.id, policy.id), policy.id)
+      .set(policiesByBesKey(engine.id, policy.id), policy.id)
+      .set(policiesByAccountKey(policy.accountId, policy.id), policy.id);
+    appendAudit(op, actor, {
+      accountId: policy.accountId,
+      orgId: policy.orgId,
+      action: "policy.create",
+      objectType: "policy",
+      objectId: policy.id,
+      summary: `Created ${policy.backupType} policy ${policy.name} on ${engine.name} → ${target.name}`,
+    }, now);
+    return (await op.commit()).ok ? { value: policy } : null;
+  });
+}
+
+/**
+ * Updates every field but the BES (which never changes). A new storage target must be on the same
+ * BES; the old and new targets' `policyCount` move in the same atomic operation. `pausedReason` is the
+ * system's and is kept (invariant 8); `enabled` is the operator's.
+ */
+export async function updatePolicy(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  input: PolicyUpdateInput & { besId?: string },
+  now: Date,
+): Promise<Policy> {
+  if (input.besId !== undefined) {
+    const current = await getPolicy(kv, id);
+    if (current && input.besId !== current.besId) {
+      throw new ValidationError("The BES of a policy cannot change", {
+        besId: "Cannot change after creation",
+      });
+    }
+  }
+  const data = PolicyFields.parse(input);
+  return await withRetry(async () => {
+    const entry = await kv.get<Policy>(policyKey(id));
+    const policy = entry.value;
+    if (!policy || !inScope(actor, policyScope(policy))) throw new NotFoundError(`Policy ${id} not found`);
+    authorize(actor, "backup.manage", policyScope(policy));
+    const op = kv.atomic().check(entry);
+    if (data.targetId !== policy.targetId) {
+      const [oldEntry, newEntry] = await kv.getMany<[TargetLike, TargetLike]>([
+        ["storage_targets", policy.targetId],
+        ["storage_targets", data.targetId],
+      ]);
+      const next = newEntry.value;
+      if (!next || next.besId !== policy.besId) {
+        throw new ValidationError("The new storage target must be on the policy's BES", {
+          targetId: "Choose a storage target of this policy's BES",
+        });
+      }
+      op.check(oldEntry, newEntry)
+        .set(["storage_targets", next.id], { ...next, policyCount: next.policyCount + 1 })
+        .delete(policiesByTargetKey(policy.targetId, id))
+        .set(policiesByTargetKey(next.id, id), id);
+      if (oldEntry.value) {
+        op.set(["storage_targets", policy.targetId], {
+          ...oldEntry.value,
+          policyCount: Math.max(0, oldEntry.value.policyCount - 1),
+        });
+      }
+    }
+    const next: Policy = { ...policy, ...data, ...rpoOf(data, now), updatedAt: now.toISOString() };
+    op.set(policyKey(id), next);
+    appendAudit(op, actor, {
+      accountId: policy.accountId,
+      orgId: policy.orgId,
+      action: "policy.update",
+      objectType: "policy",
+      objectId: id,
+      summary:
+        `Updated policy ${next.name}${
+          policy.enabled !== next.enabled ? (next.enabled ? " (enabled)" : " (disabled)") : ""
+        }` +
+        (data.targetId !== policy.targetId ? "; moved to another storage target" : ""),
+    }, now);
+    return (await op.commit()).ok ? { value: next } : null;
+  });
+}
+
+/** Deletes a policy and its assignments, hooks and replica rules; the target's `policyCount` drops. */
+export async function deletePolicy(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<void> {
+  const policy = await requirePolicy(kv, actor, id);
+  authorize(actor, "backup.manage", policyScope(policy));
+  await withRetry(async () => {
+    const [entry, targetEntry] = await kv.getMany<[Policy, TargetLike]>([policyKey(id), [
+      "storage_targets",
+      policy.targetId,
+    ]]);
+    if (!entry.value) return { value: undefined };
+    const op = kv.atomic().check(entry, targetEntry);
+    if (targetEntry.value) {
+      op.set(["storage_targets", policy.targetId], {
+        ...targetEntry.value,
+        policyCount: Math.max(0, targetEntry.value.policyCount - 1),
+      });
+    }
+    appendAudit(op, actor, {
+      accountId: policy.accountId,
+      orgId: policy.orgId,
+      action: "policy.delete",
+      objectType: "policy",
+      objectId: id,
+      summary: `Deleted policy ${policy.name} with its assignments, hooks and replica rules`,
+    }, now);
+    // The policy's own keys go in this operation; its children (possibly many) are batched after.
+    op.delete(policyKey(id))
+      .delete(policiesByTargetKey(entry.value.targetId, id))
+      .delete(policiesByBesKey(policy.besId, id))
+      .delete(policiesByAccountKey(policy.accountId, id));
+    return (await op.commit()).ok ? { value: undefined } : null;
+  });
+  await deletePolicyCascade(kv, policy);
 }

@@ -1,0 +1,292 @@
+import assert from "node:assert/strict";
+import { z } from "zod";
+import { deleteEngine } from "../../domain/engines.ts";
+import { ConflictError, NotFoundError, ValidationError } from "../../domain/errors.ts";
+import { checkInvariants } from "../../domain/invariants.ts";
+import {
+  createPolicy,
+  deletePolicy,
+  effectiveExcludes,
+  getPolicy,
+  PolicyCreateInput,
+  PolicyFields,
+  updatePolicy,
+} from "../../domain/policies.ts";
+import { systemActor } from "../../domain/rbac.ts";
+import {
+  compileCron,
+  deriveRpoHours,
+  describeCron,
+  nextRuns,
+  RPO_GRACE_HOURS,
+} from "../../domain/schedules.ts";
+import { applyCapacityReport, createTarget, deleteTarget, getTarget } from "../../domain/storage.ts";
+import { createTenant, registerTestEngine, targetInput, TestClock } from "../helpers.ts";
+
+const system = systemActor("test");
+const masterKey = new Uint8Array(32).fill(7);
+
+async function fixture(kv: Deno.Kv, clock = new TestClock()) {
+  const tenant = await createTenant(kv, "Acme", ["Ops"], clock.now());
+  const scope = { accountId: tenant.account.id, orgId: tenant.orgs[0].id };
+  const { engine } = await registerTestEngine(kv, scope, clock.now(), "bes-1");
+  const { engine: other } = await registerTestEngine(kv, scope, clock.now(), "bes-2");
+  const target = await createTarget(kv, system, targetInput(engine.id), { now: clock.now(), masterKey });
+  const otherTarget = await createTarget(kv, system, targetInput(other.id), { now: clock.now(), masterKey });
+  return { tenant, engine, other, target, otherTarget, clock };
+}
+
+function input(besId: string, targetId: string, overrides: Record<string, unknown> = {}): PolicyCreateInput {
+  return {
+    name: "file-daily",
+    besId,
+    targetId,
+    backupType: "file",
+    fullSchedule: "0 2 * * 0",
+    ...overrides,
+  } as PolicyCreateInput;
+}
+
+Deno.test("PolicyFields applies every default of the guide", () => {
+  const p = PolicyFields.parse({ name: "p", targetId: "t", backupType: "file", fullSchedule: "0 2 * * 0" });
+  assert.deepEqual(
+    [p.retentionDaily, p.retentionWeekly, p.retentionMonthly, p.encryption, p.deduplication, p.vssEnabled],
+    [7, 4, 12, "AES-256-GCM", true, true],
+  );
+  assert.deepEqual(
+    [
+      p.catchUpOnReconnect,
+      p.verifyAfterBackup,
+      p.verifySampleCount,
+      p.prePatchBackup,
+      p.archiveOnHostDeactivation,
+      p.enabled,
+    ],
+    [true, true, 50, false, true, true],
+  );
+  assert.equal(p.incrementalSchedule, null);
+  assert.equal(p.rpoHours, null);
+});
+
+Deno.test("PolicyFields refuses every out-of-range value and unknown enum", () => {
+  const base = { name: "p", targetId: "t", backupType: "file", fullSchedule: "0 2 * * 0" };
+  const bad: Array<[string, unknown]> = [
+    ["retentionDaily", 0],
+    ["retentionDaily", 366],
+    ["retentionWeekly", -1],
+    ["retentionWeekly", 53],
+    ["retentionMonthly", 121],
+    ["verifySampleCount", 0],
+    ["verifySampleCount", 10_001],
+    ["backupType", "tape"],
+    ["compression", "gzip"],
+    ["encryption", "AES-128"],
+    ["ioPriority", "urgent"],
+    ["maxTransferMbps", 0],
+    ["exclusionTemplate", "nope"],
+    ["timeZone", "Mars/Olympus"],
+    ["rpoHours", 0],
+  ];
+  for (const [field, value] of bad) {
+    const r = PolicyFields.safeParse({ ...base, [field]: value });
+    assert.equal(r.success, false, `${field} = ${value} is refused`);
+    assert.equal(r.error!.issues[0].path[0], field);
+  }
+  assert.equal(
+    PolicyFields.safeParse({ ...base, retentionWeekly: 0, retentionMonthly: 120, retentionDaily: 365 })
+      .success,
+    true,
+  );
+});
+
+Deno.test("compileCron() explains what is wrong with an expression", () => {
+  assert.match((compileCron("* * * * * *") as { error: string }).error, /seconds are not allowed/);
+  assert.match((compileCron("0 2 * *") as { error: string }).error, /5 fields/);
+  assert.match((compileCron("61 * * * *") as { error: string }).error, /minute/);
+  assert.match((compileCron("0 0 31 2 *") as { error: string }).error, /never fires/);
+  assert.equal(compileCron("0 2 * * 1-6").ok, true);
+  const r = PolicyFields.safeParse({ name: "p", targetId: "t", backupType: "file", fullSchedule: "" });
+  assert.match(r.error!.issues[0].message, /is required/);
+});
+
+Deno.test("nextRuns() and describeCron() read schedules as operators do", () => {
+  const runs = nextRuns("0 2 * * 0", new Date("2026-11-22T03:00:00Z"), 2);
+  assert.deepEqual(runs.map((d) => d.toISOString()), [
+    "2026-11-29T02:00:00.000Z",
+    "2026-12-06T02:00:00.000Z",
+  ]);
+  assert.equal(describeCron("0 2 * * 0"), "Every Sunday at 02:00");
+  assert.equal(describeCron("30 1 * * 1-6"), "Monday to Saturday at 01:30");
+  assert.equal(describeCron("0 */6 * * *"), "Every 6 hours at minute 0");
+});
+
+Deno.test("deriveRpoHours() is the longest gap between scheduled runs plus the grace", () => {
+  const from = new Date("2026-11-22T00:00:00Z");
+  assert.equal(deriveRpoHours(["0 2 * * 0"], from), 7 * 24 + RPO_GRACE_HOURS, "weekly full only");
+  assert.equal(
+    deriveRpoHours(["0 2 * * 0", "0 2 * * 1-6"], from),
+    24 + RPO_GRACE_HOURS,
+    "daily with incrementals",
+  );
+  assert.equal(deriveRpoHours(["0 2 * * 0", "0 2 * * 1-5"], from), 48 + RPO_GRACE_HOURS, "no Saturday run");
+  assert.equal(deriveRpoHours(["0 */6 * * *"], from), 6 + RPO_GRACE_HOURS);
+});
+
+Deno.test("createPolicy() refuses a storage target of another BES and writes nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  await assert.rejects(
+    () => createPolicy(kv, system, input(f.engine.id, f.otherTarget.id), f.clock.now()),
+    ValidationError,
+  );
+  assert.equal((await Array.fromAsync(kv.list({ prefix: ["policies"] }))).length, 0);
+  assert.equal((await getTarget(kv, f.otherTarget.id))!.policyCount, 0);
+});
+
+Deno.test("createPolicy() derives the RPO, counts the policy on its target, and expands exclusion templates", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const p = await createPolicy(
+    kv,
+    system,
+    input(f.engine.id, f.target.id, {
+      incrementalSchedule: "0 2 * * 1-6",
+      exclusionTemplate: "developer",
+      excludePatterns: ["*.iso"],
+    }),
+    f.clock.now(),
+  );
+  assert.equal(p.rpoHours, 24 + RPO_GRACE_HOURS);
+  assert.equal(p.rpoDerived, true);
+  assert.equal((await getTarget(kv, f.target.id))!.policyCount, 1);
+  assert.deepEqual(effectiveExcludes(p).slice(-2), ["*.pyc", "*.iso"]);
+  await assert.rejects(() => deleteTarget(kv, system, f.target.id, f.clock.now()), new RegExp(p.name));
+});
+
+Deno.test("updatePolicy() keeps the BES, moves targets only within it, and keeps pausedReason", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const p = await createPolicy(kv, system, input(f.engine.id, f.target.id), f.clock.now());
+  const fields = { name: p.name, backupType: "file", fullSchedule: p.fullSchedule } as const;
+  await assert.rejects(
+    () =>
+      updatePolicy(kv, system, p.id, { ...fields, targetId: f.target.id, besId: f.other.id }, f.clock.now()),
+    ValidationError,
+  );
+  await assert.rejects(
+    () => updatePolicy(kv, system, p.id, { ...fields, targetId: f.otherTarget.id }, f.clock.now()),
+    ValidationError,
+  );
+  const second = await createTarget(kv, system, { ...targetInput(f.engine.id), name: "second" }, {
+    now: f.clock.now(),
+    masterKey,
+  });
+  await kv.set(["policies", p.id], { ...(await getPolicy(kv, p.id))!, pausedReason: "storage_critical" });
+  const moved = await updatePolicy(
+    kv,
+    system,
+    p.id,
+    { ...fields, targetId: second.id, enabled: false },
+    f.clock.now(),
+  );
+  assert.equal(moved.besId, f.engine.id);
+  assert.equal(moved.pausedReason, "storage_critical", "an edit never clears the system's pause");
+  assert.equal(moved.enabled, false);
+  assert.equal((await getTarget(kv, f.target.id))!.policyCount, 0);
+  assert.equal((await getTarget(kv, second.id))!.policyCount, 1);
+  assert.deepEqual(await checkInvariants(kv), []);
+});
+
+Deno.test("a policy created on a critical target starts paused and resumes with the target", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  await applyCapacityReport(kv, f.engine.id, {
+    targetId: f.target.id,
+    totalBytes: 100,
+    usedBytes: 99,
+    freeBytes: 1,
+  }, f.clock.now());
+  const p = await createPolicy(kv, system, input(f.engine.id, f.target.id), f.clock.now());
+  assert.equal(p.pausedReason, "storage_critical");
+  f.clock.advance(60_000);
+  await applyCapacityReport(kv, f.engine.id, {
+    targetId: f.target.id,
+    totalBytes: 100,
+    usedBytes: 10,
+    freeBytes: 90,
+  }, f.clock.now());
+  assert.equal((await getPolicy(kv, p.id))!.pausedReason, null);
+});
+
+Deno.test("deletePolicy() removes the policy, its children and its count on the target", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const p = await createPolicy(kv, system, input(f.engine.id, f.target.id), f.clock.now());
+  await kv.set(["assignments_by_policy", p.id, "h1"], { hostId: "h1" });
+  await kv.set(["hooks_by_policy", p.id, "k1"], { id: "k1" });
+  await deletePolicy(kv, system, p.id, f.clock.now());
+  const left = (await Array.fromAsync(kv.list({ prefix: [] }))).filter((e) =>
+    JSON.stringify(e.key).includes(p.id) && e.key[0] !== "audit"
+  );
+  assert.deepEqual(left.map((e) => e.key), []);
+  assert.equal((await getTarget(kv, f.target.id))!.policyCount, 0);
+  await assert.rejects(() => deletePolicy(kv, system, p.id, f.clock.now()), NotFoundError);
+});
+
+Deno.test("invariant 1 under races: createPolicy vs deleteTarget never leaves a policy on a missing target", async () => {
+  for (let i = 0; i < 30; i++) {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    const results = await Promise.allSettled(
+      i % 2
+        ? [
+          createPolicy(kv, system, input(f.engine.id, f.target.id), f.clock.now()),
+          deleteTarget(kv, system, f.target.id, f.clock.now()),
+        ]
+        : [
+          deleteTarget(kv, system, f.target.id, f.clock.now()),
+          createPolicy(kv, system, input(f.engine.id, f.target.id), f.clock.now()),
+        ],
+    );
+    for (const r of results) {
+      if (r.status === "rejected") {
+        assert.ok(r.reason instanceof ConflictError || r.reason instanceof ValidationError, String(r.reason));
+      }
+    }
+    assert.deepEqual(await checkInvariants(kv), [], `iteration ${i}`);
+  }
+});
+
+Deno.test("invariants 2 and 4 under races: createPolicy vs deleteEngine never leaves an orphan policy", async () => {
+  for (let i = 0; i < 30; i++) {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    await Promise.allSettled([
+      createPolicy(kv, system, input(f.engine.id, f.target.id), f.clock.now()),
+      deleteEngine(kv, system, f.engine.id, f.clock.now()),
+      createPolicy(kv, system, input(f.engine.id, f.target.id, { name: "second" }), f.clock.now()),
+    ]);
+    const problems = await checkInvariants(kv);
+    assert.deepEqual(problems, [], `iteration ${i}`);
+    for await (const e of kv.list<{ besId: string }>({ prefix: ["policies"] })) {
+      assert.ok(
+        (await kv.get(["engines", e.value.besId])).value,
+        `policy ${String(e.key[1])} has its engine`,
+      );
+    }
+  }
+});
+
+Deno.test("the policy input schema is the one the API validates with", () => {
+  const r = PolicyCreateInput.safeParse({
+    name: "",
+    besId: "",
+    targetId: "",
+    backupType: "x",
+    fullSchedule: "* * * * * *",
+  });
+  assert.equal(r.success, false);
+  const fields = new Set(r.error!.issues.map((i) => i.path[0]));
+  for (const f of ["name", "besId", "targetId", "backupType", "fullSchedule"]) assert.ok(fields.has(f), f);
+  assert.ok(z.ZodError);
+});
