@@ -25,6 +25,7 @@ import { healthPages } from "./routes/health_pages.tsx";
 import { selfBackupApi, selfBackupPages } from "./routes/self_backup.tsx";
 import { authenticate, csrf, requestContext, securityHeaders } from "./routes/middleware.ts";
 import { placeholderRoutes } from "./routes/placeholders.tsx";
+import { policyRoutes } from "./routes/policies.tsx";
 
 /** Largest request body accepted anywhere (forms and JSON). */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -84,6 +85,7 @@ export function createApp(options: AppOptions) {
   app.route("/backup/engines", engineRoutes);
   app.route("/backup/storage", storageRoutes);
   app.route("/backup/alerts", alertRoutes);
+  app.route("/backup/policies", policyRoutes);
   app.route("/", healthPages);
   app.route("/", selfBackupPages);
   app.route("/admin/users", adminUserRoutes);

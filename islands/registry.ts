@@ -4,6 +4,7 @@ import BackupProgress from "./BackupProgress.tsx";
 import CapacityChart from "./CapacityChart.tsx";
 import CapacityWidget from "./CapacityWidget.tsx";
 import CopySecret from "./CopySecret.tsx";
+import CronField from "./CronField.tsx";
 import OrgScopePicker from "./OrgScopePicker.tsx";
 
 // deno-lint-ignore no-explicit-any
@@ -12,5 +13,6 @@ export const ISLANDS: Record<string, ComponentType<any>> = {
   CapacityChart,
   CapacityWidget,
   CopySecret,
+  CronField,
   OrgScopePicker,
 };

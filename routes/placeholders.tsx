@@ -25,12 +25,6 @@ const PLACEHOLDERS: Placeholder[] = [
       "Protected, at-risk and RPO-breach counts, engine status, the last 24 hours and the exception queues.",
   },
   {
-    path: "/backup/policies",
-    title: "Policies",
-    permission: "backup.view",
-    what: "Native backup policies: schedules, retention, data protection, hosts, hooks.",
-  },
-  {
     path: "/backup/replicas",
     title: "Replicas",
     permission: "backup.view",

@@ -5,6 +5,7 @@
  * alert), one runs hot (degraded), one target is nearly full (warning, estimated full date).
  */
 import { applyHeartbeat } from "../domain/engines.ts";
+import { createPolicy, type PolicyCreateInput } from "../domain/policies.ts";
 import { systemActor } from "../domain/rbac.ts";
 import { applyCapacityReport, createTarget, type TargetCreateInput } from "../domain/storage.ts";
 import { findAccountByName, listOrgs, rotateAccountSecret, rotateOrgSecret } from "../domain/tenancy.ts";
@@ -103,6 +104,7 @@ export async function startDemoBackup(
     3,
     TARGETS[4],
   ], [4, TARGETS[5]]];
+  const targetIds = new Map<string, { besId: string; targetId: string }>();
   for (const [i, spec] of targetSpecs) {
     const engine = engines[i];
     const input = {
@@ -116,12 +118,37 @@ export async function startDemoBackup(
       masterKey: options.masterKey,
     });
     engine.targetIds.push(target.id);
+    targetIds.set(spec.name, { besId: engine.identity.id, targetId: target.id });
     // The SAN LUN took a new workload 40 days ago and fills fast: about 83 % now, full within two weeks.
     profiles.set(
       target.id,
       spec.name === "san-lun7"
         ? { totalBytes: 4 * TB, startUsage: 0.23, dailyGrowth: 0.0176, startAt: now.getTime() - 40 * DAY }
         : profileFor(target.id, profileStart),
+    );
+  }
+  // A few policies on those targets.
+  const policySpecs: Array<[string, string, Record<string, unknown>]> = [
+    ["file-servers-daily", "s3-primary", {
+      backupType: "file",
+      incrementalSchedule: "0 1 * * 1-6",
+      exclusionTemplate: "windows-system",
+    }],
+    ["db-servers-image", "nas-smb", { backupType: "image", fullSchedule: "30 3 * * 6", compression: "zstd" }],
+    ["warehouse-scanners", "san-lun7", {
+      backupType: "file",
+      fullSchedule: "0 22 * * 0",
+      incrementalSchedule: "0 */6 * * *",
+    }],
+  ];
+  for (const [name, target, extra] of policySpecs) {
+    const where = targetIds.get(target);
+    if (!where) continue;
+    await createPolicy(
+      kv,
+      system,
+      { name, ...where, fullSchedule: "0 2 * * 0", ...extra } as PolicyCreateInput,
+      now,
     );
   }
   // Backfill: daily capacity for 120 days, then hourly for the last two days; metrics every 10 min for 24 h.

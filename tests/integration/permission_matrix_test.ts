@@ -10,6 +10,7 @@ import { createApiToken } from "../../domain/api_tokens.ts";
 import { createSession, userActor } from "../../domain/auth.ts";
 import { applyHeartbeat, registerEngine, sweepEngineHeartbeats } from "../../domain/engines.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
+import { createPolicy } from "../../domain/policies.ts";
 import { createTarget } from "../../domain/storage.ts";
 import { testConfig } from "../../domain/config.ts";
 import { createLogger } from "../../domain/log.ts";
@@ -23,6 +24,7 @@ interface Fixture {
   engineId: string;
   targetId: string;
   alertId: string;
+  policyId: string;
   principals: Record<string, User | null>;
   target: User;
   viewer: User;
@@ -81,6 +83,13 @@ async function buildFixture(): Promise<Fixture> {
   }, new Date(now.getTime() - 10 * 60_000));
   await sweepEngineHeartbeats(kv, now);
   const alertId = (await kv.get<string>(["alerts_open", "engine", engine.id, "engine_offline"])).value!;
+  const policy = await createPolicy(kv, systemActor("test"), {
+    name: "policy-a1",
+    besId: engine.id,
+    targetId: storage.id,
+    backupType: "file",
+    fullSchedule: "0 2 * * 0",
+  }, now);
   const entries = [];
   for await (const e of kv.list({ prefix: [] })) entries.push({ key: e.key, value: e.value });
   return {
@@ -88,6 +97,7 @@ async function buildFixture(): Promise<Fixture> {
     engineId: engine.id,
     targetId: storage.id,
     alertId,
+    policyId: policy.id,
     principals,
     target,
     viewer,
@@ -148,6 +158,7 @@ function objectVisibility(fx: Fixture, param: string, actor: Actor): Visibility 
     case "engineId":
     case "targetId":
     case "alertId":
+    case "policyId":
       // The fixture's org, engine, storage target and alert all live in org A1.
       return inScope(actor, { accountId: fx.target.accountId, orgId: fx.orgA1 }) ? "ok" : "hidden";
     case "tokenId": {
@@ -168,6 +179,7 @@ function concretePath(fx: Fixture, path: string): string {
     .replace(":engineId", fx.engineId)
     .replace(":targetId", fx.targetId)
     .replace(":alertId", fx.alertId)
+    .replace(":policyId", fx.policyId)
     .replace("/static/*", "/static/app.css");
 }
 
@@ -187,7 +199,7 @@ const POLICY: Array<[RegExp, string]> = [
   [/^(GET|POST) \/(login|logout|setup)$/, "public"],
   [/^GET \/(healthz|readyz|static\/\*|api\/openapi\.json|api\/docs)?$/, "public"],
   [/^GET \/backup\/restore/, "backup.restore"],
-  [/^GET \/backup\/(storage\/new|\w+\/:\w+\/delete)$/, "backup.manage"],
+  [/^GET \/backup\/(storage\/new|policies\/new|\w+\/:\w+\/(delete|edit))$/, "backup.manage"],
   [/^POST \/backup\//, "backup.manage"],
   [/^GET \/backup\//, "backup.view"],
   [/^GET \/health\//, "admin"],

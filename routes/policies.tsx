@@ -1,0 +1,738 @@
+/** Backup > Policies: list, create and edit in sections (cron previews), enable/disable, delete. */
+import { type Context, Hono } from "hono";
+import { Island } from "../components/Island.tsx";
+import {
+  Badge,
+  Csrf,
+  EmptyState,
+  Field,
+  formatTime,
+  FormErrors,
+  PageHeader,
+  Pager,
+  Select,
+} from "../components/ui.tsx";
+import { describeCron, nextRuns } from "../domain/cron_rules.ts";
+import { type Engine, EngineFilter, listEngines } from "../domain/engines.ts";
+import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
+import {
+  BACKUP_TYPES,
+  COMPRESSIONS,
+  createPolicy,
+  deletePolicy,
+  effectiveExcludes,
+  ENCRYPTIONS,
+  EXCLUSION_TEMPLATES,
+  IO_PRIORITIES,
+  listPolicies,
+  type Policy,
+  PolicyCreateInput,
+  PolicyFields,
+  requirePolicy,
+  updatePolicy,
+} from "../domain/policies.ts";
+import { can } from "../domain/rbac.ts";
+import { listTargets, type StorageTarget, TargetFilter } from "../domain/storage.ts";
+import CronField from "../islands/CronField.tsx";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors, readForm, str } from "./forms.ts";
+import { redirectWithNotice, render } from "./render.tsx";
+
+export const policyRoutes = new Hono<AppEnv>();
+
+type Form = Record<string, string | string[]>;
+
+const BOOLEANS = [
+  "deduplication",
+  "vssEnabled",
+  "catchUpOnReconnect",
+  "verifyAfterBackup",
+  "prePatchBackup",
+  "archiveOnHostDeactivation",
+  "enabled",
+] as const;
+
+const lines = (v: string) => v.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
+
+/** The form as the domain input (checkboxes absent = false; numbers blank = default). */
+function inputFromForm(f: Form) {
+  const opt = (k: string) => str(f, k).trim() || undefined;
+  return {
+    name: str(f, "name"),
+    besId: str(f, "besId"),
+    targetId: str(f, "targetId"),
+    backupType: str(f, "backupType"),
+    timeZone: opt("timeZone"),
+    fullSchedule: str(f, "fullSchedule"),
+    incrementalSchedule: str(f, "incrementalSchedule").trim() || null,
+    syntheticFullSchedule: str(f, "syntheticFullSchedule").trim() || null,
+    excludePaths: lines(str(f, "excludePaths")),
+    excludePatterns: lines(str(f, "excludePatterns")),
+    exclusionTemplate: str(f, "exclusionTemplate"),
+    retentionDaily: opt("retentionDaily"),
+    retentionWeekly: opt("retentionWeekly"),
+    retentionMonthly: opt("retentionMonthly"),
+    compression: opt("compression"),
+    encryption: opt("encryption"),
+    maxTransferMbps: opt("maxTransferMbps") ?? null,
+    ioPriority: opt("ioPriority"),
+    throttleSchedule: str(f, "throttleSchedule").trim() || null,
+    verifySampleCount: opt("verifySampleCount"),
+    rpoHours: opt("rpoHours") ?? null,
+    ...Object.fromEntries(BOOLEANS.map((b) => [b, str(f, b) === "on"])),
+  };
+}
+
+function formFromPolicy(p: Policy): Form {
+  return {
+    name: p.name,
+    besId: p.besId,
+    targetId: p.targetId,
+    backupType: p.backupType,
+    timeZone: p.timeZone,
+    fullSchedule: p.fullSchedule,
+    incrementalSchedule: p.incrementalSchedule ?? "",
+    syntheticFullSchedule: p.syntheticFullSchedule ?? "",
+    excludePaths: p.excludePaths.join("\n"),
+    excludePatterns: p.excludePatterns.join("\n"),
+    exclusionTemplate: p.exclusionTemplate,
+    retentionDaily: String(p.retentionDaily),
+    retentionWeekly: String(p.retentionWeekly),
+    retentionMonthly: String(p.retentionMonthly),
+    compression: p.compression,
+    encryption: p.encryption,
+    maxTransferMbps: p.maxTransferMbps ? String(p.maxTransferMbps) : "",
+    ioPriority: p.ioPriority,
+    throttleSchedule: p.throttleSchedule ?? "",
+    verifySampleCount: String(p.verifySampleCount),
+    rpoHours: p.rpoDerived ? "" : String(p.rpoHours),
+    ...Object.fromEntries(BOOLEANS.map((b) => [b, p[b] ? "on" : ""])),
+  };
+}
+
+const NEW_DEFAULTS: Form = {
+  backupType: "file",
+  timeZone: "UTC",
+  fullSchedule: "0 2 * * 0",
+  incrementalSchedule: "0 2 * * 1-6",
+  retentionDaily: "7",
+  retentionWeekly: "4",
+  retentionMonthly: "12",
+  compression: "lz4",
+  encryption: "AES-256-GCM",
+  ioPriority: "normal",
+  verifySampleCount: "50",
+  ...Object.fromEntries(BOOLEANS.map((b) => [b, b === "prePatchBackup" ? "" : "on"])),
+};
+
+function Check(props: { name: string; label: string; form: Form }) {
+  return (
+    <label class="choice">
+      <input type="checkbox" name={props.name} value="on" checked={str(props.form, props.name) === "on"} />
+      {" "}
+      {props.label}
+    </label>
+  );
+}
+
+function Section(props: { n: number; title: string; children: preact.ComponentChildren; open?: boolean }) {
+  return (
+    <details class="form-section" open={props.open ?? true}>
+      <summary>
+        {props.n}. {props.title}
+      </summary>
+      <div class="form-section-body">{props.children}</div>
+    </details>
+  );
+}
+
+function PolicyForm(props: {
+  csrf: string;
+  action: string;
+  form: Form;
+  engines: Engine[];
+  targets: StorageTarget[];
+  existing?: Policy;
+  errors?: FieldErrors;
+  error?: string;
+  hooksSection?: preact.ComponentChildren;
+}) {
+  const f = props.form;
+  const e = props.errors;
+  const v = (k: string) => str(f, k);
+  const zone = v("timeZone") || "UTC";
+  const template = EXCLUSION_TEMPLATES[v("exclusionTemplate")];
+  return (
+    <form method="post" action={props.action} class="form form--wide">
+      <Csrf token={props.csrf} />
+      <FormErrors message={props.error} />
+      <Section n={1} title="General">
+        <Field name="name" label="Name" value={v("name")} errors={e} required />
+        {props.existing
+          ? (
+            <p class="readonly">
+              BES: {props.engines.find((x) => x.id === props.existing!.besId)?.name ?? props.existing.besId}
+              {" "}
+              (cannot change)
+            </p>
+          )
+          : (
+            <Select
+              name="besId"
+              label="BES"
+              value={v("besId")}
+              errors={e}
+              options={[
+                { value: "", label: "Choose an engine…" },
+                ...props.engines.map((x) => ({ value: x.id, label: x.name })),
+              ]}
+            />
+          )}
+        <Select
+          name="targetId"
+          label="Storage target (must be on the selected BES)"
+          value={v("targetId")}
+          errors={e}
+          options={[
+            { value: "", label: "Choose a storage target…" },
+            ...props.targets.map((t) => ({
+              value: t.id,
+              label: `${t.name} — on ${props.engines.find((x) => x.id === t.besId)?.name ?? "?"}`,
+            })),
+          ]}
+        />
+        <Select
+          name="backupType"
+          label="Backup type"
+          value={v("backupType")}
+          errors={e}
+          options={BACKUP_TYPES.map((t) => ({
+            value: t,
+            label: t === "file" ? "File (file-level)" : "Image (full disk image)",
+          }))}
+        />
+      </Section>
+      <Section n={2} title="Schedule">
+        <Field
+          name="timeZone"
+          label="Time zone the schedules are read in"
+          value={zone}
+          errors={e}
+          hint="IANA name, e.g. UTC or Europe/Berlin"
+        />
+        <Island
+          name="CronField"
+          component={CronField}
+          props={{
+            name: "fullSchedule",
+            label: "Full schedule (required)",
+            value: v("fullSchedule"),
+            scheduleZone: zone,
+            required: true,
+            error: e?.fullSchedule,
+          }}
+        />
+        <Island
+          name="CronField"
+          component={CronField}
+          props={{
+            name: "incrementalSchedule",
+            label: "Incremental schedule (optional)",
+            value: v("incrementalSchedule"),
+            scheduleZone: zone,
+            error: e?.incrementalSchedule,
+          }}
+        />
+        <Island
+          name="CronField"
+          component={CronField}
+          props={{
+            name: "syntheticFullSchedule",
+            label: "Synthetic full schedule (optional)",
+            value: v("syntheticFullSchedule"),
+            scheduleZone: zone,
+            error: e?.syntheticFullSchedule,
+          }}
+        />
+        <Field
+          name="rpoHours"
+          label="RPO (hours)"
+          type="number"
+          value={v("rpoHours")}
+          errors={e}
+          hint="Leave empty to derive it: the longest gap between scheduled full/incremental runs plus 6 hours."
+        />
+      </Section>
+      <Section n={3} title="Paths">
+        <div class={e?.excludePaths ? "field field--error" : "field"}>
+          <label for="f-excludePaths">Exclude paths (one per line)</label>
+          <textarea id="f-excludePaths" name="excludePaths">{v("excludePaths")}</textarea>
+          {e?.excludePaths && <p class="field-error">{e.excludePaths}</p>}
+        </div>
+        <div class={e?.excludePatterns ? "field field--error" : "field"}>
+          <label for="f-excludePatterns">Exclude patterns (globs, one per line)</label>
+          <textarea id="f-excludePatterns" name="excludePatterns">{v("excludePatterns")}</textarea>
+        </div>
+        <Select
+          name="exclusionTemplate"
+          label="Exclusion template"
+          value={v("exclusionTemplate")}
+          errors={e}
+          options={[
+            { value: "", label: "None" },
+            ...Object.entries(EXCLUSION_TEMPLATES).map(([k, t]) => ({ value: k, label: t.label })),
+          ]}
+        />
+        <details>
+          <summary class="hint">What each template excludes</summary>
+          <dl class="facts">
+            {Object.entries(EXCLUSION_TEMPLATES).map(([k, t]) => (
+              <>
+                <dt key={`t${k}`}>{t.label}</dt>
+                <dd key={`p${k}`}>
+                  <code>{t.patterns.join("  ")}</code>
+                </dd>
+              </>
+            ))}
+          </dl>
+        </details>
+        {template && (
+          <p class="hint">
+            Selected template adds: <code>{template.patterns.join("  ")}</code>
+          </p>
+        )}
+      </Section>
+      <Section n={4} title="Retention (Grandfather-Father-Son)">
+        <div class="grid-3">
+          <Field
+            name="retentionDaily"
+            label="Daily (1–365)"
+            type="number"
+            value={v("retentionDaily")}
+            errors={e}
+          />
+          <Field
+            name="retentionWeekly"
+            label="Weekly (0–52)"
+            type="number"
+            value={v("retentionWeekly")}
+            errors={e}
+          />
+          <Field
+            name="retentionMonthly"
+            label="Monthly (0–120)"
+            type="number"
+            value={v("retentionMonthly")}
+            errors={e}
+          />
+        </div>
+      </Section>
+      <Section n={5} title="Data protection">
+        <Select
+          name="compression"
+          label="Compression"
+          value={v("compression")}
+          errors={e}
+          options={COMPRESSIONS.map((c) => ({
+            value: c,
+            label: c === "lz4" ? "lz4 (fast)" : c === "zstd" ? "zstd (better ratio)" : "none",
+          }))}
+        />
+        <Select
+          name="encryption"
+          label="Encryption"
+          value={v("encryption")}
+          errors={e}
+          options={ENCRYPTIONS.map((c) => ({ value: c, label: c }))}
+        />
+        <Check name="deduplication" label="Deduplication (content-addressed)" form={f} />
+      </Section>
+      <Section n={6} title="Performance and behavior">
+        <Field
+          name="maxTransferMbps"
+          label="Max transfer (MBps, optional)"
+          type="number"
+          value={v("maxTransferMbps")}
+          errors={e}
+        />
+        <Select
+          name="ioPriority"
+          label="IO priority"
+          value={v("ioPriority")}
+          errors={e}
+          options={IO_PRIORITIES.map((c) => ({ value: c, label: c }))}
+        />
+        <Island
+          name="CronField"
+          component={CronField}
+          props={{
+            name: "throttleSchedule",
+            label: "Throttle schedule (optional: when the cap applies)",
+            value: v("throttleSchedule"),
+            scheduleZone: zone,
+            error: e?.throttleSchedule,
+          }}
+        />
+        <Check name="vssEnabled" label="VSS snapshots on Windows, LVM freeze on Linux" form={f} />
+        <Check name="catchUpOnReconnect" label="Catch up on reconnect (run missed backups)" form={f} />
+        <Check name="verifyAfterBackup" label="Verify after backup" form={f} />
+        <Field
+          name="verifySampleCount"
+          label="Verify sample count (1–10000)"
+          type="number"
+          value={v("verifySampleCount")}
+          errors={e}
+        />
+        <Check name="prePatchBackup" label="Pre-patch backup (an incremental before OS patching)" form={f} />
+        <Check
+          name="archiveOnHostDeactivation"
+          label="Archive backups when a host is decommissioned"
+          form={f}
+        />
+        <Check name="enabled" label="Enabled" form={f} />
+      </Section>
+      {props.hooksSection}
+      <div class="form-actions">
+        <button type="submit" class="btn btn--primary">
+          {props.existing ? "Save policy" : "Create policy"}
+        </button>
+        <a
+          class="btn btn--ghost"
+          href={props.existing ? `/backup/policies/${props.existing.id}` : "/backup/policies"}
+        >
+          Cancel
+        </a>
+      </div>
+    </form>
+  );
+}
+
+async function choices(c: Context<AppEnv>) {
+  const actor = c.get("actor")!;
+  const kv = c.get("deps").kv;
+  const [engines, targets] = await Promise.all([
+    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
+    listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
+  ]);
+  const usable = engines.values.filter((e) =>
+    e.status !== "deleting" && can(actor, "backup.manage", { accountId: e.accountId, orgId: e.orgId })
+  );
+  return { engines: usable, targets: targets.values.filter((t) => usable.some((e) => e.id === t.besId)) };
+}
+
+const ListQuery = TargetFilter.pick({ q: true, offset: true, limit: true });
+
+policyRoutes.get("/", requires("backup.view"), async (c) => {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const query = ListQuery.parse(c.req.query());
+  const [policies, engines, targets] = await Promise.all([
+    listPolicies(kv, actor),
+    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
+    listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
+  ]);
+  const needle = query.q.toLowerCase();
+  const rows = policies.filter((p) => !needle || p.name.toLowerCase().includes(needle));
+  const engineName = new Map(engines.values.map((e) => [e.id, e.name]));
+  const targetName = new Map(targets.values.map((t) => [t.id, t.name]));
+  return render(
+    c,
+    "Policies",
+    (
+      <>
+        <PageHeader
+          title="Policies"
+          subtitle="What to back up, when, where to, and for how long."
+          actions={can(actor, "backup.manage") && (
+            <a class="btn btn--primary" href="/backup/policies/new">Add Policy</a>
+          )}
+        />
+        <form method="get" class="filters">
+          <input type="search" name="q" value={query.q} placeholder="Search name" aria-label="Search" />
+          <button type="submit" class="btn">Filter</button>
+        </form>
+        {rows.length === 0
+          ? (
+            <EmptyState title={policies.length ? "No policies match" : "No policies yet"}>
+              {!policies.length && "Create a policy after registering an engine and adding a storage target."}
+            </EmptyState>
+          )
+          : (
+            <div class="table-wrap">
+              <table class="table">
+                <thead>
+                  <tr>
+                    <th>Name</th>
+                    <th>Type</th>
+                    <th>State</th>
+                    <th>BES → target</th>
+                    <th>Full</th>
+                    <th>Incremental</th>
+                    <th>RPO</th>
+                    <th>Retention d/w/m</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {rows.slice(query.offset, query.offset + query.limit).map((p) => (
+                    <tr key={p.id}>
+                      <td>
+                        <a href={`/backup/policies/${p.id}`}>{p.name}</a>
+                      </td>
+                      <td>{p.backupType}</td>
+                      <td>
+                        <PolicyState policy={p} />
+                      </td>
+                      <td>{engineName.get(p.besId) ?? "—"} → {targetName.get(p.targetId) ?? "—"}</td>
+                      <td>{describeCron(p.fullSchedule)}</td>
+                      <td>{p.incrementalSchedule ? describeCron(p.incrementalSchedule) : "—"}</td>
+                      <td>{p.rpoHours} h</td>
+                      <td>{p.retentionDaily}/{p.retentionWeekly}/{p.retentionMonthly}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            </div>
+          )}
+        <Pager total={rows.length} offset={query.offset} limit={query.limit} query={{ q: query.q }} />
+      </>
+    ),
+  );
+});
+
+/** Enabled / disabled / paused (with the system's reason). */
+export function PolicyState(props: { policy: Policy }) {
+  const p = props.policy;
+  if (!p.enabled) return <Badge tone="muted">disabled</Badge>;
+  if (p.pausedReason) return <Badge tone="warn">paused: {p.pausedReason}</Badge>;
+  return <Badge tone="ok">enabled</Badge>;
+}
+
+async function formPage(
+  c: Context<AppEnv>,
+  opts: { form: Form; existing?: Policy; errors?: FieldErrors; error?: string; status?: 200 | 422 },
+) {
+  const { engines, targets } = await choices(c);
+  const existing = opts.existing;
+  return render(
+    c,
+    existing ? existing.name : "Add policy",
+    (
+      <>
+        <PageHeader title={existing ? `Edit ${existing.name}` : "Add Policy"} />
+        <PolicyForm
+          csrf={c.get("csrfToken")}
+          action={existing ? `/backup/policies/${existing.id}/edit` : "/backup/policies/new"}
+          form={opts.form}
+          engines={engines}
+          targets={existing ? targets.filter((t) => t.besId === existing.besId) : targets}
+          existing={existing}
+          errors={opts.errors}
+          error={opts.error}
+        />
+      </>
+    ),
+    opts.status ?? 200,
+  );
+}
+
+policyRoutes.get(
+  "/new",
+  requires("backup.manage"),
+  async (c) => formPage(c, { form: { ...NEW_DEFAULTS, besId: c.req.query("besId") ?? "" } }),
+);
+
+policyRoutes.post("/new", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const form = await readForm(c);
+  const parsed = PolicyCreateInput.safeParse(inputFromForm(form));
+  if (!parsed.success) return await formPage(c, { form, errors: fieldErrors(parsed.error), status: 422 });
+  try {
+    const p = await createPolicy(kv, c.get("actor")!, parsed.data, clock());
+    return redirectWithNotice(c, `/backup/policies/${p.id}`, `Policy ${p.name} created.`);
+  } catch (e) {
+    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
+    return await formPage(c, {
+      form,
+      errors: e instanceof ValidationError ? e.fields : undefined,
+      error: e.message,
+      status: 422,
+    });
+  }
+});
+
+policyRoutes.get("/:policyId", requires("backup.view"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const p = await requirePolicy(kv, actor, c.req.param("policyId"));
+  const { engines, targets } = await choices(c);
+  const canManage = can(actor, "backup.manage", { accountId: p.accountId, orgId: p.orgId });
+  const runs = nextRuns(p.fullSchedule, clock(), 3, p.timeZone);
+  return render(
+    c,
+    p.name,
+    (
+      <>
+        <PageHeader
+          title={p.name}
+          subtitle={`${p.backupType} policy · created ${formatTime(p.createdAt)}`}
+          actions={<PolicyState policy={p} />}
+        />
+        {p.pausedReason === "storage_critical" && (
+          <p class="notice notice--warn">
+            Paused by the system: the storage target is at critical capacity. It resumes by itself when the
+            target is healthy again.
+          </p>
+        )}
+        <div class="grid-2">
+          <section class="panel">
+            <h2>Where and when</h2>
+            <dl class="facts">
+              <dt>BES</dt>
+              <dd>{engines.find((e) => e.id === p.besId)?.name ?? p.besId}</dd>
+              <dt>Storage target</dt>
+              <dd>
+                <a href={`/backup/storage/${p.targetId}`}>
+                  {targets.find((t) => t.id === p.targetId)?.name ?? p.targetId}
+                </a>
+              </dd>
+              <dt>Full</dt>
+              <dd>
+                {describeCron(p.fullSchedule)} <code>{p.fullSchedule}</code> ({p.timeZone})
+              </dd>
+              <dt>Incremental</dt>
+              <dd>
+                {p.incrementalSchedule
+                  ? (
+                    <>
+                      {describeCron(p.incrementalSchedule)} <code>{p.incrementalSchedule}</code>
+                    </>
+                  )
+                  : "—"}
+              </dd>
+              <dt>Synthetic full</dt>
+              <dd>{p.syntheticFullSchedule ? describeCron(p.syntheticFullSchedule) : "—"}</dd>
+              <dt>Next full runs</dt>
+              <dd>{runs.map((d) => formatTime(d.toISOString())).join(" · ")}</dd>
+              <dt>RPO</dt>
+              <dd>{p.rpoHours} h{p.rpoDerived ? " (derived from the schedules)" : ""}</dd>
+            </dl>
+          </section>
+          <section class="panel">
+            <h2>How</h2>
+            <dl class="facts">
+              <dt>Retention</dt>
+              <dd>{p.retentionDaily} daily · {p.retentionWeekly} weekly · {p.retentionMonthly} monthly</dd>
+              <dt>Data protection</dt>
+              <dd>{p.compression} · {p.encryption} · dedup {p.deduplication ? "on" : "off"}</dd>
+              <dt>Excludes</dt>
+              <dd>
+                {effectiveExcludes(p).length ? <code>{effectiveExcludes(p).join("  ")}</code> : "none"}
+                {p.excludePaths.length
+                  ? (
+                    <div>
+                      Paths: <code>{p.excludePaths.join("  ")}</code>
+                    </div>
+                  )
+                  : null}
+              </dd>
+              <dt>Performance</dt>
+              <dd>
+                {p.maxTransferMbps ? `${p.maxTransferMbps} MBps cap` : "no cap"} · IO {p.ioPriority}
+                {p.throttleSchedule ? ` · throttled ${describeCron(p.throttleSchedule)}` : ""}
+              </dd>
+              <dt>Behavior</dt>
+              <dd>
+                VSS {p.vssEnabled ? "on" : "off"} · catch-up {p.catchUpOnReconnect ? "on" : "off"} · verify
+                {" "}
+                {p.verifyAfterBackup ? `on (${p.verifySampleCount} files)` : "off"} · pre-patch{" "}
+                {p.prePatchBackup ? "on" : "off"} · archive on deactivation{" "}
+                {p.archiveOnHostDeactivation ? "on" : "off"}
+              </dd>
+            </dl>
+          </section>
+        </div>
+        {canManage && (
+          <section class="panel">
+            <div class="form-actions">
+              <a class="btn btn--primary" href={`/backup/policies/${p.id}/edit`}>Edit policy</a>
+              <form method="post" action={`/backup/policies/${p.id}/toggle`}>
+                <Csrf token={c.get("csrfToken")} />
+                <button type="submit" class="btn">{p.enabled ? "Disable" : "Enable"}</button>
+              </form>
+              <a class="btn btn--danger" href={`/backup/policies/${p.id}/delete`}>Delete…</a>
+            </div>
+          </section>
+        )}
+      </>
+    ),
+  );
+});
+
+policyRoutes.get("/:policyId/edit", requires("backup.manage"), async (c) => {
+  const p = await requirePolicy(c.get("deps").kv, c.get("actor")!, c.req.param("policyId"));
+  return await formPage(c, { form: formFromPolicy(p), existing: p });
+});
+
+policyRoutes.post("/:policyId/edit", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const p = await requirePolicy(kv, actor, c.req.param("policyId"));
+  const form = await readForm(c);
+  const { besId: _b, ...input } = inputFromForm(form);
+  const parsed = PolicyFields.safeParse(input);
+  if (!parsed.success) {
+    return await formPage(c, { form, existing: p, errors: fieldErrors(parsed.error), status: 422 });
+  }
+  try {
+    await updatePolicy(kv, actor, p.id, parsed.data, clock());
+  } catch (e) {
+    if (!(e instanceof ValidationError)) throw e;
+    return await formPage(c, { form, existing: p, errors: e.fields, error: e.message, status: 422 });
+  }
+  return redirectWithNotice(c, `/backup/policies/${p.id}`, `Saved ${parsed.data.name}.`);
+});
+
+policyRoutes.post("/:policyId/toggle", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const p = await requirePolicy(kv, actor, c.req.param("policyId"));
+  await updatePolicy(kv, actor, p.id, { ...p, enabled: !p.enabled }, clock());
+  return redirectWithNotice(
+    c,
+    `/backup/policies/${p.id}`,
+    `${p.name} ${p.enabled ? "disabled" : "enabled"}.`,
+  );
+});
+
+policyRoutes.get("/:policyId/delete", requires("backup.manage"), async (c) => {
+  const p = await requirePolicy(c.get("deps").kv, c.get("actor")!, c.req.param("policyId"));
+  return render(
+    c,
+    "Delete policy",
+    (
+      <>
+        <PageHeader title={`Delete ${p.name}?`} />
+        <p>
+          Deletes the policy with its host assignments, replication rules and app hooks. Existing restore
+          points are kept.
+        </p>
+        <form method="post" action={`/backup/policies/${p.id}/delete`} class="form">
+          <Csrf token={c.get("csrfToken")} />
+          <div class="form-actions">
+            <button type="submit" class="btn btn--danger">Delete policy</button>
+            <a class="btn btn--ghost" href={`/backup/policies/${p.id}`}>Cancel</a>
+          </div>
+        </form>
+      </>
+    ),
+  );
+});
+
+policyRoutes.post("/:policyId/delete", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const p = await requirePolicy(kv, actor, c.req.param("policyId"));
+  await deletePolicy(kv, actor, p.id, clock());
+  return redirectWithNotice(c, "/backup/policies", `Deleted policy ${p.name}.`);
+});
