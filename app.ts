@@ -13,6 +13,7 @@ import { adminUserRoutes } from "./routes/admin_users.tsx";
 import { alertRoutes } from "./routes/alerts.tsx";
 import { apiV1 } from "./routes/api_v1.ts";
 import { apiV1Backup } from "./routes/api_v1_backup.ts";
+import { apiV1Policies } from "./routes/api_v1_policies.ts";
 import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
 import { engineProtocol } from "./routes/engine_protocol.ts";
@@ -94,6 +95,7 @@ export function createApp(options: AppOptions) {
   app.route("/admin/audit", adminAuditRoutes);
   app.route("/", apiV1);
   app.route("/", apiV1Backup);
+  app.route("/", apiV1Policies);
   app.route("/", engineProtocol);
   app.route("/", selfBackupApi);
   app.route("/", docsRoutes(() => openApiDocument(app)));

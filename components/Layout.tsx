@@ -8,6 +8,8 @@ interface NavItem {
   href: string;
   label: string;
   permission: Permission;
+  /** Only for administrators of the operator account (the control plane's own backups). */
+  platform?: boolean;
 }
 
 /** The navigation of the guide: Backup, Health, Admin. */
@@ -30,9 +32,9 @@ export const NAV: Array<{ title: string; items: NavItem[] }> = [
   {
     title: "Health",
     items: [
-      { href: "/health/overview", label: "Overview", permission: "admin" },
-      { href: "/health/backup", label: "Backup", permission: "admin" },
-      { href: "/health/database", label: "Database", permission: "admin" },
+      { platform: true, href: "/health/overview", label: "Overview", permission: "admin" },
+      { platform: true, href: "/health/backup", label: "Backup", permission: "admin" },
+      { platform: true, href: "/health/database", label: "Database", permission: "admin" },
     ],
   },
   {
@@ -42,8 +44,8 @@ export const NAV: Array<{ title: string; items: NavItem[] }> = [
       { href: "/admin/orgs", label: "Organizations", permission: "admin" },
       { href: "/admin/tokens", label: "API tokens", permission: "backup.view" },
       { href: "/admin/audit", label: "Audit", permission: "admin" },
-      { href: "/admin/backups", label: "Backups", permission: "admin" },
-      { href: "/admin/maintenance", label: "Maintenance", permission: "admin" },
+      { platform: true, href: "/admin/backups", label: "Backups", permission: "admin" },
+      { platform: true, href: "/admin/maintenance", label: "Maintenance", permission: "admin" },
     ],
   },
 ];
@@ -56,6 +58,8 @@ export interface LayoutProps {
   notice?: string;
   /** Open alerts the actor can see, shown beside Alerts in the nav. */
   openAlerts?: number;
+  /** Whether the actor administers the platform (sees Health, Backups, Maintenance). */
+  platformAdmin?: boolean;
   children: ComponentChildren;
 }
 
@@ -86,7 +90,9 @@ export function Layout(props: LayoutProps) {
               <label for="nav-toggle" class="nav-toggle-label">Menu</label>
               <div class="nav-sections">
                 {NAV.map((section) => {
-                  const items = section.items.filter((i) => actor.permissions.has(i.permission));
+                  const items = section.items.filter((i) =>
+                    actor.permissions.has(i.permission) && (!i.platform || props.platformAdmin)
+                  );
                   if (!items.length) return null;
                   return (
                     <div class="nav-section" key={section.title}>

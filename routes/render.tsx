@@ -5,6 +5,7 @@ import type { ComponentChildren } from "preact";
 import { renderToString } from "preact-render-to-string";
 import { Layout } from "../components/Layout.tsx";
 import { listOpenAlerts } from "../domain/alerts.ts";
+import { authorizePlatformAdmin } from "../domain/self_backup_runs.ts";
 import type { AppEnv } from "./env.ts";
 
 const FLASH_COOKIE = "cadres_flash";
@@ -19,10 +20,15 @@ export async function render(
   const notice = getCookie(c, FLASH_COOKIE);
   if (notice) deleteCookie(c, FLASH_COOKIE, { path: "/" });
   const actor = c.get("actor");
-  const openAlerts = actor?.accountId ? (await listOpenAlerts(c.get("deps").kv, actor)).length : 0;
+  const kv = c.get("deps").kv;
+  const openAlerts = actor?.accountId ? (await listOpenAlerts(kv, actor)).length : 0;
+  const platformAdmin = actor?.permissions.has("admin")
+    ? await authorizePlatformAdmin(kv, actor).then(() => true, () => false)
+    : false;
   const html = renderToString(
     <Layout
       openAlerts={openAlerts}
+      platformAdmin={platformAdmin}
       title={title}
       path={c.req.path}
       actor={c.get("actor")}

@@ -268,19 +268,22 @@ function settingsToForm(s: Awaited<ReturnType<typeof getSettings>>): SettingsFor
 }
 
 function formToInput(f: SettingsForm): SelfBackupSettingsInput {
+  // A blank number field is missing, not 0 (z.coerce.number("") is 0).
+  const num = (k: string) => (str(f, k).trim() === "" ? undefined : str(f, k)) as unknown as number;
+  const gib = str(f, "minFreeGiB").trim();
   return {
     config: {
       enabled: str(f, "config_enabled") === "on",
-      hour: str(f, "config_hour") as unknown as number,
-      retentionDays: str(f, "config_retentionDays") as unknown as number,
+      hour: num("config_hour"),
+      retentionDays: num("config_retentionDays"),
     },
     results: {
       enabled: str(f, "results_enabled") === "on",
-      hour: str(f, "results_hour") as unknown as number,
-      retentionDays: str(f, "results_retentionDays") as unknown as number,
+      hour: num("results_hour"),
+      retentionDays: num("results_retentionDays"),
     },
     directory: str(f, "directory"),
-    minFreeBytes: Math.round(Number(str(f, "minFreeGiB")) * 1024 ** 3),
+    minFreeBytes: gib === "" ? NaN : Math.round(Number(gib) * 1024 ** 3),
     s3: {
       enabled: str(f, "s3_enabled") === "on",
       endpoint: str(f, "s3_endpoint"),
@@ -298,7 +301,9 @@ function settingsErrors(error: z.ZodError): FieldErrors {
   const out: FieldErrors = {};
   for (const issue of error.issues) {
     const name = issue.path.join("_").replace(/^minFreeBytes$/, "minFreeGiB");
-    out[name] ??= issue.message[0].toUpperCase() + issue.message.slice(1);
+    out[name] ??= name === "minFreeGiB"
+      ? "Must be a number of GiB from 0 to 8388608 (8 PiB)"
+      : issue.message[0].toUpperCase() + issue.message.slice(1);
   }
   return out;
 }
@@ -504,20 +509,24 @@ selfBackupPages.post("/admin/maintenance/backup", requires("admin"), async (c) =
   await authorizePlatformAdmin(kv, actor);
   // Long exports run in the background; the page shows their progress.
   const run = triggerManualBackup(kv, actor, database, { clock, masterKey, dataDir: config.dataDir });
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const first = await Promise.race([
-    run.then(() => "done" as const),
-    new Promise<"running">((r) => setTimeout(() => r("running"), 300)),
+    run,
+    new Promise<"running">((r) => (timer = setTimeout(() => r("running"), 300))),
   ])
-    .catch((e) => e);
+    .catch((e) => e)
+    .finally(() => clearTimeout(timer));
   if (first instanceof ConflictError) return redirectWithNotice(c, "/admin/maintenance", first.message);
   if (first instanceof Error) throw first;
   run.catch((e) => logger.log("error", "self-backup failed", { error: String(e) }));
+  const label = database === "config" ? "Config" : "Results";
+  if (first !== "running" && first.status === "failed") {
+    return redirectWithNotice(c, "/admin/maintenance", `Backup of the ${label} DB failed: ${first.error}`);
+  }
   return redirectWithNotice(
     c,
     "/admin/maintenance",
-    `Backup of the ${database === "config" ? "Config" : "Results"} DB ${
-      first === "done" ? "finished" : "started"
-    }.`,
+    `Backup of the ${label} DB ${first === "running" ? "started" : "finished"}.`,
   );
 });
 

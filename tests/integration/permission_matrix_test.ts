@@ -188,6 +188,12 @@ const SAMPLE_BODIES: Record<string, unknown> = {
   "PATCH /api/v1/users/:userId": { name: "Renamed", role: "viewer", orgScope: "all" },
   "PATCH /api/v1/orgs/:orgId": { name: "Renamed org" },
   "PATCH /api/v1/engines/:engineId": { name: "Renamed engine", pxeEnabled: false, pxeNetwork: "" },
+  "PUT /api/v1/policies/:policyId": {
+    name: "Renamed policy",
+    targetId: "none",
+    backupType: "file",
+    fullSchedule: "0 2 * * 0",
+  },
   "PUT /api/v1/storage/:targetId": { name: "Renamed target", type: "local", config: { path: "/srv/x" } },
 };
 
@@ -211,8 +217,8 @@ const POLICY: Array<[RegExp, string]> = [
   [/^GET \/api\/v1\/orgs/, "backup.view"],
   [/^\w+ \/api\/v1\/orgs/, "admin"],
   [/^\w+ \/api\/v1\/tokens/, "backup.view"],
-  [/^GET \/api\/v1\/(engines|storage|storage-capacity|alerts)(\/|$)/, "backup.view"],
-  [/^\w+ \/api\/v1\/(engines|storage|alerts)(\/|$)/, "backup.manage"],
+  [/^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies)(\/|$)/, "backup.view"],
+  [/^\w+ \/api\/v1\/(engines|storage|alerts|policies)(\/|$)/, "backup.manage"],
   [/^POST \/api\/v1\/account\//, "admin"],
   [/^POST \/api\/(bes\/v1\/register|agent\/v1\/enroll)$/, "registration"],
   [/^POST \/api\/bes\/v1\//, "signed:bes"],

@@ -153,6 +153,7 @@ Deno.test("exportDatabase() retries when writes land between its passes and prov
   await seedDemo(kv, now);
   let writes = 0;
   const busy = setInterval(() => void kv.set(["audit", "acc", `w${writes++}`], { n: writes }), 0);
+  while (writes === 0) await new Promise((r) => setTimeout(r, 1)); // the writer is running before the export
   const during = await exportDatabase(kv, "results", { maxPasses: 2 });
   clearInterval(busy);
   await new Promise((r) => setTimeout(r, 10));

@@ -1,0 +1,139 @@
+/** `/api/v1/policies`: the policy aggregate as JSON, validated by the same zod schemas as the form. */
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { nextRuns } from "../domain/cron_rules.ts";
+import {
+  createPolicy,
+  deletePolicy,
+  listPolicies,
+  PolicyCreateInput,
+  PolicyFields,
+  requirePolicy,
+  updatePolicy,
+} from "../domain/policies.ts";
+import { requires } from "./access.ts";
+import { ErrorBody } from "./api_v1.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors } from "./forms.ts";
+
+const err = (description: string) => ({
+  description,
+  content: { "application/json": { schema: ErrorBody } },
+});
+const ok = (description: string) => ({ description, content: { "application/json": { schema: z.any() } } });
+const common = {
+  401: err("Not signed in or bad token"),
+  403: err("Missing permission"),
+  404: err("Not found or outside your scope"),
+};
+const PolicyId = z.object({ policyId: z.string().min(1).max(40) });
+
+export const apiV1Policies = new OpenAPIHono<AppEnv>({
+  defaultHook: (result, c) => {
+    if (!result.success) {
+      return c.json({
+        error: { code: "invalid", message: "The request is invalid", fields: fieldErrors(result.error) },
+      }, 422);
+    }
+  },
+});
+
+apiV1Policies.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/policies",
+    summary: "List policies in your scope",
+    tags: ["Policies"],
+    middleware: [requires("backup.view")] as const,
+    request: {
+      query: z.object({
+        offset: z.coerce.number().int().min(0).default(0),
+        limit: z.coerce.number().int().min(1).max(200).default(50),
+      }),
+    },
+    responses: { 200: ok("Policies by name"), 401: common[401], 403: common[403] },
+  }),
+  async (c) => {
+    const { offset, limit } = c.req.valid("query");
+    const all = await listPolicies(c.get("deps").kv, c.get("actor")!);
+    return c.json({
+      values: all.slice(offset, offset + limit),
+      total: all.length,
+      cursor: offset + limit < all.length ? String(offset + limit) : "",
+    }, 200);
+  },
+);
+
+apiV1Policies.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/policies",
+    summary: "Create a policy (the storage target must be on the BES)",
+    tags: ["Policies"],
+    middleware: [requires("backup.manage")] as const,
+    request: { body: { content: { "application/json": { schema: PolicyCreateInput } }, required: true } },
+    responses: { 201: ok("Created"), 422: err("Invalid"), ...common },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    return c.json(await createPolicy(kv, c.get("actor")!, c.req.valid("json"), clock()), 201);
+  },
+);
+
+apiV1Policies.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/policies/{policyId}",
+    summary: "Get a policy with its next five full runs",
+    tags: ["Policies"],
+    middleware: [requires("backup.view")] as const,
+    request: { params: PolicyId },
+    responses: { 200: ok("The policy"), ...common },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const p = await requirePolicy(kv, c.get("actor")!, c.req.valid("param").policyId);
+    return c.json({
+      ...p,
+      nextFullRuns: nextRuns(p.fullSchedule, clock(), 5, p.timeZone).map((d) => d.toISOString()),
+    }, 200);
+  },
+);
+
+apiV1Policies.openapi(
+  createRoute({
+    method: "put",
+    path: "/api/v1/policies/{policyId}",
+    summary: "Replace a policy's fields (the BES never changes)",
+    tags: ["Policies"],
+    middleware: [requires("backup.manage")] as const,
+    request: {
+      params: PolicyId,
+      body: { content: { "application/json": { schema: PolicyFields } }, required: true },
+    },
+    responses: { 200: ok("Updated"), 422: err("Invalid"), ...common },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    return c.json(
+      await updatePolicy(kv, c.get("actor")!, c.req.valid("param").policyId, c.req.valid("json"), clock()),
+      200,
+    );
+  },
+);
+
+apiV1Policies.openapi(
+  createRoute({
+    method: "delete",
+    path: "/api/v1/policies/{policyId}",
+    summary: "Delete a policy with its assignments, replica rules and hooks",
+    tags: ["Policies"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: PolicyId },
+    responses: { 204: { description: "Deleted" }, ...common },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    await deletePolicy(kv, c.get("actor")!, c.req.valid("param").policyId, clock());
+    return c.body(null, 204);
+  },
+);
