@@ -36,9 +36,15 @@ export async function putObject(
     method: "PUT",
     body: body as BodyInit,
     signal: AbortSignal.timeout(timeoutMs),
+  }).catch((e) => {
+    throw new Error(`S3 copy to ${loc.endpoint} bucket ${loc.bucket} failed: ${describeError(e)}`);
   });
   const text = await res.text();
-  if (!res.ok) throw new Error(`S3 PUT answered ${res.status}: ${text.slice(0, 200)}`);
+  if (!res.ok) {
+    throw new Error(
+      `S3 copy to ${loc.endpoint} bucket ${loc.bucket} answered ${res.status}: ${text.slice(0, 200)}`,
+    );
+  }
 }
 
 /** Checks the bucket answers (HEAD) within `timeoutMs`. Never throws. */
@@ -64,4 +70,10 @@ export async function probeBucket(
       latencyMs: Math.round(performance.now() - started),
     };
   }
+}
+
+/** An error's message with its cause (fetch puts the network reason there). */
+function describeError(e: unknown): string {
+  const err = e as Error & { cause?: { message?: string } };
+  return err.cause?.message ? `${err.message} (${err.cause.message})` : err.message;
 }

@@ -344,6 +344,7 @@ export async function runBackup(
   const cancelled = async () =>
     (await kv.get<{ triggerId: string | null }>(WORKER_KEY)).value?.triggerId !== trigger.id;
   const phase = async (name: string, entries = trigger.progress.entries) => {
+    if (await cancelled()) throw new Error("Cancelled: the backup worker was restarted");
     trigger.progress = { phase: name, entries };
     await saveTrigger(kv, trigger);
   };
@@ -362,7 +363,7 @@ export async function runBackup(
       onProgress: (n) => {
         if (n - lastReport >= 1000) {
           lastReport = n;
-          void phase("exporting", n);
+          void phase("exporting", n).catch(() => {});
         }
       },
     });
@@ -396,9 +397,12 @@ export async function runBackup(
     if (trigger.verification.status === "passed") {
       await kv.set(verifiedKey(input.database), { at: clock().toISOString(), file: name });
     }
-    await phase("cleaning up", entries.length);
-    const days = settings[input.database].retentionDays;
-    await cleanupBundles(settings.directory, input.database, days, clock());
+    // Old bundles go only once a newer one has proven restorable.
+    if (trigger.verification.status === "passed") {
+      await phase("cleaning up", entries.length);
+      const days = settings[input.database].retentionDays;
+      await cleanupBundles(settings.directory, input.database, days, clock());
+    }
     trigger.status = trigger.verification.status === "passed" && trigger.s3.status !== "failed"
       ? "success"
       : "failed";
@@ -414,21 +418,19 @@ export async function runBackup(
 }
 
 async function finishTrigger(kv: Deno.Kv, trigger: Trigger): Promise<void> {
+  // A run whose worker was restarted meanwhile was already recorded failed and counted by
+  // `restartWorker`: it is left as that.
   for (let i = 0; i < 10; i++) {
     const [counters, worker] = await kv.getMany<
       [{ total: number; success: number; failed: number }, { triggerId: string | null }]
-    >(
-      [COUNTERS_KEY, WORKER_KEY],
-    );
+    >([COUNTERS_KEY, WORKER_KEY]);
+    if (worker.value?.triggerId !== trigger.id) return;
     const c = counters.value ?? { total: 0, success: 0, failed: 0 };
     const op = kv.atomic().check(counters, worker).set(triggerKey(trigger.id), trigger).set(COUNTERS_KEY, {
       total: c.total + 1,
       success: c.success + (trigger.status === "success" ? 1 : 0),
       failed: c.failed + (trigger.status === "failed" ? 1 : 0),
-    });
-    if (worker.value?.triggerId === trigger.id) {
-      op.set(WORKER_KEY, { triggerId: null, since: trigger.finishedAt });
-    }
+    }).set(WORKER_KEY, { triggerId: null, since: trigger.finishedAt });
     if ((await op.commit()).ok) return;
   }
 }
@@ -470,12 +472,20 @@ export async function restartWorker(
   now: Date,
 ): Promise<{ abandoned: string | null }> {
   await authorizePlatformAdmin(kv, actor);
-  const worker = await kv.get<{ triggerId: string | null }>(WORKER_KEY);
+  const [worker, counters] = await kv.getMany<
+    [{ triggerId: string | null }, { total: number; success: number; failed: number }]
+  >([WORKER_KEY, COUNTERS_KEY]);
   const abandoned = worker.value?.triggerId ?? null;
-  const op = kv.atomic().check(worker).set(WORKER_KEY, { triggerId: null, since: now.toISOString() });
+  const op = kv.atomic().check(worker, counters).set(WORKER_KEY, {
+    triggerId: null,
+    since: now.toISOString(),
+  });
   if (abandoned) {
     const t = (await kv.get<Trigger>(triggerKey(abandoned))).value;
     if (t && t.status === "running") {
+      // Counted here, as failed: the run itself stops at its next step without counting again.
+      const c = counters.value ?? { total: 0, success: 0, failed: 0 };
+      op.set(COUNTERS_KEY, { total: c.total + 1, success: c.success, failed: c.failed + 1 });
       op.set(triggerKey(abandoned), {
         ...t,
         status: "failed",
@@ -546,6 +556,8 @@ export async function runScheduledBackups(
       done.push(await runBackup(kv, { database: db, kind: "scheduled", requestedBy: "scheduler" }, options));
     } catch (e) {
       if (!(e instanceof ConflictError)) throw e;
+      // Another backup is running: give the hour back so a later minute of it runs this one.
+      await kv.delete(slotKey(db, slot));
     }
   }
   return done;

@@ -539,7 +539,7 @@ async function formPage(
 policyRoutes.get(
   "/new",
   requires("backup.manage"),
-  async (c) => formPage(c, { form: { ...NEW_DEFAULTS, besId: c.req.query("besId") ?? "" } }),
+  (c) => formPage(c, { form: { ...NEW_DEFAULTS, besId: c.req.query("besId") ?? "" } }),
 );
 
 policyRoutes.post("/new", requires("backup.manage"), async (c) => {

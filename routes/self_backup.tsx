@@ -29,7 +29,7 @@ import BackupProgress from "../islands/BackupProgress.tsx";
 import { requires } from "./access.ts";
 import { ErrorBody } from "./api_v1.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, readForm, str } from "./forms.ts";
+import { readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 
 const TriggerSchema = z.object({

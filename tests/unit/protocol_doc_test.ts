@@ -33,7 +33,7 @@ Deno.test("docs/engine-protocol.md worked example signs and verifies as document
     "q8Jv3xM1cT0pQ2rS9uWk1A",
     new TextEncoder().encode(body),
   );
-  const documented = /2\. Canonical string:\n\n   ```\n([\s\S]*?)\n   ```/.exec(doc)?.[1].split("\n").map((
+  const documented = /2\. Canonical string:\n\n {3}```\n([\s\S]*?)\n {3}```/.exec(doc)?.[1].split("\n").map((
     l,
   ) => l.trim()).join("\n");
   assert.equal(documented, canonical);
