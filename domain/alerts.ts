@@ -20,13 +20,14 @@ export type AlertReason =
   | "engine_offline"
   | "engine_degraded"
   | "storage_warning"
-  | "storage_critical";
+  | "storage_critical"
+  | "host_offline";
 
 export interface Alert {
   id: string;
   accountId: string;
   orgId: string | null;
-  subjectType: "engine" | "storage_target";
+  subjectType: "engine" | "storage_target" | "host";
   subjectId: string;
   subjectName: string;
   reason: AlertReason;

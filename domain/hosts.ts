@@ -1,15 +1,21 @@
 /**
- * Managed hosts, as far as the engine protocol needs them: agents enroll with an org secret and send
- * signed heartbeats. The policies issue adds the Hosts pages and assignments on these keys.
+ * Managed hosts: agents enroll with an org secret and send signed heartbeats; the sweep applies the
+ * 3-minute offline rule (with a warning alert that the next heartbeat resolves); operators list and
+ * open hosts within their org scope. Assignments to policies live in assignments.ts.
  */
 import { z } from "zod";
+import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
-import { HEARTBEAT_INTERVAL_SECONDS, HeartbeatMetrics } from "./engines.ts";
+import { HEARTBEAT_INTERVAL_SECONDS, HeartbeatMetrics, OFFLINE_AFTER_MS } from "./engines.ts";
 import { newId } from "./ids.ts";
-import { withRetry } from "./kv.ts";
-import type { Actor } from "./rbac.ts";
+import { getManyValues, withRetry } from "./kv.ts";
+import { type Actor, inScope } from "./rbac.ts";
 import { decodePublicKey } from "./signing.ts";
+
+/** pending: enrolled, no heartbeat yet; offline: silent for more than 3 minutes. */
+export const HOST_STATUSES = ["pending", "online", "offline"] as const;
+export type HostStatus = (typeof HOST_STATUSES)[number];
 
 export interface Host {
   id: string;
@@ -21,7 +27,7 @@ export interface Host {
   publicKey: string;
   version: string;
   relay: boolean;
-  status: "pending" | "online" | "offline";
+  status: HostStatus;
   enrolledAt: string;
   updatedAt: string;
   lastHeartbeatAt: string | null;
@@ -36,6 +42,7 @@ export function hostsByAccountKey(accountId: string, id: string) {
 export function hostByPublicKeyKey(publicKey: string) {
   return ["hosts_by_public_key", publicKey] as const;
 }
+/** Hosts whose heartbeat the sweep must watch (set by every heartbeat, removed when they go offline). */
 export function liveHostKey(id: string) {
   return ["hosts_live", id] as const;
 }
@@ -77,8 +84,76 @@ function agentActor(host: Pick<Host, "id" | "hostname" | "accountId">): Actor {
   };
 }
 
+/** The tenancy of a host, for `inScope` and `authorize`. */
+export function hostScope(host: Pick<Host, "accountId" | "orgId">) {
+  return { accountId: host.accountId, orgId: host.orgId };
+}
+
+/** The host, or null; no scope check (protocol and jobs). */
 export async function getHost(kv: Deno.Kv, id: string): Promise<Host | null> {
   return (await kv.get<Host>(hostKey(id))).value;
+}
+
+/** Returns the host if the actor may see it. Throws NotFoundError otherwise (also outside the scope). */
+export async function requireHost(kv: Deno.Kv, actor: Actor, id: string): Promise<Host> {
+  const host = await getHost(kv, id);
+  if (!host || !inScope(actor, hostScope(host))) throw new NotFoundError(`Host ${id} not found`);
+  return host;
+}
+
+const HOST_SORTS = [
+  "hostname",
+  "-hostname",
+  "ipAddress",
+  "-ipAddress",
+  "status",
+  "-status",
+  "lastHeartbeatAt",
+  "-lastHeartbeatAt",
+] as const;
+
+/** Filters of the hosts list; every field falls back to its default, so a raw query object parses. */
+export const HostFilter = z.object({
+  /** Substring of the hostname or IP address, case-insensitive. */
+  q: z.string().trim().max(200).catch(""),
+  orgId: z.string().max(40).catch(""),
+  status: z.enum(["", ...HOST_STATUSES]).catch(""),
+  sort: z.enum(HOST_SORTS).catch("hostname"),
+  offset: z.coerce.number().int().min(0).catch(0),
+  limit: z.coerce.number().int().min(1).max(200).catch(50),
+});
+export type HostFilter = z.infer<typeof HostFilter>;
+
+/**
+ * Hosts of the actor's account inside its org scope, filtered and sorted (ties by hostname, then id,
+ * so pages are stable); `total` counts the matches before paging. Missing filter fields take their
+ * defaults. A system actor (no account) gets an empty list.
+ */
+export async function listHosts(
+  kv: Deno.Kv,
+  actor: Actor,
+  filter: Partial<z.input<typeof HostFilter>> = {},
+): Promise<{ values: Host[]; total: number }> {
+  const f = HostFilter.parse(filter);
+  if (!actor.accountId) return { values: [], total: 0 };
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["hosts_by_account", actor.accountId] })) {
+    keys.push(hostKey(e.value));
+  }
+  const needle = f.q.toLowerCase();
+  const rows = (await getManyValues<Host>(kv, keys)).filter((h) =>
+    inScope(actor, hostScope(h)) &&
+    (!f.status || h.status === f.status) &&
+    (!f.orgId || h.orgId === f.orgId) &&
+    (!needle || h.hostname.toLowerCase().includes(needle) || h.ipAddress.toLowerCase().includes(needle))
+  );
+  const field = f.sort.replace(/^-/, "") as "hostname" | "ipAddress" | "status" | "lastHeartbeatAt";
+  const dir = f.sort.startsWith("-") ? -1 : 1;
+  rows.sort((a, b) =>
+    dir * String(a[field] ?? "").localeCompare(String(b[field] ?? "")) ||
+    a.hostname.localeCompare(b.hostname) || a.id.localeCompare(b.id)
+  );
+  return { values: rows.slice(f.offset, f.offset + f.limit), total: rows.length };
 }
 
 /** Enrolls an agent into an org; the same public key again refreshes it (idempotent). */
@@ -137,7 +212,10 @@ export async function enrollHost(
   });
 }
 
-/** Records an agent heartbeat (claiming the request nonce in the same operation). */
+/**
+ * Records an agent heartbeat (claiming the request nonce in the same operation). A host that was
+ * offline comes back online and its `host_offline` alert is resolved in that same operation.
+ */
 export async function applyHostHeartbeat(
   kv: Deno.Kv,
   hostId: string,
@@ -157,6 +235,10 @@ export async function applyHostHeartbeat(
       lastHeartbeatAt: now.toISOString(),
     };
     const op = kv.atomic().check(entry).set(hostKey(hostId), next).set(liveHostKey(hostId), true);
+    // Only a host the sweep took offline can have an open alert: skip the read otherwise.
+    if (host.status === "offline") {
+      resolveAlert(op, await readOpenAlert(kv, "host", hostId, "host_offline"), now);
+    }
     if (nonce) {
       op.check({ key: nonce.key, versionstamp: null }).set(nonce.key, now.getTime(), {
         expireIn: nonce.expireIn,
@@ -166,6 +248,46 @@ export async function applyHostHeartbeat(
     if (nonce && (await kv.get(nonce.key)).versionstamp !== null) return { host, replayed: true };
   }
   throw new ConflictError("Heartbeat conflicted repeatedly; retry");
+}
+
+/**
+ * The sweep: every online host silent for more than 3 minutes at `now` (exactly 3 minutes is still
+ * online) goes offline with one warning alert `host_offline`, raised in the same atomic operation.
+ * A host is a single machine, not shared infrastructure like a BES, hence a warning, not critical.
+ * Idempotent for the same `now`. Returns the ids it took offline.
+ */
+export async function sweepHostHeartbeats(kv: Deno.Kv, now: Date): Promise<{ offline: string[] }> {
+  const offline: string[] = [];
+  for await (const live of kv.list({ prefix: ["hosts_live"] })) {
+    const id = String(live.key[1]);
+    for (let i = 0; i < 5; i++) {
+      const entry = await kv.get<Host>(hostKey(id));
+      const host = entry.value;
+      if (!host || host.status !== "online") {
+        await kv.atomic().check(entry).delete(liveHostKey(id)).commit();
+        break;
+      }
+      const last = host.lastHeartbeatAt ? Date.parse(host.lastHeartbeatAt) : 0;
+      if (now.getTime() - last <= OFFLINE_AFTER_MS) break;
+      const next: Host = { ...host, status: "offline" };
+      const op = kv.atomic().check(entry).set(hostKey(id), next).delete(liveHostKey(id));
+      raiseAlert(op, await readOpenAlert(kv, "host", id, "host_offline"), {
+        accountId: host.accountId,
+        orgId: host.orgId,
+        subjectType: "host",
+        subjectId: id,
+        subjectName: host.hostname,
+        reason: "host_offline",
+        severity: "warning",
+        message: `Host ${host.hostname} is offline: no agent heartbeat for more than 3 minutes`,
+      }, now);
+      if ((await op.commit()).ok) {
+        offline.push(id);
+        break;
+      }
+    }
+  }
+  return { offline };
 }
 
 export { HEARTBEAT_INTERVAL_SECONDS };

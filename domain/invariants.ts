@@ -4,8 +4,11 @@
  * self-backups and by race tests. Returns human-readable violations (empty when all hold).
  */
 import type { Alert } from "./alerts.ts";
+import type { Assignment } from "./assignments.ts";
 import type { Engine } from "./engines.ts";
+import type { Host } from "./hosts.ts";
 import type { PolicyCore } from "./policies.ts";
+import type { ProtectedObject } from "./protected.ts";
 import type { StorageTarget } from "./storage.ts";
 import type { Org, User } from "./types.ts";
 
@@ -75,6 +78,10 @@ export async function checkInvariants(kv: Deno.Kv): Promise<string[]> {
       }
     }
   }
+  // The self-backup's S3 secret is the other owner of a vault record.
+  const selfBackup =
+    (await kv.get<{ s3?: { credentialId: string | null } }>(["self_backup", "settings"])).value;
+  if (selfBackup?.s3?.credentialId) referencedVault.add(selfBackup.s3.credentialId);
   for (const id of vault.keys()) {
     if (!referencedVault.has(id)) problems.push(`vault record ${id} is referenced by nothing`);
   }
@@ -88,11 +95,128 @@ export async function checkInvariants(kv: Deno.Kv): Promise<string[]> {
       problems.push(`policy ${policy.id} is on BES ${policy.besId} but its target is on ${target.besId}`);
     }
   }
+  // Replica rules: their policy and target exist, and every target's reference count is exactly the
+  // policies writing to it plus the replica rules copying to it (what makes FK RESTRICT hold).
+  const replicas = await all<{ id: string; policyId: string; targetId: string }>(kv, "replicas");
+  const refs = new Map<string, number>();
+  for (const p of policies.values()) refs.set(p.targetId, (refs.get(p.targetId) ?? 0) + 1);
+  for (const r of replicas.values()) {
+    if (!policies.has(r.policyId)) {
+      problems.push(`replica rule ${r.id} belongs to missing policy ${r.policyId}`);
+    }
+    if (!targets.has(r.targetId)) {
+      problems.push(`replica rule ${r.id} copies to missing target ${r.targetId}`);
+    }
+    refs.set(r.targetId, (refs.get(r.targetId) ?? 0) + 1);
+  }
+  for (const t of targets.values()) {
+    if ((t.policyCount ?? 0) !== (refs.get(t.id) ?? 0)) {
+      problems.push(
+        `storage target ${t.id} counts ${t.policyCount} references but has ${refs.get(t.id) ?? 0}`,
+      );
+    }
+  }
   for (const p of await pointers(kv, "alerts_open")) {
     const alert = alerts.get(p.value);
     if (!alert || alert.status === "resolved") {
       problems.push(`alerts_open points to missing or resolved alert ${p.value}`);
     }
   }
+  problems.push(...await checkHostInvariants(kv, policies));
   return problems;
+}
+
+/**
+ * Hosts, assignments (invariant 3: at most one per policy and host, which holds when every
+ * `assignments_by_policy` pointer and every record agree one to one) and protected objects.
+ */
+async function checkHostInvariants(kv: Deno.Kv, policies: Map<string, PolicyCore>): Promise<string[]> {
+  const problems: string[] = [];
+  const hosts = await all<Host>(kv, "hosts");
+  const assignments = await all<Assignment>(kv, "assignments");
+  const objects = await all<ProtectedObject>(kv, "protected_objects");
+
+  for (const p of await pointers(kv, "hosts_by_account")) {
+    if (hosts.get(p.value)?.accountId !== p.key[1]) {
+      problems.push(`hosts_by_account points to missing or foreign host ${p.value}`);
+    }
+  }
+  for (const p of await pointers(kv, "hosts_by_public_key")) {
+    if (hosts.get(p.value)?.publicKey !== p.key[1]) {
+      problems.push(`hosts_by_public_key points to a missing or different host ${p.value}`);
+    }
+  }
+
+  const byPolicy = new Map(
+    (await pointers(kv, "assignments_by_policy")).map((p) => [pairKey(p.key), p.value]),
+  );
+  const byHost = new Map((await pointers(kv, "assignments_by_host")).map((p) => [pairKey(p.key), p.value]));
+  const protectedByHost = new Map(
+    (await pointers(kv, "protected_by_host")).map((p) => [pairKey(p.key), p.value]),
+  );
+  for (const a of assignments.values()) {
+    const policy = policies.get(a.policyId);
+    const host = hosts.get(a.hostId);
+    if (!policy) problems.push(`assignment ${a.id} belongs to missing policy ${a.policyId}`);
+    if (!host) problems.push(`assignment ${a.id} assigns missing host ${a.hostId}`);
+    if (policy && host && policy.accountId !== host.accountId) {
+      problems.push(
+        `assignment ${a.id} joins policy ${a.policyId} and host ${a.hostId} of different accounts`,
+      );
+    }
+    if (byPolicy.get(`${a.policyId}/${a.hostId}`) !== a.id) {
+      problems.push(`assignment ${a.id} is not the one assignments_by_policy lists for its policy and host`);
+    }
+    if (byHost.get(`${a.hostId}/${a.policyId}`) !== a.id) {
+      problems.push(`assignment ${a.id} is not the one assignments_by_host lists for its host and policy`);
+    }
+    const object = objects.get(protectedByHost.get(`${a.hostId}/${a.policyId}`) ?? "");
+    if (!object) problems.push(`assignment ${a.id} has no protected object`);
+    else if (object.protection !== a.state) {
+      problems.push(
+        `protected object ${object.id} is ${object.protection} but assignment ${a.id} is ${a.state}`,
+      );
+    }
+  }
+  for (const [pair, id] of byPolicy) {
+    const a = assignments.get(id);
+    if (!a || `${a.policyId}/${a.hostId}` !== pair) {
+      problems.push(`assignments_by_policy ${pair} points to a missing or different assignment ${id}`);
+    }
+  }
+  for (const [pair, id] of byHost) {
+    const a = assignments.get(id);
+    if (!a || `${a.hostId}/${a.policyId}` !== pair) {
+      problems.push(`assignments_by_host ${pair} points to a missing or different assignment ${id}`);
+    }
+  }
+
+  for (const [pair, id] of protectedByHost) {
+    const o = objects.get(id);
+    if (!o || `${o.hostId}/${o.policyId}` !== pair) {
+      problems.push(`protected_by_host ${pair} points to a missing or different protected object ${id}`);
+    }
+  }
+  for (const p of await pointers(kv, "protected_by_account")) {
+    if (objects.get(p.value)?.accountId !== p.key[1]) {
+      problems.push(`protected_by_account points to missing or foreign protected object ${p.value}`);
+    }
+  }
+  for (const o of objects.values()) {
+    if (protectedByHost.get(`${o.hostId}/${o.policyId}`) !== o.id) {
+      problems.push(
+        `protected object ${o.id} is not the one protected_by_host lists for its host and policy`,
+      );
+    }
+    const assigned = assignments.get(byPolicy.get(`${o.policyId}/${o.hostId}`) ?? "");
+    if (!assigned && o.protection !== "unprotected") {
+      problems.push(`protected object ${o.id} is ${o.protection} without an assignment`);
+    }
+  }
+  return problems;
+}
+
+/** `a/b` of a two-part index key `[prefix, a, b]`. */
+function pairKey(key: Deno.KvKey): string {
+  return `${String(key[1])}/${String(key[2])}`;
 }

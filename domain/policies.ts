@@ -4,6 +4,9 @@
  * the cascade to assignments, hooks and replica rules.
  */
 import { z } from "zod";
+import { deletePolicyAssignments } from "./assignments.ts";
+import { deleteHooksOfPolicy } from "./hooks.ts";
+import { deleteReplicasOfPolicy } from "./replicas.ts";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
@@ -107,7 +110,12 @@ export async function resumePoliciesForStorage(kv: Deno.Kv, targetId: string, no
 }
 
 /** Deletes a policy with its children and indexes (used by the engine cascade). */
-export async function deletePolicyCascade(kv: Deno.Kv, policy: PolicyCore): Promise<void> {
+export async function deletePolicyCascade(kv: Deno.Kv, policy: PolicyCore, now: Date): Promise<void> {
+  // Children with records and indexes of their own go through their modules (which also keep
+  // protected objects, scripts' usage and targets' reference counts right); the prefixes sweep the rest.
+  await deletePolicyAssignments(kv, policy.id, now);
+  await deleteHooksOfPolicy(kv, policy.id);
+  await deleteReplicasOfPolicy(kv, policy.id);
   for (const prefix of policyChildPrefixes(policy.id)) {
     const keys: Deno.KvKey[] = [];
     for await (const e of kv.list({ prefix })) keys.push(e.key);
@@ -389,6 +397,14 @@ export async function updatePolicy(
         ["storage_targets", data.targetId],
       ]);
       const next = newEntry.value;
+      for await (const r of kv.list<string>({ prefix: ["replicas_by_policy", id] })) {
+        const rule = (await kv.get<{ targetId: string }>(["replicas", r.value])).value;
+        if (rule?.targetId === data.targetId) {
+          throw new ValidationError("This policy already replicates to that target", {
+            targetId: "This policy already replicates to this target; remove that replica rule first",
+          });
+        }
+      }
       if (!next || next.besId !== policy.besId) {
         throw new ValidationError("The new storage target must be on the policy's BES", {
           targetId: "Choose a storage target of this policy's BES",
@@ -455,5 +471,5 @@ export async function deletePolicy(kv: Deno.Kv, actor: Actor, id: string, now: D
       .delete(policiesByAccountKey(policy.accountId, id));
     return (await op.commit()).ok ? { value: undefined } : null;
   });
-  await deletePolicyCascade(kv, policy);
+  await deletePolicyCascade(kv, policy, now);
 }

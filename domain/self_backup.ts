@@ -64,9 +64,22 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "policies_by_target",
     "policies_by_bes",
     "policies_by_account",
+    "assignments",
     "assignments_by_policy",
+    "assignments_by_host",
+    "protected_objects",
+    "protected_by_host",
+    "protected_by_account",
+    "hooks",
     "hooks_by_policy",
+    "hooks_by_script",
+    "scripts",
+    "scripts_by_account",
+    "scripts_by_name",
+    "replicas",
     "replicas_by_policy",
+    "replicas_by_target",
+    "replicas_by_account",
     "self_backup",
   ],
   results: [
@@ -79,6 +92,8 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "capacity_samples",
     "capacity_daily",
     "self_backup_triggers",
+    "self_backup_triggers_counters",
+    "self_backup_verified",
   ],
 };
 
@@ -91,6 +106,7 @@ export const EPHEMERAL_PREFIXES: readonly string[] = [
   "registration_failures",
   "cron_slots",
   "probe",
+  "self_backup_state",
 ];
 
 /** The logical database of a key, "ephemeral", or null when nobody classified its prefix. */
@@ -367,9 +383,20 @@ export async function restoreBundle(
   let written = 0;
   for (let i = 0; i < entries.length; i += 200) {
     const op = kv.atomic();
-    for (const e of entries.slice(i, i + 200)) op.set(e.key, e.value);
+    for (const e of entries.slice(i, i + 200)) op.set(e.key, restoredValue(e.key, e.value, header.createdAt));
     if (!(await op.commit()).ok) throw new Error("Restore write failed");
     written += Math.min(200, entries.length - i);
   }
   return { header, written };
+}
+
+/** A trigger that was running when its bundle was taken did not finish in the restored world. */
+function restoredValue(key: Deno.KvKey, value: unknown, createdAt: string): unknown {
+  if (key[0] !== "self_backup_triggers" || (value as { status?: string })?.status !== "running") return value;
+  return {
+    ...(value as object),
+    status: "failed",
+    error: "Interrupted: the database was restored from a bundle taken while this backup ran",
+    finishedAt: createdAt,
+  };
 }

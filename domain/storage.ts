@@ -458,9 +458,22 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
     authorize(actor, "backup.manage", targetScope(target));
     const policies = await listPoliciesByTarget(kv, id);
     if (target.policyCount > 0 || policies.length > 0) {
-      const names = policies.map((p) => p.name).join(", ") || `${target.policyCount} policies`;
+      // Replica rules count as references too; name the policies they belong to.
+      const replicaPolicies: string[] = [];
+      for await (const r of kv.list<string>({ prefix: ["replicas_by_target", id] })) {
+        const rule = (await kv.get<{ policyId: string }>(["replicas", r.value])).value;
+        const p = rule ? (await kv.get<{ name: string }>(["policies", rule.policyId])).value : null;
+        if (p) replicaPolicies.push(p.name);
+      }
+      const parts = [
+        policies.length ? `policies ${policies.map((p) => p.name).join(", ")}` : "",
+        replicaPolicies.length ? `replica rules of ${replicaPolicies.join(", ")}` : "",
+      ].filter(Boolean);
       throw new ConflictError(
-        `Storage target ${target.name} is used by ${names}. Remove or reassign those policies first.`,
+        `Storage target ${target.name} is used by ${
+          parts.join(" and ") || `${target.policyCount} references`
+        }. ` +
+          "Remove or reassign those first.",
       );
     }
     const engineEntry = await kv.get<Engine>(engineKey(target.besId));
@@ -721,11 +734,11 @@ export async function purgeCapacityHistory(kv: Deno.Kv, now: Date): Promise<numb
 // The engine cascade removes policies first (their children with them), then targets.
 registerEngineCascade({
   name: "policies",
-  async run(kv, engine) {
+  async run(kv, engine, now) {
     let n = 0;
     for await (const e of kv.list<string>({ prefix: ["policies_by_bes", engine.id] })) {
       const policy = (await kv.get<Parameters<typeof deletePolicyCascade>[1]>(["policies", e.value])).value;
-      if (policy) await deletePolicyCascade(kv, policy);
+      if (policy) await deletePolicyCascade(kv, policy, now);
       else await kv.delete(e.key);
       n++;
     }

@@ -7,6 +7,7 @@ import { purgeExpired } from "./purge_expired.ts";
 import { resumeDeletions } from "./resume_deletions.ts";
 import { runSelfBackups } from "./self_backup.ts";
 import { sweepHeartbeats } from "./sweep_heartbeats.ts";
+import { sweepHosts } from "./sweep_hosts.ts";
 
 /** Claims the slot `name@slot` once across all instances. Returns false when another instance has it. */
 export async function claimSlot(kv: Deno.Kv, name: string, slot: string): Promise<boolean> {

@@ -2,7 +2,10 @@
  * Deletes what has outlived its retention: sessions, login counters, engine metrics older than 24 h,
  * capacity samples older than 48 h and roll-ups older than 365 days (KV's own expiry is lazy).
  */
+import { purgeOrphanAssignments } from "../domain/assignments.ts";
 import { purgeLoginFailures, purgeSessions } from "../domain/auth.ts";
+import { sweepOrphanHooks } from "../domain/hooks.ts";
+import { sweepOrphanReplicas } from "../domain/replicas.ts";
 import { purgeEngineMetrics } from "../domain/engines.ts";
 import { purgeCapacityHistory } from "../domain/storage.ts";
 
@@ -13,5 +16,9 @@ export async function purgeExpired(kv: Deno.Kv, now: Date) {
     loginCounters: await purgeLoginFailures(kv, now),
     engineMetrics: await purgeEngineMetrics(kv, now),
     capacity: await purgeCapacityHistory(kv, now),
+    // Safety nets for a crash between a policy's delete and its cascade.
+    orphanAssignments: await purgeOrphanAssignments(kv, now),
+    orphanHooks: await sweepOrphanHooks(kv, now),
+    orphanReplicas: await sweepOrphanReplicas(kv, now),
   };
 }

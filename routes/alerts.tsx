@@ -20,7 +20,8 @@ const SEVERITY_TONE: Record<Alert["severity"], Tone> = { critical: "bad", warnin
 const STATUS_TONE: Record<Alert["status"], Tone> = { open: "bad", acknowledged: "warn", resolved: "ok" };
 
 function subjectLink(a: Alert) {
-  const base = a.subjectType === "engine" ? "/backup/engines/" : "/backup/storage/";
+  const base =
+    { engine: "/backup/engines/", storage_target: "/backup/storage/", host: "/backup/hosts/" }[a.subjectType];
   return <a href={base + a.subjectId}>{a.subjectName}</a>;
 }
 

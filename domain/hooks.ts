@@ -1,0 +1,549 @@
+/**
+ * Application-consistent hooks of a backup policy: commands an agent runs around a backup so that a
+ * database on the host is captured in a consistent state. A hook runs a pre-built template (MySQL /
+ * MariaDB, PostgreSQL, MongoDB, Elasticsearch) or a custom script from the library (scripts.ts) of the
+ * policy's own account and organization.
+ *
+ * Hook types, in the order they fire during one backup:
+ * 1. `pre_backup` — before the job starts reading (e.g. dump a database to a staging folder);
+ * 2. `pre_snapshot` — right before the VSS / LVM snapshot is taken (quiesce, flush);
+ * 3. `post_snapshot` — right after the snapshot exists (resume writes; keep this short);
+ * 4. `post_backup` — after the job has finished (remove the dump, notify).
+ * Hooks of one type run by `sequence` ascending, then by id for ties (see `orderHooks`).
+ *
+ * Keys: `["hooks", id]` (the hook), `["hooks_by_policy", policyId, id]` (removed with the policy by
+ * its cascade) and `["hooks_by_script", scriptId, id]` for custom hooks. Until the policy cascade also
+ * calls `deleteHooksOfPolicy`, a deleted policy leaves its hook records behind: every reader here
+ * treats a hook whose policy is gone as deleted, `deleteScript` ignores (and removes) such hooks, and
+ * `sweepOrphanHooks` removes the rest.
+ */
+import { z } from "zod";
+import { appendAudit } from "./audit.ts";
+import { type Engine, engineKey, registerEngineCascade } from "./engines.ts";
+import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { newId } from "./ids.ts";
+import { getManyValues, withRetry } from "./kv.ts";
+import { type Policy, type PolicyCore, policyKey, requirePolicy } from "./policies.ts";
+import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
+import { hooksByScriptKey, type Interpreter, type Script, scriptKey, scriptScope } from "./scripts.ts";
+
+/** Hook types in execution order (see the module comment). */
+export const HOOK_TYPES = ["pre_backup", "pre_snapshot", "post_snapshot", "post_backup"] as const;
+export type HookType = (typeof HOOK_TYPES)[number];
+export const HOOK_TYPE_LABELS: Record<HookType, string> = {
+  pre_backup: "Pre-backup",
+  pre_snapshot: "Pre-snapshot",
+  post_snapshot: "Post-snapshot",
+  post_backup: "Post-backup",
+};
+
+export const TEMPLATE_NAMES = ["mysql", "postgresql", "mongodb", "elasticsearch"] as const;
+export type TemplateName = (typeof TEMPLATE_NAMES)[number];
+
+/** A pre-built hook: `pre` runs for pre_* hooks, `post` for post_* hooks. */
+export interface HookTemplate {
+  label: string;
+  /** One line for the template picker (the guide's "Script Snippet" column). */
+  description: string;
+  interpreter: Interpreter;
+  pre: string;
+  post: string;
+}
+
+const DUMP_DIR = 'DUMP_DIR="${CADRES_DUMP_DIR:-/var/backups/cadres';
+
+/**
+ * The templates of the guide. Connection details come from the host's environment and the tools'
+ * own credential files (~/.my.cnf, ~/.pgpass, a MongoDB URI), never from the control plane.
+ */
+export const HOOK_TEMPLATES: Record<TemplateName, HookTemplate> = {
+  mysql: {
+    label: "MySQL / MariaDB",
+    description: "mysqldump --single-transaction",
+    interpreter: "bash",
+    pre: [
+      "set -euo pipefail",
+      `${DUMP_DIR}/mysql}"`,
+      'mkdir -p "$DUMP_DIR"',
+      "# A consistent InnoDB snapshot without locking tables; credentials from ~/.my.cnf.",
+      "mysqldump --single-transaction --quick --routines --triggers --events --all-databases \\",
+      '  > "$DUMP_DIR/all-databases.sql.tmp"',
+      'mv "$DUMP_DIR/all-databases.sql.tmp" "$DUMP_DIR/all-databases.sql"',
+    ].join("\n"),
+    post: [
+      "set -euo pipefail",
+      `${DUMP_DIR}/mysql}"`,
+      'rm -f "$DUMP_DIR/all-databases.sql"',
+    ].join("\n"),
+  },
+  postgresql: {
+    label: "PostgreSQL",
+    description: "pg_dump",
+    interpreter: "bash",
+    pre: [
+      "set -euo pipefail",
+      `${DUMP_DIR}/postgresql}"`,
+      'mkdir -p "$DUMP_DIR"',
+      "# Roles and tablespaces, then each database in pg_dump's custom format; credentials from ~/.pgpass.",
+      'pg_dumpall --globals-only > "$DUMP_DIR/globals.sql"',
+      'for db in $(psql -At -c "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate"); do',
+      '  pg_dump --format=custom --file="$DUMP_DIR/$db.dump" "$db"',
+      "done",
+    ].join("\n"),
+    post: [
+      "set -euo pipefail",
+      `${DUMP_DIR}/postgresql}"`,
+      'rm -f "$DUMP_DIR"/*.dump "$DUMP_DIR/globals.sql"',
+    ].join("\n"),
+  },
+  mongodb: {
+    label: "MongoDB",
+    description: "mongodump with replica set support",
+    interpreter: "bash",
+    pre: [
+      "set -euo pipefail",
+      `${DUMP_DIR}/mongodb}"`,
+      'rm -rf "$DUMP_DIR" && mkdir -p "$DUMP_DIR"',
+      "# On a replica set, --oplog captures writes made during the dump (restore with --oplogReplay);",
+      "# set MONGODB_STANDALONE=1 for a standalone server, which has no oplog.",
+      'OPLOG="--oplog"',
+      'if [ "${MONGODB_STANDALONE:-0}" = "1" ]; then OPLOG=""; fi',
+      'mongodump --uri="${MONGODB_URI:-mongodb://localhost:27017/?replicaSet=rs0}" $OPLOG --gzip --out="$DUMP_DIR"',
+    ].join("\n"),
+    post: [
+      "set -euo pipefail",
+      `${DUMP_DIR}/mongodb}"`,
+      'rm -rf "$DUMP_DIR"',
+    ].join("\n"),
+  },
+  elasticsearch: {
+    label: "Elasticsearch",
+    description: "Snapshot to registered repository",
+    interpreter: "bash",
+    pre: [
+      "set -euo pipefail",
+      'ES_URL="${ES_URL:-http://localhost:9200}"',
+      "# The repository must already be registered (PUT _snapshot/<name>); its files are what gets backed up.",
+      'REPOSITORY="${ES_SNAPSHOT_REPOSITORY:-cadres}"',
+      'SNAPSHOT="cadres-$(date -u +%Y%m%d-%H%M%S)"',
+      'curl -fsS -X PUT "$ES_URL/_snapshot/$REPOSITORY/$SNAPSHOT?wait_for_completion=true" \\',
+      "  -H 'Content-Type: application/json' \\",
+      `  -d '{"indices": "*", "include_global_state": true}'`,
+    ].join("\n"),
+    post: [
+      "set -euo pipefail",
+      'ES_URL="${ES_URL:-http://localhost:9200}"',
+      'REPOSITORY="${ES_SNAPSHOT_REPOSITORY:-cadres}"',
+      "# Confirm every node can still reach the repository; snapshot retention is left to SLM.",
+      'curl -fsS -X POST "$ES_URL/_snapshot/$REPOSITORY/_verify" > /dev/null',
+    ].join("\n"),
+  },
+};
+
+export interface Hook {
+  id: string;
+  /** Copied from the policy: the hook's tenancy. */
+  accountId: string;
+  orgId: string | null;
+  policyId: string;
+  type: HookType;
+  /** null: a custom hook running `scriptId`. */
+  template: TemplateName | null;
+  scriptId: string | null;
+  timeoutSeconds: number;
+  sequence: number;
+  failOnError: boolean;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** A hook as listed on the policy form: with its script's name and its template's label. */
+export interface HookView extends Hook {
+  scriptName: string | null;
+  templateLabel: string | null;
+}
+
+export function hookKey(id: string) {
+  return ["hooks", id] as const;
+}
+export function hooksByPolicyKey(policyId: string, id: string) {
+  return ["hooks_by_policy", policyId, id] as const;
+}
+
+/** Every key of a hook, so create, update and delete touch the same set. */
+function hookKeys(h: Pick<Hook, "id" | "policyId" | "scriptId">): Deno.KvKey[] {
+  return [
+    hookKey(h.id),
+    hooksByPolicyKey(h.policyId, h.id),
+    ...(h.scriptId ? [hooksByScriptKey(h.scriptId, h.id)] : []),
+  ];
+}
+
+function hookScope(h: Pick<Hook, "accountId" | "orgId">) {
+  return { accountId: h.accountId, orgId: h.orgId };
+}
+
+const BlankToNull = z.literal("").transform(() => null);
+
+/** The editable fields of a hook: a template, or a custom script (exactly one of them). */
+export const HookFields = z.object({
+  type: z.enum(HOOK_TYPES, { error: `must be one of ${HOOK_TYPES.join(", ")}` }),
+  template: z.union([BlankToNull, z.enum(TEMPLATE_NAMES)], {
+    error: `must be one of ${TEMPLATE_NAMES.join(", ")} (or empty for a custom script)`,
+  }).nullable().default(null),
+  scriptId: z.union([BlankToNull, z.string().max(40)]).nullable().default(null),
+  timeoutSeconds: z.coerce.number({ error: "must be a number" }).int("must be a whole number")
+    .min(1, "must be 1–3600").max(3600, "must be 1–3600").default(300),
+  sequence: z.coerce.number({ error: "must be a number" }).int("must be a whole number")
+    .min(0, "must be 0–1000").max(1000, "must be 0–1000").default(100),
+  failOnError: z.boolean().default(true),
+}).superRefine((h, ctx) => {
+  if (h.template && h.scriptId) {
+    ctx.addIssue({ code: "custom", path: ["scriptId"], message: "must be empty when a template is chosen" });
+  }
+  if (!h.template && !h.scriptId) {
+    ctx.addIssue({ code: "custom", path: ["scriptId"], message: "is required for a custom script hook" });
+  }
+});
+export type HookUpdateInput = z.input<typeof HookFields>;
+
+export const HookCreateInput = z.object({ policyId: z.string().min(1, "is required").max(40) }).and(
+  HookFields,
+);
+export type HookCreateInput = z.input<typeof HookCreateInput>;
+
+/** Hooks in execution order: by type (HOOK_TYPES order), then `sequence` ascending, then id. */
+export function orderHooks<T extends Pick<Hook, "id" | "type" | "sequence">>(hooks: readonly T[]): T[] {
+  return [...hooks].sort((a, b) =>
+    HOOK_TYPES.indexOf(a.type) - HOOK_TYPES.indexOf(b.type) || a.sequence - b.sequence ||
+    (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+  );
+}
+
+/**
+ * What an agent runs for a hook: the template's pre or post snippet, or the library script's body.
+ * Throws if a custom hook is given no script or a different one.
+ */
+export function hookScript(
+  hook: Pick<Hook, "type" | "template" | "scriptId">,
+  script?: Pick<Script, "id" | "interpreter" | "body"> | null,
+): { interpreter: Interpreter; body: string } {
+  if (hook.template) {
+    const t = HOOK_TEMPLATES[hook.template];
+    return { interpreter: t.interpreter, body: hook.type.startsWith("pre_") ? t.pre : t.post };
+  }
+  if (!script || script.id !== hook.scriptId) {
+    throw new Error(`Cannot build hook command: script ${hook.scriptId} is missing`);
+  }
+  return { interpreter: script.interpreter, body: script.body };
+}
+
+/** Loads a hook if its policy still exists (a hook of a deleted policy counts as deleted). */
+async function readLiveHook(
+  kv: Deno.Kv,
+  id: string,
+): Promise<{ entry: Deno.KvEntryMaybe<Hook>; policyEntry: Deno.KvEntryMaybe<Policy> } | null> {
+  const entry = await kv.get<Hook>(hookKey(id));
+  if (!entry.value) return null;
+  const policyEntry = await kv.get<Policy>(policyKey(entry.value.policyId));
+  return policyEntry.value ? { entry, policyEntry } : null;
+}
+
+/** Returns the hook if it exists, its policy too, and the actor may see it; throws NotFoundError otherwise. */
+export async function requireHook(kv: Deno.Kv, actor: Actor, id: string): Promise<Hook> {
+  const live = await readLiveHook(kv, id);
+  const hook = live?.entry.value;
+  if (!hook || !inScope(actor, hookScope(hook))) throw new NotFoundError(`Hook ${id} not found`);
+  return hook;
+}
+
+/** A policy's hooks in execution order, with script names and template labels. Needs backup.view. */
+export async function listHooksByPolicy(kv: Deno.Kv, actor: Actor, policyId: string): Promise<HookView[]> {
+  const policy = await requirePolicy(kv, actor, policyId);
+  authorize(actor, "backup.view", { accountId: policy.accountId, orgId: policy.orgId });
+  const hooks = await readPolicyHooks(kv, policyId);
+  const scripts = await getManyValues<Script>(
+    kv,
+    [...new Set(hooks.flatMap((h) => h.scriptId ? [h.scriptId] : []))].map(scriptKey),
+  );
+  const names = new Map(scripts.map((s) => [s.id, s.name]));
+  return hooks.map((h) => ({
+    ...h,
+    scriptName: h.scriptId ? names.get(h.scriptId) ?? null : null,
+    templateLabel: h.template ? HOOK_TEMPLATES[h.template].label : null,
+  }));
+}
+
+async function readPolicyHooks(kv: Deno.Kv, policyId: string): Promise<Hook[]> {
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["hooks_by_policy", policyId] })) {
+    keys.push(hookKey(e.value));
+  }
+  return orderHooks(await getManyValues<Hook>(kv, keys));
+}
+
+/**
+ * The commands an agent runs for a policy's backup, in execution order (for job payloads). Custom
+ * hooks whose script is missing are left out. No actor: the caller already holds the policy.
+ */
+export async function hookPlan(kv: Deno.Kv, policyId: string): Promise<
+  Array<
+    Pick<Hook, "id" | "type" | "timeoutSeconds" | "failOnError"> & { interpreter: Interpreter; body: string }
+  >
+> {
+  const hooks = await readPolicyHooks(kv, policyId);
+  const scripts = new Map(
+    (await getManyValues<Script>(kv, hooks.flatMap((h) => h.scriptId ? [scriptKey(h.scriptId)] : [])))
+      .map((s) => [s.id, s]),
+  );
+  return hooks.flatMap((h) => {
+    if (h.scriptId && !scripts.has(h.scriptId)) return [];
+    const { interpreter, body } = hookScript(h, h.scriptId ? scripts.get(h.scriptId) : null);
+    return [{
+      id: h.id,
+      type: h.type,
+      timeoutSeconds: h.timeoutSeconds,
+      failOnError: h.failOnError,
+      interpreter,
+      body,
+    }];
+  });
+}
+
+function describe(h: Pick<Hook, "type" | "template">, script: Script | null): string {
+  return `${HOOK_TYPE_LABELS[h.type]} hook ` +
+    (h.template
+      ? `(${HOOK_TEMPLATES[h.template].label} template)`
+      : script
+      ? `running script ${script.name}`
+      : "running a custom script");
+}
+
+/**
+ * Adds to `op` what a custom hook needs of its script: the script must be visible to the actor and
+ * belong to the policy's account and organization. Its entry is checked and rewritten unchanged so
+ * that a concurrent `deleteScript` fails its check and sees the new hook.
+ */
+async function useScript(
+  kv: Deno.Kv,
+  op: Deno.AtomicOperation,
+  actor: Actor,
+  scriptId: string,
+  policy: Pick<PolicyCore, "accountId" | "orgId">,
+): Promise<Script> {
+  const entry = await kv.get<Script>(scriptKey(scriptId));
+  const script = entry.value;
+  if (!script || !inScope(actor, scriptScope(script))) {
+    throw new ValidationError("Unknown script", { scriptId: "Choose a script from the library" });
+  }
+  if (script.accountId !== policy.accountId || script.orgId !== policy.orgId) {
+    throw new ValidationError("The script must belong to the policy's organization", {
+      scriptId: "Choose a script of this policy's organization",
+    });
+  }
+  op.check(entry).set(scriptKey(script.id), script);
+  return script;
+}
+
+/**
+ * Adds to `op` a check that the policy's BES is not being deleted (its cascade must see every hook
+ * created before it started). Throws ConflictError if it is.
+ */
+async function checkEngineNotDeleting(
+  kv: Deno.Kv,
+  op: Deno.AtomicOperation,
+  besId: string,
+): Promise<void> {
+  const entry = await kv.get<Engine>(engineKey(besId));
+  if (!entry.value || entry.value.status === "deleting") throw new ConflictError("This BES is being deleted");
+  op.check(entry);
+}
+
+/**
+ * Adds a hook to a policy. Needs backup.manage on the policy. Throws ValidationError for a script of
+ * another organization (or one the actor cannot see), NotFoundError for an unknown policy.
+ */
+export async function createHook(
+  kv: Deno.Kv,
+  actor: Actor,
+  input: HookCreateInput,
+  now: Date,
+): Promise<Hook> {
+  const data = HookCreateInput.parse(input);
+  return await withRetry(async () => {
+    const policyEntry = await kv.get<Policy>(policyKey(data.policyId));
+    const policy = policyEntry.value;
+    if (!policy || !inScope(actor, policy)) throw new NotFoundError(`Policy ${data.policyId} not found`);
+    const scope = { accountId: policy.accountId, orgId: policy.orgId };
+    authorize(actor, "backup.manage", scope);
+    const op = kv.atomic().check(policyEntry);
+    await checkEngineNotDeleting(kv, op, policy.besId);
+    const script = data.scriptId ? await useScript(kv, op, actor, data.scriptId, policy) : null;
+    const at = now.toISOString();
+    const hook: Hook = {
+      id: newId(now),
+      ...scope,
+      policyId: policy.id,
+      type: data.type,
+      template: data.template,
+      scriptId: data.template ? null : data.scriptId,
+      timeoutSeconds: data.timeoutSeconds,
+      sequence: data.sequence,
+      failOnError: data.failOnError,
+      createdAt: at,
+      updatedAt: at,
+    };
+    const [primary, ...pointers] = hookKeys(hook);
+    op.check({ key: primary, versionstamp: null }).set(primary, hook);
+    for (const key of pointers) op.set(key, hook.id);
+    appendAudit(op, actor, {
+      ...scope,
+      action: "hook.create",
+      objectType: "hook",
+      objectId: hook.id,
+      summary: `Added ${describe(hook, script)} to policy ${policy.name}`,
+    }, now);
+    return (await op.commit()).ok ? { value: hook } : null;
+  });
+}
+
+/** Updates a hook (its policy never changes). Needs backup.manage; the same script rules as create. */
+export async function updateHook(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  input: HookUpdateInput,
+  now: Date,
+): Promise<Hook> {
+  const data = HookFields.parse(input);
+  return await withRetry(async () => {
+    const live = await readLiveHook(kv, id);
+    const hook = live?.entry.value;
+    const policy = live?.policyEntry.value;
+    if (!live || !hook || !policy || !inScope(actor, hookScope(hook))) {
+      throw new NotFoundError(`Hook ${id} not found`);
+    }
+    authorize(actor, "backup.manage", hookScope(hook));
+    const next: Hook = {
+      ...hook,
+      ...data,
+      scriptId: data.template ? null : data.scriptId,
+      updatedAt: now.toISOString(),
+    };
+    const op = kv.atomic().check(live.entry, live.policyEntry);
+    const script = next.scriptId ? await useScript(kv, op, actor, next.scriptId, policy) : null;
+    if (hook.scriptId !== next.scriptId) {
+      if (hook.scriptId) op.delete(hooksByScriptKey(hook.scriptId, id));
+      if (next.scriptId) op.set(hooksByScriptKey(next.scriptId, id), id);
+    }
+    op.set(hookKey(id), next);
+    appendAudit(op, actor, {
+      ...hookScope(hook),
+      action: "hook.update",
+      objectType: "hook",
+      objectId: id,
+      summary: `Updated ${describe(next, script)} of policy ${policy.name}`,
+    }, now);
+    return (await op.commit()).ok ? { value: next } : null;
+  });
+}
+
+/** Deletes a hook. Needs backup.manage on its policy. */
+export async function deleteHook(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<void> {
+  await withRetry(async () => {
+    const live = await readLiveHook(kv, id);
+    const hook = live?.entry.value;
+    if (!live || !hook || !inScope(actor, hookScope(hook))) throw new NotFoundError(`Hook ${id} not found`);
+    authorize(actor, "backup.manage", hookScope(hook));
+    const op = kv.atomic().check(live.entry);
+    for (const key of hookKeys(hook)) op.delete(key);
+    appendAudit(op, actor, {
+      ...hookScope(hook),
+      action: "hook.delete",
+      objectType: "hook",
+      objectId: id,
+      summary: `Removed ${describe(hook, null)} from policy ${live.policyEntry.value?.name}`,
+    }, now);
+    return (await op.commit()).ok ? { value: undefined } : null;
+  });
+}
+
+/**
+ * Removes one hook with all its keys, checked against its entry (a concurrent edit may have moved its
+ * script pointer) and retried. Optionally audited. Returns false if it was already gone.
+ */
+async function removeHook(
+  kv: Deno.Kv,
+  id: string,
+  audit: { actor: Actor; now: Date } | null,
+): Promise<boolean> {
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const entry = await kv.get<Hook>(hookKey(id));
+    const hook = entry.value;
+    if (!hook) return false;
+    const op = kv.atomic().check(entry);
+    for (const key of hookKeys(hook)) op.delete(key);
+    if (audit) {
+      appendAudit(op, audit.actor, {
+        ...hookScope(hook),
+        action: "hook.delete",
+        objectType: "hook",
+        objectId: hook.id,
+        summary: `Removed a ${
+          HOOK_TYPE_LABELS[hook.type]
+        } hook left behind by deleted policy ${hook.policyId}`,
+      }, audit.now);
+    }
+    if ((await op.commit()).ok) return true;
+  }
+  throw new ConflictError(`Hook ${id} kept changing while it was being removed; try again`);
+}
+
+/**
+ * Deletes every hook of a policy with all their keys (for the policy's cascade; idempotent). Call it
+ * before the cascade clears `["hooks_by_policy", policyId]`, which is how it finds them.
+ */
+export async function deleteHooksOfPolicy(kv: Deno.Kv, policyId: string): Promise<number> {
+  let n = 0;
+  for await (const e of kv.list<unknown>({ prefix: ["hooks_by_policy", policyId] })) {
+    // A pointer without its record (or not a pointer at all) is simply dropped.
+    if (typeof e.value === "string" && await removeHook(kv, e.value, null)) n++;
+    else await kv.delete(e.key);
+  }
+  return n;
+}
+
+/**
+ * Removes hooks whose policy no longer exists (left behind by a policy delete whose cascade knew only
+ * `["hooks_by_policy", …]`), audited as the system. Idempotent; returns how many it removed.
+ */
+export async function sweepOrphanHooks(
+  kv: Deno.Kv,
+  now: Date,
+  isDoomed: (policyId: string, policy: PolicyCore | null) => boolean = (_, p) => p === null,
+  audit = true,
+): Promise<number> {
+  const hooks: Hook[] = [];
+  for await (const e of kv.list<Hook>({ prefix: ["hooks"] })) {
+    if (typeof e.value?.policyId === "string") hooks.push(e.value);
+  }
+  const policyIds = [...new Set(hooks.map((h) => h.policyId))];
+  const policies = new Map(
+    (await getManyValues<PolicyCore>(kv, policyIds.map(policyKey))).map((p) => [p.id, p]),
+  );
+  let n = 0;
+  for (const hook of hooks.filter((h) => isDoomed(h.policyId, policies.get(h.policyId) ?? null))) {
+    if (await removeHook(kv, hook.id, audit ? { actor: systemActor("hook-sweep"), now } : null)) n++;
+  }
+  return n;
+}
+
+// A BES cascade removes the hooks of its policies whatever the order of the steps: those of policies
+// already deleted, and those of policies still on the BES (no new hook can attach: createHook checks
+// that the BES is not being deleted).
+registerEngineCascade({
+  name: "hooks",
+  async run(kv, engine, now) {
+    return await sweepOrphanHooks(kv, now, (_, p) => p === null || p.besId === engine.id, false);
+  },
+});
