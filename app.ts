@@ -27,6 +27,9 @@ import { selfBackupApi, selfBackupPages } from "./routes/self_backup.tsx";
 import { authenticate, csrf, requestContext, securityHeaders } from "./routes/middleware.ts";
 import { placeholderRoutes } from "./routes/placeholders.tsx";
 import { policyRoutes } from "./routes/policies.tsx";
+import { policySectionRoutes } from "./routes/policy_sections.tsx";
+import { hostRoutes } from "./routes/hosts.tsx";
+import { replicaScriptRoutes } from "./routes/replicas_scripts.tsx";
 
 /** Largest request body accepted anywhere (forms and JSON). */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -87,6 +90,9 @@ export function createApp(options: AppOptions) {
   app.route("/backup/storage", storageRoutes);
   app.route("/backup/alerts", alertRoutes);
   app.route("/backup/policies", policyRoutes);
+  app.route("/backup", policySectionRoutes);
+  app.route("/backup/hosts", hostRoutes);
+  app.route("/backup", replicaScriptRoutes);
   app.route("/", healthPages);
   app.route("/", selfBackupPages);
   app.route("/admin/users", adminUserRoutes);

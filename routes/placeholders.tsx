@@ -25,12 +25,6 @@ const PLACEHOLDERS: Placeholder[] = [
       "Protected, at-risk and RPO-breach counts, engine status, the last 24 hours and the exception queues.",
   },
   {
-    path: "/backup/replicas",
-    title: "Replicas",
-    permission: "backup.view",
-    what: "Replication rules copying backups to secondary targets (3-2-1).",
-  },
-  {
     path: "/backup/jobs",
     title: "Jobs",
     permission: "backup.view",

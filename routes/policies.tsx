@@ -35,6 +35,9 @@ import { can } from "../domain/rbac.ts";
 import { listTargets, type StorageTarget, TargetFilter } from "../domain/storage.ts";
 import CronField from "../islands/CronField.tsx";
 import { requires } from "./access.ts";
+import { HooksSection, HostsSection, ReplicasSection } from "./policy_sections.tsx";
+import { HOOK_TYPE_LABELS, listHooksByPolicy } from "../domain/hooks.ts";
+import type { Actor } from "../domain/rbac.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
@@ -514,6 +517,14 @@ async function formPage(
 ) {
   const { engines, targets } = await choices(c);
   const existing = opts.existing;
+  const hooks = existing
+    ? await HooksSection({
+      kv: c.get("deps").kv,
+      actor: c.get("actor")!,
+      policy: existing,
+      csrf: c.get("csrfToken"),
+    })
+    : null;
   return render(
     c,
     existing ? existing.name : "Add policy",
@@ -530,6 +541,7 @@ async function formPage(
           errors={opts.errors}
           error={opts.error}
         />
+        {hooks}
       </>
     ),
     opts.status ?? 200,
@@ -652,6 +664,9 @@ policyRoutes.get("/:policyId", requires("backup.view"), async (c) => {
             </dl>
           </section>
         </div>
+        {await HostsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
+        {await ReplicasSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
+        {await HooksSummary({ kv, actor, policy: p })}
         {canManage && (
           <section class="panel">
             <div class="form-actions">
@@ -736,3 +751,25 @@ policyRoutes.post("/:policyId/delete", requires("backup.manage"), async (c) => {
   await deletePolicy(kv, actor, p.id, clock());
   return redirectWithNotice(c, "/backup/policies", `Deleted policy ${p.name}.`);
 });
+
+/** On the policy page: the hooks in execution order (they are edited in the form's 7th section). */
+async function HooksSummary(props: { kv: Deno.Kv; actor: Actor; policy: Policy }) {
+  const hooks = await listHooksByPolicy(props.kv, props.actor, props.policy.id);
+  return (
+    <section class="panel">
+      <h2>App hooks ({hooks.length})</h2>
+      {hooks.length === 0 ? <p class="muted">None: backups are crash-consistent only.</p> : (
+        <ol>
+          {hooks.map((h) => (
+            <li key={h.id}>
+              <Badge tone="info">{HOOK_TYPE_LABELS[h.type]}</Badge>{" "}
+              {h.templateLabel ?? h.scriptName ?? "script"} · {h.timeoutSeconds}{" "}
+              s{h.failOnError ? " · fails the backup on error" : ""}
+            </li>
+          ))}
+        </ol>
+      )}
+      <a href={`/backup/policies/${props.policy.id}/edit#hooks`}>Manage hooks</a>
+    </section>
+  );
+}

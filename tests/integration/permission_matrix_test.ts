@@ -10,7 +10,12 @@ import { createApiToken } from "../../domain/api_tokens.ts";
 import { createSession, userActor } from "../../domain/auth.ts";
 import { applyHeartbeat, registerEngine, sweepEngineHeartbeats } from "../../domain/engines.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
+import { assignHost } from "../../domain/assignments.ts";
+import { createHook } from "../../domain/hooks.ts";
+import { enrollHost } from "../../domain/hosts.ts";
 import { createPolicy } from "../../domain/policies.ts";
+import { createReplica } from "../../domain/replicas.ts";
+import { createScript } from "../../domain/scripts.ts";
 import { createTarget } from "../../domain/storage.ts";
 import { testConfig } from "../../domain/config.ts";
 import { createLogger } from "../../domain/log.ts";
@@ -25,6 +30,11 @@ interface Fixture {
   targetId: string;
   alertId: string;
   policyId: string;
+  hostId: string;
+  assignmentId: string;
+  hookId: string;
+  scriptId: string;
+  replicaId: string;
   principals: Record<string, User | null>;
   target: User;
   viewer: User;
@@ -90,6 +100,44 @@ async function buildFixture(): Promise<Fixture> {
     backupType: "file",
     fullSchedule: "0 2 * * 0",
   }, now);
+  // A host in A1 assigned to the policy, a hook, a script and a replica rule to a second target.
+  const { host } = await enrollHost(kv, { accountId: a.account.id, orgId: a1.id }, {
+    hostname: "host-a1.example",
+    os: "Ubuntu 24.04",
+    ipAddress: "10.0.0.30",
+    publicKey: generateKeyPair().publicKey,
+    version: "1.0.0",
+  }, now);
+  const { assignment } = await assignHost(
+    kv,
+    systemActor("test"),
+    { policyId: policy.id, hostId: host.id },
+    now,
+  );
+  const script = await createScript(kv, systemActor("test"), {
+    name: "script-a1",
+    interpreter: "bash",
+    body: "echo ok",
+    orgId: a1.id,
+    accountId: a.account.id,
+  }, now);
+  const hook = await createHook(kv, systemActor("test"), {
+    policyId: policy.id,
+    type: "pre_backup",
+    scriptId: script.id,
+  }, now);
+  const second = await createTarget(kv, systemActor("test"), {
+    name: "target-a1-b",
+    besId: engine.id,
+    type: "local",
+    config: { path: "/srv/b" },
+  }, { now, masterKey: testConfig().masterKey! });
+  const replica = await createReplica(
+    kv,
+    systemActor("test"),
+    { policyId: policy.id, targetId: second.id },
+    now,
+  );
   const entries = [];
   for await (const e of kv.list({ prefix: [] })) entries.push({ key: e.key, value: e.value });
   return {
@@ -98,6 +146,11 @@ async function buildFixture(): Promise<Fixture> {
     targetId: storage.id,
     alertId,
     policyId: policy.id,
+    hostId: host.id,
+    assignmentId: assignment.id,
+    hookId: hook.id,
+    scriptId: script.id,
+    replicaId: replica.id,
     principals,
     target,
     viewer,
@@ -159,6 +212,11 @@ function objectVisibility(fx: Fixture, param: string, actor: Actor): Visibility 
     case "targetId":
     case "alertId":
     case "policyId":
+    case "hostId":
+    case "assignmentId":
+    case "hookId":
+    case "scriptId":
+    case "replicaId":
       // The fixture's org, engine, storage target and alert all live in org A1.
       return inScope(actor, { accountId: fx.target.accountId, orgId: fx.orgA1 }) ? "ok" : "hidden";
     case "tokenId": {
@@ -180,6 +238,11 @@ function concretePath(fx: Fixture, path: string): string {
     .replace(":targetId", fx.targetId)
     .replace(":alertId", fx.alertId)
     .replace(":policyId", fx.policyId)
+    .replace(":hostId", fx.hostId)
+    .replace(":assignmentId", fx.assignmentId)
+    .replace(":hookId", fx.hookId)
+    .replace(":scriptId", fx.scriptId)
+    .replace(":replicaId", fx.replicaId)
     .replace("/static/*", "/static/app.css");
 }
 

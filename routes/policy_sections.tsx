@@ -1,0 +1,550 @@
+/**
+ * The parts of a policy page below its settings: assigned hosts, app hooks (the 7th section of the
+ * policy form), replication rules with the 3-2-1 badge — and the POST routes that change them.
+ */
+import { type Context, Hono } from "hono";
+import { Badge, Csrf, formatTime, PageHeader } from "../components/ui.tsx";
+import type { Actor } from "../domain/rbac.ts";
+import {
+  assignHost,
+  ASSIGNMENT_STATES,
+  listAssignableHosts,
+  listAssignmentsByPolicy,
+  removeAssignment,
+  requireAssignment,
+  setAssignmentState,
+} from "../domain/assignments.ts";
+import { ConflictError, ValidationError } from "../domain/errors.ts";
+import {
+  createHook,
+  deleteHook,
+  HOOK_TEMPLATES,
+  HOOK_TYPE_LABELS,
+  HOOK_TYPES,
+  HookFields,
+  listHooksByPolicy,
+  requireHook,
+  TEMPLATE_NAMES,
+  updateHook,
+} from "../domain/hooks.ts";
+import { type Policy, requirePolicy } from "../domain/policies.ts";
+import { can } from "../domain/rbac.ts";
+import {
+  createReplica,
+  deleteReplica,
+  evaluatePolicy321,
+  KEK_SOURCE_LABELS,
+  KEK_SOURCES,
+  listReplicasByPolicy,
+  ReplicaFields,
+  requireReplica,
+} from "../domain/replicas.ts";
+import { listScripts } from "../domain/scripts.ts";
+import { listTargets, TargetFilter } from "../domain/storage.ts";
+import { MEDIA_LABELS } from "../domain/three_two_one.ts";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors, readForm, str } from "./forms.ts";
+import { redirectWithNotice } from "./render.tsx";
+
+type Kv = Deno.Kv;
+
+/** The 3-2-1 badge: met, or what is missing. */
+export async function ThreeTwoOneBadge(props: { kv: Kv; actor: Actor; policyId: string }) {
+  const r = await evaluatePolicy321(props.kv, props.actor, props.policyId);
+  return (
+    <span data-testid="badge-321" data-met={String(r.met)}>
+      <Badge tone={r.met ? "ok" : "warn"}>3-2-1 {r.met ? "met" : "not met"}</Badge>{" "}
+      <span class="hint">
+        {r.copies} {r.copies === 1 ? "copy" : "copies"}, {r.mediaTypes.length}{" "}
+        media ({r.mediaTypes.map((m) => MEDIA_LABELS[m]).join(", ")}), {r.offsite}{" "}
+        offsite{r.met ? "" : ` — needs ${r.missing.join(", ")}`}
+      </span>
+    </span>
+  );
+}
+
+/** Hosts assigned to the policy, with state and removal, and the assign form. */
+export async function HostsSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
+  const { kv, actor, policy, csrf } = props;
+  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
+  const [rows, assignable] = await Promise.all([
+    listAssignmentsByPolicy(kv, actor, policy.id),
+    manage ? listAssignableHosts(kv, actor, policy.id) : Promise.resolve([]),
+  ]);
+  return (
+    <section class="panel" id="hosts">
+      <h2>Hosts ({rows.filter((r) => r.assignment.state !== "archived").length} assigned)</h2>
+      {rows.length === 0
+        ? <p class="muted">No host is assigned: this policy backs up nothing yet.</p>
+        : (
+          <table class="table table--compact">
+            <thead>
+              <tr>
+                <th>Host</th>
+                <th>State</th>
+                <th>Since</th>
+                {manage && <th></th>}
+              </tr>
+            </thead>
+            <tbody>
+              {rows.map(({ assignment, host }) => (
+                <tr key={assignment.id} data-testid="assignment-row">
+                  <td>
+                    <a href={`/backup/hosts/${host.id}`}>{host.hostname}</a>
+                  </td>
+                  <td>{assignment.state}</td>
+                  <td>{formatTime(assignment.updatedAt)}</td>
+                  {manage && (
+                    <td class="actions-cell">
+                      <form
+                        method="post"
+                        action={`/backup/assignments/${assignment.id}/state`}
+                        class="inline-form"
+                      >
+                        <Csrf token={csrf} />
+                        <select name="state" aria-label={`State of ${host.hostname}`}>
+                          {ASSIGNMENT_STATES.map((s) => (
+                            <option key={s} value={s} selected={s === assignment.state}>{s}</option>
+                          ))}
+                        </select>
+                        <button type="submit" class="btn btn--small">Set</button>
+                      </form>
+                      <form
+                        method="post"
+                        action={`/backup/assignments/${assignment.id}/remove`}
+                        class="inline-form"
+                      >
+                        <Csrf token={csrf} />
+                        <button type="submit" class="btn btn--small btn--danger">Remove</button>
+                      </form>
+                    </td>
+                  )}
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        )}
+      {manage && (
+        <form method="post" action={`/backup/policies/${policy.id}/assignments`} class="filters">
+          <Csrf token={csrf} />
+          <select name="hostId" aria-label="Host to assign">
+            <option value="">Assign a host…</option>
+            {assignable.map((h) => <option key={h.id} value={h.id}>{h.hostname} ({h.ipAddress})</option>)}
+          </select>
+          <button type="submit" class="btn">Assign</button>
+          <span class="hint">
+            Removing a host keeps its restore points; archived assignments are reactivated when assigned
+            again.
+          </span>
+        </form>
+      )}
+    </section>
+  );
+}
+
+/** "7. App Hooks": listed in execution order with type badge, template, script, timeout, fail-on-error. */
+export async function HooksSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
+  const { kv, actor, policy, csrf } = props;
+  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
+  const [hooks, scripts] = await Promise.all([
+    listHooksByPolicy(kv, actor, policy.id),
+    listScripts(kv, actor),
+  ]);
+  const usable = scripts.filter((s) => s.accountId === policy.accountId && s.orgId === policy.orgId);
+  const hookFields = (
+    h?: {
+      type: string;
+      template: string | null;
+      scriptId: string | null;
+      timeoutSeconds: number;
+      sequence: number;
+      failOnError: boolean;
+    },
+  ) => (
+    <>
+      <select name="type" aria-label="Hook type">
+        {HOOK_TYPES.map((t) => (
+          <option key={t} value={t} selected={h?.type === t}>{HOOK_TYPE_LABELS[t]}</option>
+        ))}
+      </select>
+      <select name="template" aria-label="Template">
+        <option value="" selected={!!h && !h.template}>Custom script…</option>
+        {TEMPLATE_NAMES.map((t) => (
+          <option key={t} value={t} selected={h?.template === t}>{HOOK_TEMPLATES[t].label}</option>
+        ))}
+      </select>
+      <input
+        name="scriptName"
+        list={`scripts-${policy.id}`}
+        placeholder="Search scripts (custom)"
+        aria-label="Script"
+        value={h?.scriptId ? usable.find((s) => s.id === h.scriptId)?.name ?? "" : ""}
+      />
+      <label class="inline">
+        Timeout s{" "}
+        <input name="timeoutSeconds" type="number" value={String(h?.timeoutSeconds ?? 300)} class="num" />
+      </label>
+      <label class="inline">
+        Sequence <input name="sequence" type="number" value={String(h?.sequence ?? 100)} class="num" />
+      </label>
+      <label class="inline">
+        <input type="checkbox" name="failOnError" value="on" checked={h?.failOnError ?? true} /> Fail on error
+      </label>
+    </>
+  );
+  return (
+    <details class="form-section" open id="hooks">
+      <summary>7. App Hooks ({hooks.length})</summary>
+      <div class="form-section-body">
+        <datalist id={`scripts-${policy.id}`}>
+          {usable.map((s) => <option key={s.id} value={s.name}>{s.interpreter}</option>)}
+        </datalist>
+        {hooks.length === 0
+          ? <p class="muted">No hooks: backups are crash-consistent only.</p>
+          : (
+            <table class="table table--compact">
+              <thead>
+                <tr>
+                  <th>Type</th>
+                  <th>Template</th>
+                  <th>Script</th>
+                  <th>Timeout</th>
+                  <th>Order</th>
+                  <th>Fail on error</th>
+                  {manage && <th></th>}
+                </tr>
+              </thead>
+              <tbody>
+                {hooks.map((h) => (
+                  <tr key={h.id} data-testid="hook-row">
+                    <td>
+                      <Badge tone="info">{HOOK_TYPE_LABELS[h.type]}</Badge>
+                    </td>
+                    <td>{h.templateLabel ?? "Custom script"}</td>
+                    <td>{h.scriptName ?? "—"}</td>
+                    <td>{h.timeoutSeconds} s</td>
+                    <td>{h.sequence}</td>
+                    <td>{h.failOnError ? "yes" : "no"}</td>
+                    {manage && (
+                      <td>
+                        <details>
+                          <summary class="btn btn--small">Edit</summary>
+                          <form method="post" action={`/backup/hooks/${h.id}`} class="filters">
+                            <Csrf token={csrf} />
+                            {hookFields(h)}
+                            <button type="submit" class="btn btn--small btn--primary">Save</button>
+                          </form>
+                        </details>
+                        <a
+                          class="btn btn--small btn--danger"
+                          href={`/backup/hooks/${h.id}/delete`}
+                          aria-label="Delete hook"
+                        >
+                          🗑
+                        </a>
+                      </td>
+                    )}
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )}
+        {manage && (
+          <details>
+            <summary class="btn">Add Hook</summary>
+            <form method="post" action={`/backup/policies/${policy.id}/hooks`} class="filters">
+              <Csrf token={csrf} />
+              {hookFields()}
+              <button type="submit" class="btn btn--primary">Add hook</button>
+            </form>
+            <p class="hint">
+              Templates:{" "}
+              {TEMPLATE_NAMES.map((t) => `${HOOK_TEMPLATES[t].label} (${HOOK_TEMPLATES[t].description})`)
+                .join(" · ")}. Custom scripts come from the <a href="/backup/scripts">script library</a>.
+            </p>
+          </details>
+        )}
+      </div>
+    </details>
+  );
+}
+
+/** Replication rules of the policy with the 3-2-1 badge and an add form. */
+export async function ReplicasSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
+  const { kv, actor, policy, csrf } = props;
+  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
+  const [rules, targets] = await Promise.all([
+    listReplicasByPolicy(kv, actor, policy.id),
+    listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
+  ]);
+  const candidates = targets.values.filter((t) =>
+    t.id !== policy.targetId && !rules.some((r) => r.targetId === t.id)
+  );
+  return (
+    <section class="panel" id="replicas">
+      <h2>Replication (3-2-1)</h2>
+      <p>{await ThreeTwoOneBadge({ kv, actor, policyId: policy.id })}</p>
+      {rules.length > 0 && (
+        <table class="table table--compact">
+          <thead>
+            <tr>
+              <th>Secondary target</th>
+              <th>BES</th>
+              <th>KEK</th>
+              <th>After full</th>
+              <th>After incremental</th>
+              <th>Offsite</th>
+              {manage && <th></th>}
+            </tr>
+          </thead>
+          <tbody>
+            {rules.map((r) => (
+              <tr key={r.id} data-testid="replica-row">
+                <td>
+                  {r.targetName ?? "—"}{" "}
+                  {r.targetTypeLabel && <span class="muted">({r.targetTypeLabel})</span>}
+                </td>
+                <td>{r.targetBesName ?? "—"}</td>
+                <td>{KEK_SOURCE_LABELS[r.kekSource]}</td>
+                <td>{r.replicateAfterFull ? "yes" : "no"}</td>
+                <td>{r.replicateAfterIncremental ? "yes" : "no"}</td>
+                <td>{r.isOffsite ? <Badge tone="info">offsite</Badge> : "—"}</td>
+                {manage && (
+                  <td>
+                    <form method="post" action={`/backup/replicas/${r.id}/delete`} class="inline-form">
+                      <Csrf token={csrf} />
+                      <button type="submit" class="btn btn--small btn--danger">Remove</button>
+                    </form>
+                  </td>
+                )}
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {manage && (
+        <form method="post" action={`/backup/policies/${policy.id}/replicas`} class="filters">
+          <Csrf token={csrf} />
+          <select name="targetId" aria-label="Secondary storage target">
+            <option value="">Replicate to…</option>
+            {candidates.map((t) => <option key={t.id} value={t.id}>{t.name}</option>)}
+          </select>
+          <select name="kekSource" aria-label="KEK source">
+            {KEK_SOURCES.map((k) => <option key={k} value={k}>{KEK_SOURCE_LABELS[k]}</option>)}
+          </select>
+          <label class="inline">
+            <input type="checkbox" name="replicateAfterFull" value="on" checked /> after full
+          </label>
+          <label class="inline">
+            <input type="checkbox" name="replicateAfterIncremental" value="on" checked /> after incremental
+          </label>
+          <label class="inline">
+            <input type="checkbox" name="isOffsite" value="on" /> offsite copy
+          </label>
+          <button type="submit" class="btn">Add replica rule</button>
+        </form>
+      )}
+    </section>
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Changes (each redirects back to the policy with a notice; bad input is reported the same way).
+
+export const policySectionRoutes = new Hono<AppEnv>();
+
+function problem(e: unknown): string {
+  if (e instanceof ValidationError) return Object.values(e.fields)[0] ?? e.message;
+  if (e instanceof ConflictError) return e.message;
+  throw e;
+}
+
+policySectionRoutes.post("/policies/:policyId/assignments", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const policy = await requirePolicy(kv, actor, c.req.param("policyId"));
+  const form = await readForm(c);
+  const back = `/backup/policies/${policy.id}#hosts`;
+  if (!str(form, "hostId")) return redirectWithNotice(c, back, "Choose a host to assign.");
+  try {
+    const { created } = await assignHost(
+      kv,
+      actor,
+      { policyId: policy.id, hostId: str(form, "hostId") },
+      clock(),
+    );
+    return redirectWithNotice(
+      c,
+      back,
+      created ? "Host assigned." : "Host assigned again (its archived assignment was reactivated).",
+    );
+  } catch (e) {
+    return redirectWithNotice(c, back, `Not assigned: ${problem(e)}`);
+  }
+});
+
+policySectionRoutes.post("/assignments/:assignmentId/state", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const { assignment } = await requireAssignment(kv, actor, c.req.param("assignmentId"));
+  const form = await readForm(c);
+  const state = str(form, "state");
+  if (!(ASSIGNMENT_STATES as readonly string[]).includes(state)) {
+    return redirectWithNotice(
+      c,
+      `/backup/policies/${assignment.policyId}#hosts`,
+      "Choose active, paused or archived.",
+    );
+  }
+  await setAssignmentState(kv, actor, assignment.id, state as typeof ASSIGNMENT_STATES[number], clock());
+  return redirectWithNotice(
+    c,
+    `/backup/policies/${assignment.policyId}#hosts`,
+    `Assignment set to ${state}.`,
+  );
+});
+
+policySectionRoutes.post("/assignments/:assignmentId/remove", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const { assignment, host } = await requireAssignment(kv, actor, c.req.param("assignmentId"));
+  await removeAssignment(kv, actor, assignment.id, clock());
+  return redirectWithNotice(
+    c,
+    `/backup/policies/${assignment.policyId}#hosts`,
+    `${host.hostname} removed; its restore points are kept.`,
+  );
+});
+
+async function hookInput(c: Context<AppEnv>, accountId: string, orgId: string | null) {
+  const form = await readForm(c);
+  const template = str(form, "template");
+  let scriptId: string | null = null;
+  if (!template) {
+    const name = str(form, "scriptName").trim().toLowerCase();
+    const scripts = await listScripts(c.get("deps").kv, c.get("actor")!);
+    scriptId = scripts.find((s) =>
+      s.name.toLowerCase() === name && s.accountId === accountId && s.orgId === orgId
+    )?.id ?? null;
+  }
+  return {
+    type: str(form, "type"),
+    template,
+    scriptId: scriptId ?? "",
+    timeoutSeconds: str(form, "timeoutSeconds") || undefined,
+    sequence: str(form, "sequence") || undefined,
+    failOnError: str(form, "failOnError") === "on",
+  };
+}
+
+policySectionRoutes.post("/policies/:policyId/hooks", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const policy = await requirePolicy(kv, actor, c.req.param("policyId"));
+  const back = `/backup/policies/${policy.id}/edit#hooks`;
+  const input = await hookInput(c, policy.accountId, policy.orgId);
+  const parsed = HookFields.safeParse(input);
+  if (!parsed.success) {
+    return redirectWithNotice(
+      c,
+      back,
+      `Hook not added: ${Object.entries(fieldErrors(parsed.error)).map(([k, v]) => `${k}: ${v}`).join("; ")}`,
+    );
+  }
+  try {
+    await createHook(kv, actor, { policyId: policy.id, ...parsed.data }, clock());
+  } catch (e) {
+    return redirectWithNotice(c, back, `Hook not added: ${problem(e)}`);
+  }
+  return redirectWithNotice(c, back, "Hook added.");
+});
+
+policySectionRoutes.post("/hooks/:hookId", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const hook = await requireHook(kv, actor, c.req.param("hookId"));
+  const back = `/backup/policies/${hook.policyId}/edit#hooks`;
+  const input = await hookInput(c, hook.accountId, hook.orgId);
+  const parsed = HookFields.safeParse(input);
+  if (!parsed.success) {
+    return redirectWithNotice(
+      c,
+      back,
+      `Hook not saved: ${Object.entries(fieldErrors(parsed.error)).map(([k, v]) => `${k}: ${v}`).join("; ")}`,
+    );
+  }
+  try {
+    await updateHook(kv, actor, hook.id, parsed.data, clock());
+  } catch (e) {
+    return redirectWithNotice(c, back, `Hook not saved: ${problem(e)}`);
+  }
+  return redirectWithNotice(c, back, "Hook saved.");
+});
+
+policySectionRoutes.get("/hooks/:hookId/delete", requires("backup.manage"), async (c) => {
+  const { kv } = c.get("deps");
+  const hook = await requireHook(kv, c.get("actor")!, c.req.param("hookId"));
+  const { render } = await import("./render.tsx");
+  return render(
+    c,
+    "Delete hook",
+    (
+      <>
+        <PageHeader title={`Delete this ${HOOK_TYPE_LABELS[hook.type]} hook?`} />
+        <form method="post" action={`/backup/hooks/${hook.id}/delete`} class="form">
+          <Csrf token={c.get("csrfToken")} />
+          <div class="form-actions">
+            <button type="submit" class="btn btn--danger">Delete hook</button>
+            <a class="btn btn--ghost" href={`/backup/policies/${hook.policyId}/edit#hooks`}>Cancel</a>
+          </div>
+        </form>
+      </>
+    ),
+  );
+});
+
+policySectionRoutes.post("/hooks/:hookId/delete", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const hook = await requireHook(kv, actor, c.req.param("hookId"));
+  await deleteHook(kv, actor, hook.id, clock());
+  return redirectWithNotice(c, `/backup/policies/${hook.policyId}/edit#hooks`, "Hook deleted.");
+});
+
+policySectionRoutes.post("/policies/:policyId/replicas", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const policy = await requirePolicy(kv, actor, c.req.param("policyId"));
+  const form = await readForm(c);
+  const back = `/backup/policies/${policy.id}#replicas`;
+  const input = {
+    targetId: str(form, "targetId"),
+    kekSource: str(form, "kekSource") || undefined,
+    replicateAfterFull: str(form, "replicateAfterFull") === "on",
+    replicateAfterIncremental: str(form, "replicateAfterIncremental") === "on",
+    isOffsite: str(form, "isOffsite") === "on",
+  };
+  const parsed = ReplicaFields.safeParse(input);
+  if (!parsed.success) {
+    return redirectWithNotice(
+      c,
+      back,
+      `Rule not added: ${Object.values(fieldErrors(parsed.error)).join("; ")}`,
+    );
+  }
+  try {
+    await createReplica(kv, actor, { policyId: policy.id, ...parsed.data }, clock());
+  } catch (e) {
+    return redirectWithNotice(c, back, `Rule not added: ${problem(e)}`);
+  }
+  return redirectWithNotice(c, back, "Replica rule added.");
+});
+
+policySectionRoutes.post("/replicas/:replicaId/delete", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const rule = await requireReplica(kv, actor, c.req.param("replicaId"));
+  await deleteReplica(kv, actor, rule.id, clock());
+  return redirectWithNotice(c, `/backup/policies/${rule.policyId}#replicas`, "Replica rule removed.");
+});
