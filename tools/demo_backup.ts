@@ -5,11 +5,12 @@
  * alert), one runs hot (degraded), one target is nearly full (warning, estimated full date).
  */
 import { applyHeartbeat } from "../domain/engines.ts";
+import { assignHost } from "../domain/assignments.ts";
 import { createPolicy, type PolicyCreateInput } from "../domain/policies.ts";
 import { systemActor } from "../domain/rbac.ts";
 import { applyCapacityReport, createTarget, type TargetCreateInput } from "../domain/storage.ts";
 import { findAccountByName, listOrgs, rotateAccountSecret, rotateOrgSecret } from "../domain/tenancy.ts";
-import { EngineClient, type Fetcher } from "./engine_client.ts";
+import { EngineClient, type EngineIdentity, type Fetcher } from "./engine_client.ts";
 import {
   type CapacityProfile,
   profileFor,
@@ -141,16 +142,35 @@ export async function startDemoBackup(
       incrementalSchedule: "0 */6 * * *",
     }],
   ];
+  const policyIds: string[] = [];
   for (const [name, target, extra] of policySpecs) {
     const where = targetIds.get(target);
     if (!where) continue;
-    await createPolicy(
-      kv,
-      system,
-      { name, ...where, fullSchedule: "0 2 * * 0", ...extra } as PolicyCreateInput,
-      now,
-    );
+    const input = { name, ...where, fullSchedule: "0 2 * * 0", ...extra } as PolicyCreateInput;
+    policyIds.push((await createPolicy(kv, system, input, now)).id);
   }
+  // Agents on managed hosts, enrolled over the real protocol and assigned to the policies.
+  const agents: EngineIdentity[] = [];
+  const hosts: Array<[string, string, string]> = [
+    ["fs01.corp.internal", "Windows Server 2022", hqSecret],
+    ["fs02.corp.internal", "Windows Server 2022", hqSecret],
+    ["db01.corp.internal", "Ubuntu 24.04 (VMware guest)", hqSecret],
+    ["scan01.east.internal", "Debian 12", eastSecret],
+  ];
+  for (const [i, [hostname, os, secret]] of hosts.entries()) {
+    const { identity } = await client.enrollAgent(secret, {
+      hostname,
+      os,
+      ipAddress: `10.30.${i}.21`,
+      relay: i === 0,
+    });
+    agents.push(identity);
+    const metrics = simulatedMetrics(hostname, now.getTime(), now.getTime() - DAY);
+    await client.post(identity, "/api/agent/v1/heartbeat", { version: "1.4.0", metrics });
+    const policyId = policyIds[i === 2 ? 1 : i === 3 ? 2 : 0];
+    if (policyId) await assignHost(kv, system, { policyId, hostId: identity.id }, now);
+  }
+
   // Backfill: daily capacity for 120 days, then hourly for the last two days; metrics every 10 min for 24 h.
   for (const engine of engines) {
     for (let t = profileStart; t < now.getTime() - 2 * DAY; t += DAY) {
@@ -184,5 +204,13 @@ export async function startDemoBackup(
   if (options.live === false) return () => {};
   runHeartbeats(client, live, { intervalMs: 60_000, profileStart, profiles, signal: controller.signal })
     .catch(() => {});
+  const agentTimer = setInterval(() => {
+    for (const a of agents) {
+      const metrics = simulatedMetrics(a.id, Date.now(), 0);
+      client.post(a, "/api/agent/v1/heartbeat", { version: "1.4.0", metrics }).then((r) => r.body?.cancel())
+        .catch(() => {});
+    }
+  }, 60_000);
+  controller.signal.addEventListener("abort", () => clearInterval(agentTimer));
   return () => controller.abort();
 }
