@@ -290,3 +290,40 @@ Deno.test("the policy input schema is the one the API validates with", () => {
   for (const f of ["name", "besId", "targetId", "backupType", "fullSchedule"]) assert.ok(fields.has(f), f);
   assert.ok(z.ZodError);
 });
+
+Deno.test("invariant 8 under races: operator toggles and capacity flips never confuse enabled with paused", async () => {
+  for (let i = 0; i < 30; i++) {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    const p = await createPolicy(kv, system, input(f.engine.id, f.target.id), f.clock.now());
+    const report = (used: number, at: number) =>
+      applyCapacityReport(kv, f.engine.id, {
+        targetId: f.target.id,
+        totalBytes: 100,
+        usedBytes: used,
+        freeBytes: 100 - used,
+      }, new Date(f.clock.now().getTime() + at));
+    const toggle = async (enabled: boolean) => {
+      const current = (await getPolicy(kv, p.id))!;
+      await updatePolicy(kv, system, p.id, { ...current, enabled }, f.clock.now()).catch((e) => {
+        if (!(e instanceof ConflictError)) throw e;
+      });
+    };
+    // Critical, then (concurrently) the operator disables while the target recovers.
+    await report(99, 60_000);
+    assert.equal((await getPolicy(kv, p.id))!.pausedReason, "storage_critical");
+    await Promise.all([toggle(false), report(10, 120_000), toggle(false)]);
+    const after = (await getPolicy(kv, p.id))!;
+    assert.equal(after.enabled, false, `iteration ${i}: the operator's disable stands`);
+    assert.equal(after.pausedReason, null, `iteration ${i}: the system's pause was lifted with the recovery`);
+    // Critical again while the operator enables: enabled, but paused by the system.
+    await Promise.all([report(99, 180_000), toggle(true)]);
+    const last = (await getPolicy(kv, p.id))!;
+    assert.equal(last.enabled, true, `iteration ${i}`);
+    assert.equal(
+      last.pausedReason,
+      "storage_critical",
+      `iteration ${i}: critical storage pauses an enabled policy`,
+    );
+  }
+});
