@@ -59,6 +59,11 @@ export function registerCrons(
     () => runClaimed(kv, logger, "sweep_heartbeats", new Date(), (now) => sweepHeartbeats(kv, now)),
   );
   Deno.cron(
+    "Sweep host heartbeats",
+    "* * * * *",
+    () => runClaimed(kv, logger, "sweep_hosts", new Date(), (now) => sweepHosts(kv, now)),
+  );
+  Deno.cron(
     "Resume interrupted engine deletions",
     "* * * * *",
     () => runClaimed(kv, logger, "resume_deletions", new Date(), (now) => resumeDeletions(kv, now)),
