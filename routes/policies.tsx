@@ -35,7 +35,7 @@ import { can } from "../domain/rbac.ts";
 import { listTargets, type StorageTarget, TargetFilter } from "../domain/storage.ts";
 import CronField from "../islands/CronField.tsx";
 import { requires } from "./access.ts";
-import { HooksSection, HostsSection, ReplicasSection } from "./policy_sections.tsx";
+import { type HookDraft, HooksSection, HostsSection, ReplicasSection } from "./policy_sections.tsx";
 import { HOOK_TYPE_LABELS, listHooksByPolicy } from "../domain/hooks.ts";
 import type { Actor } from "../domain/rbac.ts";
 import type { AppEnv } from "./env.ts";
@@ -511,9 +511,21 @@ export function PolicyState(props: { policy: Policy }) {
   return <Badge tone="ok">enabled</Badge>;
 }
 
+/** The edit page of a policy with a refused hook form in its 7th section (422). */
+export async function renderPolicyEdit(c: Context<AppEnv>, policy: Policy, hookDraft: HookDraft) {
+  return await formPage(c, { form: formFromPolicy(policy), existing: policy, hookDraft, status: 422 });
+}
+
 async function formPage(
   c: Context<AppEnv>,
-  opts: { form: Form; existing?: Policy; errors?: FieldErrors; error?: string; status?: 200 | 422 },
+  opts: {
+    form: Form;
+    existing?: Policy;
+    errors?: FieldErrors;
+    error?: string;
+    status?: 200 | 422;
+    hookDraft?: HookDraft;
+  },
 ) {
   const { engines, targets } = await choices(c);
   const existing = opts.existing;
@@ -523,6 +535,7 @@ async function formPage(
       actor: c.get("actor")!,
       policy: existing,
       csrf: c.get("csrfToken"),
+      draft: opts.hookDraft,
     })
     : null;
   return render(

@@ -144,16 +144,35 @@ export async function HostsSection(props: { kv: Kv; actor: Actor; policy: Policy
 }
 
 /** "7. App Hooks": listed in execution order with type badge, template, script, timeout, fail-on-error. */
-export async function HooksSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
-  const { kv, actor, policy, csrf } = props;
+/** A hook form that was refused: what was typed, the field errors, and which form (null = "Add"). */
+export interface HookDraft {
+  hookId: string | null;
+  values: HookFormValues;
+  errors: Record<string, string>;
+}
+
+export interface HookFormValues {
+  type: string;
+  template: string;
+  scriptName: string;
+  timeoutSeconds: string;
+  sequence: string;
+  failOnError: boolean;
+}
+
+export async function HooksSection(
+  props: { kv: Kv; actor: Actor; policy: Policy; csrf: string; draft?: HookDraft },
+) {
+  const { kv, actor, policy, csrf, draft } = props;
   const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
   const [hooks, scripts] = await Promise.all([
     listHooksByPolicy(kv, actor, policy.id),
     listScripts(kv, actor),
   ]);
   const usable = scripts.filter((s) => s.accountId === policy.accountId && s.orgId === policy.orgId);
-  const hookFields = (
-    h?: {
+  const scriptName = (id: string | null) => (id ? usable.find((s) => s.id === id)?.name ?? "" : "");
+  const valuesOf = (
+    h: {
       type: string;
       template: string | null;
       scriptId: string | null;
@@ -161,17 +180,33 @@ export async function HooksSection(props: { kv: Kv; actor: Actor; policy: Policy
       sequence: number;
       failOnError: boolean;
     },
-  ) => (
+  ): HookFormValues => ({
+    type: h.type,
+    template: h.template ?? "",
+    scriptName: scriptName(h.scriptId),
+    timeoutSeconds: String(h.timeoutSeconds),
+    sequence: String(h.sequence),
+    failOnError: h.failOnError,
+  });
+  const blank: HookFormValues = {
+    type: "pre_backup",
+    template: "",
+    scriptName: "",
+    timeoutSeconds: "300",
+    sequence: "100",
+    failOnError: true,
+  };
+  const hookFields = (v: HookFormValues, errors?: Record<string, string>) => (
     <>
       <select name="type" aria-label="Hook type">
         {HOOK_TYPES.map((t) => (
-          <option key={t} value={t} selected={h?.type === t}>{HOOK_TYPE_LABELS[t]}</option>
+          <option key={t} value={t} selected={v.type === t}>{HOOK_TYPE_LABELS[t]}</option>
         ))}
       </select>
       <select name="template" aria-label="Template">
-        <option value="" selected={!!h && !h.template}>Custom script…</option>
+        <option value="" selected={!v.template}>Custom script…</option>
         {TEMPLATE_NAMES.map((t) => (
-          <option key={t} value={t} selected={h?.template === t}>{HOOK_TEMPLATES[t].label}</option>
+          <option key={t} value={t} selected={v.template === t}>{HOOK_TEMPLATES[t].label}</option>
         ))}
       </select>
       <input
@@ -179,18 +214,39 @@ export async function HooksSection(props: { kv: Kv; actor: Actor; policy: Policy
         list={`scripts-${policy.id}`}
         placeholder="Search scripts (custom)"
         aria-label="Script"
-        value={h?.scriptId ? usable.find((s) => s.id === h.scriptId)?.name ?? "" : ""}
+        value={v.scriptName}
+        aria-invalid={errors?.scriptId ? "true" : undefined}
       />
       <label class="inline">
         Timeout s{" "}
-        <input name="timeoutSeconds" type="number" value={String(h?.timeoutSeconds ?? 300)} class="num" />
+        <input
+          name="timeoutSeconds"
+          type="number"
+          value={v.timeoutSeconds}
+          class="num"
+          aria-invalid={errors?.timeoutSeconds ? "true" : undefined}
+        />
       </label>
       <label class="inline">
-        Sequence <input name="sequence" type="number" value={String(h?.sequence ?? 100)} class="num" />
+        Sequence{" "}
+        <input
+          name="sequence"
+          type="number"
+          value={v.sequence}
+          class="num"
+          aria-invalid={errors?.sequence ? "true" : undefined}
+        />
       </label>
       <label class="inline">
-        <input type="checkbox" name="failOnError" value="on" checked={h?.failOnError ?? true} /> Fail on error
+        <input type="checkbox" name="failOnError" value="on" checked={v.failOnError} /> Fail on error
       </label>
+      {errors && Object.keys(errors).length > 0 && (
+        <p class="field-error" role="alert" data-testid="hook-errors">
+          {Object.entries(errors).map(([k, m]) =>
+            `${k === "scriptId" ? "Script" : k}: ${m}`
+          ).join(" · ")}
+        </p>
+      )}
     </>
   );
   return (
@@ -232,7 +288,9 @@ export async function HooksSection(props: { kv: Kv; actor: Actor; policy: Policy
                           <summary class="btn btn--small">Edit</summary>
                           <form method="post" action={`/backup/hooks/${h.id}`} class="filters">
                             <Csrf token={csrf} />
-                            {hookFields(h)}
+                            {draft?.hookId === h.id
+                              ? hookFields(draft.values, draft.errors)
+                              : hookFields(valuesOf(h))}
                             <button type="submit" class="btn btn--small btn--primary">Save</button>
                           </form>
                         </details>
@@ -251,11 +309,11 @@ export async function HooksSection(props: { kv: Kv; actor: Actor; policy: Policy
             </table>
           )}
         {manage && (
-          <details>
+          <details open={draft !== undefined && draft.hookId === null}>
             <summary class="btn">Add Hook</summary>
             <form method="post" action={`/backup/policies/${policy.id}/hooks`} class="filters">
               <Csrf token={csrf} />
-              {hookFields()}
+              {draft && draft.hookId === null ? hookFields(draft.values, draft.errors) : hookFields(blank)}
               <button type="submit" class="btn btn--primary">Add hook</button>
             </form>
             <p class="hint">
@@ -417,69 +475,97 @@ policySectionRoutes.post("/assignments/:assignmentId/remove", requires("backup.m
   );
 });
 
+/** The hook form as typed, and the domain input (the script picked by name from the library). */
 async function hookInput(c: Context<AppEnv>, accountId: string, orgId: string | null) {
   const form = await readForm(c);
-  const template = str(form, "template");
+  const values: HookFormValues = {
+    type: str(form, "type"),
+    template: str(form, "template"),
+    scriptName: str(form, "scriptName"),
+    timeoutSeconds: str(form, "timeoutSeconds"),
+    sequence: str(form, "sequence"),
+    failOnError: str(form, "failOnError") === "on",
+  };
   let scriptId: string | null = null;
-  if (!template) {
-    const name = str(form, "scriptName").trim().toLowerCase();
+  if (!values.template && values.scriptName.trim()) {
+    const name = values.scriptName.trim().toLowerCase();
     const scripts = await listScripts(c.get("deps").kv, c.get("actor")!);
     scriptId = scripts.find((s) =>
       s.name.toLowerCase() === name && s.accountId === accountId && s.orgId === orgId
-    )?.id ?? null;
+    )?.id ??
+      null;
   }
-  return {
-    type: str(form, "type"),
-    template,
+  const input = {
+    type: values.type,
+    template: values.template,
     scriptId: scriptId ?? "",
-    timeoutSeconds: str(form, "timeoutSeconds") || undefined,
-    sequence: str(form, "sequence") || undefined,
-    failOnError: str(form, "failOnError") === "on",
+    timeoutSeconds: values.timeoutSeconds || undefined,
+    sequence: values.sequence || undefined,
+    failOnError: values.failOnError,
   };
+  const unknownScript = !values.template && values.scriptName.trim() && !scriptId;
+  return { values, input, unknownScript };
+}
+
+/** Re-renders the policy's edit page with the refused hook form, its errors and what was typed. */
+async function refusedHook(c: Context<AppEnv>, policy: Policy, draft: HookDraft) {
+  const { renderPolicyEdit } = await import("./policies.tsx");
+  return await renderPolicyEdit(c, policy, draft);
+}
+
+function errorsOf(e: unknown): Record<string, string> {
+  if (e instanceof ValidationError) return Object.keys(e.fields).length ? e.fields : { form: e.message };
+  if (e instanceof ConflictError) return { form: e.message };
+  throw e;
 }
 
 policySectionRoutes.post("/policies/:policyId/hooks", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const policy = await requirePolicy(kv, actor, c.req.param("policyId"));
-  const back = `/backup/policies/${policy.id}/edit#hooks`;
-  const input = await hookInput(c, policy.accountId, policy.orgId);
+  const { values, input, unknownScript } = await hookInput(c, policy.accountId, policy.orgId);
   const parsed = HookFields.safeParse(input);
+  if (unknownScript) {
+    return await refusedHook(c, policy, {
+      hookId: null,
+      values,
+      errors: { scriptId: "No script of this organization has that name" },
+    });
+  }
   if (!parsed.success) {
-    return redirectWithNotice(
-      c,
-      back,
-      `Hook not added: ${Object.entries(fieldErrors(parsed.error)).map(([k, v]) => `${k}: ${v}`).join("; ")}`,
-    );
+    return await refusedHook(c, policy, { hookId: null, values, errors: fieldErrors(parsed.error) });
   }
   try {
     await createHook(kv, actor, { policyId: policy.id, ...parsed.data }, clock());
   } catch (e) {
-    return redirectWithNotice(c, back, `Hook not added: ${problem(e)}`);
+    return await refusedHook(c, policy, { hookId: null, values, errors: errorsOf(e) });
   }
-  return redirectWithNotice(c, back, "Hook added.");
+  return redirectWithNotice(c, `/backup/policies/${policy.id}/edit#hooks`, "Hook added.");
 });
 
 policySectionRoutes.post("/hooks/:hookId", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const hook = await requireHook(kv, actor, c.req.param("hookId"));
-  const back = `/backup/policies/${hook.policyId}/edit#hooks`;
-  const input = await hookInput(c, hook.accountId, hook.orgId);
+  const policy = await requirePolicy(kv, actor, hook.policyId);
+  const { values, input, unknownScript } = await hookInput(c, hook.accountId, hook.orgId);
   const parsed = HookFields.safeParse(input);
+  if (unknownScript) {
+    return await refusedHook(c, policy, {
+      hookId: hook.id,
+      values,
+      errors: { scriptId: "No script of this organization has that name" },
+    });
+  }
   if (!parsed.success) {
-    return redirectWithNotice(
-      c,
-      back,
-      `Hook not saved: ${Object.entries(fieldErrors(parsed.error)).map(([k, v]) => `${k}: ${v}`).join("; ")}`,
-    );
+    return await refusedHook(c, policy, { hookId: hook.id, values, errors: fieldErrors(parsed.error) });
   }
   try {
     await updateHook(kv, actor, hook.id, parsed.data, clock());
   } catch (e) {
-    return redirectWithNotice(c, back, `Hook not saved: ${problem(e)}`);
+    return await refusedHook(c, policy, { hookId: hook.id, values, errors: errorsOf(e) });
   }
-  return redirectWithNotice(c, back, "Hook saved.");
+  return redirectWithNotice(c, `/backup/policies/${hook.policyId}/edit#hooks`, "Hook saved.");
 });
 
 policySectionRoutes.get("/hooks/:hookId/delete", requires("backup.manage"), async (c) => {
