@@ -67,8 +67,8 @@ export function longestGapMs(expressions: string[], from: Date, timeZone = "UTC"
 export const RPO_GRACE_HOURS = 6;
 
 /** Default RPO (hours): the longest gap between scheduled full/incremental runs, plus the grace, rounded up. */
-export function deriveRpoHours(schedules: string[], from: Date): number {
-  const gap = longestGapMs(schedules.filter(Boolean), from);
+export function deriveRpoHours(schedules: string[], from: Date, timeZone = "UTC"): number {
+  const gap = longestGapMs(schedules.filter(Boolean), from, timeZone);
   if (!Number.isFinite(gap)) return 24 * 7 + RPO_GRACE_HOURS;
   return Math.ceil(gap / 3_600_000) + RPO_GRACE_HOURS;
 }

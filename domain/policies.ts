@@ -301,7 +301,7 @@ interface TargetLike {
 function rpoOf(data: z.infer<typeof PolicyFields>, now: Date): { rpoHours: number; rpoDerived: boolean } {
   if (data.rpoHours) return { rpoHours: data.rpoHours, rpoDerived: false };
   const schedules = [data.fullSchedule, data.incrementalSchedule].filter((s): s is string => Boolean(s));
-  return { rpoHours: deriveRpoHours(schedules, now), rpoDerived: true };
+  return { rpoHours: deriveRpoHours(schedules, now, data.timeZone), rpoDerived: true };
 }
 
 /**

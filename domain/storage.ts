@@ -444,6 +444,29 @@ export async function updateTarget(
   });
 }
 
+/** Names of the policies writing to a target as their primary, and of those replicating to it. */
+export async function targetReferences(
+  kv: Deno.Kv,
+  id: string,
+): Promise<{ policies: string[]; replicaPolicies: string[] }> {
+  const policies = (await listPoliciesByTarget(kv, id)).map((p) => p.name);
+  const replicaPolicies: string[] = [];
+  for await (const r of kv.list<string>({ prefix: ["replicas_by_target", id] })) {
+    const rule = (await kv.get<{ policyId: string }>(["replicas", r.value])).value;
+    const p = rule ? (await kv.get<{ name: string }>(["policies", rule.policyId])).value : null;
+    if (p) replicaPolicies.push(p.name);
+  }
+  return { policies, replicaPolicies };
+}
+
+/** "policies A, B and replica rules of C" (empty when nothing references the target). */
+export function describeReferences(refs: { policies: string[]; replicaPolicies: string[] }): string {
+  return [
+    refs.policies.length ? `policies ${refs.policies.join(", ")}` : "",
+    refs.replicaPolicies.length ? `replica rules of ${refs.replicaPolicies.join(", ")}` : "",
+  ].filter(Boolean).join(" and ");
+}
+
 /**
  * Deletes a target with its vault credential and capacity history. Refused while policies reference
  * it (the message names them). Atomic against a concurrent policy create, which writes `policyCount`.
@@ -456,17 +479,10 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
       throw new NotFoundError(`Storage target ${id} not found`);
     }
     authorize(actor, "backup.manage", targetScope(target));
-    const policies = await listPoliciesByTarget(kv, id);
+    const { policies, replicaPolicies } = await targetReferences(kv, id);
     if (target.policyCount > 0 || policies.length > 0) {
-      // Replica rules count as references too; name the policies they belong to.
-      const replicaPolicies: string[] = [];
-      for await (const r of kv.list<string>({ prefix: ["replicas_by_target", id] })) {
-        const rule = (await kv.get<{ policyId: string }>(["replicas", r.value])).value;
-        const p = rule ? (await kv.get<{ name: string }>(["policies", rule.policyId])).value : null;
-        if (p) replicaPolicies.push(p.name);
-      }
       const parts = [
-        policies.length ? `policies ${policies.map((p) => p.name).join(", ")}` : "",
+        policies.length ? `policies ${policies.join(", ")}` : "",
         replicaPolicies.length ? `replica rules of ${replicaPolicies.join(", ")}` : "",
       ].filter(Boolean);
       throw new ConflictError(

@@ -46,7 +46,7 @@ export default function CronField(props: Props) {
     return { error: "", runs: r.cron.nextRuns(5).map((d) => fmt.format(d)), words: describeCron(v) };
   });
   const id = `f-${props.name}`;
-  const error = props.error ?? (value.value !== props.value ? preview.value.error : "");
+  const error = value.value !== props.value ? preview.value.error : (props.error ?? "");
   return (
     <div class={error ? "field field--error cron-field" : "field cron-field"}>
       <label for={id}>{props.label}</label>

@@ -438,7 +438,11 @@ policySectionRoutes.post("/policies/:policyId/assignments", requires("backup.man
       created ? "Host assigned." : "Host assigned again (its archived assignment was reactivated).",
     );
   } catch (e) {
-    return redirectWithNotice(c, back, `Not assigned: ${problem(e)}`);
+    return redirectWithNotice(
+      c,
+      back,
+      `Not assigned: ${e instanceof ValidationError ? e.message : problem(e)}`,
+    );
   }
 });
 

@@ -26,6 +26,7 @@ import {
   createTarget,
   CREDENTIAL_TYPES,
   deleteTarget,
+  describeReferences,
   listTargets,
   requireTarget,
   type StorageTarget,
@@ -34,6 +35,7 @@ import {
   TargetCreateInput,
   TargetFilter,
   type TargetHealth,
+  targetReferences,
   TargetUpdateInput,
   updateTarget,
 } from "../domain/storage.ts";
@@ -418,10 +420,11 @@ async function targetPage(
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const now = clock();
-  const [engine, history, policies] = await Promise.all([
+  const [engine, history, policies, refs] = await Promise.all([
     requireEngine(kv, actor, target.besId).catch(() => null),
     capacityHistory(kv, target.id, now),
     listPoliciesByTarget(kv, target.id),
+    targetReferences(kv, target.id).then(describeReferences),
   ]);
   const canManage = can(actor, "backup.manage", { accountId: target.accountId, orgId: target.orgId });
   const cap = target.capacity;
@@ -525,12 +528,8 @@ async function targetPage(
             </section>
             <section class="panel panel--danger">
               <h2>Delete storage target</h2>
-              {policies.length
-                ? (
-                  <p>
-                    Used by {policies.map((p) => p.name).join(", ")}: remove or reassign those policies first.
-                  </p>
-                )
+              {refs
+                ? <p>Used by {refs}: remove or reassign those first.</p>
                 : <p>Removes the target, its capacity history and its vault credential.</p>}
               <a class="btn btn--danger" href={`/backup/storage/${target.id}/delete`}>Delete…</a>
             </section>
@@ -572,18 +571,17 @@ storageRoutes.post("/:targetId", requires("backup.manage"), async (c) => {
 storageRoutes.get("/:targetId/delete", requires("backup.manage"), async (c) => {
   const { kv } = c.get("deps");
   const target = await requireTarget(kv, c.get("actor")!, c.req.param("targetId"));
-  const policies = await listPoliciesByTarget(kv, target.id);
+  const refs = describeReferences(await targetReferences(kv, target.id));
   return render(
     c,
     "Delete storage target",
     (
       <>
         <PageHeader title={`Delete ${target.name}?`} />
-        {policies.length
+        {refs
           ? (
             <p class="form-error">
-              This target is used by{" "}
-              {policies.map((p) => p.name).join(", ")}. Remove or reassign those policies first.
+              This target is used by {refs}. Remove or reassign those first.
             </p>
           )
           : (
