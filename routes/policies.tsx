@@ -165,6 +165,13 @@ function PolicyForm(props: {
   const e = props.errors;
   const v = (k: string) => str(f, k);
   const zone = v("timeZone") || "UTC";
+  const cronField = (name: string, label: string, required = false) => (
+    <Island
+      name="CronField"
+      component={CronField}
+      props={{ name, label, value: v(name), scheduleZone: zone, required, error: e?.[name] }}
+    />
+  );
   const template = EXCLUSION_TEMPLATES[v("exclusionTemplate")];
   return (
     <form method="post" action={props.action} class="form form--wide">
@@ -224,40 +231,9 @@ function PolicyForm(props: {
           errors={e}
           hint="IANA name, e.g. UTC or Europe/Berlin"
         />
-        <Island
-          name="CronField"
-          component={CronField}
-          props={{
-            name: "fullSchedule",
-            label: "Full schedule (required)",
-            value: v("fullSchedule"),
-            scheduleZone: zone,
-            required: true,
-            error: e?.fullSchedule,
-          }}
-        />
-        <Island
-          name="CronField"
-          component={CronField}
-          props={{
-            name: "incrementalSchedule",
-            label: "Incremental schedule (optional)",
-            value: v("incrementalSchedule"),
-            scheduleZone: zone,
-            error: e?.incrementalSchedule,
-          }}
-        />
-        <Island
-          name="CronField"
-          component={CronField}
-          props={{
-            name: "syntheticFullSchedule",
-            label: "Synthetic full schedule (optional)",
-            value: v("syntheticFullSchedule"),
-            scheduleZone: zone,
-            error: e?.syntheticFullSchedule,
-          }}
-        />
+        {cronField("fullSchedule", "Full schedule (required)", true)}
+        {cronField("incrementalSchedule", "Incremental schedule (optional)")}
+        {cronField("syntheticFullSchedule", "Synthetic full schedule (optional)")}
         <Field
           name="rpoHours"
           label="RPO (hours)"
@@ -366,17 +342,7 @@ function PolicyForm(props: {
           errors={e}
           options={IO_PRIORITIES.map((c) => ({ value: c, label: c }))}
         />
-        <Island
-          name="CronField"
-          component={CronField}
-          props={{
-            name: "throttleSchedule",
-            label: "Throttle schedule (optional: when the cap applies)",
-            value: v("throttleSchedule"),
-            scheduleZone: zone,
-            error: e?.throttleSchedule,
-          }}
-        />
+        {cronField("throttleSchedule", "Throttle schedule (optional: when the cap applies)")}
         <Check name="vssEnabled" label="VSS snapshots on Windows, LVM freeze on Linux" form={f} />
         <Check name="catchUpOnReconnect" label="Catch up on reconnect (run missed backups)" form={f} />
         <Check name="verifyAfterBackup" label="Verify after backup" form={f} />
