@@ -93,6 +93,9 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "capacity_daily",
     "self_backup_triggers",
     "self_backup_triggers_counters",
+    "jobs",
+    "job_queue",
+    "job_leases",
     "self_backup_verified",
   ],
 };

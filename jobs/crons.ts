@@ -3,6 +3,7 @@
  * first claims its time slot with an atomic check; only the winner works.
  */
 import type { Logger } from "../domain/log.ts";
+import { expireLeases } from "./expire_leases.ts";
 import { purgeExpired } from "./purge_expired.ts";
 import { resumeDeletions } from "./resume_deletions.ts";
 import { runSelfBackups } from "./self_backup.ts";
@@ -62,6 +63,11 @@ export function registerCrons(
     "Sweep host heartbeats",
     "* * * * *",
     () => runClaimed(kv, logger, "sweep_hosts", new Date(), (now) => sweepHosts(kv, now)),
+  );
+  Deno.cron(
+    "Expire job leases",
+    "* * * * *",
+    () => runClaimed(kv, logger, "expire_leases", new Date(), (now) => expireLeases(kv, now)),
   );
   Deno.cron(
     "Resume interrupted engine deletions",

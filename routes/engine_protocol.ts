@@ -24,6 +24,14 @@ import {
   verifySignedRequest,
 } from "../domain/signing.ts";
 import { applyCapacityReports } from "../domain/storage.ts";
+import {
+  applyResult,
+  claimJobs,
+  countQueued,
+  ProgressInput,
+  reportProgress,
+  ResultInput,
+} from "../domain/jobs.ts";
 import { resolveRegistrationSecret } from "../domain/tenancy.ts";
 import { declare } from "./access.ts";
 import { ErrorBody } from "./api_v1.ts";
@@ -249,7 +257,7 @@ engineProtocol.openapi(
     return c.json({
       status: engine.status,
       serverTime: now.toISOString(),
-      pendingJobs: 0,
+      pendingJobs: await countQueued(kv, `bes:${engine.id}`),
       storageTargetIds: engine.storageTargetIds,
     }, 200);
   },
@@ -335,6 +343,161 @@ engineProtocol.openapi(
       expireIn: NONCE_TTL_MS,
     });
     if (replayed) unauthorized("Replayed nonce");
-    return c.json({ status: host.status, serverTime: now.toISOString(), pendingJobs: 0 }, 200);
+    return c.json({
+      status: host.status,
+      serverTime: now.toISOString(),
+      pendingJobs: await countQueued(kv, `agent:${host.id}`),
+    }, 200);
   },
 );
+
+/** Claims a request's nonce on its own (for requests whose effect is not a single write). 401 on replay. */
+async function claimNonce(kv: Deno.Kv, key: Deno.KvKey, now: Date): Promise<void> {
+  const res = await kv.atomic().check({ key, versionstamp: null }).set(key, now.getTime(), {
+    expireIn: NONCE_TTL_MS,
+  })
+    .commit();
+  if (!res.ok) unauthorized("Replayed nonce");
+}
+
+const ClaimBody = z.object({ max: z.number().int().min(1, "must be 1–50").max(50, "must be 1–50") });
+const JobParam = z.object({ id: z.string().regex(/^[0-9A-Z]{26}$/, "must be a job id") });
+const ClaimedJob = z.object({
+  id: z.string(),
+  kind: z.string(),
+  priority: z.enum(["critical", "high", "normal"]),
+  payload: z.record(z.string(), z.unknown()),
+  leaseExpiresAt: z.string(),
+}).openapi("ClaimedJob");
+
+for (const kind of ["bes", "agent"] as const) {
+  engineProtocol.openapi(
+    createRoute({
+      method: "post",
+      path: `/api/${kind}/v1/jobs/claim`,
+      summary: `Claim up to max jobs for this ${kind === "bes" ? "BES" : "agent"}, highest priority first`,
+      tags: ["Engine protocol v1"],
+      security: [{ engineSignature: [] }],
+      middleware: [signedBy(kind)] as const,
+      request: {
+        headers: signedHeaders,
+        body: { content: { "application/json": { schema: ClaimBody } }, required: true },
+      },
+      responses: {
+        200: {
+          description: "Leased jobs",
+          content: { "application/json": { schema: z.object({ jobs: z.array(ClaimedJob) }) } },
+        },
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const { kv, clock } = c.get("deps");
+      const principal = c.get("principal")!;
+      const now = clock();
+      await claimNonce(kv, principal.nonceKey, now);
+      const jobs = await claimJobs(kv, `${kind}:${principal.id}`, c.req.valid("json").max, now);
+      return c.json({
+        jobs: jobs.map((j) => ({
+          id: j.id,
+          kind: j.kind,
+          priority: j.priority,
+          payload: j.payload,
+          leaseExpiresAt: j.leaseExpiresAt!,
+        })),
+      }, 200);
+    },
+  );
+
+  engineProtocol.openapi(
+    createRoute({
+      method: "post",
+      path: `/api/${kind}/v1/jobs/{id}/progress`,
+      summary: "Report progress; renews the lease and says whether to cancel",
+      tags: ["Engine protocol v1"],
+      security: [{ engineSignature: [] }],
+      middleware: [signedBy(kind)] as const,
+      request: {
+        headers: signedHeaders,
+        params: JobParam,
+        body: { content: { "application/json": { schema: ProgressInput } }, required: true },
+      },
+      responses: {
+        200: {
+          description: "Lease renewed",
+          content: {
+            "application/json": { schema: z.object({ leaseExpiresAt: z.string(), cancel: z.boolean() }) },
+          },
+        },
+        404: {
+          description: "No such job for this principal",
+          content: { "application/json": { schema: ErrorBody } },
+        },
+        409: {
+          description: "Lease expired or job ended",
+          content: { "application/json": { schema: ErrorBody } },
+        },
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const { kv, clock } = c.get("deps");
+      const principal = c.get("principal")!;
+      const now = clock();
+      await claimNonce(kv, principal.nonceKey, now);
+      const reply = await reportProgress(
+        kv,
+        `${kind}:${principal.id}`,
+        c.req.valid("param").id,
+        c.req.valid("json"),
+        now,
+      );
+      return c.json(reply, 200);
+    },
+  );
+
+  engineProtocol.openapi(
+    createRoute({
+      method: "post",
+      path: `/api/${kind}/v1/jobs/{id}/result`,
+      summary: "Post a job's result; applied once (a duplicate is a no-op, a different one is refused)",
+      tags: ["Engine protocol v1"],
+      security: [{ engineSignature: [] }],
+      middleware: [signedBy(kind)] as const,
+      request: {
+        headers: signedHeaders,
+        params: JobParam,
+        body: { content: { "application/json": { schema: ResultInput } }, required: true },
+      },
+      responses: {
+        200: {
+          description: "Recorded",
+          content: { "application/json": { schema: z.object({ applied: z.boolean() }) } },
+        },
+        404: {
+          description: "No such job for this principal",
+          content: { "application/json": { schema: ErrorBody } },
+        },
+        409: {
+          description: "A different result exists, or the lease expired",
+          content: { "application/json": { schema: ErrorBody } },
+        },
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const { kv, clock } = c.get("deps");
+      const principal = c.get("principal")!;
+      const now = clock();
+      await claimNonce(kv, principal.nonceKey, now);
+      const { applied } = await applyResult(
+        kv,
+        `${kind}:${principal.id}`,
+        c.req.valid("param").id,
+        c.req.valid("json"),
+        now,
+      );
+      return c.json({ applied }, 200);
+    },
+  );
+}

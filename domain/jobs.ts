@@ -1,0 +1,331 @@
+/**
+ * The job queue of DESIGN.md §5 for BES and agents: jobs are queued per principal, claimed with a
+ * lease (highest priority first, then oldest), renewed by progress (which can carry a cancel flag),
+ * and finished by exactly one result: a duplicate post is a no-op, a conflicting one is refused
+ * (invariant 6). An expired lease returns the job to the queue; a job that exhausts its attempts fails.
+ */
+import { z } from "zod";
+import { ConflictError, NotFoundError } from "./errors.ts";
+import { newId } from "./ids.ts";
+import { getManyValues } from "./kv.ts";
+
+export const JOB_KINDS = [
+  "backup",
+  "restore_files",
+  "restore_image",
+  "health_check",
+  "synthetic_full",
+  "replicate",
+  "verify",
+  "prune",
+  "browse",
+  "search",
+  "bmr",
+] as const;
+export type JobKind = (typeof JOB_KINDS)[number];
+export const PRIORITIES = ["critical", "high", "normal"] as const;
+export type Priority = (typeof PRIORITIES)[number];
+/** Queue order: a lower rank is claimed first. */
+const PRIORITY_RANK: Record<Priority, number> = { critical: 0, high: 1, normal: 2 };
+
+/** How long a claim holds a job without progress. */
+export const LEASE_MS = 5 * 60_000;
+export const DEFAULT_MAX_ATTEMPTS = 3;
+
+export type JobStatus = "queued" | "leased" | "succeeded" | "failed" | "cancelled";
+
+export interface JobResult {
+  status: "success" | "warning" | "failed";
+  startedAt: string;
+  endedAt: string;
+  bytesTransferred: number;
+  protectedBytes: number;
+  error: { reason: string; message: string } | null;
+  retryable: boolean;
+  output: Record<string, unknown> | null;
+}
+
+export interface Job {
+  id: string;
+  kind: JobKind;
+  /** `bes:<id>` or `agent:<id>`: the only principal that may claim it. */
+  principal: string;
+  accountId: string;
+  orgId: string | null;
+  priority: Priority;
+  payload: Record<string, unknown>;
+  status: JobStatus;
+  attempts: number;
+  maxAttempts: number;
+  leaseExpiresAt: string | null;
+  progress: { percent: number; bytesTransferred: number; message: string } | null;
+  cancelRequested: boolean;
+  /** Why a job failed without a result from its engine (e.g. LEASE_EXPIRED). */
+  failureReason: string | null;
+  result: JobResult | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export function jobKey(id: string) {
+  return ["jobs", id] as const;
+}
+/** The claimable jobs of a principal, in claim order: priority rank, then id (time-ordered). */
+export function queueKey(principal: string, priority: Priority, id: string) {
+  return ["job_queue", principal, PRIORITY_RANK[priority], id] as const;
+}
+/** Leased jobs by lease expiry, for the sweep. */
+export function leaseKey(expiresAt: number, id: string) {
+  return ["job_leases", expiresAt, id] as const;
+}
+
+export const EnqueueInput = z.object({
+  kind: z.enum(JOB_KINDS),
+  principal: z.string().regex(/^(bes|agent):[0-9A-Z]{26}$/, "must be bes:<id> or agent:<id>"),
+  accountId: z.string().min(1),
+  orgId: z.string().nullable(),
+  priority: z.enum(PRIORITIES).default("normal"),
+  payload: z.record(z.string(), z.unknown()).default({}),
+  maxAttempts: z.number().int().min(1).max(10).default(DEFAULT_MAX_ATTEMPTS),
+});
+export type EnqueueInput = z.input<typeof EnqueueInput>;
+
+/** Queues a job for one principal. Returns it. */
+export async function enqueueJob(kv: Deno.Kv, input: EnqueueInput, now: Date): Promise<Job> {
+  const data = EnqueueInput.parse(input);
+  const at = now.toISOString();
+  const job: Job = {
+    id: newId(now),
+    ...data,
+    status: "queued",
+    attempts: 0,
+    leaseExpiresAt: null,
+    progress: null,
+    cancelRequested: false,
+    failureReason: null,
+    result: null,
+    createdAt: at,
+    updatedAt: at,
+  };
+  const res = await kv.atomic().check({ key: jobKey(job.id), versionstamp: null })
+    .set(jobKey(job.id), job).set(queueKey(job.principal, job.priority, job.id), job.id).commit();
+  if (!res.ok) throw new ConflictError("Could not queue the job; try again");
+  return job;
+}
+
+export async function getJob(kv: Deno.Kv, id: string): Promise<Job | null> {
+  return (await kv.get<Job>(jobKey(id))).value;
+}
+
+/** Jobs waiting for a principal (for the heartbeat's `pendingJobs`), counted up to `cap`. */
+export async function countQueued(kv: Deno.Kv, principal: string, cap = 1000): Promise<number> {
+  let n = 0;
+  for await (const _ of kv.list({ prefix: ["job_queue", principal] }, { limit: cap })) n++;
+  return n;
+}
+
+/**
+ * Claims up to `max` jobs of `principal`, highest priority first, then oldest. Each claim is one
+ * checked atomic operation on the queue entry and the job: when two claimers race for a job, exactly one
+ * commit succeeds and the other moves on (invariant 6).
+ */
+export async function claimJobs(
+  kv: Deno.Kv,
+  principal: string,
+  max: number,
+  now: Date,
+): Promise<Job[]> {
+  const claimed: Job[] = [];
+  const leaseExpires = now.getTime() + LEASE_MS;
+  const iter = kv.list<string>({ prefix: ["job_queue", principal] }, { limit: Math.min(500, max * 4) });
+  for await (const entry of iter) {
+    if (claimed.length >= max) break;
+    const jobEntry = await kv.get<Job>(jobKey(entry.value));
+    const job = jobEntry.value;
+    if (!job || job.status !== "queued") {
+      await kv.atomic().check(entry).delete(entry.key).commit(); // stale pointer
+      continue;
+    }
+    const next: Job = {
+      ...job,
+      status: "leased",
+      attempts: job.attempts + 1,
+      leaseExpiresAt: new Date(leaseExpires).toISOString(),
+      updatedAt: now.toISOString(),
+    };
+    const res = await kv.atomic().check(entry, jobEntry).delete(entry.key).set(jobKey(job.id), next)
+      .set(leaseKey(leaseExpires, job.id), job.id).commit();
+    if (res.ok) claimed.push(next);
+  }
+  return claimed;
+}
+
+export const ProgressInput = z.object({
+  percent: z.number().min(0, "must be 0–100").max(100, "must be 0–100"),
+  bytesTransferred: z.number().int().min(0, "must not be negative"),
+  message: z.string().max(500).default(""),
+});
+export type ProgressInput = z.input<typeof ProgressInput>;
+
+async function leasedBy(kv: Deno.Kv, principal: string, id: string, now: Date) {
+  const entry = await kv.get<Job>(jobKey(id));
+  const job = entry.value;
+  if (!job || job.principal !== principal) throw new NotFoundError("No such job for this principal");
+  return {
+    entry,
+    job,
+    live: job.status === "leased" && now.getTime() < Date.parse(job.leaseExpiresAt ?? ""),
+  };
+}
+
+/** Records progress and renews the lease. Throws ConflictError when the lease has expired or the job ended. */
+export async function reportProgress(
+  kv: Deno.Kv,
+  principal: string,
+  id: string,
+  input: ProgressInput,
+  now: Date,
+): Promise<{ leaseExpiresAt: string; cancel: boolean }> {
+  const data = ProgressInput.parse(input);
+  for (let i = 0; i < 5; i++) {
+    const { entry, job, live } = await leasedBy(kv, principal, id, now);
+    if (!live) throw new ConflictError("The lease of this job has expired or the job has ended");
+    const expires = now.getTime() + LEASE_MS;
+    const next: Job = {
+      ...job,
+      progress: data,
+      leaseExpiresAt: new Date(expires).toISOString(),
+      updatedAt: now.toISOString(),
+    };
+    const res = await kv.atomic().check(entry)
+      .delete(leaseKey(Date.parse(job.leaseExpiresAt!), id))
+      .set(leaseKey(expires, id), id)
+      .set(jobKey(id), next).commit();
+    if (res.ok) return { leaseExpiresAt: next.leaseExpiresAt!, cancel: job.cancelRequested };
+  }
+  throw new ConflictError("Progress conflicted repeatedly; retry");
+}
+
+const Iso = z.iso.datetime({ offset: true, error: "must be an ISO 8601 time" });
+
+export const ResultInput = z.object({
+  status: z.enum(["success", "warning", "failed"]),
+  startedAt: Iso,
+  endedAt: Iso,
+  bytesTransferred: z.number().int().min(0, "must not be negative"),
+  protectedBytes: z.number().int().min(0, "must not be negative"),
+  error: z.object({ reason: z.string().min(1).max(64), message: z.string().max(2000) }).nullable().default(
+    null,
+  ),
+  retryable: z.boolean().default(false),
+  output: z.record(z.string(), z.unknown()).nullable().default(null),
+}).superRefine((r, ctx) => {
+  if (Date.parse(r.endedAt) < Date.parse(r.startedAt)) {
+    ctx.addIssue({ code: "custom", path: ["endedAt"], message: "must not be before startedAt" });
+  }
+  if (r.status !== "success" && !r.error) {
+    ctx.addIssue({ code: "custom", path: ["error"], message: "is required when the status is not success" });
+  }
+});
+export type ResultInput = z.input<typeof ResultInput>;
+
+/** What makes two result posts "the same" (a retry of the same post) versus conflicting. */
+function sameResult(a: JobResult, b: JobResult): boolean {
+  return JSON.stringify([a.status, a.startedAt, a.endedAt, a.bytesTransferred, a.protectedBytes, a.error]) ===
+    JSON.stringify([b.status, b.startedAt, b.endedAt, b.bytesTransferred, b.protectedBytes, b.error]);
+}
+
+/**
+ * Applies a job's result exactly once: `applied: false` for a duplicate of the recorded result, a
+ * ConflictError for a different one, or when the lease expired before any result was recorded.
+ */
+export async function applyResult(
+  kv: Deno.Kv,
+  principal: string,
+  id: string,
+  input: ResultInput,
+  now: Date,
+): Promise<{ applied: boolean; job: Job }> {
+  const result = ResultInput.parse(input) as JobResult;
+  for (let i = 0; i < 5; i++) {
+    const { entry, job, live } = await leasedBy(kv, principal, id, now);
+    if (job.result) {
+      if (sameResult(job.result, result)) return { applied: false, job };
+      throw new ConflictError("A different result was already recorded for this job");
+    }
+    if (!live) {
+      throw new ConflictError("The lease of this job has expired; the job was returned to the queue");
+    }
+    const next: Job = {
+      ...job,
+      status: result.status === "failed" ? "failed" : "succeeded",
+      result,
+      leaseExpiresAt: null,
+      updatedAt: now.toISOString(),
+    };
+    const res = await kv.atomic().check(entry)
+      .delete(leaseKey(Date.parse(job.leaseExpiresAt!), id))
+      .set(jobKey(id), next).commit();
+    if (res.ok) return { applied: true, job: next };
+  }
+  throw new ConflictError("The result conflicted repeatedly; retry");
+}
+
+/** Asks the engine to stop a job (delivered with its next progress reply); a queued job is cancelled at once. */
+export async function cancelJob(kv: Deno.Kv, id: string, now: Date): Promise<Job> {
+  for (let i = 0; i < 5; i++) {
+    const entry = await kv.get<Job>(jobKey(id));
+    const job = entry.value;
+    if (!job) throw new NotFoundError("No such job");
+    const op = kv.atomic().check(entry);
+    let next: Job;
+    if (job.status === "queued") {
+      next = { ...job, status: "cancelled", failureReason: "CANCELLED", updatedAt: now.toISOString() };
+      op.delete(queueKey(job.principal, job.priority, id));
+    } else if (job.status === "leased") {
+      next = { ...job, cancelRequested: true, updatedAt: now.toISOString() };
+    } else return job;
+    if ((await op.set(jobKey(id), next).commit()).ok) return next;
+  }
+  throw new ConflictError("Cancel conflicted repeatedly; retry");
+}
+
+/**
+ * The minute job: every lease that expired at `now` returns its job to the queue, or fails it with
+ * LEASE_EXPIRED once it has used its attempts. Idempotent.
+ */
+export async function expireLeases(kv: Deno.Kv, now: Date): Promise<{ requeued: number; failed: number }> {
+  let requeued = 0;
+  let failed = 0;
+  for await (
+    const lease of kv.list<string>({ start: ["job_leases", 0], end: ["job_leases", now.getTime()] })
+  ) {
+    const entry = await kv.get<Job>(jobKey(lease.value));
+    const job = entry.value;
+    const op = kv.atomic().check(lease, entry).delete(lease.key);
+    if (!job || job.status !== "leased" || Date.parse(job.leaseExpiresAt ?? "") > now.getTime()) {
+      await op.commit();
+      continue;
+    }
+    if (job.attempts >= job.maxAttempts) {
+      op.set(jobKey(job.id), {
+        ...job,
+        status: "failed",
+        failureReason: "LEASE_EXPIRED",
+        leaseExpiresAt: null,
+        updatedAt: now.toISOString(),
+      });
+      if ((await op.commit()).ok) failed++;
+    } else {
+      op.set(jobKey(job.id), { ...job, status: "queued", leaseExpiresAt: null, updatedAt: now.toISOString() })
+        .set(queueKey(job.principal, job.priority, job.id), job.id);
+      if ((await op.commit()).ok) requeued++;
+    }
+  }
+  return { requeued, failed };
+}
+
+/** Jobs by id (chunked reads), for pages and tests. */
+export async function getJobs(kv: Deno.Kv, ids: string[]): Promise<Job[]> {
+  return await getManyValues<Job>(kv, ids.map(jobKey));
+}

@@ -1,0 +1,229 @@
+import assert from "node:assert/strict";
+import { ConflictError, NotFoundError } from "../../domain/errors.ts";
+import {
+  applyResult,
+  cancelJob,
+  claimJobs,
+  countQueued,
+  enqueueJob,
+  expireLeases,
+  getJob,
+  LEASE_MS,
+  reportProgress,
+  type ResultInput,
+} from "../../domain/jobs.ts";
+import { createTenant, engineClient, engineMetrics, testApp, TestClock } from "../helpers.ts";
+
+const BES = "bes:01KAHZ3Y3N4G2D8QF5T0V7W9XB";
+const OTHER = "bes:01KAHZ3Y3N4G2D8QF5T0V7W9XC";
+const scope = { accountId: "acc", orgId: "org" };
+
+function result(overrides: Partial<ResultInput> = {}): ResultInput {
+  return {
+    status: "success",
+    startedAt: "2026-11-22T10:00:00Z",
+    endedAt: "2026-11-22T10:05:00Z",
+    bytesTransferred: 1000,
+    protectedBytes: 5000,
+    ...overrides,
+  };
+}
+
+Deno.test("claimJobs() hands out the highest priority first, then the oldest", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = new TestClock();
+  const normal = await enqueueJob(kv, { kind: "backup", principal: BES, ...scope }, clock.now());
+  clock.advance(1000);
+  const critical = await enqueueJob(
+    kv,
+    { kind: "bmr", principal: BES, ...scope, priority: "critical" },
+    clock.now(),
+  );
+  clock.advance(1000);
+  const high = await enqueueJob(
+    kv,
+    { kind: "restore_files", principal: BES, ...scope, priority: "high" },
+    clock.now(),
+  );
+  clock.advance(1000);
+  const normal2 = await enqueueJob(kv, { kind: "backup", principal: BES, ...scope }, clock.now());
+  await enqueueJob(kv, { kind: "backup", principal: OTHER, ...scope, priority: "critical" }, clock.now());
+  const jobs = await claimJobs(kv, BES, 10, clock.now());
+  assert.deepEqual(jobs.map((j) => j.id), [critical.id, high.id, normal.id, normal2.id]);
+  assert.ok(jobs.every((j) => j.status === "leased" && j.attempts === 1));
+  assert.equal(await countQueued(kv, BES), 0);
+  assert.equal(await countQueued(kv, OTHER), 1, "another principal's job is not handed out");
+});
+
+Deno.test("invariant 6 under races: many concurrent claimers never claim a job twice", async () => {
+  for (let iteration = 0; iteration < 20; iteration++) {
+    using kv = await Deno.openKv(":memory:");
+    const clock = new TestClock();
+    const ids = [];
+    for (let i = 0; i < 30; i++) {
+      ids.push((await enqueueJob(kv, { kind: "backup", principal: BES, ...scope }, clock.now())).id);
+    }
+    const batches = await Promise.all(Array.from({ length: 12 }, () => claimJobs(kv, BES, 5, clock.now())));
+    const claimed = batches.flat().map((j) => j.id);
+    assert.equal(new Set(claimed).size, claimed.length, `iteration ${iteration}: a job was claimed twice`);
+    assert.ok(claimed.length <= 30);
+    for (const id of claimed) assert.equal((await getJob(kv, id))!.attempts, 1);
+    const again = await claimJobs(kv, BES, 50, clock.now());
+    assert.equal(claimed.length + again.length, 30, "every job is claimed exactly once in the end");
+  }
+});
+
+Deno.test("applyResult() applies once: a duplicate is a no-op, a different one is refused", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = new TestClock();
+  const job = await enqueueJob(kv, { kind: "backup", principal: BES, ...scope }, clock.now());
+  await claimJobs(kv, BES, 1, clock.now());
+  assert.equal((await applyResult(kv, BES, job.id, result(), clock.now())).applied, true);
+  assert.equal((await applyResult(kv, BES, job.id, result(), clock.now())).applied, false);
+  await assert.rejects(
+    () => applyResult(kv, BES, job.id, result({ bytesTransferred: 1 }), clock.now()),
+    ConflictError,
+  );
+  await assert.rejects(
+    () => applyResult(kv, OTHER, job.id, result(), clock.now()),
+    NotFoundError,
+    "another principal",
+  );
+  assert.equal((await getJob(kv, job.id))!.status, "succeeded");
+});
+
+Deno.test("concurrent duplicate results are applied exactly once", async () => {
+  for (let i = 0; i < 20; i++) {
+    using kv = await Deno.openKv(":memory:");
+    const clock = new TestClock();
+    const job = await enqueueJob(kv, { kind: "backup", principal: BES, ...scope }, clock.now());
+    await claimJobs(kv, BES, 1, clock.now());
+    const outcomes = await Promise.all(
+      Array.from({ length: 5 }, () => applyResult(kv, BES, job.id, result(), clock.now())),
+    );
+    assert.equal(outcomes.filter((o) => o.applied).length, 1, `iteration ${i}`);
+  }
+});
+
+Deno.test("impossible results are refused and change nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = new TestClock();
+  const job = await enqueueJob(kv, { kind: "backup", principal: BES, ...scope }, clock.now());
+  await claimJobs(kv, BES, 1, clock.now());
+  const before = await getJob(kv, job.id);
+  await assert.rejects(() =>
+    applyResult(kv, BES, job.id, result({ endedAt: "2026-11-22T09:00:00Z" }), clock.now())
+  );
+  await assert.rejects(() => applyResult(kv, BES, job.id, result({ bytesTransferred: -1 }), clock.now()));
+  await assert.rejects(
+    () => applyResult(kv, BES, job.id, result({ status: "failed" }), clock.now()),
+    /error/,
+  );
+  await assert.rejects(
+    () => applyResult(kv, BES, "01KAHZ3Y3N4G2D8QF5T0V7W9XZ", result(), clock.now()),
+    NotFoundError,
+  );
+  assert.deepEqual(await getJob(kv, job.id), before);
+});
+
+Deno.test("an expired lease returns the job to the queue; the last attempt fails it with LEASE_EXPIRED", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = new TestClock();
+  const job = await enqueueJob(kv, { kind: "backup", principal: BES, ...scope, maxAttempts: 2 }, clock.now());
+  await claimJobs(kv, BES, 1, clock.now());
+  clock.advance(LEASE_MS - 1);
+  assert.deepEqual(await expireLeases(kv, clock.now()), { requeued: 0, failed: 0 }, "not yet expired");
+  clock.advance(2);
+  assert.deepEqual(await expireLeases(kv, clock.now()), { requeued: 1, failed: 0 });
+  assert.deepEqual(await expireLeases(kv, clock.now()), { requeued: 0, failed: 0 }, "idempotent");
+  await assert.rejects(
+    () => applyResult(kv, BES, job.id, result(), clock.now()),
+    ConflictError,
+    "a late result is refused",
+  );
+  const [again] = await claimJobs(kv, BES, 1, clock.now());
+  assert.equal(again.attempts, 2);
+  clock.advance(LEASE_MS + 1);
+  assert.deepEqual(await expireLeases(kv, clock.now()), { requeued: 0, failed: 1 });
+  const failed = (await getJob(kv, job.id))!;
+  assert.equal(failed.status, "failed");
+  assert.equal(failed.failureReason, "LEASE_EXPIRED");
+  assert.equal(await countQueued(kv, BES), 0);
+});
+
+Deno.test("progress renews the lease and carries a cancel request", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = new TestClock();
+  const job = await enqueueJob(
+    kv,
+    { kind: "restore_files", principal: BES, ...scope, priority: "high" },
+    clock.now(),
+  );
+  await claimJobs(kv, BES, 1, clock.now());
+  clock.advance(LEASE_MS - 1000);
+  const first = await reportProgress(kv, BES, job.id, { percent: 40, bytesTransferred: 100 }, clock.now());
+  assert.equal(first.cancel, false);
+  assert.equal(Date.parse(first.leaseExpiresAt), clock.now().getTime() + LEASE_MS);
+  clock.advance(LEASE_MS - 1000);
+  assert.deepEqual(
+    await expireLeases(kv, clock.now()),
+    { requeued: 0, failed: 0 },
+    "the renewed lease holds",
+  );
+  await cancelJob(kv, job.id, clock.now());
+  assert.equal(
+    (await reportProgress(kv, BES, job.id, { percent: 50, bytesTransferred: 200 }, clock.now())).cancel,
+    true,
+  );
+  await assert.rejects(() =>
+    reportProgress(kv, BES, job.id, { percent: 101, bytesTransferred: 0 }, clock.now())
+  );
+});
+
+Deno.test("POST /api/bes/v1/jobs/claim, progress and result over the signed protocol", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { app, clock } = testApp(kv);
+  const tenant = await createTenant(kv, "Acme", ["Ops"], clock.now());
+  const client = engineClient(app, clock);
+  const { identity } = await client.registerBes(tenant.secrets[0], {
+    name: "bes-1",
+    hostname: "bes-1.example",
+    ipAddress: "10.0.0.1",
+  });
+  const principal = `bes:${identity.id}`;
+  const job = await enqueueJob(kv, {
+    kind: "verify",
+    principal,
+    accountId: tenant.account.id,
+    orgId: tenant.orgs[0].id,
+  }, clock.now());
+  const hb = await (await client.heartbeat(identity, engineMetrics())).json();
+  assert.equal(hb.pendingJobs, 1);
+  const claim = await client.post(identity, "/api/bes/v1/jobs/claim", { max: 5 });
+  assert.equal(claim.status, 200);
+  const { jobs } = await claim.json();
+  assert.deepEqual(jobs.map((j: { id: string }) => j.id), [job.id]);
+  const progress = await client.post(identity, `/api/bes/v1/jobs/${job.id}/progress`, {
+    percent: 10,
+    bytesTransferred: 5,
+    message: "",
+  });
+  assert.equal(progress.status, 200);
+  const bad = await client.post(identity, `/api/bes/v1/jobs/${job.id}/result`, {
+    ...result(),
+    protectedBytes: -5,
+  });
+  assert.equal(bad.status, 422);
+  const ok = await client.post(identity, `/api/bes/v1/jobs/${job.id}/result`, result());
+  assert.deepEqual([ok.status, await ok.json()], [200, { applied: true }]);
+  const dup = await client.post(identity, `/api/bes/v1/jobs/${job.id}/result`, result());
+  assert.deepEqual([dup.status, await dup.json()], [200, { applied: false }]);
+  const conflict = await client.post(
+    identity,
+    `/api/bes/v1/jobs/${job.id}/result`,
+    result({ bytesTransferred: 7 }),
+  );
+  assert.equal(conflict.status, 409);
+  const unknown = await client.post(identity, "/api/bes/v1/jobs/01KAHZ3Y3N4G2D8QF5T0V7W9XZ/result", result());
+  assert.equal(unknown.status, 404);
+});
