@@ -96,6 +96,11 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "jobs",
     "job_queue",
     "job_leases",
+    "runs",
+    "runs_by_policy",
+    "runs_by_job",
+    "restore_points",
+    "restore_points_by_policy",
     "self_backup_verified",
   ],
 };
@@ -110,6 +115,7 @@ export const EPHEMERAL_PREFIXES: readonly string[] = [
   "cron_slots",
   "probe",
   "self_backup_state",
+  "schedule_slots",
 ];
 
 /** The logical database of a key, "ephemeral", or null when nobody classified its prefix. */

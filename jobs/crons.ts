@@ -3,6 +3,7 @@
  * first claims its time slot with an atomic check; only the winner works.
  */
 import type { Logger } from "../domain/log.ts";
+import { dispatchSchedules } from "./dispatch_schedules.ts";
 import { expireLeases } from "./expire_leases.ts";
 import { purgeExpired } from "./purge_expired.ts";
 import { resumeDeletions } from "./resume_deletions.ts";
@@ -63,6 +64,11 @@ export function registerCrons(
     "Sweep host heartbeats",
     "* * * * *",
     () => runClaimed(kv, logger, "sweep_hosts", new Date(), (now) => sweepHosts(kv, now)),
+  );
+  Deno.cron(
+    "Dispatch due policy schedules",
+    "* * * * *",
+    () => runClaimed(kv, logger, "dispatch_schedules", new Date(), (now) => dispatchSchedules(kv, now)),
   );
   Deno.cron(
     "Expire job leases",

@@ -5,6 +5,7 @@
  */
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
+import { applyJobResultToRun } from "../domain/runs.ts";
 import {
   applyHeartbeat,
   BesHeartbeat,
@@ -490,13 +491,14 @@ for (const kind of ["bes", "agent"] as const) {
       const principal = c.get("principal")!;
       const now = clock();
       await claimNonce(kv, principal.nonceKey, now);
-      const { applied } = await applyResult(
+      const { applied, job } = await applyResult(
         kv,
         `${kind}:${principal.id}`,
         c.req.valid("param").id,
         c.req.valid("json"),
         now,
       );
+      if (applied) await applyJobResultToRun(kv, job, now);
       return c.json({ applied }, 200);
     },
   );

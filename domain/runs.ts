@@ -1,0 +1,379 @@
+/**
+ * Backup runs and the scheduler (issue 5, core loop): the minute tick evaluates each enabled,
+ * unpaused policy's full / incremental / synthetic-full schedules and dispatches — backup jobs to the
+ * agent of every active assignment, synthetic fulls to the BES — recording one run per job. A job's
+ * result updates its run, and a backup result creates its restore point. The tick is idempotent:
+ * each (policy, schedule, minute) is claimed with an atomic check, so a second tick — in this
+ * process or another instance — dispatches nothing twice.
+ */
+import { compileCron } from "./cron_rules.ts";
+import type { Engine } from "./engines.ts";
+import { getManyValues } from "./kv.ts";
+import { hookPlan } from "./hooks.ts";
+import { newId } from "./ids.ts";
+import { enqueueJob, type Job } from "./jobs.ts";
+import { effectiveExcludes, type Policy } from "./policies.ts";
+import type { StorageTarget } from "./storage.ts";
+
+export type RunKind = "full" | "incremental" | "synthetic_full";
+export type RunStatus = "pending" | "running" | "success" | "warning" | "failed" | "skipped";
+
+/**
+ * Machine-readable failure reasons of failed, warning and skipped runs (the jobs API and page filter on
+ * them): ENGINE_OFFLINE (the agent or BES was offline at dispatch), TARGET_UNREACHABLE, TARGET_FULL,
+ * HOOK_FAILED, AUTH, PARTIAL_FILES (warning: some files could not be read), LEASE_EXPIRED (the engine
+ * stopped reporting and attempts ran out), CANCELLED, and whatever reason an engine reports otherwise.
+ */
+export const FAILURE_REASONS = [
+  "ENGINE_OFFLINE",
+  "TARGET_UNREACHABLE",
+  "TARGET_FULL",
+  "HOOK_FAILED",
+  "AUTH",
+  "PARTIAL_FILES",
+  "LEASE_EXPIRED",
+  "CANCELLED",
+] as const;
+
+export interface Run {
+  id: string;
+  policyId: string;
+  accountId: string;
+  orgId: string | null;
+  hostId: string | null;
+  jobId: string | null;
+  kind: RunKind;
+  trigger: "schedule" | "manual" | "retry" | "pre_patch" | "catch_up";
+  status: RunStatus;
+  scheduledFor: string;
+  startedAt: string | null;
+  endedAt: string | null;
+  bytesTransferred: number;
+  protectedBytes: number;
+  restorePointId: string | null;
+  error: { reason: string; message: string } | null;
+  retryable: boolean;
+  /** The engine's offline alert a skipped run belongs to (one alert, not N failures). */
+  alertId: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface RestorePoint {
+  id: string;
+  engineId: string;
+  policyId: string;
+  hostId: string | null;
+  runId: string;
+  chainId: string;
+  type: RunKind;
+  parentId: string | null;
+  sizeBytes: number;
+  fileCount: number;
+  completedAt: string;
+  status: "complete" | "running" | "failed" | "expired";
+  verification: "passed" | "failed" | "partial" | "pending";
+}
+
+export function runKey(id: string) {
+  return ["runs", id] as const;
+}
+export function runsByPolicyKey(policyId: string, id: string) {
+  return ["runs_by_policy", policyId, id] as const;
+}
+export function runByJobKey(jobId: string) {
+  return ["runs_by_job", jobId] as const;
+}
+export function restorePointKey(id: string) {
+  return ["restore_points", id] as const;
+}
+function slotKey(policyId: string, kind: RunKind, minute: string) {
+  return ["schedule_slots", policyId, kind, minute] as const;
+}
+
+/** Whether a 5-field cron fires within the minute starting at `minuteStart` (in `timeZone`). */
+export function firesInMinute(expression: string, minuteStart: Date, timeZone: string): boolean {
+  const r = compileCron(expression, timeZone);
+  if (!r.ok) return false;
+  const next = r.cron.nextRun(new Date(minuteStart.getTime() - 1));
+  return next !== null && next.getTime() < minuteStart.getTime() + 60_000;
+}
+
+/** The schedules of a policy due in a minute, full winning over incremental in the same minute. */
+export function dueKinds(
+  policy: Pick<Policy, "fullSchedule" | "incrementalSchedule" | "syntheticFullSchedule" | "timeZone">,
+  minuteStart: Date,
+): RunKind[] {
+  const tz = policy.timeZone ?? "UTC";
+  const kinds: RunKind[] = [];
+  const full = firesInMinute(policy.fullSchedule, minuteStart, tz);
+  if (full) kinds.push("full");
+  if (!full && policy.incrementalSchedule && firesInMinute(policy.incrementalSchedule, minuteStart, tz)) {
+    kinds.push("incremental");
+  }
+  if (policy.syntheticFullSchedule && firesInMinute(policy.syntheticFullSchedule, minuteStart, tz)) {
+    kinds.push("synthetic_full");
+  }
+  return kinds;
+}
+
+/**
+ * Everything an agent needs to run a backup (the guide's `build_backup_payload`): the BES endpoint,
+ * the target, type, data protection, excludes with the template expanded, hooks in execution order,
+ * throttling and verification settings. Used by schedules, manual runs and retries alike.
+ */
+export async function buildBackupPayload(
+  kv: Deno.Kv,
+  policy: Policy,
+  engine: Pick<Engine, "id" | "hostname" | "ipAddress" | "port">,
+  target: Pick<StorageTarget, "id" | "type" | "config">,
+  kind: RunKind,
+): Promise<Record<string, unknown>> {
+  return {
+    policyId: policy.id,
+    backupType: policy.backupType,
+    runKind: kind,
+    bes: {
+      id: engine.id,
+      endpoint: `https://${engine.hostname}:${engine.port}`,
+      ipAddress: engine.ipAddress,
+    },
+    target: { id: target.id, type: target.type, config: target.config },
+    compression: policy.compression,
+    encryption: policy.encryption,
+    deduplication: policy.deduplication,
+    excludePaths: policy.excludePaths,
+    excludePatterns: effectiveExcludes(policy),
+    hooks: await hookPlan(kv, policy.id),
+    throttle: {
+      maxTransferMbps: policy.maxTransferMbps,
+      schedule: policy.throttleSchedule,
+      ioPriority: policy.ioPriority,
+    },
+    vssEnabled: policy.vssEnabled,
+    verify: { afterBackup: policy.verifyAfterBackup, sampleCount: policy.verifySampleCount },
+  };
+}
+
+async function newRun(
+  kv: Deno.Kv,
+  base: Omit<
+    Run,
+    | "id"
+    | "createdAt"
+    | "updatedAt"
+    | "bytesTransferred"
+    | "protectedBytes"
+    | "restorePointId"
+    | "startedAt"
+    | "endedAt"
+    | "retryable"
+  >,
+  now: Date,
+): Promise<Run> {
+  const at = now.toISOString();
+  const run: Run = {
+    ...base,
+    id: newId(now),
+    startedAt: null,
+    endedAt: null,
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    restorePointId: null,
+    retryable: base.status === "skipped",
+    createdAt: at,
+    updatedAt: at,
+  };
+  const op = kv.atomic().set(runKey(run.id), run).set(runsByPolicyKey(run.policyId, run.id), run.id);
+  if (run.jobId) op.set(runByJobKey(run.jobId), run.id);
+  await op.commit();
+  return run;
+}
+
+/**
+ * The minute tick. For each enabled, unpaused policy, claims each due (schedule, minute) once and
+ * dispatches. An offline agent or BES gets a `skipped` run with reason ENGINE_OFFLINE linked to the
+ * engine's offline alert, instead of a job that would only fail.
+ */
+export async function runSchedulerTick(
+  kv: Deno.Kv,
+  now: Date,
+): Promise<{ dispatched: number; skipped: number }> {
+  const minuteStart = new Date(Math.floor(now.getTime() / 60_000) * 60_000);
+  const minute = minuteStart.toISOString().slice(0, 16);
+  let dispatched = 0;
+  let skipped = 0;
+  for await (const entry of kv.list<Policy>({ prefix: ["policies"] }, { batchSize: 500 })) {
+    const policy = entry.value;
+    if (!policy.enabled || policy.pausedReason) continue;
+    const kinds = dueKinds(policy, minuteStart);
+    if (!kinds.length) continue;
+    for (const kind of kinds) {
+      const claim = await kv.atomic().check({ key: slotKey(policy.id, kind, minute), versionstamp: null })
+        .set(slotKey(policy.id, kind, minute), true, { expireIn: 2 * 86_400_000 }).commit();
+      if (!claim.ok) continue; // another tick (or instance) dispatched this minute already
+      const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([["engines", policy.besId], [
+        "storage_targets",
+        policy.targetId,
+      ]]);
+      if (!engine.value || !target.value) continue;
+      const base = {
+        policyId: policy.id,
+        accountId: policy.accountId,
+        orgId: policy.orgId,
+        kind,
+        trigger: "schedule" as const,
+        scheduledFor: minuteStart.toISOString(),
+      };
+      if (kind === "synthetic_full") {
+        const offline = engine.value.status === "offline";
+        if (offline) {
+          await newRun(kv, {
+            ...base,
+            hostId: null,
+            jobId: null,
+            status: "skipped",
+            error: { reason: "ENGINE_OFFLINE", message: `BES ${engine.value.name} is offline` },
+            alertId: await offlineAlertId(kv, "engine", engine.value.id),
+          }, now);
+          skipped++;
+          continue;
+        }
+        const job = await enqueueJob(kv, {
+          kind: "synthetic_full",
+          principal: `bes:${engine.value.id}`,
+          accountId: policy.accountId,
+          orgId: policy.orgId,
+          payload: { policyId: policy.id, targetId: target.value.id },
+        }, now);
+        await newRun(kv, {
+          ...base,
+          hostId: null,
+          jobId: job.id,
+          status: "pending",
+          error: null,
+          alertId: null,
+        }, now);
+        dispatched++;
+        continue;
+      }
+      const payload = await buildBackupPayload(kv, policy, engine.value, target.value, kind);
+      const assignmentIds: Deno.KvKey[] = [];
+      for await (const a of kv.list<string>({ prefix: ["assignments_by_policy", policy.id] })) {
+        assignmentIds.push(["assignments", a.value]);
+      }
+      const assignments = await getManyValues<{ id: string; hostId: string; state: string }>(
+        kv,
+        assignmentIds,
+      );
+      const hosts = new Map(
+        (await getManyValues<{ id: string; status: string; hostname: string }>(
+          kv,
+          assignments.map((a) => ["hosts", a.hostId]),
+        ))
+          .map((h) => [h.id, h]),
+      );
+      for (const a of assignments.filter((x) => x.state === "active")) {
+        const host = hosts.get(a.hostId);
+        if (!host) continue;
+        if (host.status === "offline") {
+          await newRun(kv, {
+            ...base,
+            hostId: host.id,
+            jobId: null,
+            status: "skipped",
+            error: { reason: "ENGINE_OFFLINE", message: `Agent on ${host.hostname} is offline` },
+            alertId: await offlineAlertId(kv, "host", host.id),
+          }, now);
+          skipped++;
+          continue;
+        }
+        const job = await enqueueJob(kv, {
+          kind: "backup",
+          principal: `agent:${host.id}`,
+          accountId: policy.accountId,
+          orgId: policy.orgId,
+          payload: { ...payload, hostId: host.id },
+        }, now);
+        await newRun(kv, {
+          ...base,
+          hostId: host.id,
+          jobId: job.id,
+          status: "pending",
+          error: null,
+          alertId: null,
+        }, now);
+        dispatched++;
+      }
+    }
+  }
+  return { dispatched, skipped };
+}
+
+async function offlineAlertId(kv: Deno.Kv, subject: "engine" | "host", id: string): Promise<string | null> {
+  const reason = subject === "engine" ? "engine_offline" : "host_offline";
+  return (await kv.get<string>(["alerts_open", subject, id, reason])).value;
+}
+
+/**
+ * Carries a job's recorded result into its run, and for a backup creates the restore point the engine
+ * reported (output.restorePoint). Idempotent: a run already finished is left as it is.
+ */
+export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Promise<Run | null> {
+  const runId = (await kv.get<string>(runByJobKey(job.id))).value;
+  if (!runId || !job.result) return null;
+  for (let i = 0; i < 5; i++) {
+    const entry = await kv.get<Run>(runKey(runId));
+    const run = entry.value;
+    if (!run || ["success", "warning", "failed", "skipped"].includes(run.status)) return run;
+    const r = job.result;
+    const next: Run = {
+      ...run,
+      status: r.status,
+      startedAt: r.startedAt,
+      endedAt: r.endedAt,
+      bytesTransferred: r.bytesTransferred,
+      protectedBytes: r.protectedBytes,
+      error: r.error,
+      retryable: r.status !== "success" && r.retryable,
+      updatedAt: now.toISOString(),
+    };
+    const op = kv.atomic().check(entry);
+    const rp = r.output?.restorePoint as Partial<RestorePoint> & { id?: string } | undefined;
+    if (rp?.id && r.status !== "failed" && (job.kind === "backup" || job.kind === "synthetic_full")) {
+      const point: RestorePoint = {
+        id: newId(now),
+        engineId: job.principal.startsWith("bes:")
+          ? job.principal.slice(4)
+          : String((job.payload.bes as { id?: string })?.id ?? ""),
+        policyId: run.policyId,
+        hostId: run.hostId,
+        runId: run.id,
+        chainId: String(rp.chainId ?? rp.id),
+        type: (rp.type as RunKind) ?? run.kind,
+        parentId: rp.parentId ?? null,
+        sizeBytes: Number(rp.sizeBytes ?? 0),
+        fileCount: Number(rp.fileCount ?? 0),
+        completedAt: String(rp.completedAt ?? r.endedAt),
+        status: "complete",
+        verification: "pending",
+      };
+      next.restorePointId = point.id;
+      op.set(restorePointKey(point.id), point).set(
+        ["restore_points_by_policy", run.policyId, point.id],
+        point.id,
+      );
+    }
+    if ((await op.set(runKey(run.id), next).commit()).ok) return next;
+  }
+  return null;
+}
+
+/** A policy's runs, newest first. */
+export async function listRunsByPolicy(kv: Deno.Kv, policyId: string, limit = 50): Promise<Run[]> {
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["runs_by_policy", policyId] }, { reverse: true, limit })) {
+    keys.push(runKey(e.value));
+  }
+  return await getManyValues<Run>(kv, keys);
+}

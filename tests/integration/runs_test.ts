@@ -1,0 +1,190 @@
+import assert from "node:assert/strict";
+import { assignHost, setAssignmentState } from "../../domain/assignments.ts";
+import { applyHeartbeat } from "../../domain/engines.ts";
+import { createHook } from "../../domain/hooks.ts";
+import { applyHostHeartbeat, enrollHost, sweepHostHeartbeats } from "../../domain/hosts.ts";
+import { applyResult, claimJobs, getJob } from "../../domain/jobs.ts";
+import { createPolicy, updatePolicy } from "../../domain/policies.ts";
+import { systemActor } from "../../domain/rbac.ts";
+import {
+  applyJobResultToRun,
+  dueKinds,
+  firesInMinute,
+  listRunsByPolicy,
+  type RestorePoint,
+  runSchedulerTick,
+} from "../../domain/runs.ts";
+import { generateKeyPair } from "../../domain/signing.ts";
+import { createTarget } from "../../domain/storage.ts";
+import { createTenant, engineMetrics, registerTestEngine, targetInput, TestClock } from "../helpers.ts";
+
+const system = systemActor("test");
+const masterKey = new Uint8Array(32).fill(7);
+// Sunday 2026-11-29 02:00 UTC: the full schedule "0 2 * * 0" fires.
+const SUNDAY_2AM = new Date("2026-11-29T02:00:00Z");
+
+async function fixture(kv: Deno.Kv) {
+  const clock = new TestClock(new Date("2026-11-29T01:50:00Z"));
+  const tenant = await createTenant(kv, "Acme", ["Ops"], clock.now());
+  const scope = { accountId: tenant.account.id, orgId: tenant.orgs[0].id };
+  const { engine } = await registerTestEngine(kv, scope, clock.now());
+  await applyHeartbeat(kv, engine.id, { version: "1", metrics: engineMetrics() }, clock.now());
+  const target = await createTarget(kv, system, targetInput(engine.id), { now: clock.now(), masterKey });
+  const policy = await createPolicy(kv, system, {
+    name: "files",
+    besId: engine.id,
+    targetId: target.id,
+    backupType: "file",
+    fullSchedule: "0 2 * * 0",
+    incrementalSchedule: "0 2 * * *",
+    exclusionTemplate: "caches",
+  }, clock.now());
+  const hosts = [];
+  for (const name of ["h1", "h2", "h3"]) {
+    const { host } = await enrollHost(kv, scope, {
+      hostname: `${name}.acme.example`,
+      os: "Debian 12",
+      ipAddress: "10.0.0.2",
+      publicKey: generateKeyPair().publicKey,
+      version: "1",
+    }, clock.now());
+    await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, clock.now());
+    await assignHost(kv, system, { policyId: policy.id, hostId: host.id }, clock.now());
+    hosts.push(host);
+  }
+  return { tenant, engine, target, policy, hosts, clock };
+}
+
+Deno.test("firesInMinute() and dueKinds(): the full run wins over an incremental in the same minute", () => {
+  assert.equal(firesInMinute("0 2 * * 0", SUNDAY_2AM, "UTC"), true);
+  assert.equal(firesInMinute("0 2 * * 0", new Date("2026-11-29T02:01:00Z"), "UTC"), false);
+  assert.equal(
+    firesInMinute("0 2 * * 0", new Date("2026-11-29T01:00:00Z"), "Europe/Berlin"),
+    true,
+    "02:00 Berlin = 01:00 UTC",
+  );
+  const policy = {
+    fullSchedule: "0 2 * * 0",
+    incrementalSchedule: "0 2 * * *",
+    syntheticFullSchedule: null,
+    timeZone: "UTC",
+  };
+  assert.deepEqual(dueKinds(policy, SUNDAY_2AM), ["full"]);
+  assert.deepEqual(dueKinds(policy, new Date("2026-11-30T02:00:00Z")), ["incremental"]);
+});
+
+Deno.test("runSchedulerTick() dispatches one backup job per active assignment with the full payload", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  await createHook(
+    kv,
+    system,
+    { policyId: f.policy.id, type: "pre_backup", template: "mysql" },
+    f.clock.now(),
+  );
+  await setAssignmentState(
+    kv,
+    system,
+    (await Array.fromAsync(kv.list<string>({ prefix: ["assignments_by_policy", f.policy.id] })))[2].value,
+    "paused",
+    f.clock.now(),
+  );
+  assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-29T01:59:00Z")), {
+    dispatched: 0,
+    skipped: 0,
+  });
+  assert.deepEqual(await runSchedulerTick(kv, new Date(SUNDAY_2AM.getTime() + 20_000)), {
+    dispatched: 2,
+    skipped: 0,
+  });
+  const runs = await listRunsByPolicy(kv, f.policy.id);
+  assert.equal(runs.length, 2);
+  assert.ok(
+    runs.every((r) => r.kind === "full" && r.status === "pending" && r.trigger === "schedule" && r.jobId),
+  );
+  const job = (await getJob(kv, runs[0].jobId!))!;
+  assert.equal(job.kind, "backup");
+  assert.match(job.principal, /^agent:/);
+  const payload = job.payload as Record<string, unknown>;
+  assert.equal(payload.runKind, "full");
+  assert.deepEqual((payload.target as { id: string }).id, f.target.id);
+  assert.ok((payload.excludePatterns as string[]).includes("Thumbs.db"), "the template is expanded");
+  assert.equal((payload.hooks as unknown[]).length, 1);
+});
+
+Deno.test("runSchedulerTick() is idempotent for a minute, also when two ticks race", async () => {
+  for (let i = 0; i < 10; i++) {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    const results = await Promise.all([runSchedulerTick(kv, SUNDAY_2AM), runSchedulerTick(kv, SUNDAY_2AM)]);
+    assert.equal(results[0].dispatched + results[1].dispatched, 3, `iteration ${i}`);
+    assert.deepEqual(await runSchedulerTick(kv, new Date(SUNDAY_2AM.getTime() + 59_000)), {
+      dispatched: 0,
+      skipped: 0,
+    });
+    assert.equal((await listRunsByPolicy(kv, f.policy.id)).length, 3);
+  }
+});
+
+Deno.test("disabled or paused policies dispatch nothing; offline hosts get one skipped run linked to their alert", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  await sweepHostHeartbeats(kv, new Date(SUNDAY_2AM.getTime() - 60_000)); // > 3 min since 01:50: all offline
+  await applyHostHeartbeat(kv, f.hosts[0].id, { version: "1", metrics: engineMetrics() }, SUNDAY_2AM);
+  assert.deepEqual(await runSchedulerTick(kv, SUNDAY_2AM), { dispatched: 1, skipped: 2 });
+  const skipped = (await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.status === "skipped");
+  assert.equal(skipped.length, 2);
+  for (const r of skipped) {
+    assert.equal(r.error?.reason, "ENGINE_OFFLINE");
+    assert.ok(r.alertId, "linked to the host's offline alert");
+  }
+  await updatePolicy(kv, system, f.policy.id, { ...f.policy, enabled: false }, SUNDAY_2AM);
+  assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-30T02:00:00Z")), {
+    dispatched: 0,
+    skipped: 0,
+  });
+});
+
+Deno.test("a backup result finishes its run and creates the restore point", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  await runSchedulerTick(kv, SUNDAY_2AM);
+  const [run] = await listRunsByPolicy(kv, f.policy.id);
+  const job = (await getJob(kv, run.jobId!))!;
+  await claimJobs(kv, job.principal, 1, SUNDAY_2AM);
+  const { job: done } = await applyResult(kv, job.principal, job.id, {
+    status: "success",
+    startedAt: "2026-11-29T02:00:05Z",
+    endedAt: "2026-11-29T02:10:00Z",
+    bytesTransferred: 4096,
+    protectedBytes: 10_000,
+    output: {
+      restorePoint: {
+        id: "rp-1",
+        chainId: "chain-1",
+        type: "full",
+        parentId: null,
+        sizeBytes: 4096,
+        fileCount: 12,
+        completedAt: "2026-11-29T02:10:00Z",
+      },
+    },
+  }, SUNDAY_2AM);
+  const finished = (await applyJobResultToRun(kv, done, SUNDAY_2AM))!;
+  assert.equal(finished.status, "success");
+  assert.equal(finished.bytesTransferred, 4096);
+  const point = (await kv.get<RestorePoint>(["restore_points", finished.restorePointId!])).value!;
+  assert.deepEqual([point.chainId, point.type, point.fileCount, point.status, point.verification], [
+    "chain-1",
+    "full",
+    12,
+    "complete",
+    "pending",
+  ]);
+  assert.equal(point.hostId, run.hostId);
+  assert.deepEqual(
+    await applyJobResultToRun(kv, done, SUNDAY_2AM),
+    finished,
+    "applying again changes nothing",
+  );
+});
