@@ -80,6 +80,8 @@ export function leaseKey(expiresAt: number, id: string) {
 }
 
 export const EnqueueInput = z.object({
+  /** A pre-allocated id (when a run must point at its job before the job exists). */
+  id: z.string().regex(/^[0-9A-Z]{26}$/).optional(),
   kind: z.enum(JOB_KINDS),
   principal: z.string().regex(/^(bes|agent):[0-9A-Z]{26}$/, "must be bes:<id> or agent:<id>"),
   accountId: z.string().min(1),
@@ -94,9 +96,10 @@ export type EnqueueInput = z.input<typeof EnqueueInput>;
 export async function enqueueJob(kv: Deno.Kv, input: EnqueueInput, now: Date): Promise<Job> {
   const data = EnqueueInput.parse(input);
   const at = now.toISOString();
+  const { id, ...rest } = data;
   const job: Job = {
-    id: newId(now),
-    ...data,
+    id: id ?? newId(now),
+    ...rest,
     status: "queued",
     attempts: 0,
     leaseExpiresAt: null,

@@ -7,12 +7,14 @@
  * process or another instance — dispatches nothing twice.
  */
 import { compileCron } from "./cron_rules.ts";
+import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import type { Engine } from "./engines.ts";
 import { getManyValues } from "./kv.ts";
 import { hookPlan } from "./hooks.ts";
 import { newId } from "./ids.ts";
 import { enqueueJob, type Job } from "./jobs.ts";
 import { effectiveExcludes, type Policy } from "./policies.ts";
+import { type Actor, authorize, inScope } from "./rbac.ts";
 import type { StorageTarget } from "./storage.ts";
 
 export type RunKind = "full" | "incremental" | "synthetic_full";
@@ -376,4 +378,90 @@ export async function listRunsByPolicy(kv: Deno.Kv, policyId: string, limit = 50
     keys.push(runKey(e.value));
   }
   return await getManyValues<Run>(kv, keys);
+}
+
+/** At most one retry per failed run: the guard key every retry of that run must create. */
+function retryGuardKey(runId: string) {
+  return ["run_retries", runId] as const;
+}
+
+/**
+ * Retries a failed or warning run, exactly as the guide states: only the latest run of its policy and
+ * host, only when it is retryable, never while a run of that policy and host is pending or running; the
+ * retry run is not retryable itself. The retry job uses the same payload builder. Two retries racing
+ * create exactly one run (invariant 5): each must create the run's guard key.
+ */
+export async function retryRun(
+  kv: Deno.Kv,
+  actor: Actor,
+  runId: string,
+  now: Date,
+): Promise<Run> {
+  const run = (await kv.get<Run>(runKey(runId))).value;
+  if (!run || !inScope(actor, { accountId: run.accountId, orgId: run.orgId })) {
+    throw new NotFoundError("Run not found");
+  }
+  authorize(actor, "backup.manage", { accountId: run.accountId, orgId: run.orgId });
+  const siblings = (await listRunsByPolicy(kv, run.policyId, 200)).filter((r) => r.hostId === run.hostId);
+  if (siblings[0]?.id !== run.id) {
+    throw new ValidationError("Only the latest run can be retried", { run: "Not the latest run" });
+  }
+  if (run.status !== "failed" && run.status !== "warning") {
+    throw new ValidationError("Only a failed or warning run can be retried", {
+      run: `The run is ${run.status}`,
+    });
+  }
+  if (!run.retryable) throw new ValidationError("This run is not retryable", { run: "Not retryable" });
+  const policy = (await kv.get<Policy>(["policies", run.policyId])).value;
+  if (!policy) throw new NotFoundError("The policy of this run is gone");
+  const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([["engines", policy.besId], [
+    "storage_targets",
+    policy.targetId,
+  ]]);
+  if (!engine.value || !target.value) throw new ConflictError("The policy's BES or storage target is gone");
+  const at = now.toISOString();
+  const retry: Run = {
+    ...run,
+    id: newId(now),
+    trigger: "retry",
+    status: "pending",
+    jobId: null,
+    startedAt: null,
+    endedAt: null,
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    restorePointId: null,
+    error: null,
+    retryable: false,
+    alertId: null,
+    scheduledFor: at,
+    createdAt: at,
+    updatedAt: at,
+  };
+  const payload = run.kind === "synthetic_full"
+    ? { policyId: policy.id, targetId: target.value.id }
+    : { ...(await buildBackupPayload(kv, policy, engine.value, target.value, run.kind)), hostId: run.hostId };
+  const principal = run.kind === "synthetic_full" ? `bes:${engine.value.id}` : `agent:${run.hostId}`;
+  // The guard and the run commit together; only then is the job queued (a queued job without its run
+  // would do work nobody sees, so the order is run first).
+  const jobId = newId(now);
+  retry.jobId = jobId;
+  const res = await kv.atomic()
+    .check({ key: retryGuardKey(run.id), versionstamp: null })
+    .set(retryGuardKey(run.id), retry.id)
+    .set(runKey(retry.id), retry)
+    .set(runsByPolicyKey(retry.policyId, retry.id), retry.id)
+    .set(runByJobKey(jobId), retry.id)
+    .commit();
+  if (!res.ok) throw new ConflictError("This run has already been retried");
+  await enqueueJob(kv, {
+    id: jobId,
+    kind: run.kind === "synthetic_full" ? "synthetic_full" : "backup",
+    principal,
+    accountId: run.accountId,
+    orgId: run.orgId,
+    payload,
+    priority: "normal",
+  }, now);
+  return retry;
 }

@@ -101,6 +101,7 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "runs_by_job",
     "restore_points",
     "restore_points_by_policy",
+    "run_retries",
     "self_backup_verified",
   ],
 };

@@ -12,6 +12,7 @@ import {
   firesInMinute,
   listRunsByPolicy,
   type RestorePoint,
+  retryRun,
   runSchedulerTick,
 } from "../../domain/runs.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
@@ -187,4 +188,63 @@ Deno.test("a backup result finishes its run and creates the restore point", asyn
     finished,
     "applying again changes nothing",
   );
+});
+
+Deno.test("invariant 5 under races: two retries of a failed run create exactly one run, which is not retryable", async () => {
+  for (let i = 0; i < 20; i++) {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    await runSchedulerTick(kv, SUNDAY_2AM);
+    const run = (await listRunsByPolicy(kv, f.policy.id)).find((r) => r.hostId === f.hosts[0].id)!;
+    const job = (await getJob(kv, run.jobId!))!;
+    await claimJobs(kv, job.principal, 1, SUNDAY_2AM);
+    const { job: done } = await applyResult(kv, job.principal, job.id, {
+      status: "failed",
+      startedAt: "2026-11-29T02:00:05Z",
+      endedAt: "2026-11-29T02:01:00Z",
+      bytesTransferred: 0,
+      protectedBytes: 0,
+      error: { reason: "TARGET_UNREACHABLE", message: "NAS did not answer" },
+      retryable: true,
+    }, SUNDAY_2AM);
+    await applyJobResultToRun(kv, done, SUNDAY_2AM);
+    const outcomes = await Promise.allSettled([
+      retryRun(kv, system, run.id, SUNDAY_2AM),
+      retryRun(kv, system, run.id, SUNDAY_2AM),
+    ]);
+    assert.equal(outcomes.filter((o) => o.status === "fulfilled").length, 1, `iteration ${i}`);
+    const runs = (await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.hostId === f.hosts[0].id);
+    assert.equal(runs.length, 2, "the failed run and exactly one retry");
+    const retry = runs.find((r) => r.trigger === "retry")!;
+    assert.equal(retry.retryable, false);
+    assert.equal((await getJob(kv, retry.jobId!))!.kind, "backup", "the retry's job is queued");
+    await assert.rejects(
+      () => retryRun(kv, system, retry.id, SUNDAY_2AM),
+      /failed or warning|latest/,
+      "a pending retry cannot be retried",
+    );
+  }
+});
+
+Deno.test("retryRun() refuses a successful, a non-retryable, or an older run", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  await runSchedulerTick(kv, SUNDAY_2AM);
+  const [run] = await listRunsByPolicy(kv, f.policy.id);
+  await assert.rejects(() => retryRun(kv, system, run.id, SUNDAY_2AM), /failed or warning/);
+  const job = (await getJob(kv, run.jobId!))!;
+  await claimJobs(kv, job.principal, 1, SUNDAY_2AM);
+  const { job: done } = await applyResult(kv, job.principal, job.id, {
+    status: "failed",
+    startedAt: "2026-11-29T02:00:05Z",
+    endedAt: "2026-11-29T02:01:00Z",
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    error: { reason: "AUTH", message: "bad credentials" },
+    retryable: false,
+  }, SUNDAY_2AM);
+  await applyJobResultToRun(kv, done, SUNDAY_2AM);
+  await assert.rejects(() => retryRun(kv, system, run.id, SUNDAY_2AM), /not retryable/);
+  await runSchedulerTick(kv, new Date("2026-11-30T02:00:00Z"));
+  await assert.rejects(() => retryRun(kv, system, run.id, SUNDAY_2AM), /latest/);
 });
