@@ -94,6 +94,17 @@ export type EnqueueInput = z.input<typeof EnqueueInput>;
 
 /** Queues a job for one principal. Returns it. */
 export async function enqueueJob(kv: Deno.Kv, input: EnqueueInput, now: Date): Promise<Job> {
+  const op = kv.atomic();
+  const job = queueJobInOp(op, input, now);
+  if (!(await op.commit()).ok) throw new ConflictError("Could not queue the job; try again");
+  return job;
+}
+
+/**
+ * Adds a new queued job to `op` (committed by the caller with whatever the job follows from, so a
+ * follow-up job exists exactly when its cause was recorded). Returns the job.
+ */
+export function queueJobInOp(op: Deno.AtomicOperation, input: EnqueueInput, now: Date): Job {
   const data = EnqueueInput.parse(input);
   const at = now.toISOString();
   const { id, ...rest } = data;
@@ -110,9 +121,8 @@ export async function enqueueJob(kv: Deno.Kv, input: EnqueueInput, now: Date): P
     createdAt: at,
     updatedAt: at,
   };
-  const res = await kv.atomic().check({ key: jobKey(job.id), versionstamp: null })
-    .set(jobKey(job.id), job).set(queueKey(job.principal, job.priority, job.id), job.id).commit();
-  if (!res.ok) throw new ConflictError("Could not queue the job; try again");
+  op.check({ key: jobKey(job.id), versionstamp: null }).set(jobKey(job.id), job)
+    .set(queueKey(job.principal, job.priority, job.id), job.id);
   return job;
 }
 

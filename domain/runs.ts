@@ -12,7 +12,7 @@ import type { Engine } from "./engines.ts";
 import { getManyValues } from "./kv.ts";
 import { hookPlan } from "./hooks.ts";
 import { newId } from "./ids.ts";
-import { enqueueJob, type Job } from "./jobs.ts";
+import { enqueueJob, type Job, queueJobInOp } from "./jobs.ts";
 import { effectiveExcludes, type Policy } from "./policies.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import type { StorageTarget } from "./storage.ts";
@@ -365,6 +365,7 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
         ["restore_points_by_policy", run.policyId, point.id],
         point.id,
       );
+      await queueFollowUps(kv, op, run, point, now);
     }
     if ((await op.set(runKey(run.id), next).commit()).ok) return next;
   }
@@ -464,4 +465,121 @@ export async function retryRun(
     priority: "normal",
   }, now);
   return retry;
+}
+
+/** Replication state of one restore point under one replica rule. */
+export interface Replication {
+  restorePointId: string;
+  ruleId: string;
+  targetId: string;
+  jobId: string;
+  status: "pending" | "success" | "failed";
+  bytes: number;
+  error: string | null;
+  updatedAt: string;
+}
+
+export function replicationKey(restorePointId: string, ruleId: string) {
+  return ["replications", restorePointId, ruleId] as const;
+}
+
+/**
+ * After a backup's restore point: a BES verify job when the policy verifies after backup (with its
+ * sample count), and a BES replicate job for each replica rule that applies to the point's type (after
+ * full / after incremental), with its replication record — all in the caller's atomic operation.
+ */
+async function queueFollowUps(
+  kv: Deno.Kv,
+  op: Deno.AtomicOperation,
+  run: Run,
+  point: RestorePoint,
+  now: Date,
+) {
+  const policy = (await kv.get<Policy>(["policies", run.policyId])).value;
+  if (!policy) return;
+  const base = { principal: `bes:${policy.besId}`, accountId: run.accountId, orgId: run.orgId };
+  if (policy.verifyAfterBackup) {
+    queueJobInOp(op, {
+      ...base,
+      kind: "verify",
+      payload: { restorePointId: point.id, policyId: policy.id, sampleCount: policy.verifySampleCount },
+    }, now);
+  }
+  const ruleIds: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["replicas_by_policy", policy.id] })) {
+    ruleIds.push(["replicas", e.value]);
+  }
+  const rules = await getManyValues<
+    { id: string; targetId: string; replicateAfterFull: boolean; replicateAfterIncremental: boolean }
+  >(kv, ruleIds);
+  for (const rule of rules) {
+    const applies = point.type === "incremental" ? rule.replicateAfterIncremental : rule.replicateAfterFull;
+    if (!applies) continue;
+    const job = queueJobInOp(op, {
+      ...base,
+      kind: "replicate",
+      payload: {
+        restorePointId: point.id,
+        ruleId: rule.id,
+        sourceTargetId: policy.targetId,
+        targetId: rule.targetId,
+      },
+    }, now);
+    const record: Replication = {
+      restorePointId: point.id,
+      ruleId: rule.id,
+      targetId: rule.targetId,
+      jobId: job.id,
+      status: "pending",
+      bytes: 0,
+      error: null,
+      updatedAt: now.toISOString(),
+    };
+    op.set(replicationKey(point.id, rule.id), record);
+  }
+}
+
+/**
+ * Applies a recorded job result where it belongs: a backup or synthetic full to its run (and restore
+ * point), a verification to its restore point, a replication to its record. Idempotent.
+ */
+export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise<void> {
+  if (!job.result) return;
+  if (job.kind === "verify") {
+    const id = String(job.payload.restorePointId ?? "");
+    const reported = (job.result.output?.verification as { status?: string } | undefined)?.status ?? "";
+    const status: RestorePoint["verification"] =
+      reported === "passed" || reported === "failed" || reported === "partial"
+        ? reported
+        : job.result.status === "success"
+        ? "passed"
+        : "failed";
+    for (let i = 0; i < 5; i++) {
+      const entry = await kv.get<RestorePoint>(restorePointKey(id));
+      if (!entry.value || entry.value.verification !== "pending") return;
+      if (
+        (await kv.atomic().check(entry).set(restorePointKey(id), { ...entry.value, verification: status })
+          .commit()).ok
+      ) return;
+    }
+    return;
+  }
+  if (job.kind === "replicate") {
+    const key = replicationKey(String(job.payload.restorePointId ?? ""), String(job.payload.ruleId ?? ""));
+    for (let i = 0; i < 5; i++) {
+      const entry = await kv.get<Replication>(key);
+      if (!entry.value || entry.value.status !== "pending") return;
+      const replication = job.result.output?.replication as { bytes?: number } | undefined;
+      const next: Replication = {
+        ...entry.value,
+        status: job.result.status === "failed" ? "failed" : "success",
+        bytes: Number(replication?.bytes ?? 0),
+        error: job.result.error?.message ?? null,
+        updatedAt: now.toISOString(),
+      };
+      if ((await kv.atomic().check(entry).set(key, next).commit()).ok) return;
+    }
+    return;
+  }
+  await applyJobResultToRun(kv, job, now);
 }

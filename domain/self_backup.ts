@@ -102,6 +102,7 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "restore_points",
     "restore_points_by_policy",
     "run_retries",
+    "replications",
     "self_backup_verified",
   ],
 };

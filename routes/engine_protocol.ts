@@ -5,7 +5,7 @@
  */
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
-import { applyJobResultToRun } from "../domain/runs.ts";
+import { applyJobOutcome } from "../domain/runs.ts";
 import {
   applyHeartbeat,
   BesHeartbeat,
@@ -498,7 +498,7 @@ for (const kind of ["bes", "agent"] as const) {
         c.req.valid("json"),
         now,
       );
-      if (applied) await applyJobResultToRun(kv, job, now);
+      if (applied) await applyJobOutcome(kv, job, now);
       return c.json({ applied }, 200);
     },
   );

@@ -5,8 +5,10 @@ import { createHook } from "../../domain/hooks.ts";
 import { applyHostHeartbeat, enrollHost, sweepHostHeartbeats } from "../../domain/hosts.ts";
 import { applyResult, claimJobs, getJob } from "../../domain/jobs.ts";
 import { createPolicy, updatePolicy } from "../../domain/policies.ts";
+import { createReplica } from "../../domain/replicas.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import {
+  applyJobOutcome,
   applyJobResultToRun,
   dueKinds,
   firesInMinute,
@@ -248,3 +250,90 @@ Deno.test("retryRun() refuses a successful, a non-retryable, or an older run", a
   await runSchedulerTick(kv, new Date("2026-11-30T02:00:00Z"));
   await assert.rejects(() => retryRun(kv, system, run.id, SUNDAY_2AM), /latest/);
 });
+
+Deno.test("a full backup queues a verify job and a replicate job per applying rule; their results land on the point", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const second = await createTarget(kv, system, { ...targetInput(f.engine.id), name: "copy" }, {
+    now: f.clock.now(),
+    masterKey,
+  });
+  const third = await createTarget(kv, system, { ...targetInput(f.engine.id), name: "incr-only" }, {
+    now: f.clock.now(),
+    masterKey,
+  });
+  const fullRule = await createReplica(
+    kv,
+    system,
+    { policyId: f.policy.id, targetId: second.id },
+    f.clock.now(),
+  );
+  await createReplica(kv, system, {
+    policyId: f.policy.id,
+    targetId: third.id,
+    replicateAfterFull: false,
+    replicateAfterIncremental: true,
+  }, f.clock.now());
+  await runSchedulerTick(kv, SUNDAY_2AM);
+  const run = (await listRunsByPolicy(kv, f.policy.id))[0];
+  const job = (await getJob(kv, run.jobId!))!;
+  await claimJobs(kv, job.principal, 1, SUNDAY_2AM);
+  const { job: done } = await applyResult(kv, job.principal, job.id, {
+    status: "success",
+    startedAt: "2026-11-29T02:00:05Z",
+    endedAt: "2026-11-29T02:10:00Z",
+    bytesTransferred: 10,
+    protectedBytes: 10,
+    output: {
+      restorePoint: {
+        id: "rp",
+        chainId: "c",
+        type: "full",
+        parentId: null,
+        sizeBytes: 10,
+        fileCount: 1,
+        completedAt: "2026-11-29T02:10:00Z",
+      },
+    },
+  }, SUNDAY_2AM);
+  await applyJobOutcome(kv, done, SUNDAY_2AM);
+  await applyJobOutcome(kv, done, SUNDAY_2AM); // idempotent: no second set of follow-ups
+  const besJobs = await claimJobs(kv, `bes:${f.engine.id}`, 50, SUNDAY_2AM);
+  assert.deepEqual(
+    besJobs.map((j) => j.kind).sort(),
+    ["replicate", "verify"],
+    "verify + one replicate (the incremental-only rule does not apply)",
+  );
+  const verify = besJobs.find((j) => j.kind === "verify")!;
+  assert.equal(verify.payload.sampleCount, f.policy.verifySampleCount);
+  const replicate = besJobs.find((j) => j.kind === "replicate")!;
+  assert.equal(replicate.payload.ruleId, fullRule.id);
+  const pointId = (await getRun(kv, run.id)).restorePointId!;
+  const { job: verified } = await applyResult(kv, verify.principal, verify.id, {
+    status: "warning",
+    startedAt: "2026-11-29T02:11:00Z",
+    endedAt: "2026-11-29T02:12:00Z",
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    error: { reason: "PARTIAL_FILES", message: "2 of 50 sampled files differ" },
+    output: { verification: { status: "partial", sampled: 50, failedCount: 2, details: "" } },
+  }, SUNDAY_2AM);
+  await applyJobOutcome(kv, verified, SUNDAY_2AM);
+  assert.equal((await kv.get<RestorePoint>(["restore_points", pointId])).value!.verification, "partial");
+  const { job: copied } = await applyResult(kv, replicate.principal, replicate.id, {
+    status: "success",
+    startedAt: "2026-11-29T02:11:00Z",
+    endedAt: "2026-11-29T02:15:00Z",
+    bytesTransferred: 10,
+    protectedBytes: 10,
+    output: { replication: { restorePointId: pointId, targetId: second.id, bytes: 10 } },
+  }, SUNDAY_2AM);
+  await applyJobOutcome(kv, copied, SUNDAY_2AM);
+  const record = (await kv.get<{ status: string; bytes: number }>(["replications", pointId, fullRule.id]))
+    .value!;
+  assert.deepEqual([record.status, record.bytes], ["success", 10]);
+});
+
+async function getRun(kv: Deno.Kv, id: string) {
+  return (await kv.get<Awaited<ReturnType<typeof listRunsByPolicy>>[number]>(["runs", id])).value!;
+}
