@@ -35,7 +35,13 @@ import { can } from "../domain/rbac.ts";
 import { listTargets, type StorageTarget, TargetFilter } from "../domain/storage.ts";
 import CronField from "../islands/CronField.tsx";
 import { requires } from "./access.ts";
-import { type HookDraft, HooksSection, HostsSection, ReplicasSection } from "./policy_sections.tsx";
+import {
+  type HookDraft,
+  HooksSection,
+  HostsSection,
+  ReplicasSection,
+  RunsSection,
+} from "./policy_sections.tsx";
 import { HOOK_TYPE_LABELS, listHooksByPolicy } from "../domain/hooks.ts";
 import type { Actor } from "../domain/rbac.ts";
 import type { AppEnv } from "./env.ts";
@@ -643,6 +649,7 @@ policyRoutes.get("/:policyId", requires("backup.view"), async (c) => {
             </dl>
           </section>
         </div>
+        {await RunsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
         {await HostsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
         {await ReplicasSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
         {await HooksSummary({ kv, actor, policy: p })}

@@ -3,7 +3,9 @@
  * policy form), replication rules with the 3-2-1 badge — and the POST routes that change them.
  */
 import { type Context, Hono } from "hono";
-import { Badge, Csrf, formatTime, PageHeader } from "../components/ui.tsx";
+import { Badge, Csrf, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
+import { getManyValues } from "../domain/kv.ts";
+import { listRunsByPolicy, retryRun, type Run } from "../domain/runs.ts";
 import type { Actor } from "../domain/rbac.ts";
 import {
   assignHost,
@@ -637,4 +639,117 @@ policySectionRoutes.post("/replicas/:replicaId/delete", requires("backup.manage"
   const rule = await requireReplica(kv, actor, c.req.param("replicaId"));
   await deleteReplica(kv, actor, rule.id, clock());
   return redirectWithNotice(c, `/backup/policies/${rule.policyId}#replicas`, "Replica rule removed.");
+});
+
+const RUN_TONE: Record<string, "ok" | "warn" | "bad" | "info" | "muted"> = {
+  success: "ok",
+  warning: "warn",
+  failed: "bad",
+  skipped: "muted",
+  pending: "info",
+  running: "info",
+};
+
+function duration(r: Run): string {
+  if (!r.startedAt || !r.endedAt) return "—";
+  const s = Math.round((Date.parse(r.endedAt) - Date.parse(r.startedAt)) / 1000);
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
+}
+
+/** The policy's recent runs (the guide's columns), with Retry on the runs that may be retried. */
+export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
+  const { kv, actor, policy, csrf } = props;
+  const runs = await listRunsByPolicy(kv, policy.id, 30);
+  const hosts = new Map(
+    (await getManyValues<{ id: string; hostname: string }>(
+      kv,
+      [...new Set(runs.map((r) => r.hostId).filter(Boolean))].map((id) => ["hosts", id!]),
+    ))
+      .map((h) => [h.id, h.hostname]),
+  );
+  const latest = new Set<string>();
+  const seen = new Set<string>();
+  for (const r of runs) if (!seen.has(r.hostId ?? "")) seen.add(r.hostId ?? ""), latest.add(r.id);
+  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
+  return (
+    <section class="panel" id="runs">
+      <h2>Recent runs</h2>
+      {runs.length === 0
+        ? <p class="muted">No runs yet: the scheduler dispatches at the next scheduled time.</p>
+        : (
+          <div class="table-wrap">
+            <table class="table table--compact">
+              <thead>
+                <tr>
+                  <th>Scheduled</th>
+                  <th>Host</th>
+                  <th>Kind</th>
+                  <th>Status</th>
+                  <th>Duration</th>
+                  <th>Transferred</th>
+                  <th>Protected</th>
+                  <th>Restore point</th>
+                  <th>Error</th>
+                  <th>Retryable</th>
+                  {manage && <th></th>}
+                </tr>
+              </thead>
+              <tbody>
+                {runs.map((r) => (
+                  <tr key={r.id} data-testid="run-row">
+                    <td class="nowrap">{formatTime(r.scheduledFor)}</td>
+                    <td>{r.hostId ? hosts.get(r.hostId) ?? "—" : "BES"}</td>
+                    <td>{r.kind}{r.trigger !== "schedule" ? ` (${r.trigger})` : ""}</td>
+                    <td>
+                      <Badge tone={RUN_TONE[r.status] ?? "muted"}>{r.status}</Badge>
+                    </td>
+                    <td class="nowrap">{duration(r)}</td>
+                    <td class="nowrap">{formatBytes(r.bytesTransferred)}</td>
+                    <td class="nowrap">{formatBytes(r.protectedBytes)}</td>
+                    <td>{r.restorePointId ? <code>{r.restorePointId.slice(-8)}</code> : "—"}</td>
+                    <td>
+                      {r.error
+                        ? (
+                          <>
+                            <code>{r.error.reason}</code> {r.error.message}
+                          </>
+                        )
+                        : "—"}
+                    </td>
+                    <td>{r.retryable ? "yes" : "no"}</td>
+                    {manage && (
+                      <td>
+                        {latest.has(r.id) && r.retryable &&
+                          (r.status === "failed" || r.status === "warning") && (
+                          <form method="post" action={`/backup/runs/${r.id}/retry`} class="inline-form">
+                            <Csrf token={csrf} />
+                            <button type="submit" class="btn btn--small">Retry</button>
+                          </form>
+                        )}
+                      </td>
+                    )}
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+    </section>
+  );
+}
+
+policySectionRoutes.post("/runs/:runId/retry", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const run = await retryRun(kv, actor, c.req.param("runId"), clock()).catch((e) => e);
+  if (run instanceof ValidationError || run instanceof ConflictError) {
+    const original = (await kv.get<Run>(["runs", c.req.param("runId")])).value;
+    return redirectWithNotice(
+      c,
+      original ? `/backup/policies/${original.policyId}#runs` : "/backup/policies",
+      `Not retried: ${run.message}`,
+    );
+  }
+  if (run instanceof Error) throw run;
+  return redirectWithNotice(c, `/backup/policies/${run.policyId}#runs`, "Retry queued.");
 });

@@ -6,13 +6,17 @@
  */
 import { applyHeartbeat } from "../domain/engines.ts";
 import { assignHost } from "../domain/assignments.ts";
-import { createPolicy, type PolicyCreateInput } from "../domain/policies.ts";
+import { nextRuns } from "../domain/cron_rules.ts";
+import { applyResult, claimJobs } from "../domain/jobs.ts";
+import { applyJobOutcome, runSchedulerTick } from "../domain/runs.ts";
+import { createPolicy, getPolicy, type PolicyCreateInput } from "../domain/policies.ts";
 import { systemActor } from "../domain/rbac.ts";
 import { applyCapacityReport, createTarget, type TargetCreateInput } from "../domain/storage.ts";
 import { findAccountByName, listOrgs, rotateAccountSecret, rotateOrgSecret } from "../domain/tenancy.ts";
 import { EngineClient, type EngineIdentity, type Fetcher } from "./engine_client.ts";
 import {
   type CapacityProfile,
+  processJobs,
   profileFor,
   registerSimulatedEngines,
   runHeartbeats,
@@ -20,6 +24,7 @@ import {
   simulatedCapacity,
   type SimulatedEngine,
   simulatedMetrics,
+  simulatedResult,
 } from "./simulator.ts";
 
 const DAY = 86_400_000;
@@ -198,12 +203,19 @@ export async function startDemoBackup(
       }, new Date(t));
     }
   }
+  await backfillRuns(kv, policyIds, [...engines.map((e) => e.identity), ...agents], now);
   engines.find((e) => e.name === "hq-bes-02")!.stress = 52; // memory and disk ≥ 95 %: degraded
   const live = engines.filter((e) => e.name !== "east-bes-02"); // stays silent: offline after the sweep
   const controller = new AbortController();
   if (options.live === false) return () => {};
   runHeartbeats(client, live, { intervalMs: 60_000, profileStart, profiles, signal: controller.signal })
     .catch(() => {});
+  const jobTimer = setInterval(() => {
+    for (const identity of [...live.map((e) => e.identity), ...agents]) {
+      processJobs(client, identity).catch(() => {});
+    }
+  }, 20_000);
+  controller.signal.addEventListener("abort", () => clearInterval(jobTimer));
   const agentTimer = setInterval(() => {
     for (const a of agents) {
       const metrics = simulatedMetrics(a.id, Date.now(), 0);
@@ -213,4 +225,42 @@ export async function startDemoBackup(
   }, 60_000);
   controller.signal.addEventListener("abort", () => clearInterval(agentTimer));
   return () => controller.abort();
+}
+
+/**
+ * Two weeks of history through the real scheduler, queue and result path, with explicit past times:
+ * every minute a demo policy was due, tick the scheduler, then let the simulated agents and BES claim
+ * their jobs and post results (and the verify/replicate jobs those queue).
+ */
+async function backfillRuns(
+  kv: Deno.Kv,
+  policyIds: string[],
+  identities: EngineIdentity[],
+  now: Date,
+): Promise<void> {
+  const from = new Date(now.getTime() - 14 * DAY);
+  const minutes = new Set<number>();
+  for (const id of policyIds) {
+    const policy = await getPolicy(kv, id);
+    if (!policy) continue;
+    for (const expr of [policy.fullSchedule, policy.incrementalSchedule, policy.syntheticFullSchedule]) {
+      if (!expr) continue;
+      for (const d of nextRuns(expr, from, 200, policy.timeZone)) {
+        if (d.getTime() < now.getTime()) minutes.add(d.getTime());
+      }
+    }
+  }
+  for (const minute of [...minutes].sort((a, b) => a - b)) {
+    const at = new Date(minute);
+    await runSchedulerTick(kv, at);
+    for (let round = 0; round < 3; round++) {
+      for (const identity of identities) {
+        const principal = `${identity.kind}:${identity.id}`;
+        for (const job of await claimJobs(kv, principal, 50, at)) {
+          const { job: done } = await applyResult(kv, principal, job.id, simulatedResult(job, at), at);
+          await applyJobOutcome(kv, done, at);
+        }
+      }
+    }
+  }
 }

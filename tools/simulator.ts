@@ -193,3 +193,123 @@ if (import.meta.main) {
     onError: (e) => console.error(String(e)),
   });
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Job handling: simulated agents and BES claim jobs and post realistic results.
+
+/** Chain state per (policy, host): the last restore point, so incrementals have a parent. */
+const chains = new Map<string, { chainId: string; lastId: string }>();
+
+/**
+ * A plausible result for a claimed job at `now`: durations of minutes, sizes from the payload's target,
+ * about 6 % failures (target unreachable, retryable), 5 % warnings (some files unreadable), and
+ * verifications that now and then come back partial or failed.
+ */
+export function simulatedResult(
+  job: { id: string; kind: string; payload: Record<string, unknown> },
+  now: Date,
+) {
+  const roll = hash01(job.id, 7);
+  const started = new Date(now.getTime() + 5_000);
+  const minutes = 2 + Math.floor(hash01(job.id, 8) * 25);
+  const ended = new Date(started.getTime() + minutes * 60_000);
+  const base = { startedAt: started.toISOString(), endedAt: ended.toISOString(), retryable: false };
+  if (job.kind === "backup" || job.kind === "synthetic_full") {
+    if (roll < 0.06) {
+      return {
+        ...base,
+        status: "failed" as const,
+        bytesTransferred: 0,
+        protectedBytes: 0,
+        error: { reason: "TARGET_UNREACHABLE", message: "Storage target did not answer within 60 s" },
+        retryable: true,
+      };
+    }
+    const kind = String(job.payload.runKind ?? (job.kind === "synthetic_full" ? "synthetic_full" : "full"));
+    const chainKey = `${job.payload.policyId}:${job.payload.hostId ?? "bes"}`;
+    const id = crypto.randomUUID();
+    const previous = chains.get(chainKey);
+    const fresh = kind !== "incremental" || !previous;
+    const chainId = fresh ? crypto.randomUUID() : previous.chainId;
+    chains.set(chainKey, { chainId, lastId: id });
+    const size = Math.round((fresh ? 40 : 2) * 1024 ** 3 * (0.5 + hash01(job.id, 9)));
+    const warning = roll < 0.11;
+    return {
+      ...base,
+      status: warning ? "warning" as const : "success" as const,
+      bytesTransferred: size,
+      protectedBytes: size * (fresh ? 1 : 20),
+      error: warning ? { reason: "PARTIAL_FILES", message: "3 files were locked and skipped" } : null,
+      output: {
+        restorePoint: {
+          id,
+          chainId,
+          type: fresh && kind === "incremental" ? "full" : kind,
+          parentId: fresh ? null : previous.lastId,
+          sizeBytes: size,
+          fileCount: Math.round(size / 250_000),
+          completedAt: ended.toISOString(),
+        },
+      },
+    };
+  }
+  if (job.kind === "verify") {
+    const status = roll < 0.03 ? "failed" : roll < 0.1 ? "partial" : "passed";
+    const sampled = Number(job.payload.sampleCount ?? 50);
+    return {
+      ...base,
+      status: status === "passed"
+        ? "success" as const
+        : status === "partial"
+        ? "warning" as const
+        : "failed" as const,
+      bytesTransferred: 0,
+      protectedBytes: 0,
+      error: status === "passed" ? null : {
+        reason: "VERIFY_MISMATCH",
+        message: `${status === "partial" ? 2 : sampled} sampled files differ`,
+      },
+      output: {
+        verification: {
+          status,
+          sampled,
+          failedCount: status === "passed" ? 0 : status === "partial" ? 2 : sampled,
+          details: "",
+        },
+      },
+    };
+  }
+  if (job.kind === "replicate") {
+    const bytes = Math.round(8 * 1024 ** 3 * hash01(job.id, 10));
+    return {
+      ...base,
+      status: "success" as const,
+      bytesTransferred: bytes,
+      protectedBytes: bytes,
+      output: {
+        replication: { restorePointId: job.payload.restorePointId, targetId: job.payload.targetId, bytes },
+      },
+    };
+  }
+  return { ...base, status: "success" as const, bytesTransferred: 0, protectedBytes: 0 };
+}
+
+/** Claims and finishes the queued jobs of an engine over the signed protocol (live simulation). */
+export async function processJobs(client: EngineClient, identity: EngineIdentity): Promise<number> {
+  const res = await client.post(identity, `/api/${identity.kind}/v1/jobs/claim`, { max: 10 });
+  if (!res.ok) return 0;
+  const { jobs } = await res.json() as {
+    jobs: Array<{ id: string; kind: string; payload: Record<string, unknown> }>;
+  };
+  for (const job of jobs) {
+    await (await client.post(identity, `/api/${identity.kind}/v1/jobs/${job.id}/progress`, {
+      percent: 50,
+      bytesTransferred: 0,
+      message: "running",
+    })).body?.cancel();
+    const result = simulatedResult(job, new Date(Date.now() - 30 * 60_000));
+    await (await client.post(identity, `/api/${identity.kind}/v1/jobs/${job.id}/result`, result)).body
+      ?.cancel();
+  }
+  return jobs.length;
+}

@@ -15,6 +15,7 @@ import { createHook } from "../../domain/hooks.ts";
 import { enrollHost } from "../../domain/hosts.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { createReplica } from "../../domain/replicas.ts";
+import { listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
 import { createScript } from "../../domain/scripts.ts";
 import { createTarget } from "../../domain/storage.ts";
 import { testConfig } from "../../domain/config.ts";
@@ -35,6 +36,7 @@ interface Fixture {
   hookId: string;
   scriptId: string;
   replicaId: string;
+  runId: string;
   principals: Record<string, User | null>;
   target: User;
   viewer: User;
@@ -138,6 +140,8 @@ async function buildFixture(): Promise<Fixture> {
     { policyId: policy.id, targetId: second.id },
     now,
   );
+  await runSchedulerTick(kv, new Date("2026-11-22T02:00:00Z")); // the policy's Sunday full: one run
+  const [run] = await listRunsByPolicy(kv, policy.id);
   const entries = [];
   for await (const e of kv.list({ prefix: [] })) entries.push({ key: e.key, value: e.value });
   return {
@@ -151,6 +155,7 @@ async function buildFixture(): Promise<Fixture> {
     hookId: hook.id,
     scriptId: script.id,
     replicaId: replica.id,
+    runId: run.id,
     principals,
     target,
     viewer,
@@ -217,6 +222,7 @@ function objectVisibility(fx: Fixture, param: string, actor: Actor): Visibility 
     case "hookId":
     case "scriptId":
     case "replicaId":
+    case "runId":
       // The fixture's org, engine, storage target and alert all live in org A1.
       return inScope(actor, { accountId: fx.target.accountId, orgId: fx.orgA1 }) ? "ok" : "hidden";
     case "tokenId": {
@@ -243,6 +249,7 @@ function concretePath(fx: Fixture, path: string): string {
     .replace(":hookId", fx.hookId)
     .replace(":scriptId", fx.scriptId)
     .replace(":replicaId", fx.replicaId)
+    .replace(":runId", fx.runId)
     .replace("/static/*", "/static/app.css");
 }
 
