@@ -14,7 +14,7 @@ import { hookPlan } from "./hooks.ts";
 import { newId } from "./ids.ts";
 import { enqueueJob, type Job, queueJobInOp } from "./jobs.ts";
 import { effectiveExcludes, type Policy } from "./policies.ts";
-import { type Actor, authorize, inScope } from "./rbac.ts";
+import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import type { StorageTarget } from "./storage.ts";
 
 export type RunKind = "full" | "incremental" | "synthetic_full";
@@ -337,10 +337,15 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
       bytesTransferred: r.bytesTransferred,
       protectedBytes: r.protectedBytes,
       error: r.error,
-      retryable: r.status !== "success" && r.retryable,
+      // A retry run is never retryable, whatever its engine says: retries must not cascade.
+      retryable: run.trigger !== "retry" && r.status !== "success" && r.retryable,
       updatedAt: now.toISOString(),
     };
     const op = kv.atomic().check(entry);
+    // Failed retryable runs are indexed, so the auto-retry job finds them without scanning all runs.
+    if (next.retryable && (next.status === "failed" || next.status === "warning")) {
+      op.set(retryableKey(run.id), { policyId: run.policyId, hostId: run.hostId });
+    }
     const rp = r.output?.restorePoint as Partial<RestorePoint> & { id?: string } | undefined;
     if (rp?.id && r.status !== "failed" && (job.kind === "backup" || job.kind === "synthetic_full")) {
       const point: RestorePoint = {
@@ -582,4 +587,57 @@ export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise
     return;
   }
   await applyJobResultToRun(kv, job, now);
+}
+
+/** Automatic retries allowed per policy and host per UTC day (the guide's "up to 3 times"). */
+export const AUTO_RETRY_MAX = 3;
+
+function retryableKey(runId: string) {
+  return ["runs_retryable", runId] as const;
+}
+function autoRetryCountKey(policyId: string, hostId: string | null, day: string) {
+  return ["auto_retry_count", policyId, hostId ?? "bes", day] as const;
+}
+
+/**
+ * The automatic retry job: each failed, retryable run that is still its host's latest gets one retry
+ * (through `retryRun`, so the same rules hold: never while a run is pending or running, one retry per
+ * run, retry runs not retryable), within `max` automatic retries per policy and host per UTC day.
+ */
+export async function autoRetryRuns(
+  kv: Deno.Kv,
+  now: Date,
+  max = AUTO_RETRY_MAX,
+): Promise<{ retried: number; skipped: number }> {
+  const system = systemActor("auto-retry");
+  const day = now.toISOString().slice(0, 10);
+  let retried = 0;
+  let skipped = 0;
+  for await (
+    const e of kv.list<{ policyId: string; hostId: string | null }>({ prefix: ["runs_retryable"] })
+  ) {
+    const runId = String(e.key[1]);
+    const countKey = autoRetryCountKey(e.value.policyId, e.value.hostId, day);
+    const count = await kv.get<number>(countKey);
+    if ((count.value ?? 0) >= max) {
+      skipped++;
+      continue; // budget spent today; the entry stays for tomorrow unless superseded
+    }
+    try {
+      await retryRun(kv, system, runId, now);
+      await kv.atomic().check(count).set(countKey, (count.value ?? 0) + 1, { expireIn: 2 * 86_400_000 })
+        .delete(e.key).commit();
+      retried++;
+    } catch (error) {
+      if (
+        !(error instanceof ValidationError) && !(error instanceof ConflictError) &&
+        !(error instanceof NotFoundError)
+      ) {
+        throw error;
+      }
+      await kv.delete(e.key); // superseded, already retried, or gone: nothing left to retry
+      skipped++;
+    }
+  }
+  return { retried, skipped };
 }

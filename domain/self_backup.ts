@@ -103,6 +103,8 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "restore_points_by_policy",
     "run_retries",
     "replications",
+    "runs_retryable",
+    "auto_retry_count",
     "self_backup_verified",
   ],
 };

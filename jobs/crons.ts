@@ -3,6 +3,7 @@
  * first claims its time slot with an atomic check; only the winner works.
  */
 import type { Logger } from "../domain/log.ts";
+import { autoRetry } from "./auto_retry.ts";
 import { dispatchSchedules } from "./dispatch_schedules.ts";
 import { expireLeases } from "./expire_leases.ts";
 import { purgeExpired } from "./purge_expired.ts";
@@ -64,6 +65,11 @@ export function registerCrons(
     "Sweep host heartbeats",
     "* * * * *",
     () => runClaimed(kv, logger, "sweep_hosts", new Date(), (now) => sweepHosts(kv, now)),
+  );
+  Deno.cron(
+    "Retry failed runs automatically",
+    "* * * * *",
+    () => runClaimed(kv, logger, "auto_retry", new Date(), (now) => autoRetry(kv, now)),
   );
   Deno.cron(
     "Dispatch due policy schedules",

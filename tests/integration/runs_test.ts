@@ -10,6 +10,8 @@ import { systemActor } from "../../domain/rbac.ts";
 import {
   applyJobOutcome,
   applyJobResultToRun,
+  AUTO_RETRY_MAX,
+  autoRetryRuns,
   dueKinds,
   firesInMinute,
   listRunsByPolicy,
@@ -337,3 +339,54 @@ Deno.test("a full backup queues a verify job and a replicate job per applying ru
 async function getRun(kv: Deno.Kv, id: string) {
   return (await kv.get<Awaited<ReturnType<typeof listRunsByPolicy>>[number]>(["runs", id])).value!;
 }
+
+async function failLatest(kv: Deno.Kv, policyId: string, hostId: string, at: Date, retryable = true) {
+  const run = (await listRunsByPolicy(kv, policyId)).find((r) => r.hostId === hostId)!;
+  const job = (await getJob(kv, run.jobId!))!;
+  await claimJobs(kv, job.principal, 10, at);
+  const { job: done } = await applyResult(kv, job.principal, job.id, {
+    status: "failed",
+    startedAt: at.toISOString(),
+    endedAt: at.toISOString(),
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    error: { reason: "TARGET_UNREACHABLE", message: "no answer" },
+    retryable,
+  }, at);
+  await applyJobOutcome(kv, done, at);
+  return run;
+}
+
+Deno.test("autoRetryRuns() retries each failed retryable latest run once, never a retry, and within the daily budget", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const host = f.hosts[0].id;
+  await runSchedulerTick(kv, SUNDAY_2AM);
+  await failLatest(kv, f.policy.id, host, SUNDAY_2AM);
+  await failLatest(kv, f.policy.id, f.hosts[1].id, SUNDAY_2AM, false); // not retryable: never retried
+  assert.deepEqual(await autoRetryRuns(kv, SUNDAY_2AM), { retried: 1, skipped: 0 });
+  assert.deepEqual(await autoRetryRuns(kv, SUNDAY_2AM), { retried: 0, skipped: 0 }, "idempotent");
+  const runs = (await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.hostId === host);
+  assert.equal(runs.length, 2);
+  assert.equal(runs[0].trigger, "retry");
+  // The retry fails too: retry runs are not retryable, so nothing cascades.
+  await failLatest(kv, f.policy.id, host, SUNDAY_2AM);
+  assert.deepEqual(await autoRetryRuns(kv, SUNDAY_2AM), { retried: 0, skipped: 0 });
+  assert.equal((await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.hostId === host).length, 2);
+  // Later scheduled runs keep failing: at most AUTO_RETRY_MAX automatic retries that day.
+  let retried = 1;
+  for (let hour = 3; hour < 9; hour++) {
+    const at = new Date(`2026-11-29T0${hour}:00:00Z`);
+    await updatePolicy(kv, system, f.policy.id, {
+      ...f.policy,
+      fullSchedule: `0 ${hour} * * 0`,
+      incrementalSchedule: null,
+    }, at);
+    await runSchedulerTick(kv, at);
+    await failLatest(kv, f.policy.id, host, at);
+    retried += (await autoRetryRuns(kv, at)).retried;
+    const latest = (await listRunsByPolicy(kv, f.policy.id)).find((r) => r.hostId === host)!;
+    if (latest.trigger === "retry") await failLatest(kv, f.policy.id, host, at);
+  }
+  assert.equal(retried, AUTO_RETRY_MAX, "the daily budget caps automatic retries");
+});
