@@ -14,6 +14,13 @@ import { hookPlan } from "./hooks.ts";
 import { newId } from "./ids.ts";
 import { enqueueJob, type Job, queueJobInOp } from "./jobs.ts";
 import { effectiveExcludes, type Policy } from "./policies.ts";
+import {
+  planRetention,
+  previewRetention,
+  type RetentionCounts,
+  type RetentionPoint,
+  type RetentionPreview,
+} from "./retention.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import type { StorageTarget } from "./storage.ts";
 
@@ -63,6 +70,8 @@ export interface Run {
 
 export interface RestorePoint {
   id: string;
+  /** The engine's own id of the point; `parentId` refers to the parent by this id. */
+  engineRestorePointId?: string;
   engineId: string;
   policyId: string;
   hostId: string | null;
@@ -356,6 +365,7 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
         policyId: run.policyId,
         hostId: run.hostId,
         runId: run.id,
+        engineRestorePointId: String(rp.id),
         chainId: String(rp.chainId ?? rp.id),
         type: (rp.type as RunKind) ?? run.kind,
         parentId: rp.parentId ?? null,
@@ -640,4 +650,98 @@ export async function autoRetryRuns(
     }
   }
   return { retried, skipped };
+}
+
+/** A protected object's restore points as retention sees them (parents translated to our ids). */
+function retentionPoints(points: RestorePoint[]): RetentionPoint[] {
+  const byEngineId = new Map(points.map((p) => [p.engineRestorePointId ?? p.id, p.id]));
+  return points.map((p) => ({
+    id: p.id,
+    chainId: p.chainId,
+    type: p.type,
+    parentId: p.parentId ? byEngineId.get(p.parentId) ?? null : null,
+    completedAt: p.completedAt,
+    sizeBytes: p.sizeBytes,
+    status: p.status,
+  }));
+}
+
+/** A policy's restore points grouped by protected object (host, or the BES for synthetic fulls). */
+async function pointsByObject(kv: Deno.Kv, policyId: string): Promise<Map<string, RestorePoint[]>> {
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["restore_points_by_policy", policyId] })) {
+    keys.push(restorePointKey(e.value));
+  }
+  const groups = new Map<string, RestorePoint[]>();
+  for (const p of await getManyValues<RestorePoint>(kv, keys)) {
+    const key = p.hostId ?? "bes";
+    groups.set(key, [...(groups.get(key) ?? []), p]);
+  }
+  return groups;
+}
+
+/** What retention `counts` would keep and expire for each of the policy's protected objects. */
+export async function previewPolicyRetention(
+  kv: Deno.Kv,
+  policy: Pick<Policy, "id" | "timeZone">,
+  counts: RetentionCounts,
+): Promise<Record<string, RetentionPreview>> {
+  const groups = await pointsByObject(kv, policy.id);
+  return previewRetention(
+    Object.fromEntries([...groups].map(([k, v]) => [k, retentionPoints(v)])),
+    counts,
+    policy.timeZone ?? "UTC",
+  );
+}
+
+/**
+ * The hourly retention job: for every policy and protected object, applies GFS retention — marks the
+ * expired restore points `expired` and queues one BES prune job with their ids, in one atomic
+ * operation per batch. Idempotent: expired points are no longer candidates.
+ */
+export async function applyRetention(
+  kv: Deno.Kv,
+  now: Date,
+): Promise<{ expired: number; pruneJobs: number }> {
+  let expired = 0;
+  let pruneJobs = 0;
+  for await (const entry of kv.list<Policy>({ prefix: ["policies"] }, { batchSize: 200 })) {
+    const policy = entry.value;
+    const counts = {
+      daily: policy.retentionDaily,
+      weekly: policy.retentionWeekly,
+      monthly: policy.retentionMonthly,
+    };
+    for (const points of (await pointsByObject(kv, policy.id)).values()) {
+      const plan = planRetention(retentionPoints(points), counts, policy.timeZone ?? "UTC");
+      const doomed = points.filter((p) => plan.expire.includes(p.id));
+      for (let i = 0; i < doomed.length; i += 200) {
+        const batch = doomed.slice(i, i + 200);
+        const entries = [];
+        for (let j = 0; j < batch.length; j += 10) {
+          entries.push(
+            ...await kv.getMany<RestorePoint[]>(batch.slice(j, j + 10).map((p) => restorePointKey(p.id))),
+          );
+        }
+        const op = kv.atomic();
+        for (const e of entries) if (e.value) op.check(e).set(e.key, { ...e.value, status: "expired" });
+        queueJobInOp(op, {
+          kind: "prune",
+          principal: `bes:${policy.besId}`,
+          accountId: policy.accountId,
+          orgId: policy.orgId,
+          payload: {
+            policyId: policy.id,
+            targetId: policy.targetId,
+            restorePointIds: batch.map((p) => p.engineRestorePointId ?? p.id),
+          },
+        }, now);
+        if ((await op.commit()).ok) {
+          expired += batch.length;
+          pruneJobs++;
+        }
+      }
+    }
+  }
+  return { expired, pruneJobs };
 }

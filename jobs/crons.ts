@@ -3,6 +3,7 @@
  * first claims its time slot with an atomic check; only the winner works.
  */
 import type { Logger } from "../domain/log.ts";
+import { applyRetention } from "./apply_retention.ts";
 import { autoRetry } from "./auto_retry.ts";
 import { dispatchSchedules } from "./dispatch_schedules.ts";
 import { expireLeases } from "./expire_leases.ts";
@@ -65,6 +66,11 @@ export function registerCrons(
     "Sweep host heartbeats",
     "* * * * *",
     () => runClaimed(kv, logger, "sweep_hosts", new Date(), (now) => sweepHosts(kv, now)),
+  );
+  Deno.cron(
+    "Apply retention",
+    "17 * * * *",
+    () => runClaimed(kv, logger, "apply_retention", new Date(), (now) => applyRetention(kv, now)),
   );
   Deno.cron(
     "Retry failed runs automatically",

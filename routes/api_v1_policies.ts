@@ -10,6 +10,7 @@ import {
   requirePolicy,
   updatePolicy,
 } from "../domain/policies.ts";
+import { previewPolicyRetention } from "../domain/runs.ts";
 import { requires } from "./access.ts";
 import { ErrorBody } from "./api_v1.ts";
 import type { AppEnv } from "./env.ts";
@@ -135,5 +136,34 @@ apiV1Policies.openapi(
     const { kv, clock } = c.get("deps");
     await deletePolicy(kv, c.get("actor")!, c.req.valid("param").policyId, clock());
     return c.body(null, 204);
+  },
+);
+
+apiV1Policies.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/policies/{policyId}/retention-preview",
+    summary:
+      "Which restore points retention counts would keep and expire per protected object, and the bytes freed",
+    tags: ["Policies"],
+    middleware: [requires("backup.view")] as const,
+    request: {
+      params: PolicyId,
+      query: z.object({
+        daily: z.coerce.number().int().min(1).max(365),
+        weekly: z.coerce.number().int().min(0).max(52),
+        monthly: z.coerce.number().int().min(0).max(120),
+      }),
+    },
+    responses: {
+      200: ok("Per protected object: keep, expire, bytesFreed, needsConfirmation, warning"),
+      ...common,
+      422: err("Invalid counts"),
+    },
+  }),
+  async (c) => {
+    const { kv } = c.get("deps");
+    const p = await requirePolicy(kv, c.get("actor")!, c.req.valid("param").policyId);
+    return c.json({ objects: await previewPolicyRetention(kv, p, c.req.valid("query")) }, 200);
   },
 );

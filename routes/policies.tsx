@@ -34,6 +34,7 @@ import {
 import { can } from "../domain/rbac.ts";
 import { listTargets, type StorageTarget, TargetFilter } from "../domain/storage.ts";
 import CronField from "../islands/CronField.tsx";
+import { previewPolicyRetention } from "../domain/runs.ts";
 import { requires } from "./access.ts";
 import {
   type HookDraft,
@@ -166,6 +167,8 @@ function PolicyForm(props: {
   errors?: FieldErrors;
   error?: string;
   hooksSection?: preact.ComponentChildren;
+  /** The last save changed retention in a way that needs confirming. */
+  retentionWarning?: boolean;
 }) {
   const f = props.form;
   const e = props.errors;
@@ -289,6 +292,12 @@ function PolicyForm(props: {
         )}
       </Section>
       <Section n={4} title="Retention (Grandfather-Father-Son)">
+        {props.retentionWarning && (
+          <label class="choice notice notice--warn" data-testid="confirm-retention">
+            <input type="checkbox" name="confirmRetention" value="on" />{" "}
+            I understand: this change expires many restore points (see above). Save anyway.
+          </label>
+        )}
         <div class="grid-3">
           <Field
             name="retentionDaily"
@@ -497,6 +506,7 @@ async function formPage(
     error?: string;
     status?: 200 | 422;
     hookDraft?: HookDraft;
+    retentionWarning?: boolean;
   },
 ) {
   const { engines, targets } = await choices(c);
@@ -525,6 +535,7 @@ async function formPage(
           existing={existing}
           errors={opts.errors}
           error={opts.error}
+          retentionWarning={opts.retentionWarning}
         />
         {hooks}
       </>
@@ -684,6 +695,29 @@ policyRoutes.post("/:policyId/edit", requires("backup.manage"), async (c) => {
   const parsed = PolicyFields.safeParse(input);
   if (!parsed.success) {
     return await formPage(c, { form, existing: p, errors: fieldErrors(parsed.error), status: 422 });
+  }
+  // A retention change that would expire more than half of an object's restore points, or keep fewer
+  // than two, needs an explicit confirmation.
+  const counts = {
+    daily: parsed.data.retentionDaily,
+    weekly: parsed.data.retentionWeekly,
+    monthly: parsed.data.retentionMonthly,
+  };
+  const changed = counts.daily !== p.retentionDaily || counts.weekly !== p.retentionWeekly ||
+    counts.monthly !== p.retentionMonthly;
+  if (changed && str(form, "confirmRetention") !== "on") {
+    const preview = await previewPolicyRetention(kv, { id: p.id, timeZone: parsed.data.timeZone }, counts);
+    const warnings = Object.values(preview).filter((o) => o.needsConfirmation).map((o) => o.warning!);
+    if (warnings.length) {
+      const more = warnings.length > 1 ? ` (and ${warnings.length - 1} more protected objects)` : "";
+      return await formPage(c, {
+        form,
+        existing: p,
+        error: `This retention change needs confirmation: ${warnings[0]}${more}`,
+        retentionWarning: true,
+        status: 422,
+      });
+    }
   }
   try {
     await updatePolicy(kv, actor, p.id, parsed.data, clock());

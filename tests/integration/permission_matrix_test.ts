@@ -306,6 +306,11 @@ function expectedAccess(route: RouteInfo): string {
   return rule[1];
 }
 
+/** Valid query strings, for routes whose query is required (validation must not decide). */
+const SAMPLE_QUERIES: Record<string, string> = {
+  "GET /api/v1/policies/:policyId/retention-preview": "?daily=7&weekly=4&monthly=12",
+};
+
 const fixture = await buildFixture();
 const routes = enumerateRoutes(
   createApp({ kv: await Deno.openKv(":memory:"), config: testConfig(), logger: createLogger("error") }),
@@ -362,7 +367,8 @@ for (const route of routes) {
           body = "";
         }
       }
-      const res = await app.request(concretePath(fixture, route.path), {
+      const query = SAMPLE_QUERIES[`${route.method} ${route.path}`] ?? "";
+      const res = await app.request(concretePath(fixture, route.path) + query, {
         method: route.method,
         headers,
         body,

@@ -1,0 +1,6 @@
+/** Hourly job: GFS retention over each protected object's restore points; expired ones are pruned by the BES. */
+import { applyRetention as apply } from "../domain/runs.ts";
+
+export async function applyRetention(kv: Deno.Kv, now: Date) {
+  return await apply(kv, now);
+}
