@@ -212,7 +212,7 @@ export async function runSchedulerTick(
 ): Promise<{ dispatched: number; skipped: number }> {
   const minuteStart = new Date(Math.floor(now.getTime() / 60_000) * 60_000);
   const minute = minuteStart.toISOString().slice(0, 16);
-  let dispatched = 0;
+  let dispatched = await catchUpDeferred(kv, now);
   let skipped = 0;
   for await (const entry of kv.list<Policy>({ prefix: ["policies"] }, { batchSize: 500 })) {
     const policy = entry.value;
@@ -288,14 +288,17 @@ export async function runSchedulerTick(
         const host = hosts.get(a.hostId);
         if (!host) continue;
         if (host.status === "offline") {
-          await newRun(kv, {
+          // With catch-up on, the run waits for the agent (deferred); otherwise it is skipped. Either way
+          // it is linked to the host's one offline alert instead of becoming a failure of its own.
+          const deferred = await newRun(kv, {
             ...base,
             hostId: host.id,
             jobId: null,
-            status: "skipped",
+            status: policy.catchUpOnReconnect ? "pending" : "skipped",
             error: { reason: "ENGINE_OFFLINE", message: `Agent on ${host.hostname} is offline` },
             alertId: await offlineAlertId(kv, "host", host.id),
           }, now);
+          if (policy.catchUpOnReconnect) await kv.set(deferredKey(host.id, deferred.id), policy.id);
           skipped++;
           continue;
         }
@@ -744,4 +747,126 @@ export async function applyRetention(
     }
   }
   return { expired, pruneJobs };
+}
+
+function deferredKey(hostId: string, runId: string) {
+  return ["runs_deferred", hostId, runId] as const;
+}
+
+/**
+ * Catch-up on reconnect: for every host that is online again, the newest deferred run of each policy
+ * is dispatched once (trigger `catch_up`); older deferred runs of the same policy become skipped — a
+ * missed window runs once, not once per missed schedule.
+ */
+async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
+  const byHost = new Map<string, Array<{ key: Deno.KvKey; runId: string; policyId: string }>>();
+  for await (const e of kv.list<string>({ prefix: ["runs_deferred"] })) {
+    const hostId = String(e.key[1]);
+    byHost.set(hostId, [...(byHost.get(hostId) ?? []), {
+      key: e.key,
+      runId: String(e.key[2]),
+      policyId: e.value,
+    }]);
+  }
+  let dispatched = 0;
+  for (const [hostId, entries] of byHost) {
+    const host = (await kv.get<{ status: string }>(["hosts", hostId])).value;
+    if (host && host.status !== "online") continue;
+    const newest = new Map<string, string>();
+    for (const e of entries) if ((newest.get(e.policyId) ?? "") < e.runId) newest.set(e.policyId, e.runId);
+    for (const e of entries) {
+      const entry = await kv.get<Run>(runKey(e.runId));
+      const run = entry.value;
+      const op = kv.atomic().check(entry).delete(e.key);
+      if (!run || run.status !== "pending" || run.jobId) {
+        await op.commit();
+        continue;
+      }
+      const policy = host ? (await kv.get<Policy>(["policies", run.policyId])).value : null;
+      if (!policy || newest.get(e.policyId) !== e.runId) {
+        op.set(runKey(run.id), { ...run, status: "skipped", updatedAt: now.toISOString() });
+        await op.commit();
+        continue;
+      }
+      const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([["engines", policy.besId], [
+        "storage_targets",
+        policy.targetId,
+      ]]);
+      if (!engine.value || !target.value) {
+        await op.set(runKey(run.id), { ...run, status: "skipped", updatedAt: now.toISOString() }).commit();
+        continue;
+      }
+      const payload = {
+        ...(await buildBackupPayload(kv, policy, engine.value, target.value, run.kind)),
+        hostId,
+      };
+      const job = queueJobInOp(op, {
+        kind: "backup",
+        principal: `agent:${hostId}`,
+        accountId: run.accountId,
+        orgId: run.orgId,
+        payload,
+      }, now);
+      op.set(runKey(run.id), {
+        ...run,
+        trigger: "catch_up",
+        jobId: job.id,
+        error: null,
+        updatedAt: now.toISOString(),
+      })
+        .set(runByJobKey(job.id), run.id);
+      if ((await op.commit()).ok) dispatched++;
+    }
+  }
+  return dispatched;
+}
+
+/**
+ * Pre-patch backup: an agent about to apply OS patches asks for an incremental of every active
+ * assignment whose policy has `prePatchBackup` on. Returns the runs created.
+ */
+export async function requestPrePatch(kv: Deno.Kv, hostId: string, now: Date): Promise<Run[]> {
+  const created: Run[] = [];
+  const ids: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["assignments_by_host", hostId] })) {
+    ids.push(["assignments", e.value]);
+  }
+  for (const a of await getManyValues<{ policyId: string; state: string }>(kv, ids)) {
+    if (a.state !== "active") continue;
+    const policy = (await kv.get<Policy>(["policies", a.policyId])).value;
+    if (!policy?.prePatchBackup || !policy.enabled || policy.pausedReason) continue;
+    const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([["engines", policy.besId], [
+      "storage_targets",
+      policy.targetId,
+    ]]);
+    if (!engine.value || !target.value) continue;
+    const payload = {
+      ...(await buildBackupPayload(kv, policy, engine.value, target.value, "incremental")),
+      hostId,
+    };
+    const job = await enqueueJob(kv, {
+      kind: "backup",
+      principal: `agent:${hostId}`,
+      accountId: policy.accountId,
+      orgId: policy.orgId,
+      priority: "high",
+      payload,
+    }, now);
+    created.push(
+      await newRun(kv, {
+        policyId: policy.id,
+        accountId: policy.accountId,
+        orgId: policy.orgId,
+        hostId,
+        jobId: job.id,
+        kind: "incremental",
+        trigger: "pre_patch",
+        status: "pending",
+        scheduledFor: now.toISOString(),
+        error: null,
+        alertId: null,
+      }, now),
+    );
+  }
+  return created;
 }

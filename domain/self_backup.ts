@@ -104,6 +104,7 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "run_retries",
     "replications",
     "runs_retryable",
+    "runs_deferred",
     "auto_retry_count",
     "self_backup_verified",
   ],

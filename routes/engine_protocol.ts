@@ -5,7 +5,7 @@
  */
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
 import type { MiddlewareHandler } from "hono";
-import { applyJobOutcome } from "../domain/runs.ts";
+import { applyJobOutcome, requestPrePatch } from "../domain/runs.ts";
 import {
   applyHeartbeat,
   BesHeartbeat,
@@ -349,6 +349,46 @@ engineProtocol.openapi(
       serverTime: now.toISOString(),
       pendingJobs: await countQueued(kv, `agent:${host.id}`),
     }, 200);
+  },
+);
+
+const PrePatchBody = z.object({
+  reason: z.string().trim().max(200, "must be at most 200 characters").optional(),
+}).strict();
+
+engineProtocol.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/agent/v1/pre-patch",
+    summary: "Agent is about to patch the OS: queue a pre-patch incremental for policies that opt in",
+    tags: ["Engine protocol v1"],
+    security: [{ engineSignature: [] }],
+    middleware: [signedBy("agent")] as const,
+    request: {
+      headers: signedHeaders,
+      body: { content: { "application/json": { schema: PrePatchBody } }, required: true },
+    },
+    responses: {
+      202: {
+        description: "Runs queued (empty when no active policy of this host has pre-patch backup on)",
+        content: {
+          "application/json": {
+            schema: z.object({
+              runs: z.array(z.object({ id: z.string(), policyId: z.string(), jobId: z.string().nullable() })),
+            }),
+          },
+        },
+      },
+      ...errorResponses,
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const principal = c.get("principal")!;
+    const now = clock();
+    await claimNonce(kv, principal.nonceKey, now);
+    const runs = await requestPrePatch(kv, principal.id, now);
+    return c.json({ runs: runs.map((r) => ({ id: r.id, policyId: r.policyId, jobId: r.jobId })) }, 202);
   },
 );
 

@@ -699,9 +699,11 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
                   <tr key={r.id} data-testid="run-row">
                     <td class="nowrap">{formatTime(r.scheduledFor)}</td>
                     <td>{r.hostId ? hosts.get(r.hostId) ?? "—" : "BES"}</td>
-                    <td>{r.kind}{r.trigger !== "schedule" ? ` (${r.trigger})` : ""}</td>
+                    <td>{r.kind}{r.trigger !== "schedule" ? ` (${r.trigger.replace("_", "-")})` : ""}</td>
                     <td>
-                      <Badge tone={RUN_TONE[r.status] ?? "muted"}>{r.status}</Badge>
+                      <Badge tone={RUN_TONE[r.status] ?? "muted"}>
+                        {r.status === "pending" && !r.jobId ? "waiting for agent" : r.status}
+                      </Badge>
                     </td>
                     <td class="nowrap">{duration(r)}</td>
                     <td class="nowrap">{formatBytes(r.bytesTransferred)}</td>

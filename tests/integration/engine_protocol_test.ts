@@ -668,6 +668,31 @@ Deno.test("POST /api/agent/v1/heartbeat: a signed agent heartbeat makes the host
   );
 });
 
+Deno.test("POST /api/agent/v1/pre-patch: signed by the agent, validated, and answers with the runs it queued", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const { identity } = await f.client.enrollAgent(f.tenant.secrets[0], {
+    hostname: "app01.acme.example",
+    ipAddress: "10.1.0.9",
+  });
+  f.clock.advance(1000);
+  const res = await f.client.post(identity, "/api/agent/v1/pre-patch", { reason: "apt upgrade" });
+  assert.equal(res.status, 202);
+  assert.deepEqual(await res.json(), { runs: [] }, "no assignment opts in, so nothing is queued");
+  const before = await dumpWithoutRateLimits(kv);
+  await expectError(
+    await f.client.post(identity, "/api/agent/v1/pre-patch", { reason: "x".repeat(201) }),
+    422,
+    "invalid",
+  );
+  await expectError(
+    await f.client.post(identity, "/api/agent/v1/pre-patch", { unexpected: true }),
+    422,
+    "invalid",
+  );
+  assert.deepEqual(await dumpWithoutRateLimits(kv), before, "bad input changes nothing");
+});
+
 // ---------------------------------------------------------------------------------------------------
 // OpenAPI
 
@@ -683,6 +708,7 @@ Deno.test("GET /api/openapi.json documents the engine protocol routes", async ()
       "/api/bes/v1/heartbeat",
       "/api/agent/v1/enroll",
       "/api/agent/v1/heartbeat",
+      "/api/agent/v1/pre-patch",
     ]
   ) {
     assert.ok(doc.paths[path]?.post, `${path} is documented`);

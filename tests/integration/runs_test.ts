@@ -15,6 +15,7 @@ import {
   dueKinds,
   firesInMinute,
   listRunsByPolicy,
+  requestPrePatch,
   type RestorePoint,
   retryRun,
   runSchedulerTick,
@@ -134,6 +135,7 @@ Deno.test("runSchedulerTick() is idempotent for a minute, also when two ticks ra
 Deno.test("disabled or paused policies dispatch nothing; offline hosts get one skipped run linked to their alert", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
+  await updatePolicy(kv, system, f.policy.id, { ...f.policy, catchUpOnReconnect: false }, f.clock.now());
   await sweepHostHeartbeats(kv, new Date(SUNDAY_2AM.getTime() - 60_000)); // > 3 min since 01:50: all offline
   await applyHostHeartbeat(kv, f.hosts[0].id, { version: "1", metrics: engineMetrics() }, SUNDAY_2AM);
   assert.deepEqual(await runSchedulerTick(kv, SUNDAY_2AM), { dispatched: 1, skipped: 2 });
@@ -143,11 +145,94 @@ Deno.test("disabled or paused policies dispatch nothing; offline hosts get one s
     assert.equal(r.error?.reason, "ENGINE_OFFLINE");
     assert.ok(r.alertId, "linked to the host's offline alert");
   }
+  // Without catch-up, the host coming back online does not replay the missed window.
+  await applyHostHeartbeat(kv, f.hosts[1].id, { version: "1", metrics: engineMetrics() }, SUNDAY_2AM);
+  assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-29T02:05:00Z")), {
+    dispatched: 0,
+    skipped: 0,
+  });
   await updatePolicy(kv, system, f.policy.id, { ...f.policy, enabled: false }, SUNDAY_2AM);
   assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-30T02:00:00Z")), {
     dispatched: 0,
     skipped: 0,
   });
+});
+
+Deno.test("catch-up on reconnect: a missed window runs once, on the newest deferred run, when the agent is back", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const h = f.hosts[0];
+  await sweepHostHeartbeats(kv, new Date(SUNDAY_2AM.getTime() - 60_000)); // all offline
+  for (const other of f.hosts.slice(1)) {
+    await applyHostHeartbeat(kv, other.id, { version: "1", metrics: engineMetrics() }, SUNDAY_2AM);
+  }
+  assert.deepEqual(await runSchedulerTick(kv, SUNDAY_2AM), { dispatched: 2, skipped: 1 });
+  // Next day's window is missed too while h stays offline (the others keep heartbeating).
+  const MONDAY_2AM = new Date("2026-11-30T02:00:00Z");
+  for (const other of f.hosts.slice(1)) {
+    await applyHostHeartbeat(kv, other.id, { version: "1", metrics: engineMetrics() }, MONDAY_2AM);
+  }
+  await sweepHostHeartbeats(kv, MONDAY_2AM);
+  assert.deepEqual(await runSchedulerTick(kv, MONDAY_2AM), { dispatched: 2, skipped: 1 });
+  const deferred = (await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.hostId === h.id);
+  assert.equal(deferred.length, 2);
+  for (const r of deferred) {
+    assert.equal(r.status, "pending", "waits for the agent rather than failing");
+    assert.equal(r.jobId, null);
+    assert.equal(r.error?.reason, "ENGINE_OFFLINE");
+    assert.ok(r.alertId);
+  }
+  // A tick while h is still offline dispatches nothing for it.
+  assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-30T02:01:00Z")), {
+    dispatched: 0,
+    skipped: 0,
+  });
+
+  const BACK = new Date("2026-11-30T09:00:00Z");
+  await applyHostHeartbeat(kv, h.id, { version: "1", metrics: engineMetrics() }, BACK);
+  assert.deepEqual(await runSchedulerTick(kv, BACK), { dispatched: 1, skipped: 0 });
+  const after = (await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.hostId === h.id);
+  const caught = after.filter((r) => r.trigger === "catch_up");
+  assert.equal(caught.length, 1, "one catch-up run, not one per missed window");
+  assert.equal(caught[0].scheduledFor.slice(0, 10), "2026-11-30", "the newest missed window is the one run");
+  assert.ok(caught[0].jobId);
+  assert.equal(caught[0].error, null);
+  const job = (await getJob(kv, caught[0].jobId!))!;
+  assert.equal(job.principal, `agent:${h.id}`);
+  assert.equal(after.filter((r) => r.status === "skipped").length, 1, "the older missed window is skipped");
+  // Idempotent: the next tick does not dispatch the catch-up again.
+  assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-30T09:01:00Z")), {
+    dispatched: 0,
+    skipped: 0,
+  });
+});
+
+Deno.test("pre-patch: an agent's request queues a high-priority incremental only for policies that opt in", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const h = f.hosts[0];
+  assert.deepEqual(await requestPrePatch(kv, h.id, SUNDAY_2AM), [], "prePatchBackup is off by default");
+  await updatePolicy(kv, system, f.policy.id, { ...f.policy, prePatchBackup: true }, SUNDAY_2AM);
+  const runs = await requestPrePatch(kv, h.id, SUNDAY_2AM);
+  assert.equal(runs.length, 1);
+  assert.equal(runs[0].trigger, "pre_patch");
+  assert.equal(runs[0].kind, "incremental");
+  assert.equal(runs[0].hostId, h.id);
+  const job = (await getJob(kv, runs[0].jobId!))!;
+  assert.equal(job.priority, "high");
+  assert.equal(job.principal, `agent:${h.id}`);
+  await updatePolicy(
+    kv,
+    system,
+    f.policy.id,
+    { ...f.policy, prePatchBackup: true, enabled: false },
+    SUNDAY_2AM,
+  );
+  assert.deepEqual(
+    await requestPrePatch(kv, h.id, SUNDAY_2AM),
+    [],
+    "a disabled policy takes no pre-patch backup",
+  );
 });
 
 Deno.test("a backup result finishes its run and creates the restore point", async () => {
