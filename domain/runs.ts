@@ -166,22 +166,21 @@ export async function buildBackupPayload(
   };
 }
 
-async function newRun(
-  kv: Deno.Kv,
-  base: Omit<
-    Run,
-    | "id"
-    | "createdAt"
-    | "updatedAt"
-    | "bytesTransferred"
-    | "protectedBytes"
-    | "restorePointId"
-    | "startedAt"
-    | "endedAt"
-    | "retryable"
-  >,
-  now: Date,
-): Promise<Run> {
+type NewRun = Omit<
+  Run,
+  | "id"
+  | "createdAt"
+  | "updatedAt"
+  | "bytesTransferred"
+  | "protectedBytes"
+  | "restorePointId"
+  | "startedAt"
+  | "endedAt"
+  | "retryable"
+>;
+
+/** Adds a new run (and its indexes) to `op`; the caller commits it with the job it follows. */
+function newRunInOp(op: Deno.AtomicOperation, base: NewRun, now: Date): Run {
   const at = now.toISOString();
   const run: Run = {
     ...base,
@@ -195,8 +194,14 @@ async function newRun(
     createdAt: at,
     updatedAt: at,
   };
-  const op = kv.atomic().set(runKey(run.id), run).set(runsByPolicyKey(run.policyId, run.id), run.id);
+  op.set(runKey(run.id), run).set(runsByPolicyKey(run.policyId, run.id), run.id);
   if (run.jobId) op.set(runByJobKey(run.jobId), run.id);
+  return run;
+}
+
+async function newRun(kv: Deno.Kv, base: NewRun, now: Date): Promise<Run> {
+  const op = kv.atomic();
+  const run = newRunInOp(op, base, now);
   await op.commit();
   return run;
 }
@@ -214,6 +219,16 @@ export async function runSchedulerTick(
   const minute = minuteStart.toISOString().slice(0, 16);
   let dispatched = await catchUpDeferred(kv, now);
   let skipped = 0;
+  let batch = kv.atomic();
+  let batchSize = 0;
+  const flush = async () => {
+    if (!batchSize) return;
+    // Fresh ids only: a failed commit is a storage error, not a conflict, so it propagates.
+    if (!(await batch.commit()).ok) throw new Error("Could not write a batch of scheduled jobs");
+    dispatched += batchSize;
+    batch = kv.atomic();
+    batchSize = 0;
+  };
   for await (const entry of kv.list<Policy>({ prefix: ["policies"] }, { batchSize: 500 })) {
     const policy = entry.value;
     if (!policy.enabled || policy.pausedReason) continue;
@@ -302,14 +317,15 @@ export async function runSchedulerTick(
           skipped++;
           continue;
         }
-        const job = await enqueueJob(kv, {
+        // Each job is written with its run in one atomic operation, DISPATCH_BATCH hosts at a time.
+        const job = queueJobInOp(batch, {
           kind: "backup",
           principal: `agent:${host.id}`,
           accountId: policy.accountId,
           orgId: policy.orgId,
           payload: { ...payload, hostId: host.id },
         }, now);
-        await newRun(kv, {
+        newRunInOp(batch, {
           ...base,
           hostId: host.id,
           jobId: job.id,
@@ -317,8 +333,9 @@ export async function runSchedulerTick(
           error: null,
           alertId: null,
         }, now);
-        dispatched++;
+        if (++batchSize === DISPATCH_BATCH) await flush();
       }
+      await flush();
     }
   }
   return { dispatched, skipped };
@@ -748,6 +765,9 @@ export async function applyRetention(
   }
   return { expired, pruneJobs };
 }
+
+/** Jobs (each with its run) per atomic write in the tick: 50 checks and 250 mutations, within KV limits. */
+const DISPATCH_BATCH = 50;
 
 function deferredKey(hostId: string, runId: string) {
   return ["runs_deferred", hostId, runId] as const;
