@@ -104,11 +104,19 @@ function slotKey(policyId: string, kind: RunKind, minute: string) {
 
 /** Whether a 5-field cron fires within the minute starting at `minuteStart` (in `timeZone`). */
 export function firesInMinute(expression: string, minuteStart: Date, timeZone: string): boolean {
+  // Policies share few distinct (expression, time zone) pairs: a tick evaluates each once per minute.
+  const minute = minuteStart.getTime();
+  if (firesCache.minute !== minute) firesCache.minute = minute, firesCache.results.clear();
+  const key = `${timeZone}\u0000${expression}`;
+  const cached = firesCache.results.get(key);
+  if (cached !== undefined) return cached;
   const r = compileCron(expression, timeZone);
-  if (!r.ok) return false;
-  const next = r.cron.nextRun(new Date(minuteStart.getTime() - 1));
-  return next !== null && next.getTime() < minuteStart.getTime() + 60_000;
+  const next = r.ok ? r.cron.nextRun(new Date(minute - 1)) : null;
+  const fires = next !== null && next.getTime() < minute + 60_000;
+  if (firesCache.results.size < 50_000) firesCache.results.set(key, fires);
+  return fires;
 }
+const firesCache = { minute: NaN, results: new Map<string, boolean>() };
 
 /** The schedules of a policy due in a minute, full winning over incremental in the same minute. */
 export function dueKinds(
