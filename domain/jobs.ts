@@ -43,6 +43,15 @@ export interface JobResult {
   error: { reason: string; message: string } | null;
   retryable: boolean;
   output: Record<string, unknown> | null;
+  /** What each hook printed, in execution order (kept with the run). */
+  hookOutput: HookOutput[];
+}
+
+export interface HookOutput {
+  hookId: string;
+  type: string;
+  exitCode: number;
+  output: string;
 }
 
 export interface Job {
@@ -232,6 +241,14 @@ export const ResultInput = z.object({
   ),
   retryable: z.boolean().default(false),
   output: z.record(z.string(), z.unknown()).nullable().default(null),
+  hookOutput: z.array(
+    z.object({
+      hookId: z.string().min(1).max(64),
+      type: z.string().min(1).max(32),
+      exitCode: z.number().int().min(-255).max(255),
+      output: z.string().max(4000, "must be at most 4000 characters (send the tail)"),
+    }).strict(),
+  ).max(20, "at most 20 hooks").default([]),
 }).superRefine((r, ctx) => {
   if (Date.parse(r.endedAt) < Date.parse(r.startedAt)) {
     ctx.addIssue({ code: "custom", path: ["endedAt"], message: "must not be before startedAt" });

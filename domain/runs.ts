@@ -12,7 +12,7 @@ import type { Engine } from "./engines.ts";
 import { getManyValues } from "./kv.ts";
 import { hookPlan } from "./hooks.ts";
 import { newId } from "./ids.ts";
-import { enqueueJob, type Job, queueJobInOp } from "./jobs.ts";
+import { enqueueJob, type HookOutput, type Job, queueJobInOp } from "./jobs.ts";
 import { effectiveExcludes, type Policy } from "./policies.ts";
 import {
   planRetention,
@@ -61,6 +61,10 @@ export interface Run {
   protectedBytes: number;
   restorePointId: string | null;
   error: { reason: string; message: string } | null;
+  /** The first non-empty line of the error message (what the runs table shows). */
+  errorLine?: string | null;
+  /** What each hook printed, as the agent reported it. */
+  hookOutput?: HookOutput[];
   retryable: boolean;
   /** The engine's offline alert a skipped run belongs to (one alert, not N failures). */
   alertId: string | null;
@@ -174,6 +178,12 @@ export async function buildBackupPayload(
   };
 }
 
+/** The first non-empty line of a message, at most 300 characters; null without one. */
+export function firstLine(message: string | null | undefined): string | null {
+  const line = (message ?? "").split(/\r?\n/).map((l) => l.trim()).find((l) => l.length > 0);
+  return line ? line.slice(0, 300) : null;
+}
+
 type NewRun = Omit<
   Run,
   | "id"
@@ -185,6 +195,8 @@ type NewRun = Omit<
   | "startedAt"
   | "endedAt"
   | "retryable"
+  | "errorLine"
+  | "hookOutput"
 >;
 
 /** Adds a new run (and its indexes) to `op`; the caller commits it with the job it follows. */
@@ -199,6 +211,7 @@ function newRunInOp(op: Deno.AtomicOperation, base: NewRun, now: Date): Run {
     protectedBytes: 0,
     restorePointId: null,
     retryable: base.status === "skipped",
+    errorLine: firstLine(base.error?.message),
     createdAt: at,
     updatedAt: at,
   };
@@ -374,6 +387,8 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
       bytesTransferred: r.bytesTransferred,
       protectedBytes: r.protectedBytes,
       error: r.error,
+      errorLine: firstLine(r.error?.message),
+      hookOutput: r.hookOutput ?? [],
       // A retry run is never retryable, whatever its engine says: retries must not cascade.
       retryable: run.trigger !== "retry" && r.status !== "success" && r.retryable,
       updatedAt: now.toISOString(),

@@ -5,7 +5,7 @@
 import { type Context, Hono } from "hono";
 import { Badge, Csrf, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
 import { getManyValues } from "../domain/kv.ts";
-import { listRunsByPolicy, retryRun, type Run } from "../domain/runs.ts";
+import { firstLine, listRunsByPolicy, retryRun, type Run } from "../domain/runs.ts";
 import type { Actor } from "../domain/rbac.ts";
 import {
   assignHost,
@@ -712,11 +712,25 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
                     <td>
                       {r.error
                         ? (
-                          <>
-                            <code>{r.error.reason}</code> {r.error.message}
-                          </>
+                          <span title={r.error.message}>
+                            <code>{r.error.reason}</code> {r.errorLine ?? firstLine(r.error.message)}
+                          </span>
                         )
                         : "—"}
+                      {r.hookOutput && r.hookOutput.length > 0 && (
+                        <details data-testid="hook-output">
+                          <summary>
+                            Hook output ({r.hookOutput.length}
+                            {r.hookOutput.some((h) => h.exitCode !== 0) ? ", failed" : ""})
+                          </summary>
+                          {r.hookOutput.map((h) => (
+                            <div key={h.hookId}>
+                              <strong>{h.type}</strong> exit {h.exitCode}
+                              <pre>{h.output}</pre>
+                            </div>
+                          ))}
+                        </details>
+                      )}
                     </td>
                     <td>{r.retryable ? "yes" : "no"}</td>
                     {manage && (

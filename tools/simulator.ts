@@ -215,6 +215,34 @@ export function simulatedResult(
   const ended = new Date(started.getTime() + minutes * 60_000);
   const base = { startedAt: started.toISOString(), endedAt: ended.toISOString(), retryable: false };
   if (job.kind === "backup" || job.kind === "synthetic_full") {
+    const hooks = (job.payload.hooks ?? []) as Array<{ id: string; type: string; failOnError: boolean }>;
+    const hookOutput = hooks.map((h) => ({
+      hookId: h.id,
+      type: h.type,
+      exitCode: 0,
+      output: `[${h.type}] started\n[${h.type}] done in ${1 + Math.floor(hash01(job.id + h.id, 3) * 9)} s`,
+    }));
+    const failing = hooks.find((h) => h.failOnError);
+    if (failing && roll >= 0.97) {
+      const i = hooks.indexOf(failing);
+      hookOutput[i] = {
+        ...hookOutput[i],
+        exitCode: 2,
+        output: `[${failing.type}] started\nerror: could not quiesce the database (lock timeout)`,
+      };
+      return {
+        ...base,
+        status: "failed" as const,
+        bytesTransferred: 0,
+        protectedBytes: 0,
+        error: {
+          reason: "HOOK_FAILED",
+          message: `${failing.type} hook exited with 2\nerror: could not quiesce the database (lock timeout)`,
+        },
+        retryable: true,
+        hookOutput: hookOutput.slice(0, i + 1),
+      };
+    }
     if (roll < 0.06) {
       return {
         ...base,
@@ -223,6 +251,7 @@ export function simulatedResult(
         protectedBytes: 0,
         error: { reason: "TARGET_UNREACHABLE", message: "Storage target did not answer within 60 s" },
         retryable: true,
+        hookOutput,
       };
     }
     const kind = String(job.payload.runKind ?? (job.kind === "synthetic_full" ? "synthetic_full" : "full"));
@@ -240,6 +269,7 @@ export function simulatedResult(
       bytesTransferred: size,
       protectedBytes: size * (fresh ? 1 : 20),
       error: warning ? { reason: "PARTIAL_FILES", message: "3 files were locked and skipped" } : null,
+      hookOutput,
       output: {
         restorePoint: {
           id,

@@ -235,6 +235,43 @@ Deno.test("pre-patch: an agent's request queues a high-priority incremental only
   );
 });
 
+Deno.test("a failed result keeps the first error line and the hook output with its run; oversized hook output is refused", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  await runSchedulerTick(kv, SUNDAY_2AM);
+  const [run] = await listRunsByPolicy(kv, f.policy.id);
+  const job = (await getJob(kv, run.jobId!))!;
+  await claimJobs(kv, job.principal, 1, SUNDAY_2AM);
+  const result = {
+    status: "failed" as const,
+    startedAt: "2026-11-29T02:00:05Z",
+    endedAt: "2026-11-29T02:00:40Z",
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    error: {
+      reason: "HOOK_FAILED",
+      message: "\n  pre_backup hook exited with 2  \nstack line 1\nstack line 2",
+    },
+    retryable: true,
+    hookOutput: [{ hookId: "h1", type: "pre_backup", exitCode: 2, output: "x".repeat(4001) }],
+  };
+  await assert.rejects(() => applyResult(kv, job.principal, job.id, result, SUNDAY_2AM));
+  assert.equal((await getJob(kv, job.id))!.status, "leased", "a refused result changes nothing");
+  const hookOutput = [{
+    hookId: "h1",
+    type: "pre_backup",
+    exitCode: 2,
+    output: "quiescing\nerror: lock timeout",
+  }];
+  const { job: done } = await applyResult(kv, job.principal, job.id, { ...result, hookOutput }, SUNDAY_2AM);
+  await applyJobOutcome(kv, done, SUNDAY_2AM);
+  const after = (await listRunsByPolicy(kv, f.policy.id)).find((r) => r.id === run.id)!;
+  assert.equal(after.status, "failed");
+  assert.equal(after.errorLine, "pre_backup hook exited with 2");
+  assert.deepEqual(after.hookOutput, hookOutput);
+  assert.equal(after.error?.message, result.error.message, "the whole message is kept too");
+});
+
 Deno.test("a backup result finishes its run and creates the restore point", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
