@@ -710,7 +710,8 @@ function retentionPoints(points: RestorePoint[]): RetentionPoint[] {
 }
 
 /** A policy's restore points grouped by protected object (host, or the BES for synthetic fulls). */
-async function pointsByObject(kv: Deno.Kv, policyId: string): Promise<Map<string, RestorePoint[]>> {
+/** A policy's restore points grouped by protected object (host id, or "bes" for BES-side points). */
+export async function pointsByObject(kv: Deno.Kv, policyId: string): Promise<Map<string, RestorePoint[]>> {
   const keys: Deno.KvKey[] = [];
   for await (const e of kv.list<string>({ prefix: ["restore_points_by_policy", policyId] })) {
     keys.push(restorePointKey(e.value));

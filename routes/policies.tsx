@@ -41,6 +41,7 @@ import {
   HooksSection,
   HostsSection,
   ReplicasSection,
+  RetentionSection,
   RunsSection,
 } from "./policy_sections.tsx";
 import { HOOK_TYPE_LABELS, listHooksByPolicy } from "../domain/hooks.ts";
@@ -661,6 +662,7 @@ policyRoutes.get("/:policyId", requires("backup.view"), async (c) => {
           </section>
         </div>
         {await RunsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
+        {await RetentionSection({ kv, policy: p, query: c.req.query() })}
         {await HostsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
         {await ReplicasSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
         {await HooksSummary({ kv, actor, policy: p })}

@@ -3,9 +3,17 @@
  * policy form), replication rules with the 3-2-1 badge — and the POST routes that change them.
  */
 import { type Context, Hono } from "hono";
+import { z } from "zod";
 import { Badge, Csrf, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
 import { getManyValues } from "../domain/kv.ts";
-import { firstLine, listRunsByPolicy, retryRun, type Run } from "../domain/runs.ts";
+import {
+  firstLine,
+  listRunsByPolicy,
+  pointsByObject,
+  previewPolicyRetention,
+  retryRun,
+  type Run,
+} from "../domain/runs.ts";
 import type { Actor } from "../domain/rbac.ts";
 import {
   assignHost,
@@ -769,3 +777,123 @@ policySectionRoutes.post("/runs/:runId/retry", requires("backup.manage"), async 
   if (run instanceof Error) throw run;
   return redirectWithNotice(c, `/backup/policies/${run.policyId}#runs`, "Retry queued.");
 });
+
+const RetentionQuery = z.object({
+  daily: z.coerce.number().int().min(1, "daily must be 1–365").max(365, "daily must be 1–365"),
+  weekly: z.coerce.number().int().min(0, "weekly must be 0–52").max(52, "weekly must be 0–52"),
+  monthly: z.coerce.number().int().min(0, "monthly must be 0–120").max(120, "monthly must be 0–120"),
+});
+
+/**
+ * Retention preview: what the policy's retention (or the counts in the query, before an edit is saved)
+ * keeps and expires for each protected object, with the bytes freed and the reason each point is kept.
+ * A GET form, so it works without JavaScript; the same data is at GET /api/v1/policies/:id/retention-preview.
+ */
+export async function RetentionSection(
+  props: { kv: Kv; policy: Policy; query: Record<string, string | undefined> },
+) {
+  const { kv, policy, query } = props;
+  const current = {
+    daily: policy.retentionDaily,
+    weekly: policy.retentionWeekly,
+    monthly: policy.retentionMonthly,
+  };
+  const asked = query.daily !== undefined || query.weekly !== undefined || query.monthly !== undefined;
+  const parsed = asked ? RetentionQuery.safeParse({ ...current, ...query }) : null;
+  const error = parsed && !parsed.success ? parsed.error.issues.map((i) => i.message).join("; ") : null;
+  const counts = parsed?.success ? parsed.data : current;
+  const proposed = parsed?.success &&
+    (counts.daily !== current.daily || counts.weekly !== current.weekly ||
+      counts.monthly !== current.monthly);
+  const groups = await pointsByObject(kv, policy.id);
+  const previews = await previewPolicyRetention(kv, policy, counts);
+  const hostNames = new Map(
+    (await getManyValues<{ id: string; hostname: string }>(
+      kv,
+      [...groups.keys()].filter((k) => k !== "bes").map((id) => ["hosts", id]),
+    )).map((h) => [h.id, h.hostname]),
+  );
+  const objects = [...groups.entries()].sort(([a], [b]) =>
+    (hostNames.get(a) ?? a).localeCompare(hostNames.get(b) ?? b)
+  );
+  return (
+    <section class="panel" id="retention">
+      <h2>Retention preview</h2>
+      <form method="get" action={`/backup/policies/${policy.id}#retention`} class="filters">
+        <label>
+          Daily <input type="number" name="daily" min={1} max={365} value={String(counts.daily)} required />
+        </label>
+        <label>
+          Weekly <input type="number" name="weekly" min={0} max={52} value={String(counts.weekly)} required />
+        </label>
+        <label>
+          Monthly{" "}
+          <input type="number" name="monthly" min={0} max={120} value={String(counts.monthly)} required />
+        </label>
+        <button type="submit" class="btn">Preview</button>
+        {proposed && <a href={`/backup/policies/${policy.id}#retention`}>Back to the saved counts</a>}
+      </form>
+      {error && <p class="field-error" role="alert" data-testid="retention-error">{error}</p>}
+      <p class="muted">
+        {proposed
+          ? `Proposed: ${counts.daily} daily · ${counts.weekly} weekly · ${counts.monthly} monthly (not saved; edit the policy to apply).`
+          : `Saved: ${counts.daily} daily · ${counts.weekly} weekly · ${counts.monthly} monthly, applied hourly.`}
+      </p>
+      {objects.length === 0
+        ? <p class="muted">No restore points yet: the preview fills in after the first backups.</p>
+        : objects.map(([objectId, points]) => {
+          const preview = previews[objectId];
+          const expire = new Set(preview?.expire ?? []);
+          const shown = [...points].sort((a, b) => b.completedAt.localeCompare(a.completedAt)).slice(0, 60);
+          return (
+            <details key={objectId} data-testid="retention-object" open={preview?.needsConfirmation}>
+              <summary>
+                <strong>
+                  {objectId === "bes" ? "BES (synthetic fulls)" : hostNames.get(objectId) ?? objectId}
+                </strong>{" "}
+                — keep {preview?.keep.length ?? 0}, expire {preview?.expire.length ?? 0}, frees{" "}
+                {formatBytes(preview?.bytesFreed ?? 0)}
+                {preview?.needsConfirmation && <Badge tone="warn">needs confirmation</Badge>}
+              </summary>
+              {preview?.warning && <p class="field-error">{preview.warning}</p>}
+              <div class="table-wrap">
+                <table class="table table--compact">
+                  <thead>
+                    <tr>
+                      <th>Completed</th>
+                      <th>Type</th>
+                      <th>Size</th>
+                      <th>Status</th>
+                      <th>Retention</th>
+                      <th>Why kept</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {shown.map((pt) => (
+                      <tr key={pt.id} data-testid="retention-point">
+                        <td class="nowrap">{formatTime(pt.completedAt)}</td>
+                        <td>{pt.type}</td>
+                        <td class="nowrap">{formatBytes(pt.sizeBytes)}</td>
+                        <td>{pt.status}</td>
+                        <td>
+                          {pt.status === "expired"
+                            ? <Badge tone="muted">already expired</Badge>
+                            : expire.has(pt.id)
+                            ? <Badge tone="bad">expire</Badge>
+                            : <Badge tone="ok">keep</Badge>}
+                        </td>
+                        <td>{(preview?.reasons[pt.id] ?? []).join(", ") || "—"}</td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              </div>
+              {points.length > shown.length && (
+                <p class="muted">Showing the newest {shown.length} of {points.length} restore points.</p>
+              )}
+            </details>
+          );
+        })}
+    </section>
+  );
+}

@@ -151,3 +151,40 @@ Deno.test("GET /api/v1/policies/:id/retention-preview and the form's confirmatio
   );
   assert.equal(bad.status, 422);
 });
+
+Deno.test("the policy page's retention preview lists keep and expire per point, previews other counts, and refuses bad ones", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await history(kv);
+  const viewer = await addUser(kv, f.tenant, "viewer@acme.example", "viewer", "all", f.clock.now());
+  const browser = new Browser(f.app);
+  await signInAs(browser, kv, viewer, f.clock.now());
+  const count = (html: string, re: RegExp) => (html.match(re) ?? []).length;
+
+  // Saved counts: 7 daily of 10 daily fulls → 7 kept, 3 expired.
+  const saved = await (await browser.request(`/backup/policies/${f.policy.id}`)).text();
+  assert.match(saved, /Retention preview/);
+  assert.match(saved, /Saved: 7 daily · 0 weekly · 0 monthly/);
+  assert.equal(count(saved, /data-testid="retention-point"/g), 10);
+  assert.equal(count(saved, /badge--ok">keep</g), 7);
+  assert.equal(count(saved, /badge--bad">expire</g), 3);
+  assert.match(saved, /h\.acme\.example<\/strong> — keep 7, expire 3, frees 300 B/);
+  assert.doesNotMatch(saved, /needs confirmation/);
+
+  // Proposed counts (not saved): 1 daily → 9 expire, needs confirmation; the policy is unchanged.
+  const proposed = await (await browser.request(`/backup/policies/${f.policy.id}?daily=1&weekly=0&monthly=0`))
+    .text();
+  assert.match(proposed, /Proposed: 1 daily · 0 weekly · 0 monthly \(not saved/);
+  assert.equal(count(proposed, /badge--bad">expire</g), 9);
+  assert.match(proposed, /needs confirmation/);
+  assert.match(proposed, /expires 9 of 10 restore points/);
+  assert.equal(
+    (await kv.get<{ retentionDaily: number }>(["policies", f.policy.id])).value!.retentionDaily,
+    7,
+  );
+
+  // Bad counts: a clear error, and the preview falls back to the saved counts.
+  const bad = await (await browser.request(`/backup/policies/${f.policy.id}?daily=0&weekly=99&monthly=0`))
+    .text();
+  assert.match(bad, /data-testid="retention-error"[^>]*>daily must be 1–365; weekly must be 0–52</);
+  assert.equal(count(bad, /badge--bad">expire</g), 3);
+});
