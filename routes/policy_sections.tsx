@@ -703,7 +703,7 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
                 </tr>
               </thead>
               <tbody>
-                {runs.map((r) => (
+                {runs.flatMap((r) => [
                   <tr key={r.id} data-testid="run-row">
                     <td class="nowrap">{formatTime(r.scheduledFor)}</td>
                     <td>{r.hostId ? hosts.get(r.hostId) ?? "—" : "BES"}</td>
@@ -725,20 +725,6 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
                           </span>
                         )
                         : "—"}
-                      {r.hookOutput && r.hookOutput.length > 0 && (
-                        <details data-testid="hook-output">
-                          <summary>
-                            Hook output ({r.hookOutput.length}
-                            {r.hookOutput.some((h) => h.exitCode !== 0) ? ", failed" : ""})
-                          </summary>
-                          {r.hookOutput.map((h) => (
-                            <div key={h.hookId}>
-                              <strong>{h.type}</strong> exit {h.exitCode}
-                              <pre>{h.output}</pre>
-                            </div>
-                          ))}
-                        </details>
-                      )}
                     </td>
                     <td>{r.retryable ? "yes" : "no"}</td>
                     {manage && (
@@ -752,8 +738,28 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
                         )}
                       </td>
                     )}
-                  </tr>
-                ))}
+                  </tr>,
+                  ...(r.hookOutput?.length
+                    ? [
+                      <tr key={`${r.id}-hooks`} class="run-detail" data-testid="run-hooks">
+                        <td colSpan={manage ? 11 : 10}>
+                          <details data-testid="hook-output">
+                            <summary>
+                              Hook output ({r.hookOutput.length}
+                              {r.hookOutput.some((h) => h.exitCode !== 0) ? ", failed" : ""})
+                            </summary>
+                            {r.hookOutput.map((h) => (
+                              <div key={h.hookId} class="hook-output">
+                                <strong>{h.type}</strong> exit {h.exitCode}
+                                <pre>{h.output}</pre>
+                              </div>
+                            ))}
+                          </details>
+                        </td>
+                      </tr>,
+                    ]
+                    : []),
+                ])}
               </tbody>
             </table>
           </div>

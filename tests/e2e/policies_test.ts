@@ -152,6 +152,7 @@ Deno.test("policies: cron island, validation, hosts, hooks, replicas and 3-2-1",
     assert.equal(besBeat.status, 200, await besBeat.clone().text());
     assert.equal((await besBeat.json()).status, "online");
     const hostIds = new Map<string, string>();
+    const agents = new Map<string, EngineIdentity>();
     for (const host of HOSTS) {
       const enrolled = await engineClient.enrollAgent(orgSecret, host);
       assert.equal(enrolled.response.status, 201, JSON.stringify(enrolled.body));
@@ -160,6 +161,7 @@ Deno.test("policies: cron island, validation, hosts, hooks, replicas and 3-2-1",
       assert.equal(beat.status, 200, JSON.stringify(body));
       assert.equal(body.status, "online");
       hostIds.set(host.hostname, enrolled.identity.id);
+      agents.set(host.hostname, enrolled.identity);
     }
 
     // --- The three storage targets through the JSON API.
@@ -883,6 +885,78 @@ Deno.test("policies: cron island, validation, hosts, hooks, replicas and 3-2-1",
         "domain/policies.ts rpoOf() derives the RPO in UTC (deriveRpoHours gets no time zone)",
       );
     });
+
+    await t.step(
+      "pre-patch: the agent's request queues a run; its result shows on the page with hook output and retention",
+      async () => {
+        await page.goto(`${policyPath()}/edit`);
+        await page.locator('input[name="prePatchBackup"]').check();
+        const saved = await submit(
+          page,
+          `${policyPath()}/edit`,
+          page.getByRole("button", { name: "Save policy" }),
+        );
+        assert.equal(saved.status(), 303);
+        const db01 = agents.get(HOSTS[0].hostname)!;
+        const asked = await engineClient.post(db01, "/api/agent/v1/pre-patch", { reason: "apt upgrade" });
+        assert.equal(asked.status, 202, await asked.clone().text());
+        const { runs } = await asked.json();
+        assert.equal(runs.length, 1, "one active assignment of db01 opts in");
+        await page.goto(policyPath()); // not "#runs": a hash-only change would not reload
+        const row = page.locator('[data-testid="run-row"]', { hasText: "incremental (pre-patch)" });
+        assert.match(await row.innerText(), /pending/);
+
+        const claimed = await engineClient.post(db01, "/api/agent/v1/jobs/claim", { max: 10 });
+        assert.equal(claimed.status, 200);
+        const job = (await claimed.json()).jobs.find((j: { id: string }) => j.id === runs[0].jobId);
+        assert.ok(job, "the pre-patch job is claimable by its agent");
+        assert.equal(job.priority, "high");
+        const hooks = job.payload.hooks as Array<{ id: string; type: string }>;
+        assert.ok(hooks.length > 0, "the policy's hooks travel in the payload");
+        const started = new Date();
+        const ended = new Date(started.getTime() + 90_000);
+        const result = await engineClient.post(db01, `/api/agent/v1/jobs/${job.id}/result`, {
+          status: "success",
+          startedAt: started.toISOString(),
+          endedAt: ended.toISOString(),
+          bytesTransferred: 3 * 1024 ** 2,
+          protectedBytes: 2 * 1024 ** 3,
+          hookOutput: hooks.map((h) => ({
+            hookId: h.id,
+            type: h.type,
+            exitCode: 0,
+            output: `${h.type}: ok`,
+          })),
+          output: {
+            restorePoint: {
+              id: "agent-rp-1",
+              chainId: "agent-chain-1",
+              type: "incremental",
+              parentId: null,
+              sizeBytes: 3 * 1024 ** 2,
+              fileCount: 42,
+              completedAt: ended.toISOString(),
+            },
+          },
+        });
+        assert.equal(result.status, 200, await result.clone().text());
+
+        await page.goto(policyPath()); // not "#runs": a hash-only change would not reload
+        const done = (await row.innerText()).replace(/\s+/g, " ");
+        assert.match(done, /success/);
+        assert.match(done, /3\.0 MB/);
+        const hookRow = page.locator('[data-testid="run-hooks"]').first();
+        assert.match(await hookRow.innerText(), new RegExp(`Hook output \\(${hooks.length}\\)`));
+        await hookRow.getByText(/Hook output/).click();
+        assert.match(await hookRow.locator('[data-testid="hook-output"]').innerText(), /: ok/);
+        const retention = page.locator("#retention");
+        const obj =
+          (await retention.locator('[data-testid="retention-object"]', { hasText: HOSTS[0].hostname })
+            .innerText()).replace(/\s+/g, " ");
+        assert.match(obj, /keep 1, expire 0/);
+        await screenshot(page, "policies-23-pre-patch-run-and-retention");
+      },
+    );
 
     await t.step("no CSP violations or script errors on any page visited", () => {
       assert.deepEqual(browser!.cspViolations(), [], describeProblems(browser!.cspViolations()));
