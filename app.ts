@@ -14,6 +14,7 @@ import { alertRoutes } from "./routes/alerts.tsx";
 import { apiV1 } from "./routes/api_v1.ts";
 import { apiV1Backup } from "./routes/api_v1_backup.ts";
 import { apiV1Policies } from "./routes/api_v1_policies.ts";
+import { apiV1Runs } from "./routes/api_v1_runs.ts";
 import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
 import { engineProtocol } from "./routes/engine_protocol.ts";
@@ -102,6 +103,7 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1);
   app.route("/", apiV1Backup);
   app.route("/", apiV1Policies);
+  app.route("/", apiV1Runs);
   app.route("/", engineProtocol);
   app.route("/", selfBackupApi);
   app.route("/", docsRoutes(() => openApiDocument(app)));

@@ -914,3 +914,61 @@ export async function requestPrePatch(kv: Deno.Kv, hostId: string, now: Date): P
   }
   return created;
 }
+
+/** Filters of the runs API; every field optional. */
+export interface RunFilter {
+  policyId?: string;
+  hostId?: string;
+  status?: RunStatus;
+  reason?: string;
+  kind?: RunKind;
+  trigger?: Run["trigger"];
+}
+
+/** Entries a single page may scan before it answers with what it has and a cursor to continue. */
+export const RUN_SCAN_LIMIT = 5000;
+
+/**
+ * Runs in the actor's scope, newest first, filtered (e.g. by failure reason), a page at a time. The
+ * cursor is the id of the last run scanned, so a sparse filter never scans more than RUN_SCAN_LIMIT
+ * entries per request; `cursor: ""` means there is nothing more.
+ */
+export async function listRuns(
+  kv: Deno.Kv,
+  actor: Actor,
+  filter: RunFilter,
+  page: { cursor?: string; limit: number },
+): Promise<{ values: Run[]; cursor: string }> {
+  authorize(actor, "backup.view");
+  if (filter.policyId) {
+    const policy = (await kv.get<Policy>(["policies", filter.policyId])).value;
+    if (!policy || !inScope(actor, { accountId: policy.accountId, orgId: policy.orgId })) {
+      throw new NotFoundError(`Policy ${filter.policyId} not found`);
+    }
+  }
+  const prefix: Deno.KvKey = filter.policyId ? ["runs_by_policy", filter.policyId] : ["runs"];
+  const selector = page.cursor ? { prefix, end: [...prefix, page.cursor] } : { prefix };
+  const values: Run[] = [];
+  let scanned = 0;
+  let last = "";
+  const matches = (r: Run) =>
+    inScope(actor, { accountId: r.accountId, orgId: r.orgId }) &&
+    (!filter.hostId || r.hostId === filter.hostId) &&
+    (!filter.status || r.status === filter.status) &&
+    (!filter.reason || r.error?.reason === filter.reason) &&
+    (!filter.kind || r.kind === filter.kind) &&
+    (!filter.trigger || r.trigger === filter.trigger);
+  const iter = kv.list<Run | string>(selector, { reverse: true, batchSize: 500 });
+  for await (const e of iter) {
+    scanned++;
+    last = String(e.key[e.key.length - 1]);
+    const run = typeof e.value === "string" ? (await kv.get<Run>(runKey(e.value))).value : e.value;
+    if (run && matches(run)) values.push(run);
+    if (values.length >= page.limit || scanned >= RUN_SCAN_LIMIT) {
+      // More may follow: peek once so the last page does not hand out an empty cursor hop.
+      const more = await kv.list({ prefix, end: [...prefix, last] }, { reverse: true, limit: 1 }).next();
+      return { values, cursor: more.done ? "" : last };
+    }
+  }
+  return { values, cursor: "" };
+}

@@ -188,3 +188,27 @@ Deno.test("the policy page's retention preview lists keep and expire per point, 
   assert.match(bad, /data-testid="retention-error"[^>]*>daily must be 1–365; weekly must be 0–52</);
   assert.equal(count(bad, /badge--bad">expire</g), 3);
 });
+
+Deno.test("GET /api/v1/runs filters by reason and refuses a bad filter with field errors", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await history(kv, 3);
+  const viewer = await addUser(kv, f.tenant, "viewer@acme.example", "viewer", "all", f.clock.now());
+  const browser = new Browser(f.app);
+  await signInAs(browser, kv, viewer, f.clock.now());
+  const ok = await browser.request(`/api/v1/runs?policyId=${f.policy.id}&status=success&limit=2`);
+  assert.equal(ok.status, 200);
+  const page = await ok.json();
+  assert.equal(page.values.length, 2);
+  assert.ok(page.cursor, "a third run follows");
+  const rest = await (await browser.request(`/api/v1/runs?policyId=${f.policy.id}&cursor=${page.cursor}`))
+    .json();
+  assert.equal(rest.values.length, 1);
+  assert.equal(rest.cursor, "");
+  const none = await (await browser.request(`/api/v1/runs?reason=HOOK_FAILED`)).json();
+  assert.deepEqual(none, { values: [], cursor: "" });
+  const bad = await browser.request(`/api/v1/runs?reason=hook%20failed&limit=0`);
+  assert.equal(bad.status, 422);
+  const body = await bad.json();
+  assert.match(body.error.fields.reason, /reason code/);
+  assert.match(body.error.fields.limit, /1–200/);
+});

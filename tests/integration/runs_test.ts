@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { assignHost, setAssignmentState } from "../../domain/assignments.ts";
+import { userActor } from "../../domain/auth.ts";
 import { applyHeartbeat } from "../../domain/engines.ts";
+import { NotFoundError } from "../../domain/errors.ts";
 import { createHook } from "../../domain/hooks.ts";
 import { applyHostHeartbeat, enrollHost, sweepHostHeartbeats } from "../../domain/hosts.ts";
 import { applyResult, claimJobs, getJob } from "../../domain/jobs.ts";
@@ -14,6 +16,7 @@ import {
   autoRetryRuns,
   dueKinds,
   firesInMinute,
+  listRuns,
   listRunsByPolicy,
   requestPrePatch,
   type RestorePoint,
@@ -22,16 +25,23 @@ import {
 } from "../../domain/runs.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
 import { createTarget } from "../../domain/storage.ts";
-import { createTenant, engineMetrics, registerTestEngine, targetInput, TestClock } from "../helpers.ts";
+import {
+  addUser,
+  createTenant,
+  engineMetrics,
+  registerTestEngine,
+  targetInput,
+  TestClock,
+} from "../helpers.ts";
 
 const system = systemActor("test");
 const masterKey = new Uint8Array(32).fill(7);
 // Sunday 2026-11-29 02:00 UTC: the full schedule "0 2 * * 0" fires.
 const SUNDAY_2AM = new Date("2026-11-29T02:00:00Z");
 
-async function fixture(kv: Deno.Kv) {
+async function fixture(kv: Deno.Kv, account = "Acme") {
   const clock = new TestClock(new Date("2026-11-29T01:50:00Z"));
-  const tenant = await createTenant(kv, "Acme", ["Ops"], clock.now());
+  const tenant = await createTenant(kv, account, ["Ops"], clock.now());
   const scope = { accountId: tenant.account.id, orgId: tenant.orgs[0].id };
   const { engine } = await registerTestEngine(kv, scope, clock.now());
   await applyHeartbeat(kv, engine.id, { version: "1", metrics: engineMetrics() }, clock.now());
@@ -511,4 +521,43 @@ Deno.test("autoRetryRuns() retries each failed retryable latest run once, never 
     if (latest.trigger === "retry") await failLatest(kv, f.policy.id, host, at);
   }
   assert.equal(retried, AUTO_RETRY_MAX, "the daily budget caps automatic retries");
+});
+
+Deno.test("listRuns() filters by failure reason, status and policy, pages with a cursor, and keeps to the actor's scope", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  await updatePolicy(kv, system, f.policy.id, { ...f.policy, catchUpOnReconnect: false }, f.clock.now());
+  await sweepHostHeartbeats(kv, new Date(SUNDAY_2AM.getTime() - 60_000)); // all offline
+  await applyHostHeartbeat(kv, f.hosts[0].id, { version: "1", metrics: engineMetrics() }, SUNDAY_2AM);
+  await runSchedulerTick(kv, SUNDAY_2AM); // 1 pending (h1), 2 skipped ENGINE_OFFLINE
+  const other = await fixture(kv, "Other"); // another account, everything online: 3 pending runs
+  await runSchedulerTick(kv, SUNDAY_2AM);
+
+  const admin = await addUser(kv, f.tenant, "a@acme.example", "admin", "all", SUNDAY_2AM);
+  const actor = userActor(admin);
+  const all = await listRuns(kv, actor, {}, { limit: 50 });
+  assert.equal(all.values.length, 3, "only this account's runs");
+  assert.ok(all.values.every((r) => r.accountId === f.tenant.account.id));
+  assert.equal(all.cursor, "");
+  const offline = await listRuns(kv, actor, { reason: "ENGINE_OFFLINE" }, { limit: 50 });
+  assert.deepEqual(offline.values.map((r) => r.status), ["skipped", "skipped"]);
+  assert.equal((await listRuns(kv, actor, { status: "pending" }, { limit: 50 })).values.length, 1);
+  assert.equal((await listRuns(kv, actor, { reason: "TARGET_FULL" }, { limit: 50 })).values.length, 0);
+
+  // Pages of one, newest first, through the policy index too; every run exactly once.
+  for (const filter of [{}, { policyId: f.policy.id }]) {
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    do {
+      const page = await listRuns(kv, actor, filter, { cursor, limit: 1 });
+      seen.push(...page.values.map((r) => r.id));
+      cursor = page.cursor || undefined;
+    } while (cursor);
+    assert.deepEqual(seen, all.values.map((r) => r.id));
+  }
+  // Another account's policy is not found, not forbidden.
+  await assert.rejects(
+    () => listRuns(kv, actor, { policyId: other.policy.id }, { limit: 10 }),
+    NotFoundError,
+  );
 });
