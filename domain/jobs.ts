@@ -113,7 +113,12 @@ export async function enqueueJob(kv: Deno.Kv, input: EnqueueInput, now: Date): P
  * Adds a new queued job to `op` (committed by the caller with whatever the job follows from, so a
  * follow-up job exists exactly when its cause was recorded). Returns the job.
  */
-export function queueJobInOp(op: Deno.AtomicOperation, input: EnqueueInput, now: Date): Job {
+export function queueJobInOp(
+  op: Deno.AtomicOperation,
+  input: EnqueueInput,
+  now: Date,
+  options: { fresh?: boolean } = {},
+): Job {
   const data = EnqueueInput.parse(input);
   const at = now.toISOString();
   const { id, ...rest } = data;
@@ -130,8 +135,9 @@ export function queueJobInOp(op: Deno.AtomicOperation, input: EnqueueInput, now:
     createdAt: at,
     updatedAt: at,
   };
-  op.check({ key: jobKey(job.id), versionstamp: null }).set(jobKey(job.id), job)
-    .set(queueKey(job.principal, job.priority, job.id), job.id);
+  // `fresh`: the caller vouches the id was just minted (no check, so large batches stay within limits).
+  if (!options.fresh || id) op.check({ key: jobKey(job.id), versionstamp: null });
+  op.set(jobKey(job.id), job).set(queueKey(job.principal, job.priority, job.id), job.id);
   return job;
 }
 

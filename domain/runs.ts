@@ -240,15 +240,27 @@ export async function runSchedulerTick(
   const minute = minuteStart.toISOString().slice(0, 16);
   let dispatched = await catchUpDeferred(kv, now);
   let skipped = 0;
+  // Jobs and their runs are written DISPATCH_BATCH at a time, up to DISPATCH_IN_FLIGHT writes at once:
+  // every key is fresh (no checks), so batches cannot conflict and their order does not matter.
   let batch = kv.atomic();
   let batchSize = 0;
+  const inFlight: Promise<void>[] = [];
+  const write = async (op: Deno.AtomicOperation, size: number) => {
+    // A failed commit here is a storage error, not a conflict: it propagates.
+    if (!(await op.commit()).ok) throw new Error("Could not write a batch of scheduled jobs");
+    dispatched += size;
+  };
+  let batchBytes = 0;
   const flush = async () => {
-    if (!batchSize) return;
-    // Fresh ids only: a failed commit is a storage error, not a conflict, so it propagates.
-    if (!(await batch.commit()).ok) throw new Error("Could not write a batch of scheduled jobs");
-    dispatched += batchSize;
+    if (batchSize) {
+      const pending = write(batch, batchSize);
+      pending.catch(() => {}); // awaited below; this only keeps an early failure from being "unhandled"
+      inFlight.push(pending);
+    }
     batch = kv.atomic();
     batchSize = 0;
+    batchBytes = 0;
+    while (inFlight.length >= DISPATCH_IN_FLIGHT) await inFlight.shift();
   };
   for await (const entry of kv.list<Policy>({ prefix: ["policies"] }, { batchSize: 500 })) {
     const policy = entry.value;
@@ -305,6 +317,8 @@ export async function runSchedulerTick(
         continue;
       }
       const payload = await buildBackupPayload(kv, policy, engine.value, target.value, kind);
+      // A job and its run are about the payload's size plus 2 KB: batches stay under KV's 800 KB per write.
+      const payloadBytes = JSON.stringify(payload).length * 2 + 2048;
       const assignmentIds: Deno.KvKey[] = [];
       for await (const a of kv.list<string>({ prefix: ["assignments_by_policy", policy.id] })) {
         assignmentIds.push(["assignments", a.value]);
@@ -338,14 +352,18 @@ export async function runSchedulerTick(
           skipped++;
           continue;
         }
-        // Each job is written with its run in one atomic operation, DISPATCH_BATCH hosts at a time.
-        const job = queueJobInOp(batch, {
-          kind: "backup",
-          principal: `agent:${host.id}`,
-          accountId: policy.accountId,
-          orgId: policy.orgId,
-          payload: { ...payload, hostId: host.id },
-        }, now);
+        const job = queueJobInOp(
+          batch,
+          {
+            kind: "backup",
+            principal: `agent:${host.id}`,
+            accountId: policy.accountId,
+            orgId: policy.orgId,
+            payload: { ...payload, hostId: host.id },
+          },
+          now,
+          { fresh: true },
+        );
         newRunInOp(batch, {
           ...base,
           hostId: host.id,
@@ -354,11 +372,13 @@ export async function runSchedulerTick(
           error: null,
           alertId: null,
         }, now);
-        if (++batchSize === DISPATCH_BATCH) await flush();
+        batchBytes += payloadBytes;
+        if (++batchSize === DISPATCH_BATCH || batchBytes > DISPATCH_BATCH_BYTES) await flush();
       }
-      await flush();
     }
   }
+  await flush();
+  await Promise.all(inFlight);
   return { dispatched, skipped };
 }
 
@@ -790,8 +810,12 @@ export async function applyRetention(
   return { expired, pruneJobs };
 }
 
-/** Jobs (each with its run) per atomic write in the tick: 50 checks and 250 mutations, within KV limits. */
-const DISPATCH_BATCH = 50;
+/** Jobs (each with its run) per atomic write in the tick: 500 mutations, within KV's 1000. */
+const DISPATCH_BATCH = 100;
+/** Estimated bytes per batch write (KV allows 800 KB of mutations per atomic operation). */
+const DISPATCH_BATCH_BYTES = 500_000;
+/** Batch writes of one tick in flight at once. */
+const DISPATCH_IN_FLIGHT = 4;
 
 function deferredKey(hostId: string, runId: string) {
   return ["runs_deferred", hostId, runId] as const;

@@ -561,3 +561,48 @@ Deno.test("listRuns() filters by failure reason, status and policy, pages with a
     NotFoundError,
   );
 });
+
+Deno.test("a tick larger than one write batch dispatches every job once, each with its run; racing ticks add nothing", async () => {
+  for (let iteration = 0; iteration < 3; iteration++) {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    const scope = { accountId: f.tenant.account.id, orgId: f.tenant.orgs[0].id };
+    for (let p = 0; p < 40; p++) {
+      const policy = await createPolicy(kv, system, {
+        name: `files-${p}`,
+        besId: f.engine.id,
+        targetId: f.target.id,
+        backupType: "file",
+        fullSchedule: "0 2 * * 0",
+      }, f.clock.now());
+      for (let h = 0; h < 3; h++) {
+        const { host } = await enrollHost(kv, scope, {
+          hostname: `p${p}-h${h}.acme.example`,
+          os: "Debian 12",
+          ipAddress: "10.0.1.2",
+          publicKey: generateKeyPair().publicKey,
+          version: "1",
+        }, f.clock.now());
+        await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, f.clock.now());
+        await assignHost(kv, system, { policyId: policy.id, hostId: host.id }, f.clock.now());
+      }
+    }
+    const results = await Promise.all([runSchedulerTick(kv, SUNDAY_2AM), runSchedulerTick(kv, SUNDAY_2AM)]);
+    assert.equal(results[0].dispatched + results[1].dispatched, 123, "41 policies × 3 hosts, once");
+    const jobs = await Array.fromAsync(kv.list<{ id: string; principal: string }>({ prefix: ["jobs"] }));
+    assert.equal(jobs.length, 123);
+    assert.equal(new Set(jobs.map((j) => j.value.principal)).size, 123, "one job per host");
+    for (const j of jobs) {
+      const runId = (await kv.get<string>(["runs_by_job", j.value.id])).value;
+      assert.ok(runId, `job ${j.value.id} has its run`);
+      assert.equal((await kv.get<{ jobId: string }>(["runs", runId])).value?.jobId, j.value.id);
+    }
+    assert.equal(await countQueuedAll(kv), 123);
+  }
+});
+
+async function countQueuedAll(kv: Deno.Kv): Promise<number> {
+  let n = 0;
+  for await (const _ of kv.list({ prefix: ["job_queue"] })) n++;
+  return n;
+}
