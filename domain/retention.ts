@@ -31,6 +31,7 @@
  * nothing there can be kept, so a point whose parent is missing is kept only if selected itself.
  */
 
+import { z } from "zod";
 import { ValidationError } from "./errors.ts";
 
 export type RestorePointType = "full" | "incremental" | "synthetic_full";
@@ -55,6 +56,13 @@ export interface RetentionCounts {
   weekly: number;
   monthly: number;
 }
+
+/** Retention counts as a query string (the preview's what-if), with the policy's ranges. */
+export const RetentionCountsQuery = z.object({
+  daily: z.coerce.number().int().min(1, "daily must be 1–365").max(365, "daily must be 1–365"),
+  weekly: z.coerce.number().int().min(0, "weekly must be 0–52").max(52, "weekly must be 0–52"),
+  monthly: z.coerce.number().int().min(0, "monthly must be 0–120").max(120, "monthly must be 0–120"),
+});
 
 /** Allowed range of each count (inclusive). */
 export const RETENTION_LIMITS = {

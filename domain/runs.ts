@@ -6,6 +6,7 @@
  * each (policy, schedule, minute) is claimed with an atomic check, so a second tick — in this
  * process or another instance — dispatches nothing twice.
  */
+import { appendAudit } from "./audit.ts";
 import { compileCron } from "./cron_rules.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import type { Engine } from "./engines.ts";
@@ -13,7 +14,7 @@ import { getManyValues } from "./kv.ts";
 import { hookPlan } from "./hooks.ts";
 import { newId } from "./ids.ts";
 import { enqueueJob, type HookOutput, type Job, queueJobInOp } from "./jobs.ts";
-import { effectiveExcludes, type Policy } from "./policies.ts";
+import { effectiveExcludes, type Policy, requirePolicy } from "./policies.ts";
 import {
   planRetention,
   previewRetention,
@@ -521,20 +522,9 @@ export async function retryRun(
     ? { policyId: policy.id, targetId: target.value.id }
     : { ...(await buildBackupPayload(kv, policy, engine.value, target.value, run.kind)), hostId: run.hostId };
   const principal = run.kind === "synthetic_full" ? `bes:${engine.value.id}` : `agent:${run.hostId}`;
-  // The guard and the run commit together; only then is the job queued (a queued job without its run
-  // would do work nobody sees, so the order is run first).
-  const jobId = newId(now);
-  retry.jobId = jobId;
-  const res = await kv.atomic()
-    .check({ key: retryGuardKey(run.id), versionstamp: null })
-    .set(retryGuardKey(run.id), retry.id)
-    .set(runKey(retry.id), retry)
-    .set(runsByPolicyKey(retry.policyId, retry.id), retry.id)
-    .set(runByJobKey(jobId), retry.id)
-    .commit();
-  if (!res.ok) throw new ConflictError("This run has already been retried");
-  await enqueueJob(kv, {
-    id: jobId,
+  // The guard, the run, its job and the audit entry commit together: two racing retries create one.
+  const op = kv.atomic().check({ key: retryGuardKey(run.id), versionstamp: null });
+  const job = queueJobInOp(op, {
     kind: run.kind === "synthetic_full" ? "synthetic_full" : "backup",
     principal,
     accountId: run.accountId,
@@ -542,6 +532,20 @@ export async function retryRun(
     payload,
     priority: "normal",
   }, now);
+  retry.jobId = job.id;
+  op.set(retryGuardKey(run.id), retry.id)
+    .set(runKey(retry.id), retry)
+    .set(runsByPolicyKey(retry.policyId, retry.id), retry.id)
+    .set(runByJobKey(job.id), retry.id);
+  appendAudit(op, actor, {
+    accountId: run.accountId,
+    orgId: run.orgId,
+    action: "run.retry",
+    objectType: "run",
+    objectId: retry.id,
+    summary: `Retried the ${run.kind} run ${run.id} of policy ${policy.name}`,
+  }, now);
+  if (!(await op.commit()).ok) throw new ConflictError("This run has already been retried");
   return retry;
 }
 
@@ -749,8 +753,10 @@ export async function previewPolicyRetention(
   kv: Deno.Kv,
   policy: Pick<Policy, "id" | "timeZone">,
   counts: RetentionCounts,
+  /** The policy's points by object, when the caller has read them already. */
+  groups?: Map<string, RestorePoint[]>,
 ): Promise<Record<string, RetentionPreview>> {
-  const groups = await pointsByObject(kv, policy.id);
+  groups ??= await pointsByObject(kv, policy.id);
   return previewRetention(
     Object.fromEntries([...groups].map(([k, v]) => [k, retentionPoints(v)])),
     counts,
@@ -821,6 +827,21 @@ function deferredKey(hostId: string, runId: string) {
   return ["runs_deferred", hostId, runId] as const;
 }
 
+/** An agent's backup payload for a policy, or null when the policy's BES or storage target is gone. */
+async function agentBackupPayload(
+  kv: Deno.Kv,
+  policy: Policy,
+  kind: RunKind,
+  hostId: string,
+): Promise<Record<string, unknown> | null> {
+  const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([
+    ["engines", policy.besId],
+    ["storage_targets", policy.targetId],
+  ]);
+  if (!engine.value || !target.value) return null;
+  return { ...(await buildBackupPayload(kv, policy, engine.value, target.value, kind)), hostId };
+}
+
 /**
  * Catch-up on reconnect: for every host that is online again, the newest deferred run of each policy
  * is dispatched once (trigger `catch_up`); older deferred runs of the same policy become skipped — a
@@ -856,18 +877,11 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
         await op.commit();
         continue;
       }
-      const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([["engines", policy.besId], [
-        "storage_targets",
-        policy.targetId,
-      ]]);
-      if (!engine.value || !target.value) {
+      const payload = await agentBackupPayload(kv, policy, run.kind, hostId);
+      if (!payload) {
         await op.set(runKey(run.id), { ...run, status: "skipped", updatedAt: now.toISOString() }).commit();
         continue;
       }
-      const payload = {
-        ...(await buildBackupPayload(kv, policy, engine.value, target.value, run.kind)),
-        hostId,
-      };
       const job = queueJobInOp(op, {
         kind: "backup",
         principal: `agent:${hostId}`,
@@ -903,16 +917,11 @@ export async function requestPrePatch(kv: Deno.Kv, hostId: string, now: Date): P
     if (a.state !== "active") continue;
     const policy = (await kv.get<Policy>(["policies", a.policyId])).value;
     if (!policy?.prePatchBackup || !policy.enabled || policy.pausedReason) continue;
-    const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([["engines", policy.besId], [
-      "storage_targets",
-      policy.targetId,
-    ]]);
-    if (!engine.value || !target.value) continue;
-    const payload = {
-      ...(await buildBackupPayload(kv, policy, engine.value, target.value, "incremental")),
-      hostId,
-    };
-    const job = await enqueueJob(kv, {
+    const payload = await agentBackupPayload(kv, policy, "incremental", hostId);
+    if (!payload) continue;
+    // The job and its run in one write, as the scheduler does.
+    const op = kv.atomic();
+    const job = queueJobInOp(op, {
       kind: "backup",
       principal: `agent:${hostId}`,
       accountId: policy.accountId,
@@ -920,21 +929,20 @@ export async function requestPrePatch(kv: Deno.Kv, hostId: string, now: Date): P
       priority: "high",
       payload,
     }, now);
-    created.push(
-      await newRun(kv, {
-        policyId: policy.id,
-        accountId: policy.accountId,
-        orgId: policy.orgId,
-        hostId,
-        jobId: job.id,
-        kind: "incremental",
-        trigger: "pre_patch",
-        status: "pending",
-        scheduledFor: now.toISOString(),
-        error: null,
-        alertId: null,
-      }, now),
-    );
+    const run = newRunInOp(op, {
+      policyId: policy.id,
+      accountId: policy.accountId,
+      orgId: policy.orgId,
+      hostId,
+      jobId: job.id,
+      kind: "incremental",
+      trigger: "pre_patch",
+      status: "pending",
+      scheduledFor: now.toISOString(),
+      error: null,
+      alertId: null,
+    }, now);
+    if ((await op.commit()).ok) created.push(run);
   }
   return created;
 }
@@ -964,12 +972,7 @@ export async function listRuns(
   page: { cursor?: string; limit: number },
 ): Promise<{ values: Run[]; cursor: string }> {
   authorize(actor, "backup.view");
-  if (filter.policyId) {
-    const policy = (await kv.get<Policy>(["policies", filter.policyId])).value;
-    if (!policy || !inScope(actor, { accountId: policy.accountId, orgId: policy.orgId })) {
-      throw new NotFoundError(`Policy ${filter.policyId} not found`);
-    }
-  }
+  if (filter.policyId) await requirePolicy(kv, actor, filter.policyId); // 404 outside the scope
   const prefix: Deno.KvKey = filter.policyId ? ["runs_by_policy", filter.policyId] : ["runs"];
   const selector = page.cursor ? { prefix, end: [...prefix, page.cursor] } : { prefix };
   const values: Run[] = [];

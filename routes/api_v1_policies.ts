@@ -10,6 +10,7 @@ import {
   requirePolicy,
   updatePolicy,
 } from "../domain/policies.ts";
+import { RetentionCountsQuery } from "../domain/retention.ts";
 import { previewPolicyRetention } from "../domain/runs.ts";
 import { requires } from "./access.ts";
 import { ErrorBody } from "./api_v1.ts";
@@ -149,11 +150,7 @@ apiV1Policies.openapi(
     middleware: [requires("backup.view")] as const,
     request: {
       params: PolicyId,
-      query: z.object({
-        daily: z.coerce.number().int().min(1).max(365),
-        weekly: z.coerce.number().int().min(0).max(52),
-        monthly: z.coerce.number().int().min(0).max(120),
-      }),
+      query: RetentionCountsQuery,
     },
     responses: {
       200: ok("Per protected object: keep, expire, bytesFreed, needsConfirmation, warning"),

@@ -3,7 +3,7 @@
  * policy form), replication rules with the 3-2-1 badge — and the POST routes that change them.
  */
 import { type Context, Hono } from "hono";
-import { z } from "zod";
+import { RetentionCountsQuery } from "../domain/retention.ts";
 import { Badge, Csrf, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
 import { getManyValues } from "../domain/kv.ts";
 import {
@@ -784,12 +784,6 @@ policySectionRoutes.post("/runs/:runId/retry", requires("backup.manage"), async 
   return redirectWithNotice(c, `/backup/policies/${run.policyId}#runs`, "Retry queued.");
 });
 
-const RetentionQuery = z.object({
-  daily: z.coerce.number().int().min(1, "daily must be 1–365").max(365, "daily must be 1–365"),
-  weekly: z.coerce.number().int().min(0, "weekly must be 0–52").max(52, "weekly must be 0–52"),
-  monthly: z.coerce.number().int().min(0, "monthly must be 0–120").max(120, "monthly must be 0–120"),
-});
-
 /**
  * Retention preview: what the policy's retention (or the counts in the query, before an edit is saved)
  * keeps and expires for each protected object, with the bytes freed and the reason each point is kept.
@@ -805,14 +799,14 @@ export async function RetentionSection(
     monthly: policy.retentionMonthly,
   };
   const asked = query.daily !== undefined || query.weekly !== undefined || query.monthly !== undefined;
-  const parsed = asked ? RetentionQuery.safeParse({ ...current, ...query }) : null;
+  const parsed = asked ? RetentionCountsQuery.safeParse({ ...current, ...query }) : null;
   const error = parsed && !parsed.success ? parsed.error.issues.map((i) => i.message).join("; ") : null;
   const counts = parsed?.success ? parsed.data : current;
   const proposed = parsed?.success &&
     (counts.daily !== current.daily || counts.weekly !== current.weekly ||
       counts.monthly !== current.monthly);
   const groups = await pointsByObject(kv, policy.id);
-  const previews = await previewPolicyRetention(kv, policy, counts);
+  const previews = await previewPolicyRetention(kv, policy, counts, groups);
   const hostNames = new Map(
     (await getManyValues<{ id: string; hostname: string }>(
       kv,

@@ -27,6 +27,7 @@ import { generateKeyPair } from "../../domain/signing.ts";
 import { createTarget } from "../../domain/storage.ts";
 import {
   addUser,
+  auditEntries,
   createTenant,
   engineMetrics,
   registerTestEngine,
@@ -354,6 +355,8 @@ Deno.test("invariant 5 under races: two retries of a failed run create exactly o
     const retry = runs.find((r) => r.trigger === "retry")!;
     assert.equal(retry.retryable, false);
     assert.equal((await getJob(kv, retry.jobId!))!.kind, "backup", "the retry's job is queued");
+    const retries = (await auditEntries(kv, f.tenant.account.id)).filter((e) => e.action === "run.retry");
+    assert.equal(retries.length, 1, "one audit entry, written with the one retry");
     await assert.rejects(
       () => retryRun(kv, system, retry.id, SUNDAY_2AM),
       /failed or warning|latest/,
