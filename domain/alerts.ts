@@ -57,6 +57,52 @@ export function openAlertsByAccountKey(accountId: string, id: string) {
   return ["alerts_open_by_account", accountId, id] as const;
 }
 
+/**
+ * The transactional outbox of alert notifications: raising a new alert or resolving one writes an
+ * event here in the same atomic operation as the alert itself; the notification dispatcher
+ * (notifications.ts) routes each event to channels and deletes it. Repeats of an open alert only bump
+ * its counter and write no event: five failures of one object notify once.
+ */
+export interface AlertEvent {
+  id: string;
+  event: "opened" | "resolved";
+  alertId: string;
+  accountId: string;
+  orgId: string | null;
+  subjectType: Alert["subjectType"];
+  subjectId: string;
+  subjectName: string;
+  reason: AlertReason;
+  severity: AlertSeverity;
+  message: string;
+  /** The alert's repeat counter at the time of the event. */
+  count: number;
+  at: string;
+}
+
+export function alertEventKey(id: string) {
+  return ["alert_events", id] as const;
+}
+
+function writeEvent(op: Deno.AtomicOperation, alert: Alert, event: AlertEvent["event"], now: Date) {
+  const value: AlertEvent = {
+    id: newId(now),
+    event,
+    alertId: alert.id,
+    accountId: alert.accountId,
+    orgId: alert.orgId,
+    subjectType: alert.subjectType,
+    subjectId: alert.subjectId,
+    subjectName: alert.subjectName,
+    reason: alert.reason,
+    severity: alert.severity,
+    message: alert.message,
+    count: alert.count,
+    at: now.toISOString(),
+  };
+  op.set(alertEventKey(value.id), value);
+}
+
 export interface RaiseInput {
   accountId: string;
   orgId: string | null;
@@ -106,6 +152,7 @@ export function raiseAlert(
     .set(openAlertKey(input.subjectType, input.subjectId, input.reason), alert.id)
     .set(alertsByAccountKey(alert.accountId, alert.id), alert.id)
     .set(openAlertsByAccountKey(alert.accountId, alert.id), alert.id);
+  writeEvent(op, alert, "opened", now);
   return alert;
 }
 
@@ -123,6 +170,7 @@ export function resolveAlert(
   op.set(alertKey(alert.id), next)
     .delete(openAlertKey(alert.subjectType, alert.subjectId, alert.reason))
     .delete(openAlertsByAccountKey(alert.accountId, alert.id));
+  writeEvent(op, next, "resolved", now);
   return next;
 }
 

@@ -88,6 +88,7 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "alerts_open",
     "alerts_by_account",
     "alerts_open_by_account",
+    "alert_events",
     "engine_metrics",
     "capacity_samples",
     "capacity_daily",
