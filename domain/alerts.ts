@@ -21,13 +21,15 @@ export type AlertReason =
   | "engine_degraded"
   | "storage_warning"
   | "storage_critical"
-  | "host_offline";
+  | "host_offline"
+  | "backup_failed"
+  | "rpo_breach";
 
 export interface Alert {
   id: string;
   accountId: string;
   orgId: string | null;
-  subjectType: "engine" | "storage_target" | "host";
+  subjectType: "engine" | "storage_target" | "host" | "protected_object";
   subjectId: string;
   subjectName: string;
   reason: AlertReason;

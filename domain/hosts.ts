@@ -4,6 +4,7 @@
  * open hosts within their org scope. Assignments to policies live in assignments.ts.
  */
 import { z } from "zod";
+import { countNewHost } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
@@ -200,6 +201,7 @@ export async function enrollHost(
       .set(hostKey(host.id), host)
       .set(hostsByAccountKey(host.accountId, host.id), host.id)
       .set(hostByPublicKeyKey(data.publicKey), host.id);
+    countNewHost(op, host);
     appendAudit(op, agentActor(host), {
       accountId: host.accountId,
       orgId: host.orgId,

@@ -330,9 +330,13 @@ export async function cancelJob(kv: Deno.Kv, id: string, now: Date): Promise<Job
  * The minute job: every lease that expired at `now` returns its job to the queue, or fails it with
  * LEASE_EXPIRED once it has used its attempts. Idempotent.
  */
-export async function expireLeases(kv: Deno.Kv, now: Date): Promise<{ requeued: number; failed: number }> {
+export async function expireLeases(
+  kv: Deno.Kv,
+  now: Date,
+): Promise<{ requeued: number; failed: number; failedIds: string[] }> {
   let requeued = 0;
   let failed = 0;
+  const failedIds: string[] = [];
   for await (
     const lease of kv.list<string>({ start: ["job_leases", 0], end: ["job_leases", now.getTime()] })
   ) {
@@ -351,14 +355,17 @@ export async function expireLeases(kv: Deno.Kv, now: Date): Promise<{ requeued: 
         leaseExpiresAt: null,
         updatedAt: now.toISOString(),
       });
-      if ((await op.commit()).ok) failed++;
+      if ((await op.commit()).ok) {
+        failed++;
+        failedIds.push(job.id);
+      }
     } else {
       op.set(jobKey(job.id), { ...job, status: "queued", leaseExpiresAt: null, updatedAt: now.toISOString() })
         .set(queueKey(job.principal, job.priority, job.id), job.id);
       if ((await op.commit()).ok) requeued++;
     }
   }
-  return { requeued, failed };
+  return { requeued, failed, failedIds };
 }
 
 /** Jobs by id (chunked reads), for pages and tests. */

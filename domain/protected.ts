@@ -6,6 +6,7 @@
  * keeps it, because the restore points it was backed up into are kept for their retention.
  */
 import { z } from "zod";
+import { raiseAlert, readOpenAlert } from "./alerts.ts";
 import { NotFoundError } from "./errors.ts";
 import type { Host } from "./hosts.ts";
 import { getManyValues } from "./kv.ts";
@@ -41,6 +42,19 @@ export interface ProtectedObject {
   rpoHours: number;
   lastBackupAt: string | null;
   lastBackupStatus: LastBackupStatus;
+  /** End of the last successful backup (success or warning: both leave a restore point). */
+  lastSuccessAt?: string | null;
+  /** The restore point of the last successful backup (the dashboard's deep link into Restore). */
+  lastRestorePointId?: string | null;
+  /** When the object last became `active`; the RPO clock starts here until a first backup succeeds. */
+  activeSince?: string;
+  /**
+   * Set by the RPO sweep (`sweepRpoBreaches`) when the object passed its RPO, cleared by the next
+   * successful backup. Whether an object is in breach at `now` is `isRpoBreached(o, now)`; this flag
+   * only decides which index (due or breached) holds the object, so the dashboard can count breaches
+   * from a counter plus the few objects that fell due since the last sweep.
+   */
+  breached?: boolean;
   protection: ProtectionState;
   createdAt: string;
   updatedAt: string;
@@ -97,10 +111,164 @@ export async function requireProtectedObject(
   return o;
 }
 
-/** What `protectForAssignment` and `setProtection` need: the pointer and the object entry. */
+// ---------------------------------------------------------------------------------------------------
+// RPO
+
+const HOUR_MS = 3_600_000;
+
+/**
+ * When the object's RPO runs out (ms since epoch): the last successful backup (or, before the first
+ * one, the moment it became active) plus its RPO. Null when the object is not `active`: paused,
+ * archived and unprotected objects are not expected to get backups and never breach.
+ */
+export function rpoDueAt(o: ProtectedObject): number | null {
+  if (o.protection !== "active") return null;
+  const since = o.lastSuccessAt ?? o.activeSince ?? o.createdAt;
+  return Date.parse(since) + o.rpoHours * HOUR_MS;
+}
+
+/** The guide's rule: in breach when now − last successful backup > RPO (strictly). */
+export function isRpoBreached(o: ProtectedObject, now: Date): boolean {
+  const due = rpoDueAt(o);
+  return due !== null && now.getTime() > due;
+}
+
+/** How long the object has been past its RPO at `now` (0 when it is not in breach). */
+export function breachDurationMs(o: ProtectedObject, now: Date): number {
+  const due = rpoDueAt(o);
+  return due === null ? 0 : Math.max(0, now.getTime() - due);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Indexes and counters. Every write of a protected object goes through `writeProtected`, which moves
+// its index entries and adjusts the dashboard counters from the object before and after, in the
+// caller's atomic operation: the counters can never drift from the objects.
+
+/** Dashboard counters of an org's objects: active ones, active ones whose last backup failed, swept breaches. */
+export type ObjectMetric = "protected" | "at_risk" | "breached";
+
+export function objectCountKey(accountId: string, orgId: string, metric: ObjectMetric) {
+  return ["po_counts", accountId, orgId, metric] as const;
+}
+/** Managed hosts of an org without an active protected object. */
+export function unprotectedHostsKey(accountId: string, orgId: string) {
+  return ["host_counts", accountId, orgId, "unprotected"] as const;
+}
+/** How many active protected objects a host has (checked, so two assignments cannot both see 0). */
+export function hostCoverageKey(hostId: string) {
+  return ["host_coverage", hostId] as const;
+}
+export interface HostCoverage {
+  accountId: string;
+  orgId: string;
+  active: number;
+}
+
+/** The filter dimensions with an index of their own (each sorted by name). */
+export type ObjectDimension = "org" | "type" | "host" | "src" | "status" | "prot";
+
+function sourceKey(o: Pick<ProtectedObject, "source">): string {
+  return `${o.source.kind}:${o.source.besId}`;
+}
+
+function dimensionValues(o: ProtectedObject): Record<ObjectDimension, string> {
+  return {
+    org: o.orgId,
+    type: o.type,
+    host: o.hostId,
+    src: sourceKey(o),
+    status: o.lastBackupStatus,
+    prot: o.protection,
+  };
+}
+
+function nameKey(o: Pick<ProtectedObject, "name">): string {
+  return o.name.toLowerCase();
+}
+
+/** Every secondary index entry of an object (key → value, the value is the object's org for scope checks). */
+function indexEntries(o: ProtectedObject): Map<string, Deno.KvKey> {
+  const out = new Map<string, Deno.KvKey>();
+  const add = (key: Deno.KvKey) => out.set(JSON.stringify(key), key);
+  const name = nameKey(o);
+  add(["po_name", o.accountId, name, o.id]);
+  for (const [dim, value] of Object.entries(dimensionValues(o))) {
+    add(["po_by", o.accountId, dim, value, name, o.id]);
+  }
+  const due = rpoDueAt(o);
+  if (due !== null) {
+    add([o.breached ? "po_breached" : "po_due", o.accountId, new Date(due).toISOString(), o.id]);
+  }
+  return out;
+}
+
+const ONE = new Deno.KvU64(1n);
+const MINUS_ONE = new Deno.KvU64((1n << 64n) - 1n); // sums wrap modulo 2^64: adding this subtracts one
+
+function metricsOf(o: ProtectedObject | null): Record<ObjectMetric, number> {
+  const active = o?.protection === "active";
+  return {
+    protected: active ? 1 : 0,
+    at_risk: active && o?.lastBackupStatus === "failed" ? 1 : 0,
+    breached: active && o?.breached ? 1 : 0,
+  };
+}
+
+/**
+ * Adds to `op`: writes `after` (whose previous value was `before`, null for a new object), moves its
+ * index entries and adjusts the counters. When the object becomes active or stops being active,
+ * `coverage` (the host's entry, read before) is required: it is checked and updated, and the org's
+ * unprotected-hosts counter follows the host's 0 ↔ 1 transitions.
+ */
+export function writeProtected(
+  op: Deno.AtomicOperation,
+  before: ProtectedObject | null,
+  after: ProtectedObject,
+  coverage?: Deno.KvEntryMaybe<HostCoverage>,
+): void {
+  op.set(protectedObjectKey(after.id), after);
+  const old = before ? indexEntries(before) : new Map<string, Deno.KvKey>();
+  const next = indexEntries(after);
+  for (const [id, key] of old) if (!next.has(id)) op.delete(key);
+  for (const key of next.values()) op.set(key, after.orgId);
+  const [a, b] = [metricsOf(before), metricsOf(after)];
+  for (const metric of ["protected", "at_risk", "breached"] as const) {
+    const delta = b[metric] - a[metric];
+    if (delta !== 0) {
+      op.sum(objectCountKey(after.accountId, after.orgId, metric), delta > 0 ? ONE.value : MINUS_ONE.value);
+    }
+  }
+  const delta = b.protected - a.protected;
+  if (delta === 0) return;
+  if (!coverage) {
+    throw new Error("writeProtected: the host's coverage entry is required when activity changes");
+  }
+  op.check(coverage);
+  const current = coverage.value?.active ?? 0;
+  const active = Math.max(0, current + delta);
+  op.set(hostCoverageKey(after.hostId), { accountId: after.accountId, orgId: after.orgId, active });
+  // A host without a coverage entry was never counted (enrolled before the counters existed).
+  if (coverage.value && current === 0 && active > 0) {
+    op.sum(unprotectedHostsKey(after.accountId, after.orgId), MINUS_ONE.value);
+  }
+  if (current > 0 && active === 0) op.sum(unprotectedHostsKey(after.accountId, after.orgId), ONE.value);
+}
+
+/** Adds to `op`: counts a newly enrolled host as unprotected (it has no protected object yet). */
+export function countNewHost(op: Deno.AtomicOperation, host: Pick<Host, "id" | "accountId" | "orgId">): void {
+  op.check({ key: hostCoverageKey(host.id), versionstamp: null })
+    .set(hostCoverageKey(host.id), { accountId: host.accountId, orgId: host.orgId, active: 0 })
+    .sum(unprotectedHostsKey(host.accountId, host.orgId), ONE.value);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Writers
+
+/** What `protectForAssignment` and `setProtection` need: the pointer, the object and the host's coverage. */
 export interface ProtectedEntry {
   pointer: Deno.KvEntryMaybe<string>;
   entry: Deno.KvEntryMaybe<ProtectedObject> | null;
+  coverage: Deno.KvEntryMaybe<HostCoverage>;
 }
 
 /** Reads the protected object of (host, policy) for a later atomic write. */
@@ -109,9 +277,12 @@ export async function readProtectedFor(
   hostId: string,
   policyId: string,
 ): Promise<ProtectedEntry> {
-  const pointer = await kv.get<string>(protectedByHostKey(hostId, policyId));
+  const [pointer, coverage] = await kv.getMany<[string, HostCoverage]>([
+    protectedByHostKey(hostId, policyId),
+    hostCoverageKey(hostId),
+  ]);
   const entry = pointer.value ? await kv.get<ProtectedObject>(protectedObjectKey(pointer.value)) : null;
-  return { pointer, entry };
+  return { pointer, entry, coverage };
 }
 
 /**
@@ -139,8 +310,13 @@ export function protectForAssignment(
   const existing = current.entry?.value;
   if (current.entry && existing) {
     op.check(current.entry);
-    const next: ProtectedObject = { ...existing, ...details };
-    op.set(protectedObjectKey(next.id), next);
+    const next: ProtectedObject = {
+      ...existing,
+      ...details,
+      activeSince: existing.protection === "active" ? existing.activeSince ?? existing.createdAt : at,
+      breached: existing.protection === "active" ? existing.breached ?? false : false,
+    };
+    writeProtected(op, existing, next, current.coverage);
     return next;
   }
   const created: ProtectedObject = {
@@ -152,12 +328,14 @@ export function protectForAssignment(
     ...details,
     lastBackupAt: null,
     lastBackupStatus: "never",
+    lastSuccessAt: null,
+    lastRestorePointId: null,
+    activeSince: at,
+    breached: false,
     createdAt: at,
   };
-  op.check({ key: protectedObjectKey(created.id), versionstamp: null }).set(
-    protectedObjectKey(created.id),
-    created,
-  );
+  op.check({ key: protectedObjectKey(created.id), versionstamp: null });
+  writeProtected(op, null, created, current.coverage);
   for (const key of protectedIndexKeys(created)) op.set(key, created.id);
   return created;
 }
@@ -177,8 +355,43 @@ export function setProtection(
   if (!current.entry || !existing) return null;
   op.check(current.entry);
   if (existing.protection === protection) return existing;
-  const next: ProtectedObject = { ...existing, protection, updatedAt: now.toISOString() };
-  op.set(protectedObjectKey(next.id), next);
+  const at = now.toISOString();
+  const next: ProtectedObject = {
+    ...existing,
+    protection,
+    breached: false,
+    activeSince: protection === "active" ? at : existing.activeSince,
+    updatedAt: at,
+  };
+  writeProtected(op, existing, next, current.coverage);
+  return next;
+}
+
+/** A finished backup of a protected object, as `recordBackupOutcome` applies it. */
+export interface BackupOutcome {
+  status: "success" | "warning" | "failed";
+  endedAt: string;
+  restorePointId: string | null;
+}
+
+/**
+ * The object after a finished backup: last backup time and status; on success or warning also the
+ * last successful backup and its restore point, which restarts the RPO clock (and ends a breach when
+ * the new due time is after `now`). A result older than the one already recorded changes nothing
+ * (results can arrive out of order). Returns null when nothing changes.
+ */
+export function afterBackup(o: ProtectedObject, outcome: BackupOutcome, now: Date): ProtectedObject | null {
+  if (o.lastBackupAt && Date.parse(o.lastBackupAt) > Date.parse(outcome.endedAt)) return null;
+  const ok = outcome.status !== "failed";
+  const next: ProtectedObject = {
+    ...o,
+    lastBackupAt: outcome.endedAt,
+    lastBackupStatus: outcome.status,
+    lastSuccessAt: ok ? outcome.endedAt : o.lastSuccessAt ?? null,
+    lastRestorePointId: ok && outcome.restorePointId ? outcome.restorePointId : o.lastRestorePointId ?? null,
+    updatedAt: now.toISOString(),
+  };
+  if (next.breached && !isRpoBreached(next, now)) next.breached = false;
   return next;
 }
 
@@ -195,47 +408,189 @@ export async function listProtectedByHost(
   return (await getManyValues<ProtectedObject>(kv, keys)).filter((o) => inScope(actor, objectScope(o)));
 }
 
-/** Filters of the protected objects list; every field falls back to its default. */
+// ---------------------------------------------------------------------------------------------------
+// The list
+
+/** Filters of the protected objects list (the guide's); every field falls back to its default. */
 export const ProtectedFilter = z.object({
-  /** Substring of the object name (the hostname for native objects), case-insensitive. */
+  /** Substring of the object name or hostname, case-insensitive. */
   q: z.string().trim().max(200).catch(""),
   orgId: z.string().max(40).catch(""),
   type: z.enum(["", ...PROTECTED_TYPES]).catch(""),
   hostId: z.string().max(40).catch(""),
+  /** "bes:<engine id>" (platforms join with "platform:<id>"). */
+  source: z.string().max(60).regex(/^$|^(bes|platform):[\w-]+$/).catch(""),
+  /** Kept for older links: the same as source=bes:<id>. */
   besId: z.string().max(40).catch(""),
   lastBackupStatus: z.enum(["", ...LAST_BACKUP_STATUSES]).catch(""),
   protection: z.enum(["", ...PROTECTION_STATES]).catch(""),
-  offset: z.coerce.number().int().min(0).catch(0),
+  rpoBreach: z.enum(["", "true", "false"]).catch(""),
+  cursor: z.string().max(1000).catch(""),
   limit: z.coerce.number().int().min(1).max(200).catch(50),
 });
 export type ProtectedFilter = z.infer<typeof ProtectedFilter>;
 
+/** Index entries read at most per page; a sparse filter returns fewer rows and a cursor to go on. */
+export const PROTECTED_SCAN_LIMIT = 5000;
+
+export interface ProtectedPage {
+  values: ProtectedObject[];
+  /** Empty when there is nothing more. */
+  cursor: string;
+  /** True when the page stopped at PROTECTED_SCAN_LIMIT before it was full. */
+  partial: boolean;
+}
+
+function matches(o: ProtectedObject, f: ProtectedFilter, now: Date): boolean {
+  const needle = f.q.toLowerCase();
+  const source = f.source || (f.besId ? `bes:${f.besId}` : "");
+  return (!f.orgId || o.orgId === f.orgId) &&
+    (!f.type || o.type === f.type) &&
+    (!f.hostId || o.hostId === f.hostId) &&
+    (!source || sourceKey(o) === source) &&
+    (!f.lastBackupStatus || o.lastBackupStatus === f.lastBackupStatus) &&
+    (!f.protection || o.protection === f.protection) &&
+    (!f.rpoBreach || isRpoBreached(o, now) === (f.rpoBreach === "true")) &&
+    (!needle || o.name.toLowerCase().includes(needle));
+}
+
+interface Scan {
+  /** The index prefixes to walk, one after the other. */
+  ranges: { prefix: Deno.KvKey; end?: Deno.KvKey }[];
+  /** Position of the lower-cased name in the index key, when the key has one (q filters keys only). */
+  namePos: number | null;
+}
+
+/** Picks the index that narrows the list most: breach, host, status, type, org, protection, source, name. */
+function planScan(accountId: string, f: ProtectedFilter, now: Date): Scan {
+  if (f.rpoBreach === "true") {
+    return {
+      ranges: [
+        { prefix: ["po_breached", accountId] },
+        { prefix: ["po_due", accountId], end: ["po_due", accountId, now.toISOString()] },
+      ],
+      namePos: null,
+    };
+  }
+  const source = f.source || (f.besId ? `bes:${f.besId}` : "");
+  const dims: [ObjectDimension, string][] = [
+    ["host", f.hostId],
+    ["status", f.lastBackupStatus],
+    ["type", f.type],
+    ["org", f.orgId],
+    ["prot", f.protection],
+    ["src", source],
+  ];
+  const pick = dims.find(([, v]) => v);
+  if (pick) return { ranges: [{ prefix: ["po_by", accountId, pick[0], pick[1]] }], namePos: 4 };
+  return { ranges: [{ prefix: ["po_name", accountId] }], namePos: 2 };
+}
+
 /**
- * Protected objects of the actor's account inside its org scope, filtered, by name (then id); `total`
- * counts the matches before paging. RPO breach filtering is not here yet: it needs restore points.
+ * Protected objects of the actor's account inside its org scope, filtered, by name — or, with
+ * rpoBreach=true, longest breach first. Walks one index (see `planScan`), checks scope and the name
+ * from the index entry, then reads the candidates and applies every filter; RPO breach is evaluated at
+ * `now`. Reads at most PROTECTED_SCAN_LIMIT index entries per page.
  */
 export async function listProtectedObjects(
   kv: Deno.Kv,
   actor: Actor,
-  filter: Partial<z.input<typeof ProtectedFilter>> = {},
-): Promise<{ values: ProtectedObject[]; total: number }> {
+  filter: Partial<z.input<typeof ProtectedFilter>>,
+  now: Date,
+): Promise<ProtectedPage> {
   const f = ProtectedFilter.parse(filter);
-  if (!actor.accountId) return { values: [], total: 0 };
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["protected_by_account", actor.accountId] })) {
-    keys.push(protectedObjectKey(e.value));
+  if (!actor.accountId) return { values: [], cursor: "", partial: false };
+  const plan = planScan(actor.accountId, f, now);
+  let start = { range: 0, cursor: "" };
+  if (f.cursor) {
+    try {
+      const parsed = JSON.parse(atob(f.cursor));
+      start = { range: Number(parsed.r) || 0, cursor: String(parsed.c ?? "") };
+    } catch {
+      start = { range: 0, cursor: "" };
+    }
   }
   const needle = f.q.toLowerCase();
-  const rows = (await getManyValues<ProtectedObject>(kv, keys)).filter((o) =>
-    inScope(actor, objectScope(o)) &&
-    (!f.orgId || o.orgId === f.orgId) &&
-    (!f.type || o.type === f.type) &&
-    (!f.hostId || o.hostId === f.hostId) &&
-    (!f.besId || o.source.besId === f.besId) &&
-    (!f.lastBackupStatus || o.lastBackupStatus === f.lastBackupStatus) &&
-    (!f.protection || o.protection === f.protection) &&
-    (!needle || o.name.toLowerCase().includes(needle))
-  );
-  rows.sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
-  return { values: rows.slice(f.offset, f.offset + f.limit), total: rows.length };
+  const values: ProtectedObject[] = [];
+  let scanned = 0;
+  for (let r = start.range; r < plan.ranges.length; r++) {
+    const range = plan.ranges[r];
+    const selector = range.end ? { start: range.prefix, end: range.end } : { prefix: range.prefix };
+    const iter = kv.list<string>(selector, {
+      cursor: r === start.range && start.cursor ? start.cursor : undefined,
+      batchSize: 500,
+    });
+    let batch: Deno.KvKey[] = [];
+    const flush = async () => {
+      for (const o of await getManyValues<ProtectedObject>(kv, batch)) if (matches(o, f, now)) values.push(o);
+      batch = [];
+    };
+    for await (const e of iter) {
+      scanned++;
+      const scoped = inScope(actor, { accountId: actor.accountId, orgId: e.value });
+      const named = plan.namePos === null || !needle || String(e.key[plan.namePos]).includes(needle);
+      if (scoped && named) batch.push(protectedObjectKey(String(e.key[e.key.length - 1])));
+      // Never read more candidates than the page still needs: the cursor points after the last key
+      // read, so a row beyond the limit would be skipped by the next page.
+      if (batch.length >= Math.min(10, f.limit - values.length)) await flush();
+      if (values.length >= f.limit || scanned >= PROTECTED_SCAN_LIMIT) {
+        await flush();
+        return {
+          values,
+          cursor: btoa(JSON.stringify({ r, c: iter.cursor })),
+          partial: values.length < f.limit,
+        };
+      }
+    }
+    await flush();
+  }
+  return { values, cursor: "", partial: false };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// RPO sweep
+
+/**
+ * The minute RPO sweep: every active object whose RPO ran out by `now` moves from the due index to the
+ * breached one (the breached counter +1) and gets an open `rpo_breach` alert (critical), in one atomic
+ * operation per object. Reads only the objects that fell due since the last sweep. Idempotent.
+ */
+export async function sweepRpoBreaches(kv: Deno.Kv, now: Date): Promise<{ breached: number }> {
+  let breached = 0;
+  const accounts: string[] = [];
+  for await (const e of kv.list({ prefix: ["accounts"] })) accounts.push(String(e.key[1]));
+  for (const accountId of accounts) {
+    const due = kv.list<string>({
+      start: ["po_due", accountId],
+      end: ["po_due", accountId, now.toISOString()],
+    });
+    for await (const e of due) {
+      const id = String(e.key[3]);
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const entry = await kv.get<ProtectedObject>(protectedObjectKey(id));
+        const o = entry.value;
+        if (!o || o.breached || !isRpoBreached(o, now)) break;
+        const next: ProtectedObject = { ...o, breached: true, updatedAt: now.toISOString() };
+        const op = kv.atomic().check(entry);
+        writeProtected(op, o, next);
+        raiseAlert(op, await readOpenAlert(kv, "protected_object", o.id, "rpo_breach"), {
+          accountId: o.accountId,
+          orgId: o.orgId,
+          subjectType: "protected_object",
+          subjectId: o.id,
+          subjectName: o.name,
+          reason: "rpo_breach",
+          severity: "critical",
+          message: o.lastSuccessAt
+            ? `${o.name} has had no successful backup since ${o.lastSuccessAt} (RPO ${o.rpoHours} h)`
+            : `${o.name} has never had a successful backup (RPO ${o.rpoHours} h)`,
+        }, now);
+        if ((await op.commit()).ok) {
+          breached++;
+          break;
+        }
+      }
+    }
+  }
+  return { breached };
 }

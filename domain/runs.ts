@@ -23,6 +23,9 @@ import {
   type RetentionPreview,
 } from "./retention.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
+import { countRunOutcome, failingPointerKey, orgPart, verifyFailedKey } from "./dashboard.ts";
+import { afterBackup, readProtectedFor, writeProtected } from "./protected.ts";
+import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import type { StorageTarget } from "./storage.ts";
 
 export type RunKind = "full" | "incremental" | "synthetic_full";
@@ -185,7 +188,8 @@ export function firstLine(message: string | null | undefined): string | null {
   return line ? line.slice(0, 300) : null;
 }
 
-type NewRun = Omit<
+/** What a caller gives `newRunInOp`; the rest of the run starts empty. */
+export type NewRun = Omit<
   Run,
   | "id"
   | "createdAt"
@@ -201,7 +205,7 @@ type NewRun = Omit<
 >;
 
 /** Adds a new run (and its indexes) to `op`; the caller commits it with the job it follows. */
-function newRunInOp(op: Deno.AtomicOperation, base: NewRun, now: Date): Run {
+export function newRunInOp(op: Deno.AtomicOperation, base: NewRun, now: Date): Run {
   const at = now.toISOString();
   const run: Run = {
     ...base,
@@ -415,6 +419,7 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
       updatedAt: now.toISOString(),
     };
     const op = kv.atomic().check(entry);
+    await recordOutcomeInOp(kv, op, job, run, next, now);
     // Failed retryable runs are indexed, so the auto-retry job finds them without scanning all runs.
     if (next.retryable && (next.status === "failed" || next.status === "warning")) {
       op.set(retryableKey(run.id), { policyId: run.policyId, hostId: run.hostId });
@@ -451,6 +456,89 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
   return null;
 }
 
+/**
+ * Adds to `op` what a finished backup changes besides its run: the dashboard's outcome counters and
+ * failed-backups queue, and for an agent backup the protected object (last backup, RPO clock) and its
+ * alerts — a failure raises (or repeats) the object's `backup_failed` alert, a success resolves it and
+ * ends an RPO breach. The reads are checked by `op`, so a concurrent change makes the caller retry.
+ */
+async function recordOutcomeInOp(
+  kv: Deno.Kv,
+  op: Deno.AtomicOperation,
+  job: Job,
+  run: Run,
+  next: Run,
+  now: Date,
+): Promise<void> {
+  if (job.kind !== "backup" && job.kind !== "synthetic_full") return;
+  if (next.status !== "success" && next.status !== "warning" && next.status !== "failed") return;
+  countRunOutcome(op, next, await kv.get<Deno.KvKey>(failingPointerKey(run.policyId, run.hostId)), now);
+  if (job.kind !== "backup" || !run.hostId) return;
+  const current = await readProtectedFor(kv, run.hostId, run.policyId);
+  const object = current.entry?.value;
+  if (!current.entry || !object) return;
+  const after = afterBackup(object, {
+    status: next.status,
+    endedAt: next.endedAt ?? now.toISOString(),
+    restorePointId: next.restorePointId,
+  }, now);
+  if (!after) return;
+  op.check(current.entry);
+  writeProtected(op, object, after);
+  const failedAlert = await readOpenAlert(kv, "protected_object", object.id, "backup_failed");
+  if (next.status === "failed") {
+    raiseAlert(op, failedAlert, {
+      accountId: object.accountId,
+      orgId: object.orgId,
+      subjectType: "protected_object",
+      subjectId: object.id,
+      subjectName: object.name,
+      reason: "backup_failed",
+      severity: "warning",
+      message: `Backup of ${object.name} failed: ${
+        next.errorLine ?? next.error?.reason ?? "no reason given"
+      }`,
+    }, now);
+    return;
+  }
+  resolveAlert(op, failedAlert, now);
+  if (object.breached && !after.breached) {
+    resolveAlert(op, await readOpenAlert(kv, "protected_object", object.id, "rpo_breach"), now);
+  }
+}
+
+/**
+ * Fails the runs of jobs the lease sweep gave up on (LEASE_EXPIRED after the last attempt), so they
+ * do not stay "running" forever and count as failed backups. Idempotent.
+ */
+export async function failRunsOfExpiredJobs(kv: Deno.Kv, jobIds: string[], now: Date): Promise<number> {
+  let failed = 0;
+  for (const id of jobIds) {
+    const job = (await kv.get<Job>(["jobs", id])).value;
+    if (!job || job.status !== "failed" || job.result) continue;
+    const at = now.toISOString();
+    const run = await applyJobResultToRun(kv, {
+      ...job,
+      result: {
+        status: "failed",
+        startedAt: job.createdAt,
+        endedAt: at,
+        bytesTransferred: 0,
+        protectedBytes: 0,
+        error: {
+          reason: "LEASE_EXPIRED",
+          message: "The engine stopped reporting and the job used all its attempts",
+        },
+        retryable: true,
+        output: null,
+        hookOutput: [],
+      },
+    }, now);
+    if (run?.status === "failed") failed++;
+  }
+  return failed;
+}
+
 /** A policy's runs, newest first. */
 export async function listRunsByPolicy(kv: Deno.Kv, policyId: string, limit = 50): Promise<Run[]> {
   const keys: Deno.KvKey[] = [];
@@ -461,7 +549,7 @@ export async function listRunsByPolicy(kv: Deno.Kv, policyId: string, limit = 50
 }
 
 /** At most one retry per failed run: the guard key every retry of that run must create. */
-function retryGuardKey(runId: string) {
+export function retryGuardKey(runId: string) {
   return ["run_retries", runId] as const;
 }
 
@@ -639,10 +727,15 @@ export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise
     for (let i = 0; i < 5; i++) {
       const entry = await kv.get<RestorePoint>(restorePointKey(id));
       if (!entry.value || entry.value.verification !== "pending") return;
-      if (
-        (await kv.atomic().check(entry).set(restorePointKey(id), { ...entry.value, verification: status })
-          .commit()).ok
-      ) return;
+      const op = kv.atomic().check(entry).set(restorePointKey(id), { ...entry.value, verification: status });
+      if (status === "failed") {
+        // The dashboard's verification-failures queue reads this index, never the restore points.
+        const policy = (await kv.get<Policy>(["policies", entry.value.policyId])).value;
+        if (policy) {
+          op.set(verifyFailedKey(policy.accountId, entry.value.completedAt, id), orgPart(policy.orgId));
+        }
+      }
+      if ((await op.commit()).ok) return;
     }
     return;
   }

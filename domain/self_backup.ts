@@ -70,6 +70,13 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "protected_objects",
     "protected_by_host",
     "protected_by_account",
+    "po_name",
+    "po_by",
+    "po_due",
+    "po_breached",
+    "po_counts",
+    "host_counts",
+    "host_coverage",
     "hooks",
     "hooks_by_policy",
     "hooks_by_script",
@@ -80,6 +87,10 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "replicas_by_policy",
     "replicas_by_target",
     "replicas_by_account",
+    "notification_channels",
+    "notification_channels_by_account",
+    "notification_rules",
+    "notification_rules_by_account",
     "self_backup",
   ],
   results: [
@@ -89,6 +100,10 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "alerts_by_account",
     "alerts_open_by_account",
     "alert_events",
+    "notification_deliveries",
+    "notification_deliveries_by_account",
+    "notification_deliveries_by_channel",
+    "notification_due",
     "engine_metrics",
     "capacity_samples",
     "capacity_daily",
@@ -108,6 +123,11 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "runs_deferred",
     "auto_retry_count",
     "self_backup_verified",
+    "run_outcomes",
+    "run_daily",
+    "runs_failing",
+    "runs_failing_of",
+    "rp_verify_failed",
   ],
 };
 
@@ -123,6 +143,21 @@ export const EPHEMERAL_PREFIXES: readonly string[] = [
   "self_backup_state",
   "schedule_slots",
 ];
+
+/**
+ * Counters are `Deno.KvU64`, which v8.serialize turns into a plain object: the bundle carries them
+ * tagged, and the restore turns them back into KvU64 (so `sum` keeps working after a restore).
+ */
+function packValue(value: unknown): unknown {
+  return value instanceof Deno.KvU64 ? { __kvu64: value.value.toString() } : value;
+}
+function unpackValue(value: unknown): unknown {
+  const tagged = value as { __kvu64?: unknown } | null;
+  return tagged && typeof tagged === "object" && typeof tagged.__kvu64 === "string" &&
+      Object.keys(tagged).length === 1
+    ? new Deno.KvU64(BigInt(tagged.__kvu64))
+    : value;
+}
 
 /** The logical database of a key, "ephemeral", or null when nobody classified its prefix. */
 export function classifyKey(key: Deno.KvKey): DatabaseName | "ephemeral" | null {
@@ -263,7 +298,7 @@ export async function sealBundle(
   for (let i = 0; i < frameCount; i++) {
     const slice = entries.slice(i * ENTRIES_PER_FRAME, (i + 1) * ENTRIES_PER_FRAME).map((
       e,
-    ) => [e.key, e.value]);
+    ) => [e.key, packValue(e.value)]);
     const plain = await gzip(new Uint8Array(v8.serialize(slice)));
     const iv = crypto.getRandomValues(new Uint8Array(12));
     const cipher = new Uint8Array(
@@ -362,7 +397,7 @@ export async function openBundle(
       );
     }
     for (const [k, value] of v8.deserialize(await gunzip(plain)) as Array<[Deno.KvKey, unknown]>) {
-      entries.push({ key: k, value });
+      entries.push({ key: k, value: unpackValue(value) });
     }
   }
   if (at !== bytes.length) throw new BundleError("Unexpected data after the last frame");

@@ -5,6 +5,7 @@
 import type { Logger } from "../domain/log.ts";
 import { applyRetention } from "./apply_retention.ts";
 import { autoRetry } from "./auto_retry.ts";
+import { deliverNotifications } from "./deliver_notifications.ts";
 import { dispatchSchedules } from "./dispatch_schedules.ts";
 import { expireLeases } from "./expire_leases.ts";
 import { purgeExpired } from "./purge_expired.ts";
@@ -12,6 +13,7 @@ import { resumeDeletions } from "./resume_deletions.ts";
 import { runSelfBackups } from "./self_backup.ts";
 import { sweepHeartbeats } from "./sweep_heartbeats.ts";
 import { sweepHosts } from "./sweep_hosts.ts";
+import { sweepRpo } from "./sweep_rpo.ts";
 
 /** Claims the slot `name@slot` once across all instances. Returns false when another instance has it. */
 export async function claimSlot(kv: Deno.Kv, name: string, slot: string): Promise<boolean> {
@@ -50,7 +52,7 @@ export async function runClaimed(
 export function registerCrons(
   kv: Deno.Kv,
   logger: Logger,
-  options: { masterKey: Uint8Array; dataDir: string },
+  options: { masterKey: Uint8Array; dataDir: string; baseUrl?: string },
 ): void {
   Deno.cron(
     "Run scheduled self-backups",
@@ -73,6 +75,11 @@ export function registerCrons(
     () => runClaimed(kv, logger, "apply_retention", new Date(), (now) => applyRetention(kv, now)),
   );
   Deno.cron(
+    "Sweep RPO breaches",
+    "* * * * *",
+    () => runClaimed(kv, logger, "sweep_rpo", new Date(), (now) => sweepRpo(kv, now)),
+  );
+  Deno.cron(
     "Retry failed runs automatically",
     "* * * * *",
     () => runClaimed(kv, logger, "auto_retry", new Date(), (now) => autoRetry(kv, now)),
@@ -91,6 +98,18 @@ export function registerCrons(
     "Resume interrupted engine deletions",
     "* * * * *",
     () => runClaimed(kv, logger, "resume_deletions", new Date(), (now) => resumeDeletions(kv, now)),
+  );
+  Deno.cron(
+    "Send alert notifications",
+    "* * * * *",
+    () =>
+      runClaimed(
+        kv,
+        logger,
+        "deliver_notifications",
+        new Date(),
+        (now) => deliverNotifications(kv, now, { masterKey: options.masterKey, baseUrl: options.baseUrl }),
+      ),
   );
   Deno.cron(
     "Purge expired sessions and login counters",

@@ -8,6 +8,7 @@ import { sweepOrphanHooks } from "../domain/hooks.ts";
 import { sweepOrphanReplicas } from "../domain/replicas.ts";
 import { purgeEngineMetrics } from "../domain/engines.ts";
 import { purgeCapacityHistory } from "../domain/storage.ts";
+import { purgeOutcomeBuckets } from "../domain/dashboard.ts";
 
 /** Idempotent: running it twice for the same `now` removes nothing the second time. */
 export async function purgeExpired(kv: Deno.Kv, now: Date) {
@@ -16,6 +17,7 @@ export async function purgeExpired(kv: Deno.Kv, now: Date) {
     loginCounters: await purgeLoginFailures(kv, now),
     engineMetrics: await purgeEngineMetrics(kv, now),
     capacity: await purgeCapacityHistory(kv, now),
+    outcomeBuckets: await purgeOutcomeBuckets(kv, now),
     // Safety nets for a crash between a policy's delete and its cascade.
     orphanAssignments: await purgeOrphanAssignments(kv, now),
     orphanHooks: await sweepOrphanHooks(kv, now),

@@ -20,6 +20,9 @@ const SEVERITY_TONE: Record<Alert["severity"], Tone> = { critical: "bad", warnin
 const STATUS_TONE: Record<Alert["status"], Tone> = { open: "bad", acknowledged: "warn", resolved: "ok" };
 
 function subjectLink(a: Alert) {
+  if (a.subjectType === "protected_object") {
+    return <a href={`/backup/protected?q=${encodeURIComponent(a.subjectName)}`}>{a.subjectName}</a>;
+  }
   const base =
     { engine: "/backup/engines/", storage_target: "/backup/storage/", host: "/backup/hosts/" }[a.subjectType];
   return <a href={base + a.subjectId}>{a.subjectName}</a>;

@@ -703,7 +703,9 @@ Deno.test("listProtectedObjects() lists the account's objects in scope with the 
   await removeAssignment(kv, system, assignment.id, T0);
   const admin = userActor(await addUser(kv, f.tenant, "admin@acme.example", "admin", "all", T0));
   const list = async (actor: Actor, filter: Record<string, unknown> = {}) =>
-    (await listProtectedObjects(kv, actor, filter)).values.map((o) => `${o.name}:${o.type}:${o.protection}`);
+    (await listProtectedObjects(kv, actor, filter, T0)).values.map((o) =>
+      `${o.name}:${o.type}:${o.protection}`
+    );
   assert.deepEqual(await list(admin), [
     "db-01.lab.example:fileset:unprotected",
     "web-01.ops.example:fileset:active",
@@ -721,5 +723,18 @@ Deno.test("listProtectedObjects() lists the account's objects in scope with the 
     "db-01.lab.example:fileset:unprotected",
   ]);
   assert.deepEqual(await list(admin, { hostId: f.labHost.id, lastBackupStatus: "success" }), []);
-  assert.equal((await listProtectedObjects(kv, admin, { besId: f.engine.id, limit: 1 })).total, 3);
+  const first = await listProtectedObjects(kv, admin, { besId: f.engine.id, limit: 2 }, T0);
+  assert.equal(first.values.length, 2);
+  const rest = await listProtectedObjects(
+    kv,
+    admin,
+    { besId: f.engine.id, limit: 2, cursor: first.cursor },
+    T0,
+  );
+  assert.deepEqual(
+    [...first.values, ...rest.values].map((o) => o.name),
+    ["db-01.lab.example", "web-01.ops.example", "web-01.ops.example"],
+    "the cursor continues where the first page stopped",
+  );
+  assert.equal(rest.cursor, "");
 });

@@ -132,10 +132,18 @@ Deno.test("an expired lease returns the job to the queue; the last attempt fails
   const job = await enqueueJob(kv, { kind: "backup", principal: BES, ...scope, maxAttempts: 2 }, clock.now());
   await claimJobs(kv, BES, 1, clock.now());
   clock.advance(LEASE_MS - 1);
-  assert.deepEqual(await expireLeases(kv, clock.now()), { requeued: 0, failed: 0 }, "not yet expired");
+  assert.deepEqual(
+    await expireLeases(kv, clock.now()),
+    { requeued: 0, failed: 0, failedIds: [] },
+    "not yet expired",
+  );
   clock.advance(2);
-  assert.deepEqual(await expireLeases(kv, clock.now()), { requeued: 1, failed: 0 });
-  assert.deepEqual(await expireLeases(kv, clock.now()), { requeued: 0, failed: 0 }, "idempotent");
+  assert.deepEqual(await expireLeases(kv, clock.now()), { requeued: 1, failed: 0, failedIds: [] });
+  assert.deepEqual(
+    await expireLeases(kv, clock.now()),
+    { requeued: 0, failed: 0, failedIds: [] },
+    "idempotent",
+  );
   await assert.rejects(
     () => applyResult(kv, BES, job.id, result(), clock.now()),
     ConflictError,
@@ -144,7 +152,7 @@ Deno.test("an expired lease returns the job to the queue; the last attempt fails
   const [again] = await claimJobs(kv, BES, 1, clock.now());
   assert.equal(again.attempts, 2);
   clock.advance(LEASE_MS + 1);
-  assert.deepEqual(await expireLeases(kv, clock.now()), { requeued: 0, failed: 1 });
+  assert.deepEqual(await expireLeases(kv, clock.now()), { requeued: 0, failed: 1, failedIds: [job.id] });
   const failed = (await getJob(kv, job.id))!;
   assert.equal(failed.status, "failed");
   assert.equal(failed.failureReason, "LEASE_EXPIRED");
@@ -167,7 +175,7 @@ Deno.test("progress renews the lease and carries a cancel request", async () => 
   clock.advance(LEASE_MS - 1000);
   assert.deepEqual(
     await expireLeases(kv, clock.now()),
-    { requeued: 0, failed: 0 },
+    { requeued: 0, failed: 0, failedIds: [] },
     "the renewed lease holds",
   );
   await cancelJob(kv, job.id, clock.now());

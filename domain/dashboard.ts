@@ -1,0 +1,397 @@
+/**
+ * The dashboard (guide, "Monitoring and Dashboard"): summary, engine status, the last 24 hours, the
+ * four exception queues and a 30-day outcome heatmap.
+ *
+ * Its cost does not grow with history: every figure comes from counters and indexes that the writes
+ * keep up to date in the same atomic operation as the change they count —
+ * - protected / at-risk / breached objects and unprotected hosts: `po_counts` and `host_counts`
+ *   (protected.ts `writeProtected`), plus the few objects that fell due since the last RPO sweep;
+ * - run outcomes: per-minute and per-hour buckets (`run_outcomes`) and per-policy days (`run_daily`),
+ *   summed by `countRunOutcome` when a run finishes;
+ * - failed backups: `runs_failing`, one entry per (policy, host) whose latest backup failed;
+ * - verification failures: `rp_verify_failed`, one entry per restore point that failed verification.
+ * Engines and storage targets are read directly: there is one record per engine and target, not per run.
+ */
+import { type Engine, engineKey, engineScope, OFFLINE_AFTER_MS } from "./engines.ts";
+import { getManyValues } from "./kv.ts";
+import type { Policy } from "./policies.ts";
+import {
+  isRpoBreached,
+  listProtectedObjects,
+  type ObjectMetric,
+  type ProtectedObject,
+  rpoDueAt,
+} from "./protected.ts";
+import { type Actor, inScope } from "./rbac.ts";
+import type { RestorePoint, Run } from "./runs.ts";
+import { type StorageTarget, targetKey, targetScope } from "./storage.ts";
+
+/** The org part of a counter key: the org id, "-" for account-level records, "*" for the whole account. */
+export function orgPart(orgId: string | null): string {
+  return orgId ?? "-";
+}
+const ACCOUNT = "*";
+
+/** The outcomes the dashboard counts. Skipped runs (engine offline) are not backups and are not counted. */
+export type Outcome = "success" | "warning" | "failed";
+
+export function runOutcomeKey(
+  accountId: string,
+  org: string,
+  grain: "m" | "h",
+  slot: string,
+  status: Outcome,
+) {
+  return ["run_outcomes", accountId, org, grain, slot, status] as const;
+}
+export function runDailyKey(policyId: string, day: string, status: Outcome) {
+  return ["run_daily", policyId, day, status] as const;
+}
+/** One entry per (policy, host) whose latest backup failed, newest failure last. */
+export function failingKey(accountId: string, endedAt: string, runId: string) {
+  return ["runs_failing", accountId, endedAt, runId] as const;
+}
+/** Where the failing entry of (policy, host) is, so a later success removes it. */
+export function failingPointerKey(policyId: string, hostId: string | null) {
+  return ["runs_failing_of", policyId, hostId ?? "bes"] as const;
+}
+export function verifyFailedKey(accountId: string, completedAt: string, restorePointId: string) {
+  return ["rp_verify_failed", accountId, completedAt, restorePointId] as const;
+}
+
+const ONE = new Deno.KvU64(1n);
+const MINUTE_MS = 60_000;
+const HOUR_MS = 3_600_000;
+const DAY_MS = 86_400_000;
+
+/** The time a finished run counts at: its end as reported, or `now` when it has none. */
+function outcomeTime(run: Pick<Run, "endedAt">, now: Date): Date {
+  const t = run.endedAt ? Date.parse(run.endedAt) : NaN;
+  return Number.isFinite(t) ? new Date(t) : now;
+}
+
+/**
+ * Adds to `op`: counts a finished run in the minute, hour and policy-day buckets, and keeps the
+ * failed-backups queue (`failing` is the (policy, host) pointer read before). Call it exactly once per
+ * run, in the operation that finishes it.
+ */
+export function countRunOutcome(
+  op: Deno.AtomicOperation,
+  run: Run,
+  failing: Deno.KvEntryMaybe<Deno.KvKey>,
+  now: Date,
+): void {
+  if (run.status !== "success" && run.status !== "warning" && run.status !== "failed") return;
+  const at = outcomeTime(run, now).toISOString();
+  for (const org of [orgPart(run.orgId), ACCOUNT]) {
+    op.sum(runOutcomeKey(run.accountId, org, "m", at.slice(0, 16), run.status), ONE.value);
+    op.sum(runOutcomeKey(run.accountId, org, "h", at.slice(0, 13), run.status), ONE.value);
+  }
+  op.sum(runDailyKey(run.policyId, at.slice(0, 10), run.status), ONE.value);
+  op.check(failing);
+  if (failing.value) op.delete(failing.value);
+  if (run.status === "failed") {
+    const key = failingKey(run.accountId, at, run.id);
+    op.set(key, orgPart(run.orgId)).set(failingPointerKey(run.policyId, run.hostId), key);
+  } else {
+    op.delete(failingPointerKey(run.policyId, run.hostId));
+  }
+}
+
+/** Org parts an actor reads counters from: the whole account, or its orgs plus account-level records. */
+function counterOrgs(actor: Actor): string[] {
+  return actor.orgScope === "all" ? [ACCOUNT] : [...actor.orgScope, "-"];
+}
+
+function u64(v: unknown): number {
+  return v instanceof Deno.KvU64 ? Number(BigInt.asIntN(64, v.value)) : 0;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Summary
+
+export interface Summary {
+  protected: number;
+  atRisk: number;
+  rpoBreach: number;
+  unprotectedHosts: number;
+}
+
+/**
+ * The four summary counts in the actor's scope at `now`. RPO breaches are the swept ones (a counter)
+ * plus the objects that fell due since the last sweep (a short index range): exact at `now`.
+ */
+export async function readSummary(kv: Deno.Kv, actor: Actor, now: Date): Promise<Summary> {
+  const out: Summary = { protected: 0, atRisk: 0, rpoBreach: 0, unprotectedHosts: 0 };
+  if (!actor.accountId) return out;
+  const field: Record<ObjectMetric, keyof Summary> = {
+    protected: "protected",
+    at_risk: "atRisk",
+    breached: "rpoBreach",
+  };
+  const visible = (org: string) => inScope(actor, { accountId: actor.accountId!, orgId: org });
+  for await (const e of kv.list({ prefix: ["po_counts", actor.accountId] })) {
+    if (visible(String(e.key[2]))) out[field[e.key[3] as ObjectMetric]] += u64(e.value);
+  }
+  for await (const e of kv.list({ prefix: ["host_counts", actor.accountId] })) {
+    if (visible(String(e.key[2]))) out.unprotectedHosts += u64(e.value);
+  }
+  const due = kv.list<string>({
+    start: ["po_due", actor.accountId],
+    end: ["po_due", actor.accountId, now.toISOString()],
+  });
+  for await (const e of due) if (visible(e.value)) out.rpoBreach++;
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Engines
+
+export interface EngineStatusCounts {
+  online: number;
+  offline: number;
+  /** Pending (never heard from), degraded or being deleted. */
+  other: number;
+}
+
+/**
+ * Engines online and offline in scope. Online means a heartbeat within the last 3 minutes (the same
+ * rule as the sweep, evaluated at `now`, so a dead engine is offline here before the sweep runs).
+ */
+export async function readEngineStatus(kv: Deno.Kv, actor: Actor, now: Date): Promise<EngineStatusCounts> {
+  const out: EngineStatusCounts = { online: 0, offline: 0, other: 0 };
+  if (!actor.accountId) return out;
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["engines_by_account", actor.accountId] })) {
+    keys.push(engineKey(e.value));
+  }
+  for (const engine of await getManyValues<Engine>(kv, keys)) {
+    if (!inScope(actor, engineScope(engine))) continue;
+    const last = engine.lastHeartbeatAt ? Date.parse(engine.lastHeartbeatAt) : null;
+    const stale = last === null || now.getTime() - last > OFFLINE_AFTER_MS;
+    if (engine.status === "pending" || engine.status === "deleting") out.other++;
+    else if (stale || engine.status === "offline") out.offline++;
+    else if (engine.status === "online") out.online++;
+    else out.other++;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Last 24 hours
+
+export interface Activity {
+  success: number;
+  failed: number;
+  warning: number;
+}
+
+/**
+ * Backup runs that finished in the last 24 hours: the 1,440 whole minutes up to and including the
+ * current one. Reads at most ~120 minute buckets and 24 hour buckets per org part, whatever the history.
+ */
+export async function readLast24h(kv: Deno.Kv, actor: Actor, now: Date): Promise<Activity> {
+  const out: Activity = { success: 0, failed: 0, warning: 0 };
+  if (!actor.accountId) return out;
+  const endMinute = Math.floor(now.getTime() / MINUTE_MS) * MINUTE_MS;
+  const startMinute = endMinute - 1439 * MINUTE_MS;
+  const firstFullHour = Math.ceil(startMinute / HOUR_MS) * HOUR_MS;
+  const currentHour = Math.floor(endMinute / HOUR_MS) * HOUR_MS;
+  const iso = (ms: number) => new Date(ms).toISOString();
+  for (const org of counterOrgs(actor)) {
+    const base = ["run_outcomes", actor.accountId, org];
+    const ranges: [Deno.KvKey, Deno.KvKey][] = [
+      // the minutes before the first whole hour, the whole hours, the minutes of the current hour
+      [[...base, "m", iso(startMinute).slice(0, 16)], [...base, "m", iso(firstFullHour).slice(0, 16)]],
+      [[...base, "h", iso(firstFullHour).slice(0, 13)], [...base, "h", iso(currentHour).slice(0, 13)]],
+      [[...base, "m", iso(Math.max(currentHour, firstFullHour)).slice(0, 16)], [
+        ...base,
+        "m",
+        iso(endMinute + MINUTE_MS).slice(0, 16),
+      ]],
+    ];
+    for (const [start, end] of ranges) {
+      if (String(start[4]) >= String(end[4])) continue;
+      for await (const e of kv.list({ start, end })) out[e.key[5] as Outcome] += u64(e.value);
+    }
+  }
+  return out;
+}
+
+/** Deletes minute buckets older than two days (hour buckets and policy days are kept a year). */
+export async function purgeOutcomeBuckets(kv: Deno.Kv, now: Date): Promise<number> {
+  const minuteCutoff = new Date(now.getTime() - 2 * DAY_MS).toISOString().slice(0, 16);
+  const hourCutoff = new Date(now.getTime() - 400 * DAY_MS).toISOString().slice(0, 13);
+  let deleted = 0;
+  let op = kv.atomic();
+  let n = 0;
+  for await (const e of kv.list({ prefix: ["run_outcomes"] }, { batchSize: 500 })) {
+    const [, , , grain, slot] = e.key as string[];
+    if ((grain === "m" && slot < minuteCutoff) || (grain === "h" && slot < hourCutoff)) {
+      op.delete(e.key);
+      n++;
+      deleted++;
+      if (n === 500) {
+        await op.commit();
+        op = kv.atomic();
+        n = 0;
+      }
+    }
+  }
+  if (n) await op.commit();
+  return deleted;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Exception queues
+
+export interface FailedBackupRow {
+  run: Run;
+  policyName: string;
+  hostName: string | null;
+}
+
+/** Backups whose latest run failed, most recent failure first (top `limit`). */
+export async function failedBackupsQueue(kv: Deno.Kv, actor: Actor, limit = 10): Promise<FailedBackupRow[]> {
+  if (!actor.accountId) return [];
+  const ids: string[] = [];
+  for await (
+    const e of kv.list<string>({ prefix: ["runs_failing", actor.accountId] }, {
+      reverse: true,
+      batchSize: 100,
+    })
+  ) {
+    if (!inScope(actor, { accountId: actor.accountId, orgId: e.value === "-" ? null : e.value })) continue;
+    ids.push(String(e.key[3]));
+    if (ids.length >= limit) break;
+  }
+  const runs = await getManyValues<Run>(kv, ids.map((id) => ["runs", id]));
+  const names = await namesOf(kv, runs.map((r) => r.policyId), runs.map((r) => r.hostId));
+  return runs.map((run) => ({
+    run,
+    policyName: names.policies.get(run.policyId) ?? "(deleted policy)",
+    hostName: run.hostId ? names.hosts.get(run.hostId) ?? "(unknown host)" : null,
+  }));
+}
+
+async function namesOf(kv: Deno.Kv, policyIds: string[], hostIds: (string | null)[]) {
+  const pIds = [...new Set(policyIds)];
+  const hIds = [...new Set(hostIds.filter((h): h is string => !!h))];
+  const policies = await getManyValues<Policy>(kv, pIds.map((id) => ["policies", id]));
+  const hosts = await getManyValues<{ id: string; hostname: string }>(kv, hIds.map((id) => ["hosts", id]));
+  return {
+    policies: new Map(policies.map((p) => [p.id, p.name])),
+    hosts: new Map(hosts.map((h) => [h.id, h.hostname])),
+  };
+}
+
+export interface BreachRow {
+  object: ProtectedObject;
+  breachMs: number;
+  dueAt: string;
+}
+
+/** Objects past their RPO at `now`, longest breach first (top `limit`). */
+export async function rpoBreachQueue(kv: Deno.Kv, actor: Actor, now: Date, limit = 10): Promise<BreachRow[]> {
+  const page = await listProtectedObjects(kv, actor, { rpoBreach: "true", limit }, now);
+  return page.values.filter((o) => isRpoBreached(o, now)).map((object) => {
+    const due = rpoDueAt(object)!;
+    return { object, breachMs: now.getTime() - due, dueAt: new Date(due).toISOString() };
+  });
+}
+
+/** Storage targets in warning or critical health (one record per target; critical first). */
+export async function storageHealthQueue(kv: Deno.Kv, actor: Actor): Promise<StorageTarget[]> {
+  if (!actor.accountId) return [];
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["storage_targets_by_account", actor.accountId] })) {
+    keys.push(targetKey(e.value));
+  }
+  return (await getManyValues<StorageTarget>(kv, keys))
+    .filter((t) => inScope(actor, targetScope(t)) && (t.health === "warning" || t.health === "critical"))
+    .sort((a, b) =>
+      (a.health === b.health ? 0 : a.health === "critical" ? -1 : 1) ||
+      (b.capacity?.usagePercent ?? 0) - (a.capacity?.usagePercent ?? 0)
+    );
+}
+
+export interface VerificationRow {
+  point: RestorePoint;
+  policyName: string;
+  hostName: string | null;
+}
+
+/** Restore points whose verification failed, most recent first (top `limit`). */
+export async function verificationFailuresQueue(
+  kv: Deno.Kv,
+  actor: Actor,
+  limit = 10,
+): Promise<VerificationRow[]> {
+  if (!actor.accountId) return [];
+  const ids: string[] = [];
+  for await (
+    const e of kv.list<string>({ prefix: ["rp_verify_failed", actor.accountId] }, {
+      reverse: true,
+      batchSize: 100,
+    })
+  ) {
+    if (!inScope(actor, { accountId: actor.accountId, orgId: e.value === "-" ? null : e.value })) continue;
+    ids.push(String(e.key[3]));
+    if (ids.length >= limit) break;
+  }
+  const points = (await getManyValues<RestorePoint>(kv, ids.map((id) => ["restore_points", id])))
+    .filter((p) => p.verification === "failed");
+  const names = await namesOf(kv, points.map((p) => p.policyId), points.map((p) => p.hostId));
+  return points.map((point) => ({
+    point,
+    policyName: names.policies.get(point.policyId) ?? "(deleted policy)",
+    hostName: point.hostId ? names.hosts.get(point.hostId) ?? "(unknown host)" : null,
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Heatmap
+
+export interface HeatmapRow {
+  policyId: string;
+  policyName: string;
+  /** One cell per day, oldest first. */
+  days: { day: string; success: number; warning: number; failed: number }[];
+}
+
+/**
+ * Backup outcomes per policy per UTC day for the last `days` days (today included), for up to `limit`
+ * policies in scope by name starting at `offset`. Reads one short range per policy.
+ */
+export async function readHeatmap(
+  kv: Deno.Kv,
+  actor: Actor,
+  now: Date,
+  options: { days?: number; limit?: number; offset?: number } = {},
+): Promise<{ rows: HeatmapRow[]; total: number; dayLabels: string[] }> {
+  const days = options.days ?? 30;
+  const dayLabels = Array.from(
+    { length: days },
+    (_, i) => new Date(now.getTime() - (days - 1 - i) * DAY_MS).toISOString().slice(0, 10),
+  );
+  if (!actor.accountId) return { rows: [], total: 0, dayLabels };
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["policies_by_account", actor.accountId] })) {
+    keys.push(["policies", e.value]);
+  }
+  const policies = (await getManyValues<Policy>(kv, keys))
+    .filter((p) => inScope(actor, { accountId: p.accountId, orgId: p.orgId }))
+    .sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+  const offset = options.offset ?? 0;
+  const slice = policies.slice(offset, offset + (options.limit ?? 15));
+  const rows = await Promise.all(slice.map(async (p) => {
+    const cells = new Map(dayLabels.map((day) => [day, { day, success: 0, warning: 0, failed: 0 }]));
+    const range = kv.list({ start: ["run_daily", p.id, dayLabels[0]], end: ["run_daily", p.id, "9999"] });
+    for await (const e of range) {
+      const cell = cells.get(String(e.key[2]));
+      if (cell) cell[e.key[3] as Outcome] += u64(e.value);
+    }
+    return { policyId: p.id, policyName: p.name, days: [...cells.values()] };
+  }));
+  return { rows, total: policies.length, dayLabels };
+}
