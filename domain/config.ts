@@ -25,6 +25,10 @@ export const EnvSchema = z.object({
     .optional(),
   CADRES_LOG_LEVEL: z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` })
     .default("info"),
+  CADRES_FAULTS: z.string().regex(
+    /^(dashboard\.[a-z]+)(,dashboard\.[a-z]+)*$/,
+    "must be a comma-separated list of faults such as dashboard.storage",
+  ).optional(),
 });
 
 /** The parsed configuration handed to `createApp` and the CLI. */
@@ -39,6 +43,11 @@ export interface Config {
   /** True when the base URL is https, so cookies get `Secure`. */
   secureCookies: boolean;
   logLevel: LogLevel;
+  /**
+   * Fault injection for outage drills and browser tests: `dashboard.<section>` makes that dashboard
+   * section's data source fail. Empty in production.
+   */
+  faults: string[];
 }
 
 /** Parses an environment map; returns the config or one line naming the variable and why. */
@@ -70,6 +79,7 @@ export function parseConfig(
       baseUrl,
       secureCookies: baseUrl.startsWith("https://"),
       logLevel: e.CADRES_LOG_LEVEL,
+      faults: e.CADRES_FAULTS ? e.CADRES_FAULTS.split(",") : [],
     },
   };
 }
@@ -84,6 +94,7 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     baseUrl: "http://localhost:8000",
     secureCookies: false,
     logLevel: "error",
+    faults: [],
     ...overrides,
   };
 }

@@ -10,6 +10,7 @@ import { type CapacitySample, type CapacityState, nextCapacityState } from "./ca
 import { type Engine, engineKey, engineScope, registerEngineCascade } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
+import { queueJobInOp } from "./jobs.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import {
   deletePolicyCascade,
@@ -806,4 +807,43 @@ export function capacityRows(targets: StorageTarget[]) {
     estimatedFullAt: t.capacity?.estimatedFullAt ?? null,
     lastReportAt: t.capacity?.at ?? null,
   }));
+}
+
+/** The on-demand checks of a storage target (the dashboard's inline actions). */
+export const STORAGE_CHECKS = { health_check: "health check", verify: "integrity verification" } as const;
+export type StorageCheck = keyof typeof STORAGE_CHECKS;
+
+/**
+ * Queues a health check (the BES probes the target and reports capacity) or an integrity verification
+ * (the BES verifies the target's chunks) on the target's BES, with its audit entry in the same atomic
+ * operation. Needs backup.manage on the target. Returns the queued job's id.
+ */
+export async function requestStorageCheck(
+  kv: Deno.Kv,
+  actor: Actor,
+  targetId: string,
+  check: StorageCheck,
+  now: Date,
+): Promise<string> {
+  const target = await requireTarget(kv, actor, targetId);
+  authorize(actor, "backup.manage", targetScope(target));
+  const op = kv.atomic();
+  const job = queueJobInOp(op, {
+    kind: check,
+    principal: `bes:${target.besId}`,
+    accountId: target.accountId,
+    orgId: target.orgId,
+    payload: { targetId: target.id, scope: "storage_target" },
+    priority: "high",
+  }, now);
+  appendAudit(op, actor, {
+    accountId: target.accountId,
+    orgId: target.orgId,
+    action: `storage.${check}`,
+    objectType: "storage_target",
+    objectId: target.id,
+    summary: `Requested a ${STORAGE_CHECKS[check]} of storage target ${target.name}`,
+  }, now);
+  if (!(await op.commit()).ok) throw new ConflictError("Could not queue the check; try again");
+  return job.id;
 }

@@ -18,30 +18,12 @@ interface Placeholder {
 
 const PLACEHOLDERS: Placeholder[] = [
   {
-    path: "/backup/dashboard",
-    title: "Dashboard",
-    permission: "backup.view",
-    what:
-      "Protected, at-risk and RPO-breach counts, engine status, the last 24 hours and the exception queues.",
-  },
-  {
-    path: "/backup/jobs",
-    title: "Jobs",
-    permission: "backup.view",
-    what: "Every native and platform job with its run history and retries.",
-  },
-  {
     path: "/backup/restore",
     title: "Restore",
     permission: "backup.restore",
     what: "Restore points, browse and search, file, image and bare-metal restore.",
   },
-  {
-    path: "/backup/protected",
-    title: "Protected Objects",
-    permission: "backup.view",
-    what: "Everything covered by backup, with last backup and RPO status.",
-  },
+
   {
     path: "/backup/platforms",
     title: "Platforms",

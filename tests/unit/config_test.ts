@@ -25,6 +25,7 @@ Deno.test("parseConfig() applies the documented defaults to an empty environment
     baseUrl: "http://localhost:8000",
     secureCookies: false,
     logLevel: "info",
+    faults: [],
   });
 });
 

@@ -1,0 +1,448 @@
+/**
+ * Backup > Dashboard (guide, "Monitoring and Dashboard"). The page is a frame of sections; each
+ * section is a server-rendered fragment at /backup/dashboard/sections/:name that the DashboardSection
+ * island loads on its own, with its own loading and error state, so one failing data source never
+ * blanks the others. Actions (retry, health check, integrity verify) need backup.manage and are not
+ * rendered without it; deep links into Restore fail closed there for users without backup.restore.
+ */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { renderToString } from "preact-render-to-string";
+import { Island } from "../components/Island.tsx";
+import { Badge, Csrf, formatBytes, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
+import {
+  failedBackupsQueue,
+  readEngineStatus,
+  readHeatmap,
+  readLast24h,
+  readSummary,
+  rpoBreachQueue,
+  storageHealthQueue,
+  verificationFailuresQueue,
+} from "../domain/dashboard.ts";
+import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../domain/errors.ts";
+import { can } from "../domain/rbac.ts";
+import { retryRun } from "../domain/runs.ts";
+import {
+  requestStorageCheck,
+  STORAGE_CHECKS,
+  type StorageCheck,
+  TARGET_TYPE_LABELS,
+} from "../domain/storage.ts";
+import DashboardSection from "../islands/DashboardSection.tsx";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { formatDuration } from "./protected.tsx";
+import { redirectWithNotice, render } from "./render.tsx";
+
+export const dashboardRoutes = new Hono<AppEnv>();
+
+/** The sections in page order: name, title, and the guide's colour for the exception queues. */
+export const SECTIONS = [
+  { name: "summary", title: "Protection", tone: "neutral" },
+  { name: "engines", title: "Backup engines", tone: "neutral" },
+  { name: "activity", title: "Last 24 hours", tone: "neutral" },
+  { name: "failed", title: "Failed backups", tone: "red" },
+  { name: "rpo", title: "RPO breaches", tone: "orange" },
+  { name: "storage", title: "Storage health alerts", tone: "yellow" },
+  { name: "verification", title: "Verification failures", tone: "yellow" },
+  { name: "heatmap", title: "Backup outcomes, last 30 days", tone: "neutral" },
+] as const;
+type SectionName = (typeof SECTIONS)[number]["name"];
+
+dashboardRoutes.get("/backup/dashboard", requires("backup.view"), (c) =>
+  render(
+    c,
+    "Dashboard",
+    <>
+      <PageHeader
+        title="Dashboard"
+        subtitle="Exceptions first: what failed, what is at risk, what needs a look."
+      />
+      <div class="dash-grid">
+        {SECTIONS.map((s) => (
+          <div key={s.name} class={`dash-cell dash-cell-${s.name}`} id={`section-${s.name}`}>
+            <Island
+              name="DashboardSection"
+              component={DashboardSection}
+              props={{ url: `/backup/dashboard/sections/${s.name}`, title: s.title, tone: s.tone }}
+            />
+          </div>
+        ))}
+      </div>
+    </>,
+  ));
+
+function Metric(props: { label: string; value: number; tone?: Tone; href?: string }) {
+  const value = <span class={`metric-value${props.tone ? ` tone-${props.tone}` : ""}`}>{props.value}</span>;
+  return (
+    <div class="metric" data-metric={props.label}>
+      {props.href ? <a href={props.href}>{value}</a> : value}
+      <span class="metric-label">{props.label}</span>
+    </div>
+  );
+}
+
+function Empty(props: { text: string }) {
+  return <p class="dash-empty">{props.text}</p>;
+}
+
+/** Renders one section's fragment. Throws what its data source throws. */
+async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const now = clock();
+  const manage = can(actor, "backup.manage");
+  const csrf = c.get("csrfToken") ?? "";
+  const restoreLink = (hostId: string | null, restorePointId: string | null) =>
+    "/backup/restore?" +
+    new URLSearchParams({ ...(hostId ? { hostId } : {}), ...(restorePointId ? { restorePointId } : {}) });
+  switch (name) {
+    case "summary": {
+      const s = await readSummary(kv, actor, now);
+      return renderToString(
+        <div class="metrics">
+          <Metric label="Protected" value={s.protected} href="/backup/protected?protection=active" />
+          <Metric
+            label="At risk"
+            value={s.atRisk}
+            tone={s.atRisk ? "bad" : undefined}
+            href="/backup/protected?lastBackupStatus=failed&protection=active"
+          />
+          <Metric
+            label="RPO breach"
+            value={s.rpoBreach}
+            tone={s.rpoBreach ? "warn" : undefined}
+            href="/backup/protected?rpoBreach=true"
+          />
+          <Metric label="Unprotected hosts" value={s.unprotectedHosts} href="/backup/hosts" />
+        </div>,
+      );
+    }
+    case "engines": {
+      const e = await readEngineStatus(kv, actor, now);
+      return renderToString(
+        <div class="metrics">
+          <Metric
+            label="BES online"
+            value={e.online}
+            tone={e.online ? "ok" : undefined}
+            href="/backup/engines"
+          />
+          <Metric
+            label="BES offline"
+            value={e.offline}
+            tone={e.offline ? "bad" : undefined}
+            href="/backup/engines?status=offline"
+          />
+          {e.other > 0 && <Metric label="Pending or degraded" value={e.other} href="/backup/engines" />}
+        </div>,
+      );
+    }
+    case "activity": {
+      const a = await readLast24h(kv, actor, now);
+      return renderToString(
+        <div class="metrics">
+          <Metric label="Success" value={a.success} tone={a.success ? "ok" : undefined} />
+          <Metric label="Failed" value={a.failed} tone={a.failed ? "bad" : undefined} />
+          <Metric label="Warning" value={a.warning} tone={a.warning ? "warn" : undefined} />
+        </div>,
+      );
+    }
+    case "failed": {
+      const rows = await failedBackupsQueue(kv, actor);
+      if (!rows.length) return renderToString(<Empty text="No failed backups" />);
+      return renderToString(
+        <table class="table compact">
+          <thead>
+            <tr>
+              <th>Policy</th>
+              <th>Host</th>
+              <th>Status</th>
+              <th>Failed at</th>
+              <th>Reason</th>
+              {manage && <th></th>}
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map(({ run, policyName, hostName }) => (
+              <tr key={run.id} data-run={run.id}>
+                <td>
+                  <a href={`/backup/jobs/${run.policyId}`}>{policyName}</a>
+                </td>
+                <td>{hostName ?? "BES"}</td>
+                <td>
+                  <Badge tone="bad">{run.status}</Badge>
+                </td>
+                <td>{formatTime(run.endedAt)}</td>
+                <td class="wrap">{run.errorLine ?? run.error?.reason ?? ""}</td>
+                {manage && (
+                  <td>
+                    {run.retryable
+                      ? (
+                        <form method="post" action={`/backup/dashboard/runs/${run.id}/retry`}>
+                          <Csrf token={csrf} />
+                          <button type="submit" class="btn small">Retry</button>
+                        </form>
+                      )
+                      : (
+                        <span class="muted" title="The engine marked this failure as not retryable">
+                          not retryable
+                        </span>
+                      )}
+                  </td>
+                )}
+              </tr>
+            ))}
+          </tbody>
+        </table>,
+      );
+    }
+    case "rpo": {
+      const rows = await rpoBreachQueue(kv, actor, now);
+      if (!rows.length) return renderToString(<Empty text="All objects within RPO" />);
+      return renderToString(
+        <>
+          <table class="table compact">
+            <thead>
+              <tr>
+                <th>Object</th>
+                <th>Host</th>
+                <th>Last backup</th>
+                <th>RPO</th>
+                <th>Breach</th>
+              </tr>
+            </thead>
+            <tbody>
+              {rows.map(({ object, breachMs }) => (
+                <tr key={object.id} data-object={object.id}>
+                  <td>
+                    <a
+                      href={restoreLink(object.hostId, object.lastRestorePointId ?? null)}
+                      title="Open Restore for this host and its latest restore point"
+                    >
+                      {object.name} ({object.type})
+                    </a>
+                  </td>
+                  <td>
+                    <a href={`/backup/hosts/${object.hostId}`}>{object.name}</a>
+                  </td>
+                  <td>{formatTime(object.lastBackupAt)}</td>
+                  <td>{object.rpoHours} h</td>
+                  <td>
+                    <Badge tone="warn">{formatDuration(breachMs)}</Badge>
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <p>
+            <a href="/backup/protected?rpoBreach=true">All objects in breach →</a>
+          </p>
+        </>,
+      );
+    }
+    case "storage": {
+      if (c.get("deps").config.faults.includes("dashboard.storage")) {
+        throw new Error("Storage health is unavailable (fault injected by CADRES_FAULTS)");
+      }
+      const targets = await storageHealthQueue(kv, actor);
+      if (!targets.length) return renderToString(<Empty text="All storage healthy" />);
+      return renderToString(
+        <div class="cards">
+          {targets.map((t) => (
+            <article key={t.id} class={`card health-${t.health}`} data-target={t.id}>
+              <h3>
+                <a href={`/backup/storage/${t.id}`}>{t.name}</a>
+              </h3>
+              <p>
+                {TARGET_TYPE_LABELS[t.type]} ·{" "}
+                {t.capacity ? `${t.capacity.usagePercent.toFixed(1)} % used` : "usage unknown"}
+                {t.capacity ? ` · ${formatBytes(t.capacity.totalBytes - t.capacity.usedBytes)} free` : ""}
+              </p>
+              <p>
+                <Badge tone={t.health === "critical" ? "bad" : "warn"}>{t.health}</Badge> · last check{" "}
+                {formatTime(t.capacity?.at ?? null)}
+              </p>
+              {manage && (
+                <div class="actions">
+                  {(Object.keys(STORAGE_CHECKS) as StorageCheck[]).map((check) => (
+                    <form key={check} method="post" action={`/backup/dashboard/storage/${t.id}/${check}`}>
+                      <Csrf token={csrf} />
+                      <button type="submit" class="btn small">
+                        {check === "health_check" ? "Health check" : "Verify integrity"}
+                      </button>
+                    </form>
+                  ))}
+                </div>
+              )}
+            </article>
+          ))}
+        </div>,
+      );
+    }
+    case "verification": {
+      const rows = await verificationFailuresQueue(kv, actor);
+      if (!rows.length) return renderToString(<Empty text="All verifications passing" />);
+      return renderToString(
+        <table class="table compact">
+          <thead>
+            <tr>
+              <th>Restore point</th>
+              <th>Host</th>
+              <th>Policy</th>
+              <th>Type</th>
+              <th>Completed</th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map(({ point, policyName, hostName }) => (
+              <tr key={point.id} data-point={point.id}>
+                <td>
+                  <a href={restoreLink(point.hostId, point.id)}>
+                    <code>{point.id}</code>
+                  </a>
+                </td>
+                <td>{hostName ?? "BES"}</td>
+                <td>{policyName}</td>
+                <td>{point.type}</td>
+                <td>{formatTime(point.completedAt)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>,
+      );
+    }
+    case "heatmap": {
+      const offset = Math.max(0, Number(c.req.query("offset") ?? 0) | 0);
+      const { rows, total, dayLabels } = await readHeatmap(kv, actor, now, { offset, limit: 15 });
+      if (!rows.length) return renderToString(<Empty text="No backup policies yet" />);
+      return renderToString(<Heatmap rows={rows} dayLabels={dayLabels} total={total} offset={offset} />);
+    }
+  }
+}
+
+function cellTone(d: { success: number; warning: number; failed: number }): string {
+  if (d.failed && !d.success && !d.warning) return "failed";
+  if (d.failed) return "mixed";
+  if (d.warning) return "warning";
+  if (d.success) return "success";
+  return "none";
+}
+
+function Heatmap(
+  props: {
+    rows: Awaited<ReturnType<typeof readHeatmap>>["rows"];
+    dayLabels: string[];
+    total: number;
+    offset: number;
+  },
+) {
+  const size = 14;
+  const gap = 3;
+  const left = 0;
+  const width = left + props.dayLabels.length * (size + gap);
+  return (
+    <div class="heatmap">
+      <table class="heatmap-table">
+        <tbody>
+          {props.rows.map((row) => (
+            <tr key={row.policyId}>
+              <th scope="row">
+                <a href={`/backup/jobs/${row.policyId}`}>{row.policyName}</a>
+              </th>
+              <td>
+                <svg
+                  width={width}
+                  height={size}
+                  viewBox={`0 0 ${width} ${size}`}
+                  role="img"
+                  aria-label={`${row.policyName}: daily backup outcomes`}
+                >
+                  {row.days.map((d, i) => (
+                    <rect
+                      key={d.day}
+                      x={left + i * (size + gap)}
+                      y={0}
+                      width={size}
+                      height={size}
+                      rx={2}
+                      class={`hm-${cellTone(d)}`}
+                    >
+                      <title>
+                        {`${d.day}: ${d.success} success, ${d.warning} warning, ${d.failed} failed`}
+                      </title>
+                    </rect>
+                  ))}
+                </svg>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <p class="heatmap-legend">
+        <span class="hm-key hm-success"></span> all succeeded <span class="hm-key hm-warning"></span> warnings
+        {" "}
+        <span class="hm-key hm-mixed"></span> some failed <span class="hm-key hm-failed"></span> all failed
+        {" "}
+        <span class="hm-key hm-none"></span> no backups · {props.dayLabels[0]} → {props.dayLabels.at(-1)}{" "}
+        (UTC)
+      </p>
+      {props.total > props.rows.length && (
+        <p class="muted">
+          Showing policies {props.offset + 1}–{props.offset + props.rows.length} of {props.total}.{" "}
+          <a href="/backup/jobs">All jobs →</a>
+        </p>
+      )}
+    </div>
+  );
+}
+
+// One route per section (no free-form parameter: every path is a known section).
+for (const { name } of SECTIONS) {
+  dashboardRoutes.get(`/backup/dashboard/sections/${name}`, requires("backup.view"), async (c) => {
+    c.header("Cache-Control", "no-store");
+    try {
+      return c.html(await section(c, name));
+    } catch (error) {
+      if (error instanceof ForbiddenError || error instanceof NotFoundError) throw error;
+      c.get("deps").logger.log("error", "dashboard_section_failed", {
+        section: name,
+        requestId: c.get("requestId"),
+        error: String(error),
+      });
+      return c.html(
+        `<p data-error>The ${name} data source failed (request ${
+          c.get("requestId")
+        }). The other sections are unaffected.</p>`,
+        500,
+      );
+    }
+  });
+}
+
+dashboardRoutes.post("/backup/dashboard/runs/:runId/retry", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  try {
+    const retry = await retryRun(kv, c.get("actor")!, c.req.param("runId"), clock());
+    return redirectWithNotice(c, "/backup/dashboard", `Retry queued: run ${retry.id}`);
+  } catch (error) {
+    // The guide's rules (latest run, failed or warning, retryable, not retried yet) come back as a notice.
+    if (error instanceof ValidationError || error instanceof ConflictError) {
+      return redirectWithNotice(c, "/backup/dashboard", `Not retried: ${error.message}`);
+    }
+    throw error;
+  }
+});
+
+for (const check of Object.keys(STORAGE_CHECKS) as StorageCheck[]) {
+  dashboardRoutes.post(
+    `/backup/dashboard/storage/:targetId/${check}`,
+    requires("backup.manage"),
+    async (c) => {
+      const { kv, clock } = c.get("deps");
+      const jobId = await requestStorageCheck(kv, c.get("actor")!, c.req.param("targetId"), check, clock());
+      return redirectWithNotice(c, "/backup/dashboard", `Queued the ${STORAGE_CHECKS[check]} (job ${jobId})`);
+    },
+  );
+}

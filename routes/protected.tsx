@@ -1,0 +1,198 @@
+/** Backup > Protected Objects: everything covered by backup, its last backup and its RPO (guide, "Protected Objects"). */
+import { Hono } from "hono";
+import { Badge, EmptyState, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
+import { listEngines } from "../domain/engines.ts";
+import { getHost, hostScope } from "../domain/hosts.ts";
+import { inScope } from "../domain/rbac.ts";
+import {
+  breachDurationMs,
+  isRpoBreached,
+  LAST_BACKUP_STATUSES,
+  listProtectedObjects,
+  PROTECTED_TYPES,
+  ProtectedFilter,
+  type ProtectedObject,
+  PROTECTION_STATES,
+} from "../domain/protected.ts";
+import { listOrgs } from "../domain/tenancy.ts";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { render } from "./render.tsx";
+
+export const protectedRoutes = new Hono<AppEnv>();
+
+const STATUS_TONE: Record<ProtectedObject["lastBackupStatus"], Tone> = {
+  success: "ok",
+  warning: "warn",
+  failed: "bad",
+  never: "muted",
+};
+
+/** "3 d 4 h" / "5 h 12 min" / "40 min" */
+export function formatDuration(ms: number): string {
+  const minutes = Math.floor(ms / 60_000);
+  const d = Math.floor(minutes / 1440);
+  const h = Math.floor((minutes % 1440) / 60);
+  const m = minutes % 60;
+  if (d > 0) return `${d} d ${h} h`;
+  if (h > 0) return `${h} h ${m} min`;
+  return `${m} min`;
+}
+
+protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const now = clock();
+  const filter = ProtectedFilter.parse(c.req.query());
+  // Hosts can number in the tens of thousands: the host filter comes from links (a host's page) and
+  // shows as a removable chip, and the search box matches hostnames.
+  const [page, orgs, engines, host] = await Promise.all([
+    listProtectedObjects(kv, actor, filter, now),
+    listOrgs(kv, actor, actor.accountId!),
+    listEngines(kv, actor, { q: "", status: "", orgId: "", sort: "name", offset: 0, limit: 200 }),
+    filter.hostId ? getHost(kv, filter.hostId) : null,
+  ]);
+  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
+  const engineName = new Map(engines.values.map((e) => [e.id, e.name]));
+  const keep: Record<string, string> = {};
+  for (
+    const k of [
+      "q",
+      "orgId",
+      "type",
+      "hostId",
+      "source",
+      "lastBackupStatus",
+      "protection",
+      "rpoBreach",
+    ] as const
+  ) {
+    if (filter[k]) keep[k] = String(filter[k]);
+  }
+  if (filter.limit !== 50) keep.limit = String(filter.limit);
+  const filtered = Object.keys(keep).length > 0;
+  return render(
+    c,
+    "Protected Objects",
+    <>
+      <PageHeader
+        title="Protected Objects"
+        subtitle="Everything covered by backup. An object is in RPO breach when the time since its last successful backup exceeds its RPO."
+      />
+      <form method="get" class="filters" aria-label="Filter protected objects">
+        <input type="search" name="q" value={filter.q} placeholder="Object or hostname" aria-label="Search" />
+        <select name="orgId" aria-label="Organization">
+          <option value="">Any organization</option>
+          {orgs.map((o) => (
+            <option key={o.id} value={o.id} selected={filter.orgId === o.id}>{o.name}</option>
+          ))}
+        </select>
+        <select name="type" aria-label="Object type">
+          <option value="">Any type</option>
+          {PROTECTED_TYPES.map((t) => <option key={t} value={t} selected={filter.type === t}>{t}</option>)}
+        </select>
+        <select name="rpoBreach" aria-label="RPO breach">
+          <option value="">RPO: any</option>
+          <option value="true" selected={filter.rpoBreach === "true"}>In breach</option>
+          <option value="false" selected={filter.rpoBreach === "false"}>Within RPO</option>
+        </select>
+        <select name="source" aria-label="Source">
+          <option value="">Any source</option>
+          {engines.values.map((e) => (
+            <option key={e.id} value={`bes:${e.id}`} selected={filter.source === `bes:${e.id}`}>
+              BES {e.name}
+            </option>
+          ))}
+        </select>
+        {filter.hostId && (
+          <span class="chip">
+            <input type="hidden" name="hostId" value={filter.hostId} />
+            Host: {host && inScope(actor, hostScope(host)) ? host.hostname : filter.hostId}{" "}
+            <a
+              href={"?" + new URLSearchParams({ ...keep, hostId: "" }).toString()}
+              aria-label="Remove host filter"
+            >
+              ×
+            </a>
+          </span>
+        )}
+        <select name="lastBackupStatus" aria-label="Last backup status">
+          <option value="">Any last status</option>
+          {LAST_BACKUP_STATUSES.map((s) => (
+            <option key={s} value={s} selected={filter.lastBackupStatus === s}>{s}</option>
+          ))}
+        </select>
+        <select name="protection" aria-label="Protection">
+          <option value="">Any protection</option>
+          {PROTECTION_STATES.map((s) => (
+            <option key={s} value={s} selected={filter.protection === s}>{s}</option>
+          ))}
+        </select>
+        <button type="submit" class="btn">Filter</button>
+        {filtered && <a href="/backup/protected">Clear</a>}
+      </form>
+      {page.values.length === 0
+        ? (
+          <EmptyState title={filtered ? "No protected objects match" : "No protected objects yet"}>
+            {filtered
+              ? page.partial ? "None in the part scanned so far; continue below." : "Try fewer filters."
+              : "Assign a host to a backup policy (Backup > Hosts) and it appears here."}
+          </EmptyState>
+        )
+        : (
+          <div class="table-wrap">
+            <table class="table" id="protected-objects">
+              <thead>
+                <tr>
+                  <th>Object</th>
+                  <th>Type</th>
+                  <th>Organization</th>
+                  <th>Source</th>
+                  <th>Last backup</th>
+                  <th>Status</th>
+                  <th>RPO</th>
+                  <th>Protection</th>
+                </tr>
+              </thead>
+              <tbody>
+                {page.values.map((o) => {
+                  const breached = isRpoBreached(o, now);
+                  return (
+                    <tr key={o.id} data-id={o.id}>
+                      <td>
+                        <a href={`/backup/hosts/${o.hostId}`}>{o.name}</a>
+                      </td>
+                      <td>{o.type}</td>
+                      <td>{orgName.get(o.orgId) ?? o.orgId}</td>
+                      <td>BES {engineName.get(o.source.besId) ?? o.source.besId}</td>
+                      <td>{formatTime(o.lastBackupAt)}</td>
+                      <td>
+                        <Badge tone={STATUS_TONE[o.lastBackupStatus]}>{o.lastBackupStatus}</Badge>
+                      </td>
+                      <td>
+                        {o.rpoHours} h {breached
+                          ? <Badge tone="bad">breach {formatDuration(breachDurationMs(o, now))}</Badge>
+                          : o.protection === "active"
+                          ? <Badge tone="ok">within</Badge>
+                          : null}
+                      </td>
+                      <td>{o.protection}</td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+          </div>
+        )}
+      <nav class="pager" aria-label="Pagination">
+        <span>
+          {page.values.length} shown{page.partial ? " (stopped after scanning 5,000 entries)" : ""}
+        </span>
+        {filter.cursor && <a href={"?" + new URLSearchParams(keep).toString()}>← First page</a>}
+        {page.cursor && (
+          <a href={"?" + new URLSearchParams({ ...keep, cursor: page.cursor }).toString()}>Next →</a>
+        )}
+      </nav>
+    </>,
+  );
+});
