@@ -51,9 +51,13 @@ export function runDailyKey(policyId: string, day: string, status: Outcome) {
 export function failingKey(accountId: string, endedAt: string, runId: string) {
   return ["runs_failing", accountId, endedAt, runId] as const;
 }
-/** Where the failing entry of (policy, host) is, so a later success removes it. */
-export function failingPointerKey(policyId: string, hostId: string | null) {
-  return ["runs_failing_of", policyId, hostId ?? "bes"] as const;
+/** The latest outcome of (policy, host): when it ended and its failing entry, if it failed. */
+export function latestOutcomeKey(policyId: string, hostId: string | null) {
+  return ["runs_latest", policyId, hostId ?? "bes"] as const;
+}
+export interface LatestOutcome {
+  endedAt: string;
+  failingKey: Deno.KvKey | null;
 }
 export function verifyFailedKey(accountId: string, completedAt: string, restorePointId: string) {
   return ["rp_verify_failed", accountId, completedAt, restorePointId] as const;
@@ -71,16 +75,30 @@ function outcomeTime(run: Pick<Run, "endedAt">, now: Date): Date {
 }
 
 /**
- * Adds to `op`: counts a finished run in the minute, hour and policy-day buckets, and keeps the
- * failed-backups queue (`failing` is the (policy, host) pointer read before). Call it exactly once per
- * run, in the operation that finishes it.
+ * Adds to `op` what a finished backup run changes on the dashboard: its outcome counters (always) and
+ * the failed-backups queue (only when it is the newest outcome of its policy and host: results can
+ * arrive out of order). `latest` is that pair's entry, read before and checked. Call it exactly once
+ * per run, in the operation that finishes it.
  */
 export function countRunOutcome(
   op: Deno.AtomicOperation,
   run: Run,
-  failing: Deno.KvEntryMaybe<Deno.KvKey>,
+  latest: Deno.KvEntryMaybe<LatestOutcome>,
   now: Date,
 ): void {
+  if (run.status !== "success" && run.status !== "warning" && run.status !== "failed") return;
+  countOutcomeBuckets(op, run, now);
+  const at = outcomeTime(run, now).toISOString();
+  op.check(latest);
+  if (latest.value && latest.value.endedAt > at) return;
+  if (latest.value?.failingKey) op.delete(latest.value.failingKey);
+  const failing = run.status === "failed" ? failingKey(run.accountId, at, run.id) : null;
+  if (failing) op.set(failing, orgPart(run.orgId));
+  op.set(latestOutcomeKey(run.policyId, run.hostId), { endedAt: at, failingKey: failing });
+}
+
+/** Adds to `op` the sums of a finished run: minute and hour buckets per org and for the account, and the policy's day. */
+export function countOutcomeBuckets(op: Deno.AtomicOperation, run: Run, now: Date): void {
   if (run.status !== "success" && run.status !== "warning" && run.status !== "failed") return;
   const at = outcomeTime(run, now).toISOString();
   for (const org of [orgPart(run.orgId), ACCOUNT]) {
@@ -88,14 +106,6 @@ export function countRunOutcome(
     op.sum(runOutcomeKey(run.accountId, org, "h", at.slice(0, 13), run.status), ONE.value);
   }
   op.sum(runDailyKey(run.policyId, at.slice(0, 10), run.status), ONE.value);
-  op.check(failing);
-  if (failing.value) op.delete(failing.value);
-  if (run.status === "failed") {
-    const key = failingKey(run.accountId, at, run.id);
-    op.set(key, orgPart(run.orgId)).set(failingPointerKey(run.policyId, run.hostId), key);
-  } else {
-    op.delete(failingPointerKey(run.policyId, run.hostId));
-  }
 }
 
 /** Org parts an actor reads counters from: the whole account, or its orgs plus account-level records. */

@@ -23,7 +23,13 @@ import {
   type RetentionPreview,
 } from "./retention.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
-import { countRunOutcome, failingPointerKey, orgPart, verifyFailedKey } from "./dashboard.ts";
+import {
+  countRunOutcome,
+  type LatestOutcome,
+  latestOutcomeKey,
+  orgPart,
+  verifyFailedKey,
+} from "./dashboard.ts";
 import { afterBackup, readProtectedFor, writeProtected } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import type { StorageTarget } from "./storage.ts";
@@ -472,7 +478,7 @@ async function recordOutcomeInOp(
 ): Promise<void> {
   if (job.kind !== "backup" && job.kind !== "synthetic_full") return;
   if (next.status !== "success" && next.status !== "warning" && next.status !== "failed") return;
-  countRunOutcome(op, next, await kv.get<Deno.KvKey>(failingPointerKey(run.policyId, run.hostId)), now);
+  countRunOutcome(op, next, await kv.get<LatestOutcome>(latestOutcomeKey(run.policyId, run.hostId)), now);
   if (job.kind !== "backup" || !run.hostId) return;
   const current = await readProtectedFor(kv, run.hostId, run.policyId);
   const object = current.entry?.value;

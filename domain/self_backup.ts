@@ -126,7 +126,7 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "run_outcomes",
     "run_daily",
     "runs_failing",
-    "runs_failing_of",
+    "runs_latest",
     "rp_verify_failed",
   ],
 };

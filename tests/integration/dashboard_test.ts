@@ -138,7 +138,17 @@ async function recompute(
     const key = `${r.policyId}/${r.endedAt!.slice(0, 10)}/${r.status}`;
     heat.set(key, (heat.get(key) ?? 0) + 1);
   }
+  // The failed-backups queue: every (policy, host) whose newest outcome (by end time) failed.
+  const newest = new Map<string, Run>();
+  for (const r of runs) {
+    if (!["success", "warning", "failed"].includes(r.status)) continue;
+    const key = `${r.policyId}/${r.hostId}`;
+    const seen = newest.get(key);
+    if (!seen || Date.parse(r.endedAt!) >= Date.parse(seen.endedAt!)) newest.set(key, r);
+  }
+  const failing = [...newest.values()].filter((r) => r.status === "failed").map((r) => r.id).sort();
   return {
+    failing,
     summary: {
       protected: active.length,
       atRisk,
@@ -181,6 +191,11 @@ async function assertDashboardMatches(
         }
       }
     }
+    assert.deepEqual(
+      (await failedBackupsQueue(kv, actor, 1000)).map((row) => row.run.id).sort(),
+      expected.failing,
+      `failed backups queue, ${actor.label}, ${context}`,
+    );
     // The RPO-breach list agrees with the count.
     const listed = await listProtectedObjects(kv, actor, { rpoBreach: "true", limit: 200 }, now);
     assert.equal(listed.values.length, expected.summary.rpoBreach, `breach list, ${actor.label}, ${context}`);
