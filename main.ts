@@ -40,7 +40,7 @@ if (setupToken) {
 }
 
 const app = createApp({ kv, config, logger, masterKey: store.masterKey });
-registerCrons(kv, logger, { masterKey: store.masterKey, dataDir: config.dataDir });
+registerCrons(kv, logger, { masterKey: store.masterKey, dataDir: config.dataDir, baseUrl: config.baseUrl });
 if (demo) {
   // Simulated engines talk to the app in-process over the real, signed protocol.
   const fetcher = (url: string, init: RequestInit) =>

@@ -19,6 +19,7 @@ export const NAV: Array<{ title: string; items: NavItem[] }> = [
     items: [
       { href: "/backup/dashboard", label: "Dashboard", permission: "backup.view" },
       { href: "/backup/alerts", label: "Alerts", permission: "backup.view" },
+      { href: "/backup/notifications", label: "Notifications", permission: "backup.view" },
       { href: "/backup/engines", label: "Engines", permission: "backup.view" },
       { href: "/backup/storage", label: "Storage", permission: "backup.view" },
       { href: "/backup/policies", label: "Policies", permission: "backup.view" },

@@ -5,7 +5,9 @@ import CapacityChart from "./CapacityChart.tsx";
 import CapacityWidget from "./CapacityWidget.tsx";
 import CopySecret from "./CopySecret.tsx";
 import CronField from "./CronField.tsx";
+import DashboardSection from "./DashboardSection.tsx";
 import OrgScopePicker from "./OrgScopePicker.tsx";
+import RetryJob from "./RetryJob.tsx";
 
 // deno-lint-ignore no-explicit-any
 export const ISLANDS: Record<string, ComponentType<any>> = {
@@ -14,5 +16,7 @@ export const ISLANDS: Record<string, ComponentType<any>> = {
   CapacityWidget,
   CopySecret,
   CronField,
+  DashboardSection,
   OrgScopePicker,
+  RetryJob,
 };

@@ -10,6 +10,7 @@ import { dispatchSchedules } from "./dispatch_schedules.ts";
 import { expireLeases } from "./expire_leases.ts";
 import { purgeExpired } from "./purge_expired.ts";
 import { resumeDeletions } from "./resume_deletions.ts";
+import { resumeJobRetries } from "./resume_job_retries.ts";
 import { runSelfBackups } from "./self_backup.ts";
 import { sweepHeartbeats } from "./sweep_heartbeats.ts";
 import { sweepHosts } from "./sweep_hosts.ts";
@@ -73,6 +74,11 @@ export function registerCrons(
     "Apply retention",
     "17 * * * *",
     () => runClaimed(kv, logger, "apply_retention", new Date(), (now) => applyRetention(kv, now)),
+  );
+  Deno.cron(
+    "Resume job retries",
+    "* * * * *",
+    () => runClaimed(kv, logger, "resume_job_retries", new Date(), (now) => resumeJobRetries(kv, now)),
   );
   Deno.cron(
     "Sweep RPO breaches",

@@ -137,14 +137,14 @@ export interface Server {
  * new one.
  */
 export async function startServer(
-  options: { dataDir?: string; expectSetup?: boolean } = {},
+  options: { dataDir?: string; expectSetup?: boolean; env?: Record<string, string> } = {},
 ): Promise<Server> {
   const ownDataDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? await Deno.makeTempDir({ prefix: "cadres-e2e-" });
   try {
     for (let attempt = 1;; attempt++) {
       try {
-        const server = await launchServer(dataDir, options.expectSetup ?? false);
+        const server = await launchServer(dataDir, options.expectSetup ?? false, options.env ?? {});
         return {
           ...server,
           async stop() {
@@ -163,7 +163,11 @@ export async function startServer(
   }
 }
 
-async function launchServer(dataDir: string, expectSetup: boolean): Promise<Server> {
+async function launchServer(
+  dataDir: string,
+  expectSetup: boolean,
+  extraEnv: Record<string, string>,
+): Promise<Server> {
   const port = freePort();
   const baseUrl = `http://localhost:${port}`;
   const child = new Deno.Command(Deno.execPath(), {
@@ -174,6 +178,7 @@ async function launchServer(dataDir: string, expectSetup: boolean): Promise<Serv
       CADRES_DATA_DIR: dataDir,
       CADRES_LOG_LEVEL: "warn",
       CADRES_BASE_URL: baseUrl,
+      ...extraEnv,
     },
     stdin: "null",
     stdout: "piped",

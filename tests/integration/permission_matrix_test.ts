@@ -13,6 +13,7 @@ import { generateKeyPair } from "../../domain/signing.ts";
 import { assignHost } from "../../domain/assignments.ts";
 import { createHook } from "../../domain/hooks.ts";
 import { enrollHost } from "../../domain/hosts.ts";
+import { createChannel, createRule } from "../../domain/notifications.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { createReplica } from "../../domain/replicas.ts";
 import { listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
@@ -37,6 +38,8 @@ interface Fixture {
   scriptId: string;
   replicaId: string;
   runId: string;
+  channelId: string;
+  ruleId: string;
   principals: Record<string, User | null>;
   target: User;
   viewer: User;
@@ -142,6 +145,21 @@ async function buildFixture(): Promise<Fixture> {
   );
   await runSchedulerTick(kv, new Date("2026-11-22T02:00:00Z")); // the policy's Sunday full: one run
   const [run] = await listRunsByPolicy(kv, policy.id);
+  // A notification channel and rule in A1 (the channel's test sends to a closed loopback port).
+  const { channel } = await createChannel(kv, systemActor("test"), {
+    type: "webhook",
+    name: "hook-a1",
+    url: "http://127.0.0.1:9/hook",
+    orgId: a1.id,
+  }, { now, masterKey: testConfig().masterKey! });
+  const rule = await createRule(kv, systemActor("test"), {
+    accountId: a.account.id,
+    name: "rule-a1",
+    minSeverity: "warning",
+    orgIds: [a1.id],
+    events: ["opened", "resolved"],
+    channelIds: [channel.id],
+  }, now);
   const entries = [];
   for await (const e of kv.list({ prefix: [] })) entries.push({ key: e.key, value: e.value });
   return {
@@ -156,6 +174,8 @@ async function buildFixture(): Promise<Fixture> {
     scriptId: script.id,
     replicaId: replica.id,
     runId: run.id,
+    channelId: channel.id,
+    ruleId: rule.id,
     principals,
     target,
     viewer,
@@ -223,6 +243,9 @@ function objectVisibility(fx: Fixture, param: string, actor: Actor): Visibility 
     case "scriptId":
     case "replicaId":
     case "runId":
+    case "jobId":
+    case "channelId":
+    case "ruleId":
       // The fixture's org, engine, storage target and alert all live in org A1.
       return inScope(actor, { accountId: fx.target.accountId, orgId: fx.orgA1 }) ? "ok" : "hidden";
     case "tokenId": {
@@ -250,6 +273,9 @@ function concretePath(fx: Fixture, path: string): string {
     .replace(":scriptId", fx.scriptId)
     .replace(":replicaId", fx.replicaId)
     .replace(":runId", fx.runId)
+    .replace(":jobId", fx.policyId)
+    .replace(":channelId", fx.channelId)
+    .replace(":ruleId", fx.ruleId)
     .replace("/static/*", "/static/app.css");
 }
 
@@ -276,6 +302,7 @@ const POLICY: Array<[RegExp, string]> = [
   [/^GET \/(healthz|readyz|static\/\*|api\/openapi\.json|api\/docs)?$/, "public"],
   [/^GET \/backup\/restore/, "backup.restore"],
   [/^GET \/backup\/(storage\/new|policies\/new|\w+\/:\w+\/(delete|edit))$/, "backup.manage"],
+  [/^GET \/backup\/notifications\/(channels|rules)\/(new|:\w+\/delete)$/, "backup.manage"],
   [/^POST \/backup\//, "backup.manage"],
   [/^GET \/backup\//, "backup.view"],
   [/^GET \/health\//, "admin"],
@@ -287,8 +314,8 @@ const POLICY: Array<[RegExp, string]> = [
   [/^GET \/api\/v1\/orgs/, "backup.view"],
   [/^\w+ \/api\/v1\/orgs/, "admin"],
   [/^\w+ \/api\/v1\/tokens/, "backup.view"],
-  [/^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|runs)(\/|$)/, "backup.view"],
-  [/^\w+ \/api\/v1\/(engines|storage|alerts|policies)(\/|$)/, "backup.manage"],
+  [/^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|runs|jobs)(\/|$)/, "backup.view"],
+  [/^\w+ \/api\/v1\/(engines|storage|alerts|policies|jobs)(\/|$)/, "backup.manage"],
   [/^POST \/api\/v1\/account\//, "admin"],
   [/^POST \/api\/(bes\/v1\/register|agent\/v1\/enroll)$/, "registration"],
   [/^POST \/api\/bes\/v1\//, "signed:bes"],

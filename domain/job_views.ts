@@ -1,0 +1,649 @@
+/**
+ * Backup > Jobs (guide, "Backup Job Management"): one view of every backup job with its last run, a
+ * job's run history, and the job-level retry.
+ *
+ * A native job is a policy: its id is the policy id (the "source job id" the search matches), its source
+ * is the policy's BES, its runs are the policy's runs. Platform jobs (third-party platform sync) arrive
+ * with a later issue as `JobView`s with a `platform` source from their own store; `listJobs` merges
+ * sources before filtering, so every filter and the sort apply to both.
+ *
+ * The last run of a job is its newest run: one reverse list of `runs_by_policy` with limit 1, so the
+ * list costs the same whatever the length of a job's history.
+ */
+import { z } from "zod";
+import { appendAudit } from "./audit.ts";
+import { nextRuns } from "./cron_rules.ts";
+import type { Engine } from "./engines.ts";
+import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { type Host, hostKey } from "./hosts.ts";
+import { type EnqueueInput, queueJobInOp } from "./jobs.ts";
+import { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
+import { getManyValues } from "./kv.ts";
+import { listPolicies, type Policy, policyKey, requirePolicy } from "./policies.ts";
+import { type Actor, authorize, inScope } from "./rbac.ts";
+import {
+  buildBackupPayload,
+  newRunInOp,
+  retryGuardKey,
+  type Run,
+  runKey,
+  type RunKind,
+  type RunStatus,
+} from "./runs.ts";
+import type { StorageTarget } from "./storage.ts";
+
+export { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
+
+/** The guide's job types. Native runs are full, incremental or synthetic full (counted as full). */
+export const JOB_TYPES = ["full", "incremental", "differential", "snapshot", "log"] as const;
+export type JobType = (typeof JOB_TYPES)[number];
+
+/** Statuses the "last status" filter offers: the guide's five, skipped (engine offline), and never run. */
+export const LAST_STATUSES = [
+  "success",
+  "warning",
+  "failed",
+  "running",
+  "pending",
+  "skipped",
+  "never",
+] as const;
+export type LastStatus = (typeof LAST_STATUSES)[number];
+
+export const JOB_SORTS = ["name", "-name", "lastRunAt", "-lastRunAt"] as const;
+
+/** Where a job comes from: a BES of ours (native), or a third-party platform (synced). */
+export type JobSource =
+  | { kind: "bes"; besId: string }
+  | { kind: "platform"; platformId: string; sourceJobId: string };
+
+/** The newest run of a job, as the list shows it. */
+export interface LastRun {
+  id: string;
+  status: RunStatus;
+  kind: RunKind;
+  /** The guide's type: a synthetic full counts as full. */
+  type: JobType;
+  trigger: Run["trigger"];
+  /** When it started, or when it was scheduled while it has not started. */
+  at: string;
+  endedAt: string | null;
+  retryable: boolean;
+  hostId: string | null;
+  errorReason: string | null;
+}
+
+/** One row of the jobs list (native or platform). */
+export interface JobView {
+  /** The job id: a native job's is its policy id. */
+  id: string;
+  name: string;
+  source: JobSource;
+  /** The BES (or platform) name; the id when it is gone. */
+  sourceName: string;
+  accountId: string;
+  orgId: string | null;
+  /** What it backs up: file or image for a native job. */
+  backupType: string;
+  schedules: { full: string; incremental: string | null; syntheticFull: string | null; timeZone: string };
+  enabled: boolean;
+  pausedReason: string | null;
+  lastRun: LastRun | null;
+}
+
+const DateOnly = z.union([z.literal(""), z.iso.date({ error: "must be a date (YYYY-MM-DD)" })]);
+const oneOf = (values: readonly string[]) => `must be one of ${values.join(", ")}`;
+
+/** The filters of the jobs page and API. Dates are inclusive UTC days of the last run. */
+export const JobFilter = z.object({
+  q: z.string().trim().max(200, "must be at most 200 characters").default(""),
+  source: z.union([
+    z.literal(""),
+    z.string().regex(/^(bes|platform):[0-9A-Za-z-]{1,64}$/, "must be a source such as bes:<id>"),
+  ]).default(""),
+  status: z.union([z.literal(""), z.enum(LAST_STATUSES)], { error: oneOf(LAST_STATUSES) }).default(""),
+  type: z.union([z.literal(""), z.enum(JOB_TYPES)], { error: oneOf(JOB_TYPES) }).default(""),
+  orgId: z.string().regex(/^[0-9A-Za-z-]{0,64}$/, "must be an organization id or account").default(""),
+  from: DateOnly.default(""),
+  to: DateOnly.default(""),
+  sort: z.enum(JOB_SORTS, { error: oneOf(JOB_SORTS) }).default("name"),
+  offset: z.coerce.number({ error: "must be a number" }).int("must be a whole number").min(
+    0,
+    "must be 0 or more",
+  )
+    .max(1_000_000, "must be at most 1000000").default(0),
+  limit: z.coerce.number({ error: "must be a number" }).int("must be a whole number").min(1, "must be 1–200")
+    .max(200, "must be 1–200").default(50),
+}).refine((f) => !f.from || !f.to || f.from <= f.to, {
+  path: ["to"],
+  message: "must be on or after the from date",
+});
+export type JobFilter = z.infer<typeof JobFilter>;
+
+/** Parses a query string's values (blank fields mean "not set"); the zod result, never a throw. */
+export function parseJobFilter(query: Record<string, string | undefined>) {
+  const given = Object.fromEntries(Object.entries(query).filter(([, v]) => v !== undefined && v !== ""));
+  return JobFilter.safeParse(given);
+}
+
+/** The guide's type of a native run kind (a synthetic full is a full). */
+export function jobTypeOf(kind: RunKind): JobType {
+  return kind === "incremental" ? "incremental" : "full";
+}
+
+function lastRunOf(run: Run): LastRun {
+  return {
+    id: run.id,
+    status: run.status,
+    kind: run.kind,
+    type: jobTypeOf(run.kind),
+    trigger: run.trigger,
+    at: run.startedAt ?? run.scheduledFor,
+    endedAt: run.endedAt,
+    retryable: run.retryable,
+    hostId: run.hostId,
+    errorReason: run.error?.reason ?? null,
+  };
+}
+
+/** The newest run of a policy, or null: one key of `runs_by_policy` read backwards. */
+export async function latestRun(kv: Deno.Kv, policyId: string): Promise<Run | null> {
+  for await (
+    const e of kv.list<string>({ prefix: ["runs_by_policy", policyId] }, { reverse: true, limit: 1 })
+  ) {
+    return (await kv.get<Run>(runKey(e.value))).value;
+  }
+  return null;
+}
+
+/** The newest run of each policy, by policy id (lists in parallel, runs read 10 at a time). */
+async function latestRuns(kv: Deno.Kv, policyIds: string[]): Promise<Map<string, Run>> {
+  const runIds: string[] = [];
+  for (let i = 0; i < policyIds.length; i += 50) {
+    const chunk = await Promise.all(
+      policyIds.slice(i, i + 50).map(async (id) => {
+        const it = kv.list<string>({ prefix: ["runs_by_policy", id] }, { reverse: true, limit: 1 });
+        for await (const e of it) return e.value;
+        return null;
+      }),
+    );
+    for (const id of chunk) if (id) runIds.push(id);
+  }
+  const runs = await getManyValues<Run>(kv, runIds.map((id) => runKey(id)));
+  return new Map(runs.map((r) => [r.policyId, r]));
+}
+
+function nativeView(policy: Policy, engineName: string | undefined, run: Run | null): JobView {
+  return {
+    id: policy.id,
+    name: policy.name,
+    source: { kind: "bes", besId: policy.besId },
+    sourceName: engineName ?? policy.besId,
+    accountId: policy.accountId,
+    orgId: policy.orgId,
+    backupType: policy.backupType,
+    schedules: {
+      full: policy.fullSchedule,
+      incremental: policy.incrementalSchedule ?? null,
+      syntheticFull: policy.syntheticFullSchedule ?? null,
+      timeZone: policy.timeZone ?? "UTC",
+    },
+    enabled: policy.enabled,
+    pausedReason: policy.pausedReason,
+    lastRun: run ? lastRunOf(run) : null,
+  };
+}
+
+function sourceValue(s: JobSource): string {
+  return s.kind === "bes" ? `bes:${s.besId}` : `platform:${s.platformId}`;
+}
+
+/** True when the job's own fields (not its last run) match the filter. */
+function matchesJob(job: JobView, filter: JobFilter): boolean {
+  const needle = filter.q.toLowerCase();
+  const sourceJobId = job.source.kind === "platform" ? job.source.sourceJobId : job.id;
+  return (!filter.source || sourceValue(job.source) === filter.source) &&
+    (!filter.orgId || (filter.orgId === "account" ? job.orgId === null : job.orgId === filter.orgId)) &&
+    (!needle || job.name.toLowerCase().includes(needle) || sourceJobId.toLowerCase() === needle ||
+      job.id.toLowerCase() === needle);
+}
+
+/** True when the job's last run matches the status, type and date filters. */
+function matchesLastRun(job: JobView, filter: JobFilter): boolean {
+  const last = job.lastRun;
+  if (filter.status && (filter.status === "never" ? last !== null : last?.status !== filter.status)) {
+    return false;
+  }
+  if (filter.type && last?.type !== filter.type) return false;
+  if (filter.from || filter.to) {
+    const day = last?.at.slice(0, 10);
+    if (!day || (filter.from && day < filter.from) || (filter.to && day > filter.to)) return false;
+  }
+  return true;
+}
+
+async function sourcesOf(kv: Deno.Kv, policies: Policy[]) {
+  const besIds = [...new Set(policies.map((p) => p.besId))];
+  const engines = new Map(
+    (await getManyValues<Engine>(kv, besIds.map((id) => ["engines", id]))).map((e) => [e.id, e.name]),
+  );
+  const sources = besIds.map((id) => ({ value: `bes:${id}`, label: engines.get(id) ?? id }))
+    .sort((a, b) => a.label.localeCompare(b.label));
+  return { sources, engines };
+}
+
+/** The sources (BES now, platforms later) of the jobs the actor can see, for the filter. */
+export async function listJobSources(
+  kv: Deno.Kv,
+  actor: Actor,
+): Promise<Array<{ value: string; label: string }>> {
+  authorize(actor, "backup.view");
+  return (await sourcesOf(kv, await listPolicies(kv, actor))).sources;
+}
+
+/**
+ * The jobs in the actor's scope, filtered and sorted, one page of them (`total` before paging), with the
+ * sources the filter can offer. Reads every visible policy once and, for the policies left after the
+ * cheap filters, their newest run only.
+ */
+export async function listJobs(
+  kv: Deno.Kv,
+  actor: Actor,
+  filter: JobFilter,
+): Promise<{ values: JobView[]; total: number; sources: Array<{ value: string; label: string }> }> {
+  authorize(actor, "backup.view");
+  const policies = await listPolicies(kv, actor);
+  const { sources, engines } = await sourcesOf(kv, policies);
+  const candidates = policies.map((p) => nativeView(p, engines.get(p.besId), null))
+    .filter((j) => matchesJob(j, filter));
+  const runs = await latestRuns(kv, candidates.map((j) => j.id));
+  const rows = candidates.map((j) => {
+    const run = runs.get(j.id);
+    return run ? { ...j, lastRun: lastRunOf(run) } : j;
+  }).filter((j) => matchesLastRun(j, filter));
+  const dir = filter.sort.startsWith("-") ? -1 : 1;
+  if (filter.sort.endsWith("lastRunAt")) {
+    // Jobs that never ran sort after every job that did, in both directions.
+    rows.sort((a, b) =>
+      !a.lastRun || !b.lastRun
+        ? (a.lastRun ? -1 : b.lastRun ? 1 : a.name.localeCompare(b.name))
+        : dir * a.lastRun.at.localeCompare(b.lastRun.at) || a.name.localeCompare(b.name)
+    );
+  } else {
+    rows.sort((a, b) => dir * (a.name.localeCompare(b.name) || a.id.localeCompare(b.id)));
+  }
+  return { values: rows.slice(filter.offset, filter.offset + filter.limit), total: rows.length, sources };
+}
+
+/** The next scheduled run of a native job after `now` (null when disabled, paused or never). */
+export function nextScheduledRun(job: JobView, now: Date): string | null {
+  if (!job.enabled || job.pausedReason || job.source.kind !== "bes") return null;
+  const s = job.schedules;
+  const next = [s.full, s.incremental, s.syntheticFull].filter((e): e is string => Boolean(e))
+    .flatMap((e) => nextRuns(e, now, 1, s.timeZone))
+    .sort((a, b) => a.getTime() - b.getTime())[0];
+  return next ? next.toISOString() : null;
+}
+
+/** An active host of a policy: what a native retry dispatches to. */
+export interface ActiveHost {
+  id: string;
+  hostname: string;
+  status: Host["status"];
+}
+
+/** The active assignments' hosts of a policy, in host-id order (the order batched dispatch follows). */
+async function activeHostsOf(
+  kv: Deno.Kv,
+  policyId: string,
+  options: { afterHostId?: string; limit?: number } = {},
+): Promise<ActiveHost[]> {
+  const prefix = ["assignments_by_policy", policyId];
+  const selector = options.afterHostId
+    ? { prefix, start: [...prefix, options.afterHostId + "\u0000"] }
+    : { prefix };
+  const out: ActiveHost[] = [];
+  let page: Deno.KvKey[] = [];
+  const flush = async () => {
+    const assignments = (await getManyValues<{ id: string; hostId: string; policyId: string; state: string }>(
+      kv,
+      page,
+    )).filter((a) => a.state === "active" && a.policyId === policyId);
+    const hosts = await getManyValues<Host>(kv, assignments.map((a) => hostKey(a.hostId)));
+    const byId = new Map(hosts.map((h) => [h.id, h]));
+    for (const a of assignments) {
+      const h = byId.get(a.hostId);
+      if (h) out.push({ id: h.id, hostname: h.hostname, status: h.status });
+    }
+    page = [];
+  };
+  for await (const e of kv.list<string>(selector)) {
+    if (typeof e.value === "string") page.push(["assignments", e.value]);
+    if (page.length >= 100) await flush();
+    if (options.limit && out.length >= options.limit) break;
+  }
+  await flush();
+  out.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  return options.limit ? out.slice(0, options.limit) : out;
+}
+
+/** Runs scanned (newest first) for other runs still in flight before a retry. */
+export const RETRY_SCAN_LIMIT = 200;
+
+/** Everything the retry rule and the detail page need about a job right now. */
+export interface RetryState {
+  facts: RetryFacts;
+  latest: Run | null;
+  hosts: ActiveHost[];
+}
+
+/** Reads the retry facts of a native job (its policy). */
+export async function readRetryState(kv: Deno.Kv, policy: Policy): Promise<RetryState> {
+  const [latest, hosts] = await Promise.all([latestRun(kv, policy.id), activeHostsOf(kv, policy.id)]);
+  let inFlight = 0;
+  if (latest && (latest.status === "failed" || latest.status === "warning") && latest.retryable) {
+    // Only worth a scan when the latest run alone would allow the retry. Bounded: the newest runs.
+    const keys: Deno.KvKey[] = [];
+    const it = kv.list<string>({ prefix: ["runs_by_policy", policy.id] }, {
+      reverse: true,
+      limit: RETRY_SCAN_LIMIT,
+    });
+    for await (const e of it) keys.push(runKey(e.value));
+    const seen = new Set<string>();
+    for (const run of await getManyValues<Run>(kv, keys)) {
+      const object = run.hostId ?? "bes";
+      if (seen.has(object)) continue; // only each host's newest run counts
+      seen.add(object);
+      if (run.status === "pending" || run.status === "running") inFlight++;
+    }
+  }
+  return {
+    latest,
+    hosts,
+    facts: {
+      latest: latest
+        ? { status: latest.status, retryable: latest.retryable, trigger: latest.trigger, kind: latest.kind }
+        : null,
+      inFlight,
+      activeHosts: hosts.length,
+      pausedReason: policy.pausedReason,
+    },
+  };
+}
+
+/** A job with what its detail page shows: the view, the retry facts and the active hosts. */
+export async function getJob(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+): Promise<{ job: JobView; policy: Policy; retry: RetryState }> {
+  authorize(actor, "backup.view");
+  const policy = await requireJobPolicy(kv, actor, id);
+  const [engine, retry] = await Promise.all([
+    kv.get<Engine>(["engines", policy.besId]),
+    readRetryState(kv, policy),
+  ]);
+  return { job: nativeView(policy, engine.value?.name, retry.latest), policy, retry };
+}
+
+async function requireJobPolicy(kv: Deno.Kv, actor: Actor, id: string): Promise<Policy> {
+  try {
+    return await requirePolicy(kv, actor, id);
+  } catch (e) {
+    if (e instanceof NotFoundError) throw new NotFoundError(`Job ${id} not found`);
+    throw e;
+  }
+}
+
+/**
+ * A job's runs, newest first, a page at a time: `cursor` is the id of the last run of the previous page
+ * ("" when there is no more). Throws NotFoundError outside the actor's scope.
+ */
+export async function listJobRuns(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  page: { cursor?: string; limit: number },
+): Promise<{ values: Run[]; cursor: string }> {
+  authorize(actor, "backup.view");
+  const policy = await requireJobPolicy(kv, actor, id);
+  const prefix = ["runs_by_policy", policy.id];
+  const selector = page.cursor ? { prefix, end: [...prefix, page.cursor] } : { prefix };
+  const ids: string[] = [];
+  for await (const e of kv.list<string>(selector, { reverse: true, limit: page.limit + 1 })) {
+    ids.push(e.value);
+  }
+  const more = ids.length > page.limit;
+  const shown = ids.slice(0, page.limit);
+  const values = (await getManyValues<Run>(kv, shown.map((r) => runKey(r))))
+    .filter((r) => inScope(actor, { accountId: r.accountId, orgId: r.orgId }));
+  return { values, cursor: more ? shown[shown.length - 1] : "" };
+}
+
+/** Hosts (with their job and run) per atomic write of a retry: 5 mutations each, within KV's 1000. */
+export const RETRY_BATCH = 150;
+/** Estimated bytes per retry write (KV allows 800 KiB of mutations per atomic operation). */
+const RETRY_BATCH_BYTES = 600_000;
+
+/** A retry too big for one write: the hosts after `afterHostId` still need their runs. */
+interface RetryDispatch {
+  policyId: string;
+  kind: RunKind;
+  retryOf: string;
+  afterHostId: string;
+  /** Hosts per write, fixed when the retry started. */
+  perWrite: number;
+  actorLabel: string;
+  createdAt: string;
+}
+
+function retryDispatchKey(policyId: string, retryOf: string) {
+  return ["job_retry_dispatch", policyId, retryOf] as const;
+}
+
+/** What a retry created: the runs and the hosts they went to (more may follow while `pending`). */
+export interface RetryOutcome {
+  runs: Run[];
+  hosts: ActiveHost[];
+  /** True when a crash left part of a large retry for `resumeJobRetries`. */
+  pending: boolean;
+}
+
+/** Adds one host's job and run to `op`. Returns the run. */
+function dispatchInOp(
+  op: Deno.AtomicOperation,
+  policy: Policy,
+  kind: RunKind,
+  host: ActiveHost | null,
+  payload: Record<string, unknown>,
+  besId: string,
+  now: Date,
+): Run {
+  const input: EnqueueInput = host
+    ? {
+      kind: "backup",
+      principal: `agent:${host.id}`,
+      accountId: policy.accountId,
+      orgId: policy.orgId,
+      payload: { ...payload, hostId: host.id },
+    }
+    : {
+      kind: "synthetic_full",
+      principal: `bes:${besId}`,
+      accountId: policy.accountId,
+      orgId: policy.orgId,
+      payload,
+    };
+  const job = queueJobInOp(op, input, now, { fresh: true });
+  return newRunInOp(op, {
+    policyId: policy.id,
+    accountId: policy.accountId,
+    orgId: policy.orgId,
+    hostId: host?.id ?? null,
+    jobId: job.id,
+    kind,
+    trigger: "retry",
+    status: "pending",
+    scheduledFor: now.toISOString(),
+    error: null,
+    alertId: null,
+  }, now);
+}
+
+/** Hosts per write for a payload: within RETRY_BATCH and RETRY_BATCH_BYTES (a job and its run ≈ payload + 2 KB). */
+function hostsPerWrite(payload: Record<string, unknown>): number {
+  const bytes = JSON.stringify(payload).length * 2 + 2048;
+  return Math.max(1, Math.min(RETRY_BATCH, Math.floor(RETRY_BATCH_BYTES / bytes)));
+}
+
+/** Splits hosts into writes of `perWrite`. */
+function batchesOf(hosts: ActiveHost[], perWrite: number): ActiveHost[][] {
+  const out: ActiveHost[][] = [];
+  for (let i = 0; i < hosts.length; i += perWrite) out.push(hosts.slice(i, i + perWrite));
+  return out;
+}
+
+async function payloadFor(kv: Deno.Kv, policy: Policy, kind: RunKind) {
+  const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([
+    ["engines", policy.besId],
+    ["storage_targets", policy.targetId],
+  ]);
+  if (!engine.value || !target.value) throw new ConflictError("The job's BES or storage target is gone");
+  const payload = kind === "synthetic_full"
+    ? { policyId: policy.id, targetId: target.value.id }
+    : await buildBackupPayload(kv, policy, engine.value, target.value, kind);
+  return { payload, besId: engine.value.id };
+}
+
+/**
+ * Retries a job (guide, "Retrying a Failed Job"): its latest run must be failed or warning and marked
+ * retryable (`retryBlockedReason` says why not, and the same words reach the page). A native job's retry
+ * dispatches a backup job of the latest run's kind to every active host of the policy — or, when the
+ * latest run was a synthetic full, one synthetic full to the BES. Retry runs are not retryable.
+ *
+ * Racing retries create one set of runs: the first write must create the latest run's guard key (the
+ * same key `retryRun` creates, so a job retry and a run retry of that run exclude each other too). The
+ * guard, the audit entry `job.retry` and the runs with their jobs commit in one atomic operation. A
+ * policy with more hosts than fit in one write (RETRY_BATCH, or fewer for large payloads) also records
+ * a dispatch cursor in that first write; each later write checks and advances the cursor with its batch
+ * of hosts (in host-id order), so every host gets exactly one run even when `resumeJobRetries` finishes
+ * a retry a crash interrupted.
+ *
+ * Throws NotFoundError outside the actor's scope, ForbiddenError without backup.manage, ValidationError
+ * when the rule refuses (message = the reason), ConflictError when another retry won the race or the
+ * BES or target is gone.
+ */
+export async function retryJob(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  now: Date,
+  /** `perWrite`: hosts per atomic write (default from RETRY_BATCH and the payload size; tests use small ones). */
+  options: { perWrite?: number } = {},
+): Promise<RetryOutcome> {
+  const policy = await requireJobPolicy(kv, actor, id);
+  authorize(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
+  const state = await readRetryState(kv, policy);
+  const reason = retryBlockedReason(state.facts);
+  if (reason || !state.latest) {
+    throw new ValidationError(reason ?? "Nothing to retry", { job: reason ?? "Nothing to retry" });
+  }
+  const latest = state.latest;
+  const kind = latest.kind;
+  const { payload, besId } = await payloadFor(kv, policy, kind);
+  const targets: Array<ActiveHost | null> = kind === "synthetic_full" ? [null] : state.hosts;
+  const perWrite = options.perWrite ?? hostsPerWrite(payload);
+  const batches = kind === "synthetic_full" ? [[]] : batchesOf(state.hosts, perWrite);
+  const first = kind === "synthetic_full" ? [null] : batches[0];
+
+  const op = kv.atomic().check({ key: retryGuardKey(latest.id), versionstamp: null });
+  const runs = first.map((host) => dispatchInOp(op, policy, kind, host, payload, besId, now));
+  op.set(retryGuardKey(latest.id), runs[0].id);
+  const rest = batches.length > 1;
+  if (rest) {
+    const dispatch: RetryDispatch = {
+      policyId: policy.id,
+      kind,
+      retryOf: latest.id,
+      afterHostId: first[first.length - 1]!.id,
+      perWrite,
+      actorLabel: actor.label,
+      createdAt: now.toISOString(),
+    };
+    op.set(retryDispatchKey(policy.id, latest.id), dispatch);
+  }
+  appendAudit(op, actor, {
+    accountId: policy.accountId,
+    orgId: policy.orgId,
+    action: "job.retry",
+    objectType: "job",
+    objectId: policy.id,
+    summary: kind === "synthetic_full"
+      ? `Retried job ${policy.name}: a synthetic full on the BES after ${latest.status} run ${latest.id}`
+      : `Retried job ${policy.name}: ${targets.length} ${kind} run${
+        targets.length === 1 ? "" : "s"
+      } on its active hosts after ${latest.status} run ${latest.id}`,
+  }, now);
+  if (!(await op.commit()).ok) throw new ConflictError("This job has already been retried");
+  if (!rest) return { runs, hosts: first.filter((h): h is ActiveHost => h !== null), pending: false };
+  const more = await continueRetry(kv, retryDispatchKey(policy.id, latest.id), now);
+  return {
+    runs: [...runs, ...more.runs],
+    hosts: [...(first as ActiveHost[]), ...more.hosts],
+    pending: more.pending,
+  };
+}
+
+/** Writes the remaining batches of a large retry, each checked against (and advancing) its cursor. */
+async function continueRetry(
+  kv: Deno.Kv,
+  key: Deno.KvKey,
+  now: Date,
+): Promise<{ runs: Run[]; hosts: ActiveHost[]; pending: boolean }> {
+  const runs: Run[] = [];
+  const hosts: ActiveHost[] = [];
+  for (let conflicts = 0; conflicts < 20;) {
+    const entry = await kv.get<RetryDispatch>(key);
+    const d = entry.value;
+    if (!d) return { runs, hosts, pending: false };
+    const policy = (await kv.get<Policy>(policyKey(d.policyId))).value;
+    if (!policy) {
+      await kv.atomic().check(entry).delete(key).commit();
+      return { runs, hosts, pending: false };
+    }
+    const { payload, besId } = await payloadFor(kv, policy, d.kind).catch((e) => {
+      if (e instanceof ConflictError) return { payload: null, besId: "" };
+      throw e;
+    });
+    if (!payload) {
+      await kv.atomic().check(entry).delete(key).commit(); // BES or target gone: nothing to dispatch to
+      return { runs, hosts, pending: false };
+    }
+    const perWrite = d.perWrite;
+    const batch = await activeHostsOf(kv, d.policyId, { afterHostId: d.afterHostId, limit: perWrite });
+    const op = kv.atomic().check(entry);
+    const written = batch.map((h) => dispatchInOp(op, policy, d.kind, h, payload, besId, now));
+    if (batch.length < perWrite) op.delete(key);
+    else op.set(key, { ...d, afterHostId: batch[batch.length - 1].id });
+    if ((await op.commit()).ok) {
+      runs.push(...written);
+      hosts.push(...batch);
+      if (batch.length < perWrite) return { runs, hosts, pending: false };
+    } else {
+      conflicts++; // another process (resumeJobRetries) advanced the cursor: read it again
+    }
+  }
+  return { runs, hosts, pending: true };
+}
+
+/**
+ * Finishes retries that a crash (or a lost race with this job) left part-way: for each recorded dispatch
+ * cursor, writes the remaining hosts' runs. Idempotent; meant for the minute tick. Returns runs created.
+ */
+export async function resumeJobRetries(kv: Deno.Kv, now: Date): Promise<number> {
+  let created = 0;
+  for await (const e of kv.list<RetryDispatch>({ prefix: ["job_retry_dispatch"] })) {
+    created += (await continueRetry(kv, e.key, now)).runs.length;
+  }
+  return created;
+}

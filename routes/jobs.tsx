@@ -1,0 +1,542 @@
+/**
+ * Backup > Jobs: every job (native policies now, platform jobs when they arrive) with its last run and
+ * the guide's filters; a job's run history, newest first; the job-level retry (form, plus the RetryJob
+ * island on the detail page for actors with backup.manage).
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import { Island } from "../components/Island.tsx";
+import {
+  Badge,
+  EmptyState,
+  formatBytes,
+  formatTime,
+  PageHeader,
+  Pager,
+  SortHeader,
+  type Tone,
+} from "../components/ui.tsx";
+import { describeCron } from "../domain/cron_rules.ts";
+import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
+import {
+  getJob,
+  JOB_TYPES,
+  type JobView,
+  LAST_STATUSES,
+  listJobRuns,
+  listJobs,
+  listJobSources,
+  nextScheduledRun,
+  parseJobFilter,
+  retryJob,
+} from "../domain/job_views.ts";
+import { getManyValues } from "../domain/kv.ts";
+import { can } from "../domain/rbac.ts";
+import { firstLine, type Run } from "../domain/runs.ts";
+import { listOrgs } from "../domain/tenancy.ts";
+import RetryJob from "../islands/RetryJob.tsx";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors } from "./forms.ts";
+import { redirectWithNotice, render } from "./render.tsx";
+
+export const jobRoutes = new Hono<AppEnv>();
+
+const STATUS_TONE: Record<string, Tone> = {
+  success: "ok",
+  warning: "warn",
+  failed: "bad",
+  running: "info",
+  pending: "info",
+  skipped: "muted",
+};
+
+function StatusBadge(props: { status: string | null; waiting?: boolean }) {
+  if (!props.status) return <Badge tone="muted">never run</Badge>;
+  return (
+    <Badge tone={STATUS_TONE[props.status] ?? "muted"}>
+      {props.waiting ? "waiting for agent" : props.status}
+    </Badge>
+  );
+}
+
+const KIND_LABELS: Record<string, string> = {
+  full: "full",
+  incremental: "incremental",
+  synthetic_full: "synthetic full",
+};
+
+function scheduleSummary(job: JobView): string {
+  const s = job.schedules;
+  return [
+    `full ${describeCron(s.full)}`,
+    s.incremental ? `incremental ${describeCron(s.incremental)}` : "",
+    s.syntheticFull ? `synthetic full ${describeCron(s.syntheticFull)}` : "",
+  ].filter(Boolean).join("; ") + (s.timeZone !== "UTC" ? ` (${s.timeZone})` : "");
+}
+
+function duration(r: Run): string {
+  if (!r.startedAt || !r.endedAt) return "—";
+  const s = Math.max(0, Math.round((Date.parse(r.endedAt) - Date.parse(r.startedAt)) / 1000));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+const FILTER_KEYS = ["q", "source", "status", "type", "orgId", "from", "to", "sort"] as const;
+
+function JobFilters(props: {
+  values: Record<string, string>;
+  errors?: FieldErrors;
+  sources: Array<{ value: string; label: string }>;
+  orgs: Array<{ id: string; name: string }>;
+}) {
+  const v = props.values;
+  const e = props.errors ?? {};
+  const select = (
+    name: string,
+    label: string,
+    all: string,
+    options: Array<{ value: string; label: string }>,
+  ) => (
+    <select name={name} aria-label={label} aria-invalid={e[name] ? "true" : undefined}>
+      <option value="">{all}</option>
+      {options.map((o) => (
+        <option key={o.value} value={o.value} selected={v[name] === o.value}>{o.label}</option>
+      ))}
+    </select>
+  );
+  return (
+    <>
+      <form method="get" action="/backup/jobs" class="filters" data-testid="job-filters">
+        <input
+          type="search"
+          name="q"
+          value={v.q ?? ""}
+          placeholder="Policy name or source job id"
+          aria-label="Search by policy name or source job id"
+          aria-invalid={e.q ? "true" : undefined}
+        />
+        {select("source", "Source", "All sources", props.sources)}
+        {select(
+          "status",
+          "Last status",
+          "Any last status",
+          LAST_STATUSES.map((s) => ({ value: s, label: s === "never" ? "never run" : s })),
+        )}
+        {select(
+          "type",
+          "Type",
+          "All types",
+          JOB_TYPES.map((t) => ({ value: t, label: t === "full" ? "full (and synthetic full)" : t })),
+        )}
+        {select("orgId", "Organization", "All organizations", [
+          { value: "account", label: "Account-scoped" },
+          ...props.orgs.map((o) => ({ value: o.id, label: o.name })),
+        ])}
+        <label>
+          Last run from{" "}
+          <input type="date" name="from" value={v.from ?? ""} aria-invalid={e.from ? "true" : undefined} />
+        </label>
+        <label>
+          to <input type="date" name="to" value={v.to ?? ""} aria-invalid={e.to ? "true" : undefined} />
+        </label>
+        {v.sort && <input type="hidden" name="sort" value={v.sort} />}
+        <button type="submit" class="btn">Filter</button>
+        {FILTER_KEYS.some((k) => k !== "sort" && v[k]) && <a href="/backup/jobs">Clear</a>}
+      </form>
+      {Object.keys(e).length > 0 && (
+        <div class="form-error" role="alert" data-testid="filter-errors">
+          <p>These filters cannot be used:</p>
+          <ul>
+            {Object.entries(e).map(([field, message]) => (
+              <li key={field}>
+                <strong>{FIELD_LABELS[field] ?? field}</strong>: {message}
+              </li>
+            ))}
+          </ul>
+        </div>
+      )}
+      <p class="hint">
+        The type is the last run's: native runs are full, incremental or synthetic full, and a synthetic full
+        counts as full. Dates are the last run's day in UTC.
+      </p>
+    </>
+  );
+}
+
+const FIELD_LABELS: Record<string, string> = {
+  q: "Search",
+  source: "Source",
+  status: "Last status",
+  type: "Type",
+  orgId: "Organization",
+  from: "From",
+  to: "To",
+  sort: "Sort",
+  offset: "Offset",
+  limit: "Page size",
+  cursor: "Cursor",
+};
+
+jobRoutes.get("/", requires("backup.view"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const query = c.req.query();
+  const parsed = parseJobFilter(query);
+  const orgs = await listOrgs(kv, actor, actor.accountId!);
+  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
+  const typed = Object.fromEntries(FILTER_KEYS.map((k) => [k, String(query[k] ?? "").slice(0, 200)]));
+  if (!parsed.success) {
+    const sources = await listJobSources(kv, actor);
+    return render(
+      c,
+      "Jobs",
+      (
+        <>
+          <PageHeader title="Jobs" subtitle="Every backup job with its last run." />
+          <JobFilters values={typed} errors={fieldErrors(parsed.error)} sources={sources} orgs={orgs} />
+        </>
+      ),
+      400,
+    );
+  }
+  const filter = parsed.data;
+  const { values, total, sources } = await listJobs(kv, actor, filter);
+  const keep: Record<string, string> = Object.fromEntries(
+    FILTER_KEYS.map((k) => [k, String(filter[k] ?? "")]).filter(([, v]) => v !== ""),
+  );
+  const filtered = FILTER_KEYS.some((k) => k !== "sort" && filter[k]);
+  const now = clock();
+  return render(
+    c,
+    "Jobs",
+    (
+      <>
+        <PageHeader
+          title="Jobs"
+          subtitle="Every backup job with its last run: native BES jobs (one per policy) and, once platforms are connected, their synced jobs."
+        />
+        <JobFilters values={keep} sources={sources} orgs={orgs} />
+        {values.length === 0
+          ? (
+            <EmptyState title={filtered ? "No jobs match these filters" : "No backup jobs yet"}>
+              {filtered ? <a href="/backup/jobs">Clear the filters</a> : (
+                <>
+                  A native job appears here for each <a href="/backup/policies">backup policy</a>.
+                </>
+              )}
+            </EmptyState>
+          )
+          : (
+            <>
+              <div class="table-wrap">
+                <table class="table" data-testid="jobs-table">
+                  <thead>
+                    <tr>
+                      <SortHeader label="Job" field="name" sort={filter.sort} query={keep} />
+                      <th>Source</th>
+                      <th>Organization</th>
+                      <th>Type and schedule</th>
+                      <th>Last status</th>
+                      <th>Last run</th>
+                      <SortHeader label="Last run time" field="lastRunAt" sort={filter.sort} query={keep} />
+                      <th>Next run</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {values.map((j) => {
+                      const next = nextScheduledRun(j, now);
+                      return (
+                        <tr key={j.id} data-testid="job-row">
+                          <td>
+                            <a href={`/backup/jobs/${j.id}`}>{j.name}</a>
+                          </td>
+                          <td>
+                            {j.sourceName}{" "}
+                            <span class="muted">{j.source.kind === "bes" ? "BES" : "platform"}</span>
+                          </td>
+                          <td>{j.orgId ? orgName.get(j.orgId) ?? j.orgId : "Account-scoped"}</td>
+                          <td title={scheduleSummary(j)}>
+                            {j.backupType}{" "}
+                            <span class="hint">
+                              {[
+                                "full",
+                                j.schedules.incremental ? "incremental" : "",
+                                j.schedules.syntheticFull ? "synthetic full" : "",
+                              ].filter(Boolean).join(" + ")}
+                            </span>
+                          </td>
+                          <td>
+                            <StatusBadge status={j.lastRun?.status ?? null} />
+                            {j.lastRun?.errorReason && (
+                              <>
+                                {" "}
+                                <code>{j.lastRun.errorReason}</code>
+                              </>
+                            )}
+                          </td>
+                          <td>
+                            {j.lastRun
+                              ? `${KIND_LABELS[j.lastRun.kind] ?? j.lastRun.kind}${
+                                j.lastRun.trigger !== "schedule"
+                                  ? ` (${j.lastRun.trigger.replace("_", "-")})`
+                                  : ""
+                              }`
+                              : "—"}
+                          </td>
+                          <td class="nowrap">{j.lastRun ? formatTime(j.lastRun.at) : "—"}</td>
+                          <td class="nowrap">
+                            {next
+                              ? formatTime(next)
+                              : j.pausedReason
+                              ? "paused"
+                              : !j.enabled
+                              ? "disabled"
+                              : "—"}
+                          </td>
+                        </tr>
+                      );
+                    })}
+                  </tbody>
+                </table>
+              </div>
+              <Pager total={total} offset={filter.offset} limit={filter.limit} query={keep} />
+            </>
+          )}
+      </>
+    ),
+  );
+});
+
+const HistoryQuery = z.object({
+  cursor: z.union([z.literal(""), z.string().regex(/^[0-9A-Za-z-]{1,64}$/, "must be a run id")]).default(""),
+  limit: z.coerce.number({ error: "must be a number" }).int("must be a whole number").min(1, "must be 1–200")
+    .max(200, "must be 1–200").default(50),
+});
+
+jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const { job, policy, retry } = await getJob(kv, actor, c.req.param("jobId"));
+  const query = Object.fromEntries(Object.entries(c.req.query()).filter(([, v]) => v !== ""));
+  const parsed = HistoryQuery.safeParse(query);
+  const page = parsed.success ? parsed.data : { cursor: "", limit: 50 };
+  const [history, orgs] = await Promise.all([
+    listJobRuns(kv, actor, job.id, page),
+    job.orgId ? listOrgs(kv, actor, job.accountId) : Promise.resolve([]),
+  ]);
+  const hosts = new Map(
+    (await getManyValues<{ id: string; hostname: string }>(
+      kv,
+      [...new Set(history.values.map((r) => r.hostId).filter((h): h is string => Boolean(h)))]
+        .map((id) => ["hosts", id]),
+    )).map((h) => [h.id, h.hostname]),
+  );
+  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
+  const last = job.lastRun;
+  return render(
+    c,
+    job.name,
+    (
+      <>
+        <PageHeader
+          title={job.name}
+          subtitle={`Native job of BES ${job.sourceName} · source job id ${job.id}`}
+          actions={<a class="btn" href={`/backup/policies/${policy.id}`}>Policy settings</a>}
+        />
+        <div class="grid-2">
+          <section class="panel">
+            <h2>Job</h2>
+            <dl class="facts" data-testid="job-facts">
+              <dt>Source</dt>
+              <dd>
+                <a href={`/backup/engines/${policy.besId}`}>{job.sourceName}</a> (BES)
+              </dd>
+              <dt>Organization</dt>
+              <dd>
+                {job.orgId ? orgs.find((o) => o.id === job.orgId)?.name ?? job.orgId : "Account-scoped"}
+              </dd>
+              <dt>Backup type</dt>
+              <dd>{job.backupType}</dd>
+              <dt>Schedules</dt>
+              <dd>{scheduleSummary(job)}</dd>
+              <dt>State</dt>
+              <dd>
+                {job.pausedReason
+                  ? <Badge tone="warn">paused ({job.pausedReason})</Badge>
+                  : job.enabled
+                  ? <Badge tone="ok">enabled</Badge>
+                  : <Badge tone="muted">disabled</Badge>}
+              </dd>
+              <dt>Active hosts</dt>
+              <dd>{retry.hosts.length}</dd>
+              <dt>Last run</dt>
+              <dd data-testid="job-last-run">
+                <StatusBadge status={last?.status ?? null} />{" "}
+                {last
+                  ? `${KIND_LABELS[last.kind] ?? last.kind} · ${formatTime(last.at)} · ${
+                    last.retryable ? "retryable" : "not retryable"
+                  }`
+                  : ""}
+              </dd>
+            </dl>
+          </section>
+          {manage && (
+            <section class="panel" id="retry">
+              <h2>Retry</h2>
+              <p class="hint">
+                Retrying dispatches a new {last?.kind === "synthetic_full" ? "synthetic full to the BES" : (
+                  `${
+                    last ? KIND_LABELS[last.kind] ?? last.kind : "backup"
+                  } run to each of the ${retry.hosts.length} active host${
+                    retry.hosts.length === 1 ? "" : "s"
+                  }`
+                )}. Allowed when the latest run failed or ended with a warning and is marked retryable; retry
+                runs are not retryable themselves.
+              </p>
+              <Island
+                name="RetryJob"
+                component={RetryJob}
+                props={{ jobId: job.id, csrfToken: c.get("csrfToken") ?? "", facts: retry.facts }}
+              />
+            </section>
+          )}
+        </div>
+        <section class="panel" id="runs">
+          <h2>Run history</h2>
+          <p class="hint">Newest first; times in UTC.</p>
+          {!parsed.success && (
+            <p class="form-error" role="alert" data-testid="history-error">
+              {Object.entries(fieldErrors(parsed.error)).map(([f, m]) => `${FIELD_LABELS[f] ?? f}: ${m}`)
+                .join("; ")} — showing the newest runs instead.
+            </p>
+          )}
+          {history.values.length === 0
+            ? (
+              <p class="muted">
+                {page.cursor
+                  ? "No older runs."
+                  : "No runs yet: the scheduler dispatches at the next scheduled time."}
+              </p>
+            )
+            : <RunHistory runs={history.values} hosts={hosts} />}
+          <nav class="pager" aria-label="Run history pages">
+            {page.cursor && <a href={`/backup/jobs/${job.id}#runs`}>← Newest runs</a>}
+            {history.cursor && (
+              <a href={`/backup/jobs/${job.id}?cursor=${history.cursor}#runs`} data-testid="older-runs">
+                Older runs →
+              </a>
+            )}
+          </nav>
+        </section>
+      </>
+    ),
+    parsed.success ? 200 : 400,
+  );
+});
+
+/** A time for a table cell: `YYYY-MM-DD HH:MM` (the heading says UTC). */
+function shortTime(iso: string | null | undefined): string {
+  return formatTime(iso).replace(/ UTC$/, "");
+}
+
+/** The guide's run history columns, one row per run (plus its hook output when there is some). */
+function RunHistory(props: { runs: Run[]; hosts: Map<string, string> }) {
+  return (
+    <div class="table-wrap">
+      <table class="table table--compact" data-testid="run-history">
+        <thead>
+          <tr>
+            <th>Status</th>
+            <th>Host</th>
+            <th>Kind</th>
+            <th>Started</th>
+            <th>Ended</th>
+            <th>Duration</th>
+            <th>Transferred</th>
+            <th>Protected</th>
+            <th>Restore point</th>
+            <th>Error</th>
+            <th>Retryable</th>
+          </tr>
+        </thead>
+        <tbody>
+          {props.runs.flatMap((r) => [
+            <tr key={r.id} data-testid="history-row" data-run-id={r.id}>
+              <td>
+                <StatusBadge status={r.status} waiting={r.status === "pending" && !r.jobId} />
+              </td>
+              <td>{r.hostId ? props.hosts.get(r.hostId) ?? r.hostId : "BES"}</td>
+              <td>
+                {KIND_LABELS[r.kind] ?? r.kind}
+                {r.trigger !== "schedule" ? ` (${r.trigger.replace("_", "-")})` : ""}
+              </td>
+              <td class="nowrap">
+                {r.startedAt
+                  ? shortTime(r.startedAt)
+                  : <span class="muted">scheduled {shortTime(r.scheduledFor)}</span>}
+              </td>
+              <td class="nowrap">{shortTime(r.endedAt)}</td>
+              <td class="nowrap">{duration(r)}</td>
+              <td class="nowrap">{formatBytes(r.bytesTransferred)}</td>
+              <td class="nowrap">{formatBytes(r.protectedBytes)}</td>
+              <td>
+                {r.restorePointId ? <code title={r.restorePointId}>…{r.restorePointId.slice(-8)}</code> : "—"}
+              </td>
+              <td>
+                {r.error
+                  ? (
+                    <span title={r.error.message}>
+                      <code>{r.error.reason}</code> {r.errorLine ?? firstLine(r.error.message)}
+                    </span>
+                  )
+                  : "—"}
+              </td>
+              <td>{r.retryable ? "yes" : "no"}</td>
+            </tr>,
+            ...(r.hookOutput?.length
+              ? [
+                <tr key={`${r.id}-hooks`} class="run-detail">
+                  <td colSpan={11}>
+                    <details>
+                      <summary>
+                        Hook output ({r.hookOutput.length}
+                        {r.hookOutput.some((h) => h.exitCode !== 0) ? ", failed" : ""})
+                      </summary>
+                      {r.hookOutput.map((h) => (
+                        <div key={h.hookId} class="hook-output">
+                          <strong>{h.type}</strong> exit {h.exitCode}
+                          <pre>{h.output}</pre>
+                        </div>
+                      ))}
+                    </details>
+                  </td>
+                </tr>,
+              ]
+              : []),
+          ])}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+jobRoutes.post("/:jobId/retry", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const id = c.req.param("jobId");
+  try {
+    const { runs } = await retryJob(kv, actor, id, clock());
+    return redirectWithNotice(
+      c,
+      `/backup/jobs/${id}#runs`,
+      `Retry queued: ${runs.length} new run${runs.length === 1 ? "" : "s"}.`,
+    );
+  } catch (e) {
+    if (e instanceof ValidationError || e instanceof ConflictError) {
+      return redirectWithNotice(c, `/backup/jobs/${id}`, `Not retried: ${e.message}`);
+    }
+    throw e;
+  }
+});

@@ -1,0 +1,1133 @@
+/**
+ * Backup > Notifications: channels (webhook, email) with a "Send test" button, routing rules, and the
+ * delivery log. Viewing needs backup.view; every change needs backup.manage on the object. Secrets are
+ * write-only: a generated webhook secret is shown once, nothing stored is ever rendered back.
+ */
+import { type Context, Hono } from "hono";
+import { Island } from "../components/Island.tsx";
+import {
+  Badge,
+  Csrf,
+  EmptyState,
+  Field,
+  formatTime,
+  FormErrors,
+  PageHeader,
+  Select,
+  type Tone,
+} from "../components/ui.tsx";
+import { ALERT_SEVERITIES } from "../domain/alerts.ts";
+import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
+import {
+  CHANNEL_TYPE_LABELS,
+  CHANNEL_TYPES,
+  ChannelCreateInput,
+  channelScope,
+  type ChannelType,
+  ChannelUpdateInput,
+  createChannel,
+  createRule,
+  deleteChannel,
+  deleteRule,
+  DELIVERY_STATUSES,
+  DeliveryFilter,
+  type DeliveryStatus,
+  displayUrl,
+  listChannels,
+  listDeliveries,
+  listRules,
+  NOTIFICATION_EVENTS,
+  type NotificationChannel,
+  type NotificationDelivery,
+  type NotificationRule,
+  requireChannel,
+  requireRule,
+  RuleInput,
+  ruleScope,
+  sendTestNotification,
+  setChannelEnabled,
+  setRuleEnabled,
+  SMTP_TLS_LABELS,
+  SMTP_TLS_MODES,
+  updateChannel,
+  updateRule,
+} from "../domain/notifications.ts";
+import { type Actor, can } from "../domain/rbac.ts";
+import { listOrgs } from "../domain/tenancy.ts";
+import type { Org } from "../domain/types.ts";
+import CopySecret from "../islands/CopySecret.tsx";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors, list, readForm, str } from "./forms.ts";
+import { noStore, redirectWithNotice, render } from "./render.tsx";
+
+export const notificationRoutes = new Hono<AppEnv>();
+
+type FormData = Record<string, string | string[]>;
+
+const BASE = "/backup/notifications";
+const STATUS_TONE: Record<DeliveryStatus, Tone> = { pending: "warn", delivered: "ok", failed: "bad" };
+const SEVERITY_TONE: Record<string, Tone> = { critical: "bad", warning: "warn", info: "info" };
+
+function EnabledBadge(props: { enabled: boolean }) {
+  return props.enabled ? <Badge tone="ok">enabled</Badge> : <Badge tone="muted">disabled</Badge>;
+}
+
+function orgLabel(orgId: string | null, orgs: Map<string, string>): string {
+  return orgId ? orgs.get(orgId) ?? "—" : "Account";
+}
+
+function destination(c: NotificationChannel): string {
+  return c.type === "webhook"
+    ? displayUrl(c.url)
+    : `${c.host}:${c.port} (${SMTP_TLS_LABELS[c.tlsMode]}) → ${c.to.join(", ")}`;
+}
+
+async function orgMap(c: Context<AppEnv>): Promise<{ orgs: Org[]; names: Map<string, string> }> {
+  const actor = c.get("actor")!;
+  const orgs = actor.accountId ? await listOrgs(c.get("deps").kv, actor, actor.accountId) : [];
+  return { orgs, names: new Map(orgs.map((o) => [o.id, o.name])) };
+}
+
+/** The orgs an actor may own a new channel in ("" = account-level, for all-scope managers only). */
+function ownerOptions(actor: Actor, orgs: Org[]) {
+  return [
+    ...(actor.orgScope === "all" ? [{ value: "", label: "Account (all organizations)" }] : []),
+    ...orgs.filter((o) => can(actor, "backup.manage", { accountId: o.accountId, orgId: o.id }))
+      .map((o) => ({ value: o.id, label: o.name })),
+  ];
+}
+
+/** One attempt's outcome in a line: HTTP status or SMTP reply, then the error. */
+function attemptLine(a: NotificationDelivery["attempts"][number]): string {
+  const parts = [a.ok ? "ok" : "failed"];
+  if (a.httpStatus !== null) parts.push(`HTTP ${a.httpStatus}`);
+  if (a.smtpReply) parts.push(`SMTP ${a.smtpReply}`);
+  if (a.error) parts.push(a.error);
+  return parts.join(" · ");
+}
+
+function TestButton(props: { csrf: string; channel: NotificationChannel; back: "list" | "channel" }) {
+  return (
+    <form method="post" action={`${BASE}/channels/${props.channel.id}/test`} class="inline">
+      <Csrf token={props.csrf} />
+      <input type="hidden" name="back" value={props.back} />
+      <button type="submit" class="btn btn--small">Send test</button>
+    </form>
+  );
+}
+
+function ToggleButton(props: { csrf: string; action: string; enabled: boolean }) {
+  return (
+    <form method="post" action={`${props.action}/${props.enabled ? "disable" : "enable"}`} class="inline">
+      <Csrf token={props.csrf} />
+      <button type="submit" class="btn btn--small btn--ghost">{props.enabled ? "Disable" : "Enable"}</button>
+    </form>
+  );
+}
+
+function DeliveryLog(props: {
+  deliveries: NotificationDelivery[];
+  cursor: string;
+  filter: DeliveryFilter;
+  channels: NotificationChannel[];
+  action: string;
+}) {
+  const { filter } = props;
+  const keep = Object.fromEntries(
+    Object.entries({
+      channelId: filter.channelId,
+      status: filter.status,
+      cursor: props.cursor,
+      limit: filter.limit === 50 ? "" : String(filter.limit),
+    }).filter(([, v]) => v !== ""),
+  );
+  const filtered = Boolean(filter.channelId || filter.status);
+  return (
+    <section class="panel" id="log">
+      <h2>Delivery log</h2>
+      <form method="get" action={`${props.action}#log`} class="filters">
+        <select name="channelId" aria-label="Channel">
+          <option value="">All channels</option>
+          {props.channels.map((ch) => (
+            <option key={ch.id} value={ch.id} selected={filter.channelId === ch.id}>{ch.name}</option>
+          ))}
+        </select>
+        <select name="status" aria-label="Status">
+          <option value="">Any status</option>
+          {DELIVERY_STATUSES.map((s) => <option key={s} value={s} selected={filter.status === s}>{s}
+          </option>)}
+        </select>
+        <button type="submit" class="btn">Filter</button>
+        {filtered && <a href={`${props.action}#log`}>Clear</a>}
+      </form>
+      {props.deliveries.length === 0
+        ? (
+          <EmptyState title={filtered ? "No deliveries match" : "Nothing sent yet"}>
+            {!filtered && "Deliveries appear here when an alert opens or resolves and a rule routes it."}
+          </EmptyState>
+        )
+        : (
+          <div class="table-wrap">
+            <table class="table table--compact" data-testid="delivery-log">
+              <thead>
+                <tr>
+                  <th>Created</th>
+                  <th>Channel</th>
+                  <th>Event</th>
+                  <th>Alert</th>
+                  <th>Status</th>
+                  <th>Attempts</th>
+                  <th>Next attempt</th>
+                </tr>
+              </thead>
+              <tbody>
+                {props.deliveries.map((d) => {
+                  const last = d.attempts.at(-1);
+                  return (
+                    <tr key={d.id}>
+                      <td class="nowrap">{formatTime(d.createdAt)}</td>
+                      <td>{d.channelName}</td>
+                      <td>
+                        {d.payload.event}{" "}
+                        <Badge tone={SEVERITY_TONE[d.payload.severity] ?? "muted"}>
+                          {d.payload.severity}
+                        </Badge>
+                      </td>
+                      <td>
+                        {d.payload.subject && <strong>{d.payload.subject.name}:</strong>} {d.payload.message}
+                      </td>
+                      <td>
+                        <Badge tone={STATUS_TONE[d.status]}>{d.status}</Badge>
+                      </td>
+                      <td>
+                        {last
+                          ? (
+                            <details>
+                              <summary>
+                                {d.attempts.length} · {attemptLine(last)}
+                              </summary>
+                              <ol>
+                                {d.attempts.map((a) => (
+                                  <li key={a.number}>
+                                    {formatTime(a.at)} ({a.durationMs} ms): {attemptLine(a)}
+                                  </li>
+                                ))}
+                              </ol>
+                            </details>
+                          )
+                          : "none yet"}
+                      </td>
+                      <td class="nowrap">{d.status === "pending" ? formatTime(d.nextAttemptAt) : "—"}</td>
+                    </tr>
+                  );
+                })}
+              </tbody>
+            </table>
+          </div>
+        )}
+      {props.cursor && (
+        <nav class="pager">
+          <a href={"?" + new URLSearchParams(keep).toString() + "#log"}>Older deliveries →</a>
+        </nav>
+      )}
+    </section>
+  );
+}
+
+notificationRoutes.get("/", requires("backup.view"), async (c) => {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const filter = DeliveryFilter.parse(c.req.query());
+  const [channels, rules, page, { names }] = await Promise.all([
+    listChannels(kv, actor),
+    listRules(kv, actor),
+    listDeliveries(kv, actor, filter),
+    orgMap(c),
+  ]);
+  const channelName = new Map(channels.map((ch) => [ch.id, ch.name]));
+  const csrf = c.get("csrfToken");
+  const manage = can(actor, "backup.manage");
+  return render(
+    c,
+    "Notifications",
+    (
+      <>
+        <PageHeader
+          title="Notifications"
+          subtitle="Where alerts are sent when they open and when they resolve: channels, the rules that route alerts to them, and every delivery attempt."
+          actions={manage && (
+            <>
+              <a class="btn btn--primary" href={`${BASE}/channels/new?type=webhook`}>Add webhook</a>
+              <a class="btn" href={`${BASE}/channels/new?type=email`}>Add email channel</a>
+              <a class="btn" href={`${BASE}/rules/new`}>Add rule</a>
+            </>
+          )}
+        />
+        <section class="panel">
+          <h2>Channels</h2>
+          {channels.length === 0
+            ? (
+              <EmptyState title="No channels yet">
+                {manage
+                  ? (
+                    <>
+                      Add a <a href={`${BASE}/channels/new?type=webhook`}>webhook</a> or an{" "}
+                      <a href={`${BASE}/channels/new?type=email`}>email channel</a>, then a rule that routes
+                      alerts to it.
+                    </>
+                  )
+                  : "Channels deliver alerts to a webhook or by email."}
+              </EmptyState>
+            )
+            : (
+              <div class="table-wrap">
+                <table class="table" data-testid="channels">
+                  <thead>
+                    <tr>
+                      <th>Name</th>
+                      <th>Type</th>
+                      <th>Owner</th>
+                      <th>Destination</th>
+                      <th>Status</th>
+                      <th></th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {channels.map((ch) => (
+                      <tr key={ch.id}>
+                        <td>
+                          <a href={`${BASE}/channels/${ch.id}`}>{ch.name}</a>
+                        </td>
+                        <td>{CHANNEL_TYPE_LABELS[ch.type]}</td>
+                        <td>{orgLabel(ch.orgId, names)}</td>
+                        <td>{destination(ch)}</td>
+                        <td>
+                          <EnabledBadge enabled={ch.enabled} />
+                        </td>
+                        <td class="nowrap">
+                          {can(actor, "backup.manage", channelScope(ch)) && (
+                            <TestButton csrf={csrf} channel={ch} back="list" />
+                          )}
+                        </td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              </div>
+            )}
+        </section>
+        <section class="panel">
+          <h2>Routing rules</h2>
+          {rules.length === 0
+            ? (
+              <EmptyState title="No rules yet">
+                {manage && channels.length > 0
+                  ? <a href={`${BASE}/rules/new`}>Add a rule</a>
+                  : "A rule sends alerts of a minimum severity, from some or all organizations, to channels."}
+              </EmptyState>
+            )
+            : (
+              <div class="table-wrap">
+                <table class="table" data-testid="rules">
+                  <thead>
+                    <tr>
+                      <th>Name</th>
+                      <th>Minimum severity</th>
+                      <th>Organizations</th>
+                      <th>Events</th>
+                      <th>Channels</th>
+                      <th>Status</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {rules.map((r) => (
+                      <tr key={r.id}>
+                        <td>
+                          <a href={`${BASE}/rules/${r.id}`}>{r.name}</a>
+                        </td>
+                        <td>
+                          <Badge tone={SEVERITY_TONE[r.minSeverity]}>{r.minSeverity}</Badge>
+                        </td>
+                        <td>
+                          {r.orgIds === "all" ? "All" : r.orgIds.map((o) => names.get(o) ?? "—").join(", ")}
+                        </td>
+                        <td>{r.events.join(", ")}</td>
+                        <td>
+                          {r.channelIds.length
+                            ? r.channelIds.map((id) => channelName.get(id) ?? "(not visible)").join(", ")
+                            : "none"}
+                        </td>
+                        <td>
+                          <EnabledBadge enabled={r.enabled} />
+                        </td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              </div>
+            )}
+        </section>
+        <DeliveryLog
+          deliveries={page.values}
+          cursor={page.cursor}
+          filter={filter}
+          channels={channels}
+          action={BASE}
+        />
+      </>
+    ),
+  );
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Channels
+
+interface ChannelFormProps {
+  csrf: string;
+  action: string;
+  type: ChannelType;
+  values: FormData;
+  owners?: Array<{ value: string; label: string }>;
+  errors?: FieldErrors;
+  error?: string;
+  existing?: NotificationChannel;
+}
+
+function ChannelForm(props: ChannelFormProps) {
+  const v = (name: string) => str(props.values, name);
+  const e = props.existing;
+  const checked = (name: string, fallback = false) => (name in props.values ? v(name) === "on" : fallback);
+  return (
+    <form method="post" action={props.action} class="form">
+      <Csrf token={props.csrf} />
+      <input type="hidden" name="type" value={props.type} />
+      <FormErrors message={props.error} />
+      {props.errors?.type && <p class="field-error">{props.errors.type}</p>}
+      <Field name="name" label="Name" value={v("name")} errors={props.errors} required />
+      {props.owners && (
+        <Select name="orgId" label="Owner" value={v("orgId")} errors={props.errors} options={props.owners} />
+      )}
+      {props.type === "webhook"
+        ? (
+          <>
+            <Field
+              name="url"
+              label="URL"
+              type="url"
+              value={v("url")}
+              errors={props.errors}
+              required
+              hint="Receives a POST with a JSON body for every notification."
+            />
+            <Field
+              name="secret"
+              label="Signing secret"
+              type="password"
+              errors={props.errors}
+              autocomplete="new-password"
+              hint={e
+                ? `Stored in the vault (set ${
+                  e.type === "webhook" ? formatTime(e.secretSetAt) : "—"
+                }). Type a new one to replace it; leave empty to keep it.`
+                : "At least 16 characters. Leave empty to generate one; it is shown once."}
+            />
+            {e && (
+              <label class="choice">
+                <input type="checkbox" name="rotateSecret" value="on" checked={checked("rotateSecret")} />
+                {" "}
+                Generate a new signing secret (shown once)
+              </label>
+            )}
+          </>
+        )
+        : (
+          <>
+            <div class="grid-2">
+              <Field name="host" label="SMTP host" value={v("host")} errors={props.errors} required />
+              <Field
+                name="port"
+                label="Port"
+                type="number"
+                value={v("port") || "587"}
+                errors={props.errors}
+                hint="587 for STARTTLS, 465 for implicit TLS, 25 for plain relays"
+              />
+            </div>
+            <Select
+              name="tlsMode"
+              label="TLS"
+              value={v("tlsMode") || "starttls"}
+              errors={props.errors}
+              options={SMTP_TLS_MODES.map((m) => ({ value: m, label: SMTP_TLS_LABELS[m] }))}
+            />
+            <div class="grid-2">
+              <Field
+                name="username"
+                label="Username (optional)"
+                value={v("username")}
+                errors={props.errors}
+                autocomplete="off"
+              />
+              <Field
+                name="password"
+                label="Password"
+                type="password"
+                errors={props.errors}
+                autocomplete="new-password"
+                hint={e?.type === "email" && e.passwordId
+                  ? "Stored in the vault. Type a new one to replace it; leave empty to keep it."
+                  : "Stored encrypted in the vault; never shown again."}
+              />
+            </div>
+            {e?.type === "email" && e.passwordId && (
+              <label class="choice">
+                <input type="checkbox" name="clearPassword" value="on" checked={checked("clearPassword")} />
+                {" "}
+                Remove the stored password
+              </label>
+            )}
+            <Field name="from" label="From" type="email" value={v("from")} errors={props.errors} required />
+            <Field
+              name="to"
+              label="To"
+              value={v("to")}
+              errors={props.errors}
+              required
+              hint="One or more addresses, separated by commas"
+            />
+          </>
+        )}
+      {!e && (
+        <label class="choice">
+          <input type="checkbox" name="enabled" value="on" checked={checked("enabled", true)} /> Enabled
+        </label>
+      )}
+      <div class="form-actions">
+        <button type="submit" class="btn btn--primary">{e ? "Save changes" : "Create channel"}</button>
+        <a class="btn btn--ghost" href={e ? `${BASE}/channels/${e.id}` : BASE}>Cancel</a>
+      </div>
+    </form>
+  );
+}
+
+/** The domain input of a channel form (without owner fields). */
+function channelFieldsFromForm(type: string, form: FormData) {
+  if (type === "webhook") {
+    return {
+      type,
+      name: str(form, "name"),
+      url: str(form, "url").trim(),
+      secret: str(form, "secret") || undefined,
+      rotateSecret: str(form, "rotateSecret") === "on",
+    };
+  }
+  return {
+    type,
+    name: str(form, "name"),
+    host: str(form, "host"),
+    port: str(form, "port"),
+    tlsMode: str(form, "tlsMode"),
+    username: str(form, "username"),
+    password: str(form, "password") || undefined,
+    clearPassword: str(form, "clearPassword") === "on",
+    from: str(form, "from").trim(),
+    to: str(form, "to").split(/[,;\s]+/),
+  };
+}
+
+function formFromChannel(ch: NotificationChannel): FormData {
+  return ch.type === "webhook" ? { name: ch.name, url: ch.url } : {
+    name: ch.name,
+    host: ch.host,
+    port: String(ch.port),
+    tlsMode: ch.tlsMode,
+    username: ch.username,
+    from: ch.from,
+    to: ch.to.join(", "),
+  };
+}
+
+function channelType(value: string | undefined): ChannelType {
+  return (CHANNEL_TYPES as readonly string[]).includes(value ?? "") ? value as ChannelType : "webhook";
+}
+
+async function newChannelPage(
+  c: Context<AppEnv>,
+  type: ChannelType,
+  values: FormData,
+  errors?: FieldErrors,
+  error?: string,
+) {
+  const { orgs } = await orgMap(c);
+  const owners = ownerOptions(c.get("actor")!, orgs);
+  return render(
+    c,
+    `Add ${CHANNEL_TYPE_LABELS[type]} channel`,
+    (
+      <>
+        <PageHeader title={`Add ${CHANNEL_TYPE_LABELS[type]} channel`} />
+        <ChannelForm
+          csrf={c.get("csrfToken")}
+          action={`${BASE}/channels/new`}
+          type={type}
+          values={values}
+          owners={owners}
+          errors={errors}
+          error={error}
+        />
+      </>
+    ),
+    errors || error ? 422 : 200,
+  );
+}
+
+/** Shows a generated signing secret, once, with how receivers verify it. */
+function secretPage(c: Context<AppEnv>, channel: NotificationChannel, secret: string, created: boolean) {
+  noStore(c);
+  return render(
+    c,
+    "Signing secret",
+    (
+      <>
+        <PageHeader title={`${created ? "Created" : "Updated"} webhook ${channel.name}`} />
+        <p class="notice notice--warn">
+          Copy the signing secret now: it is shown only this once and stored encrypted in the vault.
+        </p>
+        <Island name="CopySecret" component={CopySecret} props={{ label: "Signing secret", secret }} />
+        <p class="hint">
+          Each request carries <code>X-Cadres-Timestamp</code> (unix seconds) and{" "}
+          <code>X-Cadres-Signature: sha256=&lt;hex&gt;</code>, the HMAC-SHA256 of{" "}
+          <code>timestamp + "." + body</code> under this secret.
+        </p>
+        <p>
+          <a class="btn" href={`${BASE}/channels/${channel.id}`}>Done</a>
+        </p>
+      </>
+    ),
+  );
+}
+
+notificationRoutes.get("/channels/new", requires("backup.manage"), async (c) => {
+  return await newChannelPage(c, channelType(c.req.query("type")), {});
+});
+
+notificationRoutes.post("/channels/new", requires("backup.manage"), async (c) => {
+  const { kv, clock, masterKey } = c.get("deps");
+  const actor = c.get("actor")!;
+  const form = await readForm(c);
+  const type = channelType(str(form, "type"));
+  const input = {
+    ...channelFieldsFromForm(str(form, "type"), form),
+    orgId: str(form, "orgId"),
+    enabled: str(form, "enabled") === "on",
+  };
+  const parsed = ChannelCreateInput.safeParse(input);
+  if (!parsed.success) return await newChannelPage(c, type, form, fieldErrors(parsed.error));
+  try {
+    const { channel, generatedSecret } = await createChannel(kv, actor, parsed.data, {
+      now: clock(),
+      masterKey,
+    });
+    if (generatedSecret) return secretPage(c, channel, generatedSecret, true);
+    return redirectWithNotice(c, `${BASE}/channels/${channel.id}`, `Channel ${channel.name} created.`);
+  } catch (e) {
+    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
+    return await newChannelPage(
+      c,
+      type,
+      form,
+      e instanceof ValidationError ? e.fields : undefined,
+      e.message,
+    );
+  }
+});
+
+async function channelPage(
+  c: Context<AppEnv>,
+  channel: NotificationChannel,
+  values?: FormData,
+  errors?: FieldErrors,
+  error?: string,
+) {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const filter = DeliveryFilter.parse({ ...c.req.query(), channelId: channel.id });
+  const [page, { names }, rules] = await Promise.all([
+    listDeliveries(kv, actor, filter),
+    orgMap(c),
+    listRules(kv, actor),
+  ]);
+  const manage = can(actor, "backup.manage", channelScope(channel));
+  const csrf = c.get("csrfToken");
+  const usedBy = rules.filter((r) => r.channelIds.includes(channel.id)).map((r) => r.name);
+  const action = `${BASE}/channels/${channel.id}`;
+  return render(
+    c,
+    channel.name,
+    (
+      <>
+        <PageHeader
+          title={channel.name}
+          subtitle={`${CHANNEL_TYPE_LABELS[channel.type]} · ${orgLabel(channel.orgId, names)} · created ${
+            formatTime(channel.createdAt)
+          }`}
+          actions={
+            <>
+              <EnabledBadge enabled={channel.enabled} />
+              {manage && <TestButton csrf={csrf} channel={channel} back="channel" />}
+              {manage && <ToggleButton csrf={csrf} action={action} enabled={channel.enabled} />}
+            </>
+          }
+        />
+        <section class="panel">
+          <h2>Settings</h2>
+          <dl class="facts">
+            {channel.type === "webhook"
+              ? (
+                <>
+                  <dt>URL</dt>
+                  <dd>{displayUrl(channel.url)}</dd>
+                  <dt>Signing secret</dt>
+                  <dd>in the vault, set {formatTime(channel.secretSetAt)}</dd>
+                </>
+              )
+              : (
+                <>
+                  <dt>Server</dt>
+                  <dd>{channel.host}:{channel.port} ({SMTP_TLS_LABELS[channel.tlsMode]})</dd>
+                  <dt>Authentication</dt>
+                  <dd>{channel.username ? `${channel.username}, password in the vault` : "none"}</dd>
+                  <dt>From</dt>
+                  <dd>{channel.from}</dd>
+                  <dt>To</dt>
+                  <dd>{channel.to.join(", ")}</dd>
+                </>
+              )}
+            <dt>Used by rules</dt>
+            <dd>{usedBy.length ? usedBy.join(", ") : "none"}</dd>
+          </dl>
+        </section>
+        {manage && (
+          <section class="panel">
+            <h2>Edit</h2>
+            <ChannelForm
+              csrf={csrf}
+              action={action}
+              type={channel.type}
+              values={values ?? formFromChannel(channel)}
+              errors={errors}
+              error={error}
+              existing={channel}
+            />
+          </section>
+        )}
+        <DeliveryLog
+          deliveries={page.values}
+          cursor={page.cursor}
+          filter={filter}
+          channels={[channel]}
+          action={action}
+        />
+        {manage && (
+          <section class="panel panel--danger">
+            <h2>Delete channel</h2>
+            <p>Removes the channel and its vault secret, and takes it out of the rules that use it.</p>
+            <a class="btn btn--danger" href={`${action}/delete`}>Delete…</a>
+          </section>
+        )}
+      </>
+    ),
+    errors || error ? 422 : 200,
+  );
+}
+
+notificationRoutes.get("/channels/:channelId", requires("backup.view"), async (c) => {
+  const channel = await requireChannel(c.get("deps").kv, c.get("actor")!, c.req.param("channelId"));
+  return await channelPage(c, channel);
+});
+
+notificationRoutes.post("/channels/:channelId", requires("backup.manage"), async (c) => {
+  const { kv, clock, masterKey } = c.get("deps");
+  const actor = c.get("actor")!;
+  const channel = await requireChannel(kv, actor, c.req.param("channelId"));
+  const form = await readForm(c);
+  const parsed = ChannelUpdateInput.safeParse(channelFieldsFromForm(channel.type, form));
+  if (!parsed.success) return await channelPage(c, channel, form, fieldErrors(parsed.error));
+  try {
+    const { channel: next, generatedSecret } = await updateChannel(kv, actor, channel.id, parsed.data, {
+      now: clock(),
+      masterKey,
+    });
+    if (generatedSecret) return secretPage(c, next, generatedSecret, false);
+    return redirectWithNotice(c, `${BASE}/channels/${channel.id}`, `Saved ${next.name}.`);
+  } catch (e) {
+    if (!(e instanceof ValidationError)) throw e;
+    return await channelPage(c, channel, form, e.fields, e.message);
+  }
+});
+
+for (const [verb, enabled] of [["enable", true], ["disable", false]] as const) {
+  notificationRoutes.post(`/channels/:channelId/${verb}`, requires("backup.manage"), async (c) => {
+    const { kv, clock } = c.get("deps");
+    const channel = await setChannelEnabled(kv, c.get("actor")!, c.req.param("channelId"), enabled, clock());
+    return redirectWithNotice(
+      c,
+      `${BASE}/channels/${channel.id}`,
+      `Channel ${channel.name} ${enabled ? "enabled" : "disabled"}.`,
+    );
+  });
+  notificationRoutes.post(`/rules/:ruleId/${verb}`, requires("backup.manage"), async (c) => {
+    const { kv, clock } = c.get("deps");
+    const rule = await setRuleEnabled(kv, c.get("actor")!, c.req.param("ruleId"), enabled, clock());
+    return redirectWithNotice(
+      c,
+      `${BASE}/rules/${rule.id}`,
+      `Rule ${rule.name} ${enabled ? "enabled" : "disabled"}.`,
+    );
+  });
+}
+
+notificationRoutes.post("/channels/:channelId/test", requires("backup.manage"), async (c) => {
+  const { kv, clock, masterKey, config } = c.get("deps");
+  const actor = c.get("actor")!;
+  const form = await readForm(c);
+  const delivery = await sendTestNotification(kv, actor, c.req.param("channelId"), {
+    now: clock(),
+    masterKey,
+    baseUrl: config.baseUrl,
+  });
+  const a = delivery.attempts[0];
+  const outcome = a.ok
+    ? `delivered (${a.httpStatus !== null ? `HTTP ${a.httpStatus}` : a.smtpReply ?? "ok"})`
+    : `failed: ${attemptLine(a)}`;
+  const back = str(form, "back") === "list" ? BASE : `${BASE}/channels/${delivery.channelId}`;
+  return redirectWithNotice(c, back, `Test notification to ${delivery.channelName} ${outcome}`);
+});
+
+notificationRoutes.get("/channels/:channelId/delete", requires("backup.manage"), async (c) => {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const channel = await requireChannel(kv, actor, c.req.param("channelId"));
+  const usedBy = (await listRules(kv, actor)).filter((r) => r.channelIds.includes(channel.id));
+  return render(
+    c,
+    "Delete channel",
+    (
+      <>
+        <PageHeader title={`Delete ${channel.name}?`} />
+        <form method="post" action={`${BASE}/channels/${channel.id}/delete`} class="form">
+          <p>
+            Removes the channel and its vault secret
+            {usedBy.length ? `, and takes it out of the rules ${usedBy.map((r) => r.name).join(", ")}` : ""}.
+            Its delivery log stays. This cannot be undone.
+          </p>
+          <Csrf token={c.get("csrfToken")} />
+          <div class="form-actions">
+            <button type="submit" class="btn btn--danger">Delete channel</button>
+            <a class="btn btn--ghost" href={`${BASE}/channels/${channel.id}`}>Cancel</a>
+          </div>
+        </form>
+      </>
+    ),
+  );
+});
+
+notificationRoutes.post("/channels/:channelId/delete", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const channel = await requireChannel(kv, actor, c.req.param("channelId"));
+  await deleteChannel(kv, actor, channel.id, clock());
+  return redirectWithNotice(c, BASE, `Deleted channel ${channel.name}.`);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// Rules
+
+interface RuleFormProps {
+  csrf: string;
+  action: string;
+  actor: Actor;
+  values: FormData;
+  orgs: Org[];
+  channels: NotificationChannel[];
+  errors?: FieldErrors;
+  error?: string;
+  existing?: NotificationRule;
+}
+
+function RuleForm(props: RuleFormProps) {
+  const v = (name: string) => str(props.values, name);
+  const many = (name: string) => list(props.values, name);
+  const allScope = props.actor.orgScope === "all";
+  const orgMode = v("orgMode") || (allScope ? "all" : "some");
+  const err = props.errors;
+  const manageable = props.orgs.filter((o) =>
+    can(props.actor, "backup.manage", { accountId: o.accountId, orgId: o.id })
+  );
+  return (
+    <form method="post" action={props.action} class="form">
+      <Csrf token={props.csrf} />
+      <FormErrors message={props.error} />
+      <Field name="name" label="Name" value={v("name")} errors={err} required />
+      <Select
+        name="minSeverity"
+        label="Minimum severity"
+        value={v("minSeverity") || "warning"}
+        errors={err}
+        options={ALERT_SEVERITIES.map((s) => ({ value: s, label: `${s} and above` }))}
+      />
+      <fieldset class={err?.orgIds ? "field field--error" : "field"}>
+        <legend>Organizations</legend>
+        {allScope && (
+          <label class="choice">
+            <input type="radio" name="orgMode" value="all" checked={orgMode === "all"} />{" "}
+            All organizations (and account-level alerts)
+          </label>
+        )}
+        <label class="choice">
+          <input type="radio" name="orgMode" value="some" checked={orgMode === "some"} /> Only these:
+        </label>
+        <div class="scope-list">
+          {manageable.map((o) => (
+            <label class="choice" key={o.id}>
+              <input type="checkbox" name="orgIds" value={o.id} checked={many("orgIds").includes(o.id)} />
+              {" "}
+              {o.name}
+            </label>
+          ))}
+        </div>
+        {err?.orgIds && <p class="field-error">{err.orgIds}</p>}
+      </fieldset>
+      <fieldset class={err?.events ? "field field--error" : "field"}>
+        <legend>Events</legend>
+        {NOTIFICATION_EVENTS.map((e) => (
+          <label class="choice" key={e}>
+            <input type="checkbox" name="events" value={e} checked={many("events").includes(e)} />{" "}
+            {e === "opened" ? "Alert opened" : "Alert resolved"}
+          </label>
+        ))}
+        {err?.events && <p class="field-error">{err.events}</p>}
+      </fieldset>
+      <fieldset class={err?.channelIds ? "field field--error" : "field"}>
+        <legend>Channels</legend>
+        {props.channels.length === 0 && <p class="hint">No channels yet: add one first.</p>}
+        {props.channels.map((ch) => (
+          <label class="choice" key={ch.id}>
+            <input
+              type="checkbox"
+              name="channelIds"
+              value={ch.id}
+              checked={many("channelIds").includes(ch.id)}
+            />{" "}
+            {ch.name} ({CHANNEL_TYPE_LABELS[ch.type]}
+            {ch.enabled ? "" : ", disabled"})
+          </label>
+        ))}
+        {err?.channelIds && <p class="field-error">{err.channelIds}</p>}
+      </fieldset>
+      <label class="choice">
+        <input type="checkbox" name="enabled" value="on" checked={v("enabled") === "on"} /> Enabled
+      </label>
+      <div class="form-actions">
+        <button type="submit" class="btn btn--primary">
+          {props.existing ? "Save changes" : "Create rule"}
+        </button>
+        <a class="btn btn--ghost" href={props.existing ? `${BASE}/rules/${props.existing.id}` : BASE}>
+          Cancel
+        </a>
+      </div>
+    </form>
+  );
+}
+
+function ruleInputFromForm(form: FormData) {
+  return {
+    name: str(form, "name"),
+    minSeverity: str(form, "minSeverity"),
+    orgIds: str(form, "orgMode") === "all" ? "all" : list(form, "orgIds"),
+    events: list(form, "events"),
+    channelIds: list(form, "channelIds"),
+    enabled: str(form, "enabled") === "on",
+  };
+}
+
+function formFromRule(r: NotificationRule): FormData {
+  return {
+    name: r.name,
+    minSeverity: r.minSeverity,
+    orgMode: r.orgIds === "all" ? "all" : "some",
+    orgIds: r.orgIds === "all" ? [] : r.orgIds,
+    events: r.events,
+    channelIds: r.channelIds,
+    enabled: r.enabled ? "on" : "",
+  };
+}
+
+async function newRulePage(c: Context<AppEnv>, values: FormData, errors?: FieldErrors, error?: string) {
+  const actor = c.get("actor")!;
+  const [{ orgs }, channels] = await Promise.all([orgMap(c), listChannels(c.get("deps").kv, actor)]);
+  return render(
+    c,
+    "Add notification rule",
+    (
+      <>
+        <PageHeader
+          title="Add notification rule"
+          subtitle="Alerts at or above the minimum severity, from the chosen organizations, go to every enabled channel of the rule."
+        />
+        <RuleForm
+          csrf={c.get("csrfToken")}
+          action={`${BASE}/rules/new`}
+          actor={actor}
+          values={values}
+          orgs={orgs}
+          channels={channels}
+          errors={errors}
+          error={error}
+        />
+      </>
+    ),
+    errors || error ? 422 : 200,
+  );
+}
+
+notificationRoutes.get("/rules/new", requires("backup.manage"), async (c) => {
+  return await newRulePage(c, { events: ["opened", "resolved"], enabled: "on" });
+});
+
+notificationRoutes.post("/rules/new", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const form = await readForm(c);
+  const parsed = RuleInput.safeParse(ruleInputFromForm(form));
+  if (!parsed.success) return await newRulePage(c, form, fieldErrors(parsed.error));
+  try {
+    const rule = await createRule(kv, c.get("actor")!, parsed.data, clock());
+    return redirectWithNotice(c, BASE, `Rule ${rule.name} created.`);
+  } catch (e) {
+    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
+    return await newRulePage(c, form, e instanceof ValidationError ? e.fields : undefined, e.message);
+  }
+});
+
+async function rulePage(
+  c: Context<AppEnv>,
+  rule: NotificationRule,
+  values?: FormData,
+  errors?: FieldErrors,
+  error?: string,
+) {
+  const actor = c.get("actor")!;
+  const [{ orgs, names }, channels] = await Promise.all([orgMap(c), listChannels(c.get("deps").kv, actor)]);
+  const channelName = new Map(channels.map((ch) => [ch.id, ch.name]));
+  const manage = can(actor, "backup.manage", ruleScope(rule));
+  const csrf = c.get("csrfToken");
+  const action = `${BASE}/rules/${rule.id}`;
+  return render(
+    c,
+    rule.name,
+    (
+      <>
+        <PageHeader
+          title={rule.name}
+          subtitle={`Notification rule · created ${formatTime(rule.createdAt)}`}
+          actions={
+            <>
+              <EnabledBadge enabled={rule.enabled} />
+              {manage && <ToggleButton csrf={csrf} action={action} enabled={rule.enabled} />}
+            </>
+          }
+        />
+        <section class="panel">
+          <dl class="facts">
+            <dt>Minimum severity</dt>
+            <dd>{rule.minSeverity}</dd>
+            <dt>Organizations</dt>
+            <dd>{rule.orgIds === "all" ? "All" : rule.orgIds.map((o) => names.get(o) ?? "—").join(", ")}</dd>
+            <dt>Events</dt>
+            <dd>{rule.events.join(", ")}</dd>
+            <dt>Channels</dt>
+            <dd>
+              {rule.channelIds.length
+                ? rule.channelIds.map((id) => channelName.get(id) ?? "(not visible)").join(", ")
+                : "none"}
+            </dd>
+          </dl>
+        </section>
+        {manage && (
+          <>
+            <section class="panel">
+              <h2>Edit</h2>
+              <RuleForm
+                csrf={csrf}
+                action={action}
+                actor={actor}
+                values={values ?? formFromRule(rule)}
+                orgs={orgs}
+                channels={channels}
+                errors={errors}
+                error={error}
+                existing={rule}
+              />
+            </section>
+            <section class="panel panel--danger">
+              <h2>Delete rule</h2>
+              <a class="btn btn--danger" href={`${action}/delete`}>Delete…</a>
+            </section>
+          </>
+        )}
+      </>
+    ),
+    errors || error ? 422 : 200,
+  );
+}
+
+notificationRoutes.get("/rules/:ruleId", requires("backup.view"), async (c) => {
+  const rule = await requireRule(c.get("deps").kv, c.get("actor")!, c.req.param("ruleId"));
+  return await rulePage(c, rule);
+});
+
+notificationRoutes.post("/rules/:ruleId", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const rule = await requireRule(kv, actor, c.req.param("ruleId"));
+  const form = await readForm(c);
+  const parsed = RuleInput.safeParse(ruleInputFromForm(form));
+  if (!parsed.success) return await rulePage(c, rule, form, fieldErrors(parsed.error));
+  try {
+    const next = await updateRule(kv, actor, rule.id, parsed.data, clock());
+    return redirectWithNotice(c, `${BASE}/rules/${rule.id}`, `Saved ${next.name}.`);
+  } catch (e) {
+    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
+    return await rulePage(c, rule, form, e instanceof ValidationError ? e.fields : undefined, e.message);
+  }
+});
+
+notificationRoutes.get("/rules/:ruleId/delete", requires("backup.manage"), async (c) => {
+  const rule = await requireRule(c.get("deps").kv, c.get("actor")!, c.req.param("ruleId"));
+  return render(
+    c,
+    "Delete rule",
+    (
+      <>
+        <PageHeader title={`Delete ${rule.name}?`} />
+        <form method="post" action={`${BASE}/rules/${rule.id}/delete`} class="form">
+          <p>Alerts stop going to this rule's channels. Deliveries already made stay in the log.</p>
+          <Csrf token={c.get("csrfToken")} />
+          <div class="form-actions">
+            <button type="submit" class="btn btn--danger">Delete rule</button>
+            <a class="btn btn--ghost" href={`${BASE}/rules/${rule.id}`}>Cancel</a>
+          </div>
+        </form>
+      </>
+    ),
+  );
+});
+
+notificationRoutes.post("/rules/:ruleId/delete", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const rule = await requireRule(kv, actor, c.req.param("ruleId"));
+  await deleteRule(kv, actor, rule.id, clock());
+  return redirectWithNotice(c, BASE, `Deleted rule ${rule.name}.`);
+});
