@@ -16,6 +16,7 @@ import { apiV1 } from "./routes/api_v1.ts";
 import { apiV1Backup } from "./routes/api_v1_backup.ts";
 import { apiV1Policies } from "./routes/api_v1_policies.ts";
 import { apiV1Runs } from "./routes/api_v1_runs.ts";
+import { apiV1Dashboard } from "./routes/api_v1_dashboard.ts";
 import { apiV1Jobs } from "./routes/api_v1_jobs.ts";
 import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
@@ -113,6 +114,7 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1Backup);
   app.route("/", apiV1Policies);
   app.route("/", apiV1Runs);
+  app.route("/", apiV1Dashboard);
   app.route("/", apiV1Jobs);
   app.route("/", engineProtocol);
   app.route("/", selfBackupApi);

@@ -227,3 +227,33 @@ Deno.test("the protected objects page filters by RPO breach and last status", as
   const junk = await viewer.get("/backup/protected?type=toaster&limit=-4&cursor=%%%");
   assert.equal(junk.status, 200, "bad filter values fall back to defaults");
 });
+
+Deno.test("the JSON API serves the dashboard figures, the queues and the protected objects with rpo_breach", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const s = await setup(kv);
+  const viewer = await s.as("viewer");
+  const json = async (path: string, status = 200) => {
+    const res = await viewer.request(path, { headers: { accept: "application/json" } });
+    assert.equal(res.status, status, path);
+    return await res.json();
+  };
+  const dash = await json("/api/v1/dashboard");
+  assert.deepEqual(dash.summary, { protected: 1, atRisk: 1, rpoBreach: 1, unprotectedHosts: 0 });
+  assert.deepEqual(dash.last24h, { success: 0, failed: 1, warning: 0 });
+  assert.deepEqual(dash.engines, { online: 0, offline: 1, other: 0 });
+  assert.equal((await json("/api/v1/dashboard/queue?name=failed-backups")).values[0].run.id, s.run.id);
+  assert.equal((await json("/api/v1/dashboard/queue?name=rpo-breaches")).values[0].breachMs, 3_600_000);
+  const storage = (await json("/api/v1/dashboard/queue?name=storage-health")).values;
+  assert.equal(storage[0].id, s.target.id);
+  assert.equal("credentialId" in storage[0], false, "no vault reference in the API");
+  assert.deepEqual((await json("/api/v1/dashboard/queue?name=verification-failures")).values, []);
+  const bad = await json("/api/v1/dashboard/queue?name=everything", 422);
+  assert.ok(bad.error.fields.name);
+  const objects = await json("/api/v1/protected-objects?rpo_breach=true");
+  assert.deepEqual(objects.values.map((o: { name: string; rpoBreach: boolean }) => [o.name, o.rpoBreach]), [[
+    "db-01.acme.example",
+    true,
+  ]]);
+  assert.deepEqual((await json("/api/v1/protected-objects?rpo_breach=false")).values, []);
+  assert.ok((await json("/api/v1/protected-objects?type=toaster", 422)).error.fields.type);
+});

@@ -1,0 +1,160 @@
+/**
+ * `/api/v1/dashboard…` and `/api/v1/protected-objects`: the dashboard's figures and queues, and the
+ * protected objects list, as JSON (the same domain functions as the pages).
+ */
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import {
+  failedBackupsQueue,
+  readEngineStatus,
+  readLast24h,
+  readSummary,
+  rpoBreachQueue,
+  storageHealthQueue,
+  verificationFailuresQueue,
+} from "../domain/dashboard.ts";
+import {
+  isRpoBreached,
+  LAST_BACKUP_STATUSES,
+  listProtectedObjects,
+  PROTECTED_TYPES,
+  PROTECTION_STATES,
+} from "../domain/protected.ts";
+import { toPublicTarget } from "../domain/storage.ts";
+import { requires } from "./access.ts";
+import { ErrorBody } from "./api_v1.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors } from "./forms.ts";
+
+const err = (description: string) => ({
+  description,
+  content: { "application/json": { schema: ErrorBody } },
+});
+const Id = z.string().regex(/^[0-9A-Z]{26}$/, "must be an id");
+const Limit = z.coerce.number().int().min(1, "must be 1–100").max(100, "must be 1–100").default(10);
+const denied = { 401: err("Not signed in or bad token"), 403: err("Missing permission") };
+
+export const apiV1Dashboard = new OpenAPIHono<AppEnv>({
+  defaultHook: (result, c) => {
+    if (!result.success) {
+      return c.json({
+        error: { code: "invalid", message: "The request is invalid", fields: fieldErrors(result.error) },
+      }, 422);
+    }
+  },
+});
+
+apiV1Dashboard.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/dashboard",
+    summary: "Summary counts, engine status and the last 24 hours of backup runs, in your scope",
+    tags: ["Dashboard"],
+    middleware: [requires("backup.view")] as const,
+    responses: {
+      200: {
+        description:
+          "protected, atRisk, rpoBreach, unprotectedHosts; engines online/offline; last24h success/failed/warning",
+        content: { "application/json": { schema: z.object({}).passthrough() } },
+      },
+      ...denied,
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const actor = c.get("actor")!;
+    const now = clock();
+    const [summary, engines, last24h] = await Promise.all([
+      readSummary(kv, actor, now),
+      readEngineStatus(kv, actor, now),
+      readLast24h(kv, actor, now),
+    ]);
+    return c.json({ at: now.toISOString(), summary, engines, last24h }, 200);
+  },
+);
+
+const QUEUES = ["failed-backups", "rpo-breaches", "storage-health", "verification-failures"] as const;
+
+apiV1Dashboard.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/dashboard/queue",
+    summary: "One of the dashboard's exception queues (top entries, most urgent first), in your scope",
+    tags: ["Dashboard"],
+    middleware: [requires("backup.view")] as const,
+    request: { query: z.object({ name: z.enum(QUEUES), limit: Limit }) },
+    responses: {
+      200: {
+        description: "The queue's rows",
+        content: { "application/json": { schema: z.object({ name: z.string(), values: z.array(z.any()) }) } },
+      },
+      ...denied,
+      422: err("Unknown queue or invalid limit"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const actor = c.get("actor")!;
+    const now = clock();
+    const { name, limit } = c.req.valid("query");
+    const values = name === "failed-backups"
+      ? await failedBackupsQueue(kv, actor, limit)
+      : name === "rpo-breaches"
+      ? await rpoBreachQueue(kv, actor, now, limit)
+      : name === "storage-health"
+      ? (await storageHealthQueue(kv, actor)).slice(0, limit).map(toPublicTarget)
+      : await verificationFailuresQueue(kv, actor, limit);
+    return c.json({ name, values }, 200);
+  },
+);
+
+apiV1Dashboard.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/protected-objects",
+    summary: "Protected objects in your scope with the guide's filters; rpo_breach evaluated now",
+    tags: ["Protected objects"],
+    middleware: [requires("backup.view")] as const,
+    request: {
+      query: z.object({
+        q: z.string().trim().max(200).optional(),
+        orgId: Id.optional(),
+        type: z.enum(PROTECTED_TYPES).optional(),
+        hostId: Id.optional(),
+        source: z.string().regex(/^(bes|platform):[\w-]+$/, "must be bes:<id> or platform:<id>").optional(),
+        lastBackupStatus: z.enum(LAST_BACKUP_STATUSES).optional(),
+        protection: z.enum(PROTECTION_STATES).optional(),
+        rpo_breach: z.enum(["true", "false"]).optional(),
+        cursor: z.string().max(1000).optional(),
+        limit: z.coerce.number().int().min(1, "must be 1–200").max(200, "must be 1–200").default(50),
+      }),
+    },
+    responses: {
+      200: {
+        description: "A page of objects (each with rpoBreach) and the cursor of the next page",
+        content: {
+          "application/json": {
+            schema: z.object({ values: z.array(z.any()), cursor: z.string(), partial: z.boolean() }),
+          },
+        },
+      },
+      ...denied,
+      422: err("Invalid filter"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const now = clock();
+    const { rpo_breach, ...filter } = c.req.valid("query");
+    const page = await listProtectedObjects(
+      kv,
+      c.get("actor")!,
+      { ...filter, rpoBreach: rpo_breach ?? "" },
+      now,
+    );
+    return c.json({
+      values: page.values.map((o) => ({ ...o, rpoBreach: isRpoBreached(o, now) })),
+      cursor: page.cursor,
+      partial: page.partial,
+    }, 200);
+  },
+);
