@@ -58,6 +58,12 @@ export function alertsByAccountKey(accountId: string, id: string) {
 export function openAlertsByAccountKey(accountId: string, id: string) {
   return ["alerts_open_by_account", accountId, id] as const;
 }
+/** How many alerts of an org ("-" for account-level ones) are open or acknowledged: the nav badge. */
+export function openAlertCountKey(accountId: string, orgId: string | null) {
+  return ["alert_counts", accountId, orgId ?? "-", "open"] as const;
+}
+const ONE = 1n;
+const MINUS_ONE = (1n << 64n) - 1n; // sums wrap modulo 2^64: adding this subtracts one
 
 /**
  * The transactional outbox of alert notifications: raising a new alert or resolving one writes an
@@ -153,7 +159,8 @@ export function raiseAlert(
   op.set(alertKey(alert.id), alert)
     .set(openAlertKey(input.subjectType, input.subjectId, input.reason), alert.id)
     .set(alertsByAccountKey(alert.accountId, alert.id), alert.id)
-    .set(openAlertsByAccountKey(alert.accountId, alert.id), alert.id);
+    .set(openAlertsByAccountKey(alert.accountId, alert.id), alert.id)
+    .sum(openAlertCountKey(alert.accountId, alert.orgId), ONE);
   writeEvent(op, alert, "opened", now);
   return alert;
 }
@@ -171,7 +178,8 @@ export function resolveAlert(
   const next: Alert = { ...alert, status: "resolved", resolvedAt: now.toISOString() };
   op.set(alertKey(alert.id), next)
     .delete(openAlertKey(alert.subjectType, alert.subjectId, alert.reason))
-    .delete(openAlertsByAccountKey(alert.accountId, alert.id));
+    .delete(openAlertsByAccountKey(alert.accountId, alert.id))
+    .sum(openAlertCountKey(alert.accountId, alert.orgId), MINUS_ONE);
   writeEvent(op, next, "resolved", now);
   return next;
 }
@@ -188,7 +196,23 @@ export async function readOpenAlert(
   return { pointer, alert };
 }
 
-/** Open and acknowledged alerts the actor may see (for the nav count and dashboards). */
+/**
+ * How many open or acknowledged alerts the actor may see (the navigation badge): a counter per org kept
+ * by `raiseAlert`/`resolveAlert` in the same atomic operation, so every page pays a few reads, not one
+ * per open alert.
+ */
+export async function countOpenAlerts(kv: Deno.Kv, actor: Actor): Promise<number> {
+  if (!actor.accountId) return 0;
+  let total = 0;
+  for await (const e of kv.list<Deno.KvU64>({ prefix: ["alert_counts", actor.accountId] })) {
+    const org = String(e.key[2]);
+    if (!inScope(actor, { accountId: actor.accountId, orgId: org === "-" ? null : org })) continue;
+    total += Number(BigInt.asIntN(64, e.value.value));
+  }
+  return total;
+}
+
+/** Open and acknowledged alerts the actor may see (every one of them: for tests and small views). */
 export async function listOpenAlerts(kv: Deno.Kv, actor: Actor): Promise<Alert[]> {
   if (!actor.accountId) return [];
   const keys: Deno.KvKey[] = [];

@@ -122,7 +122,39 @@ export async function checkInvariants(kv: Deno.Kv): Promise<string[]> {
       problems.push(`alerts_open points to missing or resolved alert ${p.value}`);
     }
   }
+  problems.push(...await checkCounters(kv, alerts));
   problems.push(...await checkHostInvariants(kv, policies));
+  return problems;
+}
+
+/**
+ * The dashboard's counters equal what they count: open alerts per org, and active / at-risk / swept
+ * breached protected objects per org.
+ */
+async function checkCounters(kv: Deno.Kv, alerts: Map<string, Alert>): Promise<string[]> {
+  const problems: string[] = [];
+  const expected = new Map<string, number>();
+  const bump = (key: string) => expected.set(key, (expected.get(key) ?? 0) + 1);
+  for (const a of alerts.values()) {
+    if (a.status !== "resolved") bump(JSON.stringify(["alert_counts", a.accountId, a.orgId ?? "-", "open"]));
+  }
+  for (const o of (await all<ProtectedObject>(kv, "protected_objects")).values()) {
+    if (o.protection !== "active") continue;
+    bump(JSON.stringify(["po_counts", o.accountId, o.orgId, "protected"]));
+    if (o.lastBackupStatus === "failed") bump(JSON.stringify(["po_counts", o.accountId, o.orgId, "at_risk"]));
+    if (o.breached) bump(JSON.stringify(["po_counts", o.accountId, o.orgId, "breached"]));
+  }
+  const stored = new Map<string, number>();
+  for (const prefix of ["alert_counts", "po_counts"]) {
+    for await (const e of kv.list<Deno.KvU64>({ prefix: [prefix] })) {
+      stored.set(JSON.stringify(e.key), Number(BigInt.asIntN(64, e.value.value)));
+    }
+  }
+  for (const key of new Set([...expected.keys(), ...stored.keys()])) {
+    if ((expected.get(key) ?? 0) !== (stored.get(key) ?? 0)) {
+      problems.push(`counter ${key} is ${stored.get(key) ?? 0} but counts ${expected.get(key) ?? 0}`);
+    }
+  }
   return problems;
 }
 

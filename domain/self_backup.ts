@@ -99,6 +99,7 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "alerts_open",
     "alerts_by_account",
     "alerts_open_by_account",
+    "alert_counts",
     "alert_events",
     "notification_deliveries",
     "notification_deliveries_by_account",

@@ -4,7 +4,7 @@ import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { ComponentChildren } from "preact";
 import { renderToString } from "preact-render-to-string";
 import { Layout } from "../components/Layout.tsx";
-import { listOpenAlerts } from "../domain/alerts.ts";
+import { countOpenAlerts } from "../domain/alerts.ts";
 import { authorizePlatformAdmin } from "../domain/self_backup_runs.ts";
 import type { AppEnv } from "./env.ts";
 
@@ -21,7 +21,7 @@ export async function render(
   if (notice) deleteCookie(c, FLASH_COOKIE, { path: "/" });
   const actor = c.get("actor");
   const kv = c.get("deps").kv;
-  const openAlerts = actor?.accountId ? (await listOpenAlerts(kv, actor)).length : 0;
+  const openAlerts = actor?.accountId ? await countOpenAlerts(kv, actor) : 0;
   const platformAdmin = actor?.permissions.has("admin")
     ? await authorizePlatformAdmin(kv, actor).then(() => true, () => false)
     : false;

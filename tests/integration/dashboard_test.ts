@@ -11,6 +11,7 @@ import {
   verificationFailuresQueue,
 } from "../../domain/dashboard.ts";
 import { applyHeartbeat } from "../../domain/engines.ts";
+import { checkInvariants } from "../../domain/invariants.ts";
 import { applyHostHeartbeat, enrollHost, type Host } from "../../domain/hosts.ts";
 import { applyResult, claimJobs, type Job } from "../../domain/jobs.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
@@ -270,6 +271,7 @@ Deno.test("dashboard counts equal an independent recomputation from raw records 
         }
         await assertDashboardMatches(kv, w, activeSince, now, context);
       }
+      assert.deepEqual(await checkInvariants(kv), [], "counters equal what they count");
     }),
     { numRuns: 12 },
   );

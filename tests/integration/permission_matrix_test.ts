@@ -314,7 +314,10 @@ const POLICY: Array<[RegExp, string]> = [
   [/^GET \/api\/v1\/orgs/, "backup.view"],
   [/^\w+ \/api\/v1\/orgs/, "admin"],
   [/^\w+ \/api\/v1\/tokens/, "backup.view"],
-  [/^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|runs|jobs|dashboard|protected-objects)(\/|$)/, "backup.view"],
+  [
+    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|runs|jobs|dashboard|protected-objects)(\/|$)/,
+    "backup.view",
+  ],
   [/^\w+ \/api\/v1\/(engines|storage|alerts|policies|jobs)(\/|$)/, "backup.manage"],
   [/^POST \/api\/v1\/account\//, "admin"],
   [/^POST \/api\/(bes\/v1\/register|agent\/v1\/enroll)$/, "registration"],
