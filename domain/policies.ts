@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { deletePolicyAssignments } from "./assignments.ts";
+import { applyPolicyRpo } from "./protected.ts";
 import { deleteHooksOfPolicy } from "./hooks.ts";
 import { deleteReplicasOfPolicy } from "./replicas.ts";
 import { appendAudit } from "./audit.ts";
@@ -385,8 +386,10 @@ export async function updatePolicy(
     }
   }
   const data = PolicyFields.parse(input);
-  return await withRetry(async () => {
+  let before: number | null = null;
+  const updated = await withRetry<Policy>(async () => {
     const entry = await kv.get<Policy>(policyKey(id));
+    before = entry.value?.rpoHours ?? null;
     const policy = entry.value;
     if (!policy || !inScope(actor, policyScope(policy))) throw new NotFoundError(`Policy ${id} not found`);
     authorize(actor, "backup.manage", policyScope(policy));
@@ -437,6 +440,8 @@ export async function updatePolicy(
     }, now);
     return (await op.commit()).ok ? { value: next } : null;
   });
+  if (updated.rpoHours !== before) await applyPolicyRpo(kv, updated, now);
+  return updated;
 }
 
 /** Deletes a policy and its assignments, hooks and replica rules; the target's `policyCount` drops. */

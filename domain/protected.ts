@@ -6,7 +6,7 @@
  * keeps it, because the restore points it was backed up into are kept for their retention.
  */
 import { z } from "zod";
-import { raiseAlert, readOpenAlert } from "./alerts.ts";
+import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { NotFoundError } from "./errors.ts";
 import type { Host } from "./hosts.ts";
 import { getManyValues } from "./kv.ts";
@@ -593,4 +593,38 @@ export async function sweepRpoBreaches(kv: Deno.Kv, now: Date): Promise<{ breach
     }
   }
   return { breached };
+}
+
+/**
+ * Carries a policy's new RPO to its objects (after the policy update committed), one checked write per
+ * object: the due index moves, and a breach the new RPO ends is cleared with its alert resolved. Objects
+ * the new RPO puts in breach are counted at once (their due time is past) and swept within a minute.
+ * A crash part-way leaves the rest on the old RPO until the policy is saved again. Returns objects updated.
+ */
+export async function applyPolicyRpo(
+  kv: Deno.Kv,
+  policy: Pick<Policy, "id" | "rpoHours">,
+  now: Date,
+): Promise<number> {
+  let updated = 0;
+  for await (const e of kv.list({ prefix: ["assignments_by_policy", policy.id] })) {
+    const hostId = String(e.key[2]);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const current = await readProtectedFor(kv, hostId, policy.id);
+      const o = current.entry?.value;
+      if (!current.entry || !o || o.rpoHours === policy.rpoHours) break;
+      const next: ProtectedObject = { ...o, rpoHours: policy.rpoHours, updatedAt: now.toISOString() };
+      if (next.breached && !isRpoBreached(next, now)) next.breached = false;
+      const op = kv.atomic().check(current.entry);
+      writeProtected(op, o, next);
+      if (o.breached && !next.breached) {
+        resolveAlert(op, await readOpenAlert(kv, "protected_object", o.id, "rpo_breach"), now);
+      }
+      if ((await op.commit()).ok) {
+        updated++;
+        break;
+      }
+    }
+  }
+  return updated;
 }

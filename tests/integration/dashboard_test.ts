@@ -14,7 +14,7 @@ import { applyHeartbeat } from "../../domain/engines.ts";
 import { checkInvariants } from "../../domain/invariants.ts";
 import { applyHostHeartbeat, enrollHost, type Host } from "../../domain/hosts.ts";
 import { applyResult, claimJobs, type Job } from "../../domain/jobs.ts";
-import { createPolicy, type Policy } from "../../domain/policies.ts";
+import { createPolicy, type Policy, updatePolicy } from "../../domain/policies.ts";
 import { listProtectedObjects, type ProtectedObject, sweepRpoBreaches } from "../../domain/protected.ts";
 import { type Actor, systemActor } from "../../domain/rbac.ts";
 import { applyJobOutcome, type Run, runSchedulerTick } from "../../domain/runs.ts";
@@ -459,3 +459,33 @@ Deno.test("the protected-objects list pages with a cursor through every filter a
   const bad = await listProtectedObjects(kv, w.admin, { type: "toaster", limit: 9999 } as never, now);
   assert.equal(bad.values.length, 6, "an unknown filter value falls back to no filter, never an error page");
 });
+
+Deno.test("a policy's new RPO reaches its objects: breaches start and end with it, the alert resolves", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const start = new Date("2026-11-01T00:00:00Z");
+  const w = await world(kv, start);
+  await assignHost(kv, system, { policyId: w.policies[0].id, hostId: w.hosts[0].id }, start);
+  const at2h = new Date(start.getTime() + 2 * HOUR);
+  assert.equal((await readSummary(kv, w.admin, at2h)).rpoBreach, 0, "RPO 3 h: within after 2 h");
+  await updatePolicy(kv, system, w.policies[0].id, { ...policyInput(w.policies[0]), rpoHours: 1 }, at2h);
+  assert.equal((await readSummary(kv, w.admin, at2h)).rpoBreach, 1, "RPO 1 h: in breach at once");
+  await sweepRpoBreaches(kv, at2h);
+  assert.equal((await readSummary(kv, w.admin, at2h)).rpoBreach, 1, "swept: still one");
+  await updatePolicy(kv, system, w.policies[0].id, { ...policyInput(w.policies[0]), rpoHours: 24 }, at2h);
+  assert.equal((await readSummary(kv, w.admin, at2h)).rpoBreach, 0, "RPO 24 h: the breach ends");
+  const alerts = (await values<{ reason: string; status: string }>(kv, "alerts")).filter((a) =>
+    a.reason === "rpo_breach"
+  );
+  assert.deepEqual(alerts.map((a) => a.status), ["resolved"]);
+  assert.deepEqual(await checkInvariants(kv), []);
+});
+
+function policyInput(p: Policy) {
+  return {
+    name: p.name,
+    targetId: p.targetId,
+    backupType: p.backupType,
+    fullSchedule: p.fullSchedule,
+    incrementalSchedule: p.incrementalSchedule ?? "",
+  };
+}
