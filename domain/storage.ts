@@ -8,6 +8,7 @@ import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
 import { type CapacitySample, type CapacityState, nextCapacityState } from "./capacity.ts";
 import { type Engine, engineKey, engineScope, registerEngineCascade } from "./engines.ts";
+import type { Host } from "./hosts.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { queueJobInOp } from "./jobs.ts";
@@ -813,10 +814,41 @@ export function capacityRows(targets: StorageTarget[]) {
 export const STORAGE_CHECKS = { health_check: "health check", verify: "integrity verification" } as const;
 export type StorageCheck = keyof typeof STORAGE_CHECKS;
 
+/** Online hosts read at most while looking for a relay (a health check is an operator action, not a page). */
+const RELAY_SCAN_LIMIT = 20_000;
+
 /**
- * Queues a health check (the BES probes the target and reports capacity) or an integrity verification
- * (the BES verifies the target's chunks) on the target's BES, with its audit entry in the same atomic
- * operation. Needs backup.manage on the target. Returns the queued job's id.
+ * An online relay host that may probe the target (guide, "Health Check vs Integrity Verify"): one of
+ * the target's org when it is org-scoped, otherwise any of the account. Online means a heartbeat
+ * within 3 minutes of `now`. Null when there is none.
+ */
+async function findRelayHost(kv: Deno.Kv, target: StorageTarget, now: Date): Promise<Host | null> {
+  let batch: Deno.KvKey[] = [];
+  let scanned = 0;
+  const pick = async () => {
+    const hosts = await getManyValues<Host>(kv, batch);
+    batch = [];
+    return hosts.find((h) =>
+      h.relay && h.accountId === target.accountId && (!target.orgId || h.orgId === target.orgId) &&
+      h.lastHeartbeatAt !== null && now.getTime() - Date.parse(h.lastHeartbeatAt) <= 3 * 60_000
+    ) ?? null;
+  };
+  for await (const e of kv.list({ prefix: ["hosts_live"] }, { batchSize: 500 })) {
+    batch.push(["hosts", String(e.key[1])]);
+    if (batch.length === 10) {
+      const found = await pick();
+      if (found) return found;
+    }
+    if (++scanned >= RELAY_SCAN_LIMIT) break;
+  }
+  return batch.length ? await pick() : null;
+}
+
+/**
+ * Queues an on-demand check of a storage target with its audit entry in the same atomic operation:
+ * a health check runs on an online relay host of the target's org (or account) — a reachability probe
+ * whose capacity reaches us through the BES heartbeat; an integrity verification (catalog, chains, a
+ * restore rehearsal) runs on the target's BES. Needs backup.manage on the target. Returns the job id.
  */
 export async function requestStorageCheck(
   kv: Deno.Kv,
@@ -827,13 +859,25 @@ export async function requestStorageCheck(
 ): Promise<string> {
   const target = await requireTarget(kv, actor, targetId);
   authorize(actor, "backup.manage", targetScope(target));
+  let principal = `bes:${target.besId}`;
+  if (check === "health_check") {
+    const relay = await findRelayHost(kv, target, now);
+    if (!relay) {
+      throw new ConflictError(
+        `No online relay host ${
+          target.orgId ? "in this target's organization" : "in this account"
+        } to run the health check`,
+      );
+    }
+    principal = `agent:${relay.id}`;
+  }
   const op = kv.atomic();
   const job = queueJobInOp(op, {
     kind: check,
-    principal: `bes:${target.besId}`,
+    principal,
     accountId: target.accountId,
     orgId: target.orgId,
-    payload: { targetId: target.id, scope: "storage_target" },
+    payload: { targetId: target.id, scope: "storage_target", besId: target.besId },
     priority: "high",
   }, now);
   appendAudit(op, actor, {

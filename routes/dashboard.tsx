@@ -441,8 +441,19 @@ for (const check of Object.keys(STORAGE_CHECKS) as StorageCheck[]) {
     requires("backup.manage"),
     async (c) => {
       const { kv, clock } = c.get("deps");
-      const jobId = await requestStorageCheck(kv, c.get("actor")!, c.req.param("targetId"), check, clock());
-      return redirectWithNotice(c, "/backup/dashboard", `Queued the ${STORAGE_CHECKS[check]} (job ${jobId})`);
+      try {
+        const jobId = await requestStorageCheck(kv, c.get("actor")!, c.req.param("targetId"), check, clock());
+        return redirectWithNotice(
+          c,
+          "/backup/dashboard",
+          `Queued the ${STORAGE_CHECKS[check]} (job ${jobId})`,
+        );
+      } catch (error) {
+        if (error instanceof ConflictError) {
+          return redirectWithNotice(c, "/backup/dashboard", `Not queued: ${error.message}`);
+        }
+        throw error;
+      }
     },
   );
 }

@@ -168,17 +168,39 @@ Deno.test("actions are gated by backup.manage: no buttons for a viewer, 403 on P
   assert.equal(again.status, 303, "a second retry is refused with a notice, not an error page");
   assert.equal((await Array.fromAsync(kv.list({ prefix: ["runs"] }))).length, runsBefore + 1);
 
+  const storageJobs = async () =>
+    (await Array.fromAsync(kv.list<Job>({ prefix: ["jobs"] }))).map((e) => e.value)
+      .filter((j) => j.payload.scope === "storage_target").map((j) => [j.kind, j.principal]).sort();
+  const noRelay = await operator.postForm(`/backup/dashboard/storage/${s.target.id}/health_check`, {}, {
+    tokenFrom: "/backup/dashboard",
+  });
+  assert.equal(noRelay.status, 303);
+  assertIncludes(await (await operator.get("/backup/dashboard")).text(), "No online relay host");
+  assert.deepEqual(await storageJobs(), [], "no relay host online: nothing queued");
+  const { host: relay } = await enrollHost(
+    kv,
+    { accountId: s.tenant.account.id, orgId: s.tenant.orgs[0].id },
+    {
+      hostname: "relay-01.acme.example",
+      os: "Debian 12",
+      ipAddress: "10.0.0.9",
+      publicKey: generateKeyPair().publicKey,
+      version: "1",
+      relay: true,
+    },
+    s.clock.now(),
+  );
+  await applyHostHeartbeat(kv, relay.id, { version: "1", metrics: engineMetrics() }, s.clock.now());
   for (const check of ["health_check", "verify"]) {
     const res = await operator.postForm(`/backup/dashboard/storage/${s.target.id}/${check}`, {}, {
       tokenFrom: "/backup/dashboard",
     });
     assert.equal(res.status, 303, check);
   }
-  const jobs = (await Array.fromAsync(kv.list<Job>({ prefix: ["jobs"] }))).map((e) => e.value);
-  assert.deepEqual(
-    jobs.filter((j) => j.payload.scope === "storage_target").map((j) => [j.kind, j.principal]).sort(),
-    [["health_check", `bes:${s.engine.id}`], ["verify", `bes:${s.engine.id}`]],
-  );
+  assert.deepEqual(await storageJobs(), [["health_check", `agent:${relay.id}`], [
+    "verify",
+    `bes:${s.engine.id}`,
+  ]]);
   const actions = (await auditEntries(kv, s.tenant.account.id)).map((e) => e.action);
   for (const a of ["run.retry", "storage.health_check", "storage.verify"]) assert.ok(actions.includes(a), a);
 });
