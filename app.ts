@@ -18,6 +18,8 @@ import { apiV1Policies } from "./routes/api_v1_policies.ts";
 import { apiV1Runs } from "./routes/api_v1_runs.ts";
 import { apiV1Dashboard } from "./routes/api_v1_dashboard.ts";
 import { apiV1Jobs } from "./routes/api_v1_jobs.ts";
+import { apiV1Platforms } from "./routes/api_v1_platforms.ts";
+import { apiV1Restore } from "./routes/api_v1_restore.ts";
 import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
 import { engineProtocol } from "./routes/engine_protocol.ts";
@@ -36,10 +38,28 @@ import { policyRoutes } from "./routes/policies.tsx";
 import { policySectionRoutes } from "./routes/policy_sections.tsx";
 import { hostRoutes } from "./routes/hosts.tsx";
 import { jobRoutes } from "./routes/jobs.tsx";
+import { platformRoutes } from "./routes/platforms.tsx";
 import { replicaScriptRoutes } from "./routes/replicas_scripts.tsx";
+import { restoreRoutes } from "./routes/restore.tsx";
 
-/** Largest request body accepted anywhere (forms and JSON). */
+/** Largest request body accepted anywhere (forms and JSON)… */
 export const MAX_BODY_BYTES = 64 * 1024;
+/** …except a file restore's selection (up to 10,000 paths): the restore API and the Restore forms. */
+export const MAX_RESTORE_BODY_BYTES = 4 * 1024 * 1024;
+
+function bodyLimitFor(maxSize: number) {
+  return bodyLimit({
+    maxSize,
+    onError: () => {
+      throw new HttpError(413, "payload_too_large", `The request body is larger than ${maxSize} bytes`);
+    },
+  });
+}
+
+/** Requests that may carry a long path selection. */
+function isRestoreSelection(method: string, path: string): boolean {
+  return method === "POST" && (path === "/api/v1/restores" || path.startsWith("/backup/restore/"));
+}
 
 export interface AppOptions {
   kv: Deno.Kv;
@@ -66,18 +86,11 @@ export function createApp(options: AppOptions) {
   // signed JSON to programs, never to a browser.
   const browserHeaders = securityHeaders(deps);
   app.use("*", (c, next) => isEngineProtocol(c.req.path) ? next() : browserHeaders(c, next));
+  const defaultLimit = bodyLimitFor(MAX_BODY_BYTES);
+  const restoreLimit = bodyLimitFor(MAX_RESTORE_BODY_BYTES);
   app.use(
     "*",
-    bodyLimit({
-      maxSize: MAX_BODY_BYTES,
-      onError: () => {
-        throw new HttpError(
-          413,
-          "payload_too_large",
-          `The request body is larger than ${MAX_BODY_BYTES} bytes`,
-        );
-      },
-    }),
+    (c, next) => (isRestoreSelection(c.req.method, c.req.path) ? restoreLimit : defaultLimit)(c, next),
   );
   app.use("/static/*", async (c, next) => {
     c.header("Cache-Control", "public, max-age=300");
@@ -103,6 +116,8 @@ export function createApp(options: AppOptions) {
   app.route("/backup", policySectionRoutes);
   app.route("/backup/hosts", hostRoutes);
   app.route("/backup/jobs", jobRoutes);
+  app.route("/backup/platforms", platformRoutes);
+  app.route("/backup/restore", restoreRoutes);
   app.route("/backup", replicaScriptRoutes);
   app.route("/", healthPages);
   app.route("/", selfBackupPages);
@@ -116,6 +131,8 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1Runs);
   app.route("/", apiV1Dashboard);
   app.route("/", apiV1Jobs);
+  app.route("/", apiV1Platforms);
+  app.route("/", apiV1Restore);
   app.route("/", engineProtocol);
   app.route("/", selfBackupApi);
   app.route("/", docsRoutes(() => openApiDocument(app)));

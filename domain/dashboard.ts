@@ -288,9 +288,15 @@ async function namesOf(kv: Deno.Kv, policyIds: string[], hostIds: (string | null
   const pIds = [...new Set(policyIds)];
   const hIds = [...new Set(hostIds.filter((h): h is string => !!h))];
   const policies = await getManyValues<Policy>(kv, pIds.map((id) => ["policies", id]));
+  // A platform job (platforms.ts) is the "policy" of its runs.
+  const found = new Set(policies.map((p) => p.id));
+  const platformJobs = await getManyValues<{ id: string; name: string }>(
+    kv,
+    pIds.filter((id) => !found.has(id)).map((id) => ["platform_jobs", id]),
+  );
   const hosts = await getManyValues<{ id: string; hostname: string }>(kv, hIds.map((id) => ["hosts", id]));
   return {
-    policies: new Map(policies.map((p) => [p.id, p.name])),
+    policies: new Map([...policies, ...platformJobs].map((p) => [p.id, p.name])),
     hosts: new Map(hosts.map((h) => [h.id, h.hostname])),
   };
 }

@@ -82,6 +82,14 @@ export async function checkInvariants(kv: Deno.Kv): Promise<string[]> {
   const selfBackup =
     (await kv.get<{ s3?: { credentialId: string | null } }>(["self_backup", "settings"])).value;
   if (selfBackup?.s3?.credentialId) referencedVault.add(selfBackup.s3.credentialId);
+  // Third-party platforms keep their password in the vault.
+  for (const p of (await all<{ id: string; credentialId: string | null }>(kv, "platforms")).values()) {
+    if (!p.credentialId) continue;
+    referencedVault.add(p.credentialId);
+    if (!vault.has(p.credentialId)) {
+      problems.push(`platform ${p.id} refers to missing vault record ${p.credentialId}`);
+    }
+  }
   for (const id of vault.keys()) {
     if (!referencedVault.has(id)) problems.push(`vault record ${id} is referenced by nothing`);
   }
@@ -234,7 +242,26 @@ async function checkHostInvariants(kv: Deno.Kv, policies: Map<string, PolicyCore
       problems.push(`protected_by_account points to missing or foreign protected object ${p.value}`);
     }
   }
+  // Platform objects (platform sync) have no host or assignment: `platform_objects` is their unique index.
+  const platformObjects = new Map<string, string>();
+  for await (const e of kv.list<string>({ prefix: ["platform_objects"] })) {
+    const o = objects.get(e.value);
+    if (
+      o?.source.kind !== "platform" || `${o.source.platformId}/${o.source.vendorObjectId}` !== pairKey(e.key)
+    ) {
+      problems.push(
+        `platform_objects ${pairKey(e.key)} points to a missing or different protected object ${e.value}`,
+      );
+    }
+    platformObjects.set(e.value, pairKey(e.key));
+  }
   for (const o of objects.values()) {
+    if (o.source.kind === "platform") {
+      if (!platformObjects.has(o.id)) {
+        problems.push(`platform object ${o.id} is not indexed in platform_objects`);
+      }
+      continue;
+    }
     if (protectedByHost.get(`${o.hostId}/${o.policyId}`) !== o.id) {
       problems.push(
         `protected object ${o.id} is not the one protected_by_host lists for its host and policy`,

@@ -3,9 +3,10 @@
  * job's run history, and the job-level retry.
  *
  * A native job is a policy: its id is the policy id (the "source job id" the search matches), its source
- * is the policy's BES, its runs are the policy's runs. Platform jobs (third-party platform sync) arrive
- * with a later issue as `JobView`s with a `platform` source from their own store; `listJobs` merges
- * sources before filtering, so every filter and the sort apply to both.
+ * is the policy's BES, its runs are the policy's runs. A platform job (domain/platforms.ts) is a vendor
+ * job imported by platform sync: its source job id is the vendor's job id, and its runs are indexed in
+ * `runs_by_policy` under the platform job's id like a policy's. `listJobs` merges both before
+ * filtering, so every filter and the sort apply to both.
  *
  * The last run of a job is its newest run: one reverse list of `runs_by_policy` with limit 1, so the
  * list costs the same whatever the length of a job's history.
@@ -19,6 +20,17 @@ import { type Host, hostKey } from "./hosts.ts";
 import { type EnqueueInput, queueJobInOp } from "./jobs.ts";
 import { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
 import { getManyValues } from "./kv.ts";
+import {
+  getPlatform,
+  getPlatformJob,
+  listVisiblePlatformJobs,
+  type Platform,
+  PLATFORM_TYPE_LABELS,
+  type PlatformJob,
+  type PlatformRun,
+  readPlatformRetryFacts,
+  retryPlatformJob,
+} from "./platforms.ts";
 import { listPolicies, type Policy, policyKey, requirePolicy } from "./policies.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import {
@@ -55,7 +67,7 @@ export const JOB_SORTS = ["name", "-name", "lastRunAt", "-lastRunAt"] as const;
 /** Where a job comes from: a BES of ours (native), or a third-party platform (synced). */
 export type JobSource =
   | { kind: "bes"; besId: string }
-  | { kind: "platform"; platformId: string; sourceJobId: string };
+  | { kind: "platform"; platformId: string; platformType: string; sourceJobId: string };
 
 /** The newest run of a job, as the list shows it. */
 export interface LastRun {
@@ -136,7 +148,8 @@ function lastRunOf(run: Run): LastRun {
     id: run.id,
     status: run.status,
     kind: run.kind,
-    type: jobTypeOf(run.kind),
+    // A platform run carries the vendor's type (differential, snapshot, log…).
+    type: (run as Partial<PlatformRun>).platform?.jobType ?? jobTypeOf(run.kind),
     trigger: run.trigger,
     at: run.startedAt ?? run.scheduledFor,
     endedAt: run.endedAt,
@@ -194,6 +207,28 @@ function nativeView(policy: Policy, engineName: string | undefined, run: Run | n
   };
 }
 
+/** The view of a platform job; "schedules" are the platform's own, so they are left empty. */
+function platformView(job: PlatformJob, platform: Pick<Platform, "name">, run: Run | null): JobView {
+  return {
+    id: job.id,
+    name: job.name,
+    source: {
+      kind: "platform",
+      platformId: job.platformId,
+      platformType: job.platformType,
+      sourceJobId: job.vendorJobId,
+    },
+    sourceName: platform.name,
+    accountId: job.accountId,
+    orgId: job.orgId,
+    backupType: job.vendorType,
+    schedules: { full: "", incremental: null, syntheticFull: null, timeZone: "UTC" },
+    enabled: job.enabled && !job.removed,
+    pausedReason: null,
+    lastRun: run ? lastRunOf(run) : null,
+  };
+}
+
 function sourceValue(s: JobSource): string {
   return s.kind === "bes" ? `bes:${s.besId}` : `platform:${s.platformId}`;
 }
@@ -232,13 +267,26 @@ async function sourcesOf(kv: Deno.Kv, policies: Policy[]) {
   return { sources, engines };
 }
 
-/** The sources (BES now, platforms later) of the jobs the actor can see, for the filter. */
+/** The filter's platform sources: every platform in scope (jobs or not yet). */
+function platformSources(platformJobs: Array<{ platform: Platform }>, platforms: Platform[] = []) {
+  const byId = new Map([...platforms, ...platformJobs.map((p) => p.platform)].map((p) => [p.id, p]));
+  return [...byId.values()].map((p) => ({
+    value: `platform:${p.id}`,
+    label: `${p.name} (${PLATFORM_TYPE_LABELS[p.type]})`,
+  })).sort((a, b) => a.label.localeCompare(b.label));
+}
+
+/** The sources (BES and platforms) of the jobs the actor can see, for the filter. */
 export async function listJobSources(
   kv: Deno.Kv,
   actor: Actor,
 ): Promise<Array<{ value: string; label: string }>> {
   authorize(actor, "backup.view");
-  return (await sourcesOf(kv, await listPolicies(kv, actor))).sources;
+  const [native, platformJobs] = await Promise.all([
+    sourcesOf(kv, await listPolicies(kv, actor)),
+    listVisiblePlatformJobs(kv, actor),
+  ]);
+  return [...native.sources, ...platformSources(platformJobs)];
 }
 
 /**
@@ -252,10 +300,16 @@ export async function listJobs(
   filter: JobFilter,
 ): Promise<{ values: JobView[]; total: number; sources: Array<{ value: string; label: string }> }> {
   authorize(actor, "backup.view");
-  const policies = await listPolicies(kv, actor);
-  const { sources, engines } = await sourcesOf(kv, policies);
-  const candidates = policies.map((p) => nativeView(p, engines.get(p.besId), null))
-    .filter((j) => matchesJob(j, filter));
+  const [policies, platformJobs] = await Promise.all([
+    listPolicies(kv, actor),
+    listVisiblePlatformJobs(kv, actor),
+  ]);
+  const { sources: nativeSources, engines } = await sourcesOf(kv, policies);
+  const sources = [...nativeSources, ...platformSources(platformJobs)];
+  const candidates = [
+    ...policies.map((p) => nativeView(p, engines.get(p.besId), null)),
+    ...platformJobs.map(({ job, platform }) => platformView(job, platform, null)),
+  ].filter((j) => matchesJob(j, filter));
   const runs = await latestRuns(kv, candidates.map((j) => j.id));
   const rows = candidates.map((j) => {
     const run = runs.get(j.id);
@@ -371,19 +425,54 @@ export async function readRetryState(kv: Deno.Kv, policy: Policy): Promise<Retry
   };
 }
 
-/** A job with what its detail page shows: the view, the retry facts and the active hosts. */
+/**
+ * A job with what its detail page shows: the view, the retry facts and the active hosts — and its
+ * policy (native) or platform job and platform (synced; no hosts).
+ */
 export async function getJob(
   kv: Deno.Kv,
   actor: Actor,
   id: string,
-): Promise<{ job: JobView; policy: Policy; retry: RetryState }> {
+): Promise<
+  {
+    job: JobView;
+    policy: Policy | null;
+    platform: { job: PlatformJob; platform: Platform } | null;
+    retry: RetryState;
+  }
+> {
   authorize(actor, "backup.view");
+  const synced = await findPlatformJob(kv, actor, id);
+  if (synced) {
+    const { facts, latest } = await readPlatformRetryFacts(kv, synced.job, synced.platform);
+    return {
+      job: platformView(synced.job, synced.platform, latest),
+      policy: null,
+      platform: synced,
+      retry: { facts, latest, hosts: [] },
+    };
+  }
   const policy = await requireJobPolicy(kv, actor, id);
   const [engine, retry] = await Promise.all([
     kv.get<Engine>(["engines", policy.besId]),
     readRetryState(kv, policy),
   ]);
-  return { job: nativeView(policy, engine.value?.name, retry.latest), policy, retry };
+  return { job: nativeView(policy, engine.value?.name, retry.latest), policy, platform: null, retry };
+}
+
+/** The platform job of that id with its platform, if it is one and the actor may see it. */
+async function findPlatformJob(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+): Promise<{ job: PlatformJob; platform: Platform } | null> {
+  const job = await getPlatformJob(kv, id);
+  if (!job) return null;
+  const platform = await getPlatform(kv, job.platformId);
+  if (!platform || platform.status === "deleting" || !inScope(actor, job)) {
+    throw new NotFoundError(`Job ${id} not found`);
+  }
+  return { job, platform };
 }
 
 async function requireJobPolicy(kv: Deno.Kv, actor: Actor, id: string): Promise<Policy> {
@@ -406,8 +495,8 @@ export async function listJobRuns(
   page: { cursor?: string; limit: number },
 ): Promise<{ values: Run[]; cursor: string }> {
   authorize(actor, "backup.view");
-  const policy = await requireJobPolicy(kv, actor, id);
-  const prefix = ["runs_by_policy", policy.id];
+  const owner = (await findPlatformJob(kv, actor, id))?.job ?? await requireJobPolicy(kv, actor, id);
+  const prefix = ["runs_by_policy", owner.id];
   const selector = page.cursor ? { prefix, end: [...prefix, page.cursor] } : { prefix };
   const ids: string[] = [];
   for await (const e of kv.list<string>(selector, { reverse: true, limit: page.limit + 1 })) {
@@ -529,6 +618,8 @@ async function payloadFor(kv: Deno.Kv, policy: Policy, kind: RunKind) {
  * of hosts (in host-id order), so every host gets exactly one run even when `resumeJobRetries` finishes
  * a retry a crash interrupted.
  *
+ * A platform job's retry is one pending run that the platform's next sync starts (`retryPlatformJob`).
+ *
  * Throws NotFoundError outside the actor's scope, ForbiddenError without backup.manage, ValidationError
  * when the rule refuses (message = the reason), ConflictError when another retry won the race or the
  * BES or target is gone.
@@ -541,6 +632,9 @@ export async function retryJob(
   /** `perWrite`: hosts per atomic write (default from RETRY_BATCH and the payload size; tests use small ones). */
   options: { perWrite?: number } = {},
 ): Promise<RetryOutcome> {
+  if (await findPlatformJob(kv, actor, id)) {
+    return { runs: [await retryPlatformJob(kv, actor, id, now)], hosts: [], pending: false };
+  }
   const policy = await requireJobPolicy(kv, actor, id);
   authorize(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
   const state = await readRetryState(kv, policy);

@@ -1,9 +1,10 @@
 /**
  * Protected objects: what a backup covers (guide, "Protected Objects"). A native one is created when a
  * policy is assigned to a host, one per (host, policy), in the same atomic operation as the assignment
- * (see assignments.ts); platform sync will add others later. A protected object outlives its
- * assignment: removing the host from the policy, or deleting the policy, marks it `unprotected` and
- * keeps it, because the restore points it was backed up into are kept for their retention.
+ * (see assignments.ts); platform sync adds one per vendor object (platforms.ts). A protected object
+ * outlives its assignment: removing the host from the policy, or deleting the policy, marks it
+ * `unprotected` and keeps it, because the restore points it was backed up into are kept for their
+ * retention.
  */
 import { z } from "zod";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -26,7 +27,24 @@ export type LastBackupStatus = (typeof LAST_BACKUP_STATUSES)[number];
 export const PROTECTION_STATES = ["active", "paused", "archived", "unprotected"] as const;
 export type ProtectionState = (typeof PROTECTION_STATES)[number];
 
-/** Anything covered by backup; native ones are one per (host, policy). */
+/**
+ * Where an object's backups come from: a BES of ours (native), or a third-party platform whose sync
+ * imported it (domain/platforms.ts). A platform object has no managed host: its `hostId` is the
+ * synthetic `platform:<platformId>` and it never counts in host coverage.
+ */
+export type ProtectedSource =
+  | { kind: "bes"; besId: string }
+  | {
+    kind: "platform";
+    platformId: string;
+    platformType: string;
+    /** The vendor's id of the object. */
+    vendorObjectId: string;
+    /** The vendor's type of the object, as the vendor names it. */
+    vendorType: string;
+  };
+
+/** Anything covered by backup: native ones one per (host, policy), platform ones one per vendor object. */
 export interface ProtectedObject {
   id: string;
   accountId: string;
@@ -37,7 +55,9 @@ export interface ProtectedObject {
   /** The hostname at the last (re)assignment. */
   name: string;
   type: ProtectedType;
-  source: { kind: "bes"; besId: string };
+  source: ProtectedSource;
+  /** Platform objects: the ids of the platform jobs that protect it (`policyId` is the first one). */
+  platformJobIds?: string[];
   /** Copied from the policy at the last (re)assignment. */
   rpoHours: number;
   lastBackupAt: string | null;
@@ -167,8 +187,9 @@ export interface HostCoverage {
 /** The filter dimensions with an index of their own (each sorted by name). */
 export type ObjectDimension = "org" | "type" | "host" | "src" | "status" | "prot";
 
-function sourceKey(o: Pick<ProtectedObject, "source">): string {
-  return `${o.source.kind}:${o.source.besId}`;
+/** The source filter's value of an object: `bes:<engine id>` or `platform:<platform id>`. */
+export function sourceKey(o: Pick<ProtectedObject, "source">): string {
+  return o.source.kind === "bes" ? `bes:${o.source.besId}` : `platform:${o.source.platformId}`;
 }
 
 function dimensionValues(o: ProtectedObject): Record<ObjectDimension, string> {
@@ -239,7 +260,8 @@ export function writeProtected(
     }
   }
   const delta = b.protected - a.protected;
-  if (delta === 0) return;
+  // Platform objects have no managed host: host coverage and the unprotected-hosts counter ignore them.
+  if (delta === 0 || after.source.kind === "platform") return;
   if (!coverage) {
     throw new Error("writeProtected: the host's coverage entry is required when activity changes");
   }
@@ -252,6 +274,22 @@ export function writeProtected(
     op.sum(unprotectedHostsKey(after.accountId, after.orgId), MINUS_ONE.value);
   }
   if (current > 0 && active === 0) op.sum(unprotectedHostsKey(after.accountId, after.orgId), ONE.value);
+}
+
+/**
+ * Adds to `op`: deletes a platform object with its index entries and takes it out of the counters
+ * (its platform was deleted). Native objects are never deleted: they become `unprotected`.
+ */
+export function deleteProtected(op: Deno.AtomicOperation, before: ProtectedObject): void {
+  if (before.source.kind !== "platform") {
+    throw new Error("deleteProtected: only platform objects are deleted");
+  }
+  op.delete(protectedObjectKey(before.id));
+  for (const key of indexEntries(before).values()) op.delete(key);
+  const metrics = metricsOf(before);
+  for (const metric of ["protected", "at_risk", "breached"] as const) {
+    if (metrics[metric]) op.sum(objectCountKey(before.accountId, before.orgId, metric), MINUS_ONE.value);
+  }
 }
 
 /** Adds to `op`: counts a newly enrolled host as unprotected (it has no protected object yet). */
@@ -418,7 +456,7 @@ export const ProtectedFilter = z.object({
   orgId: z.string().max(40).catch(""),
   type: z.enum(["", ...PROTECTED_TYPES]).catch(""),
   hostId: z.string().max(40).catch(""),
-  /** "bes:<engine id>" (platforms join with "platform:<id>"). */
+  /** "bes:<engine id>" or "platform:<platform id>". */
   source: z.string().max(60).regex(/^$|^(bes|platform):[\w-]+$/).catch(""),
   /** Kept for older links: the same as source=bes:<id>. */
   besId: z.string().max(40).catch(""),

@@ -33,6 +33,10 @@ import {
 import { afterBackup, readProtectedFor, writeProtected } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import type { StorageTarget } from "./storage.ts";
+import { applyRestoreJobOutcome } from "./restore.ts";
+
+/** Job kinds whose outcome belongs to restore (browse and search states, restore requests). */
+const RESTORE_JOB_KINDS: readonly string[] = ["browse", "search", "restore_files", "restore_image", "bmr"];
 
 export type RunKind = "full" | "incremental" | "synthetic_full";
 export type RunStatus = "pending" | "running" | "success" | "warning" | "failed" | "skipped";
@@ -425,7 +429,6 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
       updatedAt: now.toISOString(),
     };
     const op = kv.atomic().check(entry);
-    await recordOutcomeInOp(kv, op, job, run, next, now);
     // Failed retryable runs are indexed, so the auto-retry job finds them without scanning all runs.
     if (next.retryable && (next.status === "failed" || next.status === "warning")) {
       op.set(retryableKey(run.id), { policyId: run.policyId, hostId: run.hostId });
@@ -457,6 +460,8 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
       );
       await queueFollowUps(kv, op, run, point, now);
     }
+    // After the restore point: the protected object keeps it as the dashboard's deep link into Restore.
+    await recordOutcomeInOp(kv, op, job, run, next, now);
     if ((await op.set(runKey(run.id), next).commit()).ok) return next;
   }
   return null;
@@ -717,10 +722,12 @@ async function queueFollowUps(
 
 /**
  * Applies a recorded job result where it belongs: a backup or synthetic full to its run (and restore
- * point), a verification to its restore point, a replication to its record. Idempotent.
+ * point), a verification to its restore point, a replication to its record, browse, search and restore
+ * jobs to their states in restore.ts. Idempotent.
  */
 export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise<void> {
   if (!job.result) return;
+  if (RESTORE_JOB_KINDS.includes(job.kind)) return await applyRestoreJobOutcome(kv, job, now);
   if (job.kind === "verify") {
     const id = String(job.payload.restorePointId ?? "");
     const reported = (job.result.output?.verification as { status?: string } | undefined)?.status ?? "";

@@ -92,6 +92,13 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "notification_rules",
     "notification_rules_by_account",
     "self_backup",
+    // Third-party platforms: registrations (password in the vault), imported jobs and objects' index.
+    "platforms",
+    "platforms_by_account",
+    "platform_jobs",
+    "platform_jobs_by_vendor",
+    "platform_jobs_by_account",
+    "platform_objects",
   ],
   results: [
     "audit",
@@ -129,6 +136,17 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "runs_failing",
     "runs_latest",
     "rp_verify_failed",
+    // Platform runs: vendor run id → run, and retries the next sync starts.
+    "platform_runs",
+    "platform_pending",
+    "restores",
+    "restores_by_account",
+    "restores_by_job",
+    "restore_paths",
+    "restore_browse",
+    "restore_browse_by_job",
+    "restore_searches",
+    "restore_searches_by_job",
   ],
 };
 
@@ -143,6 +161,10 @@ export const EPHEMERAL_PREFIXES: readonly string[] = [
   "probe",
   "self_backup_state",
   "schedule_slots",
+  // A running platform sync's lease (expires on its own).
+  "platform_sync_lock",
+  // One-time BMR tokens live 4 hours; restoring an old bundle must never bring a used token back to life.
+  "bmr_tokens",
 ];
 
 /**

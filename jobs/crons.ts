@@ -15,6 +15,7 @@ import { runSelfBackups } from "./self_backup.ts";
 import { sweepHeartbeats } from "./sweep_heartbeats.ts";
 import { sweepHosts } from "./sweep_hosts.ts";
 import { sweepRpo } from "./sweep_rpo.ts";
+import { syncPlatforms } from "./sync_platforms.ts";
 
 /** Claims the slot `name@slot` once across all instances. Returns false when another instance has it. */
 export async function claimSlot(kv: Deno.Kv, name: string, slot: string): Promise<boolean> {
@@ -94,6 +95,18 @@ export function registerCrons(
     "Dispatch due policy schedules",
     "* * * * *",
     () => runClaimed(kv, logger, "dispatch_schedules", new Date(), (now) => dispatchSchedules(kv, now)),
+  );
+  Deno.cron(
+    "Sync third-party platforms",
+    "* * * * *",
+    () =>
+      runClaimed(
+        kv,
+        logger,
+        "sync_platforms",
+        new Date(),
+        (now) => syncPlatforms(kv, now, { masterKey: options.masterKey }),
+      ),
   );
   Deno.cron(
     "Expire job leases",

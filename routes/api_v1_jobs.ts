@@ -127,7 +127,7 @@ apiV1Jobs.openapi(
     method: "post",
     path: "/api/v1/jobs/{jobId}/retry",
     summary:
-      "Retry a job: its latest run must be failed or warning and retryable; a native job dispatches to every active host",
+      "Retry a job: its latest run must be failed or warning and retryable; a native job dispatches to every active host, a platform job gets one pending run that the platform's next sync starts",
     tags: ["Jobs"],
     middleware: [requires("backup.manage")] as const,
     request: { params: JobId },
@@ -149,7 +149,7 @@ apiV1Jobs.openapi(
         status: r.status,
         trigger: r.trigger,
         hostId: r.hostId,
-        hostname: r.hostId ? names.get(r.hostId) ?? r.hostId : "BES",
+        hostname: r.hostId ? names.get(r.hostId) ?? r.hostId : "platform" in r ? "platform" : "BES",
       })),
       pending,
     }, 201);

@@ -22,7 +22,8 @@ import {
 } from "../domain/dashboard.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { can } from "../domain/rbac.ts";
-import { retryRun } from "../domain/runs.ts";
+import { retryJob } from "../domain/job_views.ts";
+import { retryRun, type Run, runKey } from "../domain/runs.ts";
 import {
   requestStorageCheck,
   STORAGE_CHECKS,
@@ -170,7 +171,7 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
                 <td>
                   <a href={`/backup/jobs/${run.policyId}`}>{policyName}</a>
                 </td>
-                <td>{hostName ?? "BES"}</td>
+                <td>{hostName ?? ("platform" in run ? "platform" : "BES")}</td>
                 <td>
                   <Badge tone="bad">{run.status}</Badge>
                 </td>
@@ -216,17 +217,40 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
             <tbody>
               {rows.map(({ object, breachMs }) => (
                 <tr key={object.id} data-object={object.id}>
-                  <td>
-                    <a
-                      href={restoreLink(object.hostId, object.lastRestorePointId ?? null)}
-                      title="Open Restore for this host and its latest restore point"
-                    >
-                      {object.name} ({object.type})
-                    </a>
-                  </td>
-                  <td>
-                    <a href={`/backup/hosts/${object.hostId}`}>{object.name}</a>
-                  </td>
+                  {object.source.kind === "platform"
+                    ? (
+                      <>
+                        <td>
+                          <a
+                            href={`/backup/protected?${new URLSearchParams({
+                              source: `platform:${object.source.platformId}`,
+                              q: object.name,
+                            })}`}
+                            title="Backed up by a third-party platform: restores happen there"
+                          >
+                            {object.name} ({object.type})
+                          </a>
+                        </td>
+                        <td>
+                          <a href={`/backup/platforms/${object.source.platformId}`}>platform</a>
+                        </td>
+                      </>
+                    )
+                    : (
+                      <>
+                        <td>
+                          <a
+                            href={restoreLink(object.hostId, object.lastRestorePointId ?? null)}
+                            title="Open Restore for this host and its latest restore point"
+                          >
+                            {object.name} ({object.type})
+                          </a>
+                        </td>
+                        <td>
+                          <a href={`/backup/hosts/${object.hostId}`}>{object.name}</a>
+                        </td>
+                      </>
+                    )}
                   <td>{formatTime(object.lastBackupAt)}</td>
                   <td>{object.rpoHours} h</td>
                   <td>
@@ -424,6 +448,16 @@ for (const { name } of SECTIONS) {
 dashboardRoutes.post("/backup/dashboard/runs/:runId/retry", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   try {
+    // A platform run is job-level: its retry is the platform job's (one pending run for the next sync).
+    const run = (await kv.get<Run>(runKey(c.req.param("runId")))).value;
+    if (run && "platform" in run) {
+      const { runs } = await retryJob(kv, c.get("actor")!, run.policyId, clock());
+      return redirectWithNotice(
+        c,
+        "/backup/dashboard",
+        `Retry queued: run ${runs[0].id}, started by the next sync`,
+      );
+    }
     const retry = await retryRun(kv, c.get("actor")!, c.req.param("runId"), clock());
     return redirectWithNotice(c, "/backup/dashboard", `Retry queued: run ${retry.id}`);
   } catch (error) {

@@ -33,6 +33,7 @@ import {
   reportProgress,
   ResultInput,
 } from "../domain/jobs.ts";
+import { BmrTokenInput, redeemBmrToken, restorePathsChunk } from "../domain/restore.ts";
 import { resolveRegistrationSecret } from "../domain/tenancy.ts";
 import { declare } from "./access.ts";
 import { ErrorBody } from "./api_v1.ts";
@@ -543,3 +544,105 @@ for (const kind of ["bes", "agent"] as const) {
     },
   );
 }
+
+engineProtocol.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/agent/v1/jobs/{id}/paths",
+    summary: "One chunk of a file restore's path list (payloads with pathChunks > 0 carry no paths inline)",
+    tags: ["Engine protocol v1"],
+    security: [{ engineSignature: [] }],
+    middleware: [signedBy("agent")] as const,
+    request: {
+      headers: signedHeaders,
+      params: JobParam,
+      body: {
+        content: {
+          "application/json": {
+            schema: z.object({ chunk: z.number().int().min(0, "must be 0 or more") }),
+          },
+        },
+        required: true,
+      },
+    },
+    responses: {
+      200: {
+        description: "The chunk's paths, in selection order",
+        content: {
+          "application/json": {
+            schema: z.object({
+              chunk: z.number().int(),
+              chunks: z.number().int(),
+              paths: z.array(z.string()),
+            }),
+          },
+        },
+      },
+      404: {
+        description: "No such file restore job for this agent, or no such chunk",
+        content: { "application/json": { schema: ErrorBody } },
+      },
+      ...errorResponses,
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const principal = c.get("principal")!;
+    await claimNonce(kv, principal.nonceKey, clock());
+    const reply = await restorePathsChunk(
+      kv,
+      `agent:${principal.id}`,
+      c.req.valid("param").id,
+      c.req.valid("json").chunk,
+    );
+    return c.json(reply, 200);
+  },
+);
+
+engineProtocol.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/bes/v1/bmr/redeem",
+    summary: "Redeem a bare-metal restore token once (a machine booted through this BES presented it)",
+    tags: ["Engine protocol v1"],
+    security: [{ engineSignature: [] }],
+    middleware: [signedBy("bes")] as const,
+    request: {
+      headers: signedHeaders,
+      body: {
+        content: { "application/json": { schema: z.object({ token: BmrTokenInput }) } },
+        required: true,
+      },
+    },
+    responses: {
+      200: {
+        description: "Redeemed: the restore it belongs to (restore the point's image onto the machine)",
+        content: {
+          "application/json": {
+            schema: z.object({
+              restoreId: z.string(),
+              restorePointId: z.string(),
+              mode: z.enum(["pxe", "iso"]),
+            }),
+          },
+        },
+      },
+      404: {
+        description: "Unknown token, or a token of another BES",
+        content: { "application/json": { schema: ErrorBody } },
+      },
+      409: {
+        description: "The token was already used, or has expired (4 hours after it was issued)",
+        content: { "application/json": { schema: ErrorBody } },
+      },
+      ...errorResponses,
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const principal = c.get("principal")!;
+    const now = clock();
+    await claimNonce(kv, principal.nonceKey, now);
+    return c.json(await redeemBmrToken(kv, principal.id, c.req.valid("json").token, now), 200);
+  },
+);

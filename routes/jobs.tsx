@@ -1,7 +1,7 @@
 /**
- * Backup > Jobs: every job (native policies now, platform jobs when they arrive) with its last run and
- * the guide's filters; a job's run history, newest first; the job-level retry (form, plus the RetryJob
- * island on the detail page for actors with backup.manage).
+ * Backup > Jobs: every job (native policies and platform jobs imported by platform sync) with its last
+ * run and the guide's filters; a job's run history, newest first; the job-level retry (form, plus the
+ * RetryJob island on the detail page for actors with backup.manage).
  */
 import { Hono } from "hono";
 import { z } from "zod";
@@ -32,6 +32,7 @@ import {
 } from "../domain/job_views.ts";
 import { getManyValues } from "../domain/kv.ts";
 import { can } from "../domain/rbac.ts";
+import { PLATFORM_TYPE_LABELS, type PlatformRun, type PlatformType } from "../domain/platforms.ts";
 import { firstLine, type Run } from "../domain/runs.ts";
 import { listOrgs } from "../domain/tenancy.ts";
 import RetryJob from "../islands/RetryJob.tsx";
@@ -66,7 +67,13 @@ const KIND_LABELS: Record<string, string> = {
   synthetic_full: "synthetic full",
 };
 
+/** The kind of a run as shown: a platform run's vendor type, a native run's kind. */
+function kindLabel(run: Pick<Run, "kind"> & { platform?: PlatformRun["platform"] }): string {
+  return run.platform?.jobType ?? KIND_LABELS[run.kind] ?? run.kind;
+}
+
 function scheduleSummary(job: JobView): string {
+  if (job.source.kind === "platform") return "scheduled on the platform";
   const s = job.schedules;
   return [
     `full ${describeCron(s.full)}`,
@@ -158,8 +165,9 @@ function JobFilters(props: {
         </div>
       )}
       <p class="hint">
-        The type is the last run's: native runs are full, incremental or synthetic full, and a synthetic full
-        counts as full. Dates are the last run's day in UTC.
+        The type is the last run's: native runs are full, incremental or synthetic full (a synthetic full
+        counts as full); platform runs take the vendor's type (see the README's mapping). Dates are the last
+        run's day in UTC.
       </p>
     </>
   );
@@ -260,7 +268,7 @@ jobRoutes.get("/", requires("backup.view"), async (c) => {
                           <td title={scheduleSummary(j)}>
                             {j.backupType}{" "}
                             <span class="hint">
-                              {[
+                              {j.source.kind === "platform" ? "scheduled on the platform" : [
                                 "full",
                                 j.schedules.incremental ? "incremental" : "",
                                 j.schedules.syntheticFull ? "synthetic full" : "",
@@ -278,7 +286,11 @@ jobRoutes.get("/", requires("backup.view"), async (c) => {
                           </td>
                           <td>
                             {j.lastRun
-                              ? `${KIND_LABELS[j.lastRun.kind] ?? j.lastRun.kind}${
+                              ? `${
+                                j.source.kind === "platform"
+                                  ? j.lastRun.type
+                                  : KIND_LABELS[j.lastRun.kind] ?? j.lastRun.kind
+                              }${
                                 j.lastRun.trigger !== "schedule"
                                   ? ` (${j.lastRun.trigger.replace("_", "-")})`
                                   : ""
@@ -289,6 +301,8 @@ jobRoutes.get("/", requires("backup.view"), async (c) => {
                           <td class="nowrap">
                             {next
                               ? formatTime(next)
+                              : j.source.kind === "platform"
+                              ? (j.enabled ? "on the platform" : "disabled")
                               : j.pausedReason
                               ? "paused"
                               : !j.enabled
@@ -318,7 +332,7 @@ const HistoryQuery = z.object({
 jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
   const { kv } = c.get("deps");
   const actor = c.get("actor")!;
-  const { job, policy, retry } = await getJob(kv, actor, c.req.param("jobId"));
+  const { job, policy, platform, retry } = await getJob(kv, actor, c.req.param("jobId"));
   const query = Object.fromEntries(Object.entries(c.req.query()).filter(([, v]) => v !== ""));
   const parsed = HistoryQuery.safeParse(query);
   const page = parsed.success ? parsed.data : { cursor: "", limit: 50 };
@@ -333,8 +347,121 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
         .map((id) => ["hosts", id]),
     )).map((h) => [h.id, h.hostname]),
   );
-  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
+  const manage = can(actor, "backup.manage", { accountId: job.accountId, orgId: job.orgId });
   const last = job.lastRun;
+  const orgLabel = job.orgId ? orgs.find((o) => o.id === job.orgId)?.name ?? job.orgId : "Account-scoped";
+  const lastRunFacts = (
+    <dd data-testid="job-last-run">
+      <StatusBadge status={last?.status ?? null} /> {last
+        ? `${platform ? last.type : KIND_LABELS[last.kind] ?? last.kind} · ${formatTime(last.at)} · ${
+          last.retryable ? "retryable" : "not retryable"
+        }`
+        : ""}
+    </dd>
+  );
+  const historySection = (
+    <section class="panel" id="runs">
+      <h2>Run history</h2>
+      <p class="hint">Newest first; times in UTC.</p>
+      {!parsed.success && (
+        <p class="form-error" role="alert" data-testid="history-error">
+          {Object.entries(fieldErrors(parsed.error)).map(([f, m]) => `${FIELD_LABELS[f] ?? f}: ${m}`)
+            .join("; ")} — showing the newest runs instead.
+        </p>
+      )}
+      {history.values.length === 0
+        ? (
+          <p class="muted">
+            {page.cursor
+              ? "No older runs."
+              : platform
+              ? "No runs imported yet: the platform's next sync brings them in."
+              : "No runs yet: the scheduler dispatches at the next scheduled time."}
+          </p>
+        )
+        : <RunHistory runs={history.values} hosts={hosts} />}
+      <nav class="pager" aria-label="Run history pages">
+        {page.cursor && <a href={`/backup/jobs/${job.id}#runs`}>← Newest runs</a>}
+        {history.cursor && (
+          <a href={`/backup/jobs/${job.id}?cursor=${history.cursor}#runs`} data-testid="older-runs">
+            Older runs →
+          </a>
+        )}
+      </nav>
+    </section>
+  );
+  if (platform) {
+    const p = platform.platform;
+    const j = platform.job;
+    const type = PLATFORM_TYPE_LABELS[p.type as PlatformType];
+    return render(
+      c,
+      job.name,
+      (
+        <>
+          <PageHeader
+            title={job.name}
+            subtitle={`Platform job of ${p.name} (${type}) · source job id ${j.vendorJobId}`}
+            actions={<a class="btn" href={`/backup/platforms/${p.id}`}>Platform</a>}
+          />
+          <div class="grid-2">
+            <section class="panel">
+              <h2>Job</h2>
+              <dl class="facts" data-testid="job-facts">
+                <dt>Source</dt>
+                <dd>
+                  <a href={`/backup/platforms/${p.id}`}>{p.name}</a> ({type})
+                </dd>
+                <dt>Source job id</dt>
+                <dd>
+                  <code>{j.vendorJobId}</code>
+                </dd>
+                <dt>Organization</dt>
+                <dd>{orgLabel}</dd>
+                <dt>Vendor job type</dt>
+                <dd>{j.vendorType} (runs are {j.jobType} unless a run says otherwise)</dd>
+                <dt>Schedule</dt>
+                <dd>Set on the platform</dd>
+                <dt>State</dt>
+                <dd>
+                  {j.removed
+                    ? <Badge tone="muted">removed on the platform</Badge>
+                    : j.enabled
+                    ? <Badge tone="ok">enabled</Badge>
+                    : <Badge tone="muted">disabled on the platform</Badge>}
+                </dd>
+                <dt>Last run</dt>
+                {lastRunFacts}
+                <dt>Protected objects</dt>
+                <dd>
+                  <a href={`/backup/protected?source=platform:${p.id}`}>Objects of {p.name}</a>
+                </dd>
+              </dl>
+            </section>
+            {manage && (
+              <section class="panel" id="retry">
+                <h2>Retry</h2>
+                <p class="hint">
+                  Retrying creates one pending run. The platform's next sync starts the job on{" "}
+                  {p.name}, and the syncs after it update the run from the platform's session. Allowed when
+                  the latest run failed or ended with a warning and is marked retryable; retry runs are not
+                  retryable themselves.
+                </p>
+                <Island
+                  name="RetryJob"
+                  component={RetryJob}
+                  props={{ jobId: job.id, csrfToken: c.get("csrfToken") ?? "", facts: retry.facts }}
+                />
+              </section>
+            )}
+          </div>
+          {historySection}
+        </>
+      ),
+      parsed.success ? 200 : 400,
+    );
+  }
+  if (!policy) throw new Error("A native job has a policy");
   return render(
     c,
     job.name,
@@ -354,9 +481,7 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
                 <a href={`/backup/engines/${policy.besId}`}>{job.sourceName}</a> (BES)
               </dd>
               <dt>Organization</dt>
-              <dd>
-                {job.orgId ? orgs.find((o) => o.id === job.orgId)?.name ?? job.orgId : "Account-scoped"}
-              </dd>
+              <dd>{orgLabel}</dd>
               <dt>Backup type</dt>
               <dd>{job.backupType}</dd>
               <dt>Schedules</dt>
@@ -372,14 +497,7 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
               <dt>Active hosts</dt>
               <dd>{retry.hosts.length}</dd>
               <dt>Last run</dt>
-              <dd data-testid="job-last-run">
-                <StatusBadge status={last?.status ?? null} />{" "}
-                {last
-                  ? `${KIND_LABELS[last.kind] ?? last.kind} · ${formatTime(last.at)} · ${
-                    last.retryable ? "retryable" : "not retryable"
-                  }`
-                  : ""}
-              </dd>
+              {lastRunFacts}
             </dl>
           </section>
           {manage && (
@@ -403,33 +521,7 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
             </section>
           )}
         </div>
-        <section class="panel" id="runs">
-          <h2>Run history</h2>
-          <p class="hint">Newest first; times in UTC.</p>
-          {!parsed.success && (
-            <p class="form-error" role="alert" data-testid="history-error">
-              {Object.entries(fieldErrors(parsed.error)).map(([f, m]) => `${FIELD_LABELS[f] ?? f}: ${m}`)
-                .join("; ")} — showing the newest runs instead.
-            </p>
-          )}
-          {history.values.length === 0
-            ? (
-              <p class="muted">
-                {page.cursor
-                  ? "No older runs."
-                  : "No runs yet: the scheduler dispatches at the next scheduled time."}
-              </p>
-            )
-            : <RunHistory runs={history.values} hosts={hosts} />}
-          <nav class="pager" aria-label="Run history pages">
-            {page.cursor && <a href={`/backup/jobs/${job.id}#runs`}>← Newest runs</a>}
-            {history.cursor && (
-              <a href={`/backup/jobs/${job.id}?cursor=${history.cursor}#runs`} data-testid="older-runs">
-                Older runs →
-              </a>
-            )}
-          </nav>
-        </section>
+        {historySection}
       </>
     ),
     parsed.success ? 200 : 400,
@@ -465,11 +557,20 @@ function RunHistory(props: { runs: Run[]; hosts: Map<string, string> }) {
           {props.runs.flatMap((r) => [
             <tr key={r.id} data-testid="history-row" data-run-id={r.id}>
               <td>
-                <StatusBadge status={r.status} waiting={r.status === "pending" && !r.jobId} />
+                <StatusBadge
+                  status={r.status}
+                  waiting={r.status === "pending" && !r.jobId && !(r as Partial<PlatformRun>).platform}
+                />
               </td>
-              <td>{r.hostId ? props.hosts.get(r.hostId) ?? r.hostId : "BES"}</td>
               <td>
-                {KIND_LABELS[r.kind] ?? r.kind}
+                {r.hostId
+                  ? props.hosts.get(r.hostId) ?? r.hostId
+                  : (r as Partial<PlatformRun>).platform
+                  ? "platform"
+                  : "BES"}
+              </td>
+              <td>
+                {kindLabel(r as PlatformRun)}
                 {r.trigger !== "schedule" ? ` (${r.trigger.replace("_", "-")})` : ""}
               </td>
               <td class="nowrap">

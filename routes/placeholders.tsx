@@ -16,21 +16,8 @@ interface Placeholder {
   what: string;
 }
 
-const PLACEHOLDERS: Placeholder[] = [
-  {
-    path: "/backup/restore",
-    title: "Restore",
-    permission: "backup.restore",
-    what: "Restore points, browse and search, file, image and bare-metal restore.",
-  },
-
-  {
-    path: "/backup/platforms",
-    title: "Platforms",
-    permission: "backup.view",
-    what: "Third-party platforms (Veeam, Cohesity) and their sync status.",
-  },
-];
+// Every page of the guide's navigation is built now (Platforms: routes/platforms.tsx).
+const PLACEHOLDERS: Placeholder[] = [];
 
 export const placeholderRoutes = new Hono<AppEnv>();
 

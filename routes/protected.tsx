@@ -3,6 +3,7 @@ import { Hono } from "hono";
 import { Badge, EmptyState, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
 import { listEngines } from "../domain/engines.ts";
 import { getHost, hostScope } from "../domain/hosts.ts";
+import { listPlatforms, PLATFORM_TYPE_LABELS } from "../domain/platforms.ts";
 import { inScope } from "../domain/rbac.ts";
 import {
   breachDurationMs,
@@ -46,12 +47,14 @@ protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
   const filter = ProtectedFilter.parse(c.req.query());
   // Hosts can number in the tens of thousands: the host filter comes from links (a host's page) and
   // shows as a removable chip, and the search box matches hostnames.
-  const [page, orgs, engines, host] = await Promise.all([
+  const [page, orgs, engines, host, platforms] = await Promise.all([
     listProtectedObjects(kv, actor, filter, now),
     listOrgs(kv, actor, actor.accountId!),
     listEngines(kv, actor, { q: "", status: "", orgId: "", sort: "name", offset: 0, limit: 200 }),
     filter.hostId ? getHost(kv, filter.hostId) : null,
+    listPlatforms(kv, actor),
   ]);
+  const platformName = new Map(platforms.map((p) => [p.id, p.name]));
   const orgName = new Map(orgs.map((o) => [o.id, o.name]));
   const engineName = new Map(engines.values.map((e) => [e.id, e.name]));
   const keep: Record<string, string> = {};
@@ -103,6 +106,11 @@ protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
               BES {e.name}
             </option>
           ))}
+          {platforms.map((p) => (
+            <option key={p.id} value={`platform:${p.id}`} selected={filter.source === `platform:${p.id}`}>
+              {PLATFORM_TYPE_LABELS[p.type]} {p.name}
+            </option>
+          ))}
         </select>
         {filter.hostId && (
           <span class="chip">
@@ -136,7 +144,7 @@ protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
           <EmptyState title={filtered ? "No protected objects match" : "No protected objects yet"}>
             {filtered
               ? page.partial ? "None in the part scanned so far; continue below." : "Try fewer filters."
-              : "Assign a host to a backup policy (Backup > Hosts) and it appears here."}
+              : "Assign a host to a backup policy (Backup > Hosts), or register a platform (Backup > Platforms), and its objects appear here."}
           </EmptyState>
         )
         : (
@@ -160,11 +168,25 @@ protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
                   return (
                     <tr key={o.id} data-id={o.id}>
                       <td>
-                        <a href={`/backup/hosts/${o.hostId}`}>{o.name}</a>
+                        {o.source.kind === "bes"
+                          ? <a href={`/backup/hosts/${o.hostId}`}>{o.name}</a>
+                          : (
+                            <span title={`${o.source.vendorType}, id ${o.source.vendorObjectId}`}>
+                              {o.name}
+                            </span>
+                          )}
                       </td>
                       <td>{o.type}</td>
                       <td>{orgName.get(o.orgId) ?? o.orgId}</td>
-                      <td>BES {engineName.get(o.source.besId) ?? o.source.besId}</td>
+                      <td>
+                        {o.source.kind === "bes"
+                          ? `BES ${engineName.get(o.source.besId) ?? o.source.besId}`
+                          : (
+                            <a href={`/backup/platforms/${o.source.platformId}`}>
+                              {platformName.get(o.source.platformId) ?? `${o.source.platformType} platform`}
+                            </a>
+                          )}
+                      </td>
                       <td>{formatTime(o.lastBackupAt)}</td>
                       <td>
                         <Badge tone={STATUS_TONE[o.lastBackupStatus]}>{o.lastBackupStatus}</Badge>

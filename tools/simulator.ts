@@ -321,25 +321,362 @@ export function simulatedResult(
       },
     };
   }
+  if (job.kind === "browse" || job.kind === "search") return restoreBrowseResult(job, base);
+  if (job.kind === "restore_files" || job.kind === "restore_image" || job.kind === "bmr") {
+    return simulatedRestoreResult(job, base);
+  }
   return { ...base, status: "success" as const, bytesTransferred: 0, protectedBytes: 0 };
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Restore: a synthetic but consistent file tree per restore point. Every folder's children derive from
+// a hash of (restore point, folder path), so the same point always shows the same tree, browse and
+// search agree with each other, and a file restore counts exactly the files the tree holds.
+
+/** One entry of a simulated tree (the protocol's TreeEntry). */
+export interface SimulatedEntry {
+  path: string;
+  name: string;
+  type: "dir" | "file";
+  size: number;
+  modifiedAt: string;
+}
+
+const TREE_DEPTH = 4;
+const DIR_NAMES = [
+  "etc",
+  "home",
+  "srv",
+  "opt",
+  "data",
+  "projects",
+  "reports",
+  "finance",
+  "shared",
+  "archive",
+  "logs",
+  "config",
+  "media",
+  "scripts",
+  "exports",
+  "invoices",
+  "contracts",
+  "customers",
+  "warehouse",
+  "payroll",
+];
+const FILE_STEMS = [
+  "report",
+  "notes",
+  "invoice",
+  "budget",
+  "settings",
+  "readme",
+  "photo",
+  "contract",
+  "summary",
+  "export",
+  "inventory",
+  "schedule",
+  "backup",
+  "orders",
+  "manifest",
+];
+const EXTENSIONS = [
+  ".pdf",
+  ".txt",
+  ".xlsx",
+  ".docx",
+  ".yaml",
+  ".json",
+  ".log",
+  ".csv",
+  ".jpg",
+  ".db",
+  ".md",
+  ".conf",
+];
+
+/** The seed of a restore point's tree: the engine's id of the point when known, else ours. */
+export function treeSeed(payload: Record<string, unknown>): string {
+  return String(payload.engineRestorePointId ?? payload.restorePointId ?? "");
+}
+
+function childPath(folder: string, name: string): string {
+  return folder === "/" ? `/${name}` : `${folder}/${name}`;
+}
+
+/**
+ * The children of `folder` in the tree of `seed`, folders first, sorted by name; `[]` for a path that is
+ * not a folder of the tree. Times lie before `pointTime` (the point's completion).
+ */
+export function simulatedChildren(
+  seed: string,
+  folder: string,
+  pointTime = Date.parse("2026-11-20T00:00:00Z"),
+) {
+  if (folder !== "/" && simulatedEntry(seed, folder, pointTime)?.type !== "dir") return [];
+  return childrenOf(seed, folder, pointTime);
+}
+
+function childrenOf(seed: string, folder: string, pointTime: number): SimulatedEntry[] {
+  const depth = folder === "/" ? 0 : folder.split("/").length - 1;
+  const h = (n: number) => hash01(`${seed}|${folder}`, n);
+  const dirCount = depth >= TREE_DEPTH - 1
+    ? 0
+    : depth === 0
+    ? 4 + Math.floor(h(1) * 3)
+    : 2 + Math.floor(h(1) * 3);
+  const fileCount = depth === 0 ? 1 + Math.floor(h(2) * 2) : 3 + Math.floor(h(2) * (depth + 4));
+  const out = new Map<string, SimulatedEntry>();
+  const time = (n: number) =>
+    new Date(pointTime - Math.floor(h(n) * 400 * 86_400_000 / 1000) * 1000).toISOString();
+  for (let i = 0; out.size < dirCount && i < dirCount * 4; i++) {
+    const name = DIR_NAMES[Math.floor(h(10 + i) * DIR_NAMES.length)];
+    if (!out.has(name)) {
+      out.set(name, { path: childPath(folder, name), name, type: "dir", size: 0, modifiedAt: time(40 + i) });
+    }
+  }
+  for (let i = 0; out.size < dirCount + fileCount && i < fileCount * 4; i++) {
+    const stem = FILE_STEMS[Math.floor(h(100 + i) * FILE_STEMS.length)];
+    const ext = EXTENSIONS[Math.floor(h(200 + i) * EXTENSIONS.length)];
+    const name = h(300 + i) < 0.5 ? `${stem}${ext}` : `${stem}-${1 + Math.floor(h(400 + i) * 999)}${ext}`;
+    if (out.has(name)) continue;
+    // 1 KiB to about 180 MiB, most files small.
+    const size = Math.floor(1024 * 2 ** (h(500 + i) ** 2 * 17.5));
+    out.set(name, { path: childPath(folder, name), name, type: "file", size, modifiedAt: time(600 + i) });
+  }
+  return [...out.values()].sort((a, b) =>
+    Number(b.type === "dir") - Number(a.type === "dir") || a.name.localeCompare(b.name)
+  );
+}
+
+/** The entry at `path` in the tree of `seed` (the root is a folder), or null when the tree has none. */
+export function simulatedEntry(seed: string, path: string, pointTime = Date.parse("2026-11-20T00:00:00Z")) {
+  if (path === "/") {
+    return {
+      path: "/",
+      name: "/",
+      type: "dir" as const,
+      size: 0,
+      modifiedAt: new Date(pointTime).toISOString(),
+    };
+  }
+  const parts = path.split("/").filter(Boolean);
+  let folder = "/";
+  let entry: SimulatedEntry | null = null;
+  for (const part of parts) {
+    if (entry && entry.type !== "dir") return null;
+    entry = childrenOf(seed, folder, pointTime).find((e) => e.name === part) ?? null;
+    if (!entry) return null;
+    folder = entry.path;
+  }
+  return entry;
+}
+
+/** Every file under `path` (itself when it is a file). */
+export function simulatedFilesUnder(
+  seed: string,
+  path: string,
+  pointTime = Date.parse("2026-11-20T00:00:00Z"),
+) {
+  const start = simulatedEntry(seed, path, pointTime);
+  if (!start) return null;
+  if (start.type === "file") return [start];
+  const files: SimulatedEntry[] = [];
+  const stack = [start.path];
+  while (stack.length) {
+    for (const e of childrenOf(seed, stack.pop()!, pointTime)) {
+      if (e.type === "dir") stack.push(e.path);
+      else files.push(e);
+    }
+  }
+  return files;
+}
+
+/** A glob (`*`, `?`, `[…]`) or a plain name (substring), case-insensitive, matched against names. */
+export function nameMatcher(query: string): (name: string) => boolean {
+  if (!/[*?[]/.test(query)) {
+    const needle = query.toLowerCase();
+    return (name) => name.toLowerCase().includes(needle);
+  }
+  let source = "";
+  for (let i = 0; i < query.length; i++) {
+    const ch = query[i];
+    if (ch === "*") source += ".*";
+    else if (ch === "?") source += ".";
+    else if (ch === "[") {
+      const end = query.indexOf("]", i + 1);
+      if (end < 0) source += "\\[";
+      else {
+        const body = query.slice(i + 1, end).replace(/\\/g, "\\\\");
+        source += `[${body.startsWith("!") ? `^${body.slice(1)}` : body}]`;
+        i = end;
+      }
+    } else source += ch.replace(/[.+^${}()|\\\/]/g, "\\$&");
+  }
+  let re: RegExp;
+  try {
+    re = new RegExp(`^${source}$`, "i");
+  } catch {
+    return () => false;
+  }
+  return (name) => re.test(name);
+}
+
+/** Matches of a search over the whole tree, at most `max` (then `truncated`). */
+export function simulatedSearch(seed: string, query: string, max = 200, pointTime?: number) {
+  const match = nameMatcher(query);
+  const matches: SimulatedEntry[] = [];
+  const stack = ["/"];
+  let truncated = false;
+  while (stack.length) {
+    for (const e of childrenOf(seed, stack.pop()!, pointTime ?? Date.parse("2026-11-20T00:00:00Z"))) {
+      if (e.type === "dir") stack.push(e.path);
+      if (!match(e.name)) continue;
+      if (matches.length >= max) truncated = true;
+      else matches.push(e);
+    }
+  }
+  matches.sort((a, b) => a.path.localeCompare(b.path));
+  return { matches, truncated };
+}
+
+function pointTimeOf(payload: Record<string, unknown>): number {
+  const t = Date.parse(String(payload.completedAt ?? ""));
+  return Number.isFinite(t) ? t : Date.parse("2026-11-20T00:00:00Z");
+}
+
+function restoreBrowseResult(
+  job: { id: string; kind: string; payload: Record<string, unknown> },
+  base: { startedAt: string; endedAt: string; retryable: boolean },
+) {
+  const seed = treeSeed(job.payload);
+  const at = pointTimeOf(job.payload);
+  // Browse and search take seconds, not minutes.
+  const ended = new Date(Date.parse(base.startedAt) + 2_000).toISOString();
+  const output = job.kind === "browse"
+    ? { entries: simulatedChildren(seed, String(job.payload.path ?? "/"), at), truncated: false }
+    : simulatedSearch(seed, String(job.payload.query ?? ""), 200, at);
+  return {
+    ...base,
+    endedAt: ended,
+    status: "success" as const,
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    output,
+  };
+}
+
+function simulatedRestoreResult(
+  job: { id: string; kind: string; payload: Record<string, unknown> },
+  base: { startedAt: string; endedAt: string; retryable: boolean },
+) {
+  const seed = treeSeed(job.payload);
+  const at = pointTimeOf(job.payload);
+  if (job.kind !== "restore_files") {
+    const bytes = Number(job.payload.sizeBytes ?? 0) || Math.round(40 * 1024 ** 3 * (0.5 + hash01(seed, 1)));
+    const mode = String(job.payload.mode ?? "");
+    return {
+      ...base,
+      status: "success" as const,
+      bytesTransferred: bytes,
+      protectedBytes: 0,
+      output: {
+        files: Number(job.payload.fileCount ?? 0),
+        bytes,
+        errors: [],
+        ...(job.kind === "bmr"
+          ? {
+            bmr: {
+              method: mode,
+              [mode === "pxe" ? "bootUrl" : "isoUrl"]: `https://bes.invalid/bmr/${job.payload.restoreId}`,
+              expiresAt: job.payload.tokenExpiresAt ?? null,
+            },
+          }
+          : {}),
+      },
+    };
+  }
+  const overwrite = job.payload.overwrite === true;
+  let files = 0;
+  let bytes = 0;
+  const errors: Array<{ path: string; message: string }> = [];
+  for (const path of (job.payload.paths ?? []) as string[]) {
+    const found = simulatedFilesUnder(seed, path, at);
+    if (!found) {
+      errors.push({ path, message: "No such file or folder in this restore point" });
+      continue;
+    }
+    for (const f of found) {
+      // A few files already exist at the target: without overwrite they are left alone.
+      if (!overwrite && hash01(`${seed}|${f.path}`, 99) < 0.02) {
+        errors.push({ path: f.path, message: "Exists at the target and overwrite is off" });
+      } else {
+        files++;
+        bytes += f.size;
+      }
+    }
+  }
+  const status = errors.length === 0
+    ? "success" as const
+    : files > 0
+    ? "warning" as const
+    : "failed" as const;
+  return {
+    ...base,
+    status,
+    bytesTransferred: bytes,
+    protectedBytes: 0,
+    error: status === "success" ? null : {
+      reason: status === "warning" ? "PARTIAL_FILES" : "NOTHING_RESTORED",
+      message: `${errors.length} path(s) could not be restored`,
+    },
+    output: { files, bytes, errors: errors.slice(0, 100), errorCount: errors.length },
+  };
+}
+
+const RESTORE_KINDS = ["restore_files", "restore_image", "bmr"];
+
 /** Claims and finishes the queued jobs of an engine over the signed protocol (live simulation). */
-export async function processJobs(client: EngineClient, identity: EngineIdentity): Promise<number> {
+export async function processJobs(
+  client: EngineClient,
+  identity: EngineIdentity,
+  options: { stepMs?: number } = {},
+): Promise<number> {
   const res = await client.post(identity, `/api/${identity.kind}/v1/jobs/claim`, { max: 10 });
   if (!res.ok) return 0;
   const { jobs } = await res.json() as {
     jobs: Array<{ id: string; kind: string; payload: Record<string, unknown> }>;
   };
   for (const job of jobs) {
-    await (await client.post(identity, `/api/${identity.kind}/v1/jobs/${job.id}/progress`, {
-      percent: 50,
-      bytesTransferred: 0,
-      message: "running",
-    })).body?.cancel();
+    if (job.kind === "restore_files" && !Array.isArray(job.payload.paths)) {
+      job.payload.paths = await fetchPaths(client, identity, job.id, Number(job.payload.pathChunks ?? 0));
+    }
     const result = simulatedResult(job, new Date(Date.now() - 30 * 60_000));
+    // Restores report progress in steps (the Restore page draws a live bar from it); others once.
+    const steps = RESTORE_KINDS.includes(job.kind) ? [5, 35, 70, 95] : [50];
+    for (const percent of steps) {
+      await (await client.post(identity, `/api/${identity.kind}/v1/jobs/${job.id}/progress`, {
+        percent,
+        bytesTransferred: Math.round(result.bytesTransferred * percent / 100),
+        message: "running",
+      })).body?.cancel();
+      if (steps.length > 1 && options.stepMs) await new Promise((r) => setTimeout(r, options.stepMs));
+    }
     await (await client.post(identity, `/api/${identity.kind}/v1/jobs/${job.id}/result`, result)).body
       ?.cancel();
   }
   return jobs.length;
+}
+
+/** The whole path list of a file restore whose payload carries it in chunks. */
+async function fetchPaths(client: EngineClient, identity: EngineIdentity, jobId: string, chunks: number) {
+  const paths: string[] = [];
+  for (let chunk = 0; chunk < chunks; chunk++) {
+    const res = await client.post(identity, `/api/agent/v1/jobs/${jobId}/paths`, { chunk });
+    if (!res.ok) throw new Error(`Could not fetch chunk ${chunk} of job ${jobId}: ${res.status}`);
+    paths.push(...(await res.json() as { paths: string[] }).paths);
+  }
+  return paths;
 }

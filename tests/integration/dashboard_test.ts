@@ -399,6 +399,9 @@ Deno.test("a failed verification lands in the verification queue, scoped by org"
     output: { restorePoint: { id: "rp-1", type: "incremental", completedAt: now.toISOString() } },
   }, now);
   await applyJobOutcome(kv, done, now);
+  const point = (await values<{ id: string }>(kv, "restore_points"))[0];
+  const [object] = await values<ProtectedObject>(kv, "protected_objects");
+  assert.equal(object.lastRestorePointId, point.id, "the object keeps its newest restore point (deep link)");
   const verifyJobs = (await values<Job>(kv, "jobs")).filter((j) => j.kind === "verify");
   assert.equal(verifyJobs.length, 1, "a verify job follows the backup");
   const [claimed] = await claimJobs(kv, verifyJobs[0].principal, 1, now);

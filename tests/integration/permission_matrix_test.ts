@@ -14,9 +14,12 @@ import { assignHost } from "../../domain/assignments.ts";
 import { createHook } from "../../domain/hooks.ts";
 import { enrollHost } from "../../domain/hosts.ts";
 import { createChannel, createRule } from "../../domain/notifications.ts";
+import { createPlatform } from "../../domain/platforms.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { createReplica } from "../../domain/replicas.ts";
-import { listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
+import { applyJobOutcome, listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
+import { applyResult, claimJobs } from "../../domain/jobs.ts";
+import { requestBrowse, requestFileRestore, requestSearch } from "../../domain/restore.ts";
 import { createScript } from "../../domain/scripts.ts";
 import { createTarget } from "../../domain/storage.ts";
 import { testConfig } from "../../domain/config.ts";
@@ -38,8 +41,12 @@ interface Fixture {
   scriptId: string;
   replicaId: string;
   runId: string;
+  restorePointId: string;
+  searchId: string;
+  restoreId: string;
   channelId: string;
   ruleId: string;
+  platformId: string;
   principals: Record<string, User | null>;
   target: User;
   viewer: User;
@@ -49,6 +56,8 @@ interface Fixture {
 }
 
 const clock = new TestClock();
+/** The fixture platform's password: no page or reply may ever show it. */
+const PLATFORM_PASSWORD = "matrix-Platform-Passw0rd";
 /** Routes may write files (a manual self-backup): keep them in a temp folder. */
 const dataDir = await Deno.makeTempDir({ prefix: "cadres-matrix-" });
 const matrixConfig = testConfig({ dataDir });
@@ -145,6 +154,27 @@ async function buildFixture(): Promise<Fixture> {
   );
   await runSchedulerTick(kv, new Date("2026-11-22T02:00:00Z")); // the policy's Sunday full: one run
   const [run] = await listRunsByPolicy(kv, policy.id);
+  // The run's agent posts a result with a restore point; a browse, a search and a file restore of it.
+  const [job] = await claimJobs(kv, `agent:${host.id}`, 1, now);
+  const { job: done } = await applyResult(kv, `agent:${host.id}`, job.id, {
+    status: "success",
+    startedAt: now.toISOString(),
+    endedAt: now.toISOString(),
+    bytesTransferred: 1024,
+    protectedBytes: 1024,
+    output: {
+      restorePoint: { id: "rp-a1", chainId: "chain-a1", type: "full", sizeBytes: 1024, fileCount: 3 },
+    },
+  }, now);
+  await applyJobOutcome(kv, done, now);
+  const restorePointId = (await kv.get<{ restorePointId: string }>(["runs", run.id])).value!.restorePointId;
+  await requestBrowse(kv, systemActor("test"), restorePointId, "/", now);
+  const search = await requestSearch(kv, systemActor("test"), restorePointId, "*.txt", now);
+  const restore = await requestFileRestore(kv, systemActor("test"), {
+    restorePointId,
+    paths: ["/etc/hosts"],
+    targetPath: "/restore",
+  }, now);
   // A notification channel and rule in A1 (the channel's test sends to a closed loopback port).
   const { channel } = await createChannel(kv, systemActor("test"), {
     type: "webhook",
@@ -160,6 +190,15 @@ async function buildFixture(): Promise<Fixture> {
     events: ["opened", "resolved"],
     channelIds: [channel.id],
   }, now);
+  // A Veeam platform in A1 whose endpoint is a closed loopback port (test and sync fail fast).
+  const platform = await createPlatform(kv, systemActor("test"), {
+    type: "veeam",
+    name: "veeam-a1",
+    orgId: a1.id,
+    endpointUrl: "http://127.0.0.1:9",
+    username: "svc-veeam",
+    password: PLATFORM_PASSWORD,
+  }, { now, masterKey: testConfig().masterKey! });
   const entries = [];
   for await (const e of kv.list({ prefix: [] })) entries.push({ key: e.key, value: e.value });
   return {
@@ -174,8 +213,12 @@ async function buildFixture(): Promise<Fixture> {
     scriptId: script.id,
     replicaId: replica.id,
     runId: run.id,
+    restorePointId,
+    searchId: search.id,
+    restoreId: restore.id,
     channelId: channel.id,
     ruleId: rule.id,
+    platformId: platform.id,
     principals,
     target,
     viewer,
@@ -243,9 +286,13 @@ function objectVisibility(fx: Fixture, param: string, actor: Actor): Visibility 
     case "scriptId":
     case "replicaId":
     case "runId":
+    case "restorePointId":
+    case "searchId":
+    case "restoreId":
     case "jobId":
     case "channelId":
     case "ruleId":
+    case "platformId":
       // The fixture's org, engine, storage target and alert all live in org A1.
       return inScope(actor, { accountId: fx.target.accountId, orgId: fx.orgA1 }) ? "ok" : "hidden";
     case "tokenId": {
@@ -273,9 +320,13 @@ function concretePath(fx: Fixture, path: string): string {
     .replace(":scriptId", fx.scriptId)
     .replace(":replicaId", fx.replicaId)
     .replace(":runId", fx.runId)
+    .replace(":restorePointId", fx.restorePointId)
+    .replace(":searchId", fx.searchId)
+    .replace(":restoreId", fx.restoreId)
     .replace(":jobId", fx.policyId)
     .replace(":channelId", fx.channelId)
     .replace(":ruleId", fx.ruleId)
+    .replace(":platformId", fx.platformId)
     .replace("/static/*", "/static/app.css");
 }
 
@@ -290,7 +341,13 @@ const SAMPLE_BODIES: Record<string, unknown> = {
     backupType: "file",
     fullSchedule: "0 2 * * 0",
   },
+  "POST /api/v1/restore-points/:restorePointId/search": { query: "*.txt" },
   "PUT /api/v1/storage/:targetId": { name: "Renamed target", type: "local", config: { path: "/srv/x" } },
+  "PUT /api/v1/platforms/:platformId": {
+    name: "Renamed platform",
+    endpointUrl: "http://127.0.0.1:9",
+    username: "svc-veeam",
+  },
 };
 
 /**
@@ -300,8 +357,8 @@ const SAMPLE_BODIES: Record<string, unknown> = {
 const POLICY: Array<[RegExp, string]> = [
   [/^(GET|POST) \/(login|logout|setup)$/, "public"],
   [/^GET \/(healthz|readyz|static\/\*|api\/openapi\.json|api\/docs)?$/, "public"],
-  [/^GET \/backup\/restore/, "backup.restore"],
-  [/^GET \/backup\/(storage\/new|policies\/new|\w+\/:\w+\/(delete|edit))$/, "backup.manage"],
+  [/^\w+ \/backup\/restore/, "backup.restore"],
+  [/^GET \/backup\/(storage\/new|policies\/new|platforms\/new|\w+\/:\w+\/(delete|edit))$/, "backup.manage"],
   [/^GET \/backup\/notifications\/(channels|rules)\/(new|:\w+\/delete)$/, "backup.manage"],
   [/^POST \/backup\//, "backup.manage"],
   [/^GET \/backup\//, "backup.view"],
@@ -314,11 +371,12 @@ const POLICY: Array<[RegExp, string]> = [
   [/^GET \/api\/v1\/orgs/, "backup.view"],
   [/^\w+ \/api\/v1\/orgs/, "admin"],
   [/^\w+ \/api\/v1\/tokens/, "backup.view"],
+  [/^\w+ \/api\/v1\/(restore-points|searches|restores)(\/|$)/, "backup.restore"],
   [
-    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|runs|jobs|dashboard|protected-objects)(\/|$)/,
+    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|runs|jobs|dashboard|protected-objects|platforms)(\/|$)/,
     "backup.view",
   ],
-  [/^\w+ \/api\/v1\/(engines|storage|alerts|policies|jobs)(\/|$)/, "backup.manage"],
+  [/^\w+ \/api\/v1\/(engines|storage|alerts|policies|jobs|platforms)(\/|$)/, "backup.manage"],
   [/^POST \/api\/v1\/account\//, "admin"],
   [/^POST \/api\/(bes\/v1\/register|agent\/v1\/enroll)$/, "registration"],
   [/^POST \/api\/bes\/v1\//, "signed:bes"],
@@ -456,6 +514,7 @@ for (const route of routes) {
         assert.ok(!text.includes(fixture.target.email), `${where}: out-of-scope user listed`);
       }
       assert.ok(!text.includes(fixture.secretOfA1), `${where}: an org secret was rendered`);
+      assert.ok(!text.includes(PLATFORM_PASSWORD), `${where}: a platform password was rendered`);
       assert.ok(
         !text.includes("passwordHash") && !text.includes("secretHash"),
         `${where}: a hash was rendered`,

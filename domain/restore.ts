@@ -1,0 +1,1490 @@
+/**
+ * Restore (issue 7): restore points with the guide's filters and their chains, browse and search of a
+ * point's file tree through BES jobs, file-level and image restores on an agent, and bare-metal restore
+ * with a one-time token (DESIGN.md invariant 7). Every action needs `backup.restore` on the point's scope
+ * (its policy's account and org); objects outside the scope are not found. Job outcomes come back through
+ * `applyRestoreJobOutcome`, called from runs.ts for the kinds browse, search, restore_files,
+ * restore_image and bmr; reads also reconcile with the job, so a lease that ran out shows as failed.
+ */
+import { z } from "zod";
+import { appendAudit } from "./audit.ts";
+import { type Engine, engineActor, engineKey, OFFLINE_AFTER_MS } from "./engines.ts";
+import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { type Host, hostKey, hostScope, requireHost } from "./hosts.ts";
+import { newId, sha256Hex } from "./ids.ts";
+import { getManyValues } from "./kv.ts";
+import { getJobs, type Job, jobKey, queueJobInOp } from "./jobs.ts";
+import type { Policy } from "./policies.ts";
+import { type Actor, authorize, can, inScope, type ScopedObject } from "./rbac.ts";
+import { type RestorePoint, restorePointKey } from "./runs.ts";
+
+export const RESTORE_POINT_STATUSES = ["complete", "running", "failed", "expired"] as const;
+export type RestorePointStatus = (typeof RESTORE_POINT_STATUSES)[number];
+export const VERIFICATION_STATUSES = ["passed", "failed", "partial", "pending"] as const;
+export type VerificationStatus = (typeof VERIFICATION_STATUSES)[number];
+
+/** The most paths one file restore may select (the guide's limit). */
+export const MAX_RESTORE_PATHS = 10_000;
+/** The longest path accepted anywhere in restore. */
+export const MAX_PATH_LENGTH = 4096;
+/** How long a bare-metal restore token can be redeemed. */
+export const BMR_TOKEN_TTL_MS = 4 * 3600_000;
+/** Browse listings and search results are kept this long (the content of a restore point never changes). */
+export const RESTORE_CACHE_TTL_MS = 7 * 86_400_000;
+/** Entries kept from one browse answer, and matches from one search answer. */
+export const MAX_BROWSE_ENTRIES = 500;
+export const MAX_SEARCH_MATCHES = 1000;
+/** Per-file errors kept with a restore's result (the rest are counted). */
+export const MAX_RESULT_ERRORS = 100;
+/** Restore points one page of a list may read before it answers with a cursor. */
+export const RESTORE_POINT_SCAN_LIMIT = 5000;
+
+// ---------------------------------------------------------------------------------------------------
+// Keys
+
+export function restoreKey(id: string) {
+  return ["restores", id] as const;
+}
+export function restoresByAccountKey(accountId: string, id: string) {
+  return ["restores_by_account", accountId, id] as const;
+}
+export function restoreByJobKey(jobId: string) {
+  return ["restores_by_job", jobId] as const;
+}
+/** A chunk of a file restore's path list (lists too long for the job payload are fetched by the agent). */
+export function restorePathsKey(restoreId: string, chunk: number) {
+  return ["restore_paths", restoreId, chunk] as const;
+}
+/** The browse state of a (restore point, path); the path is hashed because keys are limited to 2 KiB. */
+export function browseKey(restorePointId: string, path: string) {
+  return ["restore_browse", restorePointId, sha256Hex(path)] as const;
+}
+export function browseByJobKey(jobId: string) {
+  return ["restore_browse_by_job", jobId] as const;
+}
+export function searchKey(id: string) {
+  return ["restore_searches", id] as const;
+}
+export function searchByJobKey(jobId: string) {
+  return ["restore_searches_by_job", jobId] as const;
+}
+/** A BMR token by the SHA-256 of the token: the token itself is never stored. */
+export function bmrTokenKey(tokenHash: string) {
+  return ["bmr_tokens", tokenHash] as const;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Paths
+
+const WINDOWS_ABSOLUTE = /^[A-Za-z]:([\\/]|$)/;
+const WINDOWS_FORBIDDEN = /[<>:"|?*]/;
+
+/** The result of normalizing one path: the path, or why it is refused. */
+export type NormalizedPath =
+  | { ok: true; path: string; windows: boolean }
+  | { ok: false; message: string };
+
+/**
+ * Normalizes an absolute POSIX (`/srv/data`) or Windows (`C:\Users`, `c:/Users`) path: repeated
+ * separators and `.` segments collapse, a trailing separator goes (except at the root), Windows paths get
+ * an upper-case drive and backslashes. Refuses relative paths, `..` segments, NUL and other control
+ * characters, and paths over 4096 characters.
+ */
+export function normalizeRestorePath(raw: string): NormalizedPath {
+  if (raw.length === 0) return { ok: false, message: "must not be empty" };
+  if (raw.length > MAX_PATH_LENGTH) {
+    return { ok: false, message: `must be at most ${MAX_PATH_LENGTH} characters` };
+  }
+  if (raw.includes("\0")) return { ok: false, message: "must not contain NUL characters" };
+  if (/\p{Cc}/u.test(raw)) return { ok: false, message: "must not contain control characters" };
+  if (WINDOWS_ABSOLUTE.test(raw)) {
+    const segments = raw.slice(2).split(/[\\/]+/).filter((s) => s !== "" && s !== ".");
+    // Windows drops trailing dots and spaces from a segment, so "..", ". ." and "... " all climb.
+    if (segments.some((s) => /^[. ]+$/.test(s))) {
+      return { ok: false, message: 'must not contain ".." segments' };
+    }
+    if (segments.some((s) => WINDOWS_FORBIDDEN.test(s))) {
+      return { ok: false, message: 'must not contain < > : " | ? * in a Windows path' };
+    }
+    return { ok: true, path: `${raw[0].toUpperCase()}:\\${segments.join("\\")}`, windows: true };
+  }
+  if (!raw.startsWith("/")) return { ok: false, message: "must be an absolute path (/… or C:\\…)" };
+  const segments = raw.split("/").filter((s) => s !== "" && s !== ".");
+  if (segments.includes("..")) return { ok: false, message: 'must not contain ".." segments' };
+  return { ok: true, path: `/${segments.join("/")}`, windows: false };
+}
+
+/** An absolute POSIX or Windows path, normalized (see `normalizeRestorePath`). */
+export const RestorePath: z.ZodType<string, string> = z.string({ error: "must be a path" })
+  .max(MAX_PATH_LENGTH, `must be at most ${MAX_PATH_LENGTH} characters`)
+  .transform((value, ctx) => {
+    const result = normalizeRestorePath(value);
+    if (!result.ok) {
+      ctx.addIssue({ code: "custom", message: result.message });
+      return z.NEVER;
+    }
+    return result.path;
+  });
+
+/** The folders above a normalized path, nearest last (none for a root). */
+function ancestors(path: string, windows: boolean): string[] {
+  const sep = windows ? "\\" : "/";
+  const root = windows ? path.slice(0, 3) : "/";
+  if (path === root) return [];
+  const parts = path.slice(root.length).split(sep);
+  const out = [root];
+  for (let i = 1; i < parts.length; i++) out.push(root + parts.slice(0, i).join(sep));
+  return out;
+}
+
+/**
+ * Drops duplicates and every path that lies under another selected path (the folder restores it),
+ * keeping the input order. Windows paths compare case-insensitively.
+ */
+export function dedupePaths(paths: string[], windows: boolean): string[] {
+  const keyOf = (p: string) => windows ? p.toLowerCase() : p;
+  const selected = new Set(paths.map(keyOf));
+  const kept = new Set<string>();
+  const out: string[] = [];
+  for (const path of paths) {
+    const key = keyOf(path);
+    if (kept.has(key)) continue;
+    if (ancestors(key, windows).some((a) => selected.has(a))) continue;
+    kept.add(key);
+    out.push(path);
+  }
+  return out;
+}
+
+/** A short, printable preview of a user-supplied path for an error message. */
+function preview(raw: string): string {
+  // deno-lint-ignore no-control-regex
+  const clean = raw.replace(/[\u0000-\u001f\u007f]/g, "?");
+  return clean.length > 60 ? `${clean.slice(0, 57)}…` : clean;
+}
+
+/** 1–10,000 absolute paths, each normalized, deduplicated (a path under a selected folder is dropped too). */
+export const PathList: z.ZodType<string[], string[]> = z.array(z.string({ error: "must be a path" }), {
+  error: "must be a list of paths",
+})
+  .min(1, "select at least one file or folder")
+  .max(MAX_RESTORE_PATHS, `must be at most ${MAX_RESTORE_PATHS.toLocaleString("en-US")} paths`)
+  .transform((raw, ctx) => {
+    const normalized: string[] = [];
+    let windows: boolean | null = null;
+    for (const [i, value] of raw.entries()) {
+      const result = normalizeRestorePath(value);
+      if (!result.ok) {
+        ctx.addIssue({
+          code: "custom",
+          path: [i],
+          message: `path ${i + 1}${value ? ` (${preview(value)})` : ""} ${result.message}`,
+        });
+        return z.NEVER;
+      }
+      if (windows !== null && windows !== result.windows) {
+        ctx.addIssue({ code: "custom", path: [i], message: "must not mix Windows and POSIX paths" });
+        return z.NEVER;
+      }
+      windows = result.windows;
+      normalized.push(result.path);
+    }
+    return dedupePaths(normalized, windows ?? false);
+  });
+
+/** The parent folder of a normalized path ("/" and "C:\" are their own parents). */
+export function parentPath(path: string): string {
+  const windows = WINDOWS_ABSOLUTE.test(path);
+  const up = ancestors(path, windows);
+  return up.length ? up[up.length - 1] : path;
+}
+
+/** A child path of a normalized folder. */
+export function joinPath(folder: string, name: string): string {
+  const sep = WINDOWS_ABSOLUTE.test(folder) ? "\\" : "/";
+  return folder.endsWith(sep) ? folder + name : `${folder}${sep}${name}`;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Restore points
+
+/** A restore point with what pages show next to it. */
+export interface RestorePointView extends RestorePoint {
+  accountId: string;
+  orgId: string | null;
+  policyName: string;
+  backupType: "file" | "image";
+  /** null for BES-side points (a synthetic full has no host). */
+  hostName: string | null;
+  besName: string;
+}
+
+const IdFilter = z.string().regex(/^[0-9A-Z]{26}$/).catch("");
+
+/** Filters of the restore points list; every field falls back to its default, so a raw query parses. */
+export const RestorePointFilter = z.object({
+  hostId: IdFilter,
+  policyId: IdFilter,
+  besId: IdFilter,
+  chainId: z.string().trim().max(200).catch(""),
+  status: z.enum(["", ...RESTORE_POINT_STATUSES]).catch(""),
+  verification: z.enum(["", ...VERIFICATION_STATUSES]).catch(""),
+  cursor: IdFilter,
+  limit: z.coerce.number().int().min(1).max(200).catch(50),
+});
+export type RestorePointFilter = z.infer<typeof RestorePointFilter>;
+
+function policyScope(policy: Pick<Policy, "accountId" | "orgId">): ScopedObject {
+  return { accountId: policy.accountId, orgId: policy.orgId };
+}
+
+function toView(
+  point: RestorePoint,
+  policy: Policy,
+  engine: Pick<Engine, "name"> | null,
+  host: Pick<Host, "hostname"> | null,
+): RestorePointView {
+  return {
+    ...point,
+    accountId: policy.accountId,
+    orgId: policy.orgId,
+    policyName: policy.name,
+    backupType: policy.backupType,
+    hostName: point.hostId ? host?.hostname ?? "(deleted host)" : null,
+    besName: engine?.name ?? "(deleted BES)",
+  };
+}
+
+/** Views of points whose policies are known, with their engines and hosts read in chunks. */
+async function toViews(
+  kv: Deno.Kv,
+  points: RestorePoint[],
+  policies: Map<string, Policy>,
+): Promise<RestorePointView[]> {
+  const engineIds = [...new Set(points.map((p) => p.engineId))];
+  const hostIds = [...new Set(points.map((p) => p.hostId).filter((id): id is string => Boolean(id)))];
+  const [engines, hosts] = await Promise.all([
+    getManyValues<Engine>(kv, engineIds.map(engineKey)),
+    getManyValues<Host>(kv, hostIds.map(hostKey)),
+  ]);
+  const engineById = new Map(engines.map((e) => [e.id, e]));
+  const hostById = new Map(hosts.map((h) => [h.id, h]));
+  return points.map((p) =>
+    toView(
+      p,
+      policies.get(p.policyId)!,
+      engineById.get(p.engineId) ?? null,
+      hostById.get(p.hostId ?? "") ?? null,
+    )
+  );
+}
+
+/** The policies whose points the actor may restore from (all accounts for the system). */
+async function restorablePolicies(kv: Deno.Kv, actor: Actor): Promise<Policy[]> {
+  const out: Policy[] = [];
+  if (actor.accountId) {
+    const keys: Deno.KvKey[] = [];
+    for await (const e of kv.list<string>({ prefix: ["policies_by_account", actor.accountId] })) {
+      keys.push(["policies", e.value]);
+    }
+    out.push(...await getManyValues<Policy>(kv, keys));
+  } else if (actor.kind === "system") {
+    for await (const e of kv.list<Policy>({ prefix: ["policies"] })) out.push(e.value);
+  }
+  return out.filter((p) => can(actor, "backup.restore", policyScope(p)));
+}
+
+/**
+ * Restore points in the actor's scope, newest first, filtered by host, policy, BES, chain, status and
+ * verification, a page at a time. The account's policies' point indexes are merged newest first, so only
+ * the actor's own account is read; a page reads at most RESTORE_POINT_SCAN_LIMIT points, and the cursor
+ * (the last point read) resumes the scan. Throws ForbiddenError without backup.restore.
+ */
+export async function listRestorePoints(
+  kv: Deno.Kv,
+  actor: Actor,
+  filterInput: Partial<RestorePointFilter> = {},
+): Promise<{ values: RestorePointView[]; cursor: string }> {
+  authorize(actor, "backup.restore");
+  const filter = RestorePointFilter.parse(filterInput);
+  const policies = (await restorablePolicies(kv, actor)).filter((p) =>
+    (!filter.policyId || p.id === filter.policyId) && (!filter.besId || p.besId === filter.besId)
+  );
+  const byId = new Map(policies.map((p) => [p.id, p]));
+  const batchSize = policies.length === 1 ? Math.min(200, filter.limit + 1) : 25;
+  const heads = await Promise.all(policies.map(async (policy) => {
+    const prefix = ["restore_points_by_policy", policy.id];
+    const selector = filter.cursor ? { prefix, end: [...prefix, filter.cursor] } : { prefix };
+    const iter = kv.list<string>(selector, { reverse: true, batchSize })[Symbol.asyncIterator]();
+    const first = await iter.next();
+    return { iter, head: first.done ? null : first.value.value };
+  }));
+  const next = async (): Promise<string | null> => {
+    let best = -1;
+    for (let i = 0; i < heads.length; i++) {
+      const id = heads[i].head;
+      if (id !== null && (best < 0 || id > heads[best].head!)) best = i;
+    }
+    if (best < 0) return null;
+    const id = heads[best].head!;
+    const step = await heads[best].iter.next();
+    heads[best].head = step.done ? null : step.value.value;
+    return id;
+  };
+  const matches = (p: RestorePoint) =>
+    (!filter.hostId || p.hostId === filter.hostId) &&
+    (!filter.besId || p.engineId === filter.besId) &&
+    (!filter.chainId || p.chainId === filter.chainId) &&
+    (!filter.status || p.status === filter.status) &&
+    (!filter.verification || p.verification === filter.verification);
+  const found: RestorePoint[] = [];
+  let scanned = 0;
+  while (true) {
+    const ids: string[] = [];
+    while (ids.length < 20 && scanned + ids.length < RESTORE_POINT_SCAN_LIMIT) {
+      const id = await next();
+      if (id === null) break;
+      ids.push(id);
+    }
+    if (!ids.length) break;
+    const points = new Map(
+      (await getManyValues<RestorePoint>(kv, ids.map(restorePointKey))).map((p) => [p.id, p]),
+    );
+    for (const [i, id] of ids.entries()) {
+      scanned++;
+      const point = points.get(id);
+      if (point && matches(point)) found.push(point);
+      const full = found.length >= filter.limit;
+      if (full || scanned >= RESTORE_POINT_SCAN_LIMIT) {
+        const more = i < ids.length - 1 || heads.some((h) => h.head !== null);
+        return { values: await toViews(kv, found, byId), cursor: more ? id : "" };
+      }
+    }
+  }
+  return { values: await toViews(kv, found, byId), cursor: "" };
+}
+
+/**
+ * The restore point with its policy, BES and host names. Throws NotFoundError when it does not exist or
+ * is outside the actor's scope, ForbiddenError without backup.restore.
+ */
+export async function requireRestorePoint(kv: Deno.Kv, actor: Actor, id: string): Promise<RestorePointView> {
+  const point = (await kv.get<RestorePoint>(restorePointKey(id))).value;
+  const policy = point ? (await kv.get<Policy>(["policies", point.policyId])).value : null;
+  if (!point || !policy || !inScope(actor, policyScope(policy))) {
+    throw new NotFoundError(`Restore point ${id} not found`);
+  }
+  authorize(actor, "backup.restore", policyScope(policy));
+  const [engine, host] = await kv.getMany<[Engine, Host]>([
+    engineKey(point.engineId),
+    hostKey(point.hostId ?? "-"),
+  ]);
+  return toView(point, policy, engine.value, host.value);
+}
+
+function isFull(p: Pick<RestorePoint, "type">): boolean {
+  return p.type === "full" || p.type === "synthetic_full";
+}
+
+/**
+ * The chain of a point: its full first, then the incrementals in order, each with size and
+ * verification. Reads the policy's points newest first and stops once past the chain's full.
+ */
+export async function restorePointChain(kv: Deno.Kv, actor: Actor, id: string): Promise<RestorePointView[]> {
+  const point = await requireRestorePoint(kv, actor, id);
+  const chain: RestorePoint[] = [];
+  let ids: string[] = [];
+  let pastFull = false;
+  const flush = async () => {
+    for (const p of await getManyValues<RestorePoint>(kv, ids.map(restorePointKey))) {
+      if (p.chainId !== point.chainId || p.hostId !== point.hostId) continue;
+      chain.push(p);
+      if (isFull(p)) pastFull = true;
+    }
+    ids = [];
+  };
+  let scanned = 0;
+  for await (
+    const e of kv.list<string>({ prefix: ["restore_points_by_policy", point.policyId] }, { reverse: true })
+  ) {
+    ids.push(e.value);
+    if (ids.length === 50) await flush();
+    if (pastFull || ++scanned >= 20_000) break;
+  }
+  await flush();
+  chain.sort((a, b) =>
+    Number(isFull(b)) - Number(isFull(a)) || a.completedAt.localeCompare(b.completedAt) ||
+    a.id.localeCompare(b.id)
+  );
+  const policy = (await kv.get<Policy>(["policies", point.policyId])).value!;
+  return await toViews(kv, chain, new Map([[policy.id, policy]]));
+}
+
+/** The newest complete restore point of a host (optionally of one policy), for deep links with only a host. */
+export async function latestRestorePointOfHost(
+  kv: Deno.Kv,
+  actor: Actor,
+  hostId: string,
+  policyId?: string,
+): Promise<RestorePointView | null> {
+  await requireHost(kv, actor, hostId);
+  let cursor = "";
+  for (let page = 0; page < 5; page++) {
+    const result = await listRestorePoints(kv, actor, {
+      hostId,
+      policyId: policyId ?? "",
+      status: "complete",
+      cursor,
+      limit: 1,
+    });
+    if (result.values.length) return result.values[0];
+    if (!result.cursor) return null;
+    cursor = result.cursor;
+  }
+  return null;
+}
+
+function requireComplete(point: RestorePointView, what: string): void {
+  if (point.status !== "complete") {
+    throw new ValidationError(`Only complete restore points can be ${what}; this one is ${point.status}`, {
+      restorePointId: `The restore point is ${point.status}`,
+    });
+  }
+}
+
+/** The point's BES as a job payload sees it (where the agent fetches manifests and chunks). */
+async function besEndpoint(kv: Deno.Kv, engineId: string) {
+  const engine = (await kv.get<Engine>(engineKey(engineId))).value;
+  return engine
+    ? { id: engine.id, endpoint: `https://${engine.hostname}:${engine.port}`, ipAddress: engine.ipAddress }
+    : { id: engineId, endpoint: null, ipAddress: null };
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Browse and search
+
+/** One file-tree entry as engines report it. */
+export interface TreeEntry {
+  path: string;
+  name: string;
+  type: "dir" | "file";
+  size: number;
+  modifiedAt: string;
+}
+
+/** Browse: cached per (restore point, normalized path). */
+export interface BrowseState {
+  restorePointId: string;
+  path: string;
+  status: "pending" | "ready" | "failed";
+  jobId: string;
+  entries: TreeEntry[] | null;
+  /** True when the folder had more entries than are kept (MAX_BROWSE_ENTRIES). */
+  truncated: boolean;
+  error: string | null;
+  requestedAt: string;
+  updatedAt: string;
+}
+
+export interface SearchState {
+  id: string;
+  accountId: string;
+  orgId: string | null;
+  restorePointId: string;
+  query: string;
+  status: "pending" | "ready" | "failed";
+  jobId: string;
+  matches: TreeEntry[] | null;
+  truncated: boolean;
+  error: string | null;
+  requestedAt: string;
+  updatedAt: string;
+}
+
+/** A search query: a name (substring, case-insensitive) or a glob (`*`, `?`, `[…]`), 1–200 characters. */
+export const SearchQuery = z.string({ error: "is required" }).trim().min(1, "is required")
+  .max(200, "must be at most 200 characters")
+  .regex(/^[^\p{Cc}]+$/u, "must not contain control characters");
+
+function parseOr422<T>(schema: z.ZodType<T, string>, value: string, field: string): T {
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    const message = result.error.issues[0]?.message ?? "is invalid";
+    throw new ValidationError(`The ${field} ${message}`, {
+      [field]: message[0].toUpperCase() + message.slice(1),
+    });
+  }
+  return result.data;
+}
+
+/** Why a job ended without a result, in words. */
+function jobFailure(job: Job): string {
+  if (job.failureReason === "LEASE_EXPIRED") {
+    return "The engine stopped answering and the job used all its attempts";
+  }
+  if (job.failureReason === "CANCELLED") return "The job was cancelled";
+  return `The job failed${job.failureReason ? ` (${job.failureReason})` : ""}`;
+}
+
+function resultError(job: Job): string {
+  const e = job.result?.error;
+  return e ? `${e.reason}: ${e.message}`.slice(0, 2000) : "The engine reported a failure";
+}
+
+/** Sizes of stored entries are budgeted so a state stays well inside KV's 64 KiB per value. */
+const ENTRY_BUDGET = 56_000;
+
+/** Entries of an engine's answer, checked and capped; entries without a usable name or path are skipped. */
+function readEntries(
+  raw: unknown,
+  parent: string | null,
+  cap: number,
+): { entries: TreeEntry[]; truncated: boolean } {
+  const list = Array.isArray(raw) ? raw : [];
+  const entries: TreeEntry[] = [];
+  let weight = 0;
+  let truncated = list.length > cap;
+  for (const item of list.slice(0, cap)) {
+    if (!item || typeof item !== "object") continue;
+    const e = item as Record<string, unknown>;
+    let path: string | null = null;
+    if (typeof e.path === "string") {
+      const n = normalizeRestorePath(e.path);
+      path = n.ok ? n.path : null;
+    }
+    const name =
+      typeof e.name === "string" && e.name.length > 0 && e.name.length <= 1024 && !/[\p{Cc}/\\]/u.test(e.name)
+        ? e.name
+        : null;
+    if (!path && name && parent) path = joinPath(parent, name);
+    if (!path) continue;
+    const finalName = name ?? path.split(/[\\/]/).filter(Boolean).pop() ?? path;
+    const type = e.type === "dir" || e.type === "directory" ? "dir" : "file";
+    const size = typeof e.size === "number" && Number.isFinite(e.size) && e.size >= 0
+      ? Math.floor(e.size)
+      : 0;
+    const time = typeof e.modifiedAt === "string" ? e.modifiedAt : typeof e.mtime === "string" ? e.mtime : "";
+    const modifiedAt = Number.isFinite(Date.parse(time)) ? new Date(Date.parse(time)).toISOString() : "";
+    weight += (path.length + finalName.length) * 2 + 96;
+    if (weight > ENTRY_BUDGET) {
+      truncated = true;
+      break;
+    }
+    entries.push({ path, name: finalName, type, size, modifiedAt });
+  }
+  return { entries, truncated };
+}
+
+function sortEntries(entries: TreeEntry[]): TreeEntry[] {
+  return entries.sort((a, b) =>
+    Number(b.type === "dir") - Number(a.type === "dir") || a.name.localeCompare(b.name) ||
+    a.path.localeCompare(b.path)
+  );
+}
+
+/** A pending browse state brought up to date with its job (result recorded, or failed without one). */
+function browseWithJob(state: BrowseState, job: Job | null, now: string): BrowseState {
+  if (state.status !== "pending" || !job || job.id !== state.jobId) return state;
+  if (job.result) {
+    if (job.result.status === "failed") {
+      return { ...state, status: "failed", error: resultError(job), updatedAt: now };
+    }
+    const { entries, truncated } = readEntries(job.result.output?.entries, state.path, MAX_BROWSE_ENTRIES);
+    return {
+      ...state,
+      status: "ready",
+      entries: sortEntries(entries),
+      truncated: truncated || job.result.output?.truncated === true,
+      error: null,
+      updatedAt: now,
+    };
+  }
+  if (job.status === "failed" || job.status === "cancelled") {
+    return { ...state, status: "failed", error: jobFailure(job), updatedAt: job.updatedAt };
+  }
+  return state;
+}
+
+function searchWithJob(state: SearchState, job: Job | null, now: string): SearchState {
+  if (state.status !== "pending" || !job || job.id !== state.jobId) return state;
+  if (job.result) {
+    if (job.result.status === "failed") {
+      return { ...state, status: "failed", error: resultError(job), updatedAt: now };
+    }
+    const { entries, truncated } = readEntries(job.result.output?.matches, null, MAX_SEARCH_MATCHES);
+    return {
+      ...state,
+      status: "ready",
+      matches: entries,
+      truncated: truncated || job.result.output?.truncated === true,
+      error: null,
+      updatedAt: now,
+    };
+  }
+  if (job.status === "failed" || job.status === "cancelled") {
+    return { ...state, status: "failed", error: jobFailure(job), updatedAt: job.updatedAt };
+  }
+  return state;
+}
+
+async function readJob(kv: Deno.Kv, id: string): Promise<Job | null> {
+  return (await kv.get<Job>(jobKey(id))).value;
+}
+
+/**
+ * Browses a folder of a complete restore point. Returns the kept state when there is one that has not
+ * failed (no new job: a second visit is instant); otherwise queues a `browse` job on the point's BES
+ * (priority high) and returns the pending state. Two requests racing queue one job. `path` defaults to
+ * "/". Throws ValidationError for a bad path or a point that is not complete.
+ */
+export async function requestBrowse(
+  kv: Deno.Kv,
+  actor: Actor,
+  restorePointId: string,
+  path: string | undefined,
+  now: Date,
+): Promise<BrowseState> {
+  const point = await requireRestorePoint(kv, actor, restorePointId);
+  const normalized = parseOr422(RestorePath, path || "/", "path");
+  requireComplete(point, "browsed");
+  const key = browseKey(point.id, normalized);
+  for (let i = 0; i < 5; i++) {
+    const entry = await kv.get<BrowseState>(key);
+    if (entry.value) {
+      const current = browseWithJob(entry.value, await readJob(kv, entry.value.jobId), now.toISOString());
+      if (current.status !== "failed") return current;
+    }
+    const op = kv.atomic().check(entry);
+    const job = queueJobInOp(op, {
+      kind: "browse",
+      principal: `bes:${point.engineId}`,
+      accountId: point.accountId,
+      orgId: point.orgId,
+      priority: "high",
+      payload: {
+        restorePointId: point.id,
+        engineRestorePointId: point.engineRestorePointId ?? point.id,
+        policyId: point.policyId,
+        hostId: point.hostId,
+        completedAt: point.completedAt,
+        path: normalized,
+      },
+    }, now);
+    const at = now.toISOString();
+    const state: BrowseState = {
+      restorePointId: point.id,
+      path: normalized,
+      status: "pending",
+      jobId: job.id,
+      entries: null,
+      truncated: false,
+      error: null,
+      requestedAt: at,
+      updatedAt: at,
+    };
+    op.set(key, state, { expireIn: RESTORE_CACHE_TTL_MS })
+      .set(browseByJobKey(job.id), { restorePointId: point.id, path: normalized }, {
+        expireIn: RESTORE_CACHE_TTL_MS,
+      });
+    appendAudit(op, actor, {
+      accountId: point.accountId,
+      orgId: point.orgId,
+      action: "restore.browse",
+      objectType: "restore_point",
+      objectId: point.id,
+      summary: `Browsed ${normalized} in restore point ${point.id} (${point.policyName}, ${
+        point.hostName ?? "BES"
+      })`,
+    }, now);
+    if ((await op.commit()).ok) return state;
+  }
+  throw new ConflictError("The browse request conflicted repeatedly; try again");
+}
+
+/** The kept browse state of a folder, brought up to date with its job; null when never requested. */
+export async function getBrowse(
+  kv: Deno.Kv,
+  actor: Actor,
+  restorePointId: string,
+  path: string | undefined,
+): Promise<BrowseState | null> {
+  const point = await requireRestorePoint(kv, actor, restorePointId);
+  const normalized = parseOr422(RestorePath, path || "/", "path");
+  const state = (await kv.get<BrowseState>(browseKey(point.id, normalized))).value;
+  if (!state) return null;
+  return browseWithJob(state, await readJob(kv, state.jobId), state.updatedAt);
+}
+
+/**
+ * Searches a complete restore point by name or glob: queues a `search` job on its BES (priority high)
+ * and returns the pending search. Throws ValidationError for an empty or too long query.
+ */
+export async function requestSearch(
+  kv: Deno.Kv,
+  actor: Actor,
+  restorePointId: string,
+  query: string,
+  now: Date,
+): Promise<SearchState> {
+  const point = await requireRestorePoint(kv, actor, restorePointId);
+  const q = parseOr422(SearchQuery, query ?? "", "query");
+  requireComplete(point, "searched");
+  const op = kv.atomic();
+  const job = queueJobInOp(op, {
+    kind: "search",
+    principal: `bes:${point.engineId}`,
+    accountId: point.accountId,
+    orgId: point.orgId,
+    priority: "high",
+    payload: {
+      restorePointId: point.id,
+      engineRestorePointId: point.engineRestorePointId ?? point.id,
+      policyId: point.policyId,
+      hostId: point.hostId,
+      completedAt: point.completedAt,
+      query: q,
+      mode: /[*?[]/.test(q) ? "glob" : "name",
+      maxMatches: MAX_SEARCH_MATCHES,
+    },
+  }, now);
+  const at = now.toISOString();
+  const state: SearchState = {
+    id: newId(now),
+    accountId: point.accountId,
+    orgId: point.orgId,
+    restorePointId: point.id,
+    query: q,
+    status: "pending",
+    jobId: job.id,
+    matches: null,
+    truncated: false,
+    error: null,
+    requestedAt: at,
+    updatedAt: at,
+  };
+  op.check({ key: searchKey(state.id), versionstamp: null })
+    .set(searchKey(state.id), state, { expireIn: RESTORE_CACHE_TTL_MS })
+    .set(searchByJobKey(job.id), state.id, { expireIn: RESTORE_CACHE_TTL_MS });
+  appendAudit(op, actor, {
+    accountId: point.accountId,
+    orgId: point.orgId,
+    action: "restore.search",
+    objectType: "restore_point",
+    objectId: point.id,
+    summary: `Searched restore point ${point.id} (${point.policyName}, ${
+      point.hostName ?? "BES"
+    }) for "${q}"`,
+  }, now);
+  if (!(await op.commit()).ok) throw new ConflictError("The search could not be queued; try again");
+  return state;
+}
+
+/** A search, brought up to date with its job. Throws NotFoundError when missing or outside the scope. */
+export async function getSearch(kv: Deno.Kv, actor: Actor, searchId: string): Promise<SearchState> {
+  const state = (await kv.get<SearchState>(searchKey(searchId))).value;
+  if (!state || !inScope(actor, state)) throw new NotFoundError(`Search ${searchId} not found`);
+  authorize(actor, "backup.restore", state);
+  return searchWithJob(state, await readJob(kv, state.jobId), state.updatedAt);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Restores
+
+const Id = z.string({ error: "is required" }).regex(/^[0-9A-Z]{26}$/, "must be an id");
+const OptionalId = z.union([z.literal("").transform(() => undefined), Id]).optional();
+
+/** A file-level restore: paths to restore, where, and whether to overwrite. */
+export const FileRestoreInput = z.object({
+  restorePointId: Id,
+  paths: PathList,
+  /** Defaults to the point's host. */
+  targetHostId: OptionalId,
+  targetPath: RestorePath,
+  overwrite: z.boolean({ error: "must be true or false" }).default(false),
+});
+export type FileRestoreInput = z.input<typeof FileRestoreInput>;
+
+/** An image restore: target host and path are required. */
+export const ImageRestoreInput = z.object({
+  restorePointId: Id,
+  targetHostId: Id,
+  targetPath: RestorePath,
+  overwrite: z.boolean({ error: "must be true or false" }).default(false),
+});
+export type ImageRestoreInput = z.input<typeof ImageRestoreInput>;
+
+/** A bare-metal restore: network boot (pxe) or boot media (iso). */
+export const BmrInput = z.object({
+  restorePointId: Id,
+  mode: z.enum(["pxe", "iso"], { error: "must be pxe or iso" }),
+});
+export type BmrInput = z.input<typeof BmrInput>;
+
+export interface RestoreRequest {
+  id: string;
+  kind: "file" | "image" | "bmr";
+  accountId: string;
+  orgId: string | null;
+  restorePointId: string;
+  sourceHostId: string | null;
+  targetHostId: string | null;
+  targetPath: string | null;
+  overwrite: boolean;
+  /** File restores: the first paths (for display); `pathCount` counts them all. */
+  paths: string[];
+  pathCount: number;
+  mode: "pxe" | "iso" | null;
+  jobId: string;
+  priority: "high" | "critical";
+  status: "pending" | "running" | "success" | "warning" | "failed";
+  progress: { percent: number; bytesTransferred: number } | null;
+  result:
+    | { files: number; bytes: number; errors: { path: string; message: string }[]; errorCount: number }
+    | null;
+  error: string | null;
+  /** BMR only: when the one-time token expires, and when a BES redeemed it. */
+  tokenExpiresAt: string | null;
+  tokenUsedAt: string | null;
+  createdBy: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** A stored BMR token (by hash; the token itself is shown once and never stored). */
+interface BmrToken {
+  tokenHash: string;
+  restoreId: string;
+  restorePointId: string;
+  besId: string;
+  accountId: string;
+  orgId: string | null;
+  mode: "pxe" | "iso";
+  expiresAt: string;
+  usedAt: string | null;
+  createdAt: string;
+}
+
+/** Paths shown with a restore (its full list is in `restore_paths` chunks or the job payload). */
+const DISPLAY_PATH_BUDGET = 8_000;
+/** A path list this heavy or lighter travels inline in the job payload. */
+const INLINE_PATH_BUDGET = 16_000;
+/** Weight of one stored path chunk: below KV's 64 KiB per value even for two-byte strings. */
+const CHUNK_PATH_BUDGET = 28_000;
+
+function pathWeight(p: string): number {
+  return p.length * 2 + 8;
+}
+
+/** Splits paths into chunks of at most `budget` weight each. */
+function chunkPaths(paths: string[], budget: number): string[][] {
+  const chunks: string[][] = [];
+  let current: string[] = [];
+  let weight = 0;
+  for (const p of paths) {
+    const w = pathWeight(p);
+    if (current.length && weight + w > budget) {
+      chunks.push(current);
+      current = [];
+      weight = 0;
+    }
+    current.push(p);
+    weight += w;
+  }
+  if (current.length) chunks.push(current);
+  return chunks;
+}
+
+/** The target host of a restore: same account as the point and inside the actor's scope, else not found. */
+async function requireTargetHost(
+  kv: Deno.Kv,
+  actor: Actor,
+  point: RestorePointView,
+  hostId: string,
+): Promise<Host> {
+  const host = (await kv.get<Host>(hostKey(hostId))).value;
+  if (!host || host.accountId !== point.accountId || !inScope(actor, hostScope(host))) {
+    throw new NotFoundError(`Target host ${hostId} not found`);
+  }
+  authorize(actor, "backup.restore", hostScope(host));
+  return host;
+}
+
+function newRestore(
+  actor: Actor,
+  point: RestorePointView,
+  fields: Pick<
+    RestoreRequest,
+    | "kind"
+    | "targetHostId"
+    | "targetPath"
+    | "overwrite"
+    | "paths"
+    | "pathCount"
+    | "mode"
+    | "priority"
+    | "tokenExpiresAt"
+  >,
+  ids: { id: string; jobId: string },
+  now: Date,
+): RestoreRequest {
+  const at = now.toISOString();
+  return {
+    id: ids.id,
+    accountId: point.accountId,
+    orgId: point.orgId,
+    restorePointId: point.id,
+    sourceHostId: point.hostId,
+    ...fields,
+    jobId: ids.jobId,
+    status: "pending",
+    progress: null,
+    result: null,
+    error: null,
+    tokenUsedAt: null,
+    createdBy: actor.label,
+    createdAt: at,
+    updatedAt: at,
+  };
+}
+
+function writeRestore(op: Deno.AtomicOperation, restore: RestoreRequest): void {
+  op.check({ key: restoreKey(restore.id), versionstamp: null })
+    .set(restoreKey(restore.id), restore)
+    .set(restoresByAccountKey(restore.accountId, restore.id), restore.id)
+    .set(restoreByJobKey(restore.jobId), restore.id);
+}
+
+function describePoint(point: RestorePointView): string {
+  return `restore point ${point.id} (${point.policyName}, ${point.hostName ?? "BES"}, ${point.completedAt})`;
+}
+
+/**
+ * Restores files and folders of a complete restore point: a `restore_files` job on the target host's
+ * agent (default: the point's own host), priority high. The target host must be in the point's account
+ * and in the actor's scope (else NotFoundError). Long path lists are stored in chunks the agent fetches
+ * (`POST /api/agent/v1/jobs/{id}/paths`); short ones travel in the payload.
+ */
+export async function requestFileRestore(
+  kv: Deno.Kv,
+  actor: Actor,
+  input: FileRestoreInput,
+  now: Date,
+): Promise<RestoreRequest> {
+  const data = FileRestoreInput.parse(input);
+  const point = await requireRestorePoint(kv, actor, data.restorePointId);
+  requireComplete(point, "restored");
+  const targetHostId = data.targetHostId ?? point.hostId;
+  if (!targetHostId) {
+    throw new ValidationError(
+      "Choose a target host: this restore point was made on the BES and has no host",
+      {
+        targetHostId: "Is required for this restore point",
+      },
+    );
+  }
+  const host = await requireTargetHost(kv, actor, point, targetHostId);
+  const ids = { id: newId(now), jobId: newId(now) };
+  const inline = data.paths.reduce((sum, p) => sum + pathWeight(p), 0) <= INLINE_PATH_BUDGET;
+  const chunks = inline ? [] : chunkPaths(data.paths, CHUNK_PATH_BUDGET);
+  // Chunks first (several writes for a long list), then the restore and its job in one atomic write: a
+  // crash in between leaves only unreferenced chunks, never a job without its paths.
+  for (let i = 0; i < chunks.length; i += 10) {
+    const op = kv.atomic();
+    chunks.slice(i, i + 10).forEach((chunk, j) => op.set(restorePathsKey(ids.id, i + j), chunk));
+    if (!(await op.commit()).ok) throw new Error("Could not store the path list");
+  }
+  const display = chunkPaths(data.paths, DISPLAY_PATH_BUDGET)[0].slice(0, 100);
+  const restore = newRestore(
+    actor,
+    point,
+    {
+      kind: "file",
+      targetHostId: host.id,
+      targetPath: data.targetPath,
+      overwrite: data.overwrite,
+      paths: display,
+      pathCount: data.paths.length,
+      mode: null,
+      priority: "high",
+      tokenExpiresAt: null,
+    },
+    ids,
+    now,
+  );
+  const op = kv.atomic();
+  queueJobInOp(op, {
+    id: ids.jobId,
+    kind: "restore_files",
+    principal: `agent:${host.id}`,
+    accountId: point.accountId,
+    orgId: point.orgId,
+    priority: "high",
+    payload: {
+      restoreId: restore.id,
+      restorePointId: point.id,
+      engineRestorePointId: point.engineRestorePointId ?? point.id,
+      policyId: point.policyId,
+      sourceHostId: point.hostId,
+      completedAt: point.completedAt,
+      bes: await besEndpoint(kv, point.engineId),
+      targetPath: data.targetPath,
+      overwrite: data.overwrite,
+      pathCount: data.paths.length,
+      paths: inline ? data.paths : null,
+      pathChunks: chunks.length,
+    },
+  }, now);
+  writeRestore(op, restore);
+  appendAudit(op, actor, {
+    accountId: point.accountId,
+    orgId: point.orgId,
+    action: "restore.files",
+    objectType: "restore",
+    objectId: restore.id,
+    summary: `Requested a file restore of ${data.paths.length} path(s) from ${
+      describePoint(point)
+    } to ${host.hostname}:${data.targetPath}${data.overwrite ? ", overwriting existing files" : ""}`,
+  }, now);
+  if (!(await op.commit()).ok) {
+    await deleteChunks(kv, ids.id, chunks.length);
+    throw new ConflictError("The restore could not be queued; try again");
+  }
+  return restore;
+}
+
+async function deleteChunks(kv: Deno.Kv, restoreId: string, count: number): Promise<void> {
+  for (let i = 0; i < count; i += 100) {
+    const op = kv.atomic();
+    for (let j = i; j < Math.min(count, i + 100); j++) op.delete(restorePathsKey(restoreId, j));
+    await op.commit();
+  }
+}
+
+/**
+ * Restores the full image of a complete restore point of an image policy to a target host and path: a
+ * `restore_image` job on the target host's agent, priority critical. Throws ValidationError for a point of
+ * a file policy.
+ */
+export async function requestImageRestore(
+  kv: Deno.Kv,
+  actor: Actor,
+  input: ImageRestoreInput,
+  now: Date,
+): Promise<RestoreRequest> {
+  const data = ImageRestoreInput.parse(input);
+  const point = await requireRestorePoint(kv, actor, data.restorePointId);
+  if (point.backupType !== "image") {
+    throw new ValidationError(
+      `Image restore needs a restore point of an image policy; ${point.policyName} backs up files (use file restore)`,
+      { restorePointId: "Not an image restore point" },
+    );
+  }
+  requireComplete(point, "restored");
+  const host = await requireTargetHost(kv, actor, point, data.targetHostId);
+  const ids = { id: newId(now), jobId: newId(now) };
+  const restore = newRestore(
+    actor,
+    point,
+    {
+      kind: "image",
+      targetHostId: host.id,
+      targetPath: data.targetPath,
+      overwrite: data.overwrite,
+      paths: [],
+      pathCount: 0,
+      mode: null,
+      priority: "critical",
+      tokenExpiresAt: null,
+    },
+    ids,
+    now,
+  );
+  const op = kv.atomic();
+  queueJobInOp(op, {
+    id: ids.jobId,
+    kind: "restore_image",
+    principal: `agent:${host.id}`,
+    accountId: point.accountId,
+    orgId: point.orgId,
+    priority: "critical",
+    payload: {
+      restoreId: restore.id,
+      restorePointId: point.id,
+      engineRestorePointId: point.engineRestorePointId ?? point.id,
+      chainId: point.chainId,
+      policyId: point.policyId,
+      sourceHostId: point.hostId,
+      completedAt: point.completedAt,
+      sizeBytes: point.sizeBytes,
+      fileCount: point.fileCount,
+      bes: await besEndpoint(kv, point.engineId),
+      targetPath: data.targetPath,
+      overwrite: data.overwrite,
+    },
+  }, now);
+  writeRestore(op, restore);
+  appendAudit(op, actor, {
+    accountId: point.accountId,
+    orgId: point.orgId,
+    action: "restore.image",
+    objectType: "restore",
+    objectId: restore.id,
+    summary: `Requested an image restore of ${describePoint(point)} to ${host.hostname}:${data.targetPath}${
+      data.overwrite ? ", overwriting existing data" : ""
+    }`,
+  }, now);
+  if (!(await op.commit()).ok) throw new ConflictError("The restore could not be queued; try again");
+  return restore;
+}
+
+/** True when the engine heartbeated within the offline window at `now` (explicit times, not the status alone). */
+export function engineOnlineAt(engine: Pick<Engine, "status" | "lastHeartbeatAt">, now: Date): boolean {
+  if (engine.status === "offline" || engine.status === "deleting" || !engine.lastHeartbeatAt) return false;
+  return now.getTime() - Date.parse(engine.lastHeartbeatAt) <= OFFLINE_AFTER_MS;
+}
+
+/** What the operator does with a BMR token, step by step. */
+export function bmrInstructions(
+  mode: "pxe" | "iso",
+  engine: Pick<Engine, "name" | "hostname" | "pxeNetwork">,
+  expiresAt: string,
+): string[] {
+  const boot = mode === "pxe"
+    ? [
+      `Connect the machine to the PXE network of BES ${engine.name}${
+        engine.pxeNetwork ? ` (${engine.pxeNetwork})` : ""
+      }.`,
+      "Set it to boot from the network (PXE) and start it; it boots the Cadres recovery environment from the BES.",
+    ]
+    : [
+      `Download the recovery ISO from BES ${engine.name} (https://${engine.hostname}/bmr/recovery.iso) and write it to a USB stick or attach it as virtual media.`,
+      "Boot the machine from that media.",
+    ];
+  return [
+    ...boot,
+    "When the recovery environment asks for it, enter the token above. It works once.",
+    `The token expires at ${expiresAt}; after that, start a new bare-metal restore.`,
+  ];
+}
+
+/**
+ * Bare-metal restore of a complete restore point: its BES must be online at `now` (heartbeat within 3
+ * minutes) and, for pxe, have PXE enabled. Creates a one-time token (a random UUID, stored only as its
+ * SHA-256, expiring 4 h after `now`) and a `bmr` job on the BES (critical; its payload carries the token's
+ * hash, never the token). Returns the token once. Throws ValidationError when a precondition fails.
+ */
+export async function requestBmr(
+  kv: Deno.Kv,
+  actor: Actor,
+  input: BmrInput,
+  now: Date,
+): Promise<{ restore: RestoreRequest; token: string; expiresAt: string; instructions: string[] }> {
+  const data = BmrInput.parse(input);
+  const point = await requireRestorePoint(kv, actor, data.restorePointId);
+  requireComplete(point, "used for a bare-metal restore");
+  const engine = (await kv.get<Engine>(engineKey(point.engineId))).value;
+  if (!engine || !engineOnlineAt(engine, now)) {
+    const last = engine?.lastHeartbeatAt ? ` (last heartbeat ${engine.lastHeartbeatAt})` : "";
+    throw new ValidationError(
+      `BES ${engine?.name ?? point.engineId} is offline${last}; a bare-metal restore needs its BES online`,
+      { restorePointId: "The BES of this restore point is offline" },
+    );
+  }
+  if (data.mode === "pxe" && !engine.pxeEnabled) {
+    throw new ValidationError(
+      `PXE boot is not enabled on BES ${engine.name}; enable it on the engine or boot from the ISO instead`,
+      { mode: "PXE is not enabled on this BES" },
+    );
+  }
+  const token = crypto.randomUUID();
+  const tokenHash = sha256Hex(token);
+  const expiresAt = new Date(now.getTime() + BMR_TOKEN_TTL_MS).toISOString();
+  const ids = { id: newId(now), jobId: newId(now) };
+  const restore = newRestore(
+    actor,
+    point,
+    {
+      kind: "bmr",
+      targetHostId: null,
+      targetPath: null,
+      overwrite: true,
+      paths: [],
+      pathCount: 0,
+      mode: data.mode,
+      priority: "critical",
+      tokenExpiresAt: expiresAt,
+    },
+    ids,
+    now,
+  );
+  const record: BmrToken = {
+    tokenHash,
+    restoreId: restore.id,
+    restorePointId: point.id,
+    besId: engine.id,
+    accountId: point.accountId,
+    orgId: point.orgId,
+    mode: data.mode,
+    expiresAt,
+    usedAt: null,
+    createdAt: now.toISOString(),
+  };
+  const op = kv.atomic();
+  queueJobInOp(op, {
+    id: ids.jobId,
+    kind: "bmr",
+    principal: `bes:${engine.id}`,
+    accountId: point.accountId,
+    orgId: point.orgId,
+    priority: "critical",
+    payload: {
+      restoreId: restore.id,
+      restorePointId: point.id,
+      engineRestorePointId: point.engineRestorePointId ?? point.id,
+      chainId: point.chainId,
+      policyId: point.policyId,
+      sourceHostId: point.hostId,
+      completedAt: point.completedAt,
+      sizeBytes: point.sizeBytes,
+      fileCount: point.fileCount,
+      mode: data.mode,
+      pxeNetwork: data.mode === "pxe" ? engine.pxeNetwork : null,
+      tokenId: tokenHash,
+      tokenExpiresAt: expiresAt,
+    },
+  }, now);
+  writeRestore(op, restore);
+  // The explicit expiresAt decides; expireIn only collects the record some time after.
+  op.check({ key: bmrTokenKey(tokenHash), versionstamp: null })
+    .set(bmrTokenKey(tokenHash), record, { expireIn: BMR_TOKEN_TTL_MS + 86_400_000 });
+  appendAudit(op, actor, {
+    accountId: point.accountId,
+    orgId: point.orgId,
+    action: "restore.bmr",
+    objectType: "restore",
+    objectId: restore.id,
+    summary:
+      `Requested a bare-metal restore (${data.mode}) of ${
+        describePoint(point)
+      } through BES ${engine.name}; ` +
+      `one-time token expires ${expiresAt}`,
+  }, now);
+  if (!(await op.commit()).ok) {
+    throw new ConflictError("The bare-metal restore could not be queued; try again");
+  }
+  return { restore, token, expiresAt, instructions: bmrInstructions(data.mode, engine, expiresAt) };
+}
+
+/** A BMR token as sent: a UUID. */
+export const BmrTokenInput = z.string({ error: "is required" }).trim().toLowerCase()
+  .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, "must be a BMR token (a UUID)");
+
+/**
+ * Redeems a BMR token for the BES `besId` exactly once (DESIGN.md invariant 7): the token must exist for
+ * this BES (else NotFoundError), be unused and not past its expiry at `now` (else ConflictError). The
+ * check and the write are one atomic operation on the token record, so of concurrent redeems one wins.
+ */
+export async function redeemBmrToken(
+  kv: Deno.Kv,
+  besId: string,
+  token: string,
+  now: Date,
+): Promise<{ restoreId: string; restorePointId: string; mode: "pxe" | "iso" }> {
+  const parsed = BmrTokenInput.safeParse(token);
+  if (!parsed.success) throw new NotFoundError("Unknown BMR token");
+  const key = bmrTokenKey(sha256Hex(parsed.data));
+  for (let i = 0; i < 5; i++) {
+    const entry = await kv.get<BmrToken>(key);
+    const record = entry.value;
+    if (!record || record.besId !== besId) throw new NotFoundError("Unknown BMR token");
+    if (record.usedAt) throw new ConflictError(`This BMR token was already used at ${record.usedAt}`);
+    if (now.getTime() > Date.parse(record.expiresAt)) {
+      throw new ConflictError(`This BMR token expired at ${record.expiresAt}`);
+    }
+    const restoreEntry = await kv.get<RestoreRequest>(restoreKey(record.restoreId));
+    const engine = (await kv.get<Engine>(engineKey(besId))).value;
+    const at = now.toISOString();
+    const op = kv.atomic().check(entry, restoreEntry).set(key, { ...record, usedAt: at }, {
+      expireIn: BMR_TOKEN_TTL_MS + 86_400_000,
+    });
+    if (restoreEntry.value) {
+      op.set(restoreKey(record.restoreId), { ...restoreEntry.value, tokenUsedAt: at, updatedAt: at });
+    }
+    appendAudit(op, engineActor({ id: besId, name: engine?.name ?? besId, accountId: record.accountId }), {
+      accountId: record.accountId,
+      orgId: record.orgId,
+      action: "restore.bmr_redeem",
+      objectType: "restore",
+      objectId: record.restoreId,
+      summary: `BES ${
+        engine?.name ?? besId
+      } redeemed the one-time token of bare-metal restore ${record.restoreId}`,
+    }, now);
+    if ((await op.commit()).ok) {
+      return { restoreId: record.restoreId, restorePointId: record.restorePointId, mode: record.mode };
+    }
+  }
+  throw new ConflictError("This BMR token is being redeemed concurrently");
+}
+
+/**
+ * One chunk of a file restore's path list, for the agent that holds its job (payloads carry long lists
+ * as `pathChunks` instead of `paths`). Throws NotFoundError for another principal's job or a missing chunk.
+ */
+export async function restorePathsChunk(
+  kv: Deno.Kv,
+  principal: string,
+  jobId: string,
+  chunk: number,
+): Promise<{ chunk: number; chunks: number; paths: string[] }> {
+  const job = await readJob(kv, jobId);
+  if (!job || job.principal !== principal || job.kind !== "restore_files") {
+    throw new NotFoundError("No such file restore job for this principal");
+  }
+  const chunks = Number(job.payload.pathChunks ?? 0);
+  const restoreId = String(job.payload.restoreId ?? "");
+  if (!Number.isInteger(chunk) || chunk < 0 || chunk >= chunks) {
+    throw new NotFoundError(`No chunk ${chunk}: this job has ${chunks} path chunk(s)`);
+  }
+  const paths = (await kv.get<string[]>(restorePathsKey(restoreId, chunk))).value;
+  if (!paths) throw new NotFoundError(`Chunk ${chunk} of the path list is missing`);
+  return { chunk, chunks, paths };
+}
+
+function readResult(job: Job): NonNullable<RestoreRequest["result"]> {
+  const output = (job.result?.output ?? {}) as Record<string, unknown>;
+  const restored = (output.restored ?? {}) as Record<string, unknown>;
+  const count = (v: unknown) => typeof v === "number" && Number.isFinite(v) && v >= 0 ? Math.floor(v) : null;
+  const rawErrors = Array.isArray(output.errors)
+    ? output.errors
+    : Array.isArray(restored.errors)
+    ? restored.errors
+    : [];
+  const errors = rawErrors.flatMap((e) => {
+    const item = e as { path?: unknown; message?: unknown } | null;
+    if (!item || typeof item.path !== "string") return [];
+    return [{ path: item.path.slice(0, MAX_PATH_LENGTH), message: String(item.message ?? "").slice(0, 500) }];
+  });
+  return {
+    files: count(output.files) ?? count(restored.files) ?? 0,
+    bytes: count(output.bytes) ?? count(restored.bytes) ?? job.result?.bytesTransferred ?? 0,
+    errors: errors.slice(0, MAX_RESULT_ERRORS),
+    errorCount: Math.max(errors.length, count(output.errorCount) ?? 0),
+  };
+}
+
+/** A restore as its job stands now: status and progress from the job, the result once it is recorded. */
+function restoreWithJob(restore: RestoreRequest, job: Job | null, now: string): RestoreRequest {
+  if (restore.status === "success" || restore.status === "warning" || restore.status === "failed") {
+    return restore;
+  }
+  if (!job || job.id !== restore.jobId) return restore;
+  if (job.result) {
+    const result = readResult(job);
+    return {
+      ...restore,
+      status: job.result.status,
+      progress: {
+        percent: job.result.status === "failed" ? job.progress?.percent ?? 0 : 100,
+        bytesTransferred: job.result.bytesTransferred,
+      },
+      result,
+      error: job.result.status === "success" ? null : resultError(job),
+      updatedAt: now,
+    };
+  }
+  if (job.status === "failed" || job.status === "cancelled") {
+    return { ...restore, status: "failed", error: jobFailure(job), updatedAt: job.updatedAt };
+  }
+  if (job.status === "leased") {
+    const progress = job.progress
+      ? { percent: job.progress.percent, bytesTransferred: job.progress.bytesTransferred }
+      : { percent: 0, bytesTransferred: 0 };
+    return { ...restore, status: "running", progress };
+  }
+  return { ...restore, status: "pending", progress: null };
+}
+
+/** A restore, brought up to date with its job. Throws NotFoundError when missing or outside the scope. */
+export async function getRestore(kv: Deno.Kv, actor: Actor, id: string): Promise<RestoreRequest> {
+  const restore = (await kv.get<RestoreRequest>(restoreKey(id))).value;
+  if (!restore || !inScope(actor, restore)) throw new NotFoundError(`Restore ${id} not found`);
+  authorize(actor, "backup.restore", restore);
+  return restoreWithJob(restore, await readJob(kv, restore.jobId), restore.updatedAt);
+}
+
+/** Restores of the actor's account in its scope, newest first, a page at a time (bounded scan). */
+export async function listRestores(
+  kv: Deno.Kv,
+  actor: Actor,
+  page: { cursor?: string; limit?: number } = {},
+): Promise<{ values: RestoreRequest[]; cursor: string }> {
+  authorize(actor, "backup.restore");
+  const limit = Math.min(200, Math.max(1, page.limit ?? 50));
+  if (!actor.accountId && actor.kind !== "system") return { values: [], cursor: "" };
+  const prefix: Deno.KvKey = actor.accountId ? ["restores_by_account", actor.accountId] : ["restores"];
+  const selector = page.cursor ? { prefix, end: [...prefix, page.cursor] } : { prefix };
+  const found: RestoreRequest[] = [];
+  let scanned = 0;
+  let last = "";
+  let more = false;
+  for await (const e of kv.list(selector, { reverse: true, batchSize: 200 })) {
+    if (found.length >= limit || scanned >= RESTORE_POINT_SCAN_LIMIT) {
+      more = true;
+      break;
+    }
+    scanned++;
+    last = String(e.key[e.key.length - 1]);
+    const restore = typeof e.value === "string"
+      ? (await kv.get<RestoreRequest>(restoreKey(e.value))).value
+      : e.value as RestoreRequest;
+    if (restore && can(actor, "backup.restore", restore)) found.push(restore);
+  }
+  const jobs = new Map((await getJobs(kv, found.map((r) => r.jobId))).map((j) => [j.id, j]));
+  return {
+    values: found.map((r) => restoreWithJob(r, jobs.get(r.jobId) ?? null, r.updatedAt)),
+    cursor: more ? last : "",
+  };
+}
+
+/**
+ * Applies a browse, search or restore job's recorded result to its state (called from runs.ts
+ * `applyJobOutcome`). Idempotent: a state that is no longer pending, or belongs to another job, is left.
+ */
+export async function applyRestoreJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise<void> {
+  if (!job.result) return;
+  const at = now.toISOString();
+  if (job.kind === "browse") {
+    const ref = (await kv.get<{ restorePointId: string; path: string }>(browseByJobKey(job.id))).value;
+    if (!ref) return;
+    await update<BrowseState>(kv, browseKey(ref.restorePointId, ref.path), (s) => browseWithJob(s, job, at), {
+      expireIn: RESTORE_CACHE_TTL_MS,
+    });
+  } else if (job.kind === "search") {
+    const id = (await kv.get<string>(searchByJobKey(job.id))).value;
+    if (!id) return;
+    await update<SearchState>(kv, searchKey(id), (s) => searchWithJob(s, job, at), {
+      expireIn: RESTORE_CACHE_TTL_MS,
+    });
+  } else if (job.kind === "restore_files" || job.kind === "restore_image" || job.kind === "bmr") {
+    const id = (await kv.get<string>(restoreByJobKey(job.id))).value;
+    if (!id) return;
+    await update<RestoreRequest>(kv, restoreKey(id), (r) => restoreWithJob(r, job, at));
+  }
+}
+
+/** Read, change and write one value with a check; retries a few times; does nothing when unchanged. */
+async function update<T extends { status: string }>(
+  kv: Deno.Kv,
+  key: Deno.KvKey,
+  change: (value: T) => T,
+  options?: { expireIn: number },
+): Promise<void> {
+  for (let i = 0; i < 5; i++) {
+    const entry = await kv.get<T>(key);
+    if (!entry.value) return;
+    const next = change(entry.value);
+    if (next === entry.value || next.status === "pending" || next.status === "running") return;
+    if ((await kv.atomic().check(entry).set(key, next, options).commit()).ok) return;
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * Browse a restore point's file tree. Each folder is a `browse` job the BES answers; the island asks
+ * for it, polls until the listing is ready and keeps every listing it has seen, so going back is
+ * instant (the server keeps them per restore point and path as well). Checkboxes add files and
+ * folders to the shared selection of the Restore Files form. Without JavaScript the form POSTs and
+ * the page shows the listing of `?path=` once it is ready.
+ */
+import { useSignal } from "@preact/signals";
+import { useEffect, useRef } from "preact/hooks";
+import { formatBytes, formatTime } from "../components/ui.tsx";
+import type { BrowseState, TreeEntry } from "../domain/restore.ts";
+import { crumbs, pollState, requestJson, selection, toggleSelected } from "./restore_client.ts";
+
+export interface Props {
+  restorePointId: string;
+  csrfToken: string;
+  path: string;
+  /** The state of `path` when the page was rendered (a cached listing shows at once). */
+  initial: BrowseState | null;
+}
+
+export default function BrowseTree(props: Props) {
+  const base = `/api/v1/restore-points/${props.restorePointId}/browse`;
+  const path = useSignal(props.path);
+  const typed = useSignal(props.path);
+  const state = useSignal<BrowseState | null>(props.initial);
+  const error = useSignal("");
+  const seen = useRef(new Map<string, BrowseState>());
+  const generation = useRef(0);
+
+  /** Follows the state of `target` until it settles, unless the island moved on (`gen`). */
+  const poll = async (target: string, gen: number) => {
+    const url = `${base}?path=${encodeURIComponent(target)}`;
+    await pollState<BrowseState>(url, () => gen !== generation.current, (next) => {
+      state.value = next;
+      if (next.status === "ready") seen.current.set(target, next);
+    });
+  };
+
+  const open = async (target: string) => {
+    const gen = ++generation.current;
+    path.value = typed.value = target;
+    error.value = "";
+    const cached = seen.current.get(target);
+    state.value = cached ?? null;
+    if (cached) return;
+    try {
+      const next = await requestJson<BrowseState>("POST", `${base}?path=${encodeURIComponent(target)}`);
+      if (gen !== generation.current) return;
+      path.value = typed.value = next.path;
+      state.value = next;
+      if (next.status === "ready") seen.current.set(next.path, next);
+      else if (next.status === "pending") await poll(next.path, gen);
+    } catch (e) {
+      if (gen === generation.current) error.value = (e as Error).message;
+    }
+  };
+
+  useEffect(() => {
+    const s = props.initial;
+    if (s?.status === "ready") seen.current.set(s.path, s);
+    if (s?.status === "pending") {
+      const gen = generation.current;
+      poll(s.path, gen).catch((e) => gen === generation.current && (error.value = (e as Error).message));
+    }
+    return () => void generation.current++;
+  }, []);
+
+  const link = (target: string) => `?path=${encodeURIComponent(target)}#browse`;
+  const go = (target: string) => (e: Event) => {
+    e.preventDefault();
+    open(target);
+  };
+  const s = state.value;
+  const entries: TreeEntry[] = s?.status === "ready" ? s.entries ?? [] : [];
+  return (
+    <div class="browse" data-testid="browse">
+      <form
+        method="post"
+        action={`/backup/restore/points/${props.restorePointId}/browse`}
+        class="inline-form"
+        onSubmit={(e) => {
+          e.preventDefault();
+          open(typed.value.trim() || "/");
+        }}
+      >
+        <input type="hidden" name="_csrf" value={props.csrfToken} />
+        <label for="browse-path">Path</label>{" "}
+        <input
+          id="browse-path"
+          name="path"
+          value={typed.value}
+          onInput={(e) => typed.value = (e.target as HTMLInputElement).value}
+        />{" "}
+        <button type="submit" class="btn">Browse</button>
+      </form>
+      <nav class="crumbs" aria-label="Folder">
+        {crumbs(path.value).map((c) => <a key={c.path} href={link(c.path)} onClick={go(c.path)}>{c.name}</a>)}
+      </nav>
+      <div aria-live="polite">
+        {error.value && <p class="form-error" role="alert">{error.value}</p>}
+        {!s && !error.value && <p class="muted">Not listed yet: press Browse to ask the BES.</p>}
+        {s?.status === "pending" && (
+          <p class="muted" data-testid="browse-pending">Waiting for the BES to list {s.path}…</p>
+        )}
+        {s?.status === "failed" && (
+          <p class="form-error" role="alert">The BES could not list {s.path}: {s.error}</p>
+        )}
+        {s?.status === "ready" && entries.length === 0 && <p class="muted">This folder is empty.</p>}
+        {s?.status === "ready" && s.truncated && (
+          <p class="hint">
+            Only the first {entries.length} entries are shown: use Search to find the others.
+          </p>
+        )}
+      </div>
+      {entries.length > 0 && (
+        <div class="table-wrap">
+          <table class="table table--compact" data-testid="browse-entries">
+            <thead>
+              <tr>
+                <th>Select</th>
+                <th>Name</th>
+                <th>Size</th>
+                <th>Modified</th>
+              </tr>
+            </thead>
+            <tbody>
+              {entries.map((entry) => (
+                <tr key={entry.path} data-path={entry.path}>
+                  <td>
+                    <input
+                      type="checkbox"
+                      name="paths"
+                      form="restore-files"
+                      value={entry.path}
+                      aria-label={`Select ${entry.path}`}
+                      checked={selection.value.includes(entry.path)}
+                      onChange={() => toggleSelected(entry.path)}
+                    />
+                  </td>
+                  <td>
+                    {entry.type === "dir"
+                      ? <a href={link(entry.path)} onClick={go(entry.path)} class="folder">{entry.name}/</a>
+                      : <span>{entry.name}</span>}
+                  </td>
+                  <td class="nowrap">{entry.type === "dir" ? "—" : formatBytes(entry.size)}</td>
+                  <td class="nowrap">{formatTime(entry.modifiedAt)}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </div>
+  );
+}

@@ -1,0 +1,181 @@
+/**
+ * `/api/v1/platforms`: third-party platforms as JSON — list, register, get (with its imported jobs),
+ * update, delete, test connectivity and sync now. Passwords go to the vault and are never returned.
+ */
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import {
+  createPlatform,
+  deletePlatform,
+  listPlatformJobs,
+  listPlatforms,
+  PlatformCreateInput,
+  PlatformUpdateInput,
+  requirePlatform,
+  toPublicPlatform,
+  updatePlatform,
+} from "../domain/platforms.ts";
+import { syncPlatform, testPlatform } from "../domain/platform_sync.ts";
+import { requires } from "./access.ts";
+import { ErrorBody } from "./api_v1.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors } from "./forms.ts";
+
+const err = (description: string) => ({
+  description,
+  content: { "application/json": { schema: ErrorBody } },
+});
+const ok = (description: string) => ({ description, content: { "application/json": { schema: z.any() } } });
+const common = {
+  401: err("Not signed in or bad token"),
+  403: err("Missing permission"),
+  404: err("Platform not found or outside your scope"),
+};
+const PlatformId = z.object({ platformId: z.string().min(1).max(64) });
+
+export const apiV1Platforms = new OpenAPIHono<AppEnv>({
+  defaultHook: (result, c) => {
+    if (!result.success) {
+      return c.json({
+        error: { code: "invalid", message: "The request is invalid", fields: fieldErrors(result.error) },
+      }, 422);
+    }
+  },
+});
+
+apiV1Platforms.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/platforms",
+    summary: "Platforms in your scope with their last sync status and error",
+    tags: ["Platforms"],
+    middleware: [requires("backup.view")] as const,
+    responses: { 200: ok("The platforms"), 401: common[401], 403: common[403] },
+  }),
+  async (c) => {
+    const values = await listPlatforms(c.get("deps").kv, c.get("actor")!);
+    return c.json({ values: values.map(toPublicPlatform), cursor: "" }, 200);
+  },
+);
+
+apiV1Platforms.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/platforms",
+    summary: "Register a Veeam or Cohesity platform (the password goes to the vault and is never returned)",
+    tags: ["Platforms"],
+    middleware: [requires("backup.manage")] as const,
+    request: { body: { content: { "application/json": { schema: PlatformCreateInput } }, required: true } },
+    responses: { 201: ok("Registered"), 422: err("Invalid input"), ...common },
+  }),
+  async (c) => {
+    const { kv, clock, masterKey } = c.get("deps");
+    const platform = await createPlatform(kv, c.get("actor")!, c.req.valid("json"), {
+      now: clock(),
+      masterKey,
+    });
+    return c.json(toPublicPlatform(platform), 201);
+  },
+);
+
+apiV1Platforms.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/platforms/{platformId}",
+    summary: "A platform with its imported jobs",
+    tags: ["Platforms"],
+    middleware: [requires("backup.view")] as const,
+    request: { params: PlatformId },
+    responses: { 200: ok("The platform"), ...common },
+  }),
+  async (c) => {
+    const { kv } = c.get("deps");
+    const platform = await requirePlatform(kv, c.get("actor")!, c.req.valid("param").platformId);
+    return c.json({ ...toPublicPlatform(platform), jobs: await listPlatformJobs(kv, platform.id) }, 200);
+  },
+);
+
+apiV1Platforms.openapi(
+  createRoute({
+    method: "put",
+    path: "/api/v1/platforms/{platformId}",
+    summary: "Update a platform (type and organization are fixed; a password replaces the stored one)",
+    tags: ["Platforms"],
+    middleware: [requires("backup.manage")] as const,
+    request: {
+      params: PlatformId,
+      body: { content: { "application/json": { schema: PlatformUpdateInput } }, required: true },
+    },
+    responses: { 200: ok("Updated"), 422: err("Invalid input"), ...common },
+  }),
+  async (c) => {
+    const { kv, clock, masterKey } = c.get("deps");
+    const platform = await updatePlatform(
+      kv,
+      c.get("actor")!,
+      c.req.valid("param").platformId,
+      c.req.valid("json"),
+      { now: clock(), masterKey },
+    );
+    return c.json(toPublicPlatform(platform), 200);
+  },
+);
+
+apiV1Platforms.openapi(
+  createRoute({
+    method: "delete",
+    path: "/api/v1/platforms/{platformId}",
+    summary: "Delete a platform with its credential, imported jobs and protected objects (runs are kept)",
+    tags: ["Platforms"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: PlatformId },
+    responses: { 204: { description: "Deleted" }, ...common, 409: err("A sync of this platform is running") },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    await deletePlatform(kv, c.get("actor")!, c.req.valid("param").platformId, clock());
+    return c.body(null, 204);
+  },
+);
+
+apiV1Platforms.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/platforms/{platformId}/test",
+    summary: "Test connectivity: log in and read one resource; the outcome is also kept on the platform",
+    tags: ["Platforms"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: PlatformId },
+    responses: { 200: ok("`ok` and a message"), ...common },
+  }),
+  async (c) => {
+    const { kv, clock, masterKey } = c.get("deps");
+    const outcome = await testPlatform(kv, c.get("actor")!, c.req.valid("param").platformId, {
+      masterKey,
+      now: clock(),
+    });
+    return c.json(outcome, 200);
+  },
+);
+
+apiV1Platforms.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/platforms/{platformId}/sync",
+    summary: "Sync now: import jobs, start pending retries, import runs and objects; answers the sync report",
+    tags: ["Platforms"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: PlatformId },
+    responses: {
+      200: ok("The sync report (status failed with the error when the platform failed)"),
+      ...common,
+      409: err("A sync of this platform is already running"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock, masterKey } = c.get("deps");
+    const actor = c.get("actor")!;
+    const id = c.req.valid("param").platformId;
+    await requirePlatform(kv, actor, id);
+    return c.json(await syncPlatform(kv, id, { masterKey, now: clock(), actor }), 200);
+  },
+);

@@ -1,0 +1,413 @@
+/**
+ * `/api/v1/restore-points`, `/api/v1/searches`, `/api/v1/restores`: restore points with the guide's
+ * filters, browse and search jobs, file, image and bare-metal restores (all need backup.restore). Islands
+ * poll these endpoints; the domain is domain/restore.ts.
+ */
+import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import {
+  getBrowse,
+  getRestore,
+  getSearch,
+  listRestorePoints,
+  listRestores,
+  requestBmr,
+  requestBrowse,
+  requestFileRestore,
+  requestImageRestore,
+  requestSearch,
+  requireRestorePoint,
+  RESTORE_POINT_STATUSES,
+  restorePointChain,
+  VERIFICATION_STATUSES,
+} from "../domain/restore.ts";
+import { NotFoundError } from "../domain/errors.ts";
+import { requires } from "./access.ts";
+import { ErrorBody } from "./api_v1.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors } from "./forms.ts";
+
+const err = (description: string) => ({
+  description,
+  content: { "application/json": { schema: ErrorBody } },
+});
+const Id = z.string().regex(/^[0-9A-Z]{26}$/, "must be an id");
+const denied = { 401: err("Not signed in or bad token"), 403: err("Missing the backup.restore permission") };
+const json = (description: string) => ({
+  description,
+  content: { "application/json": { schema: z.object({}).passthrough() } },
+});
+const PointParam = z.object({ restorePointId: Id });
+const PathQuery = z.object({
+  path: z.string().max(4096, "must be at most 4096 characters").optional().openapi({
+    description: 'An absolute folder path (POSIX or Windows); default "/"',
+  }),
+});
+
+export const apiV1Restore = new OpenAPIHono<AppEnv>({
+  defaultHook: (result, c) => {
+    if (!result.success) {
+      return c.json({
+        error: { code: "invalid", message: "The request is invalid", fields: fieldErrors(result.error) },
+      }, 422);
+    }
+  },
+});
+
+apiV1Restore.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/restore-points",
+    summary:
+      "Restore points in your scope, newest first; filter by host, policy, BES, chain, status, verification",
+    tags: ["Restore"],
+    middleware: [requires("backup.restore")] as const,
+    request: {
+      query: z.object({
+        hostId: Id.optional(),
+        policyId: Id.optional(),
+        besId: Id.optional(),
+        chainId: z.string().trim().max(200).optional(),
+        status: z.enum(RESTORE_POINT_STATUSES).optional(),
+        verification: z.enum(VERIFICATION_STATUSES).optional(),
+        cursor: Id.optional(),
+        limit: z.coerce.number().int().min(1, "must be 1–200").max(200, "must be 1–200").default(50),
+      }),
+    },
+    responses: {
+      200: {
+        description: "A page of restore points and the cursor of the next page (empty when there is none)",
+        content: {
+          "application/json": { schema: z.object({ values: z.array(z.any()), cursor: z.string() }) },
+        },
+      },
+      ...denied,
+      422: err("Invalid filter"),
+    },
+  }),
+  async (c) => {
+    const filter = c.req.valid("query");
+    return c.json(await listRestorePoints(c.get("deps").kv, c.get("actor")!, filter), 200);
+  },
+);
+
+apiV1Restore.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/restore-points/{restorePointId}",
+    summary:
+      "A restore point and its chain (the full first, then its incrementals, with sizes and verification)",
+    tags: ["Restore"],
+    middleware: [requires("backup.restore")] as const,
+    request: { params: PointParam },
+    responses: {
+      200: {
+        description: "restorePoint and chain",
+        content: {
+          "application/json": { schema: z.object({ restorePoint: z.any(), chain: z.array(z.any()) }) },
+        },
+      },
+      ...denied,
+      404: err("Not found or outside your scope"),
+    },
+  }),
+  async (c) => {
+    const { kv } = c.get("deps");
+    const actor = c.get("actor")!;
+    const { restorePointId } = c.req.valid("param");
+    const [restorePoint, chain] = await Promise.all([
+      requireRestorePoint(kv, actor, restorePointId),
+      restorePointChain(kv, actor, restorePointId),
+    ]);
+    return c.json({ restorePoint, chain }, 200);
+  },
+);
+
+apiV1Restore.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/restore-points/{restorePointId}/browse",
+    summary:
+      "The kept listing of a folder of a restore point (poll after POST until status is ready or failed)",
+    tags: ["Restore"],
+    middleware: [requires("backup.restore")] as const,
+    request: { params: PointParam, query: PathQuery },
+    responses: {
+      200: json("The browse state: status pending, ready (entries) or failed (error)"),
+      ...denied,
+      404: err("Restore point not found, or this folder was never browsed"),
+      422: err("Invalid path"),
+    },
+  }),
+  async (c) => {
+    const { restorePointId } = c.req.valid("param");
+    const state = await getBrowse(
+      c.get("deps").kv,
+      c.get("actor")!,
+      restorePointId,
+      c.req.valid("query").path,
+    );
+    if (!state) throw new NotFoundError("This folder has not been browsed yet; POST to request it");
+    return c.json(state, 200);
+  },
+);
+
+apiV1Restore.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/restore-points/{restorePointId}/browse",
+    summary: "Browse a folder: answers the kept listing at once, or queues a browse job on the BES (202)",
+    tags: ["Restore"],
+    middleware: [requires("backup.restore")] as const,
+    request: { params: PointParam, query: PathQuery },
+    responses: {
+      200: json("The kept listing (ready, or already pending)"),
+      202: json("A browse job was queued; poll GET …/browse?path=…"),
+      ...denied,
+      404: err("Not found or outside your scope"),
+      422: err("Invalid path, or the restore point is not complete"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const now = clock();
+    const actor = c.get("actor")!;
+    const { restorePointId } = c.req.valid("param");
+    const { path } = c.req.valid("query");
+    const before = await getBrowse(kv, actor, restorePointId, path);
+    const state = await requestBrowse(kv, actor, restorePointId, path, now);
+    return before?.jobId === state.jobId ? c.json(state, 200) : c.json(state, 202);
+  },
+);
+
+apiV1Restore.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/restore-points/{restorePointId}/search",
+    summary: "Search a restore point by name or glob: queues a search job on the BES",
+    tags: ["Restore"],
+    middleware: [requires("backup.restore")] as const,
+    request: {
+      params: PointParam,
+      body: {
+        content: {
+          "application/json": {
+            schema: z.object({
+              query: z.string().max(200, "must be at most 200 characters").openapi({
+                description: "A name (substring, case-insensitive) or a glob such as *.pdf",
+              }),
+            }),
+          },
+        },
+        required: true,
+      },
+    },
+    responses: {
+      202: json("The pending search; poll GET /api/v1/searches/{searchId}"),
+      ...denied,
+      404: err("Not found or outside your scope"),
+      422: err("Invalid query, or the restore point is not complete"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const { restorePointId } = c.req.valid("param");
+    const state = await requestSearch(
+      kv,
+      c.get("actor")!,
+      restorePointId,
+      c.req.valid("json").query,
+      clock(),
+    );
+    return c.json(state, 202);
+  },
+);
+
+apiV1Restore.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/searches/{searchId}",
+    summary: "A search: status pending, ready (matches with path, size and modification time) or failed",
+    tags: ["Restore"],
+    middleware: [requires("backup.restore")] as const,
+    request: { params: z.object({ searchId: Id }) },
+    responses: {
+      200: json("The search state"),
+      ...denied,
+      404: err("Not found or outside your scope"),
+    },
+  }),
+  async (c) => c.json(await getSearch(c.get("deps").kv, c.get("actor")!, c.req.valid("param").searchId), 200),
+);
+
+apiV1Restore.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/restores",
+    summary: "File, image and bare-metal restores in your scope, newest first, with status and progress",
+    tags: ["Restore"],
+    middleware: [requires("backup.restore")] as const,
+    request: {
+      query: z.object({
+        cursor: Id.optional(),
+        limit: z.coerce.number().int().min(1, "must be 1–200").max(200, "must be 1–200").default(50),
+      }),
+    },
+    responses: {
+      200: {
+        description: "A page of restores and the cursor of the next page",
+        content: {
+          "application/json": { schema: z.object({ values: z.array(z.any()), cursor: z.string() }) },
+        },
+      },
+      ...denied,
+      422: err("Invalid cursor or limit"),
+    },
+  }),
+  async (c) => c.json(await listRestores(c.get("deps").kv, c.get("actor")!, c.req.valid("query")), 200),
+);
+
+apiV1Restore.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/restores",
+    summary: "File-level restore (high priority): up to 10,000 paths to a target path on a host",
+    description:
+      "Paths are absolute (POSIX or Windows), normalized and deduplicated; a path under a selected " +
+      "folder is dropped. The target host defaults to the restore point's host and must be in your scope. " +
+      "This endpoint accepts bodies up to 4 MiB.",
+    tags: ["Restore"],
+    middleware: [requires("backup.restore")] as const,
+    request: {
+      body: {
+        content: {
+          "application/json": {
+            schema: z.object({
+              restorePointId: z.string(),
+              paths: z.array(z.string()),
+              targetHostId: z.string().optional(),
+              targetPath: z.string(),
+              overwrite: z.boolean().optional(),
+            }).openapi({ description: "Validated by the domain (FileRestoreInput)" }),
+          },
+        },
+        required: true,
+      },
+    },
+    responses: {
+      201: json("The restore request (status pending); poll GET /api/v1/restores/{restoreId}"),
+      ...denied,
+      404: err("Restore point or target host not found or outside your scope"),
+      422: err("Invalid paths, target, or a restore point that is not complete"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    return c.json(await requestFileRestore(kv, c.get("actor")!, c.req.valid("json"), clock()), 201);
+  },
+);
+
+apiV1Restore.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/restores/image",
+    summary: "Image restore (critical priority) of an image restore point to a target host and path",
+    tags: ["Restore"],
+    middleware: [requires("backup.restore")] as const,
+    request: {
+      body: {
+        content: {
+          "application/json": {
+            schema: z.object({
+              restorePointId: z.string(),
+              targetHostId: z.string(),
+              targetPath: z.string(),
+              overwrite: z.boolean().optional(),
+            }).openapi({ description: "Validated by the domain (ImageRestoreInput)" }),
+          },
+        },
+        required: true,
+      },
+    },
+    responses: {
+      201: json("The restore request (status pending)"),
+      ...denied,
+      404: err("Restore point or target host not found or outside your scope"),
+      422: err("Invalid input, a file restore point, or one that is not complete"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    return c.json(await requestImageRestore(kv, c.get("actor")!, c.req.valid("json"), clock()), 201);
+  },
+);
+
+apiV1Restore.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/restores/bmr",
+    summary: "Bare-metal restore (critical priority) by pxe or iso; answers the one-time token once",
+    description: "The restore point must be complete and its BES online; pxe needs PXE enabled on the BES. " +
+      "The token (a UUID) expires after 4 hours and can be redeemed once; it is stored only as a hash and " +
+      "cannot be shown again.",
+    tags: ["Restore"],
+    middleware: [requires("backup.restore")] as const,
+    request: {
+      body: {
+        content: {
+          "application/json": {
+            schema: z.object({
+              restorePointId: z.string(),
+              mode: z.enum(["pxe", "iso"], { error: "must be pxe or iso" }),
+            }),
+          },
+        },
+        required: true,
+      },
+    },
+    responses: {
+      201: {
+        description: "restore, token (shown once), expiresAt, instructions",
+        content: {
+          "application/json": {
+            schema: z.object({
+              restore: z.any(),
+              token: z.string(),
+              expiresAt: z.string(),
+              instructions: z.array(z.string()),
+            }),
+          },
+        },
+      },
+      ...denied,
+      404: err("Restore point not found or outside your scope"),
+      422: err("Not complete, BES offline, or PXE not enabled on the BES"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const result = await requestBmr(kv, c.get("actor")!, c.req.valid("json"), clock());
+    c.header("Cache-Control", "no-store");
+    return c.json(result, 201);
+  },
+);
+
+apiV1Restore.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/restores/{restoreId}",
+    summary: "A restore: status and live progress from its job; files, bytes and per-file errors when done",
+    tags: ["Restore"],
+    middleware: [requires("backup.restore")] as const,
+    request: { params: z.object({ restoreId: Id }) },
+    responses: {
+      200: json("The restore request"),
+      ...denied,
+      404: err("Not found or outside your scope"),
+    },
+  }),
+  async (c) => {
+    const { kv } = c.get("deps");
+    const restore = await getRestore(kv, c.get("actor")!, c.req.valid("param").restoreId);
+    return c.json(restore, 200);
+  },
+);

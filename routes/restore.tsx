@@ -1,0 +1,1130 @@
+/**
+ * Backup > Restore (guide, "Restore Operations"): restore points with the guide's filters; a point with
+ * its chain, Browse and Search (islands over the JSON API, with form fallbacks), and the file, image and
+ * bare-metal restore forms; a restore request's live progress and result. Every route needs
+ * backup.restore (the access middleware answers 403 naming it); objects outside the actor's scope are
+ * 404s from the domain. Deep links from the dashboard (`?hostId=…&restorePointId=…`) arrive with the host
+ * filtered and the point selected; with only a host, its newest complete point is selected.
+ */
+import type { Context } from "hono";
+import { Hono } from "hono";
+import { z } from "zod";
+import { Island } from "../components/Island.tsx";
+import {
+  Badge,
+  Csrf,
+  EmptyState,
+  formatBytes,
+  formatTime,
+  PageHeader,
+  type Tone,
+} from "../components/ui.tsx";
+import { type Engine, EngineFilter, getEngine, listEngines } from "../domain/engines.ts";
+import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
+import { getHost, type Host, hostScope, listHosts } from "../domain/hosts.ts";
+import { inScope } from "../domain/rbac.ts";
+import { listPolicies } from "../domain/policies.ts";
+import {
+  BmrInput,
+  type BrowseState,
+  engineOnlineAt,
+  FileRestoreInput,
+  getBrowse,
+  getRestore,
+  getSearch,
+  ImageRestoreInput,
+  latestRestorePointOfHost,
+  listRestorePoints,
+  listRestores,
+  requestBmr,
+  requestBrowse,
+  requestFileRestore,
+  requestImageRestore,
+  requestSearch,
+  requireRestorePoint,
+  RESTORE_POINT_STATUSES,
+  RestorePath,
+  restorePointChain,
+  RestorePointFilter,
+  type RestorePointView,
+  type RestoreRequest,
+  SearchQuery,
+  type SearchState,
+  VERIFICATION_STATUSES,
+} from "../domain/restore.ts";
+import BrowseTree from "../islands/BrowseTree.tsx";
+import CopySecret from "../islands/CopySecret.tsx";
+import RestoreProgress from "../islands/RestoreProgress.tsx";
+import RestoreSearch from "../islands/RestoreSearch.tsx";
+import SelectedPaths from "../islands/SelectedPaths.tsx";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { fieldErrors, list, readForm, str } from "./forms.ts";
+import { noStore, redirectWithNotice, render } from "./render.tsx";
+
+export const restoreRoutes = new Hono<AppEnv>();
+
+const STATUS_TONE: Record<RestorePointView["status"], Tone> = {
+  complete: "ok",
+  running: "info",
+  failed: "bad",
+  expired: "muted",
+};
+const VERIFICATION_TONE: Record<RestorePointView["verification"], Tone> = {
+  passed: "ok",
+  failed: "bad",
+  partial: "warn",
+  pending: "muted",
+};
+const TYPE_LABEL: Record<string, string> = {
+  full: "full",
+  incremental: "incremental",
+  synthetic_full: "synthetic full",
+};
+const KIND_LABEL: Record<RestoreRequest["kind"], string> = {
+  file: "File restore",
+  image: "Image restore",
+  bmr: "Bare-metal restore",
+};
+
+function PointStatus(props: { point: RestorePointView }) {
+  return <Badge tone={STATUS_TONE[props.point.status]}>{props.point.status}</Badge>;
+}
+
+function Verification(props: { point: RestorePointView }) {
+  return (
+    <Badge tone={VERIFICATION_TONE[props.point.verification]}>
+      {props.point.verification === "pending"
+        ? "not verified yet"
+        : `verification ${props.point.verification}`}
+    </Badge>
+  );
+}
+
+/** "erp01 · full · 2026-11-22 02:00 UTC" */
+function pointLabel(p: RestorePointView): string {
+  return `${p.hostName ?? "BES"} · ${TYPE_LABEL[p.type] ?? p.type} · ${formatTime(p.completedAt)}`;
+}
+
+function PointFacts(props: { point: RestorePointView }) {
+  const p = props.point;
+  return (
+    <dl class="facts" data-testid="point-facts">
+      <dt>Host</dt>
+      <dd>
+        {p.hostId ? <a href={`/backup/hosts/${p.hostId}`}>{p.hostName ?? p.hostId}</a> : "BES-side point"}
+      </dd>
+      <dt>Policy</dt>
+      <dd>
+        <a href={`/backup/policies/${p.policyId}`}>{p.policyName}</a> ({p.backupType} backup)
+      </dd>
+      <dt>BES</dt>
+      <dd>
+        <a href={`/backup/engines/${p.engineId}`}>{p.besName}</a>
+      </dd>
+      <dt>Type</dt>
+      <dd>{TYPE_LABEL[p.type] ?? p.type}</dd>
+      <dt>Completed</dt>
+      <dd>{formatTime(p.completedAt)}</dd>
+      <dt>Size</dt>
+      <dd>
+        {formatBytes(p.sizeBytes)} · {p.fileCount.toLocaleString("en")} files
+      </dd>
+      <dt>Status</dt>
+      <dd>
+        <PointStatus point={p} /> <Verification point={p} />
+      </dd>
+      <dt>Chain</dt>
+      <dd>
+        <a href={`/backup/restore?chainId=${encodeURIComponent(p.chainId)}`}>
+          <code>{p.chainId}</code>
+        </a>
+      </dd>
+    </dl>
+  );
+}
+
+/** The chain of a point: its full, then the incrementals in order, each with size and verification. */
+function ChainTable(props: { chain: RestorePointView[]; current: string }) {
+  if (props.chain.length === 0) return <p class="muted">The chain of this point is not known.</p>;
+  const total = props.chain.reduce((sum, p) => sum + p.sizeBytes, 0);
+  return (
+    <div class="table-wrap">
+      <table class="table table--compact chain" data-testid="chain">
+        <thead>
+          <tr>
+            <th>#</th>
+            <th>Type</th>
+            <th>Completed</th>
+            <th>Size</th>
+            <th>Files</th>
+            <th>Status</th>
+            <th>Verification</th>
+          </tr>
+        </thead>
+        <tbody>
+          {props.chain.map((p, i) => (
+            <tr
+              key={p.id}
+              class={p.id === props.current ? "selected" : undefined}
+              aria-current={p.id === props.current ? "true" : undefined}
+              data-point={p.id}
+            >
+              <td>{i + 1}</td>
+              <td>
+                {p.id === props.current
+                  ? (
+                    <>
+                      <strong>{TYPE_LABEL[p.type] ?? p.type}</strong> <Badge tone="info">this point</Badge>
+                    </>
+                  )
+                  : <a href={`/backup/restore/points/${p.id}`}>{TYPE_LABEL[p.type] ?? p.type}</a>}
+              </td>
+              <td class="nowrap">{formatTime(p.completedAt)}</td>
+              <td class="nowrap">{formatBytes(p.sizeBytes)}</td>
+              <td>{p.fileCount.toLocaleString("en")}</td>
+              <td>
+                <PointStatus point={p} />
+              </td>
+              <td>
+                <Verification point={p} />
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      <p class="hint">
+        {props.chain.length} point{props.chain.length === 1 ? "" : "s"}, {formatBytes(total)}{" "}
+        in all. Restoring a point reads its full and every incremental up to it.
+      </p>
+    </div>
+  );
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Restore points
+
+const FILTER_KEYS = ["hostId", "policyId", "besId", "chainId", "status", "verification"] as const;
+
+restoreRoutes.get("/", requires("backup.restore"), async (c) => {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const query = c.req.query();
+  const filter = RestorePointFilter.parse(query);
+  // Deep link: the named point is selected (and, when the link names no host, its host is filtered);
+  // with only a host, its newest complete point (of the filtered policy, if any) is selected.
+  let selected: RestorePointView | null = null;
+  let selectionNote = "";
+  const wanted = String(query.restorePointId ?? "").slice(0, 100);
+  if (wanted) {
+    try {
+      selected = await requireRestorePoint(kv, actor, wanted);
+      if (!("hostId" in query) && selected.hostId) filter.hostId = selected.hostId;
+    } catch (e) {
+      if (!(e instanceof NotFoundError)) throw e;
+      selectionNote =
+        "The linked restore point does not exist any more (retention may have pruned it) or is outside your organizations.";
+    }
+  }
+  if (!selected && filter.hostId && !filter.cursor) {
+    selected = await latestRestorePointOfHost(kv, actor, filter.hostId, filter.policyId || undefined).catch(
+      (e) => {
+        if (e instanceof NotFoundError) return null;
+        throw e;
+      },
+    );
+  }
+  const [page, chain, hosts, policies, engines, recent] = await Promise.all([
+    listRestorePoints(kv, actor, filter),
+    selected ? restorePointChain(kv, actor, selected.id) : Promise.resolve([]),
+    listHosts(kv, actor, { limit: 200 }),
+    listPolicies(kv, actor),
+    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
+    listRestores(kv, actor, { cursor: "", limit: 10 }),
+  ]);
+  const hostOptions = hosts.values.map((h) => ({ value: h.id, label: h.hostname }));
+  if (filter.hostId && !hostOptions.some((o) => o.value === filter.hostId)) {
+    const host = await getHost(kv, filter.hostId);
+    hostOptions.unshift({
+      value: filter.hostId,
+      label: host && inScope(actor, hostScope(host)) ? host.hostname : filter.hostId,
+    });
+  }
+  const keep: Record<string, string> = {};
+  for (const k of FILTER_KEYS) if (filter[k]) keep[k] = String(filter[k]);
+  if (filter.limit !== 50) keep.limit = String(filter.limit);
+  const filtered = FILTER_KEYS.some((k) => filter[k]);
+  const select = (
+    name: string,
+    label: string,
+    all: string,
+    options: Array<{ value: string; label: string }>,
+    value: string,
+  ) => (
+    <select name={name} aria-label={label}>
+      <option value="">{all}</option>
+      {options.map((o) => (
+        <option key={o.value} value={o.value} selected={o.value === value}>{o.label}</option>
+      ))}
+    </select>
+  );
+  const hostNames = new Map(hosts.values.map((h) => [h.id, h.hostname]));
+  return render(
+    c,
+    "Restore",
+    <>
+      <PageHeader
+        title="Restore"
+        subtitle="Restore points of every backup you can restore, newest first. Open one to browse or search its files and restore files, an image or a whole machine."
+      />
+      <form method="get" action="/backup/restore" class="filters" aria-label="Filter restore points">
+        {select("hostId", "Host", "All hosts", hostOptions, filter.hostId)}
+        {select(
+          "policyId",
+          "Policy",
+          "All policies",
+          policies.map((p) => ({ value: p.id, label: p.name })),
+          filter.policyId,
+        )}
+        {select(
+          "besId",
+          "BES",
+          "All engines",
+          engines.values.map((e) => ({ value: e.id, label: e.name })),
+          filter.besId,
+        )}
+        <input
+          type="search"
+          name="chainId"
+          value={filter.chainId}
+          placeholder="Chain id"
+          aria-label="Chain id"
+        />
+        {select(
+          "status",
+          "Status",
+          "Any status",
+          RESTORE_POINT_STATUSES.map((s) => ({ value: s, label: s })),
+          filter.status,
+        )}
+        {select(
+          "verification",
+          "Verification",
+          "Any verification",
+          VERIFICATION_STATUSES.map((s) => ({ value: s, label: s })),
+          filter.verification,
+        )}
+        <button type="submit" class="btn">Filter</button>
+        {filtered && <a href="/backup/restore">Clear</a>}
+      </form>
+      {selectionNote && <p class="notice notice--warn" role="alert">{selectionNote}</p>}
+      {selected && (
+        <section
+          class="panel restore-selected"
+          id="selected"
+          data-testid="selected-point"
+          data-point={selected.id}
+        >
+          <h2>Selected: {pointLabel(selected)}</h2>
+          <PointFacts point={selected} />
+          <h3>Chain</h3>
+          <ChainTable chain={chain} current={selected.id} />
+          <p class="actions">
+            <a class="btn btn--primary" href={`/backup/restore/points/${selected.id}#browse`}>
+              Browse and restore files
+            </a>
+            {selected.backupType === "image" && (
+              <a class="btn" href={`/backup/restore/points/${selected.id}#image`}>Restore image</a>
+            )}
+            <a class="btn" href={`/backup/restore/points/${selected.id}#bmr`}>Bare-metal restore</a>
+          </p>
+        </section>
+      )}
+      {filter.hostId && !selected && !selectionNote && !filter.cursor && (
+        <p class="notice" data-testid="no-complete-point">
+          {hostNames.get(filter.hostId) ?? "This host"}{" "}
+          has no complete restore point yet{filter.policyId ? " under this policy" : ""}.
+        </p>
+      )}
+      {page.values.length === 0
+        ? (
+          <EmptyState title={filtered ? "No restore points match these filters" : "No restore points yet"}>
+            {filtered
+              ? <a href="/backup/restore">Clear the filters</a>
+              : "A restore point appears here when a backup completes."}
+          </EmptyState>
+        )
+        : (
+          <div class="table-wrap">
+            <table class="table" data-testid="restore-points">
+              <thead>
+                <tr>
+                  <th>Completed</th>
+                  <th>Host</th>
+                  <th>Policy</th>
+                  <th>BES</th>
+                  <th>Type</th>
+                  <th>Chain</th>
+                  <th>Size</th>
+                  <th>Status</th>
+                  <th>Verification</th>
+                </tr>
+              </thead>
+              <tbody>
+                {page.values.map((p) => (
+                  <tr
+                    key={p.id}
+                    data-point={p.id}
+                    class={p.id === selected?.id ? "selected" : undefined}
+                    aria-current={p.id === selected?.id ? "true" : undefined}
+                  >
+                    <td class="nowrap">
+                      <a href={`/backup/restore/points/${p.id}`}>{formatTime(p.completedAt)}</a>
+                    </td>
+                    <td>{p.hostName ?? "BES"}</td>
+                    <td>{p.policyName}</td>
+                    <td>{p.besName}</td>
+                    <td>{TYPE_LABEL[p.type] ?? p.type}</td>
+                    <td>
+                      <a
+                        href={"?" + new URLSearchParams({ ...keep, chainId: p.chainId })}
+                        title="Show this chain"
+                      >
+                        <code>…{p.chainId.slice(-8)}</code>
+                      </a>
+                    </td>
+                    <td class="nowrap">{formatBytes(p.sizeBytes)}</td>
+                    <td>
+                      <PointStatus point={p} />
+                    </td>
+                    <td>
+                      <Verification point={p} />
+                    </td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+      <nav class="pager" aria-label="Pagination">
+        <span>{page.values.length} shown</span>
+        {filter.cursor && <a href={"?" + new URLSearchParams(keep)}>← Newest</a>}
+        {page.cursor && <a href={"?" + new URLSearchParams({ ...keep, cursor: page.cursor })}>Older →</a>}
+      </nav>
+      {recent.values.length > 0 && (
+        <section class="panel" id="recent-restores">
+          <h2>Recent restores</h2>
+          <RestoreTable restores={recent.values} />
+        </section>
+      )}
+    </>,
+  );
+});
+
+function RestoreTable(props: { restores: RestoreRequest[] }) {
+  return (
+    <div class="table-wrap">
+      <table class="table table--compact" data-testid="recent-restores">
+        <thead>
+          <tr>
+            <th>Requested</th>
+            <th>Kind</th>
+            <th>Target</th>
+            <th>Status</th>
+          </tr>
+        </thead>
+        <tbody>
+          {props.restores.map((r) => (
+            <tr key={r.id}>
+              <td class="nowrap">
+                <a href={`/backup/restore/requests/${r.id}`}>{formatTime(r.createdAt)}</a>
+              </td>
+              <td>
+                {KIND_LABEL[r.kind]}
+                {r.kind === "file" ? ` (${r.pathCount} path${r.pathCount === 1 ? "" : "s"})` : ""}
+                {r.mode ? ` (${r.mode.toUpperCase()})` : ""}
+              </td>
+              <td class="wrap">{r.targetPath ? <code>{r.targetPath}</code> : "—"}</td>
+              <td>
+                <Badge tone={REQUEST_TONE[r.status]}>{r.status}</Badge>
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </div>
+  );
+}
+
+const REQUEST_TONE: Record<RestoreRequest["status"], Tone> = {
+  pending: "info",
+  running: "info",
+  success: "ok",
+  warning: "warn",
+  failed: "bad",
+};
+
+// ---------------------------------------------------------------------------------------------------
+// A restore point: chain, Browse, Search and the restore forms
+
+type FormName = "browse" | "search" | "files" | "image" | "bmr";
+
+/** What a failed POST hands back to the page: which form, its field errors and the typed values. */
+interface FormState {
+  form: FormName;
+  fields: FieldErrors;
+  message?: string;
+  values: {
+    path?: string;
+    query?: string;
+    paths?: string[];
+    targetHostId?: string;
+    targetPath?: string;
+    overwrite?: boolean;
+    mode?: string;
+  };
+}
+
+/** Why bare-metal restore of `point` is refused right now, or null when it can go ahead. */
+function bmrBlockedReason(point: RestorePointView, engine: Engine | null, now: Date): string | null {
+  if (point.status !== "complete") {
+    return `Only a complete restore point can be restored bare-metal; this one is ${point.status}.`;
+  }
+  if (!engine || !engineOnlineAt(engine, now)) {
+    return `BES ${point.besName} is offline: bare-metal restore needs it online (a heartbeat in the last 3 minutes).`;
+  }
+  return null;
+}
+
+async function pointPage(
+  c: Context<AppEnv>,
+  point: RestorePointView,
+  state: FormState | null = null,
+  status: 200 | 409 | 422 = 200,
+) {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const now = clock();
+  const csrf = c.get("csrfToken") ?? "";
+  // Browse: the listing of ?path= (or of the path just typed) as the server has it cached.
+  const pathParsed = RestorePath.safeParse(c.req.query("path") || "/");
+  const browsePath = pathParsed.success ? pathParsed.data : "/";
+  const searchId = c.req.query("searchId") ?? "";
+  const [chain, engine, hosts, browse, search] = await Promise.all([
+    restorePointChain(kv, actor, point.id),
+    getEngine(kv, point.engineId),
+    listHosts(kv, actor, { limit: 200 }),
+    getBrowse(kv, actor, point.id, browsePath),
+    searchId ? getSearch(kv, actor, searchId).catch(() => null) : Promise.resolve(null),
+  ]);
+  const hostOptions = targetHosts(hosts.values, point.hostId ? await getHost(kv, point.hostId) : null);
+  const errorsOf = (form: FormName) => state?.form === form ? state.fields : {};
+  const valuesOf = (form: FormName) => state?.form === form ? state.values : {};
+  const messageOf = (form: FormName) =>
+    state?.form === form && (state.message || Object.keys(state.fields).length)
+      ? (
+        <p class="form-error" role="alert">
+          {state.message ?? "Nothing was queued: correct the fields below."}
+        </p>
+      )
+      : null;
+  const bmrBlocked = bmrBlockedReason(point, engine, now);
+  const files = valuesOf("files");
+  const image = valuesOf("image");
+  const searchState: SearchState | null = search && search.restorePointId === point.id ? search : null;
+  const browseErrors = errorsOf("browse");
+  if (!pathParsed.success) browseErrors.path = "Path must be an absolute path without “..”; showing /";
+  return render(
+    c,
+    `Restore point · ${pointLabel(point)}`,
+    <>
+      <PageHeader
+        title={`Restore point: ${point.hostName ?? "BES"}`}
+        subtitle={`${TYPE_LABEL[point.type] ?? point.type} of ${
+          formatTime(point.completedAt)
+        } · policy ${point.policyName} · BES ${point.besName}`}
+        actions={
+          <a
+            class="btn"
+            href={`/backup/restore?${new URLSearchParams({
+              ...(point.hostId ? { hostId: point.hostId } : {}),
+              restorePointId: point.id,
+            })}`}
+          >
+            All points of this host
+          </a>
+        }
+      />
+      <section class="panel">
+        <h2>Restore point</h2>
+        <PointFacts point={point} />
+      </section>
+      <section class="panel" id="chain">
+        <h2>Chain</h2>
+        <ChainTable chain={chain} current={point.id} />
+      </section>
+      <section class="panel" id="browse">
+        <h2>Browse</h2>
+        <p class="hint">
+          The BES lists one folder at a time; a folder listed before shows at once. Tick files and folders to
+          restore them below.
+        </p>
+        {messageOf("browse")}
+        {browseErrors.path && <p class="field-error" role="alert">{browseErrors.path}</p>}
+        <Island
+          name="BrowseTree"
+          component={BrowseTree}
+          props={{
+            restorePointId: point.id,
+            csrfToken: csrf,
+            path: browse?.path ?? browsePath,
+            initial: browse as BrowseState | null,
+          }}
+        />
+      </section>
+      <section class="panel" id="search">
+        <h2>Search</h2>
+        <p class="hint">
+          A name or a glob (<code>*.pdf</code>,{" "}
+          <code>report-2026-??.xlsx</code>); the BES returns up to 1,000 matches.
+        </p>
+        {messageOf("search")}
+        {errorsOf("search").query && <p class="field-error" role="alert">{errorsOf("search").query}</p>}
+        <Island
+          name="RestoreSearch"
+          component={RestoreSearch}
+          props={{ restorePointId: point.id, csrfToken: csrf, initial: searchState }}
+        />
+      </section>
+      <section class="panel" id="restore-files-panel">
+        <h2>Restore files</h2>
+        {point.status !== "complete" && (
+          <p class="notice notice--warn">
+            This point is {point.status}: only a complete point can be restored.
+          </p>
+        )}
+        {messageOf("files")}
+        <form
+          method="post"
+          action={`/backup/restore/points/${point.id}/files`}
+          class="form form--wide"
+          id="restore-files"
+        >
+          <Csrf token={csrf} />
+          <Island
+            name="SelectedPaths"
+            component={SelectedPaths}
+            props={{ initial: files.paths ?? [], error: errorsOf("files").paths }}
+          />
+          <HostSelect
+            form="files"
+            name="targetHostId"
+            label="Target host"
+            hosts={hostOptions}
+            value={files.targetHostId ?? point.hostId ?? ""}
+            blank={point.hostId ? undefined : "Choose a host…"}
+            error={errorsOf("files").targetHostId}
+            hint="Defaults to the original host; any host of your organizations can receive the files."
+          />
+          <TextField
+            form="files"
+            name="targetPath"
+            label="Target path"
+            value={files.targetPath ?? ""}
+            error={errorsOf("files").targetPath}
+            hint="An absolute folder on the target host; the files keep their paths below it."
+            required
+          />
+          <Overwrite checked={files.overwrite ?? false} error={errorsOf("files").overwrite} />
+          <div class="form-actions">
+            <button type="submit" class="btn btn--primary" disabled={point.status !== "complete"}>
+              Restore files
+            </button>
+            <span class="hint">Runs with high priority on the target host's agent.</span>
+          </div>
+        </form>
+      </section>
+      {point.backupType === "image" && (
+        <section class="panel" id="image">
+          <h2>Restore image</h2>
+          <p class="hint">A full disk image restore, with critical priority. Choose the target explicitly.</p>
+          {messageOf("image")}
+          <form method="post" action={`/backup/restore/points/${point.id}/image`} class="form">
+            <Csrf token={csrf} />
+            <HostSelect
+              form="image"
+              name="targetHostId"
+              label="Target host"
+              hosts={hostOptions}
+              value={image.targetHostId ?? ""}
+              blank="Choose a host…"
+              error={errorsOf("image").targetHostId}
+            />
+            <TextField
+              form="image"
+              name="targetPath"
+              label="Target path"
+              value={image.targetPath ?? ""}
+              error={errorsOf("image").targetPath}
+              hint="The mount or image path to restore into."
+              required
+            />
+            <Overwrite checked={image.overwrite ?? false} error={errorsOf("image").overwrite} />
+            <div class="form-actions">
+              <button type="submit" class="btn btn--primary" disabled={point.status !== "complete"}>
+                Restore image
+              </button>
+            </div>
+          </form>
+        </section>
+      )}
+      <section class="panel" id="bmr">
+        <h2>Bare-metal restore</h2>
+        <p class="hint">
+          Recovers a whole machine onto new or wiped hardware, which boots from the BES over the network (PXE)
+          or from the recovery ISO and proves itself with a one-time token (valid 4 hours, usable once).
+        </p>
+        {messageOf("bmr")}
+        {bmrBlocked && (
+          <p class="notice notice--warn" id="bmr-blocked" data-testid="bmr-blocked">
+            {bmrBlocked}
+          </p>
+        )}
+        <form method="post" action={`/backup/restore/points/${point.id}/bmr`} class="form">
+          <Csrf token={csrf} />
+          <fieldset class={errorsOf("bmr").mode ? "field field--error" : "field"}>
+            <legend>Boot method</legend>
+            <label class="choice">
+              <input
+                type="radio"
+                name="mode"
+                value="pxe"
+                disabled={!engine?.pxeEnabled}
+                checked={(valuesOf("bmr").mode ?? (engine?.pxeEnabled ? "pxe" : "iso")) === "pxe"}
+              />{" "}
+              PXE (network boot)
+            </label>
+            {!engine?.pxeEnabled && (
+              <p class="hint">
+                PXE is off on BES {point.besName}; an administrator can enable it on the engine page.
+              </p>
+            )}
+            <label class="choice">
+              <input
+                type="radio"
+                name="mode"
+                value="iso"
+                checked={(valuesOf("bmr").mode ?? (engine?.pxeEnabled ? "pxe" : "iso")) === "iso"}
+              />{" "}
+              ISO (boot media)
+            </label>
+            {errorsOf("bmr").mode && <p class="field-error">{errorsOf("bmr").mode}</p>}
+          </fieldset>
+          <div class="form-actions">
+            <button
+              type="submit"
+              class="btn btn--primary"
+              disabled={Boolean(bmrBlocked)}
+              aria-describedby={bmrBlocked ? "bmr-blocked" : undefined}
+            >
+              Create BMR token
+            </button>
+            <span class="hint">Runs with critical priority on the BES.</span>
+          </div>
+        </form>
+      </section>
+    </>,
+    status,
+  );
+}
+
+/** Hosts the files may go to: in scope (listHosts checks), the original first. */
+function targetHosts(hosts: Host[], original: Host | null): Array<{ value: string; label: string }> {
+  const out = hosts.map((h) => ({ value: h.id, label: h.hostname }));
+  if (original && !out.some((o) => o.value === original.id)) {
+    out.unshift({ value: original.id, label: original.hostname });
+  }
+  return out.map((o) => o.value === original?.id ? { ...o, label: `${o.label} (original)` } : o);
+}
+
+function HostSelect(props: {
+  form: "files" | "image";
+  name: string;
+  label: string;
+  hosts: Array<{ value: string; label: string }>;
+  value: string;
+  blank?: string;
+  error?: string;
+  hint?: string;
+}) {
+  const id = `f-${props.name}-${props.form}`;
+  return (
+    <div class={props.error ? "field field--error" : "field"}>
+      <label for={id}>{props.label}</label>
+      <select
+        id={id}
+        name={props.name}
+        aria-invalid={props.error ? "true" : undefined}
+        required={Boolean(props.blank)}
+      >
+        {props.blank && <option value="">{props.blank}</option>}
+        {props.hosts.map((h) => (
+          <option key={h.value} value={h.value} selected={h.value === props.value}>{h.label}</option>
+        ))}
+      </select>
+      {props.hint && !props.error && <p class="hint">{props.hint}</p>}
+      {props.error && <p class="field-error">{props.error}</p>}
+    </div>
+  );
+}
+
+/** A labelled path input; `form` keeps ids unique when the files and image forms share a page. */
+function TextField(
+  props: {
+    form: "files" | "image";
+    name: string;
+    label: string;
+    value: string;
+    error?: string;
+    hint?: string;
+    required?: boolean;
+  },
+) {
+  const id = `f-${props.name}-${props.form}`;
+  return (
+    <div class={props.error ? "field field--error" : "field"}>
+      <label for={id}>{props.label}</label>
+      <input
+        id={id}
+        name={props.name}
+        value={props.value}
+        required={props.required}
+        maxLength={4096}
+        placeholder="/restore"
+        aria-invalid={props.error ? "true" : undefined}
+        aria-describedby={props.error ? `${id}-error` : props.hint ? `${id}-hint` : undefined}
+      />
+      {props.hint && !props.error && <p class="hint" id={`${id}-hint`}>{props.hint}</p>}
+      {props.error && <p class="field-error" id={`${id}-error`}>{props.error}</p>}
+    </div>
+  );
+}
+
+function Overwrite(props: { checked: boolean; error?: string }) {
+  return (
+    <div class={props.error ? "field field--error" : "field"}>
+      <label class="choice">
+        <input type="checkbox" name="overwrite" value="on" checked={props.checked} />{" "}
+        Overwrite existing files at the target
+      </label>
+      <p class="hint">Off by default: files already at the target are left as they are.</p>
+      {props.error && <p class="field-error">{props.error}</p>}
+    </div>
+  );
+}
+
+/** Turns a refusal of the domain into the form's error; anything else propagates. */
+function refused(
+  c: Context<AppEnv>,
+  point: RestorePointView,
+  form: FormName,
+  values: FormState["values"],
+  e: unknown,
+) {
+  if (e instanceof ValidationError) {
+    return pointPage(c, point, { form, fields: e.fields, message: e.message, values }, 422);
+  }
+  if (e instanceof z.ZodError) return pointPage(c, point, { form, fields: fieldErrors(e), values }, 422);
+  if (e instanceof ConflictError) {
+    return pointPage(c, point, { form, fields: {}, message: `Not queued: ${e.message}`, values }, 409);
+  }
+  // The point was found a moment ago: what is missing now is the target host (or the point just went).
+  if (e instanceof NotFoundError) {
+    return pointPage(c, point, { form, fields: {}, message: `Not queued: ${e.message}`, values }, 422);
+  }
+  throw e;
+}
+
+restoreRoutes.get("/points/:restorePointId", requires("backup.restore"), async (c) => {
+  const point = await requireRestorePoint(c.get("deps").kv, c.get("actor")!, c.req.param("restorePointId"));
+  return await pointPage(c, point);
+});
+
+restoreRoutes.post("/points/:restorePointId/browse", requires("backup.restore"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const point = await requireRestorePoint(kv, actor, c.req.param("restorePointId"));
+  const path = str(await readForm(c), "path").trim() || "/";
+  const parsed = RestorePath.safeParse(path);
+  if (!parsed.success) {
+    return await pointPage(c, point, {
+      form: "browse",
+      fields: { path: `Path: ${parsed.error.issues[0].message}` },
+      values: { path },
+    }, 422);
+  }
+  try {
+    const state = await requestBrowse(kv, actor, point.id, parsed.data, clock());
+    return c.redirect(
+      `/backup/restore/points/${point.id}?path=${encodeURIComponent(state.path)}#browse`,
+      303,
+    );
+  } catch (e) {
+    return await refused(c, point, "browse", { path }, e);
+  }
+});
+
+restoreRoutes.post("/points/:restorePointId/search", requires("backup.restore"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const point = await requireRestorePoint(kv, actor, c.req.param("restorePointId"));
+  const query = str(await readForm(c), "query");
+  const parsed = SearchQuery.safeParse(query);
+  if (!parsed.success) {
+    const message = `Name or glob ${parsed.error.issues[0].message}`;
+    return await pointPage(c, point, { form: "search", fields: { query: message }, values: { query } }, 422);
+  }
+  try {
+    const state = await requestSearch(kv, actor, point.id, parsed.data, clock());
+    return c.redirect(
+      `/backup/restore/points/${point.id}?searchId=${encodeURIComponent(state.id)}#search`,
+      303,
+    );
+  } catch (e) {
+    return await refused(c, point, "search", { query }, e);
+  }
+});
+
+/** The checkbox convention of our forms: present and not "false" means on. */
+function checked(form: Record<string, string | string[]>, key: string): boolean {
+  const v = str(form, key);
+  return v !== "" && v !== "false" && v !== "off";
+}
+
+restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const point = await requireRestorePoint(kv, actor, c.req.param("restorePointId"));
+  const form = await readForm(c);
+  // The textarea (one per line) and, without JavaScript, the ticked checkboxes of Browse and Search.
+  const paths = [
+    ...new Set(list(form, "paths").flatMap((v) => v.split(/\r?\n/)).map((p) => p.trim()).filter(Boolean)),
+  ];
+  const values = {
+    paths,
+    targetHostId: str(form, "targetHostId"),
+    targetPath: str(form, "targetPath").trim(),
+    overwrite: checked(form, "overwrite"),
+  };
+  const parsed = FileRestoreInput.safeParse({
+    restorePointId: point.id,
+    paths,
+    targetHostId: values.targetHostId || undefined,
+    targetPath: values.targetPath,
+    overwrite: values.overwrite,
+  });
+  if (!parsed.success) {
+    return await pointPage(c, point, { form: "files", fields: fieldErrors(parsed.error), values }, 422);
+  }
+  try {
+    const restore = await requestFileRestore(kv, actor, parsed.data, clock());
+    return redirectWithNotice(
+      c,
+      `/backup/restore/requests/${restore.id}`,
+      `File restore queued: ${restore.pathCount} path${
+        restore.pathCount === 1 ? "" : "s"
+      } to ${restore.targetPath}.`,
+    );
+  } catch (e) {
+    return await refused(c, point, "files", values, e);
+  }
+});
+
+restoreRoutes.post("/points/:restorePointId/image", requires("backup.restore"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const point = await requireRestorePoint(kv, actor, c.req.param("restorePointId"));
+  const form = await readForm(c);
+  const values = {
+    targetHostId: str(form, "targetHostId"),
+    targetPath: str(form, "targetPath").trim(),
+    overwrite: checked(form, "overwrite"),
+  };
+  const parsed = ImageRestoreInput.safeParse({ restorePointId: point.id, ...values });
+  if (!parsed.success || !values.targetHostId) {
+    const fields = parsed.success ? {} : fieldErrors(parsed.error);
+    if (!values.targetHostId) fields.targetHostId = "Choose the host to restore the image to";
+    return await pointPage(c, point, { form: "image", fields, values }, 422);
+  }
+  try {
+    const restore = await requestImageRestore(kv, actor, parsed.data, clock());
+    return redirectWithNotice(
+      c,
+      `/backup/restore/requests/${restore.id}`,
+      "Image restore queued with critical priority.",
+    );
+  } catch (e) {
+    return await refused(c, point, "image", values, e);
+  }
+});
+
+restoreRoutes.post("/points/:restorePointId/bmr", requires("backup.restore"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const point = await requireRestorePoint(kv, actor, c.req.param("restorePointId"));
+  const mode = str(await readForm(c), "mode");
+  const parsed = BmrInput.safeParse({ restorePointId: point.id, mode });
+  if (!parsed.success) {
+    return await pointPage(
+      c,
+      point,
+      { form: "bmr", fields: { mode: "Choose PXE or ISO" }, values: { mode } },
+      422,
+    );
+  }
+  let created: Awaited<ReturnType<typeof requestBmr>>;
+  try {
+    created = await requestBmr(kv, actor, parsed.data, clock());
+  } catch (e) {
+    return await refused(c, point, "bmr", { mode }, e);
+  }
+  // The token exists only in this response: no redirect (it would need to carry it), never cached.
+  noStore(c);
+  return render(
+    c,
+    "Bare-metal restore token",
+    <>
+      <PageHeader
+        title="Bare-metal restore queued"
+        subtitle={`${
+          pointLabel(point)
+        } · ${parsed.data.mode.toUpperCase()} boot through BES ${point.besName}`}
+      />
+      <p class="notice notice--warn" data-testid="bmr-once">
+        Copy the token now: it is shown only this once and cannot be shown again. It expires at{" "}
+        {formatTime(created.expiresAt)} and works for one boot.
+      </p>
+      <Island
+        name="CopySecret"
+        component={CopySecret}
+        props={{ label: "One-time BMR token", secret: created.token }}
+      />
+      <section class="panel" data-testid="bmr-instructions">
+        <h2>Next steps</h2>
+        <ol>
+          {created.instructions.map((step) => <li key={step}>{step}</li>)}
+        </ol>
+        <p class="hint">
+          A used or expired token is refused; create a new one from the restore point if needed.
+        </p>
+      </section>
+      <p>
+        <a class="btn btn--primary" href={`/backup/restore/requests/${created.restore.id}`}>
+          Follow the restore
+        </a>
+      </p>
+    </>,
+  );
+});
+
+// ---------------------------------------------------------------------------------------------------
+// A restore request
+
+restoreRoutes.get("/requests/:restoreId", requires("backup.restore"), async (c) => {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const r = await getRestore(kv, actor, c.req.param("restoreId"));
+  const [source, target, point] = await Promise.all([
+    r.sourceHostId ? getHost(kv, r.sourceHostId) : null,
+    r.targetHostId ? getHost(kv, r.targetHostId) : null,
+    // Retention may have pruned the point since; the request keeps its id.
+    requireRestorePoint(kv, actor, r.restorePointId).catch((e) => {
+      if (e instanceof NotFoundError) return null;
+      throw e;
+    }),
+  ]);
+  const hostName = (h: Host | null, id: string | null) => h?.hostname ?? id ?? "—";
+  const shown = r.paths.slice(0, 50);
+  return render(
+    c,
+    `${KIND_LABEL[r.kind]} · ${formatTime(r.createdAt)}`,
+    <>
+      <PageHeader
+        title={KIND_LABEL[r.kind]}
+        subtitle={`Requested ${formatTime(r.createdAt)} · ${r.priority} priority`}
+        actions={<a class="btn" href={`/backup/restore/points/${r.restorePointId}`}>Restore point</a>}
+      />
+      <div class="grid-2">
+        <section class="panel">
+          <h2>Request</h2>
+          <dl class="facts" data-testid="restore-request">
+            <dt>Restore point</dt>
+            <dd>
+              {point
+                ? <a href={`/backup/restore/points/${r.restorePointId}`}>{pointLabel(point)}</a>
+                : <code title="pruned since">{r.restorePointId}</code>}
+            </dd>
+            <dt>Source host</dt>
+            <dd>{hostName(source, r.sourceHostId)}</dd>
+            {r.kind !== "bmr" && (
+              <>
+                <dt>Target host</dt>
+                <dd>{hostName(target, r.targetHostId)}</dd>
+                <dt>Target path</dt>
+                <dd>
+                  <code>{r.targetPath ?? "—"}</code>
+                </dd>
+                <dt>Overwrite</dt>
+                <dd>{r.overwrite ? "yes" : "no"}</dd>
+              </>
+            )}
+            {r.kind === "bmr" && (
+              <>
+                <dt>Boot method</dt>
+                <dd>{r.mode?.toUpperCase()}</dd>
+                <dt>One-time token</dt>
+                <dd data-testid="bmr-token-state">
+                  {r.tokenUsedAt
+                    ? `used at ${formatTime(r.tokenUsedAt)}`
+                    : r.tokenExpiresAt && Date.parse(r.tokenExpiresAt) < c.get("deps").clock().getTime()
+                    ? `expired at ${formatTime(r.tokenExpiresAt)} unused`
+                    : `not used yet; expires at ${formatTime(r.tokenExpiresAt)}`}
+                  <span class="hint">(shown once when created; never stored or shown again)</span>
+                </dd>
+              </>
+            )}
+            <dt>Priority</dt>
+            <dd>{r.priority}</dd>
+            <dt>Requested by</dt>
+            <dd>{r.createdBy}</dd>
+          </dl>
+          {r.kind === "file" && (
+            <details open={r.pathCount <= 10}>
+              <summary>
+                {r.pathCount.toLocaleString("en")} path{r.pathCount === 1 ? "" : "s"}
+              </summary>
+              <ul class="path-list" data-testid="restore-paths">
+                {shown.map((p) => (
+                  <li key={p}>
+                    <code>{p}</code>
+                  </li>
+                ))}
+              </ul>
+              {r.pathCount > shown.length && <p class="hint">…and {r.pathCount - shown.length} more.</p>}
+            </details>
+          )}
+        </section>
+        <section class="panel">
+          <h2>Progress</h2>
+          <Island
+            name="RestoreProgress"
+            component={RestoreProgress}
+            props={{
+              initial: { id: r.id, status: r.status, progress: r.progress, result: r.result, error: r.error },
+            }}
+          />
+        </section>
+      </div>
+    </>,
+  );
+});
