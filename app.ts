@@ -31,7 +31,6 @@ import { healthRoutes } from "./routes/health.ts";
 import { healthPages } from "./routes/health_pages.tsx";
 import { selfBackupApi, selfBackupPages } from "./routes/self_backup.tsx";
 import { authenticate, csrf, requestContext, securityHeaders } from "./routes/middleware.ts";
-import { placeholderRoutes } from "./routes/placeholders.tsx";
 import { dashboardRoutes } from "./routes/dashboard.tsx";
 import { protectedRoutes } from "./routes/protected.tsx";
 import { policyRoutes } from "./routes/policies.tsx";
@@ -105,7 +104,6 @@ export function createApp(options: AppOptions) {
   // area           routes
   app.route("/", healthRoutes);
   app.route("/", authRoutes);
-  app.route("/", placeholderRoutes);
   app.route("/", dashboardRoutes);
   app.route("/", protectedRoutes);
   app.route("/backup/engines", engineRoutes);

@@ -68,10 +68,14 @@ const MINUTE_MS = 60_000;
 const HOUR_MS = 3_600_000;
 const DAY_MS = 86_400_000;
 
-/** The time a finished run counts at: its end as reported, or `now` when it has none. */
+/**
+ * The time a finished run counts at: its end as reported, but never later than `now`, when we learn
+ * of it (an engine's clock running ahead must not hide a run from "the last 24 hours"); `now` when the
+ * run has no end.
+ */
 function outcomeTime(run: Pick<Run, "endedAt">, now: Date): Date {
   const t = run.endedAt ? Date.parse(run.endedAt) : NaN;
-  return Number.isFinite(t) ? new Date(t) : now;
+  return Number.isFinite(t) ? new Date(Math.min(t, now.getTime())) : now;
 }
 
 /**

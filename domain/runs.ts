@@ -431,7 +431,7 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
     const op = kv.atomic().check(entry);
     // Failed retryable runs are indexed, so the auto-retry job finds them without scanning all runs.
     if (next.retryable && (next.status === "failed" || next.status === "warning")) {
-      op.set(retryableKey(run.id), { policyId: run.policyId, hostId: run.hostId });
+      op.set(retryableKey(run.id), { policyId: run.policyId, hostId: run.hostId, at: now.toISOString() });
     }
     const rp = r.output?.restorePoint as Partial<RestorePoint> & { id?: string } | undefined;
     if (rp?.id && r.status !== "failed" && (job.kind === "backup" || job.kind === "synthetic_full")) {
@@ -490,7 +490,8 @@ async function recordOutcomeInOp(
   if (!current.entry || !object) return;
   const after = afterBackup(object, {
     status: next.status,
-    endedAt: next.endedAt ?? now.toISOString(),
+    // An engine clock running ahead must not push the RPO clock into the future.
+    endedAt: next.endedAt && Date.parse(next.endedAt) < now.getTime() ? next.endedAt : now.toISOString(),
     restorePointId: next.restorePointId,
   }, now);
   if (!after) return;
@@ -783,7 +784,14 @@ function autoRetryCountKey(policyId: string, hostId: string | null, day: string)
 }
 
 /**
- * The automatic retry job: each failed, retryable run that is still its host's latest gets one retry
+ * How long a failure waits before its automatic retry: the cause (a full target, an unreachable share) gets
+ * a moment to clear, and an operator looking at the failure can retry by hand first.
+ */
+export const AUTO_RETRY_DELAY_MS = 10 * 60_000;
+
+/**
+ * The automatic retry job: each failed, retryable run that is still its host's latest gets one retry,
+ * AUTO_RETRY_DELAY_MS after it failed
  * (through `retryRun`, so the same rules hold: never while a run is pending or running, one retry per
  * run, retry runs not retryable), within `max` automatic retries per policy and host per UTC day.
  */
@@ -797,9 +805,12 @@ export async function autoRetryRuns(
   let retried = 0;
   let skipped = 0;
   for await (
-    const e of kv.list<{ policyId: string; hostId: string | null }>({ prefix: ["runs_retryable"] })
+    const e of kv.list<{ policyId: string; hostId: string | null; at?: string }>({
+      prefix: ["runs_retryable"],
+    })
   ) {
     const runId = String(e.key[1]);
+    if (e.value.at && Date.parse(e.value.at) + AUTO_RETRY_DELAY_MS > now.getTime()) continue; // not yet
     const countKey = autoRetryCountKey(e.value.policyId, e.value.hostId, day);
     const count = await kv.get<number>(countKey);
     if ((count.value ?? 0) >= max) {

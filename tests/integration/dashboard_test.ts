@@ -492,3 +492,27 @@ function policyInput(p: Policy) {
     incrementalSchedule: p.incrementalSchedule ?? "",
   };
 }
+
+Deno.test("a result whose engine clock runs ahead counts now, in the last 24 hours and on the RPO clock", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const now = new Date("2026-11-01T10:00:59Z");
+  const w = await world(kv, now);
+  const host = w.hosts[0];
+  await assignHost(kv, system, { policyId: w.policies[0].id, hostId: host.id }, now);
+  await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, now);
+  await runSchedulerTick(kv, now);
+  const [job] = await claimJobs(kv, `agent:${host.id}`, 1, now);
+  const ahead = new Date(now.getTime() + 42_000); // the next minute by the engine's clock
+  const { job: done } = await applyResult(kv, job.principal, job.id, {
+    status: "failed",
+    startedAt: now.toISOString(),
+    endedAt: ahead.toISOString(),
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    error: { reason: "TARGET_UNREACHABLE", message: "boom" },
+  }, now);
+  await applyJobOutcome(kv, done, now);
+  assert.deepEqual(await readLast24h(kv, w.admin, now), { success: 0, warning: 0, failed: 1 });
+  const [object] = await values<ProtectedObject>(kv, "protected_objects");
+  assert.equal(object.lastBackupAt, now.toISOString());
+});

@@ -12,6 +12,7 @@ import { systemActor } from "../../domain/rbac.ts";
 import {
   applyJobOutcome,
   applyJobResultToRun,
+  AUTO_RETRY_DELAY_MS,
   AUTO_RETRY_MAX,
   autoRetryRuns,
   dueKinds,
@@ -499,14 +500,23 @@ Deno.test("autoRetryRuns() retries each failed retryable latest run once, never 
   await runSchedulerTick(kv, SUNDAY_2AM);
   await failLatest(kv, f.policy.id, host, SUNDAY_2AM);
   await failLatest(kv, f.policy.id, f.hosts[1].id, SUNDAY_2AM, false); // not retryable: never retried
-  assert.deepEqual(await autoRetryRuns(kv, SUNDAY_2AM), { retried: 1, skipped: 0 });
-  assert.deepEqual(await autoRetryRuns(kv, SUNDAY_2AM), { retried: 0, skipped: 0 }, "idempotent");
+  const due = new Date(SUNDAY_2AM.getTime() + AUTO_RETRY_DELAY_MS);
+  assert.deepEqual(
+    await autoRetryRuns(kv, new Date(due.getTime() - 1)),
+    { retried: 0, skipped: 0 },
+    "a failure waits AUTO_RETRY_DELAY_MS before its automatic retry",
+  );
+  assert.deepEqual(await autoRetryRuns(kv, due), { retried: 1, skipped: 0 });
+  assert.deepEqual(await autoRetryRuns(kv, due), { retried: 0, skipped: 0 }, "idempotent");
   const runs = (await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.hostId === host);
   assert.equal(runs.length, 2);
   assert.equal(runs[0].trigger, "retry");
   // The retry fails too: retry runs are not retryable, so nothing cascades.
-  await failLatest(kv, f.policy.id, host, SUNDAY_2AM);
-  assert.deepEqual(await autoRetryRuns(kv, SUNDAY_2AM), { retried: 0, skipped: 0 });
+  await failLatest(kv, f.policy.id, host, due);
+  assert.deepEqual(await autoRetryRuns(kv, new Date(due.getTime() + AUTO_RETRY_DELAY_MS)), {
+    retried: 0,
+    skipped: 0,
+  });
   assert.equal((await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.hostId === host).length, 2);
   // Later scheduled runs keep failing: at most AUTO_RETRY_MAX automatic retries that day.
   let retried = 1;
@@ -519,7 +529,7 @@ Deno.test("autoRetryRuns() retries each failed retryable latest run once, never 
     }, at);
     await runSchedulerTick(kv, at);
     await failLatest(kv, f.policy.id, host, at);
-    retried += (await autoRetryRuns(kv, at)).retried;
+    retried += (await autoRetryRuns(kv, new Date(at.getTime() + AUTO_RETRY_DELAY_MS))).retried;
     const latest = (await listRunsByPolicy(kv, f.policy.id)).find((r) => r.hostId === host)!;
     if (latest.trigger === "retry") await failLatest(kv, f.policy.id, host, at);
   }
