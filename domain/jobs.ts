@@ -152,6 +152,14 @@ export async function countQueued(kv: Deno.Kv, principal: string, cap = 1000): P
   return n;
 }
 
+/** True when `principal` has a queued job of `priority` or more urgent (one read: the queue is ordered by priority). */
+export async function hasQueuedAtLeast(kv: Deno.Kv, principal: string, priority: Priority): Promise<boolean> {
+  for await (const e of kv.list({ prefix: ["job_queue", principal] }, { limit: 1 })) {
+    return Number(e.key[2]) <= PRIORITY_RANK[priority];
+  }
+  return false;
+}
+
 /**
  * Claims up to `max` jobs of `principal`, highest priority first, then oldest. Each claim is one
  * checked atomic operation on the queue entry and the job: when two claimers race for a job, exactly one

@@ -216,10 +216,18 @@ export interface RestorePointView extends RestorePoint {
   backupType: "file" | "image";
   /** null for BES-side points (a synthetic full has no host). */
   hostName: string | null;
+  /** The org of the point's host (null without one, or when the host was deleted). */
+  hostOrgId: string | null;
   besName: string;
 }
 
-const IdFilter = z.string().regex(/^[0-9A-Z]{26}$/).catch("");
+const ID_PATTERN = /^[0-9A-Z]{26}$/;
+const IdFilter = z.string().regex(ID_PATTERN).catch("");
+
+/** Throws NotFoundError for an id that cannot exist (ids are ULIDs; a long one would overflow a KV key). */
+function requireIdShape(id: string, what: string): void {
+  if (!ID_PATTERN.test(id)) throw new NotFoundError(`${what} ${id.slice(0, 40)} not found`);
+}
 
 /** Filters of the restore points list; every field falls back to its default, so a raw query parses. */
 export const RestorePointFilter = z.object({
@@ -238,11 +246,24 @@ function policyScope(policy: Pick<Policy, "accountId" | "orgId">): ScopedObject 
   return { accountId: policy.accountId, orgId: policy.orgId };
 }
 
+/** The orgs of the hosts a search or restore involves (its point's host, its target host). */
+function hostOrgsOf(...orgIds: Array<string | null | undefined>): string[] {
+  return [...new Set(orgIds.filter((id): id is string => Boolean(id)))];
+}
+
+/**
+ * True when every host org a search or restore involves is in the actor's scope: its files are that
+ * host's, whatever org its policy belongs to (the same rule as `requireRestorePoint`).
+ */
+function hostsInScope(actor: Actor, object: { accountId: string; hostOrgIds?: string[] }): boolean {
+  return (object.hostOrgIds ?? []).every((orgId) => inScope(actor, { accountId: object.accountId, orgId }));
+}
+
 function toView(
   point: RestorePoint,
   policy: Policy,
   engine: Pick<Engine, "name"> | null,
-  host: Pick<Host, "hostname"> | null,
+  host: Pick<Host, "hostname" | "orgId"> | null,
 ): RestorePointView {
   return {
     ...point,
@@ -251,6 +272,7 @@ function toView(
     policyName: policy.name,
     backupType: policy.backupType,
     hostName: point.hostId ? host?.hostname ?? "(deleted host)" : null,
+    hostOrgId: point.hostId ? host?.orgId ?? null : null,
     besName: engine?.name ?? "(deleted BES)",
   };
 }
@@ -331,7 +353,19 @@ export async function listRestorePoints(
     heads[best].head = step.done ? null : step.value.value;
     return id;
   };
+  // A point holds its host's files: it is visible only when the host's org is in scope too (an all-scope
+  // admin may assign a host of one org to a policy of another).
+  const hostInScope = new Map<string, boolean>();
+  const readHostScopes = async (points: Iterable<RestorePoint>) => {
+    const unknown = [...new Set([...points].map((p) => p.hostId).filter((id): id is string => Boolean(id)))]
+      .filter((id) => !hostInScope.has(id));
+    for (const id of unknown) hostInScope.set(id, true); // a deleted host: the policy's scope decides
+    for (const host of await getManyValues<Host>(kv, unknown.map(hostKey))) {
+      hostInScope.set(host.id, inScope(actor, hostScope(host)));
+    }
+  };
   const matches = (p: RestorePoint) =>
+    (!p.hostId || hostInScope.get(p.hostId) !== false) &&
     (!filter.hostId || p.hostId === filter.hostId) &&
     (!filter.besId || p.engineId === filter.besId) &&
     (!filter.chainId || p.chainId === filter.chainId) &&
@@ -350,6 +384,7 @@ export async function listRestorePoints(
     const points = new Map(
       (await getManyValues<RestorePoint>(kv, ids.map(restorePointKey))).map((p) => [p.id, p]),
     );
+    await readHostScopes(points.values());
     for (const [i, id] of ids.entries()) {
       scanned++;
       const point = points.get(id);
@@ -366,19 +401,24 @@ export async function listRestorePoints(
 
 /**
  * The restore point with its policy, BES and host names. Throws NotFoundError when it does not exist or
- * is outside the actor's scope, ForbiddenError without backup.restore.
+ * is outside the actor's scope (its policy's org, and its host's org), ForbiddenError without
+ * backup.restore.
  */
 export async function requireRestorePoint(kv: Deno.Kv, actor: Actor, id: string): Promise<RestorePointView> {
+  requireIdShape(id, "Restore point");
   const point = (await kv.get<RestorePoint>(restorePointKey(id))).value;
   const policy = point ? (await kv.get<Policy>(["policies", point.policyId])).value : null;
   if (!point || !policy || !inScope(actor, policyScope(policy))) {
     throw new NotFoundError(`Restore point ${id} not found`);
   }
-  authorize(actor, "backup.restore", policyScope(policy));
   const [engine, host] = await kv.getMany<[Engine, Host]>([
     engineKey(point.engineId),
     hostKey(point.hostId ?? "-"),
   ]);
+  if (host.value && !inScope(actor, hostScope(host.value))) {
+    throw new NotFoundError(`Restore point ${id} not found`);
+  }
+  authorize(actor, "backup.restore", policyScope(policy));
   return toView(point, policy, engine.value, host.value);
 }
 
@@ -386,32 +426,64 @@ function isFull(p: Pick<RestorePoint, "type">): boolean {
   return p.type === "full" || p.type === "synthetic_full";
 }
 
+/** Points of one policy read around a point: how many index entries one direction may read. */
+const CHAIN_SCAN_LIMIT = 20_000;
+
 /**
- * The chain of a point: its full first, then the incrementals in order, each with size and
- * verification. Reads the policy's points newest first and stops once past the chain's full.
+ * Visits the points of a policy's index in `selector` order, 50 at a time, until `visit` answers false or
+ * CHAIN_SCAN_LIMIT entries were read.
  */
-export async function restorePointChain(kv: Deno.Kv, actor: Actor, id: string): Promise<RestorePointView[]> {
-  const point = await requireRestorePoint(kv, actor, id);
-  const chain: RestorePoint[] = [];
+async function visitPoints(
+  kv: Deno.Kv,
+  selector: Deno.KvListSelector,
+  reverse: boolean,
+  visit: (point: RestorePoint) => boolean,
+): Promise<void> {
   let ids: string[] = [];
-  let pastFull = false;
+  let going = true;
   const flush = async () => {
-    for (const p of await getManyValues<RestorePoint>(kv, ids.map(restorePointKey))) {
-      if (p.chainId !== point.chainId || p.hostId !== point.hostId) continue;
-      chain.push(p);
-      if (isFull(p)) pastFull = true;
+    const points = new Map(
+      (await getManyValues<RestorePoint>(kv, ids.map(restorePointKey))).map((p) => [p.id, p]),
+    );
+    for (const id of ids) {
+      const point = points.get(id);
+      if (going && point) going = visit(point);
     }
     ids = [];
   };
   let scanned = 0;
-  for await (
-    const e of kv.list<string>({ prefix: ["restore_points_by_policy", point.policyId] }, { reverse: true })
-  ) {
+  for await (const e of kv.list<string>(selector, { reverse, batchSize: 200 })) {
     ids.push(e.value);
     if (ids.length === 50) await flush();
-    if (pastFull || ++scanned >= 20_000) break;
+    if (!going || ++scanned >= CHAIN_SCAN_LIMIT) break;
   }
-  await flush();
+  if (going) await flush();
+}
+
+/**
+ * The chain of a point: its full first, then the incrementals in order, each with size and
+ * verification. Reads the policy's points outward from this one (ids are in completion order): back to
+ * the chain's full, and forward until the host's next chain starts, so an old point of a busy policy
+ * finds its chain as quickly as the newest one.
+ */
+export async function restorePointChain(kv: Deno.Kv, actor: Actor, id: string): Promise<RestorePointView[]> {
+  const point = await requireRestorePoint(kv, actor, id);
+  const prefix = ["restore_points_by_policy", point.policyId];
+  const chain: RestorePoint[] = [];
+  const sameHost = (p: RestorePoint) => p.hostId === point.hostId;
+  if (!isFull(point)) {
+    await visitPoints(kv, { prefix, end: [...prefix, point.id] }, true, (p) => {
+      if (!sameHost(p) || p.chainId !== point.chainId) return true;
+      chain.push(p);
+      return !isFull(p);
+    });
+  }
+  await visitPoints(kv, { prefix, start: [...prefix, point.id] }, false, (p) => {
+    if (!sameHost(p)) return true;
+    if (p.chainId === point.chainId) chain.push(p);
+    else if (isFull(p)) return false; // the host's next chain began
+    return true;
+  });
   chain.sort((a, b) =>
     Number(isFull(b)) - Number(isFull(a)) || a.completedAt.localeCompare(b.completedAt) ||
     a.id.localeCompare(b.id)
@@ -490,6 +562,8 @@ export interface SearchState {
   id: string;
   accountId: string;
   orgId: string | null;
+  /** The org of the point's host: reading the search needs it in scope too. */
+  hostOrgIds: string[];
   restorePointId: string;
   query: string;
   status: "pending" | "ready" | "failed";
@@ -552,11 +626,15 @@ function readEntries(
       const n = normalizeRestorePath(e.path);
       path = n.ok ? n.path : null;
     }
-    const name =
-      typeof e.name === "string" && e.name.length > 0 && e.name.length <= 1024 && !/[\p{Cc}/\\]/u.test(e.name)
-        ? e.name
-        : null;
-    if (!path && name && parent) path = joinPath(parent, name);
+    // "." and ".." are not children: joined to the folder they would be the folder itself or its parent.
+    const name = typeof e.name === "string" && e.name.length > 0 && e.name.length <= 1024 &&
+        !/[\p{Cc}/\\]/u.test(e.name) && e.name !== "." && e.name !== ".."
+      ? e.name
+      : null;
+    if (!path && name && parent) {
+      const joined = normalizeRestorePath(joinPath(parent, name));
+      path = joined.ok ? joined.path : null;
+    }
     if (!path) continue;
     const finalName = name ?? path.split(/[\\/]/).filter(Boolean).pop() ?? path;
     const type = e.type === "dir" || e.type === "directory" ? "dir" : "file";
@@ -752,6 +830,7 @@ export async function requestSearch(
     id: newId(now),
     accountId: point.accountId,
     orgId: point.orgId,
+    hostOrgIds: hostOrgsOf(point.hostOrgId),
     restorePointId: point.id,
     query: q,
     status: "pending",
@@ -781,8 +860,11 @@ export async function requestSearch(
 
 /** A search, brought up to date with its job. Throws NotFoundError when missing or outside the scope. */
 export async function getSearch(kv: Deno.Kv, actor: Actor, searchId: string): Promise<SearchState> {
+  requireIdShape(searchId, "Search");
   const state = (await kv.get<SearchState>(searchKey(searchId))).value;
-  if (!state || !inScope(actor, state)) throw new NotFoundError(`Search ${searchId} not found`);
+  if (!state || !inScope(actor, state) || !hostsInScope(actor, state)) {
+    throw new NotFoundError(`Search ${searchId} not found`);
+  }
   authorize(actor, "backup.restore", state);
   return searchWithJob(state, await readJob(kv, state.jobId), state.updatedAt);
 }
@@ -825,6 +907,8 @@ export interface RestoreRequest {
   kind: "file" | "image" | "bmr";
   accountId: string;
   orgId: string | null;
+  /** The orgs of the source and target hosts: reading the restore needs them in scope too. */
+  hostOrgIds: string[];
   restorePointId: string;
   sourceHostId: string | null;
   targetHostId: string | null;
@@ -926,12 +1010,14 @@ function newRestore(
   >,
   ids: { id: string; jobId: string },
   now: Date,
+  targetHost: Pick<Host, "orgId"> | null = null,
 ): RestoreRequest {
   const at = now.toISOString();
   return {
     id: ids.id,
     accountId: point.accountId,
     orgId: point.orgId,
+    hostOrgIds: hostOrgsOf(point.hostOrgId, targetHost?.orgId),
     restorePointId: point.id,
     sourceHostId: point.hostId,
     ...fields,
@@ -1010,6 +1096,7 @@ export async function requestFileRestore(
     },
     ids,
     now,
+    host,
   );
   const op = kv.atomic();
   queueJobInOp(op, {
@@ -1098,6 +1185,7 @@ export async function requestImageRestore(
     },
     ids,
     now,
+    host,
   );
   const op = kv.atomic();
   queueJobInOp(op, {
@@ -1301,15 +1389,29 @@ export async function redeemBmrToken(
     if (now.getTime() > Date.parse(record.expiresAt)) {
       throw new ConflictError(`This BMR token expired at ${record.expiresAt}`);
     }
-    const restoreEntry = await kv.get<RestoreRequest>(restoreKey(record.restoreId));
+    const [restoreEntry, pointEntry] = await kv.getMany<[RestoreRequest, RestorePoint]>([
+      restoreKey(record.restoreId),
+      restorePointKey(record.restorePointId),
+    ]);
+    const restore = restoreEntry.value;
+    if (!restore) throw new NotFoundError("Unknown BMR token");
+    // The token unlocks a restore that is still under way, of a point that still exists in full.
+    if (restore.status === "failed" || restore.status === "success" || restore.status === "warning") {
+      throw new ConflictError(
+        `This bare-metal restore has already ended (${restore.status}); start a new one`,
+      );
+    }
+    if (pointEntry.value?.status !== "complete") {
+      throw new ConflictError(
+        "The restore point of this bare-metal restore is no longer complete (expired or removed)",
+      );
+    }
     const engine = (await kv.get<Engine>(engineKey(besId))).value;
     const at = now.toISOString();
-    const op = kv.atomic().check(entry, restoreEntry).set(key, { ...record, usedAt: at }, {
+    const op = kv.atomic().check(entry, restoreEntry, pointEntry).set(key, { ...record, usedAt: at }, {
       expireIn: BMR_TOKEN_TTL_MS + 86_400_000,
     });
-    if (restoreEntry.value) {
-      op.set(restoreKey(record.restoreId), { ...restoreEntry.value, tokenUsedAt: at, updatedAt: at });
-    }
+    op.set(restoreKey(record.restoreId), { ...restore, tokenUsedAt: at, updatedAt: at });
     appendAudit(op, engineActor({ id: besId, name: engine?.name ?? besId, accountId: record.accountId }), {
       accountId: record.accountId,
       orgId: record.orgId,
@@ -1407,8 +1509,11 @@ function restoreWithJob(restore: RestoreRequest, job: Job | null, now: string): 
 
 /** A restore, brought up to date with its job. Throws NotFoundError when missing or outside the scope. */
 export async function getRestore(kv: Deno.Kv, actor: Actor, id: string): Promise<RestoreRequest> {
+  requireIdShape(id, "Restore");
   const restore = (await kv.get<RestoreRequest>(restoreKey(id))).value;
-  if (!restore || !inScope(actor, restore)) throw new NotFoundError(`Restore ${id} not found`);
+  if (!restore || !inScope(actor, restore) || !hostsInScope(actor, restore)) {
+    throw new NotFoundError(`Restore ${id} not found`);
+  }
   authorize(actor, "backup.restore", restore);
   return restoreWithJob(restore, await readJob(kv, restore.jobId), restore.updatedAt);
 }
@@ -1438,7 +1543,7 @@ export async function listRestores(
     const restore = typeof e.value === "string"
       ? (await kv.get<RestoreRequest>(restoreKey(e.value))).value
       : e.value as RestoreRequest;
-    if (restore && can(actor, "backup.restore", restore)) found.push(restore);
+    if (restore && can(actor, "backup.restore", restore) && hostsInScope(actor, restore)) found.push(restore);
   }
   const jobs = new Map((await getJobs(kv, found.map((r) => r.jobId))).map((j) => [j.id, j]));
   return {

@@ -529,6 +529,15 @@ async function pointPage(
       )
       : null;
   const bmrBlocked = bmrBlockedReason(point, engine, now);
+  // Browse and search jobs wait in the BES's queue: say why nothing comes back rather than wait silently.
+  const besOffline = !engine || !engineOnlineAt(engine, now)
+    ? (
+      <p class="notice notice--warn" data-testid="bes-offline">
+        BES {point.besName}{" "}
+        is offline: browse and search requests wait in its queue and are answered when it is back.
+      </p>
+    )
+    : null;
   const files = valuesOf("files");
   const image = valuesOf("image");
   const searchState: SearchState | null = search && search.restorePointId === point.id ? search : null;
@@ -569,6 +578,7 @@ async function pointPage(
           The BES lists one folder at a time; a folder listed before shows at once. Tick files and folders to
           restore them below.
         </p>
+        {besOffline}
         {messageOf("browse")}
         {browseErrors.path && <p class="field-error" role="alert">{browseErrors.path}</p>}
         <Island
@@ -588,6 +598,7 @@ async function pointPage(
           A name or a glob (<code>*.pdf</code>,{" "}
           <code>report-2026-??.xlsx</code>); the BES returns up to 1,000 matches.
         </p>
+        {besOffline}
         {messageOf("search")}
         {errorsOf("search").query && <p class="field-error" role="alert">{errorsOf("search").query}</p>}
         <Island

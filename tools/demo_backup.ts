@@ -1,13 +1,14 @@
 /**
  * The living part of the demo: simulated engines registered over the real protocol (in-process),
  * storage targets of every type, 120 days of capacity history and 24 h of engine metrics backfilled
- * with explicit past timestamps, then live heartbeats every minute. One engine goes silent (offline
- * alert), one runs hot (degraded), one target is nearly full (warning, estimated full date).
+ * with explicit past timestamps, then live heartbeats every minute and job processing (backups every 20 s,
+ * browse, search and restores within about a second). One engine goes silent (offline alert), one runs
+ * hot (degraded), one target is nearly full (warning, estimated full date).
  */
 import { applyHeartbeat } from "../domain/engines.ts";
 import { assignHost } from "../domain/assignments.ts";
 import { nextRuns } from "../domain/cron_rules.ts";
-import { applyResult, claimJobs } from "../domain/jobs.ts";
+import { applyResult, claimJobs, hasQueuedAtLeast } from "../domain/jobs.ts";
 import { applyJobOutcome, runSchedulerTick } from "../domain/runs.ts";
 import { createPolicy, getPolicy, type PolicyCreateInput } from "../domain/policies.ts";
 import { systemActor } from "../domain/rbac.ts";
@@ -210,12 +211,29 @@ export async function startDemoBackup(
   if (options.live === false) return () => {};
   runHeartbeats(client, live, { intervalMs: 60_000, profileStart, profiles, signal: controller.signal })
     .catch(() => {});
-  const jobTimer = setInterval(() => {
-    for (const identity of [...live.map((e) => e.identity), ...agents]) {
-      processJobs(client, identity).catch(() => {});
+  // Backups are picked up every 20 s. Jobs an operator is waiting for (browse, search, restores: priority
+  // high or critical) within about a second: a cheap in-process peek at the queue, no request until there
+  // is one. Restores then report progress in steps 1.5 s apart, so the Restore page's bar moves.
+  const identities = [...live.map((e) => e.identity), ...agents];
+  const busy = new Set<string>();
+  const work = (identity: EngineIdentity) => {
+    if (busy.has(identity.id)) return;
+    busy.add(identity.id);
+    processJobs(client, identity, { stepMs: 1_500 }).catch(() => {}).finally(() => busy.delete(identity.id));
+  };
+  const jobTimer = setInterval(() => identities.forEach(work), 20_000);
+  const urgentTimer = setInterval(() => {
+    for (const identity of identities) {
+      if (busy.has(identity.id)) continue;
+      hasQueuedAtLeast(kv, `${identity.kind}:${identity.id}`, "high")
+        .then((urgent) => urgent && work(identity))
+        .catch(() => {});
     }
-  }, 20_000);
-  controller.signal.addEventListener("abort", () => clearInterval(jobTimer));
+  }, 1_000);
+  controller.signal.addEventListener("abort", () => {
+    clearInterval(jobTimer);
+    clearInterval(urgentTimer);
+  });
   const agentTimer = setInterval(() => {
     for (const a of agents) {
       const metrics = simulatedMetrics(a.id, Date.now(), 0);

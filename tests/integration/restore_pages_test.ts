@@ -254,6 +254,7 @@ Deno.test("GET /backup/restore/points/:id shows the chain, Browse, Search and th
   assert.ok(!html.includes('id="image"'), "no image restore for a file point");
   assertIncludes(html, 'action="/backup/restore/points/' + s.pointId("rp-inc") + '/bmr"');
   assertIncludes(html, "PXE is off on BES bes-restore");
+  assert.ok(!html.includes('data-testid="bes-offline"'), "the BES is online");
 
   const image = await (await b.get(`/backup/restore/points/${s.pointId("rp-img")}`)).text();
   assertIncludes(image, 'id="image"');
@@ -261,9 +262,28 @@ Deno.test("GET /backup/restore/points/:id shows the chain, Browse, Search and th
   s.clock.advance(10 * 60_000); // the BES has been silent for 10 min
   const offline = await (await b.get(`/backup/restore/points/${s.pointId("rp-inc")}`)).text();
   assert.match(offline, /data-testid="bmr-blocked">\s*BES bes-restore is offline/);
+  assert.equal(
+    [...offline.matchAll(/data-testid="bes-offline">\s*BES bes-restore\s+is offline: browse and search/g)]
+      .length,
+    2,
+    "Browse and Search say why their jobs wait",
+  );
 
   const hidden = await b.get("/backup/restore/points/01NOSUCHPOINT");
   assert.equal(hidden.status, 404);
+  // Ids too long for a KV key are not found either (not a 500), on every page that takes one.
+  const long = "A".repeat(3000);
+  for (const path of [`/backup/restore/points/${long}`, `/backup/restore/requests/${long}`]) {
+    const res = await b.get(path);
+    assert.equal(res.status, 404, path.slice(0, 40));
+    await res.body?.cancel();
+  }
+  const withSearch = await b.get(`/backup/restore/points/${s.pointId("rp-inc")}?searchId=${long}`);
+  assert.equal(withSearch.status, 200);
+  await withSearch.body?.cancel();
+  const deepLink = await b.get(`/backup/restore?hostId=${s.host.id}&restorePointId=${long}`);
+  assert.equal(deepLink.status, 200);
+  assertIncludes(await deepLink.text(), "does not exist any more");
 });
 
 Deno.test("viewers and operators get a 403 naming backup.restore on every Restore page and form", async () => {

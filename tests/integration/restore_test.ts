@@ -41,6 +41,7 @@ import {
   requireRestorePoint,
   restorePathsChunk,
   restorePointChain,
+  type RestoreRequest,
 } from "../../domain/restore.ts";
 import { applyJobOutcome, type RestorePoint, restorePointKey, runSchedulerTick } from "../../domain/runs.ts";
 import { classifyKey } from "../../domain/self_backup.ts";
@@ -281,6 +282,87 @@ Deno.test("requireRestorePoint() hides other scopes; restorePointChain() lists t
   await rejects(requireRestorePoint(kv, actorOf(f.users.admin), newId(START)), NotFoundError);
 });
 
+Deno.test("restorePointChain() finds the chain of an old point behind 20,000 newer points of its policy", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const t = (h: number) => new Date(START.getTime() - h * 3600_000);
+  const full = await putPoint(kv, f.filePolicy, f.h1.id, t(72), { chainId: "old" });
+  const inc = await putPoint(kv, f.filePolicy, f.h1.id, t(48), { chainId: "old", type: "incremental" });
+  // Index entries of the policy newer than the chain (their points are not even read back).
+  for (let i = 0; i < 20_050; i += 500) {
+    const op = kv.atomic();
+    for (let j = i; j < Math.min(20_050, i + 500); j++) {
+      const id = newId(new Date(t(24).getTime() + j));
+      op.set(["restore_points_by_policy", f.filePolicy.id, id], id);
+    }
+    assert.ok((await op.commit()).ok);
+  }
+  const chain = await restorePointChain(kv, actorOf(f.users.restorer), inc.id);
+  assert.deepEqual(chain.map((p) => p.id), [full.id, inc.id]);
+  assert.deepEqual(
+    (await restorePointChain(kv, actorOf(f.users.restorer), full.id)).map((p) => p.id),
+    [full.id, inc.id],
+  );
+});
+
+Deno.test("a point of a host outside the actor's orgs is hidden even when its policy is in scope", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  // An all-scope admin may assign the Lab host to the Ops policy; its points hold Lab's files.
+  await assignHost(kv, system, { policyId: f.filePolicy.id, hostId: f.lab.id }, now);
+  const labPoint = await putPoint(kv, f.filePolicy, f.lab.id, START, { chainId: "lab" });
+  const opsPoint = await putPoint(kv, f.filePolicy, f.h1.id, START, { chainId: "ops" });
+  const opsOnly = actorOf(f.users.restorer);
+  const admin = actorOf(f.users.admin);
+  assert.deepEqual((await listRestorePoints(kv, opsOnly)).values.map((p) => p.id), [opsPoint.id]);
+  assert.deepEqual((await listRestorePoints(kv, opsOnly, { hostId: f.lab.id })).values, []);
+  assert.deepEqual((await listRestorePoints(kv, admin)).values.map((p) => p.id), [opsPoint.id, labPoint.id]);
+  assert.equal((await requireRestorePoint(kv, admin, labPoint.id)).hostOrgId, f.tenant.orgs[1].id);
+  await rejects(requireRestorePoint(kv, opsOnly, labPoint.id), NotFoundError);
+  await rejects(restorePointChain(kv, opsOnly, labPoint.id), NotFoundError);
+  await rejects(requestBrowse(kv, opsOnly, labPoint.id, "/", now), NotFoundError);
+  await rejects(requestSearch(kv, opsOnly, labPoint.id, "*.pdf", now), NotFoundError);
+  await rejects(requestBmr(kv, opsOnly, { restorePointId: labPoint.id, mode: "iso" }, now), NotFoundError);
+  // What the admin started there stays hidden from the Ops-only restorer: a search of the Lab point, a
+  // restore of it, and a restore of an Ops point onto the Lab host.
+  const search = await requestSearch(kv, admin, labPoint.id, "*.pdf", now);
+  const fromLab = await requestFileRestore(kv, admin, {
+    restorePointId: labPoint.id,
+    paths: ["/etc"],
+    targetHostId: f.h1.id,
+    targetPath: "/r",
+  }, now);
+  const toLab = await requestFileRestore(kv, admin, {
+    restorePointId: opsPoint.id,
+    paths: ["/etc"],
+    targetHostId: f.lab.id,
+    targetPath: "/r",
+  }, now);
+  const own = await requestFileRestore(kv, opsOnly, {
+    restorePointId: opsPoint.id,
+    paths: ["/etc"],
+    targetPath: "/r",
+  }, now);
+  await rejects(getSearch(kv, opsOnly, search.id), NotFoundError);
+  await rejects(getRestore(kv, opsOnly, fromLab.id), NotFoundError);
+  await rejects(getRestore(kv, opsOnly, toLab.id), NotFoundError);
+  assert.deepEqual((await listRestores(kv, opsOnly)).values.map((r) => r.id), [own.id]);
+  assert.deepEqual((await listRestores(kv, admin)).values.map((r) => r.id), [own.id, toLab.id, fromLab.id]);
+  assert.equal((await getSearch(kv, admin, search.id)).id, search.id);
+});
+
+Deno.test("malformed ids of points, searches and restores are not found (never a KV key error)", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const admin = actorOf(f.users.admin);
+  for (const id of ["x".repeat(3000), "", "01NOSUCHPOINT", "../01KAHZ3Y3N4G2D8QF5T0V7W9XB"]) {
+    await rejects(requireRestorePoint(kv, admin, id), NotFoundError);
+    await rejects(getSearch(kv, admin, id), NotFoundError);
+    await rejects(getRestore(kv, admin, id), NotFoundError);
+  }
+});
+
 Deno.test("latestRestorePointOfHost() is the newest complete point of the host (optionally of one policy)", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
@@ -335,6 +417,9 @@ Deno.test("requestBrowse() queues one high-priority BES job per folder and serve
         { name: "notes.txt", type: "file", size: 120, mtime: "2026-11-01T10:00:00Z" },
         { path: "/etc", name: "etc", type: "dir", size: 0, modifiedAt: "2026-10-01T10:00:00Z" },
         { name: "bad/name", type: "file", size: 1 },
+        // Not children: they would list the folder itself and its parent as selectable paths.
+        { name: ".", type: "dir", size: 0 },
+        { name: "..", type: "dir", size: 0 },
       ],
     },
   }, now);
@@ -827,6 +912,24 @@ Deno.test("a BMR token expires 4 hours after it was issued; unknown and other BE
     assert.ok(!all.includes(token), "the plain token is not stored");
     assert.ok(all.includes(sha256Hex(token)), "its hash is");
   }
+});
+
+Deno.test("a BMR token is refused once its restore has ended or its restore point expired", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const point = await putPoint(kv, f.imagePolicy, f.h1.id, START);
+  const actor = actorOf(f.users.restorer);
+  const now = f.clock.now();
+  const ended = await requestBmr(kv, actor, { restorePointId: point.id, mode: "iso" }, now);
+  const restored = (await kv.get<RestoreRequest>(["restores", ended.restore.id])).value!;
+  await kv.set(["restores", ended.restore.id], { ...restored, status: "failed" });
+  await rejects(redeemBmrToken(kv, f.engine.id, ended.token, now), ConflictError, /already ended \(failed\)/);
+  const expired = await requestBmr(kv, actor, { restorePointId: point.id, mode: "iso" }, now);
+  const stored = (await kv.get<RestorePoint>(restorePointKey(point.id))).value!;
+  await kv.set(restorePointKey(point.id), { ...stored, status: "expired" });
+  await rejects(redeemBmrToken(kv, f.engine.id, expired.token, now), ConflictError, /no longer complete/);
+  await kv.set(restorePointKey(point.id), stored);
+  await redeemBmrToken(kv, f.engine.id, expired.token, now); // unused by the refusals: still redeemable once
 });
 
 // ---------------------------------------------------------------------------------------------------
