@@ -3,7 +3,7 @@ import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
 import { serveStatic } from "hono/deno";
 import type { Config } from "./domain/config.ts";
-import { HttpError } from "./domain/errors.ts";
+import { HttpError, NotFoundError } from "./domain/errors.ts";
 import { createLogger, type Logger } from "./domain/log.ts";
 import { isEngineProtocol, publicAccess } from "./routes/access.ts";
 import { adminAuditRoutes } from "./routes/admin_audit.tsx";
@@ -70,6 +70,9 @@ export interface AppOptions {
 }
 
 /** Builds the app. Tests call this with an in-memory KV and use `app.request()`. */
+/** The longest path segment a route accepts (ids are 26 characters). */
+const MAX_PATH_SEGMENT = 200;
+
 export function createApp(options: AppOptions) {
   const deps: Deps = {
     kv: options.kv,
@@ -81,6 +84,14 @@ export function createApp(options: AppOptions) {
   const app = new OpenAPIHono<AppEnv>();
 
   app.use("*", requestContext(deps));
+  // No id or name of ours is near 200 characters: a longer path segment names nothing (and would overflow
+  // a KV key further in), so it is "not found" before any route reads KV.
+  app.use("*", async (c, next) => {
+    if (c.req.path.split("/").some((segment) => segment.length > MAX_PATH_SEGMENT)) {
+      throw new NotFoundError("Not found");
+    }
+    await next();
+  });
   // Browser security headers (CSP, frame options…) on everything but the engine protocol, which serves
   // signed JSON to programs, never to a browser.
   const browserHeaders = securityHeaders(deps);

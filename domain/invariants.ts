@@ -132,6 +132,74 @@ export async function checkInvariants(kv: Deno.Kv): Promise<string[]> {
   }
   problems.push(...await checkCounters(kv, alerts));
   problems.push(...await checkHostInvariants(kv, policies));
+  problems.push(...await checkPlatformInvariants(kv));
+  return problems;
+}
+
+/**
+ * Third-party platforms (platforms.ts, platform_sync.ts): one platform job per vendor job and one run per
+ * vendor run, their indexes one to one; imported jobs and objects belong to a live platform; a platform
+ * job's entry in the failed-backups queue is its latest outcome's.
+ */
+async function checkPlatformInvariants(kv: Deno.Kv): Promise<string[]> {
+  const problems: string[] = [];
+  const platforms = await all<{ id: string; accountId: string }>(kv, "platforms");
+  const jobs = await all<{ id: string; platformId: string; vendorJobId: string; accountId: string }>(
+    kv,
+    "platform_jobs",
+  );
+  const byVendor = new Map<string, string>();
+  for await (const e of kv.list<string>({ prefix: ["platform_jobs_by_vendor"] })) {
+    const job = jobs.get(e.value);
+    if (!job || `${job.platformId}/${job.vendorJobId}` !== pairKey(e.key)) {
+      problems.push(
+        `platform_jobs_by_vendor ${pairKey(e.key)} points to a missing or different job ${e.value}`,
+      );
+    }
+    byVendor.set(e.value, pairKey(e.key));
+  }
+  const byAccount = new Set<string>();
+  for await (const e of kv.list<string>({ prefix: ["platform_jobs_by_account"] })) {
+    if (jobs.get(e.value)?.accountId !== e.key[1]) {
+      problems.push(`platform_jobs_by_account points to a missing or foreign job ${e.value}`);
+    }
+    byAccount.add(e.value);
+  }
+  for (const job of jobs.values()) {
+    if (!platforms.has(job.platformId)) {
+      problems.push(`platform job ${job.id} belongs to missing platform ${job.platformId}`);
+    }
+    if (!byVendor.has(job.id) || !byAccount.has(job.id)) {
+      problems.push(`platform job ${job.id} is not indexed by vendor id and account`);
+    }
+  }
+  for await (const e of kv.list<ProtectedObject>({ prefix: ["protected_objects"] })) {
+    const o = e.value;
+    if (o.source.kind === "platform" && !platforms.has(o.source.platformId)) {
+      problems.push(`platform object ${o.id} belongs to missing platform ${o.source.platformId}`);
+    }
+  }
+  for await (const e of kv.list<string>({ prefix: ["platform_runs"] })) {
+    const run = (await kv.get<{ platform?: { platformId: string; runId: string | null } }>(["runs", e.value]))
+      .value;
+    if (run?.platform?.platformId !== e.key[1] || run.platform.runId !== e.key[2]) {
+      problems.push(`platform_runs ${pairKey(e.key)} points to a missing or different run ${e.value}`);
+    }
+  }
+  for await (const e of kv.list<string>({ prefix: ["runs_failing"] })) {
+    const runId = String(e.key[3]);
+    const run =
+      (await kv.get<{ status: string; policyId: string; platform?: unknown }>(["runs", runId])).value;
+    if (!run?.platform) continue; // native runs: runs.ts
+    const latest =
+      (await kv.get<{ failingKey: Deno.KvKey | null }>(["runs_latest", run.policyId, "bes"])).value;
+    if (run.status !== "failed" || JSON.stringify(latest?.failingKey) !== JSON.stringify(e.key)) {
+      problems.push(`runs_failing lists platform run ${runId}, which is not its job's latest failure`);
+    }
+    if (!jobs.has(run.policyId)) {
+      problems.push(`runs_failing lists platform run ${runId} of missing platform job ${run.policyId}`);
+    }
+  }
   return problems;
 }
 

@@ -222,6 +222,8 @@ export async function syncPlatform(
     report.stage = stage;
     report.error = error instanceof ConnectorError
       ? error.message
+      : error instanceof PlatformGone
+      ? "The platform was deleted while it synced; nothing more was written"
       : `Internal error while syncing ${stage}: ${String((error as Error)?.message ?? error).slice(0, 200)}`;
   } finally {
     connector?.close();
@@ -278,6 +280,22 @@ function sinceOf(platform: Platform, awaiting: PlatformRun[], now: Date): Date {
 
 type Change = "created" | "updated" | "same";
 
+/** The platform was deleted (or is being deleted) while it synced. */
+class PlatformGone extends Error {}
+
+/**
+ * The platform's entry, to check in a sync write that adds keys (a job, a run, an object, a dashboard
+ * outcome): a deletion marks the platform `deleting` before it removes what it imported, so a write
+ * checked against an active platform either lands before that scan or fails. Without it, a sync that
+ * outlived its lease (a slow vendor) could write jobs and objects for a platform already deleted —
+ * orphans counted on the dashboard for ever. Throws PlatformGone.
+ */
+async function livePlatform(kv: Deno.Kv, id: string): Promise<Deno.KvEntryMaybe<Platform>> {
+  const entry = await kv.get<Platform>(platformKey(id));
+  if (!entry.value || entry.value.status !== "active") throw new PlatformGone();
+  return entry;
+}
+
 async function upsertJobs(
   kv: Deno.Kv,
   platform: Platform,
@@ -322,7 +340,8 @@ async function upsertJobs(
         createdAt: at,
         updatedAt: at,
       };
-      const ok = (await kv.atomic().check(ptr).check({ key: platformJobKey(job.id), versionstamp: null })
+      const ok = (await kv.atomic().check(ptr, await livePlatform(kv, platform.id))
+        .check({ key: platformJobKey(job.id), versionstamp: null })
         .set(platformJobKey(job.id), job)
         .set(platformJobByVendorKey(platform.id, vj.id), job.id)
         .set(platformJobsByAccountKey(job.accountId, job.id), job.id)
@@ -369,8 +388,11 @@ async function finishRunInOp(kv: Deno.Kv, op: Deno.AtomicOperation, next: Platfo
 /**
  * Starts each pending retry run of the platform once: the run is claimed (pending → running with the
  * request time) before the vendor is called, so two syncs never start it twice. A start the vendor
- * refuses fails the run; a failure worth another try (network, 5xx, rate limit) puts it back to pending
- * for the next sync. Returns the retry runs whose vendor run is not known yet (to match by time).
+ * refuses fails the run; one it surely did not act on (unreachable, rate limited) goes back to pending
+ * for the next sync; one whose outcome is unknown (timeout, 5xx, an answer we cannot read: the vendor
+ * may have started the job) is never sent again — it waits, like a start without a run id, for the
+ * job's next vendor run (or fails after 24 hours). Returns the retry runs whose vendor run is not known
+ * yet (to match by time).
  */
 async function startPendingRetries(
   kv: Deno.Kv,
@@ -399,7 +421,8 @@ async function startPendingRetries(
         retryable: false,
         updatedAt: at,
       };
-      const op = kv.atomic().check(entry).delete(platformPendingKey(platform.id, run.id));
+      const op = kv.atomic().check(entry, await livePlatform(kv, platform.id))
+        .delete(platformPendingKey(platform.id, run.id));
       await finishRunInOp(kv, op, next, now);
       return (await op.commit()).ok ? { value: undefined } : null;
     });
@@ -438,6 +461,15 @@ async function startPendingRetries(
       runId = (await connector.startJob(vendorJob)).runId;
     } catch (error) {
       if (!(error instanceof ConnectorError)) throw error;
+      if (error.code === "timeout" || error.code === "server" || error.code === "bad_response") {
+        report.retries.started++;
+        report.warnings.push(
+          `The platform did not confirm the retry of ${job!.name} (${error.message}); it is not sent ` +
+            "again: the next syncs take the job's next run as the retry's",
+        );
+        awaiting.push(claimed);
+        continue;
+      }
       if (error.retryable) {
         await kv.set(runKey(run.id), {
           ...claimed,
@@ -470,7 +502,8 @@ async function startPendingRetries(
       ]);
       if (!current.value) return { value: undefined };
       const linked: PlatformRun = { ...current.value, platform: { ...current.value.platform, runId } };
-      const ok = (await kv.atomic().check(current, ptr).set(runKey(run.id), linked)
+      const ok = (await kv.atomic().check(current, ptr, await livePlatform(kv, platform.id))
+        .set(runKey(run.id), linked)
         .set(platformRunKey(platform.id, runId), run.id)
         .delete(platformPendingKey(platform.id, run.id)).commit()).ok;
       return ok ? { value: undefined } : null;
@@ -544,7 +577,7 @@ async function importRuns(
         if (!run || isFinalRun(run.status)) return { value: "same" };
         const next = fromVendor(run, vr, now);
         if (sameRun(run, next)) return { value: "same" };
-        const op = kv.atomic().check(entry);
+        const op = kv.atomic().check(entry, await livePlatform(kv, platform.id));
         await finishRunInOp(kv, op, next, now);
         return (await op.commit()).ok ? { value: "updated" } : null;
       }
@@ -559,7 +592,8 @@ async function importRuns(
         const run = entry.value;
         if (run && !isFinalRun(run.status) && !run.platform.runId) {
           const next = fromVendor(run, vr, now);
-          const op = kv.atomic().check(ptr, entry).set(platformRunKey(platform.id, vr.id), run.id)
+          const op = kv.atomic().check(ptr, entry, await livePlatform(kv, platform.id))
+            .set(platformRunKey(platform.id, vr.id), run.id)
             .delete(platformPendingKey(platform.id, run.id));
           await finishRunInOp(kv, op, next, now);
           if (!(await op.commit()).ok) return null;
@@ -593,7 +627,8 @@ async function importRuns(
         platform: { platformId: platform.id, runId: vr.id, jobType: vr.jobType, startRequestedAt: null },
       };
       const run = fromVendor(base, vr, now);
-      const op = kv.atomic().check(ptr).check({ key: runKey(run.id), versionstamp: null })
+      const op = kv.atomic().check(ptr, await livePlatform(kv, platform.id))
+        .check({ key: runKey(run.id), versionstamp: null })
         .set(runsByPolicyKey(job.id, run.id), run.id)
         .set(platformRunKey(platform.id, vr.id), run.id);
       await finishRunInOp(kv, op, run, now);
@@ -752,7 +787,8 @@ async function upsertObjects(
         createdAt: at,
         updatedAt: at,
       };
-      const op = kv.atomic().check(ptr).check({ key: protectedObjectKey(created.id), versionstamp: null })
+      const op = kv.atomic().check(ptr, await livePlatform(kv, platform.id))
+        .check({ key: protectedObjectKey(created.id), versionstamp: null })
         .set(platformObjectKey(platform.id, vo.id), created.id);
       writeProtected(op, null, created);
       if (created.lastBackupStatus === "failed") {

@@ -117,8 +117,15 @@ const Fields = {
   domain: z.string().trim().max(200, "must be at most 200 characters")
     .regex(/^[\w.-]*$/, "must be a domain such as LOCAL or corp.example.com").optional()
     .transform((v) => v || "LOCAL"),
-  /** Veeam: the `x-api-version` header; "" means the default. */
+  /**
+   * Veeam: the `x-api-version` header; "" means the default. 1.1 (VBR 12) or later: before it a session
+   * does not name its job, so no run could be imported.
+   */
   apiVersion: z.string().trim().regex(/^$|^\d+\.\d+-rev\d+$/, "must be an API revision such as 1.1-rev2")
+    .refine((v) => {
+      const m = /^(\d+)\.(\d+)-/.exec(v);
+      return !m || Number(m[1]) > 1 || (Number(m[1]) === 1 && Number(m[2]) >= 1);
+    }, "must be 1.1-rev0 or later (Veeam Backup & Replication 12 or later)")
     .optional().transform((v) => v || VEEAM_DEFAULT_API_VERSION),
   caCertificate: CaCertificate.nullish().transform((v) => v ?? null),
   syncIntervalMinutes: z.coerce.number({ error: "must be a number" }).int("must be a whole number")
@@ -382,6 +389,9 @@ export async function createPlatform(
 /**
  * Updates a platform's connection and sync settings; a new password replaces the vault record
  * (rotation). Type and org never change. A new default RPO reaches the platform's objects.
+ * Pointing the platform at another endpoint or trusting another CA needs the password typed again:
+ * otherwise anyone with backup.manage could send the stored password to a server of their choosing
+ * (Test connectivity logs in there). Throws ValidationError (field `password`) then.
  */
 export async function updatePlatform(
   kv: Deno.Kv,
@@ -398,6 +408,10 @@ export async function updatePlatform(
     const entry = await kv.get<Platform>(platformKey(id));
     const p = entry.value;
     if (!p || p.status === "deleting") throw new NotFoundError(`Platform ${id} not found`);
+    if (!data.password && (data.endpointUrl !== p.endpointUrl || data.caCertificate !== p.caCertificate)) {
+      const message = "Type the password again to use it with another endpoint or CA certificate";
+      throw new ValidationError(message, { password: message });
+    }
     const at = now.toISOString();
     const next: Platform = {
       ...p,

@@ -210,7 +210,8 @@ function PlatformForm(props: FormProps) {
         {e && (
           <p class="hint">
             Password stored{" "}
-            {formatTime(e.credentialRotatedAt)}. Type a new one to replace it; leave empty to keep it.
+            {formatTime(e.credentialRotatedAt)}. Type a new one to replace it; leave empty to keep it (it must
+            be typed again when the endpoint URL or the CA certificate changes).
           </p>
         )}
         <Field name="username" label="User name" value={v("username")} errors={errors} autocomplete="off" />

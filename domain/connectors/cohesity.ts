@@ -34,7 +34,10 @@ import {
 const BASE = "/irisservices/api/v1/public";
 const MAX_PAGES = 10_000;
 
-/** Run statuses of the API; anything else is a response we do not understand (the sync stops). */
+/**
+ * Run statuses of the API (`StatusBackupRun`, including the 6.x/7.x additions `kFinalizing` and
+ * `kWaitingToRetry`); anything else is a response we do not understand (the sync stops).
+ */
 export const COHESITY_RUN_STATUSES = [
   "kAccepted",
   "kRunning",
@@ -45,6 +48,8 @@ export const COHESITY_RUN_STATUSES = [
   "kWarning",
   "kOnHold",
   "kMissed",
+  "kFinalizing",
+  "kWaitingToRetry",
 ] as const;
 
 const Token = z.object({ accessToken: z.string().min(1), tokenType: z.string().nullish() });
@@ -102,8 +107,10 @@ export function mapCohesityEnvironment(environment: string): VendorObjectType {
   if (env === "physicalfiles") return "fileset";
   if (/^(genericnas|isilon|netapp|flashblade|gpfs|elastifile|view)$/.test(env)) return "nas";
   if (
-    /^(aws|awsnative|awssnapshotmanager|azure|azurenative|gcp|gcpnative|o365|o365outlook|rdssnapshotmanager)$/
-      .test(env)
+    /^(aws|awsnative|awssnapshotmanager|azure|azurenative|gcp|gcpnative|rdssnapshotmanager|sfdc)$/.test(
+      env,
+    ) ||
+    env.startsWith("o365")
   ) return "cloud_resource";
   return "physical"; // kPhysical, kSQL, kOracle, kExchange, kAD, kPure, kNimble and anything newer
 }
@@ -142,7 +149,7 @@ export function mapCohesityStatus(status: (typeof COHESITY_RUN_STATUSES)[number]
     case "kAccepted":
     case "kOnHold":
       return { status: "pending", cancelled: false };
-    default:
+    default: // kRunning, kCanceling, kFinalizing, kWaitingToRetry (between attempts of the same run)
       return { status: "running", cancelled: false };
   }
 }
@@ -176,6 +183,7 @@ export class CohesityConnector implements PlatformConnector {
         username: this.#options.username,
         password: this.#options.password,
       },
+      idempotent: true,
     };
     const res = await this.#http.send(req, {});
     if (res.status === 401 || res.status === 403) {

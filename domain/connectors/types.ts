@@ -96,7 +96,10 @@ export interface PlatformConnector {
   listRuns(jobs: VendorJob[], since: Date | null): Promise<VendorRun[]>;
   /** The objects the jobs protect. All pages are read and checked before it returns. Throws ConnectorError. */
   listObjects(jobs: VendorJob[]): Promise<VendorObject[]>;
-  /** Starts a job now; the vendor's run id when the vendor returns it. Throws ConnectorError. */
+  /**
+   * Starts a job now; the vendor's run id when the vendor returns it. Throws ConnectorError; after a
+   * `timeout`, `server` or `bad_response` error the vendor may have started the job all the same.
+   */
   startJob(job: VendorJob): Promise<{ runId: string | null }>;
   /** Releases the HTTP client (custom CA). */
   close(): void;
@@ -170,6 +173,11 @@ export interface HttpRequest {
   json?: unknown;
   /** Form-encoded body (OAuth2 token requests). */
   form?: Record<string, string>;
+  /**
+   * May be sent again after a 5xx. GETs always may; a POST only when marked (logins): starting a job
+   * twice because a proxy lost the first answer would run the vendor's job twice.
+   */
+  idempotent?: boolean;
 }
 
 /** What a response was, for messages: `Veeam GET /api/v1/jobs/states`. */
@@ -209,9 +217,10 @@ export class HttpTransport {
   }
 
   /**
-   * Sends a request; retries 429 (after Retry-After) and 5xx (after a short backoff) up to MAX_ATTEMPTS
-   * times. Returns the response for any other status. Throws ConnectorError for network and TLS failures,
-   * timeouts, and when the retries run out.
+   * Sends a request; retries 429 (after Retry-After) and, for idempotent requests, 5xx (after a short
+   * backoff) up to MAX_ATTEMPTS times. Returns the response for any other status (a 5xx of a POST that
+   * is not idempotent included: the caller cannot know whether the vendor acted on it). Throws
+   * ConnectorError for network and TLS failures, timeouts, and when the retries run out.
    */
   async send(req: HttpRequest, headers: Record<string, string>): Promise<Response> {
     const url = new URL(this.base.replace(/\/+$/, "") + req.path);
@@ -256,7 +265,7 @@ export class HttpTransport {
         await this.#sleep(wait * 1000);
         continue;
       }
-      if (res.status >= 500) {
+      if (res.status >= 500 && (req.method === "GET" || req.idempotent)) {
         const text = this.clean(await vendorMessage(res));
         if (attempt >= MAX_ATTEMPTS) {
           throw new ConnectorError(
@@ -337,6 +346,9 @@ export class HttpTransport {
     if (res.status === 404) return new ConnectorError("not_found", `${what}: not found (404)${suffix}`);
     if (res.status >= 300 && res.status < 400) {
       return new ConnectorError("bad_response", `${what}: unexpected redirect (${res.status})`);
+    }
+    if (res.status >= 500) {
+      return new ConnectorError("server", `${what}: server error ${res.status}${suffix}`, true);
     }
     return new ConnectorError("refused", `${what}: refused (${res.status})${suffix}`);
   }

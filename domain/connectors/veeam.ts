@@ -7,7 +7,7 @@
  * | test | `GET /api/v1/serverInfo` |
  * | jobs | `GET /api/v1/jobs/states?skip&limit` (type, status, last result; `Disabled` status = disabled) |
  * | runs | `GET /api/v1/sessions?createdAfterFilter&orderColumn=CreationTime&orderAsc=true&skip&limit` |
- * | objects | `GET /api/v1/backups?skip&limit` (backup → jobId) and `GET /api/v1/backupObjects?skip&limit` |
+ * | objects | `GET /api/v1/backups?skip&limit` (backup → jobId), then `GET /api/v1/backups/{id}/objects?skip&limit` per backup |
  * | start | `POST /api/v1/jobs/{id}/start` (`{"performActiveFull": false}`; answers the new session) |
  *
  * Every request carries `x-api-version` (default `1.1-rev2`) and, after login, `Authorization: Bearer`.
@@ -67,12 +67,12 @@ const Session = z.object({
   })),
 });
 const Backup = z.object({ id: z.string().min(1), jobId: Nullable(z.string()) });
+/** `BackupObjectModel`: it does not name its backup, so objects are read per backup to know their job. */
 const BackupObject = z.object({
   id: z.string().min(1),
   name: z.string(),
   type: z.string(),
   platformName: Nullable(z.string()),
-  backupId: Nullable(z.string()),
 });
 const StartedSession = z.object({ id: z.string().min(1) }).nullish();
 
@@ -167,6 +167,7 @@ export class VeeamConnector implements PlatformConnector {
       method: "POST",
       path: "/api/oauth2/token",
       form: { grant_type: "password", username: this.#options.username, password: this.#options.password },
+      idempotent: true,
     };
     const res = await this.#http.send(req, this.#versionHeader());
     if (res.status === 400 || res.status === 401) {
@@ -237,7 +238,8 @@ export class VeeamConnector implements PlatformConnector {
       name: s.name,
       vendorType: s.type,
       ...mapVeeamJobType(s.type),
-      enabled: s.status !== "Disabled",
+      // EJobStatus: `Disabled`, `Inactive`, `Running`… (older revisions spell it in lower case).
+      enabled: s.status?.toLowerCase() !== "disabled",
     }));
   }
 
@@ -273,25 +275,28 @@ export class VeeamConnector implements PlatformConnector {
   async listObjects(jobs: VendorJob[]): Promise<VendorObject[]> {
     const known = new Map(jobs.map((j) => [j.id, j]));
     const backups = await this.#all("/api/v1/backups", Backup);
-    const jobOfBackup = new Map(backups.map((b) => [b.id, b.jobId ?? null]));
-    const rows = await this.#all("/api/v1/backupObjects", BackupObject);
-    // One row per (object, backup): an object in two jobs' backups is listed twice with the same id.
+    // An object in two jobs' backups is listed in each with the same id: folded into one, with both jobs.
     const objects = new Map<string, VendorObject>();
-    for (const row of rows) {
-      const jobId = row.backupId ? jobOfBackup.get(row.backupId) ?? null : null;
-      const job = jobId ? known.get(jobId) : undefined;
-      const existing = objects.get(row.id);
-      if (existing) {
-        if (job && !existing.jobIds.includes(job.id)) existing.jobIds.push(job.id);
-        continue;
+    for (const backup of backups) {
+      const job = backup.jobId ? known.get(backup.jobId) : undefined;
+      const rows = await this.#all(`/api/v1/backups/${encodeURIComponent(backup.id)}/objects`, BackupObject);
+      for (const row of rows) {
+        const existing = objects.get(row.id);
+        if (existing) {
+          if (job && !existing.jobIds.length) {
+            existing.type = mapVeeamObjectType(row.type, row.platformName, job.objectType);
+          }
+          if (job && !existing.jobIds.includes(job.id)) existing.jobIds.push(job.id);
+          continue;
+        }
+        objects.set(row.id, {
+          id: row.id,
+          name: row.name,
+          vendorType: row.platformName ? `${row.type} (${row.platformName})` : row.type,
+          type: mapVeeamObjectType(row.type, row.platformName, job?.objectType ?? null),
+          jobIds: job ? [job.id] : [],
+        });
       }
-      objects.set(row.id, {
-        id: row.id,
-        name: row.name,
-        vendorType: row.platformName ? `${row.type} (${row.platformName})` : row.type,
-        type: mapVeeamObjectType(row.type, row.platformName, job?.objectType ?? null),
-        jobIds: job ? [job.id] : [],
-      });
     }
     return [...objects.values()];
   }

@@ -116,7 +116,10 @@ export class FakeCohesity extends FakeServer {
   ): CohesityRun {
     const job = this.jobs.find((j) => j.id === jobId)!;
     const start = us(startedAt);
-    const final = !["kRunning", "kAccepted", "kOnHold", "kCanceling"].includes(status);
+    const final = !["kRunning", "kAccepted", "kOnHold", "kCanceling", "kFinalizing", "kWaitingToRetry"]
+      .includes(
+        status,
+      );
     const end = final ? start + (options.minutes ?? 15) * 60_000_000 : undefined;
     const objects: Array<{ id: number; status?: string; error?: string }> = options.objects ??
       job.sourceIds.map((id) => ({ id }));

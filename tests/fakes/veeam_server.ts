@@ -3,7 +3,8 @@
  * password grant at `/api/oauth2/token` (form body, `x-api-version` required), Bearer tokens that the
  * test can expire, `{ data, pagination: { total, count, skip, limit } }` lists with skip/limit,
  * `jobs/states`, `sessions` (createdAfterFilter, orderColumn=CreationTime, orderAsc), `backups`,
- * `backupObjects` (one row per object and backup), `serverInfo`, and `POST /jobs/{id}/start`, which
+ * `backups/{id}/objects` (the objects of one backup), `backupObjects` (every object once; like Veeam's
+ * `BackupObjectModel`, a row does not name its backup), `serverInfo`, and `POST /jobs/{id}/start`, which
  * answers the new session (201) or 400 when the job is already running. Errors are
  * `{ errorCode, message }`.
  */
@@ -36,6 +37,7 @@ export interface VeeamBackupRow {
   platformName: string;
 }
 
+/** An object in a backup; `backupId` is the fake's own bookkeeping and is not served (Veeam has no such field). */
 export interface VeeamObjectRow {
   id: string;
   name: string;
@@ -193,7 +195,22 @@ export class FakeVeeam extends FakeServer {
         query,
       );
     }
-    if (req.method === "GET" && path === "/api/v1/backupObjects") return this.#page(this.objects, query);
+    const served = (o: VeeamObjectRow) => {
+      const { backupId: _backupId, ...row } = o;
+      return { ...row, platformId: "00000000-0000-0000-0000-000000000000" };
+    };
+    const backupObjects = /^\/api\/v1\/backups\/([^/]+)\/objects$/.exec(path);
+    if (req.method === "GET" && backupObjects) {
+      const id = decodeURIComponent(backupObjects[1]);
+      if (!this.backups.some((b) => b.id === id)) {
+        return json({ errorCode: "NotFound", message: "Backup was not found" }, 404);
+      }
+      return this.#page(this.objects.filter((o) => o.backupId === id).map(served), query);
+    }
+    if (req.method === "GET" && path === "/api/v1/backupObjects") {
+      const once = [...new Map(this.objects.map((o) => [o.id, served(o)])).values()];
+      return this.#page(once, query);
+    }
     const start = /^\/api\/v1\/jobs\/([^/]+)\/start$/.exec(path);
     if (start && req.method === "POST") {
       const job = this.jobs.find((j) => j.id === decodeURIComponent(start[1]));

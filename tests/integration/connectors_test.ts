@@ -129,6 +129,21 @@ Deno.test("VeeamConnector retries 5xx with backoff, then fails with the status a
     "server",
     /GET \/api\/v1\/jobs\/states: server error 500 after 4 attempts/,
   );
+  // Starting a job is not sent twice: the first 5xx may come after Veeam started it.
+  fake.faults = [{ path: /\/start$/, status: 502, body: { message: "Bad gateway" } }];
+  const [job] = await connector.listJobs();
+  const error = await rejects(
+    connector.startJob(job),
+    "server",
+    /POST .*\/start: server error 502: Bad gateway/,
+  );
+  assert.equal(error.retryable, true);
+  assert.equal(fake.calls(/\/start$/).length, 1);
+  // A login is: a 503 on the token request is retried.
+  fake.expireTokens();
+  fake.faults = [{ path: "/api/oauth2/token", status: 503 }];
+  assert.equal((await connector.listJobs()).length, 1);
+  assert.equal(fake.calls("/api/oauth2/token").length, 3);
 });
 
 Deno.test("VeeamConnector rejects a malformed page with the path of the first mismatch", async () => {
@@ -201,6 +216,16 @@ Deno.test("VeeamConnector.listObjects() folds an object listed per backup and li
     ["o-2", "physical", [agentJob.id]],
     ["o-3", "vm", []],
   ]);
+  // Veeam's BackupObjectModel does not name its backup: the job comes from reading each backup's objects.
+  assert.deepEqual(fake.calls(/^\/api\/v1\/backups\/[^/]+\/objects$/).map((r) => r.path), [
+    "/api/v1/backups/b-1/objects",
+    "/api/v1/backups/b-2/objects",
+    "/api/v1/backups/b-3/objects",
+  ]);
+  const served = await (await fetch(`${fake.url}/api/v1/backupObjects`, {
+    headers: { "x-api-version": "1.1-rev2", authorization: fake.calls("/api/v1/backups")[0].authorization! },
+  })).json();
+  assert.ok(served.data.every((o: Record<string, unknown>) => !("backupId" in o)), "served as documented");
 });
 
 Deno.test("VeeamConnector.startJob() answers the new session; a running job is refused, not retried", async () => {
@@ -359,6 +384,21 @@ Deno.test("CohesityConnector.listRuns() pages back in time with numRuns/endTimeU
   assert.equal(running.status, "running");
   assert.equal(running.endedAt, null);
   assert.deepEqual(runs.map((r) => r.startedAt), [...runs.map((r) => r.startedAt)].sort(), "oldest first");
+});
+
+Deno.test("CohesityConnector maps the newer in-flight statuses (kFinalizing, kWaitingToRetry) as running", async () => {
+  await using fake = await cohesityWorld();
+  fake.addRun(101, "2026-11-21T01:00:00Z", "kFinalizing");
+  fake.addRun(103, "2026-11-21T02:00:00Z", "kWaitingToRetry");
+  const { connector } = cohesity(fake.url);
+  const runs = await connector.listRuns(await connector.listJobs(), null);
+  assert.deepEqual(runs.map((r) => [r.jobId, r.status, r.endedAt]), [["101", "running", null], [
+    "103",
+    "running",
+    null,
+  ]]);
+  assert.equal(mapCohesityEnvironment("kO365Exchange"), "cloud_resource");
+  assert.equal(mapCohesityEnvironment("kO365OneDrive"), "cloud_resource");
 });
 
 Deno.test("CohesityConnector refuses an unknown run status instead of guessing", async () => {

@@ -244,3 +244,24 @@ Deno.test("POST /api/v1/orgs with a session, the right X-CSRF-Token and a foreig
   assert.equal((await res.json()).error.code, "csrf");
   assert.deepEqual(await dumpKv(kv), before);
 });
+
+Deno.test("an over-long id in any GET route is a 404, never a 500 (a KV key would overflow)", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { app, clock } = testApp(kv);
+  const tenant = await createTenant(kv, "Long", ["Ops"], clock.now());
+  const admin = await addUser(kv, tenant, "long@long.example", "admin", "all", clock.now());
+  const browser = new Browser(app);
+  await signInAs(browser, kv, admin, clock.now());
+  const paths = [
+    ...new Set(app.routes.filter((r) => r.method === "GET" && r.path.includes("/:")).map((r) => r.path)),
+  ];
+  assert.ok(paths.length > 20, "the routes with ids are enumerated");
+  for (const path of paths) {
+    const res = await browser.get(path.replace(/:\w+/g, "X".repeat(3000)));
+    await res.body?.cancel();
+    assert.equal(res.status, 404, path);
+  }
+  const ok = await browser.get(`/backup/jobs/${"X".repeat(26)}`);
+  await ok.body?.cancel();
+  assert.equal(ok.status, 404, "a short unknown id is still an ordinary 404");
+});

@@ -22,6 +22,8 @@ import {
   updatePlatform,
 } from "../../domain/platforms.ts";
 import { syncDuePlatforms, syncPlatform } from "../../domain/platform_sync.ts";
+import type { VendorJob } from "../../domain/connectors/types.ts";
+import { VeeamConnector } from "../../domain/connectors/veeam.ts";
 import { listProtectedObjects, type ProtectedObject, sweepRpoBreaches } from "../../domain/protected.ts";
 import { type Actor, systemActor } from "../../domain/rbac.ts";
 import { classifyKey } from "../../domain/self_backup.ts";
@@ -342,7 +344,7 @@ Deno.test("a sync that fails part-way records the error, keeps what it imported 
     masterKey,
   });
   fake.faults.push({
-    path: "/api/v1/backupObjects",
+    path: "/api/v1/backups/b-agent/objects",
     status: 500,
     body: { message: "SQL timeout" },
     times: Infinity,
@@ -352,7 +354,7 @@ Deno.test("a sync that fails part-way records the error, keeps what it imported 
   assert.equal(report.stage, "objects");
   assert.match(
     report.error!,
-    /Veeam GET \/api\/v1\/backupObjects: server error 500 after 4 attempts \(SQL timeout\)/,
+    /Veeam GET \/api\/v1\/backups\/b-agent\/objects: server error 500 after 4 attempts \(SQL timeout\)/,
   );
   const stored = (await getPlatform(kv, platform.id))!;
   assert.equal(stored.lastSync?.status, "failed");
@@ -440,6 +442,7 @@ Deno.test("TLS is always verified: an unknown CA fails the sync clearly, the pla
     name: platform.name,
     endpointUrl: platform.endpointUrl,
     username: platform.username,
+    password: VEEAM_PASSWORD,
     caCertificate: certs.ca,
   }, { now: NOW, masterKey });
   const fixed = await syncPlatform(kv, platform.id, deps(NOW));
@@ -547,6 +550,39 @@ Deno.test("a retry Veeam refuses to start fails its run; a rate-limited start wa
   assert.equal(failed.error?.reason, "PLATFORM_START_FAILED");
   assert.match(failed.error!.message, /Operator role required/);
   assert.equal(failed.retryable, false);
+  assert.deepEqual(await checkInvariants(kv), []);
+});
+
+Deno.test("a retry start whose answer is lost (502 after Veeam started it) is not sent again; the session becomes its run", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using fake = await startFakeVeeam();
+  fillVeeam(fake);
+  const w = await world(kv);
+  const admin = userActor(w.admin);
+  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
+    now: NOW,
+    masterKey,
+  });
+  await syncPlatform(kv, platform.id, deps(NOW));
+  const agentJob = (await listPlatformJobs(kv, platform.id)).find((j) => j.vendorJobId === "j-agent")!;
+  const { runs: [retry] } = await retryJob(kv, admin, agentJob.id, NOW);
+  // Veeam starts the session, then a proxy answers 502 instead of the 201.
+  fake.now = new Date("2026-11-22T10:05:00Z");
+  fake.addSession("j-agent", fake.now.toISOString(), null, { id: "s-lost" });
+  fake.faults.push({ path: /\/start$/, status: 502, body: { message: "Bad gateway" } });
+  const s1 = await syncPlatform(kv, platform.id, deps(new Date("2026-11-22T10:05:00Z")));
+  assert.equal(s1.status, "success", s1.error ?? "");
+  assert.equal(fake.calls(/\/jobs\/j-agent\/start$/).length, 1, "the start is sent once");
+  assert.match(s1.warnings.join(" "), /did not confirm the retry of Linux agents/);
+  let run = (await kv.get<PlatformRun>(["runs", retry.id])).value!;
+  assert.equal(run.status, "running");
+  assert.equal(run.platform.runId, "s-lost", "the job's next session is the retry's");
+  assert.equal((await runsOf(kv)).filter((r) => r.platform.runId === "s-lost").length, 1);
+  fake.finishSession("s-lost", "Success", "2026-11-22T10:20:00Z");
+  await syncPlatform(kv, platform.id, deps(new Date("2026-11-22T10:30:00Z")));
+  run = (await kv.get<PlatformRun>(["runs", retry.id])).value!;
+  assert.equal(run.status, "success");
+  assert.equal(fake.calls(/\/start$/).length, 1);
   assert.deepEqual(await checkInvariants(kv), []);
 });
 
@@ -758,6 +794,56 @@ Deno.test("deletePlatform() removes its jobs and objects (counters back to zero)
   );
 });
 
+Deno.test("a platform deleted while a sync outlives its lease gets nothing written after the deletion", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using fake = await startFakeVeeam();
+  fillVeeam(fake);
+  const w = await world(kv);
+  const admin = userActor(w.admin);
+  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
+    now: NOW,
+    masterKey,
+  });
+  // The vendor is slow: by the time its objects arrive the sync's 15-minute lease has run out and an
+  // operator deleted the platform.
+  const later = new Date(NOW.getTime() + 16 * 60_000);
+  const report = await syncPlatform(kv, platform.id, {
+    ...deps(NOW),
+    connectorFor: (p, password) => {
+      const real = new VeeamConnector({
+        endpoint: p.endpointUrl,
+        username: p.username,
+        password,
+        pageSize: 2,
+      });
+      return Object.assign(Object.create(real), {
+        listJobs: () => real.listJobs(),
+        listRuns: (jobs: VendorJob[], since: Date | null) => real.listRuns(jobs, since),
+        startJob: (job: VendorJob) => real.startJob(job),
+        testConnection: () => real.testConnection(),
+        close: () => real.close(),
+        listObjects: async (jobs: VendorJob[]) => {
+          const objects = await real.listObjects(jobs);
+          await deletePlatform(kv, admin, platform.id, later);
+          return objects;
+        },
+      });
+    },
+  });
+  assert.equal(report.status, "failed");
+  assert.match(report.error!, /deleted while it synced/);
+  assert.equal(await getPlatform(kv, platform.id), null);
+  assert.equal((await listProtectedObjects(kv, admin, {}, NOW)).values.length, 0, "no orphaned object");
+  assert.deepEqual(await readSummary(kv, admin, NOW), {
+    protected: 0,
+    atRisk: 0,
+    rpoBreach: 0,
+    unprotectedHosts: 0,
+  });
+  assert.equal((await dumpKv(kv)).filter((e) => String(e.key[0]).startsWith("platform")).length, 0);
+  assert.deepEqual(await checkInvariants(kv), []);
+});
+
 Deno.test("syncDuePlatforms() syncs each platform when its interval has elapsed, never twice at once", async () => {
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam();
@@ -834,6 +920,54 @@ Deno.test("updatePlatform() rotates the password in the vault and carries a new 
   assert.match(report.error ?? "", /rejected the credentials/);
 });
 
+Deno.test("the stored password never follows the platform to another endpoint or CA without being typed again", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using fake = await startFakeVeeam();
+  await using rogue = await startFakeVeeam();
+  fillVeeam(fake);
+  const w = await world(kv);
+  const platform = await createPlatform(kv, userActor(w.admin), veeamInput(fake, w.tenant.orgs[0].id), {
+    now: NOW,
+    masterKey,
+  });
+  const operator = userActor(w.operator);
+  const edit = { name: platform.name, endpointUrl: rogue.url, username: VEEAM_USER };
+  const ca = (await makeTestCertificates())?.ca; // null without openssl: the CA case is then skipped
+  for (const change of [edit, ...(ca ? [{ ...edit, endpointUrl: fake.url, caCertificate: ca }] : [])]) {
+    await assert.rejects(
+      updatePlatform(kv, operator, platform.id, change, { now: NOW, masterKey }),
+      (e) => e instanceof ValidationError && /Type the password again/.test(e.fields.password ?? ""),
+    );
+  }
+  assert.equal((await getPlatform(kv, platform.id))!.endpointUrl, fake.url, "nothing changed");
+
+  const { app } = testApp(kv, new TestClock(NOW));
+  const browser = new Browser(app);
+  await signInAs(browser, kv, w.operator, NOW);
+  const page = `/backup/platforms/${platform.id}`;
+  const res = await browser.postForm(page, { ...edit, password: "", syncEnabled: "on" }, { tokenFrom: page });
+  assert.equal(res.status, 422);
+  assert.match(await res.text(), /Type the password again/);
+  const api = await browser.request(`/api/v1/platforms/${platform.id}`, {
+    method: "PUT",
+    headers: { "content-type": "application/json", "x-csrf-token": await browser.csrfFor(page) },
+    body: JSON.stringify(edit),
+  });
+  assert.equal(api.status, 422);
+  await browser.postForm(`${page}/test`, {}, { tokenFrom: page });
+  assert.equal(rogue.calls("/api/oauth2/token").length, 0, "the rogue server never saw a login");
+  assert.equal((await getPlatform(kv, platform.id))!.lastTest?.ok, true);
+
+  // Typing the password with the new endpoint is an ordinary edit.
+  const moved = await updatePlatform(kv, operator, platform.id, { ...edit, password: "typed-Again1" }, {
+    now: NOW,
+    masterKey,
+  });
+  assert.equal(moved.endpointUrl, rogue.url);
+  assert.notEqual(moved.credentialId, platform.credentialId);
+  assert.deepEqual(await checkInvariants(kv), []);
+});
+
 Deno.test("Platforms pages: register through the form, the password never shown, logged or audited; bad input is 422", async () => {
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam();
@@ -863,6 +997,7 @@ Deno.test("Platforms pages: register through the form, the password never shown,
       ["password", "", /is required/i],
       ["type", "netbackup", /must be one of veeam, cohesity/i],
       ["caCertificate", "not a certificate", /PEM certificate/i],
+      ["apiVersion", "1.0-rev2", /1\.1-rev0 or later/],
       ["orgId", w.tenant.orgs[1].id, /Choose an organization you can see/],
     ] as const
   ) {
