@@ -305,6 +305,17 @@ async function upsertJobs(
 ): Promise<Map<string, PlatformJob>> {
   const at = now.toISOString();
   const out = new Map<string, PlatformJob>();
+  if (vendorJobs.length === 0) {
+    // An empty list where jobs were imported is more likely a service account that lost its rights than
+    // a platform whose every job was deleted: refuse it rather than mark everything removed.
+    const imported = (await listPlatformJobs(kv, platform.id)).filter((j) => !j.removed).length;
+    if (imported > 0) {
+      throw new ConnectorError(
+        "bad_response",
+        `The platform listed no jobs while ${imported} are imported; nothing was removed (check the account's permissions)`,
+      );
+    }
+  }
   for (const vj of vendorJobs) {
     const { job, change } = await withRetry<{ job: PlatformJob; change: Change }>(async () => {
       const ptr = await kv.get<string>(platformJobByVendorKey(platform.id, vj.id));

@@ -217,7 +217,15 @@ export class VeeamConnector implements PlatformConnector {
       };
       out.push(...body.data);
       skip += body.data.length;
-      if (body.data.length === 0 || skip >= body.pagination.total) return out;
+      if (skip >= body.pagination.total) return out;
+      // A page that stops short of the announced total is not a complete list: trusting it would mark
+      // every job or object after it as gone.
+      if (body.data.length === 0) {
+        throw new ConnectorError(
+          "bad_response",
+          `Veeam GET ${path}: an empty page at ${skip} of ${body.pagination.total} items; the list is incomplete`,
+        );
+      }
     }
     throw new ConnectorError("bad_response", `Veeam GET ${path}: more than ${MAX_PAGES} pages`);
   }

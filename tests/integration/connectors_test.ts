@@ -164,6 +164,13 @@ Deno.test("VeeamConnector rejects a malformed page with the path of the first mi
   await rejects(connector.listJobs(), "bad_response", /not JSON/);
   fake.faults.push({ path: "/api/v1/jobs/states", status: 200, body: { items: [] } });
   await rejects(connector.listJobs(), "bad_response", /at data/);
+  // A page that stops short of the announced total is an incomplete list, not the end of the list.
+  fake.faults.push({
+    path: "/api/v1/jobs/states",
+    status: 200,
+    body: { data: [], pagination: { total: 4, count: 0, skip: 0, limit: 2 } },
+  });
+  await rejects(connector.listJobs(), "bad_response", /empty page at 0 of 4 items/);
 });
 
 Deno.test("VeeamConnector.listRuns() reads sessions created after `since`, maps states and results", async () => {

@@ -331,6 +331,14 @@ Deno.test("jobs and objects the platform drops or disables: job removed, objects
   await assert.rejects(retryJob(kv, admin, agentJob.id, NOW), /removed from the platform/);
   assert.equal((await runsOf(kv)).filter((r) => r.policyId === agentJob.id).length, 1, "its history is kept");
   assert.deepEqual(await checkInvariants(kv), []);
+  // An empty job list while jobs are imported (an account that lost its rights) removes nothing.
+  fake.jobs = [];
+  await syncPlatform(kv, platform.id, deps(new Date(NOW.getTime() + 120_000)));
+  const after = (await getPlatform(kv, platform.id))!;
+  assert.equal(after.lastSync?.status, "failed");
+  assert.match(after.lastSync?.error ?? "", /listed no jobs while 2 are imported; nothing was removed/);
+  assert.equal((await listPlatformJobs(kv, platform.id)).filter((j) => !j.removed).length, 2);
+  assert.equal((await objectsOf(kv, admin, platform.id)).get("sql01")!.protection, "active");
 });
 
 Deno.test("a sync that fails part-way records the error, keeps what it imported and does not move the watermark", async () => {
