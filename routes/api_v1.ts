@@ -2,7 +2,7 @@
  * The operator JSON API `/api/v1` (bearer API tokens, or the session for islands). Every route is
  * declared with zod schemas, so `/api/openapi.json` is generated from what validates requests.
  */
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
 import { ApiTokenInput, createApiToken, listApiTokens, revokeApiToken } from "../domain/api_tokens.ts";
 import { AuditFilter, listAudit } from "../domain/audit.ts";
 import { createOrg, listOrgs, OrgInput, renameOrg, requireOrg, rotateOrgSecret } from "../domain/tenancy.ts";
@@ -19,17 +19,7 @@ import {
   UserUpdateInput,
 } from "../domain/users.ts";
 import { requires, signedIn } from "./access.ts";
-import type { AppEnv } from "./env.ts";
-import { fieldErrors } from "./forms.ts";
-
-/** The error shape of DESIGN.md §5, used by every JSON endpoint. */
-export const ErrorBody = z.object({
-  error: z.object({
-    code: z.string(),
-    message: z.string(),
-    fields: z.record(z.string(), z.string()).optional(),
-  }),
-}).openapi("Error");
+import { apiRouter, ErrorBody } from "./api_common.ts";
 
 const errors = {
   401: { description: "Not signed in or bad token", content: { "application/json": { schema: ErrorBody } } },
@@ -110,15 +100,7 @@ function publicOrg(org: Org) {
   return rest;
 }
 
-export const apiV1 = new OpenAPIHono<AppEnv>({
-  defaultHook: (result, c) => {
-    if (!result.success) {
-      return c.json({
-        error: { code: "invalid", message: "The request is invalid", fields: fieldErrors(result.error) },
-      }, 422);
-    }
-  },
-});
+export const apiV1 = apiRouter();
 
 const UserId = z.object({ userId: z.string().min(1).max(40) });
 const OrgId = z.object({ orgId: z.string().min(1).max(40) });

@@ -1,5 +1,5 @@
 /** `/api/v1` JSON routes of the backup areas: engines, storage targets, capacity, alerts, account secret. */
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
 import { acknowledgeAlert, AlertFilter, listAlerts } from "../domain/alerts.ts";
 import {
   deleteEngine,
@@ -25,18 +25,8 @@ import {
 } from "../domain/storage.ts";
 import { rotateAccountSecret } from "../domain/tenancy.ts";
 import { requires } from "./access.ts";
-import { ErrorBody } from "./api_v1.ts";
-import type { AppEnv } from "./env.ts";
-import { fieldErrors } from "./forms.ts";
+import { apiRouter, err, ok } from "./api_common.ts";
 
-const err = (description: string) => ({
-  description,
-  content: { "application/json": { schema: ErrorBody } },
-});
-const ok = (description: string, schema: z.ZodType = z.any()) => ({
-  description,
-  content: { "application/json": { schema } },
-});
 const common = {
   401: err("Not signed in or bad token"),
   403: err("Missing permission"),
@@ -72,15 +62,7 @@ const AlertQuery = z.object({
   limit: z.string().max(5).optional(),
 });
 
-export const apiV1Backup = new OpenAPIHono<AppEnv>({
-  defaultHook: (result, c) => {
-    if (!result.success) {
-      return c.json({
-        error: { code: "invalid", message: "The request is invalid", fields: fieldErrors(result.error) },
-      }, 422);
-    }
-  },
-});
+export const apiV1Backup = apiRouter();
 
 apiV1Backup.openapi(
   createRoute({

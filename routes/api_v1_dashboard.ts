@@ -2,7 +2,7 @@
  * `/api/v1/dashboard…` and `/api/v1/protected-objects`: the dashboard's figures and queues, and the
  * protected objects list, as JSON (the same domain functions as the pages).
  */
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
 import {
   failedBackupsQueue,
   readEngineStatus,
@@ -21,27 +21,12 @@ import {
 } from "../domain/protected.ts";
 import { toPublicTarget } from "../domain/storage.ts";
 import { requires } from "./access.ts";
-import { ErrorBody } from "./api_v1.ts";
-import type { AppEnv } from "./env.ts";
-import { fieldErrors } from "./forms.ts";
+import { apiRouter, err, Id } from "./api_common.ts";
 
-const err = (description: string) => ({
-  description,
-  content: { "application/json": { schema: ErrorBody } },
-});
-const Id = z.string().regex(/^[0-9A-Z]{26}$/, "must be an id");
 const Limit = z.coerce.number().int().min(1, "must be 1–100").max(100, "must be 1–100").default(10);
 const denied = { 401: err("Not signed in or bad token"), 403: err("Missing permission") };
 
-export const apiV1Dashboard = new OpenAPIHono<AppEnv>({
-  defaultHook: (result, c) => {
-    if (!result.success) {
-      return c.json({
-        error: { code: "invalid", message: "The request is invalid", fields: fieldErrors(result.error) },
-      }, 422);
-    }
-  },
-});
+export const apiV1Dashboard = apiRouter();
 
 apiV1Dashboard.openapi(
   createRoute({

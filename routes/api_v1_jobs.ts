@@ -1,5 +1,5 @@
 /** `/api/v1/jobs`: the jobs view as JSON (list with the page's filters, one job, its runs) and job retry. */
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
 import { ValidationError } from "../domain/errors.ts";
 import {
   getJob,
@@ -10,15 +10,9 @@ import {
   retryJob,
 } from "../domain/job_views.ts";
 import { requires } from "./access.ts";
-import { ErrorBody } from "./api_v1.ts";
-import type { AppEnv } from "./env.ts";
+import { apiRouter, err, ok } from "./api_common.ts";
 import { fieldErrors } from "./forms.ts";
 
-const err = (description: string) => ({
-  description,
-  content: { "application/json": { schema: ErrorBody } },
-});
-const ok = (description: string) => ({ description, content: { "application/json": { schema: z.any() } } });
 const common = {
   401: err("Not signed in or bad token"),
   403: err("Missing permission (or CSRF failure for a browser session)"),
@@ -41,15 +35,7 @@ const JobQuery = z.object({
   limit: z.string().max(5).optional(),
 });
 
-export const apiV1Jobs = new OpenAPIHono<AppEnv>({
-  defaultHook: (result, c) => {
-    if (!result.success) {
-      return c.json({
-        error: { code: "invalid", message: "The request is invalid", fields: fieldErrors(result.error) },
-      }, 422);
-    }
-  },
-});
+export const apiV1Jobs = apiRouter();
 
 apiV1Jobs.openapi(
   createRoute({

@@ -2,7 +2,7 @@
  * `/api/v1/platforms`: third-party platforms as JSON — list, register, get (with its imported jobs),
  * update, delete, test connectivity and sync now. Passwords go to the vault and are never returned.
  */
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
 import {
   createPlatform,
   deletePlatform,
@@ -16,15 +16,8 @@ import {
 } from "../domain/platforms.ts";
 import { syncPlatform, testPlatform } from "../domain/platform_sync.ts";
 import { requires } from "./access.ts";
-import { ErrorBody } from "./api_v1.ts";
-import type { AppEnv } from "./env.ts";
-import { fieldErrors } from "./forms.ts";
+import { apiRouter, err, ok } from "./api_common.ts";
 
-const err = (description: string) => ({
-  description,
-  content: { "application/json": { schema: ErrorBody } },
-});
-const ok = (description: string) => ({ description, content: { "application/json": { schema: z.any() } } });
 const common = {
   401: err("Not signed in or bad token"),
   403: err("Missing permission"),
@@ -32,15 +25,7 @@ const common = {
 };
 const PlatformId = z.object({ platformId: z.string().min(1).max(64) });
 
-export const apiV1Platforms = new OpenAPIHono<AppEnv>({
-  defaultHook: (result, c) => {
-    if (!result.success) {
-      return c.json({
-        error: { code: "invalid", message: "The request is invalid", fields: fieldErrors(result.error) },
-      }, 422);
-    }
-  },
-});
+export const apiV1Platforms = apiRouter();
 
 apiV1Platforms.openapi(
   createRoute({

@@ -1,5 +1,5 @@
 /** `/api/v1/policies`: the policy aggregate as JSON, validated by the same zod schemas as the form. */
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
 import { nextRuns } from "../domain/cron_rules.ts";
 import {
   createPolicy,
@@ -13,15 +13,8 @@ import {
 import { RetentionCountsQuery } from "../domain/retention.ts";
 import { previewPolicyRetention } from "../domain/runs.ts";
 import { requires } from "./access.ts";
-import { ErrorBody } from "./api_v1.ts";
-import type { AppEnv } from "./env.ts";
-import { fieldErrors } from "./forms.ts";
+import { apiRouter, err, ok } from "./api_common.ts";
 
-const err = (description: string) => ({
-  description,
-  content: { "application/json": { schema: ErrorBody } },
-});
-const ok = (description: string) => ({ description, content: { "application/json": { schema: z.any() } } });
 const common = {
   401: err("Not signed in or bad token"),
   403: err("Missing permission"),
@@ -29,15 +22,7 @@ const common = {
 };
 const PolicyId = z.object({ policyId: z.string().min(1).max(40) });
 
-export const apiV1Policies = new OpenAPIHono<AppEnv>({
-  defaultHook: (result, c) => {
-    if (!result.success) {
-      return c.json({
-        error: { code: "invalid", message: "The request is invalid", fields: fieldErrors(result.error) },
-      }, 422);
-    }
-  },
-});
+export const apiV1Policies = apiRouter();
 
 apiV1Policies.openapi(
   createRoute({

@@ -3,7 +3,7 @@
  * filters, browse and search jobs, file, image and bare-metal restores (all need backup.restore). Islands
  * poll these endpoints; the domain is domain/restore.ts.
  */
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
 import {
   getBrowse,
   getRestore,
@@ -22,15 +22,8 @@ import {
 } from "../domain/restore.ts";
 import { NotFoundError } from "../domain/errors.ts";
 import { requires } from "./access.ts";
-import { ErrorBody } from "./api_v1.ts";
-import type { AppEnv } from "./env.ts";
-import { fieldErrors } from "./forms.ts";
+import { apiRouter, err, Id } from "./api_common.ts";
 
-const err = (description: string) => ({
-  description,
-  content: { "application/json": { schema: ErrorBody } },
-});
-const Id = z.string().regex(/^[0-9A-Z]{26}$/, "must be an id");
 const denied = { 401: err("Not signed in or bad token"), 403: err("Missing the backup.restore permission") };
 const json = (description: string) => ({
   description,
@@ -43,15 +36,7 @@ const PathQuery = z.object({
   }),
 });
 
-export const apiV1Restore = new OpenAPIHono<AppEnv>({
-  defaultHook: (result, c) => {
-    if (!result.success) {
-      return c.json({
-        error: { code: "invalid", message: "The request is invalid", fields: fieldErrors(result.error) },
-      }, 422);
-    }
-  },
-});
+export const apiV1Restore = apiRouter();
 
 apiV1Restore.openapi(
   createRoute({

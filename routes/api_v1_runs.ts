@@ -1,26 +1,10 @@
 /** `/api/v1/runs`: backup runs in your scope, filterable by failure reason, status, policy and host. */
-import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
+import { createRoute, z } from "@hono/zod-openapi";
 import { listRuns } from "../domain/runs.ts";
 import { requires } from "./access.ts";
-import { ErrorBody } from "./api_v1.ts";
-import type { AppEnv } from "./env.ts";
-import { fieldErrors } from "./forms.ts";
+import { apiRouter, err, Id } from "./api_common.ts";
 
-const err = (description: string) => ({
-  description,
-  content: { "application/json": { schema: ErrorBody } },
-});
-const Id = z.string().regex(/^[0-9A-Z]{26}$/, "must be an id");
-
-export const apiV1Runs = new OpenAPIHono<AppEnv>({
-  defaultHook: (result, c) => {
-    if (!result.success) {
-      return c.json({
-        error: { code: "invalid", message: "The request is invalid", fields: fieldErrors(result.error) },
-      }, 422);
-    }
-  },
-});
+export const apiV1Runs = apiRouter();
 
 apiV1Runs.openapi(
   createRoute({

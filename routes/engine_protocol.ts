@@ -36,7 +36,7 @@ import {
 import { BmrTokenInput, redeemBmrToken, restorePathsChunk } from "../domain/restore.ts";
 import { resolveRegistrationSecret } from "../domain/tenancy.ts";
 import { declare } from "./access.ts";
-import { ErrorBody } from "./api_v1.ts";
+import { ErrorBody } from "./api_common.ts";
 import type { AppEnv } from "./env.ts";
 import { clientIp } from "./middleware.ts";
 

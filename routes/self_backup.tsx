@@ -27,7 +27,7 @@ import {
 } from "../domain/self_backup_runs.ts";
 import BackupProgress from "../islands/BackupProgress.tsx";
 import { requires } from "./access.ts";
-import { ErrorBody } from "./api_v1.ts";
+import { ErrorBody } from "./api_common.ts";
 import type { AppEnv } from "./env.ts";
 import { readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";

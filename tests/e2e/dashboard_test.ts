@@ -7,14 +7,16 @@
  * action buttons; a deep link into Restore fails closed for an operator without backup.restore.
  */
 import assert from "node:assert/strict";
-import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
+import { EngineClient } from "../../tools/engine_client.ts";
 import {
+  apiClient,
   type Browser,
   describeProblems,
+  enrollOnlineAgent,
   launchBrowser,
-  run,
+  registerOnlineBes,
   screenshot,
-  seedWithCli,
+  seedTenant,
   type Server,
   signIn,
   signOut,
@@ -42,49 +44,21 @@ const ENGINE = { name: "bes-dash", hostname: "bes-dash.backup.internal", ipAddre
 const HOST = { hostname: "erp01.fabrikam.internal", ipAddress: "10.70.2.21" };
 const METRICS = { cpuPercent: 8, memoryPercent: 35, diskPercent: 22, activeJobs: 0, uptimeSeconds: 7_200 };
 const POLICY = "ERP Nightly";
-const CLI = ["run", "--allow-env", "--allow-read", "--allow-write", "--allow-sys", "cli.ts"];
 
 Deno.test("dashboard: a failing section never blanks the others; Retry creates a run; actions are gated", async (t) => {
   const dataDir = await Deno.makeTempDir({ prefix: "cadres-e2e-" });
   let server: Server | null = null;
   let browser: Browser | null = null;
   try {
-    const admin = await seedWithCli(dataDir, ADMIN);
-    const env = { CADRES_DATA_DIR: dataDir, CADRES_LOG_LEVEL: "warn" };
-    const rotated = await run([...CLI, "rotate-org-secret", "--org", admin.orgId, "--json"], { env });
-    assert.equal(rotated.code, 0, `rotate-org-secret failed: ${rotated.stdout}${rotated.stderr}`);
-    const orgSecret: string = JSON.parse(rotated.stdout.trim()).secret;
-    const minted = await run([...CLI, "create-token", "--email", ADMIN.email, "--name", "e2e", "--json"], {
-      env,
-    });
-    assert.equal(minted.code, 0, `create-token failed: ${minted.stdout}${minted.stderr}`);
-    const apiToken: string = JSON.parse(minted.stdout.trim()).token;
+    const { admin, orgSecret, apiToken } = await seedTenant(dataDir, ADMIN);
 
     server = await startServer({ dataDir, env: { CADRES_FAULTS: "dashboard.storage" } });
     const baseUrl = server.baseUrl;
     const engineClient = new EngineClient(baseUrl);
-    const api = async (method: string, path: string, payload?: unknown) => {
-      const res = await fetch(`${baseUrl}${path}`, {
-        method,
-        headers: {
-          authorization: `Bearer ${apiToken}`,
-          accept: "application/json",
-          ...(payload === undefined ? {} : { "content-type": "application/json" }),
-        },
-        body: payload === undefined ? undefined : JSON.stringify(payload),
-      });
-      const text = await res.text();
-      return { status: res.status, text, json: () => JSON.parse(text) };
-    };
+    const api = apiClient(baseUrl, apiToken);
 
-    const registered = await engineClient.registerBes(orgSecret, ENGINE);
-    assert.equal(registered.response.status, 201, JSON.stringify(registered.body));
-    const bes: EngineIdentity = registered.identity;
-    assert.equal((await engineClient.heartbeat(bes, METRICS)).status, 200);
-    const enrolled = await engineClient.enrollAgent(orgSecret, HOST);
-    assert.equal(enrolled.response.status, 201, JSON.stringify(enrolled.body));
-    const agent = enrolled.identity;
-    assert.equal((await engineClient.heartbeat(agent, METRICS)).status, 200);
+    const bes = await registerOnlineBes(engineClient, orgSecret, ENGINE, METRICS);
+    const agent = await enrollOnlineAgent(engineClient, orgSecret, HOST, METRICS);
     const target = await api("POST", "/api/v1/storage", {
       name: "Primary Disk",
       type: "local",

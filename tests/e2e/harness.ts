@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import type { BrowserContext, ConsoleMessage, Page } from "playwright-core";
 import { chromium } from "playwright-core";
+import type { EngineClient, EngineIdentity } from "../../tools/engine_client.ts";
 
 /** The repository root (the server resolves `./static` from its working directory). */
 export const ROOT = new URL("../../", import.meta.url).pathname;
@@ -117,6 +118,81 @@ export async function seedWithCli(dataDir: string, admin: Omit<SeededAdmin, "org
   const userOut = JSON.parse(user.stdout.trim());
   assert(!("password" in userOut), "the CLI should have used the password given on stdin");
   return { ...admin, orgId: orgOut.orgId };
+}
+
+/** The CLI invocation (`deno run … cli.ts`) used for seeding. */
+const CLI = ["run", "--allow-env", "--allow-read", "--allow-write", "--allow-sys", "cli.ts"];
+
+/** Runs a CLI command against `dataDir` with `--json`, asserts it succeeded and returns its parsed output. */
+async function cliJson(dataDir: string, command: string, args: string[]): Promise<Record<string, string>> {
+  const env = { CADRES_DATA_DIR: dataDir, CADRES_LOG_LEVEL: "warn" };
+  const out = await run([...CLI, command, ...args, "--json"], { env });
+  assert.equal(out.code, 0, `${command} failed: ${out.stdout}${out.stderr}`);
+  return JSON.parse(out.stdout.trim());
+}
+
+export interface SeededTenant {
+  admin: SeededAdmin;
+  /** The org's enrollment secret (for registering a BES or enrolling agents). */
+  orgSecret: string;
+  /** A JSON API token of the administrator. */
+  apiToken: string;
+}
+
+/**
+ * Seeds a data folder through the CLI (before the server starts): `seedWithCli`, then a fresh org
+ * secret (`rotate-org-secret`) and an API token for the administrator (`create-token`).
+ */
+export async function seedTenant(dataDir: string, admin: Omit<SeededAdmin, "orgId">): Promise<SeededTenant> {
+  const seeded = await seedWithCli(dataDir, admin);
+  const orgSecret = (await cliJson(dataDir, "rotate-org-secret", ["--org", seeded.orgId])).secret;
+  const apiToken = (await cliJson(dataDir, "create-token", ["--email", admin.email, "--name", "e2e"])).token;
+  return { admin: seeded, orgSecret, apiToken };
+}
+
+/** A JSON API caller with a bearer token: `api(method, path, payload?)` → status, text and `json()`. */
+export function apiClient(baseUrl: string, token: string) {
+  return async (method: string, path: string, payload?: unknown) => {
+    const res = await fetch(`${baseUrl}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${token}`,
+        accept: "application/json",
+        ...(payload === undefined ? {} : { "content-type": "application/json" }),
+      },
+      body: payload === undefined ? undefined : JSON.stringify(payload),
+    });
+    const text = await res.text();
+    return { status: res.status, text, json: () => JSON.parse(text) };
+  };
+}
+
+type EngineMetrics = Parameters<EngineClient["heartbeat"]>[1];
+
+/** Registers a BES over the signed protocol and sends one heartbeat; asserts 201 then 200. */
+export async function registerOnlineBes(
+  engineClient: EngineClient,
+  orgSecret: string,
+  details: Parameters<EngineClient["registerBes"]>[1],
+  metrics: EngineMetrics,
+): Promise<EngineIdentity> {
+  const registered = await engineClient.registerBes(orgSecret, details);
+  assert.equal(registered.response.status, 201, JSON.stringify(registered.body));
+  assert.equal((await engineClient.heartbeat(registered.identity, metrics)).status, 200);
+  return registered.identity;
+}
+
+/** Enrolls an agent over the signed protocol and sends one heartbeat; asserts 201 then 200. */
+export async function enrollOnlineAgent(
+  engineClient: EngineClient,
+  orgSecret: string,
+  host: Parameters<EngineClient["enrollAgent"]>[1],
+  metrics: EngineMetrics,
+): Promise<EngineIdentity> {
+  const enrolled = await engineClient.enrollAgent(orgSecret, host);
+  assert.equal(enrolled.response.status, 201, JSON.stringify(enrolled.body));
+  assert.equal((await engineClient.heartbeat(enrolled.identity, metrics)).status, 200);
+  return enrolled.identity;
 }
 
 export interface Server {

@@ -9,12 +9,14 @@ import assert from "node:assert/strict";
 import type { Locator, Page, Response } from "playwright-core";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import {
+  apiClient,
   type Browser,
   describeProblems,
+  enrollOnlineAgent,
   launchBrowser,
-  run,
+  registerOnlineBes,
   screenshot,
-  seedWithCli,
+  seedTenant,
   type Server,
   signIn,
   signOut,
@@ -41,7 +43,6 @@ const HOSTS = [
 const METRICS = { cpuPercent: 8, memoryPercent: 35, diskPercent: 22, activeJobs: 0, uptimeSeconds: 7_200 };
 const FAILING = "Nightly Databases";
 const QUIET = "Archive Shares";
-const CLI = ["run", "--allow-env", "--allow-read", "--allow-write", "--allow-sys", "cli.ts"];
 
 const isPost = (path: string) => (r: Response) =>
   r.request().method() === "POST" && new URL(r.url()).pathname === path;
@@ -64,45 +65,18 @@ Deno.test("jobs: list, filters, run history and retry in the browser; viewers ge
   let browser: Browser | null = null;
   try {
     // --- Seeding: CLI first (the KV file is locked by the server once it runs).
-    const admin = await seedWithCli(dataDir, ADMIN);
-    const env = { CADRES_DATA_DIR: dataDir, CADRES_LOG_LEVEL: "warn" };
-    const rotated = await run([...CLI, "rotate-org-secret", "--org", admin.orgId, "--json"], { env });
-    assert.equal(rotated.code, 0, `rotate-org-secret failed: ${rotated.stdout}${rotated.stderr}`);
-    const orgSecret: string = JSON.parse(rotated.stdout.trim()).secret;
-    const minted = await run([...CLI, "create-token", "--email", ADMIN.email, "--name", "e2e", "--json"], {
-      env,
-    });
-    assert.equal(minted.code, 0, `create-token failed: ${minted.stdout}${minted.stderr}`);
-    const apiToken: string = JSON.parse(minted.stdout.trim()).token;
+    const { admin, orgSecret, apiToken } = await seedTenant(dataDir, ADMIN);
 
     server = await startServer({ dataDir });
     const baseUrl = server.baseUrl;
     const engineClient = new EngineClient(baseUrl);
-    const api = async (method: string, path: string, payload?: unknown) => {
-      const res = await fetch(`${baseUrl}${path}`, {
-        method,
-        headers: {
-          authorization: `Bearer ${apiToken}`,
-          accept: "application/json",
-          ...(payload === undefined ? {} : { "content-type": "application/json" }),
-        },
-        body: payload === undefined ? undefined : JSON.stringify(payload),
-      });
-      const text = await res.text();
-      return { status: res.status, text, json: () => JSON.parse(text) };
-    };
+    const api = apiClient(baseUrl, apiToken);
 
     // --- The BES and two agents over the signed protocol; a target, two policies and a viewer by API.
-    const registered = await engineClient.registerBes(orgSecret, ENGINE);
-    assert.equal(registered.response.status, 201, JSON.stringify(registered.body));
-    const bes: EngineIdentity = registered.identity;
-    assert.equal((await engineClient.heartbeat(bes, METRICS)).status, 200);
+    const bes = await registerOnlineBes(engineClient, orgSecret, ENGINE, METRICS);
     const agents = new Map<string, EngineIdentity>();
     for (const host of HOSTS) {
-      const enrolled = await engineClient.enrollAgent(orgSecret, host);
-      assert.equal(enrolled.response.status, 201, JSON.stringify(enrolled.body));
-      assert.equal((await engineClient.heartbeat(enrolled.identity, METRICS)).status, 200);
-      agents.set(host.hostname, enrolled.identity);
+      agents.set(host.hostname, await enrollOnlineAgent(engineClient, orgSecret, host, METRICS));
     }
     const target = await api("POST", "/api/v1/storage", {
       name: "Primary Disk",

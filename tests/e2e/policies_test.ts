@@ -12,12 +12,12 @@ import type { Locator, Page, Response } from "playwright-core";
 import { Cron } from "croner";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import {
+  apiClient,
   type Browser,
   describeProblems,
   launchBrowser,
-  run,
   screenshot,
-  seedWithCli,
+  seedTenant,
   type Server,
   signIn,
   startServer,
@@ -64,8 +64,6 @@ const SCRIPT = {
   name: "flush-app-cache",
   body: "#!/bin/bash\nset -euo pipefail\nsystemctl reload app-cache\n",
 };
-
-const CLI = ["run", "--allow-env", "--allow-read", "--allow-write", "--allow-sys", "cli.ts"];
 
 const isPost = (path: string) => (r: Response) =>
   r.request().method() === "POST" && new URL(r.url()).pathname === path;
@@ -129,16 +127,7 @@ Deno.test("policies: cron island, validation, hosts, hooks, replicas and 3-2-1",
   let browser: Browser | null = null;
   try {
     // --- Seeding: CLI first (the KV file is locked by the server once it runs).
-    const admin = await seedWithCli(dataDir, ADMIN);
-    const env = { CADRES_DATA_DIR: dataDir, CADRES_LOG_LEVEL: "warn" };
-    const rotated = await run([...CLI, "rotate-org-secret", "--org", admin.orgId, "--json"], { env });
-    assert.equal(rotated.code, 0, `rotate-org-secret failed: ${rotated.stdout}${rotated.stderr}`);
-    const orgSecret: string = JSON.parse(rotated.stdout.trim()).secret;
-    const minted = await run([...CLI, "create-token", "--email", ADMIN.email, "--name", "e2e", "--json"], {
-      env,
-    });
-    assert.equal(minted.code, 0, `create-token failed: ${minted.stdout}${minted.stderr}`);
-    const apiToken: string = JSON.parse(minted.stdout.trim()).token;
+    const { admin, orgSecret, apiToken } = await seedTenant(dataDir, ADMIN);
 
     server = await startServer({ dataDir });
     const baseUrl = server.baseUrl;
@@ -165,19 +154,7 @@ Deno.test("policies: cron island, validation, hosts, hooks, replicas and 3-2-1",
     }
 
     // --- The three storage targets through the JSON API.
-    const api = async (method: string, path: string, payload?: unknown) => {
-      const res = await fetch(`${baseUrl}${path}`, {
-        method,
-        headers: {
-          authorization: `Bearer ${apiToken}`,
-          accept: "application/json",
-          ...(payload === undefined ? {} : { "content-type": "application/json" }),
-        },
-        body: payload === undefined ? undefined : JSON.stringify(payload),
-      });
-      const text = await res.text();
-      return { status: res.status, text, json: () => JSON.parse(text) };
-    };
+    const api = apiClient(baseUrl, apiToken);
     const targetIds = {} as Record<TargetKey, string>;
     for (const [key, spec] of Object.entries(TARGETS) as Array<[TargetKey, (typeof TARGETS)[TargetKey]]>) {
       const res = await api("POST", "/api/v1/storage", { ...spec, besId: bes.id });

@@ -10,12 +10,14 @@ import assert from "node:assert/strict";
 import type { Locator, Page, Response } from "playwright-core";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import {
+  apiClient,
   type Browser,
   describeProblems,
+  enrollOnlineAgent,
   launchBrowser,
-  run,
+  registerOnlineBes,
   screenshot,
-  seedWithCli,
+  seedTenant,
   type Server,
   signIn,
   signOut,
@@ -44,7 +46,6 @@ const ENGINE = { name: "bes-north", hostname: "bes-north.backup.internal", ipAdd
 const HOST = { hostname: "fs01.northwind.internal", ipAddress: "10.80.2.31" };
 const METRICS = { cpuPercent: 9, memoryPercent: 30, diskPercent: 25, activeJobs: 0, uptimeSeconds: 9_000 };
 const POLICY = "File Server Hourly";
-const CLI = ["run", "--allow-env", "--allow-read", "--allow-write", "--allow-sys", "cli.ts"];
 
 const ROOT_ENTRIES = [
   { path: "/etc", name: "etc", type: "dir", size: 0, modifiedAt: "2026-10-30T07:00:00Z" },
@@ -84,42 +85,15 @@ Deno.test("restore: from a dashboard RPO-breach row to a finished file restore; 
   let server: Server | null = null;
   let browser: Browser | null = null;
   try {
-    const admin = await seedWithCli(dataDir, ADMIN);
-    const env = { CADRES_DATA_DIR: dataDir, CADRES_LOG_LEVEL: "warn" };
-    const rotated = await run([...CLI, "rotate-org-secret", "--org", admin.orgId, "--json"], { env });
-    assert.equal(rotated.code, 0, `rotate-org-secret failed: ${rotated.stdout}${rotated.stderr}`);
-    const orgSecret: string = JSON.parse(rotated.stdout.trim()).secret;
-    const minted = await run([...CLI, "create-token", "--email", ADMIN.email, "--name", "e2e", "--json"], {
-      env,
-    });
-    assert.equal(minted.code, 0, `create-token failed: ${minted.stdout}${minted.stderr}`);
-    const apiToken: string = JSON.parse(minted.stdout.trim()).token;
+    const { admin, orgSecret, apiToken } = await seedTenant(dataDir, ADMIN);
 
     server = await startServer({ dataDir });
     const baseUrl = server.baseUrl;
     const engineClient = new EngineClient(baseUrl);
-    const api = async (method: string, path: string, payload?: unknown) => {
-      const res = await fetch(`${baseUrl}${path}`, {
-        method,
-        headers: {
-          authorization: `Bearer ${apiToken}`,
-          accept: "application/json",
-          ...(payload === undefined ? {} : { "content-type": "application/json" }),
-        },
-        body: payload === undefined ? undefined : JSON.stringify(payload),
-      });
-      const text = await res.text();
-      return { status: res.status, text, json: () => JSON.parse(text) };
-    };
+    const api = apiClient(baseUrl, apiToken);
 
-    const registered = await engineClient.registerBes(orgSecret, ENGINE);
-    assert.equal(registered.response.status, 201, JSON.stringify(registered.body));
-    const bes: EngineIdentity = registered.identity;
-    assert.equal((await engineClient.heartbeat(bes, METRICS)).status, 200);
-    const enrolled = await engineClient.enrollAgent(orgSecret, HOST);
-    assert.equal(enrolled.response.status, 201, JSON.stringify(enrolled.body));
-    const agent = enrolled.identity;
-    assert.equal((await engineClient.heartbeat(agent, METRICS)).status, 200);
+    const bes = await registerOnlineBes(engineClient, orgSecret, ENGINE, METRICS);
+    const agent = await enrollOnlineAgent(engineClient, orgSecret, HOST, METRICS);
     const target = await api("POST", "/api/v1/storage", {
       name: "Primary Disk",
       type: "local",
