@@ -245,6 +245,23 @@ export function platformKey(id: string) {
 export function platformsByAccountKey(accountId: string, id: string) {
   return ["platforms_by_account", accountId, id] as const;
 }
+/**
+ * Unique: one platform per (account, type, endpoint). The same server registered twice would import every
+ * job, run and object twice, and count them twice on the dashboard.
+ */
+export function platformByEndpointKey(accountId: string, type: string, endpointUrl: string) {
+  return ["platforms_by_endpoint", accountId, type, endpointIdentity(endpointUrl)] as const;
+}
+/** The endpoint as a server identity: lower-case origin and path without trailing slashes. */
+export function endpointIdentity(endpointUrl: string): string {
+  try {
+    const url = new URL(endpointUrl);
+    return `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, "")}`.toLowerCase();
+  } catch {
+    return endpointUrl.trim().toLowerCase();
+  }
+}
+const DUPLICATE_ENDPOINT = "This server is already registered as a platform of this type in your account";
 export function platformJobKey(id: string) {
   return ["platform_jobs", id] as const;
 }
@@ -365,10 +382,15 @@ export async function createPlatform(
     createdAt: at,
     updatedAt: at,
   };
+  const endpointKey = platformByEndpointKey(platform.accountId, platform.type, platform.endpointUrl);
+  if ((await kv.get(endpointKey)).value) {
+    throw new ValidationError(DUPLICATE_ENDPOINT, { endpointUrl: DUPLICATE_ENDPOINT });
+  }
   const op = kv.atomic()
-    .check({ key: platformKey(id), versionstamp: null })
+    .check({ key: platformKey(id), versionstamp: null }, { key: endpointKey, versionstamp: null })
     .set(platformKey(id), platform)
     .set(platformsByAccountKey(platform.accountId, id), id)
+    .set(endpointKey, id)
     .set(vaultKey(vault.id), vault);
   appendAudit(op, actor, {
     accountId: platform.accountId,
@@ -382,7 +404,12 @@ export async function createPlatform(
       } platform ${platform.name} at ${platform.endpointUrl} ` +
       `(org ${org.name}); its password is in the vault`,
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("Could not register the platform; try again");
+  if (!(await op.commit()).ok) {
+    if ((await kv.get(endpointKey)).value) {
+      throw new ValidationError(DUPLICATE_ENDPOINT, { endpointUrl: DUPLICATE_ENDPOINT });
+    }
+    throw new ConflictError("Could not register the platform; try again");
+  }
   return platform;
 }
 
@@ -427,6 +454,15 @@ export async function updatePlatform(
       updatedAt: at,
     };
     const op = kv.atomic().check(entry);
+    const oldKey = platformByEndpointKey(p.accountId, p.type, p.endpointUrl);
+    const newKey = platformByEndpointKey(p.accountId, p.type, next.endpointUrl);
+    if (JSON.stringify(oldKey) !== JSON.stringify(newKey)) {
+      const taken = await kv.get<string>(newKey);
+      if (taken.value && taken.value !== id) {
+        throw new ValidationError(DUPLICATE_ENDPOINT, { endpointUrl: DUPLICATE_ENDPOINT });
+      }
+      op.check(taken).delete(oldKey).set(newKey, id);
+    }
     let note = "";
     if (data.password) {
       const vault = await sealSecret(masterKey, {
@@ -588,6 +624,7 @@ export async function finishPlatformDeletion(kv: Deno.Kv, platform: Platform, no
   }
   await kv.atomic().delete(platformKey(platform.id))
     .delete(platformsByAccountKey(platform.accountId, platform.id))
+    .delete(platformByEndpointKey(platform.accountId, platform.type, platform.endpointUrl))
     .delete(syncLockKey(platform.id))
     .commit();
 }

@@ -95,6 +95,7 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     // Third-party platforms: registrations (password in the vault), imported jobs and objects' index.
     "platforms",
     "platforms_by_account",
+    "platforms_by_endpoint",
     "platform_jobs",
     "platform_jobs_by_vendor",
     "platform_jobs_by_account",

@@ -421,6 +421,7 @@ Deno.test("bad credentials, an unreachable endpoint and a malformed response lea
     assert.ok(!report.error!.includes(VEEAM_PASSWORD) && !report.error!.includes("not-the-password"));
     assert.deepEqual(await imported(kv), before, `${input.name}: nothing imported`);
     assert.equal((await getPlatform(kv, platform.id))!.lastSync?.error, report.error);
+    await deletePlatform(kv, admin, platform.id, NOW); // one platform per server: the next case registers it anew
   }
 });
 
@@ -867,10 +868,12 @@ Deno.test("syncDuePlatforms() syncs each platform when its interval has elapsed,
       masterKey,
     },
   );
+  await using otherFake = await startFakeVeeam(); // one platform per server
+  fillVeeam(otherFake);
   const off = await createPlatform(
     kv,
     admin,
-    veeamInput(fake, w.tenant.orgs[0].id, { name: "off", syncEnabled: false }),
+    veeamInput(otherFake, w.tenant.orgs[0].id, { name: "off", syncEnabled: false }),
     {
       now: NOW,
       masterKey,
@@ -1152,13 +1155,24 @@ Deno.test("platform permissions: viewers see, only managers change; other orgs a
   });
   assert.equal(res.status, 422);
   assert.match(JSON.stringify(await res.json()), /endpointUrl/);
-  const okRes = await operator.request("/api/v1/platforms", {
+  const dupRes = await operator.request("/api/v1/platforms", {
     method: "POST",
     headers: {
       "content-type": "application/json",
       "x-csrf-token": await operator.csrfFor("/backup/platforms"),
     },
     body: JSON.stringify(veeamInput(fake, w.tenant.orgs[0].id, { name: "Second" })),
+  });
+  assert.equal(dupRes.status, 422, "the same server again is refused");
+  assert.match(JSON.stringify(await dupRes.json()), /already registered/);
+  await using secondFake = await startFakeVeeam();
+  const okRes = await operator.request("/api/v1/platforms", {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      "x-csrf-token": await operator.csrfFor("/backup/platforms"),
+    },
+    body: JSON.stringify(veeamInput(secondFake, w.tenant.orgs[0].id, { name: "Second" })),
   });
   assert.equal(okRes.status, 201);
   const created = await okRes.json();
@@ -1170,4 +1184,33 @@ Deno.test("platform permissions: viewers see, only managers change; other orgs a
   });
   assert.equal(sync.status, 200);
   assert.equal((await sync.json()).status, "success");
+});
+
+Deno.test("the same server cannot be registered twice in an account (it would be imported and counted twice)", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using fake = await startFakeVeeam();
+  const w = await world(kv);
+  const admin = userActor(w.admin);
+  const first = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
+    now: NOW,
+    masterKey,
+  });
+  const before = (await Array.fromAsync(kv.list({ prefix: ["platforms"] }))).length;
+  for (const endpointUrl of [fake.url, `${fake.url}/`, fake.url.toUpperCase()]) {
+    await assert.rejects(
+      createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id, { name: "again", endpointUrl }), {
+        now: NOW,
+        masterKey,
+      }),
+      (e: unknown) => e instanceof ValidationError && /already registered/.test(e.fields.endpointUrl ?? ""),
+      endpointUrl,
+    );
+  }
+  assert.equal((await Array.fromAsync(kv.list({ prefix: ["platforms"] }))).length, before, "nothing stored");
+  await deletePlatform(kv, admin, first.id, NOW);
+  const again = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
+    now: NOW,
+    masterKey,
+  });
+  assert.notEqual(again.id, first.id, "once deleted, the server can be registered again");
 });
