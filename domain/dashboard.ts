@@ -44,8 +44,24 @@ export function runOutcomeKey(
 ) {
   return ["run_outcomes", accountId, org, grain, slot, status] as const;
 }
-export function runDailyKey(policyId: string, day: string, status: Outcome) {
-  return ["run_daily", policyId, day, status] as const;
+/**
+ * One key per policy and UTC day holding its three outcome counts packed in one KvU64 (21 bits each:
+ * success, warning, failed; up to 2,097,151 runs of a policy a day), so a 30-day heatmap row reads at most
+ * 30 entries, and a sum keeps writers free of read-modify-write.
+ */
+export function runDailyKey(policyId: string, day: string) {
+  return ["run_daily", policyId, day] as const;
+}
+const DAILY_SHIFT: Record<Outcome, bigint> = { success: 0n, warning: 21n, failed: 42n };
+const DAILY_MASK = (1n << 21n) - 1n;
+/** The three counts of a packed day. */
+export function unpackDaily(v: unknown): Record<Outcome, number> {
+  const n = v instanceof Deno.KvU64 ? v.value : 0n;
+  return {
+    success: Number((n >> DAILY_SHIFT.success) & DAILY_MASK),
+    warning: Number((n >> DAILY_SHIFT.warning) & DAILY_MASK),
+    failed: Number((n >> DAILY_SHIFT.failed) & DAILY_MASK),
+  };
 }
 /** One entry per (policy, host) whose latest backup failed, newest failure last. */
 export function failingKey(accountId: string, endedAt: string, runId: string) {
@@ -109,7 +125,7 @@ export function countOutcomeBuckets(op: Deno.AtomicOperation, run: Run, now: Dat
     op.sum(runOutcomeKey(run.accountId, org, "m", at.slice(0, 16), run.status), ONE.value);
     op.sum(runOutcomeKey(run.accountId, org, "h", at.slice(0, 13), run.status), ONE.value);
   }
-  op.sum(runDailyKey(run.policyId, at.slice(0, 10), run.status), ONE.value);
+  op.sum(runDailyKey(run.policyId, at.slice(0, 10)), 1n << DAILY_SHIFT[run.status]);
 }
 
 /** Org parts an actor reads counters from: the whole account, or its orgs plus account-level records. */
@@ -409,7 +425,11 @@ export async function readHeatmap(
     const range = kv.list({ start: ["run_daily", p.id, dayLabels[0]], end: ["run_daily", p.id, "9999"] });
     for await (const e of range) {
       const cell = cells.get(String(e.key[2]));
-      if (cell) cell[e.key[3] as Outcome] += u64(e.value);
+      if (!cell) continue;
+      const counts = unpackDaily(e.value);
+      cell.success += counts.success;
+      cell.warning += counts.warning;
+      cell.failed += counts.failed;
     }
     return { policyId: p.id, policyName: p.name, days: [...cells.values()] };
   }));
