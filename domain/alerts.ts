@@ -7,7 +7,7 @@ import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { NotFoundError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { getManyValues, type Page, withRetry } from "./kv.ts";
+import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues, type Page, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 
 export const ALERT_SEVERITIES = ["critical", "warning", "info"] as const;
@@ -62,8 +62,6 @@ export function openAlertsByAccountKey(accountId: string, id: string) {
 export function openAlertCountKey(accountId: string, orgId: string | null) {
   return ["alert_counts", accountId, orgId ?? "-", "open"] as const;
 }
-const ONE = 1n;
-const MINUS_ONE = (1n << 64n) - 1n; // sums wrap modulo 2^64: adding this subtracts one
 
 /**
  * The transactional outbox of alert notifications: raising a new alert or resolving one writes an
@@ -160,7 +158,7 @@ export function raiseAlert(
     .set(openAlertKey(input.subjectType, input.subjectId, input.reason), alert.id)
     .set(alertsByAccountKey(alert.accountId, alert.id), alert.id)
     .set(openAlertsByAccountKey(alert.accountId, alert.id), alert.id)
-    .sum(openAlertCountKey(alert.accountId, alert.orgId), ONE);
+    .sum(openAlertCountKey(alert.accountId, alert.orgId), COUNT_UP);
   writeEvent(op, alert, "opened", now);
   return alert;
 }
@@ -179,7 +177,7 @@ export function resolveAlert(
   op.set(alertKey(alert.id), next)
     .delete(openAlertKey(alert.subjectType, alert.subjectId, alert.reason))
     .delete(openAlertsByAccountKey(alert.accountId, alert.id))
-    .sum(openAlertCountKey(alert.accountId, alert.orgId), MINUS_ONE);
+    .sum(openAlertCountKey(alert.accountId, alert.orgId), COUNT_DOWN);
   writeEvent(op, next, "resolved", now);
   return next;
 }
@@ -207,21 +205,9 @@ export async function countOpenAlerts(kv: Deno.Kv, actor: Actor): Promise<number
   for await (const e of kv.list<Deno.KvU64>({ prefix: ["alert_counts", actor.accountId] })) {
     const org = String(e.key[2]);
     if (!inScope(actor, { accountId: actor.accountId, orgId: org === "-" ? null : org })) continue;
-    total += Number(BigInt.asIntN(64, e.value.value));
+    total += counterValue(e.value);
   }
   return total;
-}
-
-/** Open and acknowledged alerts the actor may see (every one of them: for tests and small views). */
-export async function listOpenAlerts(kv: Deno.Kv, actor: Actor): Promise<Alert[]> {
-  if (!actor.accountId) return [];
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["alerts_open_by_account", actor.accountId] })) {
-    keys.push(alertKey(e.value));
-  }
-  return (await getManyValues<Alert>(kv, keys)).filter((a) =>
-    inScope(actor, { accountId: a.accountId, orgId: a.orgId })
-  );
 }
 
 export const AlertFilter = z.object({

@@ -13,7 +13,7 @@
  * Engines and storage targets are read directly: there is one record per engine and target, not per run.
  */
 import { type Engine, engineKey, engineScope, OFFLINE_AFTER_MS } from "./engines.ts";
-import { getManyValues } from "./kv.ts";
+import { COUNT_UP, counterValue, getManyValues } from "./kv.ts";
 import type { Policy } from "./policies.ts";
 import {
   isRpoBreached,
@@ -79,7 +79,6 @@ export function verifyFailedKey(accountId: string, completedAt: string, restoreP
   return ["rp_verify_failed", accountId, completedAt, restorePointId] as const;
 }
 
-const ONE = new Deno.KvU64(1n);
 const MINUTE_MS = 60_000;
 const HOUR_MS = 3_600_000;
 const DAY_MS = 86_400_000;
@@ -122,8 +121,8 @@ export function countOutcomeBuckets(op: Deno.AtomicOperation, run: Run, now: Dat
   if (run.status !== "success" && run.status !== "warning" && run.status !== "failed") return;
   const at = outcomeTime(run, now).toISOString();
   for (const org of [orgPart(run.orgId), ACCOUNT]) {
-    op.sum(runOutcomeKey(run.accountId, org, "m", at.slice(0, 16), run.status), ONE.value);
-    op.sum(runOutcomeKey(run.accountId, org, "h", at.slice(0, 13), run.status), ONE.value);
+    op.sum(runOutcomeKey(run.accountId, org, "m", at.slice(0, 16), run.status), COUNT_UP);
+    op.sum(runOutcomeKey(run.accountId, org, "h", at.slice(0, 13), run.status), COUNT_UP);
   }
   op.sum(runDailyKey(run.policyId, at.slice(0, 10)), 1n << DAILY_SHIFT[run.status]);
 }
@@ -131,10 +130,6 @@ export function countOutcomeBuckets(op: Deno.AtomicOperation, run: Run, now: Dat
 /** Org parts an actor reads counters from: the whole account, or its orgs plus account-level records. */
 function counterOrgs(actor: Actor): string[] {
   return actor.orgScope === "all" ? [ACCOUNT] : [...actor.orgScope, "-"];
-}
-
-function u64(v: unknown): number {
-  return v instanceof Deno.KvU64 ? Number(BigInt.asIntN(64, v.value)) : 0;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -161,10 +156,10 @@ export async function readSummary(kv: Deno.Kv, actor: Actor, now: Date): Promise
   };
   const visible = (org: string) => inScope(actor, { accountId: actor.accountId!, orgId: org });
   for await (const e of kv.list({ prefix: ["po_counts", actor.accountId] })) {
-    if (visible(String(e.key[2]))) out[field[e.key[3] as ObjectMetric]] += u64(e.value);
+    if (visible(String(e.key[2]))) out[field[e.key[3] as ObjectMetric]] += counterValue(e.value);
   }
   for await (const e of kv.list({ prefix: ["host_counts", actor.accountId] })) {
-    if (visible(String(e.key[2]))) out.unprotectedHosts += u64(e.value);
+    if (visible(String(e.key[2]))) out.unprotectedHosts += counterValue(e.value);
   }
   const due = kv.list<string>({
     start: ["po_due", actor.accountId],
@@ -242,7 +237,7 @@ export async function readLast24h(kv: Deno.Kv, actor: Actor, now: Date): Promise
     ];
     for (const [start, end] of ranges) {
       if (String(start[4]) >= String(end[4])) continue;
-      for await (const e of kv.list({ start, end })) out[e.key[5] as Outcome] += u64(e.value);
+      for await (const e of kv.list({ start, end })) out[e.key[5] as Outcome] += counterValue(e.value);
     }
   }
   return out;

@@ -4,6 +4,7 @@
  * self-backups and by race tests. Returns human-readable violations (empty when all hold).
  */
 import type { Alert } from "./alerts.ts";
+import { counterValue } from "./kv.ts";
 import type { Assignment } from "./assignments.ts";
 import type { Engine } from "./engines.ts";
 import type { Host } from "./hosts.ts";
@@ -223,7 +224,7 @@ async function checkCounters(kv: Deno.Kv, alerts: Map<string, Alert>): Promise<s
   const stored = new Map<string, number>();
   for (const prefix of ["alert_counts", "po_counts"]) {
     for await (const e of kv.list<Deno.KvU64>({ prefix: [prefix] })) {
-      stored.set(JSON.stringify(e.key), Number(BigInt.asIntN(64, e.value.value)));
+      stored.set(JSON.stringify(e.key), counterValue(e.value));
     }
   }
   for (const key of new Set([...expected.keys(), ...stored.keys()])) {

@@ -159,27 +159,24 @@ function lastRunOf(run: Run): LastRun {
   };
 }
 
-/** The newest run of a policy, or null: one key of `runs_by_policy` read backwards. */
-export async function latestRun(kv: Deno.Kv, policyId: string): Promise<Run | null> {
-  for await (
-    const e of kv.list<string>({ prefix: ["runs_by_policy", policyId] }, { reverse: true, limit: 1 })
-  ) {
-    return (await kv.get<Run>(runKey(e.value))).value;
-  }
+/** The id of a policy's newest run, or null: one key of `runs_by_policy` read backwards. */
+async function latestRunId(kv: Deno.Kv, policyId: string): Promise<string | null> {
+  const it = kv.list<string>({ prefix: ["runs_by_policy", policyId] }, { reverse: true, limit: 1 });
+  for await (const e of it) return e.value;
   return null;
+}
+
+/** The newest run of a policy, or null. */
+export async function latestRun(kv: Deno.Kv, policyId: string): Promise<Run | null> {
+  const id = await latestRunId(kv, policyId);
+  return id ? (await kv.get<Run>(runKey(id))).value : null;
 }
 
 /** The newest run of each policy, by policy id (lists in parallel, runs read 10 at a time). */
 async function latestRuns(kv: Deno.Kv, policyIds: string[]): Promise<Map<string, Run>> {
   const runIds: string[] = [];
   for (let i = 0; i < policyIds.length; i += 50) {
-    const chunk = await Promise.all(
-      policyIds.slice(i, i + 50).map(async (id) => {
-        const it = kv.list<string>({ prefix: ["runs_by_policy", id] }, { reverse: true, limit: 1 });
-        for await (const e of it) return e.value;
-        return null;
-      }),
-    );
+    const chunk = await Promise.all(policyIds.slice(i, i + 50).map((id) => latestRunId(kv, id)));
     for (const id of chunk) if (id) runIds.push(id);
   }
   const runs = await getManyValues<Run>(kv, runIds.map((id) => runKey(id)));

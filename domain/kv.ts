@@ -77,3 +77,15 @@ export async function lockKvFile(path: string, waitMs = 300): Promise<Deno.FsFil
   }
   return file;
 }
+
+/**
+ * Counters are KvU64 values changed with `op.sum(key, COUNT_UP | COUNT_DOWN)`: no read, no conflict between
+ * writers. Sums wrap modulo 2^64, so adding 2^64 − 1 subtracts one.
+ */
+export const COUNT_UP = 1n;
+export const COUNT_DOWN = (1n << 64n) - 1n;
+
+/** A counter's value (0 for a missing or non-counter value; read as signed, so a bug shows as negative). */
+export function counterValue(v: unknown): number {
+  return v instanceof Deno.KvU64 ? Number(BigInt.asIntN(64, v.value)) : 0;
+}

@@ -200,6 +200,14 @@ function deliveryKeys(d: Pick<NotificationDelivery, "id" | "accountId" | "channe
   ];
 }
 
+/** Adds a new delivery with its indexes (and its due-index entry while pending) to `op`. */
+function setDelivery(op: Deno.AtomicOperation, d: NotificationDelivery): Deno.AtomicOperation {
+  const [primary, byAccount, byChannel] = deliveryKeys(d);
+  op.set(primary, d).set(byAccount, d.id).set(byChannel, d.id);
+  if (d.dueMs !== null) op.set(deliveryDueKey(d.dueMs, d.id), d.id);
+  return op;
+}
+
 export function channelScope(c: Pick<NotificationChannel, "accountId" | "orgId">): ScopedObject {
   return { accountId: c.accountId, orgId: c.orgId };
 }
@@ -322,17 +330,99 @@ export type RuleInput = z.input<typeof RuleInput>;
 // ---------------------------------------------------------------------------------------------------
 // Channels
 
+/** What channel and rule CRUD share: how an object is keyed, scoped, named and summarized. */
+interface Kind<T extends { id: string; name: string; enabled: boolean }> {
+  label: string;
+  objectType: "notification_channel" | "notification_rule";
+  key: (id: string) => Deno.KvKey;
+  scope: (o: T) => ScopedObject;
+  summarize: (o: T) => string;
+}
+
+const CHANNEL: Kind<NotificationChannel> = {
+  label: "Notification channel",
+  objectType: "notification_channel",
+  key: channelKey,
+  scope: channelScope,
+  summarize: (c) => summarizeChannel(c),
+};
+
+const RULE: Kind<NotificationRule> = {
+  label: "Notification rule",
+  objectType: "notification_rule",
+  key: ruleKey,
+  scope: ruleScope,
+  summarize: (r) => `notification rule ${r.name}`,
+};
+
+/** The object's entry if the actor may see it; throws NotFoundError otherwise. */
+async function requireEntry<T extends { id: string; name: string; enabled: boolean }>(
+  kv: Deno.Kv,
+  actor: Actor,
+  kind: Kind<T>,
+  id: string,
+): Promise<Deno.KvEntry<T>> {
+  const entry = await kv.get<T>(kind.key(id));
+  if (!entry.value || !inScope(actor, kind.scope(entry.value))) {
+    throw new NotFoundError(`${kind.label} ${id} not found`);
+  }
+  return entry as Deno.KvEntry<T>;
+}
+
+/** As `requireEntry`, then backup.manage on the object: the start of every change. */
+async function entryForChange<T extends { id: string; name: string; enabled: boolean }>(
+  kv: Deno.Kv,
+  actor: Actor,
+  kind: Kind<T>,
+  id: string,
+): Promise<Deno.KvEntry<T>> {
+  const entry = await requireEntry(kv, actor, kind, id);
+  authorize(actor, "backup.manage", kind.scope(entry.value));
+  return entry;
+}
+
+/** Enables or disables a channel or rule, with its audit entry, in one atomic operation. */
+async function setEnabled<T extends { id: string; name: string; enabled: boolean; updatedAt: string }>(
+  kv: Deno.Kv,
+  actor: Actor,
+  kind: Kind<T>,
+  id: string,
+  enabled: boolean,
+  now: Date,
+): Promise<T> {
+  return await withRetry(async () => {
+    const entry = await entryForChange(kv, actor, kind, id);
+    const current = entry.value;
+    if (current.enabled === enabled) return { value: current };
+    const next: T = { ...current, enabled, updatedAt: now.toISOString() };
+    const op = kv.atomic().check(entry).set(entry.key, next);
+    appendAudit(op, actor, {
+      ...kind.scope(current),
+      action: `${kind.objectType}.${enabled ? "enable" : "disable"}`,
+      objectType: kind.objectType,
+      objectId: id,
+      summary: `${enabled ? "Enabled" : "Disabled"} ${kind.summarize(current)}`,
+    }, now);
+    return (await op.commit()).ok ? { value: next } : null;
+  });
+}
+
+/** `kv.getMany` for any number of keys (it takes at most 10 at a time). */
+async function getEntries<T>(kv: Deno.Kv, keys: Deno.KvKey[]): Promise<Deno.KvEntryMaybe<T>[]> {
+  const entries: Deno.KvEntryMaybe<T>[] = [];
+  for (let i = 0; i < keys.length; i += 10) {
+    entries.push(...await kv.getMany<T[]>(keys.slice(i, i + 10)));
+  }
+  return entries;
+}
+
 export async function getChannel(kv: Deno.Kv, id: string): Promise<NotificationChannel | null> {
   return (await kv.get<NotificationChannel>(channelKey(id))).value;
 }
 
 /** Returns the channel if the actor may see it; throws NotFoundError otherwise. */
 export async function requireChannel(kv: Deno.Kv, actor: Actor, id: string): Promise<NotificationChannel> {
-  const channel = await getChannel(kv, id);
-  if (!channel || !inScope(actor, channelScope(channel))) {
-    throw new NotFoundError(`Notification channel ${id} not found`);
-  }
-  return channel;
+  return (await requireEntry(kv, actor, CHANNEL, id)).value;
 }
 
 async function listAccountIds(kv: Deno.Kv, prefix: Deno.KvKey): Promise<string[]> {
@@ -476,15 +566,8 @@ export async function updateChannel(
   const data = ChannelUpdateInput.parse(input);
   const { now, masterKey } = options;
   return await withRetry(async () => {
-    const entry = await kv.get<NotificationChannel>(channelKey(id));
+    const entry = await entryForChange(kv, actor, CHANNEL, id);
     const current = entry.value;
-    if (!current || !inScope(actor, channelScope(current))) {
-      throw new NotFoundError(`Notification channel ${id} not found`);
-    }
-    authorize(actor, "backup.manage", channelScope(current));
-    if (data.type !== current.type) {
-      throw new ValidationError("The type of a channel cannot change", { type: "Cannot change" });
-    }
     const at = now.toISOString();
     const op = kv.atomic().check(entry);
     const notes: string[] = [];
@@ -549,44 +632,24 @@ export async function setChannelEnabled(
   enabled: boolean,
   now: Date,
 ): Promise<NotificationChannel> {
-  return await withRetry(async () => {
-    const entry = await kv.get<NotificationChannel>(channelKey(id));
-    const current = entry.value;
-    if (!current || !inScope(actor, channelScope(current))) {
-      throw new NotFoundError(`Notification channel ${id} not found`);
-    }
-    authorize(actor, "backup.manage", channelScope(current));
-    if (current.enabled === enabled) return { value: current };
-    const next = { ...current, enabled, updatedAt: now.toISOString() };
-    const op = kv.atomic().check(entry).set(channelKey(id), next);
-    appendAudit(op, actor, {
-      ...channelScope(current),
-      action: enabled ? "notification_channel.enable" : "notification_channel.disable",
-      objectType: "notification_channel",
-      objectId: id,
-      summary: `${enabled ? "Enabled" : "Disabled"} ${summarizeChannel(current)}`,
-    }, now);
-    return (await op.commit()).ok ? { value: next } : null;
-  });
+  return await setEnabled(kv, actor, CHANNEL, id, enabled, now);
 }
 
 /**
  * Deletes a channel with its vault secret, and removes it from the rules that use it, in one atomic
  * operation. Its delivery log stays; pending deliveries to it fail at their next attempt.
  */
-export async function deleteChannel(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<void> {
-  await withRetry(async () => {
-    const entry = await kv.get<NotificationChannel>(channelKey(id));
+export async function deleteChannel(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  now: Date,
+): Promise<NotificationChannel> {
+  return await withRetry(async () => {
+    const entry = await entryForChange(kv, actor, CHANNEL, id);
     const channel = entry.value;
-    if (!channel || !inScope(actor, channelScope(channel))) {
-      throw new NotFoundError(`Notification channel ${id} not found`);
-    }
-    authorize(actor, "backup.manage", channelScope(channel));
     const ruleIds = await listAccountIds(kv, ["notification_rules_by_account", channel.accountId]);
-    const ruleEntries: Deno.KvEntryMaybe<NotificationRule>[] = [];
-    for (let i = 0; i < ruleIds.length; i += 10) {
-      ruleEntries.push(...await kv.getMany<NotificationRule[]>(ruleIds.slice(i, i + 10).map(ruleKey)));
-    }
+    const ruleEntries = await getEntries<NotificationRule>(kv, ruleIds.map(ruleKey));
     const op = kv.atomic().check(entry)
       .delete(channelKey(id))
       .delete(channelsByAccountKey(channel.accountId, id));
@@ -606,7 +669,7 @@ export async function deleteChannel(kv: Deno.Kv, actor: Actor, id: string, now: 
       summary: `Deleted ${summarizeChannel(channel)} and its vault secret` +
         (detached ? `; removed it from ${detached} rule${detached === 1 ? "" : "s"}` : ""),
     }, now);
-    return (await op.commit()).ok ? { value: undefined } : null;
+    return (await op.commit()).ok ? { value: channel } : null;
   });
 }
 
@@ -619,9 +682,7 @@ export async function getRule(kv: Deno.Kv, id: string): Promise<NotificationRule
 
 /** Returns the rule if the actor may see it (its whole org scope); throws NotFoundError otherwise. */
 export async function requireRule(kv: Deno.Kv, actor: Actor, id: string): Promise<NotificationRule> {
-  const rule = await getRule(kv, id);
-  if (!rule || !inScope(actor, ruleScope(rule))) throw new NotFoundError(`Notification rule ${id} not found`);
-  return rule;
+  return (await requireEntry(kv, actor, RULE, id)).value;
 }
 
 /** Rules of the actor's account in scope, by name. */
@@ -643,27 +704,23 @@ async function checkRuleReferences(
   data: RuleData,
   /** Channel ids the rule already had: kept even when the actor cannot see them. */
   kept: ReadonlySet<string> = new Set(),
+  /** Channel entries already read in this attempt (the rule's current channels): not read again. */
+  known: ReadonlyMap<string, Deno.KvEntryMaybe<NotificationChannel>> = new Map(),
 ): Promise<Deno.KvEntryMaybe<unknown>[]> {
-  const entries: Deno.KvEntryMaybe<unknown>[] = [];
+  const entries = data.orgIds === "all" ? [] : await getEntries<Org>(kv, data.orgIds.map(orgKey));
   if (data.orgIds !== "all") {
-    const keys = data.orgIds.map(orgKey);
-    for (let i = 0; i < keys.length; i += 10) entries.push(...await kv.getMany(keys.slice(i, i + 10)));
     const bad = entries.some((e) => {
-      const org = e.value as Org | null;
+      const org = e.value;
       return !org || org.accountId !== accountId || !inScope(actor, { accountId, orgId: org.id });
     });
     if (bad) {
       throw new ValidationError("Unknown organization", { orgIds: "Choose organizations you can see" });
     }
   }
-  const channelEntries = await kv.getMany<NotificationChannel[]>(
-    data.channelIds.slice(0, 10).map(channelKey),
-  );
-  if (data.channelIds.length > 10) {
-    channelEntries.push(
-      ...await kv.getMany<NotificationChannel[]>(data.channelIds.slice(10).map(channelKey)),
-    );
-  }
+  const missing = data.channelIds.filter((id) => !known.has(id));
+  const fetched = await getEntries<NotificationChannel>(kv, missing.map(channelKey));
+  const byId = new Map([...known, ...missing.map((id, i) => [id, fetched[i]] as const)]);
+  const channelEntries = data.channelIds.map((id) => byId.get(id)!);
   const badChannel = channelEntries.some((e) =>
     !e.value || e.value.accountId !== accountId ||
     (!inScope(actor, channelScope(e.value)) && !kept.has(e.value.id))
@@ -671,7 +728,7 @@ async function checkRuleReferences(
   if (badChannel) {
     throw new ValidationError("Unknown channel", { channelIds: "Choose channels you can see" });
   }
-  return [...entries, ...channelEntries];
+  return [...entries, ...channelEntries] as Deno.KvEntryMaybe<unknown>[];
 }
 
 function summarizeRule(r: NotificationRule, channels: number): string {
@@ -744,12 +801,8 @@ export async function updateRule(
 ): Promise<NotificationRule> {
   const data = RuleInput.parse(input);
   return await withRetry(async () => {
-    const entry = await kv.get<NotificationRule>(ruleKey(id));
+    const entry = await entryForChange(kv, actor, RULE, id);
     const current = entry.value;
-    if (!current || !inScope(actor, ruleScope(current))) {
-      throw new NotFoundError(`Notification rule ${id} not found`);
-    }
-    authorize(actor, "backup.manage", ruleScope(current));
     const scope = { accountId: current.accountId, orgIds: data.orgIds };
     if (!inScope(actor, scope)) {
       throw new ValidationError("Outside your organizations", {
@@ -757,17 +810,27 @@ export async function updateRule(
       });
     }
     // The form lists only channels the actor can see: keep the others the rule already uses.
-    const hidden = (await getManyValues<NotificationChannel>(kv, current.channelIds.map(channelKey)))
-      .filter((c) => !inScope(actor, channelScope(c))).map((c) => c.id);
-    data.channelIds = [...new Set([...data.channelIds, ...hidden])].slice(0, 20);
-    const refs = await checkRuleReferences(kv, actor, current.accountId, data, new Set(hidden));
+    const currentChannels = await getEntries<NotificationChannel>(kv, current.channelIds.map(channelKey));
+    const known = new Map(current.channelIds.map((cid, i) => [cid, currentChannels[i]] as const));
+    const hidden = currentChannels.flatMap((e) =>
+      e.value && !inScope(actor, channelScope(e.value)) ? [e.value.id] : []
+    );
+    const channelIds = [...new Set([...data.channelIds, ...hidden])].slice(0, 20);
+    const refs = await checkRuleReferences(
+      kv,
+      actor,
+      current.accountId,
+      { ...data, channelIds },
+      new Set(hidden),
+      known,
+    );
     const next: NotificationRule = {
       ...current,
       orgIds: data.orgIds,
       name: data.name,
       minSeverity: data.minSeverity,
       events: data.events,
-      channelIds: data.channelIds,
+      channelIds,
       enabled: data.enabled,
       updatedAt: now.toISOString(),
     };
@@ -791,45 +854,28 @@ export async function setRuleEnabled(
   enabled: boolean,
   now: Date,
 ): Promise<NotificationRule> {
-  return await withRetry(async () => {
-    const entry = await kv.get<NotificationRule>(ruleKey(id));
-    const current = entry.value;
-    if (!current || !inScope(actor, ruleScope(current))) {
-      throw new NotFoundError(`Notification rule ${id} not found`);
-    }
-    authorize(actor, "backup.manage", ruleScope(current));
-    if (current.enabled === enabled) return { value: current };
-    const next = { ...current, enabled, updatedAt: now.toISOString() };
-    const op = kv.atomic().check(entry).set(ruleKey(id), next);
-    appendAudit(op, actor, {
-      ...ruleScope(current),
-      action: enabled ? "notification_rule.enable" : "notification_rule.disable",
-      objectType: "notification_rule",
-      objectId: id,
-      summary: `${enabled ? "Enabled" : "Disabled"} notification rule ${current.name}`,
-    }, now);
-    return (await op.commit()).ok ? { value: next } : null;
-  });
+  return await setEnabled(kv, actor, RULE, id, enabled, now);
 }
 
-/** Deletes a rule. */
-export async function deleteRule(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<void> {
-  await withRetry(async () => {
-    const entry = await kv.get<NotificationRule>(ruleKey(id));
+/** Deletes a rule; returns what it was. */
+export async function deleteRule(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  now: Date,
+): Promise<NotificationRule> {
+  return await withRetry(async () => {
+    const entry = await entryForChange(kv, actor, RULE, id);
     const rule = entry.value;
-    if (!rule || !inScope(actor, ruleScope(rule))) {
-      throw new NotFoundError(`Notification rule ${id} not found`);
-    }
-    authorize(actor, "backup.manage", ruleScope(rule));
     const op = kv.atomic().check(entry).delete(ruleKey(id)).delete(rulesByAccountKey(rule.accountId, id));
     appendAudit(op, actor, {
       ...ruleScope(rule),
       action: "notification_rule.delete",
       objectType: "notification_rule",
       objectId: id,
-      summary: `Deleted notification rule ${rule.name}`,
+      summary: `Deleted ${RULE.summarize(rule)}`,
     }, now);
-    return (await op.commit()).ok ? { value: undefined } : null;
+    return (await op.commit()).ok ? { value: rule } : null;
   });
 }
 
@@ -960,10 +1006,7 @@ export async function dispatchAlertEvents(
     const payload = payloadOf(event, alert);
     const op = kv.atomic().check(entry).delete(alertEventKey(event.id));
     for (const { channel, ruleIds } of routes) {
-      const delivery = newDelivery(channel, payload, ruleIds, now);
-      const [primary, byAccount, byChannel] = deliveryKeys(delivery);
-      op.set(primary, delivery).set(byAccount, delivery.id).set(byChannel, delivery.id)
-        .set(deliveryDueKey(delivery.dueMs!, delivery.id), delivery.id);
+      setDelivery(op, newDelivery(channel, payload, ruleIds, now));
     }
     if ((await op.commit()).ok) {
       events++;
@@ -1271,34 +1314,20 @@ async function deliverOne(
   const claimed = { key: deliveryKey(id), versionstamp: claim.versionstamp };
   const number = delivery.attempts.length + 1;
   const channel = await getChannel(kv, delivery.channelId);
-  let result: DeliveryAttempt;
-  if (!channel) {
-    result = {
+  const result: DeliveryAttempt = channel?.enabled
+    ? await attempt(kv, leased, channel, number, now, options)
+    : {
       number,
       at: now.toISOString(),
       ok: false,
       durationMs: 0,
       httpStatus: null,
       smtpReply: null,
-      error: "Not sent: the channel was deleted",
+      error: channel ? "Not sent: the channel is disabled" : "Not sent: the channel was deleted",
     };
-  } else if (!channel.enabled) {
-    result = {
-      number,
-      at: now.toISOString(),
-      ok: false,
-      durationMs: 0,
-      httpStatus: null,
-      smtpReply: null,
-      error: "Not sent: the channel is disabled",
-    };
-  } else {
-    result = await attempt(kv, leased, channel, number, now, options);
-  }
+  const next = afterAttempt(leased, result, now);
   // A missing or disabled channel will not recover by retrying: give up now.
-  const next = channel?.enabled
-    ? afterAttempt(leased, result, now)
-    : { ...afterAttempt(leased, result, now), status: "failed" as const, nextAttemptAt: null, dueMs: null };
+  if (!channel?.enabled) Object.assign(next, { status: "failed", nextAttemptAt: null, dueMs: null });
   return (await finish(kv, claimed, leased, next)) ? next.status : null;
 }
 
@@ -1345,8 +1374,7 @@ export async function sendTestNotification(
   options: SendOptions & { now: Date },
 ): Promise<NotificationDelivery> {
   const { now } = options;
-  const channel = await requireChannel(kv, actor, channelId);
-  authorize(actor, "backup.manage", channelScope(channel));
+  const channel = (await entryForChange(kv, actor, CHANNEL, channelId)).value;
   const payload: NotificationPayload = {
     event: "test",
     alertId: null,
@@ -1370,8 +1398,7 @@ export async function sendTestNotification(
     nextAttemptAt: null,
     dueMs: null,
   };
-  const [primary, byAccount, byChannel] = deliveryKeys(delivery);
-  const op = kv.atomic().set(primary, delivery).set(byAccount, delivery.id).set(byChannel, delivery.id);
+  const op = setDelivery(kv.atomic(), delivery);
   appendAudit(op, actor, {
     ...channelScope(channel),
     action: "notification_channel.test",

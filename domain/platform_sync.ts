@@ -228,41 +228,51 @@ export async function syncPlatform(
   } finally {
     connector?.close();
     report.endedAt = now.toISOString();
-    await recordSync(kv, id, report, nextState, now);
+    // A sync a user asked for is audited in the same atomic operation that records its report.
+    const audit = options.actor
+      ? (op: Deno.AtomicOperation) =>
+        appendAudit(op, actor, {
+          accountId: found.accountId,
+          orgId: found.orgId,
+          action: "platform.sync",
+          objectType: "platform",
+          objectId: id,
+          summary: `Synced platform ${found.name}: ${report.status}${
+            report.error ? ` (${report.error})` : ""
+          }`,
+        }, now)
+      : undefined;
+    await recordSync(kv, id, report, nextState, now, audit);
     await releaseLock(kv, id, token);
-  }
-  if (options.actor) {
-    const op = kv.atomic();
-    appendAudit(op, actor, {
-      accountId: found.accountId,
-      orgId: found.orgId,
-      action: "platform.sync",
-      objectType: "platform",
-      objectId: id,
-      summary: `Synced platform ${found.name}: ${report.status}${report.error ? ` (${report.error})` : ""}`,
-    }, now);
-    await op.commit();
   }
   return report;
 }
 
+/** Stores the report (and the next sync state) on the platform, with `audit` in the same operation. */
 async function recordSync(
   kv: Deno.Kv,
   id: string,
   report: SyncReport,
   state: Platform["syncState"] | null,
   now: Date,
+  audit?: (op: Deno.AtomicOperation) => void,
 ): Promise<void> {
   for (let i = 0; i < 10; i++) {
     const entry = await kv.get<Platform>(platformKey(id));
-    if (!entry.value) return;
-    const next: Platform = {
-      ...entry.value,
-      lastSync: report,
-      lastSuccessAt: report.status === "success" ? now.toISOString() : entry.value.lastSuccessAt,
-      syncState: state ?? entry.value.syncState,
-    };
-    if ((await kv.atomic().check(entry).set(platformKey(id), next).commit()).ok) return;
+    const op = kv.atomic().check(entry);
+    audit?.(op);
+    if (entry.value) {
+      op.set(
+        platformKey(id),
+        {
+          ...entry.value,
+          lastSync: report,
+          lastSuccessAt: report.status === "success" ? now.toISOString() : entry.value.lastSuccessAt,
+          syncState: state ?? entry.value.syncState,
+        } satisfies Platform,
+      );
+    } else if (!audit) return; // deleted meanwhile: nothing to record
+    if ((await op.commit()).ok) return;
   }
 }
 

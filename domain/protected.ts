@@ -10,7 +10,7 @@ import { z } from "zod";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { NotFoundError } from "./errors.ts";
 import type { Host } from "./hosts.ts";
-import { getManyValues } from "./kv.ts";
+import { COUNT_DOWN, COUNT_UP, getManyValues } from "./kv.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, inScope } from "./rbac.ts";
 
@@ -223,9 +223,6 @@ function indexEntries(o: ProtectedObject): Map<string, Deno.KvKey> {
   return out;
 }
 
-const ONE = new Deno.KvU64(1n);
-const MINUS_ONE = new Deno.KvU64((1n << 64n) - 1n); // sums wrap modulo 2^64: adding this subtracts one
-
 function metricsOf(o: ProtectedObject | null): Record<ObjectMetric, number> {
   const active = o?.protection === "active";
   return {
@@ -256,7 +253,7 @@ export function writeProtected(
   for (const metric of ["protected", "at_risk", "breached"] as const) {
     const delta = b[metric] - a[metric];
     if (delta !== 0) {
-      op.sum(objectCountKey(after.accountId, after.orgId, metric), delta > 0 ? ONE.value : MINUS_ONE.value);
+      op.sum(objectCountKey(after.accountId, after.orgId, metric), delta > 0 ? COUNT_UP : COUNT_DOWN);
     }
   }
   const delta = b.protected - a.protected;
@@ -271,9 +268,9 @@ export function writeProtected(
   op.set(hostCoverageKey(after.hostId), { accountId: after.accountId, orgId: after.orgId, active });
   // A host without a coverage entry was never counted (enrolled before the counters existed).
   if (coverage.value && current === 0 && active > 0) {
-    op.sum(unprotectedHostsKey(after.accountId, after.orgId), MINUS_ONE.value);
+    op.sum(unprotectedHostsKey(after.accountId, after.orgId), COUNT_DOWN);
   }
-  if (current > 0 && active === 0) op.sum(unprotectedHostsKey(after.accountId, after.orgId), ONE.value);
+  if (current > 0 && active === 0) op.sum(unprotectedHostsKey(after.accountId, after.orgId), COUNT_UP);
 }
 
 /**
@@ -288,7 +285,7 @@ export function deleteProtected(op: Deno.AtomicOperation, before: ProtectedObjec
   for (const key of indexEntries(before).values()) op.delete(key);
   const metrics = metricsOf(before);
   for (const metric of ["protected", "at_risk", "breached"] as const) {
-    if (metrics[metric]) op.sum(objectCountKey(before.accountId, before.orgId, metric), MINUS_ONE.value);
+    if (metrics[metric]) op.sum(objectCountKey(before.accountId, before.orgId, metric), COUNT_DOWN);
   }
 }
 
@@ -296,7 +293,7 @@ export function deleteProtected(op: Deno.AtomicOperation, before: ProtectedObjec
 export function countNewHost(op: Deno.AtomicOperation, host: Pick<Host, "id" | "accountId" | "orgId">): void {
   op.check({ key: hostCoverageKey(host.id), versionstamp: null })
     .set(hostCoverageKey(host.id), { accountId: host.accountId, orgId: host.orgId, active: 0 })
-    .sum(unprotectedHostsKey(host.accountId, host.orgId), ONE.value);
+    .sum(unprotectedHostsKey(host.accountId, host.orgId), COUNT_UP);
 }
 
 // ---------------------------------------------------------------------------------------------------

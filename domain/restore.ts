@@ -259,9 +259,12 @@ function hostsInScope(actor: Actor, object: { accountId: string; hostOrgIds?: st
   return (object.hostOrgIds ?? []).every((orgId) => inScope(actor, { accountId: object.accountId, orgId }));
 }
 
+/** The policy fields a view shows (a view carries them, so its chain needs no second read). */
+type PolicyFacts = Pick<Policy, "id" | "accountId" | "orgId" | "name" | "backupType">;
+
 function toView(
   point: RestorePoint,
-  policy: Policy,
+  policy: PolicyFacts,
   engine: Pick<Engine, "name"> | null,
   host: Pick<Host, "hostname" | "orgId"> | null,
 ): RestorePointView {
@@ -281,7 +284,7 @@ function toView(
 async function toViews(
   kv: Deno.Kv,
   points: RestorePoint[],
-  policies: Map<string, Policy>,
+  policies: Map<string, PolicyFacts>,
 ): Promise<RestorePointView[]> {
   const engineIds = [...new Set(points.map((p) => p.engineId))];
   const hostIds = [...new Set(points.map((p) => p.hostId).filter((id): id is string => Boolean(id)))];
@@ -405,6 +408,15 @@ export async function listRestorePoints(
  * backup.restore.
  */
 export async function requireRestorePoint(kv: Deno.Kv, actor: Actor, id: string): Promise<RestorePointView> {
+  return (await loadPoint(kv, actor, id)).point;
+}
+
+/** `requireRestorePoint` with the engine and host it read, so a request does not read them again. */
+async function loadPoint(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+): Promise<{ point: RestorePointView; engine: Engine | null; host: Host | null }> {
   requireIdShape(id, "Restore point");
   const point = (await kv.get<RestorePoint>(restorePointKey(id))).value;
   const policy = point ? (await kv.get<Policy>(["policies", point.policyId])).value : null;
@@ -419,7 +431,7 @@ export async function requireRestorePoint(kv: Deno.Kv, actor: Actor, id: string)
     throw new NotFoundError(`Restore point ${id} not found`);
   }
   authorize(actor, "backup.restore", policyScope(policy));
-  return toView(point, policy, engine.value, host.value);
+  return { point: toView(point, policy, engine.value, host.value), engine: engine.value, host: host.value };
 }
 
 function isFull(p: Pick<RestorePoint, "type">): boolean {
@@ -467,7 +479,11 @@ async function visitPoints(
  * finds its chain as quickly as the newest one.
  */
 export async function restorePointChain(kv: Deno.Kv, actor: Actor, id: string): Promise<RestorePointView[]> {
-  const point = await requireRestorePoint(kv, actor, id);
+  return await chainOf(kv, await requireRestorePoint(kv, actor, id));
+}
+
+/** The chain of a point already read through `requireRestorePoint` (which checked the scope). */
+export async function chainOf(kv: Deno.Kv, point: RestorePointView): Promise<RestorePointView[]> {
   const prefix = ["restore_points_by_policy", point.policyId];
   const chain: RestorePoint[] = [];
   const sameHost = (p: RestorePoint) => p.hostId === point.hostId;
@@ -488,7 +504,13 @@ export async function restorePointChain(kv: Deno.Kv, actor: Actor, id: string): 
     Number(isFull(b)) - Number(isFull(a)) || a.completedAt.localeCompare(b.completedAt) ||
     a.id.localeCompare(b.id)
   );
-  const policy = (await kv.get<Policy>(["policies", point.policyId])).value!;
+  const policy: PolicyFacts = {
+    id: point.policyId,
+    accountId: point.accountId,
+    orgId: point.orgId,
+    name: point.policyName,
+    backupType: point.backupType,
+  };
   return await toViews(kv, chain, new Map([[policy.id, policy]]));
 }
 
@@ -525,8 +547,7 @@ function requireComplete(point: RestorePointView, what: string): void {
 }
 
 /** The point's BES as a job payload sees it (where the agent fetches manifests and chunks). */
-async function besEndpoint(kv: Deno.Kv, engineId: string) {
-  const engine = (await kv.get<Engine>(engineKey(engineId))).value;
+function besEndpoint(engine: Engine | null, engineId: string) {
   return engine
     ? { id: engine.id, endpoint: `https://${engine.hostname}:${engine.port}`, ipAddress: engine.ipAddress }
     : { id: engineId, endpoint: null, ipAddress: null };
@@ -705,6 +726,16 @@ function searchWithJob(state: SearchState, job: Job | null, now: string): Search
   return state;
 }
 
+/** What every job on a restore point carries about the point. */
+function pointPayload(point: RestorePointView) {
+  return {
+    restorePointId: point.id,
+    engineRestorePointId: point.engineRestorePointId ?? point.id,
+    policyId: point.policyId,
+    completedAt: point.completedAt,
+  };
+}
+
 async function readJob(kv: Deno.Kv, id: string): Promise<Job | null> {
   return (await kv.get<Job>(jobKey(id))).value;
 }
@@ -722,6 +753,17 @@ export async function requestBrowse(
   path: string | undefined,
   now: Date,
 ): Promise<BrowseState> {
+  return (await browse(kv, actor, restorePointId, path, now)).state;
+}
+
+/** `requestBrowse`, also saying whether this call queued a new job (false: the kept state answered). */
+export async function browse(
+  kv: Deno.Kv,
+  actor: Actor,
+  restorePointId: string,
+  path: string | undefined,
+  now: Date,
+): Promise<{ state: BrowseState; queued: boolean }> {
   const point = await requireRestorePoint(kv, actor, restorePointId);
   const normalized = parseOr422(RestorePath, path || "/", "path");
   requireComplete(point, "browsed");
@@ -730,7 +772,7 @@ export async function requestBrowse(
     const entry = await kv.get<BrowseState>(key);
     if (entry.value) {
       const current = browseWithJob(entry.value, await readJob(kv, entry.value.jobId), now.toISOString());
-      if (current.status !== "failed") return current;
+      if (current.status !== "failed") return { state: current, queued: false };
     }
     const op = kv.atomic().check(entry);
     const job = queueJobInOp(op, {
@@ -739,14 +781,7 @@ export async function requestBrowse(
       accountId: point.accountId,
       orgId: point.orgId,
       priority: "high",
-      payload: {
-        restorePointId: point.id,
-        engineRestorePointId: point.engineRestorePointId ?? point.id,
-        policyId: point.policyId,
-        hostId: point.hostId,
-        completedAt: point.completedAt,
-        path: normalized,
-      },
+      payload: { ...pointPayload(point), hostId: point.hostId, path: normalized },
     }, now);
     const at = now.toISOString();
     const state: BrowseState = {
@@ -774,7 +809,7 @@ export async function requestBrowse(
         point.hostName ?? "BES"
       })`,
     }, now);
-    if ((await op.commit()).ok) return state;
+    if ((await op.commit()).ok) return { state, queued: true };
   }
   throw new ConflictError("The browse request conflicted repeatedly; try again");
 }
@@ -815,11 +850,8 @@ export async function requestSearch(
     orgId: point.orgId,
     priority: "high",
     payload: {
-      restorePointId: point.id,
-      engineRestorePointId: point.engineRestorePointId ?? point.id,
-      policyId: point.policyId,
+      ...pointPayload(point),
       hostId: point.hostId,
-      completedAt: point.completedAt,
       query: q,
       mode: /[*?[]/.test(q) ? "glob" : "name",
       maxMatches: MAX_SEARCH_MATCHES,
@@ -872,7 +904,8 @@ export async function getSearch(kv: Deno.Kv, actor: Actor, searchId: string): Pr
 // ---------------------------------------------------------------------------------------------------
 // Restores
 
-const Id = z.string({ error: "is required" }).regex(/^[0-9A-Z]{26}$/, "must be an id");
+const Id = z.string({ error: "is required" }).regex(ID_PATTERN, "must be an id");
+const Overwrite = z.boolean({ error: "must be true or false" }).default(false);
 const OptionalId = z.union([z.literal("").transform(() => undefined), Id]).optional();
 
 /** A file-level restore: paths to restore, where, and whether to overwrite. */
@@ -882,7 +915,7 @@ export const FileRestoreInput = z.object({
   /** Defaults to the point's host. */
   targetHostId: OptionalId,
   targetPath: RestorePath,
-  overwrite: z.boolean({ error: "must be true or false" }).default(false),
+  overwrite: Overwrite,
 });
 export type FileRestoreInput = z.input<typeof FileRestoreInput>;
 
@@ -891,7 +924,7 @@ export const ImageRestoreInput = z.object({
   restorePointId: Id,
   targetHostId: Id,
   targetPath: RestorePath,
-  overwrite: z.boolean({ error: "must be true or false" }).default(false),
+  overwrite: Overwrite,
 });
 export type ImageRestoreInput = z.input<typeof ImageRestoreInput>;
 
@@ -984,8 +1017,9 @@ async function requireTargetHost(
   actor: Actor,
   point: RestorePointView,
   hostId: string,
+  known: Host | null = null,
 ): Promise<Host> {
-  const host = (await kv.get<Host>(hostKey(hostId))).value;
+  const host = known?.id === hostId ? known : (await kv.get<Host>(hostKey(hostId))).value;
   if (!host || host.accountId !== point.accountId || !inScope(actor, hostScope(host))) {
     throw new NotFoundError(`Target host ${hostId} not found`);
   }
@@ -1045,6 +1079,52 @@ function describePoint(point: RestorePointView): string {
 }
 
 /**
+ * Queues a restore's job, writes the restore and its audit entry in one atomic operation (plus `extra`
+ * writes, such as a BMR token); false when the commit lost a race.
+ */
+async function commitRestore(
+  kv: Deno.Kv,
+  actor: Actor,
+  point: RestorePointView,
+  restore: RestoreRequest,
+  job: {
+    kind: "restore_files" | "restore_image" | "bmr";
+    principal: string;
+    payload: Record<string, unknown>;
+  },
+  audit: { action: string; summary: string },
+  now: Date,
+  extra?: (op: Deno.AtomicOperation) => void,
+): Promise<boolean> {
+  const op = kv.atomic();
+  queueJobInOp(op, {
+    id: restore.jobId,
+    kind: job.kind,
+    principal: job.principal,
+    accountId: point.accountId,
+    orgId: point.orgId,
+    priority: restore.priority,
+    payload: { restoreId: restore.id, ...pointPayload(point), sourceHostId: point.hostId, ...job.payload },
+  }, now);
+  writeRestore(op, restore);
+  extra?.(op);
+  appendAudit(op, actor, {
+    accountId: point.accountId,
+    orgId: point.orgId,
+    action: audit.action,
+    objectType: "restore",
+    objectId: restore.id,
+    summary: audit.summary,
+  }, now);
+  return (await op.commit()).ok;
+}
+
+/** What an image or bare-metal restore job carries about the whole point. */
+function imagePayload(point: RestorePointView) {
+  return { chainId: point.chainId, sizeBytes: point.sizeBytes, fileCount: point.fileCount };
+}
+
+/**
  * Restores files and folders of a complete restore point: a `restore_files` job on the target host's
  * agent (default: the point's own host), priority high. The target host must be in the point's account
  * and in the actor's scope (else NotFoundError). Long path lists are stored in chunks the agent fetches
@@ -1057,7 +1137,8 @@ export async function requestFileRestore(
   now: Date,
 ): Promise<RestoreRequest> {
   const data = FileRestoreInput.parse(input);
-  const point = await requireRestorePoint(kv, actor, data.restorePointId);
+  const loaded = await loadPoint(kv, actor, data.restorePointId);
+  const { point } = loaded;
   requireComplete(point, "restored");
   const targetHostId = data.targetHostId ?? point.hostId;
   if (!targetHostId) {
@@ -1068,7 +1149,7 @@ export async function requestFileRestore(
       },
     );
   }
-  const host = await requireTargetHost(kv, actor, point, targetHostId);
+  const host = await requireTargetHost(kv, actor, point, targetHostId, loaded.host);
   const ids = { id: newId(now), jobId: newId(now) };
   const inline = data.paths.reduce((sum, p) => sum + pathWeight(p), 0) <= INLINE_PATH_BUDGET;
   const chunks = inline ? [] : chunkPaths(data.paths, CHUNK_PATH_BUDGET);
@@ -1098,41 +1179,24 @@ export async function requestFileRestore(
     now,
     host,
   );
-  const op = kv.atomic();
-  queueJobInOp(op, {
-    id: ids.jobId,
+  const queued = await commitRestore(kv, actor, point, restore, {
     kind: "restore_files",
     principal: `agent:${host.id}`,
-    accountId: point.accountId,
-    orgId: point.orgId,
-    priority: "high",
     payload: {
-      restoreId: restore.id,
-      restorePointId: point.id,
-      engineRestorePointId: point.engineRestorePointId ?? point.id,
-      policyId: point.policyId,
-      sourceHostId: point.hostId,
-      completedAt: point.completedAt,
-      bes: await besEndpoint(kv, point.engineId),
+      bes: besEndpoint(loaded.engine, point.engineId),
       targetPath: data.targetPath,
       overwrite: data.overwrite,
       pathCount: data.paths.length,
       paths: inline ? data.paths : null,
       pathChunks: chunks.length,
     },
-  }, now);
-  writeRestore(op, restore);
-  appendAudit(op, actor, {
-    accountId: point.accountId,
-    orgId: point.orgId,
+  }, {
     action: "restore.files",
-    objectType: "restore",
-    objectId: restore.id,
     summary: `Requested a file restore of ${data.paths.length} path(s) from ${
       describePoint(point)
     } to ${host.hostname}:${data.targetPath}${data.overwrite ? ", overwriting existing files" : ""}`,
   }, now);
-  if (!(await op.commit()).ok) {
+  if (!queued) {
     await deleteChunks(kv, ids.id, chunks.length);
     throw new ConflictError("The restore could not be queued; try again");
   }
@@ -1159,7 +1223,8 @@ export async function requestImageRestore(
   now: Date,
 ): Promise<RestoreRequest> {
   const data = ImageRestoreInput.parse(input);
-  const point = await requireRestorePoint(kv, actor, data.restorePointId);
+  const loaded = await loadPoint(kv, actor, data.restorePointId);
+  const { point } = loaded;
   if (point.backupType !== "image") {
     throw new ValidationError(
       `Image restore needs a restore point of an image policy; ${point.policyName} backs up files (use file restore)`,
@@ -1167,7 +1232,7 @@ export async function requestImageRestore(
     );
   }
   requireComplete(point, "restored");
-  const host = await requireTargetHost(kv, actor, point, data.targetHostId);
+  const host = await requireTargetHost(kv, actor, point, data.targetHostId, loaded.host);
   const ids = { id: newId(now), jobId: newId(now) };
   const restore = newRestore(
     actor,
@@ -1187,41 +1252,22 @@ export async function requestImageRestore(
     now,
     host,
   );
-  const op = kv.atomic();
-  queueJobInOp(op, {
-    id: ids.jobId,
+  const queued = await commitRestore(kv, actor, point, restore, {
     kind: "restore_image",
     principal: `agent:${host.id}`,
-    accountId: point.accountId,
-    orgId: point.orgId,
-    priority: "critical",
     payload: {
-      restoreId: restore.id,
-      restorePointId: point.id,
-      engineRestorePointId: point.engineRestorePointId ?? point.id,
-      chainId: point.chainId,
-      policyId: point.policyId,
-      sourceHostId: point.hostId,
-      completedAt: point.completedAt,
-      sizeBytes: point.sizeBytes,
-      fileCount: point.fileCount,
-      bes: await besEndpoint(kv, point.engineId),
+      ...imagePayload(point),
+      bes: besEndpoint(loaded.engine, point.engineId),
       targetPath: data.targetPath,
       overwrite: data.overwrite,
     },
-  }, now);
-  writeRestore(op, restore);
-  appendAudit(op, actor, {
-    accountId: point.accountId,
-    orgId: point.orgId,
+  }, {
     action: "restore.image",
-    objectType: "restore",
-    objectId: restore.id,
     summary: `Requested an image restore of ${describePoint(point)} to ${host.hostname}:${data.targetPath}${
       data.overwrite ? ", overwriting existing data" : ""
     }`,
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("The restore could not be queued; try again");
+  if (!queued) throw new ConflictError("The restore could not be queued; try again");
   return restore;
 }
 
@@ -1268,9 +1314,8 @@ export async function requestBmr(
   now: Date,
 ): Promise<{ restore: RestoreRequest; token: string; expiresAt: string; instructions: string[] }> {
   const data = BmrInput.parse(input);
-  const point = await requireRestorePoint(kv, actor, data.restorePointId);
+  const { point, engine } = await loadPoint(kv, actor, data.restorePointId);
   requireComplete(point, "used for a bare-metal restore");
-  const engine = (await kv.get<Engine>(engineKey(point.engineId))).value;
   if (!engine || !engineOnlineAt(engine, now)) {
     const last = engine?.lastHeartbeatAt ? ` (last heartbeat ${engine.lastHeartbeatAt})` : "";
     throw new ValidationError(
@@ -1317,49 +1362,38 @@ export async function requestBmr(
     usedAt: null,
     createdAt: now.toISOString(),
   };
-  const op = kv.atomic();
-  queueJobInOp(op, {
-    id: ids.jobId,
-    kind: "bmr",
-    principal: `bes:${engine.id}`,
-    accountId: point.accountId,
-    orgId: point.orgId,
-    priority: "critical",
-    payload: {
-      restoreId: restore.id,
-      restorePointId: point.id,
-      engineRestorePointId: point.engineRestorePointId ?? point.id,
-      chainId: point.chainId,
-      policyId: point.policyId,
-      sourceHostId: point.hostId,
-      completedAt: point.completedAt,
-      sizeBytes: point.sizeBytes,
-      fileCount: point.fileCount,
-      mode: data.mode,
-      pxeNetwork: data.mode === "pxe" ? engine.pxeNetwork : null,
-      tokenId: tokenHash,
-      tokenExpiresAt: expiresAt,
+  const queued = await commitRestore(
+    kv,
+    actor,
+    point,
+    restore,
+    {
+      kind: "bmr",
+      principal: `bes:${engine.id}`,
+      payload: {
+        ...imagePayload(point),
+        mode: data.mode,
+        pxeNetwork: data.mode === "pxe" ? engine.pxeNetwork : null,
+        tokenId: tokenHash,
+        tokenExpiresAt: expiresAt,
+      },
     },
-  }, now);
-  writeRestore(op, restore);
-  // The explicit expiresAt decides; expireIn only collects the record some time after.
-  op.check({ key: bmrTokenKey(tokenHash), versionstamp: null })
-    .set(bmrTokenKey(tokenHash), record, { expireIn: BMR_TOKEN_TTL_MS + 86_400_000 });
-  appendAudit(op, actor, {
-    accountId: point.accountId,
-    orgId: point.orgId,
-    action: "restore.bmr",
-    objectType: "restore",
-    objectId: restore.id,
-    summary:
-      `Requested a bare-metal restore (${data.mode}) of ${
-        describePoint(point)
-      } through BES ${engine.name}; ` +
-      `one-time token expires ${expiresAt}`,
-  }, now);
-  if (!(await op.commit()).ok) {
-    throw new ConflictError("The bare-metal restore could not be queued; try again");
-  }
+    {
+      action: "restore.bmr",
+      summary:
+        `Requested a bare-metal restore (${data.mode}) of ${
+          describePoint(point)
+        } through BES ${engine.name}; ` +
+        `one-time token expires ${expiresAt}`,
+    },
+    now,
+    (op) => {
+      // The explicit expiresAt decides; expireIn only collects the record some time after.
+      op.check({ key: bmrTokenKey(tokenHash), versionstamp: null })
+        .set(bmrTokenKey(tokenHash), record, { expireIn: BMR_TOKEN_TTL_MS + 86_400_000 });
+    },
+  );
+  if (!queued) throw new ConflictError("The bare-metal restore could not be queued; try again");
   return { restore, token, expiresAt, instructions: bmrInstructions(data.mode, engine, expiresAt) };
 }
 
@@ -1532,19 +1566,35 @@ export async function listRestores(
   const found: RestoreRequest[] = [];
   let scanned = 0;
   let last = "";
-  let more = false;
-  for await (const e of kv.list(selector, { reverse: true, batchSize: 200 })) {
-    if (found.length >= limit || scanned >= RESTORE_POINT_SCAN_LIMIT) {
-      more = true;
-      break;
+  let done = false;
+  const iter = kv.list(selector, { reverse: true, batchSize: 200 })[Symbol.asyncIterator]();
+  // Index entries are read in batches no larger than what the page still needs, their restores in one
+  // getMany per batch (the system's prefix holds the restores themselves).
+  while (!done && found.length < limit && scanned < RESTORE_POINT_SCAN_LIMIT) {
+    const want = Math.min(limit - found.length, RESTORE_POINT_SCAN_LIMIT - scanned);
+    const batch: Deno.KvEntry<unknown>[] = [];
+    while (batch.length < want) {
+      const step = await iter.next();
+      if (step.done) {
+        done = true;
+        break;
+      }
+      batch.push(step.value);
     }
-    scanned++;
-    last = String(e.key[e.key.length - 1]);
-    const restore = typeof e.value === "string"
-      ? (await kv.get<RestoreRequest>(restoreKey(e.value))).value
-      : e.value as RestoreRequest;
-    if (restore && can(actor, "backup.restore", restore) && hostsInScope(actor, restore)) found.push(restore);
+    const ids = batch.flatMap((e) => typeof e.value === "string" ? [e.value] : []);
+    const byId = new Map(
+      (await getManyValues<RestoreRequest>(kv, ids.map(restoreKey))).map((r) => [r.id, r]),
+    );
+    for (const e of batch) {
+      scanned++;
+      last = String(e.key[e.key.length - 1]);
+      const restore = typeof e.value === "string" ? byId.get(e.value) : e.value as RestoreRequest;
+      if (restore && can(actor, "backup.restore", restore) && hostsInScope(actor, restore)) {
+        found.push(restore);
+      }
+    }
   }
+  const more = !done && !(await iter.next()).done;
   const jobs = new Map((await getJobs(kv, found.map((r) => r.jobId))).map((j) => [j.id, j]));
   return {
     values: found.map((r) => restoreWithJob(r, jobs.get(r.jobId) ?? null, r.updatedAt)),

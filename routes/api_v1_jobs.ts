@@ -75,11 +75,8 @@ apiV1Jobs.openapi(
   }),
   async (c) => {
     const { job, retry } = await getJob(c.get("deps").kv, c.get("actor")!, c.req.valid("param").jobId);
-    return c.json({
-      ...job,
-      activeHosts: retry.hosts,
-      retry: { allowed: retryBlockedReason(retry.facts) === null, reason: retryBlockedReason(retry.facts) },
-    }, 200);
+    const reason = retryBlockedReason(retry.facts);
+    return c.json({ ...job, activeHosts: retry.hosts, retry: { allowed: reason === null, reason } }, 200);
   },
 );
 

@@ -159,8 +159,8 @@ apiV1Platforms.openapi(
   async (c) => {
     const { kv, clock, masterKey } = c.get("deps");
     const actor = c.get("actor")!;
+    // syncPlatform checks the actor's scope and permission (NotFoundError / ForbiddenError).
     const id = c.req.valid("param").platformId;
-    await requirePlatform(kv, actor, id);
     return c.json(await syncPlatform(kv, id, { masterKey, now: clock(), actor }), 200);
   },
 );

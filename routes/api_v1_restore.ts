@@ -5,19 +5,19 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import {
+  browse,
+  chainOf,
   getBrowse,
   getRestore,
   getSearch,
   listRestorePoints,
   listRestores,
   requestBmr,
-  requestBrowse,
   requestFileRestore,
   requestImageRestore,
   requestSearch,
   requireRestorePoint,
   RESTORE_POINT_STATUSES,
-  restorePointChain,
   VERIFICATION_STATUSES,
 } from "../domain/restore.ts";
 import { NotFoundError } from "../domain/errors.ts";
@@ -99,10 +99,8 @@ apiV1Restore.openapi(
     const { kv } = c.get("deps");
     const actor = c.get("actor")!;
     const { restorePointId } = c.req.valid("param");
-    const [restorePoint, chain] = await Promise.all([
-      requireRestorePoint(kv, actor, restorePointId),
-      restorePointChain(kv, actor, restorePointId),
-    ]);
+    const restorePoint = await requireRestorePoint(kv, actor, restorePointId);
+    const chain = await chainOf(kv, restorePoint);
     return c.json({ restorePoint, chain }, 200);
   },
 );
@@ -158,9 +156,8 @@ apiV1Restore.openapi(
     const actor = c.get("actor")!;
     const { restorePointId } = c.req.valid("param");
     const { path } = c.req.valid("query");
-    const before = await getBrowse(kv, actor, restorePointId, path);
-    const state = await requestBrowse(kv, actor, restorePointId, path, now);
-    return before?.jobId === state.jobId ? c.json(state, 200) : c.json(state, 202);
+    const { state, queued } = await browse(kv, actor, restorePointId, path, now);
+    return queued ? c.json(state, 202) : c.json(state, 200);
   },
 );
 

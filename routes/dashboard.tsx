@@ -6,6 +6,7 @@
  * rendered without it; deep links into Restore fail closed there for users without backup.restore.
  */
 import { Hono } from "hono";
+import { z } from "zod";
 import type { Context } from "hono";
 import { renderToString } from "preact-render-to-string";
 import { Island } from "../components/Island.tsx";
@@ -37,6 +38,9 @@ import { formatDuration } from "./protected.tsx";
 import { redirectWithNotice, render } from "./render.tsx";
 
 export const dashboardRoutes = new Hono<AppEnv>();
+
+/** The heatmap fragment's page of policies; a bad value falls back to the first page. */
+const HeatmapQuery = z.object({ offset: z.coerce.number().int().min(0).max(1_000_000).catch(0) });
 
 /** The sections in page order: name, title, and the guide's colour for the exception queues. */
 export const SECTIONS = [
@@ -338,7 +342,7 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
       );
     }
     case "heatmap": {
-      const offset = Math.max(0, Number(c.req.query("offset") ?? 0) | 0);
+      const { offset } = HeatmapQuery.parse(c.req.query());
       const { rows, total, dayLabels } = await readHeatmap(kv, actor, now, { offset, limit: 15 });
       if (!rows.length) return renderToString(<Empty text="No backup policies yet" />);
       return renderToString(<Heatmap rows={rows} dayLabels={dayLabels} total={total} offset={offset} />);

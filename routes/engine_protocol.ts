@@ -4,7 +4,7 @@
  * worked example is in docs/engine-protocol.md.
  */
 import { createRoute, OpenAPIHono, z } from "@hono/zod-openapi";
-import type { MiddlewareHandler } from "hono";
+import type { Context, MiddlewareHandler } from "hono";
 import { applyJobOutcome, requestPrePatch } from "../domain/runs.ts";
 import {
   applyHeartbeat,
@@ -141,16 +141,43 @@ async function tenantFromSecret(c: Parameters<MiddlewareHandler<AppEnv>>[0]) {
   return tenant;
 }
 
+const json = <T extends z.ZodTypeAny>(schema: T) => ({ "application/json": { schema } });
+/** A required JSON request body. */
+const jsonBody = <T extends z.ZodTypeAny>(schema: T) => ({ content: json(schema), required: true });
+/** A JSON response. */
+const reply = <T extends z.ZodTypeAny>(description: string, schema: T) => ({
+  description,
+  content: json(schema),
+});
+/** An error response (`ErrorBody`). */
+const failure = (description: string) => reply(description, ErrorBody);
+
 const errorResponses = {
-  400: { description: "Malformed JSON", content: { "application/json": { schema: ErrorBody } } },
-  401: {
-    description:
-      "Bad or missing secret/signature, skew > 300 s, replayed nonce, unknown or deleted principal",
-    content: { "application/json": { schema: ErrorBody } },
-  },
-  413: { description: "Body larger than 64 KiB", content: { "application/json": { schema: ErrorBody } } },
-  422: { description: "Invalid fields", content: { "application/json": { schema: ErrorBody } } },
+  400: failure("Malformed JSON"),
+  401: failure(
+    "Bad or missing secret/signature, skew > 300 s, replayed nonce, unknown or deleted principal",
+  ),
+  413: failure("Body larger than 64 KiB"),
+  422: failure("Invalid fields"),
 } as const;
+
+const TAGS = ["Engine protocol v1"];
+
+/** The shared part of a route authenticated by a registration secret. */
+const registrationRoute = () => ({
+  method: "post" as const,
+  tags: TAGS,
+  security: [{ registrationSecret: [] }],
+  middleware: [registrationSecret()],
+});
+
+/** The shared part of a route signed by a `kind` principal. */
+const signedRoute = (kind: "bes" | "agent") => ({
+  method: "post" as const,
+  tags: TAGS,
+  security: [{ engineSignature: [] }],
+  middleware: [signedBy(kind)],
+});
 
 const signedHeaders = z.object({
   "x-cadres-principal": z.string().openapi({ description: "`bes:<id>` or `agent:<id>`" }),
@@ -180,36 +207,18 @@ export const engineProtocol = new OpenAPIHono<AppEnv>({
   },
 });
 
+const Registered = z.object({ id: z.string(), status: z.string(), heartbeatIntervalSeconds: z.number() });
+
 engineProtocol.openapi(
   createRoute({
-    method: "post",
+    ...registrationRoute(),
     path: "/api/bes/v1/register",
     summary: "Register a BES with an org or account secret (idempotent per public key)",
-    tags: ["Engine protocol v1"],
-    security: [{ registrationSecret: [] }],
-    middleware: [registrationSecret()] as const,
-    request: { body: { content: { "application/json": { schema: BesRegistration } }, required: true } },
+    request: { body: jsonBody(BesRegistration) },
     responses: {
-      200: {
-        description: "Already registered: same id, details refreshed",
-        content: {
-          "application/json": {
-            schema: z.object({ id: z.string(), status: z.string(), heartbeatIntervalSeconds: z.number() }),
-          },
-        },
-      },
-      201: {
-        description: "Registered (status pending until the first heartbeat)",
-        content: {
-          "application/json": {
-            schema: z.object({ id: z.string(), status: z.string(), heartbeatIntervalSeconds: z.number() }),
-          },
-        },
-      },
-      409: {
-        description: "Key registered in another tenant",
-        content: { "application/json": { schema: ErrorBody } },
-      },
+      200: reply("Already registered: same id, details refreshed", Registered),
+      201: reply("Registered (status pending until the first heartbeat)", Registered),
+      409: failure("Key registered in another tenant"),
       ...errorResponses,
     },
   }),
@@ -228,20 +237,11 @@ engineProtocol.openapi(
 
 engineProtocol.openapi(
   createRoute({
-    method: "post",
+    ...signedRoute("bes"),
     path: "/api/bes/v1/heartbeat",
     summary: "BES heartbeat: health metrics and storage capacity",
-    tags: ["Engine protocol v1"],
-    security: [{ engineSignature: [] }],
-    middleware: [signedBy("bes")] as const,
-    request: {
-      headers: signedHeaders,
-      body: { content: { "application/json": { schema: BesHeartbeat } }, required: true },
-    },
-    responses: {
-      200: { description: "Accepted", content: { "application/json": { schema: HeartbeatReply } } },
-      ...errorResponses,
-    },
+    request: { headers: signedHeaders, body: jsonBody(BesHeartbeat) },
+    responses: { 200: reply("Accepted", HeartbeatReply), ...errorResponses },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -265,36 +265,19 @@ engineProtocol.openapi(
   },
 );
 
+const Enrolled = z.object({ id: z.string(), heartbeatIntervalSeconds: z.number() });
+
 engineProtocol.openapi(
   createRoute({
-    method: "post",
+    ...registrationRoute(),
     path: "/api/agent/v1/enroll",
     summary: "Enroll a host agent with an org secret (idempotent per public key)",
-    tags: ["Engine protocol v1"],
-    security: [{ registrationSecret: [] }],
-    middleware: [registrationSecret()] as const,
-    request: { body: { content: { "application/json": { schema: AgentEnrollment } }, required: true } },
+    request: { body: jsonBody(AgentEnrollment) },
     responses: {
-      200: {
-        description: "Already enrolled",
-        content: {
-          "application/json": { schema: z.object({ id: z.string(), heartbeatIntervalSeconds: z.number() }) },
-        },
-      },
-      201: {
-        description: "Enrolled",
-        content: {
-          "application/json": { schema: z.object({ id: z.string(), heartbeatIntervalSeconds: z.number() }) },
-        },
-      },
-      403: {
-        description: "Agents enroll with an org secret only",
-        content: { "application/json": { schema: ErrorBody } },
-      },
-      409: {
-        description: "Key enrolled in another org",
-        content: { "application/json": { schema: ErrorBody } },
-      },
+      200: reply("Already enrolled", Enrolled),
+      201: reply("Enrolled", Enrolled),
+      403: failure("Agents enroll with an org secret only"),
+      409: failure("Key enrolled in another org"),
       ...errorResponses,
     },
   }),
@@ -321,20 +304,11 @@ engineProtocol.openapi(
 
 engineProtocol.openapi(
   createRoute({
-    method: "post",
+    ...signedRoute("agent"),
     path: "/api/agent/v1/heartbeat",
     summary: "Agent heartbeat",
-    tags: ["Engine protocol v1"],
-    security: [{ engineSignature: [] }],
-    middleware: [signedBy("agent")] as const,
-    request: {
-      headers: signedHeaders,
-      body: { content: { "application/json": { schema: AgentHeartbeat } }, required: true },
-    },
-    responses: {
-      200: { description: "Accepted", content: { "application/json": { schema: HeartbeatReply } } },
-      ...errorResponses,
-    },
+    request: { headers: signedHeaders, body: jsonBody(AgentHeartbeat) },
+    responses: { 200: reply("Accepted", HeartbeatReply), ...errorResponses },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -359,35 +333,22 @@ const PrePatchBody = z.object({
 
 engineProtocol.openapi(
   createRoute({
-    method: "post",
+    ...signedRoute("agent"),
     path: "/api/agent/v1/pre-patch",
     summary: "Agent is about to patch the OS: queue a pre-patch incremental for policies that opt in",
-    tags: ["Engine protocol v1"],
-    security: [{ engineSignature: [] }],
-    middleware: [signedBy("agent")] as const,
-    request: {
-      headers: signedHeaders,
-      body: { content: { "application/json": { schema: PrePatchBody } }, required: true },
-    },
+    request: { headers: signedHeaders, body: jsonBody(PrePatchBody) },
     responses: {
-      202: {
-        description: "Runs queued (empty when no active policy of this host has pre-patch backup on)",
-        content: {
-          "application/json": {
-            schema: z.object({
-              runs: z.array(z.object({ id: z.string(), policyId: z.string(), jobId: z.string().nullable() })),
-            }),
-          },
-        },
-      },
+      202: reply(
+        "Runs queued (empty when no active policy of this host has pre-patch backup on)",
+        z.object({
+          runs: z.array(z.object({ id: z.string(), policyId: z.string(), jobId: z.string().nullable() })),
+        }),
+      ),
       ...errorResponses,
     },
   }),
   async (c) => {
-    const { kv, clock } = c.get("deps");
-    const principal = c.get("principal")!;
-    const now = clock();
-    await claimNonce(kv, principal.nonceKey, now);
+    const { kv, principal, now } = await claimed(c);
     const runs = await requestPrePatch(kv, principal.id, now);
     return c.json({ runs: runs.map((r) => ({ id: r.id, policyId: r.policyId, jobId: r.jobId })) }, 202);
   },
@@ -402,6 +363,15 @@ async function claimNonce(kv: Deno.Kv, key: Deno.KvKey, now: Date): Promise<void
   if (!res.ok) unauthorized("Replayed nonce");
 }
 
+/** The verified principal of a signed request, with its nonce claimed (401 on replay) at `now`. */
+async function claimed(c: Pick<Context<AppEnv>, "get">) {
+  const { kv, clock } = c.get("deps");
+  const principal = c.get("principal")!;
+  const now = clock();
+  await claimNonce(kv, principal.nonceKey, now);
+  return { kv, principal, now, owner: `${principal.kind}:${principal.id}` };
+}
+
 const ClaimBody = z.object({ max: z.number().int().min(1, "must be 1–50").max(50, "must be 1–50") });
 const JobParam = z.object({ id: z.string().regex(/^[0-9A-Z]{26}$/, "must be a job id") });
 const ClaimedJob = z.object({
@@ -411,34 +381,23 @@ const ClaimedJob = z.object({
   payload: z.record(z.string(), z.unknown()),
   leaseExpiresAt: z.string(),
 }).openapi("ClaimedJob");
+const noSuchJob = failure("No such job for this principal");
 
 for (const kind of ["bes", "agent"] as const) {
   engineProtocol.openapi(
     createRoute({
-      method: "post",
+      ...signedRoute(kind),
       path: `/api/${kind}/v1/jobs/claim`,
       summary: `Claim up to max jobs for this ${kind === "bes" ? "BES" : "agent"}, highest priority first`,
-      tags: ["Engine protocol v1"],
-      security: [{ engineSignature: [] }],
-      middleware: [signedBy(kind)] as const,
-      request: {
-        headers: signedHeaders,
-        body: { content: { "application/json": { schema: ClaimBody } }, required: true },
-      },
+      request: { headers: signedHeaders, body: jsonBody(ClaimBody) },
       responses: {
-        200: {
-          description: "Leased jobs",
-          content: { "application/json": { schema: z.object({ jobs: z.array(ClaimedJob) }) } },
-        },
+        200: reply("Leased jobs", z.object({ jobs: z.array(ClaimedJob) })),
         ...errorResponses,
       },
     }),
     async (c) => {
-      const { kv, clock } = c.get("deps");
-      const principal = c.get("principal")!;
-      const now = clock();
-      await claimNonce(kv, principal.nonceKey, now);
-      const jobs = await claimJobs(kv, `${kind}:${principal.id}`, c.req.valid("json").max, now);
+      const { kv, owner, now } = await claimed(c);
+      const jobs = await claimJobs(kv, owner, c.req.valid("json").max, now);
       return c.json({
         jobs: jobs.map((j) => ({
           id: j.id,
@@ -453,88 +412,42 @@ for (const kind of ["bes", "agent"] as const) {
 
   engineProtocol.openapi(
     createRoute({
-      method: "post",
+      ...signedRoute(kind),
       path: `/api/${kind}/v1/jobs/{id}/progress`,
       summary: "Report progress; renews the lease and says whether to cancel",
-      tags: ["Engine protocol v1"],
-      security: [{ engineSignature: [] }],
-      middleware: [signedBy(kind)] as const,
-      request: {
-        headers: signedHeaders,
-        params: JobParam,
-        body: { content: { "application/json": { schema: ProgressInput } }, required: true },
-      },
+      request: { headers: signedHeaders, params: JobParam, body: jsonBody(ProgressInput) },
       responses: {
-        200: {
-          description: "Lease renewed",
-          content: {
-            "application/json": { schema: z.object({ leaseExpiresAt: z.string(), cancel: z.boolean() }) },
-          },
-        },
-        404: {
-          description: "No such job for this principal",
-          content: { "application/json": { schema: ErrorBody } },
-        },
-        409: {
-          description: "Lease expired or job ended",
-          content: { "application/json": { schema: ErrorBody } },
-        },
+        200: reply("Lease renewed", z.object({ leaseExpiresAt: z.string(), cancel: z.boolean() })),
+        404: noSuchJob,
+        409: failure("Lease expired or job ended"),
         ...errorResponses,
       },
     }),
     async (c) => {
-      const { kv, clock } = c.get("deps");
-      const principal = c.get("principal")!;
-      const now = clock();
-      await claimNonce(kv, principal.nonceKey, now);
-      const reply = await reportProgress(
-        kv,
-        `${kind}:${principal.id}`,
-        c.req.valid("param").id,
-        c.req.valid("json"),
-        now,
-      );
+      const { kv, owner, now } = await claimed(c);
+      const reply = await reportProgress(kv, owner, c.req.valid("param").id, c.req.valid("json"), now);
       return c.json(reply, 200);
     },
   );
 
   engineProtocol.openapi(
     createRoute({
-      method: "post",
+      ...signedRoute(kind),
       path: `/api/${kind}/v1/jobs/{id}/result`,
       summary: "Post a job's result; applied once (a duplicate is a no-op, a different one is refused)",
-      tags: ["Engine protocol v1"],
-      security: [{ engineSignature: [] }],
-      middleware: [signedBy(kind)] as const,
-      request: {
-        headers: signedHeaders,
-        params: JobParam,
-        body: { content: { "application/json": { schema: ResultInput } }, required: true },
-      },
+      request: { headers: signedHeaders, params: JobParam, body: jsonBody(ResultInput) },
       responses: {
-        200: {
-          description: "Recorded",
-          content: { "application/json": { schema: z.object({ applied: z.boolean() }) } },
-        },
-        404: {
-          description: "No such job for this principal",
-          content: { "application/json": { schema: ErrorBody } },
-        },
-        409: {
-          description: "A different result exists, or the lease expired",
-          content: { "application/json": { schema: ErrorBody } },
-        },
+        200: reply("Recorded", z.object({ applied: z.boolean() })),
+        404: noSuchJob,
+        409: failure("A different result exists, or the lease expired"),
         ...errorResponses,
       },
     }),
     async (c) => {
-      const { kv, clock } = c.get("deps");
-      const principal = c.get("principal")!;
-      const now = clock();
-      await claimNonce(kv, principal.nonceKey, now);
+      const { kv, owner, now } = await claimed(c);
       const { applied, job } = await applyResult(
         kv,
-        `${kind}:${principal.id}`,
+        owner,
         c.req.valid("param").id,
         c.req.valid("json"),
         now,
@@ -547,102 +460,48 @@ for (const kind of ["bes", "agent"] as const) {
 
 engineProtocol.openapi(
   createRoute({
-    method: "post",
+    ...signedRoute("agent"),
     path: "/api/agent/v1/jobs/{id}/paths",
     summary: "One chunk of a file restore's path list (payloads with pathChunks > 0 carry no paths inline)",
-    tags: ["Engine protocol v1"],
-    security: [{ engineSignature: [] }],
-    middleware: [signedBy("agent")] as const,
     request: {
       headers: signedHeaders,
       params: JobParam,
-      body: {
-        content: {
-          "application/json": {
-            schema: z.object({ chunk: z.number().int().min(0, "must be 0 or more") }),
-          },
-        },
-        required: true,
-      },
+      body: jsonBody(z.object({ chunk: z.number().int().min(0, "must be 0 or more") })),
     },
     responses: {
-      200: {
-        description: "The chunk's paths, in selection order",
-        content: {
-          "application/json": {
-            schema: z.object({
-              chunk: z.number().int(),
-              chunks: z.number().int(),
-              paths: z.array(z.string()),
-            }),
-          },
-        },
-      },
-      404: {
-        description: "No such file restore job for this agent, or no such chunk",
-        content: { "application/json": { schema: ErrorBody } },
-      },
+      200: reply(
+        "The chunk's paths, in selection order",
+        z.object({ chunk: z.number().int(), chunks: z.number().int(), paths: z.array(z.string()) }),
+      ),
+      404: failure("No such file restore job for this agent, or no such chunk"),
       ...errorResponses,
     },
   }),
   async (c) => {
-    const { kv, clock } = c.get("deps");
-    const principal = c.get("principal")!;
-    await claimNonce(kv, principal.nonceKey, clock());
-    const reply = await restorePathsChunk(
-      kv,
-      `agent:${principal.id}`,
-      c.req.valid("param").id,
-      c.req.valid("json").chunk,
-    );
+    const { kv, owner } = await claimed(c);
+    const reply = await restorePathsChunk(kv, owner, c.req.valid("param").id, c.req.valid("json").chunk);
     return c.json(reply, 200);
   },
 );
 
 engineProtocol.openapi(
   createRoute({
-    method: "post",
+    ...signedRoute("bes"),
     path: "/api/bes/v1/bmr/redeem",
     summary: "Redeem a bare-metal restore token once (a machine booted through this BES presented it)",
-    tags: ["Engine protocol v1"],
-    security: [{ engineSignature: [] }],
-    middleware: [signedBy("bes")] as const,
-    request: {
-      headers: signedHeaders,
-      body: {
-        content: { "application/json": { schema: z.object({ token: BmrTokenInput }) } },
-        required: true,
-      },
-    },
+    request: { headers: signedHeaders, body: jsonBody(z.object({ token: BmrTokenInput })) },
     responses: {
-      200: {
-        description: "Redeemed: the restore it belongs to (restore the point's image onto the machine)",
-        content: {
-          "application/json": {
-            schema: z.object({
-              restoreId: z.string(),
-              restorePointId: z.string(),
-              mode: z.enum(["pxe", "iso"]),
-            }),
-          },
-        },
-      },
-      404: {
-        description: "Unknown token, or a token of another BES",
-        content: { "application/json": { schema: ErrorBody } },
-      },
-      409: {
-        description: "The token was already used, or has expired (4 hours after it was issued)",
-        content: { "application/json": { schema: ErrorBody } },
-      },
+      200: reply(
+        "Redeemed: the restore it belongs to (restore the point's image onto the machine)",
+        z.object({ restoreId: z.string(), restorePointId: z.string(), mode: z.enum(["pxe", "iso"]) }),
+      ),
+      404: failure("Unknown token, or a token of another BES"),
+      409: failure("The token was already used, or has expired (4 hours after it was issued)"),
       ...errorResponses,
     },
   }),
   async (c) => {
-    const { kv, clock } = c.get("deps");
-    const principal = c.get("principal")!;
-    const now = clock();
-    await claimNonce(kv, principal.nonceKey, now);
+    const { kv, principal, now } = await claimed(c);
     return c.json(await redeemBmrToken(kv, principal.id, c.req.valid("json").token, now), 200);
   },
 );

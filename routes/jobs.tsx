@@ -4,6 +4,7 @@
  * RetryJob island on the detail page for actors with backup.manage).
  */
 import { Hono } from "hono";
+import type { ComponentChildren } from "preact";
 import { z } from "zod";
 import { Island } from "../components/Island.tsx";
 import {
@@ -28,6 +29,7 @@ import {
   listJobSources,
   nextScheduledRun,
   parseJobFilter,
+  type RetryFacts,
   retryJob,
 } from "../domain/job_views.ts";
 import { getManyValues } from "../domain/kv.ts";
@@ -88,6 +90,27 @@ function duration(r: Run): string {
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+/** The detail page's Retry panel: what a retry does for this kind of job, the rule, and the island. */
+function RetrySection(
+  props: { jobId: string; csrfToken: string; facts: RetryFacts; children: ComponentChildren },
+) {
+  return (
+    <section class="panel" id="retry">
+      <h2>Retry</h2>
+      <p class="hint">
+        {props.children}{" "}
+        Allowed when the latest run failed or ended with a warning and is marked retryable; retry runs are not
+        retryable themselves.
+      </p>
+      <Island
+        name="RetryJob"
+        component={RetryJob}
+        props={{ jobId: props.jobId, csrfToken: props.csrfToken, facts: props.facts }}
+      />
+    </section>
+  );
 }
 
 const FILTER_KEYS = ["q", "source", "status", "type", "orgId", "from", "to", "sort"] as const;
@@ -439,20 +462,10 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
               </dl>
             </section>
             {manage && (
-              <section class="panel" id="retry">
-                <h2>Retry</h2>
-                <p class="hint">
-                  Retrying creates one pending run. The platform's next sync starts the job on{" "}
-                  {p.name}, and the syncs after it update the run from the platform's session. Allowed when
-                  the latest run failed or ended with a warning and is marked retryable; retry runs are not
-                  retryable themselves.
-                </p>
-                <Island
-                  name="RetryJob"
-                  component={RetryJob}
-                  props={{ jobId: job.id, csrfToken: c.get("csrfToken") ?? "", facts: retry.facts }}
-                />
-              </section>
+              <RetrySection jobId={job.id} csrfToken={c.get("csrfToken") ?? ""} facts={retry.facts}>
+                Retrying creates one pending run. The platform's next sync starts the job on{" "}
+                {p.name}, and the syncs after it update the run from the platform's session.
+              </RetrySection>
             )}
           </div>
           {historySection}
@@ -501,24 +514,13 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
             </dl>
           </section>
           {manage && (
-            <section class="panel" id="retry">
-              <h2>Retry</h2>
-              <p class="hint">
-                Retrying dispatches a new {last?.kind === "synthetic_full" ? "synthetic full to the BES" : (
-                  `${
-                    last ? KIND_LABELS[last.kind] ?? last.kind : "backup"
-                  } run to each of the ${retry.hosts.length} active host${
-                    retry.hosts.length === 1 ? "" : "s"
-                  }`
-                )}. Allowed when the latest run failed or ended with a warning and is marked retryable; retry
-                runs are not retryable themselves.
-              </p>
-              <Island
-                name="RetryJob"
-                component={RetryJob}
-                props={{ jobId: job.id, csrfToken: c.get("csrfToken") ?? "", facts: retry.facts }}
-              />
-            </section>
+            <RetrySection jobId={job.id} csrfToken={c.get("csrfToken") ?? ""} facts={retry.facts}>
+              Retrying dispatches a new {last?.kind === "synthetic_full" ? "synthetic full to the BES" : (
+                `${
+                  last ? KIND_LABELS[last.kind] ?? last.kind : "backup"
+                } run to each of the ${retry.hosts.length} active host${retry.hosts.length === 1 ? "" : "s"}`
+              )}.
+            </RetrySection>
           )}
         </div>
         {historySection}

@@ -4,6 +4,7 @@
  * write-only: a generated webhook secret is shown once, nothing stored is ever rendered back.
  */
 import { type Context, Hono } from "hono";
+import { z } from "zod";
 import { Island } from "../components/Island.tsx";
 import {
   Badge,
@@ -52,7 +53,7 @@ import {
   updateChannel,
   updateRule,
 } from "../domain/notifications.ts";
-import { type Actor, can } from "../domain/rbac.ts";
+import { type Actor, authorize, can } from "../domain/rbac.ts";
 import { listOrgs } from "../domain/tenancy.ts";
 import type { Org } from "../domain/types.ts";
 import CopySecret from "../islands/CopySecret.tsx";
@@ -106,6 +107,40 @@ function attemptLine(a: NotificationDelivery["attempts"][number]): string {
   if (a.error) parts.push(a.error);
   return parts.join(" · ");
 }
+
+/** A form's expected failure (bad input, a concurrent change) as what to re-render; rethrows the rest. */
+function formFailure(e: unknown): { fields?: FieldErrors; message: string } {
+  if (e instanceof ValidationError) return { fields: e.fields, message: e.message };
+  if (e instanceof ConflictError) return { message: e.message };
+  throw e;
+}
+
+/** The confirmation page of a delete: what goes, a danger button, and the way back. */
+function confirmDelete(
+  c: Context<AppEnv>,
+  props: { what: "channel" | "rule"; name: string; action: string; children: string },
+) {
+  return render(
+    c,
+    `Delete ${props.what}`,
+    (
+      <>
+        <PageHeader title={`Delete ${props.name}?`} />
+        <form method="post" action={`${props.action}/delete`} class="form">
+          <p>{props.children}</p>
+          <Csrf token={c.get("csrfToken")} />
+          <div class="form-actions">
+            <button type="submit" class="btn btn--danger">Delete {props.what}</button>
+            <a class="btn btn--ghost" href={props.action}>Cancel</a>
+          </div>
+        </form>
+      </>
+    ),
+  );
+}
+
+/** Where the test button sends the user back to. */
+const TestBack = z.enum(["list", "channel"]).catch("channel");
 
 function TestButton(props: { csrf: string; channel: NotificationChannel; back: "list" | "channel" }) {
   return (
@@ -500,7 +535,7 @@ function ChannelForm(props: ChannelFormProps) {
         )}
       {!e && (
         <label class="choice">
-          <input type="checkbox" name="enabled" value="on" checked={checked("enabled", true)} /> Enabled
+          <input type="checkbox" name="enabled" value="on" checked={checked("enabled")} /> Enabled
         </label>
       )}
       <div class="form-actions">
@@ -609,7 +644,7 @@ function secretPage(c: Context<AppEnv>, channel: NotificationChannel, secret: st
 }
 
 notificationRoutes.get("/channels/new", requires("backup.manage"), async (c) => {
-  return await newChannelPage(c, channelType(c.req.query("type")), {});
+  return await newChannelPage(c, channelType(c.req.query("type")), { enabled: "on" });
 });
 
 notificationRoutes.post("/channels/new", requires("backup.manage"), async (c) => {
@@ -632,14 +667,8 @@ notificationRoutes.post("/channels/new", requires("backup.manage"), async (c) =>
     if (generatedSecret) return secretPage(c, channel, generatedSecret, true);
     return redirectWithNotice(c, `${BASE}/channels/${channel.id}`, `Channel ${channel.name} created.`);
   } catch (e) {
-    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
-    return await newChannelPage(
-      c,
-      type,
-      form,
-      e instanceof ValidationError ? e.fields : undefined,
-      e.message,
-    );
+    const { fields, message } = formFailure(e);
+    return await newChannelPage(c, type, form, fields, message);
   }
 });
 
@@ -762,8 +791,8 @@ notificationRoutes.post("/channels/:channelId", requires("backup.manage"), async
     if (generatedSecret) return secretPage(c, next, generatedSecret, false);
     return redirectWithNotice(c, `${BASE}/channels/${channel.id}`, `Saved ${next.name}.`);
   } catch (e) {
-    if (!(e instanceof ValidationError)) throw e;
-    return await channelPage(c, channel, form, e.fields, e.message);
+    const { fields, message } = formFailure(e);
+    return await channelPage(c, channel, form, fields, message);
   }
 });
 
@@ -801,7 +830,7 @@ notificationRoutes.post("/channels/:channelId/test", requires("backup.manage"), 
   const outcome = a.ok
     ? `delivered (${a.httpStatus !== null ? `HTTP ${a.httpStatus}` : a.smtpReply ?? "ok"})`
     : `failed: ${attemptLine(a)}`;
-  const back = str(form, "back") === "list" ? BASE : `${BASE}/channels/${delivery.channelId}`;
+  const back = TestBack.parse(str(form, "back")) === "list" ? BASE : `${BASE}/channels/${delivery.channelId}`;
   return redirectWithNotice(c, back, `Test notification to ${delivery.channelName} ${outcome}`);
 });
 
@@ -809,35 +838,21 @@ notificationRoutes.get("/channels/:channelId/delete", requires("backup.manage"),
   const { kv } = c.get("deps");
   const actor = c.get("actor")!;
   const channel = await requireChannel(kv, actor, c.req.param("channelId"));
+  authorize(actor, "backup.manage", channelScope(channel)); // the page of a delete the POST would refuse is 403 too
   const usedBy = (await listRules(kv, actor)).filter((r) => r.channelIds.includes(channel.id));
-  return render(
-    c,
-    "Delete channel",
-    (
-      <>
-        <PageHeader title={`Delete ${channel.name}?`} />
-        <form method="post" action={`${BASE}/channels/${channel.id}/delete`} class="form">
-          <p>
-            Removes the channel and its vault secret
-            {usedBy.length ? `, and takes it out of the rules ${usedBy.map((r) => r.name).join(", ")}` : ""}.
-            Its delivery log stays. This cannot be undone.
-          </p>
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Delete channel</button>
-            <a class="btn btn--ghost" href={`${BASE}/channels/${channel.id}`}>Cancel</a>
-          </div>
-        </form>
-      </>
-    ),
-  );
+  return confirmDelete(c, {
+    what: "channel",
+    name: channel.name,
+    action: `${BASE}/channels/${channel.id}`,
+    children: "Removes the channel and its vault secret" +
+      (usedBy.length ? `, and takes it out of the rules ${usedBy.map((r) => r.name).join(", ")}` : "") +
+      ". Its delivery log stays. This cannot be undone.",
+  });
 });
 
 notificationRoutes.post("/channels/:channelId/delete", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const channel = await requireChannel(kv, actor, c.req.param("channelId"));
-  await deleteChannel(kv, actor, channel.id, clock());
+  const channel = await deleteChannel(kv, c.get("actor")!, c.req.param("channelId"), clock());
   return redirectWithNotice(c, BASE, `Deleted channel ${channel.name}.`);
 });
 
@@ -1005,8 +1020,8 @@ notificationRoutes.post("/rules/new", requires("backup.manage"), async (c) => {
     const rule = await createRule(kv, c.get("actor")!, parsed.data, clock());
     return redirectWithNotice(c, BASE, `Rule ${rule.name} created.`);
   } catch (e) {
-    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
-    return await newRulePage(c, form, e instanceof ValidationError ? e.fields : undefined, e.message);
+    const { fields, message } = formFailure(e);
+    return await newRulePage(c, form, fields, message);
   }
 });
 
@@ -1098,36 +1113,24 @@ notificationRoutes.post("/rules/:ruleId", requires("backup.manage"), async (c) =
     const next = await updateRule(kv, actor, rule.id, parsed.data, clock());
     return redirectWithNotice(c, `${BASE}/rules/${rule.id}`, `Saved ${next.name}.`);
   } catch (e) {
-    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
-    return await rulePage(c, rule, form, e instanceof ValidationError ? e.fields : undefined, e.message);
+    const { fields, message } = formFailure(e);
+    return await rulePage(c, rule, form, fields, message);
   }
 });
 
 notificationRoutes.get("/rules/:ruleId/delete", requires("backup.manage"), async (c) => {
   const rule = await requireRule(c.get("deps").kv, c.get("actor")!, c.req.param("ruleId"));
-  return render(
-    c,
-    "Delete rule",
-    (
-      <>
-        <PageHeader title={`Delete ${rule.name}?`} />
-        <form method="post" action={`${BASE}/rules/${rule.id}/delete`} class="form">
-          <p>Alerts stop going to this rule's channels. Deliveries already made stay in the log.</p>
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Delete rule</button>
-            <a class="btn btn--ghost" href={`${BASE}/rules/${rule.id}`}>Cancel</a>
-          </div>
-        </form>
-      </>
-    ),
-  );
+  authorize(c.get("actor")!, "backup.manage", ruleScope(rule));
+  return confirmDelete(c, {
+    what: "rule",
+    name: rule.name,
+    action: `${BASE}/rules/${rule.id}`,
+    children: "Alerts stop going to this rule's channels. Deliveries already made stay in the log.",
+  });
 });
 
 notificationRoutes.post("/rules/:ruleId/delete", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const rule = await requireRule(kv, actor, c.req.param("ruleId"));
-  await deleteRule(kv, actor, rule.id, clock());
+  const rule = await deleteRule(kv, c.get("actor")!, c.req.param("ruleId"), clock());
   return redirectWithNotice(c, BASE, `Deleted rule ${rule.name}.`);
 });

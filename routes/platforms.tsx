@@ -625,8 +625,8 @@ platformRoutes.post("/:platformId/sync", requires("backup.manage"), async (c) =>
   const { kv, clock, masterKey } = c.get("deps");
   const actor = c.get("actor")!;
   const id = c.req.param("platformId");
-  await requirePlatform(kv, actor, id);
   try {
+    // syncPlatform checks the actor's scope and permission (NotFoundError / ForbiddenError).
     const report = await syncPlatform(kv, id, { masterKey, now: clock(), actor });
     return redirectWithNotice(
       c,

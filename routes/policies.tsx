@@ -1,5 +1,6 @@
 /** Backup > Policies: list, create and edit in sections (cron previews), enable/disable, delete. */
 import { type Context, Hono } from "hono";
+import { z } from "zod";
 import { Island } from "../components/Island.tsx";
 import {
   Badge,
@@ -50,6 +51,9 @@ import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 
+/** `?besId=` pre-selects the BES of a new policy (from an engine's page); anything else selects none. */
+const NewPolicyQuery = z.object({ besId: z.string().regex(/^[0-9A-Z]{26}$/).catch("") }).catch({ besId: "" });
+
 export const policyRoutes = new Hono<AppEnv>();
 
 type Form = Record<string, string | string[]>;
@@ -62,6 +66,12 @@ const BOOLEANS = [
   "prePatchBackup",
   "archiveOnHostDeactivation",
   "enabled",
+] as const;
+
+const RETENTION_FIELDS = [
+  ["retentionDaily", "Daily (1–365)"],
+  ["retentionWeekly", "Weekly (0–52)"],
+  ["retentionMonthly", "Monthly (0–120)"],
 ] as const;
 
 const lines = (v: string) => v.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
@@ -300,27 +310,9 @@ function PolicyForm(props: {
           </label>
         )}
         <div class="grid-3">
-          <Field
-            name="retentionDaily"
-            label="Daily (1–365)"
-            type="number"
-            value={v("retentionDaily")}
-            errors={e}
-          />
-          <Field
-            name="retentionWeekly"
-            label="Weekly (0–52)"
-            type="number"
-            value={v("retentionWeekly")}
-            errors={e}
-          />
-          <Field
-            name="retentionMonthly"
-            label="Monthly (0–120)"
-            type="number"
-            value={v("retentionMonthly")}
-            errors={e}
-          />
+          {RETENTION_FIELDS.map(([name, label]) => (
+            <Field key={name} name={name} label={label} type="number" value={v(name)} errors={e} />
+          ))}
         </div>
       </Section>
       <Section n={5} title="Data protection">
@@ -548,7 +540,7 @@ async function formPage(
 policyRoutes.get(
   "/new",
   requires("backup.manage"),
-  (c) => formPage(c, { form: { ...NEW_DEFAULTS, besId: c.req.query("besId") ?? "" } }),
+  (c) => formPage(c, { form: { ...NEW_DEFAULTS, besId: NewPolicyQuery.parse(c.req.query()).besId } }),
 );
 
 policyRoutes.post("/new", requires("backup.manage"), async (c) => {

@@ -27,6 +27,7 @@ import { listPolicies } from "../domain/policies.ts";
 import {
   BmrInput,
   type BrowseState,
+  chainOf,
   engineOnlineAt,
   FileRestoreInput,
   getBrowse,
@@ -44,7 +45,6 @@ import {
   requireRestorePoint,
   RESTORE_POINT_STATUSES,
   RestorePath,
-  restorePointChain,
   RestorePointFilter,
   type RestorePointView,
   type RestoreRequest,
@@ -236,7 +236,7 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
   }
   const [page, chain, hosts, policies, engines, recent] = await Promise.all([
     listRestorePoints(kv, actor, filter),
-    selected ? restorePointChain(kv, actor, selected.id) : Promise.resolve([]),
+    selected ? chainOf(kv, selected) : Promise.resolve([]),
     listHosts(kv, actor, { limit: 200 }),
     listPolicies(kv, actor),
     listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
@@ -511,13 +511,16 @@ async function pointPage(
   const browsePath = pathParsed.success ? pathParsed.data : "/";
   const searchId = c.req.query("searchId") ?? "";
   const [chain, engine, hosts, browse, search] = await Promise.all([
-    restorePointChain(kv, actor, point.id),
+    chainOf(kv, point),
     getEngine(kv, point.engineId),
     listHosts(kv, actor, { limit: 200 }),
     getBrowse(kv, actor, point.id, browsePath),
     searchId ? getSearch(kv, actor, searchId).catch(() => null) : Promise.resolve(null),
   ]);
-  const hostOptions = targetHosts(hosts.values, point.hostId ? await getHost(kv, point.hostId) : null);
+  const original = point.hostId
+    ? hosts.values.find((h) => h.id === point.hostId) ?? await getHost(kv, point.hostId)
+    : null;
+  const hostOptions = targetHosts(hosts.values, original);
   const errorsOf = (form: FormName) => state?.form === form ? state.fields : {};
   const valuesOf = (form: FormName) => state?.form === form ? state.values : {};
   const messageOf = (form: FormName) =>

@@ -143,6 +143,18 @@ function veeamInput(
   };
 }
 
+/** The common setup: the filled VBR server, the tenant world, and a platform for it in org A1. */
+async function veeamPlatform(kv: Deno.Kv, fake: FakeVeeam) {
+  fillVeeam(fake);
+  const w = await world(kv);
+  const admin = userActor(w.admin);
+  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
+    now: NOW,
+    masterKey,
+  });
+  return { w, admin, platform };
+}
+
 function deps(now: Date, extra: Record<string, unknown> = {}) {
   return { masterKey, now, sleep: noSleep, pageSize: 2, ...extra };
 }
@@ -192,13 +204,7 @@ async function objectsOf(
 Deno.test("syncPlatform() imports Veeam jobs, runs and objects as the platform's; a second sync changes nothing", async () => {
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam();
-  fillVeeam(fake);
-  const w = await world(kv);
-  const admin = userActor(w.admin);
-  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
-    now: NOW,
-    masterKey,
-  });
+  const { admin, platform } = await veeamPlatform(kv, fake);
 
   const report = await syncPlatform(kv, platform.id, deps(NOW));
   assert.equal(report.status, "success", report.error ?? "");
@@ -275,13 +281,7 @@ Deno.test("syncPlatform() imports Veeam jobs, runs and objects as the platform's
 Deno.test("a run that finishes on the platform is updated by the next sync and counted once", async () => {
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam();
-  fillVeeam(fake);
-  const w = await world(kv);
-  const admin = userActor(w.admin);
-  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
-    now: NOW,
-    masterKey,
-  });
+  const { admin, platform } = await veeamPlatform(kv, fake);
   await syncPlatform(kv, platform.id, deps(NOW));
   fake.finishSession("s-log-1", "Warning", "2026-11-22T09:50:00Z", "1 database skipped");
   const t1 = new Date(NOW.getTime() + 5 * 60_000);
@@ -301,13 +301,7 @@ Deno.test("a run that finishes on the platform is updated by the next sync and c
 Deno.test("jobs and objects the platform drops or disables: job removed, objects unprotected or paused", async () => {
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam();
-  fillVeeam(fake);
-  const w = await world(kv);
-  const admin = userActor(w.admin);
-  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
-    now: NOW,
-    masterKey,
-  });
+  const { admin, platform } = await veeamPlatform(kv, fake);
   await syncPlatform(kv, platform.id, deps(NOW));
   fake.jobs = fake.jobs.filter((j) => j.id !== "j-agent");
   fake.backups = fake.backups.filter((b) => b.jobId !== "j-agent");
@@ -344,13 +338,7 @@ Deno.test("jobs and objects the platform drops or disables: job removed, objects
 Deno.test("a sync that fails part-way records the error, keeps what it imported and does not move the watermark", async () => {
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam();
-  fillVeeam(fake);
-  const w = await world(kv);
-  const admin = userActor(w.admin);
-  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
-    now: NOW,
-    masterKey,
-  });
+  const { admin, platform } = await veeamPlatform(kv, fake);
   fake.faults.push({
     path: "/api/v1/backups/b-agent/objects",
     status: 500,
@@ -433,13 +421,7 @@ Deno.test("TLS is always verified: an unknown CA fails the sync clearly, the pla
   }
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam({ cert: certs.cert, key: certs.key });
-  fillVeeam(fake);
-  const w = await world(kv);
-  const admin = userActor(w.admin);
-  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
-    now: NOW,
-    masterKey,
-  });
+  const { admin, platform } = await veeamPlatform(kv, fake);
   assert.match(platform.endpointUrl, /^https:/);
   const before = await imported(kv);
   const report = await syncPlatform(kv, platform.id, deps(NOW));
@@ -530,13 +512,7 @@ Deno.test("platform retry: one pending run, the next sync starts the Veeam job, 
 Deno.test("a retry Veeam refuses to start fails its run; a rate-limited start waits for the next sync", async () => {
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam();
-  fillVeeam(fake);
-  const w = await world(kv);
-  const admin = userActor(w.admin);
-  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
-    now: NOW,
-    masterKey,
-  });
+  const { admin, platform } = await veeamPlatform(kv, fake);
   await syncPlatform(kv, platform.id, deps(NOW));
   const agentJob = (await listPlatformJobs(kv, platform.id)).find((j) => j.vendorJobId === "j-agent")!;
   const { runs: [retry] } = await retryJob(kv, admin, agentJob.id, NOW);
@@ -565,13 +541,7 @@ Deno.test("a retry Veeam refuses to start fails its run; a rate-limited start wa
 Deno.test("a retry start whose answer is lost (502 after Veeam started it) is not sent again; the session becomes its run", async () => {
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam();
-  fillVeeam(fake);
-  const w = await world(kv);
-  const admin = userActor(w.admin);
-  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
-    now: NOW,
-    masterKey,
-  });
+  const { admin, platform } = await veeamPlatform(kv, fake);
   await syncPlatform(kv, platform.id, deps(NOW));
   const agentJob = (await listPlatformJobs(kv, platform.id)).find((j) => j.vendorJobId === "j-agent")!;
   const { runs: [retry] } = await retryJob(kv, admin, agentJob.id, NOW);
@@ -682,13 +652,7 @@ Deno.test("Cohesity: per-object outcomes, job types, and a retry matched to the 
 Deno.test("the Jobs view lists platform jobs with the guide's filters, history and detail page", async () => {
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam();
-  fillVeeam(fake);
-  const w = await world(kv);
-  const admin = userActor(w.admin);
-  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
-    now: NOW,
-    masterKey,
-  });
+  const { w, admin, platform } = await veeamPlatform(kv, fake);
   await syncPlatform(kv, platform.id, deps(NOW));
   const jobs = new Map((await listPlatformJobs(kv, platform.id)).map((j) => [j.vendorJobId, j]));
   const ids = async (query: Record<string, string>) => {
@@ -736,13 +700,7 @@ Deno.test("the Jobs view lists platform jobs with the guide's filters, history a
 Deno.test("platform objects appear in the protected objects page and API with the source filter", async () => {
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam();
-  fillVeeam(fake);
-  const w = await world(kv);
-  const admin = userActor(w.admin);
-  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
-    now: NOW,
-    masterKey,
-  });
+  const { w, platform } = await veeamPlatform(kv, fake);
   await syncPlatform(kv, platform.id, deps(NOW));
   const { app } = testApp(kv, new TestClock(NOW));
   const browser = new Browser(app);
@@ -764,13 +722,7 @@ Deno.test("platform objects appear in the protected objects page and API with th
 Deno.test("deletePlatform() removes its jobs and objects (counters back to zero) and keeps the runs", async () => {
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam();
-  fillVeeam(fake);
-  const w = await world(kv);
-  const admin = userActor(w.admin);
-  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
-    now: NOW,
-    masterKey,
-  });
+  const { w, admin, platform } = await veeamPlatform(kv, fake);
   await syncPlatform(kv, platform.id, deps(NOW));
   const agentJob = (await listPlatformJobs(kv, platform.id)).find((j) => j.vendorJobId === "j-agent")!;
   await retryJob(kv, admin, agentJob.id, NOW);
@@ -806,13 +758,7 @@ Deno.test("deletePlatform() removes its jobs and objects (counters back to zero)
 Deno.test("a platform deleted while a sync outlives its lease gets nothing written after the deletion", async () => {
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam();
-  fillVeeam(fake);
-  const w = await world(kv);
-  const admin = userActor(w.admin);
-  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
-    now: NOW,
-    masterKey,
-  });
+  const { admin, platform } = await veeamPlatform(kv, fake);
   // The vendor is slow: by the time its objects arrive the sync's 15-minute lease has run out and an
   // operator deleted the platform.
   const later = new Date(NOW.getTime() + 16 * 60_000);
@@ -897,13 +843,7 @@ Deno.test("syncDuePlatforms() syncs each platform when its interval has elapsed,
 Deno.test("updatePlatform() rotates the password in the vault and carries a new RPO to the objects", async () => {
   using kv = await Deno.openKv(":memory:");
   await using fake = await startFakeVeeam();
-  fillVeeam(fake);
-  const w = await world(kv);
-  const admin = userActor(w.admin);
-  const platform = await createPlatform(kv, admin, veeamInput(fake, w.tenant.orgs[0].id), {
-    now: NOW,
-    masterKey,
-  });
+  const { admin, platform } = await veeamPlatform(kv, fake);
   await syncPlatform(kv, platform.id, deps(NOW));
   const oldVault = platform.credentialId!;
   const next = await updatePlatform(kv, admin, platform.id, {
