@@ -119,7 +119,19 @@ export function queueJobInOp(
   now: Date,
   options: { fresh?: boolean } = {},
 ): Job {
-  const data = EnqueueInput.parse(input);
+  return addQueuedJob(op, EnqueueInput.parse(input), now, options);
+}
+
+/** A parsed `EnqueueInput` (the tick validates one per policy and varies only the host). */
+export type EnqueueData = z.output<typeof EnqueueInput>;
+
+/** `queueJobInOp` for input already parsed with `EnqueueInput`. */
+export function addQueuedJob(
+  op: Deno.AtomicOperation,
+  data: EnqueueData,
+  now: Date,
+  options: { fresh?: boolean } = {},
+): Job {
   const at = now.toISOString();
   const { id, ...rest } = data;
   const job: Job = {

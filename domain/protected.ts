@@ -412,20 +412,25 @@ export interface BackupOutcome {
 /**
  * The object after a finished backup: last backup time and status; on success or warning also the
  * last successful backup and its restore point, which restarts the RPO clock (and ends a breach when
- * the new due time is after `now`). A result older than the one already recorded changes nothing
- * (results can arrive out of order). Returns null when nothing changes.
+ * the new due time is after `now`). Results can arrive out of order: one older than the last backup
+ * recorded leaves the last backup as it is, but a success still counts when it is newer than the
+ * last success (a failure that ended later does not undo it). Returns null when nothing changes.
  */
 export function afterBackup(o: ProtectedObject, outcome: BackupOutcome, now: Date): ProtectedObject | null {
-  if (o.lastBackupAt && Date.parse(o.lastBackupAt) > Date.parse(outcome.endedAt)) return null;
+  const ended = Date.parse(outcome.endedAt);
   const ok = outcome.status !== "failed";
-  const next: ProtectedObject = {
-    ...o,
-    lastBackupAt: outcome.endedAt,
-    lastBackupStatus: outcome.status,
-    lastSuccessAt: ok ? outcome.endedAt : o.lastSuccessAt ?? null,
-    lastRestorePointId: ok && outcome.restorePointId ? outcome.restorePointId : o.lastRestorePointId ?? null,
-    updatedAt: now.toISOString(),
-  };
+  const latest = !o.lastBackupAt || Date.parse(o.lastBackupAt) <= ended;
+  const latestSuccess = ok && (!o.lastSuccessAt || Date.parse(o.lastSuccessAt) <= ended);
+  if (!latest && !latestSuccess) return null;
+  const next: ProtectedObject = { ...o, updatedAt: now.toISOString() };
+  if (latest) {
+    next.lastBackupAt = outcome.endedAt;
+    next.lastBackupStatus = outcome.status;
+  }
+  if (latestSuccess) {
+    next.lastSuccessAt = outcome.endedAt;
+    if (outcome.restorePointId) next.lastRestorePointId = outcome.restorePointId;
+  }
   if (next.breached && !isRpoBreached(next, now)) next.breached = false;
   return next;
 }

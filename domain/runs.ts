@@ -13,8 +13,9 @@ import type { Engine } from "./engines.ts";
 import { getManyValues } from "./kv.ts";
 import { hookPlan } from "./hooks.ts";
 import { newId } from "./ids.ts";
-import { enqueueJob, type HookOutput, type Job, queueJobInOp } from "./jobs.ts";
+import { addQueuedJob, EnqueueInput, type HookOutput, type Job, queueJobInOp } from "./jobs.ts";
 import { effectiveExcludes, type Policy, requirePolicy } from "./policies.ts";
+import type { Assignment } from "./assignments.ts";
 import {
   planRetention,
   previewRetention,
@@ -166,6 +167,17 @@ export async function buildBackupPayload(
   target: Pick<StorageTarget, "id" | "type" | "config">,
   kind: RunKind,
 ): Promise<Record<string, unknown>> {
+  return backupPayload(policy, engine, target, kind, await hookPlan(kv, policy.id));
+}
+
+/** `buildBackupPayload` with the policy's hook plan already read (the tick reads it once per policy). */
+function backupPayload(
+  policy: Policy,
+  engine: Pick<Engine, "id" | "hostname" | "ipAddress" | "port">,
+  target: Pick<StorageTarget, "id" | "type" | "config">,
+  kind: RunKind,
+  hooks: Awaited<ReturnType<typeof hookPlan>>,
+): Record<string, unknown> {
   return {
     policyId: policy.id,
     backupType: policy.backupType,
@@ -181,7 +193,7 @@ export async function buildBackupPayload(
     deduplication: policy.deduplication,
     excludePaths: policy.excludePaths,
     excludePatterns: effectiveExcludes(policy),
-    hooks: await hookPlan(kv, policy.id),
+    hooks,
     throttle: {
       maxTransferMbps: policy.maxTransferMbps,
       schedule: policy.throttleSchedule,
@@ -246,155 +258,300 @@ async function newRun(kv: Deno.Kv, base: NewRun, now: Date): Promise<Run> {
  * The minute tick. For each enabled, unpaused policy, claims each due (schedule, minute) once and
  * dispatches. An offline agent or BES gets a `skipped` run with reason ENGINE_OFFLINE linked to the
  * engine's offline alert, instead of a job that would only fail.
+ *
+ * Three phases, so a minute in which thousands of policies fire at once stays fast: scan the policies
+ * (pure cron checks), claim the due slots in batches of up to 100 checks per write, then prepare the
+ * claimed policies DISPATCH_PARALLEL at a time (their reads overlap) while their jobs and runs stream
+ * into shared batch writes.
  */
 export async function runSchedulerTick(
   kv: Deno.Kv,
   now: Date,
+  options: { bulkReadMinPolicies?: number } = {},
 ): Promise<{ dispatched: number; skipped: number }> {
   const minuteStart = new Date(Math.floor(now.getTime() / 60_000) * 60_000);
   const minute = minuteStart.toISOString().slice(0, 16);
-  let dispatched = await catchUpDeferred(kv, now);
-  let skipped = 0;
-  // Jobs and their runs are written DISPATCH_BATCH at a time, up to DISPATCH_IN_FLIGHT writes at once:
-  // every key is fresh (no checks), so batches cannot conflict and their order does not matter.
-  let batch = kv.atomic();
-  let batchSize = 0;
-  const inFlight: Promise<void>[] = [];
-  const write = async (op: Deno.AtomicOperation, size: number) => {
-    // A failed commit here is a storage error, not a conflict: it propagates.
-    if (!(await op.commit()).ok) throw new Error("Could not write a batch of scheduled jobs");
-    dispatched += size;
-  };
-  let batchBytes = 0;
-  const flush = async () => {
-    if (batchSize) {
-      const pending = write(batch, batchSize);
-      pending.catch(() => {}); // awaited below; this only keeps an early failure from being "unhandled"
-      inFlight.push(pending);
-    }
-    batch = kv.atomic();
-    batchSize = 0;
-    batchBytes = 0;
-    while (inFlight.length >= DISPATCH_IN_FLIGHT) await inFlight.shift();
-  };
+  const caughtUp = await catchUpDeferred(kv, now);
+  const due: Array<{ policy: Policy; kind: RunKind }> = [];
+  let policies = 0;
   for await (const entry of kv.list<Policy>({ prefix: ["policies"] }, { batchSize: 500 })) {
     const policy = entry.value;
+    policies++;
     if (!policy.enabled || policy.pausedReason) continue;
-    const kinds = dueKinds(policy, minuteStart);
-    if (!kinds.length) continue;
-    for (const kind of kinds) {
-      const claim = await kv.atomic().check({ key: slotKey(policy.id, kind, minute), versionstamp: null })
-        .set(slotKey(policy.id, kind, minute), true, { expireIn: 2 * 86_400_000 }).commit();
-      if (!claim.ok) continue; // another tick (or instance) dispatched this minute already
-      const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([["engines", policy.besId], [
-        "storage_targets",
-        policy.targetId,
-      ]]);
-      if (!engine.value || !target.value) continue;
-      const base = {
-        policyId: policy.id,
+    for (const kind of dueKinds(policy, minuteStart)) due.push({ policy, kind });
+  }
+  const claimed = await claimSlots(kv, due, minute);
+  const writer = new DispatchWriter(kv);
+  const context = new TickContext(kv);
+  // A storm — many policies, and at least a quarter of all, due in one minute — reads the assignments
+  // and hosts in a few large scans instead of a few small reads per policy.
+  const bulk = claimed.length >= (options.bulkReadMinPolicies ?? BULK_READ_MIN_POLICIES) &&
+    claimed.length * 4 >= policies;
+  if (bulk) {
+    await context.preload(new Set(claimed.map((c) => c.policy.id)));
+  }
+  let skipped = 0;
+  let next = 0;
+  await Promise.all(Array.from({ length: Math.min(DISPATCH_PARALLEL, claimed.length) }, async () => {
+    while (next < claimed.length) {
+      const { policy, kind } = claimed[next++];
+      skipped += await dispatchPolicy(kv, context, writer, policy, kind, minuteStart, now);
+    }
+  }));
+  const dispatched = await writer.close();
+  return { dispatched: caughtUp + dispatched, skipped };
+}
+
+/**
+ * Claims each due (policy, schedule, minute) slot; returns the ones this tick won. One write claims
+ * up to SLOT_BATCH slots; when it fails, another tick claimed one of them, and that batch is claimed
+ * slot by slot.
+ */
+async function claimSlots<T extends { policy: Policy; kind: RunKind }>(
+  kv: Deno.Kv,
+  due: T[],
+  minute: string,
+): Promise<T[]> {
+  const won: T[] = [];
+  const claimOne = (op: Deno.AtomicOperation, d: T) => {
+    const key = slotKey(d.policy.id, d.kind, minute);
+    return op.check({ key, versionstamp: null }).set(key, true, { expireIn: 2 * 86_400_000 });
+  };
+  for (let i = 0; i < due.length; i += SLOT_BATCH) {
+    const chunk = due.slice(i, i + SLOT_BATCH);
+    const op = kv.atomic();
+    for (const d of chunk) claimOne(op, d);
+    if ((await op.commit()).ok) {
+      won.push(...chunk);
+      continue;
+    }
+    for (const d of chunk) if ((await claimOne(kv.atomic(), d).commit()).ok) won.push(d);
+  }
+  return won;
+}
+
+/** Reads shared by the policies of one tick: each engine, target and hook plan is read once. */
+class TickContext {
+  #cache = new Map<string, Promise<unknown>>();
+  /** After `preload`: the policies that have hooks, and each due policy's active hosts. */
+  #withHooks: Set<string> | null = null;
+  #hosts: Map<string, TickHost[]> | null = null;
+  constructor(private kv: Deno.Kv) {}
+
+  /** Scans hook pointers, assignments and hosts once for all of `policyIds`. */
+  async preload(policyIds: Set<string>) {
+    const withHooks = new Set<string>();
+    for await (const e of this.kv.list({ prefix: ["hooks_by_policy"] }, { batchSize: 1000 })) {
+      withHooks.add(String(e.key[1]));
+    }
+    const hostIdsByPolicy = new Map<string, string[]>();
+    const needed = new Set<string>();
+    for await (const e of this.kv.list<Assignment>({ prefix: ["assignments"] }, { batchSize: 1000 })) {
+      const a = e.value;
+      if (a.state !== "active" || !policyIds.has(a.policyId)) continue;
+      const list = hostIdsByPolicy.get(a.policyId);
+      if (list) list.push(a.hostId);
+      else hostIdsByPolicy.set(a.policyId, [a.hostId]);
+      needed.add(a.hostId);
+    }
+    const hosts = new Map<string, TickHost>();
+    for await (const e of this.kv.list<TickHost>({ prefix: ["hosts"] }, { batchSize: 1000 })) {
+      if (needed.has(e.value.id)) hosts.set(e.value.id, e.value);
+    }
+    this.#withHooks = withHooks;
+    this.#hosts = new Map(
+      [...hostIdsByPolicy].map(([policyId, ids]) => [policyId, ids.flatMap((id) => hosts.get(id) ?? [])]),
+    );
+  }
+
+  #once<T>(key: string, read: () => Promise<T>): Promise<T> {
+    let p = this.#cache.get(key) as Promise<T> | undefined;
+    if (!p) this.#cache.set(key, p = read());
+    return p;
+  }
+  engine(id: string) {
+    return this.#once(`e:${id}`, async () => (await this.kv.get<Engine>(["engines", id])).value);
+  }
+  target(id: string) {
+    return this.#once(
+      `t:${id}`,
+      async () => (await this.kv.get<StorageTarget>(["storage_targets", id])).value,
+    );
+  }
+  hooks(policyId: string) {
+    if (this.#withHooks && !this.#withHooks.has(policyId)) return Promise.resolve([]);
+    return this.#once(`h:${policyId}`, () => hookPlan(this.kv, policyId));
+  }
+  /** The hosts of a policy's active assignments. */
+  async hosts(policyId: string): Promise<TickHost[]> {
+    if (this.#hosts) return this.#hosts.get(policyId) ?? [];
+    const assignmentIds: Deno.KvKey[] = [];
+    for await (const a of this.kv.list<string>({ prefix: ["assignments_by_policy", policyId] })) {
+      assignmentIds.push(["assignments", a.value]);
+    }
+    const assignments = (await getManyValues<Assignment>(this.kv, assignmentIds)).filter((a) =>
+      a.state === "active"
+    );
+    return await getManyValues(this.kv, assignments.map((a) => ["hosts", a.hostId]));
+  }
+}
+
+type TickHost = { id: string; status: string; hostname: string };
+
+/**
+ * Streams new jobs and runs into atomic writes of DISPATCH_BATCH jobs, DISPATCH_IN_FLIGHT at once.
+ * Every key is fresh (no checks), so batches cannot conflict and their order does not matter.
+ */
+class DispatchWriter {
+  #op: Deno.AtomicOperation;
+  #size = 0;
+  #bytes = 0;
+  #written = 0;
+  #inFlight: Promise<void>[] = [];
+  constructor(private kv: Deno.Kv) {
+    this.#op = kv.atomic();
+  }
+
+  /** The write to add one job (and its run) to; call `added` right after, before any await. */
+  get op() {
+    return this.#op;
+  }
+
+  async added(bytes: number) {
+    this.#bytes += bytes;
+    if (++this.#size >= DISPATCH_BATCH || this.#bytes > DISPATCH_BATCH_BYTES) await this.#flush();
+  }
+
+  async #flush() {
+    if (this.#size) {
+      const [op, size] = [this.#op, this.#size];
+      const pending = (async () => {
+        // A failed commit here is a storage error, not a conflict: it propagates.
+        if (!(await op.commit()).ok) throw new Error("Could not write a batch of scheduled jobs");
+        this.#written += size;
+      })();
+      pending.catch(() => {}); // awaited in close(); this only keeps an early failure from being "unhandled"
+      this.#inFlight.push(pending);
+    }
+    this.#op = this.kv.atomic();
+    this.#size = 0;
+    this.#bytes = 0;
+    while (this.#inFlight.length >= DISPATCH_IN_FLIGHT) await this.#inFlight.shift();
+  }
+
+  /** Writes what is left; returns the number of jobs written. */
+  async close(): Promise<number> {
+    await this.#flush();
+    await Promise.all(this.#inFlight);
+    return this.#written;
+  }
+}
+
+/** Dispatches one claimed (policy, schedule); returns the number of runs skipped or deferred. */
+async function dispatchPolicy(
+  kv: Deno.Kv,
+  context: TickContext,
+  writer: DispatchWriter,
+  policy: Policy,
+  kind: RunKind,
+  minuteStart: Date,
+  now: Date,
+): Promise<number> {
+  const [engine, target] = await Promise.all([context.engine(policy.besId), context.target(policy.targetId)]);
+  if (!engine || !target) return 0;
+  const base = {
+    policyId: policy.id,
+    accountId: policy.accountId,
+    orgId: policy.orgId,
+    kind,
+    trigger: "schedule" as const,
+    scheduledFor: minuteStart.toISOString(),
+  };
+  if (kind === "synthetic_full") {
+    if (engine.status === "offline") {
+      await newRun(kv, {
+        ...base,
+        hostId: null,
+        jobId: null,
+        status: "skipped",
+        error: { reason: "ENGINE_OFFLINE", message: `BES ${engine.name} is offline` },
+        alertId: await offlineAlertId(kv, "engine", engine.id),
+      }, now);
+      return 1;
+    }
+    const job = queueJobInOp(
+      writer.op,
+      {
+        kind: "synthetic_full",
+        principal: `bes:${engine.id}`,
         accountId: policy.accountId,
         orgId: policy.orgId,
-        kind,
-        trigger: "schedule" as const,
-        scheduledFor: minuteStart.toISOString(),
-      };
-      if (kind === "synthetic_full") {
-        const offline = engine.value.status === "offline";
-        if (offline) {
-          await newRun(kv, {
-            ...base,
-            hostId: null,
-            jobId: null,
-            status: "skipped",
-            error: { reason: "ENGINE_OFFLINE", message: `BES ${engine.value.name} is offline` },
-            alertId: await offlineAlertId(kv, "engine", engine.value.id),
-          }, now);
-          skipped++;
-          continue;
-        }
-        const job = await enqueueJob(kv, {
-          kind: "synthetic_full",
-          principal: `bes:${engine.value.id}`,
-          accountId: policy.accountId,
-          orgId: policy.orgId,
-          payload: { policyId: policy.id, targetId: target.value.id },
-        }, now);
-        await newRun(kv, {
-          ...base,
-          hostId: null,
-          jobId: job.id,
-          status: "pending",
-          error: null,
-          alertId: null,
-        }, now);
-        dispatched++;
-        continue;
-      }
-      const payload = await buildBackupPayload(kv, policy, engine.value, target.value, kind);
-      // A job and its run are about the payload's size plus 2 KB: batches stay under KV's 800 KB per write.
-      const payloadBytes = JSON.stringify(payload).length * 2 + 2048;
-      const assignmentIds: Deno.KvKey[] = [];
-      for await (const a of kv.list<string>({ prefix: ["assignments_by_policy", policy.id] })) {
-        assignmentIds.push(["assignments", a.value]);
-      }
-      const assignments = await getManyValues<{ id: string; hostId: string; state: string }>(
-        kv,
-        assignmentIds,
-      );
-      const hosts = new Map(
-        (await getManyValues<{ id: string; status: string; hostname: string }>(
-          kv,
-          assignments.map((a) => ["hosts", a.hostId]),
-        ))
-          .map((h) => [h.id, h]),
-      );
-      for (const a of assignments.filter((x) => x.state === "active")) {
-        const host = hosts.get(a.hostId);
-        if (!host) continue;
-        if (host.status === "offline") {
-          // With catch-up on, the run waits for the agent (deferred); otherwise it is skipped. Either way
-          // it is linked to the host's one offline alert instead of becoming a failure of its own.
-          const deferred = await newRun(kv, {
-            ...base,
-            hostId: host.id,
-            jobId: null,
-            status: policy.catchUpOnReconnect ? "pending" : "skipped",
-            error: { reason: "ENGINE_OFFLINE", message: `Agent on ${host.hostname} is offline` },
-            alertId: await offlineAlertId(kv, "host", host.id),
-          }, now);
-          if (policy.catchUpOnReconnect) await kv.set(deferredKey(host.id, deferred.id), policy.id);
-          skipped++;
-          continue;
-        }
-        const job = queueJobInOp(
-          batch,
-          {
-            kind: "backup",
-            principal: `agent:${host.id}`,
-            accountId: policy.accountId,
-            orgId: policy.orgId,
-            payload: { ...payload, hostId: host.id },
-          },
-          now,
-          { fresh: true },
-        );
-        newRunInOp(batch, {
-          ...base,
-          hostId: host.id,
-          jobId: job.id,
-          status: "pending",
-          error: null,
-          alertId: null,
-        }, now);
-        batchBytes += payloadBytes;
-        if (++batchSize === DISPATCH_BATCH || batchBytes > DISPATCH_BATCH_BYTES) await flush();
-      }
-    }
+        payload: { policyId: policy.id, targetId: target.id },
+      },
+      now,
+      { fresh: true },
+    );
+    newRunInOp(writer.op, {
+      ...base,
+      hostId: null,
+      jobId: job.id,
+      status: "pending",
+      error: null,
+      alertId: null,
+    }, now);
+    await writer.added(2048);
+    return 0;
   }
-  await flush();
-  await Promise.all(inFlight);
-  return { dispatched, skipped };
+  const [hooks, hosts] = await Promise.all([context.hooks(policy.id), context.hosts(policy.id)]);
+  const payload = backupPayload(policy, engine, target, kind, hooks);
+  // A job and its run are about the payload's size plus 2 KB: batches stay under KV's 800 KB per write.
+  const payloadBytes = JSON.stringify(payload).length * 2 + 2048;
+  // Validated once per policy; each host's job differs only in its principal and `hostId`.
+  const template = EnqueueInput.parse({
+    kind: "backup",
+    principal: `agent:${hosts[0]?.id ?? engine.id}`,
+    accountId: policy.accountId,
+    orgId: policy.orgId,
+    payload,
+  });
+  let skipped = 0;
+  for (const host of hosts) {
+    if (host.status === "offline") {
+      // With catch-up on, the run waits for the agent (deferred); otherwise it is skipped. Either way
+      // it is linked to the host's one offline alert instead of becoming a failure of its own.
+      const deferred = await newRun(kv, {
+        ...base,
+        hostId: host.id,
+        jobId: null,
+        status: policy.catchUpOnReconnect ? "pending" : "skipped",
+        error: { reason: "ENGINE_OFFLINE", message: `Agent on ${host.hostname} is offline` },
+        alertId: await offlineAlertId(kv, "host", host.id),
+      }, now);
+      if (policy.catchUpOnReconnect) await kv.set(deferredKey(host.id, deferred.id), policy.id);
+      skipped++;
+      continue;
+    }
+    const job = addQueuedJob(
+      writer.op,
+      {
+        ...template,
+        principal: `agent:${host.id}`,
+        payload: { ...template.payload, hostId: host.id },
+      },
+      now,
+      { fresh: true },
+    );
+    newRunInOp(writer.op, {
+      ...base,
+      hostId: host.id,
+      jobId: job.id,
+      status: "pending",
+      error: null,
+      alertId: null,
+    }, now);
+    await writer.added(payloadBytes);
+  }
+  return skipped;
 }
 
 async function offlineAlertId(kv: Deno.Kv, subject: "engine" | "host", id: string): Promise<string | null> {
@@ -939,6 +1096,12 @@ const DISPATCH_BATCH = 100;
 const DISPATCH_BATCH_BYTES = 500_000;
 /** Batch writes of one tick in flight at once. */
 const DISPATCH_IN_FLIGHT = 4;
+/** Claimed policies of one tick prepared at once (their reads overlap). */
+const DISPATCH_PARALLEL = 16;
+/** Slot claims per atomic write (KV allows 100 checks per write). */
+const SLOT_BATCH = 100;
+/** From this many policies due in one tick on (and a quarter of all), the tick scans assignments and hosts whole. */
+const BULK_READ_MIN_POLICIES = 500;
 
 function deferredKey(hostId: string, runId: string) {
   return ["runs_deferred", hostId, runId] as const;

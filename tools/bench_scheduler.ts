@@ -146,6 +146,32 @@ async function claimThroughput(hostIds: string[], now: Date) {
   return { claims, empty, perSecond: claims / ((performance.now() - t0) / 1000) };
 }
 
+/**
+ * The floor under a storm tick: writing `count` copies of one of its jobs and runs, with each copy's
+ * queue, policy and job indexes (the five keys the tick writes per job), in the tick's batch size
+ * (100 jobs per write, 4 writes in flight), with no reads and no scheduling logic.
+ */
+async function writeFloor(count: number) {
+  const [job] = await Array.fromAsync(kv.list<Record<string, unknown>>({ prefix: ["jobs"] }, { limit: 1 }));
+  const [run] = await Array.fromAsync(kv.list<Record<string, unknown>>({ prefix: ["runs"] }, { limit: 1 }));
+  const inFlight: Promise<Deno.KvCommitResult | Deno.KvCommitError>[] = [];
+  for (let i = 0; i < count; i += 100) {
+    const op = kv.atomic();
+    for (let j = i; j < Math.min(count, i + 100); j++) {
+      const jobId = newId(STORM);
+      const runId = newId(STORM);
+      op.set(["bench_floor_jobs", jobId], { ...job.value, id: jobId })
+        .set(["bench_floor_queue", `agent:${jobId}`, 2, jobId], jobId)
+        .set(["bench_floor_runs", runId], { ...run.value, id: runId, jobId })
+        .set(["bench_floor_runs_by_policy", String(run.value.policyId), runId], runId)
+        .set(["bench_floor_runs_by_job", jobId], runId);
+    }
+    inFlight.push(op.commit());
+    while (inFlight.length >= 4) await inFlight.shift();
+  }
+  await Promise.all(inFlight);
+}
+
 async function atomicCeiling() {
   let ops = 0;
   const end = performance.now() + SECONDS * 1000;
@@ -180,6 +206,15 @@ const storm = await timed(() => runSchedulerTick(kv, STORM));
 console.log(`Storm tick (all ${POLICIES} policies due): ${storm.ms.toFixed(0)} ms`, storm.value);
 console.log(
   `  = ${(storm.value.dispatched / (storm.ms / 1000)).toFixed(0)} jobs dispatched/s`,
+);
+
+const floor = await timed(() => writeFloor(storm.value.dispatched));
+console.log(
+  `  write floor: ${
+    floor.ms.toFixed(0)
+  } ms to write the same ${storm.value.dispatched} jobs and runs (5 keys each) with nothing else (tick = ${
+    (storm.ms / floor.ms).toFixed(1)
+  }× floor)`,
 );
 
 const claim = await claimThroughput(hostIds, new Date("2026-11-30T05:00:30Z"));

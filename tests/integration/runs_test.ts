@@ -40,6 +40,8 @@ const system = systemActor("test");
 const masterKey = new Uint8Array(32).fill(7);
 // Sunday 2026-11-29 02:00 UTC: the full schedule "0 2 * * 0" fires.
 const SUNDAY_2AM = new Date("2026-11-29T02:00:00Z");
+/** The tick reads per policy, or — from a threshold of due policies on — scans whole prefixes: both must agree. */
+const READ_MODES = [["per-policy reads", Infinity], ["bulk reads", 1]] as const;
 
 async function fixture(kv: Deno.Kv, account = "Acme") {
   const clock = new TestClock(new Date("2026-11-29T01:50:00Z"));
@@ -91,133 +93,166 @@ Deno.test("firesInMinute() and dueKinds(): the full run wins over an incremental
   assert.deepEqual(dueKinds(policy, new Date("2026-11-30T02:00:00Z")), ["incremental"]);
 });
 
-Deno.test("runSchedulerTick() dispatches one backup job per active assignment with the full payload", async () => {
-  using kv = await Deno.openKv(":memory:");
-  const f = await fixture(kv);
-  await createHook(
-    kv,
-    system,
-    { policyId: f.policy.id, type: "pre_backup", template: "mysql" },
-    f.clock.now(),
-  );
-  await setAssignmentState(
-    kv,
-    system,
-    (await Array.fromAsync(kv.list<string>({ prefix: ["assignments_by_policy", f.policy.id] })))[2].value,
-    "paused",
-    f.clock.now(),
-  );
-  assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-29T01:59:00Z")), {
-    dispatched: 0,
-    skipped: 0,
-  });
-  assert.deepEqual(await runSchedulerTick(kv, new Date(SUNDAY_2AM.getTime() + 20_000)), {
-    dispatched: 2,
-    skipped: 0,
-  });
-  const runs = await listRunsByPolicy(kv, f.policy.id);
-  assert.equal(runs.length, 2);
-  assert.ok(
-    runs.every((r) => r.kind === "full" && r.status === "pending" && r.trigger === "schedule" && r.jobId),
-  );
-  const job = (await getJob(kv, runs[0].jobId!))!;
-  assert.equal(job.kind, "backup");
-  assert.match(job.principal, /^agent:/);
-  const payload = job.payload as Record<string, unknown>;
-  assert.equal(payload.runKind, "full");
-  assert.deepEqual((payload.target as { id: string }).id, f.target.id);
-  assert.ok((payload.excludePatterns as string[]).includes("Thumbs.db"), "the template is expanded");
-  assert.equal((payload.hooks as unknown[]).length, 1);
-});
-
-Deno.test("runSchedulerTick() is idempotent for a minute, also when two ticks race", async () => {
-  for (let i = 0; i < 10; i++) {
+for (const [mode, bulkReadMinPolicies] of READ_MODES) {
+  Deno.test(`runSchedulerTick() dispatches one backup job per active assignment with the full payload (${mode})`, async () => {
     using kv = await Deno.openKv(":memory:");
     const f = await fixture(kv);
-    const results = await Promise.all([runSchedulerTick(kv, SUNDAY_2AM), runSchedulerTick(kv, SUNDAY_2AM)]);
-    assert.equal(results[0].dispatched + results[1].dispatched, 3, `iteration ${i}`);
-    assert.deepEqual(await runSchedulerTick(kv, new Date(SUNDAY_2AM.getTime() + 59_000)), {
+    await createHook(
+      kv,
+      system,
+      { policyId: f.policy.id, type: "pre_backup", template: "mysql" },
+      f.clock.now(),
+    );
+    await setAssignmentState(
+      kv,
+      system,
+      (await Array.fromAsync(kv.list<string>({ prefix: ["assignments_by_policy", f.policy.id] })))[2].value,
+      "paused",
+      f.clock.now(),
+    );
+    assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-29T01:59:00Z"), { bulkReadMinPolicies }), {
       dispatched: 0,
       skipped: 0,
     });
-    assert.equal((await listRunsByPolicy(kv, f.policy.id)).length, 3);
-  }
-});
+    assert.deepEqual(
+      await runSchedulerTick(kv, new Date(SUNDAY_2AM.getTime() + 20_000), { bulkReadMinPolicies }),
+      {
+        dispatched: 2,
+        skipped: 0,
+      },
+    );
+    const runs = await listRunsByPolicy(kv, f.policy.id);
+    assert.equal(runs.length, 2);
+    assert.ok(
+      runs.every((r) => r.kind === "full" && r.status === "pending" && r.trigger === "schedule" && r.jobId),
+    );
+    const job = (await getJob(kv, runs[0].jobId!))!;
+    assert.equal(job.kind, "backup");
+    assert.match(job.principal, /^agent:/);
+    const payload = job.payload as Record<string, unknown>;
+    assert.equal(payload.runKind, "full");
+    assert.deepEqual((payload.target as { id: string }).id, f.target.id);
+    assert.ok((payload.excludePatterns as string[]).includes("Thumbs.db"), "the template is expanded");
+    assert.equal((payload.hooks as unknown[]).length, 1);
+  });
+}
 
-Deno.test("disabled or paused policies dispatch nothing; offline hosts get one skipped run linked to their alert", async () => {
-  using kv = await Deno.openKv(":memory:");
-  const f = await fixture(kv);
-  await updatePolicy(kv, system, f.policy.id, { ...f.policy, catchUpOnReconnect: false }, f.clock.now());
-  await sweepHostHeartbeats(kv, new Date(SUNDAY_2AM.getTime() - 60_000)); // > 3 min since 01:50: all offline
-  await applyHostHeartbeat(kv, f.hosts[0].id, { version: "1", metrics: engineMetrics() }, SUNDAY_2AM);
-  assert.deepEqual(await runSchedulerTick(kv, SUNDAY_2AM), { dispatched: 1, skipped: 2 });
-  const skipped = (await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.status === "skipped");
-  assert.equal(skipped.length, 2);
-  for (const r of skipped) {
-    assert.equal(r.error?.reason, "ENGINE_OFFLINE");
-    assert.ok(r.alertId, "linked to the host's offline alert");
-  }
-  // Without catch-up, the host coming back online does not replay the missed window.
-  await applyHostHeartbeat(kv, f.hosts[1].id, { version: "1", metrics: engineMetrics() }, SUNDAY_2AM);
-  assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-29T02:05:00Z")), {
-    dispatched: 0,
-    skipped: 0,
+for (const [mode, bulkReadMinPolicies] of READ_MODES) {
+  Deno.test(`runSchedulerTick() is idempotent for a minute, also when two ticks race (${mode})`, async () => {
+    for (let i = 0; i < 10; i++) {
+      using kv = await Deno.openKv(":memory:");
+      const f = await fixture(kv);
+      const results = await Promise.all([
+        runSchedulerTick(kv, SUNDAY_2AM, { bulkReadMinPolicies }),
+        runSchedulerTick(kv, SUNDAY_2AM, { bulkReadMinPolicies }),
+      ]);
+      assert.equal(results[0].dispatched + results[1].dispatched, 3, `iteration ${i}`);
+      assert.deepEqual(
+        await runSchedulerTick(kv, new Date(SUNDAY_2AM.getTime() + 59_000), { bulkReadMinPolicies }),
+        {
+          dispatched: 0,
+          skipped: 0,
+        },
+      );
+      assert.equal((await listRunsByPolicy(kv, f.policy.id)).length, 3);
+    }
   });
-  await updatePolicy(kv, system, f.policy.id, { ...f.policy, enabled: false }, SUNDAY_2AM);
-  assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-30T02:00:00Z")), {
-    dispatched: 0,
-    skipped: 0,
-  });
-});
+}
 
-Deno.test("catch-up on reconnect: a missed window runs once, on the newest deferred run, when the agent is back", async () => {
-  using kv = await Deno.openKv(":memory:");
-  const f = await fixture(kv);
-  const h = f.hosts[0];
-  await sweepHostHeartbeats(kv, new Date(SUNDAY_2AM.getTime() - 60_000)); // all offline
-  for (const other of f.hosts.slice(1)) {
-    await applyHostHeartbeat(kv, other.id, { version: "1", metrics: engineMetrics() }, SUNDAY_2AM);
-  }
-  assert.deepEqual(await runSchedulerTick(kv, SUNDAY_2AM), { dispatched: 2, skipped: 1 });
-  // Next day's window is missed too while h stays offline (the others keep heartbeating).
-  const MONDAY_2AM = new Date("2026-11-30T02:00:00Z");
-  for (const other of f.hosts.slice(1)) {
-    await applyHostHeartbeat(kv, other.id, { version: "1", metrics: engineMetrics() }, MONDAY_2AM);
-  }
-  await sweepHostHeartbeats(kv, MONDAY_2AM);
-  assert.deepEqual(await runSchedulerTick(kv, MONDAY_2AM), { dispatched: 2, skipped: 1 });
-  const deferred = (await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.hostId === h.id);
-  assert.equal(deferred.length, 2);
-  for (const r of deferred) {
-    assert.equal(r.status, "pending", "waits for the agent rather than failing");
-    assert.equal(r.jobId, null);
-    assert.equal(r.error?.reason, "ENGINE_OFFLINE");
-    assert.ok(r.alertId);
-  }
-  // A tick while h is still offline dispatches nothing for it.
-  assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-30T02:01:00Z")), {
-    dispatched: 0,
-    skipped: 0,
+for (const [mode, bulkReadMinPolicies] of READ_MODES) {
+  Deno.test(`disabled or paused policies dispatch nothing; offline hosts get one skipped run linked to their alert (${mode})`, async () => {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    await updatePolicy(kv, system, f.policy.id, { ...f.policy, catchUpOnReconnect: false }, f.clock.now());
+    await sweepHostHeartbeats(kv, new Date(SUNDAY_2AM.getTime() - 60_000)); // > 3 min since 01:50: all offline
+    await applyHostHeartbeat(kv, f.hosts[0].id, { version: "1", metrics: engineMetrics() }, SUNDAY_2AM);
+    assert.deepEqual(await runSchedulerTick(kv, SUNDAY_2AM, { bulkReadMinPolicies }), {
+      dispatched: 1,
+      skipped: 2,
+    });
+    const skipped = (await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.status === "skipped");
+    assert.equal(skipped.length, 2);
+    for (const r of skipped) {
+      assert.equal(r.error?.reason, "ENGINE_OFFLINE");
+      assert.ok(r.alertId, "linked to the host's offline alert");
+    }
+    // Without catch-up, the host coming back online does not replay the missed window.
+    await applyHostHeartbeat(kv, f.hosts[1].id, { version: "1", metrics: engineMetrics() }, SUNDAY_2AM);
+    assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-29T02:05:00Z"), { bulkReadMinPolicies }), {
+      dispatched: 0,
+      skipped: 0,
+    });
+    await updatePolicy(kv, system, f.policy.id, { ...f.policy, enabled: false }, SUNDAY_2AM);
+    assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-30T02:00:00Z"), { bulkReadMinPolicies }), {
+      dispatched: 0,
+      skipped: 0,
+    });
   });
+}
 
-  const BACK = new Date("2026-11-30T09:00:00Z");
-  await applyHostHeartbeat(kv, h.id, { version: "1", metrics: engineMetrics() }, BACK);
-  assert.deepEqual(await runSchedulerTick(kv, BACK), { dispatched: 1, skipped: 0 });
-  const after = (await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.hostId === h.id);
-  const caught = after.filter((r) => r.trigger === "catch_up");
-  assert.equal(caught.length, 1, "one catch-up run, not one per missed window");
-  assert.equal(caught[0].scheduledFor.slice(0, 10), "2026-11-30", "the newest missed window is the one run");
-  assert.ok(caught[0].jobId);
-  assert.equal(caught[0].error, null);
-  const job = (await getJob(kv, caught[0].jobId!))!;
-  assert.equal(job.principal, `agent:${h.id}`);
-  assert.equal(after.filter((r) => r.status === "skipped").length, 1, "the older missed window is skipped");
-  // Idempotent: the next tick does not dispatch the catch-up again.
-  assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-30T09:01:00Z")), {
-    dispatched: 0,
-    skipped: 0,
+for (const [mode, bulkReadMinPolicies] of READ_MODES) {
+  Deno.test(`catch-up on reconnect: a missed window runs once, on the newest deferred run, when the agent is back (${mode})`, async () => {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    const h = f.hosts[0];
+    await sweepHostHeartbeats(kv, new Date(SUNDAY_2AM.getTime() - 60_000)); // all offline
+    for (const other of f.hosts.slice(1)) {
+      await applyHostHeartbeat(kv, other.id, { version: "1", metrics: engineMetrics() }, SUNDAY_2AM);
+    }
+    assert.deepEqual(await runSchedulerTick(kv, SUNDAY_2AM, { bulkReadMinPolicies }), {
+      dispatched: 2,
+      skipped: 1,
+    });
+    // Next day's window is missed too while h stays offline (the others keep heartbeating).
+    const MONDAY_2AM = new Date("2026-11-30T02:00:00Z");
+    for (const other of f.hosts.slice(1)) {
+      await applyHostHeartbeat(kv, other.id, { version: "1", metrics: engineMetrics() }, MONDAY_2AM);
+    }
+    await sweepHostHeartbeats(kv, MONDAY_2AM);
+    assert.deepEqual(await runSchedulerTick(kv, MONDAY_2AM, { bulkReadMinPolicies }), {
+      dispatched: 2,
+      skipped: 1,
+    });
+    const deferred = (await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.hostId === h.id);
+    assert.equal(deferred.length, 2);
+    for (const r of deferred) {
+      assert.equal(r.status, "pending", "waits for the agent rather than failing");
+      assert.equal(r.jobId, null);
+      assert.equal(r.error?.reason, "ENGINE_OFFLINE");
+      assert.ok(r.alertId);
+    }
+    // A tick while h is still offline dispatches nothing for it.
+    assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-30T02:01:00Z"), { bulkReadMinPolicies }), {
+      dispatched: 0,
+      skipped: 0,
+    });
+
+    const BACK = new Date("2026-11-30T09:00:00Z");
+    await applyHostHeartbeat(kv, h.id, { version: "1", metrics: engineMetrics() }, BACK);
+    assert.deepEqual(await runSchedulerTick(kv, BACK, { bulkReadMinPolicies }), {
+      dispatched: 1,
+      skipped: 0,
+    });
+    const after = (await listRunsByPolicy(kv, f.policy.id)).filter((r) => r.hostId === h.id);
+    const caught = after.filter((r) => r.trigger === "catch_up");
+    assert.equal(caught.length, 1, "one catch-up run, not one per missed window");
+    assert.equal(
+      caught[0].scheduledFor.slice(0, 10),
+      "2026-11-30",
+      "the newest missed window is the one run",
+    );
+    assert.ok(caught[0].jobId);
+    assert.equal(caught[0].error, null);
+    const job = (await getJob(kv, caught[0].jobId!))!;
+    assert.equal(job.principal, `agent:${h.id}`);
+    assert.equal(after.filter((r) => r.status === "skipped").length, 1, "the older missed window is skipped");
+    // Idempotent: the next tick does not dispatch the catch-up again.
+    assert.deepEqual(await runSchedulerTick(kv, new Date("2026-11-30T09:01:00Z"), { bulkReadMinPolicies }), {
+      dispatched: 0,
+      skipped: 0,
+    });
   });
-});
+}
 
 Deno.test("pre-patch: an agent's request queues a high-priority incremental only for policies that opt in", async () => {
   using kv = await Deno.openKv(":memory:");
@@ -575,44 +610,49 @@ Deno.test("listRuns() filters by failure reason, status and policy, pages with a
   );
 });
 
-Deno.test("a tick larger than one write batch dispatches every job once, each with its run; racing ticks add nothing", async () => {
-  for (let iteration = 0; iteration < 3; iteration++) {
-    using kv = await Deno.openKv(":memory:");
-    const f = await fixture(kv);
-    const scope = { accountId: f.tenant.account.id, orgId: f.tenant.orgs[0].id };
-    for (let p = 0; p < 40; p++) {
-      const policy = await createPolicy(kv, system, {
-        name: `files-${p}`,
-        besId: f.engine.id,
-        targetId: f.target.id,
-        backupType: "file",
-        fullSchedule: "0 2 * * 0",
-      }, f.clock.now());
-      for (let h = 0; h < 3; h++) {
-        const { host } = await enrollHost(kv, scope, {
-          hostname: `p${p}-h${h}.acme.example`,
-          os: "Debian 12",
-          ipAddress: "10.0.1.2",
-          publicKey: generateKeyPair().publicKey,
-          version: "1",
+for (const [mode, bulkReadMinPolicies] of READ_MODES) {
+  Deno.test(`a tick larger than one write batch dispatches every job once, each with its run; racing ticks add nothing (${mode})`, async () => {
+    for (let iteration = 0; iteration < 3; iteration++) {
+      using kv = await Deno.openKv(":memory:");
+      const f = await fixture(kv);
+      const scope = { accountId: f.tenant.account.id, orgId: f.tenant.orgs[0].id };
+      for (let p = 0; p < 40; p++) {
+        const policy = await createPolicy(kv, system, {
+          name: `files-${p}`,
+          besId: f.engine.id,
+          targetId: f.target.id,
+          backupType: "file",
+          fullSchedule: "0 2 * * 0",
         }, f.clock.now());
-        await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, f.clock.now());
-        await assignHost(kv, system, { policyId: policy.id, hostId: host.id }, f.clock.now());
+        for (let h = 0; h < 3; h++) {
+          const { host } = await enrollHost(kv, scope, {
+            hostname: `p${p}-h${h}.acme.example`,
+            os: "Debian 12",
+            ipAddress: "10.0.1.2",
+            publicKey: generateKeyPair().publicKey,
+            version: "1",
+          }, f.clock.now());
+          await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, f.clock.now());
+          await assignHost(kv, system, { policyId: policy.id, hostId: host.id }, f.clock.now());
+        }
       }
+      const results = await Promise.all([
+        runSchedulerTick(kv, SUNDAY_2AM, { bulkReadMinPolicies }),
+        runSchedulerTick(kv, SUNDAY_2AM, { bulkReadMinPolicies }),
+      ]);
+      assert.equal(results[0].dispatched + results[1].dispatched, 123, "41 policies × 3 hosts, once");
+      const jobs = await Array.fromAsync(kv.list<{ id: string; principal: string }>({ prefix: ["jobs"] }));
+      assert.equal(jobs.length, 123);
+      assert.equal(new Set(jobs.map((j) => j.value.principal)).size, 123, "one job per host");
+      for (const j of jobs) {
+        const runId = (await kv.get<string>(["runs_by_job", j.value.id])).value;
+        assert.ok(runId, `job ${j.value.id} has its run`);
+        assert.equal((await kv.get<{ jobId: string }>(["runs", runId])).value?.jobId, j.value.id);
+      }
+      assert.equal(await countQueuedAll(kv), 123);
     }
-    const results = await Promise.all([runSchedulerTick(kv, SUNDAY_2AM), runSchedulerTick(kv, SUNDAY_2AM)]);
-    assert.equal(results[0].dispatched + results[1].dispatched, 123, "41 policies × 3 hosts, once");
-    const jobs = await Array.fromAsync(kv.list<{ id: string; principal: string }>({ prefix: ["jobs"] }));
-    assert.equal(jobs.length, 123);
-    assert.equal(new Set(jobs.map((j) => j.value.principal)).size, 123, "one job per host");
-    for (const j of jobs) {
-      const runId = (await kv.get<string>(["runs_by_job", j.value.id])).value;
-      assert.ok(runId, `job ${j.value.id} has its run`);
-      assert.equal((await kv.get<{ jobId: string }>(["runs", runId])).value?.jobId, j.value.id);
-    }
-    assert.equal(await countQueuedAll(kv), 123);
-  }
-});
+  });
+}
 
 async function countQueuedAll(kv: Deno.Kv): Promise<number> {
   let n = 0;
