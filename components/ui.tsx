@@ -43,6 +43,7 @@ interface FieldProps {
   hint?: string;
   required?: boolean;
   autocomplete?: string;
+  placeholder?: string;
 }
 
 /** A labelled input that shows its field error and keeps what was typed. */
@@ -59,6 +60,7 @@ export function Field(props: FieldProps) {
         value={props.type === "password" ? "" : props.value ?? ""}
         required={props.required}
         autocomplete={props.autocomplete}
+        placeholder={props.placeholder}
         aria-invalid={error ? "true" : undefined}
         aria-describedby={error ? `${id}-error` : props.hint ? `${id}-hint` : undefined}
       />

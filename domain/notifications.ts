@@ -303,8 +303,16 @@ export const ChannelCreateInput = z.discriminatedUnion("type", [
 ], { error: "must be webhook or email" });
 export type ChannelCreateInput = z.input<typeof ChannelCreateInput>;
 
-/** An edit of a channel: the same fields; the type and owner never change. */
-export const ChannelUpdateInput = z.discriminatedUnion("type", [WebhookFields, EmailFields], {
+/**
+ * An edit of a channel: the same fields; the type and owner never change. A webhook URL may carry a
+ * token, so the edit form never shows it: an empty or missing URL keeps the stored one.
+ */
+export const ChannelUpdateInput = z.discriminatedUnion("type", [
+  WebhookFields.extend({
+    url: z.union([z.literal("").transform(() => undefined), WebhookUrl]).optional(),
+  }),
+  EmailFields,
+], {
   error: "must be webhook or email",
 });
 export type ChannelUpdateInput = z.input<typeof ChannelUpdateInput>;
@@ -574,7 +582,8 @@ export async function updateChannel(
     let next: NotificationChannel;
     let generatedSecret: string | null = null;
     if (data.type === "webhook" && current.type === "webhook") {
-      next = { ...current, name: data.name, url: data.url, updatedAt: at };
+      next = { ...current, name: data.name, url: data.url ?? current.url, updatedAt: at };
+      if (data.url && data.url !== current.url) notes.push("changed the URL");
       const secret = data.rotateSecret ? generateSigningSecret() : data.secret;
       if (secret) {
         const vault = await sealChannelSecret(masterKey, current, secret, now);

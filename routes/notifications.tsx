@@ -452,8 +452,11 @@ function ChannelForm(props: ChannelFormProps) {
               type="url"
               value={v("url")}
               errors={props.errors}
-              required
-              hint="Receives a POST with a JSON body for every notification."
+              required={!e}
+              placeholder={e?.type === "webhook" ? displayUrl(e.url) : undefined}
+              hint={e
+                ? "Not shown, as it may carry a token. Type a new URL to replace it; leave empty to keep it."
+                : "Receives a POST with a JSON body for every notification."}
             />
             <Field
               name="secret"
@@ -572,7 +575,8 @@ function channelFieldsFromForm(type: string, form: FormData) {
 }
 
 function formFromChannel(ch: NotificationChannel): FormData {
-  return ch.type === "webhook" ? { name: ch.name, url: ch.url } : {
+  // The URL may carry a token: the form never shows it (left empty, the stored one is kept).
+  return ch.type === "webhook" ? { name: ch.name, url: "" } : {
     name: ch.name,
     host: ch.host,
     port: String(ch.port),

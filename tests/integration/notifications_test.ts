@@ -750,6 +750,10 @@ Deno.test("creating a webhook shows a generated secret once; no page, audit entr
     assertExcludes(text, secret);
     assertExcludes(text, vault.value.ciphertext, "the ciphertext");
   }
+  const editPage = await (await admin.get(`${BASE}/channels/${channel.value.id}`)).text();
+  assertIncludes(editPage, 'name="url"', "the admin gets the edit form");
+  assertExcludes(editPage, "PATH-TOKEN", "the URL's path token, even on the edit form");
+  assertIncludes(editPage, "https://hooks.example.com/…");
   const viewerPage = await (await (await p.as("viewer")).get(`${BASE}/channels/${channel.value.id}`)).text();
   assertExcludes(viewerPage, "PATH-TOKEN", "the URL's path token");
   assertIncludes(viewerPage, "https://hooks.example.com/…");
@@ -778,6 +782,30 @@ Deno.test("creating a webhook shows a generated secret once; no page, audit entr
       e.action === "notification_channel.update" && e.summary.includes("rotated the signing secret")
     ),
   );
+
+  // Saved with the URL left empty (as the edit form shows it), the stored URL is kept; a typed one replaces it.
+  const urlOf = async () =>
+    (await p.kv.get<{ url: string }>(["notification_channels", channel.value.id])).value?.url;
+  assert.equal(
+    (await post(admin, `${BASE}/channels/${channel.value.id}`, { type: "webhook", name: "Renamed", url: "" }))
+      .status,
+    303,
+  );
+  assert.equal(await urlOf(), "https://hooks.example.com/services/T0/B0/PATH-TOKEN");
+  assert.equal(
+    (await post(admin, `${BASE}/channels/${channel.value.id}`, {
+      type: "webhook",
+      name: "Renamed",
+      url: "https://hooks.example.com/services/T1/NEW-TOKEN",
+    })).status,
+    303,
+  );
+  assert.equal(await urlOf(), "https://hooks.example.com/services/T1/NEW-TOKEN");
+  const changed = (await auditEntries(p.kv, p.fx.tenant.account.id)).filter((e) =>
+    e.summary.includes("changed the URL")
+  );
+  assert.equal(changed.length, 1);
+  assertExcludes(changed[0].summary, "NEW-TOKEN", "the new URL's path token");
 });
 
 Deno.test("a typed webhook secret and an SMTP password are stored but never rendered", async () => {
