@@ -681,9 +681,26 @@ function sortEntries(entries: TreeEntry[]): TreeEntry[] {
   );
 }
 
+/**
+ * How long a browse or search may wait for its BES to pick it up. Past that, while the job is still
+ * queued, the request reads as failed (the BES is probably offline or stuck) instead of spinning; a
+ * later answer from the BES still lands.
+ */
+export const RESTORE_PICKUP_MS = 2 * 60_000;
+
+/** Why a pending request reads as failed: its job is still queued past the pickup deadline. */
+function pickupOverdue(job: Job, requestedAt: string, now: Date): string | null {
+  if (job.status !== "queued" || now.getTime() - Date.parse(requestedAt) <= RESTORE_PICKUP_MS) return null;
+  return `The BES has not picked up this request in ${
+    RESTORE_PICKUP_MS / 60_000
+  } minutes; it may be offline or busy. Check the engine on the dashboard and try again.`;
+}
+
 /** A pending browse state brought up to date with its job (result recorded, or failed without one). */
-function browseWithJob(state: BrowseState, job: Job | null, now: string): BrowseState {
+function browseWithJob(state: BrowseState, job: Job | null, now: string, clock?: Date): BrowseState {
   if (state.status !== "pending" || !job || job.id !== state.jobId) return state;
+  const overdue = clock ? pickupOverdue(job, state.requestedAt, clock) : null;
+  if (overdue) return { ...state, status: "failed", error: overdue };
   if (job.result) {
     if (job.result.status === "failed") {
       return { ...state, status: "failed", error: resultError(job), updatedAt: now };
@@ -704,8 +721,10 @@ function browseWithJob(state: BrowseState, job: Job | null, now: string): Browse
   return state;
 }
 
-function searchWithJob(state: SearchState, job: Job | null, now: string): SearchState {
+function searchWithJob(state: SearchState, job: Job | null, now: string, clock?: Date): SearchState {
   if (state.status !== "pending" || !job || job.id !== state.jobId) return state;
+  const overdue = clock ? pickupOverdue(job, state.requestedAt, clock) : null;
+  if (overdue) return { ...state, status: "failed", error: overdue };
   if (job.result) {
     if (job.result.status === "failed") {
       return { ...state, status: "failed", error: resultError(job), updatedAt: now };
@@ -764,16 +783,22 @@ export async function browse(
   path: string | undefined,
   now: Date,
 ): Promise<{ state: BrowseState; queued: boolean }> {
-  const point = await requireRestorePoint(kv, actor, restorePointId);
+  const { point, engine } = await loadPoint(kv, actor, restorePointId);
   const normalized = parseOr422(RestorePath, path || "/", "path");
   requireComplete(point, "browsed");
   const key = browseKey(point.id, normalized);
   for (let i = 0; i < 5; i++) {
     const entry = await kv.get<BrowseState>(key);
     if (entry.value) {
-      const current = browseWithJob(entry.value, await readJob(kv, entry.value.jobId), now.toISOString());
+      const current = browseWithJob(
+        entry.value,
+        await readJob(kv, entry.value.jobId),
+        now.toISOString(),
+        now,
+      );
       if (current.status !== "failed") return { state: current, queued: false };
     }
+    requireEngineOnline(engine, point, now, "browsing");
     const op = kv.atomic().check(entry);
     const job = queueJobInOp(op, {
       kind: "browse",
@@ -820,12 +845,13 @@ export async function getBrowse(
   actor: Actor,
   restorePointId: string,
   path: string | undefined,
+  now: Date,
 ): Promise<BrowseState | null> {
   const point = await requireRestorePoint(kv, actor, restorePointId);
   const normalized = parseOr422(RestorePath, path || "/", "path");
   const state = (await kv.get<BrowseState>(browseKey(point.id, normalized))).value;
   if (!state) return null;
-  return browseWithJob(state, await readJob(kv, state.jobId), state.updatedAt);
+  return browseWithJob(state, await readJob(kv, state.jobId), state.updatedAt, now);
 }
 
 /**
@@ -839,9 +865,10 @@ export async function requestSearch(
   query: string,
   now: Date,
 ): Promise<SearchState> {
-  const point = await requireRestorePoint(kv, actor, restorePointId);
+  const { point, engine } = await loadPoint(kv, actor, restorePointId);
   const q = parseOr422(SearchQuery, query ?? "", "query");
   requireComplete(point, "searched");
+  requireEngineOnline(engine, point, now, "searching");
   const op = kv.atomic();
   const job = queueJobInOp(op, {
     kind: "search",
@@ -891,14 +918,19 @@ export async function requestSearch(
 }
 
 /** A search, brought up to date with its job. Throws NotFoundError when missing or outside the scope. */
-export async function getSearch(kv: Deno.Kv, actor: Actor, searchId: string): Promise<SearchState> {
+export async function getSearch(
+  kv: Deno.Kv,
+  actor: Actor,
+  searchId: string,
+  now: Date,
+): Promise<SearchState> {
   requireIdShape(searchId, "Search");
   const state = (await kv.get<SearchState>(searchKey(searchId))).value;
   if (!state || !inScope(actor, state) || !hostsInScope(actor, state)) {
     throw new NotFoundError(`Search ${searchId} not found`);
   }
   authorize(actor, "backup.restore", state);
-  return searchWithJob(state, await readJob(kv, state.jobId), state.updatedAt);
+  return searchWithJob(state, await readJob(kv, state.jobId), state.updatedAt, now);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1277,6 +1309,21 @@ export function engineOnlineAt(engine: Pick<Engine, "status" | "lastHeartbeatAt"
   return now.getTime() - Date.parse(engine.lastHeartbeatAt) <= OFFLINE_AFTER_MS;
 }
 
+/** Throws ValidationError naming the BES and its last heartbeat when the point's BES is not online at `now`. */
+function requireEngineOnline(
+  engine: Engine | null,
+  point: Pick<RestorePointView, "engineId">,
+  now: Date,
+  what: string,
+): asserts engine is Engine {
+  if (engine && engineOnlineAt(engine, now)) return;
+  const last = engine?.lastHeartbeatAt ? ` (last heartbeat ${engine.lastHeartbeatAt})` : "";
+  throw new ValidationError(
+    `BES ${engine?.name ?? point.engineId} is offline${last}; ${what} needs the restore point's BES online`,
+    { restorePointId: "The BES of this restore point is offline" },
+  );
+}
+
 /** What the operator does with a BMR token, step by step. */
 export function bmrInstructions(
   mode: "pxe" | "iso",
@@ -1316,13 +1363,7 @@ export async function requestBmr(
   const data = BmrInput.parse(input);
   const { point, engine } = await loadPoint(kv, actor, data.restorePointId);
   requireComplete(point, "used for a bare-metal restore");
-  if (!engine || !engineOnlineAt(engine, now)) {
-    const last = engine?.lastHeartbeatAt ? ` (last heartbeat ${engine.lastHeartbeatAt})` : "";
-    throw new ValidationError(
-      `BES ${engine?.name ?? point.engineId} is offline${last}; a bare-metal restore needs its BES online`,
-      { restorePointId: "The BES of this restore point is offline" },
-    );
-  }
+  requireEngineOnline(engine, point, now, "a bare-metal restore");
   if (data.mode === "pxe" && !engine.pxeEnabled) {
     throw new ValidationError(
       `PXE boot is not enabled on BES ${engine.name}; enable it on the engine or boot from the ISO instead`,

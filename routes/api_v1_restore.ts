@@ -128,6 +128,7 @@ apiV1Restore.openapi(
       c.get("actor")!,
       restorePointId,
       c.req.valid("query").path,
+      c.get("deps").clock(),
     );
     if (!state) throw new NotFoundError("This folder has not been browsed yet; POST to request it");
     return c.json(state, 200);
@@ -147,7 +148,7 @@ apiV1Restore.openapi(
       202: json("A browse job was queued; poll GET …/browse?path=…"),
       ...denied,
       404: err("Not found or outside your scope"),
-      422: err("Invalid path, or the restore point is not complete"),
+      422: err("Invalid path, a restore point that is not complete, or its BES offline"),
     },
   }),
   async (c) => {
@@ -187,7 +188,7 @@ apiV1Restore.openapi(
       202: json("The pending search; poll GET /api/v1/searches/{searchId}"),
       ...denied,
       404: err("Not found or outside your scope"),
-      422: err("Invalid query, or the restore point is not complete"),
+      422: err("Invalid query, a restore point that is not complete, or its BES offline"),
     },
   }),
   async (c) => {
@@ -218,7 +219,10 @@ apiV1Restore.openapi(
       404: err("Not found or outside your scope"),
     },
   }),
-  async (c) => c.json(await getSearch(c.get("deps").kv, c.get("actor")!, c.req.valid("param").searchId), 200),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    return c.json(await getSearch(kv, c.get("actor")!, c.req.valid("param").searchId, clock()), 200);
+  },
 );
 
 apiV1Restore.openapi(

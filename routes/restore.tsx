@@ -514,8 +514,8 @@ async function pointPage(
     chainOf(kv, point),
     getEngine(kv, point.engineId),
     listHosts(kv, actor, { limit: 200 }),
-    getBrowse(kv, actor, point.id, browsePath),
-    searchId ? getSearch(kv, actor, searchId).catch(() => null) : Promise.resolve(null),
+    getBrowse(kv, actor, point.id, browsePath, now),
+    searchId ? getSearch(kv, actor, searchId, now).catch(() => null) : Promise.resolve(null),
   ]);
   const original = point.hostId
     ? hosts.values.find((h) => h.id === point.hostId) ?? await getHost(kv, point.hostId)

@@ -105,8 +105,6 @@ async function buildFixture(): Promise<Fixture> {
     version: "1.0.0",
     metrics: { cpuPercent: 1, memoryPercent: 1, diskPercent: 1, activeJobs: 0, uptimeSeconds: 1 },
   }, new Date(now.getTime() - 10 * 60_000));
-  await sweepEngineHeartbeats(kv, now);
-  const alertId = (await kv.get<string>(["alerts_open", "engine", engine.id, "engine_offline"])).value!;
   const policy = await createPolicy(kv, systemActor("test"), {
     name: "policy-a1",
     besId: engine.id,
@@ -168,6 +166,9 @@ async function buildFixture(): Promise<Fixture> {
   }, now);
   await applyJobOutcome(kv, done, now);
   const restorePointId = (await kv.get<{ restorePointId: string }>(["runs", run.id])).value!.restorePointId;
+  // Browse and search need the BES online; afterwards it goes silent and gets its offline alert.
+  const metrics = { cpuPercent: 1, memoryPercent: 1, diskPercent: 1, activeJobs: 0, uptimeSeconds: 1 };
+  await applyHeartbeat(kv, engine.id, { version: "1.0.0", metrics }, now);
   await requestBrowse(kv, systemActor("test"), restorePointId, "/", now);
   const search = await requestSearch(kv, systemActor("test"), restorePointId, "*.txt", now);
   const restore = await requestFileRestore(kv, systemActor("test"), {
@@ -175,6 +176,9 @@ async function buildFixture(): Promise<Fixture> {
     paths: ["/etc/hosts"],
     targetPath: "/restore",
   }, now);
+  await sweepEngineHeartbeats(kv, new Date(now.getTime() + 10 * 60_000));
+  const alertId = (await kv.get<string>(["alerts_open", "engine", engine.id, "engine_offline"])).value!;
+  assert.ok(alertId, "the engine's offline alert is open");
   // A notification channel and rule in A1 (the channel's test sends to a closed loopback port).
   const { channel } = await createChannel(kv, systemActor("test"), {
     type: "webhook",

@@ -39,6 +39,7 @@ import {
   requestImageRestore,
   requestSearch,
   requireRestorePoint,
+  RESTORE_PICKUP_MS,
   restorePathsChunk,
   restorePointChain,
   type RestoreRequest,
@@ -344,12 +345,12 @@ Deno.test("a point of a host outside the actor's orgs is hidden even when its po
     paths: ["/etc"],
     targetPath: "/r",
   }, now);
-  await rejects(getSearch(kv, opsOnly, search.id), NotFoundError);
+  await rejects(getSearch(kv, opsOnly, search.id, START), NotFoundError);
   await rejects(getRestore(kv, opsOnly, fromLab.id), NotFoundError);
   await rejects(getRestore(kv, opsOnly, toLab.id), NotFoundError);
   assert.deepEqual((await listRestores(kv, opsOnly)).values.map((r) => r.id), [own.id]);
   assert.deepEqual((await listRestores(kv, admin)).values.map((r) => r.id), [own.id, toLab.id, fromLab.id]);
-  assert.equal((await getSearch(kv, admin, search.id)).id, search.id);
+  assert.equal((await getSearch(kv, admin, search.id, START)).id, search.id);
 });
 
 Deno.test("malformed ids of points, searches and restores are not found (never a KV key error)", async () => {
@@ -358,7 +359,7 @@ Deno.test("malformed ids of points, searches and restores are not found (never a
   const admin = actorOf(f.users.admin);
   for (const id of ["x".repeat(3000), "", "01NOSUCHPOINT", "../01KAHZ3Y3N4G2D8QF5T0V7W9XB"]) {
     await rejects(requireRestorePoint(kv, admin, id), NotFoundError);
-    await rejects(getSearch(kv, admin, id), NotFoundError);
+    await rejects(getSearch(kv, admin, id, START), NotFoundError);
     await rejects(getRestore(kv, admin, id), NotFoundError);
   }
 });
@@ -423,7 +424,7 @@ Deno.test("requestBrowse() queues one high-priority BES job per folder and serve
       ],
     },
   }, now);
-  const ready = await getBrowse(kv, actor, point.id, "/");
+  const ready = await getBrowse(kv, actor, point.id, "/", now);
   assert.equal(ready?.status, "ready");
   assert.deepEqual(ready?.entries, [
     { path: "/etc", name: "etc", type: "dir", size: 0, modifiedAt: "2026-10-01T10:00:00.000Z" },
@@ -448,7 +449,7 @@ Deno.test("requestBrowse() queues one high-priority BES job per folder and serve
     assert.match(e.fields.path, /\.\./);
     return true;
   });
-  assert.equal(await getBrowse(kv, actor, point.id, "/never"), null);
+  assert.equal(await getBrowse(kv, actor, point.id, "/never", now), null);
   await rejects(requestBrowse(kv, actorOf(f.users.labRestorer), point.id, "/", now), NotFoundError);
 });
 
@@ -463,7 +464,7 @@ Deno.test("a failed browse (engine failure or lease run out) is requested again 
     status: "failed",
     error: { reason: "CATALOG_UNAVAILABLE", message: "catalog locked" },
   }, now);
-  const failed = await getBrowse(kv, actor, point.id, "/srv");
+  const failed = await getBrowse(kv, actor, point.id, "/srv", now);
   assert.equal(failed?.status, "failed");
   assert.match(failed?.error ?? "", /CATALOG_UNAVAILABLE: catalog locked/);
   const second = await requestBrowse(kv, actor, point.id, "/srv", now);
@@ -476,11 +477,53 @@ Deno.test("a failed browse (engine failure or lease run out) is requested again 
     at += 6 * 60_000;
     await expireLeases(kv, new Date(at));
   }
-  const expired = await getBrowse(kv, actor, point.id, "/srv");
+  const expired = await getBrowse(kv, actor, point.id, "/srv", now);
   assert.equal(expired?.status, "failed");
   assert.match(expired?.error ?? "", /stopped answering/);
+  await applyHeartbeat(kv, f.engine.id, { version: "1", metrics: engineMetrics() }, new Date(at));
   const third = await requestBrowse(kv, actor, point.id, "/srv", new Date(at));
   assert.notEqual(third.jobId, second.jobId);
+});
+
+Deno.test("browse and search need the point's BES online; a request it never picks up reads failed after 2 minutes", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const point = await putPoint(kv, f.filePolicy, f.h1.id, new Date(START.getTime() - 3600_000));
+  const actor = actorOf(f.users.restorer);
+  const now = f.clock.now();
+  const kept = await requestBrowse(kv, actor, point.id, "/kept", now);
+  await finish(kv, (await getJob(kv, kept.jobId))!, { output: { entries: [] } }, now);
+  // Picked up in time: still pending at exactly the deadline.
+  const browse = await requestBrowse(kv, actor, point.id, "/srv", now);
+  const search = await requestSearch(kv, actor, point.id, "*.pdf", now);
+  const atDeadline = new Date(now.getTime() + RESTORE_PICKUP_MS);
+  assert.equal((await getBrowse(kv, actor, point.id, "/srv", atDeadline))?.status, "pending");
+  assert.equal((await getSearch(kv, actor, search.id, atDeadline)).status, "pending");
+  // The BES never claims: one millisecond later both read failed, naming the likely cause.
+  const late = new Date(atDeadline.getTime() + 1);
+  const overdue = await getBrowse(kv, actor, point.id, "/srv", late);
+  assert.equal(overdue?.status, "failed");
+  assert.match(overdue?.error ?? "", /has not picked up this request in 2 minutes; it may be offline/);
+  assert.equal((await getSearch(kv, actor, search.id, late)).status, "failed");
+  // A claimed (leased) job is being worked on: not overdue.
+  await claimJobs(kv, `bes:${f.engine.id}`, 1, late);
+  const claimed = (await getJob(kv, browse.jobId))!.status === "leased" ? "browse" : "search";
+  if (claimed === "browse") {
+    assert.equal((await getBrowse(kv, actor, point.id, "/srv", late))?.status, "pending");
+  } else assert.equal((await getSearch(kv, actor, search.id, late)).status, "pending");
+  // The BES is offline now (last heartbeat at START, > 3 minutes ago): a new request is refused at once,
+  // naming the BES and its last heartbeat, and queues nothing.
+  const jobsBefore = (await jobsOf(kv, "browse")).length + (await jobsOf(kv, "search")).length;
+  const offline = new Date(START.getTime() + 10 * 60_000);
+  await rejects(
+    requestBrowse(kv, actor, point.id, "/etc", offline),
+    ValidationError,
+    new RegExp(`BES ${f.engine.name} is offline \\(last heartbeat ${START.toISOString()}\\); browsing needs`),
+  );
+  await rejects(requestSearch(kv, actor, point.id, "*.doc", offline), ValidationError, /searching needs/);
+  assert.equal((await jobsOf(kv, "browse")).length + (await jobsOf(kv, "search")).length, jobsBefore);
+  // A folder already browsed is still answered from what was kept while the BES is down.
+  assert.equal((await requestBrowse(kv, actor, point.id, "/kept", offline)).status, "ready");
 });
 
 Deno.test("browse and search refuse points that are not complete", async () => {
@@ -511,7 +554,7 @@ Deno.test("requestSearch() queues a search job; its matches (path, size, time) c
   assert.equal(job.principal, `bes:${f.engine.id}`);
   assert.equal(job.payload.mode, "glob");
   assert.equal(job.payload.query, "*.pdf");
-  assert.equal((await getSearch(kv, actor, search.id)).status, "pending");
+  assert.equal((await getSearch(kv, actor, search.id, START)).status, "pending");
   await finish(kv, job, {
     output: {
       matches: [
@@ -522,15 +565,15 @@ Deno.test("requestSearch() queues a search job; its matches (path, size, time) c
       truncated: true,
     },
   }, now);
-  const ready = await getSearch(kv, actor, search.id);
+  const ready = await getSearch(kv, actor, search.id, START);
   assert.equal(ready.status, "ready");
   assert.equal(ready.truncated, true);
   assert.deepEqual(ready.matches, [
     { path: "/srv/a.pdf", name: "a.pdf", type: "file", size: 10, modifiedAt: "2026-11-02T00:00:00.000Z" },
     { path: "/home/b.pdf", name: "b.pdf", type: "file", size: 20, modifiedAt: "2026-11-03T00:00:00.000Z" },
   ]);
-  await rejects(getSearch(kv, actorOf(f.users.labRestorer), search.id), NotFoundError);
-  await rejects(getSearch(kv, actorOf(f.users.foreignAdmin), search.id), NotFoundError);
+  await rejects(getSearch(kv, actorOf(f.users.labRestorer), search.id, START), NotFoundError);
+  await rejects(getSearch(kv, actorOf(f.users.foreignAdmin), search.id, START), NotFoundError);
   const audits = (await auditEntries(kv, f.tenant.account.id)).filter((a) => a.action === "restore.search");
   assert.equal(audits.length, 1);
   assert.match(audits[0].summary, /\*\.pdf/);
