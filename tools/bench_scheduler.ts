@@ -5,9 +5,11 @@
  * functions, the rest cloned from them with fresh ids), then measures:
  *  - an idle tick (nothing due: the cost of scanning every policy),
  *  - a spread tick (each policy's daily incremental at minute `i % 60` of 02:00: 1/60 of them due),
- *  - a storm tick (every policy due in the same minute: 100,000 jobs),
- *  - claims/s of 50 concurrent claimers (one job per claim, each claimer working through its own hosts),
- *    beside the ceiling of the same machine: 50 concurrent loops of one KV atomic op (check + set) each.
+ *  - a storm tick (every policy due in the same minute: 100,000 jobs), beside its write floor: the same
+ *    jobs and runs written in the same batches with no reads and no scheduling logic,
+ *  - claims/s of 50 concurrent claimers (one job per claim, each claimer working through its own hosts;
+ *    claims that arrive together share a group commit) with their latency, beside the ceiling of the
+ *    same machine: 50 concurrent loops of one KV atomic op (check + set) each.
  */
 import { parseArgs } from "node:util";
 import { assignHost } from "../domain/assignments.ts";
@@ -136,14 +138,25 @@ async function claimThroughput(hostIds: string[], now: Date) {
   let empty = 0;
   const end = performance.now() + SECONDS * 1000;
   const t0 = performance.now();
+  const latencies: number[] = [];
   await Promise.all(Array.from({ length: CLAIMERS }, async (_, w) => {
     for (let i = w; i < hostIds.length && performance.now() < end; i += CLAIMERS) {
+      const started = performance.now();
       const jobs = await claimJobs(kv, `agent:${hostIds[i]}`, 1, now);
+      latencies.push(performance.now() - started);
       if (jobs.length) claims++;
       else empty++;
     }
   }));
-  return { claims, empty, perSecond: claims / ((performance.now() - t0) / 1000) };
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
+  return {
+    claims,
+    empty,
+    perSecond: claims / ((performance.now() - t0) / 1000),
+    p50: at(0.5),
+    p95: at(0.95),
+  };
 }
 
 /**
@@ -222,7 +235,9 @@ const ceiling = await atomicCeiling();
 console.log(
   `Claims: ${
     claim.perSecond.toFixed(0)
-  }/s with ${CLAIMERS} concurrent claimers (${claim.claims} claimed, ${claim.empty} empty)`,
+  }/s with ${CLAIMERS} concurrent claimers (${claim.claims} claimed, ${claim.empty} empty; latency p50 ${
+    claim.p50.toFixed(1)
+  } ms, p95 ${claim.p95.toFixed(1)} ms)`,
 );
 console.log(`Ceiling: ${ceiling.toFixed(0)} atomic ops/s (${CLAIMERS} concurrent loops of check + set)`);
 console.log(

@@ -73,6 +73,39 @@ Deno.test("invariant 6 under races: many concurrent claimers never claim a job t
   }
 });
 
+Deno.test("concurrent claims of many principals share group commits; each job is claimed exactly once", async () => {
+  for (let iteration = 0; iteration < 20; iteration++) {
+    using kv = await Deno.openKv(":memory:");
+    const clock = new TestClock();
+    const principals = Array.from(
+      { length: 30 },
+      (_, i) => `agent:01KAHZ3Y3N4G2D8QF5T0V7W${String(i).padStart(3, "0")}`,
+    );
+    const jobs = new Map<string, string>();
+    for (const principal of principals) {
+      for (let j = 0; j < 2; j++) {
+        const job = await enqueueJob(kv, { kind: "backup", principal, ...scope }, clock.now());
+        jobs.set(job.id, principal);
+      }
+    }
+    // Two claimers per principal at once, one job each: they race for the same first job.
+    const claims = await Promise.all(
+      principals.flatMap((p) => [claimJobs(kv, p, 1, clock.now()), claimJobs(kv, p, 1, clock.now())]),
+    );
+    const claimed = claims.flat();
+    assert.equal(claimed.length, 60, `iteration ${iteration}: every claimer got a job`);
+    assert.equal(new Set(claimed.map((j) => j.id)).size, 60, `iteration ${iteration}: no job twice`);
+    for (const job of claimed) {
+      assert.equal(job.principal, jobs.get(job.id), "only the principal's own jobs");
+      const stored = (await getJob(kv, job.id))!;
+      assert.deepEqual([stored.status, stored.attempts], ["leased", 1]);
+      assert.equal(stored.leaseExpiresAt, new Date(clock.now().getTime() + LEASE_MS).toISOString());
+    }
+    for (const p of principals) assert.equal(await countQueued(kv, p), 0);
+    assert.equal((await Array.fromAsync(kv.list({ prefix: ["job_leases"] }))).length, 60, "one lease each");
+  }
+});
+
 Deno.test("applyResult() applies once: a duplicate is a no-op, a different one is refused", async () => {
   using kv = await Deno.openKv(":memory:");
   const clock = new TestClock();
