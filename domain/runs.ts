@@ -259,10 +259,10 @@ async function newRun(kv: Deno.Kv, base: NewRun, now: Date): Promise<Run> {
  * dispatches. An offline agent or BES gets a `skipped` run with reason ENGINE_OFFLINE linked to the
  * engine's offline alert, instead of a job that would only fail.
  *
- * Three phases, so a minute in which thousands of policies fire at once stays fast: scan the policies
- * (pure cron checks), claim the due slots in batches of up to 100 checks per write, then prepare the
- * claimed policies DISPATCH_PARALLEL at a time (their reads overlap) while their jobs and runs stream
- * into shared batch writes.
+ * So that a minute in which thousands of policies fire at once stays fast: the policies are scanned
+ * (pure cron checks), then the due ones are taken SLOT_BATCH at a time — their slots claimed in one
+ * write, the policies prepared DISPATCH_PARALLEL at a time (their reads overlap) — while their jobs and
+ * runs stream into shared batch writes.
  */
 export async function runSchedulerTick(
   kv: Deno.Kv,
@@ -280,53 +280,48 @@ export async function runSchedulerTick(
     if (!policy.enabled || policy.pausedReason) continue;
     for (const kind of dueKinds(policy, minuteStart)) due.push({ policy, kind });
   }
-  const claimed = await claimSlots(kv, due, minute);
   const writer = new DispatchWriter(kv);
   const context = new TickContext(kv);
   // A storm — many policies, and at least a quarter of all, due in one minute — reads the assignments
   // and hosts in a few large scans instead of a few small reads per policy.
-  const bulk = claimed.length >= (options.bulkReadMinPolicies ?? BULK_READ_MIN_POLICIES) &&
-    claimed.length * 4 >= policies;
-  if (bulk) {
-    await context.preload(new Set(claimed.map((c) => c.policy.id)));
+  if (due.length >= (options.bulkReadMinPolicies ?? BULK_READ_MIN_POLICIES) && due.length * 4 >= policies) {
+    await context.preload(new Set(due.map((d) => d.policy.id)));
   }
   let skipped = 0;
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(DISPATCH_PARALLEL, claimed.length) }, async () => {
-    while (next < claimed.length) {
-      const { policy, kind } = claimed[next++];
-      skipped += await dispatchPolicy(kv, context, writer, policy, kind, minuteStart, now);
-    }
-  }));
+  // Slots are claimed a batch at a time, right before that batch is dispatched: a crash mid-tick loses
+  // at most the batch in hand (and the writes in flight), not every slot claimed ahead.
+  for (let i = 0; i < due.length; i += SLOT_BATCH) {
+    const claimed = await claimSlots(kv, due.slice(i, i + SLOT_BATCH), minute);
+    let next = 0;
+    await Promise.all(Array.from({ length: Math.min(DISPATCH_PARALLEL, claimed.length) }, async () => {
+      while (next < claimed.length) {
+        const { policy, kind } = claimed[next++];
+        skipped += await dispatchPolicy(kv, context, writer, policy, kind, minuteStart, now);
+      }
+    }));
+  }
   const dispatched = await writer.close();
   return { dispatched: caughtUp + dispatched, skipped };
 }
 
 /**
- * Claims each due (policy, schedule, minute) slot; returns the ones this tick won. One write claims
- * up to SLOT_BATCH slots; when it fails, another tick claimed one of them, and that batch is claimed
- * slot by slot.
+ * Claims due (policy, schedule, minute) slots (at most SLOT_BATCH) in one write; returns the ones this
+ * tick won. When the write fails, another tick claimed one of them, and they are claimed one by one.
  */
 async function claimSlots<T extends { policy: Policy; kind: RunKind }>(
   kv: Deno.Kv,
   due: T[],
   minute: string,
 ): Promise<T[]> {
-  const won: T[] = [];
   const claimOne = (op: Deno.AtomicOperation, d: T) => {
     const key = slotKey(d.policy.id, d.kind, minute);
     return op.check({ key, versionstamp: null }).set(key, true, { expireIn: 2 * 86_400_000 });
   };
-  for (let i = 0; i < due.length; i += SLOT_BATCH) {
-    const chunk = due.slice(i, i + SLOT_BATCH);
-    const op = kv.atomic();
-    for (const d of chunk) claimOne(op, d);
-    if ((await op.commit()).ok) {
-      won.push(...chunk);
-      continue;
-    }
-    for (const d of chunk) if ((await claimOne(kv.atomic(), d).commit()).ok) won.push(d);
-  }
+  const op = kv.atomic();
+  for (const d of due) claimOne(op, d);
+  if ((await op.commit()).ok) return due;
+  const won: T[] = [];
+  for (const d of due) if ((await claimOne(kv.atomic(), d).commit()).ok) won.push(d);
   return won;
 }
 
