@@ -57,7 +57,7 @@ import {
   writeProtected,
 } from "./protected.ts";
 import { type Actor, authorize, systemActor } from "./rbac.ts";
-import { firstLine, type Run, runKey, runsByPolicyKey } from "./runs.ts";
+import { firstLine, indexRetryableInOp, type Run, runKey, runsByPolicyKey } from "./runs.ts";
 import { openSecret, vaultKey, type VaultRecord } from "./vault.ts";
 
 /** A retry's vendor run may start this much before our start request (vendor clock skew). */
@@ -153,6 +153,9 @@ export async function testPlatform(
 
 // ---------------------------------------------------------------------------------------------------
 // Sync
+
+/** How recent a failed platform run must be for an automatic retry: older ones are history. */
+export const AUTO_RETRY_RECENT_MS = 24 * 3_600_000;
 
 function isCounted(status: Run["status"]): status is "success" | "warning" | "failed" {
   return status === "success" || status === "warning" || status === "failed";
@@ -398,9 +401,16 @@ async function readPending(kv: Deno.Kv, platformId: string): Promise<PlatformRun
   return out.sort((a, b) => a.id.localeCompare(b.id));
 }
 
-/** Adds to `op` what finishing `next` changes: the run, and its dashboard outcome (once). */
+/**
+ * Adds to `op` what finishing `next` changes: the run, its dashboard outcome (once), and — for a failed,
+ * retryable run that ended in the last AUTO_RETRY_RECENT_MS — its place in the auto-retry index (older
+ * failures imported from the platform's history are not retried on their own).
+ */
 async function finishRunInOp(kv: Deno.Kv, op: Deno.AtomicOperation, next: PlatformRun, now: Date) {
   op.set(runKey(next.id), next);
+  if (next.endedAt && now.getTime() - Date.parse(next.endedAt) <= AUTO_RETRY_RECENT_MS) {
+    indexRetryableInOp(op, next, now, { platform: true });
+  }
   if (isCounted(next.status)) {
     countRunOutcome(op, next, await kv.get<LatestOutcome>(latestOutcomeKey(next.policyId, null)), now);
   }

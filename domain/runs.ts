@@ -581,10 +581,7 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
       updatedAt: now.toISOString(),
     };
     const op = kv.atomic().check(entry);
-    // Failed retryable runs are indexed, so the auto-retry job finds them without scanning all runs.
-    if (next.retryable && (next.status === "failed" || next.status === "warning")) {
-      op.set(retryableKey(run.id), { policyId: run.policyId, hostId: run.hostId, at: now.toISOString() });
-    }
+    indexRetryableInOp(op, next, now);
     const rp = r.output?.restorePoint as Partial<RestorePoint> & { id?: string } | undefined;
     if (rp?.id && r.status !== "failed" && (job.kind === "backup" || job.kind === "synthetic_full")) {
       const point: RestorePoint = {
@@ -931,6 +928,31 @@ export const AUTO_RETRY_MAX = 3;
 function retryableKey(runId: string) {
   return ["runs_retryable", runId] as const;
 }
+
+/** What the auto-retry index holds per run; `platform` marks a platform job's run. */
+interface RetryableEntry {
+  policyId: string;
+  hostId: string | null;
+  at?: string;
+  platform?: true;
+}
+
+/**
+ * Indexes a finished run for the auto-retry job when it failed and is retryable, so the job finds it
+ * without scanning all runs. A warning run is retried by hand only (the guide: automatic retries
+ * "only trigger when the latest run is failed and retryable").
+ */
+export function indexRetryableInOp(
+  op: Deno.AtomicOperation,
+  run: Pick<Run, "id" | "policyId" | "hostId" | "status" | "retryable">,
+  now: Date,
+  options: { platform?: boolean } = {},
+) {
+  if (!run.retryable || run.status !== "failed") return;
+  const entry: RetryableEntry = { policyId: run.policyId, hostId: run.hostId, at: now.toISOString() };
+  if (options.platform) entry.platform = true;
+  op.set(retryableKey(run.id), entry);
+}
 function autoRetryCountKey(policyId: string, hostId: string | null, day: string) {
   return ["auto_retry_count", policyId, hostId ?? "bes", day] as const;
 }
@@ -944,22 +966,22 @@ export const AUTO_RETRY_DELAY_MS = 10 * 60_000;
 /**
  * The automatic retry job: each failed, retryable run that is still its host's latest gets one retry,
  * AUTO_RETRY_DELAY_MS after it failed
- * (through `retryRun`, so the same rules hold: never while a run is pending or running, one retry per
- * run, retry runs not retryable), within `max` automatic retries per policy and host per UTC day.
+ * (through `retryRun` — or, for a platform job's run, the `retryPlatformJob` passed in — so the same
+ * rules hold: never while a run is pending or running, one retry per run, retry runs not retryable),
+ * within `max` automatic retries per policy (or platform job) and host per UTC day.
  */
 export async function autoRetryRuns(
   kv: Deno.Kv,
   now: Date,
   max = AUTO_RETRY_MAX,
+  retryPlatformJob?: (kv: Deno.Kv, actor: Actor, jobId: string, now: Date) => Promise<unknown>,
 ): Promise<{ retried: number; skipped: number }> {
   const system = systemActor("auto-retry");
   const day = now.toISOString().slice(0, 10);
   let retried = 0;
   let skipped = 0;
   for await (
-    const e of kv.list<{ policyId: string; hostId: string | null; at?: string }>({
-      prefix: ["runs_retryable"],
-    })
+    const e of kv.list<RetryableEntry>({ prefix: ["runs_retryable"] })
   ) {
     const runId = String(e.key[1]);
     if (e.value.at && Date.parse(e.value.at) + AUTO_RETRY_DELAY_MS > now.getTime()) continue; // not yet
@@ -970,7 +992,12 @@ export async function autoRetryRuns(
       continue; // budget spent today; the entry stays for tomorrow unless superseded
     }
     try {
-      await retryRun(kv, system, runId, now);
+      // A platform job's retry is a pending run its platform's next sync starts; it retries the job's
+      // latest run, and refuses (like retryRun) when that is not a failed retryable run or one is in flight.
+      if (e.value.platform) {
+        if (!retryPlatformJob) continue;
+        await retryPlatformJob(kv, system, e.value.policyId, now);
+      } else await retryRun(kv, system, runId, now);
       await kv.atomic().check(count).set(countKey, (count.value ?? 0) + 1, { expireIn: 2 * 86_400_000 })
         .delete(e.key).commit();
       retried++;

@@ -1,6 +1,8 @@
 /** Minute job: one automatic retry for each failed, retryable latest run (within the daily budget). */
-import { autoRetryRuns } from "../domain/runs.ts";
+import { retryPlatformJob } from "../domain/platforms.ts";
+import { AUTO_RETRY_MAX, autoRetryRuns } from "../domain/runs.ts";
 
+/** Native runs get agent (or BES) jobs; platform runs a pending run that the platform's next sync starts. */
 export async function autoRetry(kv: Deno.Kv, now: Date) {
-  return await autoRetryRuns(kv, now);
+  return await autoRetryRuns(kv, now, AUTO_RETRY_MAX, retryPlatformJob);
 }

@@ -27,7 +27,8 @@ import { VeeamConnector } from "../../domain/connectors/veeam.ts";
 import { listProtectedObjects, type ProtectedObject, sweepRpoBreaches } from "../../domain/protected.ts";
 import { type Actor, systemActor } from "../../domain/rbac.ts";
 import { classifyKey } from "../../domain/self_backup.ts";
-import type { Run } from "../../domain/runs.ts";
+import { AUTO_RETRY_DELAY_MS, type Run } from "../../domain/runs.ts";
+import { autoRetry } from "../../jobs/auto_retry.ts";
 import type { User } from "../../domain/types.ts";
 import {
   COHESITY_PASSWORD,
@@ -439,6 +440,56 @@ Deno.test("TLS is always verified: an unknown CA fails the sync clearly, the pla
   const fixed = await syncPlatform(kv, platform.id, deps(NOW));
   assert.equal(fixed.status, "success", fixed.error ?? "");
   assert.equal(fixed.objects.created, 4);
+});
+
+Deno.test("automatic retry of platform jobs: a recent failure once, after the delay; never a warning or an old failure", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using fake = await startFakeVeeam();
+  fillVeeam(fake);
+  // A warning on the VM job, and a failure of the SQL log job two days ago followed by a success.
+  fake.addSession("j-vm", "2026-11-22T03:00:00Z", "Warning", { id: "s-vm-3", message: "1 file skipped" });
+  fake.addSession("j-log", "2026-11-20T01:00:00Z", "Failed", { id: "s-log-0", message: "old failure" });
+  const w = await world(kv);
+  const platform = await createPlatform(kv, userActor(w.admin), veeamInput(fake, w.tenant.orgs[0].id), {
+    now: NOW,
+    masterKey,
+  });
+  await syncPlatform(kv, platform.id, deps(NOW));
+  const agentJob = (await listPlatformJobs(kv, platform.id)).find((j) => j.vendorJobId === "j-agent")!;
+  const retriesOf = async () => (await runsOf(kv)).filter((r) => r.trigger === "retry");
+
+  const due = new Date(NOW.getTime() + AUTO_RETRY_DELAY_MS);
+  assert.deepEqual(await autoRetry(kv, new Date(due.getTime() - 1)), { retried: 0, skipped: 0 }, "waits");
+  assert.deepEqual(
+    await autoRetry(kv, due),
+    { retried: 1, skipped: 0 },
+    "only the agent job's failure (08:00)",
+  );
+  assert.deepEqual(await autoRetry(kv, due), { retried: 0, skipped: 0 }, "idempotent");
+  const [retry] = await retriesOf();
+  assert.equal(retry.policyId, agentJob.id);
+  assert.deepEqual([retry.status, retry.retryable, retry.platform.startRequestedAt], [
+    "pending",
+    false,
+    null,
+  ]);
+  const audit = (await auditEntries(kv, w.tenant.account.id)).filter((a) => a.action === "job.retry");
+  assert.equal(audit.length, 1);
+  assert.match((audit[0] as { actorLabel?: string }).actorLabel ?? "", /auto-retry/);
+  // The next sync starts it on the platform; when it fails too, nothing cascades (retry runs are not retryable).
+  fake.now = new Date(due.getTime() + 60_000);
+  assert.equal((await syncPlatform(kv, platform.id, deps(fake.now))).retries.started, 1);
+  const session = fake.sessions[fake.sessions.length - 1];
+  fake.finishSession(session.id, "Failed", new Date(due.getTime() + 5 * 60_000).toISOString());
+  const later = new Date(due.getTime() + 10 * 60_000);
+  await syncPlatform(kv, platform.id, deps(later));
+  assert.equal((await kv.get<PlatformRun>(["runs", retry.id])).value?.status, "failed");
+  assert.deepEqual(await autoRetry(kv, new Date(later.getTime() + AUTO_RETRY_DELAY_MS)), {
+    retried: 0,
+    skipped: 0,
+  });
+  assert.equal((await retriesOf()).length, 1);
+  assert.equal(fake.calls(/\/start$/).length, 1);
 });
 
 Deno.test("platform retry: one pending run, the next sync starts the Veeam job, a later sync finishes the run", async () => {
