@@ -18,6 +18,7 @@ import { apiV1Policies } from "./routes/api_v1_policies.ts";
 import { apiV1Runs } from "./routes/api_v1_runs.ts";
 import { apiV1Dashboard } from "./routes/api_v1_dashboard.ts";
 import { apiV1Jobs } from "./routes/api_v1_jobs.ts";
+import { apiV1Notifications } from "./routes/api_v1_notifications.ts";
 import { apiV1Platforms } from "./routes/api_v1_platforms.ts";
 import { apiV1Restore } from "./routes/api_v1_restore.ts";
 import { engineRoutes } from "./routes/engines.tsx";
@@ -141,6 +142,7 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1Dashboard);
   app.route("/", apiV1Jobs);
   app.route("/", apiV1Platforms);
+  app.route("/", apiV1Notifications);
   app.route("/", apiV1Restore);
   app.route("/", engineProtocol);
   app.route("/", selfBackupApi);

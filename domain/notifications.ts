@@ -230,6 +230,33 @@ export function displayUrl(url: string): string {
   }
 }
 
+/**
+ * A channel as the JSON API returns it: a webhook's URL as its origin only (the path may carry a token),
+ * and whether an SMTP password is stored — never a secret, and no vault ids.
+ */
+export function toPublicChannel(c: NotificationChannel) {
+  const base = {
+    id: c.id,
+    accountId: c.accountId,
+    orgId: c.orgId,
+    type: c.type,
+    name: c.name,
+    enabled: c.enabled,
+    createdAt: c.createdAt,
+    updatedAt: c.updatedAt,
+  };
+  return c.type === "webhook" ? { ...base, url: displayUrl(c.url), secretSetAt: c.secretSetAt } : {
+    ...base,
+    host: c.host,
+    port: c.port,
+    tlsMode: c.tlsMode,
+    username: c.username,
+    hasPassword: c.passwordId !== null,
+    from: c.from,
+    to: c.to,
+  };
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Input schemas (one source of truth for forms, JSON and the domain)
 

@@ -1195,3 +1195,121 @@ Deno.test("updateRule() by an org's operator keeps the rule's channels they cann
     /Unknown channel/,
   );
 });
+
+Deno.test("the JSON API: channels, rules and the delivery log, with secrets once, URLs as origins, and 422s that change nothing", async () => {
+  using p = await pageFixture();
+  const admin = await p.as("admin");
+  const csrf = await admin.csrfFor(BASE);
+  const call = (b: Browser, method: string, path: string, body?: unknown, token = csrf) =>
+    b.request(path, {
+      method,
+      headers: { "content-type": "application/json", "x-csrf-token": token },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  const created = await call(admin, "POST", "/api/v1/notification-channels", {
+    type: "webhook",
+    name: "API webhook",
+    url: "https://hooks.example.com/services/T9/B9/API-TOKEN",
+    orgId: p.fx.opsId,
+  });
+  assert.equal(created.status, 201);
+  assert.equal(created.headers.get("cache-control"), "no-store");
+  const { channel, generatedSecret } = await created.json();
+  assert.match(generatedSecret, /^whsec_/);
+  assert.equal(channel.url, "https://hooks.example.com/…");
+  assert.equal(channel.secretId, undefined, "no vault ids");
+  for (const path of ["/api/v1/notification-channels", `/api/v1/notification-channels/${channel.id}`]) {
+    const text = await (await admin.get(path)).text();
+    assertIncludes(text, "API webhook");
+    assertExcludes(text, "API-TOKEN", "the URL's path token");
+    assertExcludes(text, generatedSecret, "the secret, after its one showing");
+  }
+  // An update without a URL keeps it; a bad one is a 422 with the field named and changes nothing.
+  const renamed = await call(admin, "PUT", `/api/v1/notification-channels/${channel.id}`, {
+    type: "webhook",
+    name: "API webhook 2",
+  });
+  assert.equal(renamed.status, 200);
+  assert.equal((await renamed.json()).generatedSecret, null);
+  const stored = async () =>
+    (await p.kv.get<{ name: string; url: string }>(["notification_channels", channel.id])).value!;
+  const kept = await stored();
+  assert.equal(kept.name, "API webhook 2");
+  assert.equal(kept.url, "https://hooks.example.com/services/T9/B9/API-TOKEN", "the URL is kept");
+  const before = await stored();
+  const bad = await call(admin, "PUT", `/api/v1/notification-channels/${channel.id}`, {
+    type: "webhook",
+    name: "",
+    url: "ftp://nope",
+  });
+  assert.equal(bad.status, 422);
+  const badBody = await bad.json();
+  assert.ok(badBody.error.fields.name && badBody.error.fields.url, JSON.stringify(badBody));
+  assert.deepEqual(await stored(), before);
+
+  // Rules: create, read, update, and a rule naming an unknown channel is refused.
+  const rule = await call(admin, "POST", "/api/v1/notification-rules", {
+    name: "Critical to ops",
+    minSeverity: "critical",
+    orgIds: "all",
+    events: ["opened", "resolved"],
+    channelIds: [channel.id],
+  });
+  assert.equal(rule.status, 201);
+  const ruleId = (await rule.json()).id;
+  assert.equal(
+    (await (await admin.get(`/api/v1/notification-rules/${ruleId}`)).json()).name,
+    "Critical to ops",
+  );
+  const unknown = await call(admin, "PUT", `/api/v1/notification-rules/${ruleId}`, {
+    name: "Critical to ops",
+    minSeverity: "critical",
+    orgIds: "all",
+    events: ["opened"],
+    channelIds: ["01KAHZ3Y3N4G2D8QF5T0V7W9XB"],
+  });
+  assert.equal(unknown.status, 422);
+  assert.deepEqual((await (await admin.get(`/api/v1/notification-rules/${ruleId}`)).json()).events, [
+    "opened",
+    "resolved",
+  ]);
+  assert.equal((await (await admin.get("/api/v1/notification-rules")).json()).values.length, 1);
+
+  // The delivery log: a bad status or limit is a 422, not a silently different page.
+  assert.equal((await admin.get("/api/v1/notification-deliveries?status=lost")).status, 422);
+  assert.equal((await admin.get("/api/v1/notification-deliveries?limit=0")).status, 422);
+  const log = await (await admin.get(`/api/v1/notification-deliveries?channelId=${channel.id}&limit=5`))
+    .json();
+  assert.deepEqual(log, { values: [], cursor: "" });
+
+  // Scope: an operator of another org sees none of it; a viewer cannot change it.
+  const devViewer = await p.as("devViewer");
+  assert.deepEqual((await (await devViewer.get("/api/v1/notification-channels")).json()).values, []);
+  assert.equal((await devViewer.get(`/api/v1/notification-channels/${channel.id}`)).status, 404);
+  const viewer = await p.as("viewer");
+  const viewerCsrf = await viewer.csrfFor(BASE);
+  assert.equal(
+    (await call(viewer, "DELETE", `/api/v1/notification-channels/${channel.id}`, undefined, viewerCsrf))
+      .status,
+    403,
+  );
+  // Deleting: 204, then gone, with its vault secret; the audit log has each change and no secret.
+  assert.equal((await call(admin, "DELETE", `/api/v1/notification-rules/${ruleId}`)).status, 204);
+  assert.equal((await call(admin, "DELETE", `/api/v1/notification-channels/${channel.id}`)).status, 204);
+  assert.equal((await admin.get(`/api/v1/notification-channels/${channel.id}`)).status, 404);
+  assert.equal(await countPrefix(p.kv, "vault"), 0);
+  const audit = (await auditEntries(p.kv, p.fx.tenant.account.id)).filter((e) =>
+    e.action.startsWith("notification_")
+  );
+  assert.deepEqual(audit.map((e) => e.action).sort(), [
+    "notification_channel.create",
+    "notification_channel.delete",
+    "notification_channel.update",
+    "notification_rule.create",
+    "notification_rule.delete",
+  ]);
+  for (const e of audit) {
+    assertExcludes(e.summary, generatedSecret);
+    assertExcludes(e.summary, "API-TOKEN");
+  }
+});

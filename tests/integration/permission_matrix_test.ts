@@ -352,6 +352,14 @@ const SAMPLE_BODIES: Record<string, unknown> = {
     endpointUrl: "http://127.0.0.1:9",
     username: "svc-veeam",
   },
+  "PUT /api/v1/notification-channels/:channelId": { type: "webhook", name: "Renamed channel" },
+  "PUT /api/v1/notification-rules/:ruleId": {
+    name: "Renamed rule",
+    minSeverity: "warning",
+    orgIds: "all",
+    events: ["opened"],
+    channelIds: ["none"],
+  },
 };
 
 /**
@@ -377,10 +385,13 @@ const POLICY: Array<[RegExp, string]> = [
   [/^\w+ \/api\/v1\/tokens/, "backup.view"],
   [/^\w+ \/api\/v1\/(restore-points|searches|restores)(\/|$)/, "backup.restore"],
   [
-    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|runs|jobs|dashboard|protected-objects|platforms)(\/|$)/,
+    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|runs|jobs|dashboard|protected-objects|platforms|notification-(channels|rules|deliveries))(\/|$)/,
     "backup.view",
   ],
-  [/^\w+ \/api\/v1\/(engines|storage|alerts|policies|jobs|platforms)(\/|$)/, "backup.manage"],
+  [
+    /^\w+ \/api\/v1\/(engines|storage|alerts|policies|jobs|platforms|notification-(channels|rules))(\/|$)/,
+    "backup.manage",
+  ],
   [/^POST \/api\/v1\/account\//, "admin"],
   [/^POST \/api\/(bes\/v1\/register|agent\/v1\/enroll)$/, "registration"],
   [/^POST \/api\/bes\/v1\//, "signed:bes"],

@@ -1,0 +1,282 @@
+/**
+ * `/api/v1/notification-channels`, `/api/v1/notification-rules` and `/api/v1/notification-deliveries`:
+ * alert notifications as JSON — channels (webhook, email) with a test send, the rules that route alerts
+ * to them, and the delivery log. Secrets go to the vault: a generated webhook signing secret is returned
+ * once, by the create (or the `rotateSecret` update) that made it; a webhook URL comes back as its origin.
+ */
+import { createRoute, z } from "@hono/zod-openapi";
+import {
+  ChannelCreateInput,
+  ChannelUpdateInput,
+  createChannel,
+  createRule,
+  deleteChannel,
+  deleteRule,
+  DELIVERY_STATUSES,
+  DeliveryFilter,
+  listChannels,
+  listDeliveries,
+  listRules,
+  requireChannel,
+  requireRule,
+  RuleInput,
+  sendTestNotification,
+  toPublicChannel,
+  updateChannel,
+  updateRule,
+} from "../domain/notifications.ts";
+import { requires } from "./access.ts";
+import { apiRouter, err, ok } from "./api_common.ts";
+
+const denied = { 401: err("Not signed in or bad token"), 403: err("Missing permission") };
+const ChannelId = z.object({ channelId: z.string().min(1).max(64) });
+const RuleId = z.object({ ruleId: z.string().min(1).max(64) });
+const json = <T extends z.ZodType>(schema: T) => ({
+  body: { content: { "application/json": { schema } }, required: true },
+});
+
+export const apiV1Notifications = apiRouter();
+
+// --- Channels
+
+apiV1Notifications.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/notification-channels",
+    summary: "Notification channels in your scope (webhook URLs as their origin; no secrets)",
+    tags: ["Notifications"],
+    middleware: [requires("backup.view")] as const,
+    responses: { 200: ok("The channels"), ...denied },
+  }),
+  async (c) => {
+    const values = await listChannels(c.get("deps").kv, c.get("actor")!);
+    return c.json({ values: values.map(toPublicChannel), cursor: "" }, 200);
+  },
+);
+
+apiV1Notifications.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/notification-channels",
+    summary: "Create a webhook or email channel; a generated signing secret is returned once",
+    tags: ["Notifications"],
+    middleware: [requires("backup.manage")] as const,
+    request: json(ChannelCreateInput),
+    responses: {
+      201: ok("`channel`, and `generatedSecret` (or null)"),
+      422: err("Invalid input"),
+      ...denied,
+    },
+  }),
+  async (c) => {
+    const { kv, clock, masterKey } = c.get("deps");
+    const { channel, generatedSecret } = await createChannel(kv, c.get("actor")!, c.req.valid("json"), {
+      now: clock(),
+      masterKey,
+    });
+    c.header("cache-control", "no-store");
+    return c.json({ channel: toPublicChannel(channel), generatedSecret }, 201);
+  },
+);
+
+apiV1Notifications.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/notification-channels/{channelId}",
+    summary: "A channel",
+    tags: ["Notifications"],
+    middleware: [requires("backup.view")] as const,
+    request: { params: ChannelId },
+    responses: { 200: ok("The channel"), ...denied, 404: err("Not found or outside your scope") },
+  }),
+  async (c) => {
+    const channel = await requireChannel(c.get("deps").kv, c.get("actor")!, c.req.valid("param").channelId);
+    return c.json(toPublicChannel(channel), 200);
+  },
+);
+
+apiV1Notifications.openapi(
+  createRoute({
+    method: "put",
+    path: "/api/v1/notification-channels/{channelId}",
+    summary:
+      "Update a channel (type and owner are fixed; an empty or missing webhook URL keeps the stored one)",
+    tags: ["Notifications"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: ChannelId, ...json(ChannelUpdateInput) },
+    responses: {
+      200: ok("`channel`, and `generatedSecret` when `rotateSecret` was set"),
+      422: err("Invalid input"),
+      ...denied,
+      404: err("Not found or outside your scope"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock, masterKey } = c.get("deps");
+    const { channel, generatedSecret } = await updateChannel(
+      kv,
+      c.get("actor")!,
+      c.req.valid("param").channelId,
+      c.req.valid("json"),
+      { now: clock(), masterKey },
+    );
+    c.header("cache-control", "no-store");
+    return c.json({ channel: toPublicChannel(channel), generatedSecret }, 200);
+  },
+);
+
+apiV1Notifications.openapi(
+  createRoute({
+    method: "delete",
+    path: "/api/v1/notification-channels/{channelId}",
+    summary: "Delete a channel with its vault secret; rules that used it keep their other channels",
+    tags: ["Notifications"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: ChannelId },
+    responses: { 204: { description: "Deleted" }, ...denied, 404: err("Not found or outside your scope") },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    await deleteChannel(kv, c.get("actor")!, c.req.valid("param").channelId, clock());
+    return c.body(null, 204);
+  },
+);
+
+apiV1Notifications.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/notification-channels/{channelId}/test",
+    summary: "Send a test notification now; answers the delivery with its attempt (also in the log)",
+    tags: ["Notifications"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: ChannelId },
+    responses: { 200: ok("The delivery"), ...denied, 404: err("Not found or outside your scope") },
+  }),
+  async (c) => {
+    const { kv, clock, masterKey, config } = c.get("deps");
+    const delivery = await sendTestNotification(kv, c.get("actor")!, c.req.valid("param").channelId, {
+      now: clock(),
+      masterKey,
+      baseUrl: config.baseUrl,
+    });
+    return c.json(delivery, 200);
+  },
+);
+
+// --- Rules
+
+apiV1Notifications.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/notification-rules",
+    summary: "Notification rules in your scope",
+    tags: ["Notifications"],
+    middleware: [requires("backup.view")] as const,
+    responses: { 200: ok("The rules"), ...denied },
+  }),
+  async (c) => c.json({ values: await listRules(c.get("deps").kv, c.get("actor")!), cursor: "" }, 200),
+);
+
+apiV1Notifications.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/notification-rules",
+    summary: "Create a rule: which orgs' alerts, from which severity, which events, to which channels",
+    tags: ["Notifications"],
+    middleware: [requires("backup.manage")] as const,
+    request: json(RuleInput),
+    responses: { 201: ok("The rule"), 422: err("Invalid input"), ...denied },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    return c.json(await createRule(kv, c.get("actor")!, c.req.valid("json"), clock()), 201);
+  },
+);
+
+apiV1Notifications.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/notification-rules/{ruleId}",
+    summary: "A rule",
+    tags: ["Notifications"],
+    middleware: [requires("backup.view")] as const,
+    request: { params: RuleId },
+    responses: { 200: ok("The rule"), ...denied, 404: err("Not found or outside your scope") },
+  }),
+  async (c) => c.json(await requireRule(c.get("deps").kv, c.get("actor")!, c.req.valid("param").ruleId), 200),
+);
+
+apiV1Notifications.openapi(
+  createRoute({
+    method: "put",
+    path: "/api/v1/notification-rules/{ruleId}",
+    summary: "Update a rule",
+    tags: ["Notifications"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: RuleId, ...json(RuleInput) },
+    responses: {
+      200: ok("The rule"),
+      422: err("Invalid input"),
+      ...denied,
+      404: err("Not found or outside your scope"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const rule = await updateRule(
+      kv,
+      c.get("actor")!,
+      c.req.valid("param").ruleId,
+      c.req.valid("json"),
+      clock(),
+    );
+    return c.json(rule, 200);
+  },
+);
+
+apiV1Notifications.openapi(
+  createRoute({
+    method: "delete",
+    path: "/api/v1/notification-rules/{ruleId}",
+    summary: "Delete a rule",
+    tags: ["Notifications"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: RuleId },
+    responses: { 204: { description: "Deleted" }, ...denied, 404: err("Not found or outside your scope") },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    await deleteRule(kv, c.get("actor")!, c.req.valid("param").ruleId, clock());
+    return c.body(null, 204);
+  },
+);
+
+// --- The delivery log
+
+apiV1Notifications.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/notification-deliveries",
+    summary: "Deliveries newest first, by channel and status, with a cursor",
+    tags: ["Notifications"],
+    middleware: [requires("backup.view")] as const,
+    request: {
+      query: z.object({
+        channelId: z.string().max(40).optional(),
+        status: z.enum(DELIVERY_STATUSES, { error: `must be one of ${DELIVERY_STATUSES.join(", ")}` })
+          .optional(),
+        cursor: z.string().max(500).optional(),
+        limit: z.coerce.number({ error: "must be a number" }).int().min(1, "must be 1–200").max(
+          200,
+          "must be 1–200",
+        )
+          .optional(),
+      }),
+    },
+    responses: { 200: ok("`values` and `cursor`"), ...denied },
+  }),
+  async (c) => {
+    const filter = DeliveryFilter.parse(c.req.valid("query"));
+    return c.json(await listDeliveries(c.get("deps").kv, c.get("actor")!, filter), 200);
+  },
+);
