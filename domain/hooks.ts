@@ -25,7 +25,14 @@ import { newId } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Policy, type PolicyCore, policyKey, requirePolicy } from "./policies.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
-import { hooksByScriptKey, type Interpreter, type Script, scriptKey, scriptScope } from "./scripts.ts";
+import {
+  hooksByScriptKey,
+  type Interpreter,
+  registerScriptBodyCheck,
+  type Script,
+  scriptKey,
+  scriptScope,
+} from "./scripts.ts";
 
 /** Hook types in execution order (see the module comment). */
 export const HOOK_TYPES = ["pre_backup", "pre_snapshot", "post_snapshot", "post_backup"] as const;
@@ -310,6 +317,54 @@ export async function hookPlan(kv: Deno.Kv, policyId: string): Promise<
   });
 }
 
+/**
+ * Most a policy's hooks may take in a backup job (UTF-8 bytes of their JSON in the payload), so the
+ * policy's excludes and the rest fit beside them (runs.ts MAX_PAYLOAD_BYTES is the hard limit).
+ */
+export const MAX_HOOK_PLAN_BYTES = 40_000;
+
+/**
+ * Throws ValidationError (on `field`) when the hooks of `policyId` — with `hook` added or replaced, or
+ * `script` standing in for the stored script of that id — would take more than MAX_HOOK_PLAN_BYTES in a
+ * job. Checked when hooks and scripts change, so the operator learns it then; a race between two such
+ * changes is still caught by the scheduler, which fails that policy's runs with PAYLOAD_TOO_LARGE.
+ */
+export async function checkHookPlanSize(
+  kv: Deno.Kv,
+  policy: Pick<Policy, "id" | "name">,
+  change: { hook?: Hook; script?: Pick<Script, "id" | "interpreter" | "body"> },
+  field: string,
+): Promise<void> {
+  const hooks = (await readPolicyHooks(kv, policy.id)).filter((h) => h.id !== change.hook?.id);
+  if (change.hook) hooks.push(change.hook);
+  const scripts = new Map(
+    (await getManyValues<Script>(kv, hooks.flatMap((h) => h.scriptId ? [scriptKey(h.scriptId)] : [])))
+      .map((sc) => [sc.id, sc as Pick<Script, "id" | "interpreter" | "body">]),
+  );
+  if (change.script) scripts.set(change.script.id, change.script);
+  const plan = hooks.flatMap((h) => {
+    const script = h.scriptId ? scripts.get(h.scriptId) : null;
+    if (h.scriptId && !script) return [];
+    return [{
+      id: h.id,
+      type: h.type,
+      timeoutSeconds: h.timeoutSeconds,
+      failOnError: h.failOnError,
+      ...hookScript(h, script),
+    }];
+  });
+  const bytes = new TextEncoder().encode(JSON.stringify(plan)).length;
+  if (bytes > MAX_HOOK_PLAN_BYTES) {
+    const kb = (n: number) => `${Math.ceil(n / 1000)} KB`;
+    throw new ValidationError(
+      `The hooks of policy ${policy.name} would come to ${kb(bytes)}, more than the ${
+        kb(MAX_HOOK_PLAN_BYTES)
+      } a backup job can carry: use shorter scripts or fewer hooks`,
+      { [field]: `The policy's hooks would come to ${kb(bytes)}; at most ${kb(MAX_HOOK_PLAN_BYTES)}` },
+    );
+  }
+}
+
 function describe(h: Pick<Hook, "type" | "template">, script: Script | null): string {
   return `${HOOK_TYPE_LABELS[h.type]} hook ` +
     (h.template
@@ -393,6 +448,7 @@ export async function createHook(
       createdAt: at,
       updatedAt: at,
     };
+    if (script) await checkHookPlanSize(kv, policy, { hook, script }, "scriptId");
     const [primary, ...pointers] = hookKeys(hook);
     op.check({ key: primary, versionstamp: null }).set(primary, hook);
     for (const key of pointers) op.set(key, hook.id);
@@ -432,6 +488,7 @@ export async function updateHook(
     };
     const op = kv.atomic().check(live.entry, live.policyEntry);
     const script = next.scriptId ? await useScript(kv, op, actor, next.scriptId, policy) : null;
+    if (script) await checkHookPlanSize(kv, policy, { hook: next, script }, "scriptId");
     if (hook.scriptId !== next.scriptId) {
       if (hook.scriptId) op.delete(hooksByScriptKey(hook.scriptId, id));
       if (next.scriptId) op.set(hooksByScriptKey(next.scriptId, id), id);
@@ -546,4 +603,16 @@ registerEngineCascade({
   async run(kv, engine, now) {
     return await sweepOrphanHooks(kv, now, (_, p) => p === null || p.besId === engine.id, false);
   },
+});
+
+// A script's new body must still fit in the jobs of every policy whose hooks run it.
+registerScriptBodyCheck(async (kv, script) => {
+  const policyIds = new Set<string>();
+  for await (const e of kv.list<string>({ prefix: ["hooks_by_script", script.id] })) {
+    const hook = (await kv.get<Hook>(hookKey(e.value))).value;
+    if (hook) policyIds.add(hook.policyId);
+  }
+  for (const policy of await getManyValues<Policy>(kv, [...policyIds].map((id) => policyKey(id)))) {
+    await checkHookPlanSize(kv, policy, { script }, "body");
+  }
 });

@@ -178,10 +178,18 @@ const TimeZone = z.string().trim().max(64).refine((tz) => {
   }
 }, "must be an IANA time zone such as UTC or Europe/Berlin");
 
+/** Most characters in one exclude list: the policy (and every job it sends) must fit in one KV value. */
+export const MAX_PATH_LIST_CHARS = 8_000;
+
 const PathList = z.array(
   z.string().trim().min(1).max(1024, "each entry must be at most 1024 characters")
     .refine((v) => !/\p{Cc}/u.test(v), "must not contain control characters"),
-).max(500, "at most 500 entries").default([]);
+).max(500, "at most 500 entries")
+  .refine(
+    (list) => list.reduce((n, v) => n + v.length, 0) <= MAX_PATH_LIST_CHARS,
+    `at most ${MAX_PATH_LIST_CHARS.toLocaleString("en-US")} characters in all`,
+  )
+  .default([]);
 
 /** The editable fields of a policy (the BES is set once, at creation). */
 export const PolicyFields = z.object({

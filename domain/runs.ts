@@ -57,6 +57,7 @@ export const FAILURE_REASONS = [
   "PARTIAL_FILES",
   "LEASE_EXPIRED",
   "CANCELLED",
+  "PAYLOAD_TOO_LARGE",
 ] as const;
 
 export interface Run {
@@ -178,7 +179,7 @@ function backupPayload(
   kind: RunKind,
   hooks: Awaited<ReturnType<typeof hookPlan>>,
 ): Record<string, unknown> {
-  return {
+  const payload = {
     policyId: policy.id,
     backupType: policy.backupType,
     runKind: kind,
@@ -202,6 +203,28 @@ function backupPayload(
     vssEnabled: policy.vssEnabled,
     verify: { afterBackup: policy.verifyAfterBackup, sampleCount: policy.verifySampleCount },
   };
+  const bytes = payloadBytes(payload);
+  if (bytes > MAX_PAYLOAD_BYTES) {
+    const kb = (n: number) => `${Math.ceil(n / 1000)} KB`;
+    throw new ValidationError(
+      `Policy ${policy.name} needs ${kb(bytes)} to send with a backup job, more than the ${
+        kb(MAX_PAYLOAD_BYTES)
+      } a job can carry: shorten its hook scripts or exclude lists`,
+      { hooks: `The hooks and excludes come to ${kb(bytes)}; at most ${kb(MAX_PAYLOAD_BYTES)}` },
+    );
+  }
+  return payload;
+}
+
+/**
+ * The most a backup payload may take, in UTF-8 bytes of its JSON — an upper bound of what it takes in
+ * KV, which keeps the job (payload plus about 1.5 KB of its own fields) under KV's 64 KiB per value.
+ */
+export const MAX_PAYLOAD_BYTES = 60_000;
+
+/** The size `MAX_PAYLOAD_BYTES` is measured in. */
+export function payloadBytes(payload: unknown): number {
+  return new TextEncoder().encode(JSON.stringify(payload)).length;
 }
 
 /** The first non-empty line of a message, at most 300 characters; null without one. */
@@ -244,6 +267,44 @@ export function newRunInOp(op: Deno.AtomicOperation, base: NewRun, now: Date): R
   };
   op.set(runKey(run.id), run).set(runsByPolicyKey(run.policyId, run.id), run.id);
   if (run.jobId) op.set(runByJobKey(run.jobId), run.id);
+  return run;
+}
+
+/**
+ * A run that failed before any job could be queued (its payload could not be built): written finished,
+ * not retryable, with its outcome counted like any failure (dashboard, failed queue, the object's
+ * backup-failed alert).
+ */
+async function recordFailedWithoutJob(
+  kv: Deno.Kv,
+  base: Omit<NewRun, "status" | "error" | "jobId" | "alertId">,
+  reason: string,
+  message: string,
+  now: Date,
+): Promise<Run> {
+  const at = now.toISOString();
+  const run: Run = {
+    ...base,
+    id: newId(now),
+    jobId: null,
+    status: "failed",
+    error: { reason, message },
+    errorLine: firstLine(message),
+    alertId: null,
+    startedAt: at,
+    endedAt: at,
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    restorePointId: null,
+    retryable: false,
+    createdAt: at,
+    updatedAt: at,
+  };
+  const op = kv.atomic().set(runKey(run.id), run).set(runsByPolicyKey(run.policyId, run.id), run.id);
+  await recordOutcomeInOp(kv, op, { kind: "backup" } as Job, run, run, now);
+  if (!(await op.commit()).ok) {
+    throw new ConflictError("Could not record the failed run; the next tick retries");
+  }
   return run;
 }
 
@@ -498,9 +559,20 @@ async function dispatchPolicy(
     return 0;
   }
   const [hooks, hosts] = await Promise.all([context.hooks(policy.id), context.hosts(policy.id)]);
-  const payload = backupPayload(policy, engine, target, kind, hooks);
+  let payload: Record<string, unknown>;
+  try {
+    payload = backupPayload(policy, engine, target, kind, hooks);
+  } catch (error) {
+    if (!(error instanceof ValidationError)) throw error;
+    // One policy that cannot be sent must not hold up the others: each of its hosts gets a failed run
+    // that says why (and the object's backup-failed alert), and the tick goes on.
+    for (const host of hosts) {
+      await recordFailedWithoutJob(kv, { ...base, hostId: host.id }, "PAYLOAD_TOO_LARGE", error.message, now);
+    }
+    return hosts.length;
+  }
   // A job and its run are about the payload's size plus 2 KB: batches stay under KV's 800 KB per write.
-  const payloadBytes = JSON.stringify(payload).length * 2 + 2048;
+  const batchBytes = payloadBytes(payload) + 2048;
   // Validated once per policy; each host's job differs only in its principal and `hostId`.
   const template = EnqueueInput.parse({
     kind: "backup",
@@ -544,7 +616,7 @@ async function dispatchPolicy(
       error: null,
       alertId: null,
     }, now);
-    await writer.added(payloadBytes);
+    await writer.added(batchBytes);
   }
   return skipped;
 }
@@ -1179,7 +1251,29 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
         await op.commit();
         continue;
       }
-      const payload = await agentBackupPayload(kv, policy, run.kind, hostId);
+      let payload: Record<string, unknown> | null;
+      try {
+        payload = await agentBackupPayload(kv, policy, run.kind, hostId);
+      } catch (error) {
+        if (!(error instanceof ValidationError)) throw error;
+        // The policy cannot be sent: the deferred run fails with the reason (and its outcome counts).
+        const at = now.toISOString();
+        const failed: Run = {
+          ...run,
+          trigger: "catch_up",
+          status: "failed",
+          error: { reason: "PAYLOAD_TOO_LARGE", message: error.message },
+          errorLine: firstLine(error.message),
+          startedAt: at,
+          endedAt: at,
+          retryable: false,
+          updatedAt: at,
+        };
+        op.set(runKey(run.id), failed);
+        await recordOutcomeInOp(kv, op, { kind: "backup" } as Job, run, failed, now);
+        await op.commit();
+        continue;
+      }
       if (!payload) {
         await op.set(runKey(run.id), { ...run, status: "skipped", updatedAt: now.toISOString() }).commit();
         continue;

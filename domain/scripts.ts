@@ -202,6 +202,7 @@ export async function updateScript(
     if (!script || !inScope(actor, scriptScope(script))) throw new NotFoundError(`Script ${id} not found`);
     authorize(actor, "backup.manage", scriptScope(script));
     const next: Script = { ...script, ...data, updatedAt: now.toISOString() };
+    if (next.body !== script.body) { for (const check of bodyChecks) await check(kv, next); }
     const op = kv.atomic().check(entry).set(scriptKey(id), next);
     const oldName = scriptByNameKey(script.accountId, script.orgId, script.name);
     const newName = scriptByNameKey(script.accountId, script.orgId, next.name);
@@ -219,6 +220,13 @@ export async function updateScript(
     }, now);
     return (await op.commit()).ok ? { value: next } : null;
   });
+}
+
+/** A check of a script's new body against what uses it (registered by hooks.ts, which imports this module). */
+type ScriptBodyCheck = (kv: Deno.Kv, script: Pick<Script, "id" | "interpreter" | "body">) => Promise<void>;
+const bodyChecks: ScriptBodyCheck[] = [];
+export function registerScriptBodyCheck(check: ScriptBodyCheck): void {
+  if (!bodyChecks.includes(check)) bodyChecks.push(check);
 }
 
 /** A hook as far as the script library cares. */

@@ -154,6 +154,80 @@ Deno.test("createHook() runs a library script of the policy's organization", asy
   });
 });
 
+Deno.test("a policy's hooks must fit in a job: createHook(), updateHook() and updateScript() refuse what would not", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  // About 19,000 characters each (ASCII): two fit beside each other (40,000 bytes is the most), three do not.
+  const body = (c: string) => `#!/bin/bash\n# ${c.repeat(19_000)}`;
+  const scripts = [];
+  for (const c of ["a", "b", "c"]) {
+    scripts.push(
+      await createScript(
+        kv,
+        f.operator,
+        scriptInput(f.ops.id, { name: `s-${c}`, body: body(c) }),
+        f.clock.now(),
+      ),
+    );
+  }
+  const first = await createHook(kv, f.operator, {
+    policyId: f.policy.id,
+    type: "pre_backup",
+    scriptId: scripts[0].id,
+  }, f.clock.now());
+  const small = await createScript(kv, f.operator, scriptInput(f.ops.id, { name: "small" }), f.clock.now());
+  const second = await createHook(kv, f.operator, {
+    policyId: f.policy.id,
+    type: "post_backup",
+    scriptId: small.id,
+  }, f.clock.now());
+  const tooBig = (field: string) => (e: unknown) => {
+    assert.ok(e instanceof ValidationError, String(e));
+    assert.match(e.message, /The hooks of policy db-servers would come to \d+ KB, more than the 40 KB/);
+    assert.ok(e.fields[field], JSON.stringify(e.fields));
+    return true;
+  };
+  const hook = (type: string, scriptId: string) =>
+    createHook(
+      kv,
+      f.operator,
+      { policyId: f.policy.id, type: type as "pre_backup", scriptId },
+      f.clock.now(),
+    );
+  // A second big script fits beside the first; a third does not, whether added or swapped in.
+  await hook("pre_snapshot", scripts[1].id);
+  const before = await keysUnder(kv, ["hooks"]);
+  await assert.rejects(hook("post_snapshot", scripts[2].id), tooBig("scriptId"));
+  await assert.rejects(
+    updateHook(kv, f.operator, second.id, { type: "post_backup", scriptId: scripts[2].id }, f.clock.now()),
+    tooBig("scriptId"),
+  );
+  assert.deepEqual(await keysUnder(kv, ["hooks"]), before, "nothing was added");
+  assert.equal((await requireHook(kv, f.operator, second.id)).scriptId, small.id, "nor changed");
+  // Growing the small script that the third hook runs is refused too, and leaves it as it was.
+  await assert.rejects(
+    updateScript(
+      kv,
+      f.operator,
+      small.id,
+      { name: "small", interpreter: "bash", body: body("z") },
+      f.clock.now(),
+    ),
+    tooBig("body"),
+  );
+  assert.equal((await requireScript(kv, f.operator, small.id)).body, small.body);
+  // A small change to it is fine.
+  await updateScript(
+    kv,
+    f.operator,
+    small.id,
+    { name: "small", interpreter: "bash", body: "echo ok" },
+    f.clock.now(),
+  );
+  assert.equal((await hookPlan(kv, f.policy.id)).length, 3);
+  assert.equal(first.scriptId, scripts[0].id);
+});
+
 Deno.test("createHook() refuses a script of another organization or account and writes nothing", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);

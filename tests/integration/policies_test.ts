@@ -86,6 +86,9 @@ Deno.test("PolicyFields refuses every out-of-range value and unknown enum", () =
     ["exclusionTemplate", "nope"],
     ["timeZone", "Mars/Olympus"],
     ["rpoHours", 0],
+    // 500 entries of 900 characters each are valid one by one, but would not fit in one KV value.
+    ["excludePaths", Array.from({ length: 500 }, (_, i) => `/data/${i}/${"x".repeat(900)}`)],
+    ["excludePatterns", Array.from({ length: 9 }, () => "y".repeat(1000))],
   ];
   for (const [field, value] of bad) {
     const r = PolicyFields.safeParse({ ...base, [field]: value });
@@ -96,6 +99,12 @@ Deno.test("PolicyFields refuses every out-of-range value and unknown enum", () =
     PolicyFields.safeParse({ ...base, retentionWeekly: 0, retentionMonthly: 120, retentionDaily: 365 })
       .success,
     true,
+  );
+  assert.equal(
+    PolicyFields.safeParse({ ...base, excludePaths: Array.from({ length: 8 }, () => "z".repeat(1000)) })
+      .success,
+    true,
+    "exactly 8,000 characters in all",
   );
 });
 

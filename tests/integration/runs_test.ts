@@ -2,12 +2,17 @@ import assert from "node:assert/strict";
 import { assignHost, setAssignmentState } from "../../domain/assignments.ts";
 import { userActor } from "../../domain/auth.ts";
 import { applyHeartbeat } from "../../domain/engines.ts";
-import { NotFoundError } from "../../domain/errors.ts";
+import { NotFoundError, ValidationError } from "../../domain/errors.ts";
 import { createHook } from "../../domain/hooks.ts";
 import { applyHostHeartbeat, enrollHost, sweepHostHeartbeats } from "../../domain/hosts.ts";
 import { applyResult, claimJobs, getJob } from "../../domain/jobs.ts";
 import { createPolicy, updatePolicy } from "../../domain/policies.ts";
+import { checkInvariants } from "../../domain/invariants.ts";
 import { createReplica } from "../../domain/replicas.ts";
+import { createScript } from "../../domain/scripts.ts";
+import { retryJob } from "../../domain/job_views.ts";
+import type { Policy } from "../../domain/policies.ts";
+import { readSummary } from "../../domain/dashboard.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import {
   applyJobOutcome,
@@ -15,6 +20,7 @@ import {
   AUTO_RETRY_DELAY_MS,
   AUTO_RETRY_MAX,
   autoRetryRuns,
+  buildBackupPayload,
   dueKinds,
   firesInMinute,
   listRuns,
@@ -251,6 +257,99 @@ for (const [mode, bulkReadMinPolicies] of READ_MODES) {
       dispatched: 0,
       skipped: 0,
     });
+  });
+}
+
+for (const [mode, bulkReadMinPolicies] of READ_MODES) {
+  Deno.test(`a policy too large to send fails its runs with PAYLOAD_TOO_LARGE; the tick goes on for the others (${mode})`, async () => {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    const scope = { accountId: f.tenant.account.id, orgId: f.tenant.orgs[0].id };
+    // Three custom hooks whose scripts grow — behind the checks' back, as a race or older data could —
+    // to 31,000 two-byte characters each: together they cannot travel in one job.
+    const scripts = [];
+    for (let i = 0; i < 3; i++) {
+      const script = await createScript(kv, system, {
+        name: `big-${i}`,
+        interpreter: "bash",
+        body: "echo small",
+        ...scope,
+      }, f.clock.now());
+      await createHook(
+        kv,
+        system,
+        { policyId: f.policy.id, type: "pre_backup", scriptId: script.id },
+        f.clock.now(),
+      );
+      scripts.push(script);
+    }
+    for (const script of scripts) {
+      await kv.set(["scripts", script.id], { ...script, body: "é".repeat(31_000) });
+    }
+    const small = await createPolicy(kv, system, {
+      name: "small",
+      besId: f.engine.id,
+      targetId: f.target.id,
+      backupType: "file",
+      fullSchedule: "0 2 * * 0",
+    }, f.clock.now());
+    const { host } = await enrollHost(kv, scope, {
+      hostname: "small.acme.example",
+      os: "Debian 12",
+      ipAddress: "10.0.0.9",
+      publicKey: generateKeyPair().publicKey,
+      version: "1",
+    }, f.clock.now());
+    await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, f.clock.now());
+    await assignHost(kv, system, { policyId: small.id, hostId: host.id }, f.clock.now());
+
+    assert.deepEqual(await runSchedulerTick(kv, SUNDAY_2AM, { bulkReadMinPolicies }), {
+      dispatched: 1,
+      skipped: 3,
+    });
+    const [smallRun] = await listRunsByPolicy(kv, small.id);
+    assert.equal(smallRun.status, "pending", "the other policy's job went out");
+    const failed = await listRunsByPolicy(kv, f.policy.id);
+    assert.equal(failed.length, 3);
+    for (const r of failed) {
+      assert.deepEqual([r.status, r.error?.reason, r.retryable, r.jobId], [
+        "failed",
+        "PAYLOAD_TOO_LARGE",
+        false,
+        null,
+      ]);
+      assert.match(
+        r.errorLine ?? "",
+        /Policy files needs \d+ KB to send with a backup job, more than the 60 KB/,
+      );
+    }
+    assert.equal(
+      (await Array.fromAsync(kv.list({ prefix: ["jobs"] }))).length,
+      1,
+      "no job for the big policy",
+    );
+    const admin = await addUser(kv, f.tenant, "big@acme.example", "admin", "all", SUNDAY_2AM);
+    const summary = await readSummary(kv, userActor(admin), SUNDAY_2AM);
+    assert.equal(summary.atRisk, 3, "its objects are at risk, as after any failed backup");
+    assert.equal(
+      (await Array.fromAsync(kv.list<{ reason: string }>({ prefix: ["alerts"] })))
+        .filter((a) => a.value.reason === "backup_failed").length,
+      3,
+    );
+    assert.deepEqual(await checkInvariants(kv), [], "counters equal what they count");
+    // The failed runs are not retryable (retrying cannot help), and every other dispatch of the policy
+    // (retry, catch-up, pre-patch) gets the same clear error from the one payload builder.
+    await assert.rejects(retryJob(kv, system, f.policy.id, SUNDAY_2AM), /not marked retryable/);
+    await assert.rejects(
+      buildBackupPayload(
+        kv,
+        (await kv.get<Policy>(["policies", f.policy.id])).value!,
+        f.engine,
+        f.target,
+        "full",
+      ),
+      (e) => e instanceof ValidationError && /more than the 60 KB a job can carry/.test(e.message),
+    );
   });
 }
 
