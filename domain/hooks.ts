@@ -22,7 +22,7 @@ import { appendAudit } from "./audit.ts";
 import { type Engine, engineKey, registerEngineCascade } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { getManyValues, withRetry } from "./kv.ts";
+import { getManyValues, kvValueBytes, withRetry } from "./kv.ts";
 import { type Policy, type PolicyCore, policyKey, requirePolicy } from "./policies.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import {
@@ -318,7 +318,7 @@ export async function hookPlan(kv: Deno.Kv, policyId: string): Promise<
 }
 
 /**
- * Most a policy's hooks may take in a backup job (UTF-8 bytes of their JSON in the payload), so the
+ * Most a policy's hooks may take in a backup job (`kvValueBytes` of their part of the payload), so the
  * policy's excludes and the rest fit beside them (runs.ts MAX_PAYLOAD_BYTES is the hard limit).
  */
 export const MAX_HOOK_PLAN_BYTES = 40_000;
@@ -353,7 +353,7 @@ export async function checkHookPlanSize(
       ...hookScript(h, script),
     }];
   });
-  const bytes = new TextEncoder().encode(JSON.stringify(plan)).length;
+  const bytes = kvValueBytes(plan);
   if (bytes > MAX_HOOK_PLAN_BYTES) {
     const kb = (n: number) => `${Math.ceil(n / 1000)} KB`;
     throw new ValidationError(

@@ -5,9 +5,9 @@
  * (invariant 6). An expired lease returns the job to the queue; a job that exhausts its attempts fails.
  */
 import { z } from "zod";
-import { ConflictError, NotFoundError } from "./errors.ts";
+import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { getManyValues } from "./kv.ts";
+import { getManyValues, kvValueBytes } from "./kv.ts";
 
 export const JOB_KINDS = [
   "backup",
@@ -403,19 +403,60 @@ export async function applyResult(
     if (!live) {
       throw new ConflictError("The lease of this job has expired; the job was returned to the queue");
     }
-    const next: Job = {
+    const next = storableJob({
       ...job,
       status: result.status === "failed" ? "failed" : "succeeded",
       result,
       leaseExpiresAt: null,
       updatedAt: now.toISOString(),
-    };
+    });
     const res = await kv.atomic().check(entry)
       .delete(leaseKey(Date.parse(job.leaseExpiresAt!), id))
       .set(jobKey(id), next).commit();
     if (res.ok) return { applied: true, job: next };
   }
   throw new ConflictError("The result conflicted repeatedly; retry");
+}
+
+/** Most a stored job may take (`kvValueBytes`; KV allows 64 KiB a value). */
+const MAX_STORED_JOB_BYTES = 63_000;
+
+/**
+ * A finished job as it can be stored: a payload of up to 60 KB and a result of up to 64 KiB do not
+ * always fit in one KV value together. First the payload's hook script bodies go (the job is done;
+ * the scripts stay in the library), then each hook's output keeps only its last lines. Throws
+ * ValidationError (nothing is recorded) when even that does not fit: the engine sends a smaller result.
+ */
+export function storableJob(job: Job): Job {
+  if (kvValueBytes(job) <= MAX_STORED_JOB_BYTES) return job;
+  let next = job;
+  const hooks = job.payload.hooks;
+  if (Array.isArray(hooks) && hooks.some((h) => typeof (h as { body?: unknown })?.body === "string")) {
+    next = {
+      ...next,
+      payload: {
+        ...next.payload,
+        hooks: hooks.map((h) => {
+          const { body: _body, ...rest } = h as Record<string, unknown>;
+          return { ...rest, bodyOmitted: true };
+        }),
+      },
+    };
+    if (kvValueBytes(next) <= MAX_STORED_JOB_BYTES) return next;
+  }
+  const outputs = next.result?.hookOutput ?? [];
+  for (let keep = 2000; keep >= 0 && outputs.length; keep = keep ? Math.floor(keep / 2) : -1) {
+    // "..." rather than an ellipsis: one wide character would double the string's size in KV.
+    const tail = (o: string) => o.length <= keep ? o : `...${o.slice(o.length - keep)}`;
+    next = {
+      ...next,
+      result: { ...next.result!, hookOutput: outputs.map((o) => ({ ...o, output: tail(o.output) })) },
+    };
+    if (kvValueBytes(next) <= MAX_STORED_JOB_BYTES) return next;
+  }
+  throw new ValidationError("The result is too large to record with its job; send a smaller output", {
+    output: "too large to record: send less output or shorter hook output",
+  });
 }
 
 /** Asks the engine to stop a job (delivered with its next progress reply); a queued job is cancelled at once. */

@@ -8,6 +8,26 @@ export interface Page<T> {
 }
 
 /**
+ * An upper bound of the bytes `value` takes in KV (V8 serialization): a string takes one byte per
+ * character, or two when any character is beyond Latin-1 (V8 then stores the whole string two bytes
+ * wide), plus a few bytes of framing per value and key. KV refuses values over 64 KiB.
+ */
+export function kvValueBytes(value: unknown): number {
+  if (typeof value === "string") {
+    let wide = false;
+    for (let i = 0; i < value.length && !wide; i++) wide = value.charCodeAt(i) > 0xff;
+    return value.length * (wide ? 2 : 1) + 5;
+  }
+  if (Array.isArray(value)) return value.reduce((n: number, v) => n + kvValueBytes(v), 5);
+  if (value !== null && typeof value === "object") {
+    let n = 5;
+    for (const [k, v] of Object.entries(value)) n += kvValueBytes(k) + kvValueBytes(v);
+    return n;
+  }
+  return 9; // numbers (a double at most), booleans, null, undefined
+}
+
+/**
  * Reads many keys in chunks of 10 (the `getMany` limit), issued concurrently, keeping order; missing
  * keys are skipped.
  */

@@ -10,7 +10,7 @@ import { appendAudit } from "./audit.ts";
 import { compileCron } from "./cron_rules.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import type { Engine } from "./engines.ts";
-import { getManyValues } from "./kv.ts";
+import { getManyValues, kvValueBytes } from "./kv.ts";
 import { hookPlan } from "./hooks.ts";
 import { newId } from "./ids.ts";
 import { addQueuedJob, EnqueueInput, type HookOutput, type Job, queueJobInOp } from "./jobs.ts";
@@ -217,15 +217,13 @@ function backupPayload(
 }
 
 /**
- * The most a backup payload may take, in UTF-8 bytes of its JSON — an upper bound of what it takes in
- * KV, which keeps the job (payload plus about 1.5 KB of its own fields) under KV's 64 KiB per value.
+ * The most a backup payload may take in KV (`kvValueBytes`), which keeps the job — the payload plus
+ * about 1.5 KB of its own fields — under KV's 64 KiB per value.
  */
 export const MAX_PAYLOAD_BYTES = 60_000;
 
 /** The size `MAX_PAYLOAD_BYTES` is measured in. */
-export function payloadBytes(payload: unknown): number {
-  return new TextEncoder().encode(JSON.stringify(payload)).length;
-}
+export const payloadBytes = kvValueBytes;
 
 /** The first non-empty line of a message, at most 300 characters; null without one. */
 export function firstLine(message: string | null | undefined): string | null {

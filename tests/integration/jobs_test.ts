@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConflictError, NotFoundError } from "../../domain/errors.ts";
+import { ConflictError, NotFoundError, ValidationError } from "../../domain/errors.ts";
 import {
   applyResult,
   cancelJob,
@@ -157,6 +157,62 @@ Deno.test("impossible results are refused and change nothing", async () => {
     NotFoundError,
   );
   assert.deepEqual(await getJob(kv, job.id), before);
+});
+
+Deno.test("a result that would not fit beside its payload in KV: hook bodies go, then hook outputs keep their tails", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = new TestClock();
+  const hooks = ["a", "b", "c"].map((c) => ({ id: c, type: "pre_backup", body: c.repeat(15_000) }));
+  const enqueue = (payload: Record<string, unknown>) =>
+    enqueueJob(kv, { kind: "backup", principal: BES, ...scope, payload }, clock.now());
+  const hookOutput = (n: number, chars: number) =>
+    Array.from(
+      { length: n },
+      (_, i) => ({ hookId: `h${i}`, type: "pre_backup", exitCode: 0, output: `${i}`.repeat(chars) }),
+    );
+
+  // 45 KB of hook bodies + 19.5 KB of hook output: the bodies are dropped, the outputs kept whole.
+  const big = await enqueue({ hooks });
+  await claimJobs(kv, BES, 1, clock.now());
+  const first = await applyResult(kv, BES, big.id, result({ hookOutput: hookOutput(5, 3900) }), clock.now());
+  assert.equal(first.applied, true);
+  const stored = (await getJob(kv, big.id))!;
+  assert.deepEqual(stored.payload.hooks, hooks.map(({ id, type }) => ({ id, type, bodyOmitted: true })));
+  assert.deepEqual(stored.result!.hookOutput, hookOutput(5, 3900));
+  assert.equal(stored.status, "succeeded");
+
+  // No bodies to drop, 40 KB of output and 30 KB of hook output: each hook output keeps its last lines.
+  const chatty = await enqueue({});
+  await claimJobs(kv, BES, 1, clock.now());
+  const trimmed = await applyResult(
+    kv,
+    BES,
+    chatty.id,
+    result({
+      output: { log: "x".repeat(40_000) },
+      hookOutput: hookOutput(10, 3000),
+    }),
+    clock.now(),
+  );
+  const outputs = (await getJob(kv, chatty.id))!.result!.hookOutput;
+  assert.equal(outputs.length, 10);
+  for (const [i, o] of outputs.entries()) {
+    assert.ok(o.output.startsWith("...") && o.output.length <= 2003, `hook ${i}: ${o.output.length}`);
+    assert.ok(o.output.endsWith(`${i}`.repeat(10)), "the tail is what is kept");
+  }
+  assert.deepEqual(trimmed.job.result!.hookOutput, outputs, "the run gets what was stored");
+
+  // Too large even without hook output: refused with the field named, and nothing is recorded.
+  const huge = await enqueue({});
+  await claimJobs(kv, BES, 1, clock.now());
+  await assert.rejects(
+    applyResult(kv, BES, huge.id, result({ output: { log: "y".repeat(70_000) } }), clock.now()),
+    (e) => e instanceof ValidationError && typeof e.fields.output === "string",
+  );
+  const after = (await getJob(kv, huge.id))!;
+  assert.deepEqual([after.status, after.result], ["leased", null]);
+  // A result that fits is then accepted for the same job.
+  assert.equal((await applyResult(kv, BES, huge.id, result(), clock.now())).applied, true);
 });
 
 Deno.test("an expired lease returns the job to the queue; the last attempt fails it with LEASE_EXPIRED", async () => {
