@@ -1223,15 +1223,20 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
   const byHost = new Map<string, Array<{ key: Deno.KvKey; runId: string; policyId: string }>>();
   for await (const e of kv.list<string>({ prefix: ["runs_deferred"] })) {
     const hostId = String(e.key[1]);
-    byHost.set(hostId, [...(byHost.get(hostId) ?? []), {
-      key: e.key,
-      runId: String(e.key[2]),
-      policyId: e.value,
-    }]);
+    const entry = { key: e.key, runId: String(e.key[2]), policyId: e.value };
+    const list = byHost.get(hostId);
+    if (list) list.push(entry);
+    else byHost.set(hostId, [entry]);
   }
+  if (!byHost.size) return 0;
+  // Every minute while hosts stay offline: their status is read in batches, not one read per host.
+  const hosts = new Map(
+    (await getManyValues<{ id: string; status: string }>(kv, [...byHost.keys()].map((id) => ["hosts", id])))
+      .map((h) => [h.id, h]),
+  );
   let dispatched = 0;
   for (const [hostId, entries] of byHost) {
-    const host = (await kv.get<{ status: string }>(["hosts", hostId])).value;
+    const host = hosts.get(hostId) ?? null;
     if (host && host.status !== "online") continue;
     const newest = new Map<string, string>();
     for (const e of entries) if ((newest.get(e.policyId) ?? "") < e.runId) newest.set(e.policyId, e.runId);
