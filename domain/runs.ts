@@ -328,16 +328,19 @@ export async function runSchedulerTick(
   now: Date,
   options: { bulkReadMinPolicies?: number } = {},
 ): Promise<{ dispatched: number; skipped: number }> {
-  const minuteStart = new Date(Math.floor(now.getTime() / 60_000) * 60_000);
-  const minute = minuteStart.toISOString().slice(0, 16);
+  const minutes = await tickMinutes(kv, now);
   const caughtUp = await catchUpDeferred(kv, now);
-  const due: Array<{ policy: Policy; kind: RunKind }> = [];
+  const active: Policy[] = [];
   let policies = 0;
   for await (const entry of kv.list<Policy>({ prefix: ["policies"] }, { batchSize: 500 })) {
-    const policy = entry.value;
     policies++;
-    if (!policy.enabled || policy.pausedReason) continue;
-    for (const kind of dueKinds(policy, minuteStart)) due.push({ policy, kind });
+    if (entry.value.enabled && !entry.value.pausedReason) active.push(entry.value);
+  }
+  const due: DueSlot[] = [];
+  for (const minuteStart of minutes) {
+    for (const policy of active) {
+      for (const kind of dueKinds(policy, minuteStart)) due.push({ policy, kind, minuteStart });
+    }
   }
   const writer = new DispatchWriter(kv);
   const context = new TickContext(kv);
@@ -350,36 +353,69 @@ export async function runSchedulerTick(
   // Slots are claimed a batch at a time, right before that batch is dispatched: a crash mid-tick loses
   // at most the batch in hand (and the writes in flight), not every slot claimed ahead.
   for (let i = 0; i < due.length; i += SLOT_BATCH) {
-    const claimed = await claimSlots(kv, due.slice(i, i + SLOT_BATCH), minute);
+    const claimed = await claimSlots(kv, due.slice(i, i + SLOT_BATCH));
     let next = 0;
     await Promise.all(Array.from({ length: Math.min(DISPATCH_PARALLEL, claimed.length) }, async () => {
       while (next < claimed.length) {
-        const { policy, kind } = claimed[next++];
+        const { policy, kind, minuteStart } = claimed[next++];
         skipped += await dispatchPolicy(kv, context, writer, policy, kind, minuteStart, now);
       }
     }));
   }
   const dispatched = await writer.close();
+  // The cursor only moves forward (a late tick for an older minute leaves it).
+  const cursor = await kv.get<string>(SCHEDULER_CURSOR_KEY);
+  const reached = minutes[minutes.length - 1];
+  if (!cursor.value || Date.parse(cursor.value) < reached.getTime()) {
+    await kv.atomic().check(cursor).set(SCHEDULER_CURSOR_KEY, reached.toISOString()).commit();
+  }
   return { dispatched: caughtUp + dispatched, skipped };
+}
+
+/** A (policy, schedule, minute) that is due. */
+interface DueSlot {
+  policy: Policy;
+  kind: RunKind;
+  minuteStart: Date;
+}
+
+/** The last minute a tick evaluated (ISO time of its start). */
+const SCHEDULER_CURSOR_KEY = ["scheduler_cursor"] as const;
+/** How far back a tick looks for minutes no tick evaluated (a skipped cron run, a short outage). */
+export const TICK_CATCH_UP_MINUTES = 10;
+
+/**
+ * The minutes this tick evaluates, oldest first: the current one, and before it every minute since the
+ * last tick's, up to TICK_CATCH_UP_MINUTES back. Deno.cron skips a run while the previous one of the
+ * same cron is still going, and a restart loses the minutes it was down: those schedules still run,
+ * once (each slot is claimed), scheduled for their own minute. Older ones are not replayed: the RPO
+ * of the objects shows the gap.
+ */
+async function tickMinutes(kv: Deno.Kv, now: Date): Promise<Date[]> {
+  const current = Math.floor(now.getTime() / 60_000) * 60_000;
+  const last = (await kv.get<string>(SCHEDULER_CURSOR_KEY)).value;
+  const lastMs = last ? Date.parse(last) : NaN;
+  const from = Number.isFinite(lastMs) && lastMs < current
+    ? Math.max(lastMs + 60_000, current - TICK_CATCH_UP_MINUTES * 60_000)
+    : current;
+  const minutes: Date[] = [];
+  for (let t = from; t <= current; t += 60_000) minutes.push(new Date(t));
+  return minutes;
 }
 
 /**
  * Claims due (policy, schedule, minute) slots (at most SLOT_BATCH) in one write; returns the ones this
  * tick won. When the write fails, another tick claimed one of them, and they are claimed one by one.
  */
-async function claimSlots<T extends { policy: Policy; kind: RunKind }>(
-  kv: Deno.Kv,
-  due: T[],
-  minute: string,
-): Promise<T[]> {
-  const claimOne = (op: Deno.AtomicOperation, d: T) => {
-    const key = slotKey(d.policy.id, d.kind, minute);
+async function claimSlots(kv: Deno.Kv, due: DueSlot[]): Promise<DueSlot[]> {
+  const claimOne = (op: Deno.AtomicOperation, d: DueSlot) => {
+    const key = slotKey(d.policy.id, d.kind, d.minuteStart.toISOString().slice(0, 16));
     return op.check({ key, versionstamp: null }).set(key, true, { expireIn: 2 * 86_400_000 });
   };
   const op = kv.atomic();
   for (const d of due) claimOne(op, d);
   if ((await op.commit()).ok) return due;
-  const won: T[] = [];
+  const won: DueSlot[] = [];
   for (const d of due) if ((await claimOne(kv.atomic(), d).commit()).ok) won.push(d);
   return won;
 }

@@ -162,6 +162,8 @@ export const EPHEMERAL_PREFIXES: readonly string[] = [
   "probe",
   "self_backup_state",
   "schedule_slots",
+  // The scheduler's last evaluated minute (a restored bundle must not make it replay old minutes).
+  "scheduler_cursor",
   // A running platform sync's lease (expires on its own).
   "platform_sync_lock",
   // One-time BMR tokens live 4 hours; restoring an old bundle must never bring a used token back to life.

@@ -353,6 +353,41 @@ for (const [mode, bulkReadMinPolicies] of READ_MODES) {
   });
 }
 
+Deno.test("a minute no tick evaluated (a skipped cron run, a restart) is dispatched by the next tick, once, up to 10 minutes back", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  await updatePolicy(kv, system, f.policy.id, {
+    ...f.policy,
+    fullSchedule: "0 2 * * 0",
+    incrementalSchedule: "*/5 * * * *",
+  }, f.clock.now());
+  const at = (hhmm: string) => new Date(`2026-11-30T${hhmm}:00Z`);
+  // Monday 01:59 is evaluated; then no tick runs at 02:00 (the previous run overran) nor until 02:03.
+  assert.deepEqual(await runSchedulerTick(kv, at("01:59")), { dispatched: 0, skipped: 0 });
+  assert.deepEqual(
+    await runSchedulerTick(kv, at("02:03")),
+    { dispatched: 3, skipped: 0 },
+    "02:00 for 3 hosts",
+  );
+  const runs = await listRunsByPolicy(kv, f.policy.id);
+  assert.deepEqual(
+    [...new Set(runs.map((r) => `${r.kind} ${r.scheduledFor} ${r.trigger}`))],
+    ["incremental 2026-11-30T02:00:00.000Z schedule"],
+    "scheduled for its own minute",
+  );
+  // Evaluating again (also a late tick for a minute already covered) adds nothing.
+  assert.deepEqual(await runSchedulerTick(kv, at("02:04")), { dispatched: 0, skipped: 0 });
+  assert.deepEqual(await runSchedulerTick(kv, at("02:03")), { dispatched: 0, skipped: 0 });
+  // Down from 02:05 to 02:30: 02:05 … 02:15 are older than 10 minutes and not replayed; 02:20, 02:25 and
+  // 02:30 are dispatched once each.
+  assert.deepEqual(await runSchedulerTick(kv, at("02:30")), { dispatched: 9, skipped: 0 });
+  const minutes = [
+    ...new Set((await listRunsByPolicy(kv, f.policy.id)).map((r) => r.scheduledFor.slice(11, 16))),
+  ]
+    .sort();
+  assert.deepEqual(minutes, ["02:00", "02:20", "02:25", "02:30"]);
+});
+
 Deno.test("pre-patch: an agent's request queues a high-priority incremental only for policies that opt in", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
