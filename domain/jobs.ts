@@ -226,12 +226,12 @@ class ClaimCommitter {
 
   async #commit(batch: PendingClaim[]) {
     if (batch.length > 1) {
-      const op = this.kv.atomic();
-      for (const claim of batch) {
-        op.check(...claim.checks);
-        claim.apply(op);
-      }
       try {
+        const op = this.kv.atomic();
+        for (const claim of batch) {
+          op.check(...claim.checks);
+          claim.apply(op);
+        }
         if ((await op.commit()).ok) {
           for (const claim of batch) claim.done(true);
           return;
