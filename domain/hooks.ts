@@ -293,26 +293,36 @@ async function readPolicyHooks(kv: Deno.Kv, policyId: string): Promise<Hook[]> {
  * The commands an agent runs for a policy's backup, in execution order (for job payloads). Custom
  * hooks whose script is missing are left out. No actor: the caller already holds the policy.
  */
-export async function hookPlan(kv: Deno.Kv, policyId: string): Promise<
-  Array<
-    Pick<Hook, "id" | "type" | "timeoutSeconds" | "failOnError"> & { interpreter: Interpreter; body: string }
-  >
-> {
-  const hooks = await readPolicyHooks(kv, policyId);
-  const scripts = new Map(
-    (await getManyValues<Script>(kv, hooks.flatMap((h) => h.scriptId ? [scriptKey(h.scriptId)] : [])))
+export async function hookPlan(kv: Deno.Kv, policyId: string): Promise<HookPlan> {
+  return await planOf(kv, await readPolicyHooks(kv, policyId));
+}
+
+/** What a job carries of a policy's hooks: each one's command, in execution order. */
+export type HookPlan = Array<
+  Pick<Hook, "id" | "type" | "timeoutSeconds" | "failOnError"> & { interpreter: Interpreter; body: string }
+>;
+
+/** The plan of `hooks`, their scripts read from KV unless `script` stands in for the one of its id. */
+async function planOf(
+  kv: Deno.Kv,
+  hooks: Hook[],
+  script?: Pick<Script, "id" | "interpreter" | "body">,
+): Promise<HookPlan> {
+  const ordered = orderHooks(hooks);
+  const scripts = new Map<string, Pick<Script, "id" | "interpreter" | "body">>(
+    (await getManyValues<Script>(kv, ordered.flatMap((h) => h.scriptId ? [scriptKey(h.scriptId)] : [])))
       .map((s) => [s.id, s]),
   );
-  return hooks.flatMap((h) => {
-    if (h.scriptId && !scripts.has(h.scriptId)) return [];
-    const { interpreter, body } = hookScript(h, h.scriptId ? scripts.get(h.scriptId) : null);
+  if (script) scripts.set(script.id, script);
+  return ordered.flatMap((h) => {
+    const own = h.scriptId ? scripts.get(h.scriptId) : null;
+    if (h.scriptId && !own) return [];
     return [{
       id: h.id,
       type: h.type,
       timeoutSeconds: h.timeoutSeconds,
       failOnError: h.failOnError,
-      interpreter,
-      body,
+      ...hookScript(h, own),
     }];
   });
 }
@@ -337,22 +347,7 @@ export async function checkHookPlanSize(
 ): Promise<void> {
   const hooks = (await readPolicyHooks(kv, policy.id)).filter((h) => h.id !== change.hook?.id);
   if (change.hook) hooks.push(change.hook);
-  const scripts = new Map(
-    (await getManyValues<Script>(kv, hooks.flatMap((h) => h.scriptId ? [scriptKey(h.scriptId)] : [])))
-      .map((sc) => [sc.id, sc as Pick<Script, "id" | "interpreter" | "body">]),
-  );
-  if (change.script) scripts.set(change.script.id, change.script);
-  const plan = hooks.flatMap((h) => {
-    const script = h.scriptId ? scripts.get(h.scriptId) : null;
-    if (h.scriptId && !script) return [];
-    return [{
-      id: h.id,
-      type: h.type,
-      timeoutSeconds: h.timeoutSeconds,
-      failOnError: h.failOnError,
-      ...hookScript(h, script),
-    }];
-  });
+  const plan = await planOf(kv, hooks, change.script);
   const bytes = kvValueBytes(plan);
   if (bytes > MAX_HOOK_PLAN_BYTES) {
     const kb = (n: number) => `${Math.ceil(n / 1000)} KB`;

@@ -697,13 +697,13 @@ function pickupOverdue(job: Job, requestedAt: string, now: Date): string | null 
 }
 
 /** A pending browse state brought up to date with its job (result recorded, or failed without one). */
-function browseWithJob(state: BrowseState, job: Job | null, now: string, clock?: Date): BrowseState {
+function browseWithJob(state: BrowseState, job: Job | null, at: string, now: Date): BrowseState {
   if (state.status !== "pending" || !job || job.id !== state.jobId) return state;
-  const overdue = clock ? pickupOverdue(job, state.requestedAt, clock) : null;
+  const overdue = pickupOverdue(job, state.requestedAt, now);
   if (overdue) return { ...state, status: "failed", error: overdue };
   if (job.result) {
     if (job.result.status === "failed") {
-      return { ...state, status: "failed", error: resultError(job), updatedAt: now };
+      return { ...state, status: "failed", error: resultError(job), updatedAt: at };
     }
     const { entries, truncated } = readEntries(job.result.output?.entries, state.path, MAX_BROWSE_ENTRIES);
     return {
@@ -712,7 +712,7 @@ function browseWithJob(state: BrowseState, job: Job | null, now: string, clock?:
       entries: sortEntries(entries),
       truncated: truncated || job.result.output?.truncated === true,
       error: null,
-      updatedAt: now,
+      updatedAt: at,
     };
   }
   if (job.status === "failed" || job.status === "cancelled") {
@@ -721,13 +721,13 @@ function browseWithJob(state: BrowseState, job: Job | null, now: string, clock?:
   return state;
 }
 
-function searchWithJob(state: SearchState, job: Job | null, now: string, clock?: Date): SearchState {
+function searchWithJob(state: SearchState, job: Job | null, at: string, now: Date): SearchState {
   if (state.status !== "pending" || !job || job.id !== state.jobId) return state;
-  const overdue = clock ? pickupOverdue(job, state.requestedAt, clock) : null;
+  const overdue = pickupOverdue(job, state.requestedAt, now);
   if (overdue) return { ...state, status: "failed", error: overdue };
   if (job.result) {
     if (job.result.status === "failed") {
-      return { ...state, status: "failed", error: resultError(job), updatedAt: now };
+      return { ...state, status: "failed", error: resultError(job), updatedAt: at };
     }
     const { entries, truncated } = readEntries(job.result.output?.matches, null, MAX_SEARCH_MATCHES);
     return {
@@ -736,7 +736,7 @@ function searchWithJob(state: SearchState, job: Job | null, now: string, clock?:
       matches: entries,
       truncated: truncated || job.result.output?.truncated === true,
       error: null,
-      updatedAt: now,
+      updatedAt: at,
     };
   }
   if (job.status === "failed" || job.status === "cancelled") {
@@ -1653,13 +1653,18 @@ export async function applyRestoreJobOutcome(kv: Deno.Kv, job: Job, now: Date): 
   if (job.kind === "browse") {
     const ref = (await kv.get<{ restorePointId: string; path: string }>(browseByJobKey(job.id))).value;
     if (!ref) return;
-    await update<BrowseState>(kv, browseKey(ref.restorePointId, ref.path), (s) => browseWithJob(s, job, at), {
-      expireIn: RESTORE_CACHE_TTL_MS,
-    });
+    await update<BrowseState>(
+      kv,
+      browseKey(ref.restorePointId, ref.path),
+      (s) => browseWithJob(s, job, at, now),
+      {
+        expireIn: RESTORE_CACHE_TTL_MS,
+      },
+    );
   } else if (job.kind === "search") {
     const id = (await kv.get<string>(searchByJobKey(job.id))).value;
     if (!id) return;
-    await update<SearchState>(kv, searchKey(id), (s) => searchWithJob(s, job, at), {
+    await update<SearchState>(kv, searchKey(id), (s) => searchWithJob(s, job, at, now), {
       expireIn: RESTORE_CACHE_TTL_MS,
     });
   } else if (job.kind === "restore_files" || job.kind === "restore_image" || job.kind === "bmr") {

@@ -11,7 +11,7 @@ import { compileCron } from "./cron_rules.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import type { Engine } from "./engines.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
-import { hookPlan } from "./hooks.ts";
+import { type HookPlan, hookPlan } from "./hooks.ts";
 import { newId } from "./ids.ts";
 import { addQueuedJob, EnqueueInput, type HookOutput, type Job, queueJobInOp } from "./jobs.ts";
 import { effectiveExcludes, type Policy, requirePolicy } from "./policies.ts";
@@ -168,7 +168,7 @@ export async function buildBackupPayload(
   target: Pick<StorageTarget, "id" | "type" | "config">,
   kind: RunKind,
 ): Promise<Record<string, unknown>> {
-  return backupPayload(policy, engine, target, kind, await hookPlan(kv, policy.id));
+  return backupPayload(policy, engine, target, kind, await hookPlan(kv, policy.id)).payload;
 }
 
 /** `buildBackupPayload` with the policy's hook plan already read (the tick reads it once per policy). */
@@ -177,8 +177,8 @@ function backupPayload(
   engine: Pick<Engine, "id" | "hostname" | "ipAddress" | "port">,
   target: Pick<StorageTarget, "id" | "type" | "config">,
   kind: RunKind,
-  hooks: Awaited<ReturnType<typeof hookPlan>>,
-): Record<string, unknown> {
+  hooks: HookPlan,
+): { payload: Record<string, unknown>; bytes: number } {
   const payload = {
     policyId: policy.id,
     backupType: policy.backupType,
@@ -203,7 +203,7 @@ function backupPayload(
     vssEnabled: policy.vssEnabled,
     verify: { afterBackup: policy.verifyAfterBackup, sampleCount: policy.verifySampleCount },
   };
-  const bytes = payloadBytes(payload);
+  const bytes = kvValueBytes(payload);
   if (bytes > MAX_PAYLOAD_BYTES) {
     const kb = (n: number) => `${Math.ceil(n / 1000)} KB`;
     throw new ValidationError(
@@ -213,7 +213,7 @@ function backupPayload(
       { hooks: `The hooks and excludes come to ${kb(bytes)}; at most ${kb(MAX_PAYLOAD_BYTES)}` },
     );
   }
-  return payload;
+  return { payload, bytes };
 }
 
 /**
@@ -221,9 +221,6 @@ function backupPayload(
  * about 1.5 KB of its own fields — under KV's 64 KiB per value.
  */
 export const MAX_PAYLOAD_BYTES = 60_000;
-
-/** The size `MAX_PAYLOAD_BYTES` is measured in. */
-export const payloadBytes = kvValueBytes;
 
 /** The first non-empty line of a message, at most 300 characters; null without one. */
 export function firstLine(message: string | null | undefined): string | null {
@@ -247,10 +244,18 @@ export type NewRun = Omit<
   | "hookOutput"
 >;
 
-/** Adds a new run (and its indexes) to `op`; the caller commits it with the job it follows. */
-export function newRunInOp(op: Deno.AtomicOperation, base: NewRun, now: Date): Run {
+/**
+ * Adds a new run (and its indexes) to `op`; the caller commits it with the job it follows. `finish`
+ * shapes the run before it is written (a run that ends as it is created).
+ */
+export function newRunInOp(
+  op: Deno.AtomicOperation,
+  base: NewRun,
+  now: Date,
+  finish: (run: Run) => Run = (run) => run,
+): Run {
   const at = now.toISOString();
-  const run: Run = {
+  const run = finish({
     ...base,
     id: newId(now),
     startedAt: null,
@@ -262,48 +267,48 @@ export function newRunInOp(op: Deno.AtomicOperation, base: NewRun, now: Date): R
     errorLine: firstLine(base.error?.message),
     createdAt: at,
     updatedAt: at,
-  };
+  });
   op.set(runKey(run.id), run).set(runsByPolicyKey(run.policyId, run.id), run.id);
   if (run.jobId) op.set(runByJobKey(run.jobId), run.id);
   return run;
 }
 
-/**
- * A run that failed before any job could be queued (its payload could not be built): written finished,
- * not retryable, with its outcome counted like any failure (dashboard, failed queue, the object's
- * backup-failed alert).
- */
-async function recordFailedWithoutJob(
-  kv: Deno.Kv,
-  base: Omit<NewRun, "status" | "error" | "jobId" | "alertId">,
-  reason: string,
-  message: string,
-  now: Date,
-): Promise<Run> {
+/** `run` failed at `now` before any job ran it (its payload could not be built): final, not retryable. */
+function failedBeforeDispatch(run: Run, message: string, now: Date): Run {
   const at = now.toISOString();
-  const run: Run = {
-    ...base,
-    id: newId(now),
-    jobId: null,
+  return {
+    ...run,
     status: "failed",
-    error: { reason, message },
+    error: { reason: "PAYLOAD_TOO_LARGE", message },
     errorLine: firstLine(message),
-    alertId: null,
     startedAt: at,
     endedAt: at,
-    bytesTransferred: 0,
-    protectedBytes: 0,
-    restorePointId: null,
     retryable: false,
-    createdAt: at,
     updatedAt: at,
   };
-  const op = kv.atomic().set(runKey(run.id), run).set(runsByPolicyKey(run.policyId, run.id), run.id);
-  await recordOutcomeInOp(kv, op, { kind: "backup" } as Job, run, run, now);
+}
+
+/**
+ * A new run that failed before any job could be queued: written finished, with its outcome counted
+ * like any failure (dashboard, failed queue, the object's backup-failed alert).
+ */
+async function recordFailedBeforeDispatch(
+  kv: Deno.Kv,
+  base: Omit<NewRun, "status" | "error" | "jobId" | "alertId">,
+  message: string,
+  now: Date,
+): Promise<void> {
+  const op = kv.atomic();
+  const run = newRunInOp(
+    op,
+    { ...base, status: "pending", error: null, jobId: null, alertId: null },
+    now,
+    (created) => failedBeforeDispatch(created, message, now),
+  );
+  await recordOutcomeInOp(kv, op, "backup", run, run, now);
   if (!(await op.commit()).ok) {
     throw new ConflictError("Could not record the failed run; the next tick retries");
   }
-  return run;
 }
 
 async function newRun(kv: Deno.Kv, base: NewRun, now: Date): Promise<Run> {
@@ -328,7 +333,7 @@ export async function runSchedulerTick(
   now: Date,
   options: { bulkReadMinPolicies?: number } = {},
 ): Promise<{ dispatched: number; skipped: number }> {
-  const minutes = await tickMinutes(kv, now);
+  const { minutes, cursor } = await tickMinutes(kv, now);
   const caughtUp = await catchUpDeferred(kv, now);
   const active: Policy[] = [];
   let policies = 0;
@@ -363,8 +368,8 @@ export async function runSchedulerTick(
     }));
   }
   const dispatched = await writer.close();
-  // The cursor only moves forward (a late tick for an older minute leaves it).
-  const cursor = await kv.get<string>(SCHEDULER_CURSOR_KEY);
+  // The cursor only moves forward (a late tick for an older minute leaves it; so does a racing tick that
+  // moved it first: the check fails).
   const reached = minutes[minutes.length - 1];
   if (!cursor.value || Date.parse(cursor.value) < reached.getTime()) {
     await kv.atomic().check(cursor).set(SCHEDULER_CURSOR_KEY, reached.toISOString()).commit();
@@ -391,16 +396,19 @@ export const TICK_CATCH_UP_MINUTES = 10;
  * once (each slot is claimed), scheduled for their own minute. Older ones are not replayed: the RPO
  * of the objects shows the gap.
  */
-async function tickMinutes(kv: Deno.Kv, now: Date): Promise<Date[]> {
+async function tickMinutes(
+  kv: Deno.Kv,
+  now: Date,
+): Promise<{ minutes: Date[]; cursor: Deno.KvEntryMaybe<string> }> {
   const current = Math.floor(now.getTime() / 60_000) * 60_000;
-  const last = (await kv.get<string>(SCHEDULER_CURSOR_KEY)).value;
-  const lastMs = last ? Date.parse(last) : NaN;
+  const cursor = await kv.get<string>(SCHEDULER_CURSOR_KEY);
+  const lastMs = cursor.value ? Date.parse(cursor.value) : NaN;
   const from = Number.isFinite(lastMs) && lastMs < current
     ? Math.max(lastMs + 60_000, current - TICK_CATCH_UP_MINUTES * 60_000)
     : current;
   const minutes: Date[] = [];
   for (let t = from; t <= current; t += 60_000) minutes.push(new Date(t));
-  return minutes;
+  return { minutes, cursor };
 }
 
 /**
@@ -594,19 +602,20 @@ async function dispatchPolicy(
   }
   const [hooks, hosts] = await Promise.all([context.hooks(policy.id), context.hosts(policy.id)]);
   let payload: Record<string, unknown>;
+  let bytes: number;
   try {
-    payload = backupPayload(policy, engine, target, kind, hooks);
+    ({ payload, bytes } = backupPayload(policy, engine, target, kind, hooks));
   } catch (error) {
     if (!(error instanceof ValidationError)) throw error;
     // One policy that cannot be sent must not hold up the others: each of its hosts gets a failed run
     // that says why (and the object's backup-failed alert), and the tick goes on.
     for (const host of hosts) {
-      await recordFailedWithoutJob(kv, { ...base, hostId: host.id }, "PAYLOAD_TOO_LARGE", error.message, now);
+      await recordFailedBeforeDispatch(kv, { ...base, hostId: host.id }, error.message, now);
     }
     return hosts.length;
   }
   // A job and its run are about the payload's size plus 2 KB: batches stay under KV's 800 KB per write.
-  const batchBytes = payloadBytes(payload) + 2048;
+  const batchBytes = bytes + 2048;
   // Validated once per policy; each host's job differs only in its principal and `hostId`.
   const template = EnqueueInput.parse({
     kind: "backup",
@@ -716,7 +725,7 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
       await queueFollowUps(kv, op, run, point, now);
     }
     // After the restore point: the protected object keeps it as the dashboard's deep link into Restore.
-    await recordOutcomeInOp(kv, op, job, run, next, now);
+    await recordOutcomeInOp(kv, op, job.kind, run, next, now);
     if ((await op.set(runKey(run.id), next).commit()).ok) return next;
   }
   return null;
@@ -731,15 +740,15 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
 async function recordOutcomeInOp(
   kv: Deno.Kv,
   op: Deno.AtomicOperation,
-  job: Job,
+  kind: Job["kind"],
   run: Run,
   next: Run,
   now: Date,
 ): Promise<void> {
-  if (job.kind !== "backup" && job.kind !== "synthetic_full") return;
+  if (kind !== "backup" && kind !== "synthetic_full") return;
   if (next.status !== "success" && next.status !== "warning" && next.status !== "failed") return;
   countRunOutcome(op, next, await kv.get<LatestOutcome>(latestOutcomeKey(run.policyId, run.hostId)), now);
-  if (job.kind !== "backup" || !run.hostId) return;
+  if (kind !== "backup" || !run.hostId) return;
   const current = await readProtectedFor(kv, run.hostId, run.policyId);
   const object = current.entry?.value;
   if (!current.entry || !object) return;
@@ -1296,20 +1305,9 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
       } catch (error) {
         if (!(error instanceof ValidationError)) throw error;
         // The policy cannot be sent: the deferred run fails with the reason (and its outcome counts).
-        const at = now.toISOString();
-        const failed: Run = {
-          ...run,
-          trigger: "catch_up",
-          status: "failed",
-          error: { reason: "PAYLOAD_TOO_LARGE", message: error.message },
-          errorLine: firstLine(error.message),
-          startedAt: at,
-          endedAt: at,
-          retryable: false,
-          updatedAt: at,
-        };
+        const failed = failedBeforeDispatch({ ...run, trigger: "catch_up" }, error.message, now);
         op.set(runKey(run.id), failed);
-        await recordOutcomeInOp(kv, op, { kind: "backup" } as Job, run, failed, now);
+        await recordOutcomeInOp(kv, op, "backup", run, failed, now);
         await op.commit();
         continue;
       }
