@@ -7,7 +7,7 @@
  */
 import { useSignal } from "@preact/signals";
 import { useEffect, useRef } from "preact/hooks";
-import { formatBytes, formatTime } from "../components/ui.tsx";
+import { Csrf, formatBytes, formatTime } from "../components/ui.tsx";
 import type { BrowseState, TreeEntry } from "../domain/restore.ts";
 import { crumbs, pollState, requestJson, selection, toggleSelected } from "./restore_client.ts";
 
@@ -15,6 +15,8 @@ export interface Props {
   restorePointId: string;
   csrfToken: string;
   path: string;
+  /** What the user typed in the path field when the server refused it (kept in the field). */
+  typed?: string;
   /** The state of `path` when the page was rendered (a cached listing shows at once). */
   initial: BrowseState | null;
 }
@@ -22,7 +24,7 @@ export interface Props {
 export default function BrowseTree(props: Props) {
   const base = `/api/v1/restore-points/${props.restorePointId}/browse`;
   const path = useSignal(props.path);
-  const typed = useSignal(props.path);
+  const typed = useSignal(props.typed ?? props.path);
   const state = useSignal<BrowseState | null>(props.initial);
   const error = useSignal("");
   const seen = useRef(new Map<string, BrowseState>());
@@ -84,7 +86,7 @@ export default function BrowseTree(props: Props) {
           open(typed.value.trim() || "/");
         }}
       >
-        <input type="hidden" name="_csrf" value={props.csrfToken} />
+        <Csrf token={props.csrfToken} />
         <label for="browse-path">Path</label>{" "}
         <input
           id="browse-path"

@@ -6,7 +6,7 @@
  */
 import { useSignal } from "@preact/signals";
 import { useEffect, useRef } from "preact/hooks";
-import { formatBytes, formatTime } from "../components/ui.tsx";
+import { Csrf, formatBytes, formatTime } from "../components/ui.tsx";
 import type { SearchState } from "../domain/restore.ts";
 import { pollState, requestJson, selection, toggleSelected } from "./restore_client.ts";
 
@@ -15,10 +15,12 @@ export interface Props {
   csrfToken: string;
   /** The search named in the page's URL, if any. */
   initial: SearchState | null;
+  /** What the user typed when the server refused the search (kept in the field). */
+  query?: string;
 }
 
 export default function RestoreSearch(props: Props) {
-  const query = useSignal(props.initial?.query ?? "");
+  const query = useSignal(props.query ?? props.initial?.query ?? "");
   const state = useSignal<SearchState | null>(props.initial);
   const error = useSignal("");
   const generation = useRef(0);
@@ -64,7 +66,7 @@ export default function RestoreSearch(props: Props) {
         class="inline-form"
         onSubmit={submit}
       >
-        <input type="hidden" name="_csrf" value={props.csrfToken} />
+        <Csrf token={props.csrfToken} />
         <label for="search-query">Name or glob</label>{" "}
         <input
           id="search-query"

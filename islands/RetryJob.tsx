@@ -6,6 +6,7 @@
  */
 import { useComputed, useSignal } from "@preact/signals";
 import { retryBlockedReason, type RetryFacts } from "../domain/job_rules.ts";
+import { Csrf } from "../components/ui.tsx";
 
 export interface QueuedRun {
   id: string;
@@ -60,7 +61,7 @@ export default function RetryJob(props: Props) {
   return (
     <div class="retry-job" data-testid="retry-job">
       <form method="post" action={`/backup/jobs/${props.jobId}/retry`} class="inline-form" onSubmit={submit}>
-        <input type="hidden" name="_csrf" value={props.csrfToken} />
+        <Csrf token={props.csrfToken} />
         <button
           type="submit"
           class={reason.value ? "btn muted" : "btn btn--primary"}

@@ -591,6 +591,7 @@ async function pointPage(
             restorePointId: point.id,
             csrfToken: csrf,
             path: browse?.path ?? browsePath,
+            typed: valuesOf("browse").path,
             initial: browse as BrowseState | null,
           }}
         />
@@ -607,7 +608,12 @@ async function pointPage(
         <Island
           name="RestoreSearch"
           component={RestoreSearch}
-          props={{ restorePointId: point.id, csrfToken: csrf, initial: searchState }}
+          props={{
+            restorePointId: point.id,
+            csrfToken: csrf,
+            initial: searchState,
+            query: valuesOf("search").query,
+          }}
         />
       </section>
       <section class="panel" id="restore-files-panel">

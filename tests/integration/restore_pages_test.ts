@@ -421,6 +421,7 @@ Deno.test("the Browse and Search form fallbacks queue one job each and show the 
   const page = `/backup/restore/points/${point}`;
   const bad = await b.postForm(`${page}/browse`, { path: "/etc/../root" }, { tokenFrom: page });
   assert.equal(bad.status, 422);
+  assert.match(await bad.text(), /id="browse-path"[^>]*value="\/etc\/\.\.\/root"/, "the typed path is kept");
 
   const res = await b.postForm(`${page}/browse`, { path: "/home//ann/" }, { tokenFrom: page });
   assert.equal(res.status, 303);
@@ -458,6 +459,11 @@ Deno.test("the Browse and Search form fallbacks queue one job each and show the 
 
   const empty = await b.postForm(`${page}/search`, { query: "" }, { tokenFrom: page });
   assert.equal(empty.status, 422);
+  const long = await b.postForm(`${page}/search`, { query: `report-${"x".repeat(200)}` }, {
+    tokenFrom: page,
+  });
+  assert.equal(long.status, 422);
+  assert.match(await long.text(), /id="search-query"[^>]*value="report-x{200}"/, "the typed query is kept");
   const searched = await b.postForm(`${page}/search`, { query: "*.pdf" }, { tokenFrom: page });
   assert.equal(searched.status, 303);
   const searchUrl = searched.headers.get("location") ?? "";
