@@ -35,6 +35,7 @@ import { listPolicies, type Policy, policyKey, requirePolicy } from "./policies.
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import {
   buildBackupPayload,
+  listRunsByPolicy,
   newRunInOp,
   retryGuardKey,
   type Run,
@@ -394,14 +395,8 @@ export async function readRetryState(kv: Deno.Kv, policy: Policy): Promise<Retry
   let inFlight = 0;
   if (latest && (latest.status === "failed" || latest.status === "warning") && latest.retryable) {
     // Only worth a scan when the latest run alone would allow the retry. Bounded: the newest runs.
-    const keys: Deno.KvKey[] = [];
-    const it = kv.list<string>({ prefix: ["runs_by_policy", policy.id] }, {
-      reverse: true,
-      limit: RETRY_SCAN_LIMIT,
-    });
-    for await (const e of it) keys.push(runKey(e.value));
     const seen = new Set<string>();
-    for (const run of await getManyValues<Run>(kv, keys)) {
+    for (const run of await listRunsByPolicy(kv, policy.id, RETRY_SCAN_LIMIT)) {
       const object = run.hostId ?? "bes";
       if (seen.has(object)) continue; // only each host's newest run counts
       seen.add(object);

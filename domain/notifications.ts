@@ -712,10 +712,6 @@ export async function deleteChannel(
 // ---------------------------------------------------------------------------------------------------
 // Rules
 
-export async function getRule(kv: Deno.Kv, id: string): Promise<NotificationRule | null> {
-  return (await kv.get<NotificationRule>(ruleKey(id))).value;
-}
-
 /** Returns the rule if the actor may see it (its whole org scope); throws NotFoundError otherwise. */
 export async function requireRule(kv: Deno.Kv, actor: Actor, id: string): Promise<NotificationRule> {
   return (await requireEntry(kv, actor, RULE, id)).value;

@@ -44,7 +44,7 @@ import {
   writeProtected,
 } from "./protected.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import { retryGuardKey, type Run, runKey, runsByPolicyKey } from "./runs.ts";
+import { listRunsByPolicy, retryGuardKey, type Run, runKey, runsByPolicyKey } from "./runs.ts";
 import { getOrg } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
 import { sealSecret, vaultKey } from "./vault.ts";
@@ -699,14 +699,7 @@ export async function readPlatformRetryFacts(
   job: PlatformJob,
   platform: Platform,
 ): Promise<{ facts: RetryFacts; latest: Run | null }> {
-  const ids: string[] = [];
-  for await (
-    const e of kv.list<string>({ prefix: ["runs_by_policy", job.id] }, {
-      reverse: true,
-      limit: RETRY_SCAN_LIMIT,
-    })
-  ) ids.push(e.value);
-  const runs = await getManyValues<Run>(kv, ids.map((id) => runKey(id)));
+  const runs = await listRunsByPolicy(kv, job.id, RETRY_SCAN_LIMIT);
   const latest = runs[0] ?? null;
   const inFlight = runs.slice(1).filter((r) => r.status === "pending" || r.status === "running").length;
   const pausedReason = job.removed

@@ -13,7 +13,7 @@ import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey, hostScope, requireHost } from "./hosts.ts";
 import { newId, sha256Hex } from "./ids.ts";
 import { getManyValues } from "./kv.ts";
-import { getJobs, type Job, jobKey, queueJobInOp } from "./jobs.ts";
+import { getJob, getJobs, type Job, queueJobInOp } from "./jobs.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, authorize, can, inScope, type ScopedObject } from "./rbac.ts";
 import { type RestorePoint, restorePointKey } from "./runs.ts";
@@ -755,10 +755,6 @@ function pointPayload(point: RestorePointView) {
   };
 }
 
-async function readJob(kv: Deno.Kv, id: string): Promise<Job | null> {
-  return (await kv.get<Job>(jobKey(id))).value;
-}
-
 /**
  * Browses a folder of a complete restore point. Returns the kept state when there is one that has not
  * failed (no new job: a second visit is instant); otherwise queues a `browse` job on the point's BES
@@ -792,7 +788,7 @@ export async function browse(
     if (entry.value) {
       const current = browseWithJob(
         entry.value,
-        await readJob(kv, entry.value.jobId),
+        await getJob(kv, entry.value.jobId),
         now.toISOString(),
         now,
       );
@@ -851,7 +847,7 @@ export async function getBrowse(
   const normalized = parseOr422(RestorePath, path || "/", "path");
   const state = (await kv.get<BrowseState>(browseKey(point.id, normalized))).value;
   if (!state) return null;
-  return browseWithJob(state, await readJob(kv, state.jobId), state.updatedAt, now);
+  return browseWithJob(state, await getJob(kv, state.jobId), state.updatedAt, now);
 }
 
 /**
@@ -930,7 +926,7 @@ export async function getSearch(
     throw new NotFoundError(`Search ${searchId} not found`);
   }
   authorize(actor, "backup.restore", state);
-  return searchWithJob(state, await readJob(kv, state.jobId), state.updatedAt, now);
+  return searchWithJob(state, await getJob(kv, state.jobId), state.updatedAt, now);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1514,7 +1510,7 @@ export async function restorePathsChunk(
   jobId: string,
   chunk: number,
 ): Promise<{ chunk: number; chunks: number; paths: string[] }> {
-  const job = await readJob(kv, jobId);
+  const job = await getJob(kv, jobId);
   if (!job || job.principal !== principal || job.kind !== "restore_files") {
     throw new NotFoundError("No such file restore job for this principal");
   }
@@ -1590,7 +1586,7 @@ export async function getRestore(kv: Deno.Kv, actor: Actor, id: string): Promise
     throw new NotFoundError(`Restore ${id} not found`);
   }
   authorize(actor, "backup.restore", restore);
-  return restoreWithJob(restore, await readJob(kv, restore.jobId), restore.updatedAt);
+  return restoreWithJob(restore, await getJob(kv, restore.jobId), restore.updatedAt);
 }
 
 /** Restores of the actor's account in its scope, newest first, a page at a time (bounded scan). */

@@ -368,8 +368,7 @@ function Heatmap(
 ) {
   const size = 14;
   const gap = 3;
-  const left = 0;
-  const width = left + props.dayLabels.length * (size + gap);
+  const width = props.dayLabels.length * (size + gap);
   return (
     <div class="heatmap">
       <table class="heatmap-table">
@@ -390,7 +389,7 @@ function Heatmap(
                   {row.days.map((d, i) => (
                     <rect
                       key={d.day}
-                      x={left + i * (size + gap)}
+                      x={i * (size + gap)}
                       y={0}
                       width={size}
                       height={size}

@@ -36,7 +36,7 @@ import { getManyValues } from "../domain/kv.ts";
 import { can } from "../domain/rbac.ts";
 import { PLATFORM_TYPE_LABELS, type PlatformRun, type PlatformType } from "../domain/platforms.ts";
 import { firstLine, type Run } from "../domain/runs.ts";
-import { listOrgs } from "../domain/tenancy.ts";
+import { getOrg, listOrgs } from "../domain/tenancy.ts";
 import RetryJob from "../islands/RetryJob.tsx";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
@@ -359,9 +359,9 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
   const query = Object.fromEntries(Object.entries(c.req.query()).filter(([, v]) => v !== ""));
   const parsed = HistoryQuery.safeParse(query);
   const page = parsed.success ? parsed.data : { cursor: "", limit: 50 };
-  const [history, orgs] = await Promise.all([
+  const [history, org] = await Promise.all([
     listJobRuns(kv, actor, job.id, page),
-    job.orgId ? listOrgs(kv, actor, job.accountId) : Promise.resolve([]),
+    job.orgId ? getOrg(kv, job.orgId) : Promise.resolve(null),
   ]);
   const hosts = new Map(
     (await getManyValues<{ id: string; hostname: string }>(
@@ -372,7 +372,7 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
   );
   const manage = can(actor, "backup.manage", { accountId: job.accountId, orgId: job.orgId });
   const last = job.lastRun;
-  const orgLabel = job.orgId ? orgs.find((o) => o.id === job.orgId)?.name ?? job.orgId : "Account-scoped";
+  const orgLabel = job.orgId ? org?.name ?? job.orgId : "Account-scoped";
   const lastRunFacts = (
     <dd data-testid="job-last-run">
       <StatusBadge status={last?.status ?? null} /> {last

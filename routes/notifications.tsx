@@ -487,7 +487,7 @@ function ChannelForm(props: ChannelFormProps) {
                 name="port"
                 label="Port"
                 type="number"
-                value={v("port") || "587"}
+                value={v("port")}
                 errors={props.errors}
                 hint="587 for STARTTLS, 465 for implicit TLS, 25 for plain relays"
               />
@@ -495,7 +495,7 @@ function ChannelForm(props: ChannelFormProps) {
             <Select
               name="tlsMode"
               label="TLS"
-              value={v("tlsMode") || "starttls"}
+              value={v("tlsMode")}
               errors={props.errors}
               options={SMTP_TLS_MODES.map((m) => ({ value: m, label: SMTP_TLS_LABELS[m] }))}
             />
@@ -648,7 +648,12 @@ function secretPage(c: Context<AppEnv>, channel: NotificationChannel, secret: st
 }
 
 notificationRoutes.get("/channels/new", requires("backup.manage"), async (c) => {
-  return await newChannelPage(c, channelType(c.req.query("type")), { enabled: "on" });
+  // Defaults of a new email channel; a refused form shows exactly what was typed instead.
+  return await newChannelPage(c, channelType(c.req.query("type")), {
+    enabled: "on",
+    port: "587",
+    tlsMode: "starttls",
+  });
 });
 
 notificationRoutes.post("/channels/new", requires("backup.manage"), async (c) => {

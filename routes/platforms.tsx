@@ -353,8 +353,9 @@ platformRoutes.post("/new", requires("backup.manage"), async (c) => {
       `Registered ${platform.name}. Test the connection, then sync (it also syncs on its own every ${platform.syncIntervalMinutes} min).`,
     );
   } catch (e) {
-    if (!(e instanceof ValidationError)) throw e;
-    return await newPage(c, typed(form), e.fields, e.message);
+    // A refused or conflicting save shows the form again with what was typed.
+    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
+    return await newPage(c, typed(form), e instanceof ValidationError ? e.fields : undefined, e.message);
   }
 });
 
@@ -605,8 +606,9 @@ platformRoutes.post("/:platformId", requires("backup.manage"), async (c) => {
     const next = await updatePlatform(kv, actor, platform.id, parsed.data, { now: clock(), masterKey });
     return redirectWithNotice(c, `/backup/platforms/${platform.id}`, `Saved ${next.name}.`);
   } catch (e) {
-    if (!(e instanceof ValidationError)) throw e;
-    return await platformPage(c, platform, { values: typed(form), errors: e.fields, error: e.message });
+    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
+    const errors = e instanceof ValidationError ? e.fields : undefined;
+    return await platformPage(c, platform, { values: typed(form), errors, error: e.message });
   }
 });
 

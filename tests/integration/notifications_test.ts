@@ -889,6 +889,22 @@ Deno.test("bad channel and rule input answers 422 with field errors and stores n
   assertIncludes(mailHtml, "Must be a port number 1–65535");
   assertIncludes(mailHtml, "Must be an email address");
   assertIncludes(mailHtml, "&quot;nope&quot; is not an email address");
+  assert.match(mailHtml, /name="port"[^>]*value="99999"/, "the typed port is kept");
+  // A port cleared by the user stays cleared (not refilled with the default) next to its error.
+  const cleared = await post(admin, `${BASE}/channels/new`, {
+    type: "email",
+    name: "Mail",
+    host: "smtp.acme.example",
+    port: "",
+    tlsMode: "tls",
+    from: "cadres@acme.example",
+    to: "ops@acme.example",
+    orgId: "",
+  });
+  assert.equal(cleared.status, 422);
+  const clearedHtml = await cleared.text();
+  assert.match(clearedHtml, /name="port"[^>]*value=""/);
+  assert.match(clearedHtml, /<option[^>]*value="tls"[^>]*selected/, "the chosen TLS mode is kept");
   const noPassword = await post(admin, `${BASE}/channels/new`, {
     type: "email",
     name: "Mail",
