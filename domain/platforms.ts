@@ -429,12 +429,13 @@ export async function updatePlatform(
 ): Promise<Platform> {
   const data = PlatformUpdateInput.parse(input);
   const { now, masterKey } = options;
-  const before = await requirePlatform(kv, actor, id);
-  authorize(actor, "backup.manage", platformScope(before));
-  const next = await withRetry(async () => {
+  const { next, rpoChanged } = await withRetry(async () => {
     const entry = await kv.get<Platform>(platformKey(id));
     const p = entry.value;
-    if (!p || p.status === "deleting") throw new NotFoundError(`Platform ${id} not found`);
+    if (!p || p.status === "deleting" || !inScope(actor, platformScope(p))) {
+      throw new NotFoundError(`Platform ${id} not found`);
+    }
+    authorize(actor, "backup.manage", platformScope(p));
     if (!data.password && (data.endpointUrl !== p.endpointUrl || data.caCertificate !== p.caCertificate)) {
       const message = "Type the password again to use it with another endpoint or CA certificate";
       throw new ValidationError(message, { password: message });
@@ -489,9 +490,11 @@ export async function updatePlatform(
         `Updated platform ${next.name} (${next.endpointUrl}, sync every ${next.syncIntervalMinutes} min` +
         `${next.syncEnabled ? "" : ", sync off"}, RPO ${next.defaultRpoHours} h)${note}`,
     }, now);
-    return (await op.commit()).ok ? { value: next } : null;
+    // The RPO change is judged against the platform this write replaced (not an earlier read).
+    const rpoChanged = next.defaultRpoHours !== p.defaultRpoHours;
+    return (await op.commit()).ok ? { value: { next, rpoChanged } } : null;
   });
-  if (next.defaultRpoHours !== before.defaultRpoHours) await applyPlatformRpo(kv, next, now);
+  if (rpoChanged) await applyPlatformRpo(kv, next, now);
   return next;
 }
 
