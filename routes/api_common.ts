@@ -27,6 +27,11 @@ export const ok = (description: string, schema: z.ZodType = z.any()) => ({
   content: { "application/json": { schema } },
 });
 
+/** A required JSON request body validated by `schema` (`request: jsonBody(Schema)` or `{ params, ...jsonBody(Schema) }`). */
+export const jsonBody = <T extends z.ZodType>(schema: T) => ({
+  body: { content: { "application/json": { schema } }, required: true },
+});
+
 /** A ULID, as every stored object's id. */
 export const Id = z.string().regex(/^[0-9A-Z]{26}$/, "must be an id");
 

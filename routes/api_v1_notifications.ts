@@ -26,14 +26,11 @@ import {
   updateRule,
 } from "../domain/notifications.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, ok } from "./api_common.ts";
+import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
 
 const denied = { 401: err("Not signed in or bad token"), 403: err("Missing permission") };
 const ChannelId = z.object({ channelId: z.string().min(1).max(64) });
 const RuleId = z.object({ ruleId: z.string().min(1).max(64) });
-const json = <T extends z.ZodType>(schema: T) => ({
-  body: { content: { "application/json": { schema } }, required: true },
-});
 
 export const apiV1Notifications = apiRouter();
 
@@ -61,7 +58,7 @@ apiV1Notifications.openapi(
     summary: "Create a webhook or email channel; a generated signing secret is returned once",
     tags: ["Notifications"],
     middleware: [requires("backup.manage")] as const,
-    request: json(ChannelCreateInput),
+    request: jsonBody(ChannelCreateInput),
     responses: {
       201: ok("`channel`, and `generatedSecret` (or null)"),
       422: err("Invalid input"),
@@ -103,7 +100,7 @@ apiV1Notifications.openapi(
       "Update a channel (type and owner are fixed; an empty or missing webhook URL keeps the stored one)",
     tags: ["Notifications"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: ChannelId, ...json(ChannelUpdateInput) },
+    request: { params: ChannelId, ...jsonBody(ChannelUpdateInput) },
     responses: {
       200: ok("`channel`, and `generatedSecret` when `rotateSecret` was set"),
       422: err("Invalid input"),
@@ -184,7 +181,7 @@ apiV1Notifications.openapi(
     summary: "Create a rule: which orgs' alerts, from which severity, which events, to which channels",
     tags: ["Notifications"],
     middleware: [requires("backup.manage")] as const,
-    request: json(RuleInput),
+    request: jsonBody(RuleInput),
     responses: { 201: ok("The rule"), 422: err("Invalid input"), ...denied },
   }),
   async (c) => {
@@ -213,7 +210,7 @@ apiV1Notifications.openapi(
     summary: "Update a rule",
     tags: ["Notifications"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: RuleId, ...json(RuleInput) },
+    request: { params: RuleId, ...jsonBody(RuleInput) },
     responses: {
       200: ok("The rule"),
       422: err("Invalid input"),

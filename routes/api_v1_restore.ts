@@ -22,13 +22,9 @@ import {
 } from "../domain/restore.ts";
 import { NotFoundError } from "../domain/errors.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, Id } from "./api_common.ts";
+import { apiRouter, err, Id, ok } from "./api_common.ts";
 
 const denied = { 401: err("Not signed in or bad token"), 403: err("Missing the backup.restore permission") };
-const json = (description: string) => ({
-  description,
-  content: { "application/json": { schema: z.object({}).passthrough() } },
-});
 const PointParam = z.object({ restorePointId: Id });
 const PathQuery = z.object({
   path: z.string().max(4096, "must be at most 4096 characters").optional().openapi({
@@ -115,7 +111,7 @@ apiV1Restore.openapi(
     middleware: [requires("backup.restore")] as const,
     request: { params: PointParam, query: PathQuery },
     responses: {
-      200: json("The browse state: status pending, ready (entries) or failed (error)"),
+      200: ok("The browse state: status pending, ready (entries) or failed (error)"),
       ...denied,
       404: err("Restore point not found, or this folder was never browsed"),
       422: err("Invalid path"),
@@ -144,8 +140,8 @@ apiV1Restore.openapi(
     middleware: [requires("backup.restore")] as const,
     request: { params: PointParam, query: PathQuery },
     responses: {
-      200: json("The kept listing (ready, or already pending)"),
-      202: json("A browse job was queued; poll GET …/browse?path=…"),
+      200: ok("The kept listing (ready, or already pending)"),
+      202: ok("A browse job was queued; poll GET …/browse?path=…"),
       ...denied,
       404: err("Not found or outside your scope"),
       422: err("Invalid path, a restore point that is not complete, or its BES offline"),
@@ -185,7 +181,7 @@ apiV1Restore.openapi(
       },
     },
     responses: {
-      202: json("The pending search; poll GET /api/v1/searches/{searchId}"),
+      202: ok("The pending search; poll GET /api/v1/searches/{searchId}"),
       ...denied,
       404: err("Not found or outside your scope"),
       422: err("Invalid query, a restore point that is not complete, or its BES offline"),
@@ -214,7 +210,7 @@ apiV1Restore.openapi(
     middleware: [requires("backup.restore")] as const,
     request: { params: z.object({ searchId: Id }) },
     responses: {
-      200: json("The search state"),
+      200: ok("The search state"),
       ...denied,
       404: err("Not found or outside your scope"),
     },
@@ -280,7 +276,7 @@ apiV1Restore.openapi(
       },
     },
     responses: {
-      201: json("The restore request (status pending); poll GET /api/v1/restores/{restoreId}"),
+      201: ok("The restore request (status pending); poll GET /api/v1/restores/{restoreId}"),
       ...denied,
       404: err("Restore point or target host not found or outside your scope"),
       422: err("Invalid paths, target, or a restore point that is not complete"),
@@ -315,7 +311,7 @@ apiV1Restore.openapi(
       },
     },
     responses: {
-      201: json("The restore request (status pending)"),
+      201: ok("The restore request (status pending)"),
       ...denied,
       404: err("Restore point or target host not found or outside your scope"),
       422: err("Invalid input, a file restore point, or one that is not complete"),
@@ -386,7 +382,7 @@ apiV1Restore.openapi(
     middleware: [requires("backup.restore")] as const,
     request: { params: z.object({ restoreId: Id }) },
     responses: {
-      200: json("The restore request"),
+      200: ok("The restore request"),
       ...denied,
       404: err("Not found or outside your scope"),
     },

@@ -6,7 +6,13 @@
  * the minute tick cannot race Sync now.
  */
 import assert from "node:assert/strict";
-import { type FakeVeeam, startFakeVeeam, VEEAM_PASSWORD, VEEAM_USER } from "../fakes/veeam_server.ts";
+import {
+  type FakeVeeam,
+  fillSampleVeeam,
+  startFakeVeeam,
+  VEEAM_PASSWORD,
+  VEEAM_USER,
+} from "../fakes/veeam_server.ts";
 import {
   type Browser,
   describeProblems,
@@ -30,43 +36,7 @@ const PLATFORM = "VBR Paris";
 /** Three jobs, four objects and sessions of the last day (the server reads 30 days back on its own clock). */
 function fillVeeam(fake: FakeVeeam, now: Date) {
   const ago = (hours: number) => new Date(now.getTime() - hours * 3_600_000).toISOString();
-  fake.jobs = [
-    { id: "j-vm", name: "VM nightly", type: "VSphereBackup", status: "Inactive", lastResult: "Success" },
-    {
-      id: "j-agent",
-      name: "Linux agents",
-      type: "LinuxAgentBackup",
-      status: "Inactive",
-      lastResult: "Failed",
-    },
-    { id: "j-log", name: "SQL logs", type: "SqlLogBackup", status: "Running", lastResult: "Success" },
-  ];
-  fake.backups = [
-    { id: "b-vm", jobId: "j-vm", name: "VM nightly", platformName: "VMware" },
-    { id: "b-agent", jobId: "j-agent", name: "Linux agents", platformName: "LinuxPhysical" },
-    { id: "b-log", jobId: "j-log", name: "SQL logs", platformName: "WindowsPhysical" },
-  ];
-  const row = { restorePointsCount: 7 };
-  fake.objects = [
-    { ...row, id: "vm-web01", name: "web01", type: "VM", platformName: "VMware", backupId: "b-vm" },
-    { ...row, id: "vm-web02", name: "web02", type: "VM", platformName: "VMware", backupId: "b-vm" },
-    {
-      ...row,
-      id: "pc-db01",
-      name: "db01",
-      type: "Computer",
-      platformName: "LinuxPhysical",
-      backupId: "b-agent",
-    },
-    {
-      ...row,
-      id: "pc-sql01",
-      name: "sql01",
-      type: "Computer",
-      platformName: "WindowsPhysical",
-      backupId: "b-log",
-    },
-  ];
+  fillSampleVeeam(fake);
   fake.addSession("j-vm", ago(9), "Success", { id: "s-vm-1" });
   fake.addSession("j-agent", ago(8), "Failed", { id: "s-agent-1", message: "Disk full on repo" });
   fake.addSession("j-log", ago(0.5), null, { id: "s-log-1" });

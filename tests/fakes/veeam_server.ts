@@ -229,3 +229,44 @@ export class FakeVeeam extends FakeServer {
 export async function startFakeVeeam(tls?: { cert: string; key: string }): Promise<FakeVeeam> {
   return await new FakeVeeam().startServer(tls);
 }
+
+/** The sample VBR server of the tests: three jobs (VM, Linux agent, SQL log), their backups and four objects. */
+export function fillSampleVeeam(fake: FakeVeeam): void {
+  fake.jobs = [
+    { id: "j-vm", name: "VM nightly", type: "VSphereBackup", status: "Inactive", lastResult: "Success" },
+    {
+      id: "j-agent",
+      name: "Linux agents",
+      type: "LinuxAgentBackup",
+      status: "Inactive",
+      lastResult: "Failed",
+    },
+    { id: "j-log", name: "SQL logs", type: "SqlLogBackup", status: "Running", lastResult: "Success" },
+  ];
+  fake.backups = [
+    { id: "b-vm", jobId: "j-vm", name: "VM nightly", platformName: "VMware" },
+    { id: "b-agent", jobId: "j-agent", name: "Linux agents", platformName: "LinuxPhysical" },
+    { id: "b-log", jobId: "j-log", name: "SQL logs", platformName: "WindowsPhysical" },
+  ];
+  const row = { restorePointsCount: 7 };
+  fake.objects = [
+    { ...row, id: "vm-web01", name: "web01", type: "VM", platformName: "VMware", backupId: "b-vm" },
+    { ...row, id: "vm-web02", name: "web02", type: "VM", platformName: "VMware", backupId: "b-vm" },
+    {
+      ...row,
+      id: "pc-db01",
+      name: "db01",
+      type: "Computer",
+      platformName: "LinuxPhysical",
+      backupId: "b-agent",
+    },
+    {
+      ...row,
+      id: "pc-sql01",
+      name: "sql01",
+      type: "Computer",
+      platformName: "WindowsPhysical",
+      backupId: "b-log",
+    },
+  ];
+}

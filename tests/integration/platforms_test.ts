@@ -37,7 +37,13 @@ import {
   startFakeCohesity,
 } from "../fakes/cohesity_server.ts";
 import { makeTestCertificates } from "../fakes/fake_http.ts";
-import { type FakeVeeam, startFakeVeeam, VEEAM_PASSWORD, VEEAM_USER } from "../fakes/veeam_server.ts";
+import {
+  type FakeVeeam,
+  fillSampleVeeam,
+  startFakeVeeam,
+  VEEAM_PASSWORD,
+  VEEAM_USER,
+} from "../fakes/veeam_server.ts";
 import {
   addUser,
   auditEntries,
@@ -82,43 +88,7 @@ async function world(kv: Deno.Kv): Promise<World> {
 
 /** A VBR server with three jobs (VM, Linux agent, SQL log), four objects and four sessions. */
 function fillVeeam(fake: FakeVeeam) {
-  fake.jobs = [
-    { id: "j-vm", name: "VM nightly", type: "VSphereBackup", status: "Inactive", lastResult: "Success" },
-    {
-      id: "j-agent",
-      name: "Linux agents",
-      type: "LinuxAgentBackup",
-      status: "Inactive",
-      lastResult: "Failed",
-    },
-    { id: "j-log", name: "SQL logs", type: "SqlLogBackup", status: "Running", lastResult: "Success" },
-  ];
-  fake.backups = [
-    { id: "b-vm", jobId: "j-vm", name: "VM nightly", platformName: "VMware" },
-    { id: "b-agent", jobId: "j-agent", name: "Linux agents", platformName: "LinuxPhysical" },
-    { id: "b-log", jobId: "j-log", name: "SQL logs", platformName: "WindowsPhysical" },
-  ];
-  const row = { restorePointsCount: 7 };
-  fake.objects = [
-    { ...row, id: "vm-web01", name: "web01", type: "VM", platformName: "VMware", backupId: "b-vm" },
-    { ...row, id: "vm-web02", name: "web02", type: "VM", platformName: "VMware", backupId: "b-vm" },
-    {
-      ...row,
-      id: "pc-db01",
-      name: "db01",
-      type: "Computer",
-      platformName: "LinuxPhysical",
-      backupId: "b-agent",
-    },
-    {
-      ...row,
-      id: "pc-sql01",
-      name: "sql01",
-      type: "Computer",
-      platformName: "WindowsPhysical",
-      backupId: "b-log",
-    },
-  ];
+  fillSampleVeeam(fake);
   fake.addSession("j-vm", "2026-11-21T01:00:00Z", "Success", { id: "s-vm-1" });
   fake.addSession("j-vm", "2026-11-22T01:00:00Z", "Success", { id: "s-vm-2" });
   fake.addSession("j-agent", "2026-11-22T02:00:00Z", "Failed", {
