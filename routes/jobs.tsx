@@ -3,6 +3,7 @@
  * run and the guide's filters; a job's run history, newest first; the job-level retry (form, plus the
  * RetryJob island on the detail page for actors with backup.manage).
  */
+import { HookOutputRow, RUN_TONE, runDuration, RunError } from "../components/runs.tsx";
 import { Hono } from "hono";
 import type { ComponentChildren } from "preact";
 import { z } from "zod";
@@ -15,7 +16,6 @@ import {
   PageHeader,
   Pager,
   SortHeader,
-  type Tone,
 } from "../components/ui.tsx";
 import { describeCron } from "../domain/cron_rules.ts";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
@@ -35,7 +35,7 @@ import {
 import { getManyValues } from "../domain/kv.ts";
 import { can } from "../domain/rbac.ts";
 import { PLATFORM_TYPE_LABELS, type PlatformRun, type PlatformType } from "../domain/platforms.ts";
-import { firstLine, type Run } from "../domain/runs.ts";
+import type { Run } from "../domain/runs.ts";
 import { getOrg, listOrgs } from "../domain/tenancy.ts";
 import RetryJob from "../islands/RetryJob.tsx";
 import { requires } from "./access.ts";
@@ -45,19 +45,10 @@ import { redirectWithNotice, render } from "./render.tsx";
 
 export const jobRoutes = new Hono<AppEnv>();
 
-const STATUS_TONE: Record<string, Tone> = {
-  success: "ok",
-  warning: "warn",
-  failed: "bad",
-  running: "info",
-  pending: "info",
-  skipped: "muted",
-};
-
 function StatusBadge(props: { status: string | null; waiting?: boolean }) {
   if (!props.status) return <Badge tone="muted">never run</Badge>;
   return (
-    <Badge tone={STATUS_TONE[props.status] ?? "muted"}>
+    <Badge tone={RUN_TONE[props.status] ?? "muted"}>
       {props.waiting ? "waiting for agent" : props.status}
     </Badge>
   );
@@ -82,14 +73,6 @@ function scheduleSummary(job: JobView): string {
     s.incremental ? `incremental ${describeCron(s.incremental)}` : "",
     s.syntheticFull ? `synthetic full ${describeCron(s.syntheticFull)}` : "",
   ].filter(Boolean).join("; ") + (s.timeZone !== "UTC" ? ` (${s.timeZone})` : "");
-}
-
-function duration(r: Run): string {
-  if (!r.startedAt || !r.endedAt) return "—";
-  const s = Math.max(0, Math.round((Date.parse(r.endedAt) - Date.parse(r.startedAt)) / 1000));
-  if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
-  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
 /** The detail page's Retry panel: what a retry does for this kind of job, the rule, and the island. */
@@ -581,43 +564,18 @@ function RunHistory(props: { runs: Run[]; hosts: Map<string, string> }) {
                   : <span class="muted">scheduled {shortTime(r.scheduledFor)}</span>}
               </td>
               <td class="nowrap">{shortTime(r.endedAt)}</td>
-              <td class="nowrap">{duration(r)}</td>
+              <td class="nowrap">{runDuration(r)}</td>
               <td class="nowrap">{formatBytes(r.bytesTransferred)}</td>
               <td class="nowrap">{formatBytes(r.protectedBytes)}</td>
               <td>
                 {r.restorePointId ? <code title={r.restorePointId}>…{r.restorePointId.slice(-8)}</code> : "—"}
               </td>
               <td>
-                {r.error
-                  ? (
-                    <span title={r.error.message}>
-                      <code>{r.error.reason}</code> {r.errorLine ?? firstLine(r.error.message)}
-                    </span>
-                  )
-                  : "—"}
+                <RunError run={r} />
               </td>
               <td>{r.retryable ? "yes" : "no"}</td>
             </tr>,
-            ...(r.hookOutput?.length
-              ? [
-                <tr key={`${r.id}-hooks`} class="run-detail">
-                  <td colSpan={11}>
-                    <details>
-                      <summary>
-                        Hook output ({r.hookOutput.length}
-                        {r.hookOutput.some((h) => h.exitCode !== 0) ? ", failed" : ""})
-                      </summary>
-                      {r.hookOutput.map((h) => (
-                        <div key={h.hookId} class="hook-output">
-                          <strong>{h.type}</strong> exit {h.exitCode}
-                          <pre>{h.output}</pre>
-                        </div>
-                      ))}
-                    </details>
-                  </td>
-                </tr>,
-              ]
-              : []),
+            <HookOutputRow key={`${r.id}-hooks`} run={r} colSpan={11} />,
           ])}
         </tbody>
       </table>

@@ -2,12 +2,12 @@
  * The parts of a policy page below its settings: assigned hosts, app hooks (the 7th section of the
  * policy form), replication rules with the 3-2-1 badge — and the POST routes that change them.
  */
+import { HookOutputRow, RUN_TONE, runDuration, RunError } from "../components/runs.tsx";
 import { type Context, Hono } from "hono";
 import { RetentionCountsQuery } from "../domain/retention.ts";
 import { Badge, Csrf, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
 import { getManyValues } from "../domain/kv.ts";
 import {
-  firstLine,
   listRunsByPolicy,
   pointsByObject,
   previewPolicyRetention,
@@ -649,21 +649,6 @@ policySectionRoutes.post("/replicas/:replicaId/delete", requires("backup.manage"
   return redirectWithNotice(c, `/backup/policies/${rule.policyId}#replicas`, "Replica rule removed.");
 });
 
-const RUN_TONE: Record<string, "ok" | "warn" | "bad" | "info" | "muted"> = {
-  success: "ok",
-  warning: "warn",
-  failed: "bad",
-  skipped: "muted",
-  pending: "info",
-  running: "info",
-};
-
-function duration(r: Run): string {
-  if (!r.startedAt || !r.endedAt) return "—";
-  const s = Math.round((Date.parse(r.endedAt) - Date.parse(r.startedAt)) / 1000);
-  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${s % 60} s`;
-}
-
 /** The policy's recent runs (the guide's columns), with Retry on the runs that may be retried. */
 export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
   const { kv, actor, policy, csrf } = props;
@@ -713,18 +698,12 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
                         {r.status === "pending" && !r.jobId ? "waiting for agent" : r.status}
                       </Badge>
                     </td>
-                    <td class="nowrap">{duration(r)}</td>
+                    <td class="nowrap">{runDuration(r)}</td>
                     <td class="nowrap">{formatBytes(r.bytesTransferred)}</td>
                     <td class="nowrap">{formatBytes(r.protectedBytes)}</td>
                     <td>{r.restorePointId ? <code>{r.restorePointId.slice(-8)}</code> : "—"}</td>
                     <td>
-                      {r.error
-                        ? (
-                          <span title={r.error.message}>
-                            <code>{r.error.reason}</code> {r.errorLine ?? firstLine(r.error.message)}
-                          </span>
-                        )
-                        : "—"}
+                      <RunError run={r} />
                     </td>
                     <td>{r.retryable ? "yes" : "no"}</td>
                     {manage && (
@@ -739,26 +718,7 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
                       </td>
                     )}
                   </tr>,
-                  ...(r.hookOutput?.length
-                    ? [
-                      <tr key={`${r.id}-hooks`} class="run-detail" data-testid="run-hooks">
-                        <td colSpan={manage ? 11 : 10}>
-                          <details data-testid="hook-output">
-                            <summary>
-                              Hook output ({r.hookOutput.length}
-                              {r.hookOutput.some((h) => h.exitCode !== 0) ? ", failed" : ""})
-                            </summary>
-                            {r.hookOutput.map((h) => (
-                              <div key={h.hookId} class="hook-output">
-                                <strong>{h.type}</strong> exit {h.exitCode}
-                                <pre>{h.output}</pre>
-                              </div>
-                            ))}
-                          </details>
-                        </td>
-                      </tr>,
-                    ]
-                    : []),
+                  <HookOutputRow key={`${r.id}-hooks`} run={r} colSpan={manage ? 11 : 10} />,
                 ])}
               </tbody>
             </table>
