@@ -152,6 +152,17 @@ export function formatBytes(bytes: number | null | undefined): string {
 }
 
 /** "3 min ago" style age of a time relative to `now`. */
+/** "3 d 4 h" / "5 h 12 min" / "40 min" */
+export function formatDuration(ms: number): string {
+  const minutes = Math.floor(ms / 60_000);
+  const d = Math.floor(minutes / 1440);
+  const h = Math.floor((minutes % 1440) / 60);
+  const m = minutes % 60;
+  if (d > 0) return `${d} d ${h} h`;
+  if (h > 0) return `${h} h ${m} min`;
+  return `${m} min`;
+}
+
 export function formatAge(iso: string | null | undefined, now: Date): string {
   if (!iso) return "never";
   const s = Math.round((now.getTime() - Date.parse(iso)) / 1000);

@@ -16,7 +16,8 @@ export interface Props {
   initial: RestoreStatus;
 }
 
-const TONE: Record<RestoreRequest["status"], Tone> = {
+/** The badge tone of a restore request's status (the restore pages use it too). */
+export const REQUEST_TONE: Record<RestoreRequest["status"], Tone> = {
   pending: "info",
   running: "info",
   success: "ok",
@@ -65,7 +66,7 @@ export default function RestoreProgress(props: Props) {
   return (
     <div class="restore-progress" aria-live="polite" data-testid="restore-progress" data-status={s.status}>
       <p>
-        <Badge tone={TONE[s.status]}>{LABEL[s.status]}</Badge>
+        <Badge tone={REQUEST_TONE[s.status]}>{LABEL[s.status]}</Badge>
         {active(s) && s.progress && ` ${formatBytes(s.progress.bytesTransferred)} transferred`}
       </p>
       {s.status !== "failed" && (

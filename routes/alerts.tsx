@@ -16,7 +16,12 @@ import { redirectWithNotice, render } from "./render.tsx";
 
 export const alertRoutes = new Hono<AppEnv>();
 
-const SEVERITY_TONE: Record<Alert["severity"], Tone> = { critical: "bad", warning: "warn", info: "info" };
+/** The badge tone of an alert severity (the notification pages use it too). */
+export const SEVERITY_TONE: Record<Alert["severity"], Tone> = {
+  critical: "bad",
+  warning: "warn",
+  info: "info",
+};
 const STATUS_TONE: Record<Alert["status"], Tone> = { open: "bad", acknowledged: "warn", resolved: "ok" };
 
 function subjectLink(a: Alert) {

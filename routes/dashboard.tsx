@@ -10,7 +10,15 @@ import { z } from "zod";
 import type { Context } from "hono";
 import { renderToString } from "preact-render-to-string";
 import { Island } from "../components/Island.tsx";
-import { Badge, Csrf, formatBytes, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
+import {
+  Badge,
+  Csrf,
+  formatBytes,
+  formatDuration,
+  formatTime,
+  PageHeader,
+  type Tone,
+} from "../components/ui.tsx";
 import {
   failedBackupsQueue,
   readEngineStatus,
@@ -34,7 +42,6 @@ import {
 import DashboardSection from "../islands/DashboardSection.tsx";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { formatDuration } from "./protected.tsx";
 import { redirectWithNotice, render } from "./render.tsx";
 
 export const dashboardRoutes = new Hono<AppEnv>();

@@ -18,6 +18,7 @@ import {
   type Tone,
 } from "../components/ui.tsx";
 import { ALERT_SEVERITIES } from "../domain/alerts.ts";
+import { SEVERITY_TONE } from "./alerts.tsx";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
 import {
   CHANNEL_TYPE_LABELS,
@@ -68,7 +69,6 @@ type FormData = Record<string, string | string[]>;
 
 const BASE = "/backup/notifications";
 const STATUS_TONE: Record<DeliveryStatus, Tone> = { pending: "warn", delivered: "ok", failed: "bad" };
-const SEVERITY_TONE: Record<string, Tone> = { critical: "bad", warning: "warn", info: "info" };
 
 function EnabledBadge(props: { enabled: boolean }) {
   return props.enabled ? <Badge tone="ok">enabled</Badge> : <Badge tone="muted">disabled</Badge>;
@@ -225,7 +225,9 @@ function DeliveryLog(props: {
                       <td>{d.channelName}</td>
                       <td>
                         {d.payload.event}{" "}
-                        <Badge tone={SEVERITY_TONE[d.payload.severity] ?? "muted"}>
+                        <Badge
+                          tone={SEVERITY_TONE[d.payload.severity as keyof typeof SEVERITY_TONE] ?? "muted"}
+                        >
                           {d.payload.severity}
                         </Badge>
                       </td>

@@ -1,6 +1,6 @@
 /** Backup > Protected Objects: everything covered by backup, its last backup and its RPO (guide, "Protected Objects"). */
 import { Hono } from "hono";
-import { Badge, EmptyState, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
+import { Badge, EmptyState, formatDuration, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
 import { listEngines } from "../domain/engines.ts";
 import { getHost, hostScope } from "../domain/hosts.ts";
 import { listPlatforms, PLATFORM_TYPE_LABELS } from "../domain/platforms.ts";
@@ -10,6 +10,7 @@ import {
   isRpoBreached,
   LAST_BACKUP_STATUSES,
   listProtectedObjects,
+  PROTECTED_SCAN_LIMIT,
   PROTECTED_TYPES,
   ProtectedFilter,
   type ProtectedObject,
@@ -28,17 +29,6 @@ const STATUS_TONE: Record<ProtectedObject["lastBackupStatus"], Tone> = {
   failed: "bad",
   never: "muted",
 };
-
-/** "3 d 4 h" / "5 h 12 min" / "40 min" */
-export function formatDuration(ms: number): string {
-  const minutes = Math.floor(ms / 60_000);
-  const d = Math.floor(minutes / 1440);
-  const h = Math.floor((minutes % 1440) / 60);
-  const m = minutes % 60;
-  if (d > 0) return `${d} d ${h} h`;
-  if (h > 0) return `${h} h ${m} min`;
-  return `${m} min`;
-}
 
 protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
   const { kv, clock } = c.get("deps");
@@ -208,7 +198,10 @@ protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
         )}
       <nav class="pager" aria-label="Pagination">
         <span>
-          {page.values.length} shown{page.partial ? " (stopped after scanning 5,000 entries)" : ""}
+          {page.values.length}{" "}
+          shown{page.partial
+            ? ` (stopped after scanning ${PROTECTED_SCAN_LIMIT.toLocaleString("en-US")} entries)`
+            : ""}
         </span>
         {filter.cursor && <a href={"?" + new URLSearchParams(keep).toString()}>← First page</a>}
         {page.cursor && (

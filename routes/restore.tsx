@@ -54,7 +54,7 @@ import {
 } from "../domain/restore.ts";
 import BrowseTree from "../islands/BrowseTree.tsx";
 import CopySecret from "../islands/CopySecret.tsx";
-import RestoreProgress from "../islands/RestoreProgress.tsx";
+import RestoreProgress, { REQUEST_TONE } from "../islands/RestoreProgress.tsx";
 import RestoreSearch from "../islands/RestoreSearch.tsx";
 import SelectedPaths from "../islands/SelectedPaths.tsx";
 import { requires } from "./access.ts";
@@ -455,14 +455,6 @@ function RestoreTable(props: { restores: RestoreRequest[] }) {
     </div>
   );
 }
-
-const REQUEST_TONE: Record<RestoreRequest["status"], Tone> = {
-  pending: "info",
-  running: "info",
-  success: "ok",
-  warning: "warn",
-  failed: "bad",
-};
 
 // ---------------------------------------------------------------------------------------------------
 // A restore point: chain, Browse, Search and the restore forms
