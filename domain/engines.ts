@@ -206,8 +206,16 @@ export interface RegistrationNonce {
 }
 
 /** Adds the nonce claim to a registration's write (a replay then fails the operation's check). */
-export function claimRegistrationNonce(op: Deno.AtomicOperation, nonce: RegistrationNonce | undefined, now: Date) {
-  if (nonce) op.check({ key: nonce.key, versionstamp: null }).set(nonce.key, now.getTime(), { expireIn: nonce.expireIn });
+export function claimRegistrationNonce(
+  op: Deno.AtomicOperation,
+  nonce: RegistrationNonce | undefined,
+  now: Date,
+) {
+  if (nonce) {
+    op.check({ key: nonce.key, versionstamp: null }).set(nonce.key, now.getTime(), {
+      expireIn: nonce.expireIn,
+    });
+  }
 }
 
 /** After a failed commit: throws UnauthorizedError when the reason was the nonce (a replay), else returns. */

@@ -373,7 +373,8 @@ engineProtocol.openapi(
   createRoute({
     ...registrationRoute("agent"),
     path: "/api/agent/v1/enroll",
-    summary: "Enroll a host agent with an org secret, signed by the key it enrolls (idempotent per public key)",
+    summary:
+      "Enroll a host agent with an org secret, signed by the key it enrolls (idempotent per public key)",
     request: { headers: registrationHeaders("agent"), body: jsonBody(AgentEnrollment) },
     responses: {
       200: reply("Already enrolled", Enrolled),

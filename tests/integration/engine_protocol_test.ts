@@ -28,8 +28,7 @@ const ENROLL = "/api/agent/v1/enroll";
 const DETAILS = { name: "bes-1", hostname: "bes1.acme.example", ipAddress: "10.0.0.10" };
 const AGENT = { hostname: "web01.acme.example", ipAddress: "10.1.0.5" };
 
-async function fixture(kv: Deno.Kv) {
-  const clock = new TestClock();
+async function fixture(kv: Deno.Kv, clock = new TestClock()) {
   const t = testApp(kv, clock);
   const tenant = await createTenant(kv, "Acme", ["Ops", "Dev"], clock.now());
   const client = engineClient(t.app, clock);
@@ -454,6 +453,25 @@ Deno.test("POST /api/bes/v1/register: bad signatures and keys of another tenant 
   );
   await expectError(limited, 429, "rate_limited");
   assert.equal(await engineCount(kv), 1);
+});
+
+Deno.test("POST /api/bes/v1/register: docs/engine-protocol.md's registration example is accepted at its time, once", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const doc = await Deno.readTextFile(new URL("../../docs/engine-protocol.md", import.meta.url));
+  const example = doc.slice(doc.indexOf("#### Registration example"), doc.indexOf("#### Heartbeat example"));
+  const body = /```\n(\{"name":"bes-hq-01".*\})\n```/.exec(example)![1];
+  const headers = Object.fromEntries(
+    [...example.matchAll(/^ {3}(X-Cadres-[A-Za-z]+): (\S+)$/gm)].map((m) => [m[1].toLowerCase(), m[2]]),
+  );
+  assert.equal(Object.keys(headers).length, 4);
+  const f = await fixture(kv, new TestClock(new Date(Number(headers["x-cadres-timestamp"]) * 1000)));
+  const send = () => rawRegister(f, f.tenant.secrets[0], body, null, { headers });
+  const res = await send();
+  assert.equal(res.status, 201, await res.clone().text());
+  const engine = (await getEngine(kv, (await res.json()).id))!;
+  assert.equal(engine.publicKey, JSON.parse(body).publicKey);
+  assert.equal(engine.hostname, "bes-hq-01.corp.internal");
+  await expectError(await send(), 401, "unauthorized");
 });
 
 Deno.test("POST /api/bes/v1/register with the account secret creates an account-scoped engine (orgId null)", async () => {
