@@ -5,7 +5,7 @@
 import { z } from "zod";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
-import { ConflictError, NotFoundError } from "./errors.ts";
+import { ConflictError, NotFoundError, UnauthorizedError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
@@ -194,16 +194,51 @@ export function engineActor(engine: Pick<Engine, "id" | "name" | "accountId">): 
 }
 
 /**
+ * The public key is registered (or enrolled) in another tenant. The protocol answers it exactly like
+ * a registration with a bad signature, so a secret holder cannot probe other tenants for keys.
+ */
+export class KeyInAnotherTenantError extends ConflictError {}
+
+/** A registration's nonce, claimed in the registration's own atomic write. */
+export interface RegistrationNonce {
+  key: Deno.KvKey;
+  expireIn: number;
+}
+
+/** Adds the nonce claim to a registration's write (a replay then fails the operation's check). */
+export function claimRegistrationNonce(
+  op: Deno.AtomicOperation,
+  nonce: RegistrationNonce | undefined,
+  now: Date,
+) {
+  if (nonce) {
+    op.check({ key: nonce.key, versionstamp: null }).set(nonce.key, now.getTime(), {
+      expireIn: nonce.expireIn,
+    });
+  }
+}
+
+/** After a failed commit: throws UnauthorizedError when the reason was the nonce (a replay), else returns. */
+export async function refuseReplayedNonce(kv: Deno.Kv, nonce: RegistrationNonce | undefined): Promise<void> {
+  if (nonce && (await kv.get(nonce.key)).versionstamp !== null) throw new UnauthorizedError("Replayed nonce");
+}
+
+/**
  * Registers a BES for the tenant its secret resolved to. The same public key again is idempotent:
- * `{ created: false }`, same id, details refreshed. A key registered in another tenant is a conflict.
+ * `{ created: false }`, same id, details refreshed. A key registered in another tenant is a
+ * KeyInAnotherTenantError. With `nonce` (the protocol's signed registration), the nonce is claimed in
+ * the same atomic write; a replay throws UnauthorizedError and changes nothing. Proving possession of
+ * the key is the caller's part (routes/engine_protocol.ts).
  */
 export async function registerEngine(
   kv: Deno.Kv,
   tenant: { accountId: string; orgId: string | null },
   input: BesRegistration,
   now: Date,
+  options: { nonce?: RegistrationNonce } = {},
 ): Promise<{ engine: Engine; created: boolean }> {
   const data = BesRegistration.parse(input);
+  const { nonce } = options;
   return await withRetry<{ engine: Engine; created: boolean }>(async () => {
     const pointer = await kv.get<string>(engineByPublicKeyKey(data.publicKey));
     const at = now.toISOString();
@@ -212,7 +247,7 @@ export async function registerEngine(
       const existing = entry.value;
       if (!existing) return null; // a delete is finishing: retry
       if (existing.accountId !== tenant.accountId || existing.orgId !== tenant.orgId) {
-        throw new ConflictError("This public key is already registered to another organization");
+        throw new KeyInAnotherTenantError("This public key is already registered to another organization");
       }
       if (existing.status === "deleting") throw new ConflictError("This engine is being deleted");
       const next: Engine = {
@@ -226,6 +261,7 @@ export async function registerEngine(
         updatedAt: at,
       };
       const op = kv.atomic().check(pointer, entry).set(engineKey(next.id), next);
+      claimRegistrationNonce(op, nonce, now);
       appendAudit(op, engineActor(next), {
         accountId: next.accountId,
         orgId: next.orgId,
@@ -234,7 +270,9 @@ export async function registerEngine(
         objectId: next.id,
         summary: `BES ${next.name} registered again (${next.hostname}, ${next.version})`,
       }, now);
-      return (await op.commit()).ok ? { value: { engine: next, created: false } } : null;
+      if ((await op.commit()).ok) return { value: { engine: next, created: false } };
+      await refuseReplayedNonce(kv, nonce);
+      return null;
     }
     const engine: Engine = {
       id: newId(now),
@@ -257,6 +295,7 @@ export async function registerEngine(
       .set(engineKey(engine.id), engine)
       .set(enginesByAccountKey(engine.accountId, engine.id), engine.id)
       .set(engineByPublicKeyKey(data.publicKey), engine.id);
+    claimRegistrationNonce(op, nonce, now);
     appendAudit(op, engineActor(engine), {
       accountId: engine.accountId,
       orgId: engine.orgId,
@@ -266,7 +305,9 @@ export async function registerEngine(
       summary:
         `BES ${engine.name} registered (${engine.hostname}, ${engine.ipAddress}:${engine.port}, ${engine.version})`,
     }, now);
-    return (await op.commit()).ok ? { value: { engine, created: true } } : null;
+    if ((await op.commit()).ok) return { value: { engine, created: true } };
+    await refuseReplayedNonce(kv, nonce);
+    return null;
   });
 }
 

@@ -8,7 +8,15 @@ import { countNewHost } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
-import { HEARTBEAT_INTERVAL_SECONDS, HeartbeatMetrics, OFFLINE_AFTER_MS } from "./engines.ts";
+import {
+  claimRegistrationNonce,
+  HEARTBEAT_INTERVAL_SECONDS,
+  HeartbeatMetrics,
+  KeyInAnotherTenantError,
+  OFFLINE_AFTER_MS,
+  refuseReplayedNonce,
+  type RegistrationNonce,
+} from "./engines.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, inScope } from "./rbac.ts";
@@ -157,14 +165,20 @@ export async function listHosts(
   return { values: rows.slice(f.offset, f.offset + f.limit), total: rows.length };
 }
 
-/** Enrolls an agent into an org; the same public key again refreshes it (idempotent). */
+/**
+ * Enrolls an agent into an org; the same public key again refreshes it (idempotent). A key enrolled in
+ * another org is a KeyInAnotherTenantError. With `nonce` (the protocol's signed enrollment) the nonce
+ * is claimed in the same atomic write; a replay throws UnauthorizedError and changes nothing.
+ */
 export async function enrollHost(
   kv: Deno.Kv,
   tenant: { accountId: string; orgId: string },
   input: AgentEnrollment,
   now: Date,
+  options: { nonce?: RegistrationNonce } = {},
 ): Promise<{ host: Host; created: boolean }> {
   const data = AgentEnrollment.parse(input);
+  const { nonce } = options;
   return await withRetry<{ host: Host; created: boolean }>(async () => {
     const at = now.toISOString();
     const pointer = await kv.get<string>(hostByPublicKeyKey(data.publicKey));
@@ -173,10 +187,11 @@ export async function enrollHost(
       const existing = entry.value;
       if (!existing) return null;
       if (existing.accountId !== tenant.accountId || existing.orgId !== tenant.orgId) {
-        throw new ConflictError("This public key is already enrolled in another organization");
+        throw new KeyInAnotherTenantError("This public key is already enrolled in another organization");
       }
       const next: Host = { ...existing, ...data, updatedAt: at };
       const op = kv.atomic().check(pointer, entry).set(hostKey(next.id), next);
+      claimRegistrationNonce(op, nonce, now);
       appendAudit(op, agentActor(next), {
         accountId: next.accountId,
         orgId: next.orgId,
@@ -185,7 +200,9 @@ export async function enrollHost(
         objectId: next.id,
         summary: `Agent on ${next.hostname} enrolled again (${next.version})`,
       }, now);
-      return (await op.commit()).ok ? { value: { host: next, created: false } } : null;
+      if ((await op.commit()).ok) return { value: { host: next, created: false } };
+      await refuseReplayedNonce(kv, nonce);
+      return null;
     }
     const host: Host = {
       id: newId(now),
@@ -201,6 +218,7 @@ export async function enrollHost(
       .set(hostKey(host.id), host)
       .set(hostsByAccountKey(host.accountId, host.id), host.id)
       .set(hostByPublicKeyKey(data.publicKey), host.id);
+    claimRegistrationNonce(op, nonce, now);
     countNewHost(op, host);
     appendAudit(op, agentActor(host), {
       accountId: host.accountId,
@@ -210,7 +228,9 @@ export async function enrollHost(
       objectId: host.id,
       summary: `Agent on ${host.hostname} (${host.os}, ${host.ipAddress}) enrolled`,
     }, now);
-    return (await op.commit()).ok ? { value: { host, created: true } } : null;
+    if ((await op.commit()).ok) return { value: { host, created: true } };
+    await refuseReplayedNonce(kv, nonce);
+    return null;
   });
 }
 

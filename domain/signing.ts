@@ -16,6 +16,12 @@ export const SIGNATURE_HEADERS = {
   signature: "x-cadres-signature",
 } as const;
 
+/**
+ * The `X-Cadres-Principal` of a registration or enrollment, which has no id yet: the request is
+ * signed by the key in its body (proof of possession) and verified against that key.
+ */
+export const REGISTRATION_PRINCIPAL = { bes: "bes:register", agent: "agent:enroll" } as const;
+
 /** DER prefix of an Ed25519 SubjectPublicKeyInfo; the raw 32-byte key follows it. */
 const SPKI_PREFIX = new Uint8Array([0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00]);
 

@@ -11,6 +11,7 @@ import {
   BesHeartbeat,
   BesRegistration,
   HEARTBEAT_INTERVAL_SECONDS,
+  KeyInAnotherTenantError,
   registerEngine,
 } from "../domain/engines.ts";
 import { type Engine, engineKey } from "../domain/engines.ts";
@@ -21,6 +22,7 @@ import {
   importPublicKey,
   MAX_SKEW_SECONDS,
   type PublicKey,
+  REGISTRATION_PRINCIPAL,
   SIGNATURE_HEADERS,
   verifySignedRequest,
 } from "../domain/signing.ts";
@@ -111,34 +113,122 @@ export function signedBy(kind: "bes" | "agent"): MiddlewareHandler<AppEnv> {
   });
 }
 
-/** Registration and enrollment: a Bearer org (or, for a BES, account) secret, rate-limited per IP. */
-export function registrationSecret(): MiddlewareHandler<AppEnv> {
+/**
+ * The answer to a registration not signed by the key it registers — and, word for word, to one whose
+ * key is registered in another tenant, so that a secret holder cannot probe other tenants for keys.
+ */
+export const REGISTRATION_REFUSED =
+  "The request is not signed by the key it registers, or that key cannot be registered with this secret";
+
+/**
+ * Registration and enrollment: a Bearer org (or, for a BES, account) secret **and** proof of
+ * possession of the key being registered — the request signed (X-Cadres-* headers, principal
+ * `bes:register` / `agent:enroll`) by the private key of the body's `publicKey`, within 300 s. Its
+ * nonce is claimed by the registration's write (401 on replay). Failures are rate-limited per IP:
+ * an attempt is reserved first and given back unless the answer is 401 (bad secret, bad or missing
+ * signature, replay, key of another tenant).
+ */
+export function registrationSecret(kind: "bes" | "agent"): MiddlewareHandler<AppEnv> {
   return declare({ kind: "registration" }, async (c, next) => {
-    c.set("tenant", await tenantFromSecret(c));
+    const { kv, clock } = c.get("deps");
+    const now = clock();
+    const window = Math.floor(now.getTime() / REGISTRATION_WINDOW_MS) * REGISTRATION_WINDOW_MS;
+    const limits = [{ key: ["registration_failures", clientIp(c), window], max: REGISTRATION_MAX_FAILURES }];
+    if (!(await reserveAttempt(kv, limits, REGISTRATION_WINDOW_MS * 2))) {
+      c.header("Retry-After", String(Math.ceil((window + REGISTRATION_WINDOW_MS - now.getTime()) / 1000)));
+      throw new HttpError(
+        429,
+        "rate_limited",
+        "Too many failed registrations from this address; try again later",
+      );
+    }
+    const authz = c.req.header("authorization") ?? "";
+    const tenant = authz.startsWith("Bearer ")
+      ? await resolveRegistrationSecret(kv, authz.slice(7).trim())
+      : null;
+    if (!tenant) unauthorized("Missing or unknown registration secret");
+    c.set("tenant", tenant);
+    const proof = await possessionProof(c, kind, now);
+    if (proof) c.set("registration", proof);
     await next();
+    // Errors thrown further in have been turned into the response by now (app.onError).
+    if (c.res.status !== 401) await releaseAttempt(kv, limits, REGISTRATION_WINDOW_MS * 2);
   });
 }
 
-async function tenantFromSecret(c: Parameters<MiddlewareHandler<AppEnv>>[0]) {
-  const { kv, clock } = c.get("deps");
-  const now = clock();
-  const window = Math.floor(now.getTime() / REGISTRATION_WINDOW_MS) * REGISTRATION_WINDOW_MS;
-  const limits = [{ key: ["registration_failures", clientIp(c), window], max: REGISTRATION_MAX_FAILURES }];
-  if (!(await reserveAttempt(kv, limits, REGISTRATION_WINDOW_MS * 2))) {
-    c.header("Retry-After", String(Math.ceil((window + REGISTRATION_WINDOW_MS - now.getTime()) / 1000)));
-    throw new HttpError(
-      429,
-      "rate_limited",
-      "Too many failed registrations from this address; try again later",
+/**
+ * Verifies that the request is signed by the private key of its body's `publicKey`. Throws 401 for
+ * missing signature headers or a malformed, stale or wrong signature. Returns the key and the nonce
+ * to claim, or null when the body names no valid key (not JSON, or a malformed key: the body validator
+ * then answers 400 or 422, and `provenRegistration` refuses anything unproven).
+ */
+async function possessionProof(c: Context<AppEnv>, kind: "bes" | "agent", now: Date) {
+  const header = (name: string) => c.req.header(name) ?? "";
+  if (Object.values(SIGNATURE_HEADERS).some((name) => !header(name))) {
+    unauthorized(
+      `Registration must be signed with the private key of publicKey (X-Cadres-Principal: ${
+        REGISTRATION_PRINCIPAL[kind]
+      }, X-Cadres-Timestamp, X-Cadres-Nonce, X-Cadres-Signature)`,
     );
   }
-  const authz = c.req.header("authorization") ?? "";
-  const tenant = authz.startsWith("Bearer ")
-    ? await resolveRegistrationSecret(kv, authz.slice(7).trim())
-    : null;
-  if (!tenant) unauthorized("Missing or unknown registration secret");
-  await releaseAttempt(kv, limits, REGISTRATION_WINDOW_MS * 2);
-  return tenant;
+  if (header(SIGNATURE_HEADERS.principal) !== REGISTRATION_PRINCIPAL[kind]) {
+    unauthorized(`${SIGNATURE_HEADERS.principal} must be ${REGISTRATION_PRINCIPAL[kind]} on this route`);
+  }
+  const body = new Uint8Array(await c.req.arrayBuffer());
+  let key: PublicKey;
+  let publicKey: unknown;
+  try {
+    publicKey = JSON.parse(new TextDecoder().decode(body))?.publicKey;
+    if (typeof publicKey !== "string") return null;
+    key = importPublicKey(publicKey);
+  } catch {
+    return null;
+  }
+  const url = new URL(c.req.url);
+  const check = verifySignedRequest(
+    key,
+    {
+      method: c.req.method,
+      pathAndQuery: url.pathname + url.search,
+      timestamp: header(SIGNATURE_HEADERS.timestamp),
+      nonce: header(SIGNATURE_HEADERS.nonce),
+      signature: header(SIGNATURE_HEADERS.signature),
+    },
+    body,
+    now,
+  );
+  if (!check.ok) {
+    unauthorized(
+      check.reason === "skew"
+        ? `The request timestamp is more than ${MAX_SKEW_SECONDS} s from the server clock`
+        : check.reason === "malformed"
+        ? "Malformed signature headers"
+        : REGISTRATION_REFUSED,
+    );
+  }
+  return {
+    publicKey,
+    nonce: {
+      key: ["nonces", `${REGISTRATION_PRINCIPAL[kind]}:${publicKey}`, header(SIGNATURE_HEADERS.nonce)],
+      expireIn: NONCE_TTL_MS,
+    },
+  };
+}
+
+/**
+ * The tenant and the nonce of a registration whose signature proved possession of `publicKey` (the
+ * validated body's). Anything else is refused, so an unproven body can never reach the write.
+ */
+function provenRegistration(c: Context<AppEnv>, publicKey: string) {
+  const proof = c.get("registration");
+  if (!proof || proof.publicKey !== publicKey) unauthorized(REGISTRATION_REFUSED);
+  return { tenant: c.get("tenant")!, nonce: proof.nonce };
+}
+
+/** A key registered in another tenant is refused exactly like a bad signature (no probing). */
+function refuseForeignKey(e: unknown): never {
+  if (e instanceof KeyInAnotherTenantError) unauthorized(REGISTRATION_REFUSED);
+  throw e;
 }
 
 const json = <T extends z.ZodTypeAny>(schema: T) => ({ "application/json": { schema } });
@@ -163,12 +253,12 @@ const errorResponses = {
 
 const TAGS = ["Engine protocol v1"];
 
-/** The shared part of a route authenticated by a registration secret. */
-const registrationRoute = () => ({
+/** The shared part of a route authenticated by a registration secret and signed by the registered key. */
+const registrationRoute = (kind: "bes" | "agent") => ({
   method: "post" as const,
   tags: TAGS,
-  security: [{ registrationSecret: [] }],
-  middleware: [registrationSecret()],
+  security: [{ registrationSecret: [], engineSignature: [] }],
+  middleware: [registrationSecret(kind)],
 });
 
 /** The shared part of a route signed by a `kind` principal. */
@@ -187,6 +277,15 @@ const signedHeaders = z.object({
     description: "base64url Ed25519 signature of the canonical string",
   }),
 });
+
+/** The signature headers of a registration: signed by the private key of the body's `publicKey`. */
+const registrationHeaders = (kind: "bes" | "agent") =>
+  signedHeaders.extend({
+    "x-cadres-principal": z.string().openapi({ description: `Exactly \`${REGISTRATION_PRINCIPAL[kind]}\`` }),
+    "x-cadres-signature": z.string().openapi({
+      description: "base64url Ed25519 signature of the canonical string by the private key of `publicKey`",
+    }),
+  });
 
 const HeartbeatReply = z.object({
   status: z.string(),
@@ -211,21 +310,24 @@ const Registered = z.object({ id: z.string(), status: z.string(), heartbeatInter
 
 engineProtocol.openapi(
   createRoute({
-    ...registrationRoute(),
+    ...registrationRoute("bes"),
     path: "/api/bes/v1/register",
-    summary: "Register a BES with an org or account secret (idempotent per public key)",
-    request: { body: jsonBody(BesRegistration) },
+    summary:
+      "Register a BES with an org or account secret, signed by the key it registers (idempotent per public key)",
+    request: { headers: registrationHeaders("bes"), body: jsonBody(BesRegistration) },
     responses: {
       200: reply("Already registered: same id, details refreshed", Registered),
       201: reply("Registered (status pending until the first heartbeat)", Registered),
-      409: failure("Key registered in another tenant"),
+      409: failure("The engine of this key is being deleted"),
       ...errorResponses,
     },
   }),
   async (c) => {
-    const tenant = c.get("tenant")!;
+    const input = c.req.valid("json");
+    const { tenant, nonce } = provenRegistration(c, input.publicKey);
     const { kv, clock } = c.get("deps");
-    const { engine, created } = await registerEngine(kv, tenant, c.req.valid("json"), clock());
+    const { engine, created } = await registerEngine(kv, tenant, input, clock(), { nonce })
+      .catch(refuseForeignKey);
     const body = {
       id: engine.id,
       status: engine.status,
@@ -269,20 +371,22 @@ const Enrolled = z.object({ id: z.string(), heartbeatIntervalSeconds: z.number()
 
 engineProtocol.openapi(
   createRoute({
-    ...registrationRoute(),
+    ...registrationRoute("agent"),
     path: "/api/agent/v1/enroll",
-    summary: "Enroll a host agent with an org secret (idempotent per public key)",
-    request: { body: jsonBody(AgentEnrollment) },
+    summary:
+      "Enroll a host agent with an org secret, signed by the key it enrolls (idempotent per public key)",
+    request: { headers: registrationHeaders("agent"), body: jsonBody(AgentEnrollment) },
     responses: {
       200: reply("Already enrolled", Enrolled),
       201: reply("Enrolled", Enrolled),
       403: failure("Agents enroll with an org secret only"),
-      409: failure("Key enrolled in another org"),
+      409: failure("A concurrent enrollment of the same key kept winning; retry"),
       ...errorResponses,
     },
   }),
   async (c) => {
-    const tenant = c.get("tenant")!;
+    const input = c.req.valid("json");
+    const { tenant, nonce } = provenRegistration(c, input.publicKey);
     if (!tenant.orgId) {
       throw new HttpError(
         403,
@@ -294,9 +398,10 @@ engineProtocol.openapi(
     const { host, created } = await enrollHost(
       kv,
       { accountId: tenant.accountId, orgId: tenant.orgId },
-      c.req.valid("json"),
+      input,
       clock(),
-    );
+      { nonce },
+    ).catch(refuseForeignKey);
     const body = { id: host.id, heartbeatIntervalSeconds: HEARTBEAT_INTERVAL_SECONDS };
     return created ? c.json(body, 201) : c.json(body, 200);
   },

@@ -32,5 +32,7 @@ export interface AppEnv {
     engineEntry?: Deno.KvEntryMaybe<Engine>;
     /** On registration routes: the tenant the bearer secret resolved to. */
     tenant?: { accountId: string; orgId: string | null };
+    /** On registration routes: the key the request's signature proved possession of, and its nonce. */
+    registration?: { publicKey: string; nonce: { key: Deno.KvKey; expireIn: number } };
   };
 }

@@ -96,7 +96,13 @@ export async function startDemoBackup(
   const eastSecret = (await rotateOrgSecret(kv, system, east.id, now)).secret;
   const accountSecret = (await rotateAccountSecret(kv, system, account.id, now)).secret;
 
-  const client = new EngineClient("http://demo.internal", fetcher);
+  // The engines sign on the server's time line: `now`, advancing with the wall clock from here.
+  const startedAt = Date.now();
+  const client = new EngineClient(
+    "http://demo.internal",
+    fetcher,
+    () => new Date(now.getTime() + Date.now() - startedAt),
+  );
   const engines: SimulatedEngine[] = [
     ...(await registerSimulatedEngines(client, hqSecret, 2, "hq-bes")),
     ...(await registerSimulatedEngines(client, eastSecret, 2, "east-bes")),

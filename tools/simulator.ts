@@ -1,7 +1,8 @@
 /**
- * BES simulator: N simulated engines register with an org (or account) secret, sign every request,
- * heartbeat on an interval with plausible health metrics, and report the capacity of the storage
- * targets the control plane lists for them. Capacity follows `simulatedCapacity()`, a deterministic
+ * BES simulator: N simulated engines register with an org (or account) secret, signed by their own
+ * key (proof of possession, see EngineClient.registerBes), sign every later request, heartbeat on an
+ * interval with plausible health metrics, and report the capacity of the storage targets the control
+ * plane lists for them. Capacity follows `simulatedCapacity()`, a deterministic
  * curve (steady growth, a weekly prune sawtooth, small noise), so history can be backfilled with past
  * timestamps and the live reports continue it.
  *

@@ -7,7 +7,7 @@ import { MAX_BODY_BYTES } from "../../app.ts";
 import { deleteEngine, deletingEngineKey, type Engine, engineKey, getEngine } from "../../domain/engines.ts";
 import { getHost } from "../../domain/hosts.ts";
 import { systemActor } from "../../domain/rbac.ts";
-import { generateKeyPair } from "../../domain/signing.ts";
+import { generateKeyPair, type PrivateKey, signRequest } from "../../domain/signing.ts";
 import { createTarget, getTarget } from "../../domain/storage.ts";
 import { rotateAccountSecret } from "../../domain/tenancy.ts";
 import { type EngineIdentity } from "../../tools/engine_client.ts";
@@ -24,10 +24,11 @@ import {
 
 const BASE = "http://localhost:8000";
 const HEARTBEAT = "/api/bes/v1/heartbeat";
+const ENROLL = "/api/agent/v1/enroll";
 const DETAILS = { name: "bes-1", hostname: "bes1.acme.example", ipAddress: "10.0.0.10" };
+const AGENT = { hostname: "web01.acme.example", ipAddress: "10.1.0.5" };
 
-async function fixture(kv: Deno.Kv) {
-  const clock = new TestClock();
+async function fixture(kv: Deno.Kv, clock = new TestClock()) {
   const t = testApp(kv, clock);
   const tenant = await createTenant(kv, "Acme", ["Ops", "Dev"], clock.now());
   const client = engineClient(t.app, clock);
@@ -69,17 +70,50 @@ function registrationBody(publicKey: string, overrides: Record<string, unknown> 
   });
 }
 
+function enrollmentBody(publicKey: string, overrides: Record<string, unknown> = {}) {
+  return JSON.stringify({
+    hostname: "web-raw.acme.example",
+    os: "Ubuntu 24.04",
+    ipAddress: "10.1.0.11",
+    publicKey,
+    version: "1.0.0",
+    relay: false,
+    ...overrides,
+  });
+}
+
+/**
+ * POSTs a registration body as written: signed by `signer` (as a BES would sign it, over exactly
+ * this body, path and the app's clock), or unsigned when `signer` is null.
+ */
 function rawRegister(
-  app: ReturnType<typeof testApp>["app"],
+  f: { app: ReturnType<typeof testApp>["app"]; clock: TestClock },
   secret: string,
   body: string,
-  ip = "198.51.100.7",
+  signer: PrivateKey | null,
+  options: { path?: string; ip?: string; headers?: Record<string, string> } = {},
 ) {
-  return app.request(`${BASE}/api/bes/v1/register`, {
+  const path = options.path ?? "/api/bes/v1/register";
+  const signed = signer
+    ? signRequest(
+      signer,
+      path.endsWith("/enroll") ? "agent:enroll" : "bes:register",
+      "POST",
+      path,
+      new TextEncoder().encode(body),
+      f.clock.now(),
+    )
+    : {};
+  return f.app.request(`${BASE}${path}`, {
     method: "POST",
-    headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
+    headers: {
+      ...signed,
+      authorization: `Bearer ${secret}`,
+      "content-type": "application/json",
+      ...options.headers,
+    },
     body,
-  }, { remoteAddr: { hostname: ip } });
+  }, { remoteAddr: { hostname: options.ip ?? "198.51.100.7" } });
 }
 
 function heartbeatBody(overrides: Record<string, unknown> = {}) {
@@ -166,6 +200,280 @@ Deno.test("POST /api/bes/v1/register with an org secret answers 201 pending; the
   assert.deepEqual(actions.filter((a) => a.startsWith("engine.")), ["engine.register", "engine.reregister"]);
 });
 
+// ---------------------------------------------------------------------------------------------------
+// Proof of possession: registration and enrollment are signed by the key they register
+
+/** Registration signature headers by `signer` over `body`, at `at`, with `principal`. */
+function registrationSignature(
+  signer: PrivateKey,
+  body: string,
+  options: { path?: string; at: Date; principal?: string },
+): Record<string, string> {
+  const path = options.path ?? "/api/bes/v1/register";
+  const principal = options.principal ?? (path === ENROLL ? "agent:enroll" : "bes:register");
+  return signRequest(signer, principal, "POST", path, new TextEncoder().encode(body), options.at);
+}
+
+/**
+ * The ways a re-registration of `keys.publicKey` with `body` can fail to prove possession of the key:
+ * unsigned, signed by another key, signed over another body, under a wrong principal, stale.
+ */
+function unprovenAttempts(
+  f: Awaited<ReturnType<typeof fixture>>,
+  path: string,
+  keys: { privateKey: PrivateKey; publicKey: string },
+  body: string,
+  honestBody: string,
+): Array<[string, () => Response | Promise<Response>]> {
+  const secret = f.tenant.secrets[0];
+  const at = (seconds: number) => new Date(f.clock.now().getTime() + seconds * 1000);
+  const send = (signer: PrivateKey | null, headers?: Record<string, string>) => () =>
+    rawRegister(f, secret, body, signer, { path, headers });
+  return [
+    ["unsigned", send(null)],
+    ["signed by another key", send(generateKeyPair().privateKey)],
+    [
+      "signed over another body",
+      send(null, registrationSignature(keys.privateKey, honestBody, { path, at: at(0) })),
+    ],
+    [
+      "under an id principal",
+      send(
+        null,
+        registrationSignature(keys.privateKey, body, {
+          path,
+          at: at(0),
+          principal: "bes:01KAAAAAAAAAAAAAAAAAAAAAAA",
+        }),
+      ),
+    ],
+    ["signed 301 s ago", send(null, registrationSignature(keys.privateKey, body, { path, at: at(-301) }))],
+  ];
+}
+
+Deno.test("POST /api/bes/v1/register again moves the endpoint only when signed by the registered key: unsigned, foreign-signed, tampered, mislabelled or stale answer 401 and change nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const keys = generateKeyPair();
+  const first = await f.client.registerBes(f.tenant.secrets[0], DETAILS, keys);
+  assert.equal(first.response.status, 201);
+  const id = String(first.body.id);
+  f.clock.advance(60_000);
+  // What an org-secret holder who knows the engine's public key (shown to every viewer) would send.
+  const hijack = registrationBody(keys.publicKey, {
+    hostname: "evil.example",
+    ipAddress: "203.0.113.66",
+    port: 4444,
+  });
+  const before = await dumpWithoutRateLimits(kv);
+  for (
+    const [what, attempt] of unprovenAttempts(
+      f,
+      "/api/bes/v1/register",
+      keys,
+      hijack,
+      registrationBody(keys.publicKey),
+    )
+  ) {
+    const error = await expectError(await attempt(), 401, "unauthorized");
+    if (what === "signed by another key" || what === "signed over another body") {
+      assert.match(error.message, /not signed by the key it registers/, what);
+    }
+    assert.deepEqual(await dumpWithoutRateLimits(kv), before, `${what}: nothing changes`);
+  }
+  const unchanged = (await getEngine(kv, id))!;
+  assert.deepEqual([unchanged.hostname, unchanged.ipAddress, unchanged.port], [
+    DETAILS.hostname,
+    DETAILS.ipAddress,
+    8443,
+  ]);
+  // Signed by the engine's own key: the endpoint moves (same id).
+  const moved = await rawRegister(
+    f,
+    f.tenant.secrets[0],
+    registrationBody(keys.publicKey, {
+      hostname: "bes1-moved.acme.example",
+      ipAddress: "10.0.0.77",
+      port: 9443,
+    }),
+    keys.privateKey,
+  );
+  assert.equal(moved.status, 200);
+  assert.equal((await moved.json()).id, id);
+  const engine = (await getEngine(kv, id))!;
+  assert.deepEqual([engine.hostname, engine.ipAddress, engine.port], [
+    "bes1-moved.acme.example",
+    "10.0.0.77",
+    9443,
+  ]);
+  const actions = (await auditEntries(kv, f.tenant.account.id)).map((e) => e.action);
+  assert.deepEqual(actions.filter((a) => a.startsWith("engine.")), ["engine.register", "engine.reregister"]);
+  // A new registration is no different: unsigned or foreign-signed creates nothing.
+  const fresh = generateKeyPair();
+  for (const signer of [null, keys.privateKey]) {
+    await expectError(
+      await rawRegister(f, f.tenant.secrets[0], registrationBody(fresh.publicKey), signer),
+      401,
+      "unauthorized",
+    );
+  }
+  assert.equal(await engineCount(kv), 1);
+});
+
+Deno.test("POST /api/agent/v1/enroll again changes the host only when signed by the enrolled key: unsigned, foreign-signed, tampered, mislabelled or stale answer 401 and change nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const keys = generateKeyPair();
+  const first = await f.client.enrollAgent(f.tenant.secrets[0], AGENT, keys);
+  assert.equal(first.response.status, 201);
+  const id = String(first.body.id);
+  f.clock.advance(60_000);
+  const hijack = enrollmentBody(keys.publicKey, { hostname: "evil.example", ipAddress: "203.0.113.66" });
+  const before = await dumpWithoutRateLimits(kv);
+  for (const [what, attempt] of unprovenAttempts(f, ENROLL, keys, hijack, enrollmentBody(keys.publicKey))) {
+    await expectError(await attempt(), 401, "unauthorized");
+    assert.deepEqual(await dumpWithoutRateLimits(kv), before, `${what}: nothing changes`);
+  }
+  const unchanged = (await getHost(kv, id))!;
+  assert.deepEqual([unchanged.hostname, unchanged.ipAddress], [AGENT.hostname, AGENT.ipAddress]);
+  const moved = await rawRegister(
+    f,
+    f.tenant.secrets[0],
+    enrollmentBody(keys.publicKey, { hostname: "web01-moved.acme.example", ipAddress: "10.1.0.77" }),
+    keys.privateKey,
+    { path: ENROLL },
+  );
+  assert.equal(moved.status, 200);
+  assert.equal((await moved.json()).id, id);
+  const host = (await getHost(kv, id))!;
+  assert.deepEqual([host.hostname, host.ipAddress], ["web01-moved.acme.example", "10.1.0.77"]);
+  const actions = (await auditEntries(kv, f.tenant.account.id)).map((e) => e.action);
+  assert.deepEqual(actions.filter((a) => a.startsWith("host.")), ["host.enroll", "host.reenroll"]);
+});
+
+Deno.test("POST /api/bes/v1/register replayed with the same nonce answers 401 and changes nothing; an old signed registration cannot be replayed to move the engine back", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const keys = generateKeyPair();
+  const body = registrationBody(keys.publicKey);
+  const headers = registrationSignature(keys.privateKey, body, { at: f.clock.now() });
+  const send = (b = body, h = headers, ip?: string) =>
+    rawRegister(f, f.tenant.secrets[0], b, null, { headers: h, ip });
+  const created = await send();
+  assert.equal(created.status, 201);
+  const id = (await created.json()).id;
+  const afterFirst = await dumpWithoutRateLimits(kv);
+  f.clock.advance(10_000);
+  const error = await expectError(await send(), 401, "unauthorized");
+  assert.match(error.message, /Replayed nonce/);
+  assert.deepEqual(await dumpWithoutRateLimits(kv), afterFirst);
+  // A captured re-registration, replayed after the owner moved the engine, does not move it back.
+  const old = registrationBody(keys.publicKey, { ipAddress: "10.0.0.50" });
+  const oldHeaders = registrationSignature(keys.privateKey, old, { at: f.clock.now() });
+  assert.equal((await send(old, oldHeaders)).status, 200);
+  assert.equal(
+    (await rawRegister(
+      f,
+      f.tenant.secrets[0],
+      registrationBody(keys.publicKey, { ipAddress: "10.0.0.60" }),
+      keys.privateKey,
+    )).status,
+    200,
+  );
+  f.clock.advance(10_000);
+  await expectError(await send(old, oldHeaders), 401, "unauthorized");
+  assert.equal((await getEngine(kv, id))!.ipAddress, "10.0.0.60");
+  // Concurrent copies of one signed registration (round 0 a new key, then re-registrations): exactly
+  // one is accepted. Each round comes from its own address, as replays count against the failure budget.
+  const other = generateKeyPair();
+  for (let round = 0; round < 10; round++) {
+    const b = registrationBody(other.publicKey, { name: `bes-2-${round}` });
+    const h = registrationSignature(other.privateKey, b, { at: f.clock.now() });
+    const copies = await Promise.all([1, 2, 3, 4].map(() => send(b, h, `203.0.113.${100 + round}`)));
+    const statuses = copies.map((r) => r.status).sort();
+    assert.deepEqual(statuses, [round === 0 ? 201 : 200, 401, 401, 401], `round ${round}`);
+  }
+  assert.equal(await engineCount(kv), 2);
+});
+
+Deno.test("POST /api/agent/v1/enroll replayed with the same nonce answers 401 and changes nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const keys = generateKeyPair();
+  const body = enrollmentBody(keys.publicKey);
+  const headers = registrationSignature(keys.privateKey, body, { path: ENROLL, at: f.clock.now() });
+  const send = () => rawRegister(f, f.tenant.secrets[0], body, null, { path: ENROLL, headers });
+  assert.equal((await send()).status, 201);
+  const afterFirst = await dumpWithoutRateLimits(kv);
+  f.clock.advance(10_000);
+  const error = await expectError(await send(), 401, "unauthorized");
+  assert.match(error.message, /Replayed nonce/);
+  assert.deepEqual(await dumpWithoutRateLimits(kv), afterFirst);
+});
+
+Deno.test("POST /api/bes/v1/register: bad signatures and keys of another tenant count as failures for the rate limit; invalid fields do not", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const other = await createTenant(kv, "Globex", ["Prod"], f.clock.now());
+  const theirs = generateKeyPair();
+  assert.equal((await f.client.registerBes(other.secrets[0], DETAILS, theirs)).response.status, 201);
+  const ip = "203.0.113.80";
+  const mine = generateKeyPair();
+  // Correctly signed but invalid: answered 422, the budget untouched.
+  for (let i = 0; i < 25; i++) {
+    const res = await rawRegister(
+      f,
+      f.tenant.secrets[0],
+      registrationBody(mine.publicKey, { port: 0 }),
+      mine.privateKey,
+      { ip },
+    );
+    assert.equal(res.status, 422, `invalid ${i}`);
+  }
+  for (let i = 1; i <= 20; i++) {
+    const res = i % 2
+      ? await rawRegister(
+        f,
+        f.tenant.secrets[0],
+        registrationBody(mine.publicKey),
+        generateKeyPair().privateKey,
+        { ip },
+      )
+      : await rawRegister(f, f.tenant.secrets[0], registrationBody(theirs.publicKey), theirs.privateKey, {
+        ip,
+      });
+    assert.equal(res.status, 401, `attempt ${i}`);
+  }
+  const limited = await rawRegister(
+    f,
+    f.tenant.secrets[0],
+    registrationBody(mine.publicKey),
+    mine.privateKey,
+    { ip },
+  );
+  await expectError(limited, 429, "rate_limited");
+  assert.equal(await engineCount(kv), 1);
+});
+
+Deno.test("POST /api/bes/v1/register: docs/engine-protocol.md's registration example is accepted at its time, once", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const doc = await Deno.readTextFile(new URL("../../docs/engine-protocol.md", import.meta.url));
+  const example = doc.slice(doc.indexOf("#### Registration example"), doc.indexOf("#### Heartbeat example"));
+  const body = /```\n(\{"name":"bes-hq-01".*\})\n```/.exec(example)![1];
+  const headers = Object.fromEntries(
+    [...example.matchAll(/^ {3}(X-Cadres-[A-Za-z]+): (\S+)$/gm)].map((m) => [m[1].toLowerCase(), m[2]]),
+  );
+  assert.equal(Object.keys(headers).length, 4);
+  const f = await fixture(kv, new TestClock(new Date(Number(headers["x-cadres-timestamp"]) * 1000)));
+  const send = () => rawRegister(f, f.tenant.secrets[0], body, null, { headers });
+  const res = await send();
+  assert.equal(res.status, 201, await res.clone().text());
+  const engine = (await getEngine(kv, (await res.json()).id))!;
+  assert.equal(engine.publicKey, JSON.parse(body).publicKey);
+  assert.equal(engine.hostname, "bes-hq-01.corp.internal");
+  await expectError(await send(), 401, "unauthorized");
+});
+
 Deno.test("POST /api/bes/v1/register with the account secret creates an account-scoped engine (orgId null)", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
@@ -178,7 +486,7 @@ Deno.test("POST /api/bes/v1/register with the account secret creates an account-
   assert.equal(engine.orgId, null);
 });
 
-Deno.test("POST /api/bes/v1/register with a key registered in another org answers 409 and writes nothing", async () => {
+Deno.test("POST /api/bes/v1/register of a key registered in another tenant is refused exactly like a bad signature (401, same code and message) and writes nothing", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
   const other = await createTenant(kv, "Globex", ["Prod"], f.clock.now());
@@ -191,25 +499,70 @@ Deno.test("POST /api/bes/v1/register with a key registered in another org answer
     f.tenant.account.id,
     f.clock.now(),
   );
+  // The reference: a key registered nowhere, signed by some other key.
+  const fresh = generateKeyPair();
+  const badSignature = await rawRegister(
+    f,
+    other.secrets[0],
+    registrationBody(fresh.publicKey),
+    generateKeyPair().privateKey,
+  );
+  const reference = await expectError(badSignature, 401, "unauthorized");
   const before = await dumpWithoutRateLimits(kv);
   for (const secret of [f.tenant.secrets[1], other.secrets[0], accountSecret]) {
-    const res = await rawRegister(f.app, secret, registrationBody(keys.publicKey));
-    const error = await expectError(res, 409, "conflict");
-    assert.match(error.message, /already registered/);
+    // Signed by the key itself (only its holder can) and by an attacker's own key: the same answer as
+    // for a key registered nowhere, so a secret holder learns nothing about other tenants' keys.
+    for (const signer of [keys.privateKey, generateKeyPair().privateKey]) {
+      const res = await rawRegister(f, secret, registrationBody(keys.publicKey), signer);
+      assert.deepEqual(await expectError(res, 401, "unauthorized"), reference);
+    }
   }
   assert.deepEqual(await dumpWithoutRateLimits(kv), before);
-  assert.equal((await getEngine(kv, String(first.body.id)))!.orgId, f.tenant.orgs[0].id);
+  const engine = (await getEngine(kv, String(first.body.id)))!;
+  assert.equal(engine.orgId, f.tenant.orgs[0].id);
+  assert.equal(engine.hostname, DETAILS.hostname);
+});
+
+Deno.test("POST /api/agent/v1/enroll of a key enrolled in another org is refused exactly like a bad signature and writes nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const other = await createTenant(kv, "Globex", ["Prod"], f.clock.now());
+  const keys = generateKeyPair();
+  const first = await f.client.enrollAgent(f.tenant.secrets[0], AGENT, keys);
+  assert.equal(first.response.status, 201);
+  const reference = await expectError(
+    await rawRegister(f, other.secrets[0], enrollmentBody(generateKeyPair().publicKey), keys.privateKey, {
+      path: ENROLL,
+    }),
+    401,
+    "unauthorized",
+  );
+  const before = await dumpWithoutRateLimits(kv);
+  for (const secret of [f.tenant.secrets[1], other.secrets[0]]) {
+    for (const signer of [keys.privateKey, generateKeyPair().privateKey]) {
+      const res = await rawRegister(f, secret, enrollmentBody(keys.publicKey), signer, { path: ENROLL });
+      assert.deepEqual(await expectError(res, 401, "unauthorized"), reference);
+    }
+  }
+  assert.deepEqual(await dumpWithoutRateLimits(kv), before);
+  const host = (await getHost(kv, String(first.body.id)))!;
+  assert.equal(host.orgId, f.tenant.orgs[0].id);
+  assert.equal(host.ipAddress, AGENT.ipAddress);
 });
 
 Deno.test("POST /api/bes/v1/register with a wrong or missing secret answers 401 and writes nothing", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
-  const { publicKey } = generateKeyPair();
+  const { publicKey, privateKey } = generateKeyPair();
   const auditBefore = await auditEntries(kv, f.tenant.account.id);
   const before = await dumpWithoutRateLimits(kv);
   const wellFormedButUnknown = "cdo_" + "A".repeat(43);
   for (const secret of [wellFormedButUnknown, "cda_" + "B".repeat(43), "nonsense", ""]) {
-    await expectError(await rawRegister(f.app, secret, registrationBody(publicKey)), 401, "unauthorized");
+    await expectError(
+      await rawRegister(f, secret, registrationBody(publicKey), privateKey),
+      401,
+      "unauthorized",
+    );
   }
   const noHeader = await f.app.request(`${BASE}/api/bes/v1/register`, {
     method: "POST",
@@ -227,10 +580,10 @@ Deno.test("POST /api/bes/v1/register with a malformed publicKey answers 422 with
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
   const before = await dumpWithoutRateLimits(kv);
-  const { publicKey } = generateKeyPair();
+  const { publicKey, privateKey } = generateKeyPair();
   for (const bad of ["", "not-a-key", publicKey.slice(2), publicKey + "AAAA", "+" + publicKey.slice(1)]) {
     const error = await expectError(
-      await rawRegister(f.app, f.tenant.secrets[0], registrationBody(bad)),
+      await rawRegister(f, f.tenant.secrets[0], registrationBody(bad), privateKey),
       422,
       "invalid",
     );
@@ -240,9 +593,10 @@ Deno.test("POST /api/bes/v1/register with a malformed publicKey answers 422 with
   // Other invalid fields are named too.
   const error = await expectError(
     await rawRegister(
-      f.app,
+      f,
       f.tenant.secrets[0],
       registrationBody(publicKey, { deploymentModel: "mainframe", port: 70000 }),
+      privateKey,
     ),
     422,
     "invalid",
@@ -259,8 +613,17 @@ Deno.test("POST /api/bes/v1/register with garbage JSON answers 400 and writes no
   const f = await fixture(kv);
   const before = await dumpWithoutRateLimits(kv);
   const auditBefore = await auditEntries(kv, f.tenant.account.id);
-  await expectError(await rawRegister(f.app, f.tenant.secrets[0], '{"name": "bes",'), 400, "malformed");
-  await expectError(await rawRegister(f.app, f.tenant.secrets[0], "\u0000\u0001garbage"), 400, "malformed");
+  const { privateKey } = generateKeyPair();
+  await expectError(
+    await rawRegister(f, f.tenant.secrets[0], '{"name": "bes",', privateKey),
+    400,
+    "malformed",
+  );
+  await expectError(
+    await rawRegister(f, f.tenant.secrets[0], "\u0000\u0001garbage", privateKey),
+    400,
+    "malformed",
+  );
   // The registration_failures counter is allowed to change; nothing else is.
   assert.deepEqual(await dumpWithoutRateLimits(kv), before);
   assert.deepEqual(await auditEntries(kv, f.tenant.account.id), auditBefore);
@@ -269,11 +632,11 @@ Deno.test("POST /api/bes/v1/register with garbage JSON answers 400 and writes no
 Deno.test("POST /api/bes/v1/register with a body over 64 KiB answers 413 and writes nothing", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
-  const { publicKey } = generateKeyPair();
+  const { publicKey, privateKey } = generateKeyPair();
   const before = await dumpWithoutRateLimits(kv);
   const big = registrationBody(publicKey, { name: "x".repeat(MAX_BODY_BYTES + 1) });
   assert.ok(big.length > 64 * 1024);
-  await expectError(await rawRegister(f.app, f.tenant.secrets[0], big), 413, "payload_too_large");
+  await expectError(await rawRegister(f, f.tenant.secrets[0], big, privateKey), 413, "payload_too_large");
   // With an explicit Content-Length the limit applies before the body is read.
   const res = await f.app.request(`${BASE}/api/bes/v1/register`, {
     method: "POST",
