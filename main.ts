@@ -3,6 +3,7 @@ import { createApp } from "./app.ts";
 import { parseConfig } from "./domain/config.ts";
 import { createLogger } from "./domain/log.ts";
 import { issueSetupToken } from "./domain/setup.ts";
+import { checkStoredInvariants } from "./jobs/check_invariants.ts";
 import { registerCrons } from "./jobs/crons.ts";
 import { openStore } from "./domain/store.ts";
 import { startDemoBackup } from "./tools/demo_backup.ts";
@@ -53,3 +54,7 @@ Deno.serve({
   onListen: ({ hostname, port }) =>
     logger.log("info", "listening", { hostname, port, baseUrl: config.baseUrl }),
 }, (req, info) => app.fetch(req, info));
+// The consistency check runs once in the background, time-boxed: the server is already answering.
+checkStoredInvariants(kv, new Date(), { trigger: "startup", logger }).catch((error) =>
+  logger.log("error", "invariant check", { trigger: "startup", status: "failed", error: String(error) })
+);
