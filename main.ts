@@ -51,10 +51,11 @@ if (demo) {
 }
 Deno.serve({
   port: config.port,
-  onListen: ({ hostname, port }) =>
-    logger.log("info", "listening", { hostname, port, baseUrl: config.baseUrl }),
+  onListen: ({ hostname, port }) => {
+    logger.log("info", "listening", { hostname, port, baseUrl: config.baseUrl });
+    // The consistency check runs once, in the background and time-boxed: the server already answers.
+    checkStoredInvariants(kv, new Date(), { trigger: "startup", logger }).catch((error) =>
+      logger.log("error", "invariant check", { trigger: "startup", status: "failed", error: String(error) })
+    );
+  },
 }, (req, info) => app.fetch(req, info));
-// The consistency check runs once in the background, time-boxed: the server is already answering.
-checkStoredInvariants(kv, new Date(), { trigger: "startup", logger }).catch((error) =>
-  logger.log("error", "invariant check", { trigger: "startup", status: "failed", error: String(error) })
-);

@@ -62,8 +62,8 @@ export interface SectionOutcome {
   label: string;
   /** `checked` in full; `cut` when the bounds ran out inside it; `not_reached` after a cut. */
   status: "checked" | "cut" | "not_reached";
-  /** Entries read for it (fewer when it reuses what an earlier section read). */
-  entriesRead: number;
+  /** Entries it checked, whether read for it or already read by an earlier section. */
+  entriesChecked: number;
   violations: number;
 }
 
@@ -83,7 +83,10 @@ class OutOfBounds extends Error {}
 
 /** Reads the KV for the checks, counting entries against the bounds and caching whole prefixes. */
 class Reader {
+  /** Entries read from the KV (what the bounds count). */
   read = 0;
+  /** Entries the checks looked at, including records reused from the cache. */
+  checked = 0;
   readonly #cache = new Map<string, Map<string, unknown>>();
   readonly #start: number;
   constructor(readonly kv: Deno.Kv, readonly bounds: InvariantBounds) {
@@ -99,6 +102,7 @@ class Reader {
     if (maxEntries !== undefined && this.read >= maxEntries) throw new OutOfBounds();
     if (timeBoxMs !== undefined && elapsedMs!() - this.#start > timeBoxMs) throw new OutOfBounds();
     this.read++;
+    this.checked++;
   }
 
   async *list<T>(prefix: Deno.KvKey): AsyncGenerator<Deno.KvEntry<T>> {
@@ -121,7 +125,10 @@ class Reader {
   /** Every record under `[prefix]` by id (read once per run). */
   async all<T>(prefix: string): Promise<Map<string, T>> {
     const cached = this.#cache.get(prefix);
-    if (cached) return cached as Map<string, T>;
+    if (cached) {
+      this.checked += cached.size;
+      return cached as Map<string, T>;
+    }
     const out = new Map<string, T>();
     for await (const e of this.list<T>([prefix])) out.set(String(e.key[1]), e.value);
     this.#cache.set(prefix, out);
@@ -173,7 +180,7 @@ export async function checkInvariantsBounded(
     name: s.name,
     label: s.label,
     status: first.cut === i ? "cut" : first.found.has(i) ? "checked" : "not_reached",
-    entriesRead: first.read.get(i) ?? 0,
+    entriesChecked: first.checked.get(i) ?? 0,
     violations: violations.filter((v) => v.section === s.name).length,
   }));
   // The next run starts at the cut section, unless it was this run's first (it alone outgrew the
@@ -184,12 +191,12 @@ export async function checkInvariantsBounded(
 
 async function runSections(reader: Reader, order: number[]) {
   const found = new Map<number, Violation[]>();
-  const read = new Map<number, number>();
+  const checked = new Map<number, number>();
   let cut: number | null = null;
   for (const i of order) {
     const section = INVARIANT_SECTIONS[i];
     const own: Violation[] = [];
-    const before = reader.read;
+    const before = reader.checked;
     try {
       await SECTION_CHECKS[section.name](
         reader,
@@ -197,14 +204,14 @@ async function runSections(reader: Reader, order: number[]) {
       );
     } catch (e) {
       if (!(e instanceof OutOfBounds)) throw e;
-      read.set(i, reader.read - before);
+      checked.set(i, reader.checked - before);
       cut = i;
       break;
     }
-    read.set(i, reader.read - before);
+    checked.set(i, reader.checked - before);
     found.set(i, own);
   }
-  return { found, read, cut, violations: order.flatMap((i) => found.get(i) ?? []) };
+  return { found, checked, cut, violations: order.flatMap((i) => found.get(i) ?? []) };
 }
 
 const SECTION_CHECKS: Record<SectionName, Section> = {

@@ -3,13 +3,12 @@
  * runs the bounded consistency check over what the cascade left.
  */
 import { resumeEngineDeletions } from "../domain/engines.ts";
-import type { Logger } from "../domain/log.ts";
 import { type CheckInvariantsOptions, checkStoredInvariants } from "./check_invariants.ts";
 
 export async function resumeDeletions(
   kv: Deno.Kv,
   now: Date,
-  options: { logger?: Logger } & Omit<CheckInvariantsOptions, "trigger" | "logger"> = {},
+  options: Omit<CheckInvariantsOptions, "trigger"> = {},
 ) {
   const resumed = await resumeEngineDeletions(kv, now);
   if (!resumed) return { resumed };

@@ -233,7 +233,7 @@ function InvariantCheckPanel(props: { check: InvariantCheckRecord | null }) {
               <dd data-testid="invariant-violation-count">
                 {check.violationCount
                   ? <Badge tone="bad">{check.violationCount}</Badge>
-                  : <Badge tone="ok">none</Badge>}
+                  : <Badge tone="ok">{check.complete ? "none" : "none in the areas checked"}</Badge>}
               </dd>
             </dl>
             <table class="table table--compact">
@@ -241,7 +241,7 @@ function InvariantCheckPanel(props: { check: InvariantCheckRecord | null }) {
                 <tr>
                   <th>Area</th>
                   <th>Status</th>
-                  <th>Entries read</th>
+                  <th>Entries checked</th>
                   <th>Violations</th>
                 </tr>
               </thead>
@@ -252,7 +252,7 @@ function InvariantCheckPanel(props: { check: InvariantCheckRecord | null }) {
                     <td>
                       <Badge tone={SECTION_STATUS[s.status][0]}>{SECTION_STATUS[s.status][1]}</Badge>
                     </td>
-                    <td>{s.entriesRead}</td>
+                    <td>{s.entriesChecked}</td>
                     <td>{s.violations}</td>
                   </tr>
                 ))}
