@@ -3,6 +3,7 @@ import { createApp } from "./app.ts";
 import { parseConfig } from "./domain/config.ts";
 import { createLogger } from "./domain/log.ts";
 import { issueSetupToken } from "./domain/setup.ts";
+import { checkStoredInvariants } from "./jobs/check_invariants.ts";
 import { registerCrons } from "./jobs/crons.ts";
 import { openStore } from "./domain/store.ts";
 import { startDemoBackup } from "./tools/demo_backup.ts";
@@ -50,6 +51,11 @@ if (demo) {
 }
 Deno.serve({
   port: config.port,
-  onListen: ({ hostname, port }) =>
-    logger.log("info", "listening", { hostname, port, baseUrl: config.baseUrl }),
+  onListen: ({ hostname, port }) => {
+    logger.log("info", "listening", { hostname, port, baseUrl: config.baseUrl });
+    // The consistency check runs once, in the background and time-boxed: the server already answers.
+    checkStoredInvariants(kv, new Date(), { trigger: "startup", logger }).catch((error) =>
+      logger.log("error", "invariant check", { trigger: "startup", status: "failed", error: String(error) })
+    );
+  },
 }, (req, info) => app.fetch(req, info));

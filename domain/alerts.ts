@@ -23,13 +23,15 @@ export type AlertReason =
   | "storage_critical"
   | "host_offline"
   | "backup_failed"
-  | "rpo_breach";
+  | "rpo_breach"
+  /** The consistency check found stored data breaking an invariant (invariant_checks.ts). */
+  | "invariant_violation";
 
 export interface Alert {
   id: string;
   accountId: string;
   orgId: string | null;
-  subjectType: "engine" | "storage_target" | "host" | "protected_object";
+  subjectType: "engine" | "storage_target" | "host" | "protected_object" | "account";
   subjectId: string;
   subjectName: string;
   reason: AlertReason;

@@ -1,7 +1,12 @@
 /**
  * Cross-key invariants of the stored data, checked over a whole KV: indexes point at live records,
  * children point at live parents (DESIGN.md §4), no orphaned vault record. Used to verify restored
- * self-backups and by race tests. Returns human-readable violations (empty when all hold).
+ * self-backups, by race tests, and (bounded) by the consistency check after resumed deletions and on
+ * start (invariant_checks.ts).
+ *
+ * The checks fall into sections, each judged on data it read in full: a bounded run that runs out of
+ * entries or time drops the section it was in (a half-read section would report false violations) and
+ * says where it stopped, so the next run can start there.
  */
 import type { Alert } from "./alerts.ts";
 import { counterValue } from "./kv.ts";
@@ -13,276 +18,432 @@ import type { ProtectedObject } from "./protected.ts";
 import type { StorageTarget } from "./storage.ts";
 import type { Org, User } from "./types.ts";
 
-async function all<T>(kv: Deno.Kv, prefix: string): Promise<Map<string, T>> {
-  const out = new Map<string, T>();
-  for await (const e of kv.list<T>({ prefix: [prefix] })) out.set(String(e.key[1]), e.value);
-  return out;
+/** One broken invariant: a sentence naming the keys involved, and the account it concerns (if known). */
+export interface Violation {
+  /** The account whose data is inconsistent; null when no account can be told (e.g. a dangling index). */
+  accountId: string | null;
+  /** Which section found it (see INVARIANT_SECTIONS). */
+  section: SectionName;
+  message: string;
 }
 
-async function pointers(kv: Deno.Kv, prefix: string): Promise<Array<{ key: Deno.KvKey; value: string }>> {
-  const out = [];
-  for await (const e of kv.list<string>({ prefix: [prefix] })) out.push({ key: e.key, value: e.value });
-  return out;
+/** The sections of the check, in their usual order. */
+export const INVARIANT_SECTIONS = [
+  { name: "tenancy", label: "Accounts, organizations and users" },
+  { name: "engines", label: "Engines, storage targets and vault" },
+  { name: "policies", label: "Policies and replica rules" },
+  { name: "alerts", label: "Alerts and dashboard counters" },
+  { name: "hosts", label: "Hosts, assignments and protected objects" },
+  { name: "platforms", label: "Third-party platforms" },
+] as const;
+export type SectionName = (typeof INVARIANT_SECTIONS)[number]["name"];
+
+/** Bounds of one run; without them a run reads the whole KV. */
+export interface InvariantBounds {
+  /** Stop after reading this many entries. */
+  maxEntries?: number;
+  /** Stop after this many milliseconds, as measured by `elapsedMs` (required with it). */
+  timeBoxMs?: number;
+  /** A monotonic clock in milliseconds (e.g. `() => performance.now()`), passed in by the caller. */
+  elapsedMs?: () => number;
+  /** The index in INVARIANT_SECTIONS to start at (a previous partial run's `nextSection`). */
+  startSection?: number;
+  /**
+   * Report only violations seen twice: a section with violations is read again and only those found
+   * both times are kept. The scans are not a snapshot (DESIGN.md §2), so a write racing the first read
+   * (an alert raised between reading alerts and their counters) must not become a critical alert.
+   * The second read counts against the same bounds; what it cannot reread is reported unconfirmed.
+   */
+  confirm?: boolean;
 }
 
-/** Every violated invariant, as a sentence naming the keys involved. */
+export interface SectionOutcome {
+  name: SectionName;
+  label: string;
+  /** `checked` in full; `cut` when the bounds ran out inside it; `not_reached` after a cut. */
+  status: "checked" | "cut" | "not_reached";
+  /** Entries it checked, whether read for it or already read by an earlier section. */
+  entriesChecked: number;
+  violations: number;
+}
+
+export interface InvariantReport {
+  /** True when every section was checked in full. */
+  complete: boolean;
+  /** Entries read in all (both reads when confirming). */
+  entriesRead: number;
+  sections: SectionOutcome[];
+  violations: Violation[];
+  /** Where the next run should start: the cut section, or the first when this run was complete. */
+  nextSection: number;
+}
+
+/** Thrown inside a section when the bounds run out; never escapes this module. */
+class OutOfBounds extends Error {}
+
+/** Reads the KV for the checks, counting entries against the bounds and caching whole prefixes. */
+class Reader {
+  /** Entries read from the KV (what the bounds count). */
+  read = 0;
+  /** Entries the checks looked at, including records reused from the cache. */
+  checked = 0;
+  readonly #cache = new Map<string, Map<string, unknown>>();
+  readonly #start: number;
+  constructor(readonly kv: Deno.Kv, readonly bounds: InvariantBounds) {
+    if (bounds.timeBoxMs !== undefined && !bounds.elapsedMs) {
+      throw new Error("checkInvariantsBounded(): timeBoxMs needs elapsedMs");
+    }
+    this.#start = bounds.elapsedMs?.() ?? 0;
+  }
+
+  /** Counts one entry read; throws OutOfBounds (before counting it) once the bounds are spent. */
+  #tick() {
+    const { maxEntries, timeBoxMs, elapsedMs } = this.bounds;
+    if (maxEntries !== undefined && this.read >= maxEntries) throw new OutOfBounds();
+    if (timeBoxMs !== undefined && elapsedMs!() - this.#start > timeBoxMs) throw new OutOfBounds();
+    this.read++;
+    this.checked++;
+  }
+
+  async *list<T>(prefix: Deno.KvKey): AsyncGenerator<Deno.KvEntry<T>> {
+    for await (const e of this.kv.list<T>({ prefix }, { batchSize: 500 })) {
+      this.#tick();
+      yield e;
+    }
+  }
+
+  async get<T>(key: Deno.KvKey): Promise<T | null> {
+    this.#tick();
+    return (await this.kv.get<T>(key)).value;
+  }
+
+  /** Drops what was read, so the next reads see the KV as it is now. */
+  forget() {
+    this.#cache.clear();
+  }
+
+  /** Every record under `[prefix]` by id (read once per run). */
+  async all<T>(prefix: string): Promise<Map<string, T>> {
+    const cached = this.#cache.get(prefix);
+    if (cached) {
+      this.checked += cached.size;
+      return cached as Map<string, T>;
+    }
+    const out = new Map<string, T>();
+    for await (const e of this.list<T>([prefix])) out.set(String(e.key[1]), e.value);
+    this.#cache.set(prefix, out);
+    return out;
+  }
+
+  async pointers(prefix: string): Promise<Array<{ key: Deno.KvKey; value: string }>> {
+    const out = [];
+    for await (const e of this.list<string>([prefix])) out.push({ key: e.key, value: e.value });
+    return out;
+  }
+}
+
+type Report = (accountId: string | null | undefined, message: string) => void;
+type Section = (r: Reader, report: Report) => Promise<void>;
+
+/** Every violated invariant over the whole KV, as sentences naming the keys involved. */
 export async function checkInvariants(kv: Deno.Kv): Promise<string[]> {
-  const problems: string[] = [];
-  const accounts = await all<{ id: string }>(kv, "accounts");
-  const orgs = await all<Org>(kv, "orgs");
-  const users = await all<User>(kv, "users");
-  const engines = await all<Engine>(kv, "engines");
-  const targets = await all<StorageTarget>(kv, "storage_targets");
-  const policies = await all<PolicyCore>(kv, "policies");
-  const alerts = await all<Alert>(kv, "alerts");
-  const vault = await all<unknown>(kv, "vault");
+  return (await checkInvariantsBounded(kv)).violations.map((v) => v.message);
+}
 
+/**
+ * Checks the sections in order from `startSection` (wrapping round) until all are done or the bounds
+ * run out; the section being read when they ran out is dropped and named. See InvariantBounds.
+ */
+export async function checkInvariantsBounded(
+  kv: Deno.Kv,
+  bounds: InvariantBounds = {},
+): Promise<InvariantReport> {
+  const n = INVARIANT_SECTIONS.length;
+  const start = ((bounds.startSection ?? 0) % n + n) % n;
+  const order = Array.from({ length: n }, (_, i) => (start + i) % n);
+  const reader = new Reader(kv, bounds);
+  const first = await runSections(reader, order);
+  let { violations } = first;
+  const suspect = order.filter((i) => first.found.get(i)?.length);
+  if (bounds.confirm && suspect.length) {
+    // The second read shares the bounds (and reads afresh).
+    reader.forget();
+    const again = await runSections(reader, suspect);
+    violations = violations.filter((v) => {
+      const i = INVARIANT_SECTIONS.findIndex((s) => s.name === v.section);
+      const seen = again.found.get(i);
+      // A section the second read could not finish keeps what the first read saw.
+      return !seen || seen.some((w) => w.message === v.message && w.accountId === v.accountId);
+    });
+  }
+  const sections: SectionOutcome[] = INVARIANT_SECTIONS.map((s, i) => ({
+    name: s.name,
+    label: s.label,
+    status: first.cut === i ? "cut" : first.found.has(i) ? "checked" : "not_reached",
+    entriesChecked: first.checked.get(i) ?? 0,
+    violations: violations.filter((v) => v.section === s.name).length,
+  }));
+  // The next run starts at the cut section, unless it was this run's first (it alone outgrew the
+  // bounds): then the next one starts after it, so the others get their turn.
+  const nextSection = first.cut === null ? 0 : first.cut === start ? (first.cut + 1) % n : first.cut;
+  return { complete: first.cut === null, entriesRead: reader.read, sections, violations, nextSection };
+}
+
+async function runSections(reader: Reader, order: number[]) {
+  const found = new Map<number, Violation[]>();
+  const checked = new Map<number, number>();
+  let cut: number | null = null;
+  for (const i of order) {
+    const section = INVARIANT_SECTIONS[i];
+    const own: Violation[] = [];
+    const before = reader.checked;
+    try {
+      await SECTION_CHECKS[section.name](
+        reader,
+        (accountId, message) => own.push({ accountId: accountId ?? null, section: section.name, message }),
+      );
+    } catch (e) {
+      if (!(e instanceof OutOfBounds)) throw e;
+      checked.set(i, reader.checked - before);
+      cut = i;
+      break;
+    }
+    checked.set(i, reader.checked - before);
+    found.set(i, own);
+  }
+  return { found, checked, cut, violations: order.flatMap((i) => found.get(i) ?? []) };
+}
+
+const SECTION_CHECKS: Record<SectionName, Section> = {
+  tenancy: checkTenancy,
+  engines: checkEnginesAndStorage,
+  policies: checkPolicies,
+  alerts: checkAlerts,
+  hosts: checkHostInvariants,
+  platforms: checkPlatformInvariants,
+};
+
+/** Orgs and users belong to live accounts; their indexes point at them. */
+async function checkTenancy(r: Reader, report: Report): Promise<void> {
+  const accounts = await r.all<{ id: string }>("accounts");
+  const orgs = await r.all<Org>("orgs");
+  const users = await r.all<User>("users");
   for (const org of orgs.values()) {
     if (!accounts.has(org.accountId)) {
-      problems.push(`org ${org.id} belongs to missing account ${org.accountId}`);
+      report(org.accountId, `org ${org.id} belongs to missing account ${org.accountId}`);
     }
   }
   for (const user of users.values()) {
     if (!accounts.has(user.accountId)) {
-      problems.push(`user ${user.id} belongs to missing account ${user.accountId}`);
+      report(user.accountId, `user ${user.id} belongs to missing account ${user.accountId}`);
     }
   }
-  for (const p of await pointers(kv, "users_by_email")) {
-    if (users.get(p.value)?.email !== p.key[1]) {
-      problems.push(`users_by_email ${String(p.key[1])} points to a missing or different user`);
+  for (const p of await r.pointers("users_by_email")) {
+    const user = users.get(p.value);
+    if (user?.email !== p.key[1]) {
+      report(user?.accountId, `users_by_email ${String(p.key[1])} points to a missing or different user`);
     }
   }
-  for (const p of await pointers(kv, "orgs_by_account")) {
-    if (!orgs.has(p.value)) problems.push(`orgs_by_account points to missing org ${p.value}`);
+  for (const p of await r.pointers("orgs_by_account")) {
+    if (!orgs.has(p.value)) report(String(p.key[1]), `orgs_by_account points to missing org ${p.value}`);
   }
+}
+
+/** Engines and their targets list each other; every vault record has exactly the owners that name it. */
+async function checkEnginesAndStorage(r: Reader, report: Report): Promise<void> {
+  const engines = await r.all<Engine>("engines");
+  const targets = await r.all<StorageTarget>("storage_targets");
+  const vault = await r.all<{ accountId?: string }>("vault");
   for (const engine of engines.values()) {
     for (const id of engine.storageTargetIds ?? []) {
       if (targets.get(id)?.besId !== engine.id) {
-        problems.push(`engine ${engine.id} lists missing or foreign target ${id}`);
+        report(engine.accountId, `engine ${engine.id} lists missing or foreign target ${id}`);
       }
     }
   }
-  for (const p of await pointers(kv, "engines_by_public_key")) {
-    if (!engines.has(p.value)) problems.push(`engines_by_public_key points to missing engine ${p.value}`);
+  for (const p of await r.pointers("engines_by_public_key")) {
+    if (!engines.has(p.value)) report(null, `engines_by_public_key points to missing engine ${p.value}`);
   }
   const referencedVault = new Set<string>();
   for (const t of targets.values()) {
     const engine = engines.get(t.besId);
-    if (!engine) problems.push(`storage target ${t.id} belongs to missing engine ${t.besId}`);
+    if (!engine) report(t.accountId, `storage target ${t.id} belongs to missing engine ${t.besId}`);
     else if (!engine.storageTargetIds.includes(t.id)) {
-      problems.push(`engine ${t.besId} does not list its target ${t.id}`);
+      report(t.accountId, `engine ${t.besId} does not list its target ${t.id}`);
     }
     if (t.credentialId) {
       referencedVault.add(t.credentialId);
       if (!vault.has(t.credentialId)) {
-        problems.push(`storage target ${t.id} refers to missing vault record ${t.credentialId}`);
+        report(t.accountId, `storage target ${t.id} refers to missing vault record ${t.credentialId}`);
       }
     }
   }
   // The self-backup's S3 secret is the other owner of a vault record.
-  const selfBackup =
-    (await kv.get<{ s3?: { credentialId: string | null } }>(["self_backup", "settings"])).value;
+  const selfBackup = await r.get<{ s3?: { credentialId: string | null } }>(["self_backup", "settings"]);
   if (selfBackup?.s3?.credentialId) referencedVault.add(selfBackup.s3.credentialId);
   // Third-party platforms keep their password in the vault.
-  for (const p of (await all<{ id: string; credentialId: string | null }>(kv, "platforms")).values()) {
+  const platforms = await r.all<{ id: string; accountId: string; credentialId: string | null }>("platforms");
+  for (const p of platforms.values()) {
     if (!p.credentialId) continue;
     referencedVault.add(p.credentialId);
     if (!vault.has(p.credentialId)) {
-      problems.push(`platform ${p.id} refers to missing vault record ${p.credentialId}`);
+      report(p.accountId, `platform ${p.id} refers to missing vault record ${p.credentialId}`);
     }
   }
-  for (const id of vault.keys()) {
-    if (!referencedVault.has(id)) problems.push(`vault record ${id} is referenced by nothing`);
+  for (const [id, record] of vault) {
+    if (!referencedVault.has(id)) report(record?.accountId, `vault record ${id} is referenced by nothing`);
   }
-  for (const p of await pointers(kv, "storage_targets_by_bes")) {
-    if (!targets.has(p.value)) problems.push(`storage_targets_by_bes points to missing target ${p.value}`);
+  for (const p of await r.pointers("storage_targets_by_bes")) {
+    if (!targets.has(p.value)) {
+      report(
+        engines.get(String(p.key[1]))?.accountId,
+        `storage_targets_by_bes points to missing target ${p.value}`,
+      );
+    }
   }
+}
+
+/**
+ * A policy writes to a live target of its own BES (invariant 2); replica rules have their policy and
+ * target; every target's reference count is exactly the policies writing to it plus the replica rules
+ * copying to it (what makes FK RESTRICT hold, invariant 1).
+ */
+async function checkPolicies(r: Reader, report: Report): Promise<void> {
+  const targets = await r.all<StorageTarget>("storage_targets");
+  const policies = await r.all<PolicyCore>("policies");
   for (const policy of policies.values()) {
     const target = targets.get(policy.targetId);
-    if (!target) problems.push(`policy ${policy.id} writes to missing target ${policy.targetId}`);
+    if (!target) report(policy.accountId, `policy ${policy.id} writes to missing target ${policy.targetId}`);
     else if (target.besId !== policy.besId) {
-      problems.push(`policy ${policy.id} is on BES ${policy.besId} but its target is on ${target.besId}`);
+      report(
+        policy.accountId,
+        `policy ${policy.id} is on BES ${policy.besId} but its target is on ${target.besId}`,
+      );
     }
   }
-  // Replica rules: their policy and target exist, and every target's reference count is exactly the
-  // policies writing to it plus the replica rules copying to it (what makes FK RESTRICT hold).
-  const replicas = await all<{ id: string; policyId: string; targetId: string }>(kv, "replicas");
+  const replicas = await r.all<{ id: string; accountId: string; policyId: string; targetId: string }>(
+    "replicas",
+  );
   const refs = new Map<string, number>();
   for (const p of policies.values()) refs.set(p.targetId, (refs.get(p.targetId) ?? 0) + 1);
-  for (const r of replicas.values()) {
-    if (!policies.has(r.policyId)) {
-      problems.push(`replica rule ${r.id} belongs to missing policy ${r.policyId}`);
+  for (const rule of replicas.values()) {
+    if (!policies.has(rule.policyId)) {
+      report(rule.accountId, `replica rule ${rule.id} belongs to missing policy ${rule.policyId}`);
     }
-    if (!targets.has(r.targetId)) {
-      problems.push(`replica rule ${r.id} copies to missing target ${r.targetId}`);
+    if (!targets.has(rule.targetId)) {
+      report(rule.accountId, `replica rule ${rule.id} copies to missing target ${rule.targetId}`);
     }
-    refs.set(r.targetId, (refs.get(r.targetId) ?? 0) + 1);
+    refs.set(rule.targetId, (refs.get(rule.targetId) ?? 0) + 1);
   }
   for (const t of targets.values()) {
     if ((t.policyCount ?? 0) !== (refs.get(t.id) ?? 0)) {
-      problems.push(
+      report(
+        t.accountId,
         `storage target ${t.id} counts ${t.policyCount} references but has ${refs.get(t.id) ?? 0}`,
       );
     }
   }
-  for (const p of await pointers(kv, "alerts_open")) {
+}
+
+/**
+ * The open-alert pointers point at open alerts, and the dashboard's counters equal what they count:
+ * open alerts per org, and active / at-risk / swept breached protected objects per org.
+ */
+async function checkAlerts(r: Reader, report: Report): Promise<void> {
+  const alerts = await r.all<Alert>("alerts");
+  for (const p of await r.pointers("alerts_open")) {
     const alert = alerts.get(p.value);
     if (!alert || alert.status === "resolved") {
-      problems.push(`alerts_open points to missing or resolved alert ${p.value}`);
+      report(alert?.accountId, `alerts_open points to missing or resolved alert ${p.value}`);
     }
   }
-  problems.push(...await checkCounters(kv, alerts));
-  problems.push(...await checkHostInvariants(kv, policies));
-  problems.push(...await checkPlatformInvariants(kv));
-  return problems;
-}
-
-/**
- * Third-party platforms (platforms.ts, platform_sync.ts): one platform job per vendor job and one run per
- * vendor run, their indexes one to one; imported jobs and objects belong to a live platform; a platform
- * job's entry in the failed-backups queue is its latest outcome's.
- */
-async function checkPlatformInvariants(kv: Deno.Kv): Promise<string[]> {
-  const problems: string[] = [];
-  const platforms = await all<{ id: string; accountId: string }>(kv, "platforms");
-  const jobs = await all<{ id: string; platformId: string; vendorJobId: string; accountId: string }>(
-    kv,
-    "platform_jobs",
-  );
-  const byVendor = new Map<string, string>();
-  for await (const e of kv.list<string>({ prefix: ["platform_jobs_by_vendor"] })) {
-    const job = jobs.get(e.value);
-    if (!job || `${job.platformId}/${job.vendorJobId}` !== pairKey(e.key)) {
-      problems.push(
-        `platform_jobs_by_vendor ${pairKey(e.key)} points to a missing or different job ${e.value}`,
-      );
-    }
-    byVendor.set(e.value, pairKey(e.key));
-  }
-  const byAccount = new Set<string>();
-  for await (const e of kv.list<string>({ prefix: ["platform_jobs_by_account"] })) {
-    if (jobs.get(e.value)?.accountId !== e.key[1]) {
-      problems.push(`platform_jobs_by_account points to a missing or foreign job ${e.value}`);
-    }
-    byAccount.add(e.value);
-  }
-  for (const job of jobs.values()) {
-    if (!platforms.has(job.platformId)) {
-      problems.push(`platform job ${job.id} belongs to missing platform ${job.platformId}`);
-    }
-    if (!byVendor.has(job.id) || !byAccount.has(job.id)) {
-      problems.push(`platform job ${job.id} is not indexed by vendor id and account`);
-    }
-  }
-  for await (const e of kv.list<ProtectedObject>({ prefix: ["protected_objects"] })) {
-    const o = e.value;
-    if (o.source.kind === "platform" && !platforms.has(o.source.platformId)) {
-      problems.push(`platform object ${o.id} belongs to missing platform ${o.source.platformId}`);
-    }
-  }
-  for await (const e of kv.list<string>({ prefix: ["platform_runs"] })) {
-    const run = (await kv.get<{ platform?: { platformId: string; runId: string | null } }>(["runs", e.value]))
-      .value;
-    if (run?.platform?.platformId !== e.key[1] || run.platform.runId !== e.key[2]) {
-      problems.push(`platform_runs ${pairKey(e.key)} points to a missing or different run ${e.value}`);
-    }
-  }
-  for await (const e of kv.list<string>({ prefix: ["runs_failing"] })) {
-    const runId = String(e.key[3]);
-    const run =
-      (await kv.get<{ status: string; policyId: string; platform?: unknown }>(["runs", runId])).value;
-    if (!run?.platform) continue; // native runs: runs.ts
-    const latest =
-      (await kv.get<{ failingKey: Deno.KvKey | null }>(["runs_latest", run.policyId, "bes"])).value;
-    if (run.status !== "failed" || JSON.stringify(latest?.failingKey) !== JSON.stringify(e.key)) {
-      problems.push(`runs_failing lists platform run ${runId}, which is not its job's latest failure`);
-    }
-    if (!jobs.has(run.policyId)) {
-      problems.push(`runs_failing lists platform run ${runId} of missing platform job ${run.policyId}`);
-    }
-  }
-  return problems;
-}
-
-/**
- * The dashboard's counters equal what they count: open alerts per org, and active / at-risk / swept
- * breached protected objects per org.
- */
-async function checkCounters(kv: Deno.Kv, alerts: Map<string, Alert>): Promise<string[]> {
-  const problems: string[] = [];
   const expected = new Map<string, number>();
-  const bump = (key: string) => expected.set(key, (expected.get(key) ?? 0) + 1);
+  const bump = (key: Deno.KvKey) => {
+    const k = JSON.stringify(key);
+    expected.set(k, (expected.get(k) ?? 0) + 1);
+  };
   for (const a of alerts.values()) {
-    if (a.status !== "resolved") bump(JSON.stringify(["alert_counts", a.accountId, a.orgId ?? "-", "open"]));
+    if (a.status !== "resolved") bump(["alert_counts", a.accountId, a.orgId ?? "-", "open"]);
   }
-  for (const o of (await all<ProtectedObject>(kv, "protected_objects")).values()) {
+  for (const o of (await r.all<ProtectedObject>("protected_objects")).values()) {
     if (o.protection !== "active") continue;
-    bump(JSON.stringify(["po_counts", o.accountId, o.orgId, "protected"]));
-    if (o.lastBackupStatus === "failed") bump(JSON.stringify(["po_counts", o.accountId, o.orgId, "at_risk"]));
-    if (o.breached) bump(JSON.stringify(["po_counts", o.accountId, o.orgId, "breached"]));
+    bump(["po_counts", o.accountId, o.orgId, "protected"]);
+    if (o.lastBackupStatus === "failed") bump(["po_counts", o.accountId, o.orgId, "at_risk"]);
+    if (o.breached) bump(["po_counts", o.accountId, o.orgId, "breached"]);
   }
   const stored = new Map<string, number>();
   for (const prefix of ["alert_counts", "po_counts"]) {
-    for await (const e of kv.list<Deno.KvU64>({ prefix: [prefix] })) {
+    for await (const e of r.list<Deno.KvU64>([prefix])) {
       stored.set(JSON.stringify(e.key), counterValue(e.value));
     }
   }
   for (const key of new Set([...expected.keys(), ...stored.keys()])) {
     if ((expected.get(key) ?? 0) !== (stored.get(key) ?? 0)) {
-      problems.push(`counter ${key} is ${stored.get(key) ?? 0} but counts ${expected.get(key) ?? 0}`);
+      report(
+        String(JSON.parse(key)[1]),
+        `counter ${key} is ${stored.get(key) ?? 0} but counts ${expected.get(key) ?? 0}`,
+      );
     }
   }
-  return problems;
 }
 
 /**
  * Hosts, assignments (invariant 3: at most one per policy and host, which holds when every
  * `assignments_by_policy` pointer and every record agree one to one) and protected objects.
  */
-async function checkHostInvariants(kv: Deno.Kv, policies: Map<string, PolicyCore>): Promise<string[]> {
-  const problems: string[] = [];
-  const hosts = await all<Host>(kv, "hosts");
-  const assignments = await all<Assignment>(kv, "assignments");
-  const objects = await all<ProtectedObject>(kv, "protected_objects");
+async function checkHostInvariants(r: Reader, report: Report): Promise<void> {
+  const policies = await r.all<PolicyCore>("policies");
+  const hosts = await r.all<Host>("hosts");
+  const assignments = await r.all<Assignment>("assignments");
+  const objects = await r.all<ProtectedObject>("protected_objects");
 
-  for (const p of await pointers(kv, "hosts_by_account")) {
+  for (const p of await r.pointers("hosts_by_account")) {
     if (hosts.get(p.value)?.accountId !== p.key[1]) {
-      problems.push(`hosts_by_account points to missing or foreign host ${p.value}`);
+      report(String(p.key[1]), `hosts_by_account points to missing or foreign host ${p.value}`);
     }
   }
-  for (const p of await pointers(kv, "hosts_by_public_key")) {
-    if (hosts.get(p.value)?.publicKey !== p.key[1]) {
-      problems.push(`hosts_by_public_key points to a missing or different host ${p.value}`);
+  for (const p of await r.pointers("hosts_by_public_key")) {
+    const host = hosts.get(p.value);
+    if (host?.publicKey !== p.key[1]) {
+      report(host?.accountId, `hosts_by_public_key points to a missing or different host ${p.value}`);
     }
   }
 
   const byPolicy = new Map(
-    (await pointers(kv, "assignments_by_policy")).map((p) => [pairKey(p.key), p.value]),
+    (await r.pointers("assignments_by_policy")).map((p) => [pairKey(p.key), p.value]),
   );
-  const byHost = new Map((await pointers(kv, "assignments_by_host")).map((p) => [pairKey(p.key), p.value]));
+  const byHost = new Map((await r.pointers("assignments_by_host")).map((p) => [pairKey(p.key), p.value]));
   const protectedByHost = new Map(
-    (await pointers(kv, "protected_by_host")).map((p) => [pairKey(p.key), p.value]),
+    (await r.pointers("protected_by_host")).map((p) => [pairKey(p.key), p.value]),
   );
   for (const a of assignments.values()) {
     const policy = policies.get(a.policyId);
     const host = hosts.get(a.hostId);
-    if (!policy) problems.push(`assignment ${a.id} belongs to missing policy ${a.policyId}`);
-    if (!host) problems.push(`assignment ${a.id} assigns missing host ${a.hostId}`);
+    if (!policy) report(a.accountId, `assignment ${a.id} belongs to missing policy ${a.policyId}`);
+    if (!host) report(a.accountId, `assignment ${a.id} assigns missing host ${a.hostId}`);
     if (policy && host && policy.accountId !== host.accountId) {
-      problems.push(
+      report(
+        a.accountId,
         `assignment ${a.id} joins policy ${a.policyId} and host ${a.hostId} of different accounts`,
       );
     }
     if (byPolicy.get(`${a.policyId}/${a.hostId}`) !== a.id) {
-      problems.push(`assignment ${a.id} is not the one assignments_by_policy lists for its policy and host`);
+      report(
+        a.accountId,
+        `assignment ${a.id} is not the one assignments_by_policy lists for its policy and host`,
+      );
     }
     if (byHost.get(`${a.hostId}/${a.policyId}`) !== a.id) {
-      problems.push(`assignment ${a.id} is not the one assignments_by_host lists for its host and policy`);
+      report(
+        a.accountId,
+        `assignment ${a.id} is not the one assignments_by_host lists for its host and policy`,
+      );
     }
     const object = objects.get(protectedByHost.get(`${a.hostId}/${a.policyId}`) ?? "");
-    if (!object) problems.push(`assignment ${a.id} has no protected object`);
+    if (!object) report(a.accountId, `assignment ${a.id} has no protected object`);
     else if (object.protection !== a.state) {
-      problems.push(
+      report(
+        a.accountId,
         `protected object ${object.id} is ${object.protection} but assignment ${a.id} is ${a.state}`,
       );
     }
@@ -290,35 +451,48 @@ async function checkHostInvariants(kv: Deno.Kv, policies: Map<string, PolicyCore
   for (const [pair, id] of byPolicy) {
     const a = assignments.get(id);
     if (!a || `${a.policyId}/${a.hostId}` !== pair) {
-      problems.push(`assignments_by_policy ${pair} points to a missing or different assignment ${id}`);
+      report(
+        a?.accountId ?? policies.get(pair.split("/")[0])?.accountId,
+        `assignments_by_policy ${pair} points to a missing or different assignment ${id}`,
+      );
     }
   }
   for (const [pair, id] of byHost) {
     const a = assignments.get(id);
     if (!a || `${a.hostId}/${a.policyId}` !== pair) {
-      problems.push(`assignments_by_host ${pair} points to a missing or different assignment ${id}`);
+      report(
+        a?.accountId ?? hosts.get(pair.split("/")[0])?.accountId,
+        `assignments_by_host ${pair} points to a missing or different assignment ${id}`,
+      );
     }
   }
 
   for (const [pair, id] of protectedByHost) {
     const o = objects.get(id);
     if (!o || `${o.hostId}/${o.policyId}` !== pair) {
-      problems.push(`protected_by_host ${pair} points to a missing or different protected object ${id}`);
+      report(
+        o?.accountId ?? hosts.get(pair.split("/")[0])?.accountId,
+        `protected_by_host ${pair} points to a missing or different protected object ${id}`,
+      );
     }
   }
-  for (const p of await pointers(kv, "protected_by_account")) {
+  for (const p of await r.pointers("protected_by_account")) {
     if (objects.get(p.value)?.accountId !== p.key[1]) {
-      problems.push(`protected_by_account points to missing or foreign protected object ${p.value}`);
+      report(
+        String(p.key[1]),
+        `protected_by_account points to missing or foreign protected object ${p.value}`,
+      );
     }
   }
   // Platform objects (platform sync) have no host or assignment: `platform_objects` is their unique index.
   const platformObjects = new Map<string, string>();
-  for await (const e of kv.list<string>({ prefix: ["platform_objects"] })) {
+  for await (const e of r.list<string>(["platform_objects"])) {
     const o = objects.get(e.value);
     if (
       o?.source.kind !== "platform" || `${o.source.platformId}/${o.source.vendorObjectId}` !== pairKey(e.key)
     ) {
-      problems.push(
+      report(
+        o?.accountId,
         `platform_objects ${pairKey(e.key)} points to a missing or different protected object ${e.value}`,
       );
     }
@@ -327,21 +501,97 @@ async function checkHostInvariants(kv: Deno.Kv, policies: Map<string, PolicyCore
   for (const o of objects.values()) {
     if (o.source.kind === "platform") {
       if (!platformObjects.has(o.id)) {
-        problems.push(`platform object ${o.id} is not indexed in platform_objects`);
+        report(o.accountId, `platform object ${o.id} is not indexed in platform_objects`);
       }
       continue;
     }
     if (protectedByHost.get(`${o.hostId}/${o.policyId}`) !== o.id) {
-      problems.push(
+      report(
+        o.accountId,
         `protected object ${o.id} is not the one protected_by_host lists for its host and policy`,
       );
     }
     const assigned = assignments.get(byPolicy.get(`${o.policyId}/${o.hostId}`) ?? "");
     if (!assigned && o.protection !== "unprotected") {
-      problems.push(`protected object ${o.id} is ${o.protection} without an assignment`);
+      report(o.accountId, `protected object ${o.id} is ${o.protection} without an assignment`);
     }
   }
-  return problems;
+}
+
+/**
+ * Third-party platforms (platforms.ts, platform_sync.ts): one platform job per vendor job and one run per
+ * vendor run, their indexes one to one; imported jobs and objects belong to a live platform; a platform
+ * job's entry in the failed-backups queue is its latest outcome's.
+ */
+async function checkPlatformInvariants(r: Reader, report: Report): Promise<void> {
+  const platforms = await r.all<{ id: string; accountId: string }>("platforms");
+  const jobs = await r.all<{ id: string; platformId: string; vendorJobId: string; accountId: string }>(
+    "platform_jobs",
+  );
+  const byVendor = new Map<string, string>();
+  for await (const e of r.list<string>(["platform_jobs_by_vendor"])) {
+    const job = jobs.get(e.value);
+    if (!job || `${job.platformId}/${job.vendorJobId}` !== pairKey(e.key)) {
+      report(
+        job?.accountId ?? platforms.get(String(e.key[1]))?.accountId,
+        `platform_jobs_by_vendor ${pairKey(e.key)} points to a missing or different job ${e.value}`,
+      );
+    }
+    byVendor.set(e.value, pairKey(e.key));
+  }
+  const byAccount = new Set<string>();
+  for await (const e of r.list<string>(["platform_jobs_by_account"])) {
+    if (jobs.get(e.value)?.accountId !== e.key[1]) {
+      report(String(e.key[1]), `platform_jobs_by_account points to a missing or foreign job ${e.value}`);
+    }
+    byAccount.add(e.value);
+  }
+  for (const job of jobs.values()) {
+    if (!platforms.has(job.platformId)) {
+      report(job.accountId, `platform job ${job.id} belongs to missing platform ${job.platformId}`);
+    }
+    if (!byVendor.has(job.id) || !byAccount.has(job.id)) {
+      report(job.accountId, `platform job ${job.id} is not indexed by vendor id and account`);
+    }
+  }
+  for (const o of (await r.all<ProtectedObject>("protected_objects")).values()) {
+    if (o.source.kind === "platform" && !platforms.has(o.source.platformId)) {
+      report(o.accountId, `platform object ${o.id} belongs to missing platform ${o.source.platformId}`);
+    }
+  }
+  type PlatformRun = {
+    accountId: string;
+    status: string;
+    policyId: string;
+    platform?: { platformId: string; runId: string | null };
+  };
+  for await (const e of r.list<string>(["platform_runs"])) {
+    const run = await r.get<PlatformRun>(["runs", e.value]);
+    if (run?.platform?.platformId !== e.key[1] || run.platform.runId !== e.key[2]) {
+      report(
+        run?.accountId ?? platforms.get(String(e.key[1]))?.accountId,
+        `platform_runs ${pairKey(e.key)} points to a missing or different run ${e.value}`,
+      );
+    }
+  }
+  for await (const e of r.list<string>(["runs_failing"])) {
+    const runId = String(e.key[3]);
+    const run = await r.get<PlatformRun>(["runs", runId]);
+    if (!run?.platform) continue; // native runs: runs.ts
+    const latest = await r.get<{ failingKey: Deno.KvKey | null }>(["runs_latest", run.policyId, "bes"]);
+    if (run.status !== "failed" || JSON.stringify(latest?.failingKey) !== JSON.stringify(e.key)) {
+      report(
+        run.accountId,
+        `runs_failing lists platform run ${runId}, which is not its job's latest failure`,
+      );
+    }
+    if (!jobs.has(run.policyId)) {
+      report(
+        run.accountId,
+        `runs_failing lists platform run ${runId} of missing platform job ${run.policyId}`,
+      );
+    }
+  }
 }
 
 /** `a/b` of a two-part index key `[prefix, a, b]`. */

@@ -1098,6 +1098,7 @@ const REASON_LABELS: Record<string, string> = {
   host_offline: "host offline",
   backup_failed: "backup failed",
   rpo_breach: "RPO breached",
+  invariant_violation: "stored data inconsistent",
 };
 
 /** The subject line and plain-text body of a notification email. */

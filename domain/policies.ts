@@ -247,7 +247,13 @@ export const PolicyFields = z.object({
 
 export const PolicyCreateInput = PolicyFields.extend({ besId: z.string().min(1, "is required").max(40) });
 export type PolicyCreateInput = z.input<typeof PolicyCreateInput>;
-export type PolicyUpdateInput = z.input<typeof PolicyFields>;
+
+/**
+ * An edit: the editable fields and, optionally, the BES — accepted only when it is the policy's own
+ * (DESIGN.md invariant 2), so a client that sends another one is told so instead of being ignored.
+ */
+export const PolicyUpdateInput = PolicyFields.extend({ besId: z.string().max(40).optional() });
+export type PolicyUpdateInput = z.input<typeof PolicyUpdateInput>;
 
 export type Policy =
   & PolicyCore
@@ -377,23 +383,16 @@ export async function createPolicy(
  * Updates every field but the BES (which never changes). A new storage target must be on the same
  * BES; the old and new targets' `policyCount` move in the same atomic operation. `pausedReason` is the
  * system's and is kept (invariant 8); `enabled` is the operator's.
+ * Throws ValidationError (field `besId`) when the input names another BES than the policy's.
  */
 export async function updatePolicy(
   kv: Deno.Kv,
   actor: Actor,
   id: string,
-  input: PolicyUpdateInput & { besId?: string },
+  input: PolicyUpdateInput,
   now: Date,
 ): Promise<Policy> {
-  if (input.besId !== undefined) {
-    const current = await getPolicy(kv, id);
-    if (current && input.besId !== current.besId) {
-      throw new ValidationError("The BES of a policy cannot change", {
-        besId: "Cannot change after creation",
-      });
-    }
-  }
-  const data = PolicyFields.parse(input);
+  const { besId, ...data } = PolicyUpdateInput.parse(input);
   let before: number | null = null;
   const updated = await withRetry<Policy>(async () => {
     const entry = await kv.get<Policy>(policyKey(id));
@@ -401,6 +400,11 @@ export async function updatePolicy(
     const policy = entry.value;
     if (!policy || !inScope(actor, policyScope(policy))) throw new NotFoundError(`Policy ${id} not found`);
     authorize(actor, "backup.manage", policyScope(policy));
+    if (besId !== undefined && besId !== policy.besId) {
+      throw new ValidationError("The BES of a policy cannot change", {
+        besId: "Cannot change after creation: this policy stays on its BES",
+      });
+    }
     const op = kv.atomic().check(entry);
     if (data.targetId !== policy.targetId) {
       const [oldEntry, newEntry] = await kv.getMany<[TargetLike, TargetLike]>([

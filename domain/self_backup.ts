@@ -148,6 +148,8 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "restore_browse_by_job",
     "restore_searches",
     "restore_searches_by_job",
+    // The last consistency check (invariant_checks.ts), shown on Health > Database.
+    "invariant_checks",
   ],
 };
 

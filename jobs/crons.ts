@@ -116,7 +116,8 @@ export function registerCrons(
   Deno.cron(
     "Resume interrupted engine deletions",
     "* * * * *",
-    () => runClaimed(kv, logger, "resume_deletions", new Date(), (now) => resumeDeletions(kv, now)),
+    () =>
+      runClaimed(kv, logger, "resume_deletions", new Date(), (now) => resumeDeletions(kv, now, { logger })),
   );
   Deno.cron(
     "Send alert notifications",

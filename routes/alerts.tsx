@@ -28,6 +28,8 @@ function subjectLink(a: Alert) {
   if (a.subjectType === "protected_object") {
     return <a href={`/backup/protected?q=${encodeURIComponent(a.subjectName)}`}>{a.subjectName}</a>;
   }
+  // The account itself (the consistency check): its details are on Health > Database, for platform admins.
+  if (a.subjectType === "account") return <>{a.subjectName}</>;
   const base =
     { engine: "/backup/engines/", storage_target: "/backup/storage/", host: "/backup/hosts/" }[a.subjectType];
   return <a href={base + a.subjectId}>{a.subjectName}</a>;

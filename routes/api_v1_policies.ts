@@ -6,7 +6,7 @@ import {
   deletePolicy,
   listPolicies,
   PolicyCreateInput,
-  PolicyFields,
+  PolicyUpdateInput,
   requirePolicy,
   updatePolicy,
 } from "../domain/policies.ts";
@@ -90,14 +90,18 @@ apiV1Policies.openapi(
   createRoute({
     method: "put",
     path: "/api/v1/policies/{policyId}",
-    summary: "Replace a policy's fields (the BES never changes)",
+    summary: "Replace a policy's fields (the BES never changes: a besId other than the policy's is 422)",
     tags: ["Policies"],
     middleware: [requires("backup.manage")] as const,
     request: {
       params: PolicyId,
-      body: { content: { "application/json": { schema: PolicyFields } }, required: true },
+      body: { content: { "application/json": { schema: PolicyUpdateInput } }, required: true },
     },
-    responses: { 200: ok("Updated"), 422: err("Invalid"), ...common },
+    responses: {
+      200: ok("Updated"),
+      422: err("Invalid (fields names each field, besId included)"),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");

@@ -1,7 +1,8 @@
 /** Health > Overview (live architecture diagram) and Health > Database. */
 import { Hono } from "hono";
-import { Badge, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
+import { Badge, EmptyState, formatBytes, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
 import { databaseStats, probeLatency } from "../domain/db_health.ts";
+import { getLastInvariantCheck, type InvariantCheckRecord } from "../domain/invariant_checks.ts";
 import { EngineFilter, listEngines } from "../domain/engines.ts";
 import { authorizePlatformAdmin, backupHealth } from "../domain/self_backup_runs.ts";
 import { requires } from "./access.ts";
@@ -181,13 +182,125 @@ healthPages.get("/health/overview", requires("admin"), async (c) => {
   );
 });
 
+const TRIGGER_LABEL: Record<InvariantCheckRecord["trigger"], string> = {
+  startup: "on start",
+  resumed_deletion: "after a resumed engine deletion",
+};
+const SECTION_STATUS: Record<InvariantCheckRecord["sections"][number]["status"], [Tone, string]> = {
+  checked: ["ok", "checked"],
+  cut: ["warn", "cut short"],
+  not_reached: ["muted", "not reached"],
+};
+
+/** "850 ms" / "4.2 s": the check's durations and time box are seconds, not minutes. */
+function formatMs(ms: number): string {
+  return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** The last consistency check: when, how far it got, and what it found. */
+function InvariantCheckPanel(props: { check: InvariantCheckRecord | null }) {
+  const check = props.check;
+  const bounds = [
+    check?.maxEntries != null ? `${check.maxEntries.toLocaleString("en-US")} entries` : "",
+    check?.timeBoxMs != null ? formatMs(check.timeBoxMs) : "",
+  ].filter(Boolean).join(", ");
+  return (
+    <section class="panel" data-testid="invariant-check">
+      <h2>Consistency check</h2>
+      {!check
+        ? (
+          <EmptyState title="Never run">
+            The cross-key invariant check runs on start and after a resumed engine deletion; its last result
+            shows here.
+          </EmptyState>
+        )
+        : (
+          <>
+            <dl class="facts">
+              <dt>Last run</dt>
+              <dd>
+                {formatTime(check.startedAt)} ({TRIGGER_LABEL[check.trigger]}), took{" "}
+                {formatMs(check.durationMs)}
+              </dd>
+              <dt>Coverage</dt>
+              <dd data-testid="invariant-coverage">
+                {check.complete ? <Badge tone="ok">complete</Badge> : <Badge tone="warn">partial</Badge>}{" "}
+                {check.entriesRead.toLocaleString("en-US")} entries read
+                {check.complete ? "" : " before its bounds ran out; the next run continues where it stopped"}
+                {bounds && ` (bounds: ${bounds})`}
+              </dd>
+              <dt>Violations</dt>
+              <dd data-testid="invariant-violation-count">
+                {check.violationCount
+                  ? <Badge tone="bad">{check.violationCount}</Badge>
+                  : <Badge tone="ok">{check.complete ? "none" : "none in the areas checked"}</Badge>}
+              </dd>
+            </dl>
+            <table class="table table--compact">
+              <thead>
+                <tr>
+                  <th>Area</th>
+                  <th>Status</th>
+                  <th>Entries checked</th>
+                  <th>Violations</th>
+                </tr>
+              </thead>
+              <tbody>
+                {check.sections.map((s) => (
+                  <tr key={s.name} data-testid={`invariant-section-${s.name}`}>
+                    <td>{s.label}</td>
+                    <td>
+                      <Badge tone={SECTION_STATUS[s.status][0]}>{SECTION_STATUS[s.status][1]}</Badge>
+                    </td>
+                    <td>{s.entriesChecked}</td>
+                    <td>{s.violations}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+            {check.violations.length > 0 && (
+              <>
+                <h3>What is wrong</h3>
+                {check.violationCount > check.violations.length && (
+                  <p class="hint">
+                    The first {check.violations.length} of {check.violationCount}; the log has every one.
+                  </p>
+                )}
+                <table class="table table--compact">
+                  <thead>
+                    <tr>
+                      <th>Area</th>
+                      <th>Alerted account</th>
+                      <th>Violation</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {check.violations.map((v, i) => (
+                      <tr key={i} data-testid="invariant-violation">
+                        <td>{check.sections.find((s) => s.name === v.section)?.label ?? v.section}</td>
+                        <td>{v.accountName ?? "—"}</td>
+                        <td>{v.message}</td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              </>
+            )}
+          </>
+        )}
+    </section>
+  );
+}
+
 healthPages.get("/health/database", requires("admin"), async (c) => {
   const { kv, clock } = c.get("deps");
-  await authorizePlatformAdmin(kv, c.get("actor")!);
-  const [config, results, probe] = await Promise.all([
+  const actor = c.get("actor")!;
+  await authorizePlatformAdmin(kv, actor);
+  const [config, results, probe, check] = await Promise.all([
     databaseStats(kv, "config"),
     databaseStats(kv, "results"),
     probeLatency(kv, clock()),
+    getLastInvariantCheck(kv, actor),
   ]);
   return render(
     c,
@@ -234,6 +347,7 @@ healthPages.get("/health/database", requires("admin"), async (c) => {
             </section>
           ))}
         </div>
+        <InvariantCheckPanel check={check} />
       </>
     ),
   );

@@ -28,7 +28,7 @@ import {
   listPolicies,
   type Policy,
   PolicyCreateInput,
-  PolicyFields,
+  PolicyUpdateInput,
   requirePolicy,
   updatePolicy,
 } from "../domain/policies.ts";
@@ -685,8 +685,9 @@ policyRoutes.post("/:policyId/edit", requires("backup.manage"), async (c) => {
   const actor = c.get("actor")!;
   const p = await requirePolicy(kv, actor, c.req.param("policyId"));
   const form = await readForm(c);
-  const { besId: _b, ...input } = inputFromForm(form);
-  const parsed = PolicyFields.safeParse(input);
+  // The edit form has no BES field; one sent anyway (a tampered form) must be the policy's own.
+  const { besId, ...input } = inputFromForm(form);
+  const parsed = PolicyUpdateInput.safeParse({ ...input, besId: besId || undefined });
   if (!parsed.success) {
     return await formPage(c, { form, existing: p, errors: fieldErrors(parsed.error), status: 422 });
   }

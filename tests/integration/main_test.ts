@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { assertIncludes, childEnv, freePort, REPO_ROOT, runDeno } from "../helpers.ts";
+import { assertIncludes, childEnv, createTenant, freePort, REPO_ROOT, runDeno } from "../helpers.ts";
 
 Deno.test("main.ts with CADRES_LOG_LEVEL=verbose exits non-zero with one stderr line naming it", async () => {
   const dir = await Deno.makeTempDir({ prefix: "cadres-main-" });
@@ -87,6 +87,80 @@ Deno.test("a second server on the same CADRES_DATA_DIR exits quickly naming anot
     assert.equal((await res.json()).status, "ready");
   } finally {
     await stop(first);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main.ts runs the consistency check in the background once started: logs the violation, alerts, stores the result", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cadres-invariants-" });
+  const now = new Date();
+  let accountId = "";
+  {
+    // A data folder whose policy writes to a target that is gone.
+    using kv = await Deno.openKv(`${dir}/cadres.kv`);
+    const tenant = await createTenant(kv, "Acme", ["Ops"], now);
+    accountId = tenant.account.id;
+    await kv.set(["policies", "p-orphan"], {
+      id: "p-orphan",
+      accountId,
+      orgId: tenant.orgs[0].id,
+      besId: "bes-gone",
+      targetId: "target-gone",
+      name: "orphan",
+      enabled: true,
+      pausedReason: null,
+      updatedAt: now.toISOString(),
+    });
+  }
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts"],
+    cwd: REPO_ROOT,
+    env: childEnv({ CADRES_DATA_DIR: dir, PORT: String(port), CADRES_LOG_LEVEL: "info" }),
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  let stdout = "";
+  const reading = (async () => {
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) stdout += chunk;
+  })();
+  try {
+    const deadline = Date.now() + 30_000;
+    while (!stdout.includes(`"msg":"invariant check"`) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const lines = stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    const listening = lines.findIndex((l) => l.msg === "listening");
+    const summary = lines.findIndex((l) => l.msg === "invariant check");
+    assert.ok(summary >= 0, `no summary line in: ${stdout}`);
+    assert.ok(listening >= 0 && listening < summary, "the server listened before the check finished");
+    assert.equal(lines[summary].trigger, "startup");
+    assert.equal(lines[summary].complete, true);
+    assert.ok(
+      lines.some((l) =>
+        l.msg === "invariant violation" && l.level === "error" &&
+        l.violation === "policy p-orphan writes to missing target target-gone"
+      ),
+    );
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await reading;
+    await stderr;
+  }
+  try {
+    using kv = await Deno.openKv(`${dir}/cadres.kv`);
+    const record = (await kv.get<{ trigger: string; violationCount: number }>(["invariant_checks", "last"]))
+      .value;
+    assert.equal(record?.trigger, "startup");
+    assert.equal(record?.violationCount, 1);
+    const open = await kv.get(["alerts_open", "account", accountId, "invariant_violation"]);
+    assert.ok(open.value, "the account has an open invariant_violation alert");
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

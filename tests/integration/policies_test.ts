@@ -21,7 +21,8 @@ import {
   RPO_GRACE_HOURS,
 } from "../../domain/schedules.ts";
 import { applyCapacityReport, createTarget, deleteTarget, getTarget } from "../../domain/storage.ts";
-import { createTenant, registerTestEngine, targetInput, TestClock } from "../helpers.ts";
+import { userActor } from "../../domain/auth.ts";
+import { addUser, createTenant, registerTestEngine, targetInput, TestClock } from "../helpers.ts";
 
 const system = systemActor("test");
 const masterKey = new Uint8Array(32).fill(7);
@@ -204,6 +205,31 @@ Deno.test("updatePolicy() keeps the BES, moves targets only within it, and keeps
   assert.equal((await getTarget(kv, f.target.id))!.policyCount, 0);
   assert.equal((await getTarget(kv, second.id))!.policyCount, 1);
   assert.deepEqual(await checkInvariants(kv), []);
+});
+
+Deno.test("updatePolicy() judges another besId only for an actor who may edit the policy: outsiders get NotFoundError", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const p = await createPolicy(kv, system, input(f.engine.id, f.target.id), f.clock.now());
+  const stranger = await createTenant(kv, "Other", ["Ops"], f.clock.now());
+  const outsider = userActor(
+    await addUser(kv, stranger, "admin@other.example", "admin", "all", f.clock.now()),
+  );
+  const change = {
+    name: "x",
+    backupType: "file",
+    fullSchedule: p.fullSchedule,
+    targetId: p.targetId,
+  } as const;
+  await assert.rejects(
+    () => updatePolicy(kv, outsider, p.id, { ...change, besId: f.other.id }, f.clock.now()),
+    NotFoundError,
+  );
+  await assert.rejects(
+    () => updatePolicy(kv, system, p.id, { ...change, besId: f.other.id }, f.clock.now()),
+    (e) => e instanceof ValidationError && Boolean(e.fields.besId),
+  );
+  assert.deepEqual(await getPolicy(kv, p.id), p, "nothing changed");
 });
 
 Deno.test("a policy created on a critical target starts paused and resumes with the target", async () => {

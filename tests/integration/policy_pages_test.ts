@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { createPolicy } from "../../domain/policies.ts";
+import { createPolicy, getPolicy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { createTarget } from "../../domain/storage.ts";
 import {
@@ -33,7 +33,7 @@ async function setup(kv: Deno.Kv) {
   const admin = await addUser(kv, tenant, "admin@acme.example", "admin", "all", clock.now());
   const browser = new Browser(app);
   await signInAs(browser, kv, admin, clock.now());
-  return { browser, policy };
+  return { browser, policy, scope, clock };
 }
 
 Deno.test("POST /backup/policies/:id/hooks with a bad timeout re-renders the 7th section with the error and what was typed", async () => {
@@ -82,4 +82,86 @@ Deno.test("POST /backup/policies/new with a six-field cron keeps the form and na
   const html = await res.text();
   assert.match(html, /seconds are not allowed/);
   assert.match(html, /value="typed name"/);
+});
+
+/** The API body of an unchanged policy: every editable field as stored. */
+function policyBody(p: Awaited<ReturnType<typeof createPolicy>>) {
+  return {
+    name: p.name,
+    targetId: p.targetId,
+    backupType: p.backupType,
+    timeZone: p.timeZone,
+    fullSchedule: p.fullSchedule,
+    retentionDaily: p.retentionDaily,
+    retentionWeekly: p.retentionWeekly,
+    retentionMonthly: p.retentionMonthly,
+  };
+}
+
+Deno.test("PUT /api/v1/policies/:id with another besId answers 422 naming besId and changes nothing; the same besId is accepted", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { browser, policy, scope, clock } = await setup(kv);
+  const { engine: other } = await registerTestEngine(kv, scope, clock.now(), "bes-2");
+  const page = `/backup/policies/${policy.id}/edit`;
+  const put = async (body: Record<string, unknown>) =>
+    await browser.request(`/api/v1/policies/${policy.id}`, {
+      method: "PUT",
+      headers: { "content-type": "application/json", "x-csrf-token": await browser.csrfFor(page) },
+      body: JSON.stringify(body),
+    });
+  const before = await getPolicy(kv, policy.id);
+  const auditBefore = (await Array.fromAsync(kv.list({ prefix: ["audit"] }))).length;
+
+  for (const besId of [other.id, "01ZZZZZZZZZZZZZZZZZZZZZZZZ", ""]) {
+    const res = await put({ ...policyBody(policy), name: "renamed", besId });
+    assert.equal(res.status, 422, `besId ${JSON.stringify(besId)}`);
+    assert.match(res.headers.get("content-type") ?? "", /application\/json/);
+    const body = await res.json();
+    assert.equal(body.error.code, "invalid");
+    assert.equal(typeof body.error.message, "string");
+    assert.ok(body.error.fields?.besId, `the besId field is named: ${JSON.stringify(body)}`);
+  }
+  assert.deepEqual(await getPolicy(kv, policy.id), before, "the policy is unchanged");
+  assert.equal((await Array.fromAsync(kv.list({ prefix: ["audit"] }))).length, auditBefore, "no audit entry");
+
+  const same = await put({ ...policyBody(policy), name: "renamed", besId: policy.besId });
+  assert.equal(same.status, 200);
+  assert.equal((await same.json()).besId, policy.besId);
+  const without = await put({ ...policyBody(policy), name: "renamed again" });
+  assert.equal(without.status, 200);
+  const after = await getPolicy(kv, policy.id);
+  assert.equal(after!.name, "renamed again");
+  assert.equal(after!.besId, policy.besId);
+});
+
+Deno.test("POST /backup/policies/:id/edit with a tampered besId is refused with 422 and changes nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { browser, policy, scope, clock } = await setup(kv);
+  const { engine: other } = await registerTestEngine(kv, scope, clock.now(), "bes-2");
+  const page = `/backup/policies/${policy.id}/edit`;
+  const form = {
+    name: "renamed",
+    targetId: policy.targetId,
+    backupType: "file",
+    timeZone: "UTC",
+    fullSchedule: policy.fullSchedule,
+    retentionDaily: String(policy.retentionDaily),
+    retentionWeekly: String(policy.retentionWeekly),
+    retentionMonthly: String(policy.retentionMonthly),
+    enabled: "on",
+  };
+  const html = await (await browser.get(page)).text();
+  assert.doesNotMatch(html, /name="besId"/, "the edit form offers no BES field");
+
+  const before = await getPolicy(kv, policy.id);
+  const refused = await browser.postForm(page, { ...form, besId: other.id }, { tokenFrom: page });
+  assert.equal(refused.status, 422);
+  assert.match(await refused.text(), /BES of a policy cannot change/);
+  assert.deepEqual(await getPolicy(kv, policy.id), before, "the policy is unchanged");
+
+  const same = await browser.postForm(page, { ...form, besId: policy.besId }, { tokenFrom: page });
+  assert.equal(same.status, 303);
+  const saved = await browser.postForm(page, { ...form, name: "renamed again" }, { tokenFrom: page });
+  assert.equal(saved.status, 303);
+  assert.equal((await getPolicy(kv, policy.id))!.name, "renamed again");
 });
