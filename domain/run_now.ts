@@ -324,12 +324,10 @@ async function refuseOpenRuns(kv: Deno.Kv, policy: Policy, kind: RunKind, hosts:
   const names = new Map(hosts.map((h) => [h?.id, h?.hostname ?? ""]));
   const busy = [...new Set(open.map((r) => names.get(r.hostId ?? undefined) ?? r.hostId ?? ""))];
   const first = open[0];
+  const what = `${first.kind === "incremental" ? "An" : "A"} ${first.kind} run of policy ${policy.name}`;
   throw new ConflictError(
     busy.length === 1
-      ? `A ${first.kind} run of policy ${policy.name} is already ${first.status} on ${
-        busy[0]
-      } (run ${first.id}): ` +
-        "wait for it to finish."
+      ? `${what} is already ${first.status} on ${busy[0]} (run ${first.id}): wait for it to finish.`
       : `Runs of policy ${policy.name} are already pending or running on ${namesOf(busy)}: ` +
         "wait for them to finish, or choose other hosts.",
   );
