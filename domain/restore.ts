@@ -1301,7 +1301,6 @@ export async function requestImageRestore(
   return restore;
 }
 
-
 /** Throws ValidationError naming the BES and its last heartbeat when the point's BES is not online at `now`. */
 function requireEngineOnline(
   engine: Engine | null,

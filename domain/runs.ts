@@ -1335,7 +1335,8 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
         continue;
       }
       if (!payload) {
-        await ended().set(runKey(run.id), { ...run, status: "skipped", updatedAt: now.toISOString() }).commit();
+        await ended().set(runKey(run.id), { ...run, status: "skipped", updatedAt: now.toISOString() })
+          .commit();
         continue;
       }
       const job = queueJobInOp(op, {
