@@ -20,6 +20,11 @@ export type EngineStatus = (typeof ENGINE_STATUSES)[number];
 export const HEARTBEAT_INTERVAL_SECONDS = 60;
 /** No heartbeat for longer than this → offline + critical alert. */
 export const OFFLINE_AFTER_MS = 3 * 60_000;
+/** True when the engine heartbeated within the offline window at `now` (explicit times, not the status alone). */
+export function engineOnlineAt(engine: Pick<Engine, "status" | "lastHeartbeatAt">, now: Date): boolean {
+  if (engine.status === "offline" || engine.status === "deleting" || !engine.lastHeartbeatAt) return false;
+  return now.getTime() - Date.parse(engine.lastHeartbeatAt) <= OFFLINE_AFTER_MS;
+}
 /** `degraded`: the engine reports memory or disk at or above this percent (see docs/engine-protocol.md). */
 export const DEGRADED_PERCENT = 95;
 /** Metrics history kept per engine: 24 h at one sample a minute. */

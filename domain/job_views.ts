@@ -345,7 +345,7 @@ export interface ActiveHost {
 }
 
 /** The active assignments' hosts of a policy, in host-id order (the order batched dispatch follows). */
-async function activeHostsOf(
+export async function activeHostsOf(
   kv: Deno.Kv,
   policyId: string,
   options: { afterHostId?: string; limit?: number } = {},
@@ -501,7 +501,7 @@ export async function listJobRuns(
   return { values, cursor: more ? shown[shown.length - 1] : "" };
 }
 
-/** Hosts (with their job and run) per atomic write of a retry: 5 mutations each, within KV's 1000. */
+/** Hosts (with their job and run) per atomic write of a retry: 6 mutations each, within KV's 1000. */
 export const RETRY_BATCH = 150;
 /** Estimated bytes per retry write (KV allows 800 KiB of mutations per atomic operation). */
 const RETRY_BATCH_BYTES = 600_000;

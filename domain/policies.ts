@@ -43,12 +43,17 @@ export function policiesByAccountKey(accountId: string, policyId: string) {
   return ["policies_by_account", accountId, policyId] as const;
 }
 
-/** Prefixes of a policy's children (assignments, hooks, replica rules), deleted with it. */
+/**
+ * Prefixes of a policy's children (assignments, hooks, replica rules) and of its open-run index,
+ * deleted with it (its runs stay, as history).
+ */
 export function policyChildPrefixes(policyId: string): Deno.KvKey[] {
-  return [["assignments_by_policy", policyId], ["hooks_by_policy", policyId], [
-    "replicas_by_policy",
-    policyId,
-  ]];
+  return [
+    ["assignments_by_policy", policyId],
+    ["hooks_by_policy", policyId],
+    ["replicas_by_policy", policyId],
+    ["runs_open", policyId],
+  ];
 }
 
 /** The policies writing to a target. */

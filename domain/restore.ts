@@ -8,7 +8,9 @@
  */
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
-import { type Engine, engineActor, engineKey, OFFLINE_AFTER_MS } from "./engines.ts";
+import { type Engine, engineActor, engineKey, engineOnlineAt } from "./engines.ts";
+
+export { engineOnlineAt };
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey, hostScope, requireHost } from "./hosts.ts";
 import { newId, sha256Hex } from "./ids.ts";
@@ -1297,12 +1299,6 @@ export async function requestImageRestore(
   }, now);
   if (!queued) throw new ConflictError("The restore could not be queued; try again");
   return restore;
-}
-
-/** True when the engine heartbeated within the offline window at `now` (explicit times, not the status alone). */
-export function engineOnlineAt(engine: Pick<Engine, "status" | "lastHeartbeatAt">, now: Date): boolean {
-  if (engine.status === "offline" || engine.status === "deleting" || !engine.lastHeartbeatAt) return false;
-  return now.getTime() - Date.parse(engine.lastHeartbeatAt) <= OFFLINE_AFTER_MS;
 }
 
 /** Throws ValidationError naming the BES and its last heartbeat when the point's BES is not online at `now`. */

@@ -118,6 +118,18 @@ export function runByJobKey(jobId: string) {
 export function restorePointKey(id: string) {
   return ["restore_points", id] as const;
 }
+/**
+ * The runs of a policy still pending or running, per host (`"bes"` for a BES run): written with the
+ * run, removed when it ends, so "is a run of this policy and host in flight?" is one short list (run
+ * now refuses then). A reader confirms each entry against its run, so a missed removal never blocks.
+ */
+export function runsOpenKey(policyId: string, hostId: string | null, runId: string) {
+  return ["runs_open", policyId, hostId ?? "bes", runId] as const;
+}
+/** True while a run has not ended. */
+export function isOpenRun(run: Pick<Run, "status">): boolean {
+  return run.status === "pending" || run.status === "running";
+}
 function slotKey(policyId: string, kind: RunKind, minute: string) {
   return ["schedule_slots", policyId, kind, minute] as const;
 }
@@ -270,6 +282,7 @@ export function newRunInOp(
   });
   op.set(runKey(run.id), run).set(runsByPolicyKey(run.policyId, run.id), run.id);
   if (run.jobId) op.set(runByJobKey(run.jobId), run.id);
+  if (isOpenRun(run)) op.set(runsOpenKey(run.policyId, run.hostId, run.id), run.id);
   return run;
 }
 
@@ -664,7 +677,12 @@ async function dispatchPolicy(
   return skipped;
 }
 
-async function offlineAlertId(kv: Deno.Kv, subject: "engine" | "host", id: string): Promise<string | null> {
+/** The open offline alert of an engine or a host (what a skipped run links to), or null. */
+export async function offlineAlertId(
+  kv: Deno.Kv,
+  subject: "engine" | "host",
+  id: string,
+): Promise<string | null> {
   const reason = subject === "engine" ? "engine_offline" : "host_offline";
   return (await kv.get<string>(["alerts_open", subject, id, reason])).value;
 }
@@ -696,6 +714,7 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
       updatedAt: now.toISOString(),
     };
     const op = kv.atomic().check(entry);
+    if (!isOpenRun(next)) op.delete(runsOpenKey(run.policyId, run.hostId, run.id));
     indexRetryableInOp(op, next, now);
     const rp = r.output?.restorePoint as Partial<RestorePoint> & { id?: string } | undefined;
     if (rp?.id && r.status !== "failed" && (job.kind === "backup" || job.kind === "synthetic_full")) {
@@ -900,6 +919,7 @@ export async function retryRun(
   op.set(retryGuardKey(run.id), retry.id)
     .set(runKey(retry.id), retry)
     .set(runsByPolicyKey(retry.policyId, retry.id), retry.id)
+    .set(runsOpenKey(retry.policyId, retry.hostId, retry.id), retry.id)
     .set(runByJobKey(job.id), retry.id);
   appendAudit(op, actor, {
     accountId: run.accountId,
@@ -1227,7 +1247,7 @@ export async function applyRetention(
   return { expired, pruneJobs };
 }
 
-/** Jobs (each with its run) per atomic write in the tick: 500 mutations, within KV's 1000. */
+/** Jobs (each with its run) per atomic write in the tick: 600 mutations, within KV's 1000. */
 const DISPATCH_BATCH = 100;
 /** Estimated bytes per batch write (KV allows 800 KB of mutations per atomic operation). */
 const DISPATCH_BATCH_BYTES = 500_000;
@@ -1240,7 +1260,8 @@ const SLOT_BATCH = 100;
 /** From this many policies due in one tick on (and a quarter of all), the tick scans assignments and hosts whole. */
 const BULK_READ_MIN_POLICIES = 500;
 
-function deferredKey(hostId: string, runId: string) {
+/** A run waiting for its offline agent (catch-up on reconnect dispatches it). */
+export function deferredKey(hostId: string, runId: string) {
   return ["runs_deferred", hostId, runId] as const;
 }
 
@@ -1293,9 +1314,11 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
         await op.commit();
         continue;
       }
+      // Every outcome below but a dispatch ends the run.
+      const ended = () => op.delete(runsOpenKey(run.policyId, run.hostId, run.id));
       const policy = host ? (await kv.get<Policy>(["policies", run.policyId])).value : null;
       if (!policy || newest.get(e.policyId) !== e.runId) {
-        op.set(runKey(run.id), { ...run, status: "skipped", updatedAt: now.toISOString() });
+        ended().set(runKey(run.id), { ...run, status: "skipped", updatedAt: now.toISOString() });
         await op.commit();
         continue;
       }
@@ -1306,13 +1329,14 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
         if (!(error instanceof ValidationError)) throw error;
         // The policy cannot be sent: the deferred run fails with the reason (and its outcome counts).
         const failed = failedBeforeDispatch({ ...run, trigger: "catch_up" }, error.message, now);
-        op.set(runKey(run.id), failed);
+        ended().set(runKey(run.id), failed);
         await recordOutcomeInOp(kv, op, "backup", run, failed, now);
         await op.commit();
         continue;
       }
       if (!payload) {
-        await op.set(runKey(run.id), { ...run, status: "skipped", updatedAt: now.toISOString() }).commit();
+        await ended().set(runKey(run.id), { ...run, status: "skipped", updatedAt: now.toISOString() })
+          .commit();
         continue;
       }
       const job = queueJobInOp(op, {

@@ -130,6 +130,8 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "replications",
     "runs_retryable",
     "runs_deferred",
+    "runs_open",
+    "storage_checks",
     "auto_retry_count",
     "self_backup_verified",
     "run_outcomes",
@@ -168,6 +170,8 @@ export const EPHEMERAL_PREFIXES: readonly string[] = [
   "scheduler_cursor",
   // A running platform sync's lease (expires on its own).
   "platform_sync_lock",
+  // Run now's per-policy write guard (lives a minute).
+  "run_now_guard",
   // One-time BMR tokens live 4 hours; restoring an old bundle must never bring a used token back to life.
   "bmr_tokens",
 ];

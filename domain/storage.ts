@@ -7,11 +7,18 @@ import { z } from "zod";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
 import { type CapacitySample, type CapacityState, nextCapacityState } from "./capacity.ts";
-import { type Engine, engineKey, engineScope, registerEngineCascade } from "./engines.ts";
-import type { Host } from "./hosts.ts";
+import {
+  type Engine,
+  engineKey,
+  engineOnlineAt,
+  engineScope,
+  OFFLINE_AFTER_MS,
+  registerEngineCascade,
+} from "./engines.ts";
+import { type Host, hostKey } from "./hosts.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { queueJobInOp } from "./jobs.ts";
+import { type Job, jobKey, queueJobInOp } from "./jobs.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import {
   deletePolicyCascade,
@@ -524,7 +531,7 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
 }
 
 async function purgeTargetHistory(kv: Deno.Kv, id: string): Promise<void> {
-  for (const prefix of [["capacity_samples", id], ["capacity_daily", id]]) {
+  for (const prefix of [["capacity_samples", id], ["capacity_daily", id], ["storage_checks", id]]) {
     const keys: Deno.KvKey[] = [];
     for await (const e of kv.list({ prefix })) keys.push(e.key);
     for (let i = 0; i < keys.length; i += 500) {
@@ -810,45 +817,93 @@ export function capacityRows(targets: StorageTarget[]) {
   }));
 }
 
-/** The on-demand checks of a storage target (the dashboard's inline actions). */
+/** The on-demand checks of a storage target (its page, the dashboard's inline actions, the API). */
 export const STORAGE_CHECKS = { health_check: "health check", verify: "integrity verification" } as const;
 export type StorageCheck = keyof typeof STORAGE_CHECKS;
 
-/** Online hosts read at most while looking for a relay (a health check is an operator action, not a page). */
-const RELAY_SCAN_LIMIT = 20_000;
+/** The latest request of each check of a target: the job that answers it. */
+function storageCheckKey(targetId: string, check: StorageCheck) {
+  return ["storage_checks", targetId, check] as const;
+}
 
-/**
- * An online relay host that may probe the target (guide, "Health Check vs Integrity Verify"): one of
- * the target's org when it is org-scoped, otherwise any of the account. Online means a heartbeat
- * within 3 minutes of `now`. Null when there is none.
- */
-async function findRelayHost(kv: Deno.Kv, target: StorageTarget, now: Date): Promise<Host | null> {
-  let batch: Deno.KvKey[] = [];
-  let scanned = 0;
-  const pick = async () => {
-    const hosts = await getManyValues<Host>(kv, batch);
-    batch = [];
-    return hosts.find((h) =>
-      h.relay && h.accountId === target.accountId && (!target.orgId || h.orgId === target.orgId) &&
-      h.lastHeartbeatAt !== null && now.getTime() - Date.parse(h.lastHeartbeatAt) <= 3 * 60_000
-    ) ?? null;
-  };
-  for await (const e of kv.list({ prefix: ["hosts_live"] }, { batchSize: 500 })) {
-    batch.push(["hosts", String(e.key[1])]);
-    if (batch.length === 10) {
-      const found = await pick();
-      if (found) return found;
-    }
-    if (++scanned >= RELAY_SCAN_LIMIT) break;
-  }
-  return batch.length ? await pick() : null;
+/** The latest request of a check, as stored (the job holds its status and result). */
+interface StorageCheckRequest {
+  check: StorageCheck;
+  jobId: string;
+  /** Who runs it: `agent:<id>` or `bes:<id>`. */
+  principal: string;
+  /** The host's or the BES's name when it was requested. */
+  runsOn: string;
+  requestedAt: string;
+  requestedBy: string;
+}
+
+/** Hosts read at most while choosing one for a health check (an operator action, not a page). */
+const HOST_SCAN_LIMIT = 20_000;
+
+/** Online: a heartbeat within OFFLINE_AFTER_MS (3 minutes) of `now`. */
+function hostOnline(h: Host, now: Date): boolean {
+  return h.status !== "offline" && h.lastHeartbeatAt !== null &&
+    now.getTime() - Date.parse(h.lastHeartbeatAt) <= OFFLINE_AFTER_MS;
 }
 
 /**
- * Queues an on-demand check of a storage target with its audit entry in the same atomic operation:
- * a health check runs on an online relay host of the target's org (or account) — a reachability probe
- * whose capacity reaches us through the BES heartbeat; an integrity verification (catalog, chains, a
- * restore rehearsal) runs on the target's BES. Needs backup.manage on the target. Returns the job id.
+ * How well a host suits a target's health check, lower first; null when it may not run it. The guide:
+ * "any eligible online relay host in the target org when scoped, otherwise an online host in the same
+ * account" — so a relay host of the target's org, then any host of that org, then a relay host elsewhere
+ * in the account, then any online host of the account (an account-level target: relay, then any).
+ */
+export function healthCheckHostRank(
+  host: Pick<Host, "accountId" | "orgId" | "relay">,
+  target: Pick<StorageTarget, "accountId" | "orgId">,
+): number | null {
+  if (host.accountId !== target.accountId) return null;
+  const elsewhere = target.orgId !== null && host.orgId !== target.orgId ? 2 : 0;
+  return elsewhere + (host.relay ? 0 : 1);
+}
+
+/** The online host that best suits the target's health check (`healthCheckHostRank`), or null. */
+async function chooseHealthCheckHost(kv: Deno.Kv, target: StorageTarget, now: Date): Promise<Host | null> {
+  const best = { host: null as Host | null, rank: Infinity };
+  let batch: Deno.KvKey[] = [];
+  const consider = async () => {
+    for (const h of await getManyValues<Host>(kv, batch)) {
+      const rank = hostOnline(h, now) ? healthCheckHostRank(h, target) : null;
+      if (rank !== null && rank < best.rank) Object.assign(best, { host: h, rank });
+    }
+    batch = [];
+  };
+  let scanned = 0;
+  for await (
+    const e of kv.list<string>({ prefix: ["hosts_by_account", target.accountId] }, { batchSize: 500 })
+  ) {
+    batch.push(hostKey(e.value));
+    if (batch.length === 100) {
+      await consider();
+      if (best.rank === 0) break; // nothing suits better
+    }
+    if (++scanned >= HOST_SCAN_LIMIT) break;
+  }
+  if (batch.length) await consider();
+  return best.host;
+}
+
+/** What a check request answered with: who runs it and its job. */
+export interface StorageCheckQueued {
+  check: StorageCheck;
+  jobId: string;
+  principal: string;
+  runsOn: string;
+}
+
+/**
+ * Queues an on-demand check of a storage target — any target, whatever its health — with its audit entry
+ * and the target's "latest check" record in the same atomic operation. A health check (a reachability
+ * probe; capacity keeps arriving with the BES heartbeat) runs on the online host `healthCheckHostRank`
+ * prefers; its payload names the target and its connection settings (never credentials). An integrity
+ * verification (catalog, chains, a restore rehearsal) runs on the target's BES, which must be online.
+ * Needs backup.manage on the target. Throws ConflictError (the message says why) when no host is online
+ * in the account or the BES is not online.
  */
 export async function requestStorageCheck(
   kv: Deno.Kv,
@@ -856,20 +911,44 @@ export async function requestStorageCheck(
   targetId: string,
   check: StorageCheck,
   now: Date,
-): Promise<string> {
+): Promise<StorageCheckQueued> {
   const target = await requireTarget(kv, actor, targetId);
   authorize(actor, "backup.manage", targetScope(target));
-  let principal = `bes:${target.besId}`;
+  let principal: string;
+  let runsOn: string;
+  const payload: Record<string, unknown> = {
+    targetId: target.id,
+    scope: "storage_target",
+    besId: target.besId,
+  };
   if (check === "health_check") {
-    const relay = await findRelayHost(kv, target, now);
-    if (!relay) {
+    const host = await chooseHealthCheckHost(kv, target, now);
+    if (!host) {
       throw new ConflictError(
-        `No online relay host ${
-          target.orgId ? "in this target's organization" : "in this account"
-        } to run the health check`,
+        `No host of this account is online to run the health check of ${target.name}: ` +
+          "a host is online while its agent sends heartbeats.",
       );
     }
-    principal = `agent:${relay.id}`;
+    principal = `agent:${host.id}`;
+    runsOn = host.hostname;
+    payload.target = { id: target.id, type: target.type, config: target.config };
+  } else {
+    const engine = (await kv.get<Engine>(engineKey(target.besId))).value;
+    if (!engine || !engineOnlineAt(engine, now)) {
+      const state = !engine
+        ? "gone"
+        : engine.status === "deleting"
+        ? "being deleted"
+        : `offline (${
+          engine.lastHeartbeatAt ? `last heartbeat ${engine.lastHeartbeatAt}` : "no heartbeat yet"
+        })`;
+      throw new ConflictError(
+        `The integrity verification of ${target.name} runs on its BES${engine ? ` ${engine.name}` : ""}, ` +
+          `which is ${state}.`,
+      );
+    }
+    principal = `bes:${engine.id}`;
+    runsOn = engine.name;
   }
   const op = kv.atomic();
   const job = queueJobInOp(op, {
@@ -877,17 +956,85 @@ export async function requestStorageCheck(
     principal,
     accountId: target.accountId,
     orgId: target.orgId,
-    payload: { targetId: target.id, scope: "storage_target", besId: target.besId },
+    payload,
     priority: "high",
   }, now);
+  const request: StorageCheckRequest = {
+    check,
+    jobId: job.id,
+    principal,
+    runsOn,
+    requestedAt: now.toISOString(),
+    requestedBy: actor.label,
+  };
+  op.set(storageCheckKey(target.id, check), request);
   appendAudit(op, actor, {
     accountId: target.accountId,
     orgId: target.orgId,
     action: `storage.${check}`,
     objectType: "storage_target",
     objectId: target.id,
-    summary: `Requested a ${STORAGE_CHECKS[check]} of storage target ${target.name}`,
+    summary: `Requested a ${
+      STORAGE_CHECKS[check]
+    } of storage target ${target.name} (job ${job.id} on ${runsOn})`,
   }, now);
   if (!(await op.commit()).ok) throw new ConflictError("Could not queue the check; try again");
-  return job.id;
+  return { check, jobId: job.id, principal, runsOn };
+}
+
+/** The latest run of one check of a target, as its page and the API show it. */
+export interface StorageCheckView {
+  check: StorageCheck;
+  jobId: string;
+  runsOn: string;
+  requestedAt: string;
+  requestedBy: string;
+  /** queued, running (leased), succeeded, failed or cancelled: the job's state. */
+  state: "queued" | "running" | "succeeded" | "failed" | "cancelled" | "unknown";
+  /** The engine's verdict when it answered: success, warning or failed. */
+  result: "success" | "warning" | "failed" | null;
+  finishedAt: string | null;
+  /** The first line of the engine's error, or why the job failed without an answer. */
+  message: string | null;
+  /** What the engine reported (`probe` for a health check, `verification` for a verify). */
+  output: Record<string, unknown> | null;
+}
+
+/** The latest request of each check of a target (health check, integrity verification), null when never. */
+export async function readStorageChecks(
+  kv: Deno.Kv,
+  actor: Actor,
+  targetId: string,
+): Promise<Record<StorageCheck, StorageCheckView | null>> {
+  const target = await requireTarget(kv, actor, targetId);
+  authorize(actor, "backup.view", targetScope(target));
+  const checks = Object.keys(STORAGE_CHECKS) as StorageCheck[];
+  const requests = await kv.getMany<StorageCheckRequest[]>(checks.map((c) => storageCheckKey(target.id, c)));
+  const jobs = await kv.getMany<Job[]>(requests.map((r) => jobKey(r.value?.jobId ?? "none")));
+  const out = {} as Record<StorageCheck, StorageCheckView | null>;
+  checks.forEach((check, i) => {
+    const request = requests[i].value;
+    const job = jobs[i].value;
+    if (!request) return out[check] = null;
+    const r = job?.result ?? null;
+    out[check] = {
+      check,
+      jobId: request.jobId,
+      runsOn: request.runsOn,
+      requestedAt: request.requestedAt,
+      requestedBy: request.requestedBy,
+      state: !job ? "unknown" : job.status === "leased" ? "running" : job.status,
+      result: r?.status ?? null,
+      finishedAt: r?.endedAt ?? (job && job.status === "failed" ? job.updatedAt : null),
+      message: firstLineOf(r?.error?.message) ??
+        (job?.failureReason ? `The job failed without an answer (${job.failureReason})` : null),
+      output: r?.output ?? null,
+    };
+  });
+  return out;
+}
+
+function firstLineOf(message: string | null | undefined): string | null {
+  const line = (message ?? "").split(/\r?\n/).map((l) => l.trim()).find(Boolean);
+  return line ? line.slice(0, 300) : null;
 }

@@ -16,6 +16,8 @@ import {
   createTarget,
   deleteTarget,
   listTargets,
+  readStorageChecks,
+  requestStorageCheck,
   requireTarget,
   TargetCreateInput,
   TargetFilter,
@@ -256,6 +258,78 @@ apiV1Backup.openapi(
     const { kv, clock } = c.get("deps");
     const target = await requireTarget(kv, c.get("actor")!, c.req.valid("param").targetId);
     return c.json({ current: target.capacity, ...(await capacityHistory(kv, target.id, clock())) }, 200);
+  },
+);
+
+const StorageCheckQueued = z.object({
+  check: z.enum(["health_check", "verify"]),
+  jobId: z.string(),
+  principal: z.string().describe("Who runs it: agent:<host id> or bes:<engine id>"),
+  runsOn: z.string().describe("The host's or the BES's name"),
+}).openapi("StorageCheckQueued");
+
+for (
+  const [check, segment, summary] of [
+    [
+      "health_check",
+      "health-check",
+      "Queue a health check of a storage target (any health): a reachability probe on an online host of the account — a relay host of the target's org first, then any host of that org, then a relay host elsewhere in the account, then any online host",
+    ],
+    [
+      "verify",
+      "verify",
+      "Queue an integrity verification of a storage target (catalog, chains, a restore rehearsal) on its BES, which must be online",
+    ],
+  ] as const
+) {
+  apiV1Backup.openapi(
+    createRoute({
+      method: "post",
+      path: `/api/v1/storage/{targetId}/${segment}`,
+      summary,
+      tags: ["Storage"],
+      middleware: [requires("backup.manage")] as const,
+      request: { params: TargetId },
+      responses: {
+        202: ok("Queued; the result arrives with the job (GET …/checks)", StorageCheckQueued),
+        ...common,
+        409: err(
+          check === "health_check"
+            ? "No host of the target's account is online"
+            : "The target's BES is offline (the message names it and its last heartbeat)",
+        ),
+      },
+    }),
+    async (c) => {
+      const { kv, clock } = c.get("deps");
+      const queued = await requestStorageCheck(
+        kv,
+        c.get("actor")!,
+        c.req.valid("param").targetId,
+        check,
+        clock(),
+      );
+      return c.json(queued, 202);
+    },
+  );
+}
+
+apiV1Backup.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/storage/{targetId}/checks",
+    summary:
+      "The latest health check and integrity verification of a storage target: where it ran, the job's state and the engine's result (null when never requested)",
+    tags: ["Storage"],
+    middleware: [requires("backup.view")] as const,
+    request: { params: TargetId },
+    responses: { 200: ok("{ health_check, verify }"), ...common },
+  }),
+  async (c) => {
+    return c.json(
+      await readStorageChecks(c.get("deps").kv, c.get("actor")!, c.req.valid("param").targetId),
+      200,
+    );
   },
 );
 

@@ -12,8 +12,9 @@ import {
 } from "../domain/policies.ts";
 import { RetentionCountsQuery } from "../domain/retention.ts";
 import { previewPolicyRetention } from "../domain/runs.ts";
+import { RUN_NOW_KINDS, RunNowInput, runPolicyNow } from "../domain/run_now.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, ok } from "./api_common.ts";
+import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
 
 const common = {
   401: err("Not signed in or bad token"),
@@ -151,5 +152,63 @@ apiV1Policies.openapi(
     const { kv } = c.get("deps");
     const p = await requirePolicy(kv, c.get("actor")!, c.req.valid("param").policyId);
     return c.json({ objects: await previewPolicyRetention(kv, p, c.req.valid("query")) }, 200);
+  },
+);
+
+const RunNowCreated = z.object({
+  runs: z.array(z.object({
+    id: z.string(),
+    hostId: z.string().nullable(),
+    hostname: z.string().nullable(),
+    jobId: z.string().nullable(),
+    kind: z.enum(RUN_NOW_KINDS),
+    status: z.string(),
+    trigger: z.literal("manual"),
+  })),
+}).openapi("RunNowCreated");
+
+apiV1Policies.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/policies/{policyId}/run",
+    summary:
+      "Run a policy now: a full or incremental on every active host (or the hostIds given), a synthetic full on the BES; trigger manual",
+    tags: ["Policies"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: PolicyId, ...jsonBody(RunNowInput) },
+    responses: {
+      201: ok(
+        "The runs created, each with its job (an offline agent's run waits or is skipped, as scheduled)",
+        RunNowCreated,
+      ),
+      ...common,
+      409: err(
+        "Refused (the message says why): the policy is disabled or paused, its BES is offline, it has no active host, or a run of it is already pending or running on one of the hosts",
+      ),
+      422: err(
+        "Invalid kind or hostIds, a host that is not active on the policy, or too many hosts for one run",
+      ),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const created = await runPolicyNow(
+      kv,
+      c.get("actor")!,
+      c.req.valid("param").policyId,
+      c.req.valid("json"),
+      clock(),
+    );
+    return c.json({
+      runs: created.map(({ run, hostname }) => ({
+        id: run.id,
+        hostId: run.hostId,
+        hostname,
+        jobId: run.jobId,
+        kind: run.kind,
+        status: run.status,
+        trigger: "manual" as const,
+      })),
+    }, 201);
   },
 );

@@ -486,11 +486,17 @@ for (const check of Object.keys(STORAGE_CHECKS) as StorageCheck[]) {
     async (c) => {
       const { kv, clock } = c.get("deps");
       try {
-        const jobId = await requestStorageCheck(kv, c.get("actor")!, c.req.param("targetId"), check, clock());
+        const { jobId, runsOn } = await requestStorageCheck(
+          kv,
+          c.get("actor")!,
+          c.req.param("targetId"),
+          check,
+          clock(),
+        );
         return redirectWithNotice(
           c,
           "/backup/dashboard",
-          `Queued the ${STORAGE_CHECKS[check]} (job ${jobId})`,
+          `Queued the ${STORAGE_CHECKS[check]} on ${runsOn} (job ${jobId})`,
         );
       } catch (error) {
         if (error instanceof ConflictError) {

@@ -37,6 +37,7 @@ import { listTargets, type StorageTarget, TargetFilter } from "../domain/storage
 import CronField from "../islands/CronField.tsx";
 import { previewPolicyRetention } from "../domain/runs.ts";
 import { requires } from "./access.ts";
+import { RunNowSection } from "./policy_run_now.tsx";
 import {
   type HookDraft,
   HooksSection,
@@ -653,6 +654,7 @@ policyRoutes.get("/:policyId", requires("backup.view"), async (c) => {
             </dl>
           </section>
         </div>
+        {await RunNowSection({ kv, actor, policy: p, csrf: c.get("csrfToken"), now: clock() })}
         {await RunsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
         {await RetentionSection({ kv, policy: p, query: c.req.query() })}
         {await HostsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}

@@ -28,7 +28,12 @@ import {
   deleteTarget,
   describeReferences,
   listTargets,
+  readStorageChecks,
+  requestStorageCheck,
   requireTarget,
+  STORAGE_CHECKS,
+  type StorageCheck,
+  type StorageCheckView,
   type StorageTarget,
   TARGET_TYPE_LABELS,
   TARGET_TYPES,
@@ -410,6 +415,114 @@ function formFromTarget(t: StorageTarget): FormData {
   return values;
 }
 
+/** The URL segment of each check (the API's too). */
+const CHECK_PATHS: Record<StorageCheck, string> = { health_check: "health-check", verify: "verify" };
+const CHECK_TITLES: Record<StorageCheck, string> = {
+  health_check: "Health check",
+  verify: "Integrity verify",
+};
+const CHECK_WHAT: Record<StorageCheck, string> = {
+  health_check:
+    "Reachability probe from an online host of the account (a relay host of this target's organization first); capacity arrives with the BES heartbeat.",
+  verify: "Catalog validation, chain integrity and a restore rehearsal, run by the target's BES.",
+};
+const CHECK_STATE_TONE: Record<StorageCheckView["state"], Tone> = {
+  queued: "muted",
+  running: "warn",
+  succeeded: "ok",
+  failed: "bad",
+  cancelled: "muted",
+  unknown: "muted",
+};
+
+/** What the engine reported, in a few words (probe or verification), or null. */
+function checkOutput(view: StorageCheckView): string | null {
+  const probe = view.output?.probe as { reachable?: boolean; latencyMs?: number } | undefined;
+  if (probe) {
+    return `${probe.reachable ? "reachable" : "not reachable"}${
+      typeof probe.latencyMs === "number" ? `, ${probe.latencyMs} ms` : ""
+    }`;
+  }
+  const v = view.output?.verification as
+    | { status?: string; sampled?: number; failedCount?: number }
+    | undefined;
+  if (v) return `${v.status ?? "done"}: ${v.sampled ?? 0} sampled, ${v.failedCount ?? 0} failed`;
+  return null;
+}
+
+/** Health check and integrity verify for every target: the latest of each, and buttons for backup.manage. */
+function ChecksPanel(props: {
+  target: StorageTarget;
+  checks: Record<StorageCheck, StorageCheckView | null>;
+  canManage: boolean;
+  csrf: string;
+}) {
+  const { target, checks, canManage, csrf } = props;
+  return (
+    <section class="panel" id="checks">
+      <h2>Storage checks</h2>
+      <table class="table table--compact">
+        <thead>
+          <tr>
+            <th>Check</th>
+            <th>Last requested</th>
+            <th>Ran on</th>
+            <th>State</th>
+            <th>Result</th>
+            {canManage && <th></th>}
+          </tr>
+        </thead>
+        <tbody>
+          {(Object.keys(STORAGE_CHECKS) as StorageCheck[]).map((check) => {
+            const view = checks[check];
+            const output = view && checkOutput(view);
+            return (
+              <tr key={check} data-check={check}>
+                <td>
+                  {CHECK_TITLES[check]}
+                  <div class="hint">{CHECK_WHAT[check]}</div>
+                </td>
+                <td class="nowrap">
+                  {view ? `${formatTime(view.requestedAt)} by ${view.requestedBy}` : "never"}
+                </td>
+                <td>{view?.runsOn ?? "—"}</td>
+                <td>{view ? <Badge tone={CHECK_STATE_TONE[view.state]}>{view.state}</Badge> : "—"}</td>
+                <td data-testid={`check-result-${check}`}>
+                  {!view || (!view.result && !view.message) ? "—" : (
+                    <>
+                      {view.result && (
+                        <Badge
+                          tone={view.result === "success" ? "ok" : view.result === "warning" ? "warn" : "bad"}
+                        >
+                          {view.result}
+                        </Badge>
+                      )} {output}
+                      {view.message && <div class="hint">{view.message}</div>}
+                      {view.finishedAt && <div class="hint">{formatTime(view.finishedAt)}</div>}
+                    </>
+                  )}
+                </td>
+                {canManage && (
+                  <td>
+                    <form
+                      method="post"
+                      action={`/backup/storage/${target.id}/${CHECK_PATHS[check]}`}
+                      class="inline-form"
+                    >
+                      <Csrf token={csrf} />
+                      <button type="submit" class="btn btn--small">{CHECK_TITLES[check]}</button>
+                    </form>
+                  </td>
+                )}
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+    </section>
+  );
+}
+
 async function targetPage(
   c: Context<AppEnv>,
   target: StorageTarget,
@@ -420,11 +533,12 @@ async function targetPage(
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const now = clock();
-  const [engine, history, policies, refs] = await Promise.all([
+  const [engine, history, policies, refs, checks] = await Promise.all([
     requireEngine(kv, actor, target.besId).catch(() => null),
     capacityHistory(kv, target.id, now),
     listPoliciesByTarget(kv, target.id),
     targetReferences(kv, target.id).then(describeReferences),
+    readStorageChecks(kv, actor, target.id),
   ]);
   const canManage = can(actor, "backup.manage", { accountId: target.accountId, orgId: target.orgId });
   const cap = target.capacity;
@@ -512,6 +626,7 @@ async function targetPage(
             }}
           />
         </section>
+        <ChecksPanel target={target} checks={checks} canManage={canManage} csrf={c.get("csrfToken")} />
         {canManage && (
           <>
             <section class="panel">
@@ -625,3 +740,24 @@ storageRoutes.post("/:targetId/delete", requires("backup.manage"), async (c) => 
   }
   return redirectWithNotice(c, "/backup/storage", `Deleted storage target ${target.name}.`);
 });
+
+for (const check of Object.keys(STORAGE_CHECKS) as StorageCheck[]) {
+  storageRoutes.post(`/:targetId/${CHECK_PATHS[check]}`, requires("backup.manage"), async (c) => {
+    const { kv, clock } = c.get("deps");
+    const back = `/backup/storage/${c.req.param("targetId")}#checks`;
+    try {
+      const { jobId, runsOn } = await requestStorageCheck(
+        kv,
+        c.get("actor")!,
+        c.req.param("targetId"),
+        check,
+        clock(),
+      );
+      return redirectWithNotice(c, back, `Queued the ${STORAGE_CHECKS[check]} on ${runsOn} (job ${jobId}).`);
+    } catch (e) {
+      // A refusal (no online host, BES offline) comes back as the notice; nothing was queued.
+      if (e instanceof ConflictError) return redirectWithNotice(c, back, `Not queued: ${e.message}`);
+      throw e;
+    }
+  });
+}

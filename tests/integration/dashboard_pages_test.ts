@@ -175,8 +175,15 @@ Deno.test("actions are gated by backup.manage: no buttons for a viewer, 403 on P
     tokenFrom: "/backup/dashboard",
   });
   assert.equal(noRelay.status, 303);
-  assertIncludes(await (await operator.get("/backup/dashboard")).text(), "No online relay host");
-  assert.deepEqual(await storageJobs(), [], "no relay host online: nothing queued");
+  assertIncludes(await (await operator.get("/backup/dashboard")).text(), "No host of this account is online");
+  assert.deepEqual(await storageJobs(), [], "no host online: nothing queued");
+  const offlineBes = await operator.postForm(`/backup/dashboard/storage/${s.target.id}/verify`, {}, {
+    tokenFrom: "/backup/dashboard",
+  });
+  assert.equal(offlineBes.status, 303);
+  assertIncludes(await (await operator.get("/backup/dashboard")).text(), "is offline (last heartbeat");
+  assert.deepEqual(await storageJobs(), [], "the BES is offline: no verification queued");
+  await applyHeartbeat(kv, s.engine.id, { version: "1", metrics: engineMetrics() }, s.clock.now());
   const { host: relay } = await enrollHost(
     kv,
     { accountId: s.tenant.account.id, orgId: s.tenant.orgs[0].id },

@@ -346,6 +346,7 @@ const SAMPLE_BODIES: Record<string, unknown> = {
     fullSchedule: "0 2 * * 0",
   },
   "POST /api/v1/restore-points/:restorePointId/search": { query: "*.txt" },
+  "POST /api/v1/policies/:policyId/run": { kind: "full" },
   "PUT /api/v1/storage/:targetId": { name: "Renamed target", type: "local", config: { path: "/srv/x" } },
   "PUT /api/v1/platforms/:platformId": {
     name: "Renamed platform",
@@ -428,6 +429,12 @@ Deno.test("every route declares exactly one access rule", () => {
       "POST /admin/orgs/new",
       "GET /api/v1/users/:userId",
       "GET /healthz",
+      "POST /api/v1/policies/:policyId/run",
+      "POST /backup/policies/:policyId/run",
+      "POST /api/v1/storage/:targetId/health-check",
+      "POST /api/v1/storage/:targetId/verify",
+      "POST /backup/storage/:targetId/health-check",
+      "POST /backup/storage/:targetId/verify",
     ]
   ) {
     assert.ok(paths.includes(expected), `${expected} is enumerated`);

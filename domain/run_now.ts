@@ -1,0 +1,340 @@
+/**
+ * Run now (guide, Permissions Reference: backup.manage "run-now"): an operator starts a policy outside
+ * its schedules. A full or incremental goes to every active host of the policy (or the hosts chosen),
+ * a synthetic full to the policy's BES — the jobs the scheduler would queue (same payload builder, same
+ * offline handling), with trigger `manual`. Refused, with the reason, while the policy is disabled or
+ * paused, its BES is offline, or a run of the policy is already pending or running on one of those hosts.
+ * All or nothing: the runs, their jobs and the audit entry commit in one atomic operation.
+ */
+import { z } from "zod";
+import { appendAudit } from "./audit.ts";
+import { type Assignment, assignmentByPolicyKey, assignmentKey } from "./assignments.ts";
+import { type Engine, engineKey, engineOnlineAt } from "./engines.ts";
+import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { type Host, hostKey } from "./hosts.ts";
+import { addQueuedJob, EnqueueInput, queueJobInOp } from "./jobs.ts";
+import { type ActiveHost, activeHostsOf } from "./job_views.ts";
+import { getManyValues, kvValueBytes } from "./kv.ts";
+import { type Policy, policyKey, requirePolicy } from "./policies.ts";
+import { type Actor, authorize, inScope } from "./rbac.ts";
+import {
+  buildBackupPayload,
+  deferredKey,
+  isOpenRun,
+  newRunInOp,
+  offlineAlertId,
+  type Run,
+  runKey,
+  type RunKind,
+} from "./runs.ts";
+import { type StorageTarget, targetKey } from "./storage.ts";
+
+export const RUN_NOW_KINDS = ["full", "incremental", "synthetic_full"] as const satisfies readonly RunKind[];
+export const RUN_NOW_KIND_LABELS: Record<RunKind, string> = {
+  full: "Full",
+  incremental: "Incremental",
+  synthetic_full: "Synthetic full (on the BES)",
+};
+
+/** Hosts one run-now may start: each adds six writes, and KV allows 1000 per atomic operation. */
+export const RUN_NOW_MAX_HOSTS = 150;
+/** Estimated bytes of one run-now write (KV allows 800 KiB of mutations per atomic operation). */
+const RUN_NOW_MAX_BYTES = 600_000;
+/** Attempts when a racing run-now or policy change invalidates what was read. */
+const ATTEMPTS = 5;
+
+/** The request of a run now (the form, the JSON API and the domain). */
+export const RunNowInput = z.object({
+  kind: z.enum(RUN_NOW_KINDS, { error: "must be full, incremental or synthetic_full" }),
+  hostIds: z.array(z.string().regex(/^[0-9A-Z]{26}$/, "must be host ids"), {
+    error: "must be a list of host ids",
+  })
+    .min(1, "must name at least one host (leave it out to run on every active host)")
+    .max(RUN_NOW_MAX_HOSTS, `must name at most ${RUN_NOW_MAX_HOSTS} hosts`)
+    .transform((ids) => [...new Set(ids)])
+    .optional(),
+}).refine((v) => !(v.kind === "synthetic_full" && v.hostIds), {
+  path: ["hostIds"],
+  message: "must be left out for a synthetic full, which runs on the BES",
+});
+export type RunNowInput = z.input<typeof RunNowInput>;
+
+/** A per-policy write guard: two run-nows of one policy cannot both commit what each read. */
+function runNowGuardKey(policyId: string) {
+  return ["run_now_guard", policyId] as const;
+}
+
+/** What decides whether a policy may run now, before its hosts are looked at. */
+export interface RunNowFacts {
+  policy: Pick<Policy, "name" | "enabled" | "pausedReason">;
+  engine: Pick<Engine, "name" | "status" | "lastHeartbeatAt"> | null;
+  /** Online means a heartbeat within 3 minutes of `now`. */
+  now: Date;
+}
+
+/** Why the policy cannot run now, in words for the operator; null when it may. */
+export function runNowBlockedReason(facts: RunNowFacts): string | null {
+  const { policy, engine } = facts;
+  if (!policy.enabled) return `Policy ${policy.name} is disabled: enable it to run it.`;
+  if (policy.pausedReason === "storage_critical") {
+    return `Policy ${policy.name} is paused (storage_critical): its storage target is at critical capacity. ` +
+      "It resumes by itself when the target is healthy again.";
+  }
+  if (policy.pausedReason) return `Policy ${policy.name} is paused (${policy.pausedReason}).`;
+  if (!engine) return `The BES of policy ${policy.name} is gone.`;
+  if (engine.status === "deleting") return `BES ${engine.name} is being deleted.`;
+  if (!engineOnlineAt(engine, facts.now)) {
+    const last = engine.lastHeartbeatAt ? `last heartbeat ${engine.lastHeartbeatAt}` : "no heartbeat yet";
+    return `BES ${engine.name} is offline (${last}).`;
+  }
+  return null;
+}
+
+/** Hosts the policy page offers to pick from (the run itself takes at most RUN_NOW_MAX_HOSTS). */
+const PAGE_HOSTS = 200;
+
+/**
+ * What the policy page's Run now form needs: why the policy cannot run now (null when it can) and its
+ * active hosts to pick from (at most PAGE_HOSTS; `moreHosts` when there are more).
+ */
+export async function readRunNowState(
+  kv: Deno.Kv,
+  policy: Policy,
+  now: Date,
+): Promise<{ blockedReason: string | null; hosts: ActiveHost[]; moreHosts: boolean }> {
+  const [engine, hosts] = await Promise.all([
+    kv.get<Engine>(engineKey(policy.besId)),
+    activeHostsOf(kv, policy.id, { limit: PAGE_HOSTS + 1 }),
+  ]);
+  return {
+    blockedReason: runNowBlockedReason({ policy, engine: engine.value, now }),
+    hosts: hosts.slice(0, PAGE_HOSTS),
+    moreHosts: hosts.length > PAGE_HOSTS,
+  };
+}
+
+/** A run that run now created, with the host it went to (null: the BES). */
+export interface RunNowRun {
+  run: Run;
+  hostname: string | null;
+}
+
+/**
+ * Starts a policy now: one run per target host (a synthetic full: one on the BES), trigger `manual`,
+ * each with its job built like the scheduler's; an offline agent gets the run the scheduler would give
+ * it (waiting for the agent with catch-up on, otherwise skipped), linked to the host's offline alert.
+ *
+ * Throws NotFoundError outside the actor's scope, ForbiddenError without backup.manage, ValidationError
+ * (422) for a chosen host that is not an active host of the policy or more hosts than one write takes,
+ * ConflictError (409, the message says why) when the policy is disabled or paused, its BES is offline or
+ * gone, it has no active host, or a run of it is already pending or running on a target host. Two
+ * racing calls cannot both start a run for one host: each write checks the policy's run-now guard.
+ */
+export async function runPolicyNow(
+  kv: Deno.Kv,
+  actor: Actor,
+  policyId: string,
+  input: RunNowInput,
+  now: Date,
+): Promise<RunNowRun[]> {
+  const visible = await requirePolicy(kv, actor, policyId);
+  authorize(actor, "backup.manage", { accountId: visible.accountId, orgId: visible.orgId });
+  const data = RunNowInput.parse(input);
+  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    const [policyEntry, guard] = await kv.getMany<[Policy, string]>([
+      policyKey(policyId),
+      runNowGuardKey(policyId),
+    ]);
+    const policy = policyEntry.value;
+    if (!policy) throw new NotFoundError("Policy not found");
+    const [engineEntry, targetEntry] = await kv.getMany<[Engine, StorageTarget]>([
+      engineKey(policy.besId),
+      targetKey(policy.targetId),
+    ]);
+    const engine = engineEntry.value;
+    const blocked = runNowBlockedReason({ policy, engine, now });
+    if (blocked || !engine) throw new ConflictError(blocked ?? "The BES is gone");
+    const target = targetEntry.value;
+    if (!target) throw new ConflictError(`The storage target of policy ${policy.name} is gone.`);
+
+    const hosts: Array<ActiveHost | null> = data.kind === "synthetic_full"
+      ? [null]
+      : await targetHosts(kv, actor, policy, data.hostIds);
+    await refuseOpenRuns(kv, policy, data.kind, hosts);
+
+    const payload = data.kind === "synthetic_full"
+      ? { policyId: policy.id, targetId: target.id }
+      : await buildBackupPayload(kv, policy, engine, target, data.kind);
+    const perWrite = Math.max(
+      1,
+      Math.min(RUN_NOW_MAX_HOSTS, Math.floor(RUN_NOW_MAX_BYTES / (kvValueBytes(payload) + 2048))),
+    );
+    if (hosts.length > perWrite) {
+      const message =
+        `Run now starts at most ${perWrite} hosts at once for this policy, and ${hosts.length} ` +
+        `were asked for: choose up to ${perWrite} with hostIds`;
+      throw new ValidationError(message, { hostIds: message });
+    }
+    const offline = hosts.filter((h): h is ActiveHost => h?.status === "offline");
+    const alerts = new Map(
+      await Promise.all(offline.map(async (h) => [h.id, await offlineAlertId(kv, "host", h.id)] as const)),
+    );
+
+    const op = kv.atomic()
+      .check(policyEntry)
+      .check(guard)
+      .set(runNowGuardKey(policy.id), now.toISOString(), { expireIn: 60_000 });
+    const base = {
+      policyId: policy.id,
+      accountId: policy.accountId,
+      orgId: policy.orgId,
+      kind: data.kind,
+      trigger: "manual" as const,
+      scheduledFor: now.toISOString(),
+      error: null,
+      alertId: null,
+    };
+    const created: RunNowRun[] = [];
+    if (data.kind === "synthetic_full") {
+      const job = queueJobInOp(
+        op,
+        {
+          kind: "synthetic_full",
+          principal: `bes:${engine.id}`,
+          accountId: policy.accountId,
+          orgId: policy.orgId,
+          payload,
+        },
+        now,
+        { fresh: true },
+      );
+      created.push({
+        run: newRunInOp(op, { ...base, hostId: null, jobId: job.id, status: "pending" }, now),
+        hostname: null,
+      });
+    } else {
+      // Validated once; each host's job differs only in its principal and `hostId`, as in the tick.
+      const template = EnqueueInput.parse({
+        kind: "backup",
+        principal: `bes:${engine.id}`,
+        accountId: policy.accountId,
+        orgId: policy.orgId,
+        payload,
+      });
+      for (const host of hosts as ActiveHost[]) {
+        if (host.status === "offline") {
+          const run = newRunInOp(op, {
+            ...base,
+            hostId: host.id,
+            jobId: null,
+            status: policy.catchUpOnReconnect ? "pending" : "skipped",
+            error: { reason: "ENGINE_OFFLINE", message: `Agent on ${host.hostname} is offline` },
+            alertId: alerts.get(host.id) ?? null,
+          }, now);
+          if (policy.catchUpOnReconnect) op.set(deferredKey(host.id, run.id), policy.id);
+          created.push({ run, hostname: host.hostname });
+          continue;
+        }
+        const job = addQueuedJob(
+          op,
+          {
+            ...template,
+            principal: `agent:${host.id}`,
+            payload: { ...template.payload, hostId: host.id },
+          },
+          now,
+          { fresh: true },
+        );
+        created.push({
+          run: newRunInOp(op, { ...base, hostId: host.id, jobId: job.id, status: "pending" }, now),
+          hostname: host.hostname,
+        });
+      }
+    }
+    appendAudit(op, actor, {
+      accountId: policy.accountId,
+      orgId: policy.orgId,
+      action: "policy.run_now",
+      objectType: "policy",
+      objectId: policy.id,
+      summary: data.kind === "synthetic_full"
+        ? `Ran policy ${policy.name} now: a synthetic full on BES ${engine.name}`
+        : `Ran policy ${policy.name} now: ${created.length} ${data.kind} run${
+          created.length === 1 ? "" : "s"
+        } (${namesOf(created.map((c) => c.hostname ?? ""))})`,
+    }, now);
+    if ((await op.commit()).ok) return created;
+  }
+  throw new ConflictError("The policy changed or was run by someone else meanwhile; try again");
+}
+
+/** The hosts a backup run now goes to: the chosen ones, each an active host of the policy, or all active. */
+async function targetHosts(
+  kv: Deno.Kv,
+  actor: Actor,
+  policy: Policy,
+  hostIds: string[] | undefined,
+): Promise<ActiveHost[]> {
+  const active = await activeHostsOf(kv, policy.id);
+  if (!hostIds) {
+    if (!active.length) {
+      throw new ConflictError(`Policy ${policy.name} has no active host to back up: assign a host first.`);
+    }
+    return active;
+  }
+  const byId = new Map(active.map((h) => [h.id, h]));
+  const missing = hostIds.filter((id) => !byId.has(id));
+  if (missing.length) {
+    const id = missing[0];
+    const pointer = (await kv.get<string>(assignmentByPolicyKey(policy.id, id))).value;
+    const [assignment, host] = await Promise.all([
+      pointer ? kv.get<Assignment>(assignmentKey(pointer)).then((e) => e.value) : null,
+      kv.get<Host>(hostKey(id)).then((e) => e.value),
+    ]);
+    // A host outside the actor's scope is named by the id it was given, never by its name.
+    const name = host && inScope(actor, host) ? host.hostname : id;
+    const message = assignment && host
+      ? `Host ${name} is ${assignment.state} on this policy, not active`
+      : `Host ${name} is not assigned to this policy`;
+    throw new ValidationError(message, { hostIds: message });
+  }
+  return hostIds.map((id) => byId.get(id)!);
+}
+
+/** Refuses (409) when a run of the policy is pending or running on any of `hosts` (null: the BES). */
+async function refuseOpenRuns(kv: Deno.Kv, policy: Policy, kind: RunKind, hosts: Array<ActiveHost | null>) {
+  const runIds = (await Promise.all(hosts.map(async (h) => {
+    const ids: string[] = [];
+    for await (const e of kv.list<string>({ prefix: ["runs_open", policy.id, h?.id ?? "bes"] })) {
+      ids.push(e.value);
+    }
+    return ids;
+  }))).flat();
+  if (!runIds.length) return;
+  // The index is confirmed against the runs themselves (an entry whose run ended does not count).
+  const open = (await getManyValues<Run>(kv, runIds.map((id) => runKey(id)))).filter(isOpenRun);
+  if (!open.length) return;
+  if (kind === "synthetic_full") {
+    throw new ConflictError(
+      `A synthetic full of policy ${policy.name} is already ${open[0].status} on its BES (run ${
+        open[0].id
+      }).`,
+    );
+  }
+  const names = new Map(hosts.map((h) => [h?.id, h?.hostname ?? ""]));
+  const busy = [...new Set(open.map((r) => names.get(r.hostId ?? undefined) ?? r.hostId ?? ""))];
+  const first = open[0];
+  const what = `${first.kind === "incremental" ? "An" : "A"} ${first.kind} run of policy ${policy.name}`;
+  throw new ConflictError(
+    busy.length === 1
+      ? `${what} is already ${first.status} on ${busy[0]} (run ${first.id}): wait for it to finish.`
+      : `Runs of policy ${policy.name} are already pending or running on ${namesOf(busy)}: ` +
+        "wait for them to finish, or choose other hosts.",
+  );
+}
+
+/** Up to five names, then how many more. */
+function namesOf(names: string[]): string {
+  const shown = names.slice(0, 5).join(", ");
+  return names.length > 5 ? `${shown} and ${names.length - 5} more` : shown;
+}

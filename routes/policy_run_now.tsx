@@ -1,0 +1,142 @@
+/**
+ * The policy page's Run now panel (guide, backup.manage "run-now") and its form POST: a kind, optional
+ * hosts (none ticked = every active host), then a redirect back with what was started or why not.
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import { Csrf } from "../components/ui.tsx";
+import { ConflictError, ValidationError } from "../domain/errors.ts";
+import type { Policy } from "../domain/policies.ts";
+import { type Actor, can } from "../domain/rbac.ts";
+import {
+  readRunNowState,
+  RUN_NOW_KIND_LABELS,
+  RUN_NOW_KINDS,
+  RUN_NOW_MAX_HOSTS,
+  type RunNowRun,
+  runPolicyNow,
+} from "../domain/run_now.ts";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { list, readForm, str } from "./forms.ts";
+import { redirectWithNotice } from "./render.tsx";
+
+export const policyRunNowRoutes = new Hono<AppEnv>();
+
+/** The Run now panel: the form for backup.manage, why it cannot run when it cannot, a note otherwise. */
+export async function RunNowSection(
+  props: { kv: Deno.Kv; actor: Actor; policy: Policy; csrf: string; now: Date },
+) {
+  const { kv, actor, policy, csrf, now } = props;
+  if (!can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId })) {
+    return (
+      <section class="panel" id="run-now">
+        <h2>Run now</h2>
+        <p class="muted" data-testid="run-now-denied">
+          Running a policy outside its schedules needs the backup.manage permission, which your role does not
+          have here.
+        </p>
+      </section>
+    );
+  }
+  const { blockedReason, hosts, moreHosts } = await readRunNowState(kv, policy, now);
+  return (
+    <section class="panel" id="run-now">
+      <h2>Run now</h2>
+      {blockedReason && <p class="notice notice--warn" data-testid="run-now-blocked">{blockedReason}</p>}
+      <form
+        method="post"
+        action={`/backup/policies/${policy.id}/run`}
+        class="form"
+        data-testid="run-now-form"
+      >
+        <Csrf token={csrf} />
+        <div class="field">
+          <label for="run-now-kind">Kind</label>
+          <select id="run-now-kind" name="kind">
+            {RUN_NOW_KINDS.map((k) => <option key={k} value={k}>{RUN_NOW_KIND_LABELS[k]}</option>)}
+          </select>
+        </div>
+        {hosts.length > 0 && (
+          <fieldset class="field">
+            <legend>Hosts (none ticked: all {moreHosts ? "" : `${hosts.length} `}active hosts)</legend>
+            {hosts.map((h) => (
+              <label class="choice" key={h.id}>
+                <input type="checkbox" name="hostIds" value={h.id} /> {h.hostname}
+                {h.status === "offline" ? " (agent offline)" : ""}
+              </label>
+            ))}
+            {moreHosts && <p class="hint">More active hosts than shown; the first 200 are listed.</p>}
+          </fieldset>
+        )}
+        <p class="hint">
+          Starts the same jobs a schedule would (trigger “manual”), at most {RUN_NOW_MAX_HOSTS}{" "}
+          hosts at once. A synthetic full runs on the BES and takes no hosts. A host with a run of this policy
+          still pending or running is refused.
+        </p>
+        <div class="form-actions">
+          <button
+            type="submit"
+            class="btn btn--primary"
+            disabled={blockedReason !== null}
+            title={blockedReason ?? undefined}
+          >
+            Run now
+          </button>
+        </div>
+      </form>
+    </section>
+  );
+}
+
+/** What the notice says about the runs started. */
+function startedNotice(created: RunNowRun[]): string {
+  const kind = created[0].run.kind.replace("_", " ");
+  if (!created[0].run.hostId) return `Started a ${kind} on the BES (run ${created[0].run.id}).`;
+  const queued = created.filter((c) => c.run.jobId).length;
+  const waiting = created.filter((c) => !c.run.jobId && c.run.status === "pending").length;
+  const skipped = created.filter((c) => c.run.status === "skipped").length;
+  const names = created.slice(0, 5).map((c) => c.hostname).join(", ") +
+    (created.length > 5 ? ` and ${created.length - 5} more` : "");
+  const parts = [`${queued} queued`];
+  if (waiting) parts.push(`${waiting} waiting for an offline agent`);
+  if (skipped) parts.push(`${skipped} skipped (agent offline)`);
+  return `Started ${created.length} ${kind} run${created.length === 1 ? "" : "s"} on ${names}: ${
+    parts.join(", ")
+  }.`;
+}
+
+policyRunNowRoutes.post("/policies/:policyId/run", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const policyId = c.req.param("policyId");
+  const form = await readForm(c);
+  const hostIds = list(form, "hostIds");
+  const back = `/backup/policies/${policyId}#runs`;
+  try {
+    const created = await runPolicyNow(
+      kv,
+      c.get("actor")!,
+      policyId,
+      {
+        kind: str(form, "kind") as typeof RUN_NOW_KINDS[number],
+        hostIds: hostIds.length ? hostIds : undefined,
+      },
+      clock(),
+    );
+    return redirectWithNotice(c, back, startedNotice(created));
+  } catch (e) {
+    // Refusals come back as the notice; nothing was started.
+    if (e instanceof z.ZodError) {
+      const issue = e.issues[0];
+      return redirectWithNotice(
+        c,
+        `/backup/policies/${policyId}#run-now`,
+        `Not run: ${String(issue.path[0] ?? "the form")} ${issue.message}`,
+      );
+    }
+    if (e instanceof ValidationError || e instanceof ConflictError) {
+      return redirectWithNotice(c, `/backup/policies/${policyId}#run-now`, `Not run: ${e.message}`);
+    }
+    throw e;
+  }
+});
