@@ -222,15 +222,8 @@ export type AlertFilter = z.infer<typeof AlertFilter>;
 /** Alerts of the actor's account newest first, filtered, within scope. Throws InvalidCursorError. */
 export async function listAlerts(kv: Deno.Kv, actor: Actor, filter: AlertFilter): Promise<Page<Alert>> {
   if (!actor.accountId) return { values: [], cursor: "" };
-  const iter = CursorList.fromCursor<string>(
-    kv,
-    { prefix: ["alerts_by_account", actor.accountId] },
-    filter.cursor,
-    {
-      reverse: true,
-      batchSize: 100,
-    },
-  );
+  const selector = { prefix: ["alerts_by_account", actor.accountId] };
+  const iter = CursorList.fromCursor<string>(kv, selector, filter.cursor, { reverse: true, batchSize: 100 });
   const values: Alert[] = [];
   let batch: Deno.KvKey[] = [];
   let scanned = 0;
