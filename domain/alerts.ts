@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
+import { CursorField, CursorList } from "./cursor.ts";
 import { NotFoundError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues, type Page, withRetry } from "./kv.ts";
@@ -215,19 +216,16 @@ export async function countOpenAlerts(kv: Deno.Kv, actor: Actor): Promise<number
 export const AlertFilter = z.object({
   status: z.enum(["", ...ALERT_STATUSES]).catch(""),
   severity: z.enum(["", ...ALERT_SEVERITIES]).catch(""),
-  cursor: z.string().max(500).catch(""),
+  cursor: CursorField,
   limit: z.coerce.number().int().min(1).max(200).catch(50),
 });
 export type AlertFilter = z.infer<typeof AlertFilter>;
 
-/** Alerts of the actor's account newest first, filtered, within scope. */
+/** Alerts of the actor's account newest first, filtered, within scope. Throws InvalidCursorError. */
 export async function listAlerts(kv: Deno.Kv, actor: Actor, filter: AlertFilter): Promise<Page<Alert>> {
   if (!actor.accountId) return { values: [], cursor: "" };
-  const iter = kv.list<string>({ prefix: ["alerts_by_account", actor.accountId] }, {
-    reverse: true,
-    cursor: filter.cursor || undefined,
-    batchSize: 100,
-  });
+  const selector = { prefix: ["alerts_by_account", actor.accountId] };
+  const iter = CursorList.fromCursor<string>(kv, selector, filter.cursor, { reverse: true, batchSize: 100 });
   const values: Alert[] = [];
   let batch: Deno.KvKey[] = [];
   let scanned = 0;
@@ -243,10 +241,12 @@ export async function listAlerts(kv: Deno.Kv, actor: Actor, filter: AlertFilter)
   for await (const e of iter) {
     batch.push(alertKey(e.value));
     scanned++;
-    if (batch.length === 10) await flush();
+    // Never read more candidates than the page still needs: the cursor points after the last key read,
+    // so an alert beyond the limit would be skipped by the next page.
+    if (batch.length >= Math.min(10, filter.limit - values.length)) await flush();
     if (values.length >= filter.limit || scanned >= 5000) {
       await flush();
-      return { values: values.slice(0, filter.limit), cursor: iter.cursor };
+      return { values, cursor: iter.cursor };
     }
   }
   await flush();

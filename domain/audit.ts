@@ -1,5 +1,6 @@
 /** Append-only audit log. Entries are written inside the same atomic operation as their mutation. */
 import { z } from "zod";
+import { CursorField, CursorList } from "./cursor.ts";
 import { newId } from "./ids.ts";
 import type { Page } from "./kv.ts";
 import { type Actor, inScope } from "./rbac.ts";
@@ -54,7 +55,7 @@ export const AuditFilter = z.object({
   orgId: z.string().trim().max(40).optional().default(""),
   from: z.union([z.literal(""), z.iso.date({ error: "must be a date (YYYY-MM-DD)" })]).optional().default(""),
   to: z.union([z.literal(""), z.iso.date({ error: "must be a date (YYYY-MM-DD)" })]).optional().default(""),
-  cursor: z.string().max(500).optional().default(""),
+  cursor: CursorField,
   limit: z.coerce.number().int().min(1).max(200).optional().default(50),
 });
 export type AuditFilter = z.infer<typeof AuditFilter>;
@@ -63,7 +64,7 @@ const SCAN_BUDGET = 5000;
 
 /**
  * Lists the account's audit entries newest first, filtered and scoped to what the actor may see.
- * Scans at most SCAN_BUDGET entries per page; the cursor resumes the scan.
+ * Scans at most SCAN_BUDGET entries per page; the cursor resumes the scan. Throws InvalidCursorError.
  */
 export async function listAudit(kv: Deno.Kv, actor: Actor, filter: AuditFilter): Promise<Page<AuditEntry>> {
   if (!actor.accountId) return { values: [], cursor: "" };
@@ -74,7 +75,7 @@ export async function listAudit(kv: Deno.Kv, actor: Actor, filter: AuditFilter):
   if (filter.to) Object.assign(selector, { end: [...prefix, ulidFloor(Date.parse(filter.to) + 86_400_000)] });
   if (filter.from && !filter.to) Object.assign(selector, { end: [...prefix, "\uffff"] });
   if (filter.to && !filter.from) Object.assign(selector, { start: [...prefix, ""] });
-  const iter = kv.list<AuditEntry>(selector, { reverse: true, cursor: filter.cursor || undefined });
+  const iter = CursorList.fromCursor<AuditEntry>(kv, selector, filter.cursor, { reverse: true });
   const values: AuditEntry[] = [];
   let scanned = 0;
   const actorNeedle = filter.actor.toLowerCase();

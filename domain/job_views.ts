@@ -14,6 +14,7 @@
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { nextRuns } from "./cron_rules.ts";
+import { openIdCursor } from "./cursor.ts";
 import type { Engine } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey } from "./hosts.ts";
@@ -478,7 +479,8 @@ async function requireJobPolicy(kv: Deno.Kv, actor: Actor, id: string): Promise<
 
 /**
  * A job's runs, newest first, a page at a time: `cursor` is the id of the last run of the previous page
- * ("" when there is no more). Throws NotFoundError outside the actor's scope.
+ * ("" when there is no more). Throws NotFoundError outside the actor's scope, InvalidCursorError for a
+ * cursor that is not a run id.
  */
 export async function listJobRuns(
   kv: Deno.Kv,
@@ -489,7 +491,8 @@ export async function listJobRuns(
   authorize(actor, "backup.view");
   const owner = (await findPlatformJob(kv, actor, id))?.job ?? await requireJobPolicy(kv, actor, id);
   const prefix = ["runs_by_policy", owner.id];
-  const selector = page.cursor ? { prefix, end: [...prefix, page.cursor] } : { prefix };
+  const cursor = openIdCursor(page.cursor);
+  const selector = cursor ? { prefix, end: [...prefix, cursor] } : { prefix };
   const ids: string[] = [];
   for await (const e of kv.list<string>(selector, { reverse: true, limit: page.limit + 1 })) {
     ids.push(e.value);

@@ -17,6 +17,7 @@ import {
   type AlertSeverity,
 } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
+import { CursorField, CursorList } from "./cursor.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId, randomToken } from "./ids.ts";
 import { getManyValues, type Page, withRetry } from "./kv.ts";
@@ -1451,12 +1452,15 @@ export async function sendTestNotification(
 export const DeliveryFilter = z.object({
   channelId: z.string().max(40).catch(""),
   status: z.enum(["", ...DELIVERY_STATUSES]).catch(""),
-  cursor: z.string().max(500).catch(""),
+  cursor: CursorField,
   limit: z.coerce.number().int().min(1).max(200).catch(50),
 });
 export type DeliveryFilter = z.infer<typeof DeliveryFilter>;
 
-/** Deliveries the actor may see, newest first, filtered by channel and status; cursor-paginated. */
+/**
+ * Deliveries the actor may see, newest first, filtered by channel and status; cursor-paginated.
+ * Throws InvalidCursorError.
+ */
 export async function listDeliveries(
   kv: Deno.Kv,
   actor: Actor,
@@ -1466,9 +1470,8 @@ export async function listDeliveries(
   const prefix = filter.channelId
     ? ["notification_deliveries_by_channel", filter.channelId]
     : ["notification_deliveries_by_account", actor.accountId];
-  const iter = kv.list<string>({ prefix }, {
+  const iter = CursorList.fromCursor<string>(kv, { prefix }, filter.cursor, {
     reverse: true,
-    cursor: filter.cursor || undefined,
     batchSize: 100,
   });
   const values: NotificationDelivery[] = [];

@@ -8,6 +8,14 @@
  */
 import { z } from "zod";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
+import {
+  CursorField,
+  CursorList,
+  InvalidCursorError,
+  openCursor,
+  sealCursor,
+  selectorBinding,
+} from "./cursor.ts";
 import { NotFoundError } from "./errors.ts";
 import type { Host } from "./hosts.ts";
 import { COUNT_DOWN, COUNT_UP, getManyValues } from "./kv.ts";
@@ -465,7 +473,7 @@ export const ProtectedFilter = z.object({
   lastBackupStatus: z.enum(["", ...LAST_BACKUP_STATUSES]).catch(""),
   protection: z.enum(["", ...PROTECTION_STATES]).catch(""),
   rpoBreach: z.enum(["", "true", "false"]).catch(""),
-  cursor: z.string().max(1000).catch(""),
+  cursor: CursorField,
   limit: z.coerce.number().int().min(1).max(200).catch(50),
 });
 export type ProtectedFilter = z.infer<typeof ProtectedFilter>;
@@ -526,11 +534,31 @@ function planScan(accountId: string, f: ProtectedFilter, now: Date): Scan {
   return { ranges: [{ prefix: ["po_name", accountId] }], namePos: 2 };
 }
 
+const ProtectedPosition = z.object({ r: z.number().int().min(0), c: z.string() });
+
+/** Where a protected-objects cursor resumes: the range walked and the KV position in it. */
+function openProtectedCursor(
+  binding: string,
+  cursor: string,
+  ranges: number,
+): { range: number; position: string } {
+  const opened = openCursor(binding, cursor);
+  if (!opened) return { range: 0, position: "" };
+  let parsed: z.infer<typeof ProtectedPosition>;
+  try {
+    parsed = ProtectedPosition.parse(JSON.parse(opened));
+  } catch {
+    throw new InvalidCursorError();
+  }
+  if (parsed.r >= ranges) throw new InvalidCursorError();
+  return { range: parsed.r, position: parsed.c };
+}
+
 /**
  * Protected objects of the actor's account inside its org scope, filtered, by name — or, with
  * rpoBreach=true, longest breach first. Walks one index (see `planScan`), checks scope and the name
  * from the index entry, then reads the candidates and applies every filter; RPO breach is evaluated at
- * `now`. Reads at most PROTECTED_SCAN_LIMIT index entries per page.
+ * `now`. Reads at most PROTECTED_SCAN_LIMIT index entries per page. Throws InvalidCursorError for a cursor this list did not hand out.
  */
 export async function listProtectedObjects(
   kv: Deno.Kv,
@@ -541,23 +569,16 @@ export async function listProtectedObjects(
   const f = ProtectedFilter.parse(filter);
   if (!actor.accountId) return { values: [], cursor: "", partial: false };
   const plan = planScan(actor.accountId, f, now);
-  let start = { range: 0, cursor: "" };
-  if (f.cursor) {
-    try {
-      const parsed = JSON.parse(atob(f.cursor));
-      start = { range: Number(parsed.r) || 0, cursor: String(parsed.c ?? "") };
-    } catch {
-      start = { range: 0, cursor: "" };
-    }
-  }
+  // The cursor is bound to the indexes walked (not to a range's end: the due range ends at `now`).
+  const binding = plan.ranges.map((r) => selectorBinding({ prefix: r.prefix })).join(" ");
+  const start = openProtectedCursor(binding, f.cursor, plan.ranges.length);
   const needle = f.q.toLowerCase();
   const values: ProtectedObject[] = [];
   let scanned = 0;
   for (let r = start.range; r < plan.ranges.length; r++) {
     const range = plan.ranges[r];
     const selector = range.end ? { start: range.prefix, end: range.end } : { prefix: range.prefix };
-    const iter = kv.list<string>(selector, {
-      cursor: r === start.range && start.cursor ? start.cursor : undefined,
+    const iter = new CursorList<string>(kv, selector, r === start.range ? start.position : "", {
       batchSize: 500,
     });
     let batch: Deno.KvKey[] = [];
@@ -577,7 +598,7 @@ export async function listProtectedObjects(
         await flush();
         return {
           values,
-          cursor: btoa(JSON.stringify({ r, c: iter.cursor })),
+          cursor: sealCursor(binding, JSON.stringify({ r, c: iter.position })),
           partial: values.length < f.limit,
         };
       }

@@ -8,6 +8,7 @@
  */
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
+import { CursorField, openIdCursor } from "./cursor.ts";
 import { type Engine, engineActor, engineKey, engineOnlineAt } from "./engines.ts";
 
 export { engineOnlineAt };
@@ -239,7 +240,8 @@ export const RestorePointFilter = z.object({
   chainId: z.string().trim().max(200).catch(""),
   status: z.enum(["", ...RESTORE_POINT_STATUSES]).catch(""),
   verification: z.enum(["", ...VERIFICATION_STATUSES]).catch(""),
-  cursor: IdFilter,
+  /** The last point of the previous page; checked by `openIdCursor` (an invalid one is an error, not ""). */
+  cursor: CursorField,
   limit: z.coerce.number().int().min(1).max(200).catch(50),
 });
 export type RestorePointFilter = z.infer<typeof RestorePointFilter>;
@@ -325,7 +327,8 @@ async function restorablePolicies(kv: Deno.Kv, actor: Actor): Promise<Policy[]> 
  * Restore points in the actor's scope, newest first, filtered by host, policy, BES, chain, status and
  * verification, a page at a time. The account's policies' point indexes are merged newest first, so only
  * the actor's own account is read; a page reads at most RESTORE_POINT_SCAN_LIMIT points, and the cursor
- * (the last point read) resumes the scan. Throws ForbiddenError without backup.restore.
+ * (the last point read) resumes the scan. Throws ForbiddenError without backup.restore, InvalidCursorError
+ * for a cursor that is not a point id.
  */
 export async function listRestorePoints(
   kv: Deno.Kv,
@@ -334,6 +337,7 @@ export async function listRestorePoints(
 ): Promise<{ values: RestorePointView[]; cursor: string }> {
   authorize(actor, "backup.restore");
   const filter = RestorePointFilter.parse(filterInput);
+  filter.cursor = openIdCursor(filter.cursor);
   const policies = (await restorablePolicies(kv, actor)).filter((p) =>
     (!filter.policyId || p.id === filter.policyId) && (!filter.besId || p.besId === filter.besId)
   );
@@ -1585,7 +1589,10 @@ export async function getRestore(kv: Deno.Kv, actor: Actor, id: string): Promise
   return restoreWithJob(restore, await getJob(kv, restore.jobId), restore.updatedAt);
 }
 
-/** Restores of the actor's account in its scope, newest first, a page at a time (bounded scan). */
+/**
+ * Restores of the actor's account in its scope, newest first, a page at a time (bounded scan). The
+ * cursor is the id of the last restore of the previous page; another one is an InvalidCursorError.
+ */
 export async function listRestores(
   kv: Deno.Kv,
   actor: Actor,
@@ -1595,7 +1602,8 @@ export async function listRestores(
   const limit = Math.min(200, Math.max(1, page.limit ?? 50));
   if (!actor.accountId && actor.kind !== "system") return { values: [], cursor: "" };
   const prefix: Deno.KvKey = actor.accountId ? ["restores_by_account", actor.accountId] : ["restores"];
-  const selector = page.cursor ? { prefix, end: [...prefix, page.cursor] } : { prefix };
+  const cursor = openIdCursor(page.cursor);
+  const selector = cursor ? { prefix, end: [...prefix, cursor] } : { prefix };
   const found: RestoreRequest[] = [];
   let scanned = 0;
   let last = "";

@@ -8,6 +8,7 @@
  */
 import { appendAudit } from "./audit.ts";
 import { compileCron } from "./cron_rules.ts";
+import { openIdCursor } from "./cursor.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import type { Engine } from "./engines.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
@@ -1420,7 +1421,8 @@ export const RUN_SCAN_LIMIT = 5000;
 /**
  * Runs in the actor's scope, newest first, filtered (e.g. by failure reason), a page at a time. The
  * cursor is the id of the last run scanned, so a sparse filter never scans more than RUN_SCAN_LIMIT
- * entries per request; `cursor: ""` means there is nothing more.
+ * entries per request; `cursor: ""` means there is nothing more. Throws InvalidCursorError for a cursor
+ * that is not a run id.
  */
 export async function listRuns(
   kv: Deno.Kv,
@@ -1431,7 +1433,8 @@ export async function listRuns(
   authorize(actor, "backup.view");
   if (filter.policyId) await requirePolicy(kv, actor, filter.policyId); // 404 outside the scope
   const prefix: Deno.KvKey = filter.policyId ? ["runs_by_policy", filter.policyId] : ["runs"];
-  const selector = page.cursor ? { prefix, end: [...prefix, page.cursor] } : { prefix };
+  const cursor = openIdCursor(page.cursor);
+  const selector = cursor ? { prefix, end: [...prefix, cursor] } : { prefix };
   const values: Run[] = [];
   let scanned = 0;
   let last = "";

@@ -1,8 +1,10 @@
 /**
  * A minimal SMTP client (RFC 5321) for notification email: EHLO, optional STARTTLS or implicit TLS,
  * AUTH PLAIN/LOGIN, one message to several recipients. The connection is injectable (`SmtpConnector`)
- * so tests can talk to a real server on loopback with their own CA.
+ * so tests can talk to a real server on loopback with their own CA. The server's replies reach delivery
+ * errors only scrubbed of the password (domain/scrub.ts: a server that echoes `AUTH PLAIN <base64>`).
  */
+import { SecretScrubber } from "./scrub.ts";
 
 export const SMTP_TLS_MODES = ["none", "starttls", "tls"] as const;
 export type SmtpTlsMode = (typeof SMTP_TLS_MODES)[number];
@@ -222,6 +224,8 @@ function describeError(error: unknown, timedOut: boolean, timeoutMs: number): Sm
 export async function sendMail(server: SmtpServerOptions, message: SmtpMessage): Promise<{ reply: string }> {
   const connector = server.connector ?? smtpConnector();
   const timeoutMs = server.timeoutMs ?? 30_000;
+  const secrets = new SecretScrubber();
+  secrets.add(server.password ?? "", { username: server.username });
   let session: Session | null = null;
   let timedOut = false;
   let expire = () => {};
@@ -280,9 +284,13 @@ export async function sendMail(server: SmtpServerOptions, message: SmtpMessage):
     }
     await session.write("QUIT\r\n");
     await session.read().catch(() => null);
-    return { reply: replyText(done) };
+    return { reply: secrets.scrub(replyText(done)) };
   } catch (error) {
-    throw describeError(error, timedOut, timeoutMs);
+    const failure = describeError(error, timedOut, timeoutMs);
+    throw new SmtpError(
+      secrets.scrub(failure.message),
+      failure.reply === null ? null : secrets.scrub(failure.reply),
+    );
   } finally {
     clearTimeout(timer);
     try {

@@ -6,6 +6,7 @@ import { listOrgs } from "../domain/tenancy.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors } from "./forms.ts";
+import { readPage, StaleCursorNotice } from "./paging.tsx";
 import { render } from "./render.tsx";
 
 export const adminAuditRoutes = new Hono<AppEnv>();
@@ -19,8 +20,10 @@ adminAuditRoutes.get("/", requires("admin"), async (c) => {
   const parsed = AuditFilter.safeParse(raw);
   const errors = parsed.success ? {} : fieldErrors(parsed.error);
   const filter = parsed.success ? parsed.data : AuditFilter.parse({});
-  const [page, orgs] = await Promise.all([
-    parsed.success ? listAudit(kv, actor, filter) : Promise.resolve({ values: [], cursor: "" }),
+  const [{ page, staleCursor }, orgs] = await Promise.all([
+    parsed.success
+      ? readPage(filter.cursor, (cursor) => listAudit(kv, actor, { ...filter, cursor }))
+      : Promise.resolve({ page: { values: [], cursor: "" }, staleCursor: false }),
     listOrgs(kv, actor, actor.accountId!),
   ]);
   const orgName = new Map(orgs.map((o) => [o.id, o.name]));
@@ -37,6 +40,7 @@ adminAuditRoutes.get("/", requires("admin"), async (c) => {
           title="Audit log"
           subtitle="Every change, who made it and when. Entries cannot be edited."
         />
+        <StaleCursorNotice show={staleCursor} />
         <form method="get" class="filters">
           <input
             type="search"

@@ -12,6 +12,7 @@ import {
 import { can } from "../domain/rbac.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
+import { readPage, StaleCursorNotice } from "./paging.tsx";
 import { redirectWithNotice, render } from "./render.tsx";
 
 export const alertRoutes = new Hono<AppEnv>();
@@ -40,7 +41,10 @@ alertRoutes.get("/", requires("backup.view"), async (c) => {
   const actor = c.get("actor")!;
   const raw = c.req.query();
   const filter = AlertFilter.parse({ status: "open", ...raw });
-  const page = await listAlerts(kv, actor, filter);
+  const { page, staleCursor } = await readPage(
+    filter.cursor,
+    (cursor) => listAlerts(kv, actor, { ...filter, cursor }),
+  );
   const keep = Object.fromEntries(
     Object.entries({ status: filter.status, severity: filter.severity, cursor: page.cursor }).filter((
       [, v],
@@ -55,6 +59,7 @@ alertRoutes.get("/", requires("backup.view"), async (c) => {
           title="Alerts"
           subtitle="One alert per subject and reason; it resolves by itself when the condition clears."
         />
+        <StaleCursorNotice show={staleCursor} />
         <form method="get" class="filters">
           <select name="status" aria-label="Status">
             <option value="" selected={filter.status === ""}>Any status</option>

@@ -1,12 +1,32 @@
 /** Form parsing: turns a submitted form into an object, and zod issues into field messages. */
 import type { Context } from "hono";
 import { z } from "zod";
-import type { FieldErrors } from "../domain/errors.ts";
+import { type FieldErrors, HttpError } from "../domain/errors.ts";
 import type { AppEnv } from "./env.ts";
+
+/**
+ * The submitted form body, parsed once (Hono caches it for later readers). A body that cannot be read
+ * as the form its content type announces — `multipart/form-data` without a boundary, a broken
+ * multipart body — is the client's error: 400 `malformed`, not a 500 with a stack in the log.
+ */
+export async function parseFormBody(
+  c: Context<AppEnv>,
+): Promise<Record<string, string | File | (string | File)[]>> {
+  try {
+    return await c.req.parseBody({ all: true });
+  } catch (error) {
+    if (error instanceof HttpError) throw error; // the body limit (413)
+    throw new HttpError(
+      400,
+      "malformed",
+      "The form could not be read: its body does not match its content type",
+    );
+  }
+}
 
 /** The submitted form as strings (repeated fields become arrays), without `_csrf`. */
 export async function readForm(c: Context<AppEnv>): Promise<Record<string, string | string[]>> {
-  const body = await c.req.parseBody({ all: true });
+  const body = await parseFormBody(c);
   const out: Record<string, string | string[]> = {};
   for (const [key, value] of Object.entries(body)) {
     if (key === "_csrf") continue;

@@ -18,6 +18,7 @@ import {
   SortHeader,
 } from "../components/ui.tsx";
 import { describeCron } from "../domain/cron_rules.ts";
+import { CursorField } from "../domain/cursor.ts";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
 import {
   getJob,
@@ -41,6 +42,7 @@ import RetryJob from "../islands/RetryJob.tsx";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors } from "./forms.ts";
+import { readPage, StaleCursorNotice } from "./paging.tsx";
 import { redirectWithNotice, render } from "./render.tsx";
 
 export const jobRoutes = new Hono<AppEnv>();
@@ -330,7 +332,8 @@ jobRoutes.get("/", requires("backup.view"), async (c) => {
 });
 
 const HistoryQuery = z.object({
-  cursor: z.union([z.literal(""), z.string().regex(/^[0-9A-Za-z-]{1,64}$/, "must be a run id")]).default(""),
+  /** Checked by the list (a refused one shows the newest runs with a notice). */
+  cursor: CursorField,
   limit: z.coerce.number({ error: "must be a number" }).int("must be a whole number").min(1, "must be 1–200")
     .max(200, "must be 1–200").default(50),
 });
@@ -342,8 +345,8 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
   const query = Object.fromEntries(Object.entries(c.req.query()).filter(([, v]) => v !== ""));
   const parsed = HistoryQuery.safeParse(query);
   const page = parsed.success ? parsed.data : { cursor: "", limit: 50 };
-  const [history, org] = await Promise.all([
-    listJobRuns(kv, actor, job.id, page),
+  const [{ page: history, staleCursor }, org] = await Promise.all([
+    readPage(page.cursor, (cursor) => listJobRuns(kv, actor, job.id, { ...page, cursor })),
     job.orgId ? getOrg(kv, job.orgId) : Promise.resolve(null),
   ]);
   const hosts = new Map(
@@ -353,6 +356,7 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
         .map((id) => ["hosts", id]),
     )).map((h) => [h.id, h.hostname]),
   );
+  if (staleCursor) page.cursor = "";
   const manage = can(actor, "backup.manage", { accountId: job.accountId, orgId: job.orgId });
   const last = job.lastRun;
   const orgLabel = job.orgId ? org?.name ?? job.orgId : "Account-scoped";
@@ -369,6 +373,7 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
     <section class="panel" id="runs">
       <h2>Run history</h2>
       <p class="hint">Newest first; times in UTC.</p>
+      <StaleCursorNotice show={staleCursor} />
       {!parsed.success && (
         <p class="form-error" role="alert" data-testid="history-error">
           {Object.entries(fieldErrors(parsed.error)).map(([f, m]) => `${FIELD_LABELS[f] ?? f}: ${m}`)

@@ -7,6 +7,7 @@ import { resolveSession, userActor } from "../domain/auth.ts";
 import { HttpError } from "../domain/errors.ts";
 import { randomToken, timingSafeEqual } from "../domain/ids.ts";
 import { isEngineProtocol } from "./access.ts";
+import { parseFormBody } from "./forms.ts";
 import type { AppEnv, Deps } from "./env.ts";
 
 export const SESSION_COOKIE = "cadres_session";
@@ -110,7 +111,7 @@ export function csrf(): MiddlewareHandler<AppEnv> {
     if (!sent) {
       const type = c.req.header("content-type") ?? "";
       if (type.includes("application/x-www-form-urlencoded") || type.includes("multipart/form-data")) {
-        const body = await c.req.parseBody({ all: true });
+        const body = await parseFormBody(c);
         sent = typeof body._csrf === "string" ? body._csrf : "";
       }
     }

@@ -61,6 +61,7 @@ import CopySecret from "../islands/CopySecret.tsx";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, list, readForm, str } from "./forms.ts";
+import { readPage, StaleCursorNotice } from "./paging.tsx";
 import { noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const notificationRoutes = new Hono<AppEnv>();
@@ -164,6 +165,8 @@ function ToggleButton(props: { csrf: string; action: string; enabled: boolean })
 function DeliveryLog(props: {
   deliveries: NotificationDelivery[];
   cursor: string;
+  /** The link's cursor was refused: this is the first page. */
+  staleCursor: boolean;
   filter: DeliveryFilter;
   channels: NotificationChannel[];
   action: string;
@@ -181,6 +184,7 @@ function DeliveryLog(props: {
   return (
     <section class="panel" id="log">
       <h2>Delivery log</h2>
+      <StaleCursorNotice show={props.staleCursor} />
       <form method="get" action={`${props.action}#log`} class="filters">
         <select name="channelId" aria-label="Channel">
           <option value="">All channels</option>
@@ -276,10 +280,10 @@ notificationRoutes.get("/", requires("backup.view"), async (c) => {
   const { kv } = c.get("deps");
   const actor = c.get("actor")!;
   const filter = DeliveryFilter.parse(c.req.query());
-  const [channels, rules, page, { names }] = await Promise.all([
+  const [channels, rules, { page, staleCursor }, { names }] = await Promise.all([
     listChannels(kv, actor),
     listRules(kv, actor),
-    listDeliveries(kv, actor, filter),
+    readPage(filter.cursor, (cursor) => listDeliveries(kv, actor, { ...filter, cursor })),
     orgMap(c),
   ]);
   const channelName = new Map(channels.map((ch) => [ch.id, ch.name]));
@@ -408,6 +412,7 @@ notificationRoutes.get("/", requires("backup.view"), async (c) => {
         <DeliveryLog
           deliveries={page.values}
           cursor={page.cursor}
+          staleCursor={staleCursor}
           filter={filter}
           channels={channels}
           action={BASE}
@@ -693,8 +698,8 @@ async function channelPage(
   const { kv } = c.get("deps");
   const actor = c.get("actor")!;
   const filter = DeliveryFilter.parse({ ...c.req.query(), channelId: channel.id });
-  const [page, { names }, rules] = await Promise.all([
-    listDeliveries(kv, actor, filter),
+  const [{ page, staleCursor }, { names }, rules] = await Promise.all([
+    readPage(filter.cursor, (cursor) => listDeliveries(kv, actor, { ...filter, cursor })),
     orgMap(c),
     listRules(kv, actor),
   ]);
@@ -765,6 +770,7 @@ async function channelPage(
         <DeliveryLog
           deliveries={page.values}
           cursor={page.cursor}
+          staleCursor={staleCursor}
           filter={filter}
           channels={[channel]}
           action={action}

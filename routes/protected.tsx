@@ -19,6 +19,7 @@ import {
 import { listOrgs } from "../domain/tenancy.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
+import { readPage, StaleCursorNotice } from "./paging.tsx";
 import { render } from "./render.tsx";
 
 export const protectedRoutes = new Hono<AppEnv>();
@@ -37,8 +38,8 @@ protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
   const filter = ProtectedFilter.parse(c.req.query());
   // Hosts can number in the tens of thousands: the host filter comes from links (a host's page) and
   // shows as a removable chip, and the search box matches hostnames.
-  const [page, orgs, engines, host, platforms] = await Promise.all([
-    listProtectedObjects(kv, actor, filter, now),
+  const [{ page, staleCursor }, orgs, engines, host, platforms] = await Promise.all([
+    readPage(filter.cursor, (cursor) => listProtectedObjects(kv, actor, { ...filter, cursor }, now)),
     listOrgs(kv, actor, actor.accountId!),
     listEngines(kv, actor, { q: "", status: "", orgId: "", sort: "name", offset: 0, limit: 200 }),
     filter.hostId ? getHost(kv, filter.hostId) : null,
@@ -64,6 +65,7 @@ protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
   }
   if (filter.limit !== 50) keep.limit = String(filter.limit);
   const filtered = Object.keys(keep).length > 0;
+  if (staleCursor) filter.cursor = "";
   return render(
     c,
     "Protected Objects",
@@ -72,6 +74,7 @@ protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
         title="Protected Objects"
         subtitle="Everything covered by backup. An object is in RPO breach when the time since its last successful backup exceeds its RPO."
       />
+      <StaleCursorNotice show={staleCursor} />
       <form method="get" class="filters" aria-label="Filter protected objects">
         <input type="search" name="q" value={filter.q} placeholder="Object or hostname" aria-label="Search" />
         <select name="orgId" aria-label="Organization">

@@ -60,6 +60,7 @@ import SelectedPaths from "../islands/SelectedPaths.tsx";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, list, readForm, str } from "./forms.ts";
+import { readPage, StaleCursorNotice } from "./paging.tsx";
 import { noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const restoreRoutes = new Hono<AppEnv>();
@@ -234,14 +235,15 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
       },
     );
   }
-  const [page, chain, hosts, policies, engines, recent] = await Promise.all([
-    listRestorePoints(kv, actor, filter),
+  const [{ page, staleCursor }, chain, hosts, policies, engines, recent] = await Promise.all([
+    readPage(filter.cursor, (cursor) => listRestorePoints(kv, actor, { ...filter, cursor })),
     selected ? chainOf(kv, selected) : Promise.resolve([]),
     listHosts(kv, actor, { limit: 200 }),
     listPolicies(kv, actor),
     listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
     listRestores(kv, actor, { cursor: "", limit: 10 }),
   ]);
+  if (staleCursor) filter.cursor = "";
   const hostOptions = hosts.values.map((h) => ({ value: h.id, label: h.hostname }));
   if (filter.hostId && !hostOptions.some((o) => o.value === filter.hostId)) {
     const host = await getHost(kv, filter.hostId);
@@ -277,6 +279,7 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
         title="Restore"
         subtitle="Restore points of every backup you can restore, newest first. Open one to browse or search its files and restore files, an image or a whole machine."
       />
+      <StaleCursorNotice show={staleCursor} />
       <form method="get" action="/backup/restore" class="filters" aria-label="Filter restore points">
         {select("hostId", "Host", "All hosts", hostOptions, filter.hostId)}
         {select(

@@ -196,6 +196,7 @@ export class CohesityConnector implements PlatformConnector {
     if (!res.ok) throw await this.#http.failure(res, req);
     const token = await this.#http.parse(res, Token, req);
     this.#auth = `${token.tokenType || "Bearer"} ${token.accessToken}`;
+    this.#http.addSecret(token.accessToken); // sent on every call: an echoed Authorization header is scrubbed
     return this.#auth;
   }
 

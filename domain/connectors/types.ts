@@ -5,6 +5,7 @@
  * and shape checks with zod). A connector never writes anything: it reads the vendor and starts jobs.
  */
 import type { z } from "zod";
+import { SecretScrubber } from "../scrub.ts";
 
 export const PLATFORM_TYPES = ["veeam", "cohesity"] as const;
 export type PlatformType = (typeof PLATFORM_TYPES)[number];
@@ -192,7 +193,7 @@ export class HttpTransport {
   readonly #sleep: (ms: number) => Promise<void>;
   readonly #timeoutMs: number;
   readonly #maxRetryAfter: number;
-  readonly #secrets: string[];
+  readonly #secrets = new SecretScrubber();
 
   constructor(readonly vendor: string, readonly base: string, options: ConnectorOptions) {
     this.#fetch = options.fetch ?? ((input, init) => fetch(input, init));
@@ -202,18 +203,26 @@ export class HttpTransport {
     this.#sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
     this.#timeoutMs = options.timeoutMs ?? 30_000;
     this.#maxRetryAfter = options.maxRetryAfterSeconds ?? 60;
-    this.#secrets = [options.password].filter((s) => s.length >= 4);
+    this.#secrets.add(options.password, { username: options.username });
   }
 
   close(): void {
     this.#client?.close();
   }
 
-  /** Removes anything secret from a vendor-provided text and bounds its length. */
+  /** Adds a secret the connector sends (an access token) to those `clean` removes. */
+  addSecret(secret: string): void {
+    this.#secrets.add(secret);
+  }
+
+  /**
+   * Removes every form of the connector's secrets (the password and the tokens it sends, raw, URL- or
+   * JSON-encoded, in base64; see domain/scrub.ts) from a vendor-provided text, collapses whitespace and bounds
+   * its length. Scrubbed again after the collapse, so a secret with a run of spaces cannot reappear.
+   */
   clean(text: string): string {
-    let out = text;
-    for (const s of this.#secrets) out = out.replaceAll(s, "[redacted]");
-    return out.replace(/\s+/g, " ").trim().slice(0, 300);
+    const collapsed = this.#secrets.scrub(text).replace(/\s+/g, " ").trim();
+    return this.#secrets.scrub(collapsed).slice(0, 300);
   }
 
   /**

@@ -180,6 +180,7 @@ export class VeeamConnector implements PlatformConnector {
     if (!res.ok) throw await this.#http.failure(res, req);
     const token = await this.#http.parse(res, Token, req);
     this.#token = token.access_token;
+    this.#http.addSecret(this.#token); // sent back on every call: an echoed Authorization header is scrubbed
     return this.#token;
   }
 

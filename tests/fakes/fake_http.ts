@@ -11,8 +11,11 @@ export interface Fault {
   path: string | RegExp;
   status: number;
   headers?: Record<string, string>;
-  /** A JSON value, or a raw string (for bodies that are not JSON). */
-  body?: unknown;
+  /**
+   * A JSON value, or a raw string (for bodies that are not JSON), or a function of the request that
+   * returns one (a server that echoes what it was sent).
+   */
+  body?: unknown | ((request: LoggedRequest) => unknown);
   /** Default 1; Infinity for a persistent fault. */
   times?: number;
 }
@@ -55,7 +58,8 @@ export class FakeServer {
       );
       if (fault) {
         fault.times = (fault.times ?? 1) - 1;
-        const raw = typeof fault.body === "string" ? fault.body : JSON.stringify(fault.body ?? {});
+        const value = typeof fault.body === "function" ? fault.body(logged) : fault.body;
+        const raw = typeof value === "string" ? value : JSON.stringify(value ?? {});
         return new Response(raw, {
           status: fault.status,
           headers: { "content-type": "application/json", ...fault.headers },
