@@ -2,6 +2,7 @@
 import { createApp } from "./app.ts";
 import { parseConfig } from "./domain/config.ts";
 import { createLogger } from "./domain/log.ts";
+import { rederiveScheduleRpos } from "./domain/policies.ts";
 import { issueSetupToken } from "./domain/setup.ts";
 import { registerCrons } from "./jobs/crons.ts";
 import { openStore } from "./domain/store.ts";
@@ -25,6 +26,10 @@ const store = await openStore(config).catch((error) => {
   Deno.exit(1);
 });
 const { kv } = store;
+
+// Data fix: RPOs derived from schedules before the longest gap was exact (once; a marker remembers it).
+const rpoFix = await rederiveScheduleRpos(kv, new Date());
+if (!rpoFix.skipped) logger.log("info", "schedule-derived RPOs re-derived", rpoFix);
 
 if (demo) {
   const logins = await seedDemo(kv, new Date());

@@ -7,11 +7,18 @@ import {
   createPolicy,
   deletePolicy,
   effectiveExcludes,
+  EXACT_RPO_FIX_KEY,
   getPolicy,
+  type Policy,
   PolicyCreateInput,
   PolicyFields,
+  rederiveScheduleRpos,
   updatePolicy,
 } from "../../domain/policies.ts";
+import { assignHost } from "../../domain/assignments.ts";
+import { enrollHost } from "../../domain/hosts.ts";
+import { getProtectedObject, readProtectedFor, writeProtected } from "../../domain/protected.ts";
+import { generateKeyPair } from "../../domain/signing.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import {
   compileCron,
@@ -21,7 +28,14 @@ import {
   RPO_GRACE_HOURS,
 } from "../../domain/schedules.ts";
 import { applyCapacityReport, createTarget, deleteTarget, getTarget } from "../../domain/storage.ts";
-import { createTenant, registerTestEngine, targetInput, TestClock } from "../helpers.ts";
+import {
+  auditEntries,
+  createTenant,
+  dumpKv,
+  registerTestEngine,
+  targetInput,
+  TestClock,
+} from "../helpers.ts";
 
 const system = systemActor("test");
 const masterKey = new Uint8Array(32).fill(7);
@@ -139,6 +153,70 @@ Deno.test("deriveRpoHours() is the longest gap between scheduled runs plus the g
   );
   assert.equal(deriveRpoHours(["0 2 * * 0", "0 2 * * 1-5"], from), 48 + RPO_GRACE_HOURS, "no Saturday run");
   assert.equal(deriveRpoHours(["0 */6 * * *"], from), 6 + RPO_GRACE_HOURS);
+});
+
+Deno.test("rederiveScheduleRpos() corrects RPOs stored before the gap was exact, objects too, once", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  const frequent = await createPolicy(
+    kv,
+    system,
+    input(f.engine.id, f.target.id, { name: "frequent", incrementalSchedule: "*/2 * * * *" }),
+    now,
+  );
+  assert.equal(frequent.rpoHours, 1 + RPO_GRACE_HOURS, "a weekly full and an incremental every 2 minutes");
+  const manual = await createPolicy(
+    kv,
+    system,
+    input(f.engine.id, f.target.id, { name: "manual", incrementalSchedule: "*/2 * * * *", rpoHours: 200 }),
+    now,
+  );
+  const weekly = await createPolicy(kv, system, input(f.engine.id, f.target.id, { name: "weekly" }), now);
+  const { host } = await enrollHost(kv, { accountId: f.tenant.account.id, orgId: f.tenant.orgs[0].id }, {
+    hostname: "web-01.example",
+    os: "Ubuntu 24.04",
+    ipAddress: "10.0.0.5",
+    publicKey: generateKeyPair().publicKey,
+    version: "1.0.0",
+  }, now);
+  for (const p of [frequent, manual, weekly]) {
+    await assignHost(kv, system, { policyId: p.id, hostId: host.id }, now);
+  }
+  // What the sampling version stored: it saw only the weekly full (7 × 24 + 6 h), on the policy and its object.
+  await kv.set(["policies", frequent.id], { ...frequent, rpoHours: 174 });
+  const stale = await readProtectedFor(kv, host.id, frequent.id);
+  const op = kv.atomic().check(stale.entry!);
+  writeProtected(op, stale.entry!.value, { ...stale.entry!.value!, rpoHours: 174 });
+  assert.ok((await op.commit()).ok);
+  assert.deepEqual(await checkInvariants(kv), []);
+
+  const later = new Date(now.getTime() + 60_000);
+  assert.deepEqual(await rederiveScheduleRpos(kv, later), { policies: 1, objects: 1, skipped: false });
+  assert.equal((await getPolicy(kv, frequent.id))!.rpoHours, 1 + RPO_GRACE_HOURS);
+  const objectOf = async (p: Policy) =>
+    (await getProtectedObject(kv, (await readProtectedFor(kv, host.id, p.id)).pointer.value!))!;
+  assert.equal((await objectOf(frequent)).rpoHours, 1 + RPO_GRACE_HOURS);
+  assert.equal((await getPolicy(kv, manual.id))!.rpoHours, 200, "an operator's RPO is the operator's");
+  assert.equal((await objectOf(manual)).rpoHours, 200);
+  assert.deepEqual(await getPolicy(kv, weekly.id), weekly, "a policy already right is not written");
+  assert.deepEqual(await checkInvariants(kv), [], "the object's RPO-due index moved with it");
+  const audit = (await auditEntries(kv, f.tenant.account.id)).filter((e) => /re-derived/.test(e.summary));
+  assert.equal(audit.length, 1);
+  assert.match(audit[0].summary, /frequent.*174 h → 7 h/);
+
+  // A second start: the marker skips it, nothing changes.
+  const after = await dumpKv(kv);
+  assert.deepEqual(await rederiveScheduleRpos(kv, later), { policies: 0, objects: 0, skipped: true });
+  assert.deepEqual(await dumpKv(kv), after);
+  // And without the marker (a crash before it was written) a rerun finds nothing left to change.
+  await kv.delete(EXACT_RPO_FIX_KEY);
+  const rerun = new Date(later.getTime() + 60_000);
+  assert.deepEqual(await rederiveScheduleRpos(kv, rerun), { policies: 0, objects: 0, skipped: false });
+  assert.deepEqual(
+    (await dumpKv(kv)).filter((e) => e.key[0] !== EXACT_RPO_FIX_KEY[0]),
+    after.filter((e) => e.key[0] !== EXACT_RPO_FIX_KEY[0]),
+  );
 });
 
 Deno.test("createPolicy() refuses a storage target of another BES and writes nothing", async () => {
