@@ -70,9 +70,16 @@ async function setPaused(
   const actor = systemActor("storage-health");
   for (const policy of await listPoliciesByTarget(kv, targetId)) {
     for (let i = 0; i < 5; i++) {
-      const entry = await kv.get<PolicyCore>(policyKey(policy.id));
+      const [entry, targetEntry] = await kv.getMany<[PolicyCore, TargetLike]>([
+        policyKey(policy.id),
+        ["storage_targets", targetId],
+      ]);
       const p = entry.value;
-      if (!p) break;
+      // The target as it is now decides, checked in the write: the follow-up of a report that a later
+      // one already overtook (critical, then healthy) must not pause after the resume, or the reverse.
+      const health = targetEntry.value?.health;
+      if (pause ? health !== "critical" : health !== "healthy") return changed;
+      if (!p || p.targetId !== targetId) break;
       // Pause only running policies; resume only what this rule paused. Disabled stays disabled.
       if (pause ? p.pausedReason !== null : p.pausedReason !== "storage_critical") break;
       const next: PolicyCore = {
@@ -80,7 +87,7 @@ async function setPaused(
         pausedReason: pause ? "storage_critical" : null,
         updatedAt: now.toISOString(),
       };
-      const op = kv.atomic().check(entry).set(policyKey(p.id), next);
+      const op = kv.atomic().check(entry, targetEntry).set(policyKey(p.id), next);
       appendAudit(op, actor, {
         accountId: p.accountId,
         orgId: p.orgId,

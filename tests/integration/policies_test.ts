@@ -9,10 +9,12 @@ import {
   effectiveExcludes,
   EXACT_RPO_FIX_KEY,
   getPolicy,
+  pausePoliciesForStorage,
   type Policy,
   PolicyCreateInput,
   PolicyFields,
   rederiveScheduleRpos,
+  resumePoliciesForStorage,
   updatePolicy,
 } from "../../domain/policies.ts";
 import { assignHost } from "../../domain/assignments.ts";
@@ -27,6 +29,7 @@ import {
   nextRuns,
   RPO_GRACE_HOURS,
 } from "../../domain/schedules.ts";
+import { openAlertKey } from "../../domain/alerts.ts";
 import { applyCapacityReport, createTarget, deleteTarget, getTarget } from "../../domain/storage.ts";
 import {
   auditEntries,
@@ -412,5 +415,122 @@ Deno.test("invariant 8 under races: operator toggles and capacity flips never co
       "storage_critical",
       `iteration ${i}: critical storage pauses an enabled policy`,
     );
+  }
+});
+
+Deno.test("a pause or resume acts on the target as it is now: a late follow-up of an overtaken report changes nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const p = await createPolicy(kv, system, input(f.engine.id, f.target.id), f.clock.now());
+  const report = (used: number, minute: number) =>
+    applyCapacityReport(kv, f.engine.id, {
+      targetId: f.target.id,
+      totalBytes: 100,
+      usedBytes: used,
+      freeBytes: 100 - used,
+    }, new Date(f.clock.now().getTime() + minute * 60_000));
+  assert.deepEqual((await report(99, 1))!.paused, [p.id]);
+  assert.deepEqual((await report(10, 2))!.resumed, [p.id]);
+  // The critical report's pause, running late (after the healthy report and its resume):
+  assert.deepEqual(await pausePoliciesForStorage(kv, f.target.id, f.clock.now()), []);
+  assert.equal((await getPolicy(kv, p.id))!.pausedReason, null);
+  assert.deepEqual((await report(99, 3))!.paused, [p.id]);
+  // And a healthy report's resume running after the target turned critical again:
+  assert.deepEqual(await resumePoliciesForStorage(kv, f.target.id, f.clock.now()), []);
+  assert.equal((await getPolicy(kv, p.id))!.pausedReason, "storage_critical");
+});
+
+Deno.test("invariant 8 under races with the early warning: paused policies resume when the target is healthy, though projected full within 14 days", async () => {
+  const TOTAL = 1_000_000;
+  const DAY = 86_400_000;
+  for (let i = 0; i < 25; i++) {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    const t0 = f.clock.now().getTime();
+    const running = await createPolicy(
+      kv,
+      system,
+      input(f.engine.id, f.target.id, { name: "running" }),
+      f.clock.now(),
+    );
+    const off = await createPolicy(
+      kv,
+      system,
+      input(f.engine.id, f.target.id, { name: "off", enabled: false }),
+      f.clock.now(),
+    );
+    const report = (used: number, ms: number) =>
+      applyCapacityReport(kv, f.engine.id, {
+        targetId: f.target.id,
+        totalBytes: TOTAL,
+        usedBytes: used,
+        freeBytes: TOTAL - used,
+      }, new Date(t0 + ms));
+    const edit = async (id: string, change: { enabled?: boolean; name?: string }) => {
+      for (;;) {
+        const current = (await getPolicy(kv, id))!;
+        try {
+          return await updatePolicy(kv, system, id, { ...current, ...change }, f.clock.now());
+        } catch (e) {
+          if (!(e instanceof ConflictError)) throw e;
+        }
+      }
+    };
+    const policiesNow = async () => [(await getPolicy(kv, running.id))!, (await getPolicy(kv, off.id))!];
+    /** Invariant 8 in both directions: paused by the system exactly while the target is critical. */
+    const assertInvariant8 = async (when: string) => {
+      const target = (await getTarget(kv, f.target.id))!;
+      for (const p of await policiesNow()) {
+        assert.equal(
+          p.pausedReason,
+          target.health === "critical" ? "storage_critical" : null,
+          `iteration ${i}, ${when}: ${p.name} with the target ${target.health}`,
+        );
+      }
+    };
+
+    // A fast-growing target: 10 % → 96 % in a day is critical, while operators edit both policies.
+    await report(100_000, 0);
+    await Promise.all([
+      report(960_000, DAY),
+      edit(running.id, { name: "running-renamed" }),
+      edit(off.id, { enabled: false }),
+    ]);
+    let target = (await getTarget(kv, f.target.id))!;
+    assert.equal(target.health, "critical");
+    await assertInvariant8("critical");
+
+    // Space freed to 80 %: below the alert threshold, so healthy — yet still growing fast enough to be
+    // full within 14 days (the early warning). Two such reports race each other and the edits.
+    await Promise.all([
+      report(800_000, 2 * DAY),
+      edit(running.id, { enabled: true }),
+      report(801_000, 2 * DAY + 60_000),
+      edit(off.id, { name: "off-renamed" }),
+    ]);
+    target = (await getTarget(kv, f.target.id))!;
+    assert.equal(target.health, "healthy", `iteration ${i}: ${target.capacity!.statusReason}`);
+    assert.equal(target.capacity!.fullSoon, true, `iteration ${i}: the early warning is present`);
+    assert.ok((await kv.get(openAlertKey("storage_target", f.target.id, "storage_full_soon"))).value);
+    assert.equal((await kv.get(openAlertKey("storage_target", f.target.id, "storage_critical"))).value, null);
+    await assertInvariant8("healthy with the early warning");
+    const [r, o] = await policiesNow();
+    assert.deepEqual([r.enabled, o.enabled], [true, false], `iteration ${i}: the operators' switches stand`);
+
+    // Critical and healthy-with-early-warning reports racing: whichever lands last decides, and the
+    // policies follow it (a pause or resume acts on the target as it is, never on a stale report).
+    await Promise.all([
+      report(970_000, 3 * DAY),
+      report(790_000, 3 * DAY + 30_000),
+      edit(running.id, { enabled: false }),
+      edit(off.id, { enabled: true }),
+    ]);
+    await assertInvariant8("after racing reports");
+    // The next report settles it healthy: everything paused resumes.
+    await report(780_000, 3 * DAY + 90_000);
+    target = (await getTarget(kv, f.target.id))!;
+    assert.equal(target.health, "healthy");
+    await assertInvariant8("settled healthy");
+    assert.deepEqual((await policiesNow()).map((p) => p.enabled), [false, true], `iteration ${i}`);
   }
 });
