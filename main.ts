@@ -28,8 +28,11 @@ const store = await openStore(config).catch((error) => {
 const { kv } = store;
 
 // Data fix: RPOs derived from schedules before the longest gap was exact (once; a marker remembers it).
-const rpoFix = await rederiveScheduleRpos(kv, new Date());
-if (!rpoFix.skipped) logger.log("info", "schedule-derived RPOs re-derived", rpoFix);
+// A failure is logged and retried at the next start; it does not keep the server from starting.
+await rederiveScheduleRpos(kv, new Date()).then(
+  (fix) => fix.skipped || logger.log("info", "schedule-derived RPOs re-derived", fix),
+  (error) => logger.log("error", "re-deriving schedule RPOs failed", { error: String(error) }),
+);
 
 if (demo) {
   const logins = await seedDemo(kv, new Date());

@@ -343,13 +343,23 @@ const SAMPLE_MS = 7 * DAY;
 const zoneCache = new Map<string, { from: number; to: number; zone: Zone }>();
 const formatters = new Map<string, Intl.DateTimeFormat>();
 
-function offsetReader(timeZone: string): (instant: number) => number {
+/** The `longOffset` formatter of a time zone; null for a name `Intl` does not know. */
+function formatterOf(timeZone: string): Intl.DateTimeFormat | null {
   let f = formatters.get(timeZone);
   if (!f) {
-    f = new Intl.DateTimeFormat("en-US", { timeZone, timeZoneName: "longOffset" });
+    try {
+      f = new Intl.DateTimeFormat("en-US", { timeZone, timeZoneName: "longOffset" });
+    } catch {
+      return null;
+    }
     formatters.set(timeZone, f);
   }
-  const format = f;
+  return f;
+}
+
+function offsetReader(timeZone: string): (instant: number) => number {
+  const format = formatterOf(timeZone);
+  if (!format) throw new RangeError(`Unknown time zone ${timeZone}`);
   return (instant) => {
     const m = /GMT(?:([+-])(\d{2}):(\d{2})(?::(\d{2}))?)?$/.exec(format.format(instant));
     if (!m) throw new RangeError(`Cannot read the UTC offset of ${timeZone}`);
@@ -415,6 +425,10 @@ function zoneOffsets(timeZone: string, fromMs: number, toMs: number): Zone {
 // ---------------------------------------------------------------------------------------------------------
 // Public API
 
+function knownZone(timeZone: string): boolean {
+  return FIXED_ZONES.has(timeZone) || formatterOf(timeZone) !== null;
+}
+
 function schedulesOf(expressions: string[]): Schedule[] {
   const schedules = [...new Set(expressions.map((e) => e.trim()).filter(Boolean))]
     .map(toSchedule).filter((s): s is Schedule => s !== null);
@@ -433,7 +447,7 @@ export function longestGapInWindow(
   timeZone = "UTC",
 ): number {
   const schedules = schedulesOf(expressions);
-  if (!schedules.length) return Infinity;
+  if (!schedules.length || !knownZone(timeZone)) return Infinity;
   const acc = new Accumulator(startMs, endMs);
   new Walker(schedules).walk(zoneOffsets(timeZone, startMs, endMs), startMs, endMs, acc);
   return acc.count < 2 ? Infinity : acc.gap;
@@ -442,11 +456,11 @@ export function longestGapInWindow(
 /**
  * The longest gap (ms) between consecutive runs of the union of the given schedules, over all time:
  * one Gregorian cycle from `from` and the gap across its end (see the module comment). Infinity when none
- * fires. Invalid expressions are ignored.
+ * fires (or the time zone is unknown, so no schedule can run). Invalid expressions are ignored.
  */
 export function longestGapMs(expressions: string[], from: Date, timeZone = "UTC"): number {
   const schedules = schedulesOf(expressions);
-  if (!schedules.length) return Infinity;
+  if (!schedules.length || !knownZone(timeZone)) return Infinity;
   const start = Math.floor(from.getTime() / MINUTE) * MINUTE;
   const end = start + CYCLE_MS;
   const acc = new Accumulator(start, end);

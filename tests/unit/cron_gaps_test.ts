@@ -288,6 +288,9 @@ Deno.test("time zones: a DST change lengthens or shortens a gap as croner runs i
   assert.equal(longestGapMs(["15 2 * * *"], from, "Australia/Lord_Howe"), 24.5 * HOUR);
   assert.equal(longestGapMs(["*/2 * * * *"], from, "America/New_York"), 2 * MINUTE);
   assert.equal(longestGapMs(["0 0 29 2 *"], from, "America/New_York"), 2921 * DAY);
+  // A zone Intl does not know runs nothing (croner refuses it): no gap, the default RPO.
+  assert.equal(longestGapMs(["0 2 * * *"], from, "Mars/Olympus"), Infinity);
+  assert.equal(deriveRpoHours(["0 2 * * *"], from, "Mars/Olympus"), 7 * 24 + RPO_GRACE_HOURS);
 });
 
 Deno.test("property: the exact gap over a window equals a brute-force minute matcher (UTC)", () => {
