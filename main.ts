@@ -2,6 +2,7 @@
 import { createApp } from "./app.ts";
 import { parseConfig } from "./domain/config.ts";
 import { createLogger } from "./domain/log.ts";
+import { rederiveScheduleRpos } from "./domain/policies.ts";
 import { issueSetupToken } from "./domain/setup.ts";
 import { checkStoredInvariants } from "./jobs/check_invariants.ts";
 import { registerCrons } from "./jobs/crons.ts";
@@ -26,6 +27,13 @@ const store = await openStore(config).catch((error) => {
   Deno.exit(1);
 });
 const { kv } = store;
+
+// Data fix: RPOs derived from schedules before the longest gap was exact (once; a marker remembers it).
+// A failure is logged and retried at the next start; it does not keep the server from starting.
+await rederiveScheduleRpos(kv, new Date()).then(
+  (fix) => fix.skipped || logger.log("info", "schedule-derived RPOs re-derived", fix),
+  (error) => logger.log("error", "re-deriving schedule RPOs failed", { error: String(error) }),
+);
 
 if (demo) {
   const logins = await seedDemo(kv, new Date());

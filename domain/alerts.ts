@@ -22,6 +22,8 @@ export type AlertReason =
   | "engine_degraded"
   | "storage_warning"
   | "storage_critical"
+  /** Projected full within 14 days at the current growth (the early warning, beside the status). */
+  | "storage_full_soon"
   | "host_offline"
   | "backup_failed"
   | "rpo_breach"

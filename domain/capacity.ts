@@ -1,4 +1,4 @@
-/** Storage capacity rules: usage, EWMA growth, time-to-full and health status. Pure functions. */
+/** Storage capacity rules: usage, EWMA growth, time-to-full, health status and the early warning. Pure functions. */
 
 /**
  * EWMA smoothing constant for the growth rate, per sample: new = α·instant + (1−α)·previous.
@@ -10,7 +10,10 @@ export const GROWTH_ALPHA = 0.05;
 /** Samples closer together than this are not used for the instantaneous rate (too noisy). */
 export const MIN_RATE_INTERVAL_MS = 30_000;
 
-/** A full date closer than this raises a warning before any threshold is crossed. */
+/**
+ * A full date closer than this is the early warning: a flag and an alert of its own (`storage_full_soon`),
+ * whatever the status. It never changes the status, which follows the thresholds alone (the guide's table).
+ */
 export const FULL_SOON_MS = 14 * 86_400_000;
 
 export type CapacityStatus = "healthy" | "warning" | "critical";
@@ -28,9 +31,15 @@ export interface CapacityState extends CapacitySample {
   growthBytesPerDay: number | null;
   /** When used bytes reach total at the current growth; null when not growing. */
   estimatedFullAt: string | null;
+  /** From the thresholds alone: < alert → healthy, ≥ alert → warning, ≥ critical → critical. */
   status: CapacityStatus;
   /** Why the status is what it is, for operators. */
   statusReason: string;
+  /**
+   * The early warning: at the current growth the target is full less than 14 days after this sample.
+   * Absent on states stored before it existed (read as false).
+   */
+  fullSoon?: boolean;
 }
 
 /** Usage in percent of total (0 when total is 0), rounded to 0.01. */
@@ -61,35 +70,39 @@ export function estimateFullAt(sample: CapacitySample, growthBytesPerDay: number
   return new Date(Date.parse(sample.at) + Math.min(ms, 100 * 365 * 86_400_000)).toISOString();
 }
 
+/** Whether a full date is less than 14 days after the sample: the early warning. */
+export function isFullSoon(sample: Pick<CapacitySample, "at">, estimatedFullAt: string | null): boolean {
+  return estimatedFullAt !== null && Date.parse(estimatedFullAt) - Date.parse(sample.at) < FULL_SOON_MS;
+}
+
 /**
- * Health from thresholds (percent): ≥ critical → critical; ≥ alert → warning; a full date less than
- * 14 days after the sample → warning; otherwise healthy.
+ * Health from the thresholds (percent), the guide's table: ≥ critical → critical; ≥ alert → warning;
+ * otherwise healthy. The early warning (a full date less than 14 days away) is returned beside it as
+ * `fullSoon` and never changes the status: a target below the alert threshold is healthy, so policies
+ * paused at critical resume when it gets there even while it grows fast.
  */
 export function evaluateCapacity(
   sample: CapacitySample,
   estimatedFullAt: string | null,
   thresholds: { alertThreshold: number; criticalThreshold: number },
-): { status: CapacityStatus; reason: string } {
+): { status: CapacityStatus; reason: string; fullSoon: boolean } {
   const pct = usagePercent(sample);
+  const fullSoon = isFullSoon(sample, estimatedFullAt);
   if (pct >= thresholds.criticalThreshold) {
     return {
       status: "critical",
       reason: `Usage ${pct}% is at or above the critical threshold ${thresholds.criticalThreshold}%`,
+      fullSoon,
     };
   }
   if (pct >= thresholds.alertThreshold) {
     return {
       status: "warning",
       reason: `Usage ${pct}% is at or above the alert threshold ${thresholds.alertThreshold}%`,
+      fullSoon,
     };
   }
-  if (estimatedFullAt && Date.parse(estimatedFullAt) - Date.parse(sample.at) < FULL_SOON_MS) {
-    return {
-      status: "warning",
-      reason: `At the current growth the target is full on ${estimatedFullAt.slice(0, 10)}`,
-    };
-  }
-  return { status: "healthy", reason: `Usage ${pct}%` };
+  return { status: "healthy", reason: `Usage ${pct}%`, fullSoon };
 }
 
 /** The next capacity state from the previous one and a new report. */
@@ -100,7 +113,7 @@ export function nextCapacityState(
 ): CapacityState {
   const growthBytesPerDay = nextGrowthRate(previous, sample);
   const estimatedFullAt = estimateFullAt(sample, growthBytesPerDay);
-  const { status, reason } = evaluateCapacity(sample, estimatedFullAt, thresholds);
+  const { status, reason, fullSoon } = evaluateCapacity(sample, estimatedFullAt, thresholds);
   return {
     ...sample,
     usagePercent: usagePercent(sample),
@@ -108,5 +121,6 @@ export function nextCapacityState(
     estimatedFullAt,
     status,
     statusReason: reason,
+    fullSoon,
   };
 }

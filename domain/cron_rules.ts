@@ -1,12 +1,10 @@
 /**
  * Cron rules for policy schedules (croner): standard 5-field expressions only (minute resolution, so
- * nothing can fire every second) that fire at least once, plus the pure helpers the form, the cron
- * island and the RPO use: the next runs, a plain-words reading, the longest gap. No zod here, so the
- * island can share it (DESIGN's "islands import only types" has this one exception: pure rules).
+ * nothing can fire every second) that fire at least once, plus the pure helpers the form and the cron
+ * island use: the next runs and a plain-words reading (the longest gap and the RPO are in cron_gaps.ts).
+ * No zod here, so the island can share it (DESIGN's "islands import only types" has this one exception: pure rules).
  */
 import { Cron } from "croner";
-
-const DAY = 86_400_000;
 
 /** Parses a 5-field cron in `timeZone`; returns an error sentence or the compiled Cron. */
 export function compileCron(
@@ -37,40 +35,6 @@ export function compileCron(
 export function nextRuns(expression: string, from: Date, count = 5, timeZone = "UTC"): Date[] {
   const r = compileCron(expression, timeZone);
   return r.ok ? r.cron.nextRuns(count, from) : [];
-}
-
-/**
- * The longest gap between consecutive runs of the union of the given schedules, measured over the
- * year after `from` (so weekly and monthly patterns are seen whole). Infinity when none fires.
- */
-export function longestGapMs(expressions: string[], from: Date, timeZone = "UTC"): number {
-  const end = from.getTime() + 366 * DAY;
-  const times: number[] = [];
-  for (const e of expressions) {
-    const r = compileCron(e, timeZone);
-    if (!r.ok) continue;
-    let at: Date | null = from;
-    // Sample at most ~20k runs per schedule (every 30 minutes for a year).
-    for (let i = 0; i < 20_000 && at && at.getTime() < end; i++) {
-      at = r.cron.nextRun(at);
-      if (at && at.getTime() < end) times.push(at.getTime());
-    }
-  }
-  if (times.length < 2) return Infinity;
-  times.sort((a, b) => a - b);
-  let gap = 0;
-  for (let i = 1; i < times.length; i++) gap = Math.max(gap, times[i] - times[i - 1]);
-  return gap;
-}
-
-/** Grace added to the longest gap when deriving an RPO: a backup may take a while and start late. */
-export const RPO_GRACE_HOURS = 6;
-
-/** Default RPO (hours): the longest gap between scheduled full/incremental runs, plus the grace, rounded up. */
-export function deriveRpoHours(schedules: string[], from: Date, timeZone = "UTC"): number {
-  const gap = longestGapMs(schedules.filter(Boolean), from, timeZone);
-  if (!Number.isFinite(gap)) return 24 * 7 + RPO_GRACE_HOURS;
-  return Math.ceil(gap / 3_600_000) + RPO_GRACE_HOURS;
 }
 
 const DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];

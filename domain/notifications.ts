@@ -1096,6 +1096,7 @@ const REASON_LABELS: Record<string, string> = {
   engine_degraded: "engine degraded",
   storage_warning: "storage needs attention",
   storage_critical: "storage critical",
+  storage_full_soon: "storage full within 14 days",
   host_offline: "host offline",
   backup_failed: "backup failed",
   rpo_breach: "RPO breached",

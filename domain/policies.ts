@@ -13,7 +13,7 @@ import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
-import { CronExpression, deriveRpoHours, OptionalCronExpression } from "./schedules.ts";
+import { CronExpression, deriveRpoHours, OptionalCronExpression, RPO_GRACE_HOURS } from "./schedules.ts";
 import { DisplayName } from "./validation.ts";
 
 export interface PolicyCore {
@@ -75,9 +75,16 @@ async function setPaused(
   const actor = systemActor("storage-health");
   for (const policy of await listPoliciesByTarget(kv, targetId)) {
     for (let i = 0; i < 5; i++) {
-      const entry = await kv.get<PolicyCore>(policyKey(policy.id));
+      const [entry, targetEntry] = await kv.getMany<[PolicyCore, TargetLike]>([
+        policyKey(policy.id),
+        ["storage_targets", targetId],
+      ]);
       const p = entry.value;
-      if (!p) break;
+      // The target as it is now decides, checked in the write: the follow-up of a report that a later
+      // one already overtook (critical, then healthy) must not pause after the resume, or the reverse.
+      const health = targetEntry.value?.health;
+      if (pause ? health !== "critical" : health !== "healthy") return changed;
+      if (!p || p.targetId !== targetId) break;
       // Pause only running policies; resume only what this rule paused. Disabled stays disabled.
       if (pause ? p.pausedReason !== null : p.pausedReason !== "storage_critical") break;
       const next: PolicyCore = {
@@ -85,7 +92,7 @@ async function setPaused(
         pausedReason: pause ? "storage_critical" : null,
         updatedAt: now.toISOString(),
       };
-      const op = kv.atomic().check(entry).set(policyKey(p.id), next);
+      const op = kv.atomic().check(entry, targetEntry).set(policyKey(p.id), next);
       appendAudit(op, actor, {
         accountId: p.accountId,
         orgId: p.orgId,
@@ -322,6 +329,64 @@ function rpoOf(data: z.infer<typeof PolicyFields>, now: Date): { rpoHours: numbe
   if (data.rpoHours) return { rpoHours: data.rpoHours, rpoDerived: false };
   const schedules = [data.fullSchedule, data.incrementalSchedule].filter((s): s is string => Boolean(s));
   return { rpoHours: deriveRpoHours(schedules, now, data.timeZone), rpoDerived: true };
+}
+
+/** Set once every schedule-derived RPO has been re-derived with the exact longest gap. */
+export const EXACT_RPO_FIX_KEY = ["data_fixes", "exact_rpo_v1"] as const;
+
+/**
+ * Data fix run on start: the RPO of policies that derive it from their schedules is re-derived with the
+ * exact longest gap (before it, a bounded sample of runs could see only the weekly full: 174 h for a
+ * weekly full with an incremental every 2 minutes), each change audited with the policy write, and their
+ * protected objects follow (`applyPolicyRpo`). Idempotent: a policy already right is not written, objects
+ * already right are not written, and once it completed a marker makes later starts skip it. A crash part-way
+ * leaves no marker, so the next start finishes the job. Returns what it changed.
+ */
+export async function rederiveScheduleRpos(
+  kv: Deno.Kv,
+  now: Date,
+): Promise<{ policies: number; objects: number; skipped: boolean }> {
+  if ((await kv.get(EXACT_RPO_FIX_KEY)).value) return { policies: 0, objects: 0, skipped: true };
+  const actor = systemActor("rpo-fix");
+  const derived = new Map<string, number>();
+  const rpoFor = (p: Policy) => {
+    const key = [p.timeZone, p.fullSchedule, p.incrementalSchedule ?? ""].join("\u0000");
+    let hours = derived.get(key);
+    if (hours === undefined) {
+      hours = rpoOf({ ...p, rpoHours: null }, now).rpoHours;
+      derived.set(key, hours);
+    }
+    return hours;
+  };
+  let policies = 0;
+  let objects = 0;
+  for await (const listed of kv.list<Policy>({ prefix: ["policies"] })) {
+    if (!listed.value?.rpoDerived) continue;
+    const policy = await withRetry<Policy | null>(async () => {
+      const entry = await kv.get<Policy>(listed.key);
+      const p = entry.value;
+      if (!p?.rpoDerived) return { value: null };
+      const rpoHours = rpoFor(p);
+      if (rpoHours === p.rpoHours) return { value: p };
+      const next: Policy = { ...p, rpoHours, updatedAt: now.toISOString() };
+      const op = kv.atomic().check(entry).set(policyKey(p.id), next);
+      appendAudit(op, actor, {
+        accountId: p.accountId,
+        orgId: p.orgId,
+        action: "policy.update",
+        objectType: "policy",
+        objectId: p.id,
+        summary: `RPO of policy ${p.name} re-derived from its schedules: ${p.rpoHours} h → ${rpoHours} h ` +
+          `(the longest gap between runs, now exact, plus ${RPO_GRACE_HOURS} h)`,
+      }, now);
+      if (!(await op.commit()).ok) return null;
+      policies++;
+      return { value: next };
+    });
+    if (policy) objects += await applyPolicyRpo(kv, policy, now);
+  }
+  await kv.set(EXACT_RPO_FIX_KEY, { at: now.toISOString(), policies, objects });
+  return { policies, objects, skipped: false };
 }
 
 /**

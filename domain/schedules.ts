@@ -2,14 +2,8 @@
 import { z } from "zod";
 import { compileCron } from "./cron_rules.ts";
 
-export {
-  compileCron,
-  deriveRpoHours,
-  describeCron,
-  longestGapMs,
-  nextRuns,
-  RPO_GRACE_HOURS,
-} from "./cron_rules.ts";
+export { compileCron, describeCron, nextRuns } from "./cron_rules.ts";
+export { deriveRpoHours, longestGapMs, RPO_GRACE_HOURS } from "./cron_gaps.ts";
 
 /** A required 5-field cron expression. */
 export function CronExpression() {

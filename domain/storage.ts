@@ -183,6 +183,9 @@ export type TargetUpdateInput = z.input<typeof TargetUpdateInput>;
 
 export type TargetHealth = "unknown" | "healthy" | "warning" | "critical";
 
+/** The alerts a storage target can have open (resolved when it is deleted). */
+const TARGET_ALERT_REASONS = ["storage_warning", "storage_critical", "storage_full_soon"] as const;
+
 export interface StorageTarget {
   id: string;
   accountId: string;
@@ -512,7 +515,7 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
       });
     }
     if (target.credentialId) op.delete(vaultKey(target.credentialId));
-    for (const reason of ["storage_warning", "storage_critical"] as const) {
+    for (const reason of TARGET_ALERT_REASONS) {
       resolveAlert(op, await readOpenAlert(kv, "storage_target", id, reason), now);
     }
     appendAudit(op, actor, {
@@ -615,6 +618,9 @@ export async function addCapacityReports(
       .set(capacitySampleKey(target.id, now.getTime()), state, { expireIn: FINE_RETENTION_MS + 3600_000 })
       .set(capacityDailyKey(target.id, day), rollup);
     if (target.health !== state.status) await addHealthTransition(kv, op, target, state, now);
+    if ((target.capacity?.fullSoon ?? false) !== state.fullSoon) {
+      await addFullSoonTransition(kv, op, target, state, now);
+    }
     if (state.status === "critical") toPause.push(target.id);
     if (state.status === "healthy") toResume.push(target.id);
     targets.push(next);
@@ -668,7 +674,40 @@ async function addHealthTransition(
   }
 }
 
-/** Reports per atomic write: at most 6 checks each (entry, day, two alert pointers and alerts) stays under 100. */
+/**
+ * The early warning's own alert: raised when the projected full date comes within 14 days, resolved when
+ * it no longer does. Independent of the status and its alerts (a healthy target can have it).
+ */
+async function addFullSoonTransition(
+  kv: Deno.Kv,
+  op: Deno.AtomicOperation,
+  target: StorageTarget,
+  state: CapacityState,
+  now: Date,
+): Promise<void> {
+  const current = await readOpenAlert(kv, "storage_target", target.id, "storage_full_soon");
+  if (!state.fullSoon) {
+    resolveAlert(op, current, now);
+    return;
+  }
+  raiseAlert(op, current, {
+    accountId: target.accountId,
+    orgId: target.orgId,
+    subjectType: "storage_target",
+    subjectId: target.id,
+    subjectName: target.name,
+    reason: "storage_full_soon",
+    severity: "warning",
+    message:
+      `Storage target ${target.name} is projected to be full on ${state.estimatedFullAt!.slice(0, 10)}, ` +
+      `within 14 days at the current growth (usage ${state.usagePercent}%)`,
+  }, now);
+}
+
+/**
+ * Reports per atomic write: at most 8 checks each (entry, day, and the pointer and alert of up to three
+ * alert reasons: warning, critical, full soon) stays under 100.
+ */
 const REPORTS_PER_WRITE = 10;
 
 /**
@@ -784,7 +823,7 @@ registerEngineCascade({
         if (target) {
           op.delete(targetsByAccountKey(target.accountId, id));
           if (target.credentialId) op.delete(vaultKey(target.credentialId));
-          for (const reason of ["storage_warning", "storage_critical"] as const) {
+          for (const reason of TARGET_ALERT_REASONS) {
             resolveAlert(op, await readOpenAlert(kv, "storage_target", id, reason), now);
           }
         }
@@ -813,6 +852,7 @@ export function capacityRows(targets: StorageTarget[]) {
     freeBytes: t.capacity?.freeBytes ?? null,
     growthBytesPerDay: t.capacity?.growthBytesPerDay ?? null,
     estimatedFullAt: t.capacity?.estimatedFullAt ?? null,
+    fullSoon: t.capacity?.fullSoon ?? false,
     lastReportAt: t.capacity?.at ?? null,
   }));
 }

@@ -13,6 +13,8 @@ export interface Row {
   freeBytes: number | null;
   growthBytesPerDay: number | null;
   estimatedFullAt: string | null;
+  /** The early warning: full within 14 days at the current growth (beside the health, not part of it). */
+  fullSoon: boolean;
   lastReportAt: string | null;
 }
 
@@ -87,6 +89,14 @@ export default function CapacityWidget(props: Props) {
                   </td>
                   <td>
                     <span class={`badge badge--${TONE[r.health] ?? "muted"}`}>{r.health}</span>
+                    {r.fullSoon && (
+                      <>
+                        {" "}
+                        <span class="badge badge--warn" data-testid="widget-full-soon">
+                          full within 14 days
+                        </span>
+                      </>
+                    )}
                   </td>
                   <td>
                     <svg

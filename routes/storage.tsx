@@ -72,6 +72,17 @@ export function HealthBadge(props: { health: TargetHealth }) {
   return <Badge tone={HEALTH_TONE[props.health]}>{props.health}</Badge>;
 }
 
+/** The early warning, beside the health (never part of it): projected full within 14 days. */
+export function FullSoonBadge(props: { target: Pick<StorageTarget, "capacity"> }) {
+  const cap = props.target.capacity;
+  if (!cap?.fullSoon) return null;
+  return (
+    <span title={`Projected full on ${cap.estimatedFullAt?.slice(0, 10)} at the current growth`}>
+      <Badge tone="warn">full within 14 days</Badge>
+    </span>
+  );
+}
+
 storageRoutes.get("/", requires("backup.view"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
@@ -166,8 +177,8 @@ storageRoutes.get("/", requires("backup.view"), async (c) => {
                       </td>
                       <td>{TARGET_TYPE_LABELS[t.type]}</td>
                       <td>{engineName.get(t.besId) ?? "—"}</td>
-                      <td>
-                        <HealthBadge health={t.health} />
+                      <td class="nowrap">
+                        <HealthBadge health={t.health} /> <FullSoonBadge target={t} />
                       </td>
                       <td>{t.capacity ? `${t.capacity.usagePercent}%` : "—"}</td>
                       <td class="nowrap">
@@ -552,7 +563,11 @@ async function targetPage(
           subtitle={`${TARGET_TYPE_LABELS[target.type]} on ${engine?.name ?? "—"} · created ${
             formatTime(target.createdAt)
           }`}
-          actions={<HealthBadge health={target.health} />}
+          actions={
+            <>
+              <HealthBadge health={target.health} /> <FullSoonBadge target={target} />
+            </>
+          }
         />
         <div class="grid-2">
           <section class="panel">
@@ -574,7 +589,10 @@ async function targetPage(
                       : `${formatBytes(Math.round(cap.growthBytesPerDay))} per day`}
                   </dd>
                   <dt>Estimated full</dt>
-                  <dd>{cap.estimatedFullAt ? cap.estimatedFullAt.slice(0, 10) : "not growing"}</dd>
+                  <dd>
+                    {cap.estimatedFullAt ? cap.estimatedFullAt.slice(0, 10) : "not growing"}
+                    {cap.fullSoon ? " — within 14 days at the current growth (early warning)" : ""}
+                  </dd>
                   <dt>Thresholds</dt>
                   <dd>alert {target.alertThreshold}% · critical {target.criticalThreshold}%</dd>
                   <dt>Last report</dt>

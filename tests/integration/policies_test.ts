@@ -7,11 +7,20 @@ import {
   createPolicy,
   deletePolicy,
   effectiveExcludes,
+  EXACT_RPO_FIX_KEY,
   getPolicy,
+  pausePoliciesForStorage,
+  type Policy,
   PolicyCreateInput,
   PolicyFields,
+  rederiveScheduleRpos,
+  resumePoliciesForStorage,
   updatePolicy,
 } from "../../domain/policies.ts";
+import { assignHost } from "../../domain/assignments.ts";
+import { enrollHost } from "../../domain/hosts.ts";
+import { getProtectedObject, readProtectedFor, writeProtected } from "../../domain/protected.ts";
+import { generateKeyPair } from "../../domain/signing.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import {
   compileCron,
@@ -20,9 +29,18 @@ import {
   nextRuns,
   RPO_GRACE_HOURS,
 } from "../../domain/schedules.ts";
+import { openAlertKey } from "../../domain/alerts.ts";
 import { applyCapacityReport, createTarget, deleteTarget, getTarget } from "../../domain/storage.ts";
 import { userActor } from "../../domain/auth.ts";
-import { addUser, createTenant, registerTestEngine, targetInput, TestClock } from "../helpers.ts";
+import {
+  addUser,
+  auditEntries,
+  createTenant,
+  dumpKv,
+  registerTestEngine,
+  targetInput,
+  TestClock,
+} from "../helpers.ts";
 
 const system = systemActor("test");
 const masterKey = new Uint8Array(32).fill(7);
@@ -140,6 +158,70 @@ Deno.test("deriveRpoHours() is the longest gap between scheduled runs plus the g
   );
   assert.equal(deriveRpoHours(["0 2 * * 0", "0 2 * * 1-5"], from), 48 + RPO_GRACE_HOURS, "no Saturday run");
   assert.equal(deriveRpoHours(["0 */6 * * *"], from), 6 + RPO_GRACE_HOURS);
+});
+
+Deno.test("rederiveScheduleRpos() corrects RPOs stored before the gap was exact, objects too, once", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  const frequent = await createPolicy(
+    kv,
+    system,
+    input(f.engine.id, f.target.id, { name: "frequent", incrementalSchedule: "*/2 * * * *" }),
+    now,
+  );
+  assert.equal(frequent.rpoHours, 1 + RPO_GRACE_HOURS, "a weekly full and an incremental every 2 minutes");
+  const manual = await createPolicy(
+    kv,
+    system,
+    input(f.engine.id, f.target.id, { name: "manual", incrementalSchedule: "*/2 * * * *", rpoHours: 200 }),
+    now,
+  );
+  const weekly = await createPolicy(kv, system, input(f.engine.id, f.target.id, { name: "weekly" }), now);
+  const { host } = await enrollHost(kv, { accountId: f.tenant.account.id, orgId: f.tenant.orgs[0].id }, {
+    hostname: "web-01.example",
+    os: "Ubuntu 24.04",
+    ipAddress: "10.0.0.5",
+    publicKey: generateKeyPair().publicKey,
+    version: "1.0.0",
+  }, now);
+  for (const p of [frequent, manual, weekly]) {
+    await assignHost(kv, system, { policyId: p.id, hostId: host.id }, now);
+  }
+  // What the sampling version stored: it saw only the weekly full (7 × 24 + 6 h), on the policy and its object.
+  await kv.set(["policies", frequent.id], { ...frequent, rpoHours: 174 });
+  const stale = await readProtectedFor(kv, host.id, frequent.id);
+  const op = kv.atomic().check(stale.entry!);
+  writeProtected(op, stale.entry!.value, { ...stale.entry!.value!, rpoHours: 174 });
+  assert.ok((await op.commit()).ok);
+  assert.deepEqual(await checkInvariants(kv), []);
+
+  const later = new Date(now.getTime() + 60_000);
+  assert.deepEqual(await rederiveScheduleRpos(kv, later), { policies: 1, objects: 1, skipped: false });
+  assert.equal((await getPolicy(kv, frequent.id))!.rpoHours, 1 + RPO_GRACE_HOURS);
+  const objectOf = async (p: Policy) =>
+    (await getProtectedObject(kv, (await readProtectedFor(kv, host.id, p.id)).pointer.value!))!;
+  assert.equal((await objectOf(frequent)).rpoHours, 1 + RPO_GRACE_HOURS);
+  assert.equal((await getPolicy(kv, manual.id))!.rpoHours, 200, "an operator's RPO is the operator's");
+  assert.equal((await objectOf(manual)).rpoHours, 200);
+  assert.deepEqual(await getPolicy(kv, weekly.id), weekly, "a policy already right is not written");
+  assert.deepEqual(await checkInvariants(kv), [], "the object's RPO-due index moved with it");
+  const audit = (await auditEntries(kv, f.tenant.account.id)).filter((e) => /re-derived/.test(e.summary));
+  assert.equal(audit.length, 1);
+  assert.match(audit[0].summary, /frequent.*174 h → 7 h/);
+
+  // A second start: the marker skips it, nothing changes.
+  const after = await dumpKv(kv);
+  assert.deepEqual(await rederiveScheduleRpos(kv, later), { policies: 0, objects: 0, skipped: true });
+  assert.deepEqual(await dumpKv(kv), after);
+  // And without the marker (a crash before it was written) a rerun finds nothing left to change.
+  await kv.delete(EXACT_RPO_FIX_KEY);
+  const rerun = new Date(later.getTime() + 60_000);
+  assert.deepEqual(await rederiveScheduleRpos(kv, rerun), { policies: 0, objects: 0, skipped: false });
+  assert.deepEqual(
+    (await dumpKv(kv)).filter((e) => e.key[0] !== EXACT_RPO_FIX_KEY[0]),
+    after.filter((e) => e.key[0] !== EXACT_RPO_FIX_KEY[0]),
+  );
 });
 
 Deno.test("createPolicy() refuses a storage target of another BES and writes nothing", async () => {
@@ -360,5 +442,122 @@ Deno.test("invariant 8 under races: operator toggles and capacity flips never co
       "storage_critical",
       `iteration ${i}: critical storage pauses an enabled policy`,
     );
+  }
+});
+
+Deno.test("a pause or resume acts on the target as it is now: a late follow-up of an overtaken report changes nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const p = await createPolicy(kv, system, input(f.engine.id, f.target.id), f.clock.now());
+  const report = (used: number, minute: number) =>
+    applyCapacityReport(kv, f.engine.id, {
+      targetId: f.target.id,
+      totalBytes: 100,
+      usedBytes: used,
+      freeBytes: 100 - used,
+    }, new Date(f.clock.now().getTime() + minute * 60_000));
+  assert.deepEqual((await report(99, 1))!.paused, [p.id]);
+  assert.deepEqual((await report(10, 2))!.resumed, [p.id]);
+  // The critical report's pause, running late (after the healthy report and its resume):
+  assert.deepEqual(await pausePoliciesForStorage(kv, f.target.id, f.clock.now()), []);
+  assert.equal((await getPolicy(kv, p.id))!.pausedReason, null);
+  assert.deepEqual((await report(99, 3))!.paused, [p.id]);
+  // And a healthy report's resume running after the target turned critical again:
+  assert.deepEqual(await resumePoliciesForStorage(kv, f.target.id, f.clock.now()), []);
+  assert.equal((await getPolicy(kv, p.id))!.pausedReason, "storage_critical");
+});
+
+Deno.test("invariant 8 under races with the early warning: paused policies resume when the target is healthy, though projected full within 14 days", async () => {
+  const TOTAL = 1_000_000;
+  const DAY = 86_400_000;
+  for (let i = 0; i < 25; i++) {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    const t0 = f.clock.now().getTime();
+    const running = await createPolicy(
+      kv,
+      system,
+      input(f.engine.id, f.target.id, { name: "running" }),
+      f.clock.now(),
+    );
+    const off = await createPolicy(
+      kv,
+      system,
+      input(f.engine.id, f.target.id, { name: "off", enabled: false }),
+      f.clock.now(),
+    );
+    const report = (used: number, ms: number) =>
+      applyCapacityReport(kv, f.engine.id, {
+        targetId: f.target.id,
+        totalBytes: TOTAL,
+        usedBytes: used,
+        freeBytes: TOTAL - used,
+      }, new Date(t0 + ms));
+    const edit = async (id: string, change: { enabled?: boolean; name?: string }) => {
+      for (;;) {
+        const current = (await getPolicy(kv, id))!;
+        try {
+          return await updatePolicy(kv, system, id, { ...current, ...change }, f.clock.now());
+        } catch (e) {
+          if (!(e instanceof ConflictError)) throw e;
+        }
+      }
+    };
+    const policiesNow = async () => [(await getPolicy(kv, running.id))!, (await getPolicy(kv, off.id))!];
+    /** Invariant 8 in both directions: paused by the system exactly while the target is critical. */
+    const assertInvariant8 = async (when: string) => {
+      const target = (await getTarget(kv, f.target.id))!;
+      for (const p of await policiesNow()) {
+        assert.equal(
+          p.pausedReason,
+          target.health === "critical" ? "storage_critical" : null,
+          `iteration ${i}, ${when}: ${p.name} with the target ${target.health}`,
+        );
+      }
+    };
+
+    // A fast-growing target: 10 % → 96 % in a day is critical, while operators edit both policies.
+    await report(100_000, 0);
+    await Promise.all([
+      report(960_000, DAY),
+      edit(running.id, { name: "running-renamed" }),
+      edit(off.id, { enabled: false }),
+    ]);
+    let target = (await getTarget(kv, f.target.id))!;
+    assert.equal(target.health, "critical");
+    await assertInvariant8("critical");
+
+    // Space freed to 80 %: below the alert threshold, so healthy — yet still growing fast enough to be
+    // full within 14 days (the early warning). Two such reports race each other and the edits.
+    await Promise.all([
+      report(800_000, 2 * DAY),
+      edit(running.id, { enabled: true }),
+      report(801_000, 2 * DAY + 60_000),
+      edit(off.id, { name: "off-renamed" }),
+    ]);
+    target = (await getTarget(kv, f.target.id))!;
+    assert.equal(target.health, "healthy", `iteration ${i}: ${target.capacity!.statusReason}`);
+    assert.equal(target.capacity!.fullSoon, true, `iteration ${i}: the early warning is present`);
+    assert.ok((await kv.get(openAlertKey("storage_target", f.target.id, "storage_full_soon"))).value);
+    assert.equal((await kv.get(openAlertKey("storage_target", f.target.id, "storage_critical"))).value, null);
+    await assertInvariant8("healthy with the early warning");
+    const [r, o] = await policiesNow();
+    assert.deepEqual([r.enabled, o.enabled], [true, false], `iteration ${i}: the operators' switches stand`);
+
+    // Critical and healthy-with-early-warning reports racing: whichever lands last decides, and the
+    // policies follow it (a pause or resume acts on the target as it is, never on a stale report).
+    await Promise.all([
+      report(970_000, 3 * DAY),
+      report(790_000, 3 * DAY + 30_000),
+      edit(running.id, { enabled: false }),
+      edit(off.id, { enabled: true }),
+    ]);
+    await assertInvariant8("after racing reports");
+    // The next report settles it healthy: everything paused resumes.
+    await report(780_000, 3 * DAY + 90_000);
+    target = (await getTarget(kv, f.target.id))!;
+    assert.equal(target.health, "healthy");
+    await assertInvariant8("settled healthy");
+    assert.deepEqual((await policiesNow()).map((p) => p.enabled), [false, true], `iteration ${i}`);
   }
 });

@@ -708,8 +708,11 @@ Deno.test("applyCapacityReport() moves healthy → warning → critical → heal
   const running = await createTestPolicy(kv, target.id, "Running", T0);
   const disabled = await createTestPolicy(kv, target.id, "Disabled by operator", T0, { enabled: false });
   const elsewhere = await createTestPolicy(kv, other.id, "Elsewhere", T0);
-  const openOf = async (reason: "storage_warning" | "storage_critical") =>
+  const openOf = async (reason: "storage_warning" | "storage_critical" | "storage_full_soon") =>
     (await kv.get<string>(openAlertKey("storage_target", target.id, reason))).value;
+  /** The status alerts (warning, critical); the early warning has its own (checked on its own). */
+  const statusAlertsOf = async () =>
+    (await alertsOf(kv, target.id)).filter((a) => a.reason !== "storage_full_soon");
 
   // Steady at 50 % (growth 0): healthy.
   let r = await applyCapacityReport(kv, engine.id, report(target.id, 500_000), T0);
@@ -724,17 +727,21 @@ Deno.test("applyCapacityReport() moves healthy → warning → critical → heal
   assert.equal(r!.target.health, "warning");
   assert.match(r!.target.capacity!.statusReason, /alert threshold 85%/);
   assert.deepEqual([r!.paused, r!.resumed], [[], []]);
-  let alerts = await alertsOf(kv, target.id);
+  let alerts = await statusAlertsOf();
   assert.equal(alerts.length, 1);
   assert.equal(alerts[0].reason, "storage_warning");
   assert.equal(alerts[0].severity, "warning");
   assert.equal(await openOf("storage_warning"), alerts[0].id);
+  // 50 % → 85 % in a minute also projects the target full within 14 days: the early warning opens
+  // beside the status (its own flag and alert).
+  assert.equal(r!.target.capacity!.fullSoon, true);
+  assert.ok(await openOf("storage_full_soon"));
 
   // Exactly the critical threshold: critical alert open, warning resolved, policies paused.
   const criticalAt = at(3 * MIN);
   r = await applyCapacityReport(kv, engine.id, report(target.id, 950_000), criticalAt);
   assert.equal(r!.target.health, "critical");
-  alerts = await alertsOf(kv, target.id);
+  alerts = await statusAlertsOf();
   const byReason = Object.fromEntries(alerts.map((a) => [a.reason, a]));
   assert.equal(byReason.storage_warning.status, "resolved");
   assert.equal(byReason.storage_critical.status, "open");
@@ -757,7 +764,7 @@ Deno.test("applyCapacityReport() moves healthy → warning → critical → heal
   r = await applyCapacityReport(kv, engine.id, report(target.id, 960_000), at(4 * MIN));
   assert.equal(r!.target.health, "critical");
   assert.deepEqual(r!.paused, []);
-  assert.equal((await alertsOf(kv, target.id)).length, 2);
+  assert.equal((await statusAlertsOf()).length, 2);
 
   // Down to warning: still paused (only healthy resumes).
   r = await applyCapacityReport(kv, engine.id, report(target.id, 900_000), at(5 * MIN));
@@ -781,6 +788,7 @@ Deno.test("applyCapacityReport() moves healthy → warning → critical → heal
   assert.ok((await alertsOf(kv, target.id)).every((a) => a.status === "resolved"));
   assert.equal(await openOf("storage_warning"), null);
   assert.equal(await openOf("storage_critical"), null);
+  assert.equal(await openOf("storage_full_soon"), null, "shrinking: no longer projected full");
   const resumes = (await auditEntries(kv, tenant.account.id)).filter((e) =>
     e.action === "policy.auto_resume"
   );
@@ -838,24 +846,100 @@ Deno.test("applyCapacityReport() computes EWMA growth and estimatedFullAt from t
   assert.equal(fourth.capacity!.growthBytesPerDay, third.capacity!.growthBytesPerDay);
 });
 
-Deno.test("applyCapacityReport() warns for a slowly filling target that is full in less than 14 days, below the alert threshold", async () => {
+Deno.test("applyCapacityReport() raises the early warning, its own flag and alert, for a target full in less than 14 days that stays healthy below the alert threshold", async () => {
   using kv = await Deno.openKv(":memory:");
   const { engine } = await fixture(kv);
   const slow = await createTarget(kv, system, targetInput(engine.id, "local", { name: "slow" }), OPTS);
   const slower = await createTarget(kv, system, targetInput(engine.id, "local", { name: "slower" }), OPTS);
   await applyCapacityReport(kv, engine.id, report(slow.id, 500_000), T0);
   await applyCapacityReport(kv, engine.id, report(slower.id, 500_000), T0);
-  // +40 000/day with 460 000 free: full in 11.5 days → warning at 54 %.
+  // +40 000/day with 460 000 free: full in 11.5 days → healthy at 54 % (the guide's table), early warning on.
   const r = (await applyCapacityReport(kv, engine.id, report(slow.id, 540_000), at(DAY)))!;
   assert.equal(r.target.capacity!.usagePercent, 54);
-  assert.equal(r.target.health, "warning");
-  assert.match(r.target.capacity!.statusReason, /full on 2026-12-04/);
-  const alerts = await alertsOf(kv, slow.id);
-  assert.deepEqual(alerts.map((a) => [a.reason, a.status]), [["storage_warning", "open"]]);
-  // +20 000/day with 480 000 free: 24 days → healthy.
+  assert.equal(r.target.health, "healthy");
+  assert.equal(r.target.capacity!.statusReason, "Usage 54%");
+  assert.equal(r.target.capacity!.fullSoon, true);
+  let alerts = await alertsOf(kv, slow.id);
+  assert.deepEqual(alerts.map((a) => [a.reason, a.severity, a.status]), [[
+    "storage_full_soon",
+    "warning",
+    "open",
+  ]]);
+  assert.match(alerts[0].message, /projected to be full on 2026-12-04, within 14 days/);
+  // Still projected full within 14 days: the same alert, no new one.
+  await applyCapacityReport(kv, engine.id, report(slow.id, 541_000), at(DAY + HOUR));
+  assert.equal((await alertsOf(kv, slow.id)).length, 1);
+  // Space freed: the projection moves past 14 days and the early warning resolves.
+  const freed = (await applyCapacityReport(kv, engine.id, report(slow.id, 400_000), at(2 * DAY)))!;
+  assert.equal(freed.target.capacity!.fullSoon, false);
+  alerts = await alertsOf(kv, slow.id);
+  assert.deepEqual(alerts.map((a) => [a.reason, a.status]), [["storage_full_soon", "resolved"]]);
+  // +20 000/day with 480 000 free: 24 days → healthy, no early warning.
   const s = (await applyCapacityReport(kv, engine.id, report(slower.id, 520_000), at(DAY)))!;
   assert.equal(s.target.health, "healthy");
+  assert.equal(s.target.capacity!.fullSoon, false);
   assert.equal((await alertsOf(kv, slower.id)).length, 0);
+});
+
+Deno.test("applyCapacityReport() resumes the policies of a fast-growing target back below the thresholds, early warning or not", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { engine } = await fixture(kv);
+  const target = await createTarget(kv, system, targetInput(engine.id), OPTS);
+  const running = await createTestPolicy(kv, target.id, "Running", T0);
+  const disabled = await createTestPolicy(kv, target.id, "Disabled", T0, { enabled: false });
+  await applyCapacityReport(kv, engine.id, report(target.id, 100_000), T0);
+  // 10 % → 96 % in a day: critical, both paused.
+  let r = (await applyCapacityReport(kv, engine.id, report(target.id, 960_000), at(DAY)))!;
+  assert.equal(r.target.health, "critical");
+  assert.deepEqual(r.paused.sort(), [running.id, disabled.id].sort());
+  // Down to 80 %: healthy, though the smoothed growth still projects it full within days.
+  r = (await applyCapacityReport(kv, engine.id, report(target.id, 800_000), at(2 * DAY)))!;
+  assert.equal(r.target.health, "healthy");
+  assert.equal(r.target.capacity!.fullSoon, true);
+  assert.deepEqual(r.resumed.sort(), [running.id, disabled.id].sort());
+  assert.equal((await getPolicy(kv, running.id))!.pausedReason, null);
+  assert.equal(
+    (await getPolicy(kv, disabled.id))!.enabled,
+    false,
+    "an operator-disabled policy stays disabled",
+  );
+  assert.ok((await kv.get(openAlertKey("storage_target", target.id, "storage_full_soon"))).value);
+  assert.equal((await kv.get(openAlertKey("storage_target", target.id, "storage_critical"))).value, null);
+});
+
+Deno.test("the storage pages show the early warning as its own badge beside a healthy status, and the alerts page its own alert", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = new TestClock(T0);
+  const { app } = testApp(kv, clock);
+  const { tenant, engine } = await fixture(kv);
+  const viewer = await addUser(kv, tenant, "viewer@acme.example", "viewer", "all", T0);
+  const soon = await createTarget(kv, system, targetInput(engine.id, "local", { name: "Filling" }), OPTS);
+  const calm = await createTarget(kv, system, targetInput(engine.id, "nfs", { name: "Calm" }), OPTS);
+  for (const [id, used] of [[soon.id, 500_000], [calm.id, 500_000]] as const) {
+    await applyCapacityReport(kv, engine.id, report(id, used), T0);
+  }
+  await applyCapacityReport(kv, engine.id, report(soon.id, 540_000), at(DAY));
+  await applyCapacityReport(kv, engine.id, report(calm.id, 500_000), at(DAY));
+  clock.advance(DAY);
+  const browser = new Browser(app);
+  await signInAs(browser, kv, viewer, clock.now());
+  const rowOf = (html: string, name: string) =>
+    html.split("<tr").find((row) => row.includes(`>${name}</a>`))!;
+
+  const list = await (await browser.get("/backup/storage")).text();
+  const table = list.slice(list.indexOf('<table class="table">'));
+  assert.match(rowOf(table, "Filling"), /badge--ok">healthy<[\s\S]*badge--warn">full within 14 days</);
+  assert.doesNotMatch(rowOf(table, "Calm"), /full within 14 days/);
+  assert.match(rowOf(list, "Filling"), /full within 14 days/, "the live widget's first snapshot too");
+
+  const detail = await (await browser.get(`/backup/storage/${soon.id}`)).text();
+  const header = detail.slice(detail.indexOf("page-header"), detail.indexOf("grid-2"));
+  assert.match(header, /badge--ok">healthy<[\s\S]*badge--warn">full within 14 days</);
+  assert.match(detail, /2026-12-04 — within 14 days at the current growth \(early warning\)/);
+  assert.doesNotMatch(await (await browser.get(`/backup/storage/${calm.id}`)).text(), /full within 14 days/);
+
+  const alerts = await (await browser.get("/backup/alerts")).text();
+  assert.match(alerts, /Filling is projected to be full on 2026-12-04, within 14 days/);
 });
 
 Deno.test("capacityHistory() returns daily roll-ups (last report and peak of each day) and the reports of the last 48 h", async () => {

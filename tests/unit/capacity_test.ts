@@ -102,25 +102,37 @@ Deno.test("evaluateCapacity() at exactly the critical threshold is critical, jus
   assert.equal(atCritical.status, "critical");
   assert.match(atCritical.reason, /critical threshold 95%/);
   assert.equal(evaluateCapacity(sample(T0, total, total), null, THRESHOLDS).status, "critical");
-  // Critical wins over a near full date.
-  assert.equal(
-    evaluateCapacity(sample(T0, 9600, total), new Date(T0 + HOUR).toISOString(), THRESHOLDS).status,
-    "critical",
-  );
+  // A near full date leaves the status to the thresholds and sets the early warning beside it.
+  const soon = evaluateCapacity(sample(T0, 9600, total), new Date(T0 + HOUR).toISOString(), THRESHOLDS);
+  assert.deepEqual([soon.status, soon.fullSoon], ["critical", true]);
 });
 
-Deno.test("evaluateCapacity() warns on a full date less than 14 days away even at healthy usage", () => {
+Deno.test("evaluateCapacity() follows the guide's table: below the alert threshold is healthy, even when full within 14 days", () => {
   assert.equal(FULL_SOON_MS, 14 * DAY);
   const s = sample(T0, 200_000); // 20 %
+  // The early warning is a flag of its own; the status stays healthy.
   const soon = evaluateCapacity(s, new Date(T0 + 14 * DAY - 1).toISOString(), THRESHOLDS);
-  assert.equal(soon.status, "warning");
-  assert.match(soon.reason, /full on 2026-12-06/);
-  assert.equal(evaluateCapacity(s, new Date(T0 + DAY).toISOString(), THRESHOLDS).status, "warning");
-  // Exactly 14 days, or later, is healthy.
-  assert.equal(evaluateCapacity(s, new Date(T0 + 14 * DAY).toISOString(), THRESHOLDS).status, "healthy");
-  assert.equal(evaluateCapacity(s, new Date(T0 + 90 * DAY).toISOString(), THRESHOLDS).status, "healthy");
-  const healthy = evaluateCapacity(s, null, THRESHOLDS);
-  assert.deepEqual(healthy, { status: "healthy", reason: "Usage 20%" });
+  assert.deepEqual(soon, { status: "healthy", reason: "Usage 20%", fullSoon: true });
+  assert.deepEqual(evaluateCapacity(s, new Date(T0 + DAY).toISOString(), THRESHOLDS).fullSoon, true);
+  // Exactly 14 days, or later, or not growing: no early warning.
+  assert.equal(evaluateCapacity(s, new Date(T0 + 14 * DAY).toISOString(), THRESHOLDS).fullSoon, false);
+  assert.equal(evaluateCapacity(s, new Date(T0 + 90 * DAY).toISOString(), THRESHOLDS).fullSoon, false);
+  assert.deepEqual(evaluateCapacity(s, null, THRESHOLDS), {
+    status: "healthy",
+    reason: "Usage 20%",
+    fullSoon: false,
+  });
+  // Beside warning and critical too, without changing them.
+  const total = 10_000;
+  const soonAt = new Date(T0 + HOUR).toISOString();
+  assert.deepEqual(
+    [
+      evaluateCapacity(sample(T0, 8499, total), soonAt, THRESHOLDS).status,
+      evaluateCapacity(sample(T0, 8500, total), soonAt, THRESHOLDS).status,
+    ],
+    ["healthy", "warning"],
+  );
+  assert.equal(evaluateCapacity(sample(T0, 9000, total), soonAt, THRESHOLDS).fullSoon, true);
 });
 
 Deno.test("nextCapacityState() chains growth, full date and status from a previous state", () => {
@@ -129,11 +141,14 @@ Deno.test("nextCapacityState() chains growth, full date and status from a previo
   assert.equal(first.growthBytesPerDay, null);
   assert.equal(first.estimatedFullAt, null);
   assert.equal(first.status, "healthy");
-  // +50 000 bytes in a day: 450 000 free at 50 000/day → full in 9 days → warning at 55 %.
+  assert.equal(first.fullSoon, false);
+  // +50 000 bytes in a day: 450 000 free at 50 000/day → full in 9 days: healthy at 55 %, with the early warning.
   const second = nextCapacityState(first, sample(T0 + DAY, 550_000), THRESHOLDS);
   assert.equal(second.growthBytesPerDay, 50_000);
   assert.equal(second.estimatedFullAt, new Date(T0 + 10 * DAY).toISOString());
-  assert.equal(second.status, "warning");
+  assert.equal(second.status, "healthy");
+  assert.equal(second.statusReason, "Usage 55%");
+  assert.equal(second.fullSoon, true);
   assert.equal(second.usagePercent, 55);
   assert.equal(second.freeBytes, 450_000);
 });
