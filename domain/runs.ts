@@ -35,6 +35,7 @@ import { afterBackup, readProtectedFor, writeProtected } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import type { StorageTarget } from "./storage.ts";
 import { applyRestoreJobOutcome } from "./restore.ts";
+import { applyReplicationOutcome, queueReplicationsInOp } from "./replicas.ts";
 
 /** Job kinds whose outcome belongs to restore (browse and search states, restore requests). */
 const RESTORE_JOB_KINDS: readonly string[] = ["browse", "search", "restore_files", "restore_image", "bmr"];
@@ -785,7 +786,8 @@ async function recordOutcomeInOp(
 
 /**
  * Fails the runs of jobs the lease sweep gave up on (LEASE_EXPIRED after the last attempt), so they
- * do not stay "running" forever and count as failed backups. Idempotent.
+ * do not stay "running" forever and count as failed backups; a replicate job's replication fails the
+ * same way. Idempotent.
  */
 export async function failRunsOfExpiredJobs(kv: Deno.Kv, jobIds: string[], now: Date): Promise<number> {
   let failed = 0;
@@ -793,7 +795,7 @@ export async function failRunsOfExpiredJobs(kv: Deno.Kv, jobIds: string[], now: 
     const job = (await kv.get<Job>(["jobs", id])).value;
     if (!job || job.status !== "failed" || job.result) continue;
     const at = now.toISOString();
-    const run = await applyJobResultToRun(kv, {
+    const expired: Job = {
       ...job,
       result: {
         status: "failed",
@@ -809,7 +811,12 @@ export async function failRunsOfExpiredJobs(kv: Deno.Kv, jobIds: string[], now: 
         output: null,
         hookOutput: [],
       },
-    }, now);
+    };
+    if (job.kind === "replicate") {
+      await applyReplicationOutcome(kv, expired, now);
+      continue;
+    }
+    const run = await applyJobResultToRun(kv, expired, now);
     if (run?.status === "failed") failed++;
   }
   return failed;
@@ -913,26 +920,11 @@ export async function retryRun(
   return retry;
 }
 
-/** Replication state of one restore point under one replica rule. */
-export interface Replication {
-  restorePointId: string;
-  ruleId: string;
-  targetId: string;
-  jobId: string;
-  status: "pending" | "success" | "failed";
-  bytes: number;
-  error: string | null;
-  updatedAt: string;
-}
-
-export function replicationKey(restorePointId: string, ruleId: string) {
-  return ["replications", restorePointId, ruleId] as const;
-}
-
 /**
  * After a backup's restore point: a BES verify job when the policy verifies after backup (with its
  * sample count), and a BES replicate job for each replica rule that applies to the point's type (after
- * full / after incremental), with its replication record — all in the caller's atomic operation.
+ * full / after incremental), with its replication record (replicas.ts `queueReplicationsInOp`) — all in
+ * the caller's atomic operation.
  */
 async function queueFollowUps(
   kv: Deno.Kv,
@@ -951,38 +943,7 @@ async function queueFollowUps(
       payload: { restorePointId: point.id, policyId: policy.id, sampleCount: policy.verifySampleCount },
     }, now);
   }
-  const ruleIds: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["replicas_by_policy", policy.id] })) {
-    ruleIds.push(["replicas", e.value]);
-  }
-  const rules = await getManyValues<
-    { id: string; targetId: string; replicateAfterFull: boolean; replicateAfterIncremental: boolean }
-  >(kv, ruleIds);
-  for (const rule of rules) {
-    const applies = point.type === "incremental" ? rule.replicateAfterIncremental : rule.replicateAfterFull;
-    if (!applies) continue;
-    const job = queueJobInOp(op, {
-      ...base,
-      kind: "replicate",
-      payload: {
-        restorePointId: point.id,
-        ruleId: rule.id,
-        sourceTargetId: policy.targetId,
-        targetId: rule.targetId,
-      },
-    }, now);
-    const record: Replication = {
-      restorePointId: point.id,
-      ruleId: rule.id,
-      targetId: rule.targetId,
-      jobId: job.id,
-      status: "pending",
-      bytes: 0,
-      error: null,
-      updatedAt: now.toISOString(),
-    };
-    op.set(replicationKey(point.id, rule.id), record);
-  }
+  await queueReplicationsInOp(kv, op, policy, point, now);
 }
 
 /**
@@ -1017,23 +978,7 @@ export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise
     }
     return;
   }
-  if (job.kind === "replicate") {
-    const key = replicationKey(String(job.payload.restorePointId ?? ""), String(job.payload.ruleId ?? ""));
-    for (let i = 0; i < 5; i++) {
-      const entry = await kv.get<Replication>(key);
-      if (!entry.value || entry.value.status !== "pending") return;
-      const replication = job.result.output?.replication as { bytes?: number } | undefined;
-      const next: Replication = {
-        ...entry.value,
-        status: job.result.status === "failed" ? "failed" : "success",
-        bytes: Number(replication?.bytes ?? 0),
-        error: job.result.error?.message ?? null,
-        updatedAt: now.toISOString(),
-      };
-      if ((await kv.atomic().check(entry).set(key, next).commit()).ok) return;
-    }
-    return;
-  }
+  if (job.kind === "replicate") return await applyReplicationOutcome(kv, job, now);
   await applyJobResultToRun(kv, job, now);
 }
 

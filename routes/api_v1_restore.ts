@@ -21,6 +21,7 @@ import {
   VERIFICATION_STATUSES,
 } from "../domain/restore.ts";
 import { NotFoundError } from "../domain/errors.ts";
+import { listReplicationsOfPoint } from "../domain/replicas.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, Id, ok } from "./api_common.ts";
 
@@ -76,15 +77,21 @@ apiV1Restore.openapi(
     method: "get",
     path: "/api/v1/restore-points/{restorePointId}",
     summary:
-      "A restore point and its chain (the full first, then its incrementals, with sizes and verification)",
+      "A restore point, its chain (the full first, then its incrementals, with sizes and verification) and its replications (per replica rule: status pending/running/succeeded/failed, times, bytes, error)",
     tags: ["Restore"],
     middleware: [requires("backup.restore")] as const,
     request: { params: PointParam },
     responses: {
       200: {
-        description: "restorePoint and chain",
+        description: "restorePoint, chain and replications",
         content: {
-          "application/json": { schema: z.object({ restorePoint: z.any(), chain: z.array(z.any()) }) },
+          "application/json": {
+            schema: z.object({
+              restorePoint: z.any(),
+              chain: z.array(z.any()),
+              replications: z.array(z.any()),
+            }),
+          },
         },
       },
       ...denied,
@@ -92,12 +99,15 @@ apiV1Restore.openapi(
     },
   }),
   async (c) => {
-    const { kv } = c.get("deps");
+    const { kv, clock } = c.get("deps");
     const actor = c.get("actor")!;
     const { restorePointId } = c.req.valid("param");
     const restorePoint = await requireRestorePoint(kv, actor, restorePointId);
-    const chain = await chainOf(kv, restorePoint);
-    return c.json({ restorePoint, chain }, 200);
+    const [chain, replications] = await Promise.all([
+      chainOf(kv, restorePoint),
+      listReplicationsOfPoint(kv, restorePoint.id, clock()),
+    ]);
+    return c.json({ restorePoint, chain, replications }, 200);
   },
 );
 

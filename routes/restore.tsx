@@ -10,6 +10,8 @@ import type { Context } from "hono";
 import { Hono } from "hono";
 import { z } from "zod";
 import { Island } from "../components/Island.tsx";
+import { ReplicationTable } from "../components/replication.tsx";
+import { listReplicationsOfPoint } from "../domain/replicas.ts";
 import {
   Badge,
   Csrf,
@@ -502,8 +504,9 @@ async function pointPage(
   const pathParsed = RestorePath.safeParse(c.req.query("path") || "/");
   const browsePath = pathParsed.success ? pathParsed.data : "/";
   const searchId = c.req.query("searchId") ?? "";
-  const [chain, engine, hosts, browse, search] = await Promise.all([
+  const [chain, replications, engine, hosts, browse, search] = await Promise.all([
     chainOf(kv, point),
+    listReplicationsOfPoint(kv, point.id, now),
     getEngine(kv, point.engineId),
     listHosts(kv, actor, { limit: 200 }),
     getBrowse(kv, actor, point.id, browsePath, now),
@@ -566,6 +569,17 @@ async function pointPage(
       <section class="panel" id="chain">
         <h2>Chain</h2>
         <ChainTable chain={chain} current={point.id} />
+      </section>
+      <section class="panel" id="replication">
+        <h2>Replication</h2>
+        {replications.length === 0
+          ? (
+            <p class="muted">
+              Not replicated: no replica rule of policy {point.policyName}{" "}
+              applied to this point when it was created.
+            </p>
+          )
+          : <ReplicationTable rows={replications} />}
       </section>
       <section class="panel" id="browse">
         <h2>Browse</h2>

@@ -346,6 +346,7 @@ const SAMPLE_BODIES: Record<string, unknown> = {
     fullSchedule: "0 2 * * 0",
   },
   "POST /api/v1/restore-points/:restorePointId/search": { query: "*.txt" },
+  "PUT /api/v1/replicas/:replicaId": { targetId: "none" },
   "PUT /api/v1/storage/:targetId": { name: "Renamed target", type: "local", config: { path: "/srv/x" } },
   "PUT /api/v1/platforms/:platformId": {
     name: "Renamed platform",
@@ -385,11 +386,11 @@ const POLICY: Array<[RegExp, string]> = [
   [/^\w+ \/api\/v1\/tokens/, "backup.view"],
   [/^\w+ \/api\/v1\/(restore-points|searches|restores)(\/|$)/, "backup.restore"],
   [
-    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|runs|jobs|dashboard|protected-objects|platforms|notification-(channels|rules|deliveries))(\/|$)/,
+    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|replicas|runs|jobs|dashboard|protected-objects|platforms|notification-(channels|rules|deliveries))(\/|$)/,
     "backup.view",
   ],
   [
-    /^\w+ \/api\/v1\/(engines|storage|alerts|policies|jobs|platforms|notification-(channels|rules))(\/|$)/,
+    /^\w+ \/api\/v1\/(engines|storage|alerts|policies|replicas|jobs|platforms|notification-(channels|rules))(\/|$)/,
     "backup.manage",
   ],
   [/^POST \/api\/v1\/account\//, "admin"],
