@@ -22,6 +22,7 @@ import { apiV1Notifications } from "./routes/api_v1_notifications.ts";
 import { apiV1Platforms } from "./routes/api_v1_platforms.ts";
 import { apiV1Restore } from "./routes/api_v1_restore.ts";
 import { apiV1Replicas } from "./routes/api_v1_replicas.ts";
+import { apiV1Hosts } from "./routes/api_v1_hosts.ts";
 import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
 import { engineProtocol } from "./routes/engine_protocol.ts";
@@ -146,6 +147,7 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1Notifications);
   app.route("/", apiV1Restore);
   app.route("/", apiV1Replicas);
+  app.route("/", apiV1Hosts);
   app.route("/", engineProtocol);
   app.route("/", selfBackupApi);
   app.route("/", docsRoutes(() => openApiDocument(app)));

@@ -105,6 +105,11 @@ export interface RestorePoint {
   completedAt: string;
   status: "complete" | "running" | "failed" | "expired";
   verification: "passed" | "failed" | "partial" | "pending";
+  /**
+   * Set when the point's host was decommissioned under a policy with Archive On Host Deactivation on
+   * (archive.ts): retention keeps it until an operator expires it.
+   */
+  archivedAt?: string | null;
 }
 
 export function runKey(id: string) {
@@ -627,6 +632,8 @@ async function dispatchPolicy(
   });
   let skipped = 0;
   for (const host of hosts) {
+    // Its assignments are archived with it; this guards the moment in between.
+    if (host.status === "decommissioned") continue;
     if (host.status === "offline") {
       // With catch-up on, the run waits for the agent (deferred); otherwise it is skipped. Either way
       // it is linked to the host's one offline alert instead of becoming a failure of its own.
@@ -718,6 +725,7 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
         status: "complete",
         verification: "pending",
       };
+      if (await archivesNewPoints(kv, run)) point.archivedAt = now.toISOString();
       next.restorePointId = point.id;
       op.set(restorePointKey(point.id), point).set(
         ["restore_points_by_policy", run.policyId, point.id],
@@ -730,6 +738,19 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
     if ((await op.set(runKey(run.id), next).commit()).ok) return next;
   }
   return null;
+}
+
+/**
+ * Whether a point a run just produced is archived at once: its host was decommissioned while the run
+ * was in flight, under a policy with Archive On Host Deactivation on (its other points were archived).
+ */
+async function archivesNewPoints(kv: Deno.Kv, run: Run): Promise<boolean> {
+  if (!run.hostId) return false;
+  const [host, policy] = await kv.getMany<[{ status: string }, Policy]>([
+    ["hosts", run.hostId],
+    ["policies", run.policyId],
+  ]);
+  return host.value?.status === "decommissioned" && Boolean(policy.value?.archiveOnHostDeactivation);
 }
 
 /**
@@ -863,6 +884,14 @@ export async function retryRun(
     });
   }
   if (!run.retryable) throw new ValidationError("This run is not retryable", { run: "Not retryable" });
+  const host = run.hostId
+    ? (await kv.get<{ hostname: string; status: string }>(["hosts", run.hostId])).value
+    : null;
+  if (host?.status === "decommissioned") {
+    throw new ValidationError(`Host ${host.hostname} is decommissioned: assign it to a policy again first`, {
+      run: "The host is decommissioned",
+    });
+  }
   const policy = (await kv.get<Policy>(["policies", run.policyId])).value;
   if (!policy) throw new NotFoundError("The policy of this run is gone");
   const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([["engines", policy.besId], [
@@ -1086,6 +1115,7 @@ function retentionPoints(points: RestorePoint[]): RetentionPoint[] {
     completedAt: p.completedAt,
     sizeBytes: p.sizeBytes,
     status: p.status,
+    archived: Boolean(p.archivedAt),
   }));
 }
 
@@ -1123,7 +1153,9 @@ export async function previewPolicyRetention(
 /**
  * The hourly retention job: for every policy and protected object, applies GFS retention — marks the
  * expired restore points `expired` and queues one BES prune job with their ids, in one atomic
- * operation per batch. Idempotent: expired points are no longer candidates.
+ * operation per batch. Idempotent: expired points are no longer candidates. Archived points (their host
+ * was decommissioned under Archive On Host Deactivation) are kept; the points of a host whose
+ * decommission is still archiving them (`["host_decommissions", hostId]`) wait for the next run.
  */
 export async function applyRetention(
   kv: Deno.Kv,
@@ -1131,6 +1163,8 @@ export async function applyRetention(
 ): Promise<{ expired: number; pruneJobs: number }> {
   let expired = 0;
   let pruneJobs = 0;
+  const decommissioning = new Set<string>();
+  for await (const e of kv.list({ prefix: ["host_decommissions"] })) decommissioning.add(String(e.key[1]));
   for await (const entry of kv.list<Policy>({ prefix: ["policies"] }, { batchSize: 200 })) {
     const policy = entry.value;
     const counts = {
@@ -1138,7 +1172,8 @@ export async function applyRetention(
       weekly: policy.retentionWeekly,
       monthly: policy.retentionMonthly,
     };
-    for (const points of (await pointsByObject(kv, policy.id)).values()) {
+    for (const [object, points] of await pointsByObject(kv, policy.id)) {
+      if (decommissioning.has(object)) continue;
       const plan = planRetention(retentionPoints(points), counts, policy.timeZone ?? "UTC");
       const doomed = points.filter((p) => plan.expire.includes(p.id));
       for (let i = 0; i < doomed.length; i += 200) {
@@ -1226,7 +1261,9 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
   );
   let dispatched = 0;
   for (const [hostId, entries] of byHost) {
-    const host = hosts.get(hostId) ?? null;
+    // A decommissioned host's deferred runs are skipped, like those of a deleted host.
+    const found = hosts.get(hostId) ?? null;
+    const host = found?.status === "decommissioned" ? null : found;
     if (host && host.status !== "online") continue;
     const newest = new Map<string, string>();
     for (const e of entries) if ((newest.get(e.policyId) ?? "") < e.runId) newest.set(e.policyId, e.runId);

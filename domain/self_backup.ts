@@ -56,6 +56,7 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "hosts_by_account",
     "hosts_by_public_key",
     "hosts_live",
+    "host_decommissions",
     "storage_targets",
     "storage_targets_by_bes",
     "storage_targets_by_account",

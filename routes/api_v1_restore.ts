@@ -22,8 +22,9 @@ import {
 } from "../domain/restore.ts";
 import { NotFoundError } from "../domain/errors.ts";
 import { listReplicationsOfPoint } from "../domain/replicas.ts";
+import { ExpireArchivedInput, expireArchivedPoint } from "../domain/archive.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, Id, ok } from "./api_common.ts";
+import { apiRouter, err, Id, jsonBody, ok } from "./api_common.ts";
 
 const denied = { 401: err("Not signed in or bad token"), 403: err("Missing the backup.restore permission") };
 const PointParam = z.object({ restorePointId: Id });
@@ -108,6 +109,37 @@ apiV1Restore.openapi(
       listReplicationsOfPoint(kv, restorePoint.id, clock()),
     ]);
     return c.json({ restorePoint, chain, replications }, 200);
+  },
+);
+
+apiV1Restore.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/restore-points/{restorePointId}/expire",
+    summary:
+      'Expire an archived restore point (kept since its host was decommissioned): confirm with {"confirm": true}; the BES prunes its data',
+    tags: ["Restore"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: PointParam, ...jsonBody(ExpireArchivedInput) },
+    responses: {
+      200: ok("The restore point, now expired"),
+      401: err("Not signed in or bad token"),
+      403: err("Missing the backup.manage permission"),
+      404: err("Not found or outside your scope"),
+      409: err("Not archived (retention manages it), already expired, or an incremental still depends on it"),
+      422: err("Missing confirmation"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const point = await expireArchivedPoint(
+      kv,
+      c.get("actor")!,
+      c.req.valid("param").restorePointId,
+      c.req.valid("json"),
+      clock(),
+    );
+    return c.json(point, 200);
   },
 );
 

@@ -105,6 +105,7 @@ export async function HostsSection(props: { kv: Kv; actor: Actor; policy: Policy
                 <tr key={assignment.id} data-testid="assignment-row">
                   <td>
                     <a href={`/backup/hosts/${host.id}`}>{host.hostname}</a>
+                    {host.status === "decommissioned" && <span class="muted">(decommissioned)</span>}
                   </td>
                   <td>{assignment.state}</td>
                   <td>{formatTime(assignment.updatedAt)}</td>
@@ -143,12 +144,17 @@ export async function HostsSection(props: { kv: Kv; actor: Actor; policy: Policy
           <Csrf token={csrf} />
           <select name="hostId" aria-label="Host to assign">
             <option value="">Assign a host…</option>
-            {assignable.map((h) => <option key={h.id} value={h.id}>{h.hostname} ({h.ipAddress})</option>)}
+            {assignable.map((h) => (
+              <option key={h.id} value={h.id}>
+                {h.hostname}{" "}
+                ({h.ipAddress}){h.status === "decommissioned" ? " — decommissioned, reactivates" : ""}
+              </option>
+            ))}
           </select>
           <button type="submit" class="btn">Assign</button>
           <span class="hint">
             Removing a host keeps its restore points; archived assignments are reactivated when assigned
-            again.
+            again, and so is a decommissioned host.
           </span>
         </form>
       )}
