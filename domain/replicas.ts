@@ -36,7 +36,8 @@ import {
   type TargetType,
 } from "./storage.ts";
 import { evaluate321, type ThreeTwoOne } from "./three_two_one.ts";
-import type { RestorePoint } from "./runs.ts";
+import { type RestorePoint, restorePointKey } from "./runs.ts";
+import { type Host, hostKey, hostScope } from "./hosts.ts";
 
 /** Where the key-encryption key of the replica comes from. */
 export const KEK_SOURCES = ["account", "pam_vault"] as const;
@@ -869,9 +870,28 @@ export async function listRecentReplications(
       keys.push(replicationKey(e.value, rule.id));
     }
   }
-  const records = (await getManyValues<Replication>(kv, keys))
-    .sort((a, b) => b.restorePointId.localeCompare(a.restorePointId) || a.ruleId.localeCompare(b.ruleId))
-    .slice(0, limit);
+  const sorted = (await getManyValues<Replication>(kv, keys))
+    .sort((a, b) => b.restorePointId.localeCompare(a.restorePointId) || a.ruleId.localeCompare(b.ruleId));
+  // A point holds its host's files: one of a host outside the actor's scope is not listed (restore.ts's rule).
+  const points = await getManyValues<RestorePoint>(
+    kv,
+    [...new Set(sorted.map((r) => r.restorePointId))].map(restorePointKey),
+  );
+  const hosts = new Map(
+    (await getManyValues<{ id: string; accountId: string; orgId: string }>(
+      kv,
+      [...new Set(points.map((p) => p.hostId).filter((id): id is string => Boolean(id)))].map((
+        id,
+      ) => ["hosts", id]),
+    )).map((h) => [h.id, h]),
+  );
+  const hidden = new Set(
+    points.filter((p) => {
+      const host = p.hostId ? hosts.get(p.hostId) : undefined;
+      return host !== undefined && !inScope(actor, hostScope(host));
+    }).map((p) => p.id),
+  );
+  const records = sorted.filter((r) => !hidden.has(r.restorePointId)).slice(0, limit);
   return await toReplicationViews(kv, records, now);
 }
 
