@@ -878,12 +878,8 @@ export async function listRecentReplications(
     [...new Set(sorted.map((r) => r.restorePointId))].map(restorePointKey),
   );
   const hosts = new Map(
-    (await getManyValues<{ id: string; accountId: string; orgId: string }>(
-      kv,
-      [...new Set(points.map((p) => p.hostId).filter((id): id is string => Boolean(id)))].map((
-        id,
-      ) => ["hosts", id]),
-    )).map((h) => [h.id, h]),
+    (await getManyValues<Host>(kv, [...new Set(points.flatMap((p) => p.hostId ?? []))].map(hostKey)))
+      .map((h) => [h.id, h]),
   );
   const hidden = new Set(
     points.filter((p) => {

@@ -15,6 +15,7 @@ import { createPolicy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import {
   createReplica,
+  listRecentReplications,
   listReplicationsOfPoint,
   type ReplicaRule,
   replicaStats,
@@ -459,4 +460,38 @@ Deno.test("Backup > Replicas creates a rule for a policy the user manages (same 
   }, { tokenFrom: "/backup/replicas" });
   assert.equal(res.status, 422);
   assert.equal((await allRules(kv)).length, 3);
+});
+
+Deno.test("listRecentReplications() leaves out points of a host outside the viewer's scope", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  // An admin assigned a host of Dev to the Ops policy: its points are Dev's files.
+  const { host: devHost } = await enrollHost(kv, { accountId: f.tenant.account.id, orgId: f.dev.id }, {
+    hostname: "dev1.acme.example",
+    os: "Debian 12",
+    ipAddress: "10.0.0.3",
+    publicKey: generateKeyPair().publicKey,
+    version: "1",
+  }, f.clock.now());
+  await applyHostHeartbeat(kv, devHost.id, { version: "1", metrics: engineMetrics() }, f.clock.now());
+  await assignHost(kv, system, { policyId: f.policy.id, hostId: devHost.id }, f.clock.now());
+  const opsPoint = await backUp(kv, f, SUNDAY_2AM, "full");
+  const [job] = await claimJobs(kv, `agent:${devHost.id}`, 1, SUNDAY_2AM);
+  const { job: done } = await applyResult(kv, job.principal, job.id, {
+    status: "success",
+    startedAt: SUNDAY_2AM.toISOString(),
+    endedAt: SUNDAY_2AM.toISOString(),
+    bytesTransferred: 1,
+    protectedBytes: 1,
+    output: { restorePoint: { id: "dev-rp", chainId: "d", type: "full", sizeBytes: 1, fileCount: 1 } },
+  }, SUNDAY_2AM);
+  await applyJobOutcome(kv, done, SUNDAY_2AM);
+  const seen = async (user: Parameters<typeof userActor>[0]) =>
+    new Set(
+      (await listRecentReplications(kv, userActor(user), f.policy.id, SUNDAY_2AM, { limit: 20 }))
+        .map((r) => r.restorePointId),
+    );
+  const admin = await seen(f.users.admin);
+  assert.equal(admin.size, 2);
+  assert.deepEqual([...await seen(f.users.operator)], [opsPoint]);
 });
