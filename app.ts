@@ -21,6 +21,8 @@ import { apiV1Jobs } from "./routes/api_v1_jobs.ts";
 import { apiV1Notifications } from "./routes/api_v1_notifications.ts";
 import { apiV1Platforms } from "./routes/api_v1_platforms.ts";
 import { apiV1Restore } from "./routes/api_v1_restore.ts";
+import { apiV1Replicas } from "./routes/api_v1_replicas.ts";
+import { apiV1Hosts } from "./routes/api_v1_hosts.ts";
 import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
 import { engineProtocol } from "./routes/engine_protocol.ts";
@@ -146,6 +148,8 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1Platforms);
   app.route("/", apiV1Notifications);
   app.route("/", apiV1Restore);
+  app.route("/", apiV1Replicas);
+  app.route("/", apiV1Hosts);
   app.route("/", engineProtocol);
   app.route("/", selfBackupApi);
   app.route("/", docsRoutes(() => openApiDocument(app)));

@@ -16,7 +16,7 @@ import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { deletingEngineKey } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
-import { type Host, hostKey, hostScope, requireHost } from "./hosts.ts";
+import { type Host, hostKey, hostScope, reactivateHostInOp, requireHost } from "./hosts.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Policy, policyKey, requirePolicy } from "./policies.ts";
@@ -105,7 +105,8 @@ export async function requireAssignment(
  * Assigns a host to a policy (needs backup.manage on both). The host must be in the policy's account
  * and in the actor's org scope. An archived assignment of the pair is reactivated (same id,
  * `created: false`); an active or paused one is refused. In the same atomic operation the host's
- * protected object for the policy is created, or made active again.
+ * protected object for the policy is created, or made active again, and a decommissioned host is back
+ * in service (archive.ts): reassigning it reactivates it.
  *
  * Throws NotFoundError when the policy or host is unknown or outside the actor's scope,
  * ForbiddenError without backup.manage, ValidationError when the host is in another account or
@@ -179,18 +180,20 @@ export async function assignHost(
         .set(assignmentByHostKey(host.id, policy.id), assignment.id);
     }
     const hadObject = Boolean(protection.entry?.value);
-    protectForAssignment(op, protection, policy, host, { id: newId(now), now });
+    const reactivated = host.status === "decommissioned";
+    if (reactivated) reactivateHostInOp(op, host, now);
+    protectForAssignment(op, protection, policy, host, { id: newId(now), now, reactivateHost: reactivated });
     appendAudit(op, actor, {
       accountId: assignment.accountId,
       orgId: assignment.orgId,
       action: existing ? "assignment.reactivate" : "assignment.create",
       objectType: "assignment",
       objectId: assignment.id,
-      summary: existing
+      summary: (existing
         ? `Reassigned host ${host.hostname} to policy ${policy.name}: its archived assignment is active again`
         : `Assigned host ${host.hostname} to policy ${policy.name}${
           hadObject ? "" : " (protected object created)"
-        }`,
+        }`) + (reactivated ? "; the decommissioned host is back in service" : ""),
     }, now);
     return (await op.commit()).ok ? { value: { assignment, created: !existing } } : null;
   });
@@ -198,8 +201,9 @@ export async function assignHost(
 
 /**
  * Sets the state of an assignment (any state to any other); the protected object's `protection`
- * follows in the same atomic operation. The same state again changes nothing and writes no audit
- * entry. Needs backup.manage on the policy and the host. Throws NotFoundError, ForbiddenError,
+ * follows in the same atomic operation. Making an assignment of a decommissioned host active or paused
+ * again reactivates the host, as reassigning does. The same state again changes nothing and writes no
+ * audit entry. Needs backup.manage on the policy and the host. Throws NotFoundError, ForbiddenError,
  * ZodError for an unknown state.
  */
 export async function setAssignmentState(
@@ -217,14 +221,25 @@ export async function setAssignmentState(
     if (assignment.state === next) return { value: assignment };
     const updated: Assignment = { ...assignment, state: next, updatedAt: now.toISOString() };
     const op = kv.atomic().check(entry).set(assignmentKey(id), updated);
-    setProtection(op, await readProtectedFor(kv, assignment.hostId, assignment.policyId), next, now);
+    const reactivated = host.status === "decommissioned" && next !== "archived";
+    if (reactivated) {
+      const hostEntry = await kv.get<Host>(hostKey(host.id));
+      if (!hostEntry.value) return null;
+      op.check(hostEntry);
+      reactivateHostInOp(op, hostEntry.value, now);
+    }
+    setProtection(op, await readProtectedFor(kv, assignment.hostId, assignment.policyId), next, now, {
+      reactivateHost: reactivated,
+    });
     appendAudit(op, actor, {
       accountId: assignment.accountId,
       orgId: assignment.orgId,
       action: "assignment.state",
       objectType: "assignment",
       objectId: id,
-      summary: `Host ${host.hostname} on policy ${policy.name}: ${assignment.state} → ${next}`,
+      summary: `Host ${host.hostname} on policy ${policy.name}: ${assignment.state} → ${next}${
+        reactivated ? "; the decommissioned host is back in service" : ""
+      }`,
     }, now);
     return (await op.commit()).ok ? { value: updated } : null;
   });

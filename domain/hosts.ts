@@ -22,8 +22,12 @@ import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, inScope } from "./rbac.ts";
 import { decodePublicKey } from "./signing.ts";
 
-/** pending: enrolled, no heartbeat yet; offline: silent for more than 3 minutes. */
-export const HOST_STATUSES = ["pending", "online", "offline"] as const;
+/**
+ * pending: enrolled (or reactivated), no heartbeat yet; offline: silent for more than 3 minutes;
+ * decommissioned: retired by an operator (archive.ts) — nothing is dispatched to it and heartbeats do
+ * not bring it back; assigning it to a policy again does.
+ */
+export const HOST_STATUSES = ["pending", "online", "offline", "decommissioned"] as const;
 export type HostStatus = (typeof HOST_STATUSES)[number];
 
 export interface Host {
@@ -40,6 +44,8 @@ export interface Host {
   enrolledAt: string;
   updatedAt: string;
   lastHeartbeatAt: string | null;
+  /** When an operator decommissioned the host (null or absent while it is in service). */
+  decommissionedAt?: string | null;
 }
 
 export function hostKey(id: string) {
@@ -50,6 +56,10 @@ export function hostsByAccountKey(accountId: string, id: string) {
 }
 export function hostByPublicKeyKey(publicKey: string) {
   return ["hosts_by_public_key", publicKey] as const;
+}
+/** A decommission still archiving the host's assignments and restore points (archive.ts resumes it). */
+export function hostDecommissionKey(id: string) {
+  return ["host_decommissions", id] as const;
 }
 /** Hosts whose heartbeat the sweep must watch (set by every heartbeat, removed when they go offline). */
 export function liveHostKey(id: string) {
@@ -235,8 +245,30 @@ export async function enrollHost(
 }
 
 /**
+ * Adds to `op`: puts a decommissioned host back in service (it is being assigned to a policy again):
+ * `online` when its agent heartbeated within the offline window (the sweep watches it again), else
+ * `pending` until it does; a decommission still in progress stops. The caller checks the host's entry.
+ * Returns the host as written.
+ */
+export function reactivateHostInOp(op: Deno.AtomicOperation, host: Host, now: Date): Host {
+  const last = host.lastHeartbeatAt ? Date.parse(host.lastHeartbeatAt) : NaN;
+  const live = now.getTime() - last <= OFFLINE_AFTER_MS;
+  const next: Host = {
+    ...host,
+    status: live ? "online" : "pending",
+    decommissionedAt: null,
+    updatedAt: now.toISOString(),
+  };
+  op.set(hostKey(host.id), next).delete(hostDecommissionKey(host.id));
+  if (live) op.set(liveHostKey(host.id), true);
+  return next;
+}
+
+/**
  * Records an agent heartbeat (claiming the request nonce in the same operation). A host that was
- * offline comes back online and its `host_offline` alert is resolved in that same operation.
+ * offline comes back online and its `host_offline` alert is resolved in that same operation. A
+ * decommissioned host stays decommissioned (only its last heartbeat time is kept) and the sweep does
+ * not watch it.
  */
 export async function applyHostHeartbeat(
   kv: Deno.Kv,
@@ -250,13 +282,15 @@ export async function applyHostHeartbeat(
     const entry = await kv.get<Host>(hostKey(hostId));
     const host = entry.value;
     if (!host) throw new NotFoundError("Host not found");
+    const retired = host.status === "decommissioned";
     const next: Host = {
       ...host,
-      status: "online",
+      status: retired ? "decommissioned" : "online",
       version: data.version,
       lastHeartbeatAt: now.toISOString(),
     };
-    const op = kv.atomic().check(entry).set(hostKey(hostId), next).set(liveHostKey(hostId), true);
+    const op = kv.atomic().check(entry).set(hostKey(hostId), next);
+    if (!retired) op.set(liveHostKey(hostId), true);
     // Only a host the sweep took offline can have an open alert: skip the read otherwise.
     if (host.status === "offline") {
       resolveAlert(op, await readOpenAlert(kv, "host", hostId, "host_offline"), now);

@@ -366,7 +366,8 @@ export async function activeHostsOf(
     const byId = new Map(hosts.map((h) => [h.id, h]));
     for (const a of assignments) {
       const h = byId.get(a.hostId);
-      if (h) out.push({ id: h.id, hostname: h.hostname, status: h.status });
+      // A decommissioned host's assignments are archived with it; this guards the moment in between.
+      if (h && h.status !== "decommissioned") out.push({ id: h.id, hostname: h.hostname, status: h.status });
     }
     page = [];
   };

@@ -178,7 +178,7 @@ export type ObjectMetric = "protected" | "at_risk" | "breached";
 export function objectCountKey(accountId: string, orgId: string, metric: ObjectMetric) {
   return ["po_counts", accountId, orgId, metric] as const;
 }
-/** Managed hosts of an org without an active protected object. */
+/** Managed hosts of an org without an active protected object (a decommissioned host is not counted). */
 export function unprotectedHostsKey(accountId: string, orgId: string) {
   return ["host_counts", accountId, orgId, "unprotected"] as const;
 }
@@ -190,6 +190,31 @@ export interface HostCoverage {
   accountId: string;
   orgId: string;
   active: number;
+  /** The host was decommissioned (archive.ts): it is no longer a managed host missing its backups. */
+  decommissioned?: boolean;
+}
+
+/** Whether the org's unprotected-hosts counter counts a host with this coverage. */
+function countsUnprotected(c: HostCoverage): boolean {
+  return !c.decommissioned && c.active === 0;
+}
+
+/**
+ * Adds to `op`: replaces the host's coverage (`coverage`, read before, is checked) with `next`, and
+ * moves the org's unprotected-hosts counter when the host starts or stops counting.
+ */
+function writeCoverage(
+  op: Deno.AtomicOperation,
+  coverage: Deno.KvEntryMaybe<HostCoverage>,
+  next: HostCoverage,
+): void {
+  const value: HostCoverage = { accountId: next.accountId, orgId: next.orgId, active: next.active };
+  if (next.decommissioned) value.decommissioned = true;
+  op.check(coverage).set(coverage.key, value);
+  // A host without a coverage entry was never counted (enrolled before the counters existed).
+  if (!coverage.value) return;
+  const delta = Number(countsUnprotected(value)) - Number(countsUnprotected(coverage.value));
+  if (delta !== 0) op.sum(unprotectedHostsKey(next.accountId, next.orgId), delta > 0 ? COUNT_UP : COUNT_DOWN);
 }
 
 /** The filter dimensions with an index of their own (each sorted by name). */
@@ -244,14 +269,42 @@ function metricsOf(o: ProtectedObject | null): Record<ObjectMetric, number> {
  * Adds to `op`: writes `after` (whose previous value was `before`, null for a new object), moves its
  * index entries and adjusts the counters. When the object becomes active or stops being active,
  * `coverage` (the host's entry, read before) is required: it is checked and updated, and the org's
- * unprotected-hosts counter follows the host's 0 ↔ 1 transitions.
+ * unprotected-hosts counter follows the host's 0 ↔ 1 transitions. `decommissioned` (with `coverage`)
+ * marks the host decommissioned or not, which takes it out of that counter or puts it back.
  */
 export function writeProtected(
   op: Deno.AtomicOperation,
   before: ProtectedObject | null,
   after: ProtectedObject,
   coverage?: Deno.KvEntryMaybe<HostCoverage>,
+  options: { decommissioned?: boolean } = {},
 ): void {
+  const delta = writeObject(op, before, after);
+  // Platform objects have no managed host: host coverage and the unprotected-hosts counter ignore them.
+  if (after.source.kind === "platform") return;
+  const flagChange = options.decommissioned !== undefined &&
+    Boolean(coverage?.value?.decommissioned) !== options.decommissioned;
+  if (delta === 0 && !flagChange) return;
+  if (!coverage) {
+    throw new Error("writeProtected: the host's coverage entry is required when activity changes");
+  }
+  writeCoverage(op, coverage, {
+    accountId: after.accountId,
+    orgId: after.orgId,
+    active: Math.max(0, (coverage.value?.active ?? 0) + delta),
+    decommissioned: options.decommissioned ?? coverage.value?.decommissioned,
+  });
+}
+
+/**
+ * Adds to `op`: writes `after` with its index entries and object counters (not the host's coverage).
+ * Returns how the host's count of active objects changes: +1, −1 or 0.
+ */
+function writeObject(
+  op: Deno.AtomicOperation,
+  before: ProtectedObject | null,
+  after: ProtectedObject,
+): number {
   op.set(protectedObjectKey(after.id), after);
   const old = before ? indexEntries(before) : new Map<string, Deno.KvKey>();
   const next = indexEntries(after);
@@ -264,21 +317,48 @@ export function writeProtected(
       op.sum(objectCountKey(after.accountId, after.orgId, metric), delta > 0 ? COUNT_UP : COUNT_DOWN);
     }
   }
-  const delta = b.protected - a.protected;
-  // Platform objects have no managed host: host coverage and the unprotected-hosts counter ignore them.
-  if (delta === 0 || after.source.kind === "platform") return;
-  if (!coverage) {
-    throw new Error("writeProtected: the host's coverage entry is required when activity changes");
+  return b.protected - a.protected;
+}
+
+/**
+ * Adds to `op`: sets the protection of several objects of ONE host (each read by `readProtectedFor`)
+ * and writes the host's coverage once — two writes of one object each would race on it — marking the
+ * host decommissioned or not when `decommissioned` is given. `coverage` is the host's entry.
+ */
+export function setHostProtection(
+  op: Deno.AtomicOperation,
+  host: Pick<Host, "accountId" | "orgId">,
+  coverage: Deno.KvEntryMaybe<HostCoverage>,
+  objects: ProtectedEntry[],
+  protection: ProtectionState,
+  now: Date,
+  options: { decommissioned?: boolean } = {},
+): void {
+  const at = now.toISOString();
+  let delta = 0;
+  for (const current of objects) {
+    op.check(current.pointer);
+    const existing = current.entry?.value;
+    if (!current.entry || !existing) continue;
+    op.check(current.entry);
+    if (existing.source.kind === "platform" || existing.protection === protection) continue;
+    delta += writeObject(op, existing, {
+      ...existing,
+      protection,
+      breached: false,
+      activeSince: protection === "active" ? at : existing.activeSince,
+      updatedAt: at,
+    });
   }
-  op.check(coverage);
-  const current = coverage.value?.active ?? 0;
-  const active = Math.max(0, current + delta);
-  op.set(hostCoverageKey(after.hostId), { accountId: after.accountId, orgId: after.orgId, active });
-  // A host without a coverage entry was never counted (enrolled before the counters existed).
-  if (coverage.value && current === 0 && active > 0) {
-    op.sum(unprotectedHostsKey(after.accountId, after.orgId), COUNT_DOWN);
-  }
-  if (current > 0 && active === 0) op.sum(unprotectedHostsKey(after.accountId, after.orgId), COUNT_UP);
+  const flagChange = options.decommissioned !== undefined &&
+    Boolean(coverage.value?.decommissioned) !== options.decommissioned;
+  if (delta === 0 && !flagChange) return;
+  writeCoverage(op, coverage, {
+    accountId: host.accountId,
+    orgId: host.orgId,
+    active: Math.max(0, (coverage.value?.active ?? 0) + delta),
+    decommissioned: options.decommissioned ?? coverage.value?.decommissioned,
+  });
 }
 
 /**
@@ -338,8 +418,9 @@ export function protectForAssignment(
   current: ProtectedEntry,
   policy: Pick<Policy, "id" | "besId" | "backupType" | "rpoHours">,
   host: Pick<Host, "id" | "accountId" | "orgId" | "hostname" | "os">,
-  options: { id: string; now: Date },
+  options: { id: string; now: Date; reactivateHost?: boolean },
 ): ProtectedObject {
+  const hostFlag = options.reactivateHost ? { decommissioned: false } : {};
   const at = options.now.toISOString();
   const details = {
     name: host.hostname,
@@ -359,7 +440,7 @@ export function protectForAssignment(
       activeSince: existing.protection === "active" ? existing.activeSince ?? existing.createdAt : at,
       breached: existing.protection === "active" ? existing.breached ?? false : false,
     };
-    writeProtected(op, existing, next, current.coverage);
+    writeProtected(op, existing, next, current.coverage, hostFlag);
     return next;
   }
   const created: ProtectedObject = {
@@ -378,26 +459,33 @@ export function protectForAssignment(
     createdAt: at,
   };
   op.check({ key: protectedObjectKey(created.id), versionstamp: null });
-  writeProtected(op, null, created, current.coverage);
+  writeProtected(op, null, created, current.coverage, hostFlag);
   for (const key of protectedIndexKeys(created)) op.set(key, created.id);
   return created;
 }
 
 /**
  * Adds to `op`: sets the protection state of the object read by `readProtectedFor` (no-op when there
- * is none, or when it already has that state). Returns the object after the change, or null.
+ * is none, or when it already has that state). `reactivateHost` also takes the host's decommissioned
+ * mark off its coverage. Returns the object after the change, or null.
  */
 export function setProtection(
   op: Deno.AtomicOperation,
   current: ProtectedEntry,
   protection: ProtectionState,
   now: Date,
+  options: { reactivateHost?: boolean } = {},
 ): ProtectedObject | null {
   op.check(current.pointer);
   const existing = current.entry?.value;
   if (!current.entry || !existing) return null;
   op.check(current.entry);
-  if (existing.protection === protection) return existing;
+  if (existing.protection === protection) {
+    if (options.reactivateHost) {
+      writeProtected(op, existing, existing, current.coverage, { decommissioned: false });
+    }
+    return existing;
+  }
   const at = now.toISOString();
   const next: ProtectedObject = {
     ...existing,
@@ -406,7 +494,13 @@ export function setProtection(
     activeSince: protection === "active" ? at : existing.activeSince,
     updatedAt: at,
   };
-  writeProtected(op, existing, next, current.coverage);
+  writeProtected(
+    op,
+    existing,
+    next,
+    current.coverage,
+    options.reactivateHost ? { decommissioned: false } : {},
+  );
   return next;
 }
 

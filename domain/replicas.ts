@@ -10,13 +10,22 @@
  * cascade), `["replicas_by_target", targetId, id]` and `["replicas_by_account", accountId, id]`.
  * A rule whose policy is gone counts as deleted everywhere here; `deleteReplicasOfPolicy` (for the
  * policy cascade) and `sweepOrphanReplicas` remove such rules and release their targets.
+ *
+ * Replication status (the guide's "Replication status is tracked and reported back via ingest"): each
+ * restore point a rule applies to gets a record `["replications", restorePointId, ruleId]` in the same
+ * atomic operation as its replicate job, indexed by `["replications_by_rule", ruleId, restorePointId]`.
+ * Per rule, `["replica_counts", ruleId, status]` counts points pending, succeeded and failed (KV sums:
+ * a backup result never conflicts with another over them) and `["replica_last", ruleId]` holds the last
+ * success and the last failure. A record is final once its job's result is applied; until then it is
+ * read together with its job, so a claimed job shows as running.
  */
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { type Engine, engineKey, registerEngineCascade } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { getManyValues, withRetry } from "./kv.ts";
+import { getJobs, type Job, queueJobInOp } from "./jobs.ts";
+import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues, withRetry } from "./kv.ts";
 import { type Policy, type PolicyCore, policyKey, requirePolicy } from "./policies.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import {
@@ -27,6 +36,8 @@ import {
   type TargetType,
 } from "./storage.ts";
 import { evaluate321, type ThreeTwoOne } from "./three_two_one.ts";
+import { type RestorePoint, restorePointKey } from "./runs.ts";
+import { type Host, hostKey, hostScope } from "./hosts.ts";
 
 /** Where the key-encryption key of the replica comes from. */
 export const KEK_SOURCES = ["account", "pam_vault"] as const;
@@ -60,6 +71,27 @@ export interface ReplicaRow extends ReplicaRule {
   targetTypeLabel: string | null;
   targetBesId: string | null;
   targetBesName: string | null;
+  /** Points replicated, pending and failed under this rule, and its last success and failure. */
+  stats: ReplicaStats;
+}
+
+/**
+ * What an engine needs to fetch a rule's key-encryption key, never the key itself: `keyId` is a
+ * reference the engine resolves (a key endpoint comes with a later protocol version). For `account`
+ * it names the control plane's KEK of the account (`account:<accountId>`); for `pam_vault` the
+ * identity the external vault keeps the KEK under (`pam_vault:<accountId>:<orgId>`, `account` for an
+ * account-level policy).
+ */
+export interface KekReference {
+  source: KekSource;
+  keyId: string;
+}
+
+/** The KEK reference of a rule (see `KekReference`). */
+export function kekReference(rule: Pick<ReplicaRule, "kekSource" | "accountId" | "orgId">): KekReference {
+  return rule.kekSource === "pam_vault"
+    ? { source: "pam_vault", keyId: `pam_vault:${rule.accountId}:${rule.orgId ?? "account"}` }
+    : { source: "account", keyId: `account:${rule.accountId}` };
 }
 
 export function replicaKey(id: string) {
@@ -146,6 +178,7 @@ async function toRows(kv: Deno.Kv, actor: Actor, rules: ReplicaRule[], policies:
     (await getManyValues<Engine>(kv, [...new Set([...targets.values()].map((t) => t.besId))].map(engineKey)))
       .map((e) => [e.id, e]),
   );
+  const stats = await replicaStats(kv, rules.map((r) => r.id));
   return rules.flatMap((r): ReplicaRow[] => {
     const policy = policies.get(r.policyId);
     if (!policy) return [];
@@ -158,8 +191,18 @@ async function toRows(kv: Deno.Kv, actor: Actor, rules: ReplicaRule[], policies:
       targetTypeLabel: target ? TARGET_TYPE_LABELS[target.type] : null,
       targetBesId: target?.besId ?? null,
       targetBesName: target ? engines.get(target.besId)?.name ?? null : null,
+      stats: stats.get(r.id)!,
     }];
   });
+}
+
+/** One rule as listed (names and status). Throws NotFoundError like `requireReplica`. */
+export async function requireReplicaRow(kv: Deno.Kv, actor: Actor, id: string): Promise<ReplicaRow> {
+  const rule = await requireReplica(kv, actor, id);
+  const policy = (await kv.get<PolicyCore>(policyKey(rule.policyId))).value;
+  const [row] = policy ? await toRows(kv, actor, [rule], new Map([[policy.id, policy]])) : [];
+  if (!row) throw new NotFoundError(`Replica rule ${id} not found`);
+  return row;
 }
 
 /** A policy's replica rules, oldest first, with target names. Needs backup.view on the policy. */
@@ -384,6 +427,7 @@ async function removeRule(
     const targetEntry = await kv.get<StorageTarget>(targetKey(rule.targetId));
     const op = kv.atomic().check(entry, targetEntry);
     for (const key of replicaKeys(rule)) op.delete(key);
+    for (const key of replicaStatsKeys(id)) op.delete(key);
     if (targetEntry.value) {
       op.set(targetKey(rule.targetId), {
         ...targetEntry.value,
@@ -399,7 +443,11 @@ async function removeRule(
         summary: audit.summary(rule),
       }, audit.now);
     }
-    if ((await op.commit()).ok) return true;
+    if ((await op.commit()).ok) {
+      // The per-point records stay (a restore point keeps its history); the rule's index of them goes.
+      for await (const e of kv.list({ prefix: ["replications_by_rule", id] })) await kv.delete(e.key);
+      return true;
+    }
   }
   throw new ConflictError(`Replica rule ${id} kept changing while it was being removed; try again`);
 }
@@ -484,6 +532,386 @@ export async function sweepOrphanReplicas(
     if (doomed && await removeRule(kv, rule.id, audit)) n++;
   }
   return n;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Replication status
+
+/** What pages and the API show: `running` is not stored, it is the record's job being claimed. */
+export const REPLICATION_STATUSES = ["pending", "running", "succeeded", "failed"] as const;
+export type ReplicationStatus = (typeof REPLICATION_STATUSES)[number];
+type StoredStatus = "pending" | "succeeded" | "failed";
+
+/** Replication of one restore point under one rule, as stored (final once its job's result is applied). */
+export interface Replication {
+  restorePointId: string;
+  ruleId: string;
+  targetId: string;
+  jobId: string;
+  /** Records written before issue 14 say `success` for `succeeded`. */
+  status: StoredStatus;
+  queuedAt?: string;
+  startedAt?: string | null;
+  endedAt?: string | null;
+  bytes: number;
+  error: string | null;
+  updatedAt: string;
+}
+
+/** A replication as pages and the API show it, with its rule's target. */
+export interface ReplicationView {
+  restorePointId: string;
+  ruleId: string;
+  /** False when the rule was removed since (the record stays with the point). */
+  ruleExists: boolean;
+  targetId: string;
+  targetName: string | null;
+  kekSource: KekSource | null;
+  status: ReplicationStatus;
+  queuedAt: string | null;
+  startedAt: string | null;
+  endedAt: string | null;
+  bytes: number;
+  error: string | null;
+  jobId: string;
+  updatedAt: string;
+}
+
+/** Per rule: how many points were replicated, are pending (or running) and failed; the last of each. */
+export interface ReplicaStats {
+  replicated: number;
+  pending: number;
+  failed: number;
+  lastReplicatedPointId: string | null;
+  lastSuccessAt: string | null;
+  lastFailedPointId: string | null;
+  lastFailureAt: string | null;
+  lastError: string | null;
+}
+
+interface ReplicaLast {
+  success: { restorePointId: string; at: string; bytes: number } | null;
+  failure: { restorePointId: string; at: string; error: string | null } | null;
+}
+
+export function replicationKey(restorePointId: string, ruleId: string) {
+  return ["replications", restorePointId, ruleId] as const;
+}
+/** A rule's replications, oldest point first (point ids are time-ordered). */
+export function replicationsByRuleKey(ruleId: string, restorePointId: string) {
+  return ["replications_by_rule", ruleId, restorePointId] as const;
+}
+function replicaCountKey(ruleId: string, status: StoredStatus) {
+  return ["replica_counts", ruleId, status] as const;
+}
+function replicaLastKey(ruleId: string) {
+  return ["replica_last", ruleId] as const;
+}
+/** The per-rule status keys, removed with the rule. */
+function replicaStatsKeys(ruleId: string): [Deno.KvKey, Deno.KvKey, Deno.KvKey, Deno.KvKey] {
+  return [
+    replicaCountKey(ruleId, "pending"),
+    replicaCountKey(ruleId, "succeeded"),
+    replicaCountKey(ruleId, "failed"),
+    replicaLastKey(ruleId),
+  ];
+}
+
+/**
+ * The payload of a replicate job (docs/engine-protocol.md, "Replication"): the point (ours and the
+ * engine's id), where it is and where it goes, and the rule's KEK source with the reference the engine
+ * fetches that key by. Never key material.
+ */
+export function replicatePayload(
+  rule: Pick<ReplicaRule, "id" | "targetId" | "kekSource" | "accountId" | "orgId" | "isOffsite">,
+  policy: Pick<PolicyCore, "id" | "targetId">,
+  point: Pick<RestorePoint, "id" | "engineRestorePointId" | "chainId" | "type" | "hostId">,
+  target: Pick<StorageTarget, "id" | "type" | "besId" | "config">,
+): Record<string, unknown> {
+  return {
+    restorePointId: point.id,
+    engineRestorePointId: point.engineRestorePointId ?? point.id,
+    chainId: point.chainId,
+    pointType: point.type,
+    policyId: policy.id,
+    hostId: point.hostId,
+    ruleId: rule.id,
+    sourceTargetId: policy.targetId,
+    targetId: rule.targetId,
+    target: { id: target.id, type: target.type, besId: target.besId, config: target.config },
+    isOffsite: rule.isOffsite,
+    kekSource: rule.kekSource,
+    kek: kekReference(rule),
+  };
+}
+
+/**
+ * After a backup's restore point: a replicate job to the policy's BES for each rule of the policy that
+ * applies to the point's type (after full / after incremental), with its replication record, index and
+ * pending count — all in the caller's atomic operation. Returns the jobs queued.
+ */
+export async function queueReplicationsInOp(
+  kv: Deno.Kv,
+  op: Deno.AtomicOperation,
+  policy: Pick<PolicyCore, "id" | "besId" | "targetId" | "accountId" | "orgId">,
+  point: RestorePoint,
+  now: Date,
+): Promise<Job[]> {
+  const rules = (await readPolicyRules(kv, policy.id)).filter((rule) =>
+    point.type === "incremental" ? rule.replicateAfterIncremental : rule.replicateAfterFull
+  );
+  if (!rules.length) return [];
+  const targets = new Map(
+    (await getManyValues<StorageTarget>(kv, rules.map((r) => targetKey(r.targetId)))).map((t) => [t.id, t]),
+  );
+  const jobs: Job[] = [];
+  for (const rule of rules) {
+    const target = targets.get(rule.targetId);
+    if (!target) continue; // a rule whose target is going away with its BES: nothing to copy to
+    const job = queueJobInOp(op, {
+      kind: "replicate",
+      principal: `bes:${policy.besId}`,
+      accountId: policy.accountId,
+      orgId: policy.orgId,
+      payload: replicatePayload(rule, policy, point, target),
+    }, now);
+    const at = now.toISOString();
+    const record: Replication = {
+      restorePointId: point.id,
+      ruleId: rule.id,
+      targetId: rule.targetId,
+      jobId: job.id,
+      status: "pending",
+      queuedAt: at,
+      startedAt: null,
+      endedAt: null,
+      bytes: 0,
+      error: null,
+      updatedAt: at,
+    };
+    op.set(replicationKey(point.id, rule.id), record)
+      .set(replicationsByRuleKey(rule.id, point.id), point.id)
+      .sum(replicaCountKey(rule.id, "pending"), COUNT_UP);
+    jobs.push(job);
+  }
+  return jobs;
+}
+
+/** A non-negative whole number of bytes from an engine's report (0 for anything else). */
+function byteCount(value: unknown): number {
+  const n = Number(value);
+  return Number.isFinite(n) && n >= 0 ? Math.round(n) : 0;
+}
+
+/** The final state a job's result gives a pending record. */
+function finished(record: Replication, result: NonNullable<Job["result"]>, now: Date): Replication {
+  const output = result.output?.replication as { bytes?: unknown } | undefined;
+  return {
+    ...record,
+    status: result.status === "failed" ? "failed" : "succeeded",
+    startedAt: result.startedAt,
+    endedAt: result.endedAt,
+    bytes: byteCount(output?.bytes ?? result.bytesTransferred),
+    error: result.error?.message ?? null,
+    updatedAt: now.toISOString(),
+  };
+}
+
+/**
+ * Applies a replicate job's result to its record (pending → succeeded or failed), the rule's counts and
+ * its last success or failure, in one checked atomic operation. Idempotent: a final record is left.
+ */
+export async function applyReplicationOutcome(kv: Deno.Kv, job: Job, now: Date): Promise<void> {
+  const result = job.result;
+  if (!result) return;
+  const pointId = String(job.payload.restorePointId ?? "");
+  const ruleId = String(job.payload.ruleId ?? "");
+  const key = replicationKey(pointId, ruleId);
+  for (let i = 0; i < 10; i++) {
+    const [entry, lastEntry, rule] = await kv.getMany<[Replication, ReplicaLast, ReplicaRule]>([
+      key,
+      replicaLastKey(ruleId),
+      replicaKey(ruleId),
+    ]);
+    if (!entry.value || entry.value.status !== "pending" || entry.value.jobId !== job.id) return;
+    const next = finished(entry.value, result, now);
+    const op = kv.atomic().check(entry, lastEntry, rule).set(key, next);
+    // A removed rule's counts went with it; only its point keeps the record.
+    if (rule.value) {
+      const last: ReplicaLast = lastEntry.value ?? { success: null, failure: null };
+      const at = next.endedAt ?? next.updatedAt;
+      if (next.status === "succeeded" && (!last.success || last.success.at <= at)) {
+        last.success = { restorePointId: pointId, at, bytes: next.bytes };
+      }
+      if (next.status === "failed" && (!last.failure || last.failure.at <= at)) {
+        last.failure = { restorePointId: pointId, at, error: next.error };
+      }
+      op.sum(replicaCountKey(ruleId, "pending"), COUNT_DOWN)
+        .sum(replicaCountKey(ruleId, next.status), COUNT_UP)
+        .set(replicaLastKey(ruleId), last);
+    }
+    if ((await op.commit()).ok) return;
+  }
+  // Still pending after the retries: pages read the final state from the job (`currentState`).
+}
+
+/** A record as it stands now: a pending one takes its job's state (claimed → running, result → final). */
+function currentState(
+  record: Replication,
+  job: Job | null,
+  now: Date,
+): Omit<Replication, "status"> & { status: ReplicationStatus } {
+  const stored = (record.status as string) === "success" ? "succeeded" : record.status;
+  if (stored !== "pending") return { ...record, status: stored };
+  if (!job || job.id !== record.jobId) return { ...record, status: "pending" };
+  if (job.result) return finished(record, job.result, now);
+  if (job.status === "failed" || job.status === "cancelled") {
+    return {
+      ...record,
+      status: "failed",
+      error: job.status === "cancelled"
+        ? "The replicate job was cancelled"
+        : job.failureReason ?? "The job failed",
+      updatedAt: job.updatedAt,
+    };
+  }
+  if (job.status === "leased") {
+    return {
+      ...record,
+      status: "running",
+      bytes: byteCount(job.progress?.bytesTransferred),
+      updatedAt: job.updatedAt,
+    };
+  }
+  return { ...record, status: "pending" };
+}
+
+/** Views of records, with their rules' targets and pending records' jobs read in chunks. */
+async function toReplicationViews(
+  kv: Deno.Kv,
+  records: Replication[],
+  now: Date,
+): Promise<ReplicationView[]> {
+  const rules = new Map(
+    (await getManyValues<ReplicaRule>(kv, [...new Set(records.map((r) => r.ruleId))].map(replicaKey)))
+      .map((r) => [r.id, r]),
+  );
+  const targets = new Map(
+    (await getManyValues<StorageTarget>(kv, [...new Set(records.map((r) => r.targetId))].map(targetKey)))
+      .map((t) => [t.id, t]),
+  );
+  const jobs = new Map(
+    (await getJobs(kv, records.filter((r) => r.status === "pending").map((r) => r.jobId))).map((
+      j,
+    ) => [j.id, j]),
+  );
+  return records.map((r) => {
+    const state = currentState(r, jobs.get(r.jobId) ?? null, now);
+    const rule = rules.get(r.ruleId);
+    return {
+      restorePointId: r.restorePointId,
+      ruleId: r.ruleId,
+      ruleExists: Boolean(rule),
+      targetId: r.targetId,
+      targetName: targets.get(r.targetId)?.name ?? null,
+      kekSource: rule?.kekSource ?? null,
+      status: state.status,
+      queuedAt: r.queuedAt ?? null,
+      startedAt: state.startedAt ?? null,
+      endedAt: state.endedAt ?? null,
+      bytes: state.bytes,
+      error: state.error,
+      jobId: r.jobId,
+      updatedAt: state.updatedAt,
+    };
+  });
+}
+
+/**
+ * The replications of one restore point, one per rule that applied to it, by target name. The caller
+ * has checked the point's scope (`requireRestorePoint`).
+ */
+export async function listReplicationsOfPoint(
+  kv: Deno.Kv,
+  restorePointId: string,
+  now: Date,
+): Promise<ReplicationView[]> {
+  const records: Replication[] = [];
+  for await (const e of kv.list<Replication>({ prefix: ["replications", restorePointId] })) {
+    records.push(e.value);
+  }
+  return (await toReplicationViews(kv, records, now)).sort((a, b) =>
+    (a.targetName ?? a.targetId).localeCompare(b.targetName ?? b.targetId) || a.ruleId.localeCompare(b.ruleId)
+  );
+}
+
+/**
+ * The newest replications of a policy's rules, or of one of them (at most `limit`, newest point first).
+ * Needs backup.view on the policy.
+ */
+export async function listRecentReplications(
+  kv: Deno.Kv,
+  actor: Actor,
+  policyId: string,
+  now: Date,
+  options: { limit?: number; ruleId?: string } = {},
+): Promise<ReplicationView[]> {
+  const limit = options.limit ?? 10;
+  const policy = await requirePolicy(kv, actor, policyId);
+  authorize(actor, "backup.view", { accountId: policy.accountId, orgId: policy.orgId });
+  const keys: Deno.KvKey[] = [];
+  const rules = (await readPolicyRules(kv, policyId)).filter((r) =>
+    !options.ruleId || r.id === options.ruleId
+  );
+  for (const rule of rules) {
+    for await (
+      const e of kv.list<string>({ prefix: ["replications_by_rule", rule.id] }, { reverse: true, limit })
+    ) {
+      keys.push(replicationKey(e.value, rule.id));
+    }
+  }
+  const sorted = (await getManyValues<Replication>(kv, keys))
+    .sort((a, b) => b.restorePointId.localeCompare(a.restorePointId) || a.ruleId.localeCompare(b.ruleId));
+  // A point holds its host's files: one of a host outside the actor's scope is not listed (restore.ts's rule).
+  const points = await getManyValues<RestorePoint>(
+    kv,
+    [...new Set(sorted.map((r) => r.restorePointId))].map(restorePointKey),
+  );
+  const hosts = new Map(
+    (await getManyValues<Host>(kv, [...new Set(points.flatMap((p) => p.hostId ?? []))].map(hostKey)))
+      .map((h) => [h.id, h]),
+  );
+  const hidden = new Set(
+    points.filter((p) => {
+      const host = p.hostId ? hosts.get(p.hostId) : undefined;
+      return host !== undefined && !inScope(actor, hostScope(host));
+    }).map((p) => p.id),
+  );
+  const records = sorted.filter((r) => !hidden.has(r.restorePointId)).slice(0, limit);
+  return await toReplicationViews(kv, records, now);
+}
+
+/** Per-rule status of `ruleIds` (zeros for a rule without replications yet). */
+export async function replicaStats(kv: Deno.Kv, ruleIds: string[]): Promise<Map<string, ReplicaStats>> {
+  const out = new Map<string, ReplicaStats>();
+  for (const id of ruleIds) {
+    const [pending, succeeded, failed, last] = await kv.getMany<
+      [Deno.KvU64, Deno.KvU64, Deno.KvU64, ReplicaLast]
+    >(
+      replicaStatsKeys(id),
+    );
+    out.set(id, {
+      replicated: counterValue(succeeded.value),
+      pending: counterValue(pending.value),
+      failed: counterValue(failed.value),
+      lastReplicatedPointId: last.value?.success?.restorePointId ?? null,
+      lastSuccessAt: last.value?.success?.at ?? null,
+      lastFailedPointId: last.value?.failure?.restorePointId ?? null,
+      lastFailureAt: last.value?.failure?.at ?? null,
+      lastError: last.value?.failure?.error ?? null,
+    });
+  }
+  return out;
 }
 
 // A BES cascade removes, whatever the order of the steps, the rules of its policies and the rules

@@ -21,6 +21,8 @@
  * Statuses:
  * - `complete` points are the candidates; each ends up in exactly one of `keep` and `expire`.
  * - `running` points are always kept (with their ancestors) and never fill a bucket.
+ * - `archived` points (their host was decommissioned under Archive On Host Deactivation) are kept the
+ *   same way, with their ancestors, until an operator expires them; they never fill a bucket either.
  * - `failed` points hold nothing restorable and `expired` ones were already pruned: they are in
  *   neither list (never kept, never expired again), never fill a bucket and never keep a parent.
  *
@@ -48,6 +50,8 @@ export interface RetentionPoint {
   completedAt: string;
   sizeBytes: number;
   status: RestorePointStatus;
+  /** Kept whatever the counts (see the module notes); only read for complete and running points. */
+  archived?: boolean;
 }
 
 /** How many daily, weekly and monthly buckets a policy keeps. */
@@ -218,7 +222,7 @@ export function planRetention(
     monthly: new Map(),
   };
   for (const p of points) {
-    if (p.status !== "complete") continue;
+    if (p.status !== "complete" || p.archived) continue;
     const ms = Date.parse(p.completedAt);
     if (Number.isNaN(ms)) {
       throw new ValidationError(
@@ -249,6 +253,10 @@ export function planRetention(
     if (p.status === "running") {
       kept.add(p.id);
       addReason(p.id, "running");
+    }
+    if (p.archived && (p.status === "complete" || p.status === "running")) {
+      kept.add(p.id);
+      addReason(p.id, "archived");
     }
   }
 

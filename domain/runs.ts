@@ -36,6 +36,7 @@ import { afterBackup, readProtectedFor, writeProtected } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import type { StorageTarget } from "./storage.ts";
 import { applyRestoreJobOutcome } from "./restore.ts";
+import { applyReplicationOutcome, queueReplicationsInOp } from "./replicas.ts";
 
 /** Job kinds whose outcome belongs to restore (browse and search states, restore requests). */
 const RESTORE_JOB_KINDS: readonly string[] = ["browse", "search", "restore_files", "restore_image", "bmr"];
@@ -105,6 +106,11 @@ export interface RestorePoint {
   completedAt: string;
   status: "complete" | "running" | "failed" | "expired";
   verification: "passed" | "failed" | "partial" | "pending";
+  /**
+   * Set when the point's host was decommissioned under a policy with Archive On Host Deactivation on
+   * (archive.ts): retention keeps it until an operator expires it.
+   */
+  archivedAt?: string | null;
 }
 
 export function runKey(id: string) {
@@ -640,6 +646,8 @@ async function dispatchPolicy(
   });
   let skipped = 0;
   for (const host of hosts) {
+    // Its assignments are archived with it; this guards the moment in between.
+    if (host.status === "decommissioned") continue;
     if (host.status === "offline") {
       // With catch-up on, the run waits for the agent (deferred); otherwise it is skipped. Either way
       // it is linked to the host's one offline alert instead of becoming a failure of its own.
@@ -737,6 +745,7 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
         status: "complete",
         verification: "pending",
       };
+      if (await archivesNewPoints(kv, run)) point.archivedAt = now.toISOString();
       next.restorePointId = point.id;
       op.set(restorePointKey(point.id), point).set(
         ["restore_points_by_policy", run.policyId, point.id],
@@ -749,6 +758,19 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
     if ((await op.set(runKey(run.id), next).commit()).ok) return next;
   }
   return null;
+}
+
+/**
+ * Whether a point a run just produced is archived at once: its host was decommissioned while the run
+ * was in flight, under a policy with Archive On Host Deactivation on (its other points were archived).
+ */
+async function archivesNewPoints(kv: Deno.Kv, run: Run): Promise<boolean> {
+  if (!run.hostId) return false;
+  const [host, policy] = await kv.getMany<[{ status: string }, Policy]>([
+    ["hosts", run.hostId],
+    ["policies", run.policyId],
+  ]);
+  return host.value?.status === "decommissioned" && Boolean(policy.value?.archiveOnHostDeactivation);
 }
 
 /**
@@ -805,7 +827,8 @@ async function recordOutcomeInOp(
 
 /**
  * Fails the runs of jobs the lease sweep gave up on (LEASE_EXPIRED after the last attempt), so they
- * do not stay "running" forever and count as failed backups. Idempotent.
+ * do not stay "running" forever and count as failed backups; a replicate job's replication fails the
+ * same way. Idempotent.
  */
 export async function failRunsOfExpiredJobs(kv: Deno.Kv, jobIds: string[], now: Date): Promise<number> {
   let failed = 0;
@@ -813,7 +836,7 @@ export async function failRunsOfExpiredJobs(kv: Deno.Kv, jobIds: string[], now: 
     const job = (await kv.get<Job>(["jobs", id])).value;
     if (!job || job.status !== "failed" || job.result) continue;
     const at = now.toISOString();
-    const run = await applyJobResultToRun(kv, {
+    const expired: Job = {
       ...job,
       result: {
         status: "failed",
@@ -829,7 +852,12 @@ export async function failRunsOfExpiredJobs(kv: Deno.Kv, jobIds: string[], now: 
         output: null,
         hookOutput: [],
       },
-    }, now);
+    };
+    if (job.kind === "replicate") {
+      await applyReplicationOutcome(kv, expired, now);
+      continue;
+    }
+    const run = await applyJobResultToRun(kv, expired, now);
     if (run?.status === "failed") failed++;
   }
   return failed;
@@ -876,6 +904,14 @@ export async function retryRun(
     });
   }
   if (!run.retryable) throw new ValidationError("This run is not retryable", { run: "Not retryable" });
+  const host = run.hostId
+    ? (await kv.get<{ hostname: string; status: string }>(["hosts", run.hostId])).value
+    : null;
+  if (host?.status === "decommissioned") {
+    throw new ValidationError(`Host ${host.hostname} is decommissioned: assign it to a policy again first`, {
+      run: "The host is decommissioned",
+    });
+  }
   const policy = (await kv.get<Policy>(["policies", run.policyId])).value;
   if (!policy) throw new NotFoundError("The policy of this run is gone");
   const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([["engines", policy.besId], [
@@ -934,26 +970,11 @@ export async function retryRun(
   return retry;
 }
 
-/** Replication state of one restore point under one replica rule. */
-export interface Replication {
-  restorePointId: string;
-  ruleId: string;
-  targetId: string;
-  jobId: string;
-  status: "pending" | "success" | "failed";
-  bytes: number;
-  error: string | null;
-  updatedAt: string;
-}
-
-export function replicationKey(restorePointId: string, ruleId: string) {
-  return ["replications", restorePointId, ruleId] as const;
-}
-
 /**
  * After a backup's restore point: a BES verify job when the policy verifies after backup (with its
  * sample count), and a BES replicate job for each replica rule that applies to the point's type (after
- * full / after incremental), with its replication record — all in the caller's atomic operation.
+ * full / after incremental), with its replication record (replicas.ts `queueReplicationsInOp`) — all in
+ * the caller's atomic operation.
  */
 async function queueFollowUps(
   kv: Deno.Kv,
@@ -972,38 +993,7 @@ async function queueFollowUps(
       payload: { restorePointId: point.id, policyId: policy.id, sampleCount: policy.verifySampleCount },
     }, now);
   }
-  const ruleIds: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["replicas_by_policy", policy.id] })) {
-    ruleIds.push(["replicas", e.value]);
-  }
-  const rules = await getManyValues<
-    { id: string; targetId: string; replicateAfterFull: boolean; replicateAfterIncremental: boolean }
-  >(kv, ruleIds);
-  for (const rule of rules) {
-    const applies = point.type === "incremental" ? rule.replicateAfterIncremental : rule.replicateAfterFull;
-    if (!applies) continue;
-    const job = queueJobInOp(op, {
-      ...base,
-      kind: "replicate",
-      payload: {
-        restorePointId: point.id,
-        ruleId: rule.id,
-        sourceTargetId: policy.targetId,
-        targetId: rule.targetId,
-      },
-    }, now);
-    const record: Replication = {
-      restorePointId: point.id,
-      ruleId: rule.id,
-      targetId: rule.targetId,
-      jobId: job.id,
-      status: "pending",
-      bytes: 0,
-      error: null,
-      updatedAt: now.toISOString(),
-    };
-    op.set(replicationKey(point.id, rule.id), record);
-  }
+  await queueReplicationsInOp(kv, op, policy, point, now);
 }
 
 /**
@@ -1038,23 +1028,7 @@ export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise
     }
     return;
   }
-  if (job.kind === "replicate") {
-    const key = replicationKey(String(job.payload.restorePointId ?? ""), String(job.payload.ruleId ?? ""));
-    for (let i = 0; i < 5; i++) {
-      const entry = await kv.get<Replication>(key);
-      if (!entry.value || entry.value.status !== "pending") return;
-      const replication = job.result.output?.replication as { bytes?: number } | undefined;
-      const next: Replication = {
-        ...entry.value,
-        status: job.result.status === "failed" ? "failed" : "success",
-        bytes: Number(replication?.bytes ?? 0),
-        error: job.result.error?.message ?? null,
-        updatedAt: now.toISOString(),
-      };
-      if ((await kv.atomic().check(entry).set(key, next).commit()).ok) return;
-    }
-    return;
-  }
+  if (job.kind === "replicate") return await applyReplicationOutcome(kv, job, now);
   await applyJobResultToRun(kv, job, now);
 }
 
@@ -1162,6 +1136,7 @@ function retentionPoints(points: RestorePoint[]): RetentionPoint[] {
     completedAt: p.completedAt,
     sizeBytes: p.sizeBytes,
     status: p.status,
+    archived: Boolean(p.archivedAt),
   }));
 }
 
@@ -1199,7 +1174,9 @@ export async function previewPolicyRetention(
 /**
  * The hourly retention job: for every policy and protected object, applies GFS retention — marks the
  * expired restore points `expired` and queues one BES prune job with their ids, in one atomic
- * operation per batch. Idempotent: expired points are no longer candidates.
+ * operation per batch. Idempotent: expired points are no longer candidates. Archived points (their host
+ * was decommissioned under Archive On Host Deactivation) are kept; the points of a host whose
+ * decommission is still archiving them (`["host_decommissions", hostId]`) wait for the next run.
  */
 export async function applyRetention(
   kv: Deno.Kv,
@@ -1207,6 +1184,8 @@ export async function applyRetention(
 ): Promise<{ expired: number; pruneJobs: number }> {
   let expired = 0;
   let pruneJobs = 0;
+  const decommissioning = new Set<string>();
+  for await (const e of kv.list({ prefix: ["host_decommissions"] })) decommissioning.add(String(e.key[1]));
   for await (const entry of kv.list<Policy>({ prefix: ["policies"] }, { batchSize: 200 })) {
     const policy = entry.value;
     const counts = {
@@ -1214,7 +1193,8 @@ export async function applyRetention(
       weekly: policy.retentionWeekly,
       monthly: policy.retentionMonthly,
     };
-    for (const points of (await pointsByObject(kv, policy.id)).values()) {
+    for (const [object, points] of await pointsByObject(kv, policy.id)) {
+      if (decommissioning.has(object)) continue;
       const plan = planRetention(retentionPoints(points), counts, policy.timeZone ?? "UTC");
       const doomed = points.filter((p) => plan.expire.includes(p.id));
       for (let i = 0; i < doomed.length; i += 200) {
@@ -1303,7 +1283,9 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
   );
   let dispatched = 0;
   for (const [hostId, entries] of byHost) {
-    const host = hosts.get(hostId) ?? null;
+    // A decommissioned host's deferred runs are skipped, like those of a deleted host.
+    const found = hosts.get(hostId) ?? null;
+    const host = found?.status === "decommissioned" ? null : found;
     if (host && host.status !== "online") continue;
     const newest = new Map<string, string>();
     for (const e of entries) if ((newest.get(e.policyId) ?? "") < e.runId) newest.set(e.policyId, e.runId);

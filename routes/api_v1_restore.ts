@@ -21,8 +21,10 @@ import {
   VERIFICATION_STATUSES,
 } from "../domain/restore.ts";
 import { NotFoundError } from "../domain/errors.ts";
+import { listReplicationsOfPoint } from "../domain/replicas.ts";
+import { ExpireArchivedInput, expireArchivedPoint } from "../domain/archive.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, Id, ok } from "./api_common.ts";
+import { apiRouter, err, Id, jsonBody, ok } from "./api_common.ts";
 
 const denied = { 401: err("Not signed in or bad token"), 403: err("Missing the backup.restore permission") };
 const PointParam = z.object({ restorePointId: Id });
@@ -76,15 +78,21 @@ apiV1Restore.openapi(
     method: "get",
     path: "/api/v1/restore-points/{restorePointId}",
     summary:
-      "A restore point and its chain (the full first, then its incrementals, with sizes and verification)",
+      "A restore point, its chain (the full first, then its incrementals, with sizes and verification) and its replications (per replica rule: status pending/running/succeeded/failed, times, bytes, error)",
     tags: ["Restore"],
     middleware: [requires("backup.restore")] as const,
     request: { params: PointParam },
     responses: {
       200: {
-        description: "restorePoint and chain",
+        description: "restorePoint, chain and replications",
         content: {
-          "application/json": { schema: z.object({ restorePoint: z.any(), chain: z.array(z.any()) }) },
+          "application/json": {
+            schema: z.object({
+              restorePoint: z.any(),
+              chain: z.array(z.any()),
+              replications: z.array(z.any()),
+            }),
+          },
         },
       },
       ...denied,
@@ -92,12 +100,46 @@ apiV1Restore.openapi(
     },
   }),
   async (c) => {
-    const { kv } = c.get("deps");
+    const { kv, clock } = c.get("deps");
     const actor = c.get("actor")!;
     const { restorePointId } = c.req.valid("param");
     const restorePoint = await requireRestorePoint(kv, actor, restorePointId);
-    const chain = await chainOf(kv, restorePoint);
-    return c.json({ restorePoint, chain }, 200);
+    const [chain, replications] = await Promise.all([
+      chainOf(kv, restorePoint),
+      listReplicationsOfPoint(kv, restorePoint.id, clock()),
+    ]);
+    return c.json({ restorePoint, chain, replications }, 200);
+  },
+);
+
+apiV1Restore.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/restore-points/{restorePointId}/expire",
+    summary:
+      'Expire an archived restore point (kept since its host was decommissioned): confirm with {"confirm": true}; the BES prunes its data',
+    tags: ["Restore"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: PointParam, ...jsonBody(ExpireArchivedInput) },
+    responses: {
+      200: ok("The restore point, now expired"),
+      401: err("Not signed in or bad token"),
+      403: err("Missing the backup.manage permission"),
+      404: err("Not found or outside your scope"),
+      409: err("Not archived (retention manages it), already expired, or an incremental still depends on it"),
+      422: err("Missing confirmation"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const point = await expireArchivedPoint(
+      kv,
+      c.get("actor")!,
+      c.req.valid("param").restorePointId,
+      c.req.valid("json"),
+      clock(),
+    );
+    return c.json(point, 200);
   },
 );
 

@@ -1,7 +1,11 @@
-/** Backup > Hosts: managed hosts (agents), their status, policies and protected objects. */
-import { Hono } from "hono";
+/**
+ * Backup > Hosts: managed hosts (agents), their status, policies and protected objects; decommissioning
+ * a host (Archive On Host Deactivation, domain/archive.ts) with a typed confirmation.
+ */
+import { type Context, Hono } from "hono";
 import {
   Badge,
+  Csrf,
   EmptyState,
   formatAge,
   formatTime,
@@ -10,17 +14,33 @@ import {
   SortHeader,
   type Tone,
 } from "../components/ui.tsx";
+import { decommissionHost, DecommissionInput } from "../domain/archive.ts";
 import { listAssignmentsByHost } from "../domain/assignments.ts";
-import { HOST_STATUSES, HostFilter, type HostStatus, listHosts, requireHost } from "../domain/hosts.ts";
+import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
+import {
+  type Host,
+  HOST_STATUSES,
+  HostFilter,
+  type HostStatus,
+  listHosts,
+  requireHost,
+} from "../domain/hosts.ts";
+import { can } from "../domain/rbac.ts";
 import { listProtectedByHost } from "../domain/protected.ts";
 import { listOrgs } from "../domain/tenancy.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { render } from "./render.tsx";
+import { fieldErrors, readForm, str } from "./forms.ts";
+import { redirectWithNotice, render } from "./render.tsx";
 
 export const hostRoutes = new Hono<AppEnv>();
 
-const TONE: Record<HostStatus, Tone> = { pending: "info", online: "ok", offline: "bad" };
+const TONE: Record<HostStatus, Tone> = {
+  pending: "info",
+  online: "ok",
+  offline: "bad",
+  decommissioned: "muted",
+};
 
 export function HostStatusBadge(props: { status: HostStatus }) {
   return <Badge tone={TONE[props.status]}>{props.status}</Badge>;
@@ -116,10 +136,14 @@ hostRoutes.get("/", requires("backup.view"), async (c) => {
   );
 });
 
-hostRoutes.get("/:hostId", requires("backup.view"), async (c) => {
+/** The host page; `decommission` carries a refused confirmation back to its form. */
+async function hostPage(
+  c: Context<AppEnv>,
+  host: Host,
+  decommission: { typed: string; errors?: FieldErrors; error?: string; status?: 409 | 422 } | null = null,
+) {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const host = await requireHost(kv, actor, c.req.param("hostId"));
   const [assignments, objects] = await Promise.all([
     listAssignmentsByHost(kv, actor, host.id),
     listProtectedByHost(kv, actor, host.id),
@@ -192,7 +216,85 @@ hostRoutes.get("/:hostId", requires("backup.view"), async (c) => {
               </table>
             )}
         </section>
+        {host.status === "decommissioned"
+          ? (
+            <section class="panel" id="decommission">
+              <h2>Decommissioned</h2>
+              <p data-testid="decommissioned">
+                Decommissioned{" "}
+                {formatTime(host.decommissionedAt)}: no backup is dispatched to this host. Its assignments are
+                archived; under policies with “Archive on host deactivation” its restore points are kept until
+                an operator expires them, under the others they follow retention.{" "}
+                <a href={`/backup/restore?hostId=${host.id}`}>Its restore points</a>. Assigning the host to a
+                policy again puts it back in service.
+              </p>
+            </section>
+          )
+          : can(actor, "backup.manage", { accountId: host.accountId, orgId: host.orgId }) && (
+            <section class="panel panel--danger" id="decommission">
+              <h2>Decommission</h2>
+              <p>
+                Retires the host: no more backups are dispatched to it and its {assignments.length}{" "}
+                assignment{assignments.length === 1 ? "" : "s"}{" "}
+                become archived. Under policies with “Archive on host deactivation” its restore points are
+                kept (archived) until an operator expires them; under the others they follow retention.
+              </p>
+              {decommission?.error && <p class="form-error" role="alert">{decommission.error}</p>}
+              <form method="post" action={`/backup/hosts/${host.id}/decommission`} class="form">
+                <Csrf token={c.get("csrfToken")} />
+                <div class={decommission?.errors?.confirmHostname ? "field field--error" : "field"}>
+                  <label for="f-confirmHostname">
+                    Type <code>{host.hostname}</code> to confirm
+                  </label>
+                  <input
+                    id="f-confirmHostname"
+                    name="confirmHostname"
+                    value={decommission?.typed ?? ""}
+                    autocomplete="off"
+                    required
+                  />
+                  {decommission?.errors?.confirmHostname && (
+                    <p class="field-error">{decommission.errors.confirmHostname}</p>
+                  )}
+                </div>
+                <div class="form-actions">
+                  <button type="submit" class="btn btn--danger">Decommission host</button>
+                </div>
+              </form>
+            </section>
+          )}
       </>
     ),
+    decommission ? decommission.status ?? 422 : 200,
   );
+}
+
+hostRoutes.get("/:hostId", requires("backup.view"), async (c) => {
+  const host = await requireHost(c.get("deps").kv, c.get("actor")!, c.req.param("hostId"));
+  return await hostPage(c, host);
+});
+
+hostRoutes.post("/:hostId/decommission", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const host = await requireHost(kv, actor, c.req.param("hostId"));
+  const typed = str(await readForm(c), "confirmHostname");
+  const parsed = DecommissionInput.safeParse({ confirmHostname: typed });
+  if (!parsed.success) return await hostPage(c, host, { typed, errors: fieldErrors(parsed.error) });
+  try {
+    const done = await decommissionHost(kv, actor, host.id, parsed.data, clock());
+    return redirectWithNotice(
+      c,
+      `/backup/hosts/${host.id}`,
+      `Decommissioned ${host.hostname}: ${done.archivedAssignments} assignment${
+        done.archivedAssignments === 1 ? "" : "s"
+      } archived, ${done.archivedPoints} restore point${done.archivedPoints === 1 ? "" : "s"} kept.`,
+    );
+  } catch (e) {
+    if (e instanceof ValidationError) {
+      return await hostPage(c, host, { typed, errors: e.fields, error: e.message });
+    }
+    if (e instanceof ConflictError) return await hostPage(c, host, { typed, error: e.message, status: 409 });
+    throw e;
+  }
 });

@@ -658,7 +658,7 @@ policyRoutes.get("/:policyId", requires("backup.view"), async (c) => {
         {await RunsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
         {await RetentionSection({ kv, policy: p, query: c.req.query() })}
         {await HostsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
-        {await ReplicasSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
+        {await ReplicasSection({ kv, actor, policy: p, csrf: c.get("csrfToken"), now: clock() })}
         {await HooksSummary({ kv, actor, policy: p })}
         {canManage && (
           <section class="panel">

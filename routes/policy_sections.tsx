@@ -45,10 +45,13 @@ import {
   evaluatePolicy321,
   KEK_SOURCE_LABELS,
   KEK_SOURCES,
+  listRecentReplications,
   listReplicasByPolicy,
-  ReplicaFields,
+  ReplicaCreateInput,
   requireReplica,
 } from "../domain/replicas.ts";
+import { replicaCounts, ReplicaLastCell, ReplicationTable } from "../components/replication.tsx";
+import { replicaFormInput } from "./replicas_scripts.tsx";
 import { listScripts } from "../domain/scripts.ts";
 import { listTargets, TargetFilter } from "../domain/storage.ts";
 import { MEDIA_LABELS } from "../domain/three_two_one.ts";
@@ -102,6 +105,7 @@ export async function HostsSection(props: { kv: Kv; actor: Actor; policy: Policy
                 <tr key={assignment.id} data-testid="assignment-row">
                   <td>
                     <a href={`/backup/hosts/${host.id}`}>{host.hostname}</a>
+                    {host.status === "decommissioned" && <span class="muted">(decommissioned)</span>}
                   </td>
                   <td>{assignment.state}</td>
                   <td>{formatTime(assignment.updatedAt)}</td>
@@ -140,12 +144,17 @@ export async function HostsSection(props: { kv: Kv; actor: Actor; policy: Policy
           <Csrf token={csrf} />
           <select name="hostId" aria-label="Host to assign">
             <option value="">Assign a host…</option>
-            {assignable.map((h) => <option key={h.id} value={h.id}>{h.hostname} ({h.ipAddress})</option>)}
+            {assignable.map((h) => (
+              <option key={h.id} value={h.id}>
+                {h.hostname}{" "}
+                ({h.ipAddress}){h.status === "decommissioned" ? " — decommissioned, reactivates" : ""}
+              </option>
+            ))}
           </select>
           <button type="submit" class="btn">Assign</button>
           <span class="hint">
             Removing a host keeps its restore points; archived assignments are reactivated when assigned
-            again.
+            again, and so is a decommissioned host.
           </span>
         </form>
       )}
@@ -338,13 +347,19 @@ export async function HooksSection(
   );
 }
 
-/** Replication rules of the policy with the 3-2-1 badge and an add form. */
-export async function ReplicasSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
+/**
+ * Replication rules of the policy with the 3-2-1 badge, each rule's status (points replicated, pending
+ * and failed, last copy and last failure), the newest replications per restore point, and an add form.
+ */
+export async function ReplicasSection(
+  props: { kv: Kv; actor: Actor; policy: Policy; csrf: string; now: Date },
+) {
   const { kv, actor, policy, csrf } = props;
   const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
-  const [rules, targets] = await Promise.all([
+  const [rules, targets, recent] = await Promise.all([
     listReplicasByPolicy(kv, actor, policy.id),
     listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
+    listRecentReplications(kv, actor, policy.id, props.now, { limit: 10 }),
   ]);
   const candidates = targets.values.filter((t) =>
     t.id !== policy.targetId && !rules.some((r) => r.targetId === t.id)
@@ -363,6 +378,8 @@ export async function ReplicasSection(props: { kv: Kv; actor: Actor; policy: Pol
               <th>After full</th>
               <th>After incremental</th>
               <th>Offsite</th>
+              <th>Points</th>
+              <th>Last copy / failure</th>
               {manage && <th></th>}
             </tr>
           </thead>
@@ -378,6 +395,10 @@ export async function ReplicasSection(props: { kv: Kv; actor: Actor; policy: Pol
                 <td>{r.replicateAfterFull ? "yes" : "no"}</td>
                 <td>{r.replicateAfterIncremental ? "yes" : "no"}</td>
                 <td>{r.isOffsite ? <Badge tone="info">offsite</Badge> : "—"}</td>
+                <td class="nowrap" data-testid="replica-counts">{replicaCounts(r.stats)}</td>
+                <td>
+                  <ReplicaLastCell stats={r.stats} />
+                </td>
                 {manage && (
                   <td>
                     <form method="post" action={`/backup/replicas/${r.id}/delete`} class="inline-form">
@@ -390,6 +411,12 @@ export async function ReplicasSection(props: { kv: Kv; actor: Actor; policy: Pol
             ))}
           </tbody>
         </table>
+      )}
+      {recent.length > 0 && (
+        <>
+          <h3>Latest replications</h3>
+          <ReplicationTable rows={recent} showPoint />
+        </>
       )}
       {manage && (
         <form method="post" action={`/backup/policies/${policy.id}/replicas`} class="filters">
@@ -618,14 +645,8 @@ policySectionRoutes.post("/policies/:policyId/replicas", requires("backup.manage
   const policy = await requirePolicy(kv, actor, c.req.param("policyId"));
   const form = await readForm(c);
   const back = `/backup/policies/${policy.id}#replicas`;
-  const input = {
-    targetId: str(form, "targetId"),
-    kekSource: str(form, "kekSource") || undefined,
-    replicateAfterFull: str(form, "replicateAfterFull") === "on",
-    replicateAfterIncremental: str(form, "replicateAfterIncremental") === "on",
-    isOffsite: str(form, "isOffsite") === "on",
-  };
-  const parsed = ReplicaFields.safeParse(input);
+  // The same schema as the Replicas page's form and POST /api/v1/replicas.
+  const parsed = ReplicaCreateInput.safeParse({ ...replicaFormInput(form), policyId: policy.id });
   if (!parsed.success) {
     return redirectWithNotice(
       c,
@@ -634,7 +655,7 @@ policySectionRoutes.post("/policies/:policyId/replicas", requires("backup.manage
     );
   }
   try {
-    await createReplica(kv, actor, { policyId: policy.id, ...parsed.data }, clock());
+    await createReplica(kv, actor, parsed.data, clock());
   } catch (e) {
     return redirectWithNotice(c, back, `Rule not added: ${problem(e)}`);
   }

@@ -10,8 +10,18 @@ import {
   PageHeader,
   Select,
 } from "../components/ui.tsx";
-import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
-import { KEK_SOURCE_LABELS, listReplicas } from "../domain/replicas.ts";
+import { replicaCounts, ReplicaLastCell } from "../components/replication.tsx";
+import { EngineFilter, listEngines } from "../domain/engines.ts";
+import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
+import { listPolicies } from "../domain/policies.ts";
+import {
+  createReplica,
+  KEK_SOURCE_LABELS,
+  KEK_SOURCES,
+  listReplicas,
+  ReplicaCreateInput,
+} from "../domain/replicas.ts";
+import { listTargets, TARGET_TYPE_LABELS, TargetFilter } from "../domain/storage.ts";
 import { can } from "../domain/rbac.ts";
 import {
   createScript,
@@ -31,8 +41,50 @@ import { redirectWithNotice, render } from "./render.tsx";
 
 export const replicaScriptRoutes = new Hono<AppEnv>();
 
-replicaScriptRoutes.get("/replicas", requires("backup.view"), async (c) => {
-  const rows = await listReplicas(c.get("deps").kv, c.get("actor")!);
+/**
+ * A replica rule form (the Replicas page's and the policy page's) as the input of `ReplicaCreateInput`,
+ * the schema they share with POST /api/v1/replicas. An unticked checkbox is false.
+ */
+export function replicaFormInput(form: Record<string, string | string[]>) {
+  return {
+    policyId: str(form, "policyId"),
+    targetId: str(form, "targetId"),
+    kekSource: str(form, "kekSource") || undefined,
+    replicateAfterFull: str(form, "replicateAfterFull") === "on",
+    replicateAfterIncremental: str(form, "replicateAfterIncremental") === "on",
+    isOffsite: str(form, "isOffsite") === "on",
+  };
+}
+
+type ReplicaFormValues = ReturnType<typeof replicaFormInput>;
+
+/** Defaults of a new rule (the guide's: after full and after incremental, KEK from the account). */
+const NEW_RULE: ReplicaFormValues = {
+  policyId: "",
+  targetId: "",
+  kekSource: "account",
+  replicateAfterFull: true,
+  replicateAfterIncremental: true,
+  isOffsite: false,
+};
+
+async function replicasPage(
+  c: Context<AppEnv>,
+  form: { values: ReplicaFormValues; errors?: FieldErrors; error?: string } = { values: NEW_RULE },
+) {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const [rows, policies, targets, engines] = await Promise.all([
+    listReplicas(kv, actor),
+    listPolicies(kv, actor),
+    listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
+    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
+  ]);
+  const manageable = policies.filter((p) =>
+    can(actor, "backup.manage", { accountId: p.accountId, orgId: p.orgId })
+  );
+  const besName = new Map(engines.values.map((e) => [e.id, e.name]));
+  const { values, errors, error } = form;
   return render(
     c,
     "Replicas",
@@ -40,12 +92,12 @@ replicaScriptRoutes.get("/replicas", requires("backup.view"), async (c) => {
       <>
         <PageHeader
           title="Replicas"
-          subtitle="Replication rules copy a policy's backups to secondary targets (3-2-1). Add them from a policy's page."
+          subtitle="Replication rules copy a policy's backups to secondary targets (3-2-1). Add them here or from a policy's page."
         />
         {rows.length === 0
           ? (
             <EmptyState title="No replication rules yet">
-              Open a policy and add a replica rule in its Replication section.
+              Add a rule below, or from a policy's Replication section.
             </EmptyState>
           )
           : (
@@ -60,12 +112,14 @@ replicaScriptRoutes.get("/replicas", requires("backup.view"), async (c) => {
                     <th>After full</th>
                     <th>After incremental</th>
                     <th>Offsite</th>
+                    <th>Points</th>
+                    <th>Last copy / failure</th>
                     <th>Created</th>
                   </tr>
                 </thead>
                 <tbody>
                   {rows.map((r) => (
-                    <tr key={r.id}>
+                    <tr key={r.id} data-testid="replica-row">
                       <td>
                         <a href={`/backup/policies/${r.policyId}#replicas`}>{r.policyName}</a>
                       </td>
@@ -78,6 +132,10 @@ replicaScriptRoutes.get("/replicas", requires("backup.view"), async (c) => {
                       <td>{r.replicateAfterFull ? "yes" : "no"}</td>
                       <td>{r.replicateAfterIncremental ? "yes" : "no"}</td>
                       <td>{r.isOffsite ? <Badge tone="info">offsite</Badge> : "—"}</td>
+                      <td class="nowrap" data-testid="replica-counts">{replicaCounts(r.stats)}</td>
+                      <td>
+                        <ReplicaLastCell stats={r.stats} />
+                      </td>
                       <td class="nowrap">{formatTime(r.createdAt)}</td>
                     </tr>
                   ))}
@@ -85,9 +143,104 @@ replicaScriptRoutes.get("/replicas", requires("backup.view"), async (c) => {
               </table>
             </div>
           )}
+        {manageable.length > 0 && (
+          <section class="panel" id="new-replica">
+            <h2>Add a replica rule</h2>
+            <form method="post" action="/backup/replicas" class="form">
+              <Csrf token={c.get("csrfToken")} />
+              <FormErrors message={error} />
+              <Select
+                name="policyId"
+                label="Policy"
+                value={values.policyId}
+                errors={errors}
+                options={[
+                  { value: "", label: "Choose a policy…" },
+                  ...manageable.map((p) => ({ value: p.id, label: p.name })),
+                ]}
+              />
+              <Select
+                name="targetId"
+                label="Secondary storage target (any BES of the account)"
+                value={values.targetId}
+                errors={errors}
+                options={[
+                  { value: "", label: "Replicate to…" },
+                  ...targets.values.map((t) => ({
+                    value: t.id,
+                    label: `${t.name} (${TARGET_TYPE_LABELS[t.type]}, BES ${
+                      besName.get(t.besId) ?? t.besId
+                    })`,
+                  })),
+                ]}
+              />
+              <Select
+                name="kekSource"
+                label="KEK source"
+                value={values.kekSource}
+                errors={errors}
+                options={KEK_SOURCES.map((k) => ({ value: k, label: KEK_SOURCE_LABELS[k] }))}
+              />
+              <fieldset class={errors?.replicateAfterFull ? "field field--error" : "field"}>
+                <legend>When</legend>
+                <label class="choice">
+                  <input
+                    type="checkbox"
+                    name="replicateAfterFull"
+                    value="on"
+                    checked={values.replicateAfterFull}
+                  />{" "}
+                  Replicate after full backups
+                </label>
+                <label class="choice">
+                  <input
+                    type="checkbox"
+                    name="replicateAfterIncremental"
+                    value="on"
+                    checked={values.replicateAfterIncremental}
+                  />{" "}
+                  Replicate after incremental backups
+                </label>
+                {errors?.replicateAfterFull && <p class="field-error">{errors.replicateAfterFull}</p>}
+              </fieldset>
+              <label class="choice">
+                <input type="checkbox" name="isOffsite" value="on" checked={values.isOffsite} />{" "}
+                Offsite copy (counts for the 3-2-1 rule's offsite copy)
+              </label>
+              <div class="form-actions">
+                <button type="submit" class="btn btn--primary">Add replica rule</button>
+              </div>
+            </form>
+          </section>
+        )}
       </>
     ),
+    errors || error ? 422 : 200,
   );
+}
+
+replicaScriptRoutes.get("/replicas", requires("backup.view"), (c) => replicasPage(c));
+
+replicaScriptRoutes.post("/replicas", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const values = replicaFormInput(await readForm(c));
+  // The same schema as the policy page's form and POST /api/v1/replicas.
+  const parsed = ReplicaCreateInput.safeParse(values);
+  if (!parsed.success) return await replicasPage(c, { values, errors: fieldErrors(parsed.error) });
+  try {
+    const rule = await createReplica(kv, c.get("actor")!, parsed.data, clock());
+    return redirectWithNotice(c, "/backup/replicas", `Replica rule added (rule ${rule.id}).`);
+  } catch (e) {
+    if (e instanceof NotFoundError) {
+      return await replicasPage(c, { values, errors: { policyId: "Choose a policy you can manage" } });
+    }
+    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
+    return await replicasPage(c, {
+      values,
+      errors: e instanceof ValidationError ? e.fields : undefined,
+      error: e.message,
+    });
+  }
 });
 
 async function scriptsPage(

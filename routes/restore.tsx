@@ -10,6 +10,8 @@ import type { Context } from "hono";
 import { Hono } from "hono";
 import { z } from "zod";
 import { Island } from "../components/Island.tsx";
+import { ReplicationTable } from "../components/replication.tsx";
+import { listReplicationsOfPoint } from "../domain/replicas.ts";
 import {
   Badge,
   Csrf,
@@ -22,7 +24,8 @@ import {
 import { type Engine, EngineFilter, getEngine, listEngines } from "../domain/engines.ts";
 import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { getHost, type Host, hostScope, listHosts } from "../domain/hosts.ts";
-import { inScope } from "../domain/rbac.ts";
+import { can, inScope } from "../domain/rbac.ts";
+import { ExpireArchivedInput, expireArchivedPoint } from "../domain/archive.ts";
 import { listPolicies } from "../domain/policies.ts";
 import {
   BmrInput,
@@ -89,7 +92,17 @@ const KIND_LABEL: Record<RestoreRequest["kind"], string> = {
 };
 
 function PointStatus(props: { point: RestorePointView }) {
-  return <Badge tone={STATUS_TONE[props.point.status]}>{props.point.status}</Badge>;
+  return (
+    <>
+      <Badge tone={STATUS_TONE[props.point.status]}>{props.point.status}</Badge>
+      {props.point.archivedAt && props.point.status !== "expired" && (
+        <>
+          {" "}
+          <Badge tone="info">archived</Badge>
+        </>
+      )}
+    </>
+  );
 }
 
 function Verification(props: { point: RestorePointView }) {
@@ -505,8 +518,9 @@ async function pointPage(
   const pathParsed = RestorePath.safeParse(c.req.query("path") || "/");
   const browsePath = pathParsed.success ? pathParsed.data : "/";
   const searchId = c.req.query("searchId") ?? "";
-  const [chain, engine, hosts, browse, search] = await Promise.all([
+  const [chain, replications, engine, hosts, browse, search] = await Promise.all([
     chainOf(kv, point),
+    listReplicationsOfPoint(kv, point.id, now),
     getEngine(kv, point.engineId),
     listHosts(kv, actor, { limit: 200 }),
     getBrowse(kv, actor, point.id, browsePath, now),
@@ -570,6 +584,41 @@ async function pointPage(
         <h2>Chain</h2>
         <ChainTable chain={chain} current={point.id} />
       </section>
+      <section class="panel" id="replication">
+        <h2>Replication</h2>
+        {replications.length === 0
+          ? (
+            <p class="muted">
+              Not replicated: no replica rule of policy {point.policyName}{" "}
+              applied to this point when it was created.
+            </p>
+          )
+          : <ReplicationTable rows={replications} />}
+      </section>
+      {point.archivedAt && point.status !== "expired" && (
+        <section class="panel panel--danger" id="archived">
+          <h2>Archived</h2>
+          <p data-testid="archived">
+            Kept since its host was decommissioned ({formatTime(point.archivedAt)}): policy {point.policyName}
+            {" "}
+            archives backups on host deactivation, so retention does not expire this point. Expire it once it
+            is no longer needed; expire the incrementals that depend on it first.
+          </p>
+          {can(actor, "backup.manage", { accountId: point.accountId, orgId: point.orgId }) &&
+            point.status === "complete" && (
+            <form method="post" action={`/backup/restore/points/${point.id}/expire`} class="form">
+              <Csrf token={csrf} />
+              <label class="choice">
+                <input type="checkbox" name="confirm" value="on" required />{" "}
+                I understand: the BES deletes this restore point's data for good
+              </label>
+              <div class="form-actions">
+                <button type="submit" class="btn btn--danger">Expire restore point</button>
+              </div>
+            </form>
+          )}
+        </section>
+      )}
       <section class="panel" id="browse">
         <h2>Browse</h2>
         <p class="hint">
@@ -863,6 +912,28 @@ function refused(
 restoreRoutes.get("/points/:restorePointId", requires("backup.restore"), async (c) => {
   const point = await requireRestorePoint(c.get("deps").kv, c.get("actor")!, c.req.param("restorePointId"));
   return await pointPage(c, point);
+});
+
+// Needs backup.manage, not backup.restore (expiring is retention's business, not a restore): a refusal
+// goes back to the point's page as a notice rather than re-rendering a page the actor may not read.
+// Needs backup.manage, not backup.restore (expiring is retention's business, not a restore): a refusal
+// goes back to the point's page as a notice rather than re-rendering a page the actor may not read.
+restoreRoutes.post("/points/:restorePointId/expire", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const id = c.req.param("restorePointId");
+  const back = `/backup/restore/points/${id}`;
+  const confirm = str(await readForm(c), "confirm") === "on";
+  try {
+    // The domain checks the point's scope before the confirmation: a hidden point is a 404 either way.
+    await expireArchivedPoint(kv, c.get("actor")!, id, { confirm } as ExpireArchivedInput, clock());
+  } catch (e) {
+    if (e instanceof z.ZodError) {
+      return redirectWithNotice(c, `${back}#archived`, "Not expired: tick the confirmation first.");
+    }
+    if (!(e instanceof ConflictError)) throw e;
+    return redirectWithNotice(c, `${back}#archived`, `Not expired: ${e.message}`);
+  }
+  return redirectWithNotice(c, back, "Restore point expired: the BES prunes its data.");
 });
 
 restoreRoutes.post("/points/:restorePointId/browse", requires("backup.restore"), async (c) => {

@@ -631,7 +631,7 @@ Deno.test("sweepHosts() keeps a host online at exactly 3 minutes of silence", as
   const f = await fixture(kv);
   await heartbeat(kv, f.opsHost.id, T0);
   const before = await dumpKv(kv);
-  assert.deepEqual(await sweepHosts(kv, at(3 * MIN)), { offline: [] });
+  assert.deepEqual(await sweepHosts(kv, at(3 * MIN)), { offline: [], decommissions: 0 });
   assert.deepEqual(await dumpKv(kv), before);
   assert.equal((await getHost(kv, f.opsHost.id))!.status, "online");
 });
@@ -642,7 +642,7 @@ Deno.test("sweepHosts() takes a host offline one second after 3 minutes with one
   await heartbeat(kv, f.opsHost.id, T0);
   await heartbeat(kv, f.labHost.id, at(MIN));
   const now = at(3 * MIN + 1000);
-  assert.deepEqual(await sweepHosts(kv, now), { offline: [f.opsHost.id] });
+  assert.deepEqual(await sweepHosts(kv, now), { offline: [f.opsHost.id], decommissions: 0 });
   const offline = (await getHost(kv, f.opsHost.id))!;
   assert.equal(offline.status, "offline");
   assert.equal(offline.lastHeartbeatAt, T0.toISOString());
@@ -657,8 +657,8 @@ Deno.test("sweepHosts() takes a host offline one second after 3 minutes with one
   assert.match(alerts[0].message, /web-01\.ops\.example/);
 
   const before = await dumpKv(kv);
-  assert.deepEqual(await sweepHosts(kv, now), { offline: [] }, "idempotent");
-  assert.deepEqual(await sweepHosts(kv, at(3 * MIN + 2000)), { offline: [] });
+  assert.deepEqual(await sweepHosts(kv, now), { offline: [], decommissions: 0 }, "idempotent");
+  assert.deepEqual(await sweepHosts(kv, at(3 * MIN + 2000)), { offline: [], decommissions: 0 });
   assert.deepEqual(await dumpKv(kv), before);
   await assertClean(kv);
 
@@ -675,14 +675,17 @@ Deno.test("sweepHosts() takes a host offline one second after 3 minutes with one
   await assertClean(kv);
 
   // Silent again: a new alert, not the resolved one reopened.
-  assert.deepEqual(await sweepHosts(kv, at(14 * MIN)), { offline: [f.labHost.id, f.opsHost.id].sort() });
+  assert.deepEqual(await sweepHosts(kv, at(14 * MIN)), {
+    offline: [f.labHost.id, f.opsHost.id].sort(),
+    decommissions: 0,
+  });
   assert.equal((await hostAlerts(kv)).filter((a) => a.status === "open").length, 2);
 });
 
 Deno.test("a pending host (never heard from) is not swept", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
-  assert.deepEqual(await sweepHosts(kv, at(60 * MIN)), { offline: [] });
+  assert.deepEqual(await sweepHosts(kv, at(60 * MIN)), { offline: [], decommissions: 0 });
   assert.equal((await getHost(kv, f.opsHost.id))!.status, "pending");
 });
 

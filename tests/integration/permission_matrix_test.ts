@@ -347,6 +347,9 @@ const SAMPLE_BODIES: Record<string, unknown> = {
   },
   "POST /api/v1/restore-points/:restorePointId/search": { query: "*.txt" },
   "POST /api/v1/policies/:policyId/run": { kind: "full" },
+  "PUT /api/v1/replicas/:replicaId": { targetId: "none" },
+  "POST /api/v1/hosts/:hostId/decommission": { confirmHostname: "host-a1.example" },
+  "POST /api/v1/restore-points/:restorePointId/expire": { confirm: true },
   "PUT /api/v1/storage/:targetId": { name: "Renamed target", type: "local", config: { path: "/srv/x" } },
   "PUT /api/v1/platforms/:platformId": {
     name: "Renamed platform",
@@ -370,6 +373,8 @@ const SAMPLE_BODIES: Record<string, unknown> = {
 const POLICY: Array<[RegExp, string]> = [
   [/^(GET|POST) \/(login|logout|setup)$/, "public"],
   [/^GET \/(healthz|readyz|static\/\*|api\/openapi\.json|api\/docs)?$/, "public"],
+  // Expiring an archived restore point is retention's business (backup.manage), not a restore.
+  [/^POST \/backup\/restore\/points\/:\w+\/expire$/, "backup.manage"],
   [/^\w+ \/backup\/restore/, "backup.restore"],
   [/^GET \/backup\/(storage\/new|policies\/new|platforms\/new|\w+\/:\w+\/(delete|edit))$/, "backup.manage"],
   [/^GET \/backup\/notifications\/(channels|rules)\/(new|:\w+\/delete)$/, "backup.manage"],
@@ -384,13 +389,14 @@ const POLICY: Array<[RegExp, string]> = [
   [/^GET \/api\/v1\/orgs/, "backup.view"],
   [/^\w+ \/api\/v1\/orgs/, "admin"],
   [/^\w+ \/api\/v1\/tokens/, "backup.view"],
+  [/^POST \/api\/v1\/restore-points\/:\w+\/expire$/, "backup.manage"],
   [/^\w+ \/api\/v1\/(restore-points|searches|restores)(\/|$)/, "backup.restore"],
   [
-    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|runs|jobs|dashboard|protected-objects|platforms|notification-(channels|rules|deliveries))(\/|$)/,
+    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|replicas|hosts|runs|jobs|dashboard|protected-objects|platforms|notification-(channels|rules|deliveries))(\/|$)/,
     "backup.view",
   ],
   [
-    /^\w+ \/api\/v1\/(engines|storage|alerts|policies|jobs|platforms|notification-(channels|rules))(\/|$)/,
+    /^\w+ \/api\/v1\/(engines|storage|alerts|policies|replicas|hosts|jobs|platforms|notification-(channels|rules))(\/|$)/,
     "backup.manage",
   ],
   [/^POST \/api\/v1\/account\//, "admin"],

@@ -638,7 +638,7 @@ Deno.test("a full backup queues a verify job and a replicate job per applying ru
   await applyJobOutcome(kv, copied, SUNDAY_2AM);
   const record = (await kv.get<{ status: string; bytes: number }>(["replications", pointId, fullRule.id]))
     .value!;
-  assert.deepEqual([record.status, record.bytes], ["success", 10]);
+  assert.deepEqual([record.status, record.bytes], ["succeeded", 10]);
 });
 
 async function getRun(kv: Deno.Kv, id: string) {

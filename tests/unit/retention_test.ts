@@ -273,6 +273,39 @@ Deno.test("planRetention() always keeps running points and their parents, and ne
   });
 });
 
+Deno.test("planRetention() keeps archived points and their parents whatever the counts, and never buckets them", () => {
+  const points = [
+    point("f1", "2026-11-10T02:00:00Z", { archived: true }),
+    point("i1", "2026-11-11T02:00:00Z", { type: "incremental", parentId: "f1", archived: true }),
+    point("f2", "2026-11-12T02:00:00Z", { chainId: "c2" }),
+    point("i2", "2026-11-15T02:00:00Z", {
+      type: "incremental",
+      parentId: "f2",
+      chainId: "c2",
+      archived: true,
+    }),
+    point("f3", "2026-11-14T02:00:00Z", { chainId: "c3" }),
+    point("gone", "2026-11-09T02:00:00Z", { status: "expired", archived: true }),
+  ];
+  const plan = planRetention(points, { daily: 1, weekly: 0, monthly: 0 });
+  assert.deepEqual(plan.keep, ["f1", "i1", "f2", "i2", "f3"]);
+  assert.deepEqual(plan.expire, []);
+  assert.deepEqual(plan.reasons, {
+    f1: ["archived", "parent of i1"],
+    i1: ["archived"],
+    f2: ["parent of i2"],
+    i2: ["archived"],
+    f3: ["daily 2026-11-14"],
+  });
+  // The daily count goes to f3, not to the newer i2 (archived): without the flag, i2 would take it.
+  const withoutArchive = planRetention(points.map((p) => ({ ...p, archived: false })), {
+    daily: 1,
+    weekly: 0,
+    monthly: 0,
+  });
+  assert.deepEqual(withoutArchive.keep, ["f2", "i2"]);
+});
+
 Deno.test("planRetention() never keeps or re-expires failed and expired points, and they fill no bucket", () => {
   const points = [
     point("old", "2026-11-18T02:00:00Z", { status: "expired" }),
