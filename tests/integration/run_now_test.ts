@@ -8,7 +8,7 @@ import { ConflictError, ValidationError } from "../../domain/errors.ts";
 import { createHook } from "../../domain/hooks.ts";
 import { applyHostHeartbeat, enrollHost, type Host } from "../../domain/hosts.ts";
 import { applyResult, claimJobs, getJob } from "../../domain/jobs.ts";
-import { pausePoliciesForStorage, type Policy, updatePolicy } from "../../domain/policies.ts";
+import { type Policy, updatePolicy } from "../../domain/policies.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { runNowBlockedReason, runPolicyNow } from "../../domain/run_now.ts";
@@ -21,7 +21,7 @@ import {
   runSchedulerTick,
 } from "../../domain/runs.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
-import { createTarget, type StorageTarget } from "../../domain/storage.ts";
+import { applyCapacityReport, createTarget, type StorageTarget } from "../../domain/storage.ts";
 import type { Engine } from "../../domain/engines.ts";
 import {
   addUser,
@@ -249,7 +249,15 @@ Deno.test("run-now refusals: disabled, paused (storage_critical), BES offline, a
   await refused({ kind: "full" }, /Policy files is disabled/);
   await updatePolicy(kv, system, f.policy.id, { ...(await stored()), enabled: true }, now);
 
-  await pausePoliciesForStorage(kv, f.target.id, now);
+  // The target reports critical capacity: its policies are auto-paused (pause acts on the target's health).
+  const totalBytes = 1_000_000_000_000;
+  const critical = {
+    targetId: f.target.id,
+    totalBytes,
+    usedBytes: totalBytes * 0.97,
+    freeBytes: totalBytes * 0.03,
+  };
+  assert.deepEqual((await applyCapacityReport(kv, f.engine.id, critical, now))?.paused, [f.policy.id]);
   await refused(
     { kind: "full" },
     /Policy files is paused \(storage_critical\): its storage target is at critical capacity/,
