@@ -1,0 +1,165 @@
+/**
+ * The storage interface of a repository: a flat space of named objects with atomic writes and range
+ * reads — what a local folder and an S3-compatible bucket both offer. Names are relative, "/"-separated
+ * ("data/ab/ab12…", "keys/host-a/…"); a backend never interprets them beyond that.
+ */
+import { MissingObjectError, RepoError } from "./errors.ts";
+
+/** Part of an object: `length` bytes from `offset`, or the last `suffix` bytes (HTTP Range semantics). */
+export type ByteRange = { offset: number; length: number } | { suffix: number };
+
+/** One listed object. */
+export interface ObjectInfo {
+  name: string;
+  size: number;
+}
+
+/** Storage of repository objects. Implementations: `LocalBackend`; S3 to come (same verbs, SigV4). */
+export interface Backend {
+  /** A human-readable location, for messages. */
+  readonly location: string;
+  /** Every object whose name starts with `prefix` (a folder such as "data/"), in no particular order. */
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** The object's bytes, or the range of them. Throws `MissingObjectError` if it does not exist. */
+  get(name: string, range?: ByteRange): Promise<Uint8Array<ArrayBuffer>>;
+  /** Stores `data` under `name` atomically: readers see the whole object or none. Replaces an existing one. */
+  put(name: string, data: Uint8Array): Promise<void>;
+  /** Deletes the object; no error if it does not exist. */
+  delete(name: string): Promise<void>;
+  /** Whether the object exists. */
+  exists(name: string): Promise<boolean>;
+}
+
+/** Throws if `name` is not a safe relative object name. */
+export function validateObjectName(name: string): void {
+  if (
+    name.length === 0 || name.startsWith("/") || name.endsWith("/") || name.includes("\\") ||
+    name.split("/").some((p) => p === "" || p === "." || p === "..")
+  ) {
+    throw new RepoError(`Invalid object name "${name}"`);
+  }
+}
+
+/** A repository in a local folder. Writes go to a temporary file, are synced, then renamed into place. */
+export class LocalBackend implements Backend {
+  readonly location: string;
+  constructor(readonly root: string) {
+    this.location = root;
+  }
+
+  #path(name: string): string {
+    validateObjectName(name);
+    return `${this.root}/${name}`;
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    const base = prefix.replace(/\/+$/, "");
+    const dir = base === "" ? this.root : `${this.root}/${base}`;
+    yield* this.#walk(dir, base);
+  }
+
+  async *#walk(dir: string, rel: string): AsyncIterable<ObjectInfo> {
+    let entries: Deno.DirEntry[];
+    try {
+      entries = await Array.fromAsync(Deno.readDir(dir));
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return;
+      throw e;
+    }
+    for (const e of entries) {
+      if (e.name.startsWith(".tmp-")) continue;
+      const name = rel === "" ? e.name : `${rel}/${e.name}`;
+      if (e.isDirectory) yield* this.#walk(`${dir}/${e.name}`, name);
+      else if (e.isFile) yield { name, size: (await Deno.stat(`${dir}/${e.name}`)).size };
+    }
+  }
+
+  async get(name: string, range?: ByteRange): Promise<Uint8Array<ArrayBuffer>> {
+    const path = this.#path(name);
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(path, { read: true });
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) throw new MissingObjectError(kindOf(name), name);
+      throw e;
+    }
+    try {
+      const size = (await file.stat()).size;
+      let offset = 0;
+      let length = size;
+      if (range && "suffix" in range) {
+        length = Math.min(range.suffix, size);
+        offset = size - length;
+      } else if (range) {
+        offset = range.offset;
+        length = range.length;
+        if (offset + length > size) {
+          throw new RepoError(`Cannot read ${name} bytes ${offset}+${length}: object has ${size} bytes`);
+        }
+      }
+      const out = new Uint8Array(length);
+      await file.seek(offset, Deno.SeekMode.Start);
+      let got = 0;
+      while (got < length) {
+        const n = await file.read(out.subarray(got));
+        if (n === null) throw new RepoError(`Cannot read ${name}: ended early`);
+        got += n;
+      }
+      return out;
+    } finally {
+      file.close();
+    }
+  }
+
+  async put(name: string, data: Uint8Array): Promise<void> {
+    const path = this.#path(name);
+    const dir = path.slice(0, path.lastIndexOf("/"));
+    await Deno.mkdir(dir, { recursive: true });
+    const tmp = `${dir}/.tmp-${crypto.randomUUID()}`;
+    try {
+      const file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
+      try {
+        let off = 0;
+        while (off < data.length) off += await file.write(data.subarray(off));
+        await file.syncData();
+      } finally {
+        file.close();
+      }
+      await Deno.rename(tmp, path);
+    } catch (e) {
+      await Deno.remove(tmp).catch(() => {});
+      throw e;
+    }
+  }
+
+  async delete(name: string): Promise<void> {
+    try {
+      await Deno.remove(this.#path(name));
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+  }
+
+  async exists(name: string): Promise<boolean> {
+    try {
+      await Deno.stat(this.#path(name));
+      return true;
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return false;
+      throw e;
+    }
+  }
+}
+
+function kindOf(name: string) {
+  const top = name.split("/")[0];
+  const kinds = {
+    data: "pack",
+    index: "index",
+    snapshots: "snapshot",
+    refs: "refs",
+    keys: "key",
+    config: "config",
+  } as const;
+  return kinds[top as keyof typeof kinds] ?? "file";
+}

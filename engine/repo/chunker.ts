@@ -1,0 +1,181 @@
+/**
+ * Chunking: content-defined chunks for files (FastCDC with normalized chunking) and fixed-size chunks
+ * for images. Both stream: they hold at most two maximum-size chunks of input at a time, never a whole
+ * file. docs/repository-format.md §Chunking describes the algorithm and its test vector.
+ */
+import { createHash } from "node:crypto";
+import { isAllZero } from "./bytes.ts";
+import { RepoConfigError } from "./errors.ts";
+
+/** Content-defined chunking parameters (bytes). `avg` is a power of two; min < avg < max. */
+export interface ChunkerParams {
+  min: number;
+  avg: number;
+  max: number;
+}
+
+/** Format v1 default: 512 KiB / 1 MiB / 8 MiB, as restic. */
+export const DEFAULT_CHUNKER_PARAMS: Readonly<ChunkerParams> = Object.freeze({
+  min: 512 * 1024,
+  avg: 1024 * 1024,
+  max: 8 * 1024 * 1024,
+});
+
+/** Fixed chunk size of image backups (format v1): 4 MiB, as Proxmox Backup Server. */
+export const IMAGE_CHUNK_SIZE = 4 * 1024 * 1024;
+
+/** The seed of the gear table; changing it changes every chunk boundary (a new format version). */
+export const GEAR_SEED = "cadres-fastcdc-gear-v1";
+
+/**
+ * The gear table: GEAR[i] = the first 4 bytes, big-endian, of SHA-256(ASCII GEAR_SEED || byte i).
+ * Deterministic, so any reader can rebuild it.
+ */
+export const GEAR: Uint32Array = buildGear();
+
+function buildGear(): Uint32Array {
+  const table = new Uint32Array(256);
+  for (let i = 0; i < 256; i++) {
+    const d = createHash("sha256").update(GEAR_SEED).update(new Uint8Array([i])).digest();
+    table[i] = d.readUInt32BE(0);
+  }
+  return table;
+}
+
+/** A mask of the top `bits` bits of a 32-bit word (the gear hash's best-mixed bits). */
+function topMask(bits: number): number {
+  return bits >= 32 ? 0xffffffff : (0xffffffff << (32 - bits)) >>> 0;
+}
+
+/** Throws `RepoConfigError` if `p` are not valid chunker parameters. */
+export function validateChunkerParams(p: ChunkerParams): void {
+  const pow2 = Number.isInteger(Math.log2(p.avg));
+  if (
+    !Number.isInteger(p.min) || !Number.isInteger(p.max) || !pow2 || p.min < 64 || p.min >= p.avg ||
+    p.avg >= p.max || p.max > 64 * 1024 * 1024 || Math.log2(p.avg) < 8 || Math.log2(p.avg) > 28
+  ) {
+    throw new RepoConfigError(
+      `Invalid chunker parameters ${
+        JSON.stringify(p)
+      }: need 64 <= min < avg < max <= 64 MiB, avg a power of two`,
+    );
+  }
+}
+
+/**
+ * The length of the next chunk of `buf[start, end)`, FastCDC with normalized chunking (level 2):
+ * no cut before `min`; between min and avg the stricter mask (log2(avg)+2 top bits zero), after avg
+ * the looser one (log2(avg)-2 bits), a forced cut at `max`. The caller guarantees that either
+ * end - start >= max or the input ends at `end`.
+ */
+export function findCut(buf: Uint8Array, start: number, end: number, p: ChunkerParams): number {
+  let n = end - start;
+  if (n <= p.min) return n;
+  if (n > p.max) n = p.max;
+  const bits = Math.log2(p.avg);
+  const maskS = topMask(bits + 2);
+  const maskL = topMask(bits - 2);
+  const normal = n < p.avg ? n : p.avg;
+  let h = 0;
+  let i = p.min;
+  for (; i < normal; i++) {
+    h = ((h << 1) + GEAR[buf[start + i]]) | 0;
+    if ((h & maskS) === 0) return i + 1;
+  }
+  for (; i < n; i++) {
+    h = ((h << 1) + GEAR[buf[start + i]]) | 0;
+    if ((h & maskL) === 0) return i + 1;
+  }
+  return n;
+}
+
+/**
+ * Content-defined chunks of `source`, each a fresh buffer the caller owns. `source` may reuse its
+ * buffers between pieces: each piece is copied before the next is requested.
+ */
+export async function* chunkStream(
+  source: AsyncIterable<Uint8Array>,
+  params: ChunkerParams = DEFAULT_CHUNKER_PARAMS,
+): AsyncGenerator<Uint8Array<ArrayBuffer>> {
+  validateChunkerParams(params);
+  const cap = 2 * params.max;
+  const buf = new Uint8Array(cap);
+  let start = 0;
+  let end = 0;
+  let pending: Uint8Array | null = null;
+  let eof = false;
+  const it = source[Symbol.asyncIterator]();
+  while (true) {
+    while (!eof && end - start < params.max) {
+      if (end === cap) {
+        buf.copyWithin(0, start, end);
+        end -= start;
+        start = 0;
+      }
+      if (pending === null || pending.length === 0) {
+        const r = await it.next();
+        if (r.done) {
+          eof = true;
+          break;
+        }
+        pending = r.value;
+      }
+      const take = Math.min(pending.length, cap - end);
+      buf.set(pending.subarray(0, take), end);
+      end += take;
+      pending = pending.subarray(take);
+      // A reused source buffer must be copied now, before the source is asked for more.
+      if (pending.length > 0) pending = pending.slice();
+    }
+    if (end === start) return;
+    const len = findCut(buf, start, end, params);
+    yield buf.slice(start, start + len);
+    start += len;
+  }
+}
+
+/** One fixed-size chunk of an image, flagged when all its bytes are zero. */
+export interface FixedChunk {
+  data: Uint8Array<ArrayBuffer>;
+  zero: boolean;
+}
+
+/** Fixed-size chunks of `source` (the last one may be shorter), all-zero chunks flagged. */
+export async function* fixedChunks(
+  source: AsyncIterable<Uint8Array>,
+  size: number = IMAGE_CHUNK_SIZE,
+): AsyncGenerator<FixedChunk> {
+  let cur = new Uint8Array(size);
+  let fill = 0;
+  for await (const piece of source) {
+    let off = 0;
+    while (off < piece.length) {
+      const take = Math.min(size - fill, piece.length - off);
+      cur.set(piece.subarray(off, off + take), fill);
+      fill += take;
+      off += take;
+      if (fill === size) {
+        yield { data: cur, zero: isAllZero(cur) };
+        cur = new Uint8Array(size);
+        fill = 0;
+      }
+    }
+  }
+  if (fill > 0) {
+    const last = cur.slice(0, fill);
+    yield { data: last, zero: isAllZero(last) };
+  }
+}
+
+/** Reads `file` in pieces of `size` bytes into one reused buffer (consume each piece before the next). */
+export async function* readPieces(
+  file: { read(p: Uint8Array): Promise<number | null> },
+  size = 1024 * 1024,
+): AsyncGenerator<Uint8Array> {
+  const buf = new Uint8Array(size);
+  while (true) {
+    const n = await file.read(buf);
+    if (n === null) return;
+    if (n > 0) yield buf.subarray(0, n);
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * Per-blob compression: zstd (node:zlib, native), lz4 (lz4-wasm-nodejs: the lz4_flex block format
+ * with the uncompressed size prepended, u32 little-endian; WebAssembly, no native build) or none.
+ */
+import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
+import * as lz4 from "lz4-wasm-nodejs";
+
+/** Compression names as the repository config and the CLI spell them. */
+export type Compression = "zstd" | "lz4" | "none";
+
+/** Compression codes in a blob header (format v1). */
+export const COMPRESSION_CODES: Readonly<Record<Compression, number>> = Object.freeze({
+  none: 0,
+  zstd: 1,
+  lz4: 2,
+});
+
+/** Compression name of a header code, or null if unknown. */
+export function compressionOfCode(code: number): Compression | null {
+  for (const [k, v] of Object.entries(COMPRESSION_CODES)) if (v === code) return k as Compression;
+  return null;
+}
+
+/** zstd level used by format v1 writers (readers do not need it). */
+export const ZSTD_LEVEL = 3;
+
+/** `data` compressed with `kind`, or null when that would not make it smaller (the blob is stored raw). */
+export function compress(kind: Compression, data: Uint8Array): Uint8Array | null {
+  if (kind === "none" || data.length === 0) return null;
+  let out: Uint8Array;
+  if (kind === "zstd") {
+    out = new Uint8Array(
+      zstdCompressSync(data, { params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } }),
+    );
+  } else {
+    out = lz4.compress(data);
+  }
+  return out.length < data.length ? out : null;
+}
+
+/**
+ * `data` decompressed with `kind`; throws if the result is not exactly `expectedLength` bytes (callers
+ * decompress only authenticated payloads, so the length check is a second line of defence).
+ */
+export function decompress(kind: Compression, data: Uint8Array, expectedLength: number): Uint8Array {
+  let out: Uint8Array;
+  if (kind === "none") {
+    out = data;
+  } else if (kind === "zstd") {
+    out = new Uint8Array(zstdDecompressSync(data, { maxOutputLength: Math.max(expectedLength, 1) }));
+  } else {
+    if (data.length < 4) throw new Error("lz4 payload shorter than its size prefix");
+    const declared = new DataView(data.buffer, data.byteOffset, 4).getUint32(0, true);
+    if (declared !== expectedLength) throw new Error(`lz4 size prefix ${declared} != ${expectedLength}`);
+    out = lz4.decompress(data);
+  }
+  if (out.length !== expectedLength) {
+    throw new Error(`decompressed ${out.length} bytes, expected ${expectedLength}`);
+  }
+  return out;
+}

@@ -1,0 +1,160 @@
+/**
+ * The index: which pack holds each blob (namespace, blob id → pack, offset, length, type). Written as
+ * append-only segments "index/<SHA-256 of the segment>", never rewritten in place; everything in it
+ * can be rebuilt from the pack trailers (`rebuildIndex`).
+ *
+ * Segment (little-endian): "CIDX" | version u8 = 1 | 3 reserved zero bytes | pack count u32 | per pack:
+ * pack id (32), namespace length u16, namespace (UTF-8), blob count u32, per blob: type u8, id (32),
+ * offset u32, length u32 | SHA-256 of everything before (32).
+ */
+import type { Backend } from "./backend.ts";
+import { ByteReader, bytesEqual, ByteWriter, concat, fromHex, toHex } from "./bytes.ts";
+import { type BlobId, ID_BYTES, sha256, sha256Hex } from "./chunk_id.ts";
+import { IntegrityError } from "./errors.ts";
+import { BLOB_TYPE_CODES, type BlobType, type PackListing, readPackListing } from "./pack.ts";
+
+/** Index segment format version. */
+export const INDEX_VERSION = 1;
+const MAGIC = new TextEncoder().encode("CIDX");
+
+/** Where one blob lives. */
+export interface IndexEntry {
+  packId: string;
+  type: BlobType;
+  offset: number;
+  length: number;
+}
+
+/** The in-memory index of a repository: lookups by namespace and blob id. */
+export class BlobIndex {
+  #map = new Map<string, IndexEntry>();
+  #packs = new Set<string>();
+
+  /** Adds every blob of a pack; a blob already indexed keeps its first (oldest known) location. */
+  addPack(listing: PackListing): void {
+    this.#packs.add(listing.packId);
+    for (const e of listing.entries) {
+      const key = `${listing.namespace}\u0000${e.id}`;
+      if (!this.#map.has(key)) {
+        this.#map.set(key, { packId: listing.packId, type: e.type, offset: e.offset, length: e.length });
+      }
+    }
+  }
+  /** Where blob `id` of `namespace` lives, or null. */
+  lookup(namespace: string, id: BlobId): IndexEntry | null {
+    return this.#map.get(`${namespace}\u0000${id}`) ?? null;
+  }
+  has(namespace: string, id: BlobId): boolean {
+    return this.#map.has(`${namespace}\u0000${id}`);
+  }
+  /** Ids of every pack the index names. */
+  packIds(): Set<string> {
+    return new Set(this.#packs);
+  }
+  /** Number of indexed blobs. */
+  get size(): number {
+    return this.#map.size;
+  }
+}
+
+/** The bytes of an index segment listing `listings`. */
+export function encodeIndexSegment(listings: PackListing[]): Uint8Array<ArrayBuffer> {
+  const w = new ByteWriter().bytes(MAGIC).u8(INDEX_VERSION).u8(0).u8(0).u8(0).u32(listings.length);
+  for (const l of listings) {
+    const ns = new TextEncoder().encode(l.namespace);
+    w.bytes(fromHex(l.packId)).u16(ns.length).bytes(ns).u32(l.entries.length);
+    for (const e of l.entries) w.u8(BLOB_TYPE_CODES[e.type]).bytes(fromHex(e.id)).u32(e.offset).u32(e.length);
+  }
+  const body = w.finish();
+  return concat(body, sha256(body));
+}
+
+/** The listings of index segment `name` (its object name). Throws `IntegrityError` naming it if damaged. */
+export function decodeIndexSegment(name: string, bytes: Uint8Array): PackListing[] {
+  const fail = (detail: string): never => {
+    throw new IntegrityError("index", name, detail);
+  };
+  const expected = name.slice(name.lastIndexOf("/") + 1);
+  if (sha256Hex(bytes) !== expected) fail("content does not hash to its name");
+  if (bytes.length < 32 + 12) fail("too short");
+  const body = bytes.subarray(0, bytes.length - 32);
+  if (!bytesEqual(sha256(body), bytes.subarray(bytes.length - 32))) fail("checksum mismatch");
+  try {
+    const r = new ByteReader(body);
+    if (!bytesEqual(r.bytes(4), MAGIC)) fail("magic missing");
+    const version = r.u8();
+    if (version !== INDEX_VERSION) fail(`unknown index version ${version}`);
+    r.bytes(3);
+    const packs = r.u32();
+    const out: PackListing[] = [];
+    for (let p = 0; p < packs; p++) {
+      const packId = toHex(r.bytes(ID_BYTES));
+      const namespace = new TextDecoder("utf-8", { fatal: true }).decode(r.bytes(r.u16()));
+      const count = r.u32();
+      const entries = [];
+      for (let i = 0; i < count; i++) {
+        const code = r.u8();
+        const type: BlobType = code === 0 ? "data" : code === 1 ? "tree" : fail(`unknown blob type ${code}`);
+        entries.push({ type, id: toHex(r.bytes(ID_BYTES)), offset: r.u32(), length: r.u32() });
+      }
+      out.push({ packId, namespace, entries });
+    }
+    if (r.remaining !== 0) fail("trailing bytes");
+    return out;
+  } catch (e) {
+    if (e instanceof IntegrityError) throw e;
+    return fail(`unreadable: ${(e as Error).message}`);
+  }
+}
+
+/** Writes one index segment for `listings`; returns its object name. */
+export async function writeIndexSegment(backend: Backend, listings: PackListing[]): Promise<string> {
+  const bytes = encodeIndexSegment(listings);
+  const name = `index/${sha256Hex(bytes)}`;
+  await backend.put(name, bytes);
+  return name;
+}
+
+/**
+ * The index from every segment. A damaged segment throws `IntegrityError` unless `onDamaged` is given,
+ * in which case it is reported there and skipped (its packs are then unknown until `rebuildIndex`).
+ */
+export async function loadIndex(
+  backend: Backend,
+  options: { onDamaged?: (error: IntegrityError) => void } = {},
+): Promise<BlobIndex> {
+  const index = new BlobIndex();
+  for await (const obj of backend.list("index/")) {
+    try {
+      for (const l of decodeIndexSegment(obj.name, await backend.get(obj.name))) index.addPack(l);
+    } catch (e) {
+      if (e instanceof IntegrityError && options.onDamaged) options.onDamaged(e);
+      else throw e;
+    }
+  }
+  return index;
+}
+
+/**
+ * An index built from the pack trailers alone (no key needed). Damaged packs are reported in `damaged`
+ * and left out. Nothing is written; callers decide whether to replace the segments.
+ */
+export async function rebuildIndex(
+  backend: Backend,
+): Promise<{ index: BlobIndex; listings: PackListing[]; damaged: IntegrityError[] }> {
+  const index = new BlobIndex();
+  const listings: PackListing[] = [];
+  const damaged: IntegrityError[] = [];
+  for await (const obj of backend.list("data/")) {
+    const packId = obj.name.slice(obj.name.lastIndexOf("/") + 1);
+    try {
+      const l = await readPackListing(backend, packId, obj.size);
+      listings.push(l);
+      index.addPack(l);
+    } catch (e) {
+      if (e instanceof IntegrityError) damaged.push(e);
+      else throw e;
+    }
+  }
+  return { index, listings, damaged };
+}

@@ -1,0 +1,287 @@
+/**
+ * A repository opened with a key: its config, its index, and a handle per namespace it can open.
+ * A namespace handle is the repository API of restic's shape — has, save blob, load blob, flush —
+ * with packing and index checkpoints inside it. docs/repository-format.md §Layout lists the objects.
+ */
+import type { Backend } from "./backend.ts";
+import { type BlobCodec, createBlobCodec } from "./blob.ts";
+import { type BlobId, type ChunkIdHasher, createChunkIdHasher, sha256Hex } from "./chunk_id.ts";
+import {
+  CONFIG_OBJECT,
+  encodeConfig,
+  newConfig,
+  readConfig,
+  type RepoConfig,
+  type RepoOptions,
+} from "./config.ts";
+import { IntegrityError, MissingObjectError, RepoConfigError, RepoError, WrongKeyError } from "./errors.ts";
+import { BlobIndex, loadIndex, writeIndexSegment } from "./index.ts";
+import {
+  generateNamespaceKeys,
+  kekId,
+  keyObjectName,
+  type NamespaceKeys,
+  parseKeyObject,
+  unwrapNamespaceKeys,
+  validateNamespace,
+  wrapNamespaceKeys,
+} from "./keys.ts";
+import { type BlobType, PackBuilder, type PackListing, packObjectName } from "./pack.ts";
+
+/** Index segments are checkpointed after this many packs, so an interrupted backup can resume. */
+export const PACKS_PER_INDEX_CHECKPOINT = 4;
+
+/** The outcome of saving one blob. */
+export interface SaveResult {
+  id: BlobId;
+  /** False when the blob was already stored (deduplicated). */
+  isNew: boolean;
+  /** Bytes added to the repository for it (0 when deduplicated). */
+  storedBytes: number;
+}
+
+/** An open repository. */
+export class Repository {
+  #namespaces = new Map<string, Namespace>();
+  #configSha256: string;
+
+  private constructor(
+    readonly backend: Backend,
+    readonly config: RepoConfig,
+    configBytes: Uint8Array,
+    readonly index: BlobIndex,
+    readonly kek: Uint8Array,
+  ) {
+    this.#configSha256 = sha256Hex(configBytes);
+  }
+
+  /**
+   * Creates a repository at `backend` with one namespace, its keys wrapped by `kek`. Throws
+   * `RepoConfigError` if a repository is already there or an option is invalid.
+   */
+  static async init(
+    backend: Backend,
+    kek: Uint8Array,
+    options: RepoOptions & { namespace: string; now?: Date },
+  ): Promise<Repository> {
+    validateNamespace(options.namespace);
+    if (await backend.exists(CONFIG_OBJECT)) {
+      throw new RepoConfigError(`${backend.location} already holds a repository`);
+    }
+    const now = options.now ?? new Date();
+    const config = newConfig(options, now);
+    const bytes = encodeConfig(config);
+    const repo = new Repository(backend, config, bytes, new BlobIndex(), kek);
+    await repo.createNamespace(options.namespace, now);
+    // The config is written last: a location without it is not (yet) a repository.
+    await backend.put(CONFIG_OBJECT, bytes);
+    return repo;
+  }
+
+  /**
+   * Opens the repository at `backend` with `kek`, unwrapping every namespace key it wraps. Throws
+   * `RepoConfigError` (not a repository), `FormatVersionError` (newer format), `WrongKeyError` (the key
+   * opens nothing) or `IntegrityError` (a damaged key object or config). Writes nothing.
+   */
+  static async open(backend: Backend, kek: Uint8Array): Promise<Repository> {
+    const { config, bytes } = await readConfig(backend);
+    const id = kekId(kek);
+    const keys: NamespaceKeys[] = [];
+    for await (const obj of backend.list("keys/")) {
+      if (!obj.name.endsWith(`/${id}`)) continue;
+      const ko = parseKeyObject(obj.name, await backend.get(obj.name));
+      keys.push(
+        await unwrapNamespaceKeys(obj.name, ko, kek, { repoId: config.id, configSha256: sha256Hex(bytes) }),
+      );
+    }
+    if (keys.length === 0) {
+      throw new WrongKeyError(
+        `The key (id ${id}) opens no namespace of the repository at ${backend.location}`,
+      );
+    }
+    const index = await loadIndex(backend);
+    const repo = new Repository(backend, config, bytes, index, kek);
+    for (const k of keys) repo.#namespaces.set(k.namespace, await Namespace.create(repo, k));
+    return repo;
+  }
+
+  /** Names of the namespaces this repository was opened for, sorted. */
+  namespaces(): string[] {
+    return [...this.#namespaces.keys()].sort();
+  }
+
+  /** The handle of namespace `name`. Throws `WrongKeyError` if the key does not open it. */
+  namespace(name: string): Namespace {
+    const ns = this.#namespaces.get(name);
+    if (!ns) throw new WrongKeyError(`Namespace "${name}" does not exist or this key does not open it`);
+    return ns;
+  }
+
+  /** Creates namespace `name` with fresh keys wrapped by this repository's KEK. Throws if it exists. */
+  async createNamespace(name: string, now = new Date()): Promise<Namespace> {
+    validateNamespace(name);
+    if (this.#namespaces.has(name)) throw new RepoConfigError(`Namespace "${name}" already exists`);
+    for await (const _ of this.backend.list(`keys/${name}/`)) {
+      throw new RepoConfigError(`Namespace "${name}" already exists (under another key)`);
+    }
+    const keys = generateNamespaceKeys(name);
+    const ko = await wrapNamespaceKeys(keys, this.kek, {
+      repoId: this.config.id,
+      configSha256: this.#configSha256,
+      now,
+    });
+    await this.backend.put(
+      keyObjectName(name, kekId(this.kek)),
+      new TextEncoder().encode(JSON.stringify(ko, null, 2)),
+    );
+    const ns = await Namespace.create(this, keys);
+    this.#namespaces.set(name, ns);
+    return ns;
+  }
+}
+
+/** One namespace of an open repository: its keys, codec, and blob storage. */
+export class Namespace {
+  #builder: PackBuilder;
+  /** Blobs being encoded: a save of the same id waits until it sits in a pack builder. */
+  #encoding = new Map<BlobId, Promise<void>>();
+  /** Blobs in a pack that is not yet uploaded and indexed. */
+  #unflushed = new Set<BlobId>();
+  #uploads = new Set<Promise<void>>();
+  #unindexed: PackListing[] = [];
+  #failure: unknown = null;
+
+  private constructor(
+    readonly repo: Repository,
+    readonly keys: NamespaceKeys,
+    readonly codec: BlobCodec,
+  ) {
+    this.#builder = new PackBuilder(keys.namespace);
+  }
+
+  /** A handle for `keys` in `repo` (used by `Repository`). */
+  static async create(repo: Repository, keys: NamespaceKeys): Promise<Namespace> {
+    const codec = await createBlobCodec({
+      encryption: repo.config.encryption,
+      compression: repo.config.compression,
+      dataKey: keys.dataKey,
+    });
+    return new Namespace(repo, keys, codec);
+  }
+
+  get name(): string {
+    return this.keys.namespace;
+  }
+
+  /**
+   * The id hasher of this namespace: HMAC with its id key (SHA-256 without encryption), salted with
+   * `chainSalt` when the repository does not deduplicate.
+   */
+  hasher(chainSalt?: Uint8Array | null): ChunkIdHasher {
+    const idKey = this.repo.config.encryption === "none" ? null : this.keys.idKey;
+    return createChunkIdHasher({ idKey, salt: chainSalt ?? null });
+  }
+
+  /** Whether blob `id` is stored (or being stored) in this namespace. */
+  has(id: BlobId): boolean {
+    return this.#encoding.has(id) || this.#unflushed.has(id) || this.repo.index.has(this.name, id);
+  }
+
+  /**
+   * Stores `plain` as a blob of `type` under its id from `hasher`, unless already stored. Many saves may
+   * be in flight; a full pack is uploaded before the save that filled it resolves (backpressure). A blob
+   * is durable only after `flush()`.
+   */
+  async saveBlob(type: BlobType, plain: Uint8Array, hasher: ChunkIdHasher): Promise<SaveResult> {
+    this.#throwIfFailed();
+    const id = hasher.id(plain);
+    const encoding = this.#encoding.get(id);
+    if (encoding) {
+      await encoding;
+      return { id, isNew: false, storedBytes: 0 };
+    }
+    if (this.#unflushed.has(id) || this.repo.index.has(this.name, id)) {
+      return { id, isNew: false, storedBytes: 0 };
+    }
+    const task = this.codec.encode(id, plain).then((stored) => {
+      this.#builder.add(type, id, stored);
+      this.#unflushed.add(id);
+      return stored.length;
+    });
+    this.#encoding.set(id, task.then(() => {}));
+    let storedBytes: number;
+    try {
+      storedBytes = await task;
+    } finally {
+      this.#encoding.delete(id);
+    }
+    if (this.#builder.size >= this.repo.config.packTargetBytes) await this.#startUpload();
+    return { id, isNew: true, storedBytes };
+  }
+
+  #startUpload(): Promise<void> {
+    const builder = this.#builder;
+    this.#builder = new PackBuilder(this.name);
+    const { bytes, listing } = builder.finish();
+    const upload = (async () => {
+      try {
+        await this.repo.backend.put(packObjectName(listing.packId), bytes);
+        this.repo.index.addPack(listing);
+        this.#unindexed.push(listing);
+        if (this.#unindexed.length >= PACKS_PER_INDEX_CHECKPOINT) await this.#writeIndex();
+      } catch (e) {
+        this.#failure ??= e;
+        throw e;
+      } finally {
+        for (const e of listing.entries) this.#unflushed.delete(e.id);
+      }
+    })();
+    this.#uploads.add(upload);
+    upload.finally(() => this.#uploads.delete(upload)).catch(() => {});
+    return upload;
+  }
+
+  async #writeIndex(): Promise<void> {
+    if (this.#unindexed.length === 0) return;
+    const batch = this.#unindexed;
+    this.#unindexed = [];
+    await writeIndexSegment(this.repo.backend, batch);
+  }
+
+  #throwIfFailed() {
+    if (this.#failure) throw new RepoError(`An earlier upload failed: ${(this.#failure as Error).message}`);
+  }
+
+  /** Uploads the current pack and writes an index segment for every pack not yet indexed. */
+  async flush(): Promise<void> {
+    while (this.#encoding.size > 0) await Promise.allSettled([...this.#encoding.values()]);
+    if (this.#builder.count > 0) await this.#startUpload().catch(() => {});
+    await Promise.allSettled([...this.#uploads]);
+    this.#throwIfFailed();
+    await this.#writeIndex();
+  }
+
+  /**
+   * The plaintext of blob `id`, verified (authenticated, and re-hashed when `hasher` is given). Throws
+   * `MissingObjectError` if no pack holds it, `IntegrityError` naming the blob if it is damaged.
+   */
+  async loadBlob(id: BlobId, hasher?: ChunkIdHasher): Promise<Uint8Array> {
+    const entry = this.repo.index.lookup(this.name, id);
+    if (!entry) throw new MissingObjectError("blob", id, "not in the index");
+    let stored: Uint8Array;
+    try {
+      stored = await this.repo.backend.get(packObjectName(entry.packId), {
+        offset: entry.offset,
+        length: entry.length,
+      });
+    } catch (e) {
+      if (e instanceof MissingObjectError) {
+        throw new MissingObjectError("blob", id, `its pack ${entry.packId} is missing`);
+      }
+      throw new IntegrityError("blob", id, `cannot read from pack ${entry.packId}: ${(e as Error).message}`, {
+        cause: e,
+      });
+    }
+    return await this.codec.decode(id, stored, hasher);
+  }
+}
