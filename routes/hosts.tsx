@@ -235,9 +235,9 @@ async function hostPage(
               <h2>Decommission</h2>
               <p>
                 Retires the host: no more backups are dispatched to it and its {assignments.length}{" "}
-                assignment{assignments.length === 1 ? "" : "s"}{" "}
-                become archived. Under policies with “Archive on host deactivation” its restore points are
-                kept (archived) until an operator expires them; under the others they follow retention.
+                {assignments.length === 1 ? "assignment becomes" : "assignments become"}{" "}
+                archived. Under policies with “Archive on host deactivation” its restore points are kept
+                (archived) until an operator expires them; under the others they follow retention.
               </p>
               {decommission?.error && <p class="form-error" role="alert">{decommission.error}</p>}
               <form method="post" action={`/backup/hosts/${host.id}/decommission`} class="form">

@@ -105,7 +105,12 @@ export async function HostsSection(props: { kv: Kv; actor: Actor; policy: Policy
                 <tr key={assignment.id} data-testid="assignment-row">
                   <td>
                     <a href={`/backup/hosts/${host.id}`}>{host.hostname}</a>
-                    {host.status === "decommissioned" && <span class="muted">(decommissioned)</span>}
+                    {host.status === "decommissioned" && (
+                      <>
+                        {" "}
+                        <span class="muted">(decommissioned)</span>
+                      </>
+                    )}
                   </td>
                   <td>{assignment.state}</td>
                   <td>{formatTime(assignment.updatedAt)}</td>
