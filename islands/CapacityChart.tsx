@@ -60,7 +60,7 @@ export default function CapacityChart(props: Props) {
         <span class="hint" data-testid="chart-readout">
           {h
             ? `${h.day}: ${h.usagePercent}% (${bytes(h.usedBytes)} of ${bytes(h.totalBytes)})`
-            : `${days.length} days`}
+            : `${days.length} ${days.length === 1 ? "day" : "days"}`}
         </span>
       </div>
       {days.length === 0
@@ -70,7 +70,7 @@ export default function CapacityChart(props: Props) {
             viewBox={`0 0 ${W} ${H}`}
             class="chart-svg"
             role="img"
-            aria-label={`Usage over the last ${days.length} days`}
+            aria-label={`Usage over the last ${days.length} ${days.length === 1 ? "day" : "days"}`}
             onMouseMove={onMove}
             onMouseLeave={() => (hover.value = null)}
           >

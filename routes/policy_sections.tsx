@@ -423,7 +423,12 @@ export async function ReplicasSection(
           <ReplicationTable rows={recent} showPoint />
         </>
       )}
-      {manage && (
+      {manage && candidates.length === 0 && (
+        <p class="hint">
+          No other storage target of this account is left to replicate to: add one under Backup &gt; Storage.
+        </p>
+      )}
+      {manage && candidates.length > 0 && (
         <form method="post" action={`/backup/policies/${policy.id}/replicas`} class="filters">
           <Csrf token={csrf} />
           <select name="targetId" aria-label="Secondary storage target">

@@ -738,9 +738,12 @@ Deno.test("policies: cron island, validation, hosts, hooks, replicas and 3-2-1",
           "3-2-1 met 3 copies, 3 media (Local disk, Network share, Object storage), 1 offsite",
         );
         assert.equal(
-          await page.locator(`form[action="${policyPath()}/replicas"] select[name=targetId] option`).count(),
-          1,
-          "no target is left to replicate to",
+          await page.locator(`form[action="${policyPath()}/replicas"]`).count(),
+          0,
+          "no empty 'Replicate to…' form once every other target has a rule",
+        );
+        assert.ok(
+          await page.getByText("No other storage target of this account is left to replicate to").isVisible(),
         );
         await screenshot(page, "policies-19-321-met");
 
