@@ -18,6 +18,11 @@ import { listSnapshots, readSnapshotRefs } from "./snapshot.ts";
 
 /** Default time between a pack's condemnation and its deletion. */
 export const GC_GRACE_MS = 24 * 60 * 60_000;
+/**
+ * Packs written less than this before the oldest live writer started are not condemned either: file
+ * and object store times are coarse (Linux file times lag the clock by a few ms) or set by another clock.
+ */
+export const GC_CLOCK_MARGIN_MS = 5_000;
 /** Prefix of condemnation markers: "condemned/<packId>" holding { condemnedAt }. */
 export const CONDEMNED_PREFIX = "condemned/";
 
@@ -46,6 +51,7 @@ export interface GcOptions {
   now?: () => Date;
   graceMs?: number;
   staleMs?: number;
+  clockMarginMs?: number;
 }
 
 /** The outcome of a gc. */
@@ -75,7 +81,7 @@ export async function garbageCollect(backend: Backend, options: GcOptions = {}):
   if (others.some((l) => l.kind === "gc")) throw new RepoError("Another gc is running on this repository");
   const lock = await acquireLock(backend, { kind: "gc", now });
   try {
-    return await collect(backend, now, graceMs, staleMs);
+    return await collect(backend, now, graceMs, staleMs, options.clockMarginMs ?? GC_CLOCK_MARGIN_MS);
   } finally {
     await lock.release();
   }
@@ -86,11 +92,12 @@ async function collect(
   now: () => Date,
   graceMs: number,
   staleMs: number,
+  marginMs: number,
 ): Promise<GcResult> {
   // Locks first: a writer that starts after this point writes only packs newer than its own start.
   const writers = (await listLiveLocks(backend, { now: now(), staleMs })).filter((l) => l.kind === "backup");
   const writerStarts = writers.map((l) => Date.parse(l.start));
-  const cutoff = writerStarts.length > 0 ? Math.min(...writerStarts) : Infinity;
+  const cutoff = writerStarts.length > 0 ? Math.min(...writerStarts) - marginMs : Infinity;
 
   const packs: ObjectInfo[] = [];
   for await (const obj of backend.list("data/")) packs.push(obj);
