@@ -12,6 +12,8 @@ export type ByteRange = { offset: number; length: number } | { suffix: number };
 export interface ObjectInfo {
   name: string;
   size: number;
+  /** Last modification time (gc's cutoff rule compares it with writer lock starts). */
+  modified: Date;
 }
 
 /** Storage of repository objects. Implementations: `LocalBackend`; S3 to come (same verbs, SigV4). */
@@ -70,7 +72,16 @@ export class LocalBackend implements Backend {
       if (e.name.startsWith(".tmp-")) continue;
       const name = rel === "" ? e.name : `${rel}/${e.name}`;
       if (e.isDirectory) yield* this.#walk(`${dir}/${e.name}`, name);
-      else if (e.isFile) yield { name, size: (await Deno.stat(`${dir}/${e.name}`)).size };
+      else if (e.isFile) {
+        let info: Deno.FileInfo;
+        try {
+          info = await Deno.stat(`${dir}/${e.name}`);
+        } catch (err) {
+          if (err instanceof Deno.errors.NotFound) continue; // deleted while listing
+          throw err;
+        }
+        yield { name, size: info.size, modified: info.mtime ?? new Date(0) };
+      }
     }
   }
 
@@ -159,6 +170,7 @@ function kindOf(name: string) {
     snapshots: "snapshot",
     refs: "refs",
     keys: "key",
+    locks: "lock",
     config: "config",
   } as const;
   return kinds[top as keyof typeof kinds] ?? "file";

@@ -20,6 +20,9 @@ import { loadTree, saveTree, type TreeEntry } from "./tree.ts";
 /** Files whose mtime or ctime lies within this window before the parent's start are read again. */
 export const RACY_WINDOW_MS = 2000;
 
+/** Times a backup repeats its run when the commit check refuses it (gc removed blobs it reused). */
+export const MAX_COMMIT_ATTEMPTS = 3;
+
 /** Progress of a backup or restore. */
 export interface Progress {
   files: number;
@@ -377,8 +380,6 @@ export async function backupFiles(ns: Namespace, options: BackupOptions): Promis
   if (!ns.repo.config.dedup) {
     salt = parent?.chainSalt ? fromHex(parent.chainSalt) : crypto.getRandomValues(new Uint8Array(32));
   }
-  const run = new BackupRun(ns, ns.hasher(salt), options, parent);
-
   const root: PathNode = { children: new Map(), included: false };
   for (const p of paths) {
     let node = root;
@@ -394,17 +395,32 @@ export async function backupFiles(ns: Namespace, options: BackupOptions): Promis
     }
     node.included = true;
   }
-  const prevRoot = parent
-    ? await run.parentEntries({ type: "dir", subtree: parent.tree } as TreeEntry)
-    : null;
+  // The commit check: gc may have condemned (or deleted) a pack holding a blob this run reused. Such
+  // blobs become absent for `ns`, and the run is repeated: unchanged files whose chunks are affected
+  // are read again, trees are rebuilt, and only what is missing is uploaded.
+  let run: BackupRun;
   let tree: BlobId;
-  if (root.included) {
-    const info = await fs.lstat("/");
-    tree = (await run.dir("/", info.dev, prevRoot)) ?? await run.saveTree([]);
-  } else {
-    tree = await run.skeleton("/", root, prevRoot);
+  for (let attempt = 0;; attempt++) {
+    await ns.repo.refreshDeadPacks();
+    run = new BackupRun(ns, ns.hasher(salt), options, parent);
+    const prevRoot = parent
+      ? await run.parentEntries({ type: "dir", subtree: parent.tree } as TreeEntry)
+      : null;
+    if (root.included) {
+      const info = await fs.lstat("/");
+      tree = (await run.dir("/", info.dev, prevRoot)) ?? await run.saveTree([]);
+    } else {
+      tree = await run.skeleton("/", root, prevRoot);
+    }
+    await ns.flush();
+    const refused = await ns.checkCommit(run.refs);
+    if (refused.length === 0) break;
+    if (attempt >= MAX_COMMIT_ATTEMPTS - 1) {
+      throw new RepoError(
+        `Cannot commit the snapshot: ${refused.length} blobs it needs were removed by gc again and again`,
+      );
+    }
   }
-  await ns.flush();
   const end = now();
   const durationMs = Math.round(performance.now() - t0);
   const stats = {

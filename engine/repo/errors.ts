@@ -4,7 +4,17 @@
  */
 
 /** What kind of repository object an error concerns. */
-export type ObjectKind = "blob" | "pack" | "index" | "tree" | "snapshot" | "refs" | "key" | "config" | "file";
+export type ObjectKind =
+  | "blob"
+  | "pack"
+  | "index"
+  | "tree"
+  | "snapshot"
+  | "refs"
+  | "key"
+  | "config"
+  | "lock"
+  | "file";
 
 /** Base class of every error the repository library throws on purpose. */
 export class RepoError extends Error {

@@ -30,12 +30,16 @@ export class BlobIndex {
   #map = new Map<string, IndexEntry>();
   #packs = new Set<string>();
 
-  /** Adds every blob of a pack; a blob already indexed keeps its first (oldest known) location. */
-  addPack(listing: PackListing): void {
+  /**
+   * Adds every blob of a pack; a blob already indexed keeps its first (oldest known) location unless
+   * `isDead(packId)` says that location's pack is condemned or gone.
+   */
+  addPack(listing: PackListing, isDead?: (packId: string) => boolean): void {
     this.#packs.add(listing.packId);
     for (const e of listing.entries) {
       const key = `${listing.namespace}\u0000${e.id}`;
-      if (!this.#map.has(key)) {
+      const old = this.#map.get(key);
+      if (!old || (isDead?.(old.packId) && !isDead(listing.packId))) {
         this.#map.set(key, { packId: listing.packId, type: e.type, offset: e.offset, length: e.length });
       }
     }
@@ -121,12 +125,14 @@ export async function writeIndexSegment(backend: Backend, listings: PackListing[
  */
 export async function loadIndex(
   backend: Backend,
-  options: { onDamaged?: (error: IntegrityError) => void } = {},
+  options: { onDamaged?: (error: IntegrityError) => void; isDead?: (packId: string) => boolean } = {},
 ): Promise<BlobIndex> {
   const index = new BlobIndex();
   for await (const obj of backend.list("index/")) {
     try {
-      for (const l of decodeIndexSegment(obj.name, await backend.get(obj.name))) index.addPack(l);
+      for (const l of decodeIndexSegment(obj.name, await backend.get(obj.name))) {
+        index.addPack(l, options.isDead);
+      }
     } catch (e) {
       if (e instanceof IntegrityError && options.onDamaged) options.onDamaged(e);
       else throw e;

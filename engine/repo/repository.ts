@@ -27,6 +27,7 @@ import {
   wrapNamespaceKeys,
 } from "./keys.ts";
 import { type BlobType, PackBuilder, type PackListing, packObjectName } from "./pack.ts";
+import { listCondemned } from "./gc.ts";
 
 /** Index segments are checkpointed after this many packs, so an interrupted backup can resume. */
 export const PACKS_PER_INDEX_CHECKPOINT = 4;
@@ -43,6 +44,8 @@ export interface SaveResult {
 /** An open repository. */
 export class Repository {
   #namespaces = new Map<string, Namespace>();
+  /** Packs condemned by gc or found missing: their blobs count as absent and may be stored again. */
+  readonly deadPacks = new Set<string>();
   #configSha256: string;
 
   private constructor(
@@ -99,10 +102,27 @@ export class Repository {
         `The key (id ${id}) opens no namespace of the repository at ${backend.location}`,
       );
     }
-    const index = await loadIndex(backend);
+    const dead = new Set((await listCondemned(backend)).keys());
+    const index = await loadIndex(backend, { isDead: (p) => dead.has(p) });
     const repo = new Repository(backend, config, bytes, index, kek);
+    for (const p of dead) repo.deadPacks.add(p);
     for (const k of keys) repo.#namespaces.set(k.namespace, await Namespace.create(repo, k));
     return repo;
+  }
+
+  /**
+   * Re-reads gc's condemnation markers and which packs exist, marking condemned and missing packs dead.
+   * A writer calls it after taking its lock and before it commits.
+   */
+  async refreshDeadPacks(): Promise<void> {
+    const existing = new Set<string>();
+    for await (const obj of this.backend.list("data/")) {
+      existing.add(obj.name.slice(obj.name.lastIndexOf("/") + 1));
+    }
+    const condemned = await listCondemned(this.backend);
+    this.deadPacks.clear();
+    for (const p of condemned.keys()) this.deadPacks.add(p);
+    for (const p of this.index.packIds()) if (!existing.has(p)) this.deadPacks.add(p);
   }
 
   /** Names of the namespaces this repository was opened for, sorted. */
@@ -150,6 +170,8 @@ export class Namespace {
   #uploads = new Set<Promise<void>>();
   #unindexed: PackListing[] = [];
   #failure: unknown = null;
+  /** Ids a refused commit named: stored again even though the index knows them. */
+  #forbidden = new Set<BlobId>();
 
   private constructor(
     readonly repo: Repository,
@@ -182,9 +204,33 @@ export class Namespace {
     return createChunkIdHasher({ idKey, salt: chainSalt ?? null });
   }
 
-  /** Whether blob `id` is stored (or being stored) in this namespace. */
+  /** Whether blob `id` is stored (or being stored) in this namespace, in a pack that is not dead. */
   has(id: BlobId): boolean {
-    return this.#encoding.has(id) || this.#unflushed.has(id) || this.repo.index.has(this.name, id);
+    return this.#encoding.has(id) || this.#unflushed.has(id) || this.#indexedLive(id);
+  }
+
+  #indexedLive(id: BlobId): boolean {
+    if (this.#forbidden.has(id)) return false;
+    const e = this.repo.index.lookup(this.name, id);
+    return e !== null && !this.repo.deadPacks.has(e.packId);
+  }
+
+  /**
+   * The commit check: re-reads the dead packs and returns the ids of `refs` that are not stored in a
+   * live pack. Those become absent for this handle, so saving them again stores them anew.
+   */
+  async checkCommit(refs: Iterable<BlobId>): Promise<BlobId[]> {
+    await this.repo.refreshDeadPacks();
+    const bad: BlobId[] = [];
+    for (const id of refs) {
+      if (this.#unflushed.has(id)) continue;
+      const e = this.repo.index.lookup(this.name, id);
+      if (!e || this.repo.deadPacks.has(e.packId)) {
+        bad.push(id);
+        this.#forbidden.add(id);
+      }
+    }
+    return bad;
   }
 
   /**
@@ -200,7 +246,7 @@ export class Namespace {
       await encoding;
       return { id, isNew: false, storedBytes: 0 };
     }
-    if (this.#unflushed.has(id) || this.repo.index.has(this.name, id)) {
+    if (this.#unflushed.has(id) || this.#indexedLive(id)) {
       return { id, isNew: false, storedBytes: 0 };
     }
     const task = this.codec.encode(id, plain).then((stored) => {
@@ -226,7 +272,8 @@ export class Namespace {
     const upload = (async () => {
       try {
         await this.repo.backend.put(packObjectName(listing.packId), bytes);
-        this.repo.index.addPack(listing);
+        this.repo.index.addPack(listing, (p) => this.repo.deadPacks.has(p));
+        for (const e of listing.entries) this.#forbidden.delete(e.id);
         this.#unindexed.push(listing);
         if (this.#unindexed.length >= PACKS_PER_INDEX_CHECKPOINT) await this.#writeIndex();
       } catch (e) {

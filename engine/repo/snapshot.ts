@@ -135,7 +135,9 @@ export async function writeSnapshot(
   for (const ids of splitRefs(sorted)) {
     const bytes = encodeRefSegment(ids);
     const name = `refs/${sha256Hex(bytes)}`;
-    if (!(await backend.exists(name))) await backend.put(name, bytes);
+    // Always written (never skipped when it exists): the fresh mtime keeps gc, which deletes unreferenced
+    // segments older than the oldest live writer, from removing one this snapshot is about to name.
+    await backend.put(name, bytes);
     segments.push(name.slice(5));
   }
   const header: SnapshotHeader = {

@@ -1,0 +1,190 @@
+/**
+ * forget + gc, without a key (the BES runs them holding none). The safety rule, after PBS: gc
+ * (a) marks every blob a snapshot's clear reference list names;
+ * (b) condemns — writes "condemned/<packId>" — each pack none of whose blobs is marked, but never a pack
+ *     written at or after the start of the oldest live writer lock (that writer may be about to name it);
+ * (c) deletes a condemned pack only in a later gc, at least `graceMs` after its condemnation, when it is
+ *     still unmarked and no writer lock that started before the condemnation is live; a condemned pack
+ *     that became marked again is pardoned.
+ * Writers treat a blob in a condemned or missing pack as absent and check this again before they commit
+ * (Namespace.checkCommit): a commit naming such a blob is refused and the blob uploaded again.
+ */
+import type { Backend, ObjectInfo } from "./backend.ts";
+import { RepoError } from "./errors.ts";
+import { decodeIndexSegment, writeIndexSegment } from "./index.ts";
+import { acquireLock, listLiveLocks, LOCK_STALE_MS } from "./lock.ts";
+import { type PackListing, readPackListing } from "./pack.ts";
+import { listSnapshots, readSnapshotRefs } from "./snapshot.ts";
+
+/** Default time between a pack's condemnation and its deletion. */
+export const GC_GRACE_MS = 24 * 60 * 60_000;
+/**
+ * Packs written less than this before the oldest live writer started are not condemned either: file
+ * and object store times are coarse (Linux file times lag the clock by a few ms) or set by another clock.
+ */
+export const GC_CLOCK_MARGIN_MS = 5_000;
+/** Prefix of condemnation markers: "condemned/<packId>" holding { condemnedAt }. */
+export const CONDEMNED_PREFIX = "condemned/";
+
+/** The condemned packs and when each was condemned. */
+export async function listCondemned(backend: Backend): Promise<Map<string, Date>> {
+  const out = new Map<string, Date>();
+  for await (const obj of backend.list(CONDEMNED_PREFIX)) {
+    const packId = obj.name.slice(CONDEMNED_PREFIX.length);
+    let at = obj.modified;
+    try {
+      const raw = JSON.parse(new TextDecoder().decode(await backend.get(obj.name)));
+      if (typeof raw.condemnedAt === "string") at = new Date(raw.condemnedAt);
+    } catch { /* the object's time stands in */ }
+    out.set(packId, at);
+  }
+  return out;
+}
+
+/** Deletes snapshots `ids` (full ids); their data goes at the next gc runs. */
+export async function forgetSnapshots(backend: Backend, ids: string[]): Promise<void> {
+  for (const id of ids) await backend.delete(`snapshots/${id}`);
+}
+
+/** Options of `garbageCollect`. */
+export interface GcOptions {
+  now?: () => Date;
+  graceMs?: number;
+  staleMs?: number;
+  clockMarginMs?: number;
+}
+
+/** The outcome of a gc. */
+export interface GcResult {
+  snapshots: number;
+  referencedBlobs: number;
+  packs: number;
+  condemned: string[];
+  deleted: string[];
+  pardoned: string[];
+  /** Condemned packs kept for a later gc (grace period or an older writer still running). */
+  pending: string[];
+  bytesFreed: number;
+  refSegmentsDeleted: number;
+  indexSegmentsRewritten: number;
+}
+
+/**
+ * Runs one gc over `backend` (see the module comment). Throws `RepoError` without deleting anything if
+ * another gc is live or a snapshot, reference segment or pack trailer cannot be read: gc never guesses.
+ */
+export async function garbageCollect(backend: Backend, options: GcOptions = {}): Promise<GcResult> {
+  const now = options.now ?? (() => new Date());
+  const graceMs = options.graceMs ?? GC_GRACE_MS;
+  const staleMs = options.staleMs ?? LOCK_STALE_MS;
+  const others = await listLiveLocks(backend, { now: now(), staleMs });
+  if (others.some((l) => l.kind === "gc")) throw new RepoError("Another gc is running on this repository");
+  const lock = await acquireLock(backend, { kind: "gc", now });
+  try {
+    return await collect(backend, now, graceMs, staleMs, options.clockMarginMs ?? GC_CLOCK_MARGIN_MS);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function collect(
+  backend: Backend,
+  now: () => Date,
+  graceMs: number,
+  staleMs: number,
+  marginMs: number,
+): Promise<GcResult> {
+  // Locks first: a writer that starts after this point writes only packs newer than its own start.
+  const writers = (await listLiveLocks(backend, { now: now(), staleMs })).filter((l) => l.kind === "backup");
+  const writerStarts = writers.map((l) => Date.parse(l.start));
+  const cutoff = writerStarts.length > 0 ? Math.min(...writerStarts) - marginMs : Infinity;
+
+  const packs: ObjectInfo[] = [];
+  for await (const obj of backend.list("data/")) packs.push(obj);
+  const refSegments: ObjectInfo[] = [];
+  for await (const obj of backend.list("refs/")) refSegments.push(obj);
+  const condemned = await listCondemned(backend);
+
+  // Marks are read after the listings, so a snapshot committed meanwhile is seen.
+  const snapshots = await listSnapshots(backend);
+  const marked = new Set<string>();
+  const liveSegments = new Set<string>();
+  for (const s of snapshots) {
+    for (const seg of s.refSegments) liveSegments.add(`refs/${seg}`);
+    for (const id of await readSnapshotRefs(backend, s)) marked.add(`${s.namespace}\u0000${id}`);
+  }
+
+  const result: GcResult = {
+    snapshots: snapshots.length,
+    referencedBlobs: marked.size,
+    packs: packs.length,
+    condemned: [],
+    deleted: [],
+    pardoned: [],
+    pending: [],
+    bytesFreed: 0,
+    refSegmentsDeleted: 0,
+    indexSegmentsRewritten: 0,
+  };
+  const t = now();
+  for (const obj of packs) {
+    const packId = obj.name.slice(obj.name.lastIndexOf("/") + 1);
+    const listing: PackListing = await readPackListing(backend, packId, obj.size);
+    const live = listing.entries.some((e) => marked.has(`${listing.namespace}\u0000${e.id}`));
+    const at = condemned.get(packId);
+    if (live) {
+      if (at) {
+        await backend.delete(`${CONDEMNED_PREFIX}${packId}`);
+        result.pardoned.push(packId);
+      }
+      continue;
+    }
+    if (at) {
+      const olderWriter = writerStarts.some((s) => s < at.getTime());
+      if (t.getTime() - at.getTime() >= graceMs && !olderWriter) {
+        await backend.delete(obj.name);
+        await backend.delete(`${CONDEMNED_PREFIX}${packId}`);
+        result.deleted.push(packId);
+        result.bytesFreed += obj.size;
+      } else {
+        result.pending.push(packId);
+      }
+      continue;
+    }
+    if (obj.modified.getTime() >= cutoff) continue;
+    await backend.put(
+      `${CONDEMNED_PREFIX}${packId}`,
+      new TextEncoder().encode(JSON.stringify({ condemnedAt: t.toISOString() })),
+    );
+    result.condemned.push(packId);
+  }
+  // Markers whose pack is already gone.
+  const packIds = new Set(packs.map((p) => p.name.slice(p.name.lastIndexOf("/") + 1)));
+  for (const packId of condemned.keys()) {
+    if (!packIds.has(packId)) await backend.delete(`${CONDEMNED_PREFIX}${packId}`);
+  }
+
+  for (const seg of refSegments) {
+    if (liveSegments.has(seg.name) || seg.modified.getTime() >= cutoff) continue;
+    await backend.delete(seg.name);
+    result.refSegmentsDeleted++;
+    result.bytesFreed += seg.size;
+  }
+
+  if (result.deleted.length > 0) {
+    const gone = new Set(result.deleted);
+    for await (const obj of backend.list("index/")) {
+      const listings = decodeIndexSegment(obj.name, await backend.get(obj.name));
+      if (!listings.some((l) => gone.has(l.packId))) continue;
+      const keep = listings.filter((l) => !gone.has(l.packId));
+      if (keep.length > 0) await writeIndexSegment(backend, keep);
+      await backend.delete(obj.name);
+      result.indexSegmentsRewritten++;
+    }
+  }
+  // Stale locks of dead writers are removed so they do not accumulate.
+  for await (const obj of backend.list("locks/")) {
+    if (t.getTime() - obj.modified.getTime() > 4 * staleMs) await backend.delete(obj.name);
+  }
+  return result;
+}

@@ -1,0 +1,188 @@
+import assert from "node:assert/strict";
+import { LocalBackend } from "../../engine/repo/backend.ts";
+import { backupFiles } from "../../engine/repo/backup.ts";
+import { forgetSnapshots, garbageCollect, type GcResult, listCondemned } from "../../engine/repo/gc.ts";
+import { denoFileSystem, type FileSystem } from "../../engine/repo/fs.ts";
+import { acquireLock, listLiveLocks } from "../../engine/repo/lock.ts";
+import { Repository } from "../../engine/repo/repository.ts";
+import { restoreSnapshot } from "../../engine/repo/restore.ts";
+import { verifyRepository } from "../../engine/repo/verify.ts";
+import { deterministicBytes, tempDir } from "./helpers.ts";
+
+const SMALL = { chunker: { min: 1024, avg: 4096, max: 16384 }, packTargetBytes: 64 * 1024 };
+const KEK = crypto.getRandomValues(new Uint8Array(32));
+/** Backups date themselves 10 s ahead, so the files just written are not racy and are reused. */
+const later = () => new Date(Date.now() + 10_000);
+
+async function fileBytes(root: string): Promise<Map<string, string>> {
+  const out = new Map<string, string>();
+  for (const name of (await Array.fromAsync(Deno.readDir(root))).map((e) => e.name).sort()) {
+    out.set(name, (await Deno.readFile(`${root}/${name}`)).join(","));
+  }
+  return out;
+}
+
+/** A file system whose lstat of `path` waits for `gate` (the moment another process acts). */
+function pausingFs(path: string, gate: () => Promise<void>): FileSystem {
+  let paused = false;
+  return {
+    ...denoFileSystem,
+    lstat: async (p) => {
+      if (p === path && !paused) {
+        paused = true;
+        await gate();
+      }
+      return await denoFileSystem.lstat(p);
+    },
+  };
+}
+
+type Order =
+  | "gc while the backup runs, paused at its first file"
+  | "gc while the backup runs, paused at its last file"
+  | "gc after the backup commits";
+
+async function race(order: Order, seed: number) {
+  await using dir = await tempDir();
+  const repoPath = `${dir.path}/repo`;
+  const src = `${dir.path}/src`;
+  await Deno.mkdir(src);
+  for (let i = 0; i < 4; i++) {
+    await Deno.writeFile(`${src}/f${i}.bin`, deterministicBytes(`race-${seed}-${i}`, 20_000 + 7_000 * i));
+  }
+  const writer = await Repository.init(new LocalBackend(repoPath), KEK, { namespace: "h", ...SMALL });
+  const parent = await backupFiles(writer.namespace("h"), { paths: [src], now: later });
+  // A file changes, so the new snapshot also uploads something of its own.
+  await Deno.writeFile(`${src}/f3.bin`, deterministicBytes(`race-${seed}-changed`, 9_000));
+
+  // The other process: forgets the parent and runs gc twice, past a grace period of 0.
+  const other = new LocalBackend(repoPath);
+  const gcs: GcResult[] = [];
+  const forgetAndGcTwice = async () => {
+    await forgetSnapshots(other, [parent.snapshotId]);
+    gcs.push(await garbageCollect(other, { graceMs: 0, clockMarginMs: 20 }));
+    gcs.push(await garbageCollect(other, { graceMs: 0, clockMarginMs: 20 }));
+  };
+  // Past the clock margin, so the parent's packs are old enough to be condemned while the backup runs.
+  await new Promise((r) => setTimeout(r, 100));
+
+  const ns = (await Repository.open(new LocalBackend(repoPath), KEK)).namespace("h");
+  const lock = await acquireLock(ns.repo.backend, { kind: "backup", namespace: "h" });
+  let result;
+  try {
+    if (order === "gc after the backup commits") {
+      result = await backupFiles(ns, { paths: [src], parent: parent.snapshotId, now: later });
+    } else {
+      const at = order.includes("first") ? `${src}/f0.bin` : `${src}/f3.bin`;
+      result = await backupFiles(ns, {
+        paths: [src],
+        parent: parent.snapshotId,
+        now: later,
+        fs: pausingFs(at, forgetAndGcTwice),
+      });
+    }
+  } finally {
+    await lock.release();
+  }
+  if (order === "gc after the backup commits") await forgetAndGcTwice();
+  else {
+    assert.ok(gcs[0].condemned.length > 0, `${order}: the parent's packs were condemned`);
+    assert.deepEqual(gcs[1].deleted, [], `${order}: the live writer held their deletion back`);
+  }
+  // And twice more, now that no writer is live.
+  await garbageCollect(other, { graceMs: 0 });
+  await garbageCollect(other, { graceMs: 0 });
+
+  const reader = await Repository.open(new LocalBackend(repoPath), KEK);
+  const verified = await verifyRepository(reader, { all: true });
+  assert.deepEqual(verified.problems, [], `${order}: verify`);
+  const target = `${dir.path}/out`;
+  const restored = await restoreSnapshot(reader.namespace("h"), result.snapshotId, { target });
+  assert.deepEqual(restored.errors, [], `${order}: restore errors`);
+  assert.deepEqual(await fileBytes(`${target}${src}`), await fileBytes(src), `${order}: byte-identical`);
+}
+
+for (
+  const order of [
+    "gc while the backup runs, paused at its first file",
+    "gc while the backup runs, paused at its last file",
+    "gc after the backup commits",
+  ] as Order[]
+) {
+  Deno.test(`garbageCollect() race: ${order} — the new snapshot restores byte-identical`, async () => {
+    for (let i = 0; i < 3; i++) await race(order, i);
+  });
+}
+
+Deno.test("garbageCollect() condemns first, deletes only in a later gc after the grace period", async () => {
+  await using dir = await tempDir();
+  const be = new LocalBackend(`${dir.path}/repo`);
+  const repo = await Repository.init(be, KEK, { namespace: "h", ...SMALL });
+  await Deno.mkdir(`${dir.path}/src`);
+  await Deno.writeFile(`${dir.path}/src/a`, deterministicBytes("gc-a", 30_000));
+  const snap = await backupFiles(repo.namespace("h"), { paths: [`${dir.path}/src`] });
+  await forgetSnapshots(be, [snap.snapshotId]);
+
+  const t0 = Date.now();
+  const first = await garbageCollect(be, { graceMs: 60_000, now: () => new Date(t0) });
+  assert.ok(first.condemned.length > 0);
+  assert.deepEqual(first.deleted, []);
+  const early = await garbageCollect(be, { graceMs: 60_000, now: () => new Date(t0 + 30_000) });
+  assert.deepEqual(early.deleted, []);
+  assert.deepEqual(early.pending.sort(), [...first.condemned].sort());
+
+  // A writer that started before the condemnation and is still live holds the deletion back.
+  const lock = await acquireLock(be, { kind: "backup", now: () => new Date(t0 - 1_000) });
+  const held = await garbageCollect(be, { graceMs: 60_000, now: () => new Date(t0 + 61_000), staleMs: 1e9 });
+  assert.deepEqual(held.deleted, []);
+  await lock.release();
+  assert.deepEqual(await listLiveLocks(be), []);
+
+  const late = await garbageCollect(be, { graceMs: 60_000, now: () => new Date(t0 + 61_000) });
+  assert.deepEqual(late.deleted.sort(), [...first.condemned].sort());
+  assert.equal((await listCondemned(be)).size, 0);
+  assert.deepEqual(await Array.fromAsync(be.list("data/")), []);
+  assert.deepEqual(await Array.fromAsync(be.list("index/")), []);
+});
+
+Deno.test("garbageCollect() never condemns a pack written after the oldest live writer started", async () => {
+  await using dir = await tempDir();
+  const be = new LocalBackend(`${dir.path}/repo`);
+  const repo = await Repository.init(be, KEK, { namespace: "h", ...SMALL });
+  const lock = await acquireLock(be, { kind: "backup", namespace: "h" });
+  // A pack of a running backup: no snapshot names it yet.
+  const ns = repo.namespace("h");
+  await ns.saveBlob("data", deterministicBytes("young", 5_000), ns.hasher());
+  await ns.flush();
+  const r = await garbageCollect(be, { graceMs: 0 });
+  assert.deepEqual(r.condemned, []);
+  await lock.release();
+  const after = await garbageCollect(be, { graceMs: 0 });
+  assert.equal(after.condemned.length, 1);
+});
+
+Deno.test("Namespace.checkCommit() refuses a blob in a condemned pack, which is then stored again", async () => {
+  await using dir = await tempDir();
+  const be = new LocalBackend(`${dir.path}/repo`);
+  const repo = await Repository.init(be, KEK, { namespace: "h", ...SMALL });
+  const ns = repo.namespace("h");
+  const data = deterministicBytes("condemned", 3_000);
+  const { id } = await ns.saveBlob("data", data, ns.hasher());
+  await ns.flush();
+  const oldPack = repo.index.lookup("h", id)!.packId;
+  assert.deepEqual(await ns.checkCommit([id]), []);
+
+  await be.put(`condemned/${oldPack}`, new TextEncoder().encode(JSON.stringify({ condemnedAt: new Date() })));
+  assert.deepEqual(await ns.checkCommit([id]), [id]);
+  assert.equal(ns.has(id), false);
+  const again = await ns.saveBlob("data", data, ns.hasher());
+  assert.equal(again.isNew, true);
+  await ns.flush();
+  assert.notEqual(repo.index.lookup("h", id)!.packId, oldPack);
+  assert.deepEqual(await ns.checkCommit([id]), []);
+  assert.deepEqual(await ns.loadBlob(id, ns.hasher()), data);
+
+  // A fresh reader prefers the live copy over the condemned one.
+  const reader = await Repository.open(be, KEK);
+  assert.notEqual(reader.index.lookup("h", id)!.packId, oldPack);
+});
