@@ -396,6 +396,29 @@ Deno.test("POST /api/bes/v1/register replayed with the same nonce answers 401 an
   assert.equal(await engineCount(kv), 2);
 });
 
+Deno.test("POST /api/bes/v1/register replayed under another tenant's secret after the original answers 401 and writes nothing: the nonce is single-use across tenants, even after the engine was deleted", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const other = await createTenant(kv, "Globex", ["Prod"], f.clock.now());
+  const keys = generateKeyPair();
+  const body = registrationBody(keys.publicKey);
+  const headers = registrationSignature(keys.privateKey, body, { at: f.clock.now() });
+  const send = (secret: string) => rawRegister(f, secret, body, null, { headers });
+  const created = await send(f.tenant.secrets[0]);
+  assert.equal(created.status, 201);
+  const id = (await created.json()).id;
+  f.clock.advance(5_000);
+  const before = await dumpWithoutRateLimits(kv);
+  await expectError(await send(other.secrets[0]), 401, "unauthorized");
+  assert.deepEqual(await dumpWithoutRateLimits(kv), before);
+  // With the original engine gone, only the nonce stands between the replay and Globex: it is refused.
+  await deleteEngine(kv, systemActor("test"), id, f.clock.now());
+  f.clock.advance(5_000);
+  const error = await expectError(await send(other.secrets[0]), 401, "unauthorized");
+  assert.match(error.message, /Replayed nonce/);
+  assert.equal(await engineCount(kv), 0);
+});
+
 Deno.test("POST /api/agent/v1/enroll replayed with the same nonce answers 401 and changes nothing", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
