@@ -4,8 +4,8 @@ import { parseConfig } from "./domain/config.ts";
 import { createLogger } from "./domain/log.ts";
 import { rederiveScheduleRpos } from "./domain/policies.ts";
 import { issueSetupToken } from "./domain/setup.ts";
-import { checkStoredInvariants } from "./jobs/check_invariants.ts";
 import { registerCrons } from "./jobs/crons.ts";
+import { startupCheck } from "./jobs/resume_deletions.ts";
 import { openStore } from "./domain/store.ts";
 import { startDemoBackup } from "./tools/demo_backup.ts";
 import { seedDemo } from "./tools/seed_demo.ts";
@@ -62,7 +62,8 @@ Deno.serve({
   onListen: ({ hostname, port }) => {
     logger.log("info", "listening", { hostname, port, baseUrl: config.baseUrl });
     // The consistency check runs once, in the background and time-boxed: the server already answers.
-    checkStoredInvariants(kv, new Date(), { trigger: "startup", logger }).catch((error) =>
+    // Engine deletions a crash interrupted are resumed first: a half-done cascade is no violation.
+    startupCheck(kv, new Date(), { logger }).catch((error) =>
       logger.log("error", "invariant check", { trigger: "startup", status: "failed", error: String(error) })
     );
   },

@@ -7,6 +7,11 @@
  * The checks fall into sections, each judged on data it read in full: a bounded run that runs out of
  * entries or time drops the section it was in (a half-read section would report false violations) and
  * says where it stopped, so the next run can start there.
+ *
+ * An engine marked `deleting` is a cascade in progress (engines.ts deleteEngine; a crash can stop it
+ * half-way and the resume job finishes it): the engine, its targets, their policies and the policies'
+ * replica rules, assignments and protected objects are skipped, not reported. What the cascade leaves
+ * wrong is reported once it has finished and the engine is gone.
  */
 import type { Alert } from "./alerts.ts";
 import { counterValue } from "./kv.ts";
@@ -223,6 +228,39 @@ const SECTION_CHECKS: Record<SectionName, Section> = {
   platforms: checkPlatformInvariants,
 };
 
+/** What a deletion cascade in progress covers: the engines marked `deleting` and everything under them. */
+interface Cascades {
+  engines: Set<string>;
+  /** Targets of those engines, including ones already deleted that the engine still lists. */
+  targets: Set<string>;
+  /** Policies on those engines or writing to their targets. */
+  policies: Set<string>;
+}
+
+/**
+ * The cascades in progress, from the engines, policies and (unless `withTargets` is false, for a section
+ * that needs only the policies) targets; each prefix is read once per run.
+ */
+async function cascadesInProgress(r: Reader, withTargets = true): Promise<Cascades> {
+  const out: Cascades = { engines: new Set(), targets: new Set(), policies: new Set() };
+  for (const engine of (await r.all<Engine>("engines")).values()) {
+    if (engine.status !== "deleting") continue;
+    out.engines.add(engine.id);
+    for (const id of engine.storageTargetIds ?? []) out.targets.add(id);
+  }
+  if (out.engines.size === 0) return out;
+  if (withTargets) {
+    for (const t of (await r.all<StorageTarget>("storage_targets")).values()) {
+      if (out.engines.has(t.besId)) out.targets.add(t.id);
+    }
+  }
+  // A policy's target is on its own BES (invariant 2): a policy writing to a doomed target is doomed too.
+  for (const p of (await r.all<PolicyCore>("policies")).values()) {
+    if (out.engines.has(p.besId) || out.targets.has(p.targetId)) out.policies.add(p.id);
+  }
+  return out;
+}
+
 /** Orgs and users belong to live accounts; their indexes point at them. */
 async function checkTenancy(r: Reader, report: Report): Promise<void> {
   const accounts = await r.all<{ id: string }>("accounts");
@@ -249,12 +287,17 @@ async function checkTenancy(r: Reader, report: Report): Promise<void> {
   }
 }
 
-/** Engines and their targets list each other; every vault record has exactly the owners that name it. */
+/**
+ * Engines and their targets list each other; every vault record has exactly the owners that name it.
+ * Skips engines being deleted and their targets.
+ */
 async function checkEnginesAndStorage(r: Reader, report: Report): Promise<void> {
   const engines = await r.all<Engine>("engines");
   const targets = await r.all<StorageTarget>("storage_targets");
   const vault = await r.all<{ accountId?: string }>("vault");
+  const cascades = await cascadesInProgress(r);
   for (const engine of engines.values()) {
+    if (cascades.engines.has(engine.id)) continue;
     for (const id of engine.storageTargetIds ?? []) {
       if (targets.get(id)?.besId !== engine.id) {
         report(engine.accountId, `engine ${engine.id} lists missing or foreign target ${id}`);
@@ -266,6 +309,11 @@ async function checkEnginesAndStorage(r: Reader, report: Report): Promise<void> 
   }
   const referencedVault = new Set<string>();
   for (const t of targets.values()) {
+    if (cascades.targets.has(t.id)) {
+      // Its vault record goes with it; until then the target still owns it.
+      if (t.credentialId) referencedVault.add(t.credentialId);
+      continue;
+    }
     const engine = engines.get(t.besId);
     if (!engine) report(t.accountId, `storage target ${t.id} belongs to missing engine ${t.besId}`);
     else if (!engine.storageTargetIds.includes(t.id)) {
@@ -294,7 +342,7 @@ async function checkEnginesAndStorage(r: Reader, report: Report): Promise<void> 
     if (!referencedVault.has(id)) report(record?.accountId, `vault record ${id} is referenced by nothing`);
   }
   for (const p of await r.pointers("storage_targets_by_bes")) {
-    if (!targets.has(p.value)) {
+    if (!targets.has(p.value) && !cascades.engines.has(String(p.key[1]))) {
       report(
         engines.get(String(p.key[1]))?.accountId,
         `storage_targets_by_bes points to missing target ${p.value}`,
@@ -306,12 +354,14 @@ async function checkEnginesAndStorage(r: Reader, report: Report): Promise<void> 
 /**
  * A policy writes to a live target of its own BES (invariant 2); replica rules have their policy and
  * target; every target's reference count is exactly the policies writing to it plus the replica rules
- * copying to it (what makes FK RESTRICT hold, invariant 1).
+ * copying to it (what makes FK RESTRICT hold, invariant 1). Skips what a cascade in progress covers.
  */
 async function checkPolicies(r: Reader, report: Report): Promise<void> {
   const targets = await r.all<StorageTarget>("storage_targets");
   const policies = await r.all<PolicyCore>("policies");
+  const cascades = await cascadesInProgress(r);
   for (const policy of policies.values()) {
+    if (cascades.policies.has(policy.id)) continue;
     const target = targets.get(policy.targetId);
     if (!target) report(policy.accountId, `policy ${policy.id} writes to missing target ${policy.targetId}`);
     else if (target.besId !== policy.besId) {
@@ -327,15 +377,17 @@ async function checkPolicies(r: Reader, report: Report): Promise<void> {
   const refs = new Map<string, number>();
   for (const p of policies.values()) refs.set(p.targetId, (refs.get(p.targetId) ?? 0) + 1);
   for (const rule of replicas.values()) {
+    refs.set(rule.targetId, (refs.get(rule.targetId) ?? 0) + 1);
+    if (cascades.policies.has(rule.policyId) || cascades.targets.has(rule.targetId)) continue;
     if (!policies.has(rule.policyId)) {
       report(rule.accountId, `replica rule ${rule.id} belongs to missing policy ${rule.policyId}`);
     }
     if (!targets.has(rule.targetId)) {
       report(rule.accountId, `replica rule ${rule.id} copies to missing target ${rule.targetId}`);
     }
-    refs.set(rule.targetId, (refs.get(rule.targetId) ?? 0) + 1);
   }
   for (const t of targets.values()) {
+    if (cascades.targets.has(t.id)) continue;
     if ((t.policyCount ?? 0) !== (refs.get(t.id) ?? 0)) {
       report(
         t.accountId,
@@ -389,10 +441,12 @@ async function checkAlerts(r: Reader, report: Report): Promise<void> {
 
 /**
  * Hosts, assignments (invariant 3: at most one per policy and host, which holds when every
- * `assignments_by_policy` pointer and every record agree one to one) and protected objects.
+ * `assignments_by_policy` pointer and every record agree one to one) and protected objects. Skips the
+ * assignments, index entries and protected objects of policies a cascade in progress covers.
  */
 async function checkHostInvariants(r: Reader, report: Report): Promise<void> {
   const policies = await r.all<PolicyCore>("policies");
+  const doomed = (await cascadesInProgress(r, false)).policies;
   const hosts = await r.all<Host>("hosts");
   const assignments = await r.all<Assignment>("assignments");
   const objects = await r.all<ProtectedObject>("protected_objects");
@@ -417,6 +471,7 @@ async function checkHostInvariants(r: Reader, report: Report): Promise<void> {
     (await r.pointers("protected_by_host")).map((p) => [pairKey(p.key), p.value]),
   );
   for (const a of assignments.values()) {
+    if (doomed.has(a.policyId)) continue;
     const policy = policies.get(a.policyId);
     const host = hosts.get(a.hostId);
     if (!policy) report(a.accountId, `assignment ${a.id} belongs to missing policy ${a.policyId}`);
@@ -449,6 +504,7 @@ async function checkHostInvariants(r: Reader, report: Report): Promise<void> {
     }
   }
   for (const [pair, id] of byPolicy) {
+    if (doomed.has(pair.split("/")[0])) continue;
     const a = assignments.get(id);
     if (!a || `${a.policyId}/${a.hostId}` !== pair) {
       report(
@@ -458,6 +514,7 @@ async function checkHostInvariants(r: Reader, report: Report): Promise<void> {
     }
   }
   for (const [pair, id] of byHost) {
+    if (doomed.has(pair.split("/")[1])) continue;
     const a = assignments.get(id);
     if (!a || `${a.hostId}/${a.policyId}` !== pair) {
       report(
@@ -468,6 +525,7 @@ async function checkHostInvariants(r: Reader, report: Report): Promise<void> {
   }
 
   for (const [pair, id] of protectedByHost) {
+    if (doomed.has(pair.split("/")[1])) continue;
     const o = objects.get(id);
     if (!o || `${o.hostId}/${o.policyId}` !== pair) {
       report(
@@ -505,6 +563,7 @@ async function checkHostInvariants(r: Reader, report: Report): Promise<void> {
       }
       continue;
     }
+    if (doomed.has(o.policyId)) continue;
     if (protectedByHost.get(`${o.hostId}/${o.policyId}`) !== o.id) {
       report(
         o.accountId,

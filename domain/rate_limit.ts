@@ -30,3 +30,27 @@ export async function releaseAttempt(kv: Deno.Kv, limits: Limit[], expireIn: num
     }
   }
 }
+
+/**
+ * Failures counted after they happen, for limits that must not refuse honest attempts in flight (many
+ * agents behind one NAT enrolling at once): check `failuresReached` first, record a failure with
+ * `recordFailure` once the answer is known. Each failure is its own entry under the limit's key (no
+ * contention between concurrent failures), expiring on its own. Concurrent failures may all pass the
+ * check before any is recorded, so one burst can overshoot `max` by the attempts in flight; the next
+ * attempt after it is refused.
+ */
+export async function failuresReached(kv: Deno.Kv, limit: Limit): Promise<boolean> {
+  let n = 0;
+  for await (const _ of kv.list({ prefix: limit.key }, { limit: limit.max })) n++;
+  return n >= limit.max;
+}
+
+/** Records one failure against `limit` (see failuresReached). */
+export async function recordFailure(kv: Deno.Kv, limit: Limit, expireIn: number): Promise<void> {
+  await kv.set([...limit.key, crypto.randomUUID()], true, { expireIn });
+}
+
+/** The failed registrations and enrollments of one client address in one fixed window. */
+export function registrationFailureLimit(ip: string, window: number, max: number): Limit {
+  return { key: ["registration_failures", ip, window], max };
+}

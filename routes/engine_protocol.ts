@@ -17,7 +17,7 @@ import {
 import { type Engine, engineKey } from "../domain/engines.ts";
 import { HttpError } from "../domain/errors.ts";
 import { AgentEnrollment, AgentHeartbeat, applyHostHeartbeat, enrollHost, getHost } from "../domain/hosts.ts";
-import { releaseAttempt, reserveAttempt } from "../domain/rate_limit.ts";
+import { failuresReached, recordFailure, registrationFailureLimit } from "../domain/rate_limit.ts";
 import {
   importPublicKey,
   MAX_SKEW_SECONDS,
@@ -125,16 +125,17 @@ export const REGISTRATION_REFUSED =
  * possession of the key being registered — the request signed (X-Cadres-* headers, principal
  * `bes:register` / `agent:enroll`) by the private key of the body's `publicKey`, within 300 s. Its
  * nonce is claimed by the registration's write (401 on replay). Failures are rate-limited per IP:
- * an attempt is reserved first and given back unless the answer is 401 (bad secret, bad or missing
- * signature, replay, key of another tenant).
+ * every answer 401 (bad secret, bad or missing signature, replay, key of another tenant) counts once it
+ * is given, and an address with REGISTRATION_MAX_FAILURES of them in the window is answered 429. Attempts
+ * in flight count nothing, so many agents behind one NAT can enroll at once.
  */
 export function registrationSecret(kind: "bes" | "agent"): MiddlewareHandler<AppEnv> {
   return declare({ kind: "registration" }, async (c, next) => {
     const { kv, clock } = c.get("deps");
     const now = clock();
     const window = Math.floor(now.getTime() / REGISTRATION_WINDOW_MS) * REGISTRATION_WINDOW_MS;
-    const limits = [{ key: ["registration_failures", clientIp(c), window], max: REGISTRATION_MAX_FAILURES }];
-    if (!(await reserveAttempt(kv, limits, REGISTRATION_WINDOW_MS * 2))) {
+    const limit = registrationFailureLimit(clientIp(c), window, REGISTRATION_MAX_FAILURES);
+    if (await failuresReached(kv, limit)) {
       c.header("Retry-After", String(Math.ceil((window + REGISTRATION_WINDOW_MS - now.getTime()) / 1000)));
       throw new HttpError(
         429,
@@ -142,17 +143,24 @@ export function registrationSecret(kind: "bes" | "agent"): MiddlewareHandler<App
         "Too many failed registrations from this address; try again later",
       );
     }
-    const authz = c.req.header("authorization") ?? "";
-    const tenant = authz.startsWith("Bearer ")
-      ? await resolveRegistrationSecret(kv, authz.slice(7).trim())
-      : null;
-    if (!tenant) unauthorized("Missing or unknown registration secret");
-    c.set("tenant", tenant);
-    const proof = await possessionProof(c, kind, now);
-    if (proof) c.set("registration", proof);
-    await next();
-    // Errors thrown further in have been turned into the response by now (app.onError).
-    if (c.res.status !== 401) await releaseAttempt(kv, limits, REGISTRATION_WINDOW_MS * 2);
+    try {
+      const authz = c.req.header("authorization") ?? "";
+      const tenant = authz.startsWith("Bearer ")
+        ? await resolveRegistrationSecret(kv, authz.slice(7).trim())
+        : null;
+      if (!tenant) unauthorized("Missing or unknown registration secret");
+      c.set("tenant", tenant);
+      const proof = await possessionProof(c, kind, now);
+      if (proof) c.set("registration", proof);
+      await next();
+    } catch (error) {
+      if (error instanceof HttpError && error.status === 401) {
+        await recordFailure(kv, limit, REGISTRATION_WINDOW_MS * 2);
+      }
+      throw error;
+    }
+    // Errors thrown further in (the handler's) have been turned into the response by now (app.onError).
+    if (c.res.status === 401) await recordFailure(kv, limit, REGISTRATION_WINDOW_MS * 2);
   });
 }
 

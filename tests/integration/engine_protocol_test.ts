@@ -396,6 +396,29 @@ Deno.test("POST /api/bes/v1/register replayed with the same nonce answers 401 an
   assert.equal(await engineCount(kv), 2);
 });
 
+Deno.test("POST /api/bes/v1/register replayed under another tenant's secret after the original answers 401 and writes nothing: the nonce is single-use across tenants, even after the engine was deleted", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const other = await createTenant(kv, "Globex", ["Prod"], f.clock.now());
+  const keys = generateKeyPair();
+  const body = registrationBody(keys.publicKey);
+  const headers = registrationSignature(keys.privateKey, body, { at: f.clock.now() });
+  const send = (secret: string) => rawRegister(f, secret, body, null, { headers });
+  const created = await send(f.tenant.secrets[0]);
+  assert.equal(created.status, 201);
+  const id = (await created.json()).id;
+  f.clock.advance(5_000);
+  const before = await dumpWithoutRateLimits(kv);
+  await expectError(await send(other.secrets[0]), 401, "unauthorized");
+  assert.deepEqual(await dumpWithoutRateLimits(kv), before);
+  // With the original engine gone, only the nonce stands between the replay and Globex: it is refused.
+  await deleteEngine(kv, systemActor("test"), id, f.clock.now());
+  f.clock.advance(5_000);
+  const error = await expectError(await send(other.secrets[0]), 401, "unauthorized");
+  assert.match(error.message, /Replayed nonce/);
+  assert.equal(await engineCount(kv), 0);
+});
+
 Deno.test("POST /api/agent/v1/enroll replayed with the same nonce answers 401 and changes nothing", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
@@ -579,7 +602,7 @@ Deno.test("POST /api/bes/v1/register with a wrong or missing secret answers 401 
 Deno.test("POST /api/bes/v1/register with a malformed publicKey answers 422 with fields.publicKey and writes nothing", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
-  const before = await dumpWithoutRateLimits(kv);
+  const before = await dumpKv(kv);
   const { publicKey, privateKey } = generateKeyPair();
   for (const bad of ["", "not-a-key", publicKey.slice(2), publicKey + "AAAA", "+" + publicKey.slice(1)]) {
     const error = await expectError(
@@ -603,8 +626,8 @@ Deno.test("POST /api/bes/v1/register with a malformed publicKey answers 422 with
   );
   assert.ok(error.fields?.deploymentModel);
   assert.ok(error.fields?.port);
-  // Only the registration rate-limit counter (reserved, then given back) may have been written.
-  assert.deepEqual(await dumpWithoutRateLimits(kv), before);
+  // Nothing was written (a 422 is not a failure for the rate limit).
+  assert.deepEqual(await dumpKv(kv), before);
   assert.equal(await engineCount(kv), 0);
 });
 
@@ -684,6 +707,52 @@ Deno.test("POST /api/bes/v1/register answers 429 after 20 bad secrets from one a
     name: "bes-2",
   });
   assert.equal(later.status, 201);
+});
+
+Deno.test("30 agents and 30 BES behind one address enrolling at the same moment all succeed: only failures count, after they happen", async () => {
+  for (let round = 0; round < 5; round++) {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    const nat = engineClient(f.app, f.clock, "203.0.113.90");
+    const answers = await Promise.all([
+      ...Array.from(
+        { length: 30 },
+        (_, i) =>
+          nat.enrollAgent(f.tenant.secrets[0], { hostname: `web-${i}.acme.example`, ipAddress: "10.1.0.5" }),
+      ),
+      ...Array.from(
+        { length: 30 },
+        (_, i) => nat.registerBes(f.tenant.secrets[0], { ...DETAILS, name: `bes-${i}` }),
+      ),
+    ]);
+    assert.deepEqual(
+      answers.map((a) => a.response.status),
+      Array(60).fill(201),
+      `round ${round}`,
+    );
+    assert.equal(await engineCount(kv), 30);
+  }
+});
+
+Deno.test("POST /api/agent/v1/enroll: after 20 bad secrets from one address the next attempt is 429 with Retry-After, even concurrently", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const attacker = engineClient(f.app, f.clock, "203.0.113.91");
+  const wrong = "cdo_" + "Y".repeat(43);
+  const agent = { hostname: "web.acme.example", ipAddress: "10.1.0.5" };
+  // 20 failures at once: none is refused for the others in flight.
+  const burst = await Promise.all(Array.from({ length: 20 }, () => attacker.enrollAgent(wrong, agent)));
+  assert.deepEqual(burst.map((b) => b.response.status), Array(20).fill(401));
+  for (const secret of [wrong, f.tenant.secrets[0]]) {
+    const { response, body } = await attacker.enrollAgent(secret, agent);
+    assert.equal(response.status, 429);
+    assert.equal((body.error as { code: string }).code, "rate_limited");
+    const retryAfter = Number(response.headers.get("retry-after"));
+    assert.ok(retryAfter > 0 && retryAfter <= 15 * 60, `Retry-After ${retryAfter}`);
+  }
+  // A refusal is not a failure: the next window starts with a clean budget.
+  f.clock.advance(15 * 60_000);
+  assert.equal((await attacker.enrollAgent(f.tenant.secrets[0], agent)).response.status, 201);
 });
 
 Deno.test("POST /api/bes/v1/register with correct secrets does not use up the failure budget", async () => {

@@ -12,14 +12,15 @@ import {
   purgeOrphanAssignments,
 } from "../../domain/assignments.ts";
 import { deletingEngineKey, type Engine, engineKey, getEngine, liveEngineKey } from "../../domain/engines.ts";
-import { enrollHost } from "../../domain/hosts.ts";
+import { enrollHost, hostsByAccountKey } from "../../domain/hosts.ts";
 import { type InvariantCheckRecord, lastInvariantCheckKey } from "../../domain/invariant_checks.ts";
 import { checkInvariants, checkInvariantsBounded, INVARIANT_SECTIONS } from "../../domain/invariants.ts";
 import { createLogger } from "../../domain/log.ts";
-import { createPolicy } from "../../domain/policies.ts";
+import { createPolicy, deletePolicyCascade } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
-import { createTarget } from "../../domain/storage.ts";
+import { createTarget, targetKey, targetsByAccountKey, targetsByBesKey } from "../../domain/storage.ts";
+import { vaultKey } from "../../domain/vault.ts";
 import { checkStoredInvariants } from "../../jobs/check_invariants.ts";
 import { resumeDeletions } from "../../jobs/resume_deletions.ts";
 import {
@@ -165,6 +166,72 @@ Deno.test("invariants after a killed cascade: the resume job checks, logs the vi
   assert.deepEqual(await checkInvariants(kv), [], "the alert bookkeeping itself is consistent");
 });
 
+Deno.test("a deletion cascade in progress is not a violation: a killed cascade is skipped, a real violation elsewhere is reported, and after the resume the check is clean", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const w = await world(kv);
+  const scope = { accountId: w.acme.account.id, orgId: w.acme.orgs[0].id };
+  const now = w.clock.now();
+  const second = await createTarget(kv, system, targetInput(w.engine.id, "local", { name: "second" }), {
+    now,
+    masterKey,
+  });
+  // A live policy of another BES keeps its own target's count right throughout.
+  const { engine: other } = await registerTestEngine(kv, scope, now, "other");
+  const otherTarget = await createTarget(kv, system, targetInput(other.id), { now, masterKey });
+  await createPolicy(kv, system, {
+    name: "weekly",
+    besId: other.id,
+    targetId: otherTarget.id,
+    backupType: "file",
+    fullSchedule: "0 3 * * 0",
+  }, now);
+  assert.deepEqual(await checkInvariants(kv), []);
+
+  // The crash: deleteEngine marked the BES deleting, the cascade deleted its policy (the target still
+  // counts it: targets go later, whole) and one of its two targets (the engine still lists it); then the
+  // process died.
+  const entry = await kv.get<Engine>(engineKey(w.engine.id));
+  await kv.atomic().check(entry)
+    .set(engineKey(w.engine.id), { ...entry.value!, status: "deleting", statusReason: "Being deleted" })
+    .set(deletingEngineKey(w.engine.id), now.toISOString())
+    .delete(liveEngineKey(w.engine.id))
+    .commit();
+  await deletePolicyCascade(kv, w.policy, now);
+  const { credentialId } = (await kv.get<{ credentialId: string | null }>(targetKey(second.id))).value!;
+  const dropTarget = kv.atomic()
+    .delete(targetsByBesKey(w.engine.id, second.id))
+    .delete(targetKey(second.id))
+    .delete(targetsByAccountKey(w.acme.account.id, second.id));
+  if (credentialId) dropTarget.delete(vaultKey(credentialId));
+  assert.ok((await dropTarget.commit()).ok);
+  // A real violation elsewhere: Globex's host index points at a host that does not exist.
+  await kv.set(hostsByAccountKey(w.globex.account.id, "host-gone"), "host-gone");
+  const real = "hosts_by_account points to missing or foreign host host-gone";
+
+  assert.deepEqual(await checkInvariants(kv), [real], "only the real violation");
+  const log = captureLogs();
+  const started = await checkStoredInvariants(kv, now, { trigger: "startup", logger: log.logger });
+  assert.deepEqual([started.complete, started.violations], [true, 1]);
+  assert.equal(await openAlert(kv, w.acme), null, "no alert for the cascade in progress");
+  assert.ok(await openAlert(kv, w.globex), "the real violation is alerted");
+  assert.deepEqual(
+    log.entries().filter((l) => l.msg === "invariant violation").map((l) => l.violation),
+    [real],
+  );
+
+  w.clock.advance(60_000);
+  const resumed = await resumeDeletions(kv, w.clock.now());
+  assert.equal(resumed.resumed, 1);
+  assert.equal(await getEngine(kv, w.engine.id), null, "the cascade finished");
+  assert.equal(resumed.invariants?.violations, 1, "still only the real violation");
+  assert.equal(await openAlert(kv, w.acme), null);
+
+  await kv.delete(hostsByAccountKey(w.globex.account.id, "host-gone"));
+  const clean = await checkStoredInvariants(kv, w.clock.now(), { trigger: "startup" });
+  assert.deepEqual([clean.complete, clean.violations], [true, 0]);
+  assert.equal(await openAlert(kv, w.globex), null, "resolved");
+});
+
 Deno.test("checkInvariantsBounded() stops at its entry bound or time box, says partial, and the next run continues where it stopped", async () => {
   using kv = await Deno.openKv(":memory:");
   await world(kv);
@@ -189,7 +256,7 @@ Deno.test("checkInvariantsBounded() stops at its entry bound or time box, says p
   }
 
   // Rotating through the sections, bounded runs together cover every one; a section larger than the
-  // bound on its own (hosts reads 10 entries here) is passed over, so it cannot starve the others.
+  // bound on its own (hosts reads 12 entries here, the engines included) is passed over, so it cannot starve the others.
   const rotate = async (maxEntries: number) => {
     const seen = new Set<string>();
     let start = 0;

@@ -1,5 +1,18 @@
 import assert from "node:assert/strict";
-import { assertIncludes, childEnv, createTenant, freePort, REPO_ROOT, runDeno } from "../helpers.ts";
+import { deletingEngineKey, type Engine, engineKey, liveEngineKey } from "../../domain/engines.ts";
+import { createPolicy, deletePolicyCascade } from "../../domain/policies.ts";
+import { systemActor } from "../../domain/rbac.ts";
+import { createTarget } from "../../domain/storage.ts";
+import {
+  assertIncludes,
+  childEnv,
+  createTenant,
+  freePort,
+  registerTestEngine,
+  REPO_ROOT,
+  runDeno,
+  targetInput,
+} from "../helpers.ts";
 
 Deno.test("main.ts with CADRES_LOG_LEVEL=verbose exits non-zero with one stderr line naming it", async () => {
   const dir = await Deno.makeTempDir({ prefix: "cadres-main-" });
@@ -91,6 +104,43 @@ Deno.test("a second server on the same CADRES_DATA_DIR exits quickly naming anot
   }
 });
 
+/**
+ * Starts main.ts on `dir` (log level info), waits for the start-up consistency check's summary line,
+ * checks the server answers, stops it and returns the JSON log lines.
+ */
+async function runUntilChecked(dir: string): Promise<Array<Record<string, unknown>>> {
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "main.ts"],
+    cwd: REPO_ROOT,
+    env: childEnv({ CADRES_DATA_DIR: dir, PORT: String(port), CADRES_LOG_LEVEL: "info" }),
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stderr = new Response(child.stderr).text();
+  let stdout = "";
+  const reading = (async () => {
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) stdout += chunk;
+  })();
+  try {
+    const deadline = Date.now() + 30_000;
+    while (!stdout.includes(`"msg":"invariant check"`) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const lines = stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.ok(lines.some((l) => l.msg === "invariant check"), `no summary line in: ${stdout}`);
+    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
+    return lines;
+  } finally {
+    child.kill("SIGTERM");
+    await child.status;
+    await reading;
+    await stderr;
+  }
+}
+
 Deno.test("main.ts runs the consistency check in the background once started: logs the violation, alerts, stores the result", async () => {
   const dir = await Deno.makeTempDir({ prefix: "cadres-invariants-" });
   const now = new Date();
@@ -112,30 +162,10 @@ Deno.test("main.ts runs the consistency check in the background once started: lo
       updatedAt: now.toISOString(),
     });
   }
-  const port = freePort();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts"],
-    cwd: REPO_ROOT,
-    env: childEnv({ CADRES_DATA_DIR: dir, PORT: String(port), CADRES_LOG_LEVEL: "info" }),
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stderr = new Response(child.stderr).text();
-  let stdout = "";
-  const reading = (async () => {
-    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) stdout += chunk;
-  })();
   try {
-    const deadline = Date.now() + 30_000;
-    while (!stdout.includes(`"msg":"invariant check"`) && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const lines = stdout.split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    const lines = await runUntilChecked(dir);
     const listening = lines.findIndex((l) => l.msg === "listening");
     const summary = lines.findIndex((l) => l.msg === "invariant check");
-    assert.ok(summary >= 0, `no summary line in: ${stdout}`);
     assert.ok(listening >= 0 && listening < summary, "the server listened before the check finished");
     assert.equal(lines[summary].trigger, "startup");
     assert.equal(lines[summary].complete, true);
@@ -145,14 +175,6 @@ Deno.test("main.ts runs the consistency check in the background once started: lo
         l.violation === "policy p-orphan writes to missing target target-gone"
       ),
     );
-    assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`)).status, 200);
-  } finally {
-    child.kill("SIGTERM");
-    await child.status;
-    await reading;
-    await stderr;
-  }
-  try {
     using kv = await Deno.openKv(`${dir}/cadres.kv`);
     const record = (await kv.get<{ trigger: string; violationCount: number }>(["invariant_checks", "last"]))
       .value;
@@ -160,6 +182,64 @@ Deno.test("main.ts runs the consistency check in the background once started: lo
     assert.equal(record?.violationCount, 1);
     const open = await kv.get(["alerts_open", "account", accountId, "invariant_violation"]);
     assert.ok(open.value, "the account has an open invariant_violation alert");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("main.ts after a crash mid-delete resumes the engine deletion before the start-up check: no false violation", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "cadres-resume-" });
+  const now = new Date();
+  let accountId = "";
+  let engineId = "";
+  {
+    // The crash: the BES was marked deleting and its policy deleted (its target still counts it and
+    // the BES still lists the target), then the process died.
+    using kv = await Deno.openKv(`${dir}/cadres.kv`);
+    const tenant = await createTenant(kv, "Acme", ["Ops"], now);
+    accountId = tenant.account.id;
+    const scope = { accountId, orgId: tenant.orgs[0].id };
+    const { engine } = await registerTestEngine(kv, scope, now, "doomed");
+    engineId = engine.id;
+    const system = systemActor("test");
+    const target = await createTarget(kv, system, targetInput(engine.id), {
+      now,
+      masterKey: new Uint8Array(32),
+    });
+    const policy = await createPolicy(kv, system, {
+      name: "nightly",
+      besId: engine.id,
+      targetId: target.id,
+      backupType: "file",
+      fullSchedule: "0 2 * * *",
+    }, now);
+    const entry = await kv.get<Engine>(engineKey(engine.id));
+    await kv.atomic().check(entry)
+      .set(engineKey(engine.id), { ...entry.value!, status: "deleting", statusReason: "Being deleted" })
+      .set(deletingEngineKey(engine.id), now.toISOString())
+      .delete(liveEngineKey(engine.id))
+      .commit();
+    await deletePolicyCascade(kv, policy, now);
+  }
+  try {
+    const lines = await runUntilChecked(dir);
+    const resumed = lines.findIndex((l) => l.msg === "resumed engine deletions");
+    const summary = lines.findIndex((l) => l.msg === "invariant check");
+    assert.ok(resumed >= 0 && resumed < summary, "the deletion was resumed before the check");
+    assert.equal(lines[resumed].resumed, 1);
+    assert.deepEqual(
+      [lines[summary].trigger, lines[summary].complete, lines[summary].violations],
+      ["startup", true, 0],
+    );
+    assert.ok(!lines.some((l) => l.msg === "invariant violation"), "no violation logged");
+
+    using kv = await Deno.openKv(`${dir}/cadres.kv`);
+    assert.equal((await kv.get(engineKey(engineId))).value, null, "the cascade finished");
+    const record = (await kv.get<{ trigger: string; violationCount: number }>(["invariant_checks", "last"]))
+      .value;
+    assert.deepEqual([record?.trigger, record?.violationCount], ["startup", 0]);
+    const open = await kv.get(["alerts_open", "account", accountId, "invariant_violation"]);
+    assert.equal(open.value, null, "no invariant_violation alert");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
