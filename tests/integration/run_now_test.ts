@@ -548,3 +548,113 @@ Deno.test("the open-run index follows every run: dispatch, deferral, catch-up, r
   await assertOpenIndexExact(kv, "after the retry's result");
   assert.equal((await Array.fromAsync(kv.list({ prefix: ["runs_open"] }))).length, 0);
 });
+
+Deno.test("run-now on a BES being deleted is refused and changes nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  const engine = (await kv.get<Engine>(["engines", f.engine.id])).value!;
+  await kv.set(["engines", f.engine.id], { ...engine, status: "deleting" });
+  const before = await snapshot(kv);
+  for (const kind of ["full", "synthetic_full"] as const) {
+    const error = await runPolicyNow(kv, system, f.policy.id, { kind }, now).catch((e) => e);
+    assert.ok(error instanceof ConflictError, String(error));
+    assert.match(error.message, /BES bes-1 is being deleted/);
+  }
+  assert.equal(await snapshot(kv), before);
+});
+
+Deno.test("a BES marked deleting while run-now writes: its runs never commit after the mark (many iterations)", async () => {
+  let interleaved = 0;
+  for (let i = 0; i < 24; i++) {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    const now = f.clock.now();
+    // What deleteEngine does first: mark the BES `deleting`, checked against what it read.
+    const markDeleting = async () => {
+      for (let k = 0; k < i % 12; k++) await new Promise((r) => setTimeout(r, 0));
+      const entry = await kv.get<Engine>(["engines", f.engine.id]);
+      const op = kv.atomic().check(entry).set(entry.key, { ...entry.value!, status: "deleting" });
+      assert.ok((await op.commit()).ok);
+    };
+    const [run] = await Promise.allSettled([
+      runPolicyNow(kv, system, f.policy.id, { kind: "full" }, now),
+      markDeleting(),
+    ]);
+    const engineStamp = (await kv.get(["engines", f.engine.id])).versionstamp!;
+    const runs = await Array.fromAsync(kv.list<Run>({ prefix: ["runs"] }));
+    if (run.status === "rejected") {
+      assert.ok(run.reason instanceof ConflictError, String(run.reason));
+      assert.match(run.reason.message, /being deleted/);
+      assert.equal(runs.length, 0, `iteration ${i}: a refused run-now wrote runs`);
+      interleaved++;
+      continue;
+    }
+    for (const r of runs) {
+      assert.ok(
+        r.versionstamp < engineStamp,
+        `iteration ${i}: run ${r.value.id} committed after the BES was marked deleting`,
+      );
+    }
+  }
+  assert.ok(interleaved > 0, "some iterations marked the BES between run-now's read and its write");
+});
+
+Deno.test("run-now without hostIds on a policy with 200 active hosts starts all of them in several writes", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  const scope = { accountId: f.tenant.account.id, orgId: f.tenant.orgs[0].id };
+  for (let i = 0; i < 197; i++) {
+    const { host } = await enrollHost(kv, scope, {
+      hostname: `bulk-${String(i).padStart(3, "0")}.acme.example`,
+      os: "Debian 12",
+      ipAddress: "10.0.1.2",
+      publicKey: generateKeyPair().publicKey,
+      version: "1",
+    }, now);
+    await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, now);
+    await assignHost(kv, system, { policyId: f.policy.id, hostId: host.id }, now);
+  }
+  const operator = userActor(f.users.operator);
+  const created = await runPolicyNow(kv, operator, f.policy.id, { kind: "full" }, now);
+  assert.equal(created.length, 200);
+  const runs = (await Array.fromAsync(kv.list<Run>({ prefix: ["runs"] }))).map((e) => e.value);
+  assert.equal(runs.length, 200);
+  assert.equal(new Set(runs.map((r) => r.hostId)).size, 200, "one run per host");
+  assert.ok(runs.every((r) => r.trigger === "manual" && r.status === "pending" && r.jobId));
+  assert.equal((await Array.fromAsync(kv.list({ prefix: ["jobs"] }))).length, 200, "one job per run");
+  const audit = (await auditEntries(kv, f.tenant.account.id)).filter((e) => e.action === "policy.run_now");
+  assert.equal(audit.length, 2, "one audit entry per write");
+  assert.ok(audit.every((e) => /write [12] of 2, 200 hosts in all/.test(e.summary)), audit[0].summary);
+  assert.equal(
+    (await kv.get<{ writing?: boolean }>(["run_now_guard", f.policy.id])).value?.writing,
+    undefined,
+    "guard released",
+  );
+
+  // The per-host refusal still holds: every host has an open run now.
+  const before = await snapshot(kv);
+  const again = await runPolicyNow(kv, operator, f.policy.id, { kind: "incremental" }, now).catch((e) => e);
+  assert.ok(again instanceof ConflictError, String(again));
+  assert.match(again.message, /already pending or running on .* and 195 more/);
+  assert.equal(await snapshot(kv), before);
+});
+
+Deno.test("run-now in several writes: another run-now of the policy is refused while one is mid-way", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  // Three hosts, one per write: the guard is marked while the writes go on, and released after.
+  const created = await runPolicyNow(kv, system, f.policy.id, { kind: "full" }, now, { perWrite: 1 });
+  assert.equal(created.length, 3);
+  const audit = (await auditEntries(kv, f.tenant.account.id)).filter((e) => e.action === "policy.run_now");
+  assert.equal(audit.length, 3);
+  // A run now that died mid-way leaves the mark (it expires after a minute): a second one is refused.
+  await kv.set(["run_now_guard", f.policy.id], { at: now.toISOString(), writing: true });
+  const before = await snapshot(kv);
+  const error = await runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, now).catch((e) => e);
+  assert.ok(error instanceof ConflictError, String(error));
+  assert.match(error.message, /Another run now of policy files is still starting its runs/);
+  assert.equal(await snapshot(kv), before);
+});
