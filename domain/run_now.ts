@@ -12,15 +12,17 @@ import { type Assignment, assignmentByPolicyKey, assignmentKey } from "./assignm
 import { type Engine, engineKey, engineOnlineAt } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey } from "./hosts.ts";
-import { addQueuedJob, EnqueueInput, queueJobInOp } from "./jobs.ts";
+import { addQueuedJob, EnqueueInput, type Job, jobKey, queueJobInOp } from "./jobs.ts";
 import { type ActiveHost, activeHostsOf } from "./job_views.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
 import { type Policy, policyKey, requirePolicy } from "./policies.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import {
   buildBackupPayload,
+  catchUpRunWithJob,
   deferredKey,
   isOpenRun,
+  jobFinished,
   newRunInOp,
   offlineAlertId,
   type Run,
@@ -184,7 +186,7 @@ export async function runPolicyNow(
     const hosts: Array<ActiveHost | null> = data.kind === "synthetic_full"
       ? [null]
       : await targetHosts(kv, actor, policy, data.hostIds);
-    await refuseOpenRuns(kv, policy, data.kind, hosts);
+    await refuseOpenRuns(kv, policy, data.kind, hosts, now);
 
     const payload = data.kind === "synthetic_full"
       ? { policyId: policy.id, targetId: target.id }
@@ -410,8 +412,19 @@ async function targetHosts(
   return hostIds.map((id) => byId.get(id)!);
 }
 
-/** Refuses (409) when a run of the policy is pending or running on any of `hosts` (null: the BES). */
-async function refuseOpenRuns(kv: Deno.Kv, policy: Policy, kind: RunKind, hosts: Array<ActiveHost | null>) {
+/**
+ * Refuses (409) when a run of the policy is pending or running on any of `hosts` (null: the BES). A run
+ * whose job already finished (or is gone) does not count: it was left open by a process that stopped
+ * between the job's end and its run's update, and is brought up to its job here (`catchUpRunWithJob`,
+ * idempotent) so it never blocks run-now again.
+ */
+async function refuseOpenRuns(
+  kv: Deno.Kv,
+  policy: Policy,
+  kind: RunKind,
+  hosts: Array<ActiveHost | null>,
+  now: Date,
+) {
   const runIds = (await Promise.all(hosts.map(async (h) => {
     const ids: string[] = [];
     for await (const e of kv.list<string>({ prefix: ["runs_open", policy.id, h?.id ?? "bes"] })) {
@@ -421,7 +434,22 @@ async function refuseOpenRuns(kv: Deno.Kv, policy: Policy, kind: RunKind, hosts:
   }))).flat();
   if (!runIds.length) return;
   // The index is confirmed against the runs themselves (an entry whose run ended does not count).
-  const open = (await getManyValues<Run>(kv, runIds.map((id) => runKey(id)))).filter(isOpenRun);
+  const listed = (await getManyValues<Run>(kv, runIds.map((id) => runKey(id)))).filter(isOpenRun);
+  if (!listed.length) return;
+  const withJobs = listed.filter((r) => r.jobId);
+  const jobs = new Map(
+    (await getManyValues<Job>(kv, withJobs.map((r) => jobKey(r.jobId!)))).map((j) => [j.id, j]),
+  );
+  const open: Run[] = [];
+  for (const run of listed) {
+    if (!run.jobId) {
+      open.push(run); // waiting for its agent (catch-up)
+      continue;
+    }
+    const job = jobs.get(run.jobId);
+    if (job && !jobFinished(job)) open.push(run);
+    else if (job) await catchUpRunWithJob(kv, job, now);
+  }
   if (!open.length) return;
   if (kind === "synthetic_full") {
     throw new ConflictError(

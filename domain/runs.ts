@@ -1032,6 +1032,22 @@ export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise
   await applyJobResultToRun(kv, job, now);
 }
 
+/** True once a job can no longer change its run: it succeeded, failed or was cancelled. */
+export function jobFinished(job: Pick<Job, "status">): boolean {
+  return job.status === "succeeded" || job.status === "failed" || job.status === "cancelled";
+}
+
+/**
+ * Brings a run left open up to its finished job: the process can stop between recording a job's result
+ * and applying it (the result route), or between the lease sweep failing a job and failing its run.
+ * Applies the recorded result (`applyJobOutcome`) or, for a job failed without one, the lease-expiry
+ * failure (`failRunsOfExpiredJobs`). Idempotent: a run already ended is left as it is.
+ */
+export async function catchUpRunWithJob(kv: Deno.Kv, job: Job, now: Date): Promise<void> {
+  if (job.result) return await applyJobOutcome(kv, job, now);
+  if (job.status === "failed") await failRunsOfExpiredJobs(kv, [job.id], now);
+}
+
 /** Automatic retries allowed per policy and host per UTC day (the guide's "up to 3 times"). */
 export const AUTO_RETRY_MAX = 3;
 

@@ -30,6 +30,7 @@ import {
   Browser,
   createTenant,
   dumpKv,
+  engineClient,
   engineMetrics,
   registerTestEngine,
   signInAs,
@@ -47,7 +48,7 @@ async function fixture(kv: Deno.Kv) {
   const now = clock.now();
   const tenant = await createTenant(kv, "Acme", ["Ops", "Lab"], now);
   const scope = { accountId: tenant.account.id, orgId: tenant.orgs[0].id };
-  const { engine } = await registerTestEngine(kv, scope, now);
+  const { engine, keys } = await registerTestEngine(kv, scope, now);
   await applyHeartbeat(kv, engine.id, { version: "1", metrics: engineMetrics() }, now);
   const target = await createTarget(kv, system, targetInput(engine.id), { now, masterKey });
   const policy = await createPolicy(kv, system, {
@@ -82,7 +83,7 @@ async function fixture(kv: Deno.Kv) {
     operator: await addUser(kv, tenant, "operator@acme.example", "operator", "all", now),
     labOperator: await addUser(kv, tenant, "lab@acme.example", "operator", [tenant.orgs[1]], now),
   };
-  return { clock, tenant, engine, target, policy, hosts, users };
+  return { clock, tenant, engine, keys, target, policy, hosts, users };
 }
 
 /** The whole database, for "a refusal changes nothing". */
@@ -658,3 +659,95 @@ Deno.test("run-now in several writes: another run-now of the policy is refused w
   assert.match(error.message, /Another run now of policy files is still starting its runs/);
   assert.equal(await snapshot(kv), before);
 });
+
+/** A job's result, as an engine posts it. */
+function successResult(now: Date) {
+  return {
+    status: "success" as const,
+    startedAt: now.toISOString(),
+    endedAt: now.toISOString(),
+    bytesTransferred: 10,
+    protectedBytes: 10,
+  };
+}
+
+Deno.test("a duplicate result post brings a run left open up to its job (the process stopped in between)", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  const [{ run }] = await runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, now);
+  const principal = `bes:${f.engine.id}`;
+  await claimJobs(kv, principal, 5, now);
+  // The result is recorded, then the process dies before applying it to the run.
+  assert.equal((await applyResult(kv, principal, run.jobId!, successResult(now), now)).applied, true);
+  assert.equal((await kv.get<Run>(["runs", run.id])).value!.status, "pending");
+  // The engine, unsure its post landed, posts the same result again: 200 applied:false, and the run ends.
+  const { app } = testApp(kv, f.clock);
+  const client = engineClient(app, f.clock);
+  const identity = { kind: "bes" as const, id: f.engine.id, ...f.keys };
+  const dup = await client.post(identity, `/api/bes/v1/jobs/${run.jobId}/result`, successResult(now));
+  assert.deepEqual([dup.status, await dup.json()], [200, { applied: false }]);
+  const ended = (await kv.get<Run>(["runs", run.id])).value!;
+  assert.equal(ended.status, "success");
+  assert.equal((await Array.fromAsync(kv.list({ prefix: ["runs_open"] }))).length, 0);
+  // Posting it once more changes nothing (applyJobOutcome is idempotent).
+  await client.post(identity, `/api/bes/v1/jobs/${run.jobId}/result`, successResult(now));
+  assert.deepEqual((await kv.get<Run>(["runs", run.id])).value, ended);
+});
+
+Deno.test("a run left open after its job finished does not block run-now, and is brought up to its job", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  const [h1, h2] = f.hosts;
+  const [done] = await runPolicyNow(kv, system, f.policy.id, { kind: "full", hostIds: [h1.id] }, now);
+  const [expired] = await runPolicyNow(kv, system, f.policy.id, { kind: "full", hostIds: [h2.id] }, now);
+  // h1: the result was recorded, the process stopped before the run was updated.
+  await claimJobs(kv, `agent:${h1.id}`, 5, now);
+  await applyResult(kv, `agent:${h1.id}`, done.run.jobId!, successResult(now), now);
+  // h2: the lease sweep failed the job after its last attempt, the process stopped before failing the run.
+  const job = (await getJob(kv, expired.run.jobId!))!;
+  await kv.set(["jobs", job.id], { ...job, status: "failed", failureReason: "LEASE_EXPIRED" });
+  // A job still in flight keeps blocking (h3).
+  const [inFlight] = await runPolicyNow(
+    kv,
+    system,
+    f.policy.id,
+    { kind: "full", hostIds: [f.hosts[2].id] },
+    now,
+  );
+  await refusedWith(
+    kv,
+    f.policy.id,
+    { kind: "full", hostIds: [f.hosts[2].id] },
+    now,
+    /already pending on h3/,
+  );
+
+  const again = await runPolicyNow(
+    kv,
+    system,
+    f.policy.id,
+    { kind: "incremental", hostIds: [h1.id, h2.id] },
+    now,
+  );
+  assert.equal(again.length, 2);
+  assert.equal((await kv.get<Run>(["runs", done.run.id])).value!.status, "success", "h1's run caught up");
+  const failed = (await kv.get<Run>(["runs", expired.run.id])).value!;
+  assert.equal(failed.status, "failed", "h2's run caught up");
+  assert.equal(failed.error?.reason, "LEASE_EXPIRED");
+  assert.equal((await kv.get<Run>(["runs", inFlight.run.id])).value!.status, "pending");
+});
+
+/** Asserts run-now is refused (409) with `pattern`. */
+async function refusedWith(
+  kv: Deno.Kv,
+  policyId: string,
+  input: Parameters<typeof runPolicyNow>[3],
+  now: Date,
+  pattern: RegExp,
+) {
+  const error = await runPolicyNow(kv, system, policyId, input, now).catch((e) => e);
+  assert.ok(error instanceof ConflictError, String(error));
+  assert.match(error.message, pattern);
+}
