@@ -133,6 +133,42 @@ export function restorePointKey(id: string) {
 export function runsOpenKey(policyId: string, hostId: string | null, runId: string) {
   return ["runs_open", policyId, hostId ?? "bes", runId] as const;
 }
+/** Set once every open run has its `runs_open` entry (runs older than the index had none). */
+export const OPEN_RUNS_INDEX_FIX_KEY = ["data_fixes", "runs_open_v1"] as const;
+
+/**
+ * Data fix run on start (and after a results-DB restore, `force`): gives every pending or running run its
+ * `runs_open` entry — runs created before the index existed, or restored from an older bundle, had none,
+ * so run-now did not see them. Each entry is written checked against its run (a run that ends meanwhile
+ * is re-read) and only when missing. Idempotent: once complete a marker makes later calls skip it (unless
+ * `force`); a crash part-way leaves no marker, so the next start finishes it. Returns what it indexed.
+ */
+export async function indexOpenRuns(
+  kv: Deno.Kv,
+  now: Date,
+  options: { force?: boolean } = {},
+): Promise<{ indexed: number; skipped: boolean }> {
+  if (!options.force && (await kv.get(OPEN_RUNS_INDEX_FIX_KEY)).value) return { indexed: 0, skipped: true };
+  let indexed = 0;
+  for await (const listed of kv.list<Run>({ prefix: ["runs"] }, { batchSize: 500 })) {
+    if (!listed.value || !isOpenRun(listed.value)) continue;
+    let entry: Deno.KvEntryMaybe<Run> = listed;
+    for (let attempt = 0; attempt < 5 && entry.value && isOpenRun(entry.value); attempt++) {
+      const run = entry.value;
+      const key = runsOpenKey(run.policyId, run.hostId, run.id);
+      const op = kv.atomic().check(entry).check({ key, versionstamp: null }).set(key, run.id);
+      if ((await op.commit()).ok) {
+        indexed++;
+        break;
+      }
+      if ((await kv.get(key)).versionstamp) break; // already indexed
+      entry = await kv.get<Run>(listed.key);
+    }
+  }
+  await kv.set(OPEN_RUNS_INDEX_FIX_KEY, { at: now.toISOString(), indexed });
+  return { indexed, skipped: false };
+}
+
 /** True while a run has not ended. */
 export function isOpenRun(run: Pick<Run, "status">): boolean {
   return run.status === "pending" || run.status === "running";

@@ -15,6 +15,7 @@ import { runNowBlockedReason, runPolicyNow } from "../../domain/run_now.ts";
 import {
   applyJobOutcome,
   buildBackupPayload,
+  indexOpenRuns,
   listRunsByPolicy,
   retryRun,
   type Run,
@@ -751,3 +752,52 @@ async function refusedWith(
   assert.ok(error instanceof ConflictError, String(error));
   assert.match(error.message, pattern);
 }
+
+Deno.test("indexOpenRuns(): open runs without a runs_open entry (older data) are indexed once; run-now sees them", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  const [ended] = await runPolicyNow(
+    kv,
+    system,
+    f.policy.id,
+    { kind: "full", hostIds: [f.hosts[0].id] },
+    now,
+  );
+  await finish(kv, ended.run, now);
+  const open = await runPolicyNow(kv, system, f.policy.id, { kind: "incremental" }, now);
+  const synthetic = await runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, now);
+  const indexed = async () =>
+    (await Array.fromAsync(kv.list<string>({ prefix: ["runs_open"] }))).map((e) => e.key);
+  const expected = await indexed();
+  assert.equal(expected.length, 4);
+  // Data from before the index: no entries at all.
+  for (const key of expected) await kv.delete(key);
+  const created = await runPolicyNow(kv, system, f.policy.id, { kind: "full" }, now);
+  assert.equal(created.length, 3, "without its entries run-now did not see the open runs");
+  for (const c of created) await kv.delete(["runs", c.run.id]); // undo: only the old runs stay
+  for (const key of await indexed()) await kv.delete(key);
+
+  assert.deepEqual(await indexOpenRuns(kv, now), { indexed: 4, skipped: false });
+  assert.deepEqual(
+    (await indexed()).map(String).sort(),
+    expected.map(String).sort(),
+    "every open run, no ended one",
+  );
+  await refusedWith(
+    kv,
+    f.policy.id,
+    { kind: "full", hostIds: [f.hosts[1].id] },
+    now,
+    /already pending on h2/,
+  );
+  await refusedWith(kv, f.policy.id, { kind: "synthetic_full" }, now, /already pending on its BES/);
+  assert.equal(open.length + synthetic.length, 4);
+
+  // A second call is a no-op (the marker), and a forced one (after a restore) finds nothing missing.
+  const before = await snapshot(kv);
+  assert.deepEqual(await indexOpenRuns(kv, now), { indexed: 0, skipped: true });
+  assert.equal(await snapshot(kv), before);
+  assert.deepEqual(await indexOpenRuns(kv, now, { force: true }), { indexed: 0, skipped: false });
+  assert.deepEqual((await indexed()).map(String).sort(), expected.map(String).sort());
+});
