@@ -3,6 +3,7 @@ import { createApp } from "./app.ts";
 import { parseConfig } from "./domain/config.ts";
 import { createLogger } from "./domain/log.ts";
 import { rederiveScheduleRpos } from "./domain/policies.ts";
+import { indexOpenRuns } from "./domain/runs.ts";
 import { issueSetupToken } from "./domain/setup.ts";
 import { registerCrons } from "./jobs/crons.ts";
 import { startupCheck } from "./jobs/resume_deletions.ts";
@@ -33,6 +34,11 @@ const { kv } = store;
 await rederiveScheduleRpos(kv, new Date()).then(
   (fix) => fix.skipped || logger.log("info", "schedule-derived RPOs re-derived", fix),
   (error) => logger.log("error", "re-deriving schedule RPOs failed", { error: String(error) }),
+);
+// Data fix: runs pending or running before the open-run index existed get their entry (once, marker).
+await indexOpenRuns(kv, new Date()).then(
+  (fix) => fix.skipped || logger.log("info", "open runs indexed", fix),
+  (error) => logger.log("error", "indexing open runs failed", { error: String(error) }),
 );
 
 if (demo) {

@@ -12,15 +12,17 @@ import { type Assignment, assignmentByPolicyKey, assignmentKey } from "./assignm
 import { type Engine, engineKey, engineOnlineAt } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey } from "./hosts.ts";
-import { addQueuedJob, EnqueueInput, queueJobInOp } from "./jobs.ts";
+import { addQueuedJob, EnqueueInput, type Job, jobKey, queueJobInOp } from "./jobs.ts";
 import { type ActiveHost, activeHostsOf } from "./job_views.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
 import { type Policy, policyKey, requirePolicy } from "./policies.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import {
   buildBackupPayload,
+  catchUpRunWithJob,
   deferredKey,
   isOpenRun,
+  jobFinished,
   newRunInOp,
   offlineAlertId,
   type Run,
@@ -36,7 +38,10 @@ export const RUN_NOW_KIND_LABELS: Record<RunKind, string> = {
   synthetic_full: "Synthetic full (on the BES)",
 };
 
-/** Hosts one run-now may start: each adds six writes, and KV allows 1000 per atomic operation. */
+/**
+ * Hosts one run-now write takes (each adds six mutations, and KV allows 1000 per atomic operation), and
+ * hosts one request may name; all active hosts may be more (they take several writes).
+ */
 export const RUN_NOW_MAX_HOSTS = 150;
 /** Estimated bytes of one run-now write (KV allows 800 KiB of mutations per atomic operation). */
 const RUN_NOW_MAX_BYTES = 600_000;
@@ -90,7 +95,7 @@ export function runNowBlockedReason(facts: RunNowFacts): string | null {
   return null;
 }
 
-/** Hosts the policy page offers to pick from (the run itself takes at most RUN_NOW_MAX_HOSTS). */
+/** Hosts the policy page offers to pick from (a request names at most RUN_NOW_MAX_HOSTS). */
 const PAGE_HOSTS = 200;
 
 /**
@@ -119,16 +124,31 @@ export interface RunNowRun {
   hostname: string | null;
 }
 
+/** What a policy's run-now guard holds: when it was last written, and whether a run now is mid-way. */
+interface RunNowGuard {
+  at: string;
+  /** Set while a run now writes its runs in several atomic operations (more hosts than one takes). */
+  writing?: boolean;
+}
+
 /**
  * Starts a policy now: one run per target host (a synthetic full: one on the BES), trigger `manual`,
  * each with its job built like the scheduler's; an offline agent gets the run the scheduler would give
  * it (waiting for the agent with catch-up on, otherwise skipped), linked to the host's offline alert.
  *
  * Throws NotFoundError outside the actor's scope, ForbiddenError without backup.manage, ValidationError
- * (422) for a chosen host that is not an active host of the policy or more hosts than one write takes,
- * ConflictError (409, the message says why) when the policy is disabled or paused, its BES is offline or
- * gone, it has no active host, or a run of it is already pending or running on a target host. Two
- * racing calls cannot both start a run for one host: each write checks the policy's run-now guard.
+ * (422) for a chosen host that is not an active host of the policy, ConflictError (409, the message says
+ * why) when the policy is disabled or paused, its BES is offline, being deleted or gone, it has no active
+ * host, or a run of it is already pending or running on a target host. Every write checks the policy,
+ * its BES (a delete marking it `deleting` meanwhile makes the write fail and the re-read refuse) and the
+ * policy's run-now guard, so two racing calls cannot both start a run for one host.
+ *
+ * More hosts than one atomic write takes (RUN_NOW_MAX_HOSTS, fewer for a large payload; `perWrite` for
+ * tests) are written in several writes, in host order, each with its runs, jobs and audit entry. The
+ * first marks the guard `writing` (another run now of the policy is refused meanwhile; the mark expires
+ * after a minute should the process die part-way), the last clears it. A later write that cannot commit
+ * (the policy was disabled or paused, the BES went offline) stops there: the error names how many runs
+ * had started.
  */
 export async function runPolicyNow(
   kv: Deno.Kv,
@@ -136,17 +156,23 @@ export async function runPolicyNow(
   policyId: string,
   input: RunNowInput,
   now: Date,
+  options: { perWrite?: number } = {},
 ): Promise<RunNowRun[]> {
   const visible = await requirePolicy(kv, actor, policyId);
   authorize(actor, "backup.manage", { accountId: visible.accountId, orgId: visible.orgId });
   const data = RunNowInput.parse(input);
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    const [policyEntry, guard] = await kv.getMany<[Policy, string]>([
+    const [policyEntry, guard] = await kv.getMany<[Policy, RunNowGuard | string]>([
       policyKey(policyId),
       runNowGuardKey(policyId),
     ]);
     const policy = policyEntry.value;
     if (!policy) throw new NotFoundError("Policy not found");
+    if (typeof guard.value === "object" && guard.value?.writing) {
+      throw new ConflictError(
+        `Another run now of policy ${policy.name} is still starting its runs: try again in a moment.`,
+      );
+    }
     const [engineEntry, targetEntry] = await kv.getMany<[Engine, StorageTarget]>([
       engineKey(policy.besId),
       targetKey(policy.targetId),
@@ -160,112 +186,197 @@ export async function runPolicyNow(
     const hosts: Array<ActiveHost | null> = data.kind === "synthetic_full"
       ? [null]
       : await targetHosts(kv, actor, policy, data.hostIds);
-    await refuseOpenRuns(kv, policy, data.kind, hosts);
+    await refuseOpenRuns(kv, policy, data.kind, hosts, now);
 
     const payload = data.kind === "synthetic_full"
       ? { policyId: policy.id, targetId: target.id }
       : await buildBackupPayload(kv, policy, engine, target, data.kind);
-    const perWrite = Math.max(
+    const perWrite = options.perWrite ?? Math.max(
       1,
       Math.min(RUN_NOW_MAX_HOSTS, Math.floor(RUN_NOW_MAX_BYTES / (kvValueBytes(payload) + 2048))),
     );
-    if (hosts.length > perWrite) {
-      const message =
-        `Run now starts at most ${perWrite} hosts at once for this policy, and ${hosts.length} ` +
-        `were asked for: choose up to ${perWrite} with hostIds`;
-      throw new ValidationError(message, { hostIds: message });
-    }
+    const batches: Array<Array<ActiveHost | null>> = [];
+    for (let i = 0; i < hosts.length; i += perWrite) batches.push(hosts.slice(i, i + perWrite));
     const offline = hosts.filter((h): h is ActiveHost => h?.status === "offline");
     const alerts = new Map(
       await Promise.all(offline.map(async (h) => [h.id, await offlineAlertId(kv, "host", h.id)] as const)),
     );
-
-    const op = kv.atomic()
-      .check(policyEntry)
-      .check(guard)
-      .set(runNowGuardKey(policy.id), now.toISOString(), { expireIn: 60_000 });
-    const base = {
-      policyId: policy.id,
-      accountId: policy.accountId,
-      orgId: policy.orgId,
-      kind: data.kind,
-      trigger: "manual" as const,
-      scheduledFor: now.toISOString(),
-      error: null,
-      alertId: null,
-    };
-    const created: RunNowRun[] = [];
-    if (data.kind === "synthetic_full") {
-      const job = queueJobInOp(
-        op,
-        {
-          kind: "synthetic_full",
-          principal: `bes:${engine.id}`,
-          accountId: policy.accountId,
-          orgId: policy.orgId,
-          payload,
-        },
+    const write = (
+      entries: { policy: Deno.KvEntryMaybe<Policy>; engine: Deno.KvEntryMaybe<Engine> },
+      guardStamp: string | null,
+      index: number,
+    ) => {
+      const op = kv.atomic()
+        .check(entries.policy)
+        .check(entries.engine)
+        .check({ key: runNowGuardKey(policyId), versionstamp: guardStamp })
+        .set(
+          runNowGuardKey(policyId),
+          {
+            at: now.toISOString(),
+            ...(index < batches.length - 1 ? { writing: true } : {}),
+          } satisfies RunNowGuard,
+          { expireIn: 60_000 },
+        );
+      const created = runsInOp(op, entries.policy.value!, entries.engine.value!, data.kind, batches[index], {
+        payload,
+        alerts,
         now,
-        { fresh: true },
-      );
-      created.push({
-        run: newRunInOp(op, { ...base, hostId: null, jobId: job.id, status: "pending" }, now),
-        hostname: null,
       });
-    } else {
-      // Validated once; each host's job differs only in its principal and `hostId`, as in the tick.
-      const template = EnqueueInput.parse({
-        kind: "backup",
+      const part = batches.length > 1
+        ? `; write ${index + 1} of ${batches.length}, ${hosts.length} hosts in all`
+        : "";
+      appendAudit(op, actor, {
+        accountId: policy.accountId,
+        orgId: policy.orgId,
+        action: "policy.run_now",
+        objectType: "policy",
+        objectId: policy.id,
+        summary: data.kind === "synthetic_full"
+          ? `Ran policy ${policy.name} now: a synthetic full on BES ${engine.name}`
+          : `Ran policy ${policy.name} now: ${created.length} ${data.kind} run${
+            created.length === 1 ? "" : "s"
+          } (${namesOf(created.map((c) => c.hostname ?? ""))}${part})`,
+      }, now);
+      return { op, created };
+    };
+    const first = write({ policy: policyEntry, engine: engineEntry }, guard.versionstamp, 0);
+    const committed = await first.op.commit();
+    if (!committed.ok) continue;
+    const created = [...first.created];
+    let stamp = committed.versionstamp;
+    for (let index = 1; index < batches.length; index++) {
+      stamp = await writeLaterBatch(kv, policyId, now, stamp, created.length, (entries, guardStamp) => {
+        const w = write(entries, guardStamp, index);
+        return { op: w.op, created: w.created, add: () => created.push(...w.created) };
+      });
+    }
+    return created;
+  }
+  throw new ConflictError(
+    "The policy or its BES changed, or the policy was run by someone else meanwhile; try again",
+  );
+}
+
+/**
+ * Commits one later write of a run now that spans several, re-reading the policy and its BES when a
+ * write fails (a heartbeat changed the BES entry): refused when either now blocks it or the guard is no
+ * longer the one this run now wrote. Returns the guard's new versionstamp.
+ */
+async function writeLaterBatch(
+  kv: Deno.Kv,
+  policyId: string,
+  now: Date,
+  guardStamp: string,
+  started: number,
+  build: (
+    entries: { policy: Deno.KvEntryMaybe<Policy>; engine: Deno.KvEntryMaybe<Engine> },
+    guardStamp: string,
+  ) => { op: Deno.AtomicOperation; add: () => void },
+): Promise<string> {
+  for (let attempt = 0; attempt < ATTEMPTS * 2; attempt++) {
+    const [policyEntry, guard] = await kv.getMany<[Policy, RunNowGuard]>([
+      policyKey(policyId),
+      runNowGuardKey(policyId),
+    ]);
+    const policy = policyEntry.value;
+    const engineEntry = policy ? await kv.get<Engine>(engineKey(policy.besId)) : null;
+    const blocked = !policy || !engineEntry
+      ? "The policy is gone."
+      : guard.versionstamp !== guardStamp
+      ? "Another change of the policy's runs came in between."
+      : runNowBlockedReason({ policy, engine: engineEntry.value, now });
+    if (blocked || !engineEntry?.value) {
+      throw new ConflictError(
+        `Run now stopped after starting ${started} run${started === 1 ? "" : "s"}: ${blocked ?? "BES gone."}`,
+      );
+    }
+    const { op, add } = build({ policy: policyEntry, engine: engineEntry }, guardStamp);
+    const result = await op.commit();
+    if (result.ok) {
+      add();
+      return result.versionstamp;
+    }
+  }
+  throw new ConflictError(
+    `Run now stopped after starting ${started} runs: the policy kept changing; try again.`,
+  );
+}
+
+/** Adds to `op` the runs (and jobs) of one run-now write: one per host, or the BES's synthetic full. */
+function runsInOp(
+  op: Deno.AtomicOperation,
+  policy: Policy,
+  engine: Engine,
+  kind: RunKind,
+  hosts: Array<ActiveHost | null>,
+  ctx: { payload: Record<string, unknown>; alerts: Map<string, string | null>; now: Date },
+): RunNowRun[] {
+  const { payload, alerts, now } = ctx;
+  const base = {
+    policyId: policy.id,
+    accountId: policy.accountId,
+    orgId: policy.orgId,
+    kind,
+    trigger: "manual" as const,
+    scheduledFor: now.toISOString(),
+    error: null,
+    alertId: null,
+  };
+  const created: RunNowRun[] = [];
+  if (kind === "synthetic_full") {
+    const job = queueJobInOp(
+      op,
+      {
+        kind: "synthetic_full",
         principal: `bes:${engine.id}`,
         accountId: policy.accountId,
         orgId: policy.orgId,
         payload,
-      });
-      for (const host of hosts as ActiveHost[]) {
-        if (host.status === "offline") {
-          const run = newRunInOp(op, {
-            ...base,
-            hostId: host.id,
-            jobId: null,
-            status: policy.catchUpOnReconnect ? "pending" : "skipped",
-            error: { reason: "ENGINE_OFFLINE", message: `Agent on ${host.hostname} is offline` },
-            alertId: alerts.get(host.id) ?? null,
-          }, now);
-          if (policy.catchUpOnReconnect) op.set(deferredKey(host.id, run.id), policy.id);
-          created.push({ run, hostname: host.hostname });
-          continue;
-        }
-        const job = addQueuedJob(
-          op,
-          {
-            ...template,
-            principal: `agent:${host.id}`,
-            payload: { ...template.payload, hostId: host.id },
-          },
-          now,
-          { fresh: true },
-        );
-        created.push({
-          run: newRunInOp(op, { ...base, hostId: host.id, jobId: job.id, status: "pending" }, now),
-          hostname: host.hostname,
-        });
-      }
-    }
-    appendAudit(op, actor, {
-      accountId: policy.accountId,
-      orgId: policy.orgId,
-      action: "policy.run_now",
-      objectType: "policy",
-      objectId: policy.id,
-      summary: data.kind === "synthetic_full"
-        ? `Ran policy ${policy.name} now: a synthetic full on BES ${engine.name}`
-        : `Ran policy ${policy.name} now: ${created.length} ${data.kind} run${
-          created.length === 1 ? "" : "s"
-        } (${namesOf(created.map((c) => c.hostname ?? ""))})`,
-    }, now);
-    if ((await op.commit()).ok) return created;
+      },
+      now,
+      { fresh: true },
+    );
+    created.push({
+      run: newRunInOp(op, { ...base, hostId: null, jobId: job.id, status: "pending" }, now),
+      hostname: null,
+    });
+    return created;
   }
-  throw new ConflictError("The policy changed or was run by someone else meanwhile; try again");
+  // Validated once; each host's job differs only in its principal and `hostId`, as in the tick.
+  const template = EnqueueInput.parse({
+    kind: "backup",
+    principal: `bes:${engine.id}`,
+    accountId: policy.accountId,
+    orgId: policy.orgId,
+    payload,
+  });
+  for (const host of hosts as ActiveHost[]) {
+    if (host.status === "offline") {
+      const run = newRunInOp(op, {
+        ...base,
+        hostId: host.id,
+        jobId: null,
+        status: policy.catchUpOnReconnect ? "pending" : "skipped",
+        error: { reason: "ENGINE_OFFLINE", message: `Agent on ${host.hostname} is offline` },
+        alertId: alerts.get(host.id) ?? null,
+      }, now);
+      if (policy.catchUpOnReconnect) op.set(deferredKey(host.id, run.id), policy.id);
+      created.push({ run, hostname: host.hostname });
+      continue;
+    }
+    const job = addQueuedJob(
+      op,
+      { ...template, principal: `agent:${host.id}`, payload: { ...template.payload, hostId: host.id } },
+      now,
+      { fresh: true },
+    );
+    created.push({
+      run: newRunInOp(op, { ...base, hostId: host.id, jobId: job.id, status: "pending" }, now),
+      hostname: host.hostname,
+    });
+  }
+  return created;
 }
 
 /** The hosts a backup run now goes to: the chosen ones, each an active host of the policy, or all active. */
@@ -301,8 +412,19 @@ async function targetHosts(
   return hostIds.map((id) => byId.get(id)!);
 }
 
-/** Refuses (409) when a run of the policy is pending or running on any of `hosts` (null: the BES). */
-async function refuseOpenRuns(kv: Deno.Kv, policy: Policy, kind: RunKind, hosts: Array<ActiveHost | null>) {
+/**
+ * Refuses (409) when a run of the policy is pending or running on any of `hosts` (null: the BES). A run
+ * whose job already finished (or is gone) does not count: it was left open by a process that stopped
+ * between the job's end and its run's update, and is brought up to its job here (`catchUpRunWithJob`,
+ * idempotent) so it never blocks run-now again.
+ */
+async function refuseOpenRuns(
+  kv: Deno.Kv,
+  policy: Policy,
+  kind: RunKind,
+  hosts: Array<ActiveHost | null>,
+  now: Date,
+) {
   const runIds = (await Promise.all(hosts.map(async (h) => {
     const ids: string[] = [];
     for await (const e of kv.list<string>({ prefix: ["runs_open", policy.id, h?.id ?? "bes"] })) {
@@ -312,7 +434,22 @@ async function refuseOpenRuns(kv: Deno.Kv, policy: Policy, kind: RunKind, hosts:
   }))).flat();
   if (!runIds.length) return;
   // The index is confirmed against the runs themselves (an entry whose run ended does not count).
-  const open = (await getManyValues<Run>(kv, runIds.map((id) => runKey(id)))).filter(isOpenRun);
+  const listed = (await getManyValues<Run>(kv, runIds.map((id) => runKey(id)))).filter(isOpenRun);
+  if (!listed.length) return;
+  const withJobs = listed.filter((r) => r.jobId);
+  const jobs = new Map(
+    (await getManyValues<Job>(kv, withJobs.map((r) => jobKey(r.jobId!)))).map((j) => [j.id, j]),
+  );
+  const open: Run[] = [];
+  for (const run of listed) {
+    if (!run.jobId) {
+      open.push(run); // waiting for its agent (catch-up)
+      continue;
+    }
+    const job = jobs.get(run.jobId);
+    if (job && !jobFinished(job)) open.push(run);
+    else if (job) await catchUpRunWithJob(kv, job, now);
+  }
   if (!open.length) return;
   if (kind === "synthetic_full") {
     throw new ConflictError(

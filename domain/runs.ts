@@ -133,6 +133,42 @@ export function restorePointKey(id: string) {
 export function runsOpenKey(policyId: string, hostId: string | null, runId: string) {
   return ["runs_open", policyId, hostId ?? "bes", runId] as const;
 }
+/** Set once every open run has its `runs_open` entry (runs older than the index had none). */
+export const OPEN_RUNS_INDEX_FIX_KEY = ["data_fixes", "runs_open_v1"] as const;
+
+/**
+ * Data fix run on start (and after a results-DB restore, `force`): gives every pending or running run its
+ * `runs_open` entry — runs created before the index existed, or restored from an older bundle, had none,
+ * so run-now did not see them. Each entry is written checked against its run (a run that ends meanwhile
+ * is re-read) and only when missing. Idempotent: once complete a marker makes later calls skip it (unless
+ * `force`); a crash part-way leaves no marker, so the next start finishes it. Returns what it indexed.
+ */
+export async function indexOpenRuns(
+  kv: Deno.Kv,
+  now: Date,
+  options: { force?: boolean } = {},
+): Promise<{ indexed: number; skipped: boolean }> {
+  if (!options.force && (await kv.get(OPEN_RUNS_INDEX_FIX_KEY)).value) return { indexed: 0, skipped: true };
+  let indexed = 0;
+  for await (const listed of kv.list<Run>({ prefix: ["runs"] }, { batchSize: 500 })) {
+    if (!listed.value || !isOpenRun(listed.value)) continue;
+    let entry: Deno.KvEntryMaybe<Run> = listed;
+    for (let attempt = 0; attempt < 5 && entry.value && isOpenRun(entry.value); attempt++) {
+      const run = entry.value;
+      const key = runsOpenKey(run.policyId, run.hostId, run.id);
+      const op = kv.atomic().check(entry).check({ key, versionstamp: null }).set(key, run.id);
+      if ((await op.commit()).ok) {
+        indexed++;
+        break;
+      }
+      if ((await kv.get(key)).versionstamp) break; // already indexed
+      entry = await kv.get<Run>(listed.key);
+    }
+  }
+  await kv.set(OPEN_RUNS_INDEX_FIX_KEY, { at: now.toISOString(), indexed });
+  return { indexed, skipped: false };
+}
+
 /** True while a run has not ended. */
 export function isOpenRun(run: Pick<Run, "status">): boolean {
   return run.status === "pending" || run.status === "running";
@@ -1030,6 +1066,22 @@ export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise
   }
   if (job.kind === "replicate") return await applyReplicationOutcome(kv, job, now);
   await applyJobResultToRun(kv, job, now);
+}
+
+/** True once a job can no longer change its run: it succeeded, failed or was cancelled. */
+export function jobFinished(job: Pick<Job, "status">): boolean {
+  return job.status === "succeeded" || job.status === "failed" || job.status === "cancelled";
+}
+
+/**
+ * Brings a run left open up to its finished job: the process can stop between recording a job's result
+ * and applying it (the result route), or between the lease sweep failing a job and failing its run.
+ * Applies the recorded result (`applyJobOutcome`) or, for a job failed without one, the lease-expiry
+ * failure (`failRunsOfExpiredJobs`). Idempotent: a run already ended is left as it is.
+ */
+export async function catchUpRunWithJob(kv: Deno.Kv, job: Job, now: Date): Promise<void> {
+  if (job.result) return await applyJobOutcome(kv, job, now);
+  if (job.status === "failed") await failRunsOfExpiredJobs(kv, [job.id], now);
 }
 
 /** Automatic retries allowed per policy and host per UTC day (the guide's "up to 3 times"). */

@@ -890,16 +890,18 @@ function hostOnline(h: Host, now: Date): boolean {
 /**
  * How well a host suits a target's health check, lower first; null when it may not run it. The guide:
  * "any eligible online relay host in the target org when scoped, otherwise an online host in the same
- * account" — so a relay host of the target's org, then any host of that org, then a relay host elsewhere
- * in the account, then any online host of the account (an account-level target: relay, then any).
+ * account". The check's payload carries the target's connection settings and its result names the host,
+ * so a target of an org is checked only by hosts of that org (a relay host first, then any of its hosts)
+ * — never by another org's host; only an account-level target (no org) may use any host of the account
+ * (a relay host first).
  */
 export function healthCheckHostRank(
   host: Pick<Host, "accountId" | "orgId" | "relay">,
   target: Pick<StorageTarget, "accountId" | "orgId">,
 ): number | null {
   if (host.accountId !== target.accountId) return null;
-  const elsewhere = target.orgId !== null && host.orgId !== target.orgId ? 2 : 0;
-  return elsewhere + (host.relay ? 0 : 1);
+  if (target.orgId !== null && host.orgId !== target.orgId) return null;
+  return host.relay ? 0 : 1;
 }
 
 /** The online host that best suits the target's health check (`healthCheckHostRank`), or null. */
@@ -940,10 +942,11 @@ export interface StorageCheckQueued {
  * Queues an on-demand check of a storage target — any target, whatever its health — with its audit entry
  * and the target's "latest check" record in the same atomic operation. A health check (a reachability
  * probe; capacity keeps arriving with the BES heartbeat) runs on the online host `healthCheckHostRank`
- * prefers; its payload names the target and its connection settings (never credentials). An integrity
- * verification (catalog, chains, a restore rehearsal) runs on the target's BES, which must be online.
- * Needs backup.manage on the target. Throws ConflictError (the message says why) when no host is online
- * in the account or the BES is not online.
+ * prefers — for a target of an org only a host of that org; its payload names the target and its
+ * connection settings (never credentials). An integrity verification (catalog, chains, a restore
+ * rehearsal) runs on the target's BES, which must be online. Needs backup.manage on the target. Throws
+ * ConflictError (the message says why; nothing is written) when no eligible host is online — in the
+ * target's org, or in the account for an account-level target — or the BES is not online.
  */
 export async function requestStorageCheck(
   kv: Deno.Kv,
@@ -965,8 +968,12 @@ export async function requestStorageCheck(
     const host = await chooseHealthCheckHost(kv, target, now);
     if (!host) {
       throw new ConflictError(
-        `No host of this account is online to run the health check of ${target.name}: ` +
-          "a host is online while its agent sends heartbeats.",
+        target.orgId
+          ? `No host of the target's organization is online to run the health check of ${target.name}: ` +
+            "a host is online while its agent sends heartbeats, and hosts of other organizations never " +
+            "run it (it carries the target's settings)."
+          : `No host of this account is online to run the health check of ${target.name}: ` +
+            "a host is online while its agent sends heartbeats.",
       );
     }
     principal = `agent:${host.id}`;

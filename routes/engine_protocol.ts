@@ -565,7 +565,9 @@ for (const kind of ["bes", "agent"] as const) {
         c.req.valid("json"),
         now,
       );
-      if (applied) await applyJobOutcome(kv, job, now);
+      // A duplicate post still applies the outcome (idempotent): the process may have stopped after
+      // recording the result and before its run, restore point or state caught up.
+      await applyJobOutcome(kv, job, now);
       return c.json({ applied }, 200);
     },
   );

@@ -70,8 +70,9 @@ export async function RunNowSection(
           </fieldset>
         )}
         <p class="hint">
-          Starts the same jobs a schedule would (trigger “manual”), at most {RUN_NOW_MAX_HOSTS}{" "}
-          hosts at once. A synthetic full runs on the BES and takes no hosts. A host with a run of this policy
+          Starts the same jobs a schedule would (trigger “manual”): on every active host, or on up to{" "}
+          {RUN_NOW_MAX_HOSTS}{" "}
+          ticked hosts. A synthetic full runs on the BES and takes no hosts. A host with a run of this policy
           still pending or running is refused.
         </p>
         <div class="form-actions">

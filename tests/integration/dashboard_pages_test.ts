@@ -175,7 +175,10 @@ Deno.test("actions are gated by backup.manage: no buttons for a viewer, 403 on P
     tokenFrom: "/backup/dashboard",
   });
   assert.equal(noRelay.status, 303);
-  assertIncludes(await (await operator.get("/backup/dashboard")).text(), "No host of this account is online");
+  assertIncludes(
+    await (await operator.get("/backup/dashboard")).text(),
+    "No host of the target's organization is online",
+  );
   assert.deepEqual(await storageJobs(), [], "no host online: nothing queued");
   const offlineBes = await operator.postForm(`/backup/dashboard/storage/${s.target.id}/verify`, {}, {
     tokenFrom: "/backup/dashboard",

@@ -15,6 +15,7 @@ import { runNowBlockedReason, runPolicyNow } from "../../domain/run_now.ts";
 import {
   applyJobOutcome,
   buildBackupPayload,
+  indexOpenRuns,
   listRunsByPolicy,
   retryRun,
   type Run,
@@ -30,6 +31,7 @@ import {
   Browser,
   createTenant,
   dumpKv,
+  engineClient,
   engineMetrics,
   registerTestEngine,
   signInAs,
@@ -47,7 +49,7 @@ async function fixture(kv: Deno.Kv) {
   const now = clock.now();
   const tenant = await createTenant(kv, "Acme", ["Ops", "Lab"], now);
   const scope = { accountId: tenant.account.id, orgId: tenant.orgs[0].id };
-  const { engine } = await registerTestEngine(kv, scope, now);
+  const { engine, keys } = await registerTestEngine(kv, scope, now);
   await applyHeartbeat(kv, engine.id, { version: "1", metrics: engineMetrics() }, now);
   const target = await createTarget(kv, system, targetInput(engine.id), { now, masterKey });
   const policy = await createPolicy(kv, system, {
@@ -82,7 +84,7 @@ async function fixture(kv: Deno.Kv) {
     operator: await addUser(kv, tenant, "operator@acme.example", "operator", "all", now),
     labOperator: await addUser(kv, tenant, "lab@acme.example", "operator", [tenant.orgs[1]], now),
   };
-  return { clock, tenant, engine, target, policy, hosts, users };
+  return { clock, tenant, engine, keys, target, policy, hosts, users };
 }
 
 /** The whole database, for "a refusal changes nothing". */
@@ -547,4 +549,255 @@ Deno.test("the open-run index follows every run: dispatch, deferral, catch-up, r
   await finish(kv, retry, f.clock.now());
   await assertOpenIndexExact(kv, "after the retry's result");
   assert.equal((await Array.fromAsync(kv.list({ prefix: ["runs_open"] }))).length, 0);
+});
+
+Deno.test("run-now on a BES being deleted is refused and changes nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  const engine = (await kv.get<Engine>(["engines", f.engine.id])).value!;
+  await kv.set(["engines", f.engine.id], { ...engine, status: "deleting" });
+  const before = await snapshot(kv);
+  for (const kind of ["full", "synthetic_full"] as const) {
+    const error = await runPolicyNow(kv, system, f.policy.id, { kind }, now).catch((e) => e);
+    assert.ok(error instanceof ConflictError, String(error));
+    assert.match(error.message, /BES bes-1 is being deleted/);
+  }
+  assert.equal(await snapshot(kv), before);
+});
+
+Deno.test("a BES marked deleting while run-now writes: its runs never commit after the mark (many iterations)", async () => {
+  let interleaved = 0;
+  for (let i = 0; i < 24; i++) {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    const now = f.clock.now();
+    // What deleteEngine does first: mark the BES `deleting`, checked against what it read.
+    const markDeleting = async () => {
+      for (let k = 0; k < i % 12; k++) await new Promise((r) => setTimeout(r, 0));
+      const entry = await kv.get<Engine>(["engines", f.engine.id]);
+      const op = kv.atomic().check(entry).set(entry.key, { ...entry.value!, status: "deleting" });
+      assert.ok((await op.commit()).ok);
+    };
+    const [run] = await Promise.allSettled([
+      runPolicyNow(kv, system, f.policy.id, { kind: "full" }, now),
+      markDeleting(),
+    ]);
+    const engineStamp = (await kv.get(["engines", f.engine.id])).versionstamp!;
+    const runs = await Array.fromAsync(kv.list<Run>({ prefix: ["runs"] }));
+    if (run.status === "rejected") {
+      assert.ok(run.reason instanceof ConflictError, String(run.reason));
+      assert.match(run.reason.message, /being deleted/);
+      assert.equal(runs.length, 0, `iteration ${i}: a refused run-now wrote runs`);
+      interleaved++;
+      continue;
+    }
+    for (const r of runs) {
+      assert.ok(
+        r.versionstamp < engineStamp,
+        `iteration ${i}: run ${r.value.id} committed after the BES was marked deleting`,
+      );
+    }
+  }
+  assert.ok(interleaved > 0, "some iterations marked the BES between run-now's read and its write");
+});
+
+Deno.test("run-now without hostIds on a policy with 200 active hosts starts all of them in several writes", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  const scope = { accountId: f.tenant.account.id, orgId: f.tenant.orgs[0].id };
+  for (let i = 0; i < 197; i++) {
+    const { host } = await enrollHost(kv, scope, {
+      hostname: `bulk-${String(i).padStart(3, "0")}.acme.example`,
+      os: "Debian 12",
+      ipAddress: "10.0.1.2",
+      publicKey: generateKeyPair().publicKey,
+      version: "1",
+    }, now);
+    await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, now);
+    await assignHost(kv, system, { policyId: f.policy.id, hostId: host.id }, now);
+  }
+  const operator = userActor(f.users.operator);
+  const created = await runPolicyNow(kv, operator, f.policy.id, { kind: "full" }, now);
+  assert.equal(created.length, 200);
+  const runs = (await Array.fromAsync(kv.list<Run>({ prefix: ["runs"] }))).map((e) => e.value);
+  assert.equal(runs.length, 200);
+  assert.equal(new Set(runs.map((r) => r.hostId)).size, 200, "one run per host");
+  assert.ok(runs.every((r) => r.trigger === "manual" && r.status === "pending" && r.jobId));
+  assert.equal((await Array.fromAsync(kv.list({ prefix: ["jobs"] }))).length, 200, "one job per run");
+  const audit = (await auditEntries(kv, f.tenant.account.id)).filter((e) => e.action === "policy.run_now");
+  assert.equal(audit.length, 2, "one audit entry per write");
+  assert.ok(audit.every((e) => /write [12] of 2, 200 hosts in all/.test(e.summary)), audit[0].summary);
+  assert.equal(
+    (await kv.get<{ writing?: boolean }>(["run_now_guard", f.policy.id])).value?.writing,
+    undefined,
+    "guard released",
+  );
+
+  // The per-host refusal still holds: every host has an open run now.
+  const before = await snapshot(kv);
+  const again = await runPolicyNow(kv, operator, f.policy.id, { kind: "incremental" }, now).catch((e) => e);
+  assert.ok(again instanceof ConflictError, String(again));
+  assert.match(again.message, /already pending or running on .* and 195 more/);
+  assert.equal(await snapshot(kv), before);
+});
+
+Deno.test("run-now in several writes: another run-now of the policy is refused while one is mid-way", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  // Three hosts, one per write: the guard is marked while the writes go on, and released after.
+  const created = await runPolicyNow(kv, system, f.policy.id, { kind: "full" }, now, { perWrite: 1 });
+  assert.equal(created.length, 3);
+  const audit = (await auditEntries(kv, f.tenant.account.id)).filter((e) => e.action === "policy.run_now");
+  assert.equal(audit.length, 3);
+  // A run now that died mid-way leaves the mark (it expires after a minute): a second one is refused.
+  await kv.set(["run_now_guard", f.policy.id], { at: now.toISOString(), writing: true });
+  const before = await snapshot(kv);
+  const error = await runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, now).catch((e) => e);
+  assert.ok(error instanceof ConflictError, String(error));
+  assert.match(error.message, /Another run now of policy files is still starting its runs/);
+  assert.equal(await snapshot(kv), before);
+});
+
+/** A job's result, as an engine posts it. */
+function successResult(now: Date) {
+  return {
+    status: "success" as const,
+    startedAt: now.toISOString(),
+    endedAt: now.toISOString(),
+    bytesTransferred: 10,
+    protectedBytes: 10,
+  };
+}
+
+Deno.test("a duplicate result post brings a run left open up to its job (the process stopped in between)", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  const [{ run }] = await runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, now);
+  const principal = `bes:${f.engine.id}`;
+  await claimJobs(kv, principal, 5, now);
+  // The result is recorded, then the process dies before applying it to the run.
+  assert.equal((await applyResult(kv, principal, run.jobId!, successResult(now), now)).applied, true);
+  assert.equal((await kv.get<Run>(["runs", run.id])).value!.status, "pending");
+  // The engine, unsure its post landed, posts the same result again: 200 applied:false, and the run ends.
+  const { app } = testApp(kv, f.clock);
+  const client = engineClient(app, f.clock);
+  const identity = { kind: "bes" as const, id: f.engine.id, ...f.keys };
+  const dup = await client.post(identity, `/api/bes/v1/jobs/${run.jobId}/result`, successResult(now));
+  assert.deepEqual([dup.status, await dup.json()], [200, { applied: false }]);
+  const ended = (await kv.get<Run>(["runs", run.id])).value!;
+  assert.equal(ended.status, "success");
+  assert.equal((await Array.fromAsync(kv.list({ prefix: ["runs_open"] }))).length, 0);
+  // Posting it once more changes nothing (applyJobOutcome is idempotent).
+  await client.post(identity, `/api/bes/v1/jobs/${run.jobId}/result`, successResult(now));
+  assert.deepEqual((await kv.get<Run>(["runs", run.id])).value, ended);
+});
+
+Deno.test("a run left open after its job finished does not block run-now, and is brought up to its job", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  const [h1, h2] = f.hosts;
+  const [done] = await runPolicyNow(kv, system, f.policy.id, { kind: "full", hostIds: [h1.id] }, now);
+  const [expired] = await runPolicyNow(kv, system, f.policy.id, { kind: "full", hostIds: [h2.id] }, now);
+  // h1: the result was recorded, the process stopped before the run was updated.
+  await claimJobs(kv, `agent:${h1.id}`, 5, now);
+  await applyResult(kv, `agent:${h1.id}`, done.run.jobId!, successResult(now), now);
+  // h2: the lease sweep failed the job after its last attempt, the process stopped before failing the run.
+  const job = (await getJob(kv, expired.run.jobId!))!;
+  await kv.set(["jobs", job.id], { ...job, status: "failed", failureReason: "LEASE_EXPIRED" });
+  // A job still in flight keeps blocking (h3).
+  const [inFlight] = await runPolicyNow(
+    kv,
+    system,
+    f.policy.id,
+    { kind: "full", hostIds: [f.hosts[2].id] },
+    now,
+  );
+  await refusedWith(
+    kv,
+    f.policy.id,
+    { kind: "full", hostIds: [f.hosts[2].id] },
+    now,
+    /already pending on h3/,
+  );
+
+  const again = await runPolicyNow(
+    kv,
+    system,
+    f.policy.id,
+    { kind: "incremental", hostIds: [h1.id, h2.id] },
+    now,
+  );
+  assert.equal(again.length, 2);
+  assert.equal((await kv.get<Run>(["runs", done.run.id])).value!.status, "success", "h1's run caught up");
+  const failed = (await kv.get<Run>(["runs", expired.run.id])).value!;
+  assert.equal(failed.status, "failed", "h2's run caught up");
+  assert.equal(failed.error?.reason, "LEASE_EXPIRED");
+  assert.equal((await kv.get<Run>(["runs", inFlight.run.id])).value!.status, "pending");
+});
+
+/** Asserts run-now is refused (409) with `pattern`. */
+async function refusedWith(
+  kv: Deno.Kv,
+  policyId: string,
+  input: Parameters<typeof runPolicyNow>[3],
+  now: Date,
+  pattern: RegExp,
+) {
+  const error = await runPolicyNow(kv, system, policyId, input, now).catch((e) => e);
+  assert.ok(error instanceof ConflictError, String(error));
+  assert.match(error.message, pattern);
+}
+
+Deno.test("indexOpenRuns(): open runs without a runs_open entry (older data) are indexed once; run-now sees them", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const now = f.clock.now();
+  const [ended] = await runPolicyNow(
+    kv,
+    system,
+    f.policy.id,
+    { kind: "full", hostIds: [f.hosts[0].id] },
+    now,
+  );
+  await finish(kv, ended.run, now);
+  const open = await runPolicyNow(kv, system, f.policy.id, { kind: "incremental" }, now);
+  const synthetic = await runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, now);
+  const indexed = async () =>
+    (await Array.fromAsync(kv.list<string>({ prefix: ["runs_open"] }))).map((e) => e.key);
+  const expected = await indexed();
+  assert.equal(expected.length, 4);
+  // Data from before the index: no entries at all.
+  for (const key of expected) await kv.delete(key);
+  const created = await runPolicyNow(kv, system, f.policy.id, { kind: "full" }, now);
+  assert.equal(created.length, 3, "without its entries run-now did not see the open runs");
+  for (const c of created) await kv.delete(["runs", c.run.id]); // undo: only the old runs stay
+  for (const key of await indexed()) await kv.delete(key);
+
+  assert.deepEqual(await indexOpenRuns(kv, now), { indexed: 4, skipped: false });
+  assert.deepEqual(
+    (await indexed()).map(String).sort(),
+    expected.map(String).sort(),
+    "every open run, no ended one",
+  );
+  await refusedWith(
+    kv,
+    f.policy.id,
+    { kind: "full", hostIds: [f.hosts[1].id] },
+    now,
+    /already pending on h2/,
+  );
+  await refusedWith(kv, f.policy.id, { kind: "synthetic_full" }, now, /already pending on its BES/);
+  assert.equal(open.length + synthetic.length, 4);
+
+  // A second call is a no-op (the marker), and a forced one (after a restore) finds nothing missing.
+  const before = await snapshot(kv);
+  assert.deepEqual(await indexOpenRuns(kv, now), { indexed: 0, skipped: true });
+  assert.equal(await snapshot(kv), before);
+  assert.deepEqual(await indexOpenRuns(kv, now, { force: true }), { indexed: 0, skipped: false });
+  assert.deepEqual((await indexed()).map(String).sort(), expected.map(String).sort());
 });

@@ -215,21 +215,22 @@ Deno.test("POST /api/v1/storage/{id}/health-check and …/verify queue checks of
   assert.equal((await checkJobs(kv)).length, jobs);
 });
 
-Deno.test("healthCheckHostRank(): a relay of the target's org, then its org, then a relay of the account, then any host", () => {
+Deno.test("healthCheckHostRank(): an org's target only on its org's hosts (relay first); an account-level target on any host of the account", () => {
   const target = { accountId: "A", orgId: "ops" };
   const rank = (host: { orgId: string; relay: boolean; accountId?: string }) =>
     healthCheckHostRank({ accountId: "A", ...host }, target);
   assert.equal(rank({ orgId: "ops", relay: true }), 0);
   assert.equal(rank({ orgId: "ops", relay: false }), 1);
-  assert.equal(rank({ orgId: "lab", relay: true }), 2);
-  assert.equal(rank({ orgId: "lab", relay: false }), 3);
+  assert.equal(rank({ orgId: "lab", relay: true }), null, "never a host of another org");
+  assert.equal(rank({ orgId: "lab", relay: false }), null, "never a host of another org");
   assert.equal(rank({ orgId: "ops", relay: true, accountId: "B" }), null, "never a host of another account");
   const accountLevel = { accountId: "A", orgId: null };
   assert.equal(healthCheckHostRank({ accountId: "A", orgId: "lab", relay: true }, accountLevel), 0);
   assert.equal(healthCheckHostRank({ accountId: "A", orgId: "ops", relay: false }, accountLevel), 1);
+  assert.equal(healthCheckHostRank({ accountId: "B", orgId: "ops", relay: true }, accountLevel), null);
 });
 
-Deno.test("the health check runs on the best online host: relay in the org, then the org, then the account", async () => {
+Deno.test("the health check runs on an online host of the target's org (relay first); an account-level target on any host of the account", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
   const op = userActor(f.users.operator);
@@ -243,20 +244,37 @@ Deno.test("the health check runs on the best online host: relay in the org, then
   await f.host("foreign-relay", { relay: true, accountId: other.account.id, org: other.orgs[0].id });
   await assert.rejects(() => runsOn(), ConflictError);
 
+  // Online hosts of another org of the same account never run the Ops target's check (its settings would
+  // reach Lab's agent, and Ops's viewers would see Lab's hostname): refused, nothing written.
   await f.host("lab-plain", { org: f.lab.id });
-  assert.equal(await runsOn(), "lab-plain.acme.example", "any online host of the account");
   await f.host("lab-relay", { org: f.lab.id, relay: true });
-  assert.equal(await runsOn(), "lab-relay.acme.example", "a relay host before a plain one");
+  const before = await snapshot(kv);
+  const refused = await runsOn().catch((e) => e);
+  assert.ok(refused instanceof ConflictError, "no host of the target's org is online");
+  assert.match(refused.message, /No host of the target's organization is online to run the health check of /);
+  assert.equal(await snapshot(kv), before, "nothing queued, nothing audited");
+  // The account-level target may use any host of the account, a relay host first.
+  assert.equal(await runsOn(f.accountTarget.id), "lab-relay.acme.example");
+
   await f.host("ops-plain");
-  assert.equal(await runsOn(), "ops-plain.acme.example", "the target's org before another org");
+  assert.equal(await runsOn(), "ops-plain.acme.example", "a host of the target's org");
   await f.host("ops-relay", { relay: true });
   assert.equal(await runsOn(), "ops-relay.acme.example", "a relay host of the target's org first");
-  // The account-level target: a relay host anywhere in the account first.
-  assert.match(await runsOn(f.accountTarget.id), /-relay\.acme\.example$/);
+  const principals = (await checkJobs(kv)).filter(([kind]) => kind === "health_check").map(([, p]) => p);
+  const labIds = new Set(
+    (await Array.fromAsync(kv.list<Host>({ prefix: ["hosts"] }))).map((e) => e.value)
+      .filter((h) => h.orgId === f.lab.id).map((h) => `agent:${h.id}`),
+  );
+  assert.deepEqual(
+    principals.map((p) => labIds.has(p)),
+    [true, false, false],
+    "only the account-level target's check went to a Lab host",
+  );
 
   // A host whose heartbeat is older than 3 minutes no longer counts, whatever its stored status says.
   f.clock.advance(4 * 60_000);
-  await assert.rejects(() => runsOn(), /No host of this account is online/);
+  await assert.rejects(() => runsOn(), /No host of the target's organization is online/);
+  await assert.rejects(() => runsOn(f.accountTarget.id), /No host of this account is online/);
 });
 
 Deno.test("storage check refusals: no online host, BES offline; each changes nothing", async () => {
@@ -268,7 +286,7 @@ Deno.test("storage check refusals: no online host, BES offline; each changes not
     e
   );
   assert.ok(health instanceof ConflictError);
-  assert.match(health.message, /No host of this account is online to run the health check of /);
+  assert.match(health.message, /No host of the target's organization is online to run the health check of /);
   f.clock.advance(10 * 60_000); // the BES stops heartbeating
   const verify = await requestStorageCheck(kv, op, f.target.id, "verify", f.clock.now()).catch((e) => e);
   assert.ok(verify instanceof ConflictError);
