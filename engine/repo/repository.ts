@@ -249,20 +249,23 @@ export class Namespace {
     if (this.#unflushed.has(id) || this.#indexedLive(id)) {
       return { id, isNew: false, storedBytes: 0 };
     }
+    // The pack is judged full right after each blob is added (not after the save resumes): with many saves
+    // in flight, a later check would see every finished blob in one pack far past the target.
     const task = this.codec.encode(id, plain).then((stored) => {
       this.#builder.add(type, id, stored);
       this.#unflushed.add(id);
-      return stored.length;
+      const upload = this.#builder.size >= this.repo.config.packTargetBytes ? this.#startUpload() : null;
+      return { storedBytes: stored.length, upload };
     });
     this.#encoding.set(id, task.then(() => {}));
-    let storedBytes: number;
+    let added: { storedBytes: number; upload: Promise<void> | null };
     try {
-      storedBytes = await task;
+      added = await task;
     } finally {
       this.#encoding.delete(id);
     }
-    if (this.#builder.size >= this.repo.config.packTargetBytes) await this.#startUpload();
-    return { id, isNew: true, storedBytes };
+    if (added.upload) await added.upload; // backpressure: the save that filled a pack waits for its upload
+    return { id, isNew: true, storedBytes: added.storedBytes };
   }
 
   #startUpload(): Promise<void> {
