@@ -15,6 +15,7 @@ import { forgetSnapshots, garbageCollect } from "./repo/gc.ts";
 import { acquireLock } from "./repo/lock.ts";
 import { type Namespace, Repository } from "./repo/repository.ts";
 import { restoreSnapshot } from "./repo/restore.ts";
+import { S3Backend } from "./repo/s3_backend.ts";
 import { listSnapshots, loadSnapshot, resolveSnapshotId } from "./repo/snapshot.ts";
 import { loadTree, type TreeEntry } from "./repo/tree.ts";
 import { compileExcludes } from "./repo/exclude.ts";
@@ -69,13 +70,52 @@ function parseFlags(args: string[]) {
 
 function backendFor(location: string | undefined): Backend {
   if (!location) throw new UsageError("--repo LOCATION is required");
-  if (location.startsWith("s3://")) {
-    throw new RepoConfigError(`Cannot open ${location}: S3 locations are not yet supported by this tool`);
-  }
+  if (location.startsWith("s3://")) return s3BackendFor(location);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
     throw new RepoConfigError(`Cannot open ${location}: unknown location scheme`);
   }
   return new LocalBackend(absolutePath(location));
+}
+
+/**
+ * `s3://bucket/prefix?endpoint=URL&region=R`; credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+ * (and AWS_SESSION_TOKEN if set). Without `endpoint`, AWS S3 in `region` (default us-east-1).
+ */
+function s3BackendFor(location: string): Backend {
+  let url: URL;
+  try {
+    url = new URL(location);
+  } catch {
+    throw new RepoConfigError(`Cannot open ${location}: not a valid s3://bucket/prefix location`);
+  }
+  const bucket = decodeURIComponent(url.host);
+  if (!bucket) throw new RepoConfigError(`Cannot open ${location}: no bucket (s3://bucket/prefix)`);
+  for (const k of url.searchParams.keys()) {
+    if (k !== "endpoint" && k !== "region") {
+      throw new RepoConfigError(`Cannot open ${location}: unknown parameter "${k}" (endpoint, region)`);
+    }
+  }
+  const region = url.searchParams.get("region") || "us-east-1";
+  const endpoint = url.searchParams.get("endpoint") || `https://s3.${region}.amazonaws.com`;
+  if (!/^https?:\/\//.test(endpoint)) {
+    throw new RepoConfigError(`Cannot open ${location}: endpoint must be an http(s) URL`);
+  }
+  const accessKeyId = Deno.env.get("AWS_ACCESS_KEY_ID");
+  const secretAccessKey = Deno.env.get("AWS_SECRET_ACCESS_KEY");
+  if (!accessKeyId || !secretAccessKey) {
+    throw new RepoConfigError(
+      `Cannot open ${location}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for S3 locations`,
+    );
+  }
+  return new S3Backend({
+    endpoint,
+    bucket,
+    region,
+    prefix: decodeURIComponent(url.pathname),
+    accessKeyId,
+    secretAccessKey,
+    sessionToken: Deno.env.get("AWS_SESSION_TOKEN") || undefined,
+  });
 }
 
 function keyFileOf(flags: Flags): string {

@@ -3,7 +3,7 @@
  * reads — what a local folder and an S3-compatible bucket both offer. Names are relative, "/"-separated
  * ("data/ab/ab12…", "keys/host-a/…"); a backend never interprets them beyond that.
  */
-import { MissingObjectError, RepoError } from "./errors.ts";
+import { MissingObjectError, type ObjectKind, RepoError } from "./errors.ts";
 
 /** Part of an object: `length` bytes from `offset`, or the last `suffix` bytes (HTTP Range semantics). */
 export type ByteRange = { offset: number; length: number } | { suffix: number };
@@ -16,7 +16,7 @@ export interface ObjectInfo {
   modified: Date;
 }
 
-/** Storage of repository objects. Implementations: `LocalBackend`; S3 to come (same verbs, SigV4). */
+/** Storage of repository objects. Implementations: `LocalBackend`, `S3Backend` (s3_backend.ts). */
 export interface Backend {
   /** A human-readable location, for messages. */
   readonly location: string;
@@ -162,7 +162,8 @@ export class LocalBackend implements Backend {
   }
 }
 
-function kindOf(name: string) {
+/** The kind of repository object a name denotes (for error messages). */
+export function kindOf(name: string): ObjectKind {
   const top = name.split("/")[0];
   const kinds = {
     data: "pack",

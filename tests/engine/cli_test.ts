@@ -11,7 +11,17 @@ interface Run {
 
 async function repoCli(...args: string[]): Promise<Run> {
   const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-write", "--allow-env", "--allow-sys", CLI, "repo", ...args],
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-sys",
+      CLI,
+      "repo",
+      ...args,
+    ],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -142,9 +152,15 @@ Deno.test("deno task repo: bad input is a clear error, non-zero, and damages not
   assert.match(inside.stderr, /lies inside/);
   await assert.rejects(Deno.stat(`${src}/restored`));
 
-  const s3 = await repoCli("snapshots", "--repo", "s3://bucket/prefix", "--key-file", `${dir.path}/key`);
+  const s3 = await repoCli(
+    "snapshots",
+    "--repo",
+    "s3://bucket/prefix?color=red",
+    "--key-file",
+    `${dir.path}/key`,
+  );
   assert.notEqual(s3.code, 0);
-  assert.match(s3.stderr, /not yet supported/);
+  assert.match(s3.stderr, /unknown parameter "color"/);
 
   const usage = await repoCli("backup", ...common);
   assert.equal(usage.code, 2);
