@@ -1,7 +1,8 @@
 /** Test helpers: an app on an in-memory KV with a controllable clock, a tenant fixture, a browser-like client. */
 import { createApp } from "../app.ts";
 import { createSession } from "../domain/auth.ts";
-import { type EngineMetrics, registerEngine } from "../domain/engines.ts";
+import { applyHeartbeat, type EngineMetrics, registerEngine } from "../domain/engines.ts";
+import { applyHostHeartbeat, enrollHost, type Host } from "../domain/hosts.ts";
 import { NotFoundError } from "../domain/errors.ts";
 import { testConfig } from "../domain/config.ts";
 import { createLogger } from "../domain/log.ts";
@@ -271,6 +272,48 @@ export async function registerTestEngine(
     version: "1.0.0",
   }, now);
   return { engine, keys };
+}
+
+/** Registers a BES directly in the domain and sends its first heartbeat, so it is online at `now`. */
+export async function onlineTestEngine(
+  kv: Deno.Kv,
+  tenant: { accountId: string; orgId: string | null },
+  now: Date,
+  name = "bes-1",
+) {
+  const registered = await registerTestEngine(kv, tenant, now, name);
+  await applyHeartbeat(kv, registered.engine.id, { version: "1", metrics: engineMetrics() }, now);
+  return registered;
+}
+
+/**
+ * Enrolls an agent directly in the domain (`<name>.acme.example`, Debian 12) and, unless `online` is false,
+ * sends its first heartbeat at `now`. Returns the host as enrolled (before the heartbeat).
+ */
+export async function enrollTestHost(
+  kv: Deno.Kv,
+  scope: { accountId: string; orgId: string },
+  name: string,
+  now: Date,
+  options: { relay?: boolean; online?: boolean } = {},
+): Promise<Host> {
+  const { host } = await enrollHost(kv, scope, {
+    hostname: `${name}.acme.example`,
+    os: "Debian 12",
+    ipAddress: "10.0.0.2",
+    publicKey: generateKeyPair().publicKey,
+    version: "1",
+    ...(options.relay ? { relay: true } : {}),
+  }, now);
+  if (options.online !== false) {
+    await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, now);
+  }
+  return host;
+}
+
+/** The whole database as one string, for "a refusal changes nothing". */
+export async function kvSnapshot(kv: Deno.Kv): Promise<string> {
+  return JSON.stringify(await dumpKv(kv), (_k, v) => typeof v === "bigint" ? v.toString() : v);
 }
 
 /** A valid connection config for each storage target type. */

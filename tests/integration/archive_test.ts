@@ -15,7 +15,7 @@ import {
 import { assignHost, type Assignment, setAssignmentState } from "../../domain/assignments.ts";
 import { userActor } from "../../domain/auth.ts";
 import { readSummary } from "../../domain/dashboard.ts";
-import { applyHeartbeat } from "../../domain/engines.ts";
+
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../../domain/errors.ts";
 import { applyHostHeartbeat, enrollHost, getHost, type Host } from "../../domain/hosts.ts";
 import { checkInvariants } from "../../domain/invariants.ts";
@@ -41,7 +41,8 @@ import {
   createTenant,
   dumpKv,
   engineMetrics,
-  registerTestEngine,
+  enrollTestHost,
+  onlineTestEngine,
   signInAs,
   targetInput,
   testApp,
@@ -59,8 +60,7 @@ async function fixture(kv: Deno.Kv, options: { archive?: boolean } = {}) {
   const tenant = await createTenant(kv, "Acme", ["Ops", "Dev"], clock.now());
   const [ops, dev] = tenant.orgs;
   const scope = { accountId: tenant.account.id, orgId: ops.id };
-  const { engine } = await registerTestEngine(kv, scope, clock.now());
-  await applyHeartbeat(kv, engine.id, { version: "1", metrics: engineMetrics() }, clock.now());
+  const { engine } = await onlineTestEngine(kv, scope, clock.now());
   const target = await createTarget(kv, system, targetInput(engine.id), { now: clock.now(), masterKey });
   const newPolicy = (name: string, archive: boolean) =>
     createPolicy(kv, system, {
@@ -76,14 +76,7 @@ async function fixture(kv: Deno.Kv, options: { archive?: boolean } = {}) {
       archiveOnHostDeactivation: archive,
     }, clock.now());
   const policy = await newPolicy("daily", options.archive ?? true);
-  const { host } = await enrollHost(kv, scope, {
-    hostname: "h1.acme.example",
-    os: "Debian 12",
-    ipAddress: "10.0.0.9",
-    publicKey: generateKeyPair().publicKey,
-    version: "1",
-  }, clock.now());
-  await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, clock.now());
+  const host = await enrollTestHost(kv, scope, "h1", clock.now());
   const { assignment } = await assignHost(kv, system, { policyId: policy.id, hostId: host.id }, clock.now());
   const users = {
     admin: await addUser(kv, tenant, "admin@acme.example", "admin", "all", clock.now()),

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { createApiToken } from "../../domain/api_tokens.ts";
 import { assignHost } from "../../domain/assignments.ts";
 import { userActor } from "../../domain/auth.ts";
-import { applyHeartbeat } from "../../domain/engines.ts";
+
 import { applyHostHeartbeat, enrollHost } from "../../domain/hosts.ts";
 import { applyResult, claimJobs, type Job } from "../../domain/jobs.ts";
 import { createPolicy } from "../../domain/policies.ts";
@@ -32,6 +32,8 @@ import {
   Browser,
   createTenant,
   engineMetrics,
+  enrollTestHost,
+  onlineTestEngine,
   registerTestEngine,
   signInAs,
   targetInput,
@@ -51,9 +53,8 @@ async function fixture(kv: Deno.Kv) {
   const tenant = await createTenant(kv, "Acme", ["Ops", "Dev"], clock.now());
   const [ops, dev] = tenant.orgs;
   const scope = { accountId: tenant.account.id, orgId: ops.id };
-  const { engine } = await registerTestEngine(kv, scope, clock.now(), "bes-1");
+  const { engine } = await onlineTestEngine(kv, scope, clock.now(), "bes-1");
   const { engine: far } = await registerTestEngine(kv, scope, clock.now(), "bes-far");
-  await applyHeartbeat(kv, engine.id, { version: "1", metrics: engineMetrics() }, clock.now());
   const target = (besId: string, name: string, type: "local" | "s3" = "local") =>
     createTarget(kv, system, { ...targetInput(besId, type), name }, { now: clock.now(), masterKey });
   const primary = await target(engine.id, "primary-disk");
@@ -68,14 +69,7 @@ async function fixture(kv: Deno.Kv) {
     incrementalSchedule: "0 2 * * *",
     verifyAfterBackup: false,
   }, clock.now());
-  const { host } = await enrollHost(kv, scope, {
-    hostname: "h1.acme.example",
-    os: "Debian 12",
-    ipAddress: "10.0.0.2",
-    publicKey: generateKeyPair().publicKey,
-    version: "1",
-  }, clock.now());
-  await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, clock.now());
+  const host = await enrollTestHost(kv, scope, "h1", clock.now());
   await assignHost(kv, system, { policyId: policy.id, hostId: host.id }, clock.now());
   const local = await createReplica(kv, system, { policyId: policy.id, targetId: nas.id }, clock.now());
   const offsite = await createReplica(kv, system, {

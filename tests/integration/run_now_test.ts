@@ -30,10 +30,11 @@ import {
   auditEntries,
   Browser,
   createTenant,
-  dumpKv,
   engineClient,
   engineMetrics,
-  registerTestEngine,
+  enrollTestHost,
+  kvSnapshot,
+  onlineTestEngine,
   signInAs,
   targetInput,
   testApp,
@@ -49,8 +50,7 @@ async function fixture(kv: Deno.Kv) {
   const now = clock.now();
   const tenant = await createTenant(kv, "Acme", ["Ops", "Lab"], now);
   const scope = { accountId: tenant.account.id, orgId: tenant.orgs[0].id };
-  const { engine, keys } = await registerTestEngine(kv, scope, now);
-  await applyHeartbeat(kv, engine.id, { version: "1", metrics: engineMetrics() }, now);
+  const { engine, keys } = await onlineTestEngine(kv, scope, now);
   const target = await createTarget(kv, system, targetInput(engine.id), { now, masterKey });
   const policy = await createPolicy(kv, system, {
     name: "files",
@@ -65,14 +65,7 @@ async function fixture(kv: Deno.Kv) {
   const hosts: Host[] = [];
   const assignments: string[] = [];
   for (const name of ["h1", "h2", "h3", "h4"]) {
-    const { host } = await enrollHost(kv, scope, {
-      hostname: `${name}.acme.example`,
-      os: "Debian 12",
-      ipAddress: "10.0.0.2",
-      publicKey: generateKeyPair().publicKey,
-      version: "1",
-    }, now);
-    await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, now);
+    const host = await enrollTestHost(kv, scope, name, now);
     assignments.push(
       (await assignHost(kv, system, { policyId: policy.id, hostId: host.id }, now)).assignment.id,
     );
@@ -85,11 +78,6 @@ async function fixture(kv: Deno.Kv) {
     labOperator: await addUser(kv, tenant, "lab@acme.example", "operator", [tenant.orgs[1]], now),
   };
   return { clock, tenant, engine, keys, target, policy, hosts, users };
-}
-
-/** The whole database, for "a refusal changes nothing". */
-async function snapshot(kv: Deno.Kv) {
-  return JSON.stringify(await dumpKv(kv), (_k, v) => typeof v === "bigint" ? v.toString() : v);
 }
 
 /** Posts the result of a run's job, as its agent would. */
@@ -181,7 +169,7 @@ Deno.test("runPolicyNow() runs only the chosen hosts; a host that is not active 
     publicKey: generateKeyPair().publicKey,
     version: "1",
   }, now);
-  const before = await snapshot(kv);
+  const before = await kvSnapshot(kv);
   for (
     const [hostIds, message] of [
       [[f.hosts[0].id, f.hosts[3].id], /h4\.acme\.example is paused on this policy, not active/],
@@ -200,7 +188,7 @@ Deno.test("runPolicyNow() runs only the chosen hosts; a host that is not active 
     assert.match(error.message, message);
     assert.match(error.fields.hostIds, message);
   }
-  assert.equal(await snapshot(kv), before, "a refusal changes nothing");
+  assert.equal(await kvSnapshot(kv), before, "a refusal changes nothing");
   const created = await runPolicyNow(kv, system, f.policy.id, {
     kind: "incremental",
     hostIds: [f.hosts[1].id, f.hosts[1].id],
@@ -239,11 +227,11 @@ Deno.test("run-now refusals: disabled, paused (storage_critical), BES offline, a
   const operator = userActor(f.users.operator);
   let now = f.clock.now();
   const refused = async (input: Parameters<typeof runPolicyNow>[3], pattern: RegExp) => {
-    const before = await snapshot(kv);
+    const before = await kvSnapshot(kv);
     const error = await runPolicyNow(kv, operator, f.policy.id, input, now).catch((e) => e);
     assert.ok(error instanceof ConflictError, `expected a 409 refusal, got ${error}`);
     assert.match(error.message, pattern);
-    assert.equal(await snapshot(kv), before, `refusal "${error.message}" changed the database`);
+    assert.equal(await kvSnapshot(kv), before, `refusal "${error.message}" changed the database`);
   };
   const stored = async () => (await kv.get<Policy>(["policies", f.policy.id])).value!;
 
@@ -557,13 +545,13 @@ Deno.test("run-now on a BES being deleted is refused and changes nothing", async
   const now = f.clock.now();
   const engine = (await kv.get<Engine>(["engines", f.engine.id])).value!;
   await kv.set(["engines", f.engine.id], { ...engine, status: "deleting" });
-  const before = await snapshot(kv);
+  const before = await kvSnapshot(kv);
   for (const kind of ["full", "synthetic_full"] as const) {
     const error = await runPolicyNow(kv, system, f.policy.id, { kind }, now).catch((e) => e);
     assert.ok(error instanceof ConflictError, String(error));
     assert.match(error.message, /BES bes-1 is being deleted/);
   }
-  assert.equal(await snapshot(kv), before);
+  assert.equal(await kvSnapshot(kv), before);
 });
 
 Deno.test("a BES marked deleting while run-now writes: its runs never commit after the mark (many iterations)", async () => {
@@ -608,14 +596,7 @@ Deno.test("run-now without hostIds on a policy with 200 active hosts starts all 
   const now = f.clock.now();
   const scope = { accountId: f.tenant.account.id, orgId: f.tenant.orgs[0].id };
   for (let i = 0; i < 197; i++) {
-    const { host } = await enrollHost(kv, scope, {
-      hostname: `bulk-${String(i).padStart(3, "0")}.acme.example`,
-      os: "Debian 12",
-      ipAddress: "10.0.1.2",
-      publicKey: generateKeyPair().publicKey,
-      version: "1",
-    }, now);
-    await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, now);
+    const host = await enrollTestHost(kv, scope, `bulk-${String(i).padStart(3, "0")}`, now);
     await assignHost(kv, system, { policyId: f.policy.id, hostId: host.id }, now);
   }
   const operator = userActor(f.users.operator);
@@ -636,11 +617,11 @@ Deno.test("run-now without hostIds on a policy with 200 active hosts starts all 
   );
 
   // The per-host refusal still holds: every host has an open run now.
-  const before = await snapshot(kv);
+  const before = await kvSnapshot(kv);
   const again = await runPolicyNow(kv, operator, f.policy.id, { kind: "incremental" }, now).catch((e) => e);
   assert.ok(again instanceof ConflictError, String(again));
   assert.match(again.message, /already pending or running on .* and 195 more/);
-  assert.equal(await snapshot(kv), before);
+  assert.equal(await kvSnapshot(kv), before);
 });
 
 Deno.test("run-now in several writes: another run-now of the policy is refused while one is mid-way", async () => {
@@ -654,11 +635,11 @@ Deno.test("run-now in several writes: another run-now of the policy is refused w
   assert.equal(audit.length, 3);
   // A run now that died mid-way leaves the mark (it expires after a minute): a second one is refused.
   await kv.set(["run_now_guard", f.policy.id], { at: now.toISOString(), writing: true });
-  const before = await snapshot(kv);
+  const before = await kvSnapshot(kv);
   const error = await runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, now).catch((e) => e);
   assert.ok(error instanceof ConflictError, String(error));
   assert.match(error.message, /Another run now of policy files is still starting its runs/);
-  assert.equal(await snapshot(kv), before);
+  assert.equal(await kvSnapshot(kv), before);
 });
 
 /** A job's result, as an engine posts it. */
@@ -795,9 +776,9 @@ Deno.test("indexOpenRuns(): open runs without a runs_open entry (older data) are
   assert.equal(open.length + synthetic.length, 4);
 
   // A second call is a no-op (the marker), and a forced one (after a restore) finds nothing missing.
-  const before = await snapshot(kv);
+  const before = await kvSnapshot(kv);
   assert.deepEqual(await indexOpenRuns(kv, now), { indexed: 0, skipped: true });
-  assert.equal(await snapshot(kv), before);
+  assert.equal(await kvSnapshot(kv), before);
   assert.deepEqual(await indexOpenRuns(kv, now, { force: true }), { indexed: 0, skipped: false });
   assert.deepEqual((await indexed()).map(String).sort(), expected.map(String).sort());
 });

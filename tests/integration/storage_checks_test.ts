@@ -2,14 +2,14 @@
 import assert from "node:assert/strict";
 import { createApiToken } from "../../domain/api_tokens.ts";
 import { userActor } from "../../domain/auth.ts";
-import { applyHeartbeat } from "../../domain/engines.ts";
+
 import { ConflictError } from "../../domain/errors.ts";
-import { applyHostHeartbeat, enrollHost, type Host } from "../../domain/hosts.ts";
+import { type Host } from "../../domain/hosts.ts";
 import { applyResult, claimJobs, type Job } from "../../domain/jobs.ts";
 import type { Permission } from "../../domain/types.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { applyJobOutcome } from "../../domain/runs.ts";
-import { generateKeyPair } from "../../domain/signing.ts";
+
 import {
   applyCapacityReport,
   createTarget,
@@ -24,8 +24,8 @@ import {
   Browser,
   createTenant,
   dumpKv,
-  engineMetrics,
-  registerTestEngine,
+  enrollTestHost,
+  onlineTestEngine,
   signInAs,
   targetInput,
   testApp,
@@ -41,8 +41,7 @@ async function fixture(kv: Deno.Kv) {
   const now = clock.now();
   const tenant = await createTenant(kv, "Acme", ["Ops", "Lab"], now);
   const [ops, lab] = tenant.orgs;
-  const { engine } = await registerTestEngine(kv, { accountId: tenant.account.id, orgId: ops.id }, now);
-  await applyHeartbeat(kv, engine.id, { version: "1", metrics: engineMetrics() }, now);
+  const { engine } = await onlineTestEngine(kv, { accountId: tenant.account.id, orgId: ops.id }, now);
   const target = await createTarget(kv, system, targetInput(engine.id), { now, masterKey });
   await applyCapacityReport(kv, engine.id, {
     targetId: target.id,
@@ -51,13 +50,12 @@ async function fixture(kv: Deno.Kv) {
     freeBytes: 900,
   }, now);
   // An account-level BES (no org) with its own target.
-  const { engine: accountEngine } = await registerTestEngine(
+  const { engine: accountEngine } = await onlineTestEngine(
     kv,
     { accountId: tenant.account.id, orgId: null },
     now,
     "bes-acct",
   );
-  await applyHeartbeat(kv, accountEngine.id, { version: "1", metrics: engineMetrics() }, now);
   const accountTarget = await createTarget(kv, system, targetInput(accountEngine.id), { now, masterKey });
   const users = {
     viewer: await addUser(kv, tenant, "viewer@acme.example", "viewer", "all", now),
@@ -65,26 +63,17 @@ async function fixture(kv: Deno.Kv) {
     labOperator: await addUser(kv, tenant, "lab@acme.example", "operator", [lab], now),
   };
   /** Enrolls a host (online unless said otherwise). */
-  const host = async (
+  const host = (
     name: string,
     options: { org?: string; relay?: boolean; online?: boolean; accountId?: string } = {},
-  ): Promise<Host> => {
-    const { host } = await enrollHost(kv, {
-      accountId: options.accountId ?? tenant.account.id,
-      orgId: options.org ?? ops.id,
-    }, {
-      hostname: `${name}.acme.example`,
-      os: "Debian 12",
-      ipAddress: "10.0.0.2",
-      publicKey: generateKeyPair().publicKey,
-      version: "1",
-      relay: options.relay ?? false,
-    }, clock.now());
-    if (options.online !== false) {
-      await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, clock.now());
-    }
-    return host;
-  };
+  ): Promise<Host> =>
+    enrollTestHost(
+      kv,
+      { accountId: options.accountId ?? tenant.account.id, orgId: options.org ?? ops.id },
+      name,
+      clock.now(),
+      options,
+    );
   return { clock, tenant, ops, lab, engine, target, accountEngine, accountTarget, users, host };
 }
 
