@@ -30,6 +30,11 @@ export interface Backend {
   delete(name: string): Promise<void>;
   /** Whether the object exists. */
   exists(name: string): Promise<boolean>;
+  /**
+   * Deletes what writes that never completed left behind (their writer was killed), last modified before
+   * `before`; returns how many. Only backends whose writes leave such remains implement it (gc calls it).
+   */
+  removeTemporaries?(before: Date): Promise<number>;
 }
 
 /** Throws if `name` is not a safe relative object name. */
@@ -141,6 +146,31 @@ export class LocalBackend implements Backend {
       await Deno.remove(tmp).catch(() => {});
       throw e;
     }
+  }
+
+  async removeTemporaries(before: Date): Promise<number> {
+    let removed = 0;
+    const sweep = async (dir: string) => {
+      let entries: Deno.DirEntry[];
+      try {
+        entries = await Array.fromAsync(Deno.readDir(dir));
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) return;
+        throw e;
+      }
+      for (const e of entries) {
+        const path = `${dir}/${e.name}`;
+        if (e.isDirectory) await sweep(path);
+        else if (e.isFile && e.name.startsWith(".tmp-")) {
+          const mtime = await Deno.stat(path).then((i) => i.mtime, () => null);
+          if (mtime && mtime < before) {
+            await Deno.remove(path).then(() => removed++, () => {});
+          }
+        }
+      }
+    };
+    await sweep(this.root);
+    return removed;
   }
 
   async delete(name: string): Promise<void> {

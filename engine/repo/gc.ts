@@ -1,7 +1,8 @@
 /**
  * forget + gc, without a key (the BES runs them holding none). The safety rule, after PBS: gc
  * (a) marks every blob a snapshot's clear reference list names;
- * (b) condemns — writes "condemned/<packId>" — each pack none of whose blobs is marked, but never a pack
+ * (b) condemns — writes "condemned/<packId>" — each pack that holds no marked blob at the copy the index names
+ *     (a duplicate a killed backup left unindexed is garbage), but never a pack
  *     written at or after the start of the oldest live writer lock (that writer may be about to name it);
  * (c) deletes a condemned pack only in a later gc, at least `graceMs` after its condemnation, when it is
  *     still unmarked and no writer lock that started before the condemnation is live; a condemned pack
@@ -11,9 +12,9 @@
  */
 import type { Backend, ObjectInfo } from "./backend.ts";
 import { RepoError } from "./errors.ts";
-import { decodeIndexSegment, writeIndexSegment } from "./index.ts";
+import { decodeIndexSegment, loadIndex, writeIndexSegment } from "./index.ts";
 import { acquireLock, listLiveLocks, LOCK_STALE_MS } from "./lock.ts";
-import { type PackListing, readPackListing } from "./pack.ts";
+import { type PackListing, packObjectName, readPackListing } from "./pack.ts";
 import { listSnapshots, readSnapshotRefs } from "./snapshot.ts";
 
 /** Default time between a pack's condemnation and its deletion. */
@@ -67,6 +68,8 @@ export interface GcResult {
   bytesFreed: number;
   refSegmentsDeleted: number;
   indexSegmentsRewritten: number;
+  /** Temporary files of writes that never completed (a killed writer's), removed. */
+  temporariesRemoved: number;
 }
 
 /**
@@ -104,6 +107,9 @@ async function collect(
   const refSegments: ObjectInfo[] = [];
   for await (const obj of backend.list("refs/")) refSegments.push(obj);
   const condemned = await listCondemned(backend);
+  // Which copy of a blob readers use: the index, read after the pack listing, with condemned copies last.
+  const index = await loadIndex(backend, { isDead: (p) => condemned.has(p) });
+  const listed = new Set(packs.map((p) => p.name.slice(p.name.lastIndexOf("/") + 1)));
 
   // Marks are read after the listings, so a snapshot committed meanwhile is seen.
   const snapshots = await listSnapshots(backend);
@@ -125,12 +131,20 @@ async function collect(
     bytesFreed: 0,
     refSegmentsDeleted: 0,
     indexSegmentsRewritten: 0,
+    temporariesRemoved: 0,
   };
   const t = now();
   for (const obj of packs) {
     const packId = obj.name.slice(obj.name.lastIndexOf("/") + 1);
     const listing: PackListing = await readPackListing(backend, packId, obj.size);
-    const live = listing.entries.some((e) => marked.has(`${listing.namespace}\u0000${e.id}`));
+    // A pack is live when it holds the copy readers use of a marked blob. A copy the index does not choose
+    // (a killed backup's pack that was never indexed, then uploaded again) is garbage — unless the chosen
+    // copy is not among the listed packs, when this one is kept.
+    const live = listing.entries.some((e) => {
+      if (!marked.has(`${listing.namespace}\u0000${e.id}`)) return false;
+      const chosen = index.lookup(listing.namespace, e.id)?.packId;
+      return chosen === undefined || chosen === packId || !listed.has(chosen);
+    });
     const at = condemned.get(packId);
     if (live) {
       if (at) {
@@ -142,8 +156,6 @@ async function collect(
     if (at) {
       const olderWriter = writerStarts.some((s) => s < at.getTime());
       if (t.getTime() - at.getTime() >= graceMs && !olderWriter) {
-        await backend.delete(obj.name);
-        await backend.delete(`${CONDEMNED_PREFIX}${packId}`);
         result.deleted.push(packId);
         result.bytesFreed += obj.size;
       } else {
@@ -158,21 +170,15 @@ async function collect(
     );
     result.condemned.push(packId);
   }
-  // Markers whose pack is already gone.
-  const packIds = new Set(packs.map((p) => p.name.slice(p.name.lastIndexOf("/") + 1)));
-  for (const packId of condemned.keys()) {
-    if (!packIds.has(packId)) await backend.delete(`${CONDEMNED_PREFIX}${packId}`);
+  // The index forgets the packs to delete before they go (and any pack a killed gc deleted already), so that
+  // no crash leaves an index entry pointing at a missing pack; then the packs go, then their markers.
+  const gone = new Set(result.deleted);
+  for (const packId of index.packIds()) {
+    // Named by the index but not listed: gone only if it is still absent now (a writer puts a pack before
+    // the index segment naming it, so a pack written after the listing exists here).
+    if (!listed.has(packId) && !(await backend.exists(packObjectName(packId)))) gone.add(packId);
   }
-
-  for (const seg of refSegments) {
-    if (liveSegments.has(seg.name) || seg.modified.getTime() >= cutoff) continue;
-    await backend.delete(seg.name);
-    result.refSegmentsDeleted++;
-    result.bytesFreed += seg.size;
-  }
-
-  if (result.deleted.length > 0) {
-    const gone = new Set(result.deleted);
+  if (gone.size > 0) {
     for await (const obj of backend.list("index/")) {
       const listings = decodeIndexSegment(obj.name, await backend.get(obj.name));
       if (!listings.some((l) => gone.has(l.packId))) continue;
@@ -182,9 +188,27 @@ async function collect(
       result.indexSegmentsRewritten++;
     }
   }
-  // Stale locks of dead writers are removed so they do not accumulate.
+  for (const packId of result.deleted) {
+    await backend.delete(packObjectName(packId));
+    await backend.delete(`${CONDEMNED_PREFIX}${packId}`);
+  }
+  // Markers whose pack is already gone.
+  for (const packId of condemned.keys()) {
+    if (!listed.has(packId)) await backend.delete(`${CONDEMNED_PREFIX}${packId}`);
+  }
+
+  for (const seg of refSegments) {
+    if (liveSegments.has(seg.name) || seg.modified.getTime() >= cutoff) continue;
+    await backend.delete(seg.name);
+    result.refSegmentsDeleted++;
+    result.bytesFreed += seg.size;
+  }
+
+  // Stale locks of dead writers are removed so they do not accumulate, and so are the half-written objects of
+  // killed writes, by the same age (no write takes that long between its last byte and its rename).
   for await (const obj of backend.list("locks/")) {
     if (t.getTime() - obj.modified.getTime() > 4 * staleMs) await backend.delete(obj.name);
   }
+  result.temporariesRemoved = (await backend.removeTemporaries?.(new Date(t.getTime() - 4 * staleMs))) ?? 0;
   return result;
 }
