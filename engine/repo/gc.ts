@@ -73,8 +73,10 @@ export interface GcResult {
 }
 
 /**
- * Runs one gc over `backend` (see the module comment). Throws `RepoError` without deleting anything if
- * another gc is live or a snapshot, reference segment or pack trailer cannot be read: gc never guesses.
+ * Runs one gc over `backend` (see the module comment). It reads everything it decides on — locks, snapshots
+ * and their reference segments, index segments, pack trailers — before its first write or delete, so it
+ * throws `RepoError` with the repository unchanged if another gc is live or any of these cannot be read:
+ * gc never guesses.
  */
 export async function garbageCollect(backend: Backend, options: GcOptions = {}): Promise<GcResult> {
   const now = options.now ?? (() => new Date());
@@ -133,10 +135,17 @@ async function collect(
     indexSegmentsRewritten: 0,
     temporariesRemoved: 0,
   };
-  const t = now();
+  // Phase 1 reads and decides; nothing is written or deleted until every listing is read: a damaged trailer,
+  // snapshot, reference segment or index segment stops gc with the repository as it was.
+  const listings: PackListing[] = [];
   for (const obj of packs) {
     const packId = obj.name.slice(obj.name.lastIndexOf("/") + 1);
-    const listing: PackListing = await readPackListing(backend, packId, obj.size);
+    listings.push(await readPackListing(backend, packId, obj.size));
+  }
+  const t = now();
+  for (const [i, obj] of packs.entries()) {
+    const listing = listings[i];
+    const packId = listing.packId;
     // A pack is live when it holds the copy readers use of a marked blob. A copy the index does not choose
     // (a killed backup's pack that was never indexed, then uploaded again) is garbage — unless the chosen
     // copy is not among the listed packs, when this one is kept.
@@ -147,10 +156,7 @@ async function collect(
     });
     const at = condemned.get(packId);
     if (live) {
-      if (at) {
-        await backend.delete(`${CONDEMNED_PREFIX}${packId}`);
-        result.pardoned.push(packId);
-      }
+      if (at) result.pardoned.push(packId);
       continue;
     }
     if (at) {
@@ -164,29 +170,37 @@ async function collect(
       continue;
     }
     if (obj.modified.getTime() >= cutoff) continue;
-    await backend.put(
-      `${CONDEMNED_PREFIX}${packId}`,
-      new TextEncoder().encode(JSON.stringify({ condemnedAt: t.toISOString() })),
-    );
     result.condemned.push(packId);
   }
-  // The index forgets the packs to delete before they go (and any pack a killed gc deleted already), so that
-  // no crash leaves an index entry pointing at a missing pack; then the packs go, then their markers.
   const gone = new Set(result.deleted);
   for (const packId of index.packIds()) {
     // Named by the index but not listed: gone only if it is still absent now (a writer puts a pack before
     // the index segment naming it, so a pack written after the listing exists here).
     if (!listed.has(packId) && !(await backend.exists(packObjectName(packId)))) gone.add(packId);
   }
+  const segments = new Map<string, PackListing[]>();
   if (gone.size > 0) {
     for await (const obj of backend.list("index/")) {
       const listings = decodeIndexSegment(obj.name, await backend.get(obj.name));
-      if (!listings.some((l) => gone.has(l.packId))) continue;
-      const keep = listings.filter((l) => !gone.has(l.packId));
-      if (keep.length > 0) await writeIndexSegment(backend, keep);
-      await backend.delete(obj.name);
-      result.indexSegmentsRewritten++;
+      if (listings.some((l) => gone.has(l.packId))) segments.set(obj.name, listings);
     }
+  }
+
+  // Phase 2 writes: pardons, then condemnations.
+  for (const packId of result.pardoned) await backend.delete(`${CONDEMNED_PREFIX}${packId}`);
+  for (const packId of result.condemned) {
+    await backend.put(
+      `${CONDEMNED_PREFIX}${packId}`,
+      new TextEncoder().encode(JSON.stringify({ condemnedAt: t.toISOString() })),
+    );
+  }
+  // Phase 3: the index forgets the packs to delete before they go (and any pack a killed gc deleted already),
+  // so that no crash leaves an index entry pointing at a missing pack; then the packs go, then their markers.
+  for (const [name, listings] of segments) {
+    const keep = listings.filter((l) => !gone.has(l.packId));
+    if (keep.length > 0) await writeIndexSegment(backend, keep);
+    await backend.delete(name);
+    result.indexSegmentsRewritten++;
   }
   for (const packId of result.deleted) {
     await backend.delete(packObjectName(packId));
