@@ -12,7 +12,6 @@ import { RepoConfigError, RepoError, WrongKeyError } from "./repo/errors.ts";
 import { absolutePath } from "./repo/fs.ts";
 import { createKeyFile, readKeyFile } from "./repo/keys.ts";
 import { forgetSnapshots, garbageCollect } from "./repo/gc.ts";
-import { acquireLock } from "./repo/lock.ts";
 import { type Namespace, Repository } from "./repo/repository.ts";
 import { restoreSnapshot } from "./repo/restore.ts";
 import { S3Backend } from "./repo/s3_backend.ts";
@@ -227,41 +226,35 @@ async function cmdBackup(flags: Flags, paths: string[]): Promise<number> {
   const ns = namespaceOf(repo, flags);
   const parent = flags.parent ? await resolveSnapshotId(repo.backend, flags.parent) : null;
   const patterns = flags.exclude ?? [];
-  const lock = await acquireLock(repo.backend, { kind: "backup", namespace: ns.name });
-  try {
-    // Condemnations made before the lock was written must be seen: the lock protects only from then on.
-    await repo.refreshDeadPacks();
-    const result = await backupFiles(ns, {
-      paths,
-      host: hostOf(flags),
-      parent,
-      // A repository inside a backed-up folder is never backed up into itself.
-      excludePaths: repo.backend instanceof LocalBackend ? [repo.backend.root] : [],
-      excludePatterns: patterns,
-      limitBytesPerSecond: limit,
-    });
-    const { snapshotId, files, dirs, bytesRead, bytesNew, bytesStored, durationMs, errors } = result;
-    out(
-      flags,
-      {
-        snapshotId,
-        files,
-        dirs,
-        reusedFiles: result.reusedFiles,
-        bytesRead,
-        bytesNew,
-        bytesStored,
-        durationMs,
-        errors,
-      },
-      `snapshot ${snapshotId} saved: ${files} files (${result.reusedFiles} unchanged), ${dirs} folders, ` +
-        `${bytesRead} bytes read, ${bytesNew} new, ${bytesStored} stored, ${durationMs} ms`,
-    );
-    for (const e of errors) console.error(`warning: ${e.path}: ${e.error}`);
-    return errors.length > 0 ? 3 : 0;
-  } finally {
-    await lock.release();
-  }
+  // backupFiles holds the writer lock and re-reads gc's condemnations once it holds it.
+  const result = await backupFiles(ns, {
+    paths,
+    host: hostOf(flags),
+    parent,
+    // A repository inside a backed-up folder is never backed up into itself.
+    excludePaths: repo.backend instanceof LocalBackend ? [repo.backend.root] : [],
+    excludePatterns: patterns,
+    limitBytesPerSecond: limit,
+  });
+  const { snapshotId, files, dirs, bytesRead, bytesNew, bytesStored, durationMs, errors } = result;
+  out(
+    flags,
+    {
+      snapshotId,
+      files,
+      dirs,
+      reusedFiles: result.reusedFiles,
+      bytesRead,
+      bytesNew,
+      bytesStored,
+      durationMs,
+      errors,
+    },
+    `snapshot ${snapshotId} saved: ${files} files (${result.reusedFiles} unchanged), ${dirs} folders, ` +
+      `${bytesRead} bytes read, ${bytesNew} new, ${bytesStored} stored, ${durationMs} ms`,
+  );
+  for (const e of errors) console.error(`warning: ${e.path}: ${e.error}`);
+  return errors.length > 0 ? 3 : 0;
 }
 
 async function cmdSnapshots(flags: Flags): Promise<number> {

@@ -6,7 +6,7 @@
  * live. A lock object is clear JSON: { version, kind, namespace, hostname, pid, start, refreshed }.
  */
 import type { Backend } from "./backend.ts";
-import { MissingObjectError } from "./errors.ts";
+import { MissingObjectError, RepoError } from "./errors.ts";
 
 /** Lock object format version. */
 export const LOCK_VERSION = 1;
@@ -33,6 +33,12 @@ export interface Lock {
   readonly start: Date;
   /** Rewrites the lock with a fresh `refreshed` time. */
   refresh(): Promise<void>;
+  /**
+   * Proves the lock never lapsed: throws `RepoError` naming it if it was removed, cannot be rewritten now,
+   * or ever went longer than half the stale limit without a successful rewrite (failed refreshes, a
+   * suspended process) — gc may then have taken it for stale. A writer calls it just before it commits.
+   */
+  check(): Promise<void>;
   /** Stops refreshing and deletes the lock object. */
   release(): Promise<void>;
 }
@@ -42,6 +48,8 @@ export interface LockOptions {
   kind: LockInfo["kind"];
   namespace?: string | null;
   refreshMs?: number;
+  /** The stale limit gc applies (default `LOCK_STALE_MS`); `check()` refuses a gap of half of it. */
+  staleMs?: number;
   now?: () => Date;
 }
 
@@ -62,16 +70,60 @@ export async function acquireLock(backend: Backend, options: LockOptions): Promi
     };
     return backend.put(name, new TextEncoder().encode(JSON.stringify(info)));
   };
+  const staleMs = options.staleMs ?? LOCK_STALE_MS;
   await write();
+  let lastOk = now().getTime();
+  let longestGap = 0;
+  let lastError: unknown = null;
+  const refresh = async () => {
+    try {
+      await write();
+    } catch (e) {
+      lastError = e;
+      throw e;
+    }
+    const t = now().getTime();
+    longestGap = Math.max(longestGap, t - lastOk);
+    lastOk = t;
+  };
   let released = false;
   const timer = setInterval(() => {
-    if (!released) write().catch(() => {});
+    // A failure is not lost: it shows as a gap that `check()` refuses.
+    if (!released) refresh().catch(() => {});
   }, options.refreshMs ?? LOCK_REFRESH_MS);
   Deno.unrefTimer(timer);
+  const lapsed = (gap: number) =>
+    new RepoError(
+      `Lock ${name} went ${Math.round(gap / 1000)} s without a refresh (gc takes it for stale after ${
+        Math.round(staleMs / 1000)
+      } s)${
+        lastError ? `; last refresh failed: ${(lastError as Error).message}` : ""
+      }: gc may have condemned packs this writer uses; nothing was committed`,
+    );
   return {
     name,
     start,
-    refresh: write,
+    refresh,
+    async check() {
+      if (released) throw new RepoError(`Lock ${name} was released`);
+      if (Math.max(longestGap, now().getTime() - lastOk) > staleMs / 2) {
+        throw lapsed(Math.max(longestGap, now().getTime() - lastOk));
+      }
+      let present: boolean;
+      try {
+        present = await backend.exists(name);
+        await refresh();
+      } catch (e) {
+        throw new RepoError(
+          `Lock ${name} could not be refreshed: ${(e as Error).message}; nothing was committed`,
+          { cause: e },
+        );
+      }
+      if (!present) {
+        throw new RepoError(`Lock ${name} was removed while its writer ran; nothing was committed`);
+      }
+      if (longestGap > staleMs / 2) throw lapsed(longestGap);
+    },
     async release() {
       released = true;
       clearInterval(timer);
