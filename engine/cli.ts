@@ -439,6 +439,9 @@ async function cmdGc(flags: Flags): Promise<number> {
     `gc: ${r.referencedBlobs} referenced blobs; condemned ${r.condemned.length} packs, deleted ${r.deleted.length} ` +
       `(${r.bytesFreed} bytes freed), kept ${r.pending.length} condemned packs for a later gc`,
   );
+  for (const name of r.damagedLocks) {
+    console.error(`warning: lock ${name} is damaged; until it is stale gc condemns and deletes nothing`);
+  }
   return 0;
 }
 

@@ -381,7 +381,12 @@ export async function backupFiles(ns: Namespace, options: BackupOptions): Promis
       throw new RepoError(`Cannot back up ${p}: ${(e as Error).message}`);
     }
   }
-  const lock = await acquireLock(ns.repo.backend, { kind: "backup", namespace: ns.name, ...options.lock });
+  const lock = await acquireLock(ns.repo.backend, {
+    kind: "backup",
+    namespace: ns.name,
+    parent: options.parent ?? null,
+    ...options.lock,
+  });
   let result: BackupResult;
   try {
     result = await backupLocked(ns, options, paths, lock, start, t0);

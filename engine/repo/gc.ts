@@ -42,8 +42,31 @@ export async function listCondemned(backend: Backend): Promise<Map<string, Date>
   return out;
 }
 
-/** Deletes snapshots `ids` (full ids); their data goes at the next gc runs. */
-export async function forgetSnapshots(backend: Backend, ids: string[]): Promise<void> {
+/**
+ * Deletes snapshots `ids` (full ids); their data goes at the next gc runs. Throws `RepoError`, deleting
+ * nothing, if one of them is the parent of a backup whose lock is live, or a live lock is damaged (its
+ * parent is unknown).
+ */
+export async function forgetSnapshots(
+  backend: Backend,
+  ids: string[],
+  options: { now?: Date; staleMs?: number } = {},
+): Promise<void> {
+  const forget = new Set(ids);
+  for (const l of await listLiveLocks(backend, options)) {
+    if (l.damaged) {
+      throw new RepoError(
+        `Cannot forget while lock ${l.name} is damaged (${l.damaged}) and live: it may be a backup building on ` +
+          `one of these snapshots; it counts as stale ${LOCK_STALE_MS / 60_000} minutes after its last write`,
+      );
+    }
+    if (l.kind === "backup" && l.parent && forget.has(l.parent)) {
+      throw new RepoError(
+        `Cannot forget snapshot ${l.parent}: it is the parent of a running backup (lock ${l.name}, ` +
+          `${l.hostname} pid ${l.pid})`,
+      );
+    }
+  }
   for (const id of ids) await backend.delete(`snapshots/${id}`);
 }
 
@@ -70,6 +93,8 @@ export interface GcResult {
   indexSegmentsRewritten: number;
   /** Temporary files of writes that never completed (a killed writer's), removed. */
   temporariesRemoved: number;
+  /** Live locks that are damaged: each counts as the oldest writer, so nothing was condemned or deleted. */
+  damagedLocks: string[];
 }
 
 /**
@@ -99,7 +124,8 @@ async function collect(
   staleMs: number,
   marginMs: number,
 ): Promise<GcResult> {
-  // Locks first: a writer that starts after this point writes only packs newer than its own start.
+  // Locks first: a writer that starts after this point writes only packs newer than its own start. A damaged
+  // lock starts at the epoch (listLiveLocks): older than every pack and condemnation.
   const writers = (await listLiveLocks(backend, { now: now(), staleMs })).filter((l) => l.kind === "backup");
   const writerStarts = writers.map((l) => Date.parse(l.start));
   const cutoff = writerStarts.length > 0 ? Math.min(...writerStarts) - marginMs : Infinity;
@@ -134,6 +160,7 @@ async function collect(
     refSegmentsDeleted: 0,
     indexSegmentsRewritten: 0,
     temporariesRemoved: 0,
+    damagedLocks: writers.filter((l) => l.damaged).map((l) => l.name),
   };
   // Phase 1 reads and decides; nothing is written or deleted until every listing is read: a damaged trailer,
   // snapshot, reference segment or index segment stops gc with the repository as it was.

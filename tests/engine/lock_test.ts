@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { LocalBackend } from "../../engine/repo/backend.ts";
 import { backupFiles } from "../../engine/repo/backup.ts";
 import { denoFileSystem, type FileSystem } from "../../engine/repo/fs.ts";
-import { listLiveLocks } from "../../engine/repo/lock.ts";
+import { forgetSnapshots, garbageCollect } from "../../engine/repo/gc.ts";
+import { encodeLock, listLiveLocks, LOCK_STALE_MS, parseLock } from "../../engine/repo/lock.ts";
 import { Repository } from "../../engine/repo/repository.ts";
 import { listSnapshots } from "../../engine/repo/snapshot.ts";
 import { deterministicBytes, tempDir } from "./helpers.ts";
@@ -87,4 +88,97 @@ Deno.test("backupFiles() aborts before its snapshot when its lock went unrefresh
   );
   assert.deepEqual(await listSnapshots(be), []);
   assert.deepEqual(await Array.fromAsync(be.list("locks/")), [], "released on failure");
+});
+
+/** A repository whose only snapshot is forgotten: its packs are garbage, old enough to condemn. */
+async function garbageRepo(dir: string) {
+  const { be, ns, src } = await setup(dir);
+  const s = await backupFiles(ns, { paths: [src] });
+  await forgetSnapshots(be, [s.snapshotId]);
+  await new Promise((r) => setTimeout(r, 30));
+  return be;
+}
+
+const GOOD_LOCK = {
+  version: 1,
+  kind: "backup",
+  namespace: "h",
+  hostname: "x",
+  pid: 1,
+  start: new Date().toISOString(),
+  refreshed: new Date().toISOString(),
+};
+
+for (
+  const [what, bytes] of [
+    ["a garbage start", JSON.stringify({ ...GOOD_LOCK, start: "garbage" })],
+    ["a garbage refreshed", JSON.stringify({ ...GOOD_LOCK, refreshed: "yesterday" })],
+    ["no JSON at all", "\u0000\u0001not a lock"],
+    [
+      "a checksum mismatch",
+      (() => {
+        const v2 = new TextDecoder().decode(
+          encodeLock({ ...GOOD_LOCK, version: 2, kind: "backup", parent: null }),
+        );
+        return v2.replace(/"start":"[^"]+"/, `"start":"${new Date(Date.now() + 3_600_000).toISOString()}"`);
+      })(),
+    ],
+  ] as const
+) {
+  Deno.test(`garbageCollect() condemns and deletes nothing while a damaged lock (${what}) is live`, async () => {
+    await using dir = await tempDir();
+    const be = await garbageRepo(dir.path);
+    const name = "locks/0badf00d-0000-4000-8000-000000000000";
+    await be.put(name, new TextEncoder().encode(bytes));
+    const held = await garbageCollect(be, { graceMs: 0, clockMarginMs: 0 });
+    assert.deepEqual(held.condemned, []);
+    assert.deepEqual(held.damagedLocks, [name]);
+    await assert.rejects(forgetSnapshots(be, []), new RegExp(`lock ${name} is damaged`));
+    // Packs condemned before the damaged lock appeared are not deleted while it is live.
+    await be.delete(name);
+    const first = await garbageCollect(be, { graceMs: 0, clockMarginMs: 0 });
+    assert.ok(first.condemned.length > 0);
+    assert.deepEqual(first.damagedLocks, []);
+    await be.put(name, new TextEncoder().encode(bytes));
+    const second = await garbageCollect(be, { graceMs: 0, clockMarginMs: 0 });
+    assert.deepEqual(second.deleted, [], "nothing deleted while the damaged lock is live");
+    assert.deepEqual(second.pending.sort(), first.condemned.sort());
+    assert.deepEqual(second.damagedLocks, [name]);
+  });
+}
+
+Deno.test("Locks are strict: a lock this program writes parses; a damaged one is named", () => {
+  const info = { ...GOOD_LOCK, version: 2, kind: "backup" as const, parent: "ab".repeat(32) };
+  assert.deepEqual(parseLock("locks/a", encodeLock(info)), info);
+  assert.deepEqual(parseLock("locks/a", new TextEncoder().encode(JSON.stringify(GOOD_LOCK))), {
+    ...GOOD_LOCK,
+    parent: null,
+  });
+  assert.throws(
+    () => parseLock("locks/b", new TextEncoder().encode(JSON.stringify({ ...GOOD_LOCK, pid: "1" }))),
+    /Damaged lock locks\/b: pid/,
+  );
+});
+
+Deno.test("forgetSnapshots() refuses the parent of a running backup while its lock is live", async () => {
+  await using dir = await tempDir();
+  const { be, ns, src } = await setup(dir.path);
+  const parent = await backupFiles(ns, { paths: [src] });
+  let refused: unknown = null;
+  await backupFiles(ns, {
+    paths: [src],
+    parent: parent.snapshotId,
+    fs: fsWith(`${src}/a`, async () => {
+      refused = await forgetSnapshots(be, [parent.snapshotId]).then(() => null, (e) => e);
+    }),
+  });
+  assert.match(
+    String(refused),
+    new RegExp(
+      `Cannot forget snapshot ${parent.snapshotId}: it is the parent of a running backup \\(lock locks/`,
+    ),
+  );
+  assert.equal((await listSnapshots(be)).length, 2, "nothing forgotten");
+  await forgetSnapshots(be, [parent.snapshotId]); // the backup is done
+  assert.equal((await listSnapshots(be)).length, 1);
 });
