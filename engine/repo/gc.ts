@@ -12,7 +12,7 @@
  */
 import type { Backend, ObjectInfo } from "./backend.ts";
 import { RepoError } from "./errors.ts";
-import { decodeIndexSegment, loadIndex, writeIndexSegment } from "./index.ts";
+import { BlobIndex, decodeIndexSegment, writeIndexSegment } from "./index.ts";
 import { acquireLock, listLiveLocks, LOCK_STALE_MS } from "./lock.ts";
 import { type PackListing, packObjectName, readPackListing } from "./pack.ts";
 import { listSnapshots, readSnapshotRefs } from "./snapshot.ts";
@@ -135,8 +135,21 @@ async function collect(
   const refSegments: ObjectInfo[] = [];
   for await (const obj of backend.list("refs/")) refSegments.push(obj);
   const condemned = await listCondemned(backend);
-  // Which copy of a blob readers use: the index, read after the pack listing, with condemned copies last.
-  const index = await loadIndex(backend, { isDead: (p) => condemned.has(p) });
+  // Which copy of a blob readers use: the index, read after the pack listing, with condemned copies last. Its
+  // segments (checksummed, named by their hash) also give each indexed pack's listing, so only the trailers
+  // of packs no segment lists are read. Segments never change, so phase 3 reuses what is read here.
+  const segments = new Map<string, PackListing[]>();
+  for await (const obj of backend.list("index/")) {
+    segments.set(obj.name, decodeIndexSegment(obj.name, await backend.get(obj.name)));
+  }
+  const index = new BlobIndex();
+  const indexed = new Map<string, PackListing>();
+  for (const listings of segments.values()) {
+    for (const l of listings) {
+      index.addPack(l, (p) => condemned.has(p));
+      indexed.set(l.packId, l);
+    }
+  }
   const listed = new Set(packs.map((p) => p.name.slice(p.name.lastIndexOf("/") + 1)));
 
   // Marks are read after the listings, so a snapshot committed meanwhile is seen.
@@ -162,12 +175,13 @@ async function collect(
     temporariesRemoved: 0,
     damagedLocks: writers.filter((l) => l.damaged).map((l) => l.name),
   };
-  // Phase 1 reads and decides; nothing is written or deleted until every listing is read: a damaged trailer,
-  // snapshot, reference segment or index segment stops gc with the repository as it was.
+  // Phase 1 reads and decides; nothing is written or deleted until every listing is read: a damaged trailer
+  // (of a pack the index does not list), snapshot, reference segment or index segment stops gc with the
+  // repository as it was.
   const listings: PackListing[] = [];
   for (const obj of packs) {
     const packId = obj.name.slice(obj.name.lastIndexOf("/") + 1);
-    listings.push(await readPackListing(backend, packId, obj.size));
+    listings.push(indexed.get(packId) ?? await readPackListing(backend, packId, obj.size));
   }
   const t = now();
   for (const [i, obj] of packs.entries()) {
@@ -205,11 +219,11 @@ async function collect(
     // the index segment naming it, so a pack written after the listing exists here).
     if (!listed.has(packId) && !(await backend.exists(packObjectName(packId)))) gone.add(packId);
   }
-  const segments = new Map<string, PackListing[]>();
+  const rewrite = new Map<string, PackListing[]>();
   if (gone.size > 0) {
     for await (const obj of backend.list("index/")) {
-      const listings = decodeIndexSegment(obj.name, await backend.get(obj.name));
-      if (listings.some((l) => gone.has(l.packId))) segments.set(obj.name, listings);
+      const listings = segments.get(obj.name) ?? decodeIndexSegment(obj.name, await backend.get(obj.name));
+      if (listings.some((l) => gone.has(l.packId))) rewrite.set(obj.name, listings);
     }
   }
 
@@ -223,7 +237,7 @@ async function collect(
   }
   // Phase 3: the index forgets the packs to delete before they go (and any pack a killed gc deleted already),
   // so that no crash leaves an index entry pointing at a missing pack; then the packs go, then their markers.
-  for (const [name, listings] of segments) {
+  for (const [name, listings] of rewrite) {
     const keep = listings.filter((l) => !gone.has(l.packId));
     if (keep.length > 0) await writeIndexSegment(backend, keep);
     await backend.delete(name);

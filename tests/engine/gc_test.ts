@@ -248,7 +248,7 @@ Deno.test("garbageCollect() reads everything before it changes anything: a damag
   assert.deepEqual(await objects(be), condemned, "no condemned pack deleted");
 });
 
-Deno.test("garbageCollect() stops with nothing changed at an unreadable snapshot or a missing reference segment", async () => {
+Deno.test("garbageCollect() stops with nothing changed at an unreadable snapshot, a missing reference segment or a damaged index segment", async () => {
   await using dir = await tempDir();
   const { be, kept } = await repoWithGarbage(dir.path);
   const good = await Deno.readFile(`${dir.path}/repo/snapshots/${kept}`);
@@ -268,6 +268,46 @@ Deno.test("garbageCollect() stops with nothing changed at an unreadable snapshot
   await assert.rejects(garbageCollect(be, { graceMs: 0, clockMarginMs: 0 }), /Missing refs/);
   assert.deepEqual(await objects(be), without);
   await be.put(seg, segBytes);
+
+  // A damaged index segment: it gives the listings of the packs it names, so gc stops there too.
+  const [idx] = await Array.fromAsync(be.list("index/"));
+  const idxPath = `${dir.path}/repo/${idx.name}`;
+  const idxBytes = await Deno.readFile(idxPath);
+  const badIdx = idxBytes.slice();
+  badIdx[20] ^= 0xff;
+  await Deno.writeFile(idxPath, badIdx);
+  const withBadIndex = await objects(be);
+  await assert.rejects(garbageCollect(be, { graceMs: 0, clockMarginMs: 0 }), /Damaged index/);
+  assert.deepEqual(await objects(be), withBadIndex);
+  await Deno.writeFile(idxPath, idxBytes);
   const ok = await garbageCollect(be, { graceMs: 0, clockMarginMs: 0 });
   assert.ok(ok.condemned.length > 0);
+});
+
+/** A local backend that records the packs read from. */
+class CountingBackend extends LocalBackend {
+  packReads: string[] = [];
+  override get(name: string, range?: Parameters<LocalBackend["get"]>[1]) {
+    if (name.startsWith("data/")) this.packReads.push(name.slice(name.lastIndexOf("/") + 1));
+    return super.get(name, range);
+  }
+}
+
+Deno.test("garbageCollect() reads the trailers only of packs no index segment lists", async () => {
+  await using dir = await tempDir();
+  const { be } = await repoWithGarbage(dir.path);
+  const counting = new CountingBackend(be.root);
+  const r = await garbageCollect(counting, { graceMs: 0, clockMarginMs: 0 });
+  assert.ok(r.packs > 5 && r.condemned.length > 0);
+  assert.deepEqual(counting.packReads, [], "the index listed every pack");
+
+  const b = new PackBuilder("h");
+  b.add("data", "cd".repeat(32), deterministicBytes("unindexed", 2_000));
+  const { bytes, listing } = b.finish();
+  await be.put(packObjectName(listing.packId), bytes);
+  counting.packReads = [];
+  await new Promise((r) => setTimeout(r, 20));
+  const again = await garbageCollect(counting, { graceMs: 0, clockMarginMs: 0 });
+  assert.deepEqual([...new Set(counting.packReads)], [listing.packId], "only the unindexed pack's trailer");
+  assert.ok(again.condemned.includes(listing.packId));
 });
