@@ -12,6 +12,7 @@ import { RepoConfigError, RepoError, WrongKeyError } from "./repo/errors.ts";
 import { absolutePath } from "./repo/fs.ts";
 import { createKeyFile, readKeyFile } from "./repo/keys.ts";
 import { forgetSnapshots, garbageCollect } from "./repo/gc.ts";
+import { listLiveLocks, removeStaleLocks } from "./repo/lock.ts";
 import { type Namespace, Repository } from "./repo/repository.ts";
 import { restoreSnapshot } from "./repo/restore.ts";
 import { S3Backend } from "./repo/s3_backend.ts";
@@ -33,7 +34,8 @@ const USAGE = `Usage: deno task repo <command> --repo LOCATION --key-file FILE [
   restore   SNAPSHOT --target DIR [--include PATH]... [--overwrite] [--json]
   verify    [SNAPSHOT] [--sample N | --all] [--json]
   forget    SNAPSHOT...
-  gc        [--json]`;
+  gc        [--json]
+  unlock    --stale [--json]`;
 
 const OPTIONS = {
   repo: { type: "string" },
@@ -54,6 +56,7 @@ const OPTIONS = {
   sample: { type: "string" },
   all: { type: "boolean" },
   "grace-ms": { type: "string" },
+  stale: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -445,6 +448,21 @@ async function cmdGc(flags: Flags): Promise<number> {
   return 0;
 }
 
+async function cmdUnlock(flags: Flags): Promise<number> {
+  if (!flags.stale) {
+    throw new UsageError("unlock removes only stale locks (not refreshed for 5 minutes): pass --stale");
+  }
+  const repo = await openRepo(flags);
+  const removed = await removeStaleLocks(repo.backend);
+  const live = await listLiveLocks(repo.backend);
+  out(
+    flags,
+    { removed, live: live.map((l) => l.name) },
+    [...removed.map((n) => `removed stale lock ${n}`), `${live.length} live locks left`].join("\n"),
+  );
+  return 0;
+}
+
 /** Runs the `repo` command line with `args` (after "repo"); returns the exit code. */
 export async function runRepoCli(args: string[]): Promise<number> {
   const [command, ...rest] = args;
@@ -473,6 +491,8 @@ export async function runRepoCli(args: string[]): Promise<number> {
         return await cmdForget(flags, positionals);
       case "gc":
         return await cmdGc(flags);
+      case "unlock":
+        return await cmdUnlock(flags);
       default:
         throw new UsageError(`Unknown command "${command}"`);
     }

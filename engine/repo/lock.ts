@@ -240,3 +240,21 @@ export async function listLiveLocks(
   }
   return out;
 }
+
+/**
+ * Deletes every stale lock — one not refreshed within `staleMs` (a damaged one: its object not written
+ * within `staleMs`) — and returns their names. Live locks are left alone: their writers may be running.
+ */
+export async function removeStaleLocks(
+  backend: Backend,
+  options: { now?: Date; staleMs?: number } = {},
+): Promise<string[]> {
+  const live = new Set((await listLiveLocks(backend, options)).map((l) => l.name));
+  const removed: string[] = [];
+  for await (const obj of backend.list("locks/")) {
+    if (live.has(obj.name)) continue;
+    await backend.delete(obj.name);
+    removed.push(obj.name);
+  }
+  return removed;
+}

@@ -4,7 +4,9 @@ import { LocalBackend } from "../../engine/repo/backend.ts";
 import { backupFiles } from "../../engine/repo/backup.ts";
 import { denoFileSystem, type FileSystem } from "../../engine/repo/fs.ts";
 import { forgetSnapshots, garbageCollect } from "../../engine/repo/gc.ts";
-import { encodeLock, listLiveLocks, LOCK_STALE_MS, parseLock } from "../../engine/repo/lock.ts";
+import { acquireLock, encodeLock, listLiveLocks, LOCK_STALE_MS, parseLock } from "../../engine/repo/lock.ts";
+import { createKeyFile } from "../../engine/repo/keys.ts";
+import { runRepoCli } from "../../engine/cli.ts";
 import { Repository } from "../../engine/repo/repository.ts";
 import { listSnapshots } from "../../engine/repo/snapshot.ts";
 import { deterministicBytes, tempDir } from "./helpers.ts";
@@ -181,4 +183,23 @@ Deno.test("forgetSnapshots() refuses the parent of a running backup while its lo
   assert.equal((await listSnapshots(be)).length, 2, "nothing forgotten");
   await forgetSnapshots(be, [parent.snapshotId]); // the backup is done
   assert.equal((await listSnapshots(be)).length, 1);
+});
+
+Deno.test("deno task repo unlock --stale removes stale locks (a killed gc's) and keeps live ones", async () => {
+  await using dir = await tempDir();
+  const keyFile = `${dir.path}/key`;
+  const repoPath = `${dir.path}/repo`;
+  const be = new LocalBackend(repoPath);
+  await Repository.init(be, await createKeyFile(keyFile), { namespace: "h" });
+  // The lock of a gc killed 6 minutes ago: stale, so it no longer blocks gc, but it stays until removed.
+  const old = new Date(Date.now() - LOCK_STALE_MS - 60_000).toISOString();
+  const info = { version: 2, kind: "gc" as const, namespace: null, hostname: "x", pid: 1, parent: null };
+  await be.put("locks/killed-gc", encodeLock({ ...info, start: old, refreshed: old }));
+  const live = await acquireLock(be, { kind: "backup", namespace: "h" });
+  const run = (...a: string[]) => runRepoCli(["unlock", "--repo", repoPath, "--key-file", keyFile, ...a]);
+  assert.equal(await run(), 2, "--stale is required");
+  assert.equal(await run("--stale"), 0);
+  assert.deepEqual((await Array.fromAsync(be.list("locks/"))).map((o) => o.name), [live.name]);
+  await live.release();
+  await garbageCollect(be);
 });
