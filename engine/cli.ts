@@ -12,7 +12,7 @@ import { RepoConfigError, RepoError, WrongKeyError } from "./repo/errors.ts";
 import { absolutePath } from "./repo/fs.ts";
 import { createKeyFile, readKeyFile } from "./repo/keys.ts";
 import { forgetSnapshots, garbageCollect } from "./repo/gc.ts";
-import { acquireLock } from "./repo/lock.ts";
+import { listLiveLocks, removeStaleLocks } from "./repo/lock.ts";
 import { type Namespace, Repository } from "./repo/repository.ts";
 import { restoreSnapshot } from "./repo/restore.ts";
 import { S3Backend } from "./repo/s3_backend.ts";
@@ -34,7 +34,8 @@ const USAGE = `Usage: deno task repo <command> --repo LOCATION --key-file FILE [
   restore   SNAPSHOT --target DIR [--include PATH]... [--overwrite] [--json]
   verify    [SNAPSHOT] [--sample N | --all] [--json]
   forget    SNAPSHOT...
-  gc        [--json]`;
+  gc        [--json]
+  unlock    --stale [--json]`;
 
 const OPTIONS = {
   repo: { type: "string" },
@@ -55,6 +56,7 @@ const OPTIONS = {
   sample: { type: "string" },
   all: { type: "boolean" },
   "grace-ms": { type: "string" },
+  stale: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -227,41 +229,35 @@ async function cmdBackup(flags: Flags, paths: string[]): Promise<number> {
   const ns = namespaceOf(repo, flags);
   const parent = flags.parent ? await resolveSnapshotId(repo.backend, flags.parent) : null;
   const patterns = flags.exclude ?? [];
-  const lock = await acquireLock(repo.backend, { kind: "backup", namespace: ns.name });
-  try {
-    // Condemnations made before the lock was written must be seen: the lock protects only from then on.
-    await repo.refreshDeadPacks();
-    const result = await backupFiles(ns, {
-      paths,
-      host: hostOf(flags),
-      parent,
-      // A repository inside a backed-up folder is never backed up into itself.
-      excludePaths: repo.backend instanceof LocalBackend ? [repo.backend.root] : [],
-      excludePatterns: patterns,
-      limitBytesPerSecond: limit,
-    });
-    const { snapshotId, files, dirs, bytesRead, bytesNew, bytesStored, durationMs, errors } = result;
-    out(
-      flags,
-      {
-        snapshotId,
-        files,
-        dirs,
-        reusedFiles: result.reusedFiles,
-        bytesRead,
-        bytesNew,
-        bytesStored,
-        durationMs,
-        errors,
-      },
-      `snapshot ${snapshotId} saved: ${files} files (${result.reusedFiles} unchanged), ${dirs} folders, ` +
-        `${bytesRead} bytes read, ${bytesNew} new, ${bytesStored} stored, ${durationMs} ms`,
-    );
-    for (const e of errors) console.error(`warning: ${e.path}: ${e.error}`);
-    return errors.length > 0 ? 3 : 0;
-  } finally {
-    await lock.release();
-  }
+  // backupFiles holds the writer lock and re-reads gc's condemnations once it holds it.
+  const result = await backupFiles(ns, {
+    paths,
+    host: hostOf(flags),
+    parent,
+    // A repository inside a backed-up folder is never backed up into itself.
+    excludePaths: repo.backend instanceof LocalBackend ? [repo.backend.root] : [],
+    excludePatterns: patterns,
+    limitBytesPerSecond: limit,
+  });
+  const { snapshotId, files, dirs, bytesRead, bytesNew, bytesStored, durationMs, errors } = result;
+  out(
+    flags,
+    {
+      snapshotId,
+      files,
+      dirs,
+      reusedFiles: result.reusedFiles,
+      bytesRead,
+      bytesNew,
+      bytesStored,
+      durationMs,
+      errors,
+    },
+    `snapshot ${snapshotId} saved: ${files} files (${result.reusedFiles} unchanged), ${dirs} folders, ` +
+      `${bytesRead} bytes read, ${bytesNew} new, ${bytesStored} stored, ${durationMs} ms`,
+  );
+  for (const e of errors) console.error(`warning: ${e.path}: ${e.error}`);
+  return errors.length > 0 ? 3 : 0;
 }
 
 async function cmdSnapshots(flags: Flags): Promise<number> {
@@ -446,6 +442,24 @@ async function cmdGc(flags: Flags): Promise<number> {
     `gc: ${r.referencedBlobs} referenced blobs; condemned ${r.condemned.length} packs, deleted ${r.deleted.length} ` +
       `(${r.bytesFreed} bytes freed), kept ${r.pending.length} condemned packs for a later gc`,
   );
+  for (const name of r.damagedLocks) {
+    console.error(`warning: lock ${name} is damaged; until it is stale gc condemns and deletes nothing`);
+  }
+  return 0;
+}
+
+async function cmdUnlock(flags: Flags): Promise<number> {
+  if (!flags.stale) {
+    throw new UsageError("unlock removes only stale locks (not refreshed for 5 minutes): pass --stale");
+  }
+  const repo = await openRepo(flags);
+  const removed = await removeStaleLocks(repo.backend);
+  const live = await listLiveLocks(repo.backend);
+  out(
+    flags,
+    { removed, live: live.map((l) => l.name) },
+    [...removed.map((n) => `removed stale lock ${n}`), `${live.length} live locks left`].join("\n"),
+  );
   return 0;
 }
 
@@ -477,6 +491,8 @@ export async function runRepoCli(args: string[]): Promise<number> {
         return await cmdForget(flags, positionals);
       case "gc":
         return await cmdGc(flags);
+      case "unlock":
+        return await cmdUnlock(flags);
       default:
         throw new UsageError(`Unknown command "${command}"`);
     }

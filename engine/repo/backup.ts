@@ -15,6 +15,7 @@ import { absolutePath, denoFileSystem, type FileSystem, joinPath } from "./fs.ts
 import type { Namespace } from "./repository.ts";
 import { loadSnapshot, type Snapshot, writeSnapshot } from "./snapshot.ts";
 import { createThrottle, type Throttle } from "./throttle.ts";
+import { acquireLock, type Lock } from "./lock.ts";
 import { loadTree, saveTree, type TreeEntry } from "./tree.ts";
 
 /** Files whose mtime or ctime lies within this window before the parent's start are read again. */
@@ -54,7 +55,10 @@ export interface BackupOptions {
   limitBytesPerSecond?: number | null;
   progress?: (p: Progress) => void;
   fs?: FileSystem;
+  /** The clock of the snapshot's times. */
   now?: () => Date;
+  /** The writer lock's timing (defaults: lock.ts); its clock is the real one unless `now` is given here. */
+  lock?: { refreshMs?: number; staleMs?: number; now?: () => Date };
 }
 
 /** The outcome of a backup. */
@@ -358,8 +362,10 @@ class BackupRun {
 }
 
 /**
- * Backs up `options.paths` into namespace `ns` and writes a snapshot. Throws (writing no snapshot) if
- * an include path does not exist or the repository fails; unreadable entries end up in `errors`.
+ * Backs up `options.paths` into namespace `ns` and writes a snapshot, holding a writer lock (lock.ts) from
+ * before it decides which blobs exist until it is done. Throws (writing no snapshot) if an include path
+ * does not exist, the repository fails, or the lock lapsed (`Lock.check`); unreadable entries end up in
+ * `errors`.
  */
 export async function backupFiles(ns: Namespace, options: BackupOptions): Promise<BackupResult> {
   const now = options.now ?? (() => new Date());
@@ -375,6 +381,33 @@ export async function backupFiles(ns: Namespace, options: BackupOptions): Promis
       throw new RepoError(`Cannot back up ${p}: ${(e as Error).message}`);
     }
   }
+  const lock = await acquireLock(ns.repo.backend, {
+    kind: "backup",
+    namespace: ns.name,
+    parent: options.parent ?? null,
+    ...options.lock,
+  });
+  let result: BackupResult;
+  try {
+    result = await backupLocked(ns, options, paths, lock, start, t0);
+  } catch (e) {
+    await lock.release().catch(() => {}); // a lock left behind goes stale; the error that matters is `e`
+    throw e;
+  }
+  await lock.release();
+  return result;
+}
+
+async function backupLocked(
+  ns: Namespace,
+  options: BackupOptions,
+  paths: string[],
+  lock: Lock,
+  start: Date,
+  t0: number,
+): Promise<BackupResult> {
+  const now = options.now ?? (() => new Date());
+  const fs = options.fs ?? denoFileSystem;
   const parent = options.parent ? await loadSnapshot(ns, options.parent) : null;
   let salt: Uint8Array | null = null;
   if (!ns.repo.config.dedup) {
@@ -421,6 +454,8 @@ export async function backupFiles(ns: Namespace, options: BackupOptions): Promis
       );
     }
   }
+  // Last, the lock: had it lapsed, gc may have condemned and deleted packs since the commit check.
+  await lock.check();
   const end = now();
   const durationMs = Math.round(performance.now() - t0);
   const stats = {

@@ -12,7 +12,7 @@
  */
 import type { Backend, ObjectInfo } from "./backend.ts";
 import { RepoError } from "./errors.ts";
-import { decodeIndexSegment, loadIndex, writeIndexSegment } from "./index.ts";
+import { BlobIndex, decodeIndexSegment, writeIndexSegment } from "./index.ts";
 import { acquireLock, listLiveLocks, LOCK_STALE_MS } from "./lock.ts";
 import { type PackListing, packObjectName, readPackListing } from "./pack.ts";
 import { listSnapshots, readSnapshotRefs } from "./snapshot.ts";
@@ -42,8 +42,31 @@ export async function listCondemned(backend: Backend): Promise<Map<string, Date>
   return out;
 }
 
-/** Deletes snapshots `ids` (full ids); their data goes at the next gc runs. */
-export async function forgetSnapshots(backend: Backend, ids: string[]): Promise<void> {
+/**
+ * Deletes snapshots `ids` (full ids); their data goes at the next gc runs. Throws `RepoError`, deleting
+ * nothing, if one of them is the parent of a backup whose lock is live, or a live lock is damaged (its
+ * parent is unknown).
+ */
+export async function forgetSnapshots(
+  backend: Backend,
+  ids: string[],
+  options: { now?: Date; staleMs?: number } = {},
+): Promise<void> {
+  const forget = new Set(ids);
+  for (const l of await listLiveLocks(backend, options)) {
+    if (l.damaged) {
+      throw new RepoError(
+        `Cannot forget while lock ${l.name} is damaged (${l.damaged}) and live: it may be a backup building on ` +
+          `one of these snapshots; it counts as stale ${LOCK_STALE_MS / 60_000} minutes after its last write`,
+      );
+    }
+    if (l.kind === "backup" && l.parent && forget.has(l.parent)) {
+      throw new RepoError(
+        `Cannot forget snapshot ${l.parent}: it is the parent of a running backup (lock ${l.name}, ` +
+          `${l.hostname} pid ${l.pid})`,
+      );
+    }
+  }
   for (const id of ids) await backend.delete(`snapshots/${id}`);
 }
 
@@ -70,11 +93,15 @@ export interface GcResult {
   indexSegmentsRewritten: number;
   /** Temporary files of writes that never completed (a killed writer's), removed. */
   temporariesRemoved: number;
+  /** Live locks that are damaged: each counts as the oldest writer, so nothing was condemned or deleted. */
+  damagedLocks: string[];
 }
 
 /**
- * Runs one gc over `backend` (see the module comment). Throws `RepoError` without deleting anything if
- * another gc is live or a snapshot, reference segment or pack trailer cannot be read: gc never guesses.
+ * Runs one gc over `backend` (see the module comment). It reads everything it decides on — locks, snapshots
+ * and their reference segments, index segments, pack trailers — before its first write or delete, so it
+ * throws `RepoError` with the repository unchanged if another gc is live or any of these cannot be read:
+ * gc never guesses.
  */
 export async function garbageCollect(backend: Backend, options: GcOptions = {}): Promise<GcResult> {
   const now = options.now ?? (() => new Date());
@@ -97,7 +124,8 @@ async function collect(
   staleMs: number,
   marginMs: number,
 ): Promise<GcResult> {
-  // Locks first: a writer that starts after this point writes only packs newer than its own start.
+  // Locks first: a writer that starts after this point writes only packs newer than its own start. A damaged
+  // lock starts at the epoch (listLiveLocks): older than every pack and condemnation.
   const writers = (await listLiveLocks(backend, { now: now(), staleMs })).filter((l) => l.kind === "backup");
   const writerStarts = writers.map((l) => Date.parse(l.start));
   const cutoff = writerStarts.length > 0 ? Math.min(...writerStarts) - marginMs : Infinity;
@@ -107,8 +135,21 @@ async function collect(
   const refSegments: ObjectInfo[] = [];
   for await (const obj of backend.list("refs/")) refSegments.push(obj);
   const condemned = await listCondemned(backend);
-  // Which copy of a blob readers use: the index, read after the pack listing, with condemned copies last.
-  const index = await loadIndex(backend, { isDead: (p) => condemned.has(p) });
+  // Which copy of a blob readers use: the index, read after the pack listing, with condemned copies last. Its
+  // segments (checksummed, named by their hash) also give each indexed pack's listing, so only the trailers
+  // of packs no segment lists are read. Segments never change, so phase 3 reuses what is read here.
+  const segments = new Map<string, PackListing[]>();
+  for await (const obj of backend.list("index/")) {
+    segments.set(obj.name, decodeIndexSegment(obj.name, await backend.get(obj.name)));
+  }
+  const index = new BlobIndex();
+  const indexed = new Map<string, PackListing>();
+  for (const listings of segments.values()) {
+    for (const l of listings) {
+      index.addPack(l, (p) => condemned.has(p));
+      indexed.set(l.packId, l);
+    }
+  }
   const listed = new Set(packs.map((p) => p.name.slice(p.name.lastIndexOf("/") + 1)));
 
   // Marks are read after the listings, so a snapshot committed meanwhile is seen.
@@ -132,11 +173,20 @@ async function collect(
     refSegmentsDeleted: 0,
     indexSegmentsRewritten: 0,
     temporariesRemoved: 0,
+    damagedLocks: writers.filter((l) => l.damaged).map((l) => l.name),
   };
-  const t = now();
+  // Phase 1 reads and decides; nothing is written or deleted until every listing is read: a damaged trailer
+  // (of a pack the index does not list), snapshot, reference segment or index segment stops gc with the
+  // repository as it was.
+  const listings: PackListing[] = [];
   for (const obj of packs) {
     const packId = obj.name.slice(obj.name.lastIndexOf("/") + 1);
-    const listing: PackListing = await readPackListing(backend, packId, obj.size);
+    listings.push(indexed.get(packId) ?? await readPackListing(backend, packId, obj.size));
+  }
+  const t = now();
+  for (const [i, obj] of packs.entries()) {
+    const listing = listings[i];
+    const packId = listing.packId;
     // A pack is live when it holds the copy readers use of a marked blob. A copy the index does not choose
     // (a killed backup's pack that was never indexed, then uploaded again) is garbage — unless the chosen
     // copy is not among the listed packs, when this one is kept.
@@ -147,10 +197,7 @@ async function collect(
     });
     const at = condemned.get(packId);
     if (live) {
-      if (at) {
-        await backend.delete(`${CONDEMNED_PREFIX}${packId}`);
-        result.pardoned.push(packId);
-      }
+      if (at) result.pardoned.push(packId);
       continue;
     }
     if (at) {
@@ -164,29 +211,37 @@ async function collect(
       continue;
     }
     if (obj.modified.getTime() >= cutoff) continue;
-    await backend.put(
-      `${CONDEMNED_PREFIX}${packId}`,
-      new TextEncoder().encode(JSON.stringify({ condemnedAt: t.toISOString() })),
-    );
     result.condemned.push(packId);
   }
-  // The index forgets the packs to delete before they go (and any pack a killed gc deleted already), so that
-  // no crash leaves an index entry pointing at a missing pack; then the packs go, then their markers.
   const gone = new Set(result.deleted);
   for (const packId of index.packIds()) {
     // Named by the index but not listed: gone only if it is still absent now (a writer puts a pack before
     // the index segment naming it, so a pack written after the listing exists here).
     if (!listed.has(packId) && !(await backend.exists(packObjectName(packId)))) gone.add(packId);
   }
+  const rewrite = new Map<string, PackListing[]>();
   if (gone.size > 0) {
     for await (const obj of backend.list("index/")) {
-      const listings = decodeIndexSegment(obj.name, await backend.get(obj.name));
-      if (!listings.some((l) => gone.has(l.packId))) continue;
-      const keep = listings.filter((l) => !gone.has(l.packId));
-      if (keep.length > 0) await writeIndexSegment(backend, keep);
-      await backend.delete(obj.name);
-      result.indexSegmentsRewritten++;
+      const listings = segments.get(obj.name) ?? decodeIndexSegment(obj.name, await backend.get(obj.name));
+      if (listings.some((l) => gone.has(l.packId))) rewrite.set(obj.name, listings);
     }
+  }
+
+  // Phase 2 writes: pardons, then condemnations.
+  for (const packId of result.pardoned) await backend.delete(`${CONDEMNED_PREFIX}${packId}`);
+  for (const packId of result.condemned) {
+    await backend.put(
+      `${CONDEMNED_PREFIX}${packId}`,
+      new TextEncoder().encode(JSON.stringify({ condemnedAt: t.toISOString() })),
+    );
+  }
+  // Phase 3: the index forgets the packs to delete before they go (and any pack a killed gc deleted already),
+  // so that no crash leaves an index entry pointing at a missing pack; then the packs go, then their markers.
+  for (const [name, listings] of rewrite) {
+    const keep = listings.filter((l) => !gone.has(l.packId));
+    if (keep.length > 0) await writeIndexSegment(backend, keep);
+    await backend.delete(name);
+    result.indexSegmentsRewritten++;
   }
   for (const packId of result.deleted) {
     await backend.delete(packObjectName(packId));

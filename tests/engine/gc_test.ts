@@ -4,7 +4,9 @@ import { backupFiles } from "../../engine/repo/backup.ts";
 import { forgetSnapshots, garbageCollect, type GcResult, listCondemned } from "../../engine/repo/gc.ts";
 import { denoFileSystem, type FileSystem } from "../../engine/repo/fs.ts";
 import { acquireLock, listLiveLocks } from "../../engine/repo/lock.ts";
+import { PackBuilder, packObjectName } from "../../engine/repo/pack.ts";
 import { Repository } from "../../engine/repo/repository.ts";
+import { listSnapshots } from "../../engine/repo/snapshot.ts";
 import { restoreSnapshot } from "../../engine/repo/restore.ts";
 import { verifyRepository } from "../../engine/repo/verify.ts";
 import { deterministicBytes, tempDir } from "./helpers.ts";
@@ -59,7 +61,9 @@ async function race(order: Order, seed: number) {
   const other = new LocalBackend(repoPath);
   const gcs: GcResult[] = [];
   const forgetAndGcTwice = async () => {
-    await forgetSnapshots(other, [parent.snapshotId]);
+    // Deleted directly: forgetSnapshots refuses the parent of a running backup, but a forget that read the
+    // locks just before the backup wrote its lock gets through — the race this test plays.
+    await other.delete(`snapshots/${parent.snapshotId}`);
     gcs.push(await garbageCollect(other, { graceMs: 0, clockMarginMs: 20 }));
     gcs.push(await garbageCollect(other, { graceMs: 0, clockMarginMs: 20 }));
   };
@@ -185,4 +189,125 @@ Deno.test("Namespace.checkCommit() refuses a blob in a condemned pack, which is 
   // A fresh reader prefers the live copy over the condemned one.
   const reader = await Repository.open(be, KEK);
   assert.notEqual(reader.index.lookup("h", id)!.packId, oldPack);
+});
+
+/** Every object of the repository with its size (gc's own lock comes and goes). */
+async function objects(be: LocalBackend): Promise<string[]> {
+  return (await Array.fromAsync(be.list(""))).map((o) => `${o.name} ${o.size}`).sort();
+}
+
+/** A repository with forgotten snapshots (garbage packs) and one kept snapshot. */
+async function repoWithGarbage(dir: string) {
+  const be = new LocalBackend(`${dir}/repo`);
+  const repo = await Repository.init(be, KEK, { namespace: "h", ...SMALL });
+  await Deno.mkdir(`${dir}/src`);
+  const ids = [];
+  for (let gen = 0; gen < 3; gen++) {
+    await Deno.writeFile(`${dir}/src/a`, deterministicBytes(`garbage-${gen}`, 150_000));
+    ids.push((await backupFiles(repo.namespace("h"), { paths: [`${dir}/src`] })).snapshotId);
+  }
+  await forgetSnapshots(be, ids.slice(0, 2));
+  return { be, repo, kept: ids[2] };
+}
+
+/**
+ * A pack no index segment names (a killed backup's) whose trailer is damaged, listed after at least one
+ * other pack: a gc that acted pack by pack would already have acted on that one.
+ */
+async function damagedOrphanPack(be: LocalBackend): Promise<string> {
+  for (let i = 0;; i++) {
+    const b = new PackBuilder("h");
+    b.add("data", "ab".repeat(32), deterministicBytes(`orphan-${i}`, 2_000));
+    const { bytes, listing } = b.finish();
+    bytes[bytes.length - 12] ^= 0xff; // inside the trailer's checksum
+    await be.put(packObjectName(listing.packId), bytes);
+    const order = (await Array.fromAsync(be.list("data/"))).map((o) => o.name);
+    if (order.indexOf(packObjectName(listing.packId)) > 0) return listing.packId;
+    await be.delete(packObjectName(listing.packId));
+  }
+}
+
+Deno.test("garbageCollect() reads everything before it changes anything: a damaged trailer changes nothing", async () => {
+  await using dir = await tempDir();
+  const { be } = await repoWithGarbage(dir.path);
+  const packId = await damagedOrphanPack(be);
+  const before = await objects(be);
+  await assert.rejects(garbageCollect(be, { graceMs: 0, clockMarginMs: 0 }), (e: Error) => {
+    assert.match(e.message, new RegExp(`pack ${packId}`));
+    return true;
+  });
+  assert.deepEqual(await objects(be), before, "no object written or deleted");
+
+  // Packs condemned by an earlier gc are not deleted either when a later gc finds a damaged trailer.
+  await be.delete(packObjectName(packId));
+  const first = await garbageCollect(be, { graceMs: 0, clockMarginMs: 0 });
+  assert.ok(first.condemned.length > 0);
+  const again = await damagedOrphanPack(be);
+  const condemned = await objects(be);
+  await assert.rejects(garbageCollect(be, { graceMs: 0, clockMarginMs: 0 }), new RegExp(`pack ${again}`));
+  assert.deepEqual(await objects(be), condemned, "no condemned pack deleted");
+});
+
+Deno.test("garbageCollect() stops with nothing changed at an unreadable snapshot, a missing reference segment or a damaged index segment", async () => {
+  await using dir = await tempDir();
+  const { be, kept } = await repoWithGarbage(dir.path);
+  const good = await Deno.readFile(`${dir.path}/repo/snapshots/${kept}`);
+  const damaged = good.slice();
+  damaged[10] ^= 0xff;
+  await Deno.writeFile(`${dir.path}/repo/snapshots/${kept}`, damaged);
+  const before = await objects(be);
+  await assert.rejects(garbageCollect(be, { graceMs: 0, clockMarginMs: 0 }), new RegExp(kept));
+  assert.deepEqual(await objects(be), before);
+
+  await Deno.writeFile(`${dir.path}/repo/snapshots/${kept}`, good);
+  const [info] = (await listSnapshots(be)).filter((s) => s.id === kept);
+  const seg = `refs/${info.refSegments[0]}`;
+  const segBytes = await be.get(seg);
+  await be.delete(seg);
+  const without = await objects(be);
+  await assert.rejects(garbageCollect(be, { graceMs: 0, clockMarginMs: 0 }), /Missing refs/);
+  assert.deepEqual(await objects(be), without);
+  await be.put(seg, segBytes);
+
+  // A damaged index segment: it gives the listings of the packs it names, so gc stops there too.
+  const [idx] = await Array.fromAsync(be.list("index/"));
+  const idxPath = `${dir.path}/repo/${idx.name}`;
+  const idxBytes = await Deno.readFile(idxPath);
+  const badIdx = idxBytes.slice();
+  badIdx[20] ^= 0xff;
+  await Deno.writeFile(idxPath, badIdx);
+  const withBadIndex = await objects(be);
+  await assert.rejects(garbageCollect(be, { graceMs: 0, clockMarginMs: 0 }), /Damaged index/);
+  assert.deepEqual(await objects(be), withBadIndex);
+  await Deno.writeFile(idxPath, idxBytes);
+  const ok = await garbageCollect(be, { graceMs: 0, clockMarginMs: 0 });
+  assert.ok(ok.condemned.length > 0);
+});
+
+/** A local backend that records the packs read from. */
+class CountingBackend extends LocalBackend {
+  packReads: string[] = [];
+  override get(name: string, range?: Parameters<LocalBackend["get"]>[1]) {
+    if (name.startsWith("data/")) this.packReads.push(name.slice(name.lastIndexOf("/") + 1));
+    return super.get(name, range);
+  }
+}
+
+Deno.test("garbageCollect() reads the trailers only of packs no index segment lists", async () => {
+  await using dir = await tempDir();
+  const { be } = await repoWithGarbage(dir.path);
+  const counting = new CountingBackend(be.root);
+  const r = await garbageCollect(counting, { graceMs: 0, clockMarginMs: 0 });
+  assert.ok(r.packs > 5 && r.condemned.length > 0);
+  assert.deepEqual(counting.packReads, [], "the index listed every pack");
+
+  const b = new PackBuilder("h");
+  b.add("data", "cd".repeat(32), deterministicBytes("unindexed", 2_000));
+  const { bytes, listing } = b.finish();
+  await be.put(packObjectName(listing.packId), bytes);
+  counting.packReads = [];
+  await new Promise((r) => setTimeout(r, 20));
+  const again = await garbageCollect(counting, { graceMs: 0, clockMarginMs: 0 });
+  assert.deepEqual([...new Set(counting.packReads)], [listing.packId], "only the unindexed pack's trailer");
+  assert.ok(again.condemned.includes(listing.packId));
 });
