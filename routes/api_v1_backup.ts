@@ -273,7 +273,7 @@ for (
     [
       "health_check",
       "health-check",
-      "Queue a health check of a storage target (any health): a reachability probe on an online host of the account — a relay host of the target's org first, then any host of that org, then a relay host elsewhere in the account, then any online host",
+      "Queue a health check of a storage target (any health): a reachability probe on an online host eligible for the target — for a target of an org only a host of that org, a relay host first, then any of its hosts (never another org's host); for an account-level target any host of the account, a relay first",
     ],
     [
       "verify",
@@ -295,7 +295,7 @@ for (
         ...common,
         409: err(
           check === "health_check"
-            ? "No host of the target's account is online"
+            ? "No eligible host is online: none of the target's org (or, for an account-level target, of the account)"
             : "The target's BES is offline (the message names it and its last heartbeat)",
         ),
       },
