@@ -323,6 +323,13 @@ Deno.test("GET /api/v1/restore-points/{id} and /api/v1/replicas return replicati
   const dev = await bearer(kv, f.users.devOperator, ["backup.view", "backup.manage"], f.clock.now());
   assert.equal((await f.app.request(`/api/v1/replicas/${f.local.id}`, { headers: dev })).status, 404);
   assert.deepEqual((await (await f.app.request("/api/v1/replicas", { headers: dev })).json()).values, []);
+  // ?policyId= reads that policy's rules: a policy out of scope (or unknown) is 404, not an empty list.
+  const ofPolicy = (headers: HeadersInit, id: string) =>
+    f.app.request(`/api/v1/replicas?policyId=${id}`, { headers });
+  const outOfScope = await ofPolicy(dev, f.policy.id);
+  assert.equal(outOfScope.status, 404);
+  assert.equal((await outOfScope.json()).error.code, "not_found");
+  assert.equal((await ofPolicy(admin, "01J0000000000000000000NONE")).status, 404);
 });
 
 Deno.test("POST /api/v1/replicas creates a rule with the form's schema; refusals change nothing", async () => {
