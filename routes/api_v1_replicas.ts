@@ -94,10 +94,7 @@ apiV1Replicas.openapi(
     const { kv, clock } = c.get("deps");
     const actor = c.get("actor")!;
     const rule = await requireReplicaRow(kv, actor, c.req.valid("param").replicaId);
-    const recent = await listRecentReplications(kv, actor, rule.policyId, clock(), {
-      ruleId: rule.id,
-      limit: 50,
-    });
+    const recent = await listRecentReplications(kv, actor, [rule], clock(), { limit: 50 });
     return c.json({ ...rule, recent }, 200);
   },
 );

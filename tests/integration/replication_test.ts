@@ -16,6 +16,7 @@ import { systemActor } from "../../domain/rbac.ts";
 import {
   createReplica,
   listRecentReplications,
+  listReplicasByPolicy,
   listReplicationsOfPoint,
   type ReplicaRule,
   replicaStats,
@@ -489,7 +490,13 @@ Deno.test("listRecentReplications() leaves out points of a host outside the view
   await applyJobOutcome(kv, done, SUNDAY_2AM);
   const seen = async (user: Parameters<typeof userActor>[0]) =>
     new Set(
-      (await listRecentReplications(kv, userActor(user), f.policy.id, SUNDAY_2AM, { limit: 20 }))
+      (await listRecentReplications(
+        kv,
+        userActor(user),
+        await listReplicasByPolicy(kv, userActor(user), f.policy.id),
+        SUNDAY_2AM,
+        { limit: 20 },
+      ))
         .map((r) => r.restorePointId),
     );
   const admin = await seen(f.users.admin);
