@@ -326,10 +326,10 @@ apiV1Backup.openapi(
     responses: { 200: ok("{ health_check, verify }"), ...common },
   }),
   async (c) => {
-    return c.json(
-      await readStorageChecks(c.get("deps").kv, c.get("actor")!, c.req.valid("param").targetId),
-      200,
-    );
+    const { kv } = c.get("deps");
+    const actor = c.get("actor")!;
+    const target = await requireTarget(kv, actor, c.req.valid("param").targetId);
+    return c.json(await readStorageChecks(kv, actor, target), 200);
   },
 );
 

@@ -549,7 +549,7 @@ async function targetPage(
     capacityHistory(kv, target.id, now),
     listPoliciesByTarget(kv, target.id),
     targetReferences(kv, target.id).then(describeReferences),
-    readStorageChecks(kv, actor, target.id),
+    readStorageChecks(kv, actor, target),
   ]);
   const canManage = can(actor, "backup.manage", { accountId: target.accountId, orgId: target.orgId });
   const cap = target.capacity;
