@@ -73,7 +73,7 @@ export function HealthBadge(props: { health: TargetHealth }) {
 }
 
 /** The early warning, beside the health (never part of it): projected full within 14 days. */
-export function FullSoonBadge(props: { target: Pick<StorageTarget, "capacity"> }) {
+function FullSoonBadge(props: { target: Pick<StorageTarget, "capacity"> }) {
   const cap = props.target.capacity;
   if (!cap?.fullSoon) return null;
   return (
