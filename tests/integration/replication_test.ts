@@ -25,6 +25,7 @@ import {
 import { applyJobOutcome, listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
 import { createTarget } from "../../domain/storage.ts";
+import type { Engine } from "../../domain/engines.ts";
 import type { Permission } from "../../domain/types.ts";
 import { expireLeases } from "../../jobs/expire_leases.ts";
 import {
@@ -426,6 +427,19 @@ Deno.test("Backup > Replicas creates a rule for a policy the user manages (same 
   assert.match(refused, /choose when to replicate/i);
   assert.match(refused, /<option\s+value="pam_vault"\s+selected/);
   assert.equal((await allRules(kv)).length, 2);
+
+  // A conflict (the target's BES is being deleted): 409 as the API answers, the reason, nothing created.
+  const far = await kv.get<Engine>(["engines", f.far.id]);
+  await kv.set(["engines", f.far.id], { ...far.value!, status: "deleting" });
+  res = await browser.postForm("/backup/replicas", {
+    policyId: f.policy.id,
+    targetId: third.id,
+    replicateAfterFull: "on",
+  }, { tokenFrom: "/backup/replicas" });
+  assert.equal(res.status, 409);
+  assert.match(await res.text(), /This BES is being deleted/);
+  assert.equal((await allRules(kv)).length, 2);
+  await kv.set(["engines", f.far.id], far.value!);
 
   res = await browser.postForm("/backup/replicas", {
     policyId: f.policy.id,
