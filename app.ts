@@ -38,7 +38,6 @@ import { dashboardRoutes } from "./routes/dashboard.tsx";
 import { protectedRoutes } from "./routes/protected.tsx";
 import { policyRoutes } from "./routes/policies.tsx";
 import { policySectionRoutes } from "./routes/policy_sections.tsx";
-import { policyRunNowRoutes } from "./routes/policy_run_now.tsx";
 import { hostRoutes } from "./routes/hosts.tsx";
 import { jobRoutes } from "./routes/jobs.tsx";
 import { platformRoutes } from "./routes/platforms.tsx";
@@ -127,7 +126,6 @@ export function createApp(options: AppOptions) {
   app.route("/backup/notifications", notificationRoutes);
   app.route("/backup/policies", policyRoutes);
   app.route("/backup", policySectionRoutes);
-  app.route("/backup", policyRunNowRoutes);
   app.route("/backup/hosts", hostRoutes);
   app.route("/backup/jobs", jobRoutes);
   app.route("/backup/platforms", platformRoutes);

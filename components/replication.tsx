@@ -15,7 +15,7 @@ const TONE: Record<ReplicationStatus, Tone> = {
   failed: "bad",
 };
 
-export function ReplicationBadge(props: { status: ReplicationStatus }) {
+function ReplicationBadge(props: { status: ReplicationStatus }) {
   return <Badge tone={TONE[props.status]}>{props.status}</Badge>;
 }
 

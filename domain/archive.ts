@@ -272,6 +272,42 @@ export async function resumeHostDecommissions(kv: Deno.Kv, now: Date): Promise<n
 }
 
 /**
+ * The restore point `expireArchivedPoint` would expire, with its policy and host: NotFoundError when it,
+ * its policy or its host is outside the actor's scope, ForbiddenError without backup.manage on the policy.
+ */
+async function readPointToExpire(kv: Deno.Kv, actor: Actor, id: string) {
+  const entry = /^[0-9A-Z]{26}$/.test(id) ? await kv.get<RestorePoint>(restorePointKey(id)) : null;
+  const point = entry?.value;
+  const [policy, host] = point
+    ? await kv.getMany<[Policy, Host]>([policyKey(point.policyId), hostKey(point.hostId ?? "-")])
+    : [];
+  const scope = policy?.value ? { accountId: policy.value.accountId, orgId: policy.value.orgId } : null;
+  if (
+    !entry || !point || !policy?.value || !scope || !inScope(actor, scope) ||
+    (host?.value && !inScope(actor, hostScope(host.value)))
+  ) {
+    throw new NotFoundError(`Restore point ${id.slice(0, 40)} not found`);
+  }
+  authorize(actor, "backup.manage", scope);
+  return {
+    entry,
+    point,
+    policy: policy.value,
+    host: host?.value ?? null,
+    scope,
+  };
+}
+
+/**
+ * Checks that the actor may expire the restore point `id` by hand (`expireArchivedPoint`'s first checks):
+ * NotFoundError out of scope, ForbiddenError without backup.manage. A form refused before the domain
+ * (no confirmation) asks it first, so a point out of scope is a 404 either way.
+ */
+export async function authorizeExpireArchived(kv: Deno.Kv, actor: Actor, id: string): Promise<void> {
+  await readPointToExpire(kv, actor, id);
+}
+
+/**
  * Expires an archived restore point by hand (retention never does): marks it `expired` and queues the
  * BES prune job, with the audit entry, in one atomic operation. Needs backup.manage on the point's
  * policy and the point's host in scope. Throws NotFoundError, ForbiddenError, then ZodError without the
@@ -286,19 +322,7 @@ export async function expireArchivedPoint(
   now: Date,
 ): Promise<RestorePoint> {
   return await withRetry(async () => {
-    const entry = /^[0-9A-Z]{26}$/.test(id) ? await kv.get<RestorePoint>(restorePointKey(id)) : null;
-    const point = entry?.value;
-    const [policy, host] = point
-      ? await kv.getMany<[Policy, Host]>([policyKey(point.policyId), hostKey(point.hostId ?? "-")])
-      : [];
-    const scope = policy?.value ? { accountId: policy.value.accountId, orgId: policy.value.orgId } : null;
-    if (
-      !entry || !point || !policy?.value || !scope || !inScope(actor, scope) ||
-      (host?.value && !inScope(actor, hostScope(host.value)))
-    ) {
-      throw new NotFoundError(`Restore point ${id.slice(0, 40)} not found`);
-    }
-    authorize(actor, "backup.manage", scope);
+    const { entry, point, policy, host, scope } = await readPointToExpire(kv, actor, id);
     ExpireArchivedInput.parse(input);
     if (!point.archivedAt || point.status !== "complete") {
       throw new ConflictError(
@@ -326,10 +350,10 @@ export async function expireArchivedPoint(
     const op = kv.atomic().check(entry).set(restorePointKey(point.id), expired);
     queueJobInOp(op, {
       kind: "prune",
-      principal: `bes:${policy.value.besId}`,
+      principal: `bes:${policy.besId}`,
       accountId: scope.accountId,
       orgId: scope.orgId,
-      payload: { policyId: point.policyId, targetId: policy.value.targetId, restorePointIds: [engineId] },
+      payload: { policyId: point.policyId, targetId: policy.targetId, restorePointIds: [engineId] },
     }, now);
     appendAudit(op, actor, {
       ...scope,
@@ -337,8 +361,8 @@ export async function expireArchivedPoint(
       objectType: "restore_point",
       objectId: point.id,
       summary: `Expired archived restore point ${point.id} (${point.type} of ${point.completedAt}) of ${
-        host?.value?.hostname ?? "a deleted host"
-      } under policy ${policy.value.name}; the BES prunes its data`,
+        host?.hostname ?? "a deleted host"
+      } under policy ${policy.name}; the BES prunes its data`,
     }, now);
     return (await op.commit()).ok ? { value: expired } : null;
   });

@@ -846,23 +846,19 @@ export async function listReplicationsOfPoint(
 }
 
 /**
- * The newest replications of a policy's rules, or of one of them (at most `limit`, newest point first).
- * Needs backup.view on the policy.
+ * The newest replications of replica rules the caller has already read in the actor's scope — a policy's
+ * rules (`listReplicasByPolicy`) or one rule (`requireReplicaRow`) — at most `limit`, newest point first.
+ * Points of a host outside the actor's scope are left out.
  */
 export async function listRecentReplications(
   kv: Deno.Kv,
   actor: Actor,
-  policyId: string,
+  rules: readonly Pick<ReplicaRule, "id">[],
   now: Date,
-  options: { limit?: number; ruleId?: string } = {},
+  options: { limit?: number } = {},
 ): Promise<ReplicationView[]> {
   const limit = options.limit ?? 10;
-  const policy = await requirePolicy(kv, actor, policyId);
-  authorize(actor, "backup.view", { accountId: policy.accountId, orgId: policy.orgId });
   const keys: Deno.KvKey[] = [];
-  const rules = (await readPolicyRules(kv, policyId)).filter((r) =>
-    !options.ruleId || r.id === options.ruleId
-  );
   for (const rule of rules) {
     for await (
       const e of kv.list<string>({ prefix: ["replications_by_rule", rule.id] }, { reverse: true, limit })

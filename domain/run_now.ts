@@ -4,7 +4,11 @@
  * a synthetic full to the policy's BES — the jobs the scheduler would queue (same payload builder, same
  * offline handling), with trigger `manual`. Refused, with the reason, while the policy is disabled or
  * paused, its BES is offline, or a run of the policy is already pending or running on one of those hosts.
- * All or nothing: the runs, their jobs and the audit entry commit in one atomic operation.
+ * Up to RUN_NOW_MAX_HOSTS hosts (fewer for large payloads), all or nothing: the runs, their jobs and the
+ * audit entry commit in one atomic operation. More active hosts than one write takes are written in several
+ * writes in host order, each with its runs, jobs and audit entry, while the policy's guard is marked
+ * `writing` so another run now of it is refused; a later write refused because the policy or BES changed
+ * stops there, and the runs of the earlier writes stay started (the message says how many).
  */
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";

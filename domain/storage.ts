@@ -1047,13 +1047,15 @@ export interface StorageCheckView {
   output: Record<string, unknown> | null;
 }
 
-/** The latest request of each check of a target (health check, integrity verification), null when never. */
+/**
+ * The latest request of each check of a target (health check, integrity verification), null when never.
+ * `target` is one the caller has read in the actor's scope (`requireTarget`); needs backup.view on it.
+ */
 export async function readStorageChecks(
   kv: Deno.Kv,
   actor: Actor,
-  targetId: string,
+  target: Pick<StorageTarget, "id" | "accountId" | "orgId">,
 ): Promise<Record<StorageCheck, StorageCheckView | null>> {
-  const target = await requireTarget(kv, actor, targetId);
   authorize(actor, "backup.view", targetScope(target));
   const checks = Object.keys(STORAGE_CHECKS) as StorageCheck[];
   const requests = await kv.getMany<StorageCheckRequest[]>(checks.map((c) => storageCheckKey(target.id, c)));

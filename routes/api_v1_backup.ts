@@ -28,6 +28,7 @@ import {
 import { rotateAccountSecret } from "../domain/tenancy.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, ok } from "./api_common.ts";
+import { STORAGE_CHECK_SEGMENTS } from "./storage_checks.ts";
 
 const common = {
   401: err("Not signed in or bad token"),
@@ -269,14 +270,12 @@ const StorageCheckQueued = z.object({
 }).openapi("StorageCheckQueued");
 
 for (
-  const [check, segment, summary] of [
+  const [check, summary] of [
     [
       "health_check",
-      "health-check",
-      "Queue a health check of a storage target (any health): a reachability probe on an online host of the account — a relay host of the target's org first, then any host of that org, then a relay host elsewhere in the account, then any online host",
+      "Queue a health check of a storage target (any health): a reachability probe on an online host eligible for the target — for a target of an org only a host of that org, a relay host first, then any of its hosts (never another org's host); for an account-level target any host of the account, a relay first",
     ],
     [
-      "verify",
       "verify",
       "Queue an integrity verification of a storage target (catalog, chains, a restore rehearsal) on its BES, which must be online",
     ],
@@ -285,7 +284,7 @@ for (
   apiV1Backup.openapi(
     createRoute({
       method: "post",
-      path: `/api/v1/storage/{targetId}/${segment}`,
+      path: `/api/v1/storage/{targetId}/${STORAGE_CHECK_SEGMENTS[check]}`,
       summary,
       tags: ["Storage"],
       middleware: [requires("backup.manage")] as const,
@@ -295,7 +294,7 @@ for (
         ...common,
         409: err(
           check === "health_check"
-            ? "No host of the target's account is online"
+            ? "No eligible host is online: none of the target's org (or, for an account-level target, of the account)"
             : "The target's BES is offline (the message names it and its last heartbeat)",
         ),
       },
@@ -326,10 +325,10 @@ apiV1Backup.openapi(
     responses: { 200: ok("{ health_check, verify }"), ...common },
   }),
   async (c) => {
-    return c.json(
-      await readStorageChecks(c.get("deps").kv, c.get("actor")!, c.req.valid("param").targetId),
-      200,
-    );
+    const { kv } = c.get("deps");
+    const actor = c.get("actor")!;
+    const target = await requireTarget(kv, actor, c.req.valid("param").targetId);
+    return c.json(await readStorageChecks(kv, actor, target), 200);
   },
 );
 

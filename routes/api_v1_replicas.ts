@@ -9,6 +9,7 @@ import {
   deleteReplica,
   listRecentReplications,
   listReplicas,
+  listReplicasByPolicy,
   ReplicaCreateInput,
   ReplicaFields,
   requireReplicaRow,
@@ -41,12 +42,19 @@ apiV1Replicas.openapi(
         limit: z.coerce.number().int().min(1).max(200).default(50),
       }),
     },
-    responses: { 200: ok("Rules by policy name"), 401: common[401], 403: common[403], 422: err("Invalid") },
+    responses: {
+      200: ok("Rules by policy name"),
+      ...common,
+      404: err("policyId names a policy not found or outside your scope"),
+      422: err("Invalid"),
+    },
   }),
   async (c) => {
+    const { kv } = c.get("deps");
+    const actor = c.get("actor")!;
     const { policyId, offset, limit } = c.req.valid("query");
-    const all = (await listReplicas(c.get("deps").kv, c.get("actor")!))
-      .filter((r) => !policyId || r.policyId === policyId);
+    // One policy: its own rules (404 for a policy out of scope), not every rule of the account filtered.
+    const all = policyId ? await listReplicasByPolicy(kv, actor, policyId) : await listReplicas(kv, actor);
     return c.json({
       values: all.slice(offset, offset + limit),
       total: all.length,
@@ -86,10 +94,7 @@ apiV1Replicas.openapi(
     const { kv, clock } = c.get("deps");
     const actor = c.get("actor")!;
     const rule = await requireReplicaRow(kv, actor, c.req.valid("param").replicaId);
-    const recent = await listRecentReplications(kv, actor, rule.policyId, clock(), {
-      ruleId: rule.id,
-      limit: 50,
-    });
+    const recent = await listRecentReplications(kv, actor, [rule], clock(), { limit: 50 });
     return c.json({ ...rule, recent }, 200);
   },
 );

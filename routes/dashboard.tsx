@@ -33,16 +33,12 @@ import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from ".
 import { can } from "../domain/rbac.ts";
 import { retryJob } from "../domain/job_views.ts";
 import { retryRun, type Run, runKey } from "../domain/runs.ts";
-import {
-  requestStorageCheck,
-  STORAGE_CHECKS,
-  type StorageCheck,
-  TARGET_TYPE_LABELS,
-} from "../domain/storage.ts";
+import { STORAGE_CHECKS, type StorageCheck, TARGET_TYPE_LABELS } from "../domain/storage.ts";
 import DashboardSection from "../islands/DashboardSection.tsx";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { redirectWithNotice, render } from "./render.tsx";
+import { STORAGE_CHECK_SEGMENTS, storageCheckHandler } from "./storage_checks.ts";
 
 export const dashboardRoutes = new Hono<AppEnv>();
 
@@ -302,7 +298,11 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
               {manage && (
                 <div class="actions">
                   {(Object.keys(STORAGE_CHECKS) as StorageCheck[]).map((check) => (
-                    <form key={check} method="post" action={`/backup/dashboard/storage/${t.id}/${check}`}>
+                    <form
+                      key={check}
+                      method="post"
+                      action={`/backup/dashboard/storage/${t.id}/${STORAGE_CHECK_SEGMENTS[check]}`}
+                    >
                       <Csrf token={csrf} />
                       <button type="submit" class="btn small">
                         {check === "health_check" ? "Health check" : "Verify integrity"}
@@ -481,29 +481,8 @@ dashboardRoutes.post("/backup/dashboard/runs/:runId/retry", requires("backup.man
 
 for (const check of Object.keys(STORAGE_CHECKS) as StorageCheck[]) {
   dashboardRoutes.post(
-    `/backup/dashboard/storage/:targetId/${check}`,
+    `/backup/dashboard/storage/:targetId/${STORAGE_CHECK_SEGMENTS[check]}`,
     requires("backup.manage"),
-    async (c) => {
-      const { kv, clock } = c.get("deps");
-      try {
-        const { jobId, runsOn } = await requestStorageCheck(
-          kv,
-          c.get("actor")!,
-          c.req.param("targetId"),
-          check,
-          clock(),
-        );
-        return redirectWithNotice(
-          c,
-          "/backup/dashboard",
-          `Queued the ${STORAGE_CHECKS[check]} on ${runsOn} (job ${jobId})`,
-        );
-      } catch (error) {
-        if (error instanceof ConflictError) {
-          return redirectWithNotice(c, "/backup/dashboard", `Not queued: ${error.message}`);
-        }
-        throw error;
-      }
-    },
+    storageCheckHandler(check, () => "/backup/dashboard"),
   );
 }

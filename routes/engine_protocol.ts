@@ -117,7 +117,7 @@ export function signedBy(kind: "bes" | "agent"): MiddlewareHandler<AppEnv> {
  * The answer to a registration not signed by the key it registers — and, word for word, to one whose
  * key is registered in another tenant, so that a secret holder cannot probe other tenants for keys.
  */
-export const REGISTRATION_REFUSED =
+const REGISTRATION_REFUSED =
   "The request is not signed by the key it registers, or that key cannot be registered with this secret";
 
 /**

@@ -220,6 +220,7 @@ async function hostPage(
           ? (
             <section class="panel" id="decommission">
               <h2>Decommissioned</h2>
+              {decommission?.error && <p class="form-error" role="alert">{decommission.error}</p>}
               <p data-testid="decommissioned">
                 Decommissioned{" "}
                 {formatTime(host.decommissionedAt)}: no backup is dispatched to this host. Its assignments are
@@ -294,7 +295,11 @@ hostRoutes.post("/:hostId/decommission", requires("backup.manage"), async (c) =>
     if (e instanceof ValidationError) {
       return await hostPage(c, host, { typed, errors: e.fields, error: e.message });
     }
-    if (e instanceof ConflictError) return await hostPage(c, host, { typed, error: e.message, status: 409 });
+    if (e instanceof ConflictError) {
+      // Decommissioned meanwhile (or already): the page as it is now, with the reason.
+      const current = await requireHost(kv, actor, host.id);
+      return await hostPage(c, current, { typed, error: e.message, status: 409 });
+    }
     throw e;
   }
 });

@@ -4,7 +4,7 @@
  */
 import { InvalidCursorError } from "../domain/cursor.ts";
 
-export const STALE_CURSOR_NOTICE = "That page link is no longer valid; showing the first page.";
+const STALE_CURSOR_NOTICE = "That page link is no longer valid; showing the first page.";
 
 /**
  * Reads a page with `read(cursor)`; when the list refuses the cursor, reads the first page instead and

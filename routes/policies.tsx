@@ -37,7 +37,7 @@ import { listTargets, type StorageTarget, TargetFilter } from "../domain/storage
 import CronField from "../islands/CronField.tsx";
 import { previewPolicyRetention } from "../domain/runs.ts";
 import { requires } from "./access.ts";
-import { RunNowSection } from "./policy_run_now.tsx";
+import { postRunNow, type RunNowRefusal, RunNowSection } from "./policy_run_now.tsx";
 import {
   type HookDraft,
   HooksSection,
@@ -564,9 +564,17 @@ policyRoutes.post("/new", requires("backup.manage"), async (c) => {
 });
 
 policyRoutes.get("/:policyId", requires("backup.view"), async (c) => {
+  const p = await requirePolicy(c.get("deps").kv, c.get("actor")!, c.req.param("policyId"));
+  return await policyPage(c, p);
+});
+
+/** Run now (routes/policy_run_now.tsx); a refusal renders the policy page again with it. */
+policyRoutes.post("/:policyId/run", requires("backup.manage"), (c) => postRunNow(c, policyPage));
+
+/** The policy page; `runNow` carries a refused Run now back to its panel (and sets the status). */
+async function policyPage(c: Context<AppEnv>, p: Policy, runNow: RunNowRefusal | null = null) {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const p = await requirePolicy(kv, actor, c.req.param("policyId"));
   const { engines, targets } = await choices(c);
   const canManage = can(actor, "backup.manage", { accountId: p.accountId, orgId: p.orgId });
   const runs = nextRuns(p.fullSchedule, clock(), 3, p.timeZone);
@@ -654,7 +662,14 @@ policyRoutes.get("/:policyId", requires("backup.view"), async (c) => {
             </dl>
           </section>
         </div>
-        {await RunNowSection({ kv, actor, policy: p, csrf: c.get("csrfToken"), now: clock() })}
+        {await RunNowSection({
+          kv,
+          actor,
+          policy: p,
+          csrf: c.get("csrfToken"),
+          now: clock(),
+          refused: runNow,
+        })}
         {await RunsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
         {await RetentionSection({ kv, policy: p, query: c.req.query() })}
         {await HostsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
@@ -674,8 +689,9 @@ policyRoutes.get("/:policyId", requires("backup.view"), async (c) => {
         )}
       </>
     ),
+    runNow?.status ?? 200,
   );
-});
+}
 
 policyRoutes.get("/:policyId/edit", requires("backup.manage"), async (c) => {
   const p = await requirePolicy(c.get("deps").kv, c.get("actor")!, c.req.param("policyId"));

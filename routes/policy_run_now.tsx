@@ -1,33 +1,48 @@
 /**
  * The policy page's Run now panel (guide, backup.manage "run-now") and its form POST: a kind, optional
- * hosts (none ticked = every active host), then a redirect back with what was started or why not.
+ * hosts (none ticked = every active host), then a redirect back with what was started — or, refused, the
+ * policy page again with the reason and the kind and hosts as submitted (an unticked form would mean
+ * every active host).
  */
-import { Hono } from "hono";
-import { z } from "zod";
+import type { Context } from "hono";
 import { Csrf } from "../components/ui.tsx";
 import { ConflictError, ValidationError } from "../domain/errors.ts";
-import type { Policy } from "../domain/policies.ts";
+import { type Policy, requirePolicy } from "../domain/policies.ts";
 import { type Actor, can } from "../domain/rbac.ts";
 import {
   readRunNowState,
   RUN_NOW_KIND_LABELS,
   RUN_NOW_KINDS,
   RUN_NOW_MAX_HOSTS,
+  RunNowInput,
   type RunNowRun,
   runPolicyNow,
 } from "../domain/run_now.ts";
-import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { list, readForm, str } from "./forms.ts";
 import { redirectWithNotice } from "./render.tsx";
 
-export const policyRunNowRoutes = new Hono<AppEnv>();
+/** A refused run now carried back to its form: what was submitted, why not, and the page's status. */
+export interface RunNowRefusal {
+  kind: string;
+  hostIds: string[];
+  error: string;
+  status: 409 | 422;
+}
 
 /** The Run now panel: the form for backup.manage, why it cannot run when it cannot, a note otherwise. */
 export async function RunNowSection(
-  props: { kv: Deno.Kv; actor: Actor; policy: Policy; csrf: string; now: Date },
+  props: {
+    kv: Deno.Kv;
+    actor: Actor;
+    policy: Policy;
+    csrf: string;
+    now: Date;
+    refused?: RunNowRefusal | null;
+  },
 ) {
-  const { kv, actor, policy, csrf, now } = props;
+  const { kv, actor, policy, csrf, now, refused } = props;
+  const ticked = new Set(refused?.hostIds ?? []);
   if (!can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId })) {
     return (
       <section class="panel" id="run-now">
@@ -44,6 +59,7 @@ export async function RunNowSection(
     <section class="panel" id="run-now">
       <h2>Run now</h2>
       {blockedReason && <p class="notice notice--warn" data-testid="run-now-blocked">{blockedReason}</p>}
+      {refused && <p class="form-error" role="alert" data-testid="run-now-refused">{refused.error}</p>}
       <form
         method="post"
         action={`/backup/policies/${policy.id}/run`}
@@ -54,7 +70,9 @@ export async function RunNowSection(
         <div class="field">
           <label for="run-now-kind">Kind</label>
           <select id="run-now-kind" name="kind">
-            {RUN_NOW_KINDS.map((k) => <option key={k} value={k}>{RUN_NOW_KIND_LABELS[k]}</option>)}
+            {RUN_NOW_KINDS.map((k) => (
+              <option key={k} value={k} selected={refused?.kind === k}>{RUN_NOW_KIND_LABELS[k]}</option>
+            ))}
           </select>
         </div>
         {hosts.length > 0 && (
@@ -62,7 +80,7 @@ export async function RunNowSection(
             <legend>Hosts (none ticked: all {moreHosts ? "" : `${hosts.length} `}active hosts)</legend>
             {hosts.map((h) => (
               <label class="choice" key={h.id}>
-                <input type="checkbox" name="hostIds" value={h.id} /> {h.hostname}
+                <input type="checkbox" name="hostIds" value={h.id} checked={ticked.has(h.id)} /> {h.hostname}
                 {h.status === "offline" ? " (agent offline)" : ""}
               </label>
             ))}
@@ -107,37 +125,34 @@ function startedNotice(created: RunNowRun[]): string {
   }.`;
 }
 
-policyRunNowRoutes.post("/policies/:policyId/run", requires("backup.manage"), async (c) => {
+/**
+ * The Run now form's POST (`POST /backup/policies/:policyId/run`, registered with the policy routes):
+ * validated with the domain's schema; started, a redirect to the runs; refused (422 invalid, 409 a
+ * conflict), `page` renders the policy page again with the refusal and what was submitted.
+ */
+export async function postRunNow(
+  c: Context<AppEnv>,
+  page: (c: Context<AppEnv>, policy: Policy, refused: RunNowRefusal) => Promise<Response>,
+): Promise<Response> {
   const { kv, clock } = c.get("deps");
-  const policyId = c.req.param("policyId");
+  const actor = c.get("actor")!;
+  const policy = await requirePolicy(kv, actor, c.req.param("policyId")!);
   const form = await readForm(c);
+  const kind = str(form, "kind");
   const hostIds = list(form, "hostIds");
-  const back = `/backup/policies/${policyId}#runs`;
+  const refuse = (error: string, status: 409 | 422) => page(c, policy, { kind, hostIds, error, status });
+  const parsed = RunNowInput.safeParse({ kind, hostIds: hostIds.length ? hostIds : undefined });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return await refuse(`Not run: ${String(issue.path[0] ?? "the form")} ${issue.message}`, 422);
+  }
   try {
-    const created = await runPolicyNow(
-      kv,
-      c.get("actor")!,
-      policyId,
-      {
-        kind: str(form, "kind") as typeof RUN_NOW_KINDS[number],
-        hostIds: hostIds.length ? hostIds : undefined,
-      },
-      clock(),
-    );
-    return redirectWithNotice(c, back, startedNotice(created));
+    const created = await runPolicyNow(kv, actor, policy.id, parsed.data, clock());
+    return redirectWithNotice(c, `/backup/policies/${policy.id}#runs`, startedNotice(created));
   } catch (e) {
-    // Refusals come back as the notice; nothing was started.
-    if (e instanceof z.ZodError) {
-      const issue = e.issues[0];
-      return redirectWithNotice(
-        c,
-        `/backup/policies/${policyId}#run-now`,
-        `Not run: ${String(issue.path[0] ?? "the form")} ${issue.message}`,
-      );
-    }
-    if (e instanceof ValidationError || e instanceof ConflictError) {
-      return redirectWithNotice(c, `/backup/policies/${policyId}#run-now`, `Not run: ${e.message}`);
-    }
+    // Refusals change nothing: nothing was started.
+    if (e instanceof ValidationError) return await refuse(`Not run: ${e.message}`, 422);
+    if (e instanceof ConflictError) return await refuse(`Not run: ${e.message}`, 409);
     throw e;
   }
-});
+}

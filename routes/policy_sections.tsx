@@ -361,11 +361,11 @@ export async function ReplicasSection(
 ) {
   const { kv, actor, policy, csrf } = props;
   const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
-  const [rules, targets, recent] = await Promise.all([
+  const [rules, targets] = await Promise.all([
     listReplicasByPolicy(kv, actor, policy.id),
     listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
-    listRecentReplications(kv, actor, policy.id, props.now, { limit: 10 }),
   ]);
+  const recent = await listRecentReplications(kv, actor, rules, props.now, { limit: 10 });
   const candidates = targets.values.filter((t) =>
     t.id !== policy.targetId && !rules.some((r) => r.targetId === t.id)
   );

@@ -70,7 +70,9 @@ const NEW_RULE: ReplicaFormValues = {
 
 async function replicasPage(
   c: Context<AppEnv>,
-  form: { values: ReplicaFormValues; errors?: FieldErrors; error?: string } = { values: NEW_RULE },
+  form: { values: ReplicaFormValues; errors?: FieldErrors; error?: string; status?: 409 | 422 } = {
+    values: NEW_RULE,
+  },
 ) {
   const { kv } = c.get("deps");
   const actor = c.get("actor")!;
@@ -215,7 +217,7 @@ async function replicasPage(
         )}
       </>
     ),
-    errors || error ? 422 : 200,
+    form.status ?? (errors || error ? 422 : 200),
   );
 }
 
@@ -235,10 +237,12 @@ replicaScriptRoutes.post("/replicas", requires("backup.manage"), async (c) => {
       return await replicasPage(c, { values, errors: { policyId: "Choose a policy you can manage" } });
     }
     if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
+    // As the API: 422 for invalid fields, 409 for a conflict (a BES being deleted).
     return await replicasPage(c, {
       values,
       errors: e instanceof ValidationError ? e.fields : undefined,
       error: e.message,
+      status: e instanceof ConflictError ? 409 : 422,
     });
   }
 });

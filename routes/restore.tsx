@@ -25,7 +25,7 @@ import { type Engine, EngineFilter, getEngine, listEngines } from "../domain/eng
 import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { getHost, type Host, hostScope, listHosts } from "../domain/hosts.ts";
 import { can, inScope } from "../domain/rbac.ts";
-import { ExpireArchivedInput, expireArchivedPoint } from "../domain/archive.ts";
+import { authorizeExpireArchived, ExpireArchivedInput, expireArchivedPoint } from "../domain/archive.ts";
 import { listPolicies } from "../domain/policies.ts";
 import {
   BmrInput,
@@ -916,20 +916,19 @@ restoreRoutes.get("/points/:restorePointId", requires("backup.restore"), async (
 
 // Needs backup.manage, not backup.restore (expiring is retention's business, not a restore): a refusal
 // goes back to the point's page as a notice rather than re-rendering a page the actor may not read.
-// Needs backup.manage, not backup.restore (expiring is retention's business, not a restore): a refusal
-// goes back to the point's page as a notice rather than re-rendering a page the actor may not read.
 restoreRoutes.post("/points/:restorePointId/expire", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const id = c.req.param("restorePointId");
   const back = `/backup/restore/points/${id}`;
-  const confirm = str(await readForm(c), "confirm") === "on";
+  const parsed = ExpireArchivedInput.safeParse({ confirm: str(await readForm(c), "confirm") === "on" });
+  if (!parsed.success) {
+    // The point's scope before the confirmation: a point out of scope is a 404 either way.
+    await authorizeExpireArchived(kv, c.get("actor")!, id);
+    return redirectWithNotice(c, `${back}#archived`, "Not expired: tick the confirmation first.");
+  }
   try {
-    // The domain checks the point's scope before the confirmation: a hidden point is a 404 either way.
-    await expireArchivedPoint(kv, c.get("actor")!, id, { confirm } as ExpireArchivedInput, clock());
+    await expireArchivedPoint(kv, c.get("actor")!, id, parsed.data, clock());
   } catch (e) {
-    if (e instanceof z.ZodError) {
-      return redirectWithNotice(c, `${back}#archived`, "Not expired: tick the confirmation first.");
-    }
     if (!(e instanceof ConflictError)) throw e;
     return redirectWithNotice(c, `${back}#archived`, `Not expired: ${e.message}`);
   }

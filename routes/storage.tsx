@@ -29,7 +29,6 @@ import {
   describeReferences,
   listTargets,
   readStorageChecks,
-  requestStorageCheck,
   requireTarget,
   STORAGE_CHECKS,
   type StorageCheck,
@@ -50,6 +49,7 @@ import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
+import { STORAGE_CHECK_SEGMENTS, storageCheckHandler } from "./storage_checks.ts";
 import {
   CONFIG_FIELDS,
   configFromForm,
@@ -73,7 +73,7 @@ export function HealthBadge(props: { health: TargetHealth }) {
 }
 
 /** The early warning, beside the health (never part of it): projected full within 14 days. */
-export function FullSoonBadge(props: { target: Pick<StorageTarget, "capacity"> }) {
+function FullSoonBadge(props: { target: Pick<StorageTarget, "capacity"> }) {
   const cap = props.target.capacity;
   if (!cap?.fullSoon) return null;
   return (
@@ -426,8 +426,6 @@ function formFromTarget(t: StorageTarget): FormData {
   return values;
 }
 
-/** The URL segment of each check (the API's too). */
-const CHECK_PATHS: Record<StorageCheck, string> = { health_check: "health-check", verify: "verify" };
 const CHECK_TITLES: Record<StorageCheck, string> = {
   health_check: "Health check",
   verify: "Integrity verify",
@@ -517,7 +515,7 @@ function ChecksPanel(props: {
                   <td>
                     <form
                       method="post"
-                      action={`/backup/storage/${target.id}/${CHECK_PATHS[check]}`}
+                      action={`/backup/storage/${target.id}/${STORAGE_CHECK_SEGMENTS[check]}`}
                       class="inline-form"
                     >
                       <Csrf token={csrf} />
@@ -549,7 +547,7 @@ async function targetPage(
     capacityHistory(kv, target.id, now),
     listPoliciesByTarget(kv, target.id),
     targetReferences(kv, target.id).then(describeReferences),
-    readStorageChecks(kv, actor, target.id),
+    readStorageChecks(kv, actor, target),
   ]);
   const canManage = can(actor, "backup.manage", { accountId: target.accountId, orgId: target.orgId });
   const cap = target.capacity;
@@ -760,22 +758,9 @@ storageRoutes.post("/:targetId/delete", requires("backup.manage"), async (c) => 
 });
 
 for (const check of Object.keys(STORAGE_CHECKS) as StorageCheck[]) {
-  storageRoutes.post(`/:targetId/${CHECK_PATHS[check]}`, requires("backup.manage"), async (c) => {
-    const { kv, clock } = c.get("deps");
-    const back = `/backup/storage/${c.req.param("targetId")}#checks`;
-    try {
-      const { jobId, runsOn } = await requestStorageCheck(
-        kv,
-        c.get("actor")!,
-        c.req.param("targetId"),
-        check,
-        clock(),
-      );
-      return redirectWithNotice(c, back, `Queued the ${STORAGE_CHECKS[check]} on ${runsOn} (job ${jobId}).`);
-    } catch (e) {
-      // A refusal (no online host, BES offline) comes back as the notice; nothing was queued.
-      if (e instanceof ConflictError) return redirectWithNotice(c, back, `Not queued: ${e.message}`);
-      throw e;
-    }
-  });
+  storageRoutes.post(
+    `/:targetId/${STORAGE_CHECK_SEGMENTS[check]}`,
+    requires("backup.manage"),
+    storageCheckHandler(check, (targetId) => `/backup/storage/${targetId}#checks`),
+  );
 }

@@ -57,6 +57,13 @@ async function flash(page: Page): Promise<string> {
   return (await el.innerText()).replace(/\s+/g, " ").trim();
 }
 
+/** The Run now panel's refusal (the page rendered again with the reason). */
+async function refusal(page: Page): Promise<string> {
+  const el = page.locator("section#run-now [data-testid=run-now-refused]");
+  await el.waitFor();
+  return (await el.innerText()).replace(/\s+/g, " ").trim();
+}
+
 /** The cells of each row matching `selector`, whitespace-collapsed. */
 async function rowsCells(page: Page, selector: string): Promise<string[][]> {
   const out: string[][] = [];
@@ -216,9 +223,10 @@ Deno.test("trust: run now, storage checks, replicas, decommission, stale cursors
           `${policyPath}/run`,
           page.locator("section#run-now").getByRole("button", { name: "Run now" }),
         );
-        assert.equal(again.status(), 303);
+        // Refused: the page again (409) with the reason, db01 still ticked and Full still chosen.
+        assert.equal(again.status(), 409);
         assert.match(
-          await flash(page),
+          await refusal(page),
           new RegExp(
             `^Not run: A full run of policy ${POLICY} is already pending on ${
               DB01.hostname.replaceAll(".", "\\.")
@@ -226,9 +234,17 @@ Deno.test("trust: run now, storage checks, replicas, decommission, stale cursors
           ),
         );
         assert.equal(await page.locator("[data-testid=run-row]").count(), 2, "no run was created");
+        assert.ok(
+          await page.locator("section#run-now label.choice", { hasText: DB01.hostname }).locator("input")
+            .isChecked(),
+          "db01 is still ticked",
+        );
+        assert.equal(await page.locator("section#run-now").getByLabel("Kind").inputValue(), "full");
         await screenshot(page, "trust-03-run-now-refused-one-host");
 
         // And on every host: the reason names both.
+        await page.locator("section#run-now label.choice", { hasText: DB01.hostname }).locator("input")
+          .uncheck();
         await page.locator("section#run-now").getByLabel("Kind").selectOption({ label: "Incremental" });
         await submit(
           page,
@@ -236,7 +252,7 @@ Deno.test("trust: run now, storage checks, replicas, decommission, stale cursors
           page.locator("section#run-now").getByRole("button", { name: "Run now" }),
         );
         assert.match(
-          await flash(page),
+          await refusal(page),
           /^Not run: Runs of policy .* are already pending or running on .*(db01.*web01|web01.*db01).*: wait for them to finish, or choose other hosts\.$/,
         );
         assert.equal(await page.locator("[data-testid=run-row]").count(), 2, "still no new run");

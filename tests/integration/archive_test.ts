@@ -372,6 +372,17 @@ Deno.test("the host page decommissions after a typed confirmation (POST then 303
   const shown = await (await browser.get(`/backup/hosts/${f.host.id}`)).text();
   assert.match(shown, /data-testid="decommissioned"/);
   assert.ok(!shown.includes("Decommission host"));
+  // Again (a second tab, a resubmitted form): 409 and the reason on the decommissioned page.
+  res = await browser.postForm(path, { confirmHostname: "h1.acme.example" }, {
+    tokenFrom: `/backup/hosts/${f.host.id}`,
+  });
+  assert.equal(res.status, 409);
+  const again = await res.text();
+  assert.match(again, /data-testid="decommissioned"/);
+  assert.match(
+    again,
+    /<p class="form-error" role="alert">Host h1\.acme\.example is already decommissioned<\/p>/,
+  );
   assert.match(
     await (await browser.get("/backup/hosts?status=decommissioned")).text(),
     /h1\.acme\.example/,

@@ -143,7 +143,7 @@ Deno.test("actions are gated by backup.manage: no buttons for a viewer, 403 on P
   for (
     const path of [
       `/backup/dashboard/runs/${s.run.id}/retry`,
-      `/backup/dashboard/storage/${s.target.id}/health_check`,
+      `/backup/dashboard/storage/${s.target.id}/health-check`,
       `/backup/dashboard/storage/${s.target.id}/verify`,
     ]
   ) {
@@ -171,7 +171,7 @@ Deno.test("actions are gated by backup.manage: no buttons for a viewer, 403 on P
   const storageJobs = async () =>
     (await Array.fromAsync(kv.list<Job>({ prefix: ["jobs"] }))).map((e) => e.value)
       .filter((j) => j.payload.scope === "storage_target").map((j) => [j.kind, j.principal]).sort();
-  const noRelay = await operator.postForm(`/backup/dashboard/storage/${s.target.id}/health_check`, {}, {
+  const noRelay = await operator.postForm(`/backup/dashboard/storage/${s.target.id}/health-check`, {}, {
     tokenFrom: "/backup/dashboard",
   });
   assert.equal(noRelay.status, 303);
@@ -201,7 +201,7 @@ Deno.test("actions are gated by backup.manage: no buttons for a viewer, 403 on P
     s.clock.now(),
   );
   await applyHostHeartbeat(kv, relay.id, { version: "1", metrics: engineMetrics() }, s.clock.now());
-  for (const check of ["health_check", "verify"]) {
+  for (const check of ["health-check", "verify"]) {
     const res = await operator.postForm(`/backup/dashboard/storage/${s.target.id}/${check}`, {}, {
       tokenFrom: "/backup/dashboard",
     });

@@ -16,6 +16,7 @@ import { systemActor } from "../../domain/rbac.ts";
 import {
   createReplica,
   listRecentReplications,
+  listReplicasByPolicy,
   listReplicationsOfPoint,
   type ReplicaRule,
   replicaStats,
@@ -24,6 +25,7 @@ import {
 import { applyJobOutcome, listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
 import { createTarget } from "../../domain/storage.ts";
+import type { Engine } from "../../domain/engines.ts";
 import type { Permission } from "../../domain/types.ts";
 import { expireLeases } from "../../jobs/expire_leases.ts";
 import {
@@ -323,6 +325,13 @@ Deno.test("GET /api/v1/restore-points/{id} and /api/v1/replicas return replicati
   const dev = await bearer(kv, f.users.devOperator, ["backup.view", "backup.manage"], f.clock.now());
   assert.equal((await f.app.request(`/api/v1/replicas/${f.local.id}`, { headers: dev })).status, 404);
   assert.deepEqual((await (await f.app.request("/api/v1/replicas", { headers: dev })).json()).values, []);
+  // ?policyId= reads that policy's rules: a policy out of scope (or unknown) is 404, not an empty list.
+  const ofPolicy = (headers: HeadersInit, id: string) =>
+    f.app.request(`/api/v1/replicas?policyId=${id}`, { headers });
+  const outOfScope = await ofPolicy(dev, f.policy.id);
+  assert.equal(outOfScope.status, 404);
+  assert.equal((await outOfScope.json()).error.code, "not_found");
+  assert.equal((await ofPolicy(admin, "01J0000000000000000000NONE")).status, 404);
 });
 
 Deno.test("POST /api/v1/replicas creates a rule with the form's schema; refusals change nothing", async () => {
@@ -419,6 +428,19 @@ Deno.test("Backup > Replicas creates a rule for a policy the user manages (same 
   assert.match(refused, /<option\s+value="pam_vault"\s+selected/);
   assert.equal((await allRules(kv)).length, 2);
 
+  // A conflict (the target's BES is being deleted): 409 as the API answers, the reason, nothing created.
+  const far = await kv.get<Engine>(["engines", f.far.id]);
+  await kv.set(["engines", f.far.id], { ...far.value!, status: "deleting" });
+  res = await browser.postForm("/backup/replicas", {
+    policyId: f.policy.id,
+    targetId: third.id,
+    replicateAfterFull: "on",
+  }, { tokenFrom: "/backup/replicas" });
+  assert.equal(res.status, 409);
+  assert.match(await res.text(), /This BES is being deleted/);
+  assert.equal((await allRules(kv)).length, 2);
+  await kv.set(["engines", f.far.id], far.value!);
+
   res = await browser.postForm("/backup/replicas", {
     policyId: f.policy.id,
     targetId: third.id,
@@ -482,7 +504,13 @@ Deno.test("listRecentReplications() leaves out points of a host outside the view
   await applyJobOutcome(kv, done, SUNDAY_2AM);
   const seen = async (user: Parameters<typeof userActor>[0]) =>
     new Set(
-      (await listRecentReplications(kv, userActor(user), f.policy.id, SUNDAY_2AM, { limit: 20 }))
+      (await listRecentReplications(
+        kv,
+        userActor(user),
+        await listReplicasByPolicy(kv, userActor(user), f.policy.id),
+        SUNDAY_2AM,
+        { limit: 20 },
+      ))
         .map((r) => r.restorePointId),
     );
   const admin = await seen(f.users.admin);

@@ -474,15 +474,16 @@ Deno.test("the policy page offers Run now to backup.manage, explains it to other
   const refused = await operator.postForm(`${page}/run`, { kind: "full", hostIds: [f.hosts[0].id] }, {
     tokenFrom: page,
   });
-  assert.equal(refused.status, 303);
+  // A refusal renders the page again (409 a conflict, 422 an invalid form) with the reason.
+  assert.equal(refused.status, 409);
   assertIncludes(
-    await (await operator.get(page)).text(),
+    await refused.text(),
     "Not run: An incremental run of policy files is already pending on h1.acme.example",
   );
   const invalid = await operator.postForm(`${page}/run`, { kind: "" }, { tokenFrom: page });
-  assert.equal(invalid.status, 303);
+  assert.equal(invalid.status, 422);
   assertIncludes(
-    await (await operator.get(page)).text(),
+    await invalid.text(),
     "Not run: kind must be full, incremental or synthetic_full",
   );
   assert.equal((await listRunsByPolicy(kv, f.policy.id)).length, 1, "refusals started nothing");
@@ -498,6 +499,50 @@ Deno.test("the policy page offers Run now to backup.manage, explains it to other
   const disabled = await (await operator.get(page)).text();
   assertIncludes(disabled, "Policy files is disabled: enable it to run it.");
   assert.match(disabled, /<button type="submit" class="btn btn--primary" disabled/);
+});
+
+Deno.test("a refused Run now renders the policy page again with the kind and the ticked hosts kept", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const { app } = testApp(kv, f.clock);
+  const operator = new Browser(app);
+  await signInAs(operator, kv, f.users.operator, f.clock.now());
+  const page = `/backup/policies/${f.policy.id}`;
+  await runPolicyNow(kv, system, f.policy.id, { kind: "full", hostIds: [f.hosts[0].id] }, f.clock.now());
+  const runsBefore = (await listRunsByPolicy(kv, f.policy.id)).length;
+  const ticked = [f.hosts[0].id, f.hosts[1].id];
+  /** The host ids whose checkbox is checked in the Run now panel. */
+  const checked = (html: string) =>
+    [...html.matchAll(/<input type="checkbox" name="hostIds" value="([0-9A-Z]{26})"( checked)?/g)]
+      .filter((m) => m[2]).map((m) => m[1]).sort();
+  /** The kind selected in the Run now panel. */
+  const selectedKind = (html: string) =>
+    html.match(/<select id="run-now-kind"[^]*?<\/select>/)?.[0].match(/value="(\w+)"\s*selected/)?.[1];
+
+  // Refused (a run is pending on h1): 409, the reason, and the two ticked hosts still ticked — pressing
+  // Run now again must not mean "every active host".
+  const refused = await operator.postForm(`${page}/run`, { kind: "incremental", hostIds: ticked }, {
+    tokenFrom: page,
+  });
+  assert.equal(refused.status, 409);
+  const html = await refused.text();
+  assertIncludes(html, "Not run: A full run of policy files is already pending on h1.acme.example");
+  assert.deepEqual(checked(html), [...ticked].sort(), "the ticked hosts are kept");
+  assert.equal(selectedKind(html), "incremental", "the kind is kept");
+
+  // Invalid (hosts with a synthetic full): 422 naming the field, the form as submitted.
+  const invalid = await operator.postForm(`${page}/run`, { kind: "synthetic_full", hostIds: ticked }, {
+    tokenFrom: page,
+  });
+  assert.equal(invalid.status, 422);
+  const invalidHtml = await invalid.text();
+  assertIncludes(invalidHtml, "Not run: hostIds must be left out for a synthetic full");
+  assert.deepEqual(checked(invalidHtml), [...ticked].sort());
+  assert.equal(selectedKind(invalidHtml), "synthetic_full");
+  assert.equal((await listRunsByPolicy(kv, f.policy.id)).length, runsBefore, "refusals started nothing");
+
+  // A plain page load ticks nothing.
+  assert.deepEqual(checked(await (await operator.get(page)).text()), []);
 });
 
 /** Every run still pending or running has its open-run entry, and every entry is such a run. */

@@ -284,7 +284,7 @@ Deno.test("storage check refusals: no online host, BES offline; each changes not
     /runs on its BES bes-1, which is offline \(last heartbeat 2026-11-29T10:00:00\.000Z\)/,
   );
   assert.equal(await snapshot(kv), before, "nothing queued, nothing audited");
-  assert.deepEqual(await readStorageChecks(kv, op, f.target.id), { health_check: null, verify: null });
+  assert.deepEqual(await readStorageChecks(kv, op, f.target), { health_check: null, verify: null });
 
   // The page reports the refusal as its notice.
   const { app } = testApp(kv, f.clock);
