@@ -210,6 +210,14 @@ export async function listSnapshots(
   return out.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
 }
 
+/**
+ * The clear header of snapshot `id` alone (no key needed), so one damaged snapshot never stands in the
+ * way of another. Throws `IntegrityError` naming it if damaged, `MissingObjectError` if absent.
+ */
+export async function readSnapshotInfo(backend: Backend, id: string): Promise<SnapshotInfo> {
+  return { id, ...parseSnapshotObject(id, await getSnapshotBytes(backend, id)).header };
+}
+
 /** The id of the one snapshot whose id starts with `prefix`. Throws if none or several match. */
 export async function resolveSnapshotId(backend: Backend, prefix: string): Promise<string> {
   const ids: string[] = [];

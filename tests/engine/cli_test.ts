@@ -236,3 +236,42 @@ Deno.test("deno task repo forget + gc frees the data of a forgotten snapshot", a
   assert.equal(restore.code, 0, restore.stderr);
   assert.deepEqual(await treeOf(`${dir.path}/out${src2}`), await treeOf(src2));
 });
+
+Deno.test("deno task repo: one damaged snapshot blocks neither restore of another, nor listing, forget or gc", async () => {
+  await using dir = await tempDir();
+  const src = await makeSource(dir.path);
+  const repo = `${dir.path}/repo`;
+  const common = ["--repo", repo, "--key-file", `${dir.path}/key`, "--host", "h1"];
+  await repoCli("init", ...common);
+  const first = JSON.parse((await repoCli("backup", ...common, "--json", src)).stdout).snapshotId;
+  const second = JSON.parse((await repoCli("backup", ...common, "--json", src)).stdout).snapshotId;
+  const bad = `${repo}/snapshots/${first}`;
+  const bytes = await Deno.readFile(bad);
+  bytes[bytes.length - 3] ^= 1;
+  await Deno.writeFile(bad, bytes);
+
+  const restore = await repoCli("restore", ...common, second.slice(0, 12), "--target", `${dir.path}/out`);
+  assert.equal(restore.code, 0, restore.stderr);
+  assert.deepEqual(await treeOf(`${dir.path}/out${src}`), await treeOf(src));
+  const restoreBad = await repoCli("restore", ...common, first, "--target", `${dir.path}/out2`);
+  assert.equal(restoreBad.code, 1);
+  assert.match(restoreBad.stderr, new RegExp(`Damaged snapshot ${first}`));
+
+  const list = await repoCli("snapshots", ...common, "--json");
+  assert.equal(list.code, 1);
+  const rows = JSON.parse(list.stdout).snapshots;
+  assert.deepEqual(rows.map((r: { id: string; damaged?: boolean }) => [r.id, r.damaged ?? false]), [
+    [second, false],
+    [first, true],
+  ]);
+  assert.match(list.stderr, new RegExp(`damaged snapshots: ${first}`));
+
+  const gcBlocked = await repoCli("gc", ...common, "--json");
+  assert.equal(gcBlocked.code, 1, "gc never guesses while a snapshot is unreadable");
+  const forget = await repoCli("forget", ...common, first.slice(0, 12));
+  assert.equal(forget.code, 0, forget.stderr);
+  assert.match(forget.stderr, /forgetting damaged snapshot/);
+  assert.equal((await repoCli("snapshots", ...common)).code, 0);
+  const gc = await repoCli("gc", ...common, "--json");
+  assert.equal(gc.code, 0, gc.stderr);
+});
