@@ -20,6 +20,7 @@ import { listSnapshots, loadSnapshot, readSnapshotInfo, resolveSnapshotId } from
 import { loadTree, type TreeEntry } from "./repo/tree.ts";
 import { compileExcludes } from "./repo/exclude.ts";
 import { verifyRepository } from "./repo/verify.ts";
+import { repairIndex } from "./repo/index.ts";
 import { fromHex } from "./repo/bytes.ts";
 
 /** A usage error: exit code 2. */
@@ -34,7 +35,8 @@ const USAGE = `Usage: deno task repo <command> --repo LOCATION --key-file FILE [
   restore   SNAPSHOT --target DIR [--include PATH]... [--overwrite] [--json]
   verify    [SNAPSHOT] [--sample N | --all] [--json]
   forget    SNAPSHOT...
-  gc        [--json]`;
+  gc        [--json]
+  repair    [index] [--json]   write a fresh index from the pack trailers; remove damaged segments`;
 
 const OPTIONS = {
   repo: { type: "string" },
@@ -129,7 +131,9 @@ function keyFileOf(flags: Flags): string {
 async function openRepo(flags: Flags): Promise<Repository> {
   const backend = backendFor(flags.repo);
   const kek = await readKeyFile(keyFileOf(flags));
-  return await Repository.open(backend, kek);
+  const repo = await Repository.open(backend, kek);
+  for (const w of repo.warnings) console.error(`warning: ${w}`);
+  return repo;
 }
 
 function hostOf(flags: Flags): string {
@@ -487,6 +491,28 @@ async function cmdGc(flags: Flags): Promise<number> {
   return 0;
 }
 
+async function cmdRepair(flags: Flags, args: string[]): Promise<number> {
+  if (args.length > 1 || (args.length === 1 && args[0] !== "index")) {
+    throw new UsageError(`repair knows only "index" (the default)`);
+  }
+  const repo = await openRepo(flags);
+  const r = await repairIndex(repo.backend);
+  out(
+    flags,
+    {
+      packs: r.packs,
+      written: r.written,
+      removed: r.removed,
+      damagedSegments: r.damagedSegments.map((e) => e.id),
+      damagedPacks: r.damagedPacks.map((e) => ({ id: e.id, detail: e.detail })),
+    },
+    `repair index: ${r.packs} packs listed in ${r.written.length} new segments; removed ${r.removed.length} ` +
+      `old segments (${r.damagedSegments.length} damaged)`,
+  );
+  for (const e of r.damagedPacks) console.error(`damaged pack ${e.id}: ${e.detail} (left out of the index)`);
+  return r.damagedPacks.length > 0 ? 1 : 0;
+}
+
 /** Runs the `repo` command line with `args` (after "repo"); returns the exit code. */
 export async function runRepoCli(args: string[]): Promise<number> {
   const [command, ...rest] = args;
@@ -515,6 +541,8 @@ export async function runRepoCli(args: string[]): Promise<number> {
         return await cmdForget(flags, positionals);
       case "gc":
         return await cmdGc(flags);
+      case "repair":
+        return await cmdRepair(flags, positionals);
       default:
         throw new UsageError(`Unknown command "${command}"`);
     }

@@ -164,3 +164,60 @@ export async function rebuildIndex(
   }
   return { index, listings, damaged };
 }
+
+/** The outcome of `repairIndex`. */
+export interface RepairResult {
+  /** Packs whose trailers the fresh index lists. */
+  packs: number;
+  /** Index segments written. */
+  written: string[];
+  /** Old segments removed: every damaged one, and every intact one the fresh index wholly covers. */
+  removed: string[];
+  /** Damaged segments among the removed. */
+  damagedSegments: IntegrityError[];
+  /** Packs whose trailer is damaged: left out of the fresh index (old segments naming them are kept). */
+  damagedPacks: IntegrityError[];
+}
+
+/** Packs per segment `repairIndex` writes. */
+export const REPAIR_PACKS_PER_SEGMENT = 1000;
+
+/**
+ * Writes a fresh index from every pack trailer and then removes the segments it supersedes: the damaged
+ * ones, and intact ones whose every pack it lists (an intact segment naming a pack whose trailer is
+ * damaged is kept: it is the only way left to that pack's blobs). New segments are written before any
+ * old one is deleted, so an interruption leaves at worst duplicate entries. Needs no key.
+ */
+export async function repairIndex(backend: Backend): Promise<RepairResult> {
+  // Old segments are listed before the packs: each covers only packs that existed when it was listed.
+  const old: { name: string; packIds: string[] | null }[] = [];
+  const damagedSegments: IntegrityError[] = [];
+  for await (const obj of backend.list("index/")) {
+    try {
+      old.push({
+        name: obj.name,
+        packIds: decodeIndexSegment(obj.name, await backend.get(obj.name)).map((l) => l.packId),
+      });
+    } catch (e) {
+      if (!(e instanceof IntegrityError)) throw e;
+      damagedSegments.push(e);
+      old.push({ name: obj.name, packIds: null });
+    }
+  }
+  const { listings, damaged } = await rebuildIndex(backend);
+  const written: string[] = [];
+  for (let i = 0; i < listings.length; i += REPAIR_PACKS_PER_SEGMENT) {
+    written.push(await writeIndexSegment(backend, listings.slice(i, i + REPAIR_PACKS_PER_SEGMENT)));
+  }
+  const fresh = new Set(listings.map((l) => l.packId));
+  const keep = new Set(written); // a fresh segment may equal an old one (same bytes, same name)
+  const removed: string[] = [];
+  for (const seg of old) {
+    if (keep.has(seg.name)) continue;
+    if (seg.packIds === null || seg.packIds.every((p) => fresh.has(p))) {
+      await backend.delete(seg.name);
+      removed.push(seg.name);
+    }
+  }
+  return { packs: listings.length, written, removed, damagedSegments, damagedPacks: damaged };
+}
