@@ -191,6 +191,7 @@ export function kindOf(name: string): ObjectKind {
     refs: "refs",
     keys: "key",
     locks: "lock",
+    condemned: "condemned",
     config: "config",
   } as const;
   return kinds[top as keyof typeof kinds] ?? "file";

@@ -106,12 +106,16 @@ export class Repository {
         `The key (id ${id}) opens no namespace of the repository at ${backend.location}`,
       );
     }
-    const dead = new Set((await listCondemned(backend)).keys());
+    const markerDamage: IntegrityError[] = [];
+    const dead = new Set((await listCondemned(backend, { onDamaged: (e) => markerDamage.push(e) })).keys());
     const isDead = (p: string) => dead.has(p);
     const indexDamage: IntegrityError[] = [];
     const index = await loadIndex(backend, { isDead, onDamaged: (e) => indexDamage.push(e) });
     const repo = new Repository(backend, config, bytes, index, kek);
     for (const p of dead) repo.deadPacks.add(p);
+    for (const e of markerDamage) {
+      repo.warnings.push(`damaged condemnation marker ${e.id}: ${e.detail}; its pack counts as condemned`);
+    }
     if (indexDamage.length > 0) await repo.#recoverIndex(indexDamage, isDead);
     for (const k of keys) repo.#namespaces.set(k.namespace, await Namespace.create(repo, k));
     return repo;
@@ -153,7 +157,8 @@ export class Repository {
     for await (const obj of this.backend.list("data/")) {
       existing.add(obj.name.slice(obj.name.lastIndexOf("/") + 1));
     }
-    const condemned = await listCondemned(this.backend);
+    // A damaged marker counts as a condemnation here (its blobs are stored anew); gc and verify name it.
+    const condemned = await listCondemned(this.backend, { onDamaged: () => {} });
     this.deadPacks.clear();
     for (const p of condemned.keys()) this.deadPacks.add(p);
     for (const p of this.index.packIds()) if (!existing.has(p)) this.deadPacks.add(p);

@@ -5,14 +5,16 @@
 import assert from "node:assert/strict";
 import { LocalBackend } from "../../engine/repo/backend.ts";
 import { IntegrityError } from "../../engine/repo/errors.ts";
-import { Repository } from "../../engine/repo/repository.ts";
+import { type Namespace, Repository } from "../../engine/repo/repository.ts";
+import { CONDEMNED_PREFIX, forgetSnapshots, garbageCollect } from "../../engine/repo/gc.ts";
+import { packObjectName } from "../../engine/repo/pack.ts";
 import { restoreSnapshot } from "../../engine/repo/restore.ts";
 import { backupFiles } from "../../engine/repo/backup.ts";
 import { repairIndex } from "../../engine/repo/index.ts";
 import { verifyRepository } from "../../engine/repo/verify.ts";
 import { assertSameTree } from "./tree_fixture.ts";
-import { writeSnapshot } from "../../engine/repo/snapshot.ts";
-import { decodeTree } from "../../engine/repo/tree.ts";
+import { loadSnapshot, writeSnapshot } from "../../engine/repo/snapshot.ts";
+import { decodeTree, loadTree } from "../../engine/repo/tree.ts";
 import { deterministicBytes, tempDir } from "./helpers.ts";
 
 const SMALL = { chunker: { min: 1024, avg: 4096, max: 16384 }, packTargetBytes: 64 * 1024 };
@@ -114,3 +116,77 @@ Deno.test("a damaged index segment: open works, restore is byte-identical, verif
   assert.deepEqual((await restoreSnapshot(mended.namespace("h"), r.snapshotId, { target: t2 })).errors, []);
   await assertSameTree(src, `${t2}${src}`);
 });
+
+Deno.test("a damaged condemnation marker stops gc before it deletes anything; verify and open name it", async () => {
+  await using dir = await tempDir();
+  const be = new LocalBackend(`${dir.path}/repo`);
+  const repo = await Repository.init(be, KEK, { namespace: "h", ...SMALL });
+  const src = `${dir.path}/src`;
+  await Deno.mkdir(src);
+  await Deno.writeFile(`${src}/a.bin`, deterministicBytes("cm-a", 100_000));
+  const r = await backupFiles(repo.namespace("h"), { paths: [src] });
+  await forgetSnapshots(be, [r.snapshotId]);
+  const first = await garbageCollect(be, { graceMs: 0 });
+  assert.ok(first.condemned.length >= 2);
+  const markers = (await Array.fromAsync(be.list(CONDEMNED_PREFIX))).map((o) => o.name).sort();
+  const bad = markers[0];
+  const bytes = await be.get(bad);
+  bytes[bytes.indexOf(0x3a /* ":" */) + 5] ^= 1; // a digit of condemnedAt: still JSON, still a time
+  await be.put(bad, bytes);
+  const packsBefore = (await Array.fromAsync(be.list("data/"))).length;
+
+  await assert.rejects(
+    garbageCollect(be, { graceMs: 0 }),
+    (e: unknown) => e instanceof IntegrityError && e.kind === "condemned" && e.id === bad,
+  );
+  assert.equal((await Array.fromAsync(be.list("data/"))).length, packsBefore, "nothing deleted");
+  const opened = await Repository.open(be, KEK);
+  assert.ok(opened.warnings.some((w) => w.includes(bad)));
+  assert.ok(opened.deadPacks.has(bad.slice(CONDEMNED_PREFIX.length)), "its pack still counts as condemned");
+  const v = await verifyRepository(opened);
+  assert.deepEqual(v.problems.map((p) => [p.kind, p.id]), [["condemned", bad]]);
+
+  // Written markers carry a checksum; one of the form before checksums is still read.
+  await be.put(bad, new TextEncoder().encode(JSON.stringify({ condemnedAt: new Date(0).toISOString() })));
+  const second = await garbageCollect(be, { graceMs: 0 });
+  assert.equal(second.deleted.length, first.condemned.length);
+  assert.equal((await Array.fromAsync(be.list("data/"))).length, packsBefore - first.condemned.length);
+});
+
+Deno.test("a damaged parent tree turns off reuse and is recorded, naming the parent snapshot", async () => {
+  await using dir = await tempDir();
+  const be = new LocalBackend(`${dir.path}/repo`);
+  const repo = await Repository.init(be, KEK, { namespace: "h", ...SMALL });
+  const ns = repo.namespace("h");
+  const src = `${dir.path}/src`;
+  await Deno.mkdir(`${src}/sub`, { recursive: true });
+  await Deno.writeFile(`${src}/sub/a.bin`, deterministicBytes("pt-a", 30_000));
+  const parent = await backupFiles(ns, { paths: [src], now: () => new Date(Date.now() + 10_000) });
+  // Damage the tree of src/sub inside its pack.
+  const snap = await loadSnapshot(ns, parent.snapshotId);
+  const subId = (await findSubtree(ns, snap.tree, `${src}/sub`))!;
+  const loc = repo.index.lookup("h", subId)!;
+  const pack = await be.get(packObjectName(loc.packId));
+  pack[loc.offset + 12] ^= 1;
+  await be.put(packObjectName(loc.packId), pack);
+
+  const inc = await backupFiles(ns, { paths: [src], parent: parent.snapshotId });
+  assert.equal(inc.reusedFiles, 0);
+  assert.equal(inc.errors.length, 1);
+  assert.equal(inc.errors[0].path, `${src}/sub`);
+  assert.match(
+    inc.errors[0].error,
+    new RegExp(`parent snapshot ${parent.snapshotId}.*Damaged tree ${subId}`),
+  );
+});
+
+async function findSubtree(ns: Namespace, root: string, path: string): Promise<string | null> {
+  let id = root;
+  for (const part of path.slice(1).split("/")) {
+    const t = await loadTree(ns, id, ns.hasher());
+    const e = t.entries.find((x) => x.name === part);
+    if (!e?.subtree) return null;
+    id = e.subtree;
+  }
+  return id;
+}
