@@ -138,7 +138,13 @@ export async function unwrapNamespaceKeys(
     );
   } catch (e) {
     if (e instanceof RepoError) throw e;
-    throw new IntegrityError("key", name, "does not authenticate under this key (damaged, or another key)");
+    // The repository id (from the config) is authenticated too: a damaged config id fails here.
+    throw new IntegrityError(
+      "key",
+      name,
+      "does not authenticate under this key (the key object is damaged or wrapped by another key, or the " +
+        "config's repository id is damaged)",
+    );
   }
   const p = JSON.parse(new TextDecoder().decode(plain));
   if (p.configSha256 !== binding.configSha256) {

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { LocalBackend } from "../../engine/repo/backend.ts";
-import { IntegrityError } from "../../engine/repo/errors.ts";
+import { FormatVersionError, IntegrityError } from "../../engine/repo/errors.ts";
 import { type Namespace, Repository } from "../../engine/repo/repository.ts";
 import { CONDEMNED_PREFIX, forgetSnapshots, garbageCollect } from "../../engine/repo/gc.ts";
 import { packObjectName } from "../../engine/repo/pack.ts";
@@ -13,7 +13,7 @@ import { backupFiles } from "../../engine/repo/backup.ts";
 import { repairIndex } from "../../engine/repo/index.ts";
 import { verifyRepository } from "../../engine/repo/verify.ts";
 import { assertSameTree } from "./tree_fixture.ts";
-import { loadSnapshot, writeSnapshot } from "../../engine/repo/snapshot.ts";
+import { loadSnapshot, readSnapshotInfo, writeSnapshot } from "../../engine/repo/snapshot.ts";
 import { decodeTree, loadTree } from "../../engine/repo/tree.ts";
 import { deterministicBytes, tempDir } from "./helpers.ts";
 
@@ -190,3 +190,63 @@ async function findSubtree(ns: Namespace, root: string, path: string): Promise<s
   }
   return id;
 }
+
+Deno.test("a single flipped byte anywhere in the config is a damaged config, named, not 'not a repository'", async () => {
+  await using dir = await tempDir();
+  const be = new LocalBackend(`${dir.path}/repo`);
+  await Repository.init(be, KEK, { namespace: "h", ...SMALL });
+  const original = await be.get("config");
+  let positions = 0;
+  for (let i = 0; i < original.length; i++) {
+    const bytes = original.slice();
+    bytes[i] ^= 1;
+    await be.put("config", bytes);
+    await assert.rejects(
+      Repository.open(be, KEK),
+      (e: unknown) =>
+        (e instanceof IntegrityError && e.kind === "config" && /Damaged config config/.test(e.message)) ||
+        // a flipped digit of the repository id fails the key objects' authentication, which says so
+        (e instanceof IntegrityError && e.kind === "key" && /config's repository id/.test(e.message)) ||
+        // a flipped digit of "version" reads as a newer format: also refused, never opened
+        (e instanceof FormatVersionError),
+      `byte ${i}`,
+    );
+    positions++;
+  }
+  assert.ok(positions > 200);
+  await be.put("config", original);
+  await Repository.open(be, KEK);
+});
+
+Deno.test("a damaged reference segment: verify names it, gc stops before deleting, restore still works", async () => {
+  await using dir = await tempDir();
+  const be = new LocalBackend(`${dir.path}/repo`);
+  const repo = await Repository.init(be, KEK, { namespace: "h", ...SMALL });
+  const src = `${dir.path}/src`;
+  await Deno.mkdir(src);
+  await Deno.writeFile(`${src}/a.bin`, deterministicBytes("refs-a", 60_000));
+  const old = await backupFiles(repo.namespace("h"), { paths: [src] });
+  await Deno.writeFile(`${src}/a.bin`, deterministicBytes("refs-b", 60_000));
+  const r = await backupFiles(repo.namespace("h"), { paths: [src] });
+  await forgetSnapshots(be, [old.snapshotId]);
+  const info = await readSnapshotInfo(be, r.snapshotId);
+  const seg = `refs/${info.refSegments[0]}`;
+  const bytes = await be.get(seg);
+  bytes[bytes.length - 40] ^= 0x80;
+  await be.put(seg, bytes);
+
+  const v = await verifyRepository(await Repository.open(be, KEK));
+  assert.deepEqual(v.problems.map((p) => [p.kind, p.id]), [["refs", seg]]);
+  const before = (await Array.fromAsync(be.list(""))).map((o) => o.name).sort();
+  await assert.rejects(
+    garbageCollect(be, { graceMs: 0 }),
+    (e: unknown) => e instanceof IntegrityError && e.kind === "refs" && e.id === seg,
+  );
+  assert.deepEqual((await Array.fromAsync(be.list(""))).map((o) => o.name).sort(), before, "nothing deleted");
+  const target = `${dir.path}/t`;
+  const res = await restoreSnapshot((await Repository.open(be, KEK)).namespace("h"), r.snapshotId, {
+    target,
+  });
+  assert.deepEqual(res.errors, []);
+  assert.deepEqual(await Deno.readFile(`${target}${src}/a.bin`), await Deno.readFile(`${src}/a.bin`));
+});
