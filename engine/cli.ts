@@ -551,12 +551,6 @@ export async function runRepoCli(args: string[]): Promise<number> {
       console.error(`error: ${e.message}\n${USAGE}`);
       return 2;
     }
-    if (
-      e instanceof RepoError || e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied
-    ) {
-      console.error(`error: ${e.message}`);
-      return 1;
-    }
     console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
   }

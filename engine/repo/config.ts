@@ -4,6 +4,7 @@
  * when the repository is opened.
  */
 import type { Backend } from "./backend.ts";
+import { toHex } from "./bytes.ts";
 import type { Encryption } from "./blob.ts";
 import {
   type ChunkerParams,
@@ -52,8 +53,7 @@ const ENCRYPTIONS = new Set(["aes-256-gcm", "aes-256-cbc", "none"]);
 
 /** A new config from `options`. Throws `RepoConfigError` on an invalid option. */
 export function newConfig(options: RepoOptions, now: Date): RepoConfig {
-  const id = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0"))
-    .join("");
+  const id = toHex(crypto.getRandomValues(new Uint8Array(16)));
   const config: RepoConfig = {
     format: REPO_FORMAT_NAME,
     version: REPO_FORMAT_VERSION,
