@@ -8,7 +8,7 @@ import { type Backend, LocalBackend } from "./repo/backend.ts";
 import { backupFiles } from "./repo/backup.ts";
 import type { Compression } from "./repo/compression.ts";
 import type { Encryption } from "./repo/blob.ts";
-import { RepoConfigError, RepoError, WrongKeyError } from "./repo/errors.ts";
+import { IntegrityError, RepoConfigError, RepoError, WrongKeyError } from "./repo/errors.ts";
 import { absolutePath } from "./repo/fs.ts";
 import { createKeyFile, readKeyFile } from "./repo/keys.ts";
 import { forgetSnapshots, garbageCollect } from "./repo/gc.ts";
@@ -16,10 +16,11 @@ import { listLiveLocks, removeStaleLocks } from "./repo/lock.ts";
 import { type Namespace, Repository } from "./repo/repository.ts";
 import { restoreSnapshot } from "./repo/restore.ts";
 import { S3Backend } from "./repo/s3_backend.ts";
-import { listSnapshots, loadSnapshot, resolveSnapshotId } from "./repo/snapshot.ts";
+import { listSnapshots, loadSnapshot, readSnapshotInfo, resolveSnapshotId } from "./repo/snapshot.ts";
 import { loadTree, type TreeEntry } from "./repo/tree.ts";
 import { compileExcludes } from "./repo/exclude.ts";
 import { verifyRepository } from "./repo/verify.ts";
+import { repairIndex } from "./repo/index.ts";
 import { fromHex } from "./repo/bytes.ts";
 
 /** A usage error: exit code 2. */
@@ -35,7 +36,8 @@ const USAGE = `Usage: deno task repo <command> --repo LOCATION --key-file FILE [
   verify    [SNAPSHOT] [--sample N | --all] [--json]
   forget    SNAPSHOT...
   gc        [--json]
-  unlock    --stale [--json]`;
+  unlock    --stale [--json]
+  repair    [index] [--json]   write a fresh index from the pack trailers; remove damaged segments`;
 
 const OPTIONS = {
   repo: { type: "string" },
@@ -131,7 +133,9 @@ function keyFileOf(flags: Flags): string {
 async function openRepo(flags: Flags): Promise<Repository> {
   const backend = backendFor(flags.repo);
   const kek = await readKeyFile(keyFileOf(flags));
-  return await Repository.open(backend, kek);
+  const repo = await Repository.open(backend, kek);
+  for (const w of repo.warnings) console.error(`warning: ${w}`);
+  return repo;
 }
 
 function hostOf(flags: Flags): string {
@@ -150,15 +154,18 @@ function namespaceOf(repo: Repository, flags: Flags): Namespace {
   return repo.namespace(host);
 }
 
-/** Resolves a snapshot id prefix among the namespaces the key opens; returns the id and its namespace. */
+/**
+ * Resolves a snapshot id prefix from the listing (names only) and reads that one snapshot's header, so
+ * a damaged other snapshot never blocks it; returns the id and its namespace.
+ */
 async function snapshotOf(
   repo: Repository,
   prefix: string | undefined,
 ): Promise<{ id: string; ns: Namespace }> {
   if (!prefix) throw new UsageError("SNAPSHOT is required");
   const id = await resolveSnapshotId(repo.backend, prefix);
-  const info = (await listSnapshots(repo.backend)).find((s) => s.id === id);
-  if (!info || !repo.namespaces().includes(info.namespace)) {
+  const info = await readSnapshotInfo(repo.backend, id);
+  if (!repo.namespaces().includes(info.namespace)) {
     throw new WrongKeyError(`Snapshot ${id} belongs to a namespace this key does not open`);
   }
   return { id, ns: repo.namespace(info.namespace) };
@@ -263,31 +270,52 @@ async function cmdBackup(flags: Flags, paths: string[]): Promise<number> {
 async function cmdSnapshots(flags: Flags): Promise<number> {
   const repo = await openRepo(flags);
   const opened = new Set(repo.namespaces());
-  const rows = [];
-  for (const info of await listSnapshots(repo.backend)) {
+  const rows: Record<string, unknown>[] = [];
+  const damaged: { id: string; error: string }[] = [];
+  // A damaged snapshot is listed as damaged; it does not hide the others.
+  const infos = await listSnapshots(repo.backend, {
+    onDamaged: (e) => damaged.push({ id: e.id, error: e.message }),
+  });
+  for (const info of infos) {
     if (!opened.has(info.namespace)) continue;
-    const s = await loadSnapshot(repo.namespace(info.namespace), info.id);
-    rows.push({
-      id: s.id,
-      namespace: s.namespace,
-      host: s.host,
-      kind: s.kind,
-      parent: s.parent,
-      paths: s.paths,
-      startTime: s.startTime,
-      endTime: s.endTime,
-      stats: s.stats,
-      errors: s.errors.length,
-    });
+    try {
+      const s = await loadSnapshot(repo.namespace(info.namespace), info.id);
+      rows.push({
+        id: s.id,
+        namespace: s.namespace,
+        host: s.host,
+        kind: s.kind,
+        parent: s.parent,
+        paths: s.paths,
+        startTime: s.startTime,
+        endTime: s.endTime,
+        stats: s.stats,
+        errors: s.errors.length,
+      });
+    } catch (e) {
+      if (!(e instanceof IntegrityError)) throw e;
+      damaged.push({ id: info.id, error: e.message });
+    }
   }
+  for (const d of damaged) rows.push({ id: d.id, damaged: true, error: d.error });
   out(
     flags,
     { snapshots: rows },
-    rows.map((r) => `${r.id.slice(0, 12)}  ${r.endTime}  ${r.host}  ${r.kind}  ${r.paths.join(" ")}`).join(
-      "\n",
-    ) ||
-      "no snapshots",
+    rows.map((r) =>
+      r.damaged
+        ? `${String(r.id).slice(0, 12)}  DAMAGED  ${r.error}`
+        : `${String(r.id).slice(0, 12)}  ${r.endTime}  ${r.host}  ${r.kind}  ${
+          (r.paths as string[]).join(" ")
+        }`
+    ).join("\n") || "no snapshots",
   );
+  if (damaged.length > 0) {
+    console.error(
+      `error: ${damaged.length} damaged snapshots: ${damaged.map((d) => d.id).join(", ")} ` +
+        `(verify names the damage; forget removes them)`,
+    );
+    return 1;
+  }
   return 0;
 }
 
@@ -423,7 +451,21 @@ async function cmdForget(flags: Flags, args: string[]): Promise<number> {
   if (args.length === 0) throw new UsageError("forget needs at least one SNAPSHOT");
   const repo = await openRepo(flags);
   const ids = [];
-  for (const a of args) ids.push((await snapshotOf(repo, a)).id);
+  for (const a of args) {
+    const id = await resolveSnapshotId(repo.backend, a);
+    try {
+      const info = await readSnapshotInfo(repo.backend, id);
+      if (!repo.namespaces().includes(info.namespace)) {
+        throw new WrongKeyError(`Snapshot ${id} belongs to a namespace this key does not open`);
+      }
+    } catch (e) {
+      // A damaged snapshot can still be forgotten (only its object is deleted; gc removes what it
+      // alone referenced), or it would block gc for good.
+      if (!(e instanceof IntegrityError)) throw e;
+      console.error(`warning: forgetting damaged snapshot ${id}: ${e.detail}`);
+    }
+    ids.push(id);
+  }
   await forgetSnapshots(repo.backend, ids);
   out(flags, { forgotten: ids }, ids.map((id) => `forgot snapshot ${id}`).join("\n"));
   return 0;
@@ -463,6 +505,28 @@ async function cmdUnlock(flags: Flags): Promise<number> {
   return 0;
 }
 
+async function cmdRepair(flags: Flags, args: string[]): Promise<number> {
+  if (args.length > 1 || (args.length === 1 && args[0] !== "index")) {
+    throw new UsageError(`repair knows only "index" (the default)`);
+  }
+  const repo = await openRepo(flags);
+  const r = await repairIndex(repo.backend);
+  out(
+    flags,
+    {
+      packs: r.packs,
+      written: r.written,
+      removed: r.removed,
+      damagedSegments: r.damagedSegments.map((e) => e.id),
+      damagedPacks: r.damagedPacks.map((e) => ({ id: e.id, detail: e.detail })),
+    },
+    `repair index: ${r.packs} packs listed in ${r.written.length} new segments; removed ${r.removed.length} ` +
+      `old segments (${r.damagedSegments.length} damaged)`,
+  );
+  for (const e of r.damagedPacks) console.error(`damaged pack ${e.id}: ${e.detail} (left out of the index)`);
+  return r.damagedPacks.length > 0 ? 1 : 0;
+}
+
 /** Runs the `repo` command line with `args` (after "repo"); returns the exit code. */
 export async function runRepoCli(args: string[]): Promise<number> {
   const [command, ...rest] = args;
@@ -493,6 +557,8 @@ export async function runRepoCli(args: string[]): Promise<number> {
         return await cmdGc(flags);
       case "unlock":
         return await cmdUnlock(flags);
+      case "repair":
+        return await cmdRepair(flags, positionals);
       default:
         throw new UsageError(`Unknown command "${command}"`);
     }
@@ -500,12 +566,6 @@ export async function runRepoCli(args: string[]): Promise<number> {
     if (e instanceof UsageError) {
       console.error(`error: ${e.message}\n${USAGE}`);
       return 2;
-    }
-    if (
-      e instanceof RepoError || e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied
-    ) {
-      console.error(`error: ${e.message}`);
-      return 1;
     }
     console.error(`error: ${e instanceof Error ? e.message : String(e)}`);
     return 1;

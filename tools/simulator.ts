@@ -10,6 +10,7 @@
  */
 import { parseArgs } from "node:util";
 import { EngineClient, type EngineIdentity, type Fetcher } from "./engine_client.ts";
+import { globRegExp } from "../engine/repo/glob.ts";
 
 const TB = 1024 ** 4;
 /** The engine version simulated engines report. */
@@ -501,24 +502,10 @@ export function nameMatcher(query: string): (name: string) => boolean {
     const needle = query.toLowerCase();
     return (name) => name.toLowerCase().includes(needle);
   }
-  let source = "";
-  for (let i = 0; i < query.length; i++) {
-    const ch = query[i];
-    if (ch === "*") source += ".*";
-    else if (ch === "?") source += ".";
-    else if (ch === "[") {
-      const end = query.indexOf("]", i + 1);
-      if (end < 0) source += "\\[";
-      else {
-        const body = query.slice(i + 1, end).replace(/\\/g, "\\\\");
-        source += `[${body.startsWith("!") ? `^${body.slice(1)}` : body}]`;
-        i = end;
-      }
-    } else source += ch.replace(/[.+^${}()|\\\/]/g, "\\$&");
-  }
+  // Names hold no "/", so the engine's glob ("*" within a component) matches them as a plain glob would.
   let re: RegExp;
   try {
-    re = new RegExp(`^${source}$`, "i");
+    re = globRegExp(query, { caseInsensitive: true });
   } catch {
     return () => false;
   }

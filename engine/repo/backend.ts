@@ -4,6 +4,7 @@
  * ("data/ab/ab12…", "keys/host-a/…"); a backend never interprets them beyond that.
  */
 import { MissingObjectError, type ObjectKind, RepoError } from "./errors.ts";
+import { parentDir, syncDir } from "./fs.ts";
 
 /** Part of an object: `length` bytes from `offset`, or the last `suffix` bytes (HTTP Range semantics). */
 export type ByteRange = { offset: number; length: number } | { suffix: number };
@@ -47,9 +48,15 @@ export function validateObjectName(name: string): void {
   }
 }
 
-/** A repository in a local folder. Writes go to a temporary file, are synced, then renamed into place. */
+/**
+ * A repository in a local folder. Writes go to a temporary file, which is synced (fdatasync), renamed
+ * into place, and then its folder is synced (fsync), so an object reported written survives a crash;
+ * a folder created for it has its own parent synced too (once per folder and process).
+ */
 export class LocalBackend implements Backend {
   readonly location: string;
+  /** Folders known to exist durably (created and their parent synced) in this process. */
+  #durableDirs = new Set<string>();
   constructor(readonly root: string) {
     this.location = root;
   }
@@ -130,7 +137,7 @@ export class LocalBackend implements Backend {
   async put(name: string, data: Uint8Array): Promise<void> {
     const path = this.#path(name);
     const dir = path.slice(0, path.lastIndexOf("/"));
-    await Deno.mkdir(dir, { recursive: true });
+    await this.#ensureDir(dir);
     const tmp = `${dir}/.tmp-${crypto.randomUUID()}`;
     try {
       const file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
@@ -146,6 +153,18 @@ export class LocalBackend implements Backend {
       await Deno.remove(tmp).catch(() => {});
       throw e;
     }
+    // The rename is durable only once the folder's entry is on disk.
+    await syncDir(dir);
+  }
+
+  async #ensureDir(dir: string): Promise<void> {
+    if (this.#durableDirs.has(dir)) return;
+    await Deno.mkdir(dir, { recursive: true });
+    // Folders mkdir may have just created (the root, "data", "data/ab") are entries of their parents.
+    for (let d = dir; d.length >= this.root.length && d.startsWith(this.root); d = parentDir(d)) {
+      await syncDir(parentDir(d));
+    }
+    this.#durableDirs.add(dir);
   }
 
   async removeTemporaries(before: Date): Promise<number> {
@@ -202,6 +221,7 @@ export function kindOf(name: string): ObjectKind {
     refs: "refs",
     keys: "key",
     locks: "lock",
+    condemned: "condemned",
     config: "config",
   } as const;
   return kinds[top as keyof typeof kinds] ?? "file";

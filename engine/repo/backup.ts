@@ -156,13 +156,23 @@ class BackupRun {
     return r.id;
   }
 
-  async parentEntries(entry: TreeEntry | null | undefined): Promise<Map<string, TreeEntry> | null> {
+  /** The parent snapshot's entries of folder `path` (from `entry`), or null when there are none. */
+  async parentEntries(
+    entry: TreeEntry | null | undefined,
+    path: string,
+  ): Promise<Map<string, TreeEntry> | null> {
     if (!entry || entry.type !== "dir" || !entry.subtree || !this.parent) return null;
     try {
       const tree = await loadTree(this.ns, entry.subtree, this.hasher);
       return new Map(tree.entries.map((e) => [e.name, e]));
-    } catch {
-      // A damaged parent tree only costs reuse: the files are read again.
+    } catch (e) {
+      if (!(e instanceof RepoError)) throw e;
+      // A damaged parent tree only costs reuse (the files are read again), but it is said, naming the
+      // parent snapshot: it will fail to restore there too.
+      this.errors.push({
+        path,
+        error: `parent snapshot ${this.parent.id}: folder not reused, its tree is unreadable (${e.message})`,
+      });
       return null;
     }
   }
@@ -278,7 +288,7 @@ class BackupRun {
         return { ...base, subtree: await this.saveTree([]) };
       }
       if (await this.#isCacheDir(path)) return null;
-      const subtree = await this.dir(path, rootDev, await this.parentEntries(prev));
+      const subtree = await this.dir(path, rootDev, await this.parentEntries(prev, path));
       return subtree === null ? null : { ...base, subtree };
     }
     this.errors.push({ path, error: "special file (device, socket or fifo) not backed up" });
@@ -354,7 +364,7 @@ class BackupRun {
         continue;
       }
       const prevEntry = prev?.get(name);
-      const subtree = await this.skeleton(childPath, child, await this.parentEntries(prevEntry));
+      const subtree = await this.skeleton(childPath, child, await this.parentEntries(prevEntry, childPath));
       entries.push({ ...this.baseEntry(name, info), type: "dir", size: 0, subtree });
     }
     return await this.saveTree(entries);
@@ -437,7 +447,7 @@ async function backupLocked(
     await ns.repo.refreshDeadPacks();
     run = new BackupRun(ns, ns.hasher(salt), options, parent);
     const prevRoot = parent
-      ? await run.parentEntries({ type: "dir", subtree: parent.tree } as TreeEntry)
+      ? await run.parentEntries({ type: "dir", subtree: parent.tree } as TreeEntry, "/")
       : null;
     if (root.included) {
       const info = await fs.lstat("/");

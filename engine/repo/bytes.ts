@@ -1,20 +1,20 @@
-/** Small byte helpers shared by the format modules (hex, concatenation, little-endian integers). */
+/**
+ * Small byte helpers shared by the format modules (hex, base64, concatenation, little-endian integers).
+ * Hex and base64 are the built-ins of Uint8Array (Deno 2.9+), behind names the modules already use.
+ */
 
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
-
-/** Lower-case hex of `bytes`. */
+/** Lower-case hex of `bytes` (the built-in `Uint8Array.prototype.toHex`). */
 export function toHex(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i]];
-  return s;
+  return bytes.toHex();
 }
 
-/** Bytes of a hex string. Throws if `hex` is not an even-length hex string. */
-export function fromHex(hex: string): Uint8Array {
-  if (hex.length % 2 !== 0 || !/^[0-9a-f]*$/i.test(hex)) throw new Error(`Cannot parse hex "${hex}"`);
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
-  return out;
+/** Bytes of a hex string (either case). Throws if `hex` is not an even-length hex string. */
+export function fromHex(hex: string): Uint8Array<ArrayBuffer> {
+  try {
+    return Uint8Array.fromHex(hex);
+  } catch {
+    throw new Error(`Cannot parse hex "${hex}"`);
+  }
 }
 
 /** One buffer holding `parts` in order. */
@@ -49,19 +49,14 @@ export function isAllZero(data: Uint8Array): boolean {
   return true;
 }
 
-/** Standard base64 of `bytes`. */
+/** Standard base64 of `bytes` (the built-in `Uint8Array.prototype.toBase64`). */
 export function toBase64(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(s);
+  return bytes.toBase64();
 }
 
-/** Bytes of a standard base64 string. Throws if `b64` is not base64. */
+/** Bytes of a standard base64 string (surrounding white space ignored). Throws if `b64` is not base64. */
 export function fromBase64(b64: string): Uint8Array<ArrayBuffer> {
-  const s = atob(b64.trim());
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
+  return Uint8Array.fromBase64(b64.trim());
 }
 
 /** A growable little-endian byte writer for the binary formats. */

@@ -4,6 +4,7 @@
  * when the repository is opened.
  */
 import type { Backend } from "./backend.ts";
+import { toHex } from "./bytes.ts";
 import type { Encryption } from "./blob.ts";
 import {
   type ChunkerParams,
@@ -12,7 +13,7 @@ import {
   validateChunkerParams,
 } from "./chunker.ts";
 import type { Compression } from "./compression.ts";
-import { FormatVersionError, MissingObjectError, RepoConfigError } from "./errors.ts";
+import { FormatVersionError, IntegrityError, MissingObjectError, RepoConfigError } from "./errors.ts";
 import { PACK_TARGET_BYTES } from "./pack.ts";
 
 /** The repository format version this program writes and reads. */
@@ -52,8 +53,7 @@ const ENCRYPTIONS = new Set(["aes-256-gcm", "aes-256-cbc", "none"]);
 
 /** A new config from `options`. Throws `RepoConfigError` on an invalid option. */
 export function newConfig(options: RepoOptions, now: Date): RepoConfig {
-  const id = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0"))
-    .join("");
+  const id = toHex(crypto.getRandomValues(new Uint8Array(16)));
   const config: RepoConfig = {
     format: REPO_FORMAT_NAME,
     version: REPO_FORMAT_VERSION,
@@ -104,24 +104,34 @@ export async function readConfig(backend: Backend): Promise<{ config: RepoConfig
     }
     throw e;
   }
+  // A location holding key objects is a repository: a config it cannot read there is damaged, not foreign.
+  const notRepo = async (detail: string): Promise<never> => {
+    for await (const _ of backend.list("keys/")) {
+      throw new IntegrityError("config", CONFIG_OBJECT, `${detail} (repository ${backend.location})`);
+    }
+    throw new RepoConfigError(`${backend.location} is not a Cadres repository: ${detail}`);
+  };
   let raw: Record<string, unknown>;
   try {
     raw = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
   } catch {
-    throw new RepoConfigError(`${backend.location} is not a Cadres repository: its config is not JSON`);
+    return await notRepo("its config is not JSON");
   }
   if (raw?.format !== REPO_FORMAT_NAME) {
-    throw new RepoConfigError(
-      `${backend.location} is not a Cadres repository: config format is not "${REPO_FORMAT_NAME}"`,
-    );
+    return await notRepo(`config format is not "${REPO_FORMAT_NAME}"`);
   }
   if (typeof raw.version !== "number" || !Number.isInteger(raw.version) || raw.version < 1) {
-    throw new RepoConfigError(`${backend.location}: config has an invalid version`);
+    return await notRepo("config has an invalid version");
   }
   if (raw.version > REPO_FORMAT_VERSION) {
     throw new FormatVersionError(`repository ${backend.location}`, raw.version, REPO_FORMAT_VERSION);
   }
   const config = raw as unknown as RepoConfig;
-  validateConfig(config);
+  try {
+    validateConfig(config);
+  } catch (e) {
+    // RepoConfigError, or a TypeError when a field is missing or of the wrong type.
+    return await notRepo(`config is invalid: ${(e as Error).message}`);
+  }
   return { config, bytes };
 }

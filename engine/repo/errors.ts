@@ -14,6 +14,7 @@ export type ObjectKind =
   | "key"
   | "config"
   | "lock"
+  | "condemned"
   | "file";
 
 /** Base class of every error the repository library throws on purpose. */

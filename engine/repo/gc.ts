@@ -11,7 +11,8 @@
  * (Namespace.checkCommit): a commit naming such a blob is refused and the blob uploaded again.
  */
 import type { Backend, ObjectInfo } from "./backend.ts";
-import { RepoError } from "./errors.ts";
+import { sha256Hex } from "./chunk_id.ts";
+import { IntegrityError, MissingObjectError, RepoError } from "./errors.ts";
 import { BlobIndex, decodeIndexSegment, writeIndexSegment } from "./index.ts";
 import { acquireLock, listLiveLocks, LOCK_STALE_MS } from "./lock.ts";
 import { type PackListing, packObjectName, readPackListing } from "./pack.ts";
@@ -24,20 +25,75 @@ export const GC_GRACE_MS = 24 * 60 * 60_000;
  * and object store times are coarse (Linux file times lag the clock by a few ms) or set by another clock.
  */
 export const GC_CLOCK_MARGIN_MS = 5_000;
-/** Prefix of condemnation markers: "condemned/<packId>" holding { condemnedAt }. */
+/**
+ * Prefix of condemnation markers: "condemned/<packId>" holding
+ * { condemnedAt, checksum: SHA-256 hex of "cadres-condemned-v1" NUL packId NUL condemnedAt }.
+ */
 export const CONDEMNED_PREFIX = "condemned/";
 
-/** The condemned packs and when each was condemned. */
-export async function listCondemned(backend: Backend): Promise<Map<string, Date>> {
+function markerChecksum(packId: string, condemnedAt: string): string {
+  return sha256Hex(new TextEncoder().encode(`cadres-condemned-v1\u0000${packId}\u0000${condemnedAt}`));
+}
+
+/** The bytes of the condemnation marker of `packId`, condemned at `at`. */
+export function encodeCondemnedMarker(packId: string, at: Date): Uint8Array {
+  const condemnedAt = at.toISOString();
+  return new TextEncoder().encode(
+    JSON.stringify({ condemnedAt, checksum: markerChecksum(packId, condemnedAt) }),
+  );
+}
+
+/**
+ * When the marker `name` ("condemned/<packId>") says its pack was condemned. Throws `IntegrityError`
+ * naming it if it is not JSON, its time is not one, or its checksum does not match (a marker of format
+ * v1 written before checksums, `{ condemnedAt }` alone, is still read).
+ */
+export function decodeCondemnedMarker(name: string, bytes: Uint8Array): Date {
+  const fail = (detail: string): never => {
+    throw new IntegrityError("condemned", name, detail);
+  };
+  const packId = name.slice(CONDEMNED_PREFIX.length);
+  let raw: { condemnedAt?: unknown; checksum?: unknown };
+  try {
+    raw = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  } catch {
+    return fail("not valid JSON");
+  }
+  if (typeof raw?.condemnedAt !== "string" || !Number.isFinite(Date.parse(raw.condemnedAt))) {
+    return fail("no valid condemnedAt time");
+  }
+  const keys = Object.keys(raw);
+  if (raw.checksum === undefined && keys.length === 1) return new Date(raw.condemnedAt);
+  if (raw.checksum !== markerChecksum(packId, raw.condemnedAt)) fail("checksum mismatch");
+  return new Date(raw.condemnedAt);
+}
+
+/**
+ * The condemned packs and when each was condemned. A damaged marker throws `IntegrityError` naming it
+ * (so gc stops before it deletes anything), unless `onDamaged` is given: then it is reported there and
+ * its pack still counts as condemned (writers store its blobs anew rather than trust it).
+ */
+export async function listCondemned(
+  backend: Backend,
+  options: { onDamaged?: (e: IntegrityError) => void } = {},
+): Promise<Map<string, Date>> {
   const out = new Map<string, Date>();
   for await (const obj of backend.list(CONDEMNED_PREFIX)) {
     const packId = obj.name.slice(CONDEMNED_PREFIX.length);
-    let at = obj.modified;
+    let bytes: Uint8Array;
     try {
-      const raw = JSON.parse(new TextDecoder().decode(await backend.get(obj.name)));
-      if (typeof raw.condemnedAt === "string") at = new Date(raw.condemnedAt);
-    } catch { /* the object's time stands in */ }
-    out.set(packId, at);
+      bytes = await backend.get(obj.name);
+    } catch (e) {
+      if (e instanceof MissingObjectError) continue; // pardoned or deleted while listing
+      throw e;
+    }
+    try {
+      out.set(packId, decodeCondemnedMarker(obj.name, bytes));
+    } catch (e) {
+      if (!(e instanceof IntegrityError) || !options.onDamaged) throw e;
+      options.onDamaged(e);
+      out.set(packId, obj.modified);
+    }
   }
   return out;
 }
@@ -230,10 +286,7 @@ async function collect(
   // Phase 2 writes: pardons, then condemnations.
   for (const packId of result.pardoned) await backend.delete(`${CONDEMNED_PREFIX}${packId}`);
   for (const packId of result.condemned) {
-    await backend.put(
-      `${CONDEMNED_PREFIX}${packId}`,
-      new TextEncoder().encode(JSON.stringify({ condemnedAt: t.toISOString() })),
-    );
+    await backend.put(`${CONDEMNED_PREFIX}${packId}`, encodeCondemnedMarker(packId, t));
   }
   // Phase 3: the index forgets the packs to delete before they go (and any pack a killed gc deleted already),
   // so that no crash leaves an index entry pointing at a missing pack; then the packs go, then their markers.

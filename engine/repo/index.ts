@@ -8,10 +8,11 @@
  * offset u32, length u32 | SHA-256 of everything before (32).
  */
 import type { Backend } from "./backend.ts";
-import { ByteReader, bytesEqual, ByteWriter, concat, fromHex, toHex } from "./bytes.ts";
-import { type BlobId, ID_BYTES, sha256, sha256Hex } from "./chunk_id.ts";
+import { ByteReader, fromHex, toHex } from "./bytes.ts";
+import { type BlobId, ID_BYTES, sha256Hex } from "./chunk_id.ts";
 import { IntegrityError } from "./errors.ts";
-import { BLOB_TYPE_CODES, type BlobType, type PackListing, readPackListing } from "./pack.ts";
+import { checkedBody, readSectionHeader, sectionWriter, withChecksum } from "./framing.ts";
+import { type BlobType, type PackListing, readBlobEntry, readPackListing, writeBlobEntry } from "./pack.ts";
 
 /** Index segment format version. */
 export const INDEX_VERSION = 1;
@@ -63,14 +64,13 @@ export class BlobIndex {
 
 /** The bytes of an index segment listing `listings`. */
 export function encodeIndexSegment(listings: PackListing[]): Uint8Array<ArrayBuffer> {
-  const w = new ByteWriter().bytes(MAGIC).u8(INDEX_VERSION).u8(0).u8(0).u8(0).u32(listings.length);
+  const w = sectionWriter(MAGIC, INDEX_VERSION).u32(listings.length);
   for (const l of listings) {
     const ns = new TextEncoder().encode(l.namespace);
     w.bytes(fromHex(l.packId)).u16(ns.length).bytes(ns).u32(l.entries.length);
-    for (const e of l.entries) w.u8(BLOB_TYPE_CODES[e.type]).bytes(fromHex(e.id)).u32(e.offset).u32(e.length);
+    for (const e of l.entries) writeBlobEntry(w, e);
   }
-  const body = w.finish();
-  return concat(body, sha256(body));
+  return withChecksum(w.finish());
 }
 
 /** The listings of index segment `name` (its object name). Throws `IntegrityError` naming it if damaged. */
@@ -81,14 +81,10 @@ export function decodeIndexSegment(name: string, bytes: Uint8Array): PackListing
   const expected = name.slice(name.lastIndexOf("/") + 1);
   if (sha256Hex(bytes) !== expected) fail("content does not hash to its name");
   if (bytes.length < 32 + 12) fail("too short");
-  const body = bytes.subarray(0, bytes.length - 32);
-  if (!bytesEqual(sha256(body), bytes.subarray(bytes.length - 32))) fail("checksum mismatch");
+  const body = checkedBody(bytes) ?? fail("checksum mismatch");
   try {
     const r = new ByteReader(body);
-    if (!bytesEqual(r.bytes(4), MAGIC)) fail("magic missing");
-    const version = r.u8();
-    if (version !== INDEX_VERSION) fail(`unknown index version ${version}`);
-    r.bytes(3);
+    readSectionHeader(r, MAGIC, INDEX_VERSION, "index", fail);
     const packs = r.u32();
     const out: PackListing[] = [];
     for (let p = 0; p < packs; p++) {
@@ -96,11 +92,7 @@ export function decodeIndexSegment(name: string, bytes: Uint8Array): PackListing
       const namespace = new TextDecoder("utf-8", { fatal: true }).decode(r.bytes(r.u16()));
       const count = r.u32();
       const entries = [];
-      for (let i = 0; i < count; i++) {
-        const code = r.u8();
-        const type: BlobType = code === 0 ? "data" : code === 1 ? "tree" : fail(`unknown blob type ${code}`);
-        entries.push({ type, id: toHex(r.bytes(ID_BYTES)), offset: r.u32(), length: r.u32() });
-      }
+      for (let i = 0; i < count; i++) entries.push(readBlobEntry(r, fail));
       out.push({ packId, namespace, entries });
     }
     if (r.remaining !== 0) fail("trailing bytes");
@@ -163,4 +155,61 @@ export async function rebuildIndex(
     }
   }
   return { index, listings, damaged };
+}
+
+/** The outcome of `repairIndex`. */
+export interface RepairResult {
+  /** Packs whose trailers the fresh index lists. */
+  packs: number;
+  /** Index segments written. */
+  written: string[];
+  /** Old segments removed: every damaged one, and every intact one the fresh index wholly covers. */
+  removed: string[];
+  /** Damaged segments among the removed. */
+  damagedSegments: IntegrityError[];
+  /** Packs whose trailer is damaged: left out of the fresh index (old segments naming them are kept). */
+  damagedPacks: IntegrityError[];
+}
+
+/** Packs per segment `repairIndex` writes. */
+export const REPAIR_PACKS_PER_SEGMENT = 1000;
+
+/**
+ * Writes a fresh index from every pack trailer and then removes the segments it supersedes: the damaged
+ * ones, and intact ones whose every pack it lists (an intact segment naming a pack whose trailer is
+ * damaged is kept: it is the only way left to that pack's blobs). New segments are written before any
+ * old one is deleted, so an interruption leaves at worst duplicate entries. Needs no key.
+ */
+export async function repairIndex(backend: Backend): Promise<RepairResult> {
+  // Old segments are listed before the packs: each covers only packs that existed when it was listed.
+  const old: { name: string; packIds: string[] | null }[] = [];
+  const damagedSegments: IntegrityError[] = [];
+  for await (const obj of backend.list("index/")) {
+    try {
+      old.push({
+        name: obj.name,
+        packIds: decodeIndexSegment(obj.name, await backend.get(obj.name)).map((l) => l.packId),
+      });
+    } catch (e) {
+      if (!(e instanceof IntegrityError)) throw e;
+      damagedSegments.push(e);
+      old.push({ name: obj.name, packIds: null });
+    }
+  }
+  const { listings, damaged } = await rebuildIndex(backend);
+  const written: string[] = [];
+  for (let i = 0; i < listings.length; i += REPAIR_PACKS_PER_SEGMENT) {
+    written.push(await writeIndexSegment(backend, listings.slice(i, i + REPAIR_PACKS_PER_SEGMENT)));
+  }
+  const fresh = new Set(listings.map((l) => l.packId));
+  const keep = new Set(written); // a fresh segment may equal an old one (same bytes, same name)
+  const removed: string[] = [];
+  for (const seg of old) {
+    if (keep.has(seg.name)) continue;
+    if (seg.packIds === null || seg.packIds.every((p) => fresh.has(p))) {
+      await backend.delete(seg.name);
+      removed.push(seg.name);
+    }
+  }
+  return { packs: listings.length, written, removed, damagedSegments, damagedPacks: damaged };
 }

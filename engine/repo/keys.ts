@@ -12,6 +12,7 @@
 import { createHash } from "node:crypto";
 import { fromBase64, toBase64 } from "./bytes.ts";
 import { IntegrityError, RepoConfigError, RepoError, WrongKeyError } from "./errors.ts";
+import { parentDir, syncDir } from "./fs.ts";
 
 /** Key object format version. */
 export const KEY_OBJECT_VERSION = 1;
@@ -137,7 +138,13 @@ export async function unwrapNamespaceKeys(
     );
   } catch (e) {
     if (e instanceof RepoError) throw e;
-    throw new IntegrityError("key", name, "does not authenticate under this key (damaged, or another key)");
+    // The repository id (from the config) is authenticated too: a damaged config id fails here.
+    throw new IntegrityError(
+      "key",
+      name,
+      "does not authenticate under this key (the key object is damaged or wrapped by another key, or the " +
+        "config's repository id is damaged)",
+    );
   }
   const p = JSON.parse(new TextDecoder().decode(plain));
   if (p.configSha256 !== binding.configSha256) {
@@ -152,12 +159,23 @@ export async function unwrapNamespaceKeys(
 }
 
 /**
- * Creates a key file: 32 random bytes, base64, mode 0600. Throws if `path` already exists.
+ * Creates a key file: 32 random bytes, base64, mode 0600. Throws if `path` already exists. The file and
+ * its folder are synced before this returns, so no repository key object wrapped by this key can reach
+ * the disk while the key itself could still be lost to a crash.
  */
 export async function createKeyFile(path: string): Promise<Uint8Array> {
   const kek = crypto.getRandomValues(new Uint8Array(KEY_BYTES));
-  await Deno.writeTextFile(path, toBase64(kek) + "\n", { createNew: true, mode: 0o600 });
-  await Deno.chmod(path, 0o600);
+  const data = new TextEncoder().encode(toBase64(kek) + "\n");
+  const file = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
+  try {
+    let off = 0;
+    while (off < data.length) off += await file.write(data.subarray(off));
+    await Deno.chmod(path, 0o600); // the mode given to open is narrowed by the umask only
+    await file.sync();
+  } finally {
+    file.close();
+  }
+  await syncDir(parentDir(path.includes("/") ? path : `./${path}`));
   return kek;
 }
 

@@ -9,14 +9,18 @@
  */
 import type { Backend } from "./backend.ts";
 import { ByteReader, bytesEqual, ByteWriter, concat, fromHex, toHex } from "./bytes.ts";
-import { type BlobId, ID_BYTES, sha256, sha256Hex } from "./chunk_id.ts";
+import { type BlobId, ID_BYTES, sha256Hex } from "./chunk_id.ts";
 import { IntegrityError } from "./errors.ts";
+import { checkedBody, CHECKSUM_BYTES, readSectionHeader, sectionWriter, withChecksum } from "./framing.ts";
 
 /** What a blob holds. */
 export type BlobType = "data" | "tree";
 
 /** Blob type codes in trailers and index segments (format v1). */
 export const BLOB_TYPE_CODES: Readonly<Record<BlobType, number>> = Object.freeze({ data: 0, tree: 1 });
+const BLOB_TYPE_BY_CODE: ReadonlyMap<number, BlobType> = new Map(
+  (Object.entries(BLOB_TYPE_CODES) as [BlobType, number][]).map(([type, code]) => [code, type]),
+);
 
 /** Target size of a pack: few objects on S3, few syscalls on disk. */
 export const PACK_TARGET_BYTES = 16 * 1024 * 1024;
@@ -26,7 +30,8 @@ export const PACK_VERSION = 1;
 const TRAILER_MAGIC = new TextEncoder().encode("CPKT");
 const FOOTER_MAGIC = new TextEncoder().encode("CPK1");
 const FOOTER_BYTES = 8;
-const ENTRY_BYTES = 1 + ID_BYTES + 4 + 4;
+/** Bytes of one blob entry in a trailer or index segment: type u8, id (32), offset u32, length u32. */
+export const BLOB_ENTRY_BYTES = 1 + ID_BYTES + 4 + 4;
 
 /** One blob in a pack. */
 export interface PackEntry {
@@ -41,6 +46,18 @@ export interface PackListing {
   packId: string;
   namespace: string;
   entries: PackEntry[];
+}
+
+/** Appends blob entry `e` (type u8, id, offset u32, length u32), as trailers and index segments hold it. */
+export function writeBlobEntry(w: ByteWriter, e: PackEntry): void {
+  w.u8(BLOB_TYPE_CODES[e.type]).bytes(fromHex(e.id)).u32(e.offset).u32(e.length);
+}
+
+/** Reads one blob entry at `r`; calls `fail` on an unknown type code. */
+export function readBlobEntry(r: ByteReader, fail: (detail: string) => never): PackEntry {
+  const code = r.u8();
+  const type = BLOB_TYPE_BY_CODE.get(code) ?? fail(`unknown blob type ${code}`);
+  return { type, id: toHex(r.bytes(ID_BYTES)), offset: r.u32(), length: r.u32() };
 }
 
 /** The object name of pack `packId`. */
@@ -82,11 +99,9 @@ export class PackBuilder {
 
 function encodeTrailer(namespace: string, entries: PackEntry[]): Uint8Array {
   const ns = new TextEncoder().encode(namespace);
-  const w = new ByteWriter().bytes(TRAILER_MAGIC).u8(PACK_VERSION).u8(0).u8(0).u8(0).u16(ns.length).bytes(ns)
-    .u32(entries.length);
-  for (const e of entries) w.u8(BLOB_TYPE_CODES[e.type]).bytes(fromHex(e.id)).u32(e.offset).u32(e.length);
-  const body = w.finish();
-  return concat(body, sha256(body));
+  const w = sectionWriter(TRAILER_MAGIC, PACK_VERSION).u16(ns.length).bytes(ns).u32(entries.length);
+  for (const e of entries) writeBlobEntry(w, e);
+  return withChecksum(w.finish());
 }
 
 /**
@@ -109,28 +124,20 @@ export function parsePackTail(
   if (trailerLen + FOOTER_BYTES > packSize) fail(`trailer length ${trailerLen} exceeds the pack`);
   if (tail.length < trailerLen + FOOTER_BYTES) return { need: trailerLen + FOOTER_BYTES };
   const trailer = tail.subarray(tail.length - FOOTER_BYTES - trailerLen, tail.length - FOOTER_BYTES);
-  if (trailer.length < 32) fail("trailer too short");
-  const body = trailer.subarray(0, trailer.length - 32);
-  if (!bytesEqual(sha256(body), trailer.subarray(trailer.length - 32))) fail("trailer checksum mismatch");
+  if (trailer.length < CHECKSUM_BYTES) fail("trailer too short");
+  const body = checkedBody(trailer) ?? fail("trailer checksum mismatch");
   try {
     const r = new ByteReader(body);
-    if (!bytesEqual(r.bytes(4), TRAILER_MAGIC)) fail("trailer magic missing");
-    const version = r.u8();
-    if (version !== PACK_VERSION) fail(`unknown trailer version ${version}`);
-    r.bytes(3);
+    readSectionHeader(r, TRAILER_MAGIC, PACK_VERSION, "trailer", fail);
     const namespace = new TextDecoder("utf-8", { fatal: true }).decode(r.bytes(r.u16()));
     const count = r.u32();
-    if (r.remaining !== count * ENTRY_BYTES) fail("trailer length does not match its blob count");
+    if (r.remaining !== count * BLOB_ENTRY_BYTES) fail("trailer length does not match its blob count");
     const dataEnd = packSize - FOOTER_BYTES - trailerLen;
     const entries: PackEntry[] = [];
     for (let i = 0; i < count; i++) {
-      const code = r.u8();
-      const type = code === 0 ? "data" : code === 1 ? "tree" : fail(`unknown blob type ${code}`);
-      const id = toHex(r.bytes(ID_BYTES));
-      const offset = r.u32();
-      const length = r.u32();
-      if (offset + length > dataEnd) fail(`blob ${id} lies outside the pack's data`);
-      entries.push({ type, id, offset, length });
+      const e = readBlobEntry(r, fail);
+      if (e.offset + e.length > dataEnd) fail(`blob ${e.id} lies outside the pack's data`);
+      entries.push(e);
     }
     return { packId, namespace, entries };
   } catch (e) {

@@ -26,7 +26,7 @@ import {
   validateNamespace,
   wrapNamespaceKeys,
 } from "./keys.ts";
-import { type BlobType, PackBuilder, type PackListing, packObjectName } from "./pack.ts";
+import { type BlobType, PackBuilder, type PackListing, packObjectName, readPackListing } from "./pack.ts";
 import { listCondemned } from "./gc.ts";
 
 /** Index segments are checkpointed after this many packs, so an interrupted backup can resume. */
@@ -46,6 +46,10 @@ export class Repository {
   #namespaces = new Map<string, Namespace>();
   /** Packs condemned by gc or found missing: their blobs count as absent and may be stored again. */
   readonly deadPacks = new Set<string>();
+  /** Index segments found damaged when the repository was opened (skipped; `repairIndex` replaces them). */
+  readonly indexDamage: IntegrityError[] = [];
+  /** What opening had to work around, one line each, naming the object (the command line prints them). */
+  readonly warnings: string[] = [];
   #configSha256: string;
 
   private constructor(
@@ -102,12 +106,46 @@ export class Repository {
         `The key (id ${id}) opens no namespace of the repository at ${backend.location}`,
       );
     }
-    const dead = new Set((await listCondemned(backend)).keys());
-    const index = await loadIndex(backend, { isDead: (p) => dead.has(p) });
+    const markerDamage: IntegrityError[] = [];
+    const dead = new Set((await listCondemned(backend, { onDamaged: (e) => markerDamage.push(e) })).keys());
+    const isDead = (p: string) => dead.has(p);
+    const indexDamage: IntegrityError[] = [];
+    const index = await loadIndex(backend, { isDead, onDamaged: (e) => indexDamage.push(e) });
     const repo = new Repository(backend, config, bytes, index, kek);
     for (const p of dead) repo.deadPacks.add(p);
+    for (const e of markerDamage) {
+      repo.warnings.push(`damaged condemnation marker ${e.id}: ${e.detail}; its pack counts as condemned`);
+    }
+    if (indexDamage.length > 0) await repo.#recoverIndex(indexDamage, isDead);
     for (const k of keys) repo.#namespaces.set(k.namespace, await Namespace.create(repo, k));
     return repo;
+  }
+
+  /**
+   * One damaged index segment must not make the repository unopenable: it is skipped, and the listings of
+   * the packs no remaining segment covers are read from their trailers (no key needed). Both are recorded
+   * in `indexDamage` and `warnings`; `repairIndex` then writes a fresh index.
+   */
+  async #recoverIndex(damage: IntegrityError[], isDead: (packId: string) => boolean): Promise<void> {
+    this.indexDamage.push(...damage);
+    for (const e of damage) this.warnings.push(`damaged index segment ${e.id}: ${e.detail}; skipped`);
+    const covered = this.index.packIds();
+    let recovered = 0;
+    for await (const obj of this.backend.list("data/")) {
+      const packId = obj.name.slice(obj.name.lastIndexOf("/") + 1);
+      if (covered.has(packId)) continue;
+      try {
+        this.index.addPack(await readPackListing(this.backend, packId, obj.size), isDead);
+        recovered++;
+      } catch (e) {
+        if (!(e instanceof IntegrityError)) throw e;
+        this.warnings.push(`damaged pack ${packId}: ${e.detail}; its blobs cannot be found`);
+      }
+    }
+    this.warnings.push(
+      `rebuilt the listings of ${recovered} packs from their trailers; run "deno task repo repair index" ` +
+        `to write a fresh index`,
+    );
   }
 
   /**
@@ -119,7 +157,8 @@ export class Repository {
     for await (const obj of this.backend.list("data/")) {
       existing.add(obj.name.slice(obj.name.lastIndexOf("/") + 1));
     }
-    const condemned = await listCondemned(this.backend);
+    // A damaged marker counts as a condemnation here (its blobs are stored anew); gc and verify name it.
+    const condemned = await listCondemned(this.backend, { onDamaged: () => {} });
     this.deadPacks.clear();
     for (const p of condemned.keys()) this.deadPacks.add(p);
     for (const p of this.index.packIds()) if (!existing.has(p)) this.deadPacks.add(p);

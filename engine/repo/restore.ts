@@ -15,7 +15,7 @@ import { absolutePath, joinPath } from "./fs.ts";
 import type { Namespace } from "./repository.ts";
 import { loadSnapshot } from "./snapshot.ts";
 import { createThrottle, type Throttle } from "./throttle.ts";
-import { loadTree, type TreeEntry } from "./tree.ts";
+import { entryNameProblem, loadTree, type TreeEntry } from "./tree.ts";
 
 /** Options of `restoreSnapshot`. */
 export interface RestoreOptions {
@@ -40,6 +40,11 @@ export interface RestoreResult {
   errors: EntryError[];
 }
 
+/** Whether absolute `path` is `dir` or lies below it. */
+function isInside(path: string, dir: string): boolean {
+  return path === dir || path.startsWith(dir === "/" ? "/" : dir + "/");
+}
+
 function errorText(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
@@ -53,8 +58,11 @@ class RestoreRun {
   readonly throttle: Throttle;
   readonly includes: string[] | null;
   readonly owners: boolean;
+  /** The absolute target folder: nothing is ever written outside it. */
+  readonly target: string;
 
   constructor(readonly ns: Namespace, readonly hasher: ChunkIdHasher, readonly options: RestoreOptions) {
+    this.target = absolutePath(options.target);
     this.throttle = createThrottle(options.limitBytesPerSecond);
     this.includes = options.include?.length ? options.include.map((p) => absolutePath(p, "/")) : null;
     this.owners = options.owners ?? Deno.uid() === 0;
@@ -172,8 +180,16 @@ class RestoreRun {
       const scope = this.#scope(childPath);
       if (scope === "none") continue;
       if (scope === "some" && child.type !== "dir") continue;
+      // Defence in depth (decodeTree already refuses such names): never write outside the target.
+      const childDest = `${dest}/${child.name}`;
+      const problem = entryNameProblem(child.name) ??
+        (isInside(absolutePath(childDest), this.target) ? null : `resolves outside ${this.target}`);
+      if (problem !== null) {
+        this.errors.push({ path: childPath, error: `not restored: ${problem}` });
+        continue;
+      }
       try {
-        await this.entry(childPath, `${dest}/${child.name}`, child);
+        await this.entry(childPath, childDest, child);
       } catch (err) {
         this.errors.push({ path: childPath, error: errorText(err) });
       }

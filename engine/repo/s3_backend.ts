@@ -127,6 +127,15 @@ export class S3Backend implements Backend {
       const res = await this.#request("GET", `${this.#base}?${q}`, full);
       if (!res.ok) await this.#fail("LIST", full, res);
       const xml = await res.text();
+      // A listing that is not one (a proxy's page, a cut body) must not read as "no objects": gc and
+      // verify would take missing packs for absent ones.
+      if (!/<ListBucketResult[\s>]/.test(xml)) {
+        throw new S3RequestError(
+          full,
+          res.status,
+          `LIST at ${this.location} answered without a ListBucketResult`,
+        );
+      }
       for (const m of xml.matchAll(/<Contents>([\s\S]*?)<\/Contents>/g)) {
         const key = xmlText(m[1], "Key");
         if (key === null || !key.startsWith(this.#prefix)) continue;
@@ -138,7 +147,16 @@ export class S3Backend implements Backend {
           modified: modified ? new Date(modified) : new Date(0),
         };
       }
-      token = xmlText(xml, "IsTruncated") === "true" ? xmlText(xml, "NextContinuationToken") : null;
+      if (xmlText(xml, "IsTruncated") === "true") {
+        token = xmlText(xml, "NextContinuationToken");
+        if (!token) {
+          throw new S3RequestError(
+            full,
+            res.status,
+            `LIST at ${this.location} is truncated but gives no continuation token`,
+          );
+        }
+      } else token = null;
     } while (token);
   }
 

@@ -13,8 +13,9 @@
  * id in 1024) or at 16384 ids, so consecutive snapshots share most segments.
  */
 import type { Backend } from "./backend.ts";
-import { ByteReader, bytesEqual, ByteWriter, concat, fromHex, toHex } from "./bytes.ts";
-import { type BlobId, ID_BYTES, sha256, sha256Hex } from "./chunk_id.ts";
+import { ByteReader, concat, fromHex, toHex } from "./bytes.ts";
+import { type BlobId, ID_BYTES, sha256Hex } from "./chunk_id.ts";
+import { checkedBody, readSectionHeader, sectionWriter, withChecksum } from "./framing.ts";
 import { IntegrityError, MissingObjectError, RepoError } from "./errors.ts";
 import type { Namespace } from "./repository.ts";
 
@@ -95,10 +96,9 @@ export function splitRefs(sortedIds: BlobId[]): BlobId[][] {
 
 /** The bytes of one reference segment. */
 export function encodeRefSegment(ids: BlobId[]): Uint8Array<ArrayBuffer> {
-  const w = new ByteWriter().bytes(REFS_MAGIC).u8(SNAPSHOT_VERSION).u8(0).u8(0).u8(0).u32(ids.length);
+  const w = sectionWriter(REFS_MAGIC, SNAPSHOT_VERSION).u32(ids.length);
   for (const id of ids) w.bytes(fromHex(id));
-  const body = w.finish();
-  return concat(body, sha256(body));
+  return withChecksum(w.finish());
 }
 
 /** The ids of reference segment `name`. Throws `IntegrityError` naming it if damaged. */
@@ -107,10 +107,10 @@ export function decodeRefSegment(name: string, bytes: Uint8Array): BlobId[] {
     throw new IntegrityError("refs", name, detail);
   };
   if (sha256Hex(bytes) !== name.slice(name.lastIndexOf("/") + 1)) fail("content does not hash to its name");
+  const body = checkedBody(bytes) ?? fail("checksum mismatch");
   try {
-    const r = new ByteReader(bytes.subarray(0, bytes.length - 32));
-    if (!bytesEqual(r.bytes(4), REFS_MAGIC) || r.u8() !== SNAPSHOT_VERSION) fail("unknown magic or version");
-    r.bytes(3);
+    const r = new ByteReader(body);
+    readSectionHeader(r, REFS_MAGIC, SNAPSHOT_VERSION, "refs", fail);
     const n = r.u32();
     if (r.remaining !== n * ID_BYTES) fail("length does not match its count");
     return Array.from({ length: n }, () => toHex(r.bytes(ID_BYTES)));
@@ -149,9 +149,7 @@ export async function writeSnapshot(
     refCount: sorted.length,
   };
   const clear = new TextEncoder().encode(JSON.stringify(header));
-  const head = new ByteWriter().bytes(SNAP_MAGIC).u8(SNAPSHOT_VERSION).u8(0).u8(0).u8(0).u32(clear.length)
-    .bytes(clear)
-    .finish();
+  const head = sectionWriter(SNAP_MAGIC, SNAPSHOT_VERSION).u32(clear.length).bytes(clear).finish();
   const sealed = await ns.codec.encode(sha256Hex(head), new TextEncoder().encode(JSON.stringify(body)));
   const bytes = concat(head, sealed);
   const id = sha256Hex(bytes);
@@ -169,10 +167,7 @@ function parseSnapshotObject(
   if (sha256Hex(bytes) !== id) fail("content does not hash to its name");
   try {
     const r = new ByteReader(bytes);
-    if (!bytesEqual(r.bytes(4), SNAP_MAGIC)) fail("magic missing");
-    const version = r.u8();
-    if (version !== SNAPSHOT_VERSION) fail(`unknown snapshot version ${version}`);
-    r.bytes(3);
+    readSectionHeader(r, SNAP_MAGIC, SNAPSHOT_VERSION, "snapshot", fail);
     const header = JSON.parse(
       new TextDecoder("utf-8", { fatal: true }).decode(r.bytes(r.u32())),
     ) as SnapshotHeader;
@@ -208,6 +203,14 @@ export async function listSnapshots(
     }
   }
   return out.sort((a, b) => a.time.localeCompare(b.time) || a.id.localeCompare(b.id));
+}
+
+/**
+ * The clear header of snapshot `id` alone (no key needed), so one damaged snapshot never stands in the
+ * way of another. Throws `IntegrityError` naming it if damaged, `MissingObjectError` if absent.
+ */
+export async function readSnapshotInfo(backend: Backend, id: string): Promise<SnapshotInfo> {
+  return { id, ...parseSnapshotObject(id, await getSnapshotBytes(backend, id)).header };
 }
 
 /** The id of the one snapshot whose id starts with `prefix`. Throws if none or several match. */

@@ -74,14 +74,23 @@ function canonicalEntry(e: TreeEntry): Record<string, unknown> {
   return o;
 }
 
+/**
+ * Why `name` cannot be a tree entry name, or null if it can: an entry name is one path component — not
+ * empty, not "." or "..", without "/" or NUL — so a restore can never be steered outside its target.
+ */
+export function entryNameProblem(name: unknown): string | null {
+  if (typeof name !== "string") return "entry name is not a string";
+  if (name === "" || name === "." || name === "..") return `invalid entry name ${JSON.stringify(name)}`;
+  if (name.includes("/") || name.includes("\u0000")) return `invalid entry name ${JSON.stringify(name)}`;
+  return null;
+}
+
 /** The canonical bytes of a tree of `entries` (sorted here). Throws on duplicate or invalid names. */
 export function encodeTree(entries: TreeEntry[]): Uint8Array {
   const sorted = [...entries].sort((a, b) => compareNames(a.name, b.name));
   for (let i = 0; i < sorted.length; i++) {
     const n = sorted[i].name;
-    if (n === "" || n === "." || n === ".." || n.includes("/") || n.includes("\u0000")) {
-      throw new Error(`Cannot store entry name ${JSON.stringify(n)}`);
-    }
+    if (entryNameProblem(n) !== null) throw new Error(`Cannot store entry name ${JSON.stringify(n)}`);
     if (i > 0 && sorted[i - 1].name === n) throw new Error(`Duplicate entry name ${JSON.stringify(n)}`);
   }
   return new TextEncoder().encode(
@@ -104,6 +113,9 @@ export function decodeTree(id: BlobId, bytes: Uint8Array): Tree {
   let prev: string | null = null;
   for (const e of t.entries) {
     if (typeof e?.name !== "string" || !["file", "dir", "symlink"].includes(e.type)) fail("malformed entry");
+    // The rules encodeTree() enforces, checked again: a crafted or damaged tree must not name "../x".
+    const problem = entryNameProblem(e.name);
+    if (problem !== null) fail(problem);
     if (prev !== null && compareNames(prev, e.name) >= 0) fail("entries not sorted");
     if (e.type === "file" && !Array.isArray(e.content)) {
       fail(`file ${JSON.stringify(e.name)} has no content list`);

@@ -8,7 +8,7 @@
 import { fromHex } from "./bytes.ts";
 import type { BlobId, ChunkIdHasher } from "./chunk_id.ts";
 import { IntegrityError, MissingObjectError, RepoError } from "./errors.ts";
-import { loadIndex } from "./index.ts";
+import { listCondemned } from "./gc.ts";
 import { checkPackBytes, packObjectName, readPackListing } from "./pack.ts";
 import type { Repository } from "./repository.ts";
 import { listSnapshots, loadSnapshot, readSnapshotRefs, type SnapshotInfo } from "./snapshot.ts";
@@ -65,7 +65,9 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
       damagedPacks.add(packId);
     }
   }
-  await loadIndex(backend, { onDamaged: (e) => problems.push(problemOf(e)) });
+  await listCondemned(backend, { onDamaged: (e) => problems.push(problemOf(e)) });
+  // The index as the repository loaded it: segments found damaged then are reported, not read again.
+  for (const e of repo.indexDamage) problems.push(problemOf(e));
   for (const packId of repo.index.packIds()) {
     if (!packSizes.has(packId)) problems.push({ kind: "pack", id: packId, detail: "indexed but missing" });
   }

@@ -236,3 +236,74 @@ Deno.test("deno task repo forget + gc frees the data of a forgotten snapshot", a
   assert.equal(restore.code, 0, restore.stderr);
   assert.deepEqual(await treeOf(`${dir.path}/out${src2}`), await treeOf(src2));
 });
+
+Deno.test("deno task repo: one damaged snapshot blocks neither restore of another, nor listing, forget or gc", async () => {
+  await using dir = await tempDir();
+  const src = await makeSource(dir.path);
+  const repo = `${dir.path}/repo`;
+  const common = ["--repo", repo, "--key-file", `${dir.path}/key`, "--host", "h1"];
+  await repoCli("init", ...common);
+  const first = JSON.parse((await repoCli("backup", ...common, "--json", src)).stdout).snapshotId;
+  const second = JSON.parse((await repoCli("backup", ...common, "--json", src)).stdout).snapshotId;
+  const bad = `${repo}/snapshots/${first}`;
+  const bytes = await Deno.readFile(bad);
+  bytes[bytes.length - 3] ^= 1;
+  await Deno.writeFile(bad, bytes);
+
+  const restore = await repoCli("restore", ...common, second.slice(0, 12), "--target", `${dir.path}/out`);
+  assert.equal(restore.code, 0, restore.stderr);
+  assert.deepEqual(await treeOf(`${dir.path}/out${src}`), await treeOf(src));
+  const restoreBad = await repoCli("restore", ...common, first, "--target", `${dir.path}/out2`);
+  assert.equal(restoreBad.code, 1);
+  assert.match(restoreBad.stderr, new RegExp(`Damaged snapshot ${first}`));
+
+  const list = await repoCli("snapshots", ...common, "--json");
+  assert.equal(list.code, 1);
+  const rows = JSON.parse(list.stdout).snapshots;
+  assert.deepEqual(rows.map((r: { id: string; damaged?: boolean }) => [r.id, r.damaged ?? false]), [
+    [second, false],
+    [first, true],
+  ]);
+  assert.match(list.stderr, new RegExp(`damaged snapshots: ${first}`));
+
+  const gcBlocked = await repoCli("gc", ...common, "--json");
+  assert.equal(gcBlocked.code, 1, "gc never guesses while a snapshot is unreadable");
+  const forget = await repoCli("forget", ...common, first.slice(0, 12));
+  assert.equal(forget.code, 0, forget.stderr);
+  assert.match(forget.stderr, /forgetting damaged snapshot/);
+  assert.equal((await repoCli("snapshots", ...common)).code, 0);
+  const gc = await repoCli("gc", ...common, "--json");
+  assert.equal(gc.code, 0, gc.stderr);
+});
+
+Deno.test("deno task repo: a damaged index segment is warned about; repair index mends it", async () => {
+  await using dir = await tempDir();
+  const src = await makeSource(dir.path);
+  const repo = `${dir.path}/repo`;
+  const common = ["--repo", repo, "--key-file", `${dir.path}/key`, "--host", "h1"];
+  await repoCli("init", ...common);
+  const snap = JSON.parse((await repoCli("backup", ...common, "--json", src)).stdout).snapshotId;
+  const [seg] = [...Deno.readDirSync(`${repo}/index`)].map((e) => e.name);
+  const bytes = await Deno.readFile(`${repo}/index/${seg}`);
+  bytes[30] ^= 4;
+  await Deno.writeFile(`${repo}/index/${seg}`, bytes);
+
+  const restore = await repoCli("restore", ...common, snap, "--target", `${dir.path}/out`);
+  assert.equal(restore.code, 0, restore.stderr);
+  assert.match(restore.stderr, new RegExp(`warning: damaged index segment index/${seg}`));
+  assert.deepEqual(await treeOf(`${dir.path}/out${src}`), await treeOf(src));
+  const verify = await repoCli("verify", ...common);
+  assert.equal(verify.code, 1);
+  assert.match(verify.stderr, new RegExp(`damaged index index/${seg}`));
+
+  assert.equal((await repoCli("repair", ...common, "--bogus")).code, 2);
+  assert.equal((await repoCli("repair", ...common, "snapshots")).code, 2);
+  const repair = await repoCli("repair", ...common, "index", "--json");
+  assert.equal(repair.code, 0, repair.stderr);
+  assert.deepEqual(JSON.parse(repair.stdout).damagedSegments, [`index/${seg}`]);
+  const again = await repoCli("repair", ...common);
+  assert.equal(again.code, 0, again.stderr);
+  assert.equal(again.stderr, "");
+  const clean = await repoCli("verify", ...common, "--all");
+  assert.equal(clean.code, 0, clean.stderr);
+});

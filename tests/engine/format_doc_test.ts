@@ -23,3 +23,16 @@ Deno.test("docs/repository-format.md states the test vectors the engine tests ch
     assert.ok(doc.includes(`\`${module}\``), `doc names ${module}`);
   }
 });
+
+Deno.test("docs/repository-format.md: its status line matches its sections; hard links are documented", async () => {
+  const doc = await Deno.readTextFile(new URL("../../docs/repository-format.md", import.meta.url));
+  const status = doc.slice(doc.indexOf("Status:"), doc.indexOf("## Layout"));
+  for (const specified of ["## Locks", "## Forget and gc"]) assert.ok(doc.includes(specified));
+  assert.ok(
+    !/not yet[^.]*(writer locks|gc)/is.test(status),
+    `status says locks or gc are missing: ${status}`,
+  );
+  assert.match(doc, /Hard links are not preserved/);
+  const readme = await Deno.readTextFile(new URL("../../README.md", import.meta.url));
+  assert.match(readme, /Hard links are not preserved/);
+});

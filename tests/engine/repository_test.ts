@@ -132,3 +132,59 @@ Deno.test("Namespaces are separate: another namespace neither finds nor reads a 
   await assert.rejects(b.loadBlob(saved.id), MissingObjectError);
   assert.deepEqual((await Repository.open(be, KEK)).namespaces(), ["host-a", "host-b"]);
 });
+
+Deno.test("LocalBackend.put() syncs the file before the rename and the folder after; createKeyFile() syncs", async () => {
+  await using dir = await tempDir();
+  const events: string[] = [];
+  const paths = new WeakMap<object, string>();
+  const origOpen = Deno.open;
+  const origRename = Deno.rename;
+  const origSync = Deno.FsFile.prototype.sync;
+  const origSyncData = Deno.FsFile.prototype.syncData;
+  const rel = (p: string) => p.replace(dir.path, "").replace(/\.tmp-[0-9a-f-]+$/, ".tmp");
+  const d = Deno as unknown as Record<string, unknown>;
+  d.open = async (p: string | URL, o?: Deno.OpenOptions) => {
+    const f = await origOpen(p, o);
+    paths.set(f, String(p));
+    return f;
+  };
+  d.rename = (a: string | URL, b: string | URL) => {
+    events.push(`rename ${rel(String(a))} -> ${rel(String(b))}`);
+    return origRename(a, b);
+  };
+  Deno.FsFile.prototype.sync = function () {
+    events.push(`sync ${rel(paths.get(this) ?? "?")}`);
+    return origSync.call(this);
+  };
+  Deno.FsFile.prototype.syncData = function () {
+    events.push(`syncData ${rel(paths.get(this) ?? "?")}`);
+    return origSyncData.call(this);
+  };
+  try {
+    const be = new LocalBackend(`${dir.path}/repo`);
+    await be.put("data/ab/obj", new Uint8Array([1, 2, 3]));
+    assert.deepEqual(events, [
+      "sync /repo/data",
+      "sync /repo",
+      "sync ", // the folder holding the repository (the test's temporary folder)
+      "syncData /repo/data/ab/.tmp",
+      "rename /repo/data/ab/.tmp -> /repo/data/ab/obj",
+      "sync /repo/data/ab",
+    ]);
+    events.length = 0;
+    await be.put("data/ab/obj2", new Uint8Array([4]));
+    assert.deepEqual(events, [
+      "syncData /repo/data/ab/.tmp",
+      "rename /repo/data/ab/.tmp -> /repo/data/ab/obj2",
+      "sync /repo/data/ab",
+    ]);
+    events.length = 0;
+    await createKeyFile(`${dir.path}/k`);
+    assert.deepEqual(events, ["sync /k", "sync "]);
+  } finally {
+    d.open = origOpen;
+    d.rename = origRename;
+    Deno.FsFile.prototype.sync = origSync;
+    Deno.FsFile.prototype.syncData = origSyncData;
+  }
+});

@@ -241,3 +241,23 @@ Deno.test("deno task repo with an s3:// LOCATION: init, backup, restore", async 
   assert.deepEqual(await Deno.readFile(`${target}${src}/f.bin`), await Deno.readFile(`${src}/f.bin`));
   assert.ok((await collect(backend(s3.endpoint, { prefix: "cli/repo" }).list("snapshots/"))).length === 1);
 });
+
+Deno.test("S3Backend: a listing without ListBucketResult, or truncated without a token, throws naming the prefix", async () => {
+  let body = "";
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, () => new Response(body));
+  try {
+    const be = backend(`http://127.0.0.1:${server.addr.port}`, { maxAttempts: 1 });
+    body = "<html>captive portal</html>";
+    await assert.rejects(collect(be.list("data/")), /ListBucketResult.*repos\/one\/data\//);
+    body = "";
+    await assert.rejects(collect(be.list("data/")), /ListBucketResult.*repos\/one\/data\//);
+    body = `<?xml version="1.0"?><ListBucketResult><IsTruncated>true</IsTruncated>` +
+      `<Contents><Key>repos/one/index/a</Key><Size>1</Size></Contents></ListBucketResult>`;
+    await assert.rejects(collect(be.list("index/")), /continuation token.*repos\/one\/index\//);
+    body = `<?xml version="1.0"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">` +
+      `<IsTruncated>false</IsTruncated></ListBucketResult>`;
+    assert.deepEqual(await collect(be.list("index/")), []);
+  } finally {
+    await server.shutdown();
+  }
+});
