@@ -15,7 +15,8 @@ import { getManyValues, kvValueBytes } from "./kv.ts";
 import { type HookPlan, hookPlan } from "./hooks.ts";
 import { newId } from "./ids.ts";
 import { addQueuedJob, EnqueueInput, type HookOutput, type Job, queueJobInOp } from "./jobs.ts";
-import { effectiveExcludes, type Policy, requirePolicy } from "./policies.ts";
+import { effectiveExcludes, type Policy, policyKey, requirePolicy } from "./policies.ts";
+import { type Host, hostKey } from "./hosts.ts";
 import type { Assignment } from "./assignments.ts";
 import {
   planRetention,
@@ -781,13 +782,17 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
         status: "complete",
         verification: "pending",
       };
-      if (await archivesNewPoints(kv, run)) point.archivedAt = now.toISOString();
+      // Host and policy read once; the host's entry is checked, so a decommission committing meanwhile
+      // makes this write retry (and archive the point) instead of leaving it to retention.
+      const { hostEntry, policy } = await readPointContext(kv, run);
+      if (hostEntry) op.check(hostEntry);
+      if (archivesNewPoints(hostEntry?.value ?? null, policy)) point.archivedAt = now.toISOString();
       next.restorePointId = point.id;
       op.set(restorePointKey(point.id), point).set(
         ["restore_points_by_policy", run.policyId, point.id],
         point.id,
       );
-      await queueFollowUps(kv, op, run, point, now);
+      await queueFollowUps(kv, op, run, policy, point, now);
     }
     // After the restore point: the protected object keeps it as the dashboard's deep link into Restore.
     await recordOutcomeInOp(kv, op, job.kind, run, next, now);
@@ -796,17 +801,25 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
   return null;
 }
 
+/** The run's host entry (null for a BES run) and policy, read together where a run's restore point is written. */
+async function readPointContext(
+  kv: Deno.Kv,
+  run: Run,
+): Promise<{ hostEntry: Deno.KvEntryMaybe<Host> | null; policy: Policy | null }> {
+  if (!run.hostId) return { hostEntry: null, policy: (await kv.get<Policy>(policyKey(run.policyId))).value };
+  const [hostEntry, policy] = await kv.getMany<[Host, Policy]>([
+    hostKey(run.hostId),
+    policyKey(run.policyId),
+  ]);
+  return { hostEntry, policy: policy.value };
+}
+
 /**
  * Whether a point a run just produced is archived at once: its host was decommissioned while the run
  * was in flight, under a policy with Archive On Host Deactivation on (its other points were archived).
  */
-async function archivesNewPoints(kv: Deno.Kv, run: Run): Promise<boolean> {
-  if (!run.hostId) return false;
-  const [host, policy] = await kv.getMany<[{ status: string }, Policy]>([
-    ["hosts", run.hostId],
-    ["policies", run.policyId],
-  ]);
-  return host.value?.status === "decommissioned" && Boolean(policy.value?.archiveOnHostDeactivation);
+function archivesNewPoints(host: Pick<Host, "status"> | null, policy: Policy | null): boolean {
+  return host?.status === "decommissioned" && Boolean(policy?.archiveOnHostDeactivation);
 }
 
 /**
@@ -1016,10 +1029,10 @@ async function queueFollowUps(
   kv: Deno.Kv,
   op: Deno.AtomicOperation,
   run: Run,
+  policy: Policy | null,
   point: RestorePoint,
   now: Date,
 ) {
-  const policy = (await kv.get<Policy>(["policies", run.policyId])).value;
   if (!policy) return;
   const base = { principal: `bes:${policy.besId}`, accountId: run.accountId, orgId: run.orgId };
   if (policy.verifyAfterBackup) {

@@ -555,3 +555,86 @@ Deno.test("decommission racing a reassignment leaves one consistent outcome (man
     assert.deepEqual(await checkInvariants(kv), [], `iteration ${i}`);
   }
 });
+
+/** `kv` whose getMany runs `after(keys)` once it has read (to interleave a concurrent write at a chosen read). */
+function withGetManyHook(kv: Deno.Kv, after: (keys: Deno.KvKey[]) => Promise<void>): Deno.Kv {
+  return new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "getMany") {
+        return async (keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
+          const read = await target.getMany(keys, options);
+          await after(keys);
+          return read;
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+Deno.test("a decommission completing while a backup result is applied never leaves the new point unarchived", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const at = new Date("2026-11-01T02:00:00Z");
+  await runSchedulerTick(kv, at);
+  const [job] = await claimJobs(kv, `agent:${f.host.id}`, 1, at);
+  const { job: done } = await applyResult(kv, job.principal, job.id, {
+    status: "success",
+    startedAt: at.toISOString(),
+    endedAt: at.toISOString(),
+    bytesTransferred: 1,
+    protectedBytes: 1,
+    output: {
+      restorePoint: {
+        id: "rp-late",
+        chainId: "c",
+        type: "full",
+        sizeBytes: 1,
+        fileCount: 1,
+        completedAt: at.toISOString(),
+      },
+    },
+  }, at);
+  // The decommission commits (and finishes) right after the result's write read the host.
+  let fired = false;
+  const hooked = withGetManyHook(kv, async (keys) => {
+    if (fired || keys[0]?.[0] !== "hosts") return;
+    fired = true;
+    await decommissionHost(kv, system, f.host.id, { confirmHostname: "h1.acme.example" }, at);
+  });
+  await applyJobOutcome(hooked, done as Job, at);
+  assert.ok(fired, "the decommission ran in between");
+  const [point] = await pointsOf(kv, f.policy.id);
+  assert.equal(point.engineRestorePointId, "rp-late");
+  assert.equal(point.archivedAt, at.toISOString(), "the new point is archived with the host's others");
+  // Retention leaves it alone, however late.
+  assert.equal((await applyRetention(kv, new Date("2027-06-01T00:00:00Z"))).expired, 0);
+  assert.deepEqual(await checkInvariants(kv), []);
+});
+
+Deno.test("decommission racing backup results: every point of the retired host is archived (many iterations)", async () => {
+  for (let i = 0; i < 20; i++) {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    const at = new Date("2026-11-01T02:00:00Z");
+    await runSchedulerTick(kv, at);
+    const [job] = await claimJobs(kv, `agent:${f.host.id}`, 1, at);
+    const { job: done } = await applyResult(kv, job.principal, job.id, {
+      status: "success",
+      startedAt: at.toISOString(),
+      endedAt: at.toISOString(),
+      bytesTransferred: 1,
+      protectedBytes: 1,
+      output: { restorePoint: { id: `rp-${i}`, type: "full", completedAt: at.toISOString() } },
+    }, at);
+    await Promise.all([
+      applyJobOutcome(kv, done as Job, at),
+      decommissionHost(kv, system, f.host.id, { confirmHostname: "h1.acme.example" }, at),
+    ]);
+    await sweepHosts(kv, at);
+    const points = await pointsOf(kv, f.policy.id);
+    assert.equal(points.length, 1, `iteration ${i}: one point`);
+    assert.equal(points[0].archivedAt, at.toISOString(), `iteration ${i}: archived`);
+  }
+});
