@@ -28,6 +28,7 @@ import {
   type Run,
   runKey,
   type RunKind,
+  runsOpenPrefix,
 } from "./runs.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
 
@@ -427,7 +428,7 @@ async function refuseOpenRuns(
 ) {
   const runIds = (await Promise.all(hosts.map(async (h) => {
     const ids: string[] = [];
-    for await (const e of kv.list<string>({ prefix: ["runs_open", policy.id, h?.id ?? "bes"] })) {
+    for await (const e of kv.list<string>({ prefix: runsOpenPrefix(policy.id, h?.id ?? null) })) {
       ids.push(e.value);
     }
     return ids;

@@ -10,11 +10,11 @@ import { appendAudit } from "./audit.ts";
 import { compileCron } from "./cron_rules.ts";
 import { openIdCursor } from "./cursor.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
-import type { Engine } from "./engines.ts";
+import { type Engine, engineKey } from "./engines.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
 import { type HookPlan, hookPlan } from "./hooks.ts";
 import { newId } from "./ids.ts";
-import { addQueuedJob, EnqueueInput, type HookOutput, type Job, queueJobInOp } from "./jobs.ts";
+import { addQueuedJob, EnqueueInput, type HookOutput, type Job, jobKey, queueJobInOp } from "./jobs.ts";
 import { effectiveExcludes, type Policy, policyKey, requirePolicy } from "./policies.ts";
 import { type Host, hostKey } from "./hosts.ts";
 import type { Assignment } from "./assignments.ts";
@@ -35,7 +35,7 @@ import {
 } from "./dashboard.ts";
 import { afterBackup, readProtectedFor, writeProtected } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
-import type { StorageTarget } from "./storage.ts";
+import { type StorageTarget, targetKey } from "./storage.ts";
 import { applyRestoreJobOutcome } from "./restore.ts";
 import { applyReplicationOutcome, queueReplicationsInOp } from "./replicas.ts";
 
@@ -133,6 +133,11 @@ export function restorePointKey(id: string) {
  */
 export function runsOpenKey(policyId: string, hostId: string | null, runId: string) {
   return ["runs_open", policyId, hostId ?? "bes", runId] as const;
+}
+/** The prefix of `runsOpenKey` entries: every open run, a policy's, or a policy's on one host (null: its BES). */
+export function runsOpenPrefix(policyId?: string, hostId?: string | null): Deno.KvKey {
+  if (policyId === undefined) return ["runs_open"];
+  return hostId === undefined ? ["runs_open", policyId] : ["runs_open", policyId, hostId ?? "bes"];
 }
 /** Set once every open run has its `runs_open` entry (runs older than the index had none). */
 export const OPEN_RUNS_INDEX_FIX_KEY = ["data_fixes", "runs_open_v1"] as const;
@@ -324,10 +329,15 @@ export function newRunInOp(
     createdAt: at,
     updatedAt: at,
   });
+  indexRunInOp(op, run);
+  return run;
+}
+
+/** Adds to `op`: writes a new run with its indexes (by policy, by job when it has one, open runs while open). */
+export function indexRunInOp(op: Deno.AtomicOperation, run: Run): void {
   op.set(runKey(run.id), run).set(runsByPolicyKey(run.policyId, run.id), run.id);
   if (run.jobId) op.set(runByJobKey(run.jobId), run.id);
   if (isOpenRun(run)) op.set(runsOpenKey(run.policyId, run.hostId, run.id), run.id);
-  return run;
 }
 
 /** `run` failed at `now` before any job ran it (its payload could not be built): final, not retryable. */
@@ -525,12 +535,12 @@ class TickContext {
     return p;
   }
   engine(id: string) {
-    return this.#once(`e:${id}`, async () => (await this.kv.get<Engine>(["engines", id])).value);
+    return this.#once(`e:${id}`, async () => (await this.kv.get<Engine>(engineKey(id))).value);
   }
   target(id: string) {
     return this.#once(
       `t:${id}`,
-      async () => (await this.kv.get<StorageTarget>(["storage_targets", id])).value,
+      async () => (await this.kv.get<StorageTarget>(targetKey(id))).value,
     );
   }
   hooks(policyId: string) {
@@ -547,7 +557,7 @@ class TickContext {
     const assignments = (await getManyValues<Assignment>(this.kv, assignmentIds)).filter((a) =>
       a.state === "active"
     );
-    return await getManyValues(this.kv, assignments.map((a) => ["hosts", a.hostId]));
+    return await getManyValues(this.kv, assignments.map((a) => hostKey(a.hostId)));
   }
 }
 
@@ -882,7 +892,7 @@ async function recordOutcomeInOp(
 export async function failRunsOfExpiredJobs(kv: Deno.Kv, jobIds: string[], now: Date): Promise<number> {
   let failed = 0;
   for (const id of jobIds) {
-    const job = (await kv.get<Job>(["jobs", id])).value;
+    const job = (await kv.get<Job>(jobKey(id))).value;
     if (!job || job.status !== "failed" || job.result) continue;
     const at = now.toISOString();
     const expired: Job = {
@@ -953,20 +963,18 @@ export async function retryRun(
     });
   }
   if (!run.retryable) throw new ValidationError("This run is not retryable", { run: "Not retryable" });
-  const host = run.hostId
-    ? (await kv.get<{ hostname: string; status: string }>(["hosts", run.hostId])).value
-    : null;
+  const host = run.hostId ? (await kv.get<Host>(hostKey(run.hostId))).value : null;
   if (host?.status === "decommissioned") {
     throw new ValidationError(`Host ${host.hostname} is decommissioned: assign it to a policy again first`, {
       run: "The host is decommissioned",
     });
   }
-  const policy = (await kv.get<Policy>(["policies", run.policyId])).value;
+  const policy = (await kv.get<Policy>(policyKey(run.policyId))).value;
   if (!policy) throw new NotFoundError("The policy of this run is gone");
-  const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([["engines", policy.besId], [
-    "storage_targets",
-    policy.targetId,
-  ]]);
+  const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([
+    engineKey(policy.besId),
+    targetKey(policy.targetId),
+  ]);
   if (!engine.value || !target.value) throw new ConflictError("The policy's BES or storage target is gone");
   const at = now.toISOString();
   const retry: Run = {
@@ -1002,11 +1010,8 @@ export async function retryRun(
     priority: "normal",
   }, now);
   retry.jobId = job.id;
-  op.set(retryGuardKey(run.id), retry.id)
-    .set(runKey(retry.id), retry)
-    .set(runsByPolicyKey(retry.policyId, retry.id), retry.id)
-    .set(runsOpenKey(retry.policyId, retry.hostId, retry.id), retry.id)
-    .set(runByJobKey(job.id), retry.id);
+  op.set(retryGuardKey(run.id), retry.id);
+  indexRunInOp(op, retry);
   appendAudit(op, actor, {
     accountId: run.accountId,
     orgId: run.orgId,
@@ -1319,8 +1324,8 @@ async function agentBackupPayload(
   hostId: string,
 ): Promise<Record<string, unknown> | null> {
   const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([
-    ["engines", policy.besId],
-    ["storage_targets", policy.targetId],
+    engineKey(policy.besId),
+    targetKey(policy.targetId),
   ]);
   if (!engine.value || !target.value) return null;
   return { ...(await buildBackupPayload(kv, policy, engine.value, target.value, kind)), hostId };
@@ -1343,7 +1348,7 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
   if (!byHost.size) return 0;
   // Every minute while hosts stay offline: their status is read in batches, not one read per host.
   const hosts = new Map(
-    (await getManyValues<{ id: string; status: string }>(kv, [...byHost.keys()].map((id) => ["hosts", id])))
+    (await getManyValues<{ id: string; status: string }>(kv, [...byHost.keys()].map(hostKey)))
       .map((h) => [h.id, h]),
   );
   let dispatched = 0;
