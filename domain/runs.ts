@@ -340,6 +340,31 @@ export function indexRunInOp(op: Deno.AtomicOperation, run: Run): void {
   if (isOpenRun(run)) op.set(runsOpenKey(run.policyId, run.hostId, run.id), run.id);
 }
 
+/**
+ * Adds to `op` the run an offline agent gets instead of a job (the tick, run now): with catch-up on it
+ * waits for the agent (pending, in `deferredKey`), otherwise it is skipped; either way it is linked to
+ * the host's one offline alert (`alertId`) instead of becoming a failure of its own.
+ */
+export function offlineHostRunInOp(
+  op: Deno.AtomicOperation,
+  policy: Pick<Policy, "id" | "catchUpOnReconnect">,
+  base: Omit<NewRun, "hostId" | "jobId" | "status" | "error" | "alertId">,
+  host: { id: string; hostname: string },
+  alertId: string | null,
+  now: Date,
+): Run {
+  const run = newRunInOp(op, {
+    ...base,
+    hostId: host.id,
+    jobId: null,
+    status: policy.catchUpOnReconnect ? "pending" : "skipped",
+    error: { reason: "ENGINE_OFFLINE", message: `Agent on ${host.hostname} is offline` },
+    alertId,
+  }, now);
+  if (policy.catchUpOnReconnect) op.set(deferredKey(host.id, run.id), policy.id);
+  return run;
+}
+
 /** `run` failed at `now` before any job ran it (its payload could not be built): final, not retryable. */
 function failedBeforeDispatch(run: Run, message: string, now: Date): Run {
   const at = now.toISOString();
@@ -696,17 +721,9 @@ async function dispatchPolicy(
     // Its assignments are archived with it; this guards the moment in between.
     if (host.status === "decommissioned") continue;
     if (host.status === "offline") {
-      // With catch-up on, the run waits for the agent (deferred); otherwise it is skipped. Either way
-      // it is linked to the host's one offline alert instead of becoming a failure of its own.
-      const deferred = await newRun(kv, {
-        ...base,
-        hostId: host.id,
-        jobId: null,
-        status: policy.catchUpOnReconnect ? "pending" : "skipped",
-        error: { reason: "ENGINE_OFFLINE", message: `Agent on ${host.hostname} is offline` },
-        alertId: await offlineAlertId(kv, "host", host.id),
-      }, now);
-      if (policy.catchUpOnReconnect) await kv.set(deferredKey(host.id, deferred.id), policy.id);
+      const op = kv.atomic();
+      offlineHostRunInOp(op, policy, base, host, await offlineAlertId(kv, "host", host.id), now);
+      await op.commit();
       skipped++;
       continue;
     }
