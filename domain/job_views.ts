@@ -34,14 +34,7 @@ import {
 } from "./platforms.ts";
 import { listPolicies, type Policy, policyKey, requirePolicy } from "./policies.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import {
-  listRunsByPolicy,
-  retryGuardKey,
-  type Run,
-  runKey,
-  type RunKind,
-  type RunStatus,
-} from "./runs.ts";
+import { listRunsByPolicy, retryGuardKey, type Run, runKey, type RunKind, type RunStatus } from "./runs.ts";
 
 export { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
 

@@ -12,7 +12,7 @@ import { type Assignment, assignmentByPolicyKey, assignmentKey } from "./assignm
 import { type Engine, engineKey, engineOnlineAt } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey } from "./hosts.ts";
-import { type Job, jobKey } from "./jobs.ts";
+import type { Job } from "./jobs.ts";
 import { type ActiveHost, activeHostsOf } from "./job_views.ts";
 import { batchesOf, DISPATCH_MAX_HOSTS, dispatcher, dispatchPayload, hostsPerWrite } from "./dispatch.ts";
 import { getManyValues } from "./kv.ts";
@@ -21,12 +21,12 @@ import { type Actor, authorize, inScope } from "./rbac.ts";
 import {
   catchUpRunWithJob,
   isOpenRun,
-  jobFinished,
   offlineAlertId,
   type Run,
   runKey,
   type RunKind,
   runsOpenPrefix,
+  splitOpenRuns,
 } from "./runs.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
 
@@ -188,7 +188,7 @@ export async function runPolicyNow(
     const hosts: Array<ActiveHost | null> = data.kind === "synthetic_full"
       ? [null]
       : await targetHosts(kv, actor, policy, data.hostIds);
-    await refuseOpenRuns(kv, policy, data.kind, hosts, now);
+    const ended = await refuseOpenRuns(kv, policy, data.kind, hosts);
 
     const payload = await dispatchPayload(kv, policy, engine, target, data.kind);
     const batches = batchesOf(hosts, options.perWrite ?? hostsPerWrite(payload));
@@ -255,6 +255,8 @@ export async function runPolicyNow(
         return { op: w.op, created: w.created, add: () => created.push(...w.created) };
       });
     }
+    // Runs passed over because their job had ended are brought up to it now rather than at the next sweep.
+    for (const job of ended) await catchUpRunWithJob(kv, job, now);
     return created;
   }
   throw new ConflictError(
@@ -341,44 +343,27 @@ async function targetHosts(
 }
 
 /**
- * Refuses (409) when a run of the policy is pending or running on any of `hosts` (null: the BES). A run
- * whose job already finished (or is gone) does not count: it was left open by a process that stopped
- * between the job's end and its run's update, and is brought up to its job here (`catchUpRunWithJob`,
- * idempotent) so it never blocks run-now again.
+ * Refuses (409) when a run of the policy is pending or running on any of `hosts` (null: the BES): one
+ * list of the policy's open-run index, kept to the target hosts, each entry confirmed against its run. A
+ * run whose job already ended (or is gone) does not count: a process stopped between the job's end and
+ * its run's update. Only filters; the minute sweep (`sweepOpenRuns`) repairs such runs, and the jobs of
+ * those passed over are returned for the caller to hand over too.
  */
 async function refuseOpenRuns(
   kv: Deno.Kv,
   policy: Policy,
   kind: RunKind,
   hosts: Array<ActiveHost | null>,
-  now: Date,
-) {
-  const runIds = (await Promise.all(hosts.map(async (h) => {
-    const ids: string[] = [];
-    for await (const e of kv.list<string>({ prefix: runsOpenPrefix(policy.id, h?.id ?? null) })) {
-      ids.push(e.value);
-    }
-    return ids;
-  }))).flat();
-  if (!runIds.length) return;
-  // The index is confirmed against the runs themselves (an entry whose run ended does not count).
-  const listed = (await getManyValues<Run>(kv, runIds.map((id) => runKey(id)))).filter(isOpenRun);
-  if (!listed.length) return;
-  const withJobs = listed.filter((r) => r.jobId);
-  const jobs = new Map(
-    (await getManyValues<Job>(kv, withJobs.map((r) => jobKey(r.jobId!)))).map((j) => [j.id, j]),
-  );
-  const open: Run[] = [];
-  for (const run of listed) {
-    if (!run.jobId) {
-      open.push(run); // waiting for its agent (catch-up)
-      continue;
-    }
-    const job = jobs.get(run.jobId);
-    if (job && !jobFinished(job)) open.push(run);
-    else if (job) await catchUpRunWithJob(kv, job, now);
+): Promise<Job[]> {
+  const wanted = new Set(hosts.map((h) => h?.id ?? "bes"));
+  const runIds: string[] = [];
+  for await (const e of kv.list<string>({ prefix: runsOpenPrefix(policy.id) }, { batchSize: 500 })) {
+    if (wanted.has(String(e.key[2]))) runIds.push(e.value);
   }
-  if (!open.length) return;
+  if (!runIds.length) return [];
+  const listed = (await getManyValues<Run>(kv, runIds.map((id) => runKey(id)))).filter(isOpenRun);
+  const { open, ended } = await splitOpenRuns(kv, listed);
+  if (!open.length) return ended;
   if (kind === "synthetic_full") {
     throw new ConflictError(
       `A synthetic full of policy ${policy.name} is already ${open[0].status} on its BES (run ${

@@ -1119,6 +1119,68 @@ export async function catchUpRunWithJob(kv: Deno.Kv, job: Job, now: Date): Promi
   if (job.status === "failed") await failRunsOfExpiredJobs(kv, [job.id], now);
 }
 
+/**
+ * Reads the jobs of `runs` (open runs) and splits the runs: `open` still counts as pending or running
+ * (no job yet — waiting for its agent — or a job not finished), `ended` holds the jobs of runs left open
+ * after their job ended (the process stopped between the job's end and the run's update), for
+ * `catchUpRunWithJob`. A run whose job is gone counts as neither.
+ */
+export async function splitOpenRuns(kv: Deno.Kv, runs: Run[]): Promise<{ open: Run[]; ended: Job[] }> {
+  const withJobs = runs.filter((r) => r.jobId);
+  const jobs = new Map(
+    (await getManyValues<Job>(kv, withJobs.map((r) => jobKey(r.jobId!)))).map((j) => [j.id, j]),
+  );
+  const open: Run[] = [];
+  const ended: Job[] = [];
+  for (const run of runs) {
+    const job = run.jobId ? jobs.get(run.jobId) : undefined;
+    if (!run.jobId || (job && !jobFinished(job))) open.push(run);
+    else if (job) ended.push(job);
+  }
+  return { open, ended };
+}
+
+/** `runs_open` entries the sweep reads per batch (each may take a check in one write: KV allows 100). */
+const OPEN_RUNS_SWEEP_BATCH = 100;
+
+/**
+ * The minute sweep of open runs: walks every `runs_open` entry, brings each run whose job already ended
+ * up to its job (`catchUpRunWithJob`, idempotent) so it stops blocking run now and retries, and drops
+ * entries whose run ended or is gone (a missed removal). Returns how many runs caught up and entries
+ * were dropped.
+ */
+export async function sweepOpenRuns(kv: Deno.Kv, now: Date): Promise<{ caughtUp: number; dropped: number }> {
+  const result = { caughtUp: 0, dropped: 0 };
+  let batch: Deno.KvEntry<string>[] = [];
+  const sweep = async () => {
+    const runs = await kv.getMany<Run[]>(batch.map((e) => runKey(e.value)));
+    const open: Run[] = [];
+    const stale = kv.atomic();
+    batch.forEach((entry, i) => {
+      const run = runs[i].value;
+      if (run && isOpenRun(run)) open.push(run);
+      else {
+        stale.check(entry).delete(entry.key);
+        result.dropped++;
+      }
+    });
+    if (open.length < batch.length && !(await stale.commit()).ok) {
+      result.dropped -= batch.length - open.length; // changed meanwhile: the next sweep looks again
+    }
+    for (const job of (await splitOpenRuns(kv, open)).ended) {
+      await catchUpRunWithJob(kv, job, now);
+      result.caughtUp++;
+    }
+    batch = [];
+  };
+  for await (const e of kv.list<string>({ prefix: runsOpenPrefix() }, { batchSize: 500 })) {
+    batch.push(e);
+    if (batch.length === OPEN_RUNS_SWEEP_BATCH) await sweep();
+  }
+  if (batch.length) await sweep();
+  return result;
+}
+
 /** Automatic retries allowed per policy and host per UTC day (the guide's "up to 3 times"). */
 export const AUTO_RETRY_MAX = 3;
 
