@@ -126,6 +126,12 @@ export function runByJobKey(jobId: string) {
 export function restorePointKey(id: string) {
   return ["restore_points", id] as const;
 }
+/** A policy's restore points of one host (`"bes"`: the BES's own), written with the point. */
+export function restorePointsByHostKey(policyId: string, hostId: string | null, pointId: string) {
+  return ["restore_points_by_host", policyId, hostId ?? "bes", pointId] as const;
+}
+/** Set once every restore point has its `restore_points_by_host` entry (points older than the index had none). */
+const POINTS_BY_HOST_FIX_KEY = ["data_fixes", "restore_points_by_host_v1"] as const;
 /**
  * The runs of a policy still pending or running, per host (`"bes"` for a BES run): written with the
  * run, removed when it ends, so "is a run of this policy and host in flight?" is one short list (run
@@ -815,10 +821,9 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
       if (hostEntry) op.check(hostEntry);
       if (archivesNewPoints(hostEntry?.value ?? null, policy)) point.archivedAt = now.toISOString();
       next.restorePointId = point.id;
-      op.set(restorePointKey(point.id), point).set(
-        ["restore_points_by_policy", run.policyId, point.id],
-        point.id,
-      );
+      op.set(restorePointKey(point.id), point)
+        .set(["restore_points_by_policy", run.policyId, point.id], point.id)
+        .set(restorePointsByHostKey(run.policyId, run.hostId, point.id), point.id);
       await queueFollowUps(kv, op, run, policy, point, now);
     }
     // After the restore point: the protected object keeps it as the dashboard's deep link into Restore.
@@ -1302,6 +1307,56 @@ export async function pointsByObject(kv: Deno.Kv, policyId: string): Promise<Map
     groups.set(key, [...(groups.get(key) ?? []), p]);
   }
   return groups;
+}
+
+/**
+ * The policy's restore points of one host (null: the BES's own), read through `restore_points_by_host`
+ * — or, until that index's start-up backfill has completed, through all the policy's points.
+ */
+export async function pointsOfHost(
+  kv: Deno.Kv,
+  policyId: string,
+  hostId: string | null,
+): Promise<RestorePoint[]> {
+  if (!(await kv.get(POINTS_BY_HOST_FIX_KEY)).value) {
+    return (await pointsByObject(kv, policyId)).get(hostId ?? "bes") ?? [];
+  }
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["restore_points_by_host", policyId, hostId ?? "bes"] })) {
+    keys.push(restorePointKey(e.value));
+  }
+  return await getManyValues<RestorePoint>(kv, keys);
+}
+
+/**
+ * Data fix run on start (and after a results-DB restore, `force`): gives every restore point its
+ * `restore_points_by_host` entry (points written before the index had none). Points are never deleted
+ * and their policy and host never change, so a plain set is idempotent. Once complete a marker makes later
+ * calls skip it (unless `force`); until then `pointsOfHost` reads all the policy's points instead.
+ */
+export async function indexRestorePointsByHost(
+  kv: Deno.Kv,
+  now: Date,
+  options: { force?: boolean } = {},
+): Promise<{ indexed: number; skipped: boolean }> {
+  if (!options.force && (await kv.get(POINTS_BY_HOST_FIX_KEY)).value) return { indexed: 0, skipped: true };
+  let indexed = 0;
+  let op = kv.atomic();
+  let pending = 0;
+  for await (const e of kv.list<RestorePoint>({ prefix: ["restore_points"] }, { batchSize: 500 })) {
+    const point = e.value;
+    if (!point?.policyId) continue;
+    op.set(restorePointsByHostKey(point.policyId, point.hostId, point.id), point.id);
+    indexed++;
+    if (++pending === 500) {
+      await op.commit();
+      op = kv.atomic();
+      pending = 0;
+    }
+  }
+  if (pending) await op.commit();
+  await kv.set(POINTS_BY_HOST_FIX_KEY, { at: now.toISOString(), indexed });
+  return { indexed, skipped: false };
 }
 
 /** What retention `counts` would keep and expire for each of the policy's protected objects. */
