@@ -21,7 +21,7 @@ import { fromBase64, toBase64Url } from "./ids.ts";
 export const CursorField = z.string().optional().default("");
 
 /** Longest cursor read (a sealed KV position is well under it; anything longer is junk). */
-export const MAX_CURSOR_LENGTH = 2000;
+const MAX_CURSOR_LENGTH = 2000;
 
 /** The cursor a client sent is not one this list handed out. 422, field `cursor`. */
 export class InvalidCursorError extends ValidationError {
@@ -86,7 +86,7 @@ export function openCursor(binding: string, cursor: string | null | undefined): 
 }
 
 /** Throws InvalidCursorError unless `position` has the form of a Deno KV cursor ("" is the start). */
-export function checkKvPosition(position: string): void {
+function checkKvPosition(position: string): void {
   if (position.length > MAX_KV_POSITION || !KV_POSITION.test(position)) throw new InvalidCursorError();
 }
 

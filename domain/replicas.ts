@@ -82,13 +82,13 @@ export interface ReplicaRow extends ReplicaRule {
  * identity the external vault keeps the KEK under (`pam_vault:<accountId>:<orgId>`, `account` for an
  * account-level policy).
  */
-export interface KekReference {
+interface KekReference {
   source: KekSource;
   keyId: string;
 }
 
 /** The KEK reference of a rule (see `KekReference`). */
-export function kekReference(rule: Pick<ReplicaRule, "kekSource" | "accountId" | "orgId">): KekReference {
+function kekReference(rule: Pick<ReplicaRule, "kekSource" | "accountId" | "orgId">): KekReference {
   return rule.kekSource === "pam_vault"
     ? { source: "pam_vault", keyId: `pam_vault:${rule.accountId}:${rule.orgId ?? "account"}` }
     : { source: "account", keyId: `account:${rule.accountId}` };
@@ -588,7 +588,7 @@ export async function sweepOrphanReplicas(
 // Replication status
 
 /** What pages and the API show: `running` is not stored, it is the record's job being claimed. */
-export const REPLICATION_STATUSES = ["pending", "running", "succeeded", "failed"] as const;
+const REPLICATION_STATUSES = ["pending", "running", "succeeded", "failed"] as const;
 export type ReplicationStatus = (typeof REPLICATION_STATUSES)[number];
 type StoredStatus = "pending" | "succeeded" | "failed";
 
@@ -644,11 +644,11 @@ interface ReplicaLast {
   failure: { restorePointId: string; at: string; error: string | null } | null;
 }
 
-export function replicationKey(restorePointId: string, ruleId: string) {
+function replicationKey(restorePointId: string, ruleId: string) {
   return ["replications", restorePointId, ruleId] as const;
 }
 /** A rule's replications, oldest point first (point ids are time-ordered). */
-export function replicationsByRuleKey(ruleId: string, restorePointId: string) {
+function replicationsByRuleKey(ruleId: string, restorePointId: string) {
   return ["replications_by_rule", ruleId, restorePointId] as const;
 }
 function replicationsByRulePrefix(ruleId: string): Deno.KvKey {
@@ -675,7 +675,7 @@ function replicaStatsKeys(ruleId: string): [Deno.KvKey, Deno.KvKey, Deno.KvKey, 
  * engine's id), where it is and where it goes, and the rule's KEK source with the reference the engine
  * fetches that key by. Never key material.
  */
-export function replicatePayload(
+function replicatePayload(
   rule: Pick<ReplicaRule, "id" | "targetId" | "kekSource" | "accountId" | "orgId" | "isOffsite">,
   policy: Pick<PolicyCore, "id" | "targetId">,
   point: Pick<RestorePoint, "id" | "engineRestorePointId" | "chainId" | "type" | "hostId">,

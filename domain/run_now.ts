@@ -66,7 +66,7 @@ function runNowGuardKey(policyId: string) {
 }
 
 /** What decides whether a policy may run now, before its hosts are looked at. */
-export interface RunNowFacts {
+interface RunNowFacts {
   policy: Pick<Policy, "name" | "enabled" | "pausedReason">;
   engine: Pick<Engine, "name" | "status" | "lastHeartbeatAt"> | null;
   /** Online means a heartbeat within 3 minutes of `now`. */

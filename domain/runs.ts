@@ -146,7 +146,7 @@ export function runsOpenPrefix(policyId?: string, hostId?: string | null): Deno.
   return hostId === undefined ? ["runs_open", policyId] : ["runs_open", policyId, hostId ?? "bes"];
 }
 /** Set once every open run has its `runs_open` entry (runs older than the index had none). */
-export const OPEN_RUNS_INDEX_FIX_KEY = ["data_fixes", "runs_open_v1"] as const;
+const OPEN_RUNS_INDEX_FIX_KEY = ["data_fixes", "runs_open_v1"] as const;
 
 /**
  * Data fix run on start (and after a results-DB restore, `force`): gives every pending or running run its
