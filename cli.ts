@@ -19,7 +19,7 @@ import {
 import { createUser, findUserByEmail, listUsers, resetPassword } from "./domain/users.ts";
 import { randomToken } from "./domain/ids.ts";
 import { checkInvariants } from "./domain/invariants.ts";
-import { indexOpenRuns } from "./domain/runs.ts";
+import { indexOpenRuns, indexRestorePointsByHost } from "./domain/runs.ts";
 import { exportDatabase, restoreBundle, sealBundle } from "./domain/self_backup.ts";
 import { PERMISSIONS, ROLE_PERMISSIONS } from "./domain/types.ts";
 
@@ -208,7 +208,10 @@ async function main(args: string[]): Promise<number> {
         const bytes = await Deno.readFile(file);
         const { header, written } = await restoreBundle(kv, bytes, store.masterKey, { force: values.force });
         // A bundle from before the open-run index: its pending and running runs get their entries.
-        if (header.database === "results") await indexOpenRuns(kv, new Date(), { force: true });
+        if (header.database === "results") {
+          await indexOpenRuns(kv, new Date(), { force: true });
+          await indexRestorePointsByHost(kv, new Date(), { force: true });
+        }
         const problems = await checkInvariants(kv);
         out(
           { database: header.database, createdAt: header.createdAt, written, invariantViolations: problems },

@@ -3,7 +3,8 @@ import { createApp } from "./app.ts";
 import { parseConfig } from "./domain/config.ts";
 import { createLogger } from "./domain/log.ts";
 import { rederiveScheduleRpos } from "./domain/policies.ts";
-import { indexOpenRuns } from "./domain/runs.ts";
+import { indexOpenRuns, indexRestorePointsByHost } from "./domain/runs.ts";
+import { rebuildReplicaCounts } from "./domain/replicas.ts";
 import { issueSetupToken } from "./domain/setup.ts";
 import { registerCrons } from "./jobs/crons.ts";
 import { startupCheck } from "./jobs/resume_deletions.ts";
@@ -39,6 +40,17 @@ await rederiveScheduleRpos(kv, new Date()).then(
 await indexOpenRuns(kv, new Date()).then(
   (fix) => fix.skipped || logger.log("info", "open runs indexed", fix),
   (error) => logger.log("error", "indexing open runs failed", { error: String(error) }),
+);
+// Data fix: restore points from before the by-host index get their entry (once, marker).
+await indexRestorePointsByHost(kv, new Date()).then(
+  (fix) => fix.skipped || logger.log("info", "restore points indexed by host", fix),
+  (error) => logger.log("error", "indexing restore points by host failed", { error: String(error) }),
+);
+// Data fix: replication counts, last results and index rebuilt from the records (once, marker); records
+// from before the counts (or with the legacy `success`) had left them wrong. Corrections are logged.
+await rebuildReplicaCounts(kv, new Date()).then(
+  (fix) => fix.skipped || logger.log("info", "replication counts rebuilt", fix),
+  (error) => logger.log("error", "rebuilding replication counts failed", { error: String(error) }),
 );
 
 if (demo) {

@@ -26,7 +26,7 @@ import { getManyValues, withRetry } from "./kv.ts";
 import { type Policy, policyKey } from "./policies.ts";
 import { type HostCoverage, hostCoverageKey, readProtectedFor, setHostProtection } from "./protected.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import { pointsByObject, type RestorePoint, restorePointKey } from "./runs.ts";
+import { pointsOfHost, type RestorePoint, restorePointKey } from "./runs.ts";
 
 /** The confirmation a decommission needs: the host's name, typed (the page's form and the API). */
 export const DecommissionInput = z.object({
@@ -232,7 +232,7 @@ export async function finishDecommission(
   }
   const at = now.toISOString();
   for (const policyId of record.value.archivePolicyIds) {
-    const points = (await pointsByObject(kv, policyId)).get(hostId) ?? [];
+    const points = await pointsOfHost(kv, policyId, hostId);
     const todo = points.filter((p) => !p.archivedAt && (p.status === "complete" || p.status === "running"));
     for (let i = 0; i < todo.length; i += ARCHIVE_POINT_BATCH) {
       const ids = todo.slice(i, i + ARCHIVE_POINT_BATCH).map((p) => p.id);
@@ -332,11 +332,10 @@ export async function expireArchivedPoint(
       );
     }
     const engineId = point.engineRestorePointId ?? point.id;
-    const dependents = ((await pointsByObject(kv, point.policyId)).get(point.hostId ?? "bes") ?? [])
-      .filter((p) =>
-        p.type === "incremental" && p.parentId === engineId &&
-        (p.status === "complete" || p.status === "running")
-      );
+    const dependents = (await pointsOfHost(kv, point.policyId, point.hostId)).filter((p) =>
+      p.type === "incremental" && p.parentId === engineId &&
+      (p.status === "complete" || p.status === "running")
+    );
     if (dependents.length) {
       throw new ConflictError(
         `${dependents.length} incremental restore point${dependents.length === 1 ? "" : "s"} still depend${

@@ -71,7 +71,7 @@ export function estimateFullAt(sample: CapacitySample, growthBytesPerDay: number
 }
 
 /** Whether a full date is less than 14 days after the sample: the early warning. */
-export function isFullSoon(sample: Pick<CapacitySample, "at">, estimatedFullAt: string | null): boolean {
+function isFullSoon(sample: Pick<CapacitySample, "at">, estimatedFullAt: string | null): boolean {
   return estimatedFullAt !== null && Date.parse(estimatedFullAt) - Date.parse(sample.at) < FULL_SOON_MS;
 }
 

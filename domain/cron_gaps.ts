@@ -29,7 +29,7 @@ import { CronPattern } from "croner";
 const MINUTE = 60_000;
 const DAY = 86_400_000;
 /** Days in one Gregorian cycle (400 years), a whole number of weeks. */
-export const GREGORIAN_CYCLE_DAYS = 146_097;
+const GREGORIAN_CYCLE_DAYS = 146_097;
 const CYCLE_MS = GREGORIAN_CYCLE_DAYS * DAY;
 /** croner's nth-weekday bits for the 1st..5th occurrence (and 32 for the last). */
 const NTH_BITS = [1, 2, 4, 8, 16];
@@ -70,7 +70,7 @@ function toSchedule(expression: string): Schedule | null {
  * default `domAndDow: false`): day of month (with `L`, `LW`, `nW`), then day of week (with `#n` and
  * `nL`), OR-ed when both fields are restricted, AND-ed with `+` or when the day of month is `*`.
  */
-export function cronDayMatches(p: CronPattern, m0: number, d: number, wd: number, len: number): boolean {
+function cronDayMatches(p: CronPattern, m0: number, d: number, wd: number, len: number): boolean {
   if (!p.month[m0]) return false;
   let dom = p.day[d - 1] ? 1 : 0;
   if (!dom) {

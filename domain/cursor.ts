@@ -15,12 +15,13 @@
  */
 import { z } from "zod";
 import { ValidationError } from "./errors.ts";
+import { fromBase64, toBase64Url } from "./ids.ts";
 
 /** The query field of a cursor; its content is checked where the list reads it (`openCursor`, `openIdCursor`). */
 export const CursorField = z.string().optional().default("");
 
 /** Longest cursor read (a sealed KV position is well under it; anything longer is junk). */
-export const MAX_CURSOR_LENGTH = 2000;
+const MAX_CURSOR_LENGTH = 2000;
 
 /** The cursor a client sent is not one this list handed out. 422, field `cursor`. */
 export class InvalidCursorError extends ValidationError {
@@ -49,19 +50,15 @@ function fnv1a(text: string): string {
   return hash.toString(16).padStart(8, "0");
 }
 
-function toBase64Url(text: string): string {
-  let binary = "";
-  for (const b of utf8.encode(text)) binary += String.fromCharCode(b);
-  return btoa(binary).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
+/** Text as base64url of its UTF-8 (ids.ts's encoding). */
+function textToBase64Url(text: string): string {
+  return toBase64Url(utf8.encode(text));
 }
 
-function fromBase64Url(text: string): string | null {
+/** base64url back to text; null when it is not base64 or not valid UTF-8 (fatal decoding). */
+function textFromBase64Url(text: string): string | null {
   try {
-    const bytes = Uint8Array.from(
-      atob(text.replaceAll("-", "+").replaceAll("_", "/")),
-      (c) => c.charCodeAt(0),
-    );
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return new TextDecoder("utf-8", { fatal: true }).decode(fromBase64(text));
   } catch {
     return null;
   }
@@ -76,20 +73,20 @@ export function selectorBinding(selector: Deno.KvListSelector): string {
 
 /** A position of the list `binding` as a cursor for clients ("" stays "": no next page). */
 export function sealCursor(binding: string, position: string): string {
-  return position ? `${toBase64Url(position)}.${fnv1a(`${binding}\n${position}`)}` : "";
+  return position ? `${textToBase64Url(position)}.${fnv1a(`${binding}\n${position}`)}` : "";
 }
 
 /** The position a cursor of the list `binding` holds ("" for none). Throws InvalidCursorError. */
 export function openCursor(binding: string, cursor: string | null | undefined): string {
   if (!cursor) return "";
   const m = cursor.length <= MAX_CURSOR_LENGTH ? SEALED.exec(cursor) : null;
-  const position = m ? fromBase64Url(m[1]) : null;
+  const position = m ? textFromBase64Url(m[1]) : null;
   if (!m || !position || fnv1a(`${binding}\n${position}`) !== m[2]) throw new InvalidCursorError();
   return position;
 }
 
 /** Throws InvalidCursorError unless `position` has the form of a Deno KV cursor ("" is the start). */
-export function checkKvPosition(position: string): void {
+function checkKvPosition(position: string): void {
   if (position.length > MAX_KV_POSITION || !KV_POSITION.test(position)) throw new InvalidCursorError();
 }
 

@@ -48,6 +48,22 @@ export interface Host {
   decommissionedAt?: string | null;
 }
 
+/** True when the host's agent heartbeated within the offline window (3 minutes) of `now`, whatever its status. */
+export function heartbeatFreshAt(host: Pick<Host, "lastHeartbeatAt">, now: Date): boolean {
+  if (!host.lastHeartbeatAt) return false;
+  return now.getTime() - Date.parse(host.lastHeartbeatAt) <= OFFLINE_AFTER_MS;
+}
+
+/**
+ * True when the host may be given work at `now` (the host counterpart of `engineOnlineAt`): in service —
+ * neither offline nor decommissioned (a retired host whose agent still heartbeats is left alone) — and
+ * heartbeated within the offline window (explicit times, not the status alone).
+ */
+export function hostOnlineAt(host: Pick<Host, "status" | "lastHeartbeatAt">, now: Date): boolean {
+  if (host.status === "offline" || host.status === "decommissioned") return false;
+  return heartbeatFreshAt(host, now);
+}
+
 export function hostKey(id: string) {
   return ["hosts", id] as const;
 }
@@ -251,8 +267,8 @@ export async function enrollHost(
  * Returns the host as written.
  */
 export function reactivateHostInOp(op: Deno.AtomicOperation, host: Host, now: Date): Host {
-  const last = host.lastHeartbeatAt ? Date.parse(host.lastHeartbeatAt) : NaN;
-  const live = now.getTime() - last <= OFFLINE_AFTER_MS;
+  // The host is still decommissioned here: only its heartbeat decides.
+  const live = heartbeatFreshAt(host, now);
   const next: Host = {
     ...host,
     status: live ? "online" : "pending",
@@ -323,8 +339,7 @@ export async function sweepHostHeartbeats(kv: Deno.Kv, now: Date): Promise<{ off
         await kv.atomic().check(entry).delete(liveHostKey(id)).commit();
         break;
       }
-      const last = host.lastHeartbeatAt ? Date.parse(host.lastHeartbeatAt) : 0;
-      if (now.getTime() - last <= OFFLINE_AFTER_MS) break;
+      if (hostOnlineAt(host, now)) break;
       const next: Host = { ...host, status: "offline" };
       const op = kv.atomic().check(entry).set(hostKey(id), next).delete(liveHostKey(id));
       raiseAlert(op, await readOpenAlert(kv, "host", id, "host_offline"), {

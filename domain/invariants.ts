@@ -423,16 +423,27 @@ async function checkAlerts(r: Reader, report: Report): Promise<void> {
     if (o.lastBackupStatus === "failed") bump(["po_counts", o.accountId, o.orgId, "at_risk"]);
     if (o.breached) bump(["po_counts", o.accountId, o.orgId, "breached"]);
   }
+  // Replication counts per rule, from the rule's records (a removed rule's records stay uncounted).
+  const rules = await r.all<{ accountId: string }>("replicas");
+  const ruleAccount = new Map<string, string>();
+  for (const [id, rule] of rules) ruleAccount.set(id, rule.accountId);
+  for await (const e of r.list<{ status: string }>(["replications"])) {
+    const ruleId = String(e.key[2]);
+    if (!rules.has(ruleId)) continue;
+    const status = e.value.status === "success" ? "succeeded" : e.value.status;
+    bump(["replica_counts", ruleId, status]);
+  }
   const stored = new Map<string, number>();
-  for (const prefix of ["alert_counts", "po_counts"]) {
+  for (const prefix of ["alert_counts", "po_counts", "replica_counts"]) {
     for await (const e of r.list<Deno.KvU64>([prefix])) {
       stored.set(JSON.stringify(e.key), counterValue(e.value));
     }
   }
   for (const key of new Set([...expected.keys(), ...stored.keys()])) {
     if ((expected.get(key) ?? 0) !== (stored.get(key) ?? 0)) {
+      const [prefix, id] = JSON.parse(key) as [string, string];
       report(
-        String(JSON.parse(key)[1]),
+        prefix === "replica_counts" ? ruleAccount.get(id) ?? null : id,
         `counter ${key} is ${stored.get(key) ?? 0} but counts ${expected.get(key) ?? 0}`,
       );
     }

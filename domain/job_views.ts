@@ -18,8 +18,8 @@ import { openIdCursor } from "./cursor.ts";
 import type { Engine } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey } from "./hosts.ts";
-import { type EnqueueInput, queueJobInOp } from "./jobs.ts";
 import { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
+import { batchesOf, DISPATCH_MAX_HOSTS, dispatcher, hostsPerWrite, readDispatchPayload } from "./dispatch.ts";
 import { getManyValues } from "./kv.ts";
 import {
   getPlatform,
@@ -34,17 +34,7 @@ import {
 } from "./platforms.ts";
 import { listPolicies, type Policy, policyKey, requirePolicy } from "./policies.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import {
-  buildBackupPayload,
-  listRunsByPolicy,
-  newRunInOp,
-  retryGuardKey,
-  type Run,
-  runKey,
-  type RunKind,
-  type RunStatus,
-} from "./runs.ts";
-import type { StorageTarget } from "./storage.ts";
+import { listRunsByPolicy, retryGuardKey, type Run, runKey, type RunKind, type RunStatus } from "./runs.ts";
 
 export { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
 
@@ -505,10 +495,8 @@ export async function listJobRuns(
   return { values, cursor: more ? shown[shown.length - 1] : "" };
 }
 
-/** Hosts (with their job and run) per atomic write of a retry: 6 mutations each, within KV's 1000. */
-export const RETRY_BATCH = 150;
-/** Estimated bytes per retry write (KV allows 800 KiB of mutations per atomic operation). */
-const RETRY_BATCH_BYTES = 600_000;
+/** Hosts per atomic write of a retry at most (the shared dispatch's limit, dispatch.ts). */
+export const RETRY_BATCH = DISPATCH_MAX_HOSTS;
 
 /** A retry too big for one write: the hosts after `afterHostId` still need their runs. */
 interface RetryDispatch {
@@ -534,70 +522,9 @@ export interface RetryOutcome {
   pending: boolean;
 }
 
-/** Adds one host's job and run to `op`. Returns the run. */
-function dispatchInOp(
-  op: Deno.AtomicOperation,
-  policy: Policy,
-  kind: RunKind,
-  host: ActiveHost | null,
-  payload: Record<string, unknown>,
-  besId: string,
-  now: Date,
-): Run {
-  const input: EnqueueInput = host
-    ? {
-      kind: "backup",
-      principal: `agent:${host.id}`,
-      accountId: policy.accountId,
-      orgId: policy.orgId,
-      payload: { ...payload, hostId: host.id },
-    }
-    : {
-      kind: "synthetic_full",
-      principal: `bes:${besId}`,
-      accountId: policy.accountId,
-      orgId: policy.orgId,
-      payload,
-    };
-  const job = queueJobInOp(op, input, now, { fresh: true });
-  return newRunInOp(op, {
-    policyId: policy.id,
-    accountId: policy.accountId,
-    orgId: policy.orgId,
-    hostId: host?.id ?? null,
-    jobId: job.id,
-    kind,
-    trigger: "retry",
-    status: "pending",
-    scheduledFor: now.toISOString(),
-    error: null,
-    alertId: null,
-  }, now);
-}
-
-/** Hosts per write for a payload: within RETRY_BATCH and RETRY_BATCH_BYTES (a job and its run ≈ payload + 2 KB). */
-function hostsPerWrite(payload: Record<string, unknown>): number {
-  const bytes = JSON.stringify(payload).length * 2 + 2048;
-  return Math.max(1, Math.min(RETRY_BATCH, Math.floor(RETRY_BATCH_BYTES / bytes)));
-}
-
-/** Splits hosts into writes of `perWrite`. */
-function batchesOf(hosts: ActiveHost[], perWrite: number): ActiveHost[][] {
-  const out: ActiveHost[][] = [];
-  for (let i = 0; i < hosts.length; i += perWrite) out.push(hosts.slice(i, i + perWrite));
-  return out;
-}
-
-async function payloadFor(kv: Deno.Kv, policy: Policy, kind: RunKind) {
-  const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([
-    ["engines", policy.besId],
-    ["storage_targets", policy.targetId],
-  ]);
-  if (!engine.value || !target.value) throw new ConflictError("The job's BES or storage target is gone");
-  const payload = kind === "synthetic_full"
-    ? { policyId: policy.id, targetId: target.value.id }
-    : await buildBackupPayload(kv, policy, engine.value, target.value, kind);
-  return { payload, besId: engine.value.id };
+/** The retry dispatch of the policy's latest run kind: every active host gets its job, trigger `retry`. */
+function retryDispatcher(policy: Policy, kind: RunKind, payload: Record<string, unknown>, besId: string) {
+  return dispatcher({ policy, kind, payload, besId, trigger: "retry", offline: null });
 }
 
 /**
@@ -640,14 +567,15 @@ export async function retryJob(
   }
   const latest = state.latest;
   const kind = latest.kind;
-  const { payload, besId } = await payloadFor(kv, policy, kind);
+  const { payload, besId } = await readDispatchPayload(kv, policy, kind);
   const targets: Array<ActiveHost | null> = kind === "synthetic_full" ? [null] : state.hosts;
   const perWrite = options.perWrite ?? hostsPerWrite(payload);
   const batches = kind === "synthetic_full" ? [[]] : batchesOf(state.hosts, perWrite);
   const first = kind === "synthetic_full" ? [null] : batches[0];
 
   const op = kv.atomic().check({ key: retryGuardKey(latest.id), versionstamp: null });
-  const runs = first.map((host) => dispatchInOp(op, policy, kind, host, payload, besId, now));
+  const dispatch = retryDispatcher(policy, kind, payload, besId);
+  const runs = first.map((host) => dispatch(op, host, now));
   op.set(retryGuardKey(latest.id), runs[0].id);
   const rest = batches.length > 1;
   if (rest) {
@@ -701,7 +629,7 @@ async function continueRetry(
       await kv.atomic().check(entry).delete(key).commit();
       return { runs, hosts, pending: false };
     }
-    const { payload, besId } = await payloadFor(kv, policy, d.kind).catch((e) => {
+    const { payload, besId } = await readDispatchPayload(kv, policy, d.kind).catch((e) => {
       if (e instanceof ConflictError) return { payload: null, besId: "" };
       throw e;
     });
@@ -712,7 +640,8 @@ async function continueRetry(
     const perWrite = d.perWrite;
     const batch = await activeHostsOf(kv, d.policyId, { afterHostId: d.afterHostId, limit: perWrite });
     const op = kv.atomic().check(entry);
-    const written = batch.map((h) => dispatchInOp(op, policy, d.kind, h, payload, besId, now));
+    const dispatch = retryDispatcher(policy, d.kind, payload, besId);
+    const written = batch.map((h) => dispatch(op, h, now));
     if (batch.length < perWrite) op.delete(key);
     else op.set(key, { ...d, afterHostId: batch[batch.length - 1].id });
     if ((await op.commit()).ok) {

@@ -8,6 +8,8 @@ import { deletePolicyAssignments } from "./assignments.ts";
 import { applyPolicyRpo } from "./protected.ts";
 import { deleteHooksOfPolicy } from "./hooks.ts";
 import { deleteReplicasOfPolicy } from "./replicas.ts";
+import { runsOpenPrefix } from "./runs.ts";
+import { targetKey } from "./storage.ts";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
@@ -52,7 +54,7 @@ export function policyChildPrefixes(policyId: string): Deno.KvKey[] {
     ["assignments_by_policy", policyId],
     ["hooks_by_policy", policyId],
     ["replicas_by_policy", policyId],
-    ["runs_open", policyId],
+    runsOpenPrefix(policyId),
   ];
 }
 
@@ -77,7 +79,7 @@ async function setPaused(
     for (let i = 0; i < 5; i++) {
       const [entry, targetEntry] = await kv.getMany<[PolicyCore, TargetLike]>([
         policyKey(policy.id),
-        ["storage_targets", targetId],
+        targetKey(targetId),
       ]);
       const p = entry.value;
       // The target as it is now decides, checked in the write: the follow-up of a report that a later
@@ -404,7 +406,7 @@ export async function createPolicy(
   return await withRetry(async () => {
     const [engineEntry, targetEntry] = await kv.getMany<[EngineLike, TargetLike]>([
       ["engines", data.besId],
-      ["storage_targets", data.targetId],
+      targetKey(data.targetId),
     ]);
     const engine = engineEntry.value;
     if (!engine || !inScope(actor, { accountId: engine.accountId, orgId: engine.orgId })) {
@@ -432,7 +434,7 @@ export async function createPolicy(
       updatedAt: at,
     };
     const op = kv.atomic().check(engineEntry, targetEntry)
-      .set(["storage_targets", target.id], { ...target, policyCount: target.policyCount + 1 })
+      .set(targetKey(target.id), { ...target, policyCount: target.policyCount + 1 })
       .set(policyKey(policy.id), policy)
       .set(policiesByTargetKey(target.id, policy.id), policy.id)
       .set(policiesByBesKey(engine.id, policy.id), policy.id)
@@ -478,8 +480,8 @@ export async function updatePolicy(
     const op = kv.atomic().check(entry);
     if (data.targetId !== policy.targetId) {
       const [oldEntry, newEntry] = await kv.getMany<[TargetLike, TargetLike]>([
-        ["storage_targets", policy.targetId],
-        ["storage_targets", data.targetId],
+        targetKey(policy.targetId),
+        targetKey(data.targetId),
       ]);
       const next = newEntry.value;
       for await (const r of kv.list<string>({ prefix: ["replicas_by_policy", id] })) {
@@ -496,11 +498,11 @@ export async function updatePolicy(
         });
       }
       op.check(oldEntry, newEntry)
-        .set(["storage_targets", next.id], { ...next, policyCount: next.policyCount + 1 })
+        .set(targetKey(next.id), { ...next, policyCount: next.policyCount + 1 })
         .delete(policiesByTargetKey(policy.targetId, id))
         .set(policiesByTargetKey(next.id, id), id);
       if (oldEntry.value) {
-        op.set(["storage_targets", policy.targetId], {
+        op.set(targetKey(policy.targetId), {
           ...oldEntry.value,
           policyCount: Math.max(0, oldEntry.value.policyCount - 1),
         });
@@ -531,14 +533,14 @@ export async function deletePolicy(kv: Deno.Kv, actor: Actor, id: string, now: D
   const policy = await requirePolicy(kv, actor, id);
   authorize(actor, "backup.manage", policyScope(policy));
   await withRetry(async () => {
-    const [entry, targetEntry] = await kv.getMany<[Policy, TargetLike]>([policyKey(id), [
-      "storage_targets",
-      policy.targetId,
-    ]]);
+    const [entry, targetEntry] = await kv.getMany<[Policy, TargetLike]>([
+      policyKey(id),
+      targetKey(policy.targetId),
+    ]);
     if (!entry.value) return { value: undefined };
     const op = kv.atomic().check(entry, targetEntry);
     if (targetEntry.value) {
-      op.set(["storage_targets", policy.targetId], {
+      op.set(targetKey(policy.targetId), {
         ...targetEntry.value,
         policyCount: Math.max(0, targetEntry.value.policyCount - 1),
       });

@@ -282,17 +282,32 @@ export function writeProtected(
   const delta = writeObject(op, before, after);
   // Platform objects have no managed host: host coverage and the unprotected-hosts counter ignore them.
   if (after.source.kind === "platform") return;
-  const flagChange = options.decommissioned !== undefined &&
-    Boolean(coverage?.value?.decommissioned) !== options.decommissioned;
+  moveCoverage(op, coverage, after, delta, options.decommissioned);
+}
+
+/**
+ * Adds to `op`: moves the host's coverage by `delta` active objects and, when `decommissioned` is given,
+ * sets its decommissioned mark — nothing when neither changes. `coverage` (the host's entry, read
+ * before) is required once something changes.
+ */
+function moveCoverage(
+  op: Deno.AtomicOperation,
+  coverage: Deno.KvEntryMaybe<HostCoverage> | undefined,
+  host: Pick<Host, "accountId" | "orgId">,
+  delta: number,
+  decommissioned: boolean | undefined,
+): void {
+  const flagChange = decommissioned !== undefined &&
+    Boolean(coverage?.value?.decommissioned) !== decommissioned;
   if (delta === 0 && !flagChange) return;
   if (!coverage) {
     throw new Error("writeProtected: the host's coverage entry is required when activity changes");
   }
   writeCoverage(op, coverage, {
-    accountId: after.accountId,
-    orgId: after.orgId,
+    accountId: host.accountId,
+    orgId: host.orgId,
     active: Math.max(0, (coverage.value?.active ?? 0) + delta),
-    decommissioned: options.decommissioned ?? coverage.value?.decommissioned,
+    decommissioned: decommissioned ?? coverage.value?.decommissioned,
   });
 }
 
@@ -350,15 +365,7 @@ export function setHostProtection(
       updatedAt: at,
     });
   }
-  const flagChange = options.decommissioned !== undefined &&
-    Boolean(coverage.value?.decommissioned) !== options.decommissioned;
-  if (delta === 0 && !flagChange) return;
-  writeCoverage(op, coverage, {
-    accountId: host.accountId,
-    orgId: host.orgId,
-    active: Math.max(0, (coverage.value?.active ?? 0) + delta),
-    decommissioned: options.decommissioned ?? coverage.value?.decommissioned,
-  });
+  moveCoverage(op, coverage, host, delta, options.decommissioned);
 }
 
 /**

@@ -82,13 +82,13 @@ export interface ReplicaRow extends ReplicaRule {
  * identity the external vault keeps the KEK under (`pam_vault:<accountId>:<orgId>`, `account` for an
  * account-level policy).
  */
-export interface KekReference {
+interface KekReference {
   source: KekSource;
   keyId: string;
 }
 
 /** The KEK reference of a rule (see `KekReference`). */
-export function kekReference(rule: Pick<ReplicaRule, "kekSource" | "accountId" | "orgId">): KekReference {
+function kekReference(rule: Pick<ReplicaRule, "kekSource" | "accountId" | "orgId">): KekReference {
   return rule.kekSource === "pam_vault"
     ? { source: "pam_vault", keyId: `pam_vault:${rule.accountId}:${rule.orgId ?? "account"}` }
     : { source: "account", keyId: `account:${rule.accountId}` };
@@ -428,6 +428,14 @@ async function removeRule(
     const op = kv.atomic().check(entry, targetEntry);
     for (const key of replicaKeys(rule)) op.delete(key);
     for (const key of replicaStatsKeys(id)) op.delete(key);
+    // The rule's index of its replications goes in this write when small; a larger one is recorded for
+    // `resumeReplicaIndexCleanups` (readers go through the rule, so its entries are ignored meanwhile).
+    const index: Deno.KvKey[] = [];
+    for await (
+      const e of kv.list({ prefix: replicationsByRulePrefix(id) }, { limit: INDEX_DELETE_INLINE + 1 })
+    ) index.push(e.key);
+    if (index.length <= INDEX_DELETE_INLINE) { for (const key of index) op.delete(key); }
+    else op.set(indexCleanupKey(id), true);
     if (targetEntry.value) {
       op.set(targetKey(rule.targetId), {
         ...targetEntry.value,
@@ -445,11 +453,53 @@ async function removeRule(
     }
     if ((await op.commit()).ok) {
       // The per-point records stay (a restore point keeps its history); the rule's index of them goes.
-      for await (const e of kv.list({ prefix: ["replications_by_rule", id] })) await kv.delete(e.key);
+      if (index.length > INDEX_DELETE_INLINE) await cleanUpRuleIndex(kv, id);
       return true;
     }
   }
   throw new ConflictError(`Replica rule ${id} kept changing while it was being removed; try again`);
+}
+
+/** A rule's index entries deleted in the rule's own removal write at most (KV allows 1000 mutations). */
+const INDEX_DELETE_INLINE = 500;
+
+/** A removed rule whose replication index is still being deleted (`resumeReplicaIndexCleanups`). */
+function indexCleanupKey(ruleId: string) {
+  return ["replica_index_cleanups", ruleId] as const;
+}
+
+/** Deletes a removed rule's replication index in batches, then its cleanup record. Idempotent. */
+async function cleanUpRuleIndex(kv: Deno.Kv, ruleId: string): Promise<void> {
+  if ((await kv.get(replicaKey(ruleId))).versionstamp) {
+    await kv.delete(indexCleanupKey(ruleId)); // not removed after all: its index stays
+    return;
+  }
+  let keys: Deno.KvKey[] = [];
+  for await (const e of kv.list({ prefix: replicationsByRulePrefix(ruleId) })) {
+    keys.push(e.key);
+    if (keys.length === INDEX_DELETE_INLINE) {
+      const op = kv.atomic();
+      for (const key of keys) op.delete(key);
+      await op.commit();
+      keys = [];
+    }
+  }
+  const op = kv.atomic();
+  for (const key of keys) op.delete(key);
+  await op.delete(indexCleanupKey(ruleId)).commit();
+}
+
+/**
+ * Finishes the index deletions of removed rules that a crash interrupted (the 10-minute purge job).
+ * Returns how many rules it finished.
+ */
+export async function resumeReplicaIndexCleanups(kv: Deno.Kv): Promise<number> {
+  let n = 0;
+  for await (const e of kv.list({ prefix: ["replica_index_cleanups"] })) {
+    await cleanUpRuleIndex(kv, String(e.key[1]));
+    n++;
+  }
+  return n;
 }
 
 /** Deletes a replica rule and releases its target. Needs backup.manage on the rule's policy. */
@@ -538,7 +588,7 @@ export async function sweepOrphanReplicas(
 // Replication status
 
 /** What pages and the API show: `running` is not stored, it is the record's job being claimed. */
-export const REPLICATION_STATUSES = ["pending", "running", "succeeded", "failed"] as const;
+const REPLICATION_STATUSES = ["pending", "running", "succeeded", "failed"] as const;
 export type ReplicationStatus = (typeof REPLICATION_STATUSES)[number];
 type StoredStatus = "pending" | "succeeded" | "failed";
 
@@ -594,12 +644,15 @@ interface ReplicaLast {
   failure: { restorePointId: string; at: string; error: string | null } | null;
 }
 
-export function replicationKey(restorePointId: string, ruleId: string) {
+function replicationKey(restorePointId: string, ruleId: string) {
   return ["replications", restorePointId, ruleId] as const;
 }
 /** A rule's replications, oldest point first (point ids are time-ordered). */
-export function replicationsByRuleKey(ruleId: string, restorePointId: string) {
+function replicationsByRuleKey(ruleId: string, restorePointId: string) {
   return ["replications_by_rule", ruleId, restorePointId] as const;
+}
+function replicationsByRulePrefix(ruleId: string): Deno.KvKey {
+  return ["replications_by_rule", ruleId];
 }
 function replicaCountKey(ruleId: string, status: StoredStatus) {
   return ["replica_counts", ruleId, status] as const;
@@ -622,7 +675,7 @@ function replicaStatsKeys(ruleId: string): [Deno.KvKey, Deno.KvKey, Deno.KvKey, 
  * engine's id), where it is and where it goes, and the rule's KEK source with the reference the engine
  * fetches that key by. Never key material.
  */
-export function replicatePayload(
+function replicatePayload(
   rule: Pick<ReplicaRule, "id" | "targetId" | "kekSource" | "accountId" | "orgId" | "isOffsite">,
   policy: Pick<PolicyCore, "id" | "targetId">,
   point: Pick<RestorePoint, "id" | "engineRestorePointId" | "chainId" | "type" | "hostId">,
@@ -657,9 +710,24 @@ export async function queueReplicationsInOp(
   point: RestorePoint,
   now: Date,
 ): Promise<Job[]> {
-  const rules = (await readPolicyRules(kv, policy.id)).filter((rule) =>
-    point.type === "incremental" ? rule.replicateAfterIncremental : rule.replicateAfterFull
-  );
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["replicas_by_policy", policy.id] })) {
+    keys.push(replicaKey(e.value));
+  }
+  const rules: ReplicaRule[] = [];
+  for (let i = 0; i < keys.length; i += 10) {
+    for (const e of await kv.getMany<ReplicaRule[]>(keys.slice(i, i + 10))) {
+      const rule = e.value;
+      if (
+        !rule || !(point.type === "incremental" ? rule.replicateAfterIncremental : rule.replicateAfterFull)
+      ) {
+        continue;
+      }
+      // Checked: a rule removed meanwhile fails the write (its counts must not come back).
+      op.check(e);
+      rules.push(rule);
+    }
+  }
   if (!rules.length) return [];
   const targets = new Map(
     (await getManyValues<StorageTarget>(kv, rules.map((r) => targetKey(r.targetId)))).map((t) => [t.id, t]),
@@ -861,7 +929,7 @@ export async function listRecentReplications(
   const keys: Deno.KvKey[] = [];
   for (const rule of rules) {
     for await (
-      const e of kv.list<string>({ prefix: ["replications_by_rule", rule.id] }, { reverse: true, limit })
+      const e of kv.list<string>({ prefix: replicationsByRulePrefix(rule.id) }, { reverse: true, limit })
     ) {
       keys.push(replicationKey(e.value, rule.id));
     }
@@ -885,6 +953,99 @@ export async function listRecentReplications(
   );
   const records = sorted.filter((r) => !hidden.has(r.restorePointId)).slice(0, limit);
   return await toReplicationViews(kv, records, now);
+}
+
+/** Set once every rule's counts, last results and index were rebuilt from its replication records. */
+const REPLICA_COUNTS_FIX_KEY = ["data_fixes", "replica_counts_v1"] as const;
+
+/** A rule whose stored counts differed from its records (what the data fix corrected). */
+export interface ReplicaCountCorrection {
+  ruleId: string;
+  before: Record<StoredStatus, number>;
+  after: Record<StoredStatus, number>;
+}
+
+/**
+ * Data fix run on start: replication records written before the per-rule counts and index existed (or
+ * with the legacy status `success`) left the counts wrong — a record queued before had no pending count,
+ * so its result took pending to −1; such records had no `replications_by_rule` entry; `success` records
+ * were never counted. First every record of an existing rule gets its index entry (and `success` becomes
+ * `succeeded`, checked against the record), then each rule's counts and last success / failure are set to
+ * what its records say, in a write checked against the counters read before its index was listed — a
+ * replication queued or finished meanwhile changes them, and the rule is counted again. Nothing is
+ * clamped: every rule whose counts changed is returned (before and after) for the log. Idempotent; a
+ * marker makes later calls skip it (unless `force`), and a crash part-way leaves none.
+ */
+export async function rebuildReplicaCounts(
+  kv: Deno.Kv,
+  now: Date,
+  options: { force?: boolean } = {},
+): Promise<{ skipped: boolean; rules: number; indexed: number; corrected: ReplicaCountCorrection[] }> {
+  if (!options.force && (await kv.get(REPLICA_COUNTS_FIX_KEY)).value) {
+    return { skipped: true, rules: 0, indexed: 0, corrected: [] };
+  }
+  const ruleIds = new Set<string>();
+  for await (const e of kv.list<ReplicaRule>({ prefix: ["replicas"] })) ruleIds.add(String(e.key[1]));
+  let indexed = 0;
+  for await (const e of kv.list<Replication>({ prefix: ["replications"] }, { batchSize: 500 })) {
+    const record = e.value;
+    const [, pointId, ruleId] = e.key as [string, string, string];
+    if (!ruleIds.has(ruleId)) continue; // a removed rule's records stay with their points, uncounted
+    const index = replicationsByRuleKey(ruleId, pointId);
+    const op = kv.atomic().set(index, pointId);
+    if ((record.status as string) === "success") op.check(e).set(e.key, { ...record, status: "succeeded" });
+    if (!(await op.commit()).ok) {
+      // Changed meanwhile (only a pending record's result does that): the index entry alone.
+      await kv.set(index, pointId);
+    }
+    indexed++;
+  }
+  const corrected: ReplicaCountCorrection[] = [];
+  for (const ruleId of ruleIds) {
+    for (let attempt = 0;; attempt++) {
+      const rule = await kv.get<ReplicaRule>(replicaKey(ruleId));
+      if (!rule.value) break; // removed meanwhile: its counts went with it
+      const stats = await kv.getMany<[Deno.KvU64, Deno.KvU64, Deno.KvU64, ReplicaLast]>(
+        replicaStatsKeys(ruleId),
+      );
+      const keys: Deno.KvKey[] = [];
+      for await (const e of kv.list<string>({ prefix: replicationsByRulePrefix(ruleId) })) {
+        keys.push(replicationKey(e.value, ruleId));
+      }
+      const after: Record<StoredStatus, number> = { pending: 0, succeeded: 0, failed: 0 };
+      const last: ReplicaLast = { success: null, failure: null };
+      for (const r of await getManyValues<Replication>(kv, keys)) {
+        const status: StoredStatus = (r.status as string) === "success" ? "succeeded" : r.status;
+        after[status]++;
+        const at = r.endedAt ?? r.updatedAt;
+        if (status === "succeeded" && (!last.success || last.success.at <= at)) {
+          last.success = { restorePointId: r.restorePointId, at, bytes: r.bytes };
+        }
+        if (status === "failed" && (!last.failure || last.failure.at <= at)) {
+          last.failure = { restorePointId: r.restorePointId, at, error: r.error };
+        }
+      }
+      const before: Record<StoredStatus, number> = {
+        pending: counterValue(stats[0].value),
+        succeeded: counterValue(stats[1].value),
+        failed: counterValue(stats[2].value),
+      };
+      const op = kv.atomic().check(rule, ...stats);
+      for (const status of ["pending", "succeeded", "failed"] as const) {
+        op.set(replicaCountKey(ruleId, status), new Deno.KvU64(BigInt(after[status])));
+      }
+      op.set(replicaLastKey(ruleId), last);
+      if ((await op.commit()).ok) {
+        if (JSON.stringify(before) !== JSON.stringify(after)) corrected.push({ ruleId, before, after });
+        break;
+      }
+      if (attempt >= 20) {
+        throw new ConflictError(`Replica rule ${ruleId} kept changing while being recounted`);
+      }
+    }
+  }
+  await kv.set(REPLICA_COUNTS_FIX_KEY, { at: now.toISOString(), rules: ruleIds.size, indexed, corrected });
+  return { skipped: false, rules: ruleIds.size, indexed, corrected };
 }
 
 /** Per-rule status of `ruleIds` (zeros for a rule without replications yet). */

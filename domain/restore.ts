@@ -10,8 +10,6 @@ import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { CursorField, openIdCursor } from "./cursor.ts";
 import { type Engine, engineActor, engineKey, engineOnlineAt } from "./engines.ts";
-
-export { engineOnlineAt };
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey, hostScope, requireHost } from "./hosts.ts";
 import { newId, sha256Hex } from "./ids.ts";

@@ -16,22 +16,21 @@ import { type Assignment, assignmentByPolicyKey, assignmentKey } from "./assignm
 import { type Engine, engineKey, engineOnlineAt } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey } from "./hosts.ts";
-import { addQueuedJob, EnqueueInput, type Job, jobKey, queueJobInOp } from "./jobs.ts";
+import type { Job } from "./jobs.ts";
 import { type ActiveHost, activeHostsOf } from "./job_views.ts";
-import { getManyValues, kvValueBytes } from "./kv.ts";
+import { batchesOf, DISPATCH_MAX_HOSTS, dispatcher, dispatchPayload, hostsPerWrite } from "./dispatch.ts";
+import { getManyValues } from "./kv.ts";
 import { type Policy, policyKey, requirePolicy } from "./policies.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import {
-  buildBackupPayload,
   catchUpRunWithJob,
-  deferredKey,
   isOpenRun,
-  jobFinished,
-  newRunInOp,
   offlineAlertId,
   type Run,
   runKey,
   type RunKind,
+  runsOpenPrefix,
+  splitOpenRuns,
 } from "./runs.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
 
@@ -42,13 +41,10 @@ export const RUN_NOW_KIND_LABELS: Record<RunKind, string> = {
   synthetic_full: "Synthetic full (on the BES)",
 };
 
-/**
- * Hosts one run-now write takes (each adds six mutations, and KV allows 1000 per atomic operation), and
- * hosts one request may name; all active hosts may be more (they take several writes).
- */
-export const RUN_NOW_MAX_HOSTS = 150;
-/** Estimated bytes of one run-now write (KV allows 800 KiB of mutations per atomic operation). */
-const RUN_NOW_MAX_BYTES = 600_000;
+/** Hosts one request may name, and one run-now write takes at most (the shared dispatch's limit). */
+export const RUN_NOW_MAX_HOSTS = DISPATCH_MAX_HOSTS;
+/** How long a run now's `writing` mark holds off another (it may have died part-way). */
+const WRITING_HOLD_MS = 60_000;
 /** Attempts when a racing run-now or policy change invalidates what was read. */
 const ATTEMPTS = 5;
 
@@ -74,7 +70,7 @@ function runNowGuardKey(policyId: string) {
 }
 
 /** What decides whether a policy may run now, before its hosts are looked at. */
-export interface RunNowFacts {
+interface RunNowFacts {
   policy: Pick<Policy, "name" | "enabled" | "pausedReason">;
   engine: Pick<Engine, "name" | "status" | "lastHeartbeatAt"> | null;
   /** Online means a heartbeat within 3 minutes of `now`. */
@@ -135,6 +131,12 @@ interface RunNowGuard {
   writing?: boolean;
 }
 
+/** True while the guard's `writing` mark holds at `now`: set, and written less than WRITING_HOLD_MS ago. */
+function stillWriting(guard: RunNowGuard | null, now: Date): boolean {
+  if (!guard?.writing) return false;
+  return now.getTime() - Date.parse(guard.at) < WRITING_HOLD_MS;
+}
+
 /**
  * Starts a policy now: one run per target host (a synthetic full: one on the BES), trigger `manual`,
  * each with its job built like the scheduler's; an offline agent gets the run the scheduler would give
@@ -149,8 +151,8 @@ interface RunNowGuard {
  *
  * More hosts than one atomic write takes (RUN_NOW_MAX_HOSTS, fewer for a large payload; `perWrite` for
  * tests) are written in several writes, in host order, each with its runs, jobs and audit entry. The
- * first marks the guard `writing` (another run now of the policy is refused meanwhile; the mark expires
- * after a minute should the process die part-way), the last clears it. A later write that cannot commit
+ * first marks the guard `writing` (another run now of the policy is refused meanwhile; the mark holds a
+ * minute from its `at` should the process die part-way — KV's lazy expiry decides nothing), the last clears it. A later write that cannot commit
  * (the policy was disabled or paused, the BES went offline) stops there: the error names how many runs
  * had started.
  */
@@ -166,13 +168,13 @@ export async function runPolicyNow(
   authorize(actor, "backup.manage", { accountId: visible.accountId, orgId: visible.orgId });
   const data = RunNowInput.parse(input);
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-    const [policyEntry, guard] = await kv.getMany<[Policy, RunNowGuard | string]>([
+    const [policyEntry, guard] = await kv.getMany<[Policy, RunNowGuard]>([
       policyKey(policyId),
       runNowGuardKey(policyId),
     ]);
     const policy = policyEntry.value;
     if (!policy) throw new NotFoundError("Policy not found");
-    if (typeof guard.value === "object" && guard.value?.writing) {
+    if (stillWriting(guard.value, now)) {
       throw new ConflictError(
         `Another run now of policy ${policy.name} is still starting its runs: try again in a moment.`,
       );
@@ -190,21 +192,23 @@ export async function runPolicyNow(
     const hosts: Array<ActiveHost | null> = data.kind === "synthetic_full"
       ? [null]
       : await targetHosts(kv, actor, policy, data.hostIds);
-    await refuseOpenRuns(kv, policy, data.kind, hosts, now);
+    const ended = await refuseOpenRuns(kv, policy, data.kind, hosts);
 
-    const payload = data.kind === "synthetic_full"
-      ? { policyId: policy.id, targetId: target.id }
-      : await buildBackupPayload(kv, policy, engine, target, data.kind);
-    const perWrite = options.perWrite ?? Math.max(
-      1,
-      Math.min(RUN_NOW_MAX_HOSTS, Math.floor(RUN_NOW_MAX_BYTES / (kvValueBytes(payload) + 2048))),
-    );
-    const batches: Array<Array<ActiveHost | null>> = [];
-    for (let i = 0; i < hosts.length; i += perWrite) batches.push(hosts.slice(i, i + perWrite));
+    const payload = await dispatchPayload(kv, policy, engine, target, data.kind);
+    const batches = batchesOf(hosts, options.perWrite ?? hostsPerWrite(payload));
     const offline = hosts.filter((h): h is ActiveHost => h?.status === "offline");
     const alerts = new Map(
       await Promise.all(offline.map(async (h) => [h.id, await offlineAlertId(kv, "host", h.id)] as const)),
     );
+    // An offline agent gets the run the scheduler would give it, linked to its offline alert.
+    const dispatch = dispatcher({
+      policy,
+      kind: data.kind,
+      payload,
+      besId: engine.id,
+      trigger: "manual",
+      offline: { alerts },
+    });
     const write = (
       entries: { policy: Deno.KvEntryMaybe<Policy>; engine: Deno.KvEntryMaybe<Engine> },
       guardStamp: string | null,
@@ -220,13 +224,13 @@ export async function runPolicyNow(
             at: now.toISOString(),
             ...(index < batches.length - 1 ? { writing: true } : {}),
           } satisfies RunNowGuard,
-          { expireIn: 60_000 },
+          // Only tidies the key away; whether the mark still holds is decided by its `at` (`stillWriting`).
+          { expireIn: WRITING_HOLD_MS },
         );
-      const created = runsInOp(op, entries.policy.value!, entries.engine.value!, data.kind, batches[index], {
-        payload,
-        alerts,
-        now,
-      });
+      const created: RunNowRun[] = batches[index].map((host) => ({
+        run: dispatch(op, host, now),
+        hostname: host?.hostname ?? null,
+      }));
       const part = batches.length > 1
         ? `; write ${index + 1} of ${batches.length}, ${hosts.length} hosts in all`
         : "";
@@ -255,6 +259,8 @@ export async function runPolicyNow(
         return { op: w.op, created: w.created, add: () => created.push(...w.created) };
       });
     }
+    // Runs passed over because their job had ended are brought up to it now rather than at the next sweep.
+    for (const job of ended) await catchUpRunWithJob(kv, job, now);
     return created;
   }
   throw new ConflictError(
@@ -307,82 +313,6 @@ async function writeLaterBatch(
   );
 }
 
-/** Adds to `op` the runs (and jobs) of one run-now write: one per host, or the BES's synthetic full. */
-function runsInOp(
-  op: Deno.AtomicOperation,
-  policy: Policy,
-  engine: Engine,
-  kind: RunKind,
-  hosts: Array<ActiveHost | null>,
-  ctx: { payload: Record<string, unknown>; alerts: Map<string, string | null>; now: Date },
-): RunNowRun[] {
-  const { payload, alerts, now } = ctx;
-  const base = {
-    policyId: policy.id,
-    accountId: policy.accountId,
-    orgId: policy.orgId,
-    kind,
-    trigger: "manual" as const,
-    scheduledFor: now.toISOString(),
-    error: null,
-    alertId: null,
-  };
-  const created: RunNowRun[] = [];
-  if (kind === "synthetic_full") {
-    const job = queueJobInOp(
-      op,
-      {
-        kind: "synthetic_full",
-        principal: `bes:${engine.id}`,
-        accountId: policy.accountId,
-        orgId: policy.orgId,
-        payload,
-      },
-      now,
-      { fresh: true },
-    );
-    created.push({
-      run: newRunInOp(op, { ...base, hostId: null, jobId: job.id, status: "pending" }, now),
-      hostname: null,
-    });
-    return created;
-  }
-  // Validated once; each host's job differs only in its principal and `hostId`, as in the tick.
-  const template = EnqueueInput.parse({
-    kind: "backup",
-    principal: `bes:${engine.id}`,
-    accountId: policy.accountId,
-    orgId: policy.orgId,
-    payload,
-  });
-  for (const host of hosts as ActiveHost[]) {
-    if (host.status === "offline") {
-      const run = newRunInOp(op, {
-        ...base,
-        hostId: host.id,
-        jobId: null,
-        status: policy.catchUpOnReconnect ? "pending" : "skipped",
-        error: { reason: "ENGINE_OFFLINE", message: `Agent on ${host.hostname} is offline` },
-        alertId: alerts.get(host.id) ?? null,
-      }, now);
-      if (policy.catchUpOnReconnect) op.set(deferredKey(host.id, run.id), policy.id);
-      created.push({ run, hostname: host.hostname });
-      continue;
-    }
-    const job = addQueuedJob(
-      op,
-      { ...template, principal: `agent:${host.id}`, payload: { ...template.payload, hostId: host.id } },
-      now,
-      { fresh: true },
-    );
-    created.push({
-      run: newRunInOp(op, { ...base, hostId: host.id, jobId: job.id, status: "pending" }, now),
-      hostname: host.hostname,
-    });
-  }
-  return created;
-}
-
 /** The hosts a backup run now goes to: the chosen ones, each an active host of the policy, or all active. */
 async function targetHosts(
   kv: Deno.Kv,
@@ -417,44 +347,27 @@ async function targetHosts(
 }
 
 /**
- * Refuses (409) when a run of the policy is pending or running on any of `hosts` (null: the BES). A run
- * whose job already finished (or is gone) does not count: it was left open by a process that stopped
- * between the job's end and its run's update, and is brought up to its job here (`catchUpRunWithJob`,
- * idempotent) so it never blocks run-now again.
+ * Refuses (409) when a run of the policy is pending or running on any of `hosts` (null: the BES): one
+ * list of the policy's open-run index, kept to the target hosts, each entry confirmed against its run. A
+ * run whose job already ended (or is gone) does not count: a process stopped between the job's end and
+ * its run's update. Only filters; the minute sweep (`sweepOpenRuns`) repairs such runs, and the jobs of
+ * those passed over are returned for the caller to hand over too.
  */
 async function refuseOpenRuns(
   kv: Deno.Kv,
   policy: Policy,
   kind: RunKind,
   hosts: Array<ActiveHost | null>,
-  now: Date,
-) {
-  const runIds = (await Promise.all(hosts.map(async (h) => {
-    const ids: string[] = [];
-    for await (const e of kv.list<string>({ prefix: ["runs_open", policy.id, h?.id ?? "bes"] })) {
-      ids.push(e.value);
-    }
-    return ids;
-  }))).flat();
-  if (!runIds.length) return;
-  // The index is confirmed against the runs themselves (an entry whose run ended does not count).
-  const listed = (await getManyValues<Run>(kv, runIds.map((id) => runKey(id)))).filter(isOpenRun);
-  if (!listed.length) return;
-  const withJobs = listed.filter((r) => r.jobId);
-  const jobs = new Map(
-    (await getManyValues<Job>(kv, withJobs.map((r) => jobKey(r.jobId!)))).map((j) => [j.id, j]),
-  );
-  const open: Run[] = [];
-  for (const run of listed) {
-    if (!run.jobId) {
-      open.push(run); // waiting for its agent (catch-up)
-      continue;
-    }
-    const job = jobs.get(run.jobId);
-    if (job && !jobFinished(job)) open.push(run);
-    else if (job) await catchUpRunWithJob(kv, job, now);
+): Promise<Job[]> {
+  const wanted = new Set(hosts.map((h) => h?.id ?? "bes"));
+  const runIds: string[] = [];
+  for await (const e of kv.list<string>({ prefix: runsOpenPrefix(policy.id) }, { batchSize: 500 })) {
+    if (wanted.has(String(e.key[2]))) runIds.push(e.value);
   }
-  if (!open.length) return;
+  if (!runIds.length) return [];
+  const listed = (await getManyValues<Run>(kv, runIds.map((id) => runKey(id)))).filter(isOpenRun);
+  const { open, ended } = await splitOpenRuns(kv, listed);
+  if (!open.length) return ended;
   if (kind === "synthetic_full") {
     throw new ConflictError(
       `A synthetic full of policy ${policy.name} is already ${open[0].status} on its BES (run ${

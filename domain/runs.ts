@@ -10,12 +10,13 @@ import { appendAudit } from "./audit.ts";
 import { compileCron } from "./cron_rules.ts";
 import { openIdCursor } from "./cursor.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
-import type { Engine } from "./engines.ts";
+import { type Engine, engineKey } from "./engines.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
 import { type HookPlan, hookPlan } from "./hooks.ts";
 import { newId } from "./ids.ts";
-import { addQueuedJob, EnqueueInput, type HookOutput, type Job, queueJobInOp } from "./jobs.ts";
-import { effectiveExcludes, type Policy, requirePolicy } from "./policies.ts";
+import { addQueuedJob, EnqueueInput, type HookOutput, type Job, jobKey, queueJobInOp } from "./jobs.ts";
+import { effectiveExcludes, type Policy, policyKey, requirePolicy } from "./policies.ts";
+import { type Host, hostKey } from "./hosts.ts";
 import type { Assignment } from "./assignments.ts";
 import {
   planRetention,
@@ -34,7 +35,7 @@ import {
 } from "./dashboard.ts";
 import { afterBackup, readProtectedFor, writeProtected } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
-import type { StorageTarget } from "./storage.ts";
+import { type StorageTarget, targetKey } from "./storage.ts";
 import { applyRestoreJobOutcome } from "./restore.ts";
 import { applyReplicationOutcome, queueReplicationsInOp } from "./replicas.ts";
 
@@ -125,6 +126,12 @@ export function runByJobKey(jobId: string) {
 export function restorePointKey(id: string) {
   return ["restore_points", id] as const;
 }
+/** A policy's restore points of one host (`"bes"`: the BES's own), written with the point. */
+export function restorePointsByHostKey(policyId: string, hostId: string | null, pointId: string) {
+  return ["restore_points_by_host", policyId, hostId ?? "bes", pointId] as const;
+}
+/** Set once every restore point has its `restore_points_by_host` entry (points older than the index had none). */
+const POINTS_BY_HOST_FIX_KEY = ["data_fixes", "restore_points_by_host_v1"] as const;
 /**
  * The runs of a policy still pending or running, per host (`"bes"` for a BES run): written with the
  * run, removed when it ends, so "is a run of this policy and host in flight?" is one short list (run
@@ -133,8 +140,13 @@ export function restorePointKey(id: string) {
 export function runsOpenKey(policyId: string, hostId: string | null, runId: string) {
   return ["runs_open", policyId, hostId ?? "bes", runId] as const;
 }
+/** The prefix of `runsOpenKey` entries: every open run, a policy's, or a policy's on one host (null: its BES). */
+export function runsOpenPrefix(policyId?: string, hostId?: string | null): Deno.KvKey {
+  if (policyId === undefined) return ["runs_open"];
+  return hostId === undefined ? ["runs_open", policyId] : ["runs_open", policyId, hostId ?? "bes"];
+}
 /** Set once every open run has its `runs_open` entry (runs older than the index had none). */
-export const OPEN_RUNS_INDEX_FIX_KEY = ["data_fixes", "runs_open_v1"] as const;
+const OPEN_RUNS_INDEX_FIX_KEY = ["data_fixes", "runs_open_v1"] as const;
 
 /**
  * Data fix run on start (and after a results-DB restore, `force`): gives every pending or running run its
@@ -323,9 +335,39 @@ export function newRunInOp(
     createdAt: at,
     updatedAt: at,
   });
+  indexRunInOp(op, run);
+  return run;
+}
+
+/** Adds to `op`: writes a new run with its indexes (by policy, by job when it has one, open runs while open). */
+export function indexRunInOp(op: Deno.AtomicOperation, run: Run): void {
   op.set(runKey(run.id), run).set(runsByPolicyKey(run.policyId, run.id), run.id);
   if (run.jobId) op.set(runByJobKey(run.jobId), run.id);
   if (isOpenRun(run)) op.set(runsOpenKey(run.policyId, run.hostId, run.id), run.id);
+}
+
+/**
+ * Adds to `op` the run an offline agent gets instead of a job (the tick, run now): with catch-up on it
+ * waits for the agent (pending, in `deferredKey`), otherwise it is skipped; either way it is linked to
+ * the host's one offline alert (`alertId`) instead of becoming a failure of its own.
+ */
+export function offlineHostRunInOp(
+  op: Deno.AtomicOperation,
+  policy: Pick<Policy, "id" | "catchUpOnReconnect">,
+  base: Omit<NewRun, "hostId" | "jobId" | "status" | "error" | "alertId">,
+  host: { id: string; hostname: string },
+  alertId: string | null,
+  now: Date,
+): Run {
+  const run = newRunInOp(op, {
+    ...base,
+    hostId: host.id,
+    jobId: null,
+    status: policy.catchUpOnReconnect ? "pending" : "skipped",
+    error: { reason: "ENGINE_OFFLINE", message: `Agent on ${host.hostname} is offline` },
+    alertId,
+  }, now);
+  if (policy.catchUpOnReconnect) op.set(deferredKey(host.id, run.id), policy.id);
   return run;
 }
 
@@ -524,12 +566,12 @@ class TickContext {
     return p;
   }
   engine(id: string) {
-    return this.#once(`e:${id}`, async () => (await this.kv.get<Engine>(["engines", id])).value);
+    return this.#once(`e:${id}`, async () => (await this.kv.get<Engine>(engineKey(id))).value);
   }
   target(id: string) {
     return this.#once(
       `t:${id}`,
-      async () => (await this.kv.get<StorageTarget>(["storage_targets", id])).value,
+      async () => (await this.kv.get<StorageTarget>(targetKey(id))).value,
     );
   }
   hooks(policyId: string) {
@@ -546,7 +588,7 @@ class TickContext {
     const assignments = (await getManyValues<Assignment>(this.kv, assignmentIds)).filter((a) =>
       a.state === "active"
     );
-    return await getManyValues(this.kv, assignments.map((a) => ["hosts", a.hostId]));
+    return await getManyValues(this.kv, assignments.map((a) => hostKey(a.hostId)));
   }
 }
 
@@ -685,17 +727,9 @@ async function dispatchPolicy(
     // Its assignments are archived with it; this guards the moment in between.
     if (host.status === "decommissioned") continue;
     if (host.status === "offline") {
-      // With catch-up on, the run waits for the agent (deferred); otherwise it is skipped. Either way
-      // it is linked to the host's one offline alert instead of becoming a failure of its own.
-      const deferred = await newRun(kv, {
-        ...base,
-        hostId: host.id,
-        jobId: null,
-        status: policy.catchUpOnReconnect ? "pending" : "skipped",
-        error: { reason: "ENGINE_OFFLINE", message: `Agent on ${host.hostname} is offline` },
-        alertId: await offlineAlertId(kv, "host", host.id),
-      }, now);
-      if (policy.catchUpOnReconnect) await kv.set(deferredKey(host.id, deferred.id), policy.id);
+      const op = kv.atomic();
+      offlineHostRunInOp(op, policy, base, host, await offlineAlertId(kv, "host", host.id), now);
+      await op.commit();
       skipped++;
       continue;
     }
@@ -781,13 +815,16 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
         status: "complete",
         verification: "pending",
       };
-      if (await archivesNewPoints(kv, run)) point.archivedAt = now.toISOString();
+      // Host and policy read once; the host's entry is checked, so a decommission committing meanwhile
+      // makes this write retry (and archive the point) instead of leaving it to retention.
+      const { hostEntry, policy } = await readPointContext(kv, run);
+      if (hostEntry) op.check(hostEntry);
+      if (archivesNewPoints(hostEntry?.value ?? null, policy)) point.archivedAt = now.toISOString();
       next.restorePointId = point.id;
-      op.set(restorePointKey(point.id), point).set(
-        ["restore_points_by_policy", run.policyId, point.id],
-        point.id,
-      );
-      await queueFollowUps(kv, op, run, point, now);
+      op.set(restorePointKey(point.id), point)
+        .set(["restore_points_by_policy", run.policyId, point.id], point.id)
+        .set(restorePointsByHostKey(run.policyId, run.hostId, point.id), point.id);
+      await queueFollowUps(kv, op, run, policy, point, now);
     }
     // After the restore point: the protected object keeps it as the dashboard's deep link into Restore.
     await recordOutcomeInOp(kv, op, job.kind, run, next, now);
@@ -796,17 +833,25 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
   return null;
 }
 
+/** The run's host entry (null for a BES run) and policy, read together where a run's restore point is written. */
+async function readPointContext(
+  kv: Deno.Kv,
+  run: Run,
+): Promise<{ hostEntry: Deno.KvEntryMaybe<Host> | null; policy: Policy | null }> {
+  if (!run.hostId) return { hostEntry: null, policy: (await kv.get<Policy>(policyKey(run.policyId))).value };
+  const [hostEntry, policy] = await kv.getMany<[Host, Policy]>([
+    hostKey(run.hostId),
+    policyKey(run.policyId),
+  ]);
+  return { hostEntry, policy: policy.value };
+}
+
 /**
  * Whether a point a run just produced is archived at once: its host was decommissioned while the run
  * was in flight, under a policy with Archive On Host Deactivation on (its other points were archived).
  */
-async function archivesNewPoints(kv: Deno.Kv, run: Run): Promise<boolean> {
-  if (!run.hostId) return false;
-  const [host, policy] = await kv.getMany<[{ status: string }, Policy]>([
-    ["hosts", run.hostId],
-    ["policies", run.policyId],
-  ]);
-  return host.value?.status === "decommissioned" && Boolean(policy.value?.archiveOnHostDeactivation);
+function archivesNewPoints(host: Pick<Host, "status"> | null, policy: Policy | null): boolean {
+  return host?.status === "decommissioned" && Boolean(policy?.archiveOnHostDeactivation);
 }
 
 /**
@@ -869,7 +914,7 @@ async function recordOutcomeInOp(
 export async function failRunsOfExpiredJobs(kv: Deno.Kv, jobIds: string[], now: Date): Promise<number> {
   let failed = 0;
   for (const id of jobIds) {
-    const job = (await kv.get<Job>(["jobs", id])).value;
+    const job = (await kv.get<Job>(jobKey(id))).value;
     if (!job || job.status !== "failed" || job.result) continue;
     const at = now.toISOString();
     const expired: Job = {
@@ -940,20 +985,18 @@ export async function retryRun(
     });
   }
   if (!run.retryable) throw new ValidationError("This run is not retryable", { run: "Not retryable" });
-  const host = run.hostId
-    ? (await kv.get<{ hostname: string; status: string }>(["hosts", run.hostId])).value
-    : null;
+  const host = run.hostId ? (await kv.get<Host>(hostKey(run.hostId))).value : null;
   if (host?.status === "decommissioned") {
     throw new ValidationError(`Host ${host.hostname} is decommissioned: assign it to a policy again first`, {
       run: "The host is decommissioned",
     });
   }
-  const policy = (await kv.get<Policy>(["policies", run.policyId])).value;
+  const policy = (await kv.get<Policy>(policyKey(run.policyId))).value;
   if (!policy) throw new NotFoundError("The policy of this run is gone");
-  const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([["engines", policy.besId], [
-    "storage_targets",
-    policy.targetId,
-  ]]);
+  const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([
+    engineKey(policy.besId),
+    targetKey(policy.targetId),
+  ]);
   if (!engine.value || !target.value) throw new ConflictError("The policy's BES or storage target is gone");
   const at = now.toISOString();
   const retry: Run = {
@@ -989,11 +1032,8 @@ export async function retryRun(
     priority: "normal",
   }, now);
   retry.jobId = job.id;
-  op.set(retryGuardKey(run.id), retry.id)
-    .set(runKey(retry.id), retry)
-    .set(runsByPolicyKey(retry.policyId, retry.id), retry.id)
-    .set(runsOpenKey(retry.policyId, retry.hostId, retry.id), retry.id)
-    .set(runByJobKey(job.id), retry.id);
+  op.set(retryGuardKey(run.id), retry.id);
+  indexRunInOp(op, retry);
   appendAudit(op, actor, {
     accountId: run.accountId,
     orgId: run.orgId,
@@ -1016,10 +1056,10 @@ async function queueFollowUps(
   kv: Deno.Kv,
   op: Deno.AtomicOperation,
   run: Run,
+  policy: Policy | null,
   point: RestorePoint,
   now: Date,
 ) {
-  const policy = (await kv.get<Policy>(["policies", run.policyId])).value;
   if (!policy) return;
   const base = { principal: `bes:${policy.besId}`, accountId: run.accountId, orgId: run.orgId };
   if (policy.verifyAfterBackup) {
@@ -1082,6 +1122,68 @@ export function jobFinished(job: Pick<Job, "status">): boolean {
 export async function catchUpRunWithJob(kv: Deno.Kv, job: Job, now: Date): Promise<void> {
   if (job.result) return await applyJobOutcome(kv, job, now);
   if (job.status === "failed") await failRunsOfExpiredJobs(kv, [job.id], now);
+}
+
+/**
+ * Reads the jobs of `runs` (open runs) and splits the runs: `open` still counts as pending or running
+ * (no job yet — waiting for its agent — or a job not finished), `ended` holds the jobs of runs left open
+ * after their job ended (the process stopped between the job's end and the run's update), for
+ * `catchUpRunWithJob`. A run whose job is gone counts as neither.
+ */
+export async function splitOpenRuns(kv: Deno.Kv, runs: Run[]): Promise<{ open: Run[]; ended: Job[] }> {
+  const withJobs = runs.filter((r) => r.jobId);
+  const jobs = new Map(
+    (await getManyValues<Job>(kv, withJobs.map((r) => jobKey(r.jobId!)))).map((j) => [j.id, j]),
+  );
+  const open: Run[] = [];
+  const ended: Job[] = [];
+  for (const run of runs) {
+    const job = run.jobId ? jobs.get(run.jobId) : undefined;
+    if (!run.jobId || (job && !jobFinished(job))) open.push(run);
+    else if (job) ended.push(job);
+  }
+  return { open, ended };
+}
+
+/** `runs_open` entries the sweep reads per batch (each may take a check in one write: KV allows 100). */
+const OPEN_RUNS_SWEEP_BATCH = 100;
+
+/**
+ * The minute sweep of open runs: walks every `runs_open` entry, brings each run whose job already ended
+ * up to its job (`catchUpRunWithJob`, idempotent) so it stops blocking run now and retries, and drops
+ * entries whose run ended or is gone (a missed removal). Returns how many runs caught up and entries
+ * were dropped.
+ */
+export async function sweepOpenRuns(kv: Deno.Kv, now: Date): Promise<{ caughtUp: number; dropped: number }> {
+  const result = { caughtUp: 0, dropped: 0 };
+  let batch: Deno.KvEntry<string>[] = [];
+  const sweep = async () => {
+    const runs = await kv.getMany<Run[]>(batch.map((e) => runKey(e.value)));
+    const open: Run[] = [];
+    const stale = kv.atomic();
+    batch.forEach((entry, i) => {
+      const run = runs[i].value;
+      if (run && isOpenRun(run)) open.push(run);
+      else {
+        stale.check(entry).delete(entry.key);
+        result.dropped++;
+      }
+    });
+    if (open.length < batch.length && !(await stale.commit()).ok) {
+      result.dropped -= batch.length - open.length; // changed meanwhile: the next sweep looks again
+    }
+    for (const job of (await splitOpenRuns(kv, open)).ended) {
+      await catchUpRunWithJob(kv, job, now);
+      result.caughtUp++;
+    }
+    batch = [];
+  };
+  for await (const e of kv.list<string>({ prefix: runsOpenPrefix() }, { batchSize: 500 })) {
+    batch.push(e);
+    if (batch.length === OPEN_RUNS_SWEEP_BATCH) await sweep();
+  }
+  if (batch.length) await sweep();
+  return result;
 }
 
 /** Automatic retries allowed per policy and host per UTC day (the guide's "up to 3 times"). */
@@ -1207,6 +1309,56 @@ export async function pointsByObject(kv: Deno.Kv, policyId: string): Promise<Map
   return groups;
 }
 
+/**
+ * The policy's restore points of one host (null: the BES's own), read through `restore_points_by_host`
+ * — or, until that index's start-up backfill has completed, through all the policy's points.
+ */
+export async function pointsOfHost(
+  kv: Deno.Kv,
+  policyId: string,
+  hostId: string | null,
+): Promise<RestorePoint[]> {
+  if (!(await kv.get(POINTS_BY_HOST_FIX_KEY)).value) {
+    return (await pointsByObject(kv, policyId)).get(hostId ?? "bes") ?? [];
+  }
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["restore_points_by_host", policyId, hostId ?? "bes"] })) {
+    keys.push(restorePointKey(e.value));
+  }
+  return await getManyValues<RestorePoint>(kv, keys);
+}
+
+/**
+ * Data fix run on start (and after a results-DB restore, `force`): gives every restore point its
+ * `restore_points_by_host` entry (points written before the index had none). Points are never deleted
+ * and their policy and host never change, so a plain set is idempotent. Once complete a marker makes later
+ * calls skip it (unless `force`); until then `pointsOfHost` reads all the policy's points instead.
+ */
+export async function indexRestorePointsByHost(
+  kv: Deno.Kv,
+  now: Date,
+  options: { force?: boolean } = {},
+): Promise<{ indexed: number; skipped: boolean }> {
+  if (!options.force && (await kv.get(POINTS_BY_HOST_FIX_KEY)).value) return { indexed: 0, skipped: true };
+  let indexed = 0;
+  let op = kv.atomic();
+  let pending = 0;
+  for await (const e of kv.list<RestorePoint>({ prefix: ["restore_points"] }, { batchSize: 500 })) {
+    const point = e.value;
+    if (!point?.policyId) continue;
+    op.set(restorePointsByHostKey(point.policyId, point.hostId, point.id), point.id);
+    indexed++;
+    if (++pending === 500) {
+      await op.commit();
+      op = kv.atomic();
+      pending = 0;
+    }
+  }
+  if (pending) await op.commit();
+  await kv.set(POINTS_BY_HOST_FIX_KEY, { at: now.toISOString(), indexed });
+  return { indexed, skipped: false };
+}
+
 /** What retention `counts` would keep and expire for each of the policy's protected objects. */
 export async function previewPolicyRetention(
   kv: Deno.Kv,
@@ -1306,8 +1458,8 @@ async function agentBackupPayload(
   hostId: string,
 ): Promise<Record<string, unknown> | null> {
   const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([
-    ["engines", policy.besId],
-    ["storage_targets", policy.targetId],
+    engineKey(policy.besId),
+    targetKey(policy.targetId),
   ]);
   if (!engine.value || !target.value) return null;
   return { ...(await buildBackupPayload(kv, policy, engine.value, target.value, kind)), hostId };
@@ -1330,7 +1482,7 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
   if (!byHost.size) return 0;
   // Every minute while hosts stay offline: their status is read in batches, not one read per host.
   const hosts = new Map(
-    (await getManyValues<{ id: string; status: string }>(kv, [...byHost.keys()].map((id) => ["hosts", id])))
+    (await getManyValues<{ id: string; status: string }>(kv, [...byHost.keys()].map(hostKey)))
       .map((h) => [h.id, h]),
   );
   let dispatched = 0;

@@ -7,15 +7,8 @@ import { z } from "zod";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
 import { type CapacitySample, type CapacityState, nextCapacityState } from "./capacity.ts";
-import {
-  type Engine,
-  engineKey,
-  engineOnlineAt,
-  engineScope,
-  OFFLINE_AFTER_MS,
-  registerEngineCascade,
-} from "./engines.ts";
-import { type Host, hostKey } from "./hosts.ts";
+import { type Engine, engineKey, engineOnlineAt, engineScope, registerEngineCascade } from "./engines.ts";
+import { type Host, hostKey, hostOnlineAt } from "./hosts.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { type Job, jobKey, queueJobInOp } from "./jobs.ts";
@@ -881,12 +874,6 @@ interface StorageCheckRequest {
 /** Hosts read at most while choosing one for a health check (an operator action, not a page). */
 const HOST_SCAN_LIMIT = 20_000;
 
-/** Online: a heartbeat within OFFLINE_AFTER_MS (3 minutes) of `now`. */
-function hostOnline(h: Host, now: Date): boolean {
-  return h.status !== "offline" && h.lastHeartbeatAt !== null &&
-    now.getTime() - Date.parse(h.lastHeartbeatAt) <= OFFLINE_AFTER_MS;
-}
-
 /**
  * How well a host suits a target's health check, lower first; null when it may not run it. The guide:
  * "any eligible online relay host in the target org when scoped, otherwise an online host in the same
@@ -910,7 +897,7 @@ async function chooseHealthCheckHost(kv: Deno.Kv, target: StorageTarget, now: Da
   let batch: Deno.KvKey[] = [];
   const consider = async () => {
     for (const h of await getManyValues<Host>(kv, batch)) {
-      const rank = hostOnline(h, now) ? healthCheckHostRank(h, target) : null;
+      const rank = hostOnlineAt(h, now) ? healthCheckHostRank(h, target) : null;
       if (rank !== null && rank < best.rank) Object.assign(best, { host: h, rank });
     }
     batch = [];

@@ -14,6 +14,7 @@ import { resumeJobRetries } from "./resume_job_retries.ts";
 import { runSelfBackups } from "./self_backup.ts";
 import { sweepHeartbeats } from "./sweep_heartbeats.ts";
 import { sweepHosts } from "./sweep_hosts.ts";
+import { sweepOpenRuns } from "./sweep_open_runs.ts";
 import { sweepRpo } from "./sweep_rpo.ts";
 import { syncPlatforms } from "./sync_platforms.ts";
 
@@ -80,6 +81,11 @@ export function registerCrons(
     "Resume job retries",
     "* * * * *",
     () => runClaimed(kv, logger, "resume_job_retries", new Date(), (now) => resumeJobRetries(kv, now)),
+  );
+  Deno.cron(
+    "Catch up runs whose job ended",
+    "* * * * *",
+    () => runClaimed(kv, logger, "sweep_open_runs", new Date(), (now) => sweepOpenRuns(kv, now)),
   );
   Deno.cron(
     "Sweep RPO breaches",

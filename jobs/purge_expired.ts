@@ -5,7 +5,7 @@
 import { purgeOrphanAssignments } from "../domain/assignments.ts";
 import { purgeLoginFailures, purgeSessions } from "../domain/auth.ts";
 import { sweepOrphanHooks } from "../domain/hooks.ts";
-import { sweepOrphanReplicas } from "../domain/replicas.ts";
+import { resumeReplicaIndexCleanups, sweepOrphanReplicas } from "../domain/replicas.ts";
 import { purgeEngineMetrics } from "../domain/engines.ts";
 import { purgeCapacityHistory } from "../domain/storage.ts";
 import { purgeOutcomeBuckets } from "../domain/dashboard.ts";
@@ -22,5 +22,6 @@ export async function purgeExpired(kv: Deno.Kv, now: Date) {
     orphanAssignments: await purgeOrphanAssignments(kv, now),
     orphanHooks: await sweepOrphanHooks(kv, now),
     orphanReplicas: await sweepOrphanReplicas(kv, now),
+    replicaIndexCleanups: await resumeReplicaIndexCleanups(kv),
   };
 }

@@ -21,7 +21,7 @@ import {
   PageHeader,
   type Tone,
 } from "../components/ui.tsx";
-import { type Engine, EngineFilter, getEngine, listEngines } from "../domain/engines.ts";
+import { type Engine, EngineFilter, engineOnlineAt, getEngine, listEngines } from "../domain/engines.ts";
 import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { getHost, type Host, hostScope, listHosts } from "../domain/hosts.ts";
 import { can, inScope } from "../domain/rbac.ts";
@@ -31,7 +31,6 @@ import {
   BmrInput,
   type BrowseState,
   chainOf,
-  engineOnlineAt,
   FileRestoreInput,
   getBrowse,
   getRestore,

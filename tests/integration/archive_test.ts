@@ -26,6 +26,7 @@ import { systemActor } from "../../domain/rbac.ts";
 import {
   applyJobOutcome,
   applyRetention,
+  indexRestorePointsByHost,
   listRunsByPolicy,
   type RestorePoint,
   runSchedulerTick,
@@ -565,4 +566,165 @@ Deno.test("decommission racing a reassignment leaves one consistent outcome (man
     assert.equal((await kv.get(["host_decommissions", f.host.id])).versionstamp, null);
     assert.deepEqual(await checkInvariants(kv), [], `iteration ${i}`);
   }
+});
+
+/** `kv` whose getMany runs `after(keys)` once it has read (to interleave a concurrent write at a chosen read). */
+function withGetManyHook(kv: Deno.Kv, after: (keys: Deno.KvKey[]) => Promise<void>): Deno.Kv {
+  return new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "getMany") {
+        return async (keys: Deno.KvKey[], options?: { consistency?: Deno.KvConsistencyLevel }) => {
+          const read = await target.getMany(keys, options);
+          await after(keys);
+          return read;
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+}
+
+Deno.test("a decommission completing while a backup result is applied never leaves the new point unarchived", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const at = new Date("2026-11-01T02:00:00Z");
+  await runSchedulerTick(kv, at);
+  const [job] = await claimJobs(kv, `agent:${f.host.id}`, 1, at);
+  const { job: done } = await applyResult(kv, job.principal, job.id, {
+    status: "success",
+    startedAt: at.toISOString(),
+    endedAt: at.toISOString(),
+    bytesTransferred: 1,
+    protectedBytes: 1,
+    output: {
+      restorePoint: {
+        id: "rp-late",
+        chainId: "c",
+        type: "full",
+        sizeBytes: 1,
+        fileCount: 1,
+        completedAt: at.toISOString(),
+      },
+    },
+  }, at);
+  // The decommission commits (and finishes) right after the result's write read the host.
+  let fired = false;
+  const hooked = withGetManyHook(kv, async (keys) => {
+    if (fired || keys[0]?.[0] !== "hosts") return;
+    fired = true;
+    await decommissionHost(kv, system, f.host.id, { confirmHostname: "h1.acme.example" }, at);
+  });
+  await applyJobOutcome(hooked, done as Job, at);
+  assert.ok(fired, "the decommission ran in between");
+  const [point] = await pointsOf(kv, f.policy.id);
+  assert.equal(point.engineRestorePointId, "rp-late");
+  assert.equal(point.archivedAt, at.toISOString(), "the new point is archived with the host's others");
+  // Retention leaves it alone, however late.
+  assert.equal((await applyRetention(kv, new Date("2027-06-01T00:00:00Z"))).expired, 0);
+  assert.deepEqual(await checkInvariants(kv), []);
+});
+
+Deno.test("decommission racing backup results: every point of the retired host is archived (many iterations)", async () => {
+  for (let i = 0; i < 20; i++) {
+    using kv = await Deno.openKv(":memory:");
+    const f = await fixture(kv);
+    const at = new Date("2026-11-01T02:00:00Z");
+    await runSchedulerTick(kv, at);
+    const [job] = await claimJobs(kv, `agent:${f.host.id}`, 1, at);
+    const { job: done } = await applyResult(kv, job.principal, job.id, {
+      status: "success",
+      startedAt: at.toISOString(),
+      endedAt: at.toISOString(),
+      bytesTransferred: 1,
+      protectedBytes: 1,
+      output: { restorePoint: { id: `rp-${i}`, type: "full", completedAt: at.toISOString() } },
+    }, at);
+    await Promise.all([
+      applyJobOutcome(kv, done as Job, at),
+      decommissionHost(kv, system, f.host.id, { confirmHostname: "h1.acme.example" }, at),
+    ]);
+    await sweepHosts(kv, at);
+    const points = await pointsOf(kv, f.policy.id);
+    assert.equal(points.length, 1, `iteration ${i}: one point`);
+    assert.equal(points[0].archivedAt, at.toISOString(), `iteration ${i}: archived`);
+  }
+});
+
+/** `kv` counting the lists of `restore_points_by_policy` (every point of a policy) made through it. */
+function countingPolicyPointLists(kv: Deno.Kv): { kv: Deno.Kv; lists: () => number } {
+  let lists = 0;
+  const counted = new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "list") {
+        return (selector: Deno.KvListSelector, options?: Deno.KvListOptions) => {
+          if ("prefix" in selector && selector.prefix[0] === "restore_points_by_policy") lists++;
+          return target.list(selector, options);
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { kv: counted, lists: () => lists };
+}
+
+Deno.test("decommission and expiry read the host's restore points through the by-host index, not every point of the policy", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  assert.equal((await indexRestorePointsByHost(kv, f.clock.now())).skipped, false); // the start-up backfill
+  await tenDays(kv, f);
+  // Another host's points under the same policy are never read for h1.
+  const h2 = await enrollTestHost(
+    kv,
+    { accountId: f.tenant.account.id, orgId: f.ops.id },
+    "h2",
+    f.clock.now(),
+  );
+  await assignHost(kv, system, { policyId: f.policy.id, hostId: h2.id }, f.clock.now());
+  const at = new Date(Date.UTC(2026, 10, 11, 2));
+  await runSchedulerTick(kv, at);
+  await answerBackup(kv, h2.id, at, { id: "h2-rp", type: "full" });
+  const byHost = async (hostId: string) =>
+    (await Array.fromAsync(kv.list<string>({ prefix: ["restore_points_by_host", f.policy.id, hostId] })))
+      .length;
+  assert.deepEqual([await byHost(f.host.id), await byHost(h2.id)], [10, 1], "written with each point");
+
+  const counted = countingPolicyPointLists(kv);
+  const result = await decommissionHost(
+    counted.kv,
+    system,
+    f.host.id,
+    { confirmHostname: "h1.acme.example" },
+    AFTER,
+  );
+  assert.equal(result.archivedPoints, 10);
+  const h1Points = (await pointsOf(kv, f.policy.id)).filter((p) => p.hostId === f.host.id);
+  await expireArchivedPoint(counted.kv, system, h1Points[0].id, { confirm: true }, AFTER);
+  assert.equal(counted.lists(), 0, "no list of every point of the policy");
+  assert.equal(
+    (await pointsOf(kv, f.policy.id)).find((p) => p.engineRestorePointId === "h2-rp")!.archivedAt,
+    undefined,
+  );
+});
+
+Deno.test("restore points from before the by-host index: read through the policy until the backfill, which indexes each once", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  await tenDays(kv, f);
+  // Older data: no by-host entries, no marker.
+  for await (const e of kv.list({ prefix: ["restore_points_by_host"] })) await kv.delete(e.key);
+  const result = await decommissionHost(kv, system, f.host.id, { confirmHostname: "h1.acme.example" }, AFTER);
+  assert.equal(result.archivedPoints, 10, "every point archived before the backfill too");
+  const fix = await indexRestorePointsByHost(kv, AFTER);
+  assert.deepEqual(fix, { indexed: 10, skipped: false });
+  const entries = await Array.fromAsync(
+    kv.list<string>({ prefix: ["restore_points_by_host", f.policy.id, f.host.id] }),
+  );
+  assert.deepEqual(
+    entries.map((e) => e.value).sort(),
+    (await pointsOf(kv, f.policy.id)).map((p) => p.id).sort(),
+  );
+  assert.equal((await indexRestorePointsByHost(kv, AFTER)).skipped, true, "once");
+  assert.deepEqual(await checkInvariants(kv), []);
 });

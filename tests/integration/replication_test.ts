@@ -13,14 +13,18 @@ import { applyHostHeartbeat, enrollHost } from "../../domain/hosts.ts";
 import { applyResult, claimJobs, type Job } from "../../domain/jobs.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
+import { checkInvariants } from "../../domain/invariants.ts";
 import {
   createReplica,
+  deleteReplica,
   listRecentReplications,
   listReplicasByPolicy,
   listReplicationsOfPoint,
+  rebuildReplicaCounts,
   type ReplicaRule,
   replicaStats,
   type ReplicationView,
+  resumeReplicaIndexCleanups,
 } from "../../domain/replicas.ts";
 import { applyJobOutcome, listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
@@ -516,4 +520,141 @@ Deno.test("listRecentReplications() leaves out points of a host outside the view
   const admin = await seen(f.users.admin);
   assert.equal(admin.size, 2);
   assert.deepEqual([...await seen(f.users.operator)], [opsPoint]);
+});
+
+/** Makes the rule's data look as it did before the per-rule counts and index (and `success`) existed. */
+async function toLegacy(kv: Deno.Kv, ruleId: string, options: { success?: boolean } = {}) {
+  for await (const e of kv.list({ prefix: ["replications_by_rule", ruleId] })) await kv.delete(e.key);
+  for await (const e of kv.list({ prefix: ["replica_counts", ruleId] })) await kv.delete(e.key);
+  await kv.delete(["replica_last", ruleId]);
+  if (!options.success) return;
+  for await (const e of kv.list<{ status: string }>({ prefix: ["replications"] })) {
+    if (e.key[2] === ruleId && e.value.status === "succeeded") {
+      await kv.set(e.key, { ...e.value, status: "success" });
+    }
+  }
+}
+
+Deno.test("start-up data fix: counts, last results and index of replications from before the counts are rebuilt once", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  // Sunday's full: both rules replicate it; the local one succeeds, then becomes legacy (`success`, no counts).
+  const sunday = await backUp(kv, f, SUNDAY_2AM, "full");
+  const at = new Date(SUNDAY_2AM.getTime() + 15 * 60_000);
+  const jobs = await claimJobs(kv, `bes:${f.engine.id}`, 50, at);
+  await answer(kv, jobs.find((j) => j.payload.ruleId === f.local.id)!, at, "success");
+  await toLegacy(kv, f.local.id, { success: true });
+  // The offsite rule's replication was queued before the counts: its result then takes pending to −1.
+  await toLegacy(kv, f.offsite.id);
+  await answer(kv, jobs.find((j) => j.payload.ruleId === f.offsite.id)!, at, "failed");
+  // Monday's incremental (local rule only) is queued with today's code: pending 1.
+  const monday = await backUp(kv, f, MONDAY_2AM, "incremental");
+  let stats = await replicaStats(kv, [f.local.id, f.offsite.id]);
+  assert.deepEqual(
+    [stats.get(f.offsite.id)!.pending, stats.get(f.local.id)!.replicated],
+    [-1, 0],
+    "wrong before",
+  );
+  const violations = (await checkInvariants(kv)).join("\n");
+  assert.match(violations, /replica_counts/, "the consistency check reports the wrong counts");
+
+  const fix = await rebuildReplicaCounts(kv, MONDAY_2AM);
+  assert.equal(fix.skipped, false);
+  assert.deepEqual(
+    fix.corrected.map((c) => [c.ruleId, c.before, c.after]).sort(),
+    [
+      [f.local.id, { pending: 1, succeeded: 0, failed: 0 }, { pending: 1, succeeded: 1, failed: 0 }],
+      [f.offsite.id, { pending: -1, succeeded: 0, failed: 1 }, { pending: 0, succeeded: 0, failed: 1 }],
+    ].sort(),
+    "every correction is reported, nothing clamped",
+  );
+  stats = await replicaStats(kv, [f.local.id, f.offsite.id]);
+  const local = stats.get(f.local.id)!;
+  assert.deepEqual(
+    [local.replicated, local.pending, local.failed, local.lastReplicatedPointId],
+    [1, 1, 0, sunday],
+  );
+  const offsite = stats.get(f.offsite.id)!;
+  assert.deepEqual([offsite.replicated, offsite.pending, offsite.failed, offsite.lastFailedPointId], [
+    0,
+    0,
+    1,
+    sunday,
+  ]);
+  const indexed = async (ruleId: string) =>
+    (await Array.fromAsync(kv.list<string>({ prefix: ["replications_by_rule", ruleId] }))).map((e) =>
+      e.value
+    );
+  assert.deepEqual(await indexed(f.local.id), [sunday, monday]);
+  assert.deepEqual(await indexed(f.offsite.id), [sunday]);
+  assert.equal(
+    (await kv.get<{ status: string }>(["replications", sunday, f.local.id])).value!.status,
+    "succeeded",
+  );
+  assert.deepEqual(await checkInvariants(kv), []);
+  // Once: a marker makes the next start skip it; forced, it finds nothing to correct.
+  assert.equal((await rebuildReplicaCounts(kv, MONDAY_2AM)).skipped, true);
+  assert.deepEqual((await rebuildReplicaCounts(kv, MONDAY_2AM, { force: true })).corrected, []);
+});
+
+Deno.test("removing a rule deletes its replication index in the same write (nothing left if the process stops after it)", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  await backUp(kv, f, SUNDAY_2AM, "full");
+  // The process stops right after the rule's removal commits: nothing is deleted key by key afterwards.
+  const stopped = new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "delete") return () => Promise.reject(new Error("process stopped"));
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  await deleteReplica(stopped, system, f.local.id, SUNDAY_2AM).catch(() => {});
+  assert.equal((await kv.get(["replicas", f.local.id])).versionstamp, null, "the rule is gone");
+  assert.deepEqual(await Array.fromAsync(kv.list({ prefix: ["replications_by_rule", f.local.id] })), []);
+  assert.deepEqual(await checkInvariants(kv), []);
+});
+
+Deno.test("a rule with a large replication index: removed, the rest is deleted after, and resumed after a crash", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const many = async (ruleId: string) => {
+    for (let i = 0; i < 1200; i += 100) {
+      const op = kv.atomic();
+      for (let j = i; j < i + 100; j++) {
+        op.set(["replications_by_rule", ruleId, `p-${String(j).padStart(5, "0")}`], "x");
+      }
+      await op.commit();
+    }
+  };
+  await many(f.local.id);
+  await deleteReplica(kv, system, f.local.id, SUNDAY_2AM);
+  assert.deepEqual(await Array.fromAsync(kv.list({ prefix: ["replications_by_rule", f.local.id] })), []);
+  assert.deepEqual(await Array.fromAsync(kv.list({ prefix: ["replica_index_cleanups"] })), []);
+  // A crash after the removal's write: its cleanup record stays and the purge job finishes it.
+  await many(f.offsite.id);
+  const crashing = new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "list") {
+        return (selector: Deno.KvListSelector, options?: Deno.KvListOptions) => {
+          // Past the removal's own bounded read, the process is gone.
+          if (
+            options?.limit === undefined && "prefix" in selector &&
+            selector.prefix[0] === "replications_by_rule"
+          ) {
+            throw new Error("process stopped");
+          }
+          return target.list(selector, options);
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  await deleteReplica(crashing, system, f.offsite.id, SUNDAY_2AM).catch(() => {});
+  assert.equal((await kv.get(["replicas", f.offsite.id])).versionstamp, null, "the rule is gone");
+  assert.equal((await kv.get(["replica_index_cleanups", f.offsite.id])).versionstamp !== null, true);
+  assert.equal(await resumeReplicaIndexCleanups(kv), 1);
+  assert.deepEqual(await Array.fromAsync(kv.list({ prefix: ["replications_by_rule", f.offsite.id] })), []);
+  assert.deepEqual(await Array.fromAsync(kv.list({ prefix: ["replica_index_cleanups"] })), []);
 });

@@ -4,7 +4,8 @@ import { createApiToken } from "../../domain/api_tokens.ts";
 import { userActor } from "../../domain/auth.ts";
 
 import { ConflictError } from "../../domain/errors.ts";
-import { type Host } from "../../domain/hosts.ts";
+import { decommissionHost } from "../../domain/archive.ts";
+import { applyHostHeartbeat, type Host } from "../../domain/hosts.ts";
 import { applyResult, claimJobs, type Job } from "../../domain/jobs.ts";
 import type { Permission } from "../../domain/types.ts";
 import { systemActor } from "../../domain/rbac.ts";
@@ -24,6 +25,7 @@ import {
   Browser,
   createTenant,
   dumpKv,
+  engineMetrics,
   enrollTestHost,
   onlineTestEngine,
   signInAs,
@@ -294,4 +296,42 @@ Deno.test("storage check refusals: no online host, BES offline; each changes not
   assert.equal((await operator.postForm(`${page}/verify`, {}, { tokenFrom: page })).status, 303);
   assertIncludes(await (await operator.get(page)).text(), "Not queued: The integrity verification of");
   assert.equal(await snapshot(kv).then((s) => s.includes('"storage_checks"')), false);
+});
+
+Deno.test("a decommissioned host whose agent still heartbeats never runs a health check", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const f = await fixture(kv);
+  const op = userActor(f.users.operator);
+  const relay = await f.host("retired-relay", { relay: true });
+  await decommissionHost(
+    kv,
+    system,
+    relay.id,
+    { confirmHostname: "retired-relay.acme.example" },
+    f.clock.now(),
+  );
+  for (let i = 0; i < 3; i++) {
+    f.clock.advance(60_000);
+    const { host } = await applyHostHeartbeat(
+      kv,
+      relay.id,
+      { version: "1", metrics: engineMetrics() },
+      f.clock.now(),
+    );
+    assert.equal(host.status, "decommissioned");
+    assert.equal(host.lastHeartbeatAt, f.clock.now().toISOString(), "its agent still heartbeats");
+    await assert.rejects(
+      () => requestStorageCheck(kv, op, f.target.id, "health_check", f.clock.now()),
+      /No host of the target's organization is online/,
+    );
+    await assert.rejects(
+      () => requestStorageCheck(kv, op, f.accountTarget.id, "health_check", f.clock.now()),
+      /No host of this account is online/,
+    );
+  }
+  // An in-service plain host is chosen over the retired relay host.
+  await f.host("ops-plain");
+  const queued = await requestStorageCheck(kv, op, f.target.id, "health_check", f.clock.now());
+  assert.equal(queued.runsOn, "ops-plain.acme.example");
+  assert.deepEqual((await checkJobs(kv)).filter(([, p]) => p === `agent:${relay.id}`), []);
 });

@@ -1,0 +1,123 @@
+/**
+ * The batched dispatch shared by run now (run_now.ts) and job retries (job_views.ts): one backup job and
+ * its run per host — or one synthetic full on the BES — written in atomic operations of `hostsPerWrite`
+ * hosts (KV allows 1000 mutations and 800 KiB per operation). What differs between callers is a
+ * parameter: the run's trigger, and whether an offline agent gets the run the scheduler would give it
+ * (`offlineHostRunInOp`: waiting for the agent with catch-up on, otherwise skipped) or its job anyway.
+ */
+import { ConflictError } from "./errors.ts";
+import { type Engine, engineKey } from "./engines.ts";
+import { addQueuedJob, EnqueueInput } from "./jobs.ts";
+import type { ActiveHost } from "./job_views.ts";
+import { kvValueBytes } from "./kv.ts";
+import type { Policy } from "./policies.ts";
+import { buildBackupPayload, newRunInOp, offlineHostRunInOp, type Run, type RunKind } from "./runs.ts";
+import { type StorageTarget, targetKey } from "./storage.ts";
+
+/** Hosts per write at most: each adds about six mutations (job, its indexes, run, its indexes). */
+export const DISPATCH_MAX_HOSTS = 150;
+/** Estimated bytes of one write at most. */
+const DISPATCH_MAX_BYTES = 600_000;
+
+/** Hosts per write for a payload: within DISPATCH_MAX_HOSTS and DISPATCH_MAX_BYTES (a job and its run ≈ payload + 2 KB). */
+export function hostsPerWrite(payload: Record<string, unknown>): number {
+  const bytes = kvValueBytes(payload) + 2048;
+  return Math.max(1, Math.min(DISPATCH_MAX_HOSTS, Math.floor(DISPATCH_MAX_BYTES / bytes)));
+}
+
+/** Splits `items` into writes of `perWrite`. */
+export function batchesOf<T>(items: T[], perWrite: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += perWrite) out.push(items.slice(i, i + perWrite));
+  return out;
+}
+
+/** The job payload of a dispatch of `kind` for the policy with its BES and target. */
+export async function dispatchPayload(
+  kv: Deno.Kv,
+  policy: Policy,
+  engine: Engine,
+  target: StorageTarget,
+  kind: RunKind,
+): Promise<Record<string, unknown>> {
+  return kind === "synthetic_full"
+    ? { policyId: policy.id, targetId: target.id }
+    : await buildBackupPayload(kv, policy, engine, target, kind);
+}
+
+/** Reads the policy's BES and target and builds the payload; ConflictError when either is gone. */
+export async function readDispatchPayload(
+  kv: Deno.Kv,
+  policy: Policy,
+  kind: RunKind,
+): Promise<{ payload: Record<string, unknown>; besId: string }> {
+  const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([
+    engineKey(policy.besId),
+    targetKey(policy.targetId),
+  ]);
+  if (!engine.value || !target.value) throw new ConflictError("The job's BES or storage target is gone");
+  return {
+    payload: await dispatchPayload(kv, policy, engine.value, target.value, kind),
+    besId: engine.value.id,
+  };
+}
+
+/** What every write of one dispatch shares. */
+export interface DispatchPlan {
+  policy: Policy;
+  kind: RunKind;
+  payload: Record<string, unknown>;
+  besId: string;
+  trigger: "manual" | "retry";
+  /**
+   * null: every host gets its job (an offline agent picks it up when it returns). Otherwise an offline
+   * host gets the scheduler's offline run instead, linked to its open offline alert from `alerts`.
+   */
+  offline: { alerts: Map<string, string | null> } | null;
+}
+
+/**
+ * Validates the plan's job once (each host's job differs only in its principal and `hostId`) and returns
+ * the function adding one host's job and run (null: the BES's synthetic full) to a write.
+ */
+export function dispatcher(
+  plan: DispatchPlan,
+): (op: Deno.AtomicOperation, host: ActiveHost | null, now: Date) => Run {
+  const { policy, kind, payload, besId, trigger, offline } = plan;
+  const template = EnqueueInput.parse({
+    kind: kind === "synthetic_full" ? "synthetic_full" : "backup",
+    principal: `bes:${besId}`,
+    accountId: policy.accountId,
+    orgId: policy.orgId,
+    payload,
+  });
+  return (op, host, now) => {
+    const base = {
+      policyId: policy.id,
+      accountId: policy.accountId,
+      orgId: policy.orgId,
+      kind,
+      trigger,
+      scheduledFor: now.toISOString(),
+    };
+    if (host && offline && host.status === "offline") {
+      return offlineHostRunInOp(op, policy, base, host, offline.alerts.get(host.id) ?? null, now);
+    }
+    const job = addQueuedJob(
+      op,
+      host
+        ? { ...template, principal: `agent:${host.id}`, payload: { ...template.payload, hostId: host.id } }
+        : template,
+      now,
+      { fresh: true },
+    );
+    return newRunInOp(op, {
+      ...base,
+      hostId: host?.id ?? null,
+      jobId: job.id,
+      status: "pending",
+      error: null,
+      alertId: null,
+    }, now);
+  };
+}
