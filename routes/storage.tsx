@@ -432,8 +432,8 @@ const CHECK_TITLES: Record<StorageCheck, string> = {
 };
 const CHECK_WHAT: Record<StorageCheck, string> = {
   health_check:
-    "Reachability probe from an online host of the account (a relay host of this target's organization first); capacity arrives with the BES heartbeat.",
-  verify: "Catalog validation, chain integrity and a restore rehearsal, run by the target's BES.",
+    "a reachability probe from an online host of this target's organization (a relay host first; any host of the account for an account-level target); capacity arrives with the BES heartbeat.",
+  verify: "catalog validation, chain integrity and a restore rehearsal, run by the target's BES.",
 };
 const CHECK_STATE_TONE: Record<StorageCheckView["state"], Tone> = {
   queued: "muted",
@@ -487,12 +487,16 @@ function ChecksPanel(props: {
             const output = view && checkOutput(view);
             return (
               <tr key={check} data-check={check}>
+                <td class="nowrap">{CHECK_TITLES[check]}</td>
                 <td>
-                  {CHECK_TITLES[check]}
-                  <div class="hint">{CHECK_WHAT[check]}</div>
-                </td>
-                <td class="nowrap">
-                  {view ? `${formatTime(view.requestedAt)} by ${view.requestedBy}` : "never"}
+                  {view
+                    ? (
+                      <>
+                        <span class="nowrap">{formatTime(view.requestedAt)}</span>
+                        <div class="hint">by {view.requestedBy}</div>
+                      </>
+                    )
+                    : "never"}
                 </td>
                 <td>{view?.runsOn ?? "—"}</td>
                 <td>{view ? <Badge tone={CHECK_STATE_TONE[view.state]}>{view.state}</Badge> : "—"}</td>
@@ -528,6 +532,11 @@ function ChecksPanel(props: {
           })}
         </tbody>
       </table>
+      <ul class="hint">
+        {(Object.keys(STORAGE_CHECKS) as StorageCheck[]).map((check) => (
+          <li key={check}>{CHECK_TITLES[check]}: {CHECK_WHAT[check]}</li>
+        ))}
+      </ul>
     </section>
   );
 }
