@@ -240,7 +240,9 @@ async function hostPage(
                 archived. Under policies with “Archive on host deactivation” its restore points are kept
                 (archived) until an operator expires them; under the others they follow retention.
               </p>
-              {decommission?.error && <p class="form-error" role="alert">{decommission.error}</p>}
+              {decommission?.error && !decommission.errors && (
+                <p class="form-error" role="alert">{decommission.error}</p>
+              )}
               <form method="post" action={`/backup/hosts/${host.id}/decommission`} class="form">
                 <Csrf token={c.get("csrfToken")} />
                 <div class={decommission?.errors?.confirmHostname ? "field field--error" : "field"}>
@@ -253,9 +255,15 @@ async function hostPage(
                     value={decommission?.typed ?? ""}
                     autocomplete="off"
                     required
+                    aria-invalid={decommission?.errors?.confirmHostname ? "true" : undefined}
+                    aria-describedby={decommission?.errors?.confirmHostname
+                      ? "f-confirmHostname-error"
+                      : undefined}
                   />
                   {decommission?.errors?.confirmHostname && (
-                    <p class="field-error">{decommission.errors.confirmHostname}</p>
+                    <p class="field-error" id="f-confirmHostname-error">
+                      {decommission.errors.confirmHostname}
+                    </p>
                   )}
                 </div>
                 <div class="form-actions">
