@@ -529,6 +529,8 @@ async function pointPage(
     ? hosts.values.find((h) => h.id === point.hostId) ?? await getHost(kv, point.hostId)
     : null;
   const hostOptions = targetHosts(hosts.values, original);
+  // A decommissioned host gets no new work by default: the operator picks where the files go.
+  const originalIsDefault = Boolean(point.hostId) && original?.status !== "decommissioned";
   const errorsOf = (form: FormName) => state?.form === form ? state.fields : {};
   const valuesOf = (form: FormName) => state?.form === form ? state.values : {};
   const messageOf = (form: FormName) =>
@@ -684,10 +686,12 @@ async function pointPage(
             name="targetHostId"
             label="Target host"
             hosts={hostOptions}
-            value={files.targetHostId ?? point.hostId ?? ""}
-            blank={point.hostId ? undefined : "Choose a host…"}
+            value={files.targetHostId ?? (originalIsDefault ? point.hostId! : "")}
+            blank={originalIsDefault ? undefined : "Choose a host…"}
             error={errorsOf("files").targetHostId}
-            hint="Defaults to the original host; any host of your organizations can receive the files."
+            hint={originalIsDefault
+              ? "Defaults to the original host; any host of your organizations can receive the files."
+              : "The original host is decommissioned: choose the host to receive the files."}
           />
           <TextField
             form="files"
@@ -807,7 +811,8 @@ function targetHosts(hosts: Host[], original: Host | null): Array<{ value: strin
   if (original && !out.some((o) => o.value === original.id)) {
     out.unshift({ value: original.id, label: original.hostname });
   }
-  return out.map((o) => o.value === original?.id ? { ...o, label: `${o.label} (original)` } : o);
+  const mark = original?.status === "decommissioned" ? " (original, decommissioned)" : " (original)";
+  return out.map((o) => o.value === original?.id ? { ...o, label: `${o.label}${mark}` } : o);
 }
 
 function HostSelect(props: {

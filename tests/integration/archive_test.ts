@@ -464,6 +464,12 @@ Deno.test("an operator expires an archived restore point (incrementals first), w
   await signInAs(browser, kv, f.users.admin, AFTER);
   const page = await (await browser.get(`/backup/restore/points/${inc1.id}`)).text();
   assert.match(page, /data-testid="archived"/);
+  // The decommissioned original host is offered but not preselected for a file restore.
+  const filesForm = page.slice(page.indexOf('id="restore-files"'));
+  const hostSelect = filesForm.slice(0, filesForm.indexOf("</select>"));
+  assert.match(hostSelect, /h1\.acme\.example \(original, decommissioned\)/);
+  assert.doesNotMatch(hostSelect, new RegExp(`value="${f.host.id}"[^>]*selected`), "not the default target");
+  assert.match(filesForm, /The original host is decommissioned: choose the host to receive the files/);
   res = await browser.postForm(`/backup/restore/points/${inc1.id}/expire`, {}, {
     tokenFrom: `/backup/restore/points/${inc1.id}`,
   });
