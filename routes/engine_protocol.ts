@@ -65,6 +65,17 @@ function unauthorized(message: string): never {
   throw new HttpError(401, "unauthorized", message);
 }
 
+/** 401 for a failed signature check; `badSignature` is the answer to a signature that does not verify. */
+function refuseSignature(reason: "malformed" | "skew" | "bad_signature", badSignature: string): never {
+  unauthorized(
+    reason === "skew"
+      ? `The request timestamp is more than ${MAX_SKEW_SECONDS} s from the server clock`
+      : reason === "malformed"
+      ? "Malformed signature headers"
+      : badSignature,
+  );
+}
+
 /**
  * Verifies a signed request from a `kind` principal: known and not deleted, Ed25519 signature over
  * the canonical string, timestamp within 300 s. The nonce is claimed by the handler's write (or
@@ -98,15 +109,7 @@ export function signedBy(kind: "bes" | "agent"): MiddlewareHandler<AppEnv> {
       body,
       clock(),
     );
-    if (!check.ok) {
-      unauthorized(
-        check.reason === "skew"
-          ? `The request timestamp is more than ${MAX_SKEW_SECONDS} s from the server clock`
-          : check.reason === "malformed"
-          ? "Malformed signature headers"
-          : "Bad signature",
-      );
-    }
+    if (!check.ok) refuseSignature(check.reason, "Bad signature");
     const nonceKey = ["nonces", `${kind}:${id}`, c.req.header(SIGNATURE_HEADERS.nonce)!];
     c.set("principal", { kind, id, nonceKey });
     await next();
@@ -205,15 +208,7 @@ async function possessionProof(c: Context<AppEnv>, kind: "bes" | "agent", now: D
     body,
     now,
   );
-  if (!check.ok) {
-    unauthorized(
-      check.reason === "skew"
-        ? `The request timestamp is more than ${MAX_SKEW_SECONDS} s from the server clock`
-        : check.reason === "malformed"
-        ? "Malformed signature headers"
-        : REGISTRATION_REFUSED,
-    );
-  }
+  if (!check.ok) refuseSignature(check.reason, REGISTRATION_REFUSED);
   return {
     publicKey,
     nonce: {

@@ -73,14 +73,7 @@ export class LocalBackend implements Backend {
   }
 
   async *#walk(dir: string, rel: string): AsyncIterable<ObjectInfo> {
-    let entries: Deno.DirEntry[];
-    try {
-      entries = await Array.fromAsync(Deno.readDir(dir));
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return;
-      throw e;
-    }
-    for (const e of entries) {
+    for (const e of await readDirIfExists(dir)) {
       if (e.name.startsWith(".tmp-")) continue;
       const name = rel === "" ? e.name : `${rel}/${e.name}`;
       if (e.isDirectory) yield* this.#walk(`${dir}/${e.name}`, name);
@@ -170,14 +163,7 @@ export class LocalBackend implements Backend {
   async removeTemporaries(before: Date): Promise<number> {
     let removed = 0;
     const sweep = async (dir: string) => {
-      let entries: Deno.DirEntry[];
-      try {
-        entries = await Array.fromAsync(Deno.readDir(dir));
-      } catch (e) {
-        if (e instanceof Deno.errors.NotFound) return;
-        throw e;
-      }
-      for (const e of entries) {
+      for (const e of await readDirIfExists(dir)) {
         const path = `${dir}/${e.name}`;
         if (e.isDirectory) await sweep(path);
         else if (e.isFile && e.name.startsWith(".tmp-")) {
@@ -225,4 +211,14 @@ export function kindOf(name: string): ObjectKind {
     config: "config",
   } as const;
   return kinds[top as keyof typeof kinds] ?? "file";
+}
+
+/** The entries of a folder; none when it does not exist (a prefix nothing was written under yet). */
+async function readDirIfExists(dir: string): Promise<Deno.DirEntry[]> {
+  try {
+    return await Array.fromAsync(Deno.readDir(dir));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
 }
