@@ -636,8 +636,10 @@ async function addHealthTransition(
   state: CapacityState,
   now: Date,
 ): Promise<void> {
-  const warning = await readOpenAlert(kv, "storage_target", target.id, "storage_warning");
-  const critical = await readOpenAlert(kv, "storage_target", target.id, "storage_critical");
+  const [warning, critical] = await Promise.all([
+    readOpenAlert(kv, "storage_target", target.id, "storage_warning"),
+    readOpenAlert(kv, "storage_target", target.id, "storage_critical"),
+  ]);
   const base = {
     accountId: target.accountId,
     orgId: target.orgId,
