@@ -7,7 +7,7 @@
  * `errors`, never silently left out.
  */
 import { fromHex, toHex } from "./bytes.ts";
-import { chunkStream, readPieces } from "./chunker.ts";
+import { chunkFile } from "./chunker.ts";
 import type { BlobId, ChunkIdHasher } from "./chunk_id.ts";
 import { RepoError } from "./errors.ts";
 import { CACHEDIR_SIGNATURE, compileExcludes, SYSTEM_EXCLUDES } from "./exclude.ts";
@@ -76,17 +76,16 @@ export interface BackupResult {
 /** An error of reading a source file (as opposed to storing it). */
 class ReadFailure extends Error {}
 
-async function* tagReadErrors(source: AsyncGenerator<Uint8Array>): AsyncGenerator<Uint8Array> {
-  while (true) {
-    let r: IteratorResult<Uint8Array>;
-    try {
-      r = await source.next();
-    } catch (e) {
-      throw new ReadFailure((e as Error).message, { cause: e });
-    }
-    if (r.done) return;
-    yield r.value;
-  }
+function tagReadErrors(file: { read(p: Uint8Array): Promise<number | null> }) {
+  return {
+    async read(p: Uint8Array): Promise<number | null> {
+      try {
+        return await file.read(p);
+      } catch (e) {
+        throw new ReadFailure((e as Error).message, { cause: e });
+      }
+    },
+  };
 }
 
 interface PathNode {
@@ -108,6 +107,8 @@ class BackupRun {
   readonly throttle: Throttle;
   readonly fs: FileSystem;
   readonly concurrency: number;
+  /** The chunker's read window, reused for every file. */
+  #window: Uint8Array | undefined;
 
   constructor(
     readonly ns: Namespace,
@@ -126,9 +127,11 @@ class BackupRun {
   }
 
   async #save(type: "data" | "tree", data: Uint8Array): Promise<BlobId> {
-    const r = await this.ns.saveBlob(type, data, this.hasher);
+    const length = data.length;
+    // The chunk is this run's own: it may be handed to a worker thread.
+    const r = await this.ns.saveBlob(type, data, this.hasher, true);
     if (r.isNew) {
-      this.bytesNew += data.length;
+      this.bytesNew += length;
       this.bytesStored += r.storedBytes;
     }
     this.refs.add(r.id);
@@ -214,7 +217,13 @@ class BackupRun {
     const pending: Promise<BlobId>[] = [];
     let size = 0;
     try {
-      for await (const chunk of chunkStream(tagReadErrors(readPieces(file)), this.ns.repo.config.chunker)) {
+      const params = this.ns.repo.config.chunker;
+      this.#window ??= new Uint8Array(2 * params.max);
+      const chunks = chunkFile(tagReadErrors(file), params, {
+        window: this.#window,
+        alloc: (n) => this.ns.blobBuffer(n),
+      });
+      for await (const chunk of chunks) {
         await this.throttle.take(chunk.length);
         size += chunk.length;
         this.bytesRead += chunk.length;
@@ -360,8 +369,13 @@ class BackupRun {
 /**
  * Backs up `options.paths` into namespace `ns` and writes a snapshot. Throws (writing no snapshot) if
  * an include path does not exist or the repository fails; unreadable entries end up in `errors`.
+ * Blobs are compressed and encrypted on worker threads while this thread reads, chunks and packs.
  */
-export async function backupFiles(ns: Namespace, options: BackupOptions): Promise<BackupResult> {
+export function backupFiles(ns: Namespace, options: BackupOptions): Promise<BackupResult> {
+  return ns.withWorkers(() => backupFilesHere(ns, options));
+}
+
+async function backupFilesHere(ns: Namespace, options: BackupOptions): Promise<BackupResult> {
   const now = options.now ?? (() => new Date());
   const start = now();
   const t0 = performance.now();

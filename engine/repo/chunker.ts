@@ -134,6 +134,55 @@ export async function* chunkStream(
   }
 }
 
+/** Options of `chunkFile`. */
+export interface ChunkFileOptions {
+  /** A window to read into, at least 2 × `max` bytes (reused across files: no fresh pages per file). */
+  window?: Uint8Array;
+  /** The buffer a chunk of `n` bytes is copied into (default: a fresh one); its first `n` bytes are used. */
+  alloc?: (n: number) => Uint8Array<ArrayBuffer>;
+  /** Most bytes asked of one `read` call (default 4 MiB). */
+  readSize?: number;
+}
+
+/**
+ * The same chunks as `chunkStream`, read from `file` straight into one window (no copy per piece) and
+ * each copied once, into a buffer from `options.alloc`: `chunk.subarray(0, n)` views of it. The caller
+ * owns each chunk; the window is reused.
+ */
+export async function* chunkFile(
+  file: { read(p: Uint8Array): Promise<number | null> },
+  params: ChunkerParams = DEFAULT_CHUNKER_PARAMS,
+  options: ChunkFileOptions = {},
+): AsyncGenerator<Uint8Array<ArrayBuffer>> {
+  validateChunkerParams(params);
+  let buf = options.window;
+  if (!buf || buf.length < 2 * params.max) buf = new Uint8Array(2 * params.max);
+  const cap = buf.length;
+  const readSize = options.readSize ?? 4 * 1024 * 1024;
+  const alloc = options.alloc ?? ((n: number) => new Uint8Array(n));
+  let start = 0;
+  let end = 0;
+  let eof = false;
+  while (true) {
+    while (!eof && end - start < params.max) {
+      if (end === cap) {
+        buf.copyWithin(0, start, end);
+        end -= start;
+        start = 0;
+      }
+      const n = await file.read(buf.subarray(end, Math.min(cap, end + readSize)));
+      if (n === null) eof = true;
+      else end += n;
+    }
+    if (end === start) return;
+    const len = findCut(buf, start, end, params);
+    const out = alloc(len).subarray(0, len);
+    out.set(buf.subarray(start, start + len));
+    yield out;
+    start += len;
+  }
+}
+
 /** One fixed-size chunk of an image, flagged when all its bytes are zero. */
 export interface FixedChunk {
   data: Uint8Array<ArrayBuffer>;

@@ -5,6 +5,7 @@
  */
 import type { Backend } from "./backend.ts";
 import { type BlobCodec, createBlobCodec } from "./blob.ts";
+import { CodecPool } from "./codec_pool.ts";
 import { type BlobId, type ChunkIdHasher, createChunkIdHasher, sha256Hex } from "./chunk_id.ts";
 import {
   CONFIG_OBJECT,
@@ -172,6 +173,9 @@ export class Namespace {
   #failure: unknown = null;
   /** Ids a refused commit named: stored again even though the index knows them. */
   #forbidden = new Set<BlobId>();
+  /** Worker threads encoding and decoding large blobs while `withWorkers` runs. */
+  #pool: CodecPool | null = null;
+  #poolUsers = 0;
 
   private constructor(
     readonly repo: Repository,
@@ -193,6 +197,31 @@ export class Namespace {
 
   get name(): string {
     return this.keys.namespace;
+  }
+
+  /**
+   * A buffer of at least `n` bytes for a plaintext to hand over to `saveBlob` (reused while
+   * `withWorkers` runs, fresh otherwise).
+   */
+  blobBuffer(n: number): Uint8Array<ArrayBuffer> {
+    return this.#pool ? this.#pool.buffer(n) : new Uint8Array(n);
+  }
+
+  /**
+   * Runs `fn` with large blobs encoded and decoded on worker threads (the same codec, off the main
+   * thread, so a backup or restore uses every core); the workers stop when the last caller is done.
+   */
+  async withWorkers<T>(fn: () => Promise<T>, workers?: number): Promise<T> {
+    this.#pool ??= new CodecPool(this.codec, this.keys.dataKey, workers);
+    this.#poolUsers++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.#poolUsers === 0) {
+        this.#pool.close();
+        this.#pool = null;
+      }
+    }
   }
 
   /**
@@ -236,22 +265,31 @@ export class Namespace {
   /**
    * Stores `plain` as a blob of `type` under its id from `hasher`, unless already stored. Many saves may
    * be in flight; a full pack is uploaded before the save that filled it resolves (backpressure). A blob
-   * is durable only after `flush()`.
+   * is durable only after `flush()`. With `handOver`, the caller gives up `plain` (its buffer may be
+   * transferred to a worker thread and read as empty afterwards).
    */
-  async saveBlob(type: BlobType, plain: Uint8Array, hasher: ChunkIdHasher): Promise<SaveResult> {
+  async saveBlob(
+    type: BlobType,
+    plain: Uint8Array,
+    hasher: ChunkIdHasher,
+    handOver = false,
+  ): Promise<SaveResult> {
     this.#throwIfFailed();
     const id = hasher.id(plain);
     const encoding = this.#encoding.get(id);
     if (encoding) {
+      if (handOver) this.#pool?.recycle(plain);
       await encoding;
       return { id, isNew: false, storedBytes: 0 };
     }
     if (this.#unflushed.has(id) || this.#indexedLive(id)) {
+      if (handOver) this.#pool?.recycle(plain);
       return { id, isNew: false, storedBytes: 0 };
     }
     // The pack is judged full right after each blob is added (not after the save resumes): with many saves
     // in flight, a later check would see every finished blob in one pack far past the target.
-    const task = this.codec.encode(id, plain).then((stored) => {
+    const encoded = this.#pool ? this.#pool.encode(id, plain, handOver) : this.codec.encode(id, plain);
+    const task = encoded.then((stored) => {
       this.#builder.add(type, id, stored);
       this.#unflushed.add(id);
       const upload = this.#builder.size >= this.repo.config.packTargetBytes ? this.#startUpload() : null;
@@ -332,6 +370,8 @@ export class Namespace {
         cause: e,
       });
     }
-    return await this.codec.decode(id, stored, hasher);
+    return await (this.#pool
+      ? this.#pool.decode(id, stored, hasher, true)
+      : this.codec.decode(id, stored, hasher));
   }
 }

@@ -205,7 +205,16 @@ class RestoreRun {
  * snapshot cannot be read or the target is a non-empty folder without `overwrite`; entries that cannot
  * be restored (damaged or missing data) are listed in `errors`, never written wrong.
  */
-export async function restoreSnapshot(
+export function restoreSnapshot(
+  ns: Namespace,
+  snapshotId: string,
+  options: RestoreOptions,
+): Promise<RestoreResult> {
+  // Blobs are decrypted, decompressed and re-hashed on worker threads while this thread reads and writes.
+  return ns.withWorkers(() => restoreHere(ns, snapshotId, options));
+}
+
+async function restoreHere(
   ns: Namespace,
   snapshotId: string,
   options: RestoreOptions,
