@@ -23,6 +23,10 @@ export const RACY_WINDOW_MS = 2000;
 /** Times a backup repeats its run when the commit check refuses it (gc removed blobs it reused). */
 export const MAX_COMMIT_ATTEMPTS = 3;
 
+/** Entries of one folder backed up at once, and files read at once in the whole run. */
+const ENTRIES_AT_ONCE = 4;
+const FILES_READ_AT_ONCE = 2;
+
 /** Progress of a backup or restore. */
 export interface Progress {
   files: number;
@@ -107,8 +111,11 @@ class BackupRun {
   readonly throttle: Throttle;
   readonly fs: FileSystem;
   readonly concurrency: number;
-  /** The chunker's read window, reused for every file. */
-  #window: Uint8Array | undefined;
+  /** The chunker's read windows, one per file being read, reused from file to file. */
+  #windows: Uint8Array[] = [];
+  /** Files being read at once (and their waiters): reads, chunking and hashing of one overlap another's. */
+  #readers = 0;
+  #readerQueue: (() => void)[] = [];
 
   constructor(
     readonly ns: Namespace,
@@ -207,6 +214,21 @@ class BackupRun {
       this.reusedFiles++;
       return { ...reuse, content: prev.content };
     }
+    while (this.#readers >= FILES_READ_AT_ONCE) await new Promise<void>((r) => this.#readerQueue.push(r));
+    this.#readers++;
+    try {
+      return await this.#read(path, info, reuse);
+    } finally {
+      this.#readers--;
+      this.#readerQueue.shift()?.();
+    }
+  }
+
+  async #read(
+    path: string,
+    info: Deno.FileInfo,
+    reuse: Omit<TreeEntry, "content">,
+  ): Promise<TreeEntry | null> {
     let file;
     try {
       file = await this.fs.open(path);
@@ -216,13 +238,11 @@ class BackupRun {
     }
     const pending: Promise<BlobId>[] = [];
     let size = 0;
+    let window: Uint8Array | undefined;
     try {
       const params = this.ns.repo.config.chunker;
-      this.#window ??= new Uint8Array(2 * params.max);
-      const chunks = chunkFile(tagReadErrors(file), params, {
-        window: this.#window,
-        alloc: (n) => this.ns.blobBuffer(n),
-      });
+      window = this.#windows.pop() ?? new Uint8Array(2 * params.max);
+      const chunks = chunkFile(tagReadErrors(file), params, { window, alloc: (n) => this.ns.blobBuffer(n) });
       for await (const chunk of chunks) {
         await this.throttle.take(chunk.length);
         size += chunk.length;
@@ -245,6 +265,7 @@ class BackupRun {
       return null;
     } finally {
       file.close();
+      if (window) this.#windows.push(window);
     }
     const content = await Promise.all(pending);
     this.files++;
@@ -323,7 +344,9 @@ class BackupRun {
       return null;
     }
     this.dirs++;
-    const entries: TreeEntry[] = [];
+    // Up to ENTRIES_AT_ONCE entries are backed up at once (their tree order is kept).
+    const entries: (TreeEntry | null)[] = [];
+    const running: Promise<void>[] = [];
     for (const name of names) {
       const child = joinPath(path, name);
       if (name.includes("\uFFFD")) {
@@ -334,10 +357,14 @@ class BackupRun {
         continue;
       }
       if (SYSTEM_EXCLUDES.includes(child) || this.excluded(child)) continue;
-      const e = await this.entry(child, name, rootDev, prev?.get(name));
-      if (e) entries.push(e);
+      const slot = entries.push(null) - 1;
+      const task = this.entry(child, name, rootDev, prev?.get(name)).then((e) => void (entries[slot] = e));
+      task.catch(() => {}); // awaited below; a failure is not left unhandled meanwhile
+      running.push(task);
+      if (running.length >= ENTRIES_AT_ONCE) await running.shift();
     }
-    return await this.saveTree(entries);
+    await Promise.all(running);
+    return await this.saveTree(entries.filter((e): e is TreeEntry => e !== null));
   }
 
   /** Stores the path skeleton from "/" down to the include paths; returns the root tree id. */
