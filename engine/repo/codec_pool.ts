@@ -80,6 +80,7 @@ export class CodecPool implements BlobCodec {
    * fresh pages cost page faults and zeroing, reused ones do not.
    */
   buffer(n: number): Uint8Array<ArrayBuffer> {
+    if (n < POOL_MIN_BYTES) return new Uint8Array(n);
     for (let i = this.#free.length - 1; i >= 0; i--) {
       if (this.#free[i].byteLength >= n) {
         const [b] = this.#free.splice(i, 1);

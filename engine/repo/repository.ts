@@ -6,6 +6,7 @@
 import type { Backend } from "./backend.ts";
 import { type BlobCodec, createBlobCodec } from "./blob.ts";
 import { CodecPool } from "./codec_pool.ts";
+import { PackReader } from "./pack_reader.ts";
 import { type BlobId, type ChunkIdHasher, createChunkIdHasher, sha256Hex } from "./chunk_id.ts";
 import {
   CONFIG_OBJECT,
@@ -175,6 +176,8 @@ export class Namespace {
   #forbidden = new Set<BlobId>();
   /** Worker threads encoding and decoding large blobs while `withWorkers` runs. */
   #pool: CodecPool | null = null;
+  /** Pack files kept open for reads while `withWorkers` runs. */
+  #reader: PackReader | null = null;
   #poolUsers = 0;
 
   private constructor(
@@ -213,6 +216,7 @@ export class Namespace {
    */
   async withWorkers<T>(fn: () => Promise<T>, workers?: number): Promise<T> {
     this.#pool ??= new CodecPool(this.codec, this.keys.dataKey, workers);
+    this.#reader ??= new PackReader(this.repo.backend);
     this.#poolUsers++;
     try {
       return await fn();
@@ -220,6 +224,9 @@ export class Namespace {
       if (--this.#poolUsers === 0) {
         this.#pool.close();
         this.#pool = null;
+        const reader = this.#reader;
+        this.#reader = null;
+        await reader.close();
       }
     }
   }
@@ -358,10 +365,10 @@ export class Namespace {
     if (!entry) throw new MissingObjectError("blob", id, "not in the index");
     let stored: Uint8Array;
     try {
-      stored = await this.repo.backend.get(packObjectName(entry.packId), {
-        offset: entry.offset,
-        length: entry.length,
-      });
+      const name = packObjectName(entry.packId);
+      stored = this.#reader
+        ? await this.#reader.read(name, entry.offset, entry.length)
+        : await this.repo.backend.get(name, { offset: entry.offset, length: entry.length });
     } catch (e) {
       if (e instanceof MissingObjectError) {
         throw new MissingObjectError("blob", id, `its pack ${entry.packId} is missing`);

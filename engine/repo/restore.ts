@@ -17,6 +17,10 @@ import { loadSnapshot } from "./snapshot.ts";
 import { createThrottle, type Throttle } from "./throttle.ts";
 import { loadTree, type TreeEntry } from "./tree.ts";
 
+/** Entries of one folder restored at once, and blobs of one file read and verified ahead of its writes. */
+const ENTRIES_AT_ONCE = 4;
+const BLOBS_AHEAD = 4;
+
 /** Options of `restoreSnapshot`. */
 export interface RestoreOptions {
   /** Folder to restore into; created if missing. */
@@ -101,13 +105,24 @@ class RestoreRun {
     const tmp = `${dir}/.cadres-restore-${crypto.randomUUID()}`;
     const f = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
     let written = 0;
+    let endsInHole = false;
     try {
       try {
-        for (const id of e.content ?? []) {
+        // Up to BLOBS_AHEAD blobs are read and verified ahead of the one being written, in order.
+        const ids = e.content ?? [];
+        const ahead: Promise<Uint8Array>[] = [];
+        let next = 0;
+        for (let i = 0; i < ids.length; i++) {
+          while (next < ids.length && ahead.length < BLOBS_AHEAD) {
+            const load = this.ns.loadBlob(ids[next++], this.hasher);
+            load.catch(() => {}); // awaited in turn; one failing early is not left unhandled
+            ahead.push(load);
+          }
           // Verified (authenticated, re-hashed) before a single byte of it is written.
-          const plain = await this.ns.loadBlob(id, this.hasher);
+          const plain = await ahead.shift()!;
           await this.throttle.take(plain.length);
-          if (isAllZero(plain)) {
+          endsInHole = isAllZero(plain);
+          if (endsInHole) {
             await f.seek(plain.length, Deno.SeekMode.Current);
           } else {
             let off = 0;
@@ -117,7 +132,7 @@ class RestoreRun {
           this.bytes += plain.length;
           this.report(path);
         }
-        await f.truncate(written);
+        if (endsInHole) await f.truncate(written); // a hole at the end is not written
       } finally {
         f.close();
       }
@@ -167,17 +182,21 @@ class RestoreRun {
       this.errors.push({ path, error: `cannot create folder: ${errorText(err)}` });
       return;
     }
+    // Up to ENTRIES_AT_ONCE entries are restored at once: one file's writes overlap another's reads.
+    const running: Promise<void>[] = [];
     for (const child of entries) {
       const childPath = joinPath(path, child.name);
       const scope = this.#scope(childPath);
       if (scope === "none") continue;
       if (scope === "some" && child.type !== "dir") continue;
-      try {
-        await this.entry(childPath, `${dest}/${child.name}`, child);
-      } catch (err) {
-        this.errors.push({ path: childPath, error: errorText(err) });
-      }
+      running.push(
+        this.entry(childPath, `${dest}/${child.name}`, child).catch((err) => {
+          this.errors.push({ path: childPath, error: errorText(err) });
+        }),
+      );
+      if (running.length >= ENTRIES_AT_ONCE) await running.shift();
     }
+    await Promise.all(running);
     if (e) {
       try {
         await this.#setMeta(dest, e);
