@@ -75,6 +75,11 @@ function header(compression: number, encryption: number, plainLength: number): U
   return h;
 }
 
+/** `data` as WebCrypto takes it: the same bytes without a copy, unless they lie in a shared buffer. */
+function asBufferSource(data: Uint8Array): Uint8Array<ArrayBuffer> {
+  return data.buffer instanceof ArrayBuffer ? data as Uint8Array<ArrayBuffer> : new Uint8Array(data);
+}
+
 function macEqual(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
@@ -129,7 +134,7 @@ export async function createBlobCodec(
       const ct = await crypto.subtle.encrypt(
         { name: "AES-GCM", iv: nonce, additionalData: concat(h, idBytes), tagLength: 128 },
         gcmKey!,
-        new Uint8Array(payload),
+        asBufferSource(payload),
       );
       return concat(h, nonce, new Uint8Array(ct));
     }
@@ -180,7 +185,7 @@ export async function createBlobCodec(
               tagLength: 128,
             },
             gcmKey!,
-            body.slice(GCM_NONCE),
+            asBufferSource(body.subarray(GCM_NONCE)),
           ),
         );
       } catch (e) {

@@ -24,14 +24,17 @@ export function compressionOfCode(code: number): Compression | null {
 /** zstd level used by format v1 writers (readers do not need it). */
 export const ZSTD_LEVEL = 3;
 
+/** A plain Uint8Array over the bytes of a node Buffer, without copying them. */
+function view(b: Uint8Array): Uint8Array {
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
 /** `data` compressed with `kind`, or null when that would not make it smaller (the blob is stored raw). */
 export function compress(kind: Compression, data: Uint8Array): Uint8Array | null {
   if (kind === "none" || data.length === 0) return null;
   let out: Uint8Array;
   if (kind === "zstd") {
-    out = new Uint8Array(
-      zstdCompressSync(data, { params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } }),
-    );
+    out = view(zstdCompressSync(data, { params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } }));
   } else {
     out = lz4.compress(data);
   }
@@ -47,7 +50,7 @@ export function decompress(kind: Compression, data: Uint8Array, expectedLength: 
   if (kind === "none") {
     out = data;
   } else if (kind === "zstd") {
-    out = new Uint8Array(zstdDecompressSync(data, { maxOutputLength: Math.max(expectedLength, 1) }));
+    out = view(zstdDecompressSync(data, { maxOutputLength: Math.max(expectedLength, 1) }));
   } else {
     if (data.length < 4) throw new Error("lz4 payload shorter than its size prefix");
     const declared = new DataView(data.buffer, data.byteOffset, 4).getUint32(0, true);
