@@ -17,9 +17,13 @@ import { loadSnapshot } from "./snapshot.ts";
 import { createThrottle, type Throttle } from "./throttle.ts";
 import { loadTree, type TreeEntry } from "./tree.ts";
 
-/** Entries of one folder restored at once, and blobs of one file read and verified ahead of its writes. */
+/**
+ * Entries of one folder restored at once; blobs of one file read and verified ahead of its writes; and
+ * blobs loaded but not yet written in the whole run (beyond the one each file needs next): a bound on memory.
+ */
 const ENTRIES_AT_ONCE = 4;
 const BLOBS_AHEAD = 4;
+const BLOBS_LOADED = 8;
 
 /** Options of `restoreSnapshot`. */
 export interface RestoreOptions {
@@ -57,6 +61,8 @@ class RestoreRun {
   readonly throttle: Throttle;
   readonly includes: string[] | null;
   readonly owners: boolean;
+  /** Blobs being loaded or loaded and not yet written, in every file. */
+  #loaded = 0;
 
   constructor(readonly ns: Namespace, readonly hasher: ChunkIdHasher, readonly options: RestoreOptions) {
     this.throttle = createThrottle(options.limitBytesPerSecond);
@@ -106,20 +112,24 @@ class RestoreRun {
     const f = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
     let written = 0;
     let endsInHole = false;
+    const ahead: Promise<Uint8Array>[] = [];
     try {
       try {
         // Up to BLOBS_AHEAD blobs are read and verified ahead of the one being written, in order.
         const ids = e.content ?? [];
-        const ahead: Promise<Uint8Array>[] = [];
         let next = 0;
         for (let i = 0; i < ids.length; i++) {
-          while (next < ids.length && ahead.length < BLOBS_AHEAD) {
+          while (
+            next < ids.length &&
+            (ahead.length === 0 || (ahead.length < BLOBS_AHEAD && this.#loaded < BLOBS_LOADED))
+          ) {
             const load = this.ns.loadBlob(ids[next++], this.hasher);
             load.catch(() => {}); // awaited in turn; one failing early is not left unhandled
             ahead.push(load);
+            this.#loaded++;
           }
           // Verified (authenticated, re-hashed) before a single byte of it is written.
-          const plain = await ahead.shift()!;
+          const plain = await ahead[0];
           await this.throttle.take(plain.length);
           endsInHole = isAllZero(plain);
           if (endsInHole) {
@@ -128,12 +138,15 @@ class RestoreRun {
             let off = 0;
             while (off < plain.length) off += await f.write(plain.subarray(off));
           }
+          ahead.shift();
+          this.#loaded--;
           written += plain.length;
           this.bytes += plain.length;
           this.report(path);
         }
         if (endsInHole) await f.truncate(written); // a hole at the end is not written
       } finally {
+        this.#loaded -= ahead.length;
         f.close();
       }
       if (written !== e.size) {
