@@ -8,6 +8,7 @@ import type { BlobCodec, Encryption } from "./blob.ts";
 import type { BlobId, ChunkIdHasher } from "./chunk_id.ts";
 import type { Compression } from "./compression.ts";
 import { IntegrityError, RepoError } from "./errors.ts";
+import { assemblePack } from "./pack.ts";
 
 /** Blobs smaller than this are encoded and decoded on the calling thread (a message costs more). */
 export const POOL_MIN_BYTES = 64 * 1024;
@@ -22,8 +23,16 @@ export function defaultWorkers(): number {
   return Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1));
 }
 
+interface Reply {
+  n: number;
+  bytes?: Uint8Array<ArrayBuffer>;
+  id?: string;
+  back?: ArrayBuffer;
+  error?: Record<string, string>;
+}
+
 interface Pending {
-  resolve: (b: Uint8Array<ArrayBuffer>) => void;
+  resolve: (r: Reply) => void;
   reject: (e: unknown) => void;
 }
 
@@ -98,17 +107,14 @@ export class CodecPool implements BlobCodec {
     }
   }
 
-  #answer(
-    slot: Slot,
-    m: { n: number; bytes?: Uint8Array<ArrayBuffer>; back?: ArrayBuffer; error?: Record<string, string> },
-  ) {
+  #answer(slot: Slot, m: Reply) {
     slot.busy--;
     if (m.back && !this.#closed) this.recycle(new Uint8Array(m.back));
     const p = this.#pending.get(m.n);
     if (!p) return;
     this.#pending.delete(m.n);
-    if (m.bytes) return p.resolve(m.bytes);
-    const e = m.error!;
+    if (!m.error) return p.resolve(m);
+    const e = m.error;
     p.reject(
       e.name === "IntegrityError"
         ? new IntegrityError(e.kind as "blob", e.id, e.detail)
@@ -127,18 +133,44 @@ export class CodecPool implements BlobCodec {
     buf: Uint8Array,
     transfer: boolean,
   ): Promise<Uint8Array<ArrayBuffer>> {
-    const slot = this.#slot();
-    const n = this.#next++;
     // A handed-over buffer is transferred whole (the worker reads its first `length` bytes and, for an
     // encode, sends it back for reuse); otherwise the bytes are copied.
     const own = transfer && buf.byteOffset === 0 && buf.buffer instanceof ArrayBuffer
       ? buf.buffer
       : buf.slice().buffer;
+    return this.#post({ ...msg, [key]: own, length: buf.length }, [own]).then((r) => r.bytes!);
+  }
+
+  #post(msg: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<Reply> {
+    const slot = this.#slot();
+    const n = this.#next++;
     return new Promise((resolve, reject) => {
       this.#pending.set(n, { resolve, reject });
       slot.busy++;
-      slot.worker.postMessage({ ...msg, [key]: own, length: buf.length, n }, [own]);
+      slot.worker.postMessage({ ...msg, n }, transfer);
     });
+  }
+
+  /**
+   * A pack's bytes and id (pack.ts `assemblePack`) computed by a worker: the copy into one buffer and
+   * the SHA-256 leave this thread. The parts' buffers are transferred: the caller gives them up.
+   */
+  async assemblePack(parts: Uint8Array[]): Promise<{ bytes: Uint8Array<ArrayBuffer>; packId: string }> {
+    const buffers: ArrayBuffer[] = [];
+    const seen = new Set<ArrayBuffer>();
+    for (const p of parts) {
+      const b = p.buffer;
+      if (!(b instanceof ArrayBuffer) || seen.has(b)) return assemblePack(parts);
+      seen.add(b);
+      buffers.push(b);
+    }
+    const r = await this.#post({
+      op: "pack",
+      parts: buffers,
+      offsets: parts.map((p) => p.byteOffset),
+      lengths: parts.map((p) => p.length),
+    }, buffers);
+    return { bytes: r.bytes!, packId: r.id! };
   }
 
   /**

@@ -7,6 +7,7 @@
 import { type BlobCodec, createBlobCodec } from "./blob.ts";
 import { type ChunkIdHasher, createChunkIdHasher } from "./chunk_id.ts";
 import { IntegrityError } from "./errors.ts";
+import { assemblePack } from "./pack.ts";
 
 let codec: Promise<BlobCodec> | null = null;
 
@@ -36,7 +37,12 @@ self.onmessage = async (ev: MessageEvent) => {
   }
   try {
     const c = await codec!;
-    if (m.op === "encode") {
+    if (m.op === "pack") {
+      const { bytes, packId } = assemblePack(
+        (m.parts as ArrayBuffer[]).map((b, i) => new Uint8Array(b, m.offsets[i], m.lengths[i])),
+      );
+      self.postMessage({ n: m.n, bytes, id: packId }, [bytes.buffer]);
+    } else if (m.op === "encode") {
       const stored = await c.encode(m.id, new Uint8Array(m.plain, 0, m.length));
       reply(m.n, stored, m.plain); // the plaintext's buffer goes back for reuse
     } else {

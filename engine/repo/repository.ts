@@ -28,7 +28,7 @@ import {
   validateNamespace,
   wrapNamespaceKeys,
 } from "./keys.ts";
-import { type BlobType, PackBuilder, type PackListing, packObjectName } from "./pack.ts";
+import { assemblePack, type BlobType, PackBuilder, type PackListing, packObjectName } from "./pack.ts";
 import { listCondemned } from "./gc.ts";
 
 /** Index segments are checkpointed after this many packs, so an interrupted backup can resume. */
@@ -316,9 +316,13 @@ export class Namespace {
   #startUpload(): Promise<void> {
     const builder = this.#builder;
     this.#builder = new PackBuilder(this.name);
-    const { bytes, listing } = builder.finish();
+    const pool = this.#pool;
+    const { parts, namespace, entries } = builder.pieces();
     const upload = (async () => {
       try {
+        // With workers, a worker copies the pack into one buffer and hashes it.
+        const { bytes, packId } = pool ? await pool.assemblePack(parts) : assemblePack(parts);
+        const listing: PackListing = { packId, namespace, entries };
         await this.repo.backend.put(packObjectName(listing.packId), bytes);
         this.repo.index.addPack(listing, (p) => this.repo.deadPacks.has(p));
         for (const e of listing.entries) this.#forbidden.delete(e.id);
@@ -328,7 +332,7 @@ export class Namespace {
         this.#failure ??= e;
         throw e;
       } finally {
-        for (const e of listing.entries) this.#unflushed.delete(e.id);
+        for (const e of entries) this.#unflushed.delete(e.id);
       }
     })();
     this.#uploads.add(upload);
