@@ -21,6 +21,7 @@ import {
   COMPRESSION_CODES,
   compressionOfCode,
   decompress,
+  loadCompression,
 } from "./compression.ts";
 import { IntegrityError, RepoConfigError } from "./errors.ts";
 
@@ -120,6 +121,7 @@ export async function createBlobCodec(
     macKey = keys.macKey;
   }
   const encCode = ENCRYPTION_CODES[encryption];
+  await loadCompression(compression);
 
   async function encode(id: BlobId, plain: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
     if (plain.length > MAX_BLOB_PLAINTEXT) {
@@ -213,6 +215,7 @@ export async function createBlobCodec(
     }
     let plain: Uint8Array;
     try {
+      await loadCompression(compression);
       plain = decompress(compression, payload, plainLength);
     } catch (e) {
       return fail(`cannot decompress: ${(e as Error).message}`, e);

@@ -14,7 +14,7 @@ import { assemblePack } from "./pack.ts";
 export const POOL_MIN_BYTES = 64 * 1024;
 
 /** Buffers kept for reuse (chunks are copied into them), and the smallest size worth keeping. */
-const FREE_BUFFERS = 16;
+const FREE_BUFFERS = 8;
 const MIN_RECYCLED = 1024 * 1024;
 const NEW_BUFFER_BYTES = 8 * 1024 * 1024;
 

@@ -3,7 +3,20 @@
  * with the uncompressed size prepended, u32 little-endian; WebAssembly, no native build) or none.
  */
 import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
-import * as lz4 from "lz4-wasm-nodejs";
+type Lz4 = typeof import("lz4-wasm-nodejs");
+
+/** The lz4 WebAssembly module, loaded by `loadCompression` only where lz4 is used (15 MiB per thread). */
+let lz4: Lz4 | null = null;
+
+/** Loads what compressing or decompressing with `kind` needs; call it before `compress` / `decompress`. */
+export async function loadCompression(kind: Compression): Promise<void> {
+  if (kind === "lz4" && lz4 === null) lz4 = await import("lz4-wasm-nodejs");
+}
+
+function lz4Module(): Lz4 {
+  if (lz4 === null) throw new Error("lz4 is not loaded (loadCompression)");
+  return lz4;
+}
 
 /** Compression names as the repository config and the CLI spell them. */
 export type Compression = "zstd" | "lz4" | "none";
@@ -36,7 +49,7 @@ export function compress(kind: Compression, data: Uint8Array): Uint8Array | null
   if (kind === "zstd") {
     out = view(zstdCompressSync(data, { params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } }));
   } else {
-    out = lz4.compress(data);
+    out = lz4Module().compress(data);
   }
   return out.length < data.length ? out : null;
 }
@@ -55,7 +68,7 @@ export function decompress(kind: Compression, data: Uint8Array, expectedLength: 
     if (data.length < 4) throw new Error("lz4 payload shorter than its size prefix");
     const declared = new DataView(data.buffer, data.byteOffset, 4).getUint32(0, true);
     if (declared !== expectedLength) throw new Error(`lz4 size prefix ${declared} != ${expectedLength}`);
-    out = lz4.decompress(data);
+    out = lz4Module().decompress(data);
   }
   if (out.length !== expectedLength) {
     throw new Error(`decompressed ${out.length} bytes, expected ${expectedLength}`);
