@@ -7,7 +7,7 @@
  * `errors`, never silently left out.
  */
 import { fromHex, toHex } from "./bytes.ts";
-import { chunkStream, readPieces } from "./chunker.ts";
+import { chunkFile } from "./chunker.ts";
 import type { BlobId, ChunkIdHasher } from "./chunk_id.ts";
 import { RepoError } from "./errors.ts";
 import { CACHEDIR_SIGNATURE, compileExcludes, SYSTEM_EXCLUDES } from "./exclude.ts";
@@ -23,6 +23,10 @@ export const RACY_WINDOW_MS = 2000;
 
 /** Times a backup repeats its run when the commit check refuses it (gc removed blobs it reused). */
 export const MAX_COMMIT_ATTEMPTS = 3;
+
+/** Entries of one folder backed up at once, and files read at once in the whole run. */
+const ENTRIES_AT_ONCE = 4;
+const FILES_READ_AT_ONCE = 2;
 
 /** Progress of a backup or restore. */
 export interface Progress {
@@ -80,17 +84,16 @@ export interface BackupResult {
 /** An error of reading a source file (as opposed to storing it). */
 class ReadFailure extends Error {}
 
-async function* tagReadErrors(source: AsyncGenerator<Uint8Array>): AsyncGenerator<Uint8Array> {
-  while (true) {
-    let r: IteratorResult<Uint8Array>;
-    try {
-      r = await source.next();
-    } catch (e) {
-      throw new ReadFailure((e as Error).message, { cause: e });
-    }
-    if (r.done) return;
-    yield r.value;
-  }
+function tagReadErrors(file: { read(p: Uint8Array): Promise<number | null> }) {
+  return {
+    async read(p: Uint8Array): Promise<number | null> {
+      try {
+        return await file.read(p);
+      } catch (e) {
+        throw new ReadFailure((e as Error).message, { cause: e });
+      }
+    },
+  };
 }
 
 interface PathNode {
@@ -112,6 +115,11 @@ class BackupRun {
   readonly throttle: Throttle;
   readonly fs: FileSystem;
   readonly concurrency: number;
+  /** The chunker's read windows, one per file being read, reused from file to file. */
+  #windows: Uint8Array[] = [];
+  /** Files being read at once (and their waiters): reads, chunking and hashing of one overlap another's. */
+  #readers = 0;
+  #readerQueue: (() => void)[] = [];
 
   constructor(
     readonly ns: Namespace,
@@ -130,9 +138,11 @@ class BackupRun {
   }
 
   async #save(type: "data" | "tree", data: Uint8Array): Promise<BlobId> {
-    const r = await this.ns.saveBlob(type, data, this.hasher);
+    const length = data.length;
+    // The chunk is this run's own: it may be handed to a worker thread.
+    const r = await this.ns.saveBlob(type, data, this.hasher, true);
     if (r.isNew) {
-      this.bytesNew += data.length;
+      this.bytesNew += length;
       this.bytesStored += r.storedBytes;
     }
     this.refs.add(r.id);
@@ -218,6 +228,21 @@ class BackupRun {
       this.reusedFiles++;
       return { ...reuse, content: prev.content };
     }
+    while (this.#readers >= FILES_READ_AT_ONCE) await new Promise<void>((r) => this.#readerQueue.push(r));
+    this.#readers++;
+    try {
+      return await this.#read(path, info, reuse);
+    } finally {
+      this.#readers--;
+      this.#readerQueue.shift()?.();
+    }
+  }
+
+  async #read(
+    path: string,
+    info: Deno.FileInfo,
+    reuse: Omit<TreeEntry, "content">,
+  ): Promise<TreeEntry | null> {
     let file;
     try {
       file = await this.fs.open(path);
@@ -227,8 +252,12 @@ class BackupRun {
     }
     const pending: Promise<BlobId>[] = [];
     let size = 0;
+    let window: Uint8Array | undefined;
     try {
-      for await (const chunk of chunkStream(tagReadErrors(readPieces(file)), this.ns.repo.config.chunker)) {
+      const params = this.ns.repo.config.chunker;
+      window = this.#windows.pop() ?? new Uint8Array(2 * params.max);
+      const chunks = chunkFile(tagReadErrors(file), params, { window, alloc: (n) => this.ns.blobBuffer(n) });
+      for await (const chunk of chunks) {
         await this.throttle.take(chunk.length);
         size += chunk.length;
         this.bytesRead += chunk.length;
@@ -250,6 +279,7 @@ class BackupRun {
       return null;
     } finally {
       file.close();
+      if (window) this.#windows.push(window);
     }
     const content = await Promise.all(pending);
     this.files++;
@@ -328,7 +358,9 @@ class BackupRun {
       return null;
     }
     this.dirs++;
-    const entries: TreeEntry[] = [];
+    // Up to ENTRIES_AT_ONCE entries are backed up at once (their tree order is kept).
+    const entries: (TreeEntry | null)[] = [];
+    const running: Promise<void>[] = [];
     for (const name of names) {
       const child = joinPath(path, name);
       if (name.includes("\uFFFD")) {
@@ -339,10 +371,14 @@ class BackupRun {
         continue;
       }
       if (SYSTEM_EXCLUDES.includes(child) || this.excluded(child)) continue;
-      const e = await this.entry(child, name, rootDev, prev?.get(name));
-      if (e) entries.push(e);
+      const slot = entries.push(null) - 1;
+      const task = this.entry(child, name, rootDev, prev?.get(name)).then((e) => void (entries[slot] = e));
+      task.catch(() => {}); // awaited below; a failure is not left unhandled meanwhile
+      running.push(task);
+      if (running.length >= ENTRIES_AT_ONCE) await running.shift();
     }
-    return await this.saveTree(entries);
+    await Promise.all(running);
+    return await this.saveTree(entries.filter((e): e is TreeEntry => e !== null));
   }
 
   /** Stores the path skeleton from "/" down to the include paths; returns the root tree id. */
@@ -375,9 +411,13 @@ class BackupRun {
  * Backs up `options.paths` into namespace `ns` and writes a snapshot, holding a writer lock (lock.ts) from
  * before it decides which blobs exist until it is done. Throws (writing no snapshot) if an include path
  * does not exist, the repository fails, or the lock lapsed (`Lock.check`); unreadable entries end up in
- * `errors`.
+ * `errors`. Blobs are compressed and encrypted on worker threads while this thread reads, chunks and packs.
  */
-export async function backupFiles(ns: Namespace, options: BackupOptions): Promise<BackupResult> {
+export function backupFiles(ns: Namespace, options: BackupOptions): Promise<BackupResult> {
+  return ns.withWorkers(() => backupFilesHere(ns, options));
+}
+
+async function backupFilesHere(ns: Namespace, options: BackupOptions): Promise<BackupResult> {
   const now = options.now ?? (() => new Date());
   const start = now();
   const t0 = performance.now();

@@ -21,6 +21,7 @@ import {
   COMPRESSION_CODES,
   compressionOfCode,
   decompress,
+  loadCompression,
 } from "./compression.ts";
 import { IntegrityError, RepoConfigError } from "./errors.ts";
 
@@ -75,6 +76,11 @@ function header(compression: number, encryption: number, plainLength: number): U
   return h;
 }
 
+/** `data` as WebCrypto takes it: the same bytes without a copy, unless they lie in a shared buffer. */
+function asBufferSource(data: Uint8Array): Uint8Array<ArrayBuffer> {
+  return data.buffer instanceof ArrayBuffer ? data as Uint8Array<ArrayBuffer> : new Uint8Array(data);
+}
+
 function macEqual(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
@@ -115,6 +121,7 @@ export async function createBlobCodec(
     macKey = keys.macKey;
   }
   const encCode = ENCRYPTION_CODES[encryption];
+  await loadCompression(compression);
 
   async function encode(id: BlobId, plain: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
     if (plain.length > MAX_BLOB_PLAINTEXT) {
@@ -129,7 +136,7 @@ export async function createBlobCodec(
       const ct = await crypto.subtle.encrypt(
         { name: "AES-GCM", iv: nonce, additionalData: concat(h, idBytes), tagLength: 128 },
         gcmKey!,
-        new Uint8Array(payload),
+        asBufferSource(payload),
       );
       return concat(h, nonce, new Uint8Array(ct));
     }
@@ -180,7 +187,7 @@ export async function createBlobCodec(
               tagLength: 128,
             },
             gcmKey!,
-            body.slice(GCM_NONCE),
+            asBufferSource(body.subarray(GCM_NONCE)),
           ),
         );
       } catch (e) {
@@ -208,6 +215,7 @@ export async function createBlobCodec(
     }
     let plain: Uint8Array;
     try {
+      await loadCompression(compression);
       plain = decompress(compression, payload, plainLength);
     } catch (e) {
       return fail(`cannot decompress: ${(e as Error).message}`, e);

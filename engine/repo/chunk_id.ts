@@ -17,6 +17,8 @@ export interface ChunkIdHasher {
   id(data: Uint8Array): BlobId;
   /** Whether ids are keyed (HMAC) rather than plain SHA-256. */
   readonly keyed: boolean;
+  /** What `createChunkIdHasher` was given: lets a worker thread build the same hasher. */
+  readonly spec?: { idKey: Uint8Array | null; salt: Uint8Array | null };
 }
 
 /**
@@ -30,6 +32,7 @@ export function createChunkIdHasher(
   const salt = options.salt && options.salt.length > 0 ? options.salt : null;
   return {
     keyed: key !== null,
+    spec: { idKey: key, salt },
     id(data: Uint8Array): BlobId {
       const h = key ? createHmac("sha256", key) : createHash("sha256");
       if (salt) h.update(salt);

@@ -3,7 +3,20 @@
  * with the uncompressed size prepended, u32 little-endian; WebAssembly, no native build) or none.
  */
 import { constants as zlibConstants, zstdCompressSync, zstdDecompressSync } from "node:zlib";
-import * as lz4 from "lz4-wasm-nodejs";
+type Lz4 = typeof import("lz4-wasm-nodejs");
+
+/** The lz4 WebAssembly module, loaded by `loadCompression` only where lz4 is used (15 MiB per thread). */
+let lz4: Lz4 | null = null;
+
+/** Loads what compressing or decompressing with `kind` needs; call it before `compress` / `decompress`. */
+export async function loadCompression(kind: Compression): Promise<void> {
+  if (kind === "lz4" && lz4 === null) lz4 = await import("lz4-wasm-nodejs");
+}
+
+function lz4Module(): Lz4 {
+  if (lz4 === null) throw new Error("lz4 is not loaded (loadCompression)");
+  return lz4;
+}
 
 /** Compression names as the repository config and the CLI spell them. */
 export type Compression = "zstd" | "lz4" | "none";
@@ -24,16 +37,19 @@ export function compressionOfCode(code: number): Compression | null {
 /** zstd level used by format v1 writers (readers do not need it). */
 export const ZSTD_LEVEL = 3;
 
+/** A plain Uint8Array over the bytes of a node Buffer, without copying them. */
+function view(b: Uint8Array): Uint8Array {
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
 /** `data` compressed with `kind`, or null when that would not make it smaller (the blob is stored raw). */
 export function compress(kind: Compression, data: Uint8Array): Uint8Array | null {
   if (kind === "none" || data.length === 0) return null;
   let out: Uint8Array;
   if (kind === "zstd") {
-    out = new Uint8Array(
-      zstdCompressSync(data, { params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } }),
-    );
+    out = view(zstdCompressSync(data, { params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } }));
   } else {
-    out = lz4.compress(data);
+    out = lz4Module().compress(data);
   }
   return out.length < data.length ? out : null;
 }
@@ -47,12 +63,12 @@ export function decompress(kind: Compression, data: Uint8Array, expectedLength: 
   if (kind === "none") {
     out = data;
   } else if (kind === "zstd") {
-    out = new Uint8Array(zstdDecompressSync(data, { maxOutputLength: Math.max(expectedLength, 1) }));
+    out = view(zstdDecompressSync(data, { maxOutputLength: Math.max(expectedLength, 1) }));
   } else {
     if (data.length < 4) throw new Error("lz4 payload shorter than its size prefix");
     const declared = new DataView(data.buffer, data.byteOffset, 4).getUint32(0, true);
     if (declared !== expectedLength) throw new Error(`lz4 size prefix ${declared} != ${expectedLength}`);
-    out = lz4.decompress(data);
+    out = lz4Module().decompress(data);
   }
   if (out.length !== expectedLength) {
     throw new Error(`decompressed ${out.length} bytes, expected ${expectedLength}`);

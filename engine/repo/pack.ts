@@ -87,14 +87,25 @@ export class PackBuilder {
   }
   /** The finished pack: its bytes, its id (SHA-256 of the bytes) and its listing. */
   finish(): { bytes: Uint8Array<ArrayBuffer>; listing: PackListing } {
+    const { bytes, packId } = assemblePack(this.pieces().parts);
+    return { bytes, listing: { packId, namespace: this.namespace, entries: this.#entries } };
+  }
+
+  /**
+   * The pack's pieces in order (the blobs, then trailer and footer) and its entries, for
+   * `assemblePack` elsewhere (a worker thread); the builder is done with afterwards.
+   */
+  pieces(): { parts: Uint8Array[]; namespace: string; entries: PackEntry[] } {
     const trailer = encodeTrailer(this.namespace, this.#entries);
     const footer = new ByteWriter().u32(trailer.length).bytes(FOOTER_MAGIC).finish();
-    const bytes = concat(...this.#parts, trailer, footer);
-    return {
-      bytes,
-      listing: { packId: sha256Hex(bytes), namespace: this.namespace, entries: this.#entries },
-    };
+    return { parts: [...this.#parts, trailer, footer], namespace: this.namespace, entries: this.#entries };
   }
+}
+
+/** A pack's bytes from its pieces (see `PackBuilder.pieces`) and its id, the SHA-256 of those bytes. */
+export function assemblePack(parts: Uint8Array[]): { bytes: Uint8Array<ArrayBuffer>; packId: string } {
+  const bytes = concat(...parts);
+  return { bytes, packId: sha256Hex(bytes) };
 }
 
 function encodeTrailer(namespace: string, entries: PackEntry[]): Uint8Array {

@@ -5,6 +5,8 @@
  */
 import type { Backend } from "./backend.ts";
 import { type BlobCodec, createBlobCodec } from "./blob.ts";
+import { CodecPool } from "./codec_pool.ts";
+import { PackReader } from "./pack_reader.ts";
 import { type BlobId, type ChunkIdHasher, createChunkIdHasher, sha256Hex } from "./chunk_id.ts";
 import {
   CONFIG_OBJECT,
@@ -26,7 +28,14 @@ import {
   validateNamespace,
   wrapNamespaceKeys,
 } from "./keys.ts";
-import { type BlobType, PackBuilder, type PackListing, packObjectName, readPackListing } from "./pack.ts";
+import {
+  assemblePack,
+  type BlobType,
+  PackBuilder,
+  type PackListing,
+  packObjectName,
+  readPackListing,
+} from "./pack.ts";
 import { listCondemned } from "./gc.ts";
 
 /** Index segments are checkpointed after this many packs, so an interrupted backup can resume. */
@@ -211,6 +220,11 @@ export class Namespace {
   #failure: unknown = null;
   /** Ids a refused commit named: stored again even though the index knows them. */
   #forbidden = new Set<BlobId>();
+  /** Worker threads encoding and decoding large blobs while `withWorkers` runs. */
+  #pool: CodecPool | null = null;
+  /** Pack files kept open for reads while `withWorkers` runs. */
+  #reader: PackReader | null = null;
+  #poolUsers = 0;
 
   private constructor(
     readonly repo: Repository,
@@ -232,6 +246,35 @@ export class Namespace {
 
   get name(): string {
     return this.keys.namespace;
+  }
+
+  /**
+   * A buffer of at least `n` bytes for a plaintext to hand over to `saveBlob` (reused while
+   * `withWorkers` runs, fresh otherwise).
+   */
+  blobBuffer(n: number): Uint8Array<ArrayBuffer> {
+    return this.#pool ? this.#pool.buffer(n) : new Uint8Array(n);
+  }
+
+  /**
+   * Runs `fn` with large blobs encoded and decoded on worker threads (the same codec, off the main
+   * thread, so a backup or restore uses every core); the workers stop when the last caller is done.
+   */
+  async withWorkers<T>(fn: () => Promise<T>, workers?: number): Promise<T> {
+    this.#pool ??= new CodecPool(this.codec, this.keys.dataKey, workers);
+    this.#reader ??= new PackReader(this.repo.backend);
+    this.#poolUsers++;
+    try {
+      return await fn();
+    } finally {
+      if (--this.#poolUsers === 0) {
+        this.#pool.close();
+        this.#pool = null;
+        const reader = this.#reader;
+        this.#reader = null;
+        await reader.close();
+      }
+    }
   }
 
   /**
@@ -275,22 +318,31 @@ export class Namespace {
   /**
    * Stores `plain` as a blob of `type` under its id from `hasher`, unless already stored. Many saves may
    * be in flight; a full pack is uploaded before the save that filled it resolves (backpressure). A blob
-   * is durable only after `flush()`.
+   * is durable only after `flush()`. With `handOver`, the caller gives up `plain` (its buffer may be
+   * transferred to a worker thread and read as empty afterwards).
    */
-  async saveBlob(type: BlobType, plain: Uint8Array, hasher: ChunkIdHasher): Promise<SaveResult> {
+  async saveBlob(
+    type: BlobType,
+    plain: Uint8Array,
+    hasher: ChunkIdHasher,
+    handOver = false,
+  ): Promise<SaveResult> {
     this.#throwIfFailed();
     const id = hasher.id(plain);
     const encoding = this.#encoding.get(id);
     if (encoding) {
+      if (handOver) this.#pool?.recycle(plain);
       await encoding;
       return { id, isNew: false, storedBytes: 0 };
     }
     if (this.#unflushed.has(id) || this.#indexedLive(id)) {
+      if (handOver) this.#pool?.recycle(plain);
       return { id, isNew: false, storedBytes: 0 };
     }
     // The pack is judged full right after each blob is added (not after the save resumes): with many saves
     // in flight, a later check would see every finished blob in one pack far past the target.
-    const task = this.codec.encode(id, plain).then((stored) => {
+    const encoded = this.#pool ? this.#pool.encode(id, plain, handOver) : this.codec.encode(id, plain);
+    const task = encoded.then((stored) => {
       this.#builder.add(type, id, stored);
       this.#unflushed.add(id);
       const upload = this.#builder.size >= this.repo.config.packTargetBytes ? this.#startUpload() : null;
@@ -310,9 +362,13 @@ export class Namespace {
   #startUpload(): Promise<void> {
     const builder = this.#builder;
     this.#builder = new PackBuilder(this.name);
-    const { bytes, listing } = builder.finish();
+    const pool = this.#pool;
+    const { parts, namespace, entries } = builder.pieces();
     const upload = (async () => {
       try {
+        // With workers, a worker copies the pack into one buffer and hashes it.
+        const { bytes, packId } = pool ? await pool.assemblePack(parts) : assemblePack(parts);
+        const listing: PackListing = { packId, namespace, entries };
         await this.repo.backend.put(packObjectName(listing.packId), bytes);
         this.repo.index.addPack(listing, (p) => this.repo.deadPacks.has(p));
         for (const e of listing.entries) this.#forbidden.delete(e.id);
@@ -322,7 +378,7 @@ export class Namespace {
         this.#failure ??= e;
         throw e;
       } finally {
-        for (const e of listing.entries) this.#unflushed.delete(e.id);
+        for (const e of entries) this.#unflushed.delete(e.id);
       }
     })();
     this.#uploads.add(upload);
@@ -359,10 +415,10 @@ export class Namespace {
     if (!entry) throw new MissingObjectError("blob", id, "not in the index");
     let stored: Uint8Array;
     try {
-      stored = await this.repo.backend.get(packObjectName(entry.packId), {
-        offset: entry.offset,
-        length: entry.length,
-      });
+      const name = packObjectName(entry.packId);
+      stored = this.#reader
+        ? await this.#reader.read(name, entry.offset, entry.length)
+        : await this.repo.backend.get(name, { offset: entry.offset, length: entry.length });
     } catch (e) {
       if (e instanceof MissingObjectError) {
         throw new MissingObjectError("blob", id, `its pack ${entry.packId} is missing`);
@@ -371,6 +427,8 @@ export class Namespace {
         cause: e,
       });
     }
-    return await this.codec.decode(id, stored, hasher);
+    return await (this.#pool
+      ? this.#pool.decode(id, stored, hasher, true)
+      : this.codec.decode(id, stored, hasher));
   }
 }

@@ -17,6 +17,14 @@ import { loadSnapshot } from "./snapshot.ts";
 import { createThrottle, type Throttle } from "./throttle.ts";
 import { entryNameProblem, loadTree, type TreeEntry } from "./tree.ts";
 
+/**
+ * Entries of one folder restored at once; blobs of one file read and verified ahead of its writes; and
+ * blobs loaded but not yet written in the whole run (beyond the one each file needs next): a bound on memory.
+ */
+const ENTRIES_AT_ONCE = 4;
+const BLOBS_AHEAD = 4;
+const BLOBS_LOADED = 8;
+
 /** Options of `restoreSnapshot`. */
 export interface RestoreOptions {
   /** Folder to restore into; created if missing. */
@@ -60,6 +68,8 @@ class RestoreRun {
   readonly owners: boolean;
   /** The absolute target folder: nothing is ever written outside it. */
   readonly target: string;
+  /** Blobs being loaded or loaded and not yet written, in every file. */
+  #loaded = 0;
 
   constructor(readonly ns: Namespace, readonly hasher: ChunkIdHasher, readonly options: RestoreOptions) {
     this.target = absolutePath(options.target);
@@ -109,24 +119,42 @@ class RestoreRun {
     const tmp = `${dir}/.cadres-restore-${crypto.randomUUID()}`;
     const f = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
     let written = 0;
+    let endsInHole = false;
+    const ahead: Promise<Uint8Array>[] = [];
     try {
       try {
-        for (const id of e.content ?? []) {
+        // Up to BLOBS_AHEAD blobs are read and verified ahead of the one being written, in order.
+        const ids = e.content ?? [];
+        let next = 0;
+        for (let i = 0; i < ids.length; i++) {
+          while (
+            next < ids.length &&
+            (ahead.length === 0 || (ahead.length < BLOBS_AHEAD && this.#loaded < BLOBS_LOADED))
+          ) {
+            const load = this.ns.loadBlob(ids[next++], this.hasher);
+            load.catch(() => {}); // awaited in turn; one failing early is not left unhandled
+            ahead.push(load);
+            this.#loaded++;
+          }
           // Verified (authenticated, re-hashed) before a single byte of it is written.
-          const plain = await this.ns.loadBlob(id, this.hasher);
+          const plain = await ahead[0];
           await this.throttle.take(plain.length);
-          if (isAllZero(plain)) {
+          endsInHole = isAllZero(plain);
+          if (endsInHole) {
             await f.seek(plain.length, Deno.SeekMode.Current);
           } else {
             let off = 0;
             while (off < plain.length) off += await f.write(plain.subarray(off));
           }
+          ahead.shift();
+          this.#loaded--;
           written += plain.length;
           this.bytes += plain.length;
           this.report(path);
         }
-        await f.truncate(written);
+        if (endsInHole) await f.truncate(written); // a hole at the end is not written
       } finally {
+        this.#loaded -= ahead.length;
         f.close();
       }
       if (written !== e.size) {
@@ -175,6 +203,8 @@ class RestoreRun {
       this.errors.push({ path, error: `cannot create folder: ${errorText(err)}` });
       return;
     }
+    // Up to ENTRIES_AT_ONCE entries are restored at once: one file's writes overlap another's reads.
+    const running: Promise<void>[] = [];
     for (const child of entries) {
       const childPath = joinPath(path, child.name);
       const scope = this.#scope(childPath);
@@ -188,12 +218,14 @@ class RestoreRun {
         this.errors.push({ path: childPath, error: `not restored: ${problem}` });
         continue;
       }
-      try {
-        await this.entry(childPath, childDest, child);
-      } catch (err) {
-        this.errors.push({ path: childPath, error: errorText(err) });
-      }
+      running.push(
+        this.entry(childPath, childDest, child).catch((err) => {
+          this.errors.push({ path: childPath, error: errorText(err) });
+        }),
+      );
+      if (running.length >= ENTRIES_AT_ONCE) await running.shift();
     }
+    await Promise.all(running);
     if (e) {
       try {
         await this.#setMeta(dest, e);
@@ -221,7 +253,16 @@ class RestoreRun {
  * snapshot cannot be read or the target is a non-empty folder without `overwrite`; entries that cannot
  * be restored (damaged or missing data) are listed in `errors`, never written wrong.
  */
-export async function restoreSnapshot(
+export function restoreSnapshot(
+  ns: Namespace,
+  snapshotId: string,
+  options: RestoreOptions,
+): Promise<RestoreResult> {
+  // Blobs are decrypted, decompressed and re-hashed on worker threads while this thread reads and writes.
+  return ns.withWorkers(() => restoreHere(ns, snapshotId, options));
+}
+
+async function restoreHere(
   ns: Namespace,
   snapshotId: string,
   options: RestoreOptions,

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import {
   type ChunkerParams,
+  chunkFile,
   chunkStream,
   DEFAULT_CHUNKER_PARAMS,
   findCut,
@@ -107,4 +108,31 @@ Deno.test("fixedChunks() cuts fixed sizes and flags all-zero chunks", async () =
   const chunks = await collect(fixedChunks(piecesOf(data, 333), 1000));
   assert.deepEqual(chunks.map((c) => [c.data.length, c.zero]), [[1000, true], [1000, false], [500, true]]);
   assert.deepEqual(concat(...chunks.map((c) => c.data)), data);
+});
+
+/** A file-like reader over `data` that returns at most `step` bytes per read. */
+function readerOf(data: Uint8Array, step: number) {
+  let pos = 0;
+  return {
+    read(p: Uint8Array): Promise<number | null> {
+      if (pos >= data.length) return Promise.resolve(null);
+      const n = Math.min(p.length, step, data.length - pos);
+      p.set(data.subarray(pos, pos + n));
+      pos += n;
+      return Promise.resolve(n);
+    },
+  };
+}
+
+Deno.test("chunkFile() cuts exactly the chunks of chunkStream(), whatever the reads, window and buffers", async () => {
+  const data = deterministicBytes("chunk-file", 700 * 1024);
+  const ref = await collect(chunkStream(piecesOf(data, 4096), SMALL));
+  const window = new Uint8Array(3 * SMALL.max);
+  for (const step of [1000, 65536, 1 << 20]) {
+    for (const options of [{}, { window, readSize: 7000, alloc: (n: number) => new Uint8Array(n + 123) }]) {
+      const chunks = await collect(chunkFile(readerOf(data, step), SMALL, options));
+      assert.deepEqual(chunks, ref);
+    }
+  }
+  assert.deepEqual(await collect(chunkFile(readerOf(new Uint8Array(0), 10), SMALL)), []);
 });

@@ -1,0 +1,204 @@
+/**
+ * Blob encoding and decoding on worker threads, so that compression, encryption, decompression and the
+ * re-hash of restored blobs use every core while the main thread reads, chunks, packs and writes. The
+ * workers run blob.ts's own codec (same format, same checks); buffers go both ways as transferred
+ * `ArrayBuffer`s. A pool lives for one operation (a backup, a restore) and must be closed.
+ */
+import type { BlobCodec, Encryption } from "./blob.ts";
+import type { BlobId, ChunkIdHasher } from "./chunk_id.ts";
+import type { Compression } from "./compression.ts";
+import { IntegrityError, RepoError } from "./errors.ts";
+import { assemblePack } from "./pack.ts";
+
+/** Blobs smaller than this are encoded and decoded on the calling thread (a message costs more). */
+export const POOL_MIN_BYTES = 64 * 1024;
+
+/** Buffers kept for reuse (chunks are copied into them), and the smallest size worth keeping. */
+const FREE_BUFFERS = 8;
+const MIN_RECYCLED = 1024 * 1024;
+const NEW_BUFFER_BYTES = 8 * 1024 * 1024;
+
+/** The number of workers a pool starts by default: one per core, at least one, at most four. */
+export function defaultWorkers(): number {
+  return Math.max(1, Math.min(4, navigator.hardwareConcurrency || 1));
+}
+
+interface Reply {
+  n: number;
+  bytes?: Uint8Array<ArrayBuffer>;
+  id?: string;
+  back?: ArrayBuffer;
+  error?: Record<string, string>;
+}
+
+interface Pending {
+  resolve: (r: Reply) => void;
+  reject: (e: unknown) => void;
+}
+
+interface Slot {
+  worker: Worker;
+  busy: number;
+}
+
+/** A `BlobCodec` whose large blobs are handled by worker threads. */
+export class CodecPool implements BlobCodec {
+  readonly encryption: Encryption;
+  readonly compression: Compression;
+  #slots: Slot[] = [];
+  #pending = new Map<number, Pending>();
+  #next = 0;
+  #closed = false;
+  #free: ArrayBuffer[] = [];
+
+  constructor(
+    readonly inline: BlobCodec,
+    readonly dataKey: Uint8Array | null,
+    readonly workers = defaultWorkers(),
+  ) {
+    this.encryption = inline.encryption;
+    this.compression = inline.compression;
+  }
+
+  #slot(): Slot {
+    if (this.#closed) throw new RepoError("The codec pool is closed");
+    if (this.#slots.length < this.workers) {
+      const worker = new Worker(new URL("./codec_worker.ts", import.meta.url), { type: "module" });
+      worker.onmessage = (ev: MessageEvent) => this.#answer(slot, ev.data);
+      worker.onerror = (ev: ErrorEvent) => {
+        ev.preventDefault();
+        this.#fail(new RepoError(`A codec worker failed: ${ev.message}`));
+      };
+      worker.postMessage({
+        op: "init",
+        encryption: this.encryption,
+        compression: this.compression,
+        dataKey: this.dataKey,
+      });
+      const slot: Slot = { worker, busy: 0 };
+      this.#slots.push(slot);
+      return slot;
+    }
+    let best = this.#slots[0];
+    for (const s of this.#slots) if (s.busy < best.busy) best = s;
+    return best;
+  }
+
+  /**
+   * A buffer of at least `n` bytes for a blob's plaintext, reused when one came back from a worker:
+   * fresh pages cost page faults and zeroing, reused ones do not.
+   */
+  buffer(n: number): Uint8Array<ArrayBuffer> {
+    if (n < POOL_MIN_BYTES) return new Uint8Array(n);
+    for (let i = this.#free.length - 1; i >= 0; i--) {
+      if (this.#free[i].byteLength >= n) {
+        const [b] = this.#free.splice(i, 1);
+        return new Uint8Array(b);
+      }
+    }
+    return new Uint8Array(Math.max(n, NEW_BUFFER_BYTES));
+  }
+
+  /** Takes back the buffer of `view` (its holder no longer uses it) for `buffer()`. */
+  recycle(view: Uint8Array): void {
+    const b = view.buffer;
+    if (b instanceof ArrayBuffer && b.byteLength >= MIN_RECYCLED && this.#free.length < FREE_BUFFERS) {
+      this.#free.push(b);
+    }
+  }
+
+  #answer(slot: Slot, m: Reply) {
+    slot.busy--;
+    if (m.back && !this.#closed) this.recycle(new Uint8Array(m.back));
+    const p = this.#pending.get(m.n);
+    if (!p) return;
+    this.#pending.delete(m.n);
+    if (!m.error) return p.resolve(m);
+    const e = m.error;
+    p.reject(
+      e.name === "IntegrityError"
+        ? new IntegrityError(e.kind as "blob", e.id, e.detail)
+        : new RepoError(e.message),
+    );
+  }
+
+  #fail(e: unknown) {
+    for (const p of this.#pending.values()) p.reject(e);
+    this.#pending.clear();
+  }
+
+  #call(
+    msg: Record<string, unknown>,
+    key: string,
+    buf: Uint8Array,
+    transfer: boolean,
+  ): Promise<Uint8Array<ArrayBuffer>> {
+    // A handed-over buffer is transferred whole (the worker reads its first `length` bytes and, for an
+    // encode, sends it back for reuse); otherwise the bytes are copied.
+    const own = transfer && buf.byteOffset === 0 && buf.buffer instanceof ArrayBuffer
+      ? buf.buffer
+      : buf.slice().buffer;
+    return this.#post({ ...msg, [key]: own, length: buf.length }, [own]).then((r) => r.bytes!);
+  }
+
+  #post(msg: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<Reply> {
+    const slot = this.#slot();
+    const n = this.#next++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(n, { resolve, reject });
+      slot.busy++;
+      slot.worker.postMessage({ ...msg, n }, transfer);
+    });
+  }
+
+  /**
+   * A pack's bytes and id (pack.ts `assemblePack`) computed by a worker: the copy into one buffer and
+   * the SHA-256 leave this thread. The parts' buffers are transferred: the caller gives them up.
+   */
+  async assemblePack(parts: Uint8Array[]): Promise<{ bytes: Uint8Array<ArrayBuffer>; packId: string }> {
+    const buffers: ArrayBuffer[] = [];
+    const seen = new Set<ArrayBuffer>();
+    for (const p of parts) {
+      const b = p.buffer;
+      if (!(b instanceof ArrayBuffer) || seen.has(b)) return assemblePack(parts);
+      seen.add(b);
+      buffers.push(b);
+    }
+    const r = await this.#post({
+      op: "pack",
+      parts: buffers,
+      offsets: parts.map((p) => p.byteOffset),
+      lengths: parts.map((p) => p.length),
+    }, buffers);
+    return { bytes: r.bytes!, packId: r.id! };
+  }
+
+  /**
+   * The stored form of `plain` under `id`. With `transfer`, `plain`'s buffer (when it holds exactly
+   * `plain`) is handed to the worker and the caller must not use it afterwards; otherwise it is copied.
+   */
+  encode(id: BlobId, plain: Uint8Array, transfer = false): Promise<Uint8Array<ArrayBuffer>> {
+    if (plain.length < POOL_MIN_BYTES) {
+      return this.inline.encode(id, plain).finally(() => transfer && this.recycle(plain));
+    }
+    return this.#call({ op: "encode", id }, "plain", plain, transfer);
+  }
+
+  /** The verified plaintext of `stored` (see `BlobCodec.decode`); `transfer` as for `encode`. */
+  decode(id: BlobId, stored: Uint8Array, hasher?: ChunkIdHasher, transfer = false): Promise<Uint8Array> {
+    if (stored.length < POOL_MIN_BYTES || (hasher && !hasher.spec)) {
+      return this.inline.decode(id, stored, hasher);
+    }
+    return this.#call({ op: "decode", id, hasher: hasher?.spec ?? null }, "stored", stored, transfer);
+  }
+
+  /** Stops the workers; calls still waiting fail. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const s of this.#slots) s.worker.terminate();
+    this.#slots = [];
+    this.#free = [];
+    this.#fail(new RepoError("The codec pool was closed"));
+  }
+}
