@@ -39,3 +39,18 @@ export async function tempDir(prefix = "cadres-engine-"): Promise<AsyncDisposabl
     },
   };
 }
+
+/**
+ * The metadata a backup records for the folders above `path` (every backup stores its full absolute path):
+ * other processes touching `/tmp` change it, and a backup then rightly stores new ancestor trees. Tests
+ * that assert "unchanged data adds nothing" compare this before and after to know the data was unchanged.
+ */
+export async function ancestorStamp(path: string): Promise<string> {
+  const parts: string[] = [];
+  for (let dir = path; dir !== "/" && dir !== "."; dir = dir.slice(0, dir.lastIndexOf("/")) || "/") {
+    const up = dir.slice(0, dir.lastIndexOf("/")) || "/";
+    const info = await Deno.stat(up);
+    parts.push(`${up} ${info.mtime?.getTime()} ${info.ctime?.getTime()}`);
+  }
+  return parts.join("\n");
+}
