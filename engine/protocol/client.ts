@@ -1,0 +1,142 @@
+/**
+ * A minimal engine-protocol client: registers a BES (or enrolls an agent), signed by the key it
+ * registers, and sends signed requests.
+ * Used by the BES and agent programs, the simulator, the benchmark and the tests. `fetcher` defaults to `fetch`; tests pass
+ * `app.request`.
+ */
+import { generateKeyPair, type PrivateKey, REGISTRATION_PRINCIPAL, signRequest } from "./signing.ts";
+
+export type Fetcher = (input: string, init: RequestInit) => Response | Promise<Response>;
+
+export interface EngineIdentity {
+  kind: "bes" | "agent";
+  id: string;
+  privateKey: PrivateKey;
+  publicKey: string;
+}
+
+export class EngineClient {
+  constructor(
+    readonly baseUrl: string,
+    readonly fetcher: Fetcher = (input, init) => fetch(input, init),
+    readonly clock: () => Date = () => new Date(),
+  ) {}
+
+  /**
+   * Registers a BES with `secret`, the request signed by the key it registers (proof of possession);
+   * returns the identity (and the raw response for tests). Pass `keys` to register the same key again.
+   */
+  async registerBes(
+    secret: string,
+    details: { name: string; hostname: string; ipAddress: string; port?: number; version?: string },
+    keys?: { privateKey: PrivateKey; publicKey: string },
+  ): Promise<{ identity: EngineIdentity; response: Response; body: Record<string, unknown> }> {
+    const pair = keys ?? generateKeyPair();
+    const response = await this.sendRegistration("bes", secret, pair.privateKey, {
+      name: details.name,
+      deploymentModel: "on_premise",
+      publicKey: pair.publicKey,
+      hostname: details.hostname,
+      ipAddress: details.ipAddress,
+      port: details.port ?? 8443,
+      version: details.version ?? "1.0.0",
+    });
+    const body = await response.json();
+    return { identity: { kind: "bes", id: body.id, ...pair }, response, body };
+  }
+
+  /** Enrolls an agent with an org secret, signed by the key it enrolls. Pass `keys` to enroll again. */
+  async enrollAgent(
+    secret: string,
+    details: { hostname: string; ipAddress: string; os?: string; relay?: boolean; version?: string },
+    keys?: { privateKey: PrivateKey; publicKey: string },
+  ): Promise<{ identity: EngineIdentity; response: Response; body: Record<string, unknown> }> {
+    const pair = keys ?? generateKeyPair();
+    const response = await this.sendRegistration("agent", secret, pair.privateKey, {
+      hostname: details.hostname,
+      os: details.os ?? "Ubuntu 24.04",
+      ipAddress: details.ipAddress,
+      publicKey: pair.publicKey,
+      version: details.version ?? "1.0.0",
+      relay: details.relay ?? false,
+    });
+    const body = await response.json();
+    return { identity: { kind: "agent", id: body.id, ...pair }, response, body };
+  }
+
+  /**
+   * POSTs a registration (`bes`) or enrollment (`agent`) body with the secret, signed by `signer`
+   * (normally the private key of the body's publicKey; tests pass another to see it refused).
+   */
+  async sendRegistration(
+    kind: "bes" | "agent",
+    secret: string,
+    signer: PrivateKey,
+    payload: Record<string, unknown>,
+  ): Promise<Response> {
+    const path = kind === "bes" ? "/api/bes/v1/register" : "/api/agent/v1/enroll";
+    const body = JSON.stringify(payload);
+    const headers = signRequest(
+      signer,
+      REGISTRATION_PRINCIPAL[kind],
+      "POST",
+      path,
+      new TextEncoder().encode(body),
+      this.clock(),
+    );
+    return await this.fetcher(`${this.baseUrl}${path}`, {
+      method: "POST",
+      headers: { ...headers, authorization: `Bearer ${secret}`, "content-type": "application/json" },
+      body,
+    });
+  }
+
+  /** The signed headers for a request (exposed so tests can tamper with them). */
+  async signedHeaders(
+    identity: EngineIdentity,
+    method: string,
+    path: string,
+    body: string,
+    now = this.clock(),
+  ) {
+    return await signRequest(
+      identity.privateKey,
+      `${identity.kind}:${identity.id}`,
+      method,
+      path,
+      new TextEncoder().encode(body),
+      now,
+    );
+  }
+
+  /** Sends a signed JSON POST. */
+  async post(identity: EngineIdentity, path: string, payload: unknown): Promise<Response> {
+    const body = JSON.stringify(payload);
+    const headers = await this.signedHeaders(identity, "POST", path, body);
+    return await this.fetcher(`${this.baseUrl}${path}`, {
+      method: "POST",
+      headers: { ...headers, "content-type": "application/json" },
+      body,
+    });
+  }
+
+  /** A BES heartbeat. */
+  async heartbeat(
+    identity: EngineIdentity,
+    metrics: {
+      cpuPercent: number;
+      memoryPercent: number;
+      diskPercent: number;
+      activeJobs: number;
+      uptimeSeconds: number;
+    },
+    storage?: Array<{ targetId: string; totalBytes: number; usedBytes: number; freeBytes: number }>,
+    version = "1.0.0",
+  ): Promise<Response> {
+    return await this.post(identity, `/api/${identity.kind}/v1/heartbeat`, {
+      version,
+      metrics,
+      storage,
+    });
+  }
+}
