@@ -101,6 +101,14 @@ Deno.test("fixture repo-v1 is small and holds what the compatibility test needs"
   const kek = await readKeyFile(`${FIXTURE}/key`);
   assert.ok(await Deno.stat(`${FIXTURE}/repo/keys/${manifest.namespace}/${kekId(kek)}`));
   assert.ok(await Deno.stat(`${FIXTURE}/repo/keys/${manifest.namespace}/${manifest.recoveryKeyId}`));
+  // Every file of it is committed (a .gitignore once hid its packs): nothing untracked or ignored in it.
+  const git = await new Deno.Command("git", {
+    args: ["status", "--porcelain", "--ignored", "--untracked-files=all", "--", FIXTURE],
+    cwd: FIXTURE,
+    stdout: "piped",
+    stderr: "null",
+  }).output().catch(() => null);
+  if (git?.success) assert.equal(new TextDecoder().decode(git.stdout), "", "fixture files not committed");
   // The script refuses to make it again.
   const rerun = await new Deno.Command(Deno.execPath(), {
     args: [
