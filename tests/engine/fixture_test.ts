@@ -101,6 +101,11 @@ Deno.test("fixture repo-v1 is small and holds what the compatibility test needs"
   const kek = await readKeyFile(`${FIXTURE}/key`);
   assert.ok(await Deno.stat(`${FIXTURE}/repo/keys/${manifest.namespace}/${kekId(kek)}`));
   assert.ok(await Deno.stat(`${FIXTURE}/repo/keys/${manifest.namespace}/${manifest.recoveryKeyId}`));
+  // docs/repository-format.md names both key objects as test vectors.
+  const doc = await Deno.readTextFile(new URL("../../docs/repository-format.md", import.meta.url));
+  for (const id of [kekId(kek), manifest.recoveryKeyId]) {
+    assert.ok(doc.includes(`keys/${manifest.namespace}/${id}`), id);
+  }
   // Every file of it is committed (a .gitignore once hid its packs): nothing untracked or ignored in it.
   const git = await new Deno.Command("git", {
     args: ["status", "--porcelain", "--ignored", "--untracked-files=all", "--", FIXTURE],
