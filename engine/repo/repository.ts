@@ -67,7 +67,8 @@ export interface KeyListing {
   /** Object name, `keys/<namespace>/<id>`. */
   name: string;
   namespace: string;
-  kind: WrapperKind;
+  /** `kek` or `recovery`; `unknown` for a damaged object. */
+  kind: WrapperKind | "unknown";
   id: string;
   /** When the key object was made: sealed in it when this key opens it, else the object's modification time. */
   created: string;
@@ -385,10 +386,13 @@ export class Repository {
       ...(this.#key.wrapper ? [this.#key.wrapper] : []),
       ...recoveryPublicKeys.map((publicPem) => ({ kind: "recovery", publicPem }) as const),
     ];
-    // Every wrapping first (a bad recovery key fails here), then the writes.
-    const objects: KeyObject[] = [];
-    for (const w of wrappers) objects.push(await this.#wrap(keys, w, now));
-    for (const ko of objects) {
+    // Every wrapping first (a bad recovery key fails here), then the writes; one object per wrapper id.
+    const objects = new Map<string, KeyObject>();
+    for (const w of wrappers) {
+      const ko = await this.#wrap(keys, w, now);
+      if (!objects.has(ko.wrappedBy.id)) objects.set(ko.wrappedBy.id, ko);
+    }
+    for (const ko of objects.values()) {
       await this.backend.put(keyObjectName(name, ko.wrappedBy.id), encodeKeyObject(ko));
     }
     const ns = await Namespace.create(this, keys);
@@ -458,7 +462,7 @@ export class Repository {
         out.push({
           name: obj.name,
           ...fromName,
-          kind: "kek",
+          kind: "unknown",
           created: obj.modified.toISOString(),
           opens: false,
           damaged: e.detail,

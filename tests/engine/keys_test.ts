@@ -219,6 +219,13 @@ Deno.test("init with namespace keys writes only the recovery wrappers it is give
     dataKey: crypto.getRandomValues(new Uint8Array(32)),
     idKey: crypto.getRandomValues(new Uint8Array(32)),
   };
+  // The recovery key as opener and as an extra public key: one object, not two.
+  const dup = new LocalBackend(`${dir.path}/dup`);
+  await Repository.init(dup, recoveryOpener(RECOVERY.privatePem), {
+    namespace: "d",
+    recoveryPublicKeys: [RECOVERY.publicPem],
+  });
+  assert.deepEqual((await Array.fromAsync(dup.list("keys/"))).map((o) => o.name), [`keys/d/${RECOVERY.id}`]);
   await Repository.init(be, namespaceKeysOpener(keys), {
     namespace: "job-host",
     ...SMALL,
@@ -314,5 +321,12 @@ Deno.test("key add / list / remove: a second KEK and a recovery key; removal ref
   await assert.rejects(onlyA.removeWrapper(kekId(kek3)), /also wraps namespace "b"/);
   assert.deepEqual(await repoState(root), state);
   await assert.rejects(Repository.init(be, KEK, { namespace: "z" }), RepoConfigError);
+  // A damaged key object is listed as damaged, not hidden, and does not count as a namespace's key.
+  await be.put(`keys/c/${"f".repeat(16)}`, new TextEncoder().encode("{not json"));
+  const withDamage = await (await Repository.open(be, kek3)).listKeys();
+  const bad = withDamage.find((k) => k.id === "f".repeat(16))!;
+  assert.equal(bad.kind, "unknown");
+  assert.match(bad.damaged!, /not a readable key object/);
+  assert.equal(withDamage.filter((k) => !k.damaged).length, 3 + 3);
   assert.equal((await Repository.open(be, kekOpener(kek3))).namespaces().length, 3);
 });
