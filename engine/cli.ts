@@ -10,7 +10,17 @@ import type { Compression } from "./repo/compression.ts";
 import type { Encryption } from "./repo/blob.ts";
 import { IntegrityError, RepoConfigError, RepoError, WrongKeyError } from "./repo/errors.ts";
 import { absolutePath } from "./repo/fs.ts";
-import { createKeyFile, readKeyFile } from "./repo/keys.ts";
+import {
+  createKeyFile,
+  kekOpener,
+  type KeyOpener,
+  readKeyFile,
+  readRecoveryKeyFile,
+  readRecoveryPublicKeyFile,
+  recoveryOpener,
+} from "./repo/keys.ts";
+import { copySnapshots } from "./repo/copy.ts";
+import { generateRecoveryKeyPair } from "./repo/recovery.ts";
 import { forgetSnapshots, garbageCollect } from "./repo/gc.ts";
 import { listLiveLocks, removeStaleLocks } from "./repo/lock.ts";
 import { type Namespace, Repository } from "./repo/repository.ts";
@@ -26,8 +36,10 @@ import { fromHex } from "./repo/bytes.ts";
 /** A usage error: exit code 2. */
 class UsageError extends Error {}
 
-const USAGE = `Usage: deno task repo <command> --repo LOCATION --key-file FILE [--host NAME] …
+const USAGE =
+  `Usage: deno task repo <command> --repo LOCATION (--key-file FILE | --recovery-key FILE) [--host NAME] …
   init      [--compression zstd|lz4|none] [--encryption aes-256-gcm|aes-256-cbc|none] [--no-dedup]
+            [--recovery-public-key FILE]   also wrap the namespace for the account recovery key
   backup    [--parent SNAPSHOT] [--exclude PATTERN]... [--limit-mbps N] [--json] PATH...
   snapshots [--json]
   ls        SNAPSHOT [PATH] [--json]
@@ -37,7 +49,12 @@ const USAGE = `Usage: deno task repo <command> --repo LOCATION --key-file FILE [
   forget    SNAPSHOT...
   gc        [--json]
   unlock    --stale [--json]
-  repair    [index] [--json]   write a fresh index from the pack trailers; remove damaged segments`;
+  repair    [index] [--json]   write a fresh index from the pack trailers; remove damaged segments
+  copy      --to LOCATION2 --to-key-file FILE2 SNAPSHOT... [--json]   (creates LOCATION2 when missing)
+  key list  [--json]
+  key add   (--new-key-file FILE | --recovery-public-key FILE) [--json]
+  key remove ID [--json]
+  recovery-keygen --private-out FILE --public-out FILE [--json]   (no --repo)`;
 
 const OPTIONS = {
   repo: { type: "string" },
@@ -59,6 +76,12 @@ const OPTIONS = {
   all: { type: "boolean" },
   "grace-ms": { type: "string" },
   stale: { type: "boolean" },
+  "recovery-public-key": { type: "string" },
+  "new-key-file": { type: "string" },
+  to: { type: "string" },
+  "to-key-file": { type: "string" },
+  "private-out": { type: "string" },
+  "public-out": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -123,19 +146,39 @@ function s3BackendFor(location: string): Backend {
 }
 
 function keyFileOf(flags: Flags): string {
-  if (flags["recovery-key"]) {
-    throw new WrongKeyError("--recovery-key is not yet supported by this tool; use --key-file");
-  }
-  if (!flags["key-file"]) throw new UsageError("--key-file FILE is required");
+  if (!flags["key-file"]) throw new UsageError("--key-file FILE or --recovery-key FILE is required");
   return flags["key-file"];
+}
+
+/** The key the command opens the repository with: `--key-file` (a KEK) or `--recovery-key`. */
+async function openerOf(flags: Flags): Promise<KeyOpener> {
+  if (flags["recovery-key"] !== undefined) {
+    if (flags["key-file"] !== undefined) {
+      throw new UsageError("--key-file and --recovery-key exclude each other");
+    }
+    return recoveryOpener(await readRecoveryKeyFile(flags["recovery-key"]));
+  }
+  return kekOpener(await readKeyFile(keyFileOf(flags)));
 }
 
 async function openRepo(flags: Flags): Promise<Repository> {
   const backend = backendFor(flags.repo);
-  const kek = await readKeyFile(keyFileOf(flags));
-  const repo = await Repository.open(backend, kek);
+  const repo = await Repository.open(backend, await openerOf(flags));
   for (const w of repo.warnings) console.error(`warning: ${w}`);
   return repo;
+}
+
+/**
+ * The KEK of key file `path`, created (32 random bytes, base64, mode 0600) when no file is there; a file
+ * that is there but unreadable or damaged is an error, never replaced.
+ */
+async function keyFileCreatingIfMissing(path: string): Promise<{ kek: Uint8Array; created: boolean }> {
+  try {
+    return { kek: await readKeyFile(path), created: false };
+  } catch (e) {
+    if (!(e instanceof WrongKeyError) || (await Deno.lstat(path).then(() => true, () => false))) throw e;
+    return { kek: await createKeyFile(path), created: true };
+  }
 }
 
 function hostOf(flags: Flags): string {
@@ -181,33 +224,38 @@ function isInside(path: string, dir: string): boolean {
 
 async function cmdInit(flags: Flags): Promise<number> {
   const backend = backendFor(flags.repo);
-  const keyFile = keyFileOf(flags);
-  let kek: Uint8Array;
+  // Read before anything is created: a bad recovery public key leaves no key file and no repository.
+  const recoveryPublicKeys = flags["recovery-public-key"]
+    ? [await readRecoveryPublicKeyFile(flags["recovery-public-key"])]
+    : [];
+  let opener: KeyOpener;
   let created = false;
-  try {
-    kek = await readKeyFile(keyFile);
-  } catch (e) {
-    if (!(e instanceof WrongKeyError) || (await Deno.lstat(keyFile).then(() => true, () => false))) throw e;
-    kek = await createKeyFile(keyFile);
-    created = true;
+  const keyFile = flags["recovery-key"] === undefined ? keyFileOf(flags) : null;
+  if (keyFile === null) {
+    opener = await openerOf(flags); // the recovery private key: never created here
+  } else {
+    const k = await keyFileCreatingIfMissing(keyFile);
+    opener = kekOpener(k.kek);
+    created = k.created;
   }
   const host = hostOf(flags);
   let repo: Repository;
   let added = false;
   if (await backend.exists("config")) {
     // An existing repository gains this host's namespace when the key opens it.
-    repo = await Repository.open(backend, kek);
+    repo = await Repository.open(backend, opener);
     if (repo.namespaces().includes(host)) {
       throw new RepoConfigError(`${backend.location} already holds a repository with namespace "${host}"`);
     }
-    await repo.createNamespace(host);
+    await repo.createNamespace(host, new Date(), { recoveryPublicKeys });
     added = true;
   } else {
-    repo = await Repository.init(backend, kek, {
+    repo = await Repository.init(backend, opener, {
       namespace: host,
       compression: flags.compression as Compression | undefined,
       encryption: flags.encryption as Encryption | undefined,
       dedup: !flags["no-dedup"],
+      recoveryPublicKeys,
     });
   }
   const c = repo.config;
@@ -527,6 +575,164 @@ async function cmdRepair(flags: Flags, args: string[]): Promise<number> {
   return r.damagedPacks.length > 0 ? 1 : 0;
 }
 
+async function cmdCopy(flags: Flags, args: string[]): Promise<number> {
+  if (!flags.to) throw new UsageError("copy needs --to LOCATION2");
+  if (!flags["to-key-file"]) {
+    throw new UsageError("copy needs --to-key-file FILE2 (the destination's key file)");
+  }
+  if (args.length === 0) throw new UsageError("copy needs at least one SNAPSHOT");
+  const src = await openRepo(flags);
+  const ids: string[] = [];
+  for (const a of args) ids.push(await resolveSnapshotId(src.backend, a));
+  const to = backendFor(flags.to);
+  // A new destination gets a new key file, as init does; an existing one needs its key.
+  const exists = await to.exists("config");
+  const { kek, created: keyCreated } = exists
+    ? { kek: await readKeyFile(flags["to-key-file"]), created: false }
+    : await keyFileCreatingIfMissing(flags["to-key-file"]);
+  const r = await copySnapshots(src, { backend: to, key: kek }, ids);
+  const json = {
+    to: to.location,
+    created: r.created,
+    keyFileCreated: keyCreated,
+    snapshots: r.snapshots,
+    blobsCopied: r.blobsCopied,
+    bytesCopied: r.bytesCopied,
+    blobsPresent: r.blobsPresent,
+    packsWritten: r.packsWritten,
+    keysWrapped: r.keysWrapped,
+  };
+  out(
+    flags,
+    json,
+    [
+      ...(r.created ? [`created repository ${r.destination.config.id} at ${to.location}`] : []),
+      ...(keyCreated
+        ? [`new key file ${flags["to-key-file"]} — keep a copy: without it the copy cannot be read`]
+        : []),
+      ...r.snapshots.map((s) =>
+        `${s.copied ? "copied" : "already there:"} snapshot ${s.id.slice(0, 12)} (namespace ${s.namespace})`
+      ),
+      `${r.blobsCopied} blobs copied (${r.bytesCopied} bytes, ${r.packsWritten} packs), ${r.blobsPresent} already ` +
+      `there; ${r.keysWrapped.length} namespace keys wrapped for the destination's key`,
+    ].join("\n"),
+  );
+  return 0;
+}
+
+async function cmdKey(flags: Flags, args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  switch (sub) {
+    case "list": {
+      if (rest.length > 0) throw new UsageError("key list takes no arguments");
+      const repo = await openRepo(flags);
+      const keys = await repo.listKeys();
+      const rows = keys.map((k) => ({ ...k, inUse: k.id === repo.keyId }));
+      out(
+        flags,
+        { keys: rows },
+        rows.map((k) =>
+          `${k.kind.padEnd(8)} ${k.id}  ${k.namespace}  ${k.created}${k.inUse ? "  (in use)" : ""}` +
+          (k.damaged ? `  DAMAGED: ${k.damaged}` : "")
+        ).join("\n") || "no keys",
+      );
+      return 0;
+    }
+    case "add": {
+      if (rest.length > 0) throw new UsageError("key add takes no arguments besides its flags");
+      const newKeyFile = flags["new-key-file"];
+      const publicKeyFile = flags["recovery-public-key"];
+      if ((newKeyFile === undefined) === (publicKeyFile === undefined)) {
+        throw new UsageError(
+          "key add needs exactly one of --new-key-file FILE and --recovery-public-key FILE",
+        );
+      }
+      const repo = await openRepo(flags);
+      let created = false;
+      let r: { added: string[]; skipped: string[] };
+      if (publicKeyFile !== undefined) {
+        r = await repo.addWrapper({
+          kind: "recovery",
+          publicPem: await readRecoveryPublicKeyFile(publicKeyFile),
+        });
+      } else {
+        const k = await keyFileCreatingIfMissing(newKeyFile!);
+        created = k.created;
+        r = await repo.addWrapper({ kind: "kek", kek: k.kek });
+      }
+      out(
+        flags,
+        { added: r.added, skipped: r.skipped, keyFileCreated: created },
+        [
+          ...(created
+            ? [`new key file ${newKeyFile} — keep a copy: without it the data cannot be read`]
+            : []),
+          ...r.added.map((n) => `added ${n}`),
+          ...r.skipped.map((n) => `already there: ${n}`),
+        ].join("\n"),
+      );
+      return 0;
+    }
+    case "remove": {
+      if (rest.length !== 1) throw new UsageError("key remove needs exactly one ID (see key list)");
+      const repo = await openRepo(flags);
+      const removed = await repo.removeWrapper(rest[0]);
+      out(flags, { removed }, removed.map((n) => `removed ${n}`).join("\n"));
+      return 0;
+    }
+    default:
+      throw new UsageError(`key knows "list", "add" and "remove"${sub ? `, not "${sub}"` : ""}`);
+  }
+}
+
+async function cmdRecoveryKeygen(flags: Flags): Promise<number> {
+  const priv = flags["private-out"];
+  const pub = flags["public-out"];
+  if (!priv || !pub) throw new UsageError("recovery-keygen needs --private-out FILE and --public-out FILE");
+  if (absolutePath(priv) === absolutePath(pub)) {
+    throw new UsageError("--private-out and --public-out must be different files");
+  }
+  for (const p of [priv, pub]) {
+    if (await Deno.lstat(p).then(() => true, () => false)) {
+      throw new RepoError(`Refusing to overwrite ${p}: it exists (nothing was written)`);
+    }
+  }
+  const pair = await generateRecoveryKeyPair();
+  await writeNewFile(priv, pair.privatePem, 0o600);
+  try {
+    await writeNewFile(pub, pair.publicPem, 0o644);
+  } catch (e) {
+    await Deno.remove(priv).catch(() => {}); // no half-made pair left behind
+    throw e;
+  }
+  out(
+    flags,
+    { id: pair.id, privateKeyFile: priv, publicKeyFile: pub },
+    `recovery key ${pair.id}: private key ${priv} (mode 0600 — keep it offline: it opens every repository ` +
+      `wrapped for it), public key ${pub}`,
+  );
+  return 0;
+}
+
+/** Writes `text` to a file that must not exist yet, with `mode`, synced. */
+async function writeNewFile(path: string, text: string, mode: number): Promise<void> {
+  const data = new TextEncoder().encode(text);
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { write: true, createNew: true, mode });
+  } catch (e) {
+    throw new RepoError(`Cannot create ${path}: ${(e as Error).message}`);
+  }
+  try {
+    let off = 0;
+    while (off < data.length) off += await file.write(data.subarray(off));
+    await Deno.chmod(path, mode); // the mode given to open is narrowed by the umask only
+    await file.sync();
+  } finally {
+    file.close();
+  }
+}
+
 /** Runs the `repo` command line with `args` (after "repo"); returns the exit code. */
 export async function runRepoCli(args: string[]): Promise<number> {
   const [command, ...rest] = args;
@@ -559,6 +765,12 @@ export async function runRepoCli(args: string[]): Promise<number> {
         return await cmdUnlock(flags);
       case "repair":
         return await cmdRepair(flags, positionals);
+      case "copy":
+        return await cmdCopy(flags, positionals);
+      case "key":
+        return await cmdKey(flags, positionals);
+      case "recovery-keygen":
+        return await cmdRecoveryKeygen(flags);
       default:
         throw new UsageError(`Unknown command "${command}"`);
     }

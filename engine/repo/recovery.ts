@@ -70,7 +70,16 @@ export async function generateRecoveryKeyPair(): Promise<RecoveryKeyPair> {
 
 /** The public key's id computed from a private key (PKCS#8 PEM); throws `WrongKeyError` if unreadable. */
 export async function recoveryKeyIdOfPrivate(privatePem: string): Promise<string> {
+  return recoveryKeyId(await recoveryPublicPemOfPrivate(privatePem));
+}
+
+/**
+ * The public half (SPKI PEM) of a recovery private key (PKCS#8 PEM), so a holder of the private key can
+ * wrap new namespaces for it. Throws `WrongKeyError` if it is not a 3072-bit RSA-OAEP private key.
+ */
+export async function recoveryPublicPemOfPrivate(privatePem: string): Promise<string> {
   const key = await importPrivate(privatePem, true);
+  checkModulus(key);
   const jwk = await crypto.subtle.exportKey("jwk", key);
   const pub = await crypto.subtle.importKey(
     "jwk",
@@ -81,7 +90,32 @@ export async function recoveryKeyIdOfPrivate(privatePem: string): Promise<string
       "encrypt",
     ],
   );
-  return recoveryKeyId(toPem("PUBLIC KEY", new Uint8Array(await crypto.subtle.exportKey("spki", pub))));
+  return toPem("PUBLIC KEY", new Uint8Array(await crypto.subtle.exportKey("spki", pub)));
+}
+
+function checkModulus(key: CryptoKey): void {
+  const bits = (key.algorithm as RsaHashedKeyAlgorithm).modulusLength;
+  if (bits !== 3072) {
+    throw new WrongKeyError(`The recovery key has a ${bits}-bit modulus, not 3072 (${RECOVERY_ALGORITHM})`);
+  }
+}
+
+/**
+ * Checks that `publicPem` is a 3072-bit RSA public key in SPKI PEM, as recovery wrapping needs; returns its
+ * id. Throws `WrongKeyError` otherwise.
+ */
+export async function checkRecoveryPublicKey(publicPem: string): Promise<string> {
+  checkModulus(await importPublic(publicPem));
+  return recoveryKeyId(publicPem);
+}
+
+async function importPublic(publicPem: string): Promise<CryptoKey> {
+  try {
+    return await crypto.subtle.importKey("spki", fromPem("PUBLIC KEY", publicPem), RSA, true, ["encrypt"]);
+  } catch (e) {
+    if (e instanceof WrongKeyError) throw e;
+    throw new WrongKeyError("The recovery public key is not an RSA-OAEP public key");
+  }
 }
 
 async function importPrivate(privatePem: string, extractable = false): Promise<CryptoKey> {
@@ -101,13 +135,7 @@ export async function sealForRecovery(
   plaintext: Uint8Array,
   additionalData: Uint8Array,
 ): Promise<RecoverySealed> {
-  let pub: CryptoKey;
-  try {
-    pub = await crypto.subtle.importKey("spki", fromPem("PUBLIC KEY", publicPem), RSA, false, ["encrypt"]);
-  } catch (e) {
-    if (e instanceof WrongKeyError) throw e;
-    throw new WrongKeyError("The recovery public key is not an RSA-OAEP public key");
-  }
+  const pub = await importPublic(publicPem);
   const contentKey = crypto.getRandomValues(new Uint8Array(32));
   const nonce = crypto.getRandomValues(new Uint8Array(12));
   const aes = await crypto.subtle.importKey("raw", contentKey, "AES-GCM", false, ["encrypt"]);

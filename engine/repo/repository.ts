@@ -19,14 +19,23 @@ import {
 import { IntegrityError, MissingObjectError, RepoConfigError, RepoError, WrongKeyError } from "./errors.ts";
 import { BlobIndex, loadIndex, writeIndexSegment } from "./index.ts";
 import {
+  asOpener,
+  encodeKeyObject,
   generateNamespaceKeys,
-  kekId,
+  type KeyObject,
   keyObjectName,
+  type KeyOpener,
+  type KeyWrapper,
   type NamespaceKeys,
   parseKeyObject,
+  type ResolvedOpener,
+  resolveOpener,
+  sameNamespaceKeys,
   unwrapNamespaceKeys,
   validateNamespace,
   wrapNamespaceKeys,
+  wrapperId,
+  type WrapperKind,
 } from "./keys.ts";
 import {
   assemblePack,
@@ -37,6 +46,9 @@ import {
   readPackListing,
 } from "./pack.ts";
 import { listCondemned } from "./gc.ts";
+import { loadSnapshot, readSnapshotInfo } from "./snapshot.ts";
+import { loadTree } from "./tree.ts";
+import { fromHex } from "./bytes.ts";
 
 /** Index segments are checkpointed after this many packs, so an interrupted backup can resume. */
 export const PACKS_PER_INDEX_CHECKPOINT = 4;
@@ -50,6 +62,22 @@ export interface SaveResult {
   storedBytes: number;
 }
 
+/** One key object as `Repository.listKeys` reports it. */
+export interface KeyListing {
+  /** Object name, `keys/<namespace>/<id>`. */
+  name: string;
+  namespace: string;
+  /** `kek` or `recovery`; `unknown` for a damaged object. */
+  kind: WrapperKind | "unknown";
+  id: string;
+  /** When the key object was made: sealed in it when this key opens it, else the object's modification time. */
+  created: string;
+  /** Whether the key the repository was opened with opens this object. */
+  opens: boolean;
+  /** Set when the object is not a readable key object (then `kind` and `id` come from its name). */
+  damaged?: string;
+}
+
 /** An open repository. */
 export class Repository {
   #namespaces = new Map<string, Namespace>();
@@ -60,74 +88,193 @@ export class Repository {
   /** What opening had to work around, one line each, naming the object (the command line prints them). */
   readonly warnings: string[] = [];
   #configSha256: string;
+  #key: ResolvedOpener;
 
   private constructor(
     readonly backend: Backend,
     readonly config: RepoConfig,
     configBytes: Uint8Array,
     readonly index: BlobIndex,
-    readonly kek: Uint8Array,
+    key: ResolvedOpener,
   ) {
     this.#configSha256 = sha256Hex(configBytes);
+    this.#key = key;
+  }
+
+  /** What the repository was opened with. */
+  get opener(): KeyOpener {
+    return this.#key.opener;
+  }
+
+  /** The id of the key objects the opening key opens (KEK or recovery key id); null for namespace keys. */
+  get keyId(): string | null {
+    return this.#key.id;
+  }
+
+  /** The KEK the repository was opened with. Throws `WrongKeyError` if it was opened otherwise. */
+  get kek(): Uint8Array {
+    if (this.#key.opener.kind !== "kek") {
+      throw new WrongKeyError(`This repository was opened with ${this.#key.describe}, not a KEK`);
+    }
+    return this.#key.opener.kek;
+  }
+
+  /** SHA-256 (hex) of the exact config bytes: what key objects of this repository seal. */
+  get configSha256(): string {
+    return this.#configSha256;
   }
 
   /**
-   * Creates a repository at `backend` with one namespace, its keys wrapped by `kek`. Throws
-   * `RepoConfigError` if a repository is already there or an option is invalid.
+   * Creates a repository at `backend` with one namespace, its keys wrapped by `key` (a KEK, bare or as an
+   * opener, or the recovery private key, which wraps for its public half) and for each of
+   * `recoveryPublicKeys` (SPKI PEM). With one namespace's keys as the opener, no key object is written for
+   * them (only the recovery ones). `keys` gives the namespace existing keys instead of fresh ones (a copy
+   * destination). Throws `RepoConfigError` if a repository is already there or an option is invalid,
+   * `WrongKeyError` if a key is unusable; writes nothing then.
    */
   static async init(
     backend: Backend,
-    kek: Uint8Array,
-    options: RepoOptions & { namespace: string; now?: Date },
+    key: Uint8Array | KeyOpener,
+    options: RepoOptions & {
+      namespace: string;
+      now?: Date;
+      recoveryPublicKeys?: string[];
+      keys?: NamespaceKeys;
+    },
   ): Promise<Repository> {
     validateNamespace(options.namespace);
+    const resolved = await resolveOpener(asOpener(key));
+    let keys = options.keys ?? null;
+    if (resolved.opener.kind === "namespace") {
+      if (
+        resolved.opener.keys.namespace !== options.namespace ||
+        (keys && !sameNamespaceKeys(keys, resolved.opener.keys))
+      ) {
+        throw new WrongKeyError(
+          `Cannot create namespace "${options.namespace}" with ${resolved.describe}`,
+        );
+      }
+      keys = resolved.opener.keys;
+    }
+    if (keys && keys.namespace !== options.namespace) {
+      throw new RepoConfigError(
+        `The keys given are namespace "${keys.namespace}"'s, not "${options.namespace}"'s`,
+      );
+    }
     if (await backend.exists(CONFIG_OBJECT)) {
       throw new RepoConfigError(`${backend.location} already holds a repository`);
     }
     const now = options.now ?? new Date();
     const config = newConfig(options, now);
     const bytes = encodeConfig(config);
-    const repo = new Repository(backend, config, bytes, new BlobIndex(), kek);
-    await repo.createNamespace(options.namespace, now);
+    const repo = new Repository(backend, config, bytes, new BlobIndex(), resolved);
+    await repo.#addNamespace(
+      keys ?? generateNamespaceKeys(options.namespace),
+      now,
+      options.recoveryPublicKeys,
+    );
     // The config is written last: a location without it is not (yet) a repository.
     await backend.put(CONFIG_OBJECT, bytes);
     return repo;
   }
 
   /**
-   * Opens the repository at `backend` with `kek`, unwrapping every namespace key it wraps. Throws
+   * Opens the repository at `backend` with `key`: a KEK (bare or as an opener) or the recovery private key
+   * unwraps every namespace key object wrapped for it; one namespace's keys open that namespace alone,
+   * without any key object (they are checked against one of its snapshots when it has any). Throws
    * `RepoConfigError` (not a repository), `FormatVersionError` (newer format), `WrongKeyError` (the key
    * opens nothing) or `IntegrityError` (a damaged key object or config). Writes nothing.
    */
-  static async open(backend: Backend, kek: Uint8Array): Promise<Repository> {
+  static async open(backend: Backend, key: Uint8Array | KeyOpener): Promise<Repository> {
     const { config, bytes } = await readConfig(backend);
-    const id = kekId(kek);
+    const resolved = await resolveOpener(asOpener(key));
     const keys: NamespaceKeys[] = [];
-    for await (const obj of backend.list("keys/")) {
-      if (!obj.name.endsWith(`/${id}`)) continue;
-      const ko = parseKeyObject(obj.name, await backend.get(obj.name));
-      keys.push(
-        await unwrapNamespaceKeys(obj.name, ko, kek, { repoId: config.id, configSha256: sha256Hex(bytes) }),
-      );
-    }
-    if (keys.length === 0) {
-      throw new WrongKeyError(
-        `The key (id ${id}) opens no namespace of the repository at ${backend.location}`,
-      );
+    if (resolved.opener.kind === "namespace") {
+      keys.push(resolved.opener.keys);
+    } else {
+      for await (const obj of backend.list("keys/")) {
+        if (!obj.name.endsWith(`/${resolved.id}`)) continue;
+        const ko = parseKeyObject(obj.name, await backend.get(obj.name));
+        keys.push(
+          await unwrapNamespaceKeys(obj.name, ko, resolved.opener, {
+            repoId: config.id,
+            configSha256: sha256Hex(bytes),
+          }),
+        );
+      }
+      if (keys.length === 0) {
+        throw new WrongKeyError(
+          `${resolved.describe[0].toUpperCase()}${resolved.describe.slice(1)} opens no namespace of the ` +
+            `repository at ${backend.location}`,
+        );
+      }
     }
     const markerDamage: IntegrityError[] = [];
     const dead = new Set((await listCondemned(backend, { onDamaged: (e) => markerDamage.push(e) })).keys());
     const isDead = (p: string) => dead.has(p);
     const indexDamage: IntegrityError[] = [];
     const index = await loadIndex(backend, { isDead, onDamaged: (e) => indexDamage.push(e) });
-    const repo = new Repository(backend, config, bytes, index, kek);
+    const repo = new Repository(backend, config, bytes, index, resolved);
     for (const p of dead) repo.deadPacks.add(p);
     for (const e of markerDamage) {
       repo.warnings.push(`damaged condemnation marker ${e.id}: ${e.detail}; its pack counts as condemned`);
     }
     if (indexDamage.length > 0) await repo.#recoverIndex(indexDamage, isDead);
     for (const k of keys) repo.#namespaces.set(k.namespace, await Namespace.create(repo, k));
+    if (resolved.opener.kind === "namespace") {
+      await repo.#checkNamespaceKeys(repo.namespace(keys[0].namespace));
+    }
     return repo;
+  }
+
+  /**
+   * Namespace keys given directly have no key object to authenticate them: they are checked against the
+   * namespace's snapshots instead — the first whose body authenticates under the data key proves it, and
+   * its root tree, re-hashed, proves the id key. A namespace without snapshots accepts any keys (a first
+   * backup). Throws `WrongKeyError` when snapshots exist and none opens (up to 3 tried, so one damaged
+   * snapshot is not taken for a wrong key) or the id key does not match.
+   */
+  async #checkNamespaceKeys(ns: Namespace): Promise<void> {
+    if (this.config.encryption === "none") return; // no key is used: ids are SHA-256, blobs in clear
+    let tried = 0;
+    const ids: string[] = [];
+    for await (const obj of this.backend.list("snapshots/")) ids.push(obj.name.slice("snapshots/".length));
+    for (const id of ids) {
+      let info;
+      try {
+        info = await readSnapshotInfo(this.backend, id);
+      } catch (e) {
+        if (e instanceof IntegrityError) continue;
+        throw e;
+      }
+      if (info.namespace !== ns.name) continue;
+      let snap;
+      try {
+        snap = await loadSnapshot(ns, id);
+      } catch (e) {
+        if (!(e instanceof IntegrityError)) throw e;
+        if (++tried >= 3) break;
+        continue;
+      }
+      try {
+        await loadTree(ns, snap.tree, ns.hasher(snap.chainSalt ? fromHex(snap.chainSalt) : null));
+      } catch (e) {
+        if (e instanceof IntegrityError && /does not hash to its id/.test(e.detail)) {
+          throw new WrongKeyError(
+            `The id key given for namespace "${ns.name}" is not the one its snapshots were written with`,
+          );
+        }
+        if (!(e instanceof RepoError)) throw e;
+        // A damaged or missing root tree says nothing about the keys: the data key opened the snapshot.
+      }
+      return;
+    }
+    if (tried > 0) {
+      throw new WrongKeyError(
+        `The keys given for namespace "${ns.name}" open none of its snapshots in ${this.backend.location} ` +
+          `(wrong keys, or those snapshots are damaged)`,
+      );
+    }
   }
 
   /**
@@ -185,26 +332,216 @@ export class Repository {
     return ns;
   }
 
-  /** Creates namespace `name` with fresh keys wrapped by this repository's KEK. Throws if it exists. */
-  async createNamespace(name: string, now = new Date()): Promise<Namespace> {
+  /**
+   * Creates namespace `name` with fresh keys wrapped by the key the repository was opened with (and for
+   * each of `options.recoveryPublicKeys`). Throws `RepoConfigError` if it exists, `WrongKeyError` when
+   * opened with one namespace's keys (they wrap nothing).
+   */
+  async createNamespace(
+    name: string,
+    now = new Date(),
+    options: { recoveryPublicKeys?: string[] } = {},
+  ): Promise<Namespace> {
     validateNamespace(name);
     if (this.#namespaces.has(name)) throw new RepoConfigError(`Namespace "${name}" already exists`);
+    if (this.#key.wrapper === null) {
+      throw new WrongKeyError(`Opened with ${this.#key.describe}: cannot create namespace "${name}"`);
+    }
+    return await this.#addNamespace(generateNamespaceKeys(name), now, options.recoveryPublicKeys);
+  }
+
+  /**
+   * Adds namespace `keys.namespace` with these existing keys (a copy's destination shares its source's
+   * keys), wrapped by the opening key. Returns the handle and whether a key object was written; a
+   * namespace this repository already opens with the same keys is kept as it is. Throws `RepoConfigError`
+   * if the namespace exists with other keys or under a key this one does not open.
+   */
+  async adoptNamespace(
+    keys: NamespaceKeys,
+    now = new Date(),
+  ): Promise<{ namespace: Namespace; wrapped: boolean }> {
+    validateNamespace(keys.namespace);
+    const have = this.#namespaces.get(keys.namespace);
+    if (have) {
+      if (!sameNamespaceKeys(have.keys, keys)) {
+        throw new RepoConfigError(
+          `${this.backend.location} already holds namespace "${keys.namespace}" with other keys`,
+        );
+      }
+      return { namespace: have, wrapped: false };
+    }
+    if (this.#key.wrapper === null) {
+      throw new WrongKeyError(`Opened with ${this.#key.describe}: cannot add namespace "${keys.namespace}"`);
+    }
+    return { namespace: await this.#addNamespace(keys, now), wrapped: true };
+  }
+
+  /** Writes the key objects of new namespace `keys` (opener's wrapper, then recovery keys) and opens it. */
+  async #addNamespace(keys: NamespaceKeys, now: Date, recoveryPublicKeys: string[] = []): Promise<Namespace> {
+    const name = keys.namespace;
     for await (const _ of this.backend.list(`keys/${name}/`)) {
       throw new RepoConfigError(`Namespace "${name}" already exists (under another key)`);
     }
-    const keys = generateNamespaceKeys(name);
-    const ko = await wrapNamespaceKeys(keys, this.kek, {
+    const wrappers: KeyWrapper[] = [
+      ...(this.#key.wrapper ? [this.#key.wrapper] : []),
+      ...recoveryPublicKeys.map((publicPem) => ({ kind: "recovery", publicPem }) as const),
+    ];
+    // Every wrapping first (a bad recovery key fails here), then the writes; one object per wrapper id.
+    const objects = new Map<string, KeyObject>();
+    for (const w of wrappers) {
+      const ko = await this.#wrap(keys, w, now);
+      if (!objects.has(ko.wrappedBy.id)) objects.set(ko.wrappedBy.id, ko);
+    }
+    for (const ko of objects.values()) {
+      await this.backend.put(keyObjectName(name, ko.wrappedBy.id), encodeKeyObject(ko));
+    }
+    const ns = await Namespace.create(this, keys);
+    this.#namespaces.set(name, ns);
+    return ns;
+  }
+
+  #wrap(keys: NamespaceKeys, wrapper: KeyWrapper, now: Date): Promise<KeyObject> {
+    return wrapNamespaceKeys(keys, wrapper, {
       repoId: this.config.id,
       configSha256: this.#configSha256,
       now,
     });
-    await this.backend.put(
-      keyObjectName(name, kekId(this.kek)),
-      new TextEncoder().encode(JSON.stringify(ko, null, 2)),
-    );
-    const ns = await Namespace.create(this, keys);
-    this.#namespaces.set(name, ns);
-    return ns;
+  }
+
+  /**
+   * Wraps every namespace this repository was opened for with `wrapper` (another KEK, or a recovery public
+   * key), writing `keys/<namespace>/<wrapper id>`. A namespace it already wraps is left as it is (for a
+   * KEK, after checking that it unwraps to the same keys). Returns the names written and skipped.
+   */
+  async addWrapper(wrapper: KeyWrapper, now = new Date()): Promise<{ added: string[]; skipped: string[] }> {
+    const id = wrapperId(wrapper);
+    const objects: KeyObject[] = [];
+    const skipped: string[] = [];
+    for (const name of this.namespaces()) {
+      const ns = this.namespace(name);
+      const objectName = keyObjectName(name, id);
+      if (await this.backend.exists(objectName)) {
+        if (wrapper.kind === "kek") {
+          const ko = parseKeyObject(objectName, await this.backend.get(objectName));
+          const k = await unwrapNamespaceKeys(objectName, ko, wrapper.kek, {
+            repoId: this.config.id,
+            configSha256: this.#configSha256,
+          });
+          if (!sameNamespaceKeys(k, ns.keys)) {
+            throw new IntegrityError("key", objectName, "unwraps to other keys than the namespace's");
+          }
+        }
+        skipped.push(objectName);
+        continue;
+      }
+      objects.push(await this.#wrap(ns.keys, wrapper, now));
+    }
+    const added: string[] = [];
+    for (const ko of objects) {
+      const objectName = keyObjectName(ko.namespace, ko.wrappedBy.id);
+      await this.backend.put(objectName, encodeKeyObject(ko));
+      added.push(objectName);
+    }
+    return { added, skipped };
+  }
+
+  /**
+   * Every key object of the repository, sorted by namespace and id. A damaged one is listed with
+   * `damaged` set rather than hiding the others.
+   */
+  async listKeys(): Promise<KeyListing[]> {
+    const out: KeyListing[] = [];
+    for await (const obj of this.backend.list("keys/")) {
+      const parts = obj.name.split("/");
+      const fromName = { namespace: parts[1] ?? "", id: parts[2] ?? "" };
+      let ko: KeyObject;
+      try {
+        ko = parseKeyObject(obj.name, await this.backend.get(obj.name));
+      } catch (e) {
+        if (!(e instanceof IntegrityError)) throw e;
+        out.push({
+          name: obj.name,
+          ...fromName,
+          kind: "unknown",
+          created: obj.modified.toISOString(),
+          opens: false,
+          damaged: e.detail,
+        });
+        continue;
+      }
+      let created = obj.modified.toISOString();
+      const opens = ko.wrappedBy.id === this.#key.id;
+      if (opens) {
+        try {
+          created = (await unwrapNamespaceKeys(obj.name, ko, this.#key.opener, {
+            repoId: this.config.id,
+            configSha256: this.#configSha256,
+          })).createdAt || created;
+        } catch (e) {
+          if (!(e instanceof RepoError)) throw e;
+          out.push({
+            name: obj.name,
+            namespace: ko.namespace,
+            kind: ko.wrappedBy.kind,
+            id: ko.wrappedBy.id,
+            created,
+            opens: false,
+            damaged: e.message,
+          });
+          continue;
+        }
+      }
+      out.push({
+        name: obj.name,
+        namespace: ko.namespace,
+        kind: ko.wrappedBy.kind,
+        id: ko.wrappedBy.id,
+        created,
+        opens,
+      });
+    }
+    return out.sort((a, b) => a.namespace.localeCompare(b.namespace) || a.id.localeCompare(b.id));
+  }
+
+  /**
+   * Removes every key object of wrapper `id` (`keys/*\/<id>`). Refuses — removing nothing — the key this
+   * repository was opened with, a wrapper of a namespace this key does not open, and the last readable
+   * wrapper of any namespace. Returns the names removed.
+   */
+  async removeWrapper(id: string): Promise<string[]> {
+    if (id === this.#key.id) {
+      throw new RepoConfigError(
+        `Key ${id} is the key in use: open the repository with another key to remove it`,
+      );
+    }
+    const byNamespace = new Map<string, string[]>();
+    for (const k of await this.listKeys()) {
+      if (k.damaged) continue;
+      byNamespace.set(k.namespace, [...(byNamespace.get(k.namespace) ?? []), k.id]);
+    }
+    const targets: string[] = [];
+    for await (const obj of this.backend.list("keys/")) {
+      if (obj.name.endsWith(`/${id}`)) targets.push(obj.name);
+    }
+    if (targets.length === 0) throw new RepoConfigError(`No key ${id} in ${this.backend.location}`);
+    for (const name of targets) {
+      const namespace = name.split("/")[1];
+      if (!this.#namespaces.has(namespace)) {
+        throw new WrongKeyError(
+          `Key ${id} also wraps namespace "${namespace}", which ${this.#key.describe} does not open; ` +
+            `nothing was removed`,
+        );
+      }
+      const others = (byNamespace.get(namespace) ?? []).filter((x) => x !== id);
+      if (others.length === 0) {
+        throw new RepoConfigError(
+          `Key ${id} is the last key of namespace "${namespace}": removing it would make its data ` +
+            `unreadable; nothing was removed`,
+        );
+      }
+    }
+    for (const name of targets.sort()) await this.backend.delete(name);
+    return targets;
   }
 }
 
