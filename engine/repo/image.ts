@@ -346,7 +346,10 @@ async function backupImageLocked(
           error: `its size changed while being read (${size} bytes at the start, ${run.bytesRead} read)`,
         });
       } else if (before.isFile && after.mtime?.getTime() !== before.mtime?.getTime()) {
-        run.errors.push({ path, error: "changed while being read; the stored image may mix old and new content" });
+        run.errors.push({
+          path,
+          error: "changed while being read; the stored image may mix old and new content",
+        });
       }
     } finally {
       f.close();
@@ -474,12 +477,16 @@ async function checkTarget(
     }
   }
   if (info === null) {
-    if (isInside(target, "/dev")) throw new RepoError(`Cannot restore the image to ${target}: no such device`);
+    if (isInside(target, "/dev")) {
+      throw new RepoError(`Cannot restore the image to ${target}: no such device`);
+    }
     return { path: target, blockDevice: false };
   }
   const path = await Deno.realPath(target);
   if (info.isDirectory) {
-    throw new RepoError(`Image restore target ${target} is a folder; give the path of a file or block device`);
+    throw new RepoError(
+      `Image restore target ${target} is a folder; give the path of a file or block device`,
+    );
   }
   if (info.isBlockDevice) {
     if (!overwrite) {
@@ -489,7 +496,9 @@ async function checkTarget(
     }
     for (const busy of await busyDevices()) {
       if (busy === path || (busy.startsWith(path) && /^p?\d+$/.test(busy.slice(path.length)))) {
-        throw new RepoError(`Image restore target ${target} is in use (${busy} is mounted or swap); unmount it`);
+        throw new RepoError(
+          `Image restore target ${target} is in use (${busy} is mounted or swap); unmount it`,
+        );
       }
     }
     const f = await Deno.open(path, { read: true });

@@ -119,7 +119,9 @@ Deno.test("backupImage() then restoreImage() is byte-identical and keeps zero ch
   assert.deepEqual([...Deno.readDirSync(`${dir.path}/out`)].map((e) => e.name), ["restored.img"]);
 
   // The same snapshot restored as files gives the image file at its full path, also sparse.
-  const asFiles = await restoreSnapshot(reopened.namespace("h"), r.snapshotId, { target: `${dir.path}/files` });
+  const asFiles = await restoreSnapshot(reopened.namespace("h"), r.snapshotId, {
+    target: `${dir.path}/files`,
+  });
   assert.deepEqual(asFiles.errors, []);
   assert.deepEqual(await Deno.readFile(`${dir.path}/files${image}`), bytes);
 
@@ -253,7 +255,11 @@ Deno.test("restoreImage() and backupImage() refuse bad targets and sources befor
 async function loopDevice(path: string, size: number): Promise<(AsyncDisposable & { dev: string }) | null> {
   if (Deno.uid() !== 0) return null;
   await Deno.writeFile(path, new Uint8Array(size));
-  const out = await new Deno.Command("losetup", { args: ["-f", "--show", path], stdout: "piped", stderr: "null" })
+  const out = await new Deno.Command("losetup", {
+    args: ["-f", "--show", path],
+    stdout: "piped",
+    stderr: "null",
+  })
     .output().catch(() => null);
   if (!out?.success) return null;
   const dev = new TextDecoder().decode(out.stdout).trim();
@@ -327,7 +333,11 @@ Deno.test("backupImage() reads a block device; restoreImage() writes one, zeros 
 
   // targetZeroed: zero chunks are skipped (the caller vouched the device reads as zeros; here it does not).
   await writeDevice(big.dev, old);
-  const skipped = await restoreImage(ns, r.snapshotId, { target: big.dev, overwrite: true, targetZeroed: true });
+  const skipped = await restoreImage(ns, r.snapshotId, {
+    target: big.dev,
+    overwrite: true,
+    targetZeroed: true,
+  });
   assert.equal(skipped.bytesWritten, padded.length - 22 * CHUNK);
   got = await readDevice(big.dev, 3 * MIB);
   assert.deepEqual(got.subarray(0, 5 * CHUNK), padded.subarray(0, 5 * CHUNK));
