@@ -90,7 +90,17 @@ function backendFor(location: string | undefined): Backend {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
     throw new RepoConfigError(`Cannot open ${location}: unknown location scheme`);
   }
-  return new LocalBackend(absolutePath(location));
+  const root = absolutePath(location);
+  let info: Deno.FileInfo | null = null;
+  try {
+    info = Deno.statSync(root);
+  } catch {
+    // Missing (init creates it; other commands say it is not a repository) or unreadable (the backend says).
+  }
+  if (info && !info.isDirectory) {
+    throw new RepoConfigError(`${root} is not a Cadres repository: it is not a folder`);
+  }
+  return new LocalBackend(root);
 }
 
 /**
