@@ -98,6 +98,8 @@ export interface ImageRestoreResult {
 }
 
 function errorText(e: unknown): string {
+  // Deno grants access to devices (anything below /dev) only to a program run with --allow-all.
+  if (e instanceof Deno.errors.NotCapable) return `${e.message} (devices need deno run --allow-all)`;
   return e instanceof Error ? e.message : String(e);
 }
 

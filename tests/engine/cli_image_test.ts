@@ -137,7 +137,8 @@ async function inTerminal(args: string[]): Promise<{ code: number; output: strin
   })
     .output().catch(() => null);
   if (out === null) return null;
-  return { code: out.code, output: new TextDecoder().decode(out.stdout) };
+  // The escape character shown as "<ESC>", so that assertions read (and lint) as plain text.
+  return { code: out.code, output: new TextDecoder().decode(out.stdout).replaceAll("\x1b", "<ESC>") };
 }
 
 Deno.test("deno task repo backup and restore draw a progress bar in a terminal, none with --json", async () => {
@@ -156,18 +157,88 @@ Deno.test("deno task repo backup and restore draw a progress bar in a terminal, 
     return;
   }
   assert.equal(files.code, 0, files.output);
-  assert.match(files.output, /\rbackup {2}\d+ files {2}[\d.]+ [KMG]?i?B {2}.*\/s {2}.*\x1b\[K/);
-  assert.match(files.output, /\r\x1b\[Ksnapshot [0-9a-f]{64} saved/, "the bar is erased before the result");
+  assert.match(files.output, /\rbackup {2}\d+ files {2}[\d.]+ [KMG]?i?B {2}.*\/s {2}.*<ESC>\[K/);
+  assert.match(files.output, /\r<ESC>\[Ksnapshot [0-9a-f]{64} saved/, "the bar is erased before the result");
 
   const img = await inTerminal(["backup", ...common, "--image", image]);
-  assert.match(img!.output, /\rbackup +\d+%  .*MiB \/ 16\.0 MiB/);
+  assert.match(img!.output, /\rbackup +\d+% {2}.*MiB \/ 16\.0 MiB/);
   const snap = /snapshot ([0-9a-f]{64}) saved/.exec(img!.output)![1];
   const restore = await inTerminal(["restore", ...common, snap, "--target", `${dir.path}/out.img`]);
   assert.equal(restore!.code, 0, restore!.output);
-  assert.match(restore!.output, /\rrestore +\d+%  .*MiB \/ 16\.0 MiB/);
+  assert.match(restore!.output, /\rrestore +\d+% {2}.*MiB \/ 16\.0 MiB/);
 
   const json = await inTerminal(["backup", ...common, "--json", src]);
   assert.equal(json!.code, 0, json!.output);
-  assert.doesNotMatch(json!.output, /\x1b\[K/);
+  assert.ok(!json!.output.includes("<ESC>"), "no control codes with --json");
   assert.equal(JSON.parse(json!.output).files, 1, "stdout holds exactly one JSON object");
+});
+
+/**
+ * A loop device over a new file holding `content`, or null where unavailable (not root, no losetup). The
+ * test reads and writes the file, not the device: Deno opens devices only with --allow-all.
+ */
+async function loopDevice(
+  path: string,
+  content: Uint8Array,
+): Promise<(AsyncDisposable & { dev: string }) | null> {
+  if (Deno.uid() !== 0) return null;
+  await Deno.writeFile(path, content);
+  const out = await new Deno.Command("losetup", {
+    args: ["-f", "--show", path],
+    stdout: "piped",
+    stderr: "null",
+  })
+    .output().catch(() => null);
+  if (!out?.success) return null;
+  const dev = new TextDecoder().decode(out.stdout).trim();
+  return {
+    dev,
+    async [Symbol.asyncDispose]() {
+      await new Deno.Command("losetup", { args: ["-d", dev] }).output();
+    },
+  };
+}
+
+Deno.test("deno task repo backs up a block device and restores it onto another only with --overwrite", async () => {
+  await using dir = await tempDir();
+  const data = new Uint8Array(6 * MIB);
+  data.set(deterministicBytes("cli-dev", MIB), 5 * MIB);
+  await using src = await loopDevice(`${dir.path}/src.loop`, data);
+  if (src === null) {
+    console.log("skipped: no loop devices (needs root and losetup)");
+    return;
+  }
+  const old = new Uint8Array(8 * MIB).fill(0xee);
+  await using dst = (await loopDevice(`${dir.path}/dst.loop`, old))!;
+  await using small = (await loopDevice(`${dir.path}/small.loop`, new Uint8Array(4 * MIB)))!;
+  const common = ["--repo", `${dir.path}/repo`, "--key-file", `${dir.path}/key`, "--host", "h1"];
+  assert.equal((await repoCli(["init", ...common])).code, 0);
+  const b = await repoCli(["backup", ...common, "--image", "--json", src.dev]);
+  assert.equal(b.code, 0, b.stderr);
+  const r = JSON.parse(b.stdout);
+  assert.deepEqual([r.size, r.chunks, r.zeroChunks], [6 * MIB, 2, 1]);
+
+  const refused = await repoCli(["restore", ...common, r.snapshotId, "--target", dst.dev]);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /^error: Image restore target .* is a block device: .*only with overwrite\n$/);
+  const tooSmall = await repoCli(["restore", ...common, r.snapshotId, "--target", small.dev, "--overwrite"]);
+  assert.equal(tooSmall.code, 1);
+  assert.match(tooSmall.stderr, /holds 4194304 bytes, less than the image's 6291456; nothing written/);
+
+  const ok = await repoCli([
+    "restore",
+    ...common,
+    r.snapshotId,
+    "--target",
+    dst.dev,
+    "--overwrite",
+    "--json",
+  ]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(JSON.parse(ok.stdout).blockDevice, true);
+  // The restore synced the device: its backing file holds the image, zero chunk included, and the old
+  // bytes beyond it.
+  const got = await Deno.readFile(`${dir.path}/dst.loop`);
+  assert.deepEqual(got.subarray(0, 6 * MIB), data);
+  assert.deepEqual(got.subarray(6 * MIB), old.subarray(6 * MIB));
 });

@@ -9,20 +9,9 @@ export interface Run {
   stderr: string;
 }
 
-/** The argv of `deno run … engine/cli.ts repo <args>`. */
+/** The argv of `deno run … engine/cli.ts repo <args>`, with the permissions `deno task repo` gives. */
 export function repoArgv(args: string[]): string[] {
-  return [
-    Deno.execPath(),
-    "run",
-    "--allow-net",
-    "--allow-read",
-    "--allow-write",
-    "--allow-env",
-    "--allow-sys",
-    CLI,
-    "repo",
-    ...args,
-  ];
+  return [Deno.execPath(), "run", "--allow-all", CLI, "repo", ...args];
 }
 
 /**
