@@ -234,6 +234,13 @@ async function cmdInit(flags: Flags): Promise<number> {
     kek = await readKeyFile(keyFile);
   } catch (e) {
     if (!(e instanceof WrongKeyError) || (await Deno.lstat(keyFile).then(() => true, () => false))) throw e;
+    // A new key can open no existing repository: refused before the key file is written.
+    if (await backend.exists("config")) {
+      throw new WrongKeyError(
+        `Cannot read key file ${keyFile}: it does not exist, and ${backend.location} already holds a ` +
+          `repository (init creates a key file only for a new one)`,
+      );
+    }
     kek = await createKeyFile(keyFile);
     created = true;
   }
