@@ -2,10 +2,13 @@
  * The offline command line: `deno task repo <command> …` backs up, lists, restores and verifies a
  * repository with nothing but its key file — no control plane, no BES. Exit codes: 0 success, 1 a
  * failure (one line on stderr), 2 bad usage, 3 a backup that finished but could not read some files.
+ * Backup and restore draw a progress bar on stderr when it is a terminal (never with --json).
  */
 import { parseArgs } from "node:util";
 import { type Backend, LocalBackend } from "./repo/backend.ts";
 import { backupFiles } from "./repo/backup.ts";
+import { backupImage, restoreImage } from "./repo/image.ts";
+import { terminalProgressBar } from "./progress_bar.ts";
 import type { Compression } from "./repo/compression.ts";
 import type { Encryption } from "./repo/blob.ts";
 import { IntegrityError, RepoConfigError, RepoError, WrongKeyError } from "./repo/errors.ts";
@@ -26,7 +29,13 @@ import { listLiveLocks, removeStaleLocks } from "./repo/lock.ts";
 import { type Namespace, Repository } from "./repo/repository.ts";
 import { restoreSnapshot } from "./repo/restore.ts";
 import { S3Backend } from "./repo/s3_backend.ts";
-import { listSnapshots, loadSnapshot, readSnapshotInfo, resolveSnapshotId } from "./repo/snapshot.ts";
+import {
+  listSnapshots,
+  loadSnapshot,
+  readSnapshotInfo,
+  resolveSnapshotId,
+  type Snapshot,
+} from "./repo/snapshot.ts";
 import { loadTree, type TreeEntry } from "./repo/tree.ts";
 import { compileExcludes } from "./repo/exclude.ts";
 import { verifyRepository } from "./repo/verify.ts";
@@ -41,10 +50,12 @@ const USAGE =
   init      [--compression zstd|lz4|none] [--encryption aes-256-gcm|aes-256-cbc|none] [--no-dedup]
             [--recovery-public-key FILE]   also wrap the namespace for the account recovery key
   backup    [--parent SNAPSHOT] [--exclude PATTERN]... [--limit-mbps N] [--json] PATH...
+  backup    --image [--parent SNAPSHOT] [--limit-mbps N] [--json] DEVICE_OR_IMAGE_FILE
   snapshots [--json]
   ls        SNAPSHOT [PATH] [--json]
   find      SNAPSHOT PATTERN [--json]
-  restore   SNAPSHOT --target DIR [--include PATH]... [--overwrite] [--json]
+  restore   SNAPSHOT --target DIR [--include PATH]... [--overwrite] [--limit-mbps N] [--json]
+  restore   IMAGE_SNAPSHOT --target FILE_OR_DEVICE [--overwrite] [--device-zeroed] [--limit-mbps N] [--json]
   verify    [SNAPSHOT] [--sample N | --all] [--json]
   forget    SNAPSHOT...
   gc        [--json]
@@ -72,6 +83,7 @@ const OPTIONS = {
   target: { type: "string" },
   include: { type: "string", multiple: true },
   overwrite: { type: "boolean" },
+  "device-zeroed": { type: "boolean" },
   sample: { type: "string" },
   all: { type: "boolean" },
   "grace-ms": { type: "string" },
@@ -101,7 +113,17 @@ function backendFor(location: string | undefined): Backend {
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
     throw new RepoConfigError(`Cannot open ${location}: unknown location scheme`);
   }
-  return new LocalBackend(absolutePath(location));
+  const root = absolutePath(location);
+  let info: Deno.FileInfo | null = null;
+  try {
+    info = Deno.statSync(root);
+  } catch {
+    // Missing (init creates it; other commands say it is not a repository) or unreadable (the backend says).
+  }
+  if (info && !info.isDirectory) {
+    throw new RepoConfigError(`${root} is not a Cadres repository: it is not a folder`);
+  }
+  return new LocalBackend(root);
 }
 
 /**
@@ -222,6 +244,30 @@ function isInside(path: string, dir: string): boolean {
   return path === dir || path.startsWith(dir === "/" ? "/" : dir + "/");
 }
 
+/** `--limit-mbps N` in bytes per second (N × 10⁶), or null without it. */
+function limitOf(flags: Flags): number | null {
+  if (flags["limit-mbps"] === undefined) return null;
+  const limit = Number(flags["limit-mbps"]);
+  if (!(limit > 0)) {
+    throw new UsageError(`Cannot parse --limit-mbps "${flags["limit-mbps"]}": not a positive number`);
+  }
+  return limit * 1_000_000;
+}
+
+/** The paths of a local repository's folder (as given and with symlinks resolved); none for S3. */
+async function repoFolders(repo: Repository): Promise<string[]> {
+  if (!(repo.backend instanceof LocalBackend)) return [];
+  const root = repo.backend.root;
+  const real = await Deno.realPath(root).catch(() => root);
+  return real === root ? [root] : [root, real];
+}
+
+/** `path` and, when it exists, its real path (symlinks resolved). */
+async function pathForms(path: string): Promise<string[]> {
+  const real = await Deno.realPath(path).catch(() => path);
+  return real === path ? [path] : [path, real];
+}
+
 async function cmdInit(flags: Flags): Promise<number> {
   const backend = backendFor(flags.repo);
   // Read before anything is created: a bad recovery public key leaves no key file and no repository.
@@ -234,6 +280,14 @@ async function cmdInit(flags: Flags): Promise<number> {
   if (keyFile === null) {
     opener = await openerOf(flags); // the recovery private key: never created here
   } else {
+    const missing = await Deno.lstat(keyFile).then(() => false, () => true);
+    // A new key can open no existing repository: refused before the key file is written.
+    if (missing && await backend.exists("config")) {
+      throw new WrongKeyError(
+        `Cannot read key file ${keyFile}: it does not exist, and ${backend.location} already holds a ` +
+          `repository (init creates a key file only for a new one)`,
+      );
+    }
     const k = await keyFileCreatingIfMissing(keyFile);
     opener = kekOpener(k.kek);
     created = k.created;
@@ -270,35 +324,87 @@ async function cmdInit(flags: Flags): Promise<number> {
 }
 
 async function cmdBackup(flags: Flags, paths: string[]): Promise<number> {
-  if (flags.image) throw new UsageError("--image is not yet supported by this tool");
   if (paths.length === 0) throw new UsageError("backup needs at least one PATH");
-  let limit: number | null = null;
-  if (flags["limit-mbps"] !== undefined) {
-    limit = Number(flags["limit-mbps"]);
-    if (!(limit > 0)) {
-      throw new UsageError(`Cannot parse --limit-mbps "${flags["limit-mbps"]}": not a positive number`);
-    }
-    limit *= 1_000_000;
+  if (flags.image && paths.length !== 1) {
+    throw new UsageError("backup --image takes exactly one PATH: a block device or image file");
   }
+  if (flags.image && flags.exclude?.length) throw new UsageError("--exclude does not apply to --image");
+  const limit = limitOf(flags);
   const repo = await openRepo(flags);
   const ns = namespaceOf(repo, flags);
+  // A repository inside a backed-up folder is left out of the backup (below); a path inside the
+  // repository is refused: the backup would read the very objects it is writing.
+  const repoDirs = await repoFolders(repo);
+  for (const p of paths) {
+    for (const form of await pathForms(absolutePath(p))) {
+      const dir = repoDirs.find((d) => isInside(form, d));
+      if (dir) throw new RepoError(`Cannot back up ${form}: it lies inside the repository ${dir}`);
+    }
+  }
   const parent = flags.parent ? await resolveSnapshotId(repo.backend, flags.parent) : null;
+  const bar = terminalProgressBar("backup", flags.json ?? false);
+  const progress = bar ? bar.update.bind(bar) : undefined;
+  if (flags.image) {
+    let r;
+    try {
+      r = await backupImage(ns, {
+        path: paths[0],
+        host: hostOf(flags),
+        parent,
+        limitBytesPerSecond: limit,
+        progress,
+      });
+    } finally {
+      bar?.clear();
+    }
+    const { snapshotId, files, dirs, bytesRead, bytesNew, bytesStored, durationMs, errors } = r;
+    out(
+      flags,
+      {
+        snapshotId,
+        kind: "image",
+        files,
+        dirs,
+        bytesRead,
+        bytesNew,
+        bytesStored,
+        durationMs,
+        errors,
+        size: r.size,
+        chunks: r.chunks,
+        zeroChunks: r.zeroChunks,
+        newChunks: r.newChunks,
+      },
+      `snapshot ${snapshotId} saved: image ${
+        absolutePath(paths[0])
+      }, ${r.size} bytes in ${r.chunks} chunks ` +
+        `(${r.zeroChunks} all zero, ${r.newChunks} new), ${bytesNew} bytes new, ${bytesStored} stored, ${durationMs} ms`,
+    );
+    for (const e of errors) console.error(`warning: ${e.path}: ${e.error}`);
+    return errors.length > 0 ? 3 : 0;
+  }
   const patterns = flags.exclude ?? [];
   // backupFiles holds the writer lock and re-reads gc's condemnations once it holds it.
-  const result = await backupFiles(ns, {
-    paths,
-    host: hostOf(flags),
-    parent,
-    // A repository inside a backed-up folder is never backed up into itself.
-    excludePaths: repo.backend instanceof LocalBackend ? [repo.backend.root] : [],
-    excludePatterns: patterns,
-    limitBytesPerSecond: limit,
-  });
+  let result;
+  try {
+    result = await backupFiles(ns, {
+      paths,
+      host: hostOf(flags),
+      parent,
+      excludePaths: repoDirs,
+      excludePatterns: patterns,
+      limitBytesPerSecond: limit,
+      progress,
+    });
+  } finally {
+    bar?.clear();
+  }
   const { snapshotId, files, dirs, bytesRead, bytesNew, bytesStored, durationMs, errors } = result;
   out(
     flags,
     {
       snapshotId,
+      kind: parent ? "incremental" : "full",
       files,
       dirs,
       reusedFiles: result.reusedFiles,
@@ -442,11 +548,25 @@ async function cmdFind(flags: Flags, args: string[]): Promise<number> {
 }
 
 async function cmdRestore(flags: Flags, args: string[]): Promise<number> {
-  if (!flags.target) throw new UsageError("restore needs --target DIR");
+  if (!flags.target) {
+    throw new UsageError("restore needs --target DIR (FILE_OR_DEVICE for an image snapshot)");
+  }
+  const limit = limitOf(flags);
   const repo = await openRepo(flags);
   const { id, ns } = await snapshotOf(repo, args[0]);
   const snap = await loadSnapshot(ns, id);
   const target = absolutePath(flags.target);
+  const repoDirs = await repoFolders(repo);
+  for (const form of await pathForms(target)) {
+    const dir = repoDirs.find((d) => isInside(form, d));
+    if (dir) {
+      throw new RepoError(
+        `Restore target ${form} lies inside the repository ${dir}; choose a place outside it`,
+      );
+    }
+  }
+  if (snap.kind === "image") return await restoreImageCli(flags, ns, id, target, limit);
+  if (flags["device-zeroed"]) throw new UsageError("--device-zeroed applies only to image snapshots");
   for (const p of snap.paths) {
     // Restoring into a backed-up folder would mix the restore into that folder's next backup and, with
     // --overwrite, write over the very files being restored.
@@ -456,11 +576,26 @@ async function cmdRestore(flags: Flags, args: string[]): Promise<number> {
       );
     }
   }
-  const result = await restoreSnapshot(ns, id, {
-    target,
-    include: flags.include,
-    overwrite: flags.overwrite ?? false,
-  });
+  // An --include path the snapshot does not hold is a mistake (a typo restores nothing), not an empty success.
+  const includes = (flags.include ?? []).map((p) => absolutePath(p, "/").replace(/\/+$/, "") || "/");
+  const missing: string[] = [];
+  for (const inc of includes) if (!(await snapshotHasPath(ns, snap, inc))) missing.push(inc);
+  if (missing.length > 0) {
+    throw new RepoError(`Snapshot ${id.slice(0, 12)} has no path ${missing.join(", ")}; nothing restored`);
+  }
+  const bar = terminalProgressBar("restore", flags.json ?? false);
+  let result;
+  try {
+    result = await restoreSnapshot(ns, id, {
+      target,
+      include: flags.include,
+      overwrite: flags.overwrite ?? false,
+      limitBytesPerSecond: limit,
+      progress: bar ? bar.update.bind(bar) : undefined,
+    });
+  } finally {
+    bar?.clear();
+  }
   out(
     flags,
     { snapshot: id, target, ...result },
@@ -471,6 +606,62 @@ async function cmdRestore(flags: Flags, args: string[]): Promise<number> {
     if (!flags.json) {
       console.error(`Restore incomplete: ${result.errors.length} entries could not be restored`);
     }
+    return 1;
+  }
+  return 0;
+}
+
+/** Whether snapshot `snap` holds absolute `path`, following its trees down that path alone. */
+async function snapshotHasPath(ns: Namespace, snap: Snapshot, path: string): Promise<boolean> {
+  const hasher = ns.hasher(snap.chainSalt ? fromHex(snap.chainSalt) : null);
+  let treeId: string | undefined = snap.tree;
+  for (const part of path.split("/").filter((p) => p !== "")) {
+    if (treeId === undefined) return false;
+    const entry: TreeEntry | undefined = (await loadTree(ns, treeId, hasher)).entries.find((e) =>
+      e.name === part
+    );
+    if (!entry) return false;
+    treeId = entry.type === "dir" ? entry.subtree : undefined;
+  }
+  return true;
+}
+
+async function restoreImageCli(
+  flags: Flags,
+  ns: Namespace,
+  id: string,
+  target: string,
+  limit: number | null,
+): Promise<number> {
+  if (flags.include?.length) {
+    throw new UsageError("--include does not apply to an image snapshot: it restores whole");
+  }
+  const bar = terminalProgressBar("restore", flags.json ?? false);
+  let r;
+  try {
+    r = await restoreImage(ns, id, {
+      target,
+      overwrite: flags.overwrite ?? false,
+      targetZeroed: flags["device-zeroed"] ?? false,
+      limitBytesPerSecond: limit,
+      progress: bar ? bar.update.bind(bar) : undefined,
+    });
+  } finally {
+    bar?.clear();
+  }
+  out(
+    flags,
+    { snapshot: id, kind: "image", ...r },
+    `restored image of ${r.size} bytes (${r.chunks} chunks, ${r.zeroChunks} all zero) to ${r.target}` +
+      (r.blockDevice ? " (block device)" : ""),
+  );
+  for (const e of r.errors) console.error(`error: chunk at offset ${e.offset} (blob ${e.chunk}): ${e.error}`);
+  if (r.errors.length > 0) {
+    console.error(
+      r.blockDevice
+        ? `Restore incomplete: ${r.errors.length} chunks could not be restored; those ranges of ${r.target} keep their old bytes`
+        : `Restore failed: ${r.errors.length} chunks could not be restored; ${r.target} was not written`,
+    );
     return 1;
   }
   return 0;

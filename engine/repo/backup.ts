@@ -33,6 +33,8 @@ export interface Progress {
   files: number;
   bytes: number;
   currentPath: string;
+  /** The bytes the whole run will read or write, when known in advance (images). */
+  totalBytes?: number;
 }
 
 /** One thing that could not be backed up or restored. */

@@ -219,6 +219,42 @@ export async function* fixedChunks(
   }
 }
 
+/** Options of `fixedFileChunks`. */
+export interface FixedFileChunksOptions {
+  /** The buffer a chunk of up to `n` bytes is read into (default: a fresh one); its first `n` bytes are used. */
+  alloc?: (n: number) => Uint8Array<ArrayBuffer>;
+}
+
+/**
+ * The same chunks as `fixedChunks`, read from `file` straight into one buffer per chunk (no copy). A
+ * non-zero chunk's buffer is the caller's to keep; an all-zero chunk's buffer is reused for the next chunk
+ * (its bytes are known without it), so a sparse image costs no allocation per hole.
+ */
+export async function* fixedFileChunks(
+  file: { read(p: Uint8Array): Promise<number | null> },
+  size: number = IMAGE_CHUNK_SIZE,
+  options: FixedFileChunksOptions = {},
+): AsyncGenerator<FixedChunk> {
+  const alloc = options.alloc ?? ((n: number) => new Uint8Array(n));
+  let spare: Uint8Array<ArrayBuffer> | null = null;
+  while (true) {
+    const buf: Uint8Array<ArrayBuffer> = spare ?? alloc(size).subarray(0, size);
+    spare = null;
+    let fill = 0;
+    while (fill < size) {
+      const n = await file.read(buf.subarray(fill));
+      if (n === null) break;
+      fill += n;
+    }
+    if (fill === 0) return;
+    const data = buf.subarray(0, fill);
+    const zero = isAllZero(data);
+    if (zero) spare = buf;
+    yield { data, zero };
+    if (fill < size) return;
+  }
+}
+
 /** Reads `file` in pieces of `size` bytes into one reused buffer (consume each piece before the next). */
 export async function* readPieces(
   file: { read(p: Uint8Array): Promise<number | null> },

@@ -55,6 +55,20 @@ export interface SnapshotBody {
   errors: { path: string; error: string }[];
   /** Hex salt of the chain's ids when the repository does not deduplicate; null otherwise. */
   chainSalt: string | null;
+  /** Image snapshots (kind "image") only: what was read, in fixed chunks (image.ts). */
+  image?: ImageInfo;
+}
+
+/** The image an image snapshot holds: the file entry at `path` in its tree, in chunks of `chunkSize`. */
+export interface ImageInfo {
+  /** The absolute path of the device or image file, as given to the backup. */
+  path: string;
+  /** Bytes read: the image's size. */
+  size: number;
+  /** Every chunk but the last is this long. */
+  chunkSize: number;
+  /** Whether it was a block device (else a regular file). */
+  blockDevice: boolean;
 }
 
 /** The clear part of a snapshot, readable without a key. */
@@ -243,6 +257,13 @@ export async function loadSnapshot(ns: Namespace, id: string): Promise<Snapshot>
   const body = JSON.parse(new TextDecoder().decode(plain)) as SnapshotBody;
   if (body.version !== SNAPSHOT_VERSION || body.namespace !== ns.name || typeof body.tree !== "string") {
     throw new IntegrityError("snapshot", id, "body is malformed");
+  }
+  if (
+    body.kind === "image" &&
+    (typeof body.image?.path !== "string" || !Number.isSafeInteger(body.image.size) ||
+      !Number.isSafeInteger(body.image.chunkSize) || body.image.chunkSize <= 0)
+  ) {
+    throw new IntegrityError("snapshot", id, "image snapshot without a valid image record");
   }
   return { id, ...body };
 }
