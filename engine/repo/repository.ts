@@ -131,6 +131,46 @@ export class Repository {
   }
 
   /**
+   * Opens the repository at `backend` with one namespace's keys, as a job gets them from the control plane
+   * (no KEK: the keys are not read from `keys/`, and no namespace can be created). `expect` names settings
+   * the caller knows from its policy: a config that says otherwise — say, a config switched to encryption
+   * "none" so that a host would write in clear — is refused with `RepoConfigError`. Throws as `open` does.
+   * Writes nothing.
+   */
+  static async openNamespace(
+    backend: Backend,
+    keys: NamespaceKeys,
+    options: { expect?: Partial<Pick<RepoConfig, "encryption" | "compression" | "dedup">> } = {},
+  ): Promise<Repository> {
+    validateNamespace(keys.namespace);
+    const { config, bytes } = await readConfig(backend);
+    for (const [field, want] of Object.entries(options.expect ?? {})) {
+      const have = config[field as keyof RepoConfig];
+      if (want !== undefined && have !== want) {
+        throw new RepoConfigError(
+          `The repository at ${backend.location} has ${field} ${JSON.stringify(have)}, not the expected ${
+            JSON.stringify(want)
+          }; refusing to use it`,
+        );
+      }
+    }
+    const markerDamage: IntegrityError[] = [];
+    const dead = new Set((await listCondemned(backend, { onDamaged: (e) => markerDamage.push(e) })).keys());
+    const isDead = (p: string) => dead.has(p);
+    const indexDamage: IntegrityError[] = [];
+    const index = await loadIndex(backend, { isDead, onDamaged: (e) => indexDamage.push(e) });
+    // No KEK: `createNamespace` refuses an empty one.
+    const repo = new Repository(backend, config, bytes, index, new Uint8Array(0));
+    for (const p of dead) repo.deadPacks.add(p);
+    for (const e of markerDamage) {
+      repo.warnings.push(`damaged condemnation marker ${e.id}: ${e.detail}; its pack counts as condemned`);
+    }
+    if (indexDamage.length > 0) await repo.#recoverIndex(indexDamage, isDead);
+    repo.#namespaces.set(keys.namespace, await Namespace.create(repo, keys));
+    return repo;
+  }
+
+  /**
    * One damaged index segment must not make the repository unopenable: it is skipped, and the listings of
    * the packs no remaining segment covers are read from their trailers (no key needed). Both are recorded
    * in `indexDamage` and `warnings`; `repairIndex` then writes a fresh index.
