@@ -91,6 +91,7 @@ export class RemoteBackend implements Backend {
   async #request(
     method: string,
     path: string,
+    name: string,
     what: string,
     init: { body?: Uint8Array; headers?: Record<string, string> } = {},
   ): Promise<Response> {
@@ -146,7 +147,7 @@ export class RemoteBackend implements Backend {
       }
     }
     throw new DataApiRequestError(
-      what,
+      name,
       null,
       null,
       `Cannot ${what} at ${this.location}: ${last} (after ${this.#maxAttempts} attempts)`,
@@ -173,7 +174,7 @@ export class RemoteBackend implements Backend {
       if (cursor) q.set("cursor", cursor);
       if (this.#pageSize) q.set("limit", String(this.#pageSize));
       const what = `list ${prefix || "/"}`;
-      const res = await this.#request("GET", `${OBJECTS_PATH}?${q}`, what);
+      const res = await this.#request("GET", `${OBJECTS_PATH}?${q}`, prefix, what);
       if (!res.ok) await this.#fail(what, prefix, res);
       const page = await res.json() as ListPage;
       if (!Array.isArray(page?.objects)) {
@@ -200,7 +201,7 @@ export class RemoteBackend implements Backend {
       headers.range = `bytes=${range.offset}-${range.offset + range.length - 1}`;
     }
     const what = `read ${name}${headers.range ? ` (${headers.range})` : ""}`;
-    const res = await this.#request("GET", objectPath(name), what, { headers });
+    const res = await this.#request("GET", objectPath(name), name, what, { headers });
     if (res.status === 403) {
       const error = await readError(res);
       if (error.code === "not_accessible") this.#missing(name);
@@ -231,7 +232,7 @@ export class RemoteBackend implements Backend {
   async put(name: string, data: Uint8Array): Promise<void> {
     validateObjectName(name);
     const what = `upload ${name}`;
-    const res = await this.#request("PUT", objectPath(name), what, {
+    const res = await this.#request("PUT", objectPath(name), name, what, {
       body: data,
       headers: { "content-type": "application/octet-stream" },
     });
@@ -242,7 +243,7 @@ export class RemoteBackend implements Backend {
   async delete(name: string): Promise<void> {
     validateObjectName(name);
     const what = `delete ${name}`;
-    const res = await this.#request("DELETE", objectPath(name), what);
+    const res = await this.#request("DELETE", objectPath(name), name, what);
     if (!res.ok) await this.#fail(what, name, res);
     await res.body?.cancel();
   }
@@ -250,7 +251,7 @@ export class RemoteBackend implements Backend {
   async exists(name: string): Promise<boolean> {
     validateObjectName(name);
     const what = `look up ${name}`;
-    const res = await this.#request("HEAD", objectPath(name), what);
+    const res = await this.#request("HEAD", objectPath(name), name, what);
     await res.body?.cancel();
     if (res.status === 403) return false; // missing, or not this namespace's: the same answer
     if (!res.ok) await this.#fail(what, name, res);
@@ -267,7 +268,7 @@ export class RemoteBackend implements Backend {
     for (let i = 0; i < all.length; i += EXISTS_BATCH_MAX) {
       const batch = all.slice(i, i + EXISTS_BATCH_MAX);
       const what = `ask which of ${batch.length} chunks exist`;
-      const res = await this.#request("POST", CHUNKS_EXIST_PATH, what, {
+      const res = await this.#request("POST", CHUNKS_EXIST_PATH, "chunks", what, {
         body: new TextEncoder().encode(JSON.stringify({ ids: batch })),
         headers: { "content-type": "application/json" },
       });

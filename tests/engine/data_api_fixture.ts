@@ -6,7 +6,7 @@ import nodeCrypto from "node:crypto";
 import { createDataApi, localTargetResolver, serveDataApi } from "../../engine/bes/data_api.ts";
 import { createCertificate } from "../../engine/bes/tls.ts";
 import type { WriterLocksOptions } from "../../engine/bes/writer_locks.ts";
-import { LocalBackend } from "../../engine/repo/backend.ts";
+import { type Backend, LocalBackend } from "../../engine/repo/backend.ts";
 import type { NamespaceKeys } from "../../engine/repo/keys.ts";
 import { Repository } from "../../engine/repo/repository.ts";
 import type { BODY_LIMITS } from "../../engine/protocol/data_api.ts";
@@ -22,8 +22,8 @@ export const SMALL = { chunker: { min: 1024, avg: 4096, max: 16384 }, packTarget
 export interface BesFixture extends AsyncDisposable {
   dir: string;
   url: string;
-  /** The repository as the BES's storage sees it (the tests' view "behind" the API). */
-  local: LocalBackend;
+  /** The repository as the BES's storage holds it (the tests' view "behind" the API). */
+  storage: Backend;
   keys: { a: NamespaceKeys; b: NamespaceKeys };
   /** Certificate PEM when served over HTTPS. */
   certPem: string | null;
@@ -45,13 +45,15 @@ export async function startBes(
     limits?: Partial<typeof BODY_LIMITS>;
     locks?: WriterLocksOptions;
     now?: () => Date;
+    /** The target's storage (default: a Local folder in the fixture's temporary folder). */
+    storage?: Backend;
   } = {},
 ): Promise<BesFixture> {
   const tmp = await tempDir("cadres-bes-");
   const root = `${tmp.path}/target`;
-  const local = new LocalBackend(`${root}/${REPO.path}`);
+  const storage = options.storage ?? new LocalBackend(`${root}/${REPO.path}`);
   const kek = crypto.getRandomValues(new Uint8Array(32));
-  const repo = await Repository.init(local, kek, { namespace: "host-a", ...SMALL });
+  const repo = await Repository.init(storage, kek, { namespace: "host-a", ...SMALL });
   await repo.createNamespace("host-b");
   const keys = { a: repo.namespace("host-a").keys, b: repo.namespace("host-b").keys };
   const pair = nodeCrypto.generateKeyPairSync("ed25519");
@@ -59,7 +61,9 @@ export async function startBes(
   const api = createDataApi({
     besId: BES_ID,
     tokenPublicKey: pair.publicKey,
-    resolveRepository: localTargetResolver({ [REPO.target]: root }),
+    resolveRepository: options.storage
+      ? (r) => (r.target === REPO.target && r.path === REPO.path ? options.storage! : null)
+      : localTargetResolver({ [REPO.target]: root }),
     now,
     limits: options.limits,
     locks: options.locks,
@@ -95,7 +99,7 @@ export async function startBes(
   return {
     dir: tmp.path,
     url,
-    local,
+    storage,
     keys,
     certPem: cert?.certPem ?? null,
     signingKey: pair.privateKey,

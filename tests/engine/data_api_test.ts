@@ -13,7 +13,7 @@ import {
 } from "../../engine/repo/snapshot.ts";
 import { MissingObjectError, RepoConfigError } from "../../engine/repo/errors.ts";
 import { CHUNKS_EXIST_PATH, objectPath, OBJECTS_PATH } from "../../engine/protocol/data_api.ts";
-import { DataApiRequestError } from "../../engine/protocol/remote_backend.ts";
+import { DataApiRequestError, RemoteBackend } from "../../engine/protocol/remote_backend.ts";
 import { signDataToken } from "../../engine/protocol/token.ts";
 import { deterministicBytes } from "./helpers.ts";
 import { BES_ID, type BesFixture, names, REPO, startBes } from "./data_api_fixture.ts";
@@ -55,7 +55,7 @@ Deno.test("data API: a backup through the client and the BES restores byte-ident
   assert.deepEqual(first.errors, []);
   assert.equal(first.files, 4);
   // The BES held the writer lock for the job and released it at the commit.
-  assert.deepEqual(await names(bes.local, "locks/"), []);
+  assert.deepEqual(await names(bes.storage, "locks/"), []);
   assert.equal(bes.api.locks.size, 0);
 
   // Incremental after a change: only the changed file is read again.
@@ -75,7 +75,7 @@ Deno.test("data API: a backup through the client and the BES restores byte-ident
   await assertSameTree(src, `${target}${src}`);
 
   // The repository behind the API is an ordinary one: the snapshots list from storage too.
-  const snaps = await listSnapshots(bes.local);
+  const snaps = await listSnapshots(bes.storage);
   assert.deepEqual(snaps.map((s) => s.id).sort(), [first.snapshotId, second.snapshotId].sort());
   assert.ok(snaps.every((s) => s.namespace === "host-a"));
 });
@@ -90,18 +90,18 @@ Deno.test("data API: a token of one namespace neither reads another's objects no
 
   // Listings are filtered: host-b sees none of host-a's packs, index segments, refs or snapshots.
   for (const prefix of ["data/", "index/", "refs/", "snapshots/", "condemned/"]) {
-    assert.ok((await names(bes.local, prefix)).length > 0 || prefix === "condemned/", prefix);
+    assert.ok((await names(bes.storage, prefix)).length > 0 || prefix === "condemned/", prefix);
     assert.deepEqual(await names(remoteB, prefix), [], `host-b lists ${prefix}`);
   }
   // host-a sees its own.
   const remoteA = bes.remote(bes.token());
-  assert.deepEqual(await names(remoteA, "data/"), await names(bes.local, "data/"));
+  assert.deepEqual(await names(remoteA, "data/"), await names(bes.storage, "data/"));
   assert.deepEqual(await names(remoteA, "snapshots/"), [`snapshots/${a.snapshotId}`]);
 
   // Reading one of host-a's objects answers exactly as reading one that does not exist.
-  const pack = (await names(bes.local, "data/"))[0];
-  const index = (await names(bes.local, "index/"))[0];
-  const ref = (await names(bes.local, "refs/"))[0];
+  const pack = (await names(bes.storage, "data/"))[0];
+  const index = (await names(bes.storage, "index/"))[0];
+  const ref = (await names(bes.storage, "refs/"))[0];
   const fake = "0".repeat(64);
   for (
     const [real, missing] of [
@@ -130,7 +130,7 @@ Deno.test("data API: a token of one namespace neither reads another's objects no
   await assert.rejects(() => remoteB.get(pack, { suffix: 64 }), MissingObjectError);
 
   // Which chunks exist: host-a's ids are absent for host-b, present for host-a.
-  const refs = await readSnapshotRefs(bes.local, await readSnapshotInfo(bes.local, a.snapshotId));
+  const refs = await readSnapshotRefs(bes.storage, await readSnapshotInfo(bes.storage, a.snapshotId));
   assert.deepEqual(await remoteB.existingChunks(refs), new Set());
   assert.deepEqual(await remoteA.existingChunks([...refs, fake]), new Set(refs));
 
@@ -146,7 +146,7 @@ Deno.test("data API: a token of one namespace neither reads another's objects no
   // A token cannot list keys or locks, nor read the key objects.
   assert.equal((await bes.request(`${OBJECTS_PATH}?prefix=keys/`, { token: tokenB })).status, 403);
   assert.equal((await bes.request(`${OBJECTS_PATH}?prefix=locks/`, { token: tokenB })).status, 403);
-  const keyName = (await names(bes.local, "keys/"))[0];
+  const keyName = (await names(bes.storage, "keys/"))[0];
   assert.equal((await errorOf(await bes.request(objectPath(keyName)))).code, "not_accessible");
 });
 
@@ -162,8 +162,8 @@ Deno.test("data API: an index segment shared by two namespaces (after repair) is
   const remoteB = bes.remote(bes.token({ job: "job_b", host: "host-b", namespace: "host-b" }));
   const repoB = await Repository.openNamespace(remoteB, bes.keys.b);
   const b = await backupFiles(repoB.namespace("host-b"), { paths: [srcB] });
-  await repairIndex(bes.local);
-  const segments = await names(bes.local, "index/");
+  await repairIndex(bes.storage);
+  const segments = await names(bes.storage, "index/");
   assert.equal(segments.length, 1);
 
   const seenByB = await names(remoteB, "index/");
@@ -193,12 +193,12 @@ Deno.test("data API: a read token cannot write, and no token deletes or overwrit
   const a = await backupThroughBes(bes, src);
   const before = new Map<string, Uint8Array<ArrayBuffer>>();
   for (const prefix of ["config", "keys/", "data/", "index/", "refs/", "snapshots/"]) {
-    const list = prefix === "config" ? ["config"] : await names(bes.local, prefix);
-    for (const n of list) before.set(n, await bes.local.get(n));
+    const list = prefix === "config" ? ["config"] : await names(bes.storage, prefix);
+    for (const n of list) before.set(n, await bes.storage.get(n));
   }
   const readToken = bes.token({ access: "read", job: "job_r" });
   const reader = bes.remote(readToken);
-  const pack = (await names(bes.local, "data/"))[0];
+  const pack = (await names(bes.storage, "data/"))[0];
   const packBytes = before.get(pack)!;
 
   // Read token: every write refused with read_only.
@@ -212,7 +212,7 @@ Deno.test("data API: a read token cannot write, and no token deletes or overwrit
 
   // Write token: deletes refused, whatever the object.
   const writer = bes.remote(bes.token({ job: "job_w" }));
-  for (const name of [pack, `snapshots/${a.snapshotId}`, "config", (await names(bes.local, "index/"))[0]]) {
+  for (const name of [pack, `snapshots/${a.snapshotId}`, "config", (await names(bes.storage, "index/"))[0]]) {
     await assert.rejects(
       () => writer.delete(name),
       (e: DataApiRequestError) => e.status === 403 && e.code === "forbidden",
@@ -222,14 +222,14 @@ Deno.test("data API: a read token cannot write, and no token deletes or overwrit
   // Overwrites: other bytes under an existing name do not hash to it; config, keys and condemnation markers
   // are never written by a token.
   const other = deterministicBytes("other", 1000);
-  for (const name of [pack, `snapshots/${a.snapshotId}`, (await names(bes.local, "refs/"))[0]]) {
+  for (const name of [pack, `snapshots/${a.snapshotId}`, (await names(bes.storage, "refs/"))[0]]) {
     await assert.rejects(
       () => writer.put(name, other),
       (e: DataApiRequestError) => e.status === 422 && e.code === "invalid",
       name,
     );
   }
-  for (const name of ["config", (await names(bes.local, "keys/"))[0], `condemned/${pack.slice(8)}`]) {
+  for (const name of ["config", (await names(bes.storage, "keys/"))[0], `condemned/${pack.slice(8)}`]) {
     await assert.rejects(
       () => writer.put(name, other),
       (e: DataApiRequestError) => e.status === 403 && e.code === "forbidden",
@@ -237,8 +237,8 @@ Deno.test("data API: a read token cannot write, and no token deletes or overwrit
     );
   }
   // Nothing changed behind the API.
-  for (const [name, bytes] of before) assert.deepEqual(await bes.local.get(name), bytes, name);
-  assert.deepEqual(await names(bes.local, "condemned/"), []);
+  for (const [name, bytes] of before) assert.deepEqual(await bes.storage.get(name), bytes, name);
+  assert.deepEqual(await names(bes.storage, "condemned/"), []);
 });
 
 Deno.test("data API: expired tokens, tokens of another key or another BES, and missing tokens are refused", async () => {
@@ -292,8 +292,8 @@ Deno.test("data API: a commit referencing a missing blob or one in a condemned p
   const remote = bes.remote(bes.token({ job: "job_c" }));
   const repo = await Repository.openNamespace(remote, bes.keys.a);
   const ns = repo.namespace("host-a");
-  const parent = await readSnapshotInfo(bes.local, a.snapshotId);
-  const refs = await readSnapshotRefs(bes.local, parent);
+  const parent = await readSnapshotInfo(bes.storage, a.snapshotId);
+  const refs = await readSnapshotRefs(bes.storage, parent);
   const body = {
     version: 1,
     namespace: "host-a",
@@ -322,21 +322,21 @@ Deno.test("data API: a commit referencing a missing blob or one in a condemned p
     (e: DataApiRequestError) => e.code === "missing_blobs",
   );
   // gc condemns a pack (written behind the API, as the BES's gc job would): a commit naming its blobs fails.
-  const pack = (await names(bes.local, "data/"))[0];
-  await bes.local.put(`condemned/${pack.slice(8)}`, encodeCondemnedMarker(pack.slice(8), new Date()));
+  const pack = (await names(bes.storage, "data/"))[0];
+  await bes.storage.put(`condemned/${pack.slice(8)}`, encodeCondemnedMarker(pack.slice(8), new Date()));
   await assert.rejects(
     () => writeSnapshot(ns, body, refs),
     (e: DataApiRequestError) => e.code === "missing_blobs",
   );
   // The same commit without the condemnation is accepted, and its lock is released.
-  await bes.local.delete(`condemned/${pack.slice(8)}`);
-  assert.equal((await names(bes.local, "locks/")).length, 2); // job_c's and job_b's (both refused)
+  await bes.storage.delete(`condemned/${pack.slice(8)}`);
+  assert.equal((await names(bes.storage, "locks/")).length, 2); // job_c's and job_b's (both refused)
   const id = await writeSnapshot(ns, body, refs);
-  assert.ok((await names(bes.local, "snapshots/")).includes(`snapshots/${id}`));
-  assert.equal((await names(bes.local, "locks/")).length, 1);
+  assert.ok((await names(bes.storage, "snapshots/")).includes(`snapshots/${id}`));
+  assert.equal((await names(bes.storage, "locks/")).length, 1);
   // job_b gives up: deleting its lock object releases the lock the BES held for it.
   await remoteB.delete("locks/whatever");
-  assert.deepEqual(await names(bes.local, "locks/"), []);
+  assert.deepEqual(await names(bes.storage, "locks/"), []);
   // A snapshot whose clear header names another namespace is refused outright.
   const foreign = (await Repository.openNamespace(remote, bes.keys.b)).namespace("host-b");
   await assert.rejects(
@@ -352,8 +352,8 @@ Deno.test("data API: uploads are checked against their content and namespace", a
   await Deno.writeFile(`${src}/f.txt`, new TextEncoder().encode("small\n".repeat(100)));
   const a = await backupThroughBes(bes, src);
   assert.ok(a.snapshotId);
-  const pack = (await names(bes.local, "data/"))[0];
-  const packBytes = await bes.local.get(pack);
+  const pack = (await names(bes.storage, "data/"))[0];
+  const packBytes = await bes.storage.get(pack);
 
   // host-b uploading host-a's pack (its trailer names host-a) is refused, under any name.
   const tokenB = bes.token({ job: "job_b", host: "host-b", namespace: "host-b" });
@@ -404,12 +404,12 @@ Deno.test("data API: the BES holds a write token's lock from its first write and
   const ns = repo.namespace("host-a");
   const { saveTree } = await import("../../engine/repo/tree.ts");
   const saved = await saveTree(ns, [], ns.hasher());
-  assert.deepEqual(await names(bes.local, "locks/"), []); // nothing written yet
+  assert.deepEqual(await names(bes.storage, "locks/"), []); // nothing written yet
   await ns.flush();
-  const locks = await names(bes.local, "locks/");
+  const locks = await names(bes.storage, "locks/");
   assert.equal(locks.length, 1, "a lock appears with the first write");
   const { parseLock } = await import("../../engine/repo/lock.ts");
-  const info = parseLock(locks[0], await bes.local.get(locks[0]));
+  const info = parseLock(locks[0], await bes.storage.get(locks[0]));
   assert.deepEqual([info.kind, info.namespace, info.hostname], ["backup", "host-a", "host-a"]);
   // The client's lock calls stand for the BES's lock.
   assert.equal(await remote.exists("locks/anything"), true);
@@ -429,7 +429,7 @@ Deno.test("data API: the BES holds a write token's lock from its first write and
     chainSalt: null,
   }, [saved.id]);
   assert.ok(id);
-  assert.deepEqual(await names(bes.local, "locks/"), []);
+  assert.deepEqual(await names(bes.storage, "locks/"), []);
   assert.equal(await remote.exists("locks/anything"), false);
 });
 
@@ -444,4 +444,53 @@ Deno.test("Repository.openNamespace() refuses a config that differs from what th
     expect: { encryption: "aes-256-gcm", dedup: true },
   });
   assert.deepEqual(repo.namespaces(), ["host-a"]);
+});
+
+Deno.test("RemoteBackend retries a BES that answers 503, and names the object when the BES is unreachable or refuses", async () => {
+  await using bes = await startBes();
+  let seen = 0;
+  const proxy = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {
+    seen++;
+    if (seen === 1) return Response.json({ error: { code: "internal", message: "busy" } }, { status: 503 });
+    const url = new URL(req.url);
+    return await fetch(`${bes.url}${url.pathname}${url.search}`, {
+      method: req.method,
+      headers: req.headers,
+      body: req.body,
+    });
+  });
+  try {
+    const remote = new RemoteBackend({
+      url: `http://127.0.0.1:${proxy.addr.port}`,
+      token: () => bes.token(),
+      maxAttempts: 3,
+      backoffMs: 5,
+    });
+    assert.ok((await remote.get("config")).length > 0);
+    assert.equal(seen, 2);
+  } finally {
+    await proxy.shutdown();
+  }
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closedPort = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const down = new RemoteBackend({
+    url: `http://127.0.0.1:${closedPort}`,
+    token: () => bes.token(),
+    maxAttempts: 2,
+    backoffMs: 5,
+  });
+  const name = `snapshots/${"ab".repeat(32)}`;
+  await assert.rejects(
+    () => down.get(name),
+    (e: DataApiRequestError) =>
+      e.objectName === name && e.message.includes(name) && /after 2 attempts/.test(e.message),
+  );
+  // A refusal names the object and the BES's reason.
+  const writer = bes.remote(bes.token());
+  const pack = `data/00/${"0".repeat(64)}`;
+  await assert.rejects(
+    () => writer.put(pack, new Uint8Array(10)),
+    (e: DataApiRequestError) => e.message.includes(pack) && e.message.includes("do not hash to its name"),
+  );
 });
