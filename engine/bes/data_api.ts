@@ -661,6 +661,11 @@ export function createDataApi(options: DataApiOptions): DataApi {
       if (e instanceof SyntaxError) throw new DataApiError(400, "malformed", "The body is not JSON");
       throw e;
     }
+    // A writer holds its lock before it decides which blobs exist (lock.ts): gc then never deletes a pack
+    // this answer names while the job runs.
+    if (r.claims.access === "write") {
+      await locks.acquire(r.lockKey, r.backend, { namespace: r.claims.namespace, hostname: r.claims.host });
+    }
     const live = await r.scope.liveBlobs(r.claims.namespace, ids);
     return c.json({ existing: ids.filter((id) => live.has(id)) });
   });

@@ -143,6 +143,13 @@ Deno.test("data API: a token of one namespace neither reads another's objects no
     MissingObjectError,
   );
 
+  // A token of another repository (another policy on the same target) sees nothing of this one.
+  const elsewhere = bes.remote(bes.token({ repository: { ...REPO, path: "cadres/pol_2/g1" } }));
+  assert.deepEqual(await names(elsewhere, "data/"), []);
+  assert.deepEqual(await names(elsewhere, "snapshots/"), []);
+  await assert.rejects(() => elsewhere.get(`snapshots/${a.snapshotId}`), MissingObjectError);
+  await assert.rejects(() => elsewhere.get("config"), MissingObjectError);
+
   // A token cannot list keys or locks, nor read the key objects.
   assert.equal((await bes.request(`${OBJECTS_PATH}?prefix=keys/`, { token: tokenB })).status, 403);
   assert.equal((await bes.request(`${OBJECTS_PATH}?prefix=locks/`, { token: tokenB })).status, 403);
@@ -431,6 +438,12 @@ Deno.test("data API: the BES holds a write token's lock from its first write and
   assert.ok(id);
   assert.deepEqual(await names(bes.storage, "locks/"), []);
   assert.equal(await remote.exists("locks/anything"), false);
+  // Asking which chunks exist is deciding what to upload: a write token holds the lock from then on, a
+  // read token never takes one.
+  await bes.remote(bes.token({ job: "job_r", access: "read" })).existingChunks([saved.id]);
+  assert.deepEqual(await names(bes.storage, "locks/"), []);
+  assert.deepEqual(await remote.existingChunks([saved.id]), new Set([saved.id]));
+  assert.equal((await names(bes.storage, "locks/")).length, 1);
 });
 
 Deno.test("Repository.openNamespace() refuses a config that differs from what the policy expects", async () => {
@@ -493,4 +506,24 @@ Deno.test("RemoteBackend retries a BES that answers 503, and names the object wh
     () => writer.put(pack, new Uint8Array(10)),
     (e: DataApiRequestError) => e.message.includes(pack) && e.message.includes("do not hash to its name"),
   );
+});
+
+Deno.test("data API: concurrent first writes of one job take exactly one writer lock (20 rounds)", async () => {
+  await using bes = await startBes();
+  const { PackBuilder } = await import("../../engine/repo/pack.ts");
+  for (let round = 0; round < 20; round++) {
+    const remote = bes.remote(bes.token({ job: `job_race_${round}` }));
+    const packs = Array.from({ length: 8 }, (_, i) => {
+      const b = new PackBuilder("host-a");
+      b.add("data", nodeCrypto.randomBytes(32).toString("hex"), deterministicBytes(`r${round}-${i}`, 100));
+      return b.finish();
+    });
+    await Promise.all(
+      packs.map((p) => remote.put(`data/${p.listing.packId.slice(0, 2)}/${p.listing.packId}`, p.bytes)),
+    );
+    assert.equal((await names(bes.storage, "locks/")).length, 1, `round ${round}`);
+    await remote.delete("locks/mine");
+    assert.deepEqual(await names(bes.storage, "locks/"), [], `round ${round}`);
+  }
+  assert.equal(bes.api.locks.size, 0);
 });
