@@ -27,6 +27,7 @@ import {
   type KeyOpener,
   type KeyWrapper,
   type NamespaceKeys,
+  namespaceKeysOpener,
   parseKeyObject,
   type ResolvedOpener,
   resolveOpener,
@@ -225,6 +226,33 @@ export class Repository {
       await repo.#checkNamespaceKeys(repo.namespace(keys[0].namespace));
     }
     return repo;
+  }
+
+  /**
+   * Opens the repository at `backend` with one namespace's keys, as a job gets them from the control plane
+   * (`open` with `namespaceKeysOpener`: no KEK, the keys are checked against the namespace's snapshots, no
+   * namespace can be created). `expect` names settings the caller knows from its policy: a config that says
+   * otherwise — say, a config switched to encryption "none" so that a host would write in clear — is refused
+   * with `RepoConfigError`. Throws as `open` does. Writes nothing.
+   */
+  static async openNamespace(
+    backend: Backend,
+    keys: NamespaceKeys,
+    options: { expect?: Partial<Pick<RepoConfig, "encryption" | "compression" | "dedup">> } = {},
+  ): Promise<Repository> {
+    validateNamespace(keys.namespace);
+    const { config } = await readConfig(backend);
+    for (const [field, want] of Object.entries(options.expect ?? {})) {
+      const have = config[field as keyof RepoConfig];
+      if (want !== undefined && have !== want) {
+        throw new RepoConfigError(
+          `The repository at ${backend.location} has ${field} ${JSON.stringify(have)}, not the expected ${
+            JSON.stringify(want)
+          }; refusing to use it`,
+        );
+      }
+    }
+    return await Repository.open(backend, namespaceKeysOpener(keys));
   }
 
   /**

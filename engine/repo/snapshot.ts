@@ -171,7 +171,11 @@ export async function writeSnapshot(
   return id;
 }
 
-function parseSnapshotObject(
+/**
+ * The clear header of snapshot object `id` from its bytes, the clear part and the sealed body (no key
+ * needed; the BES checks commits with it). Throws `IntegrityError` naming the snapshot if damaged.
+ */
+export function parseSnapshotObject(
   id: string,
   bytes: Uint8Array,
 ): { header: SnapshotHeader; head: Uint8Array; sealed: Uint8Array } {
