@@ -33,7 +33,7 @@ export const DecommissionInput = z.object({
   confirmHostname: z.string({ error: "is required" }).trim().min(1, "type the host's name to confirm").max(
     253,
   ),
-});
+}).strict();
 export type DecommissionInput = z.input<typeof DecommissionInput>;
 
 /** The confirmation expiring an archived restore point needs (the page's checkbox, `true` in the API). */

@@ -15,7 +15,14 @@
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { deletingEngineKey } from "./engines.ts";
-import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import {
+  ConflictError,
+  type FieldErrors,
+  ForbiddenError,
+  NotFoundError,
+  toErrorStatus,
+  ValidationError,
+} from "./errors.ts";
 import { type Host, hostKey, hostScope, reactivateHostInOp, requireHost } from "./hosts.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
@@ -59,8 +66,40 @@ export function assignmentByHostKey(hostId: string, policyId: string) {
 export const AssignmentInput = z.object({
   policyId: z.string().trim().min(1, "is required").max(40),
   hostId: z.string().trim().min(1, "is required").max(40),
-});
+}).strict();
 export type AssignmentInput = z.input<typeof AssignmentInput>;
+
+/** Most hosts one `assignHosts` call takes (each is its own atomic write). */
+export const MAX_ASSIGN_BATCH = 500;
+
+/** The input of `assignHosts`: the hosts to assign to one policy (the policy page's form sends one). */
+export const AssignHostsInput = z.object({
+  hostIds: z.array(z.string().trim().min(1, "is required").max(40, "must be a host id"), {
+    error: "must be a list of host ids",
+  }).min(1, "name at least one host").max(MAX_ASSIGN_BATCH, `must name at most ${MAX_ASSIGN_BATCH} hosts`)
+    .refine((ids) => new Set(ids).size === ids.length, "must not name a host twice"),
+}).strict();
+export type AssignHostsInput = z.input<typeof AssignHostsInput>;
+
+/** The input of `setAssignmentState` as a request body (the policy page's state form and the API). */
+export const AssignmentStateInput = z.object({ state: AssignmentState }).strict();
+export type AssignmentStateInput = z.input<typeof AssignmentStateInput>;
+
+/** The input of `reactivateHost`: the policy to assign the decommissioned host to again. */
+export const ReactivateHostInput = z.object({
+  policyId: z.string().trim().min(1, "is required").max(40, "must be a policy id"),
+}).strict();
+export type ReactivateHostInput = z.input<typeof ReactivateHostInput>;
+
+/** The outcome of one host of `assignHosts`: assigned (`created` false when reactivated) or refused. */
+export type AssignHostResult =
+  | { hostId: string; ok: true; status: 200 | 201; created: boolean; assignment: Assignment }
+  | {
+    hostId: string;
+    ok: false;
+    status: number;
+    error: { code: string; message: string; fields?: FieldErrors };
+  };
 
 function policyScope(p: Pick<Policy, "accountId" | "orgId">) {
   return { accountId: p.accountId, orgId: p.orgId };
@@ -108,15 +147,20 @@ export async function requireAssignment(
  * protected object for the policy is created, or made active again, and a decommissioned host is back
  * in service (archive.ts): reassigning it reactivates it.
  *
+ * With `onlyDecommissioned` (reactivating a host: `reactivateHost`) a host in service is refused; the
+ * host's entry is checked in the same write, so that holds at commit.
+ *
  * Throws NotFoundError when the policy or host is unknown or outside the actor's scope,
  * ForbiddenError without backup.manage, ValidationError when the host is in another account or
- * already assigned, ConflictError when the policy's BES is being deleted or the writes kept racing.
+ * already assigned, ConflictError when the policy's BES is being deleted, the host is in service and
+ * `onlyDecommissioned` is set, or the writes kept racing.
  */
 export async function assignHost(
   kv: Deno.Kv,
   actor: Actor,
   input: AssignmentInput,
   now: Date,
+  options: { onlyDecommissioned?: boolean } = {},
 ): Promise<{ assignment: Assignment; created: boolean }> {
   const data = AssignmentInput.parse(input);
   return await withRetry(async () => {
@@ -142,6 +186,11 @@ export async function assignHost(
       );
     }
     authorize(actor, "backup.manage", hostScope(host));
+    if (options.onlyDecommissioned && host.status !== "decommissioned") {
+      throw new ConflictError(
+        `Host ${host.hostname} is in service (${host.status}), not decommissioned: there is nothing to reactivate`,
+      );
+    }
     // Checked absent at commit: an engine cascade lists a policy's children only once it is marked.
     const deleting = await kv.get(deletingEngineKey(policy.besId));
     if (deleting.versionstamp !== null) {
@@ -197,6 +246,66 @@ export async function assignHost(
     }, now);
     return (await op.commit()).ok ? { value: { assignment, created: !existing } } : null;
   });
+}
+
+/**
+ * Assigns hosts to one policy, each host in its own atomic write with its own audit entry (as
+ * `assignHost`), and reports each one: assigned (201, or 200 when an archived assignment was
+ * reactivated) or refused with the status and error it would get alone (404 unknown or out of scope,
+ * 403, 409, 422 already assigned or of another account). The policy is checked first: unknown or out
+ * of scope is a NotFoundError and without backup.manage on it a ForbiddenError, for the whole call.
+ * The policy page's assign form calls it with one host. Throws ZodError for bad input.
+ */
+export async function assignHosts(
+  kv: Deno.Kv,
+  actor: Actor,
+  policyId: string,
+  input: AssignHostsInput,
+  now: Date,
+): Promise<AssignHostResult[]> {
+  const { hostIds } = AssignHostsInput.parse(input);
+  const policy = await requirePolicy(kv, actor, policyId);
+  authorize(actor, "backup.manage", policyScope(policy));
+  const results: AssignHostResult[] = [];
+  for (const hostId of hostIds) {
+    try {
+      const { assignment, created } = await assignHost(kv, actor, { policyId: policy.id, hostId }, now);
+      results.push({ hostId, ok: true, status: created ? 201 : 200, created, assignment });
+    } catch (e) {
+      const known = e instanceof NotFoundError || e instanceof ValidationError ||
+        e instanceof ConflictError ||
+        e instanceof ForbiddenError;
+      if (!known) throw e;
+      const { status, code } = toErrorStatus(e);
+      const fields = e instanceof ValidationError && Object.keys(e.fields).length ? e.fields : undefined;
+      results.push({
+        hostId,
+        ok: false,
+        status,
+        error: { code, message: e.message, ...(fields ? { fields } : {}) },
+      });
+    }
+  }
+  return results;
+}
+
+/**
+ * Puts a decommissioned host back in service by assigning it to `policyId` again (its archived
+ * assignment there becomes active, or a new one is made), exactly as the policy page's assign form does.
+ * Throws as `assignHost` (ZodError for bad input), and ConflictError when the host is not decommissioned.
+ */
+export async function reactivateHost(
+  kv: Deno.Kv,
+  actor: Actor,
+  hostId: string,
+  input: ReactivateHostInput,
+  now: Date,
+): Promise<{ assignment: Assignment; created: boolean; host: Host }> {
+  const { policyId } = ReactivateHostInput.parse(input);
+  const result = await assignHost(kv, actor, { policyId, hostId }, now, {
+    onlyDecommissioned: true,
+  });
+  return { ...result, host: await requireHost(kv, actor, hostId) };
 }
 
 /**

@@ -192,8 +192,8 @@ function hookScope(h: Pick<Hook, "accountId" | "orgId">) {
 
 const BlankToNull = z.literal("").transform(() => null);
 
-/** The editable fields of a hook: a template, or a custom script (exactly one of them). */
-export const HookFields = z.object({
+/** The fields of a hook, without their cross-field rule (`hookRule`). */
+const HookShape = z.object({
   type: z.enum(HOOK_TYPES, { error: `must be one of ${HOOK_TYPES.join(", ")}` }),
   template: z.union([BlankToNull, z.enum(TEMPLATE_NAMES)], {
     error: `must be one of ${TEMPLATE_NAMES.join(", ")} (or empty for a custom script)`,
@@ -204,19 +204,29 @@ export const HookFields = z.object({
   sequence: z.coerce.number({ error: "must be a number" }).int("must be a whole number")
     .min(0, "must be 0–1000").max(1000, "must be 0–1000").default(100),
   failOnError: z.boolean().default(true),
-}).superRefine((h, ctx) => {
+}).strict();
+
+/** A hook runs a template or a custom script: exactly one of them. */
+function hookRule(h: { template: TemplateName | null; scriptId: string | null }, ctx: z.RefinementCtx): void {
   if (h.template && h.scriptId) {
     ctx.addIssue({ code: "custom", path: ["scriptId"], message: "must be empty when a template is chosen" });
   }
   if (!h.template && !h.scriptId) {
     ctx.addIssue({ code: "custom", path: ["scriptId"], message: "is required for a custom script hook" });
   }
-});
+}
+
+/**
+ * The editable fields of a hook: a template, or a custom script (exactly one of them). Strict: an
+ * unknown field is refused (the policy page's form, `POST /api/v1/policies/{id}/hooks`, `PUT
+ * /api/v1/hooks/{id}`).
+ */
+export const HookFields = HookShape.superRefine(hookRule);
 export type HookUpdateInput = z.input<typeof HookFields>;
 
-export const HookCreateInput = z.object({ policyId: z.string().min(1, "is required").max(40) }).and(
-  HookFields,
-);
+/** A new hook: its policy and its fields. */
+export const HookCreateInput = HookShape.extend({ policyId: z.string().min(1, "is required").max(40) })
+  .superRefine(hookRule);
 export type HookCreateInput = z.input<typeof HookCreateInput>;
 
 /** Hooks in execution order: by type (HOOK_TYPES order), then `sequence` ascending, then id. */
@@ -268,7 +278,11 @@ export async function requireHook(kv: Deno.Kv, actor: Actor, id: string): Promis
 export async function listHooksByPolicy(kv: Deno.Kv, actor: Actor, policyId: string): Promise<HookView[]> {
   const policy = await requirePolicy(kv, actor, policyId);
   authorize(actor, "backup.view", { accountId: policy.accountId, orgId: policy.orgId });
-  const hooks = await readPolicyHooks(kv, policyId);
+  return await toViews(kv, await readPolicyHooks(kv, policyId));
+}
+
+/** Hooks with their scripts' names and their templates' labels. */
+async function toViews(kv: Deno.Kv, hooks: Hook[]): Promise<HookView[]> {
   const scripts = await getManyValues<Script>(
     kv,
     [...new Set(hooks.flatMap((h) => h.scriptId ? [h.scriptId] : []))].map(scriptKey),
@@ -279,6 +293,22 @@ export async function listHooksByPolicy(kv: Deno.Kv, actor: Actor, policyId: str
     scriptName: h.scriptId ? names.get(h.scriptId) ?? null : null,
     templateLabel: h.template ? HOOK_TEMPLATES[h.template].label : null,
   }));
+}
+
+/** One hook as listed (script name, template label). Throws NotFoundError like `requireHook`. */
+export async function requireHookView(kv: Deno.Kv, actor: Actor, id: string): Promise<HookView> {
+  const [view] = await toViews(kv, [await requireHook(kv, actor, id)]);
+  return view;
+}
+
+/** A template of the catalogue with its name and both snippets (what the agent runs, shown as is). */
+export interface HookTemplateEntry extends HookTemplate {
+  name: TemplateName;
+}
+
+/** The hook template catalogue, in the policy form's order. */
+export function hookTemplateCatalogue(): HookTemplateEntry[] {
+  return TEMPLATE_NAMES.map((name) => ({ name, ...HOOK_TEMPLATES[name] }));
 }
 
 async function readPolicyHooks(kv: Deno.Kv, policyId: string): Promise<Hook[]> {

@@ -18,7 +18,8 @@ import {
   type RegistrationNonce,
 } from "./engines.ts";
 import { newId } from "./ids.ts";
-import { getManyValues, withRetry } from "./kv.ts";
+import { getManyValues, type Page, withRetry } from "./kv.ts";
+import { pageOf, PageQuery, type SortKey } from "./paging.ts";
 import { type Actor, inScope } from "./rbac.ts";
 import { decodePublicKey } from "./signing.ts";
 
@@ -147,17 +148,68 @@ const HOST_SORTS = [
   "-lastHeartbeatAt",
 ] as const;
 
+/** The filter fields of the Hosts page, once: the page reads them leniently, the API strictly. */
+const HOST_FILTER_FIELDS = {
+  /** Substring of the hostname or IP address, case-insensitive. */
+  q: z.string().trim().max(200, "must be at most 200 characters"),
+  orgId: z.string().max(40, "must be an organization id"),
+  status: z.enum(["", ...HOST_STATUSES], { error: `must be one of ${HOST_STATUSES.join(", ")}` }),
+  sort: z.enum(HOST_SORTS, { error: `must be one of ${HOST_SORTS.join(", ")}` }),
+};
+
 /** Filters of the hosts list; every field falls back to its default, so a raw query object parses. */
 export const HostFilter = z.object({
-  /** Substring of the hostname or IP address, case-insensitive. */
-  q: z.string().trim().max(200).catch(""),
-  orgId: z.string().max(40).catch(""),
-  status: z.enum(["", ...HOST_STATUSES]).catch(""),
-  sort: z.enum(HOST_SORTS).catch("hostname"),
+  q: HOST_FILTER_FIELDS.q.catch(""),
+  orgId: HOST_FILTER_FIELDS.orgId.catch(""),
+  status: HOST_FILTER_FIELDS.status.catch(""),
+  sort: HOST_FILTER_FIELDS.sort.catch("hostname"),
   offset: z.coerce.number().int().min(0).catch(0),
   limit: z.coerce.number().int().min(1).max(200).catch(50),
 });
 export type HostFilter = z.infer<typeof HostFilter>;
+
+/**
+ * The same filters as a strict query (`GET /api/v1/hosts`): a bad value or an unknown field is refused
+ * (422 naming it) instead of falling back; pages by cursor.
+ */
+export const HostQuery = z.object({
+  q: HOST_FILTER_FIELDS.q.default(""),
+  orgId: HOST_FILTER_FIELDS.orgId.default(""),
+  status: HOST_FILTER_FIELDS.status.default(""),
+  sort: HOST_FILTER_FIELDS.sort.default("hostname"),
+}).extend(PageQuery.shape).strict();
+export type HostQuery = z.input<typeof HostQuery>;
+
+type HostFilterFields = Pick<HostFilter, "q" | "orgId" | "status" | "sort">;
+
+/** The sort key of a host under `sort`: the sorted field, then hostname and id (ties stay stable). */
+function hostSortKey(h: Host, sort: HostFilterFields["sort"]): SortKey {
+  const field = sort.replace(/^-/, "") as "hostname" | "ipAddress" | "status" | "lastHeartbeatAt";
+  return [String(h[field] ?? ""), h.hostname, h.id];
+}
+
+/** Orders host sort keys: the first field in the sort's direction, then hostname and id ascending. */
+function hostKeyOrder(sort: HostFilterFields["sort"]) {
+  const dir = sort.startsWith("-") ? -1 : 1;
+  return (a: SortKey, b: SortKey) =>
+    dir * a[0].localeCompare(b[0]) || a[1].localeCompare(b[1]) || a[2].localeCompare(b[2]);
+}
+
+/** Every host of the actor's account in its org scope matching the filter, unsorted. */
+async function selectHosts(kv: Deno.Kv, actor: Actor, f: HostFilterFields): Promise<Host[]> {
+  if (!actor.accountId) return [];
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["hosts_by_account", actor.accountId] })) {
+    keys.push(hostKey(e.value));
+  }
+  const needle = f.q.toLowerCase();
+  return (await getManyValues<Host>(kv, keys)).filter((h) =>
+    inScope(actor, hostScope(h)) &&
+    (!f.status || h.status === f.status) &&
+    (!f.orgId || h.orgId === f.orgId) &&
+    (!needle || h.hostname.toLowerCase().includes(needle) || h.ipAddress.toLowerCase().includes(needle))
+  );
+}
 
 /**
  * Hosts of the actor's account inside its org scope, filtered and sorted (ties by hostname, then id,
@@ -170,25 +222,32 @@ export async function listHosts(
   filter: Partial<z.input<typeof HostFilter>> = {},
 ): Promise<{ values: Host[]; total: number }> {
   const f = HostFilter.parse(filter);
-  if (!actor.accountId) return { values: [], total: 0 };
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["hosts_by_account", actor.accountId] })) {
-    keys.push(hostKey(e.value));
-  }
-  const needle = f.q.toLowerCase();
-  const rows = (await getManyValues<Host>(kv, keys)).filter((h) =>
-    inScope(actor, hostScope(h)) &&
-    (!f.status || h.status === f.status) &&
-    (!f.orgId || h.orgId === f.orgId) &&
-    (!needle || h.hostname.toLowerCase().includes(needle) || h.ipAddress.toLowerCase().includes(needle))
-  );
-  const field = f.sort.replace(/^-/, "") as "hostname" | "ipAddress" | "status" | "lastHeartbeatAt";
-  const dir = f.sort.startsWith("-") ? -1 : 1;
-  rows.sort((a, b) =>
-    dir * String(a[field] ?? "").localeCompare(String(b[field] ?? "")) ||
-    a.hostname.localeCompare(b.hostname) || a.id.localeCompare(b.id)
-  );
+  const order = hostKeyOrder(f.sort);
+  const rows = (await selectHosts(kv, actor, f)).map((h) => ({ h, key: hostSortKey(h, f.sort) }))
+    .sort((a, b) => order(a.key, b.key)).map((r) => r.h);
   return { values: rows.slice(f.offset, f.offset + f.limit), total: rows.length };
+}
+
+/**
+ * The hosts list of `listHosts` (same filters, same order) by cursor, for the API: a page, the cursor
+ * of the next ("" after the last) and `total`. Throws ZodError for a bad query, InvalidCursorError for
+ * a cursor of another list or sort.
+ */
+export async function listHostsPage(
+  kv: Deno.Kv,
+  actor: Actor,
+  query: HostQuery,
+): Promise<Page<Host> & { total: number }> {
+  const q = HostQuery.parse(query);
+  const rows = await selectHosts(kv, actor, q);
+  const page = pageOf(rows, {
+    list: `hosts:${q.sort}`,
+    key: (h) => hostSortKey(h, q.sort),
+    compare: hostKeyOrder(q.sort),
+    cursor: q.cursor,
+    limit: q.limit,
+  });
+  return { ...page, total: rows.length };
 }
 
 /**

@@ -25,7 +25,8 @@ import { type Engine, engineKey, registerEngineCascade } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getJobs, type Job, queueJobInOp } from "./jobs.ts";
-import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues, withRetry } from "./kv.ts";
+import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues, type Page, withRetry } from "./kv.ts";
+import { pageOf, PageQuery } from "./paging.ts";
 import { type Policy, type PolicyCore, policyKey, requirePolicy } from "./policies.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import {
@@ -121,21 +122,36 @@ function replicaScope(r: Pick<ReplicaRule, "accountId" | "orgId">) {
   return { accountId: r.accountId, orgId: r.orgId };
 }
 
-/** The editable fields of a rule (its policy is set once, at creation). */
-export const ReplicaFields = z.object({
+/** The fields of a rule, without their cross-field rule. Strict: unknown fields are refused. */
+const ReplicaShape = z.object({
   targetId: z.string().min(1, "is required").max(40),
   kekSource: z.enum(KEK_SOURCES, { error: "must be account or pam_vault" }).default("account"),
   replicateAfterFull: z.boolean().default(true),
   replicateAfterIncremental: z.boolean().default(true),
   isOffsite: z.boolean().default(false),
-}).refine((r) => r.replicateAfterFull || r.replicateAfterIncremental, {
-  path: ["replicateAfterFull"],
-  message: "choose when to replicate: after full backups, after incrementals, or both",
-});
+}).strict();
+
+/** A rule replicates after full backups, after incrementals, or both. */
+function whenRule(
+  r: { replicateAfterFull: boolean; replicateAfterIncremental: boolean },
+  ctx: z.RefinementCtx,
+) {
+  if (!r.replicateAfterFull && !r.replicateAfterIncremental) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["replicateAfterFull"],
+      message: "choose when to replicate: after full backups, after incrementals, or both",
+    });
+  }
+}
+
+/** The editable fields of a rule (its policy is set once, at creation). */
+export const ReplicaFields = ReplicaShape.superRefine(whenRule);
 export type ReplicaUpdateInput = z.input<typeof ReplicaFields>;
 
-export const ReplicaCreateInput = z.object({ policyId: z.string().min(1, "is required").max(40) })
-  .and(ReplicaFields);
+/** A new rule: its policy and its fields (the Replicas page's form, the policy page's, the API). */
+export const ReplicaCreateInput = ReplicaShape.extend({ policyId: z.string().min(1, "is required").max(40) })
+  .superRefine(whenRule);
 export type ReplicaCreateInput = z.input<typeof ReplicaCreateInput>;
 
 /** Loads a rule if its policy still exists (a rule of a deleted policy counts as deleted). */
@@ -231,6 +247,26 @@ export async function listReplicas(kv: Deno.Kv, actor: Actor): Promise<ReplicaRo
   return (await toRows(kv, actor, rules, policies)).sort((a, b) =>
     a.policyName.localeCompare(b.policyName) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
   );
+}
+
+/** The Replicas list as a strict query with a cursor (`GET /api/v1/replicas`): optionally one policy's rules. */
+export const ReplicaQuery = z.object({ policyId: z.string().max(40, "must be a policy id").optional() })
+  .extend(PageQuery.shape).strict();
+export type ReplicaQuery = z.input<typeof ReplicaQuery>;
+
+/**
+ * The rules of `listReplicas` (or, with `policyId`, of `listReplicasByPolicy`: NotFoundError for a
+ * policy out of scope) a page at a time, by policy name then age. Throws ZodError for a bad query,
+ * InvalidCursorError for a cursor of another list.
+ */
+export async function listReplicasPage(
+  kv: Deno.Kv,
+  actor: Actor,
+  query: ReplicaQuery,
+): Promise<Page<ReplicaRow>> {
+  const { policyId, cursor, limit } = ReplicaQuery.parse(query);
+  const rows = policyId ? await listReplicasByPolicy(kv, actor, policyId) : await listReplicas(kv, actor);
+  return pageOf(rows, { list: "replicas", key: (r) => [r.policyName, r.id], cursor, limit });
 }
 
 /**
@@ -588,7 +624,7 @@ export async function sweepOrphanReplicas(
 // Replication status
 
 /** What pages and the API show: `running` is not stored, it is the record's job being claimed. */
-const REPLICATION_STATUSES = ["pending", "running", "succeeded", "failed"] as const;
+export const REPLICATION_STATUSES = ["pending", "running", "succeeded", "failed"] as const;
 export type ReplicationStatus = (typeof REPLICATION_STATUSES)[number];
 type StoredStatus = "pending" | "succeeded" | "failed";
 

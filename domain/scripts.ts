@@ -8,7 +8,8 @@ import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { getManyValues, withRetry } from "./kv.ts";
+import { getManyValues, type Page, withRetry } from "./kv.ts";
+import { pageOf, PageQuery } from "./paging.ts";
 import { type PolicyCore, policyKey } from "./policies.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { orgKey } from "./tenancy.ts";
@@ -76,17 +77,23 @@ const ScriptBody = z.string({ error: "is required" })
   .refine((v) => v.length <= MAX_SCRIPT_CHARS, `must be at most ${MAX_SCRIPT_CHARS} characters`)
   .refine((v) => !v.includes("\0"), "must not contain NUL characters");
 
-/** The editable fields of a script (its organization is set once, at creation). */
+/** The editable fields of a script (its organization is set once, at creation). Strict: unknown fields are refused. */
 export const ScriptFields = z.object({
   name: DisplayName,
   interpreter: z.enum(INTERPRETERS, { error: `must be one of ${INTERPRETERS.join(", ")}` }),
   body: ScriptBody,
-});
+}).strict();
 export type ScriptUpdateInput = z.input<typeof ScriptFields>;
 
-export const ScriptCreateInput = ScriptFields.extend({
+/** A new script as the Scripts page's form and `POST /api/v1/scripts` send it: its fields and its organization. */
+export const ScriptCreateFields = ScriptFields.extend({
   /** The owning organization; null (or "") for an account-level script. */
   orgId: z.union([z.literal("").transform(() => null), z.string().max(40)]).nullable().default(null),
+});
+export type ScriptCreateFields = z.input<typeof ScriptCreateFields>;
+
+/** The input of `createScript`: the create fields, and the account for system actors. */
+export const ScriptCreateInput = ScriptCreateFields.extend({
   /** Needed only for system actors (CLI, jobs); users create in their own account. */
   accountId: z.string().max(40).optional(),
 });
@@ -99,6 +106,13 @@ export const ScriptFilter = z.object({
   orgId: z.string().max(40).catch(""),
 });
 export type ScriptFilter = Partial<z.infer<typeof ScriptFilter>>;
+
+/** The same filters as a strict query with a cursor (`GET /api/v1/scripts`): unknown fields are refused. */
+export const ScriptQuery = z.object({
+  q: z.string().trim().max(200, "must be at most 200 characters").default(""),
+  orgId: z.string().max(40, "must be an organization id").default(""),
+}).extend(PageQuery.shape).strict();
+export type ScriptQuery = z.input<typeof ScriptQuery>;
 
 export async function getScript(kv: Deno.Kv, id: string): Promise<Script | null> {
   return (await kv.get<Script>(scriptKey(id))).value;
@@ -124,6 +138,30 @@ export async function listScripts(kv: Deno.Kv, actor: Actor, filter: ScriptFilte
     inScope(actor, scriptScope(s)) && (!orgId || s.orgId === orgId) &&
     (!needle || s.name.toLowerCase().includes(needle))
   ).sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * The scripts of `listScripts` (same filters, by name) a page at a time, for the API. Throws ZodError
+ * for a bad query, InvalidCursorError for a cursor of another list.
+ */
+export async function listScriptsPage(kv: Deno.Kv, actor: Actor, query: ScriptQuery): Promise<Page<Script>> {
+  const { q, orgId, cursor, limit } = ScriptQuery.parse(query);
+  return pageOf(await listScripts(kv, actor, { q, orgId }), {
+    list: "scripts",
+    key: (s) => [s.name, s.id],
+    cursor,
+    limit,
+  });
+}
+
+/** A script with the names of the policies whose hooks run it. Throws NotFoundError like `requireScript`. */
+export async function requireScriptDetail(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+): Promise<Script & { usedBy: string[] }> {
+  const script = await requireScript(kv, actor, id);
+  return { ...script, usedBy: (await scriptUsage(kv, id)).policyNames };
 }
 
 function duplicateName(name: string): ValidationError {

@@ -1,11 +1,18 @@
 /**
- * `/api/v1/hosts`: managed hosts (agents) in your scope, one with its assignments, and decommissioning a
- * host (Archive On Host Deactivation, domain/archive.ts) with the same typed confirmation as the page.
+ * `/api/v1/hosts`: managed hosts (agents) in your scope with the Hosts page's filters, one with its
+ * assignments, decommissioning a host (Archive On Host Deactivation, domain/archive.ts) with the same
+ * typed confirmation as the page, and reactivating one by assigning it to a policy again (as the policy
+ * page's assign form does). Assignment lists live in api_v1_assignments.ts.
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import { decommissionHost, DecommissionInput } from "../domain/archive.ts";
-import { listAssignmentsByHost } from "../domain/assignments.ts";
-import { HOST_STATUSES, HostFilter, listHosts, requireHost } from "../domain/hosts.ts";
+import {
+  ASSIGNMENT_STATES,
+  listAssignmentsByHost,
+  reactivateHost,
+  ReactivateHostInput,
+} from "../domain/assignments.ts";
+import { HOST_STATUSES, HostQuery, listHostsPage, requireHost } from "../domain/hosts.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
 
@@ -16,32 +23,68 @@ const common = {
 };
 const HostId = z.object({ hostId: z.string().min(1).max(40) });
 
+/** A host's status. */
+export const HOST_STATUS = z.enum(HOST_STATUSES);
+
+/** A managed host as the API returns it. */
+export const HostSchema = z.object({
+  id: z.string(),
+  accountId: z.string(),
+  orgId: z.string(),
+  hostname: z.string(),
+  os: z.string(),
+  ipAddress: z.string(),
+  publicKey: z.string().describe("The agent's Ed25519 public key (public)"),
+  version: z.string(),
+  relay: z.boolean(),
+  status: HOST_STATUS,
+  enrolledAt: z.string(),
+  updatedAt: z.string(),
+  lastHeartbeatAt: z.string().nullable(),
+  decommissionedAt: z.string().nullable().optional(),
+}).openapi("Host");
+
+/** An assignment of a host to a policy. */
+export const AssignmentSchema = z.object({
+  id: z.string(),
+  policyId: z.string(),
+  hostId: z.string(),
+  accountId: z.string(),
+  orgId: z.string(),
+  state: z.enum(ASSIGNMENT_STATES),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+}).openapi("Assignment");
+
+/** An assignment as a host lists it: with its policy's name and Archive On Host Deactivation. */
+export const HostAssignmentSchema = AssignmentSchema.extend({
+  policyName: z.string(),
+  archiveOnHostDeactivation: z.boolean(),
+}).openapi("HostAssignment");
+
 export const apiV1Hosts = apiRouter();
 
 apiV1Hosts.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/hosts",
-    summary: "Managed hosts in your scope (filters: q, orgId, status; sort; offset/limit)",
+    operationId: "listHosts",
+    summary: "Managed hosts in your scope, with the Hosts page's filters (q, orgId, status, sort), by cursor",
     tags: ["Hosts"],
     middleware: [requires("backup.view")] as const,
-    request: {
-      query: z.object({
-        q: z.string().max(200).optional(),
-        orgId: z.string().max(40).optional(),
-        status: z.enum(HOST_STATUSES).optional(),
-        sort: z.string().max(30).optional(),
-        offset: z.coerce.number().int().min(0).default(0),
-        limit: z.coerce.number().int().min(1).max(200).default(50),
-      }),
+    request: { query: HostQuery },
+    responses: {
+      200: ok(
+        "A page of hosts, the cursor of the next page (empty after the last) and the number of matches",
+        z.object({ values: z.array(HostSchema), cursor: z.string(), total: z.number().int() }),
+      ),
+      401: common[401],
+      403: common[403],
+      422: err("Invalid filter, unknown query field or cursor (fields names it)"),
     },
-    responses: { 200: ok("Hosts"), 401: common[401], 403: common[403], 422: err("Invalid filter") },
   }),
   async (c) => {
-    const filter = HostFilter.parse(c.req.valid("query"));
-    const { values, total } = await listHosts(c.get("deps").kv, c.get("actor")!, filter);
-    const next = filter.offset + filter.limit;
-    return c.json({ values, total, cursor: next < total ? String(next) : "" }, 200);
+    return c.json(await listHostsPage(c.get("deps").kv, c.get("actor")!, c.req.valid("query")), 200);
   },
 );
 
@@ -49,11 +92,18 @@ apiV1Hosts.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/hosts/{hostId}",
+    operationId: "getHost",
     summary: "A host with its assignments (policy and state: active, paused or archived)",
     tags: ["Hosts"],
     middleware: [requires("backup.view")] as const,
     request: { params: HostId },
-    responses: { 200: ok("The host and `assignments`"), ...common },
+    responses: {
+      200: ok(
+        "The host and `assignments`",
+        HostSchema.extend({ assignments: z.array(HostAssignmentSchema) }),
+      ),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv } = c.get("deps");
@@ -72,23 +122,65 @@ apiV1Hosts.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/hosts/{hostId}/decommission",
+    operationId: "decommissionHost",
     summary:
       "Decommission a host: confirm with its name; no more backups, assignments archived, restore points kept (archived) under policies with Archive On Host Deactivation, following retention under the others",
     tags: ["Hosts"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: HostId, ...jsonBody(DecommissionInput) },
+    request: { params: HostId, ...jsonBody(DecommissionInput, { confirmHostname: "db01.acme.example" }) },
     responses: {
       200: ok(
         "The host, `archivedAssignments`, `archivedPoints`, `keptUnder` and `retainedUnder` (policy names)",
+        z.object({
+          host: HostSchema,
+          archivedAssignments: z.number().int(),
+          archivedPoints: z.number().int(),
+          keptUnder: z.array(z.string()),
+          retainedUnder: z.array(z.string()),
+        }),
       ),
       409: err("Already decommissioned"),
-      422: err("Invalid or wrong confirmation"),
+      422: err("Invalid or wrong confirmation, or an unknown field"),
       ...common,
     },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
     const result = await decommissionHost(
+      kv,
+      c.get("actor")!,
+      c.req.valid("param").hostId,
+      c.req.valid("json"),
+      clock(),
+    );
+    return c.json(result, 200);
+  },
+);
+
+apiV1Hosts.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/hosts/{hostId}/reactivate",
+    operationId: "reactivateHost",
+    summary:
+      "Put a decommissioned host back in service by assigning it to a policy again (its archived assignment there becomes active, or a new one is made); archived restore points stay archived",
+    tags: ["Hosts"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: HostId, ...jsonBody(ReactivateHostInput, { policyId: "01JBQ6Z3S8V1N2M4K5P7R9T0WX" }) },
+    responses: {
+      200: ok(
+        "The host as it is now (`pending` until its next heartbeat, or `online`), the assignment, and `created` (false when an archived assignment was reactivated)",
+        z.object({ host: HostSchema, assignment: AssignmentSchema, created: z.boolean() }),
+      ),
+      ...common,
+      404: err("Host or policy not found or outside your scope"),
+      409: err("The host is not decommissioned, or the policy's BES is being deleted"),
+      422: err("Invalid policyId, a host of another account, or an unknown field"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const result = await reactivateHost(
       kv,
       c.get("actor")!,
       c.req.valid("param").hostId,

@@ -1,20 +1,25 @@
 /**
  * `/api/v1/replicas`: replica rules (the guide's "Replication Rules (3-2-1 Strategy)") with their
  * replication status, validated by the same zod schemas as the policy page's and the Replicas page's
- * forms (`ReplicaCreateInput`, `ReplicaFields`).
+ * forms (`ReplicaCreateInput`, `ReplicaFields`); and a policy's 3-2-1 status, as its page's badge.
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import {
   createReplica,
   deleteReplica,
+  evaluatePolicy321,
+  KEK_SOURCES,
   listRecentReplications,
-  listReplicas,
-  listReplicasByPolicy,
+  listReplicasPage,
   ReplicaCreateInput,
   ReplicaFields,
+  ReplicaQuery,
+  REPLICATION_STATUSES,
   requireReplicaRow,
   updateReplica,
 } from "../domain/replicas.ts";
+import { TARGET_TYPES } from "../domain/storage.ts";
+import { MEDIA_TYPES, REQUIRED } from "../domain/three_two_one.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
 
@@ -24,6 +29,66 @@ const common = {
   404: err("Not found or outside your scope"),
 };
 const ReplicaId = z.object({ replicaId: z.string().min(1).max(40) });
+const PolicyId = z.object({ policyId: z.string().min(1).max(40) });
+
+const ReplicaRuleSchema = z.object({
+  id: z.string(),
+  policyId: z.string(),
+  accountId: z.string(),
+  orgId: z.string().nullable(),
+  targetId: z.string(),
+  kekSource: z.enum(KEK_SOURCES),
+  replicateAfterFull: z.boolean(),
+  replicateAfterIncremental: z.boolean(),
+  isOffsite: z.boolean(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+}).openapi("ReplicaRule");
+
+const ReplicaRowSchema = ReplicaRuleSchema.extend({
+  policyName: z.string(),
+  targetName: z.string().nullable().describe("null when the target is outside your scope"),
+  targetType: z.enum(TARGET_TYPES).nullable(),
+  targetTypeLabel: z.string().nullable(),
+  targetBesId: z.string().nullable(),
+  targetBesName: z.string().nullable(),
+  stats: z.object({
+    replicated: z.number().int(),
+    pending: z.number().int(),
+    failed: z.number().int(),
+    lastReplicatedPointId: z.string().nullable(),
+    lastSuccessAt: z.string().nullable(),
+    lastFailedPointId: z.string().nullable(),
+    lastFailureAt: z.string().nullable(),
+    lastError: z.string().nullable(),
+  }),
+}).openapi("ReplicaRuleWithStatus");
+
+const ReplicationSchema = z.object({
+  restorePointId: z.string(),
+  ruleId: z.string(),
+  ruleExists: z.boolean(),
+  targetId: z.string(),
+  targetName: z.string().nullable(),
+  kekSource: z.enum(KEK_SOURCES).nullable(),
+  status: z.enum(REPLICATION_STATUSES),
+  queuedAt: z.string().nullable(),
+  startedAt: z.string().nullable(),
+  endedAt: z.string().nullable(),
+  bytes: z.number(),
+  error: z.string().nullable(),
+  jobId: z.string(),
+  updatedAt: z.string(),
+}).openapi("Replication");
+
+const ThreeTwoOneSchema = z.object({
+  copies: z.number().int().describe("The primary plus one per replica rule"),
+  mediaTypes: z.array(z.enum(MEDIA_TYPES)),
+  offsite: z.number().int().describe("Replica rules marked offsite"),
+  met: z.boolean(),
+  missing: z.array(z.string()).describe('What is still needed, e.g. "1 more copy", "an offsite copy"'),
+  required: z.object({ copies: z.number(), mediaTypes: z.number(), offsite: z.number() }),
+}).openapi("ThreeTwoOne");
 
 export const apiV1Replicas = apiRouter();
 
@@ -31,35 +96,25 @@ apiV1Replicas.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/replicas",
+    operationId: "listReplicas",
     summary:
       "Replica rules in your scope (optionally of one policy), each with its status: points replicated, pending and failed, last success and failure",
     tags: ["Replicas"],
     middleware: [requires("backup.view")] as const,
-    request: {
-      query: z.object({
-        policyId: z.string().max(40).optional(),
-        offset: z.coerce.number().int().min(0).default(0),
-        limit: z.coerce.number().int().min(1).max(200).default(50),
-      }),
-    },
+    request: { query: ReplicaQuery },
     responses: {
-      200: ok("Rules by policy name"),
+      200: ok(
+        "A page of rules by policy name, then age, and the cursor of the next (empty after the last)",
+        z.object({ values: z.array(ReplicaRowSchema), cursor: z.string() }),
+      ),
       ...common,
       404: err("policyId names a policy not found or outside your scope"),
-      422: err("Invalid"),
+      422: err("Invalid cursor, limit or unknown query field"),
     },
   }),
   async (c) => {
-    const { kv } = c.get("deps");
-    const actor = c.get("actor")!;
-    const { policyId, offset, limit } = c.req.valid("query");
     // One policy: its own rules (404 for a policy out of scope), not every rule of the account filtered.
-    const all = policyId ? await listReplicasByPolicy(kv, actor, policyId) : await listReplicas(kv, actor);
-    return c.json({
-      values: all.slice(offset, offset + limit),
-      total: all.length,
-      cursor: offset + limit < all.length ? String(offset + limit) : "",
-    }, 200);
+    return c.json(await listReplicasPage(c.get("deps").kv, c.get("actor")!, c.req.valid("query")), 200);
   },
 );
 
@@ -67,12 +122,27 @@ apiV1Replicas.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/replicas",
+    operationId: "createReplica",
     summary:
       "Create a replica rule: a secondary target of the policy's account (any BES), KEK source, when to replicate, offsite",
     tags: ["Replicas"],
     middleware: [requires("backup.manage")] as const,
-    request: jsonBody(ReplicaCreateInput),
-    responses: { 201: ok("Created"), 422: err("Invalid"), 409: err("The BES is being deleted"), ...common },
+    request: jsonBody(ReplicaCreateInput, {
+      policyId: "01JBQ6Z3S8V1N2M4K5P7R9T0WX",
+      targetId: "01JBQ6Z3S8V1N2M4K5P7R9T0WY",
+      kekSource: "account",
+      replicateAfterFull: true,
+      replicateAfterIncremental: true,
+      isOffsite: true,
+    }),
+    responses: {
+      201: ok("Created", ReplicaRuleSchema),
+      422: err(
+        "Invalid, the policy's own target, a target of another account or already replicated to, or an unknown field",
+      ),
+      409: err("The BES is being deleted"),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -84,11 +154,18 @@ apiV1Replicas.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/replicas/{replicaId}",
+    operationId: "getReplica",
     summary: "A replica rule with its status and the newest replications (per restore point)",
     tags: ["Replicas"],
     middleware: [requires("backup.view")] as const,
     request: { params: ReplicaId },
-    responses: { 200: ok("The rule, `stats` and `recent`"), ...common },
+    responses: {
+      200: ok(
+        "The rule, `stats` and `recent`",
+        ReplicaRowSchema.extend({ recent: z.array(ReplicationSchema) }),
+      ),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -103,11 +180,17 @@ apiV1Replicas.openapi(
   createRoute({
     method: "put",
     path: "/api/v1/replicas/{replicaId}",
-    summary: "Update a replica rule (its policy never changes)",
+    operationId: "updateReplica",
+    summary: "Replace a replica rule's fields (its policy never changes; omitted fields take their defaults)",
     tags: ["Replicas"],
     middleware: [requires("backup.manage")] as const,
     request: { params: ReplicaId, ...jsonBody(ReplicaFields) },
-    responses: { 200: ok("Updated"), 422: err("Invalid"), ...common },
+    responses: {
+      200: ok("Updated", ReplicaRuleSchema),
+      422: err("Invalid (as on create) or an unknown field"),
+      409: err("The new target's BES is being deleted"),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -126,6 +209,7 @@ apiV1Replicas.openapi(
   createRoute({
     method: "delete",
     path: "/api/v1/replicas/{replicaId}",
+    operationId: "deleteReplica",
     summary: "Delete a replica rule (its restore points keep their replication history)",
     tags: ["Replicas"],
     middleware: [requires("backup.manage")] as const,
@@ -136,5 +220,23 @@ apiV1Replicas.openapi(
     const { kv, clock } = c.get("deps");
     await deleteReplica(kv, c.get("actor")!, c.req.valid("param").replicaId, clock());
     return c.body(null, 204);
+  },
+);
+
+apiV1Replicas.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/policies/{policyId}/three-two-one",
+    operationId: "getPolicyThreeTwoOne",
+    summary:
+      "A policy's 3-2-1 status (the badge of its page): copies, media types, offsite copies, met, and what is missing",
+    tags: ["Replicas"],
+    middleware: [requires("backup.view")] as const,
+    request: { params: PolicyId },
+    responses: { 200: ok("The verdict", ThreeTwoOneSchema), ...common },
+  }),
+  async (c) => {
+    const verdict = await evaluatePolicy321(c.get("deps").kv, c.get("actor")!, c.req.valid("param").policyId);
+    return c.json({ ...verdict, required: { ...REQUIRED } }, 200);
   },
 );

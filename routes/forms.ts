@@ -48,10 +48,19 @@ export function list(form: Record<string, string | string[]>, key: string): stri
   return Array.isArray(v) ? v : v ? [v] : [];
 }
 
-/** zod issues → `{ field: message }`, first message per field, with a readable field label. */
+/**
+ * zod issues → `{ field: message }`, first message per field, with a readable field label. An unknown
+ * field of a strict object is named itself (`{ "sheduleCron": "Is not a field of this request" }`), so a
+ * typo in automation says which field was not understood.
+ */
 export function fieldErrors(error: z.ZodError): FieldErrors {
   const out: FieldErrors = {};
   for (const issue of error.issues) {
+    if (issue.code === "unrecognized_keys") {
+      const at = issue.path.length ? `${issue.path.map(String).join(".")}.` : "";
+      for (const key of issue.keys) out[`${at}${key}`] ??= "Is not a field of this request";
+      continue;
+    }
     const key = String(issue.path[0] ?? "form");
     if (!out[key]) out[key] = capitalize(issue.message);
   }

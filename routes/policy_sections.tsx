@@ -16,8 +16,10 @@ import {
 } from "../domain/runs.ts";
 import type { Actor } from "../domain/rbac.ts";
 import {
-  assignHost,
+  assignHosts,
+  AssignHostsInput,
   ASSIGNMENT_STATES,
+  AssignmentStateInput,
   listAssignableHosts,
   listAssignmentsByPolicy,
   removeAssignment,
@@ -471,25 +473,19 @@ policySectionRoutes.post("/policies/:policyId/assignments", requires("backup.man
   const policy = await requirePolicy(kv, actor, c.req.param("policyId"));
   const form = await readForm(c);
   const back = `/backup/policies/${policy.id}#hosts`;
-  if (!str(form, "hostId")) return redirectWithNotice(c, back, "Choose a host to assign.");
+  // The same schema and domain function as POST /api/v1/policies/{id}/assignments, with one host.
+  const parsed = AssignHostsInput.safeParse({ hostIds: [str(form, "hostId")] });
+  if (!parsed.success) return redirectWithNotice(c, back, "Choose a host to assign.");
   try {
-    const { created } = await assignHost(
-      kv,
-      actor,
-      { policyId: policy.id, hostId: str(form, "hostId") },
-      clock(),
-    );
+    const [result] = await assignHosts(kv, actor, policy.id, parsed.data, clock());
+    if (!result.ok) return redirectWithNotice(c, back, `Not assigned: ${result.error.message}`);
     return redirectWithNotice(
       c,
       back,
-      created ? "Host assigned." : "Host assigned again (its archived assignment was reactivated).",
+      result.created ? "Host assigned." : "Host assigned again (its archived assignment was reactivated).",
     );
   } catch (e) {
-    return redirectWithNotice(
-      c,
-      back,
-      `Not assigned: ${e instanceof ValidationError ? e.message : problem(e)}`,
-    );
+    return redirectWithNotice(c, back, `Not assigned: ${problem(e)}`);
   }
 });
 
@@ -498,19 +494,20 @@ policySectionRoutes.post("/assignments/:assignmentId/state", requires("backup.ma
   const actor = c.get("actor")!;
   const { assignment } = await requireAssignment(kv, actor, c.req.param("assignmentId"));
   const form = await readForm(c);
-  const state = str(form, "state");
-  if (!(ASSIGNMENT_STATES as readonly string[]).includes(state)) {
+  // The body schema of PATCH /api/v1/assignments/{id}.
+  const parsed = AssignmentStateInput.safeParse({ state: str(form, "state") });
+  if (!parsed.success) {
     return redirectWithNotice(
       c,
       `/backup/policies/${assignment.policyId}#hosts`,
       "Choose active, paused or archived.",
     );
   }
-  await setAssignmentState(kv, actor, assignment.id, state as typeof ASSIGNMENT_STATES[number], clock());
+  await setAssignmentState(kv, actor, assignment.id, parsed.data.state, clock());
   return redirectWithNotice(
     c,
     `/backup/policies/${assignment.policyId}#hosts`,
-    `Assignment set to ${state}.`,
+    `Assignment set to ${parsed.data.state}.`,
   );
 });
 

@@ -30,7 +30,7 @@ import {
   INTERPRETERS,
   listScripts,
   requireScript,
-  ScriptCreateInput,
+  ScriptCreateFields,
   scriptUsage,
 } from "../domain/scripts.ts";
 import { listOrgs } from "../domain/tenancy.ts";
@@ -362,7 +362,7 @@ replicaScriptRoutes.post("/scripts", requires("backup.manage"), async (c) => {
     interpreter: str(form, "interpreter"),
     body: str(form, "body"),
   };
-  const parsed = ScriptCreateInput.safeParse(values);
+  const parsed = ScriptCreateFields.safeParse(values); // the schema of POST /api/v1/scripts
   if (!parsed.success) return await scriptsPage(c, values, fieldErrors(parsed.error));
   try {
     const s = await createScript(kv, c.get("actor")!, parsed.data, clock());

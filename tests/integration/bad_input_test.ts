@@ -20,6 +20,7 @@ import {
   assertIncludes,
   Browser,
   createTenant,
+  enrollTestHost,
   registerTestEngine,
   signInAs,
   TestClock,
@@ -84,9 +85,11 @@ async function world() {
     url: "http://127.0.0.1:9/hook",
     orgId: org.id,
   }, { now, masterKey });
+  const host = await enrollTestHost(kv, scope, "web01", now);
   const browser = new Browser(app);
   await signInAs(browser, kv, admin, now);
   const ids: Record<string, string> = {
+    hostId: host.id,
     jobId: policy.id,
     policyId: policy.id,
     channelId: channel.id,
@@ -142,12 +145,17 @@ Deno.test("every route that takes a cursor: garbage is 422 naming `cursor` on th
   assert.deepEqual(apiRoutes, [
     "/api/v1/alerts",
     "/api/v1/audit",
+    "/api/v1/hosts",
+    "/api/v1/hosts/{hostId}/assignments",
     "/api/v1/jobs/{jobId}/runs",
     "/api/v1/notification-deliveries",
+    "/api/v1/policies/{policyId}/assignments",
     "/api/v1/protected-objects",
+    "/api/v1/replicas",
     "/api/v1/restore-points",
     "/api/v1/restores",
     "/api/v1/runs",
+    "/api/v1/scripts",
   ], "a new route with a cursor: add it here (and to CURSOR_PAGES if it has a page)");
   for (const route of apiRoutes) {
     const path = fill(route, w.ids);

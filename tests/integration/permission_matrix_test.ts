@@ -334,8 +334,11 @@ function concretePath(fx: Fixture, path: string): string {
     .replace("/static/*", "/static/app.css");
 }
 
-/** Valid bodies, so that the scope check (not validation) decides for routes on hidden objects. */
-const SAMPLE_BODIES: Record<string, unknown> = {
+/**
+ * Valid bodies, so that the scope check (not validation) decides for routes on hidden objects; a
+ * function builds one from the fixture's ids.
+ */
+const SAMPLE_BODIES: Record<string, unknown | ((fx: Fixture) => unknown)> = {
   "PATCH /api/v1/users/:userId": { name: "Renamed", role: "viewer", orgScope: "all" },
   "PATCH /api/v1/orgs/:orgId": { name: "Renamed org" },
   "PATCH /api/v1/engines/:engineId": { name: "Renamed engine", pxeEnabled: false, pxeNetwork: "" },
@@ -349,6 +352,12 @@ const SAMPLE_BODIES: Record<string, unknown> = {
   "POST /api/v1/policies/:policyId/run": { kind: "full" },
   "PUT /api/v1/replicas/:replicaId": { targetId: "none" },
   "POST /api/v1/hosts/:hostId/decommission": { confirmHostname: "host-a1.example" },
+  "POST /api/v1/hosts/:hostId/reactivate": (fx: Fixture) => ({ policyId: fx.policyId }),
+  "POST /api/v1/policies/:policyId/assignments": (fx: Fixture) => ({ hostIds: [fx.hostId] }),
+  "PATCH /api/v1/assignments/:assignmentId": { state: "paused" },
+  "POST /api/v1/policies/:policyId/hooks": { type: "pre_backup", template: "mysql" },
+  "PUT /api/v1/hooks/:hookId": { type: "post_backup", template: "mysql" },
+  "PUT /api/v1/scripts/:scriptId": { name: "Renamed script", interpreter: "bash", body: "echo renamed" },
   "POST /api/v1/restore-points/:restorePointId/expire": { confirm: true },
   "PUT /api/v1/storage/:targetId": { name: "Renamed target", type: "local", config: { path: "/srv/x" } },
   "PUT /api/v1/platforms/:platformId": {
@@ -392,11 +401,11 @@ const POLICY: Array<[RegExp, string]> = [
   [/^POST \/api\/v1\/restore-points\/:\w+\/expire$/, "backup.manage"],
   [/^\w+ \/api\/v1\/(restore-points|searches|restores)(\/|$)/, "backup.restore"],
   [
-    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|replicas|hosts|runs|jobs|dashboard|protected-objects|platforms|notification-(channels|rules|deliveries))(\/|$)/,
+    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|replicas|hosts|assignments|hooks|hook-templates|exclusion-templates|scripts|runs|jobs|dashboard|protected-objects|platforms|notification-(channels|rules|deliveries))(\/|$)/,
     "backup.view",
   ],
   [
-    /^\w+ \/api\/v1\/(engines|storage|alerts|policies|replicas|hosts|jobs|platforms|notification-(channels|rules))(\/|$)/,
+    /^\w+ \/api\/v1\/(engines|storage|alerts|policies|replicas|hosts|assignments|hooks|scripts|jobs|platforms|notification-(channels|rules))(\/|$)/,
     "backup.manage",
   ],
   [/^POST \/api\/v1\/account\//, "admin"],
@@ -441,6 +450,12 @@ Deno.test("every route declares exactly one access rule", () => {
       "POST /api/v1/storage/:targetId/verify",
       "POST /backup/storage/:targetId/health-check",
       "POST /backup/storage/:targetId/verify",
+      "POST /api/v1/policies/:policyId/assignments",
+      "PATCH /api/v1/assignments/:assignmentId",
+      "POST /api/v1/hosts/:hostId/reactivate",
+      "DELETE /api/v1/hooks/:hookId",
+      "DELETE /api/v1/scripts/:scriptId",
+      "GET /api/v1/policies/:policyId/three-two-one",
     ]
   ) {
     assert.ok(paths.includes(expected), `${expected} is enumerated`);
@@ -477,7 +492,8 @@ for (const route of routes) {
       if (route.method !== "GET") {
         if (isApi) {
           headers.set("content-type", "application/json");
-          body = JSON.stringify(SAMPLE_BODIES[`${route.method} ${route.path}`] ?? {});
+          const sample = SAMPLE_BODIES[`${route.method} ${route.path}`] ?? {};
+          body = JSON.stringify(typeof sample === "function" ? sample(fixture) : sample);
         } else {
           headers.set("content-type", "application/x-www-form-urlencoded");
           body = "";
