@@ -18,9 +18,9 @@ export const adminRecoveryKeyRoutes = new Hono<AppEnv>();
 export const RECOVERY_KEY_PATH = "/admin/recovery-key";
 
 function RecoveryKeyPage(
-  props: { csrf: string; key: AccountRecoveryKey | null; canCreate: boolean; error?: string },
+  props: { csrf: string; recoveryKey: AccountRecoveryKey | null; canCreate: boolean; error?: string },
 ) {
-  const { key } = props;
+  const key = props.recoveryKey;
   return (
     <>
       <PageHeader
@@ -86,7 +86,7 @@ adminRecoveryKeyRoutes.get("/", requires("admin"), async (c) => {
   return render(
     c,
     "Account recovery key",
-    <RecoveryKeyPage csrf={c.get("csrfToken")} key={key} canCreate={actor.orgScope === "all"} />,
+    <RecoveryKeyPage csrf={c.get("csrfToken")} recoveryKey={key} canCreate={actor.orgScope === "all"} />,
   );
 });
 
@@ -105,7 +105,7 @@ adminRecoveryKeyRoutes.post("/", requires("admin"), async (c) => {
     return render(
       c,
       "Account recovery key",
-      <RecoveryKeyPage csrf={c.get("csrfToken")} key={key} canCreate={false} error={error.message} />,
+      <RecoveryKeyPage csrf={c.get("csrfToken")} recoveryKey={key} canCreate={false} error={error.message} />,
       409,
     );
   }
