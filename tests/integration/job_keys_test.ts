@@ -18,6 +18,7 @@ import {
   namespaceKeysKey,
   openNamespaceKeys,
 } from "../../domain/namespace_keys.ts";
+import { checkInvariants } from "../../domain/invariants.ts";
 import { createReplica } from "../../domain/replicas.ts";
 import { getRecoveryKey } from "../../domain/recovery_keys.ts";
 import { requestBrowse, requestFileRestore } from "../../domain/restore.ts";
@@ -372,6 +373,7 @@ Deno.test("a replica under pam_vault gets its own wrapped copy; rotating the pam
   assert.equal((await w.kv.get(vaultKey(oldVault))).value, null, "and its vault record deleted");
   const after = (await w.kv.get<NamespaceKeyRecord>(namespaceKeysKey(path, w.agent.id))).value!;
   assert.equal(after.wraps.find((x) => x.kekRef === pamRef)!.kekVersion, 2);
+  assert.deepEqual(await checkInvariants(w.kv), [], "every vault record has its owner after the rotation");
 
   // Unwrapping with the pam_vault copy gives the same keys and is audited, in the caller's operation.
   const op = w.kv.atomic();
