@@ -23,7 +23,7 @@ import { type DataScope, jobDataScope, type RepositoryRef } from "./data_access.
 import { type Engine, engineKey } from "./engines.ts";
 import { ConflictError, HttpError, NotFoundError } from "./errors.ts";
 import { type Host, hostKey } from "./hosts.ts";
-import { newId, toBase64Url } from "./ids.ts";
+import { newId } from "./ids.ts";
 import { type Job, jobKey } from "./jobs.ts";
 import {
   kekProviders,

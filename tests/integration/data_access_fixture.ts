@@ -93,8 +93,9 @@ export async function dataWorld() {
     policy,
     agent,
     otherAgent,
-    async [Symbol.asyncDispose]() {
+    [Symbol.asyncDispose]() {
       kv.close();
+      return Promise.resolve();
     },
   };
 }
