@@ -17,7 +17,7 @@ import { createTarget } from "../../domain/storage.ts";
 import { TOKEN_KEY_VAULT_ID, tokenSigningKey } from "../../domain/token_signing.ts";
 import { vaultKey, type VaultRecord } from "../../domain/vault.ts";
 import { BES_CERT, CA_CERT, OTHER_HOST_CERT, RENEWED_CERT } from "../fixtures/certificates.ts";
-import { dumpKv, engineMetrics, targetInput } from "../helpers.ts";
+import { addUser, Browser, dumpKv, engineMetrics, signInAs, targetInput } from "../helpers.ts";
 import {
   call,
   claim,
@@ -92,6 +92,15 @@ Deno.test("a BES reports its data URL and certificate in its signed registration
     RENEWED_CERT,
     "a refused renewal changes nothing",
   );
+
+  // The engine's page shows the data URL and the certificate's fingerprint, to compare with the BES's.
+  const viewer = await addUser(w.kv, w.tenant, "viewer@acme.example", "viewer", "all", w.clock.now());
+  const browser = new Browser(w.app);
+  await signInAs(browser, w.kv, viewer, w.clock.now());
+  const page = await (await browser.get(`/backup/engines/${w.bes.id}`)).text();
+  assert.ok(page.includes(DATA_URL), "the data URL is shown");
+  assert.ok(page.includes(renewed.certificateSha256!), "the certificate's SHA-256 is shown");
+  assert.ok(!page.includes("BEGIN CERTIFICATE"), "the PEM itself is not needed on the page");
 });
 
 Deno.test("registrations with a bad data URL or certificate are refused with 422 naming the field, and change nothing", async () => {
