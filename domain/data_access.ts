@@ -37,18 +37,33 @@ export function repositoryPath(policyId: string, generation: number): string {
 }
 
 /**
- * The repository a policy writes to now (`point` absent) or the one a restore point was written to.
- * THE one place that knows where generations are recorded: a point's own `repository` wins; otherwise
- * the policy's current target and `generation` (1 until policies record one).
+ * The repository a policy writes to now: its target and `generation` (1 for policies that record none).
+ * The seam where generations plug in (a policy's `generation`, a restore point's and a job payload's
+ * `repository`): keep it the only place that decides, with `jobRepository`.
  */
-export function repositoryOf(
-  policy: { id: string; targetId: string; generation?: number } | null,
-  point?: { policyId: string; repository?: RepositoryRef | null } | null,
-): RepositoryRef | null {
-  if (point?.repository) return point.repository;
-  if (!policy) return null;
+export function repositoryOf(policy: { id: string; targetId: string; generation?: number }): RepositoryRef {
   const generation = policy.generation ?? 1;
   return { target: policy.targetId, path: repositoryPath(policy.id, generation), generation };
+}
+
+function isRepository(r: unknown): r is RepositoryRef {
+  const v = r as Partial<RepositoryRef> | null | undefined;
+  return !!v && typeof v.target === "string" && typeof v.path === "string" &&
+    Number.isInteger(v.generation) && (v.generation as number) >= 1;
+}
+
+/**
+ * The repository a job touches: the one its payload names (a backup goes where it was sent, even if the
+ * policy moved to a new generation since), else its restore point's, else the policy's current one.
+ */
+export function jobRepository(
+  payload: Record<string, unknown>,
+  point: { repository?: unknown } | null,
+  policy: { id: string; targetId: string; generation?: number } | null,
+): RepositoryRef | null {
+  if (isRepository(payload.repository)) return payload.repository;
+  if (point) return isRepository(point.repository) ? point.repository : policy ? repositoryOf(policy) : null;
+  return policy ? repositoryOf(policy) : null;
 }
 
 /** What one job may touch: a namespace of a repository on a BES, read or write. */
@@ -105,7 +120,7 @@ export async function jobDataScope(kv: Deno.Kv, job: Job): Promise<ScopeResult> 
     if (!policyId) return { kind: "unknown", reason: "the job names no policy" };
     if (!host) return { kind: "unknown", reason: "the job names no host (namespace)" };
     const policy = (await kv.get<PolicyLike>(["policies", policyId])).value;
-    const repository = repositoryOf(policy);
+    const repository = jobRepository(p, null, policy);
     if (!policy || !repository) return { kind: "unknown", reason: `policy ${policyId} no longer exists` };
     const bes = str((p.bes as { id?: unknown } | undefined)?.id) ??
       (job.principal.startsWith("bes:") ? job.principal.slice(4) : policy.besId);
@@ -127,12 +142,12 @@ export async function jobDataScope(kv: Deno.Kv, job: Job): Promise<ScopeResult> 
   if (!READ_KINDS.has(job.kind)) return { kind: "none" };
   const pointId = str(p.restorePointId);
   if (!pointId) return { kind: "unknown", reason: "the job names no restore point" };
-  const point = (await kv.get<RestorePoint & { repository?: RepositoryRef | null }>(restorePointKey(pointId)))
-    .value;
+  const point = (await kv.get<RestorePoint & { repository?: unknown }>(restorePointKey(pointId))).value;
   if (!point) return { kind: "unknown", reason: `restore point ${pointId} no longer exists` };
   if (!point.hostId) return { kind: "unknown", reason: `restore point ${pointId} belongs to no host` };
   const policy = (await kv.get<PolicyLike>(["policies", point.policyId])).value;
-  const repository = repositoryOf(policy, point);
+  // The point's own repository: where it was written (prune payloads name theirs too, but need no token).
+  const repository = jobRepository({}, point, policy);
   if (!repository) {
     return { kind: "unknown", reason: `the repository of restore point ${pointId} is not recorded` };
   }

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import nodeCrypto from "node:crypto";
 import { importTokenPublicKey, verifyDataToken } from "../../engine/protocol/token.ts";
-import { repositoryOf } from "../../domain/data_access.ts";
+import { jobRepository, repositoryOf } from "../../domain/data_access.ts";
 import { getEngine } from "../../domain/engines.ts";
 import { cancelJob, enqueueJob } from "../../domain/jobs.ts";
 import { createReplica } from "../../domain/replicas.ts";
@@ -328,4 +328,46 @@ Deno.test("replicating to a target on another BES: the source BES gets a write t
   });
   assert.equal(res.status, 200);
   assert.equal(claimsOf(w, res.body.replicaDataToken, w.clock.now()).bes, second.identity.id);
+});
+
+Deno.test("the repository of a job: its payload's, else its restore point's, else the policy's current generation", () => {
+  const policy = { id: "P", targetId: "T2", generation: 3 };
+  const older = { target: "T1", path: "cadres/P/g2", generation: 2 };
+  assert.deepEqual(repositoryOf(policy), { target: "T2", path: "cadres/P/g3", generation: 3 });
+  assert.deepEqual(repositoryOf({ id: "P", targetId: "T" }), {
+    target: "T",
+    path: "cadres/P/g1",
+    generation: 1,
+  });
+  assert.deepEqual(
+    jobRepository({ repository: older }, null, policy),
+    older,
+    "a backup goes where it was sent",
+  );
+  assert.deepEqual(
+    jobRepository({}, { repository: older }, policy),
+    older,
+    "a point stays where it was written",
+  );
+  assert.deepEqual(jobRepository({}, {}, policy), repositoryOf(policy), "points from before generations");
+  assert.deepEqual(
+    jobRepository({ repository: { target: "T", path: "x", generation: 0 } }, null, policy),
+    repositoryOf(policy),
+  );
+  assert.equal(jobRepository({}, {}, null), null, "no policy, no recorded repository: unknown");
+});
+
+Deno.test("a backup job whose payload names an older generation gets a token for that repository", async () => {
+  await using w = await dataWorld();
+  const older = { target: w.target.id, path: `cadres/${w.policy.id}/g7`, generation: 7 };
+  const job = await enqueueJob(w.kv, {
+    kind: "backup",
+    principal: `agent:${w.agent.id}`,
+    accountId: w.tenant.account.id,
+    orgId: w.tenant.orgs[0].id,
+    payload: { policyId: w.policy.id, hostId: w.agent.id, bes: { id: w.bes.id }, repository: older },
+  }, w.clock.now());
+  const [claimed] = await claim(w, w.agent);
+  assert.equal(claimed.id, job.id);
+  assert.deepEqual(claimsOf(w, claimed.dataToken, w.clock.now()).repository, older);
 });
