@@ -8,6 +8,7 @@ import { createLogger, type Logger } from "./domain/log.ts";
 import { isEngineProtocol, publicAccess } from "./routes/access.ts";
 import { adminAuditRoutes } from "./routes/admin_audit.tsx";
 import { adminOrgRoutes } from "./routes/admin_orgs.tsx";
+import { adminRecoveryKeyRoutes } from "./routes/admin_recovery_key.tsx";
 import { adminTokenRoutes } from "./routes/admin_tokens.tsx";
 import { adminUserRoutes } from "./routes/admin_users.tsx";
 import { alertRoutes } from "./routes/alerts.tsx";
@@ -138,6 +139,7 @@ export function createApp(options: AppOptions) {
   app.route("/", selfBackupPages);
   app.route("/admin/users", adminUserRoutes);
   app.route("/admin/orgs", adminOrgRoutes);
+  app.route("/admin/recovery-key", adminRecoveryKeyRoutes);
   app.route("/admin/tokens", adminTokenRoutes);
   app.route("/admin/audit", adminAuditRoutes);
   app.route("/", apiV1);

@@ -5,10 +5,11 @@
 import { z } from "zod";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
-import { ConflictError, NotFoundError, UnauthorizedError } from "./errors.ts";
+import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
+import { CertificatePem, DataUrl, inspectCertificate } from "./certificates.ts";
 import { decodePublicKey } from "./signing.ts";
 import { DisplayName } from "./validation.ts";
 
@@ -61,6 +62,16 @@ export interface Engine {
   /** Ids of its storage targets, kept by target create/delete in the same write (count = length). */
   storageTargetIds: string[];
   managedBytes: number;
+  /**
+   * The data API agents reach (ENGINE.md §5) and its TLS certificate (PEM), as the BES last reported
+   * them: the URL only through a signed registration, the certificate also through heartbeats (renewal).
+   * Absent on engines registered before the data API existed.
+   */
+  dataUrl?: string | null;
+  certificate?: string | null;
+  /** SHA-256 of the certificate's DER (hex) and its expiry. */
+  certificateSha256?: string | null;
+  certificateExpiresAt?: string | null;
 }
 
 export function engineKey(id: string) {
@@ -107,7 +118,22 @@ export const BesRegistration = z.object({
   ipAddress: IpAddress,
   port: z.number().int().min(1, "must be 1–65535").max(65535, "must be 1–65535"),
   version: z.string().trim().min(1, "is required").max(50, "must be at most 50 characters"),
-}).strict();
+  /** The data API's URL (`https://…`; `http://` on loopback only), and its certificate (PEM). */
+  dataUrl: DataUrl.optional(),
+  certificate: CertificatePem.optional(),
+}).strict().superRefine((v, ctx) => {
+  if (v.certificate && !v.dataUrl) {
+    ctx.addIssue({ code: "custom", path: ["dataUrl"], message: "is required with a certificate" });
+  } else if (v.dataUrl?.startsWith("https:") && !v.certificate) {
+    ctx.addIssue({ code: "custom", path: ["certificate"], message: "is required with an https:// data URL" });
+  } else if (v.certificate) {
+    try {
+      inspectCertificate(v.certificate, v.dataUrl ?? null);
+    } catch (e) {
+      ctx.addIssue({ code: "custom", path: ["certificate"], message: (e as Error).message });
+    }
+  }
+});
 export type BesRegistration = z.infer<typeof BesRegistration>;
 
 export const HeartbeatMetrics = z.object({
@@ -129,6 +155,8 @@ export const BesHeartbeat = z.object({
   version: z.string().trim().min(1).max(50),
   metrics: HeartbeatMetrics,
   storage: z.array(StorageReport).max(200).optional(),
+  /** A renewed data API certificate (PEM); it must name the data URL registered. */
+  certificate: CertificatePem.optional(),
 });
 export type BesHeartbeat = z.infer<typeof BesHeartbeat>;
 
@@ -168,6 +196,39 @@ export const EngineUpdate = z.object({
   }
 });
 export type EngineUpdate = z.input<typeof EngineUpdate>;
+
+/**
+ * The data API fields a registration sets (null: it reported none, the previous ones stay). Throws
+ * ValidationError naming `certificate` when the certificate has expired at `now`.
+ */
+function dataApiOf(data: BesRegistration, now: Date):
+  | Pick<
+    Engine,
+    "dataUrl" | "certificate" | "certificateSha256" | "certificateExpiresAt"
+  >
+  | null {
+  if (!data.dataUrl) return null;
+  if (!data.certificate) {
+    return { dataUrl: data.dataUrl, certificate: null, certificateSha256: null, certificateExpiresAt: null };
+  }
+  const info = certificateInfo(data.certificate, data.dataUrl, now);
+  return {
+    dataUrl: data.dataUrl,
+    certificate: data.certificate,
+    certificateSha256: info.sha256,
+    certificateExpiresAt: info.expiresAt,
+  };
+}
+
+function certificateInfo(pem: string, dataUrl: string | null, now: Date) {
+  try {
+    return inspectCertificate(pem, dataUrl, now);
+  } catch (e) {
+    throw new ValidationError(`The certificate ${(e as Error).message}`, {
+      certificate: (e as Error).message,
+    });
+  }
+}
 
 /** The tenancy of an engine, for `authorize`. */
 export function engineScope(engine: Pick<Engine, "accountId" | "orgId">) {
@@ -244,6 +305,7 @@ export async function registerEngine(
 ): Promise<{ engine: Engine; created: boolean }> {
   const data = BesRegistration.parse(input);
   const { nonce } = options;
+  const dataApi = dataApiOf(data, now);
   return await withRetry<{ engine: Engine; created: boolean }>(async () => {
     const pointer = await kv.get<string>(engineByPublicKeyKey(data.publicKey));
     const at = now.toISOString();
@@ -263,6 +325,7 @@ export async function registerEngine(
         ipAddress: data.ipAddress,
         port: data.port,
         version: data.version,
+        ...dataApi,
         updatedAt: at,
       };
       const op = kv.atomic().check(pointer, entry).set(engineKey(next.id), next);
@@ -279,11 +342,17 @@ export async function registerEngine(
       await refuseReplayedNonce(kv, nonce);
       return null;
     }
+    const { dataUrl: _url, certificate: _pem, ...details } = data;
     const engine: Engine = {
       id: newId(now),
       accountId: tenant.accountId,
       orgId: tenant.orgId,
-      ...data,
+      ...details,
+      dataUrl: null,
+      certificate: null,
+      certificateSha256: null,
+      certificateExpiresAt: null,
+      ...dataApi,
       status: "pending",
       statusReason: "Registered; waiting for the first heartbeat",
       pxeEnabled: false,
@@ -362,8 +431,27 @@ export async function applyHeartbeat(
     const engine = entry.value;
     if (!engine || engine.status === "deleting") throw new NotFoundError("Engine not found");
     const health = healthFromMetrics(data.metrics);
+    // A renewed certificate must serve the data URL the last signed registration set.
+    if (data.certificate && !engine.dataUrl) {
+      throw new ValidationError(
+        "No data URL is registered for this BES: report it in a signed registration",
+        {
+          certificate: "needs a data URL registered first (signed registration)",
+        },
+      );
+    }
+    const renewed = data.certificate && data.certificate !== engine.certificate
+      ? certificateInfo(data.certificate, engine.dataUrl ?? null, now)
+      : null;
     const next: Engine = {
       ...engine,
+      ...(renewed
+        ? {
+          certificate: data.certificate,
+          certificateSha256: renewed.sha256,
+          certificateExpiresAt: renewed.expiresAt,
+        }
+        : {}),
       status: health.status,
       statusReason: health.reason,
       version: data.version,

@@ -18,10 +18,12 @@ import { counterValue } from "./kv.ts";
 import type { Assignment } from "./assignments.ts";
 import type { Engine } from "./engines.ts";
 import type { Host } from "./hosts.ts";
+import type { KekState } from "./keks.ts";
 import type { PolicyCore } from "./policies.ts";
 import type { ProtectedObject } from "./protected.ts";
 import type { StorageTarget } from "./storage.ts";
 import type { Org, User } from "./types.ts";
+import { TOKEN_KEY_VAULT_ID } from "./token_signing.ts";
 
 /** One broken invariant: a sentence naming the keys involved, and the account it concerns (if known). */
 export interface Violation {
@@ -336,6 +338,20 @@ async function checkEnginesAndStorage(r: Reader, report: Report): Promise<void> 
     referencedVault.add(p.credentialId);
     if (!vault.has(p.credentialId)) {
       report(p.accountId, `platform ${p.id} refers to missing vault record ${p.credentialId}`);
+    }
+  }
+  // The control plane's token-signing key, and each version of each KEK (keks.ts).
+  referencedVault.add(TOKEN_KEY_VAULT_ID);
+  const keks = await r.all<KekState>("keks");
+  for (const k of keks.values()) {
+    for (const v of k.versions) {
+      referencedVault.add(v.vaultId);
+      if (!vault.has(v.vaultId)) {
+        report(
+          k.accountId,
+          `key-encryption key ${k.ref} version ${v.version} refers to missing vault record ${v.vaultId}`,
+        );
+      }
     }
   }
   for (const [id, record] of vault) {

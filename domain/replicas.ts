@@ -21,6 +21,7 @@
  */
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
+import { kekReference as kekReferenceOf } from "./keks.ts";
 import { type Engine, engineKey, registerEngineCascade } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
@@ -77,8 +78,8 @@ export interface ReplicaRow extends ReplicaRule {
 }
 
 /**
- * What an engine needs to fetch a rule's key-encryption key, never the key itself: `keyId` is a
- * reference the engine resolves (a key endpoint comes with a later protocol version). For `account`
+ * Which key-encryption key guards a rule's replica, never the key itself (engines never hold a KEK: the
+ * job key endpoint hands them namespace keys, keks.ts/namespace_keys.ts). For `account`
  * it names the control plane's KEK of the account (`account:<accountId>`); for `pam_vault` the
  * identity the external vault keeps the KEK under (`pam_vault:<accountId>:<orgId>`, `account` for an
  * account-level policy).
@@ -90,9 +91,7 @@ interface KekReference {
 
 /** The KEK reference of a rule (see `KekReference`). */
 function kekReference(rule: Pick<ReplicaRule, "kekSource" | "accountId" | "orgId">): KekReference {
-  return rule.kekSource === "pam_vault"
-    ? { source: "pam_vault", keyId: `pam_vault:${rule.accountId}:${rule.orgId ?? "account"}` }
-    : { source: "account", keyId: `account:${rule.accountId}` };
+  return kekReferenceOf(rule.kekSource, rule.accountId, rule.orgId);
 }
 
 export function replicaKey(id: string) {

@@ -61,6 +61,11 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "storage_targets_by_bes",
     "storage_targets_by_account",
     "vault",
+    // Key management: KEK versions (their keys are vault records), wrapped namespace keys, recovery public keys.
+    "keks",
+    "namespace_keys",
+    "namespace_keys_by_kek",
+    "account_recovery_keys",
     "policies",
     "policies_by_target",
     "policies_by_bes",

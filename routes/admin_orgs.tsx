@@ -26,6 +26,7 @@ import {
 import type { Org } from "../domain/types.ts";
 import CopySecret from "../islands/CopySecret.tsx";
 import { requires } from "./access.ts";
+import { RECOVERY_KEY_PATH } from "./admin_recovery_key.tsx";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
 import { noStore, redirectWithNotice, render } from "./render.tsx";
@@ -102,10 +103,23 @@ adminOrgRoutes.get("/", requires("admin"), async (c) => {
           )}
         <Pager total={rows.length} offset={query.offset} limit={query.limit} query={keep} />
         {actor.orgScope === "all" && <AccountSecretPanel issuedAt={account?.secretRotatedAt} />}
+        {actor.orgScope === "all" && <RecoveryKeyPanel />}
       </>
     ),
   );
 });
+
+function RecoveryKeyPanel() {
+  return (
+    <section class="panel">
+      <h2>Account recovery key</h2>
+      <p>
+        The key pair whose private half opens every repository of the account without the control plane.
+      </p>
+      <a class="btn" href={RECOVERY_KEY_PATH}>Account recovery key…</a>
+    </section>
+  );
+}
 
 function AccountSecretPanel(props: { issuedAt?: string }) {
   return (

@@ -5,6 +5,8 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { ApiTokenInput, createApiToken, listApiTokens, revokeApiToken } from "../domain/api_tokens.ts";
 import { AuditFilter, listAudit } from "../domain/audit.ts";
+import { kekReference } from "../domain/keks.ts";
+import { rotateKek } from "../domain/namespace_keys.ts";
 import { createOrg, listOrgs, OrgInput, renameOrg, requireOrg, rotateOrgSecret } from "../domain/tenancy.ts";
 import type { Org } from "../domain/types.ts";
 import { PERMISSIONS, ROLES } from "../domain/types.ts";
@@ -369,6 +371,39 @@ apiV1.openapi(
     const { org, secret } = await rotateOrgSecret(kv, c.get("actor")!, c.req.valid("param").orgId, clock());
     c.header("Cache-Control", "no-store");
     return c.json({ org: publicOrg(org), secret }, 200);
+  },
+);
+
+apiV1.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/orgs/{orgId}/pam-vault-key/rotate",
+    summary:
+      "Rotate the organization's PAM vault key-encryption key: a new version, every key set it wraps re-wrapped, the old version retired",
+    tags: ["Organizations"],
+    middleware: [requires("admin")] as const,
+    request: { params: OrgId },
+    responses: {
+      200: json(
+        z.object({ keyId: z.string(), version: z.number().int(), rewrapped: z.number().int() }),
+        "Rotated (the key itself never leaves the vault)",
+      ),
+      401: errors[401],
+      403: errors[403],
+      404: errors[404],
+      409: {
+        description: "A key set kept changing; run it again",
+        content: { "application/json": { schema: ErrorBody } },
+      },
+    },
+  }),
+  async (c) => {
+    const { kv, clock, masterKey } = c.get("deps");
+    const actor = c.get("actor")!;
+    const org = await requireOrg(kv, actor, c.req.valid("param").orgId);
+    const scope = { source: "pam_vault" as const, accountId: org.accountId, orgId: org.id };
+    const { version, rewrapped } = await rotateKek(kv, masterKey, actor, scope, clock());
+    return c.json({ keyId: kekReference("pam_vault", org.accountId, org.id).keyId, version, rewrapped }, 200);
   },
 );
 

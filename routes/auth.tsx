@@ -7,6 +7,7 @@ import { RateLimitError, UnauthorizedError } from "../domain/errors.ts";
 import { completeSetup, needsSetup, SetupInput } from "../domain/setup.ts";
 import { Csrf, Field, FormErrors } from "../components/ui.tsx";
 import { publicAccess } from "./access.ts";
+import { RECOVERY_KEY_PATH } from "./admin_recovery_key.tsx";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
 import { SESSION_COOKIE } from "./middleware.ts";
@@ -225,5 +226,10 @@ authRoutes.post("/setup", publicAccess(), async (c) => {
     }
     throw error;
   }
-  return redirectWithNotice(c, "/login", "Setup complete. Sign in with the administrator you just created.");
+  // Signing in then leads to the account recovery key, the one step setup cannot do before a session.
+  return redirectWithNotice(
+    c,
+    `/login?next=${encodeURIComponent(RECOVERY_KEY_PATH)}`,
+    "Setup complete. Sign in with the administrator you just created, then create the account recovery key.",
+  );
 });

@@ -37,6 +37,9 @@ import {
 } from "../domain/jobs.ts";
 import { BmrTokenInput, redeemBmrToken, restorePathsChunk } from "../domain/restore.ts";
 import { resolveRegistrationSecret } from "../domain/tenancy.ts";
+import { handOutJob, progressDataAccess } from "../domain/data_access.ts";
+import { deliverJobKeys } from "../domain/namespace_keys.ts";
+import { tokenPublicKey } from "../domain/token_signing.ts";
 import { declare } from "./access.ts";
 import { ErrorBody } from "./api_common.ts";
 import type { AppEnv } from "./env.ts";
@@ -309,7 +312,15 @@ export const engineProtocol = new OpenAPIHono<AppEnv>({
   },
 });
 
-const Registered = z.object({ id: z.string(), status: z.string(), heartbeatIntervalSeconds: z.number() });
+const Registered = z.object({
+  id: z.string(),
+  status: z.string(),
+  heartbeatIntervalSeconds: z.number(),
+  tokenPublicKey: z.string().openapi({
+    description:
+      "The control plane's Ed25519 public key (base64url, raw 32 bytes): data tokens are signed by it",
+  }),
+});
 
 engineProtocol.openapi(
   createRoute({
@@ -335,6 +346,7 @@ engineProtocol.openapi(
       id: engine.id,
       status: engine.status,
       heartbeatIntervalSeconds: HEARTBEAT_INTERVAL_SECONDS,
+      tokenPublicKey: await tokenPublicKey(kv, c.get("deps").masterKey, clock()),
     };
     return created ? c.json(body, 201) : c.json(body, 200);
   },
@@ -482,14 +494,48 @@ async function claimed(c: Pick<Context<AppEnv>, "get">) {
 
 const ClaimBody = z.object({ max: z.number().int().min(1, "must be 1–50").max(50, "must be 1–50") });
 const JobParam = z.object({ id: z.string().regex(/^[0-9A-Z]{26}$/, "must be a job id") });
+/** The data tokens of a job (claim and progress replies). */
+const DataTokens = {
+  dataToken: z.string().nullable().openapi({
+    description: "Job-scoped data token for the BES data API (null when the job touches no repository)",
+  }),
+  dataTokenExpiresAt: z.string().nullable(),
+  replicaDataToken: z.string().nullable().openapi({
+    description: "replicate to a target on another BES: a write token for that BES's data API",
+  }),
+};
 const ClaimedJob = z.object({
   id: z.string(),
   kind: z.string(),
   priority: z.enum(["critical", "high", "normal"]),
-  payload: z.record(z.string(), z.unknown()),
+  payload: z.record(z.string(), z.unknown()).openapi({
+    description:
+      "Kind-specific; an agent's `bes` carries its BES's `dataUrl` and `certificate` (PEM) to pin, a replicate's `target.bes` the replica BES's",
+  }),
   leaseExpiresAt: z.string(),
+  ...DataTokens,
 }).openapi("ClaimedJob");
 const noSuchJob = failure("No such job for this principal");
+const KeyRequest = z.object({}).strict().openapi({ description: "An empty JSON object `{}`" });
+const JobKeys = z.object({
+  jobId: z.string(),
+  keySetId: z.string().openapi({ description: "Names the key set (not secret)" }),
+  namespace: z.string().openapi({ description: "The host id whose namespace the keys open" }),
+  repository: z.object({ target: z.string(), path: z.string(), generation: z.number().int() }),
+  dataKey: z.string().openapi({ description: "base64 of the 32-byte data key (blob encryption)" }),
+  idKey: z.string().openapi({ description: "base64 of the 32-byte id key (keyed chunk ids)" }),
+  recovery: z.object({
+    keyId: z.string(),
+    algorithm: z.string(),
+    additionalData: z.string(),
+    encryptedKey: z.string(),
+    nonce: z.string(),
+    ciphertext: z.string(),
+  }).nullable().openapi({
+    description:
+      "The same keys sealed for the account's recovery public key (base64 parts), for the BES to write into the repository's keys/; null before an administrator created the recovery key",
+  }),
+}).openapi("JobKeys");
 
 for (const kind of ["bes", "agent"] as const) {
   engineProtocol.openapi(
@@ -505,15 +551,17 @@ for (const kind of ["bes", "agent"] as const) {
     }),
     async (c) => {
       const { kv, owner, now } = await claimed(c);
+      const { masterKey } = c.get("deps");
       const jobs = await claimJobs(kv, owner, c.req.valid("json").max, now);
+      const engines = new Map();
       return c.json({
-        jobs: jobs.map((j) => ({
+        jobs: await Promise.all(jobs.map(async (j) => ({
           id: j.id,
           kind: j.kind,
           priority: j.priority,
-          payload: j.payload,
           leaseExpiresAt: j.leaseExpiresAt!,
-        })),
+          ...await handOutJob(kv, masterKey, j, owner, now, engines),
+        }))),
       }, 200);
     },
   );
@@ -525,7 +573,10 @@ for (const kind of ["bes", "agent"] as const) {
       summary: "Report progress; renews the lease and says whether to cancel",
       request: { headers: signedHeaders, params: JobParam, body: jsonBody(ProgressInput) },
       responses: {
-        200: reply("Lease renewed", z.object({ leaseExpiresAt: z.string(), cancel: z.boolean() })),
+        200: reply(
+          "Lease renewed, with fresh data tokens (none once cancel is true)",
+          z.object({ leaseExpiresAt: z.string(), cancel: z.boolean(), ...DataTokens }),
+        ),
         404: noSuchJob,
         409: failure("Lease expired or job ended"),
         ...errorResponses,
@@ -533,8 +584,62 @@ for (const kind of ["bes", "agent"] as const) {
     }),
     async (c) => {
       const { kv, owner, now } = await claimed(c);
-      const reply = await reportProgress(kv, owner, c.req.valid("param").id, c.req.valid("json"), now);
-      return c.json(reply, 200);
+      const id = c.req.valid("param").id;
+      const reply = await reportProgress(kv, owner, id, c.req.valid("json"), now);
+      const tokens = await progressDataAccess(kv, c.get("deps").masterKey, owner, id, now);
+      return c.json({ ...reply, ...tokens }, 200);
+    },
+  );
+
+  engineProtocol.openapi(
+    createRoute({
+      ...signedRoute(kind),
+      path: `/api/${kind}/v1/jobs/{id}/key`,
+      summary:
+        "The keys of the one namespace this job needs, for its holder while it runs (never stored with the job)",
+      request: { headers: signedHeaders, params: JobParam, body: jsonBody(KeyRequest) },
+      responses: {
+        200: reply("The namespace's keys (Cache-Control: no-store)", JobKeys),
+        403: failure("`no_keys_for_job`: this kind of job needs no keys (prune, health check)"),
+        404: failure("`not_found`: no such job for this principal"),
+        409: failure(
+          "`job_not_running` (not leased to you, lease expired, ended), `job_cancelled`, or `repository_unknown`",
+        ),
+        ...errorResponses,
+      },
+    }),
+    async (c) => {
+      const { kv, clock, masterKey } = c.get("deps");
+      const principal = c.get("principal")!;
+      const keys = await deliverJobKeys(
+        kv,
+        masterKey,
+        `${principal.kind}:${principal.id}`,
+        c.req.valid("param").id,
+        { key: principal.nonceKey, expireIn: NONCE_TTL_MS },
+        clock(),
+      );
+      c.header("Cache-Control", "no-store");
+      const b64 = (bytes: Uint8Array) => bytes.toBase64();
+      const body = {
+        jobId: keys.jobId,
+        keySetId: keys.keySetId,
+        namespace: keys.namespace,
+        repository: keys.repository,
+        dataKey: b64(keys.dataKey),
+        idKey: b64(keys.idKey),
+        recovery: keys.recovery && {
+          keyId: keys.recovery.keyId,
+          algorithm: keys.recovery.algorithm,
+          additionalData: keys.recovery.additionalData,
+          encryptedKey: b64(keys.recovery.encryptedKey),
+          nonce: b64(keys.recovery.nonce),
+          ciphertext: b64(keys.recovery.ciphertext),
+        },
+      };
+      keys.dataKey.fill(0);
+      keys.idKey.fill(0);
+      return c.json(body, 200);
     },
   );
 

@@ -198,6 +198,17 @@ function EnginePage(props: {
             <dd>{formatBytes(engine.managedBytes)}</dd>
             <dt>PXE</dt>
             <dd>{engine.pxeEnabled ? `Enabled on ${engine.pxeNetwork}` : "Disabled"}</dd>
+            <dt>Data API</dt>
+            <dd>{engine.dataUrl ?? "Not reported"}</dd>
+            {engine.certificateSha256 && (
+              <>
+                <dt>Certificate SHA-256</dt>
+                <dd>
+                  <code class="nowrap" data-testid="certificate-sha256">{engine.certificateSha256}</code>{" "}
+                  (expires {formatTime(engine.certificateExpiresAt)})
+                </dd>
+              </>
+            )}
           </dl>
         </section>
         <section class="panel">

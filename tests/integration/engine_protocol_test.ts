@@ -165,7 +165,13 @@ Deno.test("POST /api/bes/v1/register with an org secret answers 201 pending; the
   const keys = generateKeyPair();
   const first = await f.client.registerBes(f.tenant.secrets[0], DETAILS, keys);
   assert.equal(first.response.status, 201);
-  assert.deepEqual(Object.keys(first.body).sort(), ["heartbeatIntervalSeconds", "id", "status"]);
+  assert.deepEqual(Object.keys(first.body).sort(), [
+    "heartbeatIntervalSeconds",
+    "id",
+    "status",
+    "tokenPublicKey",
+  ]);
+  assert.match(String(first.body.tokenPublicKey), /^[A-Za-z0-9_-]{43}$/, "base64url of a raw 32-byte key");
   assert.equal(first.body.status, "pending");
   assert.equal(first.body.heartbeatIntervalSeconds, 60);
   const engine = (await getEngine(kv, String(first.body.id)))!;

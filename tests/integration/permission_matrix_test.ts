@@ -390,7 +390,7 @@ const POLICY: Array<[RegExp, string]> = [
   [/^POST \/backup\//, "backup.manage"],
   [/^GET \/backup\//, "backup.view"],
   [/^GET \/health\//, "admin"],
-  [/^\w+ \/admin\/(users|orgs|audit|backups|maintenance)/, "admin"],
+  [/^\w+ \/admin\/(users|orgs|audit|backups|maintenance|recovery-key)/, "admin"],
   [/^GET \/api\/health\//, "admin"],
   [/^\w+ \/admin\/tokens/, "backup.view"],
   [/^GET \/api\/v1\/me$/, "signed_in"],
@@ -415,7 +415,7 @@ const POLICY: Array<[RegExp, string]> = [
 ];
 
 /** Routes that change the account itself rather than an object of one org. */
-const ACCOUNT_LEVEL_CHANGES = /^POST \/(admin\/orgs\/account-secret|api\/v1\/account\/)/;
+const ACCOUNT_LEVEL_CHANGES = /^POST \/(admin\/orgs\/account-secret|admin\/recovery-key|api\/v1\/account\/)/;
 /** The control plane's own backups: only all-scope admins of the operator account (the oldest, A). */
 const PLATFORM_ROUTES = /^\w+ \/(health\/|admin\/(backups|maintenance)|api\/health\/)/;
 
