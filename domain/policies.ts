@@ -621,6 +621,14 @@ export async function updatePolicy(
   return updated;
 }
 
+/** True when a policy has a run or a restore point (then deleting it keeps it retired). */
+async function hasRunsOrPoints(kv: Deno.Kv, policyId: string): Promise<boolean> {
+  for (const prefix of [["restore_points_by_policy", policyId], ["runs_by_policy", policyId]]) {
+    for await (const _ of kv.list({ prefix }, { limit: 1 })) return true;
+  }
+  return false;
+}
+
 /**
  * Deletes a policy and its assignments, hooks and replica rules; the target's `policyCount` drops. Its
  * restore points and repositories stay: the policy is kept retired (`retiredPolicyKey`) so that retention
@@ -652,9 +660,12 @@ export async function deletePolicy(kv: Deno.Kv, actor: Actor, id: string, now: D
         "its restore points stay until they expire under its last retention",
     }, now);
     // Its repositories stay until their restore points expire under its last retention (ENGINE.md §3):
-    // retention goes on over the retired policy, which goes once no point of it is left.
-    op.set(retiredPolicyKey(id), { ...entry.value, deletedAt: now.toISOString() })
-      .set(retiredPoliciesByAccountKey(policy.accountId, id), id);
+    // retention goes on over the retired policy, which goes once no point of it is left. A policy that
+    // never ran has nothing to keep (a run still in flight may yet bring a point: it counts).
+    if (await hasRunsOrPoints(kv, id)) {
+      op.set(retiredPolicyKey(id), { ...entry.value, deletedAt: now.toISOString() })
+        .set(retiredPoliciesByAccountKey(policy.accountId, id), id);
+    }
     // The policy's own keys go in this operation; its children (possibly many) are batched after.
     op.delete(policyKey(id))
       .delete(policiesByTargetKey(entry.value.targetId, id))
