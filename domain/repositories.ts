@@ -94,10 +94,13 @@ export async function hostsNeedingFull(
 ): Promise<Set<string>> {
   const generation = policy.generation ?? 1;
   if (generation <= 1 || hostIds.length === 0) return new Set();
-  const seen = new Set(
-    await getManyValues<string>(kv, hostIds.map((h) => repositoryHostKey(policy.id, generation, h))),
-  );
-  return new Set(hostIds.filter((h) => !seen.has(h)));
+  const needs = new Set<string>();
+  for (let i = 0; i < hostIds.length; i += 10) {
+    const chunk = hostIds.slice(i, i + 10);
+    const entries = await kv.getMany(chunk.map((h) => repositoryHostKey(policy.id, generation, h)));
+    entries.forEach((e, j) => e.versionstamp === null && needs.add(chunk[j]));
+  }
+  return needs;
 }
 
 /**
