@@ -77,6 +77,9 @@ const RETENTION_FIELDS = [
   ["retentionMonthly", "Monthly (0–120)"],
 ] as const;
 
+/** The include paths field's example, one path per line. */
+const INCLUDE_PLACEHOLDER = ["/etc", "/home", "/srv/data"].join("\n");
+
 const lines = (v: string) => v.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
 
 /** The form as the domain input (checkboxes absent = false; numbers blank = default). */
@@ -274,7 +277,7 @@ function PolicyForm(props: {
           <textarea
             id="f-includePaths"
             name="includePaths"
-            placeholder={"/etc\n/home\n/srv/data"}
+            placeholder={INCLUDE_PLACEHOLDER}
             aria-invalid={e?.includePaths ? "true" : undefined}
             aria-describedby="f-includePaths-hint"
           >

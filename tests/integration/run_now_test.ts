@@ -141,8 +141,9 @@ Deno.test("runPolicyNow() queues the same payload as a scheduled run of that hos
   await runSchedulerTick(scheduled, new Date("2026-11-29T02:00:00Z"));
   const payloadOf = async (kv: Deno.Kv, policyId: string, hostId: string) => {
     const run = (await listRunsByPolicy(kv, policyId)).find((r) => r.hostId === hostId)!;
-    const { hostId: _h, policyId: _p, bes, target, hooks, repository, ...rest } = (await getJob(kv, run.jobId!))!
-      .payload;
+    const { hostId: _h, policyId: _p, bes, target, hooks, repository, ...rest } =
+      (await getJob(kv, run.jobId!))!
+        .payload;
     const repo = repository as { target: string; path: string; generation: number };
     assert.equal(repo.target, (target as { id: string }).id, "the repository is on the policy's target");
     assert.equal(repo.path, `cadres/${policyId}/g1`);
