@@ -750,7 +750,7 @@ async function storeListing(
   const entries = readEntries(output[list], parent, MAX_LISTED_ENTRIES);
   const facts = result.lists?.[list];
   if (facts?.parts && entries.length < MAX_LISTED_ENTRIES) {
-    const parted = await readResultList(kv, job.id, result.partsAttempt ?? job.attempts, list);
+    const parted = await readResultList(kv, job.id, result.partsAttempt ?? job.attempts, list, facts.parts);
     entries.push(...readEntries(parted, parent, MAX_LISTED_ENTRIES - entries.length));
   }
   if (list === "entries") sortEntries(entries);
@@ -1702,7 +1702,7 @@ async function withPartErrors(
   if (!job?.result || !facts?.kept || !restore.result || restore.result.errors.length) return restore;
   const attempt = job.result.partsAttempt ?? job.attempts;
   const errors: Array<{ path: string; message: string }> = [];
-  for (const { part } of await listPartNumbers(kv, job.id, attempt, "errors")) {
+  for (const { part } of await listPartNumbers(kv, job.id, attempt, "errors", facts.parts)) {
     const items = await readResultPart<{ path: string; message: string }>(
       kv,
       job.id,

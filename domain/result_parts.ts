@@ -223,29 +223,39 @@ export async function readResultPart<T = unknown>(
   return value ? JSON.parse(decoder.decode(value)) as T[] : null;
 }
 
-/** Every item of a list, in order (inline first, then parts 0…n-1). */
+/**
+ * Every item of a list, in order (inline first, then parts 0…`parts`-1). Only the parts the result named
+ * are read: one that arrived while the result was being recorded is not part of it.
+ */
 export async function readResultList<T = unknown>(
   kv: Deno.Kv,
   jobId: string,
   attempt: number,
   list: ResultList,
+  parts: number,
 ): Promise<T[]> {
   const out: T[] = [];
-  for await (const e of kv.list<Uint8Array>({ prefix: ["job_parts", jobId, attempt, list] })) {
+  const end = partKey(jobId, attempt, list, parts);
+  for await (const e of kv.list<Uint8Array>({ prefix: ["job_parts", jobId, attempt, list], end })) {
     out.push(...JSON.parse(decoder.decode(e.value)) as T[]);
   }
   return out;
 }
 
-/** The part numbers of a list that hold items, in order (-1 first when inline errors were kept). */
+/**
+ * The part numbers of a list that hold items, in order (-1 first when inline errors were kept), up to the
+ * `parts` the result named.
+ */
 export async function listPartNumbers(
   kv: Deno.Kv,
   jobId: string,
   attempt: number,
   list: ResultList,
+  parts: number,
 ): Promise<Array<{ part: number; items: number }>> {
   const out: Array<{ part: number; items: number }> = [];
-  for await (const e of kv.list<number>({ prefix: ["job_part_counts", jobId, attempt, list] })) {
+  const end = partCountKey(jobId, attempt, list, parts);
+  for await (const e of kv.list<number>({ prefix: ["job_part_counts", jobId, attempt, list], end })) {
     out.push({ part: Number(e.key[4]), items: e.value });
   }
   return out;

@@ -38,7 +38,9 @@ export async function jobErrorsPage(kv: Deno.Kv, job: Job | null, page: number):
   const facts = job?.result?.lists?.errors;
   if (!job?.result || !facts) return { errors: [], page: 0, pages: 0, offset: 0, kept: 0, total: 0 };
   const attempt = job.result.partsAttempt ?? job.attempts;
-  const parts = (await listPartNumbers(kv, job.id, attempt, "errors")).filter((p) => p.items > 0);
+  const parts = (await listPartNumbers(kv, job.id, attempt, "errors", facts.parts)).filter((p) =>
+    p.items > 0
+  );
   if (!parts.length) {
     return { errors: [], page: 0, pages: 0, offset: 0, kept: facts.kept, total: facts.total };
   }

@@ -441,6 +441,10 @@ Deno.test("every route declares exactly one access rule", () => {
       "POST /api/v1/storage/:targetId/verify",
       "POST /backup/storage/:targetId/health-check",
       "POST /backup/storage/:targetId/verify",
+      "GET /backup/runs/:runId",
+      "GET /api/v1/runs/:runId",
+      "POST /api/bes/v1/jobs/:id/parts",
+      "POST /api/agent/v1/jobs/:id/parts",
     ]
   ) {
     assert.ok(paths.includes(expected), `${expected} is enumerated`);

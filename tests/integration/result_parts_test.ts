@@ -9,7 +9,10 @@ import assert from "node:assert/strict";
 import { assignHost } from "../../domain/assignments.ts";
 import { applyHeartbeat } from "../../domain/engines.ts";
 import { applyHostHeartbeat, enrollHost } from "../../domain/hosts.ts";
-import { getJob, type Job } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, expireLeases, getJob, type Job, LEASE_MS } from "../../domain/jobs.ts";
+import { ValidationError } from "../../domain/errors.ts";
+import { storeResultPart } from "../../domain/result_parts.ts";
+import { jobErrorsPage } from "../../domain/run_results.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { getBrowse, getSearch, LIST_PAGE_SIZE, requestBrowse, requestSearch } from "../../domain/restore.ts";
@@ -379,4 +382,54 @@ Deno.test("a search cut by the BES keeps its total; its matches come in parts an
   assertIncludes(html, "450 matches for “*.pdf” (the BES found 12,000 and stopped at this many");
   assertIncludes(html, "Matches 201–400 (page 2 of 3)");
   assertIncludes(html, matches[200].path);
+});
+
+Deno.test("parts belong to their attempt: a job retried after a lost lease uploads its own", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const s = await setup(kv);
+  s.clock.time = new Date("2026-11-02T01:00:00Z");
+  await s.online();
+  await runSchedulerTick(kv, s.clock.now());
+  const [first] = await claimJobs(kv, `agent:${s.host.id}`, 1, s.clock.now());
+  const principal = `agent:${s.host.id}`;
+  await storeResultPart(
+    kv,
+    principal,
+    first.id,
+    { list: "errors", part: 0, items: errorsOf(0, 3) },
+    s.clock.now(),
+  );
+  // The agent goes silent: the lease expires and the job is claimed again (attempt 2).
+  s.clock.advance(LEASE_MS + 1000);
+  assert.equal((await expireLeases(kv, s.clock.now())).requeued, 1);
+  const [second] = await claimJobs(kv, principal, 1, s.clock.now());
+  assert.equal(second.id, first.id);
+  assert.equal(second.attempts, 2);
+  const result = {
+    status: "warning" as const,
+    startedAt: s.clock.now().toISOString(),
+    endedAt: s.clock.now().toISOString(),
+    bytesTransferred: 1,
+    protectedBytes: 1,
+    error: { reason: "PARTIAL_FILES", message: "some files" },
+    parts: { errors: 1 },
+  };
+  await assert.rejects(
+    () => applyResult(kv, principal, second.id, result, s.clock.now()),
+    (e: unknown) => e instanceof ValidationError && /part 0 of 1 is missing/.test(e.fields["parts.errors"]),
+    "the first attempt's part is not this attempt's",
+  );
+  await storeResultPart(
+    kv,
+    principal,
+    second.id,
+    { list: "errors", part: 0, items: errorsOf(10, 12) },
+    s.clock.now(),
+  );
+  const { job } = await applyResult(kv, principal, second.id, result, s.clock.now());
+  assert.deepEqual(job.result!.lists!.errors, { parts: 1, kept: 2, total: 2 });
+  const page = await jobErrorsPage(kv, job, 0);
+  assert.deepEqual(page.errors.map((e) => e.path), errorsOf(10, 12).map((e) => e.path));
+  const left = await Array.fromAsync(kv.list({ prefix: ["job_parts", job.id] }));
+  assert.deepEqual(left.map((e) => e.key[2]), [2], "the first attempt's parts are gone");
 });
