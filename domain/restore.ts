@@ -874,6 +874,8 @@ function pointPayload(point: RestorePointView) {
     engineRestorePointId: point.engineRestorePointId ?? point.id,
     policyId: point.policyId,
     completedAt: point.completedAt,
+    // The repository that holds the point (ENGINE.md §3); absent only until the start-up data fix ran.
+    ...(point.repository ? { repository: point.repository } : {}),
   };
 }
 

@@ -1131,7 +1131,15 @@ async function queueFollowUps(
     queueJobInOp(op, {
       ...base,
       kind: "verify",
-      payload: { restorePointId: point.id, policyId: policy.id, sampleCount: policy.verifySampleCount },
+      payload: {
+        restorePointId: point.id,
+        engineRestorePointId: point.engineRestorePointId ?? point.id,
+        policyId: policy.id,
+        hostId: point.hostId,
+        // The repository that holds the point (ENGINE.md §3).
+        repository: point.repository ?? repositoryOf(policy),
+        sampleCount: policy.verifySampleCount,
+      },
     }, now);
   }
   await queueReplicationsInOp(kv, op, policy, point, now);

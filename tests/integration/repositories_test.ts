@@ -22,7 +22,7 @@ import {
 } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { countPointsOnTarget, indexRestorePointsByTarget, repositoryOf } from "../../domain/repositories.ts";
-import { listRestorePoints, requireRestorePoint } from "../../domain/restore.ts";
+import { listRestorePoints, requestBrowse, requireRestorePoint } from "../../domain/restore.ts";
 import { runPolicyNow } from "../../domain/run_now.ts";
 import {
   applyJobOutcome,
@@ -239,8 +239,17 @@ Deno.test("older generations keep their points; retention prunes each point in t
   const fresh = await s.finish((await s.tick(day(1)))[0], { type: "full" });
   assert.equal(fresh.repository!.target, s.t2.id);
   assert.equal(old.repository!.target, s.t1.id, "the old point stays where it was written");
-  // Both points are still there and restorable.
+  // Both points are still there and restorable; jobs on the old one name its own repository.
   assert.equal((await requireRestorePoint(kv, system, old.id)).status, "complete");
+  const browse = await requestBrowse(kv, system, old.id, "/", s.clock.now());
+  assert.deepEqual((await getJob(kv, browse.jobId))!.payload.repository, old.repository);
+  const verifies = (await Array.fromAsync(kv.list<Job>({ prefix: ["jobs"] }))).map((e) => e.value)
+    .filter((j) => j.kind === "verify");
+  assert.deepEqual(
+    verifies.map((j) => j.payload.repository),
+    [old.repository, fresh.repository],
+    "each verify names the repository of its point",
+  );
   // Daily retention of 1 expires the older point: its prune job goes to the first target's repository.
   const { expired, pruneJobs } = await applyRetention(kv, day(2));
   assert.equal(expired, 1);
