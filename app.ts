@@ -44,6 +44,7 @@ import { policyRoutes } from "./routes/policies.tsx";
 import { policySectionRoutes } from "./routes/policy_sections.tsx";
 import { hostRoutes } from "./routes/hosts.tsx";
 import { jobRoutes } from "./routes/jobs.tsx";
+import { runRoutes } from "./routes/runs.tsx";
 import { platformRoutes } from "./routes/platforms.tsx";
 import { replicaScriptRoutes } from "./routes/replicas_scripts.tsx";
 import { restoreRoutes } from "./routes/restore.tsx";
@@ -132,6 +133,7 @@ export function createApp(options: AppOptions) {
   app.route("/backup", policySectionRoutes);
   app.route("/backup/hosts", hostRoutes);
   app.route("/backup/jobs", jobRoutes);
+  app.route("/backup/runs", runRoutes);
   app.route("/backup/platforms", platformRoutes);
   app.route("/backup/restore", restoreRoutes);
   app.route("/backup", replicaScriptRoutes);

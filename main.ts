@@ -4,6 +4,7 @@ import { parseConfig } from "./domain/config.ts";
 import { createLogger } from "./domain/log.ts";
 import { rederiveScheduleRpos } from "./domain/policies.ts";
 import { indexOpenRuns, indexRestorePointsByHost } from "./domain/runs.ts";
+import { indexRestorePointsByTarget } from "./domain/repositories.ts";
 import { rebuildReplicaCounts } from "./domain/replicas.ts";
 import { issueSetupToken } from "./domain/setup.ts";
 import { registerCrons } from "./jobs/crons.ts";
@@ -45,6 +46,12 @@ await indexOpenRuns(kv, new Date()).then(
 await indexRestorePointsByHost(kv, new Date()).then(
   (fix) => fix.skipped || logger.log("info", "restore points indexed by host", fix),
   (error) => logger.log("error", "indexing restore points by host failed", { error: String(error) }),
+);
+// Data fix: restore points from before repository generations get their repository and the by-target
+// index that keeps a target holding points from being deleted (once, marker).
+await indexRestorePointsByTarget(kv, new Date()).then(
+  (fix) => fix.skipped || logger.log("info", "restore points indexed by repository", fix),
+  (error) => logger.log("error", "indexing restore points by repository failed", { error: String(error) }),
 );
 // Data fix: replication counts, last results and index rebuilt from the records (once, marker); records
 // from before the counts (or with the legacy `success`) had left them wrong. Corrections are logged.

@@ -1,6 +1,8 @@
 /** Pieces of the run tables (a policy's recent runs, a job's run history): one look for a run everywhere. */
+import type { ResultStats } from "../domain/jobs.ts";
+import type { ErrorsPage } from "../domain/run_results.ts";
 import { firstLine, type Run } from "../domain/runs.ts";
-import type { Tone } from "./ui.tsx";
+import { formatBytes, type Tone } from "./ui.tsx";
 
 /** The badge tone of each run status. */
 export const RUN_TONE: Record<string, Tone> = {
@@ -53,5 +55,115 @@ export function HookOutputRow(props: { run: Pick<Run, "id" | "hookOutput">; colS
         </details>
       </td>
     </tr>
+  );
+}
+
+/** An engine-measured duration: "850 ms", "42 s", "3 min 5 s", "2 h 10 min". */
+export function formatMs(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined || !Number.isFinite(ms)) return "—";
+  if (ms < 1000) return `${Math.round(ms)} ms`;
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+}
+
+const count = (n: number | undefined) => n === undefined ? "—" : n.toLocaleString("en-US");
+
+/**
+ * What the engine measured (files, folders, bytes read, new and stored, duration, changes against the
+ * parent), in human units; "not reported" when the engine sent nothing.
+ */
+export function EngineResults(
+  props: { stats: ResultStats | null | undefined; errorCount?: number; testId?: string },
+) {
+  const s = props.stats;
+  if (!s || !Object.keys(s).length) {
+    return (
+      <p class="muted" data-testid={props.testId ?? "engine-results"}>The engine reported no measures.</p>
+    );
+  }
+  const changes = s.added !== undefined || s.modified !== undefined || s.deleted !== undefined;
+  return (
+    <dl class="facts" data-testid={props.testId ?? "engine-results"}>
+      <dt>Files</dt>
+      <dd data-stat="files">{count(s.files)}</dd>
+      <dt>Folders</dt>
+      <dd data-stat="dirs">{count(s.dirs)}</dd>
+      <dt>Read</dt>
+      <dd data-stat="bytesRead">{formatBytes(s.bytesRead)}</dd>
+      <dt>New data</dt>
+      <dd data-stat="bytesNew" title="Content not yet in the repository, before compression">
+        {formatBytes(s.bytesNew)}
+      </dd>
+      <dt>Stored</dt>
+      <dd data-stat="bytesStored" title="Bytes added to the repository (compressed, encrypted)">
+        {formatBytes(s.bytesStored)}
+      </dd>
+      <dt>Duration</dt>
+      <dd data-stat="durationMs">{formatMs(s.durationMs)}</dd>
+      {changes && (
+        <>
+          <dt>Changes</dt>
+          <dd data-stat="changes">
+            {count(s.added)} added · {count(s.modified)} modified · {count(s.deleted)} deleted
+          </dd>
+        </>
+      )}
+      {props.errorCount !== undefined && (
+        <>
+          <dt>Errors</dt>
+          <dd data-stat="errors">{count(props.errorCount)}</dd>
+        </>
+      )}
+    </dl>
+  );
+}
+
+/** A page of per-file errors with links to the other pages (`link(page)`), saying when the engine cut the list. */
+export function ErrorsList(props: { page: ErrorsPage; link: (page: number) => string }) {
+  const { errors, page, pages, offset, kept, total } = props.page;
+  if (total === 0) return <p class="muted" data-testid="errors-none">No per-file errors.</p>;
+  return (
+    <div data-testid="errors">
+      {kept < total && (
+        <p class="notice notice--warn" data-testid="errors-cut">
+          The engine met {total.toLocaleString("en-US")} errors and sent the first{" "}
+          {kept.toLocaleString("en-US")}; the rest are counted, not listed.
+        </p>
+      )}
+      {errors.length > 0 && (
+        <div class="table-wrap">
+          <table class="table table--compact" data-testid="errors-table">
+            <thead>
+              <tr>
+                <th>Path</th>
+                <th>Error</th>
+              </tr>
+            </thead>
+            <tbody>
+              {errors.map((e, i) => (
+                <tr key={`${offset + i}`} data-testid="error-row">
+                  <td>
+                    <code>{e.path}</code>
+                  </td>
+                  <td>{e.message}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      <nav class="pager" aria-label="Error pages">
+        <span data-testid="errors-range">
+          Errors {(offset + 1).toLocaleString("en-US")}–{(offset + errors.length).toLocaleString("en-US")} of
+          {" "}
+          {kept.toLocaleString("en-US")}
+          {pages > 1 ? ` (page ${page + 1} of ${pages})` : ""}
+        </span>
+        {page > 0 && <a href={props.link(page - 1)}>← Previous errors</a>}
+        {page + 1 < pages && <a href={props.link(page + 1)} data-testid="errors-next">Next errors →</a>}
+      </nav>
+    </div>
   );
 }

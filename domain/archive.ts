@@ -23,7 +23,8 @@ import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostDecommissionKey, hostKey, hostScope, liveHostKey } from "./hosts.ts";
 import { queueJobInOp } from "./jobs.ts";
 import { getManyValues, withRetry } from "./kv.ts";
-import { type Policy, policyKey } from "./policies.ts";
+import { type Policy, policyKey, retiredPolicyKey } from "./policies.ts";
+import { repositoryOf } from "./repositories.ts";
 import { type HostCoverage, hostCoverageKey, readProtectedFor, setHostProtection } from "./protected.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { pointsOfHost, type RestorePoint, restorePointKey } from "./runs.ts";
@@ -278,9 +279,15 @@ export async function resumeHostDecommissions(kv: Deno.Kv, now: Date): Promise<n
 async function readPointToExpire(kv: Deno.Kv, actor: Actor, id: string) {
   const entry = /^[0-9A-Z]{26}$/.test(id) ? await kv.get<RestorePoint>(restorePointKey(id)) : null;
   const point = entry?.value;
-  const [policy, host] = point
-    ? await kv.getMany<[Policy, Host]>([policyKey(point.policyId), hostKey(point.hostId ?? "-")])
+  const [live, host, retired] = point
+    ? await kv.getMany<[Policy, Host, Policy]>([
+      policyKey(point.policyId),
+      hostKey(point.hostId ?? "-"),
+      retiredPolicyKey(point.policyId),
+    ])
     : [];
+  // A deleted policy's points stay until they expire: its archived ones are expired by hand as well.
+  const policy = live?.value ? live : retired;
   const scope = policy?.value ? { accountId: policy.value.accountId, orgId: policy.value.orgId } : null;
   if (
     !entry || !point || !policy?.value || !scope || !inScope(actor, scope) ||
@@ -352,7 +359,12 @@ export async function expireArchivedPoint(
       principal: `bes:${policy.besId}`,
       accountId: scope.accountId,
       orgId: scope.orgId,
-      payload: { policyId: point.policyId, targetId: policy.targetId, restorePointIds: [engineId] },
+      payload: {
+        policyId: point.policyId,
+        targetId: (point.repository ?? repositoryOf(policy)).target,
+        repository: point.repository ?? repositoryOf(policy),
+        restorePointIds: [engineId],
+      },
     }, now);
     appendAudit(op, actor, {
       ...scope,

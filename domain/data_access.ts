@@ -20,36 +20,16 @@ import { type Job, jobKey } from "./jobs.ts";
 import type { KekSource } from "./replicas.ts";
 import { type RestorePoint, restorePointKey } from "./runs.ts";
 import { tokenSigningKey } from "./token_signing.ts";
+import { type Repository, repositoryOf, repositoryOfPayload } from "./repositories.ts";
 
 /** How long a data token lives. Progress replies renew it; engines report progress every few seconds. */
 export const DATA_TOKEN_TTL_SECONDS = 5 * 60;
 
 /** A repository: one (storage target, policy, generation), at `cadres/<policyId>/g<N>` in the target. */
-export interface RepositoryRef {
-  target: string;
-  path: string;
-  generation: number;
-}
-
-/** The path of a policy's repository of generation `generation` inside its target. */
-export function repositoryPath(policyId: string, generation: number): string {
-  return `cadres/${policyId}/g${generation}`;
-}
-
-/**
- * The repository a policy writes to now: its target and `generation` (1 for policies that record none).
- * The seam where generations plug in (a policy's `generation`, a restore point's and a job payload's
- * `repository`): keep it the only place that decides, with `jobRepository`.
- */
-export function repositoryOf(policy: { id: string; targetId: string; generation?: number }): RepositoryRef {
-  const generation = policy.generation ?? 1;
-  return { target: policy.targetId, path: repositoryPath(policy.id, generation), generation };
-}
+export type RepositoryRef = Repository;
 
 function isRepository(r: unknown): r is RepositoryRef {
-  const v = r as Partial<RepositoryRef> | null | undefined;
-  return !!v && typeof v.target === "string" && typeof v.path === "string" &&
-    Number.isInteger(v.generation) && (v.generation as number) >= 1;
+  return repositoryOfPayload({ repository: r }) !== null;
 }
 
 /**

@@ -13,6 +13,7 @@ import { kvValueBytes } from "./kv.ts";
 import type { Policy } from "./policies.ts";
 import { buildBackupPayload, newRunInOp, offlineHostRunInOp, type Run, type RunKind } from "./runs.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
+import { hostBackupPayload, repositoryOf } from "./repositories.ts";
 
 /** Hosts per write at most: each adds about six mutations (job, its indexes, run, its indexes). */
 export const DISPATCH_MAX_HOSTS = 150;
@@ -41,7 +42,7 @@ export async function dispatchPayload(
   kind: RunKind,
 ): Promise<Record<string, unknown>> {
   return kind === "synthetic_full"
-    ? { policyId: policy.id, targetId: target.id }
+    ? { policyId: policy.id, targetId: target.id, repository: repositoryOf(policy) }
     : await buildBackupPayload(kv, policy, engine, target, kind);
 }
 
@@ -74,6 +75,11 @@ export interface DispatchPlan {
    * host gets the scheduler's offline run instead, linked to its open offline alert from `alerts`.
    */
   offline: { alerts: Map<string, string | null> } | null;
+  /**
+   * Hosts with no restore point in the policy's current repository generation (`hostsNeedingFull`): an
+   * incremental goes to them as a full.
+   */
+  needsFull?: Set<string>;
 }
 
 /**
@@ -84,6 +90,7 @@ export function dispatcher(
   plan: DispatchPlan,
 ): (op: Deno.AtomicOperation, host: ActiveHost | null, now: Date) => Run {
   const { policy, kind, payload, besId, trigger, offline } = plan;
+  const needsFull = plan.needsFull ?? new Set<string>();
   const template = EnqueueInput.parse({
     kind: kind === "synthetic_full" ? "synthetic_full" : "backup",
     principal: `bes:${besId}`,
@@ -92,11 +99,12 @@ export function dispatcher(
     payload,
   });
   return (op, host, now) => {
+    const sent = host ? hostBackupPayload(template.payload, kind, host.id, needsFull) : null;
     const base = {
       policyId: policy.id,
       accountId: policy.accountId,
       orgId: policy.orgId,
-      kind,
+      kind: sent?.kind ?? kind,
       trigger,
       scheduledFor: now.toISOString(),
     };
@@ -105,9 +113,7 @@ export function dispatcher(
     }
     const job = addQueuedJob(
       op,
-      host
-        ? { ...template, principal: `agent:${host.id}`, payload: { ...template.payload, hostId: host.id } }
-        : template,
+      host && sent ? { ...template, principal: `agent:${host.id}`, payload: sent.payload } : template,
       now,
       { fresh: true },
     );

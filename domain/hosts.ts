@@ -47,7 +47,23 @@ export interface Host {
   lastHeartbeatAt: string | null;
   /** When an operator decommissioned the host (null or absent while it is in service). */
   decommissionedAt?: string | null;
+  /**
+   * What the agent backs up for a policy without include paths (its default roots), as it reported them
+   * at enrollment or in its last heartbeat that carried them. Absent for agents that never reported any.
+   */
+  defaultRoots?: string[];
 }
+
+/** Most default roots an agent may report. */
+export const MAX_DEFAULT_ROOTS = 64;
+
+/** The default roots an agent reports: absolute paths (POSIX or Windows), at most MAX_DEFAULT_ROOTS. */
+export const DefaultRoots = z.array(
+  z.string().max(1024, "each root must be at most 1024 characters")
+    .regex(/^(\/|[A-Za-z]:[\\/])/, "each root must be an absolute path")
+    .refine((v) => !/\p{Cc}/u.test(v), "must not contain control characters")
+    .refine((v) => !v.split(/[\\/]/).includes(".."), 'must not contain ".." segments'),
+).max(MAX_DEFAULT_ROOTS, `at most ${MAX_DEFAULT_ROOTS} roots`);
 
 /** True when the host's agent heartbeated within the offline window (3 minutes) of `now`, whatever its status. */
 export function heartbeatFreshAt(host: Pick<Host, "lastHeartbeatAt">, now: Date): boolean {
@@ -100,12 +116,16 @@ export const AgentEnrollment = z.object({
   }),
   version: z.string().trim().min(1, "is required").max(50),
   relay: z.boolean().default(false),
+  /** What a policy without include paths backs up on this host (e.g. `["/"]`, `["/etc", "/home"]`). */
+  defaultRoots: DefaultRoots.optional(),
 }).strict();
 export type AgentEnrollment = z.input<typeof AgentEnrollment>;
 
 export const AgentHeartbeat = z.object({
   version: z.string().trim().min(1).max(50),
   metrics: HeartbeatMetrics,
+  /** Sent when they changed since enrollment (e.g. after `--include-root` changed); absent: unchanged. */
+  defaultRoots: DefaultRoots.optional(),
 });
 
 function agentActor(host: Pick<Host, "id" | "hostname" | "accountId">): Actor {
@@ -362,6 +382,7 @@ export async function applyHostHeartbeat(
       ...host,
       status: retired ? "decommissioned" : "online",
       version: data.version,
+      ...(data.defaultRoots ? { defaultRoots: data.defaultRoots } : {}),
       lastHeartbeatAt: now.toISOString(),
     };
     const op = kv.atomic().check(entry).set(hostKey(hostId), next);

@@ -20,6 +20,7 @@ import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey } from "./hosts.ts";
 import { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
 import { batchesOf, DISPATCH_MAX_HOSTS, dispatcher, hostsPerWrite, readDispatchPayload } from "./dispatch.ts";
+import { hostsNeedingFull } from "./repositories.ts";
 import { getManyValues } from "./kv.ts";
 import {
   getPlatform,
@@ -522,9 +523,21 @@ export interface RetryOutcome {
   pending: boolean;
 }
 
-/** The retry dispatch of the policy's latest run kind: every active host gets its job, trigger `retry`. */
-function retryDispatcher(policy: Policy, kind: RunKind, payload: Record<string, unknown>, besId: string) {
-  return dispatcher({ policy, kind, payload, besId, trigger: "retry", offline: null });
+/**
+ * The retry dispatch of the policy's latest run kind for a batch of hosts: every active host gets its job,
+ * trigger `retry` (an incremental as a full for a host new to the policy's repository generation).
+ */
+async function retryDispatcher(
+  kv: Deno.Kv,
+  policy: Policy,
+  kind: RunKind,
+  payload: Record<string, unknown>,
+  besId: string,
+  hosts: Array<ActiveHost | null>,
+) {
+  const ids = kind === "incremental" ? hosts.flatMap((h) => h ? [h.id] : []) : [];
+  const needsFull = await hostsNeedingFull(kv, policy, ids);
+  return dispatcher({ policy, kind, payload, besId, trigger: "retry", offline: null, needsFull });
 }
 
 /**
@@ -574,7 +587,7 @@ export async function retryJob(
   const first = kind === "synthetic_full" ? [null] : batches[0];
 
   const op = kv.atomic().check({ key: retryGuardKey(latest.id), versionstamp: null });
-  const dispatch = retryDispatcher(policy, kind, payload, besId);
+  const dispatch = await retryDispatcher(kv, policy, kind, payload, besId, first);
   const runs = first.map((host) => dispatch(op, host, now));
   op.set(retryGuardKey(latest.id), runs[0].id);
   const rest = batches.length > 1;
@@ -640,7 +653,7 @@ async function continueRetry(
     const perWrite = d.perWrite;
     const batch = await activeHostsOf(kv, d.policyId, { afterHostId: d.afterHostId, limit: perWrite });
     const op = kv.atomic().check(entry);
-    const dispatch = retryDispatcher(policy, d.kind, payload, besId);
+    const dispatch = await retryDispatcher(kv, policy, d.kind, payload, besId, batch);
     const written = batch.map((h) => dispatch(op, h, now));
     if (batch.length < perWrite) op.delete(key);
     else op.set(key, { ...d, afterHostId: batch[batch.length - 1].id });

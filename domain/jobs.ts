@@ -8,6 +8,17 @@ import { z } from "zod";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
+import {
+  dropStaleParts,
+  ErrorItem,
+  keepInlineErrorsInOp,
+  type ListFacts,
+  MAX_INLINE_ERRORS,
+  MAX_PARTS,
+  RESULT_LISTS,
+  type ResultList,
+  settleResultLists,
+} from "./result_parts.ts";
 
 export const JOB_KINDS = [
   "backup",
@@ -45,7 +56,45 @@ export interface JobResult {
   output: Record<string, unknown> | null;
   /** What each hook printed, in execution order (kept with the run). */
   hookOutput: HookOutput[];
+  /** What the engine measured (backups and restores); null when it sent none. */
+  stats?: ResultStats | null;
+  /**
+   * The result's long lists (result_parts.ts): parts uploaded, items kept, items found. The inline
+   * `errors` of the request are kept as part -1 of `errors`, not here.
+   */
+  lists?: Partial<Record<ResultList, ListFacts>>;
+  /** The attempt whose parts the lists are (the job's `attempts` when the result was recorded). */
+  partsAttempt?: number;
 }
+
+/**
+ * What an engine measured running a job (all optional, counts and bytes ≥ 0): files and folders seen,
+ * bytes read from the source, bytes of new content (not deduplicated), bytes added to the repository,
+ * its duration, and the changes against the parent (added, modified, deleted files).
+ */
+export const ResultStats = z.object({
+  files: z.number().int().min(0, "must not be negative").optional(),
+  dirs: z.number().int().min(0, "must not be negative").optional(),
+  bytesRead: z.number().int().min(0, "must not be negative").optional(),
+  bytesNew: z.number().int().min(0, "must not be negative").optional(),
+  bytesStored: z.number().int().min(0, "must not be negative").optional(),
+  durationMs: z.number().int().min(0, "must not be negative").optional(),
+  added: z.number().int().min(0, "must not be negative").optional(),
+  modified: z.number().int().min(0, "must not be negative").optional(),
+  deleted: z.number().int().min(0, "must not be negative").optional(),
+}).strict();
+export type ResultStats = z.infer<typeof ResultStats>;
+
+const ListCounts = (max: number, what: string) =>
+  z.object(
+    Object.fromEntries(
+      RESULT_LISTS.map((l) => [
+        l,
+        z.number().int("must be a whole number").min(0, "must not be negative").max(max, `${what}`)
+          .optional(),
+      ]),
+    ) as Record<ResultList, z.ZodOptional<z.ZodNumber>>,
+  ).strict();
 
 export interface HookOutput {
   hookId: string;
@@ -366,6 +415,16 @@ export const ResultInput = z.object({
       output: z.string().max(4000, "must be at most 4000 characters (send the tail)"),
     }).strict(),
   ).max(20, "at most 20 hooks").default([]),
+  stats: ResultStats.nullable().default(null),
+  /** The first per-file errors; more go in parts (`parts.errors`), and `totals.errors` counts them all. */
+  errors: z.array(ErrorItem).max(
+    MAX_INLINE_ERRORS,
+    `at most ${MAX_INLINE_ERRORS} inline: upload the rest in parts (POST …/jobs/{id}/parts)`,
+  ).default([]),
+  /** Parts uploaded per list (POST …/jobs/{id}/parts with part 0…n-1); the result is refused while one is missing. */
+  parts: ListCounts(MAX_PARTS, `must be at most ${MAX_PARTS}`).default({}),
+  /** Items the engine found per list, when it sent fewer (a cut list keeps its total). */
+  totals: ListCounts(Number.MAX_SAFE_INTEGER, "is too large").default({}),
 }).superRefine((r, ctx) => {
   if (Date.parse(r.endedAt) < Date.parse(r.startedAt)) {
     ctx.addIssue({ code: "custom", path: ["endedAt"], message: "must not be before startedAt" });
@@ -393,7 +452,8 @@ export async function applyResult(
   input: ResultInput,
   now: Date,
 ): Promise<{ applied: boolean; job: Job }> {
-  const result = ResultInput.parse(input) as JobResult;
+  const { errors, parts, totals, ...parsed } = ResultInput.parse(input);
+  const result = parsed as JobResult;
   for (let i = 0; i < 5; i++) {
     const { entry, job, live } = await leasedBy(kv, principal, id, now);
     if (job.result) {
@@ -403,17 +463,26 @@ export async function applyResult(
     if (!live) {
       throw new ConflictError("The lease of this job has expired; the job was returned to the queue");
     }
+    // Every part the result names must be there (never a list cut silently); inline errors count first.
+    const lists = await settleResultLists(kv, job, parts, totals, { errors: errors.length });
     const next = storableJob({
       ...job,
       status: result.status === "failed" ? "failed" : "succeeded",
-      result,
+      result: {
+        ...result,
+        ...(Object.keys(lists).length ? { lists, partsAttempt: job.attempts } : {}),
+      },
       leaseExpiresAt: null,
       updatedAt: now.toISOString(),
     });
-    const res = await kv.atomic().check(entry)
+    const op = kv.atomic().check(entry)
       .delete(leaseKey(Date.parse(job.leaseExpiresAt!), id))
-      .set(jobKey(id), next).commit();
-    if (res.ok) return { applied: true, job: next };
+      .set(jobKey(id), next);
+    keepInlineErrorsInOp(op, job, errors);
+    if ((await op.commit()).ok) {
+      if (job.attempts > 1) await dropStaleParts(kv, id, job.attempts);
+      return { applied: true, job: next };
+    }
   }
   throw new ConflictError("The result conflicted repeatedly; retry");
 }

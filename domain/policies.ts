@@ -17,6 +17,7 @@ import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import { CronExpression, deriveRpoHours, OptionalCronExpression, RPO_GRACE_HOURS } from "./schedules.ts";
 import { DisplayName } from "./validation.ts";
+import { generationChanges, repositoryOf } from "./repositories.ts";
 
 export interface PolicyCore {
   id: string;
@@ -44,6 +45,19 @@ export function policiesByBesKey(besId: string, policyId: string) {
 export function policiesByAccountKey(accountId: string, policyId: string) {
   return ["policies_by_account", accountId, policyId] as const;
 }
+/**
+ * A deleted policy as it was last (with `deletedAt`), kept while it has restore points: retention goes
+ * on expiring them under its last settings, and Restore still finds their policy.
+ */
+export function retiredPolicyKey(policyId: string) {
+  return ["policies_retired", policyId] as const;
+}
+export function retiredPoliciesByAccountKey(accountId: string, policyId: string) {
+  return ["policies_retired_by_account", accountId, policyId] as const;
+}
+
+/** A deleted policy kept for its restore points. */
+export type RetiredPolicy = Policy & { deletedAt: string };
 
 /**
  * Prefixes of a policy's children (assignments, hooks, replica rules) and of its open-run index,
@@ -205,6 +219,64 @@ const PathList = z.array(
   )
   .default([]);
 
+/** Most include paths one policy may list. */
+export const MAX_INCLUDE_PATHS = 100;
+/** Longest include path accepted. */
+export const MAX_INCLUDE_PATH_LENGTH = 1024;
+
+const WINDOWS_DRIVE = /^[A-Za-z]:[\\/]/;
+
+/** An include path normalized (trailing separators dropped), or why it is refused. */
+export function normalizeIncludePath(
+  raw: string,
+): { ok: true; path: string } | { ok: false; message: string } {
+  const v = raw.trim();
+  if (!v) return { ok: false, message: "must not be empty" };
+  if (v.length > MAX_INCLUDE_PATH_LENGTH) {
+    return { ok: false, message: `must be at most ${MAX_INCLUDE_PATH_LENGTH} characters` };
+  }
+  if (/\p{Cc}/u.test(v)) return { ok: false, message: "must not contain control characters" };
+  const windows = WINDOWS_DRIVE.test(v);
+  if (!windows && !v.startsWith("/")) return { ok: false, message: "must be an absolute path (/… or C:\\…)" };
+  const segments = (windows ? v.slice(3) : v).split(windows ? /[\\/]+/ : /\/+/);
+  if (segments.some((s) => s === ".." || (windows && /^[. ]+$/.test(s) && s !== "."))) {
+    return { ok: false, message: 'must not contain ".." segments' };
+  }
+  const kept = segments.filter((s) => s !== "" && s !== ".");
+  return {
+    ok: true,
+    path: windows ? `${v[0].toUpperCase()}:\\${kept.join("\\")}` : `/${kept.join("/")}`,
+  };
+}
+
+/**
+ * What a backup reads: absolute paths on the host (POSIX or Windows), one per entry, at most
+ * MAX_INCLUDE_PATHS; empty means the agent's default roots (which it reports when it enrolls).
+ * Duplicates are dropped; errors name the entry (its line in the form) under the field `includePaths`.
+ */
+export const IncludePaths = z.array(z.string({ error: "must be a list of paths" }), {
+  error: "must be a list of absolute paths",
+}).transform((raw, ctx) => {
+  const out: string[] = [];
+  for (const [i, value] of raw.entries()) {
+    const r = normalizeIncludePath(value);
+    if (!r.ok) {
+      const shown = value.length > 60 ? `${value.slice(0, 57)}...` : value;
+      ctx.addIssue({
+        code: "custom",
+        message: `line ${i + 1} (${shown.replace(/\p{Cc}/gu, "?")}) ${r.message}`,
+      });
+      return z.NEVER;
+    }
+    if (!out.includes(r.path)) out.push(r.path);
+  }
+  if (out.length > MAX_INCLUDE_PATHS) {
+    ctx.addIssue({ code: "custom", message: `at most ${MAX_INCLUDE_PATHS} include paths` });
+    return z.NEVER;
+  }
+  return out;
+}).default([]);
+
 /** The editable fields of a policy (the BES is set once, at creation). */
 export const PolicyFields = z.object({
   name: DisplayName,
@@ -214,6 +286,7 @@ export const PolicyFields = z.object({
   fullSchedule: CronExpression(),
   incrementalSchedule: OptionalCronExpression(),
   syntheticFullSchedule: OptionalCronExpression(),
+  includePaths: IncludePaths,
   excludePaths: PathList,
   excludePatterns: PathList,
   exclusionTemplate: z.union([
@@ -276,6 +349,11 @@ export type Policy =
     rpoHours: number;
     rpoDerived: boolean;
     createdAt: string;
+    /**
+     * The repository generation (repositories.ts): 1 at creation, +1 whenever the storage target,
+     * encryption or deduplication changes. Absent on policies stored before generations: 1.
+     */
+    generation?: number;
   };
 
 /** The expanded exclusion patterns (template first, then the policy's own). */
@@ -425,6 +503,7 @@ export async function createPolicy(
     const policy: Policy = {
       ...fields,
       ...rpoOf(data, now),
+      generation: 1,
       id: newId(now),
       accountId: engine.accountId,
       orgId: engine.orgId,
@@ -508,7 +587,17 @@ export async function updatePolicy(
         });
       }
     }
-    const next: Policy = { ...policy, ...data, ...rpoOf(data, now), updatedAt: now.toISOString() };
+    // A new repository when the target, encryption or dedup changes (ENGINE.md §3): the next backup
+    // of every host is a full, and the older generations stay until their points expire.
+    const changes = generationChanges(policy, data);
+    const generation = (policy.generation ?? 1) + (changes.length ? 1 : 0);
+    const next: Policy = {
+      ...policy,
+      ...data,
+      ...rpoOf(data, now),
+      generation,
+      updatedAt: now.toISOString(),
+    };
     op.set(policyKey(id), next);
     appendAudit(op, actor, {
       accountId: policy.accountId,
@@ -520,7 +609,11 @@ export async function updatePolicy(
         `Updated policy ${next.name}${
           policy.enabled !== next.enabled ? (next.enabled ? " (enabled)" : " (disabled)") : ""
         }` +
-        (data.targetId !== policy.targetId ? "; moved to another storage target" : ""),
+        (data.targetId !== policy.targetId ? "; moved to another storage target" : "") +
+        (changes.length
+          ? `; ${changes.join(", ")} changed: repository generation ${generation} starts ` +
+            `(${repositoryOf(next).path}), its next backups are fulls`
+          : ""),
     }, now);
     return (await op.commit()).ok ? { value: next } : null;
   });
@@ -528,7 +621,19 @@ export async function updatePolicy(
   return updated;
 }
 
-/** Deletes a policy and its assignments, hooks and replica rules; the target's `policyCount` drops. */
+/** True when a policy has a run or a restore point (then deleting it keeps it retired). */
+async function hasRunsOrPoints(kv: Deno.Kv, policyId: string): Promise<boolean> {
+  for (const prefix of [["restore_points_by_policy", policyId], ["runs_by_policy", policyId]]) {
+    for await (const _ of kv.list({ prefix }, { limit: 1 })) return true;
+  }
+  return false;
+}
+
+/**
+ * Deletes a policy and its assignments, hooks and replica rules; the target's `policyCount` drops. Its
+ * restore points and repositories stay: the policy is kept retired (`retiredPolicyKey`) so that retention
+ * expires them under its last settings, and its storage targets stay undeletable while they hold them.
+ */
 export async function deletePolicy(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<void> {
   const policy = await requirePolicy(kv, actor, id);
   authorize(actor, "backup.manage", policyScope(policy));
@@ -551,8 +656,16 @@ export async function deletePolicy(kv: Deno.Kv, actor: Actor, id: string, now: D
       action: "policy.delete",
       objectType: "policy",
       objectId: id,
-      summary: `Deleted policy ${policy.name} with its assignments, hooks and replica rules`,
+      summary: `Deleted policy ${policy.name} with its assignments, hooks and replica rules; ` +
+        "its restore points stay until they expire under its last retention",
     }, now);
+    // Its repositories stay until their restore points expire under its last retention (ENGINE.md §3):
+    // retention goes on over the retired policy, which goes once no point of it is left. A policy that
+    // never ran has nothing to keep (a run still in flight may yet bring a point: it counts).
+    if (await hasRunsOrPoints(kv, id)) {
+      op.set(retiredPolicyKey(id), { ...entry.value, deletedAt: now.toISOString() })
+        .set(retiredPoliciesByAccountKey(policy.accountId, id), id);
+    }
     // The policy's own keys go in this operation; its children (possibly many) are batched after.
     op.delete(policyKey(id))
       .delete(policiesByTargetKey(entry.value.targetId, id))

@@ -15,6 +15,7 @@ import { type Host, hostKey, hostScope, requireHost } from "./hosts.ts";
 import { newId, sha256Hex } from "./ids.ts";
 import { getManyValues } from "./kv.ts";
 import { getJob, getJobs, type Job, queueJobInOp } from "./jobs.ts";
+import { listPartNumbers, readResultList, readResultPart } from "./result_parts.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, authorize, can, inScope, type ScopedObject } from "./rbac.ts";
 import { type RestorePoint, restorePointKey } from "./runs.ts";
@@ -32,9 +33,15 @@ export const MAX_PATH_LENGTH = 4096;
 export const BMR_TOKEN_TTL_MS = 4 * 3600_000;
 /** Browse listings and search results are kept this long (the content of a restore point never changes). */
 export const RESTORE_CACHE_TTL_MS = 7 * 86_400_000;
-/** Entries kept from one browse answer, and matches from one search answer. */
-export const MAX_BROWSE_ENTRIES = 500;
-export const MAX_SEARCH_MATCHES = 1000;
+/**
+ * Entries one browse or search keeps (paged, LIST_PAGE_SIZE a page): an answer longer than this keeps its
+ * total and says it was cut. Engines send long answers in parts (result_parts.ts).
+ */
+export const MAX_LISTED_ENTRIES = 50_000;
+/** Matches a search asks the BES for (`maxMatches` of its payload). */
+export const MAX_SEARCH_MATCHES = 10_000;
+/** Entries on one page of a browse listing or search (fewer when their paths are very long). */
+export const LIST_PAGE_SIZE = 200;
 /** Per-file errors kept with a restore's result (the rest are counted). */
 export const MAX_RESULT_ERRORS = 100;
 /** Restore points one page of a list may read before it answers with a cursor. */
@@ -314,9 +321,14 @@ async function restorablePolicies(kv: Deno.Kv, actor: Actor): Promise<Policy[]> 
     for await (const e of kv.list<string>({ prefix: ["policies_by_account", actor.accountId] })) {
       keys.push(["policies", e.value]);
     }
+    // Deleted policies whose restore points have not all expired yet (their points stay restorable).
+    for await (const e of kv.list<string>({ prefix: ["policies_retired_by_account", actor.accountId] })) {
+      keys.push(["policies_retired", e.value]);
+    }
     out.push(...await getManyValues<Policy>(kv, keys));
   } else if (actor.kind === "system") {
     for await (const e of kv.list<Policy>({ prefix: ["policies"] })) out.push(e.value);
+    for await (const e of kv.list<Policy>({ prefix: ["policies_retired"] })) out.push(e.value);
   }
   return out.filter((p) => can(actor, "backup.restore", policyScope(p)));
 }
@@ -423,7 +435,11 @@ async function loadPoint(
 ): Promise<{ point: RestorePointView; engine: Engine | null; host: Host | null }> {
   requireIdShape(id, "Restore point");
   const point = (await kv.get<RestorePoint>(restorePointKey(id))).value;
-  const policy = point ? (await kv.get<Policy>(["policies", point.policyId])).value : null;
+  const [live, retired] = point
+    ? await kv.getMany<[Policy, Policy]>([["policies", point.policyId], ["policies_retired", point.policyId]])
+    : [];
+  // A deleted policy's points stay restorable until they expire (its last settings are kept retired).
+  const policy = live?.value ?? retired?.value ?? null;
   if (!point || !policy || !inScope(actor, policyScope(policy))) {
     throw new NotFoundError(`Restore point ${id} not found`);
   }
@@ -569,21 +585,40 @@ export interface TreeEntry {
   modifiedAt: string;
 }
 
+/**
+ * How a ready listing is paged: its entries are stored a page at a time (`listPageKey`), `pageSizes`
+ * entries each. A state read for a page carries that page's entries and where it lies in the listing.
+ * States stored before paging have no `pageSizes` and keep their entries inline (one page).
+ */
+export interface ListingPages {
+  /** Entries the engine found (at least `kept`). */
+  total?: number;
+  /** Entries kept (the sum of `pageSizes`). */
+  kept?: number;
+  /** Entries per stored page. */
+  pageSizes?: number[];
+  /** The page `entries` holds (0-based), the number of pages, and the index of its first entry. */
+  page?: number;
+  pages?: number;
+  offset?: number;
+}
+
 /** Browse: cached per (restore point, normalized path). */
-export interface BrowseState {
+export interface BrowseState extends ListingPages {
   restorePointId: string;
   path: string;
   status: "pending" | "ready" | "failed";
   jobId: string;
+  /** The entries of the page asked for once ready (null before). */
   entries: TreeEntry[] | null;
-  /** True when the folder had more entries than are kept (MAX_BROWSE_ENTRIES). */
+  /** True when the folder had more entries than are kept (`total` says how many). */
   truncated: boolean;
   error: string | null;
   requestedAt: string;
   updatedAt: string;
 }
 
-export interface SearchState {
+export interface SearchState extends ListingPages {
   id: string;
   accountId: string;
   orgId: string | null;
@@ -630,20 +665,20 @@ function resultError(job: Job): string {
   return e ? `${e.reason}: ${e.message}`.slice(0, 2000) : "The engine reported a failure";
 }
 
-/** Sizes of stored entries are budgeted so a state stays well inside KV's 64 KiB per value. */
-const ENTRY_BUDGET = 56_000;
+/** Sizes of stored entries are budgeted so a page stays well inside KV's 64 KiB per value. */
+const PAGE_BUDGET = 56_000;
 
-/** Entries of an engine's answer, checked and capped; entries without a usable name or path are skipped. */
-function readEntries(
-  raw: unknown,
-  parent: string | null,
-  cap: number,
-): { entries: TreeEntry[]; truncated: boolean } {
+/** A stored page of a browse listing or search (`ListingPages`), by the job that answered it. */
+export function listPageKey(jobId: string, page: number) {
+  return ["restore_list_pages", jobId, page] as const;
+}
+
+/** Entries of an engine's answer, checked; entries without a usable name or path are skipped. */
+function readEntries(raw: unknown, parent: string | null, cap: number): TreeEntry[] {
   const list = Array.isArray(raw) ? raw : [];
   const entries: TreeEntry[] = [];
-  let weight = 0;
-  let truncated = list.length > cap;
-  for (const item of list.slice(0, cap)) {
+  for (const item of list) {
+    if (entries.length >= cap) break;
     if (!item || typeof item !== "object") continue;
     const e = item as Record<string, unknown>;
     let path: string | null = null;
@@ -668,14 +703,9 @@ function readEntries(
       : 0;
     const time = typeof e.modifiedAt === "string" ? e.modifiedAt : typeof e.mtime === "string" ? e.mtime : "";
     const modifiedAt = Number.isFinite(Date.parse(time)) ? new Date(Date.parse(time)).toISOString() : "";
-    weight += (path.length + finalName.length) * 2 + 96;
-    if (weight > ENTRY_BUDGET) {
-      truncated = true;
-      break;
-    }
     entries.push({ path, name: finalName, type, size, modifiedAt });
   }
-  return { entries, truncated };
+  return entries;
 }
 
 function sortEntries(entries: TreeEntry[]): TreeEntry[] {
@@ -683,6 +713,79 @@ function sortEntries(entries: TreeEntry[]): TreeEntry[] {
     Number(b.type === "dir") - Number(a.type === "dir") || a.name.localeCompare(b.name) ||
     a.path.localeCompare(b.path)
   );
+}
+
+/** Splits entries into pages of at most LIST_PAGE_SIZE and PAGE_BUDGET (estimated KV bytes). */
+function pagesOf(entries: TreeEntry[]): TreeEntry[][] {
+  const pages: TreeEntry[][] = [];
+  let page: TreeEntry[] = [];
+  let weight = 0;
+  for (const e of entries) {
+    const w = (e.path.length + e.name.length) * 2 + 96;
+    if (page.length && (page.length >= LIST_PAGE_SIZE || weight + w > PAGE_BUDGET)) {
+      pages.push(page);
+      page = [];
+      weight = 0;
+    }
+    page.push(e);
+    weight += w;
+  }
+  if (page.length) pages.push(page);
+  return pages;
+}
+
+/**
+ * The listing a finished browse or search job answered (inline `output.entries|matches`, then its
+ * uploaded parts), checked, sorted for a browse, cut at MAX_LISTED_ENTRIES, and stored a page at a time.
+ * Idempotent (pages are keyed by the job). Returns how it is paged.
+ */
+async function storeListing(
+  kv: Deno.Kv,
+  job: Job,
+  list: "entries" | "matches",
+  parent: string | null,
+): Promise<Required<Pick<ListingPages, "total" | "kept" | "pageSizes">> & { truncated: boolean }> {
+  const result = job.result!;
+  const output = (result.output ?? {}) as Record<string, unknown>;
+  const entries = readEntries(output[list], parent, MAX_LISTED_ENTRIES);
+  const facts = result.lists?.[list];
+  if (facts?.parts && entries.length < MAX_LISTED_ENTRIES) {
+    const parted = await readResultList(kv, job.id, result.partsAttempt ?? job.attempts, list, facts.parts);
+    entries.push(...readEntries(parted, parent, MAX_LISTED_ENTRIES - entries.length));
+  }
+  if (list === "entries") sortEntries(entries);
+  const reported = [facts?.total, typeof output.total === "number" ? output.total : undefined]
+    .filter((n): n is number => typeof n === "number" && Number.isFinite(n));
+  const total = Math.max(entries.length, ...reported);
+  const pages = pagesOf(entries);
+  for (let i = 0; i < pages.length; i += 10) {
+    const op = kv.atomic();
+    pages.slice(i, i + 10).forEach((page, j) =>
+      op.set(listPageKey(job.id, i + j), page, { expireIn: RESTORE_CACHE_TTL_MS })
+    );
+    if (!(await op.commit()).ok) throw new ConflictError("Could not store the listing; try again");
+  }
+  return {
+    total,
+    kept: entries.length,
+    pageSizes: pages.map((p) => p.length),
+    truncated: entries.length < total || output.truncated === true,
+  };
+}
+
+/** A ready state with the entries of `page` (clamped to the pages there are) read in. */
+async function withPage<T extends ListingPages & { status: string; jobId: string }>(
+  kv: Deno.Kv,
+  state: T,
+  page: number,
+  field: "entries" | "matches",
+): Promise<T> {
+  if (state.status !== "ready" || !state.pageSizes) return state; // pending, failed, or kept inline
+  const pages = state.pageSizes.length;
+  const p = Math.max(0, Math.min(Math.floor(page) || 0, Math.max(0, pages - 1)));
+  const offset = state.pageSizes.slice(0, p).reduce((a, b) => a + b, 0);
+  const entries = pages ? (await kv.get<TreeEntry[]>(listPageKey(state.jobId, p))).value ?? [] : [];
+  return { ...state, [field]: entries, page: p, pages, offset };
 }
 
 /**
@@ -700,8 +803,17 @@ function pickupOverdue(job: Job, requestedAt: string, now: Date): string | null 
   } minutes; it may be offline or busy. Check the engine on the dashboard and try again.`;
 }
 
-/** A pending browse state brought up to date with its job (result recorded, or failed without one). */
-function browseWithJob(state: BrowseState, job: Job | null, at: string, now: Date): BrowseState {
+/**
+ * A pending browse state brought up to date with its job (result recorded: its listing stored a page at
+ * a time; or failed without one). Returns the same object when nothing changed.
+ */
+async function browseWithJob(
+  kv: Deno.Kv,
+  state: BrowseState,
+  job: Job | null,
+  at: string,
+  now: Date,
+): Promise<BrowseState> {
   if (state.status !== "pending" || !job || job.id !== state.jobId) return state;
   const overdue = pickupOverdue(job, state.requestedAt, now);
   if (overdue) return { ...state, status: "failed", error: overdue };
@@ -709,15 +821,8 @@ function browseWithJob(state: BrowseState, job: Job | null, at: string, now: Dat
     if (job.result.status === "failed") {
       return { ...state, status: "failed", error: resultError(job), updatedAt: at };
     }
-    const { entries, truncated } = readEntries(job.result.output?.entries, state.path, MAX_BROWSE_ENTRIES);
-    return {
-      ...state,
-      status: "ready",
-      entries: sortEntries(entries),
-      truncated: truncated || job.result.output?.truncated === true,
-      error: null,
-      updatedAt: at,
-    };
+    const listing = await storeListing(kv, job, "entries", state.path);
+    return { ...state, ...listing, status: "ready", entries: null, error: null, updatedAt: at };
   }
   if (job.status === "failed" || job.status === "cancelled") {
     return { ...state, status: "failed", error: jobFailure(job), updatedAt: job.updatedAt };
@@ -725,7 +830,13 @@ function browseWithJob(state: BrowseState, job: Job | null, at: string, now: Dat
   return state;
 }
 
-function searchWithJob(state: SearchState, job: Job | null, at: string, now: Date): SearchState {
+async function searchWithJob(
+  kv: Deno.Kv,
+  state: SearchState,
+  job: Job | null,
+  at: string,
+  now: Date,
+): Promise<SearchState> {
   if (state.status !== "pending" || !job || job.id !== state.jobId) return state;
   const overdue = pickupOverdue(job, state.requestedAt, now);
   if (overdue) return { ...state, status: "failed", error: overdue };
@@ -733,20 +844,27 @@ function searchWithJob(state: SearchState, job: Job | null, at: string, now: Dat
     if (job.result.status === "failed") {
       return { ...state, status: "failed", error: resultError(job), updatedAt: at };
     }
-    const { entries, truncated } = readEntries(job.result.output?.matches, null, MAX_SEARCH_MATCHES);
-    return {
-      ...state,
-      status: "ready",
-      matches: entries,
-      truncated: truncated || job.result.output?.truncated === true,
-      error: null,
-      updatedAt: at,
-    };
+    const listing = await storeListing(kv, job, "matches", null);
+    return { ...state, ...listing, status: "ready", matches: null, error: null, updatedAt: at };
   }
   if (job.status === "failed" || job.status === "cancelled") {
     return { ...state, status: "failed", error: jobFailure(job), updatedAt: job.updatedAt };
   }
   return state;
+}
+
+/**
+ * Writes a listing a read found ready (its job answered since, and its pages are stored), checked against
+ * the entry it was read from, so the next read needs no second look at the job. A lost race is harmless:
+ * the winner wrote the same. A failure a read inferred (pickup overdue) is not kept: a late answer lands.
+ */
+async function keepSettled<T extends { status: string }>(
+  kv: Deno.Kv,
+  entry: Deno.KvEntryMaybe<T>,
+  next: T,
+): Promise<void> {
+  if (next === entry.value || next.status !== "ready") return;
+  await kv.atomic().check(entry).set(entry.key, next, { expireIn: RESTORE_CACHE_TTL_MS }).commit();
 }
 
 /** What every job on a restore point carries about the point. */
@@ -756,6 +874,8 @@ function pointPayload(point: RestorePointView) {
     engineRestorePointId: point.engineRestorePointId ?? point.id,
     policyId: point.policyId,
     completedAt: point.completedAt,
+    // The repository that holds the point (ENGINE.md §3); absent only until the start-up data fix ran.
+    ...(point.repository ? { repository: point.repository } : {}),
   };
 }
 
@@ -790,13 +910,17 @@ export async function browse(
   for (let i = 0; i < 5; i++) {
     const entry = await kv.get<BrowseState>(key);
     if (entry.value) {
-      const current = browseWithJob(
+      const current = await browseWithJob(
+        kv,
         entry.value,
         await getJob(kv, entry.value.jobId),
         now.toISOString(),
         now,
       );
-      if (current.status !== "failed") return { state: current, queued: false };
+      if (current.status !== "failed") {
+        await keepSettled(kv, entry, current);
+        return { state: await withPage(kv, current, 0, "entries"), queued: false };
+      }
     }
     requireEngineOnline(engine, point, now, "browsing");
     const op = kv.atomic().check(entry);
@@ -839,19 +963,31 @@ export async function browse(
   throw new ConflictError("The browse request conflicted repeatedly; try again");
 }
 
-/** The kept browse state of a folder, brought up to date with its job; null when never requested. */
+/**
+ * The kept browse state of a folder, brought up to date with its job, with the entries of `page` (0-based,
+ * LIST_PAGE_SIZE a page; clamped to the last page); null when never requested.
+ */
 export async function getBrowse(
   kv: Deno.Kv,
   actor: Actor,
   restorePointId: string,
   path: string | undefined,
   now: Date,
+  page = 0,
 ): Promise<BrowseState | null> {
   const point = await requireRestorePoint(kv, actor, restorePointId);
   const normalized = parseOr422(RestorePath, path || "/", "path");
-  const state = (await kv.get<BrowseState>(browseKey(point.id, normalized))).value;
-  if (!state) return null;
-  return browseWithJob(state, await getJob(kv, state.jobId), state.updatedAt, now);
+  const entry = await kv.get<BrowseState>(browseKey(point.id, normalized));
+  if (!entry.value) return null;
+  const state = await browseWithJob(
+    kv,
+    entry.value,
+    await getJob(kv, entry.value.jobId),
+    entry.value.updatedAt,
+    now,
+  );
+  await keepSettled(kv, entry, state);
+  return await withPage(kv, state, page, "entries");
 }
 
 /**
@@ -917,20 +1053,27 @@ export async function requestSearch(
   return state;
 }
 
-/** A search, brought up to date with its job. Throws NotFoundError when missing or outside the scope. */
+/**
+ * A search, brought up to date with its job, with the matches of `page` (0-based, clamped). Throws
+ * NotFoundError when missing or outside the scope.
+ */
 export async function getSearch(
   kv: Deno.Kv,
   actor: Actor,
   searchId: string,
   now: Date,
+  page = 0,
 ): Promise<SearchState> {
   requireIdShape(searchId, "Search");
-  const state = (await kv.get<SearchState>(searchKey(searchId))).value;
-  if (!state || !inScope(actor, state) || !hostsInScope(actor, state)) {
+  const entry = await kv.get<SearchState>(searchKey(searchId));
+  const stored = entry.value;
+  if (!stored || !inScope(actor, stored) || !hostsInScope(actor, stored)) {
     throw new NotFoundError(`Search ${searchId} not found`);
   }
-  authorize(actor, "backup.restore", state);
-  return searchWithJob(state, await getJob(kv, state.jobId), state.updatedAt, now);
+  authorize(actor, "backup.restore", stored);
+  const state = await searchWithJob(kv, stored, await getJob(kv, stored.jobId), stored.updatedAt, now);
+  await keepSettled(kv, entry, state);
+  return await withPage(kv, state, page, "matches");
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -1540,8 +1683,39 @@ function readResult(job: Job): NonNullable<RestoreRequest["result"]> {
     files: count(output.files) ?? count(restored.files) ?? 0,
     bytes: count(output.bytes) ?? count(restored.bytes) ?? job.result?.bytesTransferred ?? 0,
     errors: errors.slice(0, MAX_RESULT_ERRORS),
-    errorCount: Math.max(errors.length, count(output.errorCount) ?? 0),
+    errorCount: Math.max(
+      errors.length,
+      count(output.errorCount) ?? 0,
+      job.result?.lists?.errors?.total ?? 0,
+    ),
   };
+}
+
+/**
+ * A finished restore with the first errors its engine sent as the result's `errors` (and in parts),
+ * when its output listed none: the first MAX_RESULT_ERRORS are kept with the restore, the rest counted.
+ */
+async function withPartErrors(
+  kv: Deno.Kv,
+  restore: RestoreRequest,
+  job: Job | null,
+): Promise<RestoreRequest> {
+  const facts = job?.result?.lists?.errors;
+  if (!job?.result || !facts?.kept || !restore.result || restore.result.errors.length) return restore;
+  const attempt = job.result.partsAttempt ?? job.attempts;
+  const errors: Array<{ path: string; message: string }> = [];
+  for (const { part } of await listPartNumbers(kv, job.id, attempt, "errors", facts.parts)) {
+    const items = await readResultPart<{ path: string; message: string }>(
+      kv,
+      job.id,
+      attempt,
+      "errors",
+      part,
+    );
+    errors.push(...(items ?? []).slice(0, MAX_RESULT_ERRORS - errors.length));
+    if (errors.length >= MAX_RESULT_ERRORS) break;
+  }
+  return { ...restore, result: { ...restore.result, errors } };
 }
 
 /** A restore as its job stands now: status and progress from the job, the result once it is recorded. */
@@ -1584,7 +1758,8 @@ export async function getRestore(kv: Deno.Kv, actor: Actor, id: string): Promise
     throw new NotFoundError(`Restore ${id} not found`);
   }
   authorize(actor, "backup.restore", restore);
-  return restoreWithJob(restore, await getJob(kv, restore.jobId), restore.updatedAt);
+  const job = await getJob(kv, restore.jobId);
+  return await withPartErrors(kv, restoreWithJob(restore, job, restore.updatedAt), job);
 }
 
 /**
@@ -1654,21 +1829,23 @@ export async function applyRestoreJobOutcome(kv: Deno.Kv, job: Job, now: Date): 
     await update<BrowseState>(
       kv,
       browseKey(ref.restorePointId, ref.path),
-      (s) => browseWithJob(s, job, at, now),
-      {
-        expireIn: RESTORE_CACHE_TTL_MS,
-      },
+      (s) => browseWithJob(kv, s, job, at, now),
+      { expireIn: RESTORE_CACHE_TTL_MS },
     );
   } else if (job.kind === "search") {
     const id = (await kv.get<string>(searchByJobKey(job.id))).value;
     if (!id) return;
-    await update<SearchState>(kv, searchKey(id), (s) => searchWithJob(s, job, at, now), {
+    await update<SearchState>(kv, searchKey(id), (s) => searchWithJob(kv, s, job, at, now), {
       expireIn: RESTORE_CACHE_TTL_MS,
     });
   } else if (job.kind === "restore_files" || job.kind === "restore_image" || job.kind === "bmr") {
     const id = (await kv.get<string>(restoreByJobKey(job.id))).value;
     if (!id) return;
-    await update<RestoreRequest>(kv, restoreKey(id), (r) => restoreWithJob(r, job, at));
+    await update<RestoreRequest>(
+      kv,
+      restoreKey(id),
+      (r) => withPartErrors(kv, restoreWithJob(r, job, at), job),
+    );
   }
 }
 
@@ -1676,13 +1853,13 @@ export async function applyRestoreJobOutcome(kv: Deno.Kv, job: Job, now: Date): 
 async function update<T extends { status: string }>(
   kv: Deno.Kv,
   key: Deno.KvKey,
-  change: (value: T) => T,
+  change: (value: T) => T | Promise<T>,
   options?: { expireIn: number },
 ): Promise<void> {
   for (let i = 0; i < 5; i++) {
     const entry = await kv.get<T>(key);
     if (!entry.value) return;
-    const next = change(entry.value);
+    const next = await change(entry.value);
     if (next === entry.value || next.status === "pending" || next.status === "running") return;
     if ((await kv.atomic().check(entry).set(key, next, options).commit()).ok) return;
   }

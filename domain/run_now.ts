@@ -19,6 +19,7 @@ import { type Host, hostKey } from "./hosts.ts";
 import type { Job } from "./jobs.ts";
 import { type ActiveHost, activeHostsOf } from "./job_views.ts";
 import { batchesOf, DISPATCH_MAX_HOSTS, dispatcher, dispatchPayload, hostsPerWrite } from "./dispatch.ts";
+import { hostsNeedingFull } from "./repositories.ts";
 import { getManyValues } from "./kv.ts";
 import { type Policy, policyKey, requirePolicy } from "./policies.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
@@ -208,6 +209,11 @@ export async function runPolicyNow(
       besId: engine.id,
       trigger: "manual",
       offline: { alerts },
+      needsFull: await hostsNeedingFull(
+        kv,
+        policy,
+        data.kind === "incremental" ? hosts.flatMap((h) => h ? [h.id] : []) : [],
+      ),
     });
     const write = (
       entries: { policy: Deno.KvEntryMaybe<Policy>; engine: Deno.KvEntryMaybe<Engine> },

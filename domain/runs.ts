@@ -14,7 +14,15 @@ import { type Engine, engineKey } from "./engines.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
 import { type HookPlan, hookPlan } from "./hooks.ts";
 import { newId } from "./ids.ts";
-import { addQueuedJob, EnqueueInput, type HookOutput, type Job, jobKey, queueJobInOp } from "./jobs.ts";
+import {
+  addQueuedJob,
+  EnqueueInput,
+  type HookOutput,
+  type Job,
+  jobKey,
+  queueJobInOp,
+  type ResultStats,
+} from "./jobs.ts";
 import { effectiveExcludes, type Policy, policyKey, requirePolicy } from "./policies.ts";
 import { type Host, hostKey } from "./hosts.ts";
 import type { Assignment } from "./assignments.ts";
@@ -38,6 +46,15 @@ import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
 import { applyRestoreJobOutcome } from "./restore.ts";
 import { applyReplicationOutcome, queueReplicationsInOp } from "./replicas.ts";
+import {
+  hostBackupPayload,
+  hostsNeedingFull,
+  pointsByTargetKey,
+  type Repository,
+  repositoryHostKey,
+  repositoryOf,
+  repositoryOfPayload,
+} from "./repositories.ts";
 
 /** Job kinds whose outcome belongs to restore (browse and search states, restore requests). */
 const RESTORE_JOB_KINDS: readonly string[] = ["browse", "search", "restore_files", "restore_image", "bmr"];
@@ -84,6 +101,11 @@ export interface Run {
   errorLine?: string | null;
   /** What each hook printed, as the agent reported it. */
   hookOutput?: HookOutput[];
+  /** What the engine measured (files, bytes read/new/stored, duration, changes); absent before it reported. */
+  stats?: ResultStats | null;
+  /** Per-file errors the engine met in all, and how many of them are kept (`runErrorsPage` reads them). */
+  errorCount?: number;
+  errorsKept?: number;
   retryable: boolean;
   /** The engine's offline alert a skipped run belongs to (one alert, not N failures). */
   alertId: string | null;
@@ -112,6 +134,13 @@ export interface RestorePoint {
    * (archive.ts): retention keeps it until an operator expires it.
    */
   archivedAt?: string | null;
+  /**
+   * The repository the point was written to (repositories.ts): storage target, path, generation. Points
+   * older than generations get it from the start-up data fix (`indexRestorePointsByTarget`).
+   */
+  repository?: Repository;
+  /** What the engine measured writing the point (as its run's `stats`). */
+  stats?: ResultStats | null;
 }
 
 export function runKey(id: string) {
@@ -256,9 +285,13 @@ function backupPayload(
       ipAddress: engine.ipAddress,
     },
     target: { id: target.id, type: target.type, config: target.config },
+    // Where the backup writes (ENGINE.md §3): `cadres/<policyId>/g<N>` on the target.
+    repository: repositoryOf(policy),
     compression: policy.compression,
     encryption: policy.encryption,
     deduplication: policy.deduplication,
+    // Empty: the agent's default roots (it reported them when it enrolled).
+    includePaths: policy.includePaths ?? [],
     excludePaths: policy.excludePaths,
     excludePatterns: effectiveExcludes(policy),
     hooks,
@@ -682,7 +715,7 @@ async function dispatchPolicy(
         principal: `bes:${engine.id}`,
         accountId: policy.accountId,
         orgId: policy.orgId,
-        payload: { policyId: policy.id, targetId: target.id },
+        payload: { policyId: policy.id, targetId: target.id, repository: repositoryOf(policy) },
       },
       now,
       { fresh: true },
@@ -722,6 +755,9 @@ async function dispatchPolicy(
     orgId: policy.orgId,
     payload,
   });
+  // Hosts without a restore point in the policy's current generation back up in full (one read per
+  // ten hosts, and only for incrementals of a policy past its first generation).
+  const needsFull = await hostsNeedingFull(kv, policy, kind === "incremental" ? hosts.map((h) => h.id) : []);
   let skipped = 0;
   for (const host of hosts) {
     // Its assignments are archived with it; this guards the moment in between.
@@ -733,18 +769,16 @@ async function dispatchPolicy(
       skipped++;
       continue;
     }
+    const sent = hostBackupPayload(template.payload, kind, host.id, needsFull);
     const job = addQueuedJob(
       writer.op,
-      {
-        ...template,
-        principal: `agent:${host.id}`,
-        payload: { ...template.payload, hostId: host.id },
-      },
+      { ...template, principal: `agent:${host.id}`, payload: sent.payload },
       now,
       { fresh: true },
     );
     newRunInOp(writer.op, {
       ...base,
+      kind: sent.kind,
       hostId: host.id,
       jobId: job.id,
       status: "pending",
@@ -788,6 +822,9 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
       error: r.error,
       errorLine: firstLine(r.error?.message),
       hookOutput: r.hookOutput ?? [],
+      stats: r.stats ?? null,
+      errorCount: r.lists?.errors?.total ?? 0,
+      errorsKept: r.lists?.errors?.kept ?? 0,
       // A retry run is never retryable, whatever its engine says: retries must not cascade.
       retryable: run.trigger !== "retry" && r.status !== "success" && r.retryable,
       updatedAt: now.toISOString(),
@@ -814,16 +851,23 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
         completedAt: String(rp.completedAt ?? r.endedAt),
         status: "complete",
         verification: "pending",
+        stats: r.stats ?? null,
       };
       // Host and policy read once; the host's entry is checked, so a decommission committing meanwhile
       // makes this write retry (and archive the point) instead of leaving it to retention.
       const { hostEntry, policy } = await readPointContext(kv, run);
       if (hostEntry) op.check(hostEntry);
       if (archivesNewPoints(hostEntry?.value ?? null, policy)) point.archivedAt = now.toISOString();
+      // The repository the job was sent to (the policy may have moved on since).
+      point.repository = jobRepository(job, run.policyId, policy);
       next.restorePointId = point.id;
       op.set(restorePointKey(point.id), point)
         .set(["restore_points_by_policy", run.policyId, point.id], point.id)
         .set(restorePointsByHostKey(run.policyId, run.hostId, point.id), point.id);
+      if (point.repository) {
+        op.set(pointsByTargetKey(point.repository.target, point.id), point.id)
+          .set(repositoryHostKey(run.policyId, point.repository.generation, run.hostId), point.id);
+      }
       await queueFollowUps(kv, op, run, policy, point, now);
     }
     // After the restore point: the protected object keeps it as the dashboard's deep link into Restore.
@@ -831,6 +875,20 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
     if ((await op.set(runKey(run.id), next).commit()).ok) return next;
   }
   return null;
+}
+
+/**
+ * The repository a backup job wrote to: the one its payload names, else (jobs queued before generations)
+ * the target its payload names in generation 1, else the policy's current one.
+ */
+function jobRepository(job: Job, policyId: string, policy: Policy | null): Repository | undefined {
+  const named = repositoryOfPayload(job.payload);
+  if (named) return named;
+  const target = (job.payload.target as { id?: unknown } | undefined)?.id ?? job.payload.targetId;
+  if (typeof target === "string" && target) {
+    return repositoryOf({ id: policyId, targetId: target, generation: 1 });
+  }
+  return policy ? repositoryOf(policy) : undefined;
 }
 
 /** The run's host entry (null for a BES run) and policy, read together where a run's restore point is written. */
@@ -1017,9 +1075,16 @@ export async function retryRun(
     createdAt: at,
     updatedAt: at,
   };
-  const payload = run.kind === "synthetic_full"
-    ? { policyId: policy.id, targetId: target.value.id }
-    : { ...(await buildBackupPayload(kv, policy, engine.value, target.value, run.kind)), hostId: run.hostId };
+  let kind = run.kind;
+  let payload: Record<string, unknown>;
+  if (run.kind === "synthetic_full") {
+    payload = { policyId: policy.id, targetId: target.value.id, repository: repositoryOf(policy) };
+  } else {
+    const built = await buildBackupPayload(kv, policy, engine.value, target.value, run.kind);
+    const needsFull = await hostsNeedingFull(kv, policy, run.hostId ? [run.hostId] : []);
+    ({ payload, kind } = hostBackupPayload(built, run.kind, run.hostId ?? "", needsFull));
+  }
+  retry.kind = kind;
   const principal = run.kind === "synthetic_full" ? `bes:${engine.value.id}` : `agent:${run.hostId}`;
   // The guard, the run, its job and the audit entry commit together: two racing retries create one.
   const op = kv.atomic().check({ key: retryGuardKey(run.id), versionstamp: null });
@@ -1066,7 +1131,15 @@ async function queueFollowUps(
     queueJobInOp(op, {
       ...base,
       kind: "verify",
-      payload: { restorePointId: point.id, policyId: policy.id, sampleCount: policy.verifySampleCount },
+      payload: {
+        restorePointId: point.id,
+        engineRestorePointId: point.engineRestorePointId ?? point.id,
+        policyId: policy.id,
+        hostId: point.hostId,
+        // The repository that holds the point (ENGINE.md §3).
+        repository: point.repository ?? repositoryOf(policy),
+        sampleCount: policy.verifySampleCount,
+      },
     }, now);
   }
   await queueReplicationsInOp(kv, op, policy, point, now);
@@ -1390,42 +1463,93 @@ export async function applyRetention(
   let pruneJobs = 0;
   const decommissioning = new Set<string>();
   for await (const e of kv.list({ prefix: ["host_decommissions"] })) decommissioning.add(String(e.key[1]));
-  for await (const entry of kv.list<Policy>({ prefix: ["policies"] }, { batchSize: 200 })) {
-    const policy = entry.value;
-    const counts = {
-      daily: policy.retentionDaily,
-      weekly: policy.retentionWeekly,
-      monthly: policy.retentionMonthly,
-    };
-    for (const [object, points] of await pointsByObject(kv, policy.id)) {
-      if (decommissioning.has(object)) continue;
-      const plan = planRetention(retentionPoints(points), counts, policy.timeZone ?? "UTC");
-      const doomed = points.filter((p) => plan.expire.includes(p.id));
-      for (let i = 0; i < doomed.length; i += 200) {
-        const batch = doomed.slice(i, i + 200);
-        const entries = [];
-        for (let j = 0; j < batch.length; j += 10) {
-          entries.push(
-            ...await kv.getMany<RestorePoint[]>(batch.slice(j, j + 10).map((p) => restorePointKey(p.id))),
-          );
-        }
-        const op = kv.atomic();
-        for (const e of entries) if (e.value) op.check(e).set(e.key, { ...e.value, status: "expired" });
-        queueJobInOp(op, {
-          kind: "prune",
-          principal: `bes:${policy.besId}`,
-          accountId: policy.accountId,
-          orgId: policy.orgId,
-          payload: {
-            policyId: policy.id,
-            targetId: policy.targetId,
-            restorePointIds: batch.map((p) => p.engineRestorePointId ?? p.id),
-          },
-        }, now);
-        if ((await op.commit()).ok) {
-          expired += batch.length;
-          pruneJobs++;
-        }
+  // Live policies, then deleted ones kept for their restore points (under their last retention).
+  for (const prefix of [["policies"], ["policies_retired"]]) {
+    for await (const entry of kv.list<Policy>({ prefix }, { batchSize: 200 })) {
+      const policy = entry.value;
+      const groups = await pointsByObject(kv, policy.id);
+      const done = await expireObjects(kv, policy, groups, decommissioning, now);
+      expired += done.expired;
+      pruneJobs += done.pruneJobs;
+      if (prefix[0] === "policies_retired") await dropRetiredWithoutPoints(kv, entry, now);
+    }
+  }
+  return { expired, pruneJobs };
+}
+
+/** A retired policy goes once none of its restore points is left (complete or still running). */
+async function dropRetiredWithoutPoints(kv: Deno.Kv, entry: Deno.KvEntry<Policy>, now: Date): Promise<void> {
+  const policy = entry.value;
+  const left = [...(await pointsByObject(kv, policy.id)).values()].flat()
+    .filter((p) => p.status === "complete" || p.status === "running");
+  if (left.length) return;
+  const op = kv.atomic().check(entry).delete(entry.key)
+    .delete(["policies_retired_by_account", policy.accountId, policy.id]);
+  appendAudit(op, systemActor("retention"), {
+    accountId: policy.accountId,
+    orgId: policy.orgId,
+    action: "policy.retired_purge",
+    objectType: "policy",
+    objectId: policy.id,
+    summary: `The last restore point of deleted policy ${policy.name} expired: its record is gone`,
+  }, now);
+  await op.commit();
+}
+
+/** Applies a policy's retention to each of its protected objects; returns what it expired. */
+async function expireObjects(
+  kv: Deno.Kv,
+  policy: Policy,
+  groups: Map<string, RestorePoint[]>,
+  decommissioning: Set<string>,
+  now: Date,
+): Promise<{ expired: number; pruneJobs: number }> {
+  let expired = 0;
+  let pruneJobs = 0;
+  const counts = {
+    daily: policy.retentionDaily,
+    weekly: policy.retentionWeekly,
+    monthly: policy.retentionMonthly,
+  };
+  for (const [object, points] of groups) {
+    if (decommissioning.has(object)) continue;
+    const plan = planRetention(retentionPoints(points), counts, policy.timeZone ?? "UTC");
+    // One prune job per repository: an older generation (or target) keeps its points where they are.
+    const byRepository = new Map<string, RestorePoint[]>();
+    for (const p of points.filter((p) => plan.expire.includes(p.id))) {
+      const repo = p.repository ?? repositoryOf(policy);
+      const key = `${repo.target}\u0000${repo.path}`;
+      byRepository.set(key, [...(byRepository.get(key) ?? []), p]);
+    }
+    const batches: RestorePoint[][] = [];
+    for (const doomed of byRepository.values()) {
+      for (let i = 0; i < doomed.length; i += 200) batches.push(doomed.slice(i, i + 200));
+    }
+    for (const batch of batches) {
+      const repository = batch[0].repository ?? repositoryOf(policy);
+      const entries = [];
+      for (let j = 0; j < batch.length; j += 10) {
+        entries.push(
+          ...await kv.getMany<RestorePoint[]>(batch.slice(j, j + 10).map((p) => restorePointKey(p.id))),
+        );
+      }
+      const op = kv.atomic();
+      for (const e of entries) if (e.value) op.check(e).set(e.key, { ...e.value, status: "expired" });
+      queueJobInOp(op, {
+        kind: "prune",
+        principal: `bes:${policy.besId}`,
+        accountId: policy.accountId,
+        orgId: policy.orgId,
+        payload: {
+          policyId: policy.id,
+          targetId: repository.target,
+          repository,
+          restorePointIds: batch.map((p) => p.engineRestorePointId ?? p.id),
+        },
+      }, now);
+      if ((await op.commit()).ok) {
+        expired += batch.length;
+        pruneJobs++;
       }
     }
   }
@@ -1450,19 +1574,23 @@ export function deferredKey(hostId: string, runId: string) {
   return ["runs_deferred", hostId, runId] as const;
 }
 
-/** An agent's backup payload for a policy, or null when the policy's BES or storage target is gone. */
+/**
+ * An agent's backup payload for a policy and the run kind it amounts to (an incremental of a host new to
+ * the policy's generation goes as a full), or null when the policy's BES or storage target is gone.
+ */
 async function agentBackupPayload(
   kv: Deno.Kv,
   policy: Policy,
   kind: RunKind,
   hostId: string,
-): Promise<Record<string, unknown> | null> {
+): Promise<{ payload: Record<string, unknown>; kind: RunKind } | null> {
   const [engine, target] = await kv.getMany<[Engine, StorageTarget]>([
     engineKey(policy.besId),
     targetKey(policy.targetId),
   ]);
   if (!engine.value || !target.value) return null;
-  return { ...(await buildBackupPayload(kv, policy, engine.value, target.value, kind)), hostId };
+  const built = await buildBackupPayload(kv, policy, engine.value, target.value, kind);
+  return hostBackupPayload(built, kind, hostId, await hostsNeedingFull(kv, policy, [hostId]));
 }
 
 /**
@@ -1509,9 +1637,9 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
         await op.commit();
         continue;
       }
-      let payload: Record<string, unknown> | null;
+      let sent: { payload: Record<string, unknown>; kind: RunKind } | null;
       try {
-        payload = await agentBackupPayload(kv, policy, run.kind, hostId);
+        sent = await agentBackupPayload(kv, policy, run.kind, hostId);
       } catch (error) {
         if (!(error instanceof ValidationError)) throw error;
         // The policy cannot be sent: the deferred run fails with the reason (and its outcome counts).
@@ -1521,7 +1649,7 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
         await op.commit();
         continue;
       }
-      if (!payload) {
+      if (!sent) {
         await ended().set(runKey(run.id), { ...run, status: "skipped", updatedAt: now.toISOString() })
           .commit();
         continue;
@@ -1531,10 +1659,11 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
         principal: `agent:${hostId}`,
         accountId: run.accountId,
         orgId: run.orgId,
-        payload,
+        payload: sent.payload,
       }, now);
       op.set(runKey(run.id), {
         ...run,
+        kind: sent.kind,
         trigger: "catch_up",
         jobId: job.id,
         error: null,
@@ -1561,8 +1690,8 @@ export async function requestPrePatch(kv: Deno.Kv, hostId: string, now: Date): P
     if (a.state !== "active") continue;
     const policy = (await kv.get<Policy>(["policies", a.policyId])).value;
     if (!policy?.prePatchBackup || !policy.enabled || policy.pausedReason) continue;
-    const payload = await agentBackupPayload(kv, policy, "incremental", hostId);
-    if (!payload) continue;
+    const sent = await agentBackupPayload(kv, policy, "incremental", hostId);
+    if (!sent) continue;
     // The job and its run in one write, as the scheduler does.
     const op = kv.atomic();
     const job = queueJobInOp(op, {
@@ -1571,7 +1700,7 @@ export async function requestPrePatch(kv: Deno.Kv, hostId: string, now: Date): P
       accountId: policy.accountId,
       orgId: policy.orgId,
       priority: "high",
-      payload,
+      payload: sent.payload,
     }, now);
     const run = newRunInOp(op, {
       policyId: policy.id,
@@ -1579,7 +1708,7 @@ export async function requestPrePatch(kv: Deno.Kv, hostId: string, now: Date): P
       orgId: policy.orgId,
       hostId,
       jobId: job.id,
-      kind: "incremental",
+      kind: sent.kind,
       trigger: "pre_patch",
       status: "pending",
       scheduledFor: now.toISOString(),

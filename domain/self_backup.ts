@@ -70,6 +70,9 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "policies_by_target",
     "policies_by_bes",
     "policies_by_account",
+    // Deleted policies kept while they have restore points (retention goes on under their last settings).
+    "policies_retired",
+    "policies_retired_by_account",
     "assignments",
     "assignments_by_policy",
     "assignments_by_host",
@@ -133,6 +136,13 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "restore_points",
     "restore_points_by_policy",
     "restore_points_by_host",
+    // Repositories (repositories.ts): points by the target that holds them, hosts seen per generation.
+    "restore_points_by_target",
+    "repository_hosts",
+    // Long result lists uploaded in parts (result_parts.ts), and browse/search pages built from them.
+    "job_parts",
+    "job_part_counts",
+    "restore_list_pages",
     "run_retries",
     "replications",
     "replications_by_rule",

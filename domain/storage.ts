@@ -13,6 +13,7 @@ import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { type Job, jobKey, queueJobInOp } from "./jobs.ts";
 import { getManyValues, withRetry } from "./kv.ts";
+import { countPointsOnTarget } from "./repositories.ts";
 import {
   deletePolicyCascade,
   listPoliciesByTarget,
@@ -474,7 +475,7 @@ export function describeReferences(refs: { policies: string[]; replicaPolicies: 
 
 /**
  * Deletes a target with its vault credential and capacity history. Refused while policies reference
- * it (the message names them). Atomic against a concurrent policy create, which writes `policyCount`.
+ * it (the message names them) or while it holds restore points (the message counts them). Atomic against a concurrent policy create, which writes `policyCount`.
  */
 export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<void> {
   await withRetry(async () => {
@@ -485,6 +486,18 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
     }
     authorize(actor, "backup.manage", targetScope(target));
     const { policies, replicaPolicies } = await targetReferences(kv, id);
+    // Restore points keep their repository (ENGINE.md §3): a target holding any is not deleted, even
+    // once no policy writes to it any more (an older generation, a deleted policy).
+    const held = await countPointsOnTarget(kv, id);
+    if (held.count > 0) {
+      throw new ConflictError(
+        `Storage target ${target.name} still holds ${held.count} restore point${
+          held.count === 1 ? "" : "s"
+        } ` +
+          `(for example ${held.sample.join(", ")}). It can be deleted once they have expired under their ` +
+          "policies' retention (or have been expired by hand).",
+      );
+    }
     if (target.policyCount > 0 || policies.length > 0) {
       const parts = [
         policies.length ? `policies ${policies.join(", ")}` : "",

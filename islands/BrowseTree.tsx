@@ -1,9 +1,11 @@
 /**
  * Browse a restore point's file tree. Each folder is a `browse` job the BES answers; the island asks
  * for it, polls until the listing is ready and keeps every listing it has seen, so going back is
- * instant (the server keeps them per restore point and path as well). Checkboxes add files and
- * folders to the shared selection of the Restore Files form. Without JavaScript the form POSTs and
- * the page shows the listing of `?path=` once it is ready.
+ * instant (the server keeps them per restore point and path as well). A large folder is paged
+ * (LIST_PAGE_SIZE entries a page): the page links are plain `?path=…&page=…` links, which the island
+ * follows without reloading. Checkboxes add files and folders to the shared selection of the Restore
+ * Files form. Without JavaScript the form POSTs and the page shows the listing of `?path=` (and `?page=`)
+ * once it is ready.
  */
 import { useSignal } from "@preact/signals";
 import { useEffect, useRef } from "preact/hooks";
@@ -29,13 +31,15 @@ export default function BrowseTree(props: Props) {
   const error = useSignal("");
   const seen = useRef(new Map<string, BrowseState>());
   const generation = useRef(0);
+  /** Listings seen, by folder and page. */
+  const seenKey = (target: string, page: number) => `${page}\u0000${target}`;
 
   /** Follows the state of `target` until it settles, unless the island moved on (`gen`). */
   const poll = async (target: string, gen: number) => {
     const url = `${base}?path=${encodeURIComponent(target)}`;
     await pollState<BrowseState>(url, () => gen !== generation.current, (next) => {
       state.value = next;
-      if (next.status === "ready") seen.current.set(target, next);
+      if (next.status === "ready") seen.current.set(seenKey(target, next.page ?? 0), next);
     });
   };
 
@@ -43,7 +47,7 @@ export default function BrowseTree(props: Props) {
     const gen = ++generation.current;
     path.value = typed.value = target;
     error.value = "";
-    const cached = seen.current.get(target);
+    const cached = seen.current.get(seenKey(target, 0));
     state.value = cached ?? null;
     if (cached) return;
     try {
@@ -51,8 +55,28 @@ export default function BrowseTree(props: Props) {
       if (gen !== generation.current) return;
       path.value = typed.value = next.path;
       state.value = next;
-      if (next.status === "ready") seen.current.set(next.path, next);
+      if (next.status === "ready") seen.current.set(seenKey(next.path, next.page ?? 0), next);
       else if (next.status === "pending") await poll(next.path, gen);
+    } catch (e) {
+      if (gen === generation.current) error.value = (e as Error).message;
+    }
+  };
+
+  /** Another page of the listing shown (already ready on the server). */
+  const openPage = async (target: string, page: number) => {
+    const gen = ++generation.current;
+    error.value = "";
+    const cached = seen.current.get(seenKey(target, page));
+    if (cached) {
+      state.value = cached;
+      return;
+    }
+    try {
+      const url = `${base}?path=${encodeURIComponent(target)}&page=${page}`;
+      const next = await requestJson<BrowseState>("GET", url);
+      if (gen !== generation.current) return;
+      state.value = next;
+      if (next.status === "ready") seen.current.set(seenKey(target, next.page ?? page), next);
     } catch (e) {
       if (gen === generation.current) error.value = (e as Error).message;
     }
@@ -60,7 +84,7 @@ export default function BrowseTree(props: Props) {
 
   useEffect(() => {
     const s = props.initial;
-    if (s?.status === "ready") seen.current.set(s.path, s);
+    if (s?.status === "ready") seen.current.set(seenKey(s.path, s.page ?? 0), s);
     if (s?.status === "pending") {
       const gen = generation.current;
       poll(s.path, gen).catch((e) => gen === generation.current && (error.value = (e as Error).message));
@@ -69,12 +93,23 @@ export default function BrowseTree(props: Props) {
   }, []);
 
   const link = (target: string) => `?path=${encodeURIComponent(target)}#browse`;
+  const pageLink = (target: string, page: number) =>
+    `?path=${encodeURIComponent(target)}${page ? `&page=${page}` : ""}#browse`;
   const go = (target: string) => (e: Event) => {
     e.preventDefault();
     open(target);
   };
+  const goPage = (target: string, page: number) => (e: Event) => {
+    e.preventDefault();
+    openPage(target, page);
+  };
   const s = state.value;
   const entries: TreeEntry[] = s?.status === "ready" ? s.entries ?? [] : [];
+  const page = s?.page ?? 0;
+  const pages = s?.pages ?? 1;
+  const offset = s?.offset ?? 0;
+  const kept = s?.kept ?? entries.length;
+  const total = s?.total ?? kept;
   return (
     <div class="browse" data-testid="browse">
       <form
@@ -110,11 +145,32 @@ export default function BrowseTree(props: Props) {
         )}
         {s?.status === "ready" && entries.length === 0 && <p class="muted">This folder is empty.</p>}
         {s?.status === "ready" && s.truncated && (
-          <p class="hint">
-            Only the first {entries.length} entries are shown: use Search to find the others.
+          <p class="hint" data-testid="browse-truncated">
+            The BES found {total.toLocaleString("en-US")} entries in this folder; the first{" "}
+            {kept.toLocaleString("en-US")} are listed. Use Search to find the others.
           </p>
         )}
       </div>
+      {s?.status === "ready" && kept > 0 && (
+        <nav class="pager" aria-label="Folder pages" data-testid="browse-pager">
+          <span data-testid="browse-range">
+            Entries {(offset + 1).toLocaleString("en-US")}–{(offset + entries.length).toLocaleString("en-US")}
+            {" "}
+            of {kept.toLocaleString("en-US")}
+            {pages > 1 ? ` (page ${page + 1} of ${pages})` : ""}
+          </span>
+          {page > 0 && (
+            <a href={pageLink(s.path, page - 1)} onClick={goPage(s.path, page - 1)} data-testid="browse-prev">
+              ← Previous
+            </a>
+          )}
+          {page + 1 < pages && (
+            <a href={pageLink(s.path, page + 1)} onClick={goPage(s.path, page + 1)} data-testid="browse-next">
+              Next →
+            </a>
+          )}
+        </nav>
+      )}
       {entries.length > 0 && (
         <div class="table-wrap">
           <table class="table table--compact" data-testid="browse-entries">

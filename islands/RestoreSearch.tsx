@@ -56,8 +56,31 @@ export default function RestoreSearch(props: Props) {
     return () => void generation.current++;
   }, []);
 
+  /** Another page of the matches (the search is ready on the server). */
+  const openPage = async (id: string, page: number) => {
+    const gen = ++generation.current;
+    error.value = "";
+    try {
+      const next = await requestJson<SearchState>("GET", `/api/v1/searches/${id}?page=${page}`);
+      if (gen === generation.current) state.value = next;
+    } catch (err) {
+      if (gen === generation.current) error.value = (err as Error).message;
+    }
+  };
+
   const s = state.value;
   const matches = s?.status === "ready" ? s.matches ?? [] : [];
+  const kept = s?.kept ?? matches.length;
+  const total = s?.total ?? kept;
+  const page = s?.page ?? 0;
+  const pages = s?.pages ?? 1;
+  const offset = s?.offset ?? 0;
+  const pageLink = (id: string, p: number) =>
+    `?${new URLSearchParams({ searchId: id, ...(p ? { searchPage: String(p) } : {}) })}#search`;
+  const goPage = (id: string, p: number) => (e: Event) => {
+    e.preventDefault();
+    openPage(id, p);
+  };
   return (
     <div class="restore-search" data-testid="search">
       <form
@@ -86,11 +109,30 @@ export default function RestoreSearch(props: Props) {
         {s?.status === "failed" && <p class="form-error" role="alert">The search failed: {s.error}</p>}
         {s?.status === "ready" && (
           <p class="muted" data-testid="search-summary">
-            {matches.length} match{matches.length === 1 ? "" : "es"} for “{s.query}”
-            {s.truncated ? " (the BES stopped at this many; narrow the search)" : ""}.
+            {kept.toLocaleString("en-US")} match{kept === 1 ? "" : "es"} for “{s.query}”
+            {s.truncated
+              ? ` (the BES found ${
+                total > kept ? total.toLocaleString("en-US") : "more"
+              } and stopped at this many; narrow the search)`
+              : ""}.
           </p>
         )}
       </div>
+      {s?.status === "ready" && pages > 1 && (
+        <nav class="pager" aria-label="Search result pages" data-testid="search-pager">
+          <span>
+            Matches {(offset + 1).toLocaleString("en-US")}–{(offset + matches.length).toLocaleString("en-US")}
+            {" "}
+            (page {page + 1} of {pages})
+          </span>
+          {page > 0 && <a href={pageLink(s.id, page - 1)} onClick={goPage(s.id, page - 1)}>← Previous</a>}
+          {page + 1 < pages && (
+            <a href={pageLink(s.id, page + 1)} onClick={goPage(s.id, page + 1)} data-testid="search-next">
+              Next →
+            </a>
+          )}
+        </nav>
+      )}
       {matches.length > 0 && (
         <div class="table-wrap">
           <table class="table table--compact" data-testid="search-results">

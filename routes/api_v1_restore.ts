@@ -33,6 +33,12 @@ const PathQuery = z.object({
     description: 'An absolute folder path (POSIX or Windows); default "/"',
   }),
 });
+/** A page of a ready listing or search (0-based; past the last page answers the last). */
+const PageParam = z.coerce.number({ error: "must be a number" }).int("must be a whole number")
+  .min(0, "must be 0 or more").max(100_000, "must be at most 100000").default(0).openapi({
+    description: "0-based page of a ready listing (LIST_PAGE_SIZE = 200 entries a page); the state says " +
+      "`page`, `pages`, `offset`, `kept` and `total`",
+  });
 
 export const apiV1Restore = apiRouter();
 
@@ -151,9 +157,9 @@ apiV1Restore.openapi(
       "The kept listing of a folder of a restore point (poll after POST until status is ready or failed)",
     tags: ["Restore"],
     middleware: [requires("backup.restore")] as const,
-    request: { params: PointParam, query: PathQuery },
+    request: { params: PointParam, query: PathQuery.extend({ page: PageParam }) },
     responses: {
-      200: ok("The browse state: status pending, ready (entries) or failed (error)"),
+      200: ok("The browse state: status pending, ready (the entries of `page`) or failed (error)"),
       ...denied,
       404: err("Restore point not found, or this folder was never browsed"),
       422: err("Invalid path"),
@@ -167,6 +173,7 @@ apiV1Restore.openapi(
       restorePointId,
       c.req.valid("query").path,
       c.get("deps").clock(),
+      c.req.valid("query").page,
     );
     if (!state) throw new NotFoundError("This folder has not been browsed yet; POST to request it");
     return c.json(state, 200);
@@ -250,16 +257,17 @@ apiV1Restore.openapi(
     summary: "A search: status pending, ready (matches with path, size and modification time) or failed",
     tags: ["Restore"],
     middleware: [requires("backup.restore")] as const,
-    request: { params: z.object({ searchId: Id }) },
+    request: { params: z.object({ searchId: Id }), query: z.object({ page: PageParam }) },
     responses: {
-      200: ok("The search state"),
+      200: ok("The search state, with the matches of `page` once ready"),
       ...denied,
       404: err("Not found or outside your scope"),
     },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
-    return c.json(await getSearch(kv, c.get("actor")!, c.req.valid("param").searchId, clock()), 200);
+    const { searchId } = c.req.valid("param");
+    return c.json(await getSearch(kv, c.get("actor")!, searchId, clock(), c.req.valid("query").page), 200);
   },
 );
 

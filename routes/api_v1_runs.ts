@@ -1,6 +1,7 @@
 /** `/api/v1/runs`: backup runs in your scope, filterable by failure reason, status, policy and host. */
 import { createRoute, z } from "@hono/zod-openapi";
 import { listRuns } from "../domain/runs.ts";
+import { requireRun, runErrorsPage } from "../domain/run_results.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, Id } from "./api_common.ts";
 
@@ -43,5 +44,41 @@ apiV1Runs.openapi(
   async (c) => {
     const { cursor, limit, ...filter } = c.req.valid("query");
     return c.json(await listRuns(c.get("deps").kv, c.get("actor")!, filter, { cursor, limit }), 200);
+  },
+);
+
+apiV1Runs.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/runs/{runId}",
+    summary: "One run with what its engine measured (`run.stats`) and a page of its per-file errors",
+    tags: ["Runs"],
+    middleware: [requires("backup.view")] as const,
+    request: {
+      params: z.object({ runId: Id }),
+      query: z.object({
+        errorsPage: z.coerce.number({ error: "must be a number" }).int("must be a whole number")
+          .min(0, "must be 0 or more").max(100_000, "must be at most 100000").default(0).openapi({
+            description: "0-based page of the errors (one uploaded part a page)",
+          }),
+      }),
+    },
+    responses: {
+      200: {
+        description: "The run, and `errors`: {errors: [{path, message}], page, pages, offset, kept, total}",
+        content: {
+          "application/json": { schema: z.object({ run: z.any(), errors: z.any() }) },
+        },
+      },
+      401: err("Not signed in or bad token"),
+      403: err("Missing permission"),
+      404: err("Run not found or outside your scope"),
+      422: err("Invalid page"),
+    },
+  }),
+  async (c) => {
+    const { kv } = c.get("deps");
+    const run = await requireRun(kv, c.get("actor")!, c.req.valid("param").runId);
+    return c.json({ run, errors: await runErrorsPage(kv, run, c.req.valid("query").errorsPage) }, 200);
   },
 );

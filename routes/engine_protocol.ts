@@ -40,6 +40,7 @@ import { resolveRegistrationSecret } from "../domain/tenancy.ts";
 import { handOutJob, progressDataAccess } from "../domain/data_access.ts";
 import { deliverJobKeys } from "../domain/namespace_keys.ts";
 import { tokenPublicKey } from "../domain/token_signing.ts";
+import { PartInput, RESULT_LISTS, storeResultPart } from "../domain/result_parts.ts";
 import { declare } from "./access.ts";
 import { ErrorBody } from "./api_common.ts";
 import type { AppEnv } from "./env.ts";
@@ -646,6 +647,30 @@ for (const kind of ["bes", "agent"] as const) {
   engineProtocol.openapi(
     createRoute({
       ...signedRoute(kind),
+      path: `/api/${kind}/v1/jobs/{id}/parts`,
+      summary: "Upload one part of a long result list (browse entries, search matches, per-file errors) " +
+        "before the result; the result names how many parts each list has",
+      request: { headers: signedHeaders, params: JobParam, body: jsonBody(PartInput) },
+      responses: {
+        200: reply(
+          "Stored (sending the same part again replaces it)",
+          z.object({ list: z.enum(RESULT_LISTS), part: z.number().int(), items: z.number().int() }),
+        ),
+        404: noSuchJob,
+        409: failure("The result is already recorded, or the lease expired"),
+        ...errorResponses,
+        413: failure("Body larger than 64 KiB, or the part too large to keep once validated"),
+      },
+    }),
+    async (c) => {
+      const { kv, owner, now } = await claimed(c);
+      return c.json(await storeResultPart(kv, owner, c.req.valid("param").id, c.req.valid("json"), now), 200);
+    },
+  );
+
+  engineProtocol.openapi(
+    createRoute({
+      ...signedRoute(kind),
       path: `/api/${kind}/v1/jobs/{id}/result`,
       summary: "Post a job's result; applied once (a duplicate is a no-op, a different one is refused)",
       request: { headers: signedHeaders, params: JobParam, body: jsonBody(ResultInput) },
@@ -654,6 +679,7 @@ for (const kind of ["bes", "agent"] as const) {
         404: noSuchJob,
         409: failure("A different result exists, or the lease expired"),
         ...errorResponses,
+        422: failure("Invalid fields, or a part named in `parts` is missing (`parts.<list>`)"),
       },
     }),
     async (c) => {

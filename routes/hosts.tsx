@@ -168,6 +168,13 @@ async function hostPage(
               <dd>{formatTime(host.enrolledAt)}</dd>
               <dt>Relay-capable</dt>
               <dd>{host.relay ? "yes (can run storage health checks)" : "no"}</dd>
+              <dt>Default roots</dt>
+              <dd data-testid="default-roots">
+                {host.defaultRoots?.length
+                  ? <code>{host.defaultRoots.join("  ")}</code>
+                  : <span class="muted">not reported by the agent</span>}
+                <div class="hint">What a policy without include paths backs up on this host.</div>
+              </dd>
             </dl>
           </section>
           <section class="panel">

@@ -564,9 +564,15 @@ function RunHistory(props: { runs: Run[]; hosts: Map<string, string> }) {
                 {r.trigger !== "schedule" ? ` (${r.trigger.replace("_", "-")})` : ""}
               </td>
               <td class="nowrap">
-                {r.startedAt
-                  ? shortTime(r.startedAt)
-                  : <span class="muted">scheduled {shortTime(r.scheduledFor)}</span>}
+                {(r as Partial<PlatformRun>).platform
+                  ? (r.startedAt
+                    ? shortTime(r.startedAt)
+                    : <span class="muted">scheduled {shortTime(r.scheduledFor)}</span>)
+                  : (
+                    <a href={`/backup/runs/${r.id}`} title="Run details">
+                      {r.startedAt ? shortTime(r.startedAt) : `scheduled ${shortTime(r.scheduledFor)}`}
+                    </a>
+                  )}
               </td>
               <td class="nowrap">{shortTime(r.endedAt)}</td>
               <td class="nowrap">{runDuration(r)}</td>

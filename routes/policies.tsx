@@ -26,6 +26,7 @@ import {
   EXCLUSION_TEMPLATES,
   IO_PRIORITIES,
   listPolicies,
+  MAX_INCLUDE_PATHS,
   type Policy,
   PolicyCreateInput,
   PolicyUpdateInput,
@@ -33,6 +34,7 @@ import {
   updatePolicy,
 } from "../domain/policies.ts";
 import { can } from "../domain/rbac.ts";
+import { repositoryOf } from "../domain/repositories.ts";
 import { listTargets, type StorageTarget, TargetFilter } from "../domain/storage.ts";
 import CronField from "../islands/CronField.tsx";
 import { previewPolicyRetention } from "../domain/runs.ts";
@@ -75,6 +77,9 @@ const RETENTION_FIELDS = [
   ["retentionMonthly", "Monthly (0–120)"],
 ] as const;
 
+/** The include paths field's example, one path per line. */
+const INCLUDE_PLACEHOLDER = ["/etc", "/home", "/srv/data"].join("\n");
+
 const lines = (v: string) => v.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
 
 /** The form as the domain input (checkboxes absent = false; numbers blank = default). */
@@ -89,6 +94,7 @@ function inputFromForm(f: Form) {
     fullSchedule: str(f, "fullSchedule"),
     incrementalSchedule: str(f, "incrementalSchedule").trim() || null,
     syntheticFullSchedule: str(f, "syntheticFullSchedule").trim() || null,
+    includePaths: lines(str(f, "includePaths")),
     excludePaths: lines(str(f, "excludePaths")),
     excludePatterns: lines(str(f, "excludePatterns")),
     exclusionTemplate: str(f, "exclusionTemplate"),
@@ -116,6 +122,7 @@ function formFromPolicy(p: Policy): Form {
     fullSchedule: p.fullSchedule,
     incrementalSchedule: p.incrementalSchedule ?? "",
     syntheticFullSchedule: p.syntheticFullSchedule ?? "",
+    includePaths: (p.includePaths ?? []).join("\n"),
     excludePaths: p.excludePaths.join("\n"),
     excludePatterns: p.excludePatterns.join("\n"),
     exclusionTemplate: p.exclusionTemplate,
@@ -265,6 +272,23 @@ function PolicyForm(props: {
         />
       </Section>
       <Section n={3} title="Paths">
+        <div class={e?.includePaths ? "field field--error" : "field"}>
+          <label for="f-includePaths">Include paths (absolute, one per line)</label>
+          <textarea
+            id="f-includePaths"
+            name="includePaths"
+            placeholder={INCLUDE_PLACEHOLDER}
+            aria-invalid={e?.includePaths ? "true" : undefined}
+            aria-describedby="f-includePaths-hint"
+          >
+            {v("includePaths")}
+          </textarea>
+          <p class="hint" id="f-includePaths-hint">
+            What each host backs up. Empty: the agent's default roots, which it reports when it enrolls (shown
+            on the host's page). At most {MAX_INCLUDE_PATHS} paths, no “..”.
+          </p>
+          {e?.includePaths && <p class="field-error" role="alert">{e.includePaths}</p>}
+        </div>
         <div class={e?.excludePaths ? "field field--error" : "field"}>
           <label for="f-excludePaths">Exclude paths (one per line)</label>
           <textarea id="f-excludePaths" name="excludePaths">{v("excludePaths")}</textarea>
@@ -317,6 +341,14 @@ function PolicyForm(props: {
         </div>
       </Section>
       <Section n={5} title="Data protection">
+        {props.existing && (
+          <p class="hint" data-testid="generation-hint">
+            Changing the storage target, encryption or deduplication starts a new repository generation (now
+            generation{" "}
+            {props.existing.generation ?? 1}): each host's next backup is a full, and the older generations
+            stay until their restore points expire.
+          </p>
+        )}
         <Select
           name="compression"
           label="Compression"
@@ -635,6 +667,16 @@ async function policyPage(c: Context<AppEnv>, p: Policy, runNow: RunNowRefusal |
               <dd>{p.retentionDaily} daily · {p.retentionWeekly} weekly · {p.retentionMonthly} monthly</dd>
               <dt>Data protection</dt>
               <dd>{p.compression} · {p.encryption} · dedup {p.deduplication ? "on" : "off"}</dd>
+              <dt>Repository</dt>
+              <dd data-testid="policy-repository">
+                <code>{repositoryOf(p).path}</code> (generation {repositoryOf(p).generation})
+              </dd>
+              <dt>Includes</dt>
+              <dd data-testid="policy-includes">
+                {(p.includePaths ?? []).length
+                  ? <code>{p.includePaths.join("  ")}</code>
+                  : "the agent's default roots"}
+              </dd>
               <dt>Excludes</dt>
               <dd>
                 {effectiveExcludes(p).length ? <code>{effectiveExcludes(p).join("  ")}</code> : "none"}
@@ -762,8 +804,9 @@ policyRoutes.get("/:policyId/delete", requires("backup.manage"), async (c) => {
       <>
         <PageHeader title={`Delete ${p.name}?`} />
         <p>
-          Deletes the policy with its host assignments, replication rules and app hooks. Existing restore
-          points are kept.
+          Deletes the policy with its host assignments, replication rules and app hooks. Its restore points
+          and repositories are kept until they expire under the policy's last retention; its storage targets
+          cannot be deleted while they hold them.
         </p>
         <form method="post" action={`/backup/policies/${p.id}/delete`} class="form">
           <Csrf token={c.get("csrfToken")} />

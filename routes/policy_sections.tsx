@@ -718,7 +718,9 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
               <tbody>
                 {runs.flatMap((r) => [
                   <tr key={r.id} data-testid="run-row">
-                    <td class="nowrap">{formatTime(r.scheduledFor)}</td>
+                    <td class="nowrap">
+                      <a href={`/backup/runs/${r.id}`} title="Run details">{formatTime(r.scheduledFor)}</a>
+                    </td>
                     <td>{r.hostId ? hosts.get(r.hostId) ?? "—" : "BES"}</td>
                     <td>{r.kind}{r.trigger !== "schedule" ? ` (${r.trigger.replace("_", "-")})` : ""}</td>
                     <td>

@@ -11,6 +11,8 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { Island } from "../components/Island.tsx";
 import { ReplicationTable } from "../components/replication.tsx";
+import { EngineResults } from "../components/runs.tsx";
+import type { Run } from "../domain/runs.ts";
 import { listReplicationsOfPoint } from "../domain/replicas.ts";
 import {
   Badge,
@@ -66,6 +68,12 @@ import { readPage, StaleCursorNotice } from "./paging.tsx";
 import { noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const restoreRoutes = new Hono<AppEnv>();
+
+/** `?page=` of the browsed folder and `?searchPage=` of the search (0-based); anything else is the first. */
+const PageQuery = z.object({
+  page: z.coerce.number().int().min(0).max(100_000).catch(0),
+  searchPage: z.coerce.number().int().min(0).max(100_000).catch(0),
+}).catch({ page: 0, searchPage: 0 });
 
 const STATUS_TONE: Record<RestorePointView["status"], Tone> = {
   complete: "ok",
@@ -152,6 +160,21 @@ function PointFacts(props: { point: RestorePointView }) {
         <a href={`/backup/restore?chainId=${encodeURIComponent(p.chainId)}`}>
           <code>{p.chainId}</code>
         </a>
+      </dd>
+      <dt>Repository</dt>
+      <dd data-testid="point-repository">
+        {p.repository
+          ? (
+            <>
+              <code>{p.repository.path}</code> (generation {p.repository.generation}) on{" "}
+              <a href={`/backup/storage/${p.repository.target}`}>storage target {p.repository.target}</a>
+            </>
+          )
+          : "not recorded"}
+      </dd>
+      <dt>Backup run</dt>
+      <dd>
+        <a href={`/backup/runs/${p.runId}`}>{p.runId}</a>
       </dd>
     </dl>
   );
@@ -517,13 +540,17 @@ async function pointPage(
   const pathParsed = RestorePath.safeParse(c.req.query("path") || "/");
   const browsePath = pathParsed.success ? pathParsed.data : "/";
   const searchId = c.req.query("searchId") ?? "";
-  const [chain, replications, engine, hosts, browse, search] = await Promise.all([
+  const pages = PageQuery.parse(c.req.query());
+  const [chain, replications, engine, hosts, browse, search, run] = await Promise.all([
     chainOf(kv, point),
     listReplicationsOfPoint(kv, point.id, now),
     getEngine(kv, point.engineId),
     listHosts(kv, actor, { limit: 200 }),
-    getBrowse(kv, actor, point.id, browsePath, now),
-    searchId ? getSearch(kv, actor, searchId, now).catch(() => null) : Promise.resolve(null),
+    getBrowse(kv, actor, point.id, browsePath, now, pages.page),
+    searchId
+      ? getSearch(kv, actor, searchId, now, pages.searchPage).catch(() => null)
+      : Promise.resolve(null),
+    kv.get<Run>(["runs", point.runId]).then((e) => e.value),
   ]);
   const original = point.hostId
     ? hosts.values.find((h) => h.id === point.hostId) ?? await getHost(kv, point.hostId)
@@ -577,10 +604,24 @@ async function pointPage(
           </a>
         }
       />
-      <section class="panel">
-        <h2>Restore point</h2>
-        <PointFacts point={point} />
-      </section>
+      <div class="grid-2">
+        <section class="panel">
+          <h2>Restore point</h2>
+          <PointFacts point={point} />
+        </section>
+        <section class="panel" id="results">
+          <h2>Engine results</h2>
+          <EngineResults stats={point.stats} errorCount={run?.errorCount} testId="point-results" />
+          {(run?.errorCount ?? 0) > 0 && (
+            <p>
+              <a href={`/backup/runs/${point.runId}#errors`}>
+                {run!.errorCount!.toLocaleString("en-US")} per-file error{run!.errorCount === 1 ? "" : "s"}
+              </a>{" "}
+              on the backup run.
+            </p>
+          )}
+        </section>
+      </div>
       <section class="panel" id="chain">
         <h2>Chain</h2>
         <ChainTable chain={chain} current={point.id} />
@@ -623,8 +664,8 @@ async function pointPage(
       <section class="panel" id="browse">
         <h2>Browse</h2>
         <p class="hint">
-          The BES lists one folder at a time; a folder listed before shows at once. Tick files and folders to
-          restore them below.
+          The BES lists one folder at a time, 200 entries a page; a folder listed before shows at once. Tick
+          files and folders to restore them below.
         </p>
         {besOffline}
         {messageOf("browse")}
@@ -645,7 +686,7 @@ async function pointPage(
         <h2>Search</h2>
         <p class="hint">
           A name or a glob (<code>*.pdf</code>,{" "}
-          <code>report-2026-??.xlsx</code>); the BES returns up to 1,000 matches.
+          <code>report-2026-??.xlsx</code>); the BES returns up to 10,000 matches, 200 a page.
         </p>
         {besOffline}
         {messageOf("search")}

@@ -45,6 +45,7 @@ import {
 } from "../domain/storage.ts";
 import CapacityChart from "../islands/CapacityChart.tsx";
 import CapacityWidget from "../islands/CapacityWidget.tsx";
+import { countPointsOnTarget } from "../domain/repositories.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { readForm, str } from "./forms.ts";
@@ -712,18 +713,29 @@ storageRoutes.get("/:targetId/delete", requires("backup.manage"), async (c) => {
   const { kv } = c.get("deps");
   const target = await requireTarget(kv, c.get("actor")!, c.req.param("targetId"));
   const refs = describeReferences(await targetReferences(kv, target.id));
+  const held = await countPointsOnTarget(kv, target.id);
   return render(
     c,
     "Delete storage target",
     (
       <>
         <PageHeader title={`Delete ${target.name}?`} />
+        {held.count > 0 && (
+          <p class="form-error" data-testid="target-holds-points">
+            This target still holds {held.count.toLocaleString("en-US")}{" "}
+            restore point{held.count === 1 ? "" : "s"}{" "}
+            (in the repositories of its policies, including older generations and deleted policies). It can be
+            deleted once they have expired.
+          </p>
+        )}
         {refs
           ? (
             <p class="form-error">
               This target is used by {refs}. Remove or reassign those first.
             </p>
           )
+          : held.count > 0
+          ? null
           : (
             <form method="post" action={`/backup/storage/${target.id}/delete`} class="form">
               <p>

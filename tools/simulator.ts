@@ -265,6 +265,9 @@ export function simulatedResult(
     chains.set(chainKey, { chainId, lastId: id });
     const size = Math.round((fresh ? 40 : 2) * 1024 ** 3 * (0.5 + hash01(job.id, 9)));
     const warning = roll < 0.11;
+    const files = Math.round(size / 250_000) * (fresh ? 1 : 20);
+    const changed = fresh ? files : Math.round(size / 250_000);
+    const locked = ["/var/lib/mysql/ibdata1", "/var/log/journal/system.journal", "/home/ann/.cache/lock"];
     return {
       ...base,
       status: warning ? "warning" as const : "success" as const,
@@ -272,6 +275,19 @@ export function simulatedResult(
       protectedBytes: size * (fresh ? 1 : 20),
       error: warning ? { reason: "PARTIAL_FILES", message: "3 files were locked and skipped" } : null,
       hookOutput,
+      // What the engine measured (the protocol's `stats`) and the files it could not read.
+      stats: {
+        files,
+        dirs: Math.max(1, Math.round(files / 40)),
+        bytesRead: fresh ? size : Math.round(size * 1.2),
+        bytesNew: Math.round(size * 0.9),
+        bytesStored: Math.round(size * 0.55),
+        durationMs: minutes * 60_000,
+        added: fresh ? files : Math.round(changed * 0.2),
+        modified: fresh ? 0 : Math.round(changed * 0.75),
+        deleted: fresh ? 0 : Math.round(changed * 0.05),
+      },
+      errors: warning ? locked.map((path) => ({ path, message: "locked by another process; skipped" })) : [],
       output: {
         restorePoint: {
           id,
@@ -620,11 +636,76 @@ function simulatedRestoreResult(
       reason: status === "warning" ? "PARTIAL_FILES" : "NOTHING_RESTORED",
       message: `${errors.length} path(s) could not be restored`,
     },
-    output: { files, bytes, errors: errors.slice(0, 100), errorCount: errors.length },
+    // Every error: `inParts` sends the first 100 inline and the rest in parts.
+    output: { files, bytes, errors, errorCount: errors.length },
   };
 }
 
 const RESTORE_KINDS = ["restore_files", "restore_image", "bmr"];
+
+/** Items per uploaded part of a long list (the protocol allows up to what fits in 64 KiB). */
+export const SIMULATED_PART_ITEMS = 100;
+
+/** One part of a long result list, as `POST …/jobs/{id}/parts` takes it. */
+export interface ResultPart {
+  list: "entries" | "matches" | "errors";
+  part: number;
+  items: unknown[];
+}
+
+/**
+ * A simulated result as the protocol sends it: browse entries and search matches go in parts
+ * (SIMULATED_PART_ITEMS each) instead of inline, and errors beyond the first 100 as well; the result
+ * then names how many parts each list has and how many items there were in all.
+ */
+export function inParts(
+  kind: string,
+  result: Record<string, unknown>,
+): { result: Record<string, unknown>; parts: ResultPart[] } {
+  const parts: ResultPart[] = [];
+  const split = (list: ResultPart["list"], items: unknown[]) => {
+    for (let i = 0; i < items.length; i += SIMULATED_PART_ITEMS) {
+      parts.push({
+        list,
+        part: parts.filter((p) => p.list === list).length,
+        items: items.slice(i, i + SIMULATED_PART_ITEMS),
+      });
+    }
+    return parts.filter((p) => p.list === list).length;
+  };
+  const output = { ...(result.output as Record<string, unknown> ?? {}) };
+  const counts: Record<string, number> = {};
+  const totals: Record<string, number> = {};
+  if (kind === "browse" && Array.isArray(output.entries)) {
+    const entries = output.entries as SimulatedEntry[];
+    counts.entries = split(
+      "entries",
+      entries.map((e) => ({ name: e.name, type: e.type, size: e.size, mtime: e.modifiedAt })),
+    );
+    totals.entries = entries.length;
+    delete output.entries;
+  }
+  if (kind === "search" && Array.isArray(output.matches)) {
+    const matches = output.matches as SimulatedEntry[];
+    counts.matches = split(
+      "matches",
+      matches.map((e) => ({ path: e.path, type: e.type, size: e.size, mtime: e.modifiedAt })),
+    );
+    delete output.matches;
+  }
+  let errors = (result.errors ?? []) as Array<{ path: string; message: string }>;
+  if (kind === "restore_files" && Array.isArray(output.errors)) {
+    errors = output.errors as typeof errors;
+    totals.errors = Number(output.errorCount ?? errors.length);
+    delete output.errors;
+    delete output.errorCount;
+  }
+  if (errors.length > 100) counts.errors = split("errors", errors.slice(100));
+  return {
+    result: { ...result, output, errors: errors.slice(0, 100), parts: counts, totals },
+    parts,
+  };
+}
 
 /** Claims and finishes the queued jobs of an engine over the signed protocol (live simulation). */
 export async function processJobs(
@@ -641,16 +722,25 @@ export async function processJobs(
     if (job.kind === "restore_files" && !Array.isArray(job.payload.paths)) {
       job.payload.paths = await fetchPaths(client, identity, job.id, Number(job.payload.pathChunks ?? 0));
     }
-    const result = simulatedResult(job, new Date(Date.now() - 30 * 60_000));
+    const { result, parts } = inParts(job.kind, simulatedResult(job, new Date(Date.now() - 30 * 60_000)));
     // Restores report progress in steps (the Restore page draws a live bar from it); others once.
     const steps = RESTORE_KINDS.includes(job.kind) ? [5, 35, 70, 95] : [50];
     for (const percent of steps) {
       await (await client.post(identity, `/api/${identity.kind}/v1/jobs/${job.id}/progress`, {
         percent,
-        bytesTransferred: Math.round(result.bytesTransferred * percent / 100),
+        bytesTransferred: Math.round(Number(result.bytesTransferred) * percent / 100),
         message: "running",
       })).body?.cancel();
       if (steps.length > 1 && options.stepMs) await new Promise((r) => setTimeout(r, options.stepMs));
+    }
+    for (const part of parts) {
+      const res = await client.post(identity, `/api/${identity.kind}/v1/jobs/${job.id}/parts`, part);
+      if (!res.ok) {
+        throw new Error(
+          `Part ${part.part} of ${part.list} of job ${job.id}: ${res.status} ${await res.text()}`,
+        );
+      }
+      await res.body?.cancel();
     }
     await (await client.post(identity, `/api/${identity.kind}/v1/jobs/${job.id}/result`, result)).body
       ?.cancel();

@@ -8,7 +8,8 @@
 import assert from "node:assert/strict";
 import nodeCrypto from "node:crypto";
 import { importTokenPublicKey, verifyDataToken } from "../../engine/protocol/token.ts";
-import { jobRepository, repositoryOf } from "../../domain/data_access.ts";
+import { jobRepository } from "../../domain/data_access.ts";
+import { repositoryOf } from "../../domain/repositories.ts";
 import { getEngine } from "../../domain/engines.ts";
 import { cancelJob, enqueueJob } from "../../domain/jobs.ts";
 import { createReplica } from "../../domain/replicas.ts";

@@ -456,6 +456,10 @@ Deno.test("every route declares exactly one access rule", () => {
       "DELETE /api/v1/hooks/:hookId",
       "DELETE /api/v1/scripts/:scriptId",
       "GET /api/v1/policies/:policyId/three-two-one",
+      "GET /backup/runs/:runId",
+      "GET /api/v1/runs/:runId",
+      "POST /api/bes/v1/jobs/:id/parts",
+      "POST /api/agent/v1/jobs/:id/parts",
     ]
   ) {
     assert.ok(paths.includes(expected), `${expected} is enumerated`);

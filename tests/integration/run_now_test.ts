@@ -141,12 +141,18 @@ Deno.test("runPolicyNow() queues the same payload as a scheduled run of that hos
   await runSchedulerTick(scheduled, new Date("2026-11-29T02:00:00Z"));
   const payloadOf = async (kv: Deno.Kv, policyId: string, hostId: string) => {
     const run = (await listRunsByPolicy(kv, policyId)).find((r) => r.hostId === hostId)!;
-    const { hostId: _h, policyId: _p, bes, target, hooks, ...rest } = (await getJob(kv, run.jobId!))!.payload;
+    const { hostId: _h, policyId: _p, bes, target, hooks, repository, ...rest } =
+      (await getJob(kv, run.jobId!))!
+        .payload;
+    const repo = repository as { target: string; path: string; generation: number };
+    assert.equal(repo.target, (target as { id: string }).id, "the repository is on the policy's target");
+    assert.equal(repo.path, `cadres/${policyId}/g1`);
     return {
       rest,
       hooks: (hooks as Array<{ type: string }>).map((h) => h.type),
       bes: typeof bes,
       target: typeof target,
+      generation: repo.generation,
     };
   };
   assert.deepEqual(
@@ -214,7 +220,11 @@ Deno.test("runPolicyNow() with synthetic_full queues one job on the BES; hostIds
   const job = (await getJob(kv, created.run.jobId!))!;
   assert.equal(job.kind, "synthetic_full");
   assert.equal(job.principal, `bes:${f.engine.id}`);
-  assert.deepEqual(job.payload, { policyId: f.policy.id, targetId: f.target.id }, "the scheduler's shape");
+  assert.deepEqual(job.payload, {
+    policyId: f.policy.id,
+    targetId: f.target.id,
+    repository: { target: f.target.id, path: `cadres/${f.policy.id}/g1`, generation: 1 },
+  }, "the scheduler's shape");
   await assert.rejects(
     () => runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, now),
     /synthetic full of policy files is already pending on its BES/,

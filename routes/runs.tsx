@@ -1,0 +1,135 @@
+/**
+ * Backup > Runs > one run: what it was (policy, host, kind, trigger, times), its outcome, what the engine
+ * measured (files, bytes read, new and stored, duration, changes) and its per-file errors, a page at a
+ * time (`?errorsPage=` links work without JavaScript). Needs backup.view on the run's org.
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import {
+  EngineResults,
+  ErrorsList,
+  formatMs,
+  HookOutputRow,
+  RUN_TONE,
+  runDuration,
+  RunError,
+} from "../components/runs.tsx";
+import { Badge, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
+import { getJob } from "../domain/jobs.ts";
+import type { Policy } from "../domain/policies.ts";
+import { jobErrorsPage, requireRun } from "../domain/run_results.ts";
+import { requires } from "./access.ts";
+import type { AppEnv } from "./env.ts";
+import { render } from "./render.tsx";
+
+export const runRoutes = new Hono<AppEnv>();
+
+/** `?errorsPage=` (0-based); anything else is the first page. */
+const RunQuery = z.object({ errorsPage: z.coerce.number().int().min(0).max(10_000).catch(0) }).catch({
+  errorsPage: 0,
+});
+
+runRoutes.get("/:runId", requires("backup.view"), async (c) => {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const run = await requireRun(kv, actor, c.req.param("runId"));
+  const { errorsPage } = RunQuery.parse(c.req.query());
+  const [job, policyEntries, host] = await Promise.all([
+    run.jobId ? getJob(kv, run.jobId) : Promise.resolve(null),
+    kv.getMany<[Policy, Policy]>([["policies", run.policyId], ["policies_retired", run.policyId]]),
+    run.hostId ? kv.get<{ hostname: string }>(["hosts", run.hostId]) : Promise.resolve(null),
+  ]);
+  const policy = policyEntries[0].value ?? policyEntries[1].value;
+  const errors = await jobErrorsPage(kv, job, errorsPage);
+  const hostName = run.hostId ? host?.value?.hostname ?? "(deleted host)" : "BES";
+  const fullReason = job?.payload.fullReason === "new_generation"
+    ? " (a full: the first backup in a new repository generation)"
+    : "";
+  return render(
+    c,
+    `Run ${run.id}`,
+    <>
+      <PageHeader
+        title={`${run.kind.replace("_", " ")} run · ${hostName}`}
+        subtitle={`Policy ${policy?.name ?? run.policyId}${
+          policyEntries[0].value ? "" : policy ? " (deleted)" : ""
+        } · scheduled ${formatTime(run.scheduledFor)}`}
+        actions={policyEntries[0].value
+          ? <a class="btn" href={`/backup/policies/${run.policyId}#runs`}>Policy</a>
+          : undefined}
+      />
+      <div class="grid-2">
+        <section class="panel">
+          <h2>Run</h2>
+          <dl class="facts" data-testid="run-facts">
+            <dt>Status</dt>
+            <dd>
+              <Badge tone={RUN_TONE[run.status] ?? "muted"}>{run.status}</Badge>
+            </dd>
+            <dt>Kind</dt>
+            <dd>
+              {run.kind.replace("_", " ")}
+              {fullReason}
+            </dd>
+            <dt>Trigger</dt>
+            <dd>{run.trigger.replace("_", "-")}</dd>
+            <dt>Host</dt>
+            <dd>
+              {run.hostId && host?.value ? <a href={`/backup/hosts/${run.hostId}`}>{hostName}</a> : hostName}
+            </dd>
+            <dt>Started</dt>
+            <dd>{formatTime(run.startedAt)}</dd>
+            <dt>Ended</dt>
+            <dd>{formatTime(run.endedAt)}</dd>
+            <dt>Duration</dt>
+            <dd>{runDuration(run)}</dd>
+            <dt>Transferred</dt>
+            <dd>{formatBytes(run.bytesTransferred)}</dd>
+            <dt>Protected</dt>
+            <dd>{formatBytes(run.protectedBytes)}</dd>
+            <dt>Restore point</dt>
+            <dd>
+              {run.restorePointId
+                ? <a href={`/backup/restore/points/${run.restorePointId}`}>{run.restorePointId}</a>
+                : "—"}
+            </dd>
+            <dt>Error</dt>
+            <dd>
+              <RunError run={run} />
+            </dd>
+            <dt>Retryable</dt>
+            <dd>{run.retryable ? "yes" : "no"}</dd>
+          </dl>
+        </section>
+        <section class="panel" id="results">
+          <h2>Engine results</h2>
+          <EngineResults
+            stats={run.stats}
+            errorCount={run.errorCount ?? (run.stats ? 0 : undefined)}
+            testId="run-results"
+          />
+          {run.stats?.durationMs !== undefined && run.startedAt && (
+            <p class="hint">The engine's own timing ({formatMs(run.stats.durationMs)}) excludes queueing.</p>
+          )}
+        </section>
+      </div>
+      <section class="panel" id="errors">
+        <h2>Per-file errors</h2>
+        <ErrorsList
+          page={errors}
+          link={(p) => `/backup/runs/${run.id}?${new URLSearchParams({ errorsPage: String(p) })}#errors`}
+        />
+      </section>
+      {(run.hookOutput ?? []).length > 0 && (
+        <section class="panel" id="hooks">
+          <h2>Hooks</h2>
+          <table class="table table--compact">
+            <tbody>
+              <HookOutputRow run={run} colSpan={1} />
+            </tbody>
+          </table>
+        </section>
+      )}
+    </>,
+  );
+});
