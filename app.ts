@@ -23,6 +23,7 @@ import { apiV1Platforms } from "./routes/api_v1_platforms.ts";
 import { apiV1Restore } from "./routes/api_v1_restore.ts";
 import { apiV1Replicas } from "./routes/api_v1_replicas.ts";
 import { apiV1Hosts } from "./routes/api_v1_hosts.ts";
+import { apiV1SelfBackup } from "./routes/api_v1_self_backup.ts";
 import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
 import { engineProtocol } from "./routes/engine_protocol.ts";
@@ -148,6 +149,7 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1Restore);
   app.route("/", apiV1Replicas);
   app.route("/", apiV1Hosts);
+  app.route("/", apiV1SelfBackup);
   app.route("/", engineProtocol);
   app.route("/", selfBackupApi);
   app.route("/", docsRoutes(() => openApiDocument(app)));

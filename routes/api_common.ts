@@ -27,9 +27,15 @@ export const ok = (description: string, schema: z.ZodType = z.any()) => ({
   content: { "application/json": { schema } },
 });
 
-/** A required JSON request body validated by `schema` (`request: jsonBody(Schema)` or `{ params, ...jsonBody(Schema) }`). */
-export const jsonBody = <T extends z.ZodType>(schema: T) => ({
-  body: { content: { "application/json": { schema } }, required: true },
+/**
+ * A required JSON request body validated by `schema` (`request: jsonBody(Schema)` or
+ * `{ params, ...jsonBody(Schema) }`); `example` is shown in the OpenAPI document (create bodies have one).
+ */
+export const jsonBody = <T extends z.ZodType>(schema: T, example?: unknown) => ({
+  body: {
+    content: { "application/json": { schema, ...(example === undefined ? {} : { example }) } },
+    required: true,
+  },
 });
 
 /** A ULID, as every stored object's id. */

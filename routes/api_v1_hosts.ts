@@ -8,6 +8,7 @@ import { listAssignmentsByHost } from "../domain/assignments.ts";
 import { HOST_STATUSES, HostFilter, listHosts, requireHost } from "../domain/hosts.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
+import { AssignmentSchema, HostSchema, page, Total } from "./api_schemas.ts";
 
 const common = {
   401: err("Not signed in or bad token"),
@@ -22,6 +23,7 @@ apiV1Hosts.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/hosts",
+    operationId: "listHosts",
     summary: "Managed hosts in your scope (filters: q, orgId, status; sort; offset/limit)",
     tags: ["Hosts"],
     middleware: [requires("backup.view")] as const,
@@ -35,7 +37,12 @@ apiV1Hosts.openapi(
         limit: z.coerce.number().int().min(1).max(200).default(50),
       }),
     },
-    responses: { 200: ok("Hosts"), 401: common[401], 403: common[403], 422: err("Invalid filter") },
+    responses: {
+      200: ok("Hosts", page(HostSchema, Total)),
+      401: common[401],
+      403: common[403],
+      422: err("Invalid filter"),
+    },
   }),
   async (c) => {
     const filter = HostFilter.parse(c.req.valid("query"));
@@ -49,11 +56,22 @@ apiV1Hosts.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/hosts/{hostId}",
+    operationId: "getHost",
     summary: "A host with its assignments (policy and state: active, paused or archived)",
     tags: ["Hosts"],
     middleware: [requires("backup.view")] as const,
     request: { params: HostId },
-    responses: { 200: ok("The host and `assignments`"), ...common },
+    responses: {
+      200: ok(
+        "The host and `assignments`",
+        HostSchema.extend({
+          assignments: z.array(
+            AssignmentSchema.extend({ policyName: z.string(), archiveOnHostDeactivation: z.boolean() }),
+          ),
+        }).openapi("HostWithAssignments"),
+      ),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv } = c.get("deps");
@@ -72,6 +90,7 @@ apiV1Hosts.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/hosts/{hostId}/decommission",
+    operationId: "decommissionHost",
     summary:
       "Decommission a host: confirm with its name; no more backups, assignments archived, restore points kept (archived) under policies with Archive On Host Deactivation, following retention under the others",
     tags: ["Hosts"],
@@ -80,6 +99,13 @@ apiV1Hosts.openapi(
     responses: {
       200: ok(
         "The host, `archivedAssignments`, `archivedPoints`, `keptUnder` and `retainedUnder` (policy names)",
+        z.object({
+          host: HostSchema,
+          archivedAssignments: z.number().int(),
+          archivedPoints: z.number().int(),
+          keptUnder: z.array(z.string()),
+          retainedUnder: z.array(z.string()),
+        }).openapi("HostDecommissioned"),
       ),
       409: err("Already decommissioned"),
       422: err("Invalid or wrong confirmation"),

@@ -17,6 +17,14 @@ import {
 } from "../domain/replicas.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
+import { page, ReplicaSchema, Total } from "./api_schemas.ts";
+
+/** A rule as lists show it: its policy's and target's names and its replication counts. */
+const ReplicaRowSchema = ReplicaSchema.extend({
+  policyName: z.string(),
+  targetName: z.string().nullable(),
+  stats: z.looseObject({}),
+}).openapi("ReplicaRuleRow");
 
 const common = {
   401: err("Not signed in or bad token"),
@@ -31,6 +39,7 @@ apiV1Replicas.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/replicas",
+    operationId: "listReplicaRules",
     summary:
       "Replica rules in your scope (optionally of one policy), each with its status: points replicated, pending and failed, last success and failure",
     tags: ["Replicas"],
@@ -43,7 +52,7 @@ apiV1Replicas.openapi(
       }),
     },
     responses: {
-      200: ok("Rules by policy name"),
+      200: ok("Rules by policy name", page(ReplicaRowSchema, Total)),
       ...common,
       404: err("policyId names a policy not found or outside your scope"),
       422: err("Invalid"),
@@ -67,12 +76,25 @@ apiV1Replicas.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/replicas",
+    operationId: "createReplicaRule",
     summary:
       "Create a replica rule: a secondary target of the policy's account (any BES), KEK source, when to replicate, offsite",
     tags: ["Replicas"],
     middleware: [requires("backup.manage")] as const,
-    request: jsonBody(ReplicaCreateInput),
-    responses: { 201: ok("Created"), 422: err("Invalid"), 409: err("The BES is being deleted"), ...common },
+    request: jsonBody(ReplicaCreateInput, {
+      policyId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
+      targetId: "01JC9Z8X7W6V5T4S3R2Q1P0N9K",
+      kekSource: "account",
+      replicateAfterFull: true,
+      replicateAfterIncremental: false,
+      isOffsite: true,
+    }),
+    responses: {
+      201: ok("Created", ReplicaSchema),
+      422: err("Invalid"),
+      409: err("The BES is being deleted"),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -84,11 +106,20 @@ apiV1Replicas.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/replicas/{replicaId}",
+    operationId: "getReplicaRule",
     summary: "A replica rule with its status and the newest replications (per restore point)",
     tags: ["Replicas"],
     middleware: [requires("backup.view")] as const,
     request: { params: ReplicaId },
-    responses: { 200: ok("The rule, `stats` and `recent`"), ...common },
+    responses: {
+      200: ok(
+        "The rule, `stats` and `recent`",
+        ReplicaRowSchema.extend({
+          recent: z.array(z.looseObject({ restorePointId: z.string(), status: z.string() })),
+        }).openapi("ReplicaRuleDetail"),
+      ),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -103,11 +134,12 @@ apiV1Replicas.openapi(
   createRoute({
     method: "put",
     path: "/api/v1/replicas/{replicaId}",
+    operationId: "updateReplicaRule",
     summary: "Update a replica rule (its policy never changes)",
     tags: ["Replicas"],
     middleware: [requires("backup.manage")] as const,
     request: { params: ReplicaId, ...jsonBody(ReplicaFields) },
-    responses: { 200: ok("Updated"), 422: err("Invalid"), ...common },
+    responses: { 200: ok("Updated", ReplicaSchema), 422: err("Invalid"), ...common },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -126,6 +158,7 @@ apiV1Replicas.openapi(
   createRoute({
     method: "delete",
     path: "/api/v1/replicas/{replicaId}",
+    operationId: "deleteReplicaRule",
     summary: "Delete a replica rule (its restore points keep their replication history)",
     tags: ["Replicas"],
     middleware: [requires("backup.manage")] as const,

@@ -52,6 +52,14 @@ export function list(form: Record<string, string | string[]>, key: string): stri
 export function fieldErrors(error: z.ZodError): FieldErrors {
   const out: FieldErrors = {};
   for (const issue of error.issues) {
+    // A strict object's unknown field is named as the field itself (a typo in automation is a 422 naming it).
+    if (issue.code === "unrecognized_keys") {
+      for (const name of issue.keys) {
+        const key = issue.path.length ? String(issue.path[0]) : name;
+        out[key] ??= `Unknown field ${[...issue.path, name].join(".")}`;
+      }
+      continue;
+    }
     const key = String(issue.path[0] ?? "form");
     if (!out[key]) out[key] = capitalize(issue.message);
   }
