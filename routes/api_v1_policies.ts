@@ -205,7 +205,10 @@ apiV1Policies.openapi(
     const actor = c.get("actor")!;
     const { policyId } = c.req.valid("param");
     const stored = await requirePolicy(kv, actor, policyId);
-    const input = { ...storedAsInput(stored), ...c.req.valid("json") } as PolicyUpdateInput;
+    // Only the fields the body names: a schema may give an absent optional field a value (null).
+    const sent = await c.req.json<Record<string, unknown>>();
+    const patch = Object.entries(c.req.valid("json")).filter(([key]) => Object.hasOwn(sent, key));
+    const input = { ...storedAsInput(stored), ...Object.fromEntries(patch) } as PolicyUpdateInput;
     return c.json(await updatePolicy(kv, actor, policyId, input, clock()), 200);
   },
 );
