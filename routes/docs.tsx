@@ -100,7 +100,7 @@ export function docsRoutes(doc: () => OpenApiDoc) {
                       return (
                         <li key={status}>
                           <code>{status}</code> {(r as { description?: string }).description}
-                          {schema?.$ref && <span class="muted">{" "}({schema.$ref.split("/").pop()})</span>}
+                          {schema?.$ref && <span class="muted">({schema.$ref.split("/").pop()})</span>}
                         </li>
                       );
                     })}
