@@ -142,6 +142,7 @@ Deno.test("every route that takes a cursor: garbage is 422 naming `cursor` on th
   assert.deepEqual(apiRoutes, [
     "/api/v1/alerts",
     "/api/v1/audit",
+    "/api/v1/dashboard/heatmap",
     "/api/v1/jobs/{jobId}/runs",
     "/api/v1/notification-deliveries",
     "/api/v1/protected-objects",
