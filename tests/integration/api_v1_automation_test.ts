@@ -23,11 +23,13 @@ import { fillSampleVeeam, startFakeVeeam, VEEAM_PASSWORD, VEEAM_USER } from "../
 import {
   addUser,
   auditEntries,
+  Browser,
   createTenant,
   engineMetrics,
   enrollTestHost,
   kvSnapshot,
   registerTestEngine,
+  signInAs,
   targetInput,
   TestClock,
 } from "../helpers.ts";
@@ -242,6 +244,27 @@ Deno.test("run retry of a platform run retries its platform job (one pending run
     "pending",
     "retry",
   ]);
+});
+
+Deno.test("the policy page's and the dashboard's Retry forms and the API are one rule: one retry between them", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using f = await fixture(kv);
+  const browser = new Browser(f.app);
+  await signInAs(browser, kv, f.users.operator, f.clock.now());
+  const page = `/backup/policies/${f.policy.id}`;
+  const res = await browser.postForm(`/backup/runs/${f.failed.id}/retry`, {}, { tokenFrom: page });
+  assert.equal(res.status, 303);
+  assert.ok(res.headers.get("location")?.startsWith(page), res.headers.get("location") ?? "");
+  const retries = async () =>
+    (await Array.fromAsync(kv.list<Run>({ prefix: ["runs"] }))).filter((e) => e.value.trigger === "retry");
+  assert.equal((await retries()).length, 1, "the page queued the retry");
+  const api = await f.api("operator", `/api/v1/runs/${f.failed.id}/retry`, { method: "POST" });
+  assert.equal(api.status, 422, "the API sees the same rule: no longer the latest run");
+  const dashboard = await browser.postForm(`/backup/dashboard/runs/${f.failed.id}/retry`, {}, {
+    tokenFrom: "/backup/dashboard",
+  });
+  assert.equal(dashboard.status, 303);
+  assert.equal((await retries()).length, 1, "still one retry");
 });
 
 // ---------------------------------------------------------------------------------------------------
