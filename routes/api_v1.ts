@@ -405,6 +405,7 @@ apiV1.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/orgs/{orgId}/pam-vault-key/rotate",
+    operationId: "rotatePamVaultKey",
     summary:
       "Rotate the organization's PAM vault key-encryption key: a new version, every key set it wraps re-wrapped, the old version retired",
     tags: ["Organizations"],
