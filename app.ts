@@ -27,6 +27,7 @@ import { apiV1Hosts } from "./routes/api_v1_hosts.ts";
 import { apiV1Assignments } from "./routes/api_v1_assignments.ts";
 import { apiV1Hooks } from "./routes/api_v1_hooks.ts";
 import { apiV1Scripts } from "./routes/api_v1_scripts.ts";
+import { apiV1SelfBackup } from "./routes/api_v1_self_backup.ts";
 import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
 import { engineProtocol } from "./routes/engine_protocol.ts";
@@ -158,6 +159,7 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1Assignments);
   app.route("/", apiV1Hooks);
   app.route("/", apiV1Scripts);
+  app.route("/", apiV1SelfBackup);
   app.route("/", engineProtocol);
   app.route("/", selfBackupApi);
   app.route("/", docsRoutes(() => openApiDocument(app)));

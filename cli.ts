@@ -1,8 +1,10 @@
 /**
  * Bootstrap, scripting and break-glass CLI: `deno task cli <command> [options] [--json]`.
- * With --json a command prints exactly one JSON object on stdout and nothing else.
+ * With --json a command prints exactly one JSON object on stdout and nothing else. The database commands
+ * open the KV directly; the automation verbs (cli_api.ts) go through the JSON API with a token.
  */
 import { parseArgs } from "node:util";
+import { API_USAGE, apiCommandOf, runApiCommand } from "./cli_api.ts";
 import { createApiToken } from "./domain/api_tokens.ts";
 import { parseConfig } from "./domain/config.ts";
 import { userActor } from "./domain/auth.ts";
@@ -36,8 +38,10 @@ Commands:
   export-bundle --db config|results --out FILE         write an encrypted self-backup bundle of one database
   restore-bundle FILE [--force]                        verify a bundle, then restore it into an empty database
 
-The CLI opens the same database as the server (CADRES_KV / CADRES_DATA_DIR). A local KV file is used by one
-process at a time: stop the server first, or use a remote KV.`;
+These commands open the same database as the server (CADRES_KV / CADRES_DATA_DIR). A local KV file is used by
+one process at a time: stop the server first, or use a remote KV.
+
+${API_USAGE}`;
 
 class CliError extends Error {}
 
@@ -48,6 +52,13 @@ async function readStdinPassword(): Promise<string | undefined> {
 }
 
 async function main(args: string[]): Promise<number> {
+  if (apiCommandOf(args)) {
+    return await runApiCommand(args, {
+      env: Deno.env.toObject(),
+      print: (line) => console.log(line),
+      printError: (line) => console.error(line),
+    });
+  }
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,

@@ -21,7 +21,7 @@ import {
   UserUpdateInput,
 } from "../domain/users.ts";
 import { requires, signedIn } from "./access.ts";
-import { apiRouter, ErrorBody } from "./api_common.ts";
+import { apiRouter, ErrorBody, jsonBody } from "./api_common.ts";
 
 const errors = {
   401: { description: "Not signed in or bad token", content: { "application/json": { schema: ErrorBody } } },
@@ -112,6 +112,7 @@ apiV1.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/me",
+    operationId: "getMe",
     summary: "The signed-in principal",
     tags: ["Identity"],
     middleware: [signedIn()] as const,
@@ -147,11 +148,17 @@ apiV1.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/users",
+    operationId: "listUsers",
     summary: "List users in your scope",
     tags: ["Users"],
     middleware: [requires("admin")] as const,
     request: { query: Paging },
-    responses: { 200: json(page(UserSchema), "Users by email"), 401: errors[401], 403: errors[403] },
+    responses: {
+      200: json(page(UserSchema), "Users by email"),
+      401: errors[401],
+      403: errors[403],
+      422: errors[422],
+    },
   }),
   async (c) => {
     const { offset, limit } = c.req.valid("query");
@@ -166,10 +173,17 @@ apiV1.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/users",
+    operationId: "createUser",
     summary: "Create a user",
     tags: ["Users"],
     middleware: [requires("admin")] as const,
-    request: { body: { content: { "application/json": { schema: UserCreateInput } }, required: true } },
+    request: jsonBody(UserCreateInput, {
+      email: "ops@acme.example",
+      name: "Ops",
+      role: "operator",
+      orgScope: ["01JC9Z8X7W6V5T4S3R2Q1P0N9M"],
+      password: "a long passphrase of yours",
+    }),
     responses: { 201: json(UserSchema, "Created"), 401: errors[401], 403: errors[403], 422: errors[422] },
   }),
   async (c) => {
@@ -189,6 +203,7 @@ apiV1.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/users/{userId}",
+    operationId: "getUser",
     summary: "Get a user",
     tags: ["Users"],
     middleware: [requires("admin")] as const,
@@ -205,6 +220,7 @@ apiV1.openapi(
   createRoute({
     method: "patch",
     path: "/api/v1/users/{userId}",
+    operationId: "updateUser",
     summary: "Update a user's name, role, scope or disabled flag",
     tags: ["Users"],
     middleware: [requires("admin")] as const,
@@ -237,6 +253,7 @@ apiV1.openapi(
   createRoute({
     method: "delete",
     path: "/api/v1/users/{userId}",
+    operationId: "deleteUser",
     summary: "Delete a user (their sessions and tokens go too)",
     tags: ["Users"],
     middleware: [requires("admin")] as const,
@@ -254,11 +271,17 @@ apiV1.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/orgs",
+    operationId: "listOrgs",
     summary: "List organizations in your scope",
     tags: ["Organizations"],
     middleware: [requires("backup.view")] as const,
     request: { query: Paging },
-    responses: { 200: json(page(OrgSchema), "Organizations by name"), 401: errors[401], 403: errors[403] },
+    responses: {
+      200: json(page(OrgSchema), "Organizations by name"),
+      401: errors[401],
+      403: errors[403],
+      422: errors[422],
+    },
   }),
   async (c) => {
     const { offset, limit } = c.req.valid("query");
@@ -275,10 +298,11 @@ apiV1.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/orgs",
+    operationId: "createOrg",
     summary: "Create an organization; the reply carries its registration secret, shown this once",
     tags: ["Organizations"],
     middleware: [requires("admin")] as const,
-    request: { body: { content: { "application/json": { schema: OrgInput } }, required: true } },
+    request: jsonBody(OrgInput, { name: "Branch offices" }),
     responses: {
       201: json(z.object({ org: OrgSchema, secret: z.string() }), "Created"),
       401: errors[401],
@@ -302,6 +326,7 @@ apiV1.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/orgs/{orgId}",
+    operationId: "getOrg",
     summary: "Get an organization",
     tags: ["Organizations"],
     middleware: [requires("backup.view")] as const,
@@ -323,6 +348,7 @@ apiV1.openapi(
   createRoute({
     method: "patch",
     path: "/api/v1/orgs/{orgId}",
+    operationId: "renameOrg",
     summary: "Rename an organization",
     tags: ["Organizations"],
     middleware: [requires("admin")] as const,
@@ -355,6 +381,7 @@ apiV1.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/orgs/{orgId}/rotate-secret",
+    operationId: "rotateOrgSecret",
     summary: "Replace the registration secret; the old one stops working",
     tags: ["Organizations"],
     middleware: [requires("admin")] as const,
@@ -378,6 +405,7 @@ apiV1.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/orgs/{orgId}/pam-vault-key/rotate",
+    operationId: "rotatePamVaultKey",
     summary:
       "Rotate the organization's PAM vault key-encryption key: a new version, every key set it wraps re-wrapped, the old version retired",
     tags: ["Organizations"],
@@ -411,11 +439,17 @@ apiV1.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/tokens",
+    operationId: "listApiTokens",
     summary: "List API tokens (your own; admins: those of users in scope)",
     tags: ["API tokens"],
     middleware: [requires("backup.view")] as const,
     request: { query: Paging },
-    responses: { 200: json(page(TokenSchema), "Newest first"), 401: errors[401], 403: errors[403] },
+    responses: {
+      200: json(page(TokenSchema), "Newest first"),
+      401: errors[401],
+      403: errors[403],
+      422: errors[422],
+    },
   }),
   async (c) => {
     const { offset, limit } = c.req.valid("query");
@@ -431,10 +465,15 @@ apiV1.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/tokens",
+    operationId: "createApiToken",
     summary: "Create an API token for yourself; the reply carries the token, shown this once",
     tags: ["API tokens"],
     middleware: [requires("backup.view")] as const,
-    request: { body: { content: { "application/json": { schema: ApiTokenInput } }, required: true } },
+    request: jsonBody(ApiTokenInput, {
+      name: "ansible",
+      permissions: ["backup.view", "backup.manage"],
+      expiresInDays: 90,
+    }),
     responses: {
       201: json(z.object({ token: TokenSchema, secret: z.string() }), "Created"),
       401: errors[401],
@@ -455,6 +494,7 @@ apiV1.openapi(
   createRoute({
     method: "delete",
     path: "/api/v1/tokens/{tokenId}",
+    operationId: "revokeApiToken",
     summary: "Revoke an API token",
     tags: ["API tokens"],
     middleware: [requires("backup.view")] as const,
@@ -472,6 +512,7 @@ apiV1.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/audit",
+    operationId: "listAudit",
     summary: "Audit entries, newest first",
     tags: ["Audit"],
     middleware: [requires("admin")] as const,

@@ -18,7 +18,7 @@ import {
 import { pageOf, PageQuery } from "../domain/paging.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, ErrorBody, jsonBody, ok } from "./api_common.ts";
-import { AssignmentSchema, HOST_STATUS, HostAssignmentSchema } from "./api_v1_hosts.ts";
+import { AssignmentSchema, HOST_STATUS, HostAssignmentSchema } from "./api_schemas.ts";
 
 const common = {
   401: err("Not signed in or bad token"),

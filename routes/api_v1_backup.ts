@@ -27,7 +27,8 @@ import {
 } from "../domain/storage.ts";
 import { rotateAccountSecret } from "../domain/tenancy.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, ok } from "./api_common.ts";
+import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
+import { AlertSchema, EngineSchema, page, StorageTargetSchema, Total } from "./api_schemas.ts";
 import { STORAGE_CHECK_SEGMENTS } from "./storage_checks.ts";
 
 const common = {
@@ -71,11 +72,17 @@ apiV1Backup.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/engines",
+    operationId: "listEngines",
     summary: "List engines (filters: q, orgId, status; sort; offset/limit)",
     tags: ["Engines"],
     middleware: [requires("backup.view")] as const,
     request: { query: EngineQuery },
-    responses: { 200: ok("Engines"), 401: common[401], 403: common[403] },
+    responses: {
+      200: ok("Engines", page(EngineSchema, Total)),
+      401: common[401],
+      403: common[403],
+      422: err("Invalid filter"),
+    },
   }),
   async (c) => {
     const filter = EngineFilter.parse(c.req.valid("query"));
@@ -89,11 +96,20 @@ apiV1Backup.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/engines/{engineId}",
+    operationId: "getEngine",
     summary: "Get an engine with its last 24 h of metrics",
     tags: ["Engines"],
     middleware: [requires("backup.view")] as const,
     request: { params: EngineId },
-    responses: { 200: ok("The engine"), ...common },
+    responses: {
+      200: ok(
+        "The engine",
+        EngineSchema.extend({ metricsHistory: z.array(z.looseObject({ at: z.string() })) }).openapi(
+          "EngineWithMetrics",
+        ),
+      ),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -106,6 +122,7 @@ apiV1Backup.openapi(
   createRoute({
     method: "patch",
     path: "/api/v1/engines/{engineId}",
+    operationId: "updateEngine",
     summary: "Edit name, PXE enabled and PXE network (CIDR)",
     tags: ["Engines"],
     middleware: [requires("backup.manage")] as const,
@@ -113,7 +130,7 @@ apiV1Backup.openapi(
       params: EngineId,
       body: { content: { "application/json": { schema: EngineUpdate } }, required: true },
     },
-    responses: { 200: ok("Updated"), 422: err("Invalid"), ...common },
+    responses: { 200: ok("Updated", EngineSchema), 422: err("Invalid"), ...common },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -132,6 +149,7 @@ apiV1Backup.openapi(
   createRoute({
     method: "delete",
     path: "/api/v1/engines/{engineId}",
+    operationId: "deleteEngine",
     summary: "Delete an engine and cascade to its storage targets and their policies",
     tags: ["Engines"],
     middleware: [requires("backup.manage")] as const,
@@ -149,11 +167,17 @@ apiV1Backup.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/storage",
+    operationId: "listStorageTargets",
     summary: "List storage targets (filters: q, besId, type, health; sort; offset/limit)",
     tags: ["Storage"],
     middleware: [requires("backup.view")] as const,
     request: { query: TargetQuery },
-    responses: { 200: ok("Targets"), 401: common[401], 403: common[403] },
+    responses: {
+      200: ok("Targets", page(StorageTargetSchema, Total)),
+      401: common[401],
+      403: common[403],
+      422: err("Invalid filter"),
+    },
   }),
   async (c) => {
     const filter = TargetFilter.parse(c.req.valid("query"));
@@ -170,11 +194,24 @@ apiV1Backup.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/storage",
+    operationId: "createStorageTarget",
     summary: "Create a storage target (credentials go to the vault and are never returned)",
     tags: ["Storage"],
     middleware: [requires("backup.manage")] as const,
-    request: { body: { content: { "application/json": { schema: TargetCreateInput } }, required: true } },
-    responses: { 201: ok("Created"), 422: err("Invalid"), ...common },
+    request: jsonBody(TargetCreateInput, {
+      name: "Primary NAS",
+      besId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
+      type: "nfs",
+      config: { server: "10.0.0.20", exportPath: "/export/backups", mountOptions: "vers=4.1,hard" },
+      alertThreshold: 85,
+      criticalThreshold: 95,
+    }),
+    responses: {
+      201: ok("Created", StorageTargetSchema),
+      409: err("The BES is being deleted"),
+      422: err("Invalid"),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock, masterKey } = c.get("deps");
@@ -187,11 +224,12 @@ apiV1Backup.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/storage/{targetId}",
+    operationId: "getStorageTarget",
     summary: "Get a storage target",
     tags: ["Storage"],
     middleware: [requires("backup.view")] as const,
     request: { params: TargetId },
-    responses: { 200: ok("The target"), ...common },
+    responses: { 200: ok("The target", StorageTargetSchema), ...common },
   }),
   async (c) => {
     const target = await requireTarget(c.get("deps").kv, c.get("actor")!, c.req.valid("param").targetId);
@@ -203,6 +241,7 @@ apiV1Backup.openapi(
   createRoute({
     method: "put",
     path: "/api/v1/storage/{targetId}",
+    operationId: "updateStorageTarget",
     summary: "Update name, connection config, thresholds; new credentials rotate the stored ones",
     tags: ["Storage"],
     middleware: [requires("backup.manage")] as const,
@@ -210,7 +249,7 @@ apiV1Backup.openapi(
       params: TargetId,
       body: { content: { "application/json": { schema: TargetUpdateInput } }, required: true },
     },
-    responses: { 200: ok("Updated"), 422: err("Invalid"), ...common },
+    responses: { 200: ok("Updated", StorageTargetSchema), 422: err("Invalid"), ...common },
   }),
   async (c) => {
     const { kv, clock, masterKey } = c.get("deps");
@@ -232,6 +271,7 @@ apiV1Backup.openapi(
   createRoute({
     method: "delete",
     path: "/api/v1/storage/{targetId}",
+    operationId: "deleteStorageTarget",
     summary: "Delete a storage target (409 while policies reference it)",
     tags: ["Storage"],
     middleware: [requires("backup.manage")] as const,
@@ -249,11 +289,22 @@ apiV1Backup.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/storage/{targetId}/capacity",
+    operationId: "getStorageCapacity",
     summary: "Capacity now and history: daily roll-ups (365 days) and the last 48 h of reports",
     tags: ["Storage"],
     middleware: [requires("backup.view")] as const,
     request: { params: TargetId },
-    responses: { 200: ok("Capacity"), ...common },
+    responses: {
+      200: ok(
+        "Capacity",
+        z.object({
+          current: z.looseObject({ at: z.string() }).nullable().describe("The latest report"),
+          days: z.array(z.looseObject({ day: z.string() })).describe("Daily roll-ups, oldest first"),
+          recent: z.array(z.looseObject({ at: z.string() })).describe("Reports of the last 48 hours"),
+        }).openapi("StorageCapacity"),
+      ),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -261,6 +312,19 @@ apiV1Backup.openapi(
     return c.json({ current: target.capacity, ...(await capacityHistory(kv, target.id, clock())) }, 200);
   },
 );
+
+const StorageCheckView = z.object({
+  check: z.enum(["health_check", "verify"]),
+  jobId: z.string(),
+  runsOn: z.string(),
+  requestedAt: z.string(),
+  requestedBy: z.string(),
+  state: z.enum(["queued", "running", "succeeded", "failed", "cancelled", "unknown"]),
+  result: z.enum(["success", "warning", "failed"]).nullable(),
+  finishedAt: z.string().nullable(),
+  message: z.string().nullable(),
+  output: z.record(z.string(), z.unknown()).nullable(),
+}).openapi("StorageCheck");
 
 const StorageCheckQueued = z.object({
   check: z.enum(["health_check", "verify"]),
@@ -285,6 +349,7 @@ for (
     createRoute({
       method: "post",
       path: `/api/v1/storage/{targetId}/${STORAGE_CHECK_SEGMENTS[check]}`,
+      operationId: check === "health_check" ? "checkStorageHealth" : "verifyStorage",
       summary,
       tags: ["Storage"],
       middleware: [requires("backup.manage")] as const,
@@ -317,12 +382,19 @@ apiV1Backup.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/storage/{targetId}/checks",
+    operationId: "getStorageChecks",
     summary:
       "The latest health check and integrity verification of a storage target: where it ran, the job's state and the engine's result (null when never requested)",
     tags: ["Storage"],
     middleware: [requires("backup.view")] as const,
     request: { params: TargetId },
-    responses: { 200: ok("{ health_check, verify }"), ...common },
+    responses: {
+      200: ok(
+        "{ health_check, verify }",
+        z.object({ health_check: StorageCheckView.nullable(), verify: StorageCheckView.nullable() }),
+      ),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv } = c.get("deps");
@@ -336,10 +408,30 @@ apiV1Backup.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/storage-capacity",
+    operationId: "listStorageCapacity",
     summary: "Live capacity of the fullest targets in scope (the storage page widget polls this)",
     tags: ["Storage"],
     middleware: [requires("backup.view")] as const,
-    responses: { 200: ok("Rows"), 401: common[401], 403: common[403] },
+    responses: {
+      200: ok(
+        "Rows",
+        z.object({
+          values: z.array(z.object({
+            id: z.string(),
+            name: z.string(),
+            health: z.string(),
+            usagePercent: z.number().nullable(),
+            freeBytes: z.number().nullable(),
+            growthBytesPerDay: z.number().nullable(),
+            estimatedFullAt: z.string().nullable(),
+            fullSoon: z.boolean(),
+            lastReportAt: z.string().nullable(),
+          })),
+        }),
+      ),
+      401: common[401],
+      403: common[403],
+    },
   }),
   async (c) => {
     const { values } = await listTargets(
@@ -355,11 +447,17 @@ apiV1Backup.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/alerts",
+    operationId: "listAlerts",
     summary: "Alerts newest first (filters: status, severity; cursor)",
     tags: ["Alerts"],
     middleware: [requires("backup.view")] as const,
     request: { query: AlertQuery },
-    responses: { 200: ok("Alerts"), 401: common[401], 403: common[403] },
+    responses: {
+      200: ok("Alerts", page(AlertSchema)),
+      401: common[401],
+      403: common[403],
+      422: err("Invalid filter or cursor"),
+    },
   }),
   async (c) => {
     return c.json(
@@ -373,11 +471,15 @@ apiV1Backup.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/alerts/{alertId}/acknowledge",
+    operationId: "acknowledgeAlert",
     summary: "Acknowledge an open alert",
     tags: ["Alerts"],
     middleware: [requires("backup.manage")] as const,
     request: { params: AlertId },
-    responses: { 200: ok("Acknowledged"), ...common },
+    responses: {
+      200: ok("Acknowledged (an alert no longer open is answered as it is)", AlertSchema),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -389,6 +491,7 @@ apiV1Backup.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/account/registration-secret",
+    operationId: "rotateAccountRegistrationSecret",
     summary: "Issue or rotate the account registration secret (account-scoped engines); shown this once",
     tags: ["Organizations"],
     middleware: [requires("admin")] as const,

@@ -6,6 +6,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import {
   failedBackupsQueue,
   readEngineStatus,
+  readHeatmap,
   readLast24h,
   readSummary,
   rpoBreachQueue,
@@ -21,7 +22,8 @@ import {
 } from "../domain/protected.ts";
 import { toPublicTarget } from "../domain/storage.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, Id } from "./api_common.ts";
+import { apiRouter, err, Id, ok } from "./api_common.ts";
+import { page, ProtectedObjectSchema, QueueRowSchema } from "./api_schemas.ts";
 
 const Limit = z.coerce.number().int().min(1, "must be 1–100").max(100, "must be 1–100").default(10);
 const denied = { 401: err("Not signed in or bad token"), 403: err("Missing permission") };
@@ -32,6 +34,7 @@ apiV1Dashboard.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/dashboard",
+    operationId: "getDashboard",
     summary: "Summary counts, engine status and the last 24 hours of backup runs, in your scope",
     tags: ["Dashboard"],
     middleware: [requires("backup.view")] as const,
@@ -39,7 +42,21 @@ apiV1Dashboard.openapi(
       200: {
         description:
           "protected, atRisk, rpoBreach, unprotectedHosts; engines online/offline; last24h success/failed/warning",
-        content: { "application/json": { schema: z.object({}).passthrough() } },
+        content: {
+          "application/json": {
+            schema: z.object({
+              at: z.string(),
+              summary: z.looseObject({
+                protected: z.number(),
+                atRisk: z.number(),
+                rpoBreach: z.number(),
+                unprotectedHosts: z.number(),
+              }),
+              engines: z.looseObject({ online: z.number(), offline: z.number() }),
+              last24h: z.looseObject({ success: z.number(), failed: z.number(), warning: z.number() }),
+            }).openapi("DashboardSummary"),
+          },
+        },
       },
       ...denied,
     },
@@ -63,6 +80,7 @@ apiV1Dashboard.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/dashboard/queue",
+    operationId: "getDashboardQueue",
     summary: "One of the dashboard's exception queues (top entries, most urgent first), in your scope",
     tags: ["Dashboard"],
     middleware: [requires("backup.view")] as const,
@@ -70,7 +88,14 @@ apiV1Dashboard.openapi(
     responses: {
       200: {
         description: "The queue's rows",
-        content: { "application/json": { schema: z.object({ name: z.string(), values: z.array(z.any()) }) } },
+        content: {
+          "application/json": {
+            schema: z.object({
+              name: z.enum(QUEUES),
+              values: z.array(QueueRowSchema),
+            }),
+          },
+        },
       },
       ...denied,
       422: err("Unknown queue or invalid limit"),
@@ -96,6 +121,7 @@ apiV1Dashboard.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/protected-objects",
+    operationId: "listProtectedObjects",
     summary: "Protected objects in your scope with the guide's filters; rpo_breach evaluated now",
     tags: ["Protected objects"],
     middleware: [requires("backup.view")] as const,
@@ -118,7 +144,9 @@ apiV1Dashboard.openapi(
         description: "A page of objects (each with rpoBreach) and the cursor of the next page",
         content: {
           "application/json": {
-            schema: z.object({ values: z.array(z.any()), cursor: z.string(), partial: z.boolean() }),
+            schema: page(ProtectedObjectSchema, {
+              partial: z.boolean().describe("True when the scan stopped early; follow the cursor"),
+            }),
           },
         },
       },
@@ -141,5 +169,53 @@ apiV1Dashboard.openapi(
       cursor: page.cursor,
       partial: page.partial,
     }, 200);
+  },
+);
+
+const HeatmapCell = z.object({
+  day: z.string().describe("UTC day, YYYY-MM-DD"),
+  success: z.number().int(),
+  warning: z.number().int(),
+  failed: z.number().int(),
+});
+
+apiV1Dashboard.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/dashboard/heatmap",
+    operationId: "getDashboardHeatmap",
+    summary:
+      "The dashboard's backup outcomes heatmap: runs per policy per UTC day (success, warning, failed) over the last 30 days, policies in your scope by name",
+    tags: ["Dashboard"],
+    middleware: [requires("backup.view")] as const,
+    request: {
+      query: z.strictObject({
+        cursor: z.string().regex(/^\d{1,7}$/, "must be a cursor from a previous page").optional(),
+        limit: z.coerce.number().int().min(1, "must be 1–100").max(100, "must be 1–100").default(15),
+      }),
+    },
+    responses: {
+      200: ok(
+        "A page of policies, each with one cell per day (oldest first); `days` lists the days",
+        page(
+          z.object({ policyId: z.string(), policyName: z.string(), days: z.array(HeatmapCell) })
+            .openapi("HeatmapRow"),
+          {
+            total: z.number().int().describe("Policies in your scope"),
+            days: z.array(z.string()).describe("The 30 UTC days, oldest first (today last)"),
+          },
+        ),
+      ),
+      ...denied,
+      422: err("Invalid cursor or limit, or an unknown query parameter"),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const { cursor, limit } = c.req.valid("query");
+    const offset = Number(cursor ?? 0);
+    const { rows, total, dayLabels } = await readHeatmap(kv, c.get("actor")!, clock(), { offset, limit });
+    const next = offset + rows.length;
+    return c.json({ values: rows, cursor: next < total ? String(next) : "", total, days: dayLabels }, 200);
   },
 );

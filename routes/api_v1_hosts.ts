@@ -6,15 +6,11 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import { decommissionHost, DecommissionInput } from "../domain/archive.ts";
-import {
-  ASSIGNMENT_STATES,
-  listAssignmentsByHost,
-  reactivateHost,
-  ReactivateHostInput,
-} from "../domain/assignments.ts";
-import { HOST_STATUSES, HostQuery, listHostsPage, requireHost } from "../domain/hosts.ts";
+import { listAssignmentsByHost, reactivateHost, ReactivateHostInput } from "../domain/assignments.ts";
+import { HostQuery, listHostsPage, requireHost } from "../domain/hosts.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
+import { AssignmentSchema, HostAssignmentSchema, HostSchema, page, Total } from "./api_schemas.ts";
 
 const common = {
   401: err("Not signed in or bad token"),
@@ -22,45 +18,6 @@ const common = {
   404: err("Not found or outside your scope"),
 };
 const HostId = z.object({ hostId: z.string().min(1).max(40) });
-
-/** A host's status. */
-export const HOST_STATUS = z.enum(HOST_STATUSES);
-
-/** A managed host as the API returns it. */
-export const HostSchema = z.object({
-  id: z.string(),
-  accountId: z.string(),
-  orgId: z.string(),
-  hostname: z.string(),
-  os: z.string(),
-  ipAddress: z.string(),
-  publicKey: z.string().describe("The agent's Ed25519 public key (public)"),
-  version: z.string(),
-  relay: z.boolean(),
-  status: HOST_STATUS,
-  enrolledAt: z.string(),
-  updatedAt: z.string(),
-  lastHeartbeatAt: z.string().nullable(),
-  decommissionedAt: z.string().nullable().optional(),
-}).openapi("Host");
-
-/** An assignment of a host to a policy. */
-export const AssignmentSchema = z.object({
-  id: z.string(),
-  policyId: z.string(),
-  hostId: z.string(),
-  accountId: z.string(),
-  orgId: z.string(),
-  state: z.enum(ASSIGNMENT_STATES),
-  createdAt: z.string(),
-  updatedAt: z.string(),
-}).openapi("Assignment");
-
-/** An assignment as a host lists it: with its policy's name and Archive On Host Deactivation. */
-export const HostAssignmentSchema = AssignmentSchema.extend({
-  policyName: z.string(),
-  archiveOnHostDeactivation: z.boolean(),
-}).openapi("HostAssignment");
 
 export const apiV1Hosts = apiRouter();
 
@@ -76,7 +33,7 @@ apiV1Hosts.openapi(
     responses: {
       200: ok(
         "A page of hosts, the cursor of the next page (empty after the last) and the number of matches",
-        z.object({ values: z.array(HostSchema), cursor: z.string(), total: z.number().int() }),
+        page(HostSchema, Total),
       ),
       401: common[401],
       403: common[403],
@@ -100,7 +57,7 @@ apiV1Hosts.openapi(
     responses: {
       200: ok(
         "The host and `assignments`",
-        HostSchema.extend({ assignments: z.array(HostAssignmentSchema) }),
+        HostSchema.extend({ assignments: z.array(HostAssignmentSchema) }).openapi("HostWithAssignments"),
       ),
       ...common,
     },
@@ -137,7 +94,7 @@ apiV1Hosts.openapi(
           archivedPoints: z.number().int(),
           keptUnder: z.array(z.string()),
           retainedUnder: z.array(z.string()),
-        }),
+        }).openapi("HostDecommissioned"),
       ),
       409: err("Already decommissioned"),
       422: err("Invalid or wrong confirmation, or an unknown field"),
@@ -170,7 +127,9 @@ apiV1Hosts.openapi(
     responses: {
       200: ok(
         "The host as it is now (`pending` until its next heartbeat, or `online`), the assignment, and `created` (false when an archived assignment was reactivated)",
-        z.object({ host: HostSchema, assignment: AssignmentSchema, created: z.boolean() }),
+        z.object({ host: HostSchema, assignment: AssignmentSchema, created: z.boolean() }).openapi(
+          "HostReactivated",
+        ),
       ),
       ...common,
       404: err("Host or policy not found or outside your scope"),

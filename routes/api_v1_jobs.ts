@@ -11,6 +11,7 @@ import {
 } from "../domain/job_views.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, ok } from "./api_common.ts";
+import { JobSchema, page, QueuedRunSchema, RunSchema, Total } from "./api_schemas.ts";
 import { fieldErrors } from "./forms.ts";
 
 const common = {
@@ -41,13 +42,14 @@ apiV1Jobs.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/jobs",
+    operationId: "listJobs",
     summary:
       "Jobs in your scope with their last run (filters: q, source, status, type, orgId, from, to; sort; offset/limit)",
     tags: ["Jobs"],
     middleware: [requires("backup.view")] as const,
     request: { query: JobQuery },
     responses: {
-      200: ok("A page of jobs, the total and the next offset"),
+      200: ok("A page of jobs, the total and the next offset", page(JobSchema, Total)),
       401: common[401],
       403: common[403],
       422: common[422],
@@ -67,11 +69,21 @@ apiV1Jobs.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/jobs/{jobId}",
+    operationId: "getJob",
     summary: "One job with its last run, active hosts and whether a retry is allowed (and why not)",
     tags: ["Jobs"],
     middleware: [requires("backup.view")] as const,
     request: { params: JobId },
-    responses: { 200: ok("The job"), ...common },
+    responses: {
+      200: ok(
+        "The job",
+        JobSchema.extend({
+          activeHosts: z.array(z.looseObject({ id: z.string(), hostname: z.string() })),
+          retry: z.object({ allowed: z.boolean(), reason: z.string().nullable() }),
+        }).openapi("JobDetail"),
+      ),
+      ...common,
+    },
   }),
   async (c) => {
     const { job, retry } = await getJob(c.get("deps").kv, c.get("actor")!, c.req.valid("param").jobId);
@@ -84,6 +96,7 @@ apiV1Jobs.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/jobs/{jobId}/runs",
+    operationId: "listJobRuns",
     summary: "A job's runs, newest first; `cursor` is the last run id of the previous page",
     tags: ["Jobs"],
     middleware: [requires("backup.view")] as const,
@@ -94,7 +107,10 @@ apiV1Jobs.openapi(
         limit: z.coerce.number().int().min(1, "must be 1–200").max(200, "must be 1–200").default(50),
       }),
     },
-    responses: { 200: ok("A page of runs and the cursor of the next one (empty when none)"), ...common },
+    responses: {
+      200: ok("A page of runs and the cursor of the next one (empty when none)", page(RunSchema)),
+      ...common,
+    },
   }),
   async (c) => {
     const { cursor, limit } = c.req.valid("query");
@@ -109,13 +125,20 @@ apiV1Jobs.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/jobs/{jobId}/retry",
+    operationId: "retryJob",
     summary:
       "Retry a job: its latest run must be failed or warning and retryable; a native job dispatches to every active host, a platform job gets one pending run that the platform's next sync starts",
     tags: ["Jobs"],
     middleware: [requires("backup.manage")] as const,
     request: { params: JobId },
     responses: {
-      201: ok("The runs queued, with their hosts"),
+      201: ok(
+        "The runs queued, with their hosts",
+        z.object({
+          runs: z.array(QueuedRunSchema),
+          pending: z.boolean().describe("True when part of a large retry is still being dispatched"),
+        }).openapi("JobRetried"),
+      ),
       ...common,
       409: err("Another retry of this job won the race, or its BES or storage target is gone"),
     },

@@ -27,6 +27,15 @@ import {
 } from "../domain/notifications.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
+import { ChannelSchema, DeliverySchema, page, RuleSchema } from "./api_schemas.ts";
+
+/** A channel as create and update answer it: the signing secret they generated is shown this once. */
+const ChannelWithSecret = z.object({
+  channel: ChannelSchema,
+  generatedSecret: z.string().nullable().describe(
+    "A generated webhook signing secret, shown once; else null",
+  ),
+}).openapi("NotificationChannelWithSecret");
 
 const denied = { 401: err("Not signed in or bad token"), 403: err("Missing permission") };
 const ChannelId = z.object({ channelId: z.string().min(1).max(64) });
@@ -40,10 +49,11 @@ apiV1Notifications.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/notification-channels",
+    operationId: "listNotificationChannels",
     summary: "Notification channels in your scope (webhook URLs as their origin; no secrets)",
     tags: ["Notifications"],
     middleware: [requires("backup.view")] as const,
-    responses: { 200: ok("The channels"), ...denied },
+    responses: { 200: ok("The channels", page(ChannelSchema)), ...denied },
   }),
   async (c) => {
     const values = await listChannels(c.get("deps").kv, c.get("actor")!);
@@ -55,12 +65,18 @@ apiV1Notifications.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/notification-channels",
+    operationId: "createNotificationChannel",
     summary: "Create a webhook or email channel; a generated signing secret is returned once",
     tags: ["Notifications"],
     middleware: [requires("backup.manage")] as const,
-    request: jsonBody(ChannelCreateInput),
+    request: jsonBody(ChannelCreateInput, {
+      type: "webhook",
+      name: "Ops webhook",
+      url: "https://hooks.acme.example/cadres",
+      orgId: null,
+    }),
     responses: {
-      201: ok("`channel`, and `generatedSecret` (or null)"),
+      201: ok("`channel`, and `generatedSecret` (or null)", ChannelWithSecret),
       422: err("Invalid input"),
       ...denied,
     },
@@ -80,11 +96,16 @@ apiV1Notifications.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/notification-channels/{channelId}",
+    operationId: "getNotificationChannel",
     summary: "A channel",
     tags: ["Notifications"],
     middleware: [requires("backup.view")] as const,
     request: { params: ChannelId },
-    responses: { 200: ok("The channel"), ...denied, 404: err("Not found or outside your scope") },
+    responses: {
+      200: ok("The channel", ChannelSchema),
+      ...denied,
+      404: err("Not found or outside your scope"),
+    },
   }),
   async (c) => {
     const channel = await requireChannel(c.get("deps").kv, c.get("actor")!, c.req.valid("param").channelId);
@@ -96,13 +117,14 @@ apiV1Notifications.openapi(
   createRoute({
     method: "put",
     path: "/api/v1/notification-channels/{channelId}",
+    operationId: "updateNotificationChannel",
     summary:
       "Update a channel (type and owner are fixed; an empty or missing webhook URL keeps the stored one)",
     tags: ["Notifications"],
     middleware: [requires("backup.manage")] as const,
     request: { params: ChannelId, ...jsonBody(ChannelUpdateInput) },
     responses: {
-      200: ok("`channel`, and `generatedSecret` when `rotateSecret` was set"),
+      200: ok("`channel`, and `generatedSecret` when `rotateSecret` was set", ChannelWithSecret),
       422: err("Invalid input"),
       ...denied,
       404: err("Not found or outside your scope"),
@@ -126,6 +148,7 @@ apiV1Notifications.openapi(
   createRoute({
     method: "delete",
     path: "/api/v1/notification-channels/{channelId}",
+    operationId: "deleteNotificationChannel",
     summary: "Delete a channel with its vault secret; rules that used it keep their other channels",
     tags: ["Notifications"],
     middleware: [requires("backup.manage")] as const,
@@ -143,11 +166,16 @@ apiV1Notifications.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/notification-channels/{channelId}/test",
+    operationId: "testNotificationChannel",
     summary: "Send a test notification now; answers the delivery with its attempt (also in the log)",
     tags: ["Notifications"],
     middleware: [requires("backup.manage")] as const,
     request: { params: ChannelId },
-    responses: { 200: ok("The delivery"), ...denied, 404: err("Not found or outside your scope") },
+    responses: {
+      200: ok("The delivery", DeliverySchema),
+      ...denied,
+      404: err("Not found or outside your scope"),
+    },
   }),
   async (c) => {
     const { kv, clock, masterKey, config } = c.get("deps");
@@ -166,10 +194,11 @@ apiV1Notifications.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/notification-rules",
+    operationId: "listNotificationRules",
     summary: "Notification rules in your scope",
     tags: ["Notifications"],
     middleware: [requires("backup.view")] as const,
-    responses: { 200: ok("The rules"), ...denied },
+    responses: { 200: ok("The rules", page(RuleSchema)), ...denied },
   }),
   async (c) => c.json({ values: await listRules(c.get("deps").kv, c.get("actor")!), cursor: "" }, 200),
 );
@@ -178,11 +207,18 @@ apiV1Notifications.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/notification-rules",
+    operationId: "createNotificationRule",
     summary: "Create a rule: which orgs' alerts, from which severity, which events, to which channels",
     tags: ["Notifications"],
     middleware: [requires("backup.manage")] as const,
-    request: jsonBody(RuleInput),
-    responses: { 201: ok("The rule"), 422: err("Invalid input"), ...denied },
+    request: jsonBody(RuleInput, {
+      name: "Critical to on-call",
+      minSeverity: "critical",
+      orgIds: "all",
+      events: ["opened", "resolved"],
+      channelIds: ["01JC9Z8X7W6V5T4S3R2Q1P0N9M"],
+    }),
+    responses: { 201: ok("The rule", RuleSchema), 422: err("Invalid input"), ...denied },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -194,11 +230,12 @@ apiV1Notifications.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/notification-rules/{ruleId}",
+    operationId: "getNotificationRule",
     summary: "A rule",
     tags: ["Notifications"],
     middleware: [requires("backup.view")] as const,
     request: { params: RuleId },
-    responses: { 200: ok("The rule"), ...denied, 404: err("Not found or outside your scope") },
+    responses: { 200: ok("The rule", RuleSchema), ...denied, 404: err("Not found or outside your scope") },
   }),
   async (c) => c.json(await requireRule(c.get("deps").kv, c.get("actor")!, c.req.valid("param").ruleId), 200),
 );
@@ -207,12 +244,13 @@ apiV1Notifications.openapi(
   createRoute({
     method: "put",
     path: "/api/v1/notification-rules/{ruleId}",
+    operationId: "updateNotificationRule",
     summary: "Update a rule",
     tags: ["Notifications"],
     middleware: [requires("backup.manage")] as const,
     request: { params: RuleId, ...jsonBody(RuleInput) },
     responses: {
-      200: ok("The rule"),
+      200: ok("The rule", RuleSchema),
       422: err("Invalid input"),
       ...denied,
       404: err("Not found or outside your scope"),
@@ -235,6 +273,7 @@ apiV1Notifications.openapi(
   createRoute({
     method: "delete",
     path: "/api/v1/notification-rules/{ruleId}",
+    operationId: "deleteNotificationRule",
     summary: "Delete a rule",
     tags: ["Notifications"],
     middleware: [requires("backup.manage")] as const,
@@ -254,6 +293,7 @@ apiV1Notifications.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/notification-deliveries",
+    operationId: "listNotificationDeliveries",
     summary: "Deliveries newest first, by channel and status, with a cursor",
     tags: ["Notifications"],
     middleware: [requires("backup.view")] as const,
@@ -270,7 +310,11 @@ apiV1Notifications.openapi(
           .optional(),
       }),
     },
-    responses: { 200: ok("`values` and `cursor`"), ...denied },
+    responses: {
+      200: ok("`values` and `cursor`", page(DeliverySchema)),
+      ...denied,
+      422: err("Invalid filter"),
+    },
   }),
   async (c) => {
     const filter = DeliveryFilter.parse(c.req.valid("query"));

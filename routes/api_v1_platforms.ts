@@ -16,7 +16,8 @@ import {
 } from "../domain/platforms.ts";
 import { syncPlatform, testPlatform } from "../domain/platform_sync.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, ok } from "./api_common.ts";
+import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
+import { page, PlatformSchema, SyncReportSchema } from "./api_schemas.ts";
 
 const common = {
   401: err("Not signed in or bad token"),
@@ -31,10 +32,11 @@ apiV1Platforms.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/platforms",
+    operationId: "listPlatforms",
     summary: "Platforms in your scope with their last sync status and error",
     tags: ["Platforms"],
     middleware: [requires("backup.view")] as const,
-    responses: { 200: ok("The platforms"), 401: common[401], 403: common[403] },
+    responses: { 200: ok("The platforms", page(PlatformSchema)), 401: common[401], 403: common[403] },
   }),
   async (c) => {
     const values = await listPlatforms(c.get("deps").kv, c.get("actor")!);
@@ -46,11 +48,20 @@ apiV1Platforms.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/platforms",
+    operationId: "createPlatform",
     summary: "Register a Veeam or Cohesity platform (the password goes to the vault and is never returned)",
     tags: ["Platforms"],
     middleware: [requires("backup.manage")] as const,
-    request: { body: { content: { "application/json": { schema: PlatformCreateInput } }, required: true } },
-    responses: { 201: ok("Registered"), 422: err("Invalid input"), ...common },
+    request: jsonBody(PlatformCreateInput, {
+      type: "veeam",
+      orgId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
+      name: "VBR London",
+      endpointUrl: "https://vbr.acme.example:9419",
+      username: "svc-cadres",
+      password: "the service account's password",
+      syncIntervalMinutes: 60,
+    }),
+    responses: { 201: ok("Registered", PlatformSchema), 422: err("Invalid input"), ...common },
   }),
   async (c) => {
     const { kv, clock, masterKey } = c.get("deps");
@@ -66,11 +77,20 @@ apiV1Platforms.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/platforms/{platformId}",
+    operationId: "getPlatform",
     summary: "A platform with its imported jobs",
     tags: ["Platforms"],
     middleware: [requires("backup.view")] as const,
     request: { params: PlatformId },
-    responses: { 200: ok("The platform"), ...common },
+    responses: {
+      200: ok(
+        "The platform",
+        PlatformSchema.extend({
+          jobs: z.array(z.looseObject({ id: z.string(), name: z.string(), vendorJobId: z.string() })),
+        }).openapi("PlatformWithJobs"),
+      ),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv } = c.get("deps");
@@ -83,6 +103,7 @@ apiV1Platforms.openapi(
   createRoute({
     method: "put",
     path: "/api/v1/platforms/{platformId}",
+    operationId: "updatePlatform",
     summary: "Update a platform (type and organization are fixed; a password replaces the stored one)",
     tags: ["Platforms"],
     middleware: [requires("backup.manage")] as const,
@@ -90,7 +111,7 @@ apiV1Platforms.openapi(
       params: PlatformId,
       body: { content: { "application/json": { schema: PlatformUpdateInput } }, required: true },
     },
-    responses: { 200: ok("Updated"), 422: err("Invalid input"), ...common },
+    responses: { 200: ok("Updated", PlatformSchema), 422: err("Invalid input"), ...common },
   }),
   async (c) => {
     const { kv, clock, masterKey } = c.get("deps");
@@ -109,6 +130,7 @@ apiV1Platforms.openapi(
   createRoute({
     method: "delete",
     path: "/api/v1/platforms/{platformId}",
+    operationId: "deletePlatform",
     summary: "Delete a platform with its credential, imported jobs and protected objects (runs are kept)",
     tags: ["Platforms"],
     middleware: [requires("backup.manage")] as const,
@@ -126,11 +148,15 @@ apiV1Platforms.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/platforms/{platformId}/test",
+    operationId: "testPlatform",
     summary: "Test connectivity: log in and read one resource; the outcome is also kept on the platform",
     tags: ["Platforms"],
     middleware: [requires("backup.manage")] as const,
     request: { params: PlatformId },
-    responses: { 200: ok("`ok` and a message"), ...common },
+    responses: {
+      200: ok("`ok` and a message", z.object({ ok: z.boolean(), message: z.string() })),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock, masterKey } = c.get("deps");
@@ -146,12 +172,13 @@ apiV1Platforms.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/platforms/{platformId}/sync",
+    operationId: "syncPlatform",
     summary: "Sync now: import jobs, start pending retries, import runs and objects; answers the sync report",
     tags: ["Platforms"],
     middleware: [requires("backup.manage")] as const,
     request: { params: PlatformId },
     responses: {
-      200: ok("The sync report (status failed with the error when the platform failed)"),
+      200: ok("The sync report (status failed with the error when the platform failed)", SyncReportSchema),
       ...common,
       409: err("A sync of this platform is already running"),
     },

@@ -5,6 +5,7 @@ import {
   createPolicy,
   deletePolicy,
   listPolicies,
+  type Policy,
   PolicyCreateInput,
   PolicyUpdateInput,
   requirePolicy,
@@ -15,6 +16,7 @@ import { previewPolicyRetention } from "../domain/runs.ts";
 import { RUN_NOW_KINDS, RunNowInput, runPolicyNow } from "../domain/run_now.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
+import { page, PolicySchema, QueuedRunSchema, Total } from "./api_schemas.ts";
 
 const common = {
   401: err("Not signed in or bad token"),
@@ -23,12 +25,57 @@ const common = {
 };
 const PolicyId = z.object({ policyId: z.string().min(1).max(40) });
 
+/** The create body's example in the OpenAPI document (ids are placeholders). */
+const POLICY_EXAMPLE = {
+  name: "Linux servers nightly",
+  besId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
+  targetId: "01JC9Z8X7W6V5T4S3R2Q1P0N9K",
+  backupType: "file",
+  timeZone: "Europe/Berlin",
+  fullSchedule: "0 2 * * 0",
+  incrementalSchedule: "0 2 * * 1-6",
+  excludePatterns: ["*.tmp"],
+  exclusionTemplate: "linux-system",
+  retentionDaily: 7,
+  retentionWeekly: 4,
+  retentionMonthly: 12,
+} satisfies z.input<typeof PolicyCreateInput>;
+
+/**
+ * A partial update: any editable field of the PUT body (with the same rules), none required, no defaults
+ * (an absent field keeps the stored value), and an unknown field is a 422 naming it, not a silent no-op.
+ */
+const PolicyPatchInput = z.strictObject(
+  Object.fromEntries(
+    Object.entries(PolicyUpdateInput.shape).map(([key, field]) => {
+      const schema = field as z.ZodType;
+      const bare = schema._zod.def.type === "default" ? (schema as z.ZodDefault<z.ZodType>).unwrap() : schema;
+      return [key, bare.optional()];
+    }),
+  ),
+).openapi("PolicyPatch");
+
+/**
+ * The stored policy as a PUT body: every editable field it has (a field it predates takes the schema's
+ * default), and `rpoHours` null while the RPO is derived from the schedules, so it stays derived.
+ */
+function storedAsInput(policy: Policy): Record<string, unknown> {
+  const input: Record<string, unknown> = {};
+  for (const key of Object.keys(PolicyUpdateInput.shape)) {
+    const value = (policy as unknown as Record<string, unknown>)[key];
+    if (key !== "besId" && value !== undefined) input[key] = value;
+  }
+  if (policy.rpoDerived) input.rpoHours = null;
+  return input;
+}
+
 export const apiV1Policies = apiRouter();
 
 apiV1Policies.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/policies",
+    operationId: "listPolicies",
     summary: "List policies in your scope",
     tags: ["Policies"],
     middleware: [requires("backup.view")] as const,
@@ -38,7 +85,12 @@ apiV1Policies.openapi(
         limit: z.coerce.number().int().min(1).max(200).default(50),
       }),
     },
-    responses: { 200: ok("Policies by name"), 401: common[401], 403: common[403] },
+    responses: {
+      200: ok("Policies by name", page(PolicySchema, Total)),
+      401: common[401],
+      403: common[403],
+      422: err("Invalid offset or limit"),
+    },
   }),
   async (c) => {
     const { offset, limit } = c.req.valid("query");
@@ -55,11 +107,17 @@ apiV1Policies.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/policies",
+    operationId: "createPolicy",
     summary: "Create a policy (the storage target must be on the BES)",
     tags: ["Policies"],
     middleware: [requires("backup.manage")] as const,
-    request: { body: { content: { "application/json": { schema: PolicyCreateInput } }, required: true } },
-    responses: { 201: ok("Created"), 422: err("Invalid"), ...common },
+    request: jsonBody(PolicyCreateInput, POLICY_EXAMPLE),
+    responses: {
+      201: ok("Created", PolicySchema),
+      409: err("The BES is being deleted"),
+      422: err("Invalid (fields names each field)"),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -71,11 +129,18 @@ apiV1Policies.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/policies/{policyId}",
+    operationId: "getPolicy",
     summary: "Get a policy with its next five full runs",
     tags: ["Policies"],
     middleware: [requires("backup.view")] as const,
     request: { params: PolicyId },
-    responses: { 200: ok("The policy"), ...common },
+    responses: {
+      200: ok(
+        "The policy",
+        PolicySchema.extend({ nextFullRuns: z.array(z.string()) }).openapi("PolicyWithNextRuns"),
+      ),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
@@ -91,6 +156,7 @@ apiV1Policies.openapi(
   createRoute({
     method: "put",
     path: "/api/v1/policies/{policyId}",
+    operationId: "replacePolicy",
     summary: "Replace a policy's fields (the BES never changes: a besId other than the policy's is 422)",
     tags: ["Policies"],
     middleware: [requires("backup.manage")] as const,
@@ -99,7 +165,7 @@ apiV1Policies.openapi(
       body: { content: { "application/json": { schema: PolicyUpdateInput } }, required: true },
     },
     responses: {
-      200: ok("Updated"),
+      200: ok("Updated", PolicySchema),
       422: err("Invalid (fields names each field, besId included)"),
       ...common,
     },
@@ -115,8 +181,43 @@ apiV1Policies.openapi(
 
 apiV1Policies.openapi(
   createRoute({
+    method: "patch",
+    path: "/api/v1/policies/{policyId}",
+    operationId: "updatePolicy",
+    summary:
+      'Change some of a policy\'s fields (e.g. {"enabled": false} to disable it): merged onto the stored policy, then validated and saved as a PUT',
+    description:
+      "Fields left out keep their stored value. The merged policy goes through the same validation and update " +
+      "as PUT (a besId other than the policy's is 422; a new storage target must be on the same BES). A field " +
+      "the policy does not have is 422 naming it. `rpoHours: null` derives the RPO from the schedules again.",
+    tags: ["Policies"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: PolicyId, ...jsonBody(PolicyPatchInput, { enabled: false }) },
+    responses: {
+      200: ok("Updated", PolicySchema),
+      422: err("Invalid or unknown field (fields names each)"),
+      409: err("A concurrent change won; read the policy again and retry"),
+      ...common,
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const actor = c.get("actor")!;
+    const { policyId } = c.req.valid("param");
+    const stored = await requirePolicy(kv, actor, policyId);
+    // Only the fields the body names: a schema may give an absent optional field a value (null).
+    const sent = await c.req.json<Record<string, unknown>>();
+    const patch = Object.entries(c.req.valid("json")).filter(([key]) => Object.hasOwn(sent, key));
+    const input = { ...storedAsInput(stored), ...Object.fromEntries(patch) } as PolicyUpdateInput;
+    return c.json(await updatePolicy(kv, actor, policyId, input, clock()), 200);
+  },
+);
+
+apiV1Policies.openapi(
+  createRoute({
     method: "delete",
     path: "/api/v1/policies/{policyId}",
+    operationId: "deletePolicy",
     summary: "Delete a policy with its assignments, replica rules and hooks",
     tags: ["Policies"],
     middleware: [requires("backup.manage")] as const,
@@ -134,6 +235,7 @@ apiV1Policies.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/policies/{policyId}/retention-preview",
+    operationId: "previewPolicyRetention",
     summary:
       "Which restore points retention counts would keep and expire per protected object, and the bytes freed",
     tags: ["Policies"],
@@ -143,7 +245,22 @@ apiV1Policies.openapi(
       query: RetentionCountsQuery,
     },
     responses: {
-      200: ok("Per protected object: keep, expire, bytesFreed, needsConfirmation, warning"),
+      200: ok(
+        "Per protected object: keep, expire, bytesFreed, needsConfirmation, warning",
+        z.object({
+          objects: z.record(
+            z.string(),
+            z.looseObject({
+              keep: z.array(z.string()).describe("Restore point ids kept"),
+              expire: z.array(z.string()).describe("Restore point ids that would expire"),
+              reasons: z.record(z.string(), z.array(z.string())).describe("Why each point is kept"),
+              bytesFreed: z.number(),
+              needsConfirmation: z.boolean(),
+              warning: z.string().nullable(),
+            }),
+          ).describe("Keyed by protected object (host) id"),
+        }).openapi("RetentionPreview"),
+      ),
       ...common,
       422: err("Invalid counts"),
     },
@@ -156,26 +273,19 @@ apiV1Policies.openapi(
 );
 
 const RunNowCreated = z.object({
-  runs: z.array(z.object({
-    id: z.string(),
-    hostId: z.string().nullable(),
-    hostname: z.string().nullable(),
-    jobId: z.string().nullable(),
-    kind: z.enum(RUN_NOW_KINDS),
-    status: z.string(),
-    trigger: z.literal("manual"),
-  })),
+  runs: z.array(QueuedRunSchema.extend({ kind: z.enum(RUN_NOW_KINDS), trigger: z.literal("manual") })),
 }).openapi("RunNowCreated");
 
 apiV1Policies.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/policies/{policyId}/run",
+    operationId: "runPolicy",
     summary:
       "Run a policy now: a full or incremental on every active host (or the hostIds given), a synthetic full on the BES; trigger manual",
     tags: ["Policies"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: PolicyId, ...jsonBody(RunNowInput) },
+    request: { params: PolicyId, ...jsonBody(RunNowInput, { kind: "incremental" }) },
     responses: {
       201: ok(
         "The runs created, each with its job (an offline agent's run waits or is skipped, as scheduled)",

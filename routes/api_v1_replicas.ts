@@ -22,6 +22,7 @@ import { TARGET_TYPES } from "../domain/storage.ts";
 import { MEDIA_TYPES, REQUIRED } from "../domain/three_two_one.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
+import { page, ReplicaRuleSchema } from "./api_schemas.ts";
 
 const common = {
   401: err("Not signed in or bad token"),
@@ -30,20 +31,6 @@ const common = {
 };
 const ReplicaId = z.object({ replicaId: z.string().min(1).max(40) });
 const PolicyId = z.object({ policyId: z.string().min(1).max(40) });
-
-const ReplicaRuleSchema = z.object({
-  id: z.string(),
-  policyId: z.string(),
-  accountId: z.string(),
-  orgId: z.string().nullable(),
-  targetId: z.string(),
-  kekSource: z.enum(KEK_SOURCES),
-  replicateAfterFull: z.boolean(),
-  replicateAfterIncremental: z.boolean(),
-  isOffsite: z.boolean(),
-  createdAt: z.string(),
-  updatedAt: z.string(),
-}).openapi("ReplicaRule");
 
 const ReplicaRowSchema = ReplicaRuleSchema.extend({
   policyName: z.string(),
@@ -96,7 +83,7 @@ apiV1Replicas.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/replicas",
-    operationId: "listReplicas",
+    operationId: "listReplicaRules",
     summary:
       "Replica rules in your scope (optionally of one policy), each with its status: points replicated, pending and failed, last success and failure",
     tags: ["Replicas"],
@@ -105,7 +92,7 @@ apiV1Replicas.openapi(
     responses: {
       200: ok(
         "A page of rules by policy name, then age, and the cursor of the next (empty after the last)",
-        z.object({ values: z.array(ReplicaRowSchema), cursor: z.string() }),
+        page(ReplicaRowSchema),
       ),
       ...common,
       404: err("policyId names a policy not found or outside your scope"),
@@ -122,7 +109,7 @@ apiV1Replicas.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/replicas",
-    operationId: "createReplica",
+    operationId: "createReplicaRule",
     summary:
       "Create a replica rule: a secondary target of the policy's account (any BES), KEK source, when to replicate, offsite",
     tags: ["Replicas"],
@@ -154,7 +141,7 @@ apiV1Replicas.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/replicas/{replicaId}",
-    operationId: "getReplica",
+    operationId: "getReplicaRule",
     summary: "A replica rule with its status and the newest replications (per restore point)",
     tags: ["Replicas"],
     middleware: [requires("backup.view")] as const,
@@ -162,7 +149,7 @@ apiV1Replicas.openapi(
     responses: {
       200: ok(
         "The rule, `stats` and `recent`",
-        ReplicaRowSchema.extend({ recent: z.array(ReplicationSchema) }),
+        ReplicaRowSchema.extend({ recent: z.array(ReplicationSchema) }).openapi("ReplicaRuleDetail"),
       ),
       ...common,
     },
@@ -180,7 +167,7 @@ apiV1Replicas.openapi(
   createRoute({
     method: "put",
     path: "/api/v1/replicas/{replicaId}",
-    operationId: "updateReplica",
+    operationId: "updateReplicaRule",
     summary: "Replace a replica rule's fields (its policy never changes; omitted fields take their defaults)",
     tags: ["Replicas"],
     middleware: [requires("backup.manage")] as const,
@@ -209,7 +196,7 @@ apiV1Replicas.openapi(
   createRoute({
     method: "delete",
     path: "/api/v1/replicas/{replicaId}",
-    operationId: "deleteReplica",
+    operationId: "deleteReplicaRule",
     summary: "Delete a replica rule (its restore points keep their replication history)",
     tags: ["Replicas"],
     middleware: [requires("backup.manage")] as const,

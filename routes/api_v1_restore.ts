@@ -25,6 +25,7 @@ import { listReplicationsOfPoint } from "../domain/replicas.ts";
 import { ExpireArchivedInput, expireArchivedPoint } from "../domain/archive.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, Id, jsonBody, ok } from "./api_common.ts";
+import { BrowseSchema, page, RestorePointSchema, RestoreSchema, SearchSchema } from "./api_schemas.ts";
 
 const denied = { 401: err("Not signed in or bad token"), 403: err("Missing the backup.restore permission") };
 const PointParam = z.object({ restorePointId: Id });
@@ -46,6 +47,7 @@ apiV1Restore.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/restore-points",
+    operationId: "listRestorePoints",
     summary:
       "Restore points in your scope, newest first; filter by host, policy, BES, chain, status, verification",
     tags: ["Restore"],
@@ -66,7 +68,7 @@ apiV1Restore.openapi(
       200: {
         description: "A page of restore points and the cursor of the next page (empty when there is none)",
         content: {
-          "application/json": { schema: z.object({ values: z.array(z.any()), cursor: z.string() }) },
+          "application/json": { schema: page(RestorePointSchema) },
         },
       },
       ...denied,
@@ -83,6 +85,7 @@ apiV1Restore.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/restore-points/{restorePointId}",
+    operationId: "getRestorePoint",
     summary:
       "A restore point, its chain (the full first, then its incrementals, with sizes and verification) and its replications (per replica rule: status pending/running/succeeded/failed, times, bytes, error)",
     tags: ["Restore"],
@@ -94,10 +97,12 @@ apiV1Restore.openapi(
         content: {
           "application/json": {
             schema: z.object({
-              restorePoint: z.any(),
-              chain: z.array(z.any()),
-              replications: z.array(z.any()),
-            }),
+              restorePoint: RestorePointSchema,
+              chain: z.array(RestorePointSchema),
+              replications: z.array(
+                z.looseObject({ ruleId: z.string(), targetId: z.string(), status: z.string() }),
+              ),
+            }).openapi("RestorePointDetail"),
           },
         },
       },
@@ -122,13 +127,14 @@ apiV1Restore.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/restore-points/{restorePointId}/expire",
+    operationId: "expireRestorePoint",
     summary:
       'Expire an archived restore point (kept since its host was decommissioned): confirm with {"confirm": true}; the BES prunes its data',
     tags: ["Restore"],
     middleware: [requires("backup.manage")] as const,
     request: { params: PointParam, ...jsonBody(ExpireArchivedInput) },
     responses: {
-      200: ok("The restore point, now expired"),
+      200: ok("The restore point, now expired", RestorePointSchema),
       401: err("Not signed in or bad token"),
       403: err("Missing the backup.manage permission"),
       404: err("Not found or outside your scope"),
@@ -153,13 +159,17 @@ apiV1Restore.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/restore-points/{restorePointId}/browse",
+    operationId: "getBrowse",
     summary:
       "The kept listing of a folder of a restore point (poll after POST until status is ready or failed)",
     tags: ["Restore"],
     middleware: [requires("backup.restore")] as const,
     request: { params: PointParam, query: PathQuery.extend({ page: PageParam }) },
     responses: {
-      200: ok("The browse state: status pending, ready (the entries of `page`) or failed (error)"),
+      200: ok(
+        "The browse state: status pending, ready (the entries of `page`) or failed (error)",
+        BrowseSchema,
+      ),
       ...denied,
       404: err("Restore point not found, or this folder was never browsed"),
       422: err("Invalid path"),
@@ -184,13 +194,14 @@ apiV1Restore.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/restore-points/{restorePointId}/browse",
+    operationId: "browseRestorePoint",
     summary: "Browse a folder: answers the kept listing at once, or queues a browse job on the BES (202)",
     tags: ["Restore"],
     middleware: [requires("backup.restore")] as const,
     request: { params: PointParam, query: PathQuery },
     responses: {
-      200: ok("The kept listing (ready, or already pending)"),
-      202: ok("A browse job was queued; poll GET …/browse?path=…"),
+      200: ok("The kept listing (ready, or already pending)", BrowseSchema),
+      202: ok("A browse job was queued; poll GET …/browse?path=…", BrowseSchema),
       ...denied,
       404: err("Not found or outside your scope"),
       422: err("Invalid path, a restore point that is not complete, or its BES offline"),
@@ -211,6 +222,7 @@ apiV1Restore.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/restore-points/{restorePointId}/search",
+    operationId: "searchRestorePoint",
     summary: "Search a restore point by name or glob: queues a search job on the BES",
     tags: ["Restore"],
     middleware: [requires("backup.restore")] as const,
@@ -224,13 +236,14 @@ apiV1Restore.openapi(
                 description: "A name (substring, case-insensitive) or a glob such as *.pdf",
               }),
             }),
+            example: { query: "*.pdf" },
           },
         },
         required: true,
       },
     },
     responses: {
-      202: ok("The pending search; poll GET /api/v1/searches/{searchId}"),
+      202: ok("The pending search; poll GET /api/v1/searches/{searchId}", SearchSchema),
       ...denied,
       404: err("Not found or outside your scope"),
       422: err("Invalid query, a restore point that is not complete, or its BES offline"),
@@ -254,12 +267,13 @@ apiV1Restore.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/searches/{searchId}",
+    operationId: "getSearch",
     summary: "A search: status pending, ready (matches with path, size and modification time) or failed",
     tags: ["Restore"],
     middleware: [requires("backup.restore")] as const,
     request: { params: z.object({ searchId: Id }), query: z.object({ page: PageParam }) },
     responses: {
-      200: ok("The search state, with the matches of `page` once ready"),
+      200: ok("The search state, with the matches of `page` once ready", SearchSchema),
       ...denied,
       404: err("Not found or outside your scope"),
     },
@@ -275,6 +289,7 @@ apiV1Restore.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/restores",
+    operationId: "listRestores",
     summary: "File, image and bare-metal restores in your scope, newest first, with status and progress",
     tags: ["Restore"],
     middleware: [requires("backup.restore")] as const,
@@ -288,7 +303,7 @@ apiV1Restore.openapi(
       200: {
         description: "A page of restores and the cursor of the next page",
         content: {
-          "application/json": { schema: z.object({ values: z.array(z.any()), cursor: z.string() }) },
+          "application/json": { schema: page(RestoreSchema) },
         },
       },
       ...denied,
@@ -302,6 +317,7 @@ apiV1Restore.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/restores",
+    operationId: "restoreFiles",
     summary: "File-level restore (high priority): up to 10,000 paths to a target path on a host",
     description:
       "Paths are absolute (POSIX or Windows), normalized and deduplicated; a path under a selected " +
@@ -320,13 +336,19 @@ apiV1Restore.openapi(
               targetPath: z.string(),
               overwrite: z.boolean().optional(),
             }).openapi({ description: "Validated by the domain (FileRestoreInput)" }),
+            example: {
+              restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
+              paths: ["/etc/nginx", "/home/alice/report.pdf"],
+              targetPath: "/restore",
+              overwrite: false,
+            },
           },
         },
         required: true,
       },
     },
     responses: {
-      201: ok("The restore request (status pending); poll GET /api/v1/restores/{restoreId}"),
+      201: ok("The restore request (status pending); poll GET /api/v1/restores/{restoreId}", RestoreSchema),
       ...denied,
       404: err("Restore point or target host not found or outside your scope"),
       422: err("Invalid paths, target, or a restore point that is not complete"),
@@ -342,6 +364,7 @@ apiV1Restore.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/restores/image",
+    operationId: "restoreImage",
     summary: "Image restore (critical priority) of an image restore point to a target host and path",
     tags: ["Restore"],
     middleware: [requires("backup.restore")] as const,
@@ -355,13 +378,18 @@ apiV1Restore.openapi(
               targetPath: z.string(),
               overwrite: z.boolean().optional(),
             }).openapi({ description: "Validated by the domain (ImageRestoreInput)" }),
+            example: {
+              restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
+              targetHostId: "01JC9Z8X7W6V5T4S3R2Q1P0N9K",
+              targetPath: "/dev/sdb",
+            },
           },
         },
         required: true,
       },
     },
     responses: {
-      201: ok("The restore request (status pending)"),
+      201: ok("The restore request (status pending)", RestoreSchema),
       ...denied,
       404: err("Restore point or target host not found or outside your scope"),
       422: err("Invalid input, a file restore point, or one that is not complete"),
@@ -377,6 +405,7 @@ apiV1Restore.openapi(
   createRoute({
     method: "post",
     path: "/api/v1/restores/bmr",
+    operationId: "restoreBareMetal",
     summary: "Bare-metal restore (critical priority) by pxe or iso; answers the one-time token once",
     description: "The restore point must be complete and its BES online; pxe needs PXE enabled on the BES. " +
       "The token (a UUID) expires after 4 hours and can be redeemed once; it is stored only as a hash and " +
@@ -391,6 +420,7 @@ apiV1Restore.openapi(
               restorePointId: z.string(),
               mode: z.enum(["pxe", "iso"], { error: "must be pxe or iso" }),
             }),
+            example: { restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M", mode: "pxe" },
           },
         },
         required: true,
@@ -402,7 +432,7 @@ apiV1Restore.openapi(
         content: {
           "application/json": {
             schema: z.object({
-              restore: z.any(),
+              restore: RestoreSchema,
               token: z.string(),
               expiresAt: z.string(),
               instructions: z.array(z.string()),
@@ -427,12 +457,13 @@ apiV1Restore.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/restores/{restoreId}",
+    operationId: "getRestore",
     summary: "A restore: status and live progress from its job; files, bytes and per-file errors when done",
     tags: ["Restore"],
     middleware: [requires("backup.restore")] as const,
     request: { params: z.object({ restoreId: Id }) },
     responses: {
-      200: ok("The restore request"),
+      200: ok("The restore request", RestoreSchema),
       ...denied,
       404: err("Not found or outside your scope"),
     },

@@ -1,9 +1,14 @@
-/** `/api/v1/runs`: backup runs in your scope, filterable by failure reason, status, policy and host. */
+/**
+ * `/api/v1/runs`: backup runs in your scope, filterable by failure reason, status, policy and host, and
+ * the per-run retry of the dashboard and the policy page (the same domain function, `retrySingleRun`).
+ */
 import { createRoute, z } from "@hono/zod-openapi";
+import { retrySingleRun } from "../domain/run_retry.ts";
 import { listRuns } from "../domain/runs.ts";
 import { requireRun, runErrorsPage } from "../domain/run_results.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, Id } from "./api_common.ts";
+import { apiRouter, err, Id, ok } from "./api_common.ts";
+import { page, RunSchema } from "./api_schemas.ts";
 
 export const apiV1Runs = apiRouter();
 
@@ -11,6 +16,7 @@ apiV1Runs.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/runs",
+    operationId: "listRuns",
     summary:
       "Runs in your scope, newest first; filter by failure reason, status, kind, trigger, policy, host",
     tags: ["Runs"],
@@ -29,12 +35,7 @@ apiV1Runs.openapi(
       }),
     },
     responses: {
-      200: {
-        description: "A page of runs and the cursor of the next page (empty when there is none)",
-        content: {
-          "application/json": { schema: z.object({ values: z.array(z.any()), cursor: z.string() }) },
-        },
-      },
+      200: ok("A page of runs and the cursor of the next page (empty when there is none)", page(RunSchema)),
       401: err("Not signed in or bad token"),
       403: err("Missing permission"),
       404: err("Policy not found or outside your scope"),
@@ -51,6 +52,7 @@ apiV1Runs.openapi(
   createRoute({
     method: "get",
     path: "/api/v1/runs/{runId}",
+    operationId: "getRun",
     summary: "One run with what its engine measured (`run.stats`) and a page of its per-file errors",
     tags: ["Runs"],
     middleware: [requires("backup.view")] as const,
@@ -67,7 +69,7 @@ apiV1Runs.openapi(
       200: {
         description: "The run, and `errors`: {errors: [{path, message}], page, pages, offset, kept, total}",
         content: {
-          "application/json": { schema: z.object({ run: z.any(), errors: z.any() }) },
+          "application/json": { schema: z.object({ run: RunSchema, errors: z.any() }).openapi("RunDetail") },
         },
       },
       401: err("Not signed in or bad token"),
@@ -80,5 +82,42 @@ apiV1Runs.openapi(
     const { kv } = c.get("deps");
     const run = await requireRun(kv, c.get("actor")!, c.req.valid("param").runId);
     return c.json({ run, errors: await runErrorsPage(kv, run, c.req.valid("query").errorsPage) }, 200);
+  },
+);
+
+const RunRetried = z.object({
+  runs: z.array(RunSchema).describe("The retry run (trigger retry, status pending) with its job"),
+  platform: z.boolean().describe("A platform run: the platform's next sync starts the retry"),
+}).openapi("RunRetried");
+
+apiV1Runs.openapi(
+  createRoute({
+    method: "post",
+    path: "/api/v1/runs/{runId}/retry",
+    operationId: "retryRun",
+    summary:
+      "Retry one run (the dashboard's and the policy page's Retry): only the latest run of its policy and host, failed or warning, retryable, once",
+    description:
+      "A native run gets one retry run and job on the same host (or a synthetic full on the BES); retry runs " +
+      "are not retryable themselves. A platform run is job-level: the platform job gets one pending run that " +
+      "the platform's next sync starts. Two retries racing create one run.",
+    tags: ["Runs"],
+    middleware: [requires("backup.manage")] as const,
+    request: { params: z.object({ runId: z.string().min(1).max(64) }) },
+    responses: {
+      201: ok("The retry queued", RunRetried),
+      401: err("Not signed in or bad token"),
+      403: err("Missing the backup.manage permission"),
+      404: err("Run not found or outside your scope"),
+      409: err("This run was already retried, or its policy's BES or storage target is gone"),
+      422: err(
+        "The rule refuses (the message says why): not the latest run, not failed or warning, not retryable, or its host is decommissioned",
+      ),
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const outcome = await retrySingleRun(kv, c.get("actor")!, c.req.valid("param").runId, clock());
+    return c.json(outcome, 201);
   },
 );

@@ -31,8 +31,7 @@ import {
 } from "../domain/dashboard.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { can } from "../domain/rbac.ts";
-import { retryJob } from "../domain/job_views.ts";
-import { retryRun, type Run, runKey } from "../domain/runs.ts";
+import { retrySingleRun } from "../domain/run_retry.ts";
 import { STORAGE_CHECKS, type StorageCheck, TARGET_TYPE_LABELS } from "../domain/storage.ts";
 import DashboardSection from "../islands/DashboardSection.tsx";
 import { requires } from "./access.ts";
@@ -459,17 +458,14 @@ dashboardRoutes.post("/backup/dashboard/runs/:runId/retry", requires("backup.man
   const { kv, clock } = c.get("deps");
   try {
     // A platform run is job-level: its retry is the platform job's (one pending run for the next sync).
-    const run = (await kv.get<Run>(runKey(c.req.param("runId")))).value;
-    if (run && "platform" in run) {
-      const { runs } = await retryJob(kv, c.get("actor")!, run.policyId, clock());
-      return redirectWithNotice(
-        c,
-        "/backup/dashboard",
-        `Retry queued: run ${runs[0].id}, started by the next sync`,
-      );
-    }
-    const retry = await retryRun(kv, c.get("actor")!, c.req.param("runId"), clock());
-    return redirectWithNotice(c, "/backup/dashboard", `Retry queued: run ${retry.id}`);
+    const { runs, platform } = await retrySingleRun(kv, c.get("actor")!, c.req.param("runId"), clock());
+    return redirectWithNotice(
+      c,
+      "/backup/dashboard",
+      platform
+        ? `Retry queued: run ${runs[0].id}, started by the next sync`
+        : `Retry queued: run ${runs[0].id}`,
+    );
   } catch (error) {
     // The guide's rules (latest run, failed or warning, retryable, not retried yet) come back as a notice.
     if (error instanceof ValidationError || error instanceof ConflictError) {

@@ -37,11 +37,21 @@ export function docsRoutes(doc: () => OpenApiDoc) {
             <section class="panel" key={tag}>
               <h2>{tag}</h2>
               {ops.filter((o) => (o.op.tags?.[0] ?? "Other") === tag).map((o) => (
-                <details class="api-op" key={o.method + o.path}>
+                <details
+                  class="api-op"
+                  key={o.method + o.path}
+                  id={o.op.operationId ? `op-${o.op.operationId}` : undefined}
+                >
                   <summary>
                     <span class={`method method--${o.method}`}>{o.method.toUpperCase()}</span>{" "}
                     <code>{o.path}</code> <span class="muted">{o.op.summary}</span>
                   </summary>
+                  {o.op.operationId && (
+                    <p>
+                      operationId <code>{o.op.operationId}</code>
+                    </p>
+                  )}
+                  {o.op.description && <p>{o.op.description}</p>}
                   {o.op.parameters?.length > 0 && (
                     <table class="table table--compact">
                       <thead>
@@ -74,15 +84,26 @@ export function docsRoutes(doc: () => OpenApiDoc) {
                     <>
                       <h3>Request body</h3>
                       <pre>{JSON.stringify(o.op.requestBody.content?.["application/json"]?.schema, null, 2)}</pre>
+                      {o.op.requestBody.content?.["application/json"]?.example !== undefined && (
+                        <>
+                          <h3>Example</h3>
+                          <pre>{JSON.stringify(o.op.requestBody.content["application/json"].example, null, 2)}</pre>
+                        </>
+                      )}
                     </>
                   )}
                   <h3>Responses</h3>
                   <ul>
-                    {Object.entries(o.op.responses ?? {}).map(([status, r]) => (
-                      <li key={status}>
-                        <code>{status}</code> {(r as { description?: string }).description}
-                      </li>
-                    ))}
+                    {Object.entries(o.op.responses ?? {}).map(([status, r]) => {
+                      const schema = (r as { content?: Record<string, { schema?: { $ref?: string } }> })
+                        .content?.["application/json"]?.schema;
+                      return (
+                        <li key={status}>
+                          <code>{status}</code> {(r as { description?: string }).description}
+                          {schema?.$ref && <span class="muted">({schema.$ref.split("/").pop()})</span>}
+                        </li>
+                      );
+                    })}
                   </ul>
                 </details>
               ))}

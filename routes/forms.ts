@@ -49,16 +49,24 @@ export function list(form: Record<string, string | string[]>, key: string): stri
 }
 
 /**
+ * The dotted names of a strict object's unknown fields (`s3.buckt`), or none for any other issue — a typo in
+ * automation is a 422 naming the field that was not understood.
+ */
+export function unknownFieldNames(issue: z.core.$ZodIssue): string[] {
+  if (issue.code !== "unrecognized_keys") return [];
+  const at = issue.path.length ? `${issue.path.map(String).join(".")}.` : "";
+  return issue.keys.map((key) => `${at}${key}`);
+}
+
+/**
  * zod issues → `{ field: message }`, first message per field, with a readable field label. An unknown
- * field of a strict object is named itself (`{ "sheduleCron": "Is not a field of this request" }`), so a
- * typo in automation says which field was not understood.
+ * field of a strict object is named itself, dotted when nested (`{ "sheduleCron": "Unknown field" }`).
  */
 export function fieldErrors(error: z.ZodError): FieldErrors {
   const out: FieldErrors = {};
   for (const issue of error.issues) {
     if (issue.code === "unrecognized_keys") {
-      const at = issue.path.length ? `${issue.path.map(String).join(".")}.` : "";
-      for (const key of issue.keys) out[`${at}${key}`] ??= "Is not a field of this request";
+      for (const name of unknownFieldNames(issue)) out[name] ??= "Unknown field";
       continue;
     }
     const key = String(issue.path[0] ?? "form");

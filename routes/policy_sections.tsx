@@ -7,13 +7,8 @@ import { type Context, Hono } from "hono";
 import { RetentionCountsQuery } from "../domain/retention.ts";
 import { Badge, Csrf, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
 import { getManyValues } from "../domain/kv.ts";
-import {
-  listRunsByPolicy,
-  pointsByObject,
-  previewPolicyRetention,
-  retryRun,
-  type Run,
-} from "../domain/runs.ts";
+import { listRunsByPolicy, pointsByObject, previewPolicyRetention, type Run } from "../domain/runs.ts";
+import { retrySingleRun } from "../domain/run_retry.ts";
 import type { Actor } from "../domain/rbac.ts";
 import {
   assignHosts,
@@ -761,7 +756,9 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
 policySectionRoutes.post("/runs/:runId/retry", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const run = await retryRun(kv, actor, c.req.param("runId"), clock()).catch((e) => e);
+  const run = await retrySingleRun(kv, actor, c.req.param("runId"), clock()).then((o) => o.runs[0]).catch((
+    e,
+  ) => e);
   if (run instanceof ValidationError || run instanceof ConflictError) {
     const original = (await kv.get<Run>(["runs", c.req.param("runId")])).value;
     return redirectWithNotice(

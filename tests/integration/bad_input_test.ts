@@ -145,6 +145,7 @@ Deno.test("every route that takes a cursor: garbage is 422 naming `cursor` on th
   assert.deepEqual(apiRoutes, [
     "/api/v1/alerts",
     "/api/v1/audit",
+    "/api/v1/dashboard/heatmap",
     "/api/v1/hosts",
     "/api/v1/hosts/{hostId}/assignments",
     "/api/v1/jobs/{jobId}/runs",

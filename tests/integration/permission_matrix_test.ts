@@ -5,6 +5,7 @@
  * tenancy, so a new route without an `access(...)` declaration, or one that leaks across orgs, fails.
  */
 import assert from "node:assert/strict";
+import { z } from "@hono/zod-openapi";
 import { createApp } from "../../app.ts";
 import { createApiToken } from "../../domain/api_tokens.ts";
 import { createSession, userActor } from "../../domain/auth.ts";
@@ -351,6 +352,15 @@ const SAMPLE_BODIES: Record<string, unknown | ((fx: Fixture) => unknown)> = {
   "POST /api/v1/restore-points/:restorePointId/search": { query: "*.txt" },
   "POST /api/v1/policies/:policyId/run": { kind: "full" },
   "PUT /api/v1/replicas/:replicaId": { targetId: "none" },
+  "PATCH /api/v1/policies/:policyId": { enabled: false },
+  "PUT /api/v1/self-backup/settings": {
+    config: { enabled: true, hour: 2, retentionDays: 14 },
+    results: { enabled: true, hour: 3, retentionDays: 7 },
+    directory: `${dataDir}/backups`,
+    minFreeBytes: 0,
+    s3: { enabled: false, endpoint: "", bucket: "", region: "us-east-1", prefix: "", accessKeyId: "" },
+  },
+  "POST /api/v1/self-backup/backups": { database: "config" },
   "POST /api/v1/hosts/:hostId/decommission": { confirmHostname: "host-a1.example" },
   "POST /api/v1/hosts/:hostId/reactivate": (fx: Fixture) => ({ policyId: fx.policyId }),
   "POST /api/v1/policies/:policyId/assignments": (fx: Fixture) => ({ hostIds: [fx.hostId] }),
@@ -399,13 +409,14 @@ const POLICY: Array<[RegExp, string]> = [
   [/^\w+ \/api\/v1\/orgs/, "admin"],
   [/^\w+ \/api\/v1\/tokens/, "backup.view"],
   [/^POST \/api\/v1\/restore-points\/:\w+\/expire$/, "backup.manage"],
+  [/^\w+ \/api\/v1\/self-backup\//, "admin"],
   [/^\w+ \/api\/v1\/(restore-points|searches|restores)(\/|$)/, "backup.restore"],
   [
     /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|replicas|hosts|assignments|hooks|hook-templates|exclusion-templates|scripts|runs|jobs|dashboard|protected-objects|platforms|notification-(channels|rules|deliveries))(\/|$)/,
     "backup.view",
   ],
   [
-    /^\w+ \/api\/v1\/(engines|storage|alerts|policies|replicas|hosts|assignments|hooks|scripts|jobs|platforms|notification-(channels|rules))(\/|$)/,
+    /^\w+ \/api\/v1\/(engines|storage|alerts|policies|replicas|hosts|assignments|hooks|scripts|runs|jobs|platforms|notification-(channels|rules))(\/|$)/,
     "backup.manage",
   ],
   [/^POST \/api\/v1\/account\//, "admin"],
@@ -417,7 +428,7 @@ const POLICY: Array<[RegExp, string]> = [
 /** Routes that change the account itself rather than an object of one org. */
 const ACCOUNT_LEVEL_CHANGES = /^POST \/(admin\/orgs\/account-secret|admin\/recovery-key|api\/v1\/account\/)/;
 /** The control plane's own backups: only all-scope admins of the operator account (the oldest, A). */
-const PLATFORM_ROUTES = /^\w+ \/(health\/|admin\/(backups|maintenance)|api\/health\/)/;
+const PLATFORM_ROUTES = /^\w+ \/(health\/|admin\/(backups|maintenance)|api\/health\/|api\/v1\/self-backup\/)/;
 
 function expectedAccess(route: RouteInfo): string {
   const rule = POLICY.find(([pattern]) => pattern.test(`${route.method} ${route.path}`));
@@ -431,9 +442,31 @@ const SAMPLE_QUERIES: Record<string, string> = {
 };
 
 const fixture = await buildFixture();
-const routes = enumerateRoutes(
-  createApp({ kv: await Deno.openKv(":memory:"), config: testConfig(), logger: createLogger("error") }),
-);
+const routesApp = createApp({
+  kv: await Deno.openKv(":memory:"),
+  config: testConfig(),
+  logger: createLogger("error"),
+});
+const routes = enumerateRoutes(routesApp);
+
+/**
+ * The zod schema each JSON route declares for each answer (`GET /api/v1/policies/:policyId` → status →
+ * schema), read from the OpenAPI registry: every successful answer below is parsed with it, so the
+ * document never promises a field the API does not send.
+ */
+const declaredAnswers = new Map<string, Record<string, z.ZodType | undefined>>();
+for (const d of routesApp.openAPIRegistry.definitions) {
+  if (d.type !== "route") continue;
+  const key = `${d.route.method.toUpperCase()} ${d.route.path.replace(/\{(\w+)\}/g, ":$1")}`;
+  const byStatus: Record<string, z.ZodType | undefined> = {};
+  for (const [status, response] of Object.entries(d.route.responses)) {
+    const schema = (response as { content?: Record<string, { schema?: unknown }> }).content
+      ?.["application/json"]
+      ?.schema;
+    byStatus[status] = schema instanceof z.ZodType ? schema : undefined;
+  }
+  declaredAnswers.set(key, byStatus);
+}
 
 Deno.test("every route declares exactly one access rule", () => {
   assert.ok(routes.length > 30, `expected the whole app's routes, got ${routes.length}`);
@@ -557,6 +590,18 @@ for (const route of routes) {
         continue;
       }
       assert.ok(![401, 403, 404].includes(res.status) && res.status < 500, `${where}: ${text.slice(0, 300)}`);
+      const declared = declaredAnswers.get(`${route.method} ${route.path}`);
+      if (declared && res.status < 300 && res.status !== 204) {
+        const schema = declared[String(res.status)];
+        assert.ok(schema, `${where}: the route does not declare a schema for ${res.status}`);
+        const parsed = schema.safeParse(JSON.parse(text));
+        assert.ok(
+          parsed.success,
+          `${where}: the answer does not match its declared schema: ${
+            parsed.error?.issues.slice(0, 3).map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")
+          }`,
+        );
+      }
       // Lists never show objects outside the actor's scope, and nothing ever shows a stored secret.
       if (!inScope(actor, { accountId: fixture.target.accountId, orgIds: fixture.target.orgScope })) {
         assert.ok(!text.includes(fixture.target.email), `${where}: out-of-scope user listed`);
