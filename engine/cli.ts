@@ -35,7 +35,7 @@ const USAGE = `Usage: deno task repo <command> --repo LOCATION --key-file FILE [
   restore   SNAPSHOT --target DIR [--include PATH]... [--overwrite] [--json]
   verify    [SNAPSHOT] [--sample N | --all] [--json]
   forget    SNAPSHOT...
-  gc        [--json]
+  gc        [--grace-ms N] [--max-repack-bytes N] [--json]
   unlock    --stale [--json]
   repair    [index] [--json]   write a fresh index from the pack trailers; remove damaged segments`;
 
@@ -58,6 +58,7 @@ const OPTIONS = {
   sample: { type: "string" },
   all: { type: "boolean" },
   "grace-ms": { type: "string" },
+  "max-repack-bytes": { type: "string" },
   stale: { type: "boolean" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -473,20 +474,26 @@ async function cmdForget(flags: Flags, args: string[]): Promise<number> {
 
 async function cmdGc(flags: Flags): Promise<number> {
   const repo = await openRepo(flags);
-  const graceMs = flags["grace-ms"] === undefined ? undefined : Number(flags["grace-ms"]);
-  if (graceMs !== undefined && !(graceMs >= 0)) {
-    throw new UsageError(`Cannot parse --grace-ms "${flags["grace-ms"]}"`);
-  }
-  const r = await garbageCollect(repo.backend, { graceMs });
+  const count = (flag: "grace-ms" | "max-repack-bytes"): number | undefined => {
+    if (flags[flag] === undefined) return undefined;
+    const n = Number(flags[flag]);
+    if (!(Number.isInteger(n) && n >= 0)) throw new UsageError(`Cannot parse --${flag} "${flags[flag]}"`);
+    return n;
+  };
+  const graceMs = count("grace-ms");
+  const maxRepackBytes = count("max-repack-bytes");
+  const r = await garbageCollect(repo.backend, { graceMs, maxRepackBytes });
   out(
     flags,
     r,
     `gc: ${r.referencedBlobs} referenced blobs; condemned ${r.condemned.length} packs, deleted ${r.deleted.length} ` +
-      `(${r.bytesFreed} bytes freed), kept ${r.pending.length} condemned packs for a later gc`,
+      `(${r.bytesFreed} bytes freed), kept ${r.pending.length} condemned packs for a later gc; rewrote ` +
+      `${r.repacked.length} mostly dead packs into ${r.repackWritten.length} (${r.bytesRepacked} bytes copied)`,
   );
   for (const name of r.damagedLocks) {
     console.error(`warning: lock ${name} is damaged; until it is stale gc condemns and deletes nothing`);
   }
+  for (const s of r.repackSkipped) console.error(`warning: pack ${s.pack} not rewritten: ${s.reason}`);
   return 0;
 }
 

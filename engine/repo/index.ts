@@ -52,6 +52,10 @@ export class BlobIndex {
   has(namespace: string, id: BlobId): boolean {
     return this.#map.has(`${namespace}\u0000${id}`);
   }
+  /** Whether the index names pack `packId`. */
+  hasPack(packId: string): boolean {
+    return this.#packs.has(packId);
+  }
   /** Ids of every pack the index names. */
   packIds(): Set<string> {
     return new Set(this.#packs);
@@ -114,12 +118,17 @@ export async function writeIndexSegment(backend: Backend, listings: PackListing[
 /**
  * The index from every segment. A damaged segment throws `IntegrityError` unless `onDamaged` is given,
  * in which case it is reported there and skipped (its packs are then unknown until `rebuildIndex`).
+ * With `into`, the segments are added to that index (a copy in a live pack replaces one in a dead pack).
  */
 export async function loadIndex(
   backend: Backend,
-  options: { onDamaged?: (error: IntegrityError) => void; isDead?: (packId: string) => boolean } = {},
+  options: {
+    onDamaged?: (error: IntegrityError) => void;
+    isDead?: (packId: string) => boolean;
+    into?: BlobIndex;
+  } = {},
 ): Promise<BlobIndex> {
-  const index = new BlobIndex();
+  const index = options.into ?? new BlobIndex();
   for await (const obj of backend.list("index/")) {
     try {
       for (const l of decodeIndexSegment(obj.name, await backend.get(obj.name))) {
