@@ -499,7 +499,10 @@ async function rewritePacks(
     await emit();
   }
   await indexBatch();
-  const copied = [...outputsOf].filter(([, o]) => o.pending === 0 && !o.failed).map(([s]) => s);
+  // A source whose live blobs, in the same order, make up a whole new pack is that pack: it stays.
+  const copied = [...outputsOf]
+    .filter(([s, o]) => o.pending === 0 && !o.failed && !written.includes(s.listing.packId))
+    .map(([s]) => s);
   const once = new Map(skipped.map((s) => [s.pack, s]));
   return { copied, written, skipped: [...once.values()] };
 }
