@@ -27,13 +27,14 @@ export async function digests(root: string, rel = ""): Promise<Map<string, strin
 
 /**
  * Opens the repository at `repoPath` afresh with `kek`, checks `verify --all` finds nothing, and restores
- * each snapshot of `expected` (snapshot id → digests of the backed-up folder `src`), comparing every file.
+ * each snapshot of `expected` (snapshot id → digests of the backed-up folder `src`, or of the folder `src`
+ * maps the snapshot to), comparing every file.
  */
 export async function assertIntact(
   repoPath: string,
   kek: Uint8Array,
   expected: Map<string, Map<string, string>>,
-  src: string,
+  src: string | Map<string, string>,
   what: string,
 ): Promise<void> {
   const repo = await Repository.open(new LocalBackend(repoPath), kek);
@@ -46,7 +47,12 @@ export async function assertIntact(
       assert.ok(info, `${what}: snapshot ${id.slice(0, 12)} exists`);
       const r = await restoreSnapshot(repo.namespace(info.namespace), id, { target });
       assert.deepEqual(r.errors, [], `${what}: restore ${id.slice(0, 12)}`);
-      assert.deepEqual(await digests(`${target}${src}`), files, `${what}: ${id.slice(0, 12)} byte-identical`);
+      const folder = typeof src === "string" ? src : src.get(id)!;
+      assert.deepEqual(
+        await digests(`${target}${folder}`),
+        files,
+        `${what}: ${id.slice(0, 12)} byte-identical`,
+      );
     } finally {
       await Deno.remove(target, { recursive: true });
     }
