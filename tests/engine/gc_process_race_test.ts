@@ -4,7 +4,8 @@
  * byte-identical. Two worker processes (gc_race_driver.ts) share nothing but the repository folder: one backs
  * up, the other forgets and collects. Each iteration starts from a fresh repository holding the parent and a
  * kept snapshot that shares a file with it — so gc both condemns the parent's packs and rewrites one of them
- * (pack rewriting, its live share under half). Orders, many iterations each:
+ * (pack rewriting, its live share under half); a few such repositories are built once and each iteration
+ * works on a fresh copy of one. Orders, many iterations each:
  *
  * - gc first: the backup has taken its lock and loaded its parent, and waits before it looks at any file while
  *   the other process forgets and collects; then it reuses the parent's chunks and commits;
@@ -29,6 +30,8 @@ import { deterministicBytes, tempDir } from "./helpers.ts";
 const DRIVER = new URL("./gc_race_driver.ts", import.meta.url).pathname;
 const PARAMS = { chunker: { min: 1024, avg: 4096, max: 16384 }, packTargetBytes: 64 * 1024 };
 const ITERATIONS = 20;
+/** Repositories with their own data (and so their own pack layout) that the iterations take turns copying. */
+const TEMPLATES = 4;
 /** Backups date themselves this far ahead, so files just written are not racy and are reused unread. */
 const AHEAD_MS = 10_000;
 /** gc's allowance for coarse object times; the test waits longer than this before the racing backup. */
@@ -123,28 +126,77 @@ interface Outcome {
   repacked: number;
 }
 
-/** One iteration of `order` in a fresh repository under `dir`. */
-async function iteration(order: Order, n: number, dir: string, backupper: Worker, collector: Worker) {
-  const repoPath = `${dir}/repo-${n}`;
-  const src = `${dir}/src-${n}`;
-  const shared = `${dir}/shared-${n}`;
+/** A repository holding a parent and a kept snapshot, copied afresh for each iteration. */
+interface Template {
+  repoPath: string;
+  kek: Uint8Array;
+  src: string;
+  shared: string;
+  parent: string;
+  kept: string;
+  keptFiles: Map<string, string>;
+}
+
+/**
+ * Template `t` under `dir`: the parent backs up four files of `src`; the kept snapshot a copy of f0 in
+ * `shared`, so one pack of the parent stays partly live, mostly dead, once the parent is forgotten.
+ */
+async function template(dir: string, t: number): Promise<Template> {
+  const repoPath = `${dir}/template-${t}`;
+  const src = `${dir}/src-${t}`;
+  const shared = `${dir}/shared-${t}`;
   const kek = crypto.getRandomValues(new Uint8Array(32));
   const repo = await Repository.init(new LocalBackend(repoPath), kek, { namespace: "h", ...PARAMS });
   await Deno.mkdir(src);
   await Deno.mkdir(shared);
   for (let i = 0; i < 4; i++) {
-    await Deno.writeFile(`${src}/f${i}.bin`, deterministicBytes(`race-${n}-${i}`, 20_000 + 7_000 * i));
+    await Deno.writeFile(`${src}/f${i}.bin`, deterministicBytes(`race-${t}-${i}`, 20_000 + 7_000 * i));
   }
   const now = () => new Date(Date.now() + AHEAD_MS);
   const parent = await backupFiles(repo.namespace("h"), { paths: [src], now });
-  // A kept snapshot holding a copy of f0: one pack of the parent stays partly live, mostly dead.
   await Deno.copyFile(`${src}/f0.bin`, `${shared}/f0.bin`);
   const kept = await backupFiles(repo.namespace("h"), { paths: [shared], now });
+  return {
+    repoPath,
+    kek,
+    src,
+    shared,
+    parent: parent.snapshotId,
+    kept: kept.snapshotId,
+    keptFiles: await digests(shared),
+  };
+}
+
+async function copyTree(from: string, to: string) {
+  await Deno.mkdir(to);
+  for await (const e of Deno.readDir(from)) {
+    if (e.isDirectory) await copyTree(`${from}/${e.name}`, `${to}/${e.name}`);
+    else await Deno.copyFile(`${from}/${e.name}`, `${to}/${e.name}`);
+  }
+}
+
+/**
+ * One iteration of `order` in a fresh copy of template `tpl` under `dir` (the copies share the source
+ * folders: unchanged files keep the inode and times the parent recorded, so the backup reuses them).
+ */
+async function iteration(
+  order: Order,
+  n: number,
+  dir: string,
+  tpl: Template,
+  backupper: Worker,
+  collector: Worker,
+) {
+  const repoPath = `${dir}/repo-${n}`;
+  await copyTree(tpl.repoPath, repoPath);
+  const { kek, src, shared, kept } = tpl;
+  const parent = { snapshotId: tpl.parent };
   // A file changes, so the racing backup uploads something of its own besides what it reuses.
   await Deno.writeFile(`${src}/f3.bin`, deterministicBytes(`race-${n}-changed`, 9_000));
-  const expected = new Map([[kept.snapshotId, await digests(shared)]]);
+  const expected = new Map([[kept, tpl.keptFiles]]);
   const expectedSrc = await digests(src);
-  // Past gc's margin, so the parent's packs are old enough to be condemned while the backup runs.
+  // Past gc's margin, so the parent's packs (copied just now) are old enough to be condemned while the
+  // backup runs.
   await new Promise((r) => setTimeout(r, MARGIN_MS + 10));
 
   const backupCommand = {
@@ -193,6 +245,15 @@ async function iteration(order: Order, n: number, dir: string, backupper: Worker
       `${what}: the parent's packs were condemned while the backup ran`,
     );
     assert.deepEqual(gc2.deleted, [], `${what}: the live backup held their deletion back`);
+    assert.ok(backupAnswer.ok, `${what}: backup: ${backupAnswer.error}`);
+    const r = backupAnswer.result;
+    // Its commit check refused the chunks it had reused from the condemned packs, and it read those files
+    // again (more than the changed file's 9,000 bytes); f0, which the kept snapshot shares, it found again.
+    assert.ok(
+      r.bytesRead > 9_000,
+      `${what}: files read again after the refused commit (${r.bytesRead} bytes)`,
+    );
+    assert.ok(r.reusedFiles >= 1, `${what}: f0 reused from where gc keeps it`);
     assert.ok(gcAnswer.lockLiveAfter);
   }
   if (order === "backup first") assert.ok(backupAnswer.ok, `${what}: backup: ${backupAnswer.error}`);
@@ -204,7 +265,7 @@ async function iteration(order: Order, n: number, dir: string, backupper: Worker
   const snapshots = (await listSnapshots(be)).map((s) => s.id).sort();
   if (backupAnswer.ok) {
     const id = backupAnswer.result.snapshotId;
-    assert.deepEqual(snapshots, [kept.snapshotId, id].sort(), `${what}: the snapshots`);
+    assert.deepEqual(snapshots, [kept, id].sort(), `${what}: the snapshots`);
     expected.set(id, expectedSrc);
   } else {
     // Only the interleaved order can delete the parent before the backup reads it.
@@ -214,10 +275,10 @@ async function iteration(order: Order, n: number, dir: string, backupper: Worker
       new RegExp(`snapshot ${parent.snapshotId}`),
       `${what}: names its parent`,
     );
-    assert.deepEqual(snapshots, [kept.snapshotId], `${what}: a failed backup writes no snapshot`);
+    assert.deepEqual(snapshots, [kept], `${what}: a failed backup writes no snapshot`);
   }
   // Both snapshots restore: `src` for the new one (restores keep the full path), `shared` for the kept one.
-  const folders = new Map([...expected.keys()].map((id) => [id, id === kept.snapshotId ? shared : src]));
+  const folders = new Map([...expected.keys()].map((id) => [id, id === kept ? shared : src]));
   await assertIntact(repoPath, kek, expected, folders, what);
   return {
     failed: !backupAnswer.ok,
@@ -234,8 +295,10 @@ for (const order of ["gc first", "gc midway", "backup first", "interleaved"] as 
     await using backupper = new Worker();
     await using collector = new Worker();
     const outcomes: Outcome[] = [];
+    const templates: Template[] = [];
+    for (let t = 0; t < TEMPLATES; t++) templates.push(await template(dir.path, t));
     for (let n = 0; n < ITERATIONS; n++) {
-      outcomes.push(await iteration(order, n, dir.path, backupper, collector));
+      outcomes.push(await iteration(order, n, dir.path, templates[n % TEMPLATES], backupper, collector));
     }
     if (order !== "backup first") {
       const rewrote = outcomes.filter((o) => o.repacked > 0).length;
