@@ -100,3 +100,12 @@ export async function bytesUnder(be: Backend, prefix: string): Promise<number> {
   for await (const o of be.list(prefix)) n += o.size;
   return n;
 }
+
+/** Copies the folder `from` to `to` (which must not exist), recursively. */
+export async function copyTree(from: string, to: string): Promise<void> {
+  await Deno.mkdir(to);
+  for await (const e of Deno.readDir(from)) {
+    if (e.isDirectory) await copyTree(`${from}/${e.name}`, `${to}/${e.name}`);
+    else await Deno.copyFile(`${from}/${e.name}`, `${to}/${e.name}`);
+  }
+}

@@ -24,7 +24,7 @@ import { toBase64 } from "../../engine/repo/bytes.ts";
 import { garbageCollect } from "../../engine/repo/gc.ts";
 import { Repository } from "../../engine/repo/repository.ts";
 import { listSnapshots } from "../../engine/repo/snapshot.ts";
-import { assertIntact, digests } from "./gc_helpers.ts";
+import { assertIntact, copyTree, digests } from "./gc_helpers.ts";
 import { deterministicBytes, tempDir } from "./helpers.ts";
 
 const DRIVER = new URL("./gc_race_driver.ts", import.meta.url).pathname;
@@ -41,7 +41,7 @@ const MARGIN_MS = 20;
 type Answer = Record<string, any>;
 
 /** One driver process, spoken to in JSON lines. */
-class Worker implements AsyncDisposable {
+class DriverProcess implements AsyncDisposable {
   #child: Deno.ChildProcess;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   #waiting = new Map<string, (a: Answer) => void>();
@@ -167,14 +167,6 @@ async function template(dir: string, t: number): Promise<Template> {
   };
 }
 
-async function copyTree(from: string, to: string) {
-  await Deno.mkdir(to);
-  for await (const e of Deno.readDir(from)) {
-    if (e.isDirectory) await copyTree(`${from}/${e.name}`, `${to}/${e.name}`);
-    else await Deno.copyFile(`${from}/${e.name}`, `${to}/${e.name}`);
-  }
-}
-
 /**
  * One iteration of `order` in a fresh copy of template `tpl` under `dir` (the copies share the source
  * folders: unchanged files keep the inode and times the parent recorded, so the backup reuses them).
@@ -184,8 +176,8 @@ async function iteration(
   n: number,
   dir: string,
   tpl: Template,
-  backupper: Worker,
-  collector: Worker,
+  backupper: DriverProcess,
+  collector: DriverProcess,
 ) {
   const repoPath = `${dir}/repo-${n}`;
   await copyTree(tpl.repoPath, repoPath);
@@ -292,8 +284,8 @@ async function iteration(
 for (const order of ["gc first", "gc midway", "backup first", "interleaved"] as Order[]) {
   Deno.test(`gc race across processes (${order}, ${ITERATIONS} iterations): the backup's snapshot restores byte-identical`, async () => {
     await using dir = await tempDir("cadres-gc-race-");
-    await using backupper = new Worker();
-    await using collector = new Worker();
+    await using backupper = new DriverProcess();
+    await using collector = new DriverProcess();
     const outcomes: Outcome[] = [];
     const templates: Template[] = [];
     for (let t = 0; t < TEMPLATES; t++) templates.push(await template(dir.path, t));

@@ -17,7 +17,7 @@ import {
 } from "../../engine/repo/gc.ts";
 import { acquireLock, LOCK_STALE_MS } from "../../engine/repo/lock.ts";
 import { Repository } from "../../engine/repo/repository.ts";
-import { assertIntact, bytesUnder, digests, packStats } from "./gc_helpers.ts";
+import { assertIntact, bytesUnder, copyTree, digests, packStats } from "./gc_helpers.ts";
 import { deterministicBytes, tempDir } from "./helpers.ts";
 
 const PARAMS = { chunker: { min: 1024, avg: 4096, max: 16384 }, packTargetBytes: 32 * 1024 };
@@ -31,7 +31,7 @@ const FILES = 24;
  * A repository whose kept snapshot references a third of the blobs of the first backup's packs: FILES files
  * backed up, then files other than 0, 3, 6, 9 changed twice; the first two snapshots forgotten.
  */
-async function sparseRepo(dir: string) {
+async function sparseRepo(dir: string): Promise<Sparse> {
   const kek = crypto.getRandomValues(new Uint8Array(32));
   const repoPath = `${dir}/repo`;
   const src = `${dir}/src`;
@@ -50,6 +50,21 @@ async function sparseRepo(dir: string) {
   await forgetSnapshots(be, ids.slice(0, 2));
   const expected = new Map([[ids[2], await digests(src)]]);
   return { kek, repoPath, src, be, kept: ids[2], expected };
+}
+
+interface Sparse {
+  kek: Uint8Array;
+  repoPath: string;
+  src: string;
+  be: Backend;
+  kept: string;
+  expected: Map<string, Map<string, string>>;
+}
+
+/** A fresh copy of `tpl`'s repository at `repoPath` (same source folder, same keys). */
+async function copyOf(tpl: Sparse, repoPath: string): Promise<Sparse> {
+  await copyTree(tpl.repoPath, repoPath);
+  return { ...tpl, repoPath, be: new LocalBackend(repoPath), expected: new Map(tpl.expected) };
 }
 
 /** Packs that hold referenced blobs, but less than the repack fraction of their blob bytes. */
@@ -215,10 +230,11 @@ async function finishAfterCrash(
 }
 
 Deno.test("gc's rewrite interrupted by an error at any step leaves a repository that verifies; the next gc completes", async () => {
-  for (const point of POINTS) {
-    await using dir = await tempDir("cadres-repack-crash-");
-    const { kek, repoPath, src, be, expected } = await sparseRepo(dir.path);
-    assert.ok((await sparsePacks(be)).length >= 2);
+  await using dir = await tempDir("cadres-repack-crash-");
+  const tpl = await sparseRepo(dir.path);
+  assert.ok((await sparsePacks(tpl.be)).length >= 2);
+  for (const [i, point] of POINTS.entries()) {
+    const { kek, repoPath, src, be, expected } = await copyOf(tpl, `${dir.path}/repo-${i}`);
     const before = await bytesUnder(be, "data/");
     const failing = new FailingBackend(repoPath, point.prefix, point.n);
     await assert.rejects(garbageCollect(failing, { graceMs: 0 }), /injected failure/, point.what);
@@ -258,10 +274,11 @@ async function killGcAt(repoPath: string, hangAt: string): Promise<string[]> {
 }
 
 Deno.test("gc's rewrite killed (SIGKILL) at any step leaves a repository that verifies; the next gc completes", async () => {
-  for (const point of POINTS) {
-    await using dir = await tempDir("cadres-repack-kill-");
-    const { kek, repoPath, src, be, expected } = await sparseRepo(dir.path);
-    assert.ok((await sparsePacks(be)).length >= 2);
+  await using dir = await tempDir("cadres-repack-kill-");
+  const tpl = await sparseRepo(dir.path);
+  assert.ok((await sparsePacks(tpl.be)).length >= 2);
+  for (const [i, point] of POINTS.entries()) {
+    const { kek, repoPath, src, be, expected } = await copyOf(tpl, `${dir.path}/repo-${i}`);
     const before = await bytesUnder(be, "data/");
     const lines = await killGcAt(repoPath, `put:${point.prefix}:${point.n}`);
     const puts = lines.filter((l) => l.startsWith(`@@put ${point.prefix}`));
