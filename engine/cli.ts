@@ -58,7 +58,7 @@ const USAGE =
   restore   IMAGE_SNAPSHOT --target FILE_OR_DEVICE [--overwrite] [--device-zeroed] [--limit-mbps N] [--json]
   verify    [SNAPSHOT] [--sample N | --all] [--json]
   forget    SNAPSHOT...
-  gc        [--json]
+  gc        [--grace-ms N] [--max-repack-bytes N] [--json]
   unlock    --stale [--json]
   repair    [index] [--json]   write a fresh index from the pack trailers; remove damaged segments
   copy      --to LOCATION2 --to-key-file FILE2 SNAPSHOT... [--json]   (creates LOCATION2 when missing)
@@ -87,6 +87,7 @@ const OPTIONS = {
   sample: { type: "string" },
   all: { type: "boolean" },
   "grace-ms": { type: "string" },
+  "max-repack-bytes": { type: "string" },
   stale: { type: "boolean" },
   "recovery-public-key": { type: "string" },
   "new-key-file": { type: "string" },
@@ -712,20 +713,26 @@ async function cmdForget(flags: Flags, args: string[]): Promise<number> {
 
 async function cmdGc(flags: Flags): Promise<number> {
   const repo = await openRepo(flags);
-  const graceMs = flags["grace-ms"] === undefined ? undefined : Number(flags["grace-ms"]);
-  if (graceMs !== undefined && !(graceMs >= 0)) {
-    throw new UsageError(`Cannot parse --grace-ms "${flags["grace-ms"]}"`);
-  }
-  const r = await garbageCollect(repo.backend, { graceMs });
+  const count = (flag: "grace-ms" | "max-repack-bytes"): number | undefined => {
+    if (flags[flag] === undefined) return undefined;
+    const n = Number(flags[flag]);
+    if (!(Number.isInteger(n) && n >= 0)) throw new UsageError(`Cannot parse --${flag} "${flags[flag]}"`);
+    return n;
+  };
+  const graceMs = count("grace-ms");
+  const maxRepackBytes = count("max-repack-bytes");
+  const r = await garbageCollect(repo.backend, { graceMs, maxRepackBytes });
   out(
     flags,
     r,
     `gc: ${r.referencedBlobs} referenced blobs; condemned ${r.condemned.length} packs, deleted ${r.deleted.length} ` +
-      `(${r.bytesFreed} bytes freed), kept ${r.pending.length} condemned packs for a later gc`,
+      `(${r.bytesFreed} bytes freed), kept ${r.pending.length} condemned packs for a later gc; rewrote ` +
+      `${r.repacked.length} mostly dead packs into ${r.repackWritten.length} (${r.bytesRepacked} bytes copied)`,
   );
   for (const name of r.damagedLocks) {
     console.error(`warning: lock ${name} is damaged; until it is stale gc condemns and deletes nothing`);
   }
+  for (const s of r.repackSkipped) console.error(`warning: pack ${s.pack} not rewritten: ${s.reason}`);
   return 0;
 }
 

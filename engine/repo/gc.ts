@@ -6,16 +6,20 @@
  *     written at or after the start of the oldest live writer lock (that writer may be about to name it);
  * (c) deletes a condemned pack only in a later gc, at least `graceMs` after its condemnation, when it is
  *     still unmarked and no writer lock that started before the condemnation is live; a condemned pack
- *     that became marked again is pardoned.
+ *     that became marked again is pardoned;
+ * (d) rewrites packs that are mostly dead (live blobs under `repackLiveFraction` of their blob bytes): it
+ *     copies the live blobs' ciphertext into new packs, indexes them, and only then condemns the old pack,
+ *     which (c) deletes like any other. No key is needed: blobs are copied as they are.
  * Writers treat a blob in a condemned or missing pack as absent and check this again before they commit
  * (Namespace.checkCommit): a commit naming such a blob is refused and the blob uploaded again.
  */
 import type { Backend, ObjectInfo } from "./backend.ts";
 import { sha256Hex } from "./chunk_id.ts";
 import { IntegrityError, MissingObjectError, RepoError } from "./errors.ts";
-import { BlobIndex, decodeIndexSegment, writeIndexSegment } from "./index.ts";
+import { readConfig } from "./config.ts";
+import { decodeIndexSegment, writeIndexSegment } from "./index.ts";
 import { acquireLock, listLiveLocks, LOCK_STALE_MS } from "./lock.ts";
-import { type PackListing, packObjectName, readPackListing } from "./pack.ts";
+import { checkPackBytes, PackBuilder, type PackListing, packObjectName, readPackListing } from "./pack.ts";
 import { listSnapshots, readSnapshotRefs } from "./snapshot.ts";
 
 /** Default time between a pack's condemnation and its deletion. */
@@ -30,6 +34,14 @@ export const GC_CLOCK_MARGIN_MS = 5_000;
  * { condemnedAt, checksum: SHA-256 hex of "cadres-condemned-v1" NUL packId NUL condemnedAt }.
  */
 export const CONDEMNED_PREFIX = "condemned/";
+/**
+ * A live pack whose live blobs (the copies gc keeps) take less than this share of the bytes of all its
+ * blobs is rewritten: at most half of what such a pack holds is worth keeping, so copying it out frees at
+ * least as many bytes as it copies.
+ */
+export const GC_REPACK_LIVE_FRACTION = 0.5;
+/** The rewrite writes an index segment after this many new packs (and after its last). */
+const REPACK_PACKS_PER_SEGMENT = 4;
 
 function markerChecksum(packId: string, condemnedAt: string): string {
   return sha256Hex(new TextEncoder().encode(`cadres-condemned-v1\u0000${packId}\u0000${condemnedAt}`));
@@ -132,6 +144,10 @@ export interface GcOptions {
   graceMs?: number;
   staleMs?: number;
   clockMarginMs?: number;
+  /** Packs whose live share of blob bytes is below this are rewritten (default `GC_REPACK_LIVE_FRACTION`; 0: never). */
+  repackLiveFraction?: number;
+  /** At most this many bytes of live blobs are copied by one run (default: no bound; 0: no rewriting). */
+  maxRepackBytes?: number;
 }
 
 /** The outcome of a gc. */
@@ -151,6 +167,17 @@ export interface GcResult {
   temporariesRemoved: number;
   /** Live locks that are damaged: each counts as the oldest writer, so nothing was condemned or deleted. */
   damagedLocks: string[];
+  /** Mostly dead packs rewritten: their live blobs were copied into new, indexed packs, then they were condemned. */
+  repacked: string[];
+  /** The packs the rewrite wrote. */
+  repackWritten: string[];
+  /** Bytes of live blobs the rewrite copied. */
+  bytesRepacked: number;
+  /**
+   * Packs the rewrite left as they were: a pack whose bytes do not hash to its name (never copied; `verify
+   * --all` names it), or one whose rewrite would have produced a pack this run deletes (tried again later).
+   */
+  repackSkipped: { pack: string; reason: string }[];
 }
 
 /**
@@ -167,7 +194,10 @@ export async function garbageCollect(backend: Backend, options: GcOptions = {}):
   if (others.some((l) => l.kind === "gc")) throw new RepoError("Another gc is running on this repository");
   const lock = await acquireLock(backend, { kind: "gc", now });
   try {
-    return await collect(backend, now, graceMs, staleMs, options.clockMarginMs ?? GC_CLOCK_MARGIN_MS);
+    return await collect(backend, now, graceMs, staleMs, options.clockMarginMs ?? GC_CLOCK_MARGIN_MS, {
+      fraction: options.repackLiveFraction ?? GC_REPACK_LIVE_FRACTION,
+      maxBytes: options.maxRepackBytes ?? Infinity,
+    });
   } finally {
     await lock.release();
   }
@@ -179,7 +209,11 @@ async function collect(
   graceMs: number,
   staleMs: number,
   marginMs: number,
+  repack: { fraction: number; maxBytes: number },
 ): Promise<GcResult> {
+  if (!(repack.fraction >= 0 && repack.fraction <= 1) || !(repack.maxBytes >= 0)) {
+    throw new RepoError("gc: the repack fraction must lie in [0, 1] and the repack bound must be at least 0");
+  }
   // Locks first: a writer that starts after this point writes only packs newer than its own start. A damaged
   // lock starts at the epoch (listLiveLocks): older than every pack and condemnation.
   const writers = (await listLiveLocks(backend, { now: now(), staleMs })).filter((l) => l.kind === "backup");
@@ -191,22 +225,16 @@ async function collect(
   const refSegments: ObjectInfo[] = [];
   for await (const obj of backend.list("refs/")) refSegments.push(obj);
   const condemned = await listCondemned(backend);
-  // Which copy of a blob readers use: the index, read after the pack listing, with condemned copies last. Its
-  // segments (checksummed, named by their hash) also give each indexed pack's listing, so only the trailers
-  // of packs no segment lists are read. Segments never change, so phase 3 reuses what is read here.
+  // The index, read after the pack listing. Its segments (checksummed, named by their hash) give each indexed
+  // pack's listing, so only the trailers of packs no segment lists are read. Segments never change, so phase
+  // 3 reuses what is read here.
   const segments = new Map<string, PackListing[]>();
   for await (const obj of backend.list("index/")) {
     segments.set(obj.name, decodeIndexSegment(obj.name, await backend.get(obj.name)));
   }
-  const index = new BlobIndex();
   const indexed = new Map<string, PackListing>();
-  for (const listings of segments.values()) {
-    for (const l of listings) {
-      index.addPack(l, (p) => condemned.has(p));
-      indexed.set(l.packId, l);
-    }
-  }
-  const listed = new Set(packs.map((p) => p.name.slice(p.name.lastIndexOf("/") + 1)));
+  for (const listings of segments.values()) for (const l of listings) indexed.set(l.packId, l);
+  const listed = new Map(packs.map((p) => [p.name.slice(p.name.lastIndexOf("/") + 1), p]));
 
   // Marks are read after the listings, so a snapshot committed meanwhile is seen.
   const snapshots = await listSnapshots(backend);
@@ -230,30 +258,60 @@ async function collect(
     indexSegmentsRewritten: 0,
     temporariesRemoved: 0,
     damagedLocks: writers.filter((l) => l.damaged).map((l) => l.name),
+    repacked: [],
+    repackWritten: [],
+    bytesRepacked: 0,
+    repackSkipped: [],
   };
   // Phase 1 reads and decides; nothing is written or deleted until every listing is read: a damaged trailer
   // (of a pack the index does not list), snapshot, reference segment or index segment stops gc with the
   // repository as it was.
   const listings: PackListing[] = [];
-  for (const obj of packs) {
-    const packId = obj.name.slice(obj.name.lastIndexOf("/") + 1);
+  for (const [packId, obj] of listed) {
     listings.push(indexed.get(packId) ?? await readPackListing(backend, packId, obj.size));
   }
+  // The copy of each marked blob that gc keeps: among the listed packs an index segment lists (readers find
+  // only those), one not condemned, else the oldest, else the lowest id — the oldest live copy wins, so no
+  // later upload under a known id displaces it. When no such pack holds a marked blob, every listed copy is kept.
+  const keeps = (a: string, b: string): boolean => {
+    const ca = condemned.has(a), cb = condemned.has(b);
+    if (ca !== cb) return !ca;
+    const ma = listed.get(a)!.modified.getTime(), mb = listed.get(b)!.modified.getTime();
+    return ma !== mb ? ma < mb : a < b;
+  };
+  const kept = new Map<string, string>();
+  for (const l of indexed.values()) {
+    if (!listed.has(l.packId)) continue;
+    for (const e of l.entries) {
+      const key = `${l.namespace}\u0000${e.id}`;
+      if (!marked.has(key)) continue;
+      const cur = kept.get(key);
+      if (cur === undefined || keeps(l.packId, cur)) kept.set(key, l.packId);
+    }
+  }
   const t = now();
-  for (const [i, obj] of packs.entries()) {
-    const listing = listings[i];
+  const candidates: RepackSource[] = [];
+  for (const listing of listings) {
     const packId = listing.packId;
-    // A pack is live when it holds the copy readers use of a marked blob. A copy the index does not choose
-    // (a killed backup's pack that was never indexed, then uploaded again) is garbage — unless the chosen
-    // copy is not among the listed packs, when this one is kept.
-    const live = listing.entries.some((e) => {
-      if (!marked.has(`${listing.namespace}\u0000${e.id}`)) return false;
-      const chosen = index.lookup(listing.namespace, e.id)?.packId;
-      return chosen === undefined || chosen === packId || !listed.has(chosen);
-    });
+    const obj = listed.get(packId)!;
+    // A pack is live when it holds the kept copy of a marked blob. A copy not kept (a killed backup's pack that
+    // was never indexed, then uploaded again; a rewritten pack's original) is garbage.
+    let blobBytes = 0;
+    const live: PackListing["entries"] = [];
+    for (const e of listing.entries) {
+      blobBytes += e.length;
+      const key = `${listing.namespace}\u0000${e.id}`;
+      if (!marked.has(key)) continue;
+      const k = kept.get(key);
+      if (k === undefined || k === packId) live.push(e);
+    }
     const at = condemned.get(packId);
-    if (live) {
+    if (live.length > 0) {
       if (at) result.pardoned.push(packId);
+      else if (indexed.has(packId) && obj.modified.getTime() < cutoff) {
+        const liveBytes = live.reduce((n, e) => n + e.length, 0);
+        if (liveBytes < repack.fraction * blobBytes) candidates.push({ listing, live, liveBytes, blobBytes });
+      }
       continue;
     }
     if (at) {
@@ -269,8 +327,22 @@ async function collect(
     if (obj.modified.getTime() >= cutoff) continue;
     result.condemned.push(packId);
   }
+  // The sparsest packs first: most bytes freed per byte copied.
+  candidates.sort((a, b) =>
+    a.liveBytes / a.blobBytes - b.liveBytes / b.blobBytes || (a.listing.packId < b.listing.packId ? -1 : 1)
+  );
+  const selected: RepackSource[] = [];
+  let budget = repack.maxBytes;
+  for (const c of candidates) {
+    if (c.liveBytes > budget) continue;
+    budget -= c.liveBytes;
+    selected.push(c);
+  }
+  // The size of the packs it writes (and a readable config) is settled before anything is written.
+  const packTargetBytes = selected.length > 0 ? (await readConfig(backend)).config.packTargetBytes : 0;
+
   const gone = new Set(result.deleted);
-  for (const packId of index.packIds()) {
+  for (const packId of indexed.keys()) {
     // Named by the index but not listed: gone only if it is still absent now (a writer puts a pack before
     // the index segment naming it, so a pack written after the listing exists here).
     if (!listed.has(packId) && !(await backend.exists(packObjectName(packId)))) gone.add(packId);
@@ -283,8 +355,27 @@ async function collect(
     }
   }
 
-  // Phase 2 writes: pardons, then condemnations.
+  // Phase 2 writes: pardons, the rewrite (new packs, their index, then the old packs' condemnation), then
+  // condemnations.
   for (const packId of result.pardoned) await backend.delete(`${CONDEMNED_PREFIX}${packId}`);
+  if (selected.length > 0) {
+    const r = await rewritePacks(backend, selected, packTargetBytes, gone);
+    result.repackWritten = r.written;
+    result.repackSkipped = r.skipped;
+    // A pack it wrote may be one this run was to condemn, or condemned earlier (a killed rewrite's identical
+    // output, which the older original outranked): it is the new home of the blobs now, so it stays.
+    const adopted = new Set(r.written);
+    result.condemned = result.condemned.filter((p) => !adopted.has(p));
+    result.pending = result.pending.filter((p) => !adopted.has(p));
+    for (const p of r.written) {
+      if (condemned.has(p)) await backend.delete(`${CONDEMNED_PREFIX}${p}`);
+    }
+    for (const s of r.copied) {
+      await backend.put(`${CONDEMNED_PREFIX}${s.listing.packId}`, encodeCondemnedMarker(s.listing.packId, t));
+      result.repacked.push(s.listing.packId);
+      result.bytesRepacked += s.liveBytes;
+    }
+  }
   for (const packId of result.condemned) {
     await backend.put(`${CONDEMNED_PREFIX}${packId}`, encodeCondemnedMarker(packId, t));
   }
@@ -319,4 +410,99 @@ async function collect(
   }
   result.temporariesRemoved = (await backend.removeTemporaries?.(new Date(t.getTime() - 4 * staleMs))) ?? 0;
   return result;
+}
+
+/** A pack chosen for rewriting: its listing and the live blobs to copy out of it. */
+interface RepackSource {
+  listing: PackListing;
+  live: PackListing["entries"];
+  liveBytes: number;
+  blobBytes: number;
+}
+
+/**
+ * Copies the live blobs of `sources` — their ciphertext, as stored, after checking each source pack against
+ * its name — into new packs of their namespace of about `targetBytes`, and writes an index segment after
+ * every few new packs and after the last. Returns the sources whose every live blob now sits in a written,
+ * indexed pack (only those may be condemned), the packs written, and the sources left alone. A new pack that
+ * would be a pack in `gone` (deleted by this run) is not written, and its sources stay as they are.
+ */
+async function rewritePacks(
+  backend: Backend,
+  sources: RepackSource[],
+  targetBytes: number,
+  gone: Set<string>,
+): Promise<{ copied: RepackSource[]; written: string[]; skipped: { pack: string; reason: string }[] }> {
+  const skipped: { pack: string; reason: string }[] = [];
+  const written: string[] = [];
+  /** Per source read: how many new packs holding its blobs are not yet written, and whether one never will be. */
+  const outputsOf = new Map<RepackSource, { pending: number; failed: boolean }>();
+  let unindexed: PackListing[] = [];
+  const indexBatch = async () => {
+    if (unindexed.length > 0) await writeIndexSegment(backend, unindexed);
+    unindexed = [];
+  };
+
+  const namespaces = [...new Set(sources.map((s) => s.listing.namespace))];
+  for (const namespace of namespaces) {
+    let builder = new PackBuilder(namespace);
+    let inBuilder = new Set<RepackSource>();
+    const emit = async () => {
+      if (builder.count === 0) return;
+      const { bytes, listing } = builder.finish();
+      const contributors = inBuilder;
+      builder = new PackBuilder(namespace);
+      inBuilder = new Set();
+      const ok = !gone.has(listing.packId);
+      if (ok) {
+        await backend.put(packObjectName(listing.packId), bytes);
+        written.push(listing.packId);
+        unindexed.push(listing);
+      } else {
+        for (const s of contributors) {
+          skipped.push({
+            pack: s.listing.packId,
+            reason:
+              `its rewrite would re-create pack ${listing.packId}, which this gc deletes; a later gc rewrites it`,
+          });
+        }
+      }
+      for (const s of contributors) {
+        const o = outputsOf.get(s)!;
+        o.pending--;
+        o.failed ||= !ok;
+      }
+      if (unindexed.length >= REPACK_PACKS_PER_SEGMENT) await indexBatch();
+    };
+    for (const source of sources.filter((s) => s.listing.namespace === namespace)) {
+      const packId = source.listing.packId;
+      let bytes: Uint8Array;
+      try {
+        bytes = await backend.get(packObjectName(packId));
+        checkPackBytes(packId, bytes);
+      } catch (e) {
+        if (!(e instanceof IntegrityError) && !(e instanceof MissingObjectError)) throw e;
+        skipped.push({ pack: packId, reason: e.message });
+        continue;
+      }
+      const o = { pending: 0, failed: false };
+      outputsOf.set(source, o);
+      for (const e of source.live) {
+        if (!inBuilder.has(source)) {
+          inBuilder.add(source);
+          o.pending++;
+        }
+        builder.add(e.type, e.id, bytes.slice(e.offset, e.offset + e.length));
+        if (builder.size >= targetBytes) await emit();
+      }
+    }
+    await emit();
+  }
+  await indexBatch();
+  // A source whose live blobs, in the same order, make up a whole new pack is that pack: it stays.
+  const copied = [...outputsOf]
+    .filter(([s, o]) => o.pending === 0 && !o.failed && !written.includes(s.listing.packId))
+    .map(([s]) => s);
+  const once = new Map(skipped.map((s) => [s.pack, s]));
+  return { copied, written, skipped: [...once.values()] };
 }

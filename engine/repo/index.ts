@@ -52,6 +52,10 @@ export class BlobIndex {
   has(namespace: string, id: BlobId): boolean {
     return this.#map.has(`${namespace}\u0000${id}`);
   }
+  /** Whether the index names pack `packId`. */
+  hasPack(packId: string): boolean {
+    return this.#packs.has(packId);
+  }
   /** Ids of every pack the index names. */
   packIds(): Set<string> {
     return new Set(this.#packs);
@@ -114,13 +118,23 @@ export async function writeIndexSegment(backend: Backend, listings: PackListing[
 /**
  * The index from every segment. A damaged segment throws `IntegrityError` unless `onDamaged` is given,
  * in which case it is reported there and skipped (its packs are then unknown until `rebuildIndex`).
+ * With `into`, the segments are added to that index (a copy in a live pack replaces one in a dead pack).
+ * Segments are read oldest first, so of two live copies of a blob the older one is used.
  */
 export async function loadIndex(
   backend: Backend,
-  options: { onDamaged?: (error: IntegrityError) => void; isDead?: (packId: string) => boolean } = {},
+  options: {
+    onDamaged?: (error: IntegrityError) => void;
+    isDead?: (packId: string) => boolean;
+    into?: BlobIndex;
+  } = {},
 ): Promise<BlobIndex> {
-  const index = new BlobIndex();
-  for await (const obj of backend.list("index/")) {
+  const index = options.into ?? new BlobIndex();
+  // Oldest segments first: of two live copies of a blob, the older is the one read (and reused), so a later
+  // upload under a known id never displaces the copy restore points already use.
+  const segments = await Array.fromAsync(backend.list("index/"));
+  segments.sort((a, b) => a.modified.getTime() - b.modified.getTime() || (a.name < b.name ? -1 : 1));
+  for (const obj of segments) {
     try {
       for (const l of decodeIndexSegment(obj.name, await backend.get(obj.name))) {
         index.addPack(l, options.isDead);

@@ -334,15 +334,24 @@ export class Repository {
 
   /**
    * Re-reads gc's condemnation markers and which packs exist, marking condemned and missing packs dead.
-   * A writer calls it after taking its lock and before it commits.
+   * A writer calls it after taking its lock and before it commits. When a pack the index names was condemned
+   * since, the index segments are read again: gc writes a rewritten pack and the index segment naming it
+   * before it condemns the original, so the live copy of a blob gc moved takes the dead one's place.
    */
   async refreshDeadPacks(): Promise<void> {
+    // Markers first, then the index, then the pack listing: a pack the index names is dead if it is condemned
+    // or gone by the time the listing is read.
+    // A damaged marker counts as a condemnation here (its blobs are stored anew); gc and verify name it.
+    const condemned = await listCondemned(this.backend, { onDamaged: () => {} });
+    if ([...condemned.keys()].some((p) => !this.deadPacks.has(p) && this.index.hasPack(p))) {
+      // A segment damaged since opening is skipped here (verify names it); what it lists stays unknown.
+      const isDead = (p: string) => condemned.has(p) || this.deadPacks.has(p);
+      await loadIndex(this.backend, { into: this.index, isDead, onDamaged: () => {} });
+    }
     const existing = new Set<string>();
     for await (const obj of this.backend.list("data/")) {
       existing.add(obj.name.slice(obj.name.lastIndexOf("/") + 1));
     }
-    // A damaged marker counts as a condemnation here (its blobs are stored anew); gc and verify name it.
-    const condemned = await listCondemned(this.backend, { onDamaged: () => {} });
     this.deadPacks.clear();
     for (const p of condemned.keys()) this.deadPacks.add(p);
     for (const p of this.index.packIds()) if (!existing.has(p)) this.deadPacks.add(p);
