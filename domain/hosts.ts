@@ -47,6 +47,8 @@ export interface Host {
   lastHeartbeatAt: string | null;
   /** When an operator decommissioned the host (null or absent while it is in service). */
   decommissionedAt?: string | null;
+  /** The agent's default roots (backed up when a policy names no include paths); absent when not reported. */
+  defaultRoots?: string[];
 }
 
 /** True when the host's agent heartbeated within the offline window (3 minutes) of `now`, whatever its status. */
@@ -100,6 +102,12 @@ export const AgentEnrollment = z.object({
   }),
   version: z.string().trim().min(1, "is required").max(50),
   relay: z.boolean().default(false),
+  /** What the agent backs up when a policy names no include paths (its `--include-root` values, else `/`). */
+  defaultRoots: z.array(
+    z.string().min(1).max(1024, "each root must be at most 1024 characters")
+      .refine((v) => v.startsWith("/") || /^[A-Za-z]:\\/.test(v), "each root must be an absolute path")
+      .refine((v) => !/\p{Cc}/u.test(v), "must not contain control characters"),
+  ).max(64, "at most 64 roots").optional(),
 }).strict();
 export type AgentEnrollment = z.input<typeof AgentEnrollment>;
 
