@@ -85,13 +85,28 @@ export function diffSnapshots(
   return diffTrees(loader(ns, before.hasher), loader(ns, after.hasher), before.tree, after.tree);
 }
 
+/**
+ * Trees of one snapshot read once each (a restore of many paths looks up the same folders again and
+ * again): at most `max` kept, the oldest dropped first.
+ */
+export class TreeCache {
+  #trees = new Map<string, Promise<TreeEntry[]>>();
+  constructor(readonly ns: Namespace, readonly hasher: ChunkIdHasher, readonly max = 4096) {}
+
+  entries(id: string): Promise<TreeEntry[]> {
+    let t = this.#trees.get(id);
+    if (!t) {
+      t = loadTree(this.ns, id, this.hasher).then((tree) => tree.entries);
+      t.catch(() => this.#trees.delete(id));
+      if (this.#trees.size >= this.max) this.#trees.delete(this.#trees.keys().next().value!);
+      this.#trees.set(id, t);
+    }
+    return t;
+  }
+}
+
 /** The entry at absolute `path` in the tree rooted at `root` (a synthetic folder entry for "/"), or null. */
-export async function findEntry(
-  ns: Namespace,
-  hasher: ChunkIdHasher,
-  root: string,
-  path: string,
-): Promise<TreeEntry | null> {
+export async function findEntry(trees: TreeCache, root: string, path: string): Promise<TreeEntry | null> {
   const parts = path.split("/").filter((p) => p !== "" && p !== ".");
   let entry: TreeEntry = {
     name: "",
@@ -106,7 +121,7 @@ export async function findEntry(
   };
   for (const part of parts) {
     if (entry.type !== "dir" || !entry.subtree) return null;
-    const next = (await loadTree(ns, entry.subtree, hasher)).entries.find((e) => e.name === part);
+    const next = (await trees.entries(entry.subtree)).find((e) => e.name === part);
     if (!next) return null;
     entry = next;
   }
@@ -115,16 +130,15 @@ export async function findEntry(
 
 /** Files and bytes at or below `entry` (a folder's whole subtree). */
 export async function sizeBelow(
-  ns: Namespace,
-  hasher: ChunkIdHasher,
+  trees: TreeCache,
   entry: TreeEntry,
 ): Promise<{ files: number; bytes: number }> {
   if (entry.type === "file") return { files: 1, bytes: entry.size };
   if (entry.type !== "dir" || !entry.subtree) return { files: 0, bytes: 0 };
   let files = 0;
   let bytes = 0;
-  for (const e of (await loadTree(ns, entry.subtree, hasher)).entries) {
-    const s = await sizeBelow(ns, hasher, e);
+  for (const e of await trees.entries(entry.subtree)) {
+    const s = await sizeBelow(trees, e);
     files += s.files;
     bytes += s.bytes;
   }

@@ -8,16 +8,15 @@
  */
 import { fromHex } from "../repo/bytes.ts";
 import { chunkFile, fixedFileChunks } from "../repo/chunker.ts";
-import type { ChunkIdHasher } from "../repo/chunk_id.ts";
 import { absolutePath, joinPath } from "../repo/fs.ts";
 import { restoreImage } from "../repo/image.ts";
 import type { NamespaceKeys } from "../repo/keys.ts";
 import { type Namespace, Repository } from "../repo/repository.ts";
 import { restoreSnapshot } from "../repo/restore.ts";
 import { loadSnapshot } from "../repo/snapshot.ts";
-import { loadTree, type TreeEntry } from "../repo/tree.ts";
+import type { TreeEntry } from "../repo/tree.ts";
 import type { RemoteBackend } from "../protocol/remote_backend.ts";
-import { findEntry, sizeBelow } from "./tree_walk.ts";
+import { findEntry, sizeBelow, TreeCache } from "./tree_walk.ts";
 import type {
   PathError,
   RestoreFilesRequest,
@@ -41,19 +40,20 @@ export async function runRestoreFiles(
   const ns = repo.namespace(keys.namespace);
   const snap = await loadSnapshot(ns, request.snapshotId);
   const hasher = ns.hasher(snap.chainSalt ? fromHex(snap.chainSalt) : null);
+  const trees = new TreeCache(ns, hasher);
   const errors: PathError[] = [];
   const found: string[] = [];
   let totalBytes = 0;
   send({ type: "progress", percent: 0, bytes: 0, files: 0, message: "reading the restore point" });
   for (const raw of request.paths) {
     const path = absolutePath(raw, "/");
-    const entry = await findEntry(ns, hasher, snap.tree, path);
+    const entry = await findEntry(trees, snap.tree, path);
     if (!entry) {
       errors.push({ path: raw, message: "not in this restore point" });
       continue;
     }
     found.push(path);
-    totalBytes += (await sizeBelow(ns, hasher, entry)).bytes;
+    totalBytes += (await sizeBelow(trees, entry)).bytes;
   }
   if (found.length === 0) return { op: "restore_files", files: 0, bytes: 0, found: 0, errors, verified: 0 };
   const target = absolutePath(request.targetPath);
@@ -88,7 +88,7 @@ export async function runRestoreFiles(
   const failed = new Set(result.errors.map((e) => e.path));
   const verified = await verifyRestored(
     ns,
-    hasher,
+    trees,
     snap.tree,
     snap.kind === "image",
     found,
@@ -113,7 +113,7 @@ export async function runRestoreFiles(
  */
 async function verifyRestored(
   ns: Namespace,
-  hasher: ChunkIdHasher,
+  trees: TreeCache,
   root: string,
   image: boolean,
   found: string[],
@@ -122,6 +122,7 @@ async function verifyRestored(
   errors: PathError[],
 ): Promise<number> {
   let verified = 0;
+  const hasher = trees.hasher;
   const params = ns.repo.config.chunker;
   const checkFile = async (path: string, e: TreeEntry) => {
     if (failed.has(path)) return;
@@ -169,7 +170,7 @@ async function verifyRestored(
     if (e.type !== "dir" || !e.subtree || failed.has(path)) return;
     let entries: TreeEntry[];
     try {
-      entries = (await loadTree(ns, e.subtree, hasher)).entries;
+      entries = await trees.entries(e.subtree);
     } catch {
       return; // already reported by the restore
     }
@@ -178,7 +179,7 @@ async function verifyRestored(
   // Paths nested in another selected path are walked once.
   const tops = found.filter((p) => !found.some((q) => q !== p && within(p, q)));
   for (const p of [...new Set(tops)]) {
-    const e = await findEntry(ns, hasher, root, p);
+    const e = await findEntry(trees, root, p);
     if (e) await walk(p, e);
   }
   return verified;

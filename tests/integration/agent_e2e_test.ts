@@ -13,7 +13,8 @@ import { recoveryOpener } from "../../engine/repo/keys.ts";
 import { Repository } from "../../engine/repo/repository.ts";
 import { listSnapshots } from "../../engine/repo/snapshot.ts";
 import { restoreSnapshot } from "../../engine/repo/restore.ts";
-import { type RestorePoint, restorePointKey } from "../../domain/runs.ts";
+import { cancelJob } from "../../domain/jobs.ts";
+import { type RestorePoint, restorePointKey, type Run, runKey } from "../../domain/runs.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { assertSameTree } from "../engine/tree_fixture.ts";
 import { type AgentWorld, agentWorld } from "./agent_world.ts";
@@ -219,6 +220,13 @@ Deno.test({
   await using w = await agentWorld({ recoveryKey: false });
   const src = `${w.tmp}/src`;
   await writeSource(src);
+  // Enough files that a restore of all of them sends its path list in chunks.
+  await Deno.mkdir(`${src}/many`);
+  const many = Array.from(
+    { length: 300 },
+    (_, i) => `${src}/many/file-${String(i).padStart(4, "0")}-${"x".repeat(40)}.txt`,
+  );
+  for (const [i, f] of many.entries()) await Deno.writeFile(f, text(`file ${i}\n`));
   const policy = await createPolicy(w, "files");
   const agentDir = `${w.tmp}/agent`;
   const missing = `${w.tmp}/not-there`;
@@ -242,6 +250,101 @@ Deno.test({
   assert.equal(up.run.error?.reason, "INCLUDE_PATHS_MISSING");
   assert.ok(up.run.error!.message.includes(missing), up.run.error!.message);
   assert.ok(up.run.restorePointId, "the paths that exist are backed up");
-  assert.equal(up.output.files, 4);
+  assert.equal(up.output.files, 304);
   assert.equal((up.output.repository as { recoveryKey: string }).recoveryKey, "none");
+
+  // A file restore of 300 paths: the job carries no inline list, the agent fetches it in chunks.
+  const restoreDir = `${w.tmp}/restored`;
+  const restore = await w.api("POST", "/api/v1/restores", {
+    restorePointId: up.run.restorePointId,
+    paths: many,
+    targetPath: restoreDir,
+    overwrite: false,
+  });
+  assert.equal(restore.status, 201, restore.text);
+  const job = (await w.kv.get<{ payload: Record<string, unknown> }>(["jobs", restore.body.jobId])).value!;
+  assert.equal(job.payload.paths, null);
+  assert.ok(Number(job.payload.pathChunks) > 1);
+  const done = await w.finishedRestore(restore.body.id) as { status: string; result: { files: number } };
+  assert.equal(done.status, "success", `${JSON.stringify(done)}\n${agent.output.join("")}`);
+  assert.equal(done.result.files, 300);
+  await assertSameTree(`${src}/many`, `${restoreDir}${src}/many`);
 });
+
+Deno.test({
+  name:
+    "agent e2e: image backups (full, incremental) and an image restore; a cancelled backup stops, no point",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await using w = await agentWorld();
+  const disk = `${w.tmp}/disk.img`;
+  const chunk = 4 * 1024 * 1024;
+  const image = new Uint8Array(3 * chunk);
+  image.set(deterministicBytes("disk-a", 100_000), 0); // chunk 0: data; chunk 1: zeros; chunk 2: data
+  image.set(deterministicBytes("disk-c", 100_000), 2 * chunk + 5000);
+  await Deno.writeFile(disk, image);
+  const agentDir = `${w.tmp}/agent`;
+  const agent = w.startAgent(agentDir, ["--include-root", disk]);
+  const host = await w.enrolledHost(agentDir);
+  const imagePolicy = await createPolicy(w, "disk", { backupType: "image", excludePatterns: [] });
+  const slowPolicy = await createPolicy(w, "disk slow", {
+    backupType: "image",
+    excludePatterns: [],
+    maxTransferMbps: 1,
+  });
+  for (const p of [imagePolicy, slowPolicy]) {
+    assert.equal(
+      (await w.api("POST", `/api/v1/policies/${p.id}/assignments`, { hostIds: [host.id] })).status,
+      201,
+    );
+  }
+
+  const full = await w.finishedRun(await runNow(w, imagePolicy.id, "full"));
+  assert.equal(full.run.status, "success", `${JSON.stringify(full.run.error)}\n${agent.output.join("")}`);
+  assert.equal(full.output.totalBytes, image.length);
+  // One block changes: the incremental stores about one chunk.
+  image.set(deterministicBytes("disk-a2", 10_000), 0);
+  await Deno.writeFile(disk, image);
+  const incr = await w.finishedRun(await runNow(w, imagePolicy.id, "incremental"));
+  assert.equal(incr.run.status, "success", JSON.stringify(incr.run.error));
+  const point = (await w.kv.get<RestorePoint>(restorePointKey(incr.run.restorePointId!))).value!;
+  assert.equal(point.type, "incremental");
+  assert.ok(Number(incr.output.bytesNew) <= chunk, `bytesNew ${incr.output.bytesNew}`);
+  assert.equal(incr.output.modified, 1);
+
+  const restored = `${w.tmp}/restored.img`;
+  const res = await w.api("POST", "/api/v1/restores/image", {
+    restorePointId: point.id,
+    targetHostId: host.id,
+    targetPath: restored,
+    overwrite: false,
+  });
+  assert.equal(res.status, 201, res.text);
+  const done = await w.finishedRestore(res.body.id) as { status: string };
+  assert.equal(done.status, "success", `${JSON.stringify(done)}\n${agent.output.join("")}`);
+  assert.deepEqual(await Deno.readFile(restored), image);
+
+  // Cancelled while it reads (1 MBps over 12 MiB): the worker stops, the run fails CANCELLED, no snapshot.
+  const storage = new LocalBackend(`${w.targetRoot}/cadres/${slowPolicy.id}/g1`);
+  const runId = await runNow(w, slowPolicy.id, "full");
+  const run = (await w.kv.get<Run>(runKey(runId))).value!;
+  await waitForProgress(w, run.jobId!);
+  await cancelJob(w.kv, run.jobId!, new Date());
+  const cancelled = await w.finishedRun(runId, 60_000);
+  assert.equal(cancelled.run.status, "failed");
+  assert.equal(cancelled.run.error?.reason, "CANCELLED", JSON.stringify(cancelled.run.error));
+  assert.equal(cancelled.run.restorePointId, null);
+  assert.deepEqual(await Array.fromAsync(storage.list("snapshots/")), []);
+});
+
+/** Waits until the job reported progress past its start (the worker is reading). */
+async function waitForProgress(w: AgentWorld, jobId: string) {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const job = (await w.kv.get<{ progress?: { bytesTransferred: number } }>(["jobs", jobId])).value;
+    if ((job?.progress?.bytesTransferred ?? 0) > 0) return;
+    if (Date.now() > deadline) throw new Error(`job ${jobId} reported no progress`);
+    await sleep(100);
+  }
+}
