@@ -73,18 +73,24 @@ export async function probeTarget(
     }
   }
   const endpoint = `${where.host}:${where.port}`;
+  const connecting = Deno.connect({ hostname: where.host, port: where.port });
+  let timer: ReturnType<typeof setTimeout> | undefined;
   try {
     const conn = await Promise.race([
-      Deno.connect({ hostname: where.host, port: where.port }),
-      new Promise<never>((_, reject) =>
-        setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs)
-      ),
+      connecting,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      }),
     ]);
     const latencyMs = ms();
     conn.close();
     return { reachable: true, latencyMs, error: null, endpoint };
   } catch (e) {
+    // A connection that completes after the timeout is closed at once.
+    connecting.then((c) => c.close(), () => {});
     return { reachable: false, latencyMs: null, error: errorText(e), endpoint };
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -238,6 +238,7 @@ async function backupJob(
   };
   let snapshots: SnapshotSet | null = null;
   let outcome: BackupOutcome | null = null;
+  let chainId = "";
   let failure: JobFailure | null = null;
   const warnings: Array<{ reason: string; message: string }> = [];
   if (missing.length > 0) {
@@ -306,7 +307,7 @@ async function backupJob(
         onProgress: (m) => handle.progress(m.percent, m.bytes, m.message),
       });
       outcome = result as BackupOutcome;
-      const chainId = outcome.kind === "incremental" && previous && previous.snapshotId === outcome.parentId
+      chainId = outcome.kind === "incremental" && previous && previous.snapshotId === outcome.parentId
         ? previous.chainId
         : outcome.snapshotId;
       await ctx.state.recordSnapshot({
@@ -320,7 +321,6 @@ async function backupJob(
         files: outcome.files,
         totalBytes: outcome.totalBytes,
       });
-      (outcome as BackupOutcome & { chainId: string }).chainId = chainId;
     }
   } catch (e) {
     failure = describeFailure(e);
@@ -366,7 +366,6 @@ async function backupJob(
     warnings.unshift({ reason: "PARTIAL_FILES", message: summary(outcome.errors, "path was not backed up") });
   }
   const listed = listErrors(outcome.errors);
-  const chainId = (outcome as BackupOutcome & { chainId: string }).chainId;
   const endedAt = new Date();
   return {
     status: warnings.length > 0 ? "warning" : "success",

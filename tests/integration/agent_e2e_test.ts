@@ -208,7 +208,20 @@ Deno.test({
   assert.match(messages, /small\.txt: .*exists/);
   assert.match(messages, /missing\.txt: not in this restore point/);
   assert.equal(await Deno.readTextFile(`${restoreDir}${src}/small.txt`), "local edit");
-  assert.doesNotMatch(agent.output.join(""), /dataKey|idKey/);
+
+  // No key appears in the agent's output, the control plane's log or the agent's data folder.
+  const keys = byRecovery.namespace(host.id).keys;
+  const needles = [keys.dataKey, keys.idKey].flatMap((k) => [
+    k.toBase64(),
+    k.toBase64({ omitPadding: true }),
+    k.toBase64({ alphabet: "base64url", omitPadding: true }),
+    Array.from(k, (b) => b.toString(16).padStart(2, "0")).join(""),
+  ]);
+  const haystacks = [agent.output.join(""), w.logs.join("\n")];
+  for await (const e of Deno.readDir(agentDir)) {
+    if (e.isFile) haystacks.push(await Deno.readTextFile(`${agentDir}/${e.name}`));
+  }
+  for (const hay of haystacks) for (const n of needles) assert.ok(!hay.includes(n), "a namespace key leaked");
 });
 
 Deno.test({
