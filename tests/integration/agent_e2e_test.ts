@@ -17,6 +17,7 @@ import { cancelJob } from "../../domain/jobs.ts";
 import { type RestorePoint, restorePointKey, type Run, runKey } from "../../domain/runs.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { assertSameTree } from "../engine/tree_fixture.ts";
+import { REPO_ROOT } from "../helpers.ts";
 import { type AgentWorld, agentWorld } from "./agent_world.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -240,7 +241,7 @@ Deno.test({
     (_, i) => `${src}/many/file-${String(i).padStart(4, "0")}-${"x".repeat(40)}.txt`,
   );
   for (const [i, f] of many.entries()) await Deno.writeFile(f, text(`file ${i}\n`));
-  const policy = await createPolicy(w, "files");
+  const policy = await createPolicy(w, "files", { prePatchBackup: true });
   const agentDir = `${w.tmp}/agent`;
   const missing = `${w.tmp}/not-there`;
   const agent = w.startAgent(agentDir, ["--include-root", src, "--include-root", missing]);
@@ -282,6 +283,33 @@ Deno.test({
   assert.equal(done.status, "success", `${JSON.stringify(done)}\n${agent.output.join("")}`);
   assert.equal(done.result.files, 300);
   await assertSameTree(`${src}/many`, `${restoreDir}${src}/many`);
+
+  // `agent pre-patch --wait`: asks for the pre-patch backup (signed with the agent's key, no secret) and
+  // waits until the running agent has made it.
+  const prePatch = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      `--config=${REPO_ROOT}deno.json`,
+      `${REPO_ROOT}engine/agent/main.ts`,
+      "pre-patch",
+      "--control-plane",
+      w.baseUrl,
+      "--data",
+      agentDir,
+      "--reason",
+      "kernel update",
+      "--wait",
+      "--timeout",
+      "60",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const said = new TextDecoder().decode(prePatch.stdout) + new TextDecoder().decode(prePatch.stderr);
+  assert.equal(prePatch.code, 0, said);
+  assert.match(said, /Pre-patch backups queued: policy .* \(job [0-9A-Z]{26}\)/);
+  assert.match(said, /job [0-9A-Z]{26}: warning/); // the missing root still warns
 });
 
 Deno.test({
