@@ -317,6 +317,12 @@ export interface DeliveredKeys {
   dataKey: Uint8Array;
   idKey: Uint8Array;
   recovery: RecoveryWrapped | null;
+  /**
+   * The account's recovery public key (SPKI PEM; null before an administrator created it): an agent that
+   * creates the repository writes the key object wrapping these keys for it (`recoveryKeyObject`), bound to
+   * the repository's config, so the recovery key opens every repository without the control plane.
+   */
+  recoveryPublicKey: string | null;
 }
 
 /** The actor a principal acts as in audit entries. */
@@ -423,6 +429,7 @@ export async function deliverJobKeys(
       recovery: recoveryKey
         ? await sealKeysForRecovery(recoveryKey, scope.repository.path, scope.namespace, keys)
         : null,
+      recoveryPublicKey: recoveryKey?.publicPem ?? null,
     };
   }
   throw new ConflictError("The job changed repeatedly while its keys were requested; retry");

@@ -299,6 +299,8 @@ function backupPayload(
       maxTransferMbps: policy.maxTransferMbps,
       schedule: policy.throttleSchedule,
       ioPriority: policy.ioPriority,
+      /** The time zone the throttle schedule is read in (the policy's). */
+      timeZone: policy.timeZone ?? "UTC",
     },
     vssEnabled: policy.vssEnabled,
     verify: { afterBackup: policy.verifyAfterBackup, sampleCount: policy.verifySampleCount },

@@ -536,6 +536,10 @@ const JobKeys = z.object({
     description:
       "The same keys sealed for the account's recovery public key (base64 parts), for the BES to write into the repository's keys/; null before an administrator created the recovery key",
   }),
+  recoveryPublicKey: z.string().nullable().openapi({
+    description:
+      "The account's recovery public key (SPKI PEM), null before an administrator created it: the engine writes the key object wrapping these keys for it into the repository's keys/ (repository-format.md, Keys)",
+  }),
 }).openapi("JobKeys");
 
 for (const kind of ["bes", "agent"] as const) {
@@ -637,6 +641,7 @@ for (const kind of ["bes", "agent"] as const) {
           nonce: b64(keys.recovery.nonce),
           ciphertext: b64(keys.recovery.ciphertext),
         },
+        recoveryPublicKey: keys.recoveryPublicKey,
       };
       keys.dataKey.fill(0);
       keys.idKey.fill(0);

@@ -13,7 +13,10 @@
  * - committing a snapshot (writing `snapshots/<id>`) is refused while a blob its clear reference list
  *   names is missing from the namespace's index or lies in a condemned or missing pack;
  * - the BES holds the writer lock on behalf of a write token's job (writer_locks.ts): taken before its
- *   first write lands, refreshed while its requests arrive, released when its snapshot is committed.
+ *   first write lands, refreshed while its requests arrive, released when its snapshot is committed;
+ * - a write token may create the repository (`init`: its `config`, only when it has none) and add key
+ *   objects of its own namespace (`keys/<namespace>/<id>`), never replacing one — the agent's first backup
+ *   creates the repository and writes the copy of its keys wrapped for the account's recovery key.
  */
 import type nodeCrypto from "node:crypto";
 import { Hono } from "hono";
@@ -26,7 +29,15 @@ import {
   validateObjectName,
 } from "../repo/backend.ts";
 import { sha256Hex } from "../repo/chunk_id.ts";
-import { IntegrityError, MissingObjectError, RepoError } from "../repo/errors.ts";
+import { CONFIG_OBJECT, parseConfigBytes } from "../repo/config.ts";
+import {
+  FormatVersionError,
+  IntegrityError,
+  MissingObjectError,
+  RepoConfigError,
+  RepoError,
+} from "../repo/errors.ts";
+import { parseKeyObject } from "../repo/keys.ts";
 import { CONDEMNED_PREFIX } from "../repo/gc.ts";
 import { decodeIndexSegment } from "../repo/index.ts";
 import { parseLock } from "../repo/lock.ts";
@@ -40,6 +51,7 @@ import {
   type DataApiErrorBody,
   type DataApiErrorCode,
   EXISTS_BATCH_MAX,
+  INIT_PATH,
   LIST_PAGE_MAX,
   type ListPage,
   OBJECTS_PATH,
@@ -98,6 +110,8 @@ interface RequestScope {
   scope: RepositoryScope;
   /** The job's writer lock key. */
   lockKey: string;
+  /** Names the token's repository (target, path, generation). */
+  repoKey: string;
 }
 
 type Env = { Variables: { req: RequestScope } };
@@ -111,6 +125,7 @@ type ObjectName =
   | { kind: "snapshot"; id: string }
   | { kind: "condemned"; id: string }
   | { kind: "lock" }
+  | { kind: "key"; namespace: string }
   | { kind: "other" };
 
 const HEX64 = /^[0-9a-f]{64}$/;
@@ -129,6 +144,7 @@ function classify(name: string): ObjectName {
     if (kind) return { kind, id: parts[1] };
   }
   if (parts.length === 2 && parts[0] === "locks") return { kind: "lock" };
+  if (parts.length === 3 && parts[0] === "keys") return { kind: "key", namespace: parts[1] };
   return { kind: "other" };
 }
 
@@ -231,6 +247,21 @@ export function createDataApi(options: DataApiOptions): DataApi {
   const publicKey = () =>
     typeof options.tokenPublicKey === "function" ? options.tokenPublicKey() : options.tokenPublicKey;
   const log = options.log ?? ((m: string) => console.error(m));
+  /**
+   * Check-then-write steps that must not interleave within one repository (creating its config, adding a
+   * key object): a storage backend has no put-if-absent, and this BES is the only writer of a target's
+   * config and keys through the API, so one queue per repository makes them atomic.
+   */
+  const queues = new Map<string, Promise<unknown>>();
+  const exclusive = <T>(repoKey: string, fn: () => Promise<T>): Promise<T> => {
+    const run = (queues.get(repoKey) ?? Promise.resolve()).catch(() => {}).then(fn);
+    const tail = run.catch(() => {});
+    queues.set(repoKey, tail);
+    tail.then(() => {
+      if (queues.get(repoKey) === tail) queues.delete(repoKey);
+    });
+    return run;
+  };
 
   const app = new Hono<Env>();
 
@@ -295,7 +326,7 @@ export function createDataApi(options: DataApiOptions): DataApi {
       scopes.set(repoKey, entry = { backend, scope: new RepositoryScope(backend) });
     }
     const lockKey = JSON.stringify([claims.job, repo.target, repo.path, repo.generation, claims.namespace]);
-    c.set("req", { claims, backend, scope: entry.scope, lockKey });
+    c.set("req", { claims, backend, scope: entry.scope, lockKey, repoKey });
     await locks.touch(lockKey);
     await next();
   });
@@ -544,12 +575,33 @@ export function createDataApi(options: DataApiOptions): DataApi {
         await locks.acquire(r.lockKey, r.backend, { ...holder, parent: info.parent });
         return c.json({ name, held: true }, 201);
       }
+      case "key": {
+        // Add-only: a key object of the token's own namespace, checked to be one, never replacing another.
+        if (o.namespace !== ns) {
+          await c.req.raw.body?.cancel().catch(() => {});
+          throw new DataApiError(403, "forbidden", `A data token adds key objects of its own namespace only`);
+        }
+        const body = await readBody(c.req.raw, limits.key, name);
+        try {
+          parseKeyObject(name, body);
+        } catch (e) {
+          if (e instanceof IntegrityError) throw new DataApiError(422, "invalid", e.message);
+          throw e;
+        }
+        const existed = await exclusive(r.repoKey, async () => {
+          if (await r.backend.exists(name)) return true;
+          await r.backend.put(name, body);
+          return false;
+        });
+        return c.json({ name, size: body.length, existed }, existed ? 200 : 201);
+      }
       default:
         await c.req.raw.body?.cancel().catch(() => {});
         throw new DataApiError(
           403,
           "forbidden",
-          `A data token cannot write ${name}: it adds packs, index and reference segments and snapshots only`,
+          `A data token cannot write ${name}: it adds packs, index and reference segments, snapshots and ` +
+            `key objects of its namespace only (a config through ${INIT_PATH})`,
         );
     }
   });
@@ -641,6 +693,34 @@ export function createDataApi(options: DataApiOptions): DataApi {
     }
     await locks.release(r.lockKey);
     return c.body(null, 204);
+  });
+
+  app.post(INIT_PATH, async (c) => {
+    const r = c.get("req");
+    requireWrite(r);
+    const body = await readBody(c.req.raw, limits.config, "a repository config");
+    try {
+      parseConfigBytes(body, "The config sent");
+    } catch (e) {
+      if (e instanceof RepoConfigError || e instanceof FormatVersionError) {
+        throw new DataApiError(422, "invalid", e.message);
+      }
+      throw e;
+    }
+    // Put-if-absent: an existing config is never replaced (the writer then opens the repository with the
+    // settings it expects, and a mismatch is refused there).
+    const { created, stored } = await exclusive(r.repoKey, async () => {
+      try {
+        return { created: false, stored: await r.backend.get(CONFIG_OBJECT) };
+      } catch (e) {
+        if (!(e instanceof MissingObjectError)) throw e;
+      }
+      await r.backend.put(CONFIG_OBJECT, body);
+      return { created: true, stored: body as Uint8Array };
+    });
+    return c.body(stored as Uint8Array<ArrayBuffer>, created ? 201 : 200, {
+      "content-type": "application/json",
+    });
   });
 
   app.post(CHUNKS_EXIST_PATH, async (c) => {

@@ -48,7 +48,15 @@ export class EngineClient {
   /** Enrolls an agent with an org secret, signed by the key it enrolls. Pass `keys` to enroll again. */
   async enrollAgent(
     secret: string,
-    details: { hostname: string; ipAddress: string; os?: string; relay?: boolean; version?: string },
+    details: {
+      hostname: string;
+      ipAddress: string;
+      os?: string;
+      relay?: boolean;
+      version?: string;
+      /** What the agent backs up when a policy names no include paths (sent only when given). */
+      defaultRoots?: string[];
+    },
     keys?: { privateKey: PrivateKey; publicKey: string },
   ): Promise<{ identity: EngineIdentity; response: Response; body: Record<string, unknown> }> {
     const pair = keys ?? generateKeyPair();
@@ -59,6 +67,7 @@ export class EngineClient {
       publicKey: pair.publicKey,
       version: details.version ?? "1.0.0",
       relay: details.relay ?? false,
+      ...(details.defaultRoots ? { defaultRoots: details.defaultRoots } : {}),
     });
     const body = await response.json();
     return { identity: { kind: "agent", id: body.id, ...pair }, response, body };

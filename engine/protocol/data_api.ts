@@ -11,6 +11,11 @@ export const DATA_API_BASE = "/api/data/v1";
 export const OBJECTS_PATH = `${DATA_API_BASE}/objects`;
 /** `POST {"ids": [...]}`: which of these chunk ids the token's namespace holds in a live pack. */
 export const CHUNKS_EXIST_PATH = `${DATA_API_BASE}/chunks/exists`;
+/**
+ * `POST <config bytes>` (write token): creates the repository's `config` with these bytes only if it has
+ * none (put-if-absent); answers the stored config's bytes — 201 when created, 200 when one existed.
+ */
+export const INIT_PATH = `${DATA_API_BASE}/init`;
 
 /** Most objects in one page of a listing (and the default). */
 export const LIST_PAGE_MAX = 1000;
@@ -26,6 +31,10 @@ export const BODY_LIMITS = {
   snapshot: 16 * 1024 * 1024,
   lock: 64 * 1024,
   json: 1024 * 1024,
+  /** A repository config sent to `INIT_PATH`. */
+  config: 64 * 1024,
+  /** A key object (`keys/<namespace>/<id>`). */
+  key: 64 * 1024,
 } as const;
 
 /** Error codes of the data API (`{"error": {"code", "message"}}`). */

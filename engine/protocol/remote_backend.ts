@@ -21,6 +21,7 @@ import {
   CHUNKS_EXIST_PATH,
   type DataApiErrorBody,
   EXISTS_BATCH_MAX,
+  INIT_PATH,
   type ListPage,
   objectPath,
   OBJECTS_PATH,
@@ -277,6 +278,37 @@ export class RemoteBackend implements Backend {
       for (const id of body.existing ?? []) out.add(id);
     }
     return out;
+  }
+
+  /**
+   * Creates the repository with `config` (its bytes, `encodeConfig`) unless it has a config already: the
+   * BES stores it only if none exists. Returns the config the repository has now — `created` false when
+   * another was there (open the repository with the settings expected, so a mismatch is refused).
+   */
+  async initRepository(config: Uint8Array): Promise<{ created: boolean; config: Uint8Array }> {
+    const what = "create the repository config";
+    const res = await this.#request("POST", INIT_PATH, "config", what, {
+      body: config,
+      headers: { "content-type": "application/json" },
+    });
+    if (!res.ok) await this.#fail(what, "config", res);
+    return { created: res.status === 201, config: new Uint8Array(await res.arrayBuffer()) };
+  }
+
+  /**
+   * Adds key object `name` (`keys/<the token's namespace>/<id>`), add-only: an object already stored under
+   * that name is kept as it is (`existed` true) and these bytes are not written.
+   */
+  async addKeyObject(name: string, bytes: Uint8Array): Promise<{ existed: boolean }> {
+    validateObjectName(name);
+    const what = `add key object ${name}`;
+    const res = await this.#request("PUT", objectPath(name), name, what, {
+      body: bytes,
+      headers: { "content-type": "application/json" },
+    });
+    if (!res.ok) await this.#fail(what, name, res);
+    await res.body?.cancel();
+    return { existed: res.status === 200 };
   }
 
   /** Closes the HTTP client built from `caCert` (not one given in the options). */

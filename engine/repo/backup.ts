@@ -59,6 +59,8 @@ export interface BackupOptions {
   concurrency?: number;
   /** Limit on bytes read per second (null: none). */
   limitBytesPerSecond?: number | null;
+  /** A throttle to use instead of one of `limitBytesPerSecond` (e.g. one that applies on a schedule). */
+  throttle?: Throttle;
   progress?: (p: Progress) => void;
   fs?: FileSystem;
   /** The clock of the snapshot's times. */
@@ -81,6 +83,8 @@ export interface BackupResult {
   bytesStored: number;
   durationMs: number;
   errors: EntryError[];
+  /** Size of every file in the snapshot, read or reused (what it protects). */
+  totalBytes?: number;
 }
 
 /** An error of reading a source file (as opposed to storing it). */
@@ -109,6 +113,7 @@ class BackupRun {
   files = 0;
   dirs = 0;
   reusedFiles = 0;
+  totalBytes = 0;
   bytesRead = 0;
   bytesNew = 0;
   bytesStored = 0;
@@ -130,7 +135,7 @@ class BackupRun {
     readonly parent: Snapshot | null,
   ) {
     this.excluded = compileExcludes(options.excludePaths, options.excludePatterns);
-    this.throttle = createThrottle(options.limitBytesPerSecond);
+    this.throttle = options.throttle ?? createThrottle(options.limitBytesPerSecond);
     this.fs = options.fs ?? denoFileSystem;
     this.concurrency = Math.max(1, options.concurrency ?? 8);
   }
@@ -228,6 +233,7 @@ class BackupRun {
       for (const id of prev.content!) this.refs.add(id);
       this.files++;
       this.reusedFiles++;
+      this.totalBytes += info.size;
       return { ...reuse, content: prev.content };
     }
     while (this.#readers >= FILES_READ_AT_ONCE) await new Promise<void>((r) => this.#readerQueue.push(r));
@@ -285,6 +291,7 @@ class BackupRun {
     }
     const content = await Promise.all(pending);
     this.files++;
+    this.totalBytes += size;
     return { ...reuse, size, content };
   }
 
@@ -532,5 +539,11 @@ async function backupLocked(
     errors: run.errors,
     chainSalt: salt ? toHex(salt) : null,
   }, run.refs);
-  return { snapshotId, ...stats, reusedFiles: run.reusedFiles, errors: run.errors };
+  return {
+    snapshotId,
+    ...stats,
+    reusedFiles: run.reusedFiles,
+    errors: run.errors,
+    totalBytes: run.totalBytes,
+  };
 }

@@ -85,6 +85,36 @@ function validateConfig(c: RepoConfig): void {
   }
 }
 
+/**
+ * Parses config bytes that are about to be stored (the data API's `init`): UTF-8 JSON of a config of this
+ * format and a version this program reads, every field valid. Throws `RepoConfigError` naming the problem,
+ * `FormatVersionError` for a newer version.
+ */
+export function parseConfigBytes(bytes: Uint8Array, location = "the config given"): RepoConfig {
+  let raw: Record<string, unknown>;
+  try {
+    raw = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  } catch {
+    throw new RepoConfigError(`${location} is not JSON`);
+  }
+  if (typeof raw !== "object" || raw === null || raw.format !== REPO_FORMAT_NAME) {
+    throw new RepoConfigError(`${location}: format is not "${REPO_FORMAT_NAME}"`);
+  }
+  if (typeof raw.version !== "number" || !Number.isInteger(raw.version) || raw.version < 1) {
+    throw new RepoConfigError(`${location} has an invalid version`);
+  }
+  if (raw.version > REPO_FORMAT_VERSION) {
+    throw new FormatVersionError(location, raw.version, REPO_FORMAT_VERSION);
+  }
+  const config = raw as unknown as RepoConfig;
+  try {
+    validateConfig(config);
+  } catch (e) {
+    throw new RepoConfigError(`${location} is invalid: ${(e as Error).message}`);
+  }
+  return config;
+}
+
 /** The config bytes as stored. */
 export function encodeConfig(config: RepoConfig): Uint8Array<ArrayBuffer> {
   return new TextEncoder().encode(JSON.stringify(config, null, 2) + "\n");

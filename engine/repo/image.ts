@@ -37,6 +37,8 @@ export interface ImageBackupOptions {
   concurrency?: number;
   /** Limit on bytes read per second (null: none). */
   limitBytesPerSecond?: number | null;
+  /** A throttle to use instead of one of `limitBytesPerSecond` (e.g. one that applies on a schedule). */
+  throttle?: Throttle;
   progress?: (p: Progress) => void;
   /** The clock of the snapshot's times. */
   now?: () => Date;
@@ -322,7 +324,7 @@ async function backupImageLocked(
     salt = parent?.chainSalt ? fromHex(parent.chainSalt) : crypto.getRandomValues(new Uint8Array(32));
   }
   const chunkSize = ns.repo.config.imageChunkSize;
-  const throttle = createThrottle(options.limitBytesPerSecond);
+  const throttle = options.throttle ?? createThrottle(options.limitBytesPerSecond);
   let run: ImageRun;
   let tree: BlobId;
   let image: ImageInfo;

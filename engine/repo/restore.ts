@@ -31,8 +31,13 @@ export interface RestoreOptions {
   target: string;
   /** Absolute paths inside the snapshot to restore (default: everything). */
   include?: string[];
-  /** Replace existing files; without it a non-empty target is refused. */
+  /** Replace existing files; without it a non-empty target is refused (unless `mergeIntoTarget`). */
   overwrite?: boolean;
+  /**
+   * Restore into a target folder that is not empty: folders are merged, and without `overwrite` every file
+   * or link that already exists is left as it is and listed in `errors`.
+   */
+  mergeIntoTarget?: boolean;
   /** Restore owners (default: when running as root). */
   owners?: boolean;
   limitBytesPerSecond?: number | null;
@@ -272,7 +277,7 @@ async function restoreHere(
   try {
     const info = await Deno.stat(target);
     if (!info.isDirectory) throw new RepoError(`Restore target ${target} is not a folder`);
-    if (!options.overwrite) {
+    if (!options.overwrite && !options.mergeIntoTarget) {
       for await (const _ of Deno.readDir(target)) {
         throw new RepoError(
           `Restore target ${target} is not empty; restore into an empty folder or overwrite`,

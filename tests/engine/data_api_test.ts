@@ -226,8 +226,9 @@ Deno.test("data API: a read token cannot write, and no token deletes or overwrit
       name,
     );
   }
-  // Overwrites: other bytes under an existing name do not hash to it; config, keys and condemnation markers
-  // are never written by a token.
+  // Overwrites: other bytes under an existing name do not hash to it; config and condemnation markers are
+  // never written by a token; a key object must be one (and one already stored is never replaced:
+  // data_api_init_test.ts).
   const other = deterministicBytes("other", 1000);
   for (const name of [pack, `snapshots/${a.snapshotId}`, (await names(bes.storage, "refs/"))[0]]) {
     await assert.rejects(
@@ -236,13 +237,19 @@ Deno.test("data API: a read token cannot write, and no token deletes or overwrit
       name,
     );
   }
-  for (const name of ["config", (await names(bes.storage, "keys/"))[0], `condemned/${pack.slice(8)}`]) {
+  for (const name of ["config", `condemned/${pack.slice(8)}`]) {
     await assert.rejects(
       () => writer.put(name, other),
       (e: DataApiRequestError) => e.status === 403 && e.code === "forbidden",
       name,
     );
   }
+  const keyName = (await names(bes.storage, "keys/"))[0];
+  await assert.rejects(
+    () => writer.put(keyName, other),
+    (e: DataApiRequestError) => e.status === 422 && e.code === "invalid",
+    keyName,
+  );
   // Nothing changed behind the API.
   for (const [name, bytes] of before) assert.deepEqual(await bes.storage.get(name), bytes, name);
   assert.deepEqual(await names(bes.storage, "condemned/"), []);
