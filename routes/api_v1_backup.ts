@@ -128,7 +128,7 @@ apiV1Backup.openapi(
     middleware: [requires("backup.manage")] as const,
     request: {
       params: EngineId,
-      body: { content: { "application/json": { schema: EngineUpdate } }, required: true },
+      ...jsonBody(EngineUpdate, { name: "bes-london-1", pxeEnabled: true, pxeNetwork: "10.20.0.0/24" }),
     },
     responses: { 200: ok("Updated", EngineSchema), 422: err("Invalid"), ...common },
   }),
@@ -247,7 +247,13 @@ apiV1Backup.openapi(
     middleware: [requires("backup.manage")] as const,
     request: {
       params: TargetId,
-      body: { content: { "application/json": { schema: TargetUpdateInput } }, required: true },
+      ...jsonBody(TargetUpdateInput, {
+        name: "Primary NAS",
+        type: "nfs",
+        config: { server: "10.0.0.20", exportPath: "/export/backups", mountOptions: "vers=4.1,hard" },
+        alertThreshold: 80,
+        criticalThreshold: 95,
+      }),
     },
     responses: { 200: ok("Updated", StorageTargetSchema), 422: err("Invalid"), ...common },
   }),

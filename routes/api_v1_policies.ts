@@ -162,7 +162,7 @@ apiV1Policies.openapi(
     middleware: [requires("backup.manage")] as const,
     request: {
       params: PolicyId,
-      body: { content: { "application/json": { schema: PolicyUpdateInput } }, required: true },
+      ...jsonBody(PolicyUpdateInput, { ...POLICY_EXAMPLE, besId: undefined, retentionDaily: 14 }),
     },
     responses: {
       200: ok("Updated", PolicySchema),
@@ -237,12 +237,13 @@ apiV1Policies.openapi(
     path: "/api/v1/policies/{policyId}/retention-preview",
     operationId: "previewPolicyRetention",
     summary:
-      "Which restore points retention counts would keep and expire per protected object, and the bytes freed",
+      "Which restore points retention counts would keep and expire per protected object, and the bytes freed (a count not given is the policy's)",
     tags: ["Policies"],
     middleware: [requires("backup.view")] as const,
     request: {
       params: PolicyId,
-      query: RetentionCountsQuery,
+      // As on the policy page: a count not given is the policy's own.
+      query: RetentionCountsQuery.partial(),
     },
     responses: {
       200: ok(
@@ -268,7 +269,10 @@ apiV1Policies.openapi(
   async (c) => {
     const { kv } = c.get("deps");
     const p = await requirePolicy(kv, c.get("actor")!, c.req.valid("param").policyId);
-    return c.json({ objects: await previewPolicyRetention(kv, p, c.req.valid("query")) }, 200);
+    const current = { daily: p.retentionDaily, weekly: p.retentionWeekly, monthly: p.retentionMonthly };
+    const asked = Object.fromEntries(Object.entries(c.req.valid("query")).filter(([, v]) => v !== undefined));
+    const counts = RetentionCountsQuery.parse({ ...current, ...asked });
+    return c.json({ objects: await previewPolicyRetention(kv, p, counts) }, 200);
   },
 );
 

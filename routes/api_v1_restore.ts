@@ -132,7 +132,7 @@ apiV1Restore.openapi(
       'Expire an archived restore point (kept since its host was decommissioned): confirm with {"confirm": true}; the BES prunes its data',
     tags: ["Restore"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: PointParam, ...jsonBody(ExpireArchivedInput) },
+    request: { params: PointParam, ...jsonBody(ExpireArchivedInput, { confirm: true }) },
     responses: {
       200: ok("The restore point, now expired", RestorePointSchema),
       401: err("Not signed in or bad token"),
