@@ -358,6 +358,29 @@ Deno.test("PATCH a policy: an unknown field, a bad value, another BES and a fore
   assert.deepEqual(await f.snapshot(), before);
 });
 
+Deno.test("PATCH a policy: two racing PATCHes of different fields both land, each with its audit entry (30 rounds)", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using f = await fixture(kv);
+  const path = `/api/v1/policies/${f.policy.id}`;
+  const rounds = 30;
+  for (let round = 1; round <= rounds; round++) {
+    const name = `nightly files r${round}`;
+    const excludePatterns = [`*.r${round}`, "*.tmp"];
+    // Both requests are in flight together: each reads the policy before the other commits (or retries).
+    const [renamed, excluded] = await Promise.all([
+      f.api("operator", path, { method: "PATCH", body: { name } }),
+      f.api("admin", path, { method: "PATCH", body: { excludePatterns } }),
+    ]);
+    assert.equal(renamed.status, 200, JSON.stringify(renamed.body));
+    assert.equal(excluded.status, 200, JSON.stringify(excluded.body));
+    const p = (await getPolicy(kv, f.policy.id))!;
+    assert.equal(p.name, name, `round ${round}: the rename landed`);
+    assert.deepEqual(p.excludePatterns, excludePatterns, `round ${round}: the exclusions landed`);
+  }
+  const updates = (await auditEntries(kv, f.a.account.id)).filter((e) => e.action === "policy.update");
+  assert.equal(updates.length, 2 * rounds, "one audit entry per PATCH");
+});
+
 Deno.test("PATCH a policy: a viewer is 403, an admin of another org or account 404", async () => {
   using kv = await Deno.openKv(":memory:");
   await using f = await fixture(kv);
