@@ -1,9 +1,9 @@
 /** `/api/v1` JSON routes of the backup areas: engines, storage targets, capacity, alerts, account secret. */
 import { createRoute, z } from "@hono/zod-openapi";
-import { acknowledgeAlert, AlertFilter, listAlerts } from "../domain/alerts.ts";
+import { acknowledgeAlert, AlertQuery, listAlerts } from "../domain/alerts.ts";
 import {
   deleteEngine,
-  EngineFilter,
+  EngineQuery,
   EngineUpdate,
   listEngineMetrics,
   listEngines,
@@ -21,6 +21,7 @@ import {
   requireTarget,
   TargetCreateInput,
   TargetFilter,
+  TargetQuery,
   TargetUpdateInput,
   toPublicTarget,
   updateTarget,
@@ -41,31 +42,6 @@ const EngineId = z.object({ engineId: z.string().min(1).max(40) });
 const TargetId = z.object({ targetId: z.string().min(1).max(40) });
 const AlertId = z.object({ alertId: z.string().min(1).max(40) });
 
-/** Query schemas for the API: lists accept the same filters as the pages. */
-const EngineQuery = z.object({
-  q: z.string().max(200).optional(),
-  orgId: z.string().max(40).optional(),
-  status: z.string().max(20).optional(),
-  sort: z.string().max(30).optional(),
-  offset: z.string().max(10).optional(),
-  limit: z.string().max(5).optional(),
-});
-const TargetQuery = z.object({
-  q: z.string().max(200).optional(),
-  besId: z.string().max(40).optional(),
-  type: z.string().max(20).optional(),
-  health: z.string().max(20).optional(),
-  sort: z.string().max(30).optional(),
-  offset: z.string().max(10).optional(),
-  limit: z.string().max(5).optional(),
-});
-const AlertQuery = z.object({
-  status: z.string().max(20).optional(),
-  severity: z.string().max(20).optional(),
-  cursor: z.string().max(500).optional(),
-  limit: z.string().max(5).optional(),
-});
-
 export const apiV1Backup = apiRouter();
 
 apiV1Backup.openapi(
@@ -85,7 +61,7 @@ apiV1Backup.openapi(
     },
   }),
   async (c) => {
-    const filter = EngineFilter.parse(c.req.valid("query"));
+    const filter = c.req.valid("query");
     const { values, total } = await listEngines(c.get("deps").kv, c.get("actor")!, filter);
     const next = filter.offset + filter.limit;
     return c.json({ values, total, cursor: next < total ? String(next) : "" }, 200);
@@ -180,7 +156,7 @@ apiV1Backup.openapi(
     },
   }),
   async (c) => {
-    const filter = TargetFilter.parse(c.req.valid("query"));
+    const filter = c.req.valid("query");
     const { values, total } = await listTargets(c.get("deps").kv, c.get("actor")!, filter);
     const next = filter.offset + filter.limit;
     return c.json(
@@ -433,6 +409,7 @@ apiV1Backup.openapi(
             fullSoon: z.boolean(),
             lastReportAt: z.string().nullable(),
           })),
+          cursor: z.string().describe("Always empty: the ten fullest targets are the whole answer"),
         }),
       ),
       401: common[401],
@@ -445,7 +422,7 @@ apiV1Backup.openapi(
       c.get("actor")!,
       TargetFilter.parse({ sort: "-usage", limit: 10 }),
     );
-    return c.json({ values: capacityRows(values) }, 200);
+    return c.json({ values: capacityRows(values), cursor: "" }, 200);
   },
 );
 
@@ -467,7 +444,7 @@ apiV1Backup.openapi(
   }),
   async (c) => {
     return c.json(
-      await listAlerts(c.get("deps").kv, c.get("actor")!, AlertFilter.parse(c.req.valid("query"))),
+      await listAlerts(c.get("deps").kv, c.get("actor")!, c.req.valid("query")),
       200,
     );
   },

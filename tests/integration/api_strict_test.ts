@@ -23,6 +23,7 @@ import { createReplica } from "../../domain/replicas.ts";
 import { createScript } from "../../domain/scripts.ts";
 import { PERMISSIONS } from "../../domain/types.ts";
 import { strictInput } from "../../routes/api_strict.ts";
+import { Browser, signInAs } from "../helpers.ts";
 import { apiWorld, masterKey, system } from "./api_world.ts";
 
 const UNKNOWN = "zzTypoField";
@@ -296,4 +297,47 @@ Deno.test("strictInput keeps the schema's rules and messages and leaves forms' s
   assert.deepEqual(strictInput(Loose).parse({ a: "x", b: 1 }), { a: "x", b: 1 });
   const Leaf = z.string().max(3);
   assert.equal(strictInput(Leaf), Leaf);
+});
+
+Deno.test("list filters of engines, storage and alerts refuse a bad value (422 naming it); their pages stay lenient", async () => {
+  using world = await apiWorld();
+  for (
+    const [path, field] of [
+      ["/api/v1/engines?status=onlnie", "status"],
+      ["/api/v1/engines?sort=fullest", "sort"],
+      ["/api/v1/engines?limit=0", "limit"],
+      ["/api/v1/storage?type=nfs4", "type"],
+      ["/api/v1/storage?health=ok", "health"],
+      ["/api/v1/storage?offset=-1", "offset"],
+      ["/api/v1/alerts?severity=high", "severity"],
+      ["/api/v1/alerts?status=closed", "status"],
+    ]
+  ) {
+    const res = await world.api("admin", "GET", path);
+    assert.equal(res.status, 422, path);
+    assert.deepEqual(Object.keys(res.body.error.fields), [field], path);
+  }
+  // Good values filter (and a blank one means "any"), as on the pages.
+  const online = await world.api("admin", "GET", "/api/v1/engines?status=online&sort=-name&limit=5");
+  assert.equal(online.status, 200);
+  assert.deepEqual(online.body.values.map((e: { id: string }) => e.id), [world.engine.id]);
+  const none = await world.api("admin", "GET", "/api/v1/engines?status=offline");
+  assert.deepEqual(none.body.values, []);
+  const local = await world.api("admin", "GET", "/api/v1/storage?type=local&health=");
+  assert.deepEqual(local.body.values.map((t: { id: string }) => t.id), [world.target.id]);
+  const alerts = await world.api("admin", "GET", "/api/v1/alerts?status=open&severity=critical");
+  assert.equal(alerts.status, 200);
+  assert.deepEqual(Object.keys(alerts.body).sort(), ["cursor", "values"]);
+  // The pages read the same fields leniently: a bad value in a link falls back to its default.
+  const browser = new Browser(world.app);
+  await signInAs(browser, world.kv, world.users.admin, world.clock.now());
+  for (
+    const path of [
+      "/backup/engines?status=onlnie",
+      "/backup/storage?type=nfs4",
+      "/backup/alerts?severity=high",
+    ]
+  ) {
+    assert.equal((await browser.request(path)).status, 200, path);
+  }
 });
