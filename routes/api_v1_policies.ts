@@ -42,6 +42,9 @@ const POLICY_EXAMPLE = {
   retentionMonthly: 12,
 } satisfies z.input<typeof PolicyCreateInput>;
 
+/** The domain's PATCH fields (PolicyPatchInput), named for the document. */
+const PolicyPatchBody = z.strictObject(PolicyPatchInput.shape).openapi("PolicyPatch");
+
 export const apiV1Policies = apiRouter();
 
 apiV1Policies.openapi(
@@ -165,7 +168,7 @@ apiV1Policies.openapi(
       "the policy does not have is 422 naming it. `rpoHours: null` derives the RPO from the schedules again.",
     tags: ["Policies"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: PolicyId, ...jsonBody(PolicyPatchInput.openapi("PolicyPatch"), { enabled: false }) },
+    request: { params: PolicyId, ...jsonBody(PolicyPatchBody, { enabled: false }) },
     responses: {
       200: ok("Updated", PolicySchema),
       422: err("Invalid or unknown field (fields names each)"),
