@@ -215,13 +215,33 @@ export async function countOpenAlerts(kv: Deno.Kv, actor: Actor): Promise<number
   return total;
 }
 
+/** The filter fields of the Alerts page, once: the page reads them leniently, the API strictly. */
+const ALERT_FILTER_FIELDS = {
+  status: z.enum(["", ...ALERT_STATUSES], { error: `must be one of ${ALERT_STATUSES.join(", ")}` }),
+  severity: z.enum(["", ...ALERT_SEVERITIES], { error: `must be one of ${ALERT_SEVERITIES.join(", ")}` }),
+  limit: z.coerce.number({ error: "must be 1–200" }).int("must be 1–200").min(1, "must be 1–200")
+    .max(200, "must be 1–200"),
+};
+
+/** Filters of the alerts list; every field falls back to its default, so a raw query object parses. */
 export const AlertFilter = z.object({
-  status: z.enum(["", ...ALERT_STATUSES]).catch(""),
-  severity: z.enum(["", ...ALERT_SEVERITIES]).catch(""),
+  status: ALERT_FILTER_FIELDS.status.catch(""),
+  severity: ALERT_FILTER_FIELDS.severity.catch(""),
   cursor: CursorField,
-  limit: z.coerce.number().int().min(1).max(200).catch(50),
+  limit: ALERT_FILTER_FIELDS.limit.catch(50),
 });
 export type AlertFilter = z.infer<typeof AlertFilter>;
+
+/**
+ * The same filters as a strict query (`GET /api/v1/alerts`): a bad value is refused (422 naming it). Unlike
+ * the page, whose default is the open alerts, the API lists every status unless `status` is given.
+ */
+export const AlertQuery = z.object({
+  status: ALERT_FILTER_FIELDS.status.default(""),
+  severity: ALERT_FILTER_FIELDS.severity.default(""),
+  cursor: CursorField,
+  limit: ALERT_FILTER_FIELDS.limit.default(50),
+});
 
 /** Alerts of the actor's account newest first, filtered, within scope. Throws InvalidCursorError. */
 export async function listAlerts(kv: Deno.Kv, actor: Actor, filter: AlertFilter): Promise<Page<Alert>> {

@@ -574,15 +574,42 @@ export async function purgeEngineMetrics(kv: Deno.Kv, now: Date): Promise<number
   return removed;
 }
 
+const ENGINE_SORTS = ["name", "-name", "status", "-status", "lastHeartbeatAt", "-lastHeartbeatAt"] as const;
+
+/** The filter fields of the Engines page, once: the page reads them leniently, the API strictly. */
+const ENGINE_FILTER_FIELDS = {
+  q: z.string().trim().max(200, "must be at most 200 characters"),
+  orgId: z.string().max(40, "must be an organization id (or account)"),
+  status: z.enum(["", ...ENGINE_STATUSES], { error: `must be one of ${ENGINE_STATUSES.join(", ")}` }),
+  sort: z.enum(ENGINE_SORTS, { error: `must be one of ${ENGINE_SORTS.join(", ")}` }),
+  offset: z.coerce.number({ error: "must be a whole number, 0 or more" }).int(
+    "must be a whole number, 0 or more",
+  )
+    .min(0, "must be a whole number, 0 or more"),
+  limit: z.coerce.number({ error: "must be 1–200" }).int("must be 1–200").min(1, "must be 1–200")
+    .max(200, "must be 1–200"),
+};
+
+/** Filters of the engines list; every field falls back to its default, so a raw query object parses. */
 export const EngineFilter = z.object({
-  q: z.string().trim().max(200).catch(""),
-  orgId: z.string().max(40).catch(""),
-  status: z.enum(["", ...ENGINE_STATUSES]).catch(""),
-  sort: z.enum(["name", "-name", "status", "-status", "lastHeartbeatAt", "-lastHeartbeatAt"]).catch("name"),
-  offset: z.coerce.number().int().min(0).catch(0),
-  limit: z.coerce.number().int().min(1).max(200).catch(50),
+  q: ENGINE_FILTER_FIELDS.q.catch(""),
+  orgId: ENGINE_FILTER_FIELDS.orgId.catch(""),
+  status: ENGINE_FILTER_FIELDS.status.catch(""),
+  sort: ENGINE_FILTER_FIELDS.sort.catch("name"),
+  offset: ENGINE_FILTER_FIELDS.offset.catch(0),
+  limit: ENGINE_FILTER_FIELDS.limit.catch(50),
 });
 export type EngineFilter = z.infer<typeof EngineFilter>;
+
+/** The same filters as a strict query (`GET /api/v1/engines`): a bad value is refused (422 naming it). */
+export const EngineQuery = z.object({
+  q: ENGINE_FILTER_FIELDS.q.default(""),
+  orgId: ENGINE_FILTER_FIELDS.orgId.default(""),
+  status: ENGINE_FILTER_FIELDS.status.default(""),
+  sort: ENGINE_FILTER_FIELDS.sort.default("name"),
+  offset: ENGINE_FILTER_FIELDS.offset.default(0),
+  limit: ENGINE_FILTER_FIELDS.limit.default(50),
+});
 
 /** Engines of the actor's account in scope, filtered and sorted; `total` before paging. */
 export async function listEngines(

@@ -342,6 +342,35 @@ export type PolicyCreateInput = z.input<typeof PolicyCreateInput>;
 export const PolicyUpdateInput = PolicyFields.extend({ besId: z.string().max(40).optional() });
 export type PolicyUpdateInput = z.input<typeof PolicyUpdateInput>;
 
+/**
+ * A partial update (`PATCH`): any field of the edit, with the same rules, none required and none defaulted —
+ * a field left out keeps the stored value. An unknown field is refused (naming it), not ignored.
+ */
+export const PolicyPatchInput = z.strictObject(
+  Object.fromEntries(
+    Object.entries(PolicyUpdateInput.shape).map(([key, field]) => {
+      const schema = field as z.ZodType;
+      const bare = schema._zod.def.type === "default" ? (schema as z.ZodDefault<z.ZodType>).unwrap() : schema;
+      return [key, bare.optional()];
+    }),
+  ) as { [K in keyof typeof PolicyUpdateInput.shape]: z.ZodOptional<z.ZodType> },
+);
+export type PolicyPatchInput = Partial<PolicyUpdateInput>;
+
+/**
+ * A stored policy as an edit: every editable field it has (a field it predates takes the schema's default),
+ * and `rpoHours` null while the RPO is derived from the schedules, so it stays derived.
+ */
+export function policyAsInput(policy: Policy): PolicyUpdateInput {
+  const input: Record<string, unknown> = {};
+  for (const key of Object.keys(PolicyUpdateInput.shape)) {
+    const value = (policy as unknown as Record<string, unknown>)[key];
+    if (key !== "besId" && value !== undefined) input[key] = value;
+  }
+  if (policy.rpoDerived) input.rpoHours = null;
+  return input as PolicyUpdateInput;
+}
+
 export type Policy =
   & PolicyCore
   & Omit<z.infer<typeof PolicyFields>, "name" | "targetId" | "enabled" | "rpoHours">
@@ -543,7 +572,47 @@ export async function updatePolicy(
   input: PolicyUpdateInput,
   now: Date,
 ): Promise<Policy> {
-  const { besId, ...data } = PolicyUpdateInput.parse(input);
+  const data = PolicyUpdateInput.parse(input);
+  return await writePolicyEdit(kv, actor, id, () => data, now);
+}
+
+/**
+ * Changes only the fields `patch` names (`PATCH`): they are merged onto the policy as it is read inside the
+ * update's read-check-commit loop, so two patches of different fields that race both land (the loser of the
+ * commit reads the winner's policy and merges onto it). The merged policy is validated and saved exactly as
+ * `updatePolicy` saves an edit, with its audit entry. Throws ValidationError naming a bad or unknown field.
+ */
+export async function patchPolicy(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  patch: PolicyPatchInput,
+  now: Date,
+): Promise<Policy> {
+  const parsed = PolicyPatchInput.parse(patch) as Record<string, unknown>;
+  // Only the fields the patch names: a schema may give an absent optional field a value (null).
+  const fields = Object.fromEntries(Object.entries(parsed).filter(([key]) => Object.hasOwn(patch, key)));
+  return await writePolicyEdit(
+    kv,
+    actor,
+    id,
+    (stored) => PolicyUpdateInput.parse({ ...policyAsInput(stored), ...fields }),
+    now,
+  );
+}
+
+/**
+ * The write of an edit: reads the policy, asks `edit` for the validated fields given the policy as read (so a
+ * partial edit merges onto this very version), and commits them checked against that version — a concurrent
+ * change makes the commit fail and the loop read, merge and check again.
+ */
+async function writePolicyEdit(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  edit: (stored: Policy) => z.output<typeof PolicyUpdateInput>,
+  now: Date,
+): Promise<Policy> {
   let before: number | null = null;
   const updated = await withRetry<Policy>(async () => {
     const entry = await kv.get<Policy>(policyKey(id));
@@ -551,6 +620,7 @@ export async function updatePolicy(
     const policy = entry.value;
     if (!policy || !inScope(actor, policyScope(policy))) throw new NotFoundError(`Policy ${id} not found`);
     authorize(actor, "backup.manage", policyScope(policy));
+    const { besId, ...data } = edit(policy);
     if (besId !== undefined && besId !== policy.besId) {
       throw new ValidationError("The BES of a policy cannot change", {
         besId: "Cannot change after creation: this policy stays on its BES",

@@ -247,16 +247,46 @@ export async function listTargetIdsOfEngine(kv: Deno.Kv, besId: string): Promise
   return ids;
 }
 
+const TARGET_HEALTHS = ["unknown", "healthy", "warning", "critical"] as const;
+const TARGET_SORTS = ["name", "-name", "usage", "-usage", "health", "-health"] as const;
+
+/** The filter fields of the Storage page, once: the page reads them leniently, the API strictly. */
+const TARGET_FILTER_FIELDS = {
+  q: z.string().trim().max(200, "must be at most 200 characters"),
+  besId: z.string().max(40, "must be a BES id"),
+  type: z.enum(["", ...TARGET_TYPES], { error: `must be one of ${TARGET_TYPES.join(", ")}` }),
+  health: z.enum(["", ...TARGET_HEALTHS], { error: `must be one of ${TARGET_HEALTHS.join(", ")}` }),
+  sort: z.enum(TARGET_SORTS, { error: `must be one of ${TARGET_SORTS.join(", ")}` }),
+  offset: z.coerce.number({ error: "must be a whole number, 0 or more" }).int(
+    "must be a whole number, 0 or more",
+  )
+    .min(0, "must be a whole number, 0 or more"),
+  limit: z.coerce.number({ error: "must be 1–200" }).int("must be 1–200").min(1, "must be 1–200")
+    .max(200, "must be 1–200"),
+};
+
+/** Filters of the targets list; every field falls back to its default, so a raw query object parses. */
 export const TargetFilter = z.object({
-  q: z.string().trim().max(200).catch(""),
-  besId: z.string().max(40).catch(""),
-  type: z.enum(["", ...TARGET_TYPES]).catch(""),
-  health: z.enum(["", "unknown", "healthy", "warning", "critical"]).catch(""),
-  sort: z.enum(["name", "-name", "usage", "-usage", "health", "-health"]).catch("name"),
-  offset: z.coerce.number().int().min(0).catch(0),
-  limit: z.coerce.number().int().min(1).max(200).catch(50),
+  q: TARGET_FILTER_FIELDS.q.catch(""),
+  besId: TARGET_FILTER_FIELDS.besId.catch(""),
+  type: TARGET_FILTER_FIELDS.type.catch(""),
+  health: TARGET_FILTER_FIELDS.health.catch(""),
+  sort: TARGET_FILTER_FIELDS.sort.catch("name"),
+  offset: TARGET_FILTER_FIELDS.offset.catch(0),
+  limit: TARGET_FILTER_FIELDS.limit.catch(50),
 });
 export type TargetFilter = z.infer<typeof TargetFilter>;
+
+/** The same filters as a strict query (`GET /api/v1/storage`): a bad value is refused (422 naming it). */
+export const TargetQuery = z.object({
+  q: TARGET_FILTER_FIELDS.q.default(""),
+  besId: TARGET_FILTER_FIELDS.besId.default(""),
+  type: TARGET_FILTER_FIELDS.type.default(""),
+  health: TARGET_FILTER_FIELDS.health.default(""),
+  sort: TARGET_FILTER_FIELDS.sort.default("name"),
+  offset: TARGET_FILTER_FIELDS.offset.default(0),
+  limit: TARGET_FILTER_FIELDS.limit.default(50),
+});
 
 /** Targets in the actor's scope, filtered and sorted; `total` before paging. */
 export async function listTargets(

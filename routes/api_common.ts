@@ -2,9 +2,12 @@
  * What every `/api/v1` JSON router shares: the error shape of DESIGN.md §5 and its response helper,
  * the id schema, and a router whose failed request validation answers 422 with the field errors.
  */
-import { OpenAPIHono, z } from "@hono/zod-openapi";
+import { OpenAPIHono, type RouteConfig, z } from "@hono/zod-openapi";
+import type { MiddlewareHandler } from "hono";
+import { HttpError, ValidationError } from "../domain/errors.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors } from "./forms.ts";
+import { strictInput } from "./api_strict.ts";
 
 /** The error shape of DESIGN.md §5, used by every JSON endpoint. */
 export const ErrorBody = z.object({
@@ -41,9 +44,13 @@ export const jsonBody = <T extends z.ZodType>(schema: T, example?: z.input<T>) =
 /** A ULID, as every stored object's id. */
 export const Id = z.string().regex(/^[0-9A-Z]{26}$/, "must be an id");
 
-/** An OpenAPIHono router whose failed request validation answers 422 with the per-field messages. */
+/**
+ * An OpenAPIHono router whose failed request validation answers 422 with the per-field messages, and whose
+ * routes' queries and JSON bodies are strict (`strictInput`): a field the schema does not declare is refused,
+ * named (`"Unknown field"`), and nothing changes. The document is generated from the strict schemas too.
+ */
 export function apiRouter(): OpenAPIHono<AppEnv> {
-  return new OpenAPIHono<AppEnv>({
+  const router = new OpenAPIHono<AppEnv>({
     defaultHook: (result, c) => {
       if (!result.success) {
         return c.json({
@@ -52,4 +59,70 @@ export function apiRouter(): OpenAPIHono<AppEnv> {
       }
     },
   });
+  const declare = router.openapi;
+  router.openapi =
+    ((route, handler, hook) => declare(strictRequest(route), handler, hook)) as typeof router.openapi;
+  return router;
 }
+
+/**
+ * `route` with its query and every JSON body schema strict; the rest as declared. A route that declares no
+ * query takes none (`?orgId=…` on it is an unknown field, not a filter silently ignored), and a route that
+ * declares no body refuses a JSON object with fields (`{"hostIds": […]}` sent to a retry that takes none).
+ */
+function strictRequest<R extends RouteConfig>(route: R): R {
+  const request = route.request ?? {};
+  const content = request.body?.content;
+  const middleware = route.middleware === undefined
+    ? []
+    : Array.isArray(route.middleware)
+    ? route.middleware
+    : [route.middleware];
+  return {
+    ...route,
+    middleware: content ? route.middleware : [...middleware, refuseUndeclaredBody],
+    request: {
+      ...request,
+      query: request.query ? strictInput(request.query) : NO_QUERY,
+      ...(content
+        ? {
+          body: {
+            ...request.body,
+            content: Object.fromEntries(
+              Object.entries(content).map(([type, media]) => [
+                type,
+                media && "schema" in media && media.schema instanceof z.ZodType
+                  ? { ...media, schema: strictInput(media.schema) }
+                  : media,
+              ]),
+            ),
+          },
+        }
+        : {}),
+    },
+  };
+}
+
+/** The query of a route that takes none: every parameter is unknown. */
+const NO_QUERY = z.strictObject({});
+
+/** For routes without a body: a JSON object with fields is refused, each field named (422). */
+const refuseUndeclaredBody: MiddlewareHandler<AppEnv> = async (c, next) => {
+  if (/^application\/(.+\+)?json\b/i.test(c.req.header("content-type") ?? "")) {
+    const text = await c.req.text();
+    let body: unknown = null;
+    try {
+      body = text.trim() ? JSON.parse(text) : null;
+    } catch {
+      throw new HttpError(400, "malformed", "The body is not valid JSON");
+    }
+    const keys = body && typeof body === "object" && !Array.isArray(body) ? Object.keys(body) : [];
+    if (keys.length) {
+      throw new ValidationError(
+        `This request takes no body: ${keys.join(", ")} ${keys.length === 1 ? "is" : "are"} not understood`,
+        Object.fromEntries(keys.map((key) => [key, "Unknown field"])),
+      );
+    }
+  }
+  await next();
+};

@@ -226,7 +226,12 @@ apiV1.openapi(
     middleware: [requires("admin")] as const,
     request: {
       params: UserId,
-      body: { content: { "application/json": { schema: UserUpdateInput } }, required: true },
+      ...jsonBody(UserUpdateInput, {
+        name: "Ops (night shift)",
+        role: "viewer",
+        orgScope: ["01JC9Z8X7W6V5T4S3R2Q1P0N9M"],
+        disabled: false,
+      }),
     },
     responses: {
       200: json(UserSchema, "Updated"),
@@ -352,10 +357,7 @@ apiV1.openapi(
     summary: "Rename an organization",
     tags: ["Organizations"],
     middleware: [requires("admin")] as const,
-    request: {
-      params: OrgId,
-      body: { content: { "application/json": { schema: OrgInput } }, required: true },
-    },
+    request: { params: OrgId, ...jsonBody(OrgInput, { name: "Branch offices (EMEA)" }) },
     responses: {
       200: json(OrgSchema, "Renamed"),
       401: errors[401],

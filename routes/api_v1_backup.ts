@@ -1,9 +1,9 @@
 /** `/api/v1` JSON routes of the backup areas: engines, storage targets, capacity, alerts, account secret. */
 import { createRoute, z } from "@hono/zod-openapi";
-import { acknowledgeAlert, AlertFilter, listAlerts } from "../domain/alerts.ts";
+import { acknowledgeAlert, AlertQuery, listAlerts } from "../domain/alerts.ts";
 import {
   deleteEngine,
-  EngineFilter,
+  EngineQuery,
   EngineUpdate,
   listEngineMetrics,
   listEngines,
@@ -21,6 +21,7 @@ import {
   requireTarget,
   TargetCreateInput,
   TargetFilter,
+  TargetQuery,
   TargetUpdateInput,
   toPublicTarget,
   updateTarget,
@@ -41,31 +42,6 @@ const EngineId = z.object({ engineId: z.string().min(1).max(40) });
 const TargetId = z.object({ targetId: z.string().min(1).max(40) });
 const AlertId = z.object({ alertId: z.string().min(1).max(40) });
 
-/** Query schemas for the API: lists accept the same filters as the pages. */
-const EngineQuery = z.object({
-  q: z.string().max(200).optional(),
-  orgId: z.string().max(40).optional(),
-  status: z.string().max(20).optional(),
-  sort: z.string().max(30).optional(),
-  offset: z.string().max(10).optional(),
-  limit: z.string().max(5).optional(),
-});
-const TargetQuery = z.object({
-  q: z.string().max(200).optional(),
-  besId: z.string().max(40).optional(),
-  type: z.string().max(20).optional(),
-  health: z.string().max(20).optional(),
-  sort: z.string().max(30).optional(),
-  offset: z.string().max(10).optional(),
-  limit: z.string().max(5).optional(),
-});
-const AlertQuery = z.object({
-  status: z.string().max(20).optional(),
-  severity: z.string().max(20).optional(),
-  cursor: z.string().max(500).optional(),
-  limit: z.string().max(5).optional(),
-});
-
 export const apiV1Backup = apiRouter();
 
 apiV1Backup.openapi(
@@ -85,7 +61,7 @@ apiV1Backup.openapi(
     },
   }),
   async (c) => {
-    const filter = EngineFilter.parse(c.req.valid("query"));
+    const filter = c.req.valid("query");
     const { values, total } = await listEngines(c.get("deps").kv, c.get("actor")!, filter);
     const next = filter.offset + filter.limit;
     return c.json({ values, total, cursor: next < total ? String(next) : "" }, 200);
@@ -128,7 +104,7 @@ apiV1Backup.openapi(
     middleware: [requires("backup.manage")] as const,
     request: {
       params: EngineId,
-      body: { content: { "application/json": { schema: EngineUpdate } }, required: true },
+      ...jsonBody(EngineUpdate, { name: "bes-london-1", pxeEnabled: true, pxeNetwork: "10.20.0.0/24" }),
     },
     responses: { 200: ok("Updated", EngineSchema), 422: err("Invalid"), ...common },
   }),
@@ -180,7 +156,7 @@ apiV1Backup.openapi(
     },
   }),
   async (c) => {
-    const filter = TargetFilter.parse(c.req.valid("query"));
+    const filter = c.req.valid("query");
     const { values, total } = await listTargets(c.get("deps").kv, c.get("actor")!, filter);
     const next = filter.offset + filter.limit;
     return c.json(
@@ -247,7 +223,13 @@ apiV1Backup.openapi(
     middleware: [requires("backup.manage")] as const,
     request: {
       params: TargetId,
-      body: { content: { "application/json": { schema: TargetUpdateInput } }, required: true },
+      ...jsonBody(TargetUpdateInput, {
+        name: "Primary NAS",
+        type: "nfs",
+        config: { server: "10.0.0.20", exportPath: "/export/backups", mountOptions: "vers=4.1,hard" },
+        alertThreshold: 80,
+        criticalThreshold: 95,
+      }),
     },
     responses: { 200: ok("Updated", StorageTargetSchema), 422: err("Invalid"), ...common },
   }),
@@ -427,6 +409,7 @@ apiV1Backup.openapi(
             fullSoon: z.boolean(),
             lastReportAt: z.string().nullable(),
           })),
+          cursor: z.string().describe("Always empty: the ten fullest targets are the whole answer"),
         }),
       ),
       401: common[401],
@@ -439,7 +422,7 @@ apiV1Backup.openapi(
       c.get("actor")!,
       TargetFilter.parse({ sort: "-usage", limit: 10 }),
     );
-    return c.json({ values: capacityRows(values) }, 200);
+    return c.json({ values: capacityRows(values), cursor: "" }, 200);
   },
 );
 
@@ -461,7 +444,7 @@ apiV1Backup.openapi(
   }),
   async (c) => {
     return c.json(
-      await listAlerts(c.get("deps").kv, c.get("actor")!, AlertFilter.parse(c.req.valid("query"))),
+      await listAlerts(c.get("deps").kv, c.get("actor")!, c.req.valid("query")),
       200,
     );
   },

@@ -93,6 +93,9 @@ apiV1Dashboard.openapi(
             schema: z.object({
               name: z.enum(QUEUES),
               values: z.array(QueueRowSchema),
+              cursor: z.string().describe(
+                "Always empty: the queue's top entries (up to limit) are the answer",
+              ),
             }),
           },
         },
@@ -113,7 +116,7 @@ apiV1Dashboard.openapi(
       : name === "storage-health"
       ? (await storageHealthQueue(kv, actor)).slice(0, limit).map(toPublicTarget)
       : await verificationFailuresQueue(kv, actor, limit);
-    return c.json({ name, values }, 200);
+    return c.json({ name, values, cursor: "" }, 200);
   },
 );
 

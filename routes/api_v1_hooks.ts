@@ -155,7 +155,7 @@ apiV1Hooks.openapi(
     summary: "Replace a hook's fields (its policy never changes; omitted fields take their defaults)",
     tags: ["Hooks"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: HookId, ...jsonBody(HookFields) },
+    request: { params: HookId, ...jsonBody(HookFields, { ...EXAMPLE, timeoutSeconds: 900 }) },
     responses: {
       200: ok("Updated", HookSchema),
       ...common,

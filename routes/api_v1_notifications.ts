@@ -122,7 +122,10 @@ apiV1Notifications.openapi(
       "Update a channel (type and owner are fixed; an empty or missing webhook URL keeps the stored one)",
     tags: ["Notifications"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: ChannelId, ...jsonBody(ChannelUpdateInput) },
+    request: {
+      params: ChannelId,
+      ...jsonBody(ChannelUpdateInput, { type: "webhook", name: "Ops webhook (on-call)", rotateSecret: true }),
+    },
     responses: {
       200: ok("`channel`, and `generatedSecret` when `rotateSecret` was set", ChannelWithSecret),
       422: err("Invalid input"),
@@ -248,7 +251,16 @@ apiV1Notifications.openapi(
     summary: "Update a rule",
     tags: ["Notifications"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: RuleId, ...jsonBody(RuleInput) },
+    request: {
+      params: RuleId,
+      ...jsonBody(RuleInput, {
+        name: "Warnings to on-call",
+        minSeverity: "warning",
+        orgIds: ["01JC9Z8X7W6V5T4S3R2Q1P0N9M"],
+        events: ["opened"],
+        channelIds: ["01JC9Z8X7W6V5T4S3R2Q1P0N9M"],
+      }),
+    },
     responses: {
       200: ok("The rule", RuleSchema),
       422: err("Invalid input"),

@@ -109,7 +109,12 @@ apiV1Platforms.openapi(
     middleware: [requires("backup.manage")] as const,
     request: {
       params: PlatformId,
-      body: { content: { "application/json": { schema: PlatformUpdateInput } }, required: true },
+      ...jsonBody(PlatformUpdateInput, {
+        name: "VBR London",
+        endpointUrl: "https://vbr.acme.example:9419",
+        username: "svc-cadres",
+        syncIntervalMinutes: 30,
+      }),
     },
     responses: { 200: ok("Updated", PlatformSchema), 422: err("Invalid input"), ...common },
   }),

@@ -5,8 +5,9 @@ import {
   createPolicy,
   deletePolicy,
   listPolicies,
-  type Policy,
+  patchPolicy,
   PolicyCreateInput,
+  PolicyPatchInput,
   PolicyUpdateInput,
   requirePolicy,
   updatePolicy,
@@ -41,33 +42,8 @@ const POLICY_EXAMPLE = {
   retentionMonthly: 12,
 } satisfies z.input<typeof PolicyCreateInput>;
 
-/**
- * A partial update: any editable field of the PUT body (with the same rules), none required, no defaults
- * (an absent field keeps the stored value), and an unknown field is a 422 naming it, not a silent no-op.
- */
-const PolicyPatchInput = z.strictObject(
-  Object.fromEntries(
-    Object.entries(PolicyUpdateInput.shape).map(([key, field]) => {
-      const schema = field as z.ZodType;
-      const bare = schema._zod.def.type === "default" ? (schema as z.ZodDefault<z.ZodType>).unwrap() : schema;
-      return [key, bare.optional()];
-    }),
-  ),
-).openapi("PolicyPatch");
-
-/**
- * The stored policy as a PUT body: every editable field it has (a field it predates takes the schema's
- * default), and `rpoHours` null while the RPO is derived from the schedules, so it stays derived.
- */
-function storedAsInput(policy: Policy): Record<string, unknown> {
-  const input: Record<string, unknown> = {};
-  for (const key of Object.keys(PolicyUpdateInput.shape)) {
-    const value = (policy as unknown as Record<string, unknown>)[key];
-    if (key !== "besId" && value !== undefined) input[key] = value;
-  }
-  if (policy.rpoDerived) input.rpoHours = null;
-  return input;
-}
+/** The domain's PATCH fields (PolicyPatchInput), named for the document. */
+const PolicyPatchBody = z.strictObject(PolicyPatchInput.shape).openapi("PolicyPatch");
 
 export const apiV1Policies = apiRouter();
 
@@ -162,7 +138,7 @@ apiV1Policies.openapi(
     middleware: [requires("backup.manage")] as const,
     request: {
       params: PolicyId,
-      body: { content: { "application/json": { schema: PolicyUpdateInput } }, required: true },
+      ...jsonBody(PolicyUpdateInput, { ...POLICY_EXAMPLE, besId: undefined, retentionDaily: 14 }),
     },
     responses: {
       200: ok("Updated", PolicySchema),
@@ -192,7 +168,7 @@ apiV1Policies.openapi(
       "the policy does not have is 422 naming it. `rpoHours: null` derives the RPO from the schedules again.",
     tags: ["Policies"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: PolicyId, ...jsonBody(PolicyPatchInput, { enabled: false }) },
+    request: { params: PolicyId, ...jsonBody(PolicyPatchBody, { enabled: false }) },
     responses: {
       200: ok("Updated", PolicySchema),
       422: err("Invalid or unknown field (fields names each)"),
@@ -202,14 +178,10 @@ apiV1Policies.openapi(
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
-    const actor = c.get("actor")!;
-    const { policyId } = c.req.valid("param");
-    const stored = await requirePolicy(kv, actor, policyId);
-    // Only the fields the body names: a schema may give an absent optional field a value (null).
-    const sent = await c.req.json<Record<string, unknown>>();
-    const patch = Object.entries(c.req.valid("json")).filter(([key]) => Object.hasOwn(sent, key));
-    const input = { ...storedAsInput(stored), ...Object.fromEntries(patch) } as PolicyUpdateInput;
-    return c.json(await updatePolicy(kv, actor, policyId, input, clock()), 200);
+    // The body as sent (validated above): patchPolicy merges only the fields it names, onto the policy as
+    // read inside its atomic read-check-commit loop, so racing PATCHes of different fields both land.
+    const sent = await c.req.json<PolicyPatchInput>();
+    return c.json(await patchPolicy(kv, c.get("actor")!, c.req.valid("param").policyId, sent, clock()), 200);
   },
 );
 
@@ -237,12 +209,13 @@ apiV1Policies.openapi(
     path: "/api/v1/policies/{policyId}/retention-preview",
     operationId: "previewPolicyRetention",
     summary:
-      "Which restore points retention counts would keep and expire per protected object, and the bytes freed",
+      "Which restore points retention counts would keep and expire per protected object, and the bytes freed (a count not given is the policy's)",
     tags: ["Policies"],
     middleware: [requires("backup.view")] as const,
     request: {
       params: PolicyId,
-      query: RetentionCountsQuery,
+      // As on the policy page: a count not given is the policy's own.
+      query: RetentionCountsQuery.partial(),
     },
     responses: {
       200: ok(
@@ -268,7 +241,10 @@ apiV1Policies.openapi(
   async (c) => {
     const { kv } = c.get("deps");
     const p = await requirePolicy(kv, c.get("actor")!, c.req.valid("param").policyId);
-    return c.json({ objects: await previewPolicyRetention(kv, p, c.req.valid("query")) }, 200);
+    const current = { daily: p.retentionDaily, weekly: p.retentionWeekly, monthly: p.retentionMonthly };
+    const asked = Object.fromEntries(Object.entries(c.req.valid("query")).filter(([, v]) => v !== undefined));
+    const counts = RetentionCountsQuery.parse({ ...current, ...asked });
+    return c.json({ objects: await previewPolicyRetention(kv, p, counts) }, 200);
   },
 );
 

@@ -171,7 +171,16 @@ apiV1Replicas.openapi(
     summary: "Replace a replica rule's fields (its policy never changes; omitted fields take their defaults)",
     tags: ["Replicas"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: ReplicaId, ...jsonBody(ReplicaFields) },
+    request: {
+      params: ReplicaId,
+      ...jsonBody(ReplicaFields, {
+        targetId: "01JBQ6Z3S8V1N2M4K5P7R9T0WY",
+        kekSource: "account",
+        replicateAfterFull: true,
+        replicateAfterIncremental: false,
+        isOffsite: true,
+      }),
+    },
     responses: {
       200: ok("Updated", ReplicaRuleSchema),
       422: err("Invalid (as on create) or an unknown field"),

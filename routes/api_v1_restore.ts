@@ -5,11 +5,14 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import {
+  BmrInput,
   browse,
   chainOf,
+  FileRestoreInput,
   getBrowse,
   getRestore,
   getSearch,
+  ImageRestoreInput,
   listRestorePoints,
   listRestores,
   requestBmr,
@@ -18,6 +21,7 @@ import {
   requestSearch,
   requireRestorePoint,
   RESTORE_POINT_STATUSES,
+  SearchQuery,
   VERIFICATION_STATUSES,
 } from "../domain/restore.ts";
 import { NotFoundError } from "../domain/errors.ts";
@@ -132,7 +136,7 @@ apiV1Restore.openapi(
       'Expire an archived restore point (kept since its host was decommissioned): confirm with {"confirm": true}; the BES prunes its data',
     tags: ["Restore"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: PointParam, ...jsonBody(ExpireArchivedInput) },
+    request: { params: PointParam, ...jsonBody(ExpireArchivedInput, { confirm: true }) },
     responses: {
       200: ok("The restore point, now expired", RestorePointSchema),
       401: err("Not signed in or bad token"),
@@ -232,9 +236,7 @@ apiV1Restore.openapi(
         content: {
           "application/json": {
             schema: z.object({
-              query: z.string().max(200, "must be at most 200 characters").openapi({
-                description: "A name (substring, case-insensitive) or a glob such as *.pdf",
-              }),
+              query: SearchQuery.describe("A name (substring, case-insensitive) or a glob such as *.pdf"),
             }),
             example: { query: "*.pdf" },
           },
@@ -329,13 +331,8 @@ apiV1Restore.openapi(
       body: {
         content: {
           "application/json": {
-            schema: z.object({
-              restorePointId: z.string(),
-              paths: z.array(z.string()),
-              targetHostId: z.string().optional(),
-              targetPath: z.string(),
-              overwrite: z.boolean().optional(),
-            }).openapi({ description: "Validated by the domain (FileRestoreInput)" }),
+            // The restore page's schema (one schema for the form, the API and the domain).
+            schema: FileRestoreInput,
             example: {
               restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
               paths: ["/etc/nginx", "/home/alice/report.pdf"],
@@ -372,12 +369,7 @@ apiV1Restore.openapi(
       body: {
         content: {
           "application/json": {
-            schema: z.object({
-              restorePointId: z.string(),
-              targetHostId: z.string(),
-              targetPath: z.string(),
-              overwrite: z.boolean().optional(),
-            }).openapi({ description: "Validated by the domain (ImageRestoreInput)" }),
+            schema: ImageRestoreInput,
             example: {
               restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
               targetHostId: "01JC9Z8X7W6V5T4S3R2Q1P0N9K",
@@ -416,10 +408,7 @@ apiV1Restore.openapi(
       body: {
         content: {
           "application/json": {
-            schema: z.object({
-              restorePointId: z.string(),
-              mode: z.enum(["pxe", "iso"], { error: "must be pxe or iso" }),
-            }),
+            schema: BmrInput,
             example: { restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M", mode: "pxe" },
           },
         },

@@ -123,7 +123,14 @@ apiV1Scripts.openapi(
       "Replace a script's name, interpreter and body (its organization never changes); the hooks that run it run the new body",
     tags: ["Scripts"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: ScriptId, ...jsonBody(ScriptFields) },
+    request: {
+      params: ScriptId,
+      ...jsonBody(ScriptFields, {
+        name: "Flush Redis",
+        interpreter: "bash",
+        body: "set -euo pipefail\nredis-cli BGSAVE",
+      }),
+    },
     responses: {
       200: ok("Updated", ScriptSchema),
       ...common,

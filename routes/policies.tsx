@@ -27,6 +27,7 @@ import {
   IO_PRIORITIES,
   listPolicies,
   MAX_INCLUDE_PATHS,
+  patchPolicy,
   type Policy,
   PolicyCreateInput,
   PolicyUpdateInput,
@@ -787,7 +788,9 @@ policyRoutes.post("/:policyId/toggle", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const p = await requirePolicy(kv, actor, c.req.param("policyId"));
-  await updatePolicy(kv, actor, p.id, { ...p, enabled: !p.enabled }, clock());
+  // The same write as PATCH /api/v1/policies/{id} {"enabled": …}: only `enabled` is merged, onto the policy
+  // as read inside the update's loop (a concurrent edit is kept; a derived RPO stays derived).
+  await patchPolicy(kv, actor, p.id, { enabled: !p.enabled }, clock());
   return redirectWithNotice(
     c,
     `/backup/policies/${p.id}`,

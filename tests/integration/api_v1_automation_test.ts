@@ -358,6 +358,64 @@ Deno.test("PATCH a policy: an unknown field, a bad value, another BES and a fore
   assert.deepEqual(await f.snapshot(), before);
 });
 
+Deno.test("PATCH a policy: two racing PATCHes of different fields both land, each with its audit entry (30 rounds)", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using f = await fixture(kv);
+  const path = `/api/v1/policies/${f.policy.id}`;
+  const rounds = 30;
+  for (let round = 1; round <= rounds; round++) {
+    const name = `nightly files r${round}`;
+    const excludePatterns = [`*.r${round}`, "*.tmp"];
+    // Both requests are in flight together: each reads the policy before the other commits (or retries).
+    const [renamed, excluded] = await Promise.all([
+      f.api("operator", path, { method: "PATCH", body: { name } }),
+      f.api("admin", path, { method: "PATCH", body: { excludePatterns } }),
+    ]);
+    assert.equal(renamed.status, 200, JSON.stringify(renamed.body));
+    assert.equal(excluded.status, 200, JSON.stringify(excluded.body));
+    const p = (await getPolicy(kv, f.policy.id))!;
+    assert.equal(p.name, name, `round ${round}: the rename landed`);
+    assert.deepEqual(p.excludePatterns, excludePatterns, `round ${round}: the exclusions landed`);
+  }
+  const updates = (await auditEntries(kv, f.a.account.id)).filter((e) => e.action === "policy.update");
+  assert.equal(updates.length, 2 * rounds, "one audit entry per PATCH");
+});
+
+Deno.test("the policy page's Enable/Disable is PATCH {enabled}'s write: a derived RPO stays derived, a racing edit is kept", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await using f = await fixture(kv);
+  const browser = new Browser(f.app);
+  await signInAs(browser, kv, f.users.operator, f.clock.now());
+  const page = `/backup/policies/${f.policy.id}`;
+  const before = (await getPolicy(kv, f.policy.id))!;
+  assert.equal(before.rpoDerived, true);
+  const off = await browser.postForm(`${page}/toggle`, {}, { tokenFrom: page });
+  assert.equal(off.status, 303);
+  const disabled = (await getPolicy(kv, f.policy.id))!;
+  assert.deepEqual([disabled.enabled, disabled.rpoDerived, disabled.rpoHours], [
+    false,
+    true,
+    before.rpoHours,
+  ]);
+  // The toggle and a PATCH of another field, in flight together, both land (10 rounds).
+  for (let round = 1; round <= 10; round++) {
+    const current = (await getPolicy(kv, f.policy.id))!;
+    const [toggled, patched] = await Promise.all([
+      browser.postForm(`${page}/toggle`, {}, { tokenFrom: page }),
+      f.api("admin", `/api/v1/policies/${f.policy.id}`, {
+        method: "PATCH",
+        body: { retentionDaily: 7 + round },
+      }),
+    ]);
+    assert.equal(toggled.status, 303);
+    assert.equal(patched.status, 200, JSON.stringify(patched.body));
+    const after = (await getPolicy(kv, f.policy.id))!;
+    assert.equal(after.enabled, !current.enabled, `round ${round}: the toggle landed`);
+    assert.equal(after.retentionDaily, 7 + round, `round ${round}: the PATCH landed`);
+    assert.equal(after.rpoDerived, true);
+  }
+});
+
 Deno.test("PATCH a policy: a viewer is 403, an admin of another org or account 404", async () => {
   using kv = await Deno.openKv(":memory:");
   await using f = await fixture(kv);

@@ -1,8 +1,8 @@
 /**
  * The OpenAPI document is complete enough to generate a client: every route under `/api/v1` — found by
  * walking the Hono app's routes, not a hand-kept list — is in the document with a unique operationId, a
- * summary, a tag, typed JSON answers, the error shape on every error answer, and an example on every
- * create body; `/api/docs` renders every operation.
+ * summary, a tag, typed JSON answers (a list's with its cursor), the error shape on every error answer, and an
+ * example on every create body; `/api/docs` renders every operation.
  */
 import assert from "node:assert/strict";
 import { createRoute, z } from "@hono/zod-openapi";
@@ -17,7 +17,10 @@ type Operation = Record<string, any>;
 
 const ERROR_REF = "#/components/schemas/Error";
 
-type Doc = { paths: Record<string, Record<string, Operation>> };
+type Doc = {
+  paths: Record<string, Record<string, Operation>>;
+  components?: { schemas?: Record<string, Operation> };
+};
 
 /** The app's OpenAPI document, as plain JSON objects. */
 function documentOf(app: App): Doc {
@@ -89,6 +92,11 @@ function openApiProblems(app: App): string[] {
         problems.push(
           `${route} answers ${status} without a response schema (pass one to ok(description, schema))`,
         );
+      }
+      // A list answers `{values, cursor}` (cursor "" when there is no next page, or no paging at all).
+      const answer = schema?.$ref ? doc.components?.schemas?.[schema.$ref.split("/").pop()] : schema;
+      if (answer?.properties?.values && !answer.required?.includes("cursor")) {
+        problems.push(`${route} answers a list without its cursor: lists answer {values, cursor}`);
       }
     }
     const failures = responses.filter(([status]) => /^[45]\d\d$/.test(status));

@@ -150,6 +150,15 @@ Deno.test("GET /api/v1/policies/:id/retention-preview and the form's confirmatio
     `/api/v1/policies/${f.policy.id}/retention-preview?daily=0&weekly=0&monthly=0`,
   );
   assert.equal(bad.status, 422);
+  // A count not given is the policy's own, as on the policy page (now 1/0/0 after the confirmed edit).
+  const previewOf = async (query: string) => {
+    const res = await browser.request(`/api/v1/policies/${f.policy.id}/retention-preview${query}`);
+    assert.equal(res.status, 200, query);
+    return await res.json();
+  };
+  assert.deepEqual(await previewOf("?weekly=0"), await previewOf("?daily=1&weekly=0&monthly=0"));
+  assert.deepEqual(await previewOf(""), await previewOf("?daily=1&weekly=0&monthly=0"));
+  assert.notDeepEqual(await previewOf("?daily=5"), await previewOf(""));
 });
 
 Deno.test("the policy page's retention preview lists keep and expire per point, previews other counts, and refuses bad ones", async () => {
