@@ -180,3 +180,21 @@ export async function rebuildOpsCounters(
   await kv.set(OPS_COUNTERS_FIX_KEY, now.toISOString());
   return { counters: expected.size, skipped: false };
 }
+
+/** Every operational counter that differs from what the records imply, as sentences (empty: all agree). */
+export async function checkOpsCounters(kv: Deno.Kv): Promise<string[]> {
+  const expected = await recountOpsCounters(kv);
+  const stored = new Map<string, number>();
+  for (const prefix of OPS_COUNTER_PREFIXES) {
+    for await (const e of kv.list({ prefix: [prefix] })) {
+      stored.set(JSON.stringify(e.key), counterValue(e.value));
+    }
+  }
+  const out: string[] = [];
+  for (const key of new Set([...expected.keys(), ...stored.keys()])) {
+    const want = expected.get(key)?.n ?? 0;
+    const have = stored.get(key) ?? 0;
+    if (want !== have) out.push(`counter ${key} is ${have} but counts ${want}`);
+  }
+  return out;
+}
