@@ -407,3 +407,28 @@ Deno.test("GET /metrics refuses scrapes without the metrics scope of the operato
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("the Grafana dashboard and the alert rules use only documented series", async () => {
+  const documented = new Set(await documentedSeries());
+  const used = (text: string) =>
+    [...text.matchAll(/\b(cadres_\w+?)(_bucket|_sum|_count)?\b/g)].map((m) => m[1]);
+  const dashboard = JSON.parse(await Deno.readTextFile(`${REPO_ROOT}docs/grafana-dashboard.json`));
+  assert.equal(dashboard.uid, "cadres-backup");
+  const exprs: string[] = dashboard.panels.flatMap((p: { targets: Array<{ expr: string }> }) =>
+    p.targets.map((t) => t.expr)
+  );
+  assert.ok(exprs.length >= 15);
+  for (const name of used(exprs.join("\n"))) assert.ok(documented.has(name), `dashboard uses ${name}`);
+  const rules = await Deno.readTextFile(`${REPO_ROOT}docs/prometheus-alerts.yml`);
+  for (const name of used(rules)) assert.ok(documented.has(name), `alert rules use ${name}`);
+  for (
+    const alert of [
+      "CadresBesOffline",
+      "CadresRpoBreachesRising",
+      "CadresQueueStalled",
+      "CadresSelfBackupStale",
+    ]
+  ) {
+    assert.match(rules, new RegExp(`- alert: ${alert}\\n`), `${alert} is defined`);
+  }
+});
