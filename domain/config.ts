@@ -12,7 +12,7 @@ export const EnvSchema = z.object({
   CADRES_DATA_DIR: z.string().min(1, "must not be empty").default("./data"),
   CADRES_KV: z.string().min(1, "must not be empty").refine(
     (v) => v === ":memory:" || /^https?:\/\/[^\s]+$/i.test(v) || !/^[a-z][a-z0-9+.-]*:\/\//i.test(v),
-    "must be a file path, :memory:, or an http(s) URL of a remote KV",
+    "must be a file path, :memory:, deploy (the platform's database), or an http(s) URL of a remote KV",
   ).optional(),
   CADRES_MASTER_KEY: z.string().refine((v) => {
     try {

@@ -173,3 +173,12 @@ Deno.test("loadMasterKey() prefers the configured key and writes no file", async
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("parseConfig() accepts CADRES_KV=deploy (Deno Deploy's database), which is no local file", async () => {
+  const result = parseConfig({ CADRES_KV: "deploy" });
+  assert.ok(result.ok);
+  assert.equal(result.config.kvLocation, "deploy");
+  const { isLocalKvPath } = await import("../../domain/kv.ts");
+  assert.equal(isLocalKvPath("deploy"), false);
+  assert.equal(isLocalKvPath("./data/cadres.kv"), true);
+});
