@@ -70,7 +70,6 @@ export async function withRetry<T>(attempt: () => Promise<{ value: T } | null>, 
   throw new ConflictError("The object was changed by someone else at the same time; try again");
 }
 
-/** True when the KV location names a local file (not `:memory:` and not a remote URL). */
 /** `CADRES_KV=deploy`: the platform's default database (`Deno.openKv()` without a path, on Deno Deploy). */
 export const DEPLOY_KV = "deploy";
 
