@@ -451,7 +451,10 @@ async function finishTrigger(kv: Deno.Kv, trigger: Trigger): Promise<void> {
       failed: c.failed + (trigger.status === "failed" ? 1 : 0),
     }).set(WORKER_KEY, { triggerId: null, since: trigger.finishedAt });
     if (trigger.status === "success") {
-      op.set(lastSuccessKey(trigger.database), { at: trigger.finishedAt, file: trigger.bundle?.file ?? null });
+      op.set(lastSuccessKey(trigger.database), {
+        at: trigger.finishedAt,
+        file: trigger.bundle?.file ?? null,
+      });
     }
     if ((await op.commit()).ok) return;
   }

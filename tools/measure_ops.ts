@@ -7,8 +7,8 @@
  */
 import { assignHost } from "../domain/assignments.ts";
 import { testConfig } from "../domain/config.ts";
-import { applyHeartbeat } from "../domain/engines.ts";
-import { applyHostHeartbeat } from "../domain/hosts.ts";
+import { applyHeartbeat, type Engine } from "../domain/engines.ts";
+import { applyHostHeartbeat, type Host } from "../domain/hosts.ts";
 import { applyResult, claimJobs, enqueueJob } from "../domain/jobs.ts";
 import { readOpsGauges } from "../domain/ops_metrics.ts";
 import { createPolicy } from "../domain/policies.ts";
@@ -37,9 +37,9 @@ async function measure(count: number, parallel: number, op: (i: number) => Promi
 try {
   const tenant = await createTenant(kv, "Acme", ["Ops"], now);
   const scope = { accountId: tenant.account.id, orgId: tenant.orgs[0].id };
-  const engines = [];
+  const engines: Engine[] = [];
   for (let i = 0; i < 64; i++) engines.push((await onlineTestEngine(kv, scope, now, `bes-${i}`)).engine);
-  const hosts = [];
+  const hosts: Host[] = [];
   for (let i = 0; i < 64; i++) hosts.push(await enrollTestHost(kv, scope, `h${i}`, now));
   const metrics = { version: "1", metrics: engineMetrics() };
   // Heartbeats: each a different minute so the first-of-minute metrics sample is written as in production.
