@@ -432,3 +432,22 @@ Deno.test("the Grafana dashboard and the alert rules use only documented series"
     assert.match(rules, new RegExp(`- alert: ${alert}\\n`), `${alert} is defined`);
   }
 });
+
+Deno.test("the metrics scope: offered to administrators on the token form, refused to others", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const tenant = await createTenant(kv, "Operator", ["A1"], T0);
+  const admin = await addUser(kv, tenant, "admin@a.example", "admin", "all", T0);
+  const viewer = await addUser(kv, tenant, "viewer@a.example", "viewer", "all", T0);
+  await assert.rejects(
+    () =>
+      createApiToken(kv, userActor(viewer), { name: "m", permissions: ["metrics"], expiresInDays: 0 }, T0),
+    /cannot have metrics/,
+  );
+  const app = createApp({ kv, config: testConfig(), clock: () => T0, logger: createLogger("error") });
+  for (const [user, offered] of [[admin, true], [viewer, false]] as const) {
+    const { cookie } = await createSession(kv, user, T0);
+    const page = await app.request("/admin/tokens", { headers: { cookie: `cadres_session=${cookie}` } });
+    assert.equal(page.status, 200);
+    assert.equal((await page.text()).includes('value="metrics"'), offered, user.email);
+  }
+});
