@@ -36,6 +36,7 @@ import { docsRoutes } from "./routes/docs.tsx";
 import type { AppEnv, Deps } from "./routes/env.ts";
 import { handleError, notFound } from "./routes/errors.tsx";
 import { healthRoutes } from "./routes/health.ts";
+import { type AppMetrics, createMetrics, metricsRoutes } from "./routes/metrics.ts";
 import { healthPages } from "./routes/health_pages.tsx";
 import { selfBackupApi, selfBackupPages } from "./routes/self_backup.tsx";
 import { authenticate, csrf, requestContext, securityHeaders } from "./routes/middleware.ts";
@@ -76,6 +77,8 @@ export interface AppOptions {
   masterKey?: Uint8Array;
   clock?: () => Date;
   logger?: Logger;
+  /** This instance's metrics registry; main.ts passes the one its crons record into. */
+  metrics?: AppMetrics;
 }
 
 /** Builds the app. Tests call this with an in-memory KV and use `app.request()`. */
@@ -89,6 +92,7 @@ export function createApp(options: AppOptions) {
     masterKey: requireMasterKey(options),
     clock: options.clock ?? (() => new Date()),
     logger: options.logger ?? createLogger(options.config.logLevel),
+    metrics: options.metrics ?? createMetrics(),
   };
   const app = new OpenAPIHono<AppEnv>();
 
@@ -123,6 +127,7 @@ export function createApp(options: AppOptions) {
 
   // area           routes
   app.route("/", healthRoutes);
+  app.route("/", metricsRoutes);
   app.route("/", authRoutes);
   app.route("/", dashboardRoutes);
   app.route("/", protectedRoutes);

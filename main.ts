@@ -1,4 +1,8 @@
-/** Starts the server: config → KV → app → crons. */
+/**
+ * Starts the server: config → KV → app → crons; on SIGTERM (or SIGINT) shuts down gracefully: stops
+ * accepting connections, lets in-flight requests and a running cron tick finish (at most
+ * CADRES_SHUTDOWN_SECONDS), then closes KV and exits 0 (docs/deploy.md).
+ */
 import { createApp } from "./app.ts";
 import { parseConfig } from "./domain/config.ts";
 import { createLogger } from "./domain/log.ts";
@@ -7,7 +11,9 @@ import { indexOpenRuns, indexRestorePointsByHost } from "./domain/runs.ts";
 import { indexRestorePointsByTarget } from "./domain/repositories.ts";
 import { rebuildReplicaCounts } from "./domain/replicas.ts";
 import { issueSetupToken } from "./domain/setup.ts";
-import { registerCrons } from "./jobs/crons.ts";
+import { registerCrons, TickGate } from "./jobs/crons.ts";
+import { rebuildOpsCounters } from "./domain/ops_counters.ts";
+import { createMetrics } from "./routes/metrics.ts";
 import { startupCheck } from "./jobs/resume_deletions.ts";
 import { openStore } from "./domain/store.ts";
 import { startDemoBackup } from "./tools/demo_backup.ts";
@@ -60,6 +66,12 @@ await rebuildReplicaCounts(kv, new Date()).then(
   (error) => logger.log("error", "rebuilding replication counts failed", { error: String(error) }),
 );
 
+// Data fix: engines and hosts by status, queued jobs and deliveries counted for /metrics (once, marker).
+await rebuildOpsCounters(kv, new Date()).then(
+  (fix) => fix.skipped || logger.log("info", "operational counters rebuilt", fix),
+  (error) => logger.log("error", "rebuilding operational counters failed", { error: String(error) }),
+);
+
 if (demo) {
   const logins = await seedDemo(kv, new Date());
   console.error("Demo data seeded. Sign in with any of these (password for all: " + logins.password + "):");
@@ -73,8 +85,16 @@ if (setupToken) {
   );
 }
 
-const app = createApp({ kv, config, logger, masterKey: store.masterKey });
-registerCrons(kv, logger, { masterKey: store.masterKey, dataDir: config.dataDir, baseUrl: config.baseUrl });
+const metrics = createMetrics();
+const app = createApp({ kv, config, logger, masterKey: store.masterKey, metrics });
+const gate = new TickGate();
+registerCrons(kv, logger, {
+  masterKey: store.masterKey,
+  dataDir: config.dataDir,
+  baseUrl: config.baseUrl,
+  gate,
+  onTick: metrics.observeTick,
+});
 if (demo) {
   // Simulated engines talk to the app in-process over the real, signed protocol.
   const fetcher = (url: string, init: RequestInit) =>
@@ -82,7 +102,7 @@ if (demo) {
   await startDemoBackup(kv, fetcher, { masterKey: store.masterKey, now: new Date() });
   await sweepHeartbeats(kv, new Date());
 }
-Deno.serve({
+const server = Deno.serve({
   port: config.port,
   onListen: ({ hostname, port }) => {
     logger.log("info", "listening", { hostname, port, baseUrl: config.baseUrl });
@@ -93,3 +113,28 @@ Deno.serve({
     );
   },
 }, (req, info) => app.fetch(req, info));
+
+let stopping = false;
+/** Graceful shutdown: no new connections or ticks, in-flight work finishes (bounded), KV closed, exit 0. */
+async function shutdown(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  const deadline = Date.now() + config.shutdownSeconds * 1000;
+  logger.log("info", "shutting down", { signal, graceSeconds: config.shutdownSeconds });
+  // Ticks first: a tick that has not claimed its slot yet leaves the minute to another instance.
+  const ticks = gate.stop(config.shutdownSeconds * 1000);
+  const requests = server.shutdown();
+  const left = (ms: number) => new Promise<"timeout">((r) => setTimeout(() => r("timeout"), ms));
+  const served = await Promise.race([requests.then(() => "done" as const), left(deadline - Date.now())]);
+  const unfinished = await ticks;
+  logger.log(served === "done" && unfinished.length === 0 ? "info" : "warn", "shutdown", {
+    requests: served === "done" ? "finished" : "cut at the deadline",
+    ticksUnfinished: unfinished,
+  });
+  store.close(); // KV, and the one-process lock of a local KV file
+  logger.log("info", "stopped", { kv: "closed" });
+  Deno.exit(0);
+}
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  Deno.addSignalListener(signal, () => void shutdown(signal));
+}

@@ -1,4 +1,8 @@
-/** API tokens for automation: bearer, stored as a hash, revocable, never above their owner. */
+/**
+ * API tokens for automation: bearer, stored as a hash, revocable, never above their owner. A token's
+ * permissions are scopes: `backup.*` and `admin` for `/api/v1`, `metrics` for `GET /metrics` (Prometheus;
+ * routes/metrics.ts) — a monitoring token should hold only `metrics`.
+ */
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from "./errors.ts";

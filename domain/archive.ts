@@ -22,6 +22,7 @@ import { type Assignment, assignmentKey } from "./assignments.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostDecommissionKey, hostKey, hostScope, liveHostKey } from "./hosts.ts";
 import { queueJobInOp } from "./jobs.ts";
+import { countStatusChange } from "./ops_counters.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Policy, policyKey, retiredPolicyKey } from "./policies.ts";
 import { repositoryOf } from "./repositories.ts";
@@ -152,6 +153,7 @@ export async function decommissionHost(
       .set(hostKey(host.id), next)
       .set(hostDecommissionKey(host.id), pending)
       .delete(liveHostKey(host.id));
+    countStatusChange(op, "host", host.accountId, host.status, next.status);
     // A retired host is not "offline": its alert, if any, is over.
     resolveAlert(op, await readOpenAlert(kv, "host", host.id, "host_offline"), now);
     const batch = assignments.filter((a) => a.value.state !== "archived").slice(0, ARCHIVE_ASSIGNMENT_BATCH);

@@ -12,7 +12,7 @@ export const EnvSchema = z.object({
   CADRES_DATA_DIR: z.string().min(1, "must not be empty").default("./data"),
   CADRES_KV: z.string().min(1, "must not be empty").refine(
     (v) => v === ":memory:" || /^https?:\/\/[^\s]+$/i.test(v) || !/^[a-z][a-z0-9+.-]*:\/\//i.test(v),
-    "must be a file path, :memory:, or an http(s) URL of a remote KV",
+    "must be a file path, :memory:, deploy (the platform's database), or an http(s) URL of a remote KV",
   ).optional(),
   CADRES_MASTER_KEY: z.string().refine((v) => {
     try {
@@ -25,6 +25,10 @@ export const EnvSchema = z.object({
     .optional(),
   CADRES_LOG_LEVEL: z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` })
     .default("info"),
+  CADRES_METRICS: z.enum(["on", "off"], { error: "must be on or off" }).default("on"),
+  CADRES_SHUTDOWN_SECONDS: z.string().regex(/^\d+$/, "must be a whole number of seconds from 1 to 3600")
+    .transform(Number).refine((n) => n >= 1 && n <= 3600, "must be a whole number of seconds from 1 to 3600")
+    .default(25),
   CADRES_FAULTS: z.string().regex(
     /^(dashboard\.[a-z]+)(,dashboard\.[a-z]+)*$/,
     "must be a comma-separated list of faults such as dashboard.storage",
@@ -43,6 +47,10 @@ export interface Config {
   /** True when the base URL is https, so cookies get `Secure`. */
   secureCookies: boolean;
   logLevel: LogLevel;
+  /** `GET /metrics` answers (to a token with the `metrics` scope); false: 404 (CADRES_METRICS=off). */
+  metricsEnabled: boolean;
+  /** On SIGTERM, how long in-flight requests and a running cron tick get to finish (CADRES_SHUTDOWN_SECONDS). */
+  shutdownSeconds: number;
   /**
    * Fault injection for outage drills and browser tests: `dashboard.<section>` makes that dashboard
    * section's data source fail. Empty in production.
@@ -79,6 +87,8 @@ export function parseConfig(
       baseUrl,
       secureCookies: baseUrl.startsWith("https://"),
       logLevel: e.CADRES_LOG_LEVEL,
+      metricsEnabled: e.CADRES_METRICS === "on",
+      shutdownSeconds: e.CADRES_SHUTDOWN_SECONDS,
       faults: e.CADRES_FAULTS ? e.CADRES_FAULTS.split(",") : [],
     },
   };
@@ -94,6 +104,8 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     baseUrl: "http://localhost:8000",
     secureCookies: false,
     logLevel: "error",
+    metricsEnabled: true,
+    shutdownSeconds: 25,
     faults: [],
     ...overrides,
   };

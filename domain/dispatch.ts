@@ -15,8 +15,11 @@ import { buildBackupPayload, newRunInOp, offlineHostRunInOp, type Run, type RunK
 import { type StorageTarget, targetKey } from "./storage.ts";
 import { hostBackupPayload, repositoryOf } from "./repositories.ts";
 
-/** Hosts per write at most: each adds about six mutations (job, its indexes, run, its indexes). */
-export const DISPATCH_MAX_HOSTS = 150;
+/**
+ * Hosts per write at most: each adds up to seven mutations (job, its queue entry and queue counter, run,
+ * its three indexes), plus a few for the write itself, within KV's 1000.
+ */
+export const DISPATCH_MAX_HOSTS = 135;
 /** Estimated bytes of one write at most. */
 const DISPATCH_MAX_BYTES = 600_000;
 

@@ -11,6 +11,7 @@ import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { CertificatePem, DataUrl, inspectCertificate } from "./certificates.ts";
 import { decodePublicKey } from "./signing.ts";
+import { countStatusChange } from "./ops_counters.ts";
 import { DisplayName } from "./validation.ts";
 
 export const DEPLOYMENT_MODELS = ["on_premise", "cloud_vm", "cadres_hosted"] as const;
@@ -369,6 +370,7 @@ export async function registerEngine(
       .set(engineKey(engine.id), engine)
       .set(enginesByAccountKey(engine.accountId, engine.id), engine.id)
       .set(engineByPublicKeyKey(data.publicKey), engine.id);
+    countStatusChange(op, "engine", engine.accountId, null, engine.status);
     claimRegistrationNonce(op, nonce, now);
     appendAudit(op, engineActor(engine), {
       accountId: engine.accountId,
@@ -475,6 +477,7 @@ export async function applyHeartbeat(
       });
     }
     if (engine.status !== "online" && engine.status !== "degraded") op.set(liveEngineKey(engineId), true);
+    countStatusChange(op, "engine", engine.accountId, engine.status, next.status);
     // Alert transitions are rare; read them only when the status changes.
     if (engine.status === "offline" || engine.status !== next.status) {
       const offline = await readOpenAlert(kv, "engine", engineId, "engine_offline");
@@ -524,6 +527,7 @@ export async function sweepEngineHeartbeats(kv: Deno.Kv, now: Date): Promise<{ o
         statusReason: `No heartbeat for ${silentMin} minutes (last ${engine.lastHeartbeatAt})`,
       };
       const op = kv.atomic().check(entry).set(engineKey(id), next).delete(liveEngineKey(id));
+      countStatusChange(op, "engine", engine.accountId, engine.status, next.status);
       raiseAlert(op, await readOpenAlert(kv, "engine", id, "engine_offline"), {
         accountId: engine.accountId,
         orgId: engine.orgId,
@@ -699,6 +703,7 @@ export async function deleteEngine(kv: Deno.Kv, actor: Actor, id: string, now: D
     };
     const op = kv.atomic().check(entry).set(engineKey(id), next).set(deletingEngineKey(id), now.toISOString())
       .delete(liveEngineKey(id));
+    countStatusChange(op, "engine", engine.accountId, engine.status, next.status);
     appendAudit(op, actor, {
       accountId: engine.accountId,
       orgId: engine.orgId,
@@ -714,7 +719,7 @@ export async function deleteEngine(kv: Deno.Kv, actor: Actor, id: string, now: D
 
 /** Runs (or resumes) the cascade of an engine marked `deleting`. Idempotent. */
 export async function finishEngineDeletion(kv: Deno.Kv, id: string, now: Date): Promise<void> {
-  const engine = await getEngine(kv, id);
+  let engine = await getEngine(kv, id);
   if (!engine) {
     await kv.delete(deletingEngineKey(id));
     return;
@@ -733,13 +738,18 @@ export async function finishEngineDeletion(kv: Deno.Kv, id: string, now: Date): 
     const op = kv.atomic();
     if (resolveAlert(op, await readOpenAlert(kv, "engine", id, reason), now)) await op.commit();
   }
-  await kv.atomic()
+  // Checked: two finishers racing (the resume job and a second delete) remove it, and count it, once.
+  const entry = await kv.get<Engine>(engineKey(id));
+  engine = entry.value;
+  if (!engine || engine.status !== "deleting") return;
+  const op = kv.atomic().check(entry)
     .delete(engineKey(id))
     .delete(enginesByAccountKey(engine.accountId, id))
     .delete(engineByPublicKeyKey(engine.publicKey))
     .delete(liveEngineKey(id))
-    .delete(deletingEngineKey(id))
-    .commit();
+    .delete(deletingEngineKey(id));
+  countStatusChange(op, "engine", engine.accountId, engine.status, null);
+  await op.commit();
 }
 
 /** Resumes every interrupted engine deletion (the cron job calls this). */

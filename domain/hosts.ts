@@ -21,6 +21,7 @@ import { newId } from "./ids.ts";
 import { getManyValues, type Page, withRetry } from "./kv.ts";
 import { pageOf, PageQuery, type SortKey } from "./paging.ts";
 import { type Actor, inScope } from "./rbac.ts";
+import { countStatusChange } from "./ops_counters.ts";
 import { decodePublicKey } from "./signing.ts";
 
 /**
@@ -325,6 +326,7 @@ export async function enrollHost(
       .set(hostByPublicKeyKey(data.publicKey), host.id);
     claimRegistrationNonce(op, nonce, now);
     countNewHost(op, host);
+    countStatusChange(op, "host", host.accountId, null, host.status);
     appendAudit(op, agentActor(host), {
       accountId: host.accountId,
       orgId: host.orgId,
@@ -355,6 +357,7 @@ export function reactivateHostInOp(op: Deno.AtomicOperation, host: Host, now: Da
     updatedAt: now.toISOString(),
   };
   op.set(hostKey(host.id), next).delete(hostDecommissionKey(host.id));
+  countStatusChange(op, "host", host.accountId, host.status, next.status);
   if (live) op.set(liveHostKey(host.id), true);
   return next;
 }
@@ -386,6 +389,7 @@ export async function applyHostHeartbeat(
       lastHeartbeatAt: now.toISOString(),
     };
     const op = kv.atomic().check(entry).set(hostKey(hostId), next);
+    countStatusChange(op, "host", host.accountId, host.status, next.status);
     if (!retired) op.set(liveHostKey(hostId), true);
     // Only a host the sweep took offline can have an open alert: skip the read otherwise.
     if (host.status === "offline") {
@@ -422,6 +426,7 @@ export async function sweepHostHeartbeats(kv: Deno.Kv, now: Date): Promise<{ off
       if (hostOnlineAt(host, now)) break;
       const next: Host = { ...host, status: "offline" };
       const op = kv.atomic().check(entry).set(hostKey(id), next).delete(liveHostKey(id));
+      countStatusChange(op, "host", host.accountId, host.status, next.status);
       raiseAlert(op, await readOpenAlert(kv, "host", id, "host_offline"), {
         accountId: host.accountId,
         orgId: host.orgId,

@@ -8,6 +8,7 @@ import { z } from "zod";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
+import { countQueueEntry } from "./ops_counters.ts";
 import {
   dropStaleParts,
   ErrorItem,
@@ -199,6 +200,7 @@ export function addQueuedJob(
   // `fresh`: the caller vouches the id was just minted (no check, so large batches stay within limits).
   if (!options.fresh || id) op.check({ key: jobKey(job.id), versionstamp: null });
   op.set(jobKey(job.id), job).set(queueKey(job.principal, job.priority, job.id), job.id);
+  countQueueEntry(op, job, 1);
   return job;
 }
 
@@ -327,7 +329,10 @@ export async function claimJobs(
     const jobEntry = await kv.get<Job>(jobKey(entry.value));
     const job = jobEntry.value;
     if (!job || job.status !== "queued") {
-      await kv.atomic().check(entry).delete(entry.key).commit(); // stale pointer
+      // A stale pointer (jobs are never deleted, so `job` is there): it was counted, so it is uncounted.
+      const op = kv.atomic().check(entry).delete(entry.key);
+      if (job) countQueueEntry(op, job, -1);
+      await op.commit();
       continue;
     }
     const next: Job = {
@@ -340,8 +345,10 @@ export async function claimJobs(
     const ok = await committerOf(kv).submit({
       jobId: job.id,
       checks: [entry, jobEntry],
-      apply: (op) =>
-        op.delete(entry.key).set(jobKey(job.id), next).set(leaseKey(leaseExpires, job.id), job.id),
+      apply: (op) => {
+        op.delete(entry.key).set(jobKey(job.id), next).set(leaseKey(leaseExpires, job.id), job.id);
+        countQueueEntry(op, job, -1);
+      },
     });
     if (ok) claimed.push(next);
   }
@@ -539,6 +546,7 @@ export async function cancelJob(kv: Deno.Kv, id: string, now: Date): Promise<Job
     if (job.status === "queued") {
       next = { ...job, status: "cancelled", failureReason: "CANCELLED", updatedAt: now.toISOString() };
       op.delete(queueKey(job.principal, job.priority, id));
+      countQueueEntry(op, job, -1);
     } else if (job.status === "leased") {
       next = { ...job, cancelRequested: true, updatedAt: now.toISOString() };
     } else return job;
@@ -583,6 +591,7 @@ export async function expireLeases(
     } else {
       op.set(jobKey(job.id), { ...job, status: "queued", leaseExpiresAt: null, updatedAt: now.toISOString() })
         .set(queueKey(job.principal, job.priority, job.id), job.id);
+      countQueueEntry(op, job, 1);
       if ((await op.commit()).ok) requeued++;
     }
   }

@@ -70,9 +70,12 @@ export async function withRetry<T>(attempt: () => Promise<{ value: T } | null>, 
   throw new ConflictError("The object was changed by someone else at the same time; try again");
 }
 
-/** True when the KV location names a local file (not `:memory:` and not a remote URL). */
+/** `CADRES_KV=deploy`: the platform's default database (`Deno.openKv()` without a path, on Deno Deploy). */
+export const DEPLOY_KV = "deploy";
+
+/** True for a KV file path (not `:memory:`, a remote URL or the platform's default database). */
 export function isLocalKvPath(location: string): boolean {
-  return location !== ":memory:" && !/^https?:\/\//i.test(location);
+  return location !== ":memory:" && location !== DEPLOY_KV && !/^https?:\/\//i.test(location);
 }
 
 /**

@@ -33,6 +33,7 @@ import {
 import { orgKey } from "./tenancy.ts";
 import type { Org, OrgScope } from "./types.ts";
 import { DisplayName } from "./validation.ts";
+import { countDeliveryChange } from "./ops_counters.ts";
 import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
 
 export { SMTP_TLS_MODES, type SmtpTlsMode };
@@ -206,6 +207,7 @@ function setDelivery(op: Deno.AtomicOperation, d: NotificationDelivery): Deno.At
   const [primary, byAccount, byChannel] = deliveryKeys(d);
   op.set(primary, d).set(byAccount, d.id).set(byChannel, d.id);
   if (d.dueMs !== null) op.set(deliveryDueKey(d.dueMs, d.id), d.id);
+  countDeliveryChange(op, d.accountId, null, d.status);
   return op;
 }
 
@@ -1312,6 +1314,7 @@ async function finish(
   next: NotificationDelivery,
 ): Promise<boolean> {
   const op = kv.atomic().check(claimed).set(deliveryKey(next.id), next);
+  countDeliveryChange(op, next.accountId, leased.status, next.status);
   if (leased.dueMs !== null) op.delete(deliveryDueKey(leased.dueMs, leased.id));
   if (next.dueMs !== null) op.set(deliveryDueKey(next.dueMs, next.id), next.id);
   return (await op.commit()).ok;
@@ -1520,6 +1523,7 @@ export async function purgeDeliveries(
     if (d.status === "pending") continue;
     const op = kv.atomic().check(e);
     for (const key of deliveryKeys(d)) op.delete(key);
+    countDeliveryChange(op, d.accountId, d.status, null);
     if ((await op.commit()).ok) removed++;
   }
   return removed;

@@ -86,6 +86,8 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "po_counts",
     "host_counts",
     "host_coverage",
+    // Operational counters (ops_counters.ts): engines and hosts by status.
+    "fleet_counts",
     "hooks",
     "hooks_by_policy",
     "hooks_by_script",
@@ -155,6 +157,10 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "storage_checks",
     "auto_retry_count",
     "self_backup_verified",
+    "self_backup_last_success",
+    // Operational counters (ops_counters.ts): queued jobs and notification deliveries by status.
+    "job_queue_counts",
+    "delivery_counts",
     "run_outcomes",
     "run_daily",
     "runs_failing",

@@ -38,6 +38,10 @@ function triggerKey(id: string) {
 function verifiedKey(db: DatabaseName) {
   return ["self_backup_verified", db] as const;
 }
+/** The last self-backup of a database that succeeded: when it finished, and its bundle. */
+function lastSuccessKey(db: DatabaseName) {
+  return ["self_backup_last_success", db] as const;
+}
 function slotKey(db: DatabaseName, slot: string) {
   return ["self_backup_state", "slot", db, slot] as const;
 }
@@ -61,16 +65,31 @@ const DbSchedule = z.object({
 export async function authorizePlatformAdmin(kv: Deno.Kv, actor: Actor): Promise<void> {
   if (actor.kind === "system") return;
   authorize(actor, "admin");
-  let operatorAccount: string | null = null;
-  for await (const e of kv.list<{ id: string }>({ prefix: ["accounts"] }, { limit: 1 })) {
-    operatorAccount = e.value.id;
-  }
-  if (actor.accountId !== operatorAccount || actor.orgScope !== "all") {
+  if (!(await isPlatformOperator(kv, actor))) {
     throw new ForbiddenError(
       "The control plane's own backups hold every account's data: only administrators of the operator account " +
         "(with access to all its organizations) can see or change them",
     );
   }
+}
+
+/** When the last successful self-backup of each database finished (null: none yet). One read per database. */
+export async function lastSuccessfulBackups(kv: Deno.Kv): Promise<Record<DatabaseName, string | null>> {
+  const [config, results] = await kv.getMany<[{ at: string }, { at: string }]>([
+    lastSuccessKey("config"),
+    lastSuccessKey("results"),
+  ]);
+  return { config: config.value?.at ?? null, results: results.value?.at ?? null };
+}
+
+/** True for an actor of the operator account (the oldest) with an all-orgs scope, or the system. */
+export async function isPlatformOperator(kv: Deno.Kv, actor: Actor): Promise<boolean> {
+  if (actor.kind === "system") return true;
+  let operatorAccount: string | null = null;
+  for await (const e of kv.list<{ id: string }>({ prefix: ["accounts"] }, { limit: 1 })) {
+    operatorAccount = e.value.id;
+  }
+  return actor.accountId === operatorAccount && actor.orgScope === "all";
 }
 
 /** Admin > Backups. Hours are UTC. The S3 secret is write-only (vault). */
@@ -431,6 +450,12 @@ async function finishTrigger(kv: Deno.Kv, trigger: Trigger): Promise<void> {
       success: c.success + (trigger.status === "success" ? 1 : 0),
       failed: c.failed + (trigger.status === "failed" ? 1 : 0),
     }).set(WORKER_KEY, { triggerId: null, since: trigger.finishedAt });
+    if (trigger.status === "success") {
+      op.set(lastSuccessKey(trigger.database), {
+        at: trigger.finishedAt,
+        file: trigger.bundle?.file ?? null,
+      });
+    }
     if ((await op.commit()).ok) return;
   }
 }

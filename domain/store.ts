@@ -1,6 +1,6 @@
 /** Opens the configured KV (taking the one-process lock for a local file) and the master key. */
 import { type Config, loadMasterKey } from "./config.ts";
-import { isLocalKvPath, lockKvFile } from "./kv.ts";
+import { DEPLOY_KV, isLocalKvPath, lockKvFile } from "./kv.ts";
 
 export interface Store {
   kv: Deno.Kv;
@@ -21,7 +21,7 @@ export async function openStore(config: Config): Promise<Store> {
   const masterKey = await loadMasterKey(config);
   let kv: Deno.Kv;
   try {
-    kv = await Deno.openKv(config.kvLocation);
+    kv = config.kvLocation === DEPLOY_KV ? await Deno.openKv() : await Deno.openKv(config.kvLocation);
   } catch (error) {
     lock?.close();
     throw new Error(`Cannot open the database at ${config.kvLocation}: ${(error as Error).message}`);

@@ -1,18 +1,22 @@
 /** Types shared by the server and islands. Dependency-free: islands may import it. */
 
-export const PERMISSIONS = ["backup.view", "backup.manage", "backup.restore", "admin"] as const;
+/**
+ * `metrics`: scraping `/metrics` (Prometheus). Administrators hold it; give a monitoring token only this one
+ * (docs/monitoring.md). The endpoint also needs the platform operator (see `authorizePlatformAdmin`).
+ */
+export const PERMISSIONS = ["backup.view", "backup.manage", "backup.restore", "admin", "metrics"] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
 export const ROLES = ["viewer", "operator", "restore_operator", "backup_admin", "admin"] as const;
 export type Role = (typeof ROLES)[number];
 
-/** What each role grants. `admin` adds users, organizations, tokens, audit and self-backup. */
+/** What each role grants. `admin` adds users, organizations, tokens, audit, self-backup and metrics. */
 export const ROLE_PERMISSIONS: Record<Role, readonly Permission[]> = {
   viewer: ["backup.view"],
   operator: ["backup.view", "backup.manage"],
   restore_operator: ["backup.view", "backup.restore"],
   backup_admin: ["backup.view", "backup.manage", "backup.restore"],
-  admin: ["backup.view", "backup.manage", "backup.restore", "admin"],
+  admin: ["backup.view", "backup.manage", "backup.restore", "admin", "metrics"],
 };
 
 export const ROLE_LABELS: Record<Role, string> = {

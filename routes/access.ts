@@ -25,7 +25,7 @@ export function accessOf(handler: unknown): AccessSpec | undefined {
 
 /** True when the request is for the JSON API (errors as JSON, 401 instead of a login redirect). */
 export function wantsJson(c: Context): boolean {
-  return c.req.path.startsWith("/api/") && !c.req.path.startsWith("/api/docs");
+  return (c.req.path.startsWith("/api/") && !c.req.path.startsWith("/api/docs")) || c.req.path === "/metrics";
 }
 
 /** True for the engine protocol, which uses no cookies (so no session and no CSRF token). */

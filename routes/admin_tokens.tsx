@@ -116,6 +116,11 @@ function TokensPage(props: {
                   checked={props.values.permissions.includes(p)}
                 />{" "}
                 {p}
+                {p === "metrics" && (
+                  <span class="muted">
+                    {" "}— scrape /metrics (Prometheus); give a monitoring token only this
+                  </span>
+                )}
               </label>
             ))}
             {props.errors?.permissions && <p class="field-error">{props.errors.permissions}</p>}

@@ -556,8 +556,10 @@ for (const kind of ["bes", "agent"] as const) {
     }),
     async (c) => {
       const { kv, owner, now } = await claimed(c);
-      const { masterKey } = c.get("deps");
+      const { masterKey, metrics } = c.get("deps");
+      const started = performance.now();
       const jobs = await claimJobs(kv, owner, c.req.valid("json").max, now);
+      metrics.observeClaim(kind, (performance.now() - started) / 1000, jobs.length);
       const engines = new Map();
       return c.json({
         jobs: await Promise.all(jobs.map(async (j) => ({

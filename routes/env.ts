@@ -3,6 +3,7 @@ import type { Session } from "../domain/auth.ts";
 import type { Config } from "../domain/config.ts";
 import type { Engine } from "../domain/engines.ts";
 import type { Logger } from "../domain/log.ts";
+import type { AppMetrics } from "./metrics.ts";
 import type { Actor } from "../domain/rbac.ts";
 import type { User } from "../domain/types.ts";
 
@@ -14,6 +15,8 @@ export interface Deps {
   masterKey: Uint8Array;
   clock: () => Date;
   logger: Logger;
+  /** This instance's Prometheus registry (routes/metrics.ts). */
+  metrics: AppMetrics;
 }
 
 export interface AppEnv {

@@ -1,4 +1,5 @@
 /** App-wide middleware: request id + JSON request log, authentication, CSRF, security headers. */
+import { trace } from "@opentelemetry/api";
 import type { Context, MiddlewareHandler } from "hono";
 import { getCookie, setCookie } from "hono/cookie";
 import { secureHeaders } from "hono/secure-headers";
@@ -12,6 +13,29 @@ import type { AppEnv, Deps } from "./env.ts";
 
 export const SESSION_COOKIE = "cadres_session";
 export const CSRF_COOKIE = "cadres_csrf";
+
+/** The kind of principal a request acted as, for logs, metrics and traces. */
+function principalKind(c: Context<AppEnv>): string {
+  return c.get("principal")?.kind ?? c.get("actor")?.kind ?? "anonymous";
+}
+
+/**
+ * Names the request's span (Deno's built-in OpenTelemetry, with OTEL_DENO=true; a no-op otherwise) after
+ * the route pattern, adds the principal kind, and drops the query string: it may carry one-time tokens.
+ */
+function annotateSpan(c: Context<AppEnv>, route: string, principal: string): void {
+  const span = trace.getActiveSpan();
+  if (!span) return;
+  const url = new URL(c.req.url);
+  span.updateName(`${c.req.method} ${route}`);
+  span.setAttributes({
+    "http.route": route,
+    "cadres.principal.kind": principal,
+    "cadres.request_id": c.get("requestId"),
+    "url.full": `${url.origin}${url.pathname}`,
+    "url.query": "",
+  });
+}
 
 /** Sets deps and a request id, then writes one JSON log line per request. */
 export function requestContext(deps: Deps): MiddlewareHandler<AppEnv> {
@@ -29,14 +53,19 @@ export function requestContext(deps: Deps): MiddlewareHandler<AppEnv> {
     } finally {
       c.header("X-Request-Id", requestId);
       const actor = c.get("actor");
+      const seconds = (performance.now() - started) / 1000;
+      // The route pattern, never the raw URL: query strings may carry one-time tokens. A request no
+      // route matched is "unmatched" (raw paths would make one series per scanner's guess).
+      const route = c.req.routePath === "*" || c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
+      deps.metrics.observeRequest(c.req.method, route, c.res.status, seconds);
+      annotateSpan(c, route, principalKind(c));
       deps.logger.log(c.res.status >= 500 ? "error" : "info", "request", {
         requestId,
         principal: actor ? `${actor.kind}:${actor.id}` : "anonymous",
         method: c.req.method,
-        // The route pattern, never the raw URL: query strings may carry one-time tokens.
-        route: c.req.routePath,
+        route,
         status: c.res.status,
-        durationMs: Math.round((performance.now() - started) * 100) / 100,
+        durationMs: Math.round(seconds * 100_000) / 100,
       });
     }
   };
@@ -55,7 +84,8 @@ export function authenticate(): MiddlewareHandler<AppEnv> {
     const authz = c.req.header("authorization");
     if (
       authz?.startsWith("Bearer ") &&
-      (c.req.path.startsWith("/api/v1/") || c.req.path.startsWith("/api/health/"))
+      (c.req.path.startsWith("/api/v1/") || c.req.path.startsWith("/api/health/") ||
+        c.req.path === "/metrics")
     ) {
       c.set("actor", await resolveApiToken(kv, authz.slice(7).trim(), clock()));
       return await next();

@@ -392,6 +392,8 @@ const SAMPLE_BODIES: Record<string, unknown | ((fx: Fixture) => unknown)> = {
 const POLICY: Array<[RegExp, string]> = [
   [/^(GET|POST) \/(login|logout|setup)$/, "public"],
   [/^GET \/(healthz|readyz|static\/\*|api\/openapi\.json|api\/docs)?$/, "public"],
+  // Prometheus: a token (or an administrator) with the metrics scope, of the platform operator.
+  [/^GET \/metrics$/, "metrics"],
   // Expiring an archived restore point is retention's business (backup.manage), not a restore.
   [/^POST \/backup\/restore\/points\/:\w+\/expire$/, "backup.manage"],
   [/^\w+ \/backup\/restore/, "backup.restore"],
@@ -428,7 +430,8 @@ const POLICY: Array<[RegExp, string]> = [
 /** Routes that change the account itself rather than an object of one org. */
 const ACCOUNT_LEVEL_CHANGES = /^POST \/(admin\/orgs\/account-secret|admin\/recovery-key|api\/v1\/account\/)/;
 /** The control plane's own backups: only all-scope admins of the operator account (the oldest, A). */
-const PLATFORM_ROUTES = /^\w+ \/(health\/|admin\/(backups|maintenance)|api\/health\/|api\/v1\/self-backup\/)/;
+const PLATFORM_ROUTES =
+  /^\w+ \/(health\/|admin\/(backups|maintenance)|api\/health\/|api\/v1\/self-backup\/|metrics$)/;
 
 function expectedAccess(route: RouteInfo): string {
   const rule = POLICY.find(([pattern]) => pattern.test(`${route.method} ${route.path}`));
@@ -507,7 +510,7 @@ for (const route of routes) {
       ? `signed:${route.access.principal}`
       : route.access.kind;
     assert.equal(declared, expectedAccess(route), `${route.method} ${route.path} declares the wrong access`);
-    const isApi = /^\/api\/(v1|bes|agent|health)\//.test(route.path);
+    const isApi = /^\/api\/(v1|bes|agent|health)\//.test(route.path) || route.path === "/metrics";
     const params = [...route.path.matchAll(/:(\w+)/g)].map((m) => m[1]);
     for (const [name, user] of Object.entries(fixture.principals)) {
       using kv = await Deno.openKv(":memory:");

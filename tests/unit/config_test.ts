@@ -25,8 +25,19 @@ Deno.test("parseConfig() applies the documented defaults to an empty environment
     baseUrl: "http://localhost:8000",
     secureCookies: false,
     logLevel: "info",
+    metricsEnabled: true,
+    shutdownSeconds: 25,
     faults: [],
   });
+});
+
+Deno.test("parseConfig() reads CADRES_METRICS and CADRES_SHUTDOWN_SECONDS", () => {
+  const result = parseConfig({ CADRES_METRICS: "off", CADRES_SHUTDOWN_SECONDS: "40" });
+  assert.ok(result.ok);
+  assert.equal(result.config.metricsEnabled, false);
+  assert.equal(result.config.shutdownSeconds, 40);
+  assertOneLineNaming(refusal({ CADRES_METRICS: "maybe" }), "CADRES_METRICS");
+  assertOneLineNaming(refusal({ CADRES_SHUTDOWN_SECONDS: "0" }), "CADRES_SHUTDOWN_SECONDS");
 });
 
 Deno.test("parseConfig() treats empty variables as unset", () => {
@@ -161,4 +172,13 @@ Deno.test("loadMasterKey() prefers the configured key and writes no file", async
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("parseConfig() accepts CADRES_KV=deploy (Deno Deploy's database), which is no local file", async () => {
+  const result = parseConfig({ CADRES_KV: "deploy" });
+  assert.ok(result.ok);
+  assert.equal(result.config.kvLocation, "deploy");
+  const { isLocalKvPath } = await import("../../domain/kv.ts");
+  assert.equal(isLocalKvPath("deploy"), false);
+  assert.equal(isLocalKvPath("./data/cadres.kv"), true);
 });

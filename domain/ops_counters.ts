@@ -1,0 +1,200 @@
+/**
+ * Operational counters: how many engines and hosts are in each status, how many jobs wait in the queue
+ * (by kind, priority and the minute they were created) and how many notification deliveries are in
+ * each status. Each is a KvU64 summed in the same atomic operation as the change it counts, so a
+ * Prometheus scrape (routes/metrics.ts) reads a few dozen keys whatever the size of the fleet, never
+ * the records themselves. The consistency check (invariants.ts) recounts them from the records, and
+ * `rebuildOpsCounters` sets them from the records once on an installation that predates them.
+ */
+import type { Engine } from "./engines.ts";
+import type { Host } from "./hosts.ts";
+import type { Job, JobKind, Priority } from "./jobs.ts";
+import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues } from "./kv.ts";
+import type { DeliveryStatus, NotificationDelivery } from "./notifications.ts";
+
+export type FleetKind = "engine" | "host";
+
+/** Engines or hosts of an account in one status. */
+export function fleetCountKey(kind: FleetKind, accountId: string, status: string) {
+  return ["fleet_counts", kind, accountId, status] as const;
+}
+/** Queued jobs of one kind and priority created in one UTC minute (`YYYY-MM-DDTHH:MM`). */
+export function queueCountKey(kind: JobKind, priority: Priority, minute: string) {
+  return ["job_queue_counts", kind, priority, minute] as const;
+}
+/** Notification deliveries of an account in one status (the delivery log, until purged). */
+export function deliveryCountKey(accountId: string, status: DeliveryStatus) {
+  return ["delivery_counts", accountId, status] as const;
+}
+
+/**
+ * Adds to `op` the move of one engine or host from status `from` to `to` (null: created or removed).
+ * Nothing when the status does not change.
+ */
+export function countStatusChange(
+  op: Deno.AtomicOperation,
+  kind: FleetKind,
+  accountId: string,
+  from: string | null,
+  to: string | null,
+): void {
+  if (from === to) return;
+  if (from !== null) op.sum(fleetCountKey(kind, accountId, from), COUNT_DOWN);
+  if (to !== null) op.sum(fleetCountKey(kind, accountId, to), COUNT_UP);
+}
+
+/** The minute a job counts in while queued: the minute it was created. */
+function queueMinute(job: Pick<Job, "createdAt">): string {
+  return job.createdAt.slice(0, 16);
+}
+
+/** Adds to `op` a job entering (+1) or leaving (-1) the queue; call it with every set or delete of its queue entry. */
+export function countQueueEntry(
+  op: Deno.AtomicOperation,
+  job: Pick<Job, "kind" | "priority" | "createdAt">,
+  delta: 1 | -1,
+): void {
+  op.sum(queueCountKey(job.kind, job.priority, queueMinute(job)), delta > 0 ? COUNT_UP : COUNT_DOWN);
+}
+
+/** Adds to `op` a delivery's move from status `from` to `to` (null: created or purged). */
+export function countDeliveryChange(
+  op: Deno.AtomicOperation,
+  accountId: string,
+  from: DeliveryStatus | null,
+  to: DeliveryStatus | null,
+): void {
+  if (from === to) return;
+  if (from !== null) op.sum(deliveryCountKey(accountId, from), COUNT_DOWN);
+  if (to !== null) op.sum(deliveryCountKey(accountId, to), COUNT_UP);
+}
+
+/**
+ * Deletes the queue buckets that reached zero (one per minute that had queued jobs). Each delete is
+ * checked against the versionstamp read, so a job queued in that bucket meanwhile is never lost.
+ * Returns how many it deleted.
+ */
+export async function pruneQueueCounts(kv: Deno.Kv): Promise<number> {
+  let deleted = 0;
+  for await (const e of kv.list({ prefix: ["job_queue_counts"] })) {
+    if (counterValue(e.value) !== 0) continue;
+    if ((await kv.atomic().check(e).delete(e.key).commit()).ok) deleted++;
+  }
+  return deleted;
+}
+
+/** What the counters hold, summed over every account. */
+export interface OpsCounts {
+  engines: Record<string, number>;
+  hosts: Record<string, number>;
+  /** `kind` → `priority` → jobs queued. */
+  queued: Record<string, Record<string, number>>;
+  /** Creation minute of the oldest queued job (`YYYY-MM-DDTHH:MM`), or null when the queue is empty. */
+  oldestQueuedMinute: string | null;
+  deliveries: Record<string, number>;
+}
+
+/** Reads every operational counter: a few keys per account, status, job kind and minute with queued jobs. */
+export async function readOpsCounts(kv: Deno.Kv): Promise<OpsCounts> {
+  const out: OpsCounts = { engines: {}, hosts: {}, queued: {}, oldestQueuedMinute: null, deliveries: {} };
+  const add = (into: Record<string, number>, key: string, n: number) => into[key] = (into[key] ?? 0) + n;
+  for await (const e of kv.list({ prefix: ["fleet_counts"] })) {
+    const [, kind, , status] = e.key as string[];
+    add(kind === "engine" ? out.engines : out.hosts, status, counterValue(e.value));
+  }
+  for await (const e of kv.list({ prefix: ["job_queue_counts"] })) {
+    const [, kind, priority, minute] = e.key as string[];
+    const n = counterValue(e.value);
+    if (n === 0) continue;
+    add(out.queued[kind] ??= {}, priority, n);
+    if (out.oldestQueuedMinute === null || minute < out.oldestQueuedMinute) out.oldestQueuedMinute = minute;
+  }
+  for await (const e of kv.list({ prefix: ["delivery_counts"] })) {
+    add(out.deliveries, String(e.key[2]), counterValue(e.value));
+  }
+  return out;
+}
+
+/** The counter values the records imply, by counter key (JSON), for the consistency check and the rebuild. */
+export async function recountOpsCounters(kv: Deno.Kv): Promise<Map<string, { key: Deno.KvKey; n: number }>> {
+  const out = new Map<string, { key: Deno.KvKey; n: number }>();
+  const add = (key: Deno.KvKey) => {
+    const id = JSON.stringify(key);
+    const cur = out.get(id) ?? { key, n: 0 };
+    cur.n++;
+    out.set(id, cur);
+  };
+  for await (const e of kv.list<Engine>({ prefix: ["engines"] })) {
+    add(fleetCountKey("engine", e.value.accountId, e.value.status));
+  }
+  for await (const e of kv.list<Host>({ prefix: ["hosts"] })) {
+    add(fleetCountKey("host", e.value.accountId, e.value.status));
+  }
+  const pointers: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix: ["job_queue"] })) pointers.push(["jobs", e.value]);
+  for (const job of await getManyValues<Job>(kv, pointers)) {
+    add(queueCountKey(job.kind, job.priority, queueMinute(job)));
+  }
+  for await (const e of kv.list<NotificationDelivery>({ prefix: ["notification_deliveries"] })) {
+    add(deliveryCountKey(e.value.accountId, e.value.status));
+  }
+  return out;
+}
+
+/** The prefixes of the operational counters. */
+export const OPS_COUNTER_PREFIXES = ["fleet_counts", "job_queue_counts", "delivery_counts"] as const;
+
+/** Set once the operational counters were built from the records (installations older than them). */
+const OPS_COUNTERS_FIX_KEY = ["data_fixes", "ops_counters_v1"] as const;
+
+/**
+ * Data fix (once, marker): sets every operational counter to what the records imply, and deletes
+ * counters no record backs. Run at start-up before the server answers; `force` runs it again.
+ */
+export async function rebuildOpsCounters(
+  kv: Deno.Kv,
+  now: Date,
+  options: { force?: boolean } = {},
+): Promise<{ counters: number; skipped: boolean }> {
+  if (!options.force && (await kv.get(OPS_COUNTERS_FIX_KEY)).value) return { counters: 0, skipped: true };
+  const expected = await recountOpsCounters(kv);
+  let op = kv.atomic();
+  let n = 0;
+  const flush = async () => {
+    if (n && !(await op.commit()).ok) throw new Error("Could not write the operational counters");
+    op = kv.atomic();
+    n = 0;
+  };
+  for (const prefix of OPS_COUNTER_PREFIXES) {
+    for await (const e of kv.list({ prefix: [prefix] })) {
+      if (expected.has(JSON.stringify(e.key))) continue;
+      op.delete(e.key);
+      if (++n === 500) await flush();
+    }
+  }
+  for (const { key, n: value } of expected.values()) {
+    op.set(key, new Deno.KvU64(BigInt(value)));
+    if (++n === 500) await flush();
+  }
+  await flush();
+  await kv.set(OPS_COUNTERS_FIX_KEY, now.toISOString());
+  return { counters: expected.size, skipped: false };
+}
+
+/** Every operational counter that differs from what the records imply, as sentences (empty: all agree). */
+export async function checkOpsCounters(kv: Deno.Kv): Promise<string[]> {
+  const expected = await recountOpsCounters(kv);
+  const stored = new Map<string, number>();
+  for (const prefix of OPS_COUNTER_PREFIXES) {
+    for await (const e of kv.list({ prefix: [prefix] })) {
+      stored.set(JSON.stringify(e.key), counterValue(e.value));
+    }
+  }
+  const out: string[] = [];
+  for (const key of new Set([...expected.keys(), ...stored.keys()])) {
+    const want = expected.get(key)?.n ?? 0;
+    const have = stored.get(key) ?? 0;
+    if (want !== have) out.push(`counter ${key} is ${have} but counts ${want}`);
+  }
+  return out;
+}
