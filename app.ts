@@ -26,6 +26,7 @@ import { apiV1Hosts } from "./routes/api_v1_hosts.ts";
 import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
 import { engineProtocol } from "./routes/engine_protocol.ts";
+import { engineTargets } from "./routes/engine_targets.ts";
 import { authRoutes } from "./routes/auth.tsx";
 import { docsRoutes } from "./routes/docs.tsx";
 import type { AppEnv, Deps } from "./routes/env.ts";
@@ -149,6 +150,7 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1Replicas);
   app.route("/", apiV1Hosts);
   app.route("/", engineProtocol);
+  app.route("/", engineTargets);
   app.route("/", selfBackupApi);
   app.route("/", docsRoutes(() => openApiDocument(app)));
 

@@ -1066,7 +1066,13 @@ async function queueFollowUps(
     queueJobInOp(op, {
       ...base,
       kind: "verify",
-      payload: { restorePointId: point.id, policyId: policy.id, sampleCount: policy.verifySampleCount },
+      payload: {
+        restorePointId: point.id,
+        engineRestorePointId: point.engineRestorePointId ?? point.id,
+        policyId: policy.id,
+        targetId: policy.targetId,
+        sampleCount: policy.verifySampleCount,
+      },
     }, now);
   }
   await queueReplicationsInOp(kv, op, policy, point, now);
