@@ -42,8 +42,8 @@ export interface BesRuntime {
 export interface BesSeams {
   /** The data API's request handler (paths other than `/healthz`). */
   dataApi?: (bes: BesRuntime) => (req: Request) => Response | Promise<Response>;
-  /** The listener's certificate and key (PEM); called once before listening. */
-  tls?: (bes: Omit<BesRuntime, "registration" | "identity">) => Promise<{ cert: string; key: string }>;
+  /** The listener's certificate and key (PEM); called once before listening (and registering). */
+  tls?: (bes: { config: BesConfig; log: Logger }) => Promise<{ cert: string; key: string }>;
   /** Extra registration fields (e.g. the certificate the data API serves). */
   registrationExtras?: () => Record<string, unknown> | Promise<Record<string, unknown>>;
   /** More job handlers by kind (a keyed browse, search…); they replace the built-in ones. */
@@ -111,12 +111,53 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
     name: config.name,
     hostname: Deno.hostname(),
     ipAddress: registeredAddress(config.listen.hostname),
-    port: config.listen.port,
+    port: config.listen.port || 8443,
     version: BES_VERSION,
     extra: seams.registrationExtras ? await seams.registrationExtras() : undefined,
   };
-  const registered = await registerWithRetry(client, config, keys, details, log, () => stopped);
-  let identity = registered.identity;
+  // The listener first (its port is registered): the data API, once plugged in, and /healthz.
+  let identity: EngineIdentity | null = null;
+  let api: ((req: Request) => Response | Promise<Response>) | null = null;
+  let server: Deno.HttpServer<Deno.NetAddr> | null = null;
+  const handler = async (req: Request): Promise<Response> => {
+    const url = new URL(req.url);
+    if (req.method === "GET" && url.pathname === "/healthz") {
+      return Response.json({
+        id: identity?.id ?? null,
+        name: config.name,
+        version: BES_VERSION,
+        status: "ok",
+      });
+    }
+    if (api) return await api(req);
+    return Response.json(
+      { error: { code: "not_found", message: "This BES serves no data API yet" } },
+      { status: 404 },
+    );
+  };
+  if (seams.tls || config.insecureHttp) {
+    const tls = seams.tls ? await seams.tls({ config, log }) : null;
+    server = Deno.serve({
+      hostname: config.listen.hostname,
+      port: config.listen.port,
+      onListen: () => {},
+      ...(tls ? { cert: tls.cert, key: tls.key } : {}),
+    }, handler);
+  } else {
+    log.log("warn", "the data API is not served: this build has no TLS certificate support yet", {
+      hint: "--insecure-http serves plain HTTP on a loopback address",
+    });
+  }
+  details.port = server?.addr.port ?? config.listen.port;
+
+  let registered;
+  try {
+    registered = await registerWithRetry(client, config, keys, details, log, () => stopped);
+  } catch (e) {
+    await server?.shutdown();
+    throw e;
+  }
+  identity = registered.identity;
   let stored: StoredIdentity = registered.stored;
   if (registered.previousId) {
     log.log("warn", "the control plane gave this key a new id (the old engine was deleted)", {
@@ -130,7 +171,7 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
     controlPlane: config.controlPlane,
   });
 
-  const targets = new TargetRegistry(client, () => identity, log);
+  const targets = new TargetRegistry(client, () => identity!, log);
   const capacity = new CapacityMonitor(log, open);
   const metrics = new SystemMetrics(config.dataDir, startedAt);
   const keyless = { targets, open };
@@ -142,7 +183,7 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
   };
   const jobs = new JobRunner({
     client,
-    identity: () => identity,
+    identity: () => identity!,
     handlers,
     fallback: unsupportedHandler,
     log,
@@ -154,7 +195,7 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
   const runtime: BesRuntime = {
     config,
     get identity() {
-      return identity;
+      return identity!;
     },
     get registration() {
       return stored.registration;
@@ -219,44 +260,19 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
     beating = beating.then(heartbeat);
   }, intervalSeconds * 1000);
   jobs.start();
-
-  // The listener: the data API (when plugged in) and /healthz.
-  let server: Deno.HttpServer<Deno.NetAddr> | null = null;
-  const api = seams.dataApi?.(runtime);
-  const handler = async (req: Request): Promise<Response> => {
-    const url = new URL(req.url);
-    if (req.method === "GET" && url.pathname === "/healthz") {
-      return Response.json({ id: identity.id, name: config.name, version: BES_VERSION, status: "ok" });
-    }
-    if (api) return await api(req);
-    return Response.json(
-      { error: { code: "not_found", message: "This BES serves no data API yet" } },
-      { status: 404 },
-    );
-  };
-  if (seams.tls || config.insecureHttp) {
-    const tls = seams.tls ? await seams.tls({ config, targets, open, log }) : null;
-    server = Deno.serve({
-      hostname: config.listen.hostname,
-      port: config.listen.port,
-      onListen: () => {},
-      ...(tls ? { cert: tls.cert, key: tls.key } : {}),
-    }, handler);
+  api = seams.dataApi?.(runtime) ?? null;
+  if (server) {
     log.log("info", "listening", {
       address: `${config.listen.hostname}:${server.addr.port}`,
-      tls: Boolean(tls),
+      tls: Boolean(seams.tls),
       dataApi: Boolean(api),
-    });
-  } else {
-    log.log("warn", "the data API is not served: this build has no TLS certificate support yet", {
-      hint: "--insecure-http serves plain HTTP on a loopback address",
     });
   }
 
   return {
     ...runtime,
     get identity() {
-      return identity;
+      return identity!;
     },
     get registration() {
       return stored.registration;

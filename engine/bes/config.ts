@@ -40,7 +40,7 @@ export const USAGE = `Usage: deno task bes --control-plane URL --secret SECRET -
   --control-plane URL    the control plane (https://…; http:// only to a loopback address)
   --secret SECRET        org or account registration secret (or env CADRES_BES_SECRET)
   --data DIR             identity, registration and state of this BES (created 0700)
-  --listen HOST:PORT     address of the data API (default 0.0.0.0:${DEFAULT_PORT})
+  --listen HOST:PORT     address of the data API (default 0.0.0.0:${DEFAULT_PORT}; port 0: any free one)
   --name NAME            name shown in the control plane (default: the host name)
   --insecure-http        serve the data API over plain HTTP (only with a loopback --listen)
   --mounts DIR           where SMB/NFS/iSCSI targets are mounted, one folder per target id
@@ -118,7 +118,7 @@ export function parseBesArgs(args: string[], env: Record<string, string | undefi
   const listenText = str("listen") ?? `0.0.0.0:${DEFAULT_PORT}`;
   const m = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(listenText);
   const port = m ? Number(m[2]) : NaN;
-  if (!m || port < 1 || port > 65535) {
+  if (!m || port > 65535) {
     throw new UsageError(`--listen must be HOST:PORT, e.g. 0.0.0.0:${DEFAULT_PORT}, not "${listenText}"`);
   }
   const hostname = m[1].replace(/^\[|\]$/g, "");

@@ -276,8 +276,10 @@ function verifyOutcome(tally: Tally, sampleCount: number, what: string): JobOutc
     problems: tally.problems,
   };
   if (tally.problemCount > 0) {
-    const details = `${summary}; ${tally.problemCount} problem${tally.problemCount === 1 ? "" : "s"}:\n` +
-      lines.join("\n") +
+    // The first line (what the runs table shows) names the first damaged object.
+    const details =
+      `${tally.problemCount} problem${tally.problemCount === 1 ? "" : "s"}, the first: ${lines[0]}\n` +
+      `${summary}\n${lines.slice(1).join("\n")}` +
       (tally.problemCount > lines.length ? `\n… and ${tally.problemCount - lines.length} more` : "");
     return {
       status: "failed",
