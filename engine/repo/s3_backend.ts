@@ -192,6 +192,16 @@ export class S3Backend implements Backend {
       }
       token = xmlText(xml, "IsTruncated") === "true" ? xmlText(xml, "NextContinuationToken") : null;
     } while (token);
+    if (out.size === 0) {
+      // Nothing, or a server that ignores the delimiter (s3rver does): the plain listing decides (one
+      // request when the prefix is empty).
+      const rel = base === "" ? "" : `${base}/`;
+      for await (const obj of this.list(rel)) {
+        const rest = obj.name.slice(rel.length);
+        const i = rest.indexOf("/");
+        if (i > 0) out.add(rest.slice(0, i));
+      }
+    }
     return [...out].sort();
   }
 

@@ -25,6 +25,7 @@ import { backupFiles } from "../../engine/repo/backup.ts";
 import { Repository } from "../../engine/repo/repository.ts";
 import { verifyRepository } from "../../engine/repo/verify.ts";
 import { fileSystemUsage } from "../../engine/bes/metrics.ts";
+import { deterministicBytes } from "../engine/helpers.ts";
 import { childEnv, createTenant, REPO_ROOT, targetInput, TestClock } from "../helpers.ts";
 
 const system = systemActor("test");
@@ -135,7 +136,9 @@ async function waitFor<T>(
     const v = await probe();
     if (v) return v;
     if (bes?.exited) throw new Error(`the BES exited while waiting for ${what}:\n${bes.output}`);
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${bes ? `:\n${bes.output}` : ""}`);
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}${bes ? `:\n${bes.output}` : ""}`);
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -153,7 +156,8 @@ async function finished(kv: Deno.Kv, id: string, ms = 30_000): Promise<Job> {
 }
 
 Deno.test({
-  name: "BES subprocess: registers with its key (0600), goes online with measured metrics, reports a Local target's capacity, registers again with the same id",
+  name:
+    "BES subprocess: registers with its key (0600), goes online with measured metrics, reports a Local target's capacity, registers again with the same id",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -161,10 +165,15 @@ Deno.test({
     const data = `${cp.dir}/bes`;
     let bes = spawnBes(cp.url, cp.tenant.secrets[0], data);
     try {
-      const engine = await waitFor("the BES to go online", async () => {
-        const e = await engineNamed(cp.kv, "bes-e2e");
-        return e?.status === "online" && e.metrics ? e : null;
-      }, 30_000, bes);
+      const engine = await waitFor(
+        "the BES to go online",
+        async () => {
+          const e = await engineNamed(cp.kv, "bes-e2e");
+          return e?.status === "online" && e.metrics ? e : null;
+        },
+        30_000,
+        bes,
+      );
       // Identity in the data folder.
       assert.equal((await Deno.stat(`${data}/bes.key`)).mode! & 0o777, 0o600);
       assert.equal((await Deno.stat(data)).mode! & 0o777, 0o700);
@@ -176,7 +185,10 @@ Deno.test({
       // Measured metrics: memory as the system reports it, disk of the data folder's file system.
       const m = engine.metrics!;
       const mem = Deno.systemMemoryInfo();
-      assert.ok(Math.abs(m.memoryPercent - ((mem.total - mem.available) / mem.total) * 100) < 15, `${m.memoryPercent}`);
+      assert.ok(
+        Math.abs(m.memoryPercent - ((mem.total - mem.available) / mem.total) * 100) < 15,
+        `${m.memoryPercent}`,
+      );
       const fs = await fileSystemUsage(data);
       assert.ok(Math.abs(m.diskPercent - (fs.usedBytes / (fs.usedBytes + fs.freeBytes)) * 100) < 2);
       assert.ok(m.cpuPercent >= 0 && m.cpuPercent <= 100);
@@ -186,11 +198,19 @@ Deno.test({
       // A Local target created on it: the next heartbeats carry its file system's capacity.
       const targetDir = `${cp.dir}/target`;
       await Deno.mkdir(targetDir);
-      const target = await createTarget(cp.kv, system, targetInput(engine.id, "local", { config: { path: targetDir } }), {
-        now: new Date(),
-        masterKey: config.masterKey!,
-      });
-      const reported = await waitFor("the target's capacity", async () => (await getTarget(cp.kv, target.id))?.capacity);
+      const target = await createTarget(
+        cp.kv,
+        system,
+        targetInput(engine.id, "local", { config: { path: targetDir } }),
+        {
+          now: new Date(),
+          masterKey: config.masterKey!,
+        },
+      );
+      const reported = await waitFor(
+        "the target's capacity",
+        async () => (await getTarget(cp.kv, target.id))?.capacity,
+      );
       const expected = await fileSystemUsage(targetDir);
       assert.equal(reported.totalBytes, expected.totalBytes);
       assert.ok(Math.abs(reported.freeBytes - expected.freeBytes) < 64 * 1024 * 1024);
@@ -218,11 +238,14 @@ Deno.test({
 /** Backs up `src` into a fresh repository at `path` four times (a file changes each time); snapshot ids. */
 async function makeRepository(path: string, src: string, namespace: string): Promise<string[]> {
   await Deno.mkdir(src, { recursive: true });
-  await Deno.writeFile(`${src}/same.bin`, crypto.getRandomValues(new Uint8Array(20_000)));
+  await Deno.writeFile(`${src}/same.bin`, deterministicBytes(`same-${crypto.randomUUID()}`, 20_000));
   const repo = await Repository.init(new LocalBackend(path), KEK, { namespace, ...SMALL });
   const ids: string[] = [];
   for (let i = 0; i < 4; i++) {
-    await Deno.writeFile(`${src}/day.bin`, crypto.getRandomValues(new Uint8Array(30_000 + i * 1000)));
+    await Deno.writeFile(
+      `${src}/day.bin`,
+      deterministicBytes(`day-${i}-${crypto.randomUUID()}`, 100_000 + i * 1000),
+    );
     const r = await backupFiles(repo.namespace(namespace), { paths: [src] });
     ids.push(r.snapshotId);
   }
@@ -230,24 +253,35 @@ async function makeRepository(path: string, src: string, namespace: string): Pro
 }
 
 Deno.test({
-  name: "BES subprocess: verify jobs check each point's snapshot, retention's prune removes snapshots from a Local repository, a damaged pack fails a target verify, unreachable targets fail with TARGET_UNREACHABLE",
+  name:
+    "BES subprocess: verify jobs check each point's snapshot, retention's prune removes snapshots from a Local repository, a damaged pack fails a target verify, unreachable targets fail with TARGET_UNREACHABLE",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
     await using cp = await controlPlane();
     const bes = spawnBes(cp.url, cp.tenant.secrets[0], `${cp.dir}/bes`);
     try {
-      const engine = await waitFor("the BES to go online", async () => {
-        const e = await engineNamed(cp.kv, "bes-e2e");
-        return e?.status === "online" ? e : null;
-      }, 30_000, bes);
+      const engine = await waitFor(
+        "the BES to go online",
+        async () => {
+          const e = await engineNamed(cp.kv, "bes-e2e");
+          return e?.status === "online" ? e : null;
+        },
+        30_000,
+        bes,
+      );
       const clock = new TestClock();
       const targetDir = `${cp.dir}/target`;
       await Deno.mkdir(targetDir);
-      const target = await createTarget(cp.kv, system, targetInput(engine.id, "local", { config: { path: targetDir } }), {
-        now: clock.now(),
-        masterKey: config.masterKey!,
-      });
+      const target = await createTarget(
+        cp.kv,
+        system,
+        targetInput(engine.id, "local", { config: { path: targetDir } }),
+        {
+          now: clock.now(),
+          masterKey: config.masterKey!,
+        },
+      );
       const policy = await createPolicy(cp.kv, system, {
         name: "daily",
         besId: engine.id,
@@ -375,7 +409,10 @@ Deno.test({
         }, new Date());
         unreachable.push(await finished(cp.kv, job.id));
       }
-      assert.deepEqual(unreachable.map((j) => j.result?.error?.reason), ["TARGET_UNREACHABLE", "TARGET_UNREACHABLE"]);
+      assert.deepEqual(unreachable.map((j) => j.result?.error?.reason), [
+        "TARGET_UNREACHABLE",
+        "TARGET_UNREACHABLE",
+      ]);
       assert.match(unreachable[0].result!.error!.message, /is not mounted/);
       assert.match(unreachable[1].result!.error!.message, /no-such-folder does not exist/);
       assert.equal(unreachable[0].result?.retryable, true);

@@ -441,6 +441,7 @@ Deno.test("every route declares exactly one access rule", () => {
       "POST /api/v1/storage/:targetId/verify",
       "POST /backup/storage/:targetId/health-check",
       "POST /backup/storage/:targetId/verify",
+      "POST /api/bes/v1/targets",
     ]
   ) {
     assert.ok(paths.includes(expected), `${expected} is enumerated`);
