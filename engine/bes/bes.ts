@@ -158,7 +158,7 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
     throw e;
   }
   identity = registered.identity;
-  let stored: StoredIdentity = registered.stored;
+  const stored: StoredIdentity = registered.stored;
   if (registered.previousId) {
     log.log("warn", "the control plane gave this key a new id (the old engine was deleted)", {
       previousId: registered.previousId,

@@ -549,7 +549,7 @@ Deno.test("verify: a point's snapshot checked structurally; a missing snapshot o
 /** A control plane stand-in for the job endpoints. */
 function fakeControlPlane(progressReplies: Array<{ status: number; body: Record<string, unknown> }>) {
   const posts: { path: string; body: Record<string, unknown> }[] = [];
-  const fetcher = async (url: string, init: RequestInit) => {
+  const fetcher = (url: string, init: RequestInit) => {
     const path = new URL(url).pathname;
     const body = JSON.parse(String(init.body ?? "{}"));
     posts.push({ path, body });
