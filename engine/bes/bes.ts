@@ -21,7 +21,9 @@ import {
   type StoredIdentity,
 } from "./identity.ts";
 import { type JobHandler, JobRunner } from "./jobs.ts";
-import { KEYED_KINDS, pruneHandler, unsupportedHandler, verifyHandler } from "./keyless_jobs.ts";
+import { KEYED_KINDS, pruneHandler, unsupportedHandler } from "./keyless_jobs.ts";
+import { browseHandler, sampledVerifyHandler, searchHandler } from "./keyed_jobs.ts";
+import { controlPlaneKeys } from "./job_keys.ts";
 import { createLogger, type Logger, messageOf } from "./log.ts";
 import { SystemMetrics } from "./metrics.ts";
 import type { OpenOptions } from "./storage.ts";
@@ -175,10 +177,14 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
   const capacity = new CapacityMonitor(log, open);
   const metrics = new SystemMetrics(config.dataDir, startedAt);
   const keyless = { targets, open };
+  // Jobs that read data get their namespace's keys just in time from the control plane.
+  const keyed = { ...keyless, keys: controlPlaneKeys(client, () => identity!) };
   const handlers: Record<string, JobHandler> = {
-    prune: pruneHandler(keyless),
-    verify: verifyHandler(keyless),
     ...Object.fromEntries(KEYED_KINDS.map((k) => [k, unsupportedHandler])),
+    prune: pruneHandler(keyless),
+    verify: sampledVerifyHandler(keyed),
+    browse: browseHandler(keyed),
+    search: searchHandler(keyed),
     ...seams.handlers,
   };
   const jobs = new JobRunner({

@@ -8,8 +8,9 @@
  * - `verify`, structural part: every pack trailer valid, every index entry pointing at an existing pack,
  *   every blob a snapshot's clear reference list names indexed in its namespace. For a restore point it
  *   checks that point's snapshot in its repository; for a target (`scope: "storage_target"`) every
- *   repository on it. Reading back `sampleCount` files needs the namespace's keys: not done yet, so a
- *   sampled verify whose structure is sound ends `warning` (`NOT_IMPLEMENTED`, verification `partial`).
+ *   repository on it. Reading back `sampleCount` blobs needs the namespace's keys: this handler alone ends a
+ *   sampled verify whose structure is sound `warning` (`NOT_IMPLEMENTED`, verification `partial`), and
+ *   keyed_jobs.ts `sampledVerifyHandler` then reads them back with the job's keys.
  *
  * Payload fields used, and where the repository is: `targetId` (verify jobs of older control planes lack
  * it: then the BES looks for the policy on each of its targets), `policyId`, and `generation` when the
@@ -41,15 +42,15 @@ export interface KeylessServices {
   open: OpenOptions;
 }
 
-const SnapshotId = /^[0-9a-f]{64}$/;
-const PolicyId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/, "must be a policy id");
-const TargetId = z.string().min(1).max(40);
-const Generation = z.number().int().min(1).optional();
+export const SnapshotId = /^[0-9a-f]{64}$/;
+export const PolicyId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/, "must be a policy id");
+export const TargetId = z.string().min(1).max(40);
+export const Generation = z.number().int().min(1).optional();
 /** Most problems listed in a result (the count is always whole). */
 const MAX_PROBLEMS = 50;
 
 /** The payload parsed with `schema`, or a `BAD_PAYLOAD` failure naming the field. */
-function parsePayload<T extends z.ZodTypeAny>(ctx: JobContext, schema: T): z.infer<T> {
+export function parsePayload<T extends z.ZodTypeAny>(ctx: JobContext, schema: T): z.infer<T> {
   const r = schema.safeParse(ctx.job.payload);
   if (!r.success) {
     const issue = r.error.issues[0];
@@ -62,7 +63,7 @@ function parsePayload<T extends z.ZodTypeAny>(ctx: JobContext, schema: T): z.inf
 }
 
 /** The target `id` of this BES, opened. Throws TARGET_UNKNOWN, or the TargetError of opening it. */
-async function openTarget(services: KeylessServices, id: string): Promise<TargetStorage> {
+export async function openTarget(services: KeylessServices, id: string): Promise<TargetStorage> {
   let target: TargetInfo | null;
   try {
     target = await services.targets.find(id);
@@ -80,7 +81,7 @@ async function openTarget(services: KeylessServices, id: string): Promise<Target
 }
 
 /** A storage error of `target` as a JobFailure (or the error itself when it is something else). */
-function storageFailure(e: unknown, target: TargetInfo): unknown {
+export function storageFailure(e: unknown, target: TargetInfo): unknown {
   const t = classifyStorageError(e, target);
   return t ? new JobFailure(t.reason, t.message, t.retryable) : e;
 }
@@ -288,20 +289,20 @@ function verifyOutcome(tally: Tally, sampleCount: number, what: string): JobOutc
     };
   }
   if (sampleCount > 0) {
-    const details = `${summary}: structure sound. Reading back ${sampleCount} sampled files needs the ` +
-      `namespace's keys, which this BES does not fetch yet: not done`;
+    const details = `${summary}: structure sound. Reading back ${sampleCount} sampled blobs needs the ` +
+      `namespace's keys: not done`;
     return {
       status: "warning",
       error: { reason: "NOT_IMPLEMENTED", message: details },
       output: { verification: { status: "partial", details, ...verification } },
     };
   }
-  const details = `${summary}: no problem found`;
+  const details = `${summary}: no problem found`; // (the structure; no blob read back)
   return { status: "success", output: { verification: { status: "passed", details, ...verification } } };
 }
 
 /** Finds the target holding a repository of `policyId` among this BES's targets (older payloads). */
-async function findPolicyTarget(services: KeylessServices, policyId: string): Promise<TargetStorage> {
+export async function findPolicyTarget(services: KeylessServices, policyId: string): Promise<TargetStorage> {
   const unreachable: string[] = [];
   for (const target of services.targets.all()) {
     try {
@@ -385,7 +386,10 @@ export function verifyHandler(services: KeylessServices): JobHandler {
   };
 }
 
-/** Kinds that need a namespace's keys: answered `NOT_IMPLEMENTED` by this version. */
+/**
+ * BES kinds that need a namespace's keys. `browse`, `search` and a verify's read-back run with keys fetched
+ * just in time (keyed_jobs.ts); the others are answered `NOT_IMPLEMENTED` by this version.
+ */
 export const KEYED_KINDS = ["browse", "search", "replicate", "synthetic_full", "bmr"] as const;
 
 /** The answer to a job this BES cannot run yet (it needs keys) or at all (an agent's kind). */
@@ -397,8 +401,7 @@ export const unsupportedHandler: JobHandler = (ctx) => {
       retryable: false,
       error: {
         reason: "NOT_IMPLEMENTED",
-        message: `This BES does not run ${kind} jobs yet: they need the namespace's keys (POST ` +
-          `/api/bes/v1/jobs/{id}/key), which this version does not fetch`,
+        message: `This BES does not run ${kind} jobs yet (see docs/engines.md)`,
       },
     });
   }

@@ -23,6 +23,8 @@ import { generateKeyPair } from "../../domain/signing.ts";
 import { LocalBackend } from "../../engine/repo/backend.ts";
 import { backupFiles } from "../../engine/repo/backup.ts";
 import { Repository } from "../../engine/repo/repository.ts";
+import type { NamespaceKeys } from "../../engine/repo/keys.ts";
+import { getBrowse, getSearch, requestBrowse, requestSearch } from "../../domain/restore.ts";
 import { verifyRepository } from "../../engine/repo/verify.ts";
 import { fileSystemUsage } from "../../engine/bes/metrics.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
@@ -34,13 +36,17 @@ const SMALL = { chunker: { min: 1024, avg: 4096, max: 16384 }, packTargetBytes: 
 const KEK = crypto.getRandomValues(new Uint8Array(32));
 
 /** The app on a loopback port with an in-memory KV and the real clock; its log lines in `logs`. */
-async function controlPlane() {
+async function controlPlane(
+  intercept?: (req: Request, kv: Deno.Kv) => Promise<Response | null>,
+) {
   const kv = await Deno.openKv(":memory:");
   const logs: string[] = [];
   const app = createApp({ kv, config, logger: createLogger("debug", (l) => logs.push(l)) });
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen() {} },
-    (req, info) => app.fetch(req, { remoteAddr: { hostname: (info.remoteAddr as Deno.NetAddr).hostname } }),
+    async (req, info) =>
+      (await intercept?.(req, kv)) ??
+        app.fetch(req, { remoteAddr: { hostname: (info.remoteAddr as Deno.NetAddr).hostname } }),
   );
   const clock = new TestClock();
   const tenant = await createTenant(kv, "Acme", ["Ops"], clock.now());
@@ -252,6 +258,88 @@ async function makeRepository(path: string, src: string, namespace: string): Pro
   return ids;
 }
 
+/**
+ * A Local target on `engine`, a policy on it (daily fulls, two days kept, verify after backup with
+ * `sampleCount`), a host assigned, and four snapshots stored by engine/repo where the policy's repository
+ * lives, reported as the agent would (the agent itself is another program). Returns the verify jobs queued
+ * and the namespace keys of the host.
+ */
+async function backedUpPolicy(
+  cp: Awaited<ReturnType<typeof controlPlane>>,
+  engine: Engine,
+  sampleCount: number,
+  onKeys: (keys: NamespaceKeys) => void = () => {},
+) {
+  const clock = new TestClock();
+  const targetDir = `${cp.dir}/target`;
+  await Deno.mkdir(targetDir);
+  const target = await createTarget(
+    cp.kv,
+    system,
+    targetInput(engine.id, "local", { config: { path: targetDir } }),
+    {
+      now: clock.now(),
+      masterKey: config.masterKey!,
+    },
+  );
+  const policy = await createPolicy(cp.kv, system, {
+    name: "daily",
+    besId: engine.id,
+    targetId: target.id,
+    backupType: "file",
+    fullSchedule: "0 2 * * *",
+    retentionDaily: 2,
+    retentionWeekly: 0,
+    retentionMonthly: 0,
+    verifyAfterBackup: true,
+    verifySampleCount: sampleCount,
+  }, clock.now());
+  const { host } = await enrollHost(cp.kv, cp.scope, {
+    hostname: "h.acme.example",
+    os: "Debian 12",
+    ipAddress: "10.0.0.9",
+    publicKey: generateKeyPair().publicKey,
+    version: "1",
+  }, clock.now());
+  await assignHost(cp.kv, system, { policyId: policy.id, hostId: host.id }, clock.now());
+  const repoPath = `${targetDir}/cadres/${policy.id}/g1`;
+  const src = `${cp.dir}/src`;
+  const snapshots = await makeRepository(repoPath, src, host.id);
+  const keys = (await Repository.open(new LocalBackend(repoPath), KEK)).namespace(host.id).keys;
+  onKeys(keys);
+  for (let d = 0; d < 4; d++) {
+    const at = new Date(Date.UTC(2026, 10, 1 + d, 2));
+    await runSchedulerTick(cp.kv, at);
+    const [job] = await claimJobs(cp.kv, `agent:${host.id}`, 1, at);
+    const end = new Date(at.getTime() + 600_000).toISOString();
+    const { job: done } = await applyResult(cp.kv, job.principal, job.id, {
+      status: "success",
+      startedAt: at.toISOString(),
+      endedAt: end,
+      bytesTransferred: 100,
+      protectedBytes: 100,
+      output: {
+        restorePoint: {
+          id: snapshots[d],
+          chainId: `chain-${d}`,
+          type: "full",
+          parentId: null,
+          sizeBytes: 100,
+          fileCount: 2,
+          completedAt: end,
+        },
+      },
+    }, at);
+    await applyJobOutcome(cp.kv, done, at);
+  }
+  const verifyJobs: string[] = [];
+  for await (const e of cp.kv.list<Job>({ prefix: ["jobs"] })) {
+    if (e.value.kind === "verify") verifyJobs.push(e.value.id);
+  }
+  assert.equal(verifyJobs.length, 4);
+  return { target, policy, host, repoPath, src, snapshots, verifyJobs, keys };
+}
+
 Deno.test({
   name:
     "BES subprocess: verify jobs check each point's snapshot, retention's prune removes snapshots from a Local repository, a damaged pack fails a target verify, unreachable targets fail with TARGET_UNREACHABLE",
@@ -270,77 +358,14 @@ Deno.test({
         30_000,
         bes,
       );
-      const clock = new TestClock();
-      const targetDir = `${cp.dir}/target`;
-      await Deno.mkdir(targetDir);
-      const target = await createTarget(
-        cp.kv,
-        system,
-        targetInput(engine.id, "local", { config: { path: targetDir } }),
-        {
-          now: clock.now(),
-          masterKey: config.masterKey!,
-        },
-      );
-      const policy = await createPolicy(cp.kv, system, {
-        name: "daily",
-        besId: engine.id,
-        targetId: target.id,
-        backupType: "file",
-        fullSchedule: "0 2 * * *",
-        retentionDaily: 2,
-        retentionWeekly: 0,
-        retentionMonthly: 0,
-        verifyAfterBackup: true,
-        verifySampleCount: 3,
-      }, clock.now());
-      const { host } = await enrollHost(cp.kv, cp.scope, {
-        hostname: "h.acme.example",
-        os: "Debian 12",
-        ipAddress: "10.0.0.9",
-        publicKey: generateKeyPair().publicKey,
-        version: "1",
-      }, clock.now());
-      await assignHost(cp.kv, system, { policyId: policy.id, hostId: host.id }, clock.now());
-
-      // Four daily fulls, stored by engine/repo where the policy's repository lives, reported as the
-      // agent would (the agent itself is another program).
-      const repoPath = `${targetDir}/cadres/${policy.id}/g1`;
-      const snapshots = await makeRepository(repoPath, `${cp.dir}/src`, host.id);
-      const verifyJobs: string[] = [];
-      for (let d = 0; d < 4; d++) {
-        const at = new Date(Date.UTC(2026, 10, 1 + d, 2));
-        await runSchedulerTick(cp.kv, at);
-        const [job] = await claimJobs(cp.kv, `agent:${host.id}`, 1, at);
-        const end = new Date(at.getTime() + 600_000).toISOString();
-        const { job: done } = await applyResult(cp.kv, job.principal, job.id, {
-          status: "success",
-          startedAt: at.toISOString(),
-          endedAt: end,
-          bytesTransferred: 100,
-          protectedBytes: 100,
-          output: {
-            restorePoint: {
-              id: snapshots[d],
-              chainId: `chain-${d}`,
-              type: "full",
-              parentId: null,
-              sizeBytes: 100,
-              fileCount: 2,
-              completedAt: end,
-            },
-          },
-        }, at);
-        await applyJobOutcome(cp.kv, done, at);
-      }
-      for await (const e of cp.kv.list<Job>({ prefix: ["jobs"] })) {
-        if (e.value.kind === "verify") verifyJobs.push(e.value.id);
-      }
-      assert.equal(verifyJobs.length, 4);
+      const { target, policy, snapshots, repoPath, verifyJobs } = await backedUpPolicy(cp, engine, 3);
       for (const id of verifyJobs) {
         const job = await finished(cp.kv, id);
+        // The structure is checked; the sampled read-back needs the key endpoint, which this branch's control
+        // plane does not serve yet (404): the verification stays partial and says why.
         assert.equal(job.result?.status, "warning", JSON.stringify(job.result));
-        assert.equal(job.result?.error?.reason, "NOT_IMPLEMENTED");
+        assert.equal(job.result?.error?.reason, "KEY_UNAVAILABLE");
+        assert.match(job.result!.error!.message, /structure sound.*\(404\)/s);
         const v = job.result?.output?.verification as Record<string, unknown>;
         assert.equal(v.status, "partial");
         assert.equal(v.failedCount, 0);
@@ -416,17 +441,120 @@ Deno.test({
       assert.match(unreachable[0].result!.error!.message, /is not mounted/);
       assert.match(unreachable[1].result!.error!.message, /no-such-folder does not exist/);
       assert.equal(unreachable[0].result?.retryable, true);
-      // Kinds that need keys say so.
+      // A browse asks the control plane for the namespace's key (not served by this branch yet: 404).
       const browse = await enqueueJob(cp.kv, {
         kind: "browse",
         principal: `bes:${engine.id}`,
         accountId: cp.scope.accountId,
         orgId: cp.scope.orgId,
-        payload: { restorePointId: "x", policyId: policy.id, path: "/" },
+        payload: { restorePointId: "x", engineRestorePointId: snapshots[2], policyId: policy.id, path: "/" },
       }, new Date());
-      assert.equal((await finished(cp.kv, browse.id)).result?.error?.reason, "NOT_IMPLEMENTED");
+      assert.equal((await finished(cp.kv, browse.id)).result?.error?.reason, "KEY_UNAVAILABLE");
+      // Kinds this version cannot run say so.
+      const replicate = await enqueueJob(cp.kv, {
+        kind: "replicate",
+        principal: `bes:${engine.id}`,
+        accountId: cp.scope.accountId,
+        orgId: cp.scope.orgId,
+        payload: { restorePointId: "x", policyId: policy.id },
+      }, new Date());
+      assert.equal((await finished(cp.kv, replicate.id)).result?.error?.reason, "NOT_IMPLEMENTED");
       assert.ok(await backend.exists(`snapshots/${snapshots[2]}`), "nothing was pruned elsewhere");
       assert.equal((await cp.kv.get<Engine>(engineKey(engine.id))).value?.status, "online");
+    } finally {
+      const status = await bes.stop();
+      if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "BES subprocess with a key endpoint (a stand-in here): sampled verify reads blobs back, browse lists a real folder, search finds a real file",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    // `POST /api/bes/v1/jobs/{id}/key` is the control plane's, built separately; until it is merged this
+    // stand-in answers it in the assumed shape, to the BES that holds the job only.
+    let served: NamespaceKeys | null = null;
+    let keyRequests = 0;
+    await using cp = await controlPlane(async (req, kv) => {
+      const m = /^\/api\/bes\/v1\/jobs\/([0-9A-Z]{26})\/key$/.exec(new URL(req.url).pathname);
+      if (!m || req.method !== "POST") return null;
+      await req.arrayBuffer();
+      const job = await getJob(kv, m[1]);
+      if (!job || job.principal !== req.headers.get("x-cadres-principal") || !served) {
+        return Response.json({ error: { code: "forbidden", message: "Not this BES's job" } }, {
+          status: 403,
+        });
+      }
+      keyRequests++;
+      return Response.json({
+        namespace: served.namespace,
+        dataKey: served.dataKey.toBase64(),
+        idKey: served.idKey.toBase64(),
+      });
+    });
+    const bes = spawnBes(cp.url, cp.tenant.secrets[0], `${cp.dir}/bes`);
+    try {
+      const engine = await waitFor(
+        "the BES to go online",
+        async () => {
+          const e = await engineNamed(cp.kv, "bes-e2e");
+          return e?.status === "online" ? e : null;
+        },
+        30_000,
+        bes,
+      );
+      const f = await backedUpPolicy(cp, engine, 1000, (keys) => served = keys);
+      for (const id of f.verifyJobs) {
+        const job = await finished(cp.kv, id);
+        assert.equal(job.result?.status, "success", JSON.stringify(job.result));
+        const v = job.result?.output?.verification as {
+          status: string;
+          sampled: number;
+          referencedBlobs: number;
+        };
+        assert.equal(v.status, "passed");
+        assert.ok(v.sampled > 0 && v.sampled === v.referencedBlobs, `${v.sampled} of ${v.referencedBlobs}`);
+      }
+      const points = (await Array.fromAsync(cp.kv.list<RestorePoint>({ prefix: ["restore_points"] })))
+        .map((e) => e.value);
+      assert.deepEqual(points.map((p) => p.verification), ["passed", "passed", "passed", "passed"]);
+      const latest = points.find((p) => p.engineRestorePointId === f.snapshots[3])!;
+
+      // Browse the backed-up folder of the newest point: the control plane's browse state gets its entries.
+      await requestBrowse(cp.kv, system, latest.id, f.src, new Date());
+      const listed = await waitFor(
+        "the browse",
+        async () => {
+          const state = await getBrowse(cp.kv, system, latest.id, f.src, new Date());
+          return state && state.status !== "pending" ? state : null;
+        },
+        30_000,
+        bes,
+      );
+      assert.equal(listed.status, "ready", JSON.stringify(listed));
+      assert.deepEqual(listed.entries!.map((e) => [e.name, e.type, e.size, e.path]), [
+        ["day.bin", "file", 103_000, `${f.src}/day.bin`],
+        ["same.bin", "file", 20_000, `${f.src}/same.bin`],
+      ]);
+      // Search the whole point by name.
+      const search = await requestSearch(cp.kv, system, latest.id, "DAY", new Date());
+      const found = await waitFor(
+        "the search",
+        async () => {
+          const state = await getSearch(cp.kv, system, search.id, new Date());
+          return state.status !== "pending" ? state : null;
+        },
+        30_000,
+        bes,
+      );
+      assert.equal(found.status, "ready", JSON.stringify(found));
+      assert.deepEqual(found.matches!.map((m) => m.path), [`${f.src}/day.bin`]);
+      assert.ok(keyRequests >= 6, `${keyRequests} key requests`);
+      assert.ok(!bes.output.includes(served!.dataKey.toBase64()), "no key in the BES's log");
+      assert.ok(!bes.output.includes(served!.idKey.toBase64()), "no key in the BES's log");
     } finally {
       const status = await bes.stop();
       if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
