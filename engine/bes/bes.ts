@@ -10,7 +10,7 @@
  * listens.
  */
 import { EngineClient, type EngineIdentity, type Fetcher } from "../protocol/client.ts";
-import { BES_VERSION, type BesConfig } from "./config.ts";
+import { BES_VERSION, type BesConfig, DEFAULT_PORT } from "./config.ts";
 import { CapacityMonitor } from "./capacity.ts";
 import {
   ensureDataDir,
@@ -113,7 +113,7 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
     name: config.name,
     hostname: Deno.hostname(),
     ipAddress: registeredAddress(config.listen.hostname),
-    port: config.listen.port || 8443,
+    port: config.listen.port || DEFAULT_PORT,
     version: BES_VERSION,
     extra: seams.registrationExtras ? await seams.registrationExtras() : undefined,
   };
@@ -150,7 +150,7 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
       hint: "--insecure-http serves plain HTTP on a loopback address",
     });
   }
-  details.port = server?.addr.port ?? config.listen.port;
+  details.port = server?.addr.port ?? (config.listen.port || DEFAULT_PORT);
 
   let registered;
   try {

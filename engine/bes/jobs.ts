@@ -97,6 +97,7 @@ export class JobRunner {
   #stopped = false;
   #wake: (() => void) | null = null;
   #loop: Promise<void> | null = null;
+  #claimError: string | null = null;
 
   constructor(readonly options: JobRunnerOptions) {}
 
@@ -141,10 +142,16 @@ export class JobRunner {
       if (free > 0) {
         try {
           const jobs = await this.claim(free);
+          if (this.#claimError !== null) log.log("info", "claiming jobs works again", {});
+          this.#claimError = null;
           for (const job of jobs) this.#launch(job);
           if (jobs.length === free) continue; // there may be more: ask again at once
         } catch (e) {
-          log.log("warn", "claiming jobs failed", { error: messageOf(e) });
+          // Logged when the problem changes, not at every poll while the control plane is away.
+          if (messageOf(e) !== this.#claimError) {
+            log.log("warn", "claiming jobs failed", { error: messageOf(e) });
+          }
+          this.#claimError = messageOf(e);
         }
       }
       if (!this.#stopped) await this.#sleep(this.options.pollMs);

@@ -18,10 +18,10 @@
  */
 import { z } from "zod";
 import { RepoError } from "../repo/errors.ts";
-import { forgetSnapshots, garbageCollect, listCondemned } from "../repo/gc.ts";
+import { forgetSnapshots, garbageCollect } from "../repo/gc.ts";
 import { Repository } from "../repo/repository.ts";
 import { type VerifyProblem, verifyRepository } from "../repo/verify.ts";
-import { type JobContext, JobFailure, type JobHandler, type JobOutcome } from "./jobs.ts";
+import { type JobContext, JobFailure, type JobHandler, type JobOutcome, outcomeOfError } from "./jobs.ts";
 import { messageOf } from "./log.ts";
 import {
   classifyStorageError,
@@ -117,7 +117,15 @@ export function pruneHandler(services: KeylessServices): JobHandler {
     const remaining = new Set(wanted.filter((id) => SnapshotId.test(id)));
     const repositories: PrunedRepository[] = [];
     const forgotten: string[] = [];
-    let gcProblem: string | null = null;
+    const gcDamage: string[] = [];
+    const result = (): Record<string, unknown> => ({
+      pruned: {
+        restorePointIds: forgotten,
+        bytesFreed: repositories.reduce((s, r) => s + r.bytesFreed, 0),
+        absent: wanted.filter((id) => !forgotten.includes(id)),
+        repositories: repositories.slice(0, 50),
+      },
+    });
     try {
       const generations = p.generation ? [p.generation] : await listGenerations(storage, p.policyId);
       for (const [i, generation] of generations.entries()) {
@@ -153,39 +161,52 @@ export function pruneHandler(services: KeylessServices): JobHandler {
           pendingPacks: 0,
           bytesFreed: 0,
         };
-        // gc where something was forgotten now, or where earlier prunes left packs to delete after the grace.
-        const condemned = here.length > 0 ? null : await listCondemned(backend, { onDamaged: () => {} });
-        if (here.length > 0 || condemned!.size > 0) {
-          try {
-            const gc = await garbageCollect(backend);
-            entry.condemnedPacks = gc.condemned.length;
-            entry.deletedPacks = gc.deleted.length;
-            entry.pendingPacks = gc.pending.length;
-            entry.bytesFreed = gc.bytesFreed;
-          } catch (e) {
-            const failure = storageFailure(e, target);
-            if (failure instanceof JobFailure && failure.reason !== "REPOSITORY_BUSY") throw failure;
-            // The snapshots are forgotten (those restore points are gone); their space comes at a later gc.
-            entry.error = `gc: ${messageOf(e)}`;
-            gcProblem ??= `${path}: ${messageOf(e)}`;
-          }
-        }
         repositories.push(entry);
+        // gc in every generation: what was forgotten now, packs earlier prunes condemned (deleted after the
+        // grace period) and what killed backups left behind.
+        try {
+          const gc = await garbageCollect(backend);
+          entry.condemnedPacks = gc.condemned.length;
+          entry.deletedPacks = gc.deleted.length;
+          entry.pendingPacks = gc.pending.length;
+          entry.bytesFreed = gc.bytesFreed;
+        } catch (e) {
+          if (!isRepositoryDamage(e)) {
+            if (e instanceof RepoError && !classifyStorageError(e, target)) {
+              throw new JobFailure("REPOSITORY_BUSY", `gc of ${path} on ${target.name}: ${e.message}`, true);
+            }
+            throw e;
+          }
+          // A damaged object stops gc (it never guesses); retrying does not help: say so, naming it.
+          entry.error = `gc: ${messageOf(e)}`;
+          gcDamage.push(`${path}: ${messageOf(e)}`);
+        }
       }
     } catch (e) {
-      throw storageFailure(e, target);
+      const failure = storageFailure(e, target);
+      if (forgotten.length === 0) throw failure;
+      // Part is done: the result says what, and a retry does the rest (what is gone is then `absent`).
+      const { error } = outcomeOfError(failure);
+      return {
+        status: "failed",
+        retryable: true,
+        error: {
+          reason: error!.reason,
+          message: `${error!.message}\n${forgotten.length} restore points were removed before it stopped: ` +
+            forgotten.slice(0, 20).join(", "),
+        },
+        output: result(),
+      };
     }
-    const absent = wanted.filter((id) => !forgotten.includes(id));
-    const bytesFreed = repositories.reduce((s, r) => s + r.bytesFreed, 0);
-    const output = {
-      pruned: { restorePointIds: forgotten, bytesFreed, absent, repositories: repositories.slice(0, 50) },
-    };
+    const output = result();
+    const absent = (output.pruned as { absent: string[] }).absent;
     const problems: string[] = [];
     let reason = "";
-    if (gcProblem) {
+    if (gcDamage.length) {
       reason = "GC_FAILED";
       problems.push(
-        `The snapshots were forgotten but gc did not finish (${gcProblem}); it runs again next time`,
+        `The snapshots were forgotten but gc stopped at a damaged object (${gcDamage.join("; ")}); their ` +
+          `space is freed once it is repaired ("deno task repo repair")`,
       );
     }
     if (absent.length > 0) {

@@ -498,6 +498,39 @@ Deno.test("prune: refuses to forget the parent of a running backup (REPOSITORY_B
   }
 });
 
+Deno.test("prune: a gc that cannot run (another is live) fails the job retryable, listing what was removed already", async () => {
+  await using dir = await tempDir();
+  const root = `${dir.path}/target`;
+  const g1 = await repoWithSnapshots(`${root}/cadres/POL1/g1`, `${dir.path}/src1`, 2);
+  const g2 = await repoWithSnapshots(`${root}/cadres/POL1/g2`, `${dir.path}/src2`, 2);
+  const other = await acquireLock(new LocalBackend(`${root}/cadres/POL1/g2`), { kind: "gc" });
+  try {
+    const t = target({ config: { path: root } });
+    const out = await pruneHandler(services(t))(fakeCtx({
+      payload: { policyId: "POL1", targetId: t.id, restorePointIds: [g1[0], g2[0]] },
+    }));
+    assert.equal(out.status, "failed");
+    assert.equal(out.retryable, true);
+    assert.equal(out.error?.reason, "REPOSITORY_BUSY");
+    assert.match(
+      out.error!.message,
+      /Another gc is running[\s\S]*2 restore points were removed before it stopped/,
+    );
+    const pruned = out.output!.pruned as { restorePointIds: string[] };
+    assert.deepEqual(pruned.restorePointIds.sort(), [g1[0], g2[0]].sort());
+  } finally {
+    await other.release();
+  }
+  // The retry finishes: nothing left to forget (absent), gc runs.
+  const t = target({ config: { path: root } });
+  const retry = await pruneHandler(services(t))(fakeCtx({
+    payload: { policyId: "POL1", targetId: t.id, restorePointIds: [g1[0], g2[0]] },
+  }));
+  assert.equal(retry.error?.reason, "SNAPSHOTS_ABSENT");
+  const repos = (retry.output!.pruned as { repositories: { condemnedPacks: number }[] }).repositories;
+  assert.ok(repos[1].condemnedPacks > 0, "the second generation's gc ran this time");
+});
+
 Deno.test("verify: a point's snapshot checked structurally; a missing snapshot or pack fails it; a target verify walks every repository", async () => {
   await using dir = await tempDir();
   const root = `${dir.path}/target`;
