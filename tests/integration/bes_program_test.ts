@@ -28,7 +28,15 @@ import { getBrowse, getSearch, requestBrowse, requestSearch } from "../../domain
 import { verifyRepository } from "../../engine/repo/verify.ts";
 import { fileSystemUsage } from "../../engine/bes/metrics.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
-import { childEnv, createTenant, REPO_ROOT, targetInput, TestClock } from "../helpers.ts";
+import {
+  auditEntries,
+  childEnv,
+  createTenant,
+  freePort,
+  REPO_ROOT,
+  targetInput,
+  TestClock,
+} from "../helpers.ts";
 
 const system = systemActor("test");
 const config = testConfig();
@@ -220,6 +228,29 @@ Deno.test({
       const expected = await fileSystemUsage(targetDir);
       assert.equal(reported.totalBytes, expected.totalBytes);
       assert.ok(Math.abs(reported.freeBytes - expected.freeBytes) < 64 * 1024 * 1024);
+
+      // A credentialed S3 target: the BES gets its secret (audited), and never logs it.
+      const secret = "S3-SECRET-never-logged-8c1f";
+      const s3 = await createTarget(cp.kv, system, {
+        ...targetInput(engine.id, "s3_compatible", {
+          config: { endpoint: `http://127.0.0.1:${freePort()}`, bucket: "backups", region: "us-east-1" },
+        }),
+        credentials: { username: "AKIATEST", secret, credentialType: "access_key" },
+      }, { now: new Date(), masterKey: config.masterKey! });
+      await waitFor("the BES to fetch the S3 target", async () => bes.output.includes(s3.id), 30_000, bes);
+      await waitFor(
+        "the S3 capacity attempt",
+        async () => bes.output.includes("capacity not reported"),
+        30_000,
+        bes,
+      );
+      const deliveries = (await auditEntries(cp.kv, cp.scope.accountId)).filter((a) =>
+        a.action === "storage_target.credentials_delivered"
+      );
+      assert.ok(deliveries.length >= 1);
+      assert.ok(deliveries.every((a) => !a.summary.includes(secret)));
+      assert.ok(!bes.output.includes(secret), "the credential is never in the BES's log");
+      assert.ok(!cp.logs.join("\n").includes(secret), "nor in the control plane's");
 
       // Restart: the same key registers again — same id, one engine.
       assert.equal((await bes.stop()).code, 0);
