@@ -237,10 +237,15 @@ Deno.test({
         }),
         credentials: { username: "AKIATEST", secret, credentialType: "access_key" },
       }, { now: new Date(), masterKey: config.masterKey! });
-      await waitFor("the BES to fetch the S3 target", async () => bes.output.includes(s3.id), 30_000, bes);
+      await waitFor(
+        "the BES to fetch the S3 target",
+        () => Promise.resolve(bes.output.includes(s3.id)),
+        30_000,
+        bes,
+      );
       await waitFor(
         "the S3 capacity attempt",
-        async () => bes.output.includes("capacity not reported"),
+        () => Promise.resolve(bes.output.includes("capacity not reported")),
         30_000,
         bes,
       );
