@@ -1,0 +1,599 @@
+/**
+ * The BES program end to end: the real app on a loopback port (in-memory KV) and `engine/bes/main.ts` as
+ * a subprocess. It registers (signed, key kept 0600 in its data folder), goes online with measured
+ * metrics, reports the capacity of a Local target, registers again with the same id after a restart, runs
+ * the verify jobs of restore points and the prune job the control plane's retention issues against a
+ * repository made with engine/repo, finds a damaged pack in a target-wide verify, and fails the jobs of
+ * targets it cannot reach with TARGET_UNREACHABLE.
+ */
+import assert from "node:assert/strict";
+import { createApp } from "../../app.ts";
+import { testConfig } from "../../domain/config.ts";
+import { type Engine, engineKey } from "../../domain/engines.ts";
+import { enqueueJob, getJob, type Job } from "../../domain/jobs.ts";
+import { createLogger } from "../../domain/log.ts";
+import { createPolicy } from "../../domain/policies.ts";
+import { systemActor } from "../../domain/rbac.ts";
+import { applyJobOutcome, applyRetention, type RestorePoint, runSchedulerTick } from "../../domain/runs.ts";
+import { applyResult, claimJobs } from "../../domain/jobs.ts";
+import { createTarget, getTarget, requestStorageCheck } from "../../domain/storage.ts";
+import { assignHost } from "../../domain/assignments.ts";
+import { enrollHost } from "../../domain/hosts.ts";
+import { generateKeyPair } from "../../domain/signing.ts";
+import { LocalBackend } from "../../engine/repo/backend.ts";
+import { backupFiles } from "../../engine/repo/backup.ts";
+import { Repository } from "../../engine/repo/repository.ts";
+import type { NamespaceKeys } from "../../engine/repo/keys.ts";
+import { getBrowse, getSearch, requestBrowse, requestSearch } from "../../domain/restore.ts";
+import { verifyRepository } from "../../engine/repo/verify.ts";
+import { fileSystemUsage } from "../../engine/bes/metrics.ts";
+import { deterministicBytes } from "../engine/helpers.ts";
+import {
+  auditEntries,
+  childEnv,
+  createTenant,
+  freePort,
+  REPO_ROOT,
+  targetInput,
+  TestClock,
+} from "../helpers.ts";
+
+const system = systemActor("test");
+const config = testConfig();
+const SMALL = { chunker: { min: 1024, avg: 4096, max: 16384 }, packTargetBytes: 32 * 1024 };
+const KEK = crypto.getRandomValues(new Uint8Array(32));
+
+/** The app on a loopback port with an in-memory KV and the real clock; its log lines in `logs`. */
+async function controlPlane(
+  intercept?: (req: Request, kv: Deno.Kv) => Promise<Response | null>,
+) {
+  const kv = await Deno.openKv(":memory:");
+  const logs: string[] = [];
+  const app = createApp({ kv, config, logger: createLogger("debug", (l) => logs.push(l)) });
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    async (req, info) =>
+      (await intercept?.(req, kv)) ??
+        app.fetch(req, { remoteAddr: { hostname: (info.remoteAddr as Deno.NetAddr).hostname } }),
+  );
+  const clock = new TestClock();
+  const tenant = await createTenant(kv, "Acme", ["Ops"], clock.now());
+  const dir = await Deno.makeTempDir({ prefix: "cadres-bes-test-" });
+  return {
+    kv,
+    logs,
+    url: `http://127.0.0.1:${server.addr.port}`,
+    tenant,
+    scope: { accountId: tenant.account.id, orgId: tenant.orgs[0].id },
+    dir,
+    async [Symbol.asyncDispose]() {
+      await server.shutdown();
+      kv.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** A BES subprocess; its output is collected in `output`. */
+function spawnBes(url: string, secret: string, dataDir: string, name = "bes-e2e") {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-sys",
+      "engine/bes/main.ts",
+      "--control-plane",
+      url,
+      "--data",
+      dataDir,
+      "--listen",
+      "127.0.0.1:0",
+      "--insecure-http",
+      "--name",
+      name,
+      "--heartbeat-seconds",
+      "1",
+      "--poll-seconds",
+      "0.5",
+      "--progress-seconds",
+      "1",
+    ],
+    cwd: REPO_ROOT,
+    // The secret through the environment, as the systemd unit passes it (not on the command line).
+    env: childEnv({ CADRES_BES_SECRET: secret }),
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const out: string[] = [];
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) out.push(decoder.decode(chunk, { stream: true }));
+  };
+  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  let exited = false;
+  child.status.then(() => exited = true);
+  return {
+    child,
+    get exited() {
+      return exited;
+    },
+    get output() {
+      return out.join("");
+    },
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // already gone
+      }
+      const status = await child.status;
+      await pumps;
+      return status;
+    },
+  };
+}
+
+/** Polls `probe` until it returns a value (not undefined/null/false), or fails after `ms` with `what`. */
+async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | null | undefined | false>,
+  ms = 30_000,
+  bes?: { exited: boolean; output: string },
+) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v) return v;
+    if (bes?.exited) throw new Error(`the BES exited while waiting for ${what}:\n${bes.output}`);
+    if (Date.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}${bes ? `:\n${bes.output}` : ""}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function engineNamed(kv: Deno.Kv, name: string): Promise<Engine | null> {
+  for await (const e of kv.list<Engine>({ prefix: ["engines"] })) if (e.value.name === name) return e.value;
+  return null;
+}
+
+async function finished(kv: Deno.Kv, id: string, ms = 30_000): Promise<Job> {
+  return await waitFor(`job ${id} to end`, async () => {
+    const job = await getJob(kv, id);
+    return job && (job.status === "succeeded" || job.status === "failed") ? job : null;
+  }, ms);
+}
+
+Deno.test({
+  name:
+    "BES subprocess: registers with its key (0600), goes online with measured metrics, reports a Local target's capacity, registers again with the same id",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await using cp = await controlPlane();
+    const data = `${cp.dir}/bes`;
+    let bes = spawnBes(cp.url, cp.tenant.secrets[0], data);
+    try {
+      const engine = await waitFor(
+        "the BES to go online",
+        async () => {
+          const e = await engineNamed(cp.kv, "bes-e2e");
+          return e?.status === "online" && e.metrics ? e : null;
+        },
+        30_000,
+        bes,
+      );
+      // Identity in the data folder.
+      assert.equal((await Deno.stat(`${data}/bes.key`)).mode! & 0o777, 0o600);
+      assert.equal((await Deno.stat(data)).mode! & 0o777, 0o700);
+      const identity = JSON.parse(await Deno.readTextFile(`${data}/identity.json`));
+      assert.equal(identity.id, engine.id);
+      assert.equal(identity.publicKey, engine.publicKey);
+      assert.equal(identity.registration.heartbeatIntervalSeconds, 60);
+      assert.ok(!(await Deno.readTextFile(`${data}/identity.json`)).includes(cp.tenant.secrets[0]));
+      // Measured metrics: memory as the system reports it, disk of the data folder's file system.
+      const m = engine.metrics!;
+      const mem = Deno.systemMemoryInfo();
+      assert.ok(
+        Math.abs(m.memoryPercent - ((mem.total - mem.available) / mem.total) * 100) < 15,
+        `${m.memoryPercent}`,
+      );
+      const fs = await fileSystemUsage(data);
+      assert.ok(Math.abs(m.diskPercent - (fs.usedBytes / (fs.usedBytes + fs.freeBytes)) * 100) < 2);
+      assert.ok(m.cpuPercent >= 0 && m.cpuPercent <= 100);
+      assert.ok(m.uptimeSeconds >= 0 && m.uptimeSeconds < 120);
+      assert.equal(m.activeJobs, 0);
+
+      // A Local target created on it: the next heartbeats carry its file system's capacity.
+      const targetDir = `${cp.dir}/target`;
+      await Deno.mkdir(targetDir);
+      const target = await createTarget(
+        cp.kv,
+        system,
+        targetInput(engine.id, "local", { config: { path: targetDir } }),
+        {
+          now: new Date(),
+          masterKey: config.masterKey!,
+        },
+      );
+      const reported = await waitFor(
+        "the target's capacity",
+        async () => (await getTarget(cp.kv, target.id))?.capacity,
+      );
+      const expected = await fileSystemUsage(targetDir);
+      assert.equal(reported.totalBytes, expected.totalBytes);
+      assert.ok(Math.abs(reported.freeBytes - expected.freeBytes) < 64 * 1024 * 1024);
+
+      // A credentialed S3 target: the BES gets its secret (audited), and never logs it.
+      const secret = "S3-SECRET-never-logged-8c1f";
+      const s3 = await createTarget(cp.kv, system, {
+        ...targetInput(engine.id, "s3_compatible", {
+          config: { endpoint: `http://127.0.0.1:${freePort()}`, bucket: "backups", region: "us-east-1" },
+        }),
+        credentials: { username: "AKIATEST", secret, credentialType: "access_key" },
+      }, { now: new Date(), masterKey: config.masterKey! });
+      await waitFor(
+        "the BES to fetch the S3 target",
+        () => Promise.resolve(bes.output.includes(s3.id)),
+        30_000,
+        bes,
+      );
+      await waitFor(
+        "the S3 capacity attempt",
+        () => Promise.resolve(bes.output.includes("capacity not reported")),
+        30_000,
+        bes,
+      );
+      const deliveries = (await auditEntries(cp.kv, cp.scope.accountId)).filter((a) =>
+        a.action === "storage_target.credentials_delivered"
+      );
+      assert.ok(deliveries.length >= 1);
+      assert.ok(deliveries.every((a) => !a.summary.includes(secret)));
+      assert.ok(!bes.output.includes(secret), "the credential is never in the BES's log");
+      assert.ok(!cp.logs.join("\n").includes(secret), "nor in the control plane's");
+
+      // Restart: the same key registers again — same id, one engine.
+      assert.equal((await bes.stop()).code, 0);
+      bes = spawnBes(cp.url, cp.tenant.secrets[0], data);
+      await waitFor("the second registration", async () => {
+        const again = JSON.parse(await Deno.readTextFile(`${data}/identity.json`));
+        return again.lastRegisteredAt !== identity.lastRegisteredAt ? again : null;
+      });
+      const after = JSON.parse(await Deno.readTextFile(`${data}/identity.json`));
+      assert.equal(after.id, engine.id);
+      assert.equal(after.firstRegisteredAt, identity.firstRegisteredAt);
+      const engines = await Array.fromAsync(cp.kv.list<Engine>({ prefix: ["engines"] }));
+      assert.equal(engines.length, 1);
+      assert.ok(!bes.output.includes(cp.tenant.secrets[0]), "the secret is never logged");
+    } finally {
+      const status = await bes.stop();
+      if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
+    }
+  },
+});
+
+/** Backs up `src` into a fresh repository at `path` four times (a file changes each time); snapshot ids. */
+async function makeRepository(path: string, src: string, namespace: string): Promise<string[]> {
+  await Deno.mkdir(src, { recursive: true });
+  await Deno.writeFile(`${src}/same.bin`, deterministicBytes(`same-${crypto.randomUUID()}`, 20_000));
+  const repo = await Repository.init(new LocalBackend(path), KEK, { namespace, ...SMALL });
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i++) {
+    await Deno.writeFile(
+      `${src}/day.bin`,
+      deterministicBytes(`day-${i}-${crypto.randomUUID()}`, 100_000 + i * 1000),
+    );
+    const r = await backupFiles(repo.namespace(namespace), { paths: [src] });
+    ids.push(r.snapshotId);
+  }
+  return ids;
+}
+
+/**
+ * A Local target on `engine`, a policy on it (daily fulls, two days kept, verify after backup with
+ * `sampleCount`), a host assigned, and four snapshots stored by engine/repo where the policy's repository
+ * lives, reported as the agent would (the agent itself is another program). Returns the verify jobs queued
+ * and the namespace keys of the host.
+ */
+async function backedUpPolicy(
+  cp: Awaited<ReturnType<typeof controlPlane>>,
+  engine: Engine,
+  sampleCount: number,
+  onKeys: (keys: NamespaceKeys) => void = () => {},
+) {
+  const clock = new TestClock();
+  const targetDir = `${cp.dir}/target`;
+  await Deno.mkdir(targetDir);
+  const target = await createTarget(
+    cp.kv,
+    system,
+    targetInput(engine.id, "local", { config: { path: targetDir } }),
+    {
+      now: clock.now(),
+      masterKey: config.masterKey!,
+    },
+  );
+  const policy = await createPolicy(cp.kv, system, {
+    name: "daily",
+    besId: engine.id,
+    targetId: target.id,
+    backupType: "file",
+    fullSchedule: "0 2 * * *",
+    retentionDaily: 2,
+    retentionWeekly: 0,
+    retentionMonthly: 0,
+    verifyAfterBackup: true,
+    verifySampleCount: sampleCount,
+  }, clock.now());
+  const { host } = await enrollHost(cp.kv, cp.scope, {
+    hostname: "h.acme.example",
+    os: "Debian 12",
+    ipAddress: "10.0.0.9",
+    publicKey: generateKeyPair().publicKey,
+    version: "1",
+  }, clock.now());
+  await assignHost(cp.kv, system, { policyId: policy.id, hostId: host.id }, clock.now());
+  const repoPath = `${targetDir}/cadres/${policy.id}/g1`;
+  const src = `${cp.dir}/src`;
+  const snapshots = await makeRepository(repoPath, src, host.id);
+  const keys = (await Repository.open(new LocalBackend(repoPath), KEK)).namespace(host.id).keys;
+  onKeys(keys);
+  for (let d = 0; d < 4; d++) {
+    const at = new Date(Date.UTC(2026, 10, 1 + d, 2));
+    await runSchedulerTick(cp.kv, at);
+    const [job] = await claimJobs(cp.kv, `agent:${host.id}`, 1, at);
+    const end = new Date(at.getTime() + 600_000).toISOString();
+    const { job: done } = await applyResult(cp.kv, job.principal, job.id, {
+      status: "success",
+      startedAt: at.toISOString(),
+      endedAt: end,
+      bytesTransferred: 100,
+      protectedBytes: 100,
+      output: {
+        restorePoint: {
+          id: snapshots[d],
+          chainId: `chain-${d}`,
+          type: "full",
+          parentId: null,
+          sizeBytes: 100,
+          fileCount: 2,
+          completedAt: end,
+        },
+      },
+    }, at);
+    await applyJobOutcome(cp.kv, done, at);
+  }
+  const verifyJobs: string[] = [];
+  for await (const e of cp.kv.list<Job>({ prefix: ["jobs"] })) {
+    if (e.value.kind === "verify") verifyJobs.push(e.value.id);
+  }
+  assert.equal(verifyJobs.length, 4);
+  return { target, policy, host, repoPath, src, snapshots, verifyJobs, keys };
+}
+
+Deno.test({
+  name:
+    "BES subprocess: verify jobs check each point's snapshot, retention's prune removes snapshots from a Local repository, a damaged pack fails a target verify, unreachable targets fail with TARGET_UNREACHABLE",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await using cp = await controlPlane();
+    const bes = spawnBes(cp.url, cp.tenant.secrets[0], `${cp.dir}/bes`);
+    try {
+      const engine = await waitFor(
+        "the BES to go online",
+        async () => {
+          const e = await engineNamed(cp.kv, "bes-e2e");
+          return e?.status === "online" ? e : null;
+        },
+        30_000,
+        bes,
+      );
+      const { target, policy, snapshots, repoPath, verifyJobs } = await backedUpPolicy(cp, engine, 3);
+      for (const id of verifyJobs) {
+        const job = await finished(cp.kv, id);
+        // The structure is checked; the sampled read-back needs the key endpoint, which this branch's control
+        // plane does not serve yet (404): the verification stays partial and says why.
+        assert.equal(job.result?.status, "warning", JSON.stringify(job.result));
+        assert.equal(job.result?.error?.reason, "KEY_UNAVAILABLE");
+        assert.match(job.result!.error!.message, /structure sound.*\(404\)/s);
+        const v = job.result?.output?.verification as Record<string, unknown>;
+        assert.equal(v.status, "partial");
+        assert.equal(v.failedCount, 0);
+        assert.equal(v.snapshots, 1);
+        assert.ok((v.referencedBlobs as number) > 0);
+      }
+      const points = (await Array.fromAsync(cp.kv.list<RestorePoint>({ prefix: ["restore_points"] })))
+        .map((e) => e.value);
+      assert.deepEqual(points.map((p) => p.verification), ["partial", "partial", "partial", "partial"]);
+
+      // Retention keeps the newest two: the prune job it issues removes the other two from the repository.
+      const { expired, pruneJobs } = await applyRetention(cp.kv, new Date(Date.UTC(2026, 10, 4, 5)));
+      assert.deepEqual({ expired, pruneJobs }, { expired: 2, pruneJobs: 1 });
+      const prune = (await Array.fromAsync(cp.kv.list<Job>({ prefix: ["jobs"] }))).map((e) => e.value)
+        .find((j) => j.kind === "prune")!;
+      const pruned = await finished(cp.kv, prune.id);
+      assert.equal(pruned.result?.status, "success", JSON.stringify(pruned.result));
+      const out = pruned.result!.output!.pruned as { restorePointIds: string[]; absent: string[] };
+      assert.deepEqual([...out.restorePointIds].sort(), [snapshots[0], snapshots[1]].sort());
+      assert.deepEqual(out.absent, []);
+      const backend = new LocalBackend(repoPath);
+      for (const [i, id] of snapshots.entries()) {
+        assert.equal(await backend.exists(`snapshots/${id}`), i >= 2, `snapshot ${i}`);
+      }
+      // gc condemned what only the pruned snapshots used; the kept ones are whole.
+      assert.ok((await Array.fromAsync(backend.list("condemned/"))).length > 0);
+      const check = await verifyRepository(await Repository.open(backend, KEK), { all: true });
+      assert.deepEqual(check.problems, []);
+      assert.equal(check.snapshots, 2);
+
+      // A target-wide verify passes, then finds a flipped byte in a pack's trailer.
+      const first = await requestStorageCheck(cp.kv, system, target.id, "verify", new Date());
+      const passed = await finished(cp.kv, first.jobId);
+      assert.equal(passed.result?.status, "success", JSON.stringify(passed.result));
+      const packs = await Array.fromAsync(backend.list("data/"));
+      const pack = packs.sort((a, b) => a.name.localeCompare(b.name))[0];
+      const bytes = await Deno.readFile(`${repoPath}/${pack.name}`);
+      bytes[bytes.length - 10] ^= 0xff;
+      await Deno.writeFile(`${repoPath}/${pack.name}`, bytes);
+      const second = await requestStorageCheck(cp.kv, system, target.id, "verify", new Date());
+      const failed = await finished(cp.kv, second.jobId);
+      assert.equal(failed.result?.status, "failed");
+      assert.equal(failed.result?.error?.reason, "VERIFY_MISMATCH");
+      const packId = pack.name.slice(pack.name.lastIndexOf("/") + 1);
+      assert.ok(failed.result?.error?.message.includes(packId), failed.result?.error?.message);
+
+      // Targets the BES cannot reach: an NFS target that is not mounted, a Local folder that is gone.
+      const nfs = await createTarget(cp.kv, system, targetInput(engine.id, "nfs"), {
+        now: new Date(),
+        masterKey: config.masterKey!,
+      });
+      const gone = await createTarget(
+        cp.kv,
+        system,
+        targetInput(engine.id, "local", { name: "gone", config: { path: `${cp.dir}/no-such-folder` } }),
+        { now: new Date(), masterKey: config.masterKey! },
+      );
+      const unreachable = [];
+      for (const t of [nfs, gone]) {
+        const job = await enqueueJob(cp.kv, {
+          kind: "prune",
+          principal: `bes:${engine.id}`,
+          accountId: cp.scope.accountId,
+          orgId: cp.scope.orgId,
+          payload: { policyId: policy.id, targetId: t.id, restorePointIds: [snapshots[2]] },
+        }, new Date());
+        unreachable.push(await finished(cp.kv, job.id));
+      }
+      assert.deepEqual(unreachable.map((j) => j.result?.error?.reason), [
+        "TARGET_UNREACHABLE",
+        "TARGET_UNREACHABLE",
+      ]);
+      assert.match(unreachable[0].result!.error!.message, /is not mounted/);
+      assert.match(unreachable[1].result!.error!.message, /no-such-folder does not exist/);
+      assert.equal(unreachable[0].result?.retryable, true);
+      // A browse asks the control plane for the namespace's key (not served by this branch yet: 404).
+      const browse = await enqueueJob(cp.kv, {
+        kind: "browse",
+        principal: `bes:${engine.id}`,
+        accountId: cp.scope.accountId,
+        orgId: cp.scope.orgId,
+        payload: { restorePointId: "x", engineRestorePointId: snapshots[2], policyId: policy.id, path: "/" },
+      }, new Date());
+      assert.equal((await finished(cp.kv, browse.id)).result?.error?.reason, "KEY_UNAVAILABLE");
+      // Kinds this version cannot run say so.
+      const replicate = await enqueueJob(cp.kv, {
+        kind: "replicate",
+        principal: `bes:${engine.id}`,
+        accountId: cp.scope.accountId,
+        orgId: cp.scope.orgId,
+        payload: { restorePointId: "x", policyId: policy.id },
+      }, new Date());
+      assert.equal((await finished(cp.kv, replicate.id)).result?.error?.reason, "NOT_IMPLEMENTED");
+      assert.ok(await backend.exists(`snapshots/${snapshots[2]}`), "nothing was pruned elsewhere");
+      assert.equal((await cp.kv.get<Engine>(engineKey(engine.id))).value?.status, "online");
+    } finally {
+      const status = await bes.stop();
+      if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "BES subprocess with a key endpoint (a stand-in here): sampled verify reads blobs back, browse lists a real folder, search finds a real file",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    // `POST /api/bes/v1/jobs/{id}/key` is the control plane's, built separately; until it is merged this
+    // stand-in answers it in the assumed shape, to the BES that holds the job only.
+    let served: NamespaceKeys | null = null;
+    let keyRequests = 0;
+    await using cp = await controlPlane(async (req, kv) => {
+      const m = /^\/api\/bes\/v1\/jobs\/([0-9A-Z]{26})\/key$/.exec(new URL(req.url).pathname);
+      if (!m || req.method !== "POST") return null;
+      await req.arrayBuffer();
+      const job = await getJob(kv, m[1]);
+      if (!job || job.principal !== req.headers.get("x-cadres-principal") || !served) {
+        return Response.json({ error: { code: "forbidden", message: "Not this BES's job" } }, {
+          status: 403,
+        });
+      }
+      keyRequests++;
+      return Response.json({
+        namespace: served.namespace,
+        dataKey: served.dataKey.toBase64(),
+        idKey: served.idKey.toBase64(),
+      });
+    });
+    const bes = spawnBes(cp.url, cp.tenant.secrets[0], `${cp.dir}/bes`);
+    try {
+      const engine = await waitFor(
+        "the BES to go online",
+        async () => {
+          const e = await engineNamed(cp.kv, "bes-e2e");
+          return e?.status === "online" ? e : null;
+        },
+        30_000,
+        bes,
+      );
+      const f = await backedUpPolicy(cp, engine, 1000, (keys) => served = keys);
+      for (const id of f.verifyJobs) {
+        const job = await finished(cp.kv, id);
+        assert.equal(job.result?.status, "success", JSON.stringify(job.result));
+        const v = job.result?.output?.verification as {
+          status: string;
+          sampled: number;
+          referencedBlobs: number;
+        };
+        assert.equal(v.status, "passed");
+        assert.ok(v.sampled > 0 && v.sampled === v.referencedBlobs, `${v.sampled} of ${v.referencedBlobs}`);
+      }
+      const points = (await Array.fromAsync(cp.kv.list<RestorePoint>({ prefix: ["restore_points"] })))
+        .map((e) => e.value);
+      assert.deepEqual(points.map((p) => p.verification), ["passed", "passed", "passed", "passed"]);
+      const latest = points.find((p) => p.engineRestorePointId === f.snapshots[3])!;
+
+      // Browse the backed-up folder of the newest point: the control plane's browse state gets its entries.
+      await requestBrowse(cp.kv, system, latest.id, f.src, new Date());
+      const listed = await waitFor(
+        "the browse",
+        async () => {
+          const state = await getBrowse(cp.kv, system, latest.id, f.src, new Date());
+          return state && state.status !== "pending" ? state : null;
+        },
+        30_000,
+        bes,
+      );
+      assert.equal(listed.status, "ready", JSON.stringify(listed));
+      assert.deepEqual(listed.entries!.map((e) => [e.name, e.type, e.size, e.path]), [
+        ["day.bin", "file", 103_000, `${f.src}/day.bin`],
+        ["same.bin", "file", 20_000, `${f.src}/same.bin`],
+      ]);
+      // Search the whole point by name.
+      const search = await requestSearch(cp.kv, system, latest.id, "DAY", new Date());
+      const found = await waitFor(
+        "the search",
+        async () => {
+          const state = await getSearch(cp.kv, system, search.id, new Date());
+          return state.status !== "pending" ? state : null;
+        },
+        30_000,
+        bes,
+      );
+      assert.equal(found.status, "ready", JSON.stringify(found));
+      assert.deepEqual(found.matches!.map((m) => m.path), [`${f.src}/day.bin`]);
+      assert.ok(keyRequests >= 6, `${keyRequests} key requests`);
+      assert.ok(!bes.output.includes(served!.dataKey.toBase64()), "no key in the BES's log");
+      assert.ok(!bes.output.includes(served!.idKey.toBase64()), "no key in the BES's log");
+    } finally {
+      const status = await bes.stop();
+      if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
+    }
+  },
+});
