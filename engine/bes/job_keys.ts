@@ -1,15 +1,27 @@
 /**
  * Just-in-time keys of a BES job (ENGINE.md §5): `POST /api/bes/v1/jobs/{id}/key`, signed by the BES that
- * holds the job, answers the keys of the one namespace the job needs. Assumed reply (the endpoint is the
- * control plane's, built separately): `{"namespace", "dataKey", "idKey"}`, the keys base64 (standard or
- * url alphabet) of 32 bytes each. The keys live in memory for the job only: never logged, never written.
+ * holds the job, answers the keys of the one namespace the job needs (docs/engine-protocol.md, "Data tokens
+ * and keys"): `{"jobId", "keySetId", "namespace", "repository": {target, path, generation}, "dataKey",
+ * "idKey", "recovery"}`, the keys base64 of 32 bytes each. The keys live in memory for the job only: never
+ * logged, never written. `repository` is the one the control plane gave the keys for, which the BES checks
+ * against the repository it opens; `recoveryPublicKey` (the account's recovery public key, SPKI PEM), when
+ * a control plane sends it, lets the BES write a copy of the keys wrapped for it into a repository it
+ * creates (a replica).
  */
 import type { EngineClient, EngineIdentity } from "../protocol/client.ts";
 import { KEY_BYTES, type NamespaceKeys } from "../repo/keys.ts";
 import { JobFailure } from "./jobs.ts";
 
+/** The keys of a job's namespace and what the key endpoint says of them. */
+export interface JobKeys extends NamespaceKeys {
+  /** The repository the keys were delivered for (null when the reply names none). */
+  repository: { target: string; path: string; generation: number } | null;
+  /** The account's recovery public key (SPKI PEM), when the control plane sends it. */
+  recoveryPublicKey: string | null;
+}
+
 /** Gets the namespace keys of a job. */
-export type JobKeyProvider = (jobId: string) => Promise<NamespaceKeys>;
+export type JobKeyProvider = (jobId: string) => Promise<JobKeys>;
 
 function decodeKey(text: unknown, field: string): Uint8Array {
   if (typeof text !== "string" || !/^[A-Za-z0-9+/_-]+={0,2}$/.test(text)) {
@@ -68,10 +80,19 @@ export function controlPlaneKeys(client: EngineClient, identity: () => EngineIde
     if (typeof body.namespace !== "string" || body.namespace === "") {
       throw new JobFailure("KEY_UNAVAILABLE", "The key endpoint's reply names no namespace");
     }
+    const r = body.repository as Record<string, unknown> | null | undefined;
+    const repository = r && typeof r.target === "string" && typeof r.path === "string" &&
+        typeof r.generation === "number"
+      ? { target: r.target, path: r.path, generation: r.generation }
+      : null;
+    const dataKey = decodeKey(body.dataKey, "dataKey");
+    const idKey = decodeKey(body.idKey, "idKey");
     return {
       namespace: body.namespace,
-      dataKey: decodeKey(body.dataKey, "dataKey"),
-      idKey: decodeKey(body.idKey, "idKey"),
+      dataKey,
+      idKey,
+      repository,
+      recoveryPublicKey: typeof body.recoveryPublicKey === "string" ? body.recoveryPublicKey : null,
     };
   };
 }

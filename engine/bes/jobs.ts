@@ -17,6 +17,22 @@ export interface ClaimedJob {
   leaseExpiresAt: string;
 }
 
+/** The long lists a result may upload in parts (docs/engine-protocol.md, "Long lists in parts"). */
+export type ResultList = "entries" | "matches" | "errors";
+
+/** What the engine measured (the result's `stats`; every field optional). */
+export interface ResultStats {
+  files?: number;
+  dirs?: number;
+  bytesRead?: number;
+  bytesNew?: number;
+  bytesStored?: number;
+  durationMs?: number;
+  added?: number;
+  modified?: number;
+  deleted?: number;
+}
+
 /** What a handler returns: the result without its times. */
 export interface JobOutcome {
   status: "success" | "warning" | "failed";
@@ -25,6 +41,45 @@ export interface JobOutcome {
   error?: { reason: string; message: string } | null;
   retryable?: boolean;
   output?: Record<string, unknown> | null;
+  stats?: ResultStats | null;
+  /** Parts uploaded per list (`JobContext.uploadList`), and the items found when fewer were sent. */
+  parts?: Partial<Record<ResultList, number>>;
+  totals?: Partial<Record<ResultList, number>>;
+}
+
+/** Most parts one list may have, items per part, and JSON bytes of one part's items (64 KiB bodies). */
+export const MAX_PARTS = 200;
+export const MAX_PART_ITEMS = 5000;
+export const PART_BYTES = 60_000;
+
+/**
+ * Splits `items` into parts of at most `PART_BYTES` of JSON and `MAX_PART_ITEMS` items, at most `maxParts`
+ * parts: `kept` is how many items the parts hold (the first ones; fewer than `items.length` only when the
+ * parts ran out).
+ */
+export function splitParts<T>(items: T[], maxParts = MAX_PARTS): { parts: T[][]; kept: number } {
+  const encoder = new TextEncoder();
+  const parts: T[][] = [];
+  let part: T[] = [];
+  let bytes = 2; // "[" and "]"
+  let kept = 0;
+  for (const item of items) {
+    const size = encoder.encode(JSON.stringify(item)).length + 1;
+    if (part.length > 0 && (part.length >= MAX_PART_ITEMS || bytes + size > PART_BYTES)) {
+      parts.push(part);
+      part = [];
+      bytes = 2;
+    }
+    if (parts.length >= maxParts) return { parts, kept };
+    if (size + 2 > PART_BYTES) {
+      throw new JobFailure("ENGINE_ERROR", `One item of a result list is ${size} bytes, too long for a part`);
+    }
+    part.push(item);
+    bytes += size;
+    kept++;
+  }
+  if (part.length > 0) parts.push(part);
+  return { parts, kept };
 }
 
 /** A job failure a handler throws: reason and message as the result reports them. */
@@ -45,6 +100,12 @@ export interface JobContext {
   progress(update: { percent?: number; message?: string; bytesTransferred?: number }): void;
   /** Posts a progress report now (a runner that needs a fresh reply, e.g. a renewed token). */
   reportNow(): Promise<Record<string, unknown> | null>;
+  /**
+   * Uploads `parts` of `list` (numbered from 0) before the result (`POST …/jobs/{id}/parts`), retrying
+   * network and server errors. Throws `JobFailure` when the control plane refuses one (a lost lease:
+   * `LEASE_EXPIRED`, retryable). Returns the number of parts, for the result's `parts`.
+   */
+  uploadParts(list: ResultList, parts: unknown[][]): Promise<number>;
   readonly log: Logger;
 }
 
@@ -228,6 +289,7 @@ export class JobRunner {
         };
       },
       reportNow: report,
+      uploadParts: (list, parts) => this.uploadParts(job, list, parts),
       log,
     };
     log.log("info", "job started", { jobId: job.id, kind: job.kind, priority: job.priority });
@@ -244,6 +306,48 @@ export class JobRunner {
     }
     if (leaseLost) return; // a result now would be refused; the control plane requeues the job
     await this.postResult(job, startedAt, outcome);
+  }
+
+  /** Uploads the parts of one list of `job`'s result (see `JobContext.uploadParts`). */
+  async uploadParts(job: ClaimedJob, list: ResultList, parts: unknown[][]): Promise<number> {
+    const { client, identity, log } = this.options;
+    if (parts.length > MAX_PARTS) {
+      throw new JobFailure("ENGINE_ERROR", `${parts.length} parts of ${list}: at most ${MAX_PARTS}`);
+    }
+    for (const [part, items] of parts.entries()) {
+      for (let attempt = 0;; attempt++) {
+        if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(10_000, 250 * 2 ** attempt)));
+        let res: Response;
+        try {
+          res = await client.post(identity(), `/api/bes/v1/jobs/${job.id}/parts`, { list, part, items });
+        } catch (e) {
+          if (attempt >= 5) {
+            throw new JobFailure(
+              "CONTROL_PLANE_UNREACHABLE",
+              `Could not upload part ${part} of ${list}: ${messageOf(e)}`,
+              true,
+            );
+          }
+          log.log("warn", "part not delivered; retrying", { jobId: job.id, list, part, error: messageOf(e) });
+          continue;
+        }
+        const text = await res.text();
+        if (res.status === 200) break;
+        if ((res.status >= 500 || res.status === 429) && attempt < 5) continue;
+        if (res.status === 409 || res.status === 404) {
+          throw new JobFailure(
+            "LEASE_EXPIRED",
+            `Part ${part} of ${list} was refused (${res.status}): the lease of job ${job.id} was lost`,
+            true,
+          );
+        }
+        throw new JobFailure(
+          "ENGINE_ERROR",
+          `Part ${part} of ${list} was refused (${res.status}): ${text.slice(0, 300)}`,
+        );
+      }
+    }
+    return parts.length;
   }
 
   /** Posts a result, retrying network and server errors until recorded or refused (409/404/422). */
@@ -263,6 +367,9 @@ export class JobRunner {
       error,
       retryable: outcome.retryable ?? false,
       output: outcome.output ?? null,
+      ...(outcome.stats ? { stats: outcome.stats } : {}),
+      ...(outcome.parts && Object.keys(outcome.parts).length ? { parts: outcome.parts } : {}),
+      ...(outcome.totals && Object.keys(outcome.totals).length ? { totals: outcome.totals } : {}),
     };
     for (let attempt = 0; attempt < 8; attempt++) {
       if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(30_000, 500 * 2 ** attempt)));

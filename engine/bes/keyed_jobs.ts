@@ -4,8 +4,10 @@
  * tree; and `readBackSample` re-reads a verify's `sampleCount` referenced blobs. Every blob read is
  * authenticated and re-hashed; a damaged one fails the job naming it. The keys are wiped when the job ends.
  *
- * Results keep well under the 64 KiB a job record holds with its payload: a long listing is cut (at 500
- * entries or about 48 KB) and says so with `truncated` and its `total` — never cut silently.
+ * Listings go to the control plane in parts (`POST …/jobs/{id}/parts`, docs/engine-protocol.md "Long lists
+ * in parts") before the result, which names their count and the total found: a browse lists the whole folder
+ * (up to `MAX_BROWSE_ENTRIES`, what the control plane keeps), a search its first `maxMatches` matches by
+ * path (up to 10,000). A list cut to fit says so with its total — never cut silently.
  */
 import { z } from "zod";
 import { fromHex } from "../repo/bytes.ts";
@@ -17,59 +19,48 @@ import { type Namespace, Repository } from "../repo/repository.ts";
 import { loadSnapshot, readSnapshotInfo, type Snapshot } from "../repo/snapshot.ts";
 import { compareNames, loadTree, type TreeEntry } from "../repo/tree.ts";
 import { verifyRepository, type VerifyResult } from "../repo/verify.ts";
-import { type JobKeyProvider, wipeKeys } from "./job_keys.ts";
-import { type JobContext, JobFailure, type JobHandler, type JobOutcome } from "./jobs.ts";
+import { type JobKeyProvider, type JobKeys, wipeKeys } from "./job_keys.ts";
 import {
-  findPolicyTarget,
+  type JobContext,
+  JobFailure,
+  type JobHandler,
+  type JobOutcome,
+  MAX_PARTS,
+  type ResultList,
+  splitParts,
+} from "./jobs.ts";
+import {
+  describeRepositories,
+  findSnapshot,
   Generation,
+  jobRepositories,
   type KeylessServices,
-  openTarget,
   parsePayload,
   PolicyId,
-  SnapshotId,
+  RepositoryRef,
   storageFailure,
   TargetId,
   verifyHandler,
 } from "./keyless_jobs.ts";
-import { listGenerations, repositoryPath, type TargetStorage } from "./storage.ts";
+import type { TargetStorage } from "./storage.ts";
 
 /** What keyed jobs need: the keyless services and where keys come from. */
 export interface KeyedServices extends KeylessServices {
   keys: JobKeyProvider;
 }
 
-/** Most entries of a browse answer, and of a search's matches by default. */
-export const MAX_BROWSE_ENTRIES = 500;
-export const MAX_SEARCH_MATCHES = 1000;
-/** Matches held while a search walks the tree (then sorted and cut to `maxMatches`). */
-const MAX_KEPT_WHILE_SEARCHING = 20_000;
-/** Bytes of JSON a listing may take in a result. */
-const LISTING_BUDGET = 48_000;
+/** Most entries of a browse answer (what the control plane keeps of one), and of a search's matches. */
+export const MAX_BROWSE_ENTRIES = 50_000;
+export const MAX_SEARCH_MATCHES = 10_000;
 
 export const PointPayload = z.object({
   restorePointId: z.string().min(1).max(200),
   engineRestorePointId: z.string().min(1).max(200).optional(),
   policyId: PolicyId,
   targetId: TargetId.optional(),
+  repository: RepositoryRef.optional(),
   generation: Generation,
 });
-
-/** The repository holding snapshot `id` of `policyId` on `storage` (its path), or null. */
-export async function locateSnapshot(
-  storage: TargetStorage,
-  policyId: string,
-  id: string,
-  generation?: number,
-): Promise<{ path: string; generations: number[] }> {
-  const generations = generation ? [generation] : await listGenerations(storage, policyId);
-  if (SnapshotId.test(id)) {
-    for (const g of generations) {
-      const path = repositoryPath(policyId, g);
-      if (await storage.at(path).exists(`snapshots/${id}`)) return { path, generations };
-    }
-  }
-  return { path: "", generations };
-}
 
 /** An open restore point: its namespace handle, snapshot and id hasher. */
 interface OpenPoint {
@@ -81,24 +72,36 @@ interface OpenPoint {
   hasher: ChunkIdHasher;
 }
 
+/** Throws KEY_MISMATCH when the key endpoint gave the keys for another repository than `path` on `target`. */
+export function checkKeysRepository(keys: JobKeys, target: string, path: string): void {
+  const r = keys.repository;
+  if (r && (r.target !== target || r.path !== path)) {
+    throw new JobFailure(
+      "KEY_MISMATCH",
+      `The control plane gave the keys of repository ${r.path} on target ${r.target}, but the job's ` +
+        `repository is ${path} on target ${target}`,
+    );
+  }
+}
+
 /** Opens the point a payload names with the job's keys (`keys` receives them, to be wiped by the caller). */
-async function openPoint(
+export async function openPoint(
   ctx: JobContext,
   services: KeyedServices,
   p: z.infer<typeof PointPayload>,
   got: NamespaceKeys[],
 ): Promise<OpenPoint> {
   const id = p.engineRestorePointId ?? p.restorePointId;
-  const storage = p.targetId
-    ? await openTarget(services, p.targetId)
-    : await findPolicyTarget(services, p.policyId);
+  const located = await jobRepositories(services, p);
+  const storage = located.storage;
   try {
-    const { path, generations } = await locateSnapshot(storage, p.policyId, id, p.generation);
+    const path = await findSnapshot(located, id);
     if (!path) {
       throw new JobFailure(
         "RESTORE_POINT_MISSING",
-        `Restore point ${p.restorePointId} has no snapshot ${id} in any repository of policy ${p.policyId} on ` +
-          `${storage.target.name} (generations searched: ${generations.join(", ") || "none"})`,
+        `Restore point ${p.restorePointId} has no snapshot ${id} in ${
+          describeRepositories(located, p.policyId)
+        }`,
       );
     }
     const backend = storage.at(path);
@@ -106,6 +109,7 @@ async function openPoint(
     ctx.progress({ percent: 5, message: `Opening ${path}` });
     const keys = await services.keys(ctx.job.id);
     got.push(keys);
+    checkKeysRepository(keys, storage.target.id, path);
     if (keys.namespace !== info.namespace) {
       throw new JobFailure(
         "KEY_MISMATCH",
@@ -135,7 +139,7 @@ async function openPoint(
 }
 
 /** Runs `fn` with the point open, wiping the keys afterwards whatever happens. */
-async function withPoint<T>(
+export async function withPoint<T>(
   ctx: JobContext,
   services: KeyedServices,
   p: z.infer<typeof PointPayload>,
@@ -154,32 +158,41 @@ async function withPoint<T>(
   }
 }
 
-/**
- * One listed entry, in the protocol's shape (`type` dir or file; a symlink is a file with its target).
- * A browse leaves `path` out (it is the folder, given once, plus `name`), so more entries fit a result.
- */
-function listed(path: string | null, e: TreeEntry) {
-  return {
-    ...(path === null ? {} : { path }),
-    name: e.name,
-    type: e.type === "dir" ? "dir" as const : "file" as const,
-    size: e.size,
-    modifiedAt: new Date(e.mtimeMs).toISOString(),
-    ...(e.type === "symlink" ? { symlink: true, target: e.target ?? "" } : {}),
-  };
+/** An entry's type as parts carry it. */
+function partType(e: TreeEntry): "file" | "dir" | "symlink" | "other" {
+  return e.type === "dir" || e.type === "file" || e.type === "symlink" ? e.type : "other";
 }
 
-/** The first entries of `all` that fit `max` and the byte budget; `truncated` when some were cut. */
-function fit<T>(all: T[], max: number): { kept: T[]; truncated: boolean } {
-  const kept: T[] = [];
-  let bytes = 0;
-  for (const e of all) {
-    const size = JSON.stringify(e).length + 1;
-    if (kept.length >= max || bytes + size > LISTING_BUDGET) return { kept, truncated: true };
-    kept.push(e);
-    bytes += size;
-  }
-  return { kept, truncated: false };
+/** An entry's mtime (ISO 8601), or undefined when it has none a date can show. */
+function mtimeOf(e: TreeEntry): string | undefined {
+  const d = new Date(e.mtimeMs);
+  return Number.isFinite(d.getTime()) ? d.toISOString() : undefined;
+}
+
+/** One browse entry as a part carries it: {name, type, size, mtime}. */
+function entryItem(e: TreeEntry) {
+  const mtime = mtimeOf(e);
+  return { name: e.name, type: partType(e), size: e.size, ...(mtime ? { mtime } : {}) };
+}
+
+/** One search match as a part carries it: {path, type, size, mtime}. */
+function matchItem(path: string, e: TreeEntry) {
+  const mtime = mtimeOf(e);
+  return { path, type: partType(e), size: e.size, ...(mtime ? { mtime } : {}) };
+}
+
+/**
+ * Uploads `items` (the first `max` of them) as parts of `list`, before the result: the parts it sent and
+ * how many items they hold (fewer than `items.length` when `max` or the parts ran out).
+ */
+async function uploadList(
+  ctx: JobContext,
+  list: ResultList,
+  items: unknown[],
+  max: number,
+): Promise<{ parts: number; sent: number }> {
+  const { parts, kept } = splitParts(items.slice(0, max), MAX_PARTS);
+  return { parts: await ctx.uploadParts(list, parts), sent: kept };
 }
 
 /** `path` as the components of an absolute POSIX path. Throws BAD_PAYLOAD for anything else. */
@@ -219,10 +232,17 @@ export function browseHandler(services: KeyedServices): JobHandler {
       const tree = await loadTree(ns, treeId, hasher);
       const entries = [...tree.entries]
         .sort((a, b) => Number(b.type === "dir") - Number(a.type === "dir") || compareNames(a.name, b.name))
-        .map((e) => listed(null, e));
-      const { kept, truncated } = fit(entries, MAX_BROWSE_ENTRIES);
+        .map(entryItem);
+      ctx.progress({ percent: 80, message: `Listed ${folder}: ${entries.length} entries; uploading them` });
+      const sent = await uploadList(ctx, "entries", entries, MAX_BROWSE_ENTRIES);
       ctx.progress({ percent: 100, message: `Listed ${folder}` });
-      return { status: "success", output: { entries: kept, truncated, total: entries.length, path: folder } };
+      const truncated = sent.sent < entries.length;
+      return {
+        status: "success",
+        output: { path: folder, total: entries.length, truncated },
+        parts: { entries: sent.parts },
+        totals: { entries: entries.length },
+      };
     });
   };
 }
@@ -254,7 +274,12 @@ export function searchHandler(services: KeyedServices): JobHandler {
     const match = nameMatcher(p.query, p.mode);
     const max = p.maxMatches ?? MAX_SEARCH_MATCHES;
     return await withPoint(ctx, services, p, async ({ ns, snapshot, hasher }) => {
-      const matches: ReturnType<typeof listed>[] = [];
+      // The first `max` matches by path, whatever the walk's order: kept sorted and cut now and then.
+      let matches: ReturnType<typeof matchItem>[] = [];
+      const keepFirst = () => {
+        matches.sort((a, b) => compareNames(a.path, b.path));
+        if (matches.length > max) matches = matches.slice(0, max);
+      };
       let total = 0;
       let folders = 0;
       const stack: { id: string; path: string }[] = [{ id: snapshot.tree, path: "" }];
@@ -268,16 +293,19 @@ export function searchHandler(services: KeyedServices): JobHandler {
           if (e.type === "dir" && e.subtree) stack.push({ id: e.subtree, path: full });
           if (!match(e.name)) continue;
           total++;
-          // Kept (up to a bound) to be sorted by path, then cut; `total` counts them all.
-          if (matches.length < MAX_KEPT_WHILE_SEARCHING) matches.push(listed(full, e));
+          matches.push(matchItem(full, e));
+          if (matches.length >= 2 * max) keepFirst();
         }
       }
-      matches.sort((a, b) => compareNames(a.path!, b.path!));
-      const { kept, truncated } = fit(matches, max);
+      keepFirst();
+      ctx.progress({ percent: 95, message: `${total} matches in ${folders} folders; uploading them` });
+      const sent = await uploadList(ctx, "matches", matches, max);
       ctx.progress({ percent: 100, message: `${total} matches in ${folders} folders` });
       return {
         status: "success",
-        output: { matches: kept, truncated: truncated || total > kept.length, total, query: p.query },
+        output: { query: p.query, total, truncated: sent.sent < total },
+        parts: { matches: sent.parts },
+        totals: { matches: total },
       };
     });
   };

@@ -12,9 +12,10 @@
  *   sampled verify whose structure is sound `warning` (`NOT_IMPLEMENTED`, verification `partial`), and
  *   keyed_jobs.ts `sampledVerifyHandler` then reads them back with the job's keys.
  *
- * Payload fields used, and where the repository is: `targetId` (verify jobs of older control planes lack
- * it: then the BES looks for the policy on each of its targets), `policyId`, and `generation` when the
- * control plane sends one — until it does, every generation `cadres/<policyId>/g<N>/` is searched.
+ * Where the repository is: the payload's `repository` {target, path `cadres/<policyId>/g<N>`, generation}
+ * (ENGINE.md §3: every restore point records it, and every payload that touches one names it). Payloads
+ * queued by control planes older than generations lack it: then `targetId` (or, without one, the BES's
+ * targets one by one) and every generation `cadres/<policyId>/g<N>/` there are searched.
  */
 import { z } from "zod";
 import { RepoError } from "../repo/errors.ts";
@@ -46,6 +47,19 @@ export const SnapshotId = /^[0-9a-f]{64}$/;
 export const PolicyId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/, "must be a policy id");
 export const TargetId = z.string().min(1).max(40);
 export const Generation = z.number().int().min(1).optional();
+/** A repository as payloads name it (ENGINE.md §3). */
+export const RepositoryRef = z.object({
+  target: TargetId,
+  path: z.string().regex(
+    /^cadres\/[A-Za-z0-9][A-Za-z0-9_-]{0,127}\/g[1-9]\d{0,8}$/,
+    "must be cadres/<policyId>/g<generation>",
+  ),
+  generation: z.number().int().min(1),
+}).refine((r) => r.path.endsWith(`/g${r.generation}`), {
+  message: "must end in the repository's generation",
+  path: ["path"],
+});
+export type RepositoryRef = z.infer<typeof RepositoryRef>;
 /** Most problems listed in a result (the count is always whole). */
 const MAX_PROBLEMS = 50;
 
@@ -86,15 +100,75 @@ export function storageFailure(e: unknown, target: TargetInfo): unknown {
   return t ? new JobFailure(t.reason, t.message, t.retryable) : e;
 }
 
+/** The repositories a job may look in: those of one target, by path (relative to its root). */
+export interface JobRepositories {
+  storage: TargetStorage;
+  /** The repository named by the payload: just it. Older payloads: every generation of the policy found. */
+  paths: string[];
+  /** Whether the payload named the repository (else the generations were searched). */
+  named: boolean;
+}
+
+/**
+ * Where a job's repository is: the payload's `repository` (its target must be this BES's, its path the
+ * policy's), else — payloads of older control planes — `targetId` (or the target holding a repository of the
+ * policy) and the `generation` given, or every generation there. Throws `JobFailure` (BAD_PAYLOAD,
+ * TARGET_UNKNOWN, TARGET_UNREACHABLE…).
+ */
+export async function jobRepositories(
+  services: KeylessServices,
+  p: { repository?: RepositoryRef; targetId?: string; policyId: string; generation?: number },
+): Promise<JobRepositories> {
+  if (p.repository) {
+    const policy = p.repository.path.split("/")[1];
+    if (policy !== p.policyId) {
+      throw new JobFailure(
+        "BAD_PAYLOAD",
+        `The payload's repository ${p.repository.path} is not one of policy ${p.policyId}`,
+      );
+    }
+    const storage = await openTarget(services, p.repository.target);
+    return { storage, paths: [p.repository.path], named: true };
+  }
+  const storage = p.targetId
+    ? await openTarget(services, p.targetId)
+    : await findPolicyTarget(services, p.policyId);
+  try {
+    const generations = p.generation ? [p.generation] : await listGenerations(storage, p.policyId);
+    return { storage, paths: generations.map((g) => repositoryPath(p.policyId, g)), named: false };
+  } catch (e) {
+    throw storageFailure(e, storage.target);
+  }
+}
+
+/** "repository X on T" or "any repository of policy P on T (searched: …)", for messages. */
+export function describeRepositories(r: JobRepositories, policyId: string): string {
+  return r.named
+    ? `repository ${r.paths[0]} on ${r.storage.target.name}`
+    : `any repository of policy ${policyId} on ${r.storage.target.name} (searched: ${
+      r.paths.join(", ") || "none"
+    })`;
+}
+
+/** The path of the repository among `located` that holds snapshot `id`, or null. */
+export async function findSnapshot(located: JobRepositories, id: string): Promise<string | null> {
+  if (!SnapshotId.test(id)) return null;
+  for (const path of located.paths) {
+    if (await located.storage.at(path).exists(`snapshots/${id}`)) return path;
+  }
+  return null;
+}
+
 // ---------------------------------------------------------------------------------------------------
 // prune
 
 const PrunePayload = z.object({
   policyId: PolicyId,
-  targetId: TargetId,
+  targetId: TargetId.optional(),
+  repository: RepositoryRef.optional(),
   restorePointIds: z.array(z.string().min(1).max(200)).min(1).max(1000),
   generation: Generation,
-});
+}).refine((p) => p.targetId || p.repository, { message: "is required", path: ["repository"] });
 
 /** One repository's part of a prune. */
 interface PrunedRepository {
@@ -111,7 +185,8 @@ interface PrunedRepository {
 export function pruneHandler(services: KeylessServices): JobHandler {
   return async (ctx) => {
     const p = parsePayload(ctx, PrunePayload);
-    const storage = await openTarget(services, p.targetId);
+    const located = await jobRepositories(services, p);
+    const storage = located.storage;
     const target = storage.target;
     const wanted = [...new Set(p.restorePointIds)];
     const remaining = new Set(wanted.filter((id) => SnapshotId.test(id)));
@@ -127,15 +202,28 @@ export function pruneHandler(services: KeylessServices): JobHandler {
       },
     });
     try {
-      const generations = p.generation ? [p.generation] : await listGenerations(storage, p.policyId);
-      for (const [i, generation] of generations.entries()) {
+      for (const [i, path] of located.paths.entries()) {
         ctx.signal.throwIfAborted();
-        const path = repositoryPath(p.policyId, generation);
+        const generation = Number(path.slice(path.lastIndexOf("/g") + 2));
         ctx.progress({
-          percent: Math.round((i / generations.length) * 100),
+          percent: Math.round((i / located.paths.length) * 100),
           message: `Pruning ${path} on ${target.name}`,
         });
         const backend = storage.at(path);
+        if (!(await backend.exists("config"))) {
+          // A named repository that holds nothing (never written, or removed): its points are absent.
+          repositories.push({
+            path,
+            generation,
+            forgotten: [],
+            condemnedPacks: 0,
+            deletedPacks: 0,
+            pendingPacks: 0,
+            bytesFreed: 0,
+            error: "no repository here",
+          });
+          continue;
+        }
         const here: string[] = [];
         for (const id of remaining) if (await backend.exists(`snapshots/${id}`)) here.push(id);
         if (here.length > 0) {
@@ -212,10 +300,11 @@ export function pruneHandler(services: KeylessServices): JobHandler {
     if (absent.length > 0) {
       reason ||= "SNAPSHOTS_ABSENT";
       problems.push(
-        `${absent.length} of ${wanted.length} restore points were not in any repository of policy ${p.policyId} ` +
-          `on ${target.name} (already pruned, or never stored there): ${absent.slice(0, 20).join(", ")}${
-            absent.length > 20 ? ", …" : ""
-          }`,
+        `${absent.length} of ${wanted.length} restore points were not in ${
+          describeRepositories(located, p.policyId)
+        } (already pruned, or never stored there): ${absent.slice(0, 20).join(", ")}${
+          absent.length > 20 ? ", …" : ""
+        }`,
       );
     }
     ctx.progress({ percent: 100, message: `Pruned ${forgotten.length} restore points` });
@@ -234,6 +323,7 @@ const VerifyPointPayload = z.object({
   engineRestorePointId: z.string().min(1).max(200).optional(),
   policyId: PolicyId,
   targetId: TargetId.optional(),
+  repository: RepositoryRef.optional(),
   sampleCount: z.number().int().min(0).max(100_000).optional(),
   generation: Generation,
 });
@@ -370,31 +460,20 @@ export function verifyHandler(services: KeylessServices): JobHandler {
     }
     const p = parsePayload(ctx, VerifyPointPayload);
     const snapshot = p.engineRestorePointId ?? p.restorePointId;
-    const storage = p.targetId
-      ? await openTarget(services, p.targetId)
-      : await findPolicyTarget(services, p.policyId);
+    const located = await jobRepositories(services, p);
+    const storage = located.storage;
     const tally = emptyTally();
     try {
-      const generations = p.generation ? [p.generation] : await listGenerations(storage, p.policyId);
-      let path: string | null = null;
-      if (SnapshotId.test(snapshot)) {
-        for (const g of generations) {
-          const candidate = repositoryPath(p.policyId, g);
-          if (await storage.at(candidate).exists(`snapshots/${snapshot}`)) {
-            path = candidate;
-            break;
-          }
-        }
-      }
+      const path = await findSnapshot(located, snapshot);
       if (!path) {
         tally.problemCount = 1;
         tally.problems.push({
-          repository: `cadres/${p.policyId}`,
+          repository: located.named ? located.paths[0] : `cadres/${p.policyId}`,
           kind: "snapshot",
           id: snapshot,
-          detail:
-            `restore point ${p.restorePointId} has no snapshot in any repository of policy ${p.policyId} ` +
-            `on ${storage.target.name} (generations searched: ${generations.join(", ") || "none"})`,
+          detail: `restore point ${p.restorePointId} has no snapshot in ${
+            describeRepositories(located, p.policyId)
+          }`,
         });
       } else {
         ctx.progress({ percent: 10, message: `Verifying snapshot ${snapshot.slice(0, 12)} in ${path}` });

@@ -1,10 +1,11 @@
 /**
  * The BES jobs that read data with one namespace's keys, fetched just in time: browse, search and a verify's
- * read-back, against real repositories; the key endpoint's client; wrong keys and missing keys.
+ * read-back, against real repositories (found by the payload's `repository`); listings uploaded in parts;
+ * the key endpoint's client; wrong keys and missing keys.
  */
 import assert from "node:assert/strict";
-import { controlPlaneKeys, type JobKeyProvider } from "../../engine/bes/job_keys.ts";
-import type { ClaimedJob, JobContext } from "../../engine/bes/jobs.ts";
+import { controlPlaneKeys, type JobKeyProvider, type JobKeys } from "../../engine/bes/job_keys.ts";
+import { type ClaimedJob, type JobContext, PART_BYTES, splitParts } from "../../engine/bes/jobs.ts";
 import {
   browseHandler,
   type KeyedServices,
@@ -26,6 +27,7 @@ const SMALL = { chunker: { min: 1024, avg: 4096, max: 16384 }, packTargetBytes: 
 const KEK = crypto.getRandomValues(new Uint8Array(32));
 const NS = "01KHOST0000000000000000000";
 const T = "01KTARGET0000000000000000A";
+const REPO = { target: T, path: "cadres/POL1/g1", generation: 1 };
 
 /** A target folder with one policy's repository holding a snapshot of a small tree; the namespace keys. */
 async function fixture(root: string, files = 3) {
@@ -37,7 +39,7 @@ async function fixture(root: string, files = 3) {
   for (let i = 0; i < files; i++) {
     await Deno.writeFile(`${src}/zq${String(i).padStart(4, "0")}.bin`, new Uint8Array([i]));
   }
-  const path = `${root}/target/cadres/POL1/g1`;
+  const path = `${root}/target/${REPO.path}`;
   const repo = await Repository.init(new LocalBackend(path), KEK, { namespace: NS, ...SMALL });
   const snap = (await backupFiles(repo.namespace(NS), { paths: [src] })).snapshotId;
   const keys = repo.namespace(NS).keys;
@@ -61,17 +63,31 @@ function services(root: string, keys: JobKeyProvider): KeyedServices {
 }
 
 /** A key provider handing out copies of `keys`, remembering each (to check they are wiped). */
-function provider(keys: NamespaceKeys) {
+function provider(keys: NamespaceKeys, repository: JobKeys["repository"] = null) {
   const handed: NamespaceKeys[] = [];
   const fn: JobKeyProvider = () => {
-    const copy = { namespace: keys.namespace, dataKey: keys.dataKey.slice(), idKey: keys.idKey.slice() };
+    const copy = {
+      namespace: keys.namespace,
+      dataKey: keys.dataKey.slice(),
+      idKey: keys.idKey.slice(),
+      repository,
+      recoveryPublicKey: null,
+    };
     handed.push(copy);
     return Promise.resolve(copy);
   };
   return { fn, handed };
 }
 
-function ctx(kind: string, payload: Record<string, unknown>): JobContext {
+/** What a job context uploaded as parts, by list. */
+type Uploaded = Record<string, unknown[][]>;
+
+/** The items of `list` as uploaded, in order. */
+function items<T = Record<string, unknown>>(uploaded: Uploaded, list: string): T[] {
+  return (uploaded[list] ?? []).flat() as T[];
+}
+
+function ctx(kind: string, payload: Record<string, unknown>, uploaded: Uploaded = {}): JobContext {
   const job: ClaimedJob = {
     id: "01KJOB00000000000000000000",
     kind,
@@ -85,6 +101,14 @@ function ctx(kind: string, payload: Record<string, unknown>): JobContext {
     lastProgressReply: null,
     progress: () => {},
     reportNow: () => Promise.resolve(null),
+    uploadParts: (list, parts) => {
+      // As the control plane stores them: each part's JSON within a 64 KiB body.
+      for (const p of parts) {
+        assert.ok(JSON.stringify({ list, part: 0, items: p }).length < 64 * 1024);
+      }
+      uploaded[list] = parts;
+      return Promise.resolve(parts.length);
+    },
     log: createLogger("error"),
   };
 }
@@ -94,29 +118,54 @@ Deno.test("browse: lists one folder of a restore point with the job's keys, then
   const f = await fixture(dir.path);
   const keys = provider(f.keys);
   const browse = browseHandler(services(dir.path, keys.fn));
-  const point = { restorePointId: "RP", engineRestorePointId: f.snap, policyId: "POL1", targetId: T };
-  const out = await browse(ctx("browse", { ...point, path: f.src }));
+  const point = { restorePointId: "RP", engineRestorePointId: f.snap, policyId: "POL1", repository: REPO };
+  const uploaded: Uploaded = {};
+  const out = await browse(ctx("browse", { ...point, path: f.src }, uploaded));
   assert.equal(out.status, "success", JSON.stringify(out));
-  const entries = out.output!.entries as { name: string; type: string; size: number }[];
+  const entries = items<{ name: string; type: string; size: number; mtime: string }>(uploaded, "entries");
+  assert.deepEqual(out.parts, { entries: 1 });
+  assert.deepEqual(out.totals, { entries: 6 });
   assert.equal(out.output!.path, f.src);
   assert.deepEqual(entries.map((e) => [e.name, e.type]), [
     ["reports", "dir"],
-    ["latest", "file"],
+    ["latest", "symlink"],
     ["notes.txt", "file"],
     ["zq0000.bin", "file"],
     ["zq0001.bin", "file"],
     ["zq0002.bin", "file"],
   ]);
-  assert.equal(entries.find((e) => e.name === "notes.txt")!.size, 5);
-  assert.deepEqual((entries.find((e) => e.name === "latest") as Record<string, unknown>).target, "notes.txt");
+  const notes = entries.find((e) => e.name === "notes.txt")!;
+  assert.equal(notes.size, 5);
+  assert.equal(notes.mtime, (await Deno.lstat(`${f.src}/notes.txt`)).mtime!.toISOString());
   assert.equal(out.output!.truncated, false);
   assert.ok(
     keys.handed.every((k) => k.dataKey.every((b) => b === 0) && k.idKey.every((b) => b === 0)),
     "wiped",
   );
   // The root lists the first component of the backed-up path.
-  const root = await browse(ctx("browse", { ...point, path: "/" }));
-  assert.deepEqual((root.output!.entries as { name: string }[]).map((e) => e.name), [f.src.split("/")[1]]);
+  const atRoot: Uploaded = {};
+  await browse(ctx("browse", { ...point, path: "/" }, atRoot));
+  assert.deepEqual(items<{ name: string }>(atRoot, "entries").map((e) => e.name), [f.src.split("/")[1]]);
+  // Keys the control plane gave for another repository are not used.
+  await assert.rejects(
+    browseHandler(services(dir.path, provider(f.keys, { ...REPO, path: "cadres/POL1/g2" }).fn))(
+      ctx("browse", { ...point, path: "/" }),
+    ),
+    (e: unknown) => (e as { reason?: string }).reason === "KEY_MISMATCH",
+  );
+  // The repository the payload names is the only one looked in: another generation holds nothing.
+  await assert.rejects(
+    browse(
+      ctx("browse", { ...point, path: "/", repository: { ...REPO, path: "cadres/POL1/g2", generation: 2 } }),
+    ),
+    (e: unknown) =>
+      (e as { reason?: string }).reason === "RESTORE_POINT_MISSING" &&
+      /repository cadres\/POL1\/g2 on local/.test((e as Error).message),
+  );
+  await assert.rejects(
+    browse(ctx("browse", { ...point, path: "/", repository: { ...REPO, path: "cadres/OTHER/g1" } })),
+    (e: unknown) => (e as { reason?: string }).reason === "BAD_PAYLOAD",
+  );
   // A path that is not a folder of the point: one clear failure.
   await assert.rejects(
     browse(ctx("browse", { ...point, path: `${f.src}/notes.txt` })),
@@ -129,37 +178,82 @@ Deno.test("browse: lists one folder of a restore point with the job's keys, then
   );
 });
 
-Deno.test("browse: a long folder is cut at 500 entries with its total, never silently", async () => {
+Deno.test("browse: a long folder is uploaded whole, in parts that each fit a 64 KiB body", async () => {
   await using dir = await tempDir();
-  const f = await fixture(dir.path, 600);
+  const f = await fixture(dir.path, 3000);
+  const uploaded: Uploaded = {};
+  // An older payload without `repository`: the target and the policy's generations are searched.
   const out = await browseHandler(services(dir.path, provider(f.keys).fn))(
-    ctx("browse", { restorePointId: "RP", engineRestorePointId: f.snap, policyId: "POL1", path: f.src }),
+    ctx(
+      "browse",
+      { restorePointId: "RP", engineRestorePointId: f.snap, policyId: "POL1", path: f.src },
+      uploaded,
+    ),
   );
-  const kept = (out.output!.entries as unknown[]).length;
-  assert.ok(kept >= 400 && kept <= 500, `${kept} entries kept`);
-  assert.equal(out.output!.truncated, true);
-  assert.equal(out.output!.total, 603);
-  assert.ok(JSON.stringify(out.output).length < 60_000, "fits a job record");
+  assert.equal(out.status, "success", JSON.stringify(out));
+  const entries = items<{ name: string }>(uploaded, "entries");
+  assert.equal(entries.length, 3003);
+  assert.ok(out.parts!.entries! >= 3, `${out.parts!.entries} parts`);
+  assert.equal(out.parts!.entries, uploaded.entries.length);
+  assert.deepEqual(out.totals, { entries: 3003 });
+  assert.equal(out.output!.truncated, false);
+  assert.equal(new Set(entries.map((e) => e.name)).size, 3003);
+  assert.ok(JSON.stringify(out.output).length < 1000, "the result itself stays small");
+});
+
+Deno.test("splitParts: parts within the byte and item bounds, in order; a cap on parts keeps the first items", () => {
+  const all = Array.from({ length: 12_000 }, (_, i) => ({ name: `f${i}`, type: "file", size: i }));
+  const { parts, kept } = splitParts(all);
+  assert.equal(kept, all.length);
+  assert.deepEqual(parts.flat(), all);
+  for (const p of parts) {
+    assert.ok(p.length <= 5000);
+    assert.ok(new TextEncoder().encode(JSON.stringify(p)).length <= PART_BYTES);
+  }
+  const capped = splitParts(all, 2);
+  assert.equal(capped.parts.length, 2);
+  assert.deepEqual(capped.parts.flat(), all.slice(0, capped.kept));
+  assert.ok(capped.kept < all.length);
 });
 
 Deno.test("search: names by substring or glob, case-insensitive, over the whole tree", async () => {
   await using dir = await tempDir();
   const f = await fixture(dir.path);
   const search = searchHandler(services(dir.path, provider(f.keys).fn));
-  const point = { restorePointId: "RP", engineRestorePointId: f.snap, policyId: "POL1", targetId: T };
-  const byName = await search(ctx("search", { ...point, query: "summary", mode: "name", maxMatches: 1000 }));
-  assert.deepEqual((byName.output!.matches as { path: string }[]).map((m) => m.path), [
-    `${f.src}/reports/2026/Summary.PDF`,
+  const point = { restorePointId: "RP", engineRestorePointId: f.snap, policyId: "POL1", repository: REPO };
+  const byNameParts: Uploaded = {};
+  const byName = await search(
+    ctx("search", { ...point, query: "summary", mode: "name", maxMatches: 10_000 }, byNameParts),
+  );
+  assert.equal(byName.status, "success", JSON.stringify(byName));
+  assert.deepEqual(items(byNameParts, "matches"), [{
+    path: `${f.src}/reports/2026/Summary.PDF`,
+    type: "file",
+    size: 40_000,
+    mtime: (await Deno.stat(`${f.src}/reports/2026/Summary.PDF`)).mtime!.toISOString(),
+  }]);
+  const globParts: Uploaded = {};
+  await search(ctx("search", { ...point, query: "zq000[12].BIN", mode: "glob" }, globParts));
+  assert.deepEqual(items<{ path: string }>(globParts, "matches").map((m) => m.path), [
+    `${f.src}/zq0001.bin`,
+    `${f.src}/zq0002.bin`,
   ]);
-  const glob = await search(ctx("search", { ...point, query: "zq000[12].BIN", mode: "glob" }));
-  assert.deepEqual((glob.output!.matches as { name: string }[]).map((m) => m.name), [
-    "zq0001.bin",
-    "zq0002.bin",
+  const cappedParts: Uploaded = {};
+  const capped = await search(ctx("search", { ...point, query: "zq0", maxMatches: 2 }, cappedParts));
+  // The first two by path, whatever order the tree was walked in; the total keeps all three.
+  assert.deepEqual(items<{ path: string }>(cappedParts, "matches").map((m) => m.path), [
+    `${f.src}/zq0000.bin`,
+    `${f.src}/zq0001.bin`,
   ]);
-  const capped = await search(ctx("search", { ...point, query: "zq0", maxMatches: 2 }));
-  assert.equal((capped.output!.matches as unknown[]).length, 2);
   assert.equal(capped.output!.truncated, true);
-  assert.equal(capped.output!.total, 3);
+  assert.deepEqual(capped.totals, { matches: 3 });
+  const none = await search(ctx("search", { ...point, query: "no-such-name" }));
+  assert.deepEqual([none.status, none.parts, none.totals], ["success", { matches: 0 }, { matches: 0 }]);
+  // The control plane asks for up to 10,000 matches; more is a bad payload.
+  await assert.rejects(
+    search(ctx("search", { ...point, query: "zq0", maxMatches: 10_001 })),
+    (e: unknown) => (e as { reason?: string }).reason === "BAD_PAYLOAD",
+  );
   assert.equal(nameMatcher("*.pdf")("Summary.PDF"), true);
 });
 
@@ -259,7 +353,21 @@ Deno.test("the key endpoint's client: decodes {namespace, dataKey, idKey}; refus
     identity,
   )("01KJOB00000000000000000000");
   assert.equal(seen[0], "/api/bes/v1/jobs/01KJOB00000000000000000000/key");
-  assert.deepEqual([good.namespace, good.dataKey, good.idKey], [NS, key(1), key(2)]);
+  assert.deepEqual([good.namespace, good.dataKey, good.idKey, good.repository], [NS, key(1), key(2), null]);
+  // The control plane's reply as documented: the repository and the recovery copy come along.
+  const full = await controlPlaneKeys(
+    client(200, {
+      jobId: "01KJOB00000000000000000000",
+      keySetId: "01KSET00000000000000000000",
+      namespace: NS,
+      repository: REPO,
+      dataKey: key(3).toBase64(),
+      idKey: key(4).toBase64(),
+      recovery: null,
+    }),
+    identity,
+  )("01KJOB00000000000000000000");
+  assert.deepEqual([full.dataKey, full.idKey, full.repository], [key(3), key(4), REPO]);
   const cases: [number, unknown, string, RegExp][] = [
     [403, { error: { code: "forbidden", message: "not your job" } }, "KEY_REFUSED", /403\): not your job/],
     [404, { error: { code: "not_found", message: "Not found" } }, "KEY_UNAVAILABLE", /404/],

@@ -393,6 +393,7 @@ function fakeCtx(job: Partial<ClaimedJob>): JobContext & { updates: string[] } {
     lastProgressReply: null,
     progress: (u) => void (u.message && updates.push(u.message)),
     reportNow: () => Promise.resolve(null),
+    uploadParts: () => Promise.reject(new Error("no parts expected")),
     log: quiet,
     updates,
   };
@@ -459,6 +460,52 @@ Deno.test("prune: forgets the named snapshots in every generation, gc runs, abse
   }));
   assert.equal(done.status, "success");
   assert.equal(await exists("POL1/g1", g1[1]), false);
+});
+
+Deno.test("prune: the payload's repository is the only one touched; a named repository that holds nothing leaves its points absent", async () => {
+  await using dir = await tempDir();
+  const root = `${dir.path}/target`;
+  const g1 = await repoWithSnapshots(`${root}/cadres/POL1/g1`, `${dir.path}/src1`, 2);
+  const g2 = await repoWithSnapshots(`${root}/cadres/POL1/g2`, `${dir.path}/src2`, 2);
+  const t = target({ config: { path: root } });
+  const repository = { target: t.id, path: "cadres/POL1/g2", generation: 2 };
+  const out = await pruneHandler(services(t))(fakeCtx({
+    payload: { policyId: "POL1", targetId: t.id, repository, restorePointIds: [g1[0], g2[0]] },
+  }));
+  // g1's snapshot is not in the repository named: absent, and g1 is not even looked at.
+  assert.equal(out.status, "warning");
+  assert.match(out.error!.message, /1 of 2 restore points were not in repository cadres\/POL1\/g2 on /);
+  const pruned = out.output!.pruned as { restorePointIds: string[]; repositories: { path: string }[] };
+  assert.deepEqual(pruned.restorePointIds, [g2[0]]);
+  assert.deepEqual(pruned.repositories.map((r) => r.path), ["cadres/POL1/g2"]);
+  assert.equal(await new LocalBackend(`${root}/cadres/POL1/g1`).exists(`snapshots/${g1[0]}`), true);
+  assert.equal(await new LocalBackend(`${root}/cadres/POL1/g2`).exists(`snapshots/${g2[0]}`), false);
+  // A repository that was never written: nothing to forget, nothing created.
+  const none = await pruneHandler(services(t))(fakeCtx({
+    payload: {
+      policyId: "POL1",
+      repository: { target: t.id, path: "cadres/POL1/g7", generation: 7 },
+      restorePointIds: [g1[1]],
+    },
+  }));
+  assert.equal(none.error?.reason, "SNAPSHOTS_ABSENT");
+  await assert.rejects(Deno.stat(`${root}/cadres/POL1/g7`), Deno.errors.NotFound);
+  // A repository of another policy, or a path that does not name its generation: one clear refusal.
+  for (
+    const bad of [
+      { target: t.id, path: "cadres/POL2/g1", generation: 1 },
+      { target: t.id, path: "cadres/POL1/g1", generation: 2 },
+      { target: t.id, path: "cadres/POL1/../g1", generation: 1 },
+    ]
+  ) {
+    await assert.rejects(
+      pruneHandler(services(t))(
+        fakeCtx({ payload: { policyId: "POL1", repository: bad, restorePointIds: [g1[1]] } }),
+      ),
+      (e: unknown) => (e as { reason?: string }).reason === "BAD_PAYLOAD",
+      JSON.stringify(bad),
+    );
+  }
 });
 
 Deno.test("prune: refuses to forget the parent of a running backup (REPOSITORY_BUSY, retryable), bad payloads named", async () => {
@@ -555,6 +602,18 @@ Deno.test("verify: a point's snapshot checked structurally; a missing snapshot o
   assert.equal(missing.status, "failed");
   assert.equal(missing.error?.reason, "VERIFY_MISMATCH");
   assert.match(missing.error!.message, /has no snapshot in any repository of policy POL1/);
+  // With the repository the payload names: found there, and only there.
+  const repository = { target: t.id, path: "cadres/POL1/g1", generation: 1 };
+  const named = await verify(point({ engineRestorePointId: ids[0], repository }));
+  assert.equal(named.status, "success", JSON.stringify(named));
+  const elsewhere = await verify(
+    point({
+      engineRestorePointId: ids[0],
+      repository: { ...repository, path: "cadres/POL1/g2", generation: 2 },
+    }),
+  );
+  assert.equal(elsewhere.error?.reason, "VERIFY_MISMATCH");
+  assert.match(elsewhere.error!.message, /has no snapshot in repository cadres\/POL1\/g2 on /);
 
   const whole = await verify(
     fakeCtx({ kind: "verify", payload: { scope: "storage_target", targetId: t.id } }),

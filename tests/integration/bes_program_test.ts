@@ -2,9 +2,11 @@
  * The BES program end to end: the real app on a loopback port (in-memory KV) and `engine/bes/main.ts` as
  * a subprocess. It registers (signed, key kept 0600 in its data folder), goes online with measured
  * metrics, reports the capacity of a Local target, registers again with the same id after a restart, runs
- * the verify jobs of restore points and the prune job the control plane's retention issues against a
- * repository made with engine/repo, finds a damaged pack in a target-wide verify, and fails the jobs of
- * targets it cannot reach with TARGET_UNREACHABLE.
+ * the verify jobs of restore points (reading back samples with the keys of the control plane's key
+ * endpoint) and the prune job the control plane's retention issues against a repository made with
+ * engine/repo under the namespace keys the control plane handed out for the backups, finds a damaged pack in
+ * a target-wide verify, fails the jobs of targets it cannot reach with TARGET_UNREACHABLE, and answers
+ * browse and search through the real control plane, long listings uploaded in parts.
  */
 import assert from "node:assert/strict";
 import { createApp } from "../../app.ts";
@@ -23,7 +25,8 @@ import { generateKeyPair } from "../../domain/signing.ts";
 import { LocalBackend } from "../../engine/repo/backend.ts";
 import { backupFiles } from "../../engine/repo/backup.ts";
 import { Repository } from "../../engine/repo/repository.ts";
-import type { NamespaceKeys } from "../../engine/repo/keys.ts";
+import { type NamespaceKeys, namespaceKeysOpener } from "../../engine/repo/keys.ts";
+import { deliverJobKeys } from "../../domain/namespace_keys.ts";
 import { getBrowse, getSearch, requestBrowse, requestSearch } from "../../domain/restore.ts";
 import { verifyRepository } from "../../engine/repo/verify.ts";
 import { fileSystemUsage } from "../../engine/bes/metrics.ts";
@@ -41,7 +44,6 @@ import {
 const system = systemActor("test");
 const config = testConfig();
 const SMALL = { chunker: { min: 1024, avg: 4096, max: 16384 }, packTargetBytes: 32 * 1024 };
-const KEK = crypto.getRandomValues(new Uint8Array(32));
 
 /** The app on a loopback port with an in-memory KV and the real clock; its log lines in `logs`. */
 async function controlPlane(
@@ -277,34 +279,20 @@ Deno.test({
   },
 });
 
-/** Backs up `src` into a fresh repository at `path` four times (a file changes each time); snapshot ids. */
-async function makeRepository(path: string, src: string, namespace: string): Promise<string[]> {
-  await Deno.mkdir(src, { recursive: true });
-  await Deno.writeFile(`${src}/same.bin`, deterministicBytes(`same-${crypto.randomUUID()}`, 20_000));
-  const repo = await Repository.init(new LocalBackend(path), KEK, { namespace, ...SMALL });
-  const ids: string[] = [];
-  for (let i = 0; i < 4; i++) {
-    await Deno.writeFile(
-      `${src}/day.bin`,
-      deterministicBytes(`day-${i}-${crypto.randomUUID()}`, 100_000 + i * 1000),
-    );
-    const r = await backupFiles(repo.namespace(namespace), { paths: [src] });
-    ids.push(r.snapshotId);
-  }
-  return ids;
-}
+/** Files of the backed-up folder's `many/` subfolder: more than a browse answer used to hold (500). */
+const MANY = 1200;
 
 /**
  * A Local target on `engine`, a policy on it (daily fulls, two days kept, verify after backup with
- * `sampleCount`), a host assigned, and four snapshots stored by engine/repo where the policy's repository
- * lives, reported as the agent would (the agent itself is another program). Returns the verify jobs queued
- * and the namespace keys of the host.
+ * `sampleCount`), a host assigned, and four daily backups done as the agent does them (the agent itself is
+ * another program): each claims the agent's backup job, takes the namespace's keys from the control plane's
+ * key endpoint (the first creates them), writes with engine/repo into the repository the payload names, and
+ * reports the restore point. Returns the verify jobs queued and the namespace keys of the host.
  */
 async function backedUpPolicy(
   cp: Awaited<ReturnType<typeof controlPlane>>,
   engine: Engine,
   sampleCount: number,
-  onKeys: (keys: NamespaceKeys) => void = () => {},
 ) {
   const clock = new TestClock();
   const targetDir = `${cp.dir}/target`;
@@ -338,15 +326,35 @@ async function backedUpPolicy(
     version: "1",
   }, clock.now());
   await assignHost(cp.kv, system, { policyId: policy.id, hostId: host.id }, clock.now());
-  const repoPath = `${targetDir}/cadres/${policy.id}/g1`;
   const src = `${cp.dir}/src`;
-  const snapshots = await makeRepository(repoPath, src, host.id);
-  const keys = (await Repository.open(new LocalBackend(repoPath), KEK)).namespace(host.id).keys;
-  onKeys(keys);
+  await Deno.mkdir(`${src}/many`, { recursive: true });
+  await Deno.writeFile(`${src}/same.bin`, deterministicBytes(`same-${crypto.randomUUID()}`, 20_000));
+  for (let i = 0; i < MANY; i++) {
+    await Deno.writeFile(`${src}/many/f${String(i).padStart(5, "0")}.txt`, new TextEncoder().encode(`${i}`));
+  }
+  const snapshots: string[] = [];
+  let keys: NamespaceKeys | null = null;
+  let repoPath = "";
   for (let d = 0; d < 4; d++) {
     const at = new Date(Date.UTC(2026, 10, 1 + d, 2));
     await runSchedulerTick(cp.kv, at);
     const [job] = await claimJobs(cp.kv, `agent:${host.id}`, 1, at);
+    const repository = job.payload.repository as { target: string; path: string; generation: number };
+    assert.deepEqual(repository, { target: target.id, path: `cadres/${policy.id}/g1`, generation: 1 });
+    repoPath = `${targetDir}/${repository.path}`;
+    const delivered = await deliverJobKeys(cp.kv, config.masterKey!, job.principal, job.id, null, at);
+    assert.deepEqual(delivered.repository, repository);
+    const jobKeys = { namespace: delivered.namespace, dataKey: delivered.dataKey, idKey: delivered.idKey };
+    keys ??= jobKeys;
+    const backend = new LocalBackend(repoPath);
+    const repo = d === 0
+      ? await Repository.init(backend, namespaceKeysOpener(jobKeys), { namespace: host.id, ...SMALL })
+      : await Repository.openNamespace(backend, jobKeys);
+    await Deno.writeFile(
+      `${src}/day.bin`,
+      deterministicBytes(`day-${d}-${crypto.randomUUID()}`, 100_000 + d * 1000),
+    );
+    snapshots.push((await backupFiles(repo.namespace(host.id), { paths: [src] })).snapshotId);
     const end = new Date(at.getTime() + 600_000).toISOString();
     const { job: done } = await applyResult(cp.kv, job.principal, job.id, {
       status: "success",
@@ -373,12 +381,12 @@ async function backedUpPolicy(
     if (e.value.kind === "verify") verifyJobs.push(e.value.id);
   }
   assert.equal(verifyJobs.length, 4);
-  return { target, policy, host, repoPath, src, snapshots, verifyJobs, keys };
+  return { target, policy, host, repoPath, src, snapshots, verifyJobs, keys: keys! };
 }
 
 Deno.test({
   name:
-    "BES subprocess: verify jobs check each point's snapshot, retention's prune removes snapshots from a Local repository, a damaged pack fails a target verify, unreachable targets fail with TARGET_UNREACHABLE",
+    "BES subprocess: verify jobs check each point's snapshot and read samples back with the control plane's keys, retention's prune removes snapshots from a Local repository, a damaged pack fails a target verify, unreachable targets fail with TARGET_UNREACHABLE",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
@@ -394,23 +402,22 @@ Deno.test({
         30_000,
         bes,
       );
-      const { target, policy, snapshots, repoPath, verifyJobs } = await backedUpPolicy(cp, engine, 3);
+      const { target, policy, snapshots, repoPath, verifyJobs, keys } = await backedUpPolicy(cp, engine, 3);
       for (const id of verifyJobs) {
         const job = await finished(cp.kv, id);
-        // The structure is checked; the sampled read-back needs the key endpoint, which this branch's control
-        // plane does not serve yet (404): the verification stays partial and says why.
-        assert.equal(job.result?.status, "warning", JSON.stringify(job.result));
-        assert.equal(job.result?.error?.reason, "KEY_UNAVAILABLE");
-        assert.match(job.result!.error!.message, /structure sound.*\(404\)/s);
+        // The structure is checked, then 3 sampled blobs are read back with the keys the control plane's key
+        // endpoint delivers to the BES holding the job.
+        assert.equal(job.result?.status, "success", JSON.stringify(job.result));
         const v = job.result?.output?.verification as Record<string, unknown>;
-        assert.equal(v.status, "partial");
+        assert.equal(v.status, "passed");
         assert.equal(v.failedCount, 0);
         assert.equal(v.snapshots, 1);
+        assert.equal(v.sampled, 3);
         assert.ok((v.referencedBlobs as number) > 0);
       }
       const points = (await Array.fromAsync(cp.kv.list<RestorePoint>({ prefix: ["restore_points"] })))
         .map((e) => e.value);
-      assert.deepEqual(points.map((p) => p.verification), ["partial", "partial", "partial", "partial"]);
+      assert.deepEqual(points.map((p) => p.verification), ["passed", "passed", "passed", "passed"]);
 
       // Retention keeps the newest two: the prune job it issues removes the other two from the repository.
       const { expired, pruneJobs } = await applyRetention(cp.kv, new Date(Date.UTC(2026, 10, 4, 5)));
@@ -428,7 +435,9 @@ Deno.test({
       }
       // gc condemned what only the pruned snapshots used; the kept ones are whole.
       assert.ok((await Array.fromAsync(backend.list("condemned/"))).length > 0);
-      const check = await verifyRepository(await Repository.open(backend, KEK), { all: true });
+      const check = await verifyRepository(await Repository.open(backend, namespaceKeysOpener(keys)), {
+        all: true,
+      });
       assert.deepEqual(check.problems, []);
       assert.equal(check.snapshots, 2);
 
@@ -466,7 +475,12 @@ Deno.test({
           principal: `bes:${engine.id}`,
           accountId: cp.scope.accountId,
           orgId: cp.scope.orgId,
-          payload: { policyId: policy.id, targetId: t.id, restorePointIds: [snapshots[2]] },
+          payload: {
+            policyId: policy.id,
+            targetId: t.id,
+            repository: { target: t.id, path: `cadres/${policy.id}/g1`, generation: 1 },
+            restorePointIds: [snapshots[2]],
+          },
         }, new Date());
         unreachable.push(await finished(cp.kv, job.id));
       }
@@ -477,7 +491,7 @@ Deno.test({
       assert.match(unreachable[0].result!.error!.message, /is not mounted/);
       assert.match(unreachable[1].result!.error!.message, /no-such-folder does not exist/);
       assert.equal(unreachable[0].result?.retryable, true);
-      // A browse asks the control plane for the namespace's key (not served by this branch yet: 404).
+      // A browse of a restore point the control plane does not know: its key endpoint gives no keys (409).
       const browse = await enqueueJob(cp.kv, {
         kind: "browse",
         principal: `bes:${engine.id}`,
@@ -485,7 +499,9 @@ Deno.test({
         orgId: cp.scope.orgId,
         payload: { restorePointId: "x", engineRestorePointId: snapshots[2], policyId: policy.id, path: "/" },
       }, new Date());
-      assert.equal((await finished(cp.kv, browse.id)).result?.error?.reason, "KEY_UNAVAILABLE");
+      const refused = (await finished(cp.kv, browse.id)).result;
+      assert.equal(refused?.error?.reason, "KEY_UNAVAILABLE");
+      assert.match(refused!.error!.message, /\(409\): .*restore point x no longer exists/);
       // Kinds this version cannot run say so.
       const replicate = await enqueueJob(cp.kv, {
         kind: "replicate",
@@ -506,31 +522,11 @@ Deno.test({
 
 Deno.test({
   name:
-    "BES subprocess with a key endpoint (a stand-in here): sampled verify reads blobs back, browse lists a real folder, search finds a real file",
+    "BES subprocess with the control plane's key endpoint: sampled verify reads every blob back, browse lists a real folder whole (in parts, paged by the control plane), search finds a real file",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    // `POST /api/bes/v1/jobs/{id}/key` is the control plane's, built separately; until it is merged this
-    // stand-in answers it in the assumed shape, to the BES that holds the job only.
-    let served: NamespaceKeys | null = null;
-    let keyRequests = 0;
-    await using cp = await controlPlane(async (req, kv) => {
-      const m = /^\/api\/bes\/v1\/jobs\/([0-9A-Z]{26})\/key$/.exec(new URL(req.url).pathname);
-      if (!m || req.method !== "POST") return null;
-      await req.arrayBuffer();
-      const job = await getJob(kv, m[1]);
-      if (!job || job.principal !== req.headers.get("x-cadres-principal") || !served) {
-        return Response.json({ error: { code: "forbidden", message: "Not this BES's job" } }, {
-          status: 403,
-        });
-      }
-      keyRequests++;
-      return Response.json({
-        namespace: served.namespace,
-        dataKey: served.dataKey.toBase64(),
-        idKey: served.idKey.toBase64(),
-      });
-    });
+    await using cp = await controlPlane();
     const bes = spawnBes(cp.url, cp.tenant.secrets[0], `${cp.dir}/bes`);
     try {
       const engine = await waitFor(
@@ -542,7 +538,7 @@ Deno.test({
         30_000,
         bes,
       );
-      const f = await backedUpPolicy(cp, engine, 1000, (keys) => served = keys);
+      const f = await backedUpPolicy(cp, engine, 10_000);
       for (const id of f.verifyJobs) {
         const job = await finished(cp.kv, id);
         assert.equal(job.result?.status, "success", JSON.stringify(job.result));
@@ -572,9 +568,31 @@ Deno.test({
       );
       assert.equal(listed.status, "ready", JSON.stringify(listed));
       assert.deepEqual(listed.entries!.map((e) => [e.name, e.type, e.size, e.path]), [
+        ["many", "dir", 0, `${f.src}/many`],
         ["day.bin", "file", 103_000, `${f.src}/day.bin`],
         ["same.bin", "file", 20_000, `${f.src}/same.bin`],
       ]);
+      assert.equal(
+        listed.entries!.find((e) => e.name === "same.bin")!.modifiedAt,
+        (await Deno.stat(`${f.src}/same.bin`)).mtime!.toISOString(),
+      );
+      // A folder longer than one result body: uploaded in parts, kept whole, served in pages of 200.
+      await requestBrowse(cp.kv, system, latest.id, `${f.src}/many`, new Date());
+      const many = await waitFor(
+        "the long browse",
+        async () => {
+          const state = await getBrowse(cp.kv, system, latest.id, `${f.src}/many`, new Date());
+          return state && state.status !== "pending" ? state : null;
+        },
+        30_000,
+        bes,
+      );
+      assert.equal(many.status, "ready", JSON.stringify({ ...many, entries: many.entries?.length }));
+      assert.deepEqual([many.total, many.kept, many.truncated, many.pages], [MANY, MANY, false, MANY / 200]);
+      const last = await getBrowse(cp.kv, system, latest.id, `${f.src}/many`, new Date(), MANY / 200 - 1);
+      assert.equal(last!.entries!.at(-1)!.name, `f${String(MANY - 1).padStart(5, "0")}.txt`);
+      const browseJob = await getJob(cp.kv, many.jobId);
+      assert.ok((browseJob!.result!.lists?.entries?.parts ?? 0) >= 1, JSON.stringify(browseJob!.result));
       // Search the whole point by name.
       const search = await requestSearch(cp.kv, system, latest.id, "DAY", new Date());
       const found = await waitFor(
@@ -588,9 +606,27 @@ Deno.test({
       );
       assert.equal(found.status, "ready", JSON.stringify(found));
       assert.deepEqual(found.matches!.map((m) => m.path), [`${f.src}/day.bin`]);
-      assert.ok(keyRequests >= 6, `${keyRequests} key requests`);
-      assert.ok(!bes.output.includes(served!.dataKey.toBase64()), "no key in the BES's log");
-      assert.ok(!bes.output.includes(served!.idKey.toBase64()), "no key in the BES's log");
+      // Many matches: every one of them, in path order.
+      const all = await requestSearch(cp.kv, system, latest.id, "f0*.txt", new Date());
+      const matched = await waitFor(
+        "the long search",
+        async () => {
+          const state = await getSearch(cp.kv, system, all.id, new Date());
+          return state.status !== "pending" ? state : null;
+        },
+        30_000,
+        bes,
+      );
+      assert.equal(matched.status, "ready", matched.error ?? "");
+      assert.deepEqual([matched.total, matched.kept, matched.truncated], [MANY, MANY, false]);
+      assert.equal(matched.matches![0].path, `${f.src}/many/f00000.txt`);
+      // The BES asked the key endpoint for each job's keys (4 verifies, 2 browses, 2 searches): audited.
+      const deliveries = (await auditEntries(cp.kv, cp.scope.accountId)).filter((a) =>
+        a.action === "keys.deliver" && a.summary.includes("BES bes-e2e")
+      );
+      assert.equal(deliveries.length, 8, deliveries.map((d) => d.summary).join("\n"));
+      assert.ok(!bes.output.includes(f.keys.dataKey.toBase64()), "no key in the BES's log");
+      assert.ok(!bes.output.includes(f.keys.idKey.toBase64()), "no key in the BES's log");
     } finally {
       const status = await bes.stop();
       if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
