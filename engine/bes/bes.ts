@@ -1,15 +1,22 @@
 /**
  * The BES service: identity and registration, heartbeats with measured metrics and target capacity, the
- * job loop, and the listener that serves the data API to agents.
+ * job loop, and the listener that serves the data API to agents (ENGINE.md §5).
  *
- * The data API (ENGINE.md §5) plugs in through `BesSeams`: `dataApi` builds the request handler from the
- * running BES (its identity, the control plane's token public key from the registration reply, its
- * targets), `tls` gives the listener its certificate, and `registrationExtras` adds fields to the
- * registration (the certificate PEM). Without a `tls` seam the listener serves plain HTTP, which the
- * command line allows only on loopback (`--insecure-http`); without one and without that flag nothing
- * listens.
+ * The listener serves HTTPS with the BES's own certificate (tls.ts, kept in the data folder, created on
+ * first start, checked daily and renewed before it expires — the listener then serves the new one and the
+ * next heartbeat reports it), or plain HTTP with `--insecure-http` (loopback only). The BES registers its
+ * data URL and certificate; the data API (data_api.ts) verifies tokens with the registration reply's
+ * `tokenPublicKey`, resolves their repositories to this BES's targets (data_service.ts), and holds writer
+ * locks for write tokens, swept every minute so a silent job's lock is released.
+ *
+ * `BesSeams` lets tests replace parts: `dataApi` (the request handler), `tls` (a fixed certificate),
+ * `registrationExtras` (more registration fields), handlers, the control plane's HTTP client, the logger,
+ * and the certificate's names and check interval.
  */
 import { EngineClient, type EngineIdentity, type Fetcher } from "../protocol/client.ts";
+import { createDataApi, type DataApi } from "./data_api.ts";
+import { CertificateKeeper, targetRepositoryResolver, tokenKeyOf } from "./data_service.ts";
+import { type CertificateNames, defaultCertificateNames } from "./tls.ts";
 import { BES_VERSION, type BesConfig, DEFAULT_PORT } from "./config.ts";
 import { CapacityMonitor } from "./capacity.ts";
 import {
@@ -53,13 +60,25 @@ export interface BesSeams {
   /** The HTTP client to the control plane (tests). */
   fetcher?: Fetcher;
   logger?: Logger;
+  /** The names the certificate must carry (default: this machine's and the data URL's), and how often
+   * it is checked for renewal (default daily). */
+  certificateNames?: () => CertificateNames;
+  certificateCheckMs?: number;
+  /** How often stale writer locks are swept (default a minute). */
+  lockSweepMs?: number;
 }
 
 /** A running BES. */
 export interface RunningBes extends BesRuntime {
   readonly jobs: JobRunner;
-  /** The address the data API listens on, when it does. */
+  /** The address the data API listens on. */
   readonly listening: Deno.NetAddr | null;
+  /** The data URL registered. */
+  readonly dataUrl: string;
+  /** The certificate served now (PEM); null over plain HTTP. */
+  readonly certificate: string | null;
+  /** The data API (null when a seam replaced it). */
+  readonly dataService: DataApi | null;
   /** One heartbeat now; resolves to the reply body (null if it failed). */
   heartbeat(): Promise<Record<string, unknown> | null>;
   stop(): Promise<void>;
@@ -75,6 +94,25 @@ export function registeredAddress(hostname: string): string {
     // no permission or no interface: loopback
   }
   return "127.0.0.1";
+}
+
+/** `host` as the host part of a URL (IPv6 addresses in brackets). */
+function urlHost(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+/** The names the certificate must carry: this machine's, the listen address, the data URL's host. */
+function certificateNames(config: BesConfig): CertificateNames {
+  const names = defaultCertificateNames();
+  const extra = [config.listen.hostname];
+  if (config.dataUrl) extra.push(new URL(config.dataUrl).hostname.replace(/^\[|\]$/g, ""));
+  for (const host of extra) {
+    if (host === "0.0.0.0" || host === "::" || host === "") continue;
+    if (/^[0-9.]+$/.test(host) || host.includes(":")) {
+      if (!names.ipAddresses.includes(host)) names.ipAddresses.push(host);
+    } else if (!names.dnsNames.includes(host.toLowerCase())) names.dnsNames.push(host.toLowerCase());
+  }
+  return names;
 }
 
 /** Registers, retrying what may pass later (network, 429, 5xx) with backoff; a refusal throws. */
@@ -115,9 +153,8 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
     ipAddress: registeredAddress(config.listen.hostname),
     port: config.listen.port || DEFAULT_PORT,
     version: BES_VERSION,
-    extra: seams.registrationExtras ? await seams.registrationExtras() : undefined,
   };
-  // The listener first (its port is registered): the data API, once plugged in, and /healthz.
+  // The listener first (its port is registered): the data API once registered, and /healthz.
   let identity: EngineIdentity | null = null;
   let api: ((req: Request) => Response | Promise<Response>) | null = null;
   let server: Deno.HttpServer<Deno.NetAddr> | null = null;
@@ -133,24 +170,41 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
     }
     if (api) return await api(req);
     return Response.json(
-      { error: { code: "not_found", message: "This BES serves no data API yet" } },
-      { status: 404 },
+      { error: { code: "not_ready", message: "This BES is not registered yet" } },
+      { status: 503 },
     );
   };
-  if (seams.tls || config.insecureHttp) {
-    const tls = seams.tls ? await seams.tls({ config, log }) : null;
-    server = Deno.serve({
+  // HTTPS with the certificate of the data folder (or the seam's); plain HTTP only when asked, on loopback.
+  const keeper = config.insecureHttp || seams.tls ? null : new CertificateKeeper(
+    config.dataDir,
+    log,
+    seams.certificateNames ?? (() => certificateNames(config)),
+  );
+  let tls: { cert: string; key: string } | null = null;
+  if (seams.tls) tls = await seams.tls({ config, log });
+  else if (keeper) {
+    const cert = await keeper.start();
+    tls = { cert: cert.certPem, key: cert.keyPem };
+  }
+  const listen = (port: number) =>
+    Deno.serve({
       hostname: config.listen.hostname,
-      port: config.listen.port,
+      port,
       onListen: () => {},
       ...(tls ? { cert: tls.cert, key: tls.key } : {}),
     }, handler);
-  } else {
-    log.log("warn", "the data API is not served: this build has no TLS certificate support yet", {
-      hint: "--insecure-http serves plain HTTP on a loopback address",
-    });
-  }
-  details.port = server?.addr.port ?? (config.listen.port || DEFAULT_PORT);
+  server = listen(config.listen.port);
+  const port = server.addr.port;
+  details.port = port;
+  const dataUrl = config.dataUrl ??
+    `${tls ? "https" : "http"}://${
+      urlHost(config.insecureHttp ? config.listen.hostname : details.ipAddress)
+    }:${port}`;
+  details.extra = {
+    dataUrl,
+    ...(tls ? { certificate: tls.cert } : {}),
+    ...(seams.registrationExtras ? await seams.registrationExtras() : {}),
+  };
 
   let registered;
   try {
@@ -217,17 +271,44 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
     log.log("warn", "could not fetch the storage targets", { error: messageOf(e) });
   }
 
+  // The data API: tokens checked with the control plane's key, repositories resolved to these targets.
+  const dataService = seams.dataApi ? null : createDataApi({
+    besId: identity.id,
+    tokenPublicKey: tokenKeyOf(() => stored.registration),
+    resolveRepository: targetRepositoryResolver(targets, open),
+    log: (message) => log.log("error", message),
+  });
+  if (!seams.dataApi && typeof stored.registration.tokenPublicKey !== "string") {
+    log.log("warn", "the control plane sent no token key: the data API refuses every token (503)", {});
+  }
+  // A job that goes silent leaves its writer lock to go stale; the sweep deletes it.
+  const sweeper = dataService
+    ? setInterval(() => {
+      dataService.locks.sweep().then(
+        (n) => n > 0 && log.log("info", "released the writer locks of silent jobs", { count: n }),
+        (e) => log.log("warn", "sweeping writer locks failed", { error: messageOf(e) }),
+      );
+    }, seams.lockSweepMs ?? 60_000)
+    : null;
+
   let forgotten = false;
+  /** A renewed certificate not yet acknowledged by a heartbeat. */
+  let certificateToReport: string | null = null;
   const heartbeat = async (): Promise<Record<string, unknown> | null> => {
     try {
       const storage = await capacity.reports(targets.all());
-      const res = await client.heartbeat(
-        identity,
-        await metrics.sample(jobs.activeJobs),
+      const reporting = certificateToReport;
+      const res = await client.post(identity, "/api/bes/v1/heartbeat", {
+        version: BES_VERSION,
+        metrics: await metrics.sample(jobs.activeJobs),
         storage,
-        BES_VERSION,
-      );
+        ...(reporting ? { certificate: reporting } : {}),
+      });
       const text = await res.text();
+      if (res.status === 200 && reporting) {
+        if (certificateToReport === reporting) certificateToReport = null;
+        log.log("info", "reported the renewed certificate", {});
+      }
       if (res.status !== 200) {
         if (res.status === 401 && /Unknown or deleted principal/.test(text)) {
           // Deleted by an operator: never resurrected behind their back. A restart registers the key again.
@@ -266,14 +347,23 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
     beating = beating.then(heartbeat);
   }, intervalSeconds * 1000);
   jobs.start();
-  api = seams.dataApi?.(runtime) ?? null;
-  if (server) {
-    log.log("info", "listening", {
-      address: `${config.listen.hostname}:${server.addr.port}`,
-      tls: Boolean(seams.tls),
-      dataApi: Boolean(api),
-    });
-  }
+  api = seams.dataApi?.(runtime) ?? dataService!.fetch;
+  log.log("info", "listening", {
+    address: `${config.listen.hostname}:${port}`,
+    dataUrl,
+    tls: Boolean(tls),
+    ...(keeper ? { fingerprint: keeper.current.fingerprint } : {}),
+  });
+  // A renewed certificate: served at once (the listener restarts on the same port), reported next heartbeat.
+  keeper?.schedule(async (cert) => {
+    tls = { cert: cert.certPem, key: cert.keyPem };
+    const old = server!;
+    await old.shutdown();
+    server = listen(port);
+    certificateToReport = cert.certPem;
+    beating = beating.then(heartbeat);
+    await beating;
+  }, seams.certificateCheckMs);
 
   return {
     ...runtime,
@@ -284,14 +374,24 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
       return stored.registration;
     },
     jobs,
-    listening: server?.addr ?? null,
+    get listening() {
+      return server?.addr ?? null;
+    },
+    dataUrl,
+    get certificate() {
+      return tls?.cert ?? null;
+    },
+    dataService,
     heartbeat,
     async stop() {
       stopped = true;
       clearInterval(timer);
+      keeper?.stop();
+      if (sweeper !== null) clearInterval(sweeper);
       await jobs.stop();
       await beating;
       await server?.shutdown();
+      await dataService?.close();
       log.log("info", "stopped", { id: identity.id });
     },
   };

@@ -19,6 +19,8 @@ export interface BesConfig {
   name: string;
   /** Serve the data API over plain HTTP (loopback only: tests and a BES beside its agents). */
   insecureHttp: boolean;
+  /** The URL agents reach the data API at; null: the registered address and the listening port. */
+  dataUrl: string | null;
   /** Where SMB, NFS and iSCSI targets are mounted: `<mounts>/<targetId>`. */
   mounts: string;
   /** Heartbeat interval; null: the one the registration reply gives. */
@@ -43,6 +45,8 @@ export const USAGE = `Usage: deno task bes --control-plane URL --secret SECRET -
   --listen HOST:PORT     address of the data API (default 0.0.0.0:${DEFAULT_PORT}; port 0: any free one)
   --name NAME            name shown in the control plane (default: the host name)
   --insecure-http        serve the data API over plain HTTP (only with a loopback --listen)
+  --data-url URL         the URL agents reach the data API at, when not https://ADDRESS:PORT of --listen
+                         (a DNS name or a NAT address; the certificate names its host)
   --mounts DIR           where SMB/NFS/iSCSI targets are mounted, one folder per target id
                          (default DIR/mounts)
   --heartbeat-seconds N  heartbeat interval (default: the control plane's, 60 s)
@@ -80,6 +84,7 @@ export function parseBesArgs(args: string[], env: Record<string, string | undefi
         listen: { type: "string" },
         name: { type: "string" },
         "insecure-http": { type: "boolean" },
+        "data-url": { type: "string" },
         mounts: { type: "string" },
         "heartbeat-seconds": { type: "string" },
         "poll-seconds": { type: "string" },
@@ -126,6 +131,30 @@ export function parseBesArgs(args: string[], env: Record<string, string | undefi
   if (insecureHttp && !isLoopback(hostname)) {
     throw new UsageError("--insecure-http needs a loopback --listen address (127.0.0.1 or ::1)");
   }
+  const dataUrlText = str("data-url");
+  let dataUrl: string | null = null;
+  if (dataUrlText !== undefined) {
+    let u: URL;
+    try {
+      u = new URL(dataUrlText);
+    } catch {
+      throw new UsageError(
+        `--data-url must be a URL such as https://bes.example.com:8443, not "${dataUrlText}"`,
+      );
+    }
+    const scheme = insecureHttp ? "http:" : "https:";
+    if (u.protocol !== scheme || u.username || u.password || u.search || u.hash) {
+      throw new UsageError(
+        `--data-url must be a plain ${scheme}// URL${
+          insecureHttp ? " (the data API is served over plain HTTP)" : ""
+        }`,
+      );
+    }
+    if (insecureHttp && !isLoopback(u.hostname)) {
+      throw new UsageError("--data-url must be a loopback address with --insecure-http");
+    }
+    dataUrl = u.href.replace(/\/+$/, "");
+  }
   const name = (str("name") ?? Deno.hostname()).trim();
   if (!name || name.length > 100) throw new UsageError("--name must be 1–100 characters");
   const level = str("log-level") ?? "info";
@@ -141,6 +170,7 @@ export function parseBesArgs(args: string[], env: Record<string, string | undefi
     listen: { hostname, port },
     name,
     insecureHttp,
+    dataUrl,
     mounts: (str("mounts") ?? `${dir}/mounts`).replace(/\/+$/, ""),
     heartbeatSeconds: hb === undefined ? null : positive("heartbeat-seconds", hb, 60, 3600),
     pollSeconds: positive("poll-seconds", str("poll-seconds"), 5, 3600),

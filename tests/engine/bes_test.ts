@@ -62,6 +62,18 @@ Deno.test("parseBesArgs: flags, defaults, the secret from the environment", () =
   ]);
   assert.equal(local.insecureHttp, true);
   assert.equal(local.listen.port, 0);
+  assert.equal(c.dataUrl, null);
+  const behindNat = parseBesArgs([
+    "--control-plane",
+    "https://cp.example.com",
+    "--secret",
+    "s",
+    "--data",
+    "d",
+    "--data-url",
+    "https://bes.example.com:9443/",
+  ]);
+  assert.equal(behindNat.dataUrl, "https://bes.example.com:9443");
 });
 
 Deno.test("parseBesArgs: every bad command line is one error naming the flag", () => {
@@ -75,6 +87,9 @@ Deno.test("parseBesArgs: every bad command line is one error naming the flag", (
     [[...base, "--listen", "8443"], /--listen must be HOST:PORT/],
     [[...base, "--listen", "0.0.0.0:99999"], /--listen/],
     [[...base, "--insecure-http"], /--insecure-http needs a loopback/],
+    [[...base, "--data-url", "http://bes.example.com"], /--data-url must be a plain https:/],
+    [[...base, "--data-url", "https://u:p@bes.example.com"], /--data-url must be a plain https:/],
+    [[...base, "--data-url", "bes.example.com"], /--data-url must be a URL/],
     [[...base, "--jobs", "0"], /--jobs/],
     [[...base, "--log-level", "loud"], /--log-level/],
     [[...base, "--unknown"], /unknown/i],

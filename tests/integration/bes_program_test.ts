@@ -9,13 +9,9 @@
  * browse and search through the real control plane, long listings uploaded in parts.
  */
 import assert from "node:assert/strict";
-import { createApp } from "../../app.ts";
-import { testConfig } from "../../domain/config.ts";
 import { type Engine, engineKey } from "../../domain/engines.ts";
 import { enqueueJob, getJob, type Job } from "../../domain/jobs.ts";
-import { createLogger } from "../../domain/log.ts";
 import { createPolicy } from "../../domain/policies.ts";
-import { systemActor } from "../../domain/rbac.ts";
 import { applyJobOutcome, applyRetention, type RestorePoint, runSchedulerTick } from "../../domain/runs.ts";
 import { applyResult, claimJobs } from "../../domain/jobs.ts";
 import { createTarget, getTarget, requestStorageCheck } from "../../domain/storage.ts";
@@ -31,145 +27,17 @@ import { getBrowse, getSearch, requestBrowse, requestSearch } from "../../domain
 import { verifyRepository } from "../../engine/repo/verify.ts";
 import { fileSystemUsage } from "../../engine/bes/metrics.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
+import { auditEntries, freePort, targetInput, TestClock } from "../helpers.ts";
 import {
-  auditEntries,
-  childEnv,
-  createTenant,
-  freePort,
-  REPO_ROOT,
-  targetInput,
-  TestClock,
-} from "../helpers.ts";
-
-const system = systemActor("test");
-const config = testConfig();
-const SMALL = { chunker: { min: 1024, avg: 4096, max: 16384 }, packTargetBytes: 32 * 1024 };
-
-/** The app on a loopback port with an in-memory KV and the real clock; its log lines in `logs`. */
-async function controlPlane(
-  intercept?: (req: Request, kv: Deno.Kv) => Promise<Response | null>,
-) {
-  const kv = await Deno.openKv(":memory:");
-  const logs: string[] = [];
-  const app = createApp({ kv, config, logger: createLogger("debug", (l) => logs.push(l)) });
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen() {} },
-    async (req, info) =>
-      (await intercept?.(req, kv)) ??
-        app.fetch(req, { remoteAddr: { hostname: (info.remoteAddr as Deno.NetAddr).hostname } }),
-  );
-  const clock = new TestClock();
-  const tenant = await createTenant(kv, "Acme", ["Ops"], clock.now());
-  const dir = await Deno.makeTempDir({ prefix: "cadres-bes-test-" });
-  return {
-    kv,
-    logs,
-    url: `http://127.0.0.1:${server.addr.port}`,
-    tenant,
-    scope: { accountId: tenant.account.id, orgId: tenant.orgs[0].id },
-    dir,
-    async [Symbol.asyncDispose]() {
-      await server.shutdown();
-      kv.close();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
-  };
-}
-
-/** A BES subprocess; its output is collected in `output`. */
-function spawnBes(url: string, secret: string, dataDir: string, name = "bes-e2e") {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-sys",
-      "engine/bes/main.ts",
-      "--control-plane",
-      url,
-      "--data",
-      dataDir,
-      "--listen",
-      "127.0.0.1:0",
-      "--insecure-http",
-      "--name",
-      name,
-      "--heartbeat-seconds",
-      "1",
-      "--poll-seconds",
-      "0.5",
-      "--progress-seconds",
-      "1",
-    ],
-    cwd: REPO_ROOT,
-    // The secret through the environment, as the systemd unit passes it (not on the command line).
-    env: childEnv({ CADRES_BES_SECRET: secret }),
-    clearEnv: true,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const out: string[] = [];
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) out.push(decoder.decode(chunk, { stream: true }));
-  };
-  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
-  let exited = false;
-  child.status.then(() => exited = true);
-  return {
-    child,
-    get exited() {
-      return exited;
-    },
-    get output() {
-      return out.join("");
-    },
-    async stop() {
-      try {
-        child.kill("SIGTERM");
-      } catch {
-        // already gone
-      }
-      const status = await child.status;
-      await pumps;
-      return status;
-    },
-  };
-}
-
-/** Polls `probe` until it returns a value (not undefined/null/false), or fails after `ms` with `what`. */
-async function waitFor<T>(
-  what: string,
-  probe: () => Promise<T | null | undefined | false>,
-  ms = 30_000,
-  bes?: { exited: boolean; output: string },
-) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (bes?.exited) throw new Error(`the BES exited while waiting for ${what}:\n${bes.output}`);
-    if (Date.now() > deadline) {
-      throw new Error(`timed out waiting for ${what}${bes ? `:\n${bes.output}` : ""}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function engineNamed(kv: Deno.Kv, name: string): Promise<Engine | null> {
-  for await (const e of kv.list<Engine>({ prefix: ["engines"] })) if (e.value.name === name) return e.value;
-  return null;
-}
-
-async function finished(kv: Deno.Kv, id: string, ms = 30_000): Promise<Job> {
-  return await waitFor(`job ${id} to end`, async () => {
-    const job = await getJob(kv, id);
-    return job && (job.status === "succeeded" || job.status === "failed") ? job : null;
-  }, ms);
-}
+  config,
+  controlPlane,
+  engineNamed,
+  finished,
+  SMALL,
+  spawnBes,
+  system,
+  waitFor,
+} from "./bes_world.ts";
 
 Deno.test({
   name:
