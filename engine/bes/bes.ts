@@ -30,6 +30,7 @@ import {
 import { type JobHandler, JobRunner } from "./jobs.ts";
 import { KEYED_KINDS, pruneHandler, unsupportedHandler } from "./keyless_jobs.ts";
 import { browseHandler, sampledVerifyHandler, searchHandler } from "./keyed_jobs.ts";
+import { replicateHandler, syntheticFullHandler } from "./data_jobs.ts";
 import { controlPlaneKeys } from "./job_keys.ts";
 import { createLogger, type Logger, messageOf } from "./log.ts";
 import { SystemMetrics } from "./metrics.ts";
@@ -239,6 +240,8 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
     verify: sampledVerifyHandler(keyed),
     browse: browseHandler(keyed),
     search: searchHandler(keyed),
+    replicate: replicateHandler(keyed),
+    synthetic_full: syntheticFullHandler(keyed),
     ...seams.handlers,
   };
   const jobs = new JobRunner({

@@ -15,6 +15,9 @@ export interface ClaimedJob {
   priority: "critical" | "high" | "normal";
   payload: Record<string, unknown>;
   leaseExpiresAt: string;
+  /** The job's data token, and for a replicate to another BES's target a write token for that BES. */
+  dataToken?: string | null;
+  replicaDataToken?: string | null;
 }
 
 /** The long lists a result may upload in parts (docs/engine-protocol.md, "Long lists in parts"). */

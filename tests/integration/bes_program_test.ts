@@ -25,6 +25,8 @@ import { type NamespaceKeys, namespaceKeysOpener } from "../../engine/repo/keys.
 import { deliverJobKeys } from "../../domain/namespace_keys.ts";
 import { getBrowse, getSearch, requestBrowse, requestSearch } from "../../domain/restore.ts";
 import { verifyRepository } from "../../engine/repo/verify.ts";
+import { restoreSnapshot } from "../../engine/repo/restore.ts";
+import { createReplica } from "../../domain/replicas.ts";
 import { fileSystemUsage } from "../../engine/bes/metrics.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { auditEntries, freePort, targetInput, TestClock } from "../helpers.ts";
@@ -161,6 +163,7 @@ async function backedUpPolicy(
   cp: Awaited<ReturnType<typeof controlPlane>>,
   engine: Engine,
   sampleCount: number,
+  beforeBackups: (policy: { id: string }) => Promise<void> = () => Promise.resolve(),
 ) {
   const clock = new TestClock();
   const targetDir = `${cp.dir}/target`;
@@ -194,6 +197,7 @@ async function backedUpPolicy(
     version: "1",
   }, clock.now());
   await assignHost(cp.kv, system, { policyId: policy.id, hostId: host.id }, clock.now());
+  await beforeBackups(policy);
   const src = `${cp.dir}/src`;
   await Deno.mkdir(`${src}/many`, { recursive: true });
   await Deno.writeFile(`${src}/same.bin`, deterministicBytes(`same-${crypto.randomUUID()}`, 20_000));
@@ -370,7 +374,7 @@ Deno.test({
       const refused = (await finished(cp.kv, browse.id)).result;
       assert.equal(refused?.error?.reason, "KEY_UNAVAILABLE");
       assert.match(refused!.error!.message, /\(409\): .*restore point x no longer exists/);
-      // Kinds this version cannot run say so.
+      // A replicate job that names no replica target: one clear refusal naming the field.
       const replicate = await enqueueJob(cp.kv, {
         kind: "replicate",
         principal: `bes:${engine.id}`,
@@ -378,7 +382,9 @@ Deno.test({
         orgId: cp.scope.orgId,
         payload: { restorePointId: "x", policyId: policy.id },
       }, new Date());
-      assert.equal((await finished(cp.kv, replicate.id)).result?.error?.reason, "NOT_IMPLEMENTED");
+      const refusedReplicate = (await finished(cp.kv, replicate.id)).result;
+      assert.equal(refusedReplicate?.error?.reason, "BAD_PAYLOAD");
+      assert.match(refusedReplicate!.error!.message, /targetId/);
       assert.ok(await backend.exists(`snapshots/${snapshots[2]}`), "nothing was pruned elsewhere");
       assert.equal((await cp.kv.get<Engine>(engineKey(engine.id))).value?.status, "online");
     } finally {
@@ -495,6 +501,130 @@ Deno.test({
       assert.equal(deliveries.length, 8, deliveries.map((d) => d.summary).join("\n"));
       assert.ok(!bes.output.includes(f.keys.dataKey.toBase64()), "no key in the BES's log");
       assert.ok(!bes.output.includes(f.keys.idKey.toBase64()), "no key in the BES's log");
+    } finally {
+      const status = await bes.stop();
+      if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
+    }
+  },
+});
+
+/** Restores `snapshot` from the repository at `path` with `keys` and compares it with the folder `src`. */
+async function assertRestoresAs(
+  path: string,
+  keys: NamespaceKeys,
+  snapshot: string,
+  src: string,
+  out: string,
+) {
+  const repo = await Repository.open(new LocalBackend(path), namespaceKeysOpener(keys));
+  await restoreSnapshot(repo.namespace(keys.namespace), snapshot, { target: out });
+  for (
+    const rel of ["day.bin", "same.bin", "many/f00000.txt", `many/f${String(MANY - 1).padStart(5, "0")}.txt`]
+  ) {
+    assert.deepEqual(await Deno.readFile(`${out}${src}/${rel}`), await Deno.readFile(`${src}/${rel}`), rel);
+  }
+  assert.equal(
+    (await Array.fromAsync(Deno.readDir(`${out}${src}/many`))).length,
+    MANY,
+    "every file of the folder",
+  );
+}
+
+Deno.test({
+  name:
+    "BES subprocess: the replicate jobs the control plane queues after backups copy each point to the replica target (restored from there byte-identical, the replica's keys wrapped by the rule's KEK source); a synthetic full of the host's chain restores byte-identical",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await using cp = await controlPlane();
+    const bes = spawnBes(cp.url, cp.tenant.secrets[0], `${cp.dir}/bes`);
+    try {
+      const engine = await waitFor(
+        "the BES to go online",
+        async () => {
+          const e = await engineNamed(cp.kv, "bes-e2e");
+          return e?.status === "online" ? e : null;
+        },
+        30_000,
+        bes,
+      );
+      const replicaDir = `${cp.dir}/replica`;
+      await Deno.mkdir(replicaDir);
+      let replicaId = "";
+      const f = await backedUpPolicy(cp, engine, 3, async (policy) => {
+        const replica = await createTarget(
+          cp.kv,
+          system,
+          targetInput(engine.id, "local", { name: "replica", config: { path: replicaDir } }),
+          { now: new Date(), masterKey: config.masterKey! },
+        );
+        replicaId = replica.id;
+        await createReplica(cp.kv, system, {
+          policyId: policy.id,
+          targetId: replica.id,
+          kekSource: "pam_vault",
+          replicateAfterFull: true,
+          replicateAfterIncremental: true,
+          isOffsite: true,
+        }, new Date());
+      });
+      const jobs = (await Array.fromAsync(cp.kv.list<Job>({ prefix: ["jobs"] }))).map((e) => e.value)
+        .filter((j) => j.kind === "replicate");
+      assert.equal(jobs.length, 4, "one per restore point");
+      assert.deepEqual(jobs[0].payload.repository, {
+        target: f.target.id,
+        path: `cadres/${f.policy.id}/g1`,
+        generation: 1,
+      });
+      for (const job of jobs) {
+        const done = await finished(cp.kv, job.id);
+        assert.equal(done.result?.status, "success", JSON.stringify(done.result));
+        const r = done.result!.output!.replication as { targetId: string; bytes: number };
+        assert.equal(r.targetId, replicaId);
+      }
+      // The control plane's records say so; the replica holds every point, and the newest restores from it.
+      // (The route records the result, then its outcome: the records follow a moment later.)
+      await waitFor("the replication records", async () => {
+        const records = await Array.fromAsync(cp.kv.list<{ status: string }>({ prefix: ["replications"] }));
+        return records.length === 4 && records.every((e) => e.value.status === "succeeded");
+      });
+      const replicaRepo = `${replicaDir}/cadres/${f.policy.id}/g1`;
+      for (const id of f.snapshots) {
+        assert.ok(await new LocalBackend(replicaRepo).exists(`snapshots/${id}`), id);
+      }
+      await assertRestoresAs(replicaRepo, f.keys, f.snapshots[3], f.src, `${cp.dir}/from-replica`);
+      // The keys of the replica: wrapped by the rule's KEK source (the organization's vault key), audited.
+      const audit = await auditEntries(cp.kv, cp.scope.accountId);
+      assert.ok(
+        audit.some((a) => a.action === "keys.wrap" && a.summary.includes("(pam_vault)")),
+        audit.map((a) => a.action).join(", "),
+      );
+
+      // A synthetic full of the host's chain, made on the BES.
+      const synthetic = await enqueueJob(cp.kv, {
+        kind: "synthetic_full",
+        principal: `bes:${engine.id}`,
+        accountId: cp.scope.accountId,
+        orgId: cp.scope.orgId,
+        payload: {
+          policyId: f.policy.id,
+          targetId: f.target.id,
+          repository: { target: f.target.id, path: `cadres/${f.policy.id}/g1`, generation: 1 },
+          hostId: f.host.id,
+        },
+      }, new Date());
+      const made = await finished(cp.kv, synthetic.id);
+      assert.equal(made.result?.status, "success", JSON.stringify(made.result));
+      const rp = made.result!.output!.restorePoint as {
+        id: string;
+        type: string;
+        parentId: null;
+        fileCount: number;
+      };
+      assert.deepEqual([rp.type, rp.parentId, rp.fileCount], ["synthetic_full", null, MANY + 2]);
+      assert.equal((made.result!.output!.syntheticFull as { base: string }).base, f.snapshots[3]);
+      await assertRestoresAs(f.repoPath, f.keys, rp.id, f.src, `${cp.dir}/from-synthetic`);
+      assert.ok(!bes.output.includes(f.keys.dataKey.toBase64()), "no key in the BES's log");
     } finally {
       const status = await bes.stop();
       if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
