@@ -31,6 +31,8 @@ import { type JobHandler, JobRunner } from "./jobs.ts";
 import { KEYED_KINDS, pruneHandler, unsupportedHandler } from "./keyless_jobs.ts";
 import { browseHandler, sampledVerifyHandler, searchHandler } from "./keyed_jobs.ts";
 import { replicateHandler, syntheticFullHandler } from "./data_jobs.ts";
+import { BmrService } from "./bmr.ts";
+import { CERT_FILE } from "./tls.ts";
 import { controlPlaneKeys } from "./job_keys.ts";
 import { createLogger, type Logger, messageOf } from "./log.ts";
 import { SystemMetrics } from "./metrics.ts";
@@ -159,8 +161,12 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
   let identity: EngineIdentity | null = null;
   let api: ((req: Request) => Response | Promise<Response>) | null = null;
   let server: Deno.HttpServer<Deno.NetAddr> | null = null;
-  const handler = async (req: Request): Promise<Response> => {
+  let bmr: BmrService | null = null;
+  const handler = async (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>): Promise<Response> => {
     const url = new URL(req.url);
+    // The recovery agent's endpoints (their own credentials: the one-time token, then its session).
+    const recovery = await bmr?.fetch(req, info.remoteAddr.hostname);
+    if (recovery) return recovery;
     if (req.method === "GET" && url.pathname === "/healthz") {
       return Response.json({
         id: identity?.id ?? null,
@@ -234,6 +240,15 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
   const keyless = { targets, open };
   // Jobs that read data get their namespace's keys just in time from the control plane.
   const keyed = { ...keyless, keys: controlPlaneKeys(client, () => identity!) };
+  bmr = new BmrService({
+    client,
+    identity: () => identity!,
+    keys: keyed.keys,
+    services: keyless,
+    dataUrl: () => dataUrl,
+    certFile: keeper ? `${config.dataDir}/${CERT_FILE}` : null,
+    log,
+  });
   const handlers: Record<string, JobHandler> = {
     ...Object.fromEntries(KEYED_KINDS.map((k) => [k, unsupportedHandler])),
     prune: pruneHandler(keyless),
@@ -242,6 +257,7 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
     search: searchHandler(keyed),
     replicate: replicateHandler(keyed),
     synthetic_full: syntheticFullHandler(keyed),
+    bmr: bmr.handler(),
     ...seams.handlers,
   };
   const jobs = new JobRunner({

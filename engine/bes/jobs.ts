@@ -45,6 +45,8 @@ export interface JobOutcome {
   retryable?: boolean;
   output?: Record<string, unknown> | null;
   stats?: ResultStats | null;
+  /** The first per-file errors (at most 100; more in parts, counted in `totals.errors`). */
+  errors?: { path: string; message: string }[];
   /** Parts uploaded per list (`JobContext.uploadList`), and the items found when fewer were sent. */
   parts?: Partial<Record<ResultList, number>>;
   totals?: Partial<Record<ResultList, number>>;
@@ -371,6 +373,7 @@ export class JobRunner {
       retryable: outcome.retryable ?? false,
       output: outcome.output ?? null,
       ...(outcome.stats ? { stats: outcome.stats } : {}),
+      ...(outcome.errors?.length ? { errors: outcome.errors.slice(0, 100) } : {}),
       ...(outcome.parts && Object.keys(outcome.parts).length ? { parts: outcome.parts } : {}),
       ...(outcome.totals && Object.keys(outcome.totals).length ? { totals: outcome.totals } : {}),
     };

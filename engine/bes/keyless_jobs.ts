@@ -487,8 +487,9 @@ export function verifyHandler(services: KeylessServices): JobHandler {
 }
 
 /**
- * BES kinds that need a namespace's keys. `browse`, `search` and a verify's read-back run with keys fetched
- * just in time (keyed_jobs.ts); the others are answered `NOT_IMPLEMENTED` by this version.
+ * BES kinds that need a namespace's keys, fetched just in time: `browse`, `search` and a verify's read-back
+ * (keyed_jobs.ts), `replicate` and `synthetic_full` (data_jobs.ts), `bmr` (bmr.ts). The program runs them
+ * all; a runner built without one of them answers it `NOT_IMPLEMENTED`.
  */
 export const KEYED_KINDS = ["browse", "search", "replicate", "synthetic_full", "bmr"] as const;
 

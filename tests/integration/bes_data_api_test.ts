@@ -9,7 +9,11 @@
 import assert from "node:assert/strict";
 import nodeCrypto, { X509Certificate } from "node:crypto";
 import { handOutJob } from "../../domain/data_access.ts";
-import { claimJobs, enqueueJob } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, enqueueJob, getJob } from "../../domain/jobs.ts";
+import { requestBmr } from "../../domain/restore.ts";
+import { applyJobOutcome, type RestorePoint } from "../../domain/runs.ts";
+import { runPolicyNow } from "../../domain/run_now.ts";
+import { backupImage, restoreImage } from "../../engine/repo/image.ts";
 import { deliverJobKeys } from "../../domain/namespace_keys.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { createTarget } from "../../domain/storage.ts";
@@ -29,7 +33,16 @@ import { Repository } from "../../engine/repo/repository.ts";
 import { restoreSnapshot } from "../../engine/repo/restore.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { targetInput } from "../helpers.ts";
-import { config, controlPlane, engineNamed, SMALL, spawnBes, system, waitFor } from "./bes_world.ts";
+import {
+  config,
+  controlPlane,
+  engineNamed,
+  finished,
+  SMALL,
+  spawnBes,
+  system,
+  waitFor,
+} from "./bes_world.ts";
 
 /** The claims of a token, read without checking it (the test knows where it came from). */
 function claimsOf(token: string): DataTokenClaims {
@@ -243,6 +256,202 @@ Deno.test({
       assert.ok(lines.some((l) => l.includes("reported the renewed certificate")));
     } finally {
       await bes.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "BES bare-metal restore: the bmr job waits for the machine; the recovery agent redeems the one-time token over HTTPS (once), gets a read token and the keys, writes the image to a disk file byte-identical and reports; the restore completes with the command in its result",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    await using cp = await controlPlane();
+    const data = `${cp.dir}/bes`;
+    const bes = spawnBes(cp.url, cp.tenant.secrets[0], data, "bes-bmr", { tls: true });
+    try {
+      const engine = await waitFor(
+        "the BES to go online with its data URL",
+        async () => {
+          const e = await engineNamed(cp.kv, "bes-bmr");
+          return e?.status === "online" && e.dataUrl ? e : null;
+        },
+        30_000,
+        bes,
+      );
+      const pem = engine.certificate!;
+      const targetDir = `${cp.dir}/target`;
+      await Deno.mkdir(targetDir);
+      const now = () => new Date();
+      const target = await createTarget(
+        cp.kv,
+        system,
+        targetInput(engine.id, "local", { config: { path: targetDir } }),
+        { now: now(), masterKey: config.masterKey! },
+      );
+      const policy = await createPolicy(cp.kv, system, {
+        name: "disk",
+        besId: engine.id,
+        targetId: target.id,
+        backupType: "image",
+        fullSchedule: "0 2 * * *",
+      }, now());
+      const { host } = await enrollHost(cp.kv, cp.scope, {
+        hostname: "metal.acme.example",
+        os: "Debian 12",
+        ipAddress: "10.0.0.7",
+        publicKey: generateKeyPair().publicKey,
+        version: "1",
+      }, now());
+      await assignHost(cp.kv, system, { policyId: policy.id, hostId: host.id }, now());
+      // The image backup, as the agent makes it: its run's job, the control plane's keys, engine/repo.
+      assert.equal((await runPolicyNow(cp.kv, system, policy.id, { kind: "full" }, now())).length, 1);
+      const principal = `agent:${host.id}`;
+      const [job] = await claimJobs(cp.kv, principal, 1, now());
+      const repository = job.payload.repository as { path: string };
+      const delivered = await deliverJobKeys(cp.kv, config.masterKey!, principal, job.id, null, now());
+      const keys = { namespace: delivered.namespace, dataKey: delivered.dataKey, idKey: delivered.idKey };
+      const repo = await Repository.init(
+        new LocalBackend(`${targetDir}/${repository.path}`),
+        namespaceKeysOpener(keys),
+        {
+          namespace: host.id,
+          ...SMALL,
+        },
+      );
+      const image = new Uint8Array(3 * 1024 * 1024);
+      image.set(deterministicBytes("boot", 200_000), 0);
+      image.set(deterministicBytes("root", 500_000), 2 * 1024 * 1024);
+      await Deno.writeFile(`${cp.dir}/disk.img`, image);
+      const backedUp = await backupImage(repo.namespace(host.id), { path: `${cp.dir}/disk.img` });
+      const at = now();
+      const { job: done } = await applyResult(cp.kv, principal, job.id, {
+        status: "success",
+        startedAt: at.toISOString(),
+        endedAt: at.toISOString(),
+        bytesTransferred: image.length,
+        protectedBytes: image.length,
+        output: {
+          restorePoint: {
+            id: backedUp.snapshotId,
+            chainId: backedUp.snapshotId,
+            type: "full",
+            parentId: null,
+            sizeBytes: image.length,
+            fileCount: 1,
+            completedAt: at.toISOString(),
+          },
+        },
+      }, at);
+      await applyJobOutcome(cp.kv, done, at);
+      const point =
+        (await Array.fromAsync(cp.kv.list<RestorePoint>({ prefix: ["restore_points"] })))[0].value;
+
+      // The operator starts the bare-metal restore: a one-time token, a bmr job for the BES.
+      const started = await requestBmr(cp.kv, system, { restorePointId: point.id, mode: "iso" }, now());
+      await waitFor(
+        "the bmr job to run",
+        async () => {
+          const j = await getJob(cp.kv, started.restore.jobId!);
+          return j?.status === "leased" && j.progress?.message?.startsWith("Waiting for the machine")
+            ? j
+            : null;
+        },
+        30_000,
+        bes,
+      );
+
+      // The recovery agent, in the live environment: pins the BES's certificate, redeems the token.
+      const client = Deno.createHttpClient({ caCerts: [pem] });
+      const call = async (path: string, body: unknown, bearer?: string) => {
+        const res = await fetch(`${engine.dataUrl}${path}`, {
+          method: "POST",
+          client,
+          headers: {
+            "content-type": "application/json",
+            ...(bearer ? { authorization: `Bearer ${bearer}` } : {}),
+          },
+          body: JSON.stringify(body),
+        });
+        return { status: res.status, body: await res.json() };
+      };
+      try {
+        const wrong = await call("/api/bmr/v1/redeem", { token: crypto.randomUUID() });
+        assert.equal(wrong.status, 404);
+        const redeemed = await call("/api/bmr/v1/redeem", { token: started.token });
+        assert.equal(redeemed.status, 200, JSON.stringify(redeemed.body));
+        const r = redeemed.body as {
+          snapshot: string;
+          namespace: string;
+          dataKey: string;
+          idKey: string;
+          readToken: string;
+          session: string;
+        };
+        assert.equal(r.snapshot, backedUp.snapshotId);
+        assert.equal(r.namespace, host.id);
+        assert.equal(claimsOf(r.readToken).access, "read");
+        // Once only.
+        assert.equal((await call("/api/bmr/v1/redeem", { token: started.token })).status, 404);
+
+        let readToken = r.readToken;
+        const remote = new RemoteBackend({ url: engine.dataUrl!, token: () => readToken, caCert: pem });
+        try {
+          const opened = await Repository.openNamespace(remote, {
+            namespace: r.namespace,
+            dataKey: Uint8Array.fromBase64(r.dataKey),
+            idKey: Uint8Array.fromBase64(r.idKey),
+          });
+          // A read token writes nothing.
+          await assert.rejects(remote.put(`refs/${"0".repeat(64)}`, new Uint8Array(1)), /read_only/);
+          const restored = await restoreImage(opened.namespace(r.namespace), r.snapshot, {
+            target: `${cp.dir}/new-disk.img`,
+          });
+          assert.deepEqual(restored.errors, []);
+          const renewed = await call(
+            "/api/bmr/v1/renew",
+            { percent: 90, bytesWritten: image.length },
+            r.session,
+          );
+          assert.equal(renewed.status, 200);
+          readToken = renewed.body.readToken;
+        } finally {
+          remote.close();
+        }
+        assert.deepEqual(await Deno.readFile(`${cp.dir}/new-disk.img`), image);
+        assert.equal((await call("/api/bmr/v1/renew", {}, "not-a-session")).status, 401);
+        const reported = await call(
+          "/api/bmr/v1/done",
+          { status: "success", files: 1, bytes: image.length },
+          r.session,
+        );
+        assert.equal(reported.status, 200);
+      } finally {
+        client.close();
+      }
+      const result = await finished(cp.kv, started.restore.jobId!);
+      assert.equal(result.result?.status, "success", JSON.stringify(result.result));
+      const bmr = result.result!.output!.bmr as { instructions: string; command: string };
+      assert.equal(bmr.instructions, "Boot any live environment and run the recovery agent");
+      assert.equal(
+        bmr.command,
+        `deno task agent recover --bes ${engine.dataUrl} --bes-cert FILE --token TOKEN --disk PATH`,
+      );
+      const restore = await waitFor("the restore to complete", async () => {
+        const v = (await cp.kv.get<{ status: string; result: unknown; tokenUsedAt: string | null }>([
+          "restores",
+          started.restore.id,
+        ])).value;
+        return v && v.status !== "pending" && v.status !== "running" ? v : null;
+      });
+      assert.equal(restore.status, "success", JSON.stringify(restore));
+      assert.deepEqual(restore.result, { files: 1, bytes: image.length, errors: [], errorCount: 0 });
+      assert.ok(restore.tokenUsedAt, "the control plane recorded the redemption");
+      assert.ok(!bes.output.includes(started.token), "the one-time token is not logged");
+      assert.ok(!bes.output.includes(delivered.dataKey.toBase64()), "no key in the BES's log");
+    } finally {
+      const status = await bes.stop();
+      if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
     }
   },
 });
