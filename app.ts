@@ -31,6 +31,7 @@ import { apiV1SelfBackup } from "./routes/api_v1_self_backup.ts";
 import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
 import { engineProtocol } from "./routes/engine_protocol.ts";
+import { engineTargets } from "./routes/engine_targets.ts";
 import { authRoutes } from "./routes/auth.tsx";
 import { docsRoutes } from "./routes/docs.tsx";
 import type { AppEnv, Deps } from "./routes/env.ts";
@@ -166,6 +167,7 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1Scripts);
   app.route("/", apiV1SelfBackup);
   app.route("/", engineProtocol);
+  app.route("/", engineTargets);
   app.route("/", selfBackupApi);
   app.route("/", docsRoutes(() => openApiDocument(app)));
 

@@ -713,10 +713,12 @@ function replicaStatsKeys(ruleId: string): [Deno.KvKey, Deno.KvKey, Deno.KvKey, 
 function replicatePayload(
   rule: Pick<ReplicaRule, "id" | "targetId" | "kekSource" | "accountId" | "orgId" | "isOffsite">,
   policy: Pick<PolicyCore, "id" | "targetId">,
-  point: Pick<RestorePoint, "id" | "engineRestorePointId" | "chainId" | "type" | "hostId">,
+  point: Pick<RestorePoint, "id" | "engineRestorePointId" | "chainId" | "type" | "hostId" | "repository">,
   target: Pick<StorageTarget, "id" | "type" | "besId" | "config">,
 ): Record<string, unknown> {
   return {
+    // The repository that holds the point (ENGINE.md §3); the copy goes to the same path on `targetId`.
+    ...(point.repository ? { repository: point.repository } : {}),
     restorePointId: point.id,
     engineRestorePointId: point.engineRestorePointId ?? point.id,
     chainId: point.chainId,

@@ -1140,6 +1140,7 @@ async function queueFollowUps(
         hostId: point.hostId,
         // The repository that holds the point (ENGINE.md §3).
         repository: point.repository ?? repositoryOf(policy),
+        targetId: (point.repository ?? repositoryOf(policy)).target,
         sampleCount: policy.verifySampleCount,
       },
     }, now);

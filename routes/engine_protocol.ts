@@ -238,18 +238,18 @@ function refuseForeignKey(e: unknown): never {
   throw e;
 }
 
-const json = <T extends z.ZodTypeAny>(schema: T) => ({ "application/json": { schema } });
+export const json = <T extends z.ZodTypeAny>(schema: T) => ({ "application/json": { schema } });
 /** A required JSON request body. */
-const jsonBody = <T extends z.ZodTypeAny>(schema: T) => ({ content: json(schema), required: true });
+export const jsonBody = <T extends z.ZodTypeAny>(schema: T) => ({ content: json(schema), required: true });
 /** A JSON response. */
-const reply = <T extends z.ZodTypeAny>(description: string, schema: T) => ({
+export const reply = <T extends z.ZodTypeAny>(description: string, schema: T) => ({
   description,
   content: json(schema),
 });
 /** An error response (`ErrorBody`). */
-const failure = (description: string) => reply(description, ErrorBody);
+export const failure = (description: string) => reply(description, ErrorBody);
 
-const errorResponses = {
+export const errorResponses = {
   400: failure("Malformed JSON"),
   401: failure(
     "Bad or missing secret/signature, skew > 300 s, replayed nonce, unknown or deleted principal",
@@ -258,7 +258,7 @@ const errorResponses = {
   422: failure("Invalid fields"),
 } as const;
 
-const TAGS = ["Engine protocol v1"];
+export const TAGS = ["Engine protocol v1"];
 
 /** The shared part of a route authenticated by a registration secret and signed by the registered key. */
 const registrationRoute = (kind: "bes" | "agent") => ({
@@ -269,14 +269,14 @@ const registrationRoute = (kind: "bes" | "agent") => ({
 });
 
 /** The shared part of a route signed by a `kind` principal. */
-const signedRoute = (kind: "bes" | "agent") => ({
+export const signedRoute = (kind: "bes" | "agent") => ({
   method: "post" as const,
   tags: TAGS,
   security: [{ engineSignature: [] }],
   middleware: [signedBy(kind)],
 });
 
-const signedHeaders = z.object({
+export const signedHeaders = z.object({
   "x-cadres-principal": z.string().openapi({ description: "`bes:<id>` or `agent:<id>`" }),
   "x-cadres-timestamp": z.string().openapi({ description: "Unix seconds" }),
   "x-cadres-nonce": z.string().openapi({ description: "Random, ≥ 16 bytes, base64url" }),
@@ -303,7 +303,8 @@ const HeartbeatReply = z.object({
   }),
 }).openapi("HeartbeatReply");
 
-export const engineProtocol = new OpenAPIHono<AppEnv>({
+/** The engine protocol's answer to invalid input: 422 naming each field (shared by its routers). */
+export const protocolHook: ConstructorParameters<typeof OpenAPIHono<AppEnv>>[0] = {
   defaultHook: (result, c) => {
     if (!result.success) {
       const fields: Record<string, string> = {};
@@ -311,7 +312,9 @@ export const engineProtocol = new OpenAPIHono<AppEnv>({
       return c.json({ error: { code: "invalid", message: "The request is invalid", fields } }, 422);
     }
   },
-});
+};
+
+export const engineProtocol = new OpenAPIHono<AppEnv>(protocolHook);
 
 const Registered = z.object({
   id: z.string(),

@@ -36,6 +36,11 @@ export interface Backend {
    * `before`; returns how many. Only backends whose writes leave such remains implement it (gc calls it).
    */
   removeTemporaries?(before: Date): Promise<number>;
+  /**
+   * The names of the folders directly under `prefix` ("cadres/" → ["01K…", …]), sorted; none when
+   * nothing is stored under it. Lets a caller find repositories without listing every object.
+   */
+  listFolders?(prefix: string): Promise<string[]>;
 }
 
 /** Throws if `name` is not a safe relative object name. */
@@ -176,6 +181,13 @@ export class LocalBackend implements Backend {
     };
     await sweep(this.root);
     return removed;
+  }
+
+  async listFolders(prefix: string): Promise<string[]> {
+    const base = prefix.replace(/\/+$/, "");
+    if (base !== "") validateObjectName(base);
+    const dir = base === "" ? this.root : `${this.root}/${base}`;
+    return (await readDirIfExists(dir)).filter((e) => e.isDirectory).map((e) => e.name).sort();
   }
 
   async delete(name: string): Promise<void> {

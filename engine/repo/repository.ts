@@ -89,33 +89,48 @@ export class Repository {
   /** What opening had to work around, one line each, naming the object (the command line prints them). */
   readonly warnings: string[] = [];
   #configSha256: string;
-  #key: ResolvedOpener;
+  /** What the repository was opened with; null when opened without a key (`openStorage`). */
+  #key: ResolvedOpener | null;
 
   private constructor(
     readonly backend: Backend,
     readonly config: RepoConfig,
     configBytes: Uint8Array,
     readonly index: BlobIndex,
-    key: ResolvedOpener,
+    key: ResolvedOpener | null,
   ) {
     this.#configSha256 = sha256Hex(configBytes);
     this.#key = key;
   }
 
-  /** What the repository was opened with. */
+  /** What the repository was opened with. Throws `WrongKeyError` when it was opened without a key. */
   get opener(): KeyOpener {
+    if (!this.#key) throw new WrongKeyError(`${this.backend.location} was opened without a key`);
     return this.#key.opener;
   }
 
-  /** The id of the key objects the opening key opens (KEK or recovery key id); null for namespace keys. */
+  /** True when opened without a key (`openStorage`): no namespace opens, only what needs no key works. */
+  get keyless(): boolean {
+    return this.#key === null;
+  }
+
+  /** For messages: what the repository was opened with. */
+  get #describe(): string {
+    return this.#key?.describe ?? "no key";
+  }
+
+  /**
+   * The id of the key objects the opening key opens (KEK or recovery key id); null for namespace keys and
+   * without a key.
+   */
   get keyId(): string | null {
-    return this.#key.id;
+    return this.#key?.id ?? null;
   }
 
   /** The KEK the repository was opened with. Throws `WrongKeyError` if it was opened otherwise. */
   get kek(): Uint8Array {
-    if (this.#key.opener.kind !== "kek") {
-      throw new WrongKeyError(`This repository was opened with ${this.#key.describe}, not a KEK`);
+    if (this.#key?.opener.kind !== "kek") {
+      throw new WrongKeyError(`This repository was opened with ${this.#describe}, not a KEK`);
     }
     return this.#key.opener.kek;
   }
@@ -210,21 +225,44 @@ export class Repository {
         );
       }
     }
+    const repo = await Repository.#load(backend, config, bytes, resolved);
+    for (const k of keys) repo.#namespaces.set(k.namespace, await Namespace.create(repo, k));
+    if (resolved.opener.kind === "namespace") {
+      await repo.#checkNamespaceKeys(repo.namespace(keys[0].namespace));
+    }
+    return repo;
+  }
+
+  /**
+   * Opens the repository at `backend` without a key, for what needs none (a BES's structural verify):
+   * its config, condemned packs and index, with the same recovery from a damaged index segment as `open`.
+   * No namespace opens; blobs cannot be read, and nothing that needs a key works. Throws `RepoConfigError`
+   * (not a repository), `FormatVersionError` (newer format) or `IntegrityError` (a damaged config). Writes
+   * nothing.
+   */
+  static async openStorage(backend: Backend): Promise<Repository> {
+    const { config, bytes } = await readConfig(backend);
+    return await Repository.#load(backend, config, bytes, null);
+  }
+
+  /** The key-independent part of opening: condemned packs and the index (recovered around damage). */
+  static async #load(
+    backend: Backend,
+    config: RepoConfig,
+    bytes: Uint8Array,
+    key: ResolvedOpener | null,
+  ): Promise<Repository> {
     const markerDamage: IntegrityError[] = [];
     const dead = new Set((await listCondemned(backend, { onDamaged: (e) => markerDamage.push(e) })).keys());
     const isDead = (p: string) => dead.has(p);
     const indexDamage: IntegrityError[] = [];
     const index = await loadIndex(backend, { isDead, onDamaged: (e) => indexDamage.push(e) });
-    const repo = new Repository(backend, config, bytes, index, resolved);
+    const repo = new Repository(backend, config, bytes, index, key);
     for (const p of dead) repo.deadPacks.add(p);
     for (const e of markerDamage) {
       repo.warnings.push(`damaged condemnation marker ${e.id}: ${e.detail}; its pack counts as condemned`);
     }
     if (indexDamage.length > 0) await repo.#recoverIndex(indexDamage, isDead);
-    for (const k of keys) repo.#namespaces.set(k.namespace, await Namespace.create(repo, k));
-    if (resolved.opener.kind === "namespace") {
-      await repo.#checkNamespaceKeys(repo.namespace(keys[0].namespace));
-    }
     return repo;
   }
 
@@ -381,8 +419,8 @@ export class Repository {
   ): Promise<Namespace> {
     validateNamespace(name);
     if (this.#namespaces.has(name)) throw new RepoConfigError(`Namespace "${name}" already exists`);
-    if (this.#key.wrapper === null) {
-      throw new WrongKeyError(`Opened with ${this.#key.describe}: cannot create namespace "${name}"`);
+    if (!this.#key?.wrapper) {
+      throw new WrongKeyError(`Opened with ${this.#describe}: cannot create namespace "${name}"`);
     }
     return await this.#addNamespace(generateNamespaceKeys(name), now, options.recoveryPublicKeys);
   }
@@ -407,8 +445,8 @@ export class Repository {
       }
       return { namespace: have, wrapped: false };
     }
-    if (this.#key.wrapper === null) {
-      throw new WrongKeyError(`Opened with ${this.#key.describe}: cannot add namespace "${keys.namespace}"`);
+    if (!this.#key?.wrapper) {
+      throw new WrongKeyError(`Opened with ${this.#describe}: cannot add namespace "${keys.namespace}"`);
     }
     return { namespace: await this.#addNamespace(keys, now), wrapped: true };
   }
@@ -420,7 +458,7 @@ export class Repository {
       throw new RepoConfigError(`Namespace "${name}" already exists (under another key)`);
     }
     const wrappers: KeyWrapper[] = [
-      ...(this.#key.wrapper ? [this.#key.wrapper] : []),
+      ...(this.#key?.wrapper ? [this.#key.wrapper] : []),
       ...recoveryPublicKeys.map((publicPem) => ({ kind: "recovery", publicPem }) as const),
     ];
     // Every wrapping first (a bad recovery key fails here), then the writes; one object per wrapper id.
@@ -507,10 +545,11 @@ export class Repository {
         continue;
       }
       let created = obj.modified.toISOString();
-      const opens = ko.wrappedBy.id === this.#key.id;
+      const key = this.#key;
+      const opens = key !== null && ko.wrappedBy.id === key.id;
       if (opens) {
         try {
-          created = (await unwrapNamespaceKeys(obj.name, ko, this.#key.opener, {
+          created = (await unwrapNamespaceKeys(obj.name, ko, key.opener, {
             repoId: this.config.id,
             configSha256: this.#configSha256,
           })).createdAt || created;
@@ -546,7 +585,7 @@ export class Repository {
    * wrapper of any namespace. Returns the names removed.
    */
   async removeWrapper(id: string): Promise<string[]> {
-    if (id === this.#key.id) {
+    if (id === this.#key?.id) {
       throw new RepoConfigError(
         `Key ${id} is the key in use: open the repository with another key to remove it`,
       );
@@ -565,7 +604,7 @@ export class Repository {
       const namespace = name.split("/")[1];
       if (!this.#namespaces.has(namespace)) {
         throw new WrongKeyError(
-          `Key ${id} also wraps namespace "${namespace}", which ${this.#key.describe} does not open; ` +
+          `Key ${id} also wraps namespace "${namespace}", which ${this.#describe} does not open; ` +
             `nothing was removed`,
         );
       }

@@ -160,6 +160,51 @@ export class S3Backend implements Backend {
     } while (token);
   }
 
+  async listFolders(prefix: string): Promise<string[]> {
+    const base = prefix.replace(/\/+$/, "");
+    if (base !== "") validateObjectName(base);
+    const full = this.#prefix + (base === "" ? "" : `${base}/`);
+    const out = new Set<string>();
+    let token: string | null = null;
+    do {
+      const q = new URLSearchParams({
+        "list-type": "2",
+        prefix: full,
+        delimiter: "/",
+        "max-keys": String(this.#pageSize),
+      });
+      if (token) q.set("continuation-token", token);
+      const res = await this.#request("GET", `${this.#base}?${q}`, full);
+      if (!res.ok) await this.#fail("LIST", full, res);
+      const xml = await res.text();
+      if (!/<ListBucketResult[\s>]/.test(xml)) {
+        throw new S3RequestError(
+          full,
+          res.status,
+          `LIST at ${this.location} answered without a ListBucketResult`,
+        );
+      }
+      for (const m of xml.matchAll(/<CommonPrefixes>([\s\S]*?)<\/CommonPrefixes>/g)) {
+        const p = xmlText(m[1], "Prefix");
+        if (p === null || !p.startsWith(full)) continue;
+        const name = p.slice(full.length).replace(/\/$/, "");
+        if (name !== "" && !name.includes("/")) out.add(name);
+      }
+      token = xmlText(xml, "IsTruncated") === "true" ? xmlText(xml, "NextContinuationToken") : null;
+    } while (token);
+    if (out.size === 0) {
+      // Nothing, or a server that ignores the delimiter (s3rver does): the plain listing decides (one
+      // request when the prefix is empty).
+      const rel = base === "" ? "" : `${base}/`;
+      for await (const obj of this.list(rel)) {
+        const rest = obj.name.slice(rel.length);
+        const i = rest.indexOf("/");
+        if (i > 0) out.add(rest.slice(0, i));
+      }
+    }
+    return [...out].sort();
+  }
+
   async get(name: string, range?: ByteRange): Promise<Uint8Array<ArrayBuffer>> {
     const key = this.#key(name);
     const headers: Record<string, string> = {};

@@ -4,6 +4,8 @@
  * blob a snapshot's clear reference list names must be indexed in its namespace. The data pass (a
  * sample of referenced blobs, or all of them with every pack re-hashed) reads bytes back, authenticates
  * and re-hashes them with the namespace's keys. Every problem names the object that is damaged.
+ * A repository opened without a key (`Repository.openStorage`, what a BES holds for a keyless job) gets the
+ * structural pass over every namespace's snapshots; `all` then re-hashes every pack but reads no blob.
  */
 import { fromHex } from "./bytes.ts";
 import type { BlobId, ChunkIdHasher } from "./chunk_id.ts";
@@ -24,7 +26,7 @@ export interface VerifyProblem {
 export interface VerifyOptions {
   /** Only this snapshot (full id); default every snapshot of the namespaces the key opens. */
   snapshot?: string;
-  /** Referenced blobs to read back at random (default 0). */
+  /** Referenced blobs to read back at random (default 0). Needs a key: refused when opened without one. */
   sample?: number;
   /** Read back every referenced blob and re-hash every pack. */
   all?: boolean;
@@ -50,6 +52,11 @@ function problemOf(e: unknown): VerifyProblem {
 /** Checks `repo` (see the module comment). Throws only on a failure of the storage itself. */
 export async function verifyRepository(repo: Repository, options: VerifyOptions = {}): Promise<VerifyResult> {
   const backend = repo.backend;
+  if (repo.keyless && (options.sample ?? 0) > 0) {
+    throw new RepoError(
+      `Reading back ${options.sample} blobs needs a key: ${backend.location} was opened without one`,
+    );
+  }
   const problems: VerifyProblem[] = [];
   const packSizes = new Map<string, number>();
   for await (const obj of backend.list("data/")) {
@@ -74,7 +81,7 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
 
   const opened = new Set(repo.namespaces());
   let infos: SnapshotInfo[] = await listSnapshots(backend, { onDamaged: (e) => problems.push(problemOf(e)) });
-  infos = infos.filter((s) => opened.has(s.namespace));
+  if (!repo.keyless) infos = infos.filter((s) => opened.has(s.namespace));
   if (options.snapshot) {
     infos = infos.filter((s) => s.id === options.snapshot);
     if (infos.length === 0) throw new MissingObjectError("snapshot", options.snapshot);
@@ -83,12 +90,14 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
   const seen = new Set<string>();
   let referenced = 0;
   for (const info of infos) {
-    const ns = repo.namespace(info.namespace);
     let refs: BlobId[];
-    let hasher: ChunkIdHasher;
+    let hasher: ChunkIdHasher | null = null;
     try {
-      const snap = await loadSnapshot(ns, info.id);
-      hasher = ns.hasher(snap.chainSalt ? fromHex(snap.chainSalt) : null);
+      if (!repo.keyless) {
+        const ns = repo.namespace(info.namespace);
+        const snap = await loadSnapshot(ns, info.id);
+        hasher = ns.hasher(snap.chainSalt ? fromHex(snap.chainSalt) : null);
+      }
       refs = await readSnapshotRefs(backend, info);
     } catch (e) {
       problems.push(problemOf(e));
@@ -108,7 +117,7 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
       if (seen.has(key)) continue;
       seen.add(key);
       referenced++;
-      toRead.push({ ns: info.namespace, id, hasher, snapshot: info.id });
+      if (hasher) toRead.push({ ns: info.namespace, id, hasher, snapshot: info.id });
     }
   }
 

@@ -496,6 +496,7 @@ Deno.test("every route declares exactly one access rule", () => {
       "GET /api/v1/runs/:runId",
       "POST /api/bes/v1/jobs/:id/parts",
       "POST /api/agent/v1/jobs/:id/parts",
+      "POST /api/bes/v1/targets",
     ]
   ) {
     assert.ok(paths.includes(expected), `${expected} is enumerated`);
