@@ -46,7 +46,9 @@ export function describeFailure(e: unknown): JobFailure {
       // Network failures and timeouts after the client's retries: the BES is down or unreachable.
       return { reason: "ENGINE_OFFLINE", message, retryable: true };
     }
-    if (FULL.test(message)) return { reason: "TARGET_FULL", message, retryable: false };
+    if (e.code === "storage_full" || FULL.test(message)) {
+      return { reason: "TARGET_FULL", message, retryable: false };
+    }
     if (e.code === "storage_unavailable" || e.code === "repository_unknown") {
       return { reason: "TARGET_UNREACHABLE", message, retryable: true };
     }
