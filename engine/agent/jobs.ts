@@ -35,6 +35,8 @@ export interface AgentContext {
   /** The VSS snapshot hook (`--snapshot-hook`), or null. */
   snapshotHook: string | null;
   progressIntervalMs: number;
+  /** The local cache of trees and index (cache.ts), or null when it is off. */
+  cache: { dir: string; maxBytes: number } | null;
   log: Logger;
 }
 
@@ -94,12 +96,17 @@ function dataApiOf(payload: Record<string, unknown>): { dataUrl: string; certifi
   return { dataUrl: bes.dataUrl, certificate: typeof bes.certificate === "string" ? bes.certificate : null };
 }
 
-function workerData(api: { dataUrl: string; certificate: string | null }, keys: JobKeys): WorkerData {
+function workerData(
+  ctx: AgentContext,
+  api: { dataUrl: string; certificate: string | null },
+  keys: JobKeys,
+): WorkerData {
   return {
     ...api,
     namespace: keys.namespace,
     dataKey: keys.dataKey.toBase64(),
     idKey: keys.idKey.toBase64(),
+    cache: ctx.cache,
   };
 }
 
@@ -297,7 +304,7 @@ async function backupJob(
       const previous = ctx.state.lastSnapshot(policyId, keys.repository);
       const request: BackupRequest = {
         op: "backup",
-        data: workerData(api, keys),
+        data: workerData(ctx, api, keys),
         jobId: job.id,
         hostname: ctx.hostname,
         backupType,
@@ -438,6 +445,7 @@ async function backupJob(
       ioPriority: priority.applied,
       throttle: outcome.throttle,
       notes: outcome.notes,
+      cache: outcome.cache ?? null,
     },
   }, outcome.errors);
 }
@@ -513,7 +521,7 @@ async function restoreFilesJob(
   try {
     const outcome = await runInWorker(handle, {
       op: "restore_files",
-      data: workerData(api, keys),
+      data: workerData(ctx, api, keys),
       snapshotId,
       paths,
       targetPath,
@@ -544,7 +552,7 @@ async function restoreImageJob(
   try {
     const outcome = await runInWorker(handle, {
       op: "restore_image",
-      data: workerData(api, keys),
+      data: workerData(ctx, api, keys),
       snapshotId,
       targetPath: p.targetPath,
       overwrite: p.overwrite === true,

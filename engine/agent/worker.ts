@@ -5,6 +5,8 @@
  * It never talks to the control plane and holds no identity.
  */
 import { RemoteBackend } from "../protocol/remote_backend.ts";
+import type { Backend } from "../repo/backend.ts";
+import { CachingBackend, ObjectCache } from "./cache.ts";
 import type { NamespaceKeys } from "../repo/keys.ts";
 import { describeFailure } from "./failure.ts";
 import { readLines } from "./lines.ts";
@@ -54,11 +56,26 @@ async function main(): Promise<number> {
     token: () => token,
   });
   try {
+    // The repository as the library reads it: through the local cache of trees and index when it is on.
+    let storage: Backend = remote;
+    if (request.data.cache) {
+      try {
+        storage = new CachingBackend(
+          remote,
+          await ObjectCache.open(request.data.cache.dir, request.data.cache.maxBytes),
+        );
+      } catch (e) {
+        console.error(
+          `worker: the cache in ${request.data.cache.dir} cannot be used: ${(e as Error).message}`,
+        );
+      }
+    }
     const outcome = request.op === "backup"
-      ? await runBackup(request, remote, keys, send)
+      ? await runBackup(request, remote, keys, send, storage)
       : request.op === "restore_files"
-      ? await runRestoreFiles(request, remote, keys, send)
-      : await runRestoreImage(request, remote, keys, send);
+      ? await runRestoreFiles(request, storage, keys, send)
+      : await runRestoreImage(request, storage, keys, send);
+    outcome.cache = storage instanceof CachingBackend ? storage.cache.stats : null;
     send({ type: "result", outcome });
     return 0;
   } catch (e) {

@@ -15,7 +15,7 @@ import { type Namespace, Repository } from "../repo/repository.ts";
 import { restoreSnapshot } from "../repo/restore.ts";
 import { loadSnapshot } from "../repo/snapshot.ts";
 import type { TreeEntry } from "../repo/tree.ts";
-import type { RemoteBackend } from "../protocol/remote_backend.ts";
+import type { Backend } from "../repo/backend.ts";
 import { findEntry, sizeBelow, TreeCache } from "./tree_walk.ts";
 import type {
   PathError,
@@ -32,7 +32,7 @@ function within(path: string, dir: string): boolean {
 
 export async function runRestoreFiles(
   request: RestoreFilesRequest,
-  remote: RemoteBackend,
+  remote: Backend,
   keys: NamespaceKeys,
   send: (m: WorkerMessage) => void,
 ): Promise<RestoreOutcome> {
@@ -187,7 +187,7 @@ async function verifyRestored(
 
 export async function runRestoreImage(
   request: RestoreImageRequest,
-  remote: RemoteBackend,
+  remote: Backend,
   keys: NamespaceKeys,
   send: (m: WorkerMessage) => void,
 ): Promise<RestoreOutcome> {

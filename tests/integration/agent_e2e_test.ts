@@ -384,6 +384,61 @@ Deno.test({
   assert.deepEqual(await Array.fromAsync(storage.list("snapshots/")), []);
 });
 
+Deno.test({
+  name:
+    "agent e2e: an incremental with a warm cache reads no tree blob and no index segment from the BES; a cold one does",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await using w = await agentWorld({ recoveryKey: false });
+  const src = `${w.tmp}/src`;
+  await writeSource(src);
+  for (let d = 0; d < 30; d++) {
+    await Deno.mkdir(`${src}/tree/d${d}`, { recursive: true });
+    await Deno.writeFile(`${src}/tree/d${d}/f.txt`, text(`folder ${d}`));
+  }
+  const policy = await createPolicy(w, "files");
+  const agentDir = `${w.tmp}/agent`;
+  const agent = w.startAgent(agentDir, ["--include-root", src]);
+  const host = await w.enrolledHost(agentDir);
+  assert.equal(
+    (await w.api("POST", `/api/v1/policies/${policy.id}/assignments`, { hostIds: [host.id] })).status,
+    201,
+  );
+  const full = await w.finishedRun(await runNow(w, policy.id, "full"));
+  assert.equal(full.run.status, "success", `${JSON.stringify(full.run.error)}\n${agent.output.join("")}`);
+
+  /** Runs an incremental after a change; returns it with the reads of trees/index it made at the BES. */
+  let n = 0;
+  const incremental = async () => {
+    await Deno.writeFile(`${src}/tree/d${n++}/f.txt`, text(`changed ${n}`));
+    const mark = w.dataRequests.length;
+    const run = await w.finishedRun(await runNow(w, policy.id, "incremental"));
+    assert.equal(run.run.status, "success", `${JSON.stringify(run.run.error)}\n${agent.output.join("")}`);
+    assert.equal(run.output.added, 0);
+    assert.equal(run.output.modified, 1);
+    // An incremental reads no file content from the BES: every GET of a pack range is a tree blob.
+    const reads = w.dataRequests.slice(mark).filter((r) =>
+      r.method === "GET" && /^\/api\/data\/v1\/objects\/(index|data)\//.test(r.path)
+    );
+    return { run, reads, cache: run.output.cache as { hits: number; misses: number; added: number } };
+  };
+  const warm = await incremental();
+  assert.deepEqual(warm.reads, [], "the trees and index came from the agent's cache");
+  assert.ok(warm.cache.hits > 30, JSON.stringify(warm.cache));
+
+  // Without the cache (lost, or a new data folder), the same incremental reads them from the BES…
+  await Deno.remove(`${agentDir}/cache`, { recursive: true });
+  const cold = await incremental();
+  assert.ok(cold.reads.some((r) => r.path.includes("/objects/index/")), JSON.stringify(cold.reads));
+  assert.ok(cold.reads.filter((r) => r.path.includes("/objects/data/") && r.range).length >= 30);
+  // …and keeps them: the next one reads none again.
+  const again = await incremental();
+  assert.deepEqual(again.reads, []);
+  assert.ok((await Array.fromAsync(Deno.readDir(`${agentDir}/cache/trees`))).length >= 30);
+  assert.equal((await Deno.stat(`${agentDir}/cache`)).mode! & 0o777, 0o700);
+});
+
 /** Waits until the job reported progress past its start (the worker is reading). */
 async function waitForProgress(w: AgentWorld, jobId: string) {
   const deadline = Date.now() + 30_000;
