@@ -31,7 +31,10 @@ async function main(): Promise<number> {
   const start = JSON.parse(first.value) as ParentMessage;
   if (start.type !== "start") throw new Error("The worker expects a start message first");
   let token = start.token;
-  // Later lines renew the token (each progress reply carries a fresh one).
+  // Later lines renew the token (each progress reply carries a fresh one). The agent closes this pipe only
+  // after the worker ended: its end means the agent is gone (killed), and the job with it — its lease runs
+  // out and the control plane retries it. The worker stops at once rather than go on unsupervised (a backup
+  // stopped so writes no snapshot; a restore's retry removes the partial files it left).
   (async () => {
     for await (const line of lines) {
       try {
@@ -41,7 +44,10 @@ async function main(): Promise<number> {
         // ignore a garbled line
       }
     }
-  })().catch(() => {});
+  })().catch(() => {}).finally(() => {
+    console.error("worker: the agent is gone (its pipe closed): stopping");
+    Deno.exit(75);
+  });
   const request: WorkerRequest = start.request;
   const keys: NamespaceKeys = {
     namespace: request.data.namespace,

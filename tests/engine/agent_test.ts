@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { backupFiles } from "../../engine/repo/backup.ts";
 import { LocalBackend } from "../../engine/repo/backend.ts";
+import { RepoError } from "../../engine/repo/errors.ts";
 import { Repository } from "../../engine/repo/repository.ts";
 import { restoreSnapshot } from "../../engine/repo/restore.ts";
 import { loadSnapshot } from "../../engine/repo/snapshot.ts";
@@ -373,6 +374,15 @@ Deno.test("agent metrics and failure reasons", async () => {
     "TARGET_FULL",
   );
   assert.equal(reason(502, "storage_unavailable"), "TARGET_UNREACHABLE");
+  // The library wraps an upload's failure ("An earlier upload failed"): judged by the data API's failure.
+  const wrapped = describeFailure(
+    new RepoError("An earlier upload failed: …", { cause: new DataApiRequestError("o", null, null, "down") }),
+  );
+  assert.deepEqual([wrapped.reason, wrapped.retryable, wrapped.message], [
+    "ENGINE_OFFLINE",
+    true,
+    "An earlier upload failed: …",
+  ]);
   assert.equal(
     reason(507, "storage_full", "The storage target is full: data/ab/ab12 was not stored"),
     "TARGET_FULL",

@@ -131,29 +131,31 @@ export async function agentWorld(
   const roots: Record<string, string> = {};
   const resolveLocal = localTargetResolver(roots);
   let storageFault: ((name: string) => Error | null) | null = null;
-  const dataApi = createDataApi({
-    besId: bes.id,
-    tokenPublicKey: importTokenPublicKey(regBody.tokenPublicKey),
-    resolveRepository: async (r) => {
-      const backend = await resolveLocal(r);
-      if (!backend || !options.storageFaults) return backend;
-      // The storage as the BES sees it, whose writes fail with the error `storageFault` gives.
-      const faulty: Backend = {
-        location: backend.location,
-        list: (prefix) => backend.list(prefix),
-        get: (name, range) => backend.get(name, range),
-        put: async (name, data) => {
-          const error = storageFault?.(name);
-          if (error) throw error;
-          await backend.put(name, data);
-        },
-        delete: (name) => backend.delete(name),
-        exists: (name) => backend.exists(name),
-      };
-      return faulty;
-    },
-    log: (m) => logs.push(m),
-  });
+  const newDataApi = () =>
+    createDataApi({
+      besId: bes.id,
+      tokenPublicKey: importTokenPublicKey(regBody.tokenPublicKey),
+      resolveRepository: async (r) => {
+        const backend = await resolveLocal(r);
+        if (!backend || !options.storageFaults) return backend;
+        // The storage as the BES sees it, whose writes fail with the error `storageFault` gives.
+        const faulty: Backend = {
+          location: backend.location,
+          list: (prefix) => backend.list(prefix),
+          get: (name, range) => backend.get(name, range),
+          put: async (name, data) => {
+            const error = storageFault?.(name);
+            if (error) throw error;
+            await backend.put(name, data);
+          },
+          delete: (name) => backend.delete(name),
+          exists: (name) => backend.exists(name),
+        };
+        return faulty;
+      },
+      log: (m) => logs.push(m),
+    });
+  let dataApi = newDataApi();
   // Every request the data API answers is recorded; `dataFault` may answer one instead (a fault hook).
   const dataRequests: DataRequest[] = [];
   let dataFault: ((req: Request) => Response | null | Promise<Response | null>) | null = null;
@@ -301,7 +303,9 @@ export async function agentWorld(
     besClient: client,
     dataUrl,
     cert,
-    dataApi,
+    get dataApi() {
+      return dataApi;
+    },
     targetRoot,
     targetId: target.body.id as string,
     addTarget,
@@ -324,7 +328,9 @@ export async function agentWorld(
     async stopDataApi() {
       await dataServer.shutdown();
     },
-    startDataApi() {
+    /** Starts the data API again; `fresh`: as a new BES process (no writer locks held in memory). */
+    startDataApi(opts: { fresh?: boolean } = {}) {
+      if (opts.fresh) dataApi = newDataApi();
       dataServer = serveDataApi({ fetch: dataFetch }, {
         hostname: "127.0.0.1",
         port: dataPort,
