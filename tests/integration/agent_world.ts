@@ -131,9 +131,11 @@ export async function agentWorld(
   const roots: Record<string, string> = {};
   const resolveLocal = localTargetResolver(roots);
   let storageFault: ((name: string) => Error | null) | null = null;
+  let dataClockSkewMs = 0;
   const newDataApi = () =>
     createDataApi({
       besId: bes.id,
+      now: () => new Date(Date.now() + dataClockSkewMs),
       tokenPublicKey: importTokenPublicKey(regBody.tokenPublicKey),
       resolveRepository: async (r) => {
         const backend = await resolveLocal(r);
@@ -311,6 +313,10 @@ export async function agentWorld(
     addTarget,
     /** The requests the data API received so far (clear it to count from a point on). */
     dataRequests,
+    /** Sets the data API's clock ahead (or back) of the real one by `ms` (token expiry, lock staleness). */
+    setDataClockSkew(ms: number) {
+      dataClockSkewMs = ms;
+    },
     /** Makes the BES's storage writes fail with the error returned for an object (needs `storageFaults`). */
     setStorageFault(fault: typeof storageFault) {
       storageFault = fault;
