@@ -157,6 +157,23 @@ Deno.test({
     assert.match(e.message, new RegExp(`Permission denied.*${readOnly}/`), e.message);
   }
   assert.deepEqual(await Array.fromAsync(Deno.readDir(readOnly)), [], "nothing was written");
+
+  // A target folder that cannot even be created: failed, naming it.
+  const parent = `${w.tmp}/read-only-parent`;
+  await Deno.mkdir(parent, { mode: 0o555 });
+  await Deno.chmod(parent, 0o555);
+  const nowhere = await w.api("POST", "/api/v1/restores", {
+    restorePointId: backup.run.restorePointId,
+    paths: [`${src}/ok/file-0000.txt`],
+    targetPath: `${parent}/target`,
+    overwrite: false,
+  });
+  assert.equal(nowhere.status, 201, nowhere.text);
+  const refused = await w.finishedRestore(nowhere.body.id) as { status: string; error: string };
+  assert.equal(refused.status, "failed", JSON.stringify(refused));
+  assert.ok(refused.error.includes(`${parent}/target`), refused.error);
+  assert.match(refused.error, /Permission denied/);
+  assert.deepEqual(await Array.fromAsync(Deno.readDir(parent)), []);
 });
 
 Deno.test({
