@@ -52,6 +52,8 @@ export interface JobResultBody {
   stats?: Record<string, number>;
   /** The first per-file errors; `totals.errors` says how many there were when fewer are sent. */
   errors?: Array<{ path: string; message: string }>;
+  /** Parts of the error list uploaded before the result (`POST …/jobs/{id}/parts`, list "errors"). */
+  parts?: { errors: number };
   totals?: { errors: number };
 }
 
@@ -202,20 +204,12 @@ export class ControlPlane {
     );
   }
 
-  /**
-   * Posts a job's result, retrying network failures and 5xx for up to `patienceMs` (the control plane may be
-   * restarting). Returns whether it was applied (false: the same result was already recorded).
-   */
-  async result(jobId: string, body: JobResultBody, patienceMs = 240_000): Promise<boolean> {
+  /** `#post`, retrying network failures, 5xx and 429 for up to `patienceMs` (the control plane may be restarting). */
+  async #postPatiently<T>(path: string, payload: unknown, what: string, patienceMs: number): Promise<T> {
     const deadline = Date.now() + patienceMs;
     for (let delay = 1000;; delay = Math.min(delay * 2, 30_000)) {
       try {
-        const reply = await this.#post<{ applied: boolean }>(
-          `/api/agent/v1/jobs/${jobId}/result`,
-          body,
-          `post the result of job ${jobId}`,
-        );
-        return reply.applied;
+        return await this.#post<T>(path, payload, what);
       } catch (e) {
         const retry = e instanceof ControlPlaneError &&
           (e.status === null || e.status >= 500 || e.status === 429);
@@ -223,6 +217,39 @@ export class ControlPlane {
         await new Promise((r) => setTimeout(r, delay));
       }
     }
+  }
+
+  /**
+   * Posts a job's result, retrying network failures and 5xx for up to `patienceMs` (the control plane may be
+   * restarting). Returns whether it was applied (false: the same result was already recorded).
+   */
+  async result(jobId: string, body: JobResultBody, patienceMs = 240_000): Promise<boolean> {
+    const reply = await this.#postPatiently<{ applied: boolean }>(
+      `/api/agent/v1/jobs/${jobId}/result`,
+      body,
+      `post the result of job ${jobId}`,
+      patienceMs,
+    );
+    return reply.applied;
+  }
+
+  /**
+   * Uploads part `part` of a long list of the job's result (docs/engine-protocol.md, "Long lists in
+   * parts"), before the result; retried like a result. Sending a part again replaces it.
+   */
+  async part(
+    jobId: string,
+    list: "errors",
+    part: number,
+    items: unknown[],
+    patienceMs = 120_000,
+  ): Promise<{ items: number }> {
+    return await this.#postPatiently(
+      `/api/agent/v1/jobs/${jobId}/parts`,
+      { list, part, items },
+      `upload part ${part} of the ${list} of job ${jobId}`,
+      patienceMs,
+    );
   }
 
   /** Asks for a pre-patch backup of every policy of this host that opts in. */

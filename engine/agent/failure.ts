@@ -37,16 +37,26 @@ export class ControlPlaneError extends Error {
 
 const FULL = /no space left|ENOSPC|quota exceeded|disk full|storage full|EDQUOT/i;
 
-/** The reason, message and retryability of an error thrown while a job ran. */
+/**
+ * The reason, message and retryability of an error thrown while a job ran. A library error that wraps a
+ * data API failure (`cause`, e.g. "An earlier upload failed") is judged by that failure, with its own message.
+ */
 export function describeFailure(e: unknown): JobFailure {
   const message = e instanceof Error ? e.message : String(e);
+  if (e instanceof RepoError && !(e instanceof DataApiRequestError)) {
+    for (let c = e.cause, depth = 0; c && depth < 5; c = (c as Error).cause, depth++) {
+      if (c instanceof DataApiRequestError) return { ...describeFailure(c), message };
+    }
+  }
   if (e instanceof AgentJobError) return { reason: e.reason, message, retryable: e.retryable };
   if (e instanceof DataApiRequestError) {
     if (e.status === null) {
       // Network failures and timeouts after the client's retries: the BES is down or unreachable.
       return { reason: "ENGINE_OFFLINE", message, retryable: true };
     }
-    if (FULL.test(message)) return { reason: "TARGET_FULL", message, retryable: false };
+    if (e.code === "storage_full" || FULL.test(message)) {
+      return { reason: "TARGET_FULL", message, retryable: false };
+    }
     if (e.code === "storage_unavailable" || e.code === "repository_unknown") {
       return { reason: "TARGET_UNREACHABLE", message, retryable: true };
     }

@@ -6,6 +6,7 @@
  */
 import { absolutePath } from "../repo/fs.ts";
 import type { ClaimedJob, ControlPlane, JobKeys, JobResultBody } from "./control.ts";
+import { splitErrors } from "./error_list.ts";
 import { AgentJobError, describeFailure, type JobFailure } from "./failure.ts";
 import { type HookOutcome, hookOutputOf, parseHooks, runHook } from "./hooks.ts";
 import { probeTarget } from "./health.ts";
@@ -34,30 +35,48 @@ export interface AgentContext {
   /** The VSS snapshot hook (`--snapshot-hook`), or null. */
   snapshotHook: string | null;
   progressIntervalMs: number;
+  /** The local cache of trees and index (cache.ts), or null when it is off. */
+  cache: { dir: string; maxBytes: number } | null;
   log: Logger;
 }
 
-/** Most path errors a result lists (the total goes in `errorCount`), and most characters they take. */
-const MAX_LISTED_ERRORS = 100;
-const MAX_ERROR_CHARS = 24_000;
-
-/** The first errors, cut to fit a result (each path and message shortened), and their total. */
-export function listErrors(errors: PathError[]): { errors: PathError[]; errorCount: number } {
-  const out: PathError[] = [];
-  let chars = 0;
-  for (const e of errors) {
-    if (out.length >= MAX_LISTED_ERRORS) break;
-    const item = { path: e.path.slice(0, 1024), message: e.message.slice(0, 500) };
-    chars += item.path.length + item.message.length + 24;
-    if (chars > MAX_ERROR_CHARS) break;
-    out.push(item);
+/**
+ * Adds `errors` to `result`: the first ones inline, the rest uploaded first as parts of the list "errors"
+ * (error_list.ts), so the run shows every one. A part that cannot be uploaded ends the upload: the result
+ * then names the parts that arrived and the total met (`totals.errors`), so a cut list says so.
+ */
+export async function withErrors(
+  ctx: Pick<AgentContext, "control" | "log">,
+  jobId: string,
+  result: JobResultBody,
+  errors: PathError[],
+): Promise<JobResultBody> {
+  const lists = splitErrors(errors);
+  let kept = lists.inline.length;
+  let sent = 0;
+  for (const items of lists.parts) {
+    try {
+      await ctx.control.part(jobId, "errors", sent, items);
+    } catch (e) {
+      ctx.log("warn", `job ${jobId}: ${(e as Error).message}; the result names the ${kept} errors sent`);
+      break;
+    }
+    kept += items.length;
+    sent++;
   }
-  return { errors: out, errorCount: errors.length };
+  return {
+    ...result,
+    errors: lists.inline,
+    ...(sent > 0 ? { parts: { errors: sent } } : {}),
+    ...(lists.total > kept ? { totals: { errors: lists.total } } : {}),
+  };
 }
 
+/** "N paths were not <what>:" and the first five of them. */
 function summary(errors: PathError[], what: string): string {
   const first = errors.slice(0, 5).map((e) => `${e.path}: ${e.message}`).join("\n");
-  return `${errors.length} ${what}${errors.length === 1 ? "" : "s"}:\n${first}${
+  const one = errors.length === 1;
+  return `${errors.length} path${one ? " was" : "s were"} not ${what}:\n${first}${
     errors.length > 5 ? "\n…" : ""
   }`;
 }
@@ -77,12 +96,17 @@ function dataApiOf(payload: Record<string, unknown>): { dataUrl: string; certifi
   return { dataUrl: bes.dataUrl, certificate: typeof bes.certificate === "string" ? bes.certificate : null };
 }
 
-function workerData(api: { dataUrl: string; certificate: string | null }, keys: JobKeys): WorkerData {
+function workerData(
+  ctx: AgentContext,
+  api: { dataUrl: string; certificate: string | null },
+  keys: JobKeys,
+): WorkerData {
   return {
     ...api,
     namespace: keys.namespace,
     dataKey: keys.dataKey.toBase64(),
     idKey: keys.idKey.toBase64(),
+    cache: ctx.cache,
   };
 }
 
@@ -280,7 +304,7 @@ async function backupJob(
       const previous = ctx.state.lastSnapshot(policyId, keys.repository);
       const request: BackupRequest = {
         op: "backup",
-        data: workerData(api, keys),
+        data: workerData(ctx, api, keys),
         jobId: job.id,
         hostname: ctx.hostname,
         backupType,
@@ -363,11 +387,10 @@ async function backupJob(
     );
   }
   if (outcome.errors.length > 0) {
-    warnings.unshift({ reason: "PARTIAL_FILES", message: summary(outcome.errors, "path was not backed up") });
+    warnings.unshift({ reason: "PARTIAL_FILES", message: summary(outcome.errors, "backed up") });
   }
-  const listed = listErrors(outcome.errors);
   const endedAt = new Date();
-  return {
+  return await withErrors(ctx, job.id, {
     status: warnings.length > 0 ? "warning" : "success",
     startedAt: startedAt.toISOString(),
     endedAt: endedAt.toISOString(),
@@ -389,8 +412,6 @@ async function backupJob(
       modified: outcome.changes.modified,
       deleted: outcome.changes.deleted,
     },
-    errors: listed.errors,
-    ...(listed.errorCount > listed.errors.length ? { totals: { errors: listed.errorCount } } : {}),
     output: {
       restorePoint: {
         id: outcome.snapshotId,
@@ -413,7 +434,7 @@ async function backupJob(
       modified: outcome.changes.modified,
       deleted: outcome.changes.deleted,
       changesSince: outcome.changes.against,
-      ...listed,
+      errorCount: outcome.errors.length,
       paths: existing,
       repository: {
         ...keys.repository,
@@ -424,8 +445,9 @@ async function backupJob(
       ioPriority: priority.applied,
       throttle: outcome.throttle,
       notes: outcome.notes,
+      cache: outcome.cache ?? null,
     },
-  };
+  }, outcome.errors);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -453,11 +475,15 @@ async function restorePaths(ctx: AgentContext, job: ClaimedJob): Promise<string[
   return paths;
 }
 
-function restoreResult(startedAt: Date, outcome: RestoreOutcome): JobResultBody {
-  const listed = listErrors(outcome.errors);
+async function restoreResult(
+  ctx: AgentContext,
+  jobId: string,
+  startedAt: Date,
+  outcome: RestoreOutcome,
+): Promise<JobResultBody> {
   const restoredSome = outcome.files > 0 || (outcome.found > 0 && outcome.errors.length === 0);
   const status = outcome.errors.length === 0 ? "success" : restoredSome ? "warning" : "failed";
-  return {
+  return await withErrors(ctx, jobId, {
     status,
     startedAt: startedAt.toISOString(),
     endedAt: new Date().toISOString(),
@@ -465,11 +491,16 @@ function restoreResult(startedAt: Date, outcome: RestoreOutcome): JobResultBody 
     protectedBytes: 0,
     error: status === "success" ? null : {
       reason: status === "warning" ? "PARTIAL_FILES" : "NOTHING_RESTORED",
-      message: summary(outcome.errors, "path was not restored"),
+      message: summary(outcome.errors, "restored"),
     },
     retryable: false,
-    output: { files: outcome.files, bytes: outcome.bytes, verified: outcome.verified, ...listed },
-  };
+    output: {
+      files: outcome.files,
+      bytes: outcome.bytes,
+      verified: outcome.verified,
+      errorCount: outcome.errors.length,
+    },
+  }, outcome.errors);
 }
 
 async function restoreFilesJob(
@@ -490,13 +521,13 @@ async function restoreFilesJob(
   try {
     const outcome = await runInWorker(handle, {
       op: "restore_files",
-      data: workerData(api, keys),
+      data: workerData(ctx, api, keys),
       snapshotId,
       paths,
       targetPath,
       overwrite: p.overwrite === true,
     }, { log: ctx.log, onProgress: (m: ProgressMessage) => handle.progress(m.percent, m.bytes, m.message) });
-    return restoreResult(startedAt, outcome as RestoreOutcome);
+    return await restoreResult(ctx, job.id, startedAt, outcome as RestoreOutcome);
   } finally {
     keys.dataKey.fill(0);
     keys.idKey.fill(0);
@@ -521,12 +552,12 @@ async function restoreImageJob(
   try {
     const outcome = await runInWorker(handle, {
       op: "restore_image",
-      data: workerData(api, keys),
+      data: workerData(ctx, api, keys),
       snapshotId,
       targetPath: p.targetPath,
       overwrite: p.overwrite === true,
     }, { log: ctx.log, onProgress: (m: ProgressMessage) => handle.progress(m.percent, m.bytes, m.message) });
-    return restoreResult(startedAt, outcome as RestoreOutcome);
+    return await restoreResult(ctx, job.id, startedAt, outcome as RestoreOutcome);
   } finally {
     keys.dataKey.fill(0);
     keys.idKey.fill(0);

@@ -17,6 +17,7 @@ import { MetricsSampler } from "./metrics.ts";
 import { AgentState } from "./state.ts";
 import { absolutePath } from "../repo/fs.ts";
 import { ControlPlaneError } from "./failure.ts";
+import { DEFAULT_CACHE_MAX_BYTES } from "./cache.ts";
 
 export const AGENT_VERSION = "1.0.0";
 
@@ -34,6 +35,7 @@ Options:
   --max-jobs N            jobs run at once (default 2)
   --poll-seconds N        how often to ask for jobs (default 5)
   --progress-seconds N    how often a running job reports progress (default 3)
+  --cache-max-mib N       size of the local cache of trees and index in DIR/cache (default 1024; 0: off)
   --once                  enroll, heartbeat once, run the jobs waiting, and exit (for scripts and tests)`;
 
 interface AgentOptions {
@@ -49,6 +51,8 @@ interface AgentOptions {
   maxJobs: number;
   pollSeconds: number;
   progressSeconds: number;
+  /** Bound of the cache of trees and index, in bytes; 0: no cache. */
+  cacheMaxBytes: number;
   once: boolean;
 }
 
@@ -76,6 +80,13 @@ function positiveInt(value: string | undefined, fallback: number, name: string):
 
 class UsageError extends Error {}
 
+function cacheBytes(value: string | undefined): number {
+  if (value === undefined) return DEFAULT_CACHE_MAX_BYTES;
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0) throw new UsageError("--cache-max-mib must be 0 (no cache) or more");
+  return Math.floor(n * 1024 * 1024);
+}
+
 async function parseOptions(args: string[]): Promise<AgentOptions> {
   const { values } = parseArgs({
     args,
@@ -93,6 +104,7 @@ async function parseOptions(args: string[]): Promise<AgentOptions> {
       "max-jobs": { type: "string" },
       "poll-seconds": { type: "string" },
       "progress-seconds": { type: "string" },
+      "cache-max-mib": { type: "string" },
       once: { type: "boolean" },
     },
     strict: true,
@@ -123,6 +135,7 @@ async function parseOptions(args: string[]): Promise<AgentOptions> {
     maxJobs: Math.floor(positiveInt(values["max-jobs"], 2, "max-jobs")),
     pollSeconds: positiveInt(values["poll-seconds"], 5, "poll-seconds"),
     progressSeconds: positiveInt(values["progress-seconds"], 3, "progress-seconds"),
+    cacheMaxBytes: cacheBytes(values["cache-max-mib"]),
     once: values.once ?? false,
   };
 }
@@ -204,6 +217,9 @@ export async function runAgent(options: AgentOptions, stop: AbortSignal): Promis
     state,
     snapshotHook: options.snapshotHook,
     progressIntervalMs: options.progressSeconds * 1000,
+    cache: options.cacheMaxBytes > 0
+      ? { dir: `${options.dataDir}/cache`, maxBytes: options.cacheMaxBytes }
+      : null,
     log,
   };
   let wake: (() => void) | null = null;

@@ -5,6 +5,8 @@
  * It never talks to the control plane and holds no identity.
  */
 import { RemoteBackend } from "../protocol/remote_backend.ts";
+import type { Backend } from "../repo/backend.ts";
+import { CachingBackend, ObjectCache } from "./cache.ts";
 import type { NamespaceKeys } from "../repo/keys.ts";
 import { describeFailure } from "./failure.ts";
 import { readLines } from "./lines.ts";
@@ -29,7 +31,10 @@ async function main(): Promise<number> {
   const start = JSON.parse(first.value) as ParentMessage;
   if (start.type !== "start") throw new Error("The worker expects a start message first");
   let token = start.token;
-  // Later lines renew the token (each progress reply carries a fresh one).
+  // Later lines renew the token (each progress reply carries a fresh one). The agent closes this pipe only
+  // after the worker ended: its end means the agent is gone (killed), and the job with it — its lease runs
+  // out and the control plane retries it. The worker stops at once rather than go on unsupervised (a backup
+  // stopped so writes no snapshot; a restore's retry removes the partial files it left).
   (async () => {
     for await (const line of lines) {
       try {
@@ -39,7 +44,10 @@ async function main(): Promise<number> {
         // ignore a garbled line
       }
     }
-  })().catch(() => {});
+  })().catch(() => {}).finally(() => {
+    console.error("worker: the agent is gone (its pipe closed): stopping");
+    Deno.exit(75);
+  });
   const request: WorkerRequest = start.request;
   const keys: NamespaceKeys = {
     namespace: request.data.namespace,
@@ -54,11 +62,26 @@ async function main(): Promise<number> {
     token: () => token,
   });
   try {
+    // The repository as the library reads it: through the local cache of trees and index when it is on.
+    let storage: Backend = remote;
+    if (request.data.cache) {
+      try {
+        storage = new CachingBackend(
+          remote,
+          await ObjectCache.open(request.data.cache.dir, request.data.cache.maxBytes),
+        );
+      } catch (e) {
+        console.error(
+          `worker: the cache in ${request.data.cache.dir} cannot be used: ${(e as Error).message}`,
+        );
+      }
+    }
     const outcome = request.op === "backup"
-      ? await runBackup(request, remote, keys, send)
+      ? await runBackup(request, remote, keys, send, storage)
       : request.op === "restore_files"
-      ? await runRestoreFiles(request, remote, keys, send)
-      : await runRestoreImage(request, remote, keys, send);
+      ? await runRestoreFiles(request, storage, keys, send)
+      : await runRestoreImage(request, storage, keys, send);
+    outcome.cache = storage instanceof CachingBackend ? storage.cache.stats : null;
     send({ type: "result", outcome });
     return 0;
   } catch (e) {

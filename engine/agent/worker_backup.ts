@@ -13,6 +13,7 @@ import { recoveryKeyObject } from "../repo/keys.ts";
 import { Repository } from "../repo/repository.ts";
 import { loadSnapshot } from "../repo/snapshot.ts";
 import type { RemoteBackend } from "../protocol/remote_backend.ts";
+import type { Backend } from "../repo/backend.ts";
 import { percentOf, startScan } from "./scan.ts";
 import { snapshotFileSystem } from "./snapshot.ts";
 import { scheduledThrottle } from "./throttle.ts";
@@ -26,13 +27,15 @@ export async function runBackup(
   remote: RemoteBackend,
   keys: NamespaceKeys,
   send: (m: WorkerMessage) => void,
+  /** The repository's objects as the library reads them (`remote` behind the agent's cache), default `remote`. */
+  storage: Backend = remote,
 ): Promise<BackupOutcome> {
   const notes: string[] = [];
   const config = encodeConfig(newConfig(request.settings, new Date()));
   const init = await remote.initRepository(config);
   // Compression is what new blobs use and may change without a new repository; encryption and
   // deduplication may not (a change of either starts a new generation, so a mismatch is an error).
-  const repo = await Repository.openNamespace(remote, keys, {
+  const repo = await Repository.openNamespace(storage, keys, {
     expect: { encryption: request.settings.encryption, dedup: request.settings.dedup },
   });
   if (repo.config.compression !== request.settings.compression) {

@@ -7,6 +7,7 @@
  * (anything else on stdout or stderr is logged). Keys travel on the pipe only: never in arguments,
  * environment or files.
  */
+import type { CacheStats } from "./cache.ts";
 import type { JobFailure } from "./failure.ts";
 import type { SnapshotMapping } from "./snapshot.ts";
 import type { ThrottleSettings } from "./throttle.ts";
@@ -21,6 +22,8 @@ export interface WorkerData {
   namespace: string;
   dataKey: string;
   idKey: string;
+  /** The agent's cache of trees and index (cache.ts), or null when it is off. */
+  cache: { dir: string; maxBytes: number } | null;
 }
 
 export interface BackupRequest {
@@ -97,6 +100,8 @@ export interface BackupOutcome {
   recoveryKey: "written" | "present" | "none";
   notes: string[];
   throttle: string;
+  /** What the cache of trees and index served (null: no cache). */
+  cache?: CacheStats | null;
 }
 
 export interface RestoreOutcome {
@@ -108,6 +113,7 @@ export interface RestoreOutcome {
   errors: PathError[];
   /** Files read back after writing and found equal to the restore point. */
   verified: number;
+  cache?: CacheStats | null;
 }
 
 export type WorkerOutcome = BackupOutcome | RestoreOutcome;

@@ -8,6 +8,7 @@
  */
 import { fromHex } from "../repo/bytes.ts";
 import { chunkFile, fixedFileChunks } from "../repo/chunker.ts";
+import type { ChunkIdHasher } from "../repo/chunk_id.ts";
 import { absolutePath, joinPath } from "../repo/fs.ts";
 import { restoreImage } from "../repo/image.ts";
 import type { NamespaceKeys } from "../repo/keys.ts";
@@ -15,7 +16,7 @@ import { type Namespace, Repository } from "../repo/repository.ts";
 import { restoreSnapshot } from "../repo/restore.ts";
 import { loadSnapshot } from "../repo/snapshot.ts";
 import type { TreeEntry } from "../repo/tree.ts";
-import type { RemoteBackend } from "../protocol/remote_backend.ts";
+import type { Backend } from "../repo/backend.ts";
 import { findEntry, sizeBelow, TreeCache } from "./tree_walk.ts";
 import type {
   PathError,
@@ -32,7 +33,7 @@ function within(path: string, dir: string): boolean {
 
 export async function runRestoreFiles(
   request: RestoreFilesRequest,
-  remote: RemoteBackend,
+  remote: Backend,
   keys: NamespaceKeys,
   send: (m: WorkerMessage) => void,
 ): Promise<RestoreOutcome> {
@@ -57,6 +58,7 @@ export async function runRestoreFiles(
   }
   if (found.length === 0) return { op: "restore_files", files: 0, bytes: 0, found: 0, errors, verified: 0 };
   const target = absolutePath(request.targetPath);
+  const started = Date.now();
   let lastSent = 0;
   const result = await restoreSnapshot(ns, request.snapshotId, {
     target,
@@ -77,15 +79,34 @@ export async function runRestoreFiles(
       });
     },
   });
-  for (const e of result.errors) errors.push({ path: e.path, message: e.error });
+  // A file or link that already is exactly what the restore point holds — an earlier attempt of this restore
+  // wrote it before it was interrupted — is no conflict: it counts as restored (and is verified below).
+  let files = result.files;
+  let bytes = result.bytes;
+  const failed = new Set<string>();
+  const alreadyThere = new Set<string>();
+  for (const e of result.errors) {
+    if (!request.overwrite && EXISTS.test(e.error)) {
+      const entry = await findEntry(trees, snap.tree, e.path);
+      if (entry && await alreadyRestored(ns, hasher, snap.kind === "image", destOf(target, e.path), entry)) {
+        alreadyThere.add(e.path);
+        if (entry.type === "file") {
+          files++;
+          bytes += entry.size;
+        }
+        continue;
+      }
+    }
+    failed.add(e.path);
+    errors.push({ path: e.path, message: e.error });
+  }
   send({
     type: "progress",
     percent: 96,
-    bytes: result.bytes,
-    files: result.files,
+    bytes,
+    files,
     message: "verifying restored files",
   });
-  const failed = new Set(result.errors.map((e) => e.path));
   const verified = await verifyRestored(
     ns,
     trees,
@@ -95,21 +116,120 @@ export async function runRestoreFiles(
     target,
     failed,
     errors,
+    { alreadyThere, before: started },
   );
   return {
     op: "restore_files",
-    files: result.files,
-    bytes: result.bytes,
+    files,
+    bytes,
     found: found.length,
     errors,
     verified,
   };
 }
 
+/** How engine/repo's restore says it left an existing file alone. */
+const EXISTS = / exists \(use overwrite\)$/;
+/** The temporary name engine/repo's restore writes a file under before renaming it into place. */
+const RESTORE_TEMP = /^\.cadres-restore-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+function destOf(target: string, path: string): string {
+  return target === "/" ? path : `${target}${path}`;
+}
+
+/** Why the file at `dest` does not hold exactly the content of `e` (null: it does). */
+async function contentProblem(
+  ns: Namespace,
+  hasher: ChunkIdHasher,
+  image: boolean,
+  dest: string,
+  e: TreeEntry,
+): Promise<string | null> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(dest, { read: true });
+  } catch (err) {
+    return `restored file cannot be read back: ${(err as Error).message}`;
+  }
+  const ids: string[] = [];
+  let size = 0;
+  try {
+    if (image) {
+      for await (const c of fixedFileChunks(file, ns.repo.config.imageChunkSize)) {
+        ids.push(hasher.id(c.data));
+        size += c.data.length;
+      }
+    } else {
+      for await (const c of chunkFile(file, ns.repo.config.chunker)) {
+        ids.push(hasher.id(c));
+        size += c.length;
+      }
+    }
+  } catch (err) {
+    return `restored file cannot be read back: ${(err as Error).message}`;
+  } finally {
+    file.close();
+  }
+  const want = e.content ?? [];
+  if (size !== e.size || ids.length !== want.length || ids.some((id, i) => id !== want[i])) {
+    return `the file written at ${dest} does not read back as the restore point holds it ` +
+      `(${size} of ${e.size} bytes; its content differs): do not trust it`;
+  }
+  return null;
+}
+
+/**
+ * Whether `dest` already is entry `e` of the restore point: a file with its mode, modification time (and
+ * owner, as root) and exactly its content; a link to its target. Folders are merged anyway.
+ */
+async function alreadyRestored(
+  ns: Namespace,
+  hasher: ChunkIdHasher,
+  image: boolean,
+  dest: string,
+  e: TreeEntry,
+): Promise<boolean> {
+  const info = await Deno.lstat(dest).catch(() => null);
+  if (!info) return false;
+  if (e.type === "symlink") return info.isSymlink && await Deno.readLink(dest).catch(() => null) === e.target;
+  if (e.type !== "file" || !info.isFile || info.size !== e.size) return false;
+  if (((info.mode ?? 0) & 0o7777) !== (e.mode & 0o7777) || info.mtime?.getTime() !== e.mtimeMs) return false;
+  if (Deno.uid() === 0 && (info.uid !== e.uid || info.gid !== e.gid)) return false;
+  return await contentProblem(ns, hasher, image, dest, e) === null;
+}
+
+/**
+ * Removes from folder `dir` the temporary files engine/repo's restore left there before `before` (an
+ * attempt of a restore that was killed while it wrote a file); a temporary file of a restore running now is
+ * younger and stays.
+ */
+async function removeStaleTemps(dir: string, before: number): Promise<void> {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(dir));
+  } catch {
+    return;
+  }
+  const folder = await Deno.lstat(dir).catch(() => null);
+  let removed = false;
+  for (const e of entries) {
+    if (!e.isFile || !RESTORE_TEMP.test(e.name)) continue;
+    const info = await Deno.lstat(`${dir}/${e.name}`).catch(() => null);
+    if (info?.mtime && info.mtime.getTime() < before) {
+      await Deno.remove(`${dir}/${e.name}`).then(() => removed = true, () => {});
+    }
+  }
+  // The folder's times were restored before: a removal must not change them.
+  if (removed && folder?.mtime) {
+    await Deno.utime(dir, folder.atime ?? folder.mtime, folder.mtime).catch(() => {});
+  }
+}
+
 /**
  * Reads back every file restored below `target` for the paths `found` (skipping those listed as failed)
  * and checks it chunks to the restore point's ids. A mismatch is added to `errors`. Returns how many
- * files matched.
+ * files matched (those in `alreadyThere` were checked before). Removes, from every folder restored, the
+ * temporary files an interrupted attempt left there before `before`.
  */
 async function verifyRestored(
   ns: Namespace,
@@ -120,54 +240,23 @@ async function verifyRestored(
   target: string,
   failed: Set<string>,
   errors: PathError[],
+  options: { alreadyThere: Set<string>; before: number },
 ): Promise<number> {
   let verified = 0;
-  const hasher = trees.hasher;
-  const params = ns.repo.config.chunker;
   const checkFile = async (path: string, e: TreeEntry) => {
     if (failed.has(path)) return;
-    const dest = target === "/" ? path : `${target}${path}`;
-    let file: Deno.FsFile;
-    try {
-      file = await Deno.open(dest, { read: true });
-    } catch (err) {
-      errors.push({ path, message: `restored file cannot be read back: ${(err as Error).message}` });
+    if (options.alreadyThere.has(path)) {
+      verified++;
       return;
     }
-    const ids: string[] = [];
-    let size = 0;
-    try {
-      if (image) {
-        for await (const c of fixedFileChunks(file, ns.repo.config.imageChunkSize)) {
-          ids.push(hasher.id(c.data));
-          size += c.data.length;
-        }
-      } else {
-        for await (const c of chunkFile(file, params)) {
-          ids.push(hasher.id(c));
-          size += c.length;
-        }
-      }
-    } catch (err) {
-      errors.push({ path, message: `restored file cannot be read back: ${(err as Error).message}` });
-      return;
-    } finally {
-      file.close();
-    }
-    const want = e.content ?? [];
-    if (size !== e.size || ids.length !== want.length || ids.some((id, i) => id !== want[i])) {
-      errors.push({
-        path,
-        message: `the file written at ${dest} does not read back as the restore point holds it ` +
-          `(${size} of ${e.size} bytes; its content differs): do not trust it`,
-      });
-      return;
-    }
-    verified++;
+    const problem = await contentProblem(ns, trees.hasher, image, destOf(target, path), e);
+    if (problem) errors.push({ path, message: problem });
+    else verified++;
   };
   const walk = async (path: string, e: TreeEntry): Promise<void> => {
     if (e.type === "file") return await checkFile(path, e);
     if (e.type !== "dir" || !e.subtree || failed.has(path)) return;
+    await removeStaleTemps(destOf(target, path), options.before);
     let entries: TreeEntry[];
     try {
       entries = await trees.entries(e.subtree);
@@ -180,14 +269,19 @@ async function verifyRestored(
   const tops = found.filter((p) => !found.some((q) => q !== p && within(p, q)));
   for (const p of [...new Set(tops)]) {
     const e = await findEntry(trees, root, p);
-    if (e) await walk(p, e);
+    if (!e) continue;
+    // A file selected on its own was written in its folder.
+    if (e.type !== "dir") {
+      await removeStaleTemps(destOf(target, p.slice(0, p.lastIndexOf("/")) || "/"), options.before);
+    }
+    await walk(p, e);
   }
   return verified;
 }
 
 export async function runRestoreImage(
   request: RestoreImageRequest,
-  remote: RemoteBackend,
+  remote: Backend,
   keys: NamespaceKeys,
   send: (m: WorkerMessage) => void,
 ): Promise<RestoreOutcome> {

@@ -93,7 +93,7 @@ export interface DataApi {
 /** A refusal with its status and code. */
 export class DataApiError extends Error {
   constructor(
-    readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 416 | 422 | 502 | 503,
+    readonly status: 400 | 401 | 403 | 404 | 409 | 413 | 416 | 422 | 502 | 503 | 507,
     readonly code: DataApiErrorCode,
     message: string,
     readonly extra: Omit<DataApiErrorBody["error"], "code" | "message"> = {},
@@ -268,7 +268,19 @@ export function createDataApi(options: DataApiOptions): DataApi {
   app.onError((err, c) => {
     let e: DataApiError;
     if (err instanceof DataApiError) e = err;
-    else if (
+    else if (isStorageFull(err)) {
+      const path = new URL(c.req.url).pathname;
+      const object = path.startsWith(`${OBJECTS_PATH}/`)
+        ? decodeURIComponent(path.slice(OBJECTS_PATH.length + 1))
+        : path === INIT_PATH
+        ? "config"
+        : path;
+      e = new DataApiError(
+        507,
+        "storage_full",
+        `The storage target is full: ${object} was not stored (${(err as Error).message})`,
+      );
+    } else if (
       err instanceof S3RequestError || (err instanceof RepoError && !(err instanceof IntegrityError))
     ) {
       e = new DataApiError(502, "storage_unavailable", `The storage target failed: ${err.message}`);
@@ -755,6 +767,20 @@ export function createDataApi(options: DataApiOptions): DataApi {
     locks,
     close: () => locks.close(),
   };
+}
+
+/**
+ * Whether a storage error says the target has no space left: ENOSPC or EDQUOT from a folder, a 507 or a
+ * "storage full"/quota error code from an S3-compatible store.
+ */
+function isStorageFull(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  if (code === "ENOSPC" || code === "EDQUOT") return true;
+  if (err instanceof S3RequestError && err.status === 507) return true;
+  const message = err instanceof Error ? err.message : "";
+  return /no space left on device|disk quota exceeded|QuotaExceeded|InsufficientStorage|StorageFull/i.test(
+    message,
+  );
 }
 
 /** Options of `serveDataApi`. */

@@ -71,6 +71,8 @@ export type DataApiErrorCode =
   | "range_not_satisfiable"
   /** 502: the storage target failed. */
   | "storage_unavailable"
+  /** 507: the storage target has no space left (or its quota is used up); nothing was stored. */
+  | "storage_full"
   /** 503: the BES is not ready (no control-plane key yet). */
   | "not_ready"
   | "internal";

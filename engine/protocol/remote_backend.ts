@@ -60,7 +60,8 @@ export class DataApiRequestError extends RepoError {
   }
 }
 
-const RETRYABLE = (status: number) => status >= 500 || status === 429;
+/** A full target (507) is not retried: space does not come back by itself within seconds. */
+const RETRYABLE = (status: number) => (status >= 500 && status !== 507) || status === 429;
 
 /** The repository behind a BES's data API, as one job's token sees it. */
 export class RemoteBackend implements Backend {

@@ -807,7 +807,11 @@ export class Namespace {
   }
 
   #throwIfFailed() {
-    if (this.#failure) throw new RepoError(`An earlier upload failed: ${(this.#failure as Error).message}`);
+    if (this.#failure) {
+      throw new RepoError(`An earlier upload failed: ${(this.#failure as Error).message}`, {
+        cause: this.#failure,
+      });
+    }
   }
 
   /** Uploads the current pack and writes an index segment for every pack not yet indexed. */

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { backupFiles } from "../../engine/repo/backup.ts";
 import { LocalBackend } from "../../engine/repo/backend.ts";
+import { RepoError } from "../../engine/repo/errors.ts";
 import { Repository } from "../../engine/repo/repository.ts";
 import { restoreSnapshot } from "../../engine/repo/restore.ts";
 import { loadSnapshot } from "../../engine/repo/snapshot.ts";
@@ -21,7 +22,8 @@ import { snapshotFileSystem, takeSnapshots } from "../../engine/agent/snapshot.t
 import { AgentState } from "../../engine/agent/state.ts";
 import { scheduledThrottle } from "../../engine/agent/throttle.ts";
 import { diffTrees } from "../../engine/agent/tree_walk.ts";
-import { listErrors, repositorySettings } from "../../engine/agent/jobs.ts";
+import { repositorySettings } from "../../engine/agent/jobs.ts";
+import { MAX_PARTS, PART_BYTES, PART_ITEMS, splitErrors } from "../../engine/agent/error_list.ts";
 import type { TreeEntry } from "../../engine/repo/tree.ts";
 import { deterministicBytes, tempDir } from "./helpers.ts";
 
@@ -372,6 +374,19 @@ Deno.test("agent metrics and failure reasons", async () => {
     "TARGET_FULL",
   );
   assert.equal(reason(502, "storage_unavailable"), "TARGET_UNREACHABLE");
+  // The library wraps an upload's failure ("An earlier upload failed"): judged by the data API's failure.
+  const wrapped = describeFailure(
+    new RepoError("An earlier upload failed: …", { cause: new DataApiRequestError("o", null, null, "down") }),
+  );
+  assert.deepEqual([wrapped.reason, wrapped.retryable, wrapped.message], [
+    "ENGINE_OFFLINE",
+    true,
+    "An earlier upload failed: …",
+  ]);
+  assert.equal(
+    reason(507, "storage_full", "The storage target is full: data/ab/ab12 was not stored"),
+    "TARGET_FULL",
+  );
   assert.equal(reason(401, "token_expired"), "AUTH");
   assert.deepEqual(
     repositorySettings({ compression: "lz4", encryption: "AES-256-CBC", deduplication: false }),
@@ -386,8 +401,34 @@ Deno.test("agent metrics and failure reasons", async () => {
     { length: 500 },
     (_, i) => ({ path: `/p/${i}/${"x".repeat(900)}`, message: "cannot read" }),
   );
-  const listed = listErrors(many);
-  assert.equal(listed.errorCount, 500);
-  assert.ok(listed.errors.length > 0 && listed.errors.length <= 100);
-  assert.ok(JSON.stringify(listed).length < 30_000);
+  // Long error lists: the first inline (at most 100, well inside a result), the rest in parts that each fit
+  // one request and one KV value, in order, none dropped.
+  const split = splitErrors(many);
+  assert.equal(split.total, 500);
+  assert.ok(split.inline.length > 0 && split.inline.length <= 100);
+  assert.ok(JSON.stringify(split.inline).length < 30_000);
+  assert.ok(split.parts.length > 1);
+  for (const part of split.parts) {
+    assert.ok(new TextEncoder().encode(JSON.stringify(part)).length <= PART_BYTES);
+    assert.ok(part.length <= PART_ITEMS);
+  }
+  assert.deepEqual([...split.inline, ...split.parts.flat()], many);
+  // Short errors: 100 inline, then parts bounded by bytes; a path or message too long is shortened.
+  const short = Array.from({ length: 12_345 }, (_, i) => ({ path: `/f${i}`, message: "denied" }));
+  const s2 = splitErrors([...short, { path: `/${"p".repeat(5000)}`, message: "m".repeat(2000) }]);
+  assert.equal(s2.inline.length, 100);
+  assert.equal(s2.inline.length + s2.parts.flat().length, 12_346);
+  assert.ok(s2.parts.every((p) => new TextEncoder().encode(JSON.stringify(p)).length <= PART_BYTES));
+  const last = s2.parts.at(-1)!.at(-1)!;
+  assert.equal(last.path.length, 4096);
+  assert.ok(last.path.endsWith("…") && last.message.length === 1000);
+  // Beyond what the control plane keeps (200 parts) the list is cut: the total still counts every error.
+  const huge = Array.from(
+    { length: 100 + MAX_PARTS * PART_ITEMS + 7 },
+    (_, i) => ({ path: `/${i}`, message: "" }),
+  );
+  const s3 = splitErrors(huge);
+  assert.equal(s3.parts.length, MAX_PARTS);
+  assert.equal(s3.total, huge.length);
+  assert.ok(s3.inline.length + s3.parts.flat().length < huge.length);
 });

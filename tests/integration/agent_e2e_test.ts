@@ -4,8 +4,9 @@
  * subprocess. Assign, run now: the agent backs up a folder (hooks in order, output captured), the run
  * succeeds with a restore point; an incremental after a change stores about the change and counts it;
  * a folder restored to another path through the restore API has the same bytes, modes and times; the
- * account recovery key opens the repository without the control plane. Failures: a BES that is down
- * fails the run with a clear reason and the next run succeeds; a missing include root is a warning naming it.
+ * account recovery key opens the repository without the control plane; a missing include root is a warning
+ * naming it; an incremental with a warm cache reads no tree or index from the BES. Faults (the BES, the agent
+ * or the control plane stopping mid-job) are in engine_faults_test.ts, bad input in agent_bad_input_test.ts.
  */
 import assert from "node:assert/strict";
 import { LocalBackend } from "../../engine/repo/backend.ts";
@@ -121,7 +122,7 @@ Deno.test({
   // report.bin, notes.txt, old.bin, small.txt, from-hook.txt; scratch.tmp is excluded.
   assert.equal(first.output.files, 5);
   assert.equal(point1.fileCount, 5);
-  assert.deepEqual(first.output.errors, []);
+  assert.equal(first.output.errorCount, 0);
   assert.equal(first.output.added, 5);
   // The control plane keeps what the agent measured with the run (shown on the run's page).
   const firstStats = (first.run as { stats?: Record<string, number> | null }).stats;
@@ -232,7 +233,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "agent e2e: a BES that is down fails the run with a clear reason, the next run succeeds; a missing root warns",
+    "agent e2e: a missing default root warns, a restore of 300 paths fetches them in chunks, pre-patch --wait",
   sanitizeResources: false,
   sanitizeOps: false,
 }, async () => {
@@ -256,14 +257,6 @@ Deno.test({
     201,
   );
 
-  await w.stopDataApi();
-  const down = await w.finishedRun(await runNow(w, policy.id, "full"));
-  assert.equal(down.run.status, "failed");
-  assert.equal(down.run.error?.reason, "ENGINE_OFFLINE", JSON.stringify(down.run.error));
-  assert.match(down.run.error!.message, /the BES at https:\/\/127\.0\.0\.1:\d+/);
-  assert.equal(down.run.restorePointId, null);
-
-  w.startDataApi();
   const up = await w.finishedRun(await runNow(w, policy.id, "full"));
   assert.equal(up.run.status, "warning", `${JSON.stringify(up.run.error)}\n${agent.output.join("")}`);
   assert.equal(up.run.error?.reason, "INCLUDE_PATHS_MISSING");
@@ -382,6 +375,61 @@ Deno.test({
   assert.equal(cancelled.run.error?.reason, "CANCELLED", JSON.stringify(cancelled.run.error));
   assert.equal(cancelled.run.restorePointId, null);
   assert.deepEqual(await Array.fromAsync(storage.list("snapshots/")), []);
+});
+
+Deno.test({
+  name:
+    "agent e2e: an incremental with a warm cache reads no tree blob and no index segment from the BES; a cold one does",
+  sanitizeResources: false,
+  sanitizeOps: false,
+}, async () => {
+  await using w = await agentWorld({ recoveryKey: false });
+  const src = `${w.tmp}/src`;
+  await writeSource(src);
+  for (let d = 0; d < 30; d++) {
+    await Deno.mkdir(`${src}/tree/d${d}`, { recursive: true });
+    await Deno.writeFile(`${src}/tree/d${d}/f.txt`, text(`folder ${d}`));
+  }
+  const policy = await createPolicy(w, "files");
+  const agentDir = `${w.tmp}/agent`;
+  const agent = w.startAgent(agentDir, ["--include-root", src]);
+  const host = await w.enrolledHost(agentDir);
+  assert.equal(
+    (await w.api("POST", `/api/v1/policies/${policy.id}/assignments`, { hostIds: [host.id] })).status,
+    201,
+  );
+  const full = await w.finishedRun(await runNow(w, policy.id, "full"));
+  assert.equal(full.run.status, "success", `${JSON.stringify(full.run.error)}\n${agent.output.join("")}`);
+
+  /** Runs an incremental after a change; returns it with the reads of trees/index it made at the BES. */
+  let n = 0;
+  const incremental = async () => {
+    await Deno.writeFile(`${src}/tree/d${n++}/f.txt`, text(`changed ${n}`));
+    const mark = w.dataRequests.length;
+    const run = await w.finishedRun(await runNow(w, policy.id, "incremental"));
+    assert.equal(run.run.status, "success", `${JSON.stringify(run.run.error)}\n${agent.output.join("")}`);
+    assert.equal(run.output.added, 0);
+    assert.equal(run.output.modified, 1);
+    // An incremental reads no file content from the BES: every GET of a pack range is a tree blob.
+    const reads = w.dataRequests.slice(mark).filter((r) =>
+      r.method === "GET" && /^\/api\/data\/v1\/objects\/(index|data)\//.test(r.path)
+    );
+    return { run, reads, cache: run.output.cache as { hits: number; misses: number; added: number } };
+  };
+  const warm = await incremental();
+  assert.deepEqual(warm.reads, [], "the trees and index came from the agent's cache");
+  assert.ok(warm.cache.hits > 30, JSON.stringify(warm.cache));
+
+  // Without the cache (lost, or a new data folder), the same incremental reads them from the BES…
+  await Deno.remove(`${agentDir}/cache`, { recursive: true });
+  const cold = await incremental();
+  assert.ok(cold.reads.some((r) => r.path.includes("/objects/index/")), JSON.stringify(cold.reads));
+  assert.ok(cold.reads.filter((r) => r.path.includes("/objects/data/") && r.range).length >= 30);
+  // …and keeps them: the next one reads none again.
+  const again = await incremental();
+  assert.deepEqual(again.reads, []);
+  assert.ok((await Array.fromAsync(Deno.readDir(`${agentDir}/cache/trees`))).length >= 30);
+  assert.equal((await Deno.stat(`${agentDir}/cache`)).mode! & 0o777, 0o700);
 });
 
 /** Waits until the job reported progress past its start (the worker is reading). */

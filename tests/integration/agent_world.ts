@@ -18,6 +18,7 @@ import { restoreKey } from "../../domain/restore.ts";
 import { type Run, runKey } from "../../domain/runs.ts";
 import { createDataApi, localTargetResolver, serveDataApi } from "../../engine/bes/data_api.ts";
 import { createCertificate } from "../../engine/bes/tls.ts";
+import type { Backend } from "../../engine/repo/backend.ts";
 import { EngineClient, type EngineIdentity } from "../../engine/protocol/client.ts";
 import { generateKeyPair } from "../../engine/protocol/signing.ts";
 import { importTokenPublicKey } from "../../engine/protocol/token.ts";
@@ -42,24 +43,43 @@ export async function waitFor<T>(
 export interface AgentProcess {
   child: Deno.ChildProcess;
   output: string[];
-  stop(): Promise<void>;
+  /** Stops it (SIGTERM unless another signal is given) and waits until it exited. */
+  stop(signal?: Deno.Signal): Promise<void>;
 }
 
-export async function agentWorld(options: { recoveryKey?: boolean } = {}) {
+/** One request the data API received: method, path (object names percent-encoded) and Range header. */
+export interface DataRequest {
+  method: string;
+  path: string;
+  range: string | null;
+}
+
+export async function agentWorld(
+  options: {
+    recoveryKey?: boolean;
+    /** Keep the control plane's KV in a file (so `restartControlPlane` can start it again on the same data). */
+    kvFile?: boolean;
+    /** Route the BES's storage writes through `setStorageFault` (a storage fault hook). */
+    storageFaults?: boolean;
+  } = {},
+) {
   const tmp = await Deno.makeTempDir({ prefix: "cadres-agent-e2e-" });
-  const kv = await Deno.openKv(":memory:");
+  const kvPath = options.kvFile ? `${tmp}/control-plane.kv` : ":memory:";
+  let kv = await Deno.openKv(kvPath);
   const logs: string[] = [];
-  const app = createApp({
-    kv,
-    config: testConfig(),
-    clock: () => new Date(),
-    logger: createLogger("info", (line) => logs.push(line)),
-  });
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-    (req, info) => app.fetch(req, info),
-  );
-  const baseUrl = `http://127.0.0.1:${server.addr.port}`;
+  const newApp = () =>
+    createApp({
+      kv,
+      config: testConfig(),
+      clock: () => new Date(),
+      logger: createLogger("info", (line) => logs.push(line)),
+    });
+  let app = newApp();
+  const serveApp = (port: number) =>
+    Deno.serve({ hostname: "127.0.0.1", port, onListen: () => {} }, (req, info) => app.fetch(req, info));
+  let server = serveApp(0);
+  const appPort = server.addr.port;
+  const baseUrl = `http://127.0.0.1:${appPort}`;
   const now = () => new Date();
   const tenant = await createTenant(kv, "Acme", ["Ops"], now());
   const secret = tenant.secrets[0];
@@ -109,13 +129,47 @@ export async function agentWorld(options: { recoveryKey?: boolean } = {}) {
   const targetRoot = `${tmp}/target`;
   await Deno.mkdir(targetRoot, { recursive: true });
   const roots: Record<string, string> = {};
-  const dataApi = createDataApi({
-    besId: bes.id,
-    tokenPublicKey: importTokenPublicKey(regBody.tokenPublicKey),
-    resolveRepository: (r) => localTargetResolver(roots)(r),
-    log: (m) => logs.push(m),
-  });
-  let dataServer = serveDataApi(dataApi, {
+  const resolveLocal = localTargetResolver(roots);
+  let storageFault: ((name: string) => Error | null) | null = null;
+  let dataClockSkewMs = 0;
+  const newDataApi = () =>
+    createDataApi({
+      besId: bes.id,
+      now: () => new Date(Date.now() + dataClockSkewMs),
+      tokenPublicKey: importTokenPublicKey(regBody.tokenPublicKey),
+      resolveRepository: async (r) => {
+        const backend = await resolveLocal(r);
+        if (!backend || !options.storageFaults) return backend;
+        // The storage as the BES sees it, whose writes fail with the error `storageFault` gives.
+        const faulty: Backend = {
+          location: backend.location,
+          list: (prefix) => backend.list(prefix),
+          get: (name, range) => backend.get(name, range),
+          put: async (name, data) => {
+            const error = storageFault?.(name);
+            if (error) throw error;
+            await backend.put(name, data);
+          },
+          delete: (name) => backend.delete(name),
+          exists: (name) => backend.exists(name),
+        };
+        return faulty;
+      },
+      log: (m) => logs.push(m),
+    });
+  let dataApi = newDataApi();
+  // Every request the data API answers is recorded; `dataFault` may answer one instead (a fault hook).
+  const dataRequests: DataRequest[] = [];
+  let dataFault: ((req: Request) => Response | null | Promise<Response | null>) | null = null;
+  const dataFetch = async (req: Request) => {
+    dataRequests.push({
+      method: req.method,
+      path: new URL(req.url).pathname,
+      range: req.headers.get("range"),
+    });
+    return (await dataFault?.(req)) ?? await dataApi.fetch(req);
+  };
+  let dataServer = serveDataApi({ fetch: dataFetch }, {
     hostname: "127.0.0.1",
     port: dataPort,
     certificate: cert,
@@ -130,11 +184,33 @@ export async function agentWorld(options: { recoveryKey?: boolean } = {}) {
   assert.equal(target.status, 201, target.text);
   roots[target.body.id] = targetRoot;
 
+  /** Adds a Local target of the BES at `root` (a folder the test made). */
+  const addTarget = async (name: string, root: string) => {
+    const res = await api("POST", "/api/v1/storage", {
+      name,
+      besId: bes.id,
+      type: "local",
+      config: { path: root },
+    });
+    assert.equal(res.status, 201, res.text);
+    roots[res.body.id] = root;
+    return res.body.id as string;
+  };
+
   const agents: AgentProcess[] = [];
-  /** Starts the agent as a subprocess. */
-  const startAgent = (dataDir: string, args: string[] = []): AgentProcess => {
-    const child = new Deno.Command(Deno.execPath(), {
+  /**
+   * Starts the agent as a subprocess; `wrapper` is a command it runs under (e.g. `setpriv` dropping
+   * capabilities), `hostname` the host name it enrolls with.
+   */
+  const startAgent = (
+    dataDir: string,
+    args: string[] = [],
+    opts: { wrapper?: string[]; hostname?: string } = {},
+  ): AgentProcess => {
+    const [cmd, ...prefix] = [...(opts.wrapper ?? []), Deno.execPath()];
+    const child = new Deno.Command(cmd, {
       args: [
+        ...prefix,
         "run",
         "--allow-all",
         "--no-prompt",
@@ -147,7 +223,7 @@ export async function agentWorld(options: { recoveryKey?: boolean } = {}) {
         "--data",
         dataDir,
         "--hostname",
-        "web01.acme.example",
+        opts.hostname ?? "web01.acme.example",
         "--ip",
         "127.0.0.1",
         "--poll-seconds",
@@ -170,9 +246,9 @@ export async function agentWorld(options: { recoveryKey?: boolean } = {}) {
     const proc: AgentProcess = {
       child,
       output,
-      async stop() {
+      async stop(signal: Deno.Signal = "SIGTERM") {
         try {
-          child.kill("SIGTERM");
+          child.kill(signal);
         } catch {
           // ended
         }
@@ -212,8 +288,13 @@ export async function agentWorld(options: { recoveryKey?: boolean } = {}) {
 
   return {
     tmp,
-    kv,
-    app,
+    get kv() {
+      return kv;
+    },
+    get app() {
+      return app;
+    },
+    kvPath,
     logs,
     baseUrl,
     secret,
@@ -224,9 +305,26 @@ export async function agentWorld(options: { recoveryKey?: boolean } = {}) {
     besClient: client,
     dataUrl,
     cert,
-    dataApi,
+    get dataApi() {
+      return dataApi;
+    },
     targetRoot,
     targetId: target.body.id as string,
+    addTarget,
+    /** The requests the data API received so far (clear it to count from a point on). */
+    dataRequests,
+    /** Sets the data API's clock ahead (or back) of the real one by `ms` (token expiry, lock staleness). */
+    setDataClockSkew(ms: number) {
+      dataClockSkewMs = ms;
+    },
+    /** Makes the BES's storage writes fail with the error returned for an object (needs `storageFaults`). */
+    setStorageFault(fault: typeof storageFault) {
+      storageFault = fault;
+    },
+    /** Answers data API requests before the BES does when it returns a response (null: the BES answers). */
+    setDataFault(fault: typeof dataFault) {
+      dataFault = fault;
+    },
     startAgent,
     enrolledHost,
     finishedRun,
@@ -236,14 +334,33 @@ export async function agentWorld(options: { recoveryKey?: boolean } = {}) {
     async stopDataApi() {
       await dataServer.shutdown();
     },
-    startDataApi() {
-      dataServer = serveDataApi(dataApi, { hostname: "127.0.0.1", port: dataPort, certificate: cert });
+    /** Starts the data API again; `fresh`: as a new BES process (no writer locks held in memory). */
+    startDataApi(opts: { fresh?: boolean } = {}) {
+      if (opts.fresh) dataApi = newDataApi();
+      dataServer = serveDataApi({ fetch: dataFetch }, {
+        hostname: "127.0.0.1",
+        port: dataPort,
+        certificate: cert,
+      });
+    },
+    /**
+     * Restarts the control plane: stops its server, closes its KV, then opens the same KV file and serves a
+     * new app on the same port after `downMs` (needs `kvFile`).
+     */
+    async restartControlPlane(downMs = 0) {
+      if (kvPath === ":memory:") throw new Error("restartControlPlane needs agentWorld({ kvFile: true })");
+      await server.shutdown();
+      kv.close();
+      await new Promise((r) => setTimeout(r, downMs));
+      kv = await Deno.openKv(kvPath);
+      app = newApp();
+      server = serveApp(appPort);
     },
     async [Symbol.asyncDispose]() {
       for (const a of agents) await a.stop();
       await dataApi.close();
       await dataServer.shutdown().catch(() => {});
-      await server.shutdown();
+      await server.shutdown().catch(() => {});
       kv.close();
       await Deno.remove(tmp, { recursive: true }).catch(() => {});
     },
