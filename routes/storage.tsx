@@ -604,7 +604,7 @@ async function targetPage(
                   <dt>Thresholds</dt>
                   <dd>alert {target.alertThreshold}% · critical {target.criticalThreshold}%</dd>
                   <dt>Last report</dt>
-                  <dd>{formatTime(cap.at)} ({formatAge(cap.at, now)})</dd>
+                  <dd>{formatAge(cap.at, now)}</dd>
                 </dl>
               )
               : (

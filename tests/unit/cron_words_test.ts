@@ -78,7 +78,10 @@ function item(min: number, max: number) {
 function field(min: number, max: number) {
   return fc.oneof(
     { weight: 2, arbitrary: fc.constant("*") },
-    { weight: 3, arbitrary: fc.array(item(min, max), { minLength: 1, maxLength: 3 }).map((a) => a.join(",")) },
+    {
+      weight: 3,
+      arbitrary: fc.array(item(min, max), { minLength: 1, maxLength: 3 }).map((a) => a.join(",")),
+    },
   );
 }
 
