@@ -466,7 +466,7 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
     case "heatmap": {
       const { offset } = HeatmapQuery.parse(c.req.query());
       const { rows, total, dayLabels } = await readHeatmap(kv, actor, now, { offset, limit: 15 });
-      if (!rows.length) return renderToString(<Empty text="No backup policies yet" />);
+      if (!rows.length) return renderToString(<Empty text="No backup policies yet" quiet />);
       return renderToString(<Heatmap rows={rows} dayLabels={dayLabels} total={total} offset={offset} />);
     }
   }

@@ -1,11 +1,12 @@
 /**
  * The first run: the page setup ends on (signed in, the first organization's registration secret shown
  * once, the account recovery key, the commands that start a BES and an agent on this machine, live ticks
- * as they connect) and its GET twin at /backup/getting-started, which shows the same steps without the
- * secret (it exists only in the setup answer) and works without JavaScript through its Refresh link.
+ * as they connect, then on to the dashboard's checklist) and its GET twin at /backup/getting-started,
+ * which shows the same steps without the secret (it exists only in the setup answer) and works without
+ * JavaScript through its Refresh link.
  */
 import { Hono } from "hono";
-import { GETTING_STARTED_PATH, SetupChecklist, startCommands } from "../components/getting_started.tsx";
+import { GETTING_STARTED_PATH, startCommands } from "../components/getting_started.tsx";
 import { Island } from "../components/Island.tsx";
 import { Csrf, formatTime, PageHeader } from "../components/ui.tsx";
 import { readSetupProgress, type SetupProgress } from "../domain/getting_started.ts";
@@ -169,9 +170,12 @@ export function FirstRunPage(props: FirstRunProps) {
           </p>
         </li>
       </ol>
-      <SetupChecklist progress={p} manage={props.manage} title="Then: the checklist to a first backup" />
       <p>
-        <a class="btn" href="/backup/dashboard">Go to the dashboard</a>
+        Then the dashboard's getting-started checklist leads on: a storage target, a policy, the host assigned
+        to it, and the first backup.
+      </p>
+      <p>
+        <a class="btn btn--primary" href="/backup/dashboard">Continue on the dashboard</a>
       </p>
     </>
   );

@@ -1139,7 +1139,7 @@ restoreRoutes.post("/points/:restorePointId/bmr", requires("backup.restore"), as
         }
       />
       <p class="notice notice--warn" data-testid="bmr-once">
-        Copy the token now: it is shown only this once and cannot be shown again. It expires at{" "}
+        Copy the token now: it is shown only this once and cannot be shown again. It expires{" "}
         {formatTime(created.expiresAt)} and works for one boot.
       </p>
       <Island
