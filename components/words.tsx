@@ -1,4 +1,5 @@
 /** Plain words for the system's internal states (a reader should never meet `storage_critical`). */
+import { readCron } from "../domain/cron_words.ts";
 import { Badge } from "./ui.tsx";
 
 /** Why the system paused a policy, in words. */
@@ -22,4 +23,16 @@ export function PausedBadge(props: { reason: string; targetId?: string | null })
       )}
     </span>
   );
+}
+
+/** A schedule in words beside its expression, shown once: only the expression when it cannot be read. */
+export function CronReading(props: { expression: string }) {
+  const words = readCron(props.expression);
+  return words
+    ? (
+      <>
+        {words} <code>{props.expression}</code>
+      </>
+    )
+    : <code>{props.expression}</code>;
 }

@@ -2,7 +2,7 @@
 import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { Island } from "../components/Island.tsx";
-import { PausedBadge } from "../components/words.tsx";
+import { CronReading, PausedBadge } from "../components/words.tsx";
 import {
   Badge,
   Csrf,
@@ -641,20 +641,14 @@ async function policyPage(c: Context<AppEnv>, p: Policy, runNow: RunNowRefusal |
               </dd>
               <dt>Full</dt>
               <dd>
-                {describeCron(p.fullSchedule)} <code>{p.fullSchedule}</code> ({p.timeZone})
+                <CronReading expression={p.fullSchedule} /> ({p.timeZone})
               </dd>
               <dt>Incremental</dt>
               <dd>
-                {p.incrementalSchedule
-                  ? (
-                    <>
-                      {describeCron(p.incrementalSchedule)} <code>{p.incrementalSchedule}</code>
-                    </>
-                  )
-                  : "—"}
+                {p.incrementalSchedule ? <CronReading expression={p.incrementalSchedule} /> : "—"}
               </dd>
               <dt>Synthetic full</dt>
-              <dd>{p.syntheticFullSchedule ? describeCron(p.syntheticFullSchedule) : "—"}</dd>
+              <dd>{p.syntheticFullSchedule ? <CronReading expression={p.syntheticFullSchedule} /> : "—"}</dd>
               <dt>Next full runs</dt>
               <dd>
                 <ul class="inline-list">
