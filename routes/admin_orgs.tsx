@@ -2,6 +2,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { Island } from "../components/Island.tsx";
+import { startCommands } from "../components/getting_started.tsx";
 import {
   Csrf,
   EmptyState,
@@ -211,7 +212,8 @@ function OrgForm(
   );
 }
 
-function SecretOnce(props: { org: Org; secret: string; rotated: boolean }) {
+function SecretOnce(props: { org: Org; secret: string; rotated: boolean; baseUrl: string }) {
+  const commands = startCommands(props.baseUrl, props.secret);
   return (
     <>
       <PageHeader
@@ -227,6 +229,9 @@ function SecretOnce(props: { org: Org; secret: string; rotated: boolean }) {
         component={CopySecret}
         props={{ label: "Registration secret", secret: props.secret }}
       />
+      <p>It goes into the commands that start a backup engine (BES) or an agent of {props.org.name}:</p>
+      <pre class="command" data-testid="command-bes"><code>{commands.bes}</code></pre>
+      <pre class="command" data-testid="command-agent"><code>{commands.agent}</code></pre>
       <p>
         <a class="btn" href={`/admin/orgs/${props.org.id}`}>Done</a>
       </p>
@@ -264,7 +269,12 @@ adminOrgRoutes.post("/new", requires("admin"), async (c) => {
         clock(),
       );
       noStore(c);
-      return render(c, "Organization created", <SecretOnce org={org} secret={secret} rotated={false} />, 200);
+      return render(
+        c,
+        "Organization created",
+        <SecretOnce org={org} secret={secret} rotated={false} baseUrl={c.get("deps").config.baseUrl} />,
+        200,
+      );
     } catch (e) {
       if (!(e instanceof ValidationError)) throw e;
       errors = e.fields;
@@ -387,5 +397,9 @@ adminOrgRoutes.post("/:orgId/rotate", requires("admin"), async (c) => {
   const { kv, clock } = c.get("deps");
   const { org, secret } = await rotateOrgSecret(kv, c.get("actor")!, c.req.param("orgId"), clock());
   noStore(c);
-  return render(c, "Secret rotated", <SecretOnce org={org} secret={secret} rotated />);
+  return render(
+    c,
+    "Secret rotated",
+    <SecretOnce org={org} secret={secret} rotated baseUrl={c.get("deps").config.baseUrl} />,
+  );
 });
