@@ -18,6 +18,7 @@ import {
   type Server,
   signIn,
   startServer,
+  waitFor,
 } from "./harness.ts";
 
 const ADMIN = {
@@ -152,6 +153,27 @@ Deno.test("first run: from the setup link to the checklist ticking “BES regist
       ]);
       await page.goto("/backup/dashboard");
       await screenshot(page, "first-run-03-dashboard-checklist");
+    });
+
+    await t.step("a section refreshes in place from its fragment", async () => {
+      const engines = page.locator("#section-engines [data-section-state]");
+      await page.locator("#section-engines [data-island=DashboardSection][data-hydrated=true]").waitFor();
+      assert.match(await engines.innerText(), /1\s+BES online/);
+      const second = await client.registerBes(secret, {
+        name: "bes-second",
+        hostname: "bes-second.local",
+        ipAddress: "127.0.0.3",
+      });
+      assert.equal(second.response.status, 201);
+      assert.equal((await client.heartbeat(second.identity, METRICS)).status, 200);
+      await page.evaluate(() => (document.body.dataset.marker = "same page"));
+      await page.getByRole("link", { name: "Refresh Backup engines" }).click();
+      await waitFor(
+        "the engines section to show 2 BES online",
+        async () => /2\s+BES online/.test(await engines.innerText()),
+        15_000,
+      );
+      assert.equal(await page.evaluate(() => document.body.dataset.marker), "same page", "no reload");
     });
 
     const problems = browser.unexpectedProblems();
