@@ -36,12 +36,14 @@ import {
   verificationFailuresQueue,
 } from "../domain/dashboard.ts";
 import { hasStorageTargets, readSetupProgress } from "../domain/getting_started.ts";
+import { getRecoveryKey } from "../domain/recovery_keys.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { can } from "../domain/rbac.ts";
 import { retrySingleRun } from "../domain/run_retry.ts";
 import { STORAGE_CHECKS, type StorageCheck, TARGET_TYPE_LABELS } from "../domain/storage.ts";
 import DashboardSection, { type Props as DashboardSectionProps } from "../islands/DashboardSection.tsx";
 import { requires } from "./access.ts";
+import { RECOVERY_KEY_PATH } from "./admin_recovery_key.tsx";
 import type { AppEnv } from "./env.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 import { STORAGE_CHECK_SEGMENTS, storageCheckHandler } from "./storage_checks.ts";
@@ -67,13 +69,18 @@ type SectionName = (typeof SECTIONS)[number]["name"];
 dashboardRoutes.get("/backup/dashboard", requires("backup.view"), async (c) => {
   const { kv, clock, logger } = c.get("deps");
   const actor = c.get("actor")!;
-  const [sections, progress] = await Promise.all([
+  // An all-scope administrator who has not created the account recovery key yet is reminded here.
+  const keyMissing = can(actor, "admin") && actor.orgScope === "all"
+    ? getRecoveryKey(kv, actor.accountId!).then((k) => k === null, () => false)
+    : Promise.resolve(false);
+  const [sections, progress, recoveryKeyMissing] = await Promise.all([
     Promise.all(SECTIONS.map((s) => renderSection(c, s.name))),
     // The checklist is a guide, not a data source to alarm about: when it fails, the page goes without it.
     readSetupProgress(kv, actor, clock()).catch((error) => {
       logger.log("error", "getting_started_failed", { requestId: c.get("requestId"), error: String(error) });
       return null;
     }),
+    keyMissing,
   ]);
   return render(
     c,
@@ -83,6 +90,12 @@ dashboardRoutes.get("/backup/dashboard", requires("backup.view"), async (c) => {
         title="Dashboard"
         subtitle="Exceptions first: what failed, what is at risk, what needs a look."
       />
+      {recoveryKeyMissing && (
+        <p class="notice notice--warn" data-testid="recovery-key-missing">
+          The account recovery key has not been created yet: without it, the backups cannot be opened if the
+          control plane is lost. <a href={RECOVERY_KEY_PATH}>Create and download it</a>
+        </p>
+      )}
       {progress && !progress.complete && (
         <SetupChecklist progress={progress} manage={can(actor, "backup.manage")} />
       )}

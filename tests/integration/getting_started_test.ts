@@ -17,6 +17,7 @@ import { createLogger } from "../../domain/log.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { applyJobOutcome, runSchedulerTick } from "../../domain/runs.ts";
+import { createRecoveryKey } from "../../domain/recovery_keys.ts";
 import { issueSetupToken } from "../../domain/setup.ts";
 import { createTarget } from "../../domain/storage.ts";
 import type { Org } from "../../domain/types.ts";
@@ -323,4 +324,30 @@ Deno.test("the runs list filters by status and end time, in scope", async () => 
   const bad = await browser.get("/api/v1/runs?endedAfter=yesterday");
   assert.equal(bad.status, 422);
   assertIncludes(await bad.text(), "endedAfter");
+});
+
+Deno.test("the dashboard reminds an all-scope administrator to create the account recovery key until it exists", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { app, clock } = testApp(kv);
+  const tenant = await createTenant(kv, "Acme", ["Ops"], clock.now());
+  const adminUser = await addUser(kv, tenant, "admin@acme.example", "admin", "all", clock.now());
+  const admin = new Browser(app);
+  await signInAs(admin, kv, adminUser, clock.now());
+  const operator = new Browser(app);
+  await signInAs(
+    operator,
+    kv,
+    await addUser(kv, tenant, "op@acme.example", "operator", "all", clock.now()),
+    clock.now(),
+  );
+  const before = await (await admin.get("/backup/dashboard")).text();
+  assertIncludes(before, 'data-testid="recovery-key-missing"');
+  assertIncludes(before, 'href="/admin/recovery-key"');
+  assertExcludes(
+    await (await operator.get("/backup/dashboard")).text(),
+    'data-testid="recovery-key-missing"',
+    "a reminder only for who can act on it",
+  );
+  await createRecoveryKey(kv, userActor(adminUser), tenant.account.id, clock.now());
+  assertExcludes(await (await admin.get("/backup/dashboard")).text(), 'data-testid="recovery-key-missing"');
 });
