@@ -44,6 +44,20 @@ async function recordsInScope<T extends { accountId: string; orgId: string | nul
   return (await getManyValues<T>(kv, keys)).filter((r) => inScope(actor, r));
 }
 
+/** The ids of the policies in scope: the account's index alone for a whole-account scope, else the records. */
+async function policyIdsInScope(kv: Deno.Kv, actor: Actor): Promise<string[]> {
+  if (actor.orgScope === "all") {
+    const ids: string[] = [];
+    for await (const e of kv.list<string>({ prefix: ["policies_by_account", actor.accountId!] })) {
+      ids.push(e.value);
+    }
+    return ids;
+  }
+  return (await recordsInScope<Policy>(kv, actor, "policies_by_account", (id) => ["policies", id])).map((p) =>
+    p.id
+  );
+}
+
 /** Whether `prefix` holds an entry whose value (an org id, "-" for account-level) is in the actor's scope. */
 async function anyInScope(kv: Deno.Kv, actor: Actor, prefix: Deno.KvKey, limit = 50): Promise<boolean> {
   for await (const e of kv.list<string>({ prefix }, { limit })) {
@@ -72,7 +86,7 @@ export async function readSetupProgress(kv: Deno.Kv, actor: Actor, now: Date): P
   const [engines, targets, policies] = await Promise.all([
     recordsInScope<Engine>(kv, actor, "engines_by_account", engineKey),
     recordsInScope<StorageTarget>(kv, actor, "storage_targets_by_account", targetKey),
-    recordsInScope<Policy>(kv, actor, "policies_by_account", (id) => ["policies", id]),
+    policyIdsInScope(kv, actor),
   ]);
   const live = engines.filter((e) => e.status !== "deleting");
   const online =
@@ -97,8 +111,8 @@ export async function readSetupProgress(kv: Deno.Kv, actor: Actor, now: Date): P
   let firstBackup = false;
   for (let i = 0; i < policies.length && !firstBackup; i += 10) {
     const found = await Promise.all(
-      policies.slice(i, i + 10).map(async (p) =>
-        !(await kv.list({ prefix: ["restore_points_by_policy", p.id] }, { limit: 1 }).next()).done
+      policies.slice(i, i + 10).map(async (id) =>
+        !(await kv.list({ prefix: ["restore_points_by_policy", id] }, { limit: 1 }).next()).done
       ),
     );
     firstBackup = found.some(Boolean);
