@@ -42,6 +42,8 @@ import { healthPages } from "./routes/health_pages.tsx";
 import { selfBackupApi, selfBackupPages } from "./routes/self_backup.tsx";
 import { authenticate, csrf, requestContext, securityHeaders } from "./routes/middleware.ts";
 import { dashboardRoutes } from "./routes/dashboard.tsx";
+import { gettingStartedRoutes } from "./routes/getting_started.tsx";
+import { runListRoutes } from "./routes/runs_list.tsx";
 import { protectedRoutes } from "./routes/protected.tsx";
 import { policyRoutes } from "./routes/policies.tsx";
 import { policySectionRoutes } from "./routes/policy_sections.tsx";
@@ -131,6 +133,7 @@ export function createApp(options: AppOptions) {
   app.route("/", metricsRoutes);
   app.route("/", authRoutes);
   app.route("/", dashboardRoutes);
+  app.route("/", gettingStartedRoutes);
   app.route("/", protectedRoutes);
   app.route("/backup/engines", engineRoutes);
   app.route("/backup/storage", storageRoutes);
@@ -140,6 +143,7 @@ export function createApp(options: AppOptions) {
   app.route("/backup", policySectionRoutes);
   app.route("/backup/hosts", hostRoutes);
   app.route("/backup/jobs", jobRoutes);
+  app.route("/backup/runs", runListRoutes);
   app.route("/backup/runs", runRoutes);
   app.route("/backup/platforms", platformRoutes);
   app.route("/backup/restore", restoreRoutes);

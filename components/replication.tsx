@@ -93,7 +93,7 @@ export function ReplicationTable(props: { rows: ReplicationView[]; showPoint?: b
               <td class="nowrap">{formatTime(r.queuedAt)}</td>
               <td class="nowrap">
                 {r.status === "running"
-                  ? `running (last report ${formatTime(r.updatedAt)})`
+                  ? <>running (last report {formatTime(r.updatedAt)})</>
                   : formatTime(r.endedAt)}
               </td>
               <td class="nowrap">{r.status === "pending" ? "—" : formatBytes(r.bytes)}</td>

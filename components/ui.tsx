@@ -1,8 +1,12 @@
 /** Small server-rendered building blocks: headers, badges, tables, empty states, forms, pagers. */
-import type { ComponentChildren } from "preact";
+import type { ComponentChildren, JSX } from "preact";
+import { useContext } from "preact/hooks";
+import { absoluteTime, NowContext, Time } from "./time.tsx";
 import type { FieldErrors } from "../domain/errors.ts";
 
-export function PageHeader(props: { title: string; subtitle?: string; actions?: ComponentChildren }) {
+export function PageHeader(
+  props: { title: string; subtitle?: ComponentChildren; actions?: ComponentChildren },
+) {
   return (
     <div class="page-header">
       <div>
@@ -131,10 +135,12 @@ export function SortHeader(
   );
 }
 
-/** Formats an ISO time as `YYYY-MM-DD HH:MM UTC` (stable for operators across zones). */
-export function formatTime(iso: string | null | undefined): string {
-  if (!iso) return "—";
-  return iso.replace("T", " ").slice(0, 16) + " UTC";
+/**
+ * Shows an ISO time the one way times are shown: relative and absolute ("6 min ago · 05:05 UTC"), the
+ * full time on hover (components/time.tsx; "now" is the request's clock). For text, use `timeText`.
+ */
+export function formatTime(iso: string | null | undefined): JSX.Element {
+  return <Time iso={iso} />;
 }
 
 const UNITS = ["B", "KB", "MB", "GB", "TB", "PB", "EB"];
@@ -151,7 +157,6 @@ export function formatBytes(bytes: number | null | undefined): string {
   return `${bytes < 0 ? "-" : ""}${unit === 0 ? value : value.toFixed(1)} ${UNITS[unit]}`;
 }
 
-/** "3 min ago" style age of a time relative to `now`. */
 /** "3 d 4 h" / "5 h 12 min" / "40 min" */
 export function formatDuration(ms: number): string {
   const minutes = Math.floor(ms / 60_000);
@@ -163,20 +168,30 @@ export function formatDuration(ms: number): string {
   return `${m} min`;
 }
 
-export function formatAge(iso: string | null | undefined, now: Date): string {
-  if (!iso) return "never";
-  const s = Math.round((now.getTime() - Date.parse(iso)) / 1000);
-  if (s < 0) return "just now";
-  if (s < 60) return `${s} s ago`;
-  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
-  if (s < 86_400) return `${Math.floor(s / 3600)} h ago`;
-  return `${Math.floor(s / 86_400)} d ago`;
+/** A time that may never have happened (a last heartbeat): the `Time` at `now`, or "never". */
+export function formatAge(iso: string | null | undefined, now: Date): JSX.Element {
+  return <Time iso={iso} now={now} empty="never" />;
 }
 
-/** A small inline SVG line of values (0–max), server-rendered; no script, no inline style. */
+/**
+ * A small inline SVG line of values (0–max), server-rendered; no script, no inline style. With `from`
+ * and `to` (ISO times of the first and last value) the time axis is labelled under the line; `stale`
+ * marks values that are no longer current (their source went silent).
+ */
 export function Sparkline(
-  props: { values: number[]; max?: number; label: string; width?: number; height?: number },
+  props: {
+    values: number[];
+    max?: number;
+    label: string;
+    width?: number;
+    height?: number;
+    from?: string;
+    to?: string;
+    stale?: boolean;
+  },
 ) {
+  const contextNow = useContext(NowContext);
+  const now = contextNow ?? new Date();
   const width = props.width ?? 160;
   const height = props.height ?? 32;
   const values = props.values;
@@ -186,14 +201,17 @@ export function Sparkline(
     `${(i * step).toFixed(1)},${(height - (v / max) * (height - 2) - 1).toFixed(1)}`
   );
   const last = values.at(-1);
+  const axis = (iso: string) => absoluteTime(new Date(iso), now);
   return (
-    <figure class="spark">
+    <figure class={props.stale ? "spark spark--stale" : "spark"}>
       <svg
         width={width}
         height={height}
         viewBox={`0 0 ${width} ${height}`}
         role="img"
-        aria-label={props.label}
+        aria-label={props.from && props.to
+          ? `${props.label} from ${axis(props.from)} to ${axis(props.to)}`
+          : props.label}
       >
         {values.length > 1
           ? <polyline points={points.join(" ")} fill="none" stroke="currentColor" stroke-width="1.5" />
@@ -208,8 +226,20 @@ export function Sparkline(
             />
           )}
       </svg>
+      {props.from && props.to && (
+        <div class="spark-axis" aria-hidden="true">
+          <span>{axis(props.from)}</span>
+          <span>{axis(props.to)}</span>
+        </div>
+      )}
       <figcaption>
-        {props.label} {last !== undefined ? <strong>{Math.round(last * 10) / 10}</strong> : "no data"}
+        {props.label} {last !== undefined
+          ? (
+            <>
+              {props.stale ? "last reported" : "now"} <strong>{Math.round(last * 10) / 10}</strong>
+            </>
+          )
+          : "no data"}
       </figcaption>
     </figure>
   );

@@ -1,7 +1,8 @@
 /**
  * Cron rules for policy schedules (croner): standard 5-field expressions only (minute resolution, so
  * nothing can fire every second) that fire at least once, plus the pure helpers the form and the cron
- * island use: the next runs and a plain-words reading (the longest gap and the RPO are in cron_gaps.ts).
+ * island use: the next runs and, from cron_words.ts, a plain-words reading (the longest gap and the RPO are
+ * in cron_gaps.ts).
  * No zod here, so the island can share it (DESIGN's "islands import only types" has this one exception: pure rules).
  */
 import { Cron } from "croner";
@@ -37,28 +38,5 @@ export function nextRuns(expression: string, from: Date, count = 5, timeZone = "
   return r.ok ? r.cron.nextRuns(count, from) : [];
 }
 
-const DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
-
-/** A plain-words reading of common patterns; falls back to the expression itself. */
-export function describeCron(expression: string): string {
-  const f = expression.trim().split(/\s+/);
-  if (f.length !== 5) return expression;
-  const [min, hour, dom, mon, dow] = f;
-  const time = /^\d+$/.test(min) && /^\d+$/.test(hour)
-    ? `at ${hour.padStart(2, "0")}:${min.padStart(2, "0")}`
-    : null;
-  const dayName = (d: string) => DAYS[Number(d) % 7];
-  if (time && dom === "*" && mon === "*") {
-    if (dow === "*") return `Every day ${time}`;
-    if (/^\d$/.test(dow)) return `Every ${dayName(dow)} ${time}`;
-    const range = /^(\d)-(\d)$/.exec(dow);
-    if (range) return `${dayName(range[1])} to ${dayName(range[2])} ${time}`;
-    if (/^\d(,\d)+$/.test(dow)) return `On ${dow.split(",").map(dayName).join(", ")} ${time}`;
-  }
-  if (time && /^\d+$/.test(dom) && mon === "*" && dow === "*") return `On day ${dom} of every month ${time}`;
-  const every = /^\*\/(\d+)$/.exec(hour);
-  if (/^\d+$/.test(min) && every && dom === "*" && mon === "*" && dow === "*") {
-    return `Every ${every[1]} hours at minute ${min}`;
-  }
-  return expression;
-}
+// The plain-words reading lives in its own module (steps, ranges, lists, names and croner's extensions).
+export { describeCron, readCron } from "./cron_words.ts";

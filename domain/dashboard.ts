@@ -211,15 +211,21 @@ export interface Activity {
   warning: number;
 }
 
+/** The start of "the last 24 hours" at `now`: the first of the 1,440 whole minutes up to the current one. */
+export function last24hStart(now: Date): Date {
+  return new Date(Math.floor(now.getTime() / MINUTE_MS) * MINUTE_MS - 1439 * MINUTE_MS);
+}
+
 /**
  * Backup runs that finished in the last 24 hours: the 1,440 whole minutes up to and including the
- * current one. Reads at most ~120 minute buckets and 24 hour buckets per org part, whatever the history.
+ * current one (from `last24hStart`). Reads at most ~120 minute buckets and 24 hour buckets per org part,
+ * whatever the history.
  */
 export async function readLast24h(kv: Deno.Kv, actor: Actor, now: Date): Promise<Activity> {
   const out: Activity = { success: 0, failed: 0, warning: 0 };
   if (!actor.accountId) return out;
   const endMinute = Math.floor(now.getTime() / MINUTE_MS) * MINUTE_MS;
-  const startMinute = endMinute - 1439 * MINUTE_MS;
+  const startMinute = last24hStart(now).getTime();
   const firstFullHour = Math.ceil(startMinute / HOUR_MS) * HOUR_MS;
   const currentHour = Math.floor(endMinute / HOUR_MS) * HOUR_MS;
   const iso = (ms: number) => new Date(ms).toISOString();
@@ -297,6 +303,14 @@ export async function failedBackupsQueue(kv: Deno.Kv, actor: Actor, limit = 10):
     policyName: names.policies.get(run.policyId) ?? "(deleted policy)",
     hostName: run.hostId ? names.hosts.get(run.hostId) ?? "(unknown host)" : null,
   }));
+}
+
+/** The policy (or platform job) and host names of some runs, by id. */
+export async function namesOfRuns(
+  kv: Deno.Kv,
+  runs: Pick<Run, "policyId" | "hostId">[],
+): Promise<{ policies: Map<string, string>; hosts: Map<string, string> }> {
+  return await namesOf(kv, runs.map((r) => r.policyId), runs.map((r) => r.hostId));
 }
 
 async function namesOf(kv: Deno.Kv, policyIds: string[], hostIds: (string | null)[]) {

@@ -1731,6 +1731,8 @@ export interface RunFilter {
   reason?: string;
   kind?: RunKind;
   trigger?: Run["trigger"];
+  /** Only runs that ended at or after this time (ISO 8601): the dashboard's "last 24 hours" links. */
+  endedAfter?: string;
 }
 
 /** Entries a single page may scan before it answers with what it has and a cursor to continue. */
@@ -1762,7 +1764,8 @@ export async function listRuns(
     (!filter.status || r.status === filter.status) &&
     (!filter.reason || r.error?.reason === filter.reason) &&
     (!filter.kind || r.kind === filter.kind) &&
-    (!filter.trigger || r.trigger === filter.trigger);
+    (!filter.trigger || r.trigger === filter.trigger) &&
+    (!filter.endedAfter || (r.endedAt !== null && Date.parse(r.endedAt) >= Date.parse(filter.endedAfter)));
   const iter = kv.list<Run | string>(selector, { reverse: true, batchSize: 500 });
   for await (const e of iter) {
     scanned++;

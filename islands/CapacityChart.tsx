@@ -60,7 +60,9 @@ export default function CapacityChart(props: Props) {
         <span class="hint" data-testid="chart-readout">
           {h
             ? `${h.day}: ${h.usagePercent}% (${bytes(h.usedBytes)} of ${bytes(h.totalBytes)})`
-            : `${days.length} ${days.length === 1 ? "day" : "days"}`}
+            : days.length
+            ? `${days.length} ${days.length === 1 ? "day" : "days"} of data`
+            : ""}
         </span>
       </div>
       {days.length === 0

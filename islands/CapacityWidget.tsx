@@ -4,6 +4,7 @@
  */
 import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
+import { Time } from "../components/time.tsx";
 
 export interface Row {
   id: string;
@@ -48,7 +49,7 @@ export default function CapacityWidget(props: Props) {
         const res = await fetch(props.url, { headers: { accept: "application/json" } });
         if (!res.ok) throw new Error(`Request failed: GET ${props.url}`);
         rows.value = (await res.json()).values;
-        updated.value = new Date().toLocaleTimeString();
+        updated.value = new Date().toISOString();
         failed.value = false;
       } catch {
         failed.value = true;
@@ -61,10 +62,12 @@ export default function CapacityWidget(props: Props) {
       <h2>
         Capacity now{" "}
         <span class="hint" data-testid="widget-updated">
-          {failed.value
-            ? "refresh failed; retrying"
-            : updated.value
-            ? `updated ${updated.value}`
+          {failed.value ? "refresh failed; retrying" : updated.value
+            ? (
+              <>
+                updated <Time iso={updated.value} />
+              </>
+            )
             : "live, every 30 s"}
         </span>
       </h2>
@@ -112,7 +115,9 @@ export default function CapacityWidget(props: Props) {
                   </td>
                   <td>{bytes(r.freeBytes)}</td>
                   <td>{r.growthBytesPerDay === null ? "—" : bytes(Math.round(r.growthBytesPerDay))}</td>
-                  <td>{r.estimatedFullAt ? r.estimatedFullAt.slice(0, 10) : "—"}</td>
+                  <td>
+                    <Time iso={r.estimatedFullAt} />
+                  </td>
                 </tr>
               ))}
             </tbody>

@@ -3,7 +3,7 @@
  * the operator's own time zone (the browser's; the server renders the same in UTC). Errors show live.
  */
 import { useComputed, useSignal } from "@preact/signals";
-import { compileCron, describeCron } from "../domain/cron_rules.ts";
+import { compileCron, readCron } from "../domain/cron_rules.ts";
 
 export interface Props {
   name: string;
@@ -43,7 +43,7 @@ export default function CronField(props: Props) {
       hour: "2-digit",
       minute: "2-digit",
     });
-    return { error: "", runs: r.cron.nextRuns(5).map((d) => fmt.format(d)), words: describeCron(v) };
+    return { error: "", runs: r.cron.nextRuns(5).map((d) => fmt.format(d)), words: readCron(v) ?? "" };
   });
   const id = `f-${props.name}`;
   const error = value.value !== props.value ? preview.value.error : (props.error ?? "");
@@ -61,11 +61,16 @@ export default function CronField(props: Props) {
         onInput={(e) => (value.value = (e.target as HTMLInputElement).value)}
       />
       {error && <p class="field-error">{error}</p>}
-      {!error && props.hint && !preview.value.words && <p class="hint">{props.hint}</p>}
-      {preview.value.words && (
+      {!error && props.hint && !preview.value.runs.length && <p class="hint">{props.hint}</p>}
+      {preview.value.runs.length > 0 && (
         <div class="cron-preview" data-testid={`cron-preview-${props.name}`}>
           <p class="hint">
-            <strong>{preview.value.words}</strong> ({props.scheduleZone}). Next runs in {zone.value}:
+            {preview.value.words && (
+              <>
+                <strong>{preview.value.words}</strong> ({props.scheduleZone}).{" "}
+              </>
+            )}
+            Next runs in {zone.value}:
           </p>
           <ol>
             {preview.value.runs.map((r) => <li key={r}>{r}</li>)}

@@ -12,6 +12,7 @@ import RestoreProgress from "./RestoreProgress.tsx";
 import RestoreSearch from "./RestoreSearch.tsx";
 import RetryJob from "./RetryJob.tsx";
 import SelectedPaths from "./SelectedPaths.tsx";
+import SetupTicks from "./SetupTicks.tsx";
 
 // deno-lint-ignore no-explicit-any
 export const ISLANDS: Record<string, ComponentType<any>> = {
@@ -27,4 +28,5 @@ export const ISLANDS: Record<string, ComponentType<any>> = {
   RestoreSearch,
   RetryJob,
   SelectedPaths,
+  SetupTicks,
 };

@@ -2,6 +2,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { Island } from "../components/Island.tsx";
+import { startCommands } from "../components/getting_started.tsx";
 import {
   Csrf,
   EmptyState,
@@ -129,7 +130,7 @@ function AccountSecretPanel(props: { issuedAt?: string }) {
         Engines registered with the account secret are{" "}
         <strong>account-scoped</strong>: they serve every organization, but cannot hold credentialed storage
         targets. {props.issuedAt
-          ? `Issued ${formatTime(props.issuedAt)}; it is stored only as a hash.`
+          ? <>Issued {formatTime(props.issuedAt)}; it is stored only as a hash.</>
           : "No account secret has been issued."}
       </p>
       <a class="btn" href="/admin/orgs/account-secret">
@@ -211,7 +212,8 @@ function OrgForm(
   );
 }
 
-function SecretOnce(props: { org: Org; secret: string; rotated: boolean }) {
+function SecretOnce(props: { org: Org; secret: string; rotated: boolean; baseUrl: string }) {
+  const commands = startCommands(props.baseUrl, props.secret);
   return (
     <>
       <PageHeader
@@ -227,6 +229,9 @@ function SecretOnce(props: { org: Org; secret: string; rotated: boolean }) {
         component={CopySecret}
         props={{ label: "Registration secret", secret: props.secret }}
       />
+      <p>It goes into the commands that start a backup engine (BES) or an agent of {props.org.name}:</p>
+      <pre class="command" data-testid="command-bes"><code>{commands.bes}</code></pre>
+      <pre class="command" data-testid="command-agent"><code>{commands.agent}</code></pre>
       <p>
         <a class="btn" href={`/admin/orgs/${props.org.id}`}>Done</a>
       </p>
@@ -264,7 +269,12 @@ adminOrgRoutes.post("/new", requires("admin"), async (c) => {
         clock(),
       );
       noStore(c);
-      return render(c, "Organization created", <SecretOnce org={org} secret={secret} rotated={false} />, 200);
+      return render(
+        c,
+        "Organization created",
+        <SecretOnce org={org} secret={secret} rotated={false} baseUrl={c.get("deps").config.baseUrl} />,
+        200,
+      );
     } catch (e) {
       if (!(e instanceof ValidationError)) throw e;
       errors = e.fields;
@@ -294,7 +304,7 @@ function OrgPage(props: { csrf: string; org: Org; name: string; errors?: FieldEr
   const { org } = props;
   return (
     <>
-      <PageHeader title={org.name} subtitle={`Created ${formatTime(org.createdAt)} · id ${org.id}`} />
+      <PageHeader title={org.name} subtitle={<>Created {formatTime(org.createdAt)} · id {org.id}</>} />
       <OrgForm
         csrf={props.csrf}
         action={`/admin/orgs/${org.id}`}
@@ -305,11 +315,15 @@ function OrgPage(props: { csrf: string; org: Org; name: string; errors?: FieldEr
       <section class="panel">
         <h2>Registration secret</h2>
         <p>
-          Last rotated{" "}
-          {formatTime(org.secretRotatedAt)}. The secret itself is stored only as a hash and is never shown
-          again; rotate it to issue a new one.
+          Backup engines and agents of this organization register with its secret. It is shown only when it is
+          issued — at setup, when the organization is created, or here — and stored only as a hash. Current
+          secret issued {formatTime(org.secretRotatedAt)}.
         </p>
-        <a class="btn" href={`/admin/orgs/${org.id}/rotate`}>Rotate secret…</a>
+        <p class="hint">
+          Don't have it at hand (for a new engine or agent)? Issue a new one: it is shown once, and engines
+          and agents already registered keep working.
+        </p>
+        <a class="btn" href={`/admin/orgs/${org.id}/rotate`}>Issue a new secret…</a>
       </section>
     </>
   );
@@ -353,18 +367,24 @@ adminOrgRoutes.get("/:orgId/rotate", requires("admin"), async (c) => {
   const org = await requireOrg(c.get("deps").kv, c.get("actor")!, c.req.param("orgId"));
   return render(
     c,
-    "Rotate secret",
+    "Issue a new secret",
     (
       <>
-        <PageHeader title={`Rotate the secret of ${org.name}?`} />
+        <PageHeader title={`Issue a new registration secret for ${org.name}?`} />
         <p>
-          The current secret stops working immediately. Engines and agents that are already registered keep
-          working (they sign their requests with their own keys); only new registrations need the new secret.
+          The new secret is shown once, on the next page, for you to copy into the <code>deno task bes</code>
+          {" "}
+          or <code>deno task agent</code> command of a new engine or agent.
+        </p>
+        <p>
+          Engines and agents that are already registered keep working: they sign their requests with their own
+          keys and never use the secret again. The secret issued {formatTime(org.secretRotatedAt)}{" "}
+          (wherever it was copied to) stops working for new registrations.
         </p>
         <form method="post" action={`/admin/orgs/${org.id}/rotate`} class="form">
           <Csrf token={c.get("csrfToken")} />
           <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Rotate secret</button>
+            <button type="submit" class="btn btn--danger">Issue a new secret</button>
             <a class="btn btn--ghost" href={`/admin/orgs/${org.id}`}>Cancel</a>
           </div>
         </form>
@@ -377,5 +397,9 @@ adminOrgRoutes.post("/:orgId/rotate", requires("admin"), async (c) => {
   const { kv, clock } = c.get("deps");
   const { org, secret } = await rotateOrgSecret(kv, c.get("actor")!, c.req.param("orgId"), clock());
   noStore(c);
-  return render(c, "Secret rotated", <SecretOnce org={org} secret={secret} rotated />);
+  return render(
+    c,
+    "Secret rotated",
+    <SecretOnce org={org} secret={secret} rotated baseUrl={c.get("deps").config.baseUrl} />,
+  );
 });

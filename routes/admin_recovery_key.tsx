@@ -2,7 +2,7 @@
  * Admin > Account recovery key (ENGINE.md §3 "Keys"): the page that asks the administrator to create
  * the account's recovery key pair, and the POST that creates it and answers with the private half as a
  * download — the only time it exists outside the administrator's hands (never stored, never shown
- * again). Setup sends the first administrator here after signing in.
+ * again). The first-run page (routes/getting_started.tsx) offers the same form right after setup.
  */
 import { Hono } from "hono";
 import { Csrf, formatTime, FormErrors, PageHeader } from "../components/ui.tsx";
@@ -14,7 +14,7 @@ import { render } from "./render.tsx";
 
 export const adminRecoveryKeyRoutes = new Hono<AppEnv>();
 
-/** Where setup sends the first administrator. */
+/** The recovery key page; its POST answers with the private half as a download. */
 export const RECOVERY_KEY_PATH = "/admin/recovery-key";
 
 function RecoveryKeyPage(

@@ -308,7 +308,7 @@ function EditPage(props: {
   const { user } = props;
   return (
     <>
-      <PageHeader title={user.name} subtitle={`${user.email} · created ${formatTime(user.createdAt)}`} />
+      <PageHeader title={user.name} subtitle={<>{user.email} · created {formatTime(user.createdAt)}</>} />
       <UserForm
         csrf={props.csrf}
         action={`/admin/users/${user.id}`}

@@ -13,6 +13,7 @@ import {
   storageHealthQueue,
   verificationFailuresQueue,
 } from "../domain/dashboard.ts";
+import { readSetupProgress } from "../domain/getting_started.ts";
 import {
   isRpoBreached,
   LAST_BACKUP_STATUSES,
@@ -220,5 +221,48 @@ apiV1Dashboard.openapi(
     const { rows, total, dayLabels } = await readHeatmap(kv, c.get("actor")!, clock(), { offset, limit });
     const next = offset + rows.length;
     return c.json({ values: rows, cursor: next < total ? String(next) : "", total, days: dayLabels }, 200);
+  },
+);
+
+const Done = z.boolean();
+
+apiV1Dashboard.openapi(
+  createRoute({
+    method: "get",
+    path: "/api/v1/dashboard/getting-started",
+    operationId: "getGettingStarted",
+    summary:
+      "The getting-started checklist in your scope: engine, storage, policy, host and first backup, each done or not, from real data",
+    tags: ["Dashboard"],
+    middleware: [requires("backup.view")] as const,
+    responses: {
+      200: ok(
+        "What is set up; `complete` once every step is done",
+        z.object({
+          at: z.string(),
+          engines: z.object({
+            registered: z.number().int().describe("Backup engines registered (any state but being deleted)"),
+            online: z.number().int().describe("Of those, heard from in the last 3 minutes"),
+          }),
+          targets: z.number().int(),
+          policies: z.number().int(),
+          hosts: z.object({
+            enrolled: z.boolean().describe("At least one agent is enrolled"),
+            unassigned: z.number().int().describe("Enrolled hosts not protected by any policy"),
+            assigned: z.boolean().describe("A host is assigned to a policy of an engine in scope"),
+          }),
+          firstBackup: z.boolean().describe("A policy in scope has a restore point"),
+          done: z.object({ engine: Done, storage: Done, policy: Done, host: Done, backup: Done }),
+          complete: z.boolean(),
+        }).openapi("GettingStarted"),
+      ),
+      ...denied,
+    },
+  }),
+  async (c) => {
+    const { kv, clock } = c.get("deps");
+    const now = clock();
+    c.header("Cache-Control", "no-store");
+    return c.json({ at: now.toISOString(), ...(await readSetupProgress(kv, c.get("actor")!, now)) }, 200);
   },
 );

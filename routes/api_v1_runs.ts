@@ -18,7 +18,7 @@ apiV1Runs.openapi(
     path: "/api/v1/runs",
     operationId: "listRuns",
     summary:
-      "Runs in your scope, newest first; filter by failure reason, status, kind, trigger, policy, host",
+      "Runs in your scope, newest first; filter by failure reason, status, kind, trigger, policy, host, end time",
     tags: ["Runs"],
     middleware: [requires("backup.view")] as const,
     request: {
@@ -30,6 +30,9 @@ apiV1Runs.openapi(
           .optional(),
         kind: z.enum(["full", "incremental", "synthetic_full"]).optional(),
         trigger: z.enum(["schedule", "manual", "retry", "pre_patch", "catch_up"]).optional(),
+        endedAfter: z.iso.datetime({ offset: true, error: "must be an ISO 8601 time" }).optional().openapi({
+          description: "Only runs that ended at or after this time, e.g. the dashboard's last 24 hours",
+        }),
         cursor: Id.optional(),
         limit: z.coerce.number().int().min(1, "must be 1–200").max(200, "must be 1–200").default(50),
       }),

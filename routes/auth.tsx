@@ -1,17 +1,18 @@
-/** Sign-in, sign-out and the first-run setup page. */
+/** Sign-in, sign-out and the first-run setup page (which ends signed in, on the first-run page). */
 import { Hono } from "hono";
 import { deleteCookie, getCookie, setCookie } from "hono/cookie";
-import { endSession, login, LoginInput } from "../domain/auth.ts";
+import { createSession, endSession, login, LoginInput, userActor } from "../domain/auth.ts";
 import type { FieldErrors } from "../domain/errors.ts";
 import { RateLimitError, UnauthorizedError } from "../domain/errors.ts";
 import { completeSetup, needsSetup, SetupInput } from "../domain/setup.ts";
 import { Csrf, Field, FormErrors } from "../components/ui.tsx";
 import { publicAccess } from "./access.ts";
-import { RECOVERY_KEY_PATH } from "./admin_recovery_key.tsx";
+import { readSetupProgress } from "../domain/getting_started.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
+import { FirstRunPage } from "./getting_started.tsx";
 import { SESSION_COOKIE } from "./middleware.ts";
-import { noStore, redirectWithNotice, render } from "./render.tsx";
+import { noStore, render } from "./render.tsx";
 
 export const authRoutes = new Hono<AppEnv>();
 
@@ -195,7 +196,7 @@ authRoutes.get("/setup", publicAccess(), async (c) => {
 });
 
 authRoutes.post("/setup", publicAccess(), async (c) => {
-  const { kv, clock } = c.get("deps");
+  const { kv, clock, config } = c.get("deps");
   if (!(await needsSetup(kv))) return c.redirect("/login", 303);
   noStore(c);
   const form = await readForm(c);
@@ -213,8 +214,10 @@ authRoutes.post("/setup", publicAccess(), async (c) => {
       422,
     );
   }
+  const now = clock();
+  let done: Awaited<ReturnType<typeof completeSetup>>;
   try {
-    await completeSetup(kv, parsed.data, clock());
+    done = await completeSetup(kv, parsed.data, now);
   } catch (error) {
     if (error instanceof UnauthorizedError) {
       return render(
@@ -226,10 +229,31 @@ authRoutes.post("/setup", publicAccess(), async (c) => {
     }
     throw error;
   }
-  // Signing in then leads to the account recovery key, the one step setup cannot do before a session.
-  return redirectWithNotice(
+  // Setup ends signed in, on the first-run page: the organization's secret exists only in this answer
+  // (stored as a hash), so the page is rendered here rather than after a redirect, and never cached.
+  const { user, org, orgSecret } = done;
+  const { cookie, session } = await createSession(kv, user, now, getCookie(c, SESSION_COOKIE));
+  setCookie(c, SESSION_COOKIE, cookie, {
+    httpOnly: true,
+    sameSite: "Lax",
+    secure: config.secureCookies,
+    path: "/",
+  });
+  const actor = userActor(user);
+  c.set("actor", actor);
+  c.set("csrfToken", session.csrfToken);
+  return render(
     c,
-    `/login?next=${encodeURIComponent(RECOVERY_KEY_PATH)}`,
-    "Setup complete. Sign in with the administrator you just created, then create the account recovery key.",
+    "Welcome",
+    <FirstRunPage
+      csrf={session.csrfToken}
+      baseUrl={config.baseUrl}
+      orgs={[{ id: org.id, name: org.name }]}
+      secret={{ orgName: org.name, value: orgSecret }}
+      recoveryKey={null}
+      progress={await readSetupProgress(kv, actor, now)}
+      manage
+      admin
+    />,
   );
 });

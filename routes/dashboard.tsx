@@ -1,14 +1,19 @@
 /**
- * Backup > Dashboard (guide, "Monitoring and Dashboard"). The page is a frame of sections; each
- * section is a server-rendered fragment at /backup/dashboard/sections/:name that the DashboardSection
- * island loads on its own, with its own loading and error state, so one failing data source never
- * blanks the others. Actions (retry, health check, integrity verify) need backup.manage and are not
- * rendered without it; deep links into Restore fail closed there for users without backup.restore.
+ * Backup > Dashboard (guide, "Monitoring and Dashboard"). The page renders every section on the server
+ * (it works without JavaScript), each on its own: a section whose data source fails shows its own error
+ * and the others render. Each section is also a fragment at /backup/dashboard/sections/:name, which the
+ * DashboardSection island refreshes from. Until everything is set up, a getting-started checklist leads
+ * (components/getting_started.tsx). Actions (retry, health check, integrity verify) need backup.manage
+ * and are not rendered without it; deep links into Restore fail closed there for users without
+ * backup.restore.
  */
 import { Hono } from "hono";
 import { z } from "zod";
 import type { Context } from "hono";
-import { renderToString } from "preact-render-to-string";
+import type { ComponentChildren } from "preact";
+import { renderToString as renderHtml } from "preact-render-to-string";
+import { GETTING_STARTED_PATH, SetupChecklist } from "../components/getting_started.tsx";
+import { NowContext } from "../components/time.tsx";
 import { Island } from "../components/Island.tsx";
 import {
   Badge,
@@ -21,6 +26,7 @@ import {
 } from "../components/ui.tsx";
 import {
   failedBackupsQueue,
+  last24hStart,
   readEngineStatus,
   readHeatmap,
   readLast24h,
@@ -29,12 +35,15 @@ import {
   storageHealthQueue,
   verificationFailuresQueue,
 } from "../domain/dashboard.ts";
+import { hasStorageTargets, readSetupProgress } from "../domain/getting_started.ts";
+import { getRecoveryKey } from "../domain/recovery_keys.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { can } from "../domain/rbac.ts";
 import { retrySingleRun } from "../domain/run_retry.ts";
 import { STORAGE_CHECKS, type StorageCheck, TARGET_TYPE_LABELS } from "../domain/storage.ts";
-import DashboardSection from "../islands/DashboardSection.tsx";
+import DashboardSection, { type Props as DashboardSectionProps } from "../islands/DashboardSection.tsx";
 import { requires } from "./access.ts";
+import { RECOVERY_KEY_PATH } from "./admin_recovery_key.tsx";
 import type { AppEnv } from "./env.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 import { STORAGE_CHECK_SEGMENTS, storageCheckHandler } from "./storage_checks.ts";
@@ -57,8 +66,23 @@ export const SECTIONS = [
 ] as const;
 type SectionName = (typeof SECTIONS)[number]["name"];
 
-dashboardRoutes.get("/backup/dashboard", requires("backup.view"), (c) =>
-  render(
+dashboardRoutes.get("/backup/dashboard", requires("backup.view"), async (c) => {
+  const { kv, clock, logger } = c.get("deps");
+  const actor = c.get("actor")!;
+  // An all-scope administrator who has not created the account recovery key yet is reminded here.
+  const keyMissing = can(actor, "admin") && actor.orgScope === "all"
+    ? getRecoveryKey(kv, actor.accountId!).then((k) => k === null, () => false)
+    : Promise.resolve(false);
+  const [sections, progress, recoveryKeyMissing] = await Promise.all([
+    Promise.all(SECTIONS.map((s) => renderSection(c, s.name))),
+    // The checklist is a guide, not a data source to alarm about: when it fails, the page goes without it.
+    readSetupProgress(kv, actor, clock()).catch((error) => {
+      logger.log("error", "getting_started_failed", { requestId: c.get("requestId"), error: String(error) });
+      return null;
+    }),
+    keyMissing,
+  ]);
+  return render(
     c,
     "Dashboard",
     <>
@@ -66,19 +90,62 @@ dashboardRoutes.get("/backup/dashboard", requires("backup.view"), (c) =>
         title="Dashboard"
         subtitle="Exceptions first: what failed, what is at risk, what needs a look."
       />
+      {recoveryKeyMissing && (
+        <p class="notice notice--warn" data-testid="recovery-key-missing">
+          The account recovery key has not been created yet: without it, the backups cannot be opened if the
+          control plane is lost. <a href={RECOVERY_KEY_PATH}>Create and download it</a>
+        </p>
+      )}
+      {progress && !progress.complete && (
+        <SetupChecklist progress={progress} manage={can(actor, "backup.manage")} />
+      )}
       <div class="dash-grid">
-        {SECTIONS.map((s) => (
-          <div key={s.name} class={`dash-cell dash-cell-${s.name}`} id={`section-${s.name}`}>
-            <Island
-              name="DashboardSection"
-              component={DashboardSection}
-              props={{ url: `/backup/dashboard/sections/${s.name}`, title: s.title, tone: s.tone }}
-            />
-          </div>
-        ))}
+        {SECTIONS.map((s, i) => {
+          const rendered = sections[i];
+          const props: DashboardSectionProps = {
+            url: `/backup/dashboard/sections/${s.name}`,
+            title: s.title,
+            tone: s.tone,
+            state: rendered.state,
+            ...(rendered.state === "error" ? { error: rendered.error } : {}),
+          };
+          return (
+            <div key={s.name} class={`dash-cell dash-cell-${s.name}`} id={`section-${s.name}`}>
+              <Island
+                name="DashboardSection"
+                component={DashboardSection}
+                props={props}
+                serverProps={rendered.state === "ready" ? { html: rendered.html } : {}}
+              />
+            </div>
+          );
+        })}
       </div>
     </>,
-  ));
+  );
+});
+
+type Rendered = { state: "ready"; html: string } | { state: "error"; error: string };
+
+/** Renders one section, or its error (logged) when its data source fails; scope errors propagate. */
+async function renderSection(c: Context<AppEnv>, name: SectionName): Promise<Rendered> {
+  try {
+    return { state: "ready", html: await section(c, name) };
+  } catch (error) {
+    if (error instanceof ForbiddenError || error instanceof NotFoundError) throw error;
+    c.get("deps").logger.log("error", "dashboard_section_failed", {
+      section: name,
+      requestId: c.get("requestId"),
+      error: String(error),
+    });
+    return {
+      state: "error",
+      error: `The ${name} data source failed (request ${
+        c.get("requestId")
+      }). The other sections are unaffected.`,
+    };
+  }
+}
 
 function Metric(props: { label: string; value: number; tone?: Tone; href?: string }) {
   const value = <span class={`metric-value${props.tone ? ` tone-${props.tone}` : ""}`}>{props.value}</span>;
@@ -90,8 +157,14 @@ function Metric(props: { label: string; value: number; tone?: Tone; href?: strin
   );
 }
 
-function Empty(props: { text: string }) {
-  return <p class="dash-empty">{props.text}</p>;
+/** An empty queue: green when there is something being watched and all is well, muted when nothing is. */
+function Empty(props: { text: string; quiet?: boolean; children?: ComponentChildren }) {
+  return (
+    <p class={props.quiet ? "dash-empty dash-empty--quiet" : "dash-empty"}>
+      {props.quiet ? "" : <span aria-hidden="true">✓</span>} {props.text}
+      {props.children}
+    </p>
+  );
 }
 
 /** Renders one section's fragment. Throws what its data source throws. */
@@ -101,6 +174,9 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
   const now = clock();
   const manage = can(actor, "backup.manage");
   const csrf = c.get("csrfToken") ?? "";
+  // Times in a fragment read the request's clock, like the pages' (routes/render.tsx).
+  const renderToString = (node: ComponentChildren) =>
+    renderHtml(<NowContext.Provider value={now}>{node}</NowContext.Provider>);
   const restoreLink = (hostId: string | null, restorePointId: string | null) =>
     "/backup/restore?" +
     new URLSearchParams({ ...(hostId ? { hostId } : {}), ...(restorePointId ? { restorePointId } : {}) });
@@ -128,6 +204,14 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
     }
     case "engines": {
       const e = await readEngineStatus(kv, actor, now);
+      if (e.online + e.offline + e.other === 0) {
+        return renderToString(
+          <Empty text="No backup engine registered yet." quiet>
+            {" "}
+            <a href={GETTING_STARTED_PATH}>Start one</a>
+          </Empty>,
+        );
+      }
       return renderToString(
         <div class="metrics">
           <Metric
@@ -148,17 +232,42 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
     }
     case "activity": {
       const a = await readLast24h(kv, actor, now);
+      // The runs behind each count: the runs list filtered by status, ended within the same 24 hours.
+      const since = last24hStart(now).toISOString();
+      const runsOf = (status: string) => `/backup/runs?${new URLSearchParams({ status, endedAfter: since })}`;
       return renderToString(
         <div class="metrics">
-          <Metric label="Success" value={a.success} tone={a.success ? "ok" : undefined} />
-          <Metric label="Failed" value={a.failed} tone={a.failed ? "bad" : undefined} />
-          <Metric label="Warning" value={a.warning} tone={a.warning ? "warn" : undefined} />
+          <Metric
+            label="Success"
+            value={a.success}
+            tone={a.success ? "ok" : undefined}
+            href={runsOf("success")}
+          />
+          <Metric
+            label="Failed"
+            value={a.failed}
+            tone={a.failed ? "bad" : undefined}
+            href={runsOf("failed")}
+          />
+          <Metric
+            label="Warning"
+            value={a.warning}
+            tone={a.warning ? "warn" : undefined}
+            href={runsOf("warning")}
+          />
         </div>,
       );
     }
     case "failed": {
       const rows = await failedBackupsQueue(kv, actor);
-      if (!rows.length) return renderToString(<Empty text="No failed backups" />);
+      if (!rows.length) {
+        const { protected: watched } = await readSummary(kv, actor, now);
+        return renderToString(
+          watched
+            ? <Empty text="No failed backups: no host's latest backup failed" />
+            : <Empty text="No backups set up yet." quiet />,
+        );
+      }
       return renderToString(
         <table class="table compact">
           <thead>
@@ -207,7 +316,14 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
     }
     case "rpo": {
       const rows = await rpoBreachQueue(kv, actor, now);
-      if (!rows.length) return renderToString(<Empty text="All objects within RPO" />);
+      if (!rows.length) {
+        const { protected: watched } = await readSummary(kv, actor, now);
+        return renderToString(
+          watched
+            ? <Empty text="All objects within RPO" />
+            : <Empty text="No protected objects yet: nothing to measure against an RPO." quiet />,
+        );
+      }
       return renderToString(
         <>
           <table class="table compact">
@@ -277,7 +393,13 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
         throw new Error("Storage health is unavailable (fault injected by CADRES_FAULTS)");
       }
       const targets = await storageHealthQueue(kv, actor);
-      if (!targets.length) return renderToString(<Empty text="All storage healthy" />);
+      if (!targets.length) {
+        return renderToString(
+          (await hasStorageTargets(kv, actor))
+            ? <Empty text="All storage healthy" />
+            : <Empty text="No storage targets yet." quiet />,
+        );
+      }
       return renderToString(
         <div class="cards">
           {targets.map((t) => (
@@ -317,7 +439,14 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
     }
     case "verification": {
       const rows = await verificationFailuresQueue(kv, actor);
-      if (!rows.length) return renderToString(<Empty text="All verifications passing" />);
+      if (!rows.length) {
+        const { protected: watched } = await readSummary(kv, actor, now);
+        return renderToString(
+          watched
+            ? <Empty text="All verifications passing" />
+            : <Empty text="No backups to verify yet." quiet />,
+        );
+      }
       return renderToString(
         <table class="table compact">
           <thead>
@@ -350,7 +479,7 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
     case "heatmap": {
       const { offset } = HeatmapQuery.parse(c.req.query());
       const { rows, total, dayLabels } = await readHeatmap(kv, actor, now, { offset, limit: 15 });
-      if (!rows.length) return renderToString(<Empty text="No backup policies yet" />);
+      if (!rows.length) return renderToString(<Empty text="No backup policies yet" quiet />);
       return renderToString(<Heatmap rows={rows} dayLabels={dayLabels} total={total} offset={offset} />);
     }
   }
@@ -435,23 +564,14 @@ function Heatmap(
 for (const { name } of SECTIONS) {
   dashboardRoutes.get(`/backup/dashboard/sections/${name}`, requires("backup.view"), async (c) => {
     c.header("Cache-Control", "no-store");
-    try {
-      return c.html(await section(c, name));
-    } catch (error) {
-      if (error instanceof ForbiddenError || error instanceof NotFoundError) throw error;
-      c.get("deps").logger.log("error", "dashboard_section_failed", {
-        section: name,
-        requestId: c.get("requestId"),
-        error: String(error),
-      });
-      return c.html(
-        `<p data-error>The ${name} data source failed (request ${
-          c.get("requestId")
-        }). The other sections are unaffected.</p>`,
-        500,
-      );
-    }
+    const rendered = await renderSection(c, name);
+    if (rendered.state === "ready") return c.html(rendered.html);
+    return c.html(`<p data-error>${escapeHtml(rendered.error)}</p>`, 500);
   });
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
 }
 
 dashboardRoutes.post("/backup/dashboard/runs/:runId/retry", requires("backup.manage"), async (c) => {

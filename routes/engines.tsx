@@ -7,6 +7,7 @@ import {
   Field,
   formatAge,
   formatBytes,
+  formatDuration,
   formatTime,
   FormErrors,
   PageHeader,
@@ -24,6 +25,7 @@ import {
   EngineUpdate,
   listEngineMetrics,
   listEngines,
+  OFFLINE_AFTER_MS,
   requireEngine,
   updateEngine,
 } from "../domain/engines.ts";
@@ -173,6 +175,9 @@ function EnginePage(props: {
   error?: string;
 }) {
   const { engine, metrics } = props;
+  // The sweep marks a silent engine offline within a minute; judge by the heartbeat too, like the dashboard.
+  const stale = engine.status === "offline" || !engine.lastHeartbeatAt ||
+    props.now.getTime() - Date.parse(engine.lastHeartbeatAt) > OFFLINE_AFTER_MS;
   return (
     <>
       <PageHeader
@@ -187,7 +192,7 @@ function EnginePage(props: {
             <dt>Status</dt>
             <dd>{engine.statusReason}</dd>
             <dt>Last heartbeat</dt>
-            <dd>{formatTime(engine.lastHeartbeatAt)} ({formatAge(engine.lastHeartbeatAt, props.now)})</dd>
+            <dd>{formatAge(engine.lastHeartbeatAt, props.now)}</dd>
             <dt>Version</dt>
             <dd>{engine.version}</dd>
             <dt>Organization</dt>
@@ -211,19 +216,41 @@ function EnginePage(props: {
             )}
           </dl>
         </section>
-        <section class="panel">
+        <section class="panel" data-testid="engine-health">
           <h2>Health, last 24 hours</h2>
+          {stale && (engine.metrics || metrics.length > 0) && (
+            <p class="notice notice--warn" data-testid="metrics-stale">
+              Stale: the engine is offline, so these are its last reports (the latest{" "}
+              {formatAge(engine.lastHeartbeatAt, props.now)}), not its current state.
+            </p>
+          )}
           {metrics.length === 0 ? <p class="muted">No heartbeat with metrics yet.</p> : (
             <div class="sparks">
-              <Sparkline label="CPU %" values={metrics.map((m) => m.cpuPercent)} max={100} />
-              <Sparkline label="Memory %" values={metrics.map((m) => m.memoryPercent)} max={100} />
-              <Sparkline label="Disk %" values={metrics.map((m) => m.diskPercent)} max={100} />
-              <Sparkline label="Active jobs" values={metrics.map((m) => m.activeJobs)} />
+              {([
+                ["CPU %", (m) => m.cpuPercent, 100],
+                ["Memory %", (m) => m.memoryPercent, 100],
+                ["Disk %", (m) => m.diskPercent, 100],
+                ["Active jobs", (m) => m.activeJobs, undefined],
+              ] as Array<[string, (m: (typeof metrics)[number]) => number, number | undefined]>).map((
+                [label, pick, max],
+              ) => (
+                <Sparkline
+                  key={label}
+                  label={label}
+                  values={metrics.map(pick)}
+                  max={max}
+                  from={metrics[0].at}
+                  to={metrics.at(-1)!.at}
+                  stale={stale}
+                />
+              ))}
             </div>
           )}
           {engine.metrics && (
             <p class="hint">
-              Uptime {Math.floor(engine.metrics.uptimeSeconds / 3600)} h · {metrics.length} samples
+              {stale ? "Uptime at the last report" : "Uptime"}{" "}
+              {formatDuration(engine.metrics.uptimeSeconds * 1000)} · {metrics.length}{" "}
+              {metrics.length === 1 ? "sample" : "samples"}
             </p>
           )}
         </section>

@@ -1,6 +1,7 @@
 /** Health > Overview (live architecture diagram) and Health > Database. */
 import { Hono } from "hono";
 import { Badge, EmptyState, formatBytes, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
+import { timeText } from "../components/time.tsx";
 import { databaseStats, probeLatency } from "../domain/db_health.ts";
 import { getLastInvariantCheck, type InvariantCheckRecord } from "../domain/invariant_checks.ts";
 import { EngineFilter, listEngines } from "../domain/engines.ts";
@@ -106,7 +107,7 @@ healthPages.get("/health/overview", requires("admin"), async (c) => {
     {
       id: "configdb",
       label: "Config DB",
-      detail: `last verified ${h.lastVerifiedRestorable.config?.slice(0, 10) ?? "never"}`,
+      detail: `last verified ${timeText(h.lastVerifiedRestorable.config, now, "never")}`,
       state: h.newestBundleStale.config ? "warn" : "ok",
       x: 210,
       y: 170,
@@ -115,7 +116,7 @@ healthPages.get("/health/overview", requires("admin"), async (c) => {
     {
       id: "resultsdb",
       label: "Results DB",
-      detail: `last verified ${h.lastVerifiedRestorable.results?.slice(0, 10) ?? "never"}`,
+      detail: `last verified ${timeText(h.lastVerifiedRestorable.results, now, "never")}`,
       state: h.newestBundleStale.results ? "warn" : "ok",
       x: 510,
       y: 170,

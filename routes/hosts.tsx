@@ -163,7 +163,7 @@ async function hostPage(
             <h2>Status</h2>
             <dl class="facts">
               <dt>Last heartbeat</dt>
-              <dd>{formatTime(host.lastHeartbeatAt)} ({formatAge(host.lastHeartbeatAt, clock())})</dd>
+              <dd>{formatAge(host.lastHeartbeatAt, clock())}</dd>
               <dt>Enrolled</dt>
               <dd>{formatTime(host.enrolledAt)}</dd>
               <dt>Relay-capable</dt>

@@ -4,6 +4,7 @@
  * RetryJob island on the detail page for actors with backup.manage).
  */
 import { HookOutputRow, RUN_TONE, runDuration, RunError } from "../components/runs.tsx";
+import { PausedBadge, pausedText } from "../components/words.tsx";
 import { Hono } from "hono";
 import type { ComponentChildren } from "preact";
 import { z } from "zod";
@@ -174,8 +175,8 @@ function JobFilters(props: {
       )}
       <p class="hint">
         The type is the last run's: native runs are full, incremental or synthetic full (a synthetic full
-        counts as full); platform runs take the vendor's type (see the README's mapping). Dates are the last
-        run's day in UTC.
+        counts as full); platform runs take the vendor's type, read as full, incremental, differential,
+        snapshot (replicas, array snapshots) or log. Dates are the last run's day in UTC.
       </p>
     </>
   );
@@ -312,7 +313,7 @@ jobRoutes.get("/", requires("backup.view"), async (c) => {
                               : j.source.kind === "platform"
                               ? (j.enabled ? "on the platform" : "disabled")
                               : j.pausedReason
-                              ? "paused"
+                              ? pausedText(j.pausedReason)
                               : !j.enabled
                               ? "disabled"
                               : "—"}
@@ -362,11 +363,12 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
   const orgLabel = job.orgId ? org?.name ?? job.orgId : "Account-scoped";
   const lastRunFacts = (
     <dd data-testid="job-last-run">
-      <StatusBadge status={last?.status ?? null} /> {last
-        ? `${platform ? last.type : KIND_LABELS[last.kind] ?? last.kind} · ${formatTime(last.at)} · ${
-          last.retryable ? "retryable" : "not retryable"
-        }`
-        : ""}
+      <StatusBadge status={last?.status ?? null} /> {last && (
+        <>
+          {platform ? last.type : KIND_LABELS[last.kind] ?? last.kind} · {formatTime(last.at)} ·{" "}
+          {last.retryable ? "retryable" : "not retryable"}
+        </>
+      )}
     </dd>
   );
   const historySection = (
@@ -490,7 +492,7 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
               <dt>State</dt>
               <dd>
                 {job.pausedReason
-                  ? <Badge tone="warn">paused ({job.pausedReason})</Badge>
+                  ? <PausedBadge reason={job.pausedReason} targetId={policy?.targetId} />
                   : job.enabled
                   ? <Badge tone="ok">enabled</Badge>
                   : <Badge tone="muted">disabled</Badge>}
@@ -518,9 +520,9 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
   );
 });
 
-/** A time for a table cell: `YYYY-MM-DD HH:MM` (the heading says UTC). */
-function shortTime(iso: string | null | undefined): string {
-  return formatTime(iso).replace(/ UTC$/, "");
+/** A time for a table cell (relative and absolute, like every time). */
+function shortTime(iso: string | null | undefined) {
+  return formatTime(iso);
 }
 
 /** The guide's run history columns, one row per run (plus its hook output when there is some). */

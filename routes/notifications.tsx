@@ -1062,7 +1062,7 @@ async function rulePage(
       <>
         <PageHeader
           title={rule.name}
-          subtitle={`Notification rule · created ${formatTime(rule.createdAt)}`}
+          subtitle={<>Notification rule · created {formatTime(rule.createdAt)}</>}
           actions={
             <>
               <EnabledBadge enabled={rule.enabled} />

@@ -16,6 +16,7 @@ import {
   Select,
   type Tone,
 } from "../components/ui.tsx";
+import type { ComponentChildren } from "preact";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
 import {
   createPlatform,
@@ -55,7 +56,7 @@ function SyncBadge(props: { platform: Platform }) {
 }
 
 /** When the next automatic sync is due (the minute tick starts it). */
-function nextSync(p: Platform): string {
+function nextSync(p: Platform): ComponentChildren {
   if (!p.syncEnabled) return "sync off";
   if (!p.lastSync) return "at the next minute";
   return formatTime(
@@ -378,9 +379,8 @@ async function platformPage(
   platform: Platform,
   form?: { values: FormData; errors?: FieldErrors; error?: string },
 ) {
-  const { kv, clock } = c.get("deps");
+  const { kv } = c.get("deps");
   const actor = c.get("actor")!;
-  const now = clock();
   const [jobs, orgs] = await Promise.all([
     listPlatformJobs(kv, platform.id),
     listOrgs(kv, actor, platform.accountId),
@@ -394,9 +394,12 @@ async function platformPage(
       <>
         <PageHeader
           title={platform.name}
-          subtitle={`${PLATFORM_TYPE_LABELS[platform.type]} · ${
-            orgs.find((o) => o.id === platform.orgId)?.name ?? platform.orgId
-          } · registered ${formatTime(platform.createdAt)}`}
+          subtitle={
+            <>
+              {PLATFORM_TYPE_LABELS[platform.type]} · {orgs.find((o) => o.id === platform.orgId)?.name ??
+                platform.orgId} · registered {formatTime(platform.createdAt)}
+            </>
+          }
           actions={<SyncBadge platform={platform} />}
         />
         <div class="grid-2">
@@ -415,7 +418,7 @@ async function platformPage(
               <dt>Password</dt>
               <dd>
                 {platform.credentialId
-                  ? `in the vault, set ${formatTime(platform.credentialRotatedAt)}`
+                  ? <>in the vault, set {formatTime(platform.credentialRotatedAt)}</>
                   : "none"}
               </dd>
               {platform.type === "veeam" && (
@@ -467,8 +470,7 @@ async function platformPage(
                 {s
                   ? (
                     <>
-                      <SyncBadge platform={platform} /> {formatTime(s.startedAt)}{" "}
-                      ({formatAge(s.startedAt, now)})
+                      <SyncBadge platform={platform} /> {formatTime(s.startedAt)}
                     </>
                   )
                   : "never"}
@@ -544,7 +546,7 @@ async function platformPage(
                         <td>{j.removed ? "removed on the platform" : j.enabled ? "enabled" : "disabled"}</td>
                         <td>
                           {j.lastOutcome
-                            ? `${j.lastOutcome.status}, ${formatTime(j.lastOutcome.endedAt)}`
+                            ? <>{j.lastOutcome.status}, {formatTime(j.lastOutcome.endedAt)}</>
                             : "—"}
                         </td>
                       </tr>

@@ -2,6 +2,7 @@
 import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { Island } from "../components/Island.tsx";
+import { CronReading, PausedBadge } from "../components/words.tsx";
 import {
   Badge,
   Csrf,
@@ -515,7 +516,7 @@ policyRoutes.get("/", requires("backup.view"), async (c) => {
 export function PolicyState(props: { policy: Policy }) {
   const p = props.policy;
   if (!p.enabled) return <Badge tone="muted">disabled</Badge>;
-  if (p.pausedReason) return <Badge tone="warn">paused: {p.pausedReason}</Badge>;
+  if (p.pausedReason) return <PausedBadge reason={p.pausedReason} targetId={p.targetId} />;
   return <Badge tone="ok">enabled</Badge>;
 }
 
@@ -618,13 +619,13 @@ async function policyPage(c: Context<AppEnv>, p: Policy, runNow: RunNowRefusal |
       <>
         <PageHeader
           title={p.name}
-          subtitle={`${p.backupType} policy · created ${formatTime(p.createdAt)}`}
+          subtitle={<>{p.backupType} policy · created {formatTime(p.createdAt)}</>}
           actions={<PolicyState policy={p} />}
         />
         {p.pausedReason === "storage_critical" && (
           <p class="notice notice--warn">
-            Paused by the system: the storage target is at critical capacity. It resumes by itself when the
-            target is healthy again.
+            Paused by the system: <a href={`/backup/storage/${p.targetId}`}>the storage target</a>{" "}
+            is at critical capacity. It resumes by itself when the target is healthy again.
           </p>
         )}
         <div class="grid-2">
@@ -641,22 +642,20 @@ async function policyPage(c: Context<AppEnv>, p: Policy, runNow: RunNowRefusal |
               </dd>
               <dt>Full</dt>
               <dd>
-                {describeCron(p.fullSchedule)} <code>{p.fullSchedule}</code> ({p.timeZone})
+                <CronReading expression={p.fullSchedule} /> ({p.timeZone})
               </dd>
               <dt>Incremental</dt>
               <dd>
-                {p.incrementalSchedule
-                  ? (
-                    <>
-                      {describeCron(p.incrementalSchedule)} <code>{p.incrementalSchedule}</code>
-                    </>
-                  )
-                  : "—"}
+                {p.incrementalSchedule ? <CronReading expression={p.incrementalSchedule} /> : "—"}
               </dd>
               <dt>Synthetic full</dt>
-              <dd>{p.syntheticFullSchedule ? describeCron(p.syntheticFullSchedule) : "—"}</dd>
+              <dd>{p.syntheticFullSchedule ? <CronReading expression={p.syntheticFullSchedule} /> : "—"}</dd>
               <dt>Next full runs</dt>
-              <dd>{runs.map((d) => formatTime(d.toISOString())).join(" · ")}</dd>
+              <dd>
+                <ul class="inline-list">
+                  {runs.map((d) => <li key={d.toISOString()}>{formatTime(d.toISOString())}</li>)}
+                </ul>
+              </dd>
               <dt>RPO</dt>
               <dd>{p.rpoHours} h{p.rpoDerived ? " (derived from the schedules)" : ""}</dd>
             </dl>

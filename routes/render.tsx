@@ -4,6 +4,7 @@ import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { ComponentChildren } from "preact";
 import { renderToString } from "preact-render-to-string";
 import { Layout } from "../components/Layout.tsx";
+import { NowContext } from "../components/time.tsx";
 import { countOpenAlerts } from "../domain/alerts.ts";
 import { authorizePlatformAdmin } from "../domain/self_backup_runs.ts";
 import type { AppEnv } from "./env.ts";
@@ -25,18 +26,21 @@ export async function render(
   const platformAdmin = actor?.permissions.has("admin")
     ? await authorizePlatformAdmin(kv, actor).then(() => true, () => false)
     : false;
+  // Every <Time> of the page reads the request's clock (a test's fixed clock renders fixed text).
   const html = renderToString(
-    <Layout
-      openAlerts={openAlerts}
-      platformAdmin={platformAdmin}
-      title={title}
-      path={c.req.path}
-      actor={c.get("actor")}
-      csrfToken={c.get("csrfToken") ?? ""}
-      notice={notice ? decodeURIComponent(notice) : undefined}
-    >
-      {body}
-    </Layout>,
+    <NowContext.Provider value={c.get("deps").clock()}>
+      <Layout
+        openAlerts={openAlerts}
+        platformAdmin={platformAdmin}
+        title={title}
+        path={c.req.path}
+        actor={c.get("actor")}
+        csrfToken={c.get("csrfToken") ?? ""}
+        notice={notice ? decodeURIComponent(notice) : undefined}
+      >
+        {body}
+      </Layout>
+    </NowContext.Provider>,
   );
   return c.html("<!doctype html>" + html, status);
 }

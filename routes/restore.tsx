@@ -23,6 +23,7 @@ import {
   PageHeader,
   type Tone,
 } from "../components/ui.tsx";
+import { dateTimeText } from "../components/time.tsx";
 import { type Engine, EngineFilter, engineOnlineAt, getEngine, listEngines } from "../domain/engines.ts";
 import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { getHost, type Host, hostScope, listHosts } from "../domain/hosts.ts";
@@ -122,9 +123,14 @@ function Verification(props: { point: RestorePointView }) {
   );
 }
 
-/** "erp01 · full · 2026-11-22 02:00 UTC" */
-function pointLabel(p: RestorePointView): string {
-  return `${p.hostName ?? "BES"} · ${TYPE_LABEL[p.type] ?? p.type} · ${formatTime(p.completedAt)}`;
+/** "erp01 · full · 3 h ago · 02:00 UTC" */
+function pointLabel(p: RestorePointView) {
+  return <>{p.hostName ?? "BES"} · {TYPE_LABEL[p.type] ?? p.type} · {formatTime(p.completedAt)}</>;
+}
+
+/** "erp01 · full · 2026-11-22 02:00 UTC", for the page title. */
+function pointTitle(p: RestorePointView): string {
+  return `${p.hostName ?? "BES"} · ${TYPE_LABEL[p.type] ?? p.type} · ${dateTimeText(p.completedAt)}`;
 }
 
 function PointFacts(props: { point: RestorePointView }) {
@@ -585,7 +591,7 @@ async function pointPage(
   if (!pathParsed.success) browseErrors.path = "Path must be an absolute path without “..”; showing /";
   return render(
     c,
-    `Restore point · ${pointLabel(point)}`,
+    `Restore point · ${pointTitle(point)}`,
     <>
       <PageHeader
         title={`Restore point: ${point.hostName ?? "BES"}`}
@@ -1126,12 +1132,14 @@ restoreRoutes.post("/points/:restorePointId/bmr", requires("backup.restore"), as
     <>
       <PageHeader
         title="Bare-metal restore queued"
-        subtitle={`${
-          pointLabel(point)
-        } · ${parsed.data.mode.toUpperCase()} boot through BES ${point.besName}`}
+        subtitle={
+          <>
+            {pointLabel(point)} · {parsed.data.mode.toUpperCase()} boot through BES {point.besName}
+          </>
+        }
       />
       <p class="notice notice--warn" data-testid="bmr-once">
-        Copy the token now: it is shown only this once and cannot be shown again. It expires at{" "}
+        Copy the token now: it is shown only this once and cannot be shown again. It expires{" "}
         {formatTime(created.expiresAt)} and works for one boot.
       </p>
       <Island
@@ -1177,11 +1185,11 @@ restoreRoutes.get("/requests/:restoreId", requires("backup.restore"), async (c) 
   const shown = r.paths.slice(0, 50);
   return render(
     c,
-    `${KIND_LABEL[r.kind]} · ${formatTime(r.createdAt)}`,
+    `${KIND_LABEL[r.kind]} · ${dateTimeText(r.createdAt)}`,
     <>
       <PageHeader
         title={KIND_LABEL[r.kind]}
-        subtitle={`Requested ${formatTime(r.createdAt)} · ${r.priority} priority`}
+        subtitle={<>Requested {formatTime(r.createdAt)} · {r.priority} priority</>}
         actions={<a class="btn" href={`/backup/restore/points/${r.restorePointId}`}>Restore point</a>}
       />
       <div class="grid-2">
@@ -1215,10 +1223,10 @@ restoreRoutes.get("/requests/:restoreId", requires("backup.restore"), async (c) 
                 <dt>One-time token</dt>
                 <dd data-testid="bmr-token-state">
                   {r.tokenUsedAt
-                    ? `used at ${formatTime(r.tokenUsedAt)}`
+                    ? <>used {formatTime(r.tokenUsedAt)}</>
                     : r.tokenExpiresAt && Date.parse(r.tokenExpiresAt) < c.get("deps").clock().getTime()
-                    ? `expired at ${formatTime(r.tokenExpiresAt)} unused`
-                    : `not used yet; expires at ${formatTime(r.tokenExpiresAt)}`}
+                    ? <>expired {formatTime(r.tokenExpiresAt)} unused</>
+                    : <>not used yet; expires {formatTime(r.tokenExpiresAt)}</>}
                   <span class="hint">(shown once when created; never stored or shown again)</span>
                 </dd>
               </>

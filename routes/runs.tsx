@@ -51,9 +51,13 @@ runRoutes.get("/:runId", requires("backup.view"), async (c) => {
     <>
       <PageHeader
         title={`${run.kind.replace("_", " ")} run · ${hostName}`}
-        subtitle={`Policy ${policy?.name ?? run.policyId}${
-          policyEntries[0].value ? "" : policy ? " (deleted)" : ""
-        } · scheduled ${formatTime(run.scheduledFor)}`}
+        subtitle={
+          <>
+            Policy {policy?.name ?? run.policyId}
+            {policyEntries[0].value ? "" : policy ? " (deleted)" : ""} · scheduled{" "}
+            {formatTime(run.scheduledFor)}
+          </>
+        }
         actions={policyEntries[0].value
           ? <a class="btn" href={`/backup/policies/${run.policyId}#runs`}>Policy</a>
           : undefined}

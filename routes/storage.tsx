@@ -1,5 +1,6 @@
 /** Backup > Storage: targets with live capacity, create per type, detail with history chart, edit, delete. */
 import { type Context, Hono } from "hono";
+import { dateTimeText } from "../components/time.tsx";
 import { Island } from "../components/Island.tsx";
 import {
   Badge,
@@ -78,7 +79,7 @@ function FullSoonBadge(props: { target: Pick<StorageTarget, "capacity"> }) {
   const cap = props.target.capacity;
   if (!cap?.fullSoon) return null;
   return (
-    <span title={`Projected full on ${cap.estimatedFullAt?.slice(0, 10)} at the current growth`}>
+    <span title={`Projected full on ${dateTimeText(cap.estimatedFullAt)} at the current growth`}>
       <Badge tone="warn">full within 14 days</Badge>
     </span>
   );
@@ -187,7 +188,7 @@ storageRoutes.get("/", requires("backup.view"), async (c) => {
                           ? `${formatBytes(t.capacity.usedBytes)} / ${formatBytes(t.capacity.totalBytes)}`
                           : "—"}
                       </td>
-                      <td class="nowrap">{t.capacity?.estimatedFullAt?.slice(0, 10) ?? "—"}</td>
+                      <td class="nowrap">{formatTime(t.capacity?.estimatedFullAt)}</td>
                       <td class="nowrap">{formatAge(t.capacity?.at, now)}</td>
                     </tr>
                   ))}
@@ -598,13 +599,13 @@ async function targetPage(
                   </dd>
                   <dt>Estimated full</dt>
                   <dd>
-                    {cap.estimatedFullAt ? cap.estimatedFullAt.slice(0, 10) : "not growing"}
+                    {cap.estimatedFullAt ? formatTime(cap.estimatedFullAt) : "not growing"}
                     {cap.fullSoon ? " — within 14 days at the current growth (early warning)" : ""}
                   </dd>
                   <dt>Thresholds</dt>
                   <dd>alert {target.alertThreshold}% · critical {target.criticalThreshold}%</dd>
                   <dt>Last report</dt>
-                  <dd>{formatTime(cap.at)} ({formatAge(cap.at, now)})</dd>
+                  <dd>{formatAge(cap.at, now)}</dd>
                 </dl>
               )
               : (

@@ -349,10 +349,11 @@ const CSP_PATTERN = /Content Security Policy|Content-Security-Policy|securitypol
  * Launches chromium with a fresh temporary profile. Every page of the context is watched: console
  * errors/warnings and page errors are recorded, and a `securitypolicyviolation` listener (installed
  * through the DevTools protocol, so it is not itself subject to the CSP) logs each violation.
+ * `javaScriptEnabled: false` browses as a visitor without JavaScript (pages must work without it).
  */
 export async function launchBrowser(
   baseUrl: string,
-  options: { permissions?: string[] } = {},
+  options: { permissions?: string[]; javaScriptEnabled?: boolean } = {},
 ): Promise<Browser> {
   const profile = await Deno.makeTempDir({ prefix: "cadres-e2e-chromium-" });
   let context: BrowserContext;
@@ -363,6 +364,7 @@ export async function launchBrowser(
       baseURL: baseUrl,
       viewport: { width: 1280, height: 800 },
       permissions: options.permissions,
+      javaScriptEnabled: options.javaScriptEnabled ?? true,
     });
   } catch (error) {
     await Deno.remove(profile, { recursive: true }).catch(() => {});

@@ -54,16 +54,18 @@ async function factText(page: Page, label: string): Promise<string> {
   return (await dd.innerText()).trim();
 }
 
-/** `formatTime` of the components: `YYYY-MM-DD HH:MM UTC`. */
-function formatUtc(d: Date): string {
-  return d.toISOString().replace("T", " ").slice(0, 16) + " UTC";
+/** The times a fact shows, as the ISO values of its `<time datetime>` elements (components/time.tsx). */
+async function factTimes(page: Page, label: string): Promise<string[]> {
+  const dd = fact(page, label);
+  assert.equal(await dd.count(), 1, `exactly one fact "${label}"`);
+  return await dd.locator("time").evaluateAll((els) => els.map((e) => e.getAttribute("datetime") ?? ""));
 }
 
-/** The next daily run at `hour`:00 UTC strictly after `now`. */
+/** The next daily run at `hour`:00 UTC strictly after `now`, as ISO. */
 function nextDaily(hour: number, now: Date): string {
   const next = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate(), hour));
   if (next.getTime() <= now.getTime()) next.setUTCDate(next.getUTCDate() + 1);
-  return formatUtc(next);
+  return next.toISOString();
 }
 
 /** Opens /health/backup (200) and returns the times around the visit for schedule checks. */
@@ -78,7 +80,7 @@ async function openHealthBackup(page: Page): Promise<{ before: Date; after: Date
 
 /** Asserts the "Next … backup" fact is the next daily run at `hour` (as of either side of the visit). */
 async function assertNext(page: Page, label: string, hour: number, at: { before: Date; after: Date }) {
-  const shown = await factText(page, label);
+  const [shown] = await factTimes(page, label);
   const expected = [nextDaily(hour, at.before), nextDaily(hour, at.after)];
   assert.ok(expected.includes(shown), `${label}: ${shown}, expected ${expected[0]}`);
 }
@@ -358,9 +360,12 @@ Deno.test("self-backup: health, settings, manual backups, low disk, overview, ot
         assert.equal(await healthBadge(page), "healthy");
         assert.match(await page.locator("main").innerText(), /Total 1 · Successful 1 · Failed 0/);
         const verified = await factText(page, "Last verified restorable");
-        const m = /^Config (\d{4}-\d{2}-\d{2} \d{2}:\d{2}) UTC · Results —$/.exec(verified);
-        assert.ok(m, `Last verified restorable: ${verified}`);
-        const verifiedAt = Date.parse(`${m[1].replace(" ", "T")}:00Z`);
+        assert.match(
+          verified,
+          /^Config (just now|\d+ min ago) · (\d{4}-\d{2}-\d{2} )?\d{2}:\d{2} UTC · Results —$/,
+        );
+        const [verifiedIso] = await factTimes(page, "Last verified restorable");
+        const verifiedAt = Date.parse(verifiedIso);
         assert.ok(
           verifiedAt >= started - 60_000 && verifiedAt <= Date.now(),
           `verified just now: ${verified}`,
@@ -393,8 +398,9 @@ Deno.test("self-backup: health, settings, manual backups, low disk, overview, ot
         assert.match(await page.locator("main").innerText(), /Total 2 · Successful 2 · Failed 0/);
         assert.match(
           await factText(page, "Last verified restorable"),
-          /^Config \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC · Results \d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC$/,
+          /^Config .+ UTC · Results (just now|\d+ min ago) · (\d{4}-\d{2}-\d{2} )?\d{2}:\d{2} UTC$/,
         );
+        assert.equal((await factTimes(page, "Last verified restorable")).length, 2);
         const rows = page.locator("section.panel table.table tbody tr");
         assert.equal(await rows.count(), 2);
         const newest = (await rows.first().locator("td").allInnerTexts()).map((s) => s.trim());

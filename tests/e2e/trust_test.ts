@@ -416,7 +416,10 @@ Deno.test("trust: run now, storage checks, replicas, decommission, stale cursors
           s.replace(/\s+/g, " ").trim()
         );
         assert.equal(afterCells[6], "1 replicated · 0 pending · 0 failed");
-        assert.match(afterCells[7], /^last copy \d{4}-\d{2}-\d{2}/);
+        assert.match(
+          afterCells[7],
+          /^last copy (just now|\d+ min ago) · (\d{4}-\d{2}-\d{2} )?\d{2}:\d{2} UTC/,
+        );
         const done = page.locator("section#replicas [data-testid=replication-row]");
         assert.equal(await done.getAttribute("data-status"), "succeeded");
         assert.match(await done.innerText(), /3\.\d GB/);
@@ -568,7 +571,10 @@ Deno.test("trust: run now, storage checks, replicas, decommission, stale cursors
         500,
       );
       const facts = (await panel.locator("dl.facts").innerText()).replace(/\s+/g, " ");
-      assert.match(facts, /Last run \d{4}-\d{2}-\d{2} .*\(on start\), took \d/);
+      assert.match(
+        facts,
+        /Last run (just now|\d+ min ago) · (\d{4}-\d{2}-\d{2} )?\d{2}:\d{2} UTC \(on start\), took \d/,
+      );
       assert.match(
         (await panel.locator("[data-testid=invariant-coverage]").innerText()).trim(),
         /^(complete|partial) [\d,]+ entries read/,

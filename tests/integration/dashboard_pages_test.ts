@@ -112,7 +112,13 @@ Deno.test("the dashboard page is a frame of independently loaded sections; each 
   assert.match(summary, /data-metric="At risk"><a[^>]*><span[^>]*>1</);
   assert.match(summary, /data-metric="RPO breach"><a[^>]*><span[^>]*>1</);
   assert.match(summary, /data-metric="Unprotected hosts"><a[^>]*><span[^>]*>0</);
-  assert.match(await fragment("activity"), /data-metric="Failed"><span[^>]*>1</);
+  const activity = await fragment("activity");
+  const failedLink = /data-metric="Failed"><a href="([^"]+)"><span[^>]*>1</.exec(activity);
+  assert.ok(failedLink, activity);
+  // The count leads to the runs behind it: failed runs that ended in the same 24 hours.
+  const runs = await (await viewer.get(failedLink[1].replaceAll("&amp;", "&"))).text();
+  assertIncludes(runs, `data-run="${s.run.id}"`);
+  assertIncludes(runs, "NFS server not responding");
   assert.match(
     await fragment("engines"),
     /data-metric="BES offline"><a[^>]*><span[^>]*>1</,

@@ -423,8 +423,8 @@ Deno.test("GET /backup/jobs/:id shows every column of the run history, newest fi
   assert.equal(alphaRows.length, 2);
   assert.match(alphaRows[0], /failed/);
   assert.match(alphaRows[0], /TARGET_UNREACHABLE<\/code> NAS did not answer/, "the first error line");
-  assert.match(alphaRows[0], /2026-11-28 02:00</);
-  assert.match(alphaRows[0], /2026-11-28 02:01</);
+  assert.match(alphaRows[0], /title="2026-11-28 02:00:\d\d UTC"/);
+  assert.match(alphaRows[0], /title="2026-11-28 02:01:\d\d UTC"/);
   assert.match(alphaRows[0], /1 min 30 s/);
   assert.match(alphaRows[0], /<td>yes<\/td>/, "retryable");
   assert.match(alphaRows[1], /success/);

@@ -935,7 +935,10 @@ Deno.test("the storage pages show the early warning as its own badge beside a he
   const detail = await (await browser.get(`/backup/storage/${soon.id}`)).text();
   const header = detail.slice(detail.indexOf("page-header"), detail.indexOf("grid-2"));
   assert.match(header, /badge--ok">healthy<[\s\S]*badge--warn">full within 14 days</);
-  assert.match(detail, /2026-12-04 — within 14 days at the current growth \(early warning\)/);
+  assert.match(
+    detail,
+    /<time datetime="2026-12-04T[^"]*"[^>]*>in \d+ d · 2026-12-04 \d\d:\d\d UTC<\/time> — within 14 days at the current growth \(early warning\)/,
+  );
   assert.doesNotMatch(await (await browser.get(`/backup/storage/${calm.id}`)).text(), /full within 14 days/);
 
   const alerts = await (await browser.get("/backup/alerts")).text();
