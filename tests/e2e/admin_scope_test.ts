@@ -63,17 +63,26 @@ Deno.test("admin journey: setup, orgs, scoped viewer", async (t) => {
         await page.getByLabel("Your name").fill(ADMIN.name);
         await page.getByLabel("Your email").fill(ADMIN.email);
         await page.getByLabel("Password", { exact: true }).fill(ADMIN.password);
-        await Promise.all([
-          page.waitForURL((url) => url.pathname === "/login"),
+        // Setup ends signed in, on the first-run page (which shows the organization's secret once, so it is
+        // never cached); first_run_test.ts covers that page itself.
+        const [done] = await Promise.all([
+          page.waitForResponse((r) =>
+            r.request().method() === "POST" && new URL(r.url()).pathname === "/setup"
+          ),
           page.getByRole("button", { name: "Create administrator" }).click(),
         ]);
-        await page.getByRole("status").filter({ hasText: "Setup complete" }).waitFor();
+        assert.equal(done.status(), 200);
+        assert.equal(done.headers()["cache-control"], "no-store");
+        await page.getByRole("heading", { name: "Cadres Backup is set up", level: 1 }).waitFor();
+        assert.match(await page.locator("header.topbar .who").innerText(), new RegExp(ADMIN.email));
         await screenshot(page, "admin-02-setup-done");
 
-        // The setup link is single-use: it now redirects to /login.
+        // The setup link is single-use: once signed out, it redirects to /login.
+        await signOut(page);
         await page.goto(setupUrl);
         assert.equal(new URL(page.url()).pathname, "/login");
 
+        // The administrator can sign in with the password chosen at setup.
         await signIn(page, ADMIN.email, ADMIN.password);
         await page.locator("header.topbar .who").filter({ hasText: ADMIN.email }).waitFor();
         assert.match(await page.locator("header.topbar .who").innerText(), /Administrator/);

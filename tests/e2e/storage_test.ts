@@ -571,7 +571,14 @@ Deno.test("storage targets and engines: create, validate, credentials, capacity,
       await page.goto(`/backup/engines/${engineId}`);
       await page.getByRole("heading", { name: ENGINE.name, level: 1 }).waitFor();
       assert.equal((await page.locator(".page-header .badge").innerText()).trim(), "online");
-      assert.equal(await page.locator("figure.spark svg[aria-label='CPU %']").count(), 1);
+      // The CPU sparkline, labelled with the time span it covers (issue 17: sparklines with time labels).
+      const cpu = page.locator("figure.spark svg[aria-label^='CPU % ']");
+      assert.equal(await cpu.count(), 1);
+      const hhmm = String.raw`(\d{4}-\d{2}-\d{2} )?\d{2}:\d{2} UTC`;
+      assert.match(
+        (await cpu.getAttribute("aria-label")) ?? "",
+        new RegExp(`^CPU % from ${hhmm} to ${hhmm}$`),
+      );
       const targetsPanel = page.locator("section.panel", {
         has: page.getByRole("heading", { name: `Storage targets (${targetIds.size})` }),
       });

@@ -499,9 +499,18 @@ Deno.test("trust: run now, storage checks, replicas, decommission, stale cursors
           (await page.locator(".page-header .badge").first().innerText()).trim(),
           "decommissioned",
         );
+        // The time reads relative and absolute (issue 17's one Time component); the exact instant is in
+        // its <time datetime>.
+        const decommissionedText = page.locator("[data-testid=decommissioned]");
         assert.match(
-          await page.locator("[data-testid=decommissioned]").innerText(),
-          /^Decommissioned \d{4}-/,
+          await decommissionedText.innerText(),
+          /^Decommissioned (just now|\d+ min ago) · (\d{4}-\d{2}-\d{2} )?\d{2}:\d{2} UTC: /,
+        );
+        const decommissionedAt = await decommissionedText.locator("time").getAttribute("datetime");
+        assert.match(decommissionedAt ?? "", /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/);
+        assert.ok(
+          Math.abs(Date.parse(decommissionedAt!) - Date.now()) < 10 * 60_000,
+          `decommissioned at ${decommissionedAt}, not now`,
         );
         assert.equal(await page.getByRole("button", { name: "Decommission host" }).count(), 0);
         await screenshot(page, "trust-12-host-decommissioned");
