@@ -151,7 +151,7 @@ export async function startDemoEngines(
   };
 
   try {
-    const besPort = await freePort();
+    const besPort = freePort();
     await spawn("bes", [
       "run",
       "--allow-net",
@@ -248,7 +248,7 @@ async function findByName<T>(
   return null;
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
