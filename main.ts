@@ -18,6 +18,7 @@ import { startupCheck } from "./jobs/resume_deletions.ts";
 import { openStore } from "./domain/store.ts";
 import { startDemoBackup } from "./tools/demo_backup.ts";
 import { seedDemo } from "./tools/seed_demo.ts";
+import { type DemoEngines, startDemoEngines } from "./tools/demo_engines.ts";
 import { sweepHeartbeats } from "./jobs/sweep_heartbeats.ts";
 
 const demo = Deno.args.includes("--demo");
@@ -114,6 +115,22 @@ const server = Deno.serve({
   },
 }, (req, info) => app.fetch(req, info));
 
+// The demo's real BES and two real agents (subprocesses, data under <data dir>/demo), once the server answers.
+let demoEngines: DemoEngines | null = null;
+if (demo) {
+  startDemoEngines(kv, {
+    baseUrl: `http://127.0.0.1:${server.addr.port}`,
+    dataDir: config.dataDir,
+    masterKey: store.masterKey,
+  }).then(
+    (started) => {
+      demoEngines = started;
+      if (stopping) void started.stop();
+    },
+    (error) => logger.log("error", "demo engines did not start", { error: String(error) }),
+  );
+}
+
 let stopping = false;
 /** Graceful shutdown: no new connections or ticks, in-flight work finishes (bounded), KV closed, exit 0. */
 async function shutdown(signal: string): Promise<void> {
@@ -121,6 +138,8 @@ async function shutdown(signal: string): Promise<void> {
   stopping = true;
   const deadline = Date.now() + config.shutdownSeconds * 1000;
   logger.log("info", "shutting down", { signal, graceSeconds: config.shutdownSeconds });
+  // The demo's BES and agents first, while the server still answers their last requests.
+  if (demoEngines) await (demoEngines as DemoEngines).stop(config.shutdownSeconds * 1000);
   // Ticks first: a tick that has not claimed its slot yet leaves the minute to another instance.
   const ticks = gate.stop(config.shutdownSeconds * 1000);
   const requests = server.shutdown();

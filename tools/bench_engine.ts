@@ -15,7 +15,12 @@
  *     added, 1 % deleted), the incremental after it, a no-change incremental, a full restore of the
  *     last snapshot. The engine's restore must be byte-identical to the source (tree hash) or the
  *     benchmark fails.
- *  4. Prints the table of ENGINE.md §6: figure, engine, restic, ratio, aim, met / not met.
+ *  4. End to end: the same first backup as an agent makes it, agent → BES → Local target over loopback
+ *     HTTPS: a BES data API served in this process (its certificate, a Local target in the work folder,
+ *     a token key of its own standing for the control plane's) and the agent side as a subprocess
+ *     (tools/bench_e2e_agent.ts: `RemoteBackend` pinned to the certificate, a write token for the job,
+ *     `backupFiles`); compared with the library-only first backup (aim ≥ 0.8×).
+ *  5. Prints the table of ENGINE.md §6: figure, engine, restic, ratio, aim, met / not met.
  *
  * Throughput is MB/s (10^6 bytes) of the data set's size over the process's wall time (start-up,
  * repository open and everything included, for both tools).
@@ -24,6 +29,10 @@ import { createHash, createHmac } from "node:crypto";
 import { constants as zlibConstants, zstdCompressSync } from "node:zlib";
 import { parseArgs } from "node:util";
 import { DEFAULT_CHUNKER_PARAMS, findCut } from "../engine/repo/chunker.ts";
+import nodeCrypto from "node:crypto";
+import { createDataApi, localTargetResolver, serveDataApi } from "../engine/bes/data_api.ts";
+import { createCertificate } from "../engine/bes/tls.ts";
+import { MAX_TOKEN_TTL_SECONDS, signDataToken } from "../engine/protocol/token.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -555,6 +564,79 @@ async function phase(name: "first" | "incremental" | "noChange") {
 }
 
 await phase("first");
+
+// End to end: agent → BES (data API, HTTPS on loopback) → Local target, the same first backup.
+const e2e = await (async () => {
+  const tokenKeys = nodeCrypto.generateKeyPairSync("ed25519");
+  const besId = "bench-bes";
+  const targetId = "bench-target";
+  const repository = { target: targetId, path: "cadres/bench/g1", generation: 1 };
+  const api = createDataApi({
+    besId,
+    tokenPublicKey: tokenKeys.publicKey,
+    resolveRepository: localTargetResolver({ [targetId]: `${base}/e2e-target` }),
+  });
+  const cert = await createCertificate({ dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] });
+  const certFile = `${base}/e2e-cert.pem`;
+  await Deno.writeTextFile(certFile, cert.certPem);
+  const stop = new AbortController();
+  const server = serveDataApi(api, {
+    hostname: "127.0.0.1",
+    port: 0,
+    certificate: cert,
+    signal: stop.signal,
+  });
+  try {
+    const iat = Math.floor(Date.now() / 1000);
+    const token = signDataToken(tokenKeys.privateKey, {
+      v: 1,
+      job: "bench-job",
+      host: HOST,
+      bes: besId,
+      repository,
+      namespace: HOST,
+      access: "write",
+      iat,
+      exp: iat + MAX_TOKEN_TTL_SECONDS,
+    });
+    const keys = JSON.stringify({
+      namespace: HOST,
+      dataKey: crypto.getRandomValues(new Uint8Array(32)).toBase64(),
+      idKey: crypto.getRandomValues(new Uint8Array(32)).toBase64(),
+    });
+    const agent = new URL("./bench_e2e_agent.ts", import.meta.url).pathname;
+    const ran = await run([
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-env",
+      "--allow-sys",
+      agent,
+      "--url",
+      `https://127.0.0.1:${server.addr.port}`,
+      "--cert",
+      certFile,
+      src,
+    ], { BENCH_DATA_TOKEN: token, BENCH_KEYS: keys });
+    const out = JSON.parse(ran.stdout);
+    const repoBytes = (await treeBytes(`${base}/e2e-target/${repository.path}`)).bytes;
+    console.log(
+      `end to end : agent → BES → Local over loopback HTTPS ${(ran.ms / 1000).toFixed(2)} s (${out.files} ` +
+        `files, ${(out.bytesStored / MIB).toFixed(0)} MiB stored, repository ${
+          (repoBytes / MIB).toFixed(0)
+        } MiB, ` +
+        `agent peak RSS ${(ran.rssKiB / 1024).toFixed(0)} MiB)`,
+    );
+    return ran;
+  } finally {
+    stop.abort();
+    await server.finished;
+    await api.close();
+    await Deno.remove(`${base}/e2e-target`, { recursive: true });
+  }
+})();
+
 const change = await changePass(src, specs);
 console.log(
   `change pass: ${change.modified} files modified (${
@@ -620,6 +702,14 @@ const rows: Row[] = [
     R ? firstRate(E) / firstRate(R) : null,
     "≥ 1.0× restic",
     R ? firstRate(E) >= firstRate(R) : false,
+  ],
+  [
+    "first backup, agent → BES → Local over loopback HTTPS (ratio: to the engine's library-only)",
+    `${rate(gen.bytes, e2e.ms).toFixed(0)} MB/s`,
+    "—",
+    rate(gen.bytes, e2e.ms) / firstRate(E),
+    "≥ 0.8× library-only",
+    rate(gen.bytes, e2e.ms) >= 0.8 * firstRate(E),
   ],
   [
     "incremental after the change pass",

@@ -7,6 +7,8 @@
  * heartbeats with real metrics, and claims and runs its jobs — backups, restores, health checks — posting
  * progress every few seconds and one result per job. `deno task agent pre-patch --data DIR
  * --control-plane URL [--wait]` asks for the pre-patch backups of the host's policies and waits for them.
+ * `deno task agent recover --bes URL --bes-cert FILE --token TOKEN --disk PATH` performs a bare-metal
+ * restore (engine/agent/recover.ts).
  */
 import { parseArgs } from "node:util";
 import { ControlPlane } from "./control.ts";
@@ -18,12 +20,14 @@ import { AgentState } from "./state.ts";
 import { absolutePath } from "../repo/fs.ts";
 import { ControlPlaneError } from "./failure.ts";
 import { DEFAULT_CACHE_MAX_BYTES } from "./cache.ts";
+import { parseRecoverArgs, recover, RECOVER_USAGE, RecoverUsageError } from "./recover.ts";
 
 export const AGENT_VERSION = "1.0.0";
 
 const USAGE = `Usage:
   deno task agent --control-plane URL (--secret SECRET | --secret-file FILE) --data DIR [options]
   deno task agent pre-patch --control-plane URL --data DIR [--reason TEXT] [--wait] [--timeout SECONDS]
+  deno task agent recover --bes URL --bes-cert FILE --token TOKEN --disk PATH   (bare-metal restore; recover --help)
 
 Options:
   --include-root PATH     a default root, backed up when a policy names no include paths (repeat; default /)
@@ -362,6 +366,22 @@ if (import.meta.main) {
   const args = [...Deno.args];
   try {
     if (args[0] === "pre-patch") Deno.exit(await prePatch(args.slice(1)));
+    if (args[0] === "recover") {
+      if (args.includes("--help") || args.includes("-h")) {
+        console.log(RECOVER_USAGE);
+        Deno.exit(0);
+      }
+      let recoverOptions;
+      try {
+        recoverOptions = await parseRecoverArgs(args.slice(1), { token: Deno.env.get("CADRES_BMR_TOKEN") });
+      } catch (e) {
+        if (!(e instanceof RecoverUsageError)) throw e;
+        console.error(`${e.message}\n\n${RECOVER_USAGE}`);
+        Deno.exit(64);
+      }
+      const outcome = await recover(recoverOptions, log);
+      Deno.exit(outcome.status === "success" ? 0 : 1);
+    }
     if (args[0] === "--help" || args[0] === "-h") {
       console.log(USAGE);
       Deno.exit(0);
