@@ -4,11 +4,11 @@
  * workers run blob.ts's own codec (same format, same checks); buffers go both ways as transferred
  * `ArrayBuffer`s. A pool lives for one operation (a backup, a restore) and must be closed.
  */
-import type { BlobCodec, Encryption } from "./blob.ts";
+import type { Encryption, PartsBlobCodec } from "./blob.ts";
 import type { BlobId, ChunkIdHasher } from "./chunk_id.ts";
 import type { Compression } from "./compression.ts";
 import { IntegrityError, RepoError } from "./errors.ts";
-import { assemblePack } from "./pack.ts";
+import { packIdOf } from "./pack.ts";
 
 /** Blobs smaller than this are encoded and decoded on the calling thread (a message costs more). */
 export const POOL_MIN_BYTES = 64 * 1024;
@@ -26,6 +26,7 @@ export function defaultWorkers(): number {
 interface Reply {
   n: number;
   bytes?: Uint8Array<ArrayBuffer>;
+  parts?: Uint8Array<ArrayBuffer>[];
   id?: string;
   back?: ArrayBuffer;
   error?: Record<string, string>;
@@ -42,7 +43,7 @@ interface Slot {
 }
 
 /** A `BlobCodec` whose large blobs are handled by worker threads. */
-export class CodecPool implements BlobCodec {
+export class CodecPool implements PartsBlobCodec {
   readonly encryption: Encryption;
   readonly compression: Compression;
   #slots: Slot[] = [];
@@ -52,7 +53,7 @@ export class CodecPool implements BlobCodec {
   #free: ArrayBuffer[] = [];
 
   constructor(
-    readonly inline: BlobCodec,
+    readonly inline: PartsBlobCodec,
     readonly dataKey: Uint8Array | null,
     readonly workers = defaultWorkers(),
   ) {
@@ -152,25 +153,41 @@ export class CodecPool implements BlobCodec {
   }
 
   /**
-   * A pack's bytes and id (pack.ts `assemblePack`) computed by a worker: the copy into one buffer and
-   * the SHA-256 leave this thread. The parts' buffers are transferred: the caller gives them up.
+   * The id of the pack made of `parts` (pack.ts `packIdOf`), hashed by a worker; the parts come back as
+   * they went (their buffers are transferred and returned: the caller uses the returned ones).
    */
-  async assemblePack(parts: Uint8Array[]): Promise<{ bytes: Uint8Array<ArrayBuffer>; packId: string }> {
+  async packId(parts: Uint8Array[]): Promise<{ packId: string; parts: Uint8Array[] }> {
     const buffers: ArrayBuffer[] = [];
     const seen = new Set<ArrayBuffer>();
     for (const p of parts) {
       const b = p.buffer;
-      if (!(b instanceof ArrayBuffer) || seen.has(b)) return assemblePack(parts);
+      if (!(b instanceof ArrayBuffer) || seen.has(b)) return { packId: packIdOf(parts), parts };
       seen.add(b);
       buffers.push(b);
     }
-    const r = await this.#post({
-      op: "pack",
-      parts: buffers,
-      offsets: parts.map((p) => p.byteOffset),
-      lengths: parts.map((p) => p.length),
-    }, buffers);
-    return { bytes: r.bytes!, packId: r.id! };
+    const offsets = parts.map((p) => p.byteOffset);
+    const lengths = parts.map((p) => p.length);
+    const r = await this.#post({ op: "pack", parts: buffers, offsets, lengths }, buffers);
+    const back = r.parts as unknown as ArrayBuffer[];
+    return { packId: r.id!, parts: back.map((b, i) => new Uint8Array(b, offsets[i], lengths[i])) };
+  }
+
+  /**
+   * The stored form of `plain` under `id` as consecutive parts (`PartsBlobCodec.encodeParts`), none of them
+   * a view of `plain`; `transfer` as for `encode`.
+   */
+  encodeParts(id: BlobId, plain: Uint8Array, transfer = false): Promise<Uint8Array<ArrayBuffer>[]> {
+    if (plain.length < POOL_MIN_BYTES) {
+      return this.inline.encodeParts(id, plain).then((parts) => {
+        const own = parts.map((p) => p.buffer === plain.buffer ? p.slice() : p);
+        if (transfer) this.recycle(plain);
+        return own;
+      });
+    }
+    const own = transfer && plain.byteOffset === 0 && plain.buffer instanceof ArrayBuffer
+      ? plain.buffer
+      : plain.slice().buffer;
+    return this.#post({ op: "encodeParts", id, plain: own, length: plain.length }, [own]).then((r) => r.parts!);
   }
 
   /**

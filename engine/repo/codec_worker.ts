@@ -4,12 +4,12 @@
  * each answered with {n, bytes} (transferred) or {n, error}.
  */
 /// <reference lib="deno.worker" />
-import { type BlobCodec, createBlobCodec } from "./blob.ts";
+import { createBlobCodec, type PartsBlobCodec } from "./blob.ts";
 import { type ChunkIdHasher, createChunkIdHasher } from "./chunk_id.ts";
 import { IntegrityError } from "./errors.ts";
-import { assemblePack } from "./pack.ts";
+import { packIdOf } from "./pack.ts";
 
-let codec: Promise<BlobCodec> | null = null;
+let codec: Promise<PartsBlobCodec> | null = null;
 
 function reply(n: number, bytes: Uint8Array, back?: ArrayBuffer) {
   // A view of part of a larger buffer is copied out first, so that only its bytes are transferred.
@@ -38,10 +38,19 @@ self.onmessage = async (ev: MessageEvent) => {
   try {
     const c = await codec!;
     if (m.op === "pack") {
-      const { bytes, packId } = assemblePack(
-        (m.parts as ArrayBuffer[]).map((b, i) => new Uint8Array(b, m.offsets[i], m.lengths[i])),
+      const buffers = m.parts as ArrayBuffer[];
+      const id = packIdOf(buffers.map((b, i) => new Uint8Array(b, m.offsets[i], m.lengths[i])));
+      self.postMessage({ n: m.n, parts: buffers, id }, buffers);
+    } else if (m.op === "encodeParts") {
+      const plain = new Uint8Array(m.plain as ArrayBuffer, 0, m.length);
+      const parts = await c.encodeParts(m.id, plain);
+      // Each part is sent in a buffer of its own; one that is a view of the plaintext is copied out.
+      const own = parts.map((p) =>
+        p.buffer === plain.buffer || p.byteOffset !== 0 || p.byteLength !== p.buffer.byteLength ? p.slice() : p
       );
-      self.postMessage({ n: m.n, bytes, id: packId }, [bytes.buffer]);
+      const transfer = own.map((p) => p.buffer);
+      if (new Set(transfer).size !== transfer.length) throw new Error("encodeParts: parts share a buffer");
+      self.postMessage({ n: m.n, parts: own, back: m.plain }, [...transfer, m.plain]);
     } else if (m.op === "encode") {
       const stored = await c.encode(m.id, new Uint8Array(m.plain, 0, m.length));
       reply(m.n, stored, m.plain); // the plaintext's buffer goes back for reuse

@@ -37,6 +37,12 @@ export function compressionOfCode(code: number): Compression | null {
 /** zstd level used by format v1 writers (readers do not need it). */
 export const ZSTD_LEVEL = 3;
 
+/** ZSTD_COMPRESSBOUND: the most bytes zstd writes for `n` bytes of input (at least node:zlib's minimum, 64). */
+function zstdBound(n: number): number {
+  const margin = n < 128 * 1024 ? (128 * 1024 - n) >> 11 : 0;
+  return Math.max(64, n + (n >> 8) + margin + 64);
+}
+
 /** A plain Uint8Array over the bytes of a node Buffer, without copying them. */
 function view(b: Uint8Array): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
@@ -47,7 +53,12 @@ export function compress(kind: Compression, data: Uint8Array): Uint8Array | null
   if (kind === "none" || data.length === 0) return null;
   let out: Uint8Array;
   if (kind === "zstd") {
-    out = view(zstdCompressSync(data, { params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } }));
+    // One output buffer that fits the worst case (zstd's bound): node:zlib otherwise fills 16 KiB pieces,
+    // copies each and joins them — three copies of every blob.
+    out = view(zstdCompressSync(data, {
+      chunkSize: zstdBound(data.length),
+      params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL },
+    }));
   } else {
     out = lz4Module().compress(data);
   }
@@ -63,7 +74,10 @@ export function decompress(kind: Compression, data: Uint8Array, expectedLength: 
   if (kind === "none") {
     out = data;
   } else if (kind === "zstd") {
-    out = view(zstdDecompressSync(data, { maxOutputLength: Math.max(expectedLength, 1) }));
+    out = view(zstdDecompressSync(data, {
+      chunkSize: Math.max(expectedLength, 64), // one output buffer (see `compress`)
+      maxOutputLength: Math.max(expectedLength, 1),
+    }));
   } else {
     if (data.length < 4) throw new Error("lz4 payload shorter than its size prefix");
     const declared = new DataView(data.buffer, data.byteOffset, 4).getUint32(0, true);

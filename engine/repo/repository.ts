@@ -3,8 +3,8 @@
  * A namespace handle is the repository API of restic's shape — has, save blob, load blob, flush —
  * with packing and index checkpoints inside it. docs/repository-format.md §Layout lists the objects.
  */
-import type { Backend } from "./backend.ts";
-import { type BlobCodec, createBlobCodec } from "./blob.ts";
+import { type Backend, putParts } from "./backend.ts";
+import { createBlobCodec, type PartsBlobCodec } from "./blob.ts";
 import { CodecPool } from "./codec_pool.ts";
 import { PackReader } from "./pack_reader.ts";
 import { type BlobId, type ChunkIdHasher, createChunkIdHasher, sha256Hex } from "./chunk_id.ts";
@@ -38,9 +38,9 @@ import {
   type WrapperKind,
 } from "./keys.ts";
 import {
-  assemblePack,
   type BlobType,
   PackBuilder,
+  packIdOf,
   type PackListing,
   packObjectName,
   readPackListing,
@@ -566,7 +566,7 @@ export class Namespace {
   private constructor(
     readonly repo: Repository,
     readonly keys: NamespaceKeys,
-    readonly codec: BlobCodec,
+    readonly codec: PartsBlobCodec,
   ) {
     this.#builder = new PackBuilder(keys.namespace);
   }
@@ -678,12 +678,15 @@ export class Namespace {
     }
     // The pack is judged full right after each blob is added (not after the save resumes): with many saves
     // in flight, a later check would see every finished blob in one pack far past the target.
-    const encoded = this.#pool ? this.#pool.encode(id, plain, handOver) : this.codec.encode(id, plain);
-    const task = encoded.then((stored) => {
-      this.#builder.add(type, id, stored);
+    const encoded = this.#pool ? this.#pool.encodeParts(id, plain, handOver) : this.codec.encodeParts(id, plain);
+    const task = encoded.then((parts) => {
+      if (!this.#pool) parts = parts.map((p) => p.buffer === plain.buffer ? p.slice() : p);
+      this.#builder.addParts(type, id, parts);
       this.#unflushed.add(id);
       const upload = this.#builder.size >= this.repo.config.packTargetBytes ? this.#startUpload() : null;
-      return { storedBytes: stored.length, upload };
+      let storedBytes = 0;
+      for (const p of parts) storedBytes += p.length;
+      return { storedBytes, upload };
     });
     this.#encoding.set(id, task.then(() => {}));
     let added: { storedBytes: number; upload: Promise<void> | null };
@@ -703,10 +706,10 @@ export class Namespace {
     const { parts, namespace, entries } = builder.pieces();
     const upload = (async () => {
       try {
-        // With workers, a worker copies the pack into one buffer and hashes it.
-        const { bytes, packId } = pool ? await pool.assemblePack(parts) : assemblePack(parts);
+        // With workers, a worker hashes the pack; its parts are written as they are, never joined here.
+        const { packId, parts: out } = pool ? await pool.packId(parts) : { packId: packIdOf(parts), parts };
         const listing: PackListing = { packId, namespace, entries };
-        await this.repo.backend.put(packObjectName(listing.packId), bytes);
+        await putParts(this.repo.backend, packObjectName(listing.packId), out);
         this.repo.index.addPack(listing, (p) => this.repo.deadPacks.has(p));
         for (const e of listing.entries) this.#forbidden.delete(e.id);
         this.#unindexed.push(listing);
