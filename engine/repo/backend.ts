@@ -142,10 +142,14 @@ export class LocalBackend implements Backend {
   }
 
   put(name: string, data: Uint8Array): Promise<void> {
-    return this.putParts(name, [data]);
+    return this.#write(name, [data]);
   }
 
-  async putParts(name: string, parts: Uint8Array[]): Promise<void> {
+  putParts(name: string, parts: Uint8Array[]): Promise<void> {
+    return this.#write(name, parts);
+  }
+
+  async #write(name: string, parts: Uint8Array[]): Promise<void> {
     const path = this.#path(name);
     const dir = path.slice(0, path.lastIndexOf("/"));
     await this.#ensureDir(dir);

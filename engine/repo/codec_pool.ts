@@ -6,6 +6,7 @@
  */
 import type { Encryption, PartsBlobCodec } from "./blob.ts";
 import type { BlobId, ChunkIdHasher } from "./chunk_id.ts";
+import type { ChunkerParams } from "./chunker.ts";
 import type { Compression } from "./compression.ts";
 import { IntegrityError, RepoError } from "./errors.ts";
 import { packIdOf } from "./pack.ts";
@@ -17,6 +18,13 @@ export const POOL_MIN_BYTES = 64 * 1024;
 const FREE_BUFFERS = 8;
 const MIN_RECYCLED = 1024 * 1024;
 const NEW_BUFFER_BYTES = 8 * 1024 * 1024;
+
+/** The error a worker reported. */
+function errorOf(e: Record<string, string>): Error {
+  return e.name === "IntegrityError"
+    ? new IntegrityError(e.kind as "blob", e.id, e.detail)
+    : new RepoError(e.message);
+}
 
 /** The number of workers a pool starts by default: one per core, at least one, at most four. */
 export function defaultWorkers(): number {
@@ -40,6 +48,84 @@ interface Pending {
 interface Slot {
   worker: Worker;
   busy: number;
+  /** Chunk sessions open on this worker. */
+  sessions: number;
+}
+
+/** A chunk a worker cut from a session's bytes: its place in the file, id and length. */
+export interface CutChunk {
+  seq: number;
+  id: BlobId;
+  length: number;
+}
+
+/** What a chunk session reports (see `CodecPool.openChunker`), on the calling thread. */
+export interface ChunkSessionEvents {
+  /** Chunks cut from the bytes of one `push`, in order; `done` after the last push (`eof`). */
+  cut(chunks: CutChunk[], done: boolean): void;
+  /** The stored form of chunk `seq`, which `decide` asked for. */
+  stored(seq: number, parts: Uint8Array<ArrayBuffer>[]): void;
+  /** The buffer of a `push`, given back for the next one. */
+  returned(buffer: ArrayBuffer): void;
+  /** The worker failed (the session is over: nothing more arrives). */
+  failed(e: unknown): void;
+}
+
+interface SessionEvent {
+  ev: "cut" | "stored" | "error";
+  f: number;
+  seqs?: number[];
+  ids?: string[];
+  lengths?: number[];
+  done?: boolean;
+  back?: ArrayBuffer;
+  seq?: number;
+  parts?: Uint8Array<ArrayBuffer>[];
+  error?: Record<string, string>;
+}
+
+/**
+ * One file's bytes chunked, hashed, and (when asked) encoded on one worker thread: the calling thread only
+ * reads and decides which chunks are new. Created by `CodecPool.openChunker`.
+ */
+export class ChunkSession {
+  #opened = false;
+  constructor(
+    readonly slot: Slot,
+    readonly f: number,
+    readonly params: ChunkerParams,
+    readonly hasher: { idKey: Uint8Array | null; salt: Uint8Array | null },
+    readonly events: ChunkSessionEvents,
+    readonly end: () => void,
+  ) {}
+
+  /**
+   * Hands the worker the first `length` bytes of `buffer` (its whole `ArrayBuffer` is transferred and comes
+   * back through `events.returned`); `eof` after the last bytes. With `discard`, the bytes not yet cut are
+   * dropped instead (a read failed): `cut` still reports the chunks already decided, then `done`.
+   */
+  push(buffer: Uint8Array<ArrayBuffer> | null, length: number, eof: boolean, discard = false): void {
+    const msg: Record<string, unknown> = { op: "cdc", f: this.f, length, eof, discard };
+    if (!this.#opened) {
+      msg.params = this.params;
+      msg.hasher = this.hasher;
+      this.#opened = true;
+    }
+    const transfer = buffer ? [buffer.buffer] : [];
+    if (buffer) msg.buf = buffer.buffer;
+    this.slot.worker.postMessage(msg, transfer);
+  }
+
+  /** Which of the chunks reported by `cut` the worker encodes (then `stored`) and which it drops. */
+  decide(store: number[], drop: number[]): void {
+    if (store.length === 0 && drop.length === 0) return;
+    this.slot.worker.postMessage({ op: "cdc-decide", f: this.f, store, drop });
+  }
+
+  /** Stops listening (once every chunk it asked for has arrived, or the run failed). */
+  close(): void {
+    this.end();
+  }
 }
 
 /** A `BlobCodec` whose large blobs are handled by worker threads. */
@@ -51,6 +137,8 @@ export class CodecPool implements PartsBlobCodec {
   #next = 0;
   #closed = false;
   #free: ArrayBuffer[] = [];
+  #sessions = new Map<number, ChunkSession>();
+  #nextSession = 0;
 
   constructor(
     readonly inline: PartsBlobCodec,
@@ -76,7 +164,7 @@ export class CodecPool implements PartsBlobCodec {
         compression: this.compression,
         dataKey: this.dataKey,
       });
-      const slot: Slot = { worker, busy: 0 };
+      const slot: Slot = { worker, busy: 0, sessions: 0 };
       this.#slots.push(slot);
       return slot;
     }
@@ -108,24 +196,62 @@ export class CodecPool implements PartsBlobCodec {
     }
   }
 
+  /**
+   * A session that chunks one file's bytes with `params` and ids them with `hasher` on the least loaded
+   * worker (see `ChunkSession`); null if `hasher` cannot be rebuilt on a worker.
+   */
+  openChunker(params: ChunkerParams, hasher: ChunkIdHasher, events: ChunkSessionEvents): ChunkSession | null {
+    if (!hasher.spec) return null;
+    if (this.#closed) throw new RepoError("The codec pool is closed");
+    // A new worker first, then the one with the fewest sessions (and requests) open.
+    let slot = this.#slots.length < this.workers ? this.#slot() : this.#slots[0];
+    for (const s of this.#slots) {
+      if (s.sessions < slot.sessions || (s.sessions === slot.sessions && s.busy < slot.busy)) slot = s;
+    }
+    const f = this.#nextSession++;
+    slot.sessions++;
+    const session = new ChunkSession(slot, f, params, hasher.spec, events, () => {
+      if (this.#sessions.delete(f)) slot.sessions--;
+    });
+    this.#sessions.set(f, session);
+    return session;
+  }
+
+  #event(m: SessionEvent) {
+    const session = this.#sessions.get(m.f);
+    if (m.ev === "cut") {
+      if (m.back && !this.#closed) {
+        session ? session.events.returned(m.back) : this.recycle(new Uint8Array(m.back));
+      }
+      if (!session) return;
+      const chunks: CutChunk[] = m.ids!.map((id, i) => ({ seq: m.seqs![i], id, length: m.lengths![i] }));
+      session.events.cut(chunks, m.done === true);
+    } else if (m.ev === "stored") {
+      session?.events.stored(m.seq!, m.parts!);
+    } else {
+      session?.events.failed(errorOf(m.error!));
+      session?.close();
+    }
+  }
+
   #answer(slot: Slot, m: Reply) {
+    if ("ev" in m) return this.#event(m as unknown as SessionEvent);
     slot.busy--;
     if (m.back && !this.#closed) this.recycle(new Uint8Array(m.back));
     const p = this.#pending.get(m.n);
     if (!p) return;
     this.#pending.delete(m.n);
     if (!m.error) return p.resolve(m);
-    const e = m.error;
-    p.reject(
-      e.name === "IntegrityError"
-        ? new IntegrityError(e.kind as "blob", e.id, e.detail)
-        : new RepoError(e.message),
-    );
+    p.reject(errorOf(m.error));
   }
 
   #fail(e: unknown) {
     for (const p of this.#pending.values()) p.reject(e);
     this.#pending.clear();
+    for (const session of [...this.#sessions.values()]) {
+      session.events.failed(e);
+      session.close();
+    }
   }
 
   #call(
@@ -187,7 +313,9 @@ export class CodecPool implements PartsBlobCodec {
     const own = transfer && plain.byteOffset === 0 && plain.buffer instanceof ArrayBuffer
       ? plain.buffer
       : plain.slice().buffer;
-    return this.#post({ op: "encodeParts", id, plain: own, length: plain.length }, [own]).then((r) => r.parts!);
+    return this.#post({ op: "encodeParts", id, plain: own, length: plain.length }, [own]).then((r) =>
+      r.parts!
+    );
   }
 
   /**

@@ -6,10 +6,150 @@
 /// <reference lib="deno.worker" />
 import { createBlobCodec, type PartsBlobCodec } from "./blob.ts";
 import { type ChunkIdHasher, createChunkIdHasher } from "./chunk_id.ts";
+import { type ChunkerParams, Cutter } from "./chunker.ts";
 import { IntegrityError } from "./errors.ts";
 import { packIdOf } from "./pack.ts";
 
 let codec: Promise<PartsBlobCodec> | null = null;
+
+/** One file being chunked (see `ChunkSession` in codec_pool.ts). */
+interface Session {
+  cutter: Cutter | null;
+  hasher: ChunkIdHasher;
+  /** Chunks cut and reported, waiting for the calling thread's decision: copies of their bytes. */
+  held: Map<number, { id: string; bytes: Uint8Array<ArrayBuffer> }>;
+  /** Chunks being encoded. */
+  encoding: number;
+  next: number;
+}
+
+const sessions = new Map<number, Session>();
+/** Windows of finished sessions, and chunk buffers, kept for reuse (fresh pages cost page faults). */
+const spareWindows: Uint8Array[] = [];
+const spareChunks: ArrayBuffer[] = [];
+const SPARE_WINDOWS = 4;
+const SPARE_CHUNK_BYTES = 48 * 1024 * 1024;
+const CHUNK_BUFFER_STEP = 1024 * 1024;
+let spareChunkBytes = 0;
+
+function chunkBuffer(n: number): Uint8Array<ArrayBuffer> {
+  let best = -1;
+  for (let i = 0; i < spareChunks.length; i++) {
+    const len = spareChunks[i].byteLength;
+    if (len >= n && (best < 0 || len < spareChunks[best].byteLength)) best = i;
+  }
+  if (best >= 0) {
+    const [b] = spareChunks.splice(best, 1);
+    spareChunkBytes -= b.byteLength;
+    return new Uint8Array(b, 0, n);
+  }
+  return new Uint8Array(new ArrayBuffer(Math.ceil(n / CHUNK_BUFFER_STEP) * CHUNK_BUFFER_STEP), 0, n);
+}
+
+function recycleChunk(b: Uint8Array<ArrayBuffer>) {
+  if (spareChunkBytes + b.buffer.byteLength > SPARE_CHUNK_BYTES) return;
+  spareChunks.push(b.buffer);
+  spareChunkBytes += b.buffer.byteLength;
+}
+
+function endSession(f: number, s: Session) {
+  if (s.cutter === null && s.held.size === 0 && s.encoding === 0) sessions.delete(f);
+}
+
+/** A "cdc" message: bytes of a file (see `ChunkSession.push`); the first of a session opens it. */
+interface ChunkData {
+  f: number;
+  buf?: ArrayBuffer;
+  length: number;
+  eof: boolean;
+  discard: boolean;
+  params?: ChunkerParams;
+  hasher?: { idKey: Uint8Array | null; salt: Uint8Array | null };
+}
+
+function onChunkData(m: ChunkData) {
+  let s = sessions.get(m.f);
+  if (!s) {
+    s = {
+      cutter: new Cutter(m.params!, spareWindows.pop()),
+      hasher: createChunkIdHasher(m.hasher!),
+      held: new Map(),
+      encoding: 0,
+      next: 0,
+    };
+    sessions.set(m.f, s);
+  }
+  const seqs: number[] = [];
+  const ids: string[] = [];
+  const lengths: number[] = [];
+  if (s.cutter && !m.discard) {
+    const piece = m.buf ? new Uint8Array(m.buf, 0, m.length) : new Uint8Array(0);
+    for (const c of s.cutter.push(piece, m.eof)) {
+      const bytes = chunkBuffer(c.length);
+      bytes.set(c);
+      const id = s.hasher.id(bytes);
+      s.held.set(s.next, { id, bytes });
+      seqs.push(s.next++);
+      ids.push(id);
+      lengths.push(c.length);
+    }
+  }
+  if (m.eof && s.cutter) {
+    if (spareWindows.length < SPARE_WINDOWS) spareWindows.push(s.cutter.window);
+    s.cutter = null;
+  }
+  const msg = { ev: "cut", f: m.f, seqs, ids, lengths, done: m.eof === true, back: m.buf };
+  self.postMessage(msg, m.buf ? [m.buf] : []);
+  endSession(m.f, s);
+}
+
+async function onChunkDecide(m: { f: number; store: number[]; drop: number[] }) {
+  const s = sessions.get(m.f);
+  if (!s) return;
+  for (const seq of m.drop) {
+    const h = s.held.get(seq);
+    if (!h) continue;
+    s.held.delete(seq);
+    recycleChunk(h.bytes);
+  }
+  const c = await codec!;
+  for (const seq of m.store) {
+    const h = s.held.get(seq);
+    if (!h) {
+      self.postMessage({
+        ev: "error",
+        f: m.f,
+        error: { name: "Error", message: `chunk ${seq} is not held` },
+      });
+      continue;
+    }
+    s.held.delete(seq);
+    s.encoding++;
+    c.encodeParts(h.id, h.bytes).then((parts) => {
+      const own = ownParts(parts, h.bytes.buffer);
+      recycleChunk(h.bytes);
+      self.postMessage({ ev: "stored", f: m.f, seq, parts: own }, own.map((p) => p.buffer));
+    }, (e) => {
+      const err = errorRecord(e);
+      self.postMessage({ ev: "error", f: m.f, error: err });
+    }).finally(() => {
+      s.encoding--;
+      endSession(m.f, s);
+    });
+  }
+  endSession(m.f, s);
+}
+
+/** `parts` each in a buffer of its own (to be transferred), none of them `plain`'s buffer. */
+function ownParts(parts: Uint8Array<ArrayBuffer>[], plain: ArrayBuffer): Uint8Array<ArrayBuffer>[] {
+  const own = parts.map((p) =>
+    p.buffer === plain || p.byteOffset !== 0 || p.byteLength !== p.buffer.byteLength ? p.slice() : p
+  );
+  if (new Set(own.map((p) => p.buffer)).size !== own.length) {
+    throw new Error("encodeParts: parts share a buffer");
+  }
+  return own;
+}
 
 function reply(n: number, bytes: Uint8Array, back?: ArrayBuffer) {
   // A view of part of a larger buffer is copied out first, so that only its bytes are transferred.
@@ -19,20 +159,30 @@ function reply(n: number, bytes: Uint8Array, back?: ArrayBuffer) {
   self.postMessage({ n, bytes: own, back: back !== own.buffer ? back : undefined }, transfer);
 }
 
-function replyError(n: number, e: unknown) {
+function errorRecord(e: unknown): Record<string, string> {
   const err = e as Error;
-  self.postMessage({
-    n,
-    error: e instanceof IntegrityError
-      ? { name: "IntegrityError", kind: e.kind, id: e.id, detail: e.detail }
-      : { name: err?.name ?? "Error", message: err?.message ?? String(e) },
-  });
+  return e instanceof IntegrityError
+    ? { name: "IntegrityError", kind: e.kind, id: e.id, detail: e.detail }
+    : { name: err?.name ?? "Error", message: err?.message ?? String(e) };
+}
+
+function replyError(n: number, e: unknown) {
+  self.postMessage({ n, error: errorRecord(e) });
 }
 
 self.onmessage = async (ev: MessageEvent) => {
   const m = ev.data;
   if (m.op === "init") {
     codec = createBlobCodec({ encryption: m.encryption, compression: m.compression, dataKey: m.dataKey });
+    return;
+  }
+  if (m.op === "cdc" || m.op === "cdc-decide") {
+    try {
+      if (m.op === "cdc") onChunkData(m);
+      else await onChunkDecide(m);
+    } catch (e) {
+      self.postMessage({ ev: "error", f: m.f, error: errorRecord(e) });
+    }
     return;
   }
   try {
@@ -43,14 +193,9 @@ self.onmessage = async (ev: MessageEvent) => {
       self.postMessage({ n: m.n, parts: buffers, id }, buffers);
     } else if (m.op === "encodeParts") {
       const plain = new Uint8Array(m.plain as ArrayBuffer, 0, m.length);
-      const parts = await c.encodeParts(m.id, plain);
       // Each part is sent in a buffer of its own; one that is a view of the plaintext is copied out.
-      const own = parts.map((p) =>
-        p.buffer === plain.buffer || p.byteOffset !== 0 || p.byteLength !== p.buffer.byteLength ? p.slice() : p
-      );
-      const transfer = own.map((p) => p.buffer);
-      if (new Set(transfer).size !== transfer.length) throw new Error("encodeParts: parts share a buffer");
-      self.postMessage({ n: m.n, parts: own, back: m.plain }, [...transfer, m.plain]);
+      const own = ownParts(await c.encodeParts(m.id, plain), plain.buffer);
+      self.postMessage({ n: m.n, parts: own, back: m.plain }, [...own.map((p) => p.buffer), m.plain]);
     } else if (m.op === "encode") {
       const stored = await c.encode(m.id, new Uint8Array(m.plain, 0, m.length));
       reply(m.n, stored, m.plain); // the plaintext's buffer goes back for reuse

@@ -5,7 +5,8 @@
  */
 import { type Backend, putParts } from "./backend.ts";
 import { createBlobCodec, type PartsBlobCodec } from "./blob.ts";
-import { CodecPool } from "./codec_pool.ts";
+import { type ChunkSession, type ChunkSessionEvents, CodecPool } from "./codec_pool.ts";
+import type { ChunkerParams } from "./chunker.ts";
 import { PackReader } from "./pack_reader.ts";
 import { type BlobId, type ChunkIdHasher, createChunkIdHasher, sha256Hex } from "./chunk_id.ts";
 import {
@@ -550,6 +551,8 @@ export class Namespace {
   #builder: PackBuilder;
   /** Blobs being encoded: a save of the same id waits until it sits in a pack builder. */
   #encoding = new Map<BlobId, Promise<void>>();
+  /** Blobs claimed (`claim`) and not yet stored: how to settle their `#encoding` promise. */
+  #claims = new Map<BlobId, { resolve: () => void; reject: (e: unknown) => void }>();
   /** Blobs in a pack that is not yet uploaded and indexed. */
   #unflushed = new Set<BlobId>();
   #uploads = new Set<Promise<void>>();
@@ -612,6 +615,64 @@ export class Namespace {
         await reader.close();
       }
     }
+  }
+
+  /**
+   * A session that chunks one file's bytes on a worker thread (codec_pool.ts `ChunkSession`), or null when
+   * no workers run (outside `withWorkers`) or `hasher` cannot run on one.
+   */
+  chunkSession(
+    params: ChunkerParams,
+    hasher: ChunkIdHasher,
+    events: ChunkSessionEvents,
+  ): ChunkSession | null {
+    return this.#pool ? this.#pool.openChunker(params, hasher, events) : null;
+  }
+
+  /**
+   * Claims blob `id` for the caller to store: true when it is neither stored nor being stored — the caller
+   * must then end the claim with `storeClaimed` or `abandonClaim`; false when it exists (nothing to do).
+   * Saves of the same id wait for the claim as for any blob being encoded.
+   */
+  claim(id: BlobId): boolean {
+    this.#throwIfFailed();
+    if (this.has(id)) return false;
+    const settled = Promise.withResolvers<void>();
+    settled.promise.catch(() => {}); // awaited by saves of the same id; a lone failure is not unhandled
+    this.#encoding.set(id, settled.promise);
+    this.#claims.set(id, settled);
+    return true;
+  }
+
+  /**
+   * Adds claimed blob `id`, encoded as `parts`, to the pack being built; returns its stored size and, when it
+   * filled the pack, the pack's upload (the caller waits for it: backpressure, as in `saveBlob`).
+   */
+  storeClaimed(
+    type: BlobType,
+    id: BlobId,
+    parts: Uint8Array[],
+  ): { storedBytes: number; upload: Promise<void> | null } {
+    const claim = this.#claims.get(id);
+    if (!claim) throw new RepoError(`Blob ${id} is stored without a claim`);
+    this.#claims.delete(id);
+    this.#encoding.delete(id);
+    this.#builder.addParts(type, id, parts);
+    this.#unflushed.add(id);
+    claim.resolve();
+    let storedBytes = 0;
+    for (const p of parts) storedBytes += p.length;
+    const upload = this.#builder.size >= this.repo.config.packTargetBytes ? this.#startUpload() : null;
+    return { storedBytes, upload };
+  }
+
+  /** Ends claim `id` without storing the blob (the run failed): saves waiting for it fail with `error`. */
+  abandonClaim(id: BlobId, error: unknown): void {
+    const claim = this.#claims.get(id);
+    if (!claim) return;
+    this.#claims.delete(id);
+    this.#encoding.delete(id);
+    claim.reject(error);
   }
 
   /**
@@ -678,7 +739,9 @@ export class Namespace {
     }
     // The pack is judged full right after each blob is added (not after the save resumes): with many saves
     // in flight, a later check would see every finished blob in one pack far past the target.
-    const encoded = this.#pool ? this.#pool.encodeParts(id, plain, handOver) : this.codec.encodeParts(id, plain);
+    const encoded = this.#pool
+      ? this.#pool.encodeParts(id, plain, handOver)
+      : this.codec.encodeParts(id, plain);
     const task = encoded.then((parts) => {
       if (!this.#pool) parts = parts.map((p) => p.buffer === plain.buffer ? p.slice() : p);
       this.#builder.addParts(type, id, parts);

@@ -7,6 +7,8 @@ import { restoreSnapshot } from "../../engine/repo/restore.ts";
 import { loadSnapshot } from "../../engine/repo/snapshot.ts";
 import { loadTree } from "../../engine/repo/tree.ts";
 import { concat } from "../../engine/repo/bytes.ts";
+import { denoFileSystem, type FileSystem } from "../../engine/repo/fs.ts";
+import { verifyRepository } from "../../engine/repo/verify.ts";
 import { deterministicBytes, tempDir } from "./helpers.ts";
 
 const MIB = 1024 * 1024;
@@ -61,5 +63,72 @@ Deno.test("backup and restore with the default chunker: workers, holes, read-ahe
   await assert.rejects(Deno.stat(`${target2}${src}/big.bin`), Deno.errors.NotFound);
   for (const [name, bytes] of Object.entries(files)) {
     if (name !== "big.bin") assert.deepEqual(await Deno.readFile(`${target2}${src}/${name}`), bytes, name);
+  }
+});
+
+// Files of at least the chunker's minimum are chunked on a worker (backup.ts #readStreamed): duplicates
+// across files being read at once are stored once, and a read that fails midway names the file, keeps
+// the rest of the backup whole, and leaves no claim behind.
+Deno.test("worker-chunked files: dedup across files read at once, a read failing midway, no claim left", async () => {
+  await using dir = await tempDir();
+  const be = new LocalBackend(`${dir.path}/repo`);
+  const repo = await Repository.init(be, crypto.getRandomValues(new Uint8Array(32)), { namespace: "h" });
+  const ns = repo.namespace("h");
+  const src = `${dir.path}/src`;
+  await Deno.mkdir(src);
+  const shared = deterministicBytes("shared", 6 * MIB);
+  const files: Record<string, Uint8Array> = {
+    "a.bin": shared,
+    "b.bin": shared,
+    "c.bin": concat(shared.subarray(0, 3 * MIB), deterministicBytes("c-tail", 2 * MIB)),
+    "d.bin": deterministicBytes("d", 3 * MIB),
+    "fails.bin": deterministicBytes("fails", 5 * MIB),
+  };
+  for (const [name, bytes] of Object.entries(files)) await Deno.writeFile(`${src}/${name}`, bytes);
+  const failAfter = 3 * MIB + 12345;
+  const fs: FileSystem = {
+    ...denoFileSystem,
+    async open(path) {
+      const f = await denoFileSystem.open(path);
+      if (!path.endsWith("/fails.bin")) return f;
+      let read = 0;
+      return {
+        stat: () => f.stat(),
+        close: () => f.close(),
+        async read(p: Uint8Array) {
+          if (read >= failAfter) throw new Error("Input/output error");
+          const n = await f.read(p.subarray(0, Math.min(p.length, failAfter - read)));
+          if (n !== null) read += n;
+          return n;
+        },
+      };
+    },
+  };
+  const r = await backupFiles(ns, { paths: [src], fs });
+  assert.deepEqual(r.errors, [{ path: `${src}/fails.bin`, error: "cannot read: Input/output error" }]);
+  assert.equal(r.files, 4);
+  // The shared 6 MiB are stored once (the chunks of b.bin and c.bin's first half dedup against a.bin's).
+  assert.ok(r.bytesNew < 6 * MIB + 2 * MIB + 3 * MIB + failAfter + MIB, `bytesNew ${r.bytesNew}`);
+  assert.ok(r.bytesNew >= 6 * MIB + 3 * MIB, `bytesNew ${r.bytesNew}`);
+  const v = await verifyRepository(repo, { all: true });
+  assert.deepEqual(v.problems, []);
+  const target = `${dir.path}/out`;
+  const restored = await restoreSnapshot(ns, r.snapshotId, { target });
+  assert.deepEqual(restored.errors, []);
+  for (const [name, bytes] of Object.entries(files)) {
+    if (name === "fails.bin") {
+      await assert.rejects(Deno.stat(`${target}${src}/${name}`), Deno.errors.NotFound);
+    } else {
+      assert.deepEqual(await Deno.readFile(`${target}${src}/${name}`), bytes, name);
+    }
+  }
+  // Every claim ended: a second backup of the same files (now readable) stores only the failed file's rest.
+  const again = await backupFiles(ns, { paths: [src] });
+  assert.deepEqual(again.errors, []);
+  assert.ok(again.bytesNew <= 5 * MIB, `bytesNew ${again.bytesNew}`);
+  const target2 = `${dir.path}/out2`;
+  assert.deepEqual((await restoreSnapshot(ns, again.snapshotId, { target: target2 })).errors, []);
+  for (const [name, bytes] of Object.entries(files)) {
+    assert.deepEqual(await Deno.readFile(`${target2}${src}/${name}`), bytes, name);
   }
 });
