@@ -8,7 +8,8 @@ import type { Encryption, PartsBlobCodec } from "./blob.ts";
 import type { BlobId, ChunkIdHasher } from "./chunk_id.ts";
 import type { ChunkerParams } from "./chunker.ts";
 import type { Compression } from "./compression.ts";
-import { IntegrityError, RepoError } from "./errors.ts";
+import { IntegrityError, MissingObjectError, RepoError } from "./errors.ts";
+import type { RestoreFileJob } from "./worker_restore.ts";
 import { packIdOf } from "./pack.ts";
 
 /** Blobs smaller than this are encoded and decoded on the calling thread (a message costs more). */
@@ -21,9 +22,9 @@ const NEW_BUFFER_BYTES = 8 * 1024 * 1024;
 
 /** The error a worker reported. */
 function errorOf(e: Record<string, string>): Error {
-  return e.name === "IntegrityError"
-    ? new IntegrityError(e.kind as "blob", e.id, e.detail)
-    : new RepoError(e.message);
+  if (e.name === "IntegrityError") return new IntegrityError(e.kind as "blob", e.id, e.detail);
+  if (e.name === "MissingObjectError") return new MissingObjectError(e.kind as "blob", e.id, e.detail);
+  return new RepoError(e.message);
 }
 
 /** The number of workers a pool starts by default: one per core, at least one, at most four. */
@@ -33,6 +34,9 @@ export function defaultWorkers(): number {
 
 interface Reply {
   n: number;
+  zero?: boolean;
+  written?: number;
+  endsInHole?: boolean;
   bytes?: Uint8Array<ArrayBuffer>;
   parts?: Uint8Array<ArrayBuffer>[];
   id?: string;
@@ -43,6 +47,8 @@ interface Reply {
 interface Pending {
   resolve: (r: Reply) => void;
   reject: (e: unknown) => void;
+  /** Progress of a file restore (`restoreFile`): bytes written since the last report. */
+  progress?: (bytes: number) => void;
 }
 
 interface Slot {
@@ -177,7 +183,7 @@ export class CodecPool implements PartsBlobCodec {
    * A buffer of at least `n` bytes for a blob's plaintext, reused when one came back from a worker:
    * fresh pages cost page faults and zeroing, reused ones do not.
    */
-  buffer(n: number): Uint8Array<ArrayBuffer> {
+  buffer(n: number, fresh = NEW_BUFFER_BYTES): Uint8Array<ArrayBuffer> {
     if (n < POOL_MIN_BYTES) return new Uint8Array(n);
     for (let i = this.#free.length - 1; i >= 0; i--) {
       if (this.#free[i].byteLength >= n) {
@@ -185,7 +191,7 @@ export class CodecPool implements PartsBlobCodec {
         return new Uint8Array(b);
       }
     }
-    return new Uint8Array(Math.max(n, NEW_BUFFER_BYTES));
+    return new Uint8Array(Math.max(n, fresh));
   }
 
   /** Takes back the buffer of `view` (its holder no longer uses it) for `buffer()`. */
@@ -235,7 +241,11 @@ export class CodecPool implements PartsBlobCodec {
   }
 
   #answer(slot: Slot, m: Reply) {
-    if ("ev" in m) return this.#event(m as unknown as SessionEvent);
+    if ("ev" in m) {
+      const e = m as unknown as { ev: string; n: number; bytes: number };
+      if (e.ev === "progress") return this.#pending.get(e.n)?.progress?.(e.bytes);
+      return this.#event(m as unknown as SessionEvent);
+    }
     slot.busy--;
     if (m.back && !this.#closed) this.recycle(new Uint8Array(m.back));
     const p = this.#pending.get(m.n);
@@ -327,6 +337,46 @@ export class CodecPool implements PartsBlobCodec {
       return this.inline.encode(id, plain).finally(() => transfer && this.recycle(plain));
     }
     return this.#call({ op: "encode", id }, "plain", plain, transfer);
+  }
+
+  /**
+   * Decodes `stored` (the blob `id`) on a worker exactly as `decode` does, re-hashing it with `hasher`, and
+   * only then writes its plaintext at `offset` of the existing file at `path` — or nothing when it is all
+   * zeros (a hole; `zero` says so). `stored`'s buffer is transferred and comes back for `buffer()`. Rejects
+   * with `IntegrityError` naming the blob when it is damaged (nothing written).
+   */
+  restoreBlob(
+    id: BlobId,
+    stored: Uint8Array<ArrayBuffer>,
+    hasher: ChunkIdHasher,
+    path: string,
+    offset: number,
+  ): Promise<{ zero: boolean }> {
+    if (!hasher.spec) throw new RepoError("restoreBlob needs a hasher a worker can rebuild");
+    const own = stored.byteOffset === 0 ? stored.buffer : stored.slice().buffer;
+    return this.#post(
+      { op: "restore", id, stored: own, length: stored.length, hasher: hasher.spec, path, offset },
+      [own],
+    ).then((r) => ({ zero: r.zero === true }));
+  }
+
+  /**
+   * Restores one file from a local repository on a worker (worker_restore.ts `restoreFile`): the worker
+   * reads each blob from its pack, verifies it and writes it into `job.path`. `progress` gets the bytes
+   * written as it goes (in steps; the answer's `written` is the total). Rejects with `IntegrityError` or
+   * `MissingObjectError` naming the blob that could not be restored.
+   */
+  restoreFile(
+    job: RestoreFileJob,
+    progress: (bytes: number) => void,
+  ): Promise<{ written: number; endsInHole: boolean }> {
+    const slot = this.#slot();
+    const n = this.#next++;
+    return new Promise<Reply>((resolve, reject) => {
+      this.#pending.set(n, { resolve, reject, progress });
+      slot.busy++;
+      slot.worker.postMessage({ op: "restore-file", n, job });
+    }).then((r) => ({ written: r.written!, endsInHole: r.endsInHole === true }));
   }
 
   /** The verified plaintext of `stored` (see `BlobCodec.decode`); `transfer` as for `encode`. */

@@ -6,9 +6,11 @@
 /// <reference lib="deno.worker" />
 import { createBlobCodec, type PartsBlobCodec } from "./blob.ts";
 import { type ChunkIdHasher, createChunkIdHasher } from "./chunk_id.ts";
+import { isAllZero } from "./bytes.ts";
 import { type ChunkerParams, Cutter } from "./chunker.ts";
-import { IntegrityError } from "./errors.ts";
+import { IntegrityError, MissingObjectError } from "./errors.ts";
 import { packIdOf } from "./pack.ts";
+import { restoreFile } from "./worker_restore.ts";
 
 let codec: Promise<PartsBlobCodec> | null = null;
 
@@ -159,11 +161,27 @@ function reply(n: number, bytes: Uint8Array, back?: ArrayBuffer) {
   self.postMessage({ n, bytes: own, back: back !== own.buffer ? back : undefined }, transfer);
 }
 
+/** Writes `data` at `offset` of the existing file at `path` (a restore's temporary file). */
+function writeAt(path: string, offset: number, data: Uint8Array) {
+  const f = Deno.openSync(path, { write: true });
+  try {
+    f.seekSync(offset, Deno.SeekMode.Start);
+    for (let off = 0; off < data.length;) off += f.writeSync(data.subarray(off));
+  } finally {
+    f.close();
+  }
+}
+
 function errorRecord(e: unknown): Record<string, string> {
   const err = e as Error;
-  return e instanceof IntegrityError
-    ? { name: "IntegrityError", kind: e.kind, id: e.id, detail: e.detail }
-    : { name: err?.name ?? "Error", message: err?.message ?? String(e) };
+  if (e instanceof IntegrityError) {
+    return { name: "IntegrityError", kind: e.kind, id: e.id, detail: e.detail };
+  }
+  if (e instanceof MissingObjectError) {
+    const detail = e.message.slice(`Missing ${e.kind} ${e.id}: `.length);
+    return { name: "MissingObjectError", kind: e.kind, id: e.id, detail };
+  }
+  return { name: err?.name ?? "Error", message: err?.message ?? String(e) };
 }
 
 function replyError(n: number, e: unknown) {
@@ -196,6 +214,23 @@ self.onmessage = async (ev: MessageEvent) => {
       // Each part is sent in a buffer of its own; one that is a view of the plaintext is copied out.
       const own = ownParts(await c.encodeParts(m.id, plain), plain.buffer);
       self.postMessage({ n: m.n, parts: own, back: m.plain }, [...own.map((p) => p.buffer), m.plain]);
+    } else if (m.op === "restore-file") {
+      // Progress in steps of at least 8 MiB (the rest is in the answer).
+      let unreported = 0;
+      const r = await restoreFile(c, m.job, (bytes) => {
+        unreported += bytes;
+        if (unreported < 8 * 1024 * 1024) return;
+        self.postMessage({ ev: "progress", n: m.n, bytes: unreported });
+        unreported = 0;
+      });
+      self.postMessage({ n: m.n, written: r.written, endsInHole: r.endsInHole });
+    } else if (m.op === "restore") {
+      // Decoded (authenticated, decompressed, re-hashed) before a single byte of it is written.
+      const hasher = createChunkIdHasher(m.hasher);
+      const plain = await c.decode(m.id, new Uint8Array(m.stored, 0, m.length), hasher);
+      const zero = isAllZero(plain);
+      if (!zero) writeAt(m.path, m.offset, plain);
+      self.postMessage({ n: m.n, zero, back: m.stored }, [m.stored]);
     } else if (m.op === "encode") {
       const stored = await c.encode(m.id, new Uint8Array(m.plain, 0, m.length));
       reply(m.n, stored, m.plain); // the plaintext's buffer goes back for reuse

@@ -3,7 +3,8 @@
  * A namespace handle is the repository API of restic's shape — has, save blob, load blob, flush —
  * with packing and index checkpoints inside it. docs/repository-format.md §Layout lists the objects.
  */
-import { type Backend, putParts } from "./backend.ts";
+import { type Backend, LocalBackend, putParts } from "./backend.ts";
+import type { RestoreBlobRef } from "./worker_restore.ts";
 import { createBlobCodec, type PartsBlobCodec } from "./blob.ts";
 import { type ChunkSession, type ChunkSessionEvents, CodecPool } from "./codec_pool.ts";
 import type { ChunkerParams } from "./chunker.ts";
@@ -49,7 +50,7 @@ import {
 import { listCondemned } from "./gc.ts";
 import { loadSnapshot, readSnapshotInfo } from "./snapshot.ts";
 import { loadTree } from "./tree.ts";
-import { fromHex } from "./bytes.ts";
+import { fromHex, isAllZero } from "./bytes.ts";
 
 /** Index segments are checkpointed after this many packs, so an interrupted backup can resume. */
 export const PACKS_PER_INDEX_CHECKPOINT = 4;
@@ -814,13 +815,29 @@ export class Namespace {
    * `MissingObjectError` if no pack holds it, `IntegrityError` naming the blob if it is damaged.
    */
   async loadBlob(id: BlobId, hasher?: ChunkIdHasher): Promise<Uint8Array> {
+    const stored = await this.readStored(id);
+    return await (this.#pool
+      ? this.#pool.decode(id, stored, hasher, true)
+      : this.codec.decode(id, stored, hasher));
+  }
+
+  /**
+   * The stored (encoded) form of blob `id`, unverified: `decode` or `writeBlob` checks it. Throws
+   * `MissingObjectError` if no pack holds it, `IntegrityError` naming the blob if it cannot be read.
+   */
+  async readStored(id: BlobId): Promise<Uint8Array<ArrayBuffer>> {
     const entry = this.repo.index.lookup(this.name, id);
     if (!entry) throw new MissingObjectError("blob", id, "not in the index");
-    let stored: Uint8Array;
     try {
       const name = packObjectName(entry.packId);
-      stored = this.#reader
-        ? await this.#reader.read(name, entry.offset, entry.length)
+      const pool = this.#pool;
+      return this.#reader
+        ? await this.#reader.read(
+          name,
+          entry.offset,
+          entry.length,
+          pool ? (n) => pool.buffer(n, 2 << 20) : undefined,
+        )
         : await this.repo.backend.get(name, { offset: entry.offset, length: entry.length });
     } catch (e) {
       if (e instanceof MissingObjectError) {
@@ -830,8 +847,71 @@ export class Namespace {
         cause: e,
       });
     }
-    return await (this.#pool
-      ? this.#pool.decode(id, stored, hasher, true)
-      : this.codec.decode(id, stored, hasher));
   }
+
+  /**
+   * Restores a file whose content is the blobs `ids` into the existing, empty file at `path` on a worker
+   * thread (codec_pool.ts `restoreFile`): each blob is verified — authenticated, re-hashed with `hasher` —
+   * before a byte of it is written; all-zero blobs are left as holes. Null when this cannot be done on a
+   * worker (outside `withWorkers`, or the repository is not a local folder): the caller restores it itself.
+   * Rejects with `MissingObjectError` or `IntegrityError` naming the first blob that could not be restored.
+   */
+  restoreFile(
+    path: string,
+    ids: BlobId[],
+    hasher: ChunkIdHasher,
+    progress: (bytes: number) => void,
+  ): Promise<{ written: number; endsInHole: boolean }> | null {
+    const backend = this.repo.backend;
+    if (!this.#pool || !(backend instanceof LocalBackend) || !hasher.spec) return null;
+    const blobs: RestoreBlobRef[] = [];
+    for (const id of ids) {
+      const e = this.repo.index.lookup(this.name, id);
+      if (!e) return Promise.reject(new MissingObjectError("blob", id, "not in the index"));
+      const pack = `${backend.root}/${packObjectName(e.packId)}`;
+      blobs.push({ id, pack, packId: e.packId, offset: e.offset, length: e.length });
+    }
+    return this.#pool.restoreFile({ path, blobs, hasher: hasher.spec }, progress);
+  }
+
+  /**
+   * Decodes `stored` (blob `id`, from `readStored`), verifying it — authenticated, and re-hashed with
+   * `hasher` — and only then writes its plaintext at `offset` of the existing file at `path` (on a worker
+   * while `withWorkers` runs); an all-zero plaintext is not written (a hole), and `zero` says so. Throws
+   * `IntegrityError` naming the blob when it is damaged: then nothing is written. `stored` is given up.
+   */
+  async writeBlob(
+    id: BlobId,
+    stored: Uint8Array<ArrayBuffer>,
+    hasher: ChunkIdHasher,
+    path: string,
+    offset: number,
+  ): Promise<{ zero: boolean; length: number }> {
+    const length = storedPlainLength(stored);
+    if (this.#pool && hasher.spec) {
+      const { zero } = await this.#pool.restoreBlob(id, stored, hasher, path, offset);
+      return { zero, length };
+    }
+    const plain = await this.codec.decode(id, stored, hasher);
+    const zero = isAllZero(plain);
+    if (!zero) {
+      const f = await Deno.open(path, { write: true });
+      try {
+        await f.seek(offset, Deno.SeekMode.Start);
+        for (let off = 0; off < plain.length;) off += await f.write(plain.subarray(off));
+      } finally {
+        f.close();
+      }
+    }
+    return { zero, length: plain.length };
+  }
+}
+
+/**
+ * The plaintext length a stored blob's header declares (bytes 4–7, little-endian): what `decode` yields
+ * when the blob is authentic (it checks the header); 0 for a blob shorter than its header.
+ */
+export function storedPlainLength(stored: Uint8Array): number {
+  if (stored.length < 8) return 0;
+  return new DataView(stored.buffer, stored.byteOffset, 8).getUint32(4, true);
 }

@@ -41,6 +41,14 @@ Deno.test("backup and restore with the default chunker: workers, holes, read-ahe
   for (const [name, bytes] of Object.entries(files)) {
     assert.deepEqual(await Deno.readFile(`${target}${src}/${name}`), bytes, name);
   }
+  // A throttled restore writes from the main thread (where the throttle is), each blob verified on a worker.
+  const throttled = `${dir.path}/out-throttled`;
+  const slow = await restoreSnapshot(ns, r.snapshotId, { target: throttled, limitBytesPerSecond: 1e10 });
+  assert.deepEqual(slow.errors, []);
+  for (const [name, bytes] of Object.entries(files)) {
+    assert.deepEqual(await Deno.readFile(`${throttled}${src}/${name}`), bytes, name);
+  }
+  assert.equal((await Deno.stat(`${throttled}${src}/end-hole.bin`)).size, files["end-hole.bin"].length);
 
   // Damage one blob of big.bin: that file is refused (nothing under its name), the rest restores.
   const snap = await loadSnapshot(ns, r.snapshotId);
@@ -64,6 +72,15 @@ Deno.test("backup and restore with the default chunker: workers, holes, read-ahe
   for (const [name, bytes] of Object.entries(files)) {
     if (name !== "big.bin") assert.deepEqual(await Deno.readFile(`${target2}${src}/${name}`), bytes, name);
   }
+  // The same from the main thread (a throttled restore).
+  const target3 = `${dir.path}/out3`;
+  const slow2 = await restoreSnapshot(reopened.namespace("h"), r.snapshotId, {
+    target: target3,
+    limitBytesPerSecond: 1e10,
+  });
+  assert.deepEqual(slow2.errors.map((e) => e.path), [`${src}/big.bin`]);
+  assert.match(slow2.errors[0].error, new RegExp(`Damaged blob ${big.content![1]}`));
+  await assert.rejects(Deno.stat(`${target3}${src}/big.bin`), Deno.errors.NotFound);
 });
 
 // Files of at least the chunker's minimum are chunked on a worker (backup.ts #readStreamed): duplicates
