@@ -48,17 +48,42 @@ function view(b: Uint8Array): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 }
 
+/** Blobs at least this long are sampled before zstd compresses them whole (`looksIncompressible`). */
+const SAMPLED_FROM = 256 * 1024;
+const SAMPLE_BYTES = 16 * 1024;
+const SAMPLES = 4;
+
+function zstd(data: Uint8Array): Uint8Array {
+  // One output buffer that fits the worst case (zstd's bound): node:zlib otherwise fills 16 KiB pieces,
+  // copies each and joins them — three copies of every blob.
+  return view(zstdCompressSync(data, {
+    chunkSize: zstdBound(data.length),
+    params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL },
+  }));
+}
+
+/**
+ * Whether zstd gains nothing on any of four 16 KiB samples of `data` (its start, end and two places
+ * between): then the whole blob would not shrink either, or by too little to matter, and is stored raw
+ * without compressing it (random, encrypted or already compressed content costs zstd's time for nothing).
+ * Any gain on any sample and the whole blob is compressed, as before.
+ */
+export function looksIncompressible(data: Uint8Array): boolean {
+  const step = Math.floor((data.length - SAMPLE_BYTES) / (SAMPLES - 1));
+  for (let i = 0; i < SAMPLES; i++) {
+    const sample = data.subarray(i * step, i * step + SAMPLE_BYTES);
+    if (zstd(sample).length < sample.length) return false;
+  }
+  return true;
+}
+
 /** `data` compressed with `kind`, or null when that would not make it smaller (the blob is stored raw). */
 export function compress(kind: Compression, data: Uint8Array): Uint8Array | null {
   if (kind === "none" || data.length === 0) return null;
   let out: Uint8Array;
   if (kind === "zstd") {
-    // One output buffer that fits the worst case (zstd's bound): node:zlib otherwise fills 16 KiB pieces,
-    // copies each and joins them — three copies of every blob.
-    out = view(zstdCompressSync(data, {
-      chunkSize: zstdBound(data.length),
-      params: { [zlibConstants.ZSTD_c_compressionLevel]: ZSTD_LEVEL },
-    }));
+    if (data.length >= SAMPLED_FROM && looksIncompressible(data)) return null;
+    out = zstd(data);
   } else {
     out = lz4Module().compress(data);
   }
