@@ -562,9 +562,11 @@ class BackupRun {
       return null;
     }
     this.dirs++;
-    // Up to ENTRIES_AT_ONCE entries are backed up at once (their tree order is kept).
+    // Up to ENTRIES_AT_ONCE entries are backed up at once, the next one starting as soon as any of them
+    // ends (their tree order is kept).
     const entries: (TreeEntry | null)[] = [];
-    const running: Promise<void>[] = [];
+    const running = new Set<Promise<void>>();
+    let failure: { error: unknown } | null = null as { error: unknown } | null;
     for (const name of names) {
       const child = joinPath(path, name);
       if (name.includes("\uFFFD")) {
@@ -576,12 +578,16 @@ class BackupRun {
       }
       if (SYSTEM_EXCLUDES.includes(child) || this.excluded(child)) continue;
       const slot = entries.push(null) - 1;
-      const task = this.entry(child, name, rootDev, prev?.get(name)).then((e) => void (entries[slot] = e));
-      task.catch(() => {}); // awaited below; a failure is not left unhandled meanwhile
-      running.push(task);
-      if (running.length >= ENTRIES_AT_ONCE) await running.shift();
+      // A failure (of storing, not of reading: those are in `errors`) ends the backup: it is kept and thrown.
+      const task: Promise<void> = this.entry(child, name, rootDev, prev?.get(name))
+        .then((e) => void (entries[slot] = e), (e) => void (failure ??= { error: e }))
+        .finally(() => running.delete(task));
+      running.add(task);
+      if (running.size >= ENTRIES_AT_ONCE) await Promise.race(running);
+      if (failure) break;
     }
     await Promise.all(running);
+    if (failure) throw failure.error;
     return await this.saveTree(entries.filter((e): e is TreeEntry => e !== null));
   }
 

@@ -149,3 +149,30 @@ Deno.test("worker-chunked files: dedup across files read at once, a read failing
     assert.deepEqual(await Deno.readFile(`${target2}${src}/${name}`), bytes, name);
   }
 });
+
+// A failure to store (not to read) ends the backup with that error and no snapshot, whichever path the
+// files took (read here, or chunked on a worker) and however many were in flight.
+Deno.test("a pack that cannot be written fails the backup, naming why; no snapshot is written", async () => {
+  await using dir = await tempDir();
+  class FailingBackend extends LocalBackend {
+    packs = 0;
+    override putParts(name: string, parts: Uint8Array[]): Promise<void> {
+      if (name.startsWith("data/") && ++this.packs >= 2) {
+        return Promise.reject(new Error("No space left on device"));
+      }
+      return super.putParts(name, parts);
+    }
+  }
+  const be = new FailingBackend(`${dir.path}/repo`);
+  const repo = await Repository.init(be, crypto.getRandomValues(new Uint8Array(32)), { namespace: "h" });
+  const src = `${dir.path}/src`;
+  for (let d = 0; d < 3; d++) {
+    await Deno.mkdir(`${src}/d${d}`, { recursive: true });
+    for (let i = 0; i < 6; i++) {
+      const size = i % 2 ? 3 * MIB : 200 * 1024;
+      await Deno.writeFile(`${src}/d${d}/f${i}`, deterministicBytes(`f${d}-${i}`, size));
+    }
+  }
+  await assert.rejects(backupFiles(repo.namespace("h"), { paths: [src] }), /No space left on device/);
+  assert.deepEqual(await Array.fromAsync(be.list("snapshots/")), []);
+});
