@@ -12,6 +12,12 @@ import { IntegrityError, MissingObjectError, RepoError } from "./errors.ts";
 import type { RestoreFileJob } from "./worker_restore.ts";
 import { packIdOf } from "./pack.ts";
 
+/**
+ * A session's chunk is encoded on another worker when that one encodes at most as many blobs, less this
+ * margin, as the session's own worker (which also cuts and hashes): see `ChunkSession.decide`.
+ */
+const GIVE_MARGIN = 0;
+
 /** Blobs smaller than this are encoded and decoded on the calling thread (a message costs more). */
 export const POOL_MIN_BYTES = 64 * 1024;
 
@@ -49,11 +55,16 @@ interface Pending {
   reject: (e: unknown) => void;
   /** Progress of a file restore (`restoreFile`): bytes written since the last report. */
   progress?: (bytes: number) => void;
+  /** The worker encoding the blob, for an encode. */
+  encoding?: Slot;
 }
 
 interface Slot {
   worker: Worker;
+  /** Work handed to it and not yet answered: requests, and sessions' pieces and chunks to encode. */
   busy: number;
+  /** Blobs it is encoding (the costly part of the work): what work is balanced by. */
+  encoding: number;
   /** Chunk sessions open on this worker. */
   sessions: number;
 }
@@ -78,7 +89,9 @@ export interface ChunkSessionEvents {
 }
 
 interface SessionEvent {
-  ev: "cut" | "stored" | "error";
+  ev: "cut" | "stored" | "chunk" | "error";
+  bytes?: Uint8Array<ArrayBuffer>;
+  id?: string;
   f: number;
   seqs?: number[];
   ids?: string[];
@@ -103,6 +116,8 @@ export class ChunkSession {
     readonly hasher: { idKey: Uint8Array | null; salt: Uint8Array | null },
     readonly events: ChunkSessionEvents,
     readonly end: () => void,
+    /** Whether another worker is enough less busy than this session's to encode a chunk instead. */
+    readonly elsewhere: () => boolean,
   ) {}
 
   /**
@@ -119,13 +134,23 @@ export class ChunkSession {
     }
     const transfer = buffer ? [buffer.buffer] : [];
     if (buffer) msg.buf = buffer.buffer;
+    this.slot.busy++; // until its "cut" answer
     this.slot.worker.postMessage(msg, transfer);
   }
 
-  /** Which of the chunks reported by `cut` the worker encodes (then `stored`) and which it drops. */
+  /**
+   * Which of the chunks reported by `cut` are encoded (then `stored`) and which are dropped. A chunk to store
+   * is encoded by the session's worker, or — when that worker is the busier one — handed back and encoded by
+   * another (a large file's chunks then use every core).
+   */
   decide(store: number[], drop: number[]): void {
     if (store.length === 0 && drop.length === 0) return;
-    this.slot.worker.postMessage({ op: "cdc-decide", f: this.f, store, drop });
+    const here: number[] = [];
+    const give: number[] = [];
+    for (const seq of store) (this.elsewhere() ? give : here).push(seq);
+    this.slot.busy += store.length; // until each is "stored" (or handed back)
+    this.slot.encoding += here.length;
+    this.slot.worker.postMessage({ op: "cdc-decide", f: this.f, store: here, drop, give });
   }
 
   /** Stops listening (once every chunk it asked for has arrived, or the run failed). */
@@ -150,15 +175,19 @@ export class CodecPool implements PartsBlobCodec {
     readonly inline: PartsBlobCodec,
     readonly dataKey: Uint8Array | null,
     readonly workers = defaultWorkers(),
+    /** How much less busy another worker must be to encode a session's chunk (tests force either way). */
+    readonly giveMargin = GIVE_MARGIN,
   ) {
     this.encryption = inline.encryption;
     this.compression = inline.compression;
   }
 
+  /** The least loaded worker (fewest blobs being encoded, then least work), starting them all at first use. */
   #slot(): Slot {
     if (this.#closed) throw new RepoError("The codec pool is closed");
-    if (this.#slots.length < this.workers) {
+    while (this.#slots.length < this.workers) {
       const worker = new Worker(new URL("./codec_worker.ts", import.meta.url), { type: "module" });
+      const slot: Slot = { worker, busy: 0, encoding: 0, sessions: 0 };
       worker.onmessage = (ev: MessageEvent) => this.#answer(slot, ev.data);
       worker.onerror = (ev: ErrorEvent) => {
         ev.preventDefault();
@@ -170,12 +199,12 @@ export class CodecPool implements PartsBlobCodec {
         compression: this.compression,
         dataKey: this.dataKey,
       });
-      const slot: Slot = { worker, busy: 0, sessions: 0 };
       this.#slots.push(slot);
-      return slot;
     }
     let best = this.#slots[0];
-    for (const s of this.#slots) if (s.busy < best.busy) best = s;
+    for (const s of this.#slots) {
+      if (s.encoding < best.encoding || (s.encoding === best.encoding && s.busy < best.busy)) best = s;
+    }
     return best;
   }
 
@@ -209,22 +238,23 @@ export class CodecPool implements PartsBlobCodec {
   openChunker(params: ChunkerParams, hasher: ChunkIdHasher, events: ChunkSessionEvents): ChunkSession | null {
     if (!hasher.spec) return null;
     if (this.#closed) throw new RepoError("The codec pool is closed");
-    // A new worker first, then the one with the fewest sessions (and requests) open.
-    let slot = this.#slots.length < this.workers ? this.#slot() : this.#slots[0];
+    // The least busy worker (the one with fewer sessions on a tie).
+    let slot = this.#slot();
     for (const s of this.#slots) {
-      if (s.sessions < slot.sessions || (s.sessions === slot.sessions && s.busy < slot.busy)) slot = s;
+      if (s.busy < slot.busy || (s.busy === slot.busy && s.sessions < slot.sessions)) slot = s;
     }
     const f = this.#nextSession++;
     slot.sessions++;
     const session = new ChunkSession(slot, f, params, hasher.spec, events, () => {
       if (this.#sessions.delete(f)) slot.sessions--;
-    });
+    }, () => this.#slots.some((s) => s !== slot && s.encoding + this.giveMargin <= slot.encoding));
     this.#sessions.set(f, session);
     return session;
   }
 
-  #event(m: SessionEvent) {
+  #event(slot: Slot, m: SessionEvent) {
     const session = this.#sessions.get(m.f);
+    if (m.ev !== "error") slot.busy--;
     if (m.ev === "cut") {
       if (m.back && !this.#closed) {
         session ? session.events.returned(m.back) : this.recycle(new Uint8Array(m.back));
@@ -233,7 +263,18 @@ export class CodecPool implements PartsBlobCodec {
       const chunks: CutChunk[] = m.ids!.map((id, i) => ({ seq: m.seqs![i], id, length: m.lengths![i] }));
       session.events.cut(chunks, m.done === true);
     } else if (m.ev === "stored") {
+      slot.encoding--;
       session?.events.stored(m.seq!, m.parts!);
+    } else if (m.ev === "chunk") {
+      // A chunk handed back: encoded on the least busy worker, then stored as any other.
+      if (!session) return;
+      this.encodeParts(m.id!, m.bytes!, true).then(
+        (parts) => session.events.stored(m.seq!, parts),
+        (e) => {
+          session.events.failed(e);
+          session.close();
+        },
+      );
     } else {
       session?.events.failed(errorOf(m.error!));
       session?.close();
@@ -244,13 +285,14 @@ export class CodecPool implements PartsBlobCodec {
     if ("ev" in m) {
       const e = m as unknown as { ev: string; n: number; bytes: number };
       if (e.ev === "progress") return this.#pending.get(e.n)?.progress?.(e.bytes);
-      return this.#event(m as unknown as SessionEvent);
+      return this.#event(slot, m as unknown as SessionEvent);
     }
     slot.busy--;
     if (m.back && !this.#closed) this.recycle(new Uint8Array(m.back));
     const p = this.#pending.get(m.n);
     if (!p) return;
     this.#pending.delete(m.n);
+    if (p.encoding) p.encoding.encoding--;
     if (!m.error) return p.resolve(m);
     p.reject(errorOf(m.error));
   }
@@ -278,12 +320,13 @@ export class CodecPool implements PartsBlobCodec {
     return this.#post({ ...msg, [key]: own, length: buf.length }, [own]).then((r) => r.bytes!);
   }
 
-  #post(msg: Record<string, unknown>, transfer: ArrayBuffer[]): Promise<Reply> {
+  #post(msg: Record<string, unknown>, transfer: ArrayBuffer[], encode = false): Promise<Reply> {
     const slot = this.#slot();
     const n = this.#next++;
     return new Promise((resolve, reject) => {
-      this.#pending.set(n, { resolve, reject });
+      this.#pending.set(n, { resolve, reject, encoding: encode ? slot : undefined });
       slot.busy++;
+      if (encode) slot.encoding++;
       slot.worker.postMessage({ ...msg, n }, transfer);
     });
   }
@@ -323,7 +366,7 @@ export class CodecPool implements PartsBlobCodec {
     const own = transfer && plain.byteOffset === 0 && plain.buffer instanceof ArrayBuffer
       ? plain.buffer
       : plain.slice().buffer;
-    return this.#post({ op: "encodeParts", id, plain: own, length: plain.length }, [own]).then((r) =>
+    return this.#post({ op: "encodeParts", id, plain: own, length: plain.length }, [own], true).then((r) =>
       r.parts!
     );
   }

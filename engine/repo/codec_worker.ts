@@ -105,7 +105,7 @@ function onChunkData(m: ChunkData) {
   endSession(m.f, s);
 }
 
-async function onChunkDecide(m: { f: number; store: number[]; drop: number[] }) {
+async function onChunkDecide(m: { f: number; store: number[]; drop: number[]; give?: number[] }) {
   const s = sessions.get(m.f);
   if (!s) return;
   for (const seq of m.drop) {
@@ -113,6 +113,20 @@ async function onChunkDecide(m: { f: number; store: number[]; drop: number[] }) 
     if (!h) continue;
     s.held.delete(seq);
     recycleChunk(h.bytes);
+  }
+  // Chunks another worker encodes (this one is busier): their bytes go back to the calling thread.
+  for (const seq of m.give ?? []) {
+    const h = s.held.get(seq);
+    if (!h) {
+      self.postMessage({
+        ev: "error",
+        f: m.f,
+        error: { name: "Error", message: `chunk ${seq} is not held` },
+      });
+      continue;
+    }
+    s.held.delete(seq);
+    self.postMessage({ ev: "chunk", f: m.f, seq, id: h.id, bytes: h.bytes }, [h.bytes.buffer]);
   }
   const c = await codec!;
   for (const seq of m.store) {
