@@ -815,22 +815,24 @@ export class Namespace {
    * `MissingObjectError` if no pack holds it, `IntegrityError` naming the blob if it is damaged.
    */
   async loadBlob(id: BlobId, hasher?: ChunkIdHasher): Promise<Uint8Array> {
-    const stored = await this.readStored(id);
+    const stored = await this.readStored(id, false);
     return await (this.#pool
       ? this.#pool.decode(id, stored, hasher, true)
       : this.codec.decode(id, stored, hasher));
   }
 
   /**
-   * The stored (encoded) form of blob `id`, unverified: `decode` or `writeBlob` checks it. Throws
-   * `MissingObjectError` if no pack holds it, `IntegrityError` naming the blob if it cannot be read.
+   * The stored (encoded) form of blob `id`, unverified: `decode` or `writeBlob` checks it. With `reuse`
+   * (for `writeBlob`, which gives the buffer back) it is read into a reused buffer while `withWorkers`
+   * runs. Throws `MissingObjectError` if no pack holds it, `IntegrityError` naming the blob if it cannot be
+   * read.
    */
-  async readStored(id: BlobId): Promise<Uint8Array<ArrayBuffer>> {
+  async readStored(id: BlobId, reuse = true): Promise<Uint8Array<ArrayBuffer>> {
     const entry = this.repo.index.lookup(this.name, id);
     if (!entry) throw new MissingObjectError("blob", id, "not in the index");
     try {
       const name = packObjectName(entry.packId);
-      const pool = this.#pool;
+      const pool = reuse ? this.#pool : null;
       return this.#reader
         ? await this.#reader.read(
           name,
