@@ -3,6 +3,7 @@
  * reads — what a local folder and an S3-compatible bucket both offer. Names are relative, "/"-separated
  * ("data/ab/ab12…", "keys/host-a/…"); a backend never interprets them beyond that.
  */
+import { concat } from "./bytes.ts";
 import { MissingObjectError, type ObjectKind, RepoError } from "./errors.ts";
 import { parentDir, syncDir } from "./fs.ts";
 
@@ -27,6 +28,11 @@ export interface Backend {
   get(name: string, range?: ByteRange): Promise<Uint8Array<ArrayBuffer>>;
   /** Stores `data` under `name` atomically: readers see the whole object or none. Replaces an existing one. */
   put(name: string, data: Uint8Array): Promise<void>;
+  /**
+   * Stores the concatenation of `parts` under `name`, as `put` does, without joining them first (optional:
+   * `putParts()` below joins them for a backend without it).
+   */
+  putParts?(name: string, parts: Uint8Array[]): Promise<void>;
   /** Deletes the object; no error if it does not exist. */
   delete(name: string): Promise<void>;
   /** Whether the object exists. */
@@ -42,6 +48,14 @@ export interface Backend {
    */
   listFolders?(prefix: string): Promise<string[]>;
 }
+
+/** Stores the concatenation of `parts` under `name` on `backend`, joining them only if it cannot write parts. */
+export function putParts(backend: Backend, name: string, parts: Uint8Array[]): Promise<void> {
+  return backend.putParts ? backend.putParts(name, parts) : backend.put(name, concat(...parts));
+}
+
+/** Parts smaller than this are written synchronously, consecutive ones at once (an async op costs more). */
+const SMALL_PART = 64 * 1024;
 
 /** Throws if `name` is not a safe relative object name. */
 export function validateObjectName(name: string): void {
@@ -132,7 +146,15 @@ export class LocalBackend implements Backend {
     }
   }
 
-  async put(name: string, data: Uint8Array): Promise<void> {
+  put(name: string, data: Uint8Array): Promise<void> {
+    return this.#write(name, [data]);
+  }
+
+  putParts(name: string, parts: Uint8Array[]): Promise<void> {
+    return this.#write(name, parts);
+  }
+
+  async #write(name: string, parts: Uint8Array[]): Promise<void> {
     const path = this.#path(name);
     const dir = path.slice(0, path.lastIndexOf("/"));
     await this.#ensureDir(dir);
@@ -140,8 +162,20 @@ export class LocalBackend implements Backend {
     try {
       const file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
       try {
-        let off = 0;
-        while (off < data.length) off += await file.write(data.subarray(off));
+        for (let i = 0; i < parts.length;) {
+          let data = parts[i++];
+          let off = 0;
+          if (data.length < SMALL_PART) {
+            // Small parts (blob headers, trailers) are gathered and written at once, without an async op.
+            if (i < parts.length && parts[i].length < SMALL_PART) {
+              const run = [data];
+              while (i < parts.length && parts[i].length < SMALL_PART) run.push(parts[i++]);
+              data = concat(...run);
+            }
+            while (off < data.length) off += file.writeSync(data.subarray(off));
+          }
+          while (off < data.length) off += await file.write(data.subarray(off));
+        }
         await file.syncData();
       } finally {
         file.close();

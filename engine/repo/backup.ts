@@ -11,7 +11,7 @@ import { chunkFile } from "./chunker.ts";
 import type { BlobId, ChunkIdHasher } from "./chunk_id.ts";
 import { RepoError } from "./errors.ts";
 import { CACHEDIR_SIGNATURE, compileExcludes, SYSTEM_EXCLUDES } from "./exclude.ts";
-import { absolutePath, denoFileSystem, type FileSystem, joinPath } from "./fs.ts";
+import { absolutePath, denoFileSystem, type FileSystem, joinPath, type ReadableFile } from "./fs.ts";
 import type { Namespace } from "./repository.ts";
 import { loadSnapshot, type Snapshot, writeSnapshot } from "./snapshot.ts";
 import { createThrottle, type Throttle } from "./throttle.ts";
@@ -26,7 +26,13 @@ export const MAX_COMMIT_ATTEMPTS = 3;
 
 /** Entries of one folder backed up at once, and files read at once in the whole run. */
 const ENTRIES_AT_ONCE = 4;
-const FILES_READ_AT_ONCE = 2;
+const FILES_READ_AT_ONCE = 4;
+
+/**
+ * Files of at least the chunker's minimum are chunked on a worker: read in pieces of this size, with at most
+ * `max` + 2 pieces of each file's bytes read but not yet stored or found stored (a bound on memory).
+ */
+const PIECE_BYTES = 2 * 1024 * 1024;
 
 /** Progress of a backup or restore. */
 export interface Progress {
@@ -102,6 +108,15 @@ function tagReadErrors(file: { read(p: Uint8Array): Promise<number | null> }) {
   };
 }
 
+/** A chunk of a file being read on a worker, claimed for storing (see `BackupRun.#readStreamed`). */
+interface Claimed {
+  seq: number;
+  id: BlobId;
+  length: number;
+  /** Whether it holds one of the run's encode slots. */
+  slot: boolean;
+}
+
 interface PathNode {
   children: Map<string, PathNode>;
   included: boolean;
@@ -117,13 +132,17 @@ class BackupRun {
   bytesRead = 0;
   bytesNew = 0;
   bytesStored = 0;
-  #inflight = new Set<Promise<unknown>>();
+  /** Blobs that may still start being encoded and stored, and the starts waiting for one to end. */
+  #freeSlots: number;
+  #slotQueue: (() => void)[] = [];
   readonly excluded: (path: string) => boolean;
   readonly throttle: Throttle;
   readonly fs: FileSystem;
   readonly concurrency: number;
   /** The chunker's read windows, one per file being read, reused from file to file. */
   #windows: Uint8Array[] = [];
+  /** Buffers of `PIECE_BYTES` that pieces of files are read into, back from the workers for reuse. */
+  #pieces: ArrayBuffer[] = [];
   /** Files being read at once (and their waiters): reads, chunking and hashing of one overlap another's. */
   #readers = 0;
   #readerQueue: (() => void)[] = [];
@@ -138,6 +157,7 @@ class BackupRun {
     this.throttle = options.throttle ?? createThrottle(options.limitBytesPerSecond);
     this.fs = options.fs ?? denoFileSystem;
     this.concurrency = Math.max(1, options.concurrency ?? 8);
+    this.#freeSlots = this.concurrency;
   }
 
   report(path: string) {
@@ -156,13 +176,27 @@ class BackupRun {
     return r.id;
   }
 
+  /** Starts `start` once fewer than `concurrency` blobs are being encoded and stored (a semaphore). */
+  #acquireSlot(start: () => void): void {
+    if (this.#freeSlots > 0) {
+      this.#freeSlots--;
+      start();
+    } else {
+      this.#slotQueue.push(start);
+    }
+  }
+
+  #releaseSlot(): void {
+    const next = this.#slotQueue.shift();
+    if (next) next();
+    else this.#freeSlots++;
+  }
+
   /** Starts storing a chunk, waiting first while `concurrency` saves are in flight. */
   async #saveBounded(data: Uint8Array): Promise<{ id: Promise<BlobId> }> {
-    while (this.#inflight.size >= this.concurrency) await Promise.race(this.#inflight);
+    await new Promise<void>((r) => this.#acquireSlot(r));
     const p = this.#save("data", data);
-    const tracked = p.then(() => {}, () => {});
-    this.#inflight.add(tracked);
-    tracked.finally(() => this.#inflight.delete(tracked));
+    p.finally(() => this.#releaseSlot()).catch(() => {});
     return { id: p };
   }
 
@@ -258,6 +292,10 @@ class BackupRun {
       this.errors.push({ path, error: `cannot open: ${(e as Error).message}` });
       return null;
     }
+    if (info.size >= this.ns.repo.config.chunker.min) {
+      const streamed = await this.#readStreamed(path, info, reuse, file);
+      if (streamed !== false) return streamed;
+    }
     const pending: Promise<BlobId>[] = [];
     let size = 0;
     let window: Uint8Array | undefined;
@@ -292,6 +330,170 @@ class BackupRun {
     const content = await Promise.all(pending);
     this.files++;
     this.totalBytes += size;
+    return { ...reuse, size, content };
+  }
+
+  /**
+   * `#read` for a larger file: its bytes go to a worker in pieces, which cuts the chunks and computes their
+   * ids; this thread claims the new ones (`Namespace.claim`), which the worker then encodes, and packs them.
+   * False (with nothing read) when no worker can take it; the caller reads it here. Closes `file`.
+   */
+  async #readStreamed(
+    path: string,
+    info: Deno.FileInfo,
+    reuse: Omit<TreeEntry, "content">,
+    file: ReadableFile,
+  ): Promise<TreeEntry | null | false> {
+    const params = this.ns.repo.config.chunker;
+    const limit = params.max + 2 * PIECE_BYTES;
+    const content: BlobId[] = [];
+    /** Chunks claimed, by seq: waiting for their stored form. */
+    const claimed = new Map<number, Claimed>();
+    const uploads: Promise<void>[] = [];
+    let outstanding = 0; // bytes handed to the worker and not yet stored or found stored
+    let done = false; // the worker has cut every byte it was given
+    let failure: unknown = null;
+    let wake: (() => void) | null = null;
+    const changed = () => {
+      const w = wake;
+      wake = null;
+      w?.();
+    };
+    const until = async (ready: () => boolean) => {
+      while (!ready() && failure === null) await new Promise<void>((r) => wake = r);
+      if (failure !== null) throw failure;
+    };
+    const settle = (length: number) => {
+      outstanding -= length;
+      changed();
+    };
+    // A claimed chunk is encoded (asked of the worker) once it has one of the run's `concurrency` slots, which
+    // it holds until it is in a pack — and, when it filled the pack, until that pack is uploaded (backpressure).
+    const release = (c: Claimed) => {
+      if (c.slot) {
+        c.slot = false;
+        this.#releaseSlot();
+      }
+    };
+    const session = this.ns.chunkSession(params, this.hasher, {
+      cut: (chunks, last) => {
+        try {
+          const drop: number[] = [];
+          for (const c of chunks) {
+            content[c.seq] = c.id;
+            this.refs.add(c.id);
+            if (this.ns.claim(c.id)) {
+              const claim: Claimed = { ...c, slot: false };
+              claimed.set(c.seq, claim);
+              this.#acquireSlot(() => {
+                claim.slot = true;
+                if (failure !== null || !claimed.has(c.seq)) return release(claim);
+                session!.decide([c.seq], []);
+              });
+            } else {
+              drop.push(c.seq);
+              settle(c.length);
+            }
+          }
+          session!.decide([], drop);
+        } catch (e) {
+          failure ??= e;
+        }
+        if (last) done = true;
+        changed();
+      },
+      stored: (seq, parts) => {
+        const c = claimed.get(seq);
+        if (!c) return;
+        claimed.delete(seq);
+        try {
+          const r = this.ns.storeClaimed("data", c.id, parts);
+          this.bytesNew += c.length;
+          this.bytesStored += r.storedBytes;
+          if (r.upload) {
+            uploads.push(r.upload);
+            r.upload.then(() => {
+              release(c);
+              settle(c.length);
+            }, (e) => {
+              release(c);
+              failure ??= e;
+              changed();
+            });
+          } else {
+            release(c);
+            settle(c.length);
+          }
+        } catch (e) {
+          release(c);
+          failure ??= e;
+          changed();
+        }
+      },
+      returned: (buffer) => {
+        if (this.#pieces.length < 2 * FILES_READ_AT_ONCE) this.#pieces.push(buffer);
+      },
+      failed: (e) => {
+        failure ??= e;
+        changed();
+      },
+    });
+    if (!session) return false;
+    const reader = tagReadErrors(file);
+    let size = 0;
+    try {
+      try {
+        for (let eof = false; !eof;) {
+          await until(() => outstanding + PIECE_BYTES <= limit);
+          const buf = new Uint8Array(this.#pieces.pop() ?? new ArrayBuffer(PIECE_BYTES));
+          let n = 0;
+          while (n < buf.length) {
+            const r = await reader.read(buf.subarray(n));
+            if (r === null) {
+              eof = true;
+              break;
+            }
+            n += r;
+          }
+          await this.throttle.take(n);
+          size += n;
+          this.bytesRead += n;
+          outstanding += n;
+          session.push(buf, n, eof);
+          this.report(path);
+        }
+        await until(() => done);
+        const after = await file.stat();
+        if (after.size !== size || after.mtime?.getTime() !== info.mtime?.getTime()) {
+          this.errors.push({
+            path,
+            error: "changed while being read; the stored copy may mix old and new content",
+          });
+        }
+      } catch (e) {
+        if (!done && failure === null) {
+          // The bytes not yet cut are dropped; the chunks already claimed are still stored.
+          session.push(null, 0, true, true);
+          await until(() => done).catch(() => {});
+        }
+        await until(() => claimed.size === 0).catch(() => {});
+        // Only a failed read is this file's problem; a failed store aborts the backup.
+        if (!(e instanceof ReadFailure) || failure !== null) throw failure ?? e;
+        this.errors.push({ path, error: `cannot read: ${e.message}` });
+        return null;
+      }
+      await until(() => claimed.size === 0);
+      await Promise.all(uploads);
+    } finally {
+      for (const c of claimed.values()) {
+        release(c);
+        this.ns.abandonClaim(c.id, failure ?? new RepoError("backup failed"));
+      }
+      claimed.clear();
+      session.close();
+      file.close();
+    }
+    this.files++;
     return { ...reuse, size, content };
   }
 
@@ -367,9 +569,11 @@ class BackupRun {
       return null;
     }
     this.dirs++;
-    // Up to ENTRIES_AT_ONCE entries are backed up at once (their tree order is kept).
+    // Up to ENTRIES_AT_ONCE entries are backed up at once, the next one starting as soon as any of them
+    // ends (their tree order is kept).
     const entries: (TreeEntry | null)[] = [];
-    const running: Promise<void>[] = [];
+    const running = new Set<Promise<void>>();
+    let failure: { error: unknown } | null = null as { error: unknown } | null;
     for (const name of names) {
       const child = joinPath(path, name);
       if (name.includes("\uFFFD")) {
@@ -381,12 +585,16 @@ class BackupRun {
       }
       if (SYSTEM_EXCLUDES.includes(child) || this.excluded(child)) continue;
       const slot = entries.push(null) - 1;
-      const task = this.entry(child, name, rootDev, prev?.get(name)).then((e) => void (entries[slot] = e));
-      task.catch(() => {}); // awaited below; a failure is not left unhandled meanwhile
-      running.push(task);
-      if (running.length >= ENTRIES_AT_ONCE) await running.shift();
+      // A failure (of storing, not of reading: those are in `errors`) ends the backup: it is kept and thrown.
+      const task: Promise<void> = this.entry(child, name, rootDev, prev?.get(name))
+        .then((e) => void (entries[slot] = e), (e) => void (failure ??= { error: e }))
+        .finally(() => running.delete(task));
+      running.add(task);
+      if (running.size >= ENTRIES_AT_ONCE) await Promise.race(running);
+      if (failure) break;
     }
     await Promise.all(running);
+    if (failure) throw failure.error;
     return await this.saveTree(entries.filter((e): e is TreeEntry => e !== null));
   }
 

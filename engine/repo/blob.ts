@@ -60,6 +60,18 @@ export interface BlobCodec {
   decode(id: BlobId, stored: Uint8Array, hasher?: ChunkIdHasher): Promise<Uint8Array>;
 }
 
+/**
+ * A codec that can also hand out a blob's stored form as consecutive parts (same bytes as `encode`, without
+ * the copy into one buffer): what a worker sends to be packed.
+ */
+export interface PartsBlobCodec extends BlobCodec {
+  /**
+   * The stored form of `plain` under `id` as consecutive parts. A part may be a view of `plain` itself
+   * (encryption and compression "none"): copy it before reusing `plain`'s buffer.
+   */
+  encodeParts(id: BlobId, plain: Uint8Array): Promise<Uint8Array<ArrayBuffer>[]>;
+}
+
 /** The HKDF-derived AES-CBC and HMAC keys of `dataKey`. */
 export function deriveCbcKeys(dataKey: Uint8Array): { encKey: Uint8Array; macKey: Uint8Array } {
   const d = (info: string) => new Uint8Array(hkdfSync("sha256", dataKey, new Uint8Array(0), info, 32));
@@ -97,7 +109,7 @@ export async function createBlobCodec(
     /** Source of nonces and IVs; only test vectors replace it. */
     randomBytes?: (n: number) => Uint8Array<ArrayBuffer>;
   },
-): Promise<BlobCodec> {
+): Promise<PartsBlobCodec> {
   const randomBytes = options.randomBytes ?? ((n: number) => crypto.getRandomValues(new Uint8Array(n)));
   const { encryption, compression } = options;
   const dataKey = options.dataKey ?? null;
@@ -123,7 +135,7 @@ export async function createBlobCodec(
   const encCode = ENCRYPTION_CODES[encryption];
   await loadCompression(compression);
 
-  async function encode(id: BlobId, plain: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
+  async function encodeParts(id: BlobId, plain: Uint8Array): Promise<Uint8Array<ArrayBuffer>[]> {
     if (plain.length > MAX_BLOB_PLAINTEXT) {
       throw new RepoConfigError(`Blob ${id} too large: ${plain.length} bytes`);
     }
@@ -138,7 +150,7 @@ export async function createBlobCodec(
         gcmKey!,
         asBufferSource(payload),
       );
-      return concat(h, nonce, new Uint8Array(ct));
+      return [concat(h, nonce), new Uint8Array(ct)];
     }
     if (encryption === "aes-256-cbc") {
       const iv = randomBytes(CBC_IV);
@@ -146,9 +158,13 @@ export async function createBlobCodec(
         await crypto.subtle.encrypt({ name: "AES-CBC", iv }, cbcKey!, new Uint8Array(payload)),
       );
       const mac = createHmac("sha256", macKey!).update(h).update(idBytes).update(iv).update(ct).digest();
-      return concat(h, iv, ct, new Uint8Array(mac));
+      return [concat(h, iv), ct, new Uint8Array(mac)];
     }
-    return concat(h, payload, sha256(h, idBytes, payload));
+    return [h, asBufferSource(payload), new Uint8Array(sha256(h, idBytes, payload))];
+  }
+
+  async function encode(id: BlobId, plain: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
+    return concat(...await encodeParts(id, plain));
   }
 
   async function decode(id: BlobId, stored: Uint8Array, hasher?: ChunkIdHasher): Promise<Uint8Array> {
@@ -224,5 +240,5 @@ export async function createBlobCodec(
     return plain;
   }
 
-  return { encryption, compression, encode, decode };
+  return { encryption, compression, encode, encodeParts, decode };
 }

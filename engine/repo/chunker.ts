@@ -69,6 +69,21 @@ export function validateChunkerParams(p: ChunkerParams): void {
  * end - start >= max or the input ends at `end`.
  */
 export function findCut(buf: Uint8Array, start: number, end: number, p: ChunkerParams): number {
+  return findCutFrom(buf, start, end, p, 0);
+}
+
+/**
+ * `findCut`, when the caller already knows that no cut point lies before `buf[from]` (it scanned there
+ * before more bytes arrived): the same result, scanning only from `from` (the gear hash depends on the
+ * last 32 bytes alone, so it is rebuilt from the 32 bytes before `from`).
+ */
+export function findCutFrom(
+  buf: Uint8Array,
+  start: number,
+  end: number,
+  p: ChunkerParams,
+  from: number,
+): number {
   let n = end - start;
   if (n <= p.min) return n;
   if (n > p.max) n = p.max;
@@ -81,6 +96,9 @@ export function findCut(buf: Uint8Array, start: number, end: number, p: ChunkerP
   const gear = GEAR;
   let h = 0;
   let j = start + p.min;
+  if (from - 32 > j) {
+    for (j = from - 32; j < from; j++) h = ((h << 1) + gear[buf[j]]) | 0;
+  }
   for (; j < normal; j++) {
     h = ((h << 1) + gear[buf[j]]) | 0;
     if ((h & maskS) === 0) return j + 1 - start;
@@ -183,6 +201,77 @@ export async function* chunkFile(
     out.set(buf.subarray(start, start + len));
     yield out;
     start += len;
+  }
+}
+
+/**
+ * The same chunks as `chunkStream`, fed piece by piece without waiting: each chunk is cut as soon as the bytes
+ * so far decide it. `findCut` scans from a chunk's start and stops at the first cut point, so a cut it finds
+ * before the end of the bytes available is the cut it would find with more of them; only a chunk that has
+ * no cut point yet (and is shorter than `max`) waits for the next piece. The bytes left over between pieces
+ * are thus less than one chunk, and the window moves them to its front rarely and cheaply.
+ */
+export class Cutter {
+  #buf: Uint8Array;
+  #start = 0;
+  #end = 0;
+  /** Where the scan for the next cut resumes: no cut point lies in the window before it. */
+  #scanned = 0;
+
+  /** `window` (reused across files, any size) holds the bytes not yet cut; it grows when a piece needs it. */
+  constructor(readonly params: ChunkerParams, window?: Uint8Array) {
+    validateChunkerParams(params);
+    this.#buf = window ?? new Uint8Array(params.max + 1024 * 1024);
+  }
+
+  /** The window (to reuse for another file once this one is done). */
+  get window(): Uint8Array {
+    return this.#buf;
+  }
+
+  /** Bytes received and not yet cut. */
+  get pending(): number {
+    return this.#end - this.#start;
+  }
+
+  /**
+   * Appends `piece` (copied: the caller may reuse it) and returns the chunks now decided, in order, as views
+   * of the window that are valid until the next call. With `eof`, every remaining byte is cut.
+   */
+  push(piece: Uint8Array, eof: boolean): Uint8Array[] {
+    const p = this.params;
+    if (this.#end + piece.length > this.#buf.length) {
+      const keep = this.#end - this.#start;
+      const need = keep + piece.length;
+      if (need > this.#buf.length) {
+        const bigger = new Uint8Array(Math.max(need, p.max + piece.length));
+        bigger.set(this.#buf.subarray(this.#start, this.#end));
+        this.#buf = bigger;
+      } else {
+        this.#buf.copyWithin(0, this.#start, this.#end);
+      }
+      this.#scanned -= this.#start;
+      this.#start = 0;
+      this.#end = keep;
+    }
+    this.#buf.set(piece, this.#end);
+    this.#end += piece.length;
+    const out: Uint8Array[] = [];
+    while (this.#end > this.#start) {
+      const avail = this.#end - this.#start;
+      const n = findCutFrom(this.#buf, this.#start, this.#end, p, Math.max(this.#scanned, this.#start));
+      // No cut point in the bytes so far (n === avail, short of max): the chunk waits for more bytes. The
+      // last byte may yet be a cut point only once it is known whether more follow: it is scanned again.
+      if (!eof && n >= avail && avail < p.max) {
+        this.#scanned = this.#end - 1;
+        break;
+      }
+      out.push(this.#buf.subarray(this.#start, this.#start + n));
+      this.#start += n;
+      this.#scanned = this.#start;
+    }
+    if (this.#start === this.#end) this.#start = this.#end = this.#scanned = 0;
+    return out;
   }
 }
 

@@ -7,6 +7,7 @@
  * namespace (UTF-8) | blob count u32 | per blob: type u8, id (32 bytes), offset u32, length u32 |
  * SHA-256 of the trailer bytes before it (32). Footer: trailer length u32 (checksum included) | "CPK1".
  */
+import { createHash } from "node:crypto";
 import type { Backend } from "./backend.ts";
 import { ByteReader, bytesEqual, ByteWriter, concat, fromHex, toHex } from "./bytes.ts";
 import { type BlobId, ID_BYTES, sha256Hex } from "./chunk_id.ts";
@@ -74,9 +75,15 @@ export class PackBuilder {
 
   /** Appends an encoded blob. */
   add(type: BlobType, id: BlobId, stored: Uint8Array): void {
-    this.#entries.push({ type, id, offset: this.#size, length: stored.length });
-    this.#parts.push(stored);
-    this.#size += stored.length;
+    this.addParts(type, id, [stored]);
+  }
+  /** Appends an encoded blob given as consecutive parts (kept as they are: the pack is never copied whole). */
+  addParts(type: BlobType, id: BlobId, parts: Uint8Array[]): void {
+    let length = 0;
+    for (const p of parts) length += p.length;
+    this.#entries.push({ type, id, offset: this.#size, length });
+    this.#parts.push(...parts);
+    this.#size += length;
   }
   /** Bytes of blobs added so far. */
   get size(): number {
@@ -100,6 +107,13 @@ export class PackBuilder {
     const footer = new ByteWriter().u32(trailer.length).bytes(FOOTER_MAGIC).finish();
     return { parts: [...this.#parts, trailer, footer], namespace: this.namespace, entries: this.#entries };
   }
+}
+
+/** A pack's id, the SHA-256 of its pieces (see `PackBuilder.pieces`) in order, without joining them. */
+export function packIdOf(parts: Uint8Array[]): string {
+  const h = createHash("sha256");
+  for (const p of parts) h.update(p);
+  return h.digest("hex");
 }
 
 /** A pack's bytes from its pieces (see `PackBuilder.pieces`) and its id, the SHA-256 of those bytes. */

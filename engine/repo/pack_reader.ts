@@ -24,7 +24,16 @@ export class PackReader {
 
   constructor(readonly backend: Backend, readonly maxOpen = 16) {}
 
-  async read(name: string, offset: number, length: number): Promise<Uint8Array<ArrayBuffer>> {
+  /**
+   * `length` bytes from `offset` of object `name`; read into `alloc(length)`'s first bytes when given (a
+   * reused buffer: fresh pages cost page faults), else into a fresh buffer.
+   */
+  async read(
+    name: string,
+    offset: number,
+    length: number,
+    alloc?: (n: number) => Uint8Array<ArrayBuffer>,
+  ): Promise<Uint8Array<ArrayBuffer>> {
     if (!(this.backend instanceof LocalBackend) || this.#closed) {
       return await this.backend.get(name, { offset, length });
     }
@@ -47,7 +56,7 @@ export class PackReader {
         throw new RepoError(`Cannot read ${name} bytes ${offset}+${length}: object has ${size} bytes`);
       }
       const run = p.tail.then(async () => {
-        const out = new Uint8Array(length);
+        const out = alloc ? alloc(length).subarray(0, length) : new Uint8Array(length);
         await file.seek(offset, Deno.SeekMode.Start);
         let got = 0;
         while (got < length) {

@@ -3,9 +3,11 @@
  * A namespace handle is the repository API of restic's shape — has, save blob, load blob, flush —
  * with packing and index checkpoints inside it. docs/repository-format.md §Layout lists the objects.
  */
-import type { Backend } from "./backend.ts";
-import { type BlobCodec, createBlobCodec } from "./blob.ts";
-import { CodecPool } from "./codec_pool.ts";
+import { type Backend, LocalBackend, putParts } from "./backend.ts";
+import type { RestoreBlobRef } from "./worker_restore.ts";
+import { createBlobCodec, type PartsBlobCodec } from "./blob.ts";
+import { type ChunkSession, type ChunkSessionEvents, CodecPool } from "./codec_pool.ts";
+import type { ChunkerParams } from "./chunker.ts";
 import { PackReader } from "./pack_reader.ts";
 import { type BlobId, type ChunkIdHasher, createChunkIdHasher, sha256Hex } from "./chunk_id.ts";
 import {
@@ -39,9 +41,9 @@ import {
   type WrapperKind,
 } from "./keys.ts";
 import {
-  assemblePack,
   type BlobType,
   PackBuilder,
+  packIdOf,
   type PackListing,
   packObjectName,
   readPackListing,
@@ -49,7 +51,7 @@ import {
 import { listCondemned } from "./gc.ts";
 import { loadSnapshot, readSnapshotInfo } from "./snapshot.ts";
 import { loadTree } from "./tree.ts";
-import { fromHex } from "./bytes.ts";
+import { fromHex, isAllZero } from "./bytes.ts";
 
 /** Index segments are checkpointed after this many packs, so an interrupted backup can resume. */
 export const PACKS_PER_INDEX_CHECKPOINT = 4;
@@ -626,6 +628,8 @@ export class Namespace {
   #builder: PackBuilder;
   /** Blobs being encoded: a save of the same id waits until it sits in a pack builder. */
   #encoding = new Map<BlobId, Promise<void>>();
+  /** Blobs claimed (`claim`) and not yet stored: how to settle their `#encoding` promise. */
+  #claims = new Map<BlobId, { resolve: () => void; reject: (e: unknown) => void }>();
   /** Blobs in a pack that is not yet uploaded and indexed. */
   #unflushed = new Set<BlobId>();
   #uploads = new Set<Promise<void>>();
@@ -642,7 +646,7 @@ export class Namespace {
   private constructor(
     readonly repo: Repository,
     readonly keys: NamespaceKeys,
-    readonly codec: BlobCodec,
+    readonly codec: PartsBlobCodec,
   ) {
     this.#builder = new PackBuilder(keys.namespace);
   }
@@ -688,6 +692,64 @@ export class Namespace {
         await reader.close();
       }
     }
+  }
+
+  /**
+   * A session that chunks one file's bytes on a worker thread (codec_pool.ts `ChunkSession`), or null when
+   * no workers run (outside `withWorkers`) or `hasher` cannot run on one.
+   */
+  chunkSession(
+    params: ChunkerParams,
+    hasher: ChunkIdHasher,
+    events: ChunkSessionEvents,
+  ): ChunkSession | null {
+    return this.#pool ? this.#pool.openChunker(params, hasher, events) : null;
+  }
+
+  /**
+   * Claims blob `id` for the caller to store: true when it is neither stored nor being stored — the caller
+   * must then end the claim with `storeClaimed` or `abandonClaim`; false when it exists (nothing to do).
+   * Saves of the same id wait for the claim as for any blob being encoded.
+   */
+  claim(id: BlobId): boolean {
+    this.#throwIfFailed();
+    if (this.has(id)) return false;
+    const settled = Promise.withResolvers<void>();
+    settled.promise.catch(() => {}); // awaited by saves of the same id; a lone failure is not unhandled
+    this.#encoding.set(id, settled.promise);
+    this.#claims.set(id, settled);
+    return true;
+  }
+
+  /**
+   * Adds claimed blob `id`, encoded as `parts`, to the pack being built; returns its stored size and, when it
+   * filled the pack, the pack's upload (the caller waits for it: backpressure, as in `saveBlob`).
+   */
+  storeClaimed(
+    type: BlobType,
+    id: BlobId,
+    parts: Uint8Array[],
+  ): { storedBytes: number; upload: Promise<void> | null } {
+    const claim = this.#claims.get(id);
+    if (!claim) throw new RepoError(`Blob ${id} is stored without a claim`);
+    this.#claims.delete(id);
+    this.#encoding.delete(id);
+    this.#builder.addParts(type, id, parts);
+    this.#unflushed.add(id);
+    claim.resolve();
+    let storedBytes = 0;
+    for (const p of parts) storedBytes += p.length;
+    const upload = this.#builder.size >= this.repo.config.packTargetBytes ? this.#startUpload() : null;
+    return { storedBytes, upload };
+  }
+
+  /** Ends claim `id` without storing the blob (the run failed): saves waiting for it fail with `error`. */
+  abandonClaim(id: BlobId, error: unknown): void {
+    const claim = this.#claims.get(id);
+    if (!claim) return;
+    this.#claims.delete(id);
+    this.#encoding.delete(id);
+    claim.reject(error);
   }
 
   /**
@@ -754,12 +816,17 @@ export class Namespace {
     }
     // The pack is judged full right after each blob is added (not after the save resumes): with many saves
     // in flight, a later check would see every finished blob in one pack far past the target.
-    const encoded = this.#pool ? this.#pool.encode(id, plain, handOver) : this.codec.encode(id, plain);
-    const task = encoded.then((stored) => {
-      this.#builder.add(type, id, stored);
+    const encoded = this.#pool
+      ? this.#pool.encodeParts(id, plain, handOver)
+      : this.codec.encodeParts(id, plain);
+    const task = encoded.then((parts) => {
+      if (!this.#pool) parts = parts.map((p) => p.buffer === plain.buffer ? p.slice() : p);
+      this.#builder.addParts(type, id, parts);
       this.#unflushed.add(id);
       const upload = this.#builder.size >= this.repo.config.packTargetBytes ? this.#startUpload() : null;
-      return { storedBytes: stored.length, upload };
+      let storedBytes = 0;
+      for (const p of parts) storedBytes += p.length;
+      return { storedBytes, upload };
     });
     this.#encoding.set(id, task.then(() => {}));
     let added: { storedBytes: number; upload: Promise<void> | null };
@@ -779,10 +846,10 @@ export class Namespace {
     const { parts, namespace, entries } = builder.pieces();
     const upload = (async () => {
       try {
-        // With workers, a worker copies the pack into one buffer and hashes it.
-        const { bytes, packId } = pool ? await pool.assemblePack(parts) : assemblePack(parts);
+        // With workers, a worker hashes the pack; its parts are written as they are, never joined here.
+        const { packId, parts: out } = pool ? await pool.packId(parts) : { packId: packIdOf(parts), parts };
         const listing: PackListing = { packId, namespace, entries };
-        await this.repo.backend.put(packObjectName(listing.packId), bytes);
+        await putParts(this.repo.backend, packObjectName(listing.packId), out);
         this.repo.index.addPack(listing, (p) => this.repo.deadPacks.has(p));
         for (const e of listing.entries) this.#forbidden.delete(e.id);
         this.#unindexed.push(listing);
@@ -828,13 +895,31 @@ export class Namespace {
    * `MissingObjectError` if no pack holds it, `IntegrityError` naming the blob if it is damaged.
    */
   async loadBlob(id: BlobId, hasher?: ChunkIdHasher): Promise<Uint8Array> {
+    const stored = await this.readStored(id, false);
+    return await (this.#pool
+      ? this.#pool.decode(id, stored, hasher, true)
+      : this.codec.decode(id, stored, hasher));
+  }
+
+  /**
+   * The stored (encoded) form of blob `id`, unverified: `decode` or `writeBlob` checks it. With `reuse`
+   * (for `writeBlob`, which gives the buffer back) it is read into a reused buffer while `withWorkers`
+   * runs. Throws `MissingObjectError` if no pack holds it, `IntegrityError` naming the blob if it cannot be
+   * read.
+   */
+  async readStored(id: BlobId, reuse = true): Promise<Uint8Array<ArrayBuffer>> {
     const entry = this.repo.index.lookup(this.name, id);
     if (!entry) throw new MissingObjectError("blob", id, "not in the index");
-    let stored: Uint8Array;
     try {
       const name = packObjectName(entry.packId);
-      stored = this.#reader
-        ? await this.#reader.read(name, entry.offset, entry.length)
+      const pool = reuse ? this.#pool : null;
+      return this.#reader
+        ? await this.#reader.read(
+          name,
+          entry.offset,
+          entry.length,
+          pool ? (n) => pool.buffer(n, 2 << 20) : undefined,
+        )
         : await this.repo.backend.get(name, { offset: entry.offset, length: entry.length });
     } catch (e) {
       if (e instanceof MissingObjectError) {
@@ -844,8 +929,71 @@ export class Namespace {
         cause: e,
       });
     }
-    return await (this.#pool
-      ? this.#pool.decode(id, stored, hasher, true)
-      : this.codec.decode(id, stored, hasher));
   }
+
+  /**
+   * Restores a file whose content is the blobs `ids` into the existing, empty file at `path` on a worker
+   * thread (codec_pool.ts `restoreFile`): each blob is verified — authenticated, re-hashed with `hasher` —
+   * before a byte of it is written; all-zero blobs are left as holes. Null when this cannot be done on a
+   * worker (outside `withWorkers`, or the repository is not a local folder): the caller restores it itself.
+   * Rejects with `MissingObjectError` or `IntegrityError` naming the first blob that could not be restored.
+   */
+  restoreFile(
+    path: string,
+    ids: BlobId[],
+    hasher: ChunkIdHasher,
+    progress: (bytes: number) => void,
+  ): Promise<{ written: number; endsInHole: boolean }> | null {
+    const backend = this.repo.backend;
+    if (!this.#pool || !(backend instanceof LocalBackend) || !hasher.spec) return null;
+    const blobs: RestoreBlobRef[] = [];
+    for (const id of ids) {
+      const e = this.repo.index.lookup(this.name, id);
+      if (!e) return Promise.reject(new MissingObjectError("blob", id, "not in the index"));
+      const pack = `${backend.root}/${packObjectName(e.packId)}`;
+      blobs.push({ id, pack, packId: e.packId, offset: e.offset, length: e.length });
+    }
+    return this.#pool.restoreFile({ path, blobs, hasher: hasher.spec }, progress);
+  }
+
+  /**
+   * Decodes `stored` (blob `id`, from `readStored`), verifying it — authenticated, and re-hashed with
+   * `hasher` — and only then writes its plaintext at `offset` of the existing file at `path` (on a worker
+   * while `withWorkers` runs); an all-zero plaintext is not written (a hole), and `zero` says so. Throws
+   * `IntegrityError` naming the blob when it is damaged: then nothing is written. `stored` is given up.
+   */
+  async writeBlob(
+    id: BlobId,
+    stored: Uint8Array<ArrayBuffer>,
+    hasher: ChunkIdHasher,
+    path: string,
+    offset: number,
+  ): Promise<{ zero: boolean; length: number }> {
+    const length = storedPlainLength(stored);
+    if (this.#pool && hasher.spec) {
+      const { zero } = await this.#pool.restoreBlob(id, stored, hasher, path, offset);
+      return { zero, length };
+    }
+    const plain = await this.codec.decode(id, stored, hasher);
+    const zero = isAllZero(plain);
+    if (!zero) {
+      const f = await Deno.open(path, { write: true });
+      try {
+        await f.seek(offset, Deno.SeekMode.Start);
+        for (let off = 0; off < plain.length;) off += await f.write(plain.subarray(off));
+      } finally {
+        f.close();
+      }
+    }
+    return { zero, length: plain.length };
+  }
+}
+
+/**
+ * The plaintext length a stored blob's header declares (bytes 4–7, little-endian): what `decode` yields
+ * when the blob is authentic (it checks the header); 0 for a blob shorter than its header.
+ */
+export function storedPlainLength(stored: Uint8Array): number {
+  if (stored.length < 8) return 0;
+  return new DataView(stored.buffer, stored.byteOffset, 8).getUint32(4, true);
 }

@@ -8,22 +8,21 @@
  */
 import { lchownSync, lutimesSync } from "node:fs";
 import type { EntryError, Progress } from "./backup.ts";
-import { fromHex, isAllZero } from "./bytes.ts";
+import { fromHex } from "./bytes.ts";
 import type { ChunkIdHasher } from "./chunk_id.ts";
 import { RepoError } from "./errors.ts";
 import { absolutePath, joinPath } from "./fs.ts";
-import type { Namespace } from "./repository.ts";
+import { type Namespace, storedPlainLength } from "./repository.ts";
 import { loadSnapshot } from "./snapshot.ts";
 import { createThrottle, type Throttle } from "./throttle.ts";
 import { entryNameProblem, loadTree, type TreeEntry } from "./tree.ts";
 
 /**
- * Entries of one folder restored at once; blobs of one file read and verified ahead of its writes; and
- * blobs loaded but not yet written in the whole run (beyond the one each file needs next): a bound on memory.
+ * Entries of one folder restored at once, and blobs read and not yet written in the whole run (a bound on
+ * memory: each is being verified and written by a worker).
  */
 const ENTRIES_AT_ONCE = 4;
-const BLOBS_AHEAD = 4;
-const BLOBS_LOADED = 8;
+const BLOBS_IN_FLIGHT = 12;
 
 /** Options of `restoreSnapshot`. */
 export interface RestoreOptions {
@@ -73,8 +72,9 @@ class RestoreRun {
   readonly owners: boolean;
   /** The absolute target folder: nothing is ever written outside it. */
   readonly target: string;
-  /** Blobs being loaded or loaded and not yet written, in every file. */
-  #loaded = 0;
+  /** Slots for blobs read and not yet written (`BLOBS_IN_FLIGHT`), and the reads waiting for one. */
+  #free = BLOBS_IN_FLIGHT;
+  #waiting: (() => void)[] = [];
 
   constructor(readonly ns: Namespace, readonly hasher: ChunkIdHasher, readonly options: RestoreOptions) {
     this.target = absolutePath(options.target);
@@ -118,50 +118,93 @@ class RestoreRun {
     }
   }
 
+  /** Waits for one of the run's `BLOBS_IN_FLIGHT` slots (a blob read and not yet written). */
+  #acquire(): Promise<void> {
+    if (this.#free > 0) {
+      this.#free--;
+      return Promise.resolve();
+    }
+    return new Promise((r) => this.#waiting.push(r));
+  }
+
+  #release(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#free++;
+  }
+
+  /**
+   * Restores blobs `ids` into the temporary file `tmp` from this thread: each blob is read here and handed to
+   * a worker, which verifies it (authenticated, re-hashed) before it writes a single byte of it at its place:
+   * the blobs of a file are written in parallel, each at the offset the lengths of the blobs before it give
+   * (their headers declare them; a blob is written only if its header is authentic). Holes stay unwritten.
+   */
+  async #blobsHere(
+    path: string,
+    tmp: string,
+    ids: string[],
+  ): Promise<{ written: number; endsInHole: boolean }> {
+    const writes: Promise<void>[] = [];
+    let failure: unknown = null;
+    let written = 0;
+    let endsInHole = false;
+    try {
+      for (let i = 0; i < ids.length && failure === null; i++) {
+        await this.#acquire();
+        let stored: Uint8Array<ArrayBuffer>;
+        try {
+          stored = await this.ns.readStored(ids[i]);
+        } catch (err) {
+          this.#release();
+          throw err;
+        }
+        const length = storedPlainLength(stored);
+        const offset = written;
+        written += length;
+        await this.throttle.take(length);
+        const last = i === ids.length - 1;
+        const w = this.ns.writeBlob(ids[i], stored, this.hasher, tmp, offset).then((r) => {
+          if (last) endsInHole = r.zero;
+          this.bytes += r.length;
+          this.report(path);
+        }).finally(() => this.#release());
+        w.catch((err) => failure ??= err);
+        writes.push(w);
+      }
+    } finally {
+      // Every write has ended before the temporary file is touched again (or removed).
+      await Promise.allSettled(writes);
+    }
+    if (failure !== null) throw failure;
+    return { written, endsInHole };
+  }
+
   async file(path: string, dest: string, e: TreeEntry) {
     this.report(path);
     const dir = dest.slice(0, dest.lastIndexOf("/"));
     const tmp = `${dir}/.cadres-restore-${crypto.randomUUID()}`;
-    const f = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
-    let written = 0;
-    let endsInHole = false;
-    const ahead: Promise<Uint8Array>[] = [];
+    (await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 })).close();
     try {
-      try {
-        // Up to BLOBS_AHEAD blobs are read and verified ahead of the one being written, in order.
-        const ids = e.content ?? [];
-        let next = 0;
-        for (let i = 0; i < ids.length; i++) {
-          while (
-            next < ids.length &&
-            (ahead.length === 0 || (ahead.length < BLOBS_AHEAD && this.#loaded < BLOBS_LOADED))
-          ) {
-            const load = this.ns.loadBlob(ids[next++], this.hasher);
-            load.catch(() => {}); // awaited in turn; one failing early is not left unhandled
-            ahead.push(load);
-            this.#loaded++;
-          }
-          // Verified (authenticated, re-hashed) before a single byte of it is written.
-          const plain = await ahead[0];
-          await this.throttle.take(plain.length);
-          endsInHole = isAllZero(plain);
-          if (endsInHole) {
-            await f.seek(plain.length, Deno.SeekMode.Current);
-          } else {
-            let off = 0;
-            while (off < plain.length) off += await f.write(plain.subarray(off));
-          }
-          ahead.shift();
-          this.#loaded--;
-          written += plain.length;
-          this.bytes += plain.length;
+      const ids = e.content ?? [];
+      let written = 0;
+      let endsInHole = false;
+      let reported = 0;
+      // From a local repository, a worker reads, verifies and writes the whole file (no byte crosses threads);
+      // a throttled restore keeps every write here, where the throttle is.
+      const onWorker = this.options.limitBytesPerSecond
+        ? null
+        : this.ns.restoreFile(tmp, ids, this.hasher, (n) => {
+          this.bytes += n;
+          reported += n;
           this.report(path);
-        }
-        if (endsInHole) await f.truncate(written); // a hole at the end is not written
-      } finally {
-        this.#loaded -= ahead.length;
-        f.close();
+        });
+      if (onWorker) {
+        ({ written, endsInHole } = await onWorker);
+        this.bytes += written - reported;
+      } else {
+        ({ written, endsInHole } = await this.#blobsHere(path, tmp, ids));
       }
+      if (endsInHole) await Deno.truncate(tmp, written); // a hole at the end is not written
       if (written !== e.size) {
         throw new RepoError(`restored ${written} bytes, the snapshot records ${e.size}`);
       }
@@ -208,8 +251,8 @@ class RestoreRun {
       this.errors.push({ path, error: `cannot create folder: ${errorText(err)}` });
       return;
     }
-    // Up to ENTRIES_AT_ONCE entries are restored at once: one file's writes overlap another's reads.
-    const running: Promise<void>[] = [];
+    // Up to ENTRIES_AT_ONCE entries are restored at once; the next starts as soon as any of them ends.
+    const running = new Set<Promise<void>>();
     for (const child of entries) {
       const childPath = joinPath(path, child.name);
       const scope = this.#scope(childPath);
@@ -223,12 +266,11 @@ class RestoreRun {
         this.errors.push({ path: childPath, error: `not restored: ${problem}` });
         continue;
       }
-      running.push(
-        this.entry(childPath, childDest, child).catch((err) => {
-          this.errors.push({ path: childPath, error: errorText(err) });
-        }),
-      );
-      if (running.length >= ENTRIES_AT_ONCE) await running.shift();
+      const task: Promise<void> = this.entry(childPath, childDest, child).catch((err) => {
+        this.errors.push({ path: childPath, error: errorText(err) });
+      }).finally(() => running.delete(task));
+      running.add(task);
+      if (running.size >= ENTRIES_AT_ONCE) await Promise.race(running);
     }
     await Promise.all(running);
     if (e) {

@@ -1,9 +1,14 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { createBlobCodec, type Encryption } from "../../engine/repo/blob.ts";
-import { fromHex, toHex } from "../../engine/repo/bytes.ts";
+import { concat, fromHex, toHex } from "../../engine/repo/bytes.ts";
 import { createChunkIdHasher } from "../../engine/repo/chunk_id.ts";
-import type { Compression } from "../../engine/repo/compression.ts";
+import {
+  compress,
+  type Compression,
+  decompress,
+  looksIncompressible,
+} from "../../engine/repo/compression.ts";
 import { IntegrityError } from "../../engine/repo/errors.ts";
 import { deterministicBytes } from "./helpers.ts";
 
@@ -124,4 +129,29 @@ Deno.test("BlobCodec.decode() refuses a blob sealed with another key", async () 
     const id = createChunkIdHasher({ idKey: ID_KEY }).id(VECTOR);
     await assert.rejects(b.decode(id, await a.encode(id, VECTOR)), /authentication failed/);
   }
+});
+
+Deno.test("zstd: a large blob whose samples do not compress is stored raw untried; any gain and it is compressed", async () => {
+  const random = deterministicBytes("incompressible", 1024 * 1024);
+  assert.equal(looksIncompressible(random), true);
+  assert.equal(compress("zstd", random), null);
+  // Compressible bytes at one sampled place (the end) are enough for the whole blob to be compressed.
+  const tail = random.slice();
+  tail.fill(0x61, tail.length - 64 * 1024);
+  assert.equal(looksIncompressible(tail), false);
+  const packed = compress("zstd", tail);
+  assert.ok(packed !== null && packed.length < tail.length - 50_000);
+  assert.deepEqual(decompress("zstd", packed!, tail.length), tail);
+  // Text compresses; a blob under the sampling threshold is always tried whole.
+  const text = new TextEncoder().encode("some text that compresses well\n".repeat(40_000));
+  assert.equal(looksIncompressible(text), false);
+  assert.ok(compress("zstd", text)!.length < text.length / 10);
+  const small = concat(deterministicBytes("small", 200 * 1024), new Uint8Array(50_000));
+  assert.ok(compress("zstd", small)!.length < small.length);
+  // The codec agrees: the random blob is stored raw (code 0) and round-trips.
+  const codec = await createBlobCodec({ encryption: "aes-256-gcm", compression: "zstd", dataKey: DATA_KEY });
+  const hasher = createChunkIdHasher({ idKey: ID_KEY });
+  const stored = await codec.encode(hasher.id(random), random);
+  assert.equal(stored[1], 0);
+  assert.deepEqual(await codec.decode(hasher.id(random), stored, hasher), random);
 });

@@ -3,6 +3,7 @@ import {
   type ChunkerParams,
   chunkFile,
   chunkStream,
+  Cutter,
   DEFAULT_CHUNKER_PARAMS,
   findCut,
   fixedChunks,
@@ -135,4 +136,54 @@ Deno.test("chunkFile() cuts exactly the chunks of chunkStream(), whatever the re
     }
   }
   assert.deepEqual(await collect(chunkFile(readerOf(new Uint8Array(0), 10), SMALL)), []);
+});
+
+Deno.test("Cutter cuts exactly the chunks of chunkStream(), whatever the pieces and the window", () => {
+  for (
+    const [name, data] of [
+      ["random", deterministicBytes("cutter", 900 * 1024)],
+      // Long runs without a cut point: forced cuts at max, and chunks waiting over many pieces.
+      [
+        "zeros",
+        concat(new Uint8Array(300 * 1024), deterministicBytes("tail", 50_000), new Uint8Array(200_000)),
+      ],
+    ] as const
+  ) {
+    const ref = chunkStreamSync(data, SMALL);
+    for (const step of [13, 999, 4096, 65536, 65537, 300_000, data.length]) {
+      for (const window of [undefined, new Uint8Array(10), new Uint8Array(SMALL.max + 5000)]) {
+        const cutter = new Cutter(SMALL, window);
+        const got: Uint8Array[] = [];
+        for (let off = 0; off < data.length || off === 0; off += step) {
+          const piece = data.slice(off, off + step);
+          const eof = off + step >= data.length;
+          // Views are valid until the next push: copy them, then scribble over the piece to prove it was copied.
+          for (const c of cutter.push(piece, eof)) got.push(c.slice());
+          piece.fill(0xee);
+          if (eof) break;
+        }
+        assert.deepEqual(got.map((c) => c.length), ref.map((c) => c.length), `${name} step ${step}`);
+        assert.deepEqual(concat(...got), data);
+        assert.equal(cutter.pending, 0);
+      }
+    }
+  }
+  assert.deepEqual(new Cutter(SMALL).push(new Uint8Array(0), true), []);
+});
+
+/** chunkStream()'s chunks of `data`, synchronously (findCut over the whole buffer, as chunkStream does). */
+function chunkStreamSync(data: Uint8Array, params: ChunkerParams): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let s = 0; s < data.length;) {
+    const n = findCut(data, s, Math.min(data.length, s + params.max), params);
+    out.push(data.subarray(s, s + n));
+    s += n;
+  }
+  return out;
+}
+
+Deno.test("chunkStreamSync() (the Cutter test's reference) agrees with chunkStream()", async () => {
+  const data = deterministicBytes("cutter-ref", 700 * 1024);
+  const ref = await collect(chunkStream(piecesOf(data, 4096), SMALL));
+  assert.deepEqual(chunkStreamSync(data, SMALL).map((c) => c.length), ref.map((c) => c.length));
 });

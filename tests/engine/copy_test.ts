@@ -7,7 +7,7 @@ import { kekId } from "../../engine/repo/keys.ts";
 import { packObjectName } from "../../engine/repo/pack.ts";
 import { Repository } from "../../engine/repo/repository.ts";
 import { restoreSnapshot } from "../../engine/repo/restore.ts";
-import { listSnapshots } from "../../engine/repo/snapshot.ts";
+import { listSnapshots, readSnapshotRefs } from "../../engine/repo/snapshot.ts";
 import { verifyRepository } from "../../engine/repo/verify.ts";
 import { deterministicBytes, tempDir } from "./helpers.ts";
 import { repoState } from "./repo_state.ts";
@@ -151,12 +151,14 @@ Deno.test("copySnapshots() into an existing repository: adopts a namespace, refu
 Deno.test("copySnapshots() never copies a damaged blob: it names it and writes no snapshot", async () => {
   await using dir = await tempDir();
   const { repo, s1 } = await setup(dir.path);
-  // Flip a byte inside the first blob of one pack of the source.
-  const packs = await Array.fromAsync(repo.backend.list("data/"));
-  const packId = packs[0].name.slice(packs[0].name.lastIndexOf("/") + 1);
+  // Flip a byte inside a blob that s1 needs (its first ciphertext byte). The pack is chosen by what it
+  // holds, not by listing order: pack names are random, and a pack of s2 alone would not concern s1.
+  const info = (await listSnapshots(repo.backend)).find((x) => x.id === s1)!;
+  const entry = repo.index.lookup("h", (await readSnapshotRefs(repo.backend, info))[0])!;
+  const packId = entry.packId;
   const path = `${dir.path}/src-repo/${packObjectName(packId)}`;
   const bytes = await Deno.readFile(path);
-  bytes[20] ^= 0xff;
+  bytes[entry.offset + 20] ^= 0xff;
   await Deno.writeFile(path, bytes);
   const src = await Repository.open(repo.backend, KEK);
   const dstBe = new LocalBackend(`${dir.path}/dst`);

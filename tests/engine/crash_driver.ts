@@ -6,7 +6,7 @@
  *   deno run -A tests/engine/crash_driver.ts repo <command> …        the command line, unchanged
  *   deno run -A tests/engine/crash_driver.ts gc REPO                   garbageCollect (CRASH_GRACE_MS, CRASH_STALE_MS)
  *
- * Every completed put and delete prints "@@put NAME SIZE" / "@@delete NAME" on stderr. With
+ * Every completed put (or putParts) and delete prints "@@put NAME SIZE" / "@@delete NAME" on stderr. With
  * CRASH_HANG_AT="put:data/:N" (op, name prefix, count), once the N-th matching operation has completed the
  * driver prints "@@hang" and never completes another put or delete: the test kills it there.
  */
@@ -38,6 +38,13 @@ LocalBackend.prototype.put = async function (name: string, data: Uint8Array) {
   if (hanging) await hang();
   await put.call(this, name, data);
   console.error(`@@put ${name} ${data.length}`);
+  await after("put", name);
+};
+const putParts = LocalBackend.prototype.putParts;
+LocalBackend.prototype.putParts = async function (name: string, parts: Uint8Array[]) {
+  if (hanging) await hang();
+  await putParts.call(this, name, parts);
+  console.error(`@@put ${name} ${parts.reduce((n, p) => n + p.length, 0)}`);
   await after("put", name);
 };
 const del = LocalBackend.prototype.delete;
