@@ -10,6 +10,9 @@
 import assert from "node:assert/strict";
 import { applyRetention, type RestorePoint, restorePointKey } from "../../domain/runs.ts";
 import { LocalBackend } from "../../engine/repo/backend.ts";
+import { recoveryOpener } from "../../engine/repo/keys.ts";
+import { Repository } from "../../engine/repo/repository.ts";
+import { restoreSnapshot } from "../../engine/repo/restore.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { assertSameTree } from "../engine/tree_fixture.ts";
 import { type EnginesWorld, enginesWorld, waitFor } from "./engines_world.ts";
@@ -136,4 +139,61 @@ Deno.test({
     "2025-01-02T03:04:05.000Z",
   );
   assert.deepEqual((await Array.fromAsync(Deno.readDir(`${restoreDir}${src}`))).map((e) => e.name), ["docs"]);
+
+  // A replica rule to a second Local target on the same BES, then an incremental after a change: one file
+  // modified, one added, one deleted. It stores about the change, not the 200 kB report again.
+  const replicaTarget = await w.addLocalTarget(engine.id, "replica");
+  const rule = await w.api("POST", "/api/v1/replicas", {
+    policyId,
+    targetId: replicaTarget.id,
+    kekSource: "account",
+    replicateAfterFull: true,
+    replicateAfterIncremental: true,
+    isOffsite: true,
+  });
+  assert.equal(rule.status, 201, rule.text);
+  await Deno.writeFile(`${src}/docs/notes.txt`, text("a changed line\n"), { append: true });
+  await Deno.utime(`${src}/docs/notes.txt`, new Date("2025-02-03T04:05:06Z"), new Date("2025-02-03T04:05:06Z"));
+  await Deno.writeFile(`${src}/docs/new.bin`, deterministicBytes("new", 7000));
+  await Deno.remove(`${src}/docs/deep/old.bin`);
+  const second = await w.finishedRun(await runNow(w, policyId, "incremental"));
+  assert.equal(second.run.status, "success", `${JSON.stringify(second.run.error)}\n${w.output()}`);
+  const p2 = await point(w, second.run.restorePointId!);
+  assert.equal(p2.type, "incremental");
+  assert.equal(p2.parentId, p1.engineRestorePointId);
+  assert.deepEqual(
+    [second.output.added, second.output.modified, second.output.deleted],
+    [1, 1, 1],
+    JSON.stringify(second.output),
+  );
+  assert.ok(Number(second.output.bytesNew) <= 7000 + 5500 + 15, `bytesNew ${second.output.bytesNew}`);
+  assert.ok(Number(second.output.bytesStored) < 40_000, `bytesStored ${second.output.bytesStored}`);
+  const stats = (second.run as { stats?: Record<string, number> | null }).stats;
+  assert.equal(stats?.bytesNew, second.output.bytesNew, JSON.stringify(stats));
+  const verified2 = await waitFor("the verification of the incremental", async () => {
+    const p = await point(w, p2.id);
+    return p.verification !== "pending" && p.verification !== null ? p : null;
+  }, 60_000, bes);
+  assert.equal(verified2.verification, "passed", w.output());
+
+  // The replication of the incremental: succeeded, and the replica restores byte-identical (opened with the
+  // account recovery key, without the control plane).
+  const replicated = await waitFor("the replication of the incremental", async () => {
+    const r = await w.api("GET", `/api/v1/restore-points/${p2.id}`);
+    const reps = r.body?.replications as { status: string; error?: string | null }[] | undefined;
+    return reps?.length && reps.every((x) => x.status === "succeeded" || x.status === "failed") ? reps : null;
+  }, 60_000, bes);
+  assert.deepEqual(replicated.map((x) => x.status), ["succeeded"], JSON.stringify(replicated));
+  const replicaRepo = await Repository.open(
+    new LocalBackend(`${replicaTarget.root}/cadres/${policyId}/g1`),
+    recoveryOpener(w.recovery.privatePem),
+  );
+  const fromReplica = `${w.tmp}/from-replica`;
+  const r2 = await restoreSnapshot(replicaRepo.namespace(host.id), p2.engineRestorePointId!, {
+    target: fromReplica,
+  });
+  assert.deepEqual(r2.errors, []);
+  await assertSameTree(src, `${fromReplica}${src}`);
+  const deleted = await w.api("DELETE", `/api/v1/replicas/${rule.body.id}`);
+  assert.ok([200, 204].includes(deleted.status), deleted.text);
 });
