@@ -8,6 +8,7 @@
  * copies the points to a second target, from which a restore is byte-identical.
  */
 import assert from "node:assert/strict";
+import type { Job } from "../../domain/jobs.ts";
 import { applyRetention, type RestorePoint, restorePointKey } from "../../domain/runs.ts";
 import { LocalBackend } from "../../engine/repo/backend.ts";
 import { recoveryOpener } from "../../engine/repo/keys.ts";
@@ -22,13 +23,17 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function writeSource(src: string) {
   await Deno.mkdir(`${src}/docs/deep`, { recursive: true });
-  await Deno.writeFile(`${src}/docs/report.bin`, deterministicBytes("report", 200_000));
+  await Deno.writeFile(`${src}/docs/report.bin`, deterministicBytes("report", 50_000));
   await Deno.writeFile(`${src}/docs/notes.txt`, text("notes line\n".repeat(500)));
-  await Deno.writeFile(`${src}/docs/deep/old.bin`, deterministicBytes("old", 20_000));
+  await Deno.writeFile(`${src}/docs/deep/old.bin`, deterministicBytes("old", 300_000));
   await Deno.writeFile(`${src}/small.txt`, text("hello"));
   await Deno.chmod(`${src}/small.txt`, 0o600);
   await Deno.chmod(`${src}/docs/deep`, 0o750);
-  await Deno.utime(`${src}/docs/notes.txt`, new Date("2025-01-02T03:04:05Z"), new Date("2025-01-02T03:04:05Z"));
+  await Deno.utime(
+    `${src}/docs/notes.txt`,
+    new Date("2025-01-02T03:04:05Z"),
+    new Date("2025-01-02T03:04:05Z"),
+  );
 }
 
 async function runNow(w: EnginesWorld, policyId: string, kind: "full" | "incremental") {
@@ -84,24 +89,34 @@ Deno.test({
   assert.ok(await storage.exists(`snapshots/${p1.engineRestorePointId}`), "the snapshot is on the target");
 
   // Verify after backup (every blob read back by the BES): passed.
-  const verified = await waitFor("the verification of the first point", async () => {
-    const p = await point(w, p1.id);
-    return p.verification !== "pending" && p.verification !== null ? p : null;
-  }, 60_000, bes);
+  const verified = await waitFor(
+    "the verification of the first point",
+    async () => {
+      const p = await point(w, p1.id);
+      return p.verification !== "pending" && p.verification !== null ? p : null;
+    },
+    60_000,
+    bes,
+  );
   assert.equal(verified.verification, "passed", w.output());
 
   // Browse the point.
   const browseQ = `/api/v1/restore-points/${p1.id}/browse?path=${encodeURIComponent(`${src}/docs`)}`;
   const queued = await w.api("POST", browseQ);
   assert.ok([200, 202].includes(queued.status), queued.text);
-  const listed = await waitFor("the browse", async () => {
-    const r = await w.api("GET", browseQ);
-    return r.status === 200 && r.body.status !== "pending" ? r.body : null;
-  }, 60_000, bes);
+  const listed = await waitFor(
+    "the browse",
+    async () => {
+      const r = await w.api("GET", browseQ);
+      return r.status === 200 && r.body.status !== "pending" ? r.body : null;
+    },
+    60_000,
+    bes,
+  );
   assert.equal(listed.status, "ready", JSON.stringify(listed));
   assert.deepEqual(
     listed.entries.map((e: { name: string; type: string; size: number }) => [e.name, e.type, e.size]),
-    [["deep", "dir", 0], ["notes.txt", "file", 5500], ["report.bin", "file", 200_000]],
+    [["deep", "dir", 0], ["notes.txt", "file", 5500], ["report.bin", "file", 50_000]],
   );
   assert.equal(
     listed.entries.find((e: { name: string }) => e.name === "notes.txt").modifiedAt,
@@ -111,10 +126,15 @@ Deno.test({
   // Search it.
   const search = await w.api("POST", `/api/v1/restore-points/${p1.id}/search`, { query: "*.bin" });
   assert.ok([200, 201, 202].includes(search.status), search.text);
-  const found = await waitFor("the search", async () => {
-    const r = await w.api("GET", `/api/v1/searches/${search.body.id}`);
-    return r.status === 200 && r.body.status !== "pending" ? r.body : null;
-  }, 60_000, bes);
+  const found = await waitFor(
+    "the search",
+    async () => {
+      const r = await w.api("GET", `/api/v1/searches/${search.body.id}`);
+      return r.status === 200 && r.body.status !== "pending" ? r.body : null;
+    },
+    60_000,
+    bes,
+  );
   assert.equal(found.status, "ready", JSON.stringify(found));
   assert.deepEqual(found.matches.map((m: { path: string }) => m.path), [
     `${src}/docs/deep/old.bin`,
@@ -141,7 +161,7 @@ Deno.test({
   assert.deepEqual((await Array.fromAsync(Deno.readDir(`${restoreDir}${src}`))).map((e) => e.name), ["docs"]);
 
   // A replica rule to a second Local target on the same BES, then an incremental after a change: one file
-  // modified, one added, one deleted. It stores about the change, not the 200 kB report again.
+  // modified, one added, one deleted. It stores about the change, not the 50 kB report again.
   const replicaTarget = await w.addLocalTarget(engine.id, "replica");
   const rule = await w.api("POST", "/api/v1/replicas", {
     policyId,
@@ -153,7 +173,11 @@ Deno.test({
   });
   assert.equal(rule.status, 201, rule.text);
   await Deno.writeFile(`${src}/docs/notes.txt`, text("a changed line\n"), { append: true });
-  await Deno.utime(`${src}/docs/notes.txt`, new Date("2025-02-03T04:05:06Z"), new Date("2025-02-03T04:05:06Z"));
+  await Deno.utime(
+    `${src}/docs/notes.txt`,
+    new Date("2025-02-03T04:05:06Z"),
+    new Date("2025-02-03T04:05:06Z"),
+  );
   await Deno.writeFile(`${src}/docs/new.bin`, deterministicBytes("new", 7000));
   await Deno.remove(`${src}/docs/deep/old.bin`);
   const second = await w.finishedRun(await runNow(w, policyId, "incremental"));
@@ -170,19 +194,31 @@ Deno.test({
   assert.ok(Number(second.output.bytesStored) < 40_000, `bytesStored ${second.output.bytesStored}`);
   const stats = (second.run as { stats?: Record<string, number> | null }).stats;
   assert.equal(stats?.bytesNew, second.output.bytesNew, JSON.stringify(stats));
-  const verified2 = await waitFor("the verification of the incremental", async () => {
-    const p = await point(w, p2.id);
-    return p.verification !== "pending" && p.verification !== null ? p : null;
-  }, 60_000, bes);
+  const verified2 = await waitFor(
+    "the verification of the incremental",
+    async () => {
+      const p = await point(w, p2.id);
+      return p.verification !== "pending" && p.verification !== null ? p : null;
+    },
+    60_000,
+    bes,
+  );
   assert.equal(verified2.verification, "passed", w.output());
 
   // The replication of the incremental: succeeded, and the replica restores byte-identical (opened with the
   // account recovery key, without the control plane).
-  const replicated = await waitFor("the replication of the incremental", async () => {
-    const r = await w.api("GET", `/api/v1/restore-points/${p2.id}`);
-    const reps = r.body?.replications as { status: string; error?: string | null }[] | undefined;
-    return reps?.length && reps.every((x) => x.status === "succeeded" || x.status === "failed") ? reps : null;
-  }, 60_000, bes);
+  const replicated = await waitFor(
+    "the replication of the incremental",
+    async () => {
+      const r = await w.api("GET", `/api/v1/restore-points/${p2.id}`);
+      const reps = r.body?.replications as { status: string; error?: string | null }[] | undefined;
+      return reps?.length && reps.every((x) => x.status === "succeeded" || x.status === "failed")
+        ? reps
+        : null;
+    },
+    60_000,
+    bes,
+  );
   assert.deepEqual(replicated.map((x) => x.status), ["succeeded"], JSON.stringify(replicated));
   const replicaRepo = await Repository.open(
     new LocalBackend(`${replicaTarget.root}/cadres/${policyId}/g1`),
@@ -196,4 +232,99 @@ Deno.test({
   await assertSameTree(src, `${fromReplica}${src}`);
   const deleted = await w.api("DELETE", `/api/v1/replicas/${rule.body.id}`);
   assert.ok([200, 204].includes(deleted.status), deleted.text);
+
+  // Retention keeps one day: after a new full, the retention job run three days later expires the first
+  // chain, and the BES's prune job removes its snapshots and the data only they referenced from the target.
+  const third = await w.finishedRun(await runNow(w, policyId, "full"));
+  assert.equal(third.run.status, "success", `${JSON.stringify(third.run.error)}\n${w.output()}`);
+  const p3 = await point(w, third.run.restorePointId!);
+  await waitFor(
+    "the verification of the new full",
+    async () => {
+      const p = await point(w, p3.id);
+      return p.verification === "passed" ? p : null;
+    },
+    60_000,
+    bes,
+  );
+  const retention = await applyRetention(w.kv, new Date(Date.now() + 3 * 86_400_000));
+  assert.equal(retention.expired, 2, JSON.stringify(retention));
+  assert.ok(retention.pruneJobs >= 1, JSON.stringify(retention));
+  await waitFor(
+    "the prune to remove the expired snapshots",
+    async () =>
+      !(await storage.exists(`snapshots/${p1.engineRestorePointId}`)) &&
+      !(await storage.exists(`snapshots/${p2.engineRestorePointId}`)),
+    60_000,
+    bes,
+  );
+  assert.ok(await storage.exists(`snapshots/${p3.engineRestorePointId}`), "the kept point stays");
+  // gc: the pack that held the expired data (old.bin, 300 kB of its 356) was rewritten — its live blobs
+  // copied into a new pack — and condemned; it is deleted by a gc at least a day later (the grace period).
+  const pruneJob = await waitFor(
+    "the prune job to end",
+    async () =>
+      (await Array.fromAsync(w.kv.list<Job>({ prefix: ["jobs"] }))).map((e) => e.value)
+        .find((j) => j.kind === "prune" && j.result),
+    60_000,
+    bes,
+  );
+  assert.equal(pruneJob?.result?.status, "success", JSON.stringify(pruneJob?.result));
+  const [pruned] =
+    (pruneJob.result!.output!.pruned as { repositories: Record<string, unknown>[] }).repositories;
+  assert.deepEqual(
+    [pruned.path, pruned.forgotten, pruned.repackedPacks],
+    [`cadres/${policyId}/g1`, [p1.engineRestorePointId, p2.engineRestorePointId], 1],
+    JSON.stringify(pruned),
+  );
+  const condemned = (await Array.fromAsync(storage.list("condemned/"))).map((o) =>
+    o.name.slice("condemned/".length)
+  );
+  assert.equal(condemned.length, 1, JSON.stringify(condemned));
+  const condemnedPack = (await Array.fromAsync(storage.list("data/"))).find((o) =>
+    o.name.endsWith(condemned[0])
+  )!;
+  assert.ok(condemnedPack.size > 300_000, `the pack that held old.bin: ${condemnedPack.size} bytes`);
+  // What the kept point needs still restores from the target (the agent restores it, byte for byte).
+  const keptDir = `${w.tmp}/kept`;
+  const kept = await w.api("POST", "/api/v1/restores", {
+    restorePointId: p3.id,
+    paths: [src],
+    targetPath: keptDir,
+    overwrite: false,
+  });
+  assert.equal(kept.status, 201, kept.text);
+  const keptDone = await w.finishedRestore(kept.body.id);
+  assert.equal(keptDone.status, "success", `${JSON.stringify(keptDone)}\n${w.output()}`);
+  await assertSameTree(src, `${keptDir}${src}`);
+
+  // A flipped byte in a pack on the target: the next point's verification (every blob read back) fails,
+  // naming the pack, and the dashboard's verification queue shows the point.
+  const packs = (await Array.fromAsync(storage.list("data/")))
+    .filter((o) => !condemned.some((id) => o.name.endsWith(id)))
+    .sort((a, b) => a.name.localeCompare(b.name));
+  const pack = packs[0];
+  const bytes = await Deno.readFile(`${repoPath}/${pack.name}`);
+  bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+  await Deno.writeFile(`${repoPath}/${pack.name}`, bytes);
+  await Deno.writeFile(`${src}/small.txt`, text("hello again"));
+  const fourth = await w.finishedRun(await runNow(w, policyId, "incremental"));
+  assert.equal(fourth.run.status, "success", `${JSON.stringify(fourth.run.error)}\n${w.output()}`);
+  const p4 = await waitFor(
+    "the verification of the point over the damaged pack",
+    async () => {
+      const p = await point(w, fourth.run.restorePointId!);
+      return p.verification !== "pending" && p.verification !== null ? p : null;
+    },
+    60_000,
+    bes,
+  );
+  assert.equal(p4.verification, "failed");
+  const queue = await w.api("GET", "/api/v1/dashboard/queue?name=verification-failures");
+  assert.equal(queue.status, 200, queue.text);
+  assert.ok(queue.text.includes(p4.id), queue.text);
+  const packId = pack.name.slice(pack.name.lastIndexOf("/") + 1);
+  const verifyJob = (await Array.fromAsync(w.kv.list<Job>({ prefix: ["jobs"] }))).map((e) => e.value)
+    .find((j) => j.kind === "verify" && j.payload.restorePointId === p4.id);
+  assert.ok(JSON.stringify(verifyJob?.result).includes(packId), JSON.stringify(verifyJob?.result));
 });

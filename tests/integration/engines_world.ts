@@ -99,10 +99,15 @@ export async function enginesWorld() {
   const startBes = async (name = "bes-e2e") => {
     const bes = spawnBes(baseUrl, secret, `${tmp}/${name}`, name, { tls: true });
     programs.push(bes);
-    const engine = await waitFor("the BES to go online", async () => {
-      const e = await engineNamed(kv, name);
-      return e?.status === "online" ? e : null;
-    }, 60_000, bes);
+    const engine = await waitFor(
+      "the BES to go online",
+      async () => {
+        const e = await engineNamed(kv, name);
+        return e?.status === "online" ? e : null;
+      },
+      60_000,
+      bes,
+    );
     return { bes, engine: engine as Engine };
   };
 
