@@ -57,6 +57,48 @@ function collect(child: Deno.ChildProcess): Program {
   };
 }
 
+/**
+ * The agent program as a subprocess (`engine/agent/main.ts`), enrolled as `hostname` with `roots` as its
+ * default roots; short poll and progress intervals.
+ */
+export function spawnAgent(
+  controlPlane: string,
+  secret: string,
+  dataDir: string,
+  hostname: string,
+  roots: string[],
+): Program {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      "--no-prompt",
+      `--config=${REPO_ROOT}deno.json`,
+      `${REPO_ROOT}engine/agent/main.ts`,
+      "--control-plane",
+      controlPlane,
+      "--secret",
+      secret,
+      "--data",
+      dataDir,
+      "--hostname",
+      hostname,
+      "--ip",
+      "127.0.0.1",
+      "--poll-seconds",
+      "0.5",
+      "--progress-seconds",
+      "1",
+      ...roots.flatMap((r) => ["--include-root", r]),
+    ],
+    cwd: REPO_ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  return collect(child);
+}
+
 export async function enginesWorld() {
   const tmp = await Deno.makeTempDir({ prefix: "cadres-engines-e2e-" });
   const kv = await Deno.openKv(`${tmp}/control-plane.kv`);
@@ -114,35 +156,7 @@ export async function enginesWorld() {
   /** Starts the agent program with `roots` as its default roots; waits until its host is online. */
   const startAgent = async (name: string, roots: string[]) => {
     const dataDir = `${tmp}/${name}`;
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "--allow-all",
-        "--no-prompt",
-        `--config=${REPO_ROOT}deno.json`,
-        `${REPO_ROOT}engine/agent/main.ts`,
-        "--control-plane",
-        baseUrl,
-        "--secret",
-        secret,
-        "--data",
-        dataDir,
-        "--hostname",
-        `${name}.acme.example`,
-        "--ip",
-        "127.0.0.1",
-        "--poll-seconds",
-        "0.5",
-        "--progress-seconds",
-        "1",
-        ...roots.flatMap((r) => ["--include-root", r]),
-      ],
-      cwd: tmp,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const agent = collect(child);
+    const agent = spawnAgent(baseUrl, secret, dataDir, `${name}.acme.example`, roots);
     programs.push(agent);
     const host = await waitFor("the agent to enroll and heartbeat", async () => {
       if (agent.exited) throw new Error(`the agent exited:\n${agent.output}`);
