@@ -1,8 +1,8 @@
 /**
  * The engines' journey in the browser, on real programs: the server (`main.ts`), the BES program
  * (`engine/bes/main.ts`, HTTPS data API, a Local target) and the agent program (`engine/agent/main.ts`)
- * as subprocesses in temporary folders. From the policy page the administrator assigns the agent's host and
- * clicks Run now; the run finishes with a restore point; on Restore they browse the point, select a file,
+ * as subprocesses in temporary folders. The administrator creates a file policy in the form (its include
+ * path the source folder), assigns the agent's host on the policy page and clicks Run now; the run finishes with a restore point; on Restore they browse the point, select a file,
  * restore it to another path and see the restore finish (progress bar at its end); the restored file on
  * disk has the original bytes.
  */
@@ -89,20 +89,12 @@ Deno.test("engines journey: real BES and agent, from the policy page to a restor
       besId,
     });
     assert.equal(target.status, 201, target.text);
-    const policy = await api("POST", "/api/v1/policies", {
-      name: POLICY,
-      besId,
-      targetId: target.json().id,
-      backupType: "file",
-      fullSchedule: "0 2 * * 0",
-      verifyAfterBackup: false,
-    });
-    assert.equal(policy.status, 201, policy.text);
-    const policyId: string = policy.json().id;
-    const policyPath = `/backup/policies/${policyId}`;
+    const targetId: string = target.json().id;
 
     // The agent program: enrolls with the org secret and heartbeats.
-    const agent = spawnAgent(server.baseUrl, orgSecret, `${tmp}/agent`, HOSTNAME, [src]);
+    // Its default root is another folder: the policy's include path chooses what is backed up.
+    await Deno.mkdir(`${tmp}/elsewhere`);
+    const agent = spawnAgent(server.baseUrl, orgSecret, `${tmp}/agent`, HOSTNAME, [`${tmp}/elsewhere`]);
     programs.push(agent);
     const hostId = await waitFor(
       "the agent's host to be online",
@@ -123,9 +115,34 @@ Deno.test("engines journey: real BES and agent, from the policy page to a restor
       if (!passed) throw new Error(`a previous step failed; later steps depend on it\n${outputs()}`);
     };
 
+    let policyPath = "";
     ok(
-      await t.step("1. on the policy page the administrator assigns the agent's host", async () => {
+      await t.step("1. the administrator creates a file policy that backs up the source folder", async () => {
         await signIn(page, admin.email, admin.password);
+        await page.goto("/backup/policies/new");
+        await page.locator("#f-name").fill(POLICY);
+        await page.locator("#f-besId").selectOption({ label: "bes-north" });
+        await page.locator("#f-targetId").selectOption(targetId);
+        await page.locator("#f-backupType").selectOption("file");
+        await page.locator("#f-fullSchedule").fill("0 2 * * 0");
+        await page.locator("#f-includePaths").fill(src);
+        await screenshot(page, "engines-01-policy-form");
+        const res = await submit(
+          page,
+          "/backup/policies/new",
+          page.getByRole("button", { name: "Create policy" }),
+        );
+        assert.equal(res.status(), 303);
+        await page.waitForURL((url) =>
+          /^\/backup\/policies\/\w+$/.test(url.pathname) && !url.pathname.endsWith("/new")
+        );
+        policyPath = new URL(page.url()).pathname;
+        await page.getByRole("heading", { name: POLICY, level: 1 }).waitFor();
+      }),
+    );
+
+    ok(
+      await t.step("2. on the policy page the administrator assigns the agent's host", async () => {
         await page.goto(policyPath);
         const option = await page.locator("select[name=hostId] option", { hasText: HOSTNAME })
           .getAttribute("value");
@@ -138,13 +155,13 @@ Deno.test("engines journey: real BES and agent, from the policy page to a restor
         );
         assert.equal(assigned.status(), 303);
         assert.equal(await page.locator("[data-testid=assignment-row]").count(), 1);
-        await screenshot(page, "engines-01-assigned");
+        await screenshot(page, "engines-02-assigned");
       }),
     );
 
     let restorePointId = "";
     ok(
-      await t.step("2. Run now: the agent backs up through the BES; the run succeeds", async () => {
+      await t.step("3. Run now: the agent backs up through the BES; the run succeeds", async () => {
         await page.goto(policyPath);
         const panel = page.locator("section#run-now");
         await panel.getByRole("heading", { name: "Run now" }).waitFor();
@@ -163,7 +180,8 @@ Deno.test("engines journey: real BES and agent, from the policy page to a restor
           500,
         );
         assert.equal(row[3].trim(), "success", `${row.join(" | ")}\n${outputs()}`);
-        await screenshot(page, "engines-02-run-finished");
+        await screenshot(page, "engines-03-run-finished");
+        const policyId = policyPath.split("/").pop()!;
         const points = await api("GET", `/api/v1/restore-points?policyId=${policyId}`);
         assert.equal(points.status, 200, points.text);
         const values = points.json().values as { id: string; hostId: string; fileCount: number }[];
@@ -174,7 +192,7 @@ Deno.test("engines journey: real BES and agent, from the policy page to a restor
     );
 
     ok(
-      await t.step("3. Restore: the point is browsed through the BES; a file is selected", async () => {
+      await t.step("4. Restore: the point is browsed through the BES; a file is selected", async () => {
         await page.goto(`/backup/restore?hostId=${hostId}&restorePointId=${restorePointId}`);
         await page.locator("[data-testid=selected-point]").waitFor();
         await Promise.all([
@@ -196,13 +214,13 @@ Deno.test("engines journey: real BES and agent, from the policy page to a restor
           5_000,
         );
         await page.locator("#restore-files input[name=targetPath]").fill(`${tmp}/restored`);
-        await screenshot(page, "engines-03-file-selected");
+        await screenshot(page, "engines-04-file-selected");
       }),
     );
 
     ok(
       await t.step(
-        "4. Restore files: the agent restores it; the restore finishes; the bytes match",
+        "5. Restore files: the agent restores it; the restore finishes; the bytes match",
         async () => {
           const pointPath = new URL(page.url()).pathname;
           const res = await submit(
@@ -224,7 +242,7 @@ Deno.test("engines journey: real BES and agent, from the policy page to a restor
             " ",
           );
           assert.match(result, /Files restored 1/);
-          await screenshot(page, "engines-04-restored");
+          await screenshot(page, "engines-05-restored");
           const restored = await Deno.readFile(`${tmp}/restored${src}/reports/budget.xlsx`);
           assert.deepEqual(restored, original);
           const others = await Array.fromAsync(Deno.readDir(`${tmp}/restored${src}/reports`));
