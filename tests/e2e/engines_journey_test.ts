@@ -2,7 +2,8 @@
  * The engines' journey in the browser, on real programs: the server (`main.ts`), the BES program
  * (`engine/bes/main.ts`, HTTPS data API, a Local target) and the agent program (`engine/agent/main.ts`)
  * as subprocesses in temporary folders. The administrator creates a file policy in the form (its include
- * path the source folder), assigns the agent's host on the policy page and clicks Run now; the run finishes with a restore point; on Restore they browse the point, select a file,
+ * path the source folder), assigns the agent's host on the policy page and clicks Run now; the run's page shows its progress bar (the policy caps the transfer at 2 MBps so
+ * the run lasts a few seconds), then the run finishes with a restore point; on Restore they browse the point, select a file,
  * restore it to another path and see the restore finish (progress bar at its end); the restored file on
  * disk has the original bytes.
  */
@@ -64,6 +65,12 @@ Deno.test("engines journey: real BES and agent, from the policy page to a restor
     await Deno.writeFile(`${src}/reports/budget.xlsx`, original);
     await Deno.writeFile(`${src}/reports/minutes.txt`, new TextEncoder().encode("minutes\n".repeat(100)));
     await Deno.writeFile(`${src}/readme.txt`, new TextEncoder().encode("hello"));
+    // 8 MB that do not compress in 32 files, read at the policy's 2 MBps cap: a run of a few seconds whose
+    // progress (in files done) shows.
+    await Deno.mkdir(`${src}/media`);
+    for (let i = 0; i < 32; i++) {
+      await Deno.writeFile(`${src}/media/clip${i}.bin`, deterministicBytes(`clip${i}`, 256 * 1024));
+    }
 
     // The BES program: registers, goes online; a Local target on it, and a policy (the operator's).
     const bes = spawnBes(server.baseUrl, orgSecret, `${tmp}/bes`, "bes-north", { tls: true });
@@ -126,6 +133,7 @@ Deno.test("engines journey: real BES and agent, from the policy page to a restor
         await page.locator("#f-backupType").selectOption("file");
         await page.locator("#f-fullSchedule").fill("0 2 * * 0");
         await page.locator("#f-includePaths").fill(src);
+        await page.locator("#f-maxTransferMbps").fill("2");
         await screenshot(page, "engines-01-policy-form");
         const res = await submit(
           page,
@@ -168,25 +176,46 @@ Deno.test("engines journey: real BES and agent, from the policy page to a restor
         await panel.getByLabel("Kind").selectOption({ label: "Full" });
         const res = await submit(page, `${policyPath}/run`, panel.getByRole("button", { name: "Run now" }));
         assert.equal(res.status(), 303);
-        await page.locator("[data-testid=run-row]").first().waitFor();
-        const row = await waitFor(
+        // The run's page: while the agent backs up, the progress bar shows what it reported.
+        await page.locator("[data-testid=run-row] a").first().click();
+        await page.waitForURL((url) => url.pathname.startsWith("/backup/runs/"));
+        const runPath = new URL(page.url()).pathname;
+        const percent = await waitFor(
+          "the run's progress bar",
+          async () => {
+            await page.goto(runPath);
+            const bar = page.locator("[data-testid=run-progress] progress");
+            const value = (await bar.count()) ? Number(await bar.getAttribute("value")) : 0;
+            return value > 0 ? value : undefined;
+          },
+          60_000,
+          300,
+        );
+        assert.ok(percent > 0 && percent < 100, `${percent}`);
+        await screenshot(page, "engines-03-run-progress");
+        const status = await waitFor(
           "the run to finish",
           async () => {
-            await page.goto(policyPath);
-            const cells = await page.locator("[data-testid=run-row]").first().locator("td").allInnerTexts();
-            return ["success", "warning", "failed"].includes(cells[3]?.trim()) ? cells : undefined;
+            await page.goto(runPath);
+            const facts = await page.locator("[data-testid=run-facts]").innerText();
+            const m = /Status\s+(\w+)/.exec(facts);
+            return m && ["success", "warning", "failed"].includes(m[1]) ? m[1] : undefined;
           },
           90_000,
           500,
         );
-        assert.equal(row[3].trim(), "success", `${row.join(" | ")}\n${outputs()}`);
-        await screenshot(page, "engines-03-run-finished");
+        assert.equal(status, "success", outputs());
+        assert.equal(await page.locator("[data-testid=run-progress]").count(), 0, "no bar once it ended");
+        await page.goto(policyPath);
+        const row = await page.locator("[data-testid=run-row]").first().locator("td").allInnerTexts();
+        assert.equal(row[3].trim(), "success");
+        await screenshot(page, "engines-04-run-finished");
         const policyId = policyPath.split("/").pop()!;
         const points = await api("GET", `/api/v1/restore-points?policyId=${policyId}`);
         assert.equal(points.status, 200, points.text);
         const values = points.json().values as { id: string; hostId: string; fileCount: number }[];
         assert.equal(values.length, 1, points.text);
-        assert.equal(values[0].fileCount, 3);
+        assert.equal(values[0].fileCount, 35);
         restorePointId = values[0].id;
       }),
     );
@@ -214,7 +243,7 @@ Deno.test("engines journey: real BES and agent, from the policy page to a restor
           5_000,
         );
         await page.locator("#restore-files input[name=targetPath]").fill(`${tmp}/restored`);
-        await screenshot(page, "engines-04-file-selected");
+        await screenshot(page, "engines-05-file-selected");
       }),
     );
 
@@ -242,7 +271,7 @@ Deno.test("engines journey: real BES and agent, from the policy page to a restor
             " ",
           );
           assert.match(result, /Files restored 1/);
-          await screenshot(page, "engines-05-restored");
+          await screenshot(page, "engines-06-restored");
           const restored = await Deno.readFile(`${tmp}/restored${src}/reports/budget.xlsx`);
           assert.deepEqual(restored, original);
           const others = await Array.fromAsync(Deno.readDir(`${tmp}/restored${src}/reports`));
