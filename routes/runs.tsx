@@ -15,7 +15,7 @@ import {
   RunError,
 } from "../components/runs.tsx";
 import { Badge, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
-import { getJob } from "../domain/jobs.ts";
+import { getJob, type Job } from "../domain/jobs.ts";
 import type { Policy } from "../domain/policies.ts";
 import { jobErrorsPage, requireRun } from "../domain/run_results.ts";
 import { requires } from "./access.ts";
@@ -23,6 +23,20 @@ import type { AppEnv } from "./env.ts";
 import { render } from "./render.tsx";
 
 export const runRoutes = new Hono<AppEnv>();
+
+/** A running run's progress as its engine last reported it (reload the page for newer figures). */
+function RunProgress({ progress }: { progress: Job["progress"] }) {
+  if (!progress) return <span class="muted">started, no progress reported yet</span>;
+  const percent = Math.round(progress.percent);
+  return (
+    <>
+      <progress max={100} value={percent} aria-label="Backup progress">{percent} %</progress>{" "}
+      <span data-testid="run-percent">{percent} %</span> · {formatBytes(progress.bytesTransferred)}{" "}
+      transferred
+      {progress.message ? ` · ${progress.message}` : ""}
+    </>
+  );
+}
 
 /** `?errorsPage=` (0-based); anything else is the first page. */
 const RunQuery = z.object({ errorsPage: z.coerce.number().int().min(0).max(10_000).catch(0) }).catch({
@@ -70,6 +84,15 @@ runRoutes.get("/:runId", requires("backup.view"), async (c) => {
             <dd>
               <Badge tone={RUN_TONE[run.status] ?? "muted"}>{run.status}</Badge>
             </dd>
+            {/* The run stays "pending" while its job runs (nothing marks it running yet): the leased job says so. */}
+            {(run.status === "pending" || run.status === "running") && job?.status === "leased" && (
+              <>
+                <dt>Progress</dt>
+                <dd data-testid="run-progress">
+                  <RunProgress progress={job.progress} />
+                </dd>
+              </>
+            )}
             <dt>Kind</dt>
             <dd>
               {run.kind.replace("_", " ")}

@@ -176,6 +176,8 @@ interface PrunedRepository {
   generation: number;
   forgotten: string[];
   condemnedPacks: number;
+  /** Mostly dead packs rewritten (live blobs copied to new packs), then condemned like the others. */
+  repackedPacks: number;
   deletedPacks: number;
   pendingPacks: number;
   bytesFreed: number;
@@ -217,6 +219,7 @@ export function pruneHandler(services: KeylessServices): JobHandler {
             generation,
             forgotten: [],
             condemnedPacks: 0,
+            repackedPacks: 0,
             deletedPacks: 0,
             pendingPacks: 0,
             bytesFreed: 0,
@@ -245,6 +248,7 @@ export function pruneHandler(services: KeylessServices): JobHandler {
           generation,
           forgotten: here,
           condemnedPacks: 0,
+          repackedPacks: 0,
           deletedPacks: 0,
           pendingPacks: 0,
           bytesFreed: 0,
@@ -255,6 +259,7 @@ export function pruneHandler(services: KeylessServices): JobHandler {
         try {
           const gc = await garbageCollect(backend);
           entry.condemnedPacks = gc.condemned.length;
+          entry.repackedPacks = gc.repacked.length;
           entry.deletedPacks = gc.deleted.length;
           entry.pendingPacks = gc.pending.length;
           entry.bytesFreed = gc.bytesFreed;

@@ -433,3 +433,32 @@ Deno.test("parts belong to their attempt: a job retried after a lost lease uploa
   const left = await Array.fromAsync(kv.list({ prefix: ["job_parts", job.id] }));
   assert.deepEqual(left.map((e) => e.key[2]), [2], "the first attempt's parts are gone");
 });
+
+Deno.test("the run page shows a running backup's progress as the agent last reported it, and no bar once it ended", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const s = await setup(kv);
+  s.clock.time = new Date("2026-11-02T01:00:00Z");
+  await s.online();
+  await runSchedulerTick(kv, s.clock.now());
+  const [run] = await listRunsByPolicy(kv, s.policy.id);
+  const b = await s.browser();
+  const page = async () => await (await b.get(`/backup/runs/${run.id}`)).text();
+  assert.ok(!(await page()).includes('data-testid="run-progress"'), "queued: no bar");
+  const job = await s.claim(s.agent, "backup");
+  assertIncludes(await page(), "started, no progress reported yet");
+  const progress = await s.post(s.agent, `${job.id}/progress`, {
+    percent: 42.4,
+    bytesTransferred: 1_048_576,
+    message: "reading /srv/data",
+  });
+  assert.equal(progress.status, 200);
+  await progress.body?.cancel();
+  const running = await page();
+  assertIncludes(running, 'data-testid="run-progress"');
+  assertIncludes(running, '<progress max="100" value="42" aria-label="Backup progress">');
+  assertIncludes(running, "1.0 MB transferred · reading /srv/data");
+  const done = await s.post(s.agent, `${job.id}/result`, s.base());
+  assert.equal(done.status, 200);
+  await done.body?.cancel();
+  assert.ok(!(await page()).includes('data-testid="run-progress"'), "ended: no bar");
+});
