@@ -1,8 +1,9 @@
 /**
  * Cross-key invariants of the stored data, checked over a whole KV: indexes point at live records,
- * children point at live parents (DESIGN.md §4), no orphaned vault record. Used to verify restored
- * self-backups, by race tests, and (bounded) by the consistency check after resumed deletions and on
- * start (invariant_checks.ts).
+ * children point at live parents (DESIGN.md §4), every vault record has its owner (vault_owners.ts),
+ * and the dashboard's and the operational counters (ops_counters.ts) equal what they count. Used to
+ * verify restored self-backups, by race tests, and (bounded) by the consistency check after resumed
+ * deletions and on start (invariant_checks.ts).
  *
  * The checks fall into sections, each judged on data it read in full: a bounded run that runs out of
  * entries or time drops the section it was in (a half-read section would report false violations) and
@@ -18,6 +19,7 @@ import { counterValue } from "./kv.ts";
 import type { Assignment } from "./assignments.ts";
 import type { Engine } from "./engines.ts";
 import type { Host } from "./hosts.ts";
+import { opsCounterMismatches } from "./ops_counters.ts";
 import type { PolicyCore } from "./policies.ts";
 import type { ProtectedObject } from "./protected.ts";
 import type { StorageTarget } from "./storage.ts";
@@ -42,6 +44,7 @@ export const INVARIANT_SECTIONS = [
   { name: "alerts", label: "Alerts and dashboard counters" },
   { name: "hosts", label: "Hosts, assignments and protected objects" },
   { name: "platforms", label: "Third-party platforms" },
+  { name: "ops", label: "Operational counters (fleet, queue, deliveries)" },
 ] as const;
 export type SectionName = (typeof INVARIANT_SECTIONS)[number]["name"];
 
@@ -122,6 +125,17 @@ class Reader {
   async get<T>(key: Deno.KvKey): Promise<T | null> {
     this.#tick();
     return (await this.kv.get<T>(key)).value;
+  }
+
+  /** The values at `keys` that exist, in order (read ten at a time). */
+  async getValues<T>(keys: Deno.KvKey[]): Promise<T[]> {
+    const out: T[] = [];
+    for (let i = 0; i < keys.length; i += 10) {
+      const chunk = keys.slice(i, i + 10);
+      for (const _ of chunk) this.#tick();
+      for (const e of await this.kv.getMany<unknown[]>(chunk)) if (e.value !== null) out.push(e.value as T);
+    }
+    return out;
   }
 
   /** Drops what was read, so the next reads see the KV as it is now. */
@@ -228,6 +242,7 @@ const SECTION_CHECKS: Record<SectionName, Section> = {
   alerts: checkAlerts,
   hosts: checkHostInvariants,
   platforms: checkPlatformInvariants,
+  ops: checkOpsCounterInvariants,
 };
 
 /** What a deletion cascade in progress covers: the engines marked `deleting` and everything under them. */
@@ -658,6 +673,14 @@ async function checkPlatformInvariants(r: Reader, report: Report): Promise<void>
       );
     }
   }
+}
+
+/**
+ * The operational counters (ops_counters.ts: engines and hosts by status, queued jobs by kind, priority
+ * and minute, deliveries by status) equal what the records imply.
+ */
+async function checkOpsCounterInvariants(r: Reader, report: Report): Promise<void> {
+  for (const m of await opsCounterMismatches(r)) report(m.accountId, m.message);
 }
 
 /** `a/b` of a two-part index key `[prefix, a, b]`. */
