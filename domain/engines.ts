@@ -689,6 +689,16 @@ export function registerEngineCascade(step: CascadeStep): void {
  * in batches; finally the engine itself. Safe to call again after a crash: it resumes.
  */
 export async function deleteEngine(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<void> {
+  await markEngineDeleting(kv, actor, id, now);
+  await finishEngineDeletion(kv, id, now);
+}
+
+/**
+ * The first step of deleteEngine: marks the engine `deleting` (indexed as such, no longer live, counted
+ * in its new status) with the audit entry, in one atomic operation. Nothing when it already is. A crash
+ * after it leaves the cascade to `finishEngineDeletion` (the resume job).
+ */
+export async function markEngineDeleting(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<void> {
   await withRetry(async () => {
     const entry = await kv.get<Engine>(engineKey(id));
     const engine = entry.value;
@@ -714,7 +724,6 @@ export async function deleteEngine(kv: Deno.Kv, actor: Actor, id: string, now: D
     }, now);
     return (await op.commit()).ok ? { value: undefined } : null;
   });
-  await finishEngineDeletion(kv, id, now);
 }
 
 /** Runs (or resumes) the cascade of an engine marked `deleting`. Idempotent. */

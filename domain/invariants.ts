@@ -1,8 +1,9 @@
 /**
  * Cross-key invariants of the stored data, checked over a whole KV: indexes point at live records,
- * children point at live parents (DESIGN.md §4), no orphaned vault record. Used to verify restored
- * self-backups, by race tests, and (bounded) by the consistency check after resumed deletions and on
- * start (invariant_checks.ts).
+ * children point at live parents (DESIGN.md §4), every vault record has its owner (vault_owners.ts),
+ * and the dashboard's and the operational counters (ops_counters.ts) equal what they count. Used to
+ * verify restored self-backups, by race tests, and (bounded) by the consistency check after resumed
+ * deletions and on start (invariant_checks.ts).
  *
  * The checks fall into sections, each judged on data it read in full: a bounded run that runs out of
  * entries or time drops the section it was in (a half-read section would report false violations) and
@@ -18,12 +19,13 @@ import { counterValue } from "./kv.ts";
 import type { Assignment } from "./assignments.ts";
 import type { Engine } from "./engines.ts";
 import type { Host } from "./hosts.ts";
-import type { KekState } from "./keks.ts";
+import { opsCounterMismatches } from "./ops_counters.ts";
 import type { PolicyCore } from "./policies.ts";
 import type { ProtectedObject } from "./protected.ts";
 import type { StorageTarget } from "./storage.ts";
 import type { Org, User } from "./types.ts";
-import { TOKEN_KEY_VAULT_ID } from "./token_signing.ts";
+import type { VaultRecord } from "./vault.ts";
+import { listVaultReferences } from "./vault_owners.ts";
 
 /** One broken invariant: a sentence naming the keys involved, and the account it concerns (if known). */
 export interface Violation {
@@ -42,6 +44,7 @@ export const INVARIANT_SECTIONS = [
   { name: "alerts", label: "Alerts and dashboard counters" },
   { name: "hosts", label: "Hosts, assignments and protected objects" },
   { name: "platforms", label: "Third-party platforms" },
+  { name: "ops", label: "Operational counters (fleet, queue, deliveries)" },
 ] as const;
 export type SectionName = (typeof INVARIANT_SECTIONS)[number]["name"];
 
@@ -122,6 +125,17 @@ class Reader {
   async get<T>(key: Deno.KvKey): Promise<T | null> {
     this.#tick();
     return (await this.kv.get<T>(key)).value;
+  }
+
+  /** The values at `keys` that exist, in order (read ten at a time). */
+  async getValues<T>(keys: Deno.KvKey[]): Promise<T[]> {
+    const out: T[] = [];
+    for (let i = 0; i < keys.length; i += 10) {
+      const chunk = keys.slice(i, i + 10);
+      for (const _ of chunk) this.#tick();
+      for (const e of await this.kv.getMany<unknown[]>(chunk)) if (e.value !== null) out.push(e.value as T);
+    }
+    return out;
   }
 
   /** Drops what was read, so the next reads see the KV as it is now. */
@@ -228,6 +242,7 @@ const SECTION_CHECKS: Record<SectionName, Section> = {
   alerts: checkAlerts,
   hosts: checkHostInvariants,
   platforms: checkPlatformInvariants,
+  ops: checkOpsCounterInvariants,
 };
 
 /** What a deletion cascade in progress covers: the engines marked `deleting` and everything under them. */
@@ -296,7 +311,7 @@ async function checkTenancy(r: Reader, report: Report): Promise<void> {
 async function checkEnginesAndStorage(r: Reader, report: Report): Promise<void> {
   const engines = await r.all<Engine>("engines");
   const targets = await r.all<StorageTarget>("storage_targets");
-  const vault = await r.all<{ accountId?: string }>("vault");
+  const vault = await r.all<VaultRecord>("vault");
   const cascades = await cascadesInProgress(r);
   for (const engine of engines.values()) {
     if (cascades.engines.has(engine.id)) continue;
@@ -309,49 +324,29 @@ async function checkEnginesAndStorage(r: Reader, report: Report): Promise<void> 
   for (const p of await r.pointers("engines_by_public_key")) {
     if (!engines.has(p.value)) report(null, `engines_by_public_key points to missing engine ${p.value}`);
   }
-  const referencedVault = new Set<string>();
   for (const t of targets.values()) {
-    if (cascades.targets.has(t.id)) {
-      // Its vault record goes with it; until then the target still owns it.
-      if (t.credentialId) referencedVault.add(t.credentialId);
-      continue;
-    }
+    if (cascades.targets.has(t.id)) continue;
     const engine = engines.get(t.besId);
     if (!engine) report(t.accountId, `storage target ${t.id} belongs to missing engine ${t.besId}`);
     else if (!engine.storageTargetIds.includes(t.id)) {
       report(t.accountId, `engine ${t.besId} does not list its target ${t.id}`);
     }
-    if (t.credentialId) {
-      referencedVault.add(t.credentialId);
-      if (!vault.has(t.credentialId)) {
-        report(t.accountId, `storage target ${t.id} refers to missing vault record ${t.credentialId}`);
-      }
-    }
   }
-  // The self-backup's S3 secret is the other owner of a vault record.
-  const selfBackup = await r.get<{ s3?: { credentialId: string | null } }>(["self_backup", "settings"]);
-  if (selfBackup?.s3?.credentialId) referencedVault.add(selfBackup.s3.credentialId);
-  // Third-party platforms keep their password in the vault.
-  const platforms = await r.all<{ id: string; accountId: string; credentialId: string | null }>("platforms");
-  for (const p of platforms.values()) {
-    if (!p.credentialId) continue;
-    referencedVault.add(p.credentialId);
-    if (!vault.has(p.credentialId)) {
-      report(p.accountId, `platform ${p.id} refers to missing vault record ${p.credentialId}`);
-    }
-  }
-  // The control plane's token-signing key, and each version of each KEK (keks.ts).
-  referencedVault.add(TOKEN_KEY_VAULT_ID);
-  const keks = await r.all<KekState>("keks");
-  for (const k of keks.values()) {
-    for (const v of k.versions) {
-      referencedVault.add(v.vaultId);
-      if (!vault.has(v.vaultId)) {
-        report(
-          k.accountId,
-          `key-encryption key ${k.ref} version ${v.version} refers to missing vault record ${v.vaultId}`,
-        );
-      }
+  // Vault ownership, from the one list of owners (vault_owners.ts): every record is owned and sealed
+  // for its owner, every owner's record exists. A target in a deletion cascade still owns its record,
+  // which the cascade may already have removed.
+  const referencedVault = new Set<string>();
+  for (const ref of await listVaultReferences(r)) {
+    referencedVault.add(ref.vaultId);
+    const record = vault.get(ref.vaultId);
+    if (!record) {
+      if (ref.optional || (ref.storageTargetId && cascades.targets.has(ref.storageTargetId))) continue;
+      report(ref.accountId, `${ref.owner} refers to missing vault record ${ref.vaultId}`);
+    } else if (record.purpose !== ref.purpose) {
+      report(
+        ref.accountId ?? record.accountId,
+        `vault record ${ref.vaultId} of ${ref.owner} is sealed for ${record.purpose}, not ${ref.purpose}`,
+      );
     }
   }
   for (const [id, record] of vault) {
@@ -678,6 +673,14 @@ async function checkPlatformInvariants(r: Reader, report: Report): Promise<void>
       );
     }
   }
+}
+
+/**
+ * The operational counters (ops_counters.ts: engines and hosts by status, queued jobs by kind, priority
+ * and minute, deliveries by status) equal what the records imply.
+ */
+async function checkOpsCounterInvariants(r: Reader, report: Report): Promise<void> {
+  for (const m of await opsCounterMismatches(r)) report(m.accountId, m.message);
 }
 
 /** `a/b` of a two-part index key `[prefix, a, b]`. */

@@ -115,8 +115,36 @@ export async function readOpsCounts(kv: Deno.Kv): Promise<OpsCounts> {
   return out;
 }
 
+/**
+ * How the recount reads records: a whole KV (`kvOpsReader`), or the invariant check's bounded reader
+ * (invariants.ts), which counts each entry against its bounds.
+ */
+export interface OpsCounterReader {
+  /** Every record under `[prefix]` by id. */
+  all<T>(prefix: string): Promise<Map<string, T>>;
+  list<T>(prefix: Deno.KvKey): AsyncIterable<Deno.KvEntry<T>>;
+  /** The values at `keys` that exist, in order. */
+  getValues<T>(keys: Deno.KvKey[]): Promise<T[]>;
+}
+
+/** An OpsCounterReader over a whole KV. */
+export function kvOpsReader(kv: Deno.Kv): OpsCounterReader {
+  return {
+    async all<T>(prefix: string) {
+      const out = new Map<string, T>();
+      for await (const e of kv.list<T>({ prefix: [prefix] })) out.set(String(e.key[1]), e.value);
+      return out;
+    },
+    list: <T>(prefix: Deno.KvKey) => kv.list<T>({ prefix }),
+    getValues: <T>(keys: Deno.KvKey[]) => getManyValues<T>(kv, keys),
+  };
+}
+
 /** The counter values the records imply, by counter key (JSON), for the consistency check and the rebuild. */
-export async function recountOpsCounters(kv: Deno.Kv): Promise<Map<string, { key: Deno.KvKey; n: number }>> {
+export async function recountOpsCounters(
+  source: Deno.Kv | OpsCounterReader,
+): Promise<Map<string, { key: Deno.KvKey; n: number }>> {
+  const r = "getValues" in source ? source : kvOpsReader(source);
   const out = new Map<string, { key: Deno.KvKey; n: number }>();
   const add = (key: Deno.KvKey) => {
     const id = JSON.stringify(key);
@@ -124,18 +152,18 @@ export async function recountOpsCounters(kv: Deno.Kv): Promise<Map<string, { key
     cur.n++;
     out.set(id, cur);
   };
-  for await (const e of kv.list<Engine>({ prefix: ["engines"] })) {
-    add(fleetCountKey("engine", e.value.accountId, e.value.status));
+  for (const engine of (await r.all<Engine>("engines")).values()) {
+    add(fleetCountKey("engine", engine.accountId, engine.status));
   }
-  for await (const e of kv.list<Host>({ prefix: ["hosts"] })) {
-    add(fleetCountKey("host", e.value.accountId, e.value.status));
+  for (const host of (await r.all<Host>("hosts")).values()) {
+    add(fleetCountKey("host", host.accountId, host.status));
   }
   const pointers: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["job_queue"] })) pointers.push(["jobs", e.value]);
-  for (const job of await getManyValues<Job>(kv, pointers)) {
+  for await (const e of r.list<string>(["job_queue"])) pointers.push(["jobs", e.value]);
+  for (const job of await r.getValues<Job>(pointers)) {
     add(queueCountKey(job.kind, job.priority, queueMinute(job)));
   }
-  for await (const e of kv.list<NotificationDelivery>({ prefix: ["notification_deliveries"] })) {
+  for await (const e of r.list<NotificationDelivery>(["notification_deliveries"])) {
     add(deliveryCountKey(e.value.accountId, e.value.status));
   }
   return out;
@@ -181,20 +209,53 @@ export async function rebuildOpsCounters(
   return { counters: expected.size, skipped: false };
 }
 
-/** Every operational counter that differs from what the records imply, as sentences (empty: all agree). */
-export async function checkOpsCounters(kv: Deno.Kv): Promise<string[]> {
-  const expected = await recountOpsCounters(kv);
-  const stored = new Map<string, number>();
+/** One operational counter that differs from what the records imply. */
+export interface OpsCounterMismatch {
+  key: Deno.KvKey;
+  /** The account the counter is kept for; null for the queue counters (they are not per account). */
+  accountId: string | null;
+  stored: number;
+  counted: number;
+  message: string;
+}
+
+/**
+ * Every operational counter that differs from what the records imply. Each counter lives in the same
+ * logical database as the records it counts (self_backup.ts), so a restored Config DB alone agrees too.
+ */
+export async function opsCounterMismatches(
+  source: Deno.Kv | OpsCounterReader,
+): Promise<OpsCounterMismatch[]> {
+  const r = "getValues" in source ? source : kvOpsReader(source);
+  const expected = await recountOpsCounters(r);
+  const stored = new Map<string, { key: Deno.KvKey; n: number }>();
   for (const prefix of OPS_COUNTER_PREFIXES) {
-    for await (const e of kv.list({ prefix: [prefix] })) {
-      stored.set(JSON.stringify(e.key), counterValue(e.value));
+    for await (const e of r.list<Deno.KvU64>([prefix])) {
+      stored.set(JSON.stringify(e.key), { key: e.key, n: counterValue(e.value) });
     }
   }
-  const out: string[] = [];
-  for (const key of new Set([...expected.keys(), ...stored.keys()])) {
-    const want = expected.get(key)?.n ?? 0;
-    const have = stored.get(key) ?? 0;
-    if (want !== have) out.push(`counter ${key} is ${have} but counts ${want}`);
+  const out: OpsCounterMismatch[] = [];
+  for (const id of new Set([...expected.keys(), ...stored.keys()])) {
+    const counted = expected.get(id)?.n ?? 0;
+    const have = stored.get(id)?.n ?? 0;
+    if (counted === have) continue;
+    const key = (expected.get(id) ?? stored.get(id))!.key;
+    out.push({
+      key,
+      accountId: key[0] === "fleet_counts"
+        ? String(key[2])
+        : key[0] === "delivery_counts"
+        ? String(key[1])
+        : null,
+      stored: have,
+      counted,
+      message: `counter ${id} is ${have} but counts ${counted}`,
+    });
   }
   return out;
+}
+
+/** Every operational counter that differs from what the records imply, as sentences (empty: all agree). */
+export async function checkOpsCounters(kv: Deno.Kv): Promise<string[]> {
+  return (await opsCounterMismatches(kv)).map((m) => m.message);
 }

@@ -462,7 +462,8 @@ async function finishTrigger(kv: Deno.Kv, trigger: Trigger): Promise<void> {
 
 /**
  * Test-restores a bundle into a scratch in-memory KV: authenticity, entry count, schema version, and
- * (for the Config DB) the cross-key invariants.
+ * (for the Config DB) the cross-key invariants, whose vault-ownership rule knows every owner of a vault
+ * record from one list (vault_owners.ts).
  */
 export async function verifyRestorable(
   bundle: Uint8Array,

@@ -12,7 +12,8 @@ import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
 
 /** The vault record holding the token-signing key (its PKCS#8 DER, base64url). */
 export const TOKEN_KEY_VAULT_ID = "control-plane-token-signing-key";
-const PURPOSE = "token_signing_key";
+/** The purpose its vault record is sealed with. */
+export const TOKEN_KEY_VAULT_PURPOSE = "token_signing_key";
 
 export interface TokenSigningKey {
   privateKey: nodeCrypto.KeyObject;
@@ -44,7 +45,7 @@ async function loadOrCreate(kv: Deno.Kv, masterKey: Uint8Array, now: Date): Prom
       id: TOKEN_KEY_VAULT_ID,
       accountId: "",
       orgId: null,
-      purpose: PURPOSE,
+      purpose: TOKEN_KEY_VAULT_PURPOSE,
       createdAt: now.toISOString(),
     }, toBase64Url(der));
     der.fill(0);

@@ -1,11 +1,18 @@
 /** Test helpers: an app on an in-memory KV with a controllable clock, a tenant fixture, a browser-like client. */
 import { createApp } from "../app.ts";
 import { createSession } from "../domain/auth.ts";
-import { applyHeartbeat, type EngineMetrics, registerEngine } from "../domain/engines.ts";
-import { applyHostHeartbeat, enrollHost, type Host } from "../domain/hosts.ts";
+import {
+  applyHeartbeat,
+  type Engine,
+  engineKey,
+  type EngineMetrics,
+  registerEngine,
+} from "../domain/engines.ts";
+import { applyHostHeartbeat, enrollHost, type Host, hostKey } from "../domain/hosts.ts";
 import { NotFoundError } from "../domain/errors.ts";
 import { testConfig } from "../domain/config.ts";
 import { createLogger } from "../domain/log.ts";
+import { countStatusChange, type FleetKind } from "../domain/ops_counters.ts";
 import { systemActor } from "../domain/rbac.ts";
 import {
   policiesByAccountKey,
@@ -309,6 +316,26 @@ export async function enrollTestHost(
     await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, now);
   }
   return host;
+}
+
+/**
+ * Puts an engine or host in `status` directly (with further `changes`), as a sweep or a crash leaves
+ * it where no domain call gets there in a test, moving its operational counter (ops_counters.ts) in the
+ * same write so the invariants still hold. A deletion in progress is `markEngineDeleting` instead.
+ */
+export async function setFleetStatus(
+  kv: Deno.Kv,
+  kind: FleetKind,
+  id: string,
+  status: Engine["status"] | Host["status"],
+  changes: Partial<Engine> | Partial<Host> = {},
+): Promise<void> {
+  const key = kind === "engine" ? engineKey(id) : hostKey(id);
+  const entry = await kv.get<Engine | Host>(key);
+  if (!entry.value) throw new NotFoundError(`${kind} ${id} not found`);
+  const op = kv.atomic().check(entry).set(key, { ...entry.value, ...changes, status });
+  countStatusChange(op, kind, entry.value.accountId, entry.value.status, status);
+  if (!(await op.commit()).ok) throw new Error(`${kind} ${id} changed meanwhile`);
 }
 
 /** The whole database as one string, for "a refusal changes nothing". */

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { MAX_BODY_BYTES } from "../../app.ts";
-import { deleteEngine, deletingEngineKey, type Engine, engineKey, getEngine } from "../../domain/engines.ts";
+import { deleteEngine, getEngine, markEngineDeleting } from "../../domain/engines.ts";
 import { getHost } from "../../domain/hosts.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { generateKeyPair, type PrivateKey, signRequest } from "../../domain/signing.ts";
@@ -957,10 +957,7 @@ Deno.test("POST /api/bes/v1/heartbeat from an engine being deleted answers 401 a
   const identity = await registered(f);
   assert.equal((await f.client.heartbeat(identity, engineMetrics())).status, 200);
   const engine = (await getEngine(kv, identity.id))!;
-  await kv.atomic()
-    .set(engineKey(engine.id), { ...engine, status: "deleting" } satisfies Engine)
-    .set(deletingEngineKey(engine.id), f.clock.now().toISOString())
-    .commit();
+  await markEngineDeleting(kv, systemActor("test"), engine.id, f.clock.now());
   const before = await dumpKv(kv);
   f.clock.advance(60_000);
   await expectError(await f.client.heartbeat(identity, engineMetrics()), 401, "unauthorized");

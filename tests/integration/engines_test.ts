@@ -17,10 +17,10 @@ import {
   deleteEngine,
   deletingEngineKey,
   type Engine,
-  engineKey,
   getEngine,
   listEngineMetrics,
   liveEngineKey,
+  markEngineDeleting,
   purgeEngineMetrics,
   registerEngine,
   resumeEngineDeletions,
@@ -469,13 +469,8 @@ Deno.test("resumeEngineDeletions() finishes an engine left in deleting after a c
   const tenant = await createTenant(kv, "Acme", ["Ops"], T0);
   const scope = { accountId: tenant.account.id, orgId: tenant.orgs[0].id };
   const doomed = await populatedEngine(kv, scope, "doomed");
-  // The crash: the engine was marked deleting (as deleteEngine's first step does), children remain.
-  const entry = await kv.get<Engine>(engineKey(doomed.engine.id));
-  await kv.atomic().check(entry)
-    .set(engineKey(doomed.engine.id), { ...entry.value!, status: "deleting", statusReason: "Being deleted" })
-    .set(deletingEngineKey(doomed.engine.id), T0.toISOString())
-    .delete(liveEngineKey(doomed.engine.id))
-    .commit();
+  // The crash: the engine was marked deleting (deleteEngine's first step), children remain.
+  await markEngineDeleting(kv, system, doomed.engine.id, T0);
 
   // While deleting: no new target, no heartbeat, no edit, no re-registration.
   await assert.rejects(
@@ -524,11 +519,7 @@ Deno.test("deleteEngine() called again on an engine already being deleted resume
   const tenant = await createTenant(kv, "Acme", ["Ops"], T0);
   const scope = { accountId: tenant.account.id, orgId: tenant.orgs[0].id };
   const doomed = await populatedEngine(kv, scope, "doomed");
-  const entry = await kv.get<Engine>(engineKey(doomed.engine.id));
-  await kv.atomic().check(entry)
-    .set(engineKey(doomed.engine.id), { ...entry.value!, status: "deleting" })
-    .set(deletingEngineKey(doomed.engine.id), T0.toISOString())
-    .commit();
+  await markEngineDeleting(kv, system, doomed.engine.id, T0);
   await deleteEngine(kv, system, doomed.engine.id, at(MIN));
   assert.equal(await getEngine(kv, doomed.engine.id), null);
   assert.equal((await listValues(kv, ["storage_targets_by_bes", doomed.engine.id])).length, 0);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
-import { deleteEngine } from "../../domain/engines.ts";
+import { deleteEngine, markEngineDeleting } from "../../domain/engines.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../../domain/errors.ts";
 import {
   createHook,
@@ -481,8 +481,7 @@ Deno.test("deleteEngine() cascades to the hooks of its policies", async () => {
 Deno.test("createHook() refuses a policy whose BES is being deleted", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
-  const entry = await kv.get<{ status: string }>(["engines", f.engine.id]);
-  await kv.set(["engines", f.engine.id], { ...entry.value, status: "deleting" });
+  await markEngineDeleting(kv, systemActor("test"), f.engine.id, f.clock.now());
   await assert.rejects(
     () =>
       createHook(

@@ -11,7 +11,7 @@ import {
   assignmentByPolicyKey,
   purgeOrphanAssignments,
 } from "../../domain/assignments.ts";
-import { deletingEngineKey, type Engine, engineKey, getEngine, liveEngineKey } from "../../domain/engines.ts";
+import { getEngine, markEngineDeleting } from "../../domain/engines.ts";
 import { enrollHost, hostsByAccountKey } from "../../domain/hosts.ts";
 import { type InvariantCheckRecord, lastInvariantCheckKey } from "../../domain/invariant_checks.ts";
 import { checkInvariants, checkInvariantsBounded, INVARIANT_SECTIONS } from "../../domain/invariants.ts";
@@ -100,11 +100,8 @@ Deno.test("invariants after a killed cascade: the resume job checks, logs the vi
   // The crash: deleteEngine marked the BES deleting and its policy cascade had cleared the assignment's
   // index entries (as a cascade that swept only the child prefixes did) but not its record; then the
   // process died. The resumed cascade finds the policy's children through those indexes: the record stays.
-  const entry = await kv.get<Engine>(engineKey(w.engine.id));
-  await kv.atomic().check(entry)
-    .set(engineKey(w.engine.id), { ...entry.value!, status: "deleting", statusReason: "Being deleted" })
-    .set(deletingEngineKey(w.engine.id), w.clock.now().toISOString())
-    .delete(liveEngineKey(w.engine.id))
+  await markEngineDeleting(kv, system, w.engine.id, w.clock.now());
+  await kv.atomic()
     .delete(assignmentByPolicyKey(w.policy.id, w.host.id))
     .delete(assignmentByHostKey(w.host.id, w.policy.id))
     .commit();
@@ -190,12 +187,7 @@ Deno.test("a deletion cascade in progress is not a violation: a killed cascade i
   // The crash: deleteEngine marked the BES deleting, the cascade deleted its policy (the target still
   // counts it: targets go later, whole) and one of its two targets (the engine still lists it); then the
   // process died.
-  const entry = await kv.get<Engine>(engineKey(w.engine.id));
-  await kv.atomic().check(entry)
-    .set(engineKey(w.engine.id), { ...entry.value!, status: "deleting", statusReason: "Being deleted" })
-    .set(deletingEngineKey(w.engine.id), now.toISOString())
-    .delete(liveEngineKey(w.engine.id))
-    .commit();
+  await markEngineDeleting(kv, system, w.engine.id, now);
   await deletePolicyCascade(kv, w.policy, now);
   const { credentialId } = (await kv.get<{ credentialId: string | null }>(targetKey(second.id))).value!;
   const dropTarget = kv.atomic()

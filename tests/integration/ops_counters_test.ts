@@ -11,14 +11,19 @@ import {
 } from "../../domain/engines.ts";
 import { applyHostHeartbeat, sweepHostHeartbeats } from "../../domain/hosts.ts";
 import { cancelJob, claimJobs, enqueueJob, expireLeases, LEASE_MS } from "../../domain/jobs.ts";
+import { readOpenAlert } from "../../domain/alerts.ts";
+import { checkInvariants, checkInvariantsBounded } from "../../domain/invariants.ts";
 import {
   checkOpsCounters,
+  deliveryCountKey,
   fleetCountKey,
   pruneQueueCounts,
+  queueCountKey,
   readOpsCounts,
   rebuildOpsCounters,
 } from "../../domain/ops_counters.ts";
 import { systemActor } from "../../domain/rbac.ts";
+import { checkStoredInvariants } from "../../jobs/check_invariants.ts";
 import { createTenant, engineMetrics, enrollTestHost, registerTestEngine, TestClock } from "../helpers.ts";
 
 const ITERATIONS = 15;
@@ -145,4 +150,57 @@ Deno.test("rebuildOpsCounters() sets the counters from the records, once", async
   assert.deepEqual(counts.engines, { pending: 1 });
   assert.deepEqual(counts.hosts, { online: 1 });
   assert.deepEqual(counts.queued, { verify: { normal: 1 } });
+});
+
+Deno.test("a wrong operational counter is an invariant violation: its own area names it, the consistency check alerts its account (queue counters: the operator's), a rebuild clears it", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const clock = new TestClock();
+  const t0 = clock.now();
+  const operator = await createTenant(kv, "Operator", ["Main"], t0);
+  const globex = await createTenant(kv, "Globex", ["Lab"], t0);
+  const scope = { accountId: globex.account.id, orgId: globex.orgs[0].id };
+  await registerTestEngine(kv, scope, t0, "bes-g");
+  await enrollTestHost(kv, scope, "g1", t0);
+  const job = await enqueueJob(
+    kv,
+    { ...scope, kind: "verify", principal: "bes:01JAAAAAAAAAAAAAAAAAAAAAAA" },
+    t0,
+  );
+  assert.deepEqual(await checkInvariants(kv), [], "counters kept by the domain agree");
+
+  const engineKey = fleetCountKey("engine", scope.accountId, "pending");
+  const queueKey = queueCountKey("verify", job.priority, job.createdAt.slice(0, 16));
+  const deliveryKey = deliveryCountKey(scope.accountId, "failed");
+  await kv.atomic()
+    .set(engineKey, new Deno.KvU64(5n))
+    .set(queueKey, new Deno.KvU64(3n))
+    .set(deliveryKey, new Deno.KvU64(2n))
+    .commit();
+  const report = await checkInvariantsBounded(kv, { confirm: true });
+  assert.equal(report.complete, true);
+  assert.deepEqual(
+    report.violations.map((v) => [v.section, v.accountId, v.message]).sort(),
+    [
+      ["ops", null, `counter ${JSON.stringify(queueKey)} is 3 but counts 1`],
+      ["ops", scope.accountId, `counter ${JSON.stringify(deliveryKey)} is 2 but counts 0`],
+      ["ops", scope.accountId, `counter ${JSON.stringify(engineKey)} is 5 but counts 1`],
+    ].sort(),
+  );
+  assert.equal(report.sections.find((s) => s.name === "ops")?.violations, 3);
+
+  // The bounded check on start alerts Globex for its counters, the operator account for the queue's.
+  const raised = await checkStoredInvariants(kv, t0, { trigger: "startup" });
+  assert.deepEqual([raised.complete, raised.violations], [true, 3]);
+  const open = async (accountId: string) =>
+    (await readOpenAlert(kv, "account", accountId, "invariant_violation")).alert?.value ?? null;
+  assert.match((await open(globex.account.id))!.message, /2 stored-data invariant violations/);
+  assert.match((await open(operator.account.id))!.message, /job_queue_counts/);
+
+  await rebuildOpsCounters(kv, t0, { force: true });
+  assert.deepEqual(await checkInvariants(kv), []);
+  clock.advance(60_000);
+  const clean = await checkStoredInvariants(kv, clock.now(), { trigger: "startup" });
+  assert.deepEqual([clean.complete, clean.violations], [true, 0]);
+  assert.equal(await open(globex.account.id), null, "resolved");
+  assert.equal(await open(operator.account.id), null, "resolved");
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { z } from "zod";
-import { deleteEngine } from "../../domain/engines.ts";
+import { deleteEngine, markEngineDeleting } from "../../domain/engines.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../../domain/errors.ts";
 import { checkInvariants } from "../../domain/invariants.ts";
 import { createPolicy, deletePolicy, type PolicyCore } from "../../domain/policies.ts";
@@ -465,8 +465,7 @@ Deno.test("deleteEngine() removes the rules of its policies and the rules writin
 Deno.test("createReplica() refuses while the policy's or the target's BES is being deleted", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
-  const entry = await kv.get<{ status: string }>(["engines", f.far.id]);
-  await kv.set(["engines", f.far.id], { ...entry.value, status: "deleting" });
+  await markEngineDeleting(kv, systemActor("test"), f.far.id, f.clock.now());
   await assert.rejects(
     () => createReplica(kv, f.operator, rule(f.policy.id, f.cloud.id), f.clock.now()),
     /being deleted/,

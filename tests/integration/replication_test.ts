@@ -41,6 +41,7 @@ import {
   enrollTestHost,
   onlineTestEngine,
   registerTestEngine,
+  setFleetStatus,
   signInAs,
   targetInput,
   testApp,
@@ -434,7 +435,7 @@ Deno.test("Backup > Replicas creates a rule for a policy the user manages (same 
 
   // A conflict (the target's BES is being deleted): 409 as the API answers, the reason, nothing created.
   const far = await kv.get<Engine>(["engines", f.far.id]);
-  await kv.set(["engines", f.far.id], { ...far.value!, status: "deleting" });
+  await setFleetStatus(kv, "engine", f.far.id, "deleting");
   res = await browser.postForm("/backup/replicas", {
     policyId: f.policy.id,
     targetId: third.id,
@@ -443,7 +444,7 @@ Deno.test("Backup > Replicas creates a rule for a policy the user manages (same 
   assert.equal(res.status, 409);
   assert.match(await res.text(), /This BES is being deleted/);
   assert.equal((await allRules(kv)).length, 2);
-  await kv.set(["engines", f.far.id], far.value!);
+  await setFleetStatus(kv, "engine", f.far.id, far.value!.status, far.value!);
 
   res = await browser.postForm("/backup/replicas", {
     policyId: f.policy.id,

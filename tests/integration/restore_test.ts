@@ -64,6 +64,7 @@ import {
   engineClient,
   engineMetrics,
   registerTestEngine,
+  setFleetStatus,
   targetInput,
   type Tenant,
   testApp,
@@ -881,7 +882,7 @@ Deno.test("requestBmr() preconditions: complete point, BES online at now, PXE en
   const pxe = await requestBmr(kv, actor, { restorePointId: point.id, mode: "pxe" }, now);
   assert.ok(pxe.instructions.some((line) => line.includes("10.0.5.0/24")));
   // The status `offline` set by the sweep refuses as well, whatever the last heartbeat says.
-  await kv.set(engineKey(f.engine.id), { ...engine, status: "offline" });
+  await setFleetStatus(kv, "engine", f.engine.id, "offline", engine);
   await rejects(
     requestBmr(kv, actor, { restorePointId: point.id, mode: "iso" }, now),
     ValidationError,

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { createApiToken } from "../../domain/api_tokens.ts";
 import { assignHost, setAssignmentState } from "../../domain/assignments.ts";
 import { userActor } from "../../domain/auth.ts";
-import { applyHeartbeat } from "../../domain/engines.ts";
+import { applyHeartbeat, markEngineDeleting } from "../../domain/engines.ts";
 import { ConflictError, ValidationError } from "../../domain/errors.ts";
 import { createHook } from "../../domain/hooks.ts";
 import { applyHostHeartbeat, enrollHost, type Host } from "../../domain/hosts.ts";
@@ -35,6 +35,7 @@ import {
   enrollTestHost,
   kvSnapshot,
   onlineTestEngine,
+  setFleetStatus,
   signInAs,
   targetInput,
   testApp,
@@ -333,7 +334,7 @@ Deno.test("an offline agent gets the run the scheduler would give it: waiting wi
   for (const h of f.hosts.slice(1)) {
     await applyHostHeartbeat(kv, h.id, { version: "1", metrics: engineMetrics() }, now);
   }
-  await kv.set(["hosts", f.hosts[0].id], { ...f.hosts[0], status: "offline" }); // as the host sweep leaves it
+  await setFleetStatus(kv, "host", f.hosts[0].id, "offline"); // as the host sweep leaves it
   const created = await runPolicyNow(kv, system, f.policy.id, { kind: "full" }, now);
   const offline = created.find((c) => c.run.hostId === f.hosts[0].id)!.run;
   assert.equal(offline.status, "pending");
@@ -569,7 +570,7 @@ Deno.test("the open-run index follows every run: dispatch, deferral, catch-up, r
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
   // h1's agent goes offline: two scheduled windows defer a run each (catch-up is on).
-  await kv.set(["hosts", f.hosts[0].id], { ...f.hosts[0], status: "offline" });
+  await setFleetStatus(kv, "host", f.hosts[0].id, "offline");
   await runSchedulerTick(kv, new Date("2026-11-30T02:00:00Z"));
   await runSchedulerTick(kv, new Date("2026-12-01T02:00:00Z"));
   await assertOpenIndexExact(kv, "after two ticks");
@@ -598,8 +599,7 @@ Deno.test("run-now on a BES being deleted is refused and changes nothing", async
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
   const now = f.clock.now();
-  const engine = (await kv.get<Engine>(["engines", f.engine.id])).value!;
-  await kv.set(["engines", f.engine.id], { ...engine, status: "deleting" });
+  await markEngineDeleting(kv, system, f.engine.id, now);
   const before = await kvSnapshot(kv);
   for (const kind of ["full", "synthetic_full"] as const) {
     const error = await runPolicyNow(kv, system, f.policy.id, { kind }, now).catch((e) => e);
@@ -618,9 +618,7 @@ Deno.test("a BES marked deleting while run-now writes: its runs never commit aft
     // What deleteEngine does first: mark the BES `deleting`, checked against what it read.
     const markDeleting = async () => {
       for (let k = 0; k < i % 12; k++) await new Promise((r) => setTimeout(r, 0));
-      const entry = await kv.get<Engine>(["engines", f.engine.id]);
-      const op = kv.atomic().check(entry).set(entry.key, { ...entry.value!, status: "deleting" });
-      assert.ok((await op.commit()).ok);
+      await markEngineDeleting(kv, system, f.engine.id, now);
     };
     const [run] = await Promise.allSettled([
       runPolicyNow(kv, system, f.policy.id, { kind: "full" }, now),
