@@ -170,3 +170,22 @@ Deno.test("a synthetic full needs the BES only: an offline agent's host still ge
   assert.equal(retried.principal, `bes:${w.bes.id}`);
   assert.equal(retried.payload.hostId, w.otherAgent.id);
 });
+
+Deno.test("a scheduled synthetic full with its BES offline: one skipped run per active host, ENGINE_OFFLINE, no job", async () => {
+  await using w = await dataWorld();
+  await assignHost(w.kv, system, { policyId: w.policy.id, hostId: w.otherAgent.id }, w.clock.now());
+  await patchPolicy(w.kv, system, w.policy.id, { syntheticFullSchedule: "0 10 * * *" }, w.clock.now());
+  const engineEntry = await w.kv.get<{ status: string }>(["engines", w.bes.id]);
+  await w.kv.set(engineEntry.key, { ...engineEntry.value!, status: "offline" });
+  const jobsBefore = (await Array.fromAsync(w.kv.list({ prefix: ["jobs"] }))).length;
+  await runSchedulerTick(w.kv, w.clock.now());
+  const runs = await listRunsByPolicy(w.kv, w.policy.id);
+  assert.deepEqual(runs.map((r) => r.hostId).sort(), [w.agent.id, w.otherAgent.id].sort());
+  for (const run of runs) {
+    assert.deepEqual(
+      [run.kind, run.status, run.jobId, run.error?.reason],
+      ["synthetic_full", "skipped", null, "ENGINE_OFFLINE"],
+    );
+  }
+  assert.equal((await Array.fromAsync(w.kv.list({ prefix: ["jobs"] }))).length, jobsBefore, "no job queued");
+});
