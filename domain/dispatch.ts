@@ -1,6 +1,7 @@
 /**
- * The batched dispatch shared by run now (run_now.ts) and job retries (job_views.ts): one backup job and
- * its run per host — or one synthetic full on the BES — written in atomic operations of `hostsPerWrite`
+ * The batched dispatch shared by run now (run_now.ts) and job retries (job_views.ts): one job and its run
+ * per host — a backup on the host's agent, or a synthetic full of the host's namespace on the policy's BES
+ * (ENGINE.md §3: a repository's data is per host) — written in atomic operations of `hostsPerWrite`
  * hosts (KV allows 1000 mutations and 800 KiB per operation). What differs between callers is a
  * parameter: the run's trigger, and whether an offline agent gets the run the scheduler would give it
  * (`offlineHostRunInOp`: waiting for the agent with catch-up on, otherwise skipped) or its job anyway.
@@ -11,9 +12,16 @@ import { addQueuedJob, EnqueueInput } from "./jobs.ts";
 import type { ActiveHost } from "./job_views.ts";
 import { kvValueBytes } from "./kv.ts";
 import type { Policy } from "./policies.ts";
-import { buildBackupPayload, newRunInOp, offlineHostRunInOp, type Run, type RunKind } from "./runs.ts";
+import {
+  buildBackupPayload,
+  newRunInOp,
+  offlineHostRunInOp,
+  type Run,
+  type RunKind,
+  syntheticFullPayload,
+} from "./runs.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
-import { hostBackupPayload, repositoryOf } from "./repositories.ts";
+import { hostBackupPayload } from "./repositories.ts";
 
 /**
  * Hosts per write at most: each adds up to seven mutations (job, its queue entry and queue counter, run,
@@ -36,7 +44,10 @@ export function batchesOf<T>(items: T[], perWrite: number): T[][] {
   return out;
 }
 
-/** The job payload of a dispatch of `kind` for the policy with its BES and target. */
+/**
+ * The job payload of a dispatch of `kind` for the policy with its BES and target (each host's job adds its
+ * `hostId`: a synthetic full's names the namespace the BES makes it of).
+ */
 export async function dispatchPayload(
   kv: Deno.Kv,
   policy: Policy,
@@ -45,7 +56,7 @@ export async function dispatchPayload(
   kind: RunKind,
 ): Promise<Record<string, unknown>> {
   return kind === "synthetic_full"
-    ? { policyId: policy.id, targetId: target.id, repository: repositoryOf(policy) }
+    ? syntheticFullPayload(policy, target)
     : await buildBackupPayload(kv, policy, engine, target, kind);
 }
 
@@ -87,7 +98,9 @@ export interface DispatchPlan {
 
 /**
  * Validates the plan's job once (each host's job differs only in its principal and `hostId`) and returns
- * the function adding one host's job and run (null: the BES's synthetic full) to a write.
+ * the function adding one host's job and run to a write. A synthetic full is the BES's job (principal
+ * `bes:<id>`) for that host's namespace, so an offline agent does not hold it up. (null: a job with no
+ * host — nothing dispatches one any more; kept for the type.)
  */
 export function dispatcher(
   plan: DispatchPlan,
@@ -101,8 +114,13 @@ export function dispatcher(
     orgId: policy.orgId,
     payload,
   });
+  const synthetic = kind === "synthetic_full";
   return (op, host, now) => {
-    const sent = host ? hostBackupPayload(template.payload, kind, host.id, needsFull) : null;
+    const sent = !host
+      ? null
+      : synthetic
+      ? { payload: { ...template.payload, hostId: host.id }, kind }
+      : hostBackupPayload(template.payload, kind, host.id, needsFull);
     const base = {
       policyId: policy.id,
       accountId: policy.accountId,
@@ -111,12 +129,18 @@ export function dispatcher(
       trigger,
       scheduledFor: now.toISOString(),
     };
-    if (host && offline && host.status === "offline") {
+    if (host && offline && !synthetic && host.status === "offline") {
       return offlineHostRunInOp(op, policy, base, host, offline.alerts.get(host.id) ?? null, now);
     }
     const job = addQueuedJob(
       op,
-      host && sent ? { ...template, principal: `agent:${host.id}`, payload: sent.payload } : template,
+      host && sent
+        ? {
+          ...template,
+          principal: synthetic ? template.principal : `agent:${host.id}`,
+          payload: sent.payload,
+        }
+        : template,
       now,
       { fresh: true },
     );

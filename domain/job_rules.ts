@@ -47,7 +47,8 @@ export function retryBlockedReason(facts: RetryFacts): string | null {
       ? "The job is paused: its storage target is at critical capacity."
       : `The job is paused (${facts.pausedReason}).`;
   }
-  if (latest.kind !== "synthetic_full" && facts.activeHosts === 0) {
+  // A synthetic full too dispatches per active host (one BES job per host namespace).
+  if (facts.activeHosts === 0) {
     return "The policy has no active hosts to dispatch to.";
   }
   return null;

@@ -543,8 +543,8 @@ async function retryDispatcher(
 /**
  * Retries a job (guide, "Retrying a Failed Job"): its latest run must be failed or warning and marked
  * retryable (`retryBlockedReason` says why not, and the same words reach the page). A native job's retry
- * dispatches a backup job of the latest run's kind to every active host of the policy — or, when the
- * latest run was a synthetic full, one synthetic full to the BES. Retry runs are not retryable.
+ * dispatches a job of the latest run's kind for every active host of the policy — a backup to its agent,
+ * or a synthetic full of its namespace to the BES. Retry runs are not retryable.
  *
  * Racing retries create one set of runs: the first write must create the latest run's guard key (the
  * same key `retryRun` creates, so a job retry and a run retry of that run exclude each other too). The
@@ -581,10 +581,11 @@ export async function retryJob(
   const latest = state.latest;
   const kind = latest.kind;
   const { payload, besId } = await readDispatchPayload(kv, policy, kind);
-  const targets: Array<ActiveHost | null> = kind === "synthetic_full" ? [null] : state.hosts;
+  // A synthetic full too goes per active host (each a BES job for that host's namespace).
+  const targets: ActiveHost[] = state.hosts;
   const perWrite = options.perWrite ?? hostsPerWrite(payload);
-  const batches = kind === "synthetic_full" ? [[]] : batchesOf(state.hosts, perWrite);
-  const first = kind === "synthetic_full" ? [null] : batches[0];
+  const batches = batchesOf(state.hosts, perWrite);
+  const first = batches[0];
 
   const op = kv.atomic().check({ key: retryGuardKey(latest.id), versionstamp: null });
   const dispatch = await retryDispatcher(kv, policy, kind, payload, besId, first);
@@ -610,17 +611,19 @@ export async function retryJob(
     objectType: "job",
     objectId: policy.id,
     summary: kind === "synthetic_full"
-      ? `Retried job ${policy.name}: a synthetic full on the BES after ${latest.status} run ${latest.id}`
+      ? `Retried job ${policy.name}: ${targets.length} synthetic full${
+        targets.length === 1 ? "" : "s"
+      } on the BES for its active hosts after ${latest.status} run ${latest.id}`
       : `Retried job ${policy.name}: ${targets.length} ${kind} run${
         targets.length === 1 ? "" : "s"
       } on its active hosts after ${latest.status} run ${latest.id}`,
   }, now);
   if (!(await op.commit()).ok) throw new ConflictError("This job has already been retried");
-  if (!rest) return { runs, hosts: first.filter((h): h is ActiveHost => h !== null), pending: false };
+  if (!rest) return { runs, hosts: first, pending: false };
   const more = await continueRetry(kv, retryDispatchKey(policy.id, latest.id), now);
   return {
     runs: [...runs, ...more.runs],
-    hosts: [...(first as ActiveHost[]), ...more.hosts],
+    hosts: [...first, ...more.hosts],
     pending: more.pending,
   };
 }

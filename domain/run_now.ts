@@ -1,8 +1,8 @@
 /**
  * Run now (guide, Permissions Reference: backup.manage "run-now"): an operator starts a policy outside
- * its schedules. A full or incremental goes to every active host of the policy (or the hosts chosen),
- * a synthetic full to the policy's BES — the jobs the scheduler would queue (same payload builder, same
- * offline handling), with trigger `manual`. Refused, with the reason, while the policy is disabled or
+ * its schedules. A full or incremental goes to every active host of the policy (or the hosts chosen); a
+ * synthetic full is one job on the policy's BES per active host, each naming the host (its namespace) —
+ * the jobs the scheduler would queue (same payload builder, same offline handling), with trigger `manual`. Refused, with the reason, while the policy is disabled or
  * paused, its BES is offline, or a run of the policy is already pending or running on one of those hosts.
  * Up to RUN_NOW_MAX_HOSTS hosts (fewer for large payloads), all or nothing: the runs, their jobs and the
  * audit entry commit in one atomic operation. More active hosts than one write takes are written in several
@@ -61,7 +61,7 @@ export const RunNowInput = z.object({
     .optional(),
 }).refine((v) => !(v.kind === "synthetic_full" && v.hostIds), {
   path: ["hostIds"],
-  message: "must be left out for a synthetic full, which runs on the BES",
+  message: "must be left out for a synthetic full, which runs on the BES for every active host",
 });
 export type RunNowInput = z.input<typeof RunNowInput>;
 
@@ -119,7 +119,7 @@ export async function readRunNowState(
   };
 }
 
-/** A run that run now created, with the host it went to (null: the BES). */
+/** A run that run now created, with the host it is for (a synthetic full runs on the BES for it). */
 export interface RunNowRun {
   run: Run;
   hostname: string | null;
@@ -139,9 +139,10 @@ function stillWriting(guard: RunNowGuard | null, now: Date): boolean {
 }
 
 /**
- * Starts a policy now: one run per target host (a synthetic full: one on the BES), trigger `manual`,
- * each with its job built like the scheduler's; an offline agent gets the run the scheduler would give
- * it (waiting for the agent with catch-up on, otherwise skipped), linked to the host's offline alert.
+ * Starts a policy now: one run per target host (a synthetic full: one per active host, run on the BES),
+ * trigger `manual`, each with its job built like the scheduler's; an offline agent gets the run the
+ * scheduler would give it (waiting for the agent with catch-up on, otherwise skipped), linked to the
+ * host's offline alert — except for a synthetic full, which needs the BES only.
  *
  * Throws NotFoundError outside the actor's scope, ForbiddenError without backup.manage, ValidationError
  * (422) for a chosen host that is not an active host of the policy, ConflictError (409, the message says
@@ -190,14 +191,13 @@ export async function runPolicyNow(
     const target = targetEntry.value;
     if (!target) throw new ConflictError(`The storage target of policy ${policy.name} is gone.`);
 
-    const hosts: Array<ActiveHost | null> = data.kind === "synthetic_full"
-      ? [null]
-      : await targetHosts(kv, actor, policy, data.hostIds);
+    // A synthetic full too is one job per host: a repository's data is per host namespace (ENGINE.md §3).
+    const hosts: ActiveHost[] = await targetHosts(kv, actor, policy, data.hostIds, data.kind);
     const ended = await refuseOpenRuns(kv, policy, data.kind, hosts);
 
     const payload = await dispatchPayload(kv, policy, engine, target, data.kind);
     const batches = batchesOf(hosts, options.perWrite ?? hostsPerWrite(payload));
-    const offline = hosts.filter((h): h is ActiveHost => h?.status === "offline");
+    const offline = data.kind === "synthetic_full" ? [] : hosts.filter((h) => h.status === "offline");
     const alerts = new Map(
       await Promise.all(offline.map(async (h) => [h.id, await offlineAlertId(kv, "host", h.id)] as const)),
     );
@@ -212,7 +212,7 @@ export async function runPolicyNow(
       needsFull: await hostsNeedingFull(
         kv,
         policy,
-        data.kind === "incremental" ? hosts.flatMap((h) => h ? [h.id] : []) : [],
+        data.kind === "incremental" ? hosts.map((h) => h.id) : [],
       ),
     });
     const write = (
@@ -247,7 +247,9 @@ export async function runPolicyNow(
         objectType: "policy",
         objectId: policy.id,
         summary: data.kind === "synthetic_full"
-          ? `Ran policy ${policy.name} now: a synthetic full on BES ${engine.name}`
+          ? `Ran policy ${policy.name} now: ${created.length} synthetic full${
+            created.length === 1 ? "" : "s"
+          } on BES ${engine.name} (${namesOf(created.map((c) => c.hostname ?? ""))}${part})`
           : `Ran policy ${policy.name} now: ${created.length} ${data.kind} run${
             created.length === 1 ? "" : "s"
           } (${namesOf(created.map((c) => c.hostname ?? ""))}${part})`,
@@ -319,17 +321,22 @@ async function writeLaterBatch(
   );
 }
 
-/** The hosts a backup run now goes to: the chosen ones, each an active host of the policy, or all active. */
+/** The hosts a run now goes to: the chosen ones, each an active host of the policy, or all active. */
 async function targetHosts(
   kv: Deno.Kv,
   actor: Actor,
   policy: Policy,
   hostIds: string[] | undefined,
+  kind: RunKind,
 ): Promise<ActiveHost[]> {
   const active = await activeHostsOf(kv, policy.id);
   if (!hostIds) {
     if (!active.length) {
-      throw new ConflictError(`Policy ${policy.name} has no active host to back up: assign a host first.`);
+      throw new ConflictError(
+        `Policy ${policy.name} has no active host to ${
+          kind === "synthetic_full" ? "make a synthetic full of" : "back up"
+        }: assign a host first.`,
+      );
     }
     return active;
   }
@@ -363,9 +370,10 @@ async function refuseOpenRuns(
   kv: Deno.Kv,
   policy: Policy,
   kind: RunKind,
-  hosts: Array<ActiveHost | null>,
+  hosts: ActiveHost[],
 ): Promise<Job[]> {
-  const wanted = new Set(hosts.map((h) => h?.id ?? "bes"));
+  // "bes": a synthetic full from before they ran per host (no hostId) still holds off another.
+  const wanted = new Set([...hosts.map((h) => h.id), ...(kind === "synthetic_full" ? ["bes"] : [])]);
   const runIds: string[] = [];
   for await (const e of kv.list<string>({ prefix: runsOpenPrefix(policy.id) }, { batchSize: 500 })) {
     if (wanted.has(String(e.key[2]))) runIds.push(e.value);
@@ -374,16 +382,16 @@ async function refuseOpenRuns(
   const listed = (await getManyValues<Run>(kv, runIds.map((id) => runKey(id)))).filter(isOpenRun);
   const { open, ended } = await splitOpenRuns(kv, listed);
   if (!open.length) return ended;
-  if (kind === "synthetic_full") {
+  const names = new Map<string | undefined, string>(hosts.map((h) => [h.id, h.hostname]));
+  const busy = [...new Set(open.map((r) => names.get(r.hostId ?? undefined) ?? r.hostId ?? "its BES"))];
+  const first = open[0];
+  if (first.kind === "synthetic_full" && busy.length === 1) {
+    const on = first.hostId ? `on its BES for ${busy[0]}` : "on its BES";
     throw new ConflictError(
-      `A synthetic full of policy ${policy.name} is already ${open[0].status} on its BES (run ${
-        open[0].id
-      }).`,
+      `A synthetic full of policy ${policy.name} is already ${first.status} ${on} (run ${first.id}): ` +
+        "wait for it to finish.",
     );
   }
-  const names = new Map(hosts.map((h) => [h?.id, h?.hostname ?? ""]));
-  const busy = [...new Set(open.map((r) => names.get(r.hostId ?? undefined) ?? r.hostId ?? ""))];
-  const first = open[0];
   const what = `${first.kind === "incremental" ? "An" : "A"} ${first.kind} run of policy ${policy.name}`;
   throw new ConflictError(
     busy.length === 1

@@ -253,6 +253,17 @@ export function dueKinds(
 }
 
 /**
+ * The payload of a synthetic full job, less the `hostId` each host's job adds (the namespace the BES makes
+ * it of): the policy, its target and its current repository.
+ */
+export function syntheticFullPayload(
+  policy: Pick<Policy, "id" | "targetId" | "generation">,
+  target: Pick<StorageTarget, "id">,
+): Record<string, unknown> {
+  return { policyId: policy.id, targetId: target.id, repository: repositoryOf(policy) };
+}
+
+/**
  * Everything an agent needs to run a backup (the guide's `build_backup_payload`): the BES endpoint,
  * the target, type, data protection, excludes with the template expanded, hooks in execution order,
  * throttling and verification settings. Used by schedules, manual runs and retries alike.
@@ -699,38 +710,48 @@ async function dispatchPolicy(
     scheduledFor: minuteStart.toISOString(),
   };
   if (kind === "synthetic_full") {
+    // One job per active host, on the BES: a repository's data is per host namespace (ENGINE.md §3), so
+    // the BES makes each host's synthetic full of that host's chain with that namespace's keys. The
+    // agent plays no part: an offline host still gets its job; an offline BES skips every host's run.
+    const hosts = (await context.hosts(policy.id)).filter((h) => h.status !== "decommissioned");
     if (engine.status === "offline") {
-      await newRun(kv, {
-        ...base,
-        hostId: null,
-        jobId: null,
-        status: "skipped",
-        error: { reason: "ENGINE_OFFLINE", message: `BES ${engine.name} is offline` },
-        alertId: await offlineAlertId(kv, "engine", engine.id),
-      }, now);
-      return 1;
+      const alertId = await offlineAlertId(kv, "engine", engine.id);
+      for (const host of hosts) {
+        await newRun(kv, {
+          ...base,
+          hostId: host.id,
+          jobId: null,
+          status: "skipped",
+          error: { reason: "ENGINE_OFFLINE", message: `BES ${engine.name} is offline` },
+          alertId,
+        }, now);
+      }
+      return hosts.length;
     }
-    const job = queueJobInOp(
-      writer.op,
-      {
-        kind: "synthetic_full",
-        principal: `bes:${engine.id}`,
-        accountId: policy.accountId,
-        orgId: policy.orgId,
-        payload: { policyId: policy.id, targetId: target.id, repository: repositoryOf(policy) },
-      },
-      now,
-      { fresh: true },
-    );
-    newRunInOp(writer.op, {
-      ...base,
-      hostId: null,
-      jobId: job.id,
-      status: "pending",
-      error: null,
-      alertId: null,
-    }, now);
-    await writer.added(2048);
+    const template = EnqueueInput.parse({
+      kind: "synthetic_full",
+      principal: `bes:${engine.id}`,
+      accountId: policy.accountId,
+      orgId: policy.orgId,
+      payload: syntheticFullPayload(policy, target),
+    });
+    for (const host of hosts) {
+      const job = addQueuedJob(
+        writer.op,
+        { ...template, payload: { ...template.payload, hostId: host.id } },
+        now,
+        { fresh: true },
+      );
+      newRunInOp(writer.op, {
+        ...base,
+        hostId: host.id,
+        jobId: job.id,
+        status: "pending",
+        error: null,
+        alertId: null,
+      }, now);
+      await writer.added(2048);
+    }
     return 0;
   }
   const [hooks, hosts] = await Promise.all([context.hooks(policy.id), context.hosts(policy.id)]);
@@ -1080,7 +1101,14 @@ export async function retryRun(
   let kind = run.kind;
   let payload: Record<string, unknown>;
   if (run.kind === "synthetic_full") {
-    payload = { policyId: policy.id, targetId: target.value.id, repository: repositoryOf(policy) };
+    if (!run.hostId) {
+      throw new ValidationError(
+        "This synthetic full names no host (it predates one synthetic full per host, which the BES needs): " +
+          "run a synthetic full of the policy now instead",
+        { run: "The run names no host" },
+      );
+    }
+    payload = { ...syntheticFullPayload(policy, target.value), hostId: run.hostId };
   } else {
     const built = await buildBackupPayload(kv, policy, engine.value, target.value, run.kind);
     const needsFull = await hostsNeedingFull(kv, policy, run.hostId ? [run.hostId] : []);

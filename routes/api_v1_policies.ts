@@ -258,7 +258,7 @@ apiV1Policies.openapi(
     path: "/api/v1/policies/{policyId}/run",
     operationId: "runPolicy",
     summary:
-      "Run a policy now: a full or incremental on every active host (or the hostIds given), a synthetic full on the BES; trigger manual",
+      "Run a policy now: a full or incremental on every active host (or the hostIds given), a synthetic full on the BES for every active host; trigger manual",
     tags: ["Policies"],
     middleware: [requires("backup.manage")] as const,
     request: { params: PolicyId, ...jsonBody(RunNowInput, { kind: "incremental" }) },

@@ -101,7 +101,7 @@ apiV1Runs.openapi(
     summary:
       "Retry one run (the dashboard's and the policy page's Retry): only the latest run of its policy and host, failed or warning, retryable, once",
     description:
-      "A native run gets one retry run and job on the same host (or a synthetic full on the BES); retry runs " +
+      "A native run gets one retry run and job on the same host (a synthetic full: on the BES, for that host's namespace); retry runs " +
       "are not retryable themselves. A platform run is job-level: the platform job gets one pending run that " +
       "the platform's next sync starts. Two retries racing create one run.",
     tags: ["Runs"],

@@ -505,11 +505,17 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
           </section>
           {manage && (
             <RetrySection jobId={job.id} csrfToken={c.get("csrfToken") ?? ""} facts={retry.facts}>
-              Retrying dispatches a new {last?.kind === "synthetic_full" ? "synthetic full to the BES" : (
-                `${
-                  last ? KIND_LABELS[last.kind] ?? last.kind : "backup"
-                } run to each of the ${retry.hosts.length} active host${retry.hosts.length === 1 ? "" : "s"}`
-              )}.
+              Retrying dispatches a new {last?.kind === "synthetic_full"
+                ? `synthetic full on the BES for each of the ${retry.hosts.length} active host${
+                  retry.hosts.length === 1 ? "" : "s"
+                }`
+                : (
+                  `${
+                    last ? KIND_LABELS[last.kind] ?? last.kind : "backup"
+                  } run to each of the ${retry.hosts.length} active host${
+                    retry.hosts.length === 1 ? "" : "s"
+                  }`
+                )}.
             </RetrySection>
           )}
         </div>

@@ -90,8 +90,8 @@ export async function RunNowSection(
         <p class="hint">
           Starts the same jobs a schedule would (trigger “manual”): on every active host, or on up to{" "}
           {RUN_NOW_MAX_HOSTS}{" "}
-          ticked hosts. A synthetic full runs on the BES and takes no hosts. A host with a run of this policy
-          still pending or running is refused.
+          ticked hosts. A synthetic full runs on the BES, one per active host (the agents need not be online),
+          and takes no host choice. A host with a run of this policy still pending or running is refused.
         </p>
         <div class="form-actions">
           <button
@@ -117,7 +117,7 @@ function startedNotice(created: RunNowRun[]): string {
   const skipped = created.filter((c) => c.run.status === "skipped").length;
   const names = created.slice(0, 5).map((c) => c.hostname).join(", ") +
     (created.length > 5 ? ` and ${created.length - 5} more` : "");
-  const parts = [`${queued} queued`];
+  const parts = [`${queued} queued${created[0].run.kind === "synthetic_full" ? " on the BES" : ""}`];
   if (waiting) parts.push(`${waiting} waiting for an offline agent`);
   if (skipped) parts.push(`${skipped} skipped (agent offline)`);
   return `Started ${created.length} ${kind} run${created.length === 1 ? "" : "s"} on ${names}: ${

@@ -542,10 +542,10 @@ Deno.test("retryBlockedReason() names the reason for each refusal and allows a f
   assert.match(retryBlockedReason({ ...base, inFlight: 2 })!, /2 other runs .* still pending or running/);
   assert.match(retryBlockedReason({ ...base, pausedReason: "storage_critical" })!, /critical capacity/);
   assert.match(retryBlockedReason({ ...base, activeHosts: 0 })!, /no active hosts/);
-  assert.equal(
-    retryBlockedReason({ ...withLatest({ kind: "synthetic_full" }), activeHosts: 0 }),
-    null,
-    "a synthetic full retries on the BES",
+  assert.match(
+    retryBlockedReason({ ...withLatest({ kind: "synthetic_full" }), activeHosts: 0 })!,
+    /no active hosts/,
+    "a synthetic full retries per active host too (on the BES)",
   );
 });
 
@@ -615,20 +615,25 @@ Deno.test("retryJob() dispatches one run and agent job per active host, with the
   assert.match(retryBlockedReason(facts)!, /itself a retry/);
 });
 
-Deno.test("retryJob() of a failed synthetic full queues one synthetic full on the BES", async () => {
+Deno.test("retryJob() of a failed synthetic full queues one synthetic full per active host on the BES", async () => {
   using kv = await Deno.openKv(":memory:");
-  const f = await retryWorld(kv, 1);
+  const f = await retryWorld(kv, 2);
   const at = new Date("2026-11-29T03:30:00Z");
   await runSchedulerTick(kv, at);
-  const [synthetic] = await listRunsByPolicy(kv, f.policy.id);
-  assert.equal(synthetic.kind, "synthetic_full");
-  await finish(kv, synthetic, "failed", true, at);
+  const scheduled = await listRunsByPolicy(kv, f.policy.id);
+  assert.deepEqual(scheduled.map((r) => r.kind), ["synthetic_full", "synthetic_full"], "one per host");
+  for (const run of scheduled) await finish(kv, run, "failed", true, at);
   const { runs } = await retryJob(kv, system, f.policy.id, at);
-  assert.equal(runs.length, 1);
-  assert.equal(runs[0].hostId, null);
-  const job = (await getQueuedJob(kv, runs[0].jobId!))!;
-  assert.equal(job.kind, "synthetic_full");
-  assert.equal(job.principal, `bes:${f.engine.id}`);
+  assert.deepEqual(runs.map((r) => r.hostId).sort(), f.hosts.map((h) => h.id).sort());
+  for (const run of runs) {
+    assert.deepEqual([run.kind, run.trigger], ["synthetic_full", "retry"]);
+    const job = (await getQueuedJob(kv, run.jobId!))!;
+    assert.equal(job.kind, "synthetic_full");
+    assert.equal(job.principal, `bes:${f.engine.id}`);
+    assert.equal(job.payload.hostId, run.hostId);
+  }
+  const audit = (await auditEntries(kv, f.tenant.account.id)).filter((e) => e.action === "job.retry");
+  assert.match(audit[0].summary, /2 synthetic fulls on the BES for its active hosts after failed run/);
 });
 
 Deno.test("invariant 5 for jobs: racing retries create exactly one set of runs (many iterations)", async () => {

@@ -72,9 +72,17 @@ Deno.test("the minute sweep brings runs whose job ended up to their job and drop
   const f = await fixture(kv);
   const now = f.clock.now();
   const [h1, h2] = f.hosts;
+  // A third host, whose run stays in flight.
+  const h3 = await enrollTestHost(
+    kv,
+    { accountId: f.tenant.account.id, orgId: f.tenant.orgs[0].id },
+    "h3",
+    now,
+  );
+  await assignHost(kv, system, { policyId: f.policy.id, hostId: h3.id }, now);
   const [done] = await runPolicyNow(kv, system, f.policy.id, { kind: "full", hostIds: [h1.id] }, now);
   const [expired] = await runPolicyNow(kv, system, f.policy.id, { kind: "full", hostIds: [h2.id] }, now);
-  const [bes] = await runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, now);
+  const [inFlight] = await runPolicyNow(kv, system, f.policy.id, { kind: "full", hostIds: [h3.id] }, now);
   // h1: the result was recorded, the process stopped before the run was updated.
   await claimJobs(kv, `agent:${h1.id}`, 5, now);
   await applyResult(kv, `agent:${h1.id}`, done.run.jobId!, {
@@ -102,7 +110,7 @@ Deno.test("the minute sweep brings runs whose job ended up to their job and drop
   const failed = (await kv.get<Run>(["runs", expired.run.id])).value!;
   assert.deepEqual([failed.status, failed.error?.reason], ["failed", "LEASE_EXPIRED"], "h2's run caught up");
   assert.equal(
-    (await kv.get<Run>(["runs", bes.run.id])).value!.status,
+    (await kv.get<Run>(["runs", inFlight.run.id])).value!.status,
     "pending",
     "a job in flight is left alone",
   );
@@ -110,15 +118,22 @@ Deno.test("the minute sweep brings runs whose job ended up to their job and drop
   const open = (await Array.fromAsync(kv.list<string>({ prefix: ["runs_open", f.policy.id] }))).map((e) =>
     e.value
   );
-  assert.deepEqual(open, [bes.run.id]);
+  assert.deepEqual(open, [inFlight.run.id]);
   // Idempotent.
   assert.deepEqual(await sweepOpenRunsJob(kv, later), { caughtUp: 0, dropped: 0 });
-  // h1 and h2 are free again; the BES's synthetic full still blocks another.
-  assert.equal((await runPolicyNow(kv, system, f.policy.id, { kind: "incremental" }, later)).length, 2);
+  // h1 and h2 are free again; h3's run still blocks another (a synthetic full of it too: one per host).
   await assert.rejects(
     () => runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, later),
-    /already pending on its BES/,
+    /already pending on h3/,
   );
+  const again = await runPolicyNow(
+    kv,
+    system,
+    f.policy.id,
+    { kind: "incremental", hostIds: [h1.id, h2.id] },
+    later,
+  );
+  assert.equal(again.length, 2);
 });
 
 Deno.test("run now lists the policy's open runs once, whatever the number of hosts", async () => {

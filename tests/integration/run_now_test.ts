@@ -204,7 +204,7 @@ Deno.test("runPolicyNow() runs only the chosen hosts; a host that is not active 
   assert.equal(created[0].run.kind, "incremental");
 });
 
-Deno.test("runPolicyNow() with synthetic_full queues one job on the BES; hostIds are refused for it", async () => {
+Deno.test("runPolicyNow() with synthetic_full queues one BES job per active host, naming it; hostIds are refused for it", async () => {
   using kv = await Deno.openKv(":memory:");
   const f = await fixture(kv);
   const now = f.clock.now();
@@ -216,19 +216,34 @@ Deno.test("runPolicyNow() with synthetic_full queues one job on the BES; hostIds
     () => runPolicyNow(kv, system, f.policy.id, { kind: "differential" as "full" }, now),
     /must be full, incremental or synthetic_full/,
   );
-  const [created] = await runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, now);
-  assert.equal(created.run.hostId, null);
-  const job = (await getJob(kv, created.run.jobId!))!;
-  assert.equal(job.kind, "synthetic_full");
-  assert.equal(job.principal, `bes:${f.engine.id}`);
-  assert.deepEqual(job.payload, {
-    policyId: f.policy.id,
-    targetId: f.target.id,
-    repository: { target: f.target.id, path: `cadres/${f.policy.id}/g1`, generation: 1 },
-  }, "the scheduler's shape");
+  const created = await runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, now);
+  assert.deepEqual(
+    created.map((c) => c.run.hostId).sort(),
+    f.hosts.slice(0, 3).map((h) => h.id).sort(),
+    "the active hosts h1-h3; the paused h4 gets none",
+  );
+  for (const { run } of created) {
+    assert.equal(run.kind, "synthetic_full");
+    const job = (await getJob(kv, run.jobId!))!;
+    assert.equal(job.kind, "synthetic_full");
+    assert.equal(job.principal, `bes:${f.engine.id}`);
+    assert.deepEqual(job.payload, {
+      policyId: f.policy.id,
+      targetId: f.target.id,
+      repository: { target: f.target.id, path: `cadres/${f.policy.id}/g1`, generation: 1 },
+      hostId: run.hostId,
+    }, "the scheduler's shape");
+  }
+  const audit = (await auditEntries(kv, f.tenant.account.id)).filter((e) => e.action === "policy.run_now");
+  assert.match(audit[0].summary, /Ran policy files now: 3 synthetic fulls on BES bes-1 \(h\d/);
   await assert.rejects(
     () => runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, now),
-    /synthetic full of policy files is already pending on its BES/,
+    /already pending or running on h\d/,
+  );
+  // One host's synthetic full holds off a backup of that host (both write its namespace).
+  await assert.rejects(
+    () => runPolicyNow(kv, system, f.policy.id, { kind: "full", hostIds: [f.hosts[0].id] }, now),
+    /A synthetic full of policy files is already pending on its BES for h1\.acme\.example/,
   );
 });
 
@@ -724,7 +739,9 @@ Deno.test("a duplicate result post brings a run left open up to its job (the pro
   assert.deepEqual([dup.status, await dup.json()], [200, { applied: false }]);
   const ended = (await kv.get<Run>(["runs", run.id])).value!;
   assert.equal(ended.status, "success");
-  assert.equal((await Array.fromAsync(kv.list({ prefix: ["runs_open"] }))).length, 0);
+  const stillOpen = (await Array.fromAsync(kv.list<string>({ prefix: ["runs_open"] }))).map((e) => e.value);
+  assert.ok(!stillOpen.includes(run.id), "its open-run entry is gone");
+  assert.equal(stillOpen.length, 2, "the other hosts' synthetic fulls are still open");
   // Posting it once more changes nothing (applyJobOutcome is idempotent).
   await client.post(identity, `/api/bes/v1/jobs/${run.jobId}/result`, successResult(now));
   assert.deepEqual((await kv.get<Run>(["runs", run.id])).value, ended);
@@ -799,12 +816,20 @@ Deno.test("indexOpenRuns(): open runs without a runs_open entry (older data) are
     now,
   );
   await finish(kv, ended.run, now);
-  const open = await runPolicyNow(kv, system, f.policy.id, { kind: "incremental" }, now);
+  // Synthetic fulls of h1-h3 on the BES; h1's ends, then an incremental of h1.
   const synthetic = await runPolicyNow(kv, system, f.policy.id, { kind: "synthetic_full" }, now);
+  await finish(kv, synthetic.find((c) => c.run.hostId === f.hosts[0].id)!.run, now);
+  const open = await runPolicyNow(kv, system, f.policy.id, { kind: "incremental" }, now)
+    .catch((e) => e);
+  assert.ok(open instanceof ConflictError, "h2 and h3 are busy with their synthetic fulls");
+  const incremental = await runPolicyNow(kv, system, f.policy.id, {
+    kind: "incremental",
+    hostIds: [f.hosts[0].id],
+  }, now);
   const indexed = async () =>
     (await Array.fromAsync(kv.list<string>({ prefix: ["runs_open"] }))).map((e) => e.key);
   const expected = await indexed();
-  assert.equal(expected.length, 4);
+  assert.equal(expected.length, 3);
   // Data from before the index: no entries at all.
   for (const key of expected) await kv.delete(key);
   const created = await runPolicyNow(kv, system, f.policy.id, { kind: "full" }, now);
@@ -812,7 +837,7 @@ Deno.test("indexOpenRuns(): open runs without a runs_open entry (older data) are
   for (const c of created) await kv.delete(["runs", c.run.id]); // undo: only the old runs stay
   for (const key of await indexed()) await kv.delete(key);
 
-  assert.deepEqual(await indexOpenRuns(kv, now), { indexed: 4, skipped: false });
+  assert.deepEqual(await indexOpenRuns(kv, now), { indexed: 3, skipped: false });
   assert.deepEqual(
     (await indexed()).map(String).sort(),
     expected.map(String).sort(),
@@ -823,10 +848,11 @@ Deno.test("indexOpenRuns(): open runs without a runs_open entry (older data) are
     f.policy.id,
     { kind: "full", hostIds: [f.hosts[1].id] },
     now,
-    /already pending on h2/,
+    /already pending on its BES for h2/,
   );
-  await refusedWith(kv, f.policy.id, { kind: "synthetic_full" }, now, /already pending on its BES/);
-  assert.equal(open.length + synthetic.length, 4);
+  await refusedWith(kv, f.policy.id, { kind: "incremental", hostIds: [f.hosts[0].id] }, now, /pending on h1/);
+  await refusedWith(kv, f.policy.id, { kind: "synthetic_full" }, now, /already pending or running on h/);
+  assert.equal(incremental.length + synthetic.length, 4);
 
   // A second call is a no-op (the marker), and a forced one (after a restore) finds nothing missing.
   const before = await kvSnapshot(kv);
