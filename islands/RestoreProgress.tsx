@@ -118,7 +118,7 @@ export default function RestoreProgress(props: Props) {
           </dl>
           {s.result.errors.length > 0 && (
             <div class="table-wrap">
-              <table class="table table--compact" data-testid="restore-errors">
+              <table class="table table--cards table--compact" data-testid="restore-errors">
                 <thead>
                   <tr>
                     <th>Path</th>
@@ -128,10 +128,10 @@ export default function RestoreProgress(props: Props) {
                 <tbody>
                   {s.result.errors.map((e, i) => (
                     <tr key={`${i}:${e.path}`}>
-                      <td class="wrap">
+                      <td data-label="Path" class="wrap">
                         <code>{e.path}</code>
                       </td>
-                      <td class="wrap">{e.message}</td>
+                      <td data-label="Error" class="wrap">{e.message}</td>
                     </tr>
                   ))}
                 </tbody>

@@ -540,8 +540,7 @@ function RunHistory(props: { runs: Run[]; hosts: Map<string, string> }) {
             <th>Status</th>
             <th>Host</th>
             <th>Kind</th>
-            <th>Started</th>
-            <th>Ended</th>
+            <th>Started / ended</th>
             <th>Duration</th>
             <th>Transferred</th>
             <th>Protected</th>
@@ -571,25 +570,25 @@ function RunHistory(props: { runs: Run[]; hosts: Map<string, string> }) {
                 {kindLabel(r as PlatformRun)}
                 {r.trigger !== "schedule" ? ` (${r.trigger.replace("_", "-")})` : ""}
               </td>
-              <td data-label="Started">
+              <td data-label="Started / ended">
                 {(r as Partial<PlatformRun>).platform
                   ? (r.startedAt
-                    ? shortTime(r.startedAt)
+                    ? <span class="nowrap">{shortTime(r.startedAt)}</span>
                     : <span class="muted">scheduled {shortTime(r.scheduledFor)}</span>)
                   : (
-                    <a href={`/backup/runs/${r.id}`} title="Run details">
+                    <a href={`/backup/runs/${r.id}`} title="Run details" class="nowrap">
                       {r.startedAt ? shortTime(r.startedAt) : `scheduled ${shortTime(r.scheduledFor)}`}
                     </a>
                   )}
+                <span class="sub nowrap">{r.endedAt ? `ended ${shortTime(r.endedAt)}` : "not ended"}</span>
               </td>
-              <td data-label="Ended">{shortTime(r.endedAt)}</td>
               <td data-label="Duration">{runDuration(r)}</td>
               <td class="nowrap" data-label="Transferred">{formatBytes(r.bytesTransferred)}</td>
               <td class="nowrap" data-label="Protected">{formatBytes(r.protectedBytes)}</td>
               <td data-label="Restore point">{r.restorePointId ? <ShortId id={r.restorePointId} /> : "—"}</td>
               <td data-label="Retryable">{r.retryable ? "yes" : "no"}</td>
             </tr>,
-            <HookOutputRow key={`${r.id}-hooks`} run={r} colSpan={10} />,
+            <HookOutputRow key={`${r.id}-hooks`} run={r} colSpan={9} />,
           ])}
         </tbody>
       </table>

@@ -471,7 +471,7 @@ policyRoutes.get("/", requires("backup.view"), async (c) => {
           )
           : (
             <div class="table-wrap">
-              <table class="table">
+              <table class="table table--cards">
                 <thead>
                   <tr>
                     <th>Name</th>
@@ -487,18 +487,24 @@ policyRoutes.get("/", requires("backup.view"), async (c) => {
                 <tbody>
                   {rows.slice(query.offset, query.offset + query.limit).map((p) => (
                     <tr key={p.id}>
-                      <td>
+                      <td data-label="Name">
                         <a href={`/backup/policies/${p.id}`}>{p.name}</a>
                       </td>
-                      <td>{p.backupType}</td>
-                      <td>
+                      <td data-label="Type">{p.backupType}</td>
+                      <td class="cell-status" data-label="State">
                         <PolicyState policy={p} />
                       </td>
-                      <td>{engineName.get(p.besId) ?? "—"} → {targetName.get(p.targetId) ?? "—"}</td>
-                      <td>{describeCron(p.fullSchedule)}</td>
-                      <td>{p.incrementalSchedule ? describeCron(p.incrementalSchedule) : "—"}</td>
-                      <td>{p.rpoHours} h</td>
-                      <td>{p.retentionDaily}/{p.retentionWeekly}/{p.retentionMonthly}</td>
+                      <td data-label="BES → target">
+                        {engineName.get(p.besId) ?? "—"} → {targetName.get(p.targetId) ?? "—"}
+                      </td>
+                      <td data-label="Full">{describeCron(p.fullSchedule)}</td>
+                      <td data-label="Incremental">
+                        {p.incrementalSchedule ? describeCron(p.incrementalSchedule) : "—"}
+                      </td>
+                      <td data-label="RPO">{p.rpoHours} h</td>
+                      <td data-label="Retention d/w/m">
+                        {p.retentionDaily}/{p.retentionWeekly}/{p.retentionMonthly}
+                      </td>
                     </tr>
                   ))}
                 </tbody>

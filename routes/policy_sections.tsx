@@ -292,7 +292,7 @@ export async function HooksSection(
                   <th>Timeout</th>
                   <th>Order</th>
                   <th>Fail on error</th>
-                  {manage && <th></th>}
+                  {manage && <th>Action</th>}
                 </tr>
               </thead>
               <tbody>
@@ -385,7 +385,7 @@ export async function ReplicasSection(
               <th>Offsite</th>
               <th>Points</th>
               <th>Last copy / failure</th>
-              {manage && <th></th>}
+              {manage && <th>Action</th>}
             </tr>
           </thead>
           <tbody>
@@ -712,7 +712,10 @@ policySectionRoutes.post("/replicas/:replicaId/delete", requires("backup.manage"
   return redirectWithNotice(c, `/backup/policies/${rule.policyId}#replicas`, "Replica rule removed.");
 });
 
-/** The policy's recent runs (the guide's columns), with Retry on the runs that may be retried. */
+/**
+ * The policy's recent runs, with Retry on the runs that may be retried. The error, and whether the run is
+ * retryable, sit under the status so they stay in view.
+ */
 export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
   const { kv, actor, policy, csrf } = props;
   const runs = await listRunsByPolicy(kv, policy.id, 30);
@@ -742,10 +745,8 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
                   <th>Kind</th>
                   <th>Status</th>
                   <th>Duration</th>
-                  <th>Transferred</th>
-                  <th>Protected</th>
+                  <th>Transferred / protected</th>
                   <th>Restore point</th>
-                  <th>Retryable</th>
                   {manage && <th>Action</th>}
                 </tr>
               </thead>
@@ -753,7 +754,9 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
                 {runs.flatMap((r) => [
                   <tr key={r.id} data-testid="run-row">
                     <td data-label="Scheduled">
-                      <a href={`/backup/runs/${r.id}`} title="Run details">{formatTime(r.scheduledFor)}</a>
+                      <a href={`/backup/runs/${r.id}`} title="Run details" class="nowrap">
+                        {formatTime(r.scheduledFor)}
+                      </a>
                     </td>
                     <td data-label="Host">{r.hostId ? hosts.get(r.hostId) ?? "—" : "BES"}</td>
                     <td data-label="Kind">
@@ -765,14 +768,16 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
                         run={r}
                         label={r.status === "pending" && !r.jobId ? "waiting for agent" : undefined}
                       />
+                      {r.retryable && <span class="sub">retryable</span>}
                     </td>
-                    <td data-label="Duration">{runDuration(r)}</td>
-                    <td class="nowrap" data-label="Transferred">{formatBytes(r.bytesTransferred)}</td>
-                    <td class="nowrap" data-label="Protected">{formatBytes(r.protectedBytes)}</td>
+                    <td class="nowrap" data-label="Duration">{runDuration(r)}</td>
+                    <td class="nowrap" data-label="Transferred / protected">
+                      {formatBytes(r.bytesTransferred)}
+                      <span class="sub">{formatBytes(r.protectedBytes)} protected</span>
+                    </td>
                     <td data-label="Restore point">
                       {r.restorePointId ? <ShortId id={r.restorePointId} /> : "—"}
                     </td>
-                    <td data-label="Retryable">{r.retryable ? "yes" : "no"}</td>
                     {manage && (
                       <td data-label="Action">
                         {latest.has(r.id) && r.retryable &&
@@ -785,7 +790,7 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
                       </td>
                     )}
                   </tr>,
-                  <HookOutputRow key={`${r.id}-hooks`} run={r} colSpan={manage ? 10 : 9} />,
+                  <HookOutputRow key={`${r.id}-hooks`} run={r} colSpan={manage ? 8 : 7} />,
                 ])}
               </tbody>
             </table>

@@ -157,7 +157,7 @@ storageRoutes.get("/", requires("backup.view"), async (c) => {
           )
           : (
             <div class="table-wrap">
-              <table class="table">
+              <table class="table table--cards">
                 <thead>
                   <tr>
                     <SortHeader label="Name" field="name" sort={filter.sort} query={keep} />
@@ -173,22 +173,24 @@ storageRoutes.get("/", requires("backup.view"), async (c) => {
                 <tbody>
                   {values.map((t) => (
                     <tr key={t.id}>
-                      <td>
+                      <td data-label="Name">
                         <a href={`/backup/storage/${t.id}`}>{t.name}</a>
                       </td>
-                      <td>{TARGET_TYPE_LABELS[t.type]}</td>
-                      <td>{engineName.get(t.besId) ?? "—"}</td>
-                      <td class="nowrap">
+                      <td data-label="Type">{TARGET_TYPE_LABELS[t.type]}</td>
+                      <td data-label="Engine">{engineName.get(t.besId) ?? "—"}</td>
+                      <td class="cell-status nowrap" data-label="Health">
                         <HealthBadge health={t.health} /> <FullSoonBadge target={t} />
                       </td>
-                      <td>{t.capacity ? `${t.capacity.usagePercent}%` : "—"}</td>
-                      <td class="nowrap">
+                      <td data-label="Usage">{t.capacity ? `${t.capacity.usagePercent}%` : "—"}</td>
+                      <td data-label="Used / total" class="nowrap">
                         {t.capacity
                           ? `${formatBytes(t.capacity.usedBytes)} / ${formatBytes(t.capacity.totalBytes)}`
                           : "—"}
                       </td>
-                      <td class="nowrap">{t.capacity?.estimatedFullAt?.slice(0, 10) ?? "—"}</td>
-                      <td class="nowrap">{formatAge(t.capacity?.at, now)}</td>
+                      <td data-label="Full by" class="nowrap">
+                        {t.capacity?.estimatedFullAt?.slice(0, 10) ?? "—"}
+                      </td>
+                      <td data-label="Last report" class="nowrap">{formatAge(t.capacity?.at, now)}</td>
                     </tr>
                   ))}
                 </tbody>
@@ -471,7 +473,7 @@ function ChecksPanel(props: {
   return (
     <section class="panel" id="checks">
       <h2>Storage checks</h2>
-      <table class="table table--compact">
+      <table class="table table--compact table--cards">
         <thead>
           <tr>
             <th>Check</th>
@@ -479,7 +481,7 @@ function ChecksPanel(props: {
             <th>Ran on</th>
             <th>State</th>
             <th>Result</th>
-            {canManage && <th></th>}
+            {canManage && <th>Action</th>}
           </tr>
         </thead>
         <tbody>
@@ -488,8 +490,8 @@ function ChecksPanel(props: {
             const output = view && checkOutput(view);
             return (
               <tr key={check} data-check={check}>
-                <td class="nowrap">{CHECK_TITLES[check]}</td>
-                <td>
+                <td class="nowrap" data-label="Check">{CHECK_TITLES[check]}</td>
+                <td data-label="Last requested">
                   {view
                     ? (
                       <>
@@ -499,9 +501,11 @@ function ChecksPanel(props: {
                     )
                     : "never"}
                 </td>
-                <td>{view?.runsOn ?? "—"}</td>
-                <td>{view ? <Badge tone={CHECK_STATE_TONE[view.state]}>{view.state}</Badge> : "—"}</td>
-                <td data-testid={`check-result-${check}`}>
+                <td data-label="Ran on">{view?.runsOn ?? "—"}</td>
+                <td class="cell-status" data-label="State">
+                  {view ? <Badge tone={CHECK_STATE_TONE[view.state]}>{view.state}</Badge> : "—"}
+                </td>
+                <td data-label="Result" data-testid={`check-result-${check}`}>
                   {!view || (!view.result && !view.message) ? "—" : (
                     <>
                       {view.result && (
@@ -517,7 +521,7 @@ function ChecksPanel(props: {
                   )}
                 </td>
                 {canManage && (
-                  <td>
+                  <td data-label="Action">
                     <form
                       method="post"
                       action={`/backup/storage/${target.id}/${STORAGE_CHECK_SEGMENTS[check]}`}
