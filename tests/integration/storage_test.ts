@@ -927,7 +927,7 @@ Deno.test("the storage pages show the early warning as its own badge beside a he
     html.split("<tr").find((row) => row.includes(`>${name}</a>`))!;
 
   const list = await (await browser.get("/backup/storage")).text();
-  const table = list.slice(list.indexOf('<table class="table">'));
+  const table = list.slice(list.indexOf('<table class="table table--cards">'));
   assert.match(rowOf(table, "Filling"), /badge--ok">healthy<[\s\S]*badge--warn">full within 14 days</);
   assert.doesNotMatch(rowOf(table, "Calm"), /full within 14 days/);
   assert.match(rowOf(list, "Filling"), /full within 14 days/, "the live widget's first snapshot too");
