@@ -241,7 +241,9 @@ Deno.test("GET /backup/restore sorts by completion: a backup reported late is li
     prefix: ["restore_points"],
   }))).find((e) => e.value.engineRestorePointId === "rp-late")!.value.id;
   assert.equal(order[3], late, "the late report last: it completed first");
-  const completed = [...html.matchAll(/data-label="Completed"><a [^>]*>([^<]+)</g)].map((m) => m[1]);
+  const completed = [...html.matchAll(/data-label="Completed"><a [^>]*><time datetime="([^"]+)"/g)].map((m) =>
+    m[1]
+  );
   assert.equal(completed.length, 4);
   assert.deepEqual(completed, [...completed].sort().reverse(), "the Completed column descends");
 });
