@@ -266,7 +266,7 @@ async function seedFailingJob(
   await page.goto("/admin/orgs");
   const orgPath = await page.getByRole("link", { name: "Headquarters", exact: true }).getAttribute("href");
   await page.goto(`${orgPath}/rotate`);
-  await page.getByRole("button", { name: "Rotate secret" }).click();
+  await page.getByRole("button", { name: "Issue a new secret" }).click();
   const secret = (await page.locator("[data-testid=secret]").innerText()).trim();
   const engines = new EngineClient(server.baseUrl);
   const metrics = {
