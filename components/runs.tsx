@@ -2,7 +2,7 @@
 import type { ResultStats } from "../domain/jobs.ts";
 import type { ErrorsPage } from "../domain/run_results.ts";
 import { firstLine, type Run } from "../domain/runs.ts";
-import { formatBytes, type Tone } from "./ui.tsx";
+import { Badge, formatBytes, type Tone } from "./ui.tsx";
 
 /** The badge tone of each run status. */
 export const RUN_TONE: Record<string, Tone> = {
@@ -31,6 +31,24 @@ export function RunError(props: { run: Pick<Run, "error" | "errorLine"> }) {
     <span title={error.message}>
       <code>{error.reason}</code> {errorLine ?? firstLine(error.message)}
     </span>
+  );
+}
+
+/**
+ * A run's status badge with, under it, its failure reason and first error line (the whole message on
+ * hover): the cell a run table keeps in view at any width. `label` replaces the status word.
+ */
+export function RunStatus(props: { run: Pick<Run, "status" | "error" | "errorLine">; label?: string }) {
+  const { status, error, errorLine } = props.run;
+  return (
+    <div class="run-status">
+      <Badge tone={RUN_TONE[status] ?? "muted"}>{props.label ?? status}</Badge>
+      {error && (
+        <span class="run-error" title={error.message} data-testid="run-error">
+          <code>{error.reason}</code> {errorLine ?? firstLine(error.message)}
+        </span>
+      )}
+    </div>
   );
 }
 
@@ -134,7 +152,7 @@ export function ErrorsList(props: { page: ErrorsPage; link: (page: number) => st
       )}
       {errors.length > 0 && (
         <div class="table-wrap">
-          <table class="table table--compact" data-testid="errors-table">
+          <table class="table table--compact table--cards" data-testid="errors-table">
             <thead>
               <tr>
                 <th>Path</th>
@@ -144,10 +162,10 @@ export function ErrorsList(props: { page: ErrorsPage; link: (page: number) => st
             <tbody>
               {errors.map((e, i) => (
                 <tr key={`${offset + i}`} data-testid="error-row">
-                  <td>
+                  <td data-label="Path">
                     <code>{e.path}</code>
                   </td>
-                  <td>{e.message}</td>
+                  <td data-label="Error">{e.message}</td>
                 </tr>
               ))}
             </tbody>

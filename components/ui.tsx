@@ -24,6 +24,14 @@ export function Badge(props: { tone: Tone; children: ComponentChildren }) {
   return <span class={`badge badge--${props.tone}`}>{props.children}</span>;
 }
 
+/**
+ * A long id shortened to its end (ULIDs differ there), the whole id on hover, for screen readers and
+ * when copied (the text is all there; CSS only hides its start).
+ */
+export function ShortId(props: { id: string }) {
+  return <code class="id-short" title={props.id}>{props.id}</code>;
+}
+
 export function EmptyState(props: { title: string; children?: ComponentChildren }) {
   return (
     <div class="empty">

@@ -1,12 +1,20 @@
 /** Ids, random secrets and hashing helpers shared by the domain. */
 import { createHash } from "node:crypto";
-import { monotonicFactory } from "ulid";
+import { monotonicFactory, ulid } from "ulid";
 
 const nextUlid = monotonicFactory();
 
 /** A time-ordered id (ULID) for `now`, so a prefix list of keys is chronological. */
 export function newId(now: Date): string {
   return nextUlid(now.getTime());
+}
+
+/**
+ * A ULID dated `at` rather than when it is written, for records listed in the order of a time of their
+ * own (restore points by completion). Not monotonic: two ids of one millisecond sort at random.
+ */
+export function idAt(at: Date): string {
+  return ulid(Math.max(0, at.getTime()));
 }
 
 /** `bytes` random bytes as base64url without padding. */

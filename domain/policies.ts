@@ -523,8 +523,9 @@ export async function createPolicy(
     if (engine.status === "deleting") throw new ConflictError("This BES is being deleted");
     const target = targetEntry.value;
     if (!target || target.besId !== engine.id) {
+      // The other target is not named: it may belong to an engine outside the actor's scope.
       throw new ValidationError("The storage target must be on the policy's BES", {
-        targetId: "Choose a storage target of this BES",
+        targetId: `That storage target is not on ${engine.name}: choose one of ${engine.name}'s targets`,
       });
     }
     const at = now.toISOString();

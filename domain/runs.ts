@@ -13,7 +13,7 @@ import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Engine, engineKey } from "./engines.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
 import { type HookPlan, hookPlan } from "./hooks.ts";
-import { newId } from "./ids.ts";
+import { idAt, newId } from "./ids.ts";
 import {
   addQueuedJob,
   EnqueueInput,
@@ -857,8 +857,9 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
     indexRetryableInOp(op, next, now);
     const rp = r.output?.restorePoint as Partial<RestorePoint> & { id?: string } | undefined;
     if (rp?.id && r.status !== "failed" && (job.kind === "backup" || job.kind === "synthetic_full")) {
+      const completedAt = String(rp.completedAt ?? r.endedAt);
       const point: RestorePoint = {
-        id: newId(now),
+        id: restorePointId(completedAt, now),
         engineId: job.principal.startsWith("bes:")
           ? job.principal.slice(4)
           : String((job.payload.bes as { id?: string })?.id ?? ""),
@@ -871,7 +872,7 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
         parentId: rp.parentId ?? null,
         sizeBytes: Number(rp.sizeBytes ?? 0),
         fileCount: Number(rp.fileCount ?? 0),
-        completedAt: String(rp.completedAt ?? r.endedAt),
+        completedAt,
         status: "complete",
         verification: "pending",
         stats: r.stats ?? null,
@@ -898,6 +899,16 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
     if ((await op.set(runKey(run.id), next).commit()).ok) return next;
   }
   return null;
+}
+
+/**
+ * A new restore point's id, dated by its completion (never later than `now`, `now` when unreadable): the
+ * point indexes list by id, so Restore's "newest first" and a chain's order follow completion even when
+ * an engine reports a backup late or two backups finish out of order.
+ */
+export function restorePointId(completedAt: string, now: Date): string {
+  const completed = Date.parse(completedAt);
+  return idAt(new Date(Number.isFinite(completed) ? Math.min(completed, now.getTime()) : now.getTime()));
 }
 
 /**

@@ -173,7 +173,7 @@ export default function BrowseTree(props: Props) {
       )}
       {entries.length > 0 && (
         <div class="table-wrap">
-          <table class="table table--compact" data-testid="browse-entries">
+          <table class="table table--cards table--compact" data-testid="browse-entries">
             <thead>
               <tr>
                 <th>Select</th>
@@ -185,7 +185,7 @@ export default function BrowseTree(props: Props) {
             <tbody>
               {entries.map((entry) => (
                 <tr key={entry.path} data-path={entry.path}>
-                  <td>
+                  <td data-label="Select">
                     <input
                       type="checkbox"
                       name="paths"
@@ -196,13 +196,15 @@ export default function BrowseTree(props: Props) {
                       onChange={() => toggleSelected(entry.path)}
                     />
                   </td>
-                  <td>
+                  <td data-label="Name">
                     {entry.type === "dir"
                       ? <a href={link(entry.path)} onClick={go(entry.path)} class="folder">{entry.name}/</a>
                       : <span>{entry.name}</span>}
                   </td>
-                  <td class="nowrap">{entry.type === "dir" ? "—" : formatBytes(entry.size)}</td>
-                  <td class="nowrap">{formatTime(entry.modifiedAt)}</td>
+                  <td data-label="Size" class="nowrap">
+                    {entry.type === "dir" ? "—" : formatBytes(entry.size)}
+                  </td>
+                  <td data-label="Modified" class="nowrap">{formatTime(entry.modifiedAt)}</td>
                 </tr>
               ))}
             </tbody>

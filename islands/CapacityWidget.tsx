@@ -73,7 +73,7 @@ export default function CapacityWidget(props: Props) {
       </h2>
       {rows.value.length === 0 ? <p class="muted">No storage targets.</p> : (
         <div class="table-wrap">
-          <table class="table table--compact">
+          <table class="table table--cards table--compact">
             <thead>
               <tr>
                 <th>Target</th>
@@ -87,10 +87,10 @@ export default function CapacityWidget(props: Props) {
             <tbody>
               {rows.value.map((r) => (
                 <tr key={r.id} data-testid="widget-row">
-                  <td>
+                  <td data-label="Target">
                     <a href={`/backup/storage/${r.id}`}>{r.name}</a>
                   </td>
-                  <td>
+                  <td class="cell-status" data-label="Health">
                     <span class={`badge badge--${TONE[r.health] ?? "muted"}`}>{r.health}</span>
                     {r.fullSoon && (
                       <>
@@ -101,7 +101,7 @@ export default function CapacityWidget(props: Props) {
                       </>
                     )}
                   </td>
-                  <td>
+                  <td data-label="Usage">
                     <svg
                       class={`usage-bar usage-bar--${r.health}`}
                       viewBox="0 0 100 8"
@@ -113,9 +113,11 @@ export default function CapacityWidget(props: Props) {
                     </svg>{" "}
                     {r.usagePercent === null ? "—" : `${r.usagePercent}%`}
                   </td>
-                  <td>{bytes(r.freeBytes)}</td>
-                  <td>{r.growthBytesPerDay === null ? "—" : bytes(Math.round(r.growthBytesPerDay))}</td>
-                  <td>
+                  <td data-label="Free">{bytes(r.freeBytes)}</td>
+                  <td data-label="Growth / day">
+                    {r.growthBytesPerDay === null ? "—" : bytes(Math.round(r.growthBytesPerDay))}
+                  </td>
+                  <td data-label="Full by">
                     <Time iso={r.estimatedFullAt} />
                   </td>
                 </tr>

@@ -14,7 +14,18 @@ export type RestoreStatus = Pick<RestoreRequest, "id" | "status" | "progress" | 
 
 export interface Props {
   initial: RestoreStatus;
+  /** What is restored where, for the status line: "File restore" and "3 paths to /restore on fs01". */
+  headline?: { kind: string; what: string };
 }
+
+/** The status line's verb: it replaces "queued" as the restore moves on. */
+const HEADLINE_VERB: Record<RestoreRequest["status"], string> = {
+  pending: "queued",
+  running: "running",
+  success: "finished",
+  warning: "finished with errors",
+  failed: "failed",
+};
 
 /** The badge tone of a restore request's status (the restore pages use it too). */
 export const REQUEST_TONE: Record<RestoreRequest["status"], Tone> = {
@@ -65,6 +76,20 @@ export default function RestoreProgress(props: Props) {
     : Math.round(s.progress?.percent ?? 0);
   return (
     <div class="restore-progress" aria-live="polite" data-testid="restore-progress" data-status={s.status}>
+      {props.headline && (
+        <p
+          class={`notice${s.status === "failed" || s.status === "warning" ? " notice--warn" : ""}`}
+          data-testid="restore-headline"
+        >
+          {props.headline.kind} {HEADLINE_VERB[s.status]}: {props.headline.what}
+          {s.status === "success" && s.result ? ` (${s.result.files.toLocaleString("en")} files)` : ""}
+          {s.status === "warning" && s.result
+            ? ` (${s.result.files.toLocaleString("en")} files, ${s.result.errorCount} error${
+              s.result.errorCount === 1 ? "" : "s"
+            })`
+            : ""}.
+        </p>
+      )}
       <p>
         <Badge tone={REQUEST_TONE[s.status]}>{LABEL[s.status]}</Badge>
         {active(s) && s.progress && ` ${formatBytes(s.progress.bytesTransferred)} transferred`}
@@ -93,7 +118,7 @@ export default function RestoreProgress(props: Props) {
           </dl>
           {s.result.errors.length > 0 && (
             <div class="table-wrap">
-              <table class="table table--compact" data-testid="restore-errors">
+              <table class="table table--cards table--compact" data-testid="restore-errors">
                 <thead>
                   <tr>
                     <th>Path</th>
@@ -103,10 +128,10 @@ export default function RestoreProgress(props: Props) {
                 <tbody>
                   {s.result.errors.map((e, i) => (
                     <tr key={`${i}:${e.path}`}>
-                      <td class="wrap">
+                      <td data-label="Path" class="wrap">
                         <code>{e.path}</code>
                       </td>
-                      <td class="wrap">{e.message}</td>
+                      <td data-label="Error" class="wrap">{e.message}</td>
                     </tr>
                   ))}
                 </tbody>

@@ -135,7 +135,7 @@ export default function RestoreSearch(props: Props) {
       )}
       {matches.length > 0 && (
         <div class="table-wrap">
-          <table class="table table--compact" data-testid="search-results">
+          <table class="table table--cards table--compact" data-testid="search-results">
             <thead>
               <tr>
                 <th>Select</th>
@@ -147,7 +147,7 @@ export default function RestoreSearch(props: Props) {
             <tbody>
               {matches.map((m) => (
                 <tr key={m.path} data-path={m.path}>
-                  <td>
+                  <td data-label="Select">
                     <input
                       type="checkbox"
                       name="paths"
@@ -158,11 +158,11 @@ export default function RestoreSearch(props: Props) {
                       onChange={() => toggleSelected(m.path)}
                     />
                   </td>
-                  <td class="wrap">
+                  <td data-label="Path" class="wrap">
                     <code>{m.path}{m.type === "dir" ? "/" : ""}</code>
                   </td>
-                  <td class="nowrap">{m.type === "dir" ? "—" : formatBytes(m.size)}</td>
-                  <td class="nowrap">{formatTime(m.modifiedAt)}</td>
+                  <td data-label="Size" class="nowrap">{m.type === "dir" ? "—" : formatBytes(m.size)}</td>
+                  <td data-label="Modified" class="nowrap">{formatTime(m.modifiedAt)}</td>
                 </tr>
               ))}
             </tbody>

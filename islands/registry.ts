@@ -1,6 +1,7 @@
 /** Every island by the name its server marker carries. */
 import type { ComponentType } from "preact";
 import BackupProgress from "./BackupProgress.tsx";
+import BesTargetFields from "./BesTargetFields.tsx";
 import BrowseTree from "./BrowseTree.tsx";
 import CapacityChart from "./CapacityChart.tsx";
 import CapacityWidget from "./CapacityWidget.tsx";
@@ -17,6 +18,7 @@ import SetupTicks from "./SetupTicks.tsx";
 // deno-lint-ignore no-explicit-any
 export const ISLANDS: Record<string, ComponentType<any>> = {
   BackupProgress,
+  BesTargetFields,
   BrowseTree,
   CapacityChart,
   CapacityWidget,

@@ -1,6 +1,6 @@
 /** Admin > Audit: every mutation, newest first, with filters and cursor pagination. */
 import { Hono } from "hono";
-import { EmptyState, formatTime, PageHeader } from "../components/ui.tsx";
+import { EmptyState, formatTime, PageHeader, ShortId } from "../components/ui.tsx";
 import { AuditFilter, listAudit } from "../domain/audit.ts";
 import { listOrgs } from "../domain/tenancy.ts";
 import { requires } from "./access.ts";
@@ -89,7 +89,7 @@ adminAuditRoutes.get("/", requires("admin"), async (c) => {
           ? <EmptyState title={active ? "No entries match these filters" : "No audit entries yet"} />
           : (
             <div class="table-wrap">
-              <table class="table">
+              <table class="table table--cards">
                 <thead>
                   <tr>
                     <th>Time</th>
@@ -103,16 +103,16 @@ adminAuditRoutes.get("/", requires("admin"), async (c) => {
                 <tbody>
                   {page.values.map((e) => (
                     <tr key={e.id}>
-                      <td class="nowrap">{formatTime(e.at)}</td>
-                      <td>{e.actorLabel}</td>
-                      <td>
+                      <td data-label="Time">{formatTime(e.at)}</td>
+                      <td data-label="Actor">{e.actorLabel}</td>
+                      <td data-label="Action">
                         <code>{e.action}</code>
                       </td>
-                      <td>
-                        {e.objectType} <span class="muted">{e.objectId.slice(-8)}</span>
+                      <td data-label="Object">
+                        {e.objectType} <ShortId id={e.objectId} />
                       </td>
-                      <td>{e.orgId ? orgName.get(e.orgId) ?? "—" : "—"}</td>
-                      <td>{e.summary}</td>
+                      <td data-label="Organization">{e.orgId ? orgName.get(e.orgId) ?? "—" : "—"}</td>
+                      <td data-label="Summary">{e.summary}</td>
                     </tr>
                   ))}
                 </tbody>

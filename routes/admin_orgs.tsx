@@ -80,7 +80,7 @@ adminOrgRoutes.get("/", requires("admin"), async (c) => {
           )
           : (
             <div class="table-wrap">
-              <table class="table">
+              <table class="table table--cards">
                 <thead>
                   <tr>
                     <SortHeader label="Name" field="name" sort={query.sort} query={keep} />
@@ -91,11 +91,11 @@ adminOrgRoutes.get("/", requires("admin"), async (c) => {
                 <tbody>
                   {rows.slice(query.offset, query.offset + query.limit).map((o) => (
                     <tr key={o.id}>
-                      <td>
+                      <td data-label="Name">
                         <a href={`/admin/orgs/${o.id}`}>{o.name}</a>
                       </td>
-                      <td class="nowrap">{formatTime(o.secretRotatedAt)}</td>
-                      <td class="nowrap">{formatTime(o.createdAt)}</td>
+                      <td data-label="Secret last rotated" class="nowrap">{formatTime(o.secretRotatedAt)}</td>
+                      <td data-label="Created" class="nowrap">{formatTime(o.createdAt)}</td>
                     </tr>
                   ))}
                 </tbody>

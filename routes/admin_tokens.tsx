@@ -64,7 +64,7 @@ function TokensPage(props: {
                   <th>Created</th>
                   <th>Expires</th>
                   <th>Last used</th>
-                  <th></th>
+                  <th>Action</th>
                 </tr>
               </thead>
               <tbody>

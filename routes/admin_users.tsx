@@ -106,7 +106,7 @@ adminUserRoutes.get("/", requires("admin"), async (c) => {
           )
           : (
             <div class="table-wrap">
-              <table class="table">
+              <table class="table table--cards">
                 <thead>
                   <tr>
                     <SortHeader label="Email" field="email" sort={query.sort} query={keep} />
@@ -120,16 +120,16 @@ adminUserRoutes.get("/", requires("admin"), async (c) => {
                 <tbody>
                   {pageRows.map((u) => (
                     <tr key={u.id}>
-                      <td>
+                      <td data-label="Email">
                         <a href={`/admin/users/${u.id}`}>{u.email}</a>
                       </td>
-                      <td>{u.name}</td>
-                      <td>{ROLE_LABELS[u.role]}</td>
-                      <td>{scopeLabel(u, orgs)}</td>
-                      <td>
+                      <td data-label="Name">{u.name}</td>
+                      <td data-label="Role">{ROLE_LABELS[u.role]}</td>
+                      <td data-label="Organization scope">{scopeLabel(u, orgs)}</td>
+                      <td class="cell-status" data-label="Status">
                         {u.disabled ? <Badge tone="muted">Disabled</Badge> : <Badge tone="ok">Active</Badge>}
                       </td>
-                      <td class="nowrap">{formatTime(u.createdAt)}</td>
+                      <td data-label="Created" class="nowrap">{formatTime(u.createdAt)}</td>
                     </tr>
                   ))}
                 </tbody>

@@ -81,7 +81,7 @@ alertRoutes.get("/", requires("backup.view"), async (c) => {
           )
           : (
             <div class="table-wrap">
-              <table class="table">
+              <table class="table table--cards">
                 <thead>
                   <tr>
                     <th>Severity</th>
@@ -91,27 +91,29 @@ alertRoutes.get("/", requires("backup.view"), async (c) => {
                     <th>Opened</th>
                     <th>Last seen</th>
                     <th>Count</th>
-                    <th></th>
+                    <th>Action</th>
                   </tr>
                 </thead>
                 <tbody>
                   {page.values.map((a) => (
                     <tr key={a.id}>
-                      <td>
+                      <td data-label="Severity">
                         <Badge tone={SEVERITY_TONE[a.severity]}>{a.severity}</Badge>
                       </td>
-                      <td>
+                      <td class="cell-status" data-label="Status">
                         <Badge tone={STATUS_TONE[a.status]}>{a.status}</Badge>
                       </td>
-                      <td>{subjectLink(a)}</td>
-                      <td>
+                      <td data-label="Subject">{subjectLink(a)}</td>
+                      <td data-label="Message">
                         {a.message}
                         {a.acknowledgedBy && <div class="hint">Acknowledged by {a.acknowledgedBy}</div>}
                       </td>
-                      <td class="nowrap">{formatTime(a.openedAt)}</td>
-                      <td class="nowrap">{formatTime(a.resolvedAt ?? a.lastSeenAt)}</td>
-                      <td>{a.count}</td>
-                      <td>
+                      <td data-label="Opened" class="nowrap">{formatTime(a.openedAt)}</td>
+                      <td data-label="Last seen" class="nowrap">
+                        {formatTime(a.resolvedAt ?? a.lastSeenAt)}
+                      </td>
+                      <td data-label="Count">{a.count}</td>
+                      <td data-label="Action">
                         {a.status === "open" &&
                           can(actor, "backup.manage", { accountId: a.accountId, orgId: a.orgId }) && (
                           <form method="post" action={`/backup/alerts/${a.id}/acknowledge`}>

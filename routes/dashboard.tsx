@@ -22,6 +22,7 @@ import {
   formatDuration,
   formatTime,
   PageHeader,
+  ShortId,
   type Tone,
 } from "../components/ui.tsx";
 import {
@@ -269,31 +270,34 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
         );
       }
       return renderToString(
-        <table class="table compact">
+        <table class="table compact table--cards" data-run-table>
           <thead>
             <tr>
-              <th>Policy</th>
-              <th>Host</th>
-              <th>Status</th>
-              <th>Failed at</th>
-              <th>Reason</th>
-              {manage && <th></th>}
+              <th>Backup</th>
+              <th>Failure</th>
+              {manage && <th>Action</th>}
             </tr>
           </thead>
           <tbody>
             {rows.map(({ run, policyName, hostName }) => (
               <tr key={run.id} data-run={run.id}>
-                <td>
+                <td data-label="Backup">
                   <a href={`/backup/jobs/${run.policyId}`}>{policyName}</a>
+                  <span class="sub">{hostName ?? ("platform" in run ? "platform" : "BES")}</span>
                 </td>
-                <td>{hostName ?? ("platform" in run ? "platform" : "BES")}</td>
-                <td>
-                  <Badge tone="bad">{run.status}</Badge>
+                <td class="cell-status" data-label="Failure">
+                  <div class="run-status">
+                    <Badge tone="bad">{run.status}</Badge>
+                    <span class="sub">{formatTime(run.endedAt)}</span>
+                    {(run.errorLine || run.error) && (
+                      <span class="run-error" title={run.error?.message} data-testid="run-error">
+                        {run.error?.reason && <code>{run.error.reason}</code>} {run.errorLine ?? ""}
+                      </span>
+                    )}
+                  </div>
                 </td>
-                <td>{formatTime(run.endedAt)}</td>
-                <td class="wrap">{run.errorLine ?? run.error?.reason ?? ""}</td>
                 {manage && (
-                  <td>
+                  <td data-label="Action">
                     {run.retryable
                       ? (
                         <form method="post" action={`/backup/dashboard/runs/${run.id}/retry`}>
@@ -326,7 +330,7 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
       }
       return renderToString(
         <>
-          <table class="table compact">
+          <table class="table compact table--cards">
             <thead>
               <tr>
                 <th>Object</th>
@@ -342,7 +346,7 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
                   {object.source.kind === "platform"
                     ? (
                       <>
-                        <td>
+                        <td data-label="Object">
                           <a
                             href={`/backup/protected?${new URLSearchParams({
                               source: `platform:${object.source.platformId}`,
@@ -353,14 +357,14 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
                             {object.name} ({object.type})
                           </a>
                         </td>
-                        <td>
+                        <td data-label="Host">
                           <a href={`/backup/platforms/${object.source.platformId}`}>platform</a>
                         </td>
                       </>
                     )
                     : (
                       <>
-                        <td>
+                        <td data-label="Object">
                           <a
                             href={restoreLink(object.hostId, object.lastRestorePointId ?? null)}
                             title="Open Restore for this host and its latest restore point"
@@ -368,14 +372,14 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
                             {object.name} ({object.type})
                           </a>
                         </td>
-                        <td>
+                        <td data-label="Host">
                           <a href={`/backup/hosts/${object.hostId}`}>{object.name}</a>
                         </td>
                       </>
                     )}
-                  <td>{formatTime(object.lastBackupAt)}</td>
-                  <td>{object.rpoHours} h</td>
-                  <td>
+                  <td data-label="Last backup">{formatTime(object.lastBackupAt)}</td>
+                  <td data-label="RPO">{object.rpoHours} h</td>
+                  <td class="cell-status" data-label="Breach">
                     <Badge tone="warn">{formatDuration(breachMs)}</Badge>
                   </td>
                 </tr>
@@ -448,7 +452,7 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
         );
       }
       return renderToString(
-        <table class="table compact">
+        <table class="table compact table--cards">
           <thead>
             <tr>
               <th>Restore point</th>
@@ -461,15 +465,15 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
           <tbody>
             {rows.map(({ point, policyName, hostName }) => (
               <tr key={point.id} data-point={point.id}>
-                <td>
-                  <a href={restoreLink(point.hostId, point.id)}>
-                    <code>{point.id}</code>
+                <td data-label="Restore point">
+                  <a href={restoreLink(point.hostId, point.id)} aria-label={`Restore point ${point.id}`}>
+                    <ShortId id={point.id} />
                   </a>
                 </td>
-                <td>{hostName ?? "BES"}</td>
-                <td>{policyName}</td>
-                <td>{point.type}</td>
-                <td>{formatTime(point.completedAt)}</td>
+                <td data-label="Host">{hostName ?? "BES"}</td>
+                <td data-label="Policy">{policyName}</td>
+                <td data-label="Type">{point.type}</td>
+                <td data-label="Completed">{formatTime(point.completedAt)}</td>
               </tr>
             ))}
           </tbody>
@@ -484,6 +488,9 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
     }
   }
 }
+
+/** A mark in the cells that need a look, so colour is not the only thing telling them apart. */
+const HEATMAP_GLYPH: Record<string, string> = { warning: "!", mixed: "/", failed: "×" };
 
 function cellTone(d: { success: number; warning: number; failed: number }): string {
   if (d.failed && !d.success && !d.warning) return "failed";
@@ -521,21 +528,37 @@ function Heatmap(
                   role="img"
                   aria-label={`${row.policyName}: daily backup outcomes`}
                 >
-                  {row.days.map((d, i) => (
-                    <rect
-                      key={d.day}
-                      x={i * (size + gap)}
-                      y={0}
-                      width={size}
-                      height={size}
-                      rx={2}
-                      class={`hm-${cellTone(d)}`}
-                    >
-                      <title>
-                        {`${d.day}: ${d.success} success, ${d.warning} warning, ${d.failed} failed`}
-                      </title>
-                    </rect>
-                  ))}
+                  {row.days.map((d, i) => {
+                    const tone = cellTone(d);
+                    return (
+                      <g key={d.day}>
+                        <rect
+                          x={i * (size + gap)}
+                          y={0}
+                          width={size}
+                          height={size}
+                          rx={2}
+                          class={`hm-${tone}`}
+                        >
+                          <title>
+                            {`${d.day}: ${d.success} success, ${d.warning} warning, ${d.failed} failed`}
+                          </title>
+                        </rect>
+                        {HEATMAP_GLYPH[tone] && (
+                          <text
+                            x={i * (size + gap) + size / 2}
+                            y={size / 2}
+                            class="hm-glyph"
+                            text-anchor="middle"
+                            dominant-baseline="central"
+                            aria-hidden="true"
+                          >
+                            {HEATMAP_GLYPH[tone]}
+                          </text>
+                        )}
+                      </g>
+                    );
+                  })}
                 </svg>
               </td>
             </tr>
@@ -543,10 +566,10 @@ function Heatmap(
         </tbody>
       </table>
       <p class="heatmap-legend">
-        <span class="hm-key hm-success"></span> all succeeded <span class="hm-key hm-warning"></span> warnings
-        {" "}
-        <span class="hm-key hm-mixed"></span> some failed <span class="hm-key hm-failed"></span> all failed
-        {" "}
+        <span class="hm-key hm-success"></span> all succeeded{" "}
+        <span class="hm-key hm-warning">{HEATMAP_GLYPH.warning}</span> warnings{" "}
+        <span class="hm-key hm-mixed">{HEATMAP_GLYPH.mixed}</span> some failed{" "}
+        <span class="hm-key hm-failed">{HEATMAP_GLYPH.failed}</span> all failed{" "}
         <span class="hm-key hm-none"></span> no backups · {props.dayLabels[0]} → {props.dayLabels.at(-1)}{" "}
         (UTC)
       </p>

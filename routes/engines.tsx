@@ -111,7 +111,7 @@ engineRoutes.get("/", requires("backup.view"), async (c) => {
           )
           : (
             <div class="table-wrap">
-              <table class="table">
+              <table class="table table--cards">
                 <thead>
                   <tr>
                     <SortHeader label="Name" field="name" sort={filter.sort} query={keep} />
@@ -133,21 +133,23 @@ engineRoutes.get("/", requires("backup.view"), async (c) => {
                 <tbody>
                   {values.map((e) => (
                     <tr key={e.id}>
-                      <td>
+                      <td data-label="Name">
                         <a href={`/backup/engines/${e.id}`}>{e.name}</a>
                       </td>
-                      <td>{e.hostname}</td>
-                      <td>
+                      <td data-label="Hostname">{e.hostname}</td>
+                      <td data-label="IP address">
                         <code>{e.ipAddress}</code>
                       </td>
-                      <td>
+                      <td class="cell-status" data-label="Status">
                         <EngineStatusBadge status={e.status} />
                       </td>
-                      <td>{e.version}</td>
-                      <td>{e.orgId ? orgName.get(e.orgId) ?? "—" : <span class="muted">Account</span>}</td>
-                      <td>{e.storageTargetIds.length}</td>
-                      <td class="nowrap">{formatBytes(e.managedBytes)}</td>
-                      <td class="nowrap" title={e.lastHeartbeatAt ?? ""}>
+                      <td data-label="Version">{e.version}</td>
+                      <td data-label="Organization">
+                        {e.orgId ? orgName.get(e.orgId) ?? "—" : <span class="muted">Account</span>}
+                      </td>
+                      <td data-label="Targets">{e.storageTargetIds.length}</td>
+                      <td data-label="Managed" class="nowrap">{formatBytes(e.managedBytes)}</td>
+                      <td data-label="Last heartbeat" class="nowrap" title={e.lastHeartbeatAt ?? ""}>
                         {formatAge(e.lastHeartbeatAt, now)}
                       </td>
                     </tr>

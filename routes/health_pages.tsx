@@ -33,7 +33,7 @@ function Diagram(props: { nodes: DiagramNode[]; links: Array<[string, string, st
     <svg
       viewBox="0 0 900 420"
       class="diagram"
-      role="img"
+      role="group"
       aria-label="Architecture of the control plane and its backups"
     >
       <defs>
@@ -237,7 +237,7 @@ function InvariantCheckPanel(props: { check: InvariantCheckRecord | null }) {
                   : <Badge tone="ok">{check.complete ? "none" : "none in the areas checked"}</Badge>}
               </dd>
             </dl>
-            <table class="table table--compact">
+            <table class="table table--compact table--cards">
               <thead>
                 <tr>
                   <th>Area</th>
@@ -249,12 +249,12 @@ function InvariantCheckPanel(props: { check: InvariantCheckRecord | null }) {
               <tbody>
                 {check.sections.map((s) => (
                   <tr key={s.name} data-testid={`invariant-section-${s.name}`}>
-                    <td>{s.label}</td>
-                    <td>
+                    <td data-label="Area">{s.label}</td>
+                    <td class="cell-status" data-label="Status">
                       <Badge tone={SECTION_STATUS[s.status][0]}>{SECTION_STATUS[s.status][1]}</Badge>
                     </td>
-                    <td>{s.entriesChecked}</td>
-                    <td>{s.violations}</td>
+                    <td data-label="Entries checked">{s.entriesChecked}</td>
+                    <td data-label="Violations">{s.violations}</td>
                   </tr>
                 ))}
               </tbody>
@@ -267,7 +267,7 @@ function InvariantCheckPanel(props: { check: InvariantCheckRecord | null }) {
                     The first {check.violations.length} of {check.violationCount}; the log has every one.
                   </p>
                 )}
-                <table class="table table--compact">
+                <table class="table table--compact table--cards">
                   <thead>
                     <tr>
                       <th>Area</th>
@@ -278,9 +278,11 @@ function InvariantCheckPanel(props: { check: InvariantCheckRecord | null }) {
                   <tbody>
                     {check.violations.map((v, i) => (
                       <tr key={i} data-testid="invariant-violation">
-                        <td>{check.sections.find((s) => s.name === v.section)?.label ?? v.section}</td>
-                        <td>{v.accountName ?? "—"}</td>
-                        <td>{v.message}</td>
+                        <td data-label="Area">
+                          {check.sections.find((s) => s.name === v.section)?.label ?? v.section}
+                        </td>
+                        <td data-label="Alerted account">{v.accountName ?? "—"}</td>
+                        <td data-label="Violation">{v.message}</td>
                       </tr>
                     ))}
                   </tbody>

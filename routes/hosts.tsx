@@ -91,7 +91,7 @@ hostRoutes.get("/", requires("backup.view"), async (c) => {
           )
           : (
             <div class="table-wrap">
-              <table class="table">
+              <table class="table table--cards">
                 <thead>
                   <tr>
                     <SortHeader label="Hostname" field="hostname" sort={filter.sort} query={keep} />
@@ -111,19 +111,19 @@ hostRoutes.get("/", requires("backup.view"), async (c) => {
                 <tbody>
                   {values.map((h) => (
                     <tr key={h.id}>
-                      <td>
+                      <td data-label="Hostname">
                         <a href={`/backup/hosts/${h.id}`}>{h.hostname}</a>
                       </td>
-                      <td>
+                      <td data-label="IP address">
                         <code>{h.ipAddress}</code>
                       </td>
-                      <td>{h.os}</td>
-                      <td>
+                      <td data-label="OS">{h.os}</td>
+                      <td class="cell-status" data-label="Status">
                         <HostStatusBadge status={h.status} />
                       </td>
-                      <td>{orgName.get(h.orgId) ?? "—"}</td>
-                      <td>{h.relay ? "yes" : "—"}</td>
-                      <td class="nowrap">{formatAge(h.lastHeartbeatAt, now)}</td>
+                      <td data-label="Organization">{orgName.get(h.orgId) ?? "—"}</td>
+                      <td data-label="Relay">{h.relay ? "yes" : "—"}</td>
+                      <td data-label="Last heartbeat" class="nowrap">{formatAge(h.lastHeartbeatAt, now)}</td>
                     </tr>
                   ))}
                 </tbody>
@@ -197,7 +197,7 @@ async function hostPage(
           {objects.length === 0
             ? <p class="muted">None yet: assigning the host to a policy creates its protected object.</p>
             : (
-              <table class="table table--compact">
+              <table class="table table--cards table--compact">
                 <thead>
                   <tr>
                     <th>Object</th>
@@ -211,12 +211,12 @@ async function hostPage(
                 <tbody>
                   {objects.map((o) => (
                     <tr key={o.id}>
-                      <td>{o.name}</td>
-                      <td>{o.type}</td>
-                      <td>{o.protection}</td>
-                      <td>{o.rpoHours} h</td>
-                      <td>{formatTime(o.lastBackupAt)}</td>
-                      <td>{o.lastBackupStatus}</td>
+                      <td data-label="Object">{o.name}</td>
+                      <td data-label="Type">{o.type}</td>
+                      <td data-label="Protection">{o.protection}</td>
+                      <td data-label="RPO">{o.rpoHours} h</td>
+                      <td data-label="Last backup">{formatTime(o.lastBackupAt)}</td>
+                      <td class="cell-status" data-label="Status">{o.lastBackupStatus}</td>
                     </tr>
                   ))}
                 </tbody>

@@ -3,7 +3,7 @@
  * run and the guide's filters; a job's run history, newest first; the job-level retry (form, plus the
  * RetryJob island on the detail page for actors with backup.manage).
  */
-import { HookOutputRow, RUN_TONE, runDuration, RunError } from "../components/runs.tsx";
+import { HookOutputRow, RUN_TONE, runDuration, RunStatus } from "../components/runs.tsx";
 import { PausedBadge, pausedText } from "../components/words.tsx";
 import { Hono } from "hono";
 import type { ComponentChildren } from "preact";
@@ -16,6 +16,7 @@ import {
   formatTime,
   PageHeader,
   Pager,
+  ShortId,
   SortHeader,
 } from "../components/ui.tsx";
 import { describeCron } from "../domain/cron_rules.ts";
@@ -248,7 +249,7 @@ jobRoutes.get("/", requires("backup.view"), async (c) => {
           : (
             <>
               <div class="table-wrap">
-                <table class="table" data-testid="jobs-table">
+                <table class="table table--cards" data-testid="jobs-table" data-run-table>
                   <thead>
                     <tr>
                       <SortHeader label="Job" field="name" sort={filter.sort} query={keep} />
@@ -266,15 +267,17 @@ jobRoutes.get("/", requires("backup.view"), async (c) => {
                       const next = nextScheduledRun(j, now);
                       return (
                         <tr key={j.id} data-testid="job-row">
-                          <td>
+                          <td data-label="Job">
                             <a href={`/backup/jobs/${j.id}`}>{j.name}</a>
                           </td>
-                          <td>
+                          <td data-label="Source">
                             {j.sourceName}{" "}
                             <span class="muted">{j.source.kind === "bes" ? "BES" : "platform"}</span>
                           </td>
-                          <td>{j.orgId ? orgName.get(j.orgId) ?? j.orgId : "Account-scoped"}</td>
-                          <td title={scheduleSummary(j)}>
+                          <td data-label="Organization">
+                            {j.orgId ? orgName.get(j.orgId) ?? j.orgId : "Account-scoped"}
+                          </td>
+                          <td title={scheduleSummary(j)} data-label="Type">
                             {j.backupType}{" "}
                             <span class="hint">
                               {j.source.kind === "platform" ? "scheduled on the platform" : [
@@ -284,16 +287,17 @@ jobRoutes.get("/", requires("backup.view"), async (c) => {
                               ].filter(Boolean).join(" + ")}
                             </span>
                           </td>
-                          <td>
-                            <StatusBadge status={j.lastRun?.status ?? null} />
-                            {j.lastRun?.errorReason && (
-                              <>
-                                {" "}
-                                <code>{j.lastRun.errorReason}</code>
-                              </>
-                            )}
+                          <td class="cell-status" data-label="Last status">
+                            <div class="run-status">
+                              <StatusBadge status={j.lastRun?.status ?? null} />
+                              {j.lastRun?.errorReason && (
+                                <span class="run-error" data-testid="run-error">
+                                  <code>{j.lastRun.errorReason}</code>
+                                </span>
+                              )}
+                            </div>
                           </td>
-                          <td>
+                          <td data-label="Last run">
                             {j.lastRun
                               ? `${
                                 j.source.kind === "platform"
@@ -306,8 +310,8 @@ jobRoutes.get("/", requires("backup.view"), async (c) => {
                               }`
                               : "—"}
                           </td>
-                          <td class="nowrap">{j.lastRun ? formatTime(j.lastRun.at) : "—"}</td>
-                          <td class="nowrap">
+                          <td data-label="Last run time">{j.lastRun ? formatTime(j.lastRun.at) : "—"}</td>
+                          <td data-label="Next run">
                             {next
                               ? formatTime(next)
                               : j.source.kind === "platform"
@@ -531,70 +535,68 @@ function shortTime(iso: string | null | undefined) {
   return formatTime(iso);
 }
 
-/** The guide's run history columns, one row per run (plus its hook output when there is some). */
+/**
+ * The guide's run history columns, one row per run (plus its hook output when there is some). The error
+ * sits under the status so both stay in view; on a phone each run is a card, status first.
+ */
 function RunHistory(props: { runs: Run[]; hosts: Map<string, string> }) {
   return (
     <div class="table-wrap">
-      <table class="table table--compact" data-testid="run-history">
+      <table class="table table--compact table--cards" data-testid="run-history" data-run-table>
         <thead>
           <tr>
             <th>Status</th>
             <th>Host</th>
             <th>Kind</th>
-            <th>Started</th>
-            <th>Ended</th>
+            <th>Started / ended</th>
             <th>Duration</th>
             <th>Transferred</th>
             <th>Protected</th>
             <th>Restore point</th>
-            <th>Error</th>
             <th>Retryable</th>
           </tr>
         </thead>
         <tbody>
           {props.runs.flatMap((r) => [
             <tr key={r.id} data-testid="history-row" data-run-id={r.id}>
-              <td>
-                <StatusBadge
-                  status={r.status}
-                  waiting={r.status === "pending" && !r.jobId && !(r as Partial<PlatformRun>).platform}
+              <td class="cell-status" data-label="Status">
+                <RunStatus
+                  run={r}
+                  label={r.status === "pending" && !r.jobId && !(r as Partial<PlatformRun>).platform
+                    ? "waiting for agent"
+                    : undefined}
                 />
               </td>
-              <td>
+              <td data-label="Host">
                 {r.hostId
                   ? props.hosts.get(r.hostId) ?? r.hostId
                   : (r as Partial<PlatformRun>).platform
                   ? "platform"
                   : "BES"}
               </td>
-              <td>
+              <td data-label="Kind">
                 {kindLabel(r as PlatformRun)}
                 {r.trigger !== "schedule" ? ` (${r.trigger.replace("_", "-")})` : ""}
               </td>
-              <td class="nowrap">
+              <td data-label="Started / ended">
                 {(r as Partial<PlatformRun>).platform
                   ? (r.startedAt
-                    ? shortTime(r.startedAt)
+                    ? <span class="nowrap">{shortTime(r.startedAt)}</span>
                     : <span class="muted">scheduled {shortTime(r.scheduledFor)}</span>)
                   : (
-                    <a href={`/backup/runs/${r.id}`} title="Run details">
-                      {r.startedAt ? shortTime(r.startedAt) : `scheduled ${shortTime(r.scheduledFor)}`}
+                    <a href={`/backup/runs/${r.id}`} title="Run details" class="nowrap">
+                      {r.startedAt ? shortTime(r.startedAt) : <>scheduled {shortTime(r.scheduledFor)}</>}
                     </a>
                   )}
+                <span class="sub nowrap">{r.endedAt ? <>ended {shortTime(r.endedAt)}</> : "not ended"}</span>
               </td>
-              <td class="nowrap">{shortTime(r.endedAt)}</td>
-              <td class="nowrap">{runDuration(r)}</td>
-              <td class="nowrap">{formatBytes(r.bytesTransferred)}</td>
-              <td class="nowrap">{formatBytes(r.protectedBytes)}</td>
-              <td>
-                {r.restorePointId ? <code title={r.restorePointId}>…{r.restorePointId.slice(-8)}</code> : "—"}
-              </td>
-              <td>
-                <RunError run={r} />
-              </td>
-              <td>{r.retryable ? "yes" : "no"}</td>
+              <td data-label="Duration">{runDuration(r)}</td>
+              <td class="nowrap" data-label="Transferred">{formatBytes(r.bytesTransferred)}</td>
+              <td class="nowrap" data-label="Protected">{formatBytes(r.protectedBytes)}</td>
+              <td data-label="Restore point">{r.restorePointId ? <ShortId id={r.restorePointId} /> : "—"}</td>
+              <td data-label="Retryable">{r.retryable ? "yes" : "no"}</td>
             </tr>,
-            <HookOutputRow key={`${r.id}-hooks`} run={r} colSpan={11} />,
+            <HookOutputRow key={`${r.id}-hooks`} run={r} colSpan={9} />,
           ])}
         </tbody>
       </table>

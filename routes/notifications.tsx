@@ -208,7 +208,7 @@ function DeliveryLog(props: {
         )
         : (
           <div class="table-wrap">
-            <table class="table table--compact" data-testid="delivery-log">
+            <table class="table table--compact table--cards" data-testid="delivery-log" data-run-table>
               <thead>
                 <tr>
                   <th>Created</th>
@@ -225,9 +225,9 @@ function DeliveryLog(props: {
                   const last = d.attempts.at(-1);
                   return (
                     <tr key={d.id}>
-                      <td class="nowrap">{formatTime(d.createdAt)}</td>
-                      <td>{d.channelName}</td>
-                      <td>
+                      <td data-label="Created">{formatTime(d.createdAt)}</td>
+                      <td data-label="Channel">{d.channelName}</td>
+                      <td data-label="Event">
                         {d.payload.event}{" "}
                         <Badge
                           tone={SEVERITY_TONE[d.payload.severity as keyof typeof SEVERITY_TONE] ?? "muted"}
@@ -235,13 +235,18 @@ function DeliveryLog(props: {
                           {d.payload.severity}
                         </Badge>
                       </td>
-                      <td>
+                      <td data-label="Alert">
                         {d.payload.subject && <strong>{d.payload.subject.name}:</strong>} {d.payload.message}
                       </td>
-                      <td>
-                        <Badge tone={STATUS_TONE[d.status]}>{d.status}</Badge>
+                      <td class="cell-status" data-label="Status">
+                        <div class="run-status">
+                          <Badge tone={STATUS_TONE[d.status]}>{d.status}</Badge>
+                          {last && !last.ok && (
+                            <span class="run-error" data-testid="run-error">{attemptLine(last)}</span>
+                          )}
+                        </div>
                       </td>
-                      <td>
+                      <td data-label="Attempts">
                         {last
                           ? (
                             <details>
@@ -259,7 +264,9 @@ function DeliveryLog(props: {
                           )
                           : "none yet"}
                       </td>
-                      <td class="nowrap">{d.status === "pending" ? formatTime(d.nextAttemptAt) : "—"}</td>
+                      <td data-label="Next attempt">
+                        {d.status === "pending" ? formatTime(d.nextAttemptAt) : "—"}
+                      </td>
                     </tr>
                   );
                 })}
@@ -323,7 +330,7 @@ notificationRoutes.get("/", requires("backup.view"), async (c) => {
             )
             : (
               <div class="table-wrap">
-                <table class="table" data-testid="channels">
+                <table class="table table--cards" data-testid="channels">
                   <thead>
                     <tr>
                       <th>Name</th>
@@ -331,22 +338,22 @@ notificationRoutes.get("/", requires("backup.view"), async (c) => {
                       <th>Owner</th>
                       <th>Destination</th>
                       <th>Status</th>
-                      <th></th>
+                      <th>Test</th>
                     </tr>
                   </thead>
                   <tbody>
                     {channels.map((ch) => (
                       <tr key={ch.id}>
-                        <td>
+                        <td data-label="Name">
                           <a href={`${BASE}/channels/${ch.id}`}>{ch.name}</a>
                         </td>
-                        <td>{CHANNEL_TYPE_LABELS[ch.type]}</td>
-                        <td>{orgLabel(ch.orgId, names)}</td>
-                        <td>{destination(ch)}</td>
-                        <td>
+                        <td data-label="Type">{CHANNEL_TYPE_LABELS[ch.type]}</td>
+                        <td data-label="Owner">{orgLabel(ch.orgId, names)}</td>
+                        <td data-label="Destination">{destination(ch)}</td>
+                        <td class="cell-status" data-label="Status">
                           <EnabledBadge enabled={ch.enabled} />
                         </td>
-                        <td class="nowrap">
+                        <td class="nowrap" data-label="Test">
                           {can(actor, "backup.manage", channelScope(ch)) && (
                             <TestButton csrf={csrf} channel={ch} back="list" />
                           )}
@@ -370,7 +377,7 @@ notificationRoutes.get("/", requires("backup.view"), async (c) => {
             )
             : (
               <div class="table-wrap">
-                <table class="table" data-testid="rules">
+                <table class="table table--cards" data-testid="rules">
                   <thead>
                     <tr>
                       <th>Name</th>
@@ -384,22 +391,22 @@ notificationRoutes.get("/", requires("backup.view"), async (c) => {
                   <tbody>
                     {rules.map((r) => (
                       <tr key={r.id}>
-                        <td>
+                        <td data-label="Name">
                           <a href={`${BASE}/rules/${r.id}`}>{r.name}</a>
                         </td>
-                        <td>
+                        <td data-label="Minimum severity">
                           <Badge tone={SEVERITY_TONE[r.minSeverity]}>{r.minSeverity}</Badge>
                         </td>
-                        <td>
+                        <td data-label="Organizations">
                           {r.orgIds === "all" ? "All" : r.orgIds.map((o) => names.get(o) ?? "—").join(", ")}
                         </td>
-                        <td>{r.events.join(", ")}</td>
-                        <td>
+                        <td data-label="Events">{r.events.join(", ")}</td>
+                        <td data-label="Channels">
                           {r.channelIds.length
                             ? r.channelIds.map((id) => channelName.get(id) ?? "(not visible)").join(", ")
                             : "none"}
                         </td>
-                        <td>
+                        <td class="cell-status" data-label="Status">
                           <EnabledBadge enabled={r.enabled} />
                         </td>
                       </tr>

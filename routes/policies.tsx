@@ -38,6 +38,7 @@ import {
 import { can } from "../domain/rbac.ts";
 import { repositoryOf } from "../domain/repositories.ts";
 import { listTargets, type StorageTarget, TargetFilter } from "../domain/storage.ts";
+import BesTargetFields from "../islands/BesTargetFields.tsx";
 import CronField from "../islands/CronField.tsx";
 import { previewPolicyRetention } from "../domain/runs.ts";
 import { requires } from "./access.ts";
@@ -211,37 +212,37 @@ function PolicyForm(props: {
         <Field name="name" label="Name" value={v("name")} errors={e} required />
         {props.existing
           ? (
-            <p class="readonly">
-              BES: {props.engines.find((x) => x.id === props.existing!.besId)?.name ?? props.existing.besId}
-              {" "}
-              (cannot change)
-            </p>
+            <>
+              <p class="readonly">
+                BES: {props.engines.find((x) => x.id === props.existing!.besId)?.name ?? props.existing.besId}
+                {" "}
+                (cannot change)
+              </p>
+              <Select
+                name="targetId"
+                label="Storage target (one of this BES's)"
+                value={v("targetId")}
+                errors={e}
+                options={[
+                  { value: "", label: "Choose a storage target…" },
+                  ...props.targets.map((t) => ({ value: t.id, label: t.name })),
+                ]}
+              />
+            </>
           )
           : (
-            <Select
-              name="besId"
-              label="BES"
-              value={v("besId")}
-              errors={e}
-              options={[
-                { value: "", label: "Choose an engine…" },
-                ...props.engines.map((x) => ({ value: x.id, label: x.name })),
-              ]}
+            <Island
+              name="BesTargetFields"
+              component={BesTargetFields}
+              props={{
+                engines: props.engines.map((x) => ({ id: x.id, name: x.name })),
+                targets: props.targets.map((t) => ({ id: t.id, name: t.name, besId: t.besId })),
+                besId: v("besId"),
+                targetId: v("targetId"),
+                errors: { besId: e?.besId, targetId: e?.targetId },
+              }}
             />
           )}
-        <Select
-          name="targetId"
-          label="Storage target (must be on the selected BES)"
-          value={v("targetId")}
-          errors={e}
-          options={[
-            { value: "", label: "Choose a storage target…" },
-            ...props.targets.map((t) => ({
-              value: t.id,
-              label: `${t.name} — on ${props.engines.find((x) => x.id === t.besId)?.name ?? "?"}`,
-            })),
-          ]}
-        />
         <Select
           name="backupType"
           label="Backup type"
@@ -472,7 +473,7 @@ policyRoutes.get("/", requires("backup.view"), async (c) => {
           )
           : (
             <div class="table-wrap">
-              <table class="table">
+              <table class="table table--cards">
                 <thead>
                   <tr>
                     <th>Name</th>
@@ -488,18 +489,24 @@ policyRoutes.get("/", requires("backup.view"), async (c) => {
                 <tbody>
                   {rows.slice(query.offset, query.offset + query.limit).map((p) => (
                     <tr key={p.id}>
-                      <td>
+                      <td data-label="Name">
                         <a href={`/backup/policies/${p.id}`}>{p.name}</a>
                       </td>
-                      <td>{p.backupType}</td>
-                      <td>
+                      <td data-label="Type">{p.backupType}</td>
+                      <td class="cell-status" data-label="State">
                         <PolicyState policy={p} />
                       </td>
-                      <td>{engineName.get(p.besId) ?? "—"} → {targetName.get(p.targetId) ?? "—"}</td>
-                      <td>{describeCron(p.fullSchedule)}</td>
-                      <td>{p.incrementalSchedule ? describeCron(p.incrementalSchedule) : "—"}</td>
-                      <td>{p.rpoHours} h</td>
-                      <td>{p.retentionDaily}/{p.retentionWeekly}/{p.retentionMonthly}</td>
+                      <td data-label="BES → target">
+                        {engineName.get(p.besId) ?? "—"} → {targetName.get(p.targetId) ?? "—"}
+                      </td>
+                      <td data-label="Full">{describeCron(p.fullSchedule)}</td>
+                      <td data-label="Incremental">
+                        {p.incrementalSchedule ? describeCron(p.incrementalSchedule) : "—"}
+                      </td>
+                      <td data-label="RPO">{p.rpoHours} h</td>
+                      <td data-label="Retention d/w/m">
+                        {p.retentionDaily}/{p.retentionWeekly}/{p.retentionMonthly}
+                      </td>
                     </tr>
                   ))}
                 </tbody>

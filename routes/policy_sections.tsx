@@ -2,10 +2,10 @@
  * The parts of a policy page below its settings: assigned hosts, app hooks (the 7th section of the
  * policy form), replication rules with the 3-2-1 badge — and the POST routes that change them.
  */
-import { HookOutputRow, RUN_TONE, runDuration, RunError } from "../components/runs.tsx";
+import { HookOutputRow, runDuration, RunStatus } from "../components/runs.tsx";
 import { type Context, Hono } from "hono";
 import { RetentionCountsQuery } from "../domain/retention.ts";
-import { Badge, Csrf, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
+import { Badge, Csrf, formatBytes, formatTime, PageHeader, ShortId } from "../components/ui.tsx";
 import { getManyValues } from "../domain/kv.ts";
 import { listRunsByPolicy, pointsByObject, previewPolicyRetention, type Run } from "../domain/runs.ts";
 import { retrySingleRun } from "../domain/run_retry.ts";
@@ -88,58 +88,61 @@ export async function HostsSection(props: { kv: Kv; actor: Actor; policy: Policy
       {rows.length === 0
         ? <p class="muted">No host is assigned: this policy backs up nothing yet.</p>
         : (
-          <table class="table table--compact">
-            <thead>
-              <tr>
-                <th>Host</th>
-                <th>State</th>
-                <th>Since</th>
-                {manage && <th></th>}
-              </tr>
-            </thead>
-            <tbody>
-              {rows.map(({ assignment, host }) => (
-                <tr key={assignment.id} data-testid="assignment-row">
-                  <td>
-                    <a href={`/backup/hosts/${host.id}`}>{host.hostname}</a>
-                    {host.status === "decommissioned" && (
-                      <>
-                        {" "}
-                        <span class="muted">(decommissioned)</span>
-                      </>
-                    )}
-                  </td>
-                  <td>{assignment.state}</td>
-                  <td>{formatTime(assignment.updatedAt)}</td>
-                  {manage && (
-                    <td class="actions-cell">
-                      <form
-                        method="post"
-                        action={`/backup/assignments/${assignment.id}/state`}
-                        class="inline-form"
-                      >
-                        <Csrf token={csrf} />
-                        <select name="state" aria-label={`State of ${host.hostname}`}>
-                          {ASSIGNMENT_STATES.map((s) => (
-                            <option key={s} value={s} selected={s === assignment.state}>{s}</option>
-                          ))}
-                        </select>
-                        <button type="submit" class="btn btn--small">Set</button>
-                      </form>
-                      <form
-                        method="post"
-                        action={`/backup/assignments/${assignment.id}/remove`}
-                        class="inline-form"
-                      >
-                        <Csrf token={csrf} />
-                        <button type="submit" class="btn btn--small btn--danger">Remove</button>
-                      </form>
-                    </td>
-                  )}
+          <div class="table-wrap">
+            <table class="table table--compact table--cards">
+              <thead>
+                <tr>
+                  <th>Host</th>
+                  <th>State</th>
+                  <th>Since</th>
+                  {manage && <th>Change</th>}
                 </tr>
-              ))}
-            </tbody>
-          </table>
+              </thead>
+              <tbody>
+                {rows.map(({ assignment, host }) => (
+                  <tr key={assignment.id} data-testid="assignment-row">
+                    <td data-label="Host">
+                      <a href={`/backup/hosts/${host.id}`}>{host.hostname}</a>
+                      {host.status === "decommissioned" && (
+                        <>
+                          {" "}
+                          <span class="muted">(decommissioned)</span>
+                        </>
+                      )}
+                    </td>
+                    <td data-label="State">{assignment.state}</td>
+                    <td data-label="Since">{formatTime(assignment.updatedAt)}</td>
+                    {manage && (
+                      <td data-label="Change">
+                        <div class="actions-cell">
+                          <form
+                            method="post"
+                            action={`/backup/assignments/${assignment.id}/state`}
+                            class="inline-form"
+                          >
+                            <Csrf token={csrf} />
+                            <select name="state" aria-label={`State of ${host.hostname}`}>
+                              {ASSIGNMENT_STATES.map((s) => (
+                                <option key={s} value={s} selected={s === assignment.state}>{s}</option>
+                              ))}
+                            </select>
+                            <button type="submit" class="btn btn--small">Set</button>
+                          </form>
+                          <a
+                            class="btn btn--small btn--danger"
+                            href={`/backup/assignments/${assignment.id}/remove`}
+                            aria-label={`Remove ${host.hostname} from this policy…`}
+                          >
+                            Remove…
+                          </a>
+                        </div>
+                      </td>
+                    )}
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
         )}
       {manage && (
         <form method="post" action={`/backup/policies/${policy.id}/assignments`} class="filters">
@@ -289,7 +292,7 @@ export async function HooksSection(
                   <th>Timeout</th>
                   <th>Order</th>
                   <th>Fail on error</th>
-                  {manage && <th></th>}
+                  {manage && <th>Action</th>}
                 </tr>
               </thead>
               <tbody>
@@ -382,7 +385,7 @@ export async function ReplicasSection(
               <th>Offsite</th>
               <th>Points</th>
               <th>Last copy / failure</th>
-              {manage && <th></th>}
+              {manage && <th>Action</th>}
             </tr>
           </thead>
           <tbody>
@@ -503,6 +506,43 @@ policySectionRoutes.post("/assignments/:assignmentId/state", requires("backup.ma
     c,
     `/backup/policies/${assignment.policyId}#hosts`,
     `Assignment set to ${parsed.data.state}.`,
+  );
+});
+
+/** Removing a host from a policy asks first: what stops, what is kept, and the pause alternative. */
+policySectionRoutes.get("/assignments/:assignmentId/remove", requires("backup.manage"), async (c) => {
+  const { kv } = c.get("deps");
+  const actor = c.get("actor")!;
+  const { assignment, host } = await requireAssignment(kv, actor, c.req.param("assignmentId"));
+  const policy = await requirePolicy(kv, actor, assignment.policyId);
+  const back = `/backup/policies/${policy.id}#hosts`;
+  const { render } = await import("./render.tsx");
+  return render(
+    c,
+    "Remove host from policy",
+    <>
+      <PageHeader title={`Remove ${host.hostname} from ${policy.name}?`} />
+      <section class="panel" data-testid="remove-assignment">
+        <p>
+          The scheduler stops backing up {host.hostname} under{" "}
+          {policy.name}. Its restore points are kept, browsable and restorable, until the policy's retention
+          expires them; assigning the host again later continues its protected object.
+        </p>
+        {assignment.state === "active" && (
+          <p class="hint">
+            To stop backups for a while instead, set the assignment to <strong>paused</strong>{" "}
+            on the policy page.
+          </p>
+        )}
+        <form method="post" action={`/backup/assignments/${assignment.id}/remove`} class="form">
+          <Csrf token={c.get("csrfToken")} />
+          <div class="form-actions">
+            <button type="submit" class="btn btn--danger">Remove {host.hostname}</button>
+            <a class="btn btn--ghost" href={back}>Cancel</a>
+          </div>
+        </form>
+      </section>
+    </>,
   );
 });
 
@@ -672,7 +712,10 @@ policySectionRoutes.post("/replicas/:replicaId/delete", requires("backup.manage"
   return redirectWithNotice(c, `/backup/policies/${rule.policyId}#replicas`, "Replica rule removed.");
 });
 
-/** The policy's recent runs (the guide's columns), with Retry on the runs that may be retried. */
+/**
+ * The policy's recent runs, with Retry on the runs that may be retried. The error, and whether the run is
+ * retryable, sit under the status so they stay in view.
+ */
 export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
   const { kv, actor, policy, csrf } = props;
   const runs = await listRunsByPolicy(kv, policy.id, 30);
@@ -694,7 +737,7 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
         ? <p class="muted">No runs yet: the scheduler dispatches at the next scheduled time.</p>
         : (
           <div class="table-wrap">
-            <table class="table table--compact">
+            <table class="table table--compact table--cards" data-run-table>
               <thead>
                 <tr>
                   <th>Scheduled</th>
@@ -702,37 +745,41 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
                   <th>Kind</th>
                   <th>Status</th>
                   <th>Duration</th>
-                  <th>Transferred</th>
-                  <th>Protected</th>
+                  <th>Transferred / protected</th>
                   <th>Restore point</th>
-                  <th>Error</th>
-                  <th>Retryable</th>
-                  {manage && <th></th>}
+                  {manage && <th>Action</th>}
                 </tr>
               </thead>
               <tbody>
                 {runs.flatMap((r) => [
                   <tr key={r.id} data-testid="run-row">
-                    <td class="nowrap">
-                      <a href={`/backup/runs/${r.id}`} title="Run details">{formatTime(r.scheduledFor)}</a>
+                    <td data-label="Scheduled">
+                      <a href={`/backup/runs/${r.id}`} title="Run details" class="nowrap">
+                        {formatTime(r.scheduledFor)}
+                      </a>
                     </td>
-                    <td>{r.hostId ? hosts.get(r.hostId) ?? "—" : "BES"}</td>
-                    <td>{r.kind}{r.trigger !== "schedule" ? ` (${r.trigger.replace("_", "-")})` : ""}</td>
-                    <td>
-                      <Badge tone={RUN_TONE[r.status] ?? "muted"}>
-                        {r.status === "pending" && !r.jobId ? "waiting for agent" : r.status}
-                      </Badge>
+                    <td data-label="Host">{r.hostId ? hosts.get(r.hostId) ?? "—" : "BES"}</td>
+                    <td data-label="Kind">
+                      {r.kind}
+                      {r.trigger !== "schedule" ? ` (${r.trigger.replace("_", "-")})` : ""}
                     </td>
-                    <td class="nowrap">{runDuration(r)}</td>
-                    <td class="nowrap">{formatBytes(r.bytesTransferred)}</td>
-                    <td class="nowrap">{formatBytes(r.protectedBytes)}</td>
-                    <td>{r.restorePointId ? <code>{r.restorePointId.slice(-8)}</code> : "—"}</td>
-                    <td>
-                      <RunError run={r} />
+                    <td class="cell-status" data-label="Status">
+                      <RunStatus
+                        run={r}
+                        label={r.status === "pending" && !r.jobId ? "waiting for agent" : undefined}
+                      />
+                      {r.retryable && <span class="sub">retryable</span>}
                     </td>
-                    <td>{r.retryable ? "yes" : "no"}</td>
+                    <td class="nowrap" data-label="Duration">{runDuration(r)}</td>
+                    <td class="nowrap" data-label="Transferred / protected">
+                      {formatBytes(r.bytesTransferred)}
+                      <span class="sub">{formatBytes(r.protectedBytes)} protected</span>
+                    </td>
+                    <td data-label="Restore point">
+                      {r.restorePointId ? <ShortId id={r.restorePointId} /> : "—"}
+                    </td>
                     {manage && (
-                      <td>
+                      <td data-label="Action">
                         {latest.has(r.id) && r.retryable &&
                           (r.status === "failed" || r.status === "warning") && (
                           <form method="post" action={`/backup/runs/${r.id}/retry`} class="inline-form">
@@ -743,7 +790,7 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
                       </td>
                     )}
                   </tr>,
-                  <HookOutputRow key={`${r.id}-hooks`} run={r} colSpan={manage ? 11 : 10} />,
+                  <HookOutputRow key={`${r.id}-hooks`} run={r} colSpan={manage ? 8 : 7} />,
                 ])}
               </tbody>
             </table>
@@ -844,7 +891,7 @@ export async function RetentionSection(
               </summary>
               {preview?.warning && <p class="field-error">{preview.warning}</p>}
               <div class="table-wrap">
-                <table class="table table--compact">
+                <table class="table table--compact table--cards">
                   <thead>
                     <tr>
                       <th>Completed</th>
@@ -858,18 +905,18 @@ export async function RetentionSection(
                   <tbody>
                     {shown.map((pt) => (
                       <tr key={pt.id} data-testid="retention-point">
-                        <td class="nowrap">{formatTime(pt.completedAt)}</td>
-                        <td>{pt.type}</td>
-                        <td class="nowrap">{formatBytes(pt.sizeBytes)}</td>
-                        <td>{pt.status}</td>
-                        <td>
+                        <td data-label="Completed">{formatTime(pt.completedAt)}</td>
+                        <td data-label="Type">{pt.type}</td>
+                        <td class="nowrap" data-label="Size">{formatBytes(pt.sizeBytes)}</td>
+                        <td data-label="Status">{pt.status}</td>
+                        <td class="cell-status" data-label="Retention">
                           {pt.status === "expired"
                             ? <Badge tone="muted">already expired</Badge>
                             : expire.has(pt.id)
                             ? <Badge tone="bad">expire</Badge>
                             : <Badge tone="ok">keep</Badge>}
                         </td>
-                        <td>{(preview?.reasons[pt.id] ?? []).join(", ") || "—"}</td>
+                        <td data-label="Why kept">{(preview?.reasons[pt.id] ?? []).join(", ") || "—"}</td>
                       </tr>
                     ))}
                   </tbody>

@@ -142,7 +142,7 @@ protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
         )
         : (
           <div class="table-wrap">
-            <table class="table" id="protected-objects">
+            <table class="table table--cards" id="protected-objects">
               <thead>
                 <tr>
                   <th>Object</th>
@@ -160,7 +160,7 @@ protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
                   const breached = isRpoBreached(o, now);
                   return (
                     <tr key={o.id} data-id={o.id}>
-                      <td>
+                      <td data-label="Object">
                         {o.source.kind === "bes"
                           ? <a href={`/backup/hosts/${o.hostId}`}>{o.name}</a>
                           : (
@@ -169,9 +169,9 @@ protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
                             </span>
                           )}
                       </td>
-                      <td>{o.type}</td>
-                      <td>{orgName.get(o.orgId) ?? o.orgId}</td>
-                      <td>
+                      <td data-label="Type">{o.type}</td>
+                      <td data-label="Organization">{orgName.get(o.orgId) ?? o.orgId}</td>
+                      <td data-label="Source">
                         {o.source.kind === "bes"
                           ? `BES ${engineName.get(o.source.besId) ?? o.source.besId}`
                           : (
@@ -180,18 +180,18 @@ protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
                             </a>
                           )}
                       </td>
-                      <td>{formatTime(o.lastBackupAt)}</td>
-                      <td>
+                      <td data-label="Last backup">{formatTime(o.lastBackupAt)}</td>
+                      <td class="cell-status" data-label="Status">
                         <Badge tone={STATUS_TONE[o.lastBackupStatus]}>{o.lastBackupStatus}</Badge>
                       </td>
-                      <td>
+                      <td data-label="RPO">
                         {o.rpoHours} h {breached
                           ? <Badge tone="bad">breach {formatDuration(breachDurationMs(o, now))}</Badge>
                           : o.protection === "active"
                           ? <Badge tone="ok">within</Badge>
                           : null}
                       </td>
-                      <td>{o.protection}</td>
+                      <td data-label="Protection">{o.protection}</td>
                     </tr>
                   );
                 })}

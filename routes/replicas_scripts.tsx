@@ -283,7 +283,7 @@ async function scriptsPage(
                     <th>Organization</th>
                     <th>Lines</th>
                     <th>Updated</th>
-                    <th></th>
+                    <th>Action</th>
                   </tr>
                 </thead>
                 <tbody>

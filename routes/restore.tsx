@@ -21,6 +21,7 @@ import {
   formatBytes,
   formatTime,
   PageHeader,
+  ShortId,
   type Tone,
 } from "../components/ui.tsx";
 import { dateTimeText } from "../components/time.tsx";
@@ -192,7 +193,7 @@ function ChainTable(props: { chain: RestorePointView[]; current: string }) {
   const total = props.chain.reduce((sum, p) => sum + p.sizeBytes, 0);
   return (
     <div class="table-wrap">
-      <table class="table table--compact chain" data-testid="chain">
+      <table class="table table--compact table--cards chain" data-testid="chain">
         <thead>
           <tr>
             <th>#</th>
@@ -212,8 +213,8 @@ function ChainTable(props: { chain: RestorePointView[]; current: string }) {
               aria-current={p.id === props.current ? "true" : undefined}
               data-point={p.id}
             >
-              <td>{i + 1}</td>
-              <td>
+              <td data-label="#">{i + 1}</td>
+              <td data-label="Type">
                 {p.id === props.current
                   ? (
                     <>
@@ -222,13 +223,13 @@ function ChainTable(props: { chain: RestorePointView[]; current: string }) {
                   )
                   : <a href={`/backup/restore/points/${p.id}`}>{TYPE_LABEL[p.type] ?? p.type}</a>}
               </td>
-              <td class="nowrap">{formatTime(p.completedAt)}</td>
-              <td class="nowrap">{formatBytes(p.sizeBytes)}</td>
-              <td>{p.fileCount.toLocaleString("en")}</td>
-              <td>
+              <td data-label="Completed">{formatTime(p.completedAt)}</td>
+              <td class="nowrap" data-label="Size">{formatBytes(p.sizeBytes)}</td>
+              <td data-label="Files">{p.fileCount.toLocaleString("en")}</td>
+              <td class="cell-status" data-label="Status">
                 <PointStatus point={p} />
               </td>
-              <td>
+              <td data-label="Verification">
                 <Verification point={p} />
               </td>
             </tr>
@@ -400,7 +401,7 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
         )
         : (
           <div class="table-wrap">
-            <table class="table" data-testid="restore-points">
+            <table class="table table--cards" data-testid="restore-points">
               <thead>
                 <tr>
                   <th>Completed</th>
@@ -422,26 +423,26 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
                     class={p.id === selected?.id ? "selected" : undefined}
                     aria-current={p.id === selected?.id ? "true" : undefined}
                   >
-                    <td class="nowrap">
+                    <td data-label="Completed">
                       <a href={`/backup/restore/points/${p.id}`}>{formatTime(p.completedAt)}</a>
                     </td>
-                    <td>{p.hostName ?? "BES"}</td>
-                    <td>{p.policyName}</td>
-                    <td>{p.besName}</td>
-                    <td>{TYPE_LABEL[p.type] ?? p.type}</td>
-                    <td>
+                    <td data-label="Host">{p.hostName ?? "BES"}</td>
+                    <td data-label="Policy">{p.policyName}</td>
+                    <td data-label="BES">{p.besName}</td>
+                    <td data-label="Type">{TYPE_LABEL[p.type] ?? p.type}</td>
+                    <td data-label="Chain">
                       <a
                         href={"?" + new URLSearchParams({ ...keep, chainId: p.chainId })}
-                        title="Show this chain"
+                        aria-label={`Show chain ${p.chainId}`}
                       >
-                        <code>…{p.chainId.slice(-8)}</code>
+                        <ShortId id={p.chainId} />
                       </a>
                     </td>
-                    <td class="nowrap">{formatBytes(p.sizeBytes)}</td>
-                    <td>
+                    <td class="nowrap" data-label="Size">{formatBytes(p.sizeBytes)}</td>
+                    <td class="cell-status" data-label="Status">
                       <PointStatus point={p} />
                     </td>
-                    <td>
+                    <td data-label="Verification">
                       <Verification point={p} />
                     </td>
                   </tr>
@@ -468,7 +469,7 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
 function RestoreTable(props: { restores: RestoreRequest[] }) {
   return (
     <div class="table-wrap">
-      <table class="table table--compact" data-testid="recent-restores">
+      <table class="table table--compact table--cards" data-testid="recent-restores">
         <thead>
           <tr>
             <th>Requested</th>
@@ -480,16 +481,16 @@ function RestoreTable(props: { restores: RestoreRequest[] }) {
         <tbody>
           {props.restores.map((r) => (
             <tr key={r.id}>
-              <td class="nowrap">
+              <td data-label="Requested">
                 <a href={`/backup/restore/requests/${r.id}`}>{formatTime(r.createdAt)}</a>
               </td>
-              <td>
+              <td data-label="Kind">
                 {KIND_LABEL[r.kind]}
                 {r.kind === "file" ? ` (${r.pathCount} path${r.pathCount === 1 ? "" : "s"})` : ""}
                 {r.mode ? ` (${r.mode.toUpperCase()})` : ""}
               </td>
-              <td class="wrap">{r.targetPath ? <code>{r.targetPath}</code> : "—"}</td>
-              <td>
+              <td class="wrap" data-label="Target">{r.targetPath ? <code>{r.targetPath}</code> : "—"}</td>
+              <td class="cell-status" data-label="Status">
                 <Badge tone={REQUEST_TONE[r.status]}>{r.status}</Badge>
               </td>
             </tr>
@@ -514,6 +515,8 @@ interface FormState {
     path?: string;
     query?: string;
     paths?: string[];
+    /** The file restore's "Restore to" choice. */
+    location?: "original" | "other";
     targetHostId?: string;
     targetPath?: string;
     overwrite?: boolean;
@@ -728,27 +731,59 @@ async function pointPage(
             component={SelectedPaths}
             props={{ initial: files.paths ?? [], error: errorsOf("files").paths }}
           />
-          <HostSelect
-            form="files"
-            name="targetHostId"
-            label="Target host"
-            hosts={hostOptions}
-            value={files.targetHostId ?? (originalIsDefault ? point.hostId! : "")}
-            blank={originalIsDefault ? undefined : "Choose a host…"}
-            error={errorsOf("files").targetHostId}
-            hint={originalIsDefault
-              ? "Defaults to the original host; any host of your organizations can receive the files."
-              : "The original host is decommissioned: choose the host to receive the files."}
-          />
-          <TextField
-            form="files"
-            name="targetPath"
-            label="Target path"
-            value={files.targetPath ?? ""}
-            error={errorsOf("files").targetPath}
-            hint="An absolute folder on the target host; the files keep their paths below it."
-            required
-          />
+          <fieldset class="field restore-location" data-testid="restore-location">
+            <legend>Restore to</legend>
+            <label class="choice">
+              <input
+                type="radio"
+                name="location"
+                value="original"
+                id="f-location-original"
+                checked={originalIsDefault && (files.location ?? "original") === "original"}
+                disabled={!originalIsDefault}
+              />{" "}
+              Original location: each file back to its own path on {original?.hostname ?? "its host"}
+            </label>
+            {!originalIsDefault && (
+              <p class="hint">
+                {point.hostId
+                  ? "Not offered: the original host is decommissioned."
+                  : "Not offered: this point was taken on the BES, not on a host."}
+              </p>
+            )}
+            <label class="choice">
+              <input
+                type="radio"
+                name="location"
+                value="other"
+                id="f-location-other"
+                checked={!originalIsDefault || files.location === "other"}
+              />{" "}
+              Another host or folder
+            </label>
+          </fieldset>
+          <div class="other-location">
+            <HostSelect
+              form="files"
+              name="targetHostId"
+              label="Target host"
+              hosts={hostOptions}
+              value={files.targetHostId ?? (originalIsDefault ? point.hostId! : "")}
+              blank={originalIsDefault ? undefined : "Choose a host…"}
+              error={errorsOf("files").targetHostId}
+              hint={originalIsDefault
+                ? "Defaults to the original host; any host of your organizations can receive the files."
+                : "The original host is decommissioned: choose the host to receive the files."}
+            />
+            <TextField
+              form="files"
+              name="targetPath"
+              label="Target path"
+              value={files.targetPath ?? ""}
+              error={errorsOf("files").targetPath}
+              hint="An absolute folder on the target host; the files keep their paths below it."
+            />
+          </div>
           <Overwrite checked={files.overwrite ?? false} error={errorsOf("files").overwrite} />
           <div class="form-actions">
             <button type="submit" class="btn btn--primary" disabled={point.status !== "complete"}>
@@ -1046,17 +1081,28 @@ restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), 
   const paths = [
     ...new Set(list(form, "paths").flatMap((v) => v.split(/\r?\n/)).map((p) => p.trim()).filter(Boolean)),
   ];
+  // "Original location": the point's own host, every file at its own path (below "/"). A form without
+  // the choice (an older page, a script) names its target itself.
+  const location = str(form, "location") === "original" ? "original" as const : "other" as const;
   const values = {
     paths,
+    location,
     targetHostId: str(form, "targetHostId"),
     targetPath: str(form, "targetPath").trim(),
     overwrite: checked(form, "overwrite"),
   };
+  if (location === "original" && !point.hostId) {
+    return await pointPage(c, point, {
+      form: "files",
+      fields: { targetHostId: "This point has no original host: choose where the files go" },
+      values: { ...values, location: "other" },
+    }, 422);
+  }
   const parsed = FileRestoreInput.safeParse({
     restorePointId: point.id,
     paths,
-    targetHostId: values.targetHostId || undefined,
-    targetPath: values.targetPath,
+    targetHostId: location === "original" ? point.hostId! : values.targetHostId || undefined,
+    targetPath: location === "original" ? "/" : values.targetPath,
     overwrite: values.overwrite,
   });
   if (!parsed.success) {
@@ -1064,13 +1110,8 @@ restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), 
   }
   try {
     const restore = await requestFileRestore(kv, actor, parsed.data, clock());
-    return redirectWithNotice(
-      c,
-      `/backup/restore/requests/${restore.id}`,
-      `File restore queued: ${restore.pathCount} path${
-        restore.pathCount === 1 ? "" : "s"
-      } to ${restore.targetPath}.`,
-    );
+    // No flash notice: the request page's status line says "queued" and changes as the restore runs.
+    return c.redirect(`/backup/restore/requests/${restore.id}`, 303);
   } catch (e) {
     return await refused(c, point, "files", values, e);
   }
@@ -1094,11 +1135,7 @@ restoreRoutes.post("/points/:restorePointId/image", requires("backup.restore"), 
   }
   try {
     const restore = await requestImageRestore(kv, actor, parsed.data, clock());
-    return redirectWithNotice(
-      c,
-      `/backup/restore/requests/${restore.id}`,
-      "Image restore queued with critical priority.",
-    );
+    return c.redirect(`/backup/restore/requests/${restore.id}`, 303);
   } catch (e) {
     return await refused(c, point, "image", values, e);
   }
@@ -1183,6 +1220,15 @@ restoreRoutes.get("/requests/:restoreId", requires("backup.restore"), async (c) 
   ]);
   const hostName = (h: Host | null, id: string | null) => h?.hostname ?? id ?? "—";
   const shown = r.paths.slice(0, 50);
+  const paths = `${r.pathCount.toLocaleString("en")} path${r.pathCount === 1 ? "" : "s"}`;
+  const onHost = hostName(target, r.targetHostId);
+  const what = r.kind === "bmr"
+    ? `${point ? pointLabel(point) : r.restorePointId} by ${r.mode?.toUpperCase()} boot`
+    : r.kind === "image"
+    ? `to ${r.targetPath} on ${onHost}`
+    : r.targetPath === "/" && r.targetHostId === r.sourceHostId
+    ? `${paths} to their original location on ${onHost}`
+    : `${paths} to ${r.targetPath} on ${onHost}`;
   return render(
     c,
     `${KIND_LABEL[r.kind]} · ${dateTimeText(r.createdAt)}`,
@@ -1192,77 +1238,76 @@ restoreRoutes.get("/requests/:restoreId", requires("backup.restore"), async (c) 
         subtitle={<>Requested {formatTime(r.createdAt)} · {r.priority} priority</>}
         actions={<a class="btn" href={`/backup/restore/points/${r.restorePointId}`}>Restore point</a>}
       />
-      <div class="grid-2">
-        <section class="panel">
-          <h2>Request</h2>
-          <dl class="facts" data-testid="restore-request">
-            <dt>Restore point</dt>
-            <dd>
-              {point
-                ? <a href={`/backup/restore/points/${r.restorePointId}`}>{pointLabel(point)}</a>
-                : <code title="pruned since">{r.restorePointId}</code>}
-            </dd>
-            <dt>Source host</dt>
-            <dd>{hostName(source, r.sourceHostId)}</dd>
-            {r.kind !== "bmr" && (
-              <>
-                <dt>Target host</dt>
-                <dd>{hostName(target, r.targetHostId)}</dd>
-                <dt>Target path</dt>
-                <dd>
-                  <code>{r.targetPath ?? "—"}</code>
-                </dd>
-                <dt>Overwrite</dt>
-                <dd>{r.overwrite ? "yes" : "no"}</dd>
-              </>
-            )}
-            {r.kind === "bmr" && (
-              <>
-                <dt>Boot method</dt>
-                <dd>{r.mode?.toUpperCase()}</dd>
-                <dt>One-time token</dt>
-                <dd data-testid="bmr-token-state">
-                  {r.tokenUsedAt
-                    ? <>used {formatTime(r.tokenUsedAt)}</>
-                    : r.tokenExpiresAt && Date.parse(r.tokenExpiresAt) < c.get("deps").clock().getTime()
-                    ? <>expired {formatTime(r.tokenExpiresAt)} unused</>
-                    : <>not used yet; expires {formatTime(r.tokenExpiresAt)}</>}
-                  <span class="hint">(shown once when created; never stored or shown again)</span>
-                </dd>
-              </>
-            )}
-            <dt>Priority</dt>
-            <dd>{r.priority}</dd>
-            <dt>Requested by</dt>
-            <dd>{r.createdBy}</dd>
-          </dl>
-          {r.kind === "file" && (
-            <details open={r.pathCount <= 10}>
-              <summary>
-                {r.pathCount.toLocaleString("en")} path{r.pathCount === 1 ? "" : "s"}
-              </summary>
-              <ul class="path-list" data-testid="restore-paths">
-                {shown.map((p) => (
-                  <li key={p}>
-                    <code>{p}</code>
-                  </li>
-                ))}
-              </ul>
-              {r.pathCount > shown.length && <p class="hint">…and {r.pathCount - shown.length} more.</p>}
-            </details>
+      <section class="panel" id="progress">
+        <h2>Progress</h2>
+        <Island
+          name="RestoreProgress"
+          component={RestoreProgress}
+          props={{
+            initial: { id: r.id, status: r.status, progress: r.progress, result: r.result, error: r.error },
+            headline: { kind: KIND_LABEL[r.kind], what },
+          }}
+        />
+      </section>
+      <section class="panel">
+        <h2>Request</h2>
+        <dl class="facts" data-testid="restore-request">
+          <dt>Restore point</dt>
+          <dd>
+            {point
+              ? <a href={`/backup/restore/points/${r.restorePointId}`}>{pointLabel(point)}</a>
+              : <code title="pruned since">{r.restorePointId}</code>}
+          </dd>
+          <dt>Source host</dt>
+          <dd>{hostName(source, r.sourceHostId)}</dd>
+          {r.kind !== "bmr" && (
+            <>
+              <dt>Target host</dt>
+              <dd>{hostName(target, r.targetHostId)}</dd>
+              <dt>Target path</dt>
+              <dd>
+                <code>{r.targetPath ?? "—"}</code>
+              </dd>
+              <dt>Overwrite</dt>
+              <dd>{r.overwrite ? "yes" : "no"}</dd>
+            </>
           )}
-        </section>
-        <section class="panel">
-          <h2>Progress</h2>
-          <Island
-            name="RestoreProgress"
-            component={RestoreProgress}
-            props={{
-              initial: { id: r.id, status: r.status, progress: r.progress, result: r.result, error: r.error },
-            }}
-          />
-        </section>
-      </div>
+          {r.kind === "bmr" && (
+            <>
+              <dt>Boot method</dt>
+              <dd>{r.mode?.toUpperCase()}</dd>
+              <dt>One-time token</dt>
+              <dd data-testid="bmr-token-state">
+                {r.tokenUsedAt
+                  ? <>used {formatTime(r.tokenUsedAt)}</>
+                  : r.tokenExpiresAt && Date.parse(r.tokenExpiresAt) < c.get("deps").clock().getTime()
+                  ? <>expired {formatTime(r.tokenExpiresAt)} unused</>
+                  : <>not used yet; expires {formatTime(r.tokenExpiresAt)}</>}
+                <span class="hint">(shown once when created; never stored or shown again)</span>
+              </dd>
+            </>
+          )}
+          <dt>Priority</dt>
+          <dd>{r.priority}</dd>
+          <dt>Requested by</dt>
+          <dd>{r.createdBy}</dd>
+        </dl>
+        {r.kind === "file" && (
+          <details open={r.pathCount <= 10}>
+            <summary>
+              {r.pathCount.toLocaleString("en")} path{r.pathCount === 1 ? "" : "s"}
+            </summary>
+            <ul class="path-list" data-testid="restore-paths">
+              {shown.map((p) => (
+                <li key={p}>
+                  <code>{p}</code>
+                </li>
+              ))}
+            </ul>
+            {r.pathCount > shown.length && <p class="hint">…and {r.pathCount - shown.length} more.</p>}
+          </details>
+        )}
+      </section>
     </>,
   );
 });

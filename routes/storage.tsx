@@ -158,7 +158,7 @@ storageRoutes.get("/", requires("backup.view"), async (c) => {
           )
           : (
             <div class="table-wrap">
-              <table class="table">
+              <table class="table table--cards">
                 <thead>
                   <tr>
                     <SortHeader label="Name" field="name" sort={filter.sort} query={keep} />
@@ -174,22 +174,22 @@ storageRoutes.get("/", requires("backup.view"), async (c) => {
                 <tbody>
                   {values.map((t) => (
                     <tr key={t.id}>
-                      <td>
+                      <td data-label="Name">
                         <a href={`/backup/storage/${t.id}`}>{t.name}</a>
                       </td>
-                      <td>{TARGET_TYPE_LABELS[t.type]}</td>
-                      <td>{engineName.get(t.besId) ?? "—"}</td>
-                      <td class="nowrap">
+                      <td data-label="Type">{TARGET_TYPE_LABELS[t.type]}</td>
+                      <td data-label="Engine">{engineName.get(t.besId) ?? "—"}</td>
+                      <td class="cell-status nowrap" data-label="Health">
                         <HealthBadge health={t.health} /> <FullSoonBadge target={t} />
                       </td>
-                      <td>{t.capacity ? `${t.capacity.usagePercent}%` : "—"}</td>
-                      <td class="nowrap">
+                      <td data-label="Usage">{t.capacity ? `${t.capacity.usagePercent}%` : "—"}</td>
+                      <td data-label="Used / total" class="nowrap">
                         {t.capacity
                           ? `${formatBytes(t.capacity.usedBytes)} / ${formatBytes(t.capacity.totalBytes)}`
                           : "—"}
                       </td>
-                      <td class="nowrap">{formatTime(t.capacity?.estimatedFullAt)}</td>
-                      <td class="nowrap">{formatAge(t.capacity?.at, now)}</td>
+                      <td data-label="Full by" class="nowrap">{formatTime(t.capacity?.estimatedFullAt)}</td>
+                      <td data-label="Last report" class="nowrap">{formatAge(t.capacity?.at, now)}</td>
                     </tr>
                   ))}
                 </tbody>
@@ -472,7 +472,7 @@ function ChecksPanel(props: {
   return (
     <section class="panel" id="checks">
       <h2>Storage checks</h2>
-      <table class="table table--compact">
+      <table class="table table--compact table--cards">
         <thead>
           <tr>
             <th>Check</th>
@@ -480,7 +480,7 @@ function ChecksPanel(props: {
             <th>Ran on</th>
             <th>State</th>
             <th>Result</th>
-            {canManage && <th></th>}
+            {canManage && <th>Action</th>}
           </tr>
         </thead>
         <tbody>
@@ -489,8 +489,8 @@ function ChecksPanel(props: {
             const output = view && checkOutput(view);
             return (
               <tr key={check} data-check={check}>
-                <td class="nowrap">{CHECK_TITLES[check]}</td>
-                <td>
+                <td class="nowrap" data-label="Check">{CHECK_TITLES[check]}</td>
+                <td data-label="Last requested">
                   {view
                     ? (
                       <>
@@ -500,9 +500,11 @@ function ChecksPanel(props: {
                     )
                     : "never"}
                 </td>
-                <td>{view?.runsOn ?? "—"}</td>
-                <td>{view ? <Badge tone={CHECK_STATE_TONE[view.state]}>{view.state}</Badge> : "—"}</td>
-                <td data-testid={`check-result-${check}`}>
+                <td data-label="Ran on">{view?.runsOn ?? "—"}</td>
+                <td class="cell-status" data-label="State">
+                  {view ? <Badge tone={CHECK_STATE_TONE[view.state]}>{view.state}</Badge> : "—"}
+                </td>
+                <td data-label="Result" data-testid={`check-result-${check}`}>
                   {!view || (!view.result && !view.message) ? "—" : (
                     <>
                       {view.result && (
@@ -518,7 +520,7 @@ function ChecksPanel(props: {
                   )}
                 </td>
                 {canManage && (
-                  <td>
+                  <td data-label="Action">
                     <form
                       method="post"
                       action={`/backup/storage/${target.id}/${STORAGE_CHECK_SEGMENTS[check]}`}

@@ -207,20 +207,25 @@ export interface Server {
 }
 
 /**
- * Starts `deno run -A main.ts` on a free port with CADRES_DATA_DIR = `dataDir` (a fresh temp folder
- * when omitted) and waits until `/healthz` answers. With `expectSetup`, also waits for the setup line
+ * Starts `deno run -A main.ts` (plus `args`, e.g. `--demo`) on a free port with CADRES_DATA_DIR =
+ * `dataDir` (a fresh temp folder when omitted) and waits until `/healthz` answers. With `expectSetup`, also waits for the setup line
  * on stderr and returns its URL. If another process grabbed the port in the meantime, retries on a
  * new one.
  */
 export async function startServer(
-  options: { dataDir?: string; expectSetup?: boolean; env?: Record<string, string> } = {},
+  options: { dataDir?: string; expectSetup?: boolean; env?: Record<string, string>; args?: string[] } = {},
 ): Promise<Server> {
   const ownDataDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? await Deno.makeTempDir({ prefix: "cadres-e2e-" });
   try {
     for (let attempt = 1;; attempt++) {
       try {
-        const server = await launchServer(dataDir, options.expectSetup ?? false, options.env ?? {});
+        const server = await launchServer(
+          dataDir,
+          options.expectSetup ?? false,
+          options.env ?? {},
+          options.args ?? [],
+        );
         return {
           ...server,
           async stop() {
@@ -243,11 +248,12 @@ async function launchServer(
   dataDir: string,
   expectSetup: boolean,
   extraEnv: Record<string, string>,
+  extraArgs: string[],
 ): Promise<Server> {
   const port = freePort();
   const baseUrl = `http://localhost:${port}`;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "main.ts"],
+    args: ["run", "-A", "main.ts", ...extraArgs],
     cwd: ROOT,
     env: {
       PORT: String(port),

@@ -282,6 +282,8 @@ Deno.test("restore: from a dashboard RPO-breach row to a finished file restore; 
           async () => (await page.locator("[data-testid=selected-paths]").inputValue()) === selected,
           5_000,
         );
+        assert.equal(await page.locator("#f-location-original").isChecked(), true, "the default target");
+        await page.locator("#f-location-other").check();
         await page.locator("#restore-files input[name=targetPath]").fill("/restore/2026-11");
         assert.equal(
           await page.locator("#restore-files select[name=targetHostId] option:checked").innerText(),

@@ -1097,7 +1097,11 @@ Deno.test("the delivery log filters by channel and status and pages with a curso
     p.clock.advance(MIN);
   }
   const rows = (html: string) =>
-    [...html.matchAll(/<tr\s*><td class="nowrap">(<time[^>]*>[^<]+<\/time>|[^<]+)<\/td><td>(\w+)<\/td>/g)]
+    [
+      ...html.matchAll(
+        /<tr\s*><td data-label="Created">(<time[^>]*>[^<]+<\/time>|[^<]+)<\/td><td data-label="Channel">(\w+)<\/td>/g,
+      ),
+    ]
       .map((m) => m[2]);
   const all = await (await admin.get(BASE)).text();
   assert.deepEqual(rows(all), ["bravo", "alpha", "alpha"]);

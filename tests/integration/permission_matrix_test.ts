@@ -397,7 +397,10 @@ const POLICY: Array<[RegExp, string]> = [
   // Expiring an archived restore point is retention's business (backup.manage), not a restore.
   [/^POST \/backup\/restore\/points\/:\w+\/expire$/, "backup.manage"],
   [/^\w+ \/backup\/restore/, "backup.restore"],
-  [/^GET \/backup\/(storage\/new|policies\/new|platforms\/new|\w+\/:\w+\/(delete|edit))$/, "backup.manage"],
+  [
+    /^GET \/backup\/(storage\/new|policies\/new|platforms\/new|\w+\/:\w+\/(delete|edit|remove))$/,
+    "backup.manage",
+  ],
   [/^GET \/backup\/notifications\/(channels|rules)\/(new|:\w+\/delete)$/, "backup.manage"],
   [/^POST \/backup\//, "backup.manage"],
   [/^GET \/backup\//, "backup.view"],

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
+import { assignHost, assignmentKey } from "../../domain/assignments.ts";
+import { enrollHost } from "../../domain/hosts.ts";
 import { createPolicy, getPolicy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
+import { generateKeyPair } from "../../domain/signing.ts";
 import { createTarget } from "../../domain/storage.ts";
 import {
   addUser,
@@ -164,4 +167,104 @@ Deno.test("POST /backup/policies/:id/edit with a tampered besId is refused with 
   const saved = await browser.postForm(page, { ...form, name: "renamed again" }, { tokenFrom: page });
   assert.equal(saved.status, 303);
   assert.equal((await getPolicy(kv, policy.id))!.name, "renamed again");
+});
+
+/** Two engines of one org, each with a target: the new-policy form's choices. */
+async function twoEngines(kv: Deno.Kv) {
+  const base = await setup(kv);
+  const { engine: second } = await registerTestEngine(kv, base.scope, base.clock.now(), "bes-2");
+  const secondTarget = await createTarget(
+    kv,
+    systemActor("t"),
+    targetInput(second.id, "local", { name: "nas-2" }),
+    {
+      now: base.clock.now(),
+      masterKey,
+    },
+  );
+  return { ...base, second, secondTarget };
+}
+
+Deno.test("GET /backup/policies/new groups the storage targets by BES in optgroups (no JavaScript needed)", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { browser, policy, second } = await twoEngines(kv);
+  const res = await browser.get("/backup/policies/new");
+  assert.equal(res.status, 200);
+  const html = await res.text();
+  const select = /<select id="f-targetId"[^]*?<\/select>/.exec(html)?.[0] ?? "";
+  const groups = [...select.matchAll(/<optgroup\s+label="([^"]+)">([^]*?)<\/optgroup>/g)].map((m) => [
+    m[1],
+    [...m[2].matchAll(/<option[^>]*>([^<]*)<\/option>/g)].map((o) => o[1]),
+  ]);
+  assert.deepEqual(groups, [["On bes-1", ["local target"]], ["On bes-2", ["nas-2"]]]);
+  assert.match(html, /data-island="BesTargetFields"/, "the island narrows the list to the chosen BES");
+  assert.ok((await getPolicy(kv, policy.id))!.targetId, "the fixture's policy is untouched");
+  assert.ok(second.id);
+});
+
+Deno.test("POST /backup/policies/new with a target of another BES answers 422 naming the BES, creates nothing", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { browser, policy, secondTarget } = await twoEngines(kv);
+  const engineId = (await getPolicy(kv, policy.id))!.besId;
+  const before = (await Array.fromAsync(kv.list({ prefix: ["policies"] }))).length;
+  const res = await browser.postForm("/backup/policies/new", {
+    name: "crossed",
+    besId: engineId,
+    targetId: secondTarget.id,
+    backupType: "file",
+    fullSchedule: "0 2 * * 0",
+    retentionDaily: "7",
+    retentionWeekly: "4",
+    retentionMonthly: "12",
+  }, { tokenFrom: "/backup/policies/new" });
+  assert.equal(res.status, 422);
+  const html = await res.text();
+  assert.match(
+    html,
+    /id="f-targetId-error">That storage target is not on bes-1: choose one of bes-1(&#39;|')s targets</,
+  );
+  assert.match(html, /<select id="f-targetId"[^>]*aria-invalid="true"/);
+  assert.match(html, /value="crossed"/, "the typed name is kept");
+  assert.equal((await Array.fromAsync(kv.list({ prefix: ["policies"] }))).length, before, "nothing created");
+});
+
+Deno.test("removing a host from a policy asks first: GET shows the confirmation, only its POST removes", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { browser, policy, scope, clock } = await setup(kv);
+  const { host } = await enrollHost(kv, scope, {
+    hostname: "db01.acme.example",
+    os: "Debian 12",
+    ipAddress: "10.0.0.21",
+    publicKey: generateKeyPair().publicKey,
+    version: "1",
+  }, clock.now());
+  const { assignment } = await assignHost(
+    kv,
+    systemActor("t"),
+    { policyId: policy.id, hostId: host.id },
+    clock.now(),
+  );
+  const page = await (await browser.get(`/backup/policies/${policy.id}`)).text();
+  assert.match(
+    page,
+    new RegExp(`<a class="btn btn--small btn--danger" href="/backup/assignments/${assignment.id}/remove"`),
+    "the policy page links to the confirmation instead of removing at once",
+  );
+  assert.ok(
+    !page.includes(`action="/backup/assignments/${assignment.id}/remove"`),
+    "no one-click remove form",
+  );
+  const confirm = await browser.get(`/backup/assignments/${assignment.id}/remove`);
+  assert.equal(confirm.status, 200);
+  const html = await confirm.text();
+  assert.match(html, /<h1>Remove db01\.acme\.example from files\?<\/h1>/);
+  assert.match(html, /restore points are kept/);
+  assert.match(html, new RegExp(`<form method="post" action="/backup/assignments/${assignment.id}/remove"`));
+  assert.match(html, /name="_csrf"/);
+  assert.ok(await kv.get(assignmentKey(assignment.id)).then((e) => e.value), "still assigned after the GET");
+  const res = await browser.postForm(`/backup/assignments/${assignment.id}/remove`, {}, {
+    tokenFrom: `/backup/assignments/${assignment.id}/remove`,
+  });
+  assert.equal(res.status, 303);
+  assert.equal((await kv.get(assignmentKey(assignment.id))).value, null, "removed by the confirmed POST");
 });

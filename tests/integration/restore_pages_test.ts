@@ -206,6 +206,89 @@ Deno.test("GET /backup/restore lists restore points newest first with the guide'
   assertIncludes(none, "No restore points match these filters");
 });
 
+Deno.test("GET /backup/restore sorts by completion: a backup reported late is listed by when it completed", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const s = await setup(kv);
+  // The next night's backup of "Files nightly" is reported now but completed before every other point.
+  const at = new Date("2026-11-03T00:00:00Z");
+  s.clock.time = at;
+  await s.heartbeat();
+  await applyHostHeartbeat(kv, s.host.id, { version: "1", metrics: engineMetrics() }, at);
+  await runSchedulerTick(kv, at);
+  const jobs = (await claimJobs(kv, `agent:${s.host.id}`, 10, at)).filter((j) =>
+    j.kind === "backup" && j.payload.policyId === s.policy.id
+  );
+  assert.ok(jobs.length >= 1, "a backup of the file policy is due");
+  await s.finish(jobs[0], {
+    status: "success",
+    output: {
+      restorePoint: {
+        id: "rp-late",
+        chainId: "chain-B",
+        type: "full",
+        completedAt: "2026-11-01T23:00:00Z",
+        sizeBytes: 1,
+        fileCount: 1,
+      },
+    },
+  }, at);
+  const b = await s.as("restorer");
+  const html = await (await b.get("/backup/restore")).text();
+  const order = [...html.matchAll(/<tr[^>]*data-point="([^"]+)"/g)].map((m) => m[1]);
+  assert.equal(order.length, 4);
+  assert.equal(order[0], s.pointId("rp-inc"), "the newest completion first");
+  const late = (await Array.fromAsync(kv.list<{ id: string; engineRestorePointId: string }>({
+    prefix: ["restore_points"],
+  }))).find((e) => e.value.engineRestorePointId === "rp-late")!.value.id;
+  assert.equal(order[3], late, "the late report last: it completed first");
+  const completed = [...html.matchAll(/data-label="Completed"><a [^>]*><time datetime="([^"]+)"/g)].map((m) =>
+    m[1]
+  );
+  assert.equal(completed.length, 4);
+  assert.deepEqual(completed, [...completed].sort().reverse(), "the Completed column descends");
+});
+
+Deno.test("file restore offers the original location by default: the point's host, every file at its own path", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const s = await setup(kv);
+  const b = await s.as("restorer");
+  const page = `/backup/restore/points/${s.pointId("rp-inc")}`;
+  const html = await (await b.get(page)).text();
+  assert.match(
+    html,
+    /<input type="radio" name="location" value="original" id="f-location-original"\s+checked/,
+    "original location is the default",
+  );
+  assertIncludes(html, "Original location: each file back to its own path on files-01.acme.example");
+  assert.match(html, /<input type="radio" name="location" value="other" id="f-location-other"\s*>/);
+  const res = await b.postForm(`${page}/files`, {
+    paths: "/etc/hosts\n/home/ann/report.pdf",
+    location: "original",
+    // Fields of "another location" left as they were: ignored for the original location.
+    targetHostId: s.other.id,
+    targetPath: "",
+  }, { tokenFrom: page });
+  assert.equal(res.status, 303);
+  const request = await (await b.get(res.headers.get("location")!)).text();
+  assert.match(
+    request,
+    /data-testid="restore-headline">File restore queued: 2 paths to their original location on files-01\.acme\.example\.</,
+  );
+  const job = await claim(kv, s, `agent:${s.host.id}`, "restore_files");
+  assert.equal(job.payload.targetPath, "/");
+  assert.equal(job.payload.overwrite, false, "existing files are left as they are unless asked");
+
+  // Another location: the typed host and folder, and a folder is required.
+  const other = await b.postForm(`${page}/files`, {
+    paths: "/etc/hosts",
+    location: "other",
+    targetHostId: s.other.id,
+    targetPath: "",
+  }, { tokenFrom: page });
+  assert.equal(other.status, 422);
+  assert.match(await other.text(), /id="f-location-other"\s+checked/, "the choice is kept");
+});
+
 Deno.test("GET /backup/restore deep links select the host and point; a host alone selects its newest complete point", async () => {
   using kv = await Deno.openKv(":memory:");
   const s = await setup(kv);
@@ -382,11 +465,15 @@ Deno.test("a file restore from the form runs: high-priority job on the agent, li
   assert.equal(res.status, 303);
   const location = res.headers.get("location") ?? "";
   assert.match(location, /^\/backup\/restore\/requests\/[\w-]+$/);
+  let html = await (await b.get(location)).text();
+  const headline = (text: string) => /data-testid="restore-headline">([^<]*)</.exec(text)?.[1];
+  assert.equal(headline(html), "File restore queued: 2 paths to /restore on files-02.acme.example.");
+  assert.ok(!html.includes('class="notice" role="status"'), "no flash notice that would stay behind");
   const job = await claim(kv, s, `agent:${s.other.id}`, "restore_files");
   assert.equal(job.priority, "high");
 
-  let html = await (await b.get(location)).text();
-  assertIncludes(html, "File restore queued");
+  html = await (await b.get(location)).text();
+  assert.equal(headline(html), "File restore running: 2 paths to /restore on files-02.acme.example.");
   assertIncludes(html, 'data-island="RestoreProgress"');
   assertIncludes(html, "files-02.acme.example");
   assertIncludes(html, "<code>/restore</code>");
@@ -405,6 +492,12 @@ Deno.test("a file restore from the form runs: high-priority job on the agent, li
   });
   html = await (await b.get(location)).text();
   assert.match(html, /data-status="warning"/);
+  assert.equal(
+    headline(html),
+    "File restore finished with errors: 2 paths to /restore on files-02.acme.example (11 files, 1 error).",
+    "the finished restore replaces the queued line",
+  );
+  assert.ok(!html.includes("queued"), "nothing says queued any more");
   assert.match(html, /Files restored<\/dt><dd>11</);
   assertIncludes(html, "Permission denied");
   assertIncludes(html, "/home/ann/report.pdf");

@@ -45,6 +45,8 @@ import {
 } from "../helpers.ts";
 
 const T0 = new Date("2026-11-22T10:00:00Z");
+
+/** A KV value as JSON; the operational counters are KvU64 (bigint), written out as their digits. */
 const MIN = 60_000;
 const HOUR = 3600_000;
 const DAY = 86_400_000;
@@ -929,7 +931,7 @@ Deno.test("the storage pages show the early warning as its own badge beside a he
     html.split("<tr").find((row) => row.includes(`>${name}</a>`))!;
 
   const list = await (await browser.get("/backup/storage")).text();
-  const table = list.slice(list.indexOf('<table class="table">'));
+  const table = list.slice(list.indexOf('<table class="table table--cards">'));
   assert.match(rowOf(table, "Filling"), /badge--ok">healthy<[\s\S]*badge--warn">full within 14 days</);
   assert.doesNotMatch(rowOf(table, "Calm"), /full within 14 days/);
   assert.match(rowOf(list, "Filling"), /full within 14 days/, "the live widget's first snapshot too");

@@ -1,5 +1,15 @@
 import assert from "node:assert/strict";
-import { fromBase64, newId, randomToken, sha256Hex, timingSafeEqual, toBase64Url } from "../../domain/ids.ts";
+import { decodeTime } from "ulid";
+import {
+  fromBase64,
+  idAt,
+  newId,
+  randomToken,
+  sha256Hex,
+  timingSafeEqual,
+  toBase64Url,
+} from "../../domain/ids.ts";
+import { restorePointId } from "../../domain/runs.ts";
 
 Deno.test("timingSafeEqual() is true only for identical strings", () => {
   assert.equal(timingSafeEqual("abc", "abc"), true);
@@ -37,4 +47,19 @@ Deno.test("sha256Hex() matches the known digest of 'abc'", () => {
     sha256Hex("abc"),
     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
   );
+});
+
+Deno.test("idAt() dates the id by the time given, not by when it is made", () => {
+  const early = idAt(new Date("2026-11-01T23:00:00Z"));
+  const later = newId(new Date("2026-11-02T00:30:00Z"));
+  assert.equal(decodeTime(early), Date.parse("2026-11-01T23:00:00Z"));
+  assert.ok(early < later, "an earlier time sorts first even when made after");
+  assert.notEqual(idAt(new Date(0)), idAt(new Date(0)), "ids of one millisecond still differ");
+});
+
+Deno.test("restorePointId() dates a point by its completion, never later than now, and by now when unreadable", () => {
+  const now = new Date("2026-11-02T00:31:00Z");
+  assert.equal(decodeTime(restorePointId("2026-11-01T23:00:00Z", now)), Date.parse("2026-11-01T23:00:00Z"));
+  assert.equal(decodeTime(restorePointId("2027-01-01T00:00:00Z", now)), now.getTime(), "a skewed clock");
+  assert.equal(decodeTime(restorePointId("not a time", now)), now.getTime());
 });
