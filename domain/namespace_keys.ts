@@ -209,6 +209,35 @@ export async function openNamespaceKeys(
 }
 
 /**
+ * Unwraps a key set with its copy of `from` (as `openNamespaceKeys`, auditing into `context.op`) and wraps
+ * it again with the current KEK of `to`, for the key reference of `to`. The plain keys are zeroed after.
+ */
+async function rewrapKeys(
+  kv: Deno.Kv,
+  masterKey: Uint8Array,
+  record: NamespaceKeyRecord,
+  from: KekSource,
+  to: KekSource,
+  context: UnwrapContext,
+): Promise<WrappedSecret> {
+  const keys = await openNamespaceKeys(kv, masterKey, record, from, context);
+  const plain = concat(keys);
+  try {
+    return await kekProviders(masterKey)[to].wrap(
+      kv,
+      kekScope(record, to),
+      plain,
+      wrapAad(record, refOf(record, to)),
+      context.now,
+    );
+  } finally {
+    plain.fill(0);
+    keys.dataKey.fill(0);
+    keys.idKey.fill(0);
+  }
+}
+
+/**
  * Adds a copy of a key set wrapped by the KEK of `source` (for a replica whose rule names another KEK
  * source), with its audit entry, unless it has one. Returns the record after.
  */
@@ -229,27 +258,12 @@ export async function ensureWrappedFor(
     if (record.wraps.some((w) => w.kekRef === ref)) return record;
     const kek = await kekEntry(kv, masterKey, kekScope(record, source), now);
     const op = kv.atomic().check(entry, kek);
-    const keys = await openNamespaceKeys(kv, masterKey, record, record.wraps[0].source, {
+    const wrapped = await rewrapKeys(kv, masterKey, record, record.wraps[0].source, source, {
       op,
       actor,
       purpose: `to wrap them for ${ref}`,
       now,
     });
-    const plain = concat(keys);
-    let wrapped: WrappedSecret;
-    try {
-      wrapped = await kekProviders(masterKey)[source].wrap(
-        kv,
-        kekScope(record, source),
-        plain,
-        wrapAad(record, ref),
-        now,
-      );
-    } finally {
-      plain.fill(0);
-      keys.dataKey.fill(0);
-      keys.idKey.fill(0);
-    }
     const next = { ...record, wraps: [...record.wraps, wrapped], updatedAt: now.toISOString() };
     op.set(entry.key, next).set(namespaceKeysByKekKey(ref, repositoryPath, namespace), record.id);
     appendAudit(op, actor, {
@@ -484,27 +498,12 @@ async function rewrapStale(kv: Deno.Kv, masterKey: Uint8Array, ref: string, acto
       }
       const source = record.wraps[at].source;
       const op = kv.atomic().check(entry, kek);
-      const keys = await openNamespaceKeys(kv, masterKey, record, source, {
+      const wrapped = await rewrapKeys(kv, masterKey, record, source, source, {
         op,
         actor,
         purpose: "re-wrapped by a key rotation",
         now,
       });
-      const plain = concat(keys);
-      let wrapped: WrappedSecret;
-      try {
-        wrapped = await kekProviders(masterKey)[source].wrap(
-          kv,
-          kekScope(record, source),
-          plain,
-          wrapAad(record, ref),
-          now,
-        );
-      } finally {
-        plain.fill(0);
-        keys.dataKey.fill(0);
-        keys.idKey.fill(0);
-      }
       const wraps = record.wraps.map((w, j) => j === at ? wrapped : w);
       op.set(entry.key, { ...record, wraps, updatedAt: now.toISOString() });
       appendAudit(op, actor, {

@@ -717,21 +717,34 @@ function sortEntries(entries: TreeEntry[]): TreeEntry[] {
 
 /** Splits entries into pages of at most LIST_PAGE_SIZE and PAGE_BUDGET (estimated KV bytes). */
 function pagesOf(entries: TreeEntry[]): TreeEntry[][] {
-  const pages: TreeEntry[][] = [];
-  let page: TreeEntry[] = [];
+  return packByWeight(entries, (e) => (e.path.length + e.name.length) * 2 + 96, PAGE_BUDGET, LIST_PAGE_SIZE);
+}
+
+/**
+ * Splits `items`, in order, into groups of at most `maxCount` items whose `weightOf` sums stay within
+ * `budget` (an item heavier than `budget` gets a group of its own).
+ */
+function packByWeight<T>(
+  items: T[],
+  weightOf: (item: T) => number,
+  budget: number,
+  maxCount = Infinity,
+): T[][] {
+  const groups: T[][] = [];
+  let group: T[] = [];
   let weight = 0;
-  for (const e of entries) {
-    const w = (e.path.length + e.name.length) * 2 + 96;
-    if (page.length && (page.length >= LIST_PAGE_SIZE || weight + w > PAGE_BUDGET)) {
-      pages.push(page);
-      page = [];
+  for (const item of items) {
+    const w = weightOf(item);
+    if (group.length && (group.length >= maxCount || weight + w > budget)) {
+      groups.push(group);
+      group = [];
       weight = 0;
     }
-    page.push(e);
+    group.push(item);
     weight += w;
   }
-  if (page.length) pages.push(page);
-  return pages;
+  if (group.length) groups.push(group);
+  return groups;
 }
 
 /**
@@ -1169,21 +1182,7 @@ function pathWeight(p: string): number {
 
 /** Splits paths into chunks of at most `budget` weight each. */
 function chunkPaths(paths: string[], budget: number): string[][] {
-  const chunks: string[][] = [];
-  let current: string[] = [];
-  let weight = 0;
-  for (const p of paths) {
-    const w = pathWeight(p);
-    if (current.length && weight + w > budget) {
-      chunks.push(current);
-      current = [];
-      weight = 0;
-    }
-    current.push(p);
-    weight += w;
-  }
-  if (current.length) chunks.push(current);
-  return chunks;
+  return packByWeight(paths, pathWeight, budget);
 }
 
 /** The target host of a restore: same account as the point and inside the actor's scope, else not found. */

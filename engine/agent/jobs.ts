@@ -22,6 +22,7 @@ import type {
   RestoreOutcome,
   WorkerData,
   WorkerMessage,
+  WorkerRequest,
 } from "./worker_protocol.ts";
 
 /** What every job needs from the agent. */
@@ -517,21 +518,14 @@ async function restoreFilesJob(
   handle.progress(0, 0, "fetching the path list");
   const paths = await restorePaths(ctx, job);
   if (paths.length === 0) throw new AgentJobError("INVALID_PAYLOAD", "The restore names no paths");
-  const keys = await ctx.control.keys(job.id);
-  try {
-    const outcome = await runInWorker(handle, {
-      op: "restore_files",
-      data: workerData(ctx, api, keys),
-      snapshotId,
-      paths,
-      targetPath,
-      overwrite: p.overwrite === true,
-    }, { log: ctx.log, onProgress: (m: ProgressMessage) => handle.progress(m.percent, m.bytes, m.message) });
-    return await restoreResult(ctx, job.id, startedAt, outcome as RestoreOutcome);
-  } finally {
-    keys.dataKey.fill(0);
-    keys.idKey.fill(0);
-  }
+  return await restoreInWorker(ctx, job, handle, startedAt, api, (data) => ({
+    op: "restore_files",
+    data,
+    snapshotId,
+    paths,
+    targetPath,
+    overwrite: p.overwrite === true,
+  }));
 }
 
 type ProgressMessage = Extract<WorkerMessage, { type: "progress" }>;
@@ -548,15 +542,34 @@ async function restoreImageJob(
   if (typeof p.targetPath !== "string" || !p.targetPath) {
     throw new AgentJobError("INVALID_PAYLOAD", "The image restore names no target path");
   }
+  const targetPath = p.targetPath;
+  return await restoreInWorker(ctx, job, handle, startedAt, api, (data) => ({
+    op: "restore_image",
+    data,
+    snapshotId,
+    targetPath,
+    overwrite: p.overwrite === true,
+  }));
+}
+
+/**
+ * Runs the restore `request(data)` (its `data` made from the job's keys) in a worker and reports its
+ * outcome; the keys are zeroed after, whatever happened. Shared by file and image restores.
+ */
+async function restoreInWorker(
+  ctx: AgentContext,
+  job: ClaimedJob,
+  handle: JobHandle,
+  startedAt: Date,
+  api: { dataUrl: string; certificate: string | null },
+  request: (data: WorkerData) => WorkerRequest,
+): Promise<JobResultBody> {
   const keys = await ctx.control.keys(job.id);
   try {
-    const outcome = await runInWorker(handle, {
-      op: "restore_image",
-      data: workerData(ctx, api, keys),
-      snapshotId,
-      targetPath: p.targetPath,
-      overwrite: p.overwrite === true,
-    }, { log: ctx.log, onProgress: (m: ProgressMessage) => handle.progress(m.percent, m.bytes, m.message) });
+    const outcome = await runInWorker(handle, request(workerData(ctx, api, keys)), {
+      log: ctx.log,
+      onProgress: (m: ProgressMessage) => handle.progress(m.percent, m.bytes, m.message),
+    });
     return await restoreResult(ctx, job.id, startedAt, outcome as RestoreOutcome);
   } finally {
     keys.dataKey.fill(0);

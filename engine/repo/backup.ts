@@ -648,21 +648,65 @@ async function backupFilesHere(ns: Namespace, options: BackupOptions): Promise<B
       throw new RepoError(`Cannot back up ${p}: ${(e as Error).message}`);
     }
   }
+  return await withBackupLock(ns, options, (lock) => backupLocked(ns, options, paths, lock, start, t0));
+}
+
+/**
+ * Runs `body` holding a backup writer lock (lock.ts) on `ns`, released afterwards; when `body` throws, the
+ * lock is released on a best-effort basis (one left behind goes stale) and `body`'s error is thrown.
+ * Shared by file and image backups.
+ */
+export async function withBackupLock<T>(
+  ns: Namespace,
+  options: { parent?: string | null; lock?: BackupOptions["lock"] },
+  body: (lock: Lock) => Promise<T>,
+): Promise<T> {
   const lock = await acquireLock(ns.repo.backend, {
     kind: "backup",
     namespace: ns.name,
     parent: options.parent ?? null,
     ...options.lock,
   });
-  let result: BackupResult;
+  let result: T;
   try {
-    result = await backupLocked(ns, options, paths, lock, start, t0);
+    result = await body(lock);
   } catch (e) {
     await lock.release().catch(() => {}); // a lock left behind goes stale; the error that matters is `e`
     throw e;
   }
   await lock.release();
   return result;
+}
+
+/** The id salt of a new snapshot: none with dedup, else the parent's (so the chain dedups) or a new one. */
+export function snapshotSalt(ns: Namespace, parent: Snapshot | null): Uint8Array | null {
+  if (ns.repo.config.dedup) return null;
+  return parent?.chainSalt ? fromHex(parent.chainSalt) : crypto.getRandomValues(new Uint8Array(32));
+}
+
+/**
+ * The commit check shared by file and image backups: runs `attempt` (one whole pass storing what the
+ * snapshot needs) after refreshing the dead packs, flushes, and repeats it while gc has condemned or deleted
+ * a blob the pass reused (such blobs become absent for `ns`, so the next pass stores them again). Throws
+ * after MAX_COMMIT_ATTEMPTS refused passes; `what` names the blobs in that error ("blobs", "chunks").
+ */
+export async function passCommitCheck<R extends { refs: Set<BlobId> }>(
+  ns: Namespace,
+  what: string,
+  attempt: () => Promise<R>,
+): Promise<R> {
+  for (let n = 0;; n++) {
+    await ns.repo.refreshDeadPacks();
+    const pass = await attempt();
+    await ns.flush();
+    const refused = await ns.checkCommit(pass.refs);
+    if (refused.length === 0) return pass;
+    if (n >= MAX_COMMIT_ATTEMPTS - 1) {
+      throw new RepoError(
+        `Cannot commit the snapshot: ${refused.length} ${what} it needs were removed by gc again and again`,
+      );
+    }
+  }
 }
 
 async function backupLocked(
@@ -676,10 +720,7 @@ async function backupLocked(
   const now = options.now ?? (() => new Date());
   const fs = options.fs ?? denoFileSystem;
   const parent = options.parent ? await loadSnapshot(ns, options.parent) : null;
-  let salt: Uint8Array | null = null;
-  if (!ns.repo.config.dedup) {
-    salt = parent?.chainSalt ? fromHex(parent.chainSalt) : crypto.getRandomValues(new Uint8Array(32));
-  }
+  const salt = snapshotSalt(ns, parent);
   const root: PathNode = { children: new Map(), included: false };
   for (const p of paths) {
     let node = root;
@@ -698,29 +739,20 @@ async function backupLocked(
   // The commit check: gc may have condemned (or deleted) a pack holding a blob this run reused. Such
   // blobs become absent for `ns`, and the run is repeated: unchanged files whose chunks are affected
   // are read again, trees are rebuilt, and only what is missing is uploaded.
-  let run: BackupRun;
-  let tree: BlobId;
-  for (let attempt = 0;; attempt++) {
-    await ns.repo.refreshDeadPacks();
-    run = new BackupRun(ns, ns.hasher(salt), options, parent);
+  const { run, tree } = await passCommitCheck(ns, "blobs", async () => {
+    const run = new BackupRun(ns, ns.hasher(salt), options, parent);
     const prevRoot = parent
       ? await run.parentEntries({ type: "dir", subtree: parent.tree } as TreeEntry, "/")
       : null;
+    let tree: BlobId;
     if (root.included) {
       const info = await fs.lstat("/");
       tree = (await run.dir("/", info.dev, prevRoot)) ?? await run.saveTree([]);
     } else {
       tree = await run.skeleton("/", root, prevRoot);
     }
-    await ns.flush();
-    const refused = await ns.checkCommit(run.refs);
-    if (refused.length === 0) break;
-    if (attempt >= MAX_COMMIT_ATTEMPTS - 1) {
-      throw new RepoError(
-        `Cannot commit the snapshot: ${refused.length} blobs it needs were removed by gc again and again`,
-      );
-    }
-  }
+    return { run, tree, refs: run.refs };
+  });
   // Last, the lock: had it lapsed, gc may have condemned and deleted packs since the commit check.
   await lock.check();
   const end = now();

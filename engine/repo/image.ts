@@ -10,13 +10,13 @@
  * (`ImageInfo`), so ls, find, verify, gc and copy treat it like any other. docs/repository-format.md
  * §Image snapshots describes it.
  */
-import { type BackupResult, MAX_COMMIT_ATTEMPTS, type Progress } from "./backup.ts";
+import { type BackupResult, passCommitCheck, type Progress, snapshotSalt, withBackupLock } from "./backup.ts";
 import { fromHex, toHex } from "./bytes.ts";
 import { fixedFileChunks } from "./chunker.ts";
 import type { BlobId, ChunkIdHasher } from "./chunk_id.ts";
 import { RepoError } from "./errors.ts";
 import { absolutePath, parentDir, syncDir } from "./fs.ts";
-import { acquireLock, type Lock } from "./lock.ts";
+import type { Lock } from "./lock.ts";
 import type { Namespace } from "./repository.ts";
 import { type ImageInfo, loadSnapshot, type Snapshot, writeSnapshot } from "./snapshot.ts";
 import { createThrottle, type Throttle } from "./throttle.ts";
@@ -248,21 +248,7 @@ async function backupImageHere(ns: Namespace, options: ImageBackupOptions): Prom
   if (!info.isFile && !info.isBlockDevice) {
     throw new RepoError(`Cannot back up image ${path}: not a block device or regular file`);
   }
-  const lock = await acquireLock(ns.repo.backend, {
-    kind: "backup",
-    namespace: ns.name,
-    parent: options.parent ?? null,
-    ...options.lock,
-  });
-  let result: ImageBackupResult;
-  try {
-    result = await backupImageLocked(ns, options, path, lock, start, t0);
-  } catch (e) {
-    await lock.release().catch(() => {}); // a lock left behind goes stale; the error that matters is `e`
-    throw e;
-  }
-  await lock.release();
-  return result;
+  return await withBackupLock(ns, options, (lock) => backupImageLocked(ns, options, path, lock, start, t0));
 }
 
 /** The image's file entry (metadata of the device node or file, followed through symlinks). */
@@ -319,20 +305,13 @@ async function backupImageLocked(
   if (parent && parent.kind !== "image") {
     throw new RepoError(`Parent snapshot ${parent.id} is a ${parent.kind} backup of files, not an image`);
   }
-  let salt: Uint8Array | null = null;
-  if (!ns.repo.config.dedup) {
-    salt = parent?.chainSalt ? fromHex(parent.chainSalt) : crypto.getRandomValues(new Uint8Array(32));
-  }
+  const salt = snapshotSalt(ns, parent);
   const chunkSize = ns.repo.config.imageChunkSize;
   const throttle = options.throttle ?? createThrottle(options.limitBytesPerSecond);
-  let run: ImageRun;
-  let tree: BlobId;
-  let image: ImageInfo;
   // The commit check, as in a file backup: when gc removed a chunk this run found already stored, the
   // image is read again and only what is missing is stored.
-  for (let attempt = 0;; attempt++) {
-    await ns.repo.refreshDeadPacks();
-    run = new ImageRun(ns, ns.hasher(salt), throttle, Math.max(1, options.concurrency ?? 8));
+  const { run, tree, image } = await passCommitCheck(ns, "chunks", async () => {
+    const run = new ImageRun(ns, ns.hasher(salt), throttle, Math.max(1, options.concurrency ?? 8));
     const f = await Deno.open(path, { read: true }).catch((e) => {
       throw new RepoError(`Cannot back up image ${path}: ${errorText(e)}`);
     });
@@ -358,17 +337,15 @@ async function backupImageLocked(
     } finally {
       f.close();
     }
-    image = { path, size: run.bytesRead, chunkSize, blockDevice: before.isBlockDevice === true };
-    tree = await saveSkeleton(run, path, imageEntry(path, before, run.bytesRead, content));
-    await ns.flush();
-    const refused = await ns.checkCommit(run.refs);
-    if (refused.length === 0) break;
-    if (attempt >= MAX_COMMIT_ATTEMPTS - 1) {
-      throw new RepoError(
-        `Cannot commit the snapshot: ${refused.length} chunks it needs were removed by gc again and again`,
-      );
-    }
-  }
+    const image: ImageInfo = {
+      path,
+      size: run.bytesRead,
+      chunkSize,
+      blockDevice: before.isBlockDevice === true,
+    };
+    const tree = await saveSkeleton(run, path, imageEntry(path, before, run.bytesRead, content));
+    return { run, tree, image, refs: run.refs };
+  });
   await lock.check();
   const durationMs = Math.round(performance.now() - t0);
   const stats = {

@@ -119,23 +119,7 @@ export class S3Backend implements Backend {
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    const full = this.#prefix + prefix;
-    let token: string | null = null;
-    do {
-      const q = new URLSearchParams({ "list-type": "2", prefix: full, "max-keys": String(this.#pageSize) });
-      if (token) q.set("continuation-token", token);
-      const res = await this.#request("GET", `${this.#base}?${q}`, full);
-      if (!res.ok) await this.#fail("LIST", full, res);
-      const xml = await res.text();
-      // A listing that is not one (a proxy's page, a cut body) must not read as "no objects": gc and
-      // verify would take missing packs for absent ones.
-      if (!/<ListBucketResult[\s>]/.test(xml)) {
-        throw new S3RequestError(
-          full,
-          res.status,
-          `LIST at ${this.location} answered without a ListBucketResult`,
-        );
-      }
+    for await (const xml of this.#listPages(this.#prefix + prefix, null)) {
       for (const m of xml.matchAll(/<Contents>([\s\S]*?)<\/Contents>/g)) {
         const key = xmlText(m[1], "Key");
         if (key === null || !key.startsWith(this.#prefix)) continue;
@@ -147,6 +131,33 @@ export class S3Backend implements Backend {
           modified: modified ? new Date(modified) : new Date(0),
         };
       }
+    }
+  }
+
+  /**
+   * The pages (XML bodies) of a ListObjectsV2 of `full` (with `delimiter`, if given), following continuation
+   * tokens. Throws on a failed request, a body that is not a ListBucketResult (a proxy's page, a cut body must
+   * not read as "no objects": gc and verify would take missing packs for absent ones), or a truncated page
+   * without a continuation token.
+   */
+  async *#listPages(full: string, delimiter: string | null): AsyncIterable<string> {
+    let token: string | null = null;
+    do {
+      const q = new URLSearchParams({ "list-type": "2", prefix: full });
+      if (delimiter !== null) q.set("delimiter", delimiter);
+      q.set("max-keys", String(this.#pageSize));
+      if (token) q.set("continuation-token", token);
+      const res = await this.#request("GET", `${this.#base}?${q}`, full);
+      if (!res.ok) await this.#fail("LIST", full, res);
+      const xml = await res.text();
+      if (!/<ListBucketResult[\s>]/.test(xml)) {
+        throw new S3RequestError(
+          full,
+          res.status,
+          `LIST at ${this.location} answered without a ListBucketResult`,
+        );
+      }
+      yield xml;
       if (xmlText(xml, "IsTruncated") === "true") {
         token = xmlText(xml, "NextContinuationToken");
         if (!token) {
@@ -165,33 +176,14 @@ export class S3Backend implements Backend {
     if (base !== "") validateObjectName(base);
     const full = this.#prefix + (base === "" ? "" : `${base}/`);
     const out = new Set<string>();
-    let token: string | null = null;
-    do {
-      const q = new URLSearchParams({
-        "list-type": "2",
-        prefix: full,
-        delimiter: "/",
-        "max-keys": String(this.#pageSize),
-      });
-      if (token) q.set("continuation-token", token);
-      const res = await this.#request("GET", `${this.#base}?${q}`, full);
-      if (!res.ok) await this.#fail("LIST", full, res);
-      const xml = await res.text();
-      if (!/<ListBucketResult[\s>]/.test(xml)) {
-        throw new S3RequestError(
-          full,
-          res.status,
-          `LIST at ${this.location} answered without a ListBucketResult`,
-        );
-      }
+    for await (const xml of this.#listPages(full, "/")) {
       for (const m of xml.matchAll(/<CommonPrefixes>([\s\S]*?)<\/CommonPrefixes>/g)) {
         const p = xmlText(m[1], "Prefix");
         if (p === null || !p.startsWith(full)) continue;
         const name = p.slice(full.length).replace(/\/$/, "");
         if (name !== "" && !name.includes("/")) out.add(name);
       }
-      token = xmlText(xml, "IsTruncated") === "true" ? xmlText(xml, "NextContinuationToken") : null;
-    } while (token);
+    }
     if (out.size === 0) {
       // Nothing, or a server that ignores the delimiter (s3rver does): the plain listing decides (one
       // request when the prefix is empty).

@@ -1,35 +1,11 @@
 import assert from "node:assert/strict";
 import { kekId, readKeyFile } from "../../engine/repo/keys.ts";
+import { repoCli as runRepoCli, type Run } from "./cli_run.ts";
 import { deterministicBytes, tempDir } from "./helpers.ts";
 import { repoState } from "./repo_state.ts";
 
-const CLI = new URL("../../engine/cli.ts", import.meta.url).pathname;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function repoCli(...args: string[]): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-sys",
-      CLI,
-      "repo",
-      ...args,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+/** The command line `repo <args>` (tests/engine/cli_run.ts), its output piped. */
+const repoCli = (...args: string[]): Promise<Run> => runRepoCli(args);
 
 /** Runs with --json and returns the one JSON object on stdout (fails if stdout is anything else). */
 async function json(...args: string[]): Promise<Record<string, unknown>> {

@@ -1,33 +1,9 @@
 import assert from "node:assert/strict";
+import { repoCli as runRepoCli, type Run } from "./cli_run.ts";
 import { deterministicBytes, tempDir } from "./helpers.ts";
 
-const CLI = new URL("../../engine/cli.ts", import.meta.url).pathname;
-
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function repoCli(...args: string[]): Promise<Run> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-sys",
-      CLI,
-      "repo",
-      ...args,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+/** The command line `repo <args>` (tests/engine/cli_run.ts), its output piped. */
+const repoCli = (...args: string[]): Promise<Run> => runRepoCli(args);
 
 async function makeSource(dir: string): Promise<string> {
   const src = `${dir}/src`;

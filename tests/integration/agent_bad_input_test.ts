@@ -16,36 +16,9 @@ import { jobErrorsPage } from "../../domain/run_results.ts";
 import { getJob } from "../../domain/jobs.ts";
 import { LocalBackend } from "../../engine/repo/backend.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
-import { type AgentWorld, agentWorld } from "./agent_world.ts";
+import { type AgentWorld, agentWorld, assignHosts, createPolicy, runNow } from "./agent_world.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
-
-async function createPolicy(w: AgentWorld, name: string, extra: Record<string, unknown> = {}) {
-  const res = await w.api("POST", "/api/v1/policies", {
-    name,
-    besId: w.bes.id,
-    targetId: w.targetId,
-    backupType: "file",
-    fullSchedule: "0 2 * * 0",
-    compression: "zstd",
-    encryption: "AES-256-GCM",
-    verifyAfterBackup: false,
-    ...extra,
-  });
-  assert.equal(res.status, 201, res.text);
-  return res.body as { id: string };
-}
-
-async function assign(w: AgentWorld, policyId: string, hostId: string) {
-  const res = await w.api("POST", `/api/v1/policies/${policyId}/assignments`, { hostIds: [hostId] });
-  assert.equal(res.status, 201, res.text);
-}
-
-async function runNow(w: AgentWorld, policyId: string, kind: "full" | "incremental" = "full") {
-  const res = await w.api("POST", `/api/v1/policies/${policyId}/run`, { kind });
-  assert.equal(res.status, 201, res.text);
-  return res.body.runs[0].id as string;
-}
 
 /**
  * The command the agent runs under so that file modes bind it: none for a normal user; `setpriv` without the
@@ -99,9 +72,9 @@ Deno.test({
   const agentDir = `${w.tmp}/agent`;
   const agent = w.startAgent(agentDir, ["--include-root", src], { wrapper });
   const host = await w.enrolledHost(agentDir);
-  await assign(w, policy.id, host.id);
+  await assignHosts(w, policy.id, [host.id]);
 
-  const backup = await w.finishedRun(await runNow(w, policy.id));
+  const backup = await w.finishedRun((await runNow(w, policy.id))[0].id);
   assert.equal(backup.run.status, "warning", `${JSON.stringify(backup.run.error)}\n${agent.output.join("")}`);
   assert.equal(backup.run.error?.reason, "PARTIAL_FILES");
   assert.match(backup.run.error!.message, /^600 paths were not backed up/);
@@ -193,10 +166,10 @@ Deno.test({
   const agentDir = `${w.tmp}/agent`;
   const agent = w.startAgent(agentDir, ["--include-root", src]);
   const host = await w.enrolledHost(agentDir);
-  await assign(w, partly.id, host.id);
-  await assign(w, nothing.id, host.id);
+  await assignHosts(w, partly.id, [host.id]);
+  await assignHosts(w, nothing.id, [host.id]);
 
-  const warned = await w.finishedRun(await runNow(w, partly.id));
+  const warned = await w.finishedRun((await runNow(w, partly.id))[0].id);
   assert.equal(warned.run.status, "warning", `${JSON.stringify(warned.run.error)}\n${agent.output.join("")}`);
   assert.equal(warned.run.error?.reason, "INCLUDE_PATHS_MISSING");
   assert.match(
@@ -208,7 +181,7 @@ Deno.test({
   assert.deepEqual(warned.output.paths, [src]);
   assert.equal(warned.output.files, 1);
 
-  const failed = await w.finishedRun(await runNow(w, nothing.id));
+  const failed = await w.finishedRun((await runNow(w, nothing.id))[0].id);
   assert.equal(failed.run.status, "failed");
   assert.equal(failed.run.error?.reason, "INCLUDE_PATHS_MISSING");
   assert.equal(
@@ -257,9 +230,9 @@ Deno.test({
     const agentDir = `${w.tmp}/agent`;
     const agent = w.startAgent(agentDir, ["--include-root", src]);
     const host = await w.enrolledHost(agentDir);
-    await assign(w, policy.id, host.id);
+    await assignHosts(w, policy.id, [host.id]);
 
-    const run = await w.finishedRun(await runNow(w, policy.id));
+    const run = await w.finishedRun((await runNow(w, policy.id))[0].id);
     assert.equal(run.run.status, "failed", agent.output.join(""));
     assert.equal(run.run.error?.reason, "TARGET_FULL", JSON.stringify(run.run.error));
     assert.match(

@@ -19,7 +19,7 @@ import { type RestorePoint, restorePointKey, type Run, runKey } from "../../doma
 import { deterministicBytes } from "../engine/helpers.ts";
 import { assertSameTree } from "../engine/tree_fixture.ts";
 import { REPO_ROOT } from "../helpers.ts";
-import { type AgentWorld, agentWorld } from "./agent_world.ts";
+import { type AgentWorld, agentWorld, createPolicy as createWorldPolicy, runNow } from "./agent_world.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const text = (s: string) => new TextEncoder().encode(s);
@@ -42,21 +42,9 @@ async function writeSource(src: string) {
   );
 }
 
-async function createPolicy(w: AgentWorld, name: string, extra: Record<string, unknown> = {}) {
-  const res = await w.api("POST", "/api/v1/policies", {
-    name,
-    besId: w.bes.id,
-    targetId: w.targetId,
-    backupType: "file",
-    fullSchedule: "0 2 * * 0",
-    compression: "zstd",
-    encryption: "AES-256-GCM",
-    excludePatterns: ["*.tmp"],
-    verifyAfterBackup: false,
-    ...extra,
-  });
-  assert.equal(res.status, 201, res.text);
-  return res.body as { id: string };
+/** The world's policy, with the e2e tests' exclude pattern ("*.tmp") unless `extra` says otherwise. */
+function createPolicy(w: AgentWorld, name: string, extra: Record<string, unknown> = {}) {
+  return createWorldPolicy(w, name, { excludePatterns: ["*.tmp"], ...extra });
 }
 
 async function addHook(w: AgentWorld, policyId: string, type: string, body: string, sequence: number) {
@@ -75,12 +63,6 @@ async function addHook(w: AgentWorld, policyId: string, type: string, body: stri
     failOnError: true,
   });
   assert.equal(hook.status, 201, hook.text);
-}
-
-async function runNow(w: AgentWorld, policyId: string, kind: "full" | "incremental") {
-  const res = await w.api("POST", `/api/v1/policies/${policyId}/run`, { kind });
-  assert.equal(res.status, 201, res.text);
-  return res.body.runs[0].id as string;
 }
 
 Deno.test({
@@ -113,7 +95,7 @@ Deno.test({
   await sleep(2100); // files older than 2 s before a backup starts can be reused by the next incremental
 
   // A full backup.
-  const first = await w.finishedRun(await runNow(w, policy.id, "full"));
+  const first = await w.finishedRun((await runNow(w, policy.id, "full"))[0].id);
   assert.equal(first.run.status, "success", `${JSON.stringify(first.run.error)}\n${agent.output.join("")}`);
   const point1 = (await w.kv.get<RestorePoint>(restorePointKey(first.run.restorePointId!))).value!;
   assert.match(point1.engineRestorePointId!, /^[0-9a-f]{64}$/);
@@ -159,7 +141,7 @@ Deno.test({
   );
   await Deno.writeFile(`${src}/docs/new.bin`, deterministicBytes("new", 7000));
   await Deno.remove(`${src}/docs/deep/old.bin`);
-  const second = await w.finishedRun(await runNow(w, policy.id, "incremental"));
+  const second = await w.finishedRun((await runNow(w, policy.id, "incremental"))[0].id);
   assert.equal(second.run.status, "success", `${JSON.stringify(second.run.error)}\n${agent.output.join("")}`);
   const point2 = (await w.kv.get<RestorePoint>(restorePointKey(second.run.restorePointId!))).value!;
   assert.equal(point2.type, "incremental");
@@ -257,7 +239,7 @@ Deno.test({
     201,
   );
 
-  const up = await w.finishedRun(await runNow(w, policy.id, "full"));
+  const up = await w.finishedRun((await runNow(w, policy.id, "full"))[0].id);
   assert.equal(up.run.status, "warning", `${JSON.stringify(up.run.error)}\n${agent.output.join("")}`);
   assert.equal(up.run.error?.reason, "INCLUDE_PATHS_MISSING");
   assert.ok(up.run.error!.message.includes(missing), up.run.error!.message);
@@ -339,13 +321,13 @@ Deno.test({
     );
   }
 
-  const full = await w.finishedRun(await runNow(w, imagePolicy.id, "full"));
+  const full = await w.finishedRun((await runNow(w, imagePolicy.id, "full"))[0].id);
   assert.equal(full.run.status, "success", `${JSON.stringify(full.run.error)}\n${agent.output.join("")}`);
   assert.equal(full.output.totalBytes, image.length);
   // One block changes: the incremental stores about one chunk.
   image.set(deterministicBytes("disk-a2", 10_000), 0);
   await Deno.writeFile(disk, image);
-  const incr = await w.finishedRun(await runNow(w, imagePolicy.id, "incremental"));
+  const incr = await w.finishedRun((await runNow(w, imagePolicy.id, "incremental"))[0].id);
   assert.equal(incr.run.status, "success", JSON.stringify(incr.run.error));
   const point = (await w.kv.get<RestorePoint>(restorePointKey(incr.run.restorePointId!))).value!;
   assert.equal(point.type, "incremental");
@@ -366,7 +348,7 @@ Deno.test({
 
   // Cancelled while it reads (1 MBps over 12 MiB): the worker stops, the run fails CANCELLED, no snapshot.
   const storage = new LocalBackend(`${w.targetRoot}/cadres/${slowPolicy.id}/g1`);
-  const runId = await runNow(w, slowPolicy.id, "full");
+  const runId = (await runNow(w, slowPolicy.id, "full"))[0].id;
   const run = (await w.kv.get<Run>(runKey(runId))).value!;
   await waitForProgress(w, run.jobId!);
   await cancelJob(w.kv, run.jobId!, new Date());
@@ -398,7 +380,7 @@ Deno.test({
     (await w.api("POST", `/api/v1/policies/${policy.id}/assignments`, { hostIds: [host.id] })).status,
     201,
   );
-  const full = await w.finishedRun(await runNow(w, policy.id, "full"));
+  const full = await w.finishedRun((await runNow(w, policy.id, "full"))[0].id);
   assert.equal(full.run.status, "success", `${JSON.stringify(full.run.error)}\n${agent.output.join("")}`);
 
   /** Runs an incremental after a change; returns it with the reads of trees/index it made at the BES. */
@@ -406,7 +388,7 @@ Deno.test({
   const incremental = async () => {
     await Deno.writeFile(`${src}/tree/d${n++}/f.txt`, text(`changed ${n}`));
     const mark = w.dataRequests.length;
-    const run = await w.finishedRun(await runNow(w, policy.id, "incremental"));
+    const run = await w.finishedRun((await runNow(w, policy.id, "incremental"))[0].id);
     assert.equal(run.run.status, "success", `${JSON.stringify(run.run.error)}\n${agent.output.join("")}`);
     assert.equal(run.output.added, 0);
     assert.equal(run.output.modified, 1);

@@ -367,3 +367,41 @@ export async function agentWorld(
   };
 }
 export type AgentWorld = Awaited<ReturnType<typeof agentWorld>>;
+
+/**
+ * Creates a policy through the API on the world's BES and target: a file backup, weekly full, zstd,
+ * AES-256-GCM, no verify after backup; `extra` adds or overrides fields. Asserts it was created.
+ */
+export async function createPolicy(w: AgentWorld, name: string, extra: Record<string, unknown> = {}) {
+  const res = await w.api("POST", "/api/v1/policies", {
+    name,
+    besId: w.bes.id,
+    targetId: w.targetId,
+    backupType: "file",
+    fullSchedule: "0 2 * * 0",
+    compression: "zstd",
+    encryption: "AES-256-GCM",
+    verifyAfterBackup: false,
+    ...extra,
+  });
+  assert.equal(res.status, 201, res.text);
+  return res.body as { id: string };
+}
+
+/** Assigns `hostIds` to policy `policyId` through the API; asserts it worked. */
+export async function assignHosts(w: AgentWorld, policyId: string, hostIds: string[]) {
+  const res = await w.api("POST", `/api/v1/policies/${policyId}/assignments`, { hostIds });
+  assert.equal(res.status, 201, res.text);
+}
+
+/** Runs policy `policyId` now (on `hostIds`, default all its hosts) through the API; the runs it started. */
+export async function runNow(
+  w: AgentWorld,
+  policyId: string,
+  kind: "full" | "incremental" = "full",
+  hostIds?: string[],
+) {
+  const res = await w.api("POST", `/api/v1/policies/${policyId}/run`, { kind, hostIds });
+  assert.equal(res.status, 201, res.text);
+  return res.body.runs as Array<{ id: string; hostId: string; jobId: string }>;
+}

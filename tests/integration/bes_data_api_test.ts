@@ -38,8 +38,8 @@ import {
   controlPlane,
   engineNamed,
   finished,
+  onlineBes,
   SMALL,
-  spawnBes,
   system,
   waitFor,
 } from "./bes_world.ts";
@@ -51,6 +51,42 @@ function claimsOf(token: string): DataTokenClaims {
   );
 }
 
+/**
+ * A Local target of BES `besId` in `${cp.dir}/target`, a daily policy on it named `policy` of `backupType`,
+ * and an enrolled host (Debian, `hostname`, `ipAddress`) assigned to it.
+ */
+async function assignedHost(
+  cp: { kv: Deno.Kv; dir: string; scope: { accountId: string; orgId: string } },
+  besId: string,
+  o: { policy: string; backupType: "file" | "image"; hostname: string; ipAddress: string },
+) {
+  const targetDir = `${cp.dir}/target`;
+  await Deno.mkdir(targetDir);
+  const now = () => new Date();
+  const target = await createTarget(
+    cp.kv,
+    system,
+    targetInput(besId, "local", { config: { path: targetDir } }),
+    { now: now(), masterKey: config.masterKey! },
+  );
+  const policy = await createPolicy(cp.kv, system, {
+    name: o.policy,
+    besId,
+    targetId: target.id,
+    backupType: o.backupType,
+    fullSchedule: "0 2 * * *",
+  }, now());
+  const { host } = await enrollHost(cp.kv, cp.scope, {
+    hostname: o.hostname,
+    os: "Debian 12",
+    ipAddress: o.ipAddress,
+    publicKey: generateKeyPair().publicKey,
+    version: "1",
+  }, now());
+  await assignHost(cp.kv, system, { policyId: policy.id, hostId: host.id }, now());
+  return { targetDir, target, policy, host };
+}
+
 Deno.test({
   name:
     "BES subprocess over HTTPS: registers its data URL and certificate; an agent's backup goes through the data API pinned to that certificate with the control plane's token; a token signed by another key is refused",
@@ -59,134 +95,104 @@ Deno.test({
   fn: async () => {
     await using cp = await controlPlane();
     const data = `${cp.dir}/bes`;
-    const bes = spawnBes(cp.url, cp.tenant.secrets[0], data, "bes-tls", { tls: true });
+    await using bes = await onlineBes(cp, { data, name: "bes-tls", tls: true });
+    const engine = bes.engine;
+    const pem = await Deno.readTextFile(`${data}/tls/cert.pem`);
+    assert.match(engine.dataUrl!, /^https:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal(engine.certificate, pem);
+    assert.equal((await Deno.stat(`${data}/tls/key.pem`)).mode! & 0o777, 0o600);
+    const cert = new X509Certificate(pem);
+    assert.equal(cert.ca, false);
+    assert.ok(cert.checkIP("127.0.0.1"));
+    assert.equal(engine.certificateSha256, cert.fingerprint256.replaceAll(":", "").toLowerCase());
+
+    // A policy on a Local target of this BES, a host assigned; the agent's backup job as handed out.
+    const now = () => new Date();
+    const { targetDir, target, policy, host } = await assignedHost(cp, engine.id, {
+      policy: "daily",
+      backupType: "file",
+      hostname: "h.acme.example",
+      ipAddress: "10.0.0.9",
+    });
+    const repository = { target: target.id, path: `cadres/${policy.id}/g1`, generation: 1 };
+    const principal = `agent:${host.id}`;
+    await enqueueJob(cp.kv, {
+      kind: "backup",
+      principal,
+      accountId: cp.scope.accountId,
+      orgId: cp.scope.orgId,
+      payload: {
+        policyId: policy.id,
+        hostId: host.id,
+        runKind: "full",
+        repository,
+        bes: { id: engine.id },
+      },
+    }, now());
+    const [job] = await claimJobs(cp.kv, principal, 1, now());
+    const handed = await handOutJob(cp.kv, config.masterKey!, job, principal, now());
+    const bes0 = handed.payload.bes as { dataUrl: string; certificate: string };
+    assert.deepEqual([bes0.dataUrl, bes0.certificate], [engine.dataUrl, pem]);
+    const token = handed.dataToken!;
+    assert.deepEqual(claimsOf(token).repository, repository);
+    assert.equal(claimsOf(token).access, "write");
+
+    // The repository, made with the keys the control plane hands the agent (creating one through the data
+    // API is the agent's first step, its own change); then the backup through the BES.
+    const delivered = await deliverJobKeys(cp.kv, config.masterKey!, principal, job.id, null, now());
+    const keys = { namespace: delivered.namespace, dataKey: delivered.dataKey, idKey: delivered.idKey };
+    const folder = `${targetDir}/${repository.path}`;
+    await Repository.init(new LocalBackend(folder), namespaceKeysOpener(keys), {
+      namespace: host.id,
+      ...SMALL,
+    });
+    const src = `${cp.dir}/src`;
+    await Deno.mkdir(`${src}/sub`, { recursive: true });
+    await Deno.writeFile(`${src}/a.bin`, deterministicBytes("a", 150_000));
+    await Deno.writeFile(`${src}/sub/b.txt`, new TextEncoder().encode("hello over https"));
+    const remote = new RemoteBackend({ url: engine.dataUrl!, token: () => token, caCert: pem });
+    let snapshotId: string;
     try {
-      const engine = await waitFor(
-        "the BES to go online with its data URL",
-        async () => {
-          const e = await engineNamed(cp.kv, "bes-tls");
-          return e?.status === "online" && e.dataUrl ? e : null;
-        },
-        30_000,
-        bes,
-      );
-      const pem = await Deno.readTextFile(`${data}/tls/cert.pem`);
-      assert.match(engine.dataUrl!, /^https:\/\/127\.0\.0\.1:\d+$/);
-      assert.equal(engine.certificate, pem);
-      assert.equal((await Deno.stat(`${data}/tls/key.pem`)).mode! & 0o777, 0o600);
-      const cert = new X509Certificate(pem);
-      assert.equal(cert.ca, false);
-      assert.ok(cert.checkIP("127.0.0.1"));
-      assert.equal(engine.certificateSha256, cert.fingerprint256.replaceAll(":", "").toLowerCase());
-
-      // A policy on a Local target of this BES, a host assigned; the agent's backup job as handed out.
-      const targetDir = `${cp.dir}/target`;
-      await Deno.mkdir(targetDir);
-      const now = () => new Date();
-      const target = await createTarget(
-        cp.kv,
-        system,
-        targetInput(engine.id, "local", { config: { path: targetDir } }),
-        { now: now(), masterKey: config.masterKey! },
-      );
-      const policy = await createPolicy(cp.kv, system, {
-        name: "daily",
-        besId: engine.id,
-        targetId: target.id,
-        backupType: "file",
-        fullSchedule: "0 2 * * *",
-      }, now());
-      const { host } = await enrollHost(cp.kv, cp.scope, {
-        hostname: "h.acme.example",
-        os: "Debian 12",
-        ipAddress: "10.0.0.9",
-        publicKey: generateKeyPair().publicKey,
-        version: "1",
-      }, now());
-      await assignHost(cp.kv, system, { policyId: policy.id, hostId: host.id }, now());
-      const repository = { target: target.id, path: `cadres/${policy.id}/g1`, generation: 1 };
-      const principal = `agent:${host.id}`;
-      await enqueueJob(cp.kv, {
-        kind: "backup",
-        principal,
-        accountId: cp.scope.accountId,
-        orgId: cp.scope.orgId,
-        payload: {
-          policyId: policy.id,
-          hostId: host.id,
-          runKind: "full",
-          repository,
-          bes: { id: engine.id },
-        },
-      }, now());
-      const [job] = await claimJobs(cp.kv, principal, 1, now());
-      const handed = await handOutJob(cp.kv, config.masterKey!, job, principal, now());
-      const bes0 = handed.payload.bes as { dataUrl: string; certificate: string };
-      assert.deepEqual([bes0.dataUrl, bes0.certificate], [engine.dataUrl, pem]);
-      const token = handed.dataToken!;
-      assert.deepEqual(claimsOf(token).repository, repository);
-      assert.equal(claimsOf(token).access, "write");
-
-      // The repository, made with the keys the control plane hands the agent (creating one through the data
-      // API is the agent's first step, its own change); then the backup through the BES.
-      const delivered = await deliverJobKeys(cp.kv, config.masterKey!, principal, job.id, null, now());
-      const keys = { namespace: delivered.namespace, dataKey: delivered.dataKey, idKey: delivered.idKey };
-      const folder = `${targetDir}/${repository.path}`;
-      await Repository.init(new LocalBackend(folder), namespaceKeysOpener(keys), {
-        namespace: host.id,
-        ...SMALL,
-      });
-      const src = `${cp.dir}/src`;
-      await Deno.mkdir(`${src}/sub`, { recursive: true });
-      await Deno.writeFile(`${src}/a.bin`, deterministicBytes("a", 150_000));
-      await Deno.writeFile(`${src}/sub/b.txt`, new TextEncoder().encode("hello over https"));
-      const remote = new RemoteBackend({ url: engine.dataUrl!, token: () => token, caCert: pem });
-      let snapshotId: string;
-      try {
-        const repo = await Repository.openNamespace(remote, keys);
-        snapshotId = (await backupFiles(repo.namespace(host.id), { paths: [src] })).snapshotId;
-      } finally {
-        remote.close();
-      }
-      // It landed in the target folder; restored from there, byte-identical.
-      assert.ok(await new LocalBackend(folder).exists(`snapshots/${snapshotId}`));
-      const local = await Repository.open(new LocalBackend(folder), namespaceKeysOpener(keys));
-      const out = `${cp.dir}/restored`;
-      await restoreSnapshot(local.namespace(host.id), snapshotId, { target: out });
-      assert.deepEqual(await Deno.readFile(`${out}${src}/a.bin`), deterministicBytes("a", 150_000));
-      assert.equal(await Deno.readTextFile(`${out}${src}/sub/b.txt`), "hello over https");
-
-      // Tokens are checked with the control plane's key: the same claims signed by another key are refused.
-      const client = Deno.createHttpClient({ caCerts: [pem] });
-      try {
-        const list = (t: string) =>
-          fetch(`${engine.dataUrl}/api/data/v1/objects?prefix=snapshots/`, {
-            client,
-            headers: { authorization: `Bearer ${t}` },
-          });
-        const ok = await list(token);
-        assert.equal(ok.status, 200);
-        assert.deepEqual(
-          ((await ok.json()).objects as { name: string }[]).map((o) => o.name),
-          [`snapshots/${snapshotId}`],
-        );
-        const forged = signDataToken(nodeCrypto.generateKeyPairSync("ed25519").privateKey, claimsOf(token));
-        const refused = await list(forged);
-        assert.equal(refused.status, 401);
-        assert.equal((await refused.json()).error.code, "token_invalid");
-        const none = await list("");
-        assert.equal(none.status, 401);
-        await none.body?.cancel();
-      } finally {
-        client.close();
-      }
-      // Without pinning its certificate, the BES is not trusted.
-      await assert.rejects(fetch(`${engine.dataUrl}/healthz`));
-      assert.ok(!bes.output.includes(token), "no token in the BES's log");
+      const repo = await Repository.openNamespace(remote, keys);
+      snapshotId = (await backupFiles(repo.namespace(host.id), { paths: [src] })).snapshotId;
     } finally {
-      const status = await bes.stop();
-      if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
+      remote.close();
     }
+    // It landed in the target folder; restored from there, byte-identical.
+    assert.ok(await new LocalBackend(folder).exists(`snapshots/${snapshotId}`));
+    const local = await Repository.open(new LocalBackend(folder), namespaceKeysOpener(keys));
+    const out = `${cp.dir}/restored`;
+    await restoreSnapshot(local.namespace(host.id), snapshotId, { target: out });
+    assert.deepEqual(await Deno.readFile(`${out}${src}/a.bin`), deterministicBytes("a", 150_000));
+    assert.equal(await Deno.readTextFile(`${out}${src}/sub/b.txt`), "hello over https");
+
+    // Tokens are checked with the control plane's key: the same claims signed by another key are refused.
+    const client = Deno.createHttpClient({ caCerts: [pem] });
+    try {
+      const list = (t: string) =>
+        fetch(`${engine.dataUrl}/api/data/v1/objects?prefix=snapshots/`, {
+          client,
+          headers: { authorization: `Bearer ${t}` },
+        });
+      const ok = await list(token);
+      assert.equal(ok.status, 200);
+      assert.deepEqual(
+        ((await ok.json()).objects as { name: string }[]).map((o) => o.name),
+        [`snapshots/${snapshotId}`],
+      );
+      const forged = signDataToken(nodeCrypto.generateKeyPairSync("ed25519").privateKey, claimsOf(token));
+      const refused = await list(forged);
+      assert.equal(refused.status, 401);
+      assert.equal((await refused.json()).error.code, "token_invalid");
+      const none = await list("");
+      assert.equal(none.status, 401);
+      await none.body?.cancel();
+    } finally {
+      client.close();
+    }
+    // Without pinning its certificate, the BES is not trusted.
+    await assert.rejects(fetch(`${engine.dataUrl}/healthz`));
+    assert.ok(!bes.output.includes(token), "no token in the BES's log");
   },
 });
 
@@ -268,190 +274,159 @@ Deno.test({
   fn: async () => {
     await using cp = await controlPlane();
     const data = `${cp.dir}/bes`;
-    const bes = spawnBes(cp.url, cp.tenant.secrets[0], data, "bes-bmr", { tls: true });
+    await using bes = await onlineBes(cp, { data, name: "bes-bmr", tls: true });
+    const engine = bes.engine;
+    const pem = engine.certificate!;
+    const now = () => new Date();
+    const { targetDir, policy, host } = await assignedHost(cp, engine.id, {
+      policy: "disk",
+      backupType: "image",
+      hostname: "metal.acme.example",
+      ipAddress: "10.0.0.7",
+    });
+    // The image backup, as the agent makes it: its run's job, the control plane's keys, engine/repo.
+    assert.equal((await runPolicyNow(cp.kv, system, policy.id, { kind: "full" }, now())).length, 1);
+    const principal = `agent:${host.id}`;
+    const [job] = await claimJobs(cp.kv, principal, 1, now());
+    const repository = job.payload.repository as { path: string };
+    const delivered = await deliverJobKeys(cp.kv, config.masterKey!, principal, job.id, null, now());
+    const keys = { namespace: delivered.namespace, dataKey: delivered.dataKey, idKey: delivered.idKey };
+    const repo = await Repository.init(
+      new LocalBackend(`${targetDir}/${repository.path}`),
+      namespaceKeysOpener(keys),
+      {
+        namespace: host.id,
+        ...SMALL,
+      },
+    );
+    const image = new Uint8Array(3 * 1024 * 1024);
+    image.set(deterministicBytes("boot", 200_000), 0);
+    image.set(deterministicBytes("root", 500_000), 2 * 1024 * 1024);
+    await Deno.writeFile(`${cp.dir}/disk.img`, image);
+    const backedUp = await backupImage(repo.namespace(host.id), { path: `${cp.dir}/disk.img` });
+    const at = now();
+    const { job: done } = await applyResult(cp.kv, principal, job.id, {
+      status: "success",
+      startedAt: at.toISOString(),
+      endedAt: at.toISOString(),
+      bytesTransferred: image.length,
+      protectedBytes: image.length,
+      output: {
+        restorePoint: {
+          id: backedUp.snapshotId,
+          chainId: backedUp.snapshotId,
+          type: "full",
+          parentId: null,
+          sizeBytes: image.length,
+          fileCount: 1,
+          completedAt: at.toISOString(),
+        },
+      },
+    }, at);
+    await applyJobOutcome(cp.kv, done, at);
+    const point = (await Array.fromAsync(cp.kv.list<RestorePoint>({ prefix: ["restore_points"] })))[0].value;
+
+    // The operator starts the bare-metal restore: a one-time token, a bmr job for the BES.
+    const started = await requestBmr(cp.kv, system, { restorePointId: point.id, mode: "iso" }, now());
+    await waitFor(
+      "the bmr job to run",
+      async () => {
+        const j = await getJob(cp.kv, started.restore.jobId!);
+        return j?.status === "leased" && j.progress?.message?.startsWith("Waiting for the machine")
+          ? j
+          : null;
+      },
+      30_000,
+      bes,
+    );
+
+    // The recovery agent, in the live environment: pins the BES's certificate, redeems the token.
+    const client = Deno.createHttpClient({ caCerts: [pem] });
+    const call = async (path: string, body: unknown, bearer?: string) => {
+      const res = await fetch(`${engine.dataUrl}${path}`, {
+        method: "POST",
+        client,
+        headers: {
+          "content-type": "application/json",
+          ...(bearer ? { authorization: `Bearer ${bearer}` } : {}),
+        },
+        body: JSON.stringify(body),
+      });
+      return { status: res.status, body: await res.json() };
+    };
     try {
-      const engine = await waitFor(
-        "the BES to go online with its data URL",
-        async () => {
-          const e = await engineNamed(cp.kv, "bes-bmr");
-          return e?.status === "online" && e.dataUrl ? e : null;
-        },
-        30_000,
-        bes,
-      );
-      const pem = engine.certificate!;
-      const targetDir = `${cp.dir}/target`;
-      await Deno.mkdir(targetDir);
-      const now = () => new Date();
-      const target = await createTarget(
-        cp.kv,
-        system,
-        targetInput(engine.id, "local", { config: { path: targetDir } }),
-        { now: now(), masterKey: config.masterKey! },
-      );
-      const policy = await createPolicy(cp.kv, system, {
-        name: "disk",
-        besId: engine.id,
-        targetId: target.id,
-        backupType: "image",
-        fullSchedule: "0 2 * * *",
-      }, now());
-      const { host } = await enrollHost(cp.kv, cp.scope, {
-        hostname: "metal.acme.example",
-        os: "Debian 12",
-        ipAddress: "10.0.0.7",
-        publicKey: generateKeyPair().publicKey,
-        version: "1",
-      }, now());
-      await assignHost(cp.kv, system, { policyId: policy.id, hostId: host.id }, now());
-      // The image backup, as the agent makes it: its run's job, the control plane's keys, engine/repo.
-      assert.equal((await runPolicyNow(cp.kv, system, policy.id, { kind: "full" }, now())).length, 1);
-      const principal = `agent:${host.id}`;
-      const [job] = await claimJobs(cp.kv, principal, 1, now());
-      const repository = job.payload.repository as { path: string };
-      const delivered = await deliverJobKeys(cp.kv, config.masterKey!, principal, job.id, null, now());
-      const keys = { namespace: delivered.namespace, dataKey: delivered.dataKey, idKey: delivered.idKey };
-      const repo = await Repository.init(
-        new LocalBackend(`${targetDir}/${repository.path}`),
-        namespaceKeysOpener(keys),
-        {
-          namespace: host.id,
-          ...SMALL,
-        },
-      );
-      const image = new Uint8Array(3 * 1024 * 1024);
-      image.set(deterministicBytes("boot", 200_000), 0);
-      image.set(deterministicBytes("root", 500_000), 2 * 1024 * 1024);
-      await Deno.writeFile(`${cp.dir}/disk.img`, image);
-      const backedUp = await backupImage(repo.namespace(host.id), { path: `${cp.dir}/disk.img` });
-      const at = now();
-      const { job: done } = await applyResult(cp.kv, principal, job.id, {
-        status: "success",
-        startedAt: at.toISOString(),
-        endedAt: at.toISOString(),
-        bytesTransferred: image.length,
-        protectedBytes: image.length,
-        output: {
-          restorePoint: {
-            id: backedUp.snapshotId,
-            chainId: backedUp.snapshotId,
-            type: "full",
-            parentId: null,
-            sizeBytes: image.length,
-            fileCount: 1,
-            completedAt: at.toISOString(),
-          },
-        },
-      }, at);
-      await applyJobOutcome(cp.kv, done, at);
-      const point =
-        (await Array.fromAsync(cp.kv.list<RestorePoint>({ prefix: ["restore_points"] })))[0].value;
-
-      // The operator starts the bare-metal restore: a one-time token, a bmr job for the BES.
-      const started = await requestBmr(cp.kv, system, { restorePointId: point.id, mode: "iso" }, now());
-      await waitFor(
-        "the bmr job to run",
-        async () => {
-          const j = await getJob(cp.kv, started.restore.jobId!);
-          return j?.status === "leased" && j.progress?.message?.startsWith("Waiting for the machine")
-            ? j
-            : null;
-        },
-        30_000,
-        bes,
-      );
-
-      // The recovery agent, in the live environment: pins the BES's certificate, redeems the token.
-      const client = Deno.createHttpClient({ caCerts: [pem] });
-      const call = async (path: string, body: unknown, bearer?: string) => {
-        const res = await fetch(`${engine.dataUrl}${path}`, {
-          method: "POST",
-          client,
-          headers: {
-            "content-type": "application/json",
-            ...(bearer ? { authorization: `Bearer ${bearer}` } : {}),
-          },
-          body: JSON.stringify(body),
-        });
-        return { status: res.status, body: await res.json() };
+      const wrong = await call("/api/bmr/v1/redeem", { token: crypto.randomUUID() });
+      assert.equal(wrong.status, 404);
+      const redeemed = await call("/api/bmr/v1/redeem", { token: started.token });
+      assert.equal(redeemed.status, 200, JSON.stringify(redeemed.body));
+      const r = redeemed.body as {
+        snapshot: string;
+        namespace: string;
+        dataKey: string;
+        idKey: string;
+        readToken: string;
+        session: string;
       };
-      try {
-        const wrong = await call("/api/bmr/v1/redeem", { token: crypto.randomUUID() });
-        assert.equal(wrong.status, 404);
-        const redeemed = await call("/api/bmr/v1/redeem", { token: started.token });
-        assert.equal(redeemed.status, 200, JSON.stringify(redeemed.body));
-        const r = redeemed.body as {
-          snapshot: string;
-          namespace: string;
-          dataKey: string;
-          idKey: string;
-          readToken: string;
-          session: string;
-        };
-        assert.equal(r.snapshot, backedUp.snapshotId);
-        assert.equal(r.namespace, host.id);
-        assert.equal(claimsOf(r.readToken).access, "read");
-        // Once only.
-        assert.equal((await call("/api/bmr/v1/redeem", { token: started.token })).status, 404);
+      assert.equal(r.snapshot, backedUp.snapshotId);
+      assert.equal(r.namespace, host.id);
+      assert.equal(claimsOf(r.readToken).access, "read");
+      // Once only.
+      assert.equal((await call("/api/bmr/v1/redeem", { token: started.token })).status, 404);
 
-        let readToken = r.readToken;
-        const remote = new RemoteBackend({ url: engine.dataUrl!, token: () => readToken, caCert: pem });
-        try {
-          const opened = await Repository.openNamespace(remote, {
-            namespace: r.namespace,
-            dataKey: Uint8Array.fromBase64(r.dataKey),
-            idKey: Uint8Array.fromBase64(r.idKey),
-          });
-          // A read token writes nothing.
-          await assert.rejects(remote.put(`refs/${"0".repeat(64)}`, new Uint8Array(1)), /read_only/);
-          const restored = await restoreImage(opened.namespace(r.namespace), r.snapshot, {
-            target: `${cp.dir}/new-disk.img`,
-          });
-          assert.deepEqual(restored.errors, []);
-          const renewed = await call(
-            "/api/bmr/v1/renew",
-            { percent: 90, bytesWritten: image.length },
-            r.session,
-          );
-          assert.equal(renewed.status, 200);
-          readToken = renewed.body.readToken;
-        } finally {
-          remote.close();
-        }
-        assert.deepEqual(await Deno.readFile(`${cp.dir}/new-disk.img`), image);
-        assert.equal((await call("/api/bmr/v1/renew", {}, "not-a-session")).status, 401);
-        const reported = await call(
-          "/api/bmr/v1/done",
-          { status: "success", files: 1, bytes: image.length },
+      let readToken = r.readToken;
+      const remote = new RemoteBackend({ url: engine.dataUrl!, token: () => readToken, caCert: pem });
+      try {
+        const opened = await Repository.openNamespace(remote, {
+          namespace: r.namespace,
+          dataKey: Uint8Array.fromBase64(r.dataKey),
+          idKey: Uint8Array.fromBase64(r.idKey),
+        });
+        // A read token writes nothing.
+        await assert.rejects(remote.put(`refs/${"0".repeat(64)}`, new Uint8Array(1)), /read_only/);
+        const restored = await restoreImage(opened.namespace(r.namespace), r.snapshot, {
+          target: `${cp.dir}/new-disk.img`,
+        });
+        assert.deepEqual(restored.errors, []);
+        const renewed = await call(
+          "/api/bmr/v1/renew",
+          { percent: 90, bytesWritten: image.length },
           r.session,
         );
-        assert.equal(reported.status, 200);
+        assert.equal(renewed.status, 200);
+        readToken = renewed.body.readToken;
       } finally {
-        client.close();
+        remote.close();
       }
-      const result = await finished(cp.kv, started.restore.jobId!);
-      assert.equal(result.result?.status, "success", JSON.stringify(result.result));
-      const bmr = result.result!.output!.bmr as { instructions: string; command: string };
-      assert.equal(bmr.instructions, "Boot any live environment and run the recovery agent");
-      assert.equal(
-        bmr.command,
-        `deno task agent recover --bes ${engine.dataUrl} --bes-cert FILE --token TOKEN --disk PATH`,
+      assert.deepEqual(await Deno.readFile(`${cp.dir}/new-disk.img`), image);
+      assert.equal((await call("/api/bmr/v1/renew", {}, "not-a-session")).status, 401);
+      const reported = await call(
+        "/api/bmr/v1/done",
+        { status: "success", files: 1, bytes: image.length },
+        r.session,
       );
-      const restore = await waitFor("the restore to complete", async () => {
-        const v = (await cp.kv.get<{ status: string; result: unknown; tokenUsedAt: string | null }>([
-          "restores",
-          started.restore.id,
-        ])).value;
-        return v && v.status !== "pending" && v.status !== "running" ? v : null;
-      });
-      assert.equal(restore.status, "success", JSON.stringify(restore));
-      assert.deepEqual(restore.result, { files: 1, bytes: image.length, errors: [], errorCount: 0 });
-      assert.ok(restore.tokenUsedAt, "the control plane recorded the redemption");
-      assert.ok(!bes.output.includes(started.token), "the one-time token is not logged");
-      assert.ok(!bes.output.includes(delivered.dataKey.toBase64()), "no key in the BES's log");
+      assert.equal(reported.status, 200);
     } finally {
-      const status = await bes.stop();
-      if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
+      client.close();
     }
+    const result = await finished(cp.kv, started.restore.jobId!);
+    assert.equal(result.result?.status, "success", JSON.stringify(result.result));
+    const bmr = result.result!.output!.bmr as { instructions: string; command: string };
+    assert.equal(bmr.instructions, "Boot any live environment and run the recovery agent");
+    assert.equal(
+      bmr.command,
+      `deno task agent recover --bes ${engine.dataUrl} --bes-cert FILE --token TOKEN --disk PATH`,
+    );
+    const restore = await waitFor("the restore to complete", async () => {
+      const v = (await cp.kv.get<{ status: string; result: unknown; tokenUsedAt: string | null }>([
+        "restores",
+        started.restore.id,
+      ])).value;
+      return v && v.status !== "pending" && v.status !== "running" ? v : null;
+    });
+    assert.equal(restore.status, "success", JSON.stringify(restore));
+    assert.deepEqual(restore.result, { files: 1, bytes: image.length, errors: [], errorCount: 0 });
+    assert.ok(restore.tokenUsedAt, "the control plane recorded the redemption");
+    assert.ok(!bes.output.includes(started.token), "the one-time token is not logged");
+    assert.ok(!bes.output.includes(delivered.dataKey.toBase64()), "no key in the BES's log");
   },
 });

@@ -35,11 +35,52 @@ import {
   controlPlane,
   engineNamed,
   finished,
+  onlineBes,
   SMALL,
   spawnBes,
   system,
   waitFor,
 } from "./bes_world.ts";
+
+/** Asks for a browse of `path` in restore point `pointId` and waits (30 s) until it is no longer pending. */
+async function browsed(
+  kv: Deno.Kv,
+  bes: { exited: boolean; output: string },
+  pointId: string,
+  path: string,
+  what: string,
+) {
+  await requestBrowse(kv, system, pointId, path, new Date());
+  return await waitFor(
+    what,
+    async () => {
+      const state = await getBrowse(kv, system, pointId, path, new Date());
+      return state && state.status !== "pending" ? state : null;
+    },
+    30_000,
+    bes,
+  );
+}
+
+/** Starts a search for `pattern` in restore point `pointId` and waits (30 s) until it is no longer pending. */
+async function searched(
+  kv: Deno.Kv,
+  bes: { exited: boolean; output: string },
+  pointId: string,
+  pattern: string,
+  what: string,
+) {
+  const search = await requestSearch(kv, system, pointId, pattern, new Date());
+  return await waitFor(
+    what,
+    async () => {
+      const state = await getSearch(kv, system, search.id, new Date());
+      return state.status !== "pending" ? state : null;
+    },
+    30_000,
+    bes,
+  );
+}
 
 Deno.test({
   name:
@@ -263,134 +304,121 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     await using cp = await controlPlane();
-    const bes = spawnBes(cp.url, cp.tenant.secrets[0], `${cp.dir}/bes`);
-    try {
-      const engine = await waitFor(
-        "the BES to go online",
-        async () => {
-          const e = await engineNamed(cp.kv, "bes-e2e");
-          return e?.status === "online" ? e : null;
-        },
-        30_000,
-        bes,
-      );
-      const { target, policy, snapshots, repoPath, verifyJobs, keys } = await backedUpPolicy(cp, engine, 3);
-      for (const id of verifyJobs) {
-        const job = await finished(cp.kv, id);
-        // The structure is checked, then 3 sampled blobs are read back with the keys the control plane's key
-        // endpoint delivers to the BES holding the job.
-        assert.equal(job.result?.status, "success", JSON.stringify(job.result));
-        const v = job.result?.output?.verification as Record<string, unknown>;
-        assert.equal(v.status, "passed");
-        assert.equal(v.failedCount, 0);
-        assert.equal(v.snapshots, 1);
-        assert.equal(v.sampled, 3);
-        assert.ok((v.referencedBlobs as number) > 0);
-      }
-      const points = (await Array.fromAsync(cp.kv.list<RestorePoint>({ prefix: ["restore_points"] })))
-        .map((e) => e.value);
-      assert.deepEqual(points.map((p) => p.verification), ["passed", "passed", "passed", "passed"]);
-
-      // Retention keeps the newest two: the prune job it issues removes the other two from the repository.
-      const { expired, pruneJobs } = await applyRetention(cp.kv, new Date(Date.UTC(2026, 10, 4, 5)));
-      assert.deepEqual({ expired, pruneJobs }, { expired: 2, pruneJobs: 1 });
-      const prune = (await Array.fromAsync(cp.kv.list<Job>({ prefix: ["jobs"] }))).map((e) => e.value)
-        .find((j) => j.kind === "prune")!;
-      const pruned = await finished(cp.kv, prune.id);
-      assert.equal(pruned.result?.status, "success", JSON.stringify(pruned.result));
-      const out = pruned.result!.output!.pruned as { restorePointIds: string[]; absent: string[] };
-      assert.deepEqual([...out.restorePointIds].sort(), [snapshots[0], snapshots[1]].sort());
-      assert.deepEqual(out.absent, []);
-      const backend = new LocalBackend(repoPath);
-      for (const [i, id] of snapshots.entries()) {
-        assert.equal(await backend.exists(`snapshots/${id}`), i >= 2, `snapshot ${i}`);
-      }
-      // gc condemned what only the pruned snapshots used; the kept ones are whole.
-      assert.ok((await Array.fromAsync(backend.list("condemned/"))).length > 0);
-      const check = await verifyRepository(await Repository.open(backend, namespaceKeysOpener(keys)), {
-        all: true,
-      });
-      assert.deepEqual(check.problems, []);
-      assert.equal(check.snapshots, 2);
-
-      // A target-wide verify passes, then finds a flipped byte in a pack's trailer.
-      const first = await requestStorageCheck(cp.kv, system, target.id, "verify", new Date());
-      const passed = await finished(cp.kv, first.jobId);
-      assert.equal(passed.result?.status, "success", JSON.stringify(passed.result));
-      const packs = await Array.fromAsync(backend.list("data/"));
-      const pack = packs.sort((a, b) => a.name.localeCompare(b.name))[0];
-      const bytes = await Deno.readFile(`${repoPath}/${pack.name}`);
-      bytes[bytes.length - 10] ^= 0xff;
-      await Deno.writeFile(`${repoPath}/${pack.name}`, bytes);
-      const second = await requestStorageCheck(cp.kv, system, target.id, "verify", new Date());
-      const failed = await finished(cp.kv, second.jobId);
-      assert.equal(failed.result?.status, "failed");
-      assert.equal(failed.result?.error?.reason, "VERIFY_MISMATCH");
-      const packId = pack.name.slice(pack.name.lastIndexOf("/") + 1);
-      assert.ok(failed.result?.error?.message.includes(packId), failed.result?.error?.message);
-
-      // Targets the BES cannot reach: an NFS target that is not mounted, a Local folder that is gone.
-      const nfs = await createTarget(cp.kv, system, targetInput(engine.id, "nfs"), {
-        now: new Date(),
-        masterKey: config.masterKey!,
-      });
-      const gone = await createTarget(
-        cp.kv,
-        system,
-        targetInput(engine.id, "local", { name: "gone", config: { path: `${cp.dir}/no-such-folder` } }),
-        { now: new Date(), masterKey: config.masterKey! },
-      );
-      const unreachable = [];
-      for (const t of [nfs, gone]) {
-        const job = await enqueueJob(cp.kv, {
-          kind: "prune",
-          principal: `bes:${engine.id}`,
-          accountId: cp.scope.accountId,
-          orgId: cp.scope.orgId,
-          payload: {
-            policyId: policy.id,
-            targetId: t.id,
-            repository: { target: t.id, path: `cadres/${policy.id}/g1`, generation: 1 },
-            restorePointIds: [snapshots[2]],
-          },
-        }, new Date());
-        unreachable.push(await finished(cp.kv, job.id));
-      }
-      assert.deepEqual(unreachable.map((j) => j.result?.error?.reason), [
-        "TARGET_UNREACHABLE",
-        "TARGET_UNREACHABLE",
-      ]);
-      assert.match(unreachable[0].result!.error!.message, /is not mounted/);
-      assert.match(unreachable[1].result!.error!.message, /no-such-folder does not exist/);
-      assert.equal(unreachable[0].result?.retryable, true);
-      // A browse of a restore point the control plane does not know: its key endpoint gives no keys (409).
-      const browse = await enqueueJob(cp.kv, {
-        kind: "browse",
-        principal: `bes:${engine.id}`,
-        accountId: cp.scope.accountId,
-        orgId: cp.scope.orgId,
-        payload: { restorePointId: "x", engineRestorePointId: snapshots[2], policyId: policy.id, path: "/" },
-      }, new Date());
-      const refused = (await finished(cp.kv, browse.id)).result;
-      assert.equal(refused?.error?.reason, "KEY_UNAVAILABLE");
-      assert.match(refused!.error!.message, /\(409\): .*restore point x no longer exists/);
-      // A replicate job that names no replica target: one clear refusal naming the field.
-      const replicate = await enqueueJob(cp.kv, {
-        kind: "replicate",
-        principal: `bes:${engine.id}`,
-        accountId: cp.scope.accountId,
-        orgId: cp.scope.orgId,
-        payload: { restorePointId: "x", policyId: policy.id },
-      }, new Date());
-      const refusedReplicate = (await finished(cp.kv, replicate.id)).result;
-      assert.equal(refusedReplicate?.error?.reason, "BAD_PAYLOAD");
-      assert.match(refusedReplicate!.error!.message, /targetId/);
-      assert.ok(await backend.exists(`snapshots/${snapshots[2]}`), "nothing was pruned elsewhere");
-      assert.equal((await cp.kv.get<Engine>(engineKey(engine.id))).value?.status, "online");
-    } finally {
-      const status = await bes.stop();
-      if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
+    await using bes = await onlineBes(cp);
+    const engine = bes.engine;
+    const { target, policy, snapshots, repoPath, verifyJobs, keys } = await backedUpPolicy(cp, engine, 3);
+    for (const id of verifyJobs) {
+      const job = await finished(cp.kv, id);
+      // The structure is checked, then 3 sampled blobs are read back with the keys the control plane's key
+      // endpoint delivers to the BES holding the job.
+      assert.equal(job.result?.status, "success", JSON.stringify(job.result));
+      const v = job.result?.output?.verification as Record<string, unknown>;
+      assert.equal(v.status, "passed");
+      assert.equal(v.failedCount, 0);
+      assert.equal(v.snapshots, 1);
+      assert.equal(v.sampled, 3);
+      assert.ok((v.referencedBlobs as number) > 0);
     }
+    const points = (await Array.fromAsync(cp.kv.list<RestorePoint>({ prefix: ["restore_points"] })))
+      .map((e) => e.value);
+    assert.deepEqual(points.map((p) => p.verification), ["passed", "passed", "passed", "passed"]);
+
+    // Retention keeps the newest two: the prune job it issues removes the other two from the repository.
+    const { expired, pruneJobs } = await applyRetention(cp.kv, new Date(Date.UTC(2026, 10, 4, 5)));
+    assert.deepEqual({ expired, pruneJobs }, { expired: 2, pruneJobs: 1 });
+    const prune = (await Array.fromAsync(cp.kv.list<Job>({ prefix: ["jobs"] }))).map((e) => e.value)
+      .find((j) => j.kind === "prune")!;
+    const pruned = await finished(cp.kv, prune.id);
+    assert.equal(pruned.result?.status, "success", JSON.stringify(pruned.result));
+    const out = pruned.result!.output!.pruned as { restorePointIds: string[]; absent: string[] };
+    assert.deepEqual([...out.restorePointIds].sort(), [snapshots[0], snapshots[1]].sort());
+    assert.deepEqual(out.absent, []);
+    const backend = new LocalBackend(repoPath);
+    for (const [i, id] of snapshots.entries()) {
+      assert.equal(await backend.exists(`snapshots/${id}`), i >= 2, `snapshot ${i}`);
+    }
+    // gc condemned what only the pruned snapshots used; the kept ones are whole.
+    assert.ok((await Array.fromAsync(backend.list("condemned/"))).length > 0);
+    const check = await verifyRepository(await Repository.open(backend, namespaceKeysOpener(keys)), {
+      all: true,
+    });
+    assert.deepEqual(check.problems, []);
+    assert.equal(check.snapshots, 2);
+
+    // A target-wide verify passes, then finds a flipped byte in a pack's trailer.
+    const first = await requestStorageCheck(cp.kv, system, target.id, "verify", new Date());
+    const passed = await finished(cp.kv, first.jobId);
+    assert.equal(passed.result?.status, "success", JSON.stringify(passed.result));
+    const packs = await Array.fromAsync(backend.list("data/"));
+    const pack = packs.sort((a, b) => a.name.localeCompare(b.name))[0];
+    const bytes = await Deno.readFile(`${repoPath}/${pack.name}`);
+    bytes[bytes.length - 10] ^= 0xff;
+    await Deno.writeFile(`${repoPath}/${pack.name}`, bytes);
+    const second = await requestStorageCheck(cp.kv, system, target.id, "verify", new Date());
+    const failed = await finished(cp.kv, second.jobId);
+    assert.equal(failed.result?.status, "failed");
+    assert.equal(failed.result?.error?.reason, "VERIFY_MISMATCH");
+    const packId = pack.name.slice(pack.name.lastIndexOf("/") + 1);
+    assert.ok(failed.result?.error?.message.includes(packId), failed.result?.error?.message);
+
+    // Targets the BES cannot reach: an NFS target that is not mounted, a Local folder that is gone.
+    const nfs = await createTarget(cp.kv, system, targetInput(engine.id, "nfs"), {
+      now: new Date(),
+      masterKey: config.masterKey!,
+    });
+    const gone = await createTarget(
+      cp.kv,
+      system,
+      targetInput(engine.id, "local", { name: "gone", config: { path: `${cp.dir}/no-such-folder` } }),
+      { now: new Date(), masterKey: config.masterKey! },
+    );
+    const unreachable = [];
+    for (const t of [nfs, gone]) {
+      const job = await enqueueJob(cp.kv, {
+        kind: "prune",
+        principal: `bes:${engine.id}`,
+        accountId: cp.scope.accountId,
+        orgId: cp.scope.orgId,
+        payload: {
+          policyId: policy.id,
+          targetId: t.id,
+          repository: { target: t.id, path: `cadres/${policy.id}/g1`, generation: 1 },
+          restorePointIds: [snapshots[2]],
+        },
+      }, new Date());
+      unreachable.push(await finished(cp.kv, job.id));
+    }
+    assert.deepEqual(unreachable.map((j) => j.result?.error?.reason), [
+      "TARGET_UNREACHABLE",
+      "TARGET_UNREACHABLE",
+    ]);
+    assert.match(unreachable[0].result!.error!.message, /is not mounted/);
+    assert.match(unreachable[1].result!.error!.message, /no-such-folder does not exist/);
+    assert.equal(unreachable[0].result?.retryable, true);
+    // A browse of a restore point the control plane does not know: its key endpoint gives no keys (409).
+    const browse = await enqueueJob(cp.kv, {
+      kind: "browse",
+      principal: `bes:${engine.id}`,
+      accountId: cp.scope.accountId,
+      orgId: cp.scope.orgId,
+      payload: { restorePointId: "x", engineRestorePointId: snapshots[2], policyId: policy.id, path: "/" },
+    }, new Date());
+    const refused = (await finished(cp.kv, browse.id)).result;
+    assert.equal(refused?.error?.reason, "KEY_UNAVAILABLE");
+    assert.match(refused!.error!.message, /\(409\): .*restore point x no longer exists/);
+    // A replicate job that names no replica target: one clear refusal naming the field.
+    const replicate = await enqueueJob(cp.kv, {
+      kind: "replicate",
+      principal: `bes:${engine.id}`,
+      accountId: cp.scope.accountId,
+      orgId: cp.scope.orgId,
+      payload: { restorePointId: "x", policyId: policy.id },
+    }, new Date());
+    const refusedReplicate = (await finished(cp.kv, replicate.id)).result;
+    assert.equal(refusedReplicate?.error?.reason, "BAD_PAYLOAD");
+    assert.match(refusedReplicate!.error!.message, /targetId/);
+    assert.ok(await backend.exists(`snapshots/${snapshots[2]}`), "nothing was pruned elsewhere");
+    assert.equal((await cp.kv.get<Engine>(engineKey(engine.id))).value?.status, "online");
   },
 });
 
@@ -401,110 +429,61 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     await using cp = await controlPlane();
-    const bes = spawnBes(cp.url, cp.tenant.secrets[0], `${cp.dir}/bes`);
-    try {
-      const engine = await waitFor(
-        "the BES to go online",
-        async () => {
-          const e = await engineNamed(cp.kv, "bes-e2e");
-          return e?.status === "online" ? e : null;
-        },
-        30_000,
-        bes,
-      );
-      const f = await backedUpPolicy(cp, engine, 10_000);
-      for (const id of f.verifyJobs) {
-        const job = await finished(cp.kv, id);
-        assert.equal(job.result?.status, "success", JSON.stringify(job.result));
-        const v = job.result?.output?.verification as {
-          status: string;
-          sampled: number;
-          referencedBlobs: number;
-        };
-        assert.equal(v.status, "passed");
-        assert.ok(v.sampled > 0 && v.sampled === v.referencedBlobs, `${v.sampled} of ${v.referencedBlobs}`);
-      }
-      const points = (await Array.fromAsync(cp.kv.list<RestorePoint>({ prefix: ["restore_points"] })))
-        .map((e) => e.value);
-      assert.deepEqual(points.map((p) => p.verification), ["passed", "passed", "passed", "passed"]);
-      const latest = points.find((p) => p.engineRestorePointId === f.snapshots[3])!;
-
-      // Browse the backed-up folder of the newest point: the control plane's browse state gets its entries.
-      await requestBrowse(cp.kv, system, latest.id, f.src, new Date());
-      const listed = await waitFor(
-        "the browse",
-        async () => {
-          const state = await getBrowse(cp.kv, system, latest.id, f.src, new Date());
-          return state && state.status !== "pending" ? state : null;
-        },
-        30_000,
-        bes,
-      );
-      assert.equal(listed.status, "ready", JSON.stringify(listed));
-      assert.deepEqual(listed.entries!.map((e) => [e.name, e.type, e.size, e.path]), [
-        ["many", "dir", 0, `${f.src}/many`],
-        ["day.bin", "file", 103_000, `${f.src}/day.bin`],
-        ["same.bin", "file", 20_000, `${f.src}/same.bin`],
-      ]);
-      assert.equal(
-        listed.entries!.find((e) => e.name === "same.bin")!.modifiedAt,
-        (await Deno.stat(`${f.src}/same.bin`)).mtime!.toISOString(),
-      );
-      // A folder longer than one result body: uploaded in parts, kept whole, served in pages of 200.
-      await requestBrowse(cp.kv, system, latest.id, `${f.src}/many`, new Date());
-      const many = await waitFor(
-        "the long browse",
-        async () => {
-          const state = await getBrowse(cp.kv, system, latest.id, `${f.src}/many`, new Date());
-          return state && state.status !== "pending" ? state : null;
-        },
-        30_000,
-        bes,
-      );
-      assert.equal(many.status, "ready", JSON.stringify({ ...many, entries: many.entries?.length }));
-      assert.deepEqual([many.total, many.kept, many.truncated, many.pages], [MANY, MANY, false, MANY / 200]);
-      const last = await getBrowse(cp.kv, system, latest.id, `${f.src}/many`, new Date(), MANY / 200 - 1);
-      assert.equal(last!.entries!.at(-1)!.name, `f${String(MANY - 1).padStart(5, "0")}.txt`);
-      const browseJob = await getJob(cp.kv, many.jobId);
-      assert.ok((browseJob!.result!.lists?.entries?.parts ?? 0) >= 1, JSON.stringify(browseJob!.result));
-      // Search the whole point by name.
-      const search = await requestSearch(cp.kv, system, latest.id, "DAY", new Date());
-      const found = await waitFor(
-        "the search",
-        async () => {
-          const state = await getSearch(cp.kv, system, search.id, new Date());
-          return state.status !== "pending" ? state : null;
-        },
-        30_000,
-        bes,
-      );
-      assert.equal(found.status, "ready", JSON.stringify(found));
-      assert.deepEqual(found.matches!.map((m) => m.path), [`${f.src}/day.bin`]);
-      // Many matches: every one of them, in path order.
-      const all = await requestSearch(cp.kv, system, latest.id, "f0*.txt", new Date());
-      const matched = await waitFor(
-        "the long search",
-        async () => {
-          const state = await getSearch(cp.kv, system, all.id, new Date());
-          return state.status !== "pending" ? state : null;
-        },
-        30_000,
-        bes,
-      );
-      assert.equal(matched.status, "ready", matched.error ?? "");
-      assert.deepEqual([matched.total, matched.kept, matched.truncated], [MANY, MANY, false]);
-      assert.equal(matched.matches![0].path, `${f.src}/many/f00000.txt`);
-      // The BES asked the key endpoint for each job's keys (4 verifies, 2 browses, 2 searches): audited.
-      const deliveries = (await auditEntries(cp.kv, cp.scope.accountId)).filter((a) =>
-        a.action === "keys.deliver" && a.summary.includes("BES bes-e2e")
-      );
-      assert.equal(deliveries.length, 8, deliveries.map((d) => d.summary).join("\n"));
-      assert.ok(!bes.output.includes(f.keys.dataKey.toBase64()), "no key in the BES's log");
-      assert.ok(!bes.output.includes(f.keys.idKey.toBase64()), "no key in the BES's log");
-    } finally {
-      const status = await bes.stop();
-      if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
+    await using bes = await onlineBes(cp);
+    const engine = bes.engine;
+    const f = await backedUpPolicy(cp, engine, 10_000);
+    for (const id of f.verifyJobs) {
+      const job = await finished(cp.kv, id);
+      assert.equal(job.result?.status, "success", JSON.stringify(job.result));
+      const v = job.result?.output?.verification as {
+        status: string;
+        sampled: number;
+        referencedBlobs: number;
+      };
+      assert.equal(v.status, "passed");
+      assert.ok(v.sampled > 0 && v.sampled === v.referencedBlobs, `${v.sampled} of ${v.referencedBlobs}`);
     }
+    const points = (await Array.fromAsync(cp.kv.list<RestorePoint>({ prefix: ["restore_points"] })))
+      .map((e) => e.value);
+    assert.deepEqual(points.map((p) => p.verification), ["passed", "passed", "passed", "passed"]);
+    const latest = points.find((p) => p.engineRestorePointId === f.snapshots[3])!;
+
+    // Browse the backed-up folder of the newest point: the control plane's browse state gets its entries.
+    const listed = await browsed(cp.kv, bes, latest.id, f.src, "the browse");
+    assert.equal(listed.status, "ready", JSON.stringify(listed));
+    assert.deepEqual(listed.entries!.map((e) => [e.name, e.type, e.size, e.path]), [
+      ["many", "dir", 0, `${f.src}/many`],
+      ["day.bin", "file", 103_000, `${f.src}/day.bin`],
+      ["same.bin", "file", 20_000, `${f.src}/same.bin`],
+    ]);
+    assert.equal(
+      listed.entries!.find((e) => e.name === "same.bin")!.modifiedAt,
+      (await Deno.stat(`${f.src}/same.bin`)).mtime!.toISOString(),
+    );
+    // A folder longer than one result body: uploaded in parts, kept whole, served in pages of 200.
+    const many = await browsed(cp.kv, bes, latest.id, `${f.src}/many`, "the long browse");
+    assert.equal(many.status, "ready", JSON.stringify({ ...many, entries: many.entries?.length }));
+    assert.deepEqual([many.total, many.kept, many.truncated, many.pages], [MANY, MANY, false, MANY / 200]);
+    const last = await getBrowse(cp.kv, system, latest.id, `${f.src}/many`, new Date(), MANY / 200 - 1);
+    assert.equal(last!.entries!.at(-1)!.name, `f${String(MANY - 1).padStart(5, "0")}.txt`);
+    const browseJob = await getJob(cp.kv, many.jobId);
+    assert.ok((browseJob!.result!.lists?.entries?.parts ?? 0) >= 1, JSON.stringify(browseJob!.result));
+    // Search the whole point by name.
+    const found = await searched(cp.kv, bes, latest.id, "DAY", "the search");
+    assert.equal(found.status, "ready", JSON.stringify(found));
+    assert.deepEqual(found.matches!.map((m) => m.path), [`${f.src}/day.bin`]);
+    // Many matches: every one of them, in path order.
+    const matched = await searched(cp.kv, bes, latest.id, "f0*.txt", "the long search");
+    assert.equal(matched.status, "ready", matched.error ?? "");
+    assert.deepEqual([matched.total, matched.kept, matched.truncated], [MANY, MANY, false]);
+    assert.equal(matched.matches![0].path, `${f.src}/many/f00000.txt`);
+    // The BES asked the key endpoint for each job's keys (4 verifies, 2 browses, 2 searches): audited.
+    const deliveries = (await auditEntries(cp.kv, cp.scope.accountId)).filter((a) =>
+      a.action === "keys.deliver" && a.summary.includes("BES bes-e2e")
+    );
+    assert.equal(deliveries.length, 8, deliveries.map((d) => d.summary).join("\n"));
+    assert.ok(!bes.output.includes(f.keys.dataKey.toBase64()), "no key in the BES's log");
+    assert.ok(!bes.output.includes(f.keys.idKey.toBase64()), "no key in the BES's log");
   },
 });
 
@@ -537,97 +516,84 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     await using cp = await controlPlane();
-    const bes = spawnBes(cp.url, cp.tenant.secrets[0], `${cp.dir}/bes`);
-    try {
-      const engine = await waitFor(
-        "the BES to go online",
-        async () => {
-          const e = await engineNamed(cp.kv, "bes-e2e");
-          return e?.status === "online" ? e : null;
-        },
-        30_000,
-        bes,
+    await using bes = await onlineBes(cp);
+    const engine = bes.engine;
+    const replicaDir = `${cp.dir}/replica`;
+    await Deno.mkdir(replicaDir);
+    let replicaId = "";
+    const f = await backedUpPolicy(cp, engine, 3, async (policy) => {
+      const replica = await createTarget(
+        cp.kv,
+        system,
+        targetInput(engine.id, "local", { name: "replica", config: { path: replicaDir } }),
+        { now: new Date(), masterKey: config.masterKey! },
       );
-      const replicaDir = `${cp.dir}/replica`;
-      await Deno.mkdir(replicaDir);
-      let replicaId = "";
-      const f = await backedUpPolicy(cp, engine, 3, async (policy) => {
-        const replica = await createTarget(
-          cp.kv,
-          system,
-          targetInput(engine.id, "local", { name: "replica", config: { path: replicaDir } }),
-          { now: new Date(), masterKey: config.masterKey! },
-        );
-        replicaId = replica.id;
-        await createReplica(cp.kv, system, {
-          policyId: policy.id,
-          targetId: replica.id,
-          kekSource: "pam_vault",
-          replicateAfterFull: true,
-          replicateAfterIncremental: true,
-          isOffsite: true,
-        }, new Date());
-      });
-      const jobs = (await Array.fromAsync(cp.kv.list<Job>({ prefix: ["jobs"] }))).map((e) => e.value)
-        .filter((j) => j.kind === "replicate");
-      assert.equal(jobs.length, 4, "one per restore point");
-      assert.deepEqual(jobs[0].payload.repository, {
-        target: f.target.id,
-        path: `cadres/${f.policy.id}/g1`,
-        generation: 1,
-      });
-      for (const job of jobs) {
-        const done = await finished(cp.kv, job.id);
-        assert.equal(done.result?.status, "success", JSON.stringify(done.result));
-        const r = done.result!.output!.replication as { targetId: string; bytes: number };
-        assert.equal(r.targetId, replicaId);
-      }
-      // The control plane's records say so; the replica holds every point, and the newest restores from it.
-      // (The route records the result, then its outcome: the records follow a moment later.)
-      await waitFor("the replication records", async () => {
-        const records = await Array.fromAsync(cp.kv.list<{ status: string }>({ prefix: ["replications"] }));
-        return records.length === 4 && records.every((e) => e.value.status === "succeeded");
-      });
-      const replicaRepo = `${replicaDir}/cadres/${f.policy.id}/g1`;
-      for (const id of f.snapshots) {
-        assert.ok(await new LocalBackend(replicaRepo).exists(`snapshots/${id}`), id);
-      }
-      await assertRestoresAs(replicaRepo, f.keys, f.snapshots[3], f.src, `${cp.dir}/from-replica`);
-      // The keys of the replica: wrapped by the rule's KEK source (the organization's vault key), audited.
-      const audit = await auditEntries(cp.kv, cp.scope.accountId);
-      assert.ok(
-        audit.some((a) => a.action === "keys.wrap" && a.summary.includes("(pam_vault)")),
-        audit.map((a) => a.action).join(", "),
-      );
-
-      // A synthetic full of the host's chain, made on the BES.
-      const synthetic = await enqueueJob(cp.kv, {
-        kind: "synthetic_full",
-        principal: `bes:${engine.id}`,
-        accountId: cp.scope.accountId,
-        orgId: cp.scope.orgId,
-        payload: {
-          policyId: f.policy.id,
-          targetId: f.target.id,
-          repository: { target: f.target.id, path: `cadres/${f.policy.id}/g1`, generation: 1 },
-          hostId: f.host.id,
-        },
+      replicaId = replica.id;
+      await createReplica(cp.kv, system, {
+        policyId: policy.id,
+        targetId: replica.id,
+        kekSource: "pam_vault",
+        replicateAfterFull: true,
+        replicateAfterIncremental: true,
+        isOffsite: true,
       }, new Date());
-      const made = await finished(cp.kv, synthetic.id);
-      assert.equal(made.result?.status, "success", JSON.stringify(made.result));
-      const rp = made.result!.output!.restorePoint as {
-        id: string;
-        type: string;
-        parentId: null;
-        fileCount: number;
-      };
-      assert.deepEqual([rp.type, rp.parentId, rp.fileCount], ["synthetic_full", null, MANY + 2]);
-      assert.equal((made.result!.output!.syntheticFull as { base: string }).base, f.snapshots[3]);
-      await assertRestoresAs(f.repoPath, f.keys, rp.id, f.src, `${cp.dir}/from-synthetic`);
-      assert.ok(!bes.output.includes(f.keys.dataKey.toBase64()), "no key in the BES's log");
-    } finally {
-      const status = await bes.stop();
-      if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
+    });
+    const jobs = (await Array.fromAsync(cp.kv.list<Job>({ prefix: ["jobs"] }))).map((e) => e.value)
+      .filter((j) => j.kind === "replicate");
+    assert.equal(jobs.length, 4, "one per restore point");
+    assert.deepEqual(jobs[0].payload.repository, {
+      target: f.target.id,
+      path: `cadres/${f.policy.id}/g1`,
+      generation: 1,
+    });
+    for (const job of jobs) {
+      const done = await finished(cp.kv, job.id);
+      assert.equal(done.result?.status, "success", JSON.stringify(done.result));
+      const r = done.result!.output!.replication as { targetId: string; bytes: number };
+      assert.equal(r.targetId, replicaId);
     }
+    // The control plane's records say so; the replica holds every point, and the newest restores from it.
+    // (The route records the result, then its outcome: the records follow a moment later.)
+    await waitFor("the replication records", async () => {
+      const records = await Array.fromAsync(cp.kv.list<{ status: string }>({ prefix: ["replications"] }));
+      return records.length === 4 && records.every((e) => e.value.status === "succeeded");
+    });
+    const replicaRepo = `${replicaDir}/cadres/${f.policy.id}/g1`;
+    for (const id of f.snapshots) {
+      assert.ok(await new LocalBackend(replicaRepo).exists(`snapshots/${id}`), id);
+    }
+    await assertRestoresAs(replicaRepo, f.keys, f.snapshots[3], f.src, `${cp.dir}/from-replica`);
+    // The keys of the replica: wrapped by the rule's KEK source (the organization's vault key), audited.
+    const audit = await auditEntries(cp.kv, cp.scope.accountId);
+    assert.ok(
+      audit.some((a) => a.action === "keys.wrap" && a.summary.includes("(pam_vault)")),
+      audit.map((a) => a.action).join(", "),
+    );
+
+    // A synthetic full of the host's chain, made on the BES.
+    const synthetic = await enqueueJob(cp.kv, {
+      kind: "synthetic_full",
+      principal: `bes:${engine.id}`,
+      accountId: cp.scope.accountId,
+      orgId: cp.scope.orgId,
+      payload: {
+        policyId: f.policy.id,
+        targetId: f.target.id,
+        repository: { target: f.target.id, path: `cadres/${f.policy.id}/g1`, generation: 1 },
+        hostId: f.host.id,
+      },
+    }, new Date());
+    const made = await finished(cp.kv, synthetic.id);
+    assert.equal(made.result?.status, "success", JSON.stringify(made.result));
+    const rp = made.result!.output!.restorePoint as {
+      id: string;
+      type: string;
+      parentId: null;
+      fileCount: number;
+    };
+    assert.deepEqual([rp.type, rp.parentId, rp.fileCount], ["synthetic_full", null, MANY + 2]);
+    assert.equal((made.result!.output!.syntheticFull as { base: string }).base, f.snapshots[3]);
+    await assertRestoresAs(f.repoPath, f.keys, rp.id, f.src, `${cp.dir}/from-synthetic`);
+    assert.ok(!bes.output.includes(f.keys.dataKey.toBase64()), "no key in the BES's log");
   },
 });

@@ -116,6 +116,39 @@ export function spawnBes(
   };
 }
 
+/**
+ * A BES subprocess (`spawnBes` in `options.data`, default `${cp.dir}/bes`) once it is online — with its data
+ * URL when `tls` — as `engine`. Disposing it stops it and prints its output when it did not exit cleanly (or
+ * DEBUG_BES is set); when it does not come online it is stopped and the wait's error thrown.
+ */
+export async function onlineBes(
+  cp: { kv: Deno.Kv; url: string; dir: string; tenant: { secrets: string[] } },
+  options: { data?: string; name?: string; tls?: boolean; args?: string[] } = {},
+) {
+  const name = options.name ?? "bes-e2e";
+  const bes = spawnBes(cp.url, cp.tenant.secrets[0], options.data ?? `${cp.dir}/bes`, name, options);
+  const stop = async () => {
+    const status = await bes.stop();
+    if (status.code !== 0 || Deno.env.get("DEBUG_BES")) console.error(bes.output);
+  };
+  let engine: Engine;
+  try {
+    engine = await waitFor(
+      options.tls ? "the BES to go online with its data URL" : "the BES to go online",
+      async () => {
+        const e = await engineNamed(cp.kv, name);
+        return e?.status === "online" && (!options.tls || e.dataUrl) ? e : null;
+      },
+      30_000,
+      bes,
+    );
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return Object.assign(bes, { engine, [Symbol.asyncDispose]: stop });
+}
+
 /** Polls `probe` until it returns a value (not undefined/null/false), or fails after `ms` with `what`. */
 export async function waitFor<T>(
   what: string,

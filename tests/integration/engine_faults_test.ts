@@ -21,36 +21,9 @@ import { type RestorePoint, restorePointKey } from "../../domain/runs.ts";
 import { LocalBackend } from "../../engine/repo/backend.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { assertSameTree } from "../engine/tree_fixture.ts";
-import { type AgentWorld, agentWorld, waitFor } from "./agent_world.ts";
+import { type AgentWorld, agentWorld, assignHosts, createPolicy, runNow, waitFor } from "./agent_world.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function createPolicy(w: AgentWorld, name: string, extra: Record<string, unknown> = {}) {
-  const res = await w.api("POST", "/api/v1/policies", {
-    name,
-    besId: w.bes.id,
-    targetId: w.targetId,
-    backupType: "file",
-    fullSchedule: "0 2 * * 0",
-    compression: "zstd",
-    encryption: "AES-256-GCM",
-    verifyAfterBackup: false,
-    ...extra,
-  });
-  assert.equal(res.status, 201, res.text);
-  return res.body as { id: string };
-}
-
-async function assign(w: AgentWorld, policyId: string, hostId: string) {
-  const res = await w.api("POST", `/api/v1/policies/${policyId}/assignments`, { hostIds: [hostId] });
-  assert.equal(res.status, 201, res.text);
-}
-
-async function runNow(w: AgentWorld, policyId: string, kind: "full" | "incremental" = "full") {
-  const res = await w.api("POST", `/api/v1/policies/${policyId}/run`, { kind });
-  assert.equal(res.status, 201, res.text);
-  return { runId: res.body.runs[0].id as string, jobId: res.body.runs[0].jobId as string };
-}
 
 /** Waits until job `jobId` (attempt `attempt`) reported moving bytes: it is in the middle of its work. */
 async function midJob(w: AgentWorld, jobId: string, attempt = 1) {
@@ -76,7 +49,7 @@ async function setUp(w: AgentWorld, src: string, policyExtra: Record<string, unk
   const agentDir = `${w.tmp}/agent`;
   const agent = w.startAgent(agentDir, ["--include-root", src]);
   const host = await w.enrolledHost(agentDir);
-  await assign(w, policy.id, host.id);
+  await assignHosts(w, policy.id, [host.id]);
   return { policy, agentDir, agent, host };
 }
 
@@ -94,7 +67,7 @@ Deno.test({
 
   // Down before the run: the run fails at once, naming the BES.
   await w.stopDataApi();
-  const before = await w.finishedRun((await runNow(w, policy.id)).runId);
+  const before = await w.finishedRun((await runNow(w, policy.id))[0].id);
   assert.equal(before.run.status, "failed");
   assert.equal(before.run.error?.reason, "ENGINE_OFFLINE", JSON.stringify(before.run.error));
   assert.match(before.run.error!.message, /the BES at https:\/\/127\.0\.0\.1:\d+/);
@@ -103,10 +76,10 @@ Deno.test({
 
   // Killed in the middle of the backup.
   const started = Date.now();
-  const first = await runNow(w, policy.id);
+  const [first] = await runNow(w, policy.id);
   await midJob(w, first.jobId);
   await w.stopDataApi();
-  const down = await w.finishedRun(first.runId);
+  const down = await w.finishedRun(first.id);
   assert.equal(down.run.status, "failed");
   assert.equal(down.run.error?.reason, "ENGINE_OFFLINE", JSON.stringify(down.run.error));
   assert.match(
@@ -120,8 +93,8 @@ Deno.test({
 
   // A new BES process (no writer lock held in memory): the next run succeeds, and restores byte-identical.
   w.startDataApi({ fresh: true });
-  const next = await runNow(w, policy.id);
-  const up = await w.finishedRun(next.runId);
+  const [next] = await runNow(w, policy.id);
+  const up = await w.finishedRun(next.id);
   assert.equal(up.run.status, "success", `${JSON.stringify(up.run.error)}\n${agent.output.join("")}`);
   assert.equal((await Array.fromAsync(storage.list("snapshots/"))).length, 1);
   const restoreDir = `${w.tmp}/restored`;
@@ -148,7 +121,7 @@ Deno.test({
   await writeFiles(src, 24, 200_000);
   const set = await setUp(w, src);
   let agent = set.agent;
-  const backup = await w.finishedRun((await runNow(w, set.policy.id)).runId);
+  const backup = await w.finishedRun((await runNow(w, set.policy.id))[0].id);
   assert.equal(backup.run.status, "success", `${JSON.stringify(backup.run.error)}\n${agent.output.join("")}`);
   const point = (await w.kv.get<RestorePoint>(restorePointKey(backup.run.restorePointId!))).value!;
   // The BES answers each read of file content after 400 ms: a restore of 24 files takes a few seconds.
@@ -258,12 +231,12 @@ Deno.test({
   const src = `${w.tmp}/src`;
   await writeFiles(src, 4, 1_000_000);
   const { policy, agent } = await setUp(w, src, { maxTransferMbps: 2 });
-  const first = await runNow(w, policy.id);
+  const [first] = await runNow(w, policy.id);
   await midJob(w, first.jobId);
   // Down for 5 s, longer than the rest of the backup: its last progress reports and its result meet a
   // control plane that is not there, and are retried.
   await w.restartControlPlane(5000);
-  const run = await w.finishedRun(first.runId);
+  const run = await w.finishedRun(first.id);
   assert.equal(run.run.status, "success", `${JSON.stringify(run.run.error)}\n${agent.output.join("")}`);
   assert.ok(run.run.restorePointId);
   const job = (await getJob(w.kv, first.jobId))!;
@@ -271,7 +244,7 @@ Deno.test({
   assert.match(agent.output.join(""), /progress not reported: .*unreachable/);
   // The new process serves the agent as the old one did: an incremental after it succeeds too.
   await Deno.writeFile(`${src}/new.txt`, new TextEncoder().encode("after the restart"));
-  const next = await w.finishedRun((await runNow(w, policy.id, "incremental")).runId);
+  const next = await w.finishedRun((await runNow(w, policy.id, "incremental"))[0].id);
   assert.equal(next.run.status, "success", JSON.stringify(next.run.error));
   assert.equal(next.output.added, 1);
 });

@@ -37,37 +37,10 @@ import { readSnapshotInfo } from "../../engine/repo/snapshot.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { assertSameTree } from "../engine/tree_fixture.ts";
 import { dumpKv, engineMetrics } from "../helpers.ts";
-import { type AgentWorld, agentWorld, waitFor } from "./agent_world.ts";
+import { agentWorld, assignHosts, createPolicy, runNow, waitFor } from "./agent_world.ts";
 import nodeCrypto from "node:crypto";
 
 const text = (s: string) => new TextEncoder().encode(s);
-
-async function createPolicy(w: AgentWorld, name: string, extra: Record<string, unknown> = {}) {
-  const res = await w.api("POST", "/api/v1/policies", {
-    name,
-    besId: w.bes.id,
-    targetId: w.targetId,
-    backupType: "file",
-    fullSchedule: "0 2 * * 0",
-    compression: "zstd",
-    encryption: "AES-256-GCM",
-    verifyAfterBackup: false,
-    ...extra,
-  });
-  assert.equal(res.status, 201, res.text);
-  return res.body as { id: string };
-}
-
-async function assign(w: AgentWorld, policyId: string, hostIds: string[]) {
-  const res = await w.api("POST", `/api/v1/policies/${policyId}/assignments`, { hostIds });
-  assert.equal(res.status, 201, res.text);
-}
-
-async function runNow(w: AgentWorld, policyId: string, hostIds?: string[]) {
-  const res = await w.api("POST", `/api/v1/policies/${policyId}/run`, { kind: "full", hostIds });
-  assert.equal(res.status, 201, res.text);
-  return res.body.runs as Array<{ id: string; hostId: string; jobId: string }>;
-}
 
 /** The objects of one repository folder, by namespace: packs (with their chunk ids), snapshots, index. */
 async function objectsOf(root: string) {
@@ -145,12 +118,12 @@ Deno.test({
       .status,
     200,
   );
-  await assign(w, p1.id, [hostA.id, hostB.id, c.id]);
-  await assign(w, p2.id, [hostA.id]);
+  await assignHosts(w, p1.id, [hostA.id, hostB.id, c.id]);
+  await assignHosts(w, p2.id, [hostA.id]);
 
   // The real agents back up (policy 1: web01 and web02; policy 2: web01).
   const output = () => `${agentA.output.join("")}\n${agentB.output.join("")}`;
-  const p1Runs = await runNow(w, p1.id, [hostA.id, hostB.id]);
+  const p1Runs = await runNow(w, p1.id, "full", [hostA.id, hostB.id]);
   for (const r of p1Runs) {
     const done = await w.finishedRun(r.id);
     assert.equal(done.run.status, "success", `${JSON.stringify(done.run.error)}\n${output()}`);
@@ -173,7 +146,7 @@ Deno.test({
     assert.equal(res.status, 200);
     return (await res.json()).jobs as Array<{ id: string; kind: string; dataToken: string }>;
   };
-  const [cRun] = await runNow(w, p1.id, [c.id]);
+  const [cRun] = await runNow(w, p1.id, "full", [c.id]);
   const pointA = (await w.finishedRun(p1Runs.find((r) => r.hostId === hostA.id)!.id)).run.restorePointId!;
   const restore = await w.api("POST", "/api/v1/restores", {
     restorePointId: pointA,
