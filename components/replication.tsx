@@ -58,7 +58,7 @@ export function ReplicaLastCell(props: { stats: ReplicaStats }) {
 /** Replications, one row each: the point (optional), target, status, time, bytes and error. */
 export function ReplicationTable(props: { rows: ReplicationView[]; showPoint?: boolean }) {
   return (
-    <div class="table-wrap">
+    <div class="table-wrap" tabIndex={0}>
       <table class="table table--compact" data-testid="replications">
         <thead>
           <tr>

@@ -151,7 +151,7 @@ export function ErrorsList(props: { page: ErrorsPage; link: (page: number) => st
         </p>
       )}
       {errors.length > 0 && (
-        <div class="table-wrap">
+        <div class="table-wrap" tabIndex={0}>
           <table class="table table--compact table--cards" data-testid="errors-table">
             <thead>
               <tr>

@@ -88,7 +88,7 @@ adminAuditRoutes.get("/", requires("admin"), async (c) => {
         {page.values.length === 0
           ? <EmptyState title={active ? "No entries match these filters" : "No audit entries yet"} />
           : (
-            <div class="table-wrap">
+            <div class="table-wrap" tabIndex={0}>
               <table class="table table--cards">
                 <thead>
                   <tr>

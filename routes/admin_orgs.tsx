@@ -79,7 +79,7 @@ adminOrgRoutes.get("/", requires("admin"), async (c) => {
             </EmptyState>
           )
           : (
-            <div class="table-wrap">
+            <div class="table-wrap" tabIndex={0}>
               <table class="table table--cards">
                 <thead>
                   <tr>

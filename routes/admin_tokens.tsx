@@ -53,7 +53,7 @@ function TokensPage(props: {
       {rows.length === 0
         ? <EmptyState title="No API tokens yet">Create one below for scripts and monitoring.</EmptyState>
         : (
-          <div class="table-wrap">
+          <div class="table-wrap" tabIndex={0}>
             <table class="table">
               <thead>
                 <tr>

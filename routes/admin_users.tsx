@@ -105,7 +105,7 @@ adminUserRoutes.get("/", requires("admin"), async (c) => {
             </EmptyState>
           )
           : (
-            <div class="table-wrap">
+            <div class="table-wrap" tabIndex={0}>
               <table class="table table--cards">
                 <thead>
                   <tr>

@@ -80,7 +80,7 @@ alertRoutes.get("/", requires("backup.view"), async (c) => {
             </EmptyState>
           )
           : (
-            <div class="table-wrap">
+            <div class="table-wrap" tabIndex={0}>
               <table class="table table--cards">
                 <thead>
                   <tr>

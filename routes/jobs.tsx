@@ -248,7 +248,7 @@ jobRoutes.get("/", requires("backup.view"), async (c) => {
           )
           : (
             <>
-              <div class="table-wrap">
+              <div class="table-wrap" tabIndex={0}>
                 <table class="table table--cards" data-testid="jobs-table" data-run-table>
                   <thead>
                     <tr>
@@ -541,7 +541,7 @@ function shortTime(iso: string | null | undefined) {
  */
 function RunHistory(props: { runs: Run[]; hosts: Map<string, string> }) {
   return (
-    <div class="table-wrap">
+    <div class="table-wrap" tabIndex={0}>
       <table class="table table--compact table--cards" data-testid="run-history" data-run-table>
         <thead>
           <tr>

@@ -207,7 +207,7 @@ function DeliveryLog(props: {
           </EmptyState>
         )
         : (
-          <div class="table-wrap">
+          <div class="table-wrap" tabIndex={0}>
             <table class="table table--compact table--cards" data-testid="delivery-log" data-run-table>
               <thead>
                 <tr>
@@ -329,7 +329,7 @@ notificationRoutes.get("/", requires("backup.view"), async (c) => {
               </EmptyState>
             )
             : (
-              <div class="table-wrap">
+              <div class="table-wrap" tabIndex={0}>
                 <table class="table table--cards" data-testid="channels">
                   <thead>
                     <tr>
@@ -376,7 +376,7 @@ notificationRoutes.get("/", requires("backup.view"), async (c) => {
               </EmptyState>
             )
             : (
-              <div class="table-wrap">
+              <div class="table-wrap" tabIndex={0}>
                 <table class="table table--cards" data-testid="rules">
                   <thead>
                     <tr>

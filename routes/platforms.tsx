@@ -109,7 +109,7 @@ platformRoutes.get("/", requires("backup.view"), async (c) => {
             </EmptyState>
           )
           : (
-            <div class="table-wrap">
+            <div class="table-wrap" tabIndex={0}>
               <table class="table" data-testid="platforms-table">
                 <thead>
                   <tr>
@@ -522,7 +522,7 @@ async function platformPage(
           {jobs.length === 0
             ? <p class="muted">None yet: the next sync imports the platform's jobs.</p>
             : (
-              <div class="table-wrap">
+              <div class="table-wrap" tabIndex={0}>
                 <table class="table table--compact" data-testid="platform-jobs">
                   <thead>
                     <tr>

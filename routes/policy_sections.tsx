@@ -88,7 +88,7 @@ export async function HostsSection(props: { kv: Kv; actor: Actor; policy: Policy
       {rows.length === 0
         ? <p class="muted">No host is assigned: this policy backs up nothing yet.</p>
         : (
-          <div class="table-wrap">
+          <div class="table-wrap" tabIndex={0}>
             <table class="table table--compact table--cards">
               <thead>
                 <tr>
@@ -736,7 +736,7 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
       {runs.length === 0
         ? <p class="muted">No runs yet: the scheduler dispatches at the next scheduled time.</p>
         : (
-          <div class="table-wrap">
+          <div class="table-wrap" tabIndex={0}>
             <table class="table table--compact table--cards" data-run-table>
               <thead>
                 <tr>
@@ -890,7 +890,7 @@ export async function RetentionSection(
                 {preview?.needsConfirmation && <Badge tone="warn">needs confirmation</Badge>}
               </summary>
               {preview?.warning && <p class="field-error">{preview.warning}</p>}
-              <div class="table-wrap">
+              <div class="table-wrap" tabIndex={0}>
                 <table class="table table--compact table--cards">
                   <thead>
                     <tr>

@@ -141,7 +141,7 @@ protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
           </EmptyState>
         )
         : (
-          <div class="table-wrap">
+          <div class="table-wrap" tabIndex={0}>
             <table class="table table--cards" id="protected-objects">
               <thead>
                 <tr>

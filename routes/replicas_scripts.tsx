@@ -103,7 +103,7 @@ async function replicasPage(
             </EmptyState>
           )
           : (
-            <div class="table-wrap">
+            <div class="table-wrap" tabIndex={0}>
               <table class="table">
                 <thead>
                   <tr>
@@ -274,7 +274,7 @@ async function scriptsPage(
         {scripts.length === 0
           ? <EmptyState title={q ? "No scripts match" : "No scripts yet"} />
           : (
-            <div class="table-wrap">
+            <div class="table-wrap" tabIndex={0}>
               <table class="table">
                 <thead>
                   <tr>

@@ -192,7 +192,7 @@ function ChainTable(props: { chain: RestorePointView[]; current: string }) {
   if (props.chain.length === 0) return <p class="muted">The chain of this point is not known.</p>;
   const total = props.chain.reduce((sum, p) => sum + p.sizeBytes, 0);
   return (
-    <div class="table-wrap">
+    <div class="table-wrap" tabIndex={0}>
       <table class="table table--compact table--cards chain" data-testid="chain">
         <thead>
           <tr>
@@ -400,7 +400,7 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
           </EmptyState>
         )
         : (
-          <div class="table-wrap">
+          <div class="table-wrap" tabIndex={0}>
             <table class="table table--cards" data-testid="restore-points">
               <thead>
                 <tr>
@@ -468,7 +468,7 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
 
 function RestoreTable(props: { restores: RestoreRequest[] }) {
   return (
-    <div class="table-wrap">
+    <div class="table-wrap" tabIndex={0}>
       <table class="table table--compact table--cards" data-testid="recent-restores">
         <thead>
           <tr>

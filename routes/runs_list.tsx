@@ -76,7 +76,7 @@ runListRoutes.get("/", requires("backup.view"), async (c) => {
           </EmptyState>
         )
         : (
-          <div class="table-wrap">
+          <div class="table-wrap" tabIndex={0}>
             <table class="table" data-testid="runs-table">
               <thead>
                 <tr>

@@ -197,7 +197,7 @@ function HealthBackupPage(props: { h: Health }) {
         {h.recentTriggers.length === 0
           ? <p class="muted">No backup has run yet.</p>
           : (
-            <div class="table-wrap">
+            <div class="table-wrap" tabIndex={0}>
               <table class="table">
                 <thead>
                   <tr>

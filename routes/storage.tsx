@@ -157,7 +157,7 @@ storageRoutes.get("/", requires("backup.view"), async (c) => {
             </EmptyState>
           )
           : (
-            <div class="table-wrap">
+            <div class="table-wrap" tabIndex={0}>
               <table class="table table--cards">
                 <thead>
                   <tr>

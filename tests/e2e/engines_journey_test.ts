@@ -242,6 +242,9 @@ Deno.test("engines journey: real BES and agent, from the policy page to a restor
               `${src}/reports/budget.xlsx`,
           5_000,
         );
+        // The original location is the default target; this journey restores to another folder.
+        assert.equal(await page.locator("#f-location-original").isChecked(), true, "the default target");
+        await page.locator("#f-location-other").check();
         await page.locator("#restore-files input[name=targetPath]").fill(`${tmp}/restored`);
         await screenshot(page, "engines-05-file-selected");
       }),

@@ -517,7 +517,7 @@ Deno.test("self-backup: health, settings, manual backups, low disk, overview, ot
       const res = await page.goto("/health/overview");
       assert.equal(res?.status(), 200);
       await page.getByRole("heading", { name: "Overview", level: 1 }).waitFor();
-      const diagram = page.getByRole("img", { name: "Architecture of the control plane and its backups" });
+      const diagram = page.getByRole("group", { name: "Architecture of the control plane and its backups" });
       await diagram.waitFor();
       const expected: Record<string, RegExp> = {
         cp: /Control plane/,
