@@ -12,6 +12,7 @@ import { openIdCursor } from "./cursor.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Engine, engineKey } from "./engines.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
+import { withRetry } from "./retry.ts";
 import { type HookPlan, hookPlan } from "./hooks.ts";
 import { idAt, newId } from "./ids.ts";
 import {
@@ -1204,20 +1205,28 @@ export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise
         : job.result.status === "success"
         ? "passed"
         : "failed";
-    for (let i = 0; i < 5; i++) {
-      const entry = await kv.get<RestorePoint>(restorePointKey(id));
-      if (!entry.value || entry.value.verification !== "pending") return;
-      const op = kv.atomic().check(entry).set(restorePointKey(id), { ...entry.value, verification: status });
-      if (status === "failed") {
-        // The dashboard's verification-failures queue reads this index, never the restore points.
-        const policy = (await kv.get<Policy>(["policies", entry.value.policyId])).value;
-        if (policy) {
-          op.set(verifyFailedKey(policy.accountId, entry.value.completedAt, id), orgPart(policy.orgId));
+    // Commit retry (retry.ts): five lost races throw CommitConflictError (the result route answers 409 and
+    // the engine posts the result again, which re-applies it) — the verification is never dropped silently.
+    return await withRetry(
+      async () => {
+        const entry = await kv.get<RestorePoint>(restorePointKey(id));
+        if (!entry.value || entry.value.verification !== "pending") return { value: undefined };
+        const op = kv.atomic().check(entry).set(restorePointKey(id), {
+          ...entry.value,
+          verification: status,
+        });
+        if (status === "failed") {
+          // The dashboard's verification-failures queue reads this index, never the restore points.
+          const policy = (await kv.get<Policy>(["policies", entry.value.policyId])).value;
+          if (policy) {
+            op.set(verifyFailedKey(policy.accountId, entry.value.completedAt, id), orgPart(policy.orgId));
+          }
         }
-      }
-      if ((await op.commit()).ok) return;
-    }
-    return;
+        return (await op.commit()).ok ? { value: undefined } : null;
+      },
+      5,
+      `The verification result of restore point ${id} conflicted with concurrent writes; post it again`,
+    );
   }
   if (job.kind === "replicate") return await applyReplicationOutcome(kv, job, now);
   await applyJobResultToRun(kv, job, now);
