@@ -1205,28 +1205,23 @@ export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise
         : job.result.status === "success"
         ? "passed"
         : "failed";
-    // Commit retry (retry.ts): five lost races throw CommitConflictError (the result route answers 409 and
-    // the engine posts the result again, which re-applies it) — the verification is never dropped silently.
-    return await withRetry(
-      async () => {
-        const entry = await kv.get<RestorePoint>(restorePointKey(id));
-        if (!entry.value || entry.value.verification !== "pending") return { value: undefined };
-        const op = kv.atomic().check(entry).set(restorePointKey(id), {
-          ...entry.value,
-          verification: status,
-        });
-        if (status === "failed") {
-          // The dashboard's verification-failures queue reads this index, never the restore points.
-          const policy = (await kv.get<Policy>(["policies", entry.value.policyId])).value;
-          if (policy) {
-            op.set(verifyFailedKey(policy.accountId, entry.value.completedAt, id), orgPart(policy.orgId));
-          }
+    // Commit retry (retry.ts): five lost races throw CommitConflictError (the result route answers 409; a
+    // re-post of the result re-applies it), so the verification is never dropped silently.
+    const attempt = async (): Promise<{ value: void } | null> => {
+      const entry = await kv.get<RestorePoint>(restorePointKey(id));
+      if (!entry.value || entry.value.verification !== "pending") return { value: undefined };
+      const op = kv.atomic().check(entry).set(restorePointKey(id), { ...entry.value, verification: status });
+      if (status === "failed") {
+        // The dashboard's verification-failures queue reads this index, never the restore points.
+        const policy = (await kv.get<Policy>(["policies", entry.value.policyId])).value;
+        if (policy) {
+          op.set(verifyFailedKey(policy.accountId, entry.value.completedAt, id), orgPart(policy.orgId));
         }
-        return (await op.commit()).ok ? { value: undefined } : null;
-      },
-      5,
-      `The verification result of restore point ${id} conflicted with concurrent writes; post it again`,
-    );
+      }
+      return (await op.commit()).ok ? { value: undefined } : null;
+    };
+    const conflicted = `The verification result of restore point ${id} conflicted; post it again`;
+    return await withRetry(attempt, 5, conflicted);
   }
   if (job.kind === "replicate") return await applyReplicationOutcome(kv, job, now);
   await applyJobResultToRun(kv, job, now);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { ConflictError, NotFoundError, toErrorStatus } from "../../domain/errors.ts";
 import { withRetry as fromKv } from "../../domain/kv.ts";
+import { releaseAttempt, reserveAttempt } from "../../domain/rate_limit.ts";
 import { COMMIT_CONFLICT_MESSAGE, CommitConflictError, withRetry } from "../../domain/retry.ts";
 
 Deno.test("withRetry() returns the first result and stops trying", async () => {
@@ -73,4 +74,38 @@ Deno.test("withRetry() around a checked KV commit loses no update among concurre
     const values = outcomes.flatMap((o) => o.status === "fulfilled" ? [o.value] : []).sort((a, b) => a - b);
     assert.deepEqual(values, Array.from({ length: won }, (_, i) => i + 1), "each winner saw its own write");
   }
+});
+
+/** `kv` whose atomic commits all report a lost race (another writer always wins). */
+function alwaysLosing(kv: Deno.Kv): { kv: Deno.Kv; commits: () => number } {
+  let commits = 0;
+  const proxy = new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "atomic") {
+        return () => {
+          const op = target.atomic();
+          op.commit = () => Promise.resolve((commits++, { ok: false }) as Deno.KvCommitError);
+          return op;
+        };
+      }
+      const value = Reflect.get(target, prop, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { kv: proxy, commits: () => commits };
+}
+
+Deno.test("rate limits keep their safe answers when every commit loses: refuse, keep the attempt counted", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const limits = [{ key: ["login_failures", "email", "a@b.example", 0], max: 5 }];
+  const losing = alwaysLosing(kv);
+  assert.equal(await reserveAttempt(losing.kv, limits, 60_000), false, "refused after 50 lost races");
+  assert.equal(losing.commits(), 50);
+  assert.equal((await kv.get(limits[0].key)).value, null, "nothing reserved");
+  assert.equal(await reserveAttempt(kv, limits, 60_000), true);
+  await releaseAttempt(losing.kv, limits, 60_000); // gives up quietly after 20 lost races…
+  assert.equal(losing.commits(), 70);
+  assert.equal((await kv.get(limits[0].key)).value, 1, "…and the attempt stays counted (the safe side)");
+  await releaseAttempt(kv, limits, 60_000);
+  assert.equal((await kv.get(limits[0].key)).value, 0);
 });
