@@ -1056,6 +1056,7 @@ export function retryGuardKey(runId: string) {
  * host, only when it is retryable, never while a run of that policy and host is pending or running; the
  * retry run is not retryable itself. The retry job uses the same payload builder. Two retries racing
  * create exactly one run (invariant 5): each must create the run's guard key.
+ * Retry glossary: the **run retry** (README › Architecture › "Retry: six meanings").
  */
 export async function retryRun(
   kv: Deno.Kv,
@@ -1352,6 +1353,7 @@ export const AUTO_RETRY_DELAY_MS = 10 * 60_000;
  * (through `retryRun` — or, for a platform job's run, the `retryPlatformJob` passed in — so the same
  * rules hold: never while a run is pending or running, one retry per run, retry runs not retryable),
  * within `max` automatic retries per policy (or platform job) and host per UTC day.
+ * Retry glossary: the **auto-retry** (README › Architecture › "Retry: six meanings").
  */
 export async function autoRetryRuns(
   kv: Deno.Kv,
