@@ -239,9 +239,10 @@ export async function finishDecommission(
     const todo = points.filter((p) => !p.archivedAt && (p.status === "complete" || p.status === "running"));
     for (let i = 0; i < todo.length; i += ARCHIVE_POINT_BATCH) {
       const ids = todo.slice(i, i + ARCHIVE_POINT_BATCH).map((p) => p.id);
-      for (let attempt = 0;; attempt++) {
+      // Commit retry: 21 lost races throw; a reactivation meanwhile stops the whole decommission.
+      const attempt = async (): Promise<{ value: number | "reactivated" } | null> => {
         const coverage = await decommissionedCoverage(kv, hostId);
-        if (!coverage) return await stop();
+        if (!coverage) return { value: "reactivated" };
         const op = kv.atomic().check(coverage);
         let n = 0;
         for (let j = 0; j < ids.length; j += 10) {
@@ -252,12 +253,11 @@ export async function finishDecommission(
             n++;
           }
         }
-        if ((await op.commit()).ok) {
-          done.points += n;
-          break;
-        }
-        if (attempt >= 20) throw new ConflictError(`Restore points of host ${hostId} kept changing`);
-      }
+        return (await op.commit()).ok ? { value: n } : null;
+      };
+      const archived = await withRetry(attempt, 21, `Restore points of host ${hostId} kept changing`);
+      if (archived === "reactivated") return await stop();
+      done.points += archived;
     }
   }
   await kv.atomic().check(record).delete(record.key).commit();

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { RateLimitError, UnauthorizedError } from "./errors.ts";
 import { randomToken, sha256Hex } from "./ids.ts";
-import { DUMMY_HASH, verifyPassword } from "./passwords.ts";
+import { type Argon2Params, DUMMY_HASH, dummyHashFor, verifyPassword } from "./passwords.ts";
 import { releaseAttempt, reserveAttempt } from "./rate_limit.ts";
 import { type Actor, permissionsOf } from "./rbac.ts";
 import type { User } from "./types.ts";
@@ -139,12 +139,13 @@ export async function resolveSession(
  * Checks a login. Each attempt is first reserved against the per-email and per-IP limits (so a
  * locked-out guess costs nothing and concurrent guesses cannot overshoot); a successful sign-in gives
  * its reservation back. Throws RateLimitError at the limit and UnauthorizedError on bad credentials.
- * Every outcome is audited (failures against the account of a known email only).
+ * Every outcome is audited (failures against the account of a known email only). `hashing`: the argon2id
+ * cost users are hashed with (`Config.passwordHashing`), so an unknown email costs what a known one does.
  */
 export async function login(
   kv: Deno.Kv,
   input: LoginInput,
-  options: { ip: string; now: Date; previousCookie?: string },
+  options: { ip: string; now: Date; previousCookie?: string; hashing?: Argon2Params },
 ): Promise<{ cookie: string; session: Session; user: User }> {
   const { email, password } = LoginInput.parse(input);
   const { ip, now } = options;
@@ -155,7 +156,8 @@ export async function login(
     throw new RateLimitError("Too many failed sign-in attempts. Try again later.", retryAfter);
   }
   const user = await findUserByEmail(kv, email);
-  const ok = await verifyPassword(password, user?.passwordHash ?? DUMMY_HASH);
+  const dummy = options.hashing ? dummyHashFor(options.hashing) : DUMMY_HASH;
+  const ok = await verifyPassword(password, user?.passwordHash ?? dummy);
   if (!user || !ok || user.disabled) {
     const op = kv.atomic();
     if (user) {

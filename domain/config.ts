@@ -1,6 +1,7 @@
 /** Process configuration from the environment (DESIGN.md §9), parsed by one zod schema. */
 import { z } from "zod";
 import { fromBase64 } from "./ids.ts";
+import { type Argon2Params, CHEAP_ARGON2 } from "./passwords.ts";
 
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -56,6 +57,11 @@ export interface Config {
    * section's data source fail. Empty in production.
    */
   faults: string[];
+  /**
+   * argon2id cost of new password hashes. Absent (always, from `parseConfig`: no variable sets it) means
+   * PRODUCTION_ARGON2; `testConfig` sets CHEAP_ARGON2 so that tests creating many users stay fast.
+   */
+  passwordHashing?: Argon2Params;
 }
 
 /** Parses an environment map; returns the config or one line naming the variable and why. */
@@ -94,7 +100,10 @@ export function parseConfig(
   };
 }
 
-/** A config for tests and tools: in-memory KV, fixed master key, localhost base URL. */
+/**
+ * A config for tests and tools: in-memory KV, fixed master key, localhost base URL, cheap password hashing
+ * (users created through it must never be kept as production data).
+ */
 export function testConfig(overrides: Partial<Config> = {}): Config {
   return {
     port: 8000,
@@ -107,6 +116,7 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     metricsEnabled: true,
     shutdownSeconds: 25,
     faults: [],
+    passwordHashing: CHEAP_ARGON2,
     ...overrides,
   };
 }

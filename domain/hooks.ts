@@ -559,10 +559,10 @@ async function removeHook(
   id: string,
   audit: { actor: Actor; now: Date } | null,
 ): Promise<boolean> {
-  for (let attempt = 0; attempt < 10; attempt++) {
+  const attempt = async (): Promise<{ value: boolean } | null> => {
     const entry = await kv.get<Hook>(hookKey(id));
     const hook = entry.value;
-    if (!hook) return false;
+    if (!hook) return { value: false };
     const op = kv.atomic().check(entry);
     for (const key of hookKeys(hook)) op.delete(key);
     if (audit) {
@@ -576,9 +576,9 @@ async function removeHook(
         } hook left behind by deleted policy ${hook.policyId}`,
       }, audit.now);
     }
-    if ((await op.commit()).ok) return true;
-  }
-  throw new ConflictError(`Hook ${id} kept changing while it was being removed; try again`);
+    return (await op.commit()).ok ? { value: true } : null;
+  };
+  return await withRetry(attempt, 10, `Hook ${id} kept changing while it was being removed; try again`);
 }
 
 /**

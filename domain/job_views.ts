@@ -559,6 +559,7 @@ async function retryDispatcher(
  * Throws NotFoundError outside the actor's scope, ForbiddenError without backup.manage, ValidationError
  * when the rule refuses (message = the reason), ConflictError when another retry won the race or the
  * BES or target is gone.
+ * Retry glossary: the **job retry** (README › Architecture › "Retry: six meanings").
  */
 export async function retryJob(
   kv: Deno.Kv,
@@ -674,6 +675,7 @@ async function continueRetry(
 /**
  * Finishes retries that a crash (or a lost race with this job) left part-way: for each recorded dispatch
  * cursor, writes the remaining hosts' runs. Idempotent; meant for the minute tick. Returns runs created.
+ * Retry glossary: finishes a **job retry** (README › Architecture › "Retry: six meanings").
  */
 export async function resumeJobRetries(kv: Deno.Kv, now: Date): Promise<number> {
   let created = 0;

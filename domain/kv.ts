@@ -1,5 +1,4 @@
 /** Deno KV helpers: opening with a process lock, chunked reads, pagination. */
-import { ConflictError } from "./errors.ts";
 
 /** One page of a list: the values and an opaque cursor for the next page ("" when done). */
 export interface Page<T> {
@@ -58,17 +57,8 @@ export async function listPage<T>(
   return { values, cursor: values.length < options.limit ? "" : iter.cursor };
 }
 
-/**
- * Runs `attempt` until it returns a result (null means its atomic check lost a race), at most `tries`
- * times. Throws a ConflictError when every try lost.
- */
-export async function withRetry<T>(attempt: () => Promise<{ value: T } | null>, tries = 5): Promise<T> {
-  for (let i = 0; i < tries; i++) {
-    const result = await attempt();
-    if (result) return result.value;
-  }
-  throw new ConflictError("The object was changed by someone else at the same time; try again");
-}
+/** The commit retry lives in retry.ts; re-exported here for the modules that import it from kv.ts. */
+export { withRetry } from "./retry.ts";
 
 /** `CADRES_KV=deploy`: the platform's default database (`Deno.openKv()` without a path, on Deno Deploy). */
 export const DEPLOY_KV = "deploy";

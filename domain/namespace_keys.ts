@@ -21,7 +21,7 @@ import { RECOVERY_ALGORITHM, sealForRecovery } from "../engine/repo/recovery.ts"
 import { appendAudit } from "./audit.ts";
 import { type DataScope, jobDataScope, type RepositoryRef } from "./data_access.ts";
 import { type Engine, engineKey } from "./engines.ts";
-import { ConflictError, HttpError, NotFoundError } from "./errors.ts";
+import { HttpError, NotFoundError } from "./errors.ts";
 import { type Host, hostKey } from "./hosts.ts";
 import { newId } from "./ids.ts";
 import { type Job, jobKey } from "./jobs.ts";
@@ -35,6 +35,7 @@ import {
 } from "./keks.ts";
 import { type Actor, authorize, systemActor } from "./rbac.ts";
 import { getRecoveryKey } from "./recovery_keys.ts";
+import { withRetry } from "./retry.ts";
 import type { KekSource } from "./replicas.ts";
 
 /** One namespace's key set, as stored: wrapped copies only. */
@@ -120,9 +121,9 @@ export async function ensureNamespaceKeys(
   now: Date,
 ): Promise<{ record: NamespaceKeyRecord; created: boolean }> {
   const provider = kekProviders(masterKey)[scope.kekSource];
-  for (let i = 0; i < 10; i++) {
+  const attempt = async (): Promise<{ value: { record: NamespaceKeyRecord; created: boolean } } | null> => {
     const entry = await kv.get<NamespaceKeyRecord>(namespaceKeysKey(scope.repositoryPath, scope.namespace));
-    if (entry.value) return { record: entry.value, created: false };
+    if (entry.value) return { value: { record: entry.value, created: false } };
     const kek = await kekEntry(kv, masterKey, kekScope(scope, scope.kekSource), now);
     const at = now.toISOString();
     const record: NamespaceKeyRecord = {
@@ -158,9 +159,9 @@ export async function ensureNamespaceKeys(
       summary: `Created the keys of namespace ${scope.namespace} in repository ${scope.repositoryPath}, ` +
         `wrapped by ${kek.value.ref}`,
     }, now);
-    if ((await op.commit()).ok) return { record, created: true };
-  }
-  throw new ConflictError("The namespace keys could not be created (too much contention); retry");
+    return (await op.commit()).ok ? { value: { record, created: true } } : null;
+  };
+  return await withRetry(attempt, 10, "The namespace keys could not be created (too much contention); retry");
 }
 
 /** What an unwrap is for, for the access audit entry of a KEK source that audits unwraps. */
@@ -250,12 +251,12 @@ export async function ensureWrappedFor(
   actor: Actor,
   now: Date,
 ): Promise<NamespaceKeyRecord> {
-  for (let i = 0; i < 10; i++) {
+  const attempt = async (): Promise<{ value: NamespaceKeyRecord } | null> => {
     const entry = await kv.get<NamespaceKeyRecord>(namespaceKeysKey(repositoryPath, namespace));
     const record = entry.value;
     if (!record) throw new NotFoundError(`No keys for namespace ${namespace} in ${repositoryPath}`);
     const ref = refOf(record, source);
-    if (record.wraps.some((w) => w.kekRef === ref)) return record;
+    if (record.wraps.some((w) => w.kekRef === ref)) return { value: record };
     const kek = await kekEntry(kv, masterKey, kekScope(record, source), now);
     const op = kv.atomic().check(entry, kek);
     const wrapped = await rewrapKeys(kv, masterKey, record, record.wraps[0].source, source, {
@@ -274,9 +275,9 @@ export async function ensureWrappedFor(
       objectId: record.id,
       summary: `Wrapped the keys of namespace ${namespace} in ${repositoryPath} for ${ref} (${source})`,
     }, now);
-    if ((await op.commit()).ok) return next;
-  }
-  throw new ConflictError("The namespace keys changed repeatedly; retry");
+    return (await op.commit()).ok ? { value: next } : null;
+  };
+  return await withRetry(attempt, 10, "The namespace keys changed repeatedly; retry");
 }
 
 /** The keys sealed for the account's recovery key, as the BES writes them into `keys/`. */
@@ -370,7 +371,7 @@ export async function deliverJobKeys(
   nonce: { key: Deno.KvKey; expireIn: number } | null,
   now: Date,
 ): Promise<DeliveredKeys> {
-  for (let attempt = 0; attempt < 5; attempt++) {
+  const attempt = async (): Promise<{ value: DeliveredKeys } | null> => {
     const jobEntry = await kv.get<Job>(jobKey(jobId));
     const job = jobEntry.value;
     if (!job || job.principal !== owner) refuse(404, "not_found", "No such job for this principal");
@@ -430,10 +431,10 @@ export async function deliverJobKeys(
       if (nonce && (await kv.get(nonce.key)).versionstamp !== null) {
         refuse(401, "unauthorized", "Replayed nonce");
       }
-      continue; // the job changed meanwhile (progress renewed its lease, a cancel): look again
+      return null; // the job changed meanwhile (progress renewed its lease, a cancel): look again
     }
     const recoveryKey = await getRecoveryKey(kv, scope.accountId);
-    return {
+    const delivered: DeliveredKeys = {
       jobId: job.id,
       keySetId: record.id,
       namespace: scope.namespace,
@@ -445,8 +446,9 @@ export async function deliverJobKeys(
         : null,
       recoveryPublicKey: recoveryKey?.publicPem ?? null,
     };
-  }
-  throw new ConflictError("The job changed repeatedly while its keys were requested; retry");
+    return { value: delivered };
+  };
+  return await withRetry(attempt, 5, "The job changed repeatedly while its keys were requested; retry");
 }
 
 /**
@@ -486,15 +488,14 @@ async function rewrapStale(kv: Deno.Kv, masterKey: Uint8Array, ref: string, acto
   let rewrapped = 0;
   for await (const index of kv.list<string>({ prefix: ["namespace_keys_by_kek", ref] })) {
     const [, , repositoryPath, namespace] = index.key as [string, string, string, string];
-    let done = false;
-    for (let i = 0; i < 10 && !done; i++) {
+    /** True once re-wrapped, false when there was nothing (left) to re-wrap. */
+    const attempt = async (): Promise<{ value: boolean } | null> => {
       const entry = await kv.get<NamespaceKeyRecord>(namespaceKeysKey(repositoryPath, namespace));
       const record = entry.value;
       const kek = await kv.get<KekState>(kekStateKey(ref));
       const at = record?.wraps.findIndex((w) => w.kekRef === ref) ?? -1;
       if (!record || !kek.value || at < 0 || record.wraps[at].kekVersion === kek.value.current) {
-        done = true;
-        break;
+        return { value: false };
       }
       const source = record.wraps[at].source;
       const op = kv.atomic().check(entry, kek);
@@ -515,15 +516,11 @@ async function rewrapStale(kv: Deno.Kv, masterKey: Uint8Array, ref: string, acto
         summary: `Re-wrapped the keys of namespace ${namespace} in ${repositoryPath} under ${ref} version ` +
           `${wrapped.kekVersion}`,
       }, now);
-      if ((await op.commit()).ok) {
-        rewrapped++;
-        done = true;
-      }
-    }
-    // Never retire a version a key set still needs: stop here, a later rotation finishes the job.
-    if (!done) {
-      throw new ConflictError(`Key set ${repositoryPath}/${namespace} kept changing; run the rotation again`);
-    }
+      return (await op.commit()).ok ? { value: true } : null;
+    };
+    // Never retire a version a key set still needs: ten lost races throw, a later rotation finishes the job.
+    const message = `Key set ${repositoryPath}/${namespace} kept changing; run the rotation again`;
+    if (await withRetry(attempt, 10, message)) rewrapped++;
   }
   return rewrapped;
 }

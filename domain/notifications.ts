@@ -51,7 +51,10 @@ export type NotificationEvent = (typeof NOTIFICATION_EVENTS)[number];
 export const DELIVERY_STATUSES = ["pending", "delivered", "failed"] as const;
 export type DeliveryStatus = (typeof DELIVERY_STATUSES)[number];
 
-/** Delay before attempt n+1 after n failed attempts (1, 2, 4, 8, 16 minutes). */
+/**
+ * Delay before attempt n+1 after n failed attempts (1, 2, 4, 8, 16 minutes).
+ * Retry glossary: the **delivery backoff** (README › Architecture › "Retry: six meanings").
+ */
 export const BACKOFF_MINUTES = [1, 2, 4, 8, 16] as const;
 /** Attempts before a delivery is given up as failed. */
 export const MAX_ATTEMPTS = BACKOFF_MINUTES.length + 1;
@@ -1054,7 +1057,10 @@ export async function dispatchAlertEvents(
 // ---------------------------------------------------------------------------------------------------
 // Sending
 
-/** Delay before the next attempt after `failed` failed attempts, or null when the delivery gives up. */
+/**
+ * Delay before the next attempt after `failed` failed attempts, or null when the delivery gives up.
+ * Retry glossary: the **delivery backoff** (README › Architecture › "Retry: six meanings").
+ */
 export function nextBackoffMs(failed: number): number | null {
   if (failed >= MAX_ATTEMPTS) return null;
   return BACKOFF_MINUTES[Math.max(1, failed) - 1] * 60_000;

@@ -424,6 +424,7 @@ async function finishRunInOp(kv: Deno.Kv, op: Deno.AtomicOperation, next: Platfo
  * may have started the job) is never sent again — it waits, like a start without a run id, for the
  * job's next vendor run (or fails after 24 hours). Returns the retry runs whose vendor run is not known
  * yet (to match by time).
+ * Retry glossary: starts a **platform retry** (README › Architecture › "Retry: six meanings").
  */
 async function startPendingRetries(
   kv: Deno.Kv,

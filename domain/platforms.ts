@@ -732,6 +732,7 @@ export async function readPlatformRetryFacts(
  * retry excludes a run retry of that run), the pending index the sync reads, and the audit entry, in
  * one atomic operation. Throws NotFoundError, ForbiddenError, ValidationError (the reason), or
  * ConflictError when another retry won.
+ * Retry glossary: the **platform retry** (README › Architecture › "Retry: six meanings").
  */
 export async function retryPlatformJob(
   kv: Deno.Kv,

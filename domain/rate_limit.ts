@@ -1,4 +1,5 @@
 /** Fixed-window attempt counters reserved with a checked write, so concurrent attempts cannot overshoot. */
+import { CommitConflictError, withRetry } from "./retry.ts";
 
 export interface Limit {
   key: Deno.KvKey;
@@ -7,28 +8,40 @@ export interface Limit {
 
 /**
  * Reserves one attempt against every counter in one checked write. Returns false (and changes
- * nothing) when any counter is at its limit, or when contention persists (refusing is the safe answer).
+ * nothing) when any counter is at its limit, or when contention persists (refusing is the safe answer:
+ * 50 lost commit races — `withRetry` — end as a refusal, not an error).
  */
 export async function reserveAttempt(kv: Deno.Kv, limits: Limit[], expireIn: number): Promise<boolean> {
-  for (let i = 0; i < 50; i++) {
+  const attempt = async (): Promise<{ value: boolean } | null> => {
     const entries = await kv.getMany<number[]>(limits.map((l) => l.key));
-    if (entries.some((e, j) => (e.value ?? 0) >= limits[j].max)) return false;
+    if (entries.some((e, j) => (e.value ?? 0) >= limits[j].max)) return { value: false };
     const op = kv.atomic();
     entries.forEach((e, j) => op.check(e).set(limits[j].key, (e.value ?? 0) + 1, { expireIn }));
-    if ((await op.commit()).ok) return true;
-  }
-  return false;
+    return (await op.commit()).ok ? { value: true } : null;
+  };
+  return await withRetry(attempt, 50).catch(refuseOnConflict);
 }
 
-/** Gives one reserved attempt back on every counter (e.g. after a successful sign-in). */
+/**
+ * Gives one reserved attempt back on every counter (e.g. after a successful sign-in). A counter that keeps
+ * changing (20 lost races) keeps the attempt counted: the safe side, the window's expiry clears it.
+ */
 export async function releaseAttempt(kv: Deno.Kv, limits: Limit[], expireIn: number): Promise<void> {
   for (const { key } of limits) {
-    for (let i = 0; i < 20; i++) {
+    const attempt = async (): Promise<{ value: boolean } | null> => {
       const entry = await kv.get<number>(key);
-      if (!entry.value) break;
-      if ((await kv.atomic().check(entry).set(key, entry.value - 1, { expireIn }).commit()).ok) break;
-    }
+      if (!entry.value) return { value: false };
+      const op = kv.atomic().check(entry).set(key, entry.value - 1, { expireIn });
+      return (await op.commit()).ok ? { value: true } : null;
+    };
+    await withRetry(attempt, 20).catch(refuseOnConflict);
   }
+}
+
+/** A commit retry that ran out ends as `false` (refused / not released); any other error propagates. */
+function refuseOnConflict(error: unknown): false {
+  if (error instanceof CommitConflictError) return false;
+  throw error;
 }
 
 /**

@@ -22,6 +22,7 @@ export interface RunRetryOutcome {
  * Throws NotFoundError when the run does not exist or is outside the actor's scope, ForbiddenError
  * without backup.manage, ValidationError when the guide's rules refuse (the message says why) and
  * ConflictError when the run was already retried (or its BES or target is gone).
+ * Retry glossary: the **run retry** (README › Architecture › "Retry: six meanings").
  */
 export async function retrySingleRun(
   kv: Deno.Kv,

@@ -12,6 +12,7 @@ import { openIdCursor } from "./cursor.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Engine, engineKey } from "./engines.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
+import { withRetry } from "./retry.ts";
 import { type HookPlan, hookPlan } from "./hooks.ts";
 import { idAt, newId } from "./ids.ts";
 import {
@@ -1055,6 +1056,7 @@ export function retryGuardKey(runId: string) {
  * host, only when it is retryable, never while a run of that policy and host is pending or running; the
  * retry run is not retryable itself. The retry job uses the same payload builder. Two retries racing
  * create exactly one run (invariant 5): each must create the run's guard key.
+ * Retry glossary: the **run retry** (README › Architecture › "Retry: six meanings").
  */
 export async function retryRun(
   kv: Deno.Kv,
@@ -1204,9 +1206,11 @@ export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise
         : job.result.status === "success"
         ? "passed"
         : "failed";
-    for (let i = 0; i < 5; i++) {
+    // Commit retry (retry.ts): five lost races throw CommitConflictError (the result route answers 409; a
+    // re-post of the result re-applies it), so the verification is never dropped silently.
+    const attempt = async (): Promise<{ value: void } | null> => {
       const entry = await kv.get<RestorePoint>(restorePointKey(id));
-      if (!entry.value || entry.value.verification !== "pending") return;
+      if (!entry.value || entry.value.verification !== "pending") return { value: undefined };
       const op = kv.atomic().check(entry).set(restorePointKey(id), { ...entry.value, verification: status });
       if (status === "failed") {
         // The dashboard's verification-failures queue reads this index, never the restore points.
@@ -1215,9 +1219,10 @@ export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise
           op.set(verifyFailedKey(policy.accountId, entry.value.completedAt, id), orgPart(policy.orgId));
         }
       }
-      if ((await op.commit()).ok) return;
-    }
-    return;
+      return (await op.commit()).ok ? { value: undefined } : null;
+    };
+    const conflicted = `The verification result of restore point ${id} conflicted; post it again`;
+    return await withRetry(attempt, 5, conflicted);
   }
   if (job.kind === "replicate") return await applyReplicationOutcome(kv, job, now);
   await applyJobResultToRun(kv, job, now);
@@ -1348,6 +1353,7 @@ export const AUTO_RETRY_DELAY_MS = 10 * 60_000;
  * (through `retryRun` — or, for a platform job's run, the `retryPlatformJob` passed in — so the same
  * rules hold: never while a run is pending or running, one retry per run, retry runs not retryable),
  * within `max` automatic retries per policy (or platform job) and host per UTC day.
+ * Retry glossary: the **auto-retry** (README › Architecture › "Retry: six meanings").
  */
 export async function autoRetryRuns(
   kv: Deno.Kv,

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, UnauthorizedError } from "./errors.ts";
 import { newId, randomToken, sha256Hex, timingSafeEqual } from "./ids.ts";
-import { hashPassword } from "./passwords.ts";
+import { type Argon2Params, hashPassword } from "./passwords.ts";
 import { systemActor } from "./rbac.ts";
 import {
   accountByNameKey,
@@ -51,11 +51,13 @@ export async function needsSetup(kv: Deno.Kv): Promise<boolean> {
 /**
  * Creates the first account, org and administrator, consuming the setup token in the same atomic
  * operation. Throws UnauthorizedError for a wrong or expired token, ConflictError when already set up.
+ * `hashing`: the argon2id cost (`Config.passwordHashing`; production's when omitted).
  */
 export async function completeSetup(
   kv: Deno.Kv,
   input: SetupInput,
   now: Date,
+  hashing?: Argon2Params,
 ): Promise<{ user: User; account: Account; org: Org; orgSecret: string }> {
   const data = SetupInput.parse(input);
   const stored = await kv.get<{ hash: string; expiresAt: number }>(SETUP_KEY);
@@ -84,7 +86,7 @@ export async function completeSetup(
     name: data.name,
     role: "admin",
     orgScope: "all",
-    passwordHash: await hashPassword(data.password),
+    passwordHash: await hashPassword(data.password, hashing),
     disabled: false,
     createdAt: at,
     updatedAt: at,

@@ -13,6 +13,7 @@ import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { type Job, jobKey, queueJobInOp } from "./jobs.ts";
 import { getManyValues, withRetry } from "./kv.ts";
+import { CommitConflictError } from "./retry.ts";
 import { countPointsOnTarget } from "./repositories.ts";
 import {
   deletePolicyCascade,
@@ -761,18 +762,18 @@ export async function applyCapacityReports(
   const out = { targets: [] as StorageTarget[], paused: [] as string[], resumed: [] as string[] };
   for (let i = 0; i < reports.length; i += REPORTS_PER_WRITE) {
     const batch = reports.slice(i, i + REPORTS_PER_WRITE);
-    for (let attempt = 0;; attempt++) {
+    const attempt = async () => {
       const op = kv.atomic();
       const { targets, afterCommit } = await addCapacityReports(kv, op, engineId, batch, now);
-      if (!targets.length) break;
-      if ((await op.commit()).ok) {
-        const { paused, resumed } = await afterCommit();
-        out.targets.push(...targets);
-        out.paused.push(...paused);
-        out.resumed.push(...resumed);
-        break;
-      }
-      if (attempt >= 4) throw new ConflictError("Capacity report conflicted repeatedly; retry");
+      if (!targets.length) return { value: null };
+      return (await op.commit()).ok ? { value: { targets, afterCommit } } : null;
+    };
+    const written = await withRetry(attempt, 5, "Capacity report conflicted repeatedly; retry");
+    if (written) {
+      const { paused, resumed } = await written.afterCommit();
+      out.targets.push(...written.targets);
+      out.paused.push(...paused);
+      out.resumed.push(...resumed);
     }
   }
   return out;
@@ -853,8 +854,10 @@ registerEngineCascade({
     let n = 0;
     for (const id of await listTargetIdsOfEngine(kv, engine.id)) {
       // Checked against the target entry (a concurrent credential rotation must not leave its new
-      // vault record behind) and its alerts; retried until it commits.
-      for (let attempt = 0; attempt < 10; attempt++) {
+      // vault record behind) and its alerts; retried (commit retry) until it commits. Ten lost races leave
+      // the target, and its history, to the resume job: `finishEngineDeletion` then reports the deletion
+      // incomplete and keeps the engine `deleting`.
+      const attempt = async (): Promise<{ value: void } | null> => {
         const entry = await kv.get<StorageTarget>(targetKey(id));
         const target = entry.value;
         const op = kv.atomic().check(entry).delete(targetsByBesKey(engine.id, id)).delete(targetKey(id));
@@ -865,14 +868,21 @@ registerEngineCascade({
             resolveAlert(op, await readOpenAlert(kv, "storage_target", id, reason), now);
           }
         }
-        if ((await op.commit()).ok) break;
-      }
+        return (await op.commit()).ok ? { value: undefined } : null;
+      };
+      if (!(await withRetry(attempt, 10).then(() => true, leftForResume))) continue;
       await purgeTargetHistory(kv, id);
       n++;
     }
     return n;
   },
 });
+
+/** A commit retry that ran out in a cascade step: false (the resume job finishes it); other errors throw. */
+function leftForResume(error: unknown): false {
+  if (error instanceof CommitConflictError) return false;
+  throw error;
+}
 
 /** A target as shown to operators and the API: the vault record id stays internal. */
 export function toPublicTarget(t: StorageTarget) {

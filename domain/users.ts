@@ -4,7 +4,7 @@ import { appendAudit } from "./audit.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId, randomToken } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
-import { hashPassword } from "./passwords.ts";
+import { type Argon2Params, hashPassword } from "./passwords.ts";
 import { type Actor, authorize, inScope, scopeCovers } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import { type OrgScope, type PublicUser, ROLES, type User } from "./types.ts";
@@ -107,12 +107,16 @@ async function checkGrant(kv: Deno.Kv, actor: Actor, accountId: string, orgScope
   }
 }
 
-/** Creates a user in an account. Throws ValidationError (e.g. email taken) or ForbiddenError. */
+/**
+ * Creates a user in an account. Throws ValidationError (e.g. email taken) or ForbiddenError. `hashing`:
+ * the argon2id cost (`Config.passwordHashing`; production's when omitted).
+ */
 export async function createUser(
   kv: Deno.Kv,
   actor: Actor,
   input: UserCreateInput & { accountId: string },
   now: Date,
+  hashing?: Argon2Params,
 ): Promise<User> {
   const data = UserCreateInput.parse(input);
   authorize(actor, "admin", { accountId: input.accountId, orgIds: data.orgScope });
@@ -125,7 +129,7 @@ export async function createUser(
     name: data.name,
     role: data.role,
     orgScope: data.orgScope,
-    passwordHash: await hashPassword(data.password),
+    passwordHash: await hashPassword(data.password, hashing),
     disabled: false,
     createdAt: at,
     updatedAt: at,
@@ -199,7 +203,7 @@ export async function updateUser(
 
 /**
  * Sets a new password (given, or generated when omitted) and ends the user's sessions.
- * Returns the password so a generated one can be shown once.
+ * Returns the password so a generated one can be shown once. `hashing` as for `createUser`.
  */
 export async function resetPassword(
   kv: Deno.Kv,
@@ -207,9 +211,10 @@ export async function resetPassword(
   id: string,
   input: { password?: string },
   now: Date,
+  hashing?: Argon2Params,
 ): Promise<{ user: User; password: string }> {
   const password = input.password === undefined ? randomToken(18) : Password.parse(input.password);
-  const passwordHash = await hashPassword(password);
+  const passwordHash = await hashPassword(password, hashing);
   const user = await withRetry(async () => {
     const entry = await kv.get<User>(userKey(id));
     const user = entry.value;

@@ -2,7 +2,10 @@
 import { retryPlatformJob } from "../domain/platforms.ts";
 import { AUTO_RETRY_MAX, autoRetryRuns } from "../domain/runs.ts";
 
-/** Native runs get agent (or BES) jobs; platform runs a pending run that the platform's next sync starts. */
+/**
+ * Native runs get agent (or BES) jobs; platform runs a pending run that the platform's next sync starts.
+ * Retry glossary: the **auto-retry** (README › Architecture › "Retry: six meanings").
+ */
 export async function autoRetry(kv: Deno.Kv, now: Date) {
   return await autoRetryRuns(kv, now, AUTO_RETRY_MAX, retryPlatformJob);
 }

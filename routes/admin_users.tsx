@@ -251,7 +251,7 @@ adminUserRoutes.get("/new", requires("admin"), async (c) => {
 });
 
 adminUserRoutes.post("/new", requires("admin"), async (c) => {
-  const { kv, clock } = c.get("deps");
+  const { kv, clock, config } = c.get("deps");
   const actor = c.get("actor")!;
   const form = await readForm(c);
   const values = valuesFrom(form);
@@ -268,7 +268,13 @@ adminUserRoutes.post("/new", requires("admin"), async (c) => {
   if (!parsed.success) errors = fieldErrors(parsed.error);
   else {
     try {
-      const user = await createUser(kv, actor, { ...parsed.data, accountId: actor.accountId! }, clock());
+      const user = await createUser(
+        kv,
+        actor,
+        { ...parsed.data, accountId: actor.accountId! },
+        clock(),
+        config.passwordHashing,
+      );
       return redirectWithNotice(c, `/admin/users/${user.id}`, `User ${user.email} created.`);
     } catch (e) {
       if (!(e instanceof ValidationError)) throw e;
@@ -400,8 +406,15 @@ adminUserRoutes.post("/:userId", requires("admin"), async (c) => {
 });
 
 adminUserRoutes.post("/:userId/password", requires("admin"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const { user, password } = await resetPassword(kv, c.get("actor")!, c.req.param("userId"), {}, clock());
+  const { kv, clock, config } = c.get("deps");
+  const { user, password } = await resetPassword(
+    kv,
+    c.get("actor")!,
+    c.req.param("userId"),
+    {},
+    clock(),
+    config.passwordHashing,
+  );
   noStore(c);
   return render(
     c,

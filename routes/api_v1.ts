@@ -187,13 +187,14 @@ apiV1.openapi(
     responses: { 201: json(UserSchema, "Created"), 401: errors[401], 403: errors[403], 422: errors[422] },
   }),
   async (c) => {
-    const { kv, clock } = c.get("deps");
+    const { kv, clock, config } = c.get("deps");
     const actor = c.get("actor")!;
     const user = await createUser(
       kv,
       actor,
       { ...c.req.valid("json"), accountId: actor.accountId! },
       clock(),
+      config.passwordHashing,
     );
     return c.json(toPublicUser(user), 201);
   },

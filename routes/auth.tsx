@@ -99,6 +99,7 @@ authRoutes.post("/login", publicAccess(), async (c) => {
       ip: c.env?.remoteAddr?.hostname ?? "unknown",
       now: clock(),
       previousCookie: getCookie(c, SESSION_COOKIE),
+      hashing: config.passwordHashing,
     });
     setCookie(c, SESSION_COOKIE, cookie, {
       httpOnly: true,
@@ -217,7 +218,7 @@ authRoutes.post("/setup", publicAccess(), async (c) => {
   const now = clock();
   let done: Awaited<ReturnType<typeof completeSetup>>;
   try {
-    done = await completeSetup(kv, parsed.data, now);
+    done = await completeSetup(kv, parsed.data, now, config.passwordHashing);
   } catch (error) {
     if (error instanceof UnauthorizedError) {
       return render(

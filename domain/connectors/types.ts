@@ -230,6 +230,7 @@ export class HttpTransport {
    * backoff) up to MAX_ATTEMPTS times. Returns the response for any other status (a 5xx of a POST that
    * is not idempotent included: the caller cannot know whether the vendor acted on it). Throws
    * ConnectorError for network and TLS failures, timeouts, and when the retries run out.
+   * Retry glossary: the **HTTP retry** (README › Architecture › "Retry: six meanings").
    */
   async send(req: HttpRequest, headers: Record<string, string>): Promise<Response> {
     const url = new URL(this.base.replace(/\/+$/, "") + req.path);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../app.ts";
 import { testConfig } from "../../domain/config.ts";
+import type { Engine } from "../../domain/engines.ts";
 import { checkInvariants } from "../../domain/invariants.ts";
 import { createLogger } from "../../domain/log.ts";
 import { systemActor } from "../../domain/rbac.ts";
@@ -29,15 +30,22 @@ async function populated(kv: Deno.Kv) {
     app.fetch(new Request(url, init), { remoteAddr: { hostname: "127.0.0.1" } });
   const stop = await startDemoBackup(kv, fetcher, { masterKey, now, live: false });
   stop();
-  // A credentialed target with random name and secret, so vault records are in the bundle too.
-  const engineId = (await Array.fromAsync(kv.list<string>({ prefix: ["engines_by_account"] })))[0].value;
-  await createTarget(kv, systemActor("test"), {
+  // A credentialed target with random name and secret, so vault records are in the bundle too. Credentials
+  // need an org-scoped BES (an account-scoped one refuses them): the fixture picks one and fails loudly
+  // when the demo has none or the write is refused, so the round trips below never run without it.
+  const engines = await Array.fromAsync(kv.list<Engine>({ prefix: ["engines"] }));
+  const bes = engines.filter((e) => e.key.length === 2).map((e) => e.value)
+    .find((e) => e.orgId !== null && e.status !== "deleting");
+  assert.ok(bes, "the demo seeds an org-scoped BES");
+  const target = await createTarget(kv, systemActor("test"), {
     name: `random-${crypto.randomUUID().slice(0, 8)}`,
-    besId: engineId,
+    besId: bes.id,
     type: "smb",
     config: { server: "nas.example", share: "b", path: "" },
     credentials: { username: "svc", secret: crypto.randomUUID(), credentialType: "password" },
-  }, { now, masterKey }).catch(() => {}); // the first engine may be account-scoped: then no credentials
+  }, { now, masterKey });
+  assert.ok(target.credentialId, "the credentialed target keeps its secret in the vault");
+  assert.ok((await kv.get(["vault", target.credentialId])).value, "the vault record is written");
 }
 
 async function dumpDb(kv: Deno.Kv, db: DatabaseName) {
