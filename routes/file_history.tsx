@@ -370,7 +370,7 @@ function VersionTable(props: { view: FileHistoryView }) {
                     : "—"}
                   {ver.state === "present" && (
                     <span class="hint">
-                      {" "}from <ShortId id={newest.id} />
+                      from <ShortId id={newest.id} />
                     </span>
                   )}
                 </td>
