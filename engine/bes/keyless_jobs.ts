@@ -496,7 +496,14 @@ export function verifyHandler(services: KeylessServices): JobHandler {
  * (keyed_jobs.ts), `file_history` (file_history.ts), `replicate` and `synthetic_full` (data_jobs.ts), `bmr` (bmr.ts). The program runs them
  * all; a runner built without one of them answers it `NOT_IMPLEMENTED`.
  */
-export const KEYED_KINDS = ["browse", "search", "file_history", "replicate", "synthetic_full", "bmr"] as const;
+export const KEYED_KINDS = [
+  "browse",
+  "search",
+  "file_history",
+  "replicate",
+  "synthetic_full",
+  "bmr",
+] as const;
 
 /** The answer to a job this BES cannot run yet (it needs keys) or at all (an agent's kind). */
 export const unsupportedHandler: JobHandler = (ctx) => {
