@@ -179,11 +179,9 @@ async function historyPage(
                 {state?.form === "restore" && (
                   <p class="form-error" role="alert" data-testid="restore-version-error">{state.message}</p>
                 )}
-                <VersionTable view={view} />
-                <Pager view={view} hostId={host.id} />
                 {view.versions.some((v) => v.state === "present") && (
                   <fieldset class="field restore-location" data-testid="version-restore-options">
-                    <legend>"Restore this version" restores to</legend>
+                    <legend>Where "Restore this version" puts the file</legend>
                     <label class="choice">
                       <input
                         type="radio"
@@ -253,6 +251,8 @@ async function historyPage(
                     </p>
                   </fieldset>
                 )}
+                <VersionTable view={view} />
+                <Pager view={view} hostId={host.id} />
               </form>
             )}
         </section>
@@ -282,7 +282,7 @@ function HistoryStatus(props: { view: FileHistoryView }) {
         <p data-testid="history-ready">
           {v.versionsTotal} version{v.versionsTotal === 1 ? "" : "s"} in {v.pointsExamined} restore point
           {v.pointsExamined === 1 ? "" : "s"}
-          {v.updatedAt ? <>(updated {formatTime(v.updatedAt)})</> : null}.
+          {v.updatedAt ? <>{" "}(updated {formatTime(v.updatedAt)})</> : null}.
         </p>
       )}
       {v.status !== "none" && v.pointsNew > 0 && v.status !== "pending" && (
@@ -309,7 +309,7 @@ function VersionTable(props: { view: FileHistoryView }) {
   return (
     <div class="table-wrap" tabIndex={0}>
       <table class="table table--cards" data-testid="versions">
-        <caption class="sr-only">Versions of {v.path}, newest first</caption>
+        <caption class="visually-hidden">Versions of {v.path}, newest first</caption>
         <thead>
           <tr>
             <th>#</th>
@@ -359,7 +359,7 @@ function VersionTable(props: { view: FileHistoryView }) {
                     ? (
                       <button
                         type="submit"
-                        class="btn"
+                        class="btn btn--small"
                         name="restorePointId"
                         value={newest.id}
                         aria-label={`Restore version ${n} (from the restore point of ${newest.completedAt})`}
