@@ -7,11 +7,13 @@ import {
   type HistoryPoint,
   MAX_HISTORY_JOB_POINTS,
   type Observation,
+  ObservationItem,
   planJobs,
   sameVersion,
   staleness,
   VersionRestoreInput,
 } from "../../domain/file_history.ts";
+import { simulatedChildren, simulatedResult } from "../../tools/simulator.ts";
 
 const H = (s: string) => s.repeat(64).slice(0, 64);
 
@@ -161,4 +163,34 @@ Deno.test("HistoryPath and VersionRestoreInput: one clear error for bad input", 
   assert.ok(VersionRestoreInput.safeParse({ ...base, overwrite: true, confirm: true }).success);
   const other = VersionRestoreInput.safeParse({ ...base, location: "other" });
   assert.deepEqual(other.error!.issues.map((i) => i.path.join(".")), ["targetPath"]);
+});
+
+Deno.test("the simulator answers file_history from each point's own tree, in the schema the control plane keeps", () => {
+  const seed = "a".repeat(64);
+  let folder = "/";
+  let file: string | null = null;
+  for (let depth = 0; depth < 6 && !file; depth++) {
+    const children = simulatedChildren(seed, folder);
+    file = children.find((c) => c.type === "file")?.path ?? null;
+    folder = children.find((c) => c.type === "dir")?.path ?? folder;
+  }
+  assert.ok(file, "the simulated tree has a file");
+  const job = {
+    id: "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+    kind: "file_history",
+    payload: {
+      path: file,
+      points: [
+        { restorePointId: "P1", engineRestorePointId: seed },
+        { restorePointId: "P2", engineRestorePointId: seed },
+        { restorePointId: "P3", engineRestorePointId: "b".repeat(64) },
+      ],
+    },
+  };
+  const result = simulatedResult(job, new Date("2026-11-20T00:00:00Z"));
+  assert.equal(result.status, "success");
+  const output = (result as { output?: { observations: unknown[] } }).output!;
+  const obs = output.observations.map((o) => ObservationItem.parse(o));
+  assert.deepEqual(obs.map((o) => o.restorePointId), ["P1", "P2", "P3"]);
+  assert.ok(obs[0].exists && sameVersion(obs[0], obs[1]), "the same tree gives the same version");
 });
