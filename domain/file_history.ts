@@ -400,10 +400,12 @@ async function applyHistoryJob(
     const entry = await kv.get<FileHistoryState>(fileHistoryKey(hostId, path));
     const state = entry.value;
     const hj = state?.jobs.find((j) => j.id === jobId);
-    if (!state || !hj || hj.status !== "pending") return;
+    const answered = Boolean(job?.result && job.result.status !== "failed");
+    // A job marked failed while its BES was silent still lands when it answers after all.
+    if (!state || !hj || hj.status === "done" || (hj.status === "failed" && !answered)) return;
     const op = kv.atomic().check(entry);
     let next: HistoryJob;
-    if (job?.result && job.result.status !== "failed") {
+    if (answered && job?.result) {
       const asked = new Set(hj.pointIds);
       const raw = (job.result.output as { observations?: unknown } | null)?.observations;
       const stored: string[] = [];
@@ -620,6 +622,17 @@ export async function getFileHistory(
   };
 }
 
+/** How a refused field of "Restore this version" is named in the message. */
+const FIELD_LABELS: Record<string, string> = {
+  path: "Path",
+  restorePointId: "Restore point",
+  location: "Restore to",
+  targetHostId: "Target host",
+  targetPath: "Target folder",
+  overwrite: "Overwrite",
+  confirm: "Confirmation",
+};
+
 /**
  * Restores one version of the file: the `restore_files` request of restore.ts for the point and the path,
  * to its original place on the host (`location: "original"`) or under another folder and host. The point
@@ -640,9 +653,14 @@ export async function restoreFileVersion(
     const fields: Record<string, string> = {};
     for (const issue of parsed.error.issues) fields[issue.path.join(".") || "input"] ??= issue.message;
     const [field, message] = Object.entries(fields)[0];
-    throw new ValidationError(`The ${field} ${message.toLowerCase()}`, fields);
+    throw new ValidationError(`${FIELD_LABELS[field] ?? field}: ${message}`, fields);
   }
   const data = parsed.data;
+  if (data.location === "original" && host.status === "decommissioned") {
+    throw new ValidationError(`${host.hostname} is decommissioned: restore the version to another host`, {
+      location: "Not offered: the original host is decommissioned",
+    });
+  }
   const point = await requireRestorePoint(kv, actor, data.restorePointId);
   if (point.hostId !== host.id) {
     throw new ValidationError(`Restore point ${point.id} is not one of ${host.hostname}'s`, {

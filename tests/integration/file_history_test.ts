@@ -129,3 +129,27 @@ Deno.test("file history: a failed job is retried by the next request; unasked an
   assert.equal((await kv.get(fileHistoryPointKey(s.host.id, FILE, s.pointIds[2]))).value, null);
   assert.equal((await historyJobs(kv)).length, 2);
 });
+
+Deno.test("file history: a job its BES has not picked up in 2 minutes reads failed; a late answer still lands", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const s = await setup(kv);
+  const actor = userActor(s.users.restorer);
+  await requestFileHistory(kv, actor, s.host.id, FILE, s.clock.now());
+  s.clock.time = new Date(s.clock.now().getTime() + 3 * 60_000);
+  let view = await getFileHistory(kv, actor, s.host.id, FILE, s.clock.now());
+  assert.equal(view.status, "ready");
+  assert.ok(view.errors.some((e) => e.includes("has not picked up")), JSON.stringify(view.errors));
+  const [job] = (await claimJobs(kv, `bes:${s.engine.id}`, 50, s.clock.now())).filter((j) =>
+    j.kind === "file_history"
+  );
+  await s.finish(job, {
+    output: {
+      path: FILE,
+      observations: s.pointIds.map((id) => ({ restorePointId: id, exists: false })),
+    },
+  });
+  view = await getFileHistory(kv, actor, s.host.id, FILE, s.clock.now());
+  assert.deepEqual(view.errors, []);
+  assert.equal(view.pointsExamined, 3);
+  assert.deepEqual(view.versions.map((v) => [v.state, v.points.length]), [["absent", 3]]);
+});
