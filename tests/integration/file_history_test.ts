@@ -14,6 +14,7 @@ import {
 } from "../../domain/file_history.ts";
 import { claimJobs, type Job } from "../../domain/jobs.ts";
 import { type RestorePoint, restorePointKey } from "../../domain/runs.ts";
+import { classifyKey } from "../../domain/self_backup.ts";
 import { FILE, H, setup } from "./file_history_world.ts";
 
 async function historyJobs(kv: Deno.Kv, path?: string): Promise<Job[]> {
@@ -128,6 +129,10 @@ Deno.test("file history: a failed job is retried by the next request; unasked an
   assert.equal(after.queued, 0);
   assert.equal((await kv.get(fileHistoryPointKey(s.host.id, FILE, s.pointIds[2]))).value, null);
   assert.equal((await historyJobs(kv)).length, 2);
+  // Every key the history wrote is classified for the control plane's own backups.
+  for await (const e of kv.list({ prefix: [] })) {
+    assert.notEqual(classifyKey(e.key), null, `unclassified key prefix ${String(e.key[0])}`);
+  }
 });
 
 Deno.test("file history: a job its BES has not picked up in 2 minutes reads failed; a late answer still lands", async () => {
