@@ -10,6 +10,7 @@ import type { Context } from "hono";
 import { Hono } from "hono";
 import { z } from "zod";
 import { Badge, Csrf, EmptyState, formatBytes, formatTime, PageHeader, ShortId } from "../components/ui.tsx";
+import { dateTimeText } from "../components/time.tsx";
 import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
 import {
   type FileHistoryView,
@@ -362,7 +363,9 @@ function VersionTable(props: { view: FileHistoryView }) {
                         class="btn btn--small"
                         name="restorePointId"
                         value={newest.id}
-                        aria-label={`Restore version ${n} (from the restore point of ${newest.completedAt})`}
+                        aria-label={`Restore version ${n} (from the restore point of ${
+                          dateTimeText(newest.completedAt)
+                        })`}
                       >
                         Restore this version
                       </button>
