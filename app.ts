@@ -22,6 +22,7 @@ import { apiV1Jobs } from "./routes/api_v1_jobs.ts";
 import { apiV1Notifications } from "./routes/api_v1_notifications.ts";
 import { apiV1Platforms } from "./routes/api_v1_platforms.ts";
 import { apiV1Restore } from "./routes/api_v1_restore.ts";
+import { apiV1FileHistory } from "./routes/api_v1_file_history.ts";
 import { apiV1Replicas } from "./routes/api_v1_replicas.ts";
 import { apiV1Hosts } from "./routes/api_v1_hosts.ts";
 import { apiV1Assignments } from "./routes/api_v1_assignments.ts";
@@ -53,6 +54,7 @@ import { runRoutes } from "./routes/runs.tsx";
 import { platformRoutes } from "./routes/platforms.tsx";
 import { replicaScriptRoutes } from "./routes/replicas_scripts.tsx";
 import { restoreRoutes } from "./routes/restore.tsx";
+import { fileHistoryRoutes } from "./routes/file_history.tsx";
 
 /** Largest request body accepted anywhere (forms and JSON)… */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -146,6 +148,7 @@ export function createApp(options: AppOptions) {
   app.route("/backup/runs", runListRoutes);
   app.route("/backup/runs", runRoutes);
   app.route("/backup/platforms", platformRoutes);
+  app.route("/backup/restore", fileHistoryRoutes);
   app.route("/backup/restore", restoreRoutes);
   app.route("/backup", replicaScriptRoutes);
   app.route("/", healthPages);
@@ -164,6 +167,7 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1Platforms);
   app.route("/", apiV1Notifications);
   app.route("/", apiV1Restore);
+  app.route("/", apiV1FileHistory);
   app.route("/", apiV1Replicas);
   app.route("/", apiV1Hosts);
   app.route("/", apiV1Assignments);

@@ -75,6 +75,7 @@ const READ_KINDS = new Set([
   "restore_image",
   "browse",
   "search",
+  "file_history",
   "verify",
   "bmr",
   "replicate",

@@ -33,6 +33,7 @@ export const JOB_KINDS = [
   "browse",
   "search",
   "bmr",
+  "file_history",
 ] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export const PRIORITIES = ["critical", "high", "normal"] as const;

@@ -314,7 +314,7 @@ async function toViews(
 }
 
 /** The policies whose points the actor may restore from (all accounts for the system). */
-async function restorablePolicies(kv: Deno.Kv, actor: Actor): Promise<Policy[]> {
+export async function restorablePolicies(kv: Deno.Kv, actor: Actor): Promise<Policy[]> {
   const out: Policy[] = [];
   if (actor.accountId) {
     const keys: Deno.KvKey[] = [];

@@ -177,6 +177,10 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "restore_browse_by_job",
     "restore_searches",
     "restore_searches_by_job",
+    // File version history (file_history.ts): per (host, path) state, per-point observations, job index.
+    "file_history",
+    "file_history_points",
+    "file_history_by_job",
     // The last consistency check (invariant_checks.ts), shown on Health > Database.
     "invariant_checks",
   ],

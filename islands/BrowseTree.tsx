@@ -5,7 +5,7 @@
  * (LIST_PAGE_SIZE entries a page): the page links are plain `?path=…&page=…` links, which the island
  * follows without reloading. Checkboxes add files and folders to the shared selection of the Restore
  * Files form. Without JavaScript the form POSTs and the page shows the listing of `?path=` (and `?page=`)
- * once it is ready.
+ * once it is ready. A file row's History button asks for the file's version history (routes/file_history.tsx).
  */
 import { useSignal } from "@preact/signals";
 import { useEffect, useRef } from "preact/hooks";
@@ -21,6 +21,11 @@ export interface Props {
   typed?: string;
   /** The state of `path` when the page was rendered (a cached listing shows at once). */
   initial: BrowseState | null;
+  /**
+   * The point's host, when its files have a version history (a file backup on a host): each file row gets
+   * a "History" button that submits the page's `file-history` form with the file's path.
+   */
+  historyHostId?: string | null;
 }
 
 export default function BrowseTree(props: Props) {
@@ -180,6 +185,7 @@ export default function BrowseTree(props: Props) {
                 <th>Name</th>
                 <th>Size</th>
                 <th>Modified</th>
+                {props.historyHostId && <th>History</th>}
               </tr>
             </thead>
             <tbody>
@@ -205,6 +211,22 @@ export default function BrowseTree(props: Props) {
                     {entry.type === "dir" ? "—" : formatBytes(entry.size)}
                   </td>
                   <td data-label="Modified" class="nowrap">{formatTime(entry.modifiedAt)}</td>
+                  {props.historyHostId && (
+                    <td data-label="History">
+                      {entry.type === "file" && (
+                        <button
+                          type="submit"
+                          form="file-history"
+                          name="path"
+                          value={entry.path}
+                          class="btn btn--small btn--ghost"
+                          aria-label={`Version history of ${entry.path}`}
+                        >
+                          History
+                        </button>
+                      )}
+                    </td>
+                  )}
                 </tr>
               ))}
             </tbody>

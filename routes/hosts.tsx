@@ -223,6 +223,26 @@ async function hostPage(
               </table>
             )}
         </section>
+        {can(actor, "backup.restore", { accountId: host.accountId, orgId: host.orgId }) && (
+          <section class="panel" id="file-history">
+            <h2>File history</h2>
+            <form method="post" action={`/backup/restore/hosts/${host.id}/history`} class="inline-form">
+              <Csrf token={c.get("csrfToken") ?? ""} />
+              <label for="file-history-path">File path</label>{" "}
+              <input
+                id="file-history-path"
+                name="path"
+                placeholder="/srv/data/report.xlsx"
+                maxLength={4096}
+                required
+              />{" "}
+              <button type="submit" class="btn">Show versions</button>
+            </form>
+            <p class="hint">
+              Every version of one file across this host's restore points, each restorable in one click.
+            </p>
+          </section>
+        )}
         {host.status === "decommissioned"
           ? (
             <section class="panel" id="decommission">

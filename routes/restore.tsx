@@ -688,8 +688,15 @@ async function pointPage(
             path: browse?.path ?? browsePath,
             typed: valuesOf("browse").path,
             initial: browse as BrowseState | null,
+            historyHostId: point.hostId && point.backupType === "file" ? point.hostId : null,
           }}
         />
+        {point.hostId && point.backupType === "file" && (
+          // The History buttons of file rows submit this form (with the file's path): one click to its history.
+          <form id="file-history" method="post" action={`/backup/restore/hosts/${point.hostId}/history`}>
+            <Csrf token={csrf} />
+          </form>
+        )}
       </section>
       <section class="panel" id="search">
         <h2>Search</h2>

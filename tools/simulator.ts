@@ -340,6 +340,7 @@ export function simulatedResult(
     };
   }
   if (job.kind === "browse" || job.kind === "search") return restoreBrowseResult(job, base);
+  if (job.kind === "file_history") return simulatedFileHistory(job, base);
   if (job.kind === "restore_files" || job.kind === "restore_image" || job.kind === "bmr") {
     return simulatedRestoreResult(job, base);
   }
@@ -569,6 +570,47 @@ function restoreBrowseResult(
     bytesTransferred: 0,
     protectedBytes: 0,
     output,
+  };
+}
+
+/**
+ * A `file_history` answer from the simulated trees: each point of the payload is looked up in its own tree
+ * (`treeSeed` of the point); the content ids derive from the entry, so equal entries give equal ids.
+ */
+function simulatedFileHistory(
+  job: { id: string; kind: string; payload: Record<string, unknown> },
+  base: { startedAt: string; endedAt: string; retryable: boolean },
+) {
+  const path = String(job.payload.path ?? "/");
+  const points = Array.isArray(job.payload.points) ? job.payload.points as Record<string, unknown>[] : [];
+  const hex = (text: string) =>
+    Array.from(
+      { length: 8 },
+      (_, i) => Math.floor(hash01(text, i) * 0xffffffff).toString(16).padStart(8, "0"),
+    )
+      .join("");
+  const observations = points.map((p) => {
+    const e = simulatedEntry(treeSeed(p), path);
+    const restorePointId = String(p.restorePointId ?? "");
+    if (!e) return { restorePointId, exists: false };
+    const id = `${e.type}|${e.size}|${e.modifiedAt}`;
+    return {
+      restorePointId,
+      exists: true,
+      type: e.type,
+      size: e.size,
+      mtime: e.modifiedAt,
+      mode: e.type === "dir" ? 0o755 : 0o644,
+      ...(e.type === "file" ? { chunksId: hex(`chunks|${id}`), contentId: hex(`content|${id}`) } : {}),
+    };
+  });
+  return {
+    ...base,
+    endedAt: new Date(Date.parse(base.startedAt) + 2_000).toISOString(),
+    status: "success" as const,
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    output: { path, observations },
   };
 }
 

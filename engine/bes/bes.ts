@@ -29,6 +29,7 @@ import {
 } from "./identity.ts";
 import { type JobHandler, JobRunner } from "./jobs.ts";
 import { KEYED_KINDS, pruneHandler, unsupportedHandler } from "./keyless_jobs.ts";
+import { fileHistoryHandler } from "./file_history.ts";
 import { browseHandler, sampledVerifyHandler, searchHandler } from "./keyed_jobs.ts";
 import { replicateHandler, syntheticFullHandler } from "./data_jobs.ts";
 import { BmrService } from "./bmr.ts";
@@ -255,6 +256,7 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
     verify: sampledVerifyHandler(keyed),
     browse: browseHandler(keyed),
     search: searchHandler(keyed),
+    file_history: fileHistoryHandler(keyed),
     replicate: replicateHandler(keyed),
     synthetic_full: syntheticFullHandler(keyed),
     bmr: bmr.handler(),

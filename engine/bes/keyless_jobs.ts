@@ -493,10 +493,17 @@ export function verifyHandler(services: KeylessServices): JobHandler {
 
 /**
  * BES kinds that need a namespace's keys, fetched just in time: `browse`, `search` and a verify's read-back
- * (keyed_jobs.ts), `replicate` and `synthetic_full` (data_jobs.ts), `bmr` (bmr.ts). The program runs them
+ * (keyed_jobs.ts), `file_history` (file_history.ts), `replicate` and `synthetic_full` (data_jobs.ts), `bmr` (bmr.ts). The program runs them
  * all; a runner built without one of them answers it `NOT_IMPLEMENTED`.
  */
-export const KEYED_KINDS = ["browse", "search", "replicate", "synthetic_full", "bmr"] as const;
+export const KEYED_KINDS = [
+  "browse",
+  "search",
+  "file_history",
+  "replicate",
+  "synthetic_full",
+  "bmr",
+] as const;
 
 /** The answer to a job this BES cannot run yet (it needs keys) or at all (an agent's kind). */
 export const unsupportedHandler: JobHandler = (ctx) => {

@@ -369,6 +369,11 @@ const SAMPLE_BODIES: Record<string, unknown | ((fx: Fixture) => unknown)> = {
   "PUT /api/v1/hooks/:hookId": { type: "post_backup", template: "mysql" },
   "PUT /api/v1/scripts/:scriptId": { name: "Renamed script", interpreter: "bash", body: "echo renamed" },
   "POST /api/v1/restore-points/:restorePointId/expire": { confirm: true },
+  "POST /api/v1/hosts/:hostId/file-history": { path: "/etc/hosts" },
+  "POST /api/v1/hosts/:hostId/file-history/restore": (fx: Fixture) => ({
+    path: "/etc/hosts",
+    restorePointId: fx.restorePointId,
+  }),
   "PUT /api/v1/storage/:targetId": { name: "Renamed target", type: "local", config: { path: "/srv/x" } },
   "PUT /api/v1/platforms/:platformId": {
     name: "Renamed platform",
@@ -416,6 +421,8 @@ const POLICY: Array<[RegExp, string]> = [
   [/^POST \/api\/v1\/restore-points\/:\w+\/expire$/, "backup.manage"],
   [/^\w+ \/api\/v1\/self-backup\//, "admin"],
   [/^\w+ \/api\/v1\/(restore-points|searches|restores)(\/|$)/, "backup.restore"],
+  // A file's version history on a host, and restoring a version of it, are restores.
+  [/^\w+ \/api\/v1\/hosts\/:\w+\/file-history(\/restore)?$/, "backup.restore"],
   [
     /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|replicas|hosts|assignments|hooks|hook-templates|exclusion-templates|scripts|runs|jobs|dashboard|protected-objects|platforms|notification-(channels|rules|deliveries))(\/|$)/,
     "backup.view",
@@ -445,6 +452,8 @@ function expectedAccess(route: RouteInfo): string {
 /** Valid query strings, for routes whose query is required (validation must not decide). */
 const SAMPLE_QUERIES: Record<string, string> = {
   "GET /api/v1/policies/:policyId/retention-preview": "?daily=7&weekly=4&monthly=12",
+  "GET /api/v1/hosts/:hostId/file-history": "?path=/etc/hosts",
+  "GET /backup/restore/hosts/:hostId/history": "?path=/etc/hosts",
 };
 
 const fixture = await buildFixture();
