@@ -14,6 +14,7 @@ import { type Engine, engineKey } from "./engines.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
 import { type HookPlan, hookPlan } from "./hooks.ts";
 import { idAt, newId } from "./ids.ts";
+import { runByJobKey, runKey } from "./run_keys.ts";
 import {
   addQueuedJob,
   EnqueueInput,
@@ -143,14 +144,9 @@ export interface RestorePoint {
   stats?: ResultStats | null;
 }
 
-export function runKey(id: string) {
-  return ["runs", id] as const;
-}
+export { runByJobKey, runKey };
 export function runsByPolicyKey(policyId: string, id: string) {
   return ["runs_by_policy", policyId, id] as const;
-}
-export function runByJobKey(jobId: string) {
-  return ["runs_by_job", jobId] as const;
 }
 export function restorePointKey(id: string) {
   return ["restore_points", id] as const;
