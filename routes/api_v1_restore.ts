@@ -324,7 +324,9 @@ apiV1Restore.openapi(
     description:
       "Paths are absolute (POSIX or Windows), normalized and deduplicated; a path under a selected " +
       "folder is dropped. The target host defaults to the restore point's host and must be in your scope. " +
-      "This endpoint accepts bodies up to 4 MiB.",
+      "`sourceTargetId` reads the point from its replica on that storage target (a finished replication " +
+      "listed in the point's `replications`), served by the BES holding that target; empty: the point's own " +
+      "repository. This endpoint accepts bodies up to 4 MiB.",
     tags: ["Restore"],
     middleware: [requires("backup.restore")] as const,
     request: {
@@ -348,7 +350,7 @@ apiV1Restore.openapi(
       201: ok("The restore request (status pending); poll GET /api/v1/restores/{restoreId}", RestoreSchema),
       ...denied,
       404: err("Restore point or target host not found or outside your scope"),
-      422: err("Invalid paths, target, or a restore point that is not complete"),
+      422: err("Invalid paths, target, source replica, or a restore point that is not complete"),
     },
   }),
   async (c) => {

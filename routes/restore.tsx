@@ -13,7 +13,8 @@ import { Island } from "../components/Island.tsx";
 import { ReplicationTable } from "../components/replication.tsx";
 import { EngineResults } from "../components/runs.tsx";
 import type { Run } from "../domain/runs.ts";
-import { listReplicationsOfPoint } from "../domain/replicas.ts";
+import { KEK_SOURCE_LABELS, listReplicationsOfPoint } from "../domain/replicas.ts";
+import { getTarget } from "../domain/storage.ts";
 import {
   Badge,
   Csrf,
@@ -521,6 +522,8 @@ interface FormState {
     targetPath?: string;
     overwrite?: boolean;
     mode?: string;
+    /** "" or absent: the point's own copy; else a finished replica's storage target. */
+    sourceTargetId?: string;
   };
 }
 
@@ -589,6 +592,28 @@ async function pointPage(
     : null;
   const files = valuesOf("files");
   const image = valuesOf("image");
+  // "Restore from": the point's own copy, or a finished replica of it (read through that target's BES).
+  const sourceOptions = [
+    { value: "", label: `Its own copy (BES ${point.besName})` },
+    ...replications.filter((r) => r.status === "succeeded").map((r) => ({
+      value: r.targetId,
+      label: `Replica on ${r.targetName ?? r.targetId}${
+        r.kekSource ? ` — KEK: ${KEK_SOURCE_LABELS[r.kekSource]}` : ""
+      }`,
+    })),
+  ];
+  const sourceSelect = (form: "files" | "image", value: string | undefined) =>
+    sourceOptions.length > 1 && (
+      <HostSelect
+        form={form}
+        name="sourceTargetId"
+        label="Restore from"
+        hosts={sourceOptions}
+        value={value ?? ""}
+        error={errorsOf(form).sourceTargetId}
+        hint="A replica is read through the BES of its target: useful when the primary target or its BES is down."
+      />
+    );
   const searchState: SearchState | null = search && search.restorePointId === point.id ? search : null;
   const browseErrors = errorsOf("browse");
   if (!pathParsed.success) browseErrors.path = "Path must be an absolute path without “..”; showing /";
@@ -598,9 +623,12 @@ async function pointPage(
     <>
       <PageHeader
         title={`Restore point: ${point.hostName ?? "BES"}`}
-        subtitle={`${TYPE_LABEL[point.type] ?? point.type} of ${
-          formatTime(point.completedAt)
-        } · policy ${point.policyName} · BES ${point.besName}`}
+        subtitle={
+          <>
+            {TYPE_LABEL[point.type] ?? point.type} of {formatTime(point.completedAt)} · policy{" "}
+            {point.policyName} · BES {point.besName}
+          </>
+        }
         actions={
           <a
             class="btn"
@@ -784,6 +812,7 @@ async function pointPage(
               hint="An absolute folder on the target host; the files keep their paths below it."
             />
           </div>
+          {sourceSelect("files", files.sourceTargetId)}
           <Overwrite checked={files.overwrite ?? false} error={errorsOf("files").overwrite} />
           <div class="form-actions">
             <button type="submit" class="btn btn--primary" disabled={point.status !== "complete"}>
@@ -818,6 +847,7 @@ async function pointPage(
               hint="The mount or image path to restore into."
               required
             />
+            {sourceSelect("image", image.sourceTargetId)}
             <Overwrite checked={image.overwrite ?? false} error={errorsOf("image").overwrite} />
             <div class="form-actions">
               <button type="submit" class="btn btn--primary" disabled={point.status !== "complete"}>
@@ -1090,6 +1120,7 @@ restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), 
     targetHostId: str(form, "targetHostId"),
     targetPath: str(form, "targetPath").trim(),
     overwrite: checked(form, "overwrite"),
+    sourceTargetId: str(form, "sourceTargetId"),
   };
   if (location === "original" && !point.hostId) {
     return await pointPage(c, point, {
@@ -1104,6 +1135,7 @@ restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), 
     targetHostId: location === "original" ? point.hostId! : values.targetHostId || undefined,
     targetPath: location === "original" ? "/" : values.targetPath,
     overwrite: values.overwrite,
+    sourceTargetId: values.sourceTargetId,
   });
   if (!parsed.success) {
     return await pointPage(c, point, { form: "files", fields: fieldErrors(parsed.error), values }, 422);
@@ -1126,6 +1158,7 @@ restoreRoutes.post("/points/:restorePointId/image", requires("backup.restore"), 
     targetHostId: str(form, "targetHostId"),
     targetPath: str(form, "targetPath").trim(),
     overwrite: checked(form, "overwrite"),
+    sourceTargetId: str(form, "sourceTargetId"),
   };
   const parsed = ImageRestoreInput.safeParse({ restorePointId: point.id, ...values });
   if (!parsed.success || !values.targetHostId) {
@@ -1209,7 +1242,7 @@ restoreRoutes.get("/requests/:restoreId", requires("backup.restore"), async (c) 
   const { kv } = c.get("deps");
   const actor = c.get("actor")!;
   const r = await getRestore(kv, actor, c.req.param("restoreId"));
-  const [source, target, point] = await Promise.all([
+  const [source, target, point, replicaTarget] = await Promise.all([
     r.sourceHostId ? getHost(kv, r.sourceHostId) : null,
     r.targetHostId ? getHost(kv, r.targetHostId) : null,
     // Retention may have pruned the point since; the request keeps its id.
@@ -1217,6 +1250,7 @@ restoreRoutes.get("/requests/:restoreId", requires("backup.restore"), async (c) 
       if (e instanceof NotFoundError) return null;
       throw e;
     }),
+    r.sourceTargetId ? getTarget(kv, r.sourceTargetId) : null,
   ]);
   const hostName = (h: Host | null, id: string | null) => h?.hostname ?? id ?? "—";
   const shown = r.paths.slice(0, 50);
@@ -1260,6 +1294,14 @@ restoreRoutes.get("/requests/:restoreId", requires("backup.restore"), async (c) 
           </dd>
           <dt>Source host</dt>
           <dd>{hostName(source, r.sourceHostId)}</dd>
+          {r.sourceTargetId && (
+            <>
+              <dt>Read from</dt>
+              <dd data-testid="restore-source">
+                replica on {replicaTarget?.name ?? r.sourceTargetId}
+              </dd>
+            </>
+          )}
           {r.kind !== "bmr" && (
             <>
               <dt>Target host</dt>

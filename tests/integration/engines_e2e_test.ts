@@ -231,6 +231,41 @@ Deno.test({
   });
   assert.deepEqual(r2.errors, []);
   await assertSameTree(src, `${fromReplica}${src}`);
+
+  // Restore from the replica through the control plane: the restore names the replica's target, the agent
+  // reads it through the BES holding that target (a read token for the replica repository), byte for byte
+  // — with the primary repository moved away meanwhile, so nothing can come from it.
+  const primaryDir = `${target.root}/cadres/${policyId}`;
+  await Deno.rename(primaryDir, `${primaryDir}.away`);
+  const viaReplica = `${w.tmp}/via-replica`;
+  const fromReplicaRes = await w.api("POST", "/api/v1/restores", {
+    restorePointId: p2.id,
+    paths: [src],
+    targetPath: viaReplica,
+    overwrite: false,
+    sourceTargetId: replicaTarget.id,
+  });
+  assert.equal(fromReplicaRes.status, 201, fromReplicaRes.text);
+  assert.equal(fromReplicaRes.body.sourceTargetId, replicaTarget.id);
+  const replicaJob = (await w.kv.get<Job>(["jobs", fromReplicaRes.body.jobId])).value!;
+  assert.deepEqual(replicaJob.payload.repository, {
+    target: replicaTarget.id,
+    path: `cadres/${policyId}/g1`,
+    generation: 1,
+  });
+  const viaReplicaDone = await w.finishedRestore(fromReplicaRes.body.id);
+  await Deno.rename(`${primaryDir}.away`, primaryDir);
+  assert.equal(viaReplicaDone.status, "success", `${JSON.stringify(viaReplicaDone)}\n${w.output()}`);
+  await assertSameTree(src, `${viaReplica}${src}`);
+  // A target that holds no replica of the point is refused, naming the field.
+  const noReplica = await w.api("POST", "/api/v1/restores", {
+    restorePointId: p2.id,
+    paths: [src],
+    targetPath: `${w.tmp}/nowhere`,
+    sourceTargetId: "01KNOTAREPLICATARGET000000",
+  });
+  assert.equal(noReplica.status, 422, noReplica.text);
+  assert.match(noReplica.text, /sourceTargetId/);
   const deleted = await w.api("DELETE", `/api/v1/replicas/${rule.body.id}`);
   assert.ok([200, 204].includes(deleted.status), deleted.text);
 
