@@ -1556,27 +1556,46 @@ function requireEngineOnline(
   );
 }
 
-/** What the operator does with a BMR token, step by step. */
+/** The data API URL of a BES as its recovery agent reaches it (the URL it reported, else its address and port). */
+export function besDataUrl(engine: Pick<Engine, "hostname" | "port" | "dataUrl">): string {
+  return engine.dataUrl ?? `https://${engine.hostname}:${engine.port}`;
+}
+
+/** The recovery agent's command line for a BES (TOKEN and the disk left for the operator). */
+export function recoveryCommand(engine: Pick<Engine, "hostname" | "port" | "dataUrl">): string {
+  return `deno task agent recover --bes ${
+    besDataUrl(engine)
+  } --bes-cert bes-cert.pem --token TOKEN --disk /dev/sdX`;
+}
+
+/**
+ * What the operator does with a BMR token, step by step (docs/engines.md "Bare-metal restore"): the reference
+ * BES serves no PXE or ISO image — the machine boots any Linux live environment (from the operator's network
+ * boot server, or live media) and runs the recovery agent there with the token and the BES's certificate.
+ */
 export function bmrInstructions(
   mode: "pxe" | "iso",
-  engine: Pick<Engine, "name" | "hostname" | "pxeNetwork">,
+  engine: Pick<Engine, "name" | "hostname" | "port" | "dataUrl" | "pxeNetwork">,
   expiresAt: string,
 ): string[] {
   const boot = mode === "pxe"
-    ? [
-      `Connect the machine to the PXE network of BES ${engine.name}${
-        engine.pxeNetwork ? ` (${engine.pxeNetwork})` : ""
-      }.`,
-      "Set it to boot from the network (PXE) and start it; it boots the Cadres recovery environment from the BES.",
-    ]
-    : [
-      `Download the recovery ISO from BES ${engine.name} (https://${engine.hostname}/bmr/recovery.iso) and write it to a USB stick or attach it as virtual media.`,
-      "Boot the machine from that media.",
-    ];
+    ? `Boot the machine over the network (PXE) into a Linux live environment from your network boot server on ` +
+      `the PXE network of BES ${engine.name}${engine.pxeNetwork ? ` (${engine.pxeNetwork})` : ""}. The BES ` +
+      "itself serves no boot image: any live Linux with network access to the BES works."
+    : "Boot the machine from Linux live media: a live ISO written to a USB stick or attached as virtual media " +
+      "(any distribution with network access to the BES; the BES itself serves no ISO).";
   return [
-    ...boot,
-    "When the recovery environment asks for it, enter the token above. It works once.",
-    `The token expires at ${expiresAt}; after that, start a new bare-metal restore.`,
+    boot,
+    `In the live environment, install Deno 2 and the Cadres source (the version of the BES), and save the ` +
+    `certificate of BES ${engine.name} as bes-cert.pem (shown with the token; on the BES it is ` +
+    "<BES data dir>/tls/cert.pem).",
+    "Find the disk to restore onto (lsblk, as root): everything on it is overwritten.",
+    `From the Cadres folder run: ${recoveryCommand(engine)} — TOKEN is the one-time token (or set ` +
+    "CADRES_BMR_TOKEN and leave out --token, so it is not in the process list), /dev/sdX the disk.",
+    "The recovery agent redeems the token with the BES (over its data API, trusting only that certificate), " +
+    "writes the image onto the disk verifying every chunk, and reports its progress on this restore; it exits 0 " +
+    "when the disk is restored.",
+    `The token works once and expires at ${expiresAt}; after that, start a new bare-metal restore.`,
   ];
 }
 
@@ -1591,7 +1610,18 @@ export async function requestBmr(
   actor: Actor,
   input: BmrInput,
   now: Date,
-): Promise<{ restore: RestoreRequest; token: string; expiresAt: string; instructions: string[] }> {
+): Promise<
+  {
+    restore: RestoreRequest;
+    token: string;
+    expiresAt: string;
+    instructions: string[];
+    /** The recovery agent's command for this BES (TOKEN and the disk to fill in). */
+    command: string;
+    /** The BES's certificate (PEM) the recovery agent pins; null before the BES reported one. */
+    besCertificate: string | null;
+  }
+> {
   const data = BmrInput.parse(input);
   const { point, engine } = await loadPoint(kv, actor, data.restorePointId);
   requireComplete(point, "used for a bare-metal restore");
@@ -1667,7 +1697,14 @@ export async function requestBmr(
     },
   );
   if (!queued) throw new ConflictError("The bare-metal restore could not be queued; try again");
-  return { restore, token, expiresAt, instructions: bmrInstructions(data.mode, engine, expiresAt) };
+  return {
+    restore,
+    token,
+    expiresAt,
+    instructions: bmrInstructions(data.mode, engine, expiresAt),
+    command: recoveryCommand(engine),
+    besCertificate: engine.certificate ?? null,
+  };
 }
 
 /** A BMR token as sent: a UUID. */

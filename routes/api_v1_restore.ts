@@ -402,6 +402,9 @@ apiV1Restore.openapi(
     operationId: "restoreBareMetal",
     summary: "Bare-metal restore (critical priority) by pxe or iso; answers the one-time token once",
     description: "The restore point must be complete and its BES online; pxe needs PXE enabled on the BES. " +
+      "`mode` says how the machine boots a Linux live environment (your PXE server, or live media); there it " +
+      "runs the recovery agent (`command`, with the token and `besCertificate`), which redeems the token with " +
+      "the BES and writes the image onto the disk. " +
       "The token (a UUID) expires after 4 hours and can be redeemed once; it is stored only as a hash and " +
       "cannot be shown again.",
     tags: ["Restore"],
@@ -419,7 +422,7 @@ apiV1Restore.openapi(
     },
     responses: {
       201: {
-        description: "restore, token (shown once), expiresAt, instructions",
+        description: "restore, token (shown once), expiresAt, instructions, command, besCertificate",
         content: {
           "application/json": {
             schema: z.object({
@@ -427,6 +430,13 @@ apiV1Restore.openapi(
               token: z.string(),
               expiresAt: z.string(),
               instructions: z.array(z.string()),
+              command: z.string().describe(
+                "The recovery agent's command: deno task agent recover --bes URL --bes-cert FILE --token TOKEN " +
+                  "--disk PATH (TOKEN and the disk to fill in)",
+              ),
+              besCertificate: z.string().nullable().describe(
+                "The BES's certificate (PEM) for --bes-cert; null before the BES reported one",
+              ),
             }),
           },
         },

@@ -44,6 +44,7 @@ import {
   latestRestorePointOfHost,
   listRestorePoints,
   listRestores,
+  recoveryCommand,
   requestBmr,
   requestBrowse,
   requestFileRestore,
@@ -860,8 +861,20 @@ async function pointPage(
       <section class="panel" id="bmr">
         <h2>Bare-metal restore</h2>
         <p class="hint">
-          Recovers a whole machine onto new or wiped hardware, which boots from the BES over the network (PXE)
-          or from the recovery ISO and proves itself with a one-time token (valid 4 hours, usable once).
+          Recovers a whole machine onto new or wiped hardware. The machine boots any Linux live environment —
+          over the network (PXE, from your boot server) or from live media (ISO) — and runs the Cadres
+          recovery agent:
+        </p>
+        <pre
+          class="command"
+          data-testid="bmr-command"
+        ><code>{engine ? recoveryCommand(engine) : "deno task agent recover --bes URL --bes-cert FILE --token TOKEN --disk PATH"}</code></pre>
+        <p class="hint" data-testid="bmr-needs">
+          It redeems a one-time token (valid 4 hours, usable once) with BES{" "}
+          {point.besName}, reads the image through the BES's data API and writes it onto the disk, verifying
+          every chunk. You need: the token (shown once after Create), the BES's certificate (shown with it),
+          network access from the machine to the BES, Deno 2 and the Cadres source in the live environment,
+          and the disk to overwrite. The BES serves no boot images (docs/engines.md, "Bare-metal restore").
         </p>
         {messageOf("bmr")}
         {bmrBlocked && (
@@ -881,7 +894,7 @@ async function pointPage(
                 disabled={!engine?.pxeEnabled}
                 checked={(valuesOf("bmr").mode ?? (engine?.pxeEnabled ? "pxe" : "iso")) === "pxe"}
               />{" "}
-              PXE (network boot)
+              PXE (network boot of a live environment)
             </label>
             {!engine?.pxeEnabled && (
               <p class="hint">
@@ -895,7 +908,7 @@ async function pointPage(
                 value="iso"
                 checked={(valuesOf("bmr").mode ?? (engine?.pxeEnabled ? "pxe" : "iso")) === "iso"}
               />{" "}
-              ISO (boot media)
+              ISO (live boot media)
             </label>
             {errorsOf("bmr").mode && <p class="field-error">{errorsOf("bmr").mode}</p>}
           </fieldset>
@@ -1222,6 +1235,17 @@ restoreRoutes.post("/points/:restorePointId/bmr", requires("backup.restore"), as
         <ol>
           {created.instructions.map((step) => <li key={step}>{step}</li>)}
         </ol>
+        <h3>The recovery agent's command</h3>
+        <pre class="command" data-testid="bmr-token-command"><code>{created.command}</code></pre>
+        <h3>Certificate of BES {point.besName} (save as bes-cert.pem)</h3>
+        {created.besCertificate
+          ? <pre class="command" data-testid="bmr-certificate"><code>{created.besCertificate}</code></pre>
+          : (
+            <p class="notice notice--warn" data-testid="bmr-certificate">
+              BES {point.besName} has not reported a certificate yet: copy <code>tls/cert.pem</code>{" "}
+              from its data folder.
+            </p>
+          )}
         <p class="hint">
           A used or expired token is refused; create a new one from the restore point if needed.
         </p>
