@@ -10,6 +10,9 @@
  * and health checks (they need none), a job that has ended or been cancelled, or one this principal
  * does not hold.
  *
+ * A restore from a replica (payload `source` {kind "replica", targetId, besId, kekSource}) reads the replica
+ * repository — the point's path on the replica's target — on that target's BES.
+ *
  * Agents' payloads carry the data URL and certificate of their BES (`payload.bes.dataUrl`,
  * `payload.bes.certificate`) as that BES last reported them, added when the job is handed out (never
  * stored with the job), so an agent pins exactly the certificate its BES serves.
@@ -131,6 +134,30 @@ export async function jobDataScope(kv: Deno.Kv, job: Job): Promise<ScopeResult> 
   const repository = jobRepository({}, point, policy);
   if (!repository) {
     return { kind: "unknown", reason: `the repository of restore point ${pointId} is not recorded` };
+  }
+  // A restore from a replica copy (restore.ts `restoreSource`): the same repository path and namespace on
+  // the replica's target, served by that target's BES, its keys opened with the rule's KEK source.
+  const source = p.source as
+    | { kind?: unknown; targetId?: unknown; besId?: unknown; kekSource?: unknown }
+    | undefined;
+  if ((job.kind === "restore_files" || job.kind === "restore_image") && source?.kind === "replica") {
+    const targetId = str(source.targetId);
+    const besId = str(source.besId);
+    if (!targetId || !besId) return { kind: "unknown", reason: "the restore names no replica target" };
+    return {
+      kind: "scope",
+      scope: {
+        accountId: policy?.accountId ?? job.accountId,
+        orgId: policy ? policy.orgId : job.orgId,
+        policyId: point.policyId,
+        repository: { ...repository, target: targetId },
+        namespace: point.hostId,
+        bes: besId,
+        access: "read",
+        kekSource: source.kekSource === "pam_vault" ? "pam_vault" : "account",
+        replica: null,
+      },
+    };
   }
   let replica: DataScope["replica"] = null;
   if (job.kind === "replicate") {

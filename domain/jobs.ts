@@ -20,6 +20,8 @@ import {
   type ResultList,
   settleResultLists,
 } from "./result_parts.ts";
+import { runByJobKey, runKey } from "./run_keys.ts";
+import type { Run } from "./runs.ts";
 
 export const JOB_KINDS = [
   "backup",
@@ -224,8 +226,11 @@ export async function hasQueuedAtLeast(kv: Deno.Kv, principal: string, priority:
   return false;
 }
 
-/** Claims per group commit: each claim checks two keys, and KV allows 100 checks per atomic operation. */
-const CLAIMS_PER_COMMIT = 40;
+/**
+ * Checks per group commit: each claim checks two or three keys (queue entry, job, and its pending run),
+ * and KV allows 100 checks per atomic operation.
+ */
+const CHECKS_PER_COMMIT = 96;
 
 interface PendingClaim {
   jobId: string;
@@ -262,10 +267,13 @@ class ClaimCommitter {
         const batch: PendingClaim[] = [];
         const jobs = new Set<string>();
         const later: PendingClaim[] = [];
+        let checks = 0;
         for (const claim of this.#queue.splice(0)) {
-          if (batch.length < CLAIMS_PER_COMMIT && !jobs.has(claim.jobId)) {
+          const fits = batch.length === 0 || checks + claim.checks.length <= CHECKS_PER_COMMIT;
+          if (fits && !jobs.has(claim.jobId)) {
             batch.push(claim);
             jobs.add(claim.jobId);
+            checks += claim.checks.length;
           } else later.push(claim);
         }
         this.#queue.unshift(...later);
@@ -312,9 +320,23 @@ function committerOf(kv: Deno.Kv): ClaimCommitter {
 }
 
 /**
+ * The run a job belongs to while it is still pending (null when the job has no run, or its run has
+ * already started or ended: a retried attempt keeps the first start).
+ */
+async function pendingRunOf(kv: Deno.Kv, jobId: string): Promise<Deno.KvEntry<Run> | null> {
+  const runId = (await kv.get<string>(runByJobKey(jobId))).value;
+  if (!runId) return null;
+  const entry = await kv.get<Run>(runKey(runId));
+  return entry.value?.status === "pending" ? entry as Deno.KvEntry<Run> : null;
+}
+
+/**
  * Claims up to `max` jobs of `principal`, highest priority first, then oldest. Each claim is checked
  * on the queue entry and the job (and committed with concurrent claims: `ClaimCommitter`): when two
- * claimers race for a job, exactly one claim succeeds and the other moves on (invariant 6).
+ * claimers race for a job, exactly one claim succeeds and the other moves on (invariant 6). A job's
+ * pending run becomes `running` (started now) in the same atomic write as the claim, checked too: a
+ * losing claim changes neither, and a run changed meanwhile (cancelled, say) makes the claim retry
+ * on the next poll.
  */
 export async function claimJobs(
   kv: Deno.Kv,
@@ -343,12 +365,17 @@ export async function claimJobs(
       leaseExpiresAt: new Date(leaseExpires).toISOString(),
       updatedAt: now.toISOString(),
     };
+    const runEntry = await pendingRunOf(kv, job.id);
+    const at = now.toISOString();
     const ok = await committerOf(kv).submit({
       jobId: job.id,
-      checks: [entry, jobEntry],
+      checks: runEntry ? [entry, jobEntry, runEntry] : [entry, jobEntry],
       apply: (op) => {
         op.delete(entry.key).set(jobKey(job.id), next).set(leaseKey(leaseExpires, job.id), job.id);
         countQueueEntry(op, job, -1);
+        if (runEntry) {
+          op.set(runEntry.key, { ...runEntry.value, status: "running", startedAt: at, updatedAt: at });
+        }
       },
     });
     if (ok) claimed.push(next);

@@ -19,6 +19,8 @@ import { listPartNumbers, readResultList, readResultPart } from "./result_parts.
 import type { Policy } from "./policies.ts";
 import { type Actor, authorize, can, inScope, type ScopedObject } from "./rbac.ts";
 import { type RestorePoint, restorePointKey } from "./runs.ts";
+import { listReplicationsOfPoint } from "./replicas.ts";
+import { type StorageTarget, targetKey } from "./storage.ts";
 
 export const RESTORE_POINT_STATUSES = ["complete", "running", "failed", "expired"] as const;
 export type RestorePointStatus = (typeof RESTORE_POINT_STATUSES)[number];
@@ -1104,6 +1106,11 @@ export const FileRestoreInput = z.object({
   targetHostId: OptionalId,
   targetPath: RestorePath,
   overwrite: Overwrite,
+  /**
+   * Where the data is read from: the storage target of a finished replica of the point (its replica copy,
+   * on that target's BES); empty or the point's own target: the point's own repository.
+   */
+  sourceTargetId: OptionalId,
 });
 export type FileRestoreInput = z.input<typeof FileRestoreInput>;
 
@@ -1113,6 +1120,8 @@ export const ImageRestoreInput = z.object({
   targetHostId: Id,
   targetPath: RestorePath,
   overwrite: Overwrite,
+  /** As for a file restore: a finished replica's storage target, or empty for the point's own. */
+  sourceTargetId: OptionalId,
 });
 export type ImageRestoreInput = z.input<typeof ImageRestoreInput>;
 
@@ -1139,6 +1148,8 @@ export interface RestoreRequest {
   paths: string[];
   pathCount: number;
   mode: "pxe" | "iso" | null;
+  /** The storage target of the replica copy the restore reads (absent or null: the point's own repository). */
+  sourceTargetId?: string | null;
   jobId: string;
   priority: "high" | "critical";
   status: "pending" | "running" | "success" | "warning" | "failed";
@@ -1298,6 +1309,81 @@ function imagePayload(point: RestorePointView) {
   return { chainId: point.chainId, sizeBytes: point.sizeBytes, fileCount: point.fileCount };
 }
 
+/** Where a restore reads its point: the point's own repository on its BES, or a replica copy on another target. */
+interface RestoreSource {
+  /** The BES whose data API serves the copy, as the payload's `bes`. */
+  bes: ReturnType<typeof besEndpoint>;
+  /** Payload fields: the copy's repository and, for a replica, `source` (data_access.ts reads it). */
+  payload: Record<string, unknown>;
+  /** The replica's target id, or null for the point's own repository. */
+  targetId: string | null;
+  /** For summaries: " from its replica on <target>" or "". */
+  describe: string;
+}
+
+/**
+ * The copy of `point` a restore reads (ENGINE.md §4: a replica shares its source's repository path and
+ * keys). Empty or the point's own target: the point's repository on its BES. Otherwise the target must
+ * hold a finished replication of the point (a replica rule's job that succeeded, even if the rule was
+ * removed since) and still exist in the point's account; the restore then goes to that target's BES with
+ * the replica repository and the rule's KEK source. Throws ValidationError naming `sourceTargetId`.
+ */
+async function restoreSource(
+  kv: Deno.Kv,
+  point: RestorePointView,
+  engine: Engine | null,
+  sourceTargetId: string | undefined,
+  now: Date,
+): Promise<RestoreSource> {
+  const primary = {
+    bes: besEndpoint(engine, point.engineId),
+    payload: {},
+    targetId: null,
+    describe: "",
+  };
+  if (!sourceTargetId || sourceTargetId === point.repository?.target) return primary;
+  const refuse = (message: string, field: string): never => {
+    throw new ValidationError(message, { sourceTargetId: field });
+  };
+  const replication = (await listReplicationsOfPoint(kv, point.id, now)).find((r) =>
+    r.targetId === sourceTargetId && r.status === "succeeded"
+  );
+  if (!replication) {
+    refuse(
+      `Restore point ${point.id} has no finished replica on target ${sourceTargetId}: choose its own copy or ` +
+        "a replica listed under Replication",
+      "No finished replica of this point on that target",
+    );
+  }
+  const target = (await kv.get<StorageTarget>(targetKey(sourceTargetId))).value;
+  if (!target || target.accountId !== point.accountId) {
+    refuse(`The replica's target ${sourceTargetId} no longer exists`, "That target no longer exists");
+  }
+  if (!point.repository) {
+    refuse(
+      `Restore point ${point.id} does not record its repository, so its replica cannot be located`,
+      "This point's replica cannot be located",
+    );
+  }
+  const replicaEngine = (await kv.get<Engine>(engineKey(target!.besId))).value;
+  const kekSource = replication!.kekSource ?? "account";
+  return {
+    bes: besEndpoint(replicaEngine, target!.besId),
+    payload: {
+      repository: { ...point.repository!, target: target!.id },
+      source: {
+        kind: "replica",
+        targetId: target!.id,
+        besId: target!.besId,
+        kekSource,
+        ruleId: replication!.ruleId,
+      },
+    },
+    targetId: target!.id,
+    describe: ` (read from its replica on ${target!.name})`,
+  };
+}
+
 /**
  * Restores files and folders of a complete restore point: a `restore_files` job on the target host's
  * agent (default: the point's own host), priority high. The target host must be in the point's account
@@ -1324,6 +1410,7 @@ export async function requestFileRestore(
     );
   }
   const host = await requireTargetHost(kv, actor, point, targetHostId, loaded.host);
+  const source = await restoreSource(kv, point, loaded.engine, data.sourceTargetId, now);
   const ids = { id: newId(now), jobId: newId(now) };
   const inline = data.paths.reduce((sum, p) => sum + pathWeight(p), 0) <= INLINE_PATH_BUDGET;
   const chunks = inline ? [] : chunkPaths(data.paths, CHUNK_PATH_BUDGET);
@@ -1353,11 +1440,13 @@ export async function requestFileRestore(
     now,
     host,
   );
+  restore.sourceTargetId = source.targetId;
   const queued = await commitRestore(kv, actor, point, restore, {
     kind: "restore_files",
     principal: `agent:${host.id}`,
     payload: {
-      bes: besEndpoint(loaded.engine, point.engineId),
+      ...source.payload,
+      bes: source.bes,
       targetPath: data.targetPath,
       overwrite: data.overwrite,
       pathCount: data.paths.length,
@@ -1368,7 +1457,9 @@ export async function requestFileRestore(
     action: "restore.files",
     summary: `Requested a file restore of ${data.paths.length} path(s) from ${
       describePoint(point)
-    } to ${host.hostname}:${data.targetPath}${data.overwrite ? ", overwriting existing files" : ""}`,
+    }${source.describe} to ${host.hostname}:${data.targetPath}${
+      data.overwrite ? ", overwriting existing files" : ""
+    }`,
   }, now);
   if (!queued) {
     await deleteChunks(kv, ids.id, chunks.length);
@@ -1407,6 +1498,7 @@ export async function requestImageRestore(
   }
   requireComplete(point, "restored");
   const host = await requireTargetHost(kv, actor, point, data.targetHostId, loaded.host);
+  const source = await restoreSource(kv, point, loaded.engine, data.sourceTargetId, now);
   const ids = { id: newId(now), jobId: newId(now) };
   const restore = newRestore(
     actor,
@@ -1426,18 +1518,22 @@ export async function requestImageRestore(
     now,
     host,
   );
+  restore.sourceTargetId = source.targetId;
   const queued = await commitRestore(kv, actor, point, restore, {
     kind: "restore_image",
     principal: `agent:${host.id}`,
     payload: {
       ...imagePayload(point),
-      bes: besEndpoint(loaded.engine, point.engineId),
+      ...source.payload,
+      bes: source.bes,
       targetPath: data.targetPath,
       overwrite: data.overwrite,
     },
   }, {
     action: "restore.image",
-    summary: `Requested an image restore of ${describePoint(point)} to ${host.hostname}:${data.targetPath}${
+    summary: `Requested an image restore of ${
+      describePoint(point)
+    }${source.describe} to ${host.hostname}:${data.targetPath}${
       data.overwrite ? ", overwriting existing data" : ""
     }`,
   }, now);
@@ -1460,27 +1556,46 @@ function requireEngineOnline(
   );
 }
 
-/** What the operator does with a BMR token, step by step. */
+/** The data API URL of a BES as its recovery agent reaches it (the URL it reported, else its address and port). */
+export function besDataUrl(engine: Pick<Engine, "hostname" | "port" | "dataUrl">): string {
+  return engine.dataUrl ?? `https://${engine.hostname}:${engine.port}`;
+}
+
+/** The recovery agent's command line for a BES (TOKEN and the disk left for the operator). */
+export function recoveryCommand(engine: Pick<Engine, "hostname" | "port" | "dataUrl">): string {
+  return `deno task agent recover --bes ${
+    besDataUrl(engine)
+  } --bes-cert bes-cert.pem --token TOKEN --disk /dev/sdX`;
+}
+
+/**
+ * What the operator does with a BMR token, step by step (docs/engines.md "Bare-metal restore"): the reference
+ * BES serves no PXE or ISO image — the machine boots any Linux live environment (from the operator's network
+ * boot server, or live media) and runs the recovery agent there with the token and the BES's certificate.
+ */
 export function bmrInstructions(
   mode: "pxe" | "iso",
-  engine: Pick<Engine, "name" | "hostname" | "pxeNetwork">,
+  engine: Pick<Engine, "name" | "hostname" | "port" | "dataUrl" | "pxeNetwork">,
   expiresAt: string,
 ): string[] {
   const boot = mode === "pxe"
-    ? [
-      `Connect the machine to the PXE network of BES ${engine.name}${
-        engine.pxeNetwork ? ` (${engine.pxeNetwork})` : ""
-      }.`,
-      "Set it to boot from the network (PXE) and start it; it boots the Cadres recovery environment from the BES.",
-    ]
-    : [
-      `Download the recovery ISO from BES ${engine.name} (https://${engine.hostname}/bmr/recovery.iso) and write it to a USB stick or attach it as virtual media.`,
-      "Boot the machine from that media.",
-    ];
+    ? `Boot the machine over the network (PXE) into a Linux live environment from your network boot server on ` +
+      `the PXE network of BES ${engine.name}${engine.pxeNetwork ? ` (${engine.pxeNetwork})` : ""}. The BES ` +
+      "itself serves no boot image: any live Linux with network access to the BES works."
+    : "Boot the machine from Linux live media: a live ISO written to a USB stick or attached as virtual media " +
+      "(any distribution with network access to the BES; the BES itself serves no ISO).";
   return [
-    ...boot,
-    "When the recovery environment asks for it, enter the token above. It works once.",
-    `The token expires at ${expiresAt}; after that, start a new bare-metal restore.`,
+    boot,
+    `In the live environment, install Deno 2 and the Cadres source (the version of the BES), and save the ` +
+    `certificate of BES ${engine.name} as bes-cert.pem (shown with the token; on the BES it is ` +
+    "<BES data dir>/tls/cert.pem).",
+    "Find the disk to restore onto (lsblk, as root): everything on it is overwritten.",
+    `From the Cadres folder run: ${recoveryCommand(engine)} — TOKEN is the one-time token (or set ` +
+    "CADRES_BMR_TOKEN and leave out --token, so it is not in the process list), /dev/sdX the disk.",
+    "The recovery agent redeems the token with the BES (over its data API, trusting only that certificate), " +
+    "writes the image onto the disk verifying every chunk, and reports its progress on this restore; it exits 0 " +
+    "when the disk is restored.",
+    `The token works once and expires at ${expiresAt}; after that, start a new bare-metal restore.`,
   ];
 }
 
@@ -1495,7 +1610,18 @@ export async function requestBmr(
   actor: Actor,
   input: BmrInput,
   now: Date,
-): Promise<{ restore: RestoreRequest; token: string; expiresAt: string; instructions: string[] }> {
+): Promise<
+  {
+    restore: RestoreRequest;
+    token: string;
+    expiresAt: string;
+    instructions: string[];
+    /** The recovery agent's command for this BES (TOKEN and the disk to fill in). */
+    command: string;
+    /** The BES's certificate (PEM) the recovery agent pins; null before the BES reported one. */
+    besCertificate: string | null;
+  }
+> {
   const data = BmrInput.parse(input);
   const { point, engine } = await loadPoint(kv, actor, data.restorePointId);
   requireComplete(point, "used for a bare-metal restore");
@@ -1571,7 +1697,14 @@ export async function requestBmr(
     },
   );
   if (!queued) throw new ConflictError("The bare-metal restore could not be queued; try again");
-  return { restore, token, expiresAt, instructions: bmrInstructions(data.mode, engine, expiresAt) };
+  return {
+    restore,
+    token,
+    expiresAt,
+    instructions: bmrInstructions(data.mode, engine, expiresAt),
+    command: recoveryCommand(engine),
+    besCertificate: engine.certificate ?? null,
+  };
 }
 
 /** A BMR token as sent: a UUID. */

@@ -15,6 +15,7 @@ import { getManyValues, kvValueBytes } from "./kv.ts";
 import { withRetry } from "./retry.ts";
 import { type HookPlan, hookPlan } from "./hooks.ts";
 import { idAt, newId } from "./ids.ts";
+import { runByJobKey, runKey } from "./run_keys.ts";
 import {
   addQueuedJob,
   EnqueueInput,
@@ -68,7 +69,8 @@ export type RunStatus = "pending" | "running" | "success" | "warning" | "failed"
  * Machine-readable failure reasons of failed, warning and skipped runs (the jobs API and page filter on
  * them): ENGINE_OFFLINE (the agent or BES was offline at dispatch), TARGET_UNREACHABLE, TARGET_FULL,
  * HOOK_FAILED, AUTH, PARTIAL_FILES (warning: some files could not be read), LEASE_EXPIRED (the engine
- * stopped reporting and attempts ran out), CANCELLED, and whatever reason an engine reports otherwise.
+ * stopped reporting and attempts ran out), CANCELLED, NO_BACKUP (skipped: a synthetic full of a host with
+ * no backup yet), and whatever reason an engine reports otherwise.
  */
 export const FAILURE_REASONS = [
   "ENGINE_OFFLINE",
@@ -80,6 +82,7 @@ export const FAILURE_REASONS = [
   "LEASE_EXPIRED",
   "CANCELLED",
   "PAYLOAD_TOO_LARGE",
+  "NO_BACKUP",
 ] as const;
 
 export interface Run {
@@ -145,14 +148,9 @@ export interface RestorePoint {
   stats?: ResultStats | null;
 }
 
-export function runKey(id: string) {
-  return ["runs", id] as const;
-}
+export { runByJobKey, runKey };
 export function runsByPolicyKey(policyId: string, id: string) {
   return ["runs_by_policy", policyId, id] as const;
-}
-export function runByJobKey(jobId: string) {
-  return ["runs_by_job", jobId] as const;
 }
 export function restorePointKey(id: string) {
   return ["restore_points", id] as const;
@@ -839,7 +837,7 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
     const r = job.result;
     const next: Run = {
       ...run,
-      status: r.status,
+      status: skippedByEngine(job) ? "skipped" : r.status,
       startedAt: r.startedAt,
       endedAt: r.endedAt,
       bytesTransferred: r.bytesTransferred,
@@ -901,6 +899,16 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
     if ((await op.set(runKey(run.id), next).commit()).ok) return next;
   }
   return null;
+}
+
+/**
+ * Whether the engine skipped the job instead of running it: a synthetic full of a host that has no backup
+ * yet (its result's `output.skipped`, reason NO_BACKUP). Its run is `skipped`, not failed or warning.
+ */
+function skippedByEngine(job: Job): boolean {
+  const r = job.result;
+  return job.kind === "synthetic_full" && r !== null && r.status !== "failed" &&
+    typeof r.output?.skipped === "object" && r.output.skipped !== null && !r.output.restorePoint;
 }
 
 /**

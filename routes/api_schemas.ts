@@ -192,6 +192,9 @@ export const RestoreSchema = z.looseObject({
   kind: z.enum(["file", "image", "bmr"]),
   restorePointId: z.string(),
   sourceHostId: z.string().nullable(),
+  sourceTargetId: z.string().nullable().optional().describe(
+    "The storage target of the replica copy the restore reads; null or absent: the point's own repository",
+  ),
   targetHostId: z.string().nullable(),
   targetPath: z.string().nullable(),
   paths: z.array(z.string()),

@@ -324,7 +324,9 @@ apiV1Restore.openapi(
     description:
       "Paths are absolute (POSIX or Windows), normalized and deduplicated; a path under a selected " +
       "folder is dropped. The target host defaults to the restore point's host and must be in your scope. " +
-      "This endpoint accepts bodies up to 4 MiB.",
+      "`sourceTargetId` reads the point from its replica on that storage target (a finished replication " +
+      "listed in the point's `replications`), served by the BES holding that target; empty: the point's own " +
+      "repository. This endpoint accepts bodies up to 4 MiB.",
     tags: ["Restore"],
     middleware: [requires("backup.restore")] as const,
     request: {
@@ -348,7 +350,7 @@ apiV1Restore.openapi(
       201: ok("The restore request (status pending); poll GET /api/v1/restores/{restoreId}", RestoreSchema),
       ...denied,
       404: err("Restore point or target host not found or outside your scope"),
-      422: err("Invalid paths, target, or a restore point that is not complete"),
+      422: err("Invalid paths, target, source replica, or a restore point that is not complete"),
     },
   }),
   async (c) => {
@@ -400,6 +402,9 @@ apiV1Restore.openapi(
     operationId: "restoreBareMetal",
     summary: "Bare-metal restore (critical priority) by pxe or iso; answers the one-time token once",
     description: "The restore point must be complete and its BES online; pxe needs PXE enabled on the BES. " +
+      "`mode` says how the machine boots a Linux live environment (your PXE server, or live media); there it " +
+      "runs the recovery agent (`command`, with the token and `besCertificate`), which redeems the token with " +
+      "the BES and writes the image onto the disk. " +
       "The token (a UUID) expires after 4 hours and can be redeemed once; it is stored only as a hash and " +
       "cannot be shown again.",
     tags: ["Restore"],
@@ -417,7 +422,7 @@ apiV1Restore.openapi(
     },
     responses: {
       201: {
-        description: "restore, token (shown once), expiresAt, instructions",
+        description: "restore, token (shown once), expiresAt, instructions, command, besCertificate",
         content: {
           "application/json": {
             schema: z.object({
@@ -425,6 +430,13 @@ apiV1Restore.openapi(
               token: z.string(),
               expiresAt: z.string(),
               instructions: z.array(z.string()),
+              command: z.string().describe(
+                "The recovery agent's command: deno task agent recover --bes URL --bes-cert FILE --token TOKEN " +
+                  "--disk PATH (TOKEN and the disk to fill in)",
+              ),
+              besCertificate: z.string().nullable().describe(
+                "The BES's certificate (PEM) for --bes-cert; null before the BES reported one",
+              ),
             }),
           },
         },

@@ -13,7 +13,8 @@ import { Island } from "../components/Island.tsx";
 import { ReplicationTable } from "../components/replication.tsx";
 import { EngineResults } from "../components/runs.tsx";
 import type { Run } from "../domain/runs.ts";
-import { listReplicationsOfPoint } from "../domain/replicas.ts";
+import { KEK_SOURCE_LABELS, listReplicationsOfPoint } from "../domain/replicas.ts";
+import { getTarget } from "../domain/storage.ts";
 import {
   Badge,
   Csrf,
@@ -43,6 +44,7 @@ import {
   latestRestorePointOfHost,
   listRestorePoints,
   listRestores,
+  recoveryCommand,
   requestBmr,
   requestBrowse,
   requestFileRestore,
@@ -521,6 +523,8 @@ interface FormState {
     targetPath?: string;
     overwrite?: boolean;
     mode?: string;
+    /** "" or absent: the point's own copy; else a finished replica's storage target. */
+    sourceTargetId?: string;
   };
 }
 
@@ -589,6 +593,28 @@ async function pointPage(
     : null;
   const files = valuesOf("files");
   const image = valuesOf("image");
+  // "Restore from": the point's own copy, or a finished replica of it (read through that target's BES).
+  const sourceOptions = [
+    { value: "", label: `Its own copy (BES ${point.besName})` },
+    ...replications.filter((r) => r.status === "succeeded").map((r) => ({
+      value: r.targetId,
+      label: `Replica on ${r.targetName ?? r.targetId}${
+        r.kekSource ? ` — KEK: ${KEK_SOURCE_LABELS[r.kekSource]}` : ""
+      }`,
+    })),
+  ];
+  const sourceSelect = (form: "files" | "image", value: string | undefined) =>
+    sourceOptions.length > 1 && (
+      <HostSelect
+        form={form}
+        name="sourceTargetId"
+        label="Restore from"
+        hosts={sourceOptions}
+        value={value ?? ""}
+        error={errorsOf(form).sourceTargetId}
+        hint="A replica is read through the BES of its target: useful when the primary target or its BES is down."
+      />
+    );
   const searchState: SearchState | null = search && search.restorePointId === point.id ? search : null;
   const browseErrors = errorsOf("browse");
   if (!pathParsed.success) browseErrors.path = "Path must be an absolute path without “..”; showing /";
@@ -598,9 +624,12 @@ async function pointPage(
     <>
       <PageHeader
         title={`Restore point: ${point.hostName ?? "BES"}`}
-        subtitle={`${TYPE_LABEL[point.type] ?? point.type} of ${
-          formatTime(point.completedAt)
-        } · policy ${point.policyName} · BES ${point.besName}`}
+        subtitle={
+          <>
+            {TYPE_LABEL[point.type] ?? point.type} of {formatTime(point.completedAt)} · policy{" "}
+            {point.policyName} · BES {point.besName}
+          </>
+        }
         actions={
           <a
             class="btn"
@@ -791,6 +820,7 @@ async function pointPage(
               hint="An absolute folder on the target host; the files keep their paths below it."
             />
           </div>
+          {sourceSelect("files", files.sourceTargetId)}
           <Overwrite checked={files.overwrite ?? false} error={errorsOf("files").overwrite} />
           <div class="form-actions">
             <button type="submit" class="btn btn--primary" disabled={point.status !== "complete"}>
@@ -825,6 +855,7 @@ async function pointPage(
               hint="The mount or image path to restore into."
               required
             />
+            {sourceSelect("image", image.sourceTargetId)}
             <Overwrite checked={image.overwrite ?? false} error={errorsOf("image").overwrite} />
             <div class="form-actions">
               <button type="submit" class="btn btn--primary" disabled={point.status !== "complete"}>
@@ -837,8 +868,20 @@ async function pointPage(
       <section class="panel" id="bmr">
         <h2>Bare-metal restore</h2>
         <p class="hint">
-          Recovers a whole machine onto new or wiped hardware, which boots from the BES over the network (PXE)
-          or from the recovery ISO and proves itself with a one-time token (valid 4 hours, usable once).
+          Recovers a whole machine onto new or wiped hardware. The machine boots any Linux live environment —
+          over the network (PXE, from your boot server) or from live media (ISO) — and runs the Cadres
+          recovery agent:
+        </p>
+        <pre
+          class="command"
+          data-testid="bmr-command"
+        ><code>{engine ? recoveryCommand(engine) : "deno task agent recover --bes URL --bes-cert FILE --token TOKEN --disk PATH"}</code></pre>
+        <p class="hint" data-testid="bmr-needs">
+          It redeems a one-time token (valid 4 hours, usable once) with BES{" "}
+          {point.besName}, reads the image through the BES's data API and writes it onto the disk, verifying
+          every chunk. You need: the token (shown once after Create), the BES's certificate (shown with it),
+          network access from the machine to the BES, Deno 2 and the Cadres source in the live environment,
+          and the disk to overwrite. The BES serves no boot images (docs/engines.md, "Bare-metal restore").
         </p>
         {messageOf("bmr")}
         {bmrBlocked && (
@@ -858,7 +901,7 @@ async function pointPage(
                 disabled={!engine?.pxeEnabled}
                 checked={(valuesOf("bmr").mode ?? (engine?.pxeEnabled ? "pxe" : "iso")) === "pxe"}
               />{" "}
-              PXE (network boot)
+              PXE (network boot of a live environment)
             </label>
             {!engine?.pxeEnabled && (
               <p class="hint">
@@ -872,7 +915,7 @@ async function pointPage(
                 value="iso"
                 checked={(valuesOf("bmr").mode ?? (engine?.pxeEnabled ? "pxe" : "iso")) === "iso"}
               />{" "}
-              ISO (boot media)
+              ISO (live boot media)
             </label>
             {errorsOf("bmr").mode && <p class="field-error">{errorsOf("bmr").mode}</p>}
           </fieldset>
@@ -1097,6 +1140,7 @@ restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), 
     targetHostId: str(form, "targetHostId"),
     targetPath: str(form, "targetPath").trim(),
     overwrite: checked(form, "overwrite"),
+    sourceTargetId: str(form, "sourceTargetId"),
   };
   if (location === "original" && !point.hostId) {
     return await pointPage(c, point, {
@@ -1111,6 +1155,7 @@ restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), 
     targetHostId: location === "original" ? point.hostId! : values.targetHostId || undefined,
     targetPath: location === "original" ? "/" : values.targetPath,
     overwrite: values.overwrite,
+    sourceTargetId: values.sourceTargetId,
   });
   if (!parsed.success) {
     return await pointPage(c, point, { form: "files", fields: fieldErrors(parsed.error), values }, 422);
@@ -1133,6 +1178,7 @@ restoreRoutes.post("/points/:restorePointId/image", requires("backup.restore"), 
     targetHostId: str(form, "targetHostId"),
     targetPath: str(form, "targetPath").trim(),
     overwrite: checked(form, "overwrite"),
+    sourceTargetId: str(form, "sourceTargetId"),
   };
   const parsed = ImageRestoreInput.safeParse({ restorePointId: point.id, ...values });
   if (!parsed.success || !values.targetHostId) {
@@ -1196,6 +1242,17 @@ restoreRoutes.post("/points/:restorePointId/bmr", requires("backup.restore"), as
         <ol>
           {created.instructions.map((step) => <li key={step}>{step}</li>)}
         </ol>
+        <h3>The recovery agent's command</h3>
+        <pre class="command" data-testid="bmr-token-command"><code>{created.command}</code></pre>
+        <h3>Certificate of BES {point.besName} (save as bes-cert.pem)</h3>
+        {created.besCertificate
+          ? <pre class="command" data-testid="bmr-certificate"><code>{created.besCertificate}</code></pre>
+          : (
+            <p class="notice notice--warn" data-testid="bmr-certificate">
+              BES {point.besName} has not reported a certificate yet: copy <code>tls/cert.pem</code>{" "}
+              from its data folder.
+            </p>
+          )}
         <p class="hint">
           A used or expired token is refused; create a new one from the restore point if needed.
         </p>
@@ -1216,7 +1273,7 @@ restoreRoutes.get("/requests/:restoreId", requires("backup.restore"), async (c) 
   const { kv } = c.get("deps");
   const actor = c.get("actor")!;
   const r = await getRestore(kv, actor, c.req.param("restoreId"));
-  const [source, target, point] = await Promise.all([
+  const [source, target, point, replicaTarget] = await Promise.all([
     r.sourceHostId ? getHost(kv, r.sourceHostId) : null,
     r.targetHostId ? getHost(kv, r.targetHostId) : null,
     // Retention may have pruned the point since; the request keeps its id.
@@ -1224,6 +1281,7 @@ restoreRoutes.get("/requests/:restoreId", requires("backup.restore"), async (c) 
       if (e instanceof NotFoundError) return null;
       throw e;
     }),
+    r.sourceTargetId ? getTarget(kv, r.sourceTargetId) : null,
   ]);
   const hostName = (h: Host | null, id: string | null) => h?.hostname ?? id ?? "—";
   const shown = r.paths.slice(0, 50);
@@ -1267,6 +1325,14 @@ restoreRoutes.get("/requests/:restoreId", requires("backup.restore"), async (c) 
           </dd>
           <dt>Source host</dt>
           <dd>{hostName(source, r.sourceHostId)}</dd>
+          {r.sourceTargetId && (
+            <>
+              <dt>Read from</dt>
+              <dd data-testid="restore-source">
+                replica on {replicaTarget?.name ?? r.sourceTargetId}
+              </dd>
+            </>
+          )}
           {r.kind !== "bmr" && (
             <>
               <dt>Target host</dt>

@@ -84,7 +84,7 @@ runRoutes.get("/:runId", requires("backup.view"), async (c) => {
             <dd>
               <Badge tone={RUN_TONE[run.status] ?? "muted"}>{run.status}</Badge>
             </dd>
-            {/* The run stays "pending" while its job runs (nothing marks it running yet): the leased job says so. */}
+            {/* Claiming the job marks the run running; the leased job carries the engine's last progress. */}
             {(run.status === "pending" || run.status === "running") && job?.status === "leased" && (
               <>
                 <dt>Progress</dt>

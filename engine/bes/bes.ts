@@ -238,7 +238,7 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
   const targets = new TargetRegistry(client, () => identity!, log);
   const capacity = new CapacityMonitor(log, open);
   const metrics = new SystemMetrics(config.dataDir, startedAt);
-  const keyless = { targets, open };
+  const keyless = { targets, open, gcGraceMs: config.gcGraceMs };
   // Jobs that read data get their namespace's keys just in time from the control plane.
   const keyed = { ...keyless, keys: controlPlaneKeys(client, () => identity!) };
   bmr = new BmrService({

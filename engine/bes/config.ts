@@ -4,6 +4,7 @@
  * Bad input is one clear error naming the flag; nothing is started then.
  */
 import { parseArgs } from "node:util";
+import { GC_GRACE_MS } from "../repo/gc.ts";
 import type { LogLevel } from "./log.ts";
 
 /** The BES's version, sent with registration and heartbeats. */
@@ -31,6 +32,11 @@ export interface BesConfig {
   progressSeconds: number;
   /** Jobs run at once. */
   maxJobs: number;
+  /**
+   * How long gc keeps a condemned pack before a later gc deletes it (`--gc-grace`, default
+   * `GC_GRACE_MS`: 24 h). Shorter frees space sooner; the margin covers clocks and slow writers.
+   */
+  gcGraceMs: number;
   logLevel: LogLevel;
 }
 
@@ -53,6 +59,8 @@ export const USAGE = `Usage: deno task bes --control-plane URL --secret SECRET -
   --poll-seconds N       ask for jobs every N seconds (default 5)
   --progress-seconds N   running jobs report progress every N seconds (default 5)
   --jobs N               jobs run at once (default 2)
+  --gc-grace DURATION    how long gc keeps a condemned pack before a later gc deletes it,
+                         e.g. 24h, 90m, 30s or 0s (default 24h, at most 30d)
   --log-level LEVEL      debug, info, warn or error (default info)`;
 
 function isLoopback(hostname: string): boolean {
@@ -67,6 +75,24 @@ function positive(flag: string, value: string | undefined, fallback: number, max
     throw new UsageError(`--${flag} must be a number of at most ${max} greater than 0, not "${value}"`);
   }
   return n;
+}
+
+const DURATION_UNITS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+/** The longest `--gc-grace` accepted. */
+export const MAX_GC_GRACE_MS = 30 * 86_400_000;
+
+/** `--gc-grace DURATION`: a whole number and a unit (s, m, h, d), 0 s to 30 d; absent: `GC_GRACE_MS`. */
+export function parseGcGrace(value: string | undefined): number {
+  if (value === undefined) return GC_GRACE_MS;
+  const m = /^(\d{1,9})(s|m|h|d)$/.exec(value.trim());
+  const ms = m ? Number(m[1]) * DURATION_UNITS[m[2]] : NaN;
+  if (!m || ms > MAX_GC_GRACE_MS) {
+    throw new UsageError(
+      `--gc-grace must be a duration such as 24h, 90m, 30s or 0s (a whole number and s, m, h or d; ` +
+        `at most 30d), not "${value}"`,
+    );
+  }
+  return ms;
 }
 
 /** Parses the BES's arguments. `env` supplies CADRES_BES_SECRET. Throws `UsageError`. */
@@ -90,6 +116,7 @@ export function parseBesArgs(args: string[], env: Record<string, string | undefi
         "poll-seconds": { type: "string" },
         "progress-seconds": { type: "string" },
         jobs: { type: "string" },
+        "gc-grace": { type: "string" },
         "log-level": { type: "string" },
       },
     }));
@@ -176,6 +203,7 @@ export function parseBesArgs(args: string[], env: Record<string, string | undefi
     pollSeconds: positive("poll-seconds", str("poll-seconds"), 5, 3600),
     progressSeconds: positive("progress-seconds", str("progress-seconds"), 5, 120),
     maxJobs: Math.floor(positive("jobs", str("jobs"), 2, 50)),
+    gcGraceMs: parseGcGrace(str("gc-grace")),
     logLevel: level as LogLevel,
   };
 }

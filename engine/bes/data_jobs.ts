@@ -405,18 +405,39 @@ export function syntheticFullHandler(services: KeyedServices): JobHandler {
     const host = p.hostId;
     const located = await jobRepositories(services, p);
     const storage = located.storage;
+    // A host with no backup yet (assigned since the last backup, or whose backups all failed) has nothing
+    // to make a synthetic full of: its job is skipped, not failed (`output.skipped`; the control plane
+    // records the run as skipped). A named snapshot that is missing is still RESTORE_POINT_MISSING.
+    const skipped = (message: string): JobOutcome => ({
+      status: "warning",
+      error: { reason: "NO_BACKUP", message },
+      retryable: false,
+      output: { skipped: { hostId: host, reason: "NO_BACKUP", message } },
+    });
     // A named repository; older payloads: the newest generation found.
     const path = located.paths.at(-1);
     if (!path) {
-      throw new JobFailure(
-        "RESTORE_POINT_MISSING",
-        `No repository of policy ${p.policyId} on ${storage.target.name}: nothing to make a synthetic full of`,
+      if (p.engineRestorePointId) {
+        throw new JobFailure(
+          "RESTORE_POINT_MISSING",
+          `No repository of policy ${p.policyId} on ${storage.target.name}: nothing to make a synthetic full of`,
+        );
+      }
+      return skipped(
+        `Skipped: host ${host} has no backup in policy ${p.policyId}'s repository on ${storage.target.name} ` +
+          `(none written yet) — nothing to make a synthetic full of`,
       );
     }
     const backend = storage.at(path);
     let baseId: string;
     try {
       if (!(await backend.exists("config"))) {
+        if (!p.engineRestorePointId) {
+          return skipped(
+            `Skipped: host ${host} has no backup in ${path} on ${storage.target.name} (the repository is ` +
+              `not written yet) — nothing to make a synthetic full of`,
+          );
+        }
         throw new JobFailure(
           "RESTORE_POINT_MISSING",
           `No repository at ${path} on ${storage.target.name}: host ${host} has no backup to make a synthetic ` +
@@ -439,10 +460,9 @@ export function syntheticFullHandler(services: KeyedServices): JobHandler {
         );
         const newest = mine.at(-1);
         if (!newest) {
-          throw new JobFailure(
-            "RESTORE_POINT_MISSING",
-            `Host ${host} has no snapshot in ${path} on ${storage.target.name}: nothing to make a synthetic ` +
-              `full of`,
+          return skipped(
+            `Skipped: host ${host} has no backup in ${path} on ${storage.target.name} — nothing to make a ` +
+              `synthetic full of`,
           );
         }
         baseId = newest.id;

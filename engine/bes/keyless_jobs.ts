@@ -3,7 +3,8 @@
  * - `prune`: forget the snapshots the control plane's retention chose (payload `restorePointIds`: the
  *   engine's restore point ids, which are snapshot ids), in every generation of the policy's repository on
  *   the target, then gc there. Result `pruned`: {restorePointIds, bytesFreed} plus what was absent and each
- *   repository's gc figures. gc deletes a pack only a grace period after condemning it, so `bytesFreed` of
+ *   repository's gc figures. gc deletes a pack only a grace period (`--gc-grace`, 24 h by default) after
+ *   condemning it, so `bytesFreed` of
  *   one prune is what that gc deleted (earlier prunes' condemned packs and unreferenced segments).
  * - `verify`, structural part: every pack trailer valid, every index entry pointing at an existing pack,
  *   every blob a snapshot's clear reference list names indexed in its namespace. For a restore point it
@@ -41,6 +42,8 @@ import type { TargetRegistry } from "./targets.ts";
 export interface KeylessServices {
   targets: Pick<TargetRegistry, "find" | "all">;
   open: OpenOptions;
+  /** gc's grace period before a condemned pack is deleted (`--gc-grace`; absent: `GC_GRACE_MS`, 24 h). */
+  gcGraceMs?: number;
 }
 
 export const SnapshotId = /^[0-9a-f]{64}$/;
@@ -257,7 +260,7 @@ export function pruneHandler(services: KeylessServices): JobHandler {
         // gc in every generation: what was forgotten now, packs earlier prunes condemned (deleted after the
         // grace period) and what killed backups left behind.
         try {
-          const gc = await garbageCollect(backend);
+          const gc = await garbageCollect(backend, { graceMs: services.gcGraceMs });
           entry.condemnedPacks = gc.condemned.length;
           entry.repackedPacks = gc.repacked.length;
           entry.deletedPacks = gc.deleted.length;

@@ -362,10 +362,31 @@ Deno.test("synthetic_full: a new snapshot of the chain's newest state, no parent
     (e: unknown) =>
       (e as { reason?: string }).reason === "BAD_PAYLOAD" && /hostId/.test((e as Error).message),
   );
+  const other = "01KOTHERHOST00000000000000";
+  const noBackup = await synth(ctx("synthetic_full", { policyId: "POL1", repository: REPO, hostId: other }));
+  assert.equal(noBackup.status, "warning", "skipped, not failed");
+  assert.equal(noBackup.error?.reason, "NO_BACKUP");
+  assert.match(
+    noBackup.error!.message,
+    new RegExp(`^Skipped: host ${other} has no backup in cadres/POL1/g1`),
+  );
+  assert.deepEqual(noBackup.output, {
+    skipped: { hostId: other, reason: "NO_BACKUP", message: noBackup.error!.message },
+  });
+  assert.equal(noBackup.retryable, false);
+  // A repository not written yet (a new generation): skipped too; nothing is created there.
+  const g2 = { target: SRC_T, path: "cadres/POL1/g2", generation: 2 };
+  const fresh = await synth(ctx("synthetic_full", { policyId: "POL1", repository: g2, hostId: other }));
+  assert.equal(fresh.error?.reason, "NO_BACKUP");
+  assert.equal(await new LocalBackend(`${dir.path}/src-target/cadres/POL1/g2`).exists("config"), false);
+  // A snapshot the payload names that is not there is still a missing restore point.
   await assert.rejects(
-    synth(
-      ctx("synthetic_full", { policyId: "POL1", repository: REPO, hostId: "01KOTHERHOST00000000000000" }),
-    ),
+    synth(ctx("synthetic_full", {
+      policyId: "POL1",
+      repository: g2,
+      hostId: other,
+      engineRestorePointId: "b".repeat(64),
+    })),
     (e: unknown) => (e as { reason?: string }).reason === "RESTORE_POINT_MISSING",
   );
   assert.equal((await listSnapshots(backend)).length, 1);

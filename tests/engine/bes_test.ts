@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import S3rver from "s3rver";
 import { CapacityMonitor, s3Quota } from "../../engine/bes/capacity.ts";
 import { parseBesArgs, UsageError } from "../../engine/bes/config.ts";
+import { GC_GRACE_MS } from "../../engine/repo/gc.ts";
 import { IdentityError, loadOrCreateKey } from "../../engine/bes/identity.ts";
 import { type ClaimedJob, type JobContext, type JobOutcome, JobRunner } from "../../engine/bes/jobs.ts";
 import { type KeylessServices, pruneHandler, verifyHandler } from "../../engine/bes/keyless_jobs.ts";
@@ -74,6 +75,20 @@ Deno.test("parseBesArgs: flags, defaults, the secret from the environment", () =
     "https://bes.example.com:9443/",
   ]);
   assert.equal(behindNat.dataUrl, "https://bes.example.com:9443");
+  assert.equal(c.gcGraceMs, GC_GRACE_MS, "gc's grace period defaults to 24 h");
+  assert.equal(GC_GRACE_MS, 24 * 3_600_000);
+  const grace = (v: string) =>
+    parseBesArgs([
+      ...["--control-plane", "https://x.example", "--secret", "s"],
+      "--data",
+      "d",
+      "--gc-grace",
+      v,
+    ]).gcGraceMs;
+  assert.deepEqual(
+    ["0s", "30s", "90m", "6h", "2d", "30d"].map(grace),
+    [0, 30_000, 90 * 60_000, 6 * 3_600_000, 2 * 86_400_000, 30 * 86_400_000],
+  );
 });
 
 Deno.test("parseBesArgs: every bad command line is one error naming the flag", () => {
@@ -92,6 +107,12 @@ Deno.test("parseBesArgs: every bad command line is one error naming the flag", (
     [[...base, "--data-url", "bes.example.com"], /--data-url must be a URL/],
     [[...base, "--jobs", "0"], /--jobs/],
     [[...base, "--log-level", "loud"], /--log-level/],
+    [[...base, "--gc-grace", "24"], /--gc-grace must be a duration such as 24h.*not "24"/],
+    [[...base, "--gc-grace=-1h"], /--gc-grace must be a duration/],
+    [[...base, "--gc-grace", "1.5h"], /--gc-grace must be a duration/],
+    [[...base, "--gc-grace", "1w"], /--gc-grace must be a duration/],
+    [[...base, "--gc-grace", "31d"], /--gc-grace .*at most 30d/],
+    [[...base, "--gc-grace", ""], /--gc-grace must be a duration/],
     [[...base, "--unknown"], /unknown/i],
   ];
   for (const [args, message] of cases) {
@@ -414,12 +435,51 @@ function fakeCtx(job: Partial<ClaimedJob>): JobContext & { updates: string[] } {
   };
 }
 
-function services(t: TargetInfo): KeylessServices {
+function services(t: TargetInfo, gcGraceMs?: number): KeylessServices {
   return {
     targets: { find: (id) => Promise.resolve(id === t.id ? t : null), all: () => [t] },
     open: { mounts: "/nonexistent" },
+    gcGraceMs,
   };
 }
+
+Deno.test("prune: gc's grace period is the BES's --gc-grace: 24 h keeps condemned packs, 0 s deletes them at the next prune", async () => {
+  await using dir = await tempDir();
+  const root = `${dir.path}/target`;
+  const ids = await repoWithSnapshots(`${root}/cadres/POL1/g1`, `${dir.path}/src1`, 3);
+  const t = target({ config: { path: root } });
+  const backend = new LocalBackend(`${root}/cadres/POL1/g1`);
+  const packBytes = async () => {
+    let n = 0;
+    for await (const o of backend.list("data/")) n += o.size;
+    return n;
+  };
+  const before = await packBytes();
+  type Pruned = {
+    bytesFreed: number;
+    repositories: { condemnedPacks: number; deletedPacks: number; pendingPacks: number }[];
+  };
+  const prune = async (restorePointIds: string[], graceMs?: number) =>
+    (await pruneHandler(services(t, graceMs))(fakeCtx({
+      payload: { policyId: "POL1", targetId: t.id, restorePointIds },
+    }))).output!.pruned as Pruned;
+  const first = await prune([ids[0]]);
+  assert.ok(first.repositories[0].condemnedPacks > 0, JSON.stringify(first));
+  // The default (24 h): a second prune at once deletes nothing.
+  const kept = await prune([ids[1]]);
+  assert.equal(kept.repositories[0].deletedPacks, 0, JSON.stringify(kept));
+  assert.ok(kept.repositories[0].pendingPacks > 0);
+  assert.equal(await packBytes(), before, "nothing is deleted within the grace period");
+  // 0 s: the next prune deletes what was condemned; the bytes leave the target.
+  const gone = await prune([ids[1]], 0);
+  assert.ok(gone.repositories[0].deletedPacks > 0, JSON.stringify(gone));
+  assert.ok(gone.bytesFreed > 0);
+  assert.equal(await packBytes(), before - gone.bytesFreed, "the freed bytes are gone from data/");
+  // The kept snapshot is whole.
+  const r = await verifyRepository(await Repository.open(backend, KEK), { all: true });
+  assert.deepEqual(r.problems, []);
+  assert.ok(await backend.exists(`snapshots/${ids[2]}`));
+});
 
 Deno.test("prune: forgets the named snapshots in every generation, gc runs, absent ids are a warning", async () => {
   await using dir = await tempDir();

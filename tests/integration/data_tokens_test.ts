@@ -18,7 +18,8 @@ import { createTarget } from "../../domain/storage.ts";
 import { TOKEN_KEY_VAULT_ID, tokenSigningKey } from "../../domain/token_signing.ts";
 import { vaultKey, type VaultRecord } from "../../domain/vault.ts";
 import { BES_CERT, CA_CERT, OTHER_HOST_CERT, RENEWED_CERT } from "../fixtures/certificates.ts";
-import { addUser, Browser, dumpKv, engineMetrics, signInAs, targetInput } from "../helpers.ts";
+import { addUser, Browser, dumpKv, engineMetrics, signInAs, targetInput, testApp } from "../helpers.ts";
+import { ValidationError } from "../../domain/errors.ts";
 import {
   call,
   claim,
@@ -371,4 +372,107 @@ Deno.test("a backup job whose payload names an older generation gets a token for
   const [claimed] = await claim(w, w.agent);
   assert.equal(claimed.id, job.id);
   assert.deepEqual(claimsOf(w, claimed.dataToken, w.clock.now()).repository, older);
+});
+
+Deno.test("a restore from a replica on another BES: that BES's data URL and certificate, a read token for the replica repository there, its keys; only once the replication succeeded", async () => {
+  await using w = await dataWorld();
+  const second = await registerBesWithDataApi(w.client, w.tenant.secrets[0], {
+    dataUrl: "https://10.0.0.10:9443",
+    certificate: RENEWED_CERT,
+  }, "bes-2");
+  assert.equal(second.status, 201);
+  const replicaTarget = await createTarget(w.kv, system, targetInput(second.identity.id), {
+    now: w.clock.now(),
+    masterKey: MASTER_KEY,
+  });
+  await createReplica(w.kv, system, {
+    policyId: w.policy.id,
+    targetId: replicaTarget.id,
+    kekSource: "pam_vault",
+  }, w.clock.now());
+  const backup = await claimedBackup(w);
+  const pointId = await finishBackup(w, backup.id);
+  const input = {
+    restorePointId: pointId,
+    paths: ["/etc"],
+    targetHostId: w.otherAgent.id,
+    targetPath: "/restore",
+    sourceTargetId: replicaTarget.id,
+  };
+  // Not replicated yet: refused, naming the field, nothing queued.
+  const before = await dumpKv(w.kv);
+  const early = await requestFileRestore(w.kv, system, input, w.clock.now()).catch((e) => e);
+  assert.ok(early instanceof ValidationError, String(early));
+  assert.ok(early.fields.sourceTargetId, JSON.stringify(early.fields));
+  assert.match(early.message, /has no finished replica on target/);
+  assert.deepEqual(await dumpKv(w.kv), before, "a refusal changes nothing");
+
+  const [replicate] = (await claim(w, w.bes)).filter((j) => j.kind === "replicate");
+  const at = w.clock.now().toISOString();
+  const done = await call(w, w.bes, `/api/bes/v1/jobs/${replicate.id}/result`, {
+    status: "success",
+    startedAt: at,
+    endedAt: at,
+    bytesTransferred: 10,
+    protectedBytes: 10,
+    output: { replication: { restorePointId: pointId, targetId: replicaTarget.id, bytes: 10 } },
+  });
+  assert.equal(done.status, 200, done.text);
+
+  const restore = await requestFileRestore(w.kv, system, input, w.clock.now());
+  assert.equal(restore.sourceTargetId, replicaTarget.id);
+  const [job] = await claim(w, w.otherAgent);
+  assert.equal(job.kind, "restore_files");
+  assert.deepEqual(job.payload.bes, {
+    id: second.identity.id,
+    endpoint: (job.payload.bes as { endpoint: string }).endpoint,
+    ipAddress: (job.payload.bes as { ipAddress: string }).ipAddress,
+    dataUrl: "https://10.0.0.10:9443",
+    certificate: RENEWED_CERT,
+  }, "the agent pins the replica BES's certificate");
+  const replicaRepo = { target: replicaTarget.id, path: `cadres/${w.policy.id}/g1`, generation: 1 };
+  assert.deepEqual(job.payload.repository, replicaRepo);
+  const token = claimsOf(w, job.dataToken, w.clock.now());
+  assert.deepEqual(
+    [token.access, token.bes, token.namespace, token.repository],
+    ["read", second.identity.id, w.agent.id, replicaRepo],
+  );
+  // The keys: the same namespace's (a replica shares them), for the replica repository, opened with the
+  // rule's KEK source (pam_vault: its unwrap is audited).
+  const keys = await call(w, w.otherAgent, `/api/agent/v1/jobs/${job.id}/key`, {});
+  assert.equal(keys.status, 200, keys.text);
+  assert.deepEqual([keys.body.namespace, keys.body.repository], [w.agent.id, replicaRepo]);
+  const audit = (await Array.fromAsync(w.kv.list<{ action: string; summary: string }>({ prefix: ["audit"] })))
+    .map((e) => e.value).filter((e) => e?.action === "kek.unwrap");
+  assert.ok(audit.some((e) => e.summary.includes(job.id)), "the vault unwrap is audited");
+  // A primary restore of the same point still reads the point's own repository on its own BES.
+  await requestFileRestore(w.kv, system, { ...input, sourceTargetId: undefined }, w.clock.now());
+  const [primary] = await claim(w, w.otherAgent);
+  const primaryToken = claimsOf(w, primary.dataToken, w.clock.now());
+  assert.deepEqual([primaryToken.bes, primaryToken.repository.target], [w.bes.id, w.target.id]);
+
+  // The restore page offers the replica as a source; the form restores from it and the request says so.
+  const { app } = testApp(w.kv, w.clock);
+  const browser = new Browser(app);
+  const admin = await addUser(w.kv, w.tenant, "restorer@acme.example", "admin", "all", w.clock.now());
+  await signInAs(browser, w.kv, admin, w.clock.now());
+  const pagePath = `/backup/restore/points/${pointId}`;
+  const page = await (await browser.get(pagePath)).text();
+  assert.match(page, /<label for="f-sourceTargetId-files">Restore from<\/label>/);
+  assert.match(
+    page,
+    new RegExp(
+      `<option\\s+value="${replicaTarget.id}"\\s*>Replica on ${replicaTarget.name} — KEK: PAM vault`,
+    ),
+  );
+  const posted = await browser.postForm(`${pagePath}/files`, {
+    paths: "/etc",
+    location: "other",
+    targetHostId: w.otherAgent.id,
+    targetPath: "/restore-2",
+    sourceTargetId: replicaTarget.id,
+  }, { tokenFrom: pagePath });
+  assert.equal(posted.status, 303, await posted.text());
+  const requestPage = await (await browser.get(posted.headers.get("location")!)).text();
+  assert.match(requestPage, new RegExp(`data-testid="restore-source">\\s*replica on ${replicaTarget.name}`));
 });

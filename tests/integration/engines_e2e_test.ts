@@ -55,7 +55,8 @@ Deno.test({
   await using w = await enginesWorld();
   const src = `${w.tmp}/src`;
   await writeSource(src);
-  const { bes, engine } = await w.startBes();
+  // gc's grace period 0 s: a pack one prune condemns is deleted by the next (the default is 24 h).
+  const { bes, engine } = await w.startBes("bes-e2e", ["--gc-grace", "0s"]);
   const target = await w.addLocalTarget(engine.id, "target");
   const policyRes = await w.api("POST", "/api/v1/policies", {
     name: "files",
@@ -230,6 +231,41 @@ Deno.test({
   });
   assert.deepEqual(r2.errors, []);
   await assertSameTree(src, `${fromReplica}${src}`);
+
+  // Restore from the replica through the control plane: the restore names the replica's target, the agent
+  // reads it through the BES holding that target (a read token for the replica repository), byte for byte
+  // — with the primary repository moved away meanwhile, so nothing can come from it.
+  const primaryDir = `${target.root}/cadres/${policyId}`;
+  await Deno.rename(primaryDir, `${primaryDir}.away`);
+  const viaReplica = `${w.tmp}/via-replica`;
+  const fromReplicaRes = await w.api("POST", "/api/v1/restores", {
+    restorePointId: p2.id,
+    paths: [src],
+    targetPath: viaReplica,
+    overwrite: false,
+    sourceTargetId: replicaTarget.id,
+  });
+  assert.equal(fromReplicaRes.status, 201, fromReplicaRes.text);
+  assert.equal(fromReplicaRes.body.sourceTargetId, replicaTarget.id);
+  const replicaJob = (await w.kv.get<Job>(["jobs", fromReplicaRes.body.jobId])).value!;
+  assert.deepEqual(replicaJob.payload.repository, {
+    target: replicaTarget.id,
+    path: `cadres/${policyId}/g1`,
+    generation: 1,
+  });
+  const viaReplicaDone = await w.finishedRestore(fromReplicaRes.body.id);
+  await Deno.rename(`${primaryDir}.away`, primaryDir);
+  assert.equal(viaReplicaDone.status, "success", `${JSON.stringify(viaReplicaDone)}\n${w.output()}`);
+  await assertSameTree(src, `${viaReplica}${src}`);
+  // A target that holds no replica of the point is refused, naming the field.
+  const noReplica = await w.api("POST", "/api/v1/restores", {
+    restorePointId: p2.id,
+    paths: [src],
+    targetPath: `${w.tmp}/nowhere`,
+    sourceTargetId: "01KNOTAREPLICATARGET000000",
+  });
+  assert.equal(noReplica.status, 422, noReplica.text);
+  assert.match(noReplica.text, /sourceTargetId/);
   const deleted = await w.api("DELETE", `/api/v1/replicas/${rule.body.id}`);
   assert.ok([200, 204].includes(deleted.status), deleted.text);
 
@@ -260,7 +296,7 @@ Deno.test({
   );
   assert.ok(await storage.exists(`snapshots/${p3.engineRestorePointId}`), "the kept point stays");
   // gc: the pack that held the expired data (old.bin, 300 kB of its 356) was rewritten — its live blobs
-  // copied into a new pack — and condemned; it is deleted by a gc at least a day later (the grace period).
+  // copied into a new pack — and condemned; the next prune's gc deletes it (--gc-grace 0s; 24 h by default).
   const pruneJob = await waitFor(
     "the prune job to end",
     async () =>
@@ -286,24 +322,84 @@ Deno.test({
   )!;
   assert.ok(condemnedPack.size > 300_000, `the pack that held old.bin: ${condemnedPack.size} bytes`);
   // What the kept point needs still restores from the target (the agent restores it, byte for byte).
-  const keptDir = `${w.tmp}/kept`;
-  const kept = await w.api("POST", "/api/v1/restores", {
-    restorePointId: p3.id,
-    paths: [src],
-    targetPath: keptDir,
-    overwrite: false,
-  });
-  assert.equal(kept.status, 201, kept.text);
-  const keptDone = await w.finishedRestore(kept.body.id);
-  assert.equal(keptDone.status, "success", `${JSON.stringify(keptDone)}\n${w.output()}`);
-  await assertSameTree(src, `${keptDir}${src}`);
+  const restoreAll = async (pointId: string, dir: string) => {
+    const kept = await w.api("POST", "/api/v1/restores", {
+      restorePointId: pointId,
+      paths: [src],
+      targetPath: dir,
+      overwrite: false,
+    });
+    assert.equal(kept.status, 201, kept.text);
+    const keptDone = await w.finishedRestore(kept.body.id);
+    assert.equal(keptDone.status, "success", `${JSON.stringify(keptDone)}\n${w.output()}`);
+    await assertSameTree(src, `${dir}${src}`);
+  };
+  await restoreAll(p3.id, `${w.tmp}/kept`);
+
+  // A later full, then retention a day on expires p3; that prune's gc deletes the pack the first one
+  // condemned (grace 0 s): its bytes leave the target, and the point retention keeps still restores.
+  const dataBytes = async () => {
+    let n = 0;
+    for await (const o of storage.list("data/")) n += o.size;
+    return n;
+  };
+  const fifth = await w.finishedRun(await runNow(w, policyId, "full"));
+  assert.equal(fifth.run.status, "success", `${JSON.stringify(fifth.run.error)}\n${w.output()}`);
+  const p5 = await point(w, fifth.run.restorePointId!);
+  await waitFor(
+    "the verification of the later full",
+    async () => {
+      const p = await point(w, p5.id);
+      return p.verification === "passed" ? p : null;
+    },
+    60_000,
+    bes,
+  );
+  const bytesBefore = await dataBytes();
+  const prunesBefore = new Set(
+    (await Array.fromAsync(w.kv.list<Job>({ prefix: ["jobs"] }))).filter((e) => e.value.kind === "prune")
+      .map((e) => e.value.id),
+  );
+  const retention2 = await applyRetention(w.kv, new Date(Date.now() + 4 * 86_400_000));
+  assert.equal(retention2.expired, 1, JSON.stringify(retention2));
+  const secondPrune = await waitFor(
+    "the second prune job to end",
+    async () =>
+      (await Array.fromAsync(w.kv.list<Job>({ prefix: ["jobs"] }))).map((e) => e.value)
+        .find((j) =>
+          j.kind === "prune" && j.result && !prunesBefore.has(j.id) &&
+          (j.payload.repository as { target?: string } | undefined)?.target === target.id
+        ),
+    60_000,
+    bes,
+  );
+  assert.equal(secondPrune.result?.status, "success", JSON.stringify(secondPrune.result));
+  const pruned2 = secondPrune.result!.output!.pruned as {
+    bytesFreed: number;
+    restorePointIds: string[];
+    repositories: { deletedPacks: number }[];
+  };
+  assert.deepEqual(pruned2.restorePointIds, [p3.engineRestorePointId], JSON.stringify(pruned2));
+  assert.ok(pruned2.repositories[0].deletedPacks >= 1, JSON.stringify(pruned2));
+  assert.ok(pruned2.bytesFreed >= condemnedPack.size, JSON.stringify(pruned2));
+  assert.equal(await storage.exists(condemnedPack.name), false, `${condemnedPack.name} is deleted`);
+  assert.equal(await storage.exists(`condemned/${condemned[0]}`), false, "and no longer condemned");
+  assert.equal(await storage.exists(`snapshots/${p3.engineRestorePointId}`), false);
+  assert.ok(
+    (await dataBytes()) <= bytesBefore - condemnedPack.size,
+    `data/ shrank by the deleted pack: ${bytesBefore} → ${await dataBytes()}`,
+  );
+  await restoreAll(p5.id, `${w.tmp}/kept-after-gc`);
 
   // A flipped byte in a pack on the target: the next point's verification (every blob read back) fails,
   // naming the pack, and the dashboard's verification queue shows the point.
   // The largest live pack: mostly report.bin's data, which every point references and no backup re-reads
   // (a byte in a blob no snapshot references any more would rightly not fail a point's verification).
+  const condemnedNow = (await Array.fromAsync(storage.list("condemned/"))).map((o) =>
+    o.name.slice("condemned/".length)
+  );
   const packs = (await Array.fromAsync(storage.list("data/")))
-    .filter((o) => !condemned.some((id) => o.name.endsWith(id)))
+    .filter((o) => !condemnedNow.some((id) => o.name.endsWith(id)))
     .sort((a, b) => b.size - a.size);
   const pack = packs[0];
   assert.ok(pack.size > 50_000, `${pack.name}: ${pack.size} bytes`);

@@ -138,8 +138,8 @@ export async function enginesWorld() {
   const programs: Program[] = [];
 
   /** Starts the BES program (HTTPS data API on a loopback port) and waits until it is online. */
-  const startBes = async (name = "bes-e2e") => {
-    const bes = spawnBes(baseUrl, secret, `${tmp}/${name}`, name, { tls: true });
+  const startBes = async (name = "bes-e2e", args: string[] = []) => {
+    const bes = spawnBes(baseUrl, secret, `${tmp}/${name}`, name, { tls: true, args });
     programs.push(bes);
     const engine = await waitFor(
       "the BES to go online",

@@ -651,3 +651,59 @@ Deno.test("the BMR token is shown once, never cached, never on the request page 
     assertExcludes(await (await b.get(path)).text(), token, `the token on ${path}`);
   }
 });
+
+Deno.test("the BMR page and token page describe the real procedure: a live environment, the recovery agent's command, the BES certificate", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const s = await setup(kv);
+  const b = await s.as("restorer");
+  const page = `/backup/restore/points/${s.pointId("rp-inc")}`;
+  await s.heartbeat();
+  const html = await (await b.get(page)).text();
+  const bmr = html.slice(html.indexOf('id="bmr"'));
+  // No PXE/ISO images served by the BES any more: any live Linux, then the recovery agent.
+  assertExcludes(bmr, "recovery ISO");
+  assertExcludes(bmr, "boots from the BES");
+  assertIncludes(bmr, "boots any Linux live environment");
+  assert.match(
+    bmr,
+    /data-testid="bmr-command"><code>deno task agent recover --bes https:\/\/[^ ]+ --bes-cert bes-cert\.pem --token TOKEN --disk \/dev\/sdX<\/code>/,
+  );
+  assertIncludes(bmr, "one-time token (valid 4 hours, usable once)");
+  assertIncludes(bmr, "the BES&#39;s certificate");
+
+  const res = await b.postForm(`${page}/bmr`, { mode: "iso" }, { tokenFrom: page });
+  assert.equal(res.status, 200);
+  const token = await res.text();
+  const steps = [...token.matchAll(/<li\s*>([^<]+)<\/li>/g)].map((m) => m[1]);
+  assert.ok(steps.some((l) => l.startsWith("Boot the machine from Linux live media")), steps.join("\n"));
+  assert.ok(steps.some((l) => l.includes("deno task agent recover --bes ")), "the command is a step");
+  assert.ok(steps.some((l) => l.includes("CADRES_BMR_TOKEN")), "the token can stay out of the process list");
+  assert.ok(steps.some((l) => /works once and expires at/.test(l)));
+  assert.match(token, /data-testid="bmr-token-command"><code>deno task agent recover --bes https:/);
+  // The certificate the recovery agent pins: the BES's PEM, or where to find it when it reported none.
+  // (This test BES registered without a data API, so the page says where the PEM is instead.)
+  assert.match(
+    token,
+    /data-testid="bmr-certificate">BES bes-restore has not reported a certificate yet: copy <code>tls\/cert\.pem<\/code>/,
+  );
+
+  // The API answers the same command and certificate.
+  const api = await b.request("/api/v1/restores/bmr", {
+    method: "POST",
+    headers: {
+      "content-type": "application/json",
+      "x-csrf-token": /name="csrf-token" content="([^"]+)"/.exec(html)![1],
+    },
+    body: JSON.stringify({ restorePointId: s.pointId("rp-inc"), mode: "iso" }),
+  });
+  assert.equal(api.status, 201, await api.clone().text());
+  {
+    const body = await api.json();
+    assert.match(
+      body.command,
+      /^deno task agent recover --bes https:\/\/\S+ --bes-cert bes-cert\.pem --token TOKEN --disk \/dev\/sdX$/,
+    );
+    assert.ok("besCertificate" in body);
+    assert.ok(body.instructions.some((l: string) => l.includes(body.command)));
+  }
+});

@@ -730,7 +730,7 @@ Deno.test("a duplicate result post brings a run left open up to its job (the pro
   await claimJobs(kv, principal, 5, now);
   // The result is recorded, then the process dies before applying it to the run.
   assert.equal((await applyResult(kv, principal, run.jobId!, successResult(now), now)).applied, true);
-  assert.equal((await kv.get<Run>(["runs", run.id])).value!.status, "pending");
+  assert.equal((await kv.get<Run>(["runs", run.id])).value!.status, "running");
   // The engine, unsure its post landed, posts the same result again: 200 applied:false, and the run ends.
   const { app } = testApp(kv, f.clock);
   const client = engineClient(app, f.clock);
@@ -848,7 +848,7 @@ Deno.test("indexOpenRuns(): open runs without a runs_open entry (older data) are
     f.policy.id,
     { kind: "full", hostIds: [f.hosts[1].id] },
     now,
-    /already pending on its BES for h2/,
+    /already running on its BES for h2/, // claimed with h1's by `finish`
   );
   await refusedWith(kv, f.policy.id, { kind: "incremental", hostIds: [f.hosts[0].id] }, now, /pending on h1/);
   await refusedWith(kv, f.policy.id, { kind: "synthetic_full" }, now, /already pending or running on h/);

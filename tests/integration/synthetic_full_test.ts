@@ -189,3 +189,46 @@ Deno.test("a scheduled synthetic full with its BES offline: one skipped run per 
   }
   assert.equal((await Array.fromAsync(w.kv.list({ prefix: ["jobs"] }))).length, jobsBefore, "no job queued");
 });
+
+Deno.test("a synthetic full of a host with no backup yet: the BES skips it (NO_BACKUP) and its run is skipped, not failed; the other host's succeeds", async () => {
+  await using w = await dataWorld();
+  await assignHost(w.kv, system, { policyId: w.policy.id, hostId: w.otherAgent.id }, w.clock.now());
+  const created = await runPolicyNow(w.kv, system, w.policy.id, { kind: "synthetic_full" }, w.clock.now());
+  const claimed = (await claim(w, w.bes)).filter((j) => j.kind === "synthetic_full");
+  assert.equal(claimed.length, 2);
+  const fresh = claimed.find((j) => j.payload.hostId === w.otherAgent.id)!;
+  const backedUp = claimed.find((j) => j.payload.hostId === w.agent.id)!;
+  const now = w.clock.now().toISOString();
+  // What the reference BES answers for a host with no snapshot in the repository (engine/bes/data_jobs.ts).
+  const message =
+    `Skipped: host ${w.otherAgent.id} has no backup in cadres/${w.policy.id}/g1 on t — nothing ` +
+    "to make a synthetic full of";
+  const res = await call(w, w.bes, `/api/bes/v1/jobs/${fresh.id}/result`, {
+    status: "warning",
+    startedAt: now,
+    endedAt: now,
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    error: { reason: "NO_BACKUP", message },
+    retryable: false,
+    output: { skipped: { hostId: w.otherAgent.id, reason: "NO_BACKUP", message } },
+  });
+  assert.equal(res.status, 200, res.text);
+  await finishSynthetic(w, backedUp.id, "synthetic-ok");
+
+  const runs = new Map((await listRunsByPolicy(w.kv, w.policy.id)).map((r) => [r.hostId, r]));
+  const skipped = runs.get(w.otherAgent.id)!;
+  assert.deepEqual(
+    [skipped.status, skipped.error?.reason, skipped.restorePointId, skipped.retryable],
+    ["skipped", "NO_BACKUP", null, false],
+  );
+  assert.equal(skipped.errorLine, message);
+  assert.equal(runs.get(w.agent.id)!.status, "success", "the host with a backup gets its synthetic full");
+  assert.equal(created.length, 2);
+  // Not a failure: nothing to retry, no retryable index entry, and the run counts as no failed backup.
+  assert.equal((await w.kv.get(["runs_retryable", skipped.id])).value, null);
+  await assert.rejects(() => retryRun(w.kv, system, skipped.id, w.clock.now()));
+  const points = (await Array.fromAsync(w.kv.list<RestorePoint>({ prefix: ["restore_points"] })))
+    .map((e) => e.value).filter((p) => p.hostId === w.otherAgent.id);
+  assert.deepEqual(points, [], "no restore point for the skipped host");
+});
