@@ -33,6 +33,8 @@ export const JOB_KINDS = [
   "browse",
   "search",
   "bmr",
+  /** A restore drill on an agent (drills.ts): restore to scratch, verify, measure, delete. */
+  "restore_drill",
 ] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export const PRIORITIES = ["critical", "high", "normal"] as const;

@@ -45,6 +45,7 @@ import { afterBackup, readProtectedFor, writeProtected } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
 import { applyRestoreJobOutcome } from "./restore.ts";
+import { applyDrillJobOutcome } from "./drills.ts";
 import { applyReplicationOutcome, queueReplicationsInOp } from "./replicas.ts";
 import {
   hostBackupPayload,
@@ -1195,6 +1196,7 @@ async function queueFollowUps(
 export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise<void> {
   if (!job.result) return;
   if (RESTORE_JOB_KINDS.includes(job.kind)) return await applyRestoreJobOutcome(kv, job, now);
+  if (job.kind === "restore_drill") return await applyDrillJobOutcome(kv, job, now);
   if (job.kind === "verify") {
     const id = String(job.payload.restorePointId ?? "");
     const reported = (job.result.output?.verification as { status?: string } | undefined)?.status ?? "";
