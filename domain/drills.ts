@@ -450,12 +450,17 @@ export async function createDrill(
 ): Promise<DrillPolicy> {
   authorize(actor, "backup.manage");
   const data = parseInput(input);
-  if (!actor.accountId) throw new ValidationError("Drills belong to an account", { body: "No account" });
-  const agent = await checkReferences(kv, actor, actor.accountId, data);
+  // The system (CLI, tests) acts in the account of the drill's agent host.
+  const accountId = actor.accountId ??
+    (actor.kind === "system" ? (await kv.get<Host>(hostKey(data.agentHostId))).value?.accountId : null);
+  if (!accountId) {
+    throw new ValidationError("The agent host is unknown", { agentHostId: "Choose a host in service" });
+  }
+  const agent = await checkReferences(kv, actor, accountId, data);
   const at = now.toISOString();
   const drill: DrillPolicy = {
     id: newId(now),
-    accountId: actor.accountId,
+    accountId,
     orgId: agent.orgId,
     ...data,
     createdAt: at,
