@@ -50,8 +50,13 @@ const loadavg = () => Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
 const base = values.dir ?? await Deno.makeTempDir({ prefix: "cadres-bench-drill-" });
 await Deno.mkdir(base, { recursive: true });
 const src = `${base}/src`;
-const cpu = (await Deno.readTextFile("/proc/cpuinfo").catch(() => "")).match(/model name\s*:\s*(.*)/)?.[1] ??
-  "unknown";
+/** A /proc file's text (they read as empty through Deno's file API: their size is 0). */
+async function readProc(path: string): Promise<string> {
+  const out = await new Deno.Command("cat", { args: [path], stdout: "piped", stderr: "null" }).output()
+    .catch(() => null);
+  return out?.success ? new TextDecoder().decode(out.stdout) : "";
+}
+const cpu = (await readProc("/proc/cpuinfo")).match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown";
 console.log(`bench:drill — ${new Date().toISOString()}`);
 console.log(
   `machine: ${navigator.hardwareConcurrency} CPUs (${cpu}), ${
@@ -79,13 +84,7 @@ async function runWorker(request: unknown, token: string) {
   let polling = true;
   const poller = (async () => {
     while (polling) {
-      // /proc files read as empty through Deno's file API (their size is 0): cat them.
-      const st = await new Deno.Command("cat", {
-        args: [`/proc/${child.pid}/status`],
-        stdout: "piped",
-        stderr: "null",
-      })
-        .output().then((o) => new TextDecoder().decode(o.stdout), () => "");
+      const st = await readProc(`/proc/${child.pid}/status`);
       peak = Math.max(peak, Number(/VmHWM:\s+(\d+)/.exec(st)?.[1] ?? 0));
       await new Promise((r) => setTimeout(r, 50));
     }
