@@ -29,12 +29,14 @@ import { applyResult, claimJobs, expireLeases, getJob, type Job, LEASE_MS } from
 import { createPolicy, listPolicies } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { applyJobOutcome, listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
+import { classifyKey } from "../../domain/self_backup.ts";
 import { createTarget } from "../../domain/storage.ts";
 import {
   addUser,
   auditEntries,
   Browser,
   createTenant,
+  dumpKv,
   enrollTestHost,
   kvSnapshot,
   onlineTestEngine,
@@ -311,6 +313,9 @@ Deno.test("outcomes: pass, RTO breach alert, failure alert naming the file, reso
   assert.equal(await kvSnapshot(w.kv), snapshot);
   const trend = await listDrillRuns(w.kv, admin, drill.id);
   assert.deepEqual(trend.map((r) => r.status), ["passed", "failed", "passed", "passed"]);
+  // Self-backup knows every key a drill writes (config, results, or ephemeral).
+  const unclassified = (await dumpKv(w.kv)).filter((e) => classifyKey(e.key) === null).map((e) => e.key[0]);
+  assert.deepEqual([...new Set(unclassified)], []);
 });
 
 Deno.test("a drill whose job ends without a result fails (lease expired), and its alert opens", async () => {
