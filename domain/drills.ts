@@ -12,9 +12,13 @@
  * "Last proven restore" per policy, and alerts (`drill_failed` critical, `rto_breach` warning; both
  * resolved by the next passing drill of the same drill, policy and host).
  *
- * Permissions: managing drills needs `backup.manage` on the drill (its agent host's organization) and on
- * every policy and host of its scope; reading them needs `backup.view`. A drill never shows restored data
- * to anyone: the scratch copy lives only on the chosen agent and is deleted by the drill itself.
+ * Permissions: a drill writes backed-up data onto a host (for a while), so creating, changing, running and
+ * deleting one needs `backup.restore` — like a restore — on the drill (its agent host's organization) and on
+ * every policy and host it names; reading drills and their runs needs `backup.view`. A drill acts within
+ * the org scope of whoever last saved it (`actsForOrgs`): at dispatch, a (policy, host) pair outside it —
+ * a host of another organization assigned to a policy in scope — is skipped, as Restore would hide its
+ * points. Restored data is never shown to anyone: the scratch copy lives only on the chosen agent and is
+ * deleted by the drill itself.
  */
 import { z } from "zod";
 import { type Alert, raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -81,6 +85,8 @@ export interface DrillPolicy {
   /** The recovery time objective: a passing drill slower than this raises an `rto_breach` alert. */
   rtoObjectiveSeconds: number;
   enabled: boolean;
+  /** The org scope of whoever last saved the drill: it restores only policies and hosts inside it. */
+  actsForOrgs: "all" | string[];
   createdAt: string;
   updatedAt: string;
 }
@@ -393,7 +399,7 @@ export async function listDrills(kv: Deno.Kv, actor: Actor): Promise<DrillPolicy
 
 /**
  * Checks what a drill names, for `actor` in `accountId`: the agent host, and every policy or host of
- * its scope, must exist in the account, in the actor's scope, with backup.manage (else a 422 naming the
+ * its scope, must exist in the account, in the actor's scope, with backup.restore (else a 422 naming the
  * field — an id the actor cannot see reads as unknown). Returns the agent host.
  */
 async function checkReferences(
@@ -403,7 +409,7 @@ async function checkReferences(
   data: z.output<typeof DrillInput>,
 ): Promise<Host> {
   const usable = (o: { accountId: string; orgId?: string | null } | null) =>
-    o !== null && o.accountId === accountId && can(actor, "backup.manage", o);
+    o !== null && o.accountId === accountId && can(actor, "backup.restore", o);
   const agent = (await kv.get<Host>(hostKey(data.agentHostId))).value;
   if (!agent || !usable(hostScope(agent)) || agent.status === "decommissioned" || agent.decommissionedAt) {
     throw new ValidationError("The agent host is unknown, decommissioned or outside your scope", {
@@ -441,14 +447,14 @@ function describeDrill(d: DrillPolicy): string {
     `agent ${d.agentHostId}:${d.scratchPath}${d.enabled ? "" : "; disabled"})`;
 }
 
-/** Creates a drill policy (backup.manage). Throws ValidationError naming the field. */
+/** Creates a drill policy (backup.restore). Throws ValidationError naming the field. */
 export async function createDrill(
   kv: Deno.Kv,
   actor: Actor,
   input: unknown,
   now: Date,
 ): Promise<DrillPolicy> {
-  authorize(actor, "backup.manage");
+  authorize(actor, "backup.restore");
   const data = parseInput(input);
   // The system (CLI, tests) acts in the account of the drill's agent host.
   const accountId = actor.accountId ??
@@ -463,6 +469,7 @@ export async function createDrill(
     accountId,
     orgId: agent.orgId,
     ...data,
+    actsForOrgs: actor.orgScope,
     createdAt: at,
     updatedAt: at,
   };
@@ -485,7 +492,7 @@ export async function createDrill(
   return drill;
 }
 
-/** Replaces a drill's settings (backup.manage on it). */
+/** Replaces a drill's settings (backup.restore on it); it then acts within the actor's org scope. */
 export async function updateDrill(
   kv: Deno.Kv,
   actor: Actor,
@@ -496,10 +503,16 @@ export async function updateDrill(
   const data = parseInput(input);
   for (let i = 0; i < 5; i++) {
     const current = await requireDrill(kv, actor, id);
-    authorize(actor, "backup.manage", drillScope(current));
+    authorize(actor, "backup.restore", drillScope(current));
     const entry = await kv.get<DrillPolicy>(drillKey(id));
     const agent = await checkReferences(kv, actor, current.accountId, data);
-    const next: DrillPolicy = { ...current, ...data, orgId: agent.orgId, updatedAt: now.toISOString() };
+    const next: DrillPolicy = {
+      ...current,
+      ...data,
+      orgId: agent.orgId,
+      actsForOrgs: actor.orgScope,
+      updatedAt: now.toISOString(),
+    };
     const op = kv.atomic().check(entry).set(drillKey(id), next);
     if (next.name.toLowerCase() !== current.name.toLowerCase()) {
       op.check({ key: drillByNameKey(next.accountId, next.name), versionstamp: null })
@@ -523,11 +536,11 @@ export async function updateDrill(
   throw new ConflictError("The drill changed concurrently; try again");
 }
 
-/** Deletes a drill (backup.manage); its past runs stay readable through their ids, its trend goes. */
+/** Deletes a drill (backup.restore); its past runs stay readable through their ids, its trend goes. */
 export async function deleteDrill(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<DrillPolicy> {
   for (let i = 0; i < 5; i++) {
     const drill = await requireDrill(kv, actor, id);
-    authorize(actor, "backup.manage", drillScope(drill));
+    authorize(actor, "backup.restore", drillScope(drill));
     const entry = await kv.get<DrillPolicy>(drillKey(id));
     const op = kv.atomic().check(entry)
       .delete(drillKey(id))
@@ -579,7 +592,8 @@ async function candidatePoints(kv: Deno.Kv, drill: DrillPolicy): Promise<Restore
 
 /**
  * The (policy, host) targets a drill restores now: the newest complete point of each pair of its scope
- * whose policy still exists in the drill's account (at most MAX_TARGETS_PER_DISPATCH).
+ * whose policy still exists in the drill's account, policy and host inside the drill's `actsForOrgs`
+ * (at most MAX_TARGETS_PER_DISPATCH).
  */
 export async function resolveDrillTargets(
   kv: Deno.Kv,
@@ -594,10 +608,14 @@ export async function resolveDrillTargets(
     (await getManyValues<Host>(kv, [...new Set(picked.map((p) => p.hostId!))].map(hostKey)))
       .map((h) => [h.id, h]),
   );
+  const orgs = drill.actsForOrgs ?? "all";
+  const within = (orgId: string | null) => orgs === "all" || orgId === null || orgs.includes(orgId);
   return picked.flatMap((point) => {
     const policy = policies.get(point.policyId);
-    if (!policy || policy.accountId !== drill.accountId) return [];
-    return [{ point, policy, host: hosts.get(point.hostId!) ?? null }];
+    const host = hosts.get(point.hostId!) ?? null;
+    if (!policy || policy.accountId !== drill.accountId || !within(policy.orgId)) return [];
+    if (host && (host.accountId !== drill.accountId || !within(host.orgId))) return [];
+    return [{ point, policy, host }];
   });
 }
 
@@ -736,10 +754,10 @@ export async function dispatchDueDrills(
   return { drills, runs, caughtUp: await catchUpOpenDrillRuns(kv, now) };
 }
 
-/** Starts a drill now, outside its schedule (backup.manage on it). Returns its runs (none: nothing to restore). */
+/** Starts a drill now, outside its schedule (backup.restore on it). Returns its runs (none: nothing to restore). */
 export async function runDrillNow(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<DrillRun[]> {
   const drill = await requireDrill(kv, actor, id);
-  authorize(actor, "backup.manage", drillScope(drill));
+  authorize(actor, "backup.restore", drillScope(drill));
   const runs = await dispatchDrill(
     kv,
     drill,

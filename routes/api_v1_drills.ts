@@ -1,7 +1,8 @@
 /**
  * `/api/v1/drills`: restore drill policies (domain/drills.ts) — list, create, read, replace, delete, run
  * now — their runs (the trend: RTO, bytes/s, pass/fail, failing files) and the last proven restore of
- * every policy. Reading needs backup.view, changing backup.manage; everything is scoped by organization.
+ * every policy. Reading needs backup.view; changing or running one needs backup.restore (a drill writes
+ * backed-up data onto a host, as a restore does); everything is scoped by organization.
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import {
@@ -45,6 +46,9 @@ const DrillSchema = z.object({
   scratchPath: z.string(),
   rtoObjectiveSeconds: z.number().int(),
   enabled: z.boolean(),
+  actsForOrgs: z.union([z.literal("all"), z.array(z.string())]).describe(
+    "The org scope of whoever last saved the drill: it restores only policies and hosts inside it",
+  ),
   createdAt: z.string(),
   updatedAt: z.string(),
 }).openapi("Drill");
@@ -136,7 +140,7 @@ apiV1Drills.openapi(
     summary:
       "Create a restore drill policy (cron, scope, sample or whole point, agent and scratch path, RTO objective)",
     tags: ["Drills"],
-    middleware: [requires("backup.manage")] as const,
+    middleware: [requires("backup.restore")] as const,
     request: jsonBody(DrillInput, EXAMPLE),
     responses: {
       201: ok("Created", DrillSchema),
@@ -173,7 +177,7 @@ apiV1Drills.openapi(
     operationId: "updateDrill",
     summary: "Replace a restore drill policy's settings",
     tags: ["Drills"],
-    middleware: [requires("backup.manage")] as const,
+    middleware: [requires("backup.restore")] as const,
     request: { params: DrillId, ...jsonBody(DrillInput, EXAMPLE) },
     responses: {
       200: ok("Updated", DrillSchema),
@@ -202,7 +206,7 @@ apiV1Drills.openapi(
     operationId: "deleteDrill",
     summary: "Delete a restore drill policy (its past runs stay readable by id)",
     tags: ["Drills"],
-    middleware: [requires("backup.manage")] as const,
+    middleware: [requires("backup.restore")] as const,
     request: { params: DrillId },
     responses: { 204: { description: "Deleted" }, ...common, 409: err("The drill changed concurrently") },
   }),
@@ -220,7 +224,7 @@ apiV1Drills.openapi(
     operationId: "runDrillNow",
     summary: "Run a restore drill now: one run per (policy, host) of its scope with a complete restore point",
     tags: ["Drills"],
-    middleware: [requires("backup.manage")] as const,
+    middleware: [requires("backup.restore")] as const,
     request: { params: DrillId },
     responses: {
       202: ok("The runs started", z.object({ values: z.array(DrillRunSchema), cursor: z.string() })),

@@ -330,7 +330,7 @@ drillRoutes.get("/", requires("backup.view"), async (c) => {
         title="Restore drills"
         subtitle="Scheduled proof that restores work: restored to scratch, every byte verified, time measured."
       />
-      {can(actor, "backup.manage") && (
+      {can(actor, "backup.restore") && (
         <p>
           <a class="btn btn--primary" href="/backup/drills/new">New drill</a>
         </p>
@@ -389,7 +389,7 @@ drillRoutes.get("/", requires("backup.view"), async (c) => {
   );
 });
 
-drillRoutes.get("/new", requires("backup.manage"), (c) =>
+drillRoutes.get("/new", requires("backup.restore"), (c) =>
   formPage(c, null, {
     ...formValues({}),
     scopeType: "policies",
@@ -399,7 +399,7 @@ drillRoutes.get("/new", requires("backup.manage"), (c) =>
     enabled: true,
   }));
 
-drillRoutes.post("/", requires("backup.manage"), async (c) => {
+drillRoutes.post("/", requires("backup.restore"), async (c) => {
   const { kv, clock } = c.get("deps");
   const values = formValues(await readForm(c));
   const parsed = DrillInput.safeParse(asInput(values));
@@ -418,7 +418,7 @@ drillRoutes.get("/:drillId", requires("backup.view"), async (c) => {
   const actor = c.get("actor")!;
   const drill = await requireDrill(kv, actor, c.req.param("drillId"));
   const runs = await listDrillRuns(kv, actor, drill.id);
-  const manage = can(actor, "backup.manage", { accountId: drill.accountId, orgId: drill.orgId });
+  const manage = can(actor, "backup.restore", { accountId: drill.accountId, orgId: drill.orgId });
   const passed = runs.filter((r) => r.status === "passed");
   return render(
     c,
@@ -538,7 +538,7 @@ drillRoutes.get("/:drillId/runs/:drillRunId", requires("backup.view"), async (c)
   );
 });
 
-drillRoutes.post("/:drillId/run", requires("backup.manage"), async (c) => {
+drillRoutes.post("/:drillId/run", requires("backup.restore"), async (c) => {
   const { kv, clock } = c.get("deps");
   const id = c.req.param("drillId");
   try {
@@ -550,15 +550,15 @@ drillRoutes.post("/:drillId/run", requires("backup.manage"), async (c) => {
   }
 });
 
-drillRoutes.get("/:drillId/edit", requires("backup.manage"), async (c) => {
+drillRoutes.get("/:drillId/edit", requires("backup.restore"), async (c) => {
   const { kv } = c.get("deps");
   const actor = c.get("actor")!;
   const drill = await requireDrill(kv, actor, c.req.param("drillId"));
-  authorize(actor, "backup.manage", { accountId: drill.accountId, orgId: drill.orgId });
+  authorize(actor, "backup.restore", { accountId: drill.accountId, orgId: drill.orgId });
   return await formPage(c, drill, valuesOf(drill));
 });
 
-drillRoutes.post("/:drillId/edit", requires("backup.manage"), async (c) => {
+drillRoutes.post("/:drillId/edit", requires("backup.restore"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const drill = await requireDrill(kv, actor, c.req.param("drillId"));
@@ -574,11 +574,11 @@ drillRoutes.post("/:drillId/edit", requires("backup.manage"), async (c) => {
   }
 });
 
-drillRoutes.get("/:drillId/delete", requires("backup.manage"), async (c) => {
+drillRoutes.get("/:drillId/delete", requires("backup.restore"), async (c) => {
   const { kv } = c.get("deps");
   const actor = c.get("actor")!;
   const drill = await requireDrill(kv, actor, c.req.param("drillId"));
-  authorize(actor, "backup.manage", { accountId: drill.accountId, orgId: drill.orgId });
+  authorize(actor, "backup.restore", { accountId: drill.accountId, orgId: drill.orgId });
   return render(
     c,
     "Delete drill",
@@ -598,7 +598,7 @@ drillRoutes.get("/:drillId/delete", requires("backup.manage"), async (c) => {
   );
 });
 
-drillRoutes.post("/:drillId/delete", requires("backup.manage"), async (c) => {
+drillRoutes.post("/:drillId/delete", requires("backup.restore"), async (c) => {
   const { kv, clock } = c.get("deps");
   const drill = await deleteDrill(kv, c.get("actor")!, c.req.param("drillId"), clock());
   return redirectWithNotice(c, "/backup/drills", `Deleted drill ${drill.name}.`);

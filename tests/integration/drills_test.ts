@@ -53,7 +53,9 @@ async function world() {
   const tenant = await createTenant(kv, "Acme", ["A1", "A2"], now);
   const [a1, a2] = tenant.orgs;
   const admin = await addUser(kv, tenant, "admin@acme.example", "admin", "all", now);
-  const operatorA2 = await addUser(kv, tenant, "op-a2@acme.example", "operator", [a2], now);
+  const operatorA2 = await addUser(kv, tenant, "op-a2@acme.example", "backup_admin", [a2], now);
+  const operatorA1 = await addUser(kv, tenant, "op-a1@acme.example", "operator", [a1], now);
+  const restorerA1 = await addUser(kv, tenant, "restore-a1@acme.example", "backup_admin", [a1], now);
   const viewer = await addUser(kv, tenant, "viewer@acme.example", "viewer", [a1], now);
   const { engine } = await onlineTestEngine(kv, { accountId: tenant.account.id, orgId: a1.id }, now);
   const target = await createTarget(kv, systemActor("test"), {
@@ -96,6 +98,8 @@ async function world() {
     a2,
     admin,
     operatorA2,
+    operatorA1,
+    restorerA1,
     viewer,
     engine,
     policy,
@@ -207,6 +211,18 @@ Deno.test("scope: other orgs neither see nor name; view-only cannot change; dril
   await assert.rejects(
     () => createDrill(w.kv, a2, input(w, { agentHostId: w.hostA2.id }), w.clock.now()),
     (e: unknown) => e instanceof ValidationError && "policyIds" in e.fields,
+  );
+  // Restoring is what a drill does: an operator without backup.restore may read drills, not make or run them.
+  const operator = userActor(w.operatorA1);
+  assert.deepEqual((await listDrills(w.kv, operator)).map((d) => d.id), [drill.id]);
+  await assert.rejects(
+    () => createDrill(w.kv, operator, input(w, { name: "o" }), w.clock.now()),
+    ForbiddenError,
+  );
+  await assert.rejects(() => runDrillNow(w.kv, operator, drill.id, w.clock.now()), ForbiddenError);
+  await assert.rejects(
+    () => updateDrill(w.kv, operator, drill.id, input(w, { name: "o" }), w.clock.now()),
+    ForbiddenError,
   );
   const viewer = userActor(w.viewer);
   assert.deepEqual((await listDrills(w.kv, viewer)).map((d) => d.id), [drill.id]);
@@ -413,4 +429,30 @@ Deno.test("pages: list, new form, create (303), 422 with field errors, detail wi
   });
   assert.equal(deleted.status, 303);
   assert.deepEqual(await listDrills(w.kv, userActor(w.admin)), []);
+});
+
+Deno.test("a drill acts within its author's org scope: a host of another org on a policy in scope is skipped", async () => {
+  const w = await world();
+  using _kv = w.kv;
+  // An all-scope admin assigns A2's host to A1's policy, and it gets a restore point too.
+  await assignHost(w.kv, systemActor("test"), { policyId: w.policy.id, hostId: w.hostA2.id }, w.clock.now());
+  const now = w.clock.now();
+  await runSchedulerTick(w.kv, new Date("2026-11-29T02:00:00Z"));
+  const [job] = await claimJobs(w.kv, `agent:${w.hostA2.id}`, 1, now);
+  const { job: done } = await applyResult(w.kv, `agent:${w.hostA2.id}`, job.id, {
+    status: "success",
+    startedAt: now.toISOString(),
+    endedAt: now.toISOString(),
+    bytesTransferred: 1,
+    protectedBytes: 1,
+    output: { restorePoint: { id: "b".repeat(64), chainId: "c2", type: "full", sizeBytes: 1, fileCount: 1 } },
+  }, now);
+  await applyJobOutcome(w.kv, done, now);
+  const scoped = await createDrill(w.kv, userActor(w.restorerA1), input(w, { name: "a1 only" }), now);
+  assert.deepEqual(scoped.actsForOrgs, [w.a1.id]);
+  const a1Runs = await runDrillNow(w.kv, userActor(w.restorerA1), scoped.id, now);
+  assert.deepEqual(a1Runs.map((r) => r.hostId), [w.host.id], "A2's host is not restored for an A1 user");
+  const all = await createDrill(w.kv, userActor(w.admin), input(w, { name: "all" }), now);
+  const allRuns = await runDrillNow(w.kv, userActor(w.admin), all.id, now);
+  assert.deepEqual(allRuns.map((r) => r.hostId).sort(), [w.host.id, w.hostA2.id].sort());
 });

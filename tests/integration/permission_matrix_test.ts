@@ -426,8 +426,11 @@ const POLICY: Array<[RegExp, string]> = [
   // Expiring an archived restore point is retention's business (backup.manage), not a restore.
   [/^POST \/backup\/restore\/points\/:\w+\/expire$/, "backup.manage"],
   [/^\w+ \/backup\/restore/, "backup.restore"],
+  // A restore drill writes backed-up data onto a host, as a restore does: changing or running one is restoring.
+  [/^(GET \/backup\/drills\/(new|:\w+\/(edit|delete))|POST \/backup\/drills(\/|$))/, "backup.restore"],
+  [/^(POST|PUT|DELETE) \/api\/v1\/drills(\/|$)/, "backup.restore"],
   [
-    /^GET \/backup\/(storage\/new|policies\/new|platforms\/new|drills\/new|\w+\/:\w+\/(delete|edit|remove))$/,
+    /^GET \/backup\/(storage\/new|policies\/new|platforms\/new|\w+\/:\w+\/(delete|edit|remove))$/,
     "backup.manage",
   ],
   [/^GET \/backup\/notifications\/(channels|rules)\/(new|:\w+\/delete)$/, "backup.manage"],
@@ -450,7 +453,7 @@ const POLICY: Array<[RegExp, string]> = [
     "backup.view",
   ],
   [
-    /^\w+ \/api\/v1\/(engines|storage|alerts|policies|replicas|hosts|assignments|hooks|scripts|runs|jobs|platforms|notification-(channels|rules)|drills)(\/|$)/,
+    /^\w+ \/api\/v1\/(engines|storage|alerts|policies|replicas|hosts|assignments|hooks|scripts|runs|jobs|platforms|notification-(channels|rules))(\/|$)/,
     "backup.manage",
   ],
   [/^POST \/api\/v1\/account\//, "admin"],
