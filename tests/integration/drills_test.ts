@@ -295,7 +295,7 @@ Deno.test("outcomes: pass, RTO breach alert, failure alert naming the file, reso
   w.clock.advance(60_000);
   await runDrillNow(w.kv, admin, drill.id, w.clock.now());
   await answer(w, goodReport(90_000));
-  let rto = (await readOpenAlert(w.kv, "drill", subject, "rto_breach")).alert?.value as Alert;
+  const rto = (await readOpenAlert(w.kv, "drill", subject, "rto_breach")).alert?.value as Alert;
   assert.equal(rto?.severity, "warning");
   assert.match(rto.message, /took 90 s .* RTO objective of 60 s/);
 
