@@ -84,6 +84,8 @@ export interface DrillPolicy {
   scratchPath: string;
   /** The recovery time objective: a passing drill slower than this raises an `rto_breach` alert. */
   rtoObjectiveSeconds: number;
+  /** Objectives of single backup policies, overriding `rtoObjectiveSeconds` for their points. */
+  policyRtoObjectives: Array<{ policyId: string; rtoObjectiveSeconds: number }>;
   enabled: boolean;
   /** The org scope of whoever last saved the drill: it restores only policies and hosts inside it. */
   actsForOrgs: "all" | string[];
@@ -195,6 +197,9 @@ const IdList = z.array(Id, { error: "must be a list of ids" }).max(
   `must name at most ${MAX_DRILL_SCOPE}`,
 ).transform((ids) => [...new Set(ids)]);
 
+const RtoSeconds = z.coerce.number({ error: "must be a number" }).int("must be a whole number")
+  .min(1, "must be at least 1 second").max(MAX_RTO_SECONDS, `must be at most ${MAX_RTO_SECONDS} seconds`);
+
 /** A drill policy as created or replaced (POST and PUT /api/v1/drills; the form parses the same). */
 export const DrillInput = z.strictObject({
   name: DisplayName,
@@ -209,10 +214,21 @@ export const DrillInput = z.strictObject({
   scratchPath: RestorePath.refine((p) => p !== "/" && !/^[A-Z]:\\$/.test(p), {
     message: "must be a folder, not the root",
   }),
-  rtoObjectiveSeconds: z.coerce.number({ error: "must be a number" }).int("must be a whole number")
-    .min(1, "must be at least 1 second").max(MAX_RTO_SECONDS, `must be at most ${MAX_RTO_SECONDS} seconds`),
+  rtoObjectiveSeconds: RtoSeconds,
+  /** Objectives of single backup policies, overriding `rtoObjectiveSeconds` for their restore points. */
+  policyRtoObjectives: z.array(
+    z.strictObject({ policyId: Id, rtoObjectiveSeconds: RtoSeconds }),
+    { error: "must be a list of {policyId, rtoObjectiveSeconds}" },
+  ).max(MAX_DRILL_SCOPE, `must name at most ${MAX_DRILL_SCOPE} policies`).default([]),
   enabled: z.boolean({ error: "must be true or false" }).default(true),
 }).superRefine((v, ctx) => {
+  const seen = new Set<string>();
+  for (const [i, o] of v.policyRtoObjectives.entries()) {
+    if (seen.has(o.policyId)) {
+      ctx.addIssue({ code: "custom", path: ["policyRtoObjectives", i], message: "names a policy twice" });
+    }
+    seen.add(o.policyId);
+  }
   if (v.scopeType === "policies" && v.policyIds.length === 0) {
     ctx.addIssue({ code: "custom", path: ["policyIds"], message: "choose at least one policy" });
   }
@@ -289,6 +305,15 @@ export function pickDrillTargets<P extends CandidatePoint>(
   return [...best.values()].sort((a, b) =>
     a.policyId.localeCompare(b.policyId) || a.hostId!.localeCompare(b.hostId!)
   );
+}
+
+/** The RTO objective a drill holds a policy's points to: the policy's own, else the drill's. */
+export function rtoObjectiveFor(
+  drill: Pick<DrillPolicy, "rtoObjectiveSeconds" | "policyRtoObjectives">,
+  policyId: string,
+): number {
+  return (drill.policyRtoObjectives ?? []).find((o) => o.policyId === policyId)?.rtoObjectiveSeconds ??
+    drill.rtoObjectiveSeconds;
 }
 
 /** The breach rule: a measured RTO strictly above the objective breaches it. */
@@ -425,7 +450,19 @@ async function checkReferences(
         policyIds: `Policy ${missing[0]} is unknown or outside your scope`,
       });
     }
-  } else {
+  }
+  if (data.policyRtoObjectives.length) {
+    const ids = data.policyRtoObjectives.map((o) => o.policyId);
+    const found = await getManyValues<Policy>(kv, ids.map(policyKey));
+    const ok = new Set(found.filter((p) => usable(policyScope(p))).map((p) => p.id));
+    const missing = ids.filter((id) => !ok.has(id));
+    if (missing.length) {
+      throw new ValidationError(`Unknown policy ${missing[0]}`, {
+        policyRtoObjectives: `Policy ${missing[0]} is unknown or outside your scope`,
+      });
+    }
+  }
+  if (data.scopeType === "hosts") {
     const found = await getManyValues<Host>(kv, data.hostIds.map(hostKey));
     const ok = new Set(found.filter((h) => usable(hostScope(h))).map((h) => h.id));
     const missing = data.hostIds.filter((id) => !ok.has(id));
@@ -443,7 +480,8 @@ function describeDrill(d: DrillPolicy): string {
     ? `${d.policyIds.length} policy(ies)`
     : `${d.hostIds.length} host(s)`;
   const mode = d.mode === "sample" ? `a sample of ${d.sampleCount} file(s)` : "whole restore points";
-  return `"${d.name}" (${d.schedule}; ${scope}; ${mode}; RTO objective ${d.rtoObjectiveSeconds} s; ` +
+  const own = d.policyRtoObjectives.length ? ` (${d.policyRtoObjectives.length} policy objective(s))` : "";
+  return `"${d.name}" (${d.schedule}; ${scope}; ${mode}; RTO objective ${d.rtoObjectiveSeconds} s${own}; ` +
     `agent ${d.agentHostId}:${d.scratchPath}${d.enabled ? "" : "; disabled"})`;
 }
 
@@ -643,7 +681,7 @@ function newRun(
     trigger,
     status: "pending",
     rtoSeconds: null,
-    rtoObjectiveSeconds: drill.rtoObjectiveSeconds,
+    rtoObjectiveSeconds: rtoObjectiveFor(drill, target.policy.id),
     rtoBreached: false,
     files: 0,
     bytes: 0,

@@ -45,6 +45,8 @@ const DrillSchema = z.object({
   agentHostId: z.string(),
   scratchPath: z.string(),
   rtoObjectiveSeconds: z.number().int(),
+  policyRtoObjectives: z.array(z.object({ policyId: z.string(), rtoObjectiveSeconds: z.number().int() }))
+    .describe("Objectives of single backup policies, overriding rtoObjectiveSeconds for their points"),
   enabled: z.boolean(),
   actsForOrgs: z.union([z.literal("all"), z.array(z.string())]).describe(
     "The org scope of whoever last saved the drill: it restores only policies and hosts inside it",
@@ -111,6 +113,7 @@ const EXAMPLE = {
   agentHostId: "01JBQ6Z3S8V1N2M4K5P7R9T0WY",
   scratchPath: "/var/tmp/cadres-drills",
   rtoObjectiveSeconds: 900,
+  policyRtoObjectives: [{ policyId: "01JBQ6Z3S8V1N2M4K5P7R9T0WX", rtoObjectiveSeconds: 300 }],
 };
 
 export const apiV1Drills = apiRouter();

@@ -80,6 +80,8 @@ type FormValues = {
   agentHostId: string;
   scratchPath: string;
   rtoObjectiveSeconds: string;
+  /** Per-policy objectives by policy id (blank: the drill's). */
+  policyRto: Record<string, string>;
   enabled: boolean;
 };
 
@@ -95,6 +97,10 @@ function formValues(form: Record<string, string | string[]>): FormValues {
     agentHostId: str(form, "agentHostId"),
     scratchPath: str(form, "scratchPath"),
     rtoObjectiveSeconds: str(form, "rtoObjectiveSeconds"),
+    policyRto: Object.fromEntries(
+      Object.keys(form).filter((k) => k.startsWith("rto_") && str(form, k).trim() !== "")
+        .map((k) => [k.slice(4), str(form, k).trim()]),
+    ),
     enabled: str(form, "enabled") === "on",
   };
 }
@@ -111,6 +117,9 @@ function valuesOf(d: DrillPolicy): FormValues {
     agentHostId: d.agentHostId,
     scratchPath: d.scratchPath,
     rtoObjectiveSeconds: String(d.rtoObjectiveSeconds),
+    policyRto: Object.fromEntries(
+      (d.policyRtoObjectives ?? []).map((o) => [o.policyId, String(o.rtoObjectiveSeconds)]),
+    ),
     enabled: d.enabled,
   };
 }
@@ -128,6 +137,10 @@ function asInput(v: FormValues) {
     agentHostId: v.agentHostId,
     scratchPath: v.scratchPath,
     rtoObjectiveSeconds: v.rtoObjectiveSeconds,
+    policyRtoObjectives: Object.entries(v.policyRto).map(([policyId, seconds]) => ({
+      policyId,
+      rtoObjectiveSeconds: seconds,
+    })),
     enabled: v.enabled,
   };
 }
@@ -261,6 +274,25 @@ async function formPage(
           hint="A drill that takes longer raises an alert"
           required
         />
+        <fieldset
+          class={errors?.policyRtoObjectives ? "field field--error" : "field"}
+          data-testid="policy-rto"
+        >
+          <legend>RTO objective of single policies (seconds; blank: the drill's)</legend>
+          {policies.map((p) => (
+            <label key={p.id} class="inline-field">
+              {p.name}{" "}
+              <input
+                type="number"
+                min="1"
+                name={`rto_${p.id}`}
+                value={values.policyRto[p.id] ?? ""}
+                aria-label={`RTO objective of ${p.name} in seconds`}
+              />
+            </label>
+          ))}
+          {errors?.policyRtoObjectives && <p class="field-error">{errors.policyRtoObjectives}</p>}
+        </fieldset>
         <label class="checkbox">
           <input type="checkbox" name="enabled" value="on" checked={values.enabled} /> Enabled
         </label>
@@ -396,6 +428,7 @@ drillRoutes.get("/new", requires("backup.restore"), (c) =>
     mode: "sample",
     sampleCount: "20",
     rtoObjectiveSeconds: "900",
+    policyRto: {},
     enabled: true,
   }));
 
@@ -418,6 +451,7 @@ drillRoutes.get("/:drillId", requires("backup.view"), async (c) => {
   const actor = c.get("actor")!;
   const drill = await requireDrill(kv, actor, c.req.param("drillId"));
   const runs = await listDrillRuns(kv, actor, drill.id);
+  const policyNames = new Map((await listPolicies(kv, actor)).map((p) => [p.id, p.name]));
   const manage = can(actor, "backup.restore", { accountId: drill.accountId, orgId: drill.orgId });
   const passed = runs.filter((r) => r.status === "passed");
   return render(
@@ -445,7 +479,14 @@ drillRoutes.get("/:drillId", requires("backup.view"), async (c) => {
           <code>{drill.scratchPath}</code>
         </dd>
         <dt>RTO objective</dt>
-        <dd>{formatSeconds(drill.rtoObjectiveSeconds)}</dd>
+        <dd>
+          {formatSeconds(drill.rtoObjectiveSeconds)}
+          {(drill.policyRtoObjectives ?? []).map((o) => (
+            <span key={o.policyId} class="sub">
+              {policyNames.get(o.policyId) ?? o.policyId}: {formatSeconds(o.rtoObjectiveSeconds)}
+            </span>
+          ))}
+        </dd>
         <dt>Passed</dt>
         <dd>{passed.length} of the last {runs.length} runs</dd>
       </dl>

@@ -456,3 +456,61 @@ Deno.test("a drill acts within its author's org scope: a host of another org on 
   const allRuns = await runDrillNow(w.kv, userActor(w.admin), all.id, now);
   assert.deepEqual(allRuns.map((r) => r.hostId).sort(), [w.host.id, w.hostA2.id].sort());
 });
+
+Deno.test("a policy's own RTO objective overrides the drill's, for its runs and its breach", async () => {
+  const w = await world();
+  using _kv = w.kv;
+  const admin = userActor(w.admin);
+  await assert.rejects(
+    () =>
+      createDrill(
+        w.kv,
+        admin,
+        input(w, {
+          policyRtoObjectives: [{ policyId: "01JBQ6Z3S8V1N2M4K5P7R9T0WX", rtoObjectiveSeconds: 5 }],
+        }),
+        w.clock.now(),
+      ),
+    (e: unknown) => e instanceof ValidationError && "policyRtoObjectives" in e.fields,
+  );
+  const drill = await createDrill(
+    w.kv,
+    admin,
+    input(w, {
+      rtoObjectiveSeconds: 3600,
+      policyRtoObjectives: [{ policyId: w.policy.id, rtoObjectiveSeconds: 5 }],
+    }),
+    w.clock.now(),
+  );
+  const [run] = await runDrillNow(w.kv, admin, drill.id, w.clock.now());
+  assert.equal(run.rtoObjectiveSeconds, 5);
+  await answer(w, goodReport(10_000));
+  const ended = (await w.kv.get<DrillRun>(drillRunKey(run.id))).value!;
+  assert.deepEqual([ended.status, ended.rtoSeconds, ended.rtoBreached], ["passed", 10, true]);
+  const alert = await readOpenAlert(w.kv, "drill", `${drill.id}~${w.policy.id}~${w.host.id}`, "rto_breach");
+  assert.match(alert.alert?.value?.message ?? "", /RTO objective of 5 s/);
+
+  // The form sets and shows it too.
+  const { app } = testApp(w.kv, w.clock);
+  const browser = new Browser(app);
+  await signInAs(browser, w.kv, w.admin, w.clock.now());
+  const edit = await browser.get(`/backup/drills/${drill.id}/edit`);
+  assert.ok((await edit.text()).includes(`name="rto_${w.policy.id}" value="5"`));
+  const saved = await browser.postForm(`/backup/drills/${drill.id}/edit`, {
+    name: "weekly",
+    schedule: "0 3 * * 6",
+    scopeType: "policies",
+    policyIds: w.policy.id,
+    mode: "sample",
+    sampleCount: "5",
+    agentHostId: w.agent.id,
+    scratchPath: "/var/tmp/drills",
+    rtoObjectiveSeconds: "3600",
+    [`rto_${w.policy.id}`]: "30",
+    enabled: "on",
+  }, { tokenFrom: `/backup/drills/${drill.id}/edit` });
+  assert.equal(saved.status, 303, await saved.text());
+  assert.deepEqual((await requireDrill(w.kv, admin, drill.id)).policyRtoObjectives, [
+    { policyId: w.policy.id, rtoObjectiveSeconds: 30 },
+  ]);
+});

@@ -9,6 +9,7 @@ import {
   pickDrillTargets,
   readDrillReport,
   rtoBreached,
+  rtoObjectiveFor,
 } from "../../domain/drills.ts";
 import { seededRandom } from "../../engine/agent/worker_drill.ts";
 
@@ -222,4 +223,26 @@ Deno.test("the sample's generator is deterministic per seed and spreads over [0,
   const low = xs.filter((x) => x < 0.5).length;
   assert.ok(low > 400 && low < 600, `${low} of 1000 below 0.5`);
   assert.notDeepEqual(xs.slice(0, 5), Array.from({ length: 5 }, seededRandom("another")));
+});
+
+Deno.test("a policy's own RTO objective wins over the drill's; one policy named twice is refused", () => {
+  const drill = {
+    rtoObjectiveSeconds: 600,
+    policyRtoObjectives: [{ policyId: "P1", rtoObjectiveSeconds: 60 }],
+  };
+  assert.equal(rtoObjectiveFor(drill, "P1"), 60);
+  assert.equal(rtoObjectiveFor(drill, "P2"), 600);
+  const id = "01JBQ6Z3S8V1N2M4K5P7R9T0WX";
+  const r = DrillInput.safeParse({
+    name: "d",
+    schedule: "0 3 * * 6",
+    scopeType: "policies",
+    policyIds: [id],
+    agentHostId: id,
+    scratchPath: "/x",
+    rtoObjectiveSeconds: 60,
+    policyRtoObjectives: [{ policyId: id, rtoObjectiveSeconds: 5 }, { policyId: id, rtoObjectiveSeconds: 6 }],
+  });
+  assert.ok(!r.success);
+  assert.deepEqual(r.error.issues.map((i) => i.path.join(".")), ["policyRtoObjectives.1"]);
 });
