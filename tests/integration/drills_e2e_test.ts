@@ -1,14 +1,16 @@
 /**
  * Issue 21 item 2, end to end with the real BES and agent programs (engines_world.ts): a policy backs up a
  * small folder; a restore drill created through the API restores a sample of its files to a scratch folder
- * on the agent, verifies them, measures the RTO and throughput, deletes the scratch copy and passes — the
- * policy's "Last proven restore" shows it, on the API and the dashboard card. Then a byte flipped inside
+ * on the agent, verifies them, measures the RTO and throughput, deletes the scratch copy and passes; the cron
+ * handler starts it once in a minute of its schedule, and that run passes too — the policy's "Last proven
+ * restore" shows it. Then a byte flipped inside
  * one file's chunk in its pack on the target: a whole-point drill fails, its result names that file (and
  * only files whose data is damaged), a critical alert opens, and the scratch folder is empty again.
  */
 import assert from "node:assert/strict";
 import type { Alert } from "../../domain/alerts.ts";
 import type { DrillRun } from "../../domain/drills.ts";
+import { dispatchDrills } from "../../jobs/dispatch_drills.ts";
 import { type RestorePoint, restorePointKey } from "../../domain/runs.ts";
 import { TreeCache } from "../../engine/agent/tree_walk.ts";
 import { findEntry } from "../../engine/agent/tree_walk.ts";
@@ -108,13 +110,23 @@ Deno.test({
   assert.ok(passed.bytes > 0 && passed.bytesPerSecond! > 0, JSON.stringify(passed));
   assert.deepEqual(await Array.fromAsync(Deno.readDir(scratch)), [], "the scratch copy is gone");
 
+  // The cron handler starts it on its schedule too (a minute of its schedule: Saturday 03:00 UTC), once.
+  const saturday = new Date("2026-12-12T03:00:10Z");
+  const [cron, again] = [await dispatchDrills(w.kv, saturday), await dispatchDrills(w.kv, saturday)];
+  assert.deepEqual([cron.runs, again.runs], [1, 0]);
+  const scheduled = await waitFor("the scheduled drill run", async () => {
+    const r = await w.api("GET", `/api/v1/drills/${drillId}/runs`);
+    return r.body.values.length === 2 ? r.body.values[0] as DrillRun : null;
+  }, 30_000);
+  assert.equal(scheduled.trigger, "cron");
+  assert.equal((await finishedDrillRun(w, scheduled.id)).status, "passed");
+
   // The trend and the last proven restore.
   const trend = await w.api("GET", `/api/v1/drills/${drillId}/runs`);
   assert.equal(trend.status, 200, trend.text);
-  assert.deepEqual(trend.body.values.map((r: DrillRun) => r.status), ["passed"]);
+  assert.deepEqual(trend.body.values.map((r: DrillRun) => r.status), ["passed", "passed"]);
   const proven = await w.api("GET", "/api/v1/proven-restores");
-  assert.equal(proven.body.values[0].proven.drillRunId, passed.id, proven.text);
-  assert.equal(proven.body.values[0].proven.rtoSeconds, passed.rtoSeconds);
+  assert.equal(proven.body.values[0].proven.drillRunId, scheduled.id, proven.text);
 
   // Damage one file's data: flip a byte inside the first chunk of report.bin in its pack on the target.
   const repoPath = `${target.root}/cadres/${policyId}/g1`;
@@ -167,6 +179,6 @@ Deno.test({
   assert.ok(alerts[0].message.includes(`${src}/docs/report.bin`), alerts[0].message);
   // The last proven restore is still the passing sample drill.
   const still = await w.api("GET", "/api/v1/proven-restores");
-  assert.equal(still.body.values[0].proven.drillRunId, passed.id, still.text);
+  assert.equal(still.body.values[0].proven.drillRunId, scheduled.id, still.text);
   await Deno.chmod(`${src}/docs/deep`, 0o755);
 });
