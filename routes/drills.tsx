@@ -158,7 +158,7 @@ function Checklist(props: {
       <legend>{props.legend}</legend>
       {props.options.length === 0 && <p class="hint">None in your scope.</p>}
       {props.options.map((o) => (
-        <label key={o.value} class="checkbox">
+        <label key={o.value} class="choice">
           <input
             type="checkbox"
             name={props.name}
@@ -280,7 +280,7 @@ async function formPage(
         >
           <legend>RTO objective of single policies (seconds; blank: the drill's)</legend>
           {policies.map((p) => (
-            <label key={p.id} class="inline-field">
+            <label key={p.id} class="choice">
               {p.name}{" "}
               <input
                 type="number"
@@ -293,7 +293,7 @@ async function formPage(
           ))}
           {errors?.policyRtoObjectives && <p class="field-error">{errors.policyRtoObjectives}</p>}
         </fieldset>
-        <label class="checkbox">
+        <label class="choice">
           <input type="checkbox" name="enabled" value="on" checked={values.enabled} /> Enabled
         </label>
         <div class="form-actions">
