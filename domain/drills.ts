@@ -27,7 +27,7 @@ import { compileCron } from "./cron_rules.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey, hostScope } from "./hosts.ts";
 import { newId } from "./ids.ts";
-import { getJob, getJobs, type Job, queueJobInOp } from "./jobs.ts";
+import { cancelJob, getJob, getJobs, type Job, queueJobInOp } from "./jobs.ts";
 import { getManyValues } from "./kv.ts";
 import { type Policy, policyKey } from "./policies.ts";
 import { type Actor, authorize, can, inScope } from "./rbac.ts";
@@ -61,6 +61,8 @@ export const MAX_TARGETS_PER_DISPATCH = 50;
 const POINT_LOOKBACK = 20;
 /** Failures kept with a drill run (the rest counted). */
 export const MAX_KEPT_FAILURES = 100;
+/** How long a drill's job may wait for its agent before the run fails and the job is cancelled. */
+export const DRILL_PICKUP_MS = 6 * 3_600_000;
 /** Runs the trend shows. */
 export const TREND_LENGTH = 30;
 
@@ -949,13 +951,34 @@ export async function applyDrillJobOutcome(kv: Deno.Kv, job: Job, now: Date): Pr
   }
 }
 
-/** Ends the open runs whose job ended without a result (the dispatch tick). Returns how many. */
+/**
+ * Ends the open runs whose job ended without a result (the dispatch tick), and those whose agent has not
+ * picked the job up within DRILL_PICKUP_MS (the job is cancelled: an agent back much later must not restore
+ * an old point). Returns how many.
+ */
 export async function catchUpOpenDrillRuns(kv: Deno.Kv, now: Date): Promise<number> {
   let n = 0;
   const ids: string[] = [];
   for await (const e of kv.list<string>({ prefix: ["drill_runs_open"] }, { limit: 500 })) ids.push(e.value);
   for (const run of await getManyValues<DrillRun>(kv, ids.map(drillRunKey))) {
-    const job = run.jobId ? await getJob(kv, run.jobId) : null;
+    let job = run.jobId ? await getJob(kv, run.jobId) : null;
+    if (job?.status === "queued" && now.getTime() - Date.parse(run.createdAt) > DRILL_PICKUP_MS) {
+      job = await cancelJob(kv, job.id, now);
+      if (job.status === "cancelled") {
+        const entry = await kv.get<DrillRun>(drillRunKey(run.id));
+        if (entry.value?.status !== run.status) continue;
+        const next: DrillRun = {
+          ...run,
+          status: "failed",
+          error: `The agent ${run.agentHostId} did not pick the drill up within ${
+            DRILL_PICKUP_MS / 3_600_000
+          } hours (offline?); the job was cancelled`,
+          endedAt: now.toISOString(),
+        };
+        if (await settleRun(kv, entry as Deno.KvEntry<DrillRun>, next, now)) n++;
+        continue;
+      }
+    }
     if (job?.result) {
       await applyDrillJobOutcome(kv, job, now);
       n++;

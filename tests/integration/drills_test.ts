@@ -514,3 +514,24 @@ Deno.test("a policy's own RTO objective overrides the drill's, for its runs and 
     { policyId: w.policy.id, rtoObjectiveSeconds: 30 },
   ]);
 });
+
+Deno.test("a drill whose agent never picks it up fails after 6 hours, and its job is cancelled", async () => {
+  const w = await world();
+  using _kv = w.kv;
+  const admin = userActor(w.admin);
+  const drill = await createDrill(w.kv, admin, input(w), w.clock.now());
+  const [run] = await runDrillNow(w.kv, admin, drill.id, w.clock.now());
+  w.clock.advance(5 * 3_600_000);
+  assert.equal((await dispatchDueDrills(w.kv, w.clock.now())).caughtUp, 0, "5 hours: still waiting");
+  w.clock.advance(3_600_000 + 1000);
+  assert.equal((await dispatchDueDrills(w.kv, w.clock.now())).caughtUp, 1);
+  const stored = (await w.kv.get<DrillRun>(drillRunKey(run.id))).value!;
+  assert.equal(stored.status, "failed");
+  assert.match(stored.error ?? "", /did not pick the drill up within 6 hours/);
+  assert.equal((await getJob(w.kv, run.jobId!))?.status, "cancelled");
+  assert.deepEqual(
+    await claimJobs(w.kv, `agent:${w.agent.id}`, 5, w.clock.now()),
+    [],
+    "nothing left to claim",
+  );
+});
