@@ -28,6 +28,8 @@ import { apiV1Hosts } from "./routes/api_v1_hosts.ts";
 import { apiV1Assignments } from "./routes/api_v1_assignments.ts";
 import { apiV1Hooks } from "./routes/api_v1_hooks.ts";
 import { apiV1Scripts } from "./routes/api_v1_scripts.ts";
+import { apiV1Drills } from "./routes/api_v1_drills.ts";
+import { drillRoutes } from "./routes/drills.tsx";
 import { apiV1SelfBackup } from "./routes/api_v1_self_backup.ts";
 import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
@@ -151,6 +153,7 @@ export function createApp(options: AppOptions) {
   app.route("/backup/restore", fileHistoryRoutes);
   app.route("/backup/restore", restoreRoutes);
   app.route("/backup", replicaScriptRoutes);
+  app.route("/backup/drills", drillRoutes);
   app.route("/", healthPages);
   app.route("/", selfBackupPages);
   app.route("/admin/users", adminUserRoutes);
@@ -172,6 +175,7 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1Hosts);
   app.route("/", apiV1Assignments);
   app.route("/", apiV1Hooks);
+  app.route("/", apiV1Drills);
   app.route("/", apiV1Scripts);
   app.route("/", apiV1SelfBackup);
   app.route("/", engineProtocol);

@@ -28,6 +28,7 @@ export const NAV: Array<{ title: string; items: NavItem[] }> = [
       { href: "/backup/scripts", label: "Scripts", permission: "backup.view" },
       { href: "/backup/jobs", label: "Jobs", permission: "backup.view" },
       { href: "/backup/restore", label: "Restore", permission: "backup.restore" },
+      { href: "/backup/drills", label: "Restore drills", permission: "backup.view" },
       { href: "/backup/protected", label: "Protected Objects", permission: "backup.view" },
       { href: "/backup/platforms", label: "Platforms", permission: "backup.view" },
     ],

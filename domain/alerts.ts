@@ -28,13 +28,18 @@ export type AlertReason =
   | "backup_failed"
   | "rpo_breach"
   /** The consistency check found stored data breaking an invariant (invariant_checks.ts). */
-  | "invariant_violation";
+  | "invariant_violation"
+  /** A restore drill failed (drills.ts): a restore that was tried did not come back whole. */
+  | "drill_failed"
+  /** A restore drill passed but took longer than its RTO objective. */
+  | "rto_breach";
 
 export interface Alert {
   id: string;
   accountId: string;
   orgId: string | null;
-  subjectType: "engine" | "storage_target" | "host" | "protected_object" | "account";
+  /** `drill`: a (drill, policy, host), subjectId `<drillId>~<policyId>~<hostId>`. */
+  subjectType: "engine" | "storage_target" | "host" | "protected_object" | "account" | "drill";
   subjectId: string;
   subjectName: string;
   reason: AlertReason;

@@ -82,6 +82,7 @@ const READ_KINDS = new Set([
   "verify",
   "bmr",
   "replicate",
+  "restore_drill",
 ]);
 
 const str = (v: unknown): string | null => typeof v === "string" && v.length > 0 ? v : null;

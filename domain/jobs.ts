@@ -36,6 +36,8 @@ export const JOB_KINDS = [
   "search",
   "bmr",
   "file_history",
+  /** A restore drill on an agent (drills.ts): restore to scratch, verify, measure, delete. */
+  "restore_drill",
 ] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
 export const PRIORITIES = ["critical", "high", "normal"] as const;

@@ -1109,6 +1109,8 @@ const REASON_LABELS: Record<string, string> = {
   backup_failed: "backup failed",
   rpo_breach: "RPO breached",
   invariant_violation: "stored data inconsistent",
+  drill_failed: "restore drill failed",
+  rto_breach: "RTO objective breached",
 };
 
 /** The subject line and plain-text body of a notification email. */

@@ -48,6 +48,7 @@ import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
 import { applyRestoreJobOutcome } from "./restore.ts";
 import { applyFileHistoryOutcome } from "./file_history.ts";
+import { applyDrillJobOutcome } from "./drills.ts";
 import { applyReplicationOutcome, queueReplicationsInOp } from "./replicas.ts";
 import {
   hostBackupPayload,
@@ -1207,6 +1208,7 @@ export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise
   if (!job.result) return;
   if (RESTORE_JOB_KINDS.includes(job.kind)) return await applyRestoreJobOutcome(kv, job, now);
   if (job.kind === "file_history") return await applyFileHistoryOutcome(kv, job, now);
+  if (job.kind === "restore_drill") return await applyDrillJobOutcome(kv, job, now);
   if (job.kind === "verify") {
     const id = String(job.payload.restorePointId ?? "");
     const reported = (job.result.output?.verification as { status?: string } | undefined)?.status ?? "";

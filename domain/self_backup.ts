@@ -111,6 +111,10 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "platform_jobs_by_vendor",
     "platform_jobs_by_account",
     "platform_objects",
+    // Restore drill policies (drills.ts).
+    "drills",
+    "drills_by_account",
+    "drills_by_name",
   ],
   results: [
     "audit",
@@ -183,6 +187,12 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "file_history_by_job",
     // The last consistency check (invariant_checks.ts), shown on Health > Database.
     "invariant_checks",
+    // Restore drill runs, their indexes and each policy's last proven restore (drills.ts).
+    "drill_runs",
+    "drill_runs_by_drill",
+    "drill_runs_by_job",
+    "drill_runs_open",
+    "drill_proven",
   ],
 };
 
@@ -205,6 +215,8 @@ export const EPHEMERAL_PREFIXES: readonly string[] = [
   "run_now_guard",
   // One-time BMR tokens live 4 hours; restoring an old bundle must never bring a used token back to life.
   "bmr_tokens",
+  // A restore drill's claimed (drill, minute) slots: a restored bundle must not block or replay a minute.
+  "drill_slots",
 ];
 
 /**

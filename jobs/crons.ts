@@ -9,6 +9,7 @@ import type { Logger } from "../domain/log.ts";
 import { applyRetention } from "./apply_retention.ts";
 import { autoRetry } from "./auto_retry.ts";
 import { deliverNotifications } from "./deliver_notifications.ts";
+import { dispatchDrills } from "./dispatch_drills.ts";
 import { dispatchSchedules } from "./dispatch_schedules.ts";
 import { expireLeases } from "./expire_leases.ts";
 import { purgeExpired } from "./purge_expired.ts";
@@ -153,6 +154,7 @@ export function registerCrons(
     "dispatch_schedules",
     (now) => dispatchSchedules(kv, now),
   );
+  cron("Dispatch due restore drills", "* * * * *", "dispatch_drills", (now) => dispatchDrills(kv, now));
   cron(
     "Sync third-party platforms",
     "* * * * *",

@@ -31,6 +31,9 @@ function subjectLink(a: Alert) {
   }
   // The account itself (the consistency check): its details are on Health > Database, for platform admins.
   if (a.subjectType === "account") return <>{a.subjectName}</>;
+  if (a.subjectType === "drill") {
+    return <a href={`/backup/drills/${a.subjectId.split("~")[0]}`}>{a.subjectName}</a>;
+  }
   const base =
     { engine: "/backup/engines/", storage_target: "/backup/storage/", host: "/backup/hosts/" }[a.subjectType];
   return <a href={base + a.subjectId}>{a.subjectName}</a>;

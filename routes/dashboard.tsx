@@ -37,6 +37,9 @@ import {
   verificationFailuresQueue,
 } from "../domain/dashboard.ts";
 import { hasStorageTargets, readSetupProgress } from "../domain/getting_started.ts";
+import { provenRestores } from "../domain/drills.ts";
+import { listPolicies } from "../domain/policies.ts";
+import { ProvenRestoresCard } from "../components/proven_restores.tsx";
 import { getRecoveryKey } from "../domain/recovery_keys.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { can } from "../domain/rbac.ts";
@@ -63,6 +66,7 @@ export const SECTIONS = [
   { name: "rpo", title: "RPO breaches", tone: "orange" },
   { name: "storage", title: "Storage health alerts", tone: "yellow" },
   { name: "verification", title: "Verification failures", tone: "yellow" },
+  { name: "proven", title: "Last proven restore", tone: "neutral" },
   { name: "heatmap", title: "Backup outcomes, last 30 days", tone: "neutral" },
 ] as const;
 type SectionName = (typeof SECTIONS)[number]["name"];
@@ -257,6 +261,19 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
             href={runsOf("warning")}
           />
         </div>,
+      );
+    }
+    case "proven": {
+      const rows = await provenRestores(kv, actor, await listPolicies(kv, actor));
+      if (!rows.length) return renderToString(<Empty text="No backup policies yet." quiet />);
+      return renderToString(
+        <>
+          <ProvenRestoresCard rows={rows} />
+          <p class="sub">
+            Proven by{" "}
+            <a href="/backup/drills">restore drills</a>: restored, every byte verified, time measured.
+          </p>
+        </>,
       );
     }
     case "failed": {

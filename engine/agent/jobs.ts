@@ -1,10 +1,11 @@
 /**
  * The agent's jobs (docs/engine-protocol.md, Jobs): `backup` (files or image; hooks, VSS snapshot hook,
- * IO priority, throttle), `restore_files`, `restore_image` and `health_check`. Each runs with a `JobHandle`
+ * IO priority, throttle), `restore_files`, `restore_image`, `restore_drill` (drill.ts) and `health_check`. Each runs with a `JobHandle`
  * reporting progress every few seconds and ends with one result in the protocol's shapes. The heavy part
  * of backups and restores runs in a worker process (worker.ts).
  */
 import { absolutePath } from "../repo/fs.ts";
+import { drillJob } from "./drill.ts";
 import type { ClaimedJob, ControlPlane, JobKeys, JobResultBody } from "./control.ts";
 import { splitErrors } from "./error_list.ts";
 import { AgentJobError, describeFailure, type JobFailure } from "./failure.ts";
@@ -83,7 +84,7 @@ function summary(errors: PathError[], what: string): string {
 }
 
 /** The BES data API of an agent job's payload. */
-function dataApiOf(payload: Record<string, unknown>): { dataUrl: string; certificate: string | null } {
+export function dataApiOf(payload: Record<string, unknown>): { dataUrl: string; certificate: string | null } {
   const bes = payload.bes as { id?: string; dataUrl?: unknown; certificate?: unknown } | undefined;
   if (typeof bes?.dataUrl !== "string" || !bes.dataUrl) {
     throw new AgentJobError(
@@ -97,7 +98,7 @@ function dataApiOf(payload: Record<string, unknown>): { dataUrl: string; certifi
   return { dataUrl: bes.dataUrl, certificate: typeof bes.certificate === "string" ? bes.certificate : null };
 }
 
-function workerData(
+export function workerData(
   ctx: AgentContext,
   api: { dataUrl: string; certificate: string | null },
   keys: JobKeys,
@@ -134,7 +135,7 @@ function strings(v: unknown): string[] {
 }
 
 /** The result of a job that failed before or while it ran. */
-function failedResult(
+export function failedResult(
   startedAt: Date,
   failure: JobFailure,
   extra: Partial<JobResultBody> = {},
@@ -165,6 +166,8 @@ export async function runJob(ctx: AgentContext, job: ClaimedJob, handle: JobHand
         return await restoreImageJob(ctx, job, handle, startedAt);
       case "health_check":
         return await healthCheckJob(job, startedAt);
+      case "restore_drill":
+        return await drillJob(ctx, job, handle, startedAt);
       default:
         return failedResult(startedAt, {
           reason: "UNSUPPORTED",
@@ -454,7 +457,7 @@ async function backupJob(
 // ---------------------------------------------------------------------------------------------------
 // Restores
 
-function snapshotIdOf(payload: Record<string, unknown>): string {
+export function snapshotIdOf(payload: Record<string, unknown>): string {
   const id = payload.engineRestorePointId;
   if (typeof id !== "string" || !/^[0-9a-f]{64}$/.test(id)) {
     throw new AgentJobError(

@@ -12,6 +12,7 @@ import { describeFailure } from "./failure.ts";
 import { readLines } from "./lines.ts";
 import { runBackup } from "./worker_backup.ts";
 import { runRestoreFiles, runRestoreImage } from "./worker_restore.ts";
+import { runDrill } from "./worker_drill.ts";
 import {
   type ParentMessage,
   WORKER_LINE_PREFIX,
@@ -80,6 +81,8 @@ async function main(): Promise<number> {
       ? await runBackup(request, remote, keys, send, storage)
       : request.op === "restore_files"
       ? await runRestoreFiles(request, storage, keys, send)
+      : request.op === "restore_drill"
+      ? await runDrill(request, storage, keys, send)
       : await runRestoreImage(request, storage, keys, send);
     outcome.cache = storage instanceof CachingBackend ? storage.cache.stats : null;
     send({ type: "result", outcome });

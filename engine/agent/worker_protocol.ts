@@ -68,7 +68,21 @@ export interface RestoreImageRequest {
   overwrite: boolean;
 }
 
-export type WorkerRequest = BackupRequest | RestoreFilesRequest | RestoreImageRequest;
+/** A restore drill (drill.ts): restore a sample (or all) of a point into `targetPath`, verify, measure. */
+export interface RestoreDrillRequest {
+  op: "restore_drill";
+  data: WorkerData;
+  snapshotId: string;
+  mode: "sample" | "whole";
+  /** Files restored in sample mode. */
+  sampleCount: number;
+  /** Seeds the sample (the same seed picks the same files of the same point). */
+  seed: string;
+  /** A folder of the drill's own, created by the restore (the agent deletes it afterwards). */
+  targetPath: string;
+}
+
+export type WorkerRequest = BackupRequest | RestoreFilesRequest | RestoreImageRequest | RestoreDrillRequest;
 
 /** Parent → worker. */
 export type ParentMessage =
@@ -116,7 +130,23 @@ export interface RestoreOutcome {
   cache?: CacheStats | null;
 }
 
-export type WorkerOutcome = BackupOutcome | RestoreOutcome;
+export interface DrillOutcome {
+  op: "restore_drill";
+  /** Files in the sample (sample mode) or in the point (whole mode). */
+  selected: number;
+  /** Files written by the restore. */
+  files: number;
+  bytes: number;
+  /** Files read back and found equal to the backup's record (their chunk ids). */
+  verified: number;
+  /** Every file that failed, by path: not restored (damaged or missing data) or not as recorded. */
+  failures: PathError[];
+  /** Time from the start of the restore to the last file verified, milliseconds. */
+  restoreMs: number;
+  cache?: CacheStats | null;
+}
+
+export type WorkerOutcome = BackupOutcome | RestoreOutcome | DrillOutcome;
 
 /** Worker → parent. */
 export type WorkerMessage =

@@ -138,7 +138,7 @@ function destOf(target: string, path: string): string {
 }
 
 /** Why the file at `dest` does not hold exactly the content of `e` (null: it does). */
-async function contentProblem(
+export async function contentProblem(
   ns: Namespace,
   hasher: ChunkIdHasher,
   image: boolean,

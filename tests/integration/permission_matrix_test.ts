@@ -22,6 +22,7 @@ import { applyJobOutcome, listRunsByPolicy, runSchedulerTick } from "../../domai
 import { applyResult, claimJobs } from "../../domain/jobs.ts";
 import { requestBrowse, requestFileRestore, requestSearch } from "../../domain/restore.ts";
 import { createScript } from "../../domain/scripts.ts";
+import { createDrill, runDrillNow } from "../../domain/drills.ts";
 import { createTarget } from "../../domain/storage.ts";
 import { testConfig } from "../../domain/config.ts";
 import { createLogger } from "../../domain/log.ts";
@@ -48,6 +49,8 @@ interface Fixture {
   channelId: string;
   ruleId: string;
   platformId: string;
+  drillId: string;
+  drillRunId: string;
   principals: Record<string, User | null>;
   target: User;
   viewer: User;
@@ -204,6 +207,17 @@ async function buildFixture(): Promise<Fixture> {
     username: "svc-veeam",
     password: PLATFORM_PASSWORD,
   }, { now, masterKey: testConfig().masterKey! });
+  // A restore drill of the policy run by the A1 host's agent, started once (one run).
+  const drill = await createDrill(kv, systemActor("test"), {
+    name: "drill-a1",
+    schedule: "0 3 * * 6",
+    scopeType: "policies",
+    policyIds: [policy.id],
+    agentHostId: host.id,
+    scratchPath: "/var/tmp/drills",
+    rtoObjectiveSeconds: 600,
+  }, now);
+  const [drillRun] = await runDrillNow(kv, systemActor("test"), drill.id, now);
   const entries = [];
   for await (const e of kv.list({ prefix: [] })) entries.push({ key: e.key, value: e.value });
   return {
@@ -224,6 +238,8 @@ async function buildFixture(): Promise<Fixture> {
     channelId: channel.id,
     ruleId: rule.id,
     platformId: platform.id,
+    drillId: drill.id,
+    drillRunId: drillRun.id,
     principals,
     target,
     viewer,
@@ -298,6 +314,8 @@ function objectVisibility(fx: Fixture, param: string, actor: Actor): Visibility 
     case "channelId":
     case "ruleId":
     case "platformId":
+    case "drillId":
+    case "drillRunId":
       // The fixture's org, engine, storage target and alert all live in org A1.
       return inScope(actor, { accountId: fx.target.accountId, orgId: fx.orgA1 }) ? "ok" : "hidden";
     case "tokenId": {
@@ -332,6 +350,8 @@ function concretePath(fx: Fixture, path: string): string {
     .replace(":channelId", fx.channelId)
     .replace(":ruleId", fx.ruleId)
     .replace(":platformId", fx.platformId)
+    .replace(":drillRunId", fx.drillRunId)
+    .replace(":drillId", fx.drillId)
     .replace("/static/*", "/static/app.css");
 }
 
@@ -365,6 +385,15 @@ const SAMPLE_BODIES: Record<string, unknown | ((fx: Fixture) => unknown)> = {
   "POST /api/v1/hosts/:hostId/reactivate": (fx: Fixture) => ({ policyId: fx.policyId }),
   "POST /api/v1/policies/:policyId/assignments": (fx: Fixture) => ({ hostIds: [fx.hostId] }),
   "PATCH /api/v1/assignments/:assignmentId": { state: "paused" },
+  "PUT /api/v1/drills/:drillId": (fx: Fixture) => ({
+    name: "Renamed drill",
+    schedule: "0 4 * * 6",
+    scopeType: "policies",
+    policyIds: [fx.policyId],
+    agentHostId: fx.hostId,
+    scratchPath: "/var/tmp/drills",
+    rtoObjectiveSeconds: 900,
+  }),
   "POST /api/v1/policies/:policyId/hooks": { type: "pre_backup", template: "mysql" },
   "PUT /api/v1/hooks/:hookId": { type: "post_backup", template: "mysql" },
   "PUT /api/v1/scripts/:scriptId": { name: "Renamed script", interpreter: "bash", body: "echo renamed" },
@@ -402,6 +431,9 @@ const POLICY: Array<[RegExp, string]> = [
   // Expiring an archived restore point is retention's business (backup.manage), not a restore.
   [/^POST \/backup\/restore\/points\/:\w+\/expire$/, "backup.manage"],
   [/^\w+ \/backup\/restore/, "backup.restore"],
+  // A restore drill writes backed-up data onto a host, as a restore does: changing or running one is restoring.
+  [/^(GET \/backup\/drills\/(new|:\w+\/(edit|delete))|POST \/backup\/drills(\/|$))/, "backup.restore"],
+  [/^(POST|PUT|DELETE) \/api\/v1\/drills(\/|$)/, "backup.restore"],
   [
     /^GET \/backup\/(storage\/new|policies\/new|platforms\/new|\w+\/:\w+\/(delete|edit|remove))$/,
     "backup.manage",
@@ -424,7 +456,7 @@ const POLICY: Array<[RegExp, string]> = [
   // A file's version history on a host, and restoring a version of it, are restores.
   [/^\w+ \/api\/v1\/hosts\/:\w+\/file-history(\/restore)?$/, "backup.restore"],
   [
-    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|replicas|hosts|assignments|hooks|hook-templates|exclusion-templates|scripts|runs|jobs|dashboard|protected-objects|platforms|notification-(channels|rules|deliveries))(\/|$)/,
+    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|replicas|hosts|assignments|hooks|hook-templates|exclusion-templates|scripts|runs|jobs|dashboard|protected-objects|platforms|notification-(channels|rules|deliveries)|drills|drill-runs|proven-restores)(\/|$)/,
     "backup.view",
   ],
   [
