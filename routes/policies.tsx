@@ -768,7 +768,11 @@ policyRoutes.post("/:policyId/edit", requires("backup.manage"), async (c) => {
   const changed = counts.daily !== p.retentionDaily || counts.weekly !== p.retentionWeekly ||
     counts.monthly !== p.retentionMonthly;
   if (changed && str(form, "confirmRetention") !== "on") {
-    const preview = await previewPolicyRetention(kv, { id: p.id, timeZone: parsed.data.timeZone }, counts);
+    const preview = await previewPolicyRetention(kv, {
+      id: p.id,
+      accountId: p.accountId,
+      timeZone: parsed.data.timeZone,
+    }, counts);
     const warnings = Object.values(preview).filter((o) => o.needsConfirmation).map((o) => o.warning!);
     if (warnings.length) {
       const more = warnings.length > 1 ? ` (and ${warnings.length - 1} more protected objects)` : "";
