@@ -45,7 +45,7 @@ import { type RestorePoint, restorePointKey } from "./runs.ts";
 import { type Actor, authorize, can, inScope, systemActor } from "./rbac.ts";
 import { authorizeExpireArchived, ExpireArchivedInput, expireArchivedPoint } from "./archive.ts";
 import { deleteTarget, requireTarget } from "./storage.ts";
-import { requireOrg, rotateAccountSecret, rotateOrgSecret } from "./tenancy.ts";
+import { getAccount, requireOrg, rotateAccountSecret, rotateOrgSecret } from "./tenancy.ts";
 import type { Permission } from "./types.ts";
 
 /** The actions four-eyes gates. */
@@ -344,8 +344,9 @@ const ACTIONS: Record<ApprovalKind, ActionSpec> = {
           "The policy was changed after this edit was requested: nothing was applied; request the edit again",
         );
       }
-      if (input.mode === "update") await updatePolicy(kv, actor, input.policyId, input.fields as PolicyUpdateInput, now);
-      else await patchPolicy(kv, actor, input.policyId, input.fields, now);
+      if (input.mode === "update") {
+        await updatePolicy(kv, actor, input.policyId, input.fields as PolicyUpdateInput, now);
+      } else await patchPolicy(kv, actor, input.policyId, input.fields, now);
       return { message: "The policy edit was saved" };
     },
   },
@@ -355,6 +356,13 @@ const ACTIONS: Record<ApprovalKind, ActionSpec> = {
       const id = String(input.restorePointId);
       await authorizeExpireArchived(kv, actor, id);
       const point = (await kv.get<RestorePoint>(restorePointKey(id))).value!;
+      if (!point.archivedAt || point.status !== "complete") {
+        throw new ConflictError(
+          point.status === "expired"
+            ? "This restore point is already expired"
+            : "Only an archived restore point is expired by hand; retention manages this one",
+        );
+      }
       const [live, retired] = await kv.getMany<[Policy, Policy]>([
         policyKey(point.policyId),
         retiredPolicyKey(point.policyId),
@@ -403,16 +411,18 @@ const ACTIONS: Record<ApprovalKind, ActionSpec> = {
   },
   "account_secret.rotate": {
     input: z.object({ accountId: IdField }),
-    describe(_kv, actor, input) {
+    async describe(kv, actor, input) {
       const scope = { accountId: String(input.accountId), orgId: null };
       authorize(actor, "admin", scope);
-      return Promise.resolve({
+      // Issuing the first secret replaces nothing: only a rotation is gated.
+      if (!(await getAccount(kv, scope.accountId))?.secretHash) return null;
+      return {
         ...scope,
         permission: "admin" as const,
         objectType: "account",
         objectId: scope.accountId,
         summary: "Rotate the account registration secret",
-      });
+      };
     },
     async run(kv, actor, input, { now }) {
       const { secret } = await rotateAccountSecret(kv, actor, String(input.accountId), now);

@@ -12,8 +12,8 @@ import {
   FourEyesSettingsInput,
   getFourEyesSettings,
   listApprovals,
-  refuseRequest,
   RefuseInput,
+  refuseRequest,
   requireApproval,
   setFourEyesSettings,
 } from "../domain/approvals.ts";
@@ -146,7 +146,10 @@ apiV1Approvals.openapi(
     responses: { 200: ok("The request", ApprovalRequestSchema), ...common },
   }),
   async (c) => {
-    return c.json(await requireApproval(c.get("deps").kv, c.get("actor")!, c.req.valid("param").requestId), 200);
+    return c.json(
+      await requireApproval(c.get("deps").kv, c.get("actor")!, c.req.valid("param").requestId),
+      200,
+    );
   },
 );
 

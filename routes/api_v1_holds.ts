@@ -103,7 +103,12 @@ apiV1Holds.openapi(
     const { kv, clock } = c.get("deps");
     const actor = c.get("actor")!;
     const holdId = c.req.valid("param").holdId;
-    const request = await requestIfFourEyes(kv, actor, { kind: "legal_hold.release", input: { holdId } }, clock());
+    const request = await requestIfFourEyes(
+      kv,
+      actor,
+      { kind: "legal_hold.release", input: { holdId } },
+      clock(),
+    );
     if (request) return c.json({ approvalRequest: request }, 202);
     return c.json(await releaseHold(kv, actor, holdId, clock()), 200);
   },

@@ -3,7 +3,16 @@
  * for confirmation, and Admin > Four-eyes: the account setting (approvals.ts).
  */
 import { type Context, Hono } from "hono";
-import { Badge, Csrf, EmptyState, Field, formatTime, FormErrors, PageHeader, type Tone } from "../components/ui.tsx";
+import {
+  Badge,
+  Csrf,
+  EmptyState,
+  Field,
+  formatTime,
+  FormErrors,
+  PageHeader,
+  type Tone,
+} from "../components/ui.tsx";
 import {
   APPROVAL_KIND_LABELS,
   type ApprovalRequest,
@@ -13,8 +22,8 @@ import {
   FourEyesSettingsInput,
   getFourEyesSettings,
   listApprovals,
-  refuseRequest,
   RefuseInput,
+  refuseRequest,
   requireApproval,
   setFourEyesSettings,
 } from "../domain/approvals.ts";
@@ -97,13 +106,13 @@ approvalRoutes.get("/", requires("backup.view"), async (c) => {
       />
       <section class="panel">
         <h2>Waiting for approval</h2>
-        {pending.length === 0
-          ? <EmptyState title="No pending requests" />
-          : <RequestRows rows={pending} />}
+        {pending.length === 0 ? <EmptyState title="No pending requests" /> : <RequestRows rows={pending} />}
       </section>
       <section class="panel">
         <h2>Decided</h2>
-        {decided.length === 0 ? <EmptyState title="No decided requests yet" /> : <RequestRows rows={decided} />}
+        {decided.length === 0
+          ? <EmptyState title="No decided requests yet" />
+          : <RequestRows rows={decided} />}
       </section>
     </>,
   );
@@ -204,7 +213,10 @@ approvalRoutes.post("/:requestId/approve", requires("backup.manage"), async (c) 
     return await requestPage(c, request, "Not approved: tick the confirmation first.");
   }
   try {
-    const { request: settled, outcome } = await approveRequest(kv, actor, request.id, { now: clock(), masterKey });
+    const { request: settled, outcome } = await approveRequest(kv, actor, request.id, {
+      now: clock(),
+      masterKey,
+    });
     if (outcome?.secret) {
       noStore(c);
       return render(
@@ -282,7 +294,9 @@ async function settingsPage(
           <button type="submit" class="btn btn--primary">Save</button>
         </div>
       </form>
-      {settings.updatedAt && <p class="hint">Last changed {formatTime(settings.updatedAt)} by {settings.updatedBy}</p>}
+      {settings.updatedAt && (
+        <p class="hint">Last changed {formatTime(settings.updatedAt)} by {settings.updatedBy}</p>
+      )}
     </>,
     Object.keys(errors).length ? 422 : 200,
   );
@@ -303,3 +317,12 @@ fourEyesAdminRoutes.post("/", requires("admin"), async (c) => {
     saved.enabled ? `Four-eyes is on (${saved.ttlHours} h limit).` : "Four-eyes is off.",
   );
 });
+
+/** Where a page sends its user when four-eyes turned their action into a request. */
+export function redirectToApproval(c: Context<AppEnv>, request: ApprovalRequest) {
+  return redirectWithNotice(
+    c,
+    `/backup/approvals/${request.id}`,
+    `Four-eyes is on: “${request.summary}” waits for a second person's approval; nothing changed yet.`,
+  );
+}

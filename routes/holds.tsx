@@ -6,7 +6,14 @@ import { type Context, Hono } from "hono";
 import { Badge, Csrf, EmptyState, Field, formatTime, FormErrors, PageHeader } from "../components/ui.tsx";
 import { requestIfFourEyes } from "../domain/approvals.ts";
 import { ConflictError, type FieldErrors, NotFoundError } from "../domain/errors.ts";
-import { HoldInput, type LegalHold, listHolds, placeHold, releaseHold, requireHold } from "../domain/holds.ts";
+import {
+  HoldInput,
+  type LegalHold,
+  listHolds,
+  placeHold,
+  releaseHold,
+  requireHold,
+} from "../domain/holds.ts";
 import { listHosts } from "../domain/hosts.ts";
 import { listPolicies } from "../domain/policies.ts";
 import { can } from "../domain/rbac.ts";
@@ -39,7 +46,9 @@ async function holdsPage(c: Context<AppEnv>, typed?: Typed, errors: FieldErrors 
       />
       <FormErrors message={message} />
       <p>
-        {showAll ? <a href="/backup/holds">Active holds only</a> : <a href="/backup/holds?status=all">Include released holds</a>}
+        {showAll
+          ? <a href="/backup/holds">Active holds only</a>
+          : <a href="/backup/holds?status=all">Include released holds</a>}
       </p>
       {holds.length === 0 ? <EmptyState title="No legal holds" /> : (
         <div class="table-wrap" tabIndex={0}>
@@ -74,7 +83,8 @@ async function holdsPage(c: Context<AppEnv>, typed?: Typed, errors: FieldErrors 
                       <form method="post" action={`/backup/holds/${h.id}/release`}>
                         <Csrf token={csrf} />
                         <label class="choice">
-                          <input type="checkbox" name="confirm" value="on" required /> Release: its points may expire
+                          <input type="checkbox" name="confirm" value="on" required />{" "}
+                          Release: its points may expire
                         </label>
                         <button type="submit" class="btn btn--small">Release</button>
                       </form>
@@ -104,7 +114,11 @@ async function holdsPage(c: Context<AppEnv>, typed?: Typed, errors: FieldErrors 
                 </optgroup>
                 <optgroup label="Policies">
                   {policies.map((p) => (
-                    <option key={p.id} value={`policy:${p.id}`} selected={typed?.subject === `policy:${p.id}`}>
+                    <option
+                      key={p.id}
+                      value={`policy:${p.id}`}
+                      selected={typed?.subject === `policy:${p.id}`}
+                    >
                       {p.name}
                     </option>
                   ))}
@@ -118,7 +132,13 @@ async function holdsPage(c: Context<AppEnv>, typed?: Typed, errors: FieldErrors 
               value={typed?.pointId}
               hint="Only for a single restore point (shown on the point's page)"
             />
-            <Field name="caseReference" label="Case reference" value={typed?.caseReference} errors={errors} required />
+            <Field
+              name="caseReference"
+              label="Case reference"
+              value={typed?.caseReference}
+              errors={errors}
+              required
+            />
             <Field name="reason" label="Reason" value={typed?.reason} errors={errors} required />
             <div class="form-actions">
               <button type="submit" class="btn btn--primary">Place hold</button>
@@ -143,11 +163,20 @@ holdRoutes.post("/", requires("backup.hold"), async (c) => {
     caseReference: str(form, "caseReference"),
   };
   const [scope, subjectId] = typed.subject ? typed.subject.split(":", 2) : ["point", typed.pointId];
-  const parsed = HoldInput.safeParse({ scope, subjectId, reason: typed.reason, caseReference: typed.caseReference });
+  const parsed = HoldInput.safeParse({
+    scope,
+    subjectId,
+    reason: typed.reason,
+    caseReference: typed.caseReference,
+  });
   if (!parsed.success) return await holdsPage(c, typed, fieldErrors(parsed.error), "The hold was not placed");
   try {
     const hold = await placeHold(kv, c.get("actor")!, parsed.data, clock());
-    return redirectWithNotice(c, "/backup/holds", `Placed legal hold ${hold.caseReference} on ${hold.subjectLabel}.`);
+    return redirectWithNotice(
+      c,
+      "/backup/holds",
+      `Placed legal hold ${hold.caseReference} on ${hold.subjectLabel}.`,
+    );
   } catch (e) {
     if (!(e instanceof NotFoundError)) throw e;
     return await holdsPage(c, typed, { subjectId: e.message }, "The hold was not placed");
@@ -161,7 +190,12 @@ holdRoutes.post("/:holdId/release", requires("backup.hold"), async (c) => {
   if (str(await readForm(c), "confirm") !== "on") {
     return await holdsPage(c, undefined, {}, "Not released: tick the confirmation first.");
   }
-  const request = await requestIfFourEyes(kv, actor, { kind: "legal_hold.release", input: { holdId } }, clock());
+  const request = await requestIfFourEyes(
+    kv,
+    actor,
+    { kind: "legal_hold.release", input: { holdId } },
+    clock(),
+  );
   if (request) {
     return redirectWithNotice(
       c,
