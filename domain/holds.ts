@@ -131,7 +131,7 @@ async function resolveSubject(
   actor: Actor,
   scope: HoldScope,
   id: string,
-): Promise<{ accountId: string; orgId: string | null; label: string }> {
+): Promise<{ accountId: string; orgId: string | null; label: string; entry?: Deno.KvEntryMaybe<unknown> }> {
   const notFound = () =>
     new NotFoundError(`No ${scope === "point" ? "restore point" : scope} ${id} in your scope`);
   if (scope === "host") {
@@ -151,10 +151,10 @@ async function resolveSubject(
     if (!policy || !inScope(actor, { accountId: policy.accountId, orgId: policy.orgId })) throw notFound();
     return { accountId: policy.accountId, orgId: policy.orgId, label: policy.name };
   }
-  const point = (await kv.get<{ id: string; policyId: string; hostId: string | null; completedAt: string }>([
-    "restore_points",
-    id,
-  ])).value;
+  const entry = await kv.get<
+    { id: string; policyId: string; hostId: string | null; completedAt: string; status: string }
+  >(["restore_points", id]);
+  const point = entry.value;
   const policy = point ? await policyOf(point.policyId) : null;
   if (!point || !policy || !inScope(actor, { accountId: policy.accountId, orgId: policy.orgId })) {
     throw notFound();
@@ -163,55 +163,63 @@ async function resolveSubject(
     const host = (await kv.get<Host>(hostKey(point.hostId))).value;
     if (host && !inScope(actor, hostScope(host))) throw notFound();
   }
+  if (point.status === "expired" || point.status === "failed") {
+    throw new ConflictError(`Restore point ${point.id} is ${point.status}: it holds no data to keep`);
+  }
   return {
     accountId: policy.accountId,
     orgId: policy.orgId,
     label: `restore point ${point.id} of ${point.completedAt} (${policy.name})`,
+    // Checked in the hold's write: retention expiring the point meanwhile makes the placement retry (and refuse).
+    entry,
   };
 }
 
 /**
  * Places a legal hold, with its audit entry and the epoch bump, in one atomic operation. Needs
  * `backup.hold` on the subject. Throws ZodError for bad input, NotFoundError for a subject out of scope,
- * ForbiddenError without the permission.
+ * ForbiddenError without the permission, ConflictError for a single point already expired or failed.
  */
 export async function placeHold(kv: Deno.Kv, actor: Actor, input: HoldInput, now: Date): Promise<LegalHold> {
   const data = HoldInput.parse(input);
-  const subject = await resolveSubject(kv, actor, data.scope, data.subjectId);
-  authorize(actor, "backup.hold", subject);
-  const hold: LegalHold = {
-    id: newId(now),
-    accountId: subject.accountId,
-    orgId: subject.orgId,
-    scope: data.scope,
-    subjectId: data.subjectId,
-    subjectLabel: subject.label,
-    reason: data.reason,
-    caseReference: data.caseReference,
-    status: "active",
-    placedById: actor.id,
-    placedByLabel: actor.label,
-    placedAt: now.toISOString(),
-    releasedById: null,
-    releasedByLabel: null,
-    releasedAt: null,
-  };
-  const op = kv.atomic()
-    .check({ key: holdKey(hold.id), versionstamp: null })
-    .set(holdKey(hold.id), hold)
-    .set(holdsByAccountKey(hold.accountId, hold.id), hold.id)
-    .set(activeHoldKey(hold.accountId, hold.id), hold.id)
-    .set(holdEpochKey(hold.accountId), { at: hold.placedAt, holdId: hold.id });
-  appendAudit(op, actor, {
-    accountId: hold.accountId,
-    orgId: hold.orgId,
-    action: "legal_hold.place",
-    objectType: "legal_hold",
-    objectId: hold.id,
-    summary: `Placed legal hold ${hold.caseReference} on ${hold.scope} ${hold.subjectLabel}: ${hold.reason}`,
-  }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("The hold could not be written; try again");
-  return hold;
+  return await withRetry(async () => {
+    const subject = await resolveSubject(kv, actor, data.scope, data.subjectId);
+    authorize(actor, "backup.hold", subject);
+    const hold: LegalHold = {
+      id: newId(now),
+      accountId: subject.accountId,
+      orgId: subject.orgId,
+      scope: data.scope,
+      subjectId: data.subjectId,
+      subjectLabel: subject.label,
+      reason: data.reason,
+      caseReference: data.caseReference,
+      status: "active",
+      placedById: actor.id,
+      placedByLabel: actor.label,
+      placedAt: now.toISOString(),
+      releasedById: null,
+      releasedByLabel: null,
+      releasedAt: null,
+    };
+    const op = kv.atomic()
+      .check({ key: holdKey(hold.id), versionstamp: null })
+      .set(holdKey(hold.id), hold)
+      .set(holdsByAccountKey(hold.accountId, hold.id), hold.id)
+      .set(activeHoldKey(hold.accountId, hold.id), hold.id)
+      .set(holdEpochKey(hold.accountId), { at: hold.placedAt, holdId: hold.id });
+    if (subject.entry) op.check(subject.entry);
+    appendAudit(op, actor, {
+      accountId: hold.accountId,
+      orgId: hold.orgId,
+      action: "legal_hold.place",
+      objectType: "legal_hold",
+      objectId: hold.id,
+      summary:
+        `Placed legal hold ${hold.caseReference} on ${hold.scope} ${hold.subjectLabel}: ${hold.reason}`,
+    }, now);
+    return (await op.commit()).ok ? { value: hold } : null;
+  });
 }
 
 /** The hold if the actor may see it. Throws NotFoundError otherwise. */

@@ -74,6 +74,7 @@ apiV1Holds.openapi(
       201: ok("Placed", LegalHoldSchema),
       ...common,
       404: err("The host, policy or restore point is not found or outside your scope"),
+      409: err("The single restore point is already expired or failed: nothing to keep"),
       422: err("Invalid fields"),
     },
   }),

@@ -178,7 +178,7 @@ holdRoutes.post("/", requires("backup.hold"), async (c) => {
       `Placed legal hold ${hold.caseReference} on ${hold.subjectLabel}.`,
     );
   } catch (e) {
-    if (!(e instanceof NotFoundError)) throw e;
+    if (!(e instanceof NotFoundError) && !(e instanceof ConflictError)) throw e;
     return await holdsPage(c, typed, { subjectId: e.message }, "The hold was not placed");
   }
 });

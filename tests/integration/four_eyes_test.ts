@@ -67,7 +67,8 @@ const GATED: Array<{
     name: "deleting a BES",
     call: (w) => ["DELETE", `/api/v1/engines/${w.engine.id}`],
     direct: 204,
-    ran: async (kv, w) => (await getEngine(kv, w.engine.id))?.status === "deleting" || !(await getEngine(kv, w.engine.id)),
+    ran: async (kv, w) =>
+      (await getEngine(kv, w.engine.id))?.status === "deleting" || !(await getEngine(kv, w.engine.id)),
   },
   {
     name: "deleting a storage target",
@@ -123,19 +124,24 @@ const GATED: Array<{
       // The first secret is issued directly (it replaces nothing); its rotation is gated.
       const admin = await apiAs(w, kv, w.users.admin3);
       assert.equal((await admin("POST", "/api/v1/account/registration-secret")).status, 200);
-      const hash = (await kv.get<{ secretHash: string }>(["accounts", w.tenant.account.id])).value!.secretHash;
+      const hash =
+        (await kv.get<{ secretHash: string }>(["accounts", w.tenant.account.id])).value!.secretHash;
       return { hash };
     },
     call: () => ["POST", "/api/v1/account/registration-secret"],
     direct: 200,
     ran: async (kv, w, ids) =>
-      (await kv.get<{ secretHash: string }>(["accounts", w.tenant.account.id])).value!.secretHash !== ids.hash,
+      (await kv.get<{ secretHash: string }>(["accounts", w.tenant.account.id])).value!.secretHash !==
+        ids.hash,
   },
   {
     name: "rotating an org's PAM vault key",
     call: (w) => ["POST", `/api/v1/orgs/${w.org.id}/pam-vault-key/rotate`],
     direct: 200,
-    ran: async (kv, w) => (await auditEntries(kv, w.tenant.account.id)).some((e) => /kek|vault key/i.test(e.action + e.summary) && !/approval/.test(e.action)),
+    ran: async (kv, w) =>
+      (await auditEntries(kv, w.tenant.account.id)).some((e) =>
+        /kek|vault key/i.test(e.action + e.summary) && !/approval/.test(e.action)
+      ),
   },
 ];
 
@@ -263,11 +269,17 @@ Deno.test("four-eyes: an expired request changes nothing; the job expires it onc
   }, now))!;
   const before = await stateOf(kv);
   const late = new Date(now.getTime() + 2 * 3_600_000);
-  assert.deepEqual(await expireApprovalRequests(kv, new Date(late.getTime() - 1)), { expired: 0, interrupted: 0 });
+  assert.deepEqual(await expireApprovalRequests(kv, new Date(late.getTime() - 1)), {
+    expired: 0,
+    interrupted: 0,
+  });
   await assert.rejects(approveRequest(kv, w.actors.admin2, request.id, { now: late, masterKey }), /expired/);
   assert.deepEqual(await expireApprovalRequests(kv, late), { expired: 1, interrupted: 0 });
   assert.deepEqual(await expireApprovalRequests(kv, late), { expired: 0, interrupted: 0 }, "idempotent");
-  assert.equal((await kv.get<{ status: string }>(["approval_requests", request.id])).value!.status, "expired");
+  assert.equal(
+    (await kv.get<{ status: string }>(["approval_requests", request.id])).value!.status,
+    "expired",
+  );
   await assert.rejects(approveRequest(kv, w.actors.admin2, request.id, { now, masterKey }), ConflictError);
   assert.equal(await stateOf(kv), before);
   assert.ok(await getPolicy(kv, w.policy.id));
@@ -362,7 +374,10 @@ Deno.test("four-eyes: a request stuck executing after a crash becomes interrupte
     expired: 0,
     interrupted: 1,
   });
-  assert.equal((await kv.get<{ status: string }>(["approval_requests", request.id])).value!.status, "interrupted");
+  assert.equal(
+    (await kv.get<{ status: string }>(["approval_requests", request.id])).value!.status,
+    "interrupted",
+  );
   await assert.rejects(approveRequest(kv, w.actors.admin3, request.id, { now, masterKey }), ConflictError);
   assert.ok(await getPolicy(kv, w.policy.id), "the action was not run by the job");
 });
