@@ -95,7 +95,7 @@ apiV1Approvals.openapi(
     summary: "Turn four-eyes approval of destructive actions on or off, with the request time limit (hours)",
     tags: ["Approvals"],
     middleware: [requires("admin")] as const,
-    request: jsonBody(FourEyesSettingsInput),
+    request: jsonBody(FourEyesSettingsInput, { enabled: true, ttlHours: 24 }),
     responses: {
       200: ok("Saved", SettingsSchema),
       401: common[401],
@@ -192,7 +192,7 @@ apiV1Approvals.openapi(
     summary: "Refuse a pending request (its requester may withdraw it): nothing of the action runs",
     tags: ["Approvals"],
     middleware: [requires("backup.manage")] as const,
-    request: { params: RequestId, ...jsonBody(RefuseInput) },
+    request: { params: RequestId, ...jsonBody(RefuseInput, { note: "Not during the audit" }) },
     responses: {
       200: ok("Refused", ApprovalRequestSchema),
       ...common,
