@@ -118,7 +118,7 @@ approvalRoutes.get("/", requires("backup.view"), async (c) => {
   );
 });
 
-async function requestPage(
+function requestPage(
   c: Context<AppEnv>,
   request: ApprovalRequest,
   error?: string,

@@ -22,7 +22,11 @@ Deno.test("planRetention() keeps a held incremental with its chain, the hold as 
   const points = [
     point("f1", "2026-11-01T02:00:00Z"),
     point("i1", "2026-11-02T02:00:00Z", { type: "incremental", parentId: "f1" }),
-    point("i2", "2026-11-03T02:00:00Z", { type: "incremental", parentId: "i1", holds: ["legal hold CASE-1"] }),
+    point("i2", "2026-11-03T02:00:00Z", {
+      type: "incremental",
+      parentId: "i1",
+      holds: ["legal hold CASE-1"],
+    }),
     point("f2", "2026-11-10T02:00:00Z", { chainId: "c2" }),
     point("old", "2026-10-01T02:00:00Z", { chainId: "c0" }),
   ];
