@@ -185,6 +185,14 @@ for (const action of GATED) {
     assert.equal(approved.body.approvalRequest.status, "executed", approved.body.approvalRequest.outcome);
     assert.equal(approved.body.approvalRequest.decidedById, w.users.admin2.id);
     assert.ok(await action.ran(kv, w, ids), "the approved action ran");
+    if (/registration secret/.test(action.name)) {
+      assert.equal(typeof approved.body.secret, "string", "the new secret is shown to the approver, once");
+      const stored = JSON.stringify(
+        (await dumpKv(kv)).map((e) => e.value),
+        (_k, v) => typeof v === "bigint" ? String(v) : v,
+      );
+      assert.ok(!stored.includes(approved.body.secret), "the secret is not stored in clear");
+    }
     const audit = await auditEntries(kv, w.tenant.account.id);
     assert.ok(audit.some((e) => e.action === "approval.request"));
     assert.ok(audit.some((e) => e.action === "approval.approve" && e.summary.includes("admin1")));
@@ -436,4 +444,36 @@ Deno.test("Approvals page: delete becomes a request, approve needs the confirmat
   assert.equal(approved.status, 303);
   assert.equal(await getPolicy(kv, w.policy.id), null);
   assert.match(await (await other.get("/backup/approvals")).text(), /executed/);
+});
+
+Deno.test("Policy form: lowering retention with four-eyes on becomes a request; the edit is saved only on approval", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const w = await fourEyesWorld(kv, 1);
+  await turnOn(kv, w);
+  const admin = new Browser(w.app);
+  await signInAs(admin, kv, w.users.admin1, w.clock.now());
+  const form = {
+    name: "daily",
+    targetId: w.policy.targetId,
+    backupType: "file",
+    timeZone: "UTC",
+    fullSchedule: "0 2 * * *",
+    retentionDaily: "5",
+    retentionWeekly: "0",
+    retentionMonthly: "0",
+    encryption: "AES-256-GCM",
+    enabled: "on",
+    confirmRetention: "on",
+  };
+  const res = await admin.postForm(`/backup/policies/${w.policy.id}/edit`, form, {
+    tokenFrom: `/backup/policies/${w.policy.id}/edit`,
+  });
+  assert.equal(res.status, 303);
+  const location = res.headers.get("location")!;
+  assert.match(location, /^\/backup\/approvals\//);
+  assert.equal((await getPolicy(kv, w.policy.id))!.retentionDaily, 7, "not saved yet");
+  const id = location.split("/").pop()!;
+  const { request } = await approveRequest(kv, w.actors.admin2, id, { now: w.clock.now(), masterKey });
+  assert.equal(request.status, "executed", request.outcome ?? "");
+  assert.equal((await getPolicy(kv, w.policy.id))!.retentionDaily, 5);
 });

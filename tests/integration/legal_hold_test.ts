@@ -90,6 +90,10 @@ Deno.test("a hold on a policy keeps every point of it; the retention preview sho
   assert.equal(res.status, 200);
   const rp0 = pointByEngineId(await allPoints(kv), "rp-0");
   assert.deepEqual(res.body.objects[w.host.id].reasons[rp0.id], ["legal hold CASE-7"]);
+  const browser = new Browser(w.app);
+  await signInAs(browser, kv, w.users.viewer, w.clock.now());
+  const page = await (await browser.get(`/backup/policies/${w.policy.id}?daily=1&weekly=0&monthly=0`)).text();
+  assert.match(page, /legal hold CASE-7/, "the policy page's retention preview says why each point is kept");
   assert.deepEqual(await applyRetention(kv, NOW), { expired: 0, pruneJobs: 0 });
   assert.deepEqual(await prunedIds(kv), []);
 });
