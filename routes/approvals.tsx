@@ -226,7 +226,7 @@ approvalRoutes.post("/:requestId/approve", requires("backup.manage"), async (c) 
           <PageHeader title="Approved and run" subtitle={settled.summary} />
           <p>{settled.outcome}</p>
           <p>The new secret, shown this once — hand it to whoever needs it:</p>
-          <pre class="secret">{outcome.secret}</pre>
+          <pre class="command" data-testid="approved-secret"><code>{outcome.secret}</code></pre>
           <a href="/backup/approvals">All requests</a>
         </>,
       );
