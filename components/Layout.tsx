@@ -31,6 +31,8 @@ export const NAV: Array<{ title: string; items: NavItem[] }> = [
       { href: "/backup/drills", label: "Restore drills", permission: "backup.view" },
       { href: "/backup/protected", label: "Protected Objects", permission: "backup.view" },
       { href: "/backup/platforms", label: "Platforms", permission: "backup.view" },
+      { href: "/backup/approvals", label: "Approvals", permission: "backup.view" },
+      { href: "/backup/holds", label: "Legal holds", permission: "backup.view" },
     ],
   },
   {
@@ -48,6 +50,7 @@ export const NAV: Array<{ title: string; items: NavItem[] }> = [
       { href: "/admin/orgs", label: "Organizations", permission: "admin" },
       { href: "/admin/tokens", label: "API tokens", permission: "backup.view" },
       { href: "/admin/audit", label: "Audit", permission: "admin" },
+      { href: "/admin/four-eyes", label: "Four-eyes", permission: "admin" },
       { platform: true, href: "/admin/backups", label: "Backups", permission: "admin" },
       { platform: true, href: "/admin/maintenance", label: "Maintenance", permission: "admin" },
     ],

@@ -21,6 +21,7 @@ import { readOpenAlert, resolveAlert } from "./alerts.ts";
 import { type Assignment, assignmentKey } from "./assignments.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostDecommissionKey, hostKey, hostScope, liveHostKey } from "./hosts.ts";
+import { refuseIfHeld } from "./holds.ts";
 import { queueJobInOp } from "./jobs.ts";
 import { countStatusChange } from "./ops_counters.ts";
 import { getManyValues, withRetry } from "./kv.ts";
@@ -320,8 +321,8 @@ export async function authorizeExpireArchived(kv: Deno.Kv, actor: Actor, id: str
  * Expires an archived restore point by hand (retention never does): marks it `expired` and queues the
  * BES prune job, with the audit entry, in one atomic operation. Needs backup.manage on the point's
  * policy and the point's host in scope. Throws NotFoundError, ForbiddenError, then ZodError without the
- * confirmation, ConflictError when the point is not archived (retention manages it) or an incremental
- * that is still kept depends on it (expire that one first).
+ * confirmation, ConflictError when the point is not archived (retention manages it), is under a legal
+ * hold (holds.ts), or an incremental that is still kept depends on it (expire that one first).
  */
 export async function expireArchivedPoint(
   kv: Deno.Kv,
@@ -354,8 +355,10 @@ export async function expireArchivedPoint(
         } first`,
       );
     }
+    // A legal hold refuses the expiry; a hold placed meanwhile fails the write (its epoch is checked).
+    const holds = await refuseIfHeld(kv, scope.accountId, point);
     const expired: RestorePoint = { ...point, status: "expired" };
-    const op = kv.atomic().check(entry).set(restorePointKey(point.id), expired);
+    const op = holds.check(kv.atomic()).check(entry).set(restorePointKey(point.id), expired);
     queueJobInOp(op, {
       kind: "prune",
       principal: `bes:${policy.besId}`,

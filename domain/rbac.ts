@@ -35,7 +35,14 @@ export function systemActor(name: string): Actor {
     label: name,
     accountId: null,
     role: null,
-    permissions: new Set(["backup.view", "backup.manage", "backup.restore", "admin", "metrics"]),
+    permissions: new Set([
+      "backup.view",
+      "backup.manage",
+      "backup.restore",
+      "admin",
+      "metrics",
+      "backup.hold",
+    ]),
     orgScope: "all",
   };
 }

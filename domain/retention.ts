@@ -23,6 +23,8 @@
  * - `running` points are always kept (with their ancestors) and never fill a bucket.
  * - `archived` points (their host was decommissioned under Archive On Host Deactivation) are kept the
  *   same way, with their ancestors, until an operator expires them; they never fill a bucket either.
+ * - `held` points (a legal hold covers them, holds.ts) are kept whatever the counts, with each hold's
+ *   reason, and keep their ancestors; unlike archived ones they still fill their buckets as usual.
  * - `failed` points hold nothing restorable and `expired` ones were already pruned: they are in
  *   neither list (never kept, never expired again), never fill a bucket and never keep a parent.
  *
@@ -52,6 +54,8 @@ export interface RetentionPoint {
   status: RestorePointStatus;
   /** Kept whatever the counts (see the module notes); only read for complete and running points. */
   archived?: boolean;
+  /** The legal holds covering the point (e.g. `"legal hold CASE-7"`): kept whatever the counts, with its chain. */
+  holds?: string[];
 }
 
 /** How many daily, weekly and monthly buckets a policy keeps. */
@@ -257,6 +261,10 @@ export function planRetention(
     if (p.archived && (p.status === "complete" || p.status === "running")) {
       kept.add(p.id);
       addReason(p.id, "archived");
+    }
+    if (p.holds?.length && (p.status === "complete" || p.status === "running")) {
+      kept.add(p.id);
+      for (const hold of p.holds) addReason(p.id, hold);
     }
   }
 

@@ -27,6 +27,7 @@ import {
 } from "./jobs.ts";
 import { effectiveExcludes, type Policy, policyKey, requirePolicy } from "./policies.ts";
 import { type Host, hostKey } from "./hosts.ts";
+import { type HoldGuard, holdGuard } from "./holds.ts";
 import type { Assignment } from "./assignments.ts";
 import {
   planRetention,
@@ -1412,8 +1413,11 @@ export async function autoRetryRuns(
   return { retried, skipped };
 }
 
-/** A protected object's restore points as retention sees them (parents translated to our ids). */
-function retentionPoints(points: RestorePoint[]): RetentionPoint[] {
+/**
+ * A protected object's restore points as retention sees them (parents translated to our ids), each with
+ * the legal holds covering it when `holds` is given (holds.ts).
+ */
+function retentionPoints(points: RestorePoint[], holds?: HoldGuard): RetentionPoint[] {
   const byEngineId = new Map(points.map((p) => [p.engineRestorePointId ?? p.id, p.id]));
   return points.map((p) => ({
     id: p.id,
@@ -1424,6 +1428,7 @@ function retentionPoints(points: RestorePoint[]): RetentionPoint[] {
     sizeBytes: p.sizeBytes,
     status: p.status,
     archived: Boolean(p.archivedAt),
+    ...(holds ? { holds: holds.reasonsFor(p) } : {}),
   }));
 }
 
@@ -1495,14 +1500,16 @@ export async function indexRestorePointsByHost(
 /** What retention `counts` would keep and expire for each of the policy's protected objects. */
 export async function previewPolicyRetention(
   kv: Deno.Kv,
-  policy: Pick<Policy, "id" | "timeZone">,
+  policy: Pick<Policy, "id" | "timeZone" | "accountId">,
   counts: RetentionCounts,
   /** The policy's points by object, when the caller has read them already. */
   groups?: Map<string, RestorePoint[]>,
 ): Promise<Record<string, RetentionPreview>> {
   groups ??= await pointsByObject(kv, policy.id);
+  // Held points show as kept, with the hold as the reason.
+  const holds = await holdGuard(kv, policy.accountId);
   return previewRetention(
-    Object.fromEntries([...groups].map(([k, v]) => [k, retentionPoints(v)])),
+    Object.fromEntries([...groups].map(([k, v]) => [k, retentionPoints(v, holds)])),
     counts,
     policy.timeZone ?? "UTC",
   );
@@ -1571,9 +1578,12 @@ async function expireObjects(
     weekly: policy.retentionWeekly,
     monthly: policy.retentionMonthly,
   };
+  // Legal holds (holds.ts): held points and their chains are kept, and each write checks the hold epoch,
+  // so a hold placed while this plans makes the write fail rather than prune a point just held.
+  const holds = await holdGuard(kv, policy.accountId);
   for (const [object, points] of groups) {
     if (decommissioning.has(object)) continue;
-    const plan = planRetention(retentionPoints(points), counts, policy.timeZone ?? "UTC");
+    const plan = planRetention(retentionPoints(points, holds), counts, policy.timeZone ?? "UTC");
     // One prune job per repository: an older generation (or target) keeps its points where they are.
     const byRepository = new Map<string, RestorePoint[]>();
     for (const p of points.filter((p) => plan.expire.includes(p.id))) {
@@ -1593,7 +1603,7 @@ async function expireObjects(
           ...await kv.getMany<RestorePoint[]>(batch.slice(j, j + 10).map((p) => restorePointKey(p.id))),
         );
       }
-      const op = kv.atomic();
+      const op = holds.check(kv.atomic());
       for (const e of entries) if (e.value) op.check(e).set(e.key, { ...e.value, status: "expired" });
       queueJobInOp(op, {
         kind: "prune",

@@ -3,20 +3,28 @@
 /**
  * `metrics`: scraping `/metrics` (Prometheus). Administrators hold it; give a monitoring token only this one
  * (docs/monitoring.md). The endpoint also needs the platform operator (see `authorizePlatformAdmin`).
+ * `backup.hold`: placing and releasing legal holds on restore points (holds.ts); administrators hold it.
  */
-export const PERMISSIONS = ["backup.view", "backup.manage", "backup.restore", "admin", "metrics"] as const;
+export const PERMISSIONS = [
+  "backup.view",
+  "backup.manage",
+  "backup.restore",
+  "admin",
+  "metrics",
+  "backup.hold",
+] as const;
 export type Permission = (typeof PERMISSIONS)[number];
 
 export const ROLES = ["viewer", "operator", "restore_operator", "backup_admin", "admin"] as const;
 export type Role = (typeof ROLES)[number];
 
-/** What each role grants. `admin` adds users, organizations, tokens, audit, self-backup and metrics. */
+/** What each role grants. `admin` adds users, organizations, tokens, audit, self-backup, metrics and legal holds. */
 export const ROLE_PERMISSIONS: Record<Role, readonly Permission[]> = {
   viewer: ["backup.view"],
   operator: ["backup.view", "backup.manage"],
   restore_operator: ["backup.view", "backup.restore"],
   backup_admin: ["backup.view", "backup.manage", "backup.restore"],
-  admin: ["backup.view", "backup.manage", "backup.restore", "admin", "metrics"],
+  admin: ["backup.view", "backup.manage", "backup.restore", "admin", "metrics", "backup.hold"],
 };
 
 export const ROLE_LABELS: Record<Role, string> = {

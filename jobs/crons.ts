@@ -11,6 +11,7 @@ import { autoRetry } from "./auto_retry.ts";
 import { deliverNotifications } from "./deliver_notifications.ts";
 import { dispatchDrills } from "./dispatch_drills.ts";
 import { dispatchSchedules } from "./dispatch_schedules.ts";
+import { expireApprovals } from "./expire_approvals.ts";
 import { expireLeases } from "./expire_leases.ts";
 import { purgeExpired } from "./purge_expired.ts";
 import { resumeDeletions } from "./resume_deletions.ts";
@@ -162,6 +163,7 @@ export function registerCrons(
     (now) => syncPlatforms(kv, now, { masterKey: options.masterKey }),
   );
   cron("Expire job leases", "* * * * *", "expire_leases", (now) => expireLeases(kv, now));
+  cron("Expire four-eyes requests", "* * * * *", "expire_approvals", (now) => expireApprovals(kv, now));
   cron(
     "Resume interrupted engine deletions",
     "* * * * *",

@@ -1,4 +1,6 @@
 /** Admin > Organizations: list, create (secret shown once), rename, rotate the registration secret. */
+import { requestIfFourEyes } from "../domain/approvals.ts";
+import { redirectToApproval } from "./approvals.tsx";
 import { Hono } from "hono";
 import { z } from "zod";
 import { Island } from "../components/Island.tsx";
@@ -175,6 +177,13 @@ adminOrgRoutes.get("/account-secret", requires("admin"), async (c) => {
 adminOrgRoutes.post("/account-secret", requires("admin"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
+  const request = await requestIfFourEyes(
+    kv,
+    actor,
+    { kind: "account_secret.rotate", input: { accountId: actor.accountId ?? "" } },
+    clock(),
+  );
+  if (request) return redirectToApproval(c, request);
   const { secret } = await rotateAccountSecret(kv, actor, actor.accountId!, clock());
   noStore(c);
   return render(
@@ -395,7 +404,13 @@ adminOrgRoutes.get("/:orgId/rotate", requires("admin"), async (c) => {
 
 adminOrgRoutes.post("/:orgId/rotate", requires("admin"), async (c) => {
   const { kv, clock } = c.get("deps");
-  const { org, secret } = await rotateOrgSecret(kv, c.get("actor")!, c.req.param("orgId"), clock());
+  const orgId = c.req.param("orgId");
+  const request = await requestIfFourEyes(kv, c.get("actor")!, {
+    kind: "org_secret.rotate",
+    input: { orgId },
+  }, clock());
+  if (request) return redirectToApproval(c, request);
+  const { org, secret } = await rotateOrgSecret(kv, c.get("actor")!, orgId, clock());
   noStore(c);
   return render(
     c,

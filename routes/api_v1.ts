@@ -2,6 +2,8 @@
  * The operator JSON API `/api/v1` (bearer API tokens, or the session for islands). Every route is
  * declared with zod schemas, so `/api/openapi.json` is generated from what validates requests.
  */
+import { requestIfFourEyes } from "../domain/approvals.ts";
+import { pendingApproval } from "./api_v1_approvals.ts";
 import { createRoute, z } from "@hono/zod-openapi";
 import { ApiTokenInput, createApiToken, listApiTokens, revokeApiToken } from "../domain/api_tokens.ts";
 import { AuditFilter, listAudit } from "../domain/audit.ts";
@@ -391,6 +393,7 @@ apiV1.openapi(
     request: { params: OrgId },
     responses: {
       200: json(z.object({ org: OrgSchema, secret: z.string() }), "The new secret, shown this once"),
+      202: pendingApproval,
       401: errors[401],
       403: errors[403],
       404: errors[404],
@@ -398,6 +401,12 @@ apiV1.openapi(
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
+    const orgId = c.req.valid("param").orgId;
+    const request = await requestIfFourEyes(kv, c.get("actor")!, {
+      kind: "org_secret.rotate",
+      input: { orgId },
+    }, clock());
+    if (request) return c.json({ approvalRequest: request }, 202);
     const { org, secret } = await rotateOrgSecret(kv, c.get("actor")!, c.req.valid("param").orgId, clock());
     c.header("Cache-Control", "no-store");
     return c.json({ org: publicOrg(org), secret }, 200);
@@ -419,6 +428,7 @@ apiV1.openapi(
         z.object({ keyId: z.string(), version: z.number().int(), rewrapped: z.number().int() }),
         "Rotated (the key itself never leaves the vault)",
       ),
+      202: pendingApproval,
       401: errors[401],
       403: errors[403],
       404: errors[404],
@@ -432,6 +442,11 @@ apiV1.openapi(
     const { kv, clock, masterKey } = c.get("deps");
     const actor = c.get("actor")!;
     const org = await requireOrg(kv, actor, c.req.valid("param").orgId);
+    const request = await requestIfFourEyes(kv, actor, {
+      kind: "pam_vault_key.rotate",
+      input: { orgId: org.id },
+    }, clock());
+    if (request) return c.json({ approvalRequest: request }, 202);
     const scope = { source: "pam_vault" as const, accountId: org.accountId, orgId: org.id };
     const { version, rewrapped } = await rotateKek(kv, masterKey, actor, scope, clock());
     return c.json({ keyId: kekReference("pam_vault", org.accountId, org.id).keyId, version, rewrapped }, 200);

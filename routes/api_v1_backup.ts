@@ -1,4 +1,6 @@
 /** `/api/v1` JSON routes of the backup areas: engines, storage targets, capacity, alerts, account secret. */
+import { requestIfFourEyes } from "../domain/approvals.ts";
+import { pendingApproval } from "./api_v1_approvals.ts";
 import { createRoute, z } from "@hono/zod-openapi";
 import { acknowledgeAlert, AlertQuery, listAlerts } from "../domain/alerts.ts";
 import {
@@ -130,11 +132,17 @@ apiV1Backup.openapi(
     tags: ["Engines"],
     middleware: [requires("backup.manage")] as const,
     request: { params: EngineId },
-    responses: { 204: { description: "Deleted" }, ...common },
+    responses: { 204: { description: "Deleted" }, 202: pendingApproval, ...common },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
-    await deleteEngine(kv, c.get("actor")!, c.req.valid("param").engineId, clock());
+    const engineId = c.req.valid("param").engineId;
+    const request = await requestIfFourEyes(kv, c.get("actor")!, {
+      kind: "engine.delete",
+      input: { engineId },
+    }, clock());
+    if (request) return c.json({ approvalRequest: request }, 202);
+    await deleteEngine(kv, c.get("actor")!, engineId, clock());
     return c.body(null, 204);
   },
 );
@@ -258,11 +266,22 @@ apiV1Backup.openapi(
     tags: ["Storage"],
     middleware: [requires("backup.manage")] as const,
     request: { params: TargetId },
-    responses: { 204: { description: "Deleted" }, 409: err("Referenced by policies"), ...common },
+    responses: {
+      204: { description: "Deleted" },
+      202: pendingApproval,
+      409: err("Referenced by policies"),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
-    await deleteTarget(kv, c.get("actor")!, c.req.valid("param").targetId, clock());
+    const targetId = c.req.valid("param").targetId;
+    const request = await requestIfFourEyes(kv, c.get("actor")!, {
+      kind: "target.delete",
+      input: { targetId },
+    }, clock());
+    if (request) return c.json({ approvalRequest: request }, 202);
+    await deleteTarget(kv, c.get("actor")!, targetId, clock());
     return c.body(null, 204);
   },
 );
@@ -480,6 +499,7 @@ apiV1Backup.openapi(
     middleware: [requires("admin")] as const,
     responses: {
       200: ok("The secret", z.object({ secret: z.string() })),
+      202: pendingApproval,
       401: common[401],
       403: common[403],
     },
@@ -487,6 +507,13 @@ apiV1Backup.openapi(
   async (c) => {
     const { kv, clock } = c.get("deps");
     const actor = c.get("actor")!;
+    const request = await requestIfFourEyes(
+      kv,
+      actor,
+      { kind: "account_secret.rotate", input: { accountId: actor.accountId ?? "" } },
+      clock(),
+    );
+    if (request) return c.json({ approvalRequest: request }, 202);
     const { secret } = await rotateAccountSecret(kv, actor, actor.accountId!, clock());
     c.header("Cache-Control", "no-store");
     return c.json({ secret }, 200);

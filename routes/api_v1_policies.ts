@@ -1,4 +1,6 @@
 /** `/api/v1/policies`: the policy aggregate as JSON, validated by the same zod schemas as the form. */
+import { requestIfFourEyes } from "../domain/approvals.ts";
+import { pendingApproval } from "./api_v1_approvals.ts";
 import { createRoute, z } from "@hono/zod-openapi";
 import { nextRuns } from "../domain/cron_rules.ts";
 import {
@@ -142,12 +144,19 @@ apiV1Policies.openapi(
     },
     responses: {
       200: ok("Updated", PolicySchema),
+      202: pendingApproval,
       422: err("Invalid (fields names each field, besId included)"),
       ...common,
     },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
+    // Turning encryption off or lowering retention waits for a second person when four-eyes is on.
+    const request = await requestIfFourEyes(kv, c.get("actor")!, {
+      kind: "policy.update",
+      input: { policyId: c.req.valid("param").policyId, mode: "update", fields: c.req.valid("json") },
+    }, clock());
+    if (request) return c.json({ approvalRequest: request }, 202);
     return c.json(
       await updatePolicy(kv, c.get("actor")!, c.req.valid("param").policyId, c.req.valid("json"), clock()),
       200,
@@ -171,6 +180,7 @@ apiV1Policies.openapi(
     request: { params: PolicyId, ...jsonBody(PolicyPatchBody, { enabled: false }) },
     responses: {
       200: ok("Updated", PolicySchema),
+      202: pendingApproval,
       422: err("Invalid or unknown field (fields names each)"),
       409: err("A concurrent change won; read the policy again and retry"),
       ...common,
@@ -181,6 +191,11 @@ apiV1Policies.openapi(
     // The body as sent (validated above): patchPolicy merges only the fields it names, onto the policy as
     // read inside its atomic read-check-commit loop, so racing PATCHes of different fields both land.
     const sent = await c.req.json<PolicyPatchInput>();
+    const request = await requestIfFourEyes(kv, c.get("actor")!, {
+      kind: "policy.update",
+      input: { policyId: c.req.valid("param").policyId, mode: "patch", fields: sent },
+    }, clock());
+    if (request) return c.json({ approvalRequest: request }, 202);
     return c.json(await patchPolicy(kv, c.get("actor")!, c.req.valid("param").policyId, sent, clock()), 200);
   },
 );
@@ -194,11 +209,17 @@ apiV1Policies.openapi(
     tags: ["Policies"],
     middleware: [requires("backup.manage")] as const,
     request: { params: PolicyId },
-    responses: { 204: { description: "Deleted" }, ...common },
+    responses: { 204: { description: "Deleted" }, 202: pendingApproval, ...common },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
-    await deletePolicy(kv, c.get("actor")!, c.req.valid("param").policyId, clock());
+    const policyId = c.req.valid("param").policyId;
+    const request = await requestIfFourEyes(kv, c.get("actor")!, {
+      kind: "policy.delete",
+      input: { policyId },
+    }, clock());
+    if (request) return c.json({ approvalRequest: request }, 202);
+    await deletePolicy(kv, c.get("actor")!, policyId, clock());
     return c.body(null, 204);
   },
 );

@@ -3,6 +3,8 @@
  * filters, browse and search jobs, file, image and bare-metal restores (all need backup.restore). Islands
  * poll these endpoints; the domain is domain/restore.ts.
  */
+import { requestIfFourEyes } from "../domain/approvals.ts";
+import { pendingApproval } from "./api_v1_approvals.ts";
 import { createRoute, z } from "@hono/zod-openapi";
 import {
   BmrInput,
@@ -139,15 +141,26 @@ apiV1Restore.openapi(
     request: { params: PointParam, ...jsonBody(ExpireArchivedInput, { confirm: true }) },
     responses: {
       200: ok("The restore point, now expired", RestorePointSchema),
+      202: pendingApproval,
       401: err("Not signed in or bad token"),
       403: err("Missing the backup.manage permission"),
       404: err("Not found or outside your scope"),
-      409: err("Not archived (retention manages it), already expired, or an incremental still depends on it"),
+      409: err(
+        "Not archived (retention manages it), already expired, under a legal hold, or an incremental still depends on it",
+      ),
       422: err("Missing confirmation"),
     },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
+    const restorePointId = c.req.valid("param").restorePointId;
+    const request = await requestIfFourEyes(
+      kv,
+      c.get("actor")!,
+      { kind: "restore_point.expire", input: { restorePointId } },
+      clock(),
+    );
+    if (request) return c.json({ approvalRequest: request }, 202);
     const point = await expireArchivedPoint(
       kv,
       c.get("actor")!,

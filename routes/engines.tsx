@@ -1,4 +1,6 @@
 /** Backup > Engines: list with filters, detail with health sparklines, edit (name, PXE), delete. */
+import { requestIfFourEyes } from "../domain/approvals.ts";
+import { redirectToApproval } from "./approvals.tsx";
 import { type Context, Hono } from "hono";
 import {
   Badge,
@@ -432,6 +434,11 @@ engineRoutes.post("/:engineId/delete", requires("backup.manage"), async (c) => {
   if (str(form, "confirm").trim() !== engine.name) {
     return await deleteEnginePage(c, engine, str(form, "confirm"));
   }
+  const request = await requestIfFourEyes(kv, actor, {
+    kind: "engine.delete",
+    input: { engineId: engine.id },
+  }, clock());
+  if (request) return redirectToApproval(c, request);
   await deleteEngine(kv, actor, engine.id, clock());
   return redirectWithNotice(c, "/backup/engines", `Deleted engine ${engine.name} and everything under it.`);
 });

@@ -1,4 +1,6 @@
 /** Backup > Policies: list, create and edit in sections (cron previews), enable/disable, delete. */
+import { requestIfFourEyes } from "../domain/approvals.ts";
+import { redirectToApproval } from "./approvals.tsx";
 import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { Island } from "../components/Island.tsx";
@@ -768,7 +770,11 @@ policyRoutes.post("/:policyId/edit", requires("backup.manage"), async (c) => {
   const changed = counts.daily !== p.retentionDaily || counts.weekly !== p.retentionWeekly ||
     counts.monthly !== p.retentionMonthly;
   if (changed && str(form, "confirmRetention") !== "on") {
-    const preview = await previewPolicyRetention(kv, { id: p.id, timeZone: parsed.data.timeZone }, counts);
+    const preview = await previewPolicyRetention(kv, {
+      id: p.id,
+      accountId: p.accountId,
+      timeZone: parsed.data.timeZone,
+    }, counts);
     const warnings = Object.values(preview).filter((o) => o.needsConfirmation).map((o) => o.warning!);
     if (warnings.length) {
       const more = warnings.length > 1 ? ` (and ${warnings.length - 1} more protected objects)` : "";
@@ -782,6 +788,12 @@ policyRoutes.post("/:policyId/edit", requires("backup.manage"), async (c) => {
     }
   }
   try {
+    // Turning encryption off or lowering retention waits for a second person when four-eyes is on.
+    const request = await requestIfFourEyes(kv, actor, {
+      kind: "policy.update",
+      input: { policyId: p.id, mode: "update", fields: parsed.data },
+    }, clock());
+    if (request) return redirectToApproval(c, request);
     await updatePolicy(kv, actor, p.id, parsed.data, clock());
   } catch (e) {
     if (!(e instanceof ValidationError)) throw e;
@@ -833,6 +845,13 @@ policyRoutes.post("/:policyId/delete", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const p = await requirePolicy(kv, actor, c.req.param("policyId"));
+  const request = await requestIfFourEyes(
+    kv,
+    actor,
+    { kind: "policy.delete", input: { policyId: p.id } },
+    clock(),
+  );
+  if (request) return redirectToApproval(c, request);
   await deletePolicy(kv, actor, p.id, clock());
   return redirectWithNotice(c, "/backup/policies", `Deleted policy ${p.name}.`);
 });

@@ -6,6 +6,8 @@
  * 404s from the domain. Deep links from the dashboard (`?hostId=…&restorePointId=…`) arrive with the host
  * filtered and the point selected; with only a host, its newest complete point is selected.
  */
+import { requestIfFourEyes } from "../domain/approvals.ts";
+import { redirectToApproval } from "./approvals.tsx";
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { z } from "zod";
@@ -1063,6 +1065,13 @@ restoreRoutes.post("/points/:restorePointId/expire", requires("backup.manage"), 
     return redirectWithNotice(c, `${back}#archived`, "Not expired: tick the confirmation first.");
   }
   try {
+    const request = await requestIfFourEyes(
+      kv,
+      c.get("actor")!,
+      { kind: "restore_point.expire", input: { restorePointId: id } },
+      clock(),
+    );
+    if (request) return redirectToApproval(c, request);
     await expireArchivedPoint(kv, c.get("actor")!, id, parsed.data, clock());
   } catch (e) {
     if (!(e instanceof ConflictError)) throw e;

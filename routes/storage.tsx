@@ -1,4 +1,6 @@
 /** Backup > Storage: targets with live capacity, create per type, detail with history chart, edit, delete. */
+import { requestIfFourEyes } from "../domain/approvals.ts";
+import { redirectToApproval } from "./approvals.tsx";
 import { type Context, Hono } from "hono";
 import { dateTimeText } from "../components/time.tsx";
 import { Island } from "../components/Island.tsx";
@@ -762,6 +764,11 @@ storageRoutes.post("/:targetId/delete", requires("backup.manage"), async (c) => 
   const actor = c.get("actor")!;
   const target = await requireTarget(kv, actor, c.req.param("targetId"));
   try {
+    const request = await requestIfFourEyes(kv, actor, {
+      kind: "target.delete",
+      input: { targetId: target.id },
+    }, clock());
+    if (request) return redirectToApproval(c, request);
     await deleteTarget(kv, actor, target.id, clock());
   } catch (e) {
     if (!(e instanceof ConflictError)) throw e;

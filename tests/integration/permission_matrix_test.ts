@@ -13,6 +13,8 @@ import { applyHeartbeat, registerEngine, sweepEngineHeartbeats } from "../../dom
 import { generateKeyPair } from "../../domain/signing.ts";
 import { assignHost } from "../../domain/assignments.ts";
 import { createHook } from "../../domain/hooks.ts";
+import { requestIfFourEyes, setFourEyesSettings } from "../../domain/approvals.ts";
+import { placeHold } from "../../domain/holds.ts";
 import { enrollHost } from "../../domain/hosts.ts";
 import { createChannel, createRule } from "../../domain/notifications.ts";
 import { createPlatform } from "../../domain/platforms.ts";
@@ -51,6 +53,8 @@ interface Fixture {
   platformId: string;
   drillId: string;
   drillRunId: string;
+  requestId: string;
+  holdId: string;
   principals: Record<string, User | null>;
   target: User;
   viewer: User;
@@ -218,6 +222,23 @@ async function buildFixture(): Promise<Fixture> {
     rtoObjectiveSeconds: 600,
   }, now);
   const [drillRun] = await runDrillNow(kv, systemActor("test"), drill.id, now);
+  // A four-eyes request (deleting the A1 policy) by an A1 operator who is none of the principals, made
+  // while four-eyes was on; then it is turned off again, so the other routes run their actions directly.
+  const requester = await addUser(kv, a, "requester@a.example", "operator", [a1], now);
+  const accountAdmin = userActor(principals.admin!);
+  await setFourEyesSettings(kv, accountAdmin, { enabled: true, ttlHours: 24 }, now);
+  const approval = (await requestIfFourEyes(kv, userActor(requester), {
+    kind: "policy.delete",
+    input: { policyId: policy.id },
+  }, now))!;
+  await setFourEyesSettings(kv, accountAdmin, { enabled: false, ttlHours: 24 }, now);
+  // A legal hold on the A1 host.
+  const hold = await placeHold(kv, accountAdmin, {
+    scope: "host",
+    subjectId: host.id,
+    reason: "matrix",
+    caseReference: "CASE-M",
+  }, now);
   const entries = [];
   for await (const e of kv.list({ prefix: [] })) entries.push({ key: e.key, value: e.value });
   return {
@@ -240,6 +261,8 @@ async function buildFixture(): Promise<Fixture> {
     platformId: platform.id,
     drillId: drill.id,
     drillRunId: drillRun.id,
+    requestId: approval.id,
+    holdId: hold.id,
     principals,
     target,
     viewer,
@@ -316,6 +339,8 @@ function objectVisibility(fx: Fixture, param: string, actor: Actor): Visibility 
     case "platformId":
     case "drillId":
     case "drillRunId":
+    case "requestId":
+    case "holdId":
       // The fixture's org, engine, storage target and alert all live in org A1.
       return inScope(actor, { accountId: fx.target.accountId, orgId: fx.orgA1 }) ? "ok" : "hidden";
     case "tokenId": {
@@ -352,6 +377,8 @@ function concretePath(fx: Fixture, path: string): string {
     .replace(":platformId", fx.platformId)
     .replace(":drillRunId", fx.drillRunId)
     .replace(":drillId", fx.drillId)
+    .replace(":requestId", fx.requestId)
+    .replace(":holdId", fx.holdId)
     .replace("/static/*", "/static/app.css");
 }
 
@@ -403,6 +430,8 @@ const SAMPLE_BODIES: Record<string, unknown | ((fx: Fixture) => unknown)> = {
     path: "/etc/hosts",
     restorePointId: fx.restorePointId,
   }),
+  "PUT /api/v1/account/four-eyes": { enabled: false, ttlHours: 24 },
+  "POST /api/v1/approvals/:requestId/refuse": { note: "" },
   "PUT /api/v1/storage/:targetId": { name: "Renamed target", type: "local", config: { path: "/srv/x" } },
   "PUT /api/v1/platforms/:platformId": {
     name: "Renamed platform",
@@ -439,10 +468,12 @@ const POLICY: Array<[RegExp, string]> = [
     "backup.manage",
   ],
   [/^GET \/backup\/notifications\/(channels|rules)\/(new|:\w+\/delete)$/, "backup.manage"],
+  // Placing and releasing legal holds: the backup.hold permission (administrators).
+  [/^POST \/backup\/holds/, "backup.hold"],
   [/^POST \/backup\//, "backup.manage"],
   [/^GET \/backup\//, "backup.view"],
   [/^GET \/health\//, "admin"],
-  [/^\w+ \/admin\/(users|orgs|audit|backups|maintenance|recovery-key)/, "admin"],
+  [/^\w+ \/admin\/(users|orgs|audit|backups|maintenance|recovery-key|four-eyes)/, "admin"],
   [/^GET \/api\/health\//, "admin"],
   [/^\w+ \/admin\/tokens/, "backup.view"],
   [/^GET \/api\/v1\/me$/, "signed_in"],
@@ -451,6 +482,12 @@ const POLICY: Array<[RegExp, string]> = [
   [/^\w+ \/api\/v1\/orgs/, "admin"],
   [/^\w+ \/api\/v1\/tokens/, "backup.view"],
   [/^POST \/api\/v1\/restore-points\/:\w+\/expire$/, "backup.manage"],
+  // Four-eyes: everyone sees requests; deciding needs backup.manage here and the action's permission in
+  // the domain; the setting is the account admin's. Legal holds: listed by all, placed with backup.hold.
+  [/^GET \/api\/v1\/(approvals|legal-holds)(\/|$)/, "backup.view"],
+  [/^POST \/api\/v1\/approvals\//, "backup.manage"],
+  [/^POST \/api\/v1\/legal-holds/, "backup.hold"],
+  [/^\w+ \/api\/v1\/account\/four-eyes$/, "admin"],
   [/^\w+ \/api\/v1\/self-backup\//, "admin"],
   [/^\w+ \/api\/v1\/(restore-points|searches|restores)(\/|$)/, "backup.restore"],
   // A file's version history on a host, and restoring a version of it, are restores.
@@ -470,7 +507,8 @@ const POLICY: Array<[RegExp, string]> = [
 ];
 
 /** Routes that change the account itself rather than an object of one org. */
-const ACCOUNT_LEVEL_CHANGES = /^POST \/(admin\/orgs\/account-secret|admin\/recovery-key|api\/v1\/account\/)/;
+const ACCOUNT_LEVEL_CHANGES =
+  /^(POST \/(admin\/orgs\/account-secret|admin\/recovery-key|admin\/four-eyes|api\/v1\/account\/)|PUT \/api\/v1\/account\/four-eyes)/;
 /** The control plane's own backups: only all-scope admins of the operator account (the oldest, A). */
 const PLATFORM_ROUTES =
   /^\w+ \/(health\/|admin\/(backups|maintenance)|api\/health\/|api\/v1\/self-backup\/|metrics$)/;
