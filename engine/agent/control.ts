@@ -68,6 +68,9 @@ export interface EnrollmentDetails {
   defaultRoots: string[];
 }
 
+/** The backoff of a re-sent result or part, its sleep and its clock (milliseconds; tests pass fakes). */
+export type RetryTiming = BackoffOptions & { sleep?: (ms: number) => Promise<void>; now?: () => number };
+
 /** The control plane as one agent sees it. */
 export class ControlPlane {
   readonly client: EngineClient;
@@ -75,7 +78,7 @@ export class ControlPlane {
   readonly #httpClient: Deno.HttpClient | undefined;
 
   readonly #log: (level: "warn", message: string) => void;
-  readonly #retry: BackoffOptions & { sleep?: (ms: number) => Promise<void> };
+  readonly #retry: RetryTiming;
 
   /**
    * `log` hears each retry of a result or part (with the job id); `retry` shortens the backoff in tests.
@@ -86,7 +89,7 @@ export class ControlPlane {
       caCert?: string;
       fetcher?: Fetcher;
       log?: (level: "warn", message: string) => void;
-      retry?: BackoffOptions & { sleep?: (ms: number) => Promise<void> };
+      retry?: RetryTiming;
     } = {},
   ) {
     this.#log = options.log ?? (() => {});
@@ -228,7 +231,8 @@ export class ControlPlane {
    * restarting), after a jittered exponential backoff that honours Retry-After; each retry logged.
    */
   async #postPatiently<T>(path: string, payload: unknown, what: string, patienceMs: number): Promise<T> {
-    const deadline = Date.now() + patienceMs;
+    const now = this.#retry.now ?? Date.now;
+    const deadline = now() + patienceMs;
     const sleep = this.#retry.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
     for (let retry = 1;; retry++) {
       try {
@@ -236,7 +240,7 @@ export class ControlPlane {
       } catch (e) {
         if (!(e instanceof ControlPlaneError) || !isRetryableStatus(e.status)) throw e;
         const delay = retryDelayMs(retry, e.retryAfterMs, { firstDelayMs: 1000, ...this.#retry });
-        if (Date.now() + delay > deadline) throw e;
+        if (now() + delay > deadline) throw e;
         this.#log("warn", `${e.message}; retry ${retry} in ${delay} ms`);
         await sleep(delay);
       }
