@@ -239,7 +239,7 @@ export class ControlPlane {
         return await this.#post<T>(path, payload, what);
       } catch (e) {
         if (!(e instanceof ControlPlaneError) || !isRetryableStatus(e.status)) throw e;
-        const delay = retryDelayMs(retry, e.retryAfterMs, { firstDelayMs: 1000, ...this.#retry });
+        const delay = retryDelayMs(retry, e.retryAfterMs, this.#retry);
         if (now() + delay > deadline) throw e;
         this.#log("warn", `${e.message}; retry ${retry} in ${delay} ms`);
         await sleep(delay);

@@ -10,7 +10,7 @@
 /** How long, in total, an engine keeps sending one result (the lease is 5 minutes). */
 export const RESULT_RETRY_BUDGET_MS = 120_000;
 /** The first backoff, doubled at each retry up to `MAX_RETRY_DELAY_MS`. */
-export const FIRST_RETRY_DELAY_MS = 500;
+export const FIRST_RETRY_DELAY_MS = 1000;
 export const MAX_RETRY_DELAY_MS = 30_000;
 
 /** Network failures (no status), 5xx and 429 are worth another send; anything else is the answer. */

@@ -840,8 +840,8 @@ Deno.test("job runner: a result recorded but its answer lost is re-sent and answ
   const [finished] = logged(lines, "job finished");
   assert.equal(finished.alreadyApplied, true, "the duplicate's answer is applied: false");
   assert.equal(logged(lines, "result not delivered; retrying").length, 2);
-  // Jittered exponential backoff: each wait within [½, 1] of 500 ms · 2^(retry − 1).
-  assert.ok(waits[0] >= 250 && waits[0] <= 500 && waits[1] >= 500 && waits[1] <= 1000, `${waits}`);
+  // Jittered exponential backoff: each wait within [½, 1] of 1 s · 2^(retry − 1).
+  assert.ok(waits[0] >= 500 && waits[0] <= 1000 && waits[1] >= 1000 && waits[1] <= 2000, `${waits}`);
 
   // 409 (a different result exists, or the lease expired): refused at once, not re-sent.
   const refused = resultControlPlane([{ status: 409, code: "conflict" }]);
