@@ -8,6 +8,7 @@ import { z } from "zod";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
+import { CommitConflictError } from "./retry.ts";
 import { countQueueEntry } from "./ops_counters.ts";
 import {
   dropStaleParts,
@@ -403,7 +404,10 @@ async function leasedBy(kv: Deno.Kv, principal: string, id: string, now: Date) {
   };
 }
 
-/** Records progress and renews the lease. Throws ConflictError when the lease has expired or the job ended. */
+/**
+ * Records progress and renews the lease. Throws ConflictError when the lease has expired or the job ended,
+ * CommitConflictError (transient: nothing written; the protocol answers 503 `busy`) when every commit lost.
+ */
 export async function reportProgress(
   kv: Deno.Kv,
   principal: string,
@@ -428,7 +432,7 @@ export async function reportProgress(
       .set(jobKey(id), next).commit();
     if (res.ok) return { leaseExpiresAt: next.leaseExpiresAt!, cancel: job.cancelRequested };
   }
-  throw new ConflictError("Progress conflicted repeatedly; retry");
+  throw new CommitConflictError("Progress conflicted repeatedly; retry", 5);
 }
 
 const Iso = z.iso.datetime({ offset: true, error: "must be an ISO 8601 time" });
@@ -480,7 +484,8 @@ function sameResult(a: JobResult, b: JobResult): boolean {
 
 /**
  * Applies a job's result exactly once: `applied: false` for a duplicate of the recorded result, a
- * ConflictError for a different one, or when the lease expired before any result was recorded.
+ * ConflictError for a different one, or when the lease expired before any result was recorded;
+ * CommitConflictError (transient: nothing written; the protocol answers 503 `busy`) when every commit lost.
  */
 export async function applyResult(
   kv: Deno.Kv,
@@ -521,7 +526,7 @@ export async function applyResult(
       return { applied: true, job: next };
     }
   }
-  throw new ConflictError("The result conflicted repeatedly; retry");
+  throw new CommitConflictError("The result conflicted repeatedly; retry", 5);
 }
 
 /** Most a stored job may take (`kvValueBytes`; KV allows 64 KiB a value). */

@@ -15,6 +15,7 @@
 import { z } from "zod";
 import { ConflictError, HttpError, NotFoundError, ValidationError } from "./errors.ts";
 import type { Job } from "./jobs.ts";
+import { CommitConflictError } from "./retry.ts";
 
 export const RESULT_LISTS = ["entries", "matches", "errors"] as const;
 export type ResultList = (typeof RESULT_LISTS)[number];
@@ -150,7 +151,8 @@ export async function storeResultPart(
     .set(partKey(id, job.attempts, data.list, data.part), bytes, options)
     .set(partCountKey(id, job.attempts, data.list, data.part), items.length, options)
     .commit();
-  if (!res.ok) throw new ConflictError("The job changed while the part was stored; send it again");
+  // Transient (a progress report renewed the lease meanwhile): the engine sends the part again (503).
+  if (!res.ok) throw new CommitConflictError("The job changed while the part was stored; send it again", 1);
   return { list: data.list, part: data.part, items: items.length };
 }
 

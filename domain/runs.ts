@@ -1219,8 +1219,8 @@ export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise
         : job.result.status === "success"
         ? "passed"
         : "failed";
-    // Commit retry (retry.ts): five lost races throw CommitConflictError (the result route answers 409; a
-    // re-post of the result re-applies it), so the verification is never dropped silently.
+    // Commit retry (retry.ts): five lost races throw CommitConflictError (the result route answers 503
+    // `busy`; the engine re-posts the result, which re-applies it), so the verification is never dropped.
     const attempt = async (): Promise<{ value: void } | null> => {
       const entry = await kv.get<RestorePoint>(restorePointKey(id));
       if (!entry.value || entry.value.verification !== "pending") return { value: undefined };

@@ -16,6 +16,7 @@ import {
 } from "../domain/engines.ts";
 import { type Engine, engineKey } from "../domain/engines.ts";
 import { HttpError } from "../domain/errors.ts";
+import { CommitConflictError } from "../domain/retry.ts";
 import { AgentEnrollment, AgentHeartbeat, applyHostHeartbeat, enrollHost, getHost } from "../domain/hosts.ts";
 import { failuresReached, recordFailure, registrationFailureLimit } from "../domain/rate_limit.ts";
 import {
@@ -496,6 +497,37 @@ async function claimed(c: Pick<Context<AppEnv>, "get">) {
   return { kv, principal, now, owner: `${principal.kind}:${principal.id}` };
 }
 
+/** The Retry-After, in seconds, of a 503 `busy`. */
+export const BUSY_RETRY_AFTER_SECONDS = 1;
+
+/**
+ * Runs the work of a job report (progress, key, part, result). A CommitConflictError — every commit lost
+ * its race against concurrent writers: transient, and the step that threw wrote nothing — is answered 503
+ * `busy` with Retry-After, so the engine sends the report again (newly signed) instead of taking it as
+ * final like a 409 (the job is no longer its, or a different result exists). A result re-sent after it was
+ * recorded is answered `{ applied: false }` and its outcome applied (idempotent), never applied twice.
+ */
+async function busyOnCommitConflict<T>(c: Context<AppEnv>, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (e) {
+    if (!(e instanceof CommitConflictError)) throw e;
+    c.get("deps").logger.log("warn", "commit conflict; answered busy", {
+      requestId: c.get("requestId"),
+      route: c.req.routePath,
+      principal: `${c.get("principal")?.kind}:${c.get("principal")?.id}`,
+      tries: e.tries,
+    });
+    c.header("Retry-After", String(BUSY_RETRY_AFTER_SECONDS));
+    throw new HttpError(503, "busy", `${e.message} (send the request again, newly signed)`);
+  }
+}
+
+/** The 503 of a job report whose commit lost every race (see `busyOnCommitConflict`). */
+const busy = failure(
+  "`busy`: a concurrent change won every commit try (transient; Retry-After says when): send the request again, newly signed — a result already recorded is answered `applied: false`",
+);
+
 const ClaimBody = z.object({ max: z.number().int().min(1, "must be 1–50").max(50, "must be 1–50") });
 const JobParam = z.object({ id: z.string().regex(/^[0-9A-Z]{26}$/, "must be a job id") });
 /** The data tokens of a job (claim and progress replies). */
@@ -590,14 +622,17 @@ for (const kind of ["bes", "agent"] as const) {
         404: noSuchJob,
         409: failure("Lease expired or job ended"),
         ...errorResponses,
+        503: busy,
       },
     }),
     async (c) => {
       const { kv, owner, now } = await claimed(c);
       const id = c.req.valid("param").id;
-      const reply = await reportProgress(kv, owner, id, c.req.valid("json"), now);
-      const tokens = await progressDataAccess(kv, c.get("deps").masterKey, owner, id, now);
-      return c.json({ ...reply, ...tokens }, 200);
+      return await busyOnCommitConflict(c, async () => {
+        const reply = await reportProgress(kv, owner, id, c.req.valid("json"), now);
+        const tokens = await progressDataAccess(kv, c.get("deps").masterKey, owner, id, now);
+        return c.json({ ...reply, ...tokens }, 200);
+      });
     },
   );
 
@@ -616,19 +651,21 @@ for (const kind of ["bes", "agent"] as const) {
           "`job_not_running` (not leased to you, lease expired, ended), `job_cancelled`, or `repository_unknown`",
         ),
         ...errorResponses,
+        503: busy,
       },
     }),
     async (c) => {
       const { kv, clock, masterKey } = c.get("deps");
       const principal = c.get("principal")!;
-      const keys = await deliverJobKeys(
-        kv,
-        masterKey,
-        `${principal.kind}:${principal.id}`,
-        c.req.valid("param").id,
-        { key: principal.nonceKey, expireIn: NONCE_TTL_MS },
-        clock(),
-      );
+      const keys = await busyOnCommitConflict(c, () =>
+        deliverJobKeys(
+          kv,
+          masterKey,
+          `${principal.kind}:${principal.id}`,
+          c.req.valid("param").id,
+          { key: principal.nonceKey, expireIn: NONCE_TTL_MS },
+          clock(),
+        ));
       c.header("Cache-Control", "no-store");
       const b64 = (bytes: Uint8Array) => bytes.toBase64();
       const body = {
@@ -670,11 +707,16 @@ for (const kind of ["bes", "agent"] as const) {
         409: failure("The result is already recorded, or the lease expired"),
         ...errorResponses,
         413: failure("Body larger than 64 KiB, or the part too large to keep once validated"),
+        503: busy,
       },
     }),
     async (c) => {
       const { kv, owner, now } = await claimed(c);
-      return c.json(await storeResultPart(kv, owner, c.req.valid("param").id, c.req.valid("json"), now), 200);
+      const stored = await busyOnCommitConflict(
+        c,
+        () => storeResultPart(kv, owner, c.req.valid("param").id, c.req.valid("json"), now),
+      );
+      return c.json(stored, 200);
     },
   );
 
@@ -687,24 +729,28 @@ for (const kind of ["bes", "agent"] as const) {
       responses: {
         200: reply("Recorded", z.object({ applied: z.boolean() })),
         404: noSuchJob,
-        409: failure("A different result exists, or the lease expired"),
+        409: failure("A different result exists, or the lease expired (final: the job is no longer yours)"),
         ...errorResponses,
         422: failure("Invalid fields, or a part named in `parts` is missing (`parts.<list>`)"),
+        503: busy,
       },
     }),
     async (c) => {
       const { kv, owner, now } = await claimed(c);
-      const { applied, job } = await applyResult(
-        kv,
-        owner,
-        c.req.valid("param").id,
-        c.req.valid("json"),
-        now,
-      );
-      // A duplicate post still applies the outcome (idempotent): the process may have stopped after
-      // recording the result and before its run, restore point or state caught up.
-      await applyJobOutcome(kv, job, now);
-      return c.json({ applied }, 200);
+      return await busyOnCommitConflict(c, async () => {
+        const { applied, job } = await applyResult(
+          kv,
+          owner,
+          c.req.valid("param").id,
+          c.req.valid("json"),
+          now,
+        );
+        // A duplicate post still applies the outcome (idempotent): the process may have stopped after
+        // recording the result and before its run, restore point or state caught up — or the outcome's
+        // commit lost its races (503 `busy`) after the result was recorded.
+        await applyJobOutcome(kv, job, now);
+        return c.json({ applied }, 200);
+      });
     },
   );
 }

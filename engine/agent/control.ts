@@ -5,6 +5,7 @@
  * network failures become one with status null.
  */
 import { EngineClient, type EngineIdentity, type Fetcher } from "../protocol/client.ts";
+import { type BackoffOptions, isRetryableStatus, retryAfterMs, retryDelayMs } from "../protocol/retry.ts";
 import type { PrivateKey } from "../protocol/signing.ts";
 import { ControlPlaneError } from "./failure.ts";
 
@@ -67,13 +68,32 @@ export interface EnrollmentDetails {
   defaultRoots: string[];
 }
 
+/** The backoff of a re-sent result or part, its sleep and its clock (milliseconds; tests pass fakes). */
+export type RetryTiming = BackoffOptions & { sleep?: (ms: number) => Promise<void>; now?: () => number };
+
 /** The control plane as one agent sees it. */
 export class ControlPlane {
   readonly client: EngineClient;
   #identity: EngineIdentity | null = null;
   readonly #httpClient: Deno.HttpClient | undefined;
 
-  constructor(readonly baseUrl: string, options: { caCert?: string; fetcher?: Fetcher } = {}) {
+  readonly #log: (level: "warn", message: string) => void;
+  readonly #retry: RetryTiming;
+
+  /**
+   * `log` hears each retry of a result or part (with the job id); `retry` shortens the backoff in tests.
+   */
+  constructor(
+    readonly baseUrl: string,
+    options: {
+      caCert?: string;
+      fetcher?: Fetcher;
+      log?: (level: "warn", message: string) => void;
+      retry?: RetryTiming;
+    } = {},
+  ) {
+    this.#log = options.log ?? (() => {});
+    this.#retry = options.retry ?? {};
     this.#httpClient = options.caCert ? Deno.createHttpClient({ caCerts: [options.caCert] }) : undefined;
     const client = this.#httpClient;
     const fetcher: Fetcher = options.fetcher ??
@@ -153,6 +173,7 @@ export class ControlPlane {
         `Cannot ${what}: ${res.status}${error?.code ? ` ${error.code}` : ""}: ${
           error?.message ?? text.slice(0, 200)
         }`,
+        retryAfterMs(res.headers.get("retry-after")),
       );
     }
     return body as T;
@@ -204,24 +225,32 @@ export class ControlPlane {
     );
   }
 
-  /** `#post`, retrying network failures, 5xx and 429 for up to `patienceMs` (the control plane may be restarting). */
+  /**
+   * `#post`, sent again (newly signed: fresh timestamp and nonce) on network failures, 5xx — 503 `busy`: a
+   * commit on the control plane lost its races — and 429, for up to `patienceMs` (the control plane may be
+   * restarting), after a jittered exponential backoff that honours Retry-After; each retry logged.
+   */
   async #postPatiently<T>(path: string, payload: unknown, what: string, patienceMs: number): Promise<T> {
-    const deadline = Date.now() + patienceMs;
-    for (let delay = 1000;; delay = Math.min(delay * 2, 30_000)) {
+    const now = this.#retry.now ?? Date.now;
+    const deadline = now() + patienceMs;
+    const sleep = this.#retry.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+    for (let retry = 1;; retry++) {
       try {
         return await this.#post<T>(path, payload, what);
       } catch (e) {
-        const retry = e instanceof ControlPlaneError &&
-          (e.status === null || e.status >= 500 || e.status === 429);
-        if (!retry || Date.now() + delay > deadline) throw e;
-        await new Promise((r) => setTimeout(r, delay));
+        if (!(e instanceof ControlPlaneError) || !isRetryableStatus(e.status)) throw e;
+        const delay = retryDelayMs(retry, e.retryAfterMs, this.#retry);
+        if (now() + delay > deadline) throw e;
+        this.#log("warn", `${e.message}; retry ${retry} in ${delay} ms`);
+        await sleep(delay);
       }
     }
   }
 
   /**
-   * Posts a job's result, retrying network failures and 5xx for up to `patienceMs` (the control plane may be
-   * restarting). Returns whether it was applied (false: the same result was already recorded).
+   * Posts a job's result, retrying network failures, 5xx (503 `busy`) and 429 for up to `patienceMs` (the
+   * control plane may be restarting; the lease is 5 minutes). Returns whether it was applied (false: the same
+   * result was already recorded — an earlier send arrived though its answer was lost).
    */
   async result(jobId: string, body: JobResultBody, patienceMs = 240_000): Promise<boolean> {
     const reply = await this.#postPatiently<{ applied: boolean }>(

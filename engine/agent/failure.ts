@@ -27,9 +27,17 @@ export class AgentJobError extends Error {
   }
 }
 
-/** A control-plane request that was refused (`status`, `code`) or could not be made (`status` null). */
+/**
+ * A control-plane request that was refused (`status`, `code`; `retryAfterMs` from a 503's or 429's
+ * Retry-After) or could not be made (`status` null).
+ */
 export class ControlPlaneError extends Error {
-  constructor(readonly status: number | null, readonly code: string | null, message: string) {
+  constructor(
+    readonly status: number | null,
+    readonly code: string | null,
+    message: string,
+    readonly retryAfterMs: number | null = null,
+  ) {
     super(message);
     this.name = "ControlPlaneError";
   }

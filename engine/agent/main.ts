@@ -207,7 +207,7 @@ async function enroll(options: AgentOptions, control: ControlPlane, stop: AbortS
 
 /** Runs the agent until `stop` aborts (or, with `once`, until the waiting jobs are done). */
 export async function runAgent(options: AgentOptions, stop: AbortSignal): Promise<void> {
-  const control = new ControlPlane(options.controlPlane, { caCert: options.caCert ?? undefined });
+  const control = new ControlPlane(options.controlPlane, { caCert: options.caCert ?? undefined, log });
   const { heartbeatIntervalSeconds } = await enroll(options, control, stop);
   const state = await AgentState.load(options.dataDir);
   await Deno.mkdir(`${options.dataDir}/tmp`, { recursive: true, mode: 0o700 });

@@ -4,7 +4,8 @@
  * token — is kept for the job's runner), then post the result in the protocol's shape, retried until it is
  * recorded or refused. A job whose lease is lost (409 on progress) stops; a cancelled one ends `CANCELLED`.
  */
-import type { EngineClient, EngineIdentity } from "../protocol/client.ts";
+import type { EngineClient, EngineIdentity, PostRetryOptions } from "../protocol/client.ts";
+import { isRetryableStatus, RESULT_RETRY_BUDGET_MS } from "../protocol/retry.ts";
 import { type Logger, messageOf } from "./log.ts";
 import { classifyStorageError, isRepositoryDamage, TargetError } from "./storage.ts";
 
@@ -155,6 +156,8 @@ export interface JobRunnerOptions {
   maxJobs: number;
   pollMs: number;
   progressMs: number;
+  /** How a result is re-sent (tests shorten the waits); default: up to `RESULT_RETRY_BUDGET_MS`, jittered. */
+  resultRetry?: Partial<PostRetryOptions>;
 }
 
 /** Claims and runs jobs until stopped. */
@@ -355,7 +358,11 @@ export class JobRunner {
     return parts.length;
   }
 
-  /** Posts a result, retrying network and server errors until recorded or refused (409/404/422). */
+  /**
+   * Posts a result, re-sent (newly signed) on network failures, 5xx — 503 `busy`: a commit lost its races —
+   * 429 and 401 for up to `RESULT_RETRY_BUDGET_MS` with jittered backoff, each retry logged with the job id;
+   * true once recorded (or found recorded already), false when refused (409/404/422) or never delivered.
+   */
   async postResult(job: ClaimedJob, startedAt: Date, outcome: JobOutcome): Promise<boolean> {
     const { client, identity, log } = this.options;
     const error = outcome.status === "success"
@@ -377,30 +384,51 @@ export class JobRunner {
       ...(outcome.parts && Object.keys(outcome.parts).length ? { parts: outcome.parts } : {}),
       ...(outcome.totals && Object.keys(outcome.totals).length ? { totals: outcome.totals } : {}),
     };
-    for (let attempt = 0; attempt < 8; attempt++) {
-      if (attempt > 0) await new Promise((r) => setTimeout(r, Math.min(30_000, 500 * 2 ** attempt)));
-      try {
-        const res = await client.post(identity(), `/api/bes/v1/jobs/${job.id}/result`, body);
-        const text = await res.text();
-        if (res.status === 200) {
-          log.log(outcome.status === "failed" ? "warn" : "info", "job finished", {
+    let res: Response;
+    try {
+      res = await client.postRetrying(identity, `/api/bes/v1/jobs/${job.id}/result`, body, {
+        budgetMs: RESULT_RETRY_BUDGET_MS,
+        // 401 too: a clock that drifted past the skew window may be corrected meanwhile.
+        retryable: (status) => isRetryableStatus(status) || status === 401,
+        onRetry: ({ retry, delayMs, status, problem }) =>
+          log.log("warn", "result not delivered; retrying", {
             jobId: job.id,
-            kind: job.kind,
-            status: outcome.status,
-            reason: error?.reason ?? null,
-            message: error?.message.split("\n")[0].slice(0, 300) ?? null,
-          });
-          return true;
-        }
-        if (res.status < 500 && res.status !== 429 && res.status !== 401) {
-          log.log("error", "result refused", { jobId: job.id, status: res.status, body: text.slice(0, 300) });
-          return false;
-        }
-      } catch (e) {
-        log.log("warn", "result not delivered; retrying", { jobId: job.id, error: messageOf(e) });
-      }
+            retry,
+            delayMs,
+            status,
+            problem: problem.slice(0, 200),
+          }),
+        ...this.options.resultRetry,
+      });
+    } catch (e) {
+      log.log("error", "result could not be delivered", { jobId: job.id, error: messageOf(e) });
+      return false;
     }
-    log.log("error", "result could not be delivered", { jobId: job.id });
+    const text = await res.text();
+    if (res.status === 200) {
+      let applied = true;
+      try {
+        applied = (JSON.parse(text) as { applied?: boolean }).applied !== false;
+      } catch {
+        // an answer without a body: recorded all the same
+      }
+      log.log(outcome.status === "failed" ? "warn" : "info", "job finished", {
+        jobId: job.id,
+        kind: job.kind,
+        status: outcome.status,
+        reason: error?.reason ?? null,
+        message: error?.message.split("\n")[0].slice(0, 300) ?? null,
+        // false: an earlier send of this result was recorded though its answer was lost.
+        ...(applied ? {} : { alreadyApplied: true }),
+      });
+      return true;
+    }
+    if (!isRetryableStatus(res.status) && res.status !== 401) {
+      // 409 (a different result exists, or the lease expired: the job was requeued), 404, 422: final.
+      log.log("error", "result refused", { jobId: job.id, status: res.status, body: text.slice(0, 300) });
+      return false;
+    }
+    log.log("error", "result could not be delivered", { jobId: job.id, status: res.status });
     return false;
   }
 }

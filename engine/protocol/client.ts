@@ -4,9 +4,31 @@
  * Used by the BES and agent programs, the simulator, the benchmark and the tests. `fetcher` defaults to `fetch`; tests pass
  * `app.request`.
  */
+import { type BackoffOptions, isRetryableStatus, retryAfterMs, retryDelayMs } from "./retry.ts";
 import { generateKeyPair, type PrivateKey, REGISTRATION_PRINCIPAL, signRequest } from "./signing.ts";
 
 export type Fetcher = (input: string, init: RequestInit) => Response | Promise<Response>;
+
+/** One retry of `postRetrying`: the send that failed (`status` null: a network failure) and the wait. */
+export interface RetryInfo {
+  retry: number;
+  delayMs: number;
+  status: number | null;
+  /** The error code of the answer (`busy`…) or the network failure's message. */
+  problem: string;
+}
+
+export interface PostRetryOptions extends BackoffOptions {
+  /** Total time to keep sending, from the first send. */
+  budgetMs: number;
+  /** Whether an answer is worth another send (default: 5xx and 429); network failures always are. */
+  retryable?: (status: number) => boolean;
+  /** Called before each wait (log it with the job id; never the headers). */
+  onRetry?: (info: RetryInfo) => void;
+  sleep?: (ms: number) => Promise<void>;
+  /** Milliseconds, for the budget (default `Date.now`). */
+  now?: () => number;
+}
 
 export interface EngineIdentity {
   kind: "bes" | "agent";
@@ -127,6 +149,51 @@ export class EngineClient {
       headers: { ...headers, "content-type": "application/json" },
       body,
     });
+  }
+
+  /**
+   * A signed JSON POST sent again, newly signed each time (fresh timestamp and nonce), while it fails with
+   * a network error or a retryable answer (5xx — 503 `busy` — and 429 by default), after a jittered
+   * exponential backoff that honours `Retry-After`, for at most `budgetMs` in total (engine/protocol/retry.ts).
+   * Returns the first answer that is not retryable, or the last one when the budget ran out; throws the
+   * last network failure when the budget ran out on one.
+   */
+  async postRetrying(
+    identity: EngineIdentity | (() => EngineIdentity),
+    path: string,
+    payload: unknown,
+    options: PostRetryOptions,
+  ): Promise<Response> {
+    const now = options.now ?? Date.now;
+    const sleep = options.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+    const retryable = options.retryable ?? ((status: number) => isRetryableStatus(status));
+    const deadline = now() + options.budgetMs;
+    for (let retry = 1;; retry++) {
+      let res: Response | null = null;
+      let failure: unknown = null;
+      try {
+        res = await this.post(typeof identity === "function" ? identity() : identity, path, payload);
+      } catch (e) {
+        failure = e;
+      }
+      if (res && !retryable(res.status)) return res;
+      const delayMs = retryDelayMs(retry, res ? retryAfterMs(res.headers.get("retry-after")) : null, options);
+      if (now() + delayMs > deadline) {
+        if (res) return res;
+        throw failure;
+      }
+      let problem = failure instanceof Error ? failure.message : String(failure);
+      if (res) {
+        const text = await res.text().catch(() => "");
+        try {
+          problem = String(JSON.parse(text)?.error?.code ?? text.slice(0, 100));
+        } catch {
+          problem = text.slice(0, 100); // not JSON: a proxy's page
+        }
+      }
+      options.onRetry?.({ retry, delayMs, status: res?.status ?? null, problem });
+      await sleep(delayMs);
+    }
   }
 
   /** A BES heartbeat. */

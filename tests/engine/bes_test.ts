@@ -804,3 +804,135 @@ Deno.test("job runner: a cancel in a progress reply aborts the job (CANCELLED); 
   }).runJob(JOB);
   assert.equal(lost.posts.filter((p) => p.path.endsWith("/result")).length, 0);
 });
+
+// ---------------------------------------------------------------------------------------------------
+// job runner: a result the control plane could not take now (503 busy, network) is re-sent, never dropped
+
+/**
+ * A control plane whose result endpoint answers from `script` (then 200 `{ applied }`, where `applied` is
+ * false once an earlier send was recorded); `record` marks a scripted answer given after recording the
+ * result (its answer lost). Keeps each result send's nonce.
+ */
+function resultControlPlane(
+  script: Array<{ status: number; code?: string; retryAfter?: string; record?: boolean } | "network">,
+) {
+  const sends: { nonce: string; body: Record<string, unknown> }[] = [];
+  let recorded = 0;
+  const fetcher = (url: string, init: RequestInit) => {
+    const path = new URL(url).pathname;
+    if (path.endsWith("/progress")) return Response.json({ leaseExpiresAt: "later", cancel: false });
+    if (!path.endsWith("/result")) return Response.json({ jobs: [] });
+    const headers = init.headers as Record<string, string>;
+    sends.push({ nonce: headers["x-cadres-nonce"], body: JSON.parse(String(init.body)) });
+    const step = script.shift();
+    if (step === "network") throw new TypeError("error sending request: connection refused");
+    if (step) {
+      if (step.record) recorded++;
+      return Response.json({ error: { code: step.code ?? "busy", message: "try again" } }, {
+        status: step.status,
+        headers: step.retryAfter ? { "retry-after": step.retryAfter } : {},
+      });
+    }
+    recorded++;
+    return Response.json({ applied: recorded === 1 });
+  };
+  return { client: new EngineClient("http://cp.test", fetcher), sends, recorded: () => recorded };
+}
+
+function retryRunner(client: EngineClient, lines: string[], waits: number[]) {
+  const pair = generateKeyPair();
+  return new JobRunner({
+    client,
+    identity: () => ({ kind: "bes", id: "01KBES00000000000000000000", ...pair }),
+    handlers: {
+      verify: () => Promise.resolve({ status: "success", output: { verification: { status: "passed" } } }),
+    },
+    fallback: () => Promise.resolve({ status: "failed", error: { reason: "X", message: "x" } }),
+    log: createLogger("info", (line) => lines.push(line)),
+    maxJobs: 1,
+    pollMs: 1000,
+    progressMs: 60_000,
+    resultRetry: {
+      sleep: (ms) => {
+        waits.push(ms);
+        return Promise.resolve();
+      },
+    },
+  });
+}
+
+const logged = (lines: string[], msg: string) =>
+  lines.map((l) => JSON.parse(l)).filter((l: { msg: string }) => l.msg === msg);
+
+Deno.test("job runner: 503 busy twice then 200: the result is delivered once, each retry newly signed and logged with the job id", async () => {
+  const cp = resultControlPlane([{ status: 503, retryAfter: "1" }, { status: 503, retryAfter: "1" }]);
+  const lines: string[] = [];
+  const waits: number[] = [];
+  await retryRunner(cp.client, lines, waits).runJob(JOB);
+  assert.equal(cp.sends.length, 3, "two refused sends and the one that was recorded");
+  assert.equal(cp.recorded(), 1, "recorded exactly once");
+  assert.equal(new Set(cp.sends.map((s) => s.nonce)).size, 3, "a fresh nonce each send (never a replay)");
+  assert.deepEqual(cp.sends[1].body, cp.sends[0].body, "the same result each time (a duplicate is a no-op)");
+  assert.deepEqual(cp.sends[2].body, cp.sends[0].body);
+  const retries = logged(lines, "result not delivered; retrying");
+  assert.deepEqual(retries.map((r) => [r.jobId, r.retry, r.status, r.problem]), [
+    [JOB.id, 1, 503, "busy"],
+    [JOB.id, 2, 503, "busy"],
+  ]);
+  assert.ok(waits.every((w) => w >= 1000), `Retry-After honoured: ${waits}`);
+  assert.ok(
+    !lines.some((l) => /privateKey|x-cadres-signature|nonce/i.test(l)),
+    "no key, signature or nonce logged",
+  );
+  assert.equal(logged(lines, "job finished").length, 1);
+  assert.equal(logged(lines, "result refused").length, 0);
+});
+
+Deno.test("job runner: a result recorded but its answer lost is re-sent and answered as already applied; a 409 is final", async () => {
+  // The first send was recorded but the answer lost (network); the control plane then answers busy.
+  const cp = resultControlPlane([{ status: 502, code: "bad_gateway", record: true }, "network"]);
+  const lines: string[] = [];
+  const waits: number[] = [];
+  const ok = await retryRunner(cp.client, lines, waits).postResult(JOB, new Date(), { status: "success" });
+  assert.equal(ok, true);
+  assert.equal(cp.sends.length, 3);
+  assert.equal(cp.recorded(), 2, "the control plane saw the duplicate");
+  const [finished] = logged(lines, "job finished");
+  assert.equal(finished.alreadyApplied, true, "the duplicate's answer is applied: false");
+  assert.equal(logged(lines, "result not delivered; retrying").length, 2);
+  // Jittered exponential backoff: each wait within [½, 1] of 1 s · 2^(retry − 1).
+  assert.ok(waits[0] >= 500 && waits[0] <= 1000 && waits[1] >= 1000 && waits[1] <= 2000, `${waits}`);
+
+  // 409 (a different result exists, or the lease expired): refused at once, not re-sent.
+  const refused = resultControlPlane([{ status: 409, code: "conflict" }]);
+  const refusedLines: string[] = [];
+  assert.equal(
+    await retryRunner(refused.client, refusedLines, []).postResult(JOB, new Date(), { status: "success" }),
+    false,
+  );
+  assert.equal(refused.sends.length, 1);
+  assert.equal(logged(refusedLines, "result refused").length, 1);
+});
+
+Deno.test("job runner: a control plane busy past the retry budget: the result is reported undelivered, never as finished", async () => {
+  const cp = resultControlPlane(Array.from({ length: 50 }, () => ({ status: 503 })));
+  const lines: string[] = [];
+  let clock = 0;
+  const pair = generateKeyPair();
+  const runner = new JobRunner({
+    client: cp.client,
+    identity: () => ({ kind: "bes", id: "01KBES00000000000000000000", ...pair }),
+    handlers: {},
+    fallback: () => Promise.resolve({ status: "success" }),
+    log: createLogger("info", (line) => lines.push(line)),
+    maxJobs: 1,
+    pollMs: 1000,
+    progressMs: 60_000,
+    resultRetry: { sleep: (ms) => Promise.resolve(void (clock += ms)), now: () => clock },
+  });
+  assert.equal(await runner.postResult(JOB, new Date(), { status: "success" }), false);
+  assert.ok(clock <= 120_000, `within the budget: ${clock} ms`);
+  assert.ok(cp.sends.length >= 6, `${cp.sends.length} sends`);
+  assert.equal(logged(lines, "result could not be delivered").length, 1);
+  assert.equal(logged(lines, "job finished").length, 0);
+});

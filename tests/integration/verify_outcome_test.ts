@@ -116,7 +116,10 @@ Deno.test("five lost races throw a conflict and change nothing; posting the resu
     const world = contended(kv, "rp-2", 5);
     const error = await applyJobOutcome(world.kv, verifyJob("rp-2", status), now).then(() => null, (e) => e);
     assert.ok(error instanceof CommitConflictError, `${status}: expected a conflict, got ${error}`);
-    assert.ok(error instanceof ConflictError, "a ConflictError: the result route answers 409");
+    assert.ok(
+      error instanceof ConflictError,
+      "a ConflictError (a CommitConflictError: the result route answers 503 busy)",
+    );
     assert.match(error.message, /verification result of restore point rp-2/);
     const point = await pointOf(kv, "rp-2");
     assert.equal(point.verification, "pending", "nothing half-written");
