@@ -31,7 +31,7 @@ import { cancelJob, getJob, getJobs, type Job, queueJobInOp } from "./jobs.ts";
 import { getManyValues } from "./kv.ts";
 import { type Policy, policyKey } from "./policies.ts";
 import { type Actor, authorize, can, inScope } from "./rbac.ts";
-import { RestorePath } from "./restore.ts";
+import { RestorePath } from "./restore_paths.ts";
 import { type RestorePoint, restorePointKey } from "./runs.ts";
 import { CronExpression } from "./schedules.ts";
 import { DisplayName } from "./validation.ts";
