@@ -34,6 +34,13 @@ const FILES_READ_AT_ONCE = 4;
  */
 const PIECE_BYTES = 2 * 1024 * 1024;
 
+/**
+ * Packs being uploaded at once before no further chunk starts being encoded (back-pressure: a slow store,
+ * such as a BES over the network, holds the backup to its pace instead of letting finished packs pile up in
+ * memory). A pack filled by chunks already being encoded may still start, so at most this plus one.
+ */
+export const PACKS_IN_FLIGHT = 3;
+
 /** Progress of a backup or restore. */
 export interface Progress {
   files: number;
@@ -135,6 +142,8 @@ class BackupRun {
   /** Blobs that may still start being encoded and stored, and the starts waiting for one to end. */
   #freeSlots: number;
   #slotQueue: (() => void)[] = [];
+  /** Whether `#pump` waits for an upload to end. */
+  #awaitingUploads = false;
   readonly excluded: (path: string) => boolean;
   readonly throttle: Throttle;
   readonly fs: FileSystem;
@@ -176,20 +185,36 @@ class BackupRun {
     return r.id;
   }
 
-  /** Starts `start` once fewer than `concurrency` blobs are being encoded and stored (a semaphore). */
+  /**
+   * Starts `start` once fewer than `concurrency` blobs are being encoded and stored (a semaphore) and fewer
+   * than `PACKS_IN_FLIGHT` packs are being uploaded; waiters start in order.
+   */
   #acquireSlot(start: () => void): void {
-    if (this.#freeSlots > 0) {
-      this.#freeSlots--;
-      start();
-    } else {
-      this.#slotQueue.push(start);
-    }
+    this.#slotQueue.push(start);
+    this.#pump();
   }
 
   #releaseSlot(): void {
-    const next = this.#slotQueue.shift();
-    if (next) next();
-    else this.#freeSlots++;
+    this.#freeSlots++;
+    this.#pump();
+  }
+
+  /** Starts waiting saves while slots are free and uploads leave room; else waits for an upload to end. */
+  #pump(): void {
+    while (this.#freeSlots > 0 && this.#slotQueue.length > 0) {
+      if (this.ns.uploadsInFlight >= PACKS_IN_FLIGHT) {
+        if (!this.#awaitingUploads) {
+          this.#awaitingUploads = true;
+          this.ns.uploadRoom(PACKS_IN_FLIGHT).then(() => {
+            this.#awaitingUploads = false;
+            this.#pump();
+          });
+        }
+        return;
+      }
+      this.#freeSlots--;
+      this.#slotQueue.shift()!();
+    }
   }
 
   /** Starts storing a chunk, waiting first while `concurrency` saves are in flight. */

@@ -881,6 +881,18 @@ export class Namespace {
     }
   }
 
+  /** Packs being uploaded now (each holds its blobs in memory until it is stored). */
+  get uploadsInFlight(): number {
+    return this.#uploads.size;
+  }
+
+  /** Resolves once fewer than `max` packs are being uploaded (at once when they are already fewer). */
+  async uploadRoom(max: number): Promise<void> {
+    while (this.#uploads.size >= max) {
+      await Promise.race([...this.#uploads].map((u) => u.catch(() => {})));
+    }
+  }
+
   /** Uploads the current pack and writes an index segment for every pack not yet indexed. */
   async flush(): Promise<void> {
     while (this.#encoding.size > 0) await Promise.allSettled([...this.#encoding.values()]);
