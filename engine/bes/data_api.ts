@@ -220,6 +220,8 @@ async function receivePack(
   }
   const staged = await stage(name);
   let committed = false;
+  // One write in flight while the next piece is received (the disk and the network overlap).
+  let writing: Promise<void> = Promise.resolve();
   const reader = req.body?.getReader();
   try {
     const hash = createHash("sha256");
@@ -229,11 +231,13 @@ async function receivePack(
     const tail: Uint8Array[] = [];
     let tailBytes = 0;
     const writePending = async () => {
+      await writing;
       if (pendingBytes === 0) return;
       const data = pending.length === 1 ? pending[0] : concat(...pending);
       pending = [];
       pendingBytes = 0;
-      await staged.write(data);
+      writing = staged.write(data);
+      writing.catch(() => {}); // awaited by the next call; a failure is not unhandled meanwhile
     };
     for (;;) {
       if (!reader) break;
@@ -255,6 +259,7 @@ async function receivePack(
       if (pendingBytes >= STAGE_WRITE_BYTES) await writePending();
     }
     await writePending();
+    await writing;
     if (hash.digest("hex") !== packId) {
       throw new DataApiError(422, "invalid", `The bytes sent for ${name} do not hash to its name`);
     }
@@ -277,6 +282,7 @@ async function receivePack(
     }
     return size;
   } finally {
+    await writing.catch(() => {});
     if (!committed) await staged.abort();
     reader?.releaseLock();
   }
