@@ -20,7 +20,12 @@ import { cpuNow, cpuSince, sampleMemory, Spans, TracingBackend } from "./bench_t
 
 const { values, positionals } = parseArgs({
   args: Deno.args,
-  options: { url: { type: "string" }, cert: { type: "string" }, trace: { type: "boolean", default: false } },
+  options: {
+    url: { type: "string" },
+    cert: { type: "string" },
+    trace: { type: "boolean", default: false },
+    "packs-in-flight": { type: "string" },
+  },
   allowPositionals: true,
 });
 const token = Deno.env.get("BENCH_DATA_TOKEN");
@@ -46,7 +51,10 @@ const memory = values.trace ? sampleMemory() : null;
 try {
   await remote.initRepository(encodeConfig(newConfig({}, new Date())));
   const repo = await Repository.openNamespace(spans ? new TracingBackend(remote, spans) : remote, keys);
-  const result = await backupFiles(repo.namespace(keys.namespace), { paths: [positionals[0]] });
+  const result = await backupFiles(repo.namespace(keys.namespace), {
+    paths: [positionals[0]],
+    packsInFlight: values["packs-in-flight"] ? Number(values["packs-in-flight"]) : undefined,
+  });
   console.log(JSON.stringify(result));
   if (spans && memory) {
     for (const l of spans.report("agent storage calls")) console.error(`TRACE ${l}`);

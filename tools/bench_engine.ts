@@ -52,6 +52,7 @@ const { values } = parseArgs({
     "e2e-only": { type: "boolean", default: false },
     trace: { type: "boolean", default: false },
     profile: { type: "string" },
+    "packs-in-flight": { type: "string" },
   },
 });
 const SIZE_MIB = Number(values["size-mib"]);
@@ -653,6 +654,7 @@ const e2e = await (async () => {
       ...(values.profile ? ["--cpu-prof", `--cpu-prof-dir=${values.profile}`] : []),
       agent,
       ...(values.trace ? ["--trace"] : []),
+      ...(values["packs-in-flight"] ? ["--packs-in-flight", values["packs-in-flight"]] : []),
       "--url",
       `https://127.0.0.1:${server.addr.port}`,
       "--cert",

@@ -70,6 +70,8 @@ export interface BackupOptions {
   oneFileSystem?: boolean;
   /** Most blobs being encoded and stored at once (default 8). */
   concurrency?: number;
+  /** Packs in upload at once before no further blob starts being encoded (default `PACKS_IN_FLIGHT`). */
+  packsInFlight?: number;
   /** Limit on bytes read per second (null: none). */
   limitBytesPerSecond?: number | null;
   /** A throttle to use instead of one of `limitBytesPerSecond` (e.g. one that applies on a schedule). */
@@ -148,6 +150,7 @@ class BackupRun {
   readonly throttle: Throttle;
   readonly fs: FileSystem;
   readonly concurrency: number;
+  readonly packsInFlight: number;
   /** The chunker's read windows, one per file being read, reused from file to file. */
   #windows: Uint8Array[] = [];
   /** Buffers of `PIECE_BYTES` that pieces of files are read into, back from the workers for reuse. */
@@ -166,6 +169,7 @@ class BackupRun {
     this.throttle = options.throttle ?? createThrottle(options.limitBytesPerSecond);
     this.fs = options.fs ?? denoFileSystem;
     this.concurrency = Math.max(1, options.concurrency ?? 8);
+    this.packsInFlight = Math.max(1, options.packsInFlight ?? PACKS_IN_FLIGHT);
     this.#freeSlots = this.concurrency;
   }
 
@@ -187,7 +191,7 @@ class BackupRun {
 
   /**
    * Starts `start` once fewer than `concurrency` blobs are being encoded and stored (a semaphore) and fewer
-   * than `PACKS_IN_FLIGHT` packs are being uploaded; waiters start in order.
+   * than `packsInFlight` packs are being uploaded; waiters start in order.
    */
   #acquireSlot(start: () => void): void {
     this.#slotQueue.push(start);
@@ -202,10 +206,10 @@ class BackupRun {
   /** Starts waiting saves while slots are free and uploads leave room; else waits for an upload to end. */
   #pump(): void {
     while (this.#freeSlots > 0 && this.#slotQueue.length > 0) {
-      if (this.ns.uploadsInFlight >= PACKS_IN_FLIGHT) {
+      if (this.ns.uploadsInFlight >= this.packsInFlight) {
         if (!this.#awaitingUploads) {
           this.#awaitingUploads = true;
-          this.ns.uploadRoom(PACKS_IN_FLIGHT).then(() => {
+          this.ns.uploadRoom(this.packsInFlight).then(() => {
             this.#awaitingUploads = false;
             this.#pump();
           });
