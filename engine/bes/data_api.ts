@@ -192,7 +192,7 @@ async function readBody(req: Request, limit: number, what: string): Promise<Uint
 }
 
 /** Bytes gathered before one write to a staged object (fewer, larger writes than the body's pieces). */
-const STAGE_WRITE_BYTES = 1024 * 1024;
+const STAGE_WRITE_BYTES = 4 * 1024 * 1024;
 /** The end of a pack kept in memory while it streams, where its trailer is (a longer one is read back). */
 const PACK_TAIL_BYTES = 64 * 1024;
 

@@ -216,6 +216,7 @@ export class LocalBackend implements Backend {
     let open = true;
     let done = false;
     let size = 0;
+    let moved = false;
     const close = () => {
       if (open) file.close();
       open = false;
@@ -223,7 +224,9 @@ export class LocalBackend implements Backend {
     return {
       write: async (data) => {
         if (done) throw new RepoError(`Cannot write ${name}: its staged write has ended`);
-        await file.seek(size, Deno.SeekMode.Start);
+        // Writes append; only a read in between moves the file's position (one op fewer per write).
+        if (moved) await file.seek(size, Deno.SeekMode.Start);
+        moved = false;
         let off = 0;
         while (off < data.length) off += await file.write(data.subarray(off));
         size += data.length;
@@ -233,6 +236,7 @@ export class LocalBackend implements Backend {
           throw new RepoError(`Cannot read ${name} bytes ${offset}+${length}: ${size} bytes written`);
         }
         const out = new Uint8Array(length);
+        moved = true;
         await file.seek(offset, Deno.SeekMode.Start);
         let got = 0;
         while (got < length) {

@@ -77,6 +77,14 @@ Deno.test("LocalBackend.stage: invisible until committed, read back, atomic comm
   await assert.rejects(() => staged.write(data), /ended/);
   assert.deepEqual(await temporaries(`${tmp.path}/repo`), []);
 
+  // A read between writes does not move where the next write lands.
+  const mixed = await be.stage("data/ab/mixed");
+  await mixed.write(data.subarray(0, 1000));
+  assert.deepEqual(await mixed.read(10, 20), data.subarray(10, 30));
+  await mixed.write(data.subarray(1000));
+  await mixed.commit();
+  assert.deepEqual(await be.get("data/ab/mixed"), data);
+
   const dropped = await be.stage("data/ab/other");
   await dropped.write(data);
   await dropped.abort();
