@@ -37,7 +37,8 @@ const PIECE_BYTES = 2 * 1024 * 1024;
 /**
  * Packs being uploaded at once before no further chunk starts being encoded (back-pressure: a slow store,
  * such as a BES over the network, holds the backup to its pace instead of letting finished packs pile up in
- * memory). A pack filled by chunks already being encoded may still start, so at most this plus one.
+ * memory). Packs filled by the encodes already running may still start: with the defaults (8 encodes of about
+ * 1 MiB, 16 MiB packs) one more at most.
  */
 export const PACKS_IN_FLIGHT = 3;
 
@@ -180,7 +181,9 @@ class BackupRun {
   async #save(type: "data" | "tree", data: Uint8Array): Promise<BlobId> {
     const length = data.length;
     // The chunk is this run's own: it may be handed to a worker thread.
-    const r = await this.ns.saveBlob(type, data, this.hasher, true);
+    // Not waiting for the upload of a pack this blob filled: `#pump` bounds the packs in upload for the whole
+    // run, so a file's reader goes on at once (waiting held one of the FILES_READ_AT_ONCE places per upload).
+    const r = await this.ns.saveBlob(type, data, this.hasher, true, false);
     if (r.isNew) {
       this.bytesNew += length;
       this.bytesStored += r.storedBytes;
@@ -378,7 +381,6 @@ class BackupRun {
     const content: BlobId[] = [];
     /** Chunks claimed, by seq: waiting for their stored form. */
     const claimed = new Map<number, Claimed>();
-    const uploads: Promise<void>[] = [];
     let outstanding = 0; // bytes handed to the worker and not yet stored or found stored
     let done = false; // the worker has cut every byte it was given
     let failure: unknown = null;
@@ -397,7 +399,7 @@ class BackupRun {
       changed();
     };
     // A claimed chunk is encoded (asked of the worker) once it has one of the run's `concurrency` slots, which
-    // it holds until it is in a pack — and, when it filled the pack, until that pack is uploaded (backpressure).
+    // it holds until it is in a pack; no slot is given while `packsInFlight` packs are in upload (`#pump`).
     const release = (c: Claimed) => {
       if (c.slot) {
         c.slot = false;
@@ -439,20 +441,14 @@ class BackupRun {
           const r = this.ns.storeClaimed("data", c.id, parts);
           this.bytesNew += c.length;
           this.bytesStored += r.storedBytes;
-          if (r.upload) {
-            uploads.push(r.upload);
-            r.upload.then(() => {
-              release(c);
-              settle(c.length);
-            }, (e) => {
-              release(c);
-              failure ??= e;
-              changed();
-            });
-          } else {
-            release(c);
-            settle(c.length);
-          }
+          // The pack this chunk filled is not waited for here: `#pump` bounds the packs in upload for the whole
+          // run. Its failure fails this file while it is read, and the run at `flush` in any case.
+          r.upload?.catch((e) => {
+            failure ??= e;
+            changed();
+          });
+          release(c);
+          settle(c.length);
         } catch (e) {
           release(c);
           failure ??= e;
@@ -512,7 +508,6 @@ class BackupRun {
         return null;
       }
       await until(() => claimed.size === 0);
-      await Promise.all(uploads);
     } finally {
       for (const c of claimed.values()) {
         release(c);

@@ -794,15 +794,18 @@ export class Namespace {
 
   /**
    * Stores `plain` as a blob of `type` under its id from `hasher`, unless already stored. Many saves may
-   * be in flight; a full pack is uploaded before the save that filled it resolves (backpressure). A blob
-   * is durable only after `flush()`. With `handOver`, the caller gives up `plain` (its buffer may be
-   * transferred to a worker thread and read as empty afterwards).
+   * be in flight; a full pack is uploaded before the save that filled it resolves (backpressure) — unless
+   * `awaitUpload` is false, for a caller that bounds the packs in upload itself (`uploadRoom`; a failed
+   * upload then fails the next save and `flush()`). A blob is durable only after `flush()`. With
+   * `handOver`, the caller gives up `plain` (its buffer may be transferred to a worker thread and read as
+   * empty afterwards).
    */
   async saveBlob(
     type: BlobType,
     plain: Uint8Array,
     hasher: ChunkIdHasher,
     handOver = false,
+    awaitUpload = true,
   ): Promise<SaveResult> {
     this.#throwIfFailed();
     const id = hasher.id(plain);
@@ -837,7 +840,8 @@ export class Namespace {
     } finally {
       this.#encoding.delete(id);
     }
-    if (added.upload) await added.upload; // backpressure: the save that filled a pack waits for its upload
+    // Backpressure: the save that filled a pack waits for its upload (a failure is the run's, see above).
+    if (added.upload && awaitUpload) await added.upload;
     return { id, isNew: true, storedBytes: added.storedBytes };
   }
 

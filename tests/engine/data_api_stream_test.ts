@@ -248,10 +248,12 @@ Deno.test("backup: a slow store holds the backup to a bounded number of packs in
     chunker: { min: 16 * 1024, avg: 32 * 1024, max: 64 * 1024 },
     packTargetBytes: 128 * 1024,
   });
-  const r = await backupFiles(repo.namespace("h"), { paths: [src] });
+  // Two encodes at once: when 3 packs are in upload, the encodes already running can fill one more at most.
+  const r = await backupFiles(repo.namespace("h"), { paths: [src], concurrency: 2 });
   assert.deepEqual(r.errors, []);
   assert.ok(slow.packs >= 20, `${slow.packs} packs`);
   assert.ok(slow.maxInFlight >= 2, `uploads overlapped (${slow.maxInFlight})`);
+  // Without the bound (packsInFlight 100) this run had 16 packs in upload at once.
   assert.ok(slow.maxInFlight <= PACKS_IN_FLIGHT + 1, `${slow.maxInFlight} packs in upload at once`);
   const out = `${tmp.path}/out`;
   await restoreSnapshot(repo.namespace("h"), r.snapshotId, { target: out });
