@@ -14,6 +14,7 @@ const mode = Deno.args[0] ?? "bytes";
 const conc = Number(Deno.args[1] ?? 1);
 const h1 = Deno.args[2] === "h1";
 let got = 0;
+let pieces = 0;
 const server = Deno.serve(
   { hostname: "127.0.0.1", port: 0, cert: cert.certPem, key: cert.keyPem, onListen() {} },
   async (req) => {
@@ -22,6 +23,7 @@ const server = Deno.serve(
       const { done, value } = await r.read();
       if (done) break;
       got += value.length;
+      pieces++;
     }
     return new Response("ok");
   },
@@ -60,7 +62,7 @@ console.log(
   } MB/s, ` +
     `CPU user ${(cpu.user / 1e6).toFixed(2)} s system ${(cpu.system / 1e6).toFixed(2)} s, wall ${
       (ms / 1000).toFixed(2)
-    } s, ${got >> 20} MiB received`,
+    } s, ${got >> 20} MiB received in pieces of ${(got / pieces / 1024).toFixed(0)} KiB on average`,
 );
 client.close();
 await server.shutdown();
