@@ -22,6 +22,12 @@
  *     `backupFiles`); compared with the library-only first backup (aim ≥ 0.8×).
  *  5. Prints the table of ENGINE.md §6: figure, engine, restic, ratio, aim, met / not met.
  *
+ * Measuring the end-to-end row: `--e2e-only` runs only the engine's library-only first backup and the
+ * end-to-end one (no restic, no incrementals, no restore); `--trace` times the agent's storage calls and the
+ * BES's requests and target writes by kind and samples the agent's memory (tools/bench_trace.ts);
+ * `--profile DIR` runs the agent with `--cpu-prof` into DIR (profile the BES side by running this script
+ * itself with `deno run --cpu-prof`).
+ *
  * Throughput is MB/s (10^6 bytes) of the data set's size over the process's wall time (start-up,
  * repository open and everything included, for both tools).
  */
@@ -34,6 +40,8 @@ import { createDataApi, localTargetResolver, serveDataApi } from "../engine/bes/
 import { type FileSpec, fillText, generate, patch, planDataSet, Rng, writeContent } from "./bench_dataset.ts";
 import { createCertificate } from "../engine/bes/tls.ts";
 import { MAX_TOKEN_TTL_SECONDS, signDataToken } from "../engine/protocol/token.ts";
+import type { Backend } from "../engine/repo/backend.ts";
+import { cpuNow, cpuSince, objectKind, Spans, TracingBackend } from "./bench_trace.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -42,6 +50,10 @@ const { values } = parseArgs({
     files: { type: "string" },
     dir: { type: "string" },
     keep: { type: "boolean", default: false },
+    "e2e-only": { type: "boolean", default: false },
+    trace: { type: "boolean", default: false },
+    profile: { type: "string" },
+    "packs-in-flight": { type: "string" },
   },
 });
 const SIZE_MIB = Number(values["size-mib"]);
@@ -208,6 +220,8 @@ const TIME_BIN = await Deno.stat("/usr/bin/time").then(() => "/usr/bin/time", ()
 interface Ran {
   ms: number;
   rssKiB: number;
+  /** User + system CPU seconds (from /usr/bin/time; NaN without it). */
+  cpuS: number;
   stdout: string;
   stderr: string;
 }
@@ -239,7 +253,9 @@ async function run(cmd: string[], env: Record<string, string> = {}): Promise<Ran
     throw new Error(`${cmd.join(" ")} exited ${out.code}:\n${stderr.slice(-2000)}`);
   }
   const rss = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(stderr)?.[1] ?? polled);
-  return { ms, rssKiB: rss, stdout, stderr };
+  const cpuS = Number(/User time \(seconds\): ([\d.]+)/.exec(stderr)?.[1] ?? NaN) +
+    Number(/System time \(seconds\): ([\d.]+)/.exec(stderr)?.[1] ?? NaN);
+  return { ms, rssKiB: rss, cpuS, stdout, stderr };
 }
 
 /** `deno task repo`'s command, taken from deno.json, run with this Deno directly (no task runner). */
@@ -284,7 +300,8 @@ await Deno.mkdir(base, { recursive: true });
 const src = `${base}/src`;
 const cpu = (await readProc("/proc/cpuinfo")).match(/model name\s*:\s*(.*)/)?.[1] ?? "unknown";
 const memGiB = Deno.systemMemoryInfo().total / 1024 / MIB;
-const restic = await resticVersion();
+const E2E_ONLY = values["e2e-only"];
+const restic = E2E_ONLY ? null : await resticVersion();
 console.log(`bench:engine — ${new Date().toISOString()}`);
 console.log(
   `machine: ${navigator.hardwareConcurrency} CPUs (${cpu}), ${
@@ -387,16 +404,37 @@ const e2e = await (async () => {
   const besId = "bench-bes";
   const targetId = "bench-target";
   const repository = { target: targetId, path: "cadres/bench/g1", generation: 1 };
+  const spans = values.trace ? new Spans() : null;
+  const resolve = localTargetResolver({ [targetId]: `${base}/e2e-target` });
+  const traced = new Map<Backend, Backend>();
   const api = createDataApi({
     besId,
     tokenPublicKey: tokenKeys.publicKey,
-    resolveRepository: localTargetResolver({ [targetId]: `${base}/e2e-target` }),
+    resolveRepository: spans
+      ? async (repo) => {
+        const b = await resolve(repo);
+        if (!b) return b;
+        let t = traced.get(b);
+        if (!t) traced.set(b, t = new TracingBackend(b, spans));
+        return t;
+      }
+      : resolve,
   });
+  const fetchApi = spans
+    ? async (req: Request) => {
+      const path = new URL(req.url).pathname.replace(/^\/api\/data\/v1\//, "");
+      const kind = `${req.method} ${
+        path.startsWith("objects/") ? objectKind(decodeURIComponent(path.slice(8))) : path
+      }`;
+      return await spans.time(`BES ${kind}`, Number(req.headers.get("content-length") ?? 0), () =>
+        api.fetch(req));
+    }
+    : api.fetch;
   const cert = await createCertificate({ dnsNames: ["localhost"], ipAddresses: ["127.0.0.1"] });
   const certFile = `${base}/e2e-cert.pem`;
   await Deno.writeTextFile(certFile, cert.certPem);
   const stop = new AbortController();
-  const server = serveDataApi(api, {
+  const server = serveDataApi({ fetch: fetchApi }, {
     hostname: "127.0.0.1",
     port: 0,
     certificate: cert,
@@ -421,6 +459,7 @@ const e2e = await (async () => {
       idKey: crypto.getRandomValues(new Uint8Array(32)).toBase64(),
     });
     const agent = new URL("./bench_e2e_agent.ts", import.meta.url).pathname;
+    const besCpu = cpuNow();
     const ran = await run([
       Deno.execPath(),
       "run",
@@ -428,7 +467,10 @@ const e2e = await (async () => {
       "--allow-read",
       "--allow-env",
       "--allow-sys",
+      ...(values.profile ? ["--cpu-prof", `--cpu-prof-dir=${values.profile}`] : []),
       agent,
+      ...(values.trace ? ["--trace"] : []),
+      ...(values["packs-in-flight"] ? ["--packs-in-flight", values["packs-in-flight"]] : []),
       "--url",
       `https://127.0.0.1:${server.addr.port}`,
       "--cert",
@@ -444,6 +486,11 @@ const e2e = await (async () => {
         } MiB, ` +
         `agent peak RSS ${(ran.rssKiB / 1024).toFixed(0)} MiB)`,
     );
+    if (spans) {
+      for (const l of ran.stderr.split("\n")) if (l.startsWith("TRACE ")) console.log(l.slice(6));
+      console.log(spans.report("BES requests and target writes").join("\n"));
+      console.log(`BES (this process) CPU during the row: ${cpuSince(besCpu)}`);
+    }
     return ran;
   } finally {
     stop.abort();
@@ -452,6 +499,21 @@ const e2e = await (async () => {
     await Deno.remove(`${base}/e2e-target`, { recursive: true });
   }
 })();
+
+if (E2E_ONLY) {
+  const lib = rate(gen.bytes, figures.engine.first!.ms);
+  const e = rate(gen.bytes, e2e.ms);
+  console.log(
+    `\nlibrary-only first backup ${lib.toFixed(0)} MB/s (peak RSS ${
+      (figures.engine.first!.rssKiB / 1024).toFixed(0)
+    } MiB, CPU ${figures.engine.first!.cpuS.toFixed(2)} s); end to end ${e.toFixed(0)} MB/s (agent peak RSS ${
+      (e2e.rssKiB / 1024).toFixed(0)
+    } MiB, agent CPU ${e2e.cpuS.toFixed(2)} s): ${(e / lib).toFixed(2)}× (aim ≥ 0.8×)`,
+  );
+  console.log(`load average at end: ${loadavg()}; total ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  if (!values.keep) await Deno.remove(base, { recursive: true });
+  Deno.exit(0);
+}
 
 const change = await changePass(src, specs);
 console.log(

@@ -18,7 +18,8 @@
  * tree blobs are served from it when present, and what the job reads or uploads (index segments, the tree
  * blobs of its packs) is added to it.
  */
-import type { Backend, ByteRange, ObjectInfo } from "../repo/backend.ts";
+import { type Backend, type ByteRange, type ObjectInfo, putParts } from "../repo/backend.ts";
+import { concat } from "../repo/bytes.ts";
 import { sha256Hex } from "../repo/chunk_id.ts";
 import { decodeIndexSegment } from "../repo/index.ts";
 import { type PackListing, parsePackTail } from "../repo/pack.ts";
@@ -243,23 +244,31 @@ export class CachingBackend implements Backend {
 
   async put(name: string, data: Uint8Array): Promise<void> {
     await this.inner.put(name, data);
-    // Only what the BES accepted is cached.
+    await this.#learnWritten(name, [data]);
+  }
+
+  /** Stores `parts` (the inner backend streams them when it can: no joined copy of a pack), then caches. */
+  async putParts(name: string, parts: Uint8Array[]): Promise<void> {
+    await putParts(this.inner, name, parts);
+    await this.#learnWritten(name, parts);
+  }
+
+  /** Caches what the BES accepted under `name`: an index segment, or the tree blobs of a pack. */
+  async #learnWritten(name: string, parts: Uint8Array[]): Promise<void> {
     const index = INDEX_NAME.exec(name);
-    if (index && this.#learn(name, data)) await this.cache.addIndex(index[1], data);
+    if (index) {
+      const data = parts.length === 1 ? parts[0] : concat(...parts);
+      if (this.#learn(name, data)) await this.cache.addIndex(index[1], data);
+      return;
+    }
     const pack = PACK_NAME.exec(name);
-    if (pack) {
-      let listing: PackListing | { need: number };
-      try {
-        listing = parsePackTail(pack[1], data, data.length);
-      } catch {
-        return;
-      }
-      if ("need" in listing) return;
-      for (const e of listing.entries) {
-        if (e.type !== "tree") continue;
-        this.#treeRanges.add(`${pack[1]}.${e.offset}.${e.length}`);
-        await this.cache.addTree(pack[1], e.offset, e.length, data.slice(e.offset, e.offset + e.length));
-      }
+    if (!pack) return;
+    const listing = packListingOfParts(pack[1], parts);
+    if (!listing) return;
+    for (const e of listing.entries) {
+      if (e.type !== "tree") continue;
+      this.#treeRanges.add(`${pack[1]}.${e.offset}.${e.length}`);
+      await this.cache.addTree(pack[1], e.offset, e.length, sliceParts(parts, e.offset, e.length));
     }
   }
 
@@ -286,4 +295,42 @@ export class CachingBackend implements Backend {
     }
     return true;
   }
+}
+
+/** Bytes `offset` to `offset + length` of the concatenation of `parts`, copied out. */
+export function sliceParts(parts: Uint8Array[], offset: number, length: number): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(length);
+  let pos = 0; // offset of the current part in the whole
+  let o = 0;
+  for (const p of parts) {
+    if (o >= length) break;
+    const end = pos + p.length;
+    if (end > offset + o) {
+      const from = offset + o - pos;
+      const piece = p.subarray(from, Math.min(p.length, from + length - o));
+      out.set(piece, o);
+      o += piece.length;
+    }
+    pos = end;
+  }
+  if (o !== length) throw new RangeError(`bytes ${offset}+${length} lie outside the parts`);
+  return out;
+}
+
+/** The listing of the pack made of `parts` (its trailer read from the last parts); null when it has none. */
+export function packListingOfParts(packId: string, parts: Uint8Array[]): PackListing | null {
+  let size = 0;
+  for (const p of parts) size += p.length;
+  let want = Math.min(size, 64 * 1024);
+  for (let tries = 0; tries < 2; tries++) {
+    let parsed: PackListing | { need: number };
+    try {
+      parsed = parsePackTail(packId, sliceParts(parts, size - want, want), size);
+    } catch {
+      return null;
+    }
+    if (!("need" in parsed)) return parsed;
+    want = parsed.need;
+  }
+  return null;
 }

@@ -11,7 +11,7 @@
  * memory only and are wiped at the end; the token and the keys are never printed.
  */
 import { parseArgs } from "node:util";
-import { RemoteBackend } from "../protocol/remote_backend.ts";
+import { dataApiHttpClient, RemoteBackend } from "../protocol/remote_backend.ts";
 import { restoreImage } from "../repo/image.ts";
 import type { NamespaceKeys } from "../repo/keys.ts";
 import { Repository } from "../repo/repository.ts";
@@ -130,7 +130,7 @@ export async function recover(
   options: RecoverOptions,
   log: (level: "info" | "error", message: string) => void,
 ): Promise<RecoverOutcome> {
-  const client = Deno.createHttpClient({ caCerts: [options.certPem] });
+  const client = dataApiHttpClient(options.certPem);
   const post = (path: string, body: unknown, session?: string) =>
     fetch(`${options.bes}/api/bmr/v1/${path}`, {
       method: "POST",

@@ -19,6 +19,7 @@
  *   creates the repository and writes the copy of its keys wrapped for the account's recovery key.
  */
 import type nodeCrypto from "node:crypto";
+import { createHash } from "node:crypto";
 import { Hono } from "hono";
 import { z } from "zod";
 import {
@@ -28,6 +29,7 @@ import {
   type ObjectInfo,
   validateObjectName,
 } from "../repo/backend.ts";
+import { concat } from "../repo/bytes.ts";
 import { sha256Hex } from "../repo/chunk_id.ts";
 import { CONFIG_OBJECT, parseConfigBytes } from "../repo/config.ts";
 import {
@@ -187,6 +189,103 @@ async function readBody(req: Request, limit: number, what: string): Promise<Uint
     o += p.length;
   }
   return out;
+}
+
+/** Bytes gathered before one write to a staged object (fewer, larger writes than the body's pieces). */
+const STAGE_WRITE_BYTES = 4 * 1024 * 1024;
+/** The end of a pack kept in memory while it streams, where its trailer is (a longer one is read back). */
+const PACK_TAIL_BYTES = 64 * 1024;
+
+/**
+ * Receives pack `packId`'s body into a staged object (`stage`, the backend's) while hashing it (at most `limit` bytes),
+ * then checks it whole — its SHA-256 is its name, its trailer is intact, `checkListing` accepts the listing —
+ * and only then asks `beforeCommit` (which takes the writer lock; false: the pack is stored already) and
+ * commits. Whatever fails, nothing is left behind and nothing unchecked becomes visible. Returns the size.
+ */
+async function receivePack(
+  req: Request,
+  stage: NonNullable<Backend["stage"]>,
+  name: string,
+  packId: string,
+  limit: number,
+  beforeCommit: () => Promise<boolean>,
+  checkListing: (listing: PackListing) => void,
+): Promise<number> {
+  const tooLarge = () =>
+    new DataApiError(413, "payload_too_large", `The body of ${name} is over the limit of ${limit} bytes`);
+  const declared = req.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) {
+    await req.body?.cancel().catch(() => {});
+    throw tooLarge();
+  }
+  const staged = await stage(name);
+  let committed = false;
+  // One write in flight while the next piece is received (the disk and the network overlap).
+  let writing: Promise<void> = Promise.resolve();
+  const reader = req.body?.getReader();
+  try {
+    const hash = createHash("sha256");
+    let size = 0;
+    let pending: Uint8Array[] = [];
+    let pendingBytes = 0;
+    const tail: Uint8Array[] = [];
+    let tailBytes = 0;
+    const writePending = async () => {
+      await writing;
+      if (pendingBytes === 0) return;
+      const data = pending.length === 1 ? pending[0] : concat(...pending);
+      pending = [];
+      pendingBytes = 0;
+      writing = staged.write(data);
+      writing.catch(() => {}); // awaited by the next call; a failure is not unhandled meanwhile
+    };
+    for (;;) {
+      if (!reader) break;
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.length;
+      if (size > limit) {
+        await reader.cancel().catch(() => {});
+        throw tooLarge();
+      }
+      hash.update(value);
+      pending.push(value);
+      pendingBytes += value.length;
+      tail.push(value);
+      tailBytes += value.length;
+      while (tail.length > 1 && tailBytes - tail[0].length >= PACK_TAIL_BYTES) {
+        tailBytes -= tail.shift()!.length;
+      }
+      if (pendingBytes >= STAGE_WRITE_BYTES) await writePending();
+    }
+    await writePending();
+    await writing;
+    if (hash.digest("hex") !== packId) {
+      throw new DataApiError(422, "invalid", `The bytes sent for ${name} do not hash to its name`);
+    }
+    let listing: PackListing;
+    try {
+      let parsed = parsePackTail(packId, tail.length === 1 ? tail[0] : concat(...tail), size);
+      if ("need" in parsed) {
+        parsed = parsePackTail(packId, await staged.read(size - parsed.need, parsed.need), size);
+        if ("need" in parsed) throw new IntegrityError("pack", packId, "trailer unreadable");
+      }
+      listing = parsed;
+    } catch (e) {
+      if (e instanceof IntegrityError) throw new DataApiError(422, "invalid", e.message);
+      throw e;
+    }
+    checkListing(listing);
+    if (await beforeCommit()) {
+      await staged.commit();
+      committed = true;
+    }
+    return size;
+  } finally {
+    await writing.catch(() => {});
+    if (!committed) await staged.abort();
+    reader?.releaseLock();
+  }
 }
 
 /** The range of a `Range` header (`bytes=a-b` or `bytes=-n`), or undefined. Throws 400 on another form. */
@@ -484,6 +583,33 @@ export function createDataApi(options: DataApiOptions): DataApi {
       new DataApiError(422, "invalid", `The bytes sent for ${name} do not hash to its name`);
     switch (o.kind) {
       case "pack": {
+        const checkListing = (listing: PackListing) => {
+          if (listing.namespace !== ns) {
+            throw new DataApiError(
+              403,
+              "forbidden",
+              `Pack ${o.id} holds namespace "${listing.namespace}"'s blobs`,
+            );
+          }
+        };
+        if (r.backend.stage) {
+          // Streamed: written to a temporary object while it is hashed, checked whole, then made visible.
+          const size = await receivePack(
+            c.req.raw,
+            (n) => r.backend.stage!(n),
+            name,
+            o.id,
+            limits.pack,
+            async () => {
+              await locks.acquire(r.lockKey, r.backend, holder);
+              // Same name, same bytes: a retried upload changes nothing.
+              return !(await r.backend.exists(name));
+            },
+            checkListing,
+          );
+          r.scope.notePack(o.id, ns);
+          return c.json({ name, size }, 201);
+        }
         const body = await readBody(c.req.raw, limits.pack, name);
         if (sha256Hex(body) !== o.id) throw hashMismatch();
         let listing: PackListing;
@@ -495,13 +621,7 @@ export function createDataApi(options: DataApiOptions): DataApi {
           if (e instanceof IntegrityError) throw new DataApiError(422, "invalid", e.message);
           throw e;
         }
-        if (listing.namespace !== ns) {
-          throw new DataApiError(
-            403,
-            "forbidden",
-            `Pack ${o.id} holds namespace "${listing.namespace}"'s blobs`,
-          );
-        }
+        checkListing(listing);
         await locks.acquire(r.lockKey, r.backend, holder);
         // Same name, same bytes: a retried upload changes nothing.
         if (!(await r.backend.exists(name))) await r.backend.put(name, body);

@@ -33,6 +33,12 @@ export interface Backend {
    * `putParts()` below joins them for a backend without it).
    */
   putParts?(name: string, parts: Uint8Array[]): Promise<void>;
+  /**
+   * Starts writing object `name` piece by piece into a temporary object no reader sees (optional: a backend
+   * without it — S3 — is given whole objects with `put`). The writer checks what it wrote, then `commit`s
+   * (atomic and durable, as `put`) or `abort`s (nothing remains).
+   */
+  stage?(name: string): Promise<StagedObject>;
   /** Deletes the object; no error if it does not exist. */
   delete(name: string): Promise<void>;
   /** Whether the object exists. */
@@ -47,6 +53,18 @@ export interface Backend {
    * nothing is stored under it. Lets a caller find repositories without listing every object.
    */
   listFolders?(prefix: string): Promise<string[]>;
+}
+
+/** An object being written (`Backend.stage`): invisible until `commit`. */
+export interface StagedObject {
+  /** Appends `data` (copied or written before the promise resolves: the caller may reuse it afterwards). */
+  write(data: Uint8Array): Promise<void>;
+  /** Bytes already written, read back (a check before commit). */
+  read(offset: number, length: number): Promise<Uint8Array<ArrayBuffer>>;
+  /** Makes the bytes written the object `name`, atomically and durably (replacing one that exists). */
+  commit(): Promise<void>;
+  /** Removes what was written; the object is untouched. Safe after a failed `commit`, and twice. */
+  abort(): Promise<void>;
 }
 
 /** Stores the concatenation of `parts` under `name` on `backend`, joining them only if it cannot write parts. */
@@ -187,6 +205,68 @@ export class LocalBackend implements Backend {
     }
     // The rename is durable only once the folder's entry is on disk.
     await syncDir(dir);
+  }
+
+  async stage(name: string): Promise<StagedObject> {
+    const path = this.#path(name);
+    const dir = path.slice(0, path.lastIndexOf("/"));
+    await this.#ensureDir(dir);
+    const tmp = `${dir}/.tmp-${crypto.randomUUID()}`;
+    const file = await Deno.open(tmp, { write: true, read: true, createNew: true, mode: 0o600 });
+    let open = true;
+    let done = false;
+    let size = 0;
+    let moved = false;
+    const close = () => {
+      if (open) file.close();
+      open = false;
+    };
+    return {
+      write: async (data) => {
+        if (done) throw new RepoError(`Cannot write ${name}: its staged write has ended`);
+        // Writes append; only a read in between moves the file's position (one op fewer per write).
+        if (moved) await file.seek(size, Deno.SeekMode.Start);
+        moved = false;
+        let off = 0;
+        while (off < data.length) off += await file.write(data.subarray(off));
+        size += data.length;
+      },
+      read: async (offset, length) => {
+        if (offset < 0 || offset + length > size) {
+          throw new RepoError(`Cannot read ${name} bytes ${offset}+${length}: ${size} bytes written`);
+        }
+        const out = new Uint8Array(length);
+        moved = true;
+        await file.seek(offset, Deno.SeekMode.Start);
+        let got = 0;
+        while (got < length) {
+          const n = await file.read(out.subarray(got));
+          if (n === null) throw new RepoError(`Cannot read ${name}: ended early`);
+          got += n;
+        }
+        return out;
+      },
+      commit: async () => {
+        if (done) throw new RepoError(`Cannot commit ${name}: its staged write has ended`);
+        done = true;
+        try {
+          await file.syncData();
+          close();
+          await Deno.rename(tmp, path);
+        } catch (e) {
+          close();
+          await Deno.remove(tmp).catch(() => {});
+          throw e;
+        }
+        await syncDir(dir);
+      },
+      abort: async () => {
+        if (done) return;
+        done = true;
+        close();
+        await Deno.remove(tmp).catch(() => {});
+      },
+    };
   }
 
   async #ensureDir(dir: string): Promise<void> {

@@ -34,6 +34,14 @@ const FILES_READ_AT_ONCE = 4;
  */
 const PIECE_BYTES = 2 * 1024 * 1024;
 
+/**
+ * Packs being uploaded at once before no further chunk starts being encoded (back-pressure: a slow store,
+ * such as a BES over the network, holds the backup to its pace instead of letting finished packs pile up in
+ * memory). Packs filled by the encodes already running may still start: with the defaults (8 encodes of about
+ * 1 MiB, 16 MiB packs) one more at most.
+ */
+export const PACKS_IN_FLIGHT = 3;
+
 /** Progress of a backup or restore. */
 export interface Progress {
   files: number;
@@ -63,6 +71,8 @@ export interface BackupOptions {
   oneFileSystem?: boolean;
   /** Most blobs being encoded and stored at once (default 8). */
   concurrency?: number;
+  /** Packs in upload at once before no further blob starts being encoded (default `PACKS_IN_FLIGHT`). */
+  packsInFlight?: number;
   /** Limit on bytes read per second (null: none). */
   limitBytesPerSecond?: number | null;
   /** A throttle to use instead of one of `limitBytesPerSecond` (e.g. one that applies on a schedule). */
@@ -135,10 +145,13 @@ class BackupRun {
   /** Blobs that may still start being encoded and stored, and the starts waiting for one to end. */
   #freeSlots: number;
   #slotQueue: (() => void)[] = [];
+  /** Whether `#pump` waits for an upload to end. */
+  #awaitingUploads = false;
   readonly excluded: (path: string) => boolean;
   readonly throttle: Throttle;
   readonly fs: FileSystem;
   readonly concurrency: number;
+  readonly packsInFlight: number;
   /** The chunker's read windows, one per file being read, reused from file to file. */
   #windows: Uint8Array[] = [];
   /** Buffers of `PIECE_BYTES` that pieces of files are read into, back from the workers for reuse. */
@@ -157,6 +170,7 @@ class BackupRun {
     this.throttle = options.throttle ?? createThrottle(options.limitBytesPerSecond);
     this.fs = options.fs ?? denoFileSystem;
     this.concurrency = Math.max(1, options.concurrency ?? 8);
+    this.packsInFlight = Math.max(1, options.packsInFlight ?? PACKS_IN_FLIGHT);
     this.#freeSlots = this.concurrency;
   }
 
@@ -167,7 +181,9 @@ class BackupRun {
   async #save(type: "data" | "tree", data: Uint8Array): Promise<BlobId> {
     const length = data.length;
     // The chunk is this run's own: it may be handed to a worker thread.
-    const r = await this.ns.saveBlob(type, data, this.hasher, true);
+    // Not waiting for the upload of a pack this blob filled: `#pump` bounds the packs in upload for the whole
+    // run, so a file's reader goes on at once (waiting held one of the FILES_READ_AT_ONCE places per upload).
+    const r = await this.ns.saveBlob(type, data, this.hasher, true, false);
     if (r.isNew) {
       this.bytesNew += length;
       this.bytesStored += r.storedBytes;
@@ -176,20 +192,36 @@ class BackupRun {
     return r.id;
   }
 
-  /** Starts `start` once fewer than `concurrency` blobs are being encoded and stored (a semaphore). */
+  /**
+   * Starts `start` once fewer than `concurrency` blobs are being encoded and stored (a semaphore) and fewer
+   * than `packsInFlight` packs are being uploaded; waiters start in order.
+   */
   #acquireSlot(start: () => void): void {
-    if (this.#freeSlots > 0) {
-      this.#freeSlots--;
-      start();
-    } else {
-      this.#slotQueue.push(start);
-    }
+    this.#slotQueue.push(start);
+    this.#pump();
   }
 
   #releaseSlot(): void {
-    const next = this.#slotQueue.shift();
-    if (next) next();
-    else this.#freeSlots++;
+    this.#freeSlots++;
+    this.#pump();
+  }
+
+  /** Starts waiting saves while slots are free and uploads leave room; else waits for an upload to end. */
+  #pump(): void {
+    while (this.#freeSlots > 0 && this.#slotQueue.length > 0) {
+      if (this.ns.uploadsInFlight >= this.packsInFlight) {
+        if (!this.#awaitingUploads) {
+          this.#awaitingUploads = true;
+          this.ns.uploadRoom(this.packsInFlight).then(() => {
+            this.#awaitingUploads = false;
+            this.#pump();
+          });
+        }
+        return;
+      }
+      this.#freeSlots--;
+      this.#slotQueue.shift()!();
+    }
   }
 
   /** Starts storing a chunk, waiting first while `concurrency` saves are in flight. */
@@ -349,7 +381,6 @@ class BackupRun {
     const content: BlobId[] = [];
     /** Chunks claimed, by seq: waiting for their stored form. */
     const claimed = new Map<number, Claimed>();
-    const uploads: Promise<void>[] = [];
     let outstanding = 0; // bytes handed to the worker and not yet stored or found stored
     let done = false; // the worker has cut every byte it was given
     let failure: unknown = null;
@@ -368,7 +399,7 @@ class BackupRun {
       changed();
     };
     // A claimed chunk is encoded (asked of the worker) once it has one of the run's `concurrency` slots, which
-    // it holds until it is in a pack — and, when it filled the pack, until that pack is uploaded (backpressure).
+    // it holds until it is in a pack; no slot is given while `packsInFlight` packs are in upload (`#pump`).
     const release = (c: Claimed) => {
       if (c.slot) {
         c.slot = false;
@@ -410,20 +441,14 @@ class BackupRun {
           const r = this.ns.storeClaimed("data", c.id, parts);
           this.bytesNew += c.length;
           this.bytesStored += r.storedBytes;
-          if (r.upload) {
-            uploads.push(r.upload);
-            r.upload.then(() => {
-              release(c);
-              settle(c.length);
-            }, (e) => {
-              release(c);
-              failure ??= e;
-              changed();
-            });
-          } else {
-            release(c);
-            settle(c.length);
-          }
+          // The pack this chunk filled is not waited for here: `#pump` bounds the packs in upload for the whole
+          // run. Its failure fails this file while it is read, and the run at `flush` in any case.
+          r.upload?.catch((e) => {
+            failure ??= e;
+            changed();
+          });
+          release(c);
+          settle(c.length);
         } catch (e) {
           release(c);
           failure ??= e;
@@ -483,7 +508,6 @@ class BackupRun {
         return null;
       }
       await until(() => claimed.size === 0);
-      await Promise.all(uploads);
     } finally {
       for (const c of claimed.values()) {
         release(c);

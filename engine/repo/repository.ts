@@ -633,6 +633,8 @@ export class Namespace {
   /** Blobs in a pack that is not yet uploaded and indexed. */
   #unflushed = new Set<BlobId>();
   #uploads = new Set<Promise<void>>();
+  /** Index checkpoints being written (`#checkpointIndex`). */
+  #indexWrites = new Set<Promise<void>>();
   #unindexed: PackListing[] = [];
   #failure: unknown = null;
   /** Ids a refused commit named: stored again even though the index knows them. */
@@ -792,15 +794,18 @@ export class Namespace {
 
   /**
    * Stores `plain` as a blob of `type` under its id from `hasher`, unless already stored. Many saves may
-   * be in flight; a full pack is uploaded before the save that filled it resolves (backpressure). A blob
-   * is durable only after `flush()`. With `handOver`, the caller gives up `plain` (its buffer may be
-   * transferred to a worker thread and read as empty afterwards).
+   * be in flight; a full pack is uploaded before the save that filled it resolves (backpressure) — unless
+   * `awaitUpload` is false, for a caller that bounds the packs in upload itself (`uploadRoom`; a failed
+   * upload then fails the next save and `flush()`). A blob is durable only after `flush()`. With
+   * `handOver`, the caller gives up `plain` (its buffer may be transferred to a worker thread and read as
+   * empty afterwards).
    */
   async saveBlob(
     type: BlobType,
     plain: Uint8Array,
     hasher: ChunkIdHasher,
     handOver = false,
+    awaitUpload = true,
   ): Promise<SaveResult> {
     this.#throwIfFailed();
     const id = hasher.id(plain);
@@ -835,7 +840,8 @@ export class Namespace {
     } finally {
       this.#encoding.delete(id);
     }
-    if (added.upload) await added.upload; // backpressure: the save that filled a pack waits for its upload
+    // Backpressure: the save that filled a pack waits for its upload (a failure is the run's, see above).
+    if (added.upload && awaitUpload) await added.upload;
     return { id, isNew: true, storedBytes: added.storedBytes };
   }
 
@@ -853,7 +859,9 @@ export class Namespace {
         this.repo.index.addPack(listing, (p) => this.repo.deadPacks.has(p));
         for (const e of listing.entries) this.#forbidden.delete(e.id);
         this.#unindexed.push(listing);
-        if (this.#unindexed.length >= PACKS_PER_INDEX_CHECKPOINT) await this.#writeIndex();
+        // Beside the uploads, not inside this one: a slow store would otherwise hold one of the backup's
+        // upload places (PACKS_IN_FLIGHT) while it checks the segment (measured: docs/performance.md).
+        if (this.#unindexed.length >= PACKS_PER_INDEX_CHECKPOINT) this.#checkpointIndex();
       } catch (e) {
         this.#failure ??= e;
         throw e;
@@ -864,6 +872,15 @@ export class Namespace {
     this.#uploads.add(upload);
     upload.finally(() => this.#uploads.delete(upload)).catch(() => {});
     return upload;
+  }
+
+  /** Writes an index segment for the packs not yet indexed, tracked for `flush` (a failure fails the run). */
+  #checkpointIndex(): void {
+    const write = this.#writeIndex().catch((e) => {
+      this.#failure ??= e;
+    });
+    this.#indexWrites.add(write);
+    write.finally(() => this.#indexWrites.delete(write));
   }
 
   async #writeIndex(): Promise<void> {
@@ -881,11 +898,24 @@ export class Namespace {
     }
   }
 
+  /** Packs being uploaded now (each holds its blobs in memory until it is stored). */
+  get uploadsInFlight(): number {
+    return this.#uploads.size;
+  }
+
+  /** Resolves once fewer than `max` packs are being uploaded (at once when they are already fewer). */
+  async uploadRoom(max: number): Promise<void> {
+    while (this.#uploads.size >= max) {
+      await Promise.race([...this.#uploads].map((u) => u.catch(() => {})));
+    }
+  }
+
   /** Uploads the current pack and writes an index segment for every pack not yet indexed. */
   async flush(): Promise<void> {
     while (this.#encoding.size > 0) await Promise.allSettled([...this.#encoding.values()]);
     if (this.#builder.count > 0) await this.#startUpload().catch(() => {});
     await Promise.allSettled([...this.#uploads]);
+    await Promise.allSettled([...this.#indexWrites]);
     this.#throwIfFailed();
     await this.#writeIndex();
   }

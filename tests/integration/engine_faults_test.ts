@@ -229,7 +229,9 @@ Deno.test({
 }, async () => {
   await using w = await agentWorld({ recoveryKey: false, kvFile: true });
   const src = `${w.tmp}/src`;
-  await writeFiles(src, 4, 1_000_000);
+  // 10 MB at 2 MB/s: the backup reads for about five seconds, so the outage lands mid-backup however soon
+  // the uploads end (with 4 MB, a fast upload path finished before the first progress report met the outage).
+  await writeFiles(src, 10, 1_000_000);
   const { policy, agent } = await setUp(w, src, { maxTransferMbps: 2 });
   const [first] = await runNow(w, policy.id);
   await midJob(w, first.jobId);
