@@ -28,7 +28,9 @@ export type AlertReason =
   | "backup_failed"
   | "rpo_breach"
   /** The consistency check found stored data breaking an invariant (invariant_checks.ts). */
-  | "invariant_violation";
+  | "invariant_violation"
+  /** A backup's change rate or entropy was far outside the host's baseline (anomalies.ts): prune is frozen. */
+  | "suspicious_change";
 
 export interface Alert {
   id: string;

@@ -1103,6 +1103,7 @@ const REASON_LABELS: Record<string, string> = {
   backup_failed: "backup failed",
   rpo_breach: "RPO breached",
   invariant_violation: "stored data inconsistent",
+  suspicious_change: "suspicious change (possible ransomware)",
 };
 
 /** The subject line and plain-text body of a notification email. */

@@ -407,6 +407,9 @@ async function backupJob(
       dirs: outcome.dirs,
       bytesRead: outcome.bytesRead,
       bytesNew: outcome.bytesNew,
+      ...(outcome.bytesNewIncompressible === null
+        ? {}
+        : { bytesNewIncompressible: outcome.bytesNewIncompressible }),
       bytesStored: outcome.bytesStored,
       durationMs: outcome.durationMs,
       added: outcome.changes.added,
@@ -428,6 +431,7 @@ async function backupJob(
       reusedFiles: outcome.reusedFiles,
       bytesRead: outcome.bytesRead,
       bytesNew: outcome.bytesNew,
+      bytesNewIncompressible: outcome.bytesNewIncompressible,
       bytesStored: outcome.bytesStored,
       totalBytes: outcome.totalBytes,
       durationMs: outcome.durationMs,

@@ -85,6 +85,12 @@ export interface BackupResult {
   bytesRead: number;
   /** Plaintext bytes of blobs that were not yet stored. */
   bytesNew: number;
+  /**
+   * Of `bytesNew`, the plaintext bytes of new data chunks that did not compress and were stored raw (always
+   * all of them with compression "none", which tries nothing). Encrypted data does not compress: a jump in
+   * this share is what the control plane's anomaly guard looks for.
+   */
+  bytesNewIncompressible?: number;
   /** Bytes added to the repository (encoded blobs). */
   bytesStored: number;
   durationMs: number;
@@ -131,6 +137,7 @@ class BackupRun {
   totalBytes = 0;
   bytesRead = 0;
   bytesNew = 0;
+  bytesNewIncompressible = 0;
   bytesStored = 0;
   /** Blobs that may still start being encoded and stored, and the starts waiting for one to end. */
   #freeSlots: number;
@@ -171,6 +178,7 @@ class BackupRun {
     if (r.isNew) {
       this.bytesNew += length;
       this.bytesStored += r.storedBytes;
+      if (type === "data" && r.compressed === false) this.bytesNewIncompressible += length;
     }
     this.refs.add(r.id);
     return r.id;
@@ -410,6 +418,7 @@ class BackupRun {
           const r = this.ns.storeClaimed("data", c.id, parts);
           this.bytesNew += c.length;
           this.bytesStored += r.storedBytes;
+          if (!r.compressed) this.bytesNewIncompressible += c.length;
           if (r.upload) {
             uploads.push(r.upload);
             r.upload.then(() => {
@@ -785,5 +794,6 @@ async function backupLocked(
     reusedFiles: run.reusedFiles,
     errors: run.errors,
     totalBytes: run.totalBytes,
+    bytesNewIncompressible: run.bytesNewIncompressible,
   };
 }

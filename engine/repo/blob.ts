@@ -98,6 +98,16 @@ function macEqual(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /**
+ * Whether a blob encoded as `parts` (its header first) stores its payload compressed: false for a blob that
+ * did not shrink and was stored raw — random, encrypted or already compressed content. Backups count the
+ * new bytes stored raw (`BackupResult.bytesNewIncompressible`): encrypted data does not compress.
+ */
+export function partsCompressed(parts: readonly Uint8Array[]): boolean {
+  const h = parts[0];
+  return h !== undefined && h.length > 1 && h[1] !== COMPRESSION_CODES.none;
+}
+
+/**
  * A codec for `encryption` with the namespace's 32-byte `dataKey` (ignored for "none"), compressing new
  * blobs with `compression`. Throws `RepoConfigError` if the key is missing or not 32 bytes.
  */
