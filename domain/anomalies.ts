@@ -18,7 +18,7 @@
  * accepted backups, the last clean point and the newest point — never a scan of runs.
  */
 import { z } from "zod";
-import { type AnomalyVerdict, assessRun, ANOMALY_RULE, type RunFigures } from "./anomaly.ts";
+import { ANOMALY_RULE, type AnomalyVerdict, assessRun, type RunFigures } from "./anomaly.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
 import { orgPart } from "./dashboard.ts";
@@ -196,8 +196,12 @@ export async function withPruneFreezes(
 /** Why retention leaves a frozen host alone (the preview and the policy page show it). */
 export function freezeReason(freeze: PruneFreeze): string {
   const n = freeze.anomalyIds.length;
-  return `Prune frozen since ${freeze.since}: ${n} suspicious change${n === 1 ? "" : "s"} of ${freeze.hostName} ` +
-    `await${n === 1 ? "s" : ""} review (Backup > Dashboard, Suspicious changes); nothing of this host expires until then`;
+  return `Prune frozen since ${freeze.since}: ${n} suspicious change${
+    n === 1 ? "" : "s"
+  } of ${freeze.hostName} ` +
+    `await${
+      n === 1 ? "s" : ""
+    } review (Backup > Dashboard, Suspicious changes); nothing of this host expires until then`;
 }
 
 function alertMessage(hostName: string, policyName: string, verdict: AnomalyVerdict): string {
@@ -278,7 +282,10 @@ export async function assessBackupInOp(
   if (baseline.lastCleanPointId) {
     const clean = await kv.get<RestorePoint>(["restore_points", baseline.lastCleanPointId]);
     if (clean.value && clean.value.status !== "expired") {
-      op.check(clean).set(clean.key, { ...clean.value, anomaly: { mark: "last_clean", anomalyId: anomaly.id } });
+      op.check(clean).set(clean.key, {
+        ...clean.value,
+        anomaly: { mark: "last_clean", anomalyId: anomaly.id },
+      });
     }
   }
   const freeze: PruneFreeze = freezeEntry.value && freezeEntry.value.anomalyIds.length
@@ -313,7 +320,8 @@ export async function assessBackupInOp(
     action: "anomaly.flagged",
     objectType: "anomaly",
     objectId: anomaly.id,
-    summary: `Flagged run ${run.id} of ${input.hostName} (policy ${input.policyName}) and froze prune for the ` +
+    summary:
+      `Flagged run ${run.id} of ${input.hostName} (policy ${input.policyName}) and froze prune for the ` +
       `host: ${verdict.reasons.join("; ")}`,
   }, now);
   return verdict;
@@ -354,7 +362,10 @@ export async function suspiciousChangesQueue(kv: Deno.Kv, actor: Actor, limit = 
   if (!actor.accountId) return [];
   const ids: string[] = [];
   for await (
-    const e of kv.list<string>({ prefix: ["anomalies_open", actor.accountId] }, { reverse: true, batchSize: 100 })
+    const e of kv.list<string>({ prefix: ["anomalies_open", actor.accountId] }, {
+      reverse: true,
+      batchSize: 100,
+    })
   ) {
     if (!inScope(actor, { accountId: actor.accountId, orgId: e.value === "-" ? null : e.value })) continue;
     ids.push(String(e.key[2]));
@@ -362,7 +373,9 @@ export async function suspiciousChangesQueue(kv: Deno.Kv, actor: Actor, limit = 
   }
   const open = (await getManyValues<Anomaly>(kv, ids.map(anomalyKey)))
     .filter((a) => a.status === "pending" || a.status === "incident");
-  open.sort((a, b) => (a.status === b.status ? 0 : a.status === "pending" ? -1 : 1) || b.id.localeCompare(a.id));
+  open.sort((a, b) =>
+    (a.status === b.status ? 0 : a.status === "pending" ? -1 : 1) || b.id.localeCompare(a.id)
+  );
   return open.slice(0, limit);
 }
 
@@ -382,8 +395,10 @@ export async function listAnomalies(kv: Deno.Kv, actor: Actor, query: AnomalyLis
   let batch: string[] = [];
   const flush = async () => {
     for (const a of await getManyValues<Anomaly>(kv, batch.map(anomalyKey))) {
-      if (!query.status || a.status === query.status ||
-        (query.status === "open" && (a.status === "pending" || a.status === "incident"))) out.push(a);
+      if (
+        !query.status || a.status === query.status ||
+        (query.status === "open" && (a.status === "pending" || a.status === "incident"))
+      ) out.push(a);
     }
     batch = [];
   };
@@ -453,7 +468,13 @@ export async function reviewAnomaly(
     }
     const at = now.toISOString();
     const next: Anomaly = action === "release"
-      ? { ...anomaly, status: "released", releasedAt: at, releasedBy: actor.label, releaseNote: parsed.note || null }
+      ? {
+        ...anomaly,
+        status: "released",
+        releasedAt: at,
+        releasedBy: actor.label,
+        releaseNote: parsed.note || null,
+      }
       : {
         ...anomaly,
         status: action === "approve" ? "approved" : "incident",

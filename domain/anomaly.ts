@@ -135,7 +135,9 @@ export function changedFiles(f: Pick<RunFigures, "added" | "modified" | "deleted
 }
 
 /** The share of new bytes that did not compress (0–1); null when unknown or nothing was new. */
-export function incompressibleShare(f: Pick<RunFigures, "bytesNew" | "bytesNewIncompressible">): number | null {
+export function incompressibleShare(
+  f: Pick<RunFigures, "bytesNew" | "bytesNewIncompressible">,
+): number | null {
   if (f.bytesNewIncompressible === null || !(f.bytesNew > 0)) return null;
   return Math.min(1, Math.max(0, f.bytesNewIncompressible / f.bytesNew));
 }
@@ -233,9 +235,9 @@ export function assessRun(
     fired: cFiles,
     text: `${fmtInt(figures.changedFiles)} files changed (${fmtInt(run.added)} added, ${
       fmtInt(run.modified)
-    } modified, ${fmtInt(run.deleted)} deleted) against a median of ${fmtInt(median(changed))} over the last ${n} backups (threshold ${
-      fmtInt(tFiles)
-    })`,
+    } modified, ${fmtInt(run.deleted)} deleted) against a median of ${
+      fmtInt(median(changed))
+    } over the last ${n} backups (threshold ${fmtInt(tFiles)})`,
   });
 
   // 2 and 3 judge incrementals against incrementals.
@@ -272,9 +274,9 @@ export function assessRun(
         fired: share >= tShare && rawNow > tRaw,
         text: `${fmtPct(share)} of the new data (${fmtBytes(rawNow)}) did not compress, against a median of ${
           fmtPct(median(shares))
-        } (threshold ${tShare > 1 ? "none: this host's new data rarely compresses" : fmtPct(tShare)}, and more than ${
-          fmtBytes(tRaw)
-        } of it)`,
+        } (threshold ${
+          tShare > 1 ? "none: this host's new data rarely compresses" : fmtPct(tShare)
+        }, and more than ${fmtBytes(tRaw)} of it)`,
       });
     }
   }
