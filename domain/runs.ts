@@ -1504,11 +1504,14 @@ export async function previewPolicyRetention(
 ): Promise<Record<string, FrozenPreview>> {
   groups ??= await pointsByObject(kv, policy.id);
   // A host whose prune is frozen (anomalies.ts) keeps every point, and its preview says why.
-  return await withPruneFreezes(kv, previewRetention(
-    Object.fromEntries([...groups].map(([k, v]) => [k, retentionPoints(v)])),
-    counts,
-    policy.timeZone ?? "UTC",
-  ));
+  return await withPruneFreezes(
+    kv,
+    previewRetention(
+      Object.fromEntries([...groups].map(([k, v]) => [k, retentionPoints(v)])),
+      counts,
+      policy.timeZone ?? "UTC",
+    ),
+  );
 }
 
 /**

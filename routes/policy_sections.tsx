@@ -891,7 +891,9 @@ export async function RetentionSection(
                 {preview?.frozen && <Badge tone="bad">prune frozen</Badge>}
               </summary>
               {preview?.warning && <p class="field-error">{preview.warning}</p>}
-              {preview?.frozen && <p class="notice notice--warn" data-testid="retention-frozen">{preview.frozen}</p>}
+              {preview?.frozen && (
+                <p class="notice notice--warn" data-testid="retention-frozen">{preview.frozen}</p>
+              )}
               <div class="table-wrap" tabIndex={0}>
                 <table class="table table--compact table--cards">
                   <thead>

@@ -6,6 +6,8 @@
  * 404s from the domain. Deep links from the dashboard (`?hostId=…&restorePointId=…`) arrive with the host
  * filtered and the point selected; with only a host, its newest complete point is selected.
  */
+import { AnomalyMark } from "../components/anomaly.tsx";
+import { anomalyOfPoint } from "../domain/anomalies.ts";
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { z } from "zod";
@@ -561,6 +563,7 @@ async function pointPage(
       : Promise.resolve(null),
     kv.get<Run>(["runs", point.runId]).then((e) => e.value),
   ]);
+  const anomaly = await anomalyOfPoint(kv, point);
   const original = point.hostId
     ? hosts.values.find((h) => h.id === point.hostId) ?? await getHost(kv, point.hostId)
     : null;
@@ -613,6 +616,7 @@ async function pointPage(
           </a>
         }
       />
+      {anomaly && point.anomaly && <AnomalyMark anomaly={anomaly} mark={point.anomaly.mark} />}
       <div class="grid-2">
         <section class="panel">
           <h2>Restore point</h2>
