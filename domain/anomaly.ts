@@ -21,7 +21,7 @@
  * Nothing is flagged before `minHistory` (5) accepted backups: the baseline is still learning. Then a backup
  * is flagged when any of these holds:
  * 1. **changed files** > max(M + k·σ, ratio·M, fileShareFloor·median files, minChangedFiles)
- *    — with k = 8, ratio = 5, fileShareFloor = 5 % of the host's files, minChangedFiles = 10;
+ *    — with k = 20, ratio = 30, fileShareFloor = 5 % of the host's files, minChangedFiles = 10;
  * 2. **new bytes** > max(M + k·σ, ratio·M, byteShareFloor·median protected bytes, minBytesNew)
  *    — byteShareFloor = 5 %, minBytesNew = 16 MiB; judged for incrementals only (a full with deduplication
  *    off stores everything anew, so its new bytes say nothing about change), against incrementals;
@@ -32,7 +32,9 @@
  *    above 100 %; the volume rules still apply.
  *
  * The relative terms (M + k·σ and ratio·M) scale with the baseline: a host that changes ten times as much
- * has thresholds ten times as high. The floors keep a quiet host (a median of 0 or 1 change a day) from being
+ * has thresholds ten times as high. They are wide on purpose — ordinary churn is heavy-tailed (patch days,
+ * month-end jobs): volume alone flags only an order of magnitude beyond the host's habit (30× its median),
+ * while the entropy signal, which ordinary churn barely moves, catches smaller encryptions. The floors keep a quiet host (a median of 0 or 1 change a day) from being
  * flagged for a handful of files. The constants are chosen against `deno task bench:anomaly` (90 simulated
  * days of ordinary churn, many hosts: no false positive; docs/performance.md) while a mass encryption of a
  * folder — every file in it modified, its new data incompressible — exceeds them by far.
@@ -76,8 +78,8 @@ export interface AnomalyRule {
 export const ANOMALY_RULE: Readonly<AnomalyRule> = Object.freeze({
   window: 30,
   minHistory: 5,
-  k: 8,
-  ratio: 5,
+  k: 20,
+  ratio: 30,
   fileShareFloor: 0.05,
   minChangedFiles: 10,
   byteShareFloor: 0.05,

@@ -5,7 +5,7 @@
  * (what ransomware does) and the next backup is flagged from the agent's own figures (files modified, new data
  * that did not compress): a critical alert names the host, the point is suspect, prune is frozen for the host
  * (retention expires nothing, the preview says why) until an operator approves the change, after which
- * retention prunes again. Small data: about 60 files of 24 KiB.
+ * retention prunes again. Small data: 120 files of 24 KiB.
  */
 import assert from "node:assert/strict";
 import { type Anomaly, anomalyOfRun, pruneFreezeKey } from "../../domain/anomalies.ts";
@@ -13,7 +13,7 @@ import type { Alert } from "../../domain/alerts.ts";
 import { applyRetention, type RestorePoint, restorePointKey } from "../../domain/runs.ts";
 import { type EnginesWorld, enginesWorld } from "./engines_world.ts";
 
-const FILES = 60;
+const FILES = 120;
 const SIZE = 24 * 1024;
 
 /** A compressible text file (log-like lines), different per name and version. */

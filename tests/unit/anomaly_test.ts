@@ -215,9 +215,9 @@ Deno.test("property: a steady series never flags", () => {
 Deno.test("property: mass encryption after a steady series of low churn always flags", () => {
   fc.assert(
     fc.property(steadyArb, fc.double({ min: 0.3, max: 1, noNaN: true }), (s, hit) => {
-      // Ordinary churn is at most 1 % of the files a day; the attack rewrites a share `hit` of them.
+      // Ordinary churn is at most 0.5 % of the files a day; the attack rewrites a share `hit` of them.
       const level = { ...s.level, files: Math.max(s.level.files, 2_000) };
-      level.changed = Math.floor(level.files * 0.01 * (level.changed / 50_000));
+      level.changed = Math.floor(level.files * 0.005 * (level.changed / 50_000));
       const series = steadySeries({ ...s, level, length: Math.max(s.length, ANOMALY_RULE.minHistory) });
       const history = series.slice(0, -1);
       const encrypted = Math.round(level.files * hit);
@@ -256,8 +256,8 @@ Deno.test("changed files: flags past the threshold, with the figures in the reas
   assert.ok(check.fired);
   assert.equal(check.value, 8_000);
   assert.equal(check.median, 27);
-  // max(M + 8·1.4826·MAD, 5·M, 5 % of 10,000 files, 10) = max(27 + 8·1.4826·1, 135, 500, 10) = 500
-  assert.equal(check.threshold, 500);
+  // max(M + 20·1.4826·MAD, 30·M, 5 % of 10,000 files, 10) = max(27 + 20·1.4826·1, 810, 500, 10) = 810
+  assert.equal(check.threshold, 810);
   assert.match(
     v.reasons[0],
     /^8,000 files changed \(0 added, 8,000 modified, 0 deleted\) against a median of 27/,
