@@ -105,7 +105,7 @@ export function pruneFreezeKey(hostId: string) {
 }
 
 /** The figures of a finished backup run, or null when its engine did not report what the rule needs. */
-export function figuresOfRun(run: Run, job: Job, point: RestorePoint): RunFigures | null {
+export function figuresOfRun(run: Run, point: RestorePoint): RunFigures | null {
   const s = run.stats;
   if (!s || s.added === undefined || s.modified === undefined || s.deleted === undefined) return null;
   if (s.bytesNew === undefined) return null;
@@ -223,7 +223,7 @@ export async function assessBackupInOp(
   const { run, job, point } = input;
   if (job.kind !== "backup" || !run.hostId) return null;
   if (run.status !== "success" && run.status !== "warning") return null;
-  const figures = figuresOfRun(run, job, point);
+  const figures = figuresOfRun(run, point);
   const bKey = baselineKey(run.policyId, run.hostId);
   const [baseEntry, freezeEntry] = await kv.getMany<[AnomalyBaseline, PruneFreeze]>([
     bKey,

@@ -42,13 +42,7 @@ import {
   verifyFailedKey,
 } from "./dashboard.ts";
 import { afterBackup, readProtectedFor, writeProtected } from "./protected.ts";
-import {
-  assessBackupInOp,
-  type FrozenPreview,
-  type PointAnomalyMark,
-  pruneGuard,
-  withPruneFreezes,
-} from "./anomalies.ts";
+import { assessBackupInOp, type PointAnomalyMark, pruneGuard, withPruneFreezes } from "./anomalies.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
 import { applyRestoreJobOutcome } from "./restore.ts";
@@ -1501,7 +1495,7 @@ export async function previewPolicyRetention(
   counts: RetentionCounts,
   /** The policy's points by object, when the caller has read them already. */
   groups?: Map<string, RestorePoint[]>,
-): Promise<Record<string, FrozenPreview>> {
+): Promise<Record<string, RetentionPreview & { frozen?: string | null }>> {
   groups ??= await pointsByObject(kv, policy.id);
   // A host whose prune is frozen (anomalies.ts) keeps every point, and its preview says why.
   return await withPruneFreezes(
