@@ -443,6 +443,16 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
                     <td class="nowrap" data-label="Size">{formatBytes(p.sizeBytes)}</td>
                     <td class="cell-status" data-label="Status">
                       <PointStatus point={p} />
+                      {p.anomaly && (
+                        <>
+                          {" "}
+                          <a href={`/backup/restore/points/${p.id}#anomaly`} data-testid="point-anomaly">
+                            <Badge tone={p.anomaly.mark === "suspect" ? "bad" : "ok"}>
+                              {p.anomaly.mark === "suspect" ? "suspect" : "last clean"}
+                            </Badge>
+                          </a>
+                        </>
+                      )}
                     </td>
                     <td data-label="Verification">
                       <Verification point={p} />

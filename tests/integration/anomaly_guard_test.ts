@@ -269,6 +269,9 @@ Deno.test("anomaly guard: ordinary churn builds the baseline; mass encryption ra
   const cleanPage = await (await adminBrowser.get(`/backup/restore/points/${w.lastClean.restorePointId}`))
     .text();
   assertIncludes(cleanPage, 'data-mark="last_clean"');
+  const list = await (await adminBrowser.get(`/backup/restore?hostId=${w.host.id}`)).text();
+  assert.match(list, /data-testid="point-anomaly"[^]*?suspect/);
+  assert.match(list, /last clean/);
   const reviewPage = await (await adminBrowser.get(`/backup/anomalies/${anomaly.id}`)).text();
   assertIncludes(reviewPage, 'data-testid="review-approve"');
   assertIncludes(reviewPage, 'data-testid="review-incident"');
