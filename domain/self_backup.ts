@@ -179,6 +179,13 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "restore_searches_by_job",
     // The last consistency check (invariant_checks.ts), shown on Health > Database.
     "invariant_checks",
+    // The anomaly guard (anomalies.ts): flagged backups and their indexes, baselines, prune freezes.
+    "anomalies",
+    "anomalies_by_account",
+    "anomalies_open",
+    "anomalies_by_run",
+    "anomaly_baselines",
+    "prune_freezes",
   ],
 };
 
