@@ -170,7 +170,13 @@ export async function createBlobCodec(
       const mac = createHmac("sha256", macKey!).update(h).update(idBytes).update(iv).update(ct).digest();
       return [concat(h, iv), ct, new Uint8Array(mac)];
     }
-    return [h, asBufferSource(payload), new Uint8Array(sha256(h, idBytes, payload))];
+    // zstd's output lies in node's shared Buffer pool, whose memory cannot be transferred to a worker (the pack
+    // is hashed on one): a compressed payload gets a buffer of its own.
+    return [
+      h,
+      packed ? packed.slice() : asBufferSource(payload),
+      new Uint8Array(sha256(h, idBytes, payload)),
+    ];
   }
 
   async function encode(id: BlobId, plain: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {
