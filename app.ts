@@ -21,6 +21,8 @@ import { apiV1Backup } from "./routes/api_v1_backup.ts";
 import { apiV1Holds } from "./routes/api_v1_holds.ts";
 import { apiV1Policies } from "./routes/api_v1_policies.ts";
 import { apiV1Runs } from "./routes/api_v1_runs.ts";
+import { apiV1Anomalies } from "./routes/api_v1_anomalies.ts";
+import { anomalyRoutes } from "./routes/anomalies.tsx";
 import { apiV1Dashboard } from "./routes/api_v1_dashboard.ts";
 import { apiV1Jobs } from "./routes/api_v1_jobs.ts";
 import { apiV1Notifications } from "./routes/api_v1_notifications.ts";
@@ -153,6 +155,7 @@ export function createApp(options: AppOptions) {
   app.route("/backup/jobs", jobRoutes);
   app.route("/backup/runs", runListRoutes);
   app.route("/backup/runs", runRoutes);
+  app.route("/backup/anomalies", anomalyRoutes);
   app.route("/backup/platforms", platformRoutes);
   app.route("/backup/restore", fileHistoryRoutes);
   app.route("/backup/restore", restoreRoutes);
@@ -172,6 +175,7 @@ export function createApp(options: AppOptions) {
   app.route("/", apiV1Backup);
   app.route("/", apiV1Policies);
   app.route("/", apiV1Runs);
+  app.route("/", apiV1Anomalies);
   app.route("/", apiV1Dashboard);
   app.route("/", apiV1Jobs);
   app.route("/", apiV1Platforms);

@@ -114,6 +114,20 @@ export function EngineResults(
       <dd data-stat="bytesNew" title="Content not yet in the repository, before compression">
         {formatBytes(s.bytesNew)}
       </dd>
+      {s.bytesNewIncompressible !== undefined && (
+        <>
+          <dt>Did not compress</dt>
+          <dd
+            data-stat="bytesNewIncompressible"
+            title="New data stored raw because it did not compress (encrypted data does not)"
+          >
+            {formatBytes(s.bytesNewIncompressible)}
+            {s.bytesNew
+              ? ` (${Math.round(s.bytesNewIncompressible / s.bytesNew * 100)} % of the new data)`
+              : ""}
+          </dd>
+        </>
+      )}
       <dt>Stored</dt>
       <dd data-stat="bytesStored" title="Bytes added to the repository (compressed, encrypted)">
         {formatBytes(s.bytesStored)}

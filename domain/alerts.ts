@@ -32,7 +32,9 @@ export type AlertReason =
   /** A restore drill failed (drills.ts): a restore that was tried did not come back whole. */
   | "drill_failed"
   /** A restore drill passed but took longer than its RTO objective. */
-  | "rto_breach";
+  | "rto_breach"
+  /** A backup's change rate or entropy was far outside the host's baseline (anomalies.ts): prune is frozen. */
+  | "suspicious_change";
 
 export interface Alert {
   id: string;

@@ -77,13 +77,19 @@ export interface JobResult {
 /**
  * What an engine measured running a job (all optional, counts and bytes ≥ 0): files and folders seen,
  * bytes read from the source, bytes of new content (not deduplicated), bytes added to the repository,
- * its duration, and the changes against the parent (added, modified, deleted files).
+ * its duration, and the changes against the parent (added, modified, deleted files); of the new bytes, those
+ * that did not compress.
  */
 export const ResultStats = z.object({
   files: z.number().int().min(0, "must not be negative").optional(),
   dirs: z.number().int().min(0, "must not be negative").optional(),
   bytesRead: z.number().int().min(0, "must not be negative").optional(),
   bytesNew: z.number().int().min(0, "must not be negative").optional(),
+  /**
+   * Of `bytesNew`, the bytes of new chunks that did not compress (stored raw). Absent when not measured (the
+   * repository compresses nothing). The anomaly guard (anomaly.ts) compares its share with the host's baseline.
+   */
+  bytesNewIncompressible: z.number().int().min(0, "must not be negative").optional(),
   bytesStored: z.number().int().min(0, "must not be negative").optional(),
   durationMs: z.number().int().min(0, "must not be negative").optional(),
   added: z.number().int().min(0, "must not be negative").optional(),

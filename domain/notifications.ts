@@ -1111,6 +1111,7 @@ const REASON_LABELS: Record<string, string> = {
   invariant_violation: "stored data inconsistent",
   drill_failed: "restore drill failed",
   rto_breach: "RTO objective breached",
+  suspicious_change: "suspicious change (possible ransomware)",
 };
 
 /** The subject line and plain-text body of a notification email. */

@@ -45,6 +45,7 @@ import {
   verifyFailedKey,
 } from "./dashboard.ts";
 import { afterBackup, readProtectedFor, writeProtected } from "./protected.ts";
+import { assessBackupInOp, type PointAnomalyMark, pruneGuard, withPruneFreezes } from "./anomalies.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
 import { applyRestoreJobOutcome } from "./restore.ts";
@@ -148,6 +149,11 @@ export interface RestorePoint {
   repository?: Repository;
   /** What the engine measured writing the point (as its run's `stats`). */
   stats?: ResultStats | null;
+  /**
+   * The anomaly guard's mark (anomalies.ts): "suspect" on a flagged backup's point, "last_clean" on the host's
+   * newest point judged normal before it.
+   */
+  anomaly?: PointAnomalyMark | null;
 }
 
 export { runByJobKey, runKey };
@@ -886,6 +892,14 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
       if (archivesNewPoints(hostEntry?.value ?? null, policy)) point.archivedAt = now.toISOString();
       // The repository the job was sent to (the policy may have moved on since).
       point.repository = jobRepository(job, run.policyId, policy);
+      // The anomaly guard judges the backup's figures in this same write (it may mark the point suspect).
+      await assessBackupInOp(kv, op, {
+        run: next,
+        job,
+        point,
+        policyName: policy?.name ?? run.policyId,
+        hostName: hostEntry?.value?.hostname ?? run.hostId ?? "BES",
+      }, now);
       next.restorePointId = point.id;
       op.set(restorePointKey(point.id), point)
         .set(["restore_points_by_policy", run.policyId, point.id], point.id)
@@ -1504,14 +1518,18 @@ export async function previewPolicyRetention(
   counts: RetentionCounts,
   /** The policy's points by object, when the caller has read them already. */
   groups?: Map<string, RestorePoint[]>,
-): Promise<Record<string, RetentionPreview>> {
+): Promise<Record<string, RetentionPreview & { frozen?: string | null }>> {
   groups ??= await pointsByObject(kv, policy.id);
-  // Held points show as kept, with the hold as the reason.
+  // Held points show as kept, with the hold as the reason; a host whose prune is frozen (anomalies.ts)
+  // keeps every point, and its preview says why.
   const holds = await holdGuard(kv, policy.accountId);
-  return previewRetention(
-    Object.fromEntries([...groups].map(([k, v]) => [k, retentionPoints(v, holds)])),
-    counts,
-    policy.timeZone ?? "UTC",
+  return await withPruneFreezes(
+    kv,
+    previewRetention(
+      Object.fromEntries([...groups].map(([k, v]) => [k, retentionPoints(v, holds)])),
+      counts,
+      policy.timeZone ?? "UTC",
+    ),
   );
 }
 
@@ -1583,6 +1601,9 @@ async function expireObjects(
   const holds = await holdGuard(kv, policy.accountId);
   for (const [object, points] of groups) {
     if (decommissioning.has(object)) continue;
+    // A host with a suspicious change under review keeps everything (anomalies.ts: prune frozen).
+    const freeze = await pruneGuard(kv, object);
+    if (freeze.frozen) continue;
     const plan = planRetention(retentionPoints(points, holds), counts, policy.timeZone ?? "UTC");
     // One prune job per repository: an older generation (or target) keeps its points where they are.
     const byRepository = new Map<string, RestorePoint[]>();
@@ -1604,6 +1625,7 @@ async function expireObjects(
         );
       }
       const op = holds.check(kv.atomic());
+      freeze.check(op);
       for (const e of entries) if (e.value) op.check(e).set(e.key, { ...e.value, status: "expired" });
       queueJobInOp(op, {
         kind: "prune",

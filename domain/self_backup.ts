@@ -193,6 +193,13 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "drill_runs_by_job",
     "drill_runs_open",
     "drill_proven",
+    // The anomaly guard (anomalies.ts): flagged backups and their indexes, baselines, prune freezes.
+    "anomalies",
+    "anomalies_by_account",
+    "anomalies_open",
+    "anomalies_by_run",
+    "anomaly_baselines",
+    "prune_freezes",
   ],
 };
 

@@ -175,6 +175,51 @@ export const RestorePointSchema = z.looseObject({
   verification: z.enum(["passed", "failed", "partial", "pending"]),
 }).openapi("RestorePoint");
 
+/** A suspicious change the anomaly guard flagged (domain/anomalies.ts). */
+export const AnomalySchema = z.looseObject({
+  id: z.string(),
+  orgId: z.string().nullable(),
+  policyId: z.string(),
+  policyName: z.string(),
+  hostId: z.string(),
+  hostName: z.string(),
+  runId: z.string(),
+  restorePointId: z.string().describe("The suspect restore point"),
+  lastCleanPointId: z.string().nullable().describe("The host's newest point judged normal before it"),
+  status: z.enum(["pending", "approved", "incident", "released"]).describe(
+    "pending: awaiting review (prune frozen); approved: expected change; incident: confirmed, prune " +
+      "frozen until released; released",
+  ),
+  verdict: z.looseObject({
+    flagged: z.boolean(),
+    baselineRuns: z.number().int(),
+    reasons: z.array(z.string()),
+    checks: z.array(z.looseObject({
+      signal: z.enum(["changed_files", "bytes_new", "incompressible_share"]),
+      value: z.number(),
+      median: z.number(),
+      threshold: z.number(),
+      fired: z.boolean(),
+      text: z.string(),
+    })),
+    figures: z.looseObject({
+      changedFiles: z.number(),
+      added: z.number(),
+      modified: z.number(),
+      deleted: z.number(),
+      files: z.number(),
+      bytesNew: z.number(),
+      incompressibleShare: z.number().nullable(),
+    }),
+  }),
+  flaggedAt: Ts,
+  reviewedAt: NullTs,
+  reviewedBy: z.string().nullable(),
+  reviewNote: z.string().nullable(),
+  releasedAt: NullTs,
+  releasedBy: z.string().nullable(),
+}).openapi("Anomaly");
+
 export const JobSchema = z.looseObject({
   id: z.string().describe("A native job's id is its policy's"),
   name: z.string(),
@@ -317,6 +362,7 @@ export const QueueRowSchema = z.union([
   StorageTargetSchema.describe("storage-health: targets not healthy, worst first"),
   z.object({ point: RestorePointSchema, policyName: z.string(), hostName: z.string().nullable() })
     .describe("verification-failures: restore points whose verification failed"),
+  AnomalySchema.describe("suspicious-changes: flagged backups awaiting review, then confirmed incidents"),
 ]).openapi("DashboardQueueRow");
 
 /** A run as the run-now and retry answers list it. */

@@ -25,6 +25,7 @@ import { toPublicTarget } from "../domain/storage.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, Id, ok } from "./api_common.ts";
 import { page, ProtectedObjectSchema, QueueRowSchema } from "./api_schemas.ts";
+import { suspiciousChangesQueue } from "../domain/anomalies.ts";
 
 const Limit = z.coerce.number().int().min(1, "must be 1–100").max(100, "must be 1–100").default(10);
 const denied = { 401: err("Not signed in or bad token"), 403: err("Missing permission") };
@@ -75,7 +76,13 @@ apiV1Dashboard.openapi(
   },
 );
 
-const QUEUES = ["failed-backups", "rpo-breaches", "storage-health", "verification-failures"] as const;
+const QUEUES = [
+  "failed-backups",
+  "rpo-breaches",
+  "storage-health",
+  "verification-failures",
+  "suspicious-changes",
+] as const;
 
 apiV1Dashboard.openapi(
   createRoute({
@@ -116,6 +123,8 @@ apiV1Dashboard.openapi(
       ? await rpoBreachQueue(kv, actor, now, limit)
       : name === "storage-health"
       ? (await storageHealthQueue(kv, actor)).slice(0, limit).map(toPublicTarget)
+      : name === "suspicious-changes"
+      ? await suspiciousChangesQueue(kv, actor, limit)
       : await verificationFailuresQueue(kv, actor, limit);
     return c.json({ name, values, cursor: "" }, 200);
   },

@@ -251,6 +251,9 @@ apiV1Policies.openapi(
               bytesFreed: z.number(),
               needsConfirmation: z.boolean(),
               warning: z.string().nullable(),
+              frozen: z.string().nullable().optional().describe(
+                "Set when the host's prune is frozen by a suspicious change under review: why every point is kept",
+              ),
             }),
           ).describe("Keyed by protected object (host) id"),
         }).openapi("RetentionPreview"),

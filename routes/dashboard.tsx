@@ -40,6 +40,7 @@ import { hasStorageTargets, readSetupProgress } from "../domain/getting_started.
 import { provenRestores } from "../domain/drills.ts";
 import { listPolicies } from "../domain/policies.ts";
 import { ProvenRestoresCard } from "../components/proven_restores.tsx";
+import { suspiciousChangesQueue } from "../domain/anomalies.ts";
 import { getRecoveryKey } from "../domain/recovery_keys.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { can } from "../domain/rbac.ts";
@@ -63,6 +64,7 @@ export const SECTIONS = [
   { name: "engines", title: "Backup engines", tone: "neutral" },
   { name: "activity", title: "Last 24 hours", tone: "neutral" },
   { name: "failed", title: "Failed backups", tone: "red" },
+  { name: "suspicious", title: "Suspicious changes", tone: "red" },
   { name: "rpo", title: "RPO breaches", tone: "orange" },
   { name: "storage", title: "Storage health alerts", tone: "yellow" },
   { name: "verification", title: "Verification failures", tone: "yellow" },
@@ -333,6 +335,54 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
             ))}
           </tbody>
         </table>,
+      );
+    }
+    case "suspicious": {
+      const rows = await suspiciousChangesQueue(kv, actor);
+      if (!rows.length) {
+        const { protected: watched } = await readSummary(kv, actor, now);
+        return renderToString(
+          watched
+            ? <Empty text="No suspicious change: every backup within its host's usual change rate" />
+            : <Empty text="No backups to watch yet." quiet />,
+        );
+      }
+      return renderToString(
+        <>
+          <table class="table compact table--cards" data-testid="suspicious-changes">
+            <thead>
+              <tr>
+                <th>Host</th>
+                <th>Why</th>
+                <th>Status</th>
+              </tr>
+            </thead>
+            <tbody>
+              {rows.map((a) => (
+                <tr key={a.id} data-anomaly={a.id}>
+                  <td data-label="Host">
+                    <a href={`/backup/anomalies/${a.id}`}>{a.hostName}</a>
+                    <span class="sub">{a.policyName} · {formatTime(a.flaggedAt)}</span>
+                  </td>
+                  <td data-label="Why">{a.verdict.reasons.join("; ")}</td>
+                  <td class="cell-status" data-label="Status">
+                    <Badge tone="bad">
+                      {a.status === "pending" ? "review · prune frozen" : "incident · prune frozen"}
+                    </Badge>
+                    {manage && a.status === "pending" && (
+                      <span class="sub">
+                        <a href={`/backup/anomalies/${a.id}#review`}>Review</a>
+                      </span>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          <p>
+            <a href="/backup/anomalies">All suspicious changes →</a>
+          </p>
+        </>,
       );
     }
     case "rpo": {

@@ -888,8 +888,12 @@ export async function RetentionSection(
                 — keep {preview?.keep.length ?? 0}, expire {preview?.expire.length ?? 0}, frees{" "}
                 {formatBytes(preview?.bytesFreed ?? 0)}
                 {preview?.needsConfirmation && <Badge tone="warn">needs confirmation</Badge>}
+                {preview?.frozen && <Badge tone="bad">prune frozen</Badge>}
               </summary>
               {preview?.warning && <p class="field-error">{preview.warning}</p>}
+              {preview?.frozen && (
+                <p class="notice notice--warn" data-testid="retention-frozen">{preview.frozen}</p>
+              )}
               <div class="table-wrap" tabIndex={0}>
                 <table class="table table--compact table--cards">
                   <thead>

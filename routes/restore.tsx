@@ -8,6 +8,8 @@
  */
 import { requestIfFourEyes } from "../domain/approvals.ts";
 import { redirectToApproval } from "./approvals.tsx";
+import { AnomalyMark } from "../components/anomaly.tsx";
+import { anomalyOfPoint } from "../domain/anomalies.ts";
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { z } from "zod";
@@ -445,6 +447,16 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
                     <td class="nowrap" data-label="Size">{formatBytes(p.sizeBytes)}</td>
                     <td class="cell-status" data-label="Status">
                       <PointStatus point={p} />
+                      {p.anomaly && (
+                        <>
+                          {" "}
+                          <a href={`/backup/restore/points/${p.id}#anomaly`} data-testid="point-anomaly">
+                            <Badge tone={p.anomaly.mark === "suspect" ? "bad" : "ok"}>
+                              {p.anomaly.mark === "suspect" ? "suspect" : "last clean"}
+                            </Badge>
+                          </a>
+                        </>
+                      )}
                     </td>
                     <td data-label="Verification">
                       <Verification point={p} />
@@ -567,6 +579,7 @@ async function pointPage(
       : Promise.resolve(null),
     kv.get<Run>(["runs", point.runId]).then((e) => e.value),
   ]);
+  const anomaly = await anomalyOfPoint(kv, point);
   const original = point.hostId
     ? hosts.values.find((h) => h.id === point.hostId) ?? await getHost(kv, point.hostId)
     : null;
@@ -644,6 +657,7 @@ async function pointPage(
           </a>
         }
       />
+      {anomaly && point.anomaly && <AnomalyMark anomaly={anomaly} mark={point.anomaly.mark} />}
       <div class="grid-2">
         <section class="panel">
           <h2>Restore point</h2>

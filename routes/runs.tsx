@@ -18,6 +18,8 @@ import { Badge, formatBytes, formatTime, PageHeader } from "../components/ui.tsx
 import { getJob, type Job } from "../domain/jobs.ts";
 import type { Policy } from "../domain/policies.ts";
 import { jobErrorsPage, requireRun } from "../domain/run_results.ts";
+import { AnomalyMark } from "../components/anomaly.tsx";
+import { anomalyOfRun } from "../domain/anomalies.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { render } from "./render.tsx";
@@ -55,6 +57,7 @@ runRoutes.get("/:runId", requires("backup.view"), async (c) => {
   ]);
   const policy = policyEntries[0].value ?? policyEntries[1].value;
   const errors = await jobErrorsPage(kv, job, errorsPage);
+  const anomaly = await anomalyOfRun(kv, run.id);
   const hostName = run.hostId ? host?.value?.hostname ?? "(deleted host)" : "BES";
   const fullReason = job?.payload.fullReason === "new_generation"
     ? " (a full: the first backup in a new repository generation)"
@@ -76,6 +79,7 @@ runRoutes.get("/:runId", requires("backup.view"), async (c) => {
           ? <a class="btn" href={`/backup/policies/${run.policyId}#runs`}>Policy</a>
           : undefined}
       />
+      {anomaly && <AnomalyMark anomaly={anomaly} mark="suspect" />}
       <div class="grid-2">
         <section class="panel">
           <h2>Run</h2>

@@ -410,6 +410,9 @@ async function backupJob(
       dirs: outcome.dirs,
       bytesRead: outcome.bytesRead,
       bytesNew: outcome.bytesNew,
+      ...(outcome.bytesNewIncompressible === null
+        ? {}
+        : { bytesNewIncompressible: outcome.bytesNewIncompressible }),
       bytesStored: outcome.bytesStored,
       durationMs: outcome.durationMs,
       added: outcome.changes.added,
@@ -431,6 +434,7 @@ async function backupJob(
       reusedFiles: outcome.reusedFiles,
       bytesRead: outcome.bytesRead,
       bytesNew: outcome.bytesNew,
+      bytesNewIncompressible: outcome.bytesNewIncompressible,
       bytesStored: outcome.bytesStored,
       totalBytes: outcome.totalBytes,
       durationMs: outcome.durationMs,

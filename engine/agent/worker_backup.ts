@@ -154,6 +154,8 @@ export async function runBackup(
     reusedFiles: result.reusedFiles,
     bytesRead: result.bytesRead,
     bytesNew: result.bytesNew,
+    // With compression "none" nothing is tried, so nothing is known about how the new data compresses.
+    bytesNewIncompressible: repo.config.compression === "none" ? null : result.bytesNewIncompressible ?? null,
     bytesStored: result.bytesStored,
     totalBytes: result.totalBytes ?? ("size" in result ? Number(result.size) : result.bytesRead),
     durationMs: result.durationMs,

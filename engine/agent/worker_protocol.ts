@@ -105,6 +105,11 @@ export interface BackupOutcome {
   reusedFiles: number;
   bytesRead: number;
   bytesNew: number;
+  /**
+   * Of `bytesNew`, the bytes of new chunks that did not compress (stored raw); null when the repository
+   * compresses nothing, so compressibility was not measured.
+   */
+  bytesNewIncompressible: number | null;
   bytesStored: number;
   totalBytes: number;
   durationMs: number;

@@ -95,6 +95,12 @@ export interface BackupResult {
   bytesRead: number;
   /** Plaintext bytes of blobs that were not yet stored. */
   bytesNew: number;
+  /**
+   * Of `bytesNew`, the plaintext bytes of new data chunks that did not compress and were stored raw (always
+   * all of them with compression "none", which tries nothing). Encrypted data does not compress: a jump in
+   * this share is what the control plane's anomaly guard looks for.
+   */
+  bytesNewIncompressible?: number;
   /** Bytes added to the repository (encoded blobs). */
   bytesStored: number;
   durationMs: number;
@@ -141,6 +147,7 @@ class BackupRun {
   totalBytes = 0;
   bytesRead = 0;
   bytesNew = 0;
+  bytesNewIncompressible = 0;
   bytesStored = 0;
   /** Blobs that may still start being encoded and stored, and the starts waiting for one to end. */
   #freeSlots: number;
@@ -187,6 +194,7 @@ class BackupRun {
     if (r.isNew) {
       this.bytesNew += length;
       this.bytesStored += r.storedBytes;
+      if (type === "data" && r.compressed === false) this.bytesNewIncompressible += length;
     }
     this.refs.add(r.id);
     return r.id;
@@ -441,6 +449,7 @@ class BackupRun {
           const r = this.ns.storeClaimed("data", c.id, parts);
           this.bytesNew += c.length;
           this.bytesStored += r.storedBytes;
+          if (!r.compressed) this.bytesNewIncompressible += c.length;
           // The pack this chunk filled is not waited for here: `#pump` bounds the packs in upload for the whole
           // run. Its failure fails this file while it is read, and the run at `flush` in any case.
           r.upload?.catch((e) => {
@@ -809,5 +818,6 @@ async function backupLocked(
     reusedFiles: run.reusedFiles,
     errors: run.errors,
     totalBytes: run.totalBytes,
+    bytesNewIncompressible: run.bytesNewIncompressible,
   };
 }

@@ -98,6 +98,16 @@ function macEqual(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /**
+ * Whether a blob encoded as `parts` (its header first) stores its payload compressed: false for a blob that
+ * did not shrink and was stored raw — random, encrypted or already compressed content. Backups count the
+ * new bytes stored raw (`BackupResult.bytesNewIncompressible`): encrypted data does not compress.
+ */
+export function partsCompressed(parts: readonly Uint8Array[]): boolean {
+  const h = parts[0];
+  return h !== undefined && h.length > 1 && h[1] !== COMPRESSION_CODES.none;
+}
+
+/**
  * A codec for `encryption` with the namespace's 32-byte `dataKey` (ignored for "none"), compressing new
  * blobs with `compression`. Throws `RepoConfigError` if the key is missing or not 32 bytes.
  */
@@ -160,7 +170,13 @@ export async function createBlobCodec(
       const mac = createHmac("sha256", macKey!).update(h).update(idBytes).update(iv).update(ct).digest();
       return [concat(h, iv), ct, new Uint8Array(mac)];
     }
-    return [h, asBufferSource(payload), new Uint8Array(sha256(h, idBytes, payload))];
+    // zstd's output lies in node's shared Buffer pool, whose memory cannot be transferred to a worker (the pack
+    // is hashed on one): a compressed payload gets a buffer of its own.
+    return [
+      h,
+      packed ? packed.slice() : asBufferSource(payload),
+      new Uint8Array(sha256(h, idBytes, payload)),
+    ];
   }
 
   async function encode(id: BlobId, plain: Uint8Array): Promise<Uint8Array<ArrayBuffer>> {

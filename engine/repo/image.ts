@@ -137,6 +137,7 @@ class ImageRun {
   readonly errors: { path: string; error: string }[] = [];
   bytesRead = 0;
   bytesNew = 0;
+  bytesNewIncompressible = 0;
   bytesStored = 0;
   chunks = 0;
   zeroChunks = 0;
@@ -158,6 +159,7 @@ class ImageRun {
       this.newChunks++;
       this.bytesNew += length;
       this.bytesStored += r.storedBytes;
+      if (r.compressed === false) this.bytesNewIncompressible += length;
     }
     this.refs.add(r.id);
     return r.id;
@@ -380,6 +382,7 @@ async function backupImageLocked(
     chunks: run.chunks,
     zeroChunks: run.zeroChunks,
     newChunks: run.newChunks,
+    bytesNewIncompressible: run.bytesNewIncompressible,
   };
 }
 

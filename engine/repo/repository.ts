@@ -5,7 +5,7 @@
  */
 import { type Backend, LocalBackend, putParts } from "./backend.ts";
 import type { RestoreBlobRef } from "./worker_restore.ts";
-import { createBlobCodec, type PartsBlobCodec } from "./blob.ts";
+import { createBlobCodec, type PartsBlobCodec, partsCompressed } from "./blob.ts";
 import { type ChunkSession, type ChunkSessionEvents, CodecPool } from "./codec_pool.ts";
 import type { ChunkerParams } from "./chunker.ts";
 import { PackReader } from "./pack_reader.ts";
@@ -63,6 +63,8 @@ export interface SaveResult {
   isNew: boolean;
   /** Bytes added to the repository for it (0 when deduplicated). */
   storedBytes: number;
+  /** For a new blob: whether it was stored compressed (false: it did not shrink and was stored raw). */
+  compressed?: boolean;
 }
 
 /** One key object as `Repository.listKeys` reports it. */
@@ -731,7 +733,7 @@ export class Namespace {
     type: BlobType,
     id: BlobId,
     parts: Uint8Array[],
-  ): { storedBytes: number; upload: Promise<void> | null } {
+  ): { storedBytes: number; upload: Promise<void> | null; compressed: boolean } {
     const claim = this.#claims.get(id);
     if (!claim) throw new RepoError(`Blob ${id} is stored without a claim`);
     this.#claims.delete(id);
@@ -742,7 +744,7 @@ export class Namespace {
     let storedBytes = 0;
     for (const p of parts) storedBytes += p.length;
     const upload = this.#builder.size >= this.repo.config.packTargetBytes ? this.#startUpload() : null;
-    return { storedBytes, upload };
+    return { storedBytes, upload, compressed: partsCompressed(parts) };
   }
 
   /** Ends claim `id` without storing the blob (the run failed): saves waiting for it fail with `error`. */
@@ -831,10 +833,10 @@ export class Namespace {
       const upload = this.#builder.size >= this.repo.config.packTargetBytes ? this.#startUpload() : null;
       let storedBytes = 0;
       for (const p of parts) storedBytes += p.length;
-      return { storedBytes, upload };
+      return { storedBytes, upload, compressed: partsCompressed(parts) };
     });
     this.#encoding.set(id, task.then(() => {}));
-    let added: { storedBytes: number; upload: Promise<void> | null };
+    let added: { storedBytes: number; upload: Promise<void> | null; compressed: boolean };
     try {
       added = await task;
     } finally {
@@ -842,7 +844,7 @@ export class Namespace {
     }
     // Backpressure: the save that filled a pack waits for its upload (a failure is the run's, see above).
     if (added.upload && awaitUpload) await added.upload;
-    return { id, isNew: true, storedBytes: added.storedBytes };
+    return { id, isNew: true, storedBytes: added.storedBytes, compressed: added.compressed };
   }
 
   #startUpload(): Promise<void> {

@@ -22,6 +22,7 @@ import { createPolicy } from "../../domain/policies.ts";
 import { createReplica } from "../../domain/replicas.ts";
 import { applyJobOutcome, listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
 import { applyResult, claimJobs } from "../../domain/jobs.ts";
+import { anomalyByRunKey, baselineKey } from "../../domain/anomalies.ts";
 import { requestBrowse, requestFileRestore, requestSearch } from "../../domain/restore.ts";
 import { createScript } from "../../domain/scripts.ts";
 import { createDrill, runDrillNow } from "../../domain/drills.ts";
@@ -55,6 +56,7 @@ interface Fixture {
   drillRunId: string;
   requestId: string;
   holdId: string;
+  anomalyId: string;
   principals: Record<string, User | null>;
   target: User;
   viewer: User;
@@ -160,7 +162,27 @@ async function buildFixture(): Promise<Fixture> {
   );
   await runSchedulerTick(kv, new Date("2026-11-22T02:00:00Z")); // the policy's Sunday full: one run
   const [run] = await listRunsByPolicy(kv, policy.id);
-  // The run's agent posts a result with a restore point; a browse, a search and a file restore of it.
+  // The run's agent posts a result with a restore point; a browse, a search and a file restore of it. The
+  // host's baseline is seeded so that the anomaly guard flags this backup (an anomaly to review).
+  const ordinary = {
+    at: now.toISOString(),
+    kind: "incremental" as const,
+    files: 3,
+    added: 0,
+    modified: 1,
+    deleted: 0,
+    bytesNew: 1024,
+    bytesNewIncompressible: 0,
+    protectedBytes: 1024,
+  };
+  await kv.set(baselineKey(policy.id, host.id), {
+    policyId: policy.id,
+    hostId: host.id,
+    samples: Array(5).fill(ordinary),
+    lastCleanPointId: null,
+    newestPointId: null,
+    updatedAt: now.toISOString(),
+  });
   const [job] = await claimJobs(kv, `agent:${host.id}`, 1, now);
   const { job: done } = await applyResult(kv, `agent:${host.id}`, job.id, {
     status: "success",
@@ -168,11 +190,15 @@ async function buildFixture(): Promise<Fixture> {
     endedAt: now.toISOString(),
     bytesTransferred: 1024,
     protectedBytes: 1024,
+    stats: { files: 300, added: 0, modified: 300, deleted: 0, bytesNew: 1024, bytesNewIncompressible: 1024 },
     output: {
       restorePoint: { id: "rp-a1", chainId: "chain-a1", type: "full", sizeBytes: 1024, fileCount: 3 },
+      changesSince: "rp-a0",
     },
   }, now);
   await applyJobOutcome(kv, done, now);
+  const anomalyId = (await kv.get<string>(anomalyByRunKey(run.id))).value!;
+  assert.ok(anomalyId, "the fixture's backup is flagged");
   const restorePointId = (await kv.get<{ restorePointId: string }>(["runs", run.id])).value!.restorePointId;
   // Browse and search need the BES online; afterwards it goes silent and gets its offline alert.
   const metrics = { cpuPercent: 1, memoryPercent: 1, diskPercent: 1, activeJobs: 0, uptimeSeconds: 1 };
@@ -263,6 +289,7 @@ async function buildFixture(): Promise<Fixture> {
     drillRunId: drillRun.id,
     requestId: approval.id,
     holdId: hold.id,
+    anomalyId,
     principals,
     target,
     viewer,
@@ -341,6 +368,7 @@ function objectVisibility(fx: Fixture, param: string, actor: Actor): Visibility 
     case "drillRunId":
     case "requestId":
     case "holdId":
+    case "anomalyId":
       // The fixture's org, engine, storage target and alert all live in org A1.
       return inScope(actor, { accountId: fx.target.accountId, orgId: fx.orgA1 }) ? "ok" : "hidden";
     case "tokenId": {
@@ -379,6 +407,7 @@ function concretePath(fx: Fixture, path: string): string {
     .replace(":drillId", fx.drillId)
     .replace(":requestId", fx.requestId)
     .replace(":holdId", fx.holdId)
+    .replace(":anomalyId", fx.anomalyId)
     .replace("/static/*", "/static/app.css");
 }
 
@@ -432,6 +461,9 @@ const SAMPLE_BODIES: Record<string, unknown | ((fx: Fixture) => unknown)> = {
   }),
   "PUT /api/v1/account/four-eyes": { enabled: false, ttlHours: 24 },
   "POST /api/v1/approvals/:requestId/refuse": { note: "" },
+  "POST /api/v1/anomalies/:anomalyId/approve": { confirm: true },
+  "POST /api/v1/anomalies/:anomalyId/confirm-incident": { confirm: true },
+  "POST /api/v1/anomalies/:anomalyId/release": { confirm: true },
   "PUT /api/v1/storage/:targetId": { name: "Renamed target", type: "local", config: { path: "/srv/x" } },
   "PUT /api/v1/platforms/:platformId": {
     name: "Renamed platform",
@@ -493,11 +525,11 @@ const POLICY: Array<[RegExp, string]> = [
   // A file's version history on a host, and restoring a version of it, are restores.
   [/^\w+ \/api\/v1\/hosts\/:\w+\/file-history(\/restore)?$/, "backup.restore"],
   [
-    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|replicas|hosts|assignments|hooks|hook-templates|exclusion-templates|scripts|runs|jobs|dashboard|protected-objects|platforms|notification-(channels|rules|deliveries)|drills|drill-runs|proven-restores)(\/|$)/,
+    /^GET \/api\/v1\/(engines|storage|storage-capacity|alerts|policies|replicas|hosts|assignments|hooks|hook-templates|exclusion-templates|scripts|runs|jobs|dashboard|protected-objects|platforms|anomalies|notification-(channels|rules|deliveries)|drills|drill-runs|proven-restores)(\/|$)/,
     "backup.view",
   ],
   [
-    /^\w+ \/api\/v1\/(engines|storage|alerts|policies|replicas|hosts|assignments|hooks|scripts|runs|jobs|platforms|notification-(channels|rules))(\/|$)/,
+    /^\w+ \/api\/v1\/(engines|storage|alerts|policies|replicas|hosts|assignments|hooks|scripts|runs|jobs|platforms|anomalies|notification-(channels|rules))(\/|$)/,
     "backup.manage",
   ],
   [/^POST \/api\/v1\/account\//, "admin"],
@@ -579,6 +611,9 @@ Deno.test("every route declares exactly one access rule", () => {
       "POST /api/bes/v1/jobs/:id/parts",
       "POST /api/agent/v1/jobs/:id/parts",
       "POST /api/bes/v1/targets",
+      "GET /backup/anomalies/:anomalyId",
+      "POST /backup/anomalies/:anomalyId/approve",
+      "POST /api/v1/anomalies/:anomalyId/confirm-incident",
     ]
   ) {
     assert.ok(paths.includes(expected), `${expected} is enumerated`);
