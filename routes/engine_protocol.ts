@@ -15,7 +15,7 @@ import {
   registerEngine,
 } from "../domain/engines.ts";
 import { type Engine, engineKey } from "../domain/engines.ts";
-import { HttpError } from "../domain/errors.ts";
+import { HttpError, NotFoundError } from "../domain/errors.ts";
 import { AgentEnrollment, AgentHeartbeat, applyHostHeartbeat, enrollHost, getHost } from "../domain/hosts.ts";
 import { failuresReached, recordFailure, registrationFailureLimit } from "../domain/rate_limit.ts";
 import {
@@ -232,6 +232,15 @@ function provenRegistration(c: Context<AppEnv>, publicKey: string) {
   return { tenant: c.get("tenant")!, nonce: proof.nonce };
 }
 
+/**
+ * A principal deleted after its signature was checked (while its heartbeat waited for a commit) is
+ * refused like one deleted before: 401, nothing written.
+ */
+function refuseDeleted(e: unknown): never {
+  if (e instanceof NotFoundError) unauthorized("Unknown or deleted principal");
+  throw e;
+}
+
 /** A key registered in another tenant is refused exactly like a bad signature (no probing). */
 function refuseForeignKey(e: unknown): never {
   if (e instanceof KeyInAnotherTenantError) unauthorized(REGISTRATION_REFUSED);
@@ -370,7 +379,7 @@ engineProtocol.openapi(
       nonce: { key: principal.nonceKey, expireIn: NONCE_TTL_MS },
       entry: c.get("engineEntry"),
       parsed: true,
-    });
+    }).catch(refuseDeleted);
     if (replayed) unauthorized("Replayed nonce");
     // Capacity goes in its own bounded writes after the heartbeat claimed the nonce (up to 200 reports).
     if (input.storage?.length) await applyCapacityReports(kv, engine.id, input.storage, now);
@@ -438,7 +447,7 @@ engineProtocol.openapi(
     const { host, replayed } = await applyHostHeartbeat(kv, principal.id, c.req.valid("json"), now, {
       key: principal.nonceKey,
       expireIn: NONCE_TTL_MS,
-    });
+    }).catch(refuseDeleted);
     if (replayed) unauthorized("Replayed nonce");
     return c.json({
       status: host.status,
