@@ -279,10 +279,23 @@ export async function listJobSources(
   return [...native.sources, ...platformSources(platformJobs)];
 }
 
+/** True when the filter or the sort needs every candidate's last run (not only the page's). */
+function needsLastRuns(filter: JobFilter): boolean {
+  return Boolean(filter.status || filter.type || filter.from || filter.to) ||
+    filter.sort.endsWith("lastRunAt");
+}
+
+/** Sorts by name (then id), ascending or descending (`-name`). */
+function byName(dir: number) {
+  return (a: JobView, b: JobView) => dir * (a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+}
+
 /**
  * The jobs in the actor's scope, filtered and sorted, one page of them (`total` before paging), with the
- * sources the filter can offer. Reads every visible policy once and, for the policies left after the
- * cheap filters, their newest run only.
+ * sources the filter can offer. Reads every visible policy once. The last runs read depend on the filter:
+ * sorted by name with no filter on the last run (the page's default), the candidates are sorted and paged
+ * first and only the page's newest runs are read (50, not one per job); a filter on the last run's status,
+ * type or date, or the sort by last run time, needs every candidate's newest run.
  */
 export async function listJobs(
   kv: Deno.Kv,
@@ -300,12 +313,19 @@ export async function listJobs(
     ...policies.map((p) => nativeView(p, engines.get(p.besId), null)),
     ...platformJobs.map(({ job, platform }) => platformView(job, platform, null)),
   ].filter((j) => matchesJob(j, filter));
-  const runs = await latestRuns(kv, candidates.map((j) => j.id));
-  const rows = candidates.map((j) => {
-    const run = runs.get(j.id);
-    return run ? { ...j, lastRun: lastRunOf(run) } : j;
-  }).filter((j) => matchesLastRun(j, filter));
+  const withLastRun = async (jobs: JobView[]) => {
+    const runs = await latestRuns(kv, jobs.map((j) => j.id));
+    return jobs.map((j) => {
+      const run = runs.get(j.id);
+      return run ? { ...j, lastRun: lastRunOf(run) } : j;
+    });
+  };
   const dir = filter.sort.startsWith("-") ? -1 : 1;
+  if (!needsLastRuns(filter)) {
+    const page = candidates.sort(byName(dir)).slice(filter.offset, filter.offset + filter.limit);
+    return { values: await withLastRun(page), total: candidates.length, sources };
+  }
+  const rows = (await withLastRun(candidates)).filter((j) => matchesLastRun(j, filter));
   if (filter.sort.endsWith("lastRunAt")) {
     // Jobs that never ran sort after every job that did, in both directions.
     rows.sort((a, b) =>
@@ -314,7 +334,7 @@ export async function listJobs(
         : dir * a.lastRun.at.localeCompare(b.lastRun.at) || a.name.localeCompare(b.name)
     );
   } else {
-    rows.sort((a, b) => dir * (a.name.localeCompare(b.name) || a.id.localeCompare(b.id)));
+    rows.sort(byName(dir));
   }
   return { values: rows.slice(filter.offset, filter.offset + filter.limit), total: rows.length, sources };
 }
