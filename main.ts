@@ -3,6 +3,7 @@ import { createApp } from "./app.ts";
 import { parseConfig } from "./domain/config.ts";
 import { createLogger } from "./domain/log.ts";
 import { rederiveScheduleRpos } from "./domain/policies.ts";
+import { indexPolicyNames } from "./domain/policy_names.ts";
 import { indexOpenRuns, indexRestorePointsByHost } from "./domain/runs.ts";
 import { indexRestorePointsByTarget } from "./domain/repositories.ts";
 import { rebuildReplicaCounts } from "./domain/replicas.ts";
@@ -25,7 +26,8 @@ if (!parsed.ok) {
 const config = parsed.config;
 const logger = createLogger(config.logLevel);
 
-const store = await openStore(config).catch((error) => {
+// Crons get their own handle on a local KV file, so a storm tick's writes never hold up the pages' reads.
+const store = await openStore(config, { jobsHandle: true }).catch((error) => {
   console.error(error instanceof Error ? error.message : String(error));
   Deno.exit(1);
 });
@@ -36,6 +38,11 @@ const { kv } = store;
 await rederiveScheduleRpos(kv, new Date()).then(
   (fix) => fix.skipped || logger.log("info", "schedule-derived RPOs re-derived", fix),
   (error) => logger.log("error", "re-deriving schedule RPOs failed", { error: String(error) }),
+);
+// Data fix: policies from before the name index get their entry (once, marker).
+await indexPolicyNames(kv, new Date()).then(
+  (fix) => fix.skipped || logger.log("info", "policies indexed by name", fix),
+  (error) => logger.log("error", "indexing policies by name failed", { error: String(error) }),
 );
 // Data fix: runs pending or running before the open-run index existed get their entry (once, marker).
 await indexOpenRuns(kv, new Date()).then(
@@ -74,7 +81,11 @@ if (setupToken) {
 }
 
 const app = createApp({ kv, config, logger, masterKey: store.masterKey });
-registerCrons(kv, logger, { masterKey: store.masterKey, dataDir: config.dataDir, baseUrl: config.baseUrl });
+registerCrons(store.jobsKv, logger, {
+  masterKey: store.masterKey,
+  dataDir: config.dataDir,
+  baseUrl: config.baseUrl,
+});
 if (demo) {
   // Simulated engines talk to the app in-process over the real, signed protocol.
   const fetcher = (url: string, init: RequestInit) =>

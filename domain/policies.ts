@@ -18,6 +18,7 @@ import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import { CronExpression, deriveRpoHours, OptionalCronExpression, RPO_GRACE_HOURS } from "./schedules.ts";
 import { DisplayName } from "./validation.ts";
 import { generationChanges, repositoryOf } from "./repositories.ts";
+import { deletePolicyName, setPolicyName } from "./policy_names.ts";
 
 export interface PolicyCore {
   id: string;
@@ -154,12 +155,16 @@ export async function deletePolicyCascade(kv: Deno.Kv, policy: PolicyCore, now: 
       await op.commit();
     }
   }
-  await kv.atomic()
+  // The name index entry under the name given and under the current one (renamed since it was read).
+  const current = (await kv.get<PolicyCore>(policyKey(policy.id))).value;
+  const op = kv.atomic()
     .delete(policyKey(policy.id))
     .delete(policiesByTargetKey(policy.targetId, policy.id))
     .delete(policiesByBesKey(policy.besId, policy.id))
-    .delete(policiesByAccountKey(policy.accountId, policy.id))
-    .commit();
+    .delete(policiesByAccountKey(policy.accountId, policy.id));
+  deletePolicyName(op, policy);
+  if (current) deletePolicyName(op, current);
+  await op.commit();
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -518,6 +523,7 @@ export async function createPolicy(
       .set(policiesByTargetKey(target.id, policy.id), policy.id)
       .set(policiesByBesKey(engine.id, policy.id), policy.id)
       .set(policiesByAccountKey(policy.accountId, policy.id), policy.id);
+    setPolicyName(op, policy);
     appendAudit(op, actor, {
       accountId: policy.accountId,
       orgId: policy.orgId,
@@ -599,6 +605,7 @@ export async function updatePolicy(
       updatedAt: now.toISOString(),
     };
     op.set(policyKey(id), next);
+    setPolicyName(op, next, policy);
     appendAudit(op, actor, {
       accountId: policy.accountId,
       orgId: policy.orgId,
@@ -671,6 +678,7 @@ export async function deletePolicy(kv: Deno.Kv, actor: Actor, id: string, now: D
       .delete(policiesByTargetKey(entry.value.targetId, id))
       .delete(policiesByBesKey(policy.besId, id))
       .delete(policiesByAccountKey(policy.accountId, id));
+    deletePolicyName(op, entry.value);
     return (await op.commit()).ok ? { value: undefined } : null;
   });
   await deletePolicyCascade(kv, policy, now);

@@ -24,6 +24,7 @@ import { enrollHost, type Host, hostKey, hostsByAccountKey } from "../domain/hos
 import { newId } from "../domain/ids.ts";
 import { createLogger } from "../domain/log.ts";
 import { createPolicy, policiesByAccountKey, type Policy, policyKey } from "../domain/policies.ts";
+import { setPolicyName } from "../domain/policy_names.ts";
 import {
   hostCoverageKey,
   protectedIndexKeys,
@@ -128,6 +129,7 @@ const t0 = performance.now();
     };
     policies.push(policy);
     op.set(policyKey(policy.id), policy).set(policiesByAccountKey(policy.accountId, policy.id), policy.id);
+    setPolicyName(op, policy);
     if (++n === 200) {
       await commit(op);
       op = kv.atomic();
