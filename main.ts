@@ -26,8 +26,7 @@ if (!parsed.ok) {
 const config = parsed.config;
 const logger = createLogger(config.logLevel);
 
-// Crons get their own handle on a local KV file, so a storm tick's writes never hold up the pages' reads.
-const store = await openStore(config, { jobsHandle: true }).catch((error) => {
+const store = await openStore(config).catch((error) => {
   console.error(error instanceof Error ? error.message : String(error));
   Deno.exit(1);
 });
@@ -81,11 +80,7 @@ if (setupToken) {
 }
 
 const app = createApp({ kv, config, logger, masterKey: store.masterKey });
-registerCrons(store.jobsKv, logger, {
-  masterKey: store.masterKey,
-  dataDir: config.dataDir,
-  baseUrl: config.baseUrl,
-});
+registerCrons(kv, logger, { masterKey: store.masterKey, dataDir: config.dataDir, baseUrl: config.baseUrl });
 if (demo) {
   // Simulated engines talk to the app in-process over the real, signed protocol.
   const fetcher = (url: string, init: RequestInit) =>

@@ -10,9 +10,7 @@
  *  - the console during a storm: a second storm tick (every policy due again an hour later: 100,000 more
  *    jobs) while one user loads the dashboard (the frame and its eight sections, one request at a time)
  *    and the jobs page back to back, through `app.request` signed in as an all-scope admin; the same
- *    page loads measured with nothing else running, just before, are the baseline. The app reads through
- *    its own KV handle and the tick writes through another on the same file, as main.ts runs them
- *    (`--tick-handle same` puts both on one handle, as before),
+ *    page loads measured with nothing else running, just before, are the baseline,
  *  - claims/s of 50 concurrent claimers (one job per claim, each claimer working through its own hosts;
  *    claims that arrive together share a group commit) with their latency, beside the ceiling of the
  *    same machine: 50 concurrent loops of one KV atomic op (check + set) each.
@@ -43,8 +41,6 @@ const { values } = parseArgs({
     hosts: { type: "string", default: "10" },
     claimers: { type: "string", default: "50" },
     seconds: { type: "string", default: "10" },
-    /** `own` (as main.ts runs: crons on their own KV handle) or `same` (the tick on the pages' handle). */
-    "tick-handle": { type: "string", default: "own" },
   },
 });
 const POLICIES = Number(values.policies);
@@ -300,11 +296,8 @@ console.log(
 );
 
 // The console during a storm: the same page loads with nothing else running, then during a second storm.
-// As in main.ts: the requests' handle, and the crons' own handle on the same file (`Store.jobsKv`); the
-// tick runs on `kv`. With `--tick-handle same` the pages share the tick's handle (as before).
-const consoleKv = values["tick-handle"] === "same" ? kv : await Deno.openKv(`${dir}/bench.kv`);
 const app = createApp({
-  kv: consoleKv,
+  kv,
   config: testConfig(),
   clock: () => new Date("2026-11-30T06:00:30Z"),
   logger: createLogger("error", () => {}),
@@ -328,9 +321,7 @@ const storm2 = await timed(() => runSchedulerTick(kv, new Date("2026-11-30T06:00
 stormDone = true;
 const loaded = await during;
 console.log(
-  `Storm tick with the console in use (tick on ${
-    values["tick-handle"] === "same" ? "the pages' KV handle" : "its own KV handle"
-  }): ${storm2.ms.toFixed(0)} ms`,
+  `Storm tick with the console in use: ${storm2.ms.toFixed(0)} ms`,
   storm2.value,
   `(${(storm.ms / 1000).toFixed(1)} s without)`,
 );
@@ -354,6 +345,5 @@ console.log(
   `Ratio: ${(claim.perSecond / ceiling).toFixed(2)} of ceiling (aim ≥ 0.5); storm tick aim < 2000 ms`,
 );
 
-if (consoleKv !== kv) consoleKv.close();
 kv.close();
 await Deno.remove(dir, { recursive: true });
