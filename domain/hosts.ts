@@ -374,10 +374,18 @@ export async function applyHostHeartbeat(
   input: z.input<typeof AgentHeartbeat>,
   now: Date,
   nonce?: { key: Deno.KvKey; expireIn: number },
+  options: {
+    /** The host entry the caller already read (used for the first attempt). */
+    entry?: Deno.KvEntryMaybe<Host>;
+    /** Input already validated by the caller. */
+    parsed?: boolean;
+  } = {},
 ): Promise<{ host: Host; replayed: boolean }> {
-  const data = AgentHeartbeat.parse(input);
+  const data = options.parsed ? input as z.infer<typeof AgentHeartbeat> : AgentHeartbeat.parse(input);
+  let known = options.entry;
   for (let i = 0; i < 10; i++) {
-    const entry = await kv.get<Host>(hostKey(hostId));
+    const entry = known ?? await kv.get<Host>(hostKey(hostId));
+    known = undefined;
     const host = entry.value;
     if (!host) throw new NotFoundError("Host not found");
     const retired = host.status === "decommissioned";

@@ -474,7 +474,18 @@ async function fleetRun() {
     );
   }
   console.log(
-    `  sweeps at run start + 3 min: ${strict.enginesOffline} engines and ${strict.hostsOffline} hosts offline ` +
-      `(of the ${covered} principals heartbeating during the run, ${total - covered} not due in it)`,
+    `  every heartbeat applied: the sweeps at run start + 3 min mark ${strict.enginesOffline} engines and ` +
+      `${strict.hostsOffline} hosts offline (${total - covered} expected: principals not due during the run)`,
+  );
+  const worst = fromDue[fromDue.length - 1] / 1000;
+  console.log(
+    `  timeliness: the latest heartbeat was applied ${
+      worst.toFixed(1)
+    } s after it was due; a principal goes ` +
+      `offline after ${OFFLINE_AFTER_MS / 1000} s without one (its previous came a minute before): ${
+        worst + 60 < OFFLINE_AFTER_MS / 1000
+          ? "no sweep could have marked one offline"
+          : "a sweep at the wrong moment could have marked some offline"
+      }`,
   );
 }
