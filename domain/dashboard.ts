@@ -15,7 +15,7 @@
 import { type Engine, engineKey, engineScope, OFFLINE_AFTER_MS } from "./engines.ts";
 import { COUNT_UP, counterValue, getManyValues } from "./kv.ts";
 import type { Policy } from "./policies.ts";
-import { listPolicyNames } from "./policy_names.ts";
+import { countVisiblePolicies, listPolicyNames } from "./policy_names.ts";
 import {
   isRpoBreached,
   listProtectedObjects,
@@ -407,13 +407,15 @@ export async function readHeatmap(
     (_, i) => new Date(now.getTime() - (days - 1 - i) * DAY_MS).toISOString().slice(0, 10),
   );
   if (!actor.accountId) return { rows: [], total: 0, dayLabels };
-  // The visible policies in name order from the name index; only the page's policies are read.
-  const names = await listPolicyNames(kv, actor);
+  // The visible policies in name order from the name index (only as far as the page), their number from
+  // the per-org counters; only the page's policies are read.
   const offset = options.offset ?? 0;
-  const slice = await getManyValues<Policy>(
-    kv,
-    names.slice(offset, offset + (options.limit ?? 15)).map((e) => ["policies", e.id]),
-  );
+  const limit = options.limit ?? 15;
+  const [names, total] = await Promise.all([
+    listPolicyNames(kv, actor, { max: offset + limit }),
+    countVisiblePolicies(kv, actor),
+  ]);
+  const slice = await getManyValues<Policy>(kv, names.slice(offset).map((e) => ["policies", e.id]));
   const rows = await Promise.all(slice.map(async (p) => {
     const cells = new Map(dayLabels.map((day) => [day, { day, success: 0, warning: 0, failed: 0 }]));
     const range = kv.list({ start: ["run_daily", p.id, dayLabels[0]], end: ["run_daily", p.id, "9999"] });
@@ -427,5 +429,5 @@ export async function readHeatmap(
     }
     return { policyId: p.id, policyName: p.name, days: [...cells.values()] };
   }));
-  return { rows, total: names.length, dayLabels };
+  return { rows, total, dayLabels };
 }

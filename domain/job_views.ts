@@ -34,7 +34,13 @@ import {
   retryPlatformJob,
 } from "./platforms.ts";
 import { type Policy, policyKey, requirePolicy } from "./policies.ts";
-import { compareNameKeys, listPolicyNames, type PolicyNameEntry, policyNameKey } from "./policy_names.ts";
+import {
+  compareNameKeys,
+  countVisiblePolicies,
+  listPolicyNames,
+  type PolicyNameEntry,
+  policyNameKey,
+} from "./policy_names.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { listRunsByPolicy, retryGuardKey, type Run, runKey, type RunKind, type RunStatus } from "./runs.ts";
 
@@ -268,15 +274,19 @@ function matchesLastRun(job: Pick<JobView, "lastRun">, filter: JobFilter): boole
   return true;
 }
 
-/** The BES names of the given engine ids, and the filter's BES sources (every BES with a visible policy). */
-async function sourcesOf(kv: Deno.Kv, besIds: string[]) {
-  const unique = [...new Set(besIds)];
-  const engines = new Map(
-    (await getManyValues<Engine>(kv, unique.map((id) => ["engines", id]))).map((e) => [e.id, e.name]),
-  );
-  const sources = unique.map((id) => ({ value: `bes:${id}`, label: engines.get(id) ?? id }))
+/** The filter's BES sources — every BES the actor can see — and their names by id. */
+async function engineSources(kv: Deno.Kv, actor: Actor) {
+  const keys: Deno.KvKey[] = [];
+  if (actor.accountId) {
+    for await (const e of kv.list<string>({ prefix: ["engines_by_account", actor.accountId] })) {
+      keys.push(["engines", e.value]);
+    }
+  }
+  const visible = (await getManyValues<Engine>(kv, keys))
+    .filter((e) => inScope(actor, { accountId: e.accountId, orgId: e.orgId }));
+  const sources = visible.map((e) => ({ value: `bes:${e.id}`, label: e.name }))
     .sort((a, b) => a.label.localeCompare(b.label));
-  return { sources, engines };
+  return { sources, engines: new Map(visible.map((e) => [e.id, e.name])) };
 }
 
 /** The filter's platform sources: every platform in scope (jobs or not yet). */
@@ -294,11 +304,10 @@ export async function listJobSources(
   actor: Actor,
 ): Promise<Array<{ value: string; label: string }>> {
   authorize(actor, "backup.view");
-  const [names, platformJobs] = await Promise.all([
-    listPolicyNames(kv, actor),
+  const [native, platformJobs] = await Promise.all([
+    engineSources(kv, actor),
     listVisiblePlatformJobs(kv, actor),
   ]);
-  const native = await sourcesOf(kv, names.map((e) => e.besId));
   return [...native.sources, ...platformSources(platformJobs)];
 }
 
@@ -327,12 +336,14 @@ function mergeByName(a: Candidate[], b: Candidate[], dir: number): Candidate[] {
 
 /**
  * The jobs in the actor's scope, filtered and sorted, one page of them (`total` before paging), with the
- * sources the filter can offer. Native jobs come from the policies' name index (policy_names.ts: one scan
- * of small entries, already in name order, the search, BES and org filters applied to them), platform
- * jobs from their records; no policy record is read but the page's. Sorted by name with no filter on the
- * last run (the page's default), only the page's newest runs are read; a filter on the last run's status,
- * type or date, or the sort by last run time, reads every candidate's newest run. Names sort without
- * accents and case ("Été" with "ete"), then by id.
+ * sources the filter can offer (every BES and platform in scope). Native jobs come from the policies' name
+ * index (policy_names.ts: small entries already in name order, the search, BES and org filters applied
+ * to them), platform jobs from their records; no policy record is read but the page's. Sorted by name
+ * with no filter (the page's default), only the index's first offset + limit entries are read and the
+ * total comes from the per-org counters, so the page costs the same with 100 policies or 100,000; only
+ * the page's newest runs are read unless a filter on the last run's status, type or date, or the sort by
+ * last run time, needs every candidate's. Names sort without accents and case ("Été" with "ete"), then
+ * by id.
  */
 export async function listJobs(
   kv: Deno.Kv,
@@ -342,11 +353,17 @@ export async function listJobs(
   authorize(actor, "backup.view");
   const dir = filter.sort.startsWith("-") ? -1 : 1;
   const byName = !filter.sort.endsWith("lastRunAt");
-  const [entries, platformJobs] = await Promise.all([
-    listPolicyNames(kv, actor, { reverse: byName && dir < 0 }),
+  // The page's default (by name, no filter): the index's first entries and the counters' total suffice.
+  const firstEntries = byName && !needsLastRuns(filter) && !filter.q && !filter.source && !filter.orgId;
+  const [entries, platformJobs, { sources: nativeSources, engines }, countedTotal] = await Promise.all([
+    listPolicyNames(kv, actor, {
+      reverse: byName && dir < 0,
+      max: firstEntries ? filter.offset + filter.limit : undefined,
+    }),
     listVisiblePlatformJobs(kv, actor),
+    engineSources(kv, actor),
+    firstEntries ? countVisiblePolicies(kv, actor) : Promise.resolve(0),
   ]);
-  const { sources: nativeSources, engines } = await sourcesOf(kv, entries.map((e) => e.besId));
   const sources = [...nativeSources, ...platformSources(platformJobs)];
   const native: Candidate[] = entries.filter((e) =>
     matchesFields(
@@ -377,7 +394,8 @@ export async function listJobs(
 
   if (!needsLastRuns(filter)) {
     const page = candidates.slice(filter.offset, filter.offset + filter.limit);
-    return { values: await views(page), total: candidates.length, sources };
+    const total = firstEntries ? countedTotal + platform.length : candidates.length;
+    return { values: await views(page), total, sources };
   }
   const runs = await latestRuns(kv, candidates.map((c) => c.id));
   const rows = candidates.map((c) => {

@@ -18,7 +18,7 @@ import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import { CronExpression, deriveRpoHours, OptionalCronExpression, RPO_GRACE_HOURS } from "./schedules.ts";
 import { DisplayName } from "./validation.ts";
 import { generationChanges, repositoryOf } from "./repositories.ts";
-import { deletePolicyName, setPolicyName } from "./policy_names.ts";
+import { countPolicy, deletePolicyName, setPolicyName } from "./policy_names.ts";
 
 export interface PolicyCore {
   id: string;
@@ -155,16 +155,23 @@ export async function deletePolicyCascade(kv: Deno.Kv, policy: PolicyCore, now: 
       await op.commit();
     }
   }
-  // The name index entry under the name given and under the current one (renamed since it was read).
-  const current = (await kv.get<PolicyCore>(policyKey(policy.id))).value;
-  const op = kv.atomic()
-    .delete(policyKey(policy.id))
-    .delete(policiesByTargetKey(policy.targetId, policy.id))
-    .delete(policiesByBesKey(policy.besId, policy.id))
-    .delete(policiesByAccountKey(policy.accountId, policy.id));
-  deletePolicyName(op, policy);
-  if (current) deletePolicyName(op, current);
-  await op.commit();
+  // The name index entry under the name given and under the current one (renamed since it was read);
+  // the policy is counted down only by the write that removes it (checked: once, even when resumed).
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const current = await kv.get<PolicyCore>(policyKey(policy.id));
+    const op = kv.atomic().check(current)
+      .delete(policyKey(policy.id))
+      .delete(policiesByTargetKey(policy.targetId, policy.id))
+      .delete(policiesByBesKey(policy.besId, policy.id))
+      .delete(policiesByAccountKey(policy.accountId, policy.id));
+    deletePolicyName(op, policy);
+    if (current.value) {
+      deletePolicyName(op, current.value);
+      countPolicy(op, current.value, "down");
+    }
+    if ((await op.commit()).ok) return;
+  }
+  throw new ConflictError(`Policy ${policy.id} kept changing while it was deleted; it will be resumed`);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -524,6 +531,7 @@ export async function createPolicy(
       .set(policiesByBesKey(engine.id, policy.id), policy.id)
       .set(policiesByAccountKey(policy.accountId, policy.id), policy.id);
     setPolicyName(op, policy);
+    countPolicy(op, policy, "up");
     appendAudit(op, actor, {
       accountId: policy.accountId,
       orgId: policy.orgId,
@@ -679,6 +687,7 @@ export async function deletePolicy(kv: Deno.Kv, actor: Actor, id: string, now: D
       .delete(policiesByBesKey(policy.besId, id))
       .delete(policiesByAccountKey(policy.accountId, id));
     deletePolicyName(op, entry.value);
+    countPolicy(op, entry.value, "down");
     return (await op.commit()).ok ? { value: undefined } : null;
   });
   await deletePolicyCascade(kv, policy, now);

@@ -7,7 +7,7 @@ import { NotFoundError } from "../domain/errors.ts";
 import { testConfig } from "../domain/config.ts";
 import { createLogger } from "../domain/log.ts";
 import { systemActor } from "../domain/rbac.ts";
-import { deletePolicyName, setPolicyName } from "../domain/policy_names.ts";
+import { countPolicy, deletePolicyName, setPolicyName } from "../domain/policy_names.ts";
 import {
   policiesByAccountKey,
   policiesByBesKey,
@@ -382,6 +382,7 @@ export async function createTestPolicy(
       .set(policiesByBesKey(policy.besId, policy.id), policy.id)
       .set(policiesByAccountKey(policy.accountId, policy.id), policy.id);
     setPolicyName(op, policy);
+    countPolicy(op, policy, "up");
     if ((await op.commit()).ok) return policy;
   }
   throw new Error("createTestPolicy: too much contention");
@@ -400,6 +401,7 @@ export async function deleteTestPolicy(kv: Deno.Kv, policyId: string): Promise<v
       .delete(policiesByBesKey(policy.besId, policyId))
       .delete(policiesByAccountKey(policy.accountId, policyId));
     deletePolicyName(op, policy);
+    countPolicy(op, policy, "down");
     for (const prefix of policyChildPrefixes(policyId)) {
       for await (const e of kv.list({ prefix })) op.delete(e.key);
     }

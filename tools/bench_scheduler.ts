@@ -26,7 +26,7 @@ import { newId } from "../domain/ids.ts";
 import { claimJobs } from "../domain/jobs.ts";
 import { createLogger } from "../domain/log.ts";
 import { createPolicy } from "../domain/policies.ts";
-import { policiesByNameKey } from "../domain/policy_names.ts";
+import { policiesByNameKey, policyCountKey } from "../domain/policy_names.ts";
 import { systemActor } from "../domain/rbac.ts";
 import { runSchedulerTick } from "../domain/runs.ts";
 import { generateKeyPair } from "../domain/signing.ts";
@@ -143,6 +143,9 @@ async function seed() {
     }
   }
   await writeAll(entries);
+  // The template was counted by createPolicy; the counter now counts the clones too.
+  const { accountId, orgId } = policyRecord as { accountId: string; orgId: string };
+  await kv.set(policyCountKey(accountId, orgId), new Deno.KvU64(BigInt(POLICIES)));
   return { hostIds, policyRecord, tenant };
 }
 

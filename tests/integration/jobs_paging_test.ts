@@ -18,7 +18,7 @@ const NOW = new Date("2026-11-29T12:00:00Z");
 
 /** A KV that counts the newest-run lookups (`runs_by_policy` lists). */
 function countingKv(real: Deno.Kv) {
-  const counter = { lastRunLists: 0, policiesRead: 0 };
+  const counter = { lastRunLists: 0, policiesRead: 0, indexEntries: 0 };
   const kv = new Proxy(real, {
     get(target, prop) {
       if (prop === "list") {
@@ -26,7 +26,14 @@ function countingKv(real: Deno.Kv) {
           if ("prefix" in selector && selector.prefix[0] === "runs_by_policy") counter.lastRunLists++;
           // A scan of the policy records themselves counts as reading all of them.
           if ("prefix" in selector && selector.prefix[0] === "policies") counter.policiesRead += 1e6;
-          return target.list(selector, options);
+          const iter = target.list(selector, options);
+          if (!("prefix" in selector) || selector.prefix[0] !== "policies_by_name") return iter;
+          return (async function* () {
+            for await (const e of iter) {
+              counter.indexEntries++;
+              yield e;
+            }
+          })();
         };
       }
       if (prop === "getMany") {
@@ -111,10 +118,12 @@ Deno.test("listJobs() sorted by name with no last-run filter reads only the page
     for (let offset = 0; offset < 130; offset += 50) {
       counter.lastRunLists = 0;
       counter.policiesRead = 0;
+      counter.indexEntries = 0;
       const page = await listJobs(kv, actor, parseJobFilter({ sort, offset: String(offset) }).data!);
       assert.equal(page.total, 130);
       assert.equal(counter.lastRunLists, page.values.length, "one newest-run lookup per row of the page");
       assert.equal(counter.policiesRead, page.values.length, "only the page's policy records are read");
+      assert.equal(counter.indexEntries, Math.min(130, offset + 50), "the index is read up to the page only");
       assert.deepEqual(page.values.map((j) => j.name), order.slice(offset, offset + 50));
       for (const row of page.values) {
         assert.deepEqual(row, byId.get(row.id), "the same row, last run included");

@@ -9,11 +9,20 @@ import { userActor } from "../../domain/auth.ts";
 import { readHeatmap } from "../../domain/dashboard.ts";
 import { deleteEngine } from "../../domain/engines.ts";
 import { listJobs, parseJobFilter } from "../../domain/job_views.ts";
-import { createPolicy, deletePolicy, type Policy, updatePolicy } from "../../domain/policies.ts";
+import { checkInvariants } from "../../domain/invariants.ts";
+import { counterValue } from "../../domain/kv.ts";
+import {
+  createPolicy,
+  deletePolicy,
+  deletePolicyCascade,
+  type Policy,
+  updatePolicy,
+} from "../../domain/policies.ts";
 import {
   indexPolicyNames,
   listPolicyNames,
   POLICY_NAMES_FIX_KEY,
+  policyCountKey,
   policyNameKey,
 } from "../../domain/policy_names.ts";
 import { systemActor } from "../../domain/rbac.ts";
@@ -45,6 +54,13 @@ async function world(kv: Deno.Kv) {
   return { tenant, e1, e2, policy, admin, opsViewer };
 }
 
+/** The per-org policy counters, by org id. */
+async function counters(kv: Deno.Kv) {
+  const out: Record<string, number> = {};
+  for await (const e of kv.list({ prefix: ["policy_counts"] })) out[String(e.key[2])] = counterValue(e.value);
+  return out;
+}
+
 async function indexDump(kv: Deno.Kv) {
   return (await Array.fromAsync(kv.list({ prefix: ["policies_by_name"] }))).map((e) => ({
     key: e.key,
@@ -67,14 +83,21 @@ Deno.test("the name index follows create, rename, delete and the engine cascade,
       value: { name: "beta-db", orgId: b.orgId, besId: b.besId },
     },
   ]);
+  assert.deepEqual(await counters(kv), { [a.orgId!]: 1, [b.orgId!]: 1 });
   await updatePolicy(kv, system, a.id, { ...a, name: "Zeta files" }, NOW);
   assert.deepEqual((await indexDump(kv)).map((e) => e.key[2]), ["beta-db", "zeta files"], "old name gone");
   await updatePolicy(kv, system, a.id, { ...a, name: "Zeta files", enabled: false }, NOW);
   assert.equal((await indexDump(kv)).length, 2, "an edit that keeps the name keeps one entry");
   await deletePolicy(kv, system, b.id, NOW);
   assert.deepEqual((await indexDump(kv)).map((e) => e.key[3]), [a.id]);
+  assert.deepEqual(await counters(kv), { [a.orgId!]: 1, [b.orgId!]: 0 });
   await deleteEngine(kv, system, w.e1.id, NOW);
   assert.deepEqual(await indexDump(kv), [], "the engine cascade removes its policies' entries");
+  assert.deepEqual(await counters(kv), { [a.orgId!]: 0, [b.orgId!]: 0 }, "counted down once");
+  // Resuming a cascade that already removed the policy counts nothing down again.
+  await deletePolicyCascade(kv, a, NOW);
+  assert.deepEqual(await counters(kv), { [a.orgId!]: 0, [b.orgId!]: 0 });
+  assert.deepEqual(await checkInvariants(kv), []);
 });
 
 Deno.test("jobs and the heatmap sort by name without accents or case, then id; scope and filters apply to the index", async () => {
@@ -91,6 +114,13 @@ Deno.test("jobs and the heatmap sort by name without accents or case, then id; s
   const scoped = await listJobs(kv, w.opsViewer, parseJobFilter({}).data!);
   assert.equal(scoped.total, 6);
   assert.ok(!scoped.values.some((j) => j.name === "labs-only"));
+  // Pages of the default listing (first entries + counters) match the full listing.
+  const all = (await listJobs(kv, w.admin, parseJobFilter({ limit: "200" }).data!)).values.map((j) => j.id);
+  for (const offset of [0, 2, 5, 7]) {
+    const page = await listJobs(kv, w.admin, parseJobFilter({ offset: String(offset), limit: "2" }).data!);
+    assert.equal(page.total, 7);
+    assert.deepEqual(page.values.map((j) => j.id), all.slice(offset, offset + 2));
+  }
   // The search, BES and org filters run on the index entries. The search matches the name as written
   // (any case, accents count: "ET" finds "ete", not "Été").
   assert.deepEqual(await names(w.admin, { q: "ET" }), ["beta", "ete", "zeta"]);
@@ -121,16 +151,23 @@ Deno.test("the data fix indexes policies that predate the index, drops stale ent
     orgId: null,
     besId: a.besId,
   }]);
+  // As before the counters: one missing, one wrong.
+  const rightCounts = await counters(kv);
+  await kv.delete(policyCountKey(a.accountId, a.orgId));
+  await kv.set(policyCountKey(b.accountId, b.orgId), new Deno.KvU64(5n));
   const fix = await indexPolicyNames(kv, NOW);
-  assert.deepEqual(fix, { indexed: 2, removed: 1, skipped: false });
+  assert.deepEqual(fix, { indexed: 2, removed: 1, recounted: 2, skipped: false });
   assert.deepEqual(await indexDump(kv), complete);
+  assert.deepEqual(await counters(kv), rightCounts);
   assert.ok((await kv.get(POLICY_NAMES_FIX_KEY)).value);
-  assert.deepEqual(await indexPolicyNames(kv, NOW), { indexed: 0, removed: 0, skipped: true });
+  assert.deepEqual(await indexPolicyNames(kv, NOW), { indexed: 0, removed: 0, recounted: 0, skipped: true });
   await kv.delete(complete[1].key);
   assert.deepEqual(await indexPolicyNames(kv, NOW, { force: true }), {
     indexed: 1,
     removed: 0,
+    recounted: 0,
     skipped: false,
   });
+  assert.deepEqual(await checkInvariants(kv), []);
   assert.deepEqual((await listPolicyNames(kv, w.admin)).map((e) => e.id), [a.id, b.id]);
 });
