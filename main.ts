@@ -7,6 +7,7 @@ import { createApp } from "./app.ts";
 import { parseConfig } from "./domain/config.ts";
 import { createLogger } from "./domain/log.ts";
 import { rederiveScheduleRpos } from "./domain/policies.ts";
+import { indexPolicyNames } from "./domain/policy_names.ts";
 import { indexOpenRuns, indexRestorePointsByHost } from "./domain/runs.ts";
 import { indexRestorePointsByTarget } from "./domain/repositories.ts";
 import { rebuildReplicaCounts } from "./domain/replicas.ts";
@@ -43,6 +44,11 @@ const { kv } = store;
 await rederiveScheduleRpos(kv, new Date()).then(
   (fix) => fix.skipped || logger.log("info", "schedule-derived RPOs re-derived", fix),
   (error) => logger.log("error", "re-deriving schedule RPOs failed", { error: String(error) }),
+);
+// Data fix: policies from before the name index get their entry (once, marker).
+await indexPolicyNames(kv, new Date()).then(
+  (fix) => fix.skipped || logger.log("info", "policies indexed by name", fix),
+  (error) => logger.log("error", "indexing policies by name failed", { error: String(error) }),
 );
 // Data fix: runs pending or running before the open-run index existed get their entry (once, marker).
 await indexOpenRuns(kv, new Date()).then(

@@ -7,6 +7,7 @@
 import { z } from "zod";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
+import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
 import { countQueueEntry } from "./ops_counters.ts";
 import {
@@ -226,93 +227,9 @@ export async function hasQueuedAtLeast(kv: Deno.Kv, principal: string, priority:
 /** Claims per group commit: each claim checks two keys, and KV allows 100 checks per atomic operation. */
 const CLAIMS_PER_COMMIT = 40;
 
-interface PendingClaim {
-  jobId: string;
-  checks: Deno.AtomicCheck[];
-  apply: (op: Deno.AtomicOperation) => void;
-  done: (ok: boolean) => void;
-  failed: (error: unknown) => void;
-}
-
-/**
- * Group commit for claims. Claims that arrive while a commit is in flight are written together in the
- * next one, with every claim's checks: a KV atomic operation costs about the same for one claim as for
- * forty, so concurrent claimers (agents and engines polling at once) are not limited to one commit per
- * claim. When such a commit fails, some claim in it lost a race: each is then committed on its own,
- * so exactly the ones whose checks still hold succeed. Two claims of the same job never share a commit
- * (both would pass their checks against the same versionstamp): the second waits for the next one.
- */
-class ClaimCommitter {
-  #queue: PendingClaim[] = [];
-  #running = false;
-  constructor(private kv: Deno.Kv) {}
-
-  submit(claim: Omit<PendingClaim, "done" | "failed">): Promise<boolean> {
-    return new Promise((done, failed) => {
-      this.#queue.push({ ...claim, done, failed });
-      if (!this.#running) this.#drain();
-    });
-  }
-
-  async #drain() {
-    this.#running = true;
-    try {
-      while (this.#queue.length) {
-        const batch: PendingClaim[] = [];
-        const jobs = new Set<string>();
-        const later: PendingClaim[] = [];
-        for (const claim of this.#queue.splice(0)) {
-          if (batch.length < CLAIMS_PER_COMMIT && !jobs.has(claim.jobId)) {
-            batch.push(claim);
-            jobs.add(claim.jobId);
-          } else later.push(claim);
-        }
-        this.#queue.unshift(...later);
-        await this.#commit(batch);
-      }
-    } finally {
-      this.#running = false;
-    }
-  }
-
-  async #commit(batch: PendingClaim[]) {
-    if (batch.length > 1) {
-      try {
-        const op = this.kv.atomic();
-        for (const claim of batch) {
-          op.check(...claim.checks);
-          claim.apply(op);
-        }
-        if ((await op.commit()).ok) {
-          for (const claim of batch) claim.done(true);
-          return;
-        }
-      } catch {
-        // Too large for one operation, for instance: each is committed on its own below.
-      }
-    }
-    await Promise.all(batch.map(async (claim) => {
-      try {
-        const op = this.kv.atomic().check(...claim.checks);
-        claim.apply(op);
-        claim.done((await op.commit()).ok);
-      } catch (error) {
-        claim.failed(error);
-      }
-    }));
-  }
-}
-
-const committers = new WeakMap<Deno.Kv, ClaimCommitter>();
-function committerOf(kv: Deno.Kv): ClaimCommitter {
-  let committer = committers.get(kv);
-  if (!committer) committers.set(kv, committer = new ClaimCommitter(kv));
-  return committer;
-}
-
 /**
  * Claims up to `max` jobs of `principal`, highest priority first, then oldest. Each claim is checked
- * on the queue entry and the job (and committed with concurrent claims: `ClaimCommitter`): when two
+ * on the queue entry and the job (and committed with concurrent claims: `GroupCommitter`): when two
  * claimers race for a job, exactly one claim succeeds and the other moves on (invariant 6).
  */
 export async function claimJobs(
@@ -342,15 +259,12 @@ export async function claimJobs(
       leaseExpiresAt: new Date(leaseExpires).toISOString(),
       updatedAt: now.toISOString(),
     };
-    const ok = await committerOf(kv).submit({
-      jobId: job.id,
-      checks: [entry, jobEntry],
-      apply: (op) => {
-        op.delete(entry.key).set(jobKey(job.id), next).set(leaseKey(leaseExpires, job.id), job.id);
-        countQueueEntry(op, job, -1);
-      },
-    });
-    if (ok) claimed.push(next);
+    // Claims that arrive together share a group commit, each with its own checks (domain/group_commit.ts);
+    // the queue counter moves in the same write.
+    const write = new AtomicRecorder().check(entry, jobEntry)
+      .delete(entry.key).set(jobKey(job.id), next).set(leaseKey(leaseExpires, job.id), job.id);
+    countQueueEntry(write, job, -1);
+    if ((await groupCommitter(kv, "claims", CLAIMS_PER_COMMIT).submit(write)).ok) claimed.push(next);
   }
   return claimed;
 }

@@ -70,6 +70,8 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "policies_by_target",
     "policies_by_bes",
     "policies_by_account",
+    "policies_by_name",
+    "policy_counts",
     // Deleted policies kept while they have restore points (retention goes on under their last settings).
     "policies_retired",
     "policies_retired_by_account",

@@ -15,8 +15,15 @@ import {
   registerEngine,
 } from "../domain/engines.ts";
 import { type Engine, engineKey } from "../domain/engines.ts";
-import { HttpError } from "../domain/errors.ts";
-import { AgentEnrollment, AgentHeartbeat, applyHostHeartbeat, enrollHost, getHost } from "../domain/hosts.ts";
+import { HttpError, NotFoundError } from "../domain/errors.ts";
+import {
+  AgentEnrollment,
+  AgentHeartbeat,
+  applyHostHeartbeat,
+  enrollHost,
+  type Host,
+  hostKey,
+} from "../domain/hosts.ts";
 import { failuresReached, recordFailure, registrationFailureLimit } from "../domain/rate_limit.ts";
 import {
   importPublicKey,
@@ -93,9 +100,11 @@ export function signedBy(kind: "bes" | "agent"): MiddlewareHandler<AppEnv> {
     const match = /^(bes|agent):([0-9A-Z]{26})$/.exec(c.req.header(SIGNATURE_HEADERS.principal) ?? "");
     if (!match || match[1] !== kind) unauthorized(`Missing or malformed ${SIGNATURE_HEADERS.principal}`);
     const id = match[2];
-    const entry = kind === "bes" ? await kv.get<Engine>(engineKey(id)) : null;
-    if (entry) c.set("engineEntry", entry);
-    const record = kind === "bes" ? entry!.value : await getHost(kv, id);
+    // The entry read here is the one the heartbeat's write is checked against (no second read).
+    const entry = kind === "bes" ? await kv.get<Engine>(engineKey(id)) : await kv.get<Host>(hostKey(id));
+    if (kind === "bes") c.set("engineEntry", entry as Deno.KvEntryMaybe<Engine>);
+    else c.set("hostEntry", entry as Deno.KvEntryMaybe<Host>);
+    const record = entry.value;
     if (!record || (kind === "bes" && (record as { status: string }).status === "deleting")) {
       unauthorized("Unknown or deleted principal");
     }
@@ -230,6 +239,15 @@ function provenRegistration(c: Context<AppEnv>, publicKey: string) {
   const proof = c.get("registration");
   if (!proof || proof.publicKey !== publicKey) unauthorized(REGISTRATION_REFUSED);
   return { tenant: c.get("tenant")!, nonce: proof.nonce };
+}
+
+/**
+ * A principal deleted after its signature was checked (while its heartbeat waited for a commit) is
+ * refused like one deleted before: 401, nothing written.
+ */
+function refuseDeleted(e: unknown): never {
+  if (e instanceof NotFoundError) unauthorized("Unknown or deleted principal");
+  throw e;
 }
 
 /** A key registered in another tenant is refused exactly like a bad signature (no probing). */
@@ -373,7 +391,7 @@ engineProtocol.openapi(
       nonce: { key: principal.nonceKey, expireIn: NONCE_TTL_MS },
       entry: c.get("engineEntry"),
       parsed: true,
-    });
+    }).catch(refuseDeleted);
     if (replayed) unauthorized("Replayed nonce");
     // Capacity goes in its own bounded writes after the heartbeat claimed the nonce (up to 200 reports).
     if (input.storage?.length) await applyCapacityReports(kv, engine.id, input.storage, now);
@@ -441,7 +459,7 @@ engineProtocol.openapi(
     const { host, replayed } = await applyHostHeartbeat(kv, principal.id, c.req.valid("json"), now, {
       key: principal.nonceKey,
       expireIn: NONCE_TTL_MS,
-    });
+    }, { entry: c.get("hostEntry"), parsed: true }).catch(refuseDeleted);
     if (replayed) unauthorized("Replayed nonce");
     return c.json({
       status: host.status,
