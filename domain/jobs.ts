@@ -8,8 +8,9 @@ import { z } from "zod";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
-import { getManyValues, kvValueBytes } from "./kv.ts";
-import { countQueueEntry } from "./ops_counters.ts";
+import { groupReader } from "./group_read.ts";
+import { counterValue, getManyValues, kvValueBytes } from "./kv.ts";
+import { countQueueEntry, principalQueueCountKey } from "./ops_counters.ts";
 import {
   dropStaleParts,
   ErrorItem,
@@ -214,6 +215,16 @@ export async function countQueued(kv: Deno.Kv, principal: string, cap = 1000): P
   let n = 0;
   for await (const _ of kv.list({ prefix: ["job_queue", principal] }, { limit: cap })) n++;
   return n;
+}
+
+/**
+ * How many jobs `principal` has queued (at most `cap`), from its queue counter (ops_counters.ts): one
+ * point read, grouped with concurrent reads (domain/group_read.ts), instead of listing its queue. The
+ * heartbeats' `pendingJobs`.
+ */
+export async function queuedCount(kv: Deno.Kv, principal: string, cap = 1000): Promise<number> {
+  const entry = await groupReader(kv).get(principalQueueCountKey(principal));
+  return Math.min(cap, Math.max(0, counterValue(entry.value)));
 }
 
 /** True when `principal` has a queued job of `priority` or more urgent (one read: the queue is ordered by priority). */

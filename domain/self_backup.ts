@@ -160,8 +160,10 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "auto_retry_count",
     "self_backup_verified",
     "self_backup_last_success",
-    // Operational counters (ops_counters.ts): queued jobs and notification deliveries by status.
+    // Operational counters (ops_counters.ts): queued jobs (by kind and by principal) and notification deliveries
+    // by status.
     "job_queue_counts",
+    "job_queue_principal_counts",
     "delivery_counts",
     "run_outcomes",
     "run_daily",

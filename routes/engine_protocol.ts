@@ -16,6 +16,7 @@ import {
 } from "../domain/engines.ts";
 import { type Engine, engineKey } from "../domain/engines.ts";
 import { HttpError, NotFoundError } from "../domain/errors.ts";
+import { groupReader } from "../domain/group_read.ts";
 import {
   AgentEnrollment,
   AgentHeartbeat,
@@ -37,8 +38,8 @@ import { applyCapacityReports } from "../domain/storage.ts";
 import {
   applyResult,
   claimJobs,
-  countQueued,
   ProgressInput,
+  queuedCount,
   reportProgress,
   ResultInput,
 } from "../domain/jobs.ts";
@@ -100,8 +101,12 @@ export function signedBy(kind: "bes" | "agent"): MiddlewareHandler<AppEnv> {
     const match = /^(bes|agent):([0-9A-Z]{26})$/.exec(c.req.header(SIGNATURE_HEADERS.principal) ?? "");
     if (!match || match[1] !== kind) unauthorized(`Missing or malformed ${SIGNATURE_HEADERS.principal}`);
     const id = match[2];
-    // The entry read here is the one the heartbeat's write is checked against (no second read).
-    const entry = kind === "bes" ? await kv.get<Engine>(engineKey(id)) : await kv.get<Host>(hostKey(id));
+    // The entry read here is the one the heartbeat's write is checked against (no second read); reads of
+    // concurrent requests share one getMany (domain/group_read.ts).
+    const reader = groupReader(kv);
+    const entry = kind === "bes"
+      ? await reader.get<Engine>(engineKey(id))
+      : await reader.get<Host>(hostKey(id));
     if (kind === "bes") c.set("engineEntry", entry as Deno.KvEntryMaybe<Engine>);
     else c.set("hostEntry", entry as Deno.KvEntryMaybe<Host>);
     const record = entry.value;
@@ -398,7 +403,7 @@ engineProtocol.openapi(
     return c.json({
       status: engine.status,
       serverTime: now.toISOString(),
-      pendingJobs: await countQueued(kv, `bes:${engine.id}`),
+      pendingJobs: await queuedCount(kv, `bes:${engine.id}`),
       storageTargetIds: engine.storageTargetIds,
     }, 200);
   },
@@ -464,7 +469,7 @@ engineProtocol.openapi(
     return c.json({
       status: host.status,
       serverTime: now.toISOString(),
-      pendingJobs: await countQueued(kv, `agent:${host.id}`),
+      pendingJobs: await queuedCount(kv, `agent:${host.id}`),
     }, 200);
   },
 );
