@@ -12,6 +12,9 @@
  * offset (open loop: 1,833 requests/s in all), with the minute sweeps run once mid-way. Afterwards both
  * sweeps run at run start + 3 minutes: a principal whose heartbeat was not applied during the run would
  * then be marked offline, so "none offline" means every heartbeat arrived.
+ *
+ * `--only heartbeats`: the ceiling, the plain heartbeat row and the heartbeats-in-turns comparison, nothing
+ * else (no capacity, live-signed, console or fleet rows) — the aim's figures in under a minute.
  */
 import { parseArgs } from "node:util";
 import { OFFLINE_AFTER_MS } from "../domain/engines.ts";
@@ -27,6 +30,7 @@ const { values } = parseArgs({
     "fleet-seconds": { type: "string", default: "60" },
     "fleet-engines": { type: "string", default: "10000" },
     "fleet-agents": { type: "string", default: "100000" },
+    only: { type: "string", default: "" },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -34,6 +38,14 @@ const CONCURRENCY = Number(values.concurrency);
 const FLEET_SECONDS = Number(values["fleet-seconds"]);
 const FLEET_ENGINES = Number(values["fleet-engines"]);
 const FLEET_AGENTS = Number(values["fleet-agents"]);
+if (values.only !== "" && values.only !== "heartbeats") {
+  console.error(`--only: unknown value "${values.only}" (the one filter is "heartbeats")`);
+  Deno.exit(2);
+}
+/** Only the aim's rows: the ceiling, the plain heartbeat row and the comparison in turns. */
+const HEARTBEATS_ONLY = values.only === "heartbeats";
+/** The machine's load average (1, 5, 15 min) when the run started: others share this machine. */
+const LOAD_AT_START = Deno.loadavg();
 
 interface Result {
   name: string;
@@ -43,6 +55,27 @@ interface Result {
   p50: number;
   p99: number;
   latencies: number[];
+  /** The server process's CPU time (user + system, all its threads) per request, in ms; NaN when unknown. */
+  cpuMsPerRequest: number;
+}
+
+/**
+ * CPU time a process has used so far (user + system, all threads), in ms, from /proc (Linux, read with
+ * `cat`: Deno reads /proc itself only with every permission); NaN elsewhere. On this shared machine
+ * throughput follows the load, the server's CPU time per request much less: it is printed beside each row.
+ */
+async function processCpuMs(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return NaN;
+  try {
+    const out = await new Deno.Command("cat", { args: [`/proc/${pid}/stat`], stderr: "null" }).output();
+    const stat = new TextDecoder().decode(out.stdout);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // utime and stime (fields 14 and 15 of stat; here counted from the state field, 3) in 10 ms ticks.
+    const ms = (Number(fields[11]) + Number(fields[12])) * 10;
+    return out.success ? ms : NaN;
+  } catch {
+    return NaN;
+  }
 }
 
 async function startTarget(mode: string, port: number, extra: string[] = []) {
@@ -76,6 +109,7 @@ async function startTarget(mode: string, port: number, extra: string[] = []) {
   return {
     info,
     dir,
+    pid: child.pid,
     async stop() {
       child.kill("SIGTERM");
       await child.status;
@@ -93,11 +127,14 @@ async function drive(
   name: string,
   makeRequest: (worker: number) => Request | Promise<Request>,
   window: { seconds: number; warmupMs: number } = { seconds: SECONDS, warmupMs: 1000 },
+  serverPid?: number,
 ): Promise<Result> {
   const warmupEnd = performance.now() + window.warmupMs;
   const end = warmupEnd + window.seconds * 1000;
   const latencies: number[] = [];
   let errors = 0;
+  let cpuStart: Promise<number> = Promise.resolve(NaN);
+  const warm = setTimeout(() => cpuStart = processCpuMs(serverPid), window.warmupMs);
   await Promise.all(Array.from({ length: CONCURRENCY }, async (_, worker) => {
     while (performance.now() < end) {
       const request = await makeRequest(worker);
@@ -110,6 +147,8 @@ async function drive(
       latencies.push(t - started);
     }
   }));
+  clearTimeout(warm);
+  const cpuMs = (await processCpuMs(serverPid)) - (await cpuStart);
   latencies.sort((a, b) => a - b);
   return {
     name,
@@ -119,6 +158,7 @@ async function drive(
     p50: percentile(latencies, 50),
     p99: percentile(latencies, 99),
     latencies,
+    cpuMsPerRequest: cpuMs / Math.max(1, latencies.length),
   };
 }
 
@@ -131,6 +171,7 @@ async function interleaved(
   name: string,
   ceilingRequest: () => Request,
   makeRequest: (worker: number) => Request | Promise<Request>,
+  pids: { ceiling?: number; scenario?: number } = {},
   rounds = 5,
   slice = 2,
 ) {
@@ -138,8 +179,8 @@ async function interleaved(
   const ceilings: Result[] = [];
   const scenario: Result[] = [];
   for (let r = 0; r < rounds; r++) {
-    ceilings.push(await drive("ceiling", ceilingRequest, window));
-    scenario.push(await drive(name, makeRequest, window));
+    ceilings.push(await drive("ceiling", ceilingRequest, window, pids.ceiling));
+    scenario.push(await drive(name, makeRequest, window, pids.scenario));
   }
   const merge = (label: string, parts: Result[]): Result => {
     const latencies = parts.flatMap((p) => p.latencies).sort((a, b) => a - b);
@@ -151,6 +192,8 @@ async function interleaved(
       p50: percentile(latencies, 50),
       p99: percentile(latencies, 99),
       latencies: [],
+      cpuMsPerRequest: parts.reduce((n, p) => n + p.cpuMsPerRequest * p.requests, 0) /
+        Math.max(1, latencies.length),
     };
   };
   return {
@@ -163,23 +206,34 @@ async function interleaved(
 const row = (r: Result, ceiling?: Result) =>
   `| ${r.name} | ${r.rps.toFixed(0)} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.errors} | ${
     ceiling ? (r.rps / ceiling.rps).toFixed(2) : "1.00"
+  } | ${r.cpuMsPerRequest.toFixed(3)} | ${
+    ceiling ? (ceiling.cpuMsPerRequest / r.cpuMsPerRequest).toFixed(2) : "1.00"
   } |`;
+const HEADER = "| scenario | req/s | p50 ms | p99 ms | errors | ratio to ceiling | server CPU ms/req | " +
+  "CPU ratio (ceiling's ms/req ÷ row's) |\n|---|---|---|---|---|---|---|---|";
 
 const results: Result[] = [];
 const ceilingTarget = await startTarget("ceiling", 18601);
 results.push(
-  await drive("ceiling: bare Deno.serve + 1 KV atomic write", () => new Request("http://127.0.0.1:18601/")),
+  await drive(
+    "ceiling: bare Deno.serve + 1 KV atomic write",
+    () => new Request("http://127.0.0.1:18601/"),
+    undefined,
+    ceilingTarget.pid,
+  ),
 );
 const readTarget = await startTarget("ceiling_read", 18603);
 results.push(
   await drive(
     "reference: bare Deno.serve + 1 KV read + 1 atomic write",
     () => new Request("http://127.0.0.1:18603/"),
+    undefined,
+    readTarget.pid,
   ),
 );
 await readTarget.stop();
 
-const appTarget = await startTarget("app", 18602);
+const appTarget = await startTarget("app", 18602, HEARTBEATS_ONLY ? ["--users", "0"] : []);
 const { token, cookie, orgSecret } = appTarget.info as { token: string; cookie: string; orgSecret: string };
 
 // One simulated BES per connection, each with one storage target, registered over the real protocol.
@@ -261,14 +315,17 @@ async function commitStats(
 /** Runs a heartbeat scenario; its name says how many heartbeats shared a commit on average. */
 async function heartbeatScenario(name: string, makeRequest: (worker: number) => Promise<Request>) {
   const before = await commitStats(18602);
-  const result = await drive(name, makeRequest);
+  const result = await drive(name, makeRequest, undefined, appTarget.pid);
   const after = await commitStats(18602);
   const perCommit = (after.writes - before.writes) / Math.max(1, after.commits - before.commits);
   result.name += ` [${perCommit.toFixed(1)} writes/commit]`;
   return result;
 }
 // Enough signed requests for each connection to run at 1.5× the ceiling for the whole window.
-const perWorker = Math.min(3000, Math.ceil((results[0].rps * (SECONDS + 1) * 1.5) / CONCURRENCY));
+const perWorker = Math.min(
+  3000,
+  Math.max(300, Math.ceil((results[0].rps * (SECONDS + 1) * 1.5) / CONCURRENCY)),
+);
 const plain = await presigned(false, perWorker);
 results.push(await heartbeatScenario("POST /api/bes/v1/heartbeat (signed ahead, metrics)", plain.next));
 // The aim's comparison: heartbeats and the ceiling in turns (the ceiling's server is still up).
@@ -278,51 +335,70 @@ const turns = await interleaved(
   "POST /api/bes/v1/heartbeat (signed ahead, metrics)",
   () => new Request("http://127.0.0.1:18601/"),
   turnsPool.next,
+  { ceiling: ceilingTarget.pid, scenario: appTarget.pid },
 );
 const turnsAfter = await commitStats(18602);
 await ceilingTarget.stop();
-const withCapacity = await presigned(true, perWorker);
-results.push(
-  await heartbeatScenario(
-    "POST /api/bes/v1/heartbeat (signed ahead, metrics + 1 capacity report)",
-    withCapacity.next,
-  ),
-);
-results.push(
-  await heartbeatScenario(
-    "POST /api/bes/v1/heartbeat (signed by the driver during the run, metrics)",
-    (w) => heartbeatRequest(w, false),
-  ),
-);
-const signedLive = plain.counter.signedLive + withCapacity.counter.signedLive;
-results.push(
-  await drive(
-    "GET /api/v1/me (bearer token)",
-    () => new Request("http://127.0.0.1:18602/api/v1/me", { headers: { authorization: `Bearer ${token}` } }),
-  ),
-);
-results.push(
-  await drive(
-    "GET /admin/users (session, 201 users, SSR)",
-    () =>
-      new Request("http://127.0.0.1:18602/admin/users", { headers: { cookie: `cadres_session=${cookie}` } }),
-  ),
-);
-results.push(await drive("GET /healthz", () => new Request("http://127.0.0.1:18602/healthz")));
+let signedLive = plain.counter.signedLive;
+if (!HEARTBEATS_ONLY) {
+  const withCapacity = await presigned(true, perWorker);
+  results.push(
+    await heartbeatScenario(
+      "POST /api/bes/v1/heartbeat (signed ahead, metrics + 1 capacity report)",
+      withCapacity.next,
+    ),
+  );
+  results.push(
+    await heartbeatScenario(
+      "POST /api/bes/v1/heartbeat (signed by the driver during the run, metrics)",
+      (w) => heartbeatRequest(w, false),
+    ),
+  );
+  signedLive += withCapacity.counter.signedLive;
+  results.push(
+    await drive(
+      "GET /api/v1/me (bearer token)",
+      () =>
+        new Request("http://127.0.0.1:18602/api/v1/me", { headers: { authorization: `Bearer ${token}` } }),
+      undefined,
+      appTarget.pid,
+    ),
+  );
+  results.push(
+    await drive(
+      "GET /admin/users (session, 201 users, SSR)",
+      () =>
+        new Request("http://127.0.0.1:18602/admin/users", {
+          headers: { cookie: `cadres_session=${cookie}` },
+        }),
+      undefined,
+      appTarget.pid,
+    ),
+  );
+  results.push(
+    await drive(
+      "GET /healthz",
+      () => new Request("http://127.0.0.1:18602/healthz"),
+      undefined,
+      appTarget.pid,
+    ),
+  );
+}
 await appTarget.stop();
 
 console.log(
-  `\n${CONCURRENCY} concurrent connections, ${SECONDS} s per scenario, loopback, ${Deno.build.target}`,
+  `\n${CONCURRENCY} concurrent connections, ${SECONDS} s per scenario, loopback, ${Deno.build.target}; ` +
+    `load average ${LOAD_AT_START.map((n) => n.toFixed(2)).join(" ")} at start, ${
+      Deno.loadavg().map((n) => n.toFixed(2)).join(" ")
+    } at the end of these rows`,
 );
-console.log("| scenario | req/s | p50 ms | p99 ms | errors | ratio to ceiling |");
-console.log("|---|---|---|---|---|---|");
+console.log(HEADER);
 for (const r of results) console.log(row(r, results[0] === r ? undefined : results[0]));
 console.log(
   `(${perWorker} heartbeats signed ahead per connection; ${signedLive} had to be signed during the run)`,
 );
 console.log(`\nHeartbeats against the ceiling in turns (the aim: ≥ 0.8 of the ceiling, p99 < 50 ms):`);
-console.log("| scenario | req/s | p50 ms | p99 ms | errors | ratio to ceiling |");
-console.log("|---|---|---|---|---|---|");
+console.log(HEADER);
 console.log(row(turns.ceiling));
 console.log(row(turns.scenario, turns.ceiling));
 console.log(
@@ -332,7 +408,7 @@ console.log(
   } heartbeats per commit; ${turnsPool.counter.signedLive} signed during the run`,
 );
 
-if (FLEET_SECONDS > 0) await fleetRun();
+if (FLEET_SECONDS > 0 && !HEARTBEATS_ONLY) await fleetRun();
 
 /**
  * The fleet: every principal heartbeats once per minute at its own offset (open loop). Latency is from

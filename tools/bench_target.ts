@@ -1,7 +1,8 @@
 /**
  * The server side of a benchmark, run as its own process so the load driver does not share its core.
  * `--mode ceiling`: a bare Deno.serve handler doing one KV atomic write (the machine's ceiling).
- * `--mode app`: the real app on a file KV seeded with a tenant; prints `READY <json>` with credentials.
+ * `--mode app`: the real app on a file KV seeded with a tenant (and `--users` users, 200 by default); prints
+ * `READY <json>` with credentials.
  * `--mode fleet --keys FILE`: the real app with a fleet seeded from FILE (`{ engines: [publicKey…],
  * agents: [publicKey…] }`): one BES and one agent registered through the domain, the rest cloned from
  * them with their own keys and ids, all online; writes their ids to `FILE.ids.json`.
@@ -46,6 +47,7 @@ const { values } = parseArgs({
     port: { type: "string" },
     kv: { type: "string" },
     keys: { type: "string" },
+    users: { type: "string", default: "200" },
   },
 });
 const port = Number(values.port);
@@ -185,7 +187,8 @@ if (values.mode === "ceiling" || values.mode === "ceiling_read") {
     orgScope: "all",
     password: "bench-password-123",
   }, now);
-  for (let i = 0; i < 200; i++) {
+  // Users for the SSR row (`--users 0` when only heartbeats are measured: hashing 200 passwords is slow).
+  for (let i = 0; i < Number(values.users); i++) {
     await createUser(kv, system, {
       accountId: account.id,
       email: `user${i}@bench.example`,
