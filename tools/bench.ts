@@ -309,7 +309,9 @@ async function presigned(withStorage: boolean, perWorker: number) {
 }
 async function commitStats(
   port: number,
-): Promise<{ commits: number; writes: number; sharedFailures: number }> {
+): Promise<
+  { commits: number; writes: number; sharedFailures: number; reader: { reads: number; keys: number } }
+> {
   return await (await fetch(`http://127.0.0.1:${port}/__bench/stats`)).json();
 }
 /** Runs a heartbeat scenario; its name says how many heartbeats shared a commit on average. */
@@ -405,7 +407,14 @@ console.log(
   `per-round ratios: ${turns.ratios.map((r) => r.toFixed(2)).join(", ")}; ${
     ((turnsAfter.writes - turnsBefore.writes) / Math.max(1, turnsAfter.commits - turnsBefore.commits))
       .toFixed(1)
-  } heartbeats per commit; ${turnsPool.counter.signedLive} signed during the run`,
+  } heartbeats per commit; ${
+    ((turnsAfter.reader.keys - turnsBefore.reader.keys) /
+      Math.max(1, turnsAfter.reader.reads - turnsBefore.reader.reads))
+      .toFixed(1)
+  } keys per grouped read (${
+    ((turnsAfter.reader.reads - turnsBefore.reader.reads) /
+      Math.max(1, turnsAfter.writes - turnsBefore.writes)).toFixed(2)
+  } getMany per heartbeat); ${turnsPool.counter.signedLive} signed during the run`,
 );
 
 if (FLEET_SECONDS > 0 && !HEARTBEATS_ONLY) await fleetRun();

@@ -6,8 +6,8 @@
  * `--mode fleet --keys FILE`: the real app with a fleet seeded from FILE (`{ engines: [publicKey…],
  * agents: [publicKey…] }`): one BES and one agent registered through the domain, the rest cloned from
  * them with their own keys and ids, all online; writes their ids to `FILE.ids.json`.
- * Both app modes also answer `GET /__bench/stats` (the heartbeat group committer's counters) and, in
- * fleet mode, `POST /__bench/sweep?at=ISO` (the minute sweeps of engines and hosts at that time).
+ * Both app modes also answer `GET /__bench/stats` (the heartbeat group committer's and the group reader's
+ * counters) and, in fleet mode, `POST /__bench/sweep?at=ISO` (the minute sweeps of engines and hosts at that time).
  */
 import { parseArgs } from "node:util";
 import { createApp } from "../app.ts";
@@ -33,6 +33,7 @@ import {
   liveHostKey,
   sweepHostHeartbeats,
 } from "../domain/hosts.ts";
+import { groupReader } from "../domain/group_read.ts";
 import { newId } from "../domain/ids.ts";
 import { createLogger } from "../domain/log.ts";
 import { systemActor } from "../domain/rbac.ts";
@@ -51,6 +52,8 @@ const { values } = parseArgs({
   },
 });
 const port = Number(values.port);
+/** The heartbeat group committer's counters and the group reader's (getMany calls and keys read). */
+const benchStats = () => ({ ...heartbeatCommitter(kv).stats, reader: groupReader(kv).stats });
 Deno.addSignalListener("SIGINT", () => Deno.exit(0));
 const kv = await Deno.openKv(values.kv);
 
@@ -151,7 +154,7 @@ if (values.mode === "ceiling" || values.mode === "ceiling_read") {
     { port, onListen: () => console.log("READY " + JSON.stringify({ orgSecret: secret })) },
     async (req, info) => {
       const url = new URL(req.url);
-      if (url.pathname === "/__bench/stats") return Response.json(heartbeatCommitter(kv).stats);
+      if (url.pathname === "/__bench/stats") return Response.json(benchStats());
       if (url.pathname === "/__bench/sweep" && req.method === "POST") {
         const sweepAt = new Date(url.searchParams.get("at") ?? Date.now());
         const t0 = performance.now();
@@ -208,8 +211,6 @@ if (values.mode === "ceiling" || values.mode === "ceiling_read") {
   Deno.serve(
     { port, onListen: () => console.log("READY " + JSON.stringify({ token: secret, cookie, orgSecret })) },
     (req, info) =>
-      new URL(req.url).pathname === "/__bench/stats"
-        ? Response.json(heartbeatCommitter(kv).stats)
-        : app.fetch(req, info),
+      new URL(req.url).pathname === "/__bench/stats" ? Response.json(benchStats()) : app.fetch(req, info),
   );
 }
