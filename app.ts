@@ -4,6 +4,7 @@ import { bodyLimit } from "hono/body-limit";
 import { serveStatic } from "hono/deno";
 import type { Config } from "./domain/config.ts";
 import { HttpError, NotFoundError } from "./domain/errors.ts";
+import { consoleRequest } from "./domain/foreground.ts";
 import { createLogger, type Logger } from "./domain/log.ts";
 import { isEngineProtocol, publicAccess } from "./routes/access.ts";
 import { adminAuditRoutes } from "./routes/admin_audit.tsx";
@@ -110,6 +111,23 @@ export function createApp(options: AppOptions) {
   const app = new OpenAPIHono<AppEnv>();
 
   app.use("*", requestContext(deps));
+  // Console requests in flight make a scheduler storm give way to them (domain/foreground.ts): pages,
+  // fragments and the API, not the engine protocol (a fleet's steady traffic), static files, probes or scrapes.
+  app.use("*", async (c, next) => {
+    const path = c.req.path;
+    if (
+      isEngineProtocol(path) || path.startsWith("/static/") ||
+      ["/healthz", "/readyz", "/metrics"].includes(path)
+    ) {
+      return await next();
+    }
+    const done = consoleRequest(deps.kv);
+    try {
+      await next();
+    } finally {
+      done();
+    }
+  });
   // No id or name of ours is near 200 characters: a longer path segment names nothing (and would overflow
   // a KV key further in), so it is "not found" before any route reads KV.
   app.use("*", async (c, next) => {

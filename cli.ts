@@ -11,6 +11,7 @@ import { userActor } from "./domain/auth.ts";
 import { systemActor } from "./domain/rbac.ts";
 import { markInitialized } from "./domain/setup.ts";
 import { openStore } from "./domain/store.ts";
+import { indexPolicyNames } from "./domain/policy_names.ts";
 import {
   createAccount,
   createOrg,
@@ -219,6 +220,8 @@ async function main(args: string[]): Promise<number> {
         if (!file) throw new CliError("Usage: restore-bundle FILE [--force]");
         const bytes = await Deno.readFile(file);
         const { header, written } = await restoreBundle(kv, bytes, store.masterKey, { force: values.force });
+        // A bundle from before the policies' name index: every policy gets its entry.
+        if (header.database === "config") await indexPolicyNames(kv, new Date(), { force: true });
         // A bundle from before the open-run index: its pending and running runs get their entries.
         if (header.database === "results") {
           await indexOpenRuns(kv, new Date(), { force: true });

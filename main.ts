@@ -1,12 +1,14 @@
 /**
  * Starts the server: config → KV → app → crons; on SIGTERM (or SIGINT) shuts down gracefully: stops
- * accepting connections, lets in-flight requests and a running cron tick finish (at most
- * CADRES_SHUTDOWN_SECONDS), then closes KV and exits 0 (docs/deploy.md).
+ * starting cron ticks, keeps answering for a drain window (CADRES_SHUTDOWN_DRAIN_SECONDS), stops accepting
+ * connections, lets in-flight requests and a running cron tick finish (at most CADRES_SHUTDOWN_SECONDS),
+ * then closes KV and exits 0 (docs/deploy.md).
  */
 import { createApp } from "./app.ts";
 import { parseConfig } from "./domain/config.ts";
 import { createLogger } from "./domain/log.ts";
 import { rederiveScheduleRpos } from "./domain/policies.ts";
+import { indexPolicyNames } from "./domain/policy_names.ts";
 import { indexOpenRuns, indexRestorePointsByHost } from "./domain/runs.ts";
 import { indexRestorePointsByTarget } from "./domain/repositories.ts";
 import { rebuildReplicaCounts } from "./domain/replicas.ts";
@@ -43,6 +45,11 @@ const { kv } = store;
 await rederiveScheduleRpos(kv, new Date()).then(
   (fix) => fix.skipped || logger.log("info", "schedule-derived RPOs re-derived", fix),
   (error) => logger.log("error", "re-deriving schedule RPOs failed", { error: String(error) }),
+);
+// Data fix: policies from before the name index get their entry (once, marker).
+await indexPolicyNames(kv, new Date()).then(
+  (fix) => fix.skipped || logger.log("info", "policies indexed by name", fix),
+  (error) => logger.log("error", "indexing policies by name failed", { error: String(error) }),
 );
 // Data fix: runs pending or running before the open-run index existed get their entry (once, marker).
 await indexOpenRuns(kv, new Date()).then(
@@ -137,11 +144,20 @@ async function shutdown(signal: string): Promise<void> {
   if (stopping) return;
   stopping = true;
   const deadline = Date.now() + config.shutdownSeconds * 1000;
-  logger.log("info", "shutting down", { signal, graceSeconds: config.shutdownSeconds });
+  logger.log("info", "shutting down", {
+    signal,
+    graceSeconds: config.shutdownSeconds,
+    drainSeconds: config.shutdownDrainSeconds,
+  });
   // The demo's BES and agents first, while the server still answers their last requests.
   if (demoEngines) await (demoEngines as DemoEngines).stop(config.shutdownSeconds * 1000);
   // Ticks first: a tick that has not claimed its slot yet leaves the minute to another instance.
   const ticks = gate.stop(config.shutdownSeconds * 1000);
+  // The drain window: still accepting and answering, so connections opened just before the signal (in the
+  // listen backlog, or accepted with their request not read yet, which closing the listener would reset)
+  // are answered; a busy server needs it most. Bounded by the whole grace period.
+  const drainMs = Math.min(config.shutdownDrainSeconds * 1000, Math.max(0, deadline - Date.now()) / 2);
+  if (drainMs > 0) await new Promise((r) => setTimeout(r, drainMs));
   const requests = server.shutdown();
   const left = (ms: number) => new Promise<"timeout">((r) => setTimeout(() => r("timeout"), ms));
   const served = await Promise.race([requests.then(() => "done" as const), left(deadline - Date.now())]);

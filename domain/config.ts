@@ -30,6 +30,9 @@ export const EnvSchema = z.object({
   CADRES_SHUTDOWN_SECONDS: z.string().regex(/^\d+$/, "must be a whole number of seconds from 1 to 3600")
     .transform(Number).refine((n) => n >= 1 && n <= 3600, "must be a whole number of seconds from 1 to 3600")
     .default(25),
+  CADRES_SHUTDOWN_DRAIN_SECONDS: z.string().regex(/^\d+$/, "must be a whole number of seconds from 0 to 60")
+    .transform(Number).refine((n) => n <= 60, "must be a whole number of seconds from 0 to 60")
+    .default(2),
   CADRES_FAULTS: z.string().regex(
     /^(dashboard\.[a-z]+)(,dashboard\.[a-z]+)*$/,
     "must be a comma-separated list of faults such as dashboard.storage",
@@ -52,6 +55,13 @@ export interface Config {
   metricsEnabled: boolean;
   /** On SIGTERM, how long in-flight requests and a running cron tick get to finish (CADRES_SHUTDOWN_SECONDS). */
   shutdownSeconds: number;
+  /**
+   * On SIGTERM, how long the server keeps accepting and answering before it closes its listener
+   * (CADRES_SHUTDOWN_DRAIN_SECONDS, within shutdownSeconds): connections a client opened just before the
+   * signal — still in the listen backlog, or accepted with their request not yet read — are answered
+   * instead of reset, and a load balancer has time to see the instance leave.
+   */
+  shutdownDrainSeconds: number;
   /**
    * Fault injection for outage drills and browser tests: `dashboard.<section>` makes that dashboard
    * section's data source fail. Empty in production.
@@ -95,6 +105,7 @@ export function parseConfig(
       logLevel: e.CADRES_LOG_LEVEL,
       metricsEnabled: e.CADRES_METRICS === "on",
       shutdownSeconds: e.CADRES_SHUTDOWN_SECONDS,
+      shutdownDrainSeconds: e.CADRES_SHUTDOWN_DRAIN_SECONDS,
       faults: e.CADRES_FAULTS ? e.CADRES_FAULTS.split(",") : [],
     },
   };
@@ -115,6 +126,7 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     logLevel: "error",
     metricsEnabled: true,
     shutdownSeconds: 25,
+    shutdownDrainSeconds: 2,
     faults: [],
     passwordHashing: CHEAP_ARGON2,
     ...overrides,

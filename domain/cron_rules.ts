@@ -7,11 +7,26 @@
  */
 import { Cron } from "croner";
 
+type Compiled = { ok: true; cron: Cron } | { ok: false; error: string };
+
+/**
+ * Compiled expressions by time zone and expression: compiling checks the expression fires at all, which
+ * costs a search; policies share few schedules, and a page lists 50 jobs' next runs. Bounded.
+ */
+const compiled = new Map<string, Compiled>();
+
 /** Parses a 5-field cron in `timeZone`; returns an error sentence or the compiled Cron. */
-export function compileCron(
-  expression: string,
-  timeZone = "UTC",
-): { ok: true; cron: Cron } | { ok: false; error: string } {
+export function compileCron(expression: string, timeZone = "UTC"): Compiled {
+  const key = `${timeZone}\u0000${expression}`;
+  let result = compiled.get(key);
+  if (!result) {
+    if (compiled.size >= 1000) compiled.clear();
+    compiled.set(key, result = compile(expression, timeZone));
+  }
+  return result;
+}
+
+function compile(expression: string, timeZone: string): Compiled {
   const fields = expression.trim().split(/\s+/);
   if (fields.length !== 5) {
     return {

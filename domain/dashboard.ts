@@ -15,6 +15,7 @@
 import { type Engine, engineKey, engineScope, OFFLINE_AFTER_MS } from "./engines.ts";
 import { COUNT_UP, counterValue, getManyValues } from "./kv.ts";
 import type { Policy } from "./policies.ts";
+import { countVisiblePolicies, listPolicyNames } from "./policy_names.ts";
 import {
   isRpoBreached,
   listProtectedObjects,
@@ -420,15 +421,15 @@ export async function readHeatmap(
     (_, i) => new Date(now.getTime() - (days - 1 - i) * DAY_MS).toISOString().slice(0, 10),
   );
   if (!actor.accountId) return { rows: [], total: 0, dayLabels };
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["policies_by_account", actor.accountId] })) {
-    keys.push(["policies", e.value]);
-  }
-  const policies = (await getManyValues<Policy>(kv, keys))
-    .filter((p) => inScope(actor, { accountId: p.accountId, orgId: p.orgId }))
-    .sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
+  // The visible policies in name order from the name index (only as far as the page), their number from
+  // the per-org counters; only the page's policies are read.
   const offset = options.offset ?? 0;
-  const slice = policies.slice(offset, offset + (options.limit ?? 15));
+  const limit = options.limit ?? 15;
+  const [names, total] = await Promise.all([
+    listPolicyNames(kv, actor, { max: offset + limit }),
+    countVisiblePolicies(kv, actor),
+  ]);
+  const slice = await getManyValues<Policy>(kv, names.slice(offset).map((e) => ["policies", e.id]));
   const rows = await Promise.all(slice.map(async (p) => {
     const cells = new Map(dayLabels.map((day) => [day, { day, success: 0, warning: 0, failed: 0 }]));
     const range = kv.list({ start: ["run_daily", p.id, dayLabels[0]], end: ["run_daily", p.id, "9999"] });
@@ -442,5 +443,5 @@ export async function readHeatmap(
     }
     return { policyId: p.id, policyName: p.name, days: [...cells.values()] };
   }));
-  return { rows, total: policies.length, dayLabels };
+  return { rows, total, dayLabels };
 }

@@ -11,13 +11,16 @@ import { ConflictError, NotFoundError } from "./errors.ts";
 import {
   claimRegistrationNonce,
   HEARTBEAT_INTERVAL_SECONDS,
+  heartbeatCommitter,
   HeartbeatMetrics,
+  idPages,
   KeyInAnotherTenantError,
   OFFLINE_AFTER_MS,
   refuseReplayedNonce,
   type RegistrationNonce,
 } from "./engines.ts";
 import { newId } from "./ids.ts";
+import { AtomicRecorder } from "./group_commit.ts";
 import { getManyValues, type Page, withRetry } from "./kv.ts";
 import { pageOf, PageQuery, type SortKey } from "./paging.ts";
 import { type Actor, inScope } from "./rbac.ts";
@@ -374,10 +377,18 @@ export async function applyHostHeartbeat(
   input: z.input<typeof AgentHeartbeat>,
   now: Date,
   nonce?: { key: Deno.KvKey; expireIn: number },
+  options: {
+    /** The host entry the caller already read (used for the first attempt). */
+    entry?: Deno.KvEntryMaybe<Host>;
+    /** Input already validated by the caller. */
+    parsed?: boolean;
+  } = {},
 ): Promise<{ host: Host; replayed: boolean }> {
-  const data = AgentHeartbeat.parse(input);
+  const data = options.parsed ? input as z.infer<typeof AgentHeartbeat> : AgentHeartbeat.parse(input);
+  let known = options.entry;
   for (let i = 0; i < 10; i++) {
-    const entry = await kv.get<Host>(hostKey(hostId));
+    const entry = known ?? await kv.get<Host>(hostKey(hostId));
+    known = undefined;
     const host = entry.value;
     if (!host) throw new NotFoundError("Host not found");
     const retired = host.status === "decommissioned";
@@ -388,7 +399,7 @@ export async function applyHostHeartbeat(
       ...(data.defaultRoots ? { defaultRoots: data.defaultRoots } : {}),
       lastHeartbeatAt: now.toISOString(),
     };
-    const op = kv.atomic().check(entry).set(hostKey(hostId), next);
+    const op = new AtomicRecorder().check(entry).set(hostKey(hostId), next);
     countStatusChange(op, "host", host.accountId, host.status, next.status);
     if (!retired) op.set(liveHostKey(hostId), true);
     // Only a host the sweep took offline can have an open alert: skip the read otherwise.
@@ -400,7 +411,8 @@ export async function applyHostHeartbeat(
         expireIn: nonce.expireIn,
       });
     }
-    if ((await op.commit()).ok) return { host: next, replayed: false };
+    // Shared with concurrent heartbeats (BES and agents), each with its own checks.
+    if ((await heartbeatCommitter(kv).submit(op)).ok) return { host: next, replayed: false };
     if (nonce && (await kv.get(nonce.key)).versionstamp !== null) return { host, replayed: true };
   }
   throw new ConflictError("Heartbeat conflicted repeatedly; retry");
@@ -414,32 +426,35 @@ export async function applyHostHeartbeat(
  */
 export async function sweepHostHeartbeats(kv: Deno.Kv, now: Date): Promise<{ offline: string[] }> {
   const offline: string[] = [];
-  for await (const live of kv.list({ prefix: ["hosts_live"] })) {
-    const id = String(live.key[1]);
-    for (let i = 0; i < 5; i++) {
-      const entry = await kv.get<Host>(hostKey(id));
-      const host = entry.value;
-      if (!host || host.status !== "online") {
-        await kv.atomic().check(entry).delete(liveHostKey(id)).commit();
-        break;
-      }
-      if (hostOnlineAt(host, now)) break;
-      const next: Host = { ...host, status: "offline" };
-      const op = kv.atomic().check(entry).set(hostKey(id), next).delete(liveHostKey(id));
-      countStatusChange(op, "host", host.accountId, host.status, next.status);
-      raiseAlert(op, await readOpenAlert(kv, "host", id, "host_offline"), {
-        accountId: host.accountId,
-        orgId: host.orgId,
-        subjectType: "host",
-        subjectId: id,
-        subjectName: host.hostname,
-        reason: "host_offline",
-        severity: "warning",
-        message: `Host ${host.hostname} is offline: no agent heartbeat for more than 3 minutes`,
-      }, now);
-      if ((await op.commit()).ok) {
-        offline.push(id);
-        break;
+  // Hosts are read ten at a time; a host that must change is read again before each retry.
+  for await (const ids of idPages(kv, ["hosts_live"])) {
+    const entries = await kv.getMany<Host[]>(ids.map((id) => hostKey(id)));
+    for (const [n, id] of ids.entries()) {
+      for (let i = 0; i < 5; i++) {
+        const entry = i === 0 ? entries[n] : await kv.get<Host>(hostKey(id));
+        const host = entry.value;
+        if (!host || host.status !== "online") {
+          await kv.atomic().check(entry).delete(liveHostKey(id)).commit();
+          break;
+        }
+        if (hostOnlineAt(host, now)) break;
+        const next: Host = { ...host, status: "offline" };
+        const op = kv.atomic().check(entry).set(hostKey(id), next).delete(liveHostKey(id));
+        countStatusChange(op, "host", host.accountId, host.status, next.status);
+        raiseAlert(op, await readOpenAlert(kv, "host", id, "host_offline"), {
+          accountId: host.accountId,
+          orgId: host.orgId,
+          subjectType: "host",
+          subjectId: id,
+          subjectName: host.hostname,
+          reason: "host_offline",
+          severity: "warning",
+          message: `Host ${host.hostname} is offline: no agent heartbeat for more than 3 minutes`,
+        }, now);
+        if ((await op.commit()).ok) {
+          offline.push(id);
+          break;
+        }
       }
     }
   }

@@ -21,6 +21,7 @@ import type { Engine } from "./engines.ts";
 import type { Host } from "./hosts.ts";
 import { opsCounterMismatches } from "./ops_counters.ts";
 import type { PolicyCore } from "./policies.ts";
+import { policyCountKey, policyNameKey } from "./policy_names.ts";
 import type { ProtectedObject } from "./protected.ts";
 import type { StorageTarget } from "./storage.ts";
 import type { Org, User } from "./types.ts";
@@ -380,6 +381,46 @@ async function checkPolicies(r: Reader, report: Report): Promise<void> {
         policy.accountId,
         `policy ${policy.id} is on BES ${policy.besId} but its target is on ${target.besId}`,
       );
+    }
+  }
+  // The name index (policy_names.ts): one entry per policy, under its name, with its org and BES.
+  const named = new Set<string>();
+  for await (const e of r.list<{ name: string; orgId: string | null; besId: string }>(["policies_by_name"])) {
+    const id = String(e.key[3]);
+    const policy = policies.get(id);
+    if (cascades.policies.has(id)) continue;
+    if (
+      !policy || policy.accountId !== e.key[1] || policyNameKey(policy.name) !== e.key[2] ||
+      e.value.name !== policy.name || e.value.orgId !== policy.orgId || e.value.besId !== policy.besId
+    ) {
+      report(String(e.key[1]), `name index entry of policy ${id} does not match the policy`);
+    } else named.add(id);
+  }
+  for (const policy of policies.values()) {
+    if (!named.has(policy.id) && !cascades.policies.has(policy.id)) {
+      report(policy.accountId, `policy ${policy.id} has no name index entry`);
+    }
+  }
+  // The per-org policy counters count the policies (a policy is counted until its record is removed).
+  const counted = new Map<string, number>();
+  for (const p of policies.values()) {
+    const key = JSON.stringify(policyCountKey(p.accountId, p.orgId));
+    counted.set(key, (counted.get(key) ?? 0) + 1);
+  }
+  const seenCounters = new Set<string>();
+  for await (const e of r.list(["policy_counts"])) {
+    const key = JSON.stringify(e.key);
+    seenCounters.add(key);
+    if (counterValue(e.value) !== (counted.get(key) ?? 0)) {
+      report(
+        String(e.key[1]),
+        `policy counter ${key} is ${counterValue(e.value)}, policies ${counted.get(key) ?? 0}`,
+      );
+    }
+  }
+  for (const [key, n] of counted) {
+    if (!seenCounters.has(key)) {
+      report(JSON.parse(key)[1], `policy counter ${key} is missing (policies ${n})`);
     }
   }
   const replicas = await r.all<{ id: string; accountId: string; policyId: string; targetId: string }>(

@@ -33,7 +33,14 @@ import {
   readPlatformRetryFacts,
   retryPlatformJob,
 } from "./platforms.ts";
-import { listPolicies, type Policy, policyKey, requirePolicy } from "./policies.ts";
+import { type Policy, policyKey, requirePolicy } from "./policies.ts";
+import {
+  compareNameKeys,
+  countVisiblePolicies,
+  listPolicyNames,
+  type PolicyNameEntry,
+  policyNameKey,
+} from "./policy_names.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { listRunsByPolicy, retryGuardKey, type Run, runKey, type RunKind, type RunStatus } from "./runs.ts";
 
@@ -223,18 +230,38 @@ function sourceValue(s: JobSource): string {
   return s.kind === "bes" ? `bes:${s.besId}` : `platform:${s.platformId}`;
 }
 
+/** The fields of a job the cheap filters look at (a job view, or a policy's name index entry). */
+interface JobFields {
+  id: string;
+  name: string;
+  /** `bes:<id>` or `platform:<id>`. */
+  source: string;
+  /** The source job id the search matches whole (a native job's is its policy id). */
+  sourceJobId: string;
+  orgId: string | null;
+}
+
 /** True when the job's own fields (not its last run) match the filter. */
-function matchesJob(job: JobView, filter: JobFilter): boolean {
+function matchesFields(job: JobFields, filter: JobFilter): boolean {
   const needle = filter.q.toLowerCase();
-  const sourceJobId = job.source.kind === "platform" ? job.source.sourceJobId : job.id;
-  return (!filter.source || sourceValue(job.source) === filter.source) &&
+  return (!filter.source || job.source === filter.source) &&
     (!filter.orgId || (filter.orgId === "account" ? job.orgId === null : job.orgId === filter.orgId)) &&
-    (!needle || job.name.toLowerCase().includes(needle) || sourceJobId.toLowerCase() === needle ||
+    (!needle || job.name.toLowerCase().includes(needle) || job.sourceJobId.toLowerCase() === needle ||
       job.id.toLowerCase() === needle);
 }
 
+function matchesJob(job: JobView, filter: JobFilter): boolean {
+  return matchesFields({
+    id: job.id,
+    name: job.name,
+    source: sourceValue(job.source),
+    sourceJobId: job.source.kind === "platform" ? job.source.sourceJobId : job.id,
+    orgId: job.orgId,
+  }, filter);
+}
+
 /** True when the job's last run matches the status, type and date filters. */
-function matchesLastRun(job: JobView, filter: JobFilter): boolean {
+function matchesLastRun(job: Pick<JobView, "lastRun">, filter: JobFilter): boolean {
   const last = job.lastRun;
   if (filter.status && (filter.status === "never" ? last !== null : last?.status !== filter.status)) {
     return false;
@@ -247,14 +274,19 @@ function matchesLastRun(job: JobView, filter: JobFilter): boolean {
   return true;
 }
 
-async function sourcesOf(kv: Deno.Kv, policies: Policy[]) {
-  const besIds = [...new Set(policies.map((p) => p.besId))];
-  const engines = new Map(
-    (await getManyValues<Engine>(kv, besIds.map((id) => ["engines", id]))).map((e) => [e.id, e.name]),
-  );
-  const sources = besIds.map((id) => ({ value: `bes:${id}`, label: engines.get(id) ?? id }))
+/** The filter's BES sources — every BES the actor can see — and their names by id. */
+async function engineSources(kv: Deno.Kv, actor: Actor) {
+  const keys: Deno.KvKey[] = [];
+  if (actor.accountId) {
+    for await (const e of kv.list<string>({ prefix: ["engines_by_account", actor.accountId] })) {
+      keys.push(["engines", e.value]);
+    }
+  }
+  const visible = (await getManyValues<Engine>(kv, keys))
+    .filter((e) => inScope(actor, { accountId: e.accountId, orgId: e.orgId }));
+  const sources = visible.map((e) => ({ value: `bes:${e.id}`, label: e.name }))
     .sort((a, b) => a.label.localeCompare(b.label));
-  return { sources, engines };
+  return { sources, engines: new Map(visible.map((e) => [e.id, e.name])) };
 }
 
 /** The filter's platform sources: every platform in scope (jobs or not yet). */
@@ -273,16 +305,45 @@ export async function listJobSources(
 ): Promise<Array<{ value: string; label: string }>> {
   authorize(actor, "backup.view");
   const [native, platformJobs] = await Promise.all([
-    sourcesOf(kv, await listPolicies(kv, actor)),
+    engineSources(kv, actor),
     listVisiblePlatformJobs(kv, actor),
   ]);
   return [...native.sources, ...platformSources(platformJobs)];
 }
 
+/** True when the filter or the sort needs every candidate's last run (not only the page's). */
+function needsLastRuns(filter: JobFilter): boolean {
+  return Boolean(filter.status || filter.type || filter.from || filter.to) ||
+    filter.sort.endsWith("lastRunAt");
+}
+
+/** A job the cheap filters kept: a policy's name index entry, or a platform job's view. */
+type Candidate =
+  & { id: string; name: string; nameKey: string }
+  & ({ entry: PolicyNameEntry; view?: undefined } | { entry?: undefined; view: JobView });
+
+/** Merges two lists sorted by (name key, id) — ascending, or descending when `dir` is -1 — into one. */
+function mergeByName(a: Candidate[], b: Candidate[], dir: number): Candidate[] {
+  const out: Candidate[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    if (j >= b.length || (i < a.length && dir * compareNameKeys(a[i], b[j]) <= 0)) out.push(a[i++]);
+    else out.push(b[j++]);
+  }
+  return out;
+}
+
 /**
  * The jobs in the actor's scope, filtered and sorted, one page of them (`total` before paging), with the
- * sources the filter can offer. Reads every visible policy once and, for the policies left after the
- * cheap filters, their newest run only.
+ * sources the filter can offer (every BES and platform in scope). Native jobs come from the policies' name
+ * index (policy_names.ts: small entries already in name order, the search, BES and org filters applied
+ * to them), platform jobs from their records; no policy record is read but the page's. Sorted by name
+ * with no filter (the page's default), only the index's first offset + limit entries are read and the
+ * total comes from the per-org counters, so the page costs the same with 100 policies or 100,000; only
+ * the page's newest runs are read unless a filter on the last run's status, type or date, or the sort by
+ * last run time, needs every candidate's. Names sort without accents and case ("Été" with "ete"), then
+ * by id.
  */
 export async function listJobs(
   kv: Deno.Kv,
@@ -290,33 +351,67 @@ export async function listJobs(
   filter: JobFilter,
 ): Promise<{ values: JobView[]; total: number; sources: Array<{ value: string; label: string }> }> {
   authorize(actor, "backup.view");
-  const [policies, platformJobs] = await Promise.all([
-    listPolicies(kv, actor),
-    listVisiblePlatformJobs(kv, actor),
-  ]);
-  const { sources: nativeSources, engines } = await sourcesOf(kv, policies);
-  const sources = [...nativeSources, ...platformSources(platformJobs)];
-  const candidates = [
-    ...policies.map((p) => nativeView(p, engines.get(p.besId), null)),
-    ...platformJobs.map(({ job, platform }) => platformView(job, platform, null)),
-  ].filter((j) => matchesJob(j, filter));
-  const runs = await latestRuns(kv, candidates.map((j) => j.id));
-  const rows = candidates.map((j) => {
-    const run = runs.get(j.id);
-    return run ? { ...j, lastRun: lastRunOf(run) } : j;
-  }).filter((j) => matchesLastRun(j, filter));
   const dir = filter.sort.startsWith("-") ? -1 : 1;
-  if (filter.sort.endsWith("lastRunAt")) {
+  const byName = !filter.sort.endsWith("lastRunAt");
+  // The page's default (by name, no filter): the index's first entries and the counters' total suffice.
+  const firstEntries = byName && !needsLastRuns(filter) && !filter.q && !filter.source && !filter.orgId;
+  const [entries, platformJobs, { sources: nativeSources, engines }, countedTotal] = await Promise.all([
+    listPolicyNames(kv, actor, {
+      reverse: byName && dir < 0,
+      max: firstEntries ? filter.offset + filter.limit : undefined,
+    }),
+    listVisiblePlatformJobs(kv, actor),
+    engineSources(kv, actor),
+    firstEntries ? countVisiblePolicies(kv, actor) : Promise.resolve(0),
+  ]);
+  const sources = [...nativeSources, ...platformSources(platformJobs)];
+  const native: Candidate[] = entries.filter((e) =>
+    matchesFields(
+      { id: e.id, name: e.name, source: `bes:${e.besId}`, sourceJobId: e.id, orgId: e.orgId },
+      filter,
+    )
+  ).map((entry) => ({ id: entry.id, name: entry.name, nameKey: entry.nameKey, entry }));
+  const platform: Candidate[] = platformJobs.map(({ job, platform }) => platformView(job, platform, null))
+    .filter((view) => matchesJob(view, filter))
+    .map((view) => ({ id: view.id, name: view.name, nameKey: policyNameKey(view.name), view }))
+    .sort((a, b) => dir * compareNameKeys(a, b));
+  const candidates = mergeByName(native, platform, byName ? dir : 1);
+
+  /** The views of the given candidates with their last runs (read now unless given); gone policies drop out. */
+  const views = async (page: Candidate[], known?: Map<string, Run>) => {
+    const runs = known ?? await latestRuns(kv, page.map((c) => c.id));
+    const policies = new Map(
+      (await getManyValues<Policy>(kv, page.flatMap((c) => c.entry ? [policyKey(c.id)] : [])))
+        .map((p) => [p.id, p]),
+    );
+    return page.flatMap((c) => {
+      const run = runs.get(c.id) ?? null;
+      if (c.view) return [run ? { ...c.view, lastRun: lastRunOf(run) } : c.view];
+      const policy = policies.get(c.id);
+      return policy ? [nativeView(policy, engines.get(policy.besId), run)] : [];
+    });
+  };
+
+  if (!needsLastRuns(filter)) {
+    const page = candidates.slice(filter.offset, filter.offset + filter.limit);
+    const total = firstEntries ? countedTotal + platform.length : candidates.length;
+    return { values: await views(page), total, sources };
+  }
+  const runs = await latestRuns(kv, candidates.map((c) => c.id));
+  const rows = candidates.map((c) => {
+    const run = runs.get(c.id);
+    return { c, last: run ? lastRunOf(run) : null };
+  }).filter(({ last }) => matchesLastRun({ lastRun: last }, filter));
+  if (!byName) {
     // Jobs that never ran sort after every job that did, in both directions.
     rows.sort((a, b) =>
-      !a.lastRun || !b.lastRun
-        ? (a.lastRun ? -1 : b.lastRun ? 1 : a.name.localeCompare(b.name))
-        : dir * a.lastRun.at.localeCompare(b.lastRun.at) || a.name.localeCompare(b.name)
+      !a.last || !b.last
+        ? (a.last ? -1 : b.last ? 1 : compareNameKeys(a.c, b.c))
+        : dir * a.last.at.localeCompare(b.last.at) || compareNameKeys(a.c, b.c)
     );
-  } else {
-    rows.sort((a, b) => dir * (a.name.localeCompare(b.name) || a.id.localeCompare(b.id)));
   }
-  return { values: rows.slice(filter.offset, filter.offset + filter.limit), total: rows.length, sources };
+  const page = rows.slice(filter.offset, filter.offset + filter.limit).map((r) => r.c);
+  return { values: await views(page, runs), total: rows.length, sources };
 }
 
 /** The next scheduled run of a native job after `now` (null when disabled, paused or never). */

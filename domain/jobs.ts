@@ -7,9 +7,11 @@
 import { z } from "zod";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { getManyValues, kvValueBytes } from "./kv.ts";
+import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
+import { groupReader } from "./group_read.ts";
+import { counterValue, getManyValues, kvValueBytes } from "./kv.ts";
+import { countQueueEntry, principalQueueCountKey } from "./ops_counters.ts";
 import { CommitConflictError } from "./retry.ts";
-import { countQueueEntry } from "./ops_counters.ts";
 import {
   dropStaleParts,
   ErrorItem,
@@ -227,6 +229,16 @@ export async function countQueued(kv: Deno.Kv, principal: string, cap = 1000): P
   return n;
 }
 
+/**
+ * How many jobs `principal` has queued (at most `cap`), from its queue counter (ops_counters.ts): one
+ * point read, grouped with concurrent reads (domain/group_read.ts), instead of listing its queue. The
+ * heartbeats' `pendingJobs`.
+ */
+export async function queuedCount(kv: Deno.Kv, principal: string, cap = 1000): Promise<number> {
+  const entry = await groupReader(kv).get(principalQueueCountKey(principal));
+  return Math.min(cap, Math.max(0, counterValue(entry.value)));
+}
+
 /** True when `principal` has a queued job of `priority` or more urgent (one read: the queue is ordered by priority). */
 export async function hasQueuedAtLeast(kv: Deno.Kv, principal: string, priority: Priority): Promise<boolean> {
   for await (const e of kv.list({ prefix: ["job_queue", principal] }, { limit: 1 })) {
@@ -236,97 +248,10 @@ export async function hasQueuedAtLeast(kv: Deno.Kv, principal: string, priority:
 }
 
 /**
- * Checks per group commit: each claim checks two or three keys (queue entry, job, and its pending run),
- * and KV allows 100 checks per atomic operation.
+ * Claims per group commit. Each claim checks two or three keys (queue entry, job, and its pending run);
+ * the group committer also keeps a commit within KV's 100 checks per atomic operation.
  */
-const CHECKS_PER_COMMIT = 96;
-
-interface PendingClaim {
-  jobId: string;
-  checks: Deno.AtomicCheck[];
-  apply: (op: Deno.AtomicOperation) => void;
-  done: (ok: boolean) => void;
-  failed: (error: unknown) => void;
-}
-
-/**
- * Group commit for claims. Claims that arrive while a commit is in flight are written together in the
- * next one, with every claim's checks: a KV atomic operation costs about the same for one claim as for
- * forty, so concurrent claimers (agents and engines polling at once) are not limited to one commit per
- * claim. When such a commit fails, some claim in it lost a race: each is then committed on its own,
- * so exactly the ones whose checks still hold succeed. Two claims of the same job never share a commit
- * (both would pass their checks against the same versionstamp): the second waits for the next one.
- */
-class ClaimCommitter {
-  #queue: PendingClaim[] = [];
-  #running = false;
-  constructor(private kv: Deno.Kv) {}
-
-  submit(claim: Omit<PendingClaim, "done" | "failed">): Promise<boolean> {
-    return new Promise((done, failed) => {
-      this.#queue.push({ ...claim, done, failed });
-      if (!this.#running) this.#drain();
-    });
-  }
-
-  async #drain() {
-    this.#running = true;
-    try {
-      while (this.#queue.length) {
-        const batch: PendingClaim[] = [];
-        const jobs = new Set<string>();
-        const later: PendingClaim[] = [];
-        let checks = 0;
-        for (const claim of this.#queue.splice(0)) {
-          const fits = batch.length === 0 || checks + claim.checks.length <= CHECKS_PER_COMMIT;
-          if (fits && !jobs.has(claim.jobId)) {
-            batch.push(claim);
-            jobs.add(claim.jobId);
-            checks += claim.checks.length;
-          } else later.push(claim);
-        }
-        this.#queue.unshift(...later);
-        await this.#commit(batch);
-      }
-    } finally {
-      this.#running = false;
-    }
-  }
-
-  async #commit(batch: PendingClaim[]) {
-    if (batch.length > 1) {
-      try {
-        const op = this.kv.atomic();
-        for (const claim of batch) {
-          op.check(...claim.checks);
-          claim.apply(op);
-        }
-        if ((await op.commit()).ok) {
-          for (const claim of batch) claim.done(true);
-          return;
-        }
-      } catch {
-        // Too large for one operation, for instance: each is committed on its own below.
-      }
-    }
-    await Promise.all(batch.map(async (claim) => {
-      try {
-        const op = this.kv.atomic().check(...claim.checks);
-        claim.apply(op);
-        claim.done((await op.commit()).ok);
-      } catch (error) {
-        claim.failed(error);
-      }
-    }));
-  }
-}
-
-const committers = new WeakMap<Deno.Kv, ClaimCommitter>();
-function committerOf(kv: Deno.Kv): ClaimCommitter {
-  let committer = committers.get(kv);
-  if (!committer) committers.set(kv, committer = new ClaimCommitter(kv));
-  return committer;
-}
+const CLAIMS_PER_COMMIT = 32;
 
 /**
  * The run a job belongs to while it is still pending (null when the job has no run, or its run has
@@ -341,7 +266,7 @@ async function pendingRunOf(kv: Deno.Kv, jobId: string): Promise<Deno.KvEntry<Ru
 
 /**
  * Claims up to `max` jobs of `principal`, highest priority first, then oldest. Each claim is checked
- * on the queue entry and the job (and committed with concurrent claims: `ClaimCommitter`): when two
+ * on the queue entry and the job (and committed with concurrent claims: `GroupCommitter`): when two
  * claimers race for a job, exactly one claim succeeds and the other moves on (invariant 6). A job's
  * pending run becomes `running` (started now) in the same atomic write as the claim, checked too: a
  * losing claim changes neither, and a run changed meanwhile (cancelled, say) makes the claim retry
@@ -374,20 +299,22 @@ export async function claimJobs(
       leaseExpiresAt: new Date(leaseExpires).toISOString(),
       updatedAt: now.toISOString(),
     };
+    // Claims that arrive together share a group commit, each with its own checks (domain/group_commit.ts);
+    // the queue counter and the pending run's start move in the same write.
     const runEntry = await pendingRunOf(kv, job.id);
     const at = now.toISOString();
-    const ok = await committerOf(kv).submit({
-      jobId: job.id,
-      checks: runEntry ? [entry, jobEntry, runEntry] : [entry, jobEntry],
-      apply: (op) => {
-        op.delete(entry.key).set(jobKey(job.id), next).set(leaseKey(leaseExpires, job.id), job.id);
-        countQueueEntry(op, job, -1);
-        if (runEntry) {
-          op.set(runEntry.key, { ...runEntry.value, status: "running", startedAt: at, updatedAt: at });
-        }
-      },
-    });
-    if (ok) claimed.push(next);
+    const write = new AtomicRecorder().check(entry, jobEntry)
+      .delete(entry.key).set(jobKey(job.id), next).set(leaseKey(leaseExpires, job.id), job.id);
+    countQueueEntry(write, job, -1);
+    if (runEntry) {
+      write.check(runEntry).set(runEntry.key, {
+        ...runEntry.value,
+        status: "running",
+        startedAt: at,
+        updatedAt: at,
+      });
+    }
+    if ((await groupCommitter(kv, "claims", CLAIMS_PER_COMMIT).submit(write)).ok) claimed.push(next);
   }
   return claimed;
 }

@@ -22,6 +22,13 @@ export function fleetCountKey(kind: FleetKind, accountId: string, status: string
 export function queueCountKey(kind: JobKind, priority: Priority, minute: string) {
   return ["job_queue_counts", kind, priority, minute] as const;
 }
+/**
+ * Queued jobs of one principal (`bes:<id>`, `agent:<id>`): the heartbeat's `pendingJobs`, one point read
+ * (grouped with other heartbeats' reads) instead of listing the principal's queue.
+ */
+export function principalQueueCountKey(principal: string) {
+  return ["job_queue_principal_counts", principal] as const;
+}
 /** Notification deliveries of an account in one status (the delivery log, until purged). */
 export function deliveryCountKey(accountId: string, status: DeliveryStatus) {
   return ["delivery_counts", accountId, status] as const;
@@ -48,13 +55,20 @@ function queueMinute(job: Pick<Job, "createdAt">): string {
   return job.createdAt.slice(0, 16);
 }
 
-/** Adds to `op` a job entering (+1) or leaving (-1) the queue; call it with every set or delete of its queue entry. */
+/**
+ * Adds to `op` a job entering (+1) or leaving (-1) the queue, in its kind/priority/minute bucket and in its
+ * principal's count; call it with every set or delete of its queue entry.
+ */
 export function countQueueEntry(
   op: Deno.AtomicOperation,
-  job: Pick<Job, "kind" | "priority" | "createdAt">,
+  job: Pick<Job, "kind" | "priority" | "createdAt" | "principal">,
   delta: 1 | -1,
 ): void {
-  op.sum(queueCountKey(job.kind, job.priority, queueMinute(job)), delta > 0 ? COUNT_UP : COUNT_DOWN);
+  const n = delta > 0 ? COUNT_UP : COUNT_DOWN;
+  op.sum(queueCountKey(job.kind, job.priority, queueMinute(job)), n).sum(
+    principalQueueCountKey(job.principal),
+    n,
+  );
 }
 
 /** Adds to `op` a delivery's move from status `from` to `to` (null: created or purged). */
@@ -162,6 +176,7 @@ export async function recountOpsCounters(
   for await (const e of r.list<string>(["job_queue"])) pointers.push(["jobs", e.value]);
   for (const job of await r.getValues<Job>(pointers)) {
     add(queueCountKey(job.kind, job.priority, queueMinute(job)));
+    add(principalQueueCountKey(job.principal));
   }
   for await (const e of r.list<NotificationDelivery>(["notification_deliveries"])) {
     add(deliveryCountKey(e.value.accountId, e.value.status));
@@ -170,10 +185,18 @@ export async function recountOpsCounters(
 }
 
 /** The prefixes of the operational counters. */
-export const OPS_COUNTER_PREFIXES = ["fleet_counts", "job_queue_counts", "delivery_counts"] as const;
+export const OPS_COUNTER_PREFIXES = [
+  "fleet_counts",
+  "job_queue_counts",
+  "job_queue_principal_counts",
+  "delivery_counts",
+] as const;
 
-/** Set once the operational counters were built from the records (installations older than them). */
-const OPS_COUNTERS_FIX_KEY = ["data_fixes", "ops_counters_v1"] as const;
+/**
+ * Set once the operational counters were built from the records (installations older than them; v2:
+ * older than the per-principal queue counts).
+ */
+const OPS_COUNTERS_FIX_KEY = ["data_fixes", "ops_counters_v2"] as const;
 
 /**
  * Data fix (once, marker): sets every operational counter to what the records imply, and deletes

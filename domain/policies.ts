@@ -18,6 +18,7 @@ import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import { CronExpression, deriveRpoHours, OptionalCronExpression, RPO_GRACE_HOURS } from "./schedules.ts";
 import { DisplayName } from "./validation.ts";
 import { generationChanges, repositoryOf } from "./repositories.ts";
+import { countPolicy, deletePolicyName, setPolicyName } from "./policy_names.ts";
 
 export interface PolicyCore {
   id: string;
@@ -154,12 +155,23 @@ export async function deletePolicyCascade(kv: Deno.Kv, policy: PolicyCore, now: 
       await op.commit();
     }
   }
-  await kv.atomic()
-    .delete(policyKey(policy.id))
-    .delete(policiesByTargetKey(policy.targetId, policy.id))
-    .delete(policiesByBesKey(policy.besId, policy.id))
-    .delete(policiesByAccountKey(policy.accountId, policy.id))
-    .commit();
+  // The name index entry under the name given and under the current one (renamed since it was read);
+  // the policy is counted down only by the write that removes it (checked: once, even when resumed).
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const current = await kv.get<PolicyCore>(policyKey(policy.id));
+    const op = kv.atomic().check(current)
+      .delete(policyKey(policy.id))
+      .delete(policiesByTargetKey(policy.targetId, policy.id))
+      .delete(policiesByBesKey(policy.besId, policy.id))
+      .delete(policiesByAccountKey(policy.accountId, policy.id));
+    deletePolicyName(op, policy);
+    if (current.value) {
+      deletePolicyName(op, current.value);
+      countPolicy(op, current.value, "down");
+    }
+    if ((await op.commit()).ok) return;
+  }
+  throw new ConflictError(`Policy ${policy.id} kept changing while it was deleted; it will be resumed`);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -548,6 +560,8 @@ export async function createPolicy(
       .set(policiesByTargetKey(target.id, policy.id), policy.id)
       .set(policiesByBesKey(engine.id, policy.id), policy.id)
       .set(policiesByAccountKey(policy.accountId, policy.id), policy.id);
+    setPolicyName(op, policy);
+    countPolicy(op, policy, "up");
     appendAudit(op, actor, {
       accountId: policy.accountId,
       orgId: policy.orgId,
@@ -670,6 +684,7 @@ async function writePolicyEdit(
       updatedAt: now.toISOString(),
     };
     op.set(policyKey(id), next);
+    setPolicyName(op, next, policy);
     appendAudit(op, actor, {
       accountId: policy.accountId,
       orgId: policy.orgId,
@@ -742,6 +757,8 @@ export async function deletePolicy(kv: Deno.Kv, actor: Actor, id: string, now: D
       .delete(policiesByTargetKey(entry.value.targetId, id))
       .delete(policiesByBesKey(policy.besId, id))
       .delete(policiesByAccountKey(policy.accountId, id));
+    deletePolicyName(op, entry.value);
+    countPolicy(op, entry.value, "down");
     return (await op.commit()).ok ? { value: undefined } : null;
   });
   await deletePolicyCascade(kv, policy, now);

@@ -14,6 +14,7 @@ import { type Engine, engineKey } from "./engines.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
 import { withRetry } from "./retry.ts";
 import { type HookPlan, hookPlan } from "./hooks.ts";
+import { consoleBusy, giveWayToConsole } from "./foreground.ts";
 import { idAt, newId } from "./ids.ts";
 import { runByJobKey, runKey } from "./run_keys.ts";
 import {
@@ -514,6 +515,9 @@ export async function runSchedulerTick(
     let next = 0;
     await Promise.all(Array.from({ length: Math.min(DISPATCH_PARALLEL, claimed.length) }, async () => {
       while (next < claimed.length) {
+        // A console request in flight goes first (bounded): the tick's work shares its thread.
+        if (consoleBusy(kv)) await giveWayToConsole(kv, GIVE_WAY_MS);
+        if (next >= claimed.length) break;
         const { policy, kind, minuteStart } = claimed[next++];
         skipped += await dispatchPolicy(kv, context, writer, policy, kind, minuteStart, now);
       }
@@ -590,13 +594,20 @@ class TickContext {
 
   /** Scans hook pointers, assignments and hosts once for all of `policyIds`. */
   async preload(policyIds: Set<string>) {
+    let scanned = 0;
+    // Every 1,000 entries a console request in flight goes first (bounded), as in the dispatch.
+    const giveWay = async () => {
+      if (++scanned % 1000 === 0 && consoleBusy(this.kv)) await giveWayToConsole(this.kv, GIVE_WAY_MS);
+    };
     const withHooks = new Set<string>();
     for await (const e of this.kv.list({ prefix: ["hooks_by_policy"] }, { batchSize: 1000 })) {
+      await giveWay();
       withHooks.add(String(e.key[1]));
     }
     const hostIdsByPolicy = new Map<string, string[]>();
     const needed = new Set<string>();
     for await (const e of this.kv.list<Assignment>({ prefix: ["assignments"] }, { batchSize: 1000 })) {
+      await giveWay();
       const a = e.value;
       if (a.state !== "active" || !policyIds.has(a.policyId)) continue;
       const list = hostIdsByPolicy.get(a.policyId);
@@ -606,6 +617,7 @@ class TickContext {
     }
     const hosts = new Map<string, TickHost>();
     for await (const e of this.kv.list<TickHost>({ prefix: ["hosts"] }, { batchSize: 1000 })) {
+      await giveWay();
       if (needed.has(e.value.id)) hosts.set(e.value.id, e.value);
     }
     this.#withHooks = withHooks;
@@ -675,7 +687,14 @@ class DispatchWriter {
   async #flush() {
     if (this.#size) {
       const [op, size] = [this.#op, this.#size];
+      const earlier = this.#inFlight.slice();
       const pending = (async () => {
+        // While the console is in use, one write at a time, each after its requests (bounded): the
+        // pages' reads would otherwise queue behind several large writes (domain/foreground.ts).
+        if (consoleBusy(this.kv)) {
+          await Promise.allSettled(earlier);
+          await giveWayToConsole(this.kv, GIVE_WAY_MS);
+        }
         // A failed commit here is a storage error, not a conflict: it propagates.
         if (!(await op.commit()).ok) throw new Error("Could not write a batch of scheduled jobs");
         this.#written += size;
@@ -686,7 +705,8 @@ class DispatchWriter {
     this.#op = this.kv.atomic();
     this.#size = 0;
     this.#bytes = 0;
-    while (this.#inFlight.length >= DISPATCH_IN_FLIGHT) await this.#inFlight.shift();
+    const limit = consoleBusy(this.kv) ? 1 : DISPATCH_IN_FLIGHT;
+    while (this.#inFlight.length >= limit) await this.#inFlight.shift();
   }
 
   /** Writes what is left; returns the number of jobs written. */
@@ -1656,6 +1676,8 @@ const DISPATCH_BATCH_BYTES = 500_000;
 const DISPATCH_IN_FLIGHT = 4;
 /** Claimed policies of one tick prepared at once (their reads overlap). */
 const DISPATCH_PARALLEL = 16;
+/** The longest a storm's write waits for the console's requests to finish (domain/foreground.ts). */
+const GIVE_WAY_MS = 20;
 /** Slot claims per atomic write (KV allows 100 checks per write). */
 const SLOT_BATCH = 100;
 /** From this many policies due in one tick on (and a quarter of all), the tick scans assignments and hosts whole. */

@@ -70,6 +70,8 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "policies_by_target",
     "policies_by_bes",
     "policies_by_account",
+    "policies_by_name",
+    "policy_counts",
     // Deleted policies kept while they have restore points (retention goes on under their last settings).
     "policies_retired",
     "policies_retired_by_account",
@@ -162,8 +164,10 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "auto_retry_count",
     "self_backup_verified",
     "self_backup_last_success",
-    // Operational counters (ops_counters.ts): queued jobs and notification deliveries by status.
+    // Operational counters (ops_counters.ts): queued jobs (by kind and by principal) and notification deliveries
+    // by status.
     "job_queue_counts",
+    "job_queue_principal_counts",
     "delivery_counts",
     "run_outcomes",
     "run_daily",

@@ -7,7 +7,15 @@ import { z } from "zod";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
 import { type CapacitySample, type CapacityState, nextCapacityState } from "./capacity.ts";
-import { type Engine, engineKey, engineOnlineAt, engineScope, registerEngineCascade } from "./engines.ts";
+import {
+  type Engine,
+  engineKey,
+  engineOnlineAt,
+  engineScope,
+  heartbeatCommitter,
+  registerEngineCascade,
+} from "./engines.ts";
+import { AtomicRecorder } from "./group_commit.ts";
 import { type Host, hostKey, hostOnlineAt } from "./hosts.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
@@ -750,8 +758,9 @@ async function addFullSoonTransition(
 const REPORTS_PER_WRITE = 10;
 
 /**
- * Applies a BES's capacity reports in bounded atomic writes (see `addCapacityReports`), retrying a
- * batch that lost a race, then pauses or resumes policies. Reports for other engines' targets are ignored.
+ * Applies a BES's capacity reports in bounded atomic writes (see `addCapacityReports`; each may share
+ * a group commit with concurrent heartbeats), retrying a batch that lost a race, then pauses or resumes
+ * policies. Reports for other engines' targets are ignored.
  */
 export async function applyCapacityReports(
   kv: Deno.Kv,
@@ -763,10 +772,11 @@ export async function applyCapacityReports(
   for (let i = 0; i < reports.length; i += REPORTS_PER_WRITE) {
     const batch = reports.slice(i, i + REPORTS_PER_WRITE);
     const attempt = async () => {
-      const op = kv.atomic();
+      const op = new AtomicRecorder();
       const { targets, afterCommit } = await addCapacityReports(kv, op, engineId, batch, now);
       if (!targets.length) return { value: null };
-      return (await op.commit()).ok ? { value: { targets, afterCommit } } : null;
+      // Shares a group commit with concurrent heartbeats and reports, with its own checks.
+      return (await heartbeatCommitter(kv).submit(op)).ok ? { value: { targets, afterCommit } } : null;
     };
     const written = await withRetry(attempt, 5, "Capacity report conflicted repeatedly; retry");
     if (written) {

@@ -15,9 +15,17 @@ import {
   registerEngine,
 } from "../domain/engines.ts";
 import { type Engine, engineKey } from "../domain/engines.ts";
-import { HttpError } from "../domain/errors.ts";
+import { HttpError, NotFoundError } from "../domain/errors.ts";
 import { CommitConflictError } from "../domain/retry.ts";
-import { AgentEnrollment, AgentHeartbeat, applyHostHeartbeat, enrollHost, getHost } from "../domain/hosts.ts";
+import { groupReader } from "../domain/group_read.ts";
+import {
+  AgentEnrollment,
+  AgentHeartbeat,
+  applyHostHeartbeat,
+  enrollHost,
+  type Host,
+  hostKey,
+} from "../domain/hosts.ts";
 import { failuresReached, recordFailure, registrationFailureLimit } from "../domain/rate_limit.ts";
 import {
   importPublicKey,
@@ -31,8 +39,8 @@ import { applyCapacityReports } from "../domain/storage.ts";
 import {
   applyResult,
   claimJobs,
-  countQueued,
   ProgressInput,
+  queuedCount,
   reportProgress,
   ResultInput,
 } from "../domain/jobs.ts";
@@ -94,9 +102,15 @@ export function signedBy(kind: "bes" | "agent"): MiddlewareHandler<AppEnv> {
     const match = /^(bes|agent):([0-9A-Z]{26})$/.exec(c.req.header(SIGNATURE_HEADERS.principal) ?? "");
     if (!match || match[1] !== kind) unauthorized(`Missing or malformed ${SIGNATURE_HEADERS.principal}`);
     const id = match[2];
-    const entry = kind === "bes" ? await kv.get<Engine>(engineKey(id)) : null;
-    if (entry) c.set("engineEntry", entry);
-    const record = kind === "bes" ? entry!.value : await getHost(kv, id);
+    // The entry read here is the one the heartbeat's write is checked against (no second read); reads of
+    // concurrent requests share one getMany (domain/group_read.ts).
+    const reader = groupReader(kv);
+    const entry = kind === "bes"
+      ? await reader.get<Engine>(engineKey(id))
+      : await reader.get<Host>(hostKey(id));
+    if (kind === "bes") c.set("engineEntry", entry as Deno.KvEntryMaybe<Engine>);
+    else c.set("hostEntry", entry as Deno.KvEntryMaybe<Host>);
+    const record = entry.value;
     if (!record || (kind === "bes" && (record as { status: string }).status === "deleting")) {
       unauthorized("Unknown or deleted principal");
     }
@@ -231,6 +245,15 @@ function provenRegistration(c: Context<AppEnv>, publicKey: string) {
   const proof = c.get("registration");
   if (!proof || proof.publicKey !== publicKey) unauthorized(REGISTRATION_REFUSED);
   return { tenant: c.get("tenant")!, nonce: proof.nonce };
+}
+
+/**
+ * A principal deleted after its signature was checked (while its heartbeat waited for a commit) is
+ * refused like one deleted before: 401, nothing written.
+ */
+function refuseDeleted(e: unknown): never {
+  if (e instanceof NotFoundError) unauthorized("Unknown or deleted principal");
+  throw e;
 }
 
 /** A key registered in another tenant is refused exactly like a bad signature (no probing). */
@@ -374,14 +397,14 @@ engineProtocol.openapi(
       nonce: { key: principal.nonceKey, expireIn: NONCE_TTL_MS },
       entry: c.get("engineEntry"),
       parsed: true,
-    });
+    }).catch(refuseDeleted);
     if (replayed) unauthorized("Replayed nonce");
     // Capacity goes in its own bounded writes after the heartbeat claimed the nonce (up to 200 reports).
     if (input.storage?.length) await applyCapacityReports(kv, engine.id, input.storage, now);
     return c.json({
       status: engine.status,
       serverTime: now.toISOString(),
-      pendingJobs: await countQueued(kv, `bes:${engine.id}`),
+      pendingJobs: await queuedCount(kv, `bes:${engine.id}`),
       storageTargetIds: engine.storageTargetIds,
     }, 200);
   },
@@ -442,12 +465,12 @@ engineProtocol.openapi(
     const { host, replayed } = await applyHostHeartbeat(kv, principal.id, c.req.valid("json"), now, {
       key: principal.nonceKey,
       expireIn: NONCE_TTL_MS,
-    });
+    }, { entry: c.get("hostEntry"), parsed: true }).catch(refuseDeleted);
     if (replayed) unauthorized("Replayed nonce");
     return c.json({
       status: host.status,
       serverTime: now.toISOString(),
-      pendingJobs: await countQueued(kv, `agent:${host.id}`),
+      pendingJobs: await queuedCount(kv, `agent:${host.id}`),
     }, 200);
   },
 );

@@ -2,6 +2,7 @@
 import type { Session } from "../domain/auth.ts";
 import type { Config } from "../domain/config.ts";
 import type { Engine } from "../domain/engines.ts";
+import type { Host } from "../domain/hosts.ts";
 import type { Logger } from "../domain/log.ts";
 import type { AppMetrics } from "./metrics.ts";
 import type { Actor } from "../domain/rbac.ts";
@@ -33,6 +34,8 @@ export interface AppEnv {
     principal?: { kind: "bes" | "agent"; id: string; nonceKey: Deno.KvKey };
     /** On BES routes: the engine entry read while verifying the signature (reused by the write). */
     engineEntry?: Deno.KvEntryMaybe<Engine>;
+    /** On agent routes: the host entry read while verifying the signature (reused by the heartbeat). */
+    hostEntry?: Deno.KvEntryMaybe<Host>;
     /** On registration routes: the tenant the bearer secret resolved to. */
     tenant?: { accountId: string; orgId: string | null };
     /** On registration routes: the key the request's signature proved possession of, and its nonce. */

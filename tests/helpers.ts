@@ -14,6 +14,7 @@ import { testConfig } from "../domain/config.ts";
 import { createLogger } from "../domain/log.ts";
 import { countStatusChange, type FleetKind } from "../domain/ops_counters.ts";
 import { systemActor } from "../domain/rbac.ts";
+import { countPolicy, deletePolicyName, setPolicyName } from "../domain/policy_names.ts";
 import {
   policiesByAccountKey,
   policiesByBesKey,
@@ -409,15 +410,16 @@ export async function createTestPolicy(
       pausedReason: options.pausedReason ?? null,
       updatedAt: now.toISOString(),
     };
-    const res = await kv.atomic()
+    const op = kv.atomic()
       .check(entry)
       .set(targetKey(targetId), { ...target, policyCount: target.policyCount + 1 })
       .set(policyKey(policy.id), policy)
       .set(policiesByTargetKey(targetId, policy.id), policy.id)
       .set(policiesByBesKey(policy.besId, policy.id), policy.id)
-      .set(policiesByAccountKey(policy.accountId, policy.id), policy.id)
-      .commit();
-    if (res.ok) return policy;
+      .set(policiesByAccountKey(policy.accountId, policy.id), policy.id);
+    setPolicyName(op, policy);
+    countPolicy(op, policy, "up");
+    if ((await op.commit()).ok) return policy;
   }
   throw new Error("createTestPolicy: too much contention");
 }
@@ -434,6 +436,8 @@ export async function deleteTestPolicy(kv: Deno.Kv, policyId: string): Promise<v
       .delete(policiesByTargetKey(policy.targetId, policyId))
       .delete(policiesByBesKey(policy.besId, policyId))
       .delete(policiesByAccountKey(policy.accountId, policyId));
+    deletePolicyName(op, policy);
+    countPolicy(op, policy, "down");
     for (const prefix of policyChildPrefixes(policyId)) {
       for await (const e of kv.list({ prefix })) op.delete(e.key);
     }

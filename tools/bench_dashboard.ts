@@ -24,6 +24,7 @@ import { enrollHost, type Host, hostKey, hostsByAccountKey } from "../domain/hos
 import { newId } from "../domain/ids.ts";
 import { createLogger } from "../domain/log.ts";
 import { createPolicy, policiesByAccountKey, type Policy, policyKey } from "../domain/policies.ts";
+import { policyCountKey, setPolicyName } from "../domain/policy_names.ts";
 import {
   hostCoverageKey,
   protectedIndexKeys,
@@ -128,6 +129,7 @@ const t0 = performance.now();
     };
     policies.push(policy);
     op.set(policyKey(policy.id), policy).set(policiesByAccountKey(policy.accountId, policy.id), policy.id);
+    setPolicyName(op, policy);
     if (++n === 200) {
       await commit(op);
       op = kv.atomic();
@@ -135,6 +137,11 @@ const t0 = performance.now();
     }
   }
   await commit(op);
+  // The template was counted by createPolicy; the counter now counts the clones too.
+  await kv.set(
+    policyCountKey(templatePolicy.accountId, templatePolicy.orgId),
+    new Deno.KvU64(BigInt(policies.length)),
+  );
 }
 log(`${policies.length} policies`);
 

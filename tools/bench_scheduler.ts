@@ -7,22 +7,32 @@
  *  - a spread tick (each policy's daily incremental at minute `i % 60` of 02:00: 1/60 of them due),
  *  - a storm tick (every policy due in the same minute: 100,000 jobs), beside its write floor: the same
  *    jobs and runs written in the same batches with no reads and no scheduling logic,
+ *  - the console during a storm: a second storm tick (every policy due again an hour later: 100,000 more
+ *    jobs) while one user loads the dashboard (the frame and its eight sections, one request at a time)
+ *    and the jobs page back to back, through `app.request` signed in as an all-scope admin; the same
+ *    page loads measured with nothing else running, just before, are the baseline,
  *  - claims/s of 50 concurrent claimers (one job per claim, each claimer working through its own hosts;
  *    claims that arrive together share a group commit) with their latency, beside the ceiling of the
  *    same machine: 50 concurrent loops of one KV atomic op (check + set) each.
  */
 import { parseArgs } from "node:util";
+import { createApp } from "../app.ts";
 import { assignHost } from "../domain/assignments.ts";
+import { createSession } from "../domain/auth.ts";
+import { testConfig } from "../domain/config.ts";
 import { applyHeartbeat } from "../domain/engines.ts";
 import { applyHostHeartbeat, enrollHost } from "../domain/hosts.ts";
 import { newId } from "../domain/ids.ts";
 import { claimJobs } from "../domain/jobs.ts";
+import { createLogger } from "../domain/log.ts";
 import { createPolicy } from "../domain/policies.ts";
+import { policiesByNameKey, policyCountKey } from "../domain/policy_names.ts";
 import { systemActor } from "../domain/rbac.ts";
 import { runSchedulerTick } from "../domain/runs.ts";
 import { generateKeyPair } from "../domain/signing.ts";
 import { createTarget } from "../domain/storage.ts";
-import { createTenant, engineMetrics, registerTestEngine, targetInput } from "../tests/helpers.ts";
+import { SECTIONS } from "../routes/dashboard.tsx";
+import { addUser, createTenant, engineMetrics, registerTestEngine, targetInput } from "../tests/helpers.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -105,10 +115,21 @@ async function seed() {
       name: `bench-${i}`,
       incrementalSchedule: `${i % 60} 2 * * *`,
     }]);
+    // The indexes createPolicy writes, so the console's pages list every clone.
+    if (i > 0) {
+      const { accountId, orgId, besId } = policyRecord as { accountId: string; orgId: string; besId: string };
+      entries.push(
+        [policiesByNameKey(accountId, `bench-${i}`, policyId), { name: `bench-${i}`, orgId, besId }],
+        [["policies_by_account", String(policyRecord.accountId), policyId], policyId],
+        [["policies_by_bes", String(policyRecord.besId), policyId], policyId],
+        [["policies_by_target", String(policyRecord.targetId), policyId], policyId],
+      );
+    }
     for (let h = 0; h < HOSTS_PER_POLICY; h++) {
       const hostId = i === 0 && h === 0 ? host.id : newId(SEED_AT);
       const assignmentId = newId(SEED_AT);
       hostIds.push(hostId);
+      if (i > 0 || h > 0) entries.push([["hosts_by_account", String(hostRecord.accountId), hostId], hostId]);
       entries.push(
         [["hosts", hostId], { ...hostRecord, id: hostId, hostname: `h-${i}-${h}.bench.example` }],
         [["assignments", assignmentId], { ...assignmentRecord, id: assignmentId, policyId, hostId }],
@@ -122,7 +143,10 @@ async function seed() {
     }
   }
   await writeAll(entries);
-  return { hostIds, policyRecord };
+  // The template was counted by createPolicy; the counter now counts the clones too.
+  const { accountId, orgId } = policyRecord as { accountId: string; orgId: string };
+  await kv.set(policyCountKey(accountId, orgId), new Deno.KvU64(BigInt(POLICIES)));
+  return { hostIds, policyRecord, tenant };
 }
 
 async function setAllSchedules(schedule: string) {
@@ -200,6 +224,48 @@ async function atomicCeiling() {
   return ops / ((performance.now() - t0) / 1000);
 }
 
+const DASHBOARD_PATHS = ["/backup/dashboard", ...SECTIONS.map((s) => `/backup/dashboard/sections/${s.name}`)];
+const JOBS_PATH = "/backup/jobs";
+
+interface PageTimes {
+  dashboard: number[];
+  jobs: number[];
+  errors: number;
+}
+
+/**
+ * One user loading the dashboard (frame, then each section) and the jobs page, one request at a time, back
+ * to back, until `stop()` says so (and at least `minCycles` times). Server time per request, in ms.
+ */
+async function loadPages(
+  app: ReturnType<typeof createApp>,
+  cookie: string,
+  stop: () => boolean,
+  minCycles: number,
+): Promise<PageTimes> {
+  const out: PageTimes = { dashboard: [], jobs: [], errors: 0 };
+  for (let cycle = 0; cycle < minCycles || !stop(); cycle++) {
+    for (const path of [...DASHBOARD_PATHS, JOBS_PATH]) {
+      const started = performance.now();
+      const res = await app.request(`http://localhost:8000${path}`, {
+        headers: { cookie: `cadres_session=${cookie}` },
+      });
+      await res.arrayBuffer();
+      (path === JOBS_PATH ? out.jobs : out.dashboard).push(performance.now() - started);
+      if (res.status !== 200) out.errors++;
+    }
+  }
+  return out;
+}
+
+function summary(times: number[]): string {
+  const sorted = [...times].sort((a, b) => a - b);
+  const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+  return `p50 ${at(0.5).toFixed(1)} ms, p95 ${at(0.95).toFixed(1)} ms, max ${
+    (sorted[sorted.length - 1] ?? NaN).toFixed(1)
+  } ms (${sorted.length} requests)`;
+}
+
 const seeded = await timed(seed);
 console.log(
   `Seeded ${POLICIES} policies × ${HOSTS_PER_POLICY} hosts (${seeded.value.hostIds.length} hosts and assignments) in ${
@@ -232,7 +298,43 @@ console.log(
   }× floor)`,
 );
 
-const claim = await claimThroughput(hostIds, new Date("2026-11-30T05:00:30Z"));
+// The console during a storm: the same page loads with nothing else running, then during a second storm.
+const app = createApp({
+  kv,
+  config: testConfig(),
+  clock: () => new Date("2026-11-30T06:00:30Z"),
+  logger: createLogger("error", () => {}),
+});
+const admin = await addUser(
+  kv,
+  { ...seeded.value.tenant, secrets: [] },
+  "admin@bench.example",
+  "admin",
+  "all",
+  SEED_AT,
+);
+const { cookie } = await createSession(kv, admin, new Date("2026-11-30T06:00:00Z"));
+await setAllSchedules("0 6 * * *");
+await runSchedulerTick(kv, new Date("2026-11-30T05:59:00Z")); // not measured: the minute before
+await loadPages(app, cookie, () => true, 2); // warm-up
+const quiet = await loadPages(app, cookie, () => true, 10);
+let stormDone = false;
+const during = loadPages(app, cookie, () => stormDone, 1);
+const storm2 = await timed(() => runSchedulerTick(kv, new Date("2026-11-30T06:00:00Z")));
+stormDone = true;
+const loaded = await during;
+console.log(
+  `Storm tick with the console in use: ${storm2.ms.toFixed(0)} ms`,
+  storm2.value,
+  `(${(storm.ms / 1000).toFixed(1)} s without)`,
+);
+console.log(`  dashboard (frame + ${SECTIONS.length} sections), quiet:       ${summary(quiet.dashboard)}`);
+console.log(`  dashboard (frame + ${SECTIONS.length} sections), during storm: ${summary(loaded.dashboard)}`);
+console.log(`  jobs page (${POLICIES} jobs, first page), quiet:        ${summary(quiet.jobs)}`);
+console.log(`  jobs page (${POLICIES} jobs, first page), during storm: ${summary(loaded.jobs)}`);
+console.log(`  errors: ${quiet.errors + loaded.errors}; aim: p95 < 150 ms during the storm`);
+
+const claim = await claimThroughput(hostIds, new Date("2026-11-30T06:00:30Z"));
 const ceiling = await atomicCeiling();
 console.log(
   `Claims: ${

@@ -300,6 +300,8 @@ Deno.test("POST /api/bes/v1/jobs/claim, progress and result over the signed prot
   assert.equal(claim.status, 200);
   const { jobs } = await claim.json();
   assert.deepEqual(jobs.map((j: { id: string }) => j.id), [job.id]);
+  const after = await (await client.heartbeat(identity, engineMetrics())).json();
+  assert.equal(after.pendingJobs, 0, "pendingJobs (the principal's queue counter) follows the claim");
   const progress = await client.post(identity, `/api/bes/v1/jobs/${job.id}/progress`, {
     percent: 10,
     bytesTransferred: 5,

@@ -10,13 +10,23 @@ import {
   sweepEngineHeartbeats,
 } from "../../domain/engines.ts";
 import { applyHostHeartbeat, sweepHostHeartbeats } from "../../domain/hosts.ts";
-import { cancelJob, claimJobs, enqueueJob, expireLeases, LEASE_MS } from "../../domain/jobs.ts";
+import {
+  cancelJob,
+  claimJobs,
+  countQueued,
+  enqueueJob,
+  expireLeases,
+  LEASE_MS,
+  queuedCount,
+} from "../../domain/jobs.ts";
 import { readOpenAlert } from "../../domain/alerts.ts";
 import { checkInvariants, checkInvariantsBounded } from "../../domain/invariants.ts";
 import {
   checkOpsCounters,
   deliveryCountKey,
   fleetCountKey,
+  OPS_COUNTER_PREFIXES,
+  principalQueueCountKey,
   pruneQueueCounts,
   queueCountKey,
   readOpsCounts,
@@ -95,6 +105,11 @@ Deno.test("queue counters stay exact under racing claims, cancels and lease expi
     const expiry = new Date(t0.getTime() + LEASE_MS + 1);
     await Promise.all([expireLeases(kv, expiry), expireLeases(kv, expiry), pruneQueueCounts(kv)]);
     assert.deepEqual(await checkOpsCounters(kv), [], `iteration ${i}`);
+    assert.equal(
+      await queuedCount(kv, principal),
+      await countQueued(kv, principal),
+      "the principal's counter (pendingJobs) equals its queue",
+    );
     const counts = await readOpsCounts(kv);
     const queued = Object.values(counts.queued).flatMap((p) => Object.values(p)).reduce((x, y) => x + y, 0);
     let expected = 0;
@@ -134,12 +149,13 @@ Deno.test("rebuildOpsCounters() sets the counters from the records, once", async
   await enrollTestHost(kv, scope, "h1", t0);
   await enqueueJob(kv, { ...scope, kind: "verify", principal: "bes:01JAAAAAAAAAAAAAAAAAAAAAAA" }, t0);
   // An installation from before the counters: none exist, and one is wrong.
-  for (const prefix of ["fleet_counts", "job_queue_counts", "delivery_counts"]) {
+  for (const prefix of OPS_COUNTER_PREFIXES) {
     for await (const e of kv.list({ prefix: [prefix] })) await kv.delete(e.key);
   }
   await kv.set(fleetCountKey("engine", scope.accountId, "offline"), new Deno.KvU64(7n));
   assert.notDeepEqual(await checkOpsCounters(kv), []);
-  assert.deepEqual(await rebuildOpsCounters(kv, t0), { counters: 3, skipped: false });
+  assert.deepEqual(await rebuildOpsCounters(kv, t0), { counters: 4, skipped: false });
+  assert.equal(await queuedCount(kv, "bes:01JAAAAAAAAAAAAAAAAAAAAAAA"), 1, "the principal's queue counted");
   assert.deepEqual(await checkOpsCounters(kv), []);
   assert.deepEqual(
     await rebuildOpsCounters(kv, t0),
@@ -203,4 +219,22 @@ Deno.test("a wrong operational counter is an invariant violation: its own area n
   assert.deepEqual([clean.complete, clean.violations], [true, 0]);
   assert.equal(await open(globex.account.id), null, "resolved");
   assert.equal(await open(operator.account.id), null, "resolved");
+});
+
+Deno.test("a principal's queue counter (the heartbeat's pendingJobs) that disagrees with its queue is reported; a rebuild clears it", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const t0 = new TestClock().now();
+  const principal = "agent:01JAAAAAAAAAAAAAAAAAAAAAAA";
+  for (let n = 0; n < 3; n++) {
+    await enqueueJob(kv, { accountId: "acc", orgId: null, kind: "backup", principal }, t0);
+  }
+  assert.equal(await queuedCount(kv, principal), 3);
+  assert.equal(await queuedCount(kv, principal, 2), 2, "capped like the listing it replaces");
+  assert.equal(await queuedCount(kv, "agent:01JBBBBBBBBBBBBBBBBBBBBBBB"), 0, "no counter: nothing queued");
+  const key = principalQueueCountKey(principal);
+  await kv.set(key, new Deno.KvU64(9n));
+  assert.deepEqual(await checkOpsCounters(kv), [`counter ${JSON.stringify(key)} is 9 but counts 3`]);
+  await rebuildOpsCounters(kv, t0, { force: true });
+  assert.deepEqual(await checkOpsCounters(kv), []);
+  assert.equal(await queuedCount(kv, principal), 3);
 });

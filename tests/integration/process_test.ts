@@ -45,6 +45,8 @@ interface ProcessRun {
   lostBeforeSignal: number;
   /** Requests refused once the listener closed (or sent after SIGTERM): expected. */
   refusedAfterSignal: number;
+  /** Requests sent after SIGTERM that were answered (the drain window). */
+  answeredAfterSignal: number;
   runs: Run[];
   tickStartedAt: string;
   setupToken: string;
@@ -223,6 +225,7 @@ async function runProcess(): Promise<ProcessRun> {
     let signalled = false;
     let lostBeforeSignal = 0;
     let refusedAfterSignal = 0;
+    let answeredAfterSignal = 0;
     let exited = false;
     const paths = ["/readyz", "/healthz", "/api/v1/engines", "/metrics"];
     const worker = async (w: number) => {
@@ -234,6 +237,7 @@ async function runProcess(): Promise<ProcessRun> {
           });
           await res.arrayBuffer();
           answers.push(res.status);
+          if (!sentBefore) answeredAfterSignal++;
         } catch (error) {
           // A connection the closed listener refused was never accepted: not a request in flight.
           const refused = /Connection refused/i.test(String(error));
@@ -273,6 +277,7 @@ async function runProcess(): Promise<ProcessRun> {
       answers,
       lostBeforeSignal,
       refusedAfterSignal,
+      answeredAfterSignal,
       runs,
       tickStartedAt: JSON.parse(started).slot,
       setupToken,
@@ -326,6 +331,7 @@ Deno.test("SIGTERM under load: no 5xx, requests in flight answered, the running 
   const errors = run.answers.filter((s) => s >= 500);
   assert.deepEqual(errors, [], "no request answered 5xx");
   assert.equal(run.lostBeforeSignal, 0, "every request sent before SIGTERM was answered");
+  assert.ok(run.answeredAfterSignal > 0, "the drain window still answers after SIGTERM");
 
   // The tick in progress at SIGTERM wrote all its runs: one per policy and host, all in its minute.
   const slotRuns = run.runs.filter((r) => r.scheduledFor.slice(0, 16) === run.tickStartedAt);

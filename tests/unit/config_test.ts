@@ -27,6 +27,7 @@ Deno.test("parseConfig() applies the documented defaults to an empty environment
     logLevel: "info",
     metricsEnabled: true,
     shutdownSeconds: 25,
+    shutdownDrainSeconds: 2,
     faults: [],
   });
 });
@@ -38,6 +39,14 @@ Deno.test("parseConfig() reads CADRES_METRICS and CADRES_SHUTDOWN_SECONDS", () =
   assert.equal(result.config.shutdownSeconds, 40);
   assertOneLineNaming(refusal({ CADRES_METRICS: "maybe" }), "CADRES_METRICS");
   assertOneLineNaming(refusal({ CADRES_SHUTDOWN_SECONDS: "0" }), "CADRES_SHUTDOWN_SECONDS");
+});
+
+Deno.test("parseConfig() reads CADRES_SHUTDOWN_DRAIN_SECONDS (0 to 60)", () => {
+  const result = parseConfig({ CADRES_SHUTDOWN_DRAIN_SECONDS: "0" });
+  assert.ok(result.ok);
+  assert.equal(result.config.shutdownDrainSeconds, 0);
+  assertOneLineNaming(refusal({ CADRES_SHUTDOWN_DRAIN_SECONDS: "61" }), "CADRES_SHUTDOWN_DRAIN_SECONDS");
+  assertOneLineNaming(refusal({ CADRES_SHUTDOWN_DRAIN_SECONDS: "-1" }), "CADRES_SHUTDOWN_DRAIN_SECONDS");
 });
 
 Deno.test("parseConfig() treats empty variables as unset", () => {
