@@ -798,9 +798,18 @@ export async function dispatchDueDrills(
 export async function runDrillNow(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<DrillRun[]> {
   const drill = await requireDrill(kv, actor, id);
   authorize(actor, "backup.restore", drillScope(drill));
+  // Started by hand, the drill acts within both its author's org scope and the runner's: someone who sees
+  // the drill (its agent's org) must not restore another org's data through it.
+  const saved = drill.actsForOrgs ?? "all";
+  const runner = actor.orgScope;
+  const actsForOrgs = saved === "all"
+    ? runner
+    : runner === "all"
+    ? saved
+    : saved.filter((o) => runner.includes(o));
   const runs = await dispatchDrill(
     kv,
-    drill,
+    { ...drill, actsForOrgs },
     ["drill_slots", drill.id, `manual-${newId(now)}`],
     "manual",
     now,

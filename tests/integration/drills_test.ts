@@ -457,6 +457,37 @@ Deno.test("a drill acts within its author's org scope: a host of another org on 
   assert.deepEqual(allRuns.map((r) => r.hostId).sort(), [w.host.id, w.hostA2.id].sort());
 });
 
+Deno.test("run now acts within the runner's org scope too: an A1 user running an all-scope drill restores no A2 host", async () => {
+  const w = await world();
+  using _kv = w.kv;
+  await assignHost(w.kv, systemActor("test"), { policyId: w.policy.id, hostId: w.hostA2.id }, w.clock.now());
+  const now = w.clock.now();
+  await runSchedulerTick(w.kv, new Date("2026-11-29T02:00:00Z"));
+  const [job] = await claimJobs(w.kv, `agent:${w.hostA2.id}`, 1, now);
+  const { job: done } = await applyResult(w.kv, `agent:${w.hostA2.id}`, job.id, {
+    status: "success",
+    startedAt: now.toISOString(),
+    endedAt: now.toISOString(),
+    bytesTransferred: 1,
+    protectedBytes: 1,
+    output: { restorePoint: { id: "b".repeat(64), chainId: "c2", type: "full", sizeBytes: 1, fileCount: 1 } },
+  }, now);
+  await applyJobOutcome(w.kv, done, now);
+  // The admin's drill (agent in A1, so A1 users see and may run it) acts for every org.
+  const all = await createDrill(w.kv, userActor(w.admin), input(w, { name: "all" }), now);
+  const a1Runs = await runDrillNow(w.kv, userActor(w.restorerA1), all.id, now);
+  assert.deepEqual(
+    a1Runs.map((r) => r.hostId),
+    [w.host.id],
+    "an A1 user's run now must not restore A2's data onto the drill's agent",
+  );
+  const jobs = [];
+  for await (const e of w.kv.list<Job>({ prefix: ["jobs"] })) {
+    if (e.value.kind === "restore_drill") jobs.push(e.value);
+  }
+  assert.deepEqual(jobs.map((j) => j.payload.sourceHostId), [w.host.id]);
+});
+
 Deno.test("a policy's own RTO objective overrides the drill's, for its runs and its breach", async () => {
   const w = await world();
   using _kv = w.kv;
