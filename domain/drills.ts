@@ -670,7 +670,9 @@ function newRun(
     drillId: drill.id,
     drillName: drill.name,
     accountId: drill.accountId,
-    orgId: drill.orgId,
+    // The run (its files, failures and alerts) belongs to the org whose data it restores, which may differ
+    // from the drill's (its agent's) when an all-scope author names another org's policy or host.
+    orgId: target.host?.orgId ?? target.policy.orgId ?? drill.orgId,
     policyId: target.policy.id,
     policyName: target.policy.name,
     hostId: target.point.hostId!,
@@ -1023,7 +1025,9 @@ export async function listDrillRuns(
       limit: Math.max(1, Math.min(200, limit)),
     })
   ) ids.push(e.value);
-  const runs = await getManyValues<DrillRun>(kv, ids.map(drillRunKey));
+  const runs = (await getManyValues<DrillRun>(kv, ids.map(drillRunKey))).filter((r) =>
+    inScope(actor, drillScope(r))
+  );
   const jobs = new Map(
     (await getJobs(kv, runs.flatMap((r) => r.jobId ? [r.jobId] : []))).map((j) => [j.id, j]),
   );
