@@ -59,6 +59,7 @@ export const APPROVAL_KINDS = [
   "account_secret.rotate",
   "pam_vault_key.rotate",
   "legal_hold.release",
+  "four_eyes.disable",
 ] as const;
 export type ApprovalKind = (typeof APPROVAL_KINDS)[number];
 
@@ -73,6 +74,7 @@ export const APPROVAL_KIND_LABELS: Record<ApprovalKind, string> = {
   "account_secret.rotate": "Rotate the account registration secret",
   "pam_vault_key.rotate": "Rotate an organization's PAM vault key",
   "legal_hold.release": "Release a legal hold",
+  "four_eyes.disable": "Turn four-eyes approval off",
 };
 
 export const APPROVAL_STATUSES = [
@@ -471,6 +473,27 @@ const ACTIONS: Record<ApprovalKind, ActionSpec> = {
     async run(kv, actor, input, { now }) {
       await releaseHold(kv, actor, String(input.holdId), now);
       return { message: "The legal hold was released" };
+    },
+  },
+  // Otherwise one admin could switch the guard off, act alone, and switch it back on.
+  "four_eyes.disable": {
+    input: z.object({ accountId: IdField }),
+    async describe(kv, actor, input) {
+      const scope = { accountId: String(input.accountId), orgId: null };
+      authorize(actor, "admin", scope);
+      if (!(await getFourEyesSettings(kv, scope.accountId)).enabled) return null;
+      return {
+        ...scope,
+        permission: "admin" as const,
+        objectType: "account",
+        objectId: scope.accountId,
+        summary: "Turn four-eyes approval off",
+      };
+    },
+    async run(kv, actor, input, { now }) {
+      const current = await getFourEyesSettings(kv, String(input.accountId));
+      await setFourEyesSettings(kv, actor, { enabled: false, ttlHours: current.ttlHours }, now);
+      return { message: "Four-eyes approval is off" };
     },
   },
 };
