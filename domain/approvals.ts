@@ -327,15 +327,25 @@ const ACTIONS: Record<ApprovalKind, ActionSpec> = {
       const policy = await requirePolicy(kv, actor, input.policyId);
       const scope = { accountId: policy.accountId, orgId: policy.orgId };
       authorize(actor, "backup.manage", scope);
-      const changes = policyEditNeedsFourEyes(policy, editedPolicy(policy, input.mode, input.fields));
+      const edited = editedPolicy(policy, input.mode, input.fields);
+      const changes = policyEditNeedsFourEyes(policy, edited);
       if (!changes.length) return null;
       raw.policyUpdatedAt = policy.updatedAt;
+      // The whole edit runs on approval: the approver must see every other field it changes too.
+      const before = PolicyUpdateInput.parse(policyAsInput(policy)) as Record<string, unknown>;
+      const after = edited as Record<string, unknown>;
+      const gated = new Set(["encryption", "retentionDaily", "retentionWeekly", "retentionMonthly", "besId"]);
+      const others = Object.keys(after).filter((key) =>
+        !gated.has(key) && JSON.stringify(after[key]) !== JSON.stringify(before[key])
+      );
       return {
         ...scope,
         permission: "backup.manage",
         objectType: "policy",
         objectId: policy.id,
-        summary: `Edit policy ${policy.name}: ${changes.join(", ")}`,
+        summary: `Edit policy ${policy.name}: ${changes.join(", ")}${
+          others.length ? `; also changes ${others.join(", ")}` : ""
+        }`,
       };
     },
     async run(kv, actor, raw, { now }) {

@@ -231,6 +231,26 @@ for (const action of GATED) {
   });
 }
 
+Deno.test("four-eyes: a gated policy edit names every other field it changes, so the approver sees what runs", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const w = await fourEyesWorld(kv, 1);
+  await turnOn(kv, w);
+  const api = await apiAs(w, kv, w.users.admin1);
+  // Lowering retention is gated; the include paths riding along must not be approved unseen.
+  const res = await api("PATCH", `/api/v1/policies/${w.policy.id}`, {
+    retentionDaily: 3,
+    includePaths: ["/etc"],
+  });
+  assert.equal(res.status, 202, JSON.stringify(res.body));
+  const summary = res.body.approvalRequest.summary as string;
+  assert.match(summary, /lowers daily retention 7 → 3/);
+  assert.match(summary, /includePaths/, `the summary names the other change: ${summary}`);
+  // A gated edit that changes nothing else names nothing else.
+  const only = await api("PATCH", `/api/v1/policies/${w.policy.id}`, { retentionDaily: 2 });
+  assert.equal(only.status, 202);
+  assert.doesNotMatch(only.body.approvalRequest.summary, /also changes/);
+});
+
 Deno.test("four-eyes: a policy edit that lowers nothing runs directly while four-eyes is on", async () => {
   using kv = await Deno.openKv(":memory:");
   const w = await fourEyesWorld(kv, 1);
