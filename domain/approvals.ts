@@ -59,6 +59,7 @@ export const APPROVAL_KINDS = [
   "account_secret.rotate",
   "pam_vault_key.rotate",
   "legal_hold.release",
+  "four_eyes.disable",
 ] as const;
 export type ApprovalKind = (typeof APPROVAL_KINDS)[number];
 
@@ -73,6 +74,7 @@ export const APPROVAL_KIND_LABELS: Record<ApprovalKind, string> = {
   "account_secret.rotate": "Rotate the account registration secret",
   "pam_vault_key.rotate": "Rotate an organization's PAM vault key",
   "legal_hold.release": "Release a legal hold",
+  "four_eyes.disable": "Turn four-eyes approval off",
 };
 
 export const APPROVAL_STATUSES = [
@@ -325,15 +327,25 @@ const ACTIONS: Record<ApprovalKind, ActionSpec> = {
       const policy = await requirePolicy(kv, actor, input.policyId);
       const scope = { accountId: policy.accountId, orgId: policy.orgId };
       authorize(actor, "backup.manage", scope);
-      const changes = policyEditNeedsFourEyes(policy, editedPolicy(policy, input.mode, input.fields));
+      const edited = editedPolicy(policy, input.mode, input.fields);
+      const changes = policyEditNeedsFourEyes(policy, edited);
       if (!changes.length) return null;
       raw.policyUpdatedAt = policy.updatedAt;
+      // The whole edit runs on approval: the approver must see every other field it changes too.
+      const before = PolicyUpdateInput.parse(policyAsInput(policy)) as Record<string, unknown>;
+      const after = edited as Record<string, unknown>;
+      const gated = new Set(["encryption", "retentionDaily", "retentionWeekly", "retentionMonthly", "besId"]);
+      const others = Object.keys(after).filter((key) =>
+        !gated.has(key) && JSON.stringify(after[key]) !== JSON.stringify(before[key])
+      );
       return {
         ...scope,
         permission: "backup.manage",
         objectType: "policy",
         objectId: policy.id,
-        summary: `Edit policy ${policy.name}: ${changes.join(", ")}`,
+        summary: `Edit policy ${policy.name}: ${changes.join(", ")}${
+          others.length ? `; also changes ${others.join(", ")}` : ""
+        }`,
       };
     },
     async run(kv, actor, raw, { now }) {
@@ -471,6 +483,27 @@ const ACTIONS: Record<ApprovalKind, ActionSpec> = {
     async run(kv, actor, input, { now }) {
       await releaseHold(kv, actor, String(input.holdId), now);
       return { message: "The legal hold was released" };
+    },
+  },
+  // Otherwise one admin could switch the guard off, act alone, and switch it back on.
+  "four_eyes.disable": {
+    input: z.object({ accountId: IdField }),
+    async describe(kv, actor, input) {
+      const scope = { accountId: String(input.accountId), orgId: null };
+      authorize(actor, "admin", scope);
+      if (!(await getFourEyesSettings(kv, scope.accountId)).enabled) return null;
+      return {
+        ...scope,
+        permission: "admin" as const,
+        objectType: "account",
+        objectId: scope.accountId,
+        summary: "Turn four-eyes approval off",
+      };
+    },
+    async run(kv, actor, input, { now }) {
+      const current = await getFourEyesSettings(kv, String(input.accountId));
+      await setFourEyesSettings(kv, actor, { enabled: false, ttlHours: current.ttlHours }, now);
+      return { message: "Four-eyes approval is off" };
     },
   },
 };

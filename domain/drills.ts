@@ -670,7 +670,9 @@ function newRun(
     drillId: drill.id,
     drillName: drill.name,
     accountId: drill.accountId,
-    orgId: drill.orgId,
+    // The run (its files, failures and alerts) belongs to the org whose data it restores, which may differ
+    // from the drill's (its agent's) when an all-scope author names another org's policy or host.
+    orgId: target.host?.orgId ?? target.policy.orgId ?? drill.orgId,
     policyId: target.policy.id,
     policyName: target.policy.name,
     hostId: target.point.hostId!,
@@ -798,9 +800,18 @@ export async function dispatchDueDrills(
 export async function runDrillNow(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<DrillRun[]> {
   const drill = await requireDrill(kv, actor, id);
   authorize(actor, "backup.restore", drillScope(drill));
+  // Started by hand, the drill acts within both its author's org scope and the runner's: someone who sees
+  // the drill (its agent's org) must not restore another org's data through it.
+  const saved = drill.actsForOrgs ?? "all";
+  const runner = actor.orgScope;
+  const actsForOrgs = saved === "all"
+    ? runner
+    : runner === "all"
+    ? saved
+    : saved.filter((o) => runner.includes(o));
   const runs = await dispatchDrill(
     kv,
-    drill,
+    { ...drill, actsForOrgs },
     ["drill_slots", drill.id, `manual-${newId(now)}`],
     "manual",
     now,
@@ -1014,7 +1025,9 @@ export async function listDrillRuns(
       limit: Math.max(1, Math.min(200, limit)),
     })
   ) ids.push(e.value);
-  const runs = await getManyValues<DrillRun>(kv, ids.map(drillRunKey));
+  const runs = (await getManyValues<DrillRun>(kv, ids.map(drillRunKey))).filter((r) =>
+    inScope(actor, drillScope(r))
+  );
   const jobs = new Map(
     (await getJobs(kv, runs.flatMap((r) => r.jobId ? [r.jobId] : []))).map((j) => [j.id, j]),
   );

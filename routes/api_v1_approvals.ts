@@ -14,6 +14,7 @@ import {
   listApprovals,
   RefuseInput,
   refuseRequest,
+  requestIfFourEyes,
   requireApproval,
   setFourEyesSettings,
 } from "../domain/approvals.ts";
@@ -92,12 +93,17 @@ apiV1Approvals.openapi(
     method: "put",
     path: "/api/v1/account/four-eyes",
     operationId: "setFourEyesSettings",
-    summary: "Turn four-eyes approval of destructive actions on or off, with the request time limit (hours)",
+    summary:
+      "Turn four-eyes approval of destructive actions on or off, with the request time limit (hours); turning it off while on is itself a request (202) a second admin approves",
     tags: ["Approvals"],
     middleware: [requires("admin")] as const,
     request: jsonBody(FourEyesSettingsInput, { enabled: true, ttlHours: 24 }),
     responses: {
       200: ok("Saved", SettingsSchema),
+      202: ok(
+        "Four-eyes is on: turning it off waits for a second admin's approval (see /api/v1/approvals)",
+        z.object({ approvalRequest: ApprovalRequestSchema }),
+      ),
       401: common[401],
       403: err("Not an administrator over the whole account"),
       422: err("Invalid fields"),
@@ -105,7 +111,16 @@ apiV1Approvals.openapi(
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
-    return c.json(await setFourEyesSettings(kv, c.get("actor")!, c.req.valid("json"), clock()), 200);
+    const actor = c.get("actor")!;
+    const input = c.req.valid("json");
+    if (!input.enabled && actor.accountId) {
+      const request = await requestIfFourEyes(kv, actor, {
+        kind: "four_eyes.disable",
+        input: { accountId: actor.accountId },
+      }, clock());
+      if (request) return c.json({ approvalRequest: request }, 202);
+    }
+    return c.json(await setFourEyesSettings(kv, actor, input, clock()), 200);
   },
 );
 

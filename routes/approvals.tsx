@@ -24,6 +24,7 @@ import {
   listApprovals,
   RefuseInput,
   refuseRequest,
+  requestIfFourEyes,
   requireApproval,
   setFourEyesSettings,
 } from "../domain/approvals.ts";
@@ -310,7 +311,16 @@ fourEyesAdminRoutes.post("/", requires("admin"), async (c) => {
   const typed = { enabled: str(form, "enabled") === "on", ttlHours: str(form, "ttlHours") || "24" };
   const parsed = FourEyesSettingsInput.safeParse(typed);
   if (!parsed.success) return await settingsPage(c, typed, fieldErrors(parsed.error));
-  const saved = await setFourEyesSettings(kv, c.get("actor")!, parsed.data, clock());
+  const actor = c.get("actor")!;
+  if (!parsed.data.enabled && actor.accountId) {
+    // Turning the guard off while it is on waits for a second admin, like the actions it guards.
+    const request = await requestIfFourEyes(kv, actor, {
+      kind: "four_eyes.disable",
+      input: { accountId: actor.accountId },
+    }, clock());
+    if (request) return redirectToApproval(c, request);
+  }
+  const saved = await setFourEyesSettings(kv, actor, parsed.data, clock());
   return redirectWithNotice(
     c,
     "/admin/four-eyes",

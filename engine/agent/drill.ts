@@ -79,6 +79,10 @@ export async function drillJob(
   }
   const scratchRoot = absolutePath(p.scratchPath);
   if (scratchRoot === "/") throw new AgentJobError("INVALID_PAYLOAD", "The scratch path must not be /");
+  // The job id names the folder that is deleted: a plain name only ("/" or ".." would climb out of it).
+  if (!/^[0-9A-Za-z_-]{1,128}$/.test(job.id)) {
+    throw new AgentJobError("INVALID_PAYLOAD", "The drill's job id is not a plain name: nothing was touched");
+  }
   // A folder of this job's own: only it is ever deleted, never the scratch path or anything else in it.
   const dir = `${scratchRoot}/cadres-drill-${job.id}`;
   let outcome: DrillOutcome | null = null;

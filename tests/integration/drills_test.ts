@@ -21,6 +21,7 @@ import {
   listDrills,
   provenRestores,
   requireDrill,
+  requireDrillRun,
   runDrillNow,
   updateDrill,
 } from "../../domain/drills.ts";
@@ -455,6 +456,70 @@ Deno.test("a drill acts within its author's org scope: a host of another org on 
   const all = await createDrill(w.kv, userActor(w.admin), input(w, { name: "all" }), now);
   const allRuns = await runDrillNow(w.kv, userActor(w.admin), all.id, now);
   assert.deepEqual(allRuns.map((r) => r.hostId).sort(), [w.host.id, w.hostA2.id].sort());
+});
+
+Deno.test("run now acts within the runner's org scope too: an A1 user running an all-scope drill restores no A2 host", async () => {
+  const w = await world();
+  using _kv = w.kv;
+  await assignHost(w.kv, systemActor("test"), { policyId: w.policy.id, hostId: w.hostA2.id }, w.clock.now());
+  const now = w.clock.now();
+  await runSchedulerTick(w.kv, new Date("2026-11-29T02:00:00Z"));
+  const [job] = await claimJobs(w.kv, `agent:${w.hostA2.id}`, 1, now);
+  const { job: done } = await applyResult(w.kv, `agent:${w.hostA2.id}`, job.id, {
+    status: "success",
+    startedAt: now.toISOString(),
+    endedAt: now.toISOString(),
+    bytesTransferred: 1,
+    protectedBytes: 1,
+    output: { restorePoint: { id: "b".repeat(64), chainId: "c2", type: "full", sizeBytes: 1, fileCount: 1 } },
+  }, now);
+  await applyJobOutcome(w.kv, done, now);
+  // The admin's drill (agent in A1, so A1 users see and may run it) acts for every org.
+  const all = await createDrill(w.kv, userActor(w.admin), input(w, { name: "all" }), now);
+  const a1Runs = await runDrillNow(w.kv, userActor(w.restorerA1), all.id, now);
+  assert.deepEqual(
+    a1Runs.map((r) => r.hostId),
+    [w.host.id],
+    "an A1 user's run now must not restore A2's data onto the drill's agent",
+  );
+  const jobs = [];
+  for await (const e of w.kv.list<Job>({ prefix: ["jobs"] })) {
+    if (e.value.kind === "restore_drill") jobs.push(e.value);
+  }
+  assert.deepEqual(jobs.map((j) => j.payload.sourceHostId), [w.host.id]);
+});
+
+Deno.test("a drill run restoring another org's host is not shown to users of the drill's org only", async () => {
+  const w = await world();
+  using _kv = w.kv;
+  await assignHost(w.kv, systemActor("test"), { policyId: w.policy.id, hostId: w.hostA2.id }, w.clock.now());
+  const now = w.clock.now();
+  await runSchedulerTick(w.kv, new Date("2026-11-29T02:00:00Z"));
+  const [job] = await claimJobs(w.kv, `agent:${w.hostA2.id}`, 1, now);
+  const { job: done } = await applyResult(w.kv, `agent:${w.hostA2.id}`, job.id, {
+    status: "success",
+    startedAt: now.toISOString(),
+    endedAt: now.toISOString(),
+    bytesTransferred: 1,
+    protectedBytes: 1,
+    output: { restorePoint: { id: "b".repeat(64), chainId: "c2", type: "full", sizeBytes: 1, fileCount: 1 } },
+  }, now);
+  await applyJobOutcome(w.kv, done, now);
+  // The admin's drill: its agent is in A1 (so A1 users see the drill), it restores A1's and A2's hosts.
+  const all = await createDrill(w.kv, userActor(w.admin), input(w, { name: "all" }), now);
+  const runs = await runDrillNow(w.kv, userActor(w.admin), all.id, now);
+  const a2Run = runs.find((r) => r.hostId === w.hostA2.id)!;
+  assert.ok(a2Run);
+  const seenByA1 = await listDrillRuns(w.kv, userActor(w.viewer), all.id);
+  assert.deepEqual(
+    seenByA1.map((r) => r.hostId),
+    [w.host.id],
+    "A2's host, its files and failures stay out of A1",
+  );
+  await assert.rejects(() => requireDrillRun(w.kv, userActor(w.viewer), a2Run.id), NotFoundError);
+  const seenByAdmin = await listDrillRuns(w.kv, userActor(w.admin), all.id);
+  assert.equal(seenByAdmin.length, 2);
+  assert.equal((await requireDrillRun(w.kv, userActor(w.operatorA2), a2Run.id)).hostId, w.hostA2.id);
 });
 
 Deno.test("a policy's own RTO objective overrides the drill's, for its runs and its breach", async () => {

@@ -55,6 +55,37 @@ Deno.test("four-eyes is off by default; only an account admin changes it (PUT /a
   assert.equal(await countAudit(kv, w, "four_eyes.settings"), 1);
 });
 
+Deno.test("four-eyes: turning it off while on is itself a request; a second admin's approval turns it off", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const w = await fourEyesWorld(kv, 1);
+  await turnOn(kv, w, 12);
+  const admin1 = await apiAs(w, kv, w.users.admin1);
+  const off = await admin1("PUT", "/api/v1/account/four-eyes", { enabled: false, ttlHours: 12 });
+  assert.equal(off.status, 202, "one admin alone must not switch the guard off and then act alone");
+  assert.equal((await getFourEyesSettings(kv, w.tenant.account.id)).enabled, true, "nothing changed yet");
+  const id = off.body.approvalRequest.id as string;
+  await assert.rejects(
+    () => approveRequest(kv, w.actors.admin1, id, { now: w.clock.now(), masterKey }),
+    ForbiddenError,
+  );
+  const { request } = await approveRequest(kv, w.actors.admin2, id, { now: w.clock.now(), masterKey });
+  assert.equal(request.status, "executed", request.outcome ?? "");
+  const settings = await getFourEyesSettings(kv, w.tenant.account.id);
+  assert.deepEqual([settings.enabled, settings.ttlHours], [false, 12]);
+  // Off, turning it on (or off again) runs directly.
+  assert.equal((await admin1("PUT", "/api/v1/account/four-eyes", { enabled: false })).status, 200);
+  assert.equal((await admin1("PUT", "/api/v1/account/four-eyes", { enabled: true })).status, 200);
+  // The admin form: the same request, then the approval page.
+  const browser = new Browser(w.app);
+  await signInAs(browser, kv, w.users.admin1, w.clock.now());
+  const posted = await browser.postForm("/admin/four-eyes", { ttlHours: "24" }, {
+    tokenFrom: "/admin/four-eyes",
+  });
+  assert.equal(posted.status, 303);
+  assert.match(posted.headers.get("location") ?? "", /^\/backup\/approvals\//);
+  assert.equal((await getFourEyesSettings(kv, w.tenant.account.id)).enabled, true);
+});
+
 /** Each gated action: how to ask for it over the API, and how to tell it ran. */
 const GATED: Array<{
   name: string;
@@ -199,6 +230,26 @@ for (const action of GATED) {
     assert.ok(audit.some((e) => e.action === "approval.executed" && e.summary.includes("admin2")));
   });
 }
+
+Deno.test("four-eyes: a gated policy edit names every other field it changes, so the approver sees what runs", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const w = await fourEyesWorld(kv, 1);
+  await turnOn(kv, w);
+  const api = await apiAs(w, kv, w.users.admin1);
+  // Lowering retention is gated; the include paths riding along must not be approved unseen.
+  const res = await api("PATCH", `/api/v1/policies/${w.policy.id}`, {
+    retentionDaily: 3,
+    includePaths: ["/etc"],
+  });
+  assert.equal(res.status, 202, JSON.stringify(res.body));
+  const summary = res.body.approvalRequest.summary as string;
+  assert.match(summary, /lowers daily retention 7 → 3/);
+  assert.match(summary, /includePaths/, `the summary names the other change: ${summary}`);
+  // A gated edit that changes nothing else names nothing else.
+  const only = await api("PATCH", `/api/v1/policies/${w.policy.id}`, { retentionDaily: 2 });
+  assert.equal(only.status, 202);
+  assert.doesNotMatch(only.body.approvalRequest.summary, /also changes/);
+});
 
 Deno.test("four-eyes: a policy edit that lowers nothing runs directly while four-eyes is on", async () => {
   using kv = await Deno.openKv(":memory:");
