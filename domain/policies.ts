@@ -4,12 +4,20 @@
  * the cascade to assignments, hooks and replica rules.
  */
 import { z } from "zod";
+import {
+  policiesByAccountKey,
+  policiesByBesKey,
+  policiesByTargetKey,
+  policyKey,
+  retiredPoliciesByAccountKey,
+  retiredPolicyKey,
+} from "./policy_keys.ts";
 import { deletePolicyAssignments } from "./assignments.ts";
 import { applyPolicyRpo } from "./protected.ts";
 import { deleteHooksOfPolicy } from "./hooks.ts";
 import { deleteReplicasOfPolicy } from "./replicas.ts";
-import { runsOpenPrefix } from "./runs.ts";
-import { targetKey } from "./storage.ts";
+import { runsOpenPrefix } from "./run_keys.ts";
+import { targetKey } from "./storage_keys.ts";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
@@ -34,28 +42,14 @@ export interface PolicyCore {
   updatedAt: string;
 }
 
-export function policyKey(id: string) {
-  return ["policies", id] as const;
-}
-export function policiesByTargetKey(targetId: string, policyId: string) {
-  return ["policies_by_target", targetId, policyId] as const;
-}
-export function policiesByBesKey(besId: string, policyId: string) {
-  return ["policies_by_bes", besId, policyId] as const;
-}
-export function policiesByAccountKey(accountId: string, policyId: string) {
-  return ["policies_by_account", accountId, policyId] as const;
-}
-/**
- * A deleted policy as it was last (with `deletedAt`), kept while it has restore points: retention goes
- * on expiring them under its last settings, and Restore still finds their policy.
- */
-export function retiredPolicyKey(policyId: string) {
-  return ["policies_retired", policyId] as const;
-}
-export function retiredPoliciesByAccountKey(accountId: string, policyId: string) {
-  return ["policies_retired_by_account", accountId, policyId] as const;
-}
+export {
+  policiesByAccountKey,
+  policiesByBesKey,
+  policiesByTargetKey,
+  policyKey,
+  retiredPoliciesByAccountKey,
+  retiredPolicyKey,
+};
 
 /** A deleted policy kept for its restore points. */
 export type RetiredPolicy = Policy & { deletedAt: string };
