@@ -36,7 +36,10 @@ Deno.test("the worker reports a load-order ReferenceError", async () => {
   const dir = await Deno.makeTempDir();
   try {
     // a.ts → b.ts → a.ts, and b.ts reads a.ts's constant at load: importing a.ts first fails.
-    await Deno.writeTextFile(`${dir}/a.ts`, 'import { B } from "./b.ts";\nexport const A = 1;\nexport { B };\n');
+    await Deno.writeTextFile(
+      `${dir}/a.ts`,
+      'import { B } from "./b.ts";\nexport const A = 1;\nexport { B };\n',
+    );
     await Deno.writeTextFile(`${dir}/b.ts`, 'import { A } from "./a.ts";\nexport const B = A + 1;\n');
     const first = await loadAlone(new URL(`file://${dir}/a.ts`));
     assert.equal(first.ok, false);
