@@ -12,6 +12,7 @@ import {
   retiredPoliciesByAccountKey,
   retiredPolicyKey,
 } from "./policy_keys.ts";
+import { getPolicy, policyScope, requirePolicy } from "./policy_reads.ts";
 import { deletePolicyAssignments } from "./assignments.ts";
 import { applyPolicyRpo } from "./protected.ts";
 import { deleteHooksOfPolicy } from "./hooks.ts";
@@ -399,20 +400,7 @@ export function effectiveExcludes(p: Pick<Policy, "exclusionTemplate" | "exclude
   ];
 }
 
-function policyScope(p: Pick<PolicyCore, "accountId" | "orgId">) {
-  return { accountId: p.accountId, orgId: p.orgId };
-}
-
-export async function getPolicy(kv: Deno.Kv, id: string): Promise<Policy | null> {
-  return (await kv.get<Policy>(policyKey(id))).value;
-}
-
-/** Returns the policy if the actor may see it; throws NotFoundError otherwise. */
-export async function requirePolicy(kv: Deno.Kv, actor: Actor, id: string): Promise<Policy> {
-  const p = await getPolicy(kv, id);
-  if (!p || !inScope(actor, policyScope(p))) throw new NotFoundError(`Policy ${id} not found`);
-  return p;
-}
+export { getPolicy, requirePolicy };
 
 /** Policies of the actor's account in scope, by name. */
 export async function listPolicies(kv: Deno.Kv, actor: Actor): Promise<Policy[]> {
