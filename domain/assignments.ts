@@ -26,7 +26,9 @@ import {
 import { type Host, hostKey, hostScope, reactivateHostInOp, requireHost } from "./hosts.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
-import { type Policy, policyKey, requirePolicy } from "./policies.ts";
+import type { Policy } from "./policies.ts";
+import { policyKey } from "./policy_keys.ts";
+import { requirePolicy } from "./policy_reads.ts";
 import { protectForAssignment, readProtectedFor, setProtection } from "./protected.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 

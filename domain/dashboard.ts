@@ -25,7 +25,8 @@ import {
 } from "./protected.ts";
 import { type Actor, inScope } from "./rbac.ts";
 import type { RestorePoint, Run } from "./runs.ts";
-import { type StorageTarget, targetKey, targetScope } from "./storage.ts";
+import type { StorageTarget } from "./storage.ts";
+import { targetKey, targetScope } from "./storage_keys.ts";
 
 /** The org part of a counter key: the org id, "-" for account-level records, "*" for the whole account. */
 export function orgPart(orgId: string | null): string {

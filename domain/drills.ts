@@ -29,10 +29,12 @@ import { type Host, hostKey, hostScope } from "./hosts.ts";
 import { newId } from "./ids.ts";
 import { cancelJob, getJob, getJobs, type Job, queueJobInOp } from "./jobs.ts";
 import { getManyValues } from "./kv.ts";
-import { type Policy, policyKey } from "./policies.ts";
+import type { Policy } from "./policies.ts";
+import { policyKey } from "./policy_keys.ts";
 import { type Actor, authorize, can, inScope } from "./rbac.ts";
 import { RestorePath } from "./restore_paths.ts";
-import { type RestorePoint, restorePointKey } from "./runs.ts";
+import type { RestorePoint } from "./runs.ts";
+import { restorePointKey } from "./restore_point_keys.ts";
 import { CronExpression } from "./schedules.ts";
 import { DisplayName } from "./validation.ts";
 

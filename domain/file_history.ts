@@ -39,7 +39,8 @@ import {
   RESTORE_PICKUP_MS,
   type RestoreRequest,
 } from "./restore.ts";
-import { type RestorePoint, restorePointKey } from "./runs.ts";
+import type { RestorePoint } from "./runs.ts";
+import { restorePointKey } from "./restore_point_keys.ts";
 
 /** The host's newest points examined at most (older ones are left out, and the page says so). */
 export const MAX_HISTORY_POINTS = 500;

@@ -17,7 +17,8 @@ import { ConflictError, NotFoundError } from "./errors.ts";
 import { type Host, hostKey, hostScope } from "./hosts.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
-import { type Policy, policyKey, retiredPolicyKey } from "./policies.ts";
+import type { Policy } from "./policies.ts";
+import { policyKey, retiredPolicyKey } from "./policy_keys.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 
 export const HOLD_SCOPES = ["host", "policy", "point"] as const;

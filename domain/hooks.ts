@@ -23,7 +23,9 @@ import { type Engine, engineKey, registerEngineCascade } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, kvValueBytes, withRetry } from "./kv.ts";
-import { type Policy, type PolicyCore, policyKey, requirePolicy } from "./policies.ts";
+import type { Policy, PolicyCore } from "./policies.ts";
+import { policyKey } from "./policy_keys.ts";
+import { requirePolicy } from "./policy_reads.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import {
   hooksByScriptKey,

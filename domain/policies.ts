@@ -4,12 +4,21 @@
  * the cascade to assignments, hooks and replica rules.
  */
 import { z } from "zod";
+import {
+  policiesByAccountKey,
+  policiesByBesKey,
+  policiesByTargetKey,
+  policyKey,
+  retiredPoliciesByAccountKey,
+  retiredPolicyKey,
+} from "./policy_keys.ts";
+import { getPolicy, policyScope, requirePolicy } from "./policy_reads.ts";
 import { deletePolicyAssignments } from "./assignments.ts";
 import { applyPolicyRpo } from "./protected.ts";
 import { deleteHooksOfPolicy } from "./hooks.ts";
 import { deleteReplicasOfPolicy } from "./replicas.ts";
-import { runsOpenPrefix } from "./runs.ts";
-import { targetKey } from "./storage.ts";
+import { runsOpenPrefix } from "./run_keys.ts";
+import { targetKey } from "./storage_keys.ts";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
@@ -34,28 +43,14 @@ export interface PolicyCore {
   updatedAt: string;
 }
 
-export function policyKey(id: string) {
-  return ["policies", id] as const;
-}
-export function policiesByTargetKey(targetId: string, policyId: string) {
-  return ["policies_by_target", targetId, policyId] as const;
-}
-export function policiesByBesKey(besId: string, policyId: string) {
-  return ["policies_by_bes", besId, policyId] as const;
-}
-export function policiesByAccountKey(accountId: string, policyId: string) {
-  return ["policies_by_account", accountId, policyId] as const;
-}
-/**
- * A deleted policy as it was last (with `deletedAt`), kept while it has restore points: retention goes
- * on expiring them under its last settings, and Restore still finds their policy.
- */
-export function retiredPolicyKey(policyId: string) {
-  return ["policies_retired", policyId] as const;
-}
-export function retiredPoliciesByAccountKey(accountId: string, policyId: string) {
-  return ["policies_retired_by_account", accountId, policyId] as const;
-}
+export {
+  policiesByAccountKey,
+  policiesByBesKey,
+  policiesByTargetKey,
+  policyKey,
+  retiredPoliciesByAccountKey,
+  retiredPolicyKey,
+};
 
 /** A deleted policy kept for its restore points. */
 export type RetiredPolicy = Policy & { deletedAt: string };
@@ -405,20 +400,7 @@ export function effectiveExcludes(p: Pick<Policy, "exclusionTemplate" | "exclude
   ];
 }
 
-function policyScope(p: Pick<PolicyCore, "accountId" | "orgId">) {
-  return { accountId: p.accountId, orgId: p.orgId };
-}
-
-export async function getPolicy(kv: Deno.Kv, id: string): Promise<Policy | null> {
-  return (await kv.get<Policy>(policyKey(id))).value;
-}
-
-/** Returns the policy if the actor may see it; throws NotFoundError otherwise. */
-export async function requirePolicy(kv: Deno.Kv, actor: Actor, id: string): Promise<Policy> {
-  const p = await getPolicy(kv, id);
-  if (!p || !inScope(actor, policyScope(p))) throw new NotFoundError(`Policy ${id} not found`);
-  return p;
-}
+export { getPolicy, requirePolicy };
 
 /** Policies of the actor's account in scope, by name. */
 export async function listPolicies(kv: Deno.Kv, actor: Actor): Promise<Policy[]> {

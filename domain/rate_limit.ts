@@ -67,3 +67,31 @@ export async function recordFailure(kv: Deno.Kv, limit: Limit, expireIn: number)
 export function registrationFailureLimit(ip: string, window: number, max: number): Limit {
   return { key: ["registration_failures", ip, window], max };
 }
+
+/** Failed registrations and enrollments (every 401 answer) allowed per client address per window. */
+export const REGISTRATION_MAX_FAILURES = 20;
+/** The fixed window of the registration failure limit. */
+export const REGISTRATION_WINDOW_MS = 15 * 60_000;
+
+function registrationWindow(ip: string, now: Date) {
+  const window = Math.floor(now.getTime() / REGISTRATION_WINDOW_MS) * REGISTRATION_WINDOW_MS;
+  return {
+    limit: registrationFailureLimit(ip, window, REGISTRATION_MAX_FAILURES),
+    retryAfterSeconds: Math.ceil((window + REGISTRATION_WINDOW_MS - now.getTime()) / 1000),
+  };
+}
+
+/**
+ * Whether `ip` has had REGISTRATION_MAX_FAILURES failed registrations in the window that holds `now`: the
+ * seconds until that window ends (the answer's Retry-After), or null when it may try. Attempts in flight
+ * count nothing (see failuresReached), so many agents behind one NAT can enroll at once.
+ */
+export async function registrationRetryAfter(kv: Deno.Kv, ip: string, now: Date): Promise<number | null> {
+  const { limit, retryAfterSeconds } = registrationWindow(ip, now);
+  return await failuresReached(kv, limit) ? retryAfterSeconds : null;
+}
+
+/** Records one failed registration of `ip` in the window that holds `now` (the attempt's start). */
+export async function recordRegistrationFailure(kv: Deno.Kv, ip: string, now: Date): Promise<void> {
+  await recordFailure(kv, registrationWindow(ip, now).limit, REGISTRATION_WINDOW_MS * 2);
+}

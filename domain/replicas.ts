@@ -28,17 +28,16 @@ import { newId } from "./ids.ts";
 import { getJobs, type Job, queueJobInOp } from "./jobs.ts";
 import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues, type Page, withRetry } from "./kv.ts";
 import { pageOf, PageQuery } from "./paging.ts";
-import { type Policy, type PolicyCore, policyKey, requirePolicy } from "./policies.ts";
+import type { Policy, PolicyCore } from "./policies.ts";
+import { policyKey } from "./policy_keys.ts";
+import { requirePolicy } from "./policy_reads.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
-import {
-  type StorageTarget,
-  TARGET_TYPE_LABELS,
-  targetKey,
-  targetScope,
-  type TargetType,
-} from "./storage.ts";
+import type { StorageTarget } from "./storage.ts";
+import { targetKey, targetScope } from "./storage_keys.ts";
+import { TARGET_TYPE_LABELS, type TargetType } from "./storage_types.ts";
 import { evaluate321, type ThreeTwoOne } from "./three_two_one.ts";
-import { type RestorePoint, restorePointKey } from "./runs.ts";
+import type { RestorePoint } from "./runs.ts";
+import { restorePointKey } from "./restore_point_keys.ts";
 import { type Host, hostKey, hostScope } from "./hosts.ts";
 
 /** Where the key-encryption key of the replica comes from. */

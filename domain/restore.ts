@@ -18,9 +18,11 @@ import { getJob, getJobs, type Job, queueJobInOp } from "./jobs.ts";
 import { listPartNumbers, readResultList, readResultPart } from "./result_parts.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, authorize, can, inScope, type ScopedObject } from "./rbac.ts";
-import { type RestorePoint, restorePointKey } from "./runs.ts";
+import type { RestorePoint } from "./runs.ts";
+import { restorePointKey } from "./restore_point_keys.ts";
 import { listReplicationsOfPoint } from "./replicas.ts";
-import { type StorageTarget, targetKey } from "./storage.ts";
+import type { StorageTarget } from "./storage.ts";
+import { targetKey } from "./storage_keys.ts";
 import { joinPath, MAX_PATH_LENGTH, normalizeRestorePath, PathList, RestorePath } from "./restore_paths.ts";
 
 // Path rules live in restore_paths.ts (no imports from other domain modules, so any module can use them).

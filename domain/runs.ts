@@ -16,7 +16,8 @@ import { withRetry } from "./retry.ts";
 import { type HookPlan, hookPlan } from "./hooks.ts";
 import { consoleBusy, giveWayToConsole } from "./foreground.ts";
 import { idAt, newId } from "./ids.ts";
-import { runByJobKey, runKey } from "./run_keys.ts";
+import { runByJobKey, runKey, runsOpenKey, runsOpenPrefix } from "./run_keys.ts";
+import { restorePointKey, restorePointsByHostKey } from "./restore_point_keys.ts";
 import {
   addQueuedJob,
   EnqueueInput,
@@ -48,7 +49,8 @@ import {
 import { afterBackup, readProtectedFor, writeProtected } from "./protected.ts";
 import { assessBackupInOp, type PointAnomalyMark, pruneGuard, withPruneFreezes } from "./anomalies.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
-import { type StorageTarget, targetKey } from "./storage.ts";
+import type { StorageTarget } from "./storage.ts";
+import { targetKey } from "./storage_keys.ts";
 import { applyRestoreJobOutcome } from "./restore.ts";
 import { applyFileHistoryOutcome } from "./file_history.ts";
 import { applyDrillJobOutcome } from "./drills.ts";
@@ -157,32 +159,12 @@ export interface RestorePoint {
   anomaly?: PointAnomalyMark | null;
 }
 
-export { runByJobKey, runKey };
+export { restorePointKey, restorePointsByHostKey, runByJobKey, runKey, runsOpenKey, runsOpenPrefix };
 export function runsByPolicyKey(policyId: string, id: string) {
   return ["runs_by_policy", policyId, id] as const;
 }
-export function restorePointKey(id: string) {
-  return ["restore_points", id] as const;
-}
-/** A policy's restore points of one host (`"bes"`: the BES's own), written with the point. */
-export function restorePointsByHostKey(policyId: string, hostId: string | null, pointId: string) {
-  return ["restore_points_by_host", policyId, hostId ?? "bes", pointId] as const;
-}
 /** Set once every restore point has its `restore_points_by_host` entry (points older than the index had none). */
 const POINTS_BY_HOST_FIX_KEY = ["data_fixes", "restore_points_by_host_v1"] as const;
-/**
- * The runs of a policy still pending or running, per host (`"bes"` for a BES run): written with the
- * run, removed when it ends, so "is a run of this policy and host in flight?" is one short list (run
- * now refuses then). A reader confirms each entry against its run, so a missed removal never blocks.
- */
-export function runsOpenKey(policyId: string, hostId: string | null, runId: string) {
-  return ["runs_open", policyId, hostId ?? "bes", runId] as const;
-}
-/** The prefix of `runsOpenKey` entries: every open run, a policy's, or a policy's on one host (null: its BES). */
-export function runsOpenPrefix(policyId?: string, hostId?: string | null): Deno.KvKey {
-  if (policyId === undefined) return ["runs_open"];
-  return hostId === undefined ? ["runs_open", policyId] : ["runs_open", policyId, hostId ?? "bes"];
-}
 /** Set once every open run has its `runs_open` entry (runs older than the index had none). */
 const OPEN_RUNS_INDEX_FIX_KEY = ["data_fixes", "runs_open_v1"] as const;
 

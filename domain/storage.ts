@@ -4,6 +4,15 @@
  * (alerts, auto-pause and auto-resume of policies), and capacity history (fine samples + daily roll-up).
  */
 import { z } from "zod";
+import {
+  capacityDailyKey,
+  capacitySampleKey,
+  targetKey,
+  targetsByAccountKey,
+  targetsByBesKey,
+  targetScope,
+} from "./storage_keys.ts";
+import { TARGET_TYPE_LABELS, TARGET_TYPES, type TargetType } from "./storage_types.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
 import { type CapacitySample, type CapacityState, nextCapacityState } from "./capacity.ts";
@@ -33,16 +42,7 @@ import { type Actor, authorize, inScope } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
 
-export const TARGET_TYPES = ["s3", "s3_compatible", "smb", "nfs", "iscsi", "local"] as const;
-export type TargetType = (typeof TARGET_TYPES)[number];
-export const TARGET_TYPE_LABELS: Record<TargetType, string> = {
-  s3: "S3",
-  s3_compatible: "S3 Compatible",
-  smb: "SMB",
-  nfs: "NFS",
-  iscsi: "iSCSI",
-  local: "Local",
-};
+export { TARGET_TYPE_LABELS, TARGET_TYPES, type TargetType };
 export const CREDENTIAL_TYPES = ["access_key", "password", "chap_secret", "api_token"] as const;
 
 /** Capacity samples kept at full resolution; older history is the daily roll-up. */
@@ -213,25 +213,7 @@ export interface StorageTarget {
   updatedAt: string;
 }
 
-export function targetKey(id: string) {
-  return ["storage_targets", id] as const;
-}
-export function targetsByBesKey(besId: string, id: string) {
-  return ["storage_targets_by_bes", besId, id] as const;
-}
-export function targetsByAccountKey(accountId: string, id: string) {
-  return ["storage_targets_by_account", accountId, id] as const;
-}
-export function capacitySampleKey(targetId: string, at: number) {
-  return ["capacity_samples", targetId, at] as const;
-}
-export function capacityDailyKey(targetId: string, day: string) {
-  return ["capacity_daily", targetId, day] as const;
-}
-
-export function targetScope(t: Pick<StorageTarget, "accountId" | "orgId">) {
-  return { accountId: t.accountId, orgId: t.orgId };
-}
+export { capacityDailyKey, capacitySampleKey, targetKey, targetsByAccountKey, targetsByBesKey, targetScope };
 
 /** The message when credentials meet an account-scoped BES (the guide's fail-closed rule). */
 export const ACCOUNT_SCOPED_CREDENTIALS =

@@ -26,7 +26,17 @@ import {
   type Host,
   hostKey,
 } from "../domain/hosts.ts";
-import { failuresReached, recordFailure, registrationFailureLimit } from "../domain/rate_limit.ts";
+import {
+  recordRegistrationFailure,
+  REGISTRATION_MAX_FAILURES,
+  registrationRetryAfter,
+} from "../domain/rate_limit.ts";
+import {
+  claimNonce,
+  NONCE_TTL_MS,
+  principalNonceKey,
+  registrationNonceKey,
+} from "../domain/engine_nonces.ts";
 import {
   importPublicKey,
   MAX_SKEW_SECONDS,
@@ -55,11 +65,7 @@ import { ErrorBody } from "./api_common.ts";
 import type { AppEnv } from "./env.ts";
 import { clientIp } from "./middleware.ts";
 
-/** Nonces are remembered well past the skew window, so a replay inside the window is always caught. */
-export const NONCE_TTL_MS = 3 * MAX_SKEW_SECONDS * 1000;
-/** Failed registrations (bad secret) allowed per client IP per window. */
-export const REGISTRATION_MAX_FAILURES = 20;
-const REGISTRATION_WINDOW_MS = 15 * 60_000;
+export { NONCE_TTL_MS, REGISTRATION_MAX_FAILURES };
 
 const keyCache = new Map<string, PublicKey>();
 
@@ -129,7 +135,7 @@ export function signedBy(kind: "bes" | "agent"): MiddlewareHandler<AppEnv> {
       clock(),
     );
     if (!check.ok) refuseSignature(check.reason, "Bad signature");
-    const nonceKey = ["nonces", `${kind}:${id}`, c.req.header(SIGNATURE_HEADERS.nonce)!];
+    const nonceKey = principalNonceKey(kind, id, c.req.header(SIGNATURE_HEADERS.nonce)!);
     c.set("principal", { kind, id, nonceKey });
     await next();
   });
@@ -155,10 +161,10 @@ export function registrationSecret(kind: "bes" | "agent"): MiddlewareHandler<App
   return declare({ kind: "registration" }, async (c, next) => {
     const { kv, clock } = c.get("deps");
     const now = clock();
-    const window = Math.floor(now.getTime() / REGISTRATION_WINDOW_MS) * REGISTRATION_WINDOW_MS;
-    const limit = registrationFailureLimit(clientIp(c), window, REGISTRATION_MAX_FAILURES);
-    if (await failuresReached(kv, limit)) {
-      c.header("Retry-After", String(Math.ceil((window + REGISTRATION_WINDOW_MS - now.getTime()) / 1000)));
+    const ip = clientIp(c);
+    const retryAfter = await registrationRetryAfter(kv, ip, now);
+    if (retryAfter !== null) {
+      c.header("Retry-After", String(retryAfter));
       throw new HttpError(
         429,
         "rate_limited",
@@ -176,13 +182,11 @@ export function registrationSecret(kind: "bes" | "agent"): MiddlewareHandler<App
       if (proof) c.set("registration", proof);
       await next();
     } catch (error) {
-      if (error instanceof HttpError && error.status === 401) {
-        await recordFailure(kv, limit, REGISTRATION_WINDOW_MS * 2);
-      }
+      if (error instanceof HttpError && error.status === 401) await recordRegistrationFailure(kv, ip, now);
       throw error;
     }
     // Errors thrown further in (the handler's) have been turned into the response by now (app.onError).
-    if (c.res.status === 401) await recordFailure(kv, limit, REGISTRATION_WINDOW_MS * 2);
+    if (c.res.status === 401) await recordRegistrationFailure(kv, ip, now);
   });
 }
 
@@ -231,7 +235,7 @@ async function possessionProof(c: Context<AppEnv>, kind: "bes" | "agent", now: D
   return {
     publicKey,
     nonce: {
-      key: ["nonces", `${REGISTRATION_PRINCIPAL[kind]}:${publicKey}`, header(SIGNATURE_HEADERS.nonce)],
+      key: registrationNonceKey(kind, publicKey, header(SIGNATURE_HEADERS.nonce)),
       expireIn: NONCE_TTL_MS,
     },
   };
@@ -502,21 +506,12 @@ engineProtocol.openapi(
   },
 );
 
-/** Claims a request's nonce on its own (for requests whose effect is not a single write). 401 on replay. */
-async function claimNonce(kv: Deno.Kv, key: Deno.KvKey, now: Date): Promise<void> {
-  const res = await kv.atomic().check({ key, versionstamp: null }).set(key, now.getTime(), {
-    expireIn: NONCE_TTL_MS,
-  })
-    .commit();
-  if (!res.ok) unauthorized("Replayed nonce");
-}
-
 /** The verified principal of a signed request, with its nonce claimed (401 on replay) at `now`. */
 async function claimed(c: Pick<Context<AppEnv>, "get">) {
   const { kv, clock } = c.get("deps");
   const principal = c.get("principal")!;
   const now = clock();
-  await claimNonce(kv, principal.nonceKey, now);
+  if (!(await claimNonce(kv, principal.nonceKey, now))) unauthorized("Replayed nonce");
   return { kv, principal, now, owner: `${principal.kind}:${principal.id}` };
 }
 

@@ -11,7 +11,7 @@ import { absolutePath } from "../repo/fs.ts";
 import type { ClaimedJob, JobResultBody } from "./control.ts";
 import { AgentJobError, describeFailure, type JobFailure } from "./failure.ts";
 import type { JobHandle } from "./job_handle.ts";
-import { type AgentContext, dataApiOf, snapshotIdOf, withErrors, workerData } from "./jobs.ts";
+import { type AgentContext, dataApiOf, snapshotIdOf, withErrors, workerData } from "./job_context.ts";
 import { runInWorker } from "./worker_client.ts";
 import type { DrillOutcome, PathError } from "./worker_protocol.ts";
 
