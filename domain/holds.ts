@@ -296,3 +296,41 @@ export async function refuseIfHeld(kv: Deno.Kv, accountId: string, point: HeldCa
   }
   return guard;
 }
+
+/** The active holds in the actor's scope that cover the point (what its page shows), oldest first. */
+export async function holdsCoveringPoint(
+  kv: Deno.Kv,
+  actor: Actor,
+  point: HeldCandidate,
+): Promise<LegalHold[]> {
+  if (!actor.accountId) return [];
+  const guard = await holdGuard(kv, actor.accountId);
+  return guard.holds.filter((h) => inScope(actor, h) && holdCovers(h, point));
+}
+
+/**
+ * The active holds in the actor's scope that cover some restore point of the host: a hold on the host,
+ * on a policy the host is assigned to (`policyIds`), or on one of the host's points. Oldest first.
+ */
+export async function holdsCoveringHost(
+  kv: Deno.Kv,
+  actor: Actor,
+  hostId: string,
+  policyIds: string[],
+): Promise<LegalHold[]> {
+  if (!actor.accountId) return [];
+  const guard = await holdGuard(kv, actor.accountId);
+  const visible = guard.holds.filter((h) => inScope(actor, h));
+  const pointHolds = visible.filter((h) => h.scope === "point");
+  const points = await getManyValues<{ id: string; hostId: string | null }>(
+    kv,
+    pointHolds.map((h) => ["restore_points", h.subjectId]),
+  );
+  const ofHost = new Set(points.filter((p) => p.hostId === hostId).map((p) => p.id));
+  const heldPoints = new Set(pointHolds.filter((h) => ofHost.has(h.subjectId)).map((h) => h.id));
+  return visible.filter((h) =>
+    (h.scope === "host" && h.subjectId === hostId) ||
+    (h.scope === "policy" && policyIds.includes(h.subjectId)) ||
+    heldPoints.has(h.id)
+  );
+}
