@@ -519,30 +519,6 @@ Deno.test("UX tour of a busy install: every page at 1280 and 390 px, run tables 
       async () => {
         await page.setViewportSize({ width: 1280, height: 800 });
         await page.goto("/backup/dashboard");
-        const drill = await sessionApi(page, "POST", "/api/v1/drills", {
-          name: "Weekly ledger drill",
-          schedule: "0 3 * * 6",
-          scopeType: "policies",
-          policyIds: [seeded.policyId],
-          mode: "sample",
-          sampleCount: 5,
-          agentHostId: seeded.agentId,
-          scratchPath: "/var/tmp/drills",
-          rtoObjectiveSeconds: 600,
-        });
-        assert.equal(drill.status, 201, drill.text);
-        const drillId: string = drill.json().id;
-        await sessionApi(page, "POST", `/api/v1/drills/${drillId}/run`);
-        const runs = await sessionApi(page, "GET", `/api/v1/drills/${drillId}/runs`);
-        assert.equal(runs.status, 200, runs.text);
-        const runId: string | undefined = runs.json().values?.[0]?.id;
-        const hold = await sessionApi(page, "POST", "/api/v1/legal-holds", {
-          scope: "policy",
-          subjectId: seeded.policyId,
-          reason: "Litigation hold for the ledger audit",
-          caseReference: "CASE-2026-114",
-        });
-        assert.equal(hold.status, 201, hold.text);
         await page.goto("/backup/restore");
         const pointPath = (await page.locator(
           "[data-testid=restore-points] a[href^='/backup/restore/points/']",
@@ -552,17 +528,40 @@ Deno.test("UX tour of a busy install: every page at 1280 and 390 px, run tables 
           "GET",
           `/api/v1${pointPath.replace("/backup/restore/points/", "/restore-points/")}`,
         );
-        const hostId: string | undefined = point.status === 200 ? point.json().hostId : undefined;
-        const history = hostId
-          ? `/backup/restore/hosts/${hostId}/history?path=${encodeURIComponent("/etc/hosts")}`
-          : null;
-        if (hostId) {
-          const asked = await sessionApi(page, "POST", `/api/v1/hosts/${hostId}/file-history`, {
-            path: "/etc/hosts",
-          });
-          assert.ok(asked.status === 202 || asked.status === 200, asked.text);
-        }
-        // Four-eyes on: deleting the drill becomes a request waiting for a second person.
+        assert.equal(point.status, 200, point.text);
+        const hostId: string = point.json().restorePoint.hostId;
+        const pointPolicyId: string = point.json().restorePoint.policyId;
+        const hold = await sessionApi(page, "POST", "/api/v1/legal-holds", {
+          scope: "host",
+          subjectId: hostId,
+          reason: "Litigation hold for the scan archive audit",
+          caseReference: "CASE-2026-114",
+        });
+        assert.equal(hold.status, 201, hold.text);
+        const drill = await sessionApi(page, "POST", "/api/v1/drills", {
+          name: "Weekly scan drill",
+          schedule: "0 3 * * 6",
+          scopeType: "policies",
+          policyIds: [pointPolicyId],
+          mode: "sample",
+          sampleCount: 5,
+          agentHostId: hostId,
+          scratchPath: "/var/tmp/drills",
+          rtoObjectiveSeconds: 600,
+        });
+        assert.equal(drill.status, 201, drill.text);
+        const drillId: string = drill.json().id;
+        await sessionApi(page, "POST", `/api/v1/drills/${drillId}/run`);
+        const runs = await sessionApi(page, "GET", `/api/v1/drills/${drillId}/runs`);
+        assert.equal(runs.status, 200, runs.text);
+        const runId: string | undefined = runs.json().values?.[0]?.id;
+        assert.ok(runId, `a drill run in ${runs.text}`);
+        const history = `/backup/restore/hosts/${hostId}/history?path=${encodeURIComponent("/etc/hosts")}`;
+        const historyAsked = await sessionApi(page, "POST", `/api/v1/hosts/${hostId}/file-history`, {
+          path: "/etc/hosts",
+        });
+        assert.ok(historyAsked.status === 202 || historyAsked.status === 200, historyAsked.text);
+        // Four-eyes on: deleting a policy becomes a request waiting for a second person.
         const on = await sessionApi(page, "PUT", "/api/v1/account/four-eyes", {
           enabled: true,
           ttlHours: 24,
@@ -583,9 +582,17 @@ Deno.test("UX tour of a busy install: every page at 1280 and 390 px, run tables 
           "/backup/holds",
           "/backup/holds?status=all",
           pointPath,
-          ...(history ? [history, `/backup/hosts/${hostId}`] : []),
+          history,
+          `/backup/hosts/${hostId}`,
         ];
         const measures = await tour(browser!, paths);
+        // The hold shows where it applies: a badge naming the case, linking to the hold.
+        for (const path of [pointPath, `/backup/hosts/${hostId}`]) {
+          await page.goto(path);
+          const badge = page.locator("[data-testid=hold-badge]").first();
+          assert.match(await badge.innerText(), /Legal hold CASE-2026-114/, path);
+          assert.match((await badge.locator("a").getAttribute("href"))!, /^\/backup\/holds#hold-/, path);
+        }
         // Back to one pair of eyes for the steps that follow.
         await page.goto("/backup/dashboard");
         const off = await sessionApi(page, "PUT", "/api/v1/account/four-eyes", {
