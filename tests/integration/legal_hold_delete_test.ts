@@ -15,7 +15,8 @@ import { applyRetention } from "../../domain/runs.ts";
 import { enrollHost } from "../../domain/hosts.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
 import { auditEntries, Browser, signInAs } from "../helpers.ts";
-import { allPoints, apiAs, fourEyesWorld, type World } from "./four_eyes_world.ts";
+import { allPoints, apiAs, fourEyesWorld, masterKey, type World } from "./four_eyes_world.ts";
+import { approveRequest, setFourEyesSettings } from "../../domain/approvals.ts";
 
 async function pruneJobIds(kv: Deno.Kv): Promise<string[]> {
   const ids: string[] = [];
@@ -116,4 +117,25 @@ Deno.test("deleting a policy with held points: it is retired, and retention neve
   await releaseHold(kv, w.actors.admin1, h.id, w.clock.now());
   const later = new Date(w.clock.now().getTime() + 86_400_000);
   assert.equal((await applyRetention(kv, later)).expired, 3);
+});
+
+Deno.test("four-eyes: a BES deletion requested before a hold was placed ends failed on approval, naming the case; nothing is deleted", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const w = await fourEyesWorld(kv, 2);
+  await setFourEyesSettings(kv, w.actors.admin1, { enabled: true, ttlHours: 24 }, w.clock.now());
+  const api = await apiAs(w, kv, w.users.admin2);
+  const asked = await api("DELETE", `/api/v1/engines/${w.engine.id}`);
+  assert.equal(asked.status, 202, JSON.stringify(asked.body));
+  await hold(kv, w, "host", w.host.id);
+  const { request } = await approveRequest(kv, w.actors.admin3, asked.body.approvalRequest.id, {
+    now: w.clock.now(),
+    masterKey,
+  });
+  assert.equal(request.status, "failed");
+  assert.match(JSON.stringify(request), /case CASE-7/);
+  await unchanged(kv, w);
+  // And with the hold in place, a new request is refused before it is even made.
+  const again = await api("DELETE", `/api/v1/engines/${w.engine.id}`);
+  assert.equal(again.status, 409);
+  assert.match(again.body.error.message, /CASE-7/);
 });
