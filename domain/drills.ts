@@ -21,7 +21,7 @@
  * deleted by the drill itself.
  */
 import { z } from "zod";
-import { type Alert, raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
+import { type Alert, type AlertReason, raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
 import { compileCron } from "./cron_rules.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
@@ -584,6 +584,20 @@ export async function deleteDrill(kv: Deno.Kv, actor: Actor, id: string, now: Da
     const drill = await requireDrill(kv, actor, id);
     authorize(actor, "backup.restore", drillScope(drill));
     const entry = await kv.get<DrillPolicy>(drillKey(id));
+    // Its open alerts (drill_failed, rto_breach of every policy × host) are resolved with it: no alert
+    // is left open about a drill that no longer exists. They go in the deleting operation itself; only a
+    // drill with more than ALERTS_PER_DELETE open alerts (a KV operation takes 100 checks) has the
+    // surplus resolved first, in checked batches, a retry resolving whatever is left.
+    const alerts = await openDrillAlerts(kv, id);
+    if (alerts.length > ALERTS_PER_DELETE) {
+      const extra = alerts.splice(ALERTS_PER_DELETE);
+      for (let b = 0; b < extra.length; b += ALERTS_PER_DELETE) {
+        const batch = kv.atomic().check(entry);
+        for (const a of extra.slice(b, b + ALERTS_PER_DELETE)) resolveAlert(batch, a, now);
+        await batch.commit();
+      }
+      continue;
+    }
     const op = kv.atomic().check(entry)
       .delete(drillKey(id))
       .delete(drillsByAccountKey(drill.accountId, id))
@@ -594,11 +608,32 @@ export async function deleteDrill(kv: Deno.Kv, actor: Actor, id: string, now: Da
       action: "drill.delete",
       objectType: "drill",
       objectId: id,
-      summary: `Deleted restore drill ${describeDrill(drill)}`,
+      summary: `Deleted restore drill ${describeDrill(drill)}${
+        alerts.length ? `; resolved its ${alerts.length} open alert${alerts.length === 1 ? "" : "s"}` : ""
+      }`,
     }, now);
+    for (const a of alerts) resolveAlert(op, a, now);
     if ((await op.commit()).ok) return drill;
   }
   throw new ConflictError("The drill changed concurrently; try again");
+}
+
+/** Open alerts resolved in a drill's deleting operation (2 checks each; the drill's entry takes 1). */
+const ALERTS_PER_DELETE = 40;
+
+/** The open alerts (drill_failed, rto_breach) of every (policy, host) of a drill, read for resolveAlert. */
+async function openDrillAlerts(kv: Deno.Kv, drillId: string) {
+  // Alert subjects are `<drillId>~<policyId>~<hostId>` (alertSubject): one key range holds them all.
+  const out: Array<Awaited<ReturnType<typeof readOpenAlert>>> = [];
+  for await (
+    const e of kv.list<string>({
+      start: ["alerts_open", "drill", `${drillId}~`],
+      end: ["alerts_open", "drill", `${drillId}\u007f`],
+    })
+  ) {
+    out.push(await readOpenAlert(kv, "drill", String(e.key[2]), e.key[3] as AlertReason));
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------------

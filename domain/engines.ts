@@ -730,6 +730,24 @@ export async function deleteEngine(kv: Deno.Kv, actor: Actor, id: string, now: D
 }
 
 /**
+ * Throws a ConflictError naming the holds' case references when a restore point on one of the engine's
+ * storage targets is under legal hold (holds.ts). Callers run it before asking for four-eyes approval;
+ * `markEngineDeleting` runs it again and checks the hold epoch in its write.
+ */
+export async function refuseHeldEngineDeletion(
+  kv: Deno.Kv,
+  engine: Pick<Engine, "id" | "name" | "accountId" | "storageTargetIds">,
+) {
+  const targetIds = [...engine.storageTargetIds];
+  for await (const e of kv.list<string>({ prefix: ["storage_targets_by_bes", engine.id] })) {
+    targetIds.push(String(e.key[2]));
+  }
+  // Loaded lazily: holds.ts reaches this module back through hosts.ts (a static import would cycle).
+  const { refuseIfTargetsHoldHeldPoints } = await import("./holds.ts");
+  return await refuseIfTargetsHoldHeldPoints(kv, engine.accountId, `BES ${engine.name}`, targetIds);
+}
+
+/**
  * The first step of deleteEngine: marks the engine `deleting` (indexed as such, no longer live, counted
  * in its new status) with the audit entry, in one atomic operation. Nothing when it already is. A crash
  * after it leaves the cascade to `finishEngineDeletion` (the resume job).
@@ -741,13 +759,16 @@ export async function markEngineDeleting(kv: Deno.Kv, actor: Actor, id: string, 
     if (!engine || !inScope(actor, engineScope(engine))) throw new NotFoundError(`Engine ${id} not found`);
     authorize(actor, "backup.manage", engineScope(engine));
     if (engine.status === "deleting") return { value: undefined };
+    // Held points are never pruned or expired: a BES whose targets hold one is not deleted.
+    const holds = await refuseHeldEngineDeletion(kv, engine);
     const next: Engine = {
       ...engine,
       status: "deleting",
       statusReason: "Being deleted",
       updatedAt: now.toISOString(),
     };
-    const op = kv.atomic().check(entry).set(engineKey(id), next).set(deletingEngineKey(id), now.toISOString())
+    const op = holds.check(kv.atomic()).check(entry).set(engineKey(id), next)
+      .set(deletingEngineKey(id), now.toISOString())
       .delete(liveEngineKey(id));
     countStatusChange(op, "engine", engine.accountId, engine.status, next.status);
     appendAudit(op, actor, {

@@ -297,3 +297,87 @@ export async function refuseIfHeld(kv: Deno.Kv, accountId: string, point: HeldCa
   }
   return guard;
 }
+
+/** The active holds in the actor's scope that cover the point (what its page shows), oldest first. */
+export async function holdsCoveringPoint(
+  kv: Deno.Kv,
+  actor: Actor,
+  point: HeldCandidate,
+): Promise<LegalHold[]> {
+  if (!actor.accountId) return [];
+  const guard = await holdGuard(kv, actor.accountId);
+  return guard.holds.filter((h) => inScope(actor, h) && holdCovers(h, point));
+}
+
+/**
+ * The active holds in the actor's scope that cover some restore point of the host: a hold on the host,
+ * on a policy the host is assigned to (`policyIds`), or on one of the host's points. Oldest first.
+ */
+export async function holdsCoveringHost(
+  kv: Deno.Kv,
+  actor: Actor,
+  hostId: string,
+  policyIds: string[],
+): Promise<LegalHold[]> {
+  if (!actor.accountId) return [];
+  const guard = await holdGuard(kv, actor.accountId);
+  const visible = guard.holds.filter((h) => inScope(actor, h));
+  const pointHolds = visible.filter((h) => h.scope === "point");
+  const points = await getManyValues<{ id: string; hostId: string | null }>(
+    kv,
+    pointHolds.map((h) => ["restore_points", h.subjectId]),
+  );
+  const ofHost = new Set(points.filter((p) => p.hostId === hostId).map((p) => p.id));
+  const heldPoints = new Set(pointHolds.filter((h) => ofHost.has(h.subjectId)).map((h) => h.id));
+  return visible.filter((h) =>
+    (h.scope === "host" && h.subjectId === hostId) ||
+    (h.scope === "policy" && policyIds.includes(h.subjectId)) ||
+    heldPoints.has(h.id)
+  );
+}
+
+/**
+ * Refuses (ConflictError naming each hold's case reference) to delete `what` — a BES and everything
+ * under it — when a restore point its storage targets hold (not expired or failed) is under an active
+ * legal hold: the deletion would drop the targets (and their credentials) the held data is read
+ * through, and held points are never pruned or expired. Returns the guard so the deleting write can
+ * `check()` the hold epoch (a hold placed meanwhile makes it retry and refuse).
+ */
+export async function refuseIfTargetsHoldHeldPoints(
+  kv: Deno.Kv,
+  accountId: string,
+  what: string,
+  targetIds: string[],
+): Promise<HoldGuard> {
+  const guard = await holdGuard(kv, accountId);
+  if (!guard.holds.length) return guard;
+  const covering = new Map<string, LegalHold>();
+  const heldPoints: string[] = [];
+  for (const targetId of new Set(targetIds)) {
+    const ids: string[] = [];
+    for await (const e of kv.list<string>({ prefix: ["restore_points_by_target", targetId] })) {
+      ids.push(e.value);
+    }
+    const points = await getManyValues<HeldCandidate & { status: string }>(
+      kv,
+      ids.map((id) => ["restore_points", id]),
+    );
+    for (const p of points) {
+      if (p.status === "expired" || p.status === "failed") continue;
+      const holds = guard.holds.filter((h) => holdCovers(h, p));
+      if (!holds.length) continue;
+      heldPoints.push(p.id);
+      for (const h of holds) covering.set(h.id, h);
+    }
+  }
+  if (!heldPoints.length) return guard;
+  const n = heldPoints.length;
+  throw new ConflictError(
+    `${what} cannot be deleted: ${n} restore point${n === 1 ? "" : "s"} on it ${
+      n === 1 ? "is" : "are"
+    } under legal hold (${
+      [...covering.values()].map((h) => `case ${h.caseReference}: ${h.reason}`).join("; ")
+    }; for example ${heldPoints.slice(0, 3).join(", ")}). Held points are never pruned or expired: ` +
+      "release the hold first. Nothing was changed.",
+  );
+}

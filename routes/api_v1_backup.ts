@@ -9,6 +9,7 @@ import {
   EngineUpdate,
   listEngineMetrics,
   listEngines,
+  refuseHeldEngineDeletion,
   requireEngine,
   updateEngine,
 } from "../domain/engines.ts";
@@ -132,11 +133,18 @@ apiV1Backup.openapi(
     tags: ["Engines"],
     middleware: [requires("backup.manage")] as const,
     request: { params: EngineId },
-    responses: { 204: { description: "Deleted" }, 202: pendingApproval, ...common },
+    responses: {
+      204: { description: "Deleted" },
+      202: pendingApproval,
+      409: err("A restore point on its storage targets is under legal hold (the message names the case)"),
+      ...common,
+    },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
     const engineId = c.req.valid("param").engineId;
+    // Held points are never pruned or expired: 409 naming the hold's case, before any approval request.
+    await refuseHeldEngineDeletion(kv, await requireEngine(kv, c.get("actor")!, engineId));
     const request = await requestIfFourEyes(kv, c.get("actor")!, {
       kind: "engine.delete",
       input: { engineId },

@@ -28,10 +28,11 @@ import {
   listEngineMetrics,
   listEngines,
   OFFLINE_AFTER_MS,
+  refuseHeldEngineDeletion,
   requireEngine,
   updateEngine,
 } from "../domain/engines.ts";
-import { type FieldErrors, ValidationError } from "../domain/errors.ts";
+import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
 import { can } from "../domain/rbac.ts";
 import { listTargets, TARGET_TYPE_LABELS, TargetFilter } from "../domain/storage.ts";
 import { listOrgs } from "../domain/tenancy.ts";
@@ -380,7 +381,7 @@ engineRoutes.post("/:engineId", requires("backup.manage"), async (c) => {
 });
 
 /** The delete confirmation: says what goes with the engine and asks for its name. */
-async function deleteEnginePage(c: Context<AppEnv>, engine: Engine, typed?: string) {
+async function deleteEnginePage(c: Context<AppEnv>, engine: Engine, typed?: string, refusal?: string) {
   const targets = await listTargets(
     c.get("deps").kv,
     c.get("actor")!,
@@ -392,6 +393,7 @@ async function deleteEnginePage(c: Context<AppEnv>, engine: Engine, typed?: stri
     (
       <>
         <PageHeader title={`Delete ${engine.name}?`} />
+        {refusal && <p class="form-error" role="alert" data-testid="delete-refused">{refusal}</p>}
         <p>
           This deregisters the engine and deletes, permanently, its {targets.total}{" "}
           storage target{targets.total === 1 ? "" : "s"}, every policy that writes to them, and those
@@ -417,7 +419,7 @@ async function deleteEnginePage(c: Context<AppEnv>, engine: Engine, typed?: stri
         </form>
       </>
     ),
-    typed === undefined ? 200 : 422,
+    refusal ? 409 : typed === undefined ? 200 : 422,
   );
 }
 
@@ -434,11 +436,18 @@ engineRoutes.post("/:engineId/delete", requires("backup.manage"), async (c) => {
   if (str(form, "confirm").trim() !== engine.name) {
     return await deleteEnginePage(c, engine, str(form, "confirm"));
   }
-  const request = await requestIfFourEyes(kv, actor, {
-    kind: "engine.delete",
-    input: { engineId: engine.id },
-  }, clock());
-  if (request) return redirectToApproval(c, request);
-  await deleteEngine(kv, actor, engine.id, clock());
+  try {
+    // Held points are never pruned or expired: refused before any approval request, and again on delete.
+    await refuseHeldEngineDeletion(kv, engine);
+    const request = await requestIfFourEyes(kv, actor, {
+      kind: "engine.delete",
+      input: { engineId: engine.id },
+    }, clock());
+    if (request) return redirectToApproval(c, request);
+    await deleteEngine(kv, actor, engine.id, clock());
+  } catch (e) {
+    if (!(e instanceof ConflictError)) throw e;
+    return await deleteEnginePage(c, engine, undefined, e.message);
+  }
   return redirectWithNotice(c, "/backup/engines", `Deleted engine ${engine.name} and everything under it.`);
 });

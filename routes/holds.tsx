@@ -28,6 +28,13 @@ type Typed = { subject: string; pointId: string; reason: string; caseReference: 
 
 async function holdsPage(c: Context<AppEnv>, typed?: Typed, errors: FieldErrors = {}, message?: string) {
   const { kv } = c.get("deps");
+  // "Place legal hold" links from a restore point's or a host's page arrive with the subject chosen.
+  typed ??= {
+    subject: (c.req.query("subject") ?? "").slice(0, 60),
+    pointId: (c.req.query("pointId") ?? "").slice(0, 40),
+    reason: "",
+    caseReference: "",
+  };
   const actor = c.get("actor")!;
   const holds = await listHolds(kv, actor, { status: c.req.query("status") === "all" ? "all" : "active" });
   const mayPlace = actor.permissions.has("backup.hold");
@@ -65,7 +72,7 @@ async function holdsPage(c: Context<AppEnv>, typed?: Typed, errors: FieldErrors 
             </thead>
             <tbody>
               {holds.map((h: LegalHold) => (
-                <tr key={h.id}>
+                <tr key={h.id} id={`hold-${h.id}`}>
                   <td data-label="Case">{h.caseReference}</td>
                   <td data-label="Covers">{h.scope} {h.subjectLabel}</td>
                   <td data-label="Reason">{h.reason}</td>
@@ -97,7 +104,7 @@ async function holdsPage(c: Context<AppEnv>, typed?: Typed, errors: FieldErrors 
         </div>
       )}
       {mayPlace && (
-        <section class="panel">
+        <section class="panel" id="place">
           <h2>Place a hold</h2>
           <form method="post" action="/backup/holds" class="form">
             <Csrf token={csrf} />

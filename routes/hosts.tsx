@@ -27,6 +27,8 @@ import {
 } from "../domain/hosts.ts";
 import { can } from "../domain/rbac.ts";
 import { listProtectedByHost } from "../domain/protected.ts";
+import { holdsCoveringHost } from "../domain/holds.ts";
+import { HoldPanel } from "../components/holds.tsx";
 import { listOrgs } from "../domain/tenancy.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
@@ -148,6 +150,8 @@ async function hostPage(
     listAssignmentsByHost(kv, actor, host.id),
     listProtectedByHost(kv, actor, host.id),
   ]);
+  const holds = await holdsCoveringHost(kv, actor, host.id, assignments.map((a) => a.policy.id));
+  const mayHold = can(actor, "backup.hold", { accountId: host.accountId, orgId: host.orgId });
   return render(
     c,
     host.hostname,
@@ -223,6 +227,13 @@ async function hostPage(
               </table>
             )}
         </section>
+        <HoldPanel
+          holds={holds}
+          noun="host"
+          placeHref={mayHold
+            ? `/backup/holds?${new URLSearchParams({ subject: `host:${host.id}` })}#place`
+            : null}
+        />
         {can(actor, "backup.restore", { accountId: host.accountId, orgId: host.orgId }) && (
           <section class="panel" id="file-history">
             <h2>File history</h2>

@@ -10,6 +10,8 @@ import { requestIfFourEyes } from "../domain/approvals.ts";
 import { redirectToApproval } from "./approvals.tsx";
 import { AnomalyMark } from "../components/anomaly.tsx";
 import { anomalyOfPoint } from "../domain/anomalies.ts";
+import { holdsCoveringPoint } from "../domain/holds.ts";
+import { HoldPanel } from "../components/holds.tsx";
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { z } from "zod";
@@ -568,7 +570,7 @@ async function pointPage(
   const browsePath = pathParsed.success ? pathParsed.data : "/";
   const searchId = c.req.query("searchId") ?? "";
   const pages = PageQuery.parse(c.req.query());
-  const [chain, replications, engine, hosts, browse, search, run] = await Promise.all([
+  const [chain, replications, engine, hosts, browse, search, run, holds] = await Promise.all([
     chainOf(kv, point),
     listReplicationsOfPoint(kv, point.id, now),
     getEngine(kv, point.engineId),
@@ -578,8 +580,11 @@ async function pointPage(
       ? getSearch(kv, actor, searchId, now, pages.searchPage).catch(() => null)
       : Promise.resolve(null),
     kv.get<Run>(["runs", point.runId]).then((e) => e.value),
+    holdsCoveringPoint(kv, actor, point),
   ]);
   const anomaly = await anomalyOfPoint(kv, point);
+  const mayHold = point.status !== "expired" && point.status !== "failed" &&
+    can(actor, "backup.hold", { accountId: point.accountId, orgId: point.orgId });
   const original = point.hostId
     ? hosts.values.find((h) => h.id === point.hostId) ?? await getHost(kv, point.hostId)
     : null;
@@ -676,6 +681,11 @@ async function pointPage(
           )}
         </section>
       </div>
+      <HoldPanel
+        holds={holds}
+        noun="restore point"
+        placeHref={mayHold ? `/backup/holds?${new URLSearchParams({ pointId: point.id })}#place` : null}
+      />
       <section class="panel" id="chain">
         <h2>Chain</h2>
         <ChainTable chain={chain} current={point.id} />

@@ -5,7 +5,13 @@
  * network failures become one with status null.
  */
 import { EngineClient, type EngineIdentity, type Fetcher } from "../protocol/client.ts";
-import { type BackoffOptions, isRetryableStatus, retryAfterMs, retryDelayMs } from "../protocol/retry.ts";
+import {
+  type BackoffOptions,
+  isRetryableStatus,
+  KEY_RETRY_BUDGET_MS,
+  retryAfterMs,
+  retryDelayMs,
+} from "../protocol/retry.ts";
 import type { PrivateKey } from "../protocol/signing.ts";
 import { ControlPlaneError } from "./failure.ts";
 
@@ -198,15 +204,19 @@ export class ControlPlane {
     return this.#post(`/api/agent/v1/jobs/${jobId}/progress`, body, `report progress of job ${jobId}`);
   }
 
-  /** The keys of the job's namespace (never logged, never written to disk). */
-  async keys(jobId: string): Promise<JobKeys> {
-    const reply = await this.#post<{
+  /**
+   * The keys of the job's namespace (never logged, never written to disk). A 503 `busy` (the delivery's
+   * commit lost its races), another 5xx, a 429 or a network failure is asked again, newly signed, with the
+   * results' backoff for up to `patienceMs` (each retry logged with the job id) before the job fails.
+   */
+  async keys(jobId: string, patienceMs = KEY_RETRY_BUDGET_MS): Promise<JobKeys> {
+    const reply = await this.#postPatiently<{
       namespace: string;
       repository: JobKeys["repository"];
       dataKey: string;
       idKey: string;
       recoveryPublicKey?: string | null;
-    }>(`/api/agent/v1/jobs/${jobId}/key`, {}, `fetch the keys of job ${jobId}`);
+    }>(`/api/agent/v1/jobs/${jobId}/key`, {}, `fetch the keys of job ${jobId}`, patienceMs);
     return {
       namespace: reply.namespace,
       repository: reply.repository,

@@ -74,11 +74,36 @@ export async function sampleFiles(
   return reservoir.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
 }
 
+/** Sampled files restored and verified at once (a drill shares the agent with its backups). */
+export const DRILL_FILES_AT_ONCE = 4;
+
+/**
+ * Runs `fn` over `items` with at most `limit` calls in flight (the next starts as soon as one ends);
+ * results in the items' order. A call that throws rejects the whole (callers catch per item).
+ */
+export async function mapLimited<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T, index: number) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i], i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, lane));
+  return out;
+}
+
 export async function runDrill(
   request: RestoreDrillRequest,
   storage: Backend,
   keys: NamespaceKeys,
   send: (m: WorkerMessage) => void,
+  filesAtOnce = DRILL_FILES_AT_ONCE,
 ): Promise<DrillOutcome> {
   const repo = await Repository.openNamespace(storage, keys);
   const ns = repo.namespace(keys.namespace);
@@ -90,12 +115,14 @@ export async function runDrill(
   const sample = request.mode === "sample"
     ? await sampleFiles(trees, snap.tree, Math.max(1, request.sampleCount), request.seed)
     : null;
+  if (sample) {
+    return await ns.withWorkers(() => sampledDrill(request, ns, hasher, image, sample, send, filesAtOnce));
+  }
   const failures: PathError[] = [];
   const started = performance.now();
   let lastSent = 0;
-  const result = sample && sample.length === 0 ? null : await restoreSnapshot(ns, request.snapshotId, {
+  const result = await restoreSnapshot(ns, request.snapshotId, {
     target: request.targetPath,
-    include: sample ? sample.map((s) => s.path) : undefined,
     overwrite: false,
     progress: (p) => {
       const now = performance.now();
@@ -111,36 +138,100 @@ export async function runDrill(
     },
   });
   const failed = new Set<string>();
-  for (const e of result?.errors ?? []) {
+  for (const e of result.errors) {
     failed.add(e.path);
     failures.push({ path: e.path, message: e.error });
   }
   send({
     type: "progress",
     percent: 90,
-    bytes: result?.bytes ?? 0,
-    files: result?.files ?? 0,
+    bytes: result.bytes,
+    files: result.files,
     message: "verifying the restored files against the backup's record",
   });
   let verified = 0;
   let selected = 0;
-  const check = async (path: string, entry: TreeEntry) => {
+  await walkFiles(trees, snap.tree, async (path, entry) => {
     selected++;
     if (failed.has(path)) return;
     const problem = await contentProblem(ns, hasher, image, `${request.targetPath}${path}`, entry);
     if (problem) failures.push({ path, message: problem });
     else verified++;
-  };
-  if (sample) { for (const s of sample) await check(s.path, s.entry); }
-  else await walkFiles(trees, snap.tree, check);
+  });
   const restoreMs = performance.now() - started;
   return {
     op: "restore_drill",
     selected,
-    files: result?.files ?? 0,
-    bytes: result?.bytes ?? 0,
+    files: result.files,
+    bytes: result.bytes,
     verified,
     failures,
     restoreMs: Math.round(restoreMs * 1000) / 1000,
+  };
+}
+
+/**
+ * A sampled drill: up to `filesAtOnce` sampled files are fetched and verified at once, each restored on
+ * its own below `<target>/<its index in the sample>` (an empty folder, so two files never race over a
+ * shared folder's metadata) and read back as soon as it is written. Every failure names the file's path
+ * in the backup; failures come out in the sample's (path) order whatever order the files finished in.
+ */
+async function sampledDrill(
+  request: RestoreDrillRequest,
+  ns: Parameters<typeof restoreSnapshot>[0],
+  hasher: Parameters<typeof contentProblem>[1],
+  image: boolean,
+  sample: Array<{ path: string; entry: TreeEntry }>,
+  send: (m: WorkerMessage) => void,
+  filesAtOnce: number,
+): Promise<DrillOutcome> {
+  const started = performance.now();
+  let files = 0;
+  let bytes = 0;
+  let done = 0;
+  let lastSent = 0;
+  const outcomes = await mapLimited(sample, filesAtOnce, async ({ path, entry }, i) => {
+    const dir = `${request.targetPath}/${i}`;
+    let result;
+    try {
+      result = await restoreSnapshot(ns, request.snapshotId, {
+        target: dir,
+        include: [path],
+        overwrite: false,
+      });
+    } catch (err) {
+      return [{ path, message: `not restored: ${(err as Error).message}` }];
+    }
+    files += result.files;
+    bytes += result.bytes;
+    const problems: PathError[] = result.errors.map((e) => ({ path: e.path, message: e.error }));
+    if (!result.errors.some((e) => e.path === path)) {
+      const problem = await contentProblem(ns, hasher, image, `${dir}${path}`, entry);
+      if (problem) problems.push({ path, message: problem });
+    }
+    done++;
+    const now = performance.now();
+    if (now - lastSent >= 500) {
+      lastSent = now;
+      send({
+        type: "progress",
+        percent: Math.min(95, Math.round((done / sample.length) * 95)),
+        bytes,
+        files,
+        message: `restored and verified ${done} of ${sample.length} sampled files`,
+      });
+    }
+    return problems;
+  });
+  const failures = outcomes.flat();
+  const failed = new Set(outcomes.flatMap((o, i) => o.length ? [sample[i].path] : []));
+  return {
+    op: "restore_drill",
+    selected: sample.length,
+    files,
+    bytes,
+    verified: sample.length - failed.size,
+    failures,
+    restoreMs: Math.round((performance.now() - started) * 1000) / 1000,
   };
 }

@@ -240,7 +240,20 @@ export async function startBes(config: BesConfig, seams: BesSeams = {}): Promise
   const metrics = new SystemMetrics(config.dataDir, startedAt);
   const keyless = { targets, open, gcGraceMs: config.gcGraceMs };
   // Jobs that read data get their namespace's keys just in time from the control plane.
-  const keyed = { ...keyless, keys: controlPlaneKeys(client, () => identity!) };
+  // A 503 `busy` (or a network failure) is asked again with the results' backoff, each retry logged.
+  const keyed = {
+    ...keyless,
+    keys: controlPlaneKeys(client, () => identity!, {
+      onRetry: (jobId, { retry, delayMs, status, problem }) =>
+        log.log("warn", "job keys not delivered; retrying", {
+          jobId,
+          retry,
+          delayMs,
+          status,
+          problem: problem.slice(0, 200),
+        }),
+    }),
+  };
   bmr = new BmrService({
     client,
     identity: () => identity!,

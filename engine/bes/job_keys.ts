@@ -8,7 +8,8 @@
  * a control plane sends it, lets the BES write a copy of the keys wrapped for it into a repository it
  * creates (a replica).
  */
-import type { EngineClient, EngineIdentity } from "../protocol/client.ts";
+import type { EngineClient, EngineIdentity, PostRetryOptions, RetryInfo } from "../protocol/client.ts";
+import { KEY_RETRY_BUDGET_MS } from "../protocol/retry.ts";
 import { KEY_BYTES, type NamespaceKeys } from "../repo/keys.ts";
 import { JobFailure } from "./jobs.ts";
 
@@ -43,12 +44,28 @@ function decodeKey(text: unknown, field: string): Uint8Array {
   return bytes;
 }
 
-/** The provider that asks the control plane. Failures are `JobFailure`s: `KEY_UNAVAILABLE` or `KEY_REFUSED`. */
-export function controlPlaneKeys(client: EngineClient, identity: () => EngineIdentity): JobKeyProvider {
+/**
+ * The provider that asks the control plane. A retryable answer — 503 `busy` (the delivery's commit lost its
+ * races), another 5xx, a 429 — or a network failure is asked again, newly signed, with the results' jittered
+ * backoff (`EngineClient.postRetrying`) for up to KEY_RETRY_BUDGET_MS (`retry` overrides it, and passes
+ * `onRetry` to log each retry); only then does the job fail. Failures are `JobFailure`s: `KEY_UNAVAILABLE`
+ * or `KEY_REFUSED`.
+ */
+export function controlPlaneKeys(
+  client: EngineClient,
+  identity: () => EngineIdentity,
+  retry: Partial<Omit<PostRetryOptions, "onRetry">> & { onRetry?: (jobId: string, info: RetryInfo) => void } =
+    {},
+): JobKeyProvider {
   return async (jobId) => {
     let res: Response;
     try {
-      res = await client.post(identity(), `/api/bes/v1/jobs/${jobId}/key`, {});
+      const { onRetry, ...timing } = retry;
+      res = await client.postRetrying(identity, `/api/bes/v1/jobs/${jobId}/key`, {}, {
+        budgetMs: KEY_RETRY_BUDGET_MS,
+        ...timing,
+        onRetry: onRetry && ((info) => onRetry(jobId, info)),
+      });
     } catch (e) {
       throw new JobFailure(
         "KEY_UNAVAILABLE",

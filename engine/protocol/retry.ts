@@ -9,6 +9,12 @@
 
 /** How long, in total, an engine keeps sending one result (the lease is 5 minutes). */
 export const RESULT_RETRY_BUDGET_MS = 120_000;
+/**
+ * How long an engine keeps asking for a job's keys (`…/jobs/{id}/key`) while the answer is retryable (a
+ * 503 `busy`: the delivery's commit lost its races; a network failure, another 5xx, a 429), with the same
+ * backoff as a result, before the job fails. Delivering a job's keys again is harmless (the same keys).
+ */
+export const KEY_RETRY_BUDGET_MS = 60_000;
 /** The first backoff, doubled at each retry up to `MAX_RETRY_DELAY_MS`. */
 export const FIRST_RETRY_DELAY_MS = 1000;
 export const MAX_RETRY_DELAY_MS = 30_000;

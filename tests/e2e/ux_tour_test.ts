@@ -262,7 +262,7 @@ async function claimKind(engines: EngineClient, who: EngineIdentity, kind: strin
 async function seedFailingJob(
   page: Page,
   server: Server,
-): Promise<{ policyId: string; failedRunId: string }> {
+): Promise<{ policyId: string; failedRunId: string; agentId: string }> {
   await page.goto("/admin/orgs");
   const orgPath = await page.getByRole("link", { name: "Headquarters", exact: true }).getAttribute("href");
   await page.goto(`${orgPath}/rotate`);
@@ -339,7 +339,7 @@ async function seedFailingJob(
   const runs = history.json().values as Array<{ id: string; status: string }>;
   const failed = runs.find((r) => r.status === "failed");
   assert.ok(failed, `a failed run in ${history.text}`);
-  return { policyId, failedRunId: failed.id };
+  return { policyId, failedRunId: failed.id, agentId: agent.id };
 }
 
 Deno.test("UX tour of a busy install: every page at 1280 and 390 px, run tables in view, axe, focus, flows", async (t) => {
@@ -354,7 +354,7 @@ Deno.test("UX tour of a busy install: every page at 1280 and 390 px, run tables 
       if (!passed) throw new Error("a previous step failed; later steps depend on it");
     };
 
-    let seeded = { policyId: "", failedRunId: "" };
+    let seeded = { policyId: "", failedRunId: "", agentId: "" };
     ok(
       await t.step("seed: a BES and agent of the test whose backups fail with a long error", async () => {
         seeded = await seedFailingJob(page, server!);
@@ -512,6 +512,97 @@ Deno.test("UX tour of a busy install: every page at 1280 and 390 px, run tables 
         assert.ok(measures.some((m) => m.runTables > 0 && m.width === 390), "run tables were toured");
         assert.deepEqual(failures(measures), []);
       }),
+    );
+
+    await t.step(
+      "issue 21 pages at both widths: drills (list, new, detail, run), approvals, four-eyes, legal holds, file history",
+      async () => {
+        await page.setViewportSize({ width: 1280, height: 800 });
+        await page.goto("/backup/dashboard");
+        await page.goto("/backup/restore");
+        const pointPath = (await page.locator(
+          "[data-testid=restore-points] a[href^='/backup/restore/points/']",
+        ).first().getAttribute("href"))!;
+        const point = await sessionApi(
+          page,
+          "GET",
+          `/api/v1${pointPath.replace("/backup/restore/points/", "/restore-points/")}`,
+        );
+        assert.equal(point.status, 200, point.text);
+        const hostId: string = point.json().restorePoint.hostId;
+        const pointPolicyId: string = point.json().restorePoint.policyId;
+        const hold = await sessionApi(page, "POST", "/api/v1/legal-holds", {
+          scope: "host",
+          subjectId: hostId,
+          reason: "Litigation hold for the scan archive audit",
+          caseReference: "CASE-2026-114",
+        });
+        assert.equal(hold.status, 201, hold.text);
+        const drill = await sessionApi(page, "POST", "/api/v1/drills", {
+          name: "Weekly scan drill",
+          schedule: "0 3 * * 6",
+          scopeType: "policies",
+          policyIds: [pointPolicyId],
+          mode: "sample",
+          sampleCount: 5,
+          agentHostId: hostId,
+          scratchPath: "/var/tmp/drills",
+          rtoObjectiveSeconds: 600,
+        });
+        assert.equal(drill.status, 201, drill.text);
+        const drillId: string = drill.json().id;
+        await sessionApi(page, "POST", `/api/v1/drills/${drillId}/run`);
+        const runs = await sessionApi(page, "GET", `/api/v1/drills/${drillId}/runs`);
+        assert.equal(runs.status, 200, runs.text);
+        const runId: string | undefined = runs.json().values?.[0]?.id;
+        assert.ok(runId, `a drill run in ${runs.text}`);
+        const history = `/backup/restore/hosts/${hostId}/history?path=${encodeURIComponent("/etc/hosts")}`;
+        const historyAsked = await sessionApi(page, "POST", `/api/v1/hosts/${hostId}/file-history`, {
+          path: "/etc/hosts",
+        });
+        assert.ok(historyAsked.status === 202 || historyAsked.status === 200, historyAsked.text);
+        // Four-eyes on: deleting a policy becomes a request waiting for a second person.
+        const on = await sessionApi(page, "PUT", "/api/v1/account/four-eyes", {
+          enabled: true,
+          ttlHours: 24,
+        });
+        assert.equal(on.status, 200, on.text);
+        const asked = await sessionApi(page, "DELETE", `/api/v1/policies/${seeded.policyId}`);
+        assert.equal(asked.status, 202, asked.text);
+        const approvalId: string = asked.json().approvalRequest.id;
+        const paths = [
+          "/backup/drills",
+          "/backup/drills/new",
+          `/backup/drills/${drillId}`,
+          ...(runId ? [`/backup/drills/${drillId}/runs/${runId}`] : []),
+          `/backup/drills/${drillId}/delete`,
+          "/backup/approvals",
+          `/backup/approvals/${approvalId}`,
+          "/admin/four-eyes",
+          "/backup/holds",
+          "/backup/holds?status=all",
+          pointPath,
+          history,
+          `/backup/hosts/${hostId}`,
+        ];
+        const measures = await tour(browser!, paths);
+        // The hold shows where it applies: a badge naming the case, linking to the hold.
+        for (const path of [pointPath, `/backup/hosts/${hostId}`]) {
+          await page.goto(path);
+          const badge = page.locator("[data-testid=hold-badge]").first();
+          assert.match(await badge.innerText(), /Legal hold CASE-2026-114/, path);
+          assert.match((await badge.locator("a").getAttribute("href"))!, /^\/backup\/holds#hold-/, path);
+        }
+        // Back to one pair of eyes for the steps that follow.
+        await page.goto("/backup/dashboard");
+        const off = await sessionApi(page, "PUT", "/api/v1/account/four-eyes", {
+          enabled: false,
+          ttlHours: 24,
+        });
+        assert.equal(off.status, 200, off.text);
+        console.log(`\n${summary("Issue 21 pages (drills, approvals, holds, file history)", measures)}\n`);
+        assert.deepEqual(failures(measures), []);
+      },
     );
 
     await t.step("screenshots: the busy dashboard and a job's runs at both widths", async () => {

@@ -387,3 +387,61 @@ Deno.test("the key endpoint's client: decodes {namespace, dataKey, idKey}; refus
     );
   }
 });
+
+Deno.test("BES job keys: 503 busy (and a network failure) is asked again with the results' backoff, newly signed, each retry reported with the job id; 409 final; busy past the budget fails the job retryable", async () => {
+  const JOB = "01KJOB00000000000000000000";
+  const key = (n: number) => new Uint8Array(32).fill(n);
+  const bes = () => ({ kind: "bes" as const, id: "01KBES00000000000000000000", ...generateKeyPair() });
+  const script = (steps: Array<{ status: number; code: string } | "network">) => {
+    const nonces: string[] = [];
+    const waits: number[] = [];
+    const retries: string[] = [];
+    let clock = 0;
+    const client = new EngineClient("http://cp.test", (url, init) => {
+      assert.equal(new URL(url).pathname, `/api/bes/v1/jobs/${JOB}/key`);
+      nonces.push((init.headers as Record<string, string>)["x-cadres-nonce"]);
+      const step = steps.shift();
+      if (step === "network") throw new TypeError("connection reset");
+      if (step) {
+        return Response.json({ error: { code: step.code, message: "lost its races" } }, {
+          status: step.status,
+        });
+      }
+      return Response.json({ namespace: NS, dataKey: key(5).toBase64(), idKey: key(6).toBase64() });
+    });
+    const provider = controlPlaneKeys(client, bes, {
+      sleep: (ms) => {
+        waits.push(ms);
+        clock += ms;
+        return Promise.resolve();
+      },
+      now: () => clock,
+      onRetry: (jobId, info) => retries.push(`${jobId} ${info.status} ${info.problem}`),
+    });
+    return { provider, nonces, waits, retries };
+  };
+
+  const busyTwice = script([{ status: 503, code: "busy" }, "network", { status: 503, code: "busy" }]);
+  const keys = await busyTwice.provider(JOB);
+  assert.deepEqual([keys.namespace, keys.dataKey, keys.idKey], [NS, key(5), key(6)]);
+  assert.equal(busyTwice.nonces.length, 4);
+  assert.equal(new Set(busyTwice.nonces).size, 4, "newly signed each time");
+  assert.deepEqual(busyTwice.retries, [`${JOB} 503 busy`, `${JOB} null connection reset`, `${JOB} 503 busy`]);
+  assert.ok(busyTwice.waits[0] >= 500 && busyTwice.waits[0] <= 1000, `${busyTwice.waits}`);
+  assert.ok(busyTwice.waits[2] >= 2000 && busyTwice.waits[2] <= 4000, `${busyTwice.waits}`);
+
+  const refused = script([{ status: 409, code: "job_not_running" }]);
+  await assert.rejects(
+    refused.provider(JOB),
+    (e: unknown) => (e as { reason?: string }).reason === "KEY_UNAVAILABLE",
+  );
+  assert.equal(refused.nonces.length, 1, "a 409 is final");
+
+  const busy = script(Array.from({ length: 100 }, () => ({ status: 503, code: "busy" })));
+  await assert.rejects(busy.provider(JOB), (e: unknown) => {
+    const f = e as { reason?: string; retryable?: boolean; message: string };
+    return f.reason === "KEY_UNAVAILABLE" && f.retryable === true && /\(503\)/.test(f.message);
+  });
+  assert.ok(busy.nonces.length >= 4);
+  assert.ok(busy.waits.reduce((a, b) => a + b, 0) <= 60_000, "within KEY_RETRY_BUDGET_MS");
+});

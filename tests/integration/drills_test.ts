@@ -600,3 +600,104 @@ Deno.test("a drill whose agent never picks it up fails after 6 hours, and its jo
     "nothing left to claim",
   );
 });
+
+Deno.test("deleting a drill resolves its open drill_failed and rto_breach alerts in the same write; other drills' stay open", async () => {
+  const w = await world();
+  using _kv = w.kv;
+  const admin = userActor(w.admin);
+  const drill = await createDrill(w.kv, admin, input(w), w.clock.now());
+  const other = await createDrill(w.kv, admin, input(w, { name: "other" }), w.clock.now());
+  const subject = (d: { id: string }) => `${d.id}~${w.policy.id}~${w.host.id}`;
+  // An RTO breach, then a failure: both alerts of `drill` are open.
+  await runDrillNow(w.kv, admin, drill.id, w.clock.now());
+  await answer(w, goodReport(90_000));
+  w.clock.advance(60_000);
+  await runDrillNow(w.kv, admin, drill.id, w.clock.now());
+  await answer(w, {
+    ...goodReport(3000),
+    failures: [{ path: "/srv/a", message: "damaged" }],
+    failureCount: 1,
+  }, "failed");
+  // `other` fails too: its alert is not `drill`'s to resolve.
+  w.clock.advance(60_000);
+  await runDrillNow(w.kv, admin, other.id, w.clock.now());
+  await answer(
+    w,
+    { ...goodReport(3000), failures: [{ path: "/srv/b", message: "x" }], failureCount: 1 },
+    "failed",
+  );
+  const open = async (d: { id: string }, reason: "drill_failed" | "rto_breach") =>
+    (await readOpenAlert(w.kv, "drill", subject(d), reason)).alert?.value ?? null;
+  const failedId = (await open(drill, "drill_failed"))!.id;
+  const rtoId = (await open(drill, "rto_breach"))!.id;
+  assert.ok(await open(other, "drill_failed"));
+
+  // A delete losing its race to a concurrent change of an alert resolves nothing and deletes nothing.
+  let injected = false;
+  const racing = new Proxy(w.kv, {
+    get(target, prop) {
+      if (prop === "atomic" && !injected) {
+        return () => {
+          const op = target.atomic();
+          const commit = op.commit.bind(op);
+          op.commit = async () => {
+            if (!injected) {
+              injected = true;
+              const a = await target.get<Alert>(["alerts", failedId]);
+              await target.set(["alerts", failedId], { ...a.value!, lastSeenAt: "2026-11-22T01:30:00.000Z" });
+            }
+            return await commit();
+          };
+          return op;
+        };
+      }
+      const v = Reflect.get(target, prop);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  await deleteDrill(racing, admin, drill.id, w.clock.now());
+  assert.ok(injected, "the race was staged");
+  await assert.rejects(() => requireDrill(w.kv, admin, drill.id), NotFoundError);
+  assert.equal(await open(drill, "drill_failed"), null);
+  assert.equal(await open(drill, "rto_breach"), null);
+  for (const id of [failedId, rtoId]) {
+    const a = (await w.kv.get<Alert>(["alerts", id])).value!;
+    assert.equal(a.status, "resolved", id);
+    assert.equal(a.resolvedAt, w.clock.now().toISOString());
+  }
+  assert.ok(await open(other, "drill_failed"), "another drill's alert stays open");
+  const entry = (await auditEntries(w.kv, w.tenant.account.id)).find((e) => e.action === "drill.delete")!;
+  assert.match(entry.summary, /resolved its 2 open alerts/);
+});
+
+Deno.test("deleting a drill with more open alerts than one write holds resolves every one of them", async () => {
+  const w = await world();
+  using _kv = w.kv;
+  const admin = userActor(w.admin);
+  const drill = await createDrill(w.kv, admin, input(w), w.clock.now());
+  const { raiseAlert } = await import("../../domain/alerts.ts");
+  for (let i = 0; i < 95; i++) {
+    const subjectId = `${drill.id}~policy${i}~host${i}`;
+    const reason = i % 2 ? "drill_failed" : "rto_breach";
+    const op = w.kv.atomic();
+    raiseAlert(op, await readOpenAlert(w.kv, "drill", subjectId, reason), {
+      accountId: w.tenant.account.id,
+      orgId: w.a1.id,
+      subjectType: "drill",
+      subjectId,
+      subjectName: `drill ${i}`,
+      reason,
+      severity: "critical",
+      message: "m",
+    }, w.clock.now());
+    assert.ok((await op.commit()).ok);
+  }
+  await deleteDrill(w.kv, admin, drill.id, w.clock.now());
+  const left = await Array.fromAsync(w.kv.list({ prefix: ["alerts_open", "drill"] }));
+  assert.deepEqual(left, []);
+  let resolved = 0;
+  for await (const e of w.kv.list<Alert>({ prefix: ["alerts"] })) {
+    if (e.value.status === "resolved") resolved++;
+  }
+  assert.equal(resolved, 95);
+});
