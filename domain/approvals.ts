@@ -262,64 +262,126 @@ function editedPolicy(policy: Policy, mode: "update" | "patch", fields: Record<s
   return PolicyUpdateInput.parse({ ...policyAsInput(policy), ...named });
 }
 
+/** What `objectAction` needs to declare an action on one stored object named by its id. */
+interface ObjectActionSpec<T extends { id: string }> {
+  /** The input field holding the object's id. */
+  field: string;
+  /** Loads the object (NotFoundError when the actor cannot see it). */
+  load(kv: Deno.Kv, actor: Actor, id: string): Promise<T>;
+  /** The scope the permission is checked on. */
+  scope(object: T): { accountId: string; orgId: string | null };
+  permission: Permission;
+  objectType: string;
+  summary(object: T): string;
+  /** Refuses (throws) when the action cannot run on this object; checked after the permission. */
+  refuse?(object: T): void;
+  run(kv: Deno.Kv, actor: Actor, id: string, ctx: ActionContext): Promise<ActionOutcome>;
+}
+
+/** An action on one object: load it, authorize the requester on its scope, describe it; run by id. */
+function objectAction<T extends { id: string }>(spec: ObjectActionSpec<T>): ActionSpec {
+  return {
+    input: z.object({ [spec.field]: IdField }),
+    async describe(kv, actor, input) {
+      const object = await spec.load(kv, actor, String(input[spec.field]));
+      const scope = spec.scope(object);
+      authorize(actor, spec.permission, scope);
+      spec.refuse?.(object);
+      return {
+        ...scope,
+        permission: spec.permission,
+        objectType: spec.objectType,
+        objectId: object.id,
+        summary: spec.summary(object),
+      };
+    },
+    run: (kv, actor, input, ctx) => spec.run(kv, actor, String(input[spec.field]), ctx),
+  };
+}
+
+/** Deleting an object of a BES (`backup.manage` on its scope). */
+function deleteAction<T extends { id: string; accountId: string; orgId: string | null }>(
+  spec: Pick<ObjectActionSpec<T>, "field" | "load" | "objectType" | "summary"> & {
+    remove(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<unknown>;
+    message: string;
+  },
+): ActionSpec {
+  return objectAction({
+    ...spec,
+    scope: (object) => ({ accountId: object.accountId, orgId: object.orgId }),
+    permission: "backup.manage",
+    run: async (kv, actor, id, { now }) => {
+      await spec.remove(kv, actor, id, now);
+      return { message: spec.message };
+    },
+  });
+}
+
+/** An admin action on an organization. */
+function orgAction(
+  summary: (orgName: string) => string,
+  run: ObjectActionSpec<{ id: string }>["run"],
+): ActionSpec {
+  return objectAction({
+    field: "orgId",
+    load: requireOrg,
+    scope: (org) => ({ accountId: org.accountId, orgId: org.id }),
+    permission: "admin",
+    objectType: "org",
+    summary: (org) => summary(org.name),
+    run,
+  });
+}
+
+/** An admin action on the whole account; `gated` says whether it needs four-eyes now. */
+function accountAction(spec: {
+  gated(kv: Deno.Kv, accountId: string): Promise<boolean>;
+  summary: string;
+  run(kv: Deno.Kv, actor: Actor, accountId: string, now: Date): Promise<ActionOutcome>;
+}): ActionSpec {
+  return {
+    input: z.object({ accountId: IdField }),
+    async describe(kv, actor, input) {
+      const scope = { accountId: String(input.accountId), orgId: null };
+      authorize(actor, "admin", scope);
+      if (!(await spec.gated(kv, scope.accountId))) return null;
+      return {
+        ...scope,
+        permission: "admin" as const,
+        objectType: "account",
+        objectId: scope.accountId,
+        summary: spec.summary,
+      };
+    },
+    run: (kv, actor, input, { now }) => spec.run(kv, actor, String(input.accountId), now),
+  };
+}
+
 const ACTIONS: Record<ApprovalKind, ActionSpec> = {
-  "engine.delete": {
-    input: z.object({ engineId: IdField }),
-    async describe(kv, actor, input) {
-      const engine = await requireEngine(kv, actor, String(input.engineId));
-      const scope = { accountId: engine.accountId, orgId: engine.orgId };
-      authorize(actor, "backup.manage", scope);
-      return {
-        ...scope,
-        permission: "backup.manage",
-        objectType: "engine",
-        objectId: engine.id,
-        summary: `Delete BES ${engine.name} with its storage targets and policies`,
-      };
-    },
-    async run(kv, actor, input, { now }) {
-      await deleteEngine(kv, actor, String(input.engineId), now);
-      return { message: "The BES was deleted (its children are removed in the background if many)" };
-    },
-  },
-  "target.delete": {
-    input: z.object({ targetId: IdField }),
-    async describe(kv, actor, input) {
-      const target = await requireTarget(kv, actor, String(input.targetId));
-      const scope = { accountId: target.accountId, orgId: target.orgId };
-      authorize(actor, "backup.manage", scope);
-      return {
-        ...scope,
-        permission: "backup.manage",
-        objectType: "storage_target",
-        objectId: target.id,
-        summary: `Delete storage target ${target.name}`,
-      };
-    },
-    async run(kv, actor, input, { now }) {
-      await deleteTarget(kv, actor, String(input.targetId), now);
-      return { message: "The storage target was deleted" };
-    },
-  },
-  "policy.delete": {
-    input: z.object({ policyId: IdField }),
-    async describe(kv, actor, input) {
-      const policy = await requirePolicy(kv, actor, String(input.policyId));
-      const scope = { accountId: policy.accountId, orgId: policy.orgId };
-      authorize(actor, "backup.manage", scope);
-      return {
-        ...scope,
-        permission: "backup.manage",
-        objectType: "policy",
-        objectId: policy.id,
-        summary: `Delete policy ${policy.name}`,
-      };
-    },
-    async run(kv, actor, input, { now }) {
-      await deletePolicy(kv, actor, String(input.policyId), now);
-      return { message: "The policy was deleted" };
-    },
-  },
+  "engine.delete": deleteAction({
+    field: "engineId",
+    load: requireEngine,
+    objectType: "engine",
+    summary: (engine) => `Delete BES ${engine.name} with its storage targets and policies`,
+    remove: deleteEngine,
+    message: "The BES was deleted (its children are removed in the background if many)",
+  }),
+  "target.delete": deleteAction({
+    field: "targetId",
+    load: requireTarget,
+    objectType: "storage_target",
+    summary: (target) => `Delete storage target ${target.name}`,
+    remove: deleteTarget,
+    message: "The storage target was deleted",
+  }),
+  "policy.delete": deleteAction({
+    field: "policyId",
+    load: requirePolicy,
+    objectType: "policy",
+    summary: (policy) => `Delete policy ${policy.name}`,
+    remove: deletePolicy,
+    message: "The policy was deleted",
+  }),
   "policy.update": {
     input: PolicyEditRequest as unknown as z.ZodType<Record<string, unknown>>,
     async describe(kv, actor, raw) {
@@ -402,110 +464,59 @@ const ACTIONS: Record<ApprovalKind, ActionSpec> = {
       return { message: "The restore point was expired; the BES prunes its data" };
     },
   },
-  "org_secret.rotate": {
-    input: z.object({ orgId: IdField }),
-    async describe(kv, actor, input) {
-      const org = await requireOrg(kv, actor, String(input.orgId));
-      const scope = { accountId: org.accountId, orgId: org.id };
-      authorize(actor, "admin", scope);
-      return {
-        ...scope,
-        permission: "admin",
-        objectType: "org",
-        objectId: org.id,
-        summary: `Rotate the registration secret of ${org.name}`,
-      };
-    },
-    async run(kv, actor, input, { now }) {
-      const { secret } = await rotateOrgSecret(kv, actor, String(input.orgId), now);
+  "org_secret.rotate": orgAction(
+    (name) => `Rotate the registration secret of ${name}`,
+    async (kv, actor, orgId, { now }) => {
+      const { secret } = await rotateOrgSecret(kv, actor, orgId, now);
       return { message: "The registration secret was rotated; the old one stopped working", secret };
     },
-  },
-  "account_secret.rotate": {
-    input: z.object({ accountId: IdField }),
-    async describe(kv, actor, input) {
-      const scope = { accountId: String(input.accountId), orgId: null };
-      authorize(actor, "admin", scope);
-      // Issuing the first secret replaces nothing: only a rotation is gated.
-      if (!(await getAccount(kv, scope.accountId))?.secretHash) return null;
-      return {
-        ...scope,
-        permission: "admin" as const,
-        objectType: "account",
-        objectId: scope.accountId,
-        summary: "Rotate the account registration secret",
-      };
-    },
-    async run(kv, actor, input, { now }) {
-      const { secret } = await rotateAccountSecret(kv, actor, String(input.accountId), now);
+  ),
+  "account_secret.rotate": accountAction({
+    // Issuing the first secret replaces nothing: only a rotation is gated.
+    gated: async (kv, accountId) => Boolean((await getAccount(kv, accountId))?.secretHash),
+    summary: "Rotate the account registration secret",
+    run: async (kv, actor, accountId, now) => {
+      const { secret } = await rotateAccountSecret(kv, actor, accountId, now);
       return { message: "The account registration secret was rotated", secret };
     },
-  },
-  "pam_vault_key.rotate": {
-    input: z.object({ orgId: IdField }),
-    async describe(kv, actor, input) {
-      const org = await requireOrg(kv, actor, String(input.orgId));
-      const scope = { accountId: org.accountId, orgId: org.id };
-      authorize(actor, "admin", scope);
-      return {
-        ...scope,
-        permission: "admin",
-        objectType: "org",
-        objectId: org.id,
-        summary: `Rotate the PAM vault key of ${org.name}`,
-      };
-    },
-    async run(kv, actor, input, { now, masterKey }) {
-      const org = await requireOrg(kv, actor, String(input.orgId));
+  }),
+  "pam_vault_key.rotate": orgAction(
+    (name) => `Rotate the PAM vault key of ${name}`,
+    async (kv, actor, orgId, { now, masterKey }) => {
+      const org = await requireOrg(kv, actor, orgId);
       const scope = { source: "pam_vault" as const, accountId: org.accountId, orgId: org.id };
       const { version, rewrapped } = await rotateKek(kv, masterKey, actor, scope, now);
       const keyId = kekReference("pam_vault", org.accountId, org.id).keyId;
       return { message: `Vault key ${keyId} is at version ${version}; ${rewrapped} key sets re-wrapped` };
     },
-  },
-  "legal_hold.release": {
-    input: z.object({ holdId: IdField }),
-    async describe(kv, actor, input) {
-      const hold = await requireHold(kv, actor, String(input.holdId));
-      authorize(actor, "backup.hold", hold);
+  ),
+  "legal_hold.release": objectAction({
+    field: "holdId",
+    load: requireHold,
+    scope: (hold) => ({ accountId: hold.accountId, orgId: hold.orgId }),
+    permission: "backup.hold",
+    objectType: "legal_hold",
+    summary: (hold) => `Release legal hold ${hold.caseReference} on ${hold.scope} ${hold.subjectLabel}`,
+    refuse(hold) {
       if (hold.status !== "active") {
         throw new ConflictError(`Legal hold ${hold.caseReference} is already released`);
       }
-      return {
-        accountId: hold.accountId,
-        orgId: hold.orgId,
-        permission: "backup.hold",
-        objectType: "legal_hold",
-        objectId: hold.id,
-        summary: `Release legal hold ${hold.caseReference} on ${hold.scope} ${hold.subjectLabel}`,
-      };
     },
-    async run(kv, actor, input, { now }) {
-      await releaseHold(kv, actor, String(input.holdId), now);
+    run: async (kv, actor, holdId, { now }) => {
+      await releaseHold(kv, actor, holdId, now);
       return { message: "The legal hold was released" };
     },
-  },
+  }),
   // Otherwise one admin could switch the guard off, act alone, and switch it back on.
-  "four_eyes.disable": {
-    input: z.object({ accountId: IdField }),
-    async describe(kv, actor, input) {
-      const scope = { accountId: String(input.accountId), orgId: null };
-      authorize(actor, "admin", scope);
-      if (!(await getFourEyesSettings(kv, scope.accountId)).enabled) return null;
-      return {
-        ...scope,
-        permission: "admin" as const,
-        objectType: "account",
-        objectId: scope.accountId,
-        summary: "Turn four-eyes approval off",
-      };
-    },
-    async run(kv, actor, input, { now }) {
-      const current = await getFourEyesSettings(kv, String(input.accountId));
+  "four_eyes.disable": accountAction({
+    gated: async (kv, accountId) => (await getFourEyesSettings(kv, accountId)).enabled,
+    summary: "Turn four-eyes approval off",
+    run: async (kv, actor, accountId, now) => {
+      const current = await getFourEyesSettings(kv, accountId);
       await setFourEyesSettings(kv, actor, { enabled: false, ttlHours: current.ttlHours }, now);
       return { message: "Four-eyes approval is off" };
     },
-  },
+  }),
 };
 
 /** A gated action as a route hands it over. */

@@ -17,13 +17,9 @@ import {
   reviewAnomaly,
 } from "../../domain/anomalies.ts";
 import type { Alert, AlertEvent } from "../../domain/alerts.ts";
-import { assignHost } from "../../domain/assignments.ts";
 import { userActor } from "../../domain/auth.ts";
 import { ConflictError } from "../../domain/errors.ts";
-import { enrollHost } from "../../domain/hosts.ts";
 import { applyResult, claimJobs, type Job } from "../../domain/jobs.ts";
-import { createPolicy } from "../../domain/policies.ts";
-import { systemActor } from "../../domain/rbac.ts";
 import {
   applyJobOutcome,
   applyRetention,
@@ -33,22 +29,9 @@ import {
   runKey,
   runSchedulerTick,
 } from "../../domain/runs.ts";
-import { generateKeyPair } from "../../domain/signing.ts";
-import { createTarget } from "../../domain/storage.ts";
-import {
-  addUser,
-  assertIncludes,
-  auditEntries,
-  Browser,
-  createTenant,
-  registerTestEngine,
-  signInAs,
-  targetInput,
-  testApp,
-} from "../helpers.ts";
+import { addUser, assertIncludes, auditEntries, Browser, signInAs, testApp } from "../helpers.ts";
+import { backupWorld, DAILY_POLICY } from "./backup_world.ts";
 
-const system = systemActor("test");
-const masterKey = new Uint8Array(32).fill(7);
 const MiB = 1024 * 1024;
 
 interface Figures {
@@ -81,29 +64,11 @@ const ENCRYPTED: Figures = {
 
 async function world(kv: Deno.Kv) {
   const { app, clock } = testApp(kv);
-  const tenant = await createTenant(kv, "Acme", ["Ops", "Other"], clock.now());
-  const scope = { accountId: tenant.account.id, orgId: tenant.orgs[0].id };
-  const { engine } = await registerTestEngine(kv, scope, clock.now());
-  const target = await createTarget(kv, system, targetInput(engine.id), { now: clock.now(), masterKey });
-  const policy = await createPolicy(kv, system, {
-    name: "daily",
-    besId: engine.id,
-    targetId: target.id,
-    backupType: "file",
-    fullSchedule: "0 2 * * *",
-    retentionDaily: 3,
-    retentionWeekly: 0,
-    retentionMonthly: 0,
-    verifyAfterBackup: false,
-  }, clock.now());
-  const { host } = await enrollHost(kv, scope, {
+  const { tenant, engine, policy, host } = await backupWorld(kv, clock.now(), {
+    orgs: ["Ops", "Other"],
+    policy: { ...DAILY_POLICY, retentionDaily: 3 },
     hostname: "files.acme.example",
-    os: "Debian 12",
-    ipAddress: "10.0.0.9",
-    publicKey: generateKeyPair().publicKey,
-    version: "1",
-  }, clock.now());
-  await assignHost(kv, system, { policyId: policy.id, hostId: host.id }, clock.now());
+  });
   const admin = await addUser(kv, tenant, "admin@acme.example", "admin", "all", clock.now());
   const viewer = await addUser(kv, tenant, "viewer@acme.example", "viewer", "all", clock.now());
   const otherOrg = await addUser(kv, tenant, "admin2@acme.example", "admin", [tenant.orgs[1]], clock.now());

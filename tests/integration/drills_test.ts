@@ -124,6 +124,24 @@ const input = (w: Awaited<ReturnType<typeof world>>, over: Record<string, unknow
   ...over,
 });
 
+/** Assigns A2's host to A1's policy and stores one restore point of it; returns the world's now. */
+async function backUpHostA2(w: Awaited<ReturnType<typeof world>>): Promise<Date> {
+  await assignHost(w.kv, systemActor("test"), { policyId: w.policy.id, hostId: w.hostA2.id }, w.clock.now());
+  const now = w.clock.now();
+  await runSchedulerTick(w.kv, new Date("2026-11-29T02:00:00Z"));
+  const [job] = await claimJobs(w.kv, `agent:${w.hostA2.id}`, 1, now);
+  const { job: done } = await applyResult(w.kv, `agent:${w.hostA2.id}`, job.id, {
+    status: "success",
+    startedAt: now.toISOString(),
+    endedAt: now.toISOString(),
+    bytesTransferred: 1,
+    protectedBytes: 1,
+    output: { restorePoint: { id: "b".repeat(64), chainId: "c2", type: "full", sizeBytes: 1, fileCount: 1 } },
+  }, now);
+  await applyJobOutcome(w.kv, done, now);
+  return now;
+}
+
 /** The agent claims its drill job and posts `drill` as the result's report, then the outcome applies. */
 async function answer(
   w: Awaited<ReturnType<typeof world>>,
@@ -436,19 +454,7 @@ Deno.test("a drill acts within its author's org scope: a host of another org on 
   const w = await world();
   using _kv = w.kv;
   // An all-scope admin assigns A2's host to A1's policy, and it gets a restore point too.
-  await assignHost(w.kv, systemActor("test"), { policyId: w.policy.id, hostId: w.hostA2.id }, w.clock.now());
-  const now = w.clock.now();
-  await runSchedulerTick(w.kv, new Date("2026-11-29T02:00:00Z"));
-  const [job] = await claimJobs(w.kv, `agent:${w.hostA2.id}`, 1, now);
-  const { job: done } = await applyResult(w.kv, `agent:${w.hostA2.id}`, job.id, {
-    status: "success",
-    startedAt: now.toISOString(),
-    endedAt: now.toISOString(),
-    bytesTransferred: 1,
-    protectedBytes: 1,
-    output: { restorePoint: { id: "b".repeat(64), chainId: "c2", type: "full", sizeBytes: 1, fileCount: 1 } },
-  }, now);
-  await applyJobOutcome(w.kv, done, now);
+  const now = await backUpHostA2(w);
   const scoped = await createDrill(w.kv, userActor(w.restorerA1), input(w, { name: "a1 only" }), now);
   assert.deepEqual(scoped.actsForOrgs, [w.a1.id]);
   const a1Runs = await runDrillNow(w.kv, userActor(w.restorerA1), scoped.id, now);
@@ -461,19 +467,7 @@ Deno.test("a drill acts within its author's org scope: a host of another org on 
 Deno.test("run now acts within the runner's org scope too: an A1 user running an all-scope drill restores no A2 host", async () => {
   const w = await world();
   using _kv = w.kv;
-  await assignHost(w.kv, systemActor("test"), { policyId: w.policy.id, hostId: w.hostA2.id }, w.clock.now());
-  const now = w.clock.now();
-  await runSchedulerTick(w.kv, new Date("2026-11-29T02:00:00Z"));
-  const [job] = await claimJobs(w.kv, `agent:${w.hostA2.id}`, 1, now);
-  const { job: done } = await applyResult(w.kv, `agent:${w.hostA2.id}`, job.id, {
-    status: "success",
-    startedAt: now.toISOString(),
-    endedAt: now.toISOString(),
-    bytesTransferred: 1,
-    protectedBytes: 1,
-    output: { restorePoint: { id: "b".repeat(64), chainId: "c2", type: "full", sizeBytes: 1, fileCount: 1 } },
-  }, now);
-  await applyJobOutcome(w.kv, done, now);
+  const now = await backUpHostA2(w);
   // The admin's drill (agent in A1, so A1 users see and may run it) acts for every org.
   const all = await createDrill(w.kv, userActor(w.admin), input(w, { name: "all" }), now);
   const a1Runs = await runDrillNow(w.kv, userActor(w.restorerA1), all.id, now);
@@ -492,19 +486,7 @@ Deno.test("run now acts within the runner's org scope too: an A1 user running an
 Deno.test("a drill run restoring another org's host is not shown to users of the drill's org only", async () => {
   const w = await world();
   using _kv = w.kv;
-  await assignHost(w.kv, systemActor("test"), { policyId: w.policy.id, hostId: w.hostA2.id }, w.clock.now());
-  const now = w.clock.now();
-  await runSchedulerTick(w.kv, new Date("2026-11-29T02:00:00Z"));
-  const [job] = await claimJobs(w.kv, `agent:${w.hostA2.id}`, 1, now);
-  const { job: done } = await applyResult(w.kv, `agent:${w.hostA2.id}`, job.id, {
-    status: "success",
-    startedAt: now.toISOString(),
-    endedAt: now.toISOString(),
-    bytesTransferred: 1,
-    protectedBytes: 1,
-    output: { restorePoint: { id: "b".repeat(64), chainId: "c2", type: "full", sizeBytes: 1, fileCount: 1 } },
-  }, now);
-  await applyJobOutcome(w.kv, done, now);
+  const now = await backUpHostA2(w);
   // The admin's drill: its agent is in A1 (so A1 users see the drill), it restores A1's and A2's hosts.
   const all = await createDrill(w.kv, userActor(w.admin), input(w, { name: "all" }), now);
   const runs = await runDrillNow(w.kv, userActor(w.admin), all.id, now);

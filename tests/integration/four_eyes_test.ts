@@ -16,7 +16,7 @@ import {
 import { ConflictError, ForbiddenError } from "../../domain/errors.ts";
 import { getPolicy } from "../../domain/policies.ts";
 import { createTarget, getTarget } from "../../domain/storage.ts";
-import { systemActor } from "../../domain/rbac.ts";
+import { type Actor, systemActor } from "../../domain/rbac.ts";
 import { getEngine } from "../../domain/engines.ts";
 import { getOrg } from "../../domain/tenancy.ts";
 import { auditEntries, Browser, dumpKv, signInAs, targetInput } from "../helpers.ts";
@@ -24,6 +24,16 @@ import { allPoints, apiAs, fourEyesWorld, masterKey, type World } from "./four_e
 
 async function turnOn(kv: Deno.Kv, w: World, ttlHours = 24) {
   await setFourEyesSettings(kv, w.actors.admin1, { enabled: true, ttlHours }, w.clock.now());
+}
+
+/** `actor` asks to delete the world's policy while four-eyes is on: the request. */
+async function requestPolicyDelete(kv: Deno.Kv, w: World, actor: Actor, now: Date) {
+  return (await requestIfFourEyes(
+    kv,
+    actor,
+    { kind: "policy.delete", input: { policyId: w.policy.id } },
+    now,
+  ))!;
 }
 
 /** The KV without the approval requests and the audit log (what "changed nothing" compares). */
@@ -270,10 +280,7 @@ Deno.test("four-eyes: the approver needs the action's permission and the object 
     kind: "org_secret.rotate",
     input: { orgId: w.org.id },
   }, now))!;
-  const del = (await requestIfFourEyes(kv, w.actors.operator, {
-    kind: "policy.delete",
-    input: { policyId: w.policy.id },
-  }, now))!;
+  const del = await requestPolicyDelete(kv, w, w.actors.operator, now);
   assert.equal(del.permission, "backup.manage");
   const ctx = { now, masterKey };
   // An operator (backup.manage, no admin) cannot approve a secret rotation; a viewer approves nothing.
@@ -296,10 +303,7 @@ Deno.test("four-eyes: a refused request changes nothing, and cannot be approved 
   const w = await fourEyesWorld(kv, 1);
   await turnOn(kv, w);
   const now = w.clock.now();
-  const request = (await requestIfFourEyes(kv, w.actors.admin1, {
-    kind: "policy.delete",
-    input: { policyId: w.policy.id },
-  }, now))!;
+  const request = await requestPolicyDelete(kv, w, w.actors.admin1, now);
   const before = await stateOf(kv);
   const refused = await refuseRequest(kv, w.actors.admin2, request.id, { note: "not during the audit" }, now);
   assert.equal(refused.status, "refused");
@@ -309,10 +313,7 @@ Deno.test("four-eyes: a refused request changes nothing, and cannot be approved 
   assert.ok(await getPolicy(kv, w.policy.id));
   assert.equal(await countAudit(kv, w, "approval.refuse"), 1);
   // The requester may withdraw their own request.
-  const second = (await requestIfFourEyes(kv, w.actors.admin1, {
-    kind: "policy.delete",
-    input: { policyId: w.policy.id },
-  }, now))!;
+  const second = await requestPolicyDelete(kv, w, w.actors.admin1, now);
   assert.equal((await refuseRequest(kv, w.actors.admin1, second.id, {}, now)).status, "refused");
   assert.equal(await countAudit(kv, w, "approval.withdraw"), 1);
 });
@@ -322,10 +323,7 @@ Deno.test("four-eyes: an expired request changes nothing; the job expires it onc
   const w = await fourEyesWorld(kv, 1);
   await turnOn(kv, w, 2);
   const now = w.clock.now();
-  const request = (await requestIfFourEyes(kv, w.actors.admin1, {
-    kind: "policy.delete",
-    input: { policyId: w.policy.id },
-  }, now))!;
+  const request = await requestPolicyDelete(kv, w, w.actors.admin1, now);
   const before = await stateOf(kv);
   const late = new Date(now.getTime() + 2 * 3_600_000);
   assert.deepEqual(await expireApprovalRequests(kv, new Date(late.getTime() - 1)), {
@@ -413,10 +411,7 @@ Deno.test("four-eyes: a request stuck executing after a crash becomes interrupte
   const w = await fourEyesWorld(kv, 1);
   await turnOn(kv, w);
   const now = w.clock.now();
-  const request = (await requestIfFourEyes(kv, w.actors.admin1, {
-    kind: "policy.delete",
-    input: { policyId: w.policy.id },
-  }, now))!;
+  const request = await requestPolicyDelete(kv, w, w.actors.admin1, now);
   // The claim landed, then the process died before the action ran.
   await kv.set(["approval_requests", request.id], {
     ...request,

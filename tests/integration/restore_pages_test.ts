@@ -7,29 +7,24 @@
 import assert from "node:assert/strict";
 import { assignHost } from "../../domain/assignments.ts";
 import { applyHeartbeat } from "../../domain/engines.ts";
-import { applyHostHeartbeat, enrollHost } from "../../domain/hosts.ts";
-import { applyResult, claimJobs, type Job, reportProgress, type ResultInput } from "../../domain/jobs.ts";
+import { applyHostHeartbeat } from "../../domain/hosts.ts";
+import { claimJobs, type Job, reportProgress, type ResultInput } from "../../domain/jobs.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
-import { applyJobOutcome, runSchedulerTick } from "../../domain/runs.ts";
-import { generateKeyPair } from "../../domain/signing.ts";
-import { createTarget } from "../../domain/storage.ts";
+import { runSchedulerTick } from "../../domain/runs.ts";
 import {
   addUser,
   assertExcludes,
   assertIncludes,
   Browser,
-  createTenant,
   engineMetrics,
-  registerTestEngine,
   signInAs,
-  targetInput,
   testApp,
   TestClock,
 } from "../helpers.ts";
+import { backupWorld, enrollTestHost, finishJob, heartbeatsAndTick } from "./backup_world.ts";
 
 const system = systemActor("test");
-const masterKey = new Uint8Array(32).fill(7);
 
 /** Jobs of every kind in the KV, for "nothing was queued" checks. */
 async function jobCount(kv: Deno.Kv): Promise<number> {
@@ -43,18 +38,13 @@ async function jobCount(kv: Deno.Kv): Promise<number> {
 async function setup(kv: Deno.Kv) {
   const clock = new TestClock(new Date("2026-11-02T00:00:00Z"));
   const now = clock.now();
-  const tenant = await createTenant(kv, "Acme", ["Ops"], now);
-  const scope = { accountId: tenant.account.id, orgId: tenant.orgs[0].id };
-  const { engine } = await registerTestEngine(kv, scope, now, "bes-restore");
-  const target = await createTarget(kv, system, targetInput(engine.id), { now, masterKey });
-  const policy = await createPolicy(kv, system, {
-    name: "Files nightly",
-    besId: engine.id,
-    targetId: target.id,
-    backupType: "file",
-    fullSchedule: "0 0 * * *",
-    incrementalSchedule: "30 0 * * *",
-  }, now) as Policy;
+  const { tenant, scope, engine, target, policy, host } = await backupWorld(kv, now, {
+    engineName: "bes-restore",
+    policy: { name: "Files nightly", fullSchedule: "0 0 * * *", incrementalSchedule: "30 0 * * *" },
+    hostname: "files-01.acme.example",
+    ipAddress: "10.0.0.2",
+  });
+  const other = await enrollTestHost(kv, scope, "files-02.acme.example", "10.0.0.3", now);
   const imagePolicy = await createPolicy(kv, system, {
     name: "Disk images",
     besId: engine.id,
@@ -62,25 +52,12 @@ async function setup(kv: Deno.Kv) {
     backupType: "image",
     fullSchedule: "0 0 * * *",
   }, now) as Policy;
-  const enroll = async (hostname: string, ip: string) =>
-    (await enrollHost(kv, scope, {
-      hostname,
-      os: "Debian 12",
-      ipAddress: ip,
-      publicKey: generateKeyPair().publicKey,
-      version: "1",
-    }, now)).host;
-  const host = await enroll("files-01.acme.example", "10.0.0.2");
-  const other = await enroll("files-02.acme.example", "10.0.0.3");
-  await assignHost(kv, system, { policyId: policy.id, hostId: host.id }, now);
   await assignHost(kv, system, { policyId: imagePolicy.id, hostId: host.id }, now);
 
   /** Runs the due schedules at `at`, and completes each backup of `host` with the point `points[kind]`. */
   const backup = async (at: Date, points: Array<Record<string, unknown>>) => {
     clock.time = at;
-    await applyHeartbeat(kv, engine.id, { version: "1", metrics: engineMetrics() }, at);
-    await applyHostHeartbeat(kv, host.id, { version: "1", metrics: engineMetrics() }, at);
-    await runSchedulerTick(kv, at);
+    await heartbeatsAndTick(kv, engine.id, host.id, at);
     const jobs = (await claimJobs(kv, `agent:${host.id}`, 10, at)).filter((j) => j.kind === "backup");
     assert.equal(jobs.length, points.length, `backups due at ${at.toISOString()}`);
     for (const [i, job] of jobs.entries()) {
@@ -95,18 +72,7 @@ async function setup(kv: Deno.Kv) {
     }
   };
   /** Posts a result for a claimed job as its engine and applies the outcome. */
-  const finish = async (job: Job, result: Partial<ResultInput>, at = clock.now()) => {
-    const { job: done } = await applyResult(kv, job.principal, job.id, {
-      status: "success",
-      startedAt: at.toISOString(),
-      endedAt: at.toISOString(),
-      bytesTransferred: 0,
-      protectedBytes: 0,
-      ...result,
-    }, at);
-    await applyJobOutcome(kv, done, at);
-    return done;
-  };
+  const finish = (job: Job, result: Partial<ResultInput>, at = clock.now()) => finishJob(kv, job, result, at);
   await backup(new Date("2026-11-02T00:00:00Z"), [
     { policyId: policy.id, id: "rp-full", chainId: "chain-A", type: "full", sizeBytes: 4096, fileCount: 12 },
     {

@@ -1,86 +1,15 @@
 import assert from "node:assert/strict";
-import { applyResult, claimJobs, getJob } from "../../domain/jobs.ts";
-import { createPolicy } from "../../domain/policies.ts";
-import { systemActor } from "../../domain/rbac.ts";
-import {
-  applyJobOutcome,
-  applyRetention,
-  listRunsByPolicy,
-  type RestorePoint,
-  runSchedulerTick,
-} from "../../domain/runs.ts";
-import { createTarget } from "../../domain/storage.ts";
-import {
-  addUser,
-  Browser,
-  createTenant,
-  registerTestEngine,
-  signInAs,
-  targetInput,
-  testApp,
-} from "../helpers.ts";
-import { assignHost } from "../../domain/assignments.ts";
-import { enrollHost } from "../../domain/hosts.ts";
-import { generateKeyPair } from "../../domain/signing.ts";
-
-const system = systemActor("test");
-const masterKey = new Uint8Array(32).fill(7);
+import { claimJobs, getJob } from "../../domain/jobs.ts";
+import { applyRetention, listRunsByPolicy } from "../../domain/runs.ts";
+import { addUser, Browser, signInAs, testApp } from "../helpers.ts";
+import { allPoints, backupWorld, dailyFulls } from "./backup_world.ts";
 
 /** A policy with daily fulls and ten days of successful runs for one host. */
 async function history(kv: Deno.Kv, days = 10) {
   const { app, clock } = testApp(kv);
-  const tenant = await createTenant(kv, "Acme", ["Ops"], clock.now());
-  const scope = { accountId: tenant.account.id, orgId: tenant.orgs[0].id };
-  const { engine } = await registerTestEngine(kv, scope, clock.now());
-  const target = await createTarget(kv, system, targetInput(engine.id), { now: clock.now(), masterKey });
-  const policy = await createPolicy(kv, system, {
-    name: "daily",
-    besId: engine.id,
-    targetId: target.id,
-    backupType: "file",
-    fullSchedule: "0 2 * * *",
-    retentionDaily: 7,
-    retentionWeekly: 0,
-    retentionMonthly: 0,
-    verifyAfterBackup: false,
-  }, clock.now());
-  const { host } = await enrollHost(kv, scope, {
-    hostname: "h.acme.example",
-    os: "Debian 12",
-    ipAddress: "10.0.0.9",
-    publicKey: generateKeyPair().publicKey,
-    version: "1",
-  }, clock.now());
-  await assignHost(kv, system, { policyId: policy.id, hostId: host.id }, clock.now());
-  for (let d = 0; d < days; d++) {
-    const at = new Date(Date.UTC(2026, 10, 1 + d, 2));
-    await runSchedulerTick(kv, at);
-    const [job] = await claimJobs(kv, `agent:${host.id}`, 1, at);
-    const { job: done } = await applyResult(kv, job.principal, job.id, {
-      status: "success",
-      startedAt: at.toISOString(),
-      endedAt: new Date(at.getTime() + 600_000).toISOString(),
-      bytesTransferred: 100,
-      protectedBytes: 100,
-      output: {
-        restorePoint: {
-          id: `rp-${d}`,
-          chainId: `c-${d}`,
-          type: "full",
-          parentId: null,
-          sizeBytes: 100,
-          fileCount: 1,
-          completedAt: new Date(at.getTime() + 600_000).toISOString(),
-        },
-      },
-    }, at);
-    await applyJobOutcome(kv, done, at);
-  }
+  const { tenant, engine, policy, host } = await backupWorld(kv, clock.now());
+  await dailyFulls(kv, host.id, days);
   return { app, clock, tenant, engine, policy, host };
-}
-
-async function points(kv: Deno.Kv) {
-  return (await Array.fromAsync(kv.list<RestorePoint>({ prefix: ["restore_points"] }))).map((e) => e.value);
 }
 
 Deno.test("applyRetention() expires what GFS does not keep and queues one prune job; running it again does nothing", async () => {
@@ -89,7 +18,7 @@ Deno.test("applyRetention() expires what GFS does not keep and queues one prune 
   assert.equal((await listRunsByPolicy(kv, f.policy.id)).length, 10);
   const now = new Date("2026-11-11T05:00:00Z");
   assert.deepEqual(await applyRetention(kv, now), { expired: 3, pruneJobs: 1 });
-  const all = await points(kv);
+  const all = await allPoints(kv);
   assert.equal(all.filter((p) => p.status === "expired").length, 3);
   assert.deepEqual(all.filter((p) => p.status === "expired").map((p) => p.engineRestorePointId).sort(), [
     "rp-0",
