@@ -1,5 +1,5 @@
 /** Pieces of the run tables (a policy's recent runs, a job's run history): one look for a run everywhere. */
-import type { ResultStats } from "../domain/jobs.ts";
+import type { ResultStats } from "../domain/job_queue.ts";
 import type { ErrorsPage } from "../domain/run_results.ts";
 import { firstLine, type Run } from "../domain/runs.ts";
 import { Badge, formatBytes, type Tone } from "./ui.tsx";

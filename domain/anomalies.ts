@@ -24,7 +24,7 @@ import { appendAudit } from "./audit.ts";
 import { orgPart } from "./dashboard.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import type { Job } from "./jobs.ts";
+import type { Job } from "./job_queue.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import type { RetentionPreview } from "./retention.ts";

@@ -22,7 +22,7 @@ import { type Assignment, assignmentKey } from "./assignments.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostDecommissionKey, hostKey, hostScope, liveHostKey } from "./hosts.ts";
 import { refuseIfHeld } from "./holds.ts";
-import { queueJobInOp } from "./jobs.ts";
+import { queueJobInOp } from "./job_queue.ts";
 import { countStatusChange } from "./ops_counters.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Policy, policyKey, retiredPolicyKey } from "./policies.ts";

@@ -19,7 +19,7 @@
  */
 import { signDataToken } from "../engine/protocol/token.ts";
 import { type Engine, engineKey } from "./engines.ts";
-import { type Job, jobKey } from "./jobs.ts";
+import { type Job, jobKey } from "./job_queue.ts";
 import type { KekSource } from "./replicas.ts";
 import { type RestorePoint, restorePointKey } from "./runs.ts";
 import { tokenSigningKey } from "./token_signing.ts";

@@ -8,7 +8,7 @@
  */
 import { ConflictError } from "./errors.ts";
 import { type Engine, engineKey } from "./engines.ts";
-import { addQueuedJob, EnqueueInput } from "./jobs.ts";
+import { addQueuedJob, EnqueueInput } from "./job_queue.ts";
 import type { ActiveHost } from "./job_views.ts";
 import { kvValueBytes } from "./kv.ts";
 import type { Policy } from "./policies.ts";

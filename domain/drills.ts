@@ -27,7 +27,7 @@ import { compileCron } from "./cron_rules.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey, hostScope } from "./hosts.ts";
 import { newId } from "./ids.ts";
-import { cancelJob, getJob, getJobs, type Job, queueJobInOp } from "./jobs.ts";
+import { cancelJob, getJob, getJobs, type Job, queueJobInOp } from "./job_queue.ts";
 import { getManyValues } from "./kv.ts";
 import type { Policy } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";

@@ -28,7 +28,7 @@ import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostScope, requireHost } from "./hosts.ts";
 import { sha256Hex } from "./ids.ts";
 import { getManyValues } from "./kv.ts";
-import { getJob, type Job, queueJobInOp } from "./jobs.ts";
+import { getJob, type Job, queueJobInOp } from "./job_queue.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, authorize } from "./rbac.ts";
 import {

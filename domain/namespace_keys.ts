@@ -24,7 +24,7 @@ import { type Engine, engineKey } from "./engines.ts";
 import { HttpError, NotFoundError } from "./errors.ts";
 import { type Host, hostKey } from "./hosts.ts";
 import { newId } from "./ids.ts";
-import { type Job, jobKey } from "./jobs.ts";
+import { type Job, jobKey } from "./job_queue.ts";
 import {
   kekProviders,
   kekReference,

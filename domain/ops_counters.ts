@@ -8,7 +8,7 @@
  */
 import type { Engine } from "./engines.ts";
 import type { Host } from "./hosts.ts";
-import type { Job, JobKind, Priority } from "./jobs.ts";
+import type { Job, JobKind, Priority } from "./job_queue.ts";
 import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues } from "./kv.ts";
 import type { DeliveryStatus, NotificationDelivery } from "./notifications.ts";
 

@@ -25,7 +25,7 @@ import { kekReference as kekReferenceOf } from "./keks.ts";
 import { type Engine, engineKey, registerEngineCascade } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { getJobs, type Job, queueJobInOp } from "./jobs.ts";
+import { getJobs, type Job, queueJobInOp } from "./job_queue.ts";
 import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues, type Page, withRetry } from "./kv.ts";
 import { pageOf, PageQuery } from "./paging.ts";
 import type { Policy, PolicyCore } from "./policies.ts";

@@ -14,7 +14,7 @@ import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey, hostScope, requireHost } from "./hosts.ts";
 import { newId, sha256Hex } from "./ids.ts";
 import { getManyValues } from "./kv.ts";
-import { getJob, getJobs, type Job, queueJobInOp } from "./jobs.ts";
+import { getJob, getJobs, type Job, queueJobInOp } from "./job_queue.ts";
 import { listPartNumbers, readResultList, readResultPart } from "./result_parts.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, authorize, can, inScope, type ScopedObject } from "./rbac.ts";

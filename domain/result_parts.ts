@@ -14,7 +14,7 @@
  */
 import { z } from "zod";
 import { ConflictError, HttpError, NotFoundError, ValidationError } from "./errors.ts";
-import type { Job } from "./jobs.ts";
+import type { Job } from "./job_queue.ts";
 import { CommitConflictError } from "./retry.ts";
 
 export const RESULT_LISTS = ["entries", "matches", "errors"] as const;

@@ -1,6 +1,6 @@
 /**
- * The KV keys of a run and of its job link, in a module of their own: the job queue (jobs.ts) marks a
- * run running in the same atomic write as the claim of its job, and runs.ts builds on jobs.ts.
+ * The KV keys of a run and of its job link, in a module of their own: the job queue (job_queue.ts) marks a
+ * run running in the same atomic write as the claim of its job, and runs.ts builds on job_queue.ts.
  */
 export function runKey(id: string) {
   return ["runs", id] as const;

@@ -16,7 +16,7 @@ import { type Assignment, assignmentByPolicyKey, assignmentKey } from "./assignm
 import { type Engine, engineKey, engineOnlineAt } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey } from "./hosts.ts";
-import type { Job } from "./jobs.ts";
+import type { Job } from "./job_queue.ts";
 import { type ActiveHost, activeHostsOf } from "./job_views.ts";
 import { batchesOf, DISPATCH_MAX_HOSTS, dispatcher, dispatchPayload, hostsPerWrite } from "./dispatch.ts";
 import { hostsNeedingFull } from "./repositories.ts";

@@ -5,7 +5,7 @@
  * one page each — so a run with many thousands of errors reads one KV value per page.
  */
 import { NotFoundError } from "./errors.ts";
-import { getJob, type Job } from "./jobs.ts";
+import { getJob, type Job } from "./job_queue.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { type ErrorItem, listPartNumbers, readResultPart } from "./result_parts.ts";
 import { type Run, runKey } from "./runs.ts";

@@ -26,7 +26,7 @@ import {
   jobKey,
   queueJobInOp,
   type ResultStats,
-} from "./jobs.ts";
+} from "./job_queue.ts";
 import { effectiveExcludes, type Policy, policyKey, requirePolicy } from "./policies.ts";
 import { type Host, hostKey } from "./hosts.ts";
 import { type HoldGuard, holdGuard } from "./holds.ts";

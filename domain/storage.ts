@@ -28,7 +28,7 @@ import { AtomicRecorder } from "./group_commit.ts";
 import { type Host, hostKey, hostOnlineAt } from "./hosts.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { type Job, jobKey, queueJobInOp } from "./jobs.ts";
+import { type Job, jobKey, queueJobInOp } from "./job_queue.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { CommitConflictError } from "./retry.ts";
 import { countPointsOnTarget } from "./repositories.ts";

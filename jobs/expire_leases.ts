@@ -3,7 +3,7 @@
  * attempt — and then their runs fail too (runs.ts `failRunsOfExpiredJobs`). It also drops the queue
  * counters' minute buckets that reached zero (ops_counters.ts).
  */
-import { expireLeases as expire } from "../domain/jobs.ts";
+import { expireLeases as expire } from "../domain/job_queue.ts";
 import { pruneQueueCounts } from "../domain/ops_counters.ts";
 import { failRunsOfExpiredJobs } from "../domain/runs.ts";
 

@@ -53,7 +53,7 @@ import {
   queuedCount,
   reportProgress,
   ResultInput,
-} from "../domain/jobs.ts";
+} from "../domain/job_queue.ts";
 import { BmrTokenInput, redeemBmrToken, restorePathsChunk } from "../domain/restore.ts";
 import { resolveRegistrationSecret } from "../domain/tenancy.ts";
 import { handOutJob, progressDataAccess } from "../domain/data_access.ts";

@@ -15,7 +15,7 @@ import {
   RunError,
 } from "../components/runs.tsx";
 import { Badge, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
-import { getJob, type Job } from "../domain/jobs.ts";
+import { getJob, type Job } from "../domain/job_queue.ts";
 import type { Policy } from "../domain/policies.ts";
 import { jobErrorsPage, requireRun } from "../domain/run_results.ts";
 import { AnomalyMark } from "../components/anomaly.tsx";

@@ -23,7 +23,7 @@ import { testConfig } from "../domain/config.ts";
 import { applyHeartbeat } from "../domain/engines.ts";
 import { applyHostHeartbeat, enrollHost } from "../domain/hosts.ts";
 import { newId } from "../domain/ids.ts";
-import { claimJobs } from "../domain/jobs.ts";
+import { claimJobs } from "../domain/job_queue.ts";
 import { createLogger } from "../domain/log.ts";
 import { createPolicy } from "../domain/policies.ts";
 import { policiesByNameKey, policyCountKey } from "../domain/policy_names.ts";

@@ -8,7 +8,7 @@
 import { applyHeartbeat } from "../domain/engines.ts";
 import { assignHost } from "../domain/assignments.ts";
 import { nextRuns } from "../domain/cron_rules.ts";
-import { applyResult, claimJobs, hasQueuedAtLeast } from "../domain/jobs.ts";
+import { applyResult, claimJobs, hasQueuedAtLeast } from "../domain/job_queue.ts";
 import { applyJobOutcome, runSchedulerTick } from "../domain/runs.ts";
 import { createPolicy, getPolicy, type PolicyCreateInput } from "../domain/policies.ts";
 import { systemActor } from "../domain/rbac.ts";

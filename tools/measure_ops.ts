@@ -9,7 +9,7 @@ import { assignHost } from "../domain/assignments.ts";
 import { testConfig } from "../domain/config.ts";
 import { applyHeartbeat, type Engine } from "../domain/engines.ts";
 import { applyHostHeartbeat, type Host } from "../domain/hosts.ts";
-import { applyResult, claimJobs, enqueueJob } from "../domain/jobs.ts";
+import { applyResult, claimJobs, enqueueJob } from "../domain/job_queue.ts";
 import { readOpsGauges } from "../domain/ops_metrics.ts";
 import { createPolicy } from "../domain/policies.ts";
 import { systemActor } from "../domain/rbac.ts";

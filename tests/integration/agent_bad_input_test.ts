@@ -13,7 +13,7 @@
  */
 import assert from "node:assert/strict";
 import { jobErrorsPage } from "../../domain/run_results.ts";
-import { getJob } from "../../domain/jobs.ts";
+import { getJob } from "../../domain/job_queue.ts";
 import { LocalBackend } from "../../engine/repo/backend.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { type AgentWorld, agentWorld, assignHosts, createPolicy, runNow } from "./agent_world.ts";

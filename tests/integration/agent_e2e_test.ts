@@ -14,7 +14,7 @@ import { recoveryOpener } from "../../engine/repo/keys.ts";
 import { Repository } from "../../engine/repo/repository.ts";
 import { listSnapshots } from "../../engine/repo/snapshot.ts";
 import { restoreSnapshot } from "../../engine/repo/restore.ts";
-import { cancelJob } from "../../domain/jobs.ts";
+import { cancelJob } from "../../domain/job_queue.ts";
 import { type RestorePoint, restorePointKey, type Run, runKey } from "../../domain/runs.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { assertSameTree } from "../engine/tree_fixture.ts";

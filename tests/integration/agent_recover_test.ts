@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { deliverJobKeys } from "../../domain/namespace_keys.ts";
-import { applyResult, claimJobs, getJob } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, getJob } from "../../domain/job_queue.ts";
 import { requestBmr } from "../../domain/restore.ts";
 import { applyJobOutcome, type RestorePoint } from "../../domain/runs.ts";
 import { runPolicyNow } from "../../domain/run_now.ts";

@@ -12,7 +12,7 @@ import { userActor } from "../../domain/auth.ts";
 import { testConfig } from "../../domain/config.ts";
 import { createLogger } from "../../domain/log.ts";
 import { type Host, hostByPublicKeyKey, hostKey } from "../../domain/hosts.ts";
-import { jobKey } from "../../domain/jobs.ts";
+import { jobKey } from "../../domain/job_queue.ts";
 import { createRecoveryKey } from "../../domain/recovery_keys.ts";
 import { restoreKey } from "../../domain/restore.ts";
 import { type Run, runKey } from "../../domain/runs.ts";

@@ -19,7 +19,7 @@ import {
 import type { Alert, AlertEvent } from "../../domain/alerts.ts";
 import { userActor } from "../../domain/auth.ts";
 import { ConflictError } from "../../domain/errors.ts";
-import { applyResult, claimJobs, type Job } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, type Job } from "../../domain/job_queue.ts";
 import {
   applyJobOutcome,
   applyRetention,

@@ -10,7 +10,7 @@ import { userActor } from "../../domain/auth.ts";
 import { assignHost } from "../../domain/assignments.ts";
 import { testConfig } from "../../domain/config.ts";
 import { applyHeartbeat } from "../../domain/engines.ts";
-import { applyResult, claimJobs } from "../../domain/jobs.ts";
+import { applyResult, claimJobs } from "../../domain/job_queue.ts";
 import { createLogger } from "../../domain/log.ts";
 import { createPlatform, listPlatformJobs } from "../../domain/platforms.ts";
 import { syncPlatform } from "../../domain/platform_sync.ts";

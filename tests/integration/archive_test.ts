@@ -19,7 +19,7 @@ import { readSummary } from "../../domain/dashboard.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../../domain/errors.ts";
 import { applyHostHeartbeat, enrollHost, getHost, type Host } from "../../domain/hosts.ts";
 import { checkInvariants } from "../../domain/invariants.ts";
-import { applyResult, claimJobs, type Job } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, type Job } from "../../domain/job_queue.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { readProtectedFor } from "../../domain/protected.ts";
 import { systemActor } from "../../domain/rbac.ts";

@@ -7,7 +7,7 @@
 import { assignHost } from "../../domain/assignments.ts";
 import { applyHeartbeat } from "../../domain/engines.ts";
 import { applyHostHeartbeat, enrollHost } from "../../domain/hosts.ts";
-import { applyResult, claimJobs, type Job, type ResultInput } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, type Job, type ResultInput } from "../../domain/job_queue.ts";
 import { createPolicy, type Policy, type PolicyCreateInput } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { applyJobOutcome, type RestorePoint, runSchedulerTick } from "../../domain/runs.ts";

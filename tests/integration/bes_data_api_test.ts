@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import nodeCrypto, { X509Certificate } from "node:crypto";
 import { handOutJob } from "../../domain/data_access.ts";
-import { applyResult, claimJobs, enqueueJob, getJob } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, enqueueJob, getJob } from "../../domain/job_queue.ts";
 import { requestBmr } from "../../domain/restore.ts";
 import { applyJobOutcome, type RestorePoint } from "../../domain/runs.ts";
 import { runPolicyNow } from "../../domain/run_now.ts";

@@ -10,10 +10,10 @@
  */
 import assert from "node:assert/strict";
 import { type Engine, engineKey } from "../../domain/engines.ts";
-import { enqueueJob, getJob, type Job } from "../../domain/jobs.ts";
+import { enqueueJob, getJob, type Job } from "../../domain/job_queue.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { applyJobOutcome, applyRetention, type RestorePoint, runSchedulerTick } from "../../domain/runs.ts";
-import { applyResult, claimJobs } from "../../domain/jobs.ts";
+import { applyResult, claimJobs } from "../../domain/job_queue.ts";
 import { createTarget, getTarget, requestStorageCheck } from "../../domain/storage.ts";
 import { assignHost } from "../../domain/assignments.ts";
 import { enrollHost } from "../../domain/hosts.ts";

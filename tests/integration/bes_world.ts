@@ -5,7 +5,7 @@
 import { createApp } from "../../app.ts";
 import { testConfig } from "../../domain/config.ts";
 import type { Engine } from "../../domain/engines.ts";
-import { getJob, type Job } from "../../domain/jobs.ts";
+import { getJob, type Job } from "../../domain/job_queue.ts";
 import { createLogger } from "../../domain/log.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { childEnv, createTenant, REPO_ROOT, TestClock } from "../helpers.ts";

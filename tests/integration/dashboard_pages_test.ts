@@ -4,7 +4,7 @@ import { assignHost } from "../../domain/assignments.ts";
 import { testConfig } from "../../domain/config.ts";
 import { applyHeartbeat } from "../../domain/engines.ts";
 import { applyHostHeartbeat, enrollHost } from "../../domain/hosts.ts";
-import { applyResult, claimJobs, type Job } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, type Job } from "../../domain/job_queue.ts";
 import { createLogger } from "../../domain/log.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";

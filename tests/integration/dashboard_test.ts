@@ -13,7 +13,7 @@ import {
 import { applyHeartbeat } from "../../domain/engines.ts";
 import { checkInvariants } from "../../domain/invariants.ts";
 import { applyHostHeartbeat, enrollHost, type Host } from "../../domain/hosts.ts";
-import { applyResult, claimJobs, type Job } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, type Job } from "../../domain/job_queue.ts";
 import { createPolicy, type Policy, updatePolicy } from "../../domain/policies.ts";
 import { listProtectedObjects, type ProtectedObject, sweepRpoBreaches } from "../../domain/protected.ts";
 import { type Actor, systemActor } from "../../domain/rbac.ts";

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { testConfig } from "../../domain/config.ts";
 import { assignHost } from "../../domain/assignments.ts";
-import { type Job } from "../../domain/jobs.ts";
+import { type Job } from "../../domain/job_queue.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { runPolicyNow } from "../../domain/run_now.ts";

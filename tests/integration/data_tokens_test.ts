@@ -11,7 +11,7 @@ import { importTokenPublicKey, verifyDataToken } from "../../engine/protocol/tok
 import { jobRepository } from "../../domain/data_access.ts";
 import { repositoryOf } from "../../domain/repositories.ts";
 import { getEngine } from "../../domain/engines.ts";
-import { cancelJob, enqueueJob } from "../../domain/jobs.ts";
+import { cancelJob, enqueueJob } from "../../domain/job_queue.ts";
 import { createReplica } from "../../domain/replicas.ts";
 import { requestBrowse, requestFileRestore } from "../../domain/restore.ts";
 import { createTarget } from "../../domain/storage.ts";

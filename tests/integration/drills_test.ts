@@ -26,7 +26,7 @@ import {
   updateDrill,
 } from "../../domain/drills.ts";
 import { ForbiddenError, NotFoundError, ValidationError } from "../../domain/errors.ts";
-import { applyResult, claimJobs, expireLeases, getJob, type Job, LEASE_MS } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, expireLeases, getJob, type Job, LEASE_MS } from "../../domain/job_queue.ts";
 import { createPolicy, listPolicies } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { applyJobOutcome, listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";

@@ -11,12 +11,12 @@
  * - the control plane restarted (same KV file, same port) in the middle of a backup: the agent keeps going,
  *   its progress and result reach the new process, the job completes within its lease.
  *
- * Time: the lease is 5 minutes (domain/jobs.ts LEASE_MS, no knob); its expiry is the minute sweep
+ * Time: the lease is 5 minutes (domain/job_queue.ts LEASE_MS, no knob); its expiry is the minute sweep
  * (`expireLeases`) run as it would run once the lease has passed, with a `now` past it. Slow jobs are made
  * with the policy's transfer cap or a data API hook delaying reads, so the faults land mid-job.
  */
 import assert from "node:assert/strict";
-import { expireLeases, getJob, type Job, jobKey, LEASE_MS } from "../../domain/jobs.ts";
+import { expireLeases, getJob, type Job, jobKey, LEASE_MS } from "../../domain/job_queue.ts";
 import { type RestorePoint, restorePointKey } from "../../domain/runs.ts";
 import { LocalBackend } from "../../engine/repo/backend.ts";
 import { deterministicBytes } from "../engine/helpers.ts";

@@ -20,7 +20,7 @@
  * tests/integration/job_keys_test.ts the key endpoint in-process; this is the version with everything real.)
  */
 import assert from "node:assert/strict";
-import { getJob } from "../../domain/jobs.ts";
+import { getJob } from "../../domain/job_queue.ts";
 import { type KekState } from "../../domain/keks.ts";
 import { TOKEN_KEY_VAULT_ID, tokenSigningKey } from "../../domain/token_signing.ts";
 import { openSecret, vaultKey, type VaultRecord } from "../../domain/vault.ts";

@@ -8,7 +8,7 @@
  * copies the points to a second target, from which a restore is byte-identical.
  */
 import assert from "node:assert/strict";
-import type { Job } from "../../domain/jobs.ts";
+import type { Job } from "../../domain/job_queue.ts";
 import { applyRetention, type RestorePoint, restorePointKey } from "../../domain/runs.ts";
 import { LocalBackend } from "../../engine/repo/backend.ts";
 import { recoveryOpener } from "../../engine/repo/keys.ts";

@@ -11,7 +11,7 @@ import { userActor } from "../../domain/auth.ts";
 import { testConfig } from "../../domain/config.ts";
 import type { Engine } from "../../domain/engines.ts";
 import { type Host, hostKey } from "../../domain/hosts.ts";
-import { jobKey } from "../../domain/jobs.ts";
+import { jobKey } from "../../domain/job_queue.ts";
 import { createLogger } from "../../domain/log.ts";
 import { createRecoveryKey } from "../../domain/recovery_keys.ts";
 import { restoreKey } from "../../domain/restore.ts";

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import type { Job } from "../../domain/jobs.ts";
+import type { Job } from "../../domain/job_queue.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { type EnginesWorld, enginesWorld, waitFor } from "./engines_world.ts";
 

@@ -6,7 +6,7 @@
  * the usual file restore request. Fail-closed for roles without backup.restore.
  */
 import assert from "node:assert/strict";
-import { claimJobs } from "../../domain/jobs.ts";
+import { claimJobs } from "../../domain/job_queue.ts";
 import { applyHeartbeat } from "../../domain/engines.ts";
 import { applyHostHeartbeat } from "../../domain/hosts.ts";
 import { runSchedulerTick } from "../../domain/runs.ts";

@@ -12,7 +12,7 @@ import {
   requestFileHistory,
   restoreFileVersion,
 } from "../../domain/file_history.ts";
-import { claimJobs, type Job } from "../../domain/jobs.ts";
+import { claimJobs, type Job } from "../../domain/job_queue.ts";
 import { type RestorePoint, restorePointKey } from "../../domain/runs.ts";
 import { classifyKey } from "../../domain/self_backup.ts";
 import { FILE, H, setup } from "./file_history_world.ts";

@@ -5,7 +5,7 @@
  * engine and apply it.
  */
 import assert from "node:assert/strict";
-import { claimJobs, type Job, type ResultInput } from "../../domain/jobs.ts";
+import { claimJobs, type Job, type ResultInput } from "../../domain/job_queue.ts";
 import { addUser, Browser, signInAs, testApp, TestClock } from "../helpers.ts";
 import { backupWorld, finishJob, heartbeatsAndTick } from "./backup_world.ts";
 

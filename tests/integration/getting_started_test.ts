@@ -12,7 +12,7 @@ import { userActor } from "../../domain/auth.ts";
 import { testConfig } from "../../domain/config.ts";
 import { readSetupProgress, SETUP_STEPS, type SetupStep } from "../../domain/getting_started.ts";
 import { sha256Hex } from "../../domain/ids.ts";
-import { applyResult, claimJobs } from "../../domain/jobs.ts";
+import { applyResult, claimJobs } from "../../domain/job_queue.ts";
 import { createLogger } from "../../domain/log.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";

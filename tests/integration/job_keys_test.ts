@@ -10,7 +10,7 @@ import { createApiToken } from "../../domain/api_tokens.ts";
 import { userActor } from "../../domain/auth.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { assignHost } from "../../domain/assignments.ts";
-import { cancelJob, enqueueJob } from "../../domain/jobs.ts";
+import { cancelJob, enqueueJob } from "../../domain/job_queue.ts";
 import { type KekState, kekStateKey } from "../../domain/keks.ts";
 import {
   ensureNamespaceKeys,

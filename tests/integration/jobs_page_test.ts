@@ -18,7 +18,7 @@ import {
   retryJob,
 } from "../../domain/job_views.ts";
 import type { RetryFacts } from "../../domain/job_rules.ts";
-import { applyResult, claimJobs, getJob as getQueuedJob } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, getJob as getQueuedJob } from "../../domain/job_queue.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { userActor } from "../../domain/auth.ts";

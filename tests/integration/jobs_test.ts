@@ -11,7 +11,7 @@ import {
   LEASE_MS,
   reportProgress,
   type ResultInput,
-} from "../../domain/jobs.ts";
+} from "../../domain/job_queue.ts";
 import { createTenant, engineClient, engineMetrics, testApp, TestClock } from "../helpers.ts";
 
 const BES = "bes:01KAHZ3Y3N4G2D8QF5T0V7W9XB";

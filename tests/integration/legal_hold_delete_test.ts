@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { ConflictError } from "../../domain/errors.ts";
 import { deleteEngine, getEngine } from "../../domain/engines.ts";
 import { placeHold, releaseHold } from "../../domain/holds.ts";
-import type { Job } from "../../domain/jobs.ts";
+import type { Job } from "../../domain/job_queue.ts";
 import { retiredPolicyKey } from "../../domain/policies.ts";
 import { applyRetention } from "../../domain/runs.ts";
 import { enrollHost } from "../../domain/hosts.ts";

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { approveRequest, setFourEyesSettings } from "../../domain/approvals.ts";
 import { ConflictError, ForbiddenError, NotFoundError } from "../../domain/errors.ts";
 import { holdGuard, listHolds, placeHold, releaseHold } from "../../domain/holds.ts";
-import { type Job } from "../../domain/jobs.ts";
+import { type Job } from "../../domain/job_queue.ts";
 import { applyRetention, previewPolicyRetention, restorePointKey } from "../../domain/runs.ts";
 import { addUser, auditEntries, Browser, createTenant, signInAs } from "../helpers.ts";
 import { userActor } from "../../domain/auth.ts";

@@ -12,7 +12,14 @@ import { testConfig } from "../../domain/config.ts";
 import { readLast24h, readSummary } from "../../domain/dashboard.ts";
 import { applyHeartbeat, sweepEngineHeartbeats } from "../../domain/engines.ts";
 import { assignHost } from "../../domain/assignments.ts";
-import { applyResult, cancelJob, claimJobs, enqueueJob, expireLeases, LEASE_MS } from "../../domain/jobs.ts";
+import {
+  applyResult,
+  cancelJob,
+  claimJobs,
+  enqueueJob,
+  expireLeases,
+  LEASE_MS,
+} from "../../domain/job_queue.ts";
 import { createLogger } from "../../domain/log.ts";
 import { runClaimed } from "../../jobs/crons.ts";
 import { createMetrics } from "../../routes/metrics.ts";

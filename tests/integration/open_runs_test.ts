@@ -11,7 +11,7 @@ import { type Policy } from "../../domain/policies.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { runPolicyNow } from "../../domain/run_now.ts";
-import { applyResult, claimJobs, getJob } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, getJob } from "../../domain/job_queue.ts";
 import { type Run, runsOpenKey } from "../../domain/runs.ts";
 import { createTarget } from "../../domain/storage.ts";
 import { sweepOpenRuns as sweepOpenRunsJob } from "../../jobs/sweep_open_runs.ts";

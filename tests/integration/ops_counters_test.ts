@@ -18,7 +18,7 @@ import {
   expireLeases,
   LEASE_MS,
   queuedCount,
-} from "../../domain/jobs.ts";
+} from "../../domain/job_queue.ts";
 import { readOpenAlert } from "../../domain/alerts.ts";
 import { checkInvariants, checkInvariantsBounded } from "../../domain/invariants.ts";
 import {

@@ -21,7 +21,7 @@ import { createPlatform } from "../../domain/platforms.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { createReplica } from "../../domain/replicas.ts";
 import { applyJobOutcome, listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
-import { applyResult, claimJobs } from "../../domain/jobs.ts";
+import { applyResult, claimJobs } from "../../domain/job_queue.ts";
 import { anomalyByRunKey, baselineKey } from "../../domain/anomalies.ts";
 import { requestBrowse, requestFileRestore, requestSearch } from "../../domain/restore.ts";
 import { createScript } from "../../domain/scripts.ts";

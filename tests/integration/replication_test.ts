@@ -10,7 +10,7 @@ import { assignHost } from "../../domain/assignments.ts";
 import { userActor } from "../../domain/auth.ts";
 
 import { applyHostHeartbeat, enrollHost } from "../../domain/hosts.ts";
-import { applyResult, claimJobs, type Job } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, type Job } from "../../domain/job_queue.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { checkInvariants } from "../../domain/invariants.ts";

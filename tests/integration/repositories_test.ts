@@ -11,7 +11,7 @@ import { assignHost } from "../../domain/assignments.ts";
 import { applyHeartbeat } from "../../domain/engines.ts";
 import { ConflictError } from "../../domain/errors.ts";
 import { applyHostHeartbeat, enrollHost, getHost } from "../../domain/hosts.ts";
-import { applyResult, claimJobs, getJob, type Job } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, getJob, type Job } from "../../domain/job_queue.ts";
 import {
   createPolicy,
   deletePolicy,

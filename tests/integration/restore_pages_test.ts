@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { assignHost } from "../../domain/assignments.ts";
 import { applyHeartbeat } from "../../domain/engines.ts";
 import { applyHostHeartbeat } from "../../domain/hosts.ts";
-import { claimJobs, type Job, reportProgress, type ResultInput } from "../../domain/jobs.ts";
+import { claimJobs, type Job, reportProgress, type ResultInput } from "../../domain/job_queue.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { runSchedulerTick } from "../../domain/runs.ts";

@@ -21,7 +21,7 @@ import {
   type Job,
   reportProgress,
   type ResultInput,
-} from "../../domain/jobs.ts";
+} from "../../domain/job_queue.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { type Actor, systemActor } from "../../domain/rbac.ts";
 import {

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { assignHost } from "../../domain/assignments.ts";
 import { applyHeartbeat } from "../../domain/engines.ts";
 import { applyHostHeartbeat, enrollHost } from "../../domain/hosts.ts";
-import { applyResult, claimJobs, expireLeases, getJob, type Job, LEASE_MS } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, expireLeases, getJob, type Job, LEASE_MS } from "../../domain/job_queue.ts";
 import { ValidationError } from "../../domain/errors.ts";
 import { storeResultPart } from "../../domain/result_parts.ts";
 import { jobErrorsPage } from "../../domain/run_results.ts";

@@ -6,7 +6,7 @@
  * again; a verify result recorded whose outcome lost its races is applied by the re-send (never dropped).
  */
 import assert from "node:assert/strict";
-import { claimJobs, enqueueJob, getJob, type Job, jobKey } from "../../domain/jobs.ts";
+import { claimJobs, enqueueJob, getJob, type Job, jobKey } from "../../domain/job_queue.ts";
 import { type RestorePoint, restorePointKey } from "../../domain/runs.ts";
 import { ControlPlane } from "../../engine/agent/control.ts";
 import { JobRunner } from "../../engine/bes/jobs.ts";

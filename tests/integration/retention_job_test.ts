@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { claimJobs, getJob } from "../../domain/jobs.ts";
+import { claimJobs, getJob } from "../../domain/job_queue.ts";
 import { applyRetention, listRunsByPolicy } from "../../domain/runs.ts";
 import { addUser, Browser, signInAs, testApp } from "../helpers.ts";
 import { allPoints, backupWorld, dailyFulls } from "./backup_world.ts";

@@ -7,7 +7,7 @@ import { applyHeartbeat, markEngineDeleting } from "../../domain/engines.ts";
 import { ConflictError, ValidationError } from "../../domain/errors.ts";
 import { createHook } from "../../domain/hooks.ts";
 import { applyHostHeartbeat, enrollHost, type Host } from "../../domain/hosts.ts";
-import { applyResult, claimJobs, getJob } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, getJob } from "../../domain/job_queue.ts";
 import { type Policy, updatePolicy } from "../../domain/policies.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";

@@ -8,7 +8,14 @@ import assert from "node:assert/strict";
 import { assignHost } from "../../domain/assignments.ts";
 import { userActor } from "../../domain/auth.ts";
 import { createTarget } from "../../domain/storage.ts";
-import { applyResult, claimJobs, expireLeases, getJob, LEASE_MS, reportProgress } from "../../domain/jobs.ts";
+import {
+  applyResult,
+  claimJobs,
+  expireLeases,
+  getJob,
+  LEASE_MS,
+  reportProgress,
+} from "../../domain/job_queue.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { runPolicyNow } from "../../domain/run_now.ts";

@@ -5,7 +5,7 @@ import { applyHeartbeat } from "../../domain/engines.ts";
 import { NotFoundError, ValidationError } from "../../domain/errors.ts";
 import { createHook } from "../../domain/hooks.ts";
 import { applyHostHeartbeat, enrollHost, sweepHostHeartbeats } from "../../domain/hosts.ts";
-import { applyResult, claimJobs, getJob } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, getJob } from "../../domain/job_queue.ts";
 import { createPolicy, updatePolicy } from "../../domain/policies.ts";
 import { checkInvariants } from "../../domain/invariants.ts";
 import { createReplica } from "../../domain/replicas.ts";

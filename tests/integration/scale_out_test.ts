@@ -9,7 +9,7 @@ import { createApp } from "../../app.ts";
 import { createApiToken } from "../../domain/api_tokens.ts";
 import { userActor } from "../../domain/auth.ts";
 import { testConfig } from "../../domain/config.ts";
-import { claimJobs, enqueueJob } from "../../domain/jobs.ts";
+import { claimJobs, enqueueJob } from "../../domain/job_queue.ts";
 import { createLogger } from "../../domain/log.ts";
 import { tokenPublicKey } from "../../domain/token_signing.ts";
 import { runClaimed, TickGate } from "../../jobs/crons.ts";

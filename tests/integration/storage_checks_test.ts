@@ -6,7 +6,7 @@ import { userActor } from "../../domain/auth.ts";
 import { ConflictError } from "../../domain/errors.ts";
 import { decommissionHost } from "../../domain/archive.ts";
 import { applyHostHeartbeat, type Host } from "../../domain/hosts.ts";
-import { applyResult, claimJobs, type Job } from "../../domain/jobs.ts";
+import { applyResult, claimJobs, type Job } from "../../domain/job_queue.ts";
 import type { Permission } from "../../domain/types.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { applyJobOutcome } from "../../domain/runs.ts";

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { importTokenPublicKey, verifyDataToken } from "../../engine/protocol/token.ts";
 import { assignHost } from "../../domain/assignments.ts";
-import { getJob } from "../../domain/jobs.ts";
+import { getJob } from "../../domain/job_queue.ts";
 import { patchPolicy } from "../../domain/policies.ts";
 import { runPolicyNow } from "../../domain/run_now.ts";
 import {

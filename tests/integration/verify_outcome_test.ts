@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { verifyFailedKey } from "../../domain/dashboard.ts";
 import { ConflictError } from "../../domain/errors.ts";
-import type { Job } from "../../domain/jobs.ts";
+import type { Job } from "../../domain/job_queue.ts";
 import { CommitConflictError } from "../../domain/retry.ts";
 import { applyJobOutcome, type RestorePoint, restorePointKey } from "../../domain/runs.ts";
 
