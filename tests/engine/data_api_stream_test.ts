@@ -137,10 +137,24 @@ Deno.test("data API: packs past one 4 MiB receive block, the trailer across two 
     // Over loopback HTTP: the request body is a byte stream, read with a BYOB reader.
     const res = await bes.request(objectPath(pack.name), {
       method: "PUT",
-      body: streamOf(pack.bytes, 100_003),
+      // Pieces of about 100 KB, or of 1 MiB (over plain HTTP the server may hand on more than 64 KiB at once).
+      body: streamOf(pack.bytes, i % 2 ? 1 << 20 : 100_003),
     });
     assert.equal(res.status, 201, await res.text());
     assert.deepEqual(await bes.storage.get(pack.name), pack.bytes, `pack of ${size} bytes`);
+  }
+  // Over HTTPS (the BES's own transport), pieces of 1 MiB and of 1,000 bytes.
+  {
+    await using tls = await startBes({ https: true });
+    for (const [i, [size, piece]] of [[block - 1, 1 << 20], [2 * block + 3, 1000]].entries()) {
+      const pack = packOfSize(size, `tls${i}`);
+      const res = await tls.request(objectPath(pack.name), {
+        method: "PUT",
+        body: streamOf(pack.bytes, piece),
+      });
+      assert.equal(res.status, 201, await res.text());
+      assert.deepEqual(await tls.storage.get(pack.name), pack.bytes, `pack of ${size} bytes over HTTPS`);
+    }
   }
   // Straight to the handler with a plain (non-byte) stream: the pieces are copied into the blocks.
   for (const [i, size] of [block + 100, 2 * block + 7].entries()) {
