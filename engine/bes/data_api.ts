@@ -193,6 +193,8 @@ async function readBody(req: Request, limit: number, what: string): Promise<Uint
 
 /** Bytes gathered before one write to a staged object (fewer, larger writes than the body's pieces). */
 const STAGE_WRITE_BYTES = 4 * 1024 * 1024;
+/** The least room given to one read of a request body (see `receivePack`). */
+const RECEIVE_VIEW_MIN = 64 * 1024;
 /** The end of a pack kept in memory while it streams, where its trailer is (a longer one is read back). */
 const PACK_TAIL_BYTES = 64 * 1024;
 
@@ -220,52 +222,89 @@ async function receivePack(
   }
   const staged = await stage(name);
   let committed = false;
-  // One write in flight while the next piece is received (the disk and the network overlap).
+  // One write in flight while the next block is received (the disk and the network overlap).
   let writing: Promise<void> = Promise.resolve();
-  const reader = req.body?.getReader();
+  const body = req.body;
+  // The body is read straight into two blocks of STAGE_WRITE_BYTES (a byte stream's BYOB reader: no copy,
+  // no joining of pieces); one block is written while the other fills. A body that is not a byte stream is
+  // copied into the blocks piece by piece.
+  let byob: ReadableStreamBYOBReader | undefined;
+  let plain: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  if (body) {
+    try {
+      byob = body.getReader({ mode: "byob" });
+    } catch {
+      plain = body.getReader();
+    }
+  }
+  const reader = byob ?? plain;
   try {
     const hash = createHash("sha256");
     let size = 0;
-    let pending: Uint8Array[] = [];
-    let pendingBytes = 0;
-    const tail: Uint8Array[] = [];
-    let tailBytes = 0;
-    const writePending = async () => {
+    // A block has room past STAGE_WRITE_BYTES so that a read is never given a tiny view: a BYOB read of the
+    // body's last bytes into a view of a few bytes never returned (measured, Deno 2.9).
+    const capacity = STAGE_WRITE_BYTES + RECEIVE_VIEW_MIN;
+    const blocks = [new Uint8Array(capacity), new Uint8Array(capacity)];
+    let cur = 0;
+    let fill = 0;
+    let lastLen = 0;
+    const flush = async () => {
+      if (fill === 0) return;
+      const data = blocks[cur].subarray(0, fill);
+      // Hashed once per block (4 MiB), not once per network piece.
+      hash.update(data);
+      // The other block's write must end before that block is filled again.
       await writing;
-      if (pendingBytes === 0) return;
-      const data = pending.length === 1 ? pending[0] : concat(...pending);
-      pending = [];
-      pendingBytes = 0;
       writing = staged.write(data);
       writing.catch(() => {}); // awaited by the next call; a failure is not unhandled meanwhile
+      lastLen = fill;
+      cur ^= 1;
+      fill = 0;
     };
-    for (;;) {
-      if (!reader) break;
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.length;
+    const grow = async (n: number) => {
+      size += n;
       if (size > limit) {
-        await reader.cancel().catch(() => {});
+        await reader!.cancel().catch(() => {});
         throw tooLarge();
       }
-      hash.update(value);
-      pending.push(value);
-      pendingBytes += value.length;
-      tail.push(value);
-      tailBytes += value.length;
-      while (tail.length > 1 && tailBytes - tail[0].length >= PACK_TAIL_BYTES) {
-        tailBytes -= tail.shift()!.length;
-      }
-      if (pendingBytes >= STAGE_WRITE_BYTES) await writePending();
+    };
+    let tail: Uint8Array = new Uint8Array(0);
+    for (;;) {
+      if (byob) {
+        const { done, value } = await byob.read(blocks[cur].subarray(fill));
+        // The block's buffer is transferred by each read: keep the one handed back.
+        if (value) blocks[cur] = new Uint8Array(value.buffer);
+        if (done) break;
+        await grow(value.length);
+        fill += value.length;
+        if (fill >= STAGE_WRITE_BYTES) await flush();
+      } else if (plain) {
+        const { done, value } = await plain.read();
+        if (done) break;
+        await grow(value.length);
+        for (let o = 0; o < value.length;) {
+          const k = Math.min(value.length - o, capacity - fill);
+          blocks[cur].set(value.subarray(o, o + k), fill);
+          fill += k;
+          o += k;
+          if (fill >= STAGE_WRITE_BYTES) await flush();
+        }
+      } else break;
     }
-    await writePending();
+    // The pack's last PACK_TAIL_BYTES (its trailer), from the block being filled and the one written last.
+    if (fill >= PACK_TAIL_BYTES) tail = blocks[cur].slice(fill - PACK_TAIL_BYTES, fill);
+    else {
+      const before = Math.min(lastLen, PACK_TAIL_BYTES - fill);
+      tail = concat(blocks[cur ^ 1].subarray(lastLen - before, lastLen), blocks[cur].subarray(0, fill));
+    }
+    await flush();
     await writing;
     if (hash.digest("hex") !== packId) {
       throw new DataApiError(422, "invalid", `The bytes sent for ${name} do not hash to its name`);
     }
     let listing: PackListing;
     try {
-      let parsed = parsePackTail(packId, tail.length === 1 ? tail[0] : concat(...tail), size);
+      let parsed = parsePackTail(packId, tail, size);
       if ("need" in parsed) {
         parsed = parsePackTail(packId, await staged.read(size - parsed.need, parsed.need), size);
         if ("need" in parsed) throw new IntegrityError("pack", packId, "trailer unreadable");

@@ -111,6 +111,76 @@ Deno.test("data API: a pack streamed in small pieces, its trailer longer than th
   assert.deepEqual(await temporaries(`${bes.dir}/target`), []);
 });
 
+/** A pack of host-a of exactly `total` bytes: one blob of PRNG bytes sized to reach it. */
+function packOfSize(total: number, seed: string) {
+  const probe = new PackBuilder("host-a");
+  probe.add("data", sha256Hex(new Uint8Array(1000)), new Uint8Array(1000));
+  const overhead = assemblePack(probe.pieces().parts).bytes.length - 1000;
+  const blob = new Uint8Array(total - overhead);
+  const piece = deterministicBytes(seed, 65_536);
+  for (let o = 0; o < blob.length; o += piece.length) blob.set(piece.subarray(0, blob.length - o), o);
+  const b = new PackBuilder("host-a");
+  b.add("data", sha256Hex(blob), blob);
+  const { bytes, packId } = assemblePack(b.pieces().parts);
+  assert.equal(bytes.length, total);
+  return { bytes, packId, name: packObjectName(packId) };
+}
+
+Deno.test("data API: packs past one 4 MiB receive block, the trailer across two blocks, stored byte-identical over HTTP (BYOB reads) and through a body that is not a byte stream", async () => {
+  await using bes = await startBes();
+  const block = 4 * 1024 * 1024;
+  // Ends 100 bytes into the second block (the 64 KiB tail spans both blocks), exactly at a block's end,
+  // and 1 byte past it.
+  const sizes = [block + 100, 2 * block, block + 1, block - 1];
+  for (const [i, size] of sizes.entries()) {
+    const pack = packOfSize(size, `big${i}`);
+    // Over loopback HTTP: the request body is a byte stream, read with a BYOB reader.
+    const res = await bes.request(objectPath(pack.name), {
+      method: "PUT",
+      // Pieces of about 100 KB, or of 1 MiB (over plain HTTP the server may hand on more than 64 KiB at once).
+      body: streamOf(pack.bytes, i % 2 ? 1 << 20 : 100_003),
+    });
+    assert.equal(res.status, 201, await res.text());
+    assert.deepEqual(await bes.storage.get(pack.name), pack.bytes, `pack of ${size} bytes`);
+  }
+  // Over HTTPS (the BES's own transport), pieces of 1 MiB and of 1,000 bytes.
+  {
+    await using tls = await startBes({ https: true });
+    for (const [i, [size, piece]] of [[block - 1, 1 << 20], [2 * block + 3, 1000]].entries()) {
+      const pack = packOfSize(size, `tls${i}`);
+      const res = await tls.request(objectPath(pack.name), {
+        method: "PUT",
+        body: streamOf(pack.bytes, piece),
+      });
+      assert.equal(res.status, 201, await res.text());
+      assert.deepEqual(await tls.storage.get(pack.name), pack.bytes, `pack of ${size} bytes over HTTPS`);
+    }
+  }
+  // Straight to the handler with a plain (non-byte) stream: the pieces are copied into the blocks.
+  for (const [i, size] of [block + 100, 2 * block + 7].entries()) {
+    const pack = packOfSize(size, `plain${i}`);
+    const res = await bes.api.fetch(
+      new Request(`${bes.url}${objectPath(pack.name)}`, {
+        method: "PUT",
+        headers: { authorization: `Bearer ${bes.token()}` },
+        body: streamOf(pack.bytes, 65_537),
+      }),
+    );
+    assert.equal(res.status, 201, await res.text());
+    assert.deepEqual(await bes.storage.get(pack.name), pack.bytes, `pack of ${size} bytes, plain stream`);
+  }
+  // A damaged byte in the first block of a two-block pack: refused, named, nothing left behind.
+  const pack = packOfSize(block + 5000, "bad");
+  const damaged = pack.bytes.slice();
+  damaged[10] ^= 1;
+  const res = await bes.request(objectPath(pack.name), { method: "PUT", body: streamOf(damaged, 100_003) });
+  const body = await res.json();
+  assert.deepEqual([res.status, body.error.code], [422, "invalid"]);
+  assert.match(body.error.message, new RegExp(pack.packId));
+  assert.equal(await bes.storage.exists(pack.name), false);
+  assert.deepEqual(await temporaries(`${bes.dir}/target`), []);
+});
+
 Deno.test("data API: a streamed pack failing a check is refused, names the pack, and leaves nothing behind", async () => {
   await using bes = await startBes({ limits: { pack: 200_000 } });
   const target = `${bes.dir}/target`;
