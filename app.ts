@@ -138,7 +138,11 @@ export function createApp(options: AppOptions) {
   // No id or name of ours is near 200 characters: a longer path segment names nothing (and would overflow
   // a KV key further in), so it is "not found" before any route reads KV.
   app.use("*", async (c, next) => {
-    if (c.req.path.split("/").some((segment) => segment.length > MAX_PATH_SEGMENT)) {
+    const path = c.req.path;
+    // A path no longer than the limit has no segment over it (the common case: no split per request).
+    if (
+      path.length > MAX_PATH_SEGMENT && path.split("/").some((segment) => segment.length > MAX_PATH_SEGMENT)
+    ) {
       throw new NotFoundError("Not found");
     }
     await next();
