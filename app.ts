@@ -2,6 +2,7 @@
 import { OpenAPIHono } from "@hono/zod-openapi";
 import { bodyLimit } from "hono/body-limit";
 import { serveStatic } from "hono/deno";
+import type { MiddlewareHandler } from "hono";
 import type { Config } from "./domain/config.ts";
 import { HttpError, NotFoundError } from "./domain/errors.ts";
 import { consoleRequest } from "./domain/foreground.ts";
@@ -70,13 +71,19 @@ export const MAX_BODY_BYTES = 64 * 1024;
 /** …except a file restore's selection (up to 10,000 paths): the restore API and the Restore forms. */
 export const MAX_RESTORE_BODY_BYTES = 4 * 1024 * 1024;
 
-function bodyLimitFor(maxSize: number) {
-  return bodyLimit({
-    maxSize,
-    onError: () => {
-      throw new HttpError(413, "payload_too_large", `The request body is larger than ${maxSize} bytes`);
-    },
-  });
+function bodyLimitFor(maxSize: number): MiddlewareHandler<AppEnv> {
+  const tooLarge = () => {
+    throw new HttpError(413, "payload_too_large", `The request body is larger than ${maxSize} bytes`);
+  };
+  const streamed = bodyLimit({ maxSize, onError: tooLarge });
+  // A declared length is checked as hono's bodyLimit checks it, without first opening the body as a stream
+  // (a cost per request on the engine protocol's hot path); a chunked body goes through hono's, which counts.
+  return (c, next) => {
+    const headers = c.req.raw.headers;
+    const length = headers.get("content-length");
+    if (length === null || headers.has("transfer-encoding")) return streamed(c, next);
+    return parseInt(length || "0", 10) > maxSize ? tooLarge() : next();
+  };
 }
 
 /** Requests that may carry a long path selection. */
@@ -131,7 +138,11 @@ export function createApp(options: AppOptions) {
   // No id or name of ours is near 200 characters: a longer path segment names nothing (and would overflow
   // a KV key further in), so it is "not found" before any route reads KV.
   app.use("*", async (c, next) => {
-    if (c.req.path.split("/").some((segment) => segment.length > MAX_PATH_SEGMENT)) {
+    const path = c.req.path;
+    // A path no longer than the limit has no segment over it (the common case: no split per request).
+    if (
+      path.length > MAX_PATH_SEGMENT && path.split("/").some((segment) => segment.length > MAX_PATH_SEGMENT)
+    ) {
       throw new NotFoundError("Not found");
     }
     await next();

@@ -48,10 +48,14 @@ export function requestContext(deps: Deps): MiddlewareHandler<AppEnv> {
     c.set("actor", null);
     c.set("user", null);
     c.set("session", null);
+    // Set before the response exists, so the response is built with it; setting a header on a finished
+    // response makes hono copy the response (a cost on every request). A response the route built itself
+    // (without the context's prepared headers) still gets it below.
+    c.header("X-Request-Id", requestId);
     try {
       await next();
     } finally {
-      c.header("X-Request-Id", requestId);
+      if (!c.res.headers.has("X-Request-Id")) c.header("X-Request-Id", requestId);
       const actor = c.get("actor");
       const seconds = (performance.now() - started) / 1000;
       // The route pattern, never the raw URL: query strings may carry one-time tokens. A request no

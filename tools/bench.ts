@@ -84,6 +84,8 @@ async function startTarget(mode: string, port: number, extra: string[] = []) {
     args: [
       "run",
       "-A",
+      // BENCH_APP_FLAGS: extra deno flags for the app target only, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
+      ...(mode === "app" ? (Deno.env.get("BENCH_APP_FLAGS") ?? "").split(" ").filter(Boolean) : []),
       "tools/bench_target.ts",
       "--mode",
       mode,

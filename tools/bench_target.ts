@@ -55,6 +55,8 @@ const port = Number(values.port);
 /** The heartbeat group committer's counters and the group reader's (getMany calls and keys read). */
 const benchStats = () => ({ ...heartbeatCommitter(kv).stats, reader: groupReader(kv).stats });
 Deno.addSignalListener("SIGINT", () => Deno.exit(0));
+// SIGTERM (the bench stops targets with it) exits normally too, so `--cpu-prof` writes its profile.
+Deno.addSignalListener("SIGTERM", () => Deno.exit(0));
 const kv = await Deno.openKv(values.kv);
 
 if (values.mode === "ceiling" || values.mode === "ceiling_read") {

@@ -4,7 +4,8 @@
  * shared commit falls back to one commit per write; KV's per-operation limits are respected.
  */
 import assert from "node:assert/strict";
-import { AtomicRecorder, GroupCommitter } from "../../domain/group_commit.ts";
+import fc from "fast-check";
+import { AtomicRecorder, GroupCommitter, keyId } from "../../domain/group_commit.ts";
 import { gatedKv } from "../fakes/gated_kv.ts";
 
 function write(build: (op: AtomicRecorder) => void): AtomicRecorder {
@@ -176,4 +177,34 @@ Deno.test("AtomicRecorder records checks and mutations as a kv.atomic() would ap
   assert.equal((await kv.get<Deno.KvU64>(["n"])).value?.value, 7n);
   assert.equal((await kv.get<Deno.KvU64>(["m"])).value?.value, 7n);
   assert.equal((await kv.get(["s"])).value, "v");
+});
+
+Deno.test("keyId: two keys have the same id exactly when they are the same key", () => {
+  const part = fc.oneof(
+    fc.string({ unit: "binary" }),
+    fc.constantFrom("|", "s1:a|", ":", "", "s", "number1"),
+    fc.integer(),
+    fc.double(),
+    fc.bigInt(),
+    fc.boolean(),
+    fc.uint8Array({ maxLength: 4 }),
+  );
+  const key = fc.array(part, { maxLength: 4 });
+  /** Equality of KV keys: parts equal by type and value (byte arrays by content, -0 as KV encodes it). */
+  const same = (a: Deno.KvKey, b: Deno.KvKey) =>
+    a.length === b.length && a.every((x, i) => {
+      const y = b[i];
+      if (x instanceof Uint8Array || y instanceof Uint8Array) {
+        return x instanceof Uint8Array && y instanceof Uint8Array && x.join() === y.join();
+      }
+      return typeof x === typeof y && (Object.is(x, y) || (x === 0 && y === 0));
+    });
+  fc.assert(
+    fc.property(key, key, (a, b) => {
+      assert.equal(keyId(a) === keyId(b), same(a, b), `${keyId(a)} vs ${keyId(b)}`);
+    }),
+    { numRuns: 5000 },
+  );
+  assert.notEqual(keyId(["a|s1:b"]), keyId(["a", "b"]));
+  assert.notEqual(keyId(["ab", "c"]), keyId(["a", "bc"]));
 });
