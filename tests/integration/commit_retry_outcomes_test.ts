@@ -1,0 +1,86 @@
+/**
+ * Job outcomes and data fixes that lose every commit race throw CommitConflictError instead of returning
+ * as if their state change had been written (before `withRetry`, these loops ended quietly after their
+ * last try, and the run or restore request stayed "running" for ever).
+ */
+import assert from "node:assert/strict";
+import type { Job } from "../../domain/job_queue.ts";
+import { CommitConflictError } from "../../domain/retry.ts";
+import { runByJobKey, runKey } from "../../domain/run_keys.ts";
+import { applyJobOutcome, type Run } from "../../domain/runs.ts";
+import { contendedKv } from "../fakes/contended_kv.ts";
+
+const now = new Date("2026-11-22T10:00:00Z");
+
+function runningRun(id: string): Run {
+  return {
+    id,
+    policyId: "pol-1",
+    accountId: "acct-1",
+    orgId: "org-1",
+    hostId: "host-1",
+    jobId: `job-${id}`,
+    kind: "incremental" as Run["kind"],
+    trigger: "schedule",
+    status: "running",
+    scheduledFor: now.toISOString(),
+    startedAt: now.toISOString(),
+    endedAt: null,
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    restorePointId: null,
+    error: null,
+    retryable: false,
+    alertId: null,
+    createdAt: now.toISOString(),
+    updatedAt: now.toISOString(),
+  };
+}
+
+function failedBackupJob(runId: string): Job {
+  return {
+    id: `job-${runId}`,
+    kind: "backup",
+    principal: "bes:bes-1",
+    accountId: "acct-1",
+    orgId: "org-1",
+    status: "failed",
+    payload: { policyId: "pol-1" },
+    result: {
+      status: "failed",
+      startedAt: now.toISOString(),
+      endedAt: now.toISOString(),
+      bytesTransferred: 0,
+      protectedBytes: 0,
+      error: { reason: "IO", message: "disk gone" },
+      retryable: false,
+      output: null,
+      hookOutput: [],
+    },
+  } as unknown as Job;
+}
+
+async function seed(kv: Deno.Kv, id: string) {
+  await kv.set(["policies", "pol-1"], { id: "pol-1", accountId: "acct-1", orgId: "org-1", name: "P" });
+  await kv.set(runKey(id), runningRun(id));
+  await kv.set(runByJobKey(`job-${id}`), id);
+}
+
+Deno.test("a run's result survives four lost races", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await seed(kv, "run-1");
+  const world = contendedKv(kv, runKey("run-1"), 4);
+  await applyJobOutcome(world.kv, failedBackupJob("run-1"), now);
+  assert.equal((await kv.get<Run>(runKey("run-1"))).value!.status, "failed");
+});
+
+Deno.test("a run's result that loses five races throws a conflict; posting it again records it", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await seed(kv, "run-2");
+  const world = contendedKv(kv, runKey("run-2"), 5);
+  const error = await applyJobOutcome(world.kv, failedBackupJob("run-2"), now).then(() => null, (e) => e);
+  assert.ok(error instanceof CommitConflictError, `expected a conflict, got ${error}`);
+  assert.equal((await kv.get<Run>(runKey("run-2"))).value!.status, "running", "nothing was written");
+  await applyJobOutcome(kv, failedBackupJob("run-2"), now);
+  assert.equal((await kv.get<Run>(runKey("run-2"))).value!.status, "failed");
+});
