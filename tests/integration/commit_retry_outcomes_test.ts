@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import type { Job } from "../../domain/job_queue.ts";
 import { CommitConflictError } from "../../domain/retry.ts";
+import { restoreByJobKey, restoreKey, type RestoreRequest } from "../../domain/restore.ts";
 import { runByJobKey, runKey } from "../../domain/run_keys.ts";
 import { applyJobOutcome, type Run } from "../../domain/runs.ts";
 import { contendedKv } from "../fakes/contended_kv.ts";
@@ -83,4 +84,78 @@ Deno.test("a run's result that loses five races throws a conflict; posting it ag
   assert.equal((await kv.get<Run>(runKey("run-2"))).value!.status, "running", "nothing was written");
   await applyJobOutcome(kv, failedBackupJob("run-2"), now);
   assert.equal((await kv.get<Run>(runKey("run-2"))).value!.status, "failed");
+});
+
+function runningRestore(id: string): RestoreRequest {
+  return {
+    id,
+    kind: "file",
+    accountId: "acct-1",
+    orgId: "org-1",
+    hostOrgIds: ["org-1"],
+    restorePointId: "rp-1",
+    sourceHostId: "host-1",
+    targetHostId: "host-1",
+    targetPath: null,
+    overwrite: false,
+    paths: ["/etc"],
+    pathCount: 1,
+    mode: null,
+    jobId: `job-${id}`,
+    priority: "high",
+    status: "running",
+    progress: null,
+    result: null,
+    error: null,
+    tokenExpiresAt: null,
+    tokenUsedAt: null,
+    createdBy: "user-1",
+    createdAt: now.toISOString(),
+    updatedAt: now.toISOString(),
+  };
+}
+
+function finishedRestoreJob(restoreId: string): Job {
+  return {
+    ...failedBackupJob(restoreId),
+    kind: "restore_files",
+    status: "succeeded",
+    payload: { restorePointId: "rp-1" },
+    result: {
+      status: "success",
+      startedAt: now.toISOString(),
+      endedAt: now.toISOString(),
+      bytesTransferred: 10,
+      protectedBytes: 0,
+      error: null,
+      retryable: false,
+      output: { restored: { files: 1, bytes: 10, errors: [] } },
+      hookOutput: [],
+    },
+  } as unknown as Job;
+}
+
+Deno.test("a restore's outcome survives four lost races", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await kv.set(restoreKey("rs-1"), runningRestore("rs-1"));
+  await kv.set(restoreByJobKey("job-rs-1"), "rs-1");
+  const world = contendedKv(kv, restoreKey("rs-1"), 4);
+  await applyJobOutcome(world.kv, finishedRestoreJob("rs-1"), now);
+  assert.equal((await kv.get<RestoreRequest>(restoreKey("rs-1"))).value!.status, "success");
+});
+
+Deno.test("a restore's outcome that loses five races throws a conflict; posting it again records it", async () => {
+  using kv = await Deno.openKv(":memory:");
+  await kv.set(restoreKey("rs-2"), runningRestore("rs-2"));
+  await kv.set(restoreByJobKey("job-rs-2"), "rs-2");
+  const world = contendedKv(kv, restoreKey("rs-2"), 5);
+  const error = await applyJobOutcome(world.kv, finishedRestoreJob("rs-2"), now).then(() => null, (e) => e);
+  assert.ok(error instanceof CommitConflictError, `expected a conflict, got ${error}`);
+  assert.equal(
+    (await kv.get<RestoreRequest>(restoreKey("rs-2"))).value!.status,
+    "running",
+    "nothing written",
+  );
+  await applyJobOutcome(kv, finishedRestoreJob("rs-2"), now);
+  assert.equal((await kv.get<RestoreRequest>(restoreKey("rs-2"))).value!.status, "success");
 });
