@@ -1061,11 +1061,11 @@ export async function failRunsOfExpiredJobs(kv: Deno.Kv, jobIds: string[], now: 
         hookOutput: [],
       },
     };
-    if (job.kind === "replicate") {
-      await applyReplicationOutcome(kv, expired, now);
-      continue;
-    }
     try {
+      if (job.kind === "replicate") {
+        await applyReplicationOutcome(kv, expired, now);
+        continue;
+      }
       const run = await applyJobResultToRun(kv, expired, now);
       if (run?.status === "failed") failed++;
     } catch (error) {

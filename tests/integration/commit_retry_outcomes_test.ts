@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import type { Job } from "../../domain/job_queue.ts";
+import type { Replication } from "../../domain/replicas.ts";
 import { CommitConflictError } from "../../domain/retry.ts";
 import { restoreByJobKey, restoreKey, type RestoreRequest } from "../../domain/restore.ts";
 import { runByJobKey, runKey } from "../../domain/run_keys.ts";
@@ -158,4 +159,46 @@ Deno.test("a restore's outcome that loses five races throws a conflict; posting 
   );
   await applyJobOutcome(kv, finishedRestoreJob("rs-2"), now);
   assert.equal((await kv.get<RestoreRequest>(restoreKey("rs-2"))).value!.status, "success");
+});
+
+/** The record of a replication (replicas.ts `replicationKey`, not exported). */
+const replicationRecord = (pointId: string, ruleId: string) => ["replications", pointId, ruleId] as const;
+
+async function pendingReplication(kv: Deno.Kv, pointId: string): Promise<Job> {
+  const record: Replication = {
+    restorePointId: pointId,
+    ruleId: "rule-1",
+    targetId: "target-2",
+    jobId: `job-${pointId}`,
+    status: "pending",
+    bytes: 0,
+    error: null,
+    updatedAt: now.toISOString(),
+  };
+  await kv.set(replicationRecord(pointId, "rule-1"), record);
+  return {
+    ...failedBackupJob(pointId),
+    kind: "replicate",
+    payload: { restorePointId: pointId, ruleId: "rule-1" },
+  } as unknown as Job;
+}
+
+Deno.test("a replication's outcome survives nine lost races", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const job = await pendingReplication(kv, "rp-1");
+  const world = contendedKv(kv, replicationRecord("rp-1", "rule-1"), 9);
+  await applyJobOutcome(world.kv, job, now);
+  assert.equal((await kv.get<Replication>(replicationRecord("rp-1", "rule-1"))).value!.status, "failed");
+});
+
+Deno.test("a replication's outcome that loses ten races throws a conflict; posting it again records it", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const job = await pendingReplication(kv, "rp-2");
+  const world = contendedKv(kv, replicationRecord("rp-2", "rule-1"), 10);
+  const error = await applyJobOutcome(world.kv, job, now).then(() => null, (e) => e);
+  assert.ok(error instanceof CommitConflictError, `expected a conflict, got ${error}`);
+  const key = replicationRecord("rp-2", "rule-1");
+  assert.equal((await kv.get<Replication>(key)).value!.status, "pending", "nothing written");
+  await applyJobOutcome(kv, job, now);
+  assert.equal((await kv.get<Replication>(key)).value!.status, "failed");
 });
