@@ -619,10 +619,8 @@ async function writePolicyEdit(
   edit: (stored: Policy) => z.output<typeof PolicyUpdateInput>,
   now: Date,
 ): Promise<Policy> {
-  let before: number | null = null;
   const updated = await withRetry<Policy>(async () => {
     const entry = await kv.get<Policy>(policyKey(id));
-    before = entry.value?.rpoHours ?? null;
     const policy = entry.value;
     if (!policy || !inScope(actor, policyScope(policy))) throw new NotFoundError(`Policy ${id} not found`);
     authorize(actor, "backup.manage", policyScope(policy));
@@ -694,7 +692,9 @@ async function writePolicyEdit(
     }, now);
     return (await op.commit()).ok ? { value: next } : null;
   });
-  if (updated.rpoHours !== before) await applyPolicyRpo(kv, updated, now);
+  // Every save carries the RPO to the objects (idempotent; objects already right are not written), so
+  // saving again finishes what a crash or a lost race left on the old RPO.
+  await applyPolicyRpo(kv, updated, now);
   return updated;
 }
 

@@ -5,6 +5,12 @@
  */
 import assert from "node:assert/strict";
 import type { Job } from "../../domain/job_queue.ts";
+import {
+  applyPolicyRpo,
+  protectedByHostKey,
+  type ProtectedObject,
+  protectedObjectKey,
+} from "../../domain/protected.ts";
 import type { Replication } from "../../domain/replicas.ts";
 import { CommitConflictError } from "../../domain/retry.ts";
 import { restoreByJobKey, restoreKey, type RestoreRequest } from "../../domain/restore.ts";
@@ -201,4 +207,44 @@ Deno.test("a replication's outcome that loses ten races throws a conflict; posti
   assert.equal((await kv.get<Replication>(key)).value!.status, "pending", "nothing written");
   await applyJobOutcome(kv, job, now);
   assert.equal((await kv.get<Replication>(key)).value!.status, "failed");
+});
+
+function protectedObject(id: string, hostId: string): ProtectedObject {
+  return {
+    id,
+    accountId: "acct-1",
+    orgId: "org-1",
+    hostId,
+    policyId: "pol-1",
+    name: `${hostId}.example`,
+    type: "fileset",
+    source: { kind: "bes", besId: "bes-1" },
+    rpoHours: 3,
+    lastBackupAt: null,
+    lastBackupStatus: "never",
+    lastSuccessAt: null,
+    lastRestorePointId: null,
+    activeSince: now.toISOString(),
+    breached: false,
+    protection: "active",
+    createdAt: now.toISOString(),
+    updatedAt: now.toISOString(),
+  };
+}
+
+Deno.test("a policy's new RPO: an object that loses five races throws after the others are updated", async () => {
+  using kv = await Deno.openKv(":memory:");
+  for (const [id, hostId] of [["po-1", "host-1"], ["po-2", "host-2"]]) {
+    await kv.set(["assignments_by_policy", "pol-1", hostId], true);
+    await kv.set(protectedByHostKey(hostId, "pol-1"), id);
+    await kv.set(protectedObjectKey(id), protectedObject(id, hostId));
+  }
+  const rpoOf = async (id: string) => (await kv.get<ProtectedObject>(protectedObjectKey(id))).value!.rpoHours;
+  const world = contendedKv(kv, protectedObjectKey("po-1"), 5);
+  const error = await applyPolicyRpo(world.kv, { id: "pol-1", rpoHours: 10 }, now).then(() => null, (e) => e);
+  assert.ok(error instanceof CommitConflictError, `expected a conflict, got ${error}`);
+  assert.equal(await rpoOf("po-1"), 3, "the contended object is unchanged");
+  assert.equal(await rpoOf("po-2"), 10, "the other object got the new RPO");
+  assert.equal(await applyPolicyRpo(kv, { id: "pol-1", rpoHours: 10 }, now), 1, "applying again finishes it");
+  assert.equal(await rpoOf("po-1"), 10);
 });
