@@ -404,20 +404,23 @@ export async function removeAssignment(kv: Deno.Kv, actor: Actor, id: string, no
 
 /** Removes one assignment without an actor (cascades and repair): record, own pointers, protection. */
 async function dropAssignment(kv: Deno.Kv, id: string, now: Date, onlyIfOrphan: boolean): Promise<boolean> {
-  for (let i = 0; i < 10; i++) {
-    const entry = await kv.get<Assignment>(assignmentKey(id));
-    const a = entry.value;
-    if (!a) return false;
-    const pointers = await readPointers(kv, a);
-    const policyEntry = await kv.get(policyKey(a.policyId));
-    const orphan = policyEntry.versionstamp === null || pointers[0].value !== a.id;
-    if (onlyIfOrphan && !orphan) return false;
-    const op = kv.atomic().check(entry, policyEntry);
-    deleteAssignmentKeys(op, a, pointers);
-    setProtection(op, await readProtectedFor(kv, a.hostId, a.policyId), "unprotected", now);
-    if ((await op.commit()).ok) return true;
-  }
-  throw new ConflictError(`Assignment ${id} kept changing while being removed; it will be retried`);
+  return await withRetry(
+    async () => {
+      const entry = await kv.get<Assignment>(assignmentKey(id));
+      const a = entry.value;
+      if (!a) return { value: false };
+      const pointers = await readPointers(kv, a);
+      const policyEntry = await kv.get(policyKey(a.policyId));
+      const orphan = policyEntry.versionstamp === null || pointers[0].value !== a.id;
+      if (onlyIfOrphan && !orphan) return { value: false };
+      const op = kv.atomic().check(entry, policyEntry);
+      deleteAssignmentKeys(op, a, pointers);
+      setProtection(op, await readProtectedFor(kv, a.hostId, a.policyId), "unprotected", now);
+      return (await op.commit()).ok ? { value: true } : null;
+    },
+    10,
+    `Assignment ${id} kept changing while being removed; it will be retried`,
+  );
 }
 
 /**

@@ -24,11 +24,11 @@ import { z } from "zod";
 import { type Alert, type AlertReason, raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
 import { compileCron } from "./cron_rules.ts";
-import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey, hostScope } from "./hosts.ts";
 import { newId } from "./ids.ts";
 import { cancelJob, getJob, getJobs, type Job, queueJobInOp } from "./job_queue.ts";
-import { getManyValues } from "./kv.ts";
+import { getManyValues, withRetry } from "./kv.ts";
 import type { Policy } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";
 import { type Actor, authorize, can, inScope } from "./rbac.ts";
@@ -543,7 +543,7 @@ export async function updateDrill(
   now: Date,
 ): Promise<DrillPolicy> {
   const data = parseInput(input);
-  for (let i = 0; i < 5; i++) {
+  const attempt = async (): Promise<{ value: DrillPolicy } | null> => {
     const current = await requireDrill(kv, actor, id);
     authorize(actor, "backup.restore", drillScope(current));
     const entry = await kv.get<DrillPolicy>(drillKey(id));
@@ -569,18 +569,19 @@ export async function updateDrill(
       objectId: id,
       summary: `Changed restore drill to ${describeDrill(next)}`,
     }, now);
-    if ((await op.commit()).ok) return next;
+    if ((await op.commit()).ok) return { value: next };
     const holder = (await kv.get<string>(drillByNameKey(next.accountId, next.name))).value;
     if (holder && holder !== id) {
       throw new ValidationError(`A drill named ${next.name} already exists`, { name: "Is already used" });
     }
-  }
-  throw new ConflictError("The drill changed concurrently; try again");
+    return null;
+  };
+  return await withRetry(attempt, 5, "The drill changed concurrently; try again");
 }
 
 /** Deletes a drill (backup.restore); its past runs stay readable through their ids, its trend goes. */
 export async function deleteDrill(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<DrillPolicy> {
-  for (let i = 0; i < 5; i++) {
+  const attempt = async (): Promise<{ value: DrillPolicy } | null> => {
     const drill = await requireDrill(kv, actor, id);
     authorize(actor, "backup.restore", drillScope(drill));
     const entry = await kv.get<DrillPolicy>(drillKey(id));
@@ -596,7 +597,7 @@ export async function deleteDrill(kv: Deno.Kv, actor: Actor, id: string, now: Da
         for (const a of extra.slice(b, b + ALERTS_PER_DELETE)) resolveAlert(batch, a, now);
         await batch.commit();
       }
-      continue;
+      return null; // read again, with the surplus resolved (this counts as a try)
     }
     const op = kv.atomic().check(entry)
       .delete(drillKey(id))
@@ -613,9 +614,9 @@ export async function deleteDrill(kv: Deno.Kv, actor: Actor, id: string, now: Da
       }`,
     }, now);
     for (const a of alerts) resolveAlert(op, a, now);
-    if ((await op.commit()).ok) return drill;
-  }
-  throw new ConflictError("The drill changed concurrently; try again");
+    return (await op.commit()).ok ? { value: drill } : null;
+  };
+  return await withRetry(attempt, 5, "The drill changed concurrently; try again");
 }
 
 /** Open alerts resolved in a drill's deleting operation (2 checks each; the drill's entry takes 1). */
@@ -963,19 +964,20 @@ async function settleRun(
  * the verdict (`drillVerdict`), the figures and failures, alerts and the proven restore. Idempotent.
  */
 export async function applyDrillJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise<void> {
-  if (!job.result) return;
+  const result = job.result;
+  if (!result) return;
   const runId = (await kv.get<string>(drillRunByJobKey(job.id))).value;
   if (!runId) return;
-  for (let i = 0; i < 5; i++) {
+  // Commit retry (retry.ts): five lost races throw CommitConflictError (the result route answers 503
+  // `busy`; the engine re-posts the result). Giving up quietly left the drill run running for ever.
+  const attempt = async (): Promise<{ value: void } | null> => {
     const entry = await kv.get<DrillRun>(drillRunKey(runId));
     const run = entry.value;
-    if (!run || run.status === "passed" || run.status === "failed") return;
-    const report = readDrillReport(job.result.output);
-    const verdict = drillVerdict(job.result.status, report, run.rtoObjectiveSeconds);
+    if (!run || run.status === "passed" || run.status === "failed") return { value: undefined };
+    const report = readDrillReport(result.output);
+    const verdict = drillVerdict(result.status, report, run.rtoObjectiveSeconds);
     const error = verdict.status === "failed"
-      ? (job.result.error
-        ? `${job.result.error.reason}: ${job.result.error.message}`.slice(0, 2000)
-        : null) ??
+      ? (result.error ? `${result.error.reason}: ${result.error.message}`.slice(0, 2000) : null) ??
         (report && !report.scratchRemoved ? "The scratch copy was not removed" : "The drill did not pass")
       : null;
     const next: DrillRun = {
@@ -991,12 +993,13 @@ export async function applyDrillJobOutcome(kv: Deno.Kv, job: Job, now: Date): Pr
       failureCount: report?.failureCount ?? 0,
       scratchRemoved: report?.scratchRemoved ?? null,
       error,
-      endedAt: job.result.endedAt && Date.parse(job.result.endedAt) <= now.getTime()
-        ? job.result.endedAt
+      endedAt: result.endedAt && Date.parse(result.endedAt) <= now.getTime()
+        ? result.endedAt
         : now.toISOString(),
     };
-    if (await settleRun(kv, entry as Deno.KvEntry<DrillRun>, next, now)) return;
-  }
+    return await settleRun(kv, entry as Deno.KvEntry<DrillRun>, next, now) ? { value: undefined } : null;
+  };
+  await withRetry(attempt, 5, `The result of drill run ${runId} conflicted; post it again`);
 }
 
 /**

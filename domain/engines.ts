@@ -9,6 +9,7 @@ import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from
 import { newId } from "./ids.ts";
 import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
 import { getManyValues, withRetry } from "./kv.ts";
+import { CommitConflictError } from "./retry.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { CertificatePem, DataUrl, inspectCertificate } from "./certificates.ts";
 import { decodePublicKey } from "./signing.ts";
@@ -546,15 +547,16 @@ export async function sweepEngineHeartbeats(kv: Deno.Kv, now: Date): Promise<{ o
   for await (const ids of idPages(kv, ["engines_live"])) {
     const entries = await kv.getMany<Engine[]>(ids.map((id) => engineKey(id)));
     for (const [n, id] of ids.entries()) {
-      for (let i = 0; i < 5; i++) {
-        const entry = i === 0 ? entries[n] : await kv.get<Engine>(engineKey(id));
+      let tries = 0;
+      const attempt = async (): Promise<{ value: void } | null> => {
+        const entry = tries++ === 0 ? entries[n] : await kv.get<Engine>(engineKey(id));
         const engine = entry.value;
         if (!engine || (engine.status !== "online" && engine.status !== "degraded")) {
           await kv.atomic().check(entry).delete(liveEngineKey(id)).commit();
-          break;
+          return { value: undefined };
         }
         const last = engine.lastHeartbeatAt ? Date.parse(engine.lastHeartbeatAt) : 0;
-        if (now.getTime() - last <= OFFLINE_AFTER_MS) break;
+        if (now.getTime() - last <= OFFLINE_AFTER_MS) return { value: undefined };
         const silentMin = Math.floor((now.getTime() - last) / 60_000);
         const next: Engine = {
           ...engine,
@@ -574,10 +576,17 @@ export async function sweepEngineHeartbeats(kv: Deno.Kv, now: Date): Promise<{ o
           message: `BES ${engine.name} is offline: no heartbeat for more than 3 minutes`,
         }, now);
         resolveAlert(op, await readOpenAlert(kv, "engine", id, "engine_degraded"), now);
-        if ((await op.commit()).ok) {
-          offline.push(id);
-          break;
-        }
+        if (!(await op.commit()).ok) return null;
+        offline.push(id);
+        return { value: undefined };
+      };
+      try {
+        await withRetry(attempt, 5);
+      } catch (error) {
+        // Giving up on this engine is deliberate, not a dropped change: nothing was written, so it stays in
+        // the live index and the next minute's sweep re-judges it (the race it lost is most likely a
+        // heartbeat that just arrived); one contended engine must not stop the sweep of the others.
+        if (!(error instanceof CommitConflictError)) throw error;
       }
     }
   }

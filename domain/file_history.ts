@@ -24,10 +24,11 @@
  */
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
-import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostScope, requireHost } from "./hosts.ts";
 import { sha256Hex } from "./ids.ts";
 import { getManyValues } from "./kv.ts";
+import { CommitConflictError, withRetry } from "./retry.ts";
 import { getJob, type Job, queueJobInOp } from "./job_queue.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, authorize } from "./rbac.ts";
@@ -397,13 +398,15 @@ async function applyHistoryJob(
   now: Date,
   overdue = false,
 ): Promise<void> {
-  for (let attempt = 0; attempt < 5; attempt++) {
+  const attempt = async (): Promise<{ value: void } | null> => {
     const entry = await kv.get<FileHistoryState>(fileHistoryKey(hostId, path));
     const state = entry.value;
     const hj = state?.jobs.find((j) => j.id === jobId);
     const answered = Boolean(job?.result && job.result.status !== "failed");
     // A job marked failed while its BES was silent still lands when it answers after all.
-    if (!state || !hj || hj.status === "done" || (hj.status === "failed" && !answered)) return;
+    if (!state || !hj || hj.status === "done" || (hj.status === "failed" && !answered)) {
+      return { value: undefined };
+    }
     const op = kv.atomic().check(entry);
     let next: HistoryJob;
     if (answered && job?.result) {
@@ -446,7 +449,14 @@ async function applyHistoryJob(
     }, {
       expireIn: HISTORY_TTL_MS,
     });
-    if ((await op.commit()).ok) return;
+    return (await op.commit()).ok ? { value: undefined } : null;
+  };
+  try {
+    await withRetry(attempt, 5);
+  } catch (error) {
+    // Giving up is deliberate, not a dropped change: nothing was written, the history's job stays
+    // pending, and every read of the history (`settle`) applies the job's recorded result again.
+    if (!(error instanceof CommitConflictError)) throw error;
   }
 }
 
@@ -492,7 +502,7 @@ export async function requestFileHistory(
   const host = await requireHistoryHost(kv, actor, hostId);
   const path = parsePath(rawPath);
   const { points } = await hostHistoryPoints(kv, actor, host);
-  for (let attempt = 0; attempt < 5; attempt++) {
+  const attempt = async (): Promise<{ value: { view: FileHistoryView; queued: number } } | null> => {
     const entry = await settle(kv, host.id, path, now);
     const covered = new Set((await readObservations(kv, host.id, path)).keys());
     const pending = new Set(
@@ -507,7 +517,7 @@ export async function requestFileHistory(
       }
     }
     if (!missing.length && entry.value) {
-      return { view: await getFileHistory(kv, actor, host.id, path, now), queued: 0 };
+      return { value: { view: await getFileHistory(kv, actor, host.id, path, now), queued: 0 } };
     }
     const at = now.toISOString();
     const byId = new Map(points.map((p) => [p.id, p]));
@@ -567,11 +577,10 @@ export async function requestFileHistory(
           missing.length === 1 ? "" : "s"
         } to examine in ${jobs.length} BES job${jobs.length === 1 ? "" : "s"}`,
     }, now);
-    if ((await op.commit()).ok) {
-      return { view: await getFileHistory(kv, actor, host.id, path, now), queued: jobs.length };
-    }
-  }
-  throw new ConflictError("The history request conflicted repeatedly; try again");
+    if (!(await op.commit()).ok) return null;
+    return { value: { view: await getFileHistory(kv, actor, host.id, path, now), queued: jobs.length } };
+  };
+  return await withRetry(attempt, 5, "The history request conflicted repeatedly; try again");
 }
 
 /**

@@ -22,6 +22,7 @@ import {
 import { newId } from "./ids.ts";
 import { AtomicRecorder } from "./group_commit.ts";
 import { getManyValues, type Page, withRetry } from "./kv.ts";
+import { CommitConflictError } from "./retry.ts";
 import { pageOf, PageQuery, type SortKey } from "./paging.ts";
 import { type Actor, inScope } from "./rbac.ts";
 import { countStatusChange } from "./ops_counters.ts";
@@ -430,14 +431,15 @@ export async function sweepHostHeartbeats(kv: Deno.Kv, now: Date): Promise<{ off
   for await (const ids of idPages(kv, ["hosts_live"])) {
     const entries = await kv.getMany<Host[]>(ids.map((id) => hostKey(id)));
     for (const [n, id] of ids.entries()) {
-      for (let i = 0; i < 5; i++) {
-        const entry = i === 0 ? entries[n] : await kv.get<Host>(hostKey(id));
+      let tries = 0;
+      const attempt = async (): Promise<{ value: void } | null> => {
+        const entry = tries++ === 0 ? entries[n] : await kv.get<Host>(hostKey(id));
         const host = entry.value;
         if (!host || host.status !== "online") {
           await kv.atomic().check(entry).delete(liveHostKey(id)).commit();
-          break;
+          return { value: undefined };
         }
-        if (hostOnlineAt(host, now)) break;
+        if (hostOnlineAt(host, now)) return { value: undefined };
         const next: Host = { ...host, status: "offline" };
         const op = kv.atomic().check(entry).set(hostKey(id), next).delete(liveHostKey(id));
         countStatusChange(op, "host", host.accountId, host.status, next.status);
@@ -451,10 +453,17 @@ export async function sweepHostHeartbeats(kv: Deno.Kv, now: Date): Promise<{ off
           severity: "warning",
           message: `Host ${host.hostname} is offline: no agent heartbeat for more than 3 minutes`,
         }, now);
-        if ((await op.commit()).ok) {
-          offline.push(id);
-          break;
-        }
+        if (!(await op.commit()).ok) return null;
+        offline.push(id);
+        return { value: undefined };
+      };
+      try {
+        await withRetry(attempt, 5);
+      } catch (error) {
+        // Giving up on this host is deliberate, not a dropped change: nothing was written, so it stays in
+        // the live index and the next minute's sweep re-judges it (the race it lost is most likely a
+        // heartbeat that just arrived); one contended host must not stop the sweep of the others.
+        if (!(error instanceof CommitConflictError)) throw error;
       }
     }
   }

@@ -9,6 +9,7 @@
 import { type Alert, raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { checkInvariantsBounded, type SectionOutcome, type Violation } from "./invariants.ts";
 import type { Actor } from "./rbac.ts";
+import { CommitConflictError, withRetry } from "./retry.ts";
 import { authorizePlatformAdmin } from "./self_backup_runs.ts";
 import { listAccounts } from "./tenancy.ts";
 
@@ -135,28 +136,41 @@ async function raiseViolationAlert(
   found: Violation[],
   now: Date,
 ): Promise<Alert | null> {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const op = kv.atomic();
-    const alert = raiseAlert(op, await readOpenAlert(kv, "account", account.id, "invariant_violation"), {
-      accountId: account.id,
-      orgId: null,
-      subjectType: "account",
-      subjectId: account.id,
-      subjectName: account.name,
-      reason: "invariant_violation",
-      severity: "critical",
-      message: violationMessage(found),
-    }, now);
-    if ((await op.commit()).ok) return alert;
-  }
-  return null;
+  // Commit retry (retry.ts): five lost races throw CommitConflictError — a violation found must never end
+  // the run as if its critical alert had been raised.
+  return await withRetry(
+    async () => {
+      const op = kv.atomic();
+      const alert = raiseAlert(op, await readOpenAlert(kv, "account", account.id, "invariant_violation"), {
+        accountId: account.id,
+        orgId: null,
+        subjectType: "account",
+        subjectId: account.id,
+        subjectName: account.name,
+        reason: "invariant_violation",
+        severity: "critical",
+        message: violationMessage(found),
+      }, now);
+      return (await op.commit()).ok ? { value: alert } : null;
+    },
+    5,
+    `The invariant-violation alert of account ${account.id} conflicted; run the check again`,
+  );
 }
 
 async function resolveViolationAlert(kv: Deno.Kv, accountId: string, now: Date): Promise<void> {
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const op = kv.atomic();
-    if (!resolveAlert(op, await readOpenAlert(kv, "account", accountId, "invariant_violation"), now)) return;
-    if ((await op.commit()).ok) return;
+  try {
+    await withRetry(async () => {
+      const op = kv.atomic();
+      const open = await readOpenAlert(kv, "account", accountId, "invariant_violation");
+      if (!resolveAlert(op, open, now)) return { value: undefined };
+      return (await op.commit()).ok ? { value: undefined } : null;
+    }, 5);
+  } catch (error) {
+    // Giving up is deliberate, not a dropped change: the alert stays open (the run's record lists it in
+    // `stillOpen`, read back from KV, so nothing claims it was resolved) and the next complete run
+    // resolves it.
+    if (!(error instanceof CommitConflictError)) throw error;
   }
 }
 

@@ -11,7 +11,7 @@ import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
 import { groupReader } from "./group_read.ts";
 import { counterValue, getManyValues, kvValueBytes } from "./kv.ts";
 import { countQueueEntry, principalQueueCountKey } from "./ops_counters.ts";
-import { CommitConflictError } from "./retry.ts";
+import { withRetry } from "./retry.ts";
 import {
   dropStaleParts,
   ErrorItem,
@@ -349,7 +349,7 @@ export async function reportProgress(
   now: Date,
 ): Promise<{ leaseExpiresAt: string; cancel: boolean }> {
   const data = ProgressInput.parse(input);
-  for (let i = 0; i < 5; i++) {
+  const attempt = async (): Promise<{ value: { leaseExpiresAt: string; cancel: boolean } } | null> => {
     const { entry, job, live } = await leasedBy(kv, principal, id, now);
     if (!live) throw new ConflictError("The lease of this job has expired or the job has ended");
     const expires = now.getTime() + LEASE_MS;
@@ -363,9 +363,9 @@ export async function reportProgress(
       .delete(leaseKey(Date.parse(job.leaseExpiresAt!), id))
       .set(leaseKey(expires, id), id)
       .set(jobKey(id), next).commit();
-    if (res.ok) return { leaseExpiresAt: next.leaseExpiresAt!, cancel: job.cancelRequested };
-  }
-  throw new CommitConflictError("Progress conflicted repeatedly; retry", 5);
+    return res.ok ? { value: { leaseExpiresAt: next.leaseExpiresAt!, cancel: job.cancelRequested } } : null;
+  };
+  return await withRetry(attempt, 5, "Progress conflicted repeatedly; retry");
 }
 
 const Iso = z.iso.datetime({ offset: true, error: "must be an ISO 8601 time" });
@@ -429,10 +429,10 @@ export async function applyResult(
 ): Promise<{ applied: boolean; job: Job }> {
   const { errors, parts, totals, ...parsed } = ResultInput.parse(input);
   const result = parsed as JobResult;
-  for (let i = 0; i < 5; i++) {
+  const attempt = async (): Promise<{ value: { applied: boolean; job: Job } } | null> => {
     const { entry, job, live } = await leasedBy(kv, principal, id, now);
     if (job.result) {
-      if (sameResult(job.result, result)) return { applied: false, job };
+      if (sameResult(job.result, result)) return { value: { applied: false, job } };
       throw new ConflictError("A different result was already recorded for this job");
     }
     if (!live) {
@@ -454,12 +454,11 @@ export async function applyResult(
       .delete(leaseKey(Date.parse(job.leaseExpiresAt!), id))
       .set(jobKey(id), next);
     keepInlineErrorsInOp(op, job, errors);
-    if ((await op.commit()).ok) {
-      if (job.attempts > 1) await dropStaleParts(kv, id, job.attempts);
-      return { applied: true, job: next };
-    }
-  }
-  throw new CommitConflictError("The result conflicted repeatedly; retry", 5);
+    if (!(await op.commit()).ok) return null;
+    if (job.attempts > 1) await dropStaleParts(kv, id, job.attempts);
+    return { value: { applied: true, job: next } };
+  };
+  return await withRetry(attempt, 5, "The result conflicted repeatedly; retry");
 }
 
 /** Most a stored job may take (`kvValueBytes`; KV allows 64 KiB a value). */
@@ -505,7 +504,7 @@ export function storableJob(job: Job): Job {
 
 /** Asks the engine to stop a job (delivered with its next progress reply); a queued job is cancelled at once. */
 export async function cancelJob(kv: Deno.Kv, id: string, now: Date): Promise<Job> {
-  for (let i = 0; i < 5; i++) {
+  const attempt = async (): Promise<{ value: Job } | null> => {
     const entry = await kv.get<Job>(jobKey(id));
     const job = entry.value;
     if (!job) throw new NotFoundError("No such job");
@@ -517,10 +516,10 @@ export async function cancelJob(kv: Deno.Kv, id: string, now: Date): Promise<Job
       countQueueEntry(op, job, -1);
     } else if (job.status === "leased") {
       next = { ...job, cancelRequested: true, updatedAt: now.toISOString() };
-    } else return job;
-    if ((await op.set(jobKey(id), next).commit()).ok) return next;
-  }
-  throw new ConflictError("Cancel conflicted repeatedly; retry");
+    } else return { value: job };
+    return (await op.set(jobKey(id), next).commit()).ok ? { value: next } : null;
+  };
+  return await withRetry(attempt, 5, "Cancel conflicted repeatedly; retry");
 }
 
 /**

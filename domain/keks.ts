@@ -15,10 +15,10 @@
  * old version once nothing refers to it.
  */
 import { appendAudit } from "./audit.ts";
-import { ConflictError } from "./errors.ts";
 import { fromBase64, newId, toBase64Url } from "./ids.ts";
 import { type Actor, systemActor } from "./rbac.ts";
 import type { KekSource } from "./replicas.ts";
+import { withRetry } from "./retry.ts";
 import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
 
 /** The reference of a KEK: which source, whose. Engines see references, never keys. */
@@ -97,33 +97,36 @@ export class VaultKekProvider implements KekProvider {
 
   async ensure(kv: Deno.Kv, scope: KekScope, now: Date): Promise<KekState> {
     const ref = kekReference(scope.source, scope.accountId, scope.orgId).keyId;
-    for (let i = 0; i < 10; i++) {
-      const entry = await kv.get<KekState>(kekStateKey(ref));
-      if (entry.value) return entry.value;
-      const at = now.toISOString();
-      const vault = await this.#sealNew(scope, ref, 1, now);
-      const state: KekState = {
-        ref,
-        source: scope.source,
-        accountId: scope.accountId,
-        orgId: scope.orgId,
-        current: 1,
-        versions: [{ version: 1, vaultId: vault.id, createdAt: at }],
-        createdAt: at,
-        rotatedAt: null,
-      };
-      const op = kv.atomic().check(entry).set(kekStateKey(ref), state).set(vaultKey(vault.id), vault);
-      appendAudit(op, keyActor, {
-        accountId: scope.accountId,
-        orgId: scope.orgId,
-        action: "kek.create",
-        objectType: "kek",
-        objectId: ref,
-        summary: `Created the ${scope.source} key-encryption key ${ref} (version 1)`,
-      }, now);
-      if ((await op.commit()).ok) return state;
-    }
-    throw new ConflictError(`The key-encryption key could not be created; retry`);
+    return await withRetry(
+      async () => {
+        const entry = await kv.get<KekState>(kekStateKey(ref));
+        if (entry.value) return { value: entry.value };
+        const at = now.toISOString();
+        const vault = await this.#sealNew(scope, ref, 1, now);
+        const state: KekState = {
+          ref,
+          source: scope.source,
+          accountId: scope.accountId,
+          orgId: scope.orgId,
+          current: 1,
+          versions: [{ version: 1, vaultId: vault.id, createdAt: at }],
+          createdAt: at,
+          rotatedAt: null,
+        };
+        const op = kv.atomic().check(entry).set(kekStateKey(ref), state).set(vaultKey(vault.id), vault);
+        appendAudit(op, keyActor, {
+          accountId: scope.accountId,
+          orgId: scope.orgId,
+          action: "kek.create",
+          objectType: "kek",
+          objectId: ref,
+          summary: `Created the ${scope.source} key-encryption key ${ref} (version 1)`,
+        }, now);
+        return (await op.commit()).ok ? { value: state } : null;
+      },
+      10,
+      `The key-encryption key could not be created; retry`,
+    );
   }
 
   async wrap(
@@ -182,46 +185,52 @@ export class VaultKekProvider implements KekProvider {
   async rotate(kv: Deno.Kv, scope: KekScope, actor: Actor, now: Date): Promise<KekState> {
     await this.ensure(kv, scope, now);
     const ref = kekReference(scope.source, scope.accountId, scope.orgId).keyId;
-    for (let i = 0; i < 10; i++) {
-      const entry = await kv.get<KekState>(kekStateKey(ref));
-      const state = entry.value!;
-      const version = state.current + 1;
-      const vault = await this.#sealNew(scope, ref, version, now);
-      const next: KekState = {
-        ...state,
-        current: version,
-        versions: [...state.versions, { version, vaultId: vault.id, createdAt: now.toISOString() }],
-        rotatedAt: now.toISOString(),
-      };
-      const op = kv.atomic().check(entry).set(kekStateKey(ref), next).set(vaultKey(vault.id), vault);
-      appendAudit(op, actor, {
-        accountId: scope.accountId,
-        orgId: scope.orgId,
-        action: "kek.rotate",
-        objectType: "kek",
-        objectId: ref,
-        summary: `Rotated the ${scope.source} key-encryption key ${ref} to version ${version}`,
-      }, now);
-      if ((await op.commit()).ok) return next;
-    }
-    throw new ConflictError("The key-encryption key changed repeatedly during the rotation; retry");
+    return await withRetry(
+      async () => {
+        const entry = await kv.get<KekState>(kekStateKey(ref));
+        const state = entry.value!;
+        const version = state.current + 1;
+        const vault = await this.#sealNew(scope, ref, version, now);
+        const next: KekState = {
+          ...state,
+          current: version,
+          versions: [...state.versions, { version, vaultId: vault.id, createdAt: now.toISOString() }],
+          rotatedAt: now.toISOString(),
+        };
+        const op = kv.atomic().check(entry).set(kekStateKey(ref), next).set(vaultKey(vault.id), vault);
+        appendAudit(op, actor, {
+          accountId: scope.accountId,
+          orgId: scope.orgId,
+          action: "kek.rotate",
+          objectType: "kek",
+          objectId: ref,
+          summary: `Rotated the ${scope.source} key-encryption key ${ref} to version ${version}`,
+        }, now);
+        return (await op.commit()).ok ? { value: next } : null;
+      },
+      10,
+      "The key-encryption key changed repeatedly during the rotation; retry",
+    );
   }
 
   async retire(kv: Deno.Kv, ref: string, retired: number[]): Promise<void> {
-    for (let i = 0; i < 10; i++) {
-      const entry = await kv.get<KekState>(kekStateKey(ref));
-      const state = entry.value;
-      if (!state) return;
-      const gone = state.versions.filter((v) => retired.includes(v.version) && v.version !== state.current);
-      if (!gone.length) return;
-      const op = kv.atomic().check(entry).set(kekStateKey(ref), {
-        ...state,
-        versions: state.versions.filter((v) => !gone.includes(v)),
-      });
-      for (const v of gone) op.delete(vaultKey(v.vaultId));
-      if ((await op.commit()).ok) return;
-    }
-    throw new ConflictError("The key-encryption key changed repeatedly while retiring old versions; retry");
+    await withRetry(
+      async () => {
+        const entry = await kv.get<KekState>(kekStateKey(ref));
+        const state = entry.value;
+        if (!state) return { value: undefined };
+        const gone = state.versions.filter((v) => retired.includes(v.version) && v.version !== state.current);
+        if (!gone.length) return { value: undefined };
+        const op = kv.atomic().check(entry).set(kekStateKey(ref), {
+          ...state,
+          versions: state.versions.filter((v) => !gone.includes(v)),
+        });
+        for (const v of gone) op.delete(vaultKey(v.vaultId));
+        return (await op.commit()).ok ? { value: undefined } : null;
+      },
+      10,
+      "The key-encryption key changed repeatedly while retiring old versions; retry",
+    );
   }
 
   async #sealNew(scope: KekScope, ref: string, version: number, now: Date): Promise<VaultRecord> {

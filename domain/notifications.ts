@@ -30,7 +30,7 @@ import {
   SmtpError,
   type SmtpTlsMode,
 } from "./smtp.ts";
-import { orgKey } from "./tenancy.ts";
+import { orgKey, resolveOwner } from "./tenancy.ts";
 import type { Org, OrgScope } from "./types.ts";
 import { DisplayName } from "./validation.ts";
 import { countDeliveryChange } from "./ops_counters.ts";
@@ -520,16 +520,7 @@ export async function createChannel(
 ): Promise<{ channel: NotificationChannel; generatedSecret: string | null }> {
   const data = ChannelCreateInput.parse(input);
   const { now, masterKey } = options;
-  let accountId = data.accountId ?? actor.accountId;
-  const orgEntry = data.orgId ? await kv.get<Org>(orgKey(data.orgId)) : null;
-  if (orgEntry) {
-    const org = orgEntry.value;
-    if (!org || !inScope(actor, { accountId: org.accountId, orgId: org.id })) {
-      throw new ValidationError("Unknown organization", { orgId: "Choose an organization you can see" });
-    }
-    accountId = org.accountId;
-  }
-  if (!accountId) throw new ValidationError("An account is required", { accountId: "is required" });
+  const { accountId, orgEntry } = await resolveOwner(kv, actor, data);
   const scope = { accountId, orgId: data.orgId };
   authorize(actor, "backup.manage", scope);
   const existing = await listAccountIds(kv, ["notification_channels_by_account", accountId]);
@@ -785,8 +776,8 @@ export async function createRule(
   now: Date,
 ): Promise<NotificationRule> {
   const data = RuleInput.parse(input);
-  const accountId = data.accountId ?? actor.accountId;
-  if (!accountId) throw new ValidationError("An account is required", { accountId: "is required" });
+  // The rule's orgs are checked against the account below (`ruleEntries`), not resolved from one org.
+  const { accountId } = await resolveOwner(kv, actor, { accountId: data.accountId });
   const scope = { accountId, orgIds: data.orgIds };
   if (!inScope(actor, scope)) {
     throw new ValidationError("Outside your organizations", {

@@ -245,8 +245,12 @@ export async function syncPlatform(
           }`,
         }, now)
       : undefined;
-    await recordSync(kv, id, report, nextState, now, audit);
-    await releaseLock(kv, id, token);
+    try {
+      await recordSync(kv, id, report, nextState, now, audit);
+    } finally {
+      // Released even when recording lost every race (recordSync throws then), so a new sync can start.
+      await releaseLock(kv, id, token);
+    }
   }
   return report;
 }
@@ -260,23 +264,29 @@ async function recordSync(
   now: Date,
   audit?: (op: Deno.AtomicOperation) => void,
 ): Promise<void> {
-  for (let i = 0; i < 10; i++) {
-    const entry = await kv.get<Platform>(platformKey(id));
-    const op = kv.atomic().check(entry);
-    audit?.(op);
-    if (entry.value) {
-      op.set(
-        platformKey(id),
-        {
-          ...entry.value,
-          lastSync: report,
-          lastSuccessAt: report.status === "success" ? now.toISOString() : entry.value.lastSuccessAt,
-          syncState: state ?? entry.value.syncState,
-        } satisfies Platform,
-      );
-    } else if (!audit) return; // deleted meanwhile: nothing to record
-    if ((await op.commit()).ok) return;
-  }
+  // Commit retry (retry.ts): ten lost races throw CommitConflictError, never return as if the report, the
+  // sync state and the audit entry had been written.
+  await withRetry(
+    async () => {
+      const entry = await kv.get<Platform>(platformKey(id));
+      const op = kv.atomic().check(entry);
+      audit?.(op);
+      if (entry.value) {
+        op.set(
+          platformKey(id),
+          {
+            ...entry.value,
+            lastSync: report,
+            lastSuccessAt: report.status === "success" ? now.toISOString() : entry.value.lastSuccessAt,
+            syncState: state ?? entry.value.syncState,
+          } satisfies Platform,
+        );
+      } else if (!audit) return { value: undefined }; // deleted meanwhile: nothing to record
+      return (await op.commit()).ok ? { value: undefined } : null;
+    },
+    10,
+    `The sync report of platform ${id} conflicted; sync again`,
+  );
 }
 
 /** Where this sync's run listing starts (see `Platform.syncState`). */

@@ -45,7 +45,7 @@ import {
 } from "./protected.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { listRunsByPolicy, retryGuardKey, type Run, runKey, runsByPolicyKey } from "./runs.ts";
-import { getOrg } from "./tenancy.ts";
+import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
 import { sealSecret, vaultKey } from "./vault.ts";
 
@@ -344,10 +344,7 @@ export async function createPlatform(
 ): Promise<Platform> {
   const data = PlatformCreateInput.parse(input);
   const { now, masterKey } = options;
-  const org = await getOrg(kv, data.orgId);
-  if (!org || !inScope(actor, { accountId: org.accountId, orgId: org.id })) {
-    throw new ValidationError("Unknown organization", { orgId: "Choose an organization you can see" });
-  }
+  const org = (await resolveOwner(kv, actor, { orgId: data.orgId }, { orgRequired: true })).org!;
   authorize(actor, "backup.manage", { accountId: org.accountId, orgId: org.id });
   const at = now.toISOString();
   const id = newId(now);

@@ -23,6 +23,7 @@ import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
+import { CommitConflictError } from "./retry.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import { CronExpression, deriveRpoHours, OptionalCronExpression, RPO_GRACE_HOURS } from "./schedules.ts";
 import { DisplayName } from "./validation.ts";
@@ -86,7 +87,8 @@ async function setPaused(
   const changed: string[] = [];
   const actor = systemActor("storage-health");
   for (const policy of await listPoliciesByTarget(kv, targetId)) {
-    for (let i = 0; i < 5; i++) {
+    // "stop": the target's health changed meanwhile, so this follow-up is overtaken for every policy.
+    const attempt = async (): Promise<{ value: "stop" | "next" } | null> => {
       const [entry, targetEntry] = await kv.getMany<[PolicyCore, TargetLike]>([
         policyKey(policy.id),
         targetKey(targetId),
@@ -95,10 +97,10 @@ async function setPaused(
       // The target as it is now decides, checked in the write: the follow-up of a report that a later
       // one already overtook (critical, then healthy) must not pause after the resume, or the reverse.
       const health = targetEntry.value?.health;
-      if (pause ? health !== "critical" : health !== "healthy") return changed;
-      if (!p || p.targetId !== targetId) break;
+      if (pause ? health !== "critical" : health !== "healthy") return { value: "stop" };
+      if (!p || p.targetId !== targetId) return { value: "next" };
       // Pause only running policies; resume only what this rule paused. Disabled stays disabled.
-      if (pause ? p.pausedReason !== null : p.pausedReason !== "storage_critical") break;
+      if (pause ? p.pausedReason !== null : p.pausedReason !== "storage_critical") return { value: "next" };
       const next: PolicyCore = {
         ...p,
         pausedReason: pause ? "storage_critical" : null,
@@ -115,10 +117,17 @@ async function setPaused(
           ? `Paused policy ${p.name}: its storage target reached critical capacity`
           : `Resumed policy ${p.name}: its storage target is healthy again`,
       }, now);
-      if ((await op.commit()).ok) {
-        changed.push(p.id);
-        break;
-      }
+      if (!(await op.commit()).ok) return null;
+      changed.push(p.id);
+      return { value: "next" };
+    };
+    try {
+      if (await withRetry(attempt, 5) === "stop") return changed;
+    } catch (error) {
+      // Giving up on this policy is deliberate, not a dropped change: every capacity report of a critical
+      // (healthy) target pauses (resumes) its policies again, so the next report finishes what five lost
+      // races left, and the report that triggered this has already committed (throwing would fail it).
+      if (!(error instanceof CommitConflictError)) throw error;
     }
   }
   return changed;
@@ -152,7 +161,7 @@ export async function deletePolicyCascade(kv: Deno.Kv, policy: PolicyCore, now: 
   }
   // The name index entry under the name given and under the current one (renamed since it was read);
   // the policy is counted down only by the write that removes it (checked: once, even when resumed).
-  for (let attempt = 0; attempt < 10; attempt++) {
+  const attempt = async (): Promise<{ value: void } | null> => {
     const current = await kv.get<PolicyCore>(policyKey(policy.id));
     const op = kv.atomic().check(current)
       .delete(policyKey(policy.id))
@@ -164,9 +173,9 @@ export async function deletePolicyCascade(kv: Deno.Kv, policy: PolicyCore, now: 
       deletePolicyName(op, current.value);
       countPolicy(op, current.value, "down");
     }
-    if ((await op.commit()).ok) return;
-  }
-  throw new ConflictError(`Policy ${policy.id} kept changing while it was deleted; it will be resumed`);
+    return (await op.commit()).ok ? { value: undefined } : null;
+  };
+  await withRetry(attempt, 10, `Policy ${policy.id} kept changing while it was deleted; it will be resumed`);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -610,10 +619,8 @@ async function writePolicyEdit(
   edit: (stored: Policy) => z.output<typeof PolicyUpdateInput>,
   now: Date,
 ): Promise<Policy> {
-  let before: number | null = null;
   const updated = await withRetry<Policy>(async () => {
     const entry = await kv.get<Policy>(policyKey(id));
-    before = entry.value?.rpoHours ?? null;
     const policy = entry.value;
     if (!policy || !inScope(actor, policyScope(policy))) throw new NotFoundError(`Policy ${id} not found`);
     authorize(actor, "backup.manage", policyScope(policy));
@@ -685,7 +692,9 @@ async function writePolicyEdit(
     }, now);
     return (await op.commit()).ok ? { value: next } : null;
   });
-  if (updated.rpoHours !== before) await applyPolicyRpo(kv, updated, now);
+  // Every save carries the RPO to the objects (idempotent; objects already right are not written), so
+  // saving again finishes what a crash or a lost race left on the old RPO.
+  await applyPolicyRpo(kv, updated, now);
   return updated;
 }
 

@@ -10,7 +10,7 @@
  * Order: `nameKey` (the name without accents, lower-cased: "Été" sorts with "ete"), then the policy id.
  * `compareNameKeys` gives the same order in memory.
  */
-import { COUNT_DOWN, COUNT_UP, counterValue } from "./kv.ts";
+import { COUNT_DOWN, COUNT_UP, counterValue, withRetry } from "./kv.ts";
 import { type Actor, inScope } from "./rbac.ts";
 
 /** What an index entry carries: enough to filter without reading the policy. */
@@ -149,23 +149,25 @@ export async function indexPolicyNames(
     const count = counts.get(countKey) ?? { accountId: p.accountId, orgId: p.orgId, count: 0 };
     count.count++;
     counts.set(countKey, count);
-    let entry: Deno.KvEntryMaybe<Indexed> = listed;
-    for (let attempt = 0; attempt < 5 && entry.value; attempt++) {
+    let entry: Deno.KvEntryMaybe<Indexed> | null = null;
+    // Commit retry (retry.ts): five lost races throw, so the marker is not written and the next start
+    // finishes the fix (giving up quietly left the policy out of the name index for ever).
+    await withRetry(async () => {
+      entry = entry ? await kv.get<Indexed>(listed.key) : listed;
       const policy = entry.value;
+      if (!policy) return { value: undefined };
       const key = policiesByNameKey(policy.accountId, policy.name, policy.id);
       const current = await kv.get<StoredEntry>(key);
       if (
         current.value?.name === policy.name && current.value.orgId === policy.orgId &&
         current.value.besId === policy.besId
-      ) break;
+      ) return { value: undefined };
       const op = kv.atomic().check(entry, current);
       setPolicyName(op, policy);
-      if ((await op.commit()).ok) {
-        indexed++;
-        break;
-      }
-      entry = await kv.get<Indexed>(listed.key);
-    }
+      if (!(await op.commit()).ok) return null;
+      indexed++;
+      return { value: undefined };
+    });
   }
   // Entries of policies that are gone, or whose name changed outside the index (older code), go.
   let removed = 0;

@@ -19,6 +19,7 @@ import {
 import { NotFoundError } from "./errors.ts";
 import type { Host } from "./hosts.ts";
 import { COUNT_DOWN, COUNT_UP, getManyValues } from "./kv.ts";
+import { CommitConflictError, withRetry } from "./retry.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, inScope } from "./rbac.ts";
 
@@ -728,10 +729,10 @@ export async function sweepRpoBreaches(kv: Deno.Kv, now: Date): Promise<{ breach
     });
     for await (const e of due) {
       const id = String(e.key[3]);
-      for (let attempt = 0; attempt < 5; attempt++) {
+      const attempt = async (): Promise<{ value: void } | null> => {
         const entry = await kv.get<ProtectedObject>(protectedObjectKey(id));
         const o = entry.value;
-        if (!o || o.breached || !isRpoBreached(o, now)) break;
+        if (!o || o.breached || !isRpoBreached(o, now)) return { value: undefined };
         const next: ProtectedObject = { ...o, breached: true, updatedAt: now.toISOString() };
         const op = kv.atomic().check(entry);
         writeProtected(op, o, next);
@@ -747,10 +748,16 @@ export async function sweepRpoBreaches(kv: Deno.Kv, now: Date): Promise<{ breach
             ? `${o.name} has had no successful backup since ${o.lastSuccessAt} (RPO ${o.rpoHours} h)`
             : `${o.name} has never had a successful backup (RPO ${o.rpoHours} h)`,
         }, now);
-        if ((await op.commit()).ok) {
-          breached++;
-          break;
-        }
+        if (!(await op.commit()).ok) return null;
+        breached++;
+        return { value: undefined };
+      };
+      try {
+        await withRetry(attempt, 5);
+      } catch (error) {
+        // Giving up on this object is deliberate, not a dropped change: nothing was written, so it stays
+        // in the due index and the next minute's sweep breaches it (one object must not stop the sweep).
+        if (!(error instanceof CommitConflictError)) throw error;
       }
     }
   }
@@ -769,12 +776,13 @@ export async function applyPolicyRpo(
   now: Date,
 ): Promise<number> {
   let updated = 0;
+  let conflict: CommitConflictError | null = null;
   for await (const e of kv.list({ prefix: ["assignments_by_policy", policy.id] })) {
     const hostId = String(e.key[2]);
-    for (let attempt = 0; attempt < 5; attempt++) {
+    const attempt = async (): Promise<{ value: void } | null> => {
       const current = await readProtectedFor(kv, hostId, policy.id);
       const o = current.entry?.value;
-      if (!current.entry || !o || o.rpoHours === policy.rpoHours) break;
+      if (!current.entry || !o || o.rpoHours === policy.rpoHours) return { value: undefined };
       const next: ProtectedObject = { ...o, rpoHours: policy.rpoHours, updatedAt: now.toISOString() };
       if (next.breached && !isRpoBreached(next, now)) next.breached = false;
       const op = kv.atomic().check(current.entry);
@@ -782,11 +790,23 @@ export async function applyPolicyRpo(
       if (o.breached && !next.breached) {
         resolveAlert(op, await readOpenAlert(kv, "protected_object", o.id, "rpo_breach"), now);
       }
-      if ((await op.commit()).ok) {
-        updated++;
-        break;
-      }
+      if (!(await op.commit()).ok) return null;
+      updated++;
+      return { value: undefined };
+    };
+    // An object that loses every race is not left on the old RPO quietly: the others are still updated,
+    // then the conflict is thrown (saving the policy again re-applies its RPO; it is idempotent).
+    try {
+      await withRetry(
+        attempt,
+        5,
+        `Policy ${policy.id}: its new RPO conflicted on a protected object; save it again`,
+      );
+    } catch (error) {
+      if (!(error instanceof CommitConflictError)) throw error;
+      conflict ??= error;
     }
   }
+  if (conflict) throw conflict;
   return updated;
 }

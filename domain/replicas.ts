@@ -454,10 +454,10 @@ async function removeRule(
   id: string,
   audit: { actor: Actor; now: Date; summary: (rule: ReplicaRule) => string } | null,
 ): Promise<boolean> {
-  for (let attempt = 0; attempt < 10; attempt++) {
+  const attempt = async (): Promise<{ value: boolean } | null> => {
     const entry = await kv.get<ReplicaRule>(replicaKey(id));
     const rule = entry.value;
-    if (!rule) return false;
+    if (!rule) return { value: false };
     const targetEntry = await kv.get<StorageTarget>(targetKey(rule.targetId));
     const op = kv.atomic().check(entry, targetEntry);
     for (const key of replicaKeys(rule)) op.delete(key);
@@ -485,13 +485,16 @@ async function removeRule(
         summary: audit.summary(rule),
       }, audit.now);
     }
-    if ((await op.commit()).ok) {
-      // The per-point records stay (a restore point keeps its history); the rule's index of them goes.
-      if (index.length > INDEX_DELETE_INLINE) await cleanUpRuleIndex(kv, id);
-      return true;
-    }
-  }
-  throw new ConflictError(`Replica rule ${id} kept changing while it was being removed; try again`);
+    if (!(await op.commit()).ok) return null;
+    // The per-point records stay (a restore point keeps its history); the rule's index of them goes.
+    if (index.length > INDEX_DELETE_INLINE) await cleanUpRuleIndex(kv, id);
+    return { value: true };
+  };
+  return await withRetry(
+    attempt,
+    10,
+    `Replica rule ${id} kept changing while it was being removed; try again`,
+  );
 }
 
 /** A rule's index entries deleted in the rule's own removal write at most (KV allows 1000 mutations). */
@@ -831,13 +834,18 @@ export async function applyReplicationOutcome(kv: Deno.Kv, job: Job, now: Date):
   const pointId = String(job.payload.restorePointId ?? "");
   const ruleId = String(job.payload.ruleId ?? "");
   const key = replicationKey(pointId, ruleId);
-  for (let i = 0; i < 10; i++) {
+  // Commit retry (retry.ts): ten lost races throw CommitConflictError (the result route answers 503
+  // `busy`; the engine re-posts the result). Giving up quietly left the record pending for ever and the
+  // rule's counts and last success or failure wrong.
+  const attempt = async (): Promise<{ value: void } | null> => {
     const [entry, lastEntry, rule] = await kv.getMany<[Replication, ReplicaLast, ReplicaRule]>([
       key,
       replicaLastKey(ruleId),
       replicaKey(ruleId),
     ]);
-    if (!entry.value || entry.value.status !== "pending" || entry.value.jobId !== job.id) return;
+    if (!entry.value || entry.value.status !== "pending" || entry.value.jobId !== job.id) {
+      return { value: undefined };
+    }
     const next = finished(entry.value, result, now);
     const op = kv.atomic().check(entry, lastEntry, rule).set(key, next);
     // A removed rule's counts went with it; only its point keeps the record.
@@ -854,9 +862,13 @@ export async function applyReplicationOutcome(kv: Deno.Kv, job: Job, now: Date):
         .sum(replicaCountKey(ruleId, next.status), COUNT_UP)
         .set(replicaLastKey(ruleId), last);
     }
-    if ((await op.commit()).ok) return;
-  }
-  // Still pending after the retries: pages read the final state from the job (`currentState`).
+    return (await op.commit()).ok ? { value: undefined } : null;
+  };
+  await withRetry(
+    attempt,
+    10,
+    `The replication of restore point ${pointId} (rule ${ruleId}) conflicted; post it again`,
+  );
 }
 
 /** A record as it stands now: a pending one takes its job's state (claimed → running, result → final). */
@@ -1038,47 +1050,47 @@ export async function rebuildReplicaCounts(
   }
   const corrected: ReplicaCountCorrection[] = [];
   for (const ruleId of ruleIds) {
-    for (let attempt = 0;; attempt++) {
-      const rule = await kv.get<ReplicaRule>(replicaKey(ruleId));
-      if (!rule.value) break; // removed meanwhile: its counts went with it
-      const stats = await kv.getMany<[Deno.KvU64, Deno.KvU64, Deno.KvU64, ReplicaLast]>(
-        replicaStatsKeys(ruleId),
-      );
-      const keys: Deno.KvKey[] = [];
-      for await (const e of kv.list<string>({ prefix: replicationsByRulePrefix(ruleId) })) {
-        keys.push(replicationKey(e.value, ruleId));
-      }
-      const after: Record<StoredStatus, number> = { pending: 0, succeeded: 0, failed: 0 };
-      const last: ReplicaLast = { success: null, failure: null };
-      for (const r of await getManyValues<Replication>(kv, keys)) {
-        const status: StoredStatus = (r.status as string) === "success" ? "succeeded" : r.status;
-        after[status]++;
-        const at = r.endedAt ?? r.updatedAt;
-        if (status === "succeeded" && (!last.success || last.success.at <= at)) {
-          last.success = { restorePointId: r.restorePointId, at, bytes: r.bytes };
+    await withRetry(
+      async () => {
+        const rule = await kv.get<ReplicaRule>(replicaKey(ruleId));
+        if (!rule.value) return { value: undefined }; // removed meanwhile: its counts went with it
+        const stats = await kv.getMany<[Deno.KvU64, Deno.KvU64, Deno.KvU64, ReplicaLast]>(
+          replicaStatsKeys(ruleId),
+        );
+        const keys: Deno.KvKey[] = [];
+        for await (const e of kv.list<string>({ prefix: replicationsByRulePrefix(ruleId) })) {
+          keys.push(replicationKey(e.value, ruleId));
         }
-        if (status === "failed" && (!last.failure || last.failure.at <= at)) {
-          last.failure = { restorePointId: r.restorePointId, at, error: r.error };
+        const after: Record<StoredStatus, number> = { pending: 0, succeeded: 0, failed: 0 };
+        const last: ReplicaLast = { success: null, failure: null };
+        for (const r of await getManyValues<Replication>(kv, keys)) {
+          const status: StoredStatus = (r.status as string) === "success" ? "succeeded" : r.status;
+          after[status]++;
+          const at = r.endedAt ?? r.updatedAt;
+          if (status === "succeeded" && (!last.success || last.success.at <= at)) {
+            last.success = { restorePointId: r.restorePointId, at, bytes: r.bytes };
+          }
+          if (status === "failed" && (!last.failure || last.failure.at <= at)) {
+            last.failure = { restorePointId: r.restorePointId, at, error: r.error };
+          }
         }
-      }
-      const before: Record<StoredStatus, number> = {
-        pending: counterValue(stats[0].value),
-        succeeded: counterValue(stats[1].value),
-        failed: counterValue(stats[2].value),
-      };
-      const op = kv.atomic().check(rule, ...stats);
-      for (const status of ["pending", "succeeded", "failed"] as const) {
-        op.set(replicaCountKey(ruleId, status), new Deno.KvU64(BigInt(after[status])));
-      }
-      op.set(replicaLastKey(ruleId), last);
-      if ((await op.commit()).ok) {
+        const before: Record<StoredStatus, number> = {
+          pending: counterValue(stats[0].value),
+          succeeded: counterValue(stats[1].value),
+          failed: counterValue(stats[2].value),
+        };
+        const op = kv.atomic().check(rule, ...stats);
+        for (const status of ["pending", "succeeded", "failed"] as const) {
+          op.set(replicaCountKey(ruleId, status), new Deno.KvU64(BigInt(after[status])));
+        }
+        op.set(replicaLastKey(ruleId), last);
+        if (!(await op.commit()).ok) return null;
         if (JSON.stringify(before) !== JSON.stringify(after)) corrected.push({ ruleId, before, after });
-        break;
-      }
-      if (attempt >= 20) {
-        throw new ConflictError(`Replica rule ${ruleId} kept changing while being recounted`);
-      }
-    }
+        return { value: undefined };
+      },
+      21,
+      `Replica rule ${ruleId} kept changing while being recounted`,
+    );
   }
   await kv.set(REPLICA_COUNTS_FIX_KEY, { at: now.toISOString(), rules: ruleIds.size, indexed, corrected });
   return { skipped: false, rules: ruleIds.size, indexed, corrected };

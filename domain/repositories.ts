@@ -11,7 +11,7 @@
  * - `["repository_hosts", policyId, generation, hostId | "bes"]`: a host already has a restore point in
  *   that generation (its next incremental may chain on it); without one the backup is sent as a full.
  */
-import { getManyValues } from "./kv.ts";
+import { getManyValues, withRetry } from "./kv.ts";
 
 /** The repository a policy's backups go to: storage target, path under its root, generation. */
 export interface Repository {
@@ -167,21 +167,23 @@ export async function indexRestorePointsByTarget(
   let indexed = 0;
   for await (const listed of kv.list<Point>({ prefix: ["restore_points"] }, { batchSize: 500 })) {
     if (!listed.value?.policyId) continue;
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const entry = attempt === 0 ? listed : await kv.get<Point>(listed.key);
+    let tries = 0;
+    // Commit retry (retry.ts): five lost races throw, so the marker is not written and the next start
+    // finishes the fix (giving up quietly left the point out of its target's index for ever).
+    await withRetry(async () => {
+      const entry = tries++ === 0 ? listed : await kv.get<Point>(listed.key);
       const point = entry.value;
-      if (!point) break;
+      if (!point) return { value: undefined };
       const repository = point.repository ?? await guessRepository(kv, point);
-      if (!repository) break;
+      if (!repository) return { value: undefined };
       const op = kv.atomic()
         .set(pointsByTargetKey(repository.target, point.id), point.id)
         .set(repositoryHostKey(point.policyId, repository.generation, point.hostId), point.id);
       if (!point.repository) op.check(entry).set(entry.key, { ...point, repository });
-      if ((await op.commit()).ok) {
-        indexed++;
-        break;
-      }
-    }
+      if (!(await op.commit()).ok) return null;
+      indexed++;
+      return { value: undefined };
+    });
   }
   await kv.set(POINTS_BY_TARGET_FIX_KEY, { at: now.toISOString(), indexed });
   return { indexed, skipped: false };

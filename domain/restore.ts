@@ -14,6 +14,7 @@ import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey, hostScope, requireHost } from "./hosts.ts";
 import { newId, sha256Hex } from "./ids.ts";
 import { getManyValues } from "./kv.ts";
+import { withRetry } from "./retry.ts";
 import { getJob, getJobs, type Job, queueJobInOp } from "./job_queue.ts";
 import { listPartNumbers, readResultList, readResultPart } from "./result_parts.ts";
 import type { Policy } from "./policies.ts";
@@ -792,7 +793,7 @@ export async function browse(
   const normalized = parseOr422(RestorePath, path || "/", "path");
   requireComplete(point, "browsed");
   const key = browseKey(point.id, normalized);
-  for (let i = 0; i < 5; i++) {
+  const attempt = async (): Promise<{ value: { state: BrowseState; queued: boolean } } | null> => {
     const entry = await kv.get<BrowseState>(key);
     if (entry.value) {
       const current = await browseWithJob(
@@ -804,7 +805,7 @@ export async function browse(
       );
       if (current.status !== "failed") {
         await keepSettled(kv, entry, current);
-        return { state: await withPage(kv, current, 0, "entries"), queued: false };
+        return { value: { state: await withPage(kv, current, 0, "entries"), queued: false } };
       }
     }
     requireEngineOnline(engine, point, now, "browsing");
@@ -843,9 +844,9 @@ export async function browse(
         point.hostName ?? "BES"
       })`,
     }, now);
-    if ((await op.commit()).ok) return { state, queued: true };
-  }
-  throw new ConflictError("The browse request conflicted repeatedly; try again");
+    return (await op.commit()).ok ? { value: { state, queued: true } } : null;
+  };
+  return await withRetry(attempt, 5, "The browse request conflicted repeatedly; try again");
 }
 
 /**
@@ -1595,7 +1596,8 @@ export async function redeemBmrToken(
   const parsed = BmrTokenInput.safeParse(token);
   if (!parsed.success) throw new NotFoundError("Unknown BMR token");
   const key = bmrTokenKey(sha256Hex(parsed.data));
-  for (let i = 0; i < 5; i++) {
+  type Redeemed = { restoreId: string; restorePointId: string; mode: "pxe" | "iso" };
+  const attempt = async (): Promise<{ value: Redeemed } | null> => {
     const entry = await kv.get<BmrToken>(key);
     const record = entry.value;
     if (!record || record.besId !== besId) throw new NotFoundError("Unknown BMR token");
@@ -1636,11 +1638,12 @@ export async function redeemBmrToken(
         engine?.name ?? besId
       } redeemed the one-time token of bare-metal restore ${record.restoreId}`,
     }, now);
-    if ((await op.commit()).ok) {
-      return { restoreId: record.restoreId, restorePointId: record.restorePointId, mode: record.mode };
-    }
-  }
-  throw new ConflictError("This BMR token is being redeemed concurrently");
+    if (!(await op.commit()).ok) return null;
+    return {
+      value: { restoreId: record.restoreId, restorePointId: record.restorePointId, mode: record.mode },
+    };
+  };
+  return await withRetry(attempt, 5, "This BMR token is being redeemed concurrently");
 }
 
 /**
@@ -1851,18 +1854,32 @@ export async function applyRestoreJobOutcome(kv: Deno.Kv, job: Job, now: Date): 
   }
 }
 
-/** Read, change and write one value with a check; retries a few times; does nothing when unchanged. */
+/**
+ * Read, change and write one value with a check; does nothing when unchanged. Commit retry (retry.ts):
+ * five lost races throw CommitConflictError (the result route answers 503 `busy`; the engine re-posts the
+ * result), so a job's outcome is never dropped with its request left pending or running.
+ */
 async function update<T extends { status: string }>(
   kv: Deno.Kv,
   key: Deno.KvKey,
   change: (value: T) => T | Promise<T>,
   options?: { expireIn: number },
 ): Promise<void> {
-  for (let i = 0; i < 5; i++) {
-    const entry = await kv.get<T>(key);
-    if (!entry.value) return;
-    const next = await change(entry.value);
-    if (next === entry.value || next.status === "pending" || next.status === "running") return;
-    if ((await kv.atomic().check(entry).set(key, next, options).commit()).ok) return;
-  }
+  await withRetry(
+    async () => {
+      const entry = await kv.get<T>(key);
+      if (!entry.value) return { value: undefined };
+      const next = await change(entry.value);
+      if (next === entry.value || next.status === "pending" || next.status === "running") {
+        return {
+          value: undefined,
+        };
+      }
+      return (await kv.atomic().check(entry).set(key, next, options).commit()).ok
+        ? { value: undefined }
+        : null;
+    },
+    5,
+    `${String(key[0])} ${String(key[key.length - 1])}: the job's outcome conflicted; post it again`,
+  );
 }

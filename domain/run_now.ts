@@ -20,7 +20,7 @@ import type { Job } from "./job_queue.ts";
 import { type ActiveHost, activeHostsOf } from "./job_views.ts";
 import { batchesOf, DISPATCH_MAX_HOSTS, dispatcher, dispatchPayload, hostsPerWrite } from "./dispatch.ts";
 import { hostsNeedingFull } from "./repositories.ts";
-import { getManyValues } from "./kv.ts";
+import { getManyValues, withRetry } from "./kv.ts";
 import { type Policy, policyKey, requirePolicy } from "./policies.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import {
@@ -169,7 +169,7 @@ export async function runPolicyNow(
   const visible = await requirePolicy(kv, actor, policyId);
   authorize(actor, "backup.manage", { accountId: visible.accountId, orgId: visible.orgId });
   const data = RunNowInput.parse(input);
-  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+  const attempt = async (): Promise<{ value: RunNowRun[] } | null> => {
     const [policyEntry, guard] = await kv.getMany<[Policy, RunNowGuard]>([
       policyKey(policyId),
       runNowGuardKey(policyId),
@@ -258,7 +258,7 @@ export async function runPolicyNow(
     };
     const first = write({ policy: policyEntry, engine: engineEntry }, guard.versionstamp, 0);
     const committed = await first.op.commit();
-    if (!committed.ok) continue;
+    if (!committed.ok) return null;
     const created = [...first.created];
     let stamp = committed.versionstamp;
     for (let index = 1; index < batches.length; index++) {
@@ -269,9 +269,11 @@ export async function runPolicyNow(
     }
     // Runs passed over because their job had ended are brought up to it now rather than at the next sweep.
     for (const job of ended) await catchUpRunWithJob(kv, job, now);
-    return created;
-  }
-  throw new ConflictError(
+    return { value: created };
+  };
+  return await withRetry(
+    attempt,
+    ATTEMPTS,
     "The policy or its BES changed, or the policy was run by someone else meanwhile; try again",
   );
 }
@@ -292,7 +294,7 @@ async function writeLaterBatch(
     guardStamp: string,
   ) => { op: Deno.AtomicOperation; add: () => void },
 ): Promise<string> {
-  for (let attempt = 0; attempt < ATTEMPTS * 2; attempt++) {
+  const attempt = async (): Promise<{ value: string } | null> => {
     const [policyEntry, guard] = await kv.getMany<[Policy, RunNowGuard]>([
       policyKey(policyId),
       runNowGuardKey(policyId),
@@ -311,12 +313,13 @@ async function writeLaterBatch(
     }
     const { op, add } = build({ policy: policyEntry, engine: engineEntry }, guardStamp);
     const result = await op.commit();
-    if (result.ok) {
-      add();
-      return result.versionstamp;
-    }
-  }
-  throw new ConflictError(
+    if (!result.ok) return null;
+    add();
+    return { value: result.versionstamp };
+  };
+  return await withRetry(
+    attempt,
+    ATTEMPTS * 2,
     `Run now stopped after starting ${started} runs: the policy kept changing; try again.`,
   );
 }

@@ -12,7 +12,7 @@ import { openIdCursor } from "./cursor.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Engine, engineKey } from "./engines.ts";
 import { getManyValues, kvValueBytes } from "./kv.ts";
-import { withRetry } from "./retry.ts";
+import { CommitConflictError, withRetry } from "./retry.ts";
 import { type HookPlan, hookPlan } from "./hooks.ts";
 import { consoleBusy, giveWayToConsole } from "./foreground.ts";
 import { idAt, newId } from "./ids.ts";
@@ -184,18 +184,22 @@ export async function indexOpenRuns(
   let indexed = 0;
   for await (const listed of kv.list<Run>({ prefix: ["runs"] }, { batchSize: 500 })) {
     if (!listed.value || !isOpenRun(listed.value)) continue;
-    let entry: Deno.KvEntryMaybe<Run> = listed;
-    for (let attempt = 0; attempt < 5 && entry.value && isOpenRun(entry.value); attempt++) {
+    let entry: Deno.KvEntryMaybe<Run> | null = null;
+    // Commit retry (retry.ts): five lost races throw, so the marker is not written and the next start
+    // finishes the fix (giving up quietly would leave the run out of run-now's index for ever).
+    await withRetry(async () => {
+      entry = entry ? await kv.get<Run>(listed.key) : listed;
+      if (!entry.value || !isOpenRun(entry.value)) return { value: undefined };
       const run = entry.value;
       const key = runsOpenKey(run.policyId, run.hostId, run.id);
       const op = kv.atomic().check(entry).check({ key, versionstamp: null }).set(key, run.id);
       if ((await op.commit()).ok) {
         indexed++;
-        break;
+        return { value: undefined };
       }
-      if ((await kv.get(key)).versionstamp) break; // already indexed
-      entry = await kv.get<Run>(listed.key);
-    }
+      if ((await kv.get(key)).versionstamp) return { value: undefined }; // already indexed
+      return null;
+    });
   }
   await kv.set(OPEN_RUNS_INDEX_FIX_KEY, { at: now.toISOString(), indexed });
   return { indexed, skipped: false };
@@ -840,11 +844,13 @@ export async function offlineAlertId(
 export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Promise<Run | null> {
   const runId = (await kv.get<string>(runByJobKey(job.id))).value;
   if (!runId || !job.result) return null;
-  for (let i = 0; i < 5; i++) {
+  const r = job.result;
+  // Commit retry (retry.ts): five lost races throw CommitConflictError (the result route answers 503
+  // `busy`; the engine re-posts the result), never return as if the run had been finished.
+  const attempt = async (): Promise<{ value: Run | null } | null> => {
     const entry = await kv.get<Run>(runKey(runId));
     const run = entry.value;
-    if (!run || ["success", "warning", "failed", "skipped"].includes(run.status)) return run;
-    const r = job.result;
+    if (!run || ["success", "warning", "failed", "skipped"].includes(run.status)) return { value: run };
     const next: Run = {
       ...run,
       status: skippedByEngine(job) ? "skipped" : r.status,
@@ -914,9 +920,9 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
     }
     // After the restore point: the protected object keeps it as the dashboard's deep link into Restore.
     await recordOutcomeInOp(kv, op, job.kind, run, next, now);
-    if ((await op.set(runKey(run.id), next).commit()).ok) return next;
-  }
-  return null;
+    return (await op.set(runKey(run.id), next).commit()).ok ? { value: next } : null;
+  };
+  return await withRetry(attempt, 5, `The result of run ${runId} conflicted; post it again`);
 }
 
 /**
@@ -1033,6 +1039,7 @@ async function recordOutcomeInOp(
  */
 export async function failRunsOfExpiredJobs(kv: Deno.Kv, jobIds: string[], now: Date): Promise<number> {
   let failed = 0;
+  let conflict: CommitConflictError | null = null;
   for (const id of jobIds) {
     const job = (await kv.get<Job>(jobKey(id))).value;
     if (!job || job.status !== "failed" || job.result) continue;
@@ -1054,13 +1061,21 @@ export async function failRunsOfExpiredJobs(kv: Deno.Kv, jobIds: string[], now: 
         hookOutput: [],
       },
     };
-    if (job.kind === "replicate") {
-      await applyReplicationOutcome(kv, expired, now);
-      continue;
+    try {
+      if (job.kind === "replicate") {
+        await applyReplicationOutcome(kv, expired, now);
+        continue;
+      }
+      const run = await applyJobResultToRun(kv, expired, now);
+      if (run?.status === "failed") failed++;
+    } catch (error) {
+      // A run that lost every race is not dropped silently: the other runs are still failed, then the
+      // first conflict is thrown to the sweep's caller.
+      if (!(error instanceof CommitConflictError)) throw error;
+      conflict ??= error;
     }
-    const run = await applyJobResultToRun(kv, expired, now);
-    if (run?.status === "failed") failed++;
   }
+  if (conflict) throw conflict;
   return failed;
 }
 

@@ -13,8 +13,7 @@ import { pageOf, PageQuery } from "./paging.ts";
 import type { PolicyCore } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import { orgKey } from "./tenancy.ts";
-import type { Org } from "./types.ts";
+import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
 
 /** Interpreters an agent can run a script with. */
@@ -182,16 +181,7 @@ export async function createScript(
   now: Date,
 ): Promise<Script> {
   const data = ScriptCreateInput.parse(input);
-  let accountId = data.accountId ?? actor.accountId;
-  const orgEntry = data.orgId ? await kv.get<Org>(orgKey(data.orgId)) : null;
-  if (orgEntry) {
-    const org = orgEntry.value;
-    if (!org || !inScope(actor, { accountId: org.accountId, orgId: org.id })) {
-      throw new ValidationError("Unknown organization", { orgId: "Choose an organization you can see" });
-    }
-    accountId = org.accountId;
-  }
-  if (!accountId) throw new ValidationError("An account is required", { accountId: "is required" });
+  const { accountId, orgEntry } = await resolveOwner(kv, actor, data);
   const scope = { accountId, orgId: data.orgId };
   authorize(actor, "backup.manage", scope);
   const at = now.toISOString();

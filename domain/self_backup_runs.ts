@@ -12,6 +12,7 @@ import { newId } from "./ids.ts";
 import { checkInvariants } from "./invariants.ts";
 import { type Actor, authorize } from "./rbac.ts";
 import { probeBucket, putObject, type S3Location } from "./s3.ts";
+import { withRetry } from "./retry.ts";
 import {
   BUNDLE_CIPHER,
   type DatabaseName,
@@ -438,26 +439,31 @@ export async function runBackup(
 
 async function finishTrigger(kv: Deno.Kv, trigger: Trigger): Promise<void> {
   // A run whose worker was restarted meanwhile was already recorded failed and counted by
-  // `restartWorker`: it is left as that.
-  for (let i = 0; i < 10; i++) {
-    const [counters, worker] = await kv.getMany<
-      [{ total: number; success: number; failed: number }, { triggerId: string | null }]
-    >([COUNTERS_KEY, WORKER_KEY]);
-    if (worker.value?.triggerId !== trigger.id) return;
-    const c = counters.value ?? { total: 0, success: 0, failed: 0 };
-    const op = kv.atomic().check(counters, worker).set(triggerKey(trigger.id), trigger).set(COUNTERS_KEY, {
-      total: c.total + 1,
-      success: c.success + (trigger.status === "success" ? 1 : 0),
-      failed: c.failed + (trigger.status === "failed" ? 1 : 0),
-    }).set(WORKER_KEY, { triggerId: null, since: trigger.finishedAt });
-    if (trigger.status === "success") {
-      op.set(lastSuccessKey(trigger.database), {
-        at: trigger.finishedAt,
-        file: trigger.bundle?.file ?? null,
-      });
-    }
-    if ((await op.commit()).ok) return;
-  }
+  // `restartWorker`: it is left as that. Commit retry (retry.ts): ten lost races throw CommitConflictError,
+  // never return as if the run had been recorded (it would stay running and hold the worker).
+  await withRetry(
+    async () => {
+      const [counters, worker] = await kv.getMany<
+        [{ total: number; success: number; failed: number }, { triggerId: string | null }]
+      >([COUNTERS_KEY, WORKER_KEY]);
+      if (worker.value?.triggerId !== trigger.id) return { value: undefined };
+      const c = counters.value ?? { total: 0, success: 0, failed: 0 };
+      const op = kv.atomic().check(counters, worker).set(triggerKey(trigger.id), trigger).set(COUNTERS_KEY, {
+        total: c.total + 1,
+        success: c.success + (trigger.status === "success" ? 1 : 0),
+        failed: c.failed + (trigger.status === "failed" ? 1 : 0),
+      }).set(WORKER_KEY, { triggerId: null, since: trigger.finishedAt });
+      if (trigger.status === "success") {
+        op.set(lastSuccessKey(trigger.database), {
+          at: trigger.finishedAt,
+          file: trigger.bundle?.file ?? null,
+        });
+      }
+      return (await op.commit()).ok ? { value: undefined } : null;
+    },
+    10,
+    `Self-backup run ${trigger.id} could not be recorded (concurrent writers); restart the worker`,
+  );
 }
 
 /**

@@ -96,6 +96,33 @@ export async function requireOrg(kv: Deno.Kv, actor: Actor, id: string): Promise
   return org;
 }
 
+/**
+ * The owner of a new object, from the actor and the input's `accountId` and `orgId`: a given org must
+ * exist and be in the actor's scope (else ValidationError on `orgId`) and then decides the account; without
+ * one, the input's account or the actor's own (else ValidationError on `accountId`; with `orgRequired`, on
+ * `orgId`). Checks scope only: the caller authorizes the action on the returned owner, and checks
+ * `orgEntry` in its write so the org is not deleted under the new object.
+ */
+export async function resolveOwner(
+  kv: Deno.Kv,
+  actor: Actor,
+  input: { accountId?: string | null; orgId?: string | null },
+  options: { orgRequired?: boolean } = {},
+): Promise<{ accountId: string; orgId: string | null; org: Org | null; orgEntry: Deno.KvEntry<Org> | null }> {
+  const unknownOrg = () =>
+    new ValidationError("Unknown organization", { orgId: "Choose an organization you can see" });
+  if (input.orgId) {
+    const orgEntry = await kv.get<Org>(orgKey(input.orgId));
+    const org = orgEntry.value;
+    if (!org || !inScope(actor, { accountId: org.accountId, orgId: org.id })) throw unknownOrg();
+    return { accountId: org.accountId, orgId: org.id, org, orgEntry: orgEntry as Deno.KvEntry<Org> };
+  }
+  if (options.orgRequired) throw unknownOrg();
+  const accountId = input.accountId ?? actor.accountId;
+  if (!accountId) throw new ValidationError("An account is required", { accountId: "is required" });
+  return { accountId, orgId: null, org: null, orgEntry: null };
+}
+
 /** Lists the orgs of an account that the actor may see, by name. */
 export async function listOrgs(kv: Deno.Kv, actor: Actor, accountId: string): Promise<Org[]> {
   const ids: Deno.KvKey[] = [];

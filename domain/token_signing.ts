@@ -8,6 +8,7 @@
 import nodeCrypto from "node:crypto";
 import { exportTokenPublicKey } from "../engine/protocol/token.ts";
 import { fromBase64, toBase64Url } from "./ids.ts";
+import { withRetry } from "./retry.ts";
 import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
 
 /** The vault record holding the token-signing key (its PKCS#8 DER, base64url). */
@@ -36,27 +37,29 @@ function fromRecordText(text: string): TokenSigningKey {
 }
 
 async function loadOrCreate(kv: Deno.Kv, masterKey: Uint8Array, now: Date): Promise<TokenSigningKey> {
-  for (let i = 0; i < 5; i++) {
-    const entry = await kv.get<VaultRecord>(vaultKey(TOKEN_KEY_VAULT_ID));
-    if (entry.value) return fromRecordText(await openSecret(masterKey, entry.value));
-    const pair = nodeCrypto.generateKeyPairSync("ed25519");
-    const der = new Uint8Array(pair.privateKey.export({ format: "der", type: "pkcs8" }));
-    const record = await sealSecret(masterKey, {
-      id: TOKEN_KEY_VAULT_ID,
-      accountId: "",
-      orgId: null,
-      purpose: TOKEN_KEY_VAULT_PURPOSE,
-      createdAt: now.toISOString(),
-    }, toBase64Url(der));
-    der.fill(0);
-    // Two first uses racing: one record wins, the other reads it on the next turn.
-    const res = await kv.atomic().check({ key: vaultKey(TOKEN_KEY_VAULT_ID), versionstamp: null })
-      .set(vaultKey(TOKEN_KEY_VAULT_ID), record).commit();
-    if (res.ok) {
-      return { privateKey: pair.privateKey, publicKey: exportTokenPublicKey(pair.publicKey) };
-    }
-  }
-  throw new Error("The control plane's token-signing key could not be created; retry");
+  return await withRetry(
+    async () => {
+      const entry = await kv.get<VaultRecord>(vaultKey(TOKEN_KEY_VAULT_ID));
+      if (entry.value) return { value: fromRecordText(await openSecret(masterKey, entry.value)) };
+      const pair = nodeCrypto.generateKeyPairSync("ed25519");
+      const der = new Uint8Array(pair.privateKey.export({ format: "der", type: "pkcs8" }));
+      const record = await sealSecret(masterKey, {
+        id: TOKEN_KEY_VAULT_ID,
+        accountId: "",
+        orgId: null,
+        purpose: TOKEN_KEY_VAULT_PURPOSE,
+        createdAt: now.toISOString(),
+      }, toBase64Url(der));
+      der.fill(0);
+      // Two first uses racing: one record wins, the other reads it on the next turn.
+      const res = await kv.atomic().check({ key: vaultKey(TOKEN_KEY_VAULT_ID), versionstamp: null })
+        .set(vaultKey(TOKEN_KEY_VAULT_ID), record).commit();
+      if (!res.ok) return null;
+      return { value: { privateKey: pair.privateKey, publicKey: exportTokenPublicKey(pair.publicKey) } };
+    },
+    5,
+    "The control plane's token-signing key could not be created; retry",
+  );
 }
 
 /**
