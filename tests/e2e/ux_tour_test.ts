@@ -593,13 +593,19 @@ Deno.test("UX tour of a busy install: every page at 1280 and 390 px, run tables 
           assert.match(await badge.innerText(), /Legal hold CASE-2026-114/, path);
           assert.match((await badge.locator("a").getAttribute("href"))!, /^\/backup\/holds#hold-/, path);
         }
-        // Back to one pair of eyes for the steps that follow.
+        // Turning four-eyes off is itself a request for a second administrator (one admin alone cannot
+        // switch it off, act and switch it on again); the requester withdraws it. Four-eyes stays on, and
+        // the steps that follow change nothing.
         await page.goto("/backup/dashboard");
         const off = await sessionApi(page, "PUT", "/api/v1/account/four-eyes", {
           enabled: false,
           ttlHours: 24,
         });
-        assert.equal(off.status, 200, off.text);
+        assert.equal(off.status, 202, off.text);
+        const offId: string = off.json().approvalRequest.id;
+        const withdrawn = await sessionApi(page, "POST", `/api/v1/approvals/${offId}/refuse`, { note: "" });
+        assert.equal(withdrawn.status, 200, withdrawn.text);
+        assert.equal(withdrawn.json().status, "refused", withdrawn.text);
         console.log(`\n${summary("Issue 21 pages (drills, approvals, holds, file history)", measures)}\n`);
         assert.deepEqual(failures(measures), []);
       },
