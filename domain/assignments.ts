@@ -31,6 +31,8 @@ import { policyKey } from "./policy_keys.ts";
 import { requirePolicy } from "./policy_reads.ts";
 import { protectForAssignment, readProtectedFor, setProtection } from "./protected.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
+import { assignmentByHostKey, assignmentByPolicyKey, assignmentKey } from "./keys/policies.ts";
+export { assignmentByHostKey, assignmentByPolicyKey, assignmentKey };
 
 /** The states of an assignment (guide, "Host Assignment States"). */
 export const ASSIGNMENT_STATES = ["active", "paused", "archived"] as const;
@@ -49,19 +51,6 @@ export interface Assignment {
   state: AssignmentState;
   createdAt: string;
   updatedAt: string;
-}
-
-/** Primary key of an assignment. */
-export function assignmentKey(id: string) {
-  return ["assignments", id] as const;
-}
-/** Unique per (policy, host): invariant 3. Under `policyChildPrefixes`, so a policy delete removes it. */
-export function assignmentByPolicyKey(policyId: string, hostId: string) {
-  return ["assignments_by_policy", policyId, hostId] as const;
-}
-/** A host's assignments, one per policy. */
-export function assignmentByHostKey(hostId: string, policyId: string) {
-  return ["assignments_by_host", hostId, policyId] as const;
 }
 
 /** The input of `assignHost` (the form, the JSON API and the domain). */

@@ -27,6 +27,14 @@ import { type Actor, inScope } from "./rbac.ts";
 import type { RestorePoint, Run } from "./runs.ts";
 import type { StorageTarget } from "./storage.ts";
 import { targetKey, targetScope } from "./storage_keys.ts";
+import {
+  failingKey,
+  latestOutcomeKey,
+  runDailyKey,
+  runOutcomeKey,
+  verifyFailedKey,
+} from "./keys/dashboard.ts";
+export { failingKey, latestOutcomeKey, runDailyKey, runOutcomeKey, verifyFailedKey };
 
 /** The org part of a counter key: the org id, "-" for account-level records, "*" for the whole account. */
 export function orgPart(orgId: string | null): string {
@@ -37,23 +45,6 @@ const ACCOUNT = "*";
 /** The outcomes the dashboard counts. Skipped runs (engine offline) are not backups and are not counted. */
 export type Outcome = "success" | "warning" | "failed";
 
-export function runOutcomeKey(
-  accountId: string,
-  org: string,
-  grain: "m" | "h",
-  slot: string,
-  status: Outcome,
-) {
-  return ["run_outcomes", accountId, org, grain, slot, status] as const;
-}
-/**
- * One key per policy and UTC day holding its three outcome counts packed in one KvU64 (21 bits each:
- * success, warning, failed; up to 2,097,151 runs of a policy a day), so a 30-day heatmap row reads at most
- * 30 entries, and a sum keeps writers free of read-modify-write.
- */
-export function runDailyKey(policyId: string, day: string) {
-  return ["run_daily", policyId, day] as const;
-}
 const DAILY_SHIFT: Record<Outcome, bigint> = { success: 0n, warning: 21n, failed: 42n };
 const DAILY_MASK = (1n << 21n) - 1n;
 /** The three counts of a packed day. */
@@ -65,20 +56,9 @@ export function unpackDaily(v: unknown): Record<Outcome, number> {
     failed: Number((n >> DAILY_SHIFT.failed) & DAILY_MASK),
   };
 }
-/** One entry per (policy, host) whose latest backup failed, newest failure last. */
-export function failingKey(accountId: string, endedAt: string, runId: string) {
-  return ["runs_failing", accountId, endedAt, runId] as const;
-}
-/** The latest outcome of (policy, host): when it ended and its failing entry, if it failed. */
-export function latestOutcomeKey(policyId: string, hostId: string | null) {
-  return ["runs_latest", policyId, hostId ?? "bes"] as const;
-}
 export interface LatestOutcome {
   endedAt: string;
   failingKey: Deno.KvKey | null;
-}
-export function verifyFailedKey(accountId: string, completedAt: string, restorePointId: string) {
-  return ["rp_verify_failed", accountId, completedAt, restorePointId] as const;
 }
 
 const MINUTE_MS = 60_000;

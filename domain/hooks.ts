@@ -35,6 +35,8 @@ import {
   scriptKey,
   scriptScope,
 } from "./scripts.ts";
+import { hookKey, hooksByPolicyKey } from "./keys/policies.ts";
+export { hookKey, hooksByPolicyKey };
 
 /** Hook types in execution order (see the module comment). */
 export const HOOK_TYPES = ["pre_backup", "pre_snapshot", "post_snapshot", "post_backup"] as const;
@@ -170,13 +172,6 @@ export interface Hook {
 export interface HookView extends Hook {
   scriptName: string | null;
   templateLabel: string | null;
-}
-
-export function hookKey(id: string) {
-  return ["hooks", id] as const;
-}
-export function hooksByPolicyKey(policyId: string, id: string) {
-  return ["hooks_by_policy", policyId, id] as const;
 }
 
 /** Every key of a hook, so create, update and delete touch the same set. */

@@ -39,6 +39,13 @@ import { evaluate321, type ThreeTwoOne } from "./three_two_one.ts";
 import type { RestorePoint } from "./runs.ts";
 import { restorePointKey } from "./restore_point_keys.ts";
 import { type Host, hostKey, hostScope } from "./hosts.ts";
+import {
+  replicaKey,
+  replicasByAccountKey,
+  replicasByPolicyKey,
+  replicasByTargetKey,
+} from "./keys/replicas.ts";
+export { replicaKey, replicasByAccountKey, replicasByPolicyKey, replicasByTargetKey };
 
 /** Where the key-encryption key of the replica comes from. */
 export const KEK_SOURCES = ["account", "pam_vault"] as const;
@@ -91,19 +98,6 @@ interface KekReference {
 /** The KEK reference of a rule (see `KekReference`). */
 function kekReference(rule: Pick<ReplicaRule, "kekSource" | "accountId" | "orgId">): KekReference {
   return kekReferenceOf(rule.kekSource, rule.accountId, rule.orgId);
-}
-
-export function replicaKey(id: string) {
-  return ["replicas", id] as const;
-}
-export function replicasByPolicyKey(policyId: string, id: string) {
-  return ["replicas_by_policy", policyId, id] as const;
-}
-export function replicasByTargetKey(targetId: string, id: string) {
-  return ["replicas_by_target", targetId, id] as const;
-}
-export function replicasByAccountKey(accountId: string, id: string) {
-  return ["replicas_by_account", accountId, id] as const;
 }
 
 /** Every key of a rule, so create, update and delete touch the same set. */

@@ -64,6 +64,8 @@ import {
   repositoryOf,
   repositoryOfPayload,
 } from "./repositories.ts";
+import { deferredKey, retryGuardKey, runsByPolicyKey } from "./keys/runs.ts";
+export { deferredKey, retryGuardKey, runsByPolicyKey };
 
 /** Job kinds whose outcome belongs to restore (browse and search states, restore requests). */
 const RESTORE_JOB_KINDS: readonly string[] = ["browse", "search", "restore_files", "restore_image", "bmr"];
@@ -160,9 +162,6 @@ export interface RestorePoint {
 }
 
 export { restorePointKey, restorePointsByHostKey, runByJobKey, runKey, runsOpenKey, runsOpenPrefix };
-export function runsByPolicyKey(policyId: string, id: string) {
-  return ["runs_by_policy", policyId, id] as const;
-}
 /** Set once every restore point has its `restore_points_by_host` entry (points older than the index had none). */
 const POINTS_BY_HOST_FIX_KEY = ["data_fixes", "restore_points_by_host_v1"] as const;
 /** Set once every open run has its `runs_open` entry (runs older than the index had none). */
@@ -1073,11 +1072,6 @@ export async function listRunsByPolicy(kv: Deno.Kv, policyId: string, limit = 50
   return await getManyValues<Run>(kv, keys);
 }
 
-/** At most one retry per failed run: the guard key every retry of that run must create. */
-export function retryGuardKey(runId: string) {
-  return ["run_retries", runId] as const;
-}
-
 /**
  * Retries a failed or warning run, exactly as the guide states: only the latest run of its policy and
  * host, only when it is retryable, never while a run of that policy and host is pending or running; the
@@ -1664,11 +1658,6 @@ const GIVE_WAY_MS = 20;
 const SLOT_BATCH = 100;
 /** From this many policies due in one tick on (and a quarter of all), the tick scans assignments and hosts whole. */
 const BULK_READ_MIN_POLICIES = 500;
-
-/** A run waiting for its offline agent (catch-up on reconnect dispatches it). */
-export function deferredKey(hostId: string, runId: string) {
-  return ["runs_deferred", hostId, runId] as const;
-}
 
 /**
  * An agent's backup payload for a policy and the run kind it amounts to (an incremental of a host new to

@@ -6,7 +6,7 @@
  *
  * A literal is an array literal whose first element is a string. It counts as a key literal when it stands
  * where KV takes a key (the argument of `.get(`, `.set(`, `.delete(`, `.check(`, `.getMany(`, `.sum(`,
- * `.min(`, `.max(`, or a `key:`, `prefix:`, `start:`, `end:` property) or when its first element is a
+ * `.min(`, `.max(`, a `key:`, `prefix:`, `start:`, `end:` property, or a `const …Key =`/`…Prefix =`) or when its first element is a
  * known key root. The roots are the first elements of the literals in domain/keys/, of the literals found
  * in a KV position anywhere, and of the literals returned by a function named `…Key`/`…Prefix`.
  */
@@ -81,7 +81,7 @@ export function stripComments(src: string): string {
 
 const LITERAL = /\[\s*(["'])([a-z][a-z0-9_]*)\1/g;
 const KV_POSITION =
-  /(?:\.(?:get|set|delete|check|getMany|sum|min|max)\(\s*\[?\s*|\b(?:key|prefix|start|end):\s*)$/;
+  /(?:\.(?:get|set|delete|check|getMany|sum|min|max)\(\s*\[?\s*|\b(?:key|prefix|start|end):\s*|\b(?:const|let)\s+\w*(?:[kK]ey|[pP]refix)\w*\s*(?::[^=;]+)?=\s*)$/;
 const BUILDER_RETURN =
   /function\s+\w*(?:Key|Prefix|Keys)\w*\s*(?:<[^>]*>)?\s*\([^)]*\)[^{]*\{[^{}]*?return\s*\[\s*(["'])([a-z][a-z0-9_]*)\1/g;
 

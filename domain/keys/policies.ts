@@ -25,3 +25,49 @@ export function retiredPolicyKey(policyId: string) {
 export function retiredPoliciesByAccountKey(accountId: string, policyId: string) {
   return ["policies_retired_by_account", accountId, policyId] as const;
 }
+
+/** Primary key of an assignment. */
+export function assignmentKey(id: string) {
+  return ["assignments", id] as const;
+}
+
+/** Unique per (policy, host): invariant 3. Under `policyChildPrefixes`, so a policy delete removes it. */
+export function assignmentByPolicyKey(policyId: string, hostId: string) {
+  return ["assignments_by_policy", policyId, hostId] as const;
+}
+
+/** A host's assignments, one per policy. */
+export function assignmentByHostKey(hostId: string, policyId: string) {
+  return ["assignments_by_host", hostId, policyId] as const;
+}
+
+export function hookKey(id: string) {
+  return ["hooks", id] as const;
+}
+
+export function hooksByPolicyKey(policyId: string, id: string) {
+  return ["hooks_by_policy", policyId, id] as const;
+}
+
+/** Prefixes of the policy indexes: every policy, a target's, an account's. */
+export function policiesPrefix(): Deno.KvKey {
+  return ["policies"];
+}
+export function policiesByTargetPrefix(targetId: string): Deno.KvKey {
+  return ["policies_by_target", targetId];
+}
+export function policiesByAccountPrefix(accountId: string): Deno.KvKey {
+  return ["policies_by_account", accountId];
+}
+export function policiesByBesPrefix(besId: string): Deno.KvKey {
+  return ["policies_by_bes", besId];
+}
+export function assignmentsByPolicyPrefix(policyId: string): Deno.KvKey {
+  return ["assignments_by_policy", policyId];
+}
+export function assignmentsByHostPrefix(hostId: string): Deno.KvKey {
+  return ["assignments_by_host", hostId];
+}
+export function hooksByPolicyPrefix(policyId: string): Deno.KvKey {
+  return ["hooks_by_policy", policyId];
+}

@@ -10,3 +10,8 @@ export function restorePointKey(id: string) {
 export function restorePointsByHostKey(policyId: string, hostId: string | null, pointId: string) {
   return ["restore_points_by_host", policyId, hostId ?? "bes", pointId] as const;
 }
+
+/** The prefix of a policy's restore points (`["restore_points_by_policy", policyId, pointId]`). */
+export function restorePointsByPolicyPrefix(policyId: string): Deno.KvKey {
+  return ["restore_points_by_policy", policyId];
+}

@@ -21,3 +21,31 @@ export function runsOpenPrefix(policyId?: string, hostId?: string | null): Deno.
   if (policyId === undefined) return ["runs_open"];
   return hostId === undefined ? ["runs_open", policyId] : ["runs_open", policyId, hostId ?? "bes"];
 }
+
+export function runsByPolicyKey(policyId: string, id: string) {
+  return ["runs_by_policy", policyId, id] as const;
+}
+
+/** At most one retry per failed run: the guard key every retry of that run must create. */
+export function retryGuardKey(runId: string) {
+  return ["run_retries", runId] as const;
+}
+
+/** A run waiting for its offline agent (catch-up on reconnect dispatches it). */
+export function deferredKey(hostId: string, runId: string) {
+  return ["runs_deferred", hostId, runId] as const;
+}
+
+/** The prefix of a policy's runs (`runsByPolicyKey`). */
+export function runsByPolicyPrefix(policyId: string): Deno.KvKey {
+  return ["runs_by_policy", policyId];
+}
+
+/** A job retry being dispatched a write at a time (job_views.ts), per policy and retried run. */
+export function retryDispatchKey(policyId: string, retryOf: string) {
+  return ["job_retry_dispatch", policyId, retryOf] as const;
+}
+/** The prefix of every job retry being dispatched. */
+export function retryDispatchPrefix(): Deno.KvKey {
+  return ["job_retry_dispatch"];
+}
