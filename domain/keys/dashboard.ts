@@ -32,3 +32,21 @@ export function latestOutcomeKey(policyId: string, hostId: string | null) {
 export function verifyFailedKey(accountId: string, completedAt: string, restorePointId: string) {
   return ["rp_verify_failed", accountId, completedAt, restorePointId] as const;
 }
+
+/** Prefixes of the dashboard's read models: every run outcome counter, or an account's of one org. */
+export function runOutcomesPrefix(accountId?: string, org?: string): Deno.KvKey {
+  if (accountId === undefined) return ["run_outcomes"];
+  return org === undefined ? ["run_outcomes", accountId] : ["run_outcomes", accountId, org];
+}
+/** The failing runs of an account (`failingKey`). */
+export function failingPrefix(accountId: string): Deno.KvKey {
+  return ["runs_failing", accountId];
+}
+/** The failed verifications of an account (`verifyFailedKey`). */
+export function verifyFailedPrefix(accountId: string): Deno.KvKey {
+  return ["rp_verify_failed", accountId];
+}
+/** A policy's daily outcome counts from `day` on (a range start), or past every day (the range end). */
+export function runDailyBound(policyId: string, day: string | "end"): Deno.KvKey {
+  return ["run_daily", policyId, day === "end" ? "9999" : day];
+}

@@ -26,3 +26,10 @@ export function liveHostKey(id: string) {
 export function hostsByAccountPrefix(accountId: string): Deno.KvKey {
   return ["hosts_by_account", accountId];
 }
+/** Every host, every host being decommissioned. */
+export function hostsPrefix(): Deno.KvKey {
+  return ["hosts"];
+}
+export function hostDecommissionsPrefix(): Deno.KvKey {
+  return ["host_decommissions"];
+}

@@ -71,3 +71,14 @@ export function assignmentsByHostPrefix(hostId: string): Deno.KvKey {
 export function hooksByPolicyPrefix(policyId: string): Deno.KvKey {
   return ["hooks_by_policy", policyId];
 }
+/** Every deleted policy still kept (`retiredPolicyKey`). */
+export function retiredPoliciesPrefix(): Deno.KvKey {
+  return ["policies_retired"];
+}
+/** Every assignment, every policy's hooks (the scheduler's tick reads them whole). */
+export function assignmentsPrefix(): Deno.KvKey {
+  return ["assignments"];
+}
+export function hooksByPolicyAllPrefix(): Deno.KvKey {
+  return ["hooks_by_policy"];
+}

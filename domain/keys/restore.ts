@@ -15,3 +15,15 @@ export function restorePointsByHostKey(policyId: string, hostId: string | null, 
 export function restorePointsByPolicyPrefix(policyId: string): Deno.KvKey {
   return ["restore_points_by_policy", policyId];
 }
+/** A policy's restore point in its per-policy index (written with the point). */
+export function restorePointsByPolicyKey(policyId: string, pointId: string) {
+  return ["restore_points_by_policy", policyId, pointId] as const;
+}
+/** Every restore point. */
+export function restorePointsPrefix(): Deno.KvKey {
+  return ["restore_points"];
+}
+/** A policy's restore points of one host (`"bes"`: the BES's own), the prefix of `restorePointsByHostKey`. */
+export function restorePointsByHostPrefix(policyId: string, hostId: string | null): Deno.KvKey {
+  return ["restore_points_by_host", policyId, hostId ?? "bes"];
+}

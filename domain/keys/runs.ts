@@ -49,3 +49,27 @@ export function retryDispatchKey(policyId: string, retryOf: string) {
 export function retryDispatchPrefix(): Deno.KvKey {
   return ["job_retry_dispatch"];
 }
+
+/** Every run (the retention and invariant sweeps). */
+export function runsPrefix(): Deno.KvKey {
+  return ["runs"];
+}
+/** The claim of a policy's scheduled slot (one run per policy, kind and minute, across instances). */
+export function scheduleSlotKey(policyId: string, kind: string, minute: string) {
+  return ["schedule_slots", policyId, kind, minute] as const;
+}
+/** A failed run auto-retry may still try again (`runs_retryable`), and every such run. */
+export function retryableKey(runId: string) {
+  return ["runs_retryable", runId] as const;
+}
+export function retryablePrefix(): Deno.KvKey {
+  return ["runs_retryable"];
+}
+/** How many auto-retries a policy's host (`"bes"`: the BES) had on one UTC day. */
+export function autoRetryCountKey(policyId: string, hostId: string | null, day: string) {
+  return ["auto_retry_count", policyId, hostId ?? "bes", day] as const;
+}
+/** Every deferred run (`deferredKey`). */
+export function deferredPrefix(): Deno.KvKey {
+  return ["runs_deferred"];
+}
