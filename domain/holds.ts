@@ -20,6 +20,8 @@ import { getManyValues, withRetry } from "./kv.ts";
 import type { Policy } from "./policies.ts";
 import { policyKey, retiredPolicyKey } from "./policy_keys.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
+import { activeHoldKey, holdEpochKey, holdKey, holdsByAccountKey } from "./keys/holds.ts";
+export { activeHoldKey, holdEpochKey, holdKey, holdsByAccountKey };
 
 export const HOLD_SCOPES = ["host", "policy", "point"] as const;
 export type HoldScope = (typeof HOLD_SCOPES)[number];
@@ -61,22 +63,6 @@ export const HoldFilter = z.object({
   ),
 });
 export type HoldFilter = z.input<typeof HoldFilter>;
-
-export function holdKey(id: string) {
-  return ["legal_holds", id] as const;
-}
-/** Every hold of an account (active and released), oldest first. */
-export function holdsByAccountKey(accountId: string, id: string) {
-  return ["legal_holds_by_account", accountId, id] as const;
-}
-/** The active holds of an account: what retention and expiry read. */
-export function activeHoldKey(accountId: string, id: string) {
-  return ["legal_holds_active", accountId, id] as const;
-}
-/** Bumped with every placement; expiring writers `check()` it (see the module notes). */
-export function holdEpochKey(accountId: string) {
-  return ["legal_holds_epoch", accountId] as const;
-}
 
 /** The restore point fields a hold matches on. */
 export interface HeldCandidate {

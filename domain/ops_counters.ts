@@ -8,31 +8,18 @@
  */
 import type { Engine } from "./engines.ts";
 import type { Host } from "./hosts.ts";
-import type { Job, JobKind, Priority } from "./job_queue.ts";
+import type { Job } from "./job_queue.ts";
 import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues } from "./kv.ts";
 import type { DeliveryStatus, NotificationDelivery } from "./notifications.ts";
+import {
+  deliveryCountKey,
+  fleetCountKey,
+  principalQueueCountKey,
+  queueCountKey,
+} from "./keys/ops_counters.ts";
+export { deliveryCountKey, fleetCountKey, principalQueueCountKey, queueCountKey };
 
 export type FleetKind = "engine" | "host";
-
-/** Engines or hosts of an account in one status. */
-export function fleetCountKey(kind: FleetKind, accountId: string, status: string) {
-  return ["fleet_counts", kind, accountId, status] as const;
-}
-/** Queued jobs of one kind and priority created in one UTC minute (`YYYY-MM-DDTHH:MM`). */
-export function queueCountKey(kind: JobKind, priority: Priority, minute: string) {
-  return ["job_queue_counts", kind, priority, minute] as const;
-}
-/**
- * Queued jobs of one principal (`bes:<id>`, `agent:<id>`): the heartbeat's `pendingJobs`, one point read
- * (grouped with other heartbeats' reads) instead of listing the principal's queue.
- */
-export function principalQueueCountKey(principal: string) {
-  return ["job_queue_principal_counts", principal] as const;
-}
-/** Notification deliveries of an account in one status (the delivery log, until purged). */
-export function deliveryCountKey(accountId: string, status: DeliveryStatus) {
-  return ["delivery_counts", accountId, status] as const;
-}
 
 /**
  * Adds to `op` the move of one engine or host from status `from` to `to` (null: created or removed).

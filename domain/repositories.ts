@@ -12,6 +12,8 @@
  *   that generation (its next incremental may chain on it); without one the backup is sent as a full.
  */
 import { getManyValues } from "./kv.ts";
+import { pointsByTargetKey, repositoryHostKey } from "./keys/repositories.ts";
+export { pointsByTargetKey, repositoryHostKey };
 
 /** The repository a policy's backups go to: storage target, path under its root, generation. */
 export interface Repository {
@@ -57,14 +59,6 @@ export function generationChanges(
   }
   if ((before.deduplication ?? true) !== (after.deduplication ?? true)) changed.push("deduplication");
   return changed;
-}
-
-export function pointsByTargetKey(targetId: string, pointId: string) {
-  return ["restore_points_by_target", targetId, pointId] as const;
-}
-
-export function repositoryHostKey(policyId: string, generation: number, hostId: string | null) {
-  return ["repository_hosts", policyId, generation, hostId ?? "bes"] as const;
 }
 
 /** Set once every restore point has its repository and target index (points older than generations had none). */

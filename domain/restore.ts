@@ -24,6 +24,28 @@ import { listReplicationsOfPoint } from "./replicas.ts";
 import type { StorageTarget } from "./storage.ts";
 import { targetKey } from "./storage_keys.ts";
 import { joinPath, MAX_PATH_LENGTH, normalizeRestorePath, PathList, RestorePath } from "./restore_paths.ts";
+import {
+  bmrTokenKey,
+  browseByJobKey,
+  listPageKey,
+  restoreByJobKey,
+  restoreKey,
+  restorePathsKey,
+  restoresByAccountKey,
+  searchByJobKey,
+  searchKey,
+} from "./keys/restore.ts";
+export {
+  bmrTokenKey,
+  browseByJobKey,
+  listPageKey,
+  restoreByJobKey,
+  restoreKey,
+  restorePathsKey,
+  restoresByAccountKey,
+  searchByJobKey,
+  searchKey,
+};
 
 // Path rules live in restore_paths.ts (no imports from other domain modules, so any module can use them).
 export * from "./restore_paths.ts";
@@ -54,35 +76,9 @@ export const RESTORE_POINT_SCAN_LIMIT = 5000;
 // ---------------------------------------------------------------------------------------------------
 // Keys
 
-export function restoreKey(id: string) {
-  return ["restores", id] as const;
-}
-export function restoresByAccountKey(accountId: string, id: string) {
-  return ["restores_by_account", accountId, id] as const;
-}
-export function restoreByJobKey(jobId: string) {
-  return ["restores_by_job", jobId] as const;
-}
-/** A chunk of a file restore's path list (lists too long for the job payload are fetched by the agent). */
-export function restorePathsKey(restoreId: string, chunk: number) {
-  return ["restore_paths", restoreId, chunk] as const;
-}
 /** The browse state of a (restore point, path); the path is hashed because keys are limited to 2 KiB. */
 export function browseKey(restorePointId: string, path: string) {
   return ["restore_browse", restorePointId, sha256Hex(path)] as const;
-}
-export function browseByJobKey(jobId: string) {
-  return ["restore_browse_by_job", jobId] as const;
-}
-export function searchKey(id: string) {
-  return ["restore_searches", id] as const;
-}
-export function searchByJobKey(jobId: string) {
-  return ["restore_searches_by_job", jobId] as const;
-}
-/** A BMR token by the SHA-256 of the token: the token itself is never stored. */
-export function bmrTokenKey(tokenHash: string) {
-  return ["bmr_tokens", tokenHash] as const;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -539,11 +535,6 @@ function resultError(job: Job): string {
 
 /** Sizes of stored entries are budgeted so a page stays well inside KV's 64 KiB per value. */
 const PAGE_BUDGET = 56_000;
-
-/** A stored page of a browse listing or search (`ListingPages`), by the job that answered it. */
-export function listPageKey(jobId: string, page: number) {
-  return ["restore_list_pages", jobId, page] as const;
-}
 
 /** Entries of an engine's answer, checked; entries without a usable name or path are skipped. */
 function readEntries(raw: unknown, parent: string | null, cap: number): TreeEntry[] {

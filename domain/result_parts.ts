@@ -16,6 +16,8 @@ import { z } from "zod";
 import { ConflictError, HttpError, NotFoundError, ValidationError } from "./errors.ts";
 import type { Job } from "./job_queue.ts";
 import { CommitConflictError } from "./retry.ts";
+import { partCountKey, partKey } from "./keys/jobs.ts";
+export { partCountKey, partKey };
 
 export const RESULT_LISTS = ["entries", "matches", "errors"] as const;
 export type ResultList = (typeof RESULT_LISTS)[number];
@@ -75,13 +77,6 @@ export const PartInput = z.object({
   ),
 }).strict();
 export type PartInput = z.input<typeof PartInput>;
-
-export function partKey(jobId: string, attempt: number, list: ResultList, part: number) {
-  return ["job_parts", jobId, attempt, list, part] as const;
-}
-export function partCountKey(jobId: string, attempt: number, list: ResultList, part: number) {
-  return ["job_part_counts", jobId, attempt, list, part] as const;
-}
 
 /** The result's list facts kept with the job: parts uploaded, items kept, items the engine found. */
 export interface ListFacts {

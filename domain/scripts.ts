@@ -16,6 +16,8 @@ import { type Actor, authorize, inScope } from "./rbac.ts";
 import { orgKey } from "./tenancy.ts";
 import type { Org } from "./types.ts";
 import { DisplayName } from "./validation.ts";
+import { hooksByScriptKey, scriptKey, scriptsByAccountKey } from "./keys/policies.ts";
+export { hooksByScriptKey, scriptKey, scriptsByAccountKey };
 
 /** Interpreters an agent can run a script with. */
 export const INTERPRETERS = ["bash", "sh", "powershell", "python"] as const;
@@ -45,19 +47,9 @@ export interface Script {
   updatedAt: string;
 }
 
-export function scriptKey(id: string) {
-  return ["scripts", id] as const;
-}
-export function scriptsByAccountKey(accountId: string, id: string) {
-  return ["scripts_by_account", accountId, id] as const;
-}
 /** Unique: one script per (account, org, lower-cased name); "" stands for the account level. */
 export function scriptByNameKey(accountId: string, orgId: string | null, name: string) {
   return ["scripts_by_name", accountId, orgId ?? "", name.toLowerCase()] as const;
-}
-/** Pointer from a script to a hook that runs it (written by hooks.ts). */
-export function hooksByScriptKey(scriptId: string, hookId: string) {
-  return ["hooks_by_script", scriptId, hookId] as const;
 }
 
 /** Every key of a script (primary and indexes), so create, update and delete touch the same set. */

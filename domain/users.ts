@@ -8,15 +8,11 @@ import { type Argon2Params, hashPassword } from "./passwords.ts";
 import { type Actor, authorize, inScope, scopeCovers } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import { type OrgScope, type PublicUser, ROLES, type User } from "./types.ts";
+import { userKey, usersByAccountKey } from "./keys/users.ts";
+export { userKey, usersByAccountKey };
 
-export function userKey(id: string) {
-  return ["users", id] as const;
-}
 export function userByEmailKey(email: string) {
   return ["users_by_email", email.toLowerCase()] as const;
-}
-export function usersByAccountKey(accountId: string, userId: string) {
-  return ["users_by_account", accountId, userId] as const;
 }
 
 export const Email = z.string().trim().toLowerCase().max(254, "must be at most 254 characters")

@@ -13,3 +13,11 @@ export function queueRankKey(principal: string, rank: number, id: string) {
 export function leaseKey(expiresAt: number, id: string) {
   return ["job_leases", expiresAt, id] as const;
 }
+
+export function partKey(jobId: string, attempt: number, list: string, part: number) {
+  return ["job_parts", jobId, attempt, list, part] as const;
+}
+
+export function partCountKey(jobId: string, attempt: number, list: string, part: number) {
+  return ["job_part_counts", jobId, attempt, list, part] as const;
+}

@@ -82,3 +82,21 @@ export function assignmentsPrefix(): Deno.KvKey {
 export function hooksByPolicyAllPrefix(): Deno.KvKey {
   return ["hooks_by_policy"];
 }
+
+export function scriptKey(id: string) {
+  return ["scripts", id] as const;
+}
+
+export function scriptsByAccountKey(accountId: string, id: string) {
+  return ["scripts_by_account", accountId, id] as const;
+}
+
+/** Pointer from a script to a hook that runs it (written by hooks.ts). */
+export function hooksByScriptKey(scriptId: string, hookId: string) {
+  return ["hooks_by_script", scriptId, hookId] as const;
+}
+
+/** The counter of an account's policies in one org (`"account"`: account-scoped policies). */
+export function policyCountKey(accountId: string, orgId: string | null) {
+  return ["policy_counts", accountId, orgId ?? "account"] as const;
+}
