@@ -17,6 +17,7 @@
  * The baseline is one bounded record per (policy, host) — the figures of the last `ANOMALY_RULE.window`
  * accepted backups, the last clean point and the newest point — never a scan of runs.
  */
+import { restorePointKey } from "./keys/restore.ts";
 import { z } from "zod";
 import { ANOMALY_RULE, type AnomalyVerdict, assessRun, type RunFigures } from "./anomaly.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -269,7 +270,7 @@ export async function assessBackupInOp(
   };
   point.anomaly = { mark: "suspect", anomalyId: anomaly.id };
   if (baseline.lastCleanPointId) {
-    const clean = await kv.get<RestorePoint>(["restore_points", baseline.lastCleanPointId]);
+    const clean = await kv.get<RestorePoint>(restorePointKey(baseline.lastCleanPointId));
     if (clean.value && clean.value.status !== "expired") {
       op.check(clean).set(clean.key, {
         ...clean.value,

@@ -12,6 +12,8 @@
  * the policy cascade), and `purgeOrphanAssignments` repairs any a cascade left behind. Readers skip an
  * assignment whose policy is gone.
  */
+import { assignmentsByHostPrefix, assignmentsByPolicyPrefix } from "./keys/policies.ts";
+import { hostsByAccountPrefix } from "./keys/hosts.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { deletingEngineKey } from "./engines.ts";
@@ -417,7 +419,7 @@ async function dropAssignment(kv: Deno.Kv, id: string, now: Date, onlyIfOrphan: 
  */
 export async function deletePolicyAssignments(kv: Deno.Kv, policyId: string, now: Date): Promise<number> {
   let n = 0;
-  for await (const e of kv.list<string>({ prefix: ["assignments_by_policy", policyId] })) {
+  for await (const e of kv.list<string>({ prefix: assignmentsByPolicyPrefix(policyId) })) {
     if (typeof e.value === "string" && await dropAssignment(kv, e.value, now, false)) n++;
   }
   return n;
@@ -445,7 +447,7 @@ export async function listAssignmentsByPolicy(
 ): Promise<Array<{ assignment: Assignment; host: Host }>> {
   await requirePolicy(kv, actor, policyId);
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["assignments_by_policy", policyId] })) {
+  for await (const e of kv.list<string>({ prefix: assignmentsByPolicyPrefix(policyId) })) {
     if (typeof e.value === "string") keys.push(assignmentKey(e.value));
   }
   const assignments = (await getManyValues<Assignment>(kv, keys)).filter((a) =>
@@ -471,7 +473,7 @@ export async function listAssignmentsByHost(
 ): Promise<Array<{ assignment: Assignment; policy: Policy }>> {
   await requireHost(kv, actor, hostId);
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["assignments_by_host", hostId] })) {
+  for await (const e of kv.list<string>({ prefix: assignmentsByHostPrefix(hostId) })) {
     keys.push(assignmentKey(e.value));
   }
   const assignments = (await getManyValues<Assignment>(kv, keys)).filter((a) => a.hostId === hostId);
@@ -495,7 +497,7 @@ export async function listAssignableHosts(kv: Deno.Kv, actor: Actor, policyId: s
     if (assignment.state !== "archived") taken.add(assignment.hostId);
   }
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["hosts_by_account", policy.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: hostsByAccountPrefix(policy.accountId) })) {
     keys.push(hostKey(e.value));
   }
   return (await getManyValues<Host>(kv, keys))

@@ -20,6 +20,7 @@
  * points. Restored data is never shown to anyone: the scratch copy lives only on the chosen agent and is
  * deleted by the drill itself.
  */
+import { assignmentsByHostPrefix, assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { z } from "zod";
 import { type Alert, type AlertReason, raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
@@ -638,13 +639,13 @@ async function candidatePoints(kv: Deno.Kv, drill: DrillPolicy): Promise<Restore
   const pairs: Array<[string, string]> = [];
   if (drill.scopeType === "policies") {
     for (const policyId of drill.policyIds) {
-      for await (const e of kv.list({ prefix: ["assignments_by_policy", policyId] })) {
+      for await (const e of kv.list({ prefix: assignmentsByPolicyPrefix(policyId) })) {
         pairs.push([policyId, String(e.key[2])]);
       }
     }
   } else {
     for (const hostId of drill.hostIds) {
-      for await (const e of kv.list({ prefix: ["assignments_by_host", hostId] })) {
+      for await (const e of kv.list({ prefix: assignmentsByHostPrefix(hostId) })) {
         pairs.push([String(e.key[2]), hostId]);
       }
     }

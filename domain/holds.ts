@@ -11,6 +11,7 @@
  * and the epoch first and `check()`s the epoch in the operation that marks points expired, so a hold
  * placed while retention was planning makes that write fail instead of pruning a point just held.
  */
+import { restorePointKey } from "./keys/restore.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
@@ -140,7 +141,7 @@ async function resolveSubject(
   }
   const entry = await kv.get<
     { id: string; policyId: string; hostId: string | null; completedAt: string; status: string }
-  >(["restore_points", id]);
+  >(restorePointKey(id));
   const point = entry.value;
   const policy = point ? await policyOf(point.policyId) : null;
   if (!point || !policy || !inScope(actor, { accountId: policy.accountId, orgId: policy.orgId })) {

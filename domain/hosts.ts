@@ -3,6 +3,7 @@
  * 3-minute offline rule (with a warning alert that the next heartbeat resolves); operators list and
  * open hosts within their org scope. Assignments to policies live in assignments.ts.
  */
+import { hostsByAccountPrefix } from "./keys/hosts.ts";
 import { z } from "zod";
 import { countNewHost } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -223,7 +224,7 @@ function hostKeyOrder(sort: HostFilterFields["sort"]) {
 async function selectHosts(kv: Deno.Kv, actor: Actor, f: HostFilterFields): Promise<Host[]> {
   if (!actor.accountId) return [];
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["hosts_by_account", actor.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: hostsByAccountPrefix(actor.accountId) })) {
     keys.push(hostKey(e.value));
   }
   const needle = f.q.toLowerCase();

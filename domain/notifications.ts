@@ -1518,7 +1518,7 @@ export async function purgeDeliveries(
   const cutoff = encodeTime(Math.max(0, now.getTime() - DELIVERY_RETENTION_MS), 10) + "0".repeat(16);
   let removed = 0;
   const iter = kv.list<NotificationDelivery>(
-    { start: ["notification_deliveries"], end: ["notification_deliveries", cutoff] },
+    { start: ["notification_deliveries"], end: deliveryKey(cutoff) },
     { limit: options.limit ?? 500 },
   );
   for await (const e of iter) {

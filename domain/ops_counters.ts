@@ -6,6 +6,7 @@
  * the records themselves. The consistency check (invariants.ts) recounts them from the records, and
  * `rebuildOpsCounters` sets them from the records once on an installation that predates them.
  */
+import { jobKey } from "./keys/jobs.ts";
 import type { Engine } from "./engines.ts";
 import type { Host } from "./hosts.ts";
 import type { Job } from "./job_queue.ts";
@@ -160,7 +161,7 @@ export async function recountOpsCounters(
     add(fleetCountKey("host", host.accountId, host.status));
   }
   const pointers: Deno.KvKey[] = [];
-  for await (const e of r.list<string>(["job_queue"])) pointers.push(["jobs", e.value]);
+  for await (const e of r.list<string>(["job_queue"])) pointers.push(jobKey(e.value));
   for (const job of await r.getValues<Job>(pointers)) {
     add(queueCountKey(job.kind, job.priority, queueMinute(job)));
     add(principalQueueCountKey(job.principal));

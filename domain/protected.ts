@@ -6,6 +6,7 @@
  * `unprotected` and keeps it, because the restore points it was backed up into are kept for their
  * retention.
  */
+import { assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { z } from "zod";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import {
@@ -761,7 +762,7 @@ export async function applyPolicyRpo(
   now: Date,
 ): Promise<number> {
   let updated = 0;
-  for await (const e of kv.list({ prefix: ["assignments_by_policy", policy.id] })) {
+  for await (const e of kv.list({ prefix: assignmentsByPolicyPrefix(policy.id) })) {
     const hostId = String(e.key[2]);
     for (let attempt = 0; attempt < 5; attempt++) {
       const current = await readProtectedFor(kv, hostId, policy.id);

@@ -19,6 +19,7 @@
  * success and the last failure. A record is final once its job's result is applied; until then it is
  * read together with its job, so a claimed job shows as running.
  */
+import { replicasByPolicyPrefix } from "./keys/replicas.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { kekReference as kekReferenceOf } from "./keks.ts";
@@ -169,7 +170,7 @@ export async function requireReplica(kv: Deno.Kv, actor: Actor, id: string): Pro
 
 async function readPolicyRules(kv: Deno.Kv, policyId: string): Promise<ReplicaRule[]> {
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["replicas_by_policy", policyId] })) {
+  for await (const e of kv.list<string>({ prefix: replicasByPolicyPrefix(policyId) })) {
     keys.push(replicaKey(e.value));
   }
   return await getManyValues<ReplicaRule>(kv, keys);
@@ -554,7 +555,7 @@ export async function deleteReplica(kv: Deno.Kv, actor: Actor, id: string, now: 
  */
 export async function deleteReplicasOfPolicy(kv: Deno.Kv, policyId: string): Promise<number> {
   let n = 0;
-  for await (const e of kv.list<unknown>({ prefix: ["replicas_by_policy", policyId] })) {
+  for await (const e of kv.list<unknown>({ prefix: replicasByPolicyPrefix(policyId) })) {
     // A pointer without its record (or not a pointer at all) is simply dropped.
     if (typeof e.value === "string" && await removeRule(kv, e.value, null)) n++;
     else await kv.delete(e.key);
@@ -741,7 +742,7 @@ export async function queueReplicationsInOp(
   now: Date,
 ): Promise<Job[]> {
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["replicas_by_policy", policy.id] })) {
+  for await (const e of kv.list<string>({ prefix: replicasByPolicyPrefix(policy.id) })) {
     keys.push(replicaKey(e.value));
   }
   const rules: ReplicaRule[] = [];

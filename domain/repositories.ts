@@ -11,6 +11,8 @@
  * - `["repository_hosts", policyId, generation, hostId | "bes"]`: a host already has a restore point in
  *   that generation (its next incremental may chain on it); without one the backup is sent as a full.
  */
+import { runKey } from "./keys/runs.ts";
+import { jobKey } from "./keys/jobs.ts";
 import { getManyValues } from "./kv.ts";
 import { pointsByTargetKey, repositoryHostKey } from "./keys/repositories.ts";
 export { pointsByTargetKey, repositoryHostKey };
@@ -186,9 +188,9 @@ async function guessRepository(
   kv: Deno.Kv,
   point: { policyId: string; runId: string },
 ): Promise<Repository | null> {
-  const run = (await kv.get<{ jobId: string | null }>(["runs", point.runId])).value;
+  const run = (await kv.get<{ jobId: string | null }>(runKey(point.runId))).value;
   const job = run?.jobId
-    ? (await kv.get<{ payload: Record<string, unknown> }>(["jobs", run.jobId])).value
+    ? (await kv.get<{ payload: Record<string, unknown> }>(jobKey(run.jobId))).value
     : null;
   const payload = job?.payload ?? {};
   const fromPayload = repositoryOfPayload(payload);

@@ -6,6 +6,8 @@
  * `applyRestoreJobOutcome`, called from runs.ts for the kinds browse, search, restore_files,
  * restore_image and bmr; reads also reconcile with the job, so a lease that ran out shows as failed.
  */
+import { policiesByAccountPrefix, policyKey, retiredPolicyKey } from "./keys/policies.ts";
+import { restorePointsByPolicyPrefix } from "./keys/restore.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { CursorField, openIdCursor } from "./cursor.ts";
@@ -186,12 +188,12 @@ export async function restorablePolicies(kv: Deno.Kv, actor: Actor): Promise<Pol
   const out: Policy[] = [];
   if (actor.accountId) {
     const keys: Deno.KvKey[] = [];
-    for await (const e of kv.list<string>({ prefix: ["policies_by_account", actor.accountId] })) {
-      keys.push(["policies", e.value]);
+    for await (const e of kv.list<string>({ prefix: policiesByAccountPrefix(actor.accountId) })) {
+      keys.push(policyKey(e.value));
     }
     // Deleted policies whose restore points have not all expired yet (their points stay restorable).
     for await (const e of kv.list<string>({ prefix: ["policies_retired_by_account", actor.accountId] })) {
-      keys.push(["policies_retired", e.value]);
+      keys.push(retiredPolicyKey(e.value));
     }
     out.push(...await getManyValues<Policy>(kv, keys));
   } else if (actor.kind === "system") {
@@ -222,7 +224,7 @@ export async function listRestorePoints(
   const byId = new Map(policies.map((p) => [p.id, p]));
   const batchSize = policies.length === 1 ? Math.min(200, filter.limit + 1) : 25;
   const heads = await Promise.all(policies.map(async (policy) => {
-    const prefix = ["restore_points_by_policy", policy.id];
+    const prefix = restorePointsByPolicyPrefix(policy.id);
     const selector = filter.cursor ? { prefix, end: [...prefix, filter.cursor] } : { prefix };
     const iter = kv.list<string>(selector, { reverse: true, batchSize })[Symbol.asyncIterator]();
     const first = await iter.next();
@@ -304,7 +306,7 @@ async function loadPoint(
   requireIdShape(id, "Restore point");
   const point = (await kv.get<RestorePoint>(restorePointKey(id))).value;
   const [live, retired] = point
-    ? await kv.getMany<[Policy, Policy]>([["policies", point.policyId], ["policies_retired", point.policyId]])
+    ? await kv.getMany<[Policy, Policy]>([policyKey(point.policyId), retiredPolicyKey(point.policyId)])
     : [];
   // A deleted policy's points stay restorable until they expire (its last settings are kept retired).
   const policy = live?.value ?? retired?.value ?? null;
@@ -372,7 +374,7 @@ export async function restorePointChain(kv: Deno.Kv, actor: Actor, id: string): 
 
 /** The chain of a point already read through `requireRestorePoint` (which checked the scope). */
 export async function chainOf(kv: Deno.Kv, point: RestorePointView): Promise<RestorePointView[]> {
-  const prefix = ["restore_points_by_policy", point.policyId];
+  const prefix = restorePointsByPolicyPrefix(point.policyId);
   const chain: RestorePoint[] = [];
   const sameHost = (p: RestorePoint) => p.hostId === point.hostId;
   if (!isFull(point)) {

@@ -12,6 +12,7 @@
  * result's inline `errors` are kept as part -1 of `errors` (first). Parts of browse and search expire with
  * the listings they feed; errors stay with their run.
  */
+import { jobKey } from "./keys/jobs.ts";
 import { z } from "zod";
 import { ConflictError, HttpError, NotFoundError, ValidationError } from "./errors.ts";
 import type { Job } from "./job_queue.ts";
@@ -106,7 +107,7 @@ export async function storeResultPart(
   now: Date,
 ): Promise<{ list: ResultList; part: number; items: number }> {
   const data = PartInput.parse(input);
-  const entry = await kv.get<Job>(["jobs", id]);
+  const entry = await kv.get<Job>(jobKey(id));
   const job = entry.value;
   if (!job || job.principal !== principal) throw new NotFoundError("No such job for this principal");
   if (job.result) throw new ConflictError("This job's result is already recorded: parts come before it");

@@ -4,6 +4,7 @@
  * that a hook uses cannot be deleted; hooks.ts touches the script entry whenever a hook starts using
  * it, so a delete that raced with such a hook fails its check and looks again.
  */
+import { hookKey } from "./keys/policies.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
@@ -279,7 +280,7 @@ export async function scriptUsage(
   const pointers: Deno.KvKey[] = [];
   for await (const e of kv.list<string>({ prefix: ["hooks_by_script", scriptId] })) {
     pointers.push(e.key);
-    hookKeys.push(["hooks", e.value]);
+    hookKeys.push(hookKey(e.value));
   }
   const hooks = await getManyValues<HookRef>(kv, hookKeys);
   const policies = await getManyValues<PolicyCore>(
@@ -320,7 +321,7 @@ export async function deleteScript(kv: Deno.Kv, actor: Actor, id: string, now: D
     // Nothing live points here any more: drop the pointers and the hooks of deleted policies (bounded;
     // sweepOrphanHooks in hooks.ts removes any rest).
     for (const key of usage.pointers.slice(0, 400)) op.delete(key);
-    for (const hook of usage.stale.slice(0, 400)) op.delete(["hooks", hook.id]);
+    for (const hook of usage.stale.slice(0, 400)) op.delete(hookKey(hook.id));
     appendAudit(op, actor, {
       ...scriptScope(script),
       action: "script.delete",
