@@ -10,6 +10,22 @@ import { NotFoundError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues, type Page, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
+import {
+  alertEventKey,
+  alertKey,
+  alertsByAccountKey,
+  openAlertCountKey,
+  openAlertKey,
+  openAlertsByAccountKey,
+} from "./keys/alerts.ts";
+export {
+  alertEventKey,
+  alertKey,
+  alertsByAccountKey,
+  openAlertCountKey,
+  openAlertKey,
+  openAlertsByAccountKey,
+};
 
 export const ALERT_SEVERITIES = ["critical", "warning", "info"] as const;
 export type AlertSeverity = (typeof ALERT_SEVERITIES)[number];
@@ -57,24 +73,6 @@ export interface Alert {
   resolvedAt: string | null;
 }
 
-export function alertKey(id: string) {
-  return ["alerts", id] as const;
-}
-/** The one open (or acknowledged) alert of a subject and reason. */
-export function openAlertKey(subjectType: string, subjectId: string, reason: AlertReason) {
-  return ["alerts_open", subjectType, subjectId, reason] as const;
-}
-export function alertsByAccountKey(accountId: string, id: string) {
-  return ["alerts_by_account", accountId, id] as const;
-}
-export function openAlertsByAccountKey(accountId: string, id: string) {
-  return ["alerts_open_by_account", accountId, id] as const;
-}
-/** How many alerts of an org ("-" for account-level ones) are open or acknowledged: the nav badge. */
-export function openAlertCountKey(accountId: string, orgId: string | null) {
-  return ["alert_counts", accountId, orgId ?? "-", "open"] as const;
-}
-
 /**
  * The transactional outbox of alert notifications: raising a new alert or resolving one writes an
  * event here in the same atomic operation as the alert itself; the notification dispatcher
@@ -96,10 +94,6 @@ export interface AlertEvent {
   /** The alert's repeat counter at the time of the event. */
   count: number;
   at: string;
-}
-
-export function alertEventKey(id: string) {
-  return ["alert_events", id] as const;
 }
 
 function writeEvent(op: Deno.AtomicOperation, alert: Alert, event: AlertEvent["event"], now: Date) {

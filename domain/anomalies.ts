@@ -17,6 +17,7 @@
  * The baseline is one bounded record per (policy, host) — the figures of the last `ANOMALY_RULE.window`
  * accepted backups, the last clean point and the newest point — never a scan of runs.
  */
+import { restorePointKey } from "./keys/restore.ts";
 import { z } from "zod";
 import { ANOMALY_RULE, type AnomalyVerdict, assessRun, type RunFigures } from "./anomaly.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -29,6 +30,15 @@ import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import type { RetentionPreview } from "./retention.ts";
 import type { RestorePoint, Run } from "./runs.ts";
+import {
+  anomaliesByAccountKey,
+  anomalyByRunKey,
+  anomalyKey,
+  baselineKey,
+  openAnomaliesKey,
+  pruneFreezeKey,
+} from "./keys/anomalies.ts";
+export { anomaliesByAccountKey, anomalyByRunKey, anomalyKey, baselineKey, openAnomaliesKey, pruneFreezeKey };
 
 export type AnomalyStatus = "pending" | "approved" | "incident" | "released";
 
@@ -82,26 +92,6 @@ export interface PruneFreeze {
 export interface PointAnomalyMark {
   mark: "suspect" | "last_clean";
   anomalyId: string;
-}
-
-export function anomalyKey(id: string) {
-  return ["anomalies", id] as const;
-}
-export function anomaliesByAccountKey(accountId: string, id: string) {
-  return ["anomalies_by_account", accountId, id] as const;
-}
-/** Anomalies still pending review or confirmed incidents not released yet: the dashboard queue. */
-export function openAnomaliesKey(accountId: string, id: string) {
-  return ["anomalies_open", accountId, id] as const;
-}
-export function anomalyByRunKey(runId: string) {
-  return ["anomalies_by_run", runId] as const;
-}
-export function baselineKey(policyId: string, hostId: string) {
-  return ["anomaly_baselines", policyId, hostId] as const;
-}
-export function pruneFreezeKey(hostId: string) {
-  return ["prune_freezes", hostId] as const;
 }
 
 /** The figures of a finished backup run, or null when its engine did not report what the rule needs. */
@@ -280,7 +270,7 @@ export async function assessBackupInOp(
   };
   point.anomaly = { mark: "suspect", anomalyId: anomaly.id };
   if (baseline.lastCleanPointId) {
-    const clean = await kv.get<RestorePoint>(["restore_points", baseline.lastCleanPointId]);
+    const clean = await kv.get<RestorePoint>(restorePointKey(baseline.lastCleanPointId));
     if (clean.value && clean.value.status !== "expired") {
       op.check(clean).set(clean.key, {
         ...clean.value,

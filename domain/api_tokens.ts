@@ -12,16 +12,8 @@ import { type Actor, authorize, inScope, permissionsOf } from "./rbac.ts";
 import { type ApiToken, PERMISSIONS, type PublicApiToken, type User } from "./types.ts";
 import { getUser, userScope } from "./users.ts";
 import { DisplayName } from "./validation.ts";
-
-export function apiTokenKey(id: string) {
-  return ["api_tokens", id] as const;
-}
-export function apiTokensByUserKey(userId: string, id: string) {
-  return ["api_tokens_by_user", userId, id] as const;
-}
-export function apiTokensByAccountKey(accountId: string, id: string) {
-  return ["api_tokens_by_account", accountId, id] as const;
-}
+import { apiTokenKey, apiTokensByAccountKey, apiTokensByUserKey } from "./keys/api_tokens.ts";
+export { apiTokenKey, apiTokensByAccountKey, apiTokensByUserKey };
 
 export const ApiTokenInput = z.object({
   name: DisplayName,

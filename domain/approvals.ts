@@ -47,6 +47,13 @@ import { authorizeExpireArchived, ExpireArchivedInput, expireArchivedPoint } fro
 import { deleteTarget, requireTarget } from "./storage.ts";
 import { getAccount, requireOrg, rotateAccountSecret, rotateOrgSecret } from "./tenancy.ts";
 import type { Permission } from "./types.ts";
+import {
+  approvalKey,
+  approvalsByAccountKey,
+  fourEyesSettingsKey,
+  openApprovalKey,
+} from "./keys/approvals.ts";
+export { approvalKey, approvalsByAccountKey, fourEyesSettingsKey, openApprovalKey };
 
 /** The actions four-eyes gates. */
 export const APPROVAL_KINDS = [
@@ -143,20 +150,6 @@ export const ApprovalFilter = z.object({
   status: z.enum(["pending", "decided"], { error: "must be pending or decided" }).default("pending"),
 });
 export type ApprovalFilter = z.input<typeof ApprovalFilter>;
-
-export function fourEyesSettingsKey(accountId: string) {
-  return ["four_eyes_settings", accountId] as const;
-}
-export function approvalKey(id: string) {
-  return ["approval_requests", id] as const;
-}
-export function approvalsByAccountKey(accountId: string, id: string) {
-  return ["approval_requests_by_account", accountId, id] as const;
-}
-/** Requests not settled yet (pending or executing): what the expiry job scans. */
-export function openApprovalKey(id: string) {
-  return ["approval_requests_open", id] as const;
-}
 
 /** The account's setting (off, 24 hours, when never set). */
 export async function getFourEyesSettings(kv: Deno.Kv, accountId: string): Promise<FourEyesSettings> {

@@ -15,6 +15,7 @@
  * minute) finishes what a crash interrupted, and retention leaves a host's points alone while its record
  * exists, so no point is expired that should have been archived.
  */
+import { assignmentsByHostPrefix } from "./keys/policies.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -73,7 +74,7 @@ export interface DecommissionResult {
 /** The host's assignment entries (one per policy). */
 async function readHostAssignments(kv: Deno.Kv, hostId: string): Promise<Deno.KvEntry<Assignment>[]> {
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["assignments_by_host", hostId] })) {
+  for await (const e of kv.list<string>({ prefix: assignmentsByHostPrefix(hostId) })) {
     keys.push(assignmentKey(e.value));
   }
   const out: Deno.KvEntry<Assignment>[] = [];

@@ -12,6 +12,8 @@
  * the policy cascade), and `purgeOrphanAssignments` repairs any a cascade left behind. Readers skip an
  * assignment whose policy is gone.
  */
+import { assignmentsByHostPrefix, assignmentsByPolicyPrefix } from "./keys/policies.ts";
+import { hostsByAccountPrefix } from "./keys/hosts.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { deletingEngineKey } from "./engines.ts";
@@ -31,6 +33,8 @@ import { policyKey } from "./policy_keys.ts";
 import { requirePolicy } from "./policy_reads.ts";
 import { protectForAssignment, readProtectedFor, setProtection } from "./protected.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
+import { assignmentByHostKey, assignmentByPolicyKey, assignmentKey } from "./keys/policies.ts";
+export { assignmentByHostKey, assignmentByPolicyKey, assignmentKey };
 
 /** The states of an assignment (guide, "Host Assignment States"). */
 export const ASSIGNMENT_STATES = ["active", "paused", "archived"] as const;
@@ -49,19 +53,6 @@ export interface Assignment {
   state: AssignmentState;
   createdAt: string;
   updatedAt: string;
-}
-
-/** Primary key of an assignment. */
-export function assignmentKey(id: string) {
-  return ["assignments", id] as const;
-}
-/** Unique per (policy, host): invariant 3. Under `policyChildPrefixes`, so a policy delete removes it. */
-export function assignmentByPolicyKey(policyId: string, hostId: string) {
-  return ["assignments_by_policy", policyId, hostId] as const;
-}
-/** A host's assignments, one per policy. */
-export function assignmentByHostKey(hostId: string, policyId: string) {
-  return ["assignments_by_host", hostId, policyId] as const;
 }
 
 /** The input of `assignHost` (the form, the JSON API and the domain). */
@@ -431,7 +422,7 @@ async function dropAssignment(kv: Deno.Kv, id: string, now: Date, onlyIfOrphan: 
  */
 export async function deletePolicyAssignments(kv: Deno.Kv, policyId: string, now: Date): Promise<number> {
   let n = 0;
-  for await (const e of kv.list<string>({ prefix: ["assignments_by_policy", policyId] })) {
+  for await (const e of kv.list<string>({ prefix: assignmentsByPolicyPrefix(policyId) })) {
     if (typeof e.value === "string" && await dropAssignment(kv, e.value, now, false)) n++;
   }
   return n;
@@ -459,7 +450,7 @@ export async function listAssignmentsByPolicy(
 ): Promise<Array<{ assignment: Assignment; host: Host }>> {
   await requirePolicy(kv, actor, policyId);
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["assignments_by_policy", policyId] })) {
+  for await (const e of kv.list<string>({ prefix: assignmentsByPolicyPrefix(policyId) })) {
     if (typeof e.value === "string") keys.push(assignmentKey(e.value));
   }
   const assignments = (await getManyValues<Assignment>(kv, keys)).filter((a) =>
@@ -485,7 +476,7 @@ export async function listAssignmentsByHost(
 ): Promise<Array<{ assignment: Assignment; policy: Policy }>> {
   await requireHost(kv, actor, hostId);
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["assignments_by_host", hostId] })) {
+  for await (const e of kv.list<string>({ prefix: assignmentsByHostPrefix(hostId) })) {
     keys.push(assignmentKey(e.value));
   }
   const assignments = (await getManyValues<Assignment>(kv, keys)).filter((a) => a.hostId === hostId);
@@ -509,7 +500,7 @@ export async function listAssignableHosts(kv: Deno.Kv, actor: Actor, policyId: s
     if (assignment.state !== "archived") taken.add(assignment.hostId);
   }
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["hosts_by_account", policy.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: hostsByAccountPrefix(policy.accountId) })) {
     keys.push(hostKey(e.value));
   }
   return (await getManyValues<Host>(kv, keys))

@@ -5,11 +5,8 @@ import { newId } from "./ids.ts";
 import type { Page } from "./kv.ts";
 import { type Actor, inScope } from "./rbac.ts";
 import type { AuditEntry, OrgScope } from "./types.ts";
-
-/** Key of one audit entry; ULID ids make the account prefix chronological. */
-export function auditKey(accountId: string, id: string) {
-  return ["audit", accountId, id] as const;
-}
+import { auditKey } from "./keys/audit.ts";
+export { auditKey };
 
 /** What a mutation says about itself. */
 export interface AuditInput {

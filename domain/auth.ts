@@ -8,6 +8,8 @@ import { releaseAttempt, reserveAttempt } from "./rate_limit.ts";
 import { type Actor, permissionsOf } from "./rbac.ts";
 import type { User } from "./types.ts";
 import { findUserByEmail, getUser } from "./users.ts";
+import { sessionKey, sessionsByUserKey } from "./keys/auth.ts";
+export { sessionKey, sessionsByUserKey };
 
 /** Absolute lifetime of a session. */
 export const SESSION_TTL_MS = 12 * 3600_000;
@@ -32,12 +34,6 @@ export interface Session {
   lastSeenAt: string;
 }
 
-export function sessionKey(idHash: string) {
-  return ["sessions", idHash] as const;
-}
-export function sessionsByUserKey(userId: string, idHash: string) {
-  return ["sessions_by_user", userId, idHash] as const;
-}
 function loginFailureKey(kind: "email" | "ip", subject: string, windowStart: number) {
   return ["login_failures", kind, subject, windowStart] as const;
 }

@@ -12,6 +12,15 @@
  * - verification failures: `rp_verify_failed`, one entry per restore point that failed verification.
  * Engines and storage targets are read directly: there is one record per engine and target, not per run.
  */
+import { enginesByAccountPrefix } from "./keys/engines.ts";
+import { failingPrefix, runDailyBound, runOutcomesPrefix, verifyFailedPrefix } from "./keys/dashboard.ts";
+import { hostKey } from "./keys/hosts.ts";
+import { platformJobKey } from "./keys/platforms.ts";
+import { policyKey } from "./keys/policies.ts";
+import { objectCountsPrefix, objectsDueBound, unprotectedHostsPrefix } from "./keys/protected.ts";
+import { restorePointKey } from "./keys/restore.ts";
+import { runKey } from "./keys/runs.ts";
+import { targetsByAccountPrefix } from "./keys/storage.ts";
 import { type Engine, engineKey, engineScope, OFFLINE_AFTER_MS } from "./engines.ts";
 import { COUNT_UP, counterValue, getManyValues } from "./kv.ts";
 import type { Policy } from "./policies.ts";
@@ -27,6 +36,14 @@ import { type Actor, inScope } from "./rbac.ts";
 import type { RestorePoint, Run } from "./runs.ts";
 import type { StorageTarget } from "./storage.ts";
 import { targetKey, targetScope } from "./storage_keys.ts";
+import {
+  failingKey,
+  latestOutcomeKey,
+  runDailyKey,
+  runOutcomeKey,
+  verifyFailedKey,
+} from "./keys/dashboard.ts";
+export { failingKey, latestOutcomeKey, runDailyKey, runOutcomeKey, verifyFailedKey };
 
 /** The org part of a counter key: the org id, "-" for account-level records, "*" for the whole account. */
 export function orgPart(orgId: string | null): string {
@@ -37,23 +54,6 @@ const ACCOUNT = "*";
 /** The outcomes the dashboard counts. Skipped runs (engine offline) are not backups and are not counted. */
 export type Outcome = "success" | "warning" | "failed";
 
-export function runOutcomeKey(
-  accountId: string,
-  org: string,
-  grain: "m" | "h",
-  slot: string,
-  status: Outcome,
-) {
-  return ["run_outcomes", accountId, org, grain, slot, status] as const;
-}
-/**
- * One key per policy and UTC day holding its three outcome counts packed in one KvU64 (21 bits each:
- * success, warning, failed; up to 2,097,151 runs of a policy a day), so a 30-day heatmap row reads at most
- * 30 entries, and a sum keeps writers free of read-modify-write.
- */
-export function runDailyKey(policyId: string, day: string) {
-  return ["run_daily", policyId, day] as const;
-}
 const DAILY_SHIFT: Record<Outcome, bigint> = { success: 0n, warning: 21n, failed: 42n };
 const DAILY_MASK = (1n << 21n) - 1n;
 /** The three counts of a packed day. */
@@ -65,20 +65,9 @@ export function unpackDaily(v: unknown): Record<Outcome, number> {
     failed: Number((n >> DAILY_SHIFT.failed) & DAILY_MASK),
   };
 }
-/** One entry per (policy, host) whose latest backup failed, newest failure last. */
-export function failingKey(accountId: string, endedAt: string, runId: string) {
-  return ["runs_failing", accountId, endedAt, runId] as const;
-}
-/** The latest outcome of (policy, host): when it ended and its failing entry, if it failed. */
-export function latestOutcomeKey(policyId: string, hostId: string | null) {
-  return ["runs_latest", policyId, hostId ?? "bes"] as const;
-}
 export interface LatestOutcome {
   endedAt: string;
   failingKey: Deno.KvKey | null;
-}
-export function verifyFailedKey(accountId: string, completedAt: string, restorePointId: string) {
-  return ["rp_verify_failed", accountId, completedAt, restorePointId] as const;
 }
 
 const MINUTE_MS = 60_000;
@@ -157,15 +146,15 @@ export async function readSummary(kv: Deno.Kv, actor: Actor, now: Date): Promise
     breached: "rpoBreach",
   };
   const visible = (org: string) => inScope(actor, { accountId: actor.accountId!, orgId: org });
-  for await (const e of kv.list({ prefix: ["po_counts", actor.accountId] })) {
+  for await (const e of kv.list({ prefix: objectCountsPrefix(actor.accountId) })) {
     if (visible(String(e.key[2]))) out[field[e.key[3] as ObjectMetric]] += counterValue(e.value);
   }
-  for await (const e of kv.list({ prefix: ["host_counts", actor.accountId] })) {
+  for await (const e of kv.list({ prefix: unprotectedHostsPrefix(actor.accountId) })) {
     if (visible(String(e.key[2]))) out.unprotectedHosts += counterValue(e.value);
   }
   const due = kv.list<string>({
-    start: ["po_due", actor.accountId],
-    end: ["po_due", actor.accountId, now.toISOString()],
+    start: objectsDueBound(actor.accountId),
+    end: objectsDueBound(actor.accountId, now.toISOString()),
   });
   for await (const e of due) if (visible(e.value)) out.rpoBreach++;
   return out;
@@ -189,7 +178,7 @@ export async function readEngineStatus(kv: Deno.Kv, actor: Actor, now: Date): Pr
   const out: EngineStatusCounts = { online: 0, offline: 0, other: 0 };
   if (!actor.accountId) return out;
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["engines_by_account", actor.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: enginesByAccountPrefix(actor.accountId) })) {
     keys.push(engineKey(e.value));
   }
   for (const engine of await getManyValues<Engine>(kv, keys)) {
@@ -232,7 +221,7 @@ export async function readLast24h(kv: Deno.Kv, actor: Actor, now: Date): Promise
   const currentHour = Math.floor(endMinute / HOUR_MS) * HOUR_MS;
   const iso = (ms: number) => new Date(ms).toISOString();
   for (const org of counterOrgs(actor)) {
-    const base = ["run_outcomes", actor.accountId, org];
+    const base = runOutcomesPrefix(actor.accountId, org);
     const ranges: [Deno.KvKey, Deno.KvKey][] = [
       // the minutes before the first whole hour, the whole hours, the minutes of the current hour
       [[...base, "m", iso(startMinute).slice(0, 16)], [...base, "m", iso(firstFullHour).slice(0, 16)]],
@@ -258,7 +247,7 @@ export async function purgeOutcomeBuckets(kv: Deno.Kv, now: Date): Promise<numbe
   let deleted = 0;
   let op = kv.atomic();
   let n = 0;
-  for await (const e of kv.list({ prefix: ["run_outcomes"] }, { batchSize: 500 })) {
+  for await (const e of kv.list({ prefix: runOutcomesPrefix() }, { batchSize: 500 })) {
     const [, , , grain, slot] = e.key as string[];
     if ((grain === "m" && slot < minuteCutoff) || (grain === "h" && slot < hourCutoff)) {
       op.delete(e.key);
@@ -289,7 +278,7 @@ export async function failedBackupsQueue(kv: Deno.Kv, actor: Actor, limit = 10):
   if (!actor.accountId) return [];
   const ids: string[] = [];
   for await (
-    const e of kv.list<string>({ prefix: ["runs_failing", actor.accountId] }, {
+    const e of kv.list<string>({ prefix: failingPrefix(actor.accountId) }, {
       reverse: true,
       batchSize: 100,
     })
@@ -298,7 +287,7 @@ export async function failedBackupsQueue(kv: Deno.Kv, actor: Actor, limit = 10):
     ids.push(String(e.key[3]));
     if (ids.length >= limit) break;
   }
-  const runs = await getManyValues<Run>(kv, ids.map((id) => ["runs", id]));
+  const runs = await getManyValues<Run>(kv, ids.map((id) => runKey(id)));
   const names = await namesOf(kv, runs.map((r) => r.policyId), runs.map((r) => r.hostId));
   return runs.map((run) => ({
     run,
@@ -318,14 +307,14 @@ export async function namesOfRuns(
 async function namesOf(kv: Deno.Kv, policyIds: string[], hostIds: (string | null)[]) {
   const pIds = [...new Set(policyIds)];
   const hIds = [...new Set(hostIds.filter((h): h is string => !!h))];
-  const policies = await getManyValues<Policy>(kv, pIds.map((id) => ["policies", id]));
+  const policies = await getManyValues<Policy>(kv, pIds.map((id) => policyKey(id)));
   // A platform job (platforms.ts) is the "policy" of its runs.
   const found = new Set(policies.map((p) => p.id));
   const platformJobs = await getManyValues<{ id: string; name: string }>(
     kv,
-    pIds.filter((id) => !found.has(id)).map((id) => ["platform_jobs", id]),
+    pIds.filter((id) => !found.has(id)).map((id) => platformJobKey(id)),
   );
-  const hosts = await getManyValues<{ id: string; hostname: string }>(kv, hIds.map((id) => ["hosts", id]));
+  const hosts = await getManyValues<{ id: string; hostname: string }>(kv, hIds.map((id) => hostKey(id)));
   return {
     policies: new Map([...policies, ...platformJobs].map((p) => [p.id, p.name])),
     hosts: new Map(hosts.map((h) => [h.id, h.hostname])),
@@ -351,7 +340,7 @@ export async function rpoBreachQueue(kv: Deno.Kv, actor: Actor, now: Date, limit
 export async function storageHealthQueue(kv: Deno.Kv, actor: Actor): Promise<StorageTarget[]> {
   if (!actor.accountId) return [];
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["storage_targets_by_account", actor.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: targetsByAccountPrefix(actor.accountId) })) {
     keys.push(targetKey(e.value));
   }
   return (await getManyValues<StorageTarget>(kv, keys))
@@ -377,7 +366,7 @@ export async function verificationFailuresQueue(
   if (!actor.accountId) return [];
   const ids: string[] = [];
   for await (
-    const e of kv.list<string>({ prefix: ["rp_verify_failed", actor.accountId] }, {
+    const e of kv.list<string>({ prefix: verifyFailedPrefix(actor.accountId) }, {
       reverse: true,
       batchSize: 100,
     })
@@ -386,7 +375,7 @@ export async function verificationFailuresQueue(
     ids.push(String(e.key[3]));
     if (ids.length >= limit) break;
   }
-  const points = (await getManyValues<RestorePoint>(kv, ids.map((id) => ["restore_points", id])))
+  const points = (await getManyValues<RestorePoint>(kv, ids.map((id) => restorePointKey(id))))
     .filter((p) => p.verification === "failed");
   const names = await namesOf(kv, points.map((p) => p.policyId), points.map((p) => p.hostId));
   return points.map((point) => ({
@@ -430,10 +419,10 @@ export async function readHeatmap(
     listPolicyNames(kv, actor, { max: offset + limit }),
     countVisiblePolicies(kv, actor),
   ]);
-  const slice = await getManyValues<Policy>(kv, names.slice(offset).map((e) => ["policies", e.id]));
+  const slice = await getManyValues<Policy>(kv, names.slice(offset).map((e) => policyKey(e.id)));
   const rows = await Promise.all(slice.map(async (p) => {
     const cells = new Map(dayLabels.map((day) => [day, { day, success: 0, warning: 0, failed: 0 }]));
-    const range = kv.list({ start: ["run_daily", p.id, dayLabels[0]], end: ["run_daily", p.id, "9999"] });
+    const range = kv.list({ start: runDailyBound(p.id, dayLabels[0]), end: runDailyBound(p.id, "end") });
     for await (const e of range) {
       const cell = cells.get(String(e.key[2]));
       if (!cell) continue;

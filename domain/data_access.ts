@@ -17,6 +17,7 @@
  * `payload.bes.certificate`) as that BES last reported them, added when the job is handed out (never
  * stored with the job), so an agent pins exactly the certificate its BES serves.
  */
+import { policyKey } from "./keys/policies.ts";
 import { signDataToken } from "../engine/protocol/token.ts";
 import { type Engine, engineKey } from "./engines.ts";
 import { type Job, jobKey } from "./job_queue.ts";
@@ -104,7 +105,7 @@ export async function jobDataScope(kv: Deno.Kv, job: Job): Promise<ScopeResult> 
     const host = str(p.hostId) ?? (job.principal.startsWith("agent:") ? job.principal.slice(6) : null);
     if (!policyId) return { kind: "unknown", reason: "the job names no policy" };
     if (!host) return { kind: "unknown", reason: "the job names no host (namespace)" };
-    const policy = (await kv.get<PolicyLike>(["policies", policyId])).value;
+    const policy = (await kv.get<PolicyLike>(policyKey(policyId))).value;
     const repository = jobRepository(p, null, policy);
     if (!policy || !repository) return { kind: "unknown", reason: `policy ${policyId} no longer exists` };
     const bes = str((p.bes as { id?: unknown } | undefined)?.id) ??
@@ -130,7 +131,7 @@ export async function jobDataScope(kv: Deno.Kv, job: Job): Promise<ScopeResult> 
   const point = (await kv.get<RestorePoint & { repository?: unknown }>(restorePointKey(pointId))).value;
   if (!point) return { kind: "unknown", reason: `restore point ${pointId} no longer exists` };
   if (!point.hostId) return { kind: "unknown", reason: `restore point ${pointId} belongs to no host` };
-  const policy = (await kv.get<PolicyLike>(["policies", point.policyId])).value;
+  const policy = (await kv.get<PolicyLike>(policyKey(point.policyId))).value;
   // The point's own repository: where it was written (prune payloads name theirs too, but need no token).
   const repository = jobRepository({}, point, policy);
   if (!repository) {

@@ -1,4 +1,5 @@
 /** Health > Database: per logical database, entry counts and size per area, last write, probe latency. */
+import { probeKey } from "./keys/health.ts";
 import { decodeTime } from "ulid";
 import { DATABASE_PREFIXES, type DatabaseName } from "./self_backup.ts";
 
@@ -70,9 +71,15 @@ export async function databaseStats(kv: Deno.Kv, db: DatabaseName): Promise<Data
   };
 }
 
+/** Readiness: KV answers a write then a read of the readiness probe key (throws when it does not). */
+export async function readinessProbe(kv: Deno.Kv, now: Date): Promise<void> {
+  await kv.set(probeKey("readyz"), now.toISOString());
+  await kv.get(probeKey("readyz"));
+}
+
 /** Write-then-read round trip of a probe key, in milliseconds. */
 export async function probeLatency(kv: Deno.Kv, now: Date): Promise<{ writeMs: number; readMs: number }> {
-  const key = ["probe", "health_database"];
+  const key = probeKey("health_database");
   const t0 = performance.now();
   await kv.set(key, now.toISOString());
   const t1 = performance.now();

@@ -20,6 +20,7 @@
  * points. Restored data is never shown to anyone: the scratch copy lives only on the chosen agent and is
  * deleted by the drill itself.
  */
+import { assignmentsByHostPrefix, assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { z } from "zod";
 import { type Alert, type AlertReason, raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
@@ -37,6 +38,26 @@ import type { RestorePoint } from "./runs.ts";
 import { restorePointKey } from "./restore_point_keys.ts";
 import { CronExpression } from "./schedules.ts";
 import { DisplayName } from "./validation.ts";
+import {
+  drillKey,
+  drillRunByJobKey,
+  drillRunKey,
+  drillRunsByDrillKey,
+  drillsByAccountKey,
+  drillSlotKey,
+  openDrillRunKey,
+  provenRestoreKey,
+} from "./keys/drills.ts";
+export {
+  drillKey,
+  drillRunByJobKey,
+  drillRunKey,
+  drillRunsByDrillKey,
+  drillsByAccountKey,
+  drillSlotKey,
+  openDrillRunKey,
+  provenRestoreKey,
+};
 
 export const DRILL_MODES = ["sample", "whole"] as const;
 export type DrillMode = (typeof DRILL_MODES)[number];
@@ -161,35 +182,9 @@ export interface ProvenRestore {
 // ---------------------------------------------------------------------------------------------------
 // Keys
 
-export function drillKey(id: string) {
-  return ["drills", id] as const;
-}
-export function drillsByAccountKey(accountId: string, id: string) {
-  return ["drills_by_account", accountId, id] as const;
-}
 /** Unique: one drill per (account, lower-cased name). */
 export function drillByNameKey(accountId: string, name: string) {
   return ["drills_by_name", accountId, name.toLowerCase()] as const;
-}
-export function drillRunKey(id: string) {
-  return ["drill_runs", id] as const;
-}
-export function drillRunsByDrillKey(drillId: string, runId: string) {
-  return ["drill_runs_by_drill", drillId, runId] as const;
-}
-export function drillRunByJobKey(jobId: string) {
-  return ["drill_runs_by_job", jobId] as const;
-}
-/** Runs not ended yet (the dispatch tick catches them up with their jobs). */
-export function openDrillRunKey(runId: string) {
-  return ["drill_runs_open", runId] as const;
-}
-/** Claimed once per drill and minute: a tick that runs twice dispatches once. */
-export function drillSlotKey(drillId: string, minute: string) {
-  return ["drill_slots", drillId, minute] as const;
-}
-export function provenRestoreKey(accountId: string, policyId: string) {
-  return ["drill_proven", accountId, policyId] as const;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -645,13 +640,13 @@ async function candidatePoints(kv: Deno.Kv, drill: DrillPolicy): Promise<Restore
   const pairs: Array<[string, string]> = [];
   if (drill.scopeType === "policies") {
     for (const policyId of drill.policyIds) {
-      for await (const e of kv.list({ prefix: ["assignments_by_policy", policyId] })) {
+      for await (const e of kv.list({ prefix: assignmentsByPolicyPrefix(policyId) })) {
         pairs.push([policyId, String(e.key[2])]);
       }
     }
   } else {
     for (const hostId of drill.hostIds) {
-      for await (const e of kv.list({ prefix: ["assignments_by_host", hostId] })) {
+      for await (const e of kv.list({ prefix: assignmentsByHostPrefix(hostId) })) {
         pairs.push([String(e.key[2]), hostId]);
       }
     }

@@ -5,6 +5,7 @@
  * `nonce: { key, expireIn }` option of the heartbeat, registration and result writes); the others claim it
  * on its own with `claimNonce`.
  */
+import { nonceKey } from "./keys/engines.ts";
 import { MAX_SKEW_SECONDS, REGISTRATION_PRINCIPAL } from "./signing.ts";
 
 /** Nonces are remembered well past the skew window, so a replay inside the window is always caught. */
@@ -12,12 +13,12 @@ export const NONCE_TTL_MS = 3 * MAX_SKEW_SECONDS * 1000;
 
 /** The nonce of a request signed by a registered BES or agent (`kind:id`). */
 export function principalNonceKey(kind: "bes" | "agent", id: string, nonce: string): Deno.KvKey {
-  return ["nonces", `${kind}:${id}`, nonce];
+  return nonceKey(`${kind}:${id}`, nonce);
 }
 
 /** The nonce of a registration or enrollment, signed by the key it registers. */
 export function registrationNonceKey(kind: "bes" | "agent", publicKey: string, nonce: string): Deno.KvKey {
-  return ["nonces", `${REGISTRATION_PRINCIPAL[kind]}:${publicKey}`, nonce];
+  return nonceKey(`${REGISTRATION_PRINCIPAL[kind]}:${publicKey}`, nonce);
 }
 
 /**

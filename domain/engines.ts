@@ -15,6 +15,22 @@ import { CertificatePem, DataUrl, inspectCertificate } from "./certificates.ts";
 import { decodePublicKey } from "./signing.ts";
 import { countStatusChange } from "./ops_counters.ts";
 import { DisplayName } from "./validation.ts";
+import {
+  deletingEngineKey,
+  engineByPublicKeyKey,
+  engineKey,
+  engineMetricsKey,
+  enginesByAccountKey,
+  liveEngineKey,
+} from "./keys/engines.ts";
+export {
+  deletingEngineKey,
+  engineByPublicKeyKey,
+  engineKey,
+  engineMetricsKey,
+  enginesByAccountKey,
+  liveEngineKey,
+};
 
 export const DEPLOYMENT_MODELS = ["on_premise", "cloud_vm", "cadres_hosted"] as const;
 export const ENGINE_STATUSES = ["pending", "online", "offline", "degraded", "deleting"] as const;
@@ -75,27 +91,6 @@ export interface Engine {
   /** SHA-256 of the certificate's DER (hex) and its expiry. */
   certificateSha256?: string | null;
   certificateExpiresAt?: string | null;
-}
-
-export function engineKey(id: string) {
-  return ["engines", id] as const;
-}
-export function enginesByAccountKey(accountId: string, id: string) {
-  return ["engines_by_account", accountId, id] as const;
-}
-export function engineByPublicKeyKey(publicKey: string) {
-  return ["engines_by_public_key", publicKey] as const;
-}
-/** Engines whose heartbeat the sweep must watch (online or degraded). */
-export function liveEngineKey(id: string) {
-  return ["engines_live", id] as const;
-}
-/** Engines being deleted; the resume job finishes them after a crash. */
-export function deletingEngineKey(id: string) {
-  return ["engines_deleting", id] as const;
-}
-export function engineMetricsKey(id: string, minute: number) {
-  return ["engine_metrics", id, minute] as const;
 }
 
 const Percent = z.number().min(0, "must be 0–100").max(100, "must be 0–100");

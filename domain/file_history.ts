@@ -42,6 +42,8 @@ import {
 } from "./restore.ts";
 import type { RestorePoint } from "./runs.ts";
 import { restorePointKey } from "./restore_point_keys.ts";
+import { fileHistoryByJobKey } from "./keys/file_history.ts";
+export { fileHistoryByJobKey };
 
 /** The host's newest points examined at most (older ones are left out, and the page says so). */
 export const MAX_HISTORY_POINTS = 500;
@@ -65,9 +67,6 @@ export function fileHistoryKey(hostId: string, path: string) {
 }
 export function fileHistoryPointKey(hostId: string, path: string, pointId: string) {
   return ["file_history_points", hostId, pathHash(path), pointId] as const;
-}
-export function fileHistoryByJobKey(jobId: string) {
-  return ["file_history_by_job", jobId] as const;
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -7,6 +7,9 @@
  * range per engine of the protected objects' source index; the first backup is one short range per
  * policy of its restore points, stopping at the first policy that has one.
  */
+import { policiesByAccountPrefix } from "./keys/policies.ts";
+import { unprotectedHostsPrefix } from "./keys/protected.ts";
+import { restorePointsByPolicyPrefix } from "./keys/restore.ts";
 import { type Engine, engineKey, OFFLINE_AFTER_MS } from "./engines.ts";
 import { counterValue, getManyValues } from "./kv.ts";
 import type { Policy } from "./policies.ts";
@@ -48,7 +51,7 @@ async function recordsInScope<T extends { accountId: string; orgId: string | nul
 async function policyIdsInScope(kv: Deno.Kv, actor: Actor): Promise<string[]> {
   if (actor.orgScope === "all") {
     const ids: string[] = [];
-    for await (const e of kv.list<string>({ prefix: ["policies_by_account", actor.accountId!] })) {
+    for await (const e of kv.list<string>({ prefix: policiesByAccountPrefix(actor.accountId!) })) {
       ids.push(e.value);
     }
     return ids;
@@ -95,7 +98,7 @@ export async function readSetupProgress(kv: Deno.Kv, actor: Actor, now: Date): P
       now.getTime() - Date.parse(e.lastHeartbeatAt) <= OFFLINE_AFTER_MS
     ).length;
   let unassigned = 0;
-  for await (const e of kv.list({ prefix: ["host_counts", actor.accountId] })) {
+  for await (const e of kv.list({ prefix: unprotectedHostsPrefix(actor.accountId) })) {
     const orgId = String(e.key[2]);
     if (inScope(actor, { accountId: actor.accountId, orgId: orgId === "-" ? null : orgId })) {
       unassigned += counterValue(e.value);
@@ -112,7 +115,7 @@ export async function readSetupProgress(kv: Deno.Kv, actor: Actor, now: Date): P
   for (let i = 0; i < policies.length && !firstBackup; i += 10) {
     const found = await Promise.all(
       policies.slice(i, i + 10).map(async (id) =>
-        !(await kv.list({ prefix: ["restore_points_by_policy", id] }, { limit: 1 }).next()).done
+        !(await kv.list({ prefix: restorePointsByPolicyPrefix(id) }, { limit: 1 }).next()).done
       ),
     );
     firstBackup = found.some(Boolean);

@@ -11,6 +11,7 @@
  * and the epoch first and `check()`s the epoch in the operation that marks points expired, so a hold
  * placed while retention was planning makes that write fail instead of pruning a point just held.
  */
+import { restorePointKey } from "./keys/restore.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
@@ -20,6 +21,8 @@ import { getManyValues, withRetry } from "./kv.ts";
 import type { Policy } from "./policies.ts";
 import { policyKey, retiredPolicyKey } from "./policy_keys.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
+import { activeHoldKey, holdEpochKey, holdKey, holdsByAccountKey } from "./keys/holds.ts";
+export { activeHoldKey, holdEpochKey, holdKey, holdsByAccountKey };
 
 export const HOLD_SCOPES = ["host", "policy", "point"] as const;
 export type HoldScope = (typeof HOLD_SCOPES)[number];
@@ -61,22 +64,6 @@ export const HoldFilter = z.object({
   ),
 });
 export type HoldFilter = z.input<typeof HoldFilter>;
-
-export function holdKey(id: string) {
-  return ["legal_holds", id] as const;
-}
-/** Every hold of an account (active and released), oldest first. */
-export function holdsByAccountKey(accountId: string, id: string) {
-  return ["legal_holds_by_account", accountId, id] as const;
-}
-/** The active holds of an account: what retention and expiry read. */
-export function activeHoldKey(accountId: string, id: string) {
-  return ["legal_holds_active", accountId, id] as const;
-}
-/** Bumped with every placement; expiring writers `check()` it (see the module notes). */
-export function holdEpochKey(accountId: string) {
-  return ["legal_holds_epoch", accountId] as const;
-}
 
 /** The restore point fields a hold matches on. */
 export interface HeldCandidate {
@@ -154,7 +141,7 @@ async function resolveSubject(
   }
   const entry = await kv.get<
     { id: string; policyId: string; hostId: string | null; completedAt: string; status: string }
-  >(["restore_points", id]);
+  >(restorePointKey(id));
   const point = entry.value;
   const policy = point ? await policyOf(point.policyId) : null;
   if (!point || !policy || !inScope(actor, { accountId: policy.accountId, orgId: policy.orgId })) {

@@ -17,6 +17,7 @@
  * treats a hook whose policy is gone as deleted, `deleteScript` ignores (and removes) such hooks, and
  * `sweepOrphanHooks` removes the rest.
  */
+import { hooksByPolicyPrefix } from "./keys/policies.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { type Engine, engineKey, registerEngineCascade } from "./engines.ts";
@@ -35,6 +36,8 @@ import {
   scriptKey,
   scriptScope,
 } from "./scripts.ts";
+import { hookKey, hooksByPolicyKey } from "./keys/policies.ts";
+export { hookKey, hooksByPolicyKey };
 
 /** Hook types in execution order (see the module comment). */
 export const HOOK_TYPES = ["pre_backup", "pre_snapshot", "post_snapshot", "post_backup"] as const;
@@ -170,13 +173,6 @@ export interface Hook {
 export interface HookView extends Hook {
   scriptName: string | null;
   templateLabel: string | null;
-}
-
-export function hookKey(id: string) {
-  return ["hooks", id] as const;
-}
-export function hooksByPolicyKey(policyId: string, id: string) {
-  return ["hooks_by_policy", policyId, id] as const;
 }
 
 /** Every key of a hook, so create, update and delete touch the same set. */
@@ -315,7 +311,7 @@ export function hookTemplateCatalogue(): HookTemplateEntry[] {
 
 async function readPolicyHooks(kv: Deno.Kv, policyId: string): Promise<Hook[]> {
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["hooks_by_policy", policyId] })) {
+  for await (const e of kv.list<string>({ prefix: hooksByPolicyPrefix(policyId) })) {
     keys.push(hookKey(e.value));
   }
   return orderHooks(await getManyValues<Hook>(kv, keys));
@@ -589,7 +585,7 @@ async function removeHook(
  */
 export async function deleteHooksOfPolicy(kv: Deno.Kv, policyId: string): Promise<number> {
   let n = 0;
-  for await (const e of kv.list<unknown>({ prefix: ["hooks_by_policy", policyId] })) {
+  for await (const e of kv.list<unknown>({ prefix: hooksByPolicyPrefix(policyId) })) {
     // A pointer without its record (or not a pointer at all) is simply dropped.
     if (typeof e.value === "string" && await removeHook(kv, e.value, null)) n++;
     else await kv.delete(e.key);

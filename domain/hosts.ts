@@ -3,6 +3,7 @@
  * 3-minute offline rule (with a warning alert that the next heartbeat resolves); operators list and
  * open hosts within their org scope. Assignments to policies live in assignments.ts.
  */
+import { hostsByAccountPrefix } from "./keys/hosts.ts";
 import { z } from "zod";
 import { countNewHost } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -27,6 +28,14 @@ import { pageOf, PageQuery, type SortKey } from "./paging.ts";
 import { type Actor, inScope } from "./rbac.ts";
 import { countStatusChange } from "./ops_counters.ts";
 import { decodePublicKey } from "./signing.ts";
+import {
+  hostByPublicKeyKey,
+  hostDecommissionKey,
+  hostKey,
+  hostsByAccountKey,
+  liveHostKey,
+} from "./keys/hosts.ts";
+export { hostByPublicKeyKey, hostDecommissionKey, hostKey, hostsByAccountKey, liveHostKey };
 
 /**
  * pending: enrolled (or reactivated), no heartbeat yet; offline: silent for more than 3 minutes;
@@ -86,24 +95,6 @@ export function hostOnlineAt(host: Pick<Host, "status" | "lastHeartbeatAt">, now
   return heartbeatFreshAt(host, now);
 }
 
-export function hostKey(id: string) {
-  return ["hosts", id] as const;
-}
-export function hostsByAccountKey(accountId: string, id: string) {
-  return ["hosts_by_account", accountId, id] as const;
-}
-export function hostByPublicKeyKey(publicKey: string) {
-  return ["hosts_by_public_key", publicKey] as const;
-}
-/** A decommission still archiving the host's assignments and restore points (archive.ts resumes it). */
-export function hostDecommissionKey(id: string) {
-  return ["host_decommissions", id] as const;
-}
-/** Hosts whose heartbeat the sweep must watch (set by every heartbeat, removed when they go offline). */
-export function liveHostKey(id: string) {
-  return ["hosts_live", id] as const;
-}
-
 export const AgentEnrollment = z.object({
   hostname: z.string().trim().min(1, "is required").max(253)
     .regex(
@@ -153,6 +144,16 @@ export function hostScope(host: Pick<Host, "accountId" | "orgId">) {
 /** The host, or null; no scope check (protocol and jobs). */
 export async function getHost(kv: Deno.Kv, id: string): Promise<Host | null> {
   return (await kv.get<Host>(hostKey(id))).value;
+}
+
+/** The hostnames of the given hosts by id (unknown ids and nulls left out); no scope check. */
+export async function hostnamesById(
+  kv: Deno.Kv,
+  ids: Iterable<string | null | undefined>,
+): Promise<Map<string, string>> {
+  const unique = [...new Set([...ids].filter((id): id is string => Boolean(id)))];
+  const hosts = await getManyValues<Host>(kv, unique.map((id) => hostKey(id)));
+  return new Map(hosts.map((h) => [h.id, h.hostname]));
 }
 
 /** Returns the host if the actor may see it. Throws NotFoundError otherwise (also outside the scope). */
@@ -224,7 +225,7 @@ function hostKeyOrder(sort: HostFilterFields["sort"]) {
 async function selectHosts(kv: Deno.Kv, actor: Actor, f: HostFilterFields): Promise<Host[]> {
   if (!actor.accountId) return [];
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["hosts_by_account", actor.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: hostsByAccountPrefix(actor.accountId) })) {
     keys.push(hostKey(e.value));
   }
   const needle = f.q.toLowerCase();

@@ -14,6 +14,7 @@
  * replica rules, assignments and protected objects are skipped, not reported. What the cascade leaves
  * wrong is reported once it has finished and the engine is gone.
  */
+import { runKey } from "./keys/runs.ts";
 import type { Alert } from "./alerts.ts";
 import { counterValue } from "./kv.ts";
 import type { Assignment } from "./assignments.ts";
@@ -688,7 +689,7 @@ async function checkPlatformInvariants(r: Reader, report: Report): Promise<void>
     platform?: { platformId: string; runId: string | null };
   };
   for await (const e of r.list<string>(["platform_runs"])) {
-    const run = await r.get<PlatformRun>(["runs", e.value]);
+    const run = await r.get<PlatformRun>(runKey(e.value));
     if (run?.platform?.platformId !== e.key[1] || run.platform.runId !== e.key[2]) {
       report(
         run?.accountId ?? platforms.get(String(e.key[1]))?.accountId,
@@ -698,7 +699,7 @@ async function checkPlatformInvariants(r: Reader, report: Report): Promise<void>
   }
   for await (const e of r.list<string>(["runs_failing"])) {
     const runId = String(e.key[3]);
-    const run = await r.get<PlatformRun>(["runs", runId]);
+    const run = await r.get<PlatformRun>(runKey(runId));
     if (!run?.platform) continue; // native runs: runs.ts
     const latest = await r.get<{ failingKey: Deno.KvKey | null }>(["runs_latest", run.policyId, "bes"]);
     if (run.status !== "failed" || JSON.stringify(latest?.failingKey) !== JSON.stringify(e.key)) {

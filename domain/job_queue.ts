@@ -25,6 +25,8 @@ import {
 } from "./result_parts.ts";
 import { runByJobKey, runKey } from "./run_keys.ts";
 import type { Run } from "./runs.ts";
+import { jobKey, leaseKey, queueRankKey } from "./keys/jobs.ts";
+export { jobKey, leaseKey };
 
 export const JOB_KINDS = [
   "backup",
@@ -47,6 +49,11 @@ export const PRIORITIES = ["critical", "high", "normal"] as const;
 export type Priority = (typeof PRIORITIES)[number];
 /** Queue order: a lower rank is claimed first. */
 const PRIORITY_RANK: Record<Priority, number> = { critical: 0, high: 1, normal: 2 };
+
+/** The claimable jobs of a principal, in claim order: priority rank, then id (time-ordered). */
+export function queueKey(principal: string, priority: Priority, id: string) {
+  return queueRankKey(principal, PRIORITY_RANK[priority], id);
+}
 
 /** How long a claim holds a job without progress. */
 export const LEASE_MS = 5 * 60_000;
@@ -138,18 +145,6 @@ export interface Job {
   result: JobResult | null;
   createdAt: string;
   updatedAt: string;
-}
-
-export function jobKey(id: string) {
-  return ["jobs", id] as const;
-}
-/** The claimable jobs of a principal, in claim order: priority rank, then id (time-ordered). */
-export function queueKey(principal: string, priority: Priority, id: string) {
-  return ["job_queue", principal, PRIORITY_RANK[priority], id] as const;
-}
-/** Leased jobs by lease expiry, for the sweep. */
-export function leaseKey(expiresAt: number, id: string) {
-  return ["job_leases", expiresAt, id] as const;
 }
 
 export const EnqueueInput = z.object({

@@ -11,6 +11,9 @@
  * The last run of a job is its newest run: one reverse list of `runs_by_policy` with limit 1, so the
  * list costs the same whatever the length of a job's history.
  */
+import { engineKey, enginesByAccountPrefix } from "./keys/engines.ts";
+import { assignmentKey, assignmentsByPolicyPrefix } from "./keys/policies.ts";
+import { retryDispatchKey, retryDispatchPrefix, runsByPolicyPrefix } from "./keys/runs.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { nextRuns } from "./cron_rules.ts";
@@ -161,7 +164,7 @@ function lastRunOf(run: Run): LastRun {
 
 /** The id of a policy's newest run, or null: one key of `runs_by_policy` read backwards. */
 async function latestRunId(kv: Deno.Kv, policyId: string): Promise<string | null> {
-  const it = kv.list<string>({ prefix: ["runs_by_policy", policyId] }, { reverse: true, limit: 1 });
+  const it = kv.list<string>({ prefix: runsByPolicyPrefix(policyId) }, { reverse: true, limit: 1 });
   for await (const e of it) return e.value;
   return null;
 }
@@ -278,8 +281,8 @@ function matchesLastRun(job: Pick<JobView, "lastRun">, filter: JobFilter): boole
 async function engineSources(kv: Deno.Kv, actor: Actor) {
   const keys: Deno.KvKey[] = [];
   if (actor.accountId) {
-    for await (const e of kv.list<string>({ prefix: ["engines_by_account", actor.accountId] })) {
-      keys.push(["engines", e.value]);
+    for await (const e of kv.list<string>({ prefix: enginesByAccountPrefix(actor.accountId) })) {
+      keys.push(engineKey(e.value));
     }
   }
   const visible = (await getManyValues<Engine>(kv, keys))
@@ -437,7 +440,7 @@ export async function activeHostsOf(
   policyId: string,
   options: { afterHostId?: string; limit?: number } = {},
 ): Promise<ActiveHost[]> {
-  const prefix = ["assignments_by_policy", policyId];
+  const prefix = assignmentsByPolicyPrefix(policyId);
   const selector = options.afterHostId
     ? { prefix, start: [...prefix, options.afterHostId + "\u0000"] }
     : { prefix };
@@ -458,7 +461,7 @@ export async function activeHostsOf(
     page = [];
   };
   for await (const e of kv.list<string>(selector)) {
-    if (typeof e.value === "string") page.push(["assignments", e.value]);
+    if (typeof e.value === "string") page.push(assignmentKey(e.value));
     if (page.length >= 100) await flush();
     if (options.limit && out.length >= options.limit) break;
   }
@@ -534,7 +537,7 @@ export async function getJob(
   }
   const policy = await requireJobPolicy(kv, actor, id);
   const [engine, retry] = await Promise.all([
-    kv.get<Engine>(["engines", policy.besId]),
+    kv.get<Engine>(engineKey(policy.besId)),
     readRetryState(kv, policy),
   ]);
   return { job: nativeView(policy, engine.value?.name, retry.latest), policy, platform: null, retry };
@@ -577,7 +580,7 @@ export async function listJobRuns(
 ): Promise<{ values: Run[]; cursor: string }> {
   authorize(actor, "backup.view");
   const owner = (await findPlatformJob(kv, actor, id))?.job ?? await requireJobPolicy(kv, actor, id);
-  const prefix = ["runs_by_policy", owner.id];
+  const prefix = runsByPolicyPrefix(owner.id);
   const cursor = openIdCursor(page.cursor);
   const selector = cursor ? { prefix, end: [...prefix, cursor] } : { prefix };
   const ids: string[] = [];
@@ -604,10 +607,6 @@ interface RetryDispatch {
   perWrite: number;
   actorLabel: string;
   createdAt: string;
-}
-
-function retryDispatchKey(policyId: string, retryOf: string) {
-  return ["job_retry_dispatch", policyId, retryOf] as const;
 }
 
 /** What a retry created: the runs and the hosts they went to (more may follow while `pending`). */
@@ -774,7 +773,7 @@ async function continueRetry(
  */
 export async function resumeJobRetries(kv: Deno.Kv, now: Date): Promise<number> {
   let created = 0;
-  for await (const e of kv.list<RetryDispatch>({ prefix: ["job_retry_dispatch"] })) {
+  for await (const e of kv.list<RetryDispatch>({ prefix: retryDispatchPrefix() })) {
     created += (await continueRetry(kv, e.key, now)).runs.length;
   }
   return created;

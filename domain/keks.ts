@@ -20,6 +20,8 @@ import { type Actor, systemActor } from "./rbac.ts";
 import type { KekSource } from "./replicas.ts";
 import { withRetry } from "./retry.ts";
 import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import { kekStateKey } from "./keys/keks.ts";
+export { kekStateKey };
 
 /** The reference of a KEK: which source, whose. Engines see references, never keys. */
 export function kekReference(
@@ -44,10 +46,6 @@ export interface KekState {
   versions: Array<{ version: number; vaultId: string; createdAt: string }>;
   createdAt: string;
   rotatedAt: string | null;
-}
-
-export function kekStateKey(ref: string) {
-  return ["keks", ref] as const;
 }
 
 /** A secret wrapped by a KEK: which KEK and version, AES-256-GCM nonce and ciphertext (base64url). */

@@ -35,6 +35,26 @@ import type { Org, OrgScope } from "./types.ts";
 import { DisplayName } from "./validation.ts";
 import { countDeliveryChange } from "./ops_counters.ts";
 import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import {
+  channelKey,
+  channelsByAccountKey,
+  deliveriesByAccountKey,
+  deliveriesByChannelKey,
+  deliveryDueKey,
+  deliveryKey,
+  ruleKey,
+  rulesByAccountKey,
+} from "./keys/notifications.ts";
+export {
+  channelKey,
+  channelsByAccountKey,
+  deliveriesByAccountKey,
+  deliveriesByChannelKey,
+  deliveryDueKey,
+  deliveryKey,
+  ruleKey,
+  rulesByAccountKey,
+};
 
 export { SMTP_TLS_MODES, type SmtpTlsMode };
 
@@ -168,32 +188,6 @@ export interface NotificationDelivery {
   dueMs: number | null;
   createdAt: string;
   updatedAt: string;
-}
-
-export function channelKey(id: string) {
-  return ["notification_channels", id] as const;
-}
-export function channelsByAccountKey(accountId: string, id: string) {
-  return ["notification_channels_by_account", accountId, id] as const;
-}
-export function ruleKey(id: string) {
-  return ["notification_rules", id] as const;
-}
-export function rulesByAccountKey(accountId: string, id: string) {
-  return ["notification_rules_by_account", accountId, id] as const;
-}
-export function deliveryKey(id: string) {
-  return ["notification_deliveries", id] as const;
-}
-export function deliveriesByAccountKey(accountId: string, id: string) {
-  return ["notification_deliveries_by_account", accountId, id] as const;
-}
-export function deliveriesByChannelKey(channelId: string, id: string) {
-  return ["notification_deliveries_by_channel", channelId, id] as const;
-}
-/** The job table's due index: pending deliveries by the time their next attempt (or lease end) is due. */
-export function deliveryDueKey(dueMs: number, id: string) {
-  return ["notification_due", dueMs, id] as const;
 }
 
 /** Every key of a delivery but the due index (which moves with each attempt). */
@@ -1515,7 +1509,7 @@ export async function purgeDeliveries(
   const cutoff = encodeTime(Math.max(0, now.getTime() - DELIVERY_RETENTION_MS), 10) + "0".repeat(16);
   let removed = 0;
   const iter = kv.list<NotificationDelivery>(
-    { start: ["notification_deliveries"], end: ["notification_deliveries", cutoff] },
+    { start: ["notification_deliveries"], end: deliveryKey(cutoff) },
     { limit: options.limit ?? 500 },
   );
   for await (const e of iter) {

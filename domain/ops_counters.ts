@@ -6,33 +6,21 @@
  * the records themselves. The consistency check (invariants.ts) recounts them from the records, and
  * `rebuildOpsCounters` sets them from the records once on an installation that predates them.
  */
+import { jobKey } from "./keys/jobs.ts";
 import type { Engine } from "./engines.ts";
 import type { Host } from "./hosts.ts";
-import type { Job, JobKind, Priority } from "./job_queue.ts";
+import type { Job } from "./job_queue.ts";
 import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues } from "./kv.ts";
 import type { DeliveryStatus, NotificationDelivery } from "./notifications.ts";
+import {
+  deliveryCountKey,
+  fleetCountKey,
+  principalQueueCountKey,
+  queueCountKey,
+} from "./keys/ops_counters.ts";
+export { deliveryCountKey, fleetCountKey, principalQueueCountKey, queueCountKey };
 
 export type FleetKind = "engine" | "host";
-
-/** Engines or hosts of an account in one status. */
-export function fleetCountKey(kind: FleetKind, accountId: string, status: string) {
-  return ["fleet_counts", kind, accountId, status] as const;
-}
-/** Queued jobs of one kind and priority created in one UTC minute (`YYYY-MM-DDTHH:MM`). */
-export function queueCountKey(kind: JobKind, priority: Priority, minute: string) {
-  return ["job_queue_counts", kind, priority, minute] as const;
-}
-/**
- * Queued jobs of one principal (`bes:<id>`, `agent:<id>`): the heartbeat's `pendingJobs`, one point read
- * (grouped with other heartbeats' reads) instead of listing the principal's queue.
- */
-export function principalQueueCountKey(principal: string) {
-  return ["job_queue_principal_counts", principal] as const;
-}
-/** Notification deliveries of an account in one status (the delivery log, until purged). */
-export function deliveryCountKey(accountId: string, status: DeliveryStatus) {
-  return ["delivery_counts", accountId, status] as const;
-}
 
 /**
  * Adds to `op` the move of one engine or host from status `from` to `to` (null: created or removed).
@@ -173,7 +161,7 @@ export async function recountOpsCounters(
     add(fleetCountKey("host", host.accountId, host.status));
   }
   const pointers: Deno.KvKey[] = [];
-  for await (const e of r.list<string>(["job_queue"])) pointers.push(["jobs", e.value]);
+  for await (const e of r.list<string>(["job_queue"])) pointers.push(jobKey(e.value));
   for (const job of await r.getValues<Job>(pointers)) {
     add(queueCountKey(job.kind, job.priority, queueMinute(job)));
     add(principalQueueCountKey(job.principal));

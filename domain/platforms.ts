@@ -48,6 +48,28 @@ import { listRunsByPolicy, retryGuardKey, type Run, runKey, runsByPolicyKey } fr
 import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
 import { sealSecret, vaultKey } from "./vault.ts";
+import {
+  platformJobByVendorKey,
+  platformJobKey,
+  platformJobsByAccountKey,
+  platformKey,
+  platformObjectKey,
+  platformPendingKey,
+  platformRunKey,
+  platformsByAccountKey,
+  syncLockKey,
+} from "./keys/platforms.ts";
+export {
+  platformJobByVendorKey,
+  platformJobKey,
+  platformJobsByAccountKey,
+  platformKey,
+  platformObjectKey,
+  platformPendingKey,
+  platformRunKey,
+  platformsByAccountKey,
+  syncLockKey,
+};
 
 export { PLATFORM_TYPE_LABELS, PLATFORM_TYPES, type PlatformType };
 
@@ -239,12 +261,6 @@ export interface PlatformRunInfo {
 }
 export type PlatformRun = Run & { platform: PlatformRunInfo };
 
-export function platformKey(id: string) {
-  return ["platforms", id] as const;
-}
-export function platformsByAccountKey(accountId: string, id: string) {
-  return ["platforms_by_account", accountId, id] as const;
-}
 /**
  * Unique: one platform per (account, type, endpoint). The same server registered twice would import every
  * job, run and object twice, and count them twice on the dashboard.
@@ -262,31 +278,6 @@ export function endpointIdentity(endpointUrl: string): string {
   }
 }
 const DUPLICATE_ENDPOINT = "This server is already registered as a platform of this type in your account";
-export function platformJobKey(id: string) {
-  return ["platform_jobs", id] as const;
-}
-/** Unique: one platform job per vendor job. */
-export function platformJobByVendorKey(platformId: string, vendorJobId: string) {
-  return ["platform_jobs_by_vendor", platformId, vendorJobId] as const;
-}
-export function platformJobsByAccountKey(accountId: string, id: string) {
-  return ["platform_jobs_by_account", accountId, id] as const;
-}
-/** Unique: one protected object per vendor object. */
-export function platformObjectKey(platformId: string, vendorObjectId: string) {
-  return ["platform_objects", platformId, vendorObjectId] as const;
-}
-/** Unique: one run per vendor run. */
-export function platformRunKey(platformId: string, vendorRunId: string) {
-  return ["platform_runs", platformId, vendorRunId] as const;
-}
-/** Retry runs the next sync must start, or whose vendor run is not known yet; value: the platform job id. */
-export function platformPendingKey(platformId: string, runId: string) {
-  return ["platform_pending", platformId, runId] as const;
-}
-export function syncLockKey(platformId: string) {
-  return ["platform_sync_lock", platformId] as const;
-}
 
 /** True for a run that will not change any more. */
 export function isFinalRun(status: Run["status"]): boolean {

@@ -3,6 +3,17 @@
  * (the BES never changes), the storage-critical auto-pause and auto-resume (DESIGN.md invariant 8), and
  * the cascade to assignments, hooks and replica rules.
  */
+import { engineKey } from "./keys/engines.ts";
+import {
+  assignmentsByPolicyPrefix,
+  hooksByPolicyPrefix,
+  policiesByAccountPrefix,
+  policiesByTargetPrefix,
+  policiesPrefix,
+} from "./keys/policies.ts";
+import { replicaKey, replicasByPolicyPrefix } from "./keys/replicas.ts";
+import { restorePointsByPolicyPrefix } from "./keys/restore.ts";
+import { runsByPolicyPrefix } from "./keys/runs.ts";
 import { z } from "zod";
 import {
   policiesByAccountKey,
@@ -62,9 +73,9 @@ export type RetiredPolicy = Policy & { deletedAt: string };
  */
 export function policyChildPrefixes(policyId: string): Deno.KvKey[] {
   return [
-    ["assignments_by_policy", policyId],
-    ["hooks_by_policy", policyId],
-    ["replicas_by_policy", policyId],
+    assignmentsByPolicyPrefix(policyId),
+    hooksByPolicyPrefix(policyId),
+    replicasByPolicyPrefix(policyId),
     runsOpenPrefix(policyId),
   ];
 }
@@ -72,7 +83,7 @@ export function policyChildPrefixes(policyId: string): Deno.KvKey[] {
 /** The policies writing to a target. */
 export async function listPoliciesByTarget(kv: Deno.Kv, targetId: string): Promise<PolicyCore[]> {
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["policies_by_target", targetId] })) {
+  for await (const e of kv.list<string>({ prefix: policiesByTargetPrefix(targetId) })) {
     keys.push(policyKey(e.value));
   }
   return await getManyValues<PolicyCore>(kv, keys);
@@ -415,7 +426,7 @@ export { getPolicy, requirePolicy };
 export async function listPolicies(kv: Deno.Kv, actor: Actor): Promise<Policy[]> {
   if (!actor.accountId) return [];
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["policies_by_account", actor.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: policiesByAccountPrefix(actor.accountId) })) {
     keys.push(policyKey(e.value));
   }
   return (await getManyValues<Policy>(kv, keys)).filter((p) => inScope(actor, policyScope(p)))
@@ -472,7 +483,7 @@ export async function rederiveScheduleRpos(
   };
   let policies = 0;
   let objects = 0;
-  for await (const listed of kv.list<Policy>({ prefix: ["policies"] })) {
+  for await (const listed of kv.list<Policy>({ prefix: policiesPrefix() })) {
     if (!listed.value?.rpoDerived) continue;
     const policy = await withRetry<Policy | null>(async () => {
       const entry = await kv.get<Policy>(listed.key);
@@ -515,7 +526,7 @@ export async function createPolicy(
   const data = PolicyCreateInput.parse(input);
   return await withRetry(async () => {
     const [engineEntry, targetEntry] = await kv.getMany<[EngineLike, TargetLike]>([
-      ["engines", data.besId],
+      engineKey(data.besId),
       targetKey(data.targetId),
     ]);
     const engine = engineEntry.value;
@@ -637,8 +648,8 @@ async function writePolicyEdit(
         targetKey(data.targetId),
       ]);
       const next = newEntry.value;
-      for await (const r of kv.list<string>({ prefix: ["replicas_by_policy", id] })) {
-        const rule = (await kv.get<{ targetId: string }>(["replicas", r.value])).value;
+      for await (const r of kv.list<string>({ prefix: replicasByPolicyPrefix(id) })) {
+        const rule = (await kv.get<{ targetId: string }>(replicaKey(r.value))).value;
         if (rule?.targetId === data.targetId) {
           throw new ValidationError("This policy already replicates to that target", {
             targetId: "This policy already replicates to this target; remove that replica rule first",
@@ -700,7 +711,7 @@ async function writePolicyEdit(
 
 /** True when a policy has a run or a restore point (then deleting it keeps it retired). */
 async function hasRunsOrPoints(kv: Deno.Kv, policyId: string): Promise<boolean> {
-  for (const prefix of [["restore_points_by_policy", policyId], ["runs_by_policy", policyId]]) {
+  for (const prefix of [restorePointsByPolicyPrefix(policyId), runsByPolicyPrefix(policyId)]) {
     for await (const _ of kv.list({ prefix }, { limit: 1 })) return true;
   }
   return false;

@@ -12,6 +12,8 @@
  */
 import { COUNT_DOWN, COUNT_UP, counterValue, withRetry } from "./kv.ts";
 import { type Actor, inScope } from "./rbac.ts";
+import { policyCountKey } from "./keys/policies.ts";
+export { policyCountKey };
 
 /** What an index entry carries: enough to filter without reading the policy. */
 export interface PolicyNameEntry {
@@ -32,11 +34,6 @@ export function policyNameKey(name: string): string {
 
 export function policiesByNameKey(accountId: string, name: string, policyId: string) {
   return ["policies_by_name", accountId, policyNameKey(name), policyId] as const;
-}
-
-/** The counter of an account's policies in one org (`"account"`: account-scoped policies). */
-export function policyCountKey(accountId: string, orgId: string | null) {
-  return ["policy_counts", accountId, orgId ?? "account"] as const;
 }
 
 /** Counts a new policy (`up`) or a deleted one (`down`) in `op`. */

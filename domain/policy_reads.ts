@@ -4,8 +4,8 @@
  * policies.ts imports them to delete a policy's assignments, hooks and replica rules.
  */
 import { NotFoundError } from "./errors.ts";
-import type { Policy, PolicyCore } from "./policies.ts";
-import { policyKey } from "./policy_keys.ts";
+import type { Policy, PolicyCore, RetiredPolicy } from "./policies.ts";
+import { policyKey, retiredPolicyKey } from "./policy_keys.ts";
 import { type Actor, inScope } from "./rbac.ts";
 
 /** The scope (account and organization) of a policy. */
@@ -15,6 +15,15 @@ export function policyScope(p: Pick<PolicyCore, "accountId" | "orgId">) {
 
 export async function getPolicy(kv: Deno.Kv, id: string): Promise<Policy | null> {
   return (await kv.get<Policy>(policyKey(id))).value;
+}
+
+/** The policy, or the deleted policy as it was last while it has restore points (`deletedAt` set); null. */
+export async function getPolicyOrRetired(
+  kv: Deno.Kv,
+  id: string,
+): Promise<(Policy & { deletedAt?: string }) | null> {
+  const [live, retired] = await kv.getMany<[Policy, RetiredPolicy]>([policyKey(id), retiredPolicyKey(id)]);
+  return live.value ?? retired.value;
 }
 
 /** Returns the policy if the actor may see it; throws NotFoundError otherwise. */

@@ -6,6 +6,7 @@
  * `unprotected` and keeps it, because the restore points it was backed up into are kept for their
  * retention.
  */
+import { assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { z } from "zod";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import {
@@ -22,6 +23,22 @@ import { COUNT_DOWN, COUNT_UP, getManyValues } from "./kv.ts";
 import { CommitConflictError, withRetry } from "./retry.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, inScope } from "./rbac.ts";
+import {
+  hostCoverageKey,
+  objectCountKey,
+  protectedByAccountKey,
+  protectedByHostKey,
+  protectedObjectKey,
+  unprotectedHostsKey,
+} from "./keys/protected.ts";
+export {
+  hostCoverageKey,
+  objectCountKey,
+  protectedByAccountKey,
+  protectedByHostKey,
+  protectedObjectKey,
+  unprotectedHostsKey,
+};
 
 /** Object types of the guide's filter; native assignments create `fileset`, `physical` or `vm`. */
 export const PROTECTED_TYPES = ["vm", "physical", "fileset", "cloud_resource", "nas"] as const;
@@ -87,19 +104,6 @@ export interface ProtectedObject {
   protection: ProtectionState;
   createdAt: string;
   updatedAt: string;
-}
-
-/** Primary key of a protected object. */
-export function protectedObjectKey(id: string) {
-  return ["protected_objects", id] as const;
-}
-/** Unique: one native protected object per (host, policy). */
-export function protectedByHostKey(hostId: string, policyId: string) {
-  return ["protected_by_host", hostId, policyId] as const;
-}
-/** The account's protected objects (for the list page). */
-export function protectedByAccountKey(accountId: string, id: string) {
-  return ["protected_by_account", accountId, id] as const;
 }
 
 /** Every index key of a protected object (create and delete touch exactly these). */
@@ -176,17 +180,6 @@ export function breachDurationMs(o: ProtectedObject, now: Date): number {
 /** Dashboard counters of an org's objects: active ones, active ones whose last backup failed, swept breaches. */
 export type ObjectMetric = "protected" | "at_risk" | "breached";
 
-export function objectCountKey(accountId: string, orgId: string, metric: ObjectMetric) {
-  return ["po_counts", accountId, orgId, metric] as const;
-}
-/** Managed hosts of an org without an active protected object (a decommissioned host is not counted). */
-export function unprotectedHostsKey(accountId: string, orgId: string) {
-  return ["host_counts", accountId, orgId, "unprotected"] as const;
-}
-/** How many active protected objects a host has (checked, so two assignments cannot both see 0). */
-export function hostCoverageKey(hostId: string) {
-  return ["host_coverage", hostId] as const;
-}
 export interface HostCoverage {
   accountId: string;
   orgId: string;
@@ -777,7 +770,7 @@ export async function applyPolicyRpo(
 ): Promise<number> {
   let updated = 0;
   let conflict: CommitConflictError | null = null;
-  for await (const e of kv.list({ prefix: ["assignments_by_policy", policy.id] })) {
+  for await (const e of kv.list({ prefix: assignmentsByPolicyPrefix(policy.id) })) {
     const hostId = String(e.key[2]);
     const attempt = async (): Promise<{ value: void } | null> => {
       const current = await readProtectedFor(kv, hostId, policy.id);

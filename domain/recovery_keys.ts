@@ -10,6 +10,8 @@ import { generateRecoveryKeyPair, RECOVERY_ALGORITHM } from "../engine/repo/reco
 import { appendAudit } from "./audit.ts";
 import { ConflictError } from "./errors.ts";
 import { type Actor, authorize } from "./rbac.ts";
+import { recoveryKeyKey } from "./keys/recovery_keys.ts";
+export { recoveryKeyKey };
 
 export interface AccountRecoveryKey {
   accountId: string;
@@ -21,10 +23,6 @@ export interface AccountRecoveryKey {
   createdAt: string;
   /** Who created it (user id and label at the time). */
   createdBy: { id: string; label: string };
-}
-
-export function recoveryKeyKey(accountId: string) {
-  return ["account_recovery_keys", accountId] as const;
 }
 
 /** The account's recovery public key, or null before an administrator created it. */

@@ -19,6 +19,7 @@
  * success and the last failure. A record is final once its job's result is applied; until then it is
  * read together with its job, so a claimed job shows as running.
  */
+import { replicasByPolicyPrefix } from "./keys/replicas.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { kekReference as kekReferenceOf } from "./keks.ts";
@@ -39,6 +40,13 @@ import { evaluate321, type ThreeTwoOne } from "./three_two_one.ts";
 import type { RestorePoint } from "./runs.ts";
 import { restorePointKey } from "./restore_point_keys.ts";
 import { type Host, hostKey, hostScope } from "./hosts.ts";
+import {
+  replicaKey,
+  replicasByAccountKey,
+  replicasByPolicyKey,
+  replicasByTargetKey,
+} from "./keys/replicas.ts";
+export { replicaKey, replicasByAccountKey, replicasByPolicyKey, replicasByTargetKey };
 
 /** Where the key-encryption key of the replica comes from. */
 export const KEK_SOURCES = ["account", "pam_vault"] as const;
@@ -91,19 +99,6 @@ interface KekReference {
 /** The KEK reference of a rule (see `KekReference`). */
 function kekReference(rule: Pick<ReplicaRule, "kekSource" | "accountId" | "orgId">): KekReference {
   return kekReferenceOf(rule.kekSource, rule.accountId, rule.orgId);
-}
-
-export function replicaKey(id: string) {
-  return ["replicas", id] as const;
-}
-export function replicasByPolicyKey(policyId: string, id: string) {
-  return ["replicas_by_policy", policyId, id] as const;
-}
-export function replicasByTargetKey(targetId: string, id: string) {
-  return ["replicas_by_target", targetId, id] as const;
-}
-export function replicasByAccountKey(accountId: string, id: string) {
-  return ["replicas_by_account", accountId, id] as const;
 }
 
 /** Every key of a rule, so create, update and delete touch the same set. */
@@ -175,7 +170,7 @@ export async function requireReplica(kv: Deno.Kv, actor: Actor, id: string): Pro
 
 async function readPolicyRules(kv: Deno.Kv, policyId: string): Promise<ReplicaRule[]> {
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["replicas_by_policy", policyId] })) {
+  for await (const e of kv.list<string>({ prefix: replicasByPolicyPrefix(policyId) })) {
     keys.push(replicaKey(e.value));
   }
   return await getManyValues<ReplicaRule>(kv, keys);
@@ -563,7 +558,7 @@ export async function deleteReplica(kv: Deno.Kv, actor: Actor, id: string, now: 
  */
 export async function deleteReplicasOfPolicy(kv: Deno.Kv, policyId: string): Promise<number> {
   let n = 0;
-  for await (const e of kv.list<unknown>({ prefix: ["replicas_by_policy", policyId] })) {
+  for await (const e of kv.list<unknown>({ prefix: replicasByPolicyPrefix(policyId) })) {
     // A pointer without its record (or not a pointer at all) is simply dropped.
     if (typeof e.value === "string" && await removeRule(kv, e.value, null)) n++;
     else await kv.delete(e.key);
@@ -750,7 +745,7 @@ export async function queueReplicationsInOp(
   now: Date,
 ): Promise<Job[]> {
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["replicas_by_policy", policy.id] })) {
+  for await (const e of kv.list<string>({ prefix: replicasByPolicyPrefix(policy.id) })) {
     keys.push(replicaKey(e.value));
   }
   const rules: ReplicaRule[] = [];

@@ -11,7 +11,11 @@
  * - `["repository_hosts", policyId, generation, hostId | "bes"]`: a host already has a restore point in
  *   that generation (its next incremental may chain on it); without one the backup is sent as a full.
  */
+import { runKey } from "./keys/runs.ts";
+import { jobKey } from "./keys/jobs.ts";
 import { getManyValues, withRetry } from "./kv.ts";
+import { pointsByTargetKey, repositoryHostKey } from "./keys/repositories.ts";
+export { pointsByTargetKey, repositoryHostKey };
 
 /** The repository a policy's backups go to: storage target, path under its root, generation. */
 export interface Repository {
@@ -57,14 +61,6 @@ export function generationChanges(
   }
   if ((before.deduplication ?? true) !== (after.deduplication ?? true)) changed.push("deduplication");
   return changed;
-}
-
-export function pointsByTargetKey(targetId: string, pointId: string) {
-  return ["restore_points_by_target", targetId, pointId] as const;
-}
-
-export function repositoryHostKey(policyId: string, generation: number, hostId: string | null) {
-  return ["repository_hosts", policyId, generation, hostId ?? "bes"] as const;
 }
 
 /** Set once every restore point has its repository and target index (points older than generations had none). */
@@ -194,9 +190,9 @@ async function guessRepository(
   kv: Deno.Kv,
   point: { policyId: string; runId: string },
 ): Promise<Repository | null> {
-  const run = (await kv.get<{ jobId: string | null }>(["runs", point.runId])).value;
+  const run = (await kv.get<{ jobId: string | null }>(runKey(point.runId))).value;
   const job = run?.jobId
-    ? (await kv.get<{ payload: Record<string, unknown> }>(["jobs", run.jobId])).value
+    ? (await kv.get<{ payload: Record<string, unknown> }>(jobKey(run.jobId))).value
     : null;
   const payload = job?.payload ?? {};
   const fromPayload = repositoryOfPayload(payload);

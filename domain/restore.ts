@@ -6,6 +6,8 @@
  * `applyRestoreJobOutcome`, called from runs.ts for the kinds browse, search, restore_files,
  * restore_image and bmr; reads also reconcile with the job, so a lease that ran out shows as failed.
  */
+import { policiesByAccountPrefix, policyKey, retiredPolicyKey } from "./keys/policies.ts";
+import { restorePointsByPolicyPrefix } from "./keys/restore.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { CursorField, openIdCursor } from "./cursor.ts";
@@ -25,6 +27,28 @@ import { listReplicationsOfPoint } from "./replicas.ts";
 import type { StorageTarget } from "./storage.ts";
 import { targetKey } from "./storage_keys.ts";
 import { joinPath, MAX_PATH_LENGTH, normalizeRestorePath, PathList, RestorePath } from "./restore_paths.ts";
+import {
+  bmrTokenKey,
+  browseByJobKey,
+  listPageKey,
+  restoreByJobKey,
+  restoreKey,
+  restorePathsKey,
+  restoresByAccountKey,
+  searchByJobKey,
+  searchKey,
+} from "./keys/restore.ts";
+export {
+  bmrTokenKey,
+  browseByJobKey,
+  listPageKey,
+  restoreByJobKey,
+  restoreKey,
+  restorePathsKey,
+  restoresByAccountKey,
+  searchByJobKey,
+  searchKey,
+};
 
 // Path rules live in restore_paths.ts (no imports from other domain modules, so any module can use them).
 export * from "./restore_paths.ts";
@@ -55,35 +79,9 @@ export const RESTORE_POINT_SCAN_LIMIT = 5000;
 // ---------------------------------------------------------------------------------------------------
 // Keys
 
-export function restoreKey(id: string) {
-  return ["restores", id] as const;
-}
-export function restoresByAccountKey(accountId: string, id: string) {
-  return ["restores_by_account", accountId, id] as const;
-}
-export function restoreByJobKey(jobId: string) {
-  return ["restores_by_job", jobId] as const;
-}
-/** A chunk of a file restore's path list (lists too long for the job payload are fetched by the agent). */
-export function restorePathsKey(restoreId: string, chunk: number) {
-  return ["restore_paths", restoreId, chunk] as const;
-}
 /** The browse state of a (restore point, path); the path is hashed because keys are limited to 2 KiB. */
 export function browseKey(restorePointId: string, path: string) {
   return ["restore_browse", restorePointId, sha256Hex(path)] as const;
-}
-export function browseByJobKey(jobId: string) {
-  return ["restore_browse_by_job", jobId] as const;
-}
-export function searchKey(id: string) {
-  return ["restore_searches", id] as const;
-}
-export function searchByJobKey(jobId: string) {
-  return ["restore_searches_by_job", jobId] as const;
-}
-/** A BMR token by the SHA-256 of the token: the token itself is never stored. */
-export function bmrTokenKey(tokenHash: string) {
-  return ["bmr_tokens", tokenHash] as const;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -191,12 +189,12 @@ export async function restorablePolicies(kv: Deno.Kv, actor: Actor): Promise<Pol
   const out: Policy[] = [];
   if (actor.accountId) {
     const keys: Deno.KvKey[] = [];
-    for await (const e of kv.list<string>({ prefix: ["policies_by_account", actor.accountId] })) {
-      keys.push(["policies", e.value]);
+    for await (const e of kv.list<string>({ prefix: policiesByAccountPrefix(actor.accountId) })) {
+      keys.push(policyKey(e.value));
     }
     // Deleted policies whose restore points have not all expired yet (their points stay restorable).
     for await (const e of kv.list<string>({ prefix: ["policies_retired_by_account", actor.accountId] })) {
-      keys.push(["policies_retired", e.value]);
+      keys.push(retiredPolicyKey(e.value));
     }
     out.push(...await getManyValues<Policy>(kv, keys));
   } else if (actor.kind === "system") {
@@ -227,7 +225,7 @@ export async function listRestorePoints(
   const byId = new Map(policies.map((p) => [p.id, p]));
   const batchSize = policies.length === 1 ? Math.min(200, filter.limit + 1) : 25;
   const heads = await Promise.all(policies.map(async (policy) => {
-    const prefix = ["restore_points_by_policy", policy.id];
+    const prefix = restorePointsByPolicyPrefix(policy.id);
     const selector = filter.cursor ? { prefix, end: [...prefix, filter.cursor] } : { prefix };
     const iter = kv.list<string>(selector, { reverse: true, batchSize })[Symbol.asyncIterator]();
     const first = await iter.next();
@@ -309,7 +307,7 @@ async function loadPoint(
   requireIdShape(id, "Restore point");
   const point = (await kv.get<RestorePoint>(restorePointKey(id))).value;
   const [live, retired] = point
-    ? await kv.getMany<[Policy, Policy]>([["policies", point.policyId], ["policies_retired", point.policyId]])
+    ? await kv.getMany<[Policy, Policy]>([policyKey(point.policyId), retiredPolicyKey(point.policyId)])
     : [];
   // A deleted policy's points stay restorable until they expire (its last settings are kept retired).
   const policy = live?.value ?? retired?.value ?? null;
@@ -377,7 +375,7 @@ export async function restorePointChain(kv: Deno.Kv, actor: Actor, id: string): 
 
 /** The chain of a point already read through `requireRestorePoint` (which checked the scope). */
 export async function chainOf(kv: Deno.Kv, point: RestorePointView): Promise<RestorePointView[]> {
-  const prefix = ["restore_points_by_policy", point.policyId];
+  const prefix = restorePointsByPolicyPrefix(point.policyId);
   const chain: RestorePoint[] = [];
   const sameHost = (p: RestorePoint) => p.hostId === point.hostId;
   if (!isFull(point)) {
@@ -540,11 +538,6 @@ function resultError(job: Job): string {
 
 /** Sizes of stored entries are budgeted so a page stays well inside KV's 64 KiB per value. */
 const PAGE_BUDGET = 56_000;
-
-/** A stored page of a browse listing or search (`ListingPages`), by the job that answered it. */
-export function listPageKey(jobId: string, page: number) {
-  return ["restore_list_pages", jobId, page] as const;
-}
 
 /** Entries of an engine's answer, checked; entries without a usable name or path are skipped. */
 function readEntries(raw: unknown, parent: string | null, cap: number): TreeEntry[] {

@@ -1,12 +1,2 @@
-/**
- * The KV keys of a restore point and of its per-host index, in a module of their own (no imports), so that
- * restore, drills, replicas and file history can read a point without importing runs.ts, which applies
- * their job outcomes (the `runs ↔ restore` import cycle).
- */
-export function restorePointKey(id: string) {
-  return ["restore_points", id] as const;
-}
-/** A policy's restore points of one host (`"bes"`: the BES's own), written with the point. */
-export function restorePointsByHostKey(policyId: string, hostId: string | null, pointId: string) {
-  return ["restore_points_by_host", policyId, hostId ?? "bes", pointId] as const;
-}
+/** Re-exports keys/restore.ts, where these keys live (issue 19 item 1). */
+export * from "./keys/restore.ts";

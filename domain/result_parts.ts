@@ -12,10 +12,13 @@
  * result's inline `errors` are kept as part -1 of `errors` (first). Parts of browse and search expire with
  * the listings they feed; errors stay with their run.
  */
+import { jobKey } from "./keys/jobs.ts";
 import { z } from "zod";
 import { ConflictError, HttpError, NotFoundError, ValidationError } from "./errors.ts";
 import type { Job } from "./job_queue.ts";
 import { CommitConflictError } from "./retry.ts";
+import { partCountKey, partKey } from "./keys/jobs.ts";
+export { partCountKey, partKey };
 
 export const RESULT_LISTS = ["entries", "matches", "errors"] as const;
 export type ResultList = (typeof RESULT_LISTS)[number];
@@ -76,13 +79,6 @@ export const PartInput = z.object({
 }).strict();
 export type PartInput = z.input<typeof PartInput>;
 
-export function partKey(jobId: string, attempt: number, list: ResultList, part: number) {
-  return ["job_parts", jobId, attempt, list, part] as const;
-}
-export function partCountKey(jobId: string, attempt: number, list: ResultList, part: number) {
-  return ["job_part_counts", jobId, attempt, list, part] as const;
-}
-
 /** The result's list facts kept with the job: parts uploaded, items kept, items the engine found. */
 export interface ListFacts {
   parts: number;
@@ -111,7 +107,7 @@ export async function storeResultPart(
   now: Date,
 ): Promise<{ list: ResultList; part: number; items: number }> {
   const data = PartInput.parse(input);
-  const entry = await kv.get<Job>(["jobs", id]);
+  const entry = await kv.get<Job>(jobKey(id));
   const job = entry.value;
   if (!job || job.principal !== principal) throw new NotFoundError("No such job for this principal");
   if (job.result) throw new ConflictError("This job's result is already recorded: parts come before it");

@@ -10,6 +10,11 @@ import { type Actor, authorize, inScope } from "./rbac.ts";
 import { type ErrorItem, listPartNumbers, readResultPart } from "./result_parts.ts";
 import { type Run, runKey } from "./runs.ts";
 
+/** The run, or null; no scope check (the caller has checked the run's policy). */
+export async function getRun(kv: Deno.Kv, id: string): Promise<Run | null> {
+  return (await kv.get<Run>(runKey(id))).value;
+}
+
 /** The run if the actor may see it (its policy's account and org); NotFoundError otherwise. */
 export async function requireRun(kv: Deno.Kv, actor: Actor, id: string): Promise<Run> {
   const run = /^[0-9A-Z]{26}$/.test(id) ? (await kv.get<Run>(runKey(id))).value : null;

@@ -6,6 +6,33 @@
  * each (policy, schedule, minute) is claimed with an atomic check, so a second tick — in this
  * process or another instance — dispatches nothing twice.
  */
+import { openAlertKey } from "./keys/alerts.ts";
+import { hostDecommissionsPrefix, hostsPrefix } from "./keys/hosts.ts";
+import {
+  assignmentKey,
+  assignmentsByHostPrefix,
+  assignmentsByPolicyPrefix,
+  assignmentsPrefix,
+  hooksByPolicyAllPrefix,
+  policiesPrefix,
+  retiredPoliciesByAccountKey,
+  retiredPoliciesPrefix,
+} from "./keys/policies.ts";
+import {
+  restorePointsByHostPrefix,
+  restorePointsByPolicyKey,
+  restorePointsByPolicyPrefix,
+  restorePointsPrefix,
+} from "./keys/restore.ts";
+import {
+  autoRetryCountKey,
+  deferredPrefix,
+  retryableKey,
+  retryablePrefix,
+  runsByPolicyPrefix,
+  runsPrefix,
+  scheduleSlotKey,
+} from "./keys/runs.ts";
 import { appendAudit } from "./audit.ts";
 import { compileCron } from "./cron_rules.ts";
 import { openIdCursor } from "./cursor.ts";
@@ -64,6 +91,8 @@ import {
   repositoryOf,
   repositoryOfPayload,
 } from "./repositories.ts";
+import { deferredKey, retryGuardKey, runsByPolicyKey } from "./keys/runs.ts";
+export { deferredKey, retryGuardKey, runsByPolicyKey };
 
 /** Job kinds whose outcome belongs to restore (browse and search states, restore requests). */
 const RESTORE_JOB_KINDS: readonly string[] = ["browse", "search", "restore_files", "restore_image", "bmr"];
@@ -160,9 +189,6 @@ export interface RestorePoint {
 }
 
 export { restorePointKey, restorePointsByHostKey, runByJobKey, runKey, runsOpenKey, runsOpenPrefix };
-export function runsByPolicyKey(policyId: string, id: string) {
-  return ["runs_by_policy", policyId, id] as const;
-}
 /** Set once every restore point has its `restore_points_by_host` entry (points older than the index had none). */
 const POINTS_BY_HOST_FIX_KEY = ["data_fixes", "restore_points_by_host_v1"] as const;
 /** Set once every open run has its `runs_open` entry (runs older than the index had none). */
@@ -182,7 +208,7 @@ export async function indexOpenRuns(
 ): Promise<{ indexed: number; skipped: boolean }> {
   if (!options.force && (await kv.get(OPEN_RUNS_INDEX_FIX_KEY)).value) return { indexed: 0, skipped: true };
   let indexed = 0;
-  for await (const listed of kv.list<Run>({ prefix: ["runs"] }, { batchSize: 500 })) {
+  for await (const listed of kv.list<Run>({ prefix: runsPrefix() }, { batchSize: 500 })) {
     if (!listed.value || !isOpenRun(listed.value)) continue;
     let entry: Deno.KvEntryMaybe<Run> | null = null;
     // Commit retry (retry.ts): five lost races throw, so the marker is not written and the next start
@@ -210,7 +236,7 @@ export function isOpenRun(run: Pick<Run, "status">): boolean {
   return run.status === "pending" || run.status === "running";
 }
 function slotKey(policyId: string, kind: RunKind, minute: string) {
-  return ["schedule_slots", policyId, kind, minute] as const;
+  return scheduleSlotKey(policyId, kind, minute);
 }
 
 /** Whether a 5-field cron fires within the minute starting at `minuteStart` (in `timeZone`). */
@@ -476,7 +502,7 @@ export async function runSchedulerTick(
   const caughtUp = await catchUpDeferred(kv, now);
   const active: Policy[] = [];
   let policies = 0;
-  for await (const entry of kv.list<Policy>({ prefix: ["policies"] }, { batchSize: 500 })) {
+  for await (const entry of kv.list<Policy>({ prefix: policiesPrefix() }, { batchSize: 500 })) {
     policies++;
     if (entry.value.enabled && !entry.value.pausedReason) active.push(entry.value);
   }
@@ -586,13 +612,13 @@ class TickContext {
       if (++scanned % 1000 === 0 && consoleBusy(this.kv)) await giveWayToConsole(this.kv, GIVE_WAY_MS);
     };
     const withHooks = new Set<string>();
-    for await (const e of this.kv.list({ prefix: ["hooks_by_policy"] }, { batchSize: 1000 })) {
+    for await (const e of this.kv.list({ prefix: hooksByPolicyAllPrefix() }, { batchSize: 1000 })) {
       await giveWay();
       withHooks.add(String(e.key[1]));
     }
     const hostIdsByPolicy = new Map<string, string[]>();
     const needed = new Set<string>();
-    for await (const e of this.kv.list<Assignment>({ prefix: ["assignments"] }, { batchSize: 1000 })) {
+    for await (const e of this.kv.list<Assignment>({ prefix: assignmentsPrefix() }, { batchSize: 1000 })) {
       await giveWay();
       const a = e.value;
       if (a.state !== "active" || !policyIds.has(a.policyId)) continue;
@@ -602,7 +628,7 @@ class TickContext {
       needed.add(a.hostId);
     }
     const hosts = new Map<string, TickHost>();
-    for await (const e of this.kv.list<TickHost>({ prefix: ["hosts"] }, { batchSize: 1000 })) {
+    for await (const e of this.kv.list<TickHost>({ prefix: hostsPrefix() }, { batchSize: 1000 })) {
       await giveWay();
       if (needed.has(e.value.id)) hosts.set(e.value.id, e.value);
     }
@@ -634,8 +660,8 @@ class TickContext {
   async hosts(policyId: string): Promise<TickHost[]> {
     if (this.#hosts) return this.#hosts.get(policyId) ?? [];
     const assignmentIds: Deno.KvKey[] = [];
-    for await (const a of this.kv.list<string>({ prefix: ["assignments_by_policy", policyId] })) {
-      assignmentIds.push(["assignments", a.value]);
+    for await (const a of this.kv.list<string>({ prefix: assignmentsByPolicyPrefix(policyId) })) {
+      assignmentIds.push(assignmentKey(a.value));
     }
     const assignments = (await getManyValues<Assignment>(this.kv, assignmentIds)).filter((a) =>
       a.state === "active"
@@ -834,7 +860,7 @@ export async function offlineAlertId(
   id: string,
 ): Promise<string | null> {
   const reason = subject === "engine" ? "engine_offline" : "host_offline";
-  return (await kv.get<string>(["alerts_open", subject, id, reason])).value;
+  return (await kv.get<string>(openAlertKey(subject, id, reason))).value;
 }
 
 /**
@@ -910,7 +936,7 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
       }, now);
       next.restorePointId = point.id;
       op.set(restorePointKey(point.id), point)
-        .set(["restore_points_by_policy", run.policyId, point.id], point.id)
+        .set(restorePointsByPolicyKey(run.policyId, point.id), point.id)
         .set(restorePointsByHostKey(run.policyId, run.hostId, point.id), point.id);
       if (point.repository) {
         op.set(pointsByTargetKey(point.repository.target, point.id), point.id)
@@ -1082,15 +1108,10 @@ export async function failRunsOfExpiredJobs(kv: Deno.Kv, jobIds: string[], now: 
 /** A policy's runs, newest first. */
 export async function listRunsByPolicy(kv: Deno.Kv, policyId: string, limit = 50): Promise<Run[]> {
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["runs_by_policy", policyId] }, { reverse: true, limit })) {
+  for await (const e of kv.list<string>({ prefix: runsByPolicyPrefix(policyId) }, { reverse: true, limit })) {
     keys.push(runKey(e.value));
   }
   return await getManyValues<Run>(kv, keys);
-}
-
-/** At most one retry per failed run: the guard key every retry of that run must create. */
-export function retryGuardKey(runId: string) {
-  return ["run_retries", runId] as const;
 }
 
 /**
@@ -1258,7 +1279,7 @@ export async function applyJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise
       const op = kv.atomic().check(entry).set(restorePointKey(id), { ...entry.value, verification: status });
       if (status === "failed") {
         // The dashboard's verification-failures queue reads this index, never the restore points.
-        const policy = (await kv.get<Policy>(["policies", entry.value.policyId])).value;
+        const policy = (await kv.get<Policy>(policyKey(entry.value.policyId))).value;
         if (policy) {
           op.set(verifyFailedKey(policy.accountId, entry.value.completedAt, id), orgPart(policy.orgId));
         }
@@ -1353,10 +1374,6 @@ export async function sweepOpenRuns(kv: Deno.Kv, now: Date): Promise<{ caughtUp:
 /** Automatic retries allowed per policy and host per UTC day (the guide's "up to 3 times"). */
 export const AUTO_RETRY_MAX = 3;
 
-function retryableKey(runId: string) {
-  return ["runs_retryable", runId] as const;
-}
-
 /** What the auto-retry index holds per run; `platform` marks a platform job's run. */
 interface RetryableEntry {
   policyId: string;
@@ -1380,9 +1397,6 @@ export function indexRetryableInOp(
   const entry: RetryableEntry = { policyId: run.policyId, hostId: run.hostId, at: now.toISOString() };
   if (options.platform) entry.platform = true;
   op.set(retryableKey(run.id), entry);
-}
-function autoRetryCountKey(policyId: string, hostId: string | null, day: string) {
-  return ["auto_retry_count", policyId, hostId ?? "bes", day] as const;
 }
 
 /**
@@ -1410,7 +1424,7 @@ export async function autoRetryRuns(
   let retried = 0;
   let skipped = 0;
   for await (
-    const e of kv.list<RetryableEntry>({ prefix: ["runs_retryable"] })
+    const e of kv.list<RetryableEntry>({ prefix: retryablePrefix() })
   ) {
     const runId = String(e.key[1]);
     if (e.value.at && Date.parse(e.value.at) + AUTO_RETRY_DELAY_MS > now.getTime()) continue; // not yet
@@ -1467,7 +1481,7 @@ function retentionPoints(points: RestorePoint[], holds?: HoldGuard): RetentionPo
 /** A policy's restore points grouped by protected object (host id, or "bes" for BES-side points). */
 export async function pointsByObject(kv: Deno.Kv, policyId: string): Promise<Map<string, RestorePoint[]>> {
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["restore_points_by_policy", policyId] })) {
+  for await (const e of kv.list<string>({ prefix: restorePointsByPolicyPrefix(policyId) })) {
     keys.push(restorePointKey(e.value));
   }
   const groups = new Map<string, RestorePoint[]>();
@@ -1491,7 +1505,7 @@ export async function pointsOfHost(
     return (await pointsByObject(kv, policyId)).get(hostId ?? "bes") ?? [];
   }
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["restore_points_by_host", policyId, hostId ?? "bes"] })) {
+  for await (const e of kv.list<string>({ prefix: restorePointsByHostPrefix(policyId, hostId) })) {
     keys.push(restorePointKey(e.value));
   }
   return await getManyValues<RestorePoint>(kv, keys);
@@ -1512,7 +1526,7 @@ export async function indexRestorePointsByHost(
   let indexed = 0;
   let op = kv.atomic();
   let pending = 0;
-  for await (const e of kv.list<RestorePoint>({ prefix: ["restore_points"] }, { batchSize: 500 })) {
+  for await (const e of kv.list<RestorePoint>({ prefix: restorePointsPrefix() }, { batchSize: 500 })) {
     const point = e.value;
     if (!point?.policyId) continue;
     op.set(restorePointsByHostKey(point.policyId, point.hostId, point.id), point.id);
@@ -1564,9 +1578,9 @@ export async function applyRetention(
   let expired = 0;
   let pruneJobs = 0;
   const decommissioning = new Set<string>();
-  for await (const e of kv.list({ prefix: ["host_decommissions"] })) decommissioning.add(String(e.key[1]));
+  for await (const e of kv.list({ prefix: hostDecommissionsPrefix() })) decommissioning.add(String(e.key[1]));
   // Live policies, then deleted ones kept for their restore points (under their last retention).
-  for (const prefix of [["policies"], ["policies_retired"]]) {
+  for (const prefix of [policiesPrefix(), retiredPoliciesPrefix()]) {
     for await (const entry of kv.list<Policy>({ prefix }, { batchSize: 200 })) {
       const policy = entry.value;
       const groups = await pointsByObject(kv, policy.id);
@@ -1586,7 +1600,7 @@ async function dropRetiredWithoutPoints(kv: Deno.Kv, entry: Deno.KvEntry<Policy>
     .filter((p) => p.status === "complete" || p.status === "running");
   if (left.length) return;
   const op = kv.atomic().check(entry).delete(entry.key)
-    .delete(["policies_retired_by_account", policy.accountId, policy.id]);
+    .delete(retiredPoliciesByAccountKey(policy.accountId, policy.id));
   appendAudit(op, systemActor("retention"), {
     accountId: policy.accountId,
     orgId: policy.orgId,
@@ -1680,11 +1694,6 @@ const SLOT_BATCH = 100;
 /** From this many policies due in one tick on (and a quarter of all), the tick scans assignments and hosts whole. */
 const BULK_READ_MIN_POLICIES = 500;
 
-/** A run waiting for its offline agent (catch-up on reconnect dispatches it). */
-export function deferredKey(hostId: string, runId: string) {
-  return ["runs_deferred", hostId, runId] as const;
-}
-
 /**
  * An agent's backup payload for a policy and the run kind it amounts to (an incremental of a host new to
  * the policy's generation goes as a full), or null when the policy's BES or storage target is gone.
@@ -1711,7 +1720,7 @@ async function agentBackupPayload(
  */
 async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
   const byHost = new Map<string, Array<{ key: Deno.KvKey; runId: string; policyId: string }>>();
-  for await (const e of kv.list<string>({ prefix: ["runs_deferred"] })) {
+  for await (const e of kv.list<string>({ prefix: deferredPrefix() })) {
     const hostId = String(e.key[1]);
     const entry = { key: e.key, runId: String(e.key[2]), policyId: e.value };
     const list = byHost.get(hostId);
@@ -1742,7 +1751,7 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
       }
       // Every outcome below but a dispatch ends the run.
       const ended = () => op.delete(runsOpenKey(run.policyId, run.hostId, run.id));
-      const policy = host ? (await kv.get<Policy>(["policies", run.policyId])).value : null;
+      const policy = host ? (await kv.get<Policy>(policyKey(run.policyId))).value : null;
       if (!policy || newest.get(e.policyId) !== e.runId) {
         ended().set(runKey(run.id), { ...run, status: "skipped", updatedAt: now.toISOString() });
         await op.commit();
@@ -1794,12 +1803,12 @@ async function catchUpDeferred(kv: Deno.Kv, now: Date): Promise<number> {
 export async function requestPrePatch(kv: Deno.Kv, hostId: string, now: Date): Promise<Run[]> {
   const created: Run[] = [];
   const ids: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["assignments_by_host", hostId] })) {
-    ids.push(["assignments", e.value]);
+  for await (const e of kv.list<string>({ prefix: assignmentsByHostPrefix(hostId) })) {
+    ids.push(assignmentKey(e.value));
   }
   for (const a of await getManyValues<{ policyId: string; state: string }>(kv, ids)) {
     if (a.state !== "active") continue;
-    const policy = (await kv.get<Policy>(["policies", a.policyId])).value;
+    const policy = (await kv.get<Policy>(policyKey(a.policyId))).value;
     if (!policy?.prePatchBackup || !policy.enabled || policy.pausedReason) continue;
     const sent = await agentBackupPayload(kv, policy, "incremental", hostId);
     if (!sent) continue;
@@ -1860,7 +1869,7 @@ export async function listRuns(
 ): Promise<{ values: Run[]; cursor: string }> {
   authorize(actor, "backup.view");
   if (filter.policyId) await requirePolicy(kv, actor, filter.policyId); // 404 outside the scope
-  const prefix: Deno.KvKey = filter.policyId ? ["runs_by_policy", filter.policyId] : ["runs"];
+  const prefix: Deno.KvKey = filter.policyId ? runsByPolicyPrefix(filter.policyId) : runsPrefix();
   const cursor = openIdCursor(page.cursor);
   const selector = cursor ? { prefix, end: [...prefix, cursor] } : { prefix };
   const values: Run[] = [];

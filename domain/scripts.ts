@@ -4,6 +4,7 @@
  * that a hook uses cannot be deleted; hooks.ts touches the script entry whenever a hook starts using
  * it, so a delete that raced with such a hook fails its check and looks again.
  */
+import { hookKey } from "./keys/policies.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
@@ -15,6 +16,8 @@ import { policyKey } from "./policy_keys.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
+import { hooksByScriptKey, scriptKey, scriptsByAccountKey } from "./keys/policies.ts";
+export { hooksByScriptKey, scriptKey, scriptsByAccountKey };
 
 /** Interpreters an agent can run a script with. */
 export const INTERPRETERS = ["bash", "sh", "powershell", "python"] as const;
@@ -44,19 +47,9 @@ export interface Script {
   updatedAt: string;
 }
 
-export function scriptKey(id: string) {
-  return ["scripts", id] as const;
-}
-export function scriptsByAccountKey(accountId: string, id: string) {
-  return ["scripts_by_account", accountId, id] as const;
-}
 /** Unique: one script per (account, org, lower-cased name); "" stands for the account level. */
 export function scriptByNameKey(accountId: string, orgId: string | null, name: string) {
   return ["scripts_by_name", accountId, orgId ?? "", name.toLowerCase()] as const;
-}
-/** Pointer from a script to a hook that runs it (written by hooks.ts). */
-export function hooksByScriptKey(scriptId: string, hookId: string) {
-  return ["hooks_by_script", scriptId, hookId] as const;
 }
 
 /** Every key of a script (primary and indexes), so create, update and delete touch the same set. */
@@ -277,7 +270,7 @@ export async function scriptUsage(
   const pointers: Deno.KvKey[] = [];
   for await (const e of kv.list<string>({ prefix: ["hooks_by_script", scriptId] })) {
     pointers.push(e.key);
-    hookKeys.push(["hooks", e.value]);
+    hookKeys.push(hookKey(e.value));
   }
   const hooks = await getManyValues<HookRef>(kv, hookKeys);
   const policies = await getManyValues<PolicyCore>(
@@ -318,7 +311,7 @@ export async function deleteScript(kv: Deno.Kv, actor: Actor, id: string, now: D
     // Nothing live points here any more: drop the pointers and the hooks of deleted policies (bounded;
     // sweepOrphanHooks in hooks.ts removes any rest).
     for (const key of usage.pointers.slice(0, 400)) op.delete(key);
-    for (const hook of usage.stale.slice(0, 400)) op.delete(["hooks", hook.id]);
+    for (const hook of usage.stale.slice(0, 400)) op.delete(hookKey(hook.id));
     appendAudit(op, actor, {
       ...scriptScope(script),
       action: "script.delete",

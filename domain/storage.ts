@@ -3,6 +3,17 @@
  * against policies (DESIGN.md invariant 1), capacity reports with EWMA growth and health transitions
  * (alerts, auto-pause and auto-resume of policies), and capacity history (fine samples + daily roll-up).
  */
+import { hostsByAccountPrefix } from "./keys/hosts.ts";
+import { policiesByBesPrefix, policyKey } from "./keys/policies.ts";
+import { replicaKey, replicasByTargetPrefix } from "./keys/replicas.ts";
+import {
+  capacityDailyPrefix,
+  capacitySamplesPrefix,
+  storageCheckKey as storageCheckKeyOf,
+  storageChecksPrefix,
+  targetsByAccountPrefix,
+  targetsByBesPrefix,
+} from "./keys/storage.ts";
 import { z } from "zod";
 import {
   capacityDailyKey,
@@ -234,7 +245,7 @@ export async function requireTarget(kv: Deno.Kv, actor: Actor, id: string): Prom
 /** Ids of the targets of an engine. */
 export async function listTargetIdsOfEngine(kv: Deno.Kv, besId: string): Promise<string[]> {
   const ids: string[] = [];
-  for await (const e of kv.list<string>({ prefix: ["storage_targets_by_bes", besId] })) ids.push(e.value);
+  for await (const e of kv.list<string>({ prefix: targetsByBesPrefix(besId) })) ids.push(e.value);
   return ids;
 }
 
@@ -287,9 +298,7 @@ export async function listTargets(
 ): Promise<{ values: StorageTarget[]; total: number }> {
   if (!actor.accountId) return { values: [], total: 0 };
   const keys: Deno.KvKey[] = [];
-  const prefix = filter.besId
-    ? ["storage_targets_by_bes", filter.besId]
-    : ["storage_targets_by_account", actor.accountId];
+  const prefix = filter.besId ? targetsByBesPrefix(filter.besId) : targetsByAccountPrefix(actor.accountId);
   for await (const e of kv.list<string>({ prefix })) keys.push(targetKey(e.value));
   const needle = filter.q.toLowerCase();
   const rows = (await getManyValues<StorageTarget>(kv, keys)).filter((t) =>
@@ -478,9 +487,9 @@ export async function targetReferences(
 ): Promise<{ policies: string[]; replicaPolicies: string[] }> {
   const policies = (await listPoliciesByTarget(kv, id)).map((p) => p.name);
   const replicaPolicies: string[] = [];
-  for await (const r of kv.list<string>({ prefix: ["replicas_by_target", id] })) {
-    const rule = (await kv.get<{ policyId: string }>(["replicas", r.value])).value;
-    const p = rule ? (await kv.get<{ name: string }>(["policies", rule.policyId])).value : null;
+  for await (const r of kv.list<string>({ prefix: replicasByTargetPrefix(id) })) {
+    const rule = (await kv.get<{ policyId: string }>(replicaKey(r.value))).value;
+    const p = rule ? (await kv.get<{ name: string }>(policyKey(rule.policyId))).value : null;
     if (p) replicaPolicies.push(p.name);
   }
   return { policies, replicaPolicies };
@@ -561,7 +570,7 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
 }
 
 async function purgeTargetHistory(kv: Deno.Kv, id: string): Promise<void> {
-  for (const prefix of [["capacity_samples", id], ["capacity_daily", id], ["storage_checks", id]]) {
+  for (const prefix of [capacitySamplesPrefix(id), capacityDailyPrefix(id), storageChecksPrefix(id)]) {
     const keys: Deno.KvKey[] = [];
     for await (const e of kv.list({ prefix })) keys.push(e.key);
     for (let i = 0; i < keys.length; i += 500) {
@@ -810,14 +819,14 @@ export async function capacityHistory(
 export async function purgeCapacityHistory(kv: Deno.Kv, now: Date): Promise<number> {
   let removed = 0;
   const fineCutoff = now.getTime() - FINE_RETENTION_MS;
-  for await (const e of kv.list({ prefix: ["capacity_samples"] })) {
+  for await (const e of kv.list({ prefix: capacitySamplesPrefix() })) {
     if (Number(e.key[2]) < fineCutoff) {
       await kv.delete(e.key);
       removed++;
     }
   }
   const dayCutoff = new Date(now.getTime() - HISTORY_DAYS * 86_400_000).toISOString().slice(0, 10);
-  for await (const e of kv.list({ prefix: ["capacity_daily"] })) {
+  for await (const e of kv.list({ prefix: capacityDailyPrefix() })) {
     if (String(e.key[2]) < dayCutoff) {
       await kv.delete(e.key);
       removed++;
@@ -831,8 +840,8 @@ registerEngineCascade({
   name: "policies",
   async run(kv, engine, now) {
     let n = 0;
-    for await (const e of kv.list<string>({ prefix: ["policies_by_bes", engine.id] })) {
-      const policy = (await kv.get<Parameters<typeof deletePolicyCascade>[1]>(["policies", e.value])).value;
+    for await (const e of kv.list<string>({ prefix: policiesByBesPrefix(engine.id) })) {
+      const policy = (await kv.get<Parameters<typeof deletePolicyCascade>[1]>(policyKey(e.value))).value;
       if (policy) await deletePolicyCascade(kv, policy, now);
       else await kv.delete(e.key);
       n++;
@@ -903,7 +912,7 @@ export type StorageCheck = keyof typeof STORAGE_CHECKS;
 
 /** The latest request of each check of a target: the job that answers it. */
 function storageCheckKey(targetId: string, check: StorageCheck) {
-  return ["storage_checks", targetId, check] as const;
+  return storageCheckKeyOf(targetId, check);
 }
 
 /** The latest request of a check, as stored (the job holds its status and result). */
@@ -951,7 +960,7 @@ async function chooseHealthCheckHost(kv: Deno.Kv, target: StorageTarget, now: Da
   };
   let scanned = 0;
   for await (
-    const e of kv.list<string>({ prefix: ["hosts_by_account", target.accountId] }, { batchSize: 500 })
+    const e of kv.list<string>({ prefix: hostsByAccountPrefix(target.accountId) }, { batchSize: 500 })
   ) {
     batch.push(hostKey(e.value));
     if (batch.length === 100) {

@@ -7,25 +7,14 @@ import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import type { Account, Org } from "./types.ts";
+import { accountBySecretKey, accountKey, orgBySecretKey, orgKey, orgsByAccountKey } from "./keys/tenancy.ts";
+export { accountBySecretKey, accountKey, orgBySecretKey, orgKey, orgsByAccountKey };
 
-export function accountKey(id: string) {
-  return ["accounts", id] as const;
-}
 export function accountByNameKey(name: string) {
   return ["accounts_by_name", name.toLowerCase()] as const;
 }
-export function orgKey(id: string) {
-  return ["orgs", id] as const;
-}
-export function orgsByAccountKey(accountId: string, orgId: string) {
-  return ["orgs_by_account", accountId, orgId] as const;
-}
 export function orgByNameKey(accountId: string, name: string) {
   return ["orgs_by_name", accountId, name.toLowerCase()] as const;
-}
-/** Registration lookup: hash of an org secret → org id. */
-export function orgBySecretKey(secretHash: string) {
-  return ["orgs_by_secret", secretHash] as const;
 }
 
 export const AccountInput = z.object({ name: DisplayName });
@@ -272,11 +261,6 @@ export async function rotateOrgSecret(
 export async function findOrgBySecret(kv: Deno.Kv, secret: string): Promise<Org | null> {
   const id = (await kv.get<string>(orgBySecretKey(sha256Hex(secret)))).value;
   return id ? await getOrg(kv, id) : null;
-}
-
-/** Registration lookup: hash of an account secret → account id (account-scoped engines). */
-export function accountBySecretKey(secretHash: string) {
-  return ["accounts_by_secret", secretHash] as const;
 }
 
 /**

@@ -1,4 +1,7 @@
 /** Users of an account: email, name, role, org scope, argon2id password. */
+import { accountKey } from "./keys/tenancy.ts";
+import { apiTokenKey } from "./keys/api_tokens.ts";
+import { sessionKey } from "./keys/auth.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "./errors.ts";
@@ -8,15 +11,11 @@ import { type Argon2Params, hashPassword } from "./passwords.ts";
 import { type Actor, authorize, inScope, scopeCovers } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import { type OrgScope, type PublicUser, ROLES, type User } from "./types.ts";
+import { userKey, usersByAccountKey } from "./keys/users.ts";
+export { userKey, usersByAccountKey };
 
-export function userKey(id: string) {
-  return ["users", id] as const;
-}
 export function userByEmailKey(email: string) {
   return ["users_by_email", email.toLowerCase()] as const;
-}
-export function usersByAccountKey(accountId: string, userId: string) {
-  return ["users_by_account", accountId, userId] as const;
 }
 
 export const Email = z.string().trim().toLowerCase().max(254, "must be at most 254 characters")
@@ -134,7 +133,7 @@ export async function createUser(
     createdAt: at,
     updatedAt: at,
   };
-  const account = await kv.get(["accounts", user.accountId]);
+  const account = await kv.get(accountKey(user.accountId));
   if (!account.value) throw new NotFoundError("Account not found");
   const op = kv.atomic()
     .check(account)
@@ -244,7 +243,7 @@ export async function deleteUser(kv: Deno.Kv, actor: Actor, id: string, now: Dat
     if (!user || !inScope(actor, userScope(user))) throw new NotFoundError(`User ${id} not found`);
     const tokenKeys: Deno.KvKey[] = [];
     for await (const e of kv.list<string>({ prefix: ["api_tokens_by_user", id] })) {
-      tokenKeys.push(e.key, ["api_tokens", e.value], ["api_tokens_by_account", user.accountId, e.value]);
+      tokenKeys.push(e.key, apiTokenKey(e.value), ["api_tokens_by_account", user.accountId, e.value]);
     }
     authorize(actor, "admin", userScope(user));
     if (actor.id === user.id) throw new ForbiddenError("You cannot delete your own account");
@@ -269,6 +268,6 @@ export async function deleteUser(kv: Deno.Kv, actor: Actor, id: string, now: Dat
 /** Ends every session of a user. */
 export async function revokeSessionsOf(kv: Deno.Kv, userId: string): Promise<void> {
   for await (const e of kv.list<string>({ prefix: ["sessions_by_user", userId] })) {
-    await kv.atomic().delete(e.key).delete(["sessions", e.value]).commit();
+    await kv.atomic().delete(e.key).delete(sessionKey(e.value)).commit();
   }
 }

@@ -5,6 +5,8 @@
  * except to the engine that needs it.
  */
 import { fromBase64, toBase64Url } from "./ids.ts";
+import { vaultKey } from "./keys/vault.ts";
+export { vaultKey };
 
 export interface VaultRecord {
   id: string;
@@ -17,10 +19,6 @@ export interface VaultRecord {
   wrapIv: string;
   wrappedKey: string;
   createdAt: string;
-}
-
-export function vaultKey(id: string) {
-  return ["vault", id] as const;
 }
 
 async function aesKey(raw: Uint8Array): Promise<CryptoKey> {

@@ -5,6 +5,7 @@
  * `TickGate` lets a graceful shutdown stop new ticks and wait for the running one.
  */
 import { SpanStatusCode, trace } from "@opentelemetry/api";
+import { claimCronSlot } from "../domain/cron_slots.ts";
 import type { Logger } from "../domain/log.ts";
 import { applyRetention } from "./apply_retention.ts";
 import { autoRetry } from "./auto_retry.ts";
@@ -24,11 +25,8 @@ import { sweepRpo } from "./sweep_rpo.ts";
 import { syncPlatforms } from "./sync_platforms.ts";
 
 /** Claims the slot `name@slot` once across all instances. Returns false when another instance has it. */
-export async function claimSlot(kv: Deno.Kv, name: string, slot: string): Promise<boolean> {
-  const key = ["cron_slots", name, slot];
-  const res = await kv.atomic().check({ key, versionstamp: null }).set(key, true, { expireIn: 86_400_000 })
-    .commit();
-  return res.ok;
+export function claimSlot(kv: Deno.Kv, name: string, slot: string): Promise<boolean> {
+  return claimCronSlot(kv, name, slot);
 }
 
 /**

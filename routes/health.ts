@@ -1,5 +1,6 @@
 /** Liveness and readiness probes. */
 import { Hono } from "hono";
+import { readinessProbe } from "../domain/db_health.ts";
 import { publicAccess } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 
@@ -12,8 +13,7 @@ healthRoutes.get("/readyz", publicAccess(), async (c) => {
   const { kv, clock } = c.get("deps");
   try {
     const started = performance.now();
-    await kv.set(["probe", "readyz"], clock().toISOString());
-    await kv.get(["probe", "readyz"]);
+    await readinessProbe(kv, clock());
     return c.json({ status: "ready", kvLatencyMs: Math.round((performance.now() - started) * 100) / 100 });
   } catch {
     return c.json({

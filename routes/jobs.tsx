@@ -35,7 +35,7 @@ import {
   type RetryFacts,
   retryJob,
 } from "../domain/job_views.ts";
-import { getManyValues } from "../domain/kv.ts";
+import { hostnamesById } from "../domain/hosts.ts";
 import { can } from "../domain/rbac.ts";
 import { PLATFORM_TYPE_LABELS, type PlatformRun, type PlatformType } from "../domain/platforms.ts";
 import type { Run } from "../domain/runs.ts";
@@ -354,13 +354,7 @@ jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
     readPage(page.cursor, (cursor) => listJobRuns(kv, actor, job.id, { ...page, cursor })),
     job.orgId ? getOrg(kv, job.orgId) : Promise.resolve(null),
   ]);
-  const hosts = new Map(
-    (await getManyValues<{ id: string; hostname: string }>(
-      kv,
-      [...new Set(history.values.map((r) => r.hostId).filter((h): h is string => Boolean(h)))]
-        .map((id) => ["hosts", id]),
-    )).map((h) => [h.id, h.hostname]),
-  );
+  const hosts = await hostnamesById(kv, history.values.map((r) => r.hostId));
   if (staleCursor) page.cursor = "";
   const manage = can(actor, "backup.manage", { accountId: job.accountId, orgId: job.orgId });
   const last = job.lastRun;

@@ -6,8 +6,9 @@ import { HookOutputRow, runDuration, RunStatus } from "../components/runs.tsx";
 import { type Context, Hono } from "hono";
 import { RetentionCountsQuery } from "../domain/retention.ts";
 import { Badge, Csrf, formatBytes, formatTime, PageHeader, ShortId } from "../components/ui.tsx";
-import { getManyValues } from "../domain/kv.ts";
-import { listRunsByPolicy, pointsByObject, previewPolicyRetention, type Run } from "../domain/runs.ts";
+import { hostnamesById } from "../domain/hosts.ts";
+import { getRun } from "../domain/run_results.ts";
+import { listRunsByPolicy, pointsByObject, previewPolicyRetention } from "../domain/runs.ts";
 import { retrySingleRun } from "../domain/run_retry.ts";
 import type { Actor } from "../domain/rbac.ts";
 import {
@@ -719,13 +720,7 @@ policySectionRoutes.post("/replicas/:replicaId/delete", requires("backup.manage"
 export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
   const { kv, actor, policy, csrf } = props;
   const runs = await listRunsByPolicy(kv, policy.id, 30);
-  const hosts = new Map(
-    (await getManyValues<{ id: string; hostname: string }>(
-      kv,
-      [...new Set(runs.map((r) => r.hostId).filter(Boolean))].map((id) => ["hosts", id!]),
-    ))
-      .map((h) => [h.id, h.hostname]),
-  );
+  const hosts = await hostnamesById(kv, runs.map((r) => r.hostId));
   const latest = new Set<string>();
   const seen = new Set<string>();
   for (const r of runs) if (!seen.has(r.hostId ?? "")) seen.add(r.hostId ?? ""), latest.add(r.id);
@@ -807,7 +802,7 @@ policySectionRoutes.post("/runs/:runId/retry", requires("backup.manage"), async 
     e,
   ) => e);
   if (run instanceof ValidationError || run instanceof ConflictError) {
-    const original = (await kv.get<Run>(["runs", c.req.param("runId")])).value;
+    const original = await getRun(kv, c.req.param("runId"));
     return redirectWithNotice(
       c,
       original ? `/backup/policies/${original.policyId}#runs` : "/backup/policies",
@@ -841,12 +836,7 @@ export async function RetentionSection(
       counts.monthly !== current.monthly);
   const groups = await pointsByObject(kv, policy.id);
   const previews = await previewPolicyRetention(kv, policy, counts, groups);
-  const hostNames = new Map(
-    (await getManyValues<{ id: string; hostname: string }>(
-      kv,
-      [...groups.keys()].filter((k) => k !== "bes").map((id) => ["hosts", id]),
-    )).map((h) => [h.id, h.hostname]),
-  );
+  const hostNames = await hostnamesById(kv, [...groups.keys()].filter((k) => k !== "bes"));
   const objects = [...groups.entries()].sort(([a], [b]) =>
     (hostNames.get(a) ?? a).localeCompare(hostNames.get(b) ?? b)
   );

@@ -18,7 +18,7 @@ import { z } from "zod";
 import { Island } from "../components/Island.tsx";
 import { ReplicationTable } from "../components/replication.tsx";
 import { EngineResults } from "../components/runs.tsx";
-import type { Run } from "../domain/runs.ts";
+import { getRun } from "../domain/run_results.ts";
 import { KEK_SOURCE_LABELS, listReplicationsOfPoint } from "../domain/replicas.ts";
 import { getTarget } from "../domain/storage.ts";
 import {
@@ -579,7 +579,7 @@ async function pointPage(
     searchId
       ? getSearch(kv, actor, searchId, now, pages.searchPage).catch(() => null)
       : Promise.resolve(null),
-    kv.get<Run>(["runs", point.runId]).then((e) => e.value),
+    getRun(kv, point.runId),
     holdsCoveringPoint(kv, actor, point),
   ]);
   const anomaly = await anomalyOfPoint(kv, point);

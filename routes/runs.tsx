@@ -16,7 +16,8 @@ import {
 } from "../components/runs.tsx";
 import { Badge, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
 import { getJob, type Job } from "../domain/job_queue.ts";
-import type { Policy } from "../domain/policies.ts";
+import { getHost } from "../domain/hosts.ts";
+import { getPolicyOrRetired } from "../domain/policy_reads.ts";
 import { jobErrorsPage, requireRun } from "../domain/run_results.ts";
 import { AnomalyMark } from "../components/anomaly.tsx";
 import { anomalyOfRun } from "../domain/anomalies.ts";
@@ -50,15 +51,14 @@ runRoutes.get("/:runId", requires("backup.view"), async (c) => {
   const actor = c.get("actor")!;
   const run = await requireRun(kv, actor, c.req.param("runId"));
   const { errorsPage } = RunQuery.parse(c.req.query());
-  const [job, policyEntries, host] = await Promise.all([
+  const [job, policy, host] = await Promise.all([
     run.jobId ? getJob(kv, run.jobId) : Promise.resolve(null),
-    kv.getMany<[Policy, Policy]>([["policies", run.policyId], ["policies_retired", run.policyId]]),
-    run.hostId ? kv.get<{ hostname: string }>(["hosts", run.hostId]) : Promise.resolve(null),
+    getPolicyOrRetired(kv, run.policyId),
+    run.hostId ? getHost(kv, run.hostId) : Promise.resolve(null),
   ]);
-  const policy = policyEntries[0].value ?? policyEntries[1].value;
   const errors = await jobErrorsPage(kv, job, errorsPage);
   const anomaly = await anomalyOfRun(kv, run.id);
-  const hostName = run.hostId ? host?.value?.hostname ?? "(deleted host)" : "BES";
+  const hostName = run.hostId ? host?.hostname ?? "(deleted host)" : "BES";
   const fullReason = job?.payload.fullReason === "new_generation"
     ? " (a full: the first backup in a new repository generation)"
     : "";
@@ -71,11 +71,11 @@ runRoutes.get("/:runId", requires("backup.view"), async (c) => {
         subtitle={
           <>
             Policy {policy?.name ?? run.policyId}
-            {policyEntries[0].value ? "" : policy ? " (deleted)" : ""} · scheduled{" "}
+            {(policy && !policy.deletedAt) ? "" : policy ? " (deleted)" : ""} · scheduled{" "}
             {formatTime(run.scheduledFor)}
           </>
         }
-        actions={policyEntries[0].value
+        actions={(policy && !policy.deletedAt)
           ? <a class="btn" href={`/backup/policies/${run.policyId}#runs`}>Policy</a>
           : undefined}
       />
@@ -106,7 +106,7 @@ runRoutes.get("/:runId", requires("backup.view"), async (c) => {
             <dd>{run.trigger.replace("_", "-")}</dd>
             <dt>Host</dt>
             <dd>
-              {run.hostId && host?.value ? <a href={`/backup/hosts/${run.hostId}`}>{hostName}</a> : hostName}
+              {run.hostId && host ? <a href={`/backup/hosts/${run.hostId}`}>{hostName}</a> : hostName}
             </dd>
             <dt>Started</dt>
             <dd>{formatTime(run.startedAt)}</dd>

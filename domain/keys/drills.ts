@@ -1,0 +1,35 @@
+/** The KV keys of drills (no imports). */
+
+export function drillKey(id: string) {
+  return ["drills", id] as const;
+}
+
+export function drillsByAccountKey(accountId: string, id: string) {
+  return ["drills_by_account", accountId, id] as const;
+}
+
+export function drillRunKey(id: string) {
+  return ["drill_runs", id] as const;
+}
+
+export function drillRunsByDrillKey(drillId: string, runId: string) {
+  return ["drill_runs_by_drill", drillId, runId] as const;
+}
+
+export function drillRunByJobKey(jobId: string) {
+  return ["drill_runs_by_job", jobId] as const;
+}
+
+/** Runs not ended yet (the dispatch tick catches them up with their jobs). */
+export function openDrillRunKey(runId: string) {
+  return ["drill_runs_open", runId] as const;
+}
+
+/** Claimed once per drill and minute: a tick that runs twice dispatches once. */
+export function drillSlotKey(drillId: string, minute: string) {
+  return ["drill_slots", drillId, minute] as const;
+}
+
+export function provenRestoreKey(accountId: string, policyId: string) {
+  return ["drill_proven", accountId, policyId] as const;
+}

@@ -1,0 +1,20 @@
+/** The KV keys of holds (no imports). */
+
+export function holdKey(id: string) {
+  return ["legal_holds", id] as const;
+}
+
+/** Every hold of an account (active and released), oldest first. */
+export function holdsByAccountKey(accountId: string, id: string) {
+  return ["legal_holds_by_account", accountId, id] as const;
+}
+
+/** The active holds of an account: what retention and expiry read. */
+export function activeHoldKey(accountId: string, id: string) {
+  return ["legal_holds_active", accountId, id] as const;
+}
+
+/** Bumped with every placement; expiring writers `check()` it (see the module notes). */
+export function holdEpochKey(accountId: string) {
+  return ["legal_holds_epoch", accountId] as const;
+}

@@ -1,0 +1,5 @@
+/** The KV keys of keks (no imports). */
+
+export function kekStateKey(ref: string) {
+  return ["keks", ref] as const;
+}

@@ -1,0 +1,34 @@
+/** The KV keys of notifications (no imports). */
+
+export function channelKey(id: string) {
+  return ["notification_channels", id] as const;
+}
+
+export function channelsByAccountKey(accountId: string, id: string) {
+  return ["notification_channels_by_account", accountId, id] as const;
+}
+
+export function ruleKey(id: string) {
+  return ["notification_rules", id] as const;
+}
+
+export function rulesByAccountKey(accountId: string, id: string) {
+  return ["notification_rules_by_account", accountId, id] as const;
+}
+
+export function deliveryKey(id: string) {
+  return ["notification_deliveries", id] as const;
+}
+
+export function deliveriesByAccountKey(accountId: string, id: string) {
+  return ["notification_deliveries_by_account", accountId, id] as const;
+}
+
+export function deliveriesByChannelKey(channelId: string, id: string) {
+  return ["notification_deliveries_by_channel", channelId, id] as const;
+}
+
+/** The job table's due index: pending deliveries by the time their next attempt (or lease end) is due. */
+export function deliveryDueKey(dueMs: number, id: string) {
+  return ["notification_due", dueMs, id] as const;
+}

@@ -1,0 +1,49 @@
+/** The KV keys of protected (no imports). */
+
+/** Primary key of a protected object. */
+export function protectedObjectKey(id: string) {
+  return ["protected_objects", id] as const;
+}
+
+/** Unique: one native protected object per (host, policy). */
+export function protectedByHostKey(hostId: string, policyId: string) {
+  return ["protected_by_host", hostId, policyId] as const;
+}
+
+/** The account's protected objects (for the list page). */
+export function protectedByAccountKey(accountId: string, id: string) {
+  return ["protected_by_account", accountId, id] as const;
+}
+
+export function objectCountKey(
+  accountId: string,
+  orgId: string,
+  metric: "protected" | "at_risk" | "breached",
+) {
+  return ["po_counts", accountId, orgId, metric] as const;
+}
+
+/** Managed hosts of an org without an active protected object (a decommissioned host is not counted). */
+export function unprotectedHostsKey(accountId: string, orgId: string) {
+  return ["host_counts", accountId, orgId, "unprotected"] as const;
+}
+
+/** How many active protected objects a host has (checked, so two assignments cannot both see 0). */
+export function hostCoverageKey(hostId: string) {
+  return ["host_coverage", hostId] as const;
+}
+
+/** Prefixes of the dashboard counters of an account: protected objects per org and metric, unprotected hosts. */
+export function objectCountsPrefix(accountId: string): Deno.KvKey {
+  return ["po_counts", accountId];
+}
+export function unprotectedHostsPrefix(accountId: string): Deno.KvKey {
+  return ["host_counts", accountId];
+}
+/**
+ * The range of an account's protected objects due for a backup (`["po_due", account, dueAt, id]`): the
+ * start of its entries, or the bound before those due after `until` (an ISO time).
+ */
+export function objectsDueBound(accountId: string, until?: string): Deno.KvKey {
+  return until === undefined ? ["po_due", accountId] : ["po_due", accountId, until];
+}

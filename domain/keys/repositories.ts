@@ -1,0 +1,9 @@
+/** The KV keys of repositories (no imports). */
+
+export function pointsByTargetKey(targetId: string, pointId: string) {
+  return ["restore_points_by_target", targetId, pointId] as const;
+}
+
+export function repositoryHostKey(policyId: string, generation: number, hostId: string | null) {
+  return ["repository_hosts", policyId, generation, hostId ?? "bes"] as const;
+}
