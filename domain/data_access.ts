@@ -22,7 +22,8 @@ import { signDataToken } from "../engine/protocol/token.ts";
 import { type Engine, engineKey } from "./engines.ts";
 import { type Job, jobKey } from "./job_queue.ts";
 import type { KekSource } from "./replicas.ts";
-import { type RestorePoint, restorePointKey } from "./runs.ts";
+import type { RestorePoint } from "./restore_points.ts";
+import { restorePointKey } from "./keys/restore.ts";
 import { tokenSigningKey } from "./token_signing.ts";
 import { type Repository, repositoryOf, repositoryOfPayload } from "./repositories.ts";
 

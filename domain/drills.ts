@@ -34,7 +34,7 @@ import type { Policy } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";
 import { type Actor, authorize, can, inScope } from "./rbac.ts";
 import { RestorePath } from "./restore_paths.ts";
-import type { RestorePoint } from "./runs.ts";
+import type { RestorePoint } from "./restore_points.ts";
 import { restorePointKey } from "./restore_point_keys.ts";
 import { CronExpression } from "./schedules.ts";
 import { DisplayName } from "./validation.ts";

@@ -32,15 +32,11 @@ import { CommitConflictError, withRetry } from "./retry.ts";
 import { getJob, type Job, queueJobInOp } from "./job_queue.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, authorize } from "./rbac.ts";
-import {
-  normalizeRestorePath,
-  requestFileRestore,
-  requireRestorePoint,
-  restorablePolicies,
-  RESTORE_PICKUP_MS,
-  type RestoreRequest,
-} from "./restore.ts";
-import type { RestorePoint } from "./runs.ts";
+import { normalizeRestorePath } from "./restore_paths.ts";
+import { requestFileRestore, type RestoreRequest } from "./restore_requests.ts";
+import { requireRestorePoint, restorablePolicies } from "./restore_points.ts";
+import { RESTORE_PICKUP_MS } from "./restore_browse.ts";
+import type { RestorePoint } from "./restore_points.ts";
 import { restorePointKey } from "./restore_point_keys.ts";
 import { fileHistoryByJobKey } from "./keys/file_history.ts";
 export { fileHistoryByJobKey };
