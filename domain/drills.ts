@@ -35,7 +35,7 @@ import { policyKey } from "./policy_keys.ts";
 import { type Actor, authorize, can, inScope } from "./rbac.ts";
 import { RestorePath } from "./restore_paths.ts";
 import type { RestorePoint } from "./restore_points.ts";
-import { restorePointKey } from "./restore_point_keys.ts";
+import { restorePointKey } from "./keys/restore.ts";
 import { CronExpression } from "./schedules.ts";
 import { DisplayName } from "./validation.ts";
 import {

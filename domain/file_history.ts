@@ -37,7 +37,7 @@ import { requestFileRestore, type RestoreRequest } from "./restore_requests.ts";
 import { requireRestorePoint, restorablePolicies } from "./restore_points.ts";
 import { RESTORE_PICKUP_MS } from "./restore_browse.ts";
 import type { RestorePoint } from "./restore_points.ts";
-import { restorePointKey } from "./restore_point_keys.ts";
+import { restorePointKey } from "./keys/restore.ts";
 import { fileHistoryByJobKey } from "./keys/file_history.ts";
 export { fileHistoryByJobKey };
 

@@ -23,7 +23,7 @@ import {
   type ResultList,
   settleResultLists,
 } from "./result_parts.ts";
-import { runByJobKey, runKey } from "./run_keys.ts";
+import { runByJobKey, runKey } from "./keys/runs.ts";
 import type { Run } from "./runs.ts";
 import { jobKey, leaseBoundKey, leaseKey, queuePrefix, queueRankKey } from "./keys/jobs.ts";
 export { jobKey, leaseKey };

@@ -11,6 +11,7 @@
  * - `["repository_hosts", policyId, generation, hostId | "bes"]`: a host already has a restore point in
  *   that generation (its next incremental may chain on it); without one the backup is sent as a full.
  */
+import { type DataFixResult, runDataFix } from "./data_fixes.ts";
 import { policyKey, retiredPolicyKey } from "./keys/policies.ts";
 import { restorePointKey, restorePointsPrefix } from "./keys/restore.ts";
 import { runKey } from "./keys/runs.ts";
@@ -152,38 +153,38 @@ export async function indexRestorePointsByTarget(
   kv: Deno.Kv,
   now: Date,
   options: { force?: boolean } = {},
-): Promise<{ indexed: number; skipped: boolean }> {
-  if (!options.force && (await kv.get(POINTS_BY_TARGET_FIX_KEY)).value) return { indexed: 0, skipped: true };
-  type Point = {
-    id: string;
-    policyId: string;
-    hostId: string | null;
-    runId: string;
-    repository?: Repository;
-  };
-  let indexed = 0;
-  for await (const listed of kv.list<Point>({ prefix: restorePointsPrefix() }, { batchSize: 500 })) {
-    if (!listed.value?.policyId) continue;
-    let tries = 0;
-    // Commit retry (retry.ts): five lost races throw, so the marker is not written and the next start
-    // finishes the fix (giving up quietly left the point out of its target's index for ever).
-    await withRetry(async () => {
-      const entry = tries++ === 0 ? listed : await kv.get<Point>(listed.key);
-      const point = entry.value;
-      if (!point) return { value: undefined };
-      const repository = point.repository ?? await guessRepository(kv, point);
-      if (!repository) return { value: undefined };
-      const op = kv.atomic()
-        .set(pointsByTargetKey(repository.target, point.id), point.id)
-        .set(repositoryHostKey(point.policyId, repository.generation, point.hostId), point.id);
-      if (!point.repository) op.check(entry).set(entry.key, { ...point, repository });
-      if (!(await op.commit()).ok) return null;
-      indexed++;
-      return { value: undefined };
-    });
-  }
-  await kv.set(POINTS_BY_TARGET_FIX_KEY, { at: now.toISOString(), indexed });
-  return { indexed, skipped: false };
+): Promise<DataFixResult> {
+  return await runDataFix(kv, POINTS_BY_TARGET_FIX_KEY, now, options, async () => {
+    type Point = {
+      id: string;
+      policyId: string;
+      hostId: string | null;
+      runId: string;
+      repository?: Repository;
+    };
+    let indexed = 0;
+    for await (const listed of kv.list<Point>({ prefix: restorePointsPrefix() }, { batchSize: 500 })) {
+      if (!listed.value?.policyId) continue;
+      let tries = 0;
+      // Commit retry (retry.ts): five lost races throw, so the marker is not written and the next start
+      // finishes the fix (giving up quietly left the point out of its target's index for ever).
+      await withRetry(async () => {
+        const entry = tries++ === 0 ? listed : await kv.get<Point>(listed.key);
+        const point = entry.value;
+        if (!point) return { value: undefined };
+        const repository = point.repository ?? await guessRepository(kv, point);
+        if (!repository) return { value: undefined };
+        const op = kv.atomic()
+          .set(pointsByTargetKey(repository.target, point.id), point.id)
+          .set(repositoryHostKey(point.policyId, repository.generation, point.hostId), point.id);
+        if (!point.repository) op.check(entry).set(entry.key, { ...point, repository });
+        if (!(await op.commit()).ok) return null;
+        indexed++;
+        return { value: undefined };
+      });
+    }
+    return indexed;
+  });
 }
 
 /** The repository of a point older than generations: its backup job's target, else its policy's. */

@@ -72,36 +72,33 @@ export interface ListingPages {
   offset?: number;
 }
 
-/** Browse: cached per (restore point, normalized path). */
-export interface BrowseState extends ListingPages {
+/** What a browse and a search state share: their point, their job and how it went. */
+interface ListingState extends ListingPages {
   restorePointId: string;
-  path: string;
   status: "pending" | "ready" | "failed";
   jobId: string;
-  /** The entries of the page asked for once ready (null before). */
-  entries: TreeEntry[] | null;
-  /** True when the folder had more entries than are kept (`total` says how many). */
+  /** True when the answer had more entries than are kept (`total` says how many). */
   truncated: boolean;
   error: string | null;
   requestedAt: string;
   updatedAt: string;
 }
 
-export interface SearchState extends ListingPages {
+/** Browse: cached per (restore point, normalized path). */
+export interface BrowseState extends ListingState {
+  path: string;
+  /** The entries of the page asked for once ready (null before). */
+  entries: TreeEntry[] | null;
+}
+
+export interface SearchState extends ListingState {
   id: string;
   accountId: string;
   orgId: string | null;
   /** The org of the point's host: reading the search needs it in scope too. */
   hostOrgIds: string[];
-  restorePointId: string;
   query: string;
-  status: "pending" | "ready" | "failed";
-  jobId: string;
   matches: TreeEntry[] | null;
-  truncated: boolean;
-  error: string | null;
-  requestedAt: string;
-  updatedAt: string;
 }
 
 /** A search query: a name (substring, case-insensitive) or a glob (`*`, `?`, `[…]`), 1–200 characters. */
@@ -240,16 +237,18 @@ function pickupOverdue(job: Job, requestedAt: string, now: Date): string | null 
 }
 
 /**
- * A pending browse state brought up to date with its job (result recorded: its listing stored a page at
- * a time; or failed without one). Returns the same object when nothing changed.
+ * A pending browse or search state brought up to date with its job (result recorded: its listing stored a
+ * page at a time; or failed without one). Returns the same object when nothing changed.
  */
-export async function browseWithJob(
+async function listingWithJob<T extends ListingState>(
   kv: Deno.Kv,
-  state: BrowseState,
+  state: T,
   job: Job | null,
   at: string,
   now: Date,
-): Promise<BrowseState> {
+  list: "entries" | "matches",
+  parent: string | null,
+): Promise<T> {
   if (state.status !== "pending" || !job || job.id !== state.jobId) return state;
   const overdue = pickupOverdue(job, state.requestedAt, now);
   if (overdue) return { ...state, status: "failed", error: overdue };
@@ -257,8 +256,8 @@ export async function browseWithJob(
     if (job.result.status === "failed") {
       return { ...state, status: "failed", error: resultError(job), updatedAt: at };
     }
-    const listing = await storeListing(kv, job, "entries", state.path);
-    return { ...state, ...listing, status: "ready", entries: null, error: null, updatedAt: at };
+    const listing = await storeListing(kv, job, list, parent);
+    return { ...state, ...listing, status: "ready", [list]: null, error: null, updatedAt: at };
   }
   if (job.status === "failed" || job.status === "cancelled") {
     return { ...state, status: "failed", error: jobFailure(job), updatedAt: job.updatedAt };
@@ -266,27 +265,26 @@ export async function browseWithJob(
   return state;
 }
 
-export async function searchWithJob(
+/** A pending browse state brought up to date with its job (`listingWithJob`). */
+export function browseWithJob(
+  kv: Deno.Kv,
+  state: BrowseState,
+  job: Job | null,
+  at: string,
+  now: Date,
+): Promise<BrowseState> {
+  return listingWithJob(kv, state, job, at, now, "entries", state.path);
+}
+
+/** A pending search state brought up to date with its job (`listingWithJob`). */
+export function searchWithJob(
   kv: Deno.Kv,
   state: SearchState,
   job: Job | null,
   at: string,
   now: Date,
 ): Promise<SearchState> {
-  if (state.status !== "pending" || !job || job.id !== state.jobId) return state;
-  const overdue = pickupOverdue(job, state.requestedAt, now);
-  if (overdue) return { ...state, status: "failed", error: overdue };
-  if (job.result) {
-    if (job.result.status === "failed") {
-      return { ...state, status: "failed", error: resultError(job), updatedAt: at };
-    }
-    const listing = await storeListing(kv, job, "matches", null);
-    return { ...state, ...listing, status: "ready", matches: null, error: null, updatedAt: at };
-  }
-  if (job.status === "failed" || job.status === "cancelled") {
-    return { ...state, status: "failed", error: jobFailure(job), updatedAt: job.updatedAt };
-  }
-  return state;
+  return listingWithJob(kv, state, job, at, now, "matches", null);
 }
 
 /**

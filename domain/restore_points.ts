@@ -4,6 +4,7 @@
  * make of it — lists in the actor's scope, one point with its policy, host and BES, its chain, a host's
  * latest point — plus the checks every job on a point shares (complete, BES online, payload fields).
  */
+import { type DataFixResult, runDataFix } from "./data_fixes.ts";
 import {
   restorePointKey,
   restorePointsByHostKey,
@@ -125,25 +126,25 @@ export async function indexRestorePointsByHost(
   kv: Deno.Kv,
   now: Date,
   options: { force?: boolean } = {},
-): Promise<{ indexed: number; skipped: boolean }> {
-  if (!options.force && (await kv.get(POINTS_BY_HOST_FIX_KEY)).value) return { indexed: 0, skipped: true };
-  let indexed = 0;
-  let op = kv.atomic();
-  let pending = 0;
-  for await (const e of kv.list<RestorePoint>({ prefix: restorePointsPrefix() }, { batchSize: 500 })) {
-    const point = e.value;
-    if (!point?.policyId) continue;
-    op.set(restorePointsByHostKey(point.policyId, point.hostId, point.id), point.id);
-    indexed++;
-    if (++pending === 500) {
-      await op.commit();
-      op = kv.atomic();
-      pending = 0;
+): Promise<DataFixResult> {
+  return await runDataFix(kv, POINTS_BY_HOST_FIX_KEY, now, options, async () => {
+    let indexed = 0;
+    let op = kv.atomic();
+    let pending = 0;
+    for await (const e of kv.list<RestorePoint>({ prefix: restorePointsPrefix() }, { batchSize: 500 })) {
+      const point = e.value;
+      if (!point?.policyId) continue;
+      op.set(restorePointsByHostKey(point.policyId, point.hostId, point.id), point.id);
+      indexed++;
+      if (++pending === 500) {
+        await op.commit();
+        op = kv.atomic();
+        pending = 0;
+      }
     }
-  }
-  if (pending) await op.commit();
-  await kv.set(POINTS_BY_HOST_FIX_KEY, { at: now.toISOString(), indexed });
-  return { indexed, skipped: false };
+    if (pending) await op.commit();
+    return indexed;
+  });
 }
 
 export const RESTORE_POINT_STATUSES = ["complete", "running", "failed", "expired"] as const;

@@ -319,6 +319,70 @@ async function restoreSource(
 }
 
 /**
+ * A file or image restore to `host` (read from `source`): the restore and its job on the host's agent,
+ * queued with its audit entry (`commitRestore`); `queued` is false when the commit lost a race. The job's
+ * payload is `payloadFirst`, the source's fields, the BES, target path and overwrite, then `payload`.
+ */
+async function queueAgentRestore(
+  kv: Deno.Kv,
+  actor: Actor,
+  point: RestorePointView,
+  host: Host,
+  source: RestoreSource,
+  data: { targetPath: string; overwrite: boolean },
+  ids: { id: string; jobId: string },
+  fields: Pick<RestoreRequest, "paths" | "pathCount" | "priority"> & {
+    kind: "file" | "image";
+    jobKind: "restore_files" | "restore_image";
+    payloadFirst?: Record<string, unknown>;
+    payload?: Record<string, unknown>;
+  },
+  audit: { action: string; summary: string },
+  now: Date,
+): Promise<{ restore: RestoreRequest; queued: boolean }> {
+  const restore = newRestore(
+    actor,
+    point,
+    {
+      kind: fields.kind,
+      targetHostId: host.id,
+      targetPath: data.targetPath,
+      overwrite: data.overwrite,
+      paths: fields.paths,
+      pathCount: fields.pathCount,
+      mode: null,
+      priority: fields.priority,
+      tokenExpiresAt: null,
+    },
+    ids,
+    now,
+    host,
+  );
+  restore.sourceTargetId = source.targetId;
+  const queued = await commitRestore(
+    kv,
+    actor,
+    point,
+    restore,
+    {
+      kind: fields.jobKind,
+      principal: `agent:${host.id}`,
+      payload: {
+        ...fields.payloadFirst,
+        ...source.payload,
+        bes: source.bes,
+        targetPath: data.targetPath,
+        overwrite: data.overwrite,
+        ...fields.payload,
+      },
+    },
+    audit,
+    now,
+  );
+  return { restore, queued };
+}
+
+/**
  * Restores files and folders of a complete restore point: a `restore_files` job on the target host's
  * agent (default: the point's own host), priority high. The target host must be in the point's account
  * and in the actor's scope (else NotFoundError). Long path lists are stored in chunks the agent fetches
@@ -356,37 +420,13 @@ export async function requestFileRestore(
     if (!(await op.commit()).ok) throw new Error("Could not store the path list");
   }
   const display = chunkPaths(data.paths, DISPLAY_PATH_BUDGET)[0].slice(0, 100);
-  const restore = newRestore(
-    actor,
-    point,
-    {
-      kind: "file",
-      targetHostId: host.id,
-      targetPath: data.targetPath,
-      overwrite: data.overwrite,
-      paths: display,
-      pathCount: data.paths.length,
-      mode: null,
-      priority: "high",
-      tokenExpiresAt: null,
-    },
-    ids,
-    now,
-    host,
-  );
-  restore.sourceTargetId = source.targetId;
-  const queued = await commitRestore(kv, actor, point, restore, {
-    kind: "restore_files",
-    principal: `agent:${host.id}`,
-    payload: {
-      ...source.payload,
-      bes: source.bes,
-      targetPath: data.targetPath,
-      overwrite: data.overwrite,
-      pathCount: data.paths.length,
-      paths: inline ? data.paths : null,
-      pathChunks: chunks.length,
-    },
+  const { restore, queued } = await queueAgentRestore(kv, actor, point, host, source, data, ids, {
+    kind: "file",
+    jobKind: "restore_files",
+    paths: display,
+    pathCount: data.paths.length,
+    priority: "high",
+    payload: { pathCount: data.paths.length, paths: inline ? data.paths : null, pathChunks: chunks.length },
   }, {
     action: "restore.files",
     summary: `Requested a file restore of ${data.paths.length} path(s) from ${
@@ -434,35 +474,13 @@ export async function requestImageRestore(
   const host = await requireTargetHost(kv, actor, point, data.targetHostId, loaded.host);
   const source = await restoreSource(kv, point, loaded.engine, data.sourceTargetId, now);
   const ids = { id: newId(now), jobId: newId(now) };
-  const restore = newRestore(
-    actor,
-    point,
-    {
-      kind: "image",
-      targetHostId: host.id,
-      targetPath: data.targetPath,
-      overwrite: data.overwrite,
-      paths: [],
-      pathCount: 0,
-      mode: null,
-      priority: "critical",
-      tokenExpiresAt: null,
-    },
-    ids,
-    now,
-    host,
-  );
-  restore.sourceTargetId = source.targetId;
-  const queued = await commitRestore(kv, actor, point, restore, {
-    kind: "restore_image",
-    principal: `agent:${host.id}`,
-    payload: {
-      ...imagePayload(point),
-      ...source.payload,
-      bes: source.bes,
-      targetPath: data.targetPath,
-      overwrite: data.overwrite,
-    },
+  const { restore, queued } = await queueAgentRestore(kv, actor, point, host, source, data, ids, {
+    kind: "image",
+    jobKind: "restore_image",
+    paths: [],
+    pathCount: 0,
+    priority: "critical",
+    payloadFirst: imagePayload(point),
   }, {
     action: "restore.image",
     summary: `Requested an image restore of ${

@@ -3,6 +3,7 @@
  * offline alert), the `runs_open` index and its start-up data fix, the minute sweep that brings runs left
  * open up to their finished jobs, and failing the runs of jobs whose lease expired for good.
  */
+import { type DataFixResult, runDataFix } from "./data_fixes.ts";
 import { openAlertKey } from "./keys/alerts.ts";
 import { deferredKey, runKey, runsOpenKey, runsOpenPrefix, runsPrefix } from "./keys/runs.ts";
 import { getManyValues } from "./kv.ts";
@@ -27,30 +28,30 @@ export async function indexOpenRuns(
   kv: Deno.Kv,
   now: Date,
   options: { force?: boolean } = {},
-): Promise<{ indexed: number; skipped: boolean }> {
-  if (!options.force && (await kv.get(OPEN_RUNS_INDEX_FIX_KEY)).value) return { indexed: 0, skipped: true };
-  let indexed = 0;
-  for await (const listed of kv.list<Run>({ prefix: runsPrefix() }, { batchSize: 500 })) {
-    if (!listed.value || !isOpenRun(listed.value)) continue;
-    let entry: Deno.KvEntryMaybe<Run> | null = null;
-    // Commit retry (retry.ts): five lost races throw, so the marker is not written and the next start
-    // finishes the fix (giving up quietly would leave the run out of run-now's index for ever).
-    await withRetry(async () => {
-      entry = entry ? await kv.get<Run>(listed.key) : listed;
-      if (!entry.value || !isOpenRun(entry.value)) return { value: undefined };
-      const run = entry.value;
-      const key = runsOpenKey(run.policyId, run.hostId, run.id);
-      const op = kv.atomic().check(entry).check({ key, versionstamp: null }).set(key, run.id);
-      if ((await op.commit()).ok) {
-        indexed++;
-        return { value: undefined };
-      }
-      if ((await kv.get(key)).versionstamp) return { value: undefined }; // already indexed
-      return null;
-    });
-  }
-  await kv.set(OPEN_RUNS_INDEX_FIX_KEY, { at: now.toISOString(), indexed });
-  return { indexed, skipped: false };
+): Promise<DataFixResult> {
+  return await runDataFix(kv, OPEN_RUNS_INDEX_FIX_KEY, now, options, async () => {
+    let indexed = 0;
+    for await (const listed of kv.list<Run>({ prefix: runsPrefix() }, { batchSize: 500 })) {
+      if (!listed.value || !isOpenRun(listed.value)) continue;
+      let entry: Deno.KvEntryMaybe<Run> | null = null;
+      // Commit retry (retry.ts): five lost races throw, so the marker is not written and the next start
+      // finishes the fix (giving up quietly would leave the run out of run-now's index for ever).
+      await withRetry(async () => {
+        entry = entry ? await kv.get<Run>(listed.key) : listed;
+        if (!entry.value || !isOpenRun(entry.value)) return { value: undefined };
+        const run = entry.value;
+        const key = runsOpenKey(run.policyId, run.hostId, run.id);
+        const op = kv.atomic().check(entry).check({ key, versionstamp: null }).set(key, run.id);
+        if ((await op.commit()).ok) {
+          indexed++;
+          return { value: undefined };
+        }
+        if ((await kv.get(key)).versionstamp) return { value: undefined }; // already indexed
+        return null;
+      });
+    }
+    return indexed;
+  });
 }
 
 /**

@@ -29,7 +29,7 @@ import { type Engine, engineKey } from "./engines.ts";
 import { getManyValues } from "./kv.ts";
 import { hookPlan } from "./hooks.ts";
 import { consoleBusy, giveWayToConsole } from "./foreground.ts";
-import { addQueuedJob, EnqueueInput, queueJobInOp } from "./job_queue.ts";
+import { addQueuedJob, type EnqueueData, EnqueueInput, queueJobInOp } from "./job_queue.ts";
 import type { Policy } from "./policies.ts";
 import { hostKey } from "./hosts.ts";
 import type { Assignment } from "./assignments.ts";
@@ -331,6 +331,20 @@ class DispatchWriter {
     return this.#op;
   }
 
+  /** Adds a host's job and its pending run to the current write; call `added` right after. */
+  addRun(base: TickRunBase, job: EnqueueData, hostId: string, kind: RunKind, now: Date): void {
+    const queued = addQueuedJob(this.#op, job, now, { fresh: true });
+    newRunInOp(this.#op, {
+      ...base,
+      kind,
+      hostId,
+      jobId: queued.id,
+      status: "pending",
+      error: null,
+      alertId: null,
+    }, now);
+  }
+
   async added(bytes: number) {
     this.#bytes += bytes;
     if (++this.#size >= DISPATCH_BATCH || this.#bytes > DISPATCH_BATCH_BYTES) await this.#flush();
@@ -368,6 +382,9 @@ class DispatchWriter {
     return this.#written;
   }
 }
+
+/** What every run a tick dispatches for one (policy, schedule, minute) shares. */
+type TickRunBase = Omit<NewRun, "kind" | "hostId" | "jobId" | "status" | "error" | "alertId">;
 
 /** Dispatches one claimed (policy, schedule); returns the number of runs skipped or deferred. */
 async function dispatchPolicy(
@@ -416,20 +433,13 @@ async function dispatchPolicy(
       payload: syntheticFullPayload(policy, target),
     });
     for (const host of hosts) {
-      const job = addQueuedJob(
-        writer.op,
+      writer.addRun(
+        base,
         { ...template, payload: { ...template.payload, hostId: host.id } },
+        host.id,
+        kind,
         now,
-        { fresh: true },
       );
-      newRunInOp(writer.op, {
-        ...base,
-        hostId: host.id,
-        jobId: job.id,
-        status: "pending",
-        error: null,
-        alertId: null,
-      }, now);
       await writer.added(2048);
     }
     return 0;
@@ -473,21 +483,13 @@ async function dispatchPolicy(
       continue;
     }
     const sent = hostBackupPayload(template.payload, kind, host.id, needsFull);
-    const job = addQueuedJob(
-      writer.op,
+    writer.addRun(
+      base,
       { ...template, principal: `agent:${host.id}`, payload: sent.payload },
+      host.id,
+      sent.kind,
       now,
-      { fresh: true },
     );
-    newRunInOp(writer.op, {
-      ...base,
-      kind: sent.kind,
-      hostId: host.id,
-      jobId: job.id,
-      status: "pending",
-      error: null,
-      alertId: null,
-    }, now);
     await writer.added(batchBytes);
   }
   return skipped;
