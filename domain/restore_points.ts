@@ -37,6 +37,7 @@ import type { RunKind } from "./runs.ts";
 /** Set once every restore point has its `restore_points_by_host` entry (points older than the index had none). */
 const POINTS_BY_HOST_FIX_KEY = ["data_fixes", "restore_points_by_host_v1"] as const;
 
+/** What a backup leaves: one point of a host's (or the BES's) chain, at `restorePointKey(id)` (keys/restore.ts). */
 export interface RestorePoint {
   id: string;
   /** The engine's own id of the point; `parentId` refers to the parent by this id. */
@@ -51,8 +52,8 @@ export interface RestorePoint {
   sizeBytes: number;
   fileCount: number;
   completedAt: string;
-  status: "complete" | "running" | "failed" | "expired";
-  verification: "passed" | "failed" | "partial" | "pending";
+  status: RestorePointStatus;
+  verification: VerificationStatus;
   /**
    * Set when the point's host was decommissioned under a policy with Archive On Host Deactivation on
    * (archive.ts): retention keeps it until an operator expires it.
@@ -82,7 +83,6 @@ export function restorePointId(completedAt: string, now: Date): string {
   return idAt(new Date(Number.isFinite(completed) ? Math.min(completed, now.getTime()) : now.getTime()));
 }
 
-/** A policy's restore points grouped by protected object (host, or the BES for synthetic fulls). */
 /** A policy's restore points grouped by protected object (host id, or "bes" for BES-side points). */
 export async function pointsByObject(kv: Deno.Kv, policyId: string): Promise<Map<string, RestorePoint[]>> {
   const keys: Deno.KvKey[] = [];
