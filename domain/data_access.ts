@@ -138,7 +138,7 @@ export async function jobDataScope(kv: Deno.Kv, job: Job): Promise<ScopeResult> 
   if (!repository) {
     return { kind: "unknown", reason: `the repository of restore point ${pointId} is not recorded` };
   }
-  // A restore from a replica copy (restore.ts `restoreSource`): the same repository path and namespace on
+  // A restore from a replica copy (restore_requests.ts `restoreSource`): the same repository path and namespace on
   // the replica's target, served by that target's BES, its keys opened with the rule's KEK source.
   const source = p.source as
     | { kind?: unknown; targetId?: unknown; besId?: unknown; kekSource?: unknown }

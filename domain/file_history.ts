@@ -455,7 +455,7 @@ async function applyHistoryJob(
   }
 }
 
-/** Called from runs.ts when a `file_history` job's result is recorded. */
+/** Called from job_outcomes.ts when a `file_history` job's result is recorded. */
 export async function applyFileHistoryOutcome(kv: Deno.Kv, job: Job, now: Date): Promise<void> {
   const ref = (await kv.get<{ hostId: string; path: string }>(fileHistoryByJobKey(job.id))).value;
   if (ref) await applyHistoryJob(kv, ref.hostId, ref.path, job.id, job, now);
@@ -639,7 +639,7 @@ const FIELD_LABELS: Record<string, string> = {
 };
 
 /**
- * Restores one version of the file: the `restore_files` request of restore.ts for the point and the path,
+ * Restores one version of the file: the `restore_files` request of restore_requests.ts for the point and the path,
  * to its original place on the host (`location: "original"`) or under another folder and host. The point
  * must be one of the host's, and the history must show the file present in it. Overwriting needs
  * `confirm`. Throws ValidationError (422 naming the field), NotFoundError (host, point or target host out
