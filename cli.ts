@@ -22,7 +22,8 @@ import {
 import { createUser, findUserByEmail, listUsers, resetPassword } from "./domain/users.ts";
 import { randomToken } from "./domain/ids.ts";
 import { checkInvariants } from "./domain/invariants.ts";
-import { indexOpenRuns, indexRestorePointsByHost } from "./domain/runs.ts";
+import { indexOpenRuns } from "./domain/run_lifecycle.ts";
+import { indexRestorePointsByHost } from "./domain/restore_points.ts";
 import { indexRestorePointsByTarget } from "./domain/repositories.ts";
 import { exportDatabase, restoreBundle, sealBundle } from "./domain/self_backup.ts";
 import { PERMISSIONS, ROLE_PERMISSIONS } from "./domain/types.ts";

@@ -29,7 +29,8 @@ import type { Job } from "./job_queue.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import type { RetentionPreview } from "./retention.ts";
-import type { RestorePoint, Run } from "./runs.ts";
+import type { RestorePoint } from "./restore_points.ts";
+import type { Run } from "./runs.ts";
 import {
   anomaliesByAccountKey,
   anomalyByRunKey,

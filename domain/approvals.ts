@@ -41,7 +41,8 @@ import {
   retiredPolicyKey,
   updatePolicy,
 } from "./policies.ts";
-import { type RestorePoint, restorePointKey } from "./runs.ts";
+import type { RestorePoint } from "./restore_points.ts";
+import { restorePointKey } from "./keys/restore.ts";
 import { type Actor, authorize, can, inScope, systemActor } from "./rbac.ts";
 import { authorizeExpireArchived, ExpireArchivedInput, expireArchivedPoint } from "./archive.ts";
 import { deleteTarget, requireTarget } from "./storage.ts";

@@ -30,7 +30,8 @@ import { type Policy, policyKey, retiredPolicyKey } from "./policies.ts";
 import { repositoryOf } from "./repositories.ts";
 import { type HostCoverage, hostCoverageKey, readProtectedFor, setHostProtection } from "./protected.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import { pointsOfHost, type RestorePoint, restorePointKey } from "./runs.ts";
+import { pointsOfHost, type RestorePoint } from "./restore_points.ts";
+import { restorePointKey } from "./keys/restore.ts";
 
 /** The confirmation a decommission needs: the host's name, typed (the page's form and the API). */
 export const DecommissionInput = z.object({

@@ -33,7 +33,8 @@ import {
   rpoDueAt,
 } from "./protected.ts";
 import { type Actor, inScope } from "./rbac.ts";
-import type { RestorePoint, Run } from "./runs.ts";
+import type { RestorePoint } from "./restore_points.ts";
+import type { Run } from "./runs.ts";
 import type { StorageTarget } from "./storage.ts";
 import { targetKey, targetScope } from "./storage_keys.ts";
 import {

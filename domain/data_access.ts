@@ -22,7 +22,8 @@ import { signDataToken } from "../engine/protocol/token.ts";
 import { type Engine, engineKey } from "./engines.ts";
 import { type Job, jobKey } from "./job_queue.ts";
 import type { KekSource } from "./replicas.ts";
-import { type RestorePoint, restorePointKey } from "./runs.ts";
+import type { RestorePoint } from "./restore_points.ts";
+import { restorePointKey } from "./keys/restore.ts";
 import { tokenSigningKey } from "./token_signing.ts";
 import { type Repository, repositoryOf, repositoryOfPayload } from "./repositories.ts";
 
@@ -137,7 +138,7 @@ export async function jobDataScope(kv: Deno.Kv, job: Job): Promise<ScopeResult> 
   if (!repository) {
     return { kind: "unknown", reason: `the repository of restore point ${pointId} is not recorded` };
   }
-  // A restore from a replica copy (restore.ts `restoreSource`): the same repository path and namespace on
+  // A restore from a replica copy (restore_requests.ts `restoreSource`): the same repository path and namespace on
   // the replica's target, served by that target's BES, its keys opened with the rule's KEK source.
   const source = p.source as
     | { kind?: unknown; targetId?: unknown; besId?: unknown; kekSource?: unknown }

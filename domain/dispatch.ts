@@ -12,14 +12,9 @@ import { addQueuedJob, EnqueueInput } from "./job_queue.ts";
 import type { ActiveHost } from "./job_views.ts";
 import { kvValueBytes } from "./kv.ts";
 import type { Policy } from "./policies.ts";
-import {
-  buildBackupPayload,
-  newRunInOp,
-  offlineHostRunInOp,
-  type Run,
-  type RunKind,
-  syntheticFullPayload,
-} from "./runs.ts";
+import { buildBackupPayload, syntheticFullPayload } from "./backup_payload.ts";
+import { newRunInOp, type Run, type RunKind } from "./runs.ts";
+import { offlineHostRunInOp } from "./run_lifecycle.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
 import { hostBackupPayload } from "./repositories.ts";
 

@@ -8,7 +8,7 @@
  * Pure rules (unit-tested): `drillFiresInMinute` (due computation), `pickDrillTargets` (scope resolution),
  * `drillVerdict` and `rtoBreached` (the breach rule). The rest reads and writes KV: CRUD with its audit
  * entry in the same atomic operation, `dispatchDueDrills` (the cron, idempotent per drill and minute),
- * `applyDrillJobOutcome` (called from runs.ts when a `restore_drill` job reports), runs and trend, the
+ * `applyDrillJobOutcome` (called from job_outcomes.ts when a `restore_drill` job reports), runs and trend, the
  * "Last proven restore" per policy, and alerts (`drill_failed` critical, `rto_breach` warning; both
  * resolved by the next passing drill of the same drill, policy and host).
  *
@@ -34,8 +34,8 @@ import type { Policy } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";
 import { type Actor, authorize, can, inScope } from "./rbac.ts";
 import { RestorePath } from "./restore_paths.ts";
-import type { RestorePoint } from "./runs.ts";
-import { restorePointKey } from "./restore_point_keys.ts";
+import type { RestorePoint } from "./restore_points.ts";
+import { restorePointKey } from "./keys/restore.ts";
 import { CronExpression } from "./schedules.ts";
 import { DisplayName } from "./validation.ts";
 import {
@@ -955,7 +955,7 @@ async function settleRun(
 }
 
 /**
- * Applies a `restore_drill` job's recorded result to its run (called from runs.ts `applyJobOutcome`):
+ * Applies a `restore_drill` job's recorded result to its run (called from job_outcomes.ts `applyJobOutcome`):
  * the verdict (`drillVerdict`), the figures and failures, alerts and the proven restore. Idempotent.
  */
 export async function applyDrillJobOutcome(kv: Deno.Kv, job: Job, now: Date): Promise<void> {

@@ -32,16 +32,12 @@ import { CommitConflictError, withRetry } from "./retry.ts";
 import { getJob, type Job, queueJobInOp } from "./job_queue.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, authorize } from "./rbac.ts";
-import {
-  normalizeRestorePath,
-  requestFileRestore,
-  requireRestorePoint,
-  restorablePolicies,
-  RESTORE_PICKUP_MS,
-  type RestoreRequest,
-} from "./restore.ts";
-import type { RestorePoint } from "./runs.ts";
-import { restorePointKey } from "./restore_point_keys.ts";
+import { normalizeRestorePath } from "./restore_paths.ts";
+import { requestFileRestore, type RestoreRequest } from "./restore_requests.ts";
+import { requireRestorePoint, restorablePolicies } from "./restore_points.ts";
+import { RESTORE_PICKUP_MS } from "./restore_browse.ts";
+import type { RestorePoint } from "./restore_points.ts";
+import { restorePointKey } from "./keys/restore.ts";
 import { fileHistoryByJobKey } from "./keys/file_history.ts";
 export { fileHistoryByJobKey };
 
@@ -459,7 +455,7 @@ async function applyHistoryJob(
   }
 }
 
-/** Called from runs.ts when a `file_history` job's result is recorded. */
+/** Called from job_outcomes.ts when a `file_history` job's result is recorded. */
 export async function applyFileHistoryOutcome(kv: Deno.Kv, job: Job, now: Date): Promise<void> {
   const ref = (await kv.get<{ hostId: string; path: string }>(fileHistoryByJobKey(job.id))).value;
   if (ref) await applyHistoryJob(kv, ref.hostId, ref.path, job.id, job, now);
@@ -643,7 +639,7 @@ const FIELD_LABELS: Record<string, string> = {
 };
 
 /**
- * Restores one version of the file: the `restore_files` request of restore.ts for the point and the path,
+ * Restores one version of the file: the `restore_files` request of restore_requests.ts for the point and the path,
  * to its original place on the host (`location: "original"`) or under another folder and host. The point
  * must be one of the host's, and the history must show the file present in it. Overwriting needs
  * `confirm`. Throws ValidationError (422 naming the field), NotFoundError (host, point or target host out

@@ -23,9 +23,9 @@ import {
   type ResultList,
   settleResultLists,
 } from "./result_parts.ts";
-import { runByJobKey, runKey } from "./run_keys.ts";
+import { runByJobKey, runKey } from "./keys/runs.ts";
 import type { Run } from "./runs.ts";
-import { jobKey, leaseKey, queueRankKey } from "./keys/jobs.ts";
+import { jobKey, leaseBoundKey, leaseKey, queuePrefix, queueRankKey } from "./keys/jobs.ts";
 export { jobKey, leaseKey };
 
 export const JOB_KINDS = [
@@ -220,7 +220,7 @@ export async function getJob(kv: Deno.Kv, id: string): Promise<Job | null> {
 /** Jobs waiting for a principal (for the heartbeat's `pendingJobs`), counted up to `cap`. */
 export async function countQueued(kv: Deno.Kv, principal: string, cap = 1000): Promise<number> {
   let n = 0;
-  for await (const _ of kv.list({ prefix: ["job_queue", principal] }, { limit: cap })) n++;
+  for await (const _ of kv.list({ prefix: queuePrefix(principal) }, { limit: cap })) n++;
   return n;
 }
 
@@ -236,7 +236,7 @@ export async function queuedCount(kv: Deno.Kv, principal: string, cap = 1000): P
 
 /** True when `principal` has a queued job of `priority` or more urgent (one read: the queue is ordered by priority). */
 export async function hasQueuedAtLeast(kv: Deno.Kv, principal: string, priority: Priority): Promise<boolean> {
-  for await (const e of kv.list({ prefix: ["job_queue", principal] }, { limit: 1 })) {
+  for await (const e of kv.list({ prefix: queuePrefix(principal) }, { limit: 1 })) {
     return Number(e.key[2]) <= PRIORITY_RANK[priority];
   }
   return false;
@@ -275,7 +275,7 @@ export async function claimJobs(
 ): Promise<Job[]> {
   const claimed: Job[] = [];
   const leaseExpires = now.getTime() + LEASE_MS;
-  const iter = kv.list<string>({ prefix: ["job_queue", principal] }, { limit: Math.min(500, max * 4) });
+  const iter = kv.list<string>({ prefix: queuePrefix(principal) }, { limit: Math.min(500, max * 4) });
   for await (const entry of iter) {
     if (claimed.length >= max) break;
     const jobEntry = await kv.get<Job>(jobKey(entry.value));
@@ -529,7 +529,7 @@ export async function expireLeases(
   let failed = 0;
   const failedIds: string[] = [];
   for await (
-    const lease of kv.list<string>({ start: ["job_leases", 0], end: ["job_leases", now.getTime()] })
+    const lease of kv.list<string>({ start: leaseBoundKey(0), end: leaseBoundKey(now.getTime()) })
   ) {
     const entry = await kv.get<Job>(jobKey(lease.value));
     const job = entry.value;

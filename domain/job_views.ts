@@ -45,7 +45,8 @@ import {
   policyNameKey,
 } from "./policy_names.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import { listRunsByPolicy, retryGuardKey, type Run, runKey, type RunKind, type RunStatus } from "./runs.ts";
+import { listRunsByPolicy, type Run, type RunKind, type RunStatus } from "./runs.ts";
+import { retryGuardKey, runKey } from "./keys/runs.ts";
 
 export { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
 

@@ -57,7 +57,8 @@ import {
   writeProtected,
 } from "./protected.ts";
 import { type Actor, authorize, systemActor } from "./rbac.ts";
-import { firstLine, indexRetryableInOp, type Run, runKey, runsByPolicyKey } from "./runs.ts";
+import { firstLine, indexRetryableInOp, type Run } from "./runs.ts";
+import { runKey, runsByPolicyKey } from "./keys/runs.ts";
 import { openSecret, vaultKey, type VaultRecord } from "./vault.ts";
 
 /** A retry's vendor run may start this much before our start request (vendor clock skew). */

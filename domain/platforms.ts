@@ -44,7 +44,8 @@ import {
   writeProtected,
 } from "./protected.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import { listRunsByPolicy, retryGuardKey, type Run, runKey, runsByPolicyKey } from "./runs.ts";
+import { listRunsByPolicy, type Run } from "./runs.ts";
+import { retryGuardKey, runKey, runsByPolicyKey } from "./keys/runs.ts";
 import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
 import { sealSecret, vaultKey } from "./vault.ts";

@@ -28,7 +28,7 @@ import { deletePolicyAssignments } from "./assignments.ts";
 import { applyPolicyRpo } from "./protected.ts";
 import { deleteHooksOfPolicy } from "./hooks.ts";
 import { deleteReplicasOfPolicy } from "./replicas.ts";
-import { runsOpenPrefix } from "./run_keys.ts";
+import { runsOpenPrefix } from "./keys/runs.ts";
 import { targetKey } from "./storage_keys.ts";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";

@@ -37,8 +37,8 @@ import type { StorageTarget } from "./storage.ts";
 import { targetKey, targetScope } from "./storage_keys.ts";
 import { TARGET_TYPE_LABELS, type TargetType } from "./storage_types.ts";
 import { evaluate321, type ThreeTwoOne } from "./three_two_one.ts";
-import type { RestorePoint } from "./runs.ts";
-import { restorePointKey } from "./restore_point_keys.ts";
+import type { RestorePoint } from "./restore_points.ts";
+import { restorePointKey } from "./keys/restore.ts";
 import { type Host, hostKey, hostScope } from "./hosts.ts";
 import {
   replicaKey,

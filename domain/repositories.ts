@@ -6,16 +6,18 @@
  * the repository it was written to, so a target that still holds restore points is not deleted, and
  * prune jobs go to the repository that holds the points (not to wherever the policy writes today).
  *
- * Index keys written with each restore point (runs.ts `applyJobResultToRun`):
+ * Index keys written with each restore point (job_outcomes.ts `applyJobResultToRun`):
  * - `["restore_points_by_target", targetId, pointId]`: what `countPointsOnTarget` reads;
  * - `["repository_hosts", policyId, generation, hostId | "bes"]`: a host already has a restore point in
  *   that generation (its next incremental may chain on it); without one the backup is sent as a full.
  */
+import { type DataFixResult, runDataFix } from "./data_fixes.ts";
+import { policyKey, retiredPolicyKey } from "./keys/policies.ts";
+import { restorePointKey, restorePointsPrefix } from "./keys/restore.ts";
 import { runKey } from "./keys/runs.ts";
 import { jobKey } from "./keys/jobs.ts";
 import { getManyValues, withRetry } from "./kv.ts";
-import { pointsByTargetKey, repositoryHostKey } from "./keys/repositories.ts";
-export { pointsByTargetKey, repositoryHostKey };
+import { pointsByTargetKey, pointsByTargetPrefix, repositoryHostKey } from "./keys/repositories.ts";
 
 /** The repository a policy's backups go to: storage target, path under its root, generation. */
 export interface Repository {
@@ -122,7 +124,7 @@ export async function countPointsOnTarget(
   targetId: string,
 ): Promise<{ count: number; sample: string[] }> {
   const ids: string[] = [];
-  for await (const e of kv.list<string>({ prefix: ["restore_points_by_target", targetId] })) {
+  for await (const e of kv.list<string>({ prefix: pointsByTargetPrefix(targetId) })) {
     ids.push(e.value);
   }
   let count = 0;
@@ -130,7 +132,7 @@ export async function countPointsOnTarget(
   for (let i = 0; i < ids.length; i += 500) {
     const points = await getManyValues<{ id: string; status: string }>(
       kv,
-      ids.slice(i, i + 500).map((id) => ["restore_points", id]),
+      ids.slice(i, i + 500).map(restorePointKey),
     );
     for (const p of points) {
       if (p.status === "expired" || p.status === "failed") continue;
@@ -151,38 +153,38 @@ export async function indexRestorePointsByTarget(
   kv: Deno.Kv,
   now: Date,
   options: { force?: boolean } = {},
-): Promise<{ indexed: number; skipped: boolean }> {
-  if (!options.force && (await kv.get(POINTS_BY_TARGET_FIX_KEY)).value) return { indexed: 0, skipped: true };
-  type Point = {
-    id: string;
-    policyId: string;
-    hostId: string | null;
-    runId: string;
-    repository?: Repository;
-  };
-  let indexed = 0;
-  for await (const listed of kv.list<Point>({ prefix: ["restore_points"] }, { batchSize: 500 })) {
-    if (!listed.value?.policyId) continue;
-    let tries = 0;
-    // Commit retry (retry.ts): five lost races throw, so the marker is not written and the next start
-    // finishes the fix (giving up quietly left the point out of its target's index for ever).
-    await withRetry(async () => {
-      const entry = tries++ === 0 ? listed : await kv.get<Point>(listed.key);
-      const point = entry.value;
-      if (!point) return { value: undefined };
-      const repository = point.repository ?? await guessRepository(kv, point);
-      if (!repository) return { value: undefined };
-      const op = kv.atomic()
-        .set(pointsByTargetKey(repository.target, point.id), point.id)
-        .set(repositoryHostKey(point.policyId, repository.generation, point.hostId), point.id);
-      if (!point.repository) op.check(entry).set(entry.key, { ...point, repository });
-      if (!(await op.commit()).ok) return null;
-      indexed++;
-      return { value: undefined };
-    });
-  }
-  await kv.set(POINTS_BY_TARGET_FIX_KEY, { at: now.toISOString(), indexed });
-  return { indexed, skipped: false };
+): Promise<DataFixResult> {
+  return await runDataFix(kv, POINTS_BY_TARGET_FIX_KEY, now, options, async () => {
+    type Point = {
+      id: string;
+      policyId: string;
+      hostId: string | null;
+      runId: string;
+      repository?: Repository;
+    };
+    let indexed = 0;
+    for await (const listed of kv.list<Point>({ prefix: restorePointsPrefix() }, { batchSize: 500 })) {
+      if (!listed.value?.policyId) continue;
+      let tries = 0;
+      // Commit retry (retry.ts): five lost races throw, so the marker is not written and the next start
+      // finishes the fix (giving up quietly left the point out of its target's index for ever).
+      await withRetry(async () => {
+        const entry = tries++ === 0 ? listed : await kv.get<Point>(listed.key);
+        const point = entry.value;
+        if (!point) return { value: undefined };
+        const repository = point.repository ?? await guessRepository(kv, point);
+        if (!repository) return { value: undefined };
+        const op = kv.atomic()
+          .set(pointsByTargetKey(repository.target, point.id), point.id)
+          .set(repositoryHostKey(point.policyId, repository.generation, point.hostId), point.id);
+        if (!point.repository) op.check(entry).set(entry.key, { ...point, repository });
+        if (!(await op.commit()).ok) return null;
+        indexed++;
+        return { value: undefined };
+      });
+    }
+    return indexed;
+  });
 }
 
 /** The repository of a point older than generations: its backup job's target, else its policy's. */
@@ -202,8 +204,8 @@ async function guessRepository(
     return { target, path: repositoryPath(point.policyId, 1), generation: 1 };
   }
   const [live, retired] = await kv.getMany<[{ targetId: string }, { targetId: string }]>([
-    ["policies", point.policyId],
-    ["policies_retired", point.policyId],
+    policyKey(point.policyId),
+    retiredPolicyKey(point.policyId),
   ]);
   const targetId = live.value?.targetId ?? retired.value?.targetId;
   return targetId ? { target: targetId, path: repositoryPath(point.policyId, 1), generation: 1 } : null;

@@ -12,7 +12,7 @@
  * result's inline `errors` are kept as part -1 of `errors` (first). Parts of browse and search expire with
  * the listings they feed; errors stay with their run.
  */
-import { jobKey } from "./keys/jobs.ts";
+import { jobKey, partCountsPrefix, partsPrefix } from "./keys/jobs.ts";
 import { z } from "zod";
 import { ConflictError, HttpError, NotFoundError, ValidationError } from "./errors.ts";
 import type { Job } from "./job_queue.ts";
@@ -168,7 +168,7 @@ export async function settleResultLists(
   for (const list of RESULT_LISTS) {
     const named = parts[list] ?? 0;
     const uploaded = new Map<number, number>();
-    for await (const e of kv.list<number>({ prefix: ["job_part_counts", job.id, job.attempts, list] })) {
+    for await (const e of kv.list<number>({ prefix: partCountsPrefix(job.id, job.attempts, list) })) {
       uploaded.set(Number(e.key[4]), e.value);
     }
     const missing: number[] = [];
@@ -234,7 +234,7 @@ export async function readResultList<T = unknown>(
 ): Promise<T[]> {
   const out: T[] = [];
   const end = partKey(jobId, attempt, list, parts);
-  for await (const e of kv.list<Uint8Array>({ prefix: ["job_parts", jobId, attempt, list], end })) {
+  for await (const e of kv.list<Uint8Array>({ prefix: partsPrefix(jobId, attempt, list), end })) {
     out.push(...JSON.parse(decoder.decode(e.value)) as T[]);
   }
   return out;
@@ -253,7 +253,7 @@ export async function listPartNumbers(
 ): Promise<Array<{ part: number; items: number }>> {
   const out: Array<{ part: number; items: number }> = [];
   const end = partCountKey(jobId, attempt, list, parts);
-  for await (const e of kv.list<number>({ prefix: ["job_part_counts", jobId, attempt, list], end })) {
+  for await (const e of kv.list<number>({ prefix: partCountsPrefix(jobId, attempt, list), end })) {
     out.push({ part: Number(e.key[4]), items: e.value });
   }
   return out;
@@ -261,7 +261,7 @@ export async function listPartNumbers(
 
 /** Deletes the parts earlier attempts of a job left (a retried attempt uploads its own). */
 export async function dropStaleParts(kv: Deno.Kv, jobId: string, attempt: number): Promise<void> {
-  for (const prefix of [["job_parts", jobId], ["job_part_counts", jobId]]) {
+  for (const prefix of [partsPrefix(jobId), partCountsPrefix(jobId)]) {
     const keys: Deno.KvKey[] = [];
     for await (const e of kv.list({ prefix })) if (e.key[2] !== attempt) keys.push(e.key);
     for (let i = 0; i < keys.length; i += 500) {

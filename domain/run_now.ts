@@ -23,16 +23,9 @@ import { hostsNeedingFull } from "./repositories.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Policy, policyKey, requirePolicy } from "./policies.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import {
-  catchUpRunWithJob,
-  isOpenRun,
-  offlineAlertId,
-  type Run,
-  runKey,
-  type RunKind,
-  runsOpenPrefix,
-  splitOpenRuns,
-} from "./runs.ts";
+import { catchUpRunWithJob, offlineAlertId, splitOpenRuns } from "./run_lifecycle.ts";
+import { isOpenRun, type Run, type RunKind } from "./runs.ts";
+import { runKey, runNowGuardKey, runsOpenPrefix } from "./keys/runs.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
 
 export const RUN_NOW_KINDS = ["full", "incremental", "synthetic_full"] as const satisfies readonly RunKind[];
@@ -64,11 +57,6 @@ export const RunNowInput = z.object({
   message: "must be left out for a synthetic full, which runs on the BES for every active host",
 });
 export type RunNowInput = z.input<typeof RunNowInput>;
-
-/** A per-policy write guard: two run-nows of one policy cannot both commit what each read. */
-function runNowGuardKey(policyId: string) {
-  return ["run_now_guard", policyId] as const;
-}
 
 /** What decides whether a policy may run now, before its hosts are looked at. */
 interface RunNowFacts {

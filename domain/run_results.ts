@@ -8,7 +8,8 @@ import { NotFoundError } from "./errors.ts";
 import { getJob, type Job } from "./job_queue.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { type ErrorItem, listPartNumbers, readResultPart } from "./result_parts.ts";
-import { type Run, runKey } from "./runs.ts";
+import type { Run } from "./runs.ts";
+import { runKey } from "./keys/runs.ts";
 
 /** The run, or null; no scope check (the caller has checked the run's policy). */
 export async function getRun(kv: Deno.Kv, id: string): Promise<Run | null> {

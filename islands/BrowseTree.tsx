@@ -10,7 +10,7 @@
 import { useSignal } from "@preact/signals";
 import { useEffect, useRef } from "preact/hooks";
 import { Csrf, formatBytes, formatTime } from "../components/ui.tsx";
-import type { BrowseState, TreeEntry } from "../domain/restore.ts";
+import type { BrowseState, TreeEntry } from "../domain/restore_browse.ts";
 import { crumbs, pollState, requestJson, selection, toggleSelected } from "./restore_client.ts";
 
 export interface Props {

@@ -7,7 +7,7 @@
 import { useSignal } from "@preact/signals";
 import { useEffect } from "preact/hooks";
 import { Badge, formatBytes, type Tone } from "../components/ui.tsx";
-import type { RestoreRequest } from "../domain/restore.ts";
+import type { RestoreRequest } from "../domain/restore_requests.ts";
 import { requestJson } from "./restore_client.ts";
 
 export type RestoreStatus = Pick<RestoreRequest, "id" | "status" | "progress" | "result" | "error">;

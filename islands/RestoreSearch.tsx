@@ -7,7 +7,7 @@
 import { useSignal } from "@preact/signals";
 import { useEffect, useRef } from "preact/hooks";
 import { Csrf, formatBytes, formatTime } from "../components/ui.tsx";
-import type { SearchState } from "../domain/restore.ts";
+import type { SearchState } from "../domain/restore_browse.ts";
 import { pollState, requestJson, selection, toggleSelected } from "./restore_client.ts";
 
 export interface Props {

@@ -15,7 +15,7 @@ import {
   updatePolicy,
 } from "../domain/policies.ts";
 import { RetentionCountsQuery } from "../domain/retention.ts";
-import { previewPolicyRetention } from "../domain/runs.ts";
+import { previewPolicyRetention } from "../domain/retention_apply.ts";
 import { RUN_NOW_KINDS, RunNowInput, runPolicyNow } from "../domain/run_now.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, jsonBody, ok } from "./api_common.ts";

@@ -6,26 +6,23 @@
 import { requestIfFourEyes } from "../domain/approvals.ts";
 import { pendingApproval } from "./api_v1_approvals.ts";
 import { createRoute, z } from "@hono/zod-openapi";
+import { BmrInput, requestBmr } from "../domain/bmr.ts";
+import { browse, getBrowse, getSearch, requestSearch, SearchQuery } from "../domain/restore_browse.ts";
 import {
-  BmrInput,
-  browse,
   chainOf,
-  FileRestoreInput,
-  getBrowse,
-  getRestore,
-  getSearch,
-  ImageRestoreInput,
   listRestorePoints,
-  listRestores,
-  requestBmr,
-  requestFileRestore,
-  requestImageRestore,
-  requestSearch,
   requireRestorePoint,
   RESTORE_POINT_STATUSES,
-  SearchQuery,
   VERIFICATION_STATUSES,
-} from "../domain/restore.ts";
+} from "../domain/restore_points.ts";
+import {
+  FileRestoreInput,
+  getRestore,
+  ImageRestoreInput,
+  listRestores,
+  requestFileRestore,
+  requestImageRestore,
+} from "../domain/restore_requests.ts";
 import { NotFoundError } from "../domain/errors.ts";
 import { listReplicationsOfPoint } from "../domain/replicas.ts";
 import { ExpireArchivedInput, expireArchivedPoint } from "../domain/archive.ts";

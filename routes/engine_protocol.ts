@@ -5,7 +5,8 @@
  */
 import { createRoute, OpenAPIHono, type RouteConfig, type RouteHandler, z } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
-import { applyJobOutcome, requestPrePatch } from "../domain/runs.ts";
+import { applyJobOutcome } from "../domain/job_outcomes.ts";
+import { requestPrePatch } from "../domain/prepatch.ts";
 import {
   applyHeartbeat,
   BesHeartbeat,
@@ -54,7 +55,8 @@ import {
   reportProgress,
   ResultInput,
 } from "../domain/job_queue.ts";
-import { BmrTokenInput, redeemBmrToken, restorePathsChunk } from "../domain/restore.ts";
+import { BmrTokenInput, redeemBmrToken } from "../domain/bmr.ts";
+import { restorePathsChunk } from "../domain/restore_requests.ts";
 import { resolveRegistrationSecret } from "../domain/tenancy.ts";
 import { handOutJob, progressDataAccess } from "../domain/data_access.ts";
 import { deliverJobKeys } from "../domain/namespace_keys.ts";

@@ -42,7 +42,7 @@ import { repositoryOf } from "../domain/repositories.ts";
 import { listTargets, type StorageTarget, TargetFilter } from "../domain/storage.ts";
 import BesTargetFields from "../islands/BesTargetFields.tsx";
 import CronField from "../islands/CronField.tsx";
-import { previewPolicyRetention } from "../domain/runs.ts";
+import { previewPolicyRetention } from "../domain/retention_apply.ts";
 import { requires } from "./access.ts";
 import { postRunNow, type RunNowRefusal, RunNowSection } from "./policy_run_now.tsx";
 import {

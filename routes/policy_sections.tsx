@@ -8,7 +8,9 @@ import { RetentionCountsQuery } from "../domain/retention.ts";
 import { Badge, Csrf, formatBytes, formatTime, PageHeader, ShortId } from "../components/ui.tsx";
 import { hostnamesById } from "../domain/hosts.ts";
 import { getRun } from "../domain/run_results.ts";
-import { listRunsByPolicy, pointsByObject, previewPolicyRetention } from "../domain/runs.ts";
+import { listRunsByPolicy } from "../domain/runs.ts";
+import { pointsByObject } from "../domain/restore_points.ts";
+import { previewPolicyRetention } from "../domain/retention_apply.ts";
 import { retrySingleRun } from "../domain/run_retry.ts";
 import type { Actor } from "../domain/rbac.ts";
 import {

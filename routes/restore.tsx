@@ -38,34 +38,36 @@ import { getHost, type Host, hostScope, listHosts } from "../domain/hosts.ts";
 import { can, inScope } from "../domain/rbac.ts";
 import { authorizeExpireArchived, ExpireArchivedInput, expireArchivedPoint } from "../domain/archive.ts";
 import { listPolicies } from "../domain/policies.ts";
+import { BmrInput, recoveryCommand, requestBmr } from "../domain/bmr.ts";
 import {
-  BmrInput,
   type BrowseState,
-  chainOf,
-  FileRestoreInput,
   getBrowse,
-  getRestore,
   getSearch,
-  ImageRestoreInput,
-  latestRestorePointOfHost,
-  listRestorePoints,
-  listRestores,
-  recoveryCommand,
-  requestBmr,
   requestBrowse,
-  requestFileRestore,
-  requestImageRestore,
   requestSearch,
-  requireRestorePoint,
-  RESTORE_POINT_STATUSES,
-  RestorePath,
-  RestorePointFilter,
-  type RestorePointView,
-  type RestoreRequest,
   SearchQuery,
   type SearchState,
+} from "../domain/restore_browse.ts";
+import {
+  chainOf,
+  latestRestorePointOfHost,
+  listRestorePoints,
+  requireRestorePoint,
+  RESTORE_POINT_STATUSES,
+  RestorePointFilter,
+  type RestorePointView,
   VERIFICATION_STATUSES,
-} from "../domain/restore.ts";
+} from "../domain/restore_points.ts";
+import {
+  FileRestoreInput,
+  getRestore,
+  ImageRestoreInput,
+  listRestores,
+  requestFileRestore,
+  requestImageRestore,
+  type RestoreRequest,
+} from "../domain/restore_requests.ts";
+import { RestorePath } from "../domain/restore_paths.ts";
 import BrowseTree from "../islands/BrowseTree.tsx";
 import CopySecret from "../islands/CopySecret.tsx";
 import RestoreProgress, { REQUEST_TONE } from "../islands/RestoreProgress.tsx";

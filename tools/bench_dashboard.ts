@@ -33,7 +33,8 @@ import {
   writeProtected,
 } from "../domain/protected.ts";
 import { systemActor } from "../domain/rbac.ts";
-import { type Run, runKey, runsByPolicyKey } from "../domain/runs.ts";
+import type { Run } from "../domain/runs.ts";
+import { runKey, runsByPolicyKey } from "../domain/keys/runs.ts";
 import { generateKeyPair } from "../domain/signing.ts";
 import { createTarget } from "../domain/storage.ts";
 import { SECTIONS } from "../routes/dashboard.tsx";

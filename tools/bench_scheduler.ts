@@ -28,7 +28,7 @@ import { createLogger } from "../domain/log.ts";
 import { createPolicy } from "../domain/policies.ts";
 import { policiesByNameKey, policyCountKey } from "../domain/policy_names.ts";
 import { systemActor } from "../domain/rbac.ts";
-import { runSchedulerTick } from "../domain/runs.ts";
+import { runSchedulerTick } from "../domain/scheduler.ts";
 import { generateKeyPair } from "../domain/signing.ts";
 import { createTarget } from "../domain/storage.ts";
 import { SECTIONS } from "../routes/dashboard.tsx";

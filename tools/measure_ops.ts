@@ -13,7 +13,7 @@ import { applyResult, claimJobs, enqueueJob } from "../domain/job_queue.ts";
 import { readOpsGauges } from "../domain/ops_metrics.ts";
 import { createPolicy } from "../domain/policies.ts";
 import { systemActor } from "../domain/rbac.ts";
-import { runSchedulerTick } from "../domain/runs.ts";
+import { runSchedulerTick } from "../domain/scheduler.ts";
 import { createTarget } from "../domain/storage.ts";
 import { createTenant, engineMetrics, enrollTestHost, onlineTestEngine } from "../tests/helpers.ts";
 

@@ -100,3 +100,7 @@ export function hooksByScriptKey(scriptId: string, hookId: string) {
 export function policyCountKey(accountId: string, orgId: string | null) {
   return ["policy_counts", accountId, orgId ?? "account"] as const;
 }
+
+export function retiredPoliciesByAccountPrefix(accountId: string): Deno.KvKey {
+  return ["policies_retired_by_account", accountId];
+}

@@ -7,3 +7,7 @@ export function pointsByTargetKey(targetId: string, pointId: string) {
 export function repositoryHostKey(policyId: string, generation: number, hostId: string | null) {
   return ["repository_hosts", policyId, generation, hostId ?? "bes"] as const;
 }
+
+export function pointsByTargetPrefix(targetId: string): Deno.KvKey {
+  return ["restore_points_by_target", targetId];
+}

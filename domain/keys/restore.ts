@@ -66,3 +66,16 @@ export function bmrTokenKey(tokenHash: string) {
 export function listPageKey(jobId: string, page: number) {
   return ["restore_list_pages", jobId, page] as const;
 }
+
+/** The browse state of a (restore point, path), by the path's hash (keys are limited to 2 KiB). */
+export function browseStateKey(restorePointId: string, pathHash: string) {
+  return ["restore_browse", restorePointId, pathHash] as const;
+}
+
+export function restoresByAccountPrefix(accountId: string): Deno.KvKey {
+  return ["restores_by_account", accountId];
+}
+
+export function restoresPrefix(): Deno.KvKey {
+  return ["restores"];
+}

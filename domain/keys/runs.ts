@@ -73,3 +73,13 @@ export function autoRetryCountKey(policyId: string, hostId: string | null, day: 
 export function deferredPrefix(): Deno.KvKey {
   return ["runs_deferred"];
 }
+
+/** A per-policy write guard: two run-nows of one policy cannot both commit what each read. */
+export function runNowGuardKey(policyId: string) {
+  return ["run_now_guard", policyId] as const;
+}
+
+/** The last minute a scheduler tick evaluated (ISO time of its start). */
+export function schedulerCursorKey() {
+  return ["scheduler_cursor"] as const;
+}

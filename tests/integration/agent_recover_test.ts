@@ -7,8 +7,9 @@
 import assert from "node:assert/strict";
 import { deliverJobKeys } from "../../domain/namespace_keys.ts";
 import { applyResult, claimJobs, getJob } from "../../domain/job_queue.ts";
-import { requestBmr } from "../../domain/restore.ts";
-import { applyJobOutcome, type RestorePoint } from "../../domain/runs.ts";
+import { requestBmr } from "../../domain/bmr.ts";
+import { applyJobOutcome } from "../../domain/job_outcomes.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
 import { runPolicyNow } from "../../domain/run_now.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { createTarget } from "../../domain/storage.ts";

@@ -10,7 +10,9 @@
 import assert from "node:assert/strict";
 import { type Anomaly, anomalyOfRun, pruneFreezeKey } from "../../domain/anomalies.ts";
 import type { Alert } from "../../domain/alerts.ts";
-import { applyRetention, type RestorePoint, restorePointKey } from "../../domain/runs.ts";
+import { applyRetention } from "../../domain/retention_apply.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
+import { restorePointKey } from "../../domain/keys/restore.ts";
 import { type EnginesWorld, enginesWorld } from "./engines_world.ts";
 
 const FILES = 120;

@@ -20,15 +20,13 @@ import type { Alert, AlertEvent } from "../../domain/alerts.ts";
 import { userActor } from "../../domain/auth.ts";
 import { ConflictError } from "../../domain/errors.ts";
 import { applyResult, claimJobs, type Job } from "../../domain/job_queue.ts";
-import {
-  applyJobOutcome,
-  applyRetention,
-  type RestorePoint,
-  restorePointKey,
-  type Run,
-  runKey,
-  runSchedulerTick,
-} from "../../domain/runs.ts";
+import { applyJobOutcome } from "../../domain/job_outcomes.ts";
+import { applyRetention } from "../../domain/retention_apply.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
+import { restorePointKey } from "../../domain/keys/restore.ts";
+import type { Run } from "../../domain/runs.ts";
+import { runKey } from "../../domain/keys/runs.ts";
+import { runSchedulerTick } from "../../domain/scheduler.ts";
 import { addUser, assertIncludes, auditEntries, Browser, signInAs, testApp } from "../helpers.ts";
 import { backupWorld, DAILY_POLICY } from "./backup_world.ts";
 

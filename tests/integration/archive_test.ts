@@ -23,14 +23,11 @@ import { applyResult, claimJobs, type Job } from "../../domain/job_queue.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { readProtectedFor } from "../../domain/protected.ts";
 import { systemActor } from "../../domain/rbac.ts";
-import {
-  applyJobOutcome,
-  applyRetention,
-  indexRestorePointsByHost,
-  listRunsByPolicy,
-  type RestorePoint,
-  runSchedulerTick,
-} from "../../domain/runs.ts";
+import { applyJobOutcome } from "../../domain/job_outcomes.ts";
+import { applyRetention } from "../../domain/retention_apply.ts";
+import { indexRestorePointsByHost, type RestorePoint } from "../../domain/restore_points.ts";
+import { listRunsByPolicy } from "../../domain/runs.ts";
+import { runSchedulerTick } from "../../domain/scheduler.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
 import { createTarget } from "../../domain/storage.ts";
 import type { Permission, User } from "../../domain/types.ts";

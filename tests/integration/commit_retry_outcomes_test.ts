@@ -13,9 +13,11 @@ import {
 } from "../../domain/protected.ts";
 import type { Replication } from "../../domain/replicas.ts";
 import { CommitConflictError } from "../../domain/retry.ts";
-import { restoreByJobKey, restoreKey, type RestoreRequest } from "../../domain/restore.ts";
-import { runByJobKey, runKey } from "../../domain/run_keys.ts";
-import { applyJobOutcome, type Run } from "../../domain/runs.ts";
+import { restoreByJobKey, restoreKey } from "../../domain/keys/restore.ts";
+import type { RestoreRequest } from "../../domain/restore_requests.ts";
+import { runByJobKey, runKey } from "../../domain/keys/runs.ts";
+import { applyJobOutcome } from "../../domain/job_outcomes.ts";
+import type { Run } from "../../domain/runs.ts";
 import { contendedKv } from "../fakes/contended_kv.ts";
 
 const now = new Date("2026-11-22T10:00:00Z");

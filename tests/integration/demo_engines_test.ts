@@ -7,8 +7,8 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../app.ts";
 import { createLogger } from "../../domain/log.ts";
-import { requestFileRestore } from "../../domain/restore.ts";
-import type { RestorePoint } from "../../domain/runs.ts";
+import { requestFileRestore } from "../../domain/restore_requests.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
 import { DEMO_AGENTS, startDemoEngines } from "../../tools/demo_engines.ts";
 import { seedDemo } from "../../tools/seed_demo.ts";
 import { config, system, waitFor } from "./bes_world.ts";

@@ -29,7 +29,9 @@ import { ForbiddenError, NotFoundError, ValidationError } from "../../domain/err
 import { applyResult, claimJobs, expireLeases, getJob, type Job, LEASE_MS } from "../../domain/job_queue.ts";
 import { createPolicy, listPolicies } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
-import { applyJobOutcome, listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
+import { applyJobOutcome } from "../../domain/job_outcomes.ts";
+import { listRunsByPolicy } from "../../domain/runs.ts";
+import { runSchedulerTick } from "../../domain/scheduler.ts";
 import { classifyKey } from "../../domain/self_backup.ts";
 import { createTarget } from "../../domain/storage.ts";
 import {

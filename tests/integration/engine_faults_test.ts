@@ -17,7 +17,8 @@
  */
 import assert from "node:assert/strict";
 import { expireLeases, getJob, type Job, jobKey, LEASE_MS } from "../../domain/job_queue.ts";
-import { type RestorePoint, restorePointKey } from "../../domain/runs.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
+import { restorePointKey } from "../../domain/keys/restore.ts";
 import { LocalBackend } from "../../engine/repo/backend.ts";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { assertSameTree } from "../engine/tree_fixture.ts";

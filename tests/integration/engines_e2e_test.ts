@@ -9,7 +9,9 @@
  */
 import assert from "node:assert/strict";
 import type { Job } from "../../domain/job_queue.ts";
-import { applyRetention, type RestorePoint, restorePointKey } from "../../domain/runs.ts";
+import { applyRetention } from "../../domain/retention_apply.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
+import { restorePointKey } from "../../domain/keys/restore.ts";
 import { LocalBackend } from "../../engine/repo/backend.ts";
 import { recoveryOpener } from "../../engine/repo/keys.ts";
 import { Repository } from "../../engine/repo/repository.ts";

@@ -14,8 +14,9 @@ import { type Host, hostKey } from "../../domain/hosts.ts";
 import { jobKey } from "../../domain/job_queue.ts";
 import { createLogger } from "../../domain/log.ts";
 import { createRecoveryKey } from "../../domain/recovery_keys.ts";
-import { restoreKey } from "../../domain/restore.ts";
-import { type Run, runKey } from "../../domain/runs.ts";
+import { restoreKey } from "../../domain/keys/restore.ts";
+import type { Run } from "../../domain/runs.ts";
+import { runKey } from "../../domain/keys/runs.ts";
 import { addUser, createTenant, REPO_ROOT } from "../helpers.ts";
 import { engineNamed, spawnBes, waitFor } from "./bes_world.ts";
 

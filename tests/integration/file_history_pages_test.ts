@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { claimJobs } from "../../domain/job_queue.ts";
 import { applyHeartbeat } from "../../domain/engines.ts";
 import { applyHostHeartbeat } from "../../domain/hosts.ts";
-import { runSchedulerTick } from "../../domain/runs.ts";
+import { runSchedulerTick } from "../../domain/scheduler.ts";
 import { assertIncludes, engineMetrics } from "../helpers.ts";
 import { FILE, H, setup } from "./file_history_world.ts";
 

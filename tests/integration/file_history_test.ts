@@ -13,7 +13,8 @@ import {
   restoreFileVersion,
 } from "../../domain/file_history.ts";
 import { claimJobs, type Job } from "../../domain/job_queue.ts";
-import { type RestorePoint, restorePointKey } from "../../domain/runs.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
+import { restorePointKey } from "../../domain/keys/restore.ts";
 import { classifyKey } from "../../domain/self_backup.ts";
 import { FILE, H, setup } from "./file_history_world.ts";
 

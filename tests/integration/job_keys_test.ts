@@ -21,7 +21,8 @@ import {
 import { checkInvariants } from "../../domain/invariants.ts";
 import { createReplica } from "../../domain/replicas.ts";
 import { getRecoveryKey } from "../../domain/recovery_keys.ts";
-import { requestBrowse, requestFileRestore } from "../../domain/restore.ts";
+import { requestBrowse } from "../../domain/restore_browse.ts";
+import { requestFileRestore } from "../../domain/restore_requests.ts";
 import { runPolicyNow } from "../../domain/run_now.ts";
 import { issueSetupToken } from "../../domain/setup.ts";
 import { createTarget } from "../../domain/storage.ts";

@@ -22,15 +22,11 @@ import { applyResult, claimJobs, getJob as getQueuedJob } from "../../domain/job
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { userActor } from "../../domain/auth.ts";
-import {
-  applyJobResultToRun,
-  listRunsByPolicy,
-  newRunInOp,
-  retryRun,
-  type Run,
-  runKey,
-  runSchedulerTick,
-} from "../../domain/runs.ts";
+import { applyJobResultToRun } from "../../domain/job_outcomes.ts";
+import { listRunsByPolicy, newRunInOp, type Run } from "../../domain/runs.ts";
+import { retryRun } from "../../domain/run_retry.ts";
+import { runKey } from "../../domain/keys/runs.ts";
+import { runSchedulerTick } from "../../domain/scheduler.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
 import { createTarget } from "../../domain/storage.ts";
 import {

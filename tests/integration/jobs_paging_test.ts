@@ -9,7 +9,8 @@ import { userActor } from "../../domain/auth.ts";
 import { listJobs, parseJobFilter } from "../../domain/job_views.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
-import { newRunInOp, type Run, runKey } from "../../domain/runs.ts";
+import { newRunInOp, type Run } from "../../domain/runs.ts";
+import { runKey } from "../../domain/keys/runs.ts";
 import { createTarget } from "../../domain/storage.ts";
 import { addUser, createTenant, registerTestEngine, targetInput } from "../helpers.ts";
 

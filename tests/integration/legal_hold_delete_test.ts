@@ -11,7 +11,7 @@ import { deleteEngine, getEngine } from "../../domain/engines.ts";
 import { placeHold, releaseHold } from "../../domain/holds.ts";
 import type { Job } from "../../domain/job_queue.ts";
 import { retiredPolicyKey } from "../../domain/policies.ts";
-import { applyRetention } from "../../domain/runs.ts";
+import { applyRetention } from "../../domain/retention_apply.ts";
 import { enrollHost } from "../../domain/hosts.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
 import { auditEntries, Browser, signInAs } from "../helpers.ts";

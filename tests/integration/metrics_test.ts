@@ -33,7 +33,9 @@ import {
 import { checkOpsCounters } from "../../domain/ops_counters.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { type Actor, systemActor } from "../../domain/rbac.ts";
-import { applyJobOutcome, listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
+import { applyJobOutcome } from "../../domain/job_outcomes.ts";
+import { listRunsByPolicy } from "../../domain/runs.ts";
+import { runSchedulerTick } from "../../domain/scheduler.ts";
 import { runBackup } from "../../domain/self_backup_runs.ts";
 import { createTarget } from "../../domain/storage.ts";
 import {

@@ -27,7 +27,8 @@ import { VeeamConnector } from "../../domain/connectors/veeam.ts";
 import { listProtectedObjects, type ProtectedObject, sweepRpoBreaches } from "../../domain/protected.ts";
 import { type Actor, systemActor } from "../../domain/rbac.ts";
 import { classifyKey } from "../../domain/self_backup.ts";
-import { AUTO_RETRY_DELAY_MS, type Run } from "../../domain/runs.ts";
+import { AUTO_RETRY_DELAY_MS } from "../../domain/auto_retry.ts";
+import type { Run } from "../../domain/runs.ts";
 import { autoRetry } from "../../jobs/auto_retry.ts";
 import type { User } from "../../domain/types.ts";
 import {

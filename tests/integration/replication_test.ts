@@ -26,7 +26,9 @@ import {
   type ReplicationView,
   resumeReplicaIndexCleanups,
 } from "../../domain/replicas.ts";
-import { applyJobOutcome, listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
+import { applyJobOutcome } from "../../domain/job_outcomes.ts";
+import { listRunsByPolicy } from "../../domain/runs.ts";
+import { runSchedulerTick } from "../../domain/scheduler.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
 import { createTarget } from "../../domain/storage.ts";
 import type { Engine } from "../../domain/engines.ts";

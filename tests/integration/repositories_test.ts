@@ -22,15 +22,14 @@ import {
 } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { countPointsOnTarget, indexRestorePointsByTarget, repositoryOf } from "../../domain/repositories.ts";
-import { listRestorePoints, requestBrowse, requireRestorePoint } from "../../domain/restore.ts";
+import { listRestorePoints, requireRestorePoint } from "../../domain/restore_points.ts";
+import { requestBrowse } from "../../domain/restore_browse.ts";
 import { runPolicyNow } from "../../domain/run_now.ts";
-import {
-  applyJobOutcome,
-  applyRetention,
-  listRunsByPolicy,
-  type RestorePoint,
-  runSchedulerTick,
-} from "../../domain/runs.ts";
+import { applyJobOutcome } from "../../domain/job_outcomes.ts";
+import { applyRetention } from "../../domain/retention_apply.ts";
+import { listRunsByPolicy } from "../../domain/runs.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
+import { runSchedulerTick } from "../../domain/scheduler.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
 import { createTarget, deleteTarget, getTarget } from "../../domain/storage.ts";
 import {

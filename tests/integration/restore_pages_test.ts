@@ -11,7 +11,7 @@ import { applyHostHeartbeat } from "../../domain/hosts.ts";
 import { claimJobs, type Job, reportProgress, type ResultInput } from "../../domain/job_queue.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
-import { runSchedulerTick } from "../../domain/runs.ts";
+import { runSchedulerTick } from "../../domain/scheduler.ts";
 import {
   addUser,
   assertExcludes,

@@ -24,27 +24,32 @@ import {
 } from "../../domain/job_queue.ts";
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { type Actor, systemActor } from "../../domain/rbac.ts";
+import { BMR_TOKEN_TTL_MS, redeemBmrToken, requestBmr } from "../../domain/bmr.ts";
 import {
-  BMR_TOKEN_TTL_MS,
   getBrowse,
-  getRestore,
   getSearch,
-  latestRestorePointOfHost,
-  listRestorePoints,
-  listRestores,
-  redeemBmrToken,
-  requestBmr,
   requestBrowse,
+  requestSearch,
+  RESTORE_PICKUP_MS,
+} from "../../domain/restore_browse.ts";
+import {
+  getRestore,
+  listRestores,
   requestFileRestore,
   requestImageRestore,
-  requestSearch,
-  requireRestorePoint,
-  RESTORE_PICKUP_MS,
   restorePathsChunk,
-  restorePointChain,
   type RestoreRequest,
-} from "../../domain/restore.ts";
-import { applyJobOutcome, type RestorePoint, restorePointKey, runSchedulerTick } from "../../domain/runs.ts";
+} from "../../domain/restore_requests.ts";
+import {
+  latestRestorePointOfHost,
+  listRestorePoints,
+  requireRestorePoint,
+  restorePointChain,
+} from "../../domain/restore_points.ts";
+import { applyJobOutcome } from "../../domain/job_outcomes.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
+import { restorePointKey } from "../../domain/keys/restore.ts";
+import { runSchedulerTick } from "../../domain/scheduler.ts";
 import { classifyKey } from "../../domain/self_backup.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
 import { createTarget } from "../../domain/storage.ts";

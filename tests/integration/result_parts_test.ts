@@ -15,8 +15,16 @@ import { storeResultPart } from "../../domain/result_parts.ts";
 import { jobErrorsPage } from "../../domain/run_results.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
-import { getBrowse, getSearch, LIST_PAGE_SIZE, requestBrowse, requestSearch } from "../../domain/restore.ts";
-import { listRunsByPolicy, type RestorePoint, type Run, runSchedulerTick } from "../../domain/runs.ts";
+import {
+  getBrowse,
+  getSearch,
+  LIST_PAGE_SIZE,
+  requestBrowse,
+  requestSearch,
+} from "../../domain/restore_browse.ts";
+import { listRunsByPolicy, type Run } from "../../domain/runs.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
+import { runSchedulerTick } from "../../domain/scheduler.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
 import { createTarget } from "../../domain/storage.ts";
 import type { EngineIdentity } from "../../tools/engine_client.ts";

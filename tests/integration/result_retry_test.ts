@@ -7,7 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { claimJobs, enqueueJob, getJob, type Job, jobKey } from "../../domain/job_queue.ts";
-import { type RestorePoint, restorePointKey } from "../../domain/runs.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
+import { restorePointKey } from "../../domain/keys/restore.ts";
 import { ControlPlane } from "../../engine/agent/control.ts";
 import { JobRunner } from "../../engine/bes/jobs.ts";
 import { createLogger } from "../../engine/log.ts";

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { claimJobs, getJob } from "../../domain/job_queue.ts";
-import { applyRetention, listRunsByPolicy } from "../../domain/runs.ts";
+import { applyRetention } from "../../domain/retention_apply.ts";
+import { listRunsByPolicy } from "../../domain/runs.ts";
 import { addUser, Browser, signInAs, testApp } from "../helpers.ts";
 import { allPoints, backupWorld, dailyFulls } from "./backup_world.ts";
 

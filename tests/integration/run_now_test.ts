@@ -12,15 +12,12 @@ import { type Policy, updatePolicy } from "../../domain/policies.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { runNowBlockedReason, runPolicyNow } from "../../domain/run_now.ts";
-import {
-  applyJobOutcome,
-  buildBackupPayload,
-  indexOpenRuns,
-  listRunsByPolicy,
-  retryRun,
-  type Run,
-  runSchedulerTick,
-} from "../../domain/runs.ts";
+import { applyJobOutcome } from "../../domain/job_outcomes.ts";
+import { buildBackupPayload } from "../../domain/backup_payload.ts";
+import { indexOpenRuns } from "../../domain/run_lifecycle.ts";
+import { listRunsByPolicy, type Run } from "../../domain/runs.ts";
+import { retryRun } from "../../domain/run_retry.ts";
+import { runSchedulerTick } from "../../domain/scheduler.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
 import { applyCapacityReport, createTarget, type StorageTarget } from "../../domain/storage.ts";
 import type { Engine } from "../../domain/engines.ts";

@@ -19,7 +19,8 @@ import {
 import { createPolicy, type Policy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { runPolicyNow } from "../../domain/run_now.ts";
-import { applyJobOutcome, listRunsByPolicy, type Run } from "../../domain/runs.ts";
+import { applyJobOutcome } from "../../domain/job_outcomes.ts";
+import { listRunsByPolicy, type Run } from "../../domain/runs.ts";
 import {
   addUser,
   Browser,

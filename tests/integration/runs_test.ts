@@ -14,22 +14,14 @@ import { retryJob } from "../../domain/job_views.ts";
 import type { Policy } from "../../domain/policies.ts";
 import { readSummary } from "../../domain/dashboard.ts";
 import { systemActor } from "../../domain/rbac.ts";
-import {
-  applyJobOutcome,
-  applyJobResultToRun,
-  AUTO_RETRY_DELAY_MS,
-  AUTO_RETRY_MAX,
-  autoRetryRuns,
-  buildBackupPayload,
-  dueKinds,
-  firesInMinute,
-  listRuns,
-  listRunsByPolicy,
-  requestPrePatch,
-  type RestorePoint,
-  retryRun,
-  runSchedulerTick,
-} from "../../domain/runs.ts";
+import { applyJobOutcome, applyJobResultToRun } from "../../domain/job_outcomes.ts";
+import { AUTO_RETRY_DELAY_MS, AUTO_RETRY_MAX, autoRetryRuns } from "../../domain/auto_retry.ts";
+import { buildBackupPayload } from "../../domain/backup_payload.ts";
+import { dueKinds, firesInMinute, runSchedulerTick } from "../../domain/scheduler.ts";
+import { listRuns, listRunsByPolicy } from "../../domain/runs.ts";
+import { requestPrePatch } from "../../domain/prepatch.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
+import { retryRun } from "../../domain/run_retry.ts";
 import { generateKeyPair } from "../../domain/signing.ts";
 import { createTarget } from "../../domain/storage.ts";
 import {

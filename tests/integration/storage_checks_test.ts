@@ -9,7 +9,7 @@ import { applyHostHeartbeat, type Host } from "../../domain/hosts.ts";
 import { applyResult, claimJobs, type Job } from "../../domain/job_queue.ts";
 import type { Permission } from "../../domain/types.ts";
 import { systemActor } from "../../domain/rbac.ts";
-import { applyJobOutcome } from "../../domain/runs.ts";
+import { applyJobOutcome } from "../../domain/job_outcomes.ts";
 
 import {
   applyCapacityReport,

@@ -10,13 +10,10 @@ import { assignHost } from "../../domain/assignments.ts";
 import { getJob } from "../../domain/job_queue.ts";
 import { patchPolicy } from "../../domain/policies.ts";
 import { runPolicyNow } from "../../domain/run_now.ts";
-import {
-  listRunsByPolicy,
-  type RestorePoint,
-  retryRun,
-  type Run,
-  runSchedulerTick,
-} from "../../domain/runs.ts";
+import { listRunsByPolicy, type Run } from "../../domain/runs.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
+import { retryRun } from "../../domain/run_retry.ts";
+import { runSchedulerTick } from "../../domain/scheduler.ts";
 import { ConflictError } from "../../domain/errors.ts";
 import { call, claim, type DataWorld, dataWorld, system } from "./data_access_fixture.ts";
 

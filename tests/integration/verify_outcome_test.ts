@@ -8,7 +8,9 @@ import { verifyFailedKey } from "../../domain/dashboard.ts";
 import { ConflictError } from "../../domain/errors.ts";
 import type { Job } from "../../domain/job_queue.ts";
 import { CommitConflictError } from "../../domain/retry.ts";
-import { applyJobOutcome, type RestorePoint, restorePointKey } from "../../domain/runs.ts";
+import { applyJobOutcome } from "../../domain/job_outcomes.ts";
+import type { RestorePoint } from "../../domain/restore_points.ts";
+import { restorePointKey } from "../../domain/keys/restore.ts";
 
 const now = new Date("2026-11-22T10:00:00Z");
 const ACCOUNT = "acct-1";

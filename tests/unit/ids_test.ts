@@ -9,7 +9,7 @@ import {
   timingSafeEqual,
   toBase64Url,
 } from "../../domain/ids.ts";
-import { restorePointId } from "../../domain/runs.ts";
+import { restorePointId } from "../../domain/restore_points.ts";
 
 Deno.test("timingSafeEqual() is true only for identical strings", () => {
   assert.equal(timingSafeEqual("abc", "abc"), true);

@@ -2,14 +2,14 @@
 import assert from "node:assert/strict";
 import {
   dedupePaths,
-  FileRestoreInput,
   joinPath,
   MAX_RESTORE_PATHS,
   normalizeRestorePath,
   parentPath,
   PathList,
   RestorePath,
-} from "../../domain/restore.ts";
+} from "../../domain/restore_paths.ts";
+import { FileRestoreInput } from "../../domain/restore_requests.ts";
 
 function refused(value: string): string {
   const r = normalizeRestorePath(value);
