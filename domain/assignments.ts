@@ -7,9 +7,9 @@
  * the host's protected object (protected.ts). Reassigning an archived host reactivates the same
  * record; it is never duplicated.
  *
- * The pointer lives under `policyChildPrefixes(policyId)` so a policy delete removes it. The record
+ * The pointer lives under `policyChildPrefixes(policyId)` (policy_cascade.ts) so a policy delete removes it. The record
  * and its host index are outside that prefix: `deletePolicyAssignments` removes them (and must run in
- * the policy cascade), and `purgeOrphanAssignments` repairs any a cascade left behind. Readers skip an
+ * the policy cascade, policy_cascade.ts), and `purgeOrphanAssignments` repairs any a cascade left behind. Readers skip an
  * assignment whose policy is gone.
  */
 import { assignmentsByHostPrefix, assignmentsByPolicyPrefix } from "./keys/policies.ts";
@@ -416,9 +416,9 @@ async function dropAssignment(kv: Deno.Kv, id: string, now: Date, onlyIfOrphan: 
 
 /**
  * Removes every assignment of a policy (record and both indexes) and marks their protected objects
- * `unprotected`, in small checked operations. For the policy cascade (`deletePolicyCascade` should
- * call it before it clears `policyChildPrefixes`); no audit entry of its own, the policy delete has
- * one. Idempotent. Returns how many it removed.
+ * `unprotected`, in small checked operations. For the policy cascade (policy_cascade.ts calls it before
+ * it clears `policyChildPrefixes`); no audit entry of its own, the policy delete has one. Idempotent.
+ * Returns how many it removed.
  */
 export async function deletePolicyAssignments(kv: Deno.Kv, policyId: string, now: Date): Promise<number> {
   let n = 0;

@@ -11,16 +11,17 @@
  * 4. `post_backup` — after the job has finished (remove the dump, notify).
  * Hooks of one type run by `sequence` ascending, then by id for ties (see `orderHooks`).
  *
- * Keys: `["hooks", id]` (the hook), `["hooks_by_policy", policyId, id]` (removed with the policy by
- * its cascade) and `["hooks_by_script", scriptId, id]` for custom hooks. Until the policy cascade also
- * calls `deleteHooksOfPolicy`, a deleted policy leaves its hook records behind: every reader here
- * treats a hook whose policy is gone as deleted, `deleteScript` ignores (and removes) such hooks, and
- * `sweepOrphanHooks` removes the rest.
+ * Keys: `["hooks", id]` (the hook), `["hooks_by_policy", policyId, id]` and `["hooks_by_script",
+ * scriptId, id]` for custom hooks. The policy cascade (policy_cascade.ts) calls `deleteHooksOfPolicy`;
+ * hooks left behind by a cascade that crashed or by a policy deleted before it knew hooks count as
+ * deleted for every reader here, `deleteScript` ignores (and removes) them, and `sweepOrphanHooks`
+ * removes the rest.
  */
 import { hooksByPolicyPrefix } from "./keys/policies.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
-import { type Engine, engineKey, registerEngineCascade } from "./engines.ts";
+import type { Engine } from "./engines.ts";
+import { engineKey } from "./keys/engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, kvValueBytes, withRetry } from "./kv.ts";
@@ -28,15 +29,9 @@ import type { Policy, PolicyCore } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";
 import { requirePolicy } from "./policy_reads.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
-import {
-  hooksByScriptKey,
-  type Interpreter,
-  registerScriptBodyCheck,
-  type Script,
-  scriptKey,
-  scriptScope,
-} from "./scripts.ts";
-import { hookKey, hooksByPolicyKey } from "./keys/policies.ts";
+// Types only: scripts.ts imports this module (a script's new body is checked against its hooks).
+import type { Interpreter, Script } from "./scripts.ts";
+import { hookKey, hooksByPolicyKey, hooksByScriptKey, scriptKey } from "./keys/policies.ts";
 export { hookKey, hooksByPolicyKey };
 
 /** Hook types in execution order (see the module comment). */
@@ -411,7 +406,7 @@ async function useScript(
 ): Promise<Script> {
   const entry = await kv.get<Script>(scriptKey(scriptId));
   const script = entry.value;
-  if (!script || !inScope(actor, scriptScope(script))) {
+  if (!script || !inScope(actor, { accountId: script.accountId, orgId: script.orgId })) {
     throw new ValidationError("Unknown script", { scriptId: "Choose a script from the library" });
   }
   if (script.accountId !== policy.accountId || script.orgId !== policy.orgId) {
@@ -618,18 +613,14 @@ export async function sweepOrphanHooks(
   return n;
 }
 
-// A BES cascade removes the hooks of its policies whatever the order of the steps: those of policies
-// already deleted, and those of policies still on the BES (no new hook can attach: createHook checks
-// that the BES is not being deleted).
-registerEngineCascade({
-  name: "hooks",
-  async run(kv, engine, now) {
-    return await sweepOrphanHooks(kv, now, (_, p) => p === null || p.besId === engine.id, false);
-  },
-});
-
-// A script's new body must still fit in the jobs of every policy whose hooks run it.
-registerScriptBodyCheck(async (kv, script) => {
+/**
+ * Throws ValidationError (field `body`) when a script's new body no longer fits in the jobs of a policy whose
+ * hooks run it. `updateScript` (scripts.ts) calls it before saving a changed body.
+ */
+export async function checkScriptBodyFitsHooks(
+  kv: Deno.Kv,
+  script: Pick<Script, "id" | "interpreter" | "body">,
+): Promise<void> {
   const policyIds = new Set<string>();
   for await (const e of kv.list<string>({ prefix: ["hooks_by_script", script.id] })) {
     const hook = (await kv.get<Hook>(hookKey(e.value))).value;
@@ -638,4 +629,4 @@ registerScriptBodyCheck(async (kv, script) => {
   for (const policy of await getManyValues<Policy>(kv, [...policyIds].map((id) => policyKey(id)))) {
     await checkHookPlanSize(kv, policy, { script }, "body");
   }
-});
+}

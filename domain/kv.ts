@@ -102,3 +102,16 @@ export const COUNT_DOWN = (1n << 64n) - 1n;
 export function counterValue(v: unknown): number {
   return v instanceof Deno.KvU64 ? Number(BigInt.asIntN(64, v.value)) : 0;
 }
+
+/** Deletes every key under each prefix, 500 to an atomic operation (not one transaction: idempotent sweeps). */
+export async function deleteByPrefixes(kv: Deno.Kv, prefixes: Deno.KvKey[]): Promise<void> {
+  for (const prefix of prefixes) {
+    const keys: Deno.KvKey[] = [];
+    for await (const e of kv.list({ prefix })) keys.push(e.key);
+    for (let i = 0; i < keys.length; i += 500) {
+      const op = kv.atomic();
+      for (const key of keys.slice(i, i + 500)) op.delete(key);
+      await op.commit();
+    }
+  }
+}

@@ -23,7 +23,8 @@ import { replicasByPolicyPrefix } from "./keys/replicas.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { kekReference as kekReferenceOf } from "./keks.ts";
-import { type Engine, engineKey, registerEngineCascade } from "./engines.ts";
+import type { Engine } from "./engines.ts";
+import { engineKey } from "./keys/engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getJobs, type Job, queueJobInOp } from "./job_queue.ts";
@@ -1113,17 +1114,3 @@ export async function replicaStats(kv: Deno.Kv, ruleIds: string[]): Promise<Map<
   }
   return out;
 }
-
-// A BES cascade removes, whatever the order of the steps, the rules of its policies and the rules
-// writing to its targets (policies of other BES included), releasing targets that survive. No new rule
-// can attach meanwhile: createReplica checks that neither BES is being deleted.
-registerEngineCascade({
-  name: "replica_rules",
-  async run(kv, engine, now) {
-    return await sweepOrphanReplicas(kv, now, {
-      accountId: engine.accountId,
-      audit: false,
-      isDoomed: (_, p, t) => p === null || t === null || p.besId === engine.id || t.besId === engine.id,
-    });
-  },
-});

@@ -2,12 +2,15 @@
  * The script library: named scripts of an organization (or of the account, `orgId: null`) that custom
  * application-consistent hooks run. Names are unique per organization, case-insensitively. A script
  * that a hook uses cannot be deleted; hooks.ts touches the script entry whenever a hook starts using
- * it, so a delete that raced with such a hook fails its check and looks again.
+ * it, so a delete that raced with such a hook fails its check and looks again. A new body is checked
+ * against the hooks that run it (`checkScriptBodyFitsHooks`, imported from hooks.ts, which imports
+ * this module's types only).
  */
 import { hookKey } from "./keys/policies.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { checkScriptBodyFitsHooks } from "./hooks.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, type Page, withRetry } from "./kv.ts";
 import { pageOf, PageQuery } from "./paging.ts";
@@ -224,7 +227,7 @@ export async function updateScript(
     if (!script || !inScope(actor, scriptScope(script))) throw new NotFoundError(`Script ${id} not found`);
     authorize(actor, "backup.manage", scriptScope(script));
     const next: Script = { ...script, ...data, updatedAt: now.toISOString() };
-    if (next.body !== script.body) { for (const check of bodyChecks) await check(kv, next); }
+    if (next.body !== script.body) await checkScriptBodyFitsHooks(kv, next);
     const op = kv.atomic().check(entry).set(scriptKey(id), next);
     const oldName = scriptByNameKey(script.accountId, script.orgId, script.name);
     const newName = scriptByNameKey(script.accountId, script.orgId, next.name);
@@ -242,13 +245,6 @@ export async function updateScript(
     }, now);
     return (await op.commit()).ok ? { value: next } : null;
   });
-}
-
-/** A check of a script's new body against what uses it (registered by hooks.ts, which imports this module). */
-type ScriptBodyCheck = (kv: Deno.Kv, script: Pick<Script, "id" | "interpreter" | "body">) => Promise<void>;
-const bodyChecks: ScriptBodyCheck[] = [];
-export function registerScriptBodyCheck(check: ScriptBodyCheck): void {
-  if (!bodyChecks.includes(check)) bodyChecks.push(check);
 }
 
 /** A hook as far as the script library cares. */
