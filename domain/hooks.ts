@@ -17,7 +17,15 @@
  * deleted for every reader here, `deleteScript` ignores (and removes) them, and `sweepOrphanHooks`
  * removes the rest.
  */
-import { hooksByPolicyPrefix } from "./keys/policies.ts";
+import {
+  hookKey,
+  hooksByPolicyKey,
+  hooksByPolicyPrefix,
+  hooksByScriptKey,
+  hooksByScriptPrefix,
+  hooksPrefix,
+  scriptKey,
+} from "./keys/policies.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import type { Engine } from "./engines.ts";
@@ -31,7 +39,6 @@ import { requirePolicy } from "./policy_reads.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 // Types only: scripts.ts imports this module (a script's new body is checked against its hooks).
 import type { Interpreter, Script } from "./scripts.ts";
-import { hookKey, hooksByPolicyKey, hooksByScriptKey, scriptKey } from "./keys/policies.ts";
 export { hookKey, hooksByPolicyKey };
 
 /** Hook types in execution order (see the module comment). */
@@ -599,7 +606,7 @@ export async function sweepOrphanHooks(
   audit = true,
 ): Promise<number> {
   const hooks: Hook[] = [];
-  for await (const e of kv.list<Hook>({ prefix: ["hooks"] })) {
+  for await (const e of kv.list<Hook>({ prefix: hooksPrefix() })) {
     if (typeof e.value?.policyId === "string") hooks.push(e.value);
   }
   const policyIds = [...new Set(hooks.map((h) => h.policyId))];
@@ -622,7 +629,7 @@ export async function checkScriptBodyFitsHooks(
   script: Pick<Script, "id" | "interpreter" | "body">,
 ): Promise<void> {
   const policyIds = new Set<string>();
-  for await (const e of kv.list<string>({ prefix: ["hooks_by_script", script.id] })) {
+  for await (const e of kv.list<string>({ prefix: hooksByScriptPrefix(script.id) })) {
     const hook = (await kv.get<Hook>(hookKey(e.value))).value;
     if (hook) policyIds.add(hook.policyId);
   }

@@ -19,7 +19,23 @@
  * success and the last failure. A record is final once its job's result is applied; until then it is
  * read together with its job, so a claimed job shows as running.
  */
-import { replicasByPolicyPrefix } from "./keys/replicas.ts";
+import {
+  replicaCountKey,
+  replicaIndexCleanupKey,
+  replicaIndexCleanupsPrefix,
+  replicaKey,
+  replicaLastKey,
+  replicasByAccountKey,
+  replicasByAccountPrefix,
+  replicasByPolicyKey,
+  replicasByPolicyPrefix,
+  replicasByTargetKey,
+  replicasPrefix,
+  replicationKey,
+  replicationsByRuleKey,
+  replicationsByRulePrefix,
+  replicationsPrefix,
+} from "./keys/replicas.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { kekReference as kekReferenceOf } from "./keks.ts";
@@ -41,12 +57,6 @@ import { evaluate321, type ThreeTwoOne } from "./three_two_one.ts";
 import type { RestorePoint } from "./runs.ts";
 import { restorePointKey } from "./restore_point_keys.ts";
 import { type Host, hostKey, hostScope } from "./hosts.ts";
-import {
-  replicaKey,
-  replicasByAccountKey,
-  replicasByPolicyKey,
-  replicasByTargetKey,
-} from "./keys/replicas.ts";
 export { replicaKey, replicasByAccountKey, replicasByPolicyKey, replicasByTargetKey };
 
 /** Where the key-encryption key of the replica comes from. */
@@ -230,7 +240,7 @@ export async function listReplicasByPolicy(
 export async function listReplicas(kv: Deno.Kv, actor: Actor): Promise<ReplicaRow[]> {
   if (!actor.accountId) return [];
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["replicas_by_account", actor.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: replicasByAccountPrefix(actor.accountId) })) {
     keys.push(replicaKey(e.value));
   }
   const rules = (await getManyValues<ReplicaRule>(kv, keys)).filter((r) => inScope(actor, replicaScope(r)));
@@ -465,7 +475,7 @@ async function removeRule(
       const e of kv.list({ prefix: replicationsByRulePrefix(id) }, { limit: INDEX_DELETE_INLINE + 1 })
     ) index.push(e.key);
     if (index.length <= INDEX_DELETE_INLINE) { for (const key of index) op.delete(key); }
-    else op.set(indexCleanupKey(id), true);
+    else op.set(replicaIndexCleanupKey(id), true);
     if (targetEntry.value) {
       op.set(targetKey(rule.targetId), {
         ...targetEntry.value,
@@ -496,15 +506,10 @@ async function removeRule(
 /** A rule's index entries deleted in the rule's own removal write at most (KV allows 1000 mutations). */
 const INDEX_DELETE_INLINE = 500;
 
-/** A removed rule whose replication index is still being deleted (`resumeReplicaIndexCleanups`). */
-function indexCleanupKey(ruleId: string) {
-  return ["replica_index_cleanups", ruleId] as const;
-}
-
 /** Deletes a removed rule's replication index in batches, then its cleanup record. Idempotent. */
 async function cleanUpRuleIndex(kv: Deno.Kv, ruleId: string): Promise<void> {
   if ((await kv.get(replicaKey(ruleId))).versionstamp) {
-    await kv.delete(indexCleanupKey(ruleId)); // not removed after all: its index stays
+    await kv.delete(replicaIndexCleanupKey(ruleId)); // not removed after all: its index stays
     return;
   }
   let keys: Deno.KvKey[] = [];
@@ -519,7 +524,7 @@ async function cleanUpRuleIndex(kv: Deno.Kv, ruleId: string): Promise<void> {
   }
   const op = kv.atomic();
   for (const key of keys) op.delete(key);
-  await op.delete(indexCleanupKey(ruleId)).commit();
+  await op.delete(replicaIndexCleanupKey(ruleId)).commit();
 }
 
 /**
@@ -528,7 +533,7 @@ async function cleanUpRuleIndex(kv: Deno.Kv, ruleId: string): Promise<void> {
  */
 export async function resumeReplicaIndexCleanups(kv: Deno.Kv): Promise<number> {
   let n = 0;
-  for await (const e of kv.list({ prefix: ["replica_index_cleanups"] })) {
+  for await (const e of kv.list({ prefix: replicaIndexCleanupsPrefix() })) {
     await cleanUpRuleIndex(kv, String(e.key[1]));
     n++;
   }
@@ -585,12 +590,12 @@ export async function sweepOrphanReplicas(
   const found: ReplicaRule[] = [];
   if (options.accountId) {
     const keys: Deno.KvKey[] = [];
-    for await (const e of kv.list<string>({ prefix: ["replicas_by_account", options.accountId] })) {
+    for await (const e of kv.list<string>({ prefix: replicasByAccountPrefix(options.accountId) })) {
       keys.push(replicaKey(e.value));
     }
     found.push(...await getManyValues<ReplicaRule>(kv, keys));
   } else {
-    for await (const e of kv.list<ReplicaRule>({ prefix: ["replicas"] })) found.push(e.value);
+    for await (const e of kv.list<ReplicaRule>({ prefix: replicasPrefix() })) found.push(e.value);
   }
   // Only well-formed rules (nothing else is written under these prefixes, but a sweep must not crash).
   const rules = found.filter((r) => typeof r?.policyId === "string" && typeof r.targetId === "string");
@@ -677,22 +682,6 @@ interface ReplicaLast {
   failure: { restorePointId: string; at: string; error: string | null } | null;
 }
 
-function replicationKey(restorePointId: string, ruleId: string) {
-  return ["replications", restorePointId, ruleId] as const;
-}
-/** A rule's replications, oldest point first (point ids are time-ordered). */
-function replicationsByRuleKey(ruleId: string, restorePointId: string) {
-  return ["replications_by_rule", ruleId, restorePointId] as const;
-}
-function replicationsByRulePrefix(ruleId: string): Deno.KvKey {
-  return ["replications_by_rule", ruleId];
-}
-function replicaCountKey(ruleId: string, status: StoredStatus) {
-  return ["replica_counts", ruleId, status] as const;
-}
-function replicaLastKey(ruleId: string) {
-  return ["replica_last", ruleId] as const;
-}
 /** The per-rule status keys, removed with the rule. */
 function replicaStatsKeys(ruleId: string): [Deno.KvKey, Deno.KvKey, Deno.KvKey, Deno.KvKey] {
   return [
@@ -949,7 +938,7 @@ export async function listReplicationsOfPoint(
   now: Date,
 ): Promise<ReplicationView[]> {
   const records: Replication[] = [];
-  for await (const e of kv.list<Replication>({ prefix: ["replications", restorePointId] })) {
+  for await (const e of kv.list<Replication>({ prefix: replicationsPrefix(restorePointId) })) {
     records.push(e.value);
   }
   return (await toReplicationViews(kv, records, now)).sort((a, b) =>
@@ -1029,9 +1018,9 @@ export async function rebuildReplicaCounts(
     return { skipped: true, rules: 0, indexed: 0, corrected: [] };
   }
   const ruleIds = new Set<string>();
-  for await (const e of kv.list<ReplicaRule>({ prefix: ["replicas"] })) ruleIds.add(String(e.key[1]));
+  for await (const e of kv.list<ReplicaRule>({ prefix: replicasPrefix() })) ruleIds.add(String(e.key[1]));
   let indexed = 0;
-  for await (const e of kv.list<Replication>({ prefix: ["replications"] }, { batchSize: 500 })) {
+  for await (const e of kv.list<Replication>({ prefix: replicationsPrefix() }, { batchSize: 500 })) {
     const record = e.value;
     const [, pointId, ruleId] = e.key as [string, string, string];
     if (!ruleIds.has(ruleId)) continue; // a removed rule's records stay with their points, uncounted

@@ -6,7 +6,15 @@
  * against the hooks that run it (`checkScriptBodyFitsHooks`, imported from hooks.ts, which imports
  * this module's types only).
  */
-import { hookKey } from "./keys/policies.ts";
+import {
+  hookKey,
+  hooksByScriptKey,
+  hooksByScriptPrefix,
+  scriptByNameKey,
+  scriptKey,
+  scriptsByAccountKey,
+  scriptsByAccountPrefix,
+} from "./keys/policies.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
@@ -19,7 +27,6 @@ import { policyKey } from "./policy_keys.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
-import { hooksByScriptKey, scriptKey, scriptsByAccountKey } from "./keys/policies.ts";
 export { hooksByScriptKey, scriptKey, scriptsByAccountKey };
 
 /** Interpreters an agent can run a script with. */
@@ -48,11 +55,6 @@ export interface Script {
   body: string;
   createdAt: string;
   updatedAt: string;
-}
-
-/** Unique: one script per (account, org, lower-cased name); "" stands for the account level. */
-export function scriptByNameKey(accountId: string, orgId: string | null, name: string) {
-  return ["scripts_by_name", accountId, orgId ?? "", name.toLowerCase()] as const;
 }
 
 /** Every key of a script (primary and indexes), so create, update and delete touch the same set. */
@@ -126,7 +128,7 @@ export async function listScripts(kv: Deno.Kv, actor: Actor, filter: ScriptFilte
   if (!actor.accountId) return [];
   const { q, orgId } = ScriptFilter.parse(filter);
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["scripts_by_account", actor.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: scriptsByAccountPrefix(actor.accountId) })) {
     keys.push(scriptKey(e.value));
   }
   const needle = q.toLowerCase();
@@ -264,7 +266,7 @@ export async function scriptUsage(
 ): Promise<{ hookIds: string[]; policyNames: string[]; stale: HookRef[]; pointers: Deno.KvKey[] }> {
   const hookKeys: Deno.KvKey[] = [];
   const pointers: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["hooks_by_script", scriptId] })) {
+  for await (const e of kv.list<string>({ prefix: hooksByScriptPrefix(scriptId) })) {
     pointers.push(e.key);
     hookKeys.push(hookKey(e.value));
   }
