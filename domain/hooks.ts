@@ -28,14 +28,12 @@ import {
 } from "./keys/policies.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
-import type { Engine } from "./engines.ts";
-import { engineKey } from "./keys/engines.ts";
-import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { getManyValues, kvValueBytes, withRetry } from "./kv.ts";
+import { deleteByPointerIndex, getManyValues, kvValueBytes, withRetry } from "./kv.ts";
 import type { Policy, PolicyCore } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";
-import { requirePolicy } from "./policy_reads.ts";
+import { checkEngineNotDeleting, policyForNewChild, requirePolicy } from "./policy_reads.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 // Types only: scripts.ts imports this module (a script's new body is checked against its hooks).
 import type { Interpreter, Script } from "./scripts.ts";
@@ -426,20 +424,6 @@ async function useScript(
 }
 
 /**
- * Adds to `op` a check that the policy's BES is not being deleted (its cascade must see every hook
- * created before it started). Throws ConflictError if it is.
- */
-async function checkEngineNotDeleting(
-  kv: Deno.Kv,
-  op: Deno.AtomicOperation,
-  besId: string,
-): Promise<void> {
-  const entry = await kv.get<Engine>(engineKey(besId));
-  if (!entry.value || entry.value.status === "deleting") throw new ConflictError("This BES is being deleted");
-  op.check(entry);
-}
-
-/**
  * Adds a hook to a policy. Needs backup.manage on the policy. Throws ValidationError for a script of
  * another organization (or one the actor cannot see), NotFoundError for an unknown policy.
  */
@@ -451,11 +435,7 @@ export async function createHook(
 ): Promise<Hook> {
   const data = HookCreateInput.parse(input);
   return await withRetry(async () => {
-    const policyEntry = await kv.get<Policy>(policyKey(data.policyId));
-    const policy = policyEntry.value;
-    if (!policy || !inScope(actor, policy)) throw new NotFoundError(`Policy ${data.policyId} not found`);
-    const scope = { accountId: policy.accountId, orgId: policy.orgId };
-    authorize(actor, "backup.manage", scope);
+    const { policyEntry, policy, scope } = await policyForNewChild(kv, actor, data.policyId);
     const op = kv.atomic().check(policyEntry);
     await checkEngineNotDeleting(kv, op, policy.besId);
     const script = data.scriptId ? await useScript(kv, op, actor, data.scriptId, policy) : null;
@@ -586,13 +566,7 @@ async function removeHook(
  * before the cascade clears `["hooks_by_policy", policyId]`, which is how it finds them.
  */
 export async function deleteHooksOfPolicy(kv: Deno.Kv, policyId: string): Promise<number> {
-  let n = 0;
-  for await (const e of kv.list<unknown>({ prefix: hooksByPolicyPrefix(policyId) })) {
-    // A pointer without its record (or not a pointer at all) is simply dropped.
-    if (typeof e.value === "string" && await removeHook(kv, e.value, null)) n++;
-    else await kv.delete(e.key);
-  }
-  return n;
+  return await deleteByPointerIndex(kv, hooksByPolicyPrefix(policyId), (id) => removeHook(kv, id, null));
 }
 
 /**

@@ -115,3 +115,21 @@ export async function deleteByPrefixes(kv: Deno.Kv, prefixes: Deno.KvKey[]): Pro
     }
   }
 }
+
+/**
+ * Removes every record a pointer index lists: `remove(id)` for each pointer under `prefix` (its value a
+ * record id). A pointer whose record `remove` did not find (or that holds no id) is deleted itself.
+ * Returns how many records `remove` removed.
+ */
+export async function deleteByPointerIndex(
+  kv: Deno.Kv,
+  prefix: Deno.KvKey,
+  remove: (id: string) => Promise<boolean>,
+): Promise<number> {
+  let n = 0;
+  for await (const e of kv.list<unknown>({ prefix })) {
+    if (typeof e.value === "string" && await remove(e.value)) n++;
+    else await kv.delete(e.key);
+  }
+  return n;
+}

@@ -286,6 +286,18 @@ export async function requireChannel(kv: Deno.Kv, actor: Actor, id: string): Pro
   return (await requireEntry(kv, actor, CHANNEL, id)).value;
 }
 
+/** Throws ValidationError when the account already has `max` objects listed under `prefix` (`what`, plural). */
+export async function checkAccountLimit(
+  kv: Deno.Kv,
+  prefix: Deno.KvKey,
+  max: number,
+  what: string,
+): Promise<void> {
+  if ((await listAccountIds(kv, prefix)).length >= max) {
+    throw new ValidationError(`An account may have at most ${max} ${what}`);
+  }
+}
+
 export async function listAccountIds(kv: Deno.Kv, prefix: Deno.KvKey): Promise<string[]> {
   const ids: string[] = [];
   for await (const e of kv.list<string>({ prefix })) ids.push(e.value);
@@ -343,12 +355,12 @@ export async function createChannel(
   const { accountId, orgEntry } = await resolveOwner(kv, actor, data);
   const scope = { accountId, orgId: data.orgId };
   authorize(actor, "backup.manage", scope);
-  const existing = await listAccountIds(kv, channelsByAccountPrefix(accountId));
-  if (existing.length >= MAX_CHANNELS_PER_ACCOUNT) {
-    throw new ValidationError(
-      `An account may have at most ${MAX_CHANNELS_PER_ACCOUNT} notification channels`,
-    );
-  }
+  await checkAccountLimit(
+    kv,
+    channelsByAccountPrefix(accountId),
+    MAX_CHANNELS_PER_ACCOUNT,
+    "notification channels",
+  );
   if (data.type === "email" && data.username && !data.password) {
     throw new ValidationError("A username needs a password", { password: "Is required with a username" });
   }

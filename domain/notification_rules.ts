@@ -16,6 +16,7 @@ import { DisplayName } from "./validation.ts";
 import { channelKey, ruleKey, rulesByAccountKey, rulesByAccountPrefix } from "./keys/notifications.ts";
 import {
   channelScope,
+  checkAccountLimit,
   entryForChange,
   getEntries,
   type Kind,
@@ -153,10 +154,7 @@ export async function createRule(
     });
   }
   authorize(actor, "backup.manage", scope);
-  const existing = await listAccountIds(kv, rulesByAccountPrefix(accountId));
-  if (existing.length >= MAX_RULES_PER_ACCOUNT) {
-    throw new ValidationError(`An account may have at most ${MAX_RULES_PER_ACCOUNT} notification rules`);
-  }
+  await checkAccountLimit(kv, rulesByAccountPrefix(accountId), MAX_RULES_PER_ACCOUNT, "notification rules");
   const refs = await checkRuleReferences(kv, actor, accountId, data);
   const at = now.toISOString();
   const rule: NotificationRule = {

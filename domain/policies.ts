@@ -5,22 +5,25 @@
  * protected objects is the policy cascade's (policy_cascade.ts).
  */
 import { engineKey } from "./keys/engines.ts";
-import { policiesByAccountPrefix, policiesByTargetPrefix, policiesPrefix } from "./keys/policies.ts";
+import {
+  policiesByAccountKey,
+  policiesByAccountPrefix,
+  policiesByBesKey,
+  policiesByTargetKey,
+  policiesByTargetPrefix,
+  policiesPrefix,
+  policyKey,
+  retiredPoliciesByAccountKey,
+  retiredPolicyKey,
+} from "./keys/policies.ts";
 import { replicaKey, replicasByPolicyPrefix } from "./keys/replicas.ts";
 import { restorePointsByPolicyPrefix } from "./keys/restore.ts";
 import { runsByPolicyPrefix } from "./keys/runs.ts";
 import { z } from "zod";
-import {
-  policiesByAccountKey,
-  policiesByBesKey,
-  policiesByTargetKey,
-  policyKey,
-  retiredPoliciesByAccountKey,
-  retiredPolicyKey,
-} from "./policy_keys.ts";
 import { getPolicy, policyScope, requirePolicy } from "./policy_reads.ts";
 import { applyPolicySave, deletePolicyChildren } from "./policy_cascade.ts";
 import { targetKey } from "./storage_keys.ts";
+import { addTargetReference, releaseTargetReference } from "./target_references.ts";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
@@ -521,8 +524,7 @@ export async function createPolicy(
       createdAt: at,
       updatedAt: at,
     };
-    const op = kv.atomic().check(engineEntry, targetEntry)
-      .set(targetKey(target.id), { ...target, policyCount: target.policyCount + 1 })
+    const op = addTargetReference(kv.atomic().check(engineEntry, targetEntry), target)
       .set(policyKey(policy.id), policy)
       .set(policiesByTargetKey(target.id, policy.id), policy.id)
       .set(policiesByBesKey(engine.id, policy.id), policy.id)
@@ -627,15 +629,10 @@ async function writePolicyEdit(
         });
       }
       op.check(oldEntry, newEntry)
-        .set(targetKey(next.id), { ...next, policyCount: next.policyCount + 1 })
         .delete(policiesByTargetKey(policy.targetId, id))
         .set(policiesByTargetKey(next.id, id), id);
-      if (oldEntry.value) {
-        op.set(targetKey(policy.targetId), {
-          ...oldEntry.value,
-          policyCount: Math.max(0, oldEntry.value.policyCount - 1),
-        });
-      }
+      addTargetReference(op, next);
+      releaseTargetReference(op, oldEntry);
     }
     // A new repository when the target, encryption or dedup changes (ENGINE.md §3): the next backup
     // of every host is a full, and the older generations stay until their points expire.
@@ -696,13 +693,7 @@ export async function deletePolicy(kv: Deno.Kv, actor: Actor, id: string, now: D
       targetKey(policy.targetId),
     ]);
     if (!entry.value) return { value: undefined };
-    const op = kv.atomic().check(entry, targetEntry);
-    if (targetEntry.value) {
-      op.set(targetKey(policy.targetId), {
-        ...targetEntry.value,
-        policyCount: Math.max(0, targetEntry.value.policyCount - 1),
-      });
-    }
+    const op = releaseTargetReference(kv.atomic().check(entry, targetEntry), targetEntry);
     appendAudit(op, actor, {
       accountId: policy.accountId,
       orgId: policy.orgId,

@@ -41,17 +41,26 @@ import { appendAudit } from "./audit.ts";
 import { kekReference as kekReferenceOf } from "./keks.ts";
 import type { Engine } from "./engines.ts";
 import { engineKey } from "./keys/engines.ts";
-import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getJobs, type Job, queueJobInOp } from "./job_queue.ts";
-import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues, type Page, withRetry } from "./kv.ts";
+import {
+  COUNT_DOWN,
+  COUNT_UP,
+  counterValue,
+  deleteByPointerIndex,
+  getManyValues,
+  type Page,
+  withRetry,
+} from "./kv.ts";
 import { pageOf, PageQuery } from "./paging.ts";
 import type { Policy, PolicyCore } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";
-import { requirePolicy } from "./policy_reads.ts";
+import { checkEngineNotDeleting, policyForNewChild, requirePolicy } from "./policy_reads.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import type { StorageTarget } from "./storage.ts";
 import { targetKey, targetScope } from "./storage_keys.ts";
+import { addTargetReference, releaseTargetReference } from "./target_references.ts";
 import { TARGET_TYPE_LABELS, type TargetType } from "./storage_types.ts";
 import { evaluate321, type ThreeTwoOne } from "./three_two_one.ts";
 import type { RestorePoint } from "./runs.ts";
@@ -301,13 +310,6 @@ export async function evaluatePolicy321(kv: Deno.Kv, actor: Actor, policyId: str
   });
 }
 
-/** Adds to `op` a check that the engine exists and is not being deleted; throws ConflictError if it is. */
-async function checkEngineNotDeleting(kv: Deno.Kv, op: Deno.AtomicOperation, besId: string): Promise<void> {
-  const entry = await kv.get<Engine>(engineKey(besId));
-  if (!entry.value || entry.value.status === "deleting") throw new ConflictError("This BES is being deleted");
-  op.check(entry);
-}
-
 /**
  * Validates a secondary target for a policy and returns its entry. Throws ValidationError for a target
  * the actor cannot see, of another account, the policy's primary target, or one the policy already
@@ -362,11 +364,7 @@ export async function createReplica(
 ): Promise<ReplicaRule> {
   const data = ReplicaCreateInput.parse(input);
   return await withRetry(async () => {
-    const policyEntry = await kv.get<Policy>(policyKey(data.policyId));
-    const policy = policyEntry.value;
-    if (!policy || !inScope(actor, policy)) throw new NotFoundError(`Policy ${data.policyId} not found`);
-    const scope = { accountId: policy.accountId, orgId: policy.orgId };
-    authorize(actor, "backup.manage", scope);
+    const { policyEntry, policy, scope } = await policyForNewChild(kv, actor, data.policyId);
     const targetEntry = await readSecondaryTarget(kv, actor, policy, data.targetId, null);
     const target = targetEntry.value;
     const op = kv.atomic().check(policyEntry, targetEntry);
@@ -386,8 +384,7 @@ export async function createReplica(
       updatedAt: at,
     };
     const [primary, ...pointers] = replicaKeys(rule);
-    op.check({ key: primary, versionstamp: null }).set(primary, rule)
-      .set(targetKey(target.id), { ...target, policyCount: target.policyCount + 1 });
+    addTargetReference(op.check({ key: primary, versionstamp: null }).set(primary, rule), target);
     for (const key of pointers) op.set(key, rule.id);
     appendAudit(op, actor, {
       ...scope,
@@ -428,15 +425,10 @@ export async function updateReplica(
       const oldEntry = await kv.get<StorageTarget>(targetKey(rule.targetId));
       if (newEntry.value.besId !== policy.besId) await checkEngineNotDeleting(kv, op, newEntry.value.besId);
       op.check(newEntry, oldEntry)
-        .set(targetKey(next.targetId), { ...newEntry.value, policyCount: newEntry.value.policyCount + 1 })
         .delete(replicasByTargetKey(rule.targetId, id))
         .set(replicasByTargetKey(next.targetId, id), id);
-      if (oldEntry.value) {
-        op.set(targetKey(rule.targetId), {
-          ...oldEntry.value,
-          policyCount: Math.max(0, oldEntry.value.policyCount - 1),
-        });
-      }
+      addTargetReference(op, newEntry.value);
+      releaseTargetReference(op, oldEntry);
       note = `; now to ${newEntry.value.name}`;
     }
     op.set(replicaKey(id), next);
@@ -476,12 +468,7 @@ async function removeRule(
     ) index.push(e.key);
     if (index.length <= INDEX_DELETE_INLINE) { for (const key of index) op.delete(key); }
     else op.set(replicaIndexCleanupKey(id), true);
-    if (targetEntry.value) {
-      op.set(targetKey(rule.targetId), {
-        ...targetEntry.value,
-        policyCount: Math.max(0, targetEntry.value.policyCount - 1),
-      });
-    }
+    releaseTargetReference(op, targetEntry);
     if (audit) {
       appendAudit(op, audit.actor, {
         ...replicaScope(rule),
@@ -563,13 +550,7 @@ export async function deleteReplica(kv: Deno.Kv, actor: Actor, id: string, now: 
  * finds them.
  */
 export async function deleteReplicasOfPolicy(kv: Deno.Kv, policyId: string): Promise<number> {
-  let n = 0;
-  for await (const e of kv.list<unknown>({ prefix: replicasByPolicyPrefix(policyId) })) {
-    // A pointer without its record (or not a pointer at all) is simply dropped.
-    if (typeof e.value === "string" && await removeRule(kv, e.value, null)) n++;
-    else await kv.delete(e.key);
-  }
-  return n;
+  return await deleteByPointerIndex(kv, replicasByPolicyPrefix(policyId), (id) => removeRule(kv, id, null));
 }
 
 /**
