@@ -90,4 +90,7 @@ export const deleteEnginePolicyChildren: readonly CascadeStep[] = [
     },
   },
 ];
+// engines.ts keeps the BES cascade's steps in a list that storage.ts and this module fill when they load
+// (engines.ts cannot import them: both import it). Every step is correct in any order, and whatever deletes a
+// BES has loaded both: storage.ts imports policies.ts, which imports this module.
 for (const step of deleteEnginePolicyChildren) registerEngineCascade(step);
