@@ -91,6 +91,6 @@ export const deleteEnginePolicyChildren: readonly CascadeStep[] = [
   },
 ];
 // engines.ts keeps the BES cascade's steps in a list that storage.ts and this module fill when they load
-// (engines.ts cannot import them: both import it). Every step is correct in any order, and whatever deletes a
-// BES has loaded both: storage.ts imports policies.ts, which imports this module.
+// (engines.ts cannot import them: both import it). Every step is correct in any order; storage.ts imports
+// policies.ts, which imports this module, and the app (app.ts) loads storage.ts before anything runs.
 for (const step of deleteEnginePolicyChildren) registerEngineCascade(step);
