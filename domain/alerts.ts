@@ -76,8 +76,8 @@ export interface Alert {
 /**
  * The transactional outbox of alert notifications: raising a new alert or resolving one writes an
  * event here in the same atomic operation as the alert itself; the notification dispatcher
- * (notifications.ts) routes each event to channels and deletes it. Repeats of an open alert only bump
- * its counter and write no event: five failures of one object notify once.
+ * (notification_delivery.ts) routes each event to channels and deletes it. Repeats of an open alert
+ * only bump its counter and write no event: five failures of one object notify once.
  */
 export interface AlertEvent {
   id: string;

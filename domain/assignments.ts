@@ -7,12 +7,19 @@
  * the host's protected object (protected.ts). Reassigning an archived host reactivates the same
  * record; it is never duplicated.
  *
- * The pointer lives under `policyChildPrefixes(policyId)` so a policy delete removes it. The record
- * and its host index are outside that prefix: `deletePolicyAssignments` removes them (and must run in
- * the policy cascade), and `purgeOrphanAssignments` repairs any a cascade left behind. Readers skip an
- * assignment whose policy is gone.
+ * The pointer lives under `policyChildPrefixes(policyId)` (policy_cascade.ts) so a policy delete
+ * removes it. The record and its host index are outside that prefix: `deletePolicyAssignments` removes
+ * them (and must run in the policy cascade, policy_cascade.ts), and `purgeOrphanAssignments` repairs
+ * any a cascade left behind. Readers skip an assignment whose policy is gone.
  */
-import { assignmentsByHostPrefix, assignmentsByPolicyPrefix } from "./keys/policies.ts";
+import {
+  assignmentByHostKey,
+  assignmentByPolicyKey,
+  assignmentKey,
+  assignmentsByHostPrefix,
+  assignmentsByPolicyPrefix,
+  assignmentsPrefix,
+} from "./keys/policies.ts";
 import { hostsByAccountPrefix } from "./keys/hosts.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
@@ -33,7 +40,6 @@ import { policyKey } from "./policy_keys.ts";
 import { requirePolicy } from "./policy_reads.ts";
 import { protectForAssignment, readProtectedFor, setProtection } from "./protected.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import { assignmentByHostKey, assignmentByPolicyKey, assignmentKey } from "./keys/policies.ts";
 export { assignmentByHostKey, assignmentByPolicyKey, assignmentKey };
 
 /** The states of an assignment (guide, "Host Assignment States"). */
@@ -416,9 +422,9 @@ async function dropAssignment(kv: Deno.Kv, id: string, now: Date, onlyIfOrphan: 
 
 /**
  * Removes every assignment of a policy (record and both indexes) and marks their protected objects
- * `unprotected`, in small checked operations. For the policy cascade (`deletePolicyCascade` should
- * call it before it clears `policyChildPrefixes`); no audit entry of its own, the policy delete has
- * one. Idempotent. Returns how many it removed.
+ * `unprotected`, in small checked operations. For the policy cascade (policy_cascade.ts calls it before
+ * it clears `policyChildPrefixes`); no audit entry of its own, the policy delete has one. Idempotent.
+ * Returns how many it removed.
  */
 export async function deletePolicyAssignments(kv: Deno.Kv, policyId: string, now: Date): Promise<number> {
   let n = 0;
@@ -436,7 +442,7 @@ export async function deletePolicyAssignments(kv: Deno.Kv, policyId: string, now
  */
 export async function purgeOrphanAssignments(kv: Deno.Kv, now: Date): Promise<number> {
   let n = 0;
-  for await (const e of kv.list<Assignment>({ prefix: ["assignments"] })) {
+  for await (const e of kv.list<Assignment>({ prefix: assignmentsPrefix() })) {
     if (await dropAssignment(kv, String(e.key[1]), now, true)) n++;
   }
   return n;

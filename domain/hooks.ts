@@ -11,32 +11,32 @@
  * 4. `post_backup` — after the job has finished (remove the dump, notify).
  * Hooks of one type run by `sequence` ascending, then by id for ties (see `orderHooks`).
  *
- * Keys: `["hooks", id]` (the hook), `["hooks_by_policy", policyId, id]` (removed with the policy by
- * its cascade) and `["hooks_by_script", scriptId, id]` for custom hooks. Until the policy cascade also
- * calls `deleteHooksOfPolicy`, a deleted policy leaves its hook records behind: every reader here
- * treats a hook whose policy is gone as deleted, `deleteScript` ignores (and removes) such hooks, and
- * `sweepOrphanHooks` removes the rest.
+ * Keys: `["hooks", id]` (the hook), `["hooks_by_policy", policyId, id]` and `["hooks_by_script",
+ * scriptId, id]` for custom hooks. The policy cascade (policy_cascade.ts) calls `deleteHooksOfPolicy`;
+ * hooks left behind by a cascade that crashed or by a policy deleted before it knew hooks count as
+ * deleted for every reader here, `deleteScript` ignores (and removes) them, and `sweepOrphanHooks`
+ * removes the rest.
  */
-import { hooksByPolicyPrefix } from "./keys/policies.ts";
+import {
+  hookKey,
+  hooksByPolicyKey,
+  hooksByPolicyPrefix,
+  hooksByScriptKey,
+  hooksByScriptPrefix,
+  hooksPrefix,
+  scriptKey,
+} from "./keys/policies.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
-import { type Engine, engineKey, registerEngineCascade } from "./engines.ts";
-import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { getManyValues, kvValueBytes, withRetry } from "./kv.ts";
+import { deleteByPointerIndex, getManyValues, kvValueBytes, withRetry } from "./kv.ts";
 import type { Policy, PolicyCore } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";
-import { requirePolicy } from "./policy_reads.ts";
+import { checkEngineNotDeleting, policyForNewChild, requirePolicy } from "./policy_reads.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
-import {
-  hooksByScriptKey,
-  type Interpreter,
-  registerScriptBodyCheck,
-  type Script,
-  scriptKey,
-  scriptScope,
-} from "./scripts.ts";
-import { hookKey, hooksByPolicyKey } from "./keys/policies.ts";
+// Types only: scripts.ts imports this module (a script's new body is checked against its hooks).
+import type { Interpreter, Script } from "./scripts.ts";
 export { hookKey, hooksByPolicyKey };
 
 /** Hook types in execution order (see the module comment). */
@@ -411,7 +411,7 @@ async function useScript(
 ): Promise<Script> {
   const entry = await kv.get<Script>(scriptKey(scriptId));
   const script = entry.value;
-  if (!script || !inScope(actor, scriptScope(script))) {
+  if (!script || !inScope(actor, { accountId: script.accountId, orgId: script.orgId })) {
     throw new ValidationError("Unknown script", { scriptId: "Choose a script from the library" });
   }
   if (script.accountId !== policy.accountId || script.orgId !== policy.orgId) {
@@ -421,20 +421,6 @@ async function useScript(
   }
   op.check(entry).set(scriptKey(script.id), script);
   return script;
-}
-
-/**
- * Adds to `op` a check that the policy's BES is not being deleted (its cascade must see every hook
- * created before it started). Throws ConflictError if it is.
- */
-async function checkEngineNotDeleting(
-  kv: Deno.Kv,
-  op: Deno.AtomicOperation,
-  besId: string,
-): Promise<void> {
-  const entry = await kv.get<Engine>(engineKey(besId));
-  if (!entry.value || entry.value.status === "deleting") throw new ConflictError("This BES is being deleted");
-  op.check(entry);
 }
 
 /**
@@ -449,11 +435,7 @@ export async function createHook(
 ): Promise<Hook> {
   const data = HookCreateInput.parse(input);
   return await withRetry(async () => {
-    const policyEntry = await kv.get<Policy>(policyKey(data.policyId));
-    const policy = policyEntry.value;
-    if (!policy || !inScope(actor, policy)) throw new NotFoundError(`Policy ${data.policyId} not found`);
-    const scope = { accountId: policy.accountId, orgId: policy.orgId };
-    authorize(actor, "backup.manage", scope);
+    const { policyEntry, policy, scope } = await policyForNewChild(kv, actor, data.policyId);
     const op = kv.atomic().check(policyEntry);
     await checkEngineNotDeleting(kv, op, policy.besId);
     const script = data.scriptId ? await useScript(kv, op, actor, data.scriptId, policy) : null;
@@ -584,13 +566,7 @@ async function removeHook(
  * before the cascade clears `["hooks_by_policy", policyId]`, which is how it finds them.
  */
 export async function deleteHooksOfPolicy(kv: Deno.Kv, policyId: string): Promise<number> {
-  let n = 0;
-  for await (const e of kv.list<unknown>({ prefix: hooksByPolicyPrefix(policyId) })) {
-    // A pointer without its record (or not a pointer at all) is simply dropped.
-    if (typeof e.value === "string" && await removeHook(kv, e.value, null)) n++;
-    else await kv.delete(e.key);
-  }
-  return n;
+  return await deleteByPointerIndex(kv, hooksByPolicyPrefix(policyId), (id) => removeHook(kv, id, null));
 }
 
 /**
@@ -604,7 +580,7 @@ export async function sweepOrphanHooks(
   audit = true,
 ): Promise<number> {
   const hooks: Hook[] = [];
-  for await (const e of kv.list<Hook>({ prefix: ["hooks"] })) {
+  for await (const e of kv.list<Hook>({ prefix: hooksPrefix() })) {
     if (typeof e.value?.policyId === "string") hooks.push(e.value);
   }
   const policyIds = [...new Set(hooks.map((h) => h.policyId))];
@@ -618,24 +594,20 @@ export async function sweepOrphanHooks(
   return n;
 }
 
-// A BES cascade removes the hooks of its policies whatever the order of the steps: those of policies
-// already deleted, and those of policies still on the BES (no new hook can attach: createHook checks
-// that the BES is not being deleted).
-registerEngineCascade({
-  name: "hooks",
-  async run(kv, engine, now) {
-    return await sweepOrphanHooks(kv, now, (_, p) => p === null || p.besId === engine.id, false);
-  },
-});
-
-// A script's new body must still fit in the jobs of every policy whose hooks run it.
-registerScriptBodyCheck(async (kv, script) => {
+/**
+ * Throws ValidationError (field `body`) when a script's new body no longer fits in the jobs of a policy whose
+ * hooks run it. `updateScript` (scripts.ts) calls it before saving a changed body.
+ */
+export async function checkScriptBodyFitsHooks(
+  kv: Deno.Kv,
+  script: Pick<Script, "id" | "interpreter" | "body">,
+): Promise<void> {
   const policyIds = new Set<string>();
-  for await (const e of kv.list<string>({ prefix: ["hooks_by_script", script.id] })) {
+  for await (const e of kv.list<string>({ prefix: hooksByScriptPrefix(script.id) })) {
     const hook = (await kv.get<Hook>(hookKey(e.value))).value;
     if (hook) policyIds.add(hook.policyId);
   }
   for (const policy of await getManyValues<Policy>(kv, [...policyIds].map((id) => policyKey(id)))) {
     await checkHookPlanSize(kv, policy, { script }, "body");
   }
-});
+}

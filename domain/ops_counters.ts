@@ -11,7 +11,7 @@ import type { Engine } from "./engines.ts";
 import type { Host } from "./hosts.ts";
 import type { Job } from "./job_queue.ts";
 import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues } from "./kv.ts";
-import type { DeliveryStatus, NotificationDelivery } from "./notifications.ts";
+import type { DeliveryStatus, NotificationDelivery } from "./notification_delivery.ts";
 import {
   deliveryCountKey,
   fleetCountKey,

@@ -8,7 +8,7 @@ import { type Outcome, readLast24h, readSummary } from "./dashboard.ts";
 import { ENGINE_STATUSES } from "./engines.ts";
 import { HOST_STATUSES } from "./hosts.ts";
 import { JOB_KINDS, PRIORITIES } from "./job_queue.ts";
-import { DELIVERY_STATUSES } from "./notifications.ts";
+import { DELIVERY_STATUSES } from "./notification_delivery.ts";
 import { readOpsCounts } from "./ops_counters.ts";
 import { type Actor, systemActor } from "./rbac.ts";
 import { getSettings, lastSuccessfulBackups } from "./self_backup_runs.ts";

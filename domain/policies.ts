@@ -1,35 +1,29 @@
 /**
  * Backup policies: every field of the guide, creation on a BES and one of its storage targets, edits
  * (the BES never changes), the storage-critical auto-pause and auto-resume (DESIGN.md invariant 8), and
- * the cascade to assignments, hooks and replica rules.
+ * the policy's own keys on delete; what a delete or a save does to assignments, hooks, replica rules and
+ * protected objects is the policy cascade's (policy_cascade.ts).
  */
 import { engineKey } from "./keys/engines.ts";
 import {
-  assignmentsByPolicyPrefix,
-  hooksByPolicyPrefix,
+  policiesByAccountKey,
   policiesByAccountPrefix,
+  policiesByBesKey,
+  policiesByTargetKey,
   policiesByTargetPrefix,
   policiesPrefix,
+  policyKey,
+  retiredPoliciesByAccountKey,
+  retiredPolicyKey,
 } from "./keys/policies.ts";
 import { replicaKey, replicasByPolicyPrefix } from "./keys/replicas.ts";
 import { restorePointsByPolicyPrefix } from "./keys/restore.ts";
 import { runsByPolicyPrefix } from "./keys/runs.ts";
 import { z } from "zod";
-import {
-  policiesByAccountKey,
-  policiesByBesKey,
-  policiesByTargetKey,
-  policyKey,
-  retiredPoliciesByAccountKey,
-  retiredPolicyKey,
-} from "./policy_keys.ts";
 import { getPolicy, policyScope, requirePolicy } from "./policy_reads.ts";
-import { deletePolicyAssignments } from "./assignments.ts";
-import { applyPolicyRpo } from "./protected.ts";
-import { deleteHooksOfPolicy } from "./hooks.ts";
-import { deleteReplicasOfPolicy } from "./replicas.ts";
-import { runsOpenPrefix } from "./keys/runs.ts";
+import { applyPolicySave, deletePolicyChildren } from "./policy_cascade.ts";
 import { targetKey } from "./storage_keys.ts";
+import { addTargetReference, releaseTargetReference } from "./target_references.ts";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
@@ -66,19 +60,6 @@ export {
 
 /** A deleted policy kept for its restore points. */
 export type RetiredPolicy = Policy & { deletedAt: string };
-
-/**
- * Prefixes of a policy's children (assignments, hooks, replica rules) and of its open-run index,
- * deleted with it (its runs stay, as history).
- */
-export function policyChildPrefixes(policyId: string): Deno.KvKey[] {
-  return [
-    assignmentsByPolicyPrefix(policyId),
-    hooksByPolicyPrefix(policyId),
-    replicasByPolicyPrefix(policyId),
-    runsOpenPrefix(policyId),
-  ];
-}
 
 /** The policies writing to a target. */
 export async function listPoliciesByTarget(kv: Deno.Kv, targetId: string): Promise<PolicyCore[]> {
@@ -156,20 +137,7 @@ export async function resumePoliciesForStorage(kv: Deno.Kv, targetId: string, no
 
 /** Deletes a policy with its children and indexes (used by the engine cascade). */
 export async function deletePolicyCascade(kv: Deno.Kv, policy: PolicyCore, now: Date): Promise<void> {
-  // Children with records and indexes of their own go through their modules (which also keep
-  // protected objects, scripts' usage and targets' reference counts right); the prefixes sweep the rest.
-  await deletePolicyAssignments(kv, policy.id, now);
-  await deleteHooksOfPolicy(kv, policy.id);
-  await deleteReplicasOfPolicy(kv, policy.id);
-  for (const prefix of policyChildPrefixes(policy.id)) {
-    const keys: Deno.KvKey[] = [];
-    for await (const e of kv.list({ prefix })) keys.push(e.key);
-    for (let i = 0; i < keys.length; i += 500) {
-      const op = kv.atomic();
-      for (const key of keys.slice(i, i + 500)) op.delete(key);
-      await op.commit();
-    }
-  }
+  await deletePolicyChildren(kv, policy.id, now); // the policy cascade (policy_cascade.ts)
   // The name index entry under the name given and under the current one (renamed since it was read);
   // the policy is counted down only by the write that removes it (checked: once, even when resumed).
   const attempt = async (): Promise<{ value: void } | null> => {
@@ -461,7 +429,7 @@ export const EXACT_RPO_FIX_KEY = ["data_fixes", "exact_rpo_v1"] as const;
  * Data fix run on start: the RPO of policies that derive it from their schedules is re-derived with the
  * exact longest gap (before it, a bounded sample of runs could see only the weekly full: 174 h for a
  * weekly full with an incremental every 2 minutes), each change audited with the policy write, and their
- * protected objects follow (`applyPolicyRpo`). Idempotent: a policy already right is not written, objects
+ * protected objects follow (the policy cascade's `applyPolicySave`). Idempotent: a policy already right is not written, objects
  * already right are not written, and once it completed a marker makes later starts skip it. A crash part-way
  * leaves no marker, so the next start finishes the job. Returns what it changed.
  */
@@ -506,7 +474,7 @@ export async function rederiveScheduleRpos(
       policies++;
       return { value: next };
     });
-    if (policy) objects += await applyPolicyRpo(kv, policy, now);
+    if (policy) objects += await applyPolicySave(kv, policy, now);
   }
   await kv.set(EXACT_RPO_FIX_KEY, { at: now.toISOString(), policies, objects });
   return { policies, objects, skipped: false };
@@ -556,8 +524,7 @@ export async function createPolicy(
       createdAt: at,
       updatedAt: at,
     };
-    const op = kv.atomic().check(engineEntry, targetEntry)
-      .set(targetKey(target.id), { ...target, policyCount: target.policyCount + 1 })
+    const op = addTargetReference(kv.atomic().check(engineEntry, targetEntry), target)
       .set(policyKey(policy.id), policy)
       .set(policiesByTargetKey(target.id, policy.id), policy.id)
       .set(policiesByBesKey(engine.id, policy.id), policy.id)
@@ -662,15 +629,10 @@ async function writePolicyEdit(
         });
       }
       op.check(oldEntry, newEntry)
-        .set(targetKey(next.id), { ...next, policyCount: next.policyCount + 1 })
         .delete(policiesByTargetKey(policy.targetId, id))
         .set(policiesByTargetKey(next.id, id), id);
-      if (oldEntry.value) {
-        op.set(targetKey(policy.targetId), {
-          ...oldEntry.value,
-          policyCount: Math.max(0, oldEntry.value.policyCount - 1),
-        });
-      }
+      addTargetReference(op, next);
+      releaseTargetReference(op, oldEntry);
     }
     // A new repository when the target, encryption or dedup changes (ENGINE.md §3): the next backup
     // of every host is a full, and the older generations stay until their points expire.
@@ -703,9 +665,9 @@ async function writePolicyEdit(
     }, now);
     return (await op.commit()).ok ? { value: next } : null;
   });
-  // Every save carries the RPO to the objects (idempotent; objects already right are not written), so
-  // saving again finishes what a crash or a lost race left on the old RPO.
-  await applyPolicyRpo(kv, updated, now);
+  // Every save goes through the policy cascade (the RPO to the protected objects; idempotent), so saving
+  // again finishes what a crash or a lost race left on the old RPO.
+  await applyPolicySave(kv, updated, now);
   return updated;
 }
 
@@ -731,13 +693,7 @@ export async function deletePolicy(kv: Deno.Kv, actor: Actor, id: string, now: D
       targetKey(policy.targetId),
     ]);
     if (!entry.value) return { value: undefined };
-    const op = kv.atomic().check(entry, targetEntry);
-    if (targetEntry.value) {
-      op.set(targetKey(policy.targetId), {
-        ...targetEntry.value,
-        policyCount: Math.max(0, targetEntry.value.policyCount - 1),
-      });
-    }
+    const op = releaseTargetReference(kv.atomic().check(entry, targetEntry), targetEntry);
     appendAudit(op, actor, {
       accountId: policy.accountId,
       orgId: policy.orgId,

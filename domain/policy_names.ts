@@ -12,7 +12,14 @@
  */
 import { COUNT_DOWN, COUNT_UP, counterValue, withRetry } from "./kv.ts";
 import { type Actor, inScope } from "./rbac.ts";
-import { policyCountKey } from "./keys/policies.ts";
+import {
+  policiesByNamePrefix,
+  policiesPrefix,
+  policyCountKey,
+  policyCountsPrefix,
+  policyKey,
+  policyNameIndexKey,
+} from "./keys/policies.ts";
 export { policyCountKey };
 
 /** What an index entry carries: enough to filter without reading the policy. */
@@ -33,7 +40,7 @@ export function policyNameKey(name: string): string {
 }
 
 export function policiesByNameKey(accountId: string, name: string, policyId: string) {
-  return ["policies_by_name", accountId, policyNameKey(name), policyId] as const;
+  return policyNameIndexKey(accountId, policyNameKey(name), policyId);
 }
 
 /** Counts a new policy (`up`) or a deleted one (`down`) in `op`. */
@@ -49,7 +56,7 @@ export function countPolicy(
 export async function countVisiblePolicies(kv: Deno.Kv, actor: Actor): Promise<number> {
   if (!actor.accountId) return 0;
   let total = 0;
-  for await (const e of kv.list({ prefix: ["policy_counts", actor.accountId] })) {
+  for await (const e of kv.list({ prefix: policyCountsPrefix(actor.accountId) })) {
     const orgId = e.key[2] === "account" ? null : String(e.key[2]);
     if (inScope(actor, { accountId: actor.accountId, orgId })) total += counterValue(e.value);
   }
@@ -104,7 +111,7 @@ export async function listPolicyNames(
   const out: PolicyNameEntry[] = [];
   if (max <= 0) return out;
   const iter = kv.list<StoredEntry>(
-    { prefix: ["policies_by_name", accountId] },
+    { prefix: policiesByNamePrefix(accountId) },
     { reverse: options.reverse, batchSize: Math.min(1000, Math.max(10, max)) },
   );
   for await (const e of iter) {
@@ -140,7 +147,7 @@ export async function indexPolicyNames(
   type Indexed = { id: string; accountId: string; orgId: string | null; besId: string; name: string };
   let indexed = 0;
   const counts = new Map<string, { accountId: string; orgId: string | null; count: number }>();
-  for await (const listed of kv.list<Indexed>({ prefix: ["policies"] }, { batchSize: 500 })) {
+  for await (const listed of kv.list<Indexed>({ prefix: policiesPrefix() }, { batchSize: 500 })) {
     const p = listed.value;
     const countKey = `${p.accountId}\u0000${p.orgId ?? ""}`;
     const count = counts.get(countKey) ?? { accountId: p.accountId, orgId: p.orgId, count: 0 };
@@ -168,8 +175,8 @@ export async function indexPolicyNames(
   }
   // Entries of policies that are gone, or whose name changed outside the index (older code), go.
   let removed = 0;
-  for await (const e of kv.list<StoredEntry>({ prefix: ["policies_by_name"] })) {
-    const policy = await kv.get<Indexed>(["policies", String(e.key[3])]);
+  for await (const e of kv.list<StoredEntry>({ prefix: policiesByNamePrefix() })) {
+    const policy = await kv.get<Indexed>(policyKey(String(e.key[3])));
     const stale = !policy.value || policy.value.accountId !== e.key[1] ||
       policyNameKey(policy.value.name) !== e.key[2];
     if (stale && (await kv.atomic().check(policy, e).delete(e.key).commit()).ok) removed++;
@@ -179,7 +186,7 @@ export async function indexPolicyNames(
   const wanted = new Map(
     [...counts.values()].map((c) => [JSON.stringify(policyCountKey(c.accountId, c.orgId)), c]),
   );
-  for await (const e of kv.list({ prefix: ["policy_counts"] })) {
+  for await (const e of kv.list({ prefix: policyCountsPrefix() })) {
     if (!wanted.has(JSON.stringify(e.key))) {
       wanted.set(JSON.stringify(e.key), { accountId: "", orgId: null, count: 0 });
     }

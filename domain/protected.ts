@@ -6,6 +6,23 @@
  * `unprotected` and keeps it, because the restore points it was backed up into are kept for their
  * retention.
  */
+import {
+  hostCoverageKey,
+  objectByDimensionKey,
+  objectByNameKey,
+  objectCountKey,
+  objectRpoKey,
+  objectsBreachedPrefix,
+  objectsByDimensionPrefix,
+  objectsByNamePrefix,
+  objectsDueBound,
+  protectedByAccountKey,
+  protectedByHostKey,
+  protectedByHostPrefix,
+  protectedObjectKey,
+  unprotectedHostsKey,
+} from "./keys/protected.ts";
+import { accountsPrefix } from "./keys/tenancy.ts";
 import { assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { z } from "zod";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -23,14 +40,6 @@ import { COUNT_DOWN, COUNT_UP, getManyValues } from "./kv.ts";
 import { CommitConflictError, withRetry } from "./retry.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, inScope } from "./rbac.ts";
-import {
-  hostCoverageKey,
-  objectCountKey,
-  protectedByAccountKey,
-  protectedByHostKey,
-  protectedObjectKey,
-  unprotectedHostsKey,
-} from "./keys/protected.ts";
 export {
   hostCoverageKey,
   objectCountKey,
@@ -239,13 +248,13 @@ function indexEntries(o: ProtectedObject): Map<string, Deno.KvKey> {
   const out = new Map<string, Deno.KvKey>();
   const add = (key: Deno.KvKey) => out.set(JSON.stringify(key), key);
   const name = nameKey(o);
-  add(["po_name", o.accountId, name, o.id]);
+  add(objectByNameKey(o.accountId, name, o.id));
   for (const [dim, value] of Object.entries(dimensionValues(o))) {
-    add(["po_by", o.accountId, dim, value, name, o.id]);
+    add(objectByDimensionKey(o.accountId, dim, value, name, o.id));
   }
   const due = rpoDueAt(o);
   if (due !== null) {
-    add([o.breached ? "po_breached" : "po_due", o.accountId, new Date(due).toISOString(), o.id]);
+    add(objectRpoKey(o.breached === true, o.accountId, new Date(due).toISOString(), o.id));
   }
   return out;
 }
@@ -545,7 +554,7 @@ export async function listProtectedByHost(
   hostId: string,
 ): Promise<ProtectedObject[]> {
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["protected_by_host", hostId] })) {
+  for await (const e of kv.list<string>({ prefix: protectedByHostPrefix(hostId) })) {
     keys.push(protectedObjectKey(e.value));
   }
   return (await getManyValues<ProtectedObject>(kv, keys)).filter((o) => inScope(actor, objectScope(o)));
@@ -609,8 +618,8 @@ function planScan(accountId: string, f: ProtectedFilter, now: Date): Scan {
   if (f.rpoBreach === "true") {
     return {
       ranges: [
-        { prefix: ["po_breached", accountId] },
-        { prefix: ["po_due", accountId], end: ["po_due", accountId, now.toISOString()] },
+        { prefix: objectsBreachedPrefix(accountId) },
+        { prefix: objectsDueBound(accountId), end: objectsDueBound(accountId, now.toISOString()) },
       ],
       namePos: null,
     };
@@ -625,8 +634,10 @@ function planScan(accountId: string, f: ProtectedFilter, now: Date): Scan {
     ["src", source],
   ];
   const pick = dims.find(([, v]) => v);
-  if (pick) return { ranges: [{ prefix: ["po_by", accountId, pick[0], pick[1]] }], namePos: 4 };
-  return { ranges: [{ prefix: ["po_name", accountId] }], namePos: 2 };
+  if (pick) {
+    return { ranges: [{ prefix: objectsByDimensionPrefix(accountId, pick[0], pick[1]) }], namePos: 4 };
+  }
+  return { ranges: [{ prefix: objectsByNamePrefix(accountId) }], namePos: 2 };
 }
 
 const ProtectedPosition = z.object({ r: z.number().int().min(0), c: z.string() });
@@ -714,11 +725,11 @@ export async function listProtectedObjects(
 export async function sweepRpoBreaches(kv: Deno.Kv, now: Date): Promise<{ breached: number }> {
   let breached = 0;
   const accounts: string[] = [];
-  for await (const e of kv.list({ prefix: ["accounts"] })) accounts.push(String(e.key[1]));
+  for await (const e of kv.list({ prefix: accountsPrefix() })) accounts.push(String(e.key[1]));
   for (const accountId of accounts) {
     const due = kv.list<string>({
-      start: ["po_due", accountId],
-      end: ["po_due", accountId, now.toISOString()],
+      start: objectsDueBound(accountId),
+      end: objectsDueBound(accountId, now.toISOString()),
     });
     for await (const e of due) {
       const id = String(e.key[3]);

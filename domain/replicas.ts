@@ -19,33 +19,53 @@
  * success and the last failure. A record is final once its job's result is applied; until then it is
  * read together with its job, so a claimed job shows as running.
  */
-import { replicasByPolicyPrefix } from "./keys/replicas.ts";
+import {
+  replicaCountKey,
+  replicaIndexCleanupKey,
+  replicaIndexCleanupsPrefix,
+  replicaKey,
+  replicaLastKey,
+  replicasByAccountKey,
+  replicasByAccountPrefix,
+  replicasByPolicyKey,
+  replicasByPolicyPrefix,
+  replicasByTargetKey,
+  replicasPrefix,
+  replicationKey,
+  replicationsByRuleKey,
+  replicationsByRulePrefix,
+  replicationsPrefix,
+} from "./keys/replicas.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { kekReference as kekReferenceOf } from "./keks.ts";
-import { type Engine, engineKey, registerEngineCascade } from "./engines.ts";
-import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import type { Engine } from "./engines.ts";
+import { engineKey } from "./keys/engines.ts";
+import { NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getJobs, type Job, queueJobInOp } from "./job_queue.ts";
-import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues, type Page, withRetry } from "./kv.ts";
+import {
+  COUNT_DOWN,
+  COUNT_UP,
+  counterValue,
+  deleteByPointerIndex,
+  getManyValues,
+  type Page,
+  withRetry,
+} from "./kv.ts";
 import { pageOf, PageQuery } from "./paging.ts";
 import type { Policy, PolicyCore } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";
-import { requirePolicy } from "./policy_reads.ts";
+import { checkEngineNotDeleting, policyForNewChild, requirePolicy } from "./policy_reads.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import type { StorageTarget } from "./storage.ts";
 import { targetKey, targetScope } from "./storage_keys.ts";
+import { addTargetReference, releaseTargetReference } from "./target_references.ts";
 import { TARGET_TYPE_LABELS, type TargetType } from "./storage_types.ts";
 import { evaluate321, type ThreeTwoOne } from "./three_two_one.ts";
 import type { RestorePoint } from "./restore_points.ts";
 import { restorePointKey } from "./keys/restore.ts";
 import { type Host, hostKey, hostScope } from "./hosts.ts";
-import {
-  replicaKey,
-  replicasByAccountKey,
-  replicasByPolicyKey,
-  replicasByTargetKey,
-} from "./keys/replicas.ts";
 export { replicaKey, replicasByAccountKey, replicasByPolicyKey, replicasByTargetKey };
 
 /** Where the key-encryption key of the replica comes from. */
@@ -229,7 +249,7 @@ export async function listReplicasByPolicy(
 export async function listReplicas(kv: Deno.Kv, actor: Actor): Promise<ReplicaRow[]> {
   if (!actor.accountId) return [];
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["replicas_by_account", actor.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: replicasByAccountPrefix(actor.accountId) })) {
     keys.push(replicaKey(e.value));
   }
   const rules = (await getManyValues<ReplicaRule>(kv, keys)).filter((r) => inScope(actor, replicaScope(r)));
@@ -290,13 +310,6 @@ export async function evaluatePolicy321(kv: Deno.Kv, actor: Actor, policyId: str
   });
 }
 
-/** Adds to `op` a check that the engine exists and is not being deleted; throws ConflictError if it is. */
-async function checkEngineNotDeleting(kv: Deno.Kv, op: Deno.AtomicOperation, besId: string): Promise<void> {
-  const entry = await kv.get<Engine>(engineKey(besId));
-  if (!entry.value || entry.value.status === "deleting") throw new ConflictError("This BES is being deleted");
-  op.check(entry);
-}
-
 /**
  * Validates a secondary target for a policy and returns its entry. Throws ValidationError for a target
  * the actor cannot see, of another account, the policy's primary target, or one the policy already
@@ -351,11 +364,7 @@ export async function createReplica(
 ): Promise<ReplicaRule> {
   const data = ReplicaCreateInput.parse(input);
   return await withRetry(async () => {
-    const policyEntry = await kv.get<Policy>(policyKey(data.policyId));
-    const policy = policyEntry.value;
-    if (!policy || !inScope(actor, policy)) throw new NotFoundError(`Policy ${data.policyId} not found`);
-    const scope = { accountId: policy.accountId, orgId: policy.orgId };
-    authorize(actor, "backup.manage", scope);
+    const { policyEntry, policy, scope } = await policyForNewChild(kv, actor, data.policyId);
     const targetEntry = await readSecondaryTarget(kv, actor, policy, data.targetId, null);
     const target = targetEntry.value;
     const op = kv.atomic().check(policyEntry, targetEntry);
@@ -375,8 +384,7 @@ export async function createReplica(
       updatedAt: at,
     };
     const [primary, ...pointers] = replicaKeys(rule);
-    op.check({ key: primary, versionstamp: null }).set(primary, rule)
-      .set(targetKey(target.id), { ...target, policyCount: target.policyCount + 1 });
+    addTargetReference(op.check({ key: primary, versionstamp: null }).set(primary, rule), target);
     for (const key of pointers) op.set(key, rule.id);
     appendAudit(op, actor, {
       ...scope,
@@ -417,15 +425,10 @@ export async function updateReplica(
       const oldEntry = await kv.get<StorageTarget>(targetKey(rule.targetId));
       if (newEntry.value.besId !== policy.besId) await checkEngineNotDeleting(kv, op, newEntry.value.besId);
       op.check(newEntry, oldEntry)
-        .set(targetKey(next.targetId), { ...newEntry.value, policyCount: newEntry.value.policyCount + 1 })
         .delete(replicasByTargetKey(rule.targetId, id))
         .set(replicasByTargetKey(next.targetId, id), id);
-      if (oldEntry.value) {
-        op.set(targetKey(rule.targetId), {
-          ...oldEntry.value,
-          policyCount: Math.max(0, oldEntry.value.policyCount - 1),
-        });
-      }
+      addTargetReference(op, newEntry.value);
+      releaseTargetReference(op, oldEntry);
       note = `; now to ${newEntry.value.name}`;
     }
     op.set(replicaKey(id), next);
@@ -464,13 +467,8 @@ async function removeRule(
       const e of kv.list({ prefix: replicationsByRulePrefix(id) }, { limit: INDEX_DELETE_INLINE + 1 })
     ) index.push(e.key);
     if (index.length <= INDEX_DELETE_INLINE) { for (const key of index) op.delete(key); }
-    else op.set(indexCleanupKey(id), true);
-    if (targetEntry.value) {
-      op.set(targetKey(rule.targetId), {
-        ...targetEntry.value,
-        policyCount: Math.max(0, targetEntry.value.policyCount - 1),
-      });
-    }
+    else op.set(replicaIndexCleanupKey(id), true);
+    releaseTargetReference(op, targetEntry);
     if (audit) {
       appendAudit(op, audit.actor, {
         ...replicaScope(rule),
@@ -495,15 +493,10 @@ async function removeRule(
 /** A rule's index entries deleted in the rule's own removal write at most (KV allows 1000 mutations). */
 const INDEX_DELETE_INLINE = 500;
 
-/** A removed rule whose replication index is still being deleted (`resumeReplicaIndexCleanups`). */
-function indexCleanupKey(ruleId: string) {
-  return ["replica_index_cleanups", ruleId] as const;
-}
-
 /** Deletes a removed rule's replication index in batches, then its cleanup record. Idempotent. */
 async function cleanUpRuleIndex(kv: Deno.Kv, ruleId: string): Promise<void> {
   if ((await kv.get(replicaKey(ruleId))).versionstamp) {
-    await kv.delete(indexCleanupKey(ruleId)); // not removed after all: its index stays
+    await kv.delete(replicaIndexCleanupKey(ruleId)); // not removed after all: its index stays
     return;
   }
   let keys: Deno.KvKey[] = [];
@@ -518,7 +511,7 @@ async function cleanUpRuleIndex(kv: Deno.Kv, ruleId: string): Promise<void> {
   }
   const op = kv.atomic();
   for (const key of keys) op.delete(key);
-  await op.delete(indexCleanupKey(ruleId)).commit();
+  await op.delete(replicaIndexCleanupKey(ruleId)).commit();
 }
 
 /**
@@ -527,7 +520,7 @@ async function cleanUpRuleIndex(kv: Deno.Kv, ruleId: string): Promise<void> {
  */
 export async function resumeReplicaIndexCleanups(kv: Deno.Kv): Promise<number> {
   let n = 0;
-  for await (const e of kv.list({ prefix: ["replica_index_cleanups"] })) {
+  for await (const e of kv.list({ prefix: replicaIndexCleanupsPrefix() })) {
     await cleanUpRuleIndex(kv, String(e.key[1]));
     n++;
   }
@@ -557,13 +550,7 @@ export async function deleteReplica(kv: Deno.Kv, actor: Actor, id: string, now: 
  * finds them.
  */
 export async function deleteReplicasOfPolicy(kv: Deno.Kv, policyId: string): Promise<number> {
-  let n = 0;
-  for await (const e of kv.list<unknown>({ prefix: replicasByPolicyPrefix(policyId) })) {
-    // A pointer without its record (or not a pointer at all) is simply dropped.
-    if (typeof e.value === "string" && await removeRule(kv, e.value, null)) n++;
-    else await kv.delete(e.key);
-  }
-  return n;
+  return await deleteByPointerIndex(kv, replicasByPolicyPrefix(policyId), (id) => removeRule(kv, id, null));
 }
 
 /**
@@ -584,12 +571,12 @@ export async function sweepOrphanReplicas(
   const found: ReplicaRule[] = [];
   if (options.accountId) {
     const keys: Deno.KvKey[] = [];
-    for await (const e of kv.list<string>({ prefix: ["replicas_by_account", options.accountId] })) {
+    for await (const e of kv.list<string>({ prefix: replicasByAccountPrefix(options.accountId) })) {
       keys.push(replicaKey(e.value));
     }
     found.push(...await getManyValues<ReplicaRule>(kv, keys));
   } else {
-    for await (const e of kv.list<ReplicaRule>({ prefix: ["replicas"] })) found.push(e.value);
+    for await (const e of kv.list<ReplicaRule>({ prefix: replicasPrefix() })) found.push(e.value);
   }
   // Only well-formed rules (nothing else is written under these prefixes, but a sweep must not crash).
   const rules = found.filter((r) => typeof r?.policyId === "string" && typeof r.targetId === "string");
@@ -676,22 +663,6 @@ interface ReplicaLast {
   failure: { restorePointId: string; at: string; error: string | null } | null;
 }
 
-function replicationKey(restorePointId: string, ruleId: string) {
-  return ["replications", restorePointId, ruleId] as const;
-}
-/** A rule's replications, oldest point first (point ids are time-ordered). */
-function replicationsByRuleKey(ruleId: string, restorePointId: string) {
-  return ["replications_by_rule", ruleId, restorePointId] as const;
-}
-function replicationsByRulePrefix(ruleId: string): Deno.KvKey {
-  return ["replications_by_rule", ruleId];
-}
-function replicaCountKey(ruleId: string, status: StoredStatus) {
-  return ["replica_counts", ruleId, status] as const;
-}
-function replicaLastKey(ruleId: string) {
-  return ["replica_last", ruleId] as const;
-}
 /** The per-rule status keys, removed with the rule. */
 function replicaStatsKeys(ruleId: string): [Deno.KvKey, Deno.KvKey, Deno.KvKey, Deno.KvKey] {
   return [
@@ -948,7 +919,7 @@ export async function listReplicationsOfPoint(
   now: Date,
 ): Promise<ReplicationView[]> {
   const records: Replication[] = [];
-  for await (const e of kv.list<Replication>({ prefix: ["replications", restorePointId] })) {
+  for await (const e of kv.list<Replication>({ prefix: replicationsPrefix(restorePointId) })) {
     records.push(e.value);
   }
   return (await toReplicationViews(kv, records, now)).sort((a, b) =>
@@ -1028,9 +999,9 @@ export async function rebuildReplicaCounts(
     return { skipped: true, rules: 0, indexed: 0, corrected: [] };
   }
   const ruleIds = new Set<string>();
-  for await (const e of kv.list<ReplicaRule>({ prefix: ["replicas"] })) ruleIds.add(String(e.key[1]));
+  for await (const e of kv.list<ReplicaRule>({ prefix: replicasPrefix() })) ruleIds.add(String(e.key[1]));
   let indexed = 0;
-  for await (const e of kv.list<Replication>({ prefix: ["replications"] }, { batchSize: 500 })) {
+  for await (const e of kv.list<Replication>({ prefix: replicationsPrefix() }, { batchSize: 500 })) {
     const record = e.value;
     const [, pointId, ruleId] = e.key as [string, string, string];
     if (!ruleIds.has(ruleId)) continue; // a removed rule's records stay with their points, uncounted
@@ -1113,17 +1084,3 @@ export async function replicaStats(kv: Deno.Kv, ruleIds: string[]): Promise<Map<
   }
   return out;
 }
-
-// A BES cascade removes, whatever the order of the steps, the rules of its policies and the rules
-// writing to its targets (policies of other BES included), releasing targets that survive. No new rule
-// can attach meanwhile: createReplica checks that neither BES is being deleted.
-registerEngineCascade({
-  name: "replica_rules",
-  async run(kv, engine, now) {
-    return await sweepOrphanReplicas(kv, now, {
-      accountId: engine.accountId,
-      audit: false,
-      isDoomed: (_, p, t) => p === null || t === null || p.besId === engine.id || t.besId === engine.id,
-    });
-  },
-});

@@ -2,12 +2,23 @@
  * The script library: named scripts of an organization (or of the account, `orgId: null`) that custom
  * application-consistent hooks run. Names are unique per organization, case-insensitively. A script
  * that a hook uses cannot be deleted; hooks.ts touches the script entry whenever a hook starts using
- * it, so a delete that raced with such a hook fails its check and looks again.
+ * it, so a delete that raced with such a hook fails its check and looks again. A new body is checked
+ * against the hooks that run it (`checkScriptBodyFitsHooks`, imported from hooks.ts, which imports
+ * this module's types only).
  */
-import { hookKey } from "./keys/policies.ts";
+import {
+  hookKey,
+  hooksByScriptKey,
+  hooksByScriptPrefix,
+  scriptByNameKey,
+  scriptKey,
+  scriptsByAccountKey,
+  scriptsByAccountPrefix,
+} from "./keys/policies.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { checkScriptBodyFitsHooks } from "./hooks.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, type Page, withRetry } from "./kv.ts";
 import { pageOf, PageQuery } from "./paging.ts";
@@ -16,7 +27,6 @@ import { policyKey } from "./policy_keys.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
-import { hooksByScriptKey, scriptKey, scriptsByAccountKey } from "./keys/policies.ts";
 export { hooksByScriptKey, scriptKey, scriptsByAccountKey };
 
 /** Interpreters an agent can run a script with. */
@@ -45,11 +55,6 @@ export interface Script {
   body: string;
   createdAt: string;
   updatedAt: string;
-}
-
-/** Unique: one script per (account, org, lower-cased name); "" stands for the account level. */
-export function scriptByNameKey(accountId: string, orgId: string | null, name: string) {
-  return ["scripts_by_name", accountId, orgId ?? "", name.toLowerCase()] as const;
 }
 
 /** Every key of a script (primary and indexes), so create, update and delete touch the same set. */
@@ -123,7 +128,7 @@ export async function listScripts(kv: Deno.Kv, actor: Actor, filter: ScriptFilte
   if (!actor.accountId) return [];
   const { q, orgId } = ScriptFilter.parse(filter);
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["scripts_by_account", actor.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: scriptsByAccountPrefix(actor.accountId) })) {
     keys.push(scriptKey(e.value));
   }
   const needle = q.toLowerCase();
@@ -224,7 +229,7 @@ export async function updateScript(
     if (!script || !inScope(actor, scriptScope(script))) throw new NotFoundError(`Script ${id} not found`);
     authorize(actor, "backup.manage", scriptScope(script));
     const next: Script = { ...script, ...data, updatedAt: now.toISOString() };
-    if (next.body !== script.body) { for (const check of bodyChecks) await check(kv, next); }
+    if (next.body !== script.body) await checkScriptBodyFitsHooks(kv, next);
     const op = kv.atomic().check(entry).set(scriptKey(id), next);
     const oldName = scriptByNameKey(script.accountId, script.orgId, script.name);
     const newName = scriptByNameKey(script.accountId, script.orgId, next.name);
@@ -244,13 +249,6 @@ export async function updateScript(
   });
 }
 
-/** A check of a script's new body against what uses it (registered by hooks.ts, which imports this module). */
-type ScriptBodyCheck = (kv: Deno.Kv, script: Pick<Script, "id" | "interpreter" | "body">) => Promise<void>;
-const bodyChecks: ScriptBodyCheck[] = [];
-export function registerScriptBodyCheck(check: ScriptBodyCheck): void {
-  if (!bodyChecks.includes(check)) bodyChecks.push(check);
-}
-
 /** A hook as far as the script library cares. */
 export interface HookRef {
   id: string;
@@ -268,7 +266,7 @@ export async function scriptUsage(
 ): Promise<{ hookIds: string[]; policyNames: string[]; stale: HookRef[]; pointers: Deno.KvKey[] }> {
   const hookKeys: Deno.KvKey[] = [];
   const pointers: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["hooks_by_script", scriptId] })) {
+  for await (const e of kv.list<string>({ prefix: hooksByScriptPrefix(scriptId) })) {
     pointers.push(e.key);
     hookKeys.push(hookKey(e.value));
   }

@@ -40,7 +40,7 @@ import { type Host, hostKey, hostOnlineAt } from "./hosts.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { type Job, jobKey, queueJobInOp } from "./job_queue.ts";
-import { getManyValues, withRetry } from "./kv.ts";
+import { deleteByPrefixes, getManyValues, withRetry } from "./kv.ts";
 import { CommitConflictError } from "./retry.ts";
 import { countPointsOnTarget } from "./repositories.ts";
 import {
@@ -570,15 +570,7 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
 }
 
 async function purgeTargetHistory(kv: Deno.Kv, id: string): Promise<void> {
-  for (const prefix of [capacitySamplesPrefix(id), capacityDailyPrefix(id), storageChecksPrefix(id)]) {
-    const keys: Deno.KvKey[] = [];
-    for await (const e of kv.list({ prefix })) keys.push(e.key);
-    for (let i = 0; i < keys.length; i += 500) {
-      const op = kv.atomic();
-      for (const key of keys.slice(i, i + 500)) op.delete(key);
-      await op.commit();
-    }
-  }
+  await deleteByPrefixes(kv, [capacitySamplesPrefix(id), capacityDailyPrefix(id), storageChecksPrefix(id)]);
 }
 
 /** Decrypts a target's credential for the engine that needs it. Never call this for a page or API reply. */

@@ -10,7 +10,7 @@
  * recovery keys (only their public halves are stored, `account_recovery_keys`).
  */
 import type { KekState } from "./keks.ts";
-import type { NotificationChannel } from "./notifications.ts";
+import type { NotificationChannel } from "./notification_channels.ts";
 import type { Platform } from "./platforms.ts";
 import type { StorageTarget } from "./storage.ts";
 import { TOKEN_KEY_VAULT_ID, TOKEN_KEY_VAULT_PURPOSE } from "./token_signing.ts";
@@ -69,7 +69,7 @@ export const VAULT_OWNERS: readonly VaultOwner[] = [
   {
     // A webhook's signing secret, an SMTP channel's password.
     kind: "notification_channel",
-    module: "notifications.ts",
+    module: "notification_channels.ts",
     async references(r) {
       const out: VaultReference[] = [];
       for (const c of (await r.all<NotificationChannel>("notification_channels")).values()) {

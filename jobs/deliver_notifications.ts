@@ -7,7 +7,7 @@ import {
   dispatchAlertEvents,
   type NotificationTransports,
   purgeDeliveries,
-} from "../domain/notifications.ts";
+} from "../domain/notification_delivery.ts";
 
 /** Idempotent for the same `now`: handled events are gone, and each due delivery is sent under a lease. */
 export async function deliverNotifications(

@@ -9,22 +9,26 @@ import {
   ChannelCreateInput,
   ChannelUpdateInput,
   createChannel,
-  createRule,
   deleteChannel,
-  deleteRule,
-  DELIVERY_STATUSES,
-  DeliveryFilter,
   listChannels,
-  listDeliveries,
-  listRules,
   requireChannel,
-  requireRule,
-  RuleInput,
-  sendTestNotification,
   toPublicChannel,
   updateChannel,
+} from "../domain/notification_channels.ts";
+import {
+  DELIVERY_STATUSES,
+  DeliveryFilter,
+  listDeliveries,
+  sendTestNotification,
+} from "../domain/notification_delivery.ts";
+import {
+  createRule,
+  deleteRule,
+  listRules,
+  requireRule,
+  RuleInput,
   updateRule,
-} from "../domain/notifications.ts";
+} from "../domain/notification_rules.ts";
 import { requires } from "./access.ts";
 import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
 import { ChannelSchema, DeliverySchema, page, RuleSchema } from "./api_schemas.ts";

@@ -28,32 +28,36 @@ import {
   type ChannelType,
   ChannelUpdateInput,
   createChannel,
-  createRule,
   deleteChannel,
-  deleteRule,
+  displayUrl,
+  listChannels,
+  type NotificationChannel,
+  requireChannel,
+  setChannelEnabled,
+  SMTP_TLS_LABELS,
+  updateChannel,
+} from "../domain/notification_channels.ts";
+import {
   DELIVERY_STATUSES,
   DeliveryFilter,
   type DeliveryStatus,
-  displayUrl,
-  listChannels,
   listDeliveries,
+  type NotificationDelivery,
+  sendTestNotification,
+} from "../domain/notification_delivery.ts";
+import {
+  createRule,
+  deleteRule,
   listRules,
   NOTIFICATION_EVENTS,
-  type NotificationChannel,
-  type NotificationDelivery,
   type NotificationRule,
-  requireChannel,
   requireRule,
   RuleInput,
   ruleScope,
-  sendTestNotification,
-  setChannelEnabled,
   setRuleEnabled,
-  SMTP_TLS_LABELS,
-  SMTP_TLS_MODES,
-  updateChannel,
   updateRule,
-} from "../domain/notifications.ts";
+} from "../domain/notification_rules.ts";
+import { SMTP_TLS_MODES } from "../domain/smtp.ts";
 import { type Actor, authorize, can } from "../domain/rbac.ts";
 import { listOrgs } from "../domain/tenancy.ts";
 import type { Org } from "../domain/types.ts";

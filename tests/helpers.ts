@@ -19,10 +19,10 @@ import {
   policiesByAccountKey,
   policiesByBesKey,
   policiesByTargetKey,
-  policyChildPrefixes,
   type PolicyCore,
   policyKey,
 } from "../domain/policies.ts";
+import { policyChildPrefixes } from "../domain/policy_cascade.ts";
 import { markInitialized } from "../domain/setup.ts";
 import { generateKeyPair } from "../domain/signing.ts";
 import { type StorageTarget, type TargetCreateInput, targetKey, type TargetType } from "../domain/storage.ts";

@@ -25,3 +25,8 @@ export function openAlertCountKey(accountId: string, orgId: string | null) {
 export function alertEventKey(id: string) {
   return ["alert_events", id] as const;
 }
+
+/** Every event of the notification outbox (`alertEventKey`), oldest first. */
+export function alertEventsPrefix(): Deno.KvKey {
+  return ["alert_events"];
+}

@@ -32,3 +32,28 @@ export function deliveriesByChannelKey(channelId: string, id: string) {
 export function deliveryDueKey(dueMs: number, id: string) {
   return ["notification_due", dueMs, id] as const;
 }
+
+/** Prefixes of an account's channels, an account's rules, a channel's and an account's deliveries. */
+export function channelsByAccountPrefix(accountId: string): Deno.KvKey {
+  return ["notification_channels_by_account", accountId];
+}
+export function rulesByAccountPrefix(accountId: string): Deno.KvKey {
+  return ["notification_rules_by_account", accountId];
+}
+export function deliveriesByChannelPrefix(channelId: string): Deno.KvKey {
+  return ["notification_deliveries_by_channel", channelId];
+}
+export function deliveriesByAccountPrefix(accountId: string): Deno.KvKey {
+  return ["notification_deliveries_by_account", accountId];
+}
+/** The start of every delivery record (the purge scans from it up to `deliveryKey(cutoff)`). */
+export function deliveriesStart(): Deno.KvKey {
+  return ["notification_deliveries"];
+}
+/** The due index from its start, and the bound after every entry due at or before `atMs`. */
+export function deliveryDueStart(): Deno.KvKey {
+  return ["notification_due"];
+}
+export function deliveryDueEnd(atMs: number): Deno.KvKey {
+  return ["notification_due", atMs + 1];
+}

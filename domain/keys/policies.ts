@@ -104,3 +104,31 @@ export function policyCountKey(accountId: string, orgId: string | null) {
 export function retiredPoliciesByAccountPrefix(accountId: string): Deno.KvKey {
   return ["policies_retired_by_account", accountId];
 }
+
+/** Unique: one script per (account, org, lower-cased name); "" stands for the account level. */
+export function scriptByNameKey(accountId: string, orgId: string | null, name: string) {
+  return ["scripts_by_name", accountId, orgId ?? "", name.toLowerCase()] as const;
+}
+/** Prefixes: an account's scripts, the hooks that run a script, every hook. */
+export function scriptsByAccountPrefix(accountId: string): Deno.KvKey {
+  return ["scripts_by_account", accountId];
+}
+export function hooksByScriptPrefix(scriptId: string): Deno.KvKey {
+  return ["hooks_by_script", scriptId];
+}
+export function hooksPrefix(): Deno.KvKey {
+  return ["hooks"];
+}
+
+/** The name index entry of a policy: `nameKey` is policy_names.ts's `policyNameKey(name)`. */
+export function policyNameIndexKey(accountId: string, nameKey: string, policyId: string) {
+  return ["policies_by_name", accountId, nameKey, policyId] as const;
+}
+/** The name index: an account's entries, or every account's. */
+export function policiesByNamePrefix(accountId?: string): Deno.KvKey {
+  return accountId === undefined ? ["policies_by_name"] : ["policies_by_name", accountId];
+}
+/** The policy counters (`policyCountKey`): an account's, or every account's. */
+export function policyCountsPrefix(accountId?: string): Deno.KvKey {
+  return accountId === undefined ? ["policy_counts"] : ["policy_counts", accountId];
+}

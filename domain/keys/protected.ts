@@ -47,3 +47,33 @@ export function unprotectedHostsPrefix(accountId: string): Deno.KvKey {
 export function objectsDueBound(accountId: string, until?: string): Deno.KvKey {
   return until === undefined ? ["po_due", accountId] : ["po_due", accountId, until];
 }
+/** A host's native protected objects, one per policy (`protectedByHostKey`). */
+export function protectedByHostPrefix(hostId: string): Deno.KvKey {
+  return ["protected_by_host", hostId];
+}
+/** The list indexes of an account's objects: by lower-cased name, and by one dimension's value then name. */
+export function objectByNameKey(accountId: string, name: string, id: string) {
+  return ["po_name", accountId, name, id] as const;
+}
+export function objectsByNamePrefix(accountId: string): Deno.KvKey {
+  return ["po_name", accountId];
+}
+export function objectByDimensionKey(
+  accountId: string,
+  dimension: string,
+  value: string,
+  name: string,
+  id: string,
+) {
+  return ["po_by", accountId, dimension, value, name, id] as const;
+}
+export function objectsByDimensionPrefix(accountId: string, dimension: string, value: string): Deno.KvKey {
+  return ["po_by", accountId, dimension, value];
+}
+/** An object in the RPO index at the time its RPO runs out: due (not yet breached) or breached. */
+export function objectRpoKey(breached: boolean, accountId: string, dueAt: string, id: string) {
+  return [breached ? "po_breached" : "po_due", accountId, dueAt, id] as const;
+}
+export function objectsBreachedPrefix(accountId: string): Deno.KvKey {
+  return ["po_breached", accountId];
+}

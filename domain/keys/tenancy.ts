@@ -21,3 +21,8 @@ export function orgBySecretKey(secretHash: string) {
 export function accountBySecretKey(secretHash: string) {
   return ["accounts_by_secret", secretHash] as const;
 }
+
+/** Every account (`accountKey`). */
+export function accountsPrefix(): Deno.KvKey {
+  return ["accounts"];
+}

@@ -10,7 +10,7 @@ import { createApp } from "../../app.ts";
 import { userActor } from "../../domain/auth.ts";
 import { testConfig } from "../../domain/config.ts";
 import { applyHeartbeat, sweepEngineHeartbeats } from "../../domain/engines.ts";
-import { createChannel } from "../../domain/notifications.ts";
+import { createChannel } from "../../domain/notification_channels.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { createTarget } from "../../domain/storage.ts";

@@ -23,13 +23,9 @@ import {
 import { createLogger } from "../../domain/log.ts";
 import { runClaimed } from "../../jobs/crons.ts";
 import { createMetrics } from "../../routes/metrics.ts";
-import {
-  createChannel,
-  createRule,
-  deliverDue,
-  dispatchAlertEvents,
-  sendTestNotification,
-} from "../../domain/notifications.ts";
+import { createChannel } from "../../domain/notification_channels.ts";
+import { deliverDue, dispatchAlertEvents, sendTestNotification } from "../../domain/notification_delivery.ts";
+import { createRule } from "../../domain/notification_rules.ts";
 import { checkOpsCounters } from "../../domain/ops_counters.ts";
 import { createPolicy } from "../../domain/policies.ts";
 import { type Actor, systemActor } from "../../domain/rbac.ts";

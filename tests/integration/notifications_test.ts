@@ -15,19 +15,20 @@ import {
 } from "../../domain/alerts.ts";
 import { userActor } from "../../domain/auth.ts";
 import { testConfig } from "../../domain/config.ts";
+import { type ChannelCreateInput, createChannel } from "../../domain/notification_channels.ts";
 import {
-  type ChannelCreateInput,
-  createChannel,
-  createRule,
   deliverDue,
   dispatchAlertEvents,
   LEASE_MS,
   listDeliveries,
   type NotificationDelivery,
+} from "../../domain/notification_delivery.ts";
+import {
+  createRule,
   type NotificationRule,
   type RuleInput,
   updateRule,
-} from "../../domain/notifications.ts";
+} from "../../domain/notification_rules.ts";
 import type { Actor } from "../../domain/rbac.ts";
 import { smtpConnector } from "../../domain/smtp.ts";
 import type { VaultRecord } from "../../domain/vault.ts";

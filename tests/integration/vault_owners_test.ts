@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { testConfig } from "../../domain/config.ts";
 import { checkInvariants } from "../../domain/invariants.ts";
 import { kekProviders } from "../../domain/keks.ts";
-import { createChannel, deleteChannel, updateChannel } from "../../domain/notifications.ts";
+import { createChannel, deleteChannel, updateChannel } from "../../domain/notification_channels.ts";
 import { createPlatform } from "../../domain/platforms.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { runBackup, updateSettings } from "../../domain/self_backup_runs.ts";

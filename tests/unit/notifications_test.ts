@@ -4,19 +4,21 @@ import type { AlertEvent } from "../../domain/alerts.ts";
 import {
   afterAttempt,
   BACKOFF_MINUTES,
+  MAX_ATTEMPTS,
+  nextBackoffMs,
+} from "../../domain/notification_backoff.ts";
+import {
   ChannelCreateInput,
   displayUrl,
-  emailContent,
-  MAX_ATTEMPTS,
-  meetsSeverity,
-  nextBackoffMs,
   type NotificationChannel,
-  type NotificationDelivery,
+} from "../../domain/notification_channels.ts";
+import { emailContent, type NotificationDelivery, signWebhook } from "../../domain/notification_delivery.ts";
+import {
+  meetsSeverity,
   type NotificationRule,
   routeEvent,
   RuleInput,
-  signWebhook,
-} from "../../domain/notifications.ts";
+} from "../../domain/notification_rules.ts";
 import { encodeHeader, formatMessage } from "../../domain/smtp.ts";
 
 const T0 = new Date("2026-11-22T10:00:00Z");
