@@ -104,16 +104,25 @@ function publicOrg(org: Org) {
   return rest;
 }
 
-export const apiV1 = apiRouter();
+/** `/api/v1/me` */
+export const apiV1Me = apiRouter();
+/** `/api/v1/users` */
+export const apiV1Users = apiRouter();
+/** `/api/v1/orgs` */
+export const apiV1Orgs = apiRouter();
+/** `/api/v1/tokens` */
+export const apiV1Tokens = apiRouter();
+/** `/api/v1/audit` */
+export const apiV1Audit = apiRouter();
 
 const UserId = z.object({ userId: z.string().min(1).max(40) });
 const OrgId = z.object({ orgId: z.string().min(1).max(40) });
 const TokenId = z.object({ tokenId: z.string().min(1).max(40) });
 
-apiV1.openapi(
+apiV1Me.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/me",
+    path: "/",
     operationId: "getMe",
     summary: "The signed-in principal",
     tags: ["Identity"],
@@ -146,10 +155,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Users.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/users",
+    path: "/",
     operationId: "listUsers",
     summary: "List users in your scope",
     tags: ["Users"],
@@ -171,10 +180,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Users.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/users",
+    path: "/",
     operationId: "createUser",
     summary: "Create a user",
     tags: ["Users"],
@@ -202,10 +211,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Users.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/users/{userId}",
+    path: "/{userId}",
     operationId: "getUser",
     summary: "Get a user",
     tags: ["Users"],
@@ -219,10 +228,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Users.openapi(
   createRoute({
     method: "patch",
-    path: "/api/v1/users/{userId}",
+    path: "/{userId}",
     operationId: "updateUser",
     summary: "Update a user's name, role, scope or disabled flag",
     tags: ["Users"],
@@ -257,10 +266,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Users.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/users/{userId}",
+    path: "/{userId}",
     operationId: "deleteUser",
     summary: "Delete a user (their sessions and tokens go too)",
     tags: ["Users"],
@@ -275,10 +284,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Orgs.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/orgs",
+    path: "/",
     operationId: "listOrgs",
     summary: "List organizations in your scope",
     tags: ["Organizations"],
@@ -302,10 +311,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Orgs.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/orgs",
+    path: "/",
     operationId: "createOrg",
     summary: "Create an organization; the reply carries its registration secret, shown this once",
     tags: ["Organizations"],
@@ -330,10 +339,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Orgs.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/orgs/{orgId}",
+    path: "/{orgId}",
     operationId: "getOrg",
     summary: "Get an organization",
     tags: ["Organizations"],
@@ -352,10 +361,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Orgs.openapi(
   createRoute({
     method: "patch",
-    path: "/api/v1/orgs/{orgId}",
+    path: "/{orgId}",
     operationId: "renameOrg",
     summary: "Rename an organization",
     tags: ["Organizations"],
@@ -382,10 +391,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Orgs.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/orgs/{orgId}/rotate-secret",
+    path: "/{orgId}/rotate-secret",
     operationId: "rotateOrgSecret",
     summary: "Replace the registration secret; the old one stops working",
     tags: ["Organizations"],
@@ -413,10 +422,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Orgs.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/orgs/{orgId}/pam-vault-key/rotate",
+    path: "/{orgId}/pam-vault-key/rotate",
     operationId: "rotatePamVaultKey",
     summary:
       "Rotate the organization's PAM vault key-encryption key: a new version, every key set it wraps re-wrapped, the old version retired",
@@ -453,10 +462,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Tokens.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/tokens",
+    path: "/",
     operationId: "listApiTokens",
     summary: "List API tokens (your own; admins: those of users in scope)",
     tags: ["API tokens"],
@@ -479,10 +488,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Tokens.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/tokens",
+    path: "/",
     operationId: "createApiToken",
     summary: "Create an API token for yourself; the reply carries the token, shown this once",
     tags: ["API tokens"],
@@ -508,10 +517,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Tokens.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/tokens/{tokenId}",
+    path: "/{tokenId}",
     operationId: "revokeApiToken",
     summary: "Revoke an API token",
     tags: ["API tokens"],
@@ -526,10 +535,10 @@ apiV1.openapi(
   },
 );
 
-apiV1.openapi(
+apiV1Audit.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/audit",
+    path: "/",
     operationId: "listAudit",
     summary: "Audit entries, newest first",
     tags: ["Audit"],

@@ -45,12 +45,21 @@ const EngineId = z.object({ engineId: z.string().min(1).max(40) });
 const TargetId = z.object({ targetId: z.string().min(1).max(40) });
 const AlertId = z.object({ alertId: z.string().min(1).max(40) });
 
-export const apiV1Backup = apiRouter();
+/** `/api/v1/engines` */
+export const apiV1Engines = apiRouter();
+/** `/api/v1/storage` */
+export const apiV1Storage = apiRouter();
+/** `/api/v1/storage-capacity` */
+export const apiV1StorageCapacity = apiRouter();
+/** `/api/v1/alerts` */
+export const apiV1Alerts = apiRouter();
+/** `/api/v1/account/registration-secret` */
+export const apiV1RegistrationSecret = apiRouter();
 
-apiV1Backup.openapi(
+apiV1Engines.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/engines",
+    path: "/",
     operationId: "listEngines",
     summary: "List engines (filters: q, orgId, status; sort; offset/limit)",
     tags: ["Engines"],
@@ -71,10 +80,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Engines.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/engines/{engineId}",
+    path: "/{engineId}",
     operationId: "getEngine",
     summary: "Get an engine with its last 24 h of metrics",
     tags: ["Engines"],
@@ -97,10 +106,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Engines.openapi(
   createRoute({
     method: "patch",
-    path: "/api/v1/engines/{engineId}",
+    path: "/{engineId}",
     operationId: "updateEngine",
     summary: "Edit name, PXE enabled and PXE network (CIDR)",
     tags: ["Engines"],
@@ -124,10 +133,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Engines.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/engines/{engineId}",
+    path: "/{engineId}",
     operationId: "deleteEngine",
     summary: "Delete an engine and cascade to its storage targets and their policies",
     tags: ["Engines"],
@@ -155,10 +164,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Storage.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/storage",
+    path: "/",
     operationId: "listStorageTargets",
     summary: "List storage targets (filters: q, besId, type, health; sort; offset/limit)",
     tags: ["Storage"],
@@ -182,10 +191,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Storage.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/storage",
+    path: "/",
     operationId: "createStorageTarget",
     summary: "Create a storage target (credentials go to the vault and are never returned)",
     tags: ["Storage"],
@@ -212,10 +221,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Storage.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/storage/{targetId}",
+    path: "/{targetId}",
     operationId: "getStorageTarget",
     summary: "Get a storage target",
     tags: ["Storage"],
@@ -229,10 +238,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Storage.openapi(
   createRoute({
     method: "put",
-    path: "/api/v1/storage/{targetId}",
+    path: "/{targetId}",
     operationId: "updateStorageTarget",
     summary: "Update name, connection config, thresholds; new credentials rotate the stored ones",
     tags: ["Storage"],
@@ -265,10 +274,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Storage.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/storage/{targetId}",
+    path: "/{targetId}",
     operationId: "deleteStorageTarget",
     summary: "Delete a storage target (409 while policies reference it)",
     tags: ["Storage"],
@@ -294,10 +303,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Storage.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/storage/{targetId}/capacity",
+    path: "/{targetId}/capacity",
     operationId: "getStorageCapacity",
     summary: "Capacity now and history: daily roll-ups (365 days) and the last 48 h of reports",
     tags: ["Storage"],
@@ -354,10 +363,10 @@ for (
     ],
   ] as const
 ) {
-  apiV1Backup.openapi(
+  apiV1Storage.openapi(
     createRoute({
       method: "post",
-      path: `/api/v1/storage/{targetId}/${STORAGE_CHECK_SEGMENTS[check]}`,
+      path: `/{targetId}/${STORAGE_CHECK_SEGMENTS[check]}`,
       operationId: check === "health_check" ? "checkStorageHealth" : "verifyStorage",
       summary,
       tags: ["Storage"],
@@ -387,10 +396,10 @@ for (
   );
 }
 
-apiV1Backup.openapi(
+apiV1Storage.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/storage/{targetId}/checks",
+    path: "/{targetId}/checks",
     operationId: "getStorageChecks",
     summary:
       "The latest health check and integrity verification of a storage target: where it ran, the job's state and the engine's result (null when never requested)",
@@ -413,10 +422,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1StorageCapacity.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/storage-capacity",
+    path: "/",
     operationId: "listStorageCapacity",
     summary: "Live capacity of the fullest targets in scope (the storage page widget polls this)",
     tags: ["Storage"],
@@ -453,10 +462,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Alerts.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/alerts",
+    path: "/",
     operationId: "listAlerts",
     summary: "Alerts newest first (filters: status, severity; cursor)",
     tags: ["Alerts"],
@@ -477,10 +486,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Alerts.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/alerts/{alertId}/acknowledge",
+    path: "/{alertId}/acknowledge",
     operationId: "acknowledgeAlert",
     summary: "Acknowledge an open alert",
     tags: ["Alerts"],
@@ -497,10 +506,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1RegistrationSecret.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/account/registration-secret",
+    path: "/",
     operationId: "rotateAccountRegistrationSecret",
     summary: "Issue or rotate the account registration secret (account-scoped engines); shown this once",
     tags: ["Organizations"],

@@ -30,12 +30,20 @@ import { suspiciousChangesQueue } from "../domain/anomalies.ts";
 const Limit = z.coerce.number().int().min(1, "must be 1–100").max(100, "must be 1–100").default(10);
 const denied = { 401: err("Not signed in or bad token"), 403: err("Missing permission") };
 
+/** `/api/v1/dashboard` */
 export const apiV1Dashboard = apiRouter();
+/** `/api/v1/protected-objects` */
+export const apiV1ProtectedObjects = apiRouter();
+/**
+ * `/api/v1/dashboard` again, mounted after protected objects: the heatmap and the getting-started checklist
+ * (their place in the OpenAPI document).
+ */
+export const apiV1DashboardPanels = apiRouter();
 
 apiV1Dashboard.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/dashboard",
+    path: "/",
     operationId: "getDashboard",
     summary: "Summary counts, engine status and the last 24 hours of backup runs, in your scope",
     tags: ["Dashboard"],
@@ -87,7 +95,7 @@ const QUEUES = [
 apiV1Dashboard.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/dashboard/queue",
+    path: "/queue",
     operationId: "getDashboardQueue",
     summary: "One of the dashboard's exception queues (top entries, most urgent first), in your scope",
     tags: ["Dashboard"],
@@ -130,10 +138,10 @@ apiV1Dashboard.openapi(
   },
 );
 
-apiV1Dashboard.openapi(
+apiV1ProtectedObjects.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/protected-objects",
+    path: "/",
     operationId: "listProtectedObjects",
     summary: "Protected objects in your scope with the guide's filters; rpo_breach evaluated now",
     tags: ["Protected objects"],
@@ -192,10 +200,10 @@ const HeatmapCell = z.object({
   failed: z.number().int(),
 });
 
-apiV1Dashboard.openapi(
+apiV1DashboardPanels.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/dashboard/heatmap",
+    path: "/heatmap",
     operationId: "getDashboardHeatmap",
     summary:
       "The dashboard's backup outcomes heatmap: runs per policy per UTC day (success, warning, failed) over the last 30 days, policies in your scope by name",
@@ -235,10 +243,10 @@ apiV1Dashboard.openapi(
 
 const Done = z.boolean();
 
-apiV1Dashboard.openapi(
+apiV1DashboardPanels.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/dashboard/getting-started",
+    path: "/getting-started",
     operationId: "getGettingStarted",
     summary:
       "The getting-started checklist in your scope: engine, storage, policy, host and first backup, each done or not, from real data",

@@ -41,14 +41,19 @@ const denied = { 401: err("Not signed in or bad token"), 403: err("Missing permi
 const ChannelId = z.object({ channelId: z.string().min(1).max(64) });
 const RuleId = z.object({ ruleId: z.string().min(1).max(64) });
 
-export const apiV1Notifications = apiRouter();
+/** `/api/v1/notification-channels` */
+export const apiV1NotificationChannels = apiRouter();
+/** `/api/v1/notification-rules` */
+export const apiV1NotificationRules = apiRouter();
+/** `/api/v1/notification-deliveries` */
+export const apiV1NotificationDeliveries = apiRouter();
 
 // --- Channels
 
-apiV1Notifications.openapi(
+apiV1NotificationChannels.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/notification-channels",
+    path: "/",
     operationId: "listNotificationChannels",
     summary: "Notification channels in your scope (webhook URLs as their origin; no secrets)",
     tags: ["Notifications"],
@@ -61,10 +66,10 @@ apiV1Notifications.openapi(
   },
 );
 
-apiV1Notifications.openapi(
+apiV1NotificationChannels.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/notification-channels",
+    path: "/",
     operationId: "createNotificationChannel",
     summary: "Create a webhook or email channel; a generated signing secret is returned once",
     tags: ["Notifications"],
@@ -92,10 +97,10 @@ apiV1Notifications.openapi(
   },
 );
 
-apiV1Notifications.openapi(
+apiV1NotificationChannels.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/notification-channels/{channelId}",
+    path: "/{channelId}",
     operationId: "getNotificationChannel",
     summary: "A channel",
     tags: ["Notifications"],
@@ -113,10 +118,10 @@ apiV1Notifications.openapi(
   },
 );
 
-apiV1Notifications.openapi(
+apiV1NotificationChannels.openapi(
   createRoute({
     method: "put",
-    path: "/api/v1/notification-channels/{channelId}",
+    path: "/{channelId}",
     operationId: "updateNotificationChannel",
     summary:
       "Update a channel (type and owner are fixed; an empty or missing webhook URL keeps the stored one)",
@@ -147,10 +152,10 @@ apiV1Notifications.openapi(
   },
 );
 
-apiV1Notifications.openapi(
+apiV1NotificationChannels.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/notification-channels/{channelId}",
+    path: "/{channelId}",
     operationId: "deleteNotificationChannel",
     summary: "Delete a channel with its vault secret; rules that used it keep their other channels",
     tags: ["Notifications"],
@@ -165,10 +170,10 @@ apiV1Notifications.openapi(
   },
 );
 
-apiV1Notifications.openapi(
+apiV1NotificationChannels.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/notification-channels/{channelId}/test",
+    path: "/{channelId}/test",
     operationId: "testNotificationChannel",
     summary: "Send a test notification now; answers the delivery with its attempt (also in the log)",
     tags: ["Notifications"],
@@ -193,10 +198,10 @@ apiV1Notifications.openapi(
 
 // --- Rules
 
-apiV1Notifications.openapi(
+apiV1NotificationRules.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/notification-rules",
+    path: "/",
     operationId: "listNotificationRules",
     summary: "Notification rules in your scope",
     tags: ["Notifications"],
@@ -206,10 +211,10 @@ apiV1Notifications.openapi(
   async (c) => c.json({ values: await listRules(c.get("deps").kv, c.get("actor")!), cursor: "" }, 200),
 );
 
-apiV1Notifications.openapi(
+apiV1NotificationRules.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/notification-rules",
+    path: "/",
     operationId: "createNotificationRule",
     summary: "Create a rule: which orgs' alerts, from which severity, which events, to which channels",
     tags: ["Notifications"],
@@ -229,10 +234,10 @@ apiV1Notifications.openapi(
   },
 );
 
-apiV1Notifications.openapi(
+apiV1NotificationRules.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/notification-rules/{ruleId}",
+    path: "/{ruleId}",
     operationId: "getNotificationRule",
     summary: "A rule",
     tags: ["Notifications"],
@@ -243,10 +248,10 @@ apiV1Notifications.openapi(
   async (c) => c.json(await requireRule(c.get("deps").kv, c.get("actor")!, c.req.valid("param").ruleId), 200),
 );
 
-apiV1Notifications.openapi(
+apiV1NotificationRules.openapi(
   createRoute({
     method: "put",
-    path: "/api/v1/notification-rules/{ruleId}",
+    path: "/{ruleId}",
     operationId: "updateNotificationRule",
     summary: "Update a rule",
     tags: ["Notifications"],
@@ -281,10 +286,10 @@ apiV1Notifications.openapi(
   },
 );
 
-apiV1Notifications.openapi(
+apiV1NotificationRules.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/notification-rules/{ruleId}",
+    path: "/{ruleId}",
     operationId: "deleteNotificationRule",
     summary: "Delete a rule",
     tags: ["Notifications"],
@@ -301,10 +306,10 @@ apiV1Notifications.openapi(
 
 // --- The delivery log
 
-apiV1Notifications.openapi(
+apiV1NotificationDeliveries.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/notification-deliveries",
+    path: "/",
     operationId: "listNotificationDeliveries",
     summary: "Deliveries newest first, by channel and status, with a cursor",
     tags: ["Notifications"],

@@ -47,12 +47,17 @@ const PageParam = z.coerce.number({ error: "must be a number" }).int("must be a 
       "`page`, `pages`, `offset`, `kept` and `total`",
   });
 
-export const apiV1Restore = apiRouter();
+/** `/api/v1/restore-points` */
+export const apiV1RestorePoints = apiRouter();
+/** `/api/v1/searches` */
+export const apiV1Searches = apiRouter();
+/** `/api/v1/restores` */
+export const apiV1Restores = apiRouter();
 
-apiV1Restore.openapi(
+apiV1RestorePoints.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/restore-points",
+    path: "/",
     operationId: "listRestorePoints",
     summary:
       "Restore points in your scope, newest first; filter by host, policy, BES, chain, status, verification",
@@ -87,10 +92,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1RestorePoints.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/restore-points/{restorePointId}",
+    path: "/{restorePointId}",
     operationId: "getRestorePoint",
     summary:
       "A restore point, its chain (the full first, then its incrementals, with sizes and verification) and its replications (per replica rule: status pending/running/succeeded/failed, times, bytes, error)",
@@ -129,10 +134,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1RestorePoints.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/restore-points/{restorePointId}/expire",
+    path: "/{restorePointId}/expire",
     operationId: "expireRestorePoint",
     summary:
       'Expire an archived restore point (kept since its host was decommissioned): confirm with {"confirm": true}; the BES prunes its data',
@@ -172,10 +177,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1RestorePoints.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/restore-points/{restorePointId}/browse",
+    path: "/{restorePointId}/browse",
     operationId: "getBrowse",
     summary:
       "The kept listing of a folder of a restore point (poll after POST until status is ready or failed)",
@@ -207,10 +212,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1RestorePoints.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/restore-points/{restorePointId}/browse",
+    path: "/{restorePointId}/browse",
     operationId: "browseRestorePoint",
     summary: "Browse a folder: answers the kept listing at once, or queues a browse job on the BES (202)",
     tags: ["Restore"],
@@ -235,10 +240,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1RestorePoints.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/restore-points/{restorePointId}/search",
+    path: "/{restorePointId}/search",
     operationId: "searchRestorePoint",
     summary: "Search a restore point by name or glob: queues a search job on the BES",
     tags: ["Restore"],
@@ -278,10 +283,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1Searches.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/searches/{searchId}",
+    path: "/{searchId}",
     operationId: "getSearch",
     summary: "A search: status pending, ready (matches with path, size and modification time) or failed",
     tags: ["Restore"],
@@ -300,10 +305,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1Restores.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/restores",
+    path: "/",
     operationId: "listRestores",
     summary: "File, image and bare-metal restores in your scope, newest first, with status and progress",
     tags: ["Restore"],
@@ -328,10 +333,10 @@ apiV1Restore.openapi(
   async (c) => c.json(await listRestores(c.get("deps").kv, c.get("actor")!, c.req.valid("query")), 200),
 );
 
-apiV1Restore.openapi(
+apiV1Restores.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/restores",
+    path: "/",
     operationId: "restoreFiles",
     summary: "File-level restore (high priority): up to 10,000 paths to a target path on a host",
     description:
@@ -372,10 +377,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1Restores.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/restores/image",
+    path: "/image",
     operationId: "restoreImage",
     summary: "Image restore (critical priority) of an image restore point to a target host and path",
     tags: ["Restore"],
@@ -408,10 +413,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1Restores.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/restores/bmr",
+    path: "/bmr",
     operationId: "restoreBareMetal",
     summary: "Bare-metal restore (critical priority) by pxe or iso; answers the one-time token once",
     description: "The restore point must be complete and its BES online; pxe needs PXE enabled on the BES. " +
@@ -467,10 +472,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1Restores.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/restores/{restoreId}",
+    path: "/{restoreId}",
     operationId: "getRestore",
     summary: "A restore: status and live progress from its job; files, bytes and per-file errors when done",
     tags: ["Restore"],

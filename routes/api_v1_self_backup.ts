@@ -83,12 +83,13 @@ function publicSettings(s: SelfBackupSettings) {
   return { ...s, s3: { ...s3, hasSecretAccessKey: credentialId !== null } };
 }
 
+/** `/api/v1/self-backup` */
 export const apiV1SelfBackup = apiRouter();
 
 apiV1SelfBackup.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/self-backup/settings",
+    path: "/settings",
     operationId: "getSelfBackupSettings",
     summary: "The control plane's own backup settings (Admin > Backups); the S3 secret is never returned",
     tags: ["Self-backup"],
@@ -105,7 +106,7 @@ apiV1SelfBackup.openapi(
 apiV1SelfBackup.openapi(
   createRoute({
     method: "put",
-    path: "/api/v1/self-backup/settings",
+    path: "/settings",
     operationId: "updateSelfBackupSettings",
     summary:
       "Replace the self-backup settings (the Admin > Backups form's fields); an empty secretAccessKey keeps the stored one",
@@ -159,7 +160,7 @@ apiV1SelfBackup.openapi(
 apiV1SelfBackup.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/self-backup/backups",
+    path: "/backups",
     operationId: "startSelfBackup",
     summary:
       "Back up one database of the control plane now (Admin > Maintenance); long exports continue in the background",
@@ -207,7 +208,7 @@ apiV1SelfBackup.openapi(
 apiV1SelfBackup.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/self-backup/restart-worker",
+    path: "/restart-worker",
     operationId: "restartSelfBackupWorker",
     summary:
       "Restart the self-backup worker (Admin > Maintenance): a running backup stops at its next step and is recorded as failed",
