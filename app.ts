@@ -17,7 +17,11 @@ import { alertRoutes } from "./routes/alerts.tsx";
 import { approvalRoutes, fourEyesAdminRoutes } from "./routes/approvals.tsx";
 import { holdRoutes } from "./routes/holds.tsx";
 import { notificationRoutes } from "./routes/notifications.tsx";
-import { apiV1Audit, apiV1Me, apiV1Orgs, apiV1Tokens, apiV1Users } from "./routes/api_v1.ts";
+import { apiV1Me } from "./routes/api_v1_me.ts";
+import { apiV1Users } from "./routes/api_v1_users.ts";
+import { apiV1Orgs } from "./routes/api_v1_orgs.ts";
+import { apiV1Tokens } from "./routes/api_v1_tokens.ts";
+import { apiV1Audit } from "./routes/api_v1_audit.ts";
 import { apiV1Approvals, apiV1FourEyes } from "./routes/api_v1_approvals.ts";
 import {
   apiV1Alerts,
