@@ -23,13 +23,10 @@ import { apiV1Orgs } from "./routes/api_v1_orgs.ts";
 import { apiV1Tokens } from "./routes/api_v1_tokens.ts";
 import { apiV1Audit } from "./routes/api_v1_audit.ts";
 import { apiV1Approvals, apiV1FourEyes } from "./routes/api_v1_approvals.ts";
-import {
-  apiV1Alerts,
-  apiV1Engines,
-  apiV1RegistrationSecret,
-  apiV1Storage,
-  apiV1StorageCapacity,
-} from "./routes/api_v1_backup.ts";
+import { apiV1Engines } from "./routes/api_v1_engines.ts";
+import { apiV1Storage, apiV1StorageCapacity } from "./routes/api_v1_storage.ts";
+import { apiV1Alerts } from "./routes/api_v1_alerts.ts";
+import { apiV1RegistrationSecret } from "./routes/api_v1_registration_secret.ts";
 import { apiV1LegalHolds } from "./routes/api_v1_holds.ts";
 import { apiV1Policies } from "./routes/api_v1_policies.ts";
 import { apiV1Runs } from "./routes/api_v1_runs.ts";

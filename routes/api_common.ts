@@ -44,6 +44,13 @@ export const jsonBody = <T extends z.ZodType>(schema: T, example?: z.input<T>) =
 /** A ULID, as every stored object's id. */
 export const Id = z.string().regex(/^[0-9A-Z]{26}$/, "must be an id");
 
+/** The usual refusals of a route on objects in scope (401, 403, 404), in the shared error shape. */
+export const scopedErrors = {
+  401: err("Not signed in or bad token"),
+  403: err("Missing permission"),
+  404: err("Not found or outside your scope"),
+};
+
 /** The identity routes' (me, users, orgs, tokens, audit) error answers, by status. */
 export const errors = {
   401: { description: "Not signed in or bad token", content: { "application/json": { schema: ErrorBody } } },
