@@ -31,15 +31,15 @@ import { apiV1LegalHolds } from "./routes/api_v1_holds.ts";
 import { apiV1Policies } from "./routes/api_v1_policies.ts";
 import { apiV1Runs } from "./routes/api_v1_runs.ts";
 import { apiV1Anomalies } from "./routes/api_v1_anomalies.ts";
-import { apiV1Dashboard, apiV1DashboardPanels, apiV1ProtectedObjects } from "./routes/api_v1_dashboard.ts";
+import { apiV1Dashboard, apiV1DashboardPanels } from "./routes/api_v1_dashboard.ts";
+import { apiV1ProtectedObjects } from "./routes/api_v1_protected_objects.ts";
 import { apiV1Jobs } from "./routes/api_v1_jobs.ts";
-import {
-  apiV1NotificationChannels,
-  apiV1NotificationDeliveries,
-  apiV1NotificationRules,
-} from "./routes/api_v1_notifications.ts";
+import { apiV1NotificationChannels } from "./routes/api_v1_notification_channels.ts";
+import { apiV1NotificationRules } from "./routes/api_v1_notification_rules.ts";
+import { apiV1NotificationDeliveries } from "./routes/api_v1_notification_deliveries.ts";
 import { apiV1Platforms } from "./routes/api_v1_platforms.ts";
-import { apiV1RestorePoints, apiV1Restores, apiV1Searches } from "./routes/api_v1_restore.ts";
+import { apiV1RestorePoints, apiV1Searches } from "./routes/api_v1_restore_points.ts";
+import { apiV1Restores } from "./routes/api_v1_restores.ts";
 import { apiV1FileHistory } from "./routes/api_v1_file_history.ts";
 import { apiV1Replicas, apiV1ThreeTwoOne } from "./routes/api_v1_replicas.ts";
 import { apiV1Hosts } from "./routes/api_v1_hosts.ts";

@@ -51,6 +51,15 @@ export const scopedErrors = {
   404: err("Not found or outside your scope"),
 };
 
+/** 401 and 403 of a route that needs a permission (no object in its path). */
+export const denied = { 401: err("Not signed in or bad token"), 403: err("Missing permission") };
+
+/** 401 and 403 of the restore routes (restore points, searches, restores). */
+export const restoreDenied = {
+  401: err("Not signed in or bad token"),
+  403: err("Missing the backup.restore permission"),
+};
+
 /** The identity routes' (me, users, orgs, tokens, audit) error answers, by status. */
 export const errors = {
   401: { description: "Not signed in or bad token", content: { "application/json": { schema: ErrorBody } } },

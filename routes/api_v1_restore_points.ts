@@ -1,25 +1,16 @@
 /**
- * `/api/v1/restore-points`, `/api/v1/searches`, `/api/v1/restores`: restore points with the guide's
- * filters, browse and search jobs, file, image and bare-metal restores (all need backup.restore). Islands
- * poll these endpoints; the domain is domain/restore.ts.
+ * `/api/v1/restore-points`: restore points — list, detail, expire, browse and search — and `/api/v1/searches`,
+ * the results of a search in a restore point.
  */
 import { requestIfFourEyes } from "../domain/approvals.ts";
 import { pendingApproval } from "./api_v1_approvals.ts";
 import { createRoute, z } from "@hono/zod-openapi";
 import {
-  BmrInput,
   browse,
   chainOf,
-  FileRestoreInput,
   getBrowse,
-  getRestore,
   getSearch,
-  ImageRestoreInput,
   listRestorePoints,
-  listRestores,
-  requestBmr,
-  requestFileRestore,
-  requestImageRestore,
   requestSearch,
   requireRestorePoint,
   RESTORE_POINT_STATUSES,
@@ -30,16 +21,17 @@ import { NotFoundError } from "../domain/errors.ts";
 import { listReplicationsOfPoint } from "../domain/replicas.ts";
 import { ExpireArchivedInput, expireArchivedPoint } from "../domain/archive.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, Id, jsonBody, ok } from "./api_common.ts";
-import { BrowseSchema, page, RestorePointSchema, RestoreSchema, SearchSchema } from "./api_schemas.ts";
+import { apiRouter, err, Id, jsonBody, ok, restoreDenied } from "./api_common.ts";
+import { BrowseSchema, page, RestorePointSchema, SearchSchema } from "./api_schemas.ts";
 
-const denied = { 401: err("Not signed in or bad token"), 403: err("Missing the backup.restore permission") };
 const PointParam = z.object({ restorePointId: Id });
+
 const PathQuery = z.object({
   path: z.string().max(4096, "must be at most 4096 characters").optional().openapi({
     description: 'An absolute folder path (POSIX or Windows); default "/"',
   }),
 });
+
 /** A page of a ready listing or search (0-based; past the last page answers the last). */
 const PageParam = z.coerce.number({ error: "must be a number" }).int("must be a whole number")
   .min(0, "must be 0 or more").max(100_000, "must be at most 100000").default(0).openapi({
@@ -49,10 +41,9 @@ const PageParam = z.coerce.number({ error: "must be a number" }).int("must be a 
 
 /** `/api/v1/restore-points` */
 export const apiV1RestorePoints = apiRouter();
+
 /** `/api/v1/searches` */
 export const apiV1Searches = apiRouter();
-/** `/api/v1/restores` */
-export const apiV1Restores = apiRouter();
 
 apiV1RestorePoints.openapi(
   createRoute({
@@ -82,7 +73,7 @@ apiV1RestorePoints.openapi(
           "application/json": { schema: page(RestorePointSchema) },
         },
       },
-      ...denied,
+      ...restoreDenied,
       422: err("Invalid filter"),
     },
   }),
@@ -117,7 +108,7 @@ apiV1RestorePoints.openapi(
           },
         },
       },
-      ...denied,
+      ...restoreDenied,
       404: err("Not found or outside your scope"),
     },
   }),
@@ -192,7 +183,7 @@ apiV1RestorePoints.openapi(
         "The browse state: status pending, ready (the entries of `page`) or failed (error)",
         BrowseSchema,
       ),
-      ...denied,
+      ...restoreDenied,
       404: err("Restore point not found, or this folder was never browsed"),
       422: err("Invalid path"),
     },
@@ -224,7 +215,7 @@ apiV1RestorePoints.openapi(
     responses: {
       200: ok("The kept listing (ready, or already pending)", BrowseSchema),
       202: ok("A browse job was queued; poll GET …/browse?path=…", BrowseSchema),
-      ...denied,
+      ...restoreDenied,
       404: err("Not found or outside your scope"),
       422: err("Invalid path, a restore point that is not complete, or its BES offline"),
     },
@@ -264,7 +255,7 @@ apiV1RestorePoints.openapi(
     },
     responses: {
       202: ok("The pending search; poll GET /api/v1/searches/{searchId}", SearchSchema),
-      ...denied,
+      ...restoreDenied,
       404: err("Not found or outside your scope"),
       422: err("Invalid query, a restore point that is not complete, or its BES offline"),
     },
@@ -294,7 +285,7 @@ apiV1Searches.openapi(
     request: { params: z.object({ searchId: Id }), query: z.object({ page: PageParam }) },
     responses: {
       200: ok("The search state, with the matches of `page` once ready", SearchSchema),
-      ...denied,
+      ...restoreDenied,
       404: err("Not found or outside your scope"),
     },
   }),
@@ -302,194 +293,5 @@ apiV1Searches.openapi(
     const { kv, clock } = c.get("deps");
     const { searchId } = c.req.valid("param");
     return c.json(await getSearch(kv, c.get("actor")!, searchId, clock(), c.req.valid("query").page), 200);
-  },
-);
-
-apiV1Restores.openapi(
-  createRoute({
-    method: "get",
-    path: "/",
-    operationId: "listRestores",
-    summary: "File, image and bare-metal restores in your scope, newest first, with status and progress",
-    tags: ["Restore"],
-    middleware: [requires("backup.restore")] as const,
-    request: {
-      query: z.object({
-        cursor: Id.optional(),
-        limit: z.coerce.number().int().min(1, "must be 1–200").max(200, "must be 1–200").default(50),
-      }),
-    },
-    responses: {
-      200: {
-        description: "A page of restores and the cursor of the next page",
-        content: {
-          "application/json": { schema: page(RestoreSchema) },
-        },
-      },
-      ...denied,
-      422: err("Invalid cursor or limit"),
-    },
-  }),
-  async (c) => c.json(await listRestores(c.get("deps").kv, c.get("actor")!, c.req.valid("query")), 200),
-);
-
-apiV1Restores.openapi(
-  createRoute({
-    method: "post",
-    path: "/",
-    operationId: "restoreFiles",
-    summary: "File-level restore (high priority): up to 10,000 paths to a target path on a host",
-    description:
-      "Paths are absolute (POSIX or Windows), normalized and deduplicated; a path under a selected " +
-      "folder is dropped. The target host defaults to the restore point's host and must be in your scope. " +
-      "`sourceTargetId` reads the point from its replica on that storage target (a finished replication " +
-      "listed in the point's `replications`), served by the BES holding that target; empty: the point's own " +
-      "repository. This endpoint accepts bodies up to 4 MiB.",
-    tags: ["Restore"],
-    middleware: [requires("backup.restore")] as const,
-    request: {
-      body: {
-        content: {
-          "application/json": {
-            // The restore page's schema (one schema for the form, the API and the domain).
-            schema: FileRestoreInput,
-            example: {
-              restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
-              paths: ["/etc/nginx", "/home/alice/report.pdf"],
-              targetPath: "/restore",
-              overwrite: false,
-            },
-          },
-        },
-        required: true,
-      },
-    },
-    responses: {
-      201: ok("The restore request (status pending); poll GET /api/v1/restores/{restoreId}", RestoreSchema),
-      ...denied,
-      404: err("Restore point or target host not found or outside your scope"),
-      422: err("Invalid paths, target, source replica, or a restore point that is not complete"),
-    },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    return c.json(await requestFileRestore(kv, c.get("actor")!, c.req.valid("json"), clock()), 201);
-  },
-);
-
-apiV1Restores.openapi(
-  createRoute({
-    method: "post",
-    path: "/image",
-    operationId: "restoreImage",
-    summary: "Image restore (critical priority) of an image restore point to a target host and path",
-    tags: ["Restore"],
-    middleware: [requires("backup.restore")] as const,
-    request: {
-      body: {
-        content: {
-          "application/json": {
-            schema: ImageRestoreInput,
-            example: {
-              restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
-              targetHostId: "01JC9Z8X7W6V5T4S3R2Q1P0N9K",
-              targetPath: "/dev/sdb",
-            },
-          },
-        },
-        required: true,
-      },
-    },
-    responses: {
-      201: ok("The restore request (status pending)", RestoreSchema),
-      ...denied,
-      404: err("Restore point or target host not found or outside your scope"),
-      422: err("Invalid input, a file restore point, or one that is not complete"),
-    },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    return c.json(await requestImageRestore(kv, c.get("actor")!, c.req.valid("json"), clock()), 201);
-  },
-);
-
-apiV1Restores.openapi(
-  createRoute({
-    method: "post",
-    path: "/bmr",
-    operationId: "restoreBareMetal",
-    summary: "Bare-metal restore (critical priority) by pxe or iso; answers the one-time token once",
-    description: "The restore point must be complete and its BES online; pxe needs PXE enabled on the BES. " +
-      "`mode` says how the machine boots a Linux live environment (your PXE server, or live media); there it " +
-      "runs the recovery agent (`command`, with the token and `besCertificate`), which redeems the token with " +
-      "the BES and writes the image onto the disk. " +
-      "The token (a UUID) expires after 4 hours and can be redeemed once; it is stored only as a hash and " +
-      "cannot be shown again.",
-    tags: ["Restore"],
-    middleware: [requires("backup.restore")] as const,
-    request: {
-      body: {
-        content: {
-          "application/json": {
-            schema: BmrInput,
-            example: { restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M", mode: "pxe" },
-          },
-        },
-        required: true,
-      },
-    },
-    responses: {
-      201: {
-        description: "restore, token (shown once), expiresAt, instructions, command, besCertificate",
-        content: {
-          "application/json": {
-            schema: z.object({
-              restore: RestoreSchema,
-              token: z.string(),
-              expiresAt: z.string(),
-              instructions: z.array(z.string()),
-              command: z.string().describe(
-                "The recovery agent's command: deno task agent recover --bes URL --bes-cert FILE --token TOKEN " +
-                  "--disk PATH (TOKEN and the disk to fill in)",
-              ),
-              besCertificate: z.string().nullable().describe(
-                "The BES's certificate (PEM) for --bes-cert; null before the BES reported one",
-              ),
-            }),
-          },
-        },
-      },
-      ...denied,
-      404: err("Restore point not found or outside your scope"),
-      422: err("Not complete, BES offline, or PXE not enabled on the BES"),
-    },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    const result = await requestBmr(kv, c.get("actor")!, c.req.valid("json"), clock());
-    c.header("Cache-Control", "no-store");
-    return c.json(result, 201);
-  },
-);
-
-apiV1Restores.openapi(
-  createRoute({
-    method: "get",
-    path: "/{restoreId}",
-    operationId: "getRestore",
-    summary: "A restore: status and live progress from its job; files, bytes and per-file errors when done",
-    tags: ["Restore"],
-    middleware: [requires("backup.restore")] as const,
-    request: { params: z.object({ restoreId: Id }) },
-    responses: {
-      200: ok("The restore request", RestoreSchema),
-      ...denied,
-      404: err("Not found or outside your scope"),
-    },
-  }),
-  async (c) => {
-    const { kv } = c.get("deps");
-    const restore = await getRestore(kv, c.get("actor")!, c.req.valid("param").restoreId);
-    return c.json(restore, 200);
   },
 );
