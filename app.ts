@@ -61,7 +61,11 @@ import { anomalyRoutes } from "./routes/anomalies.tsx";
 import { drillRoutes } from "./routes/drills.tsx";
 import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
-import { engineProtocol } from "./routes/engine_protocol.ts";
+import { agentEnrollment, besRegistration } from "./routes/engine_registration.ts";
+import { agentHeartbeat, besHeartbeat } from "./routes/engine_heartbeats.ts";
+import { agentPrePatch } from "./routes/engine_pre_patch.ts";
+import { agentJobs, besJobs } from "./routes/engine_jobs.ts";
+import { besBmr } from "./routes/engine_bmr.ts";
 import { engineTargets } from "./routes/engine_targets.ts";
 import { authRoutes } from "./routes/auth.tsx";
 import { docsRoutes } from "./routes/docs.tsx";
@@ -278,9 +282,18 @@ export function createApp(options: AppOptions) {
   app.route("/api/v1/approvals", apiV1Approvals);
   // legal holds
   app.route("/api/v1/legal-holds", apiV1LegalHolds);
-  app.route("/", engineProtocol);
-  app.route("/", engineTargets);
-  app.route("/", selfBackupApi);
+  // engine protocol v1 (signed requests of BES and agents; routes/engine_*.ts), in the document's order
+  app.route("/api/bes/v1/register", besRegistration);
+  app.route("/api/bes/v1/heartbeat", besHeartbeat);
+  app.route("/api/agent/v1/enroll", agentEnrollment);
+  app.route("/api/agent/v1/heartbeat", agentHeartbeat);
+  app.route("/api/agent/v1/pre-patch", agentPrePatch);
+  app.route("/api/bes/v1/jobs", besJobs);
+  app.route("/api/agent/v1/jobs", agentJobs);
+  app.route("/api/bes/v1/bmr", besBmr);
+  app.route("/api/bes/v1/targets", engineTargets);
+  // health of the control plane's own backup; the OpenAPI document and its rendering
+  app.route("/api/health/infra/backup", selfBackupApi);
   app.route("/", docsRoutes(() => openApiDocument(app)));
 
   app.notFound(notFound);
