@@ -7,6 +7,7 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import { ValidationError } from "../domain/errors.ts";
+import { DATABASE_NAMES } from "../domain/self_backup.ts";
 import {
   authorizePlatformAdmin,
   getSettings,
@@ -68,7 +69,7 @@ const SettingsSchema = z.object({
 
 const TriggerSchema = z.looseObject({
   id: z.string(),
-  database: z.enum(["config", "results"]),
+  database: z.enum(DATABASE_NAMES),
   kind: z.enum(["scheduled", "manual"]),
   requestedBy: z.string(),
   requestedAt: z.string(),
@@ -170,7 +171,7 @@ apiV1SelfBackup.openapi(
     tags: ["Self-backup"],
     middleware: [requires("admin")] as const,
     request: jsonBody(
-      z.strictObject({ database: z.enum(["config", "results"], { error: "must be config or results" }) }),
+      z.strictObject({ database: z.enum(DATABASE_NAMES, { error: "must be config or results" }) }),
       { database: "config" },
     ),
     responses: {

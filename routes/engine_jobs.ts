@@ -8,7 +8,14 @@ import { applyJobOutcome } from "../domain/runs.ts";
 import { HttpError } from "../domain/errors.ts";
 import { CommitConflictError } from "../domain/retry.ts";
 import { NONCE_TTL_MS } from "../domain/engine_nonces.ts";
-import { applyResult, claimJobs, ProgressInput, reportProgress, ResultInput } from "../domain/job_queue.ts";
+import {
+  applyResult,
+  claimJobs,
+  PRIORITIES,
+  ProgressInput,
+  reportProgress,
+  ResultInput,
+} from "../domain/job_queue.ts";
 import { restorePathsChunk } from "../domain/restore.ts";
 import { handOutJob, progressDataAccess } from "../domain/data_access.ts";
 import { deliverJobKeys } from "../domain/namespace_keys.ts";
@@ -71,7 +78,7 @@ const DataTokens = {
 const ClaimedJob = z.object({
   id: z.string(),
   kind: z.string(),
-  priority: z.enum(["critical", "high", "normal"]),
+  priority: z.enum(PRIORITIES),
   payload: z.record(z.string(), z.unknown()).openapi({
     description:
       "Kind-specific; an agent's `bes` carries its BES's `dataUrl` and `certificate` (PEM) to pin, a replicate's `target.bes` the replica BES's",
