@@ -17,31 +17,55 @@ import { alertRoutes } from "./routes/alerts.tsx";
 import { approvalRoutes, fourEyesAdminRoutes } from "./routes/approvals.tsx";
 import { holdRoutes } from "./routes/holds.tsx";
 import { notificationRoutes } from "./routes/notifications.tsx";
-import { apiV1 } from "./routes/api_v1.ts";
-import { apiV1Approvals } from "./routes/api_v1_approvals.ts";
-import { apiV1Backup } from "./routes/api_v1_backup.ts";
-import { apiV1Holds } from "./routes/api_v1_holds.ts";
+import { apiV1Me } from "./routes/api_v1_me.ts";
+import { apiV1Users } from "./routes/api_v1_users.ts";
+import { apiV1Orgs } from "./routes/api_v1_orgs.ts";
+import { apiV1Tokens } from "./routes/api_v1_tokens.ts";
+import { apiV1Audit } from "./routes/api_v1_audit.ts";
+import { apiV1Approvals, apiV1FourEyes } from "./routes/api_v1_approvals.ts";
+import { apiV1Engines } from "./routes/api_v1_engines.ts";
+import { apiV1Storage, apiV1StorageCapacity } from "./routes/api_v1_storage.ts";
+import { apiV1Alerts } from "./routes/api_v1_alerts.ts";
+import { apiV1RegistrationSecret } from "./routes/api_v1_registration_secret.ts";
+import { apiV1LegalHolds } from "./routes/api_v1_holds.ts";
 import { apiV1Policies } from "./routes/api_v1_policies.ts";
 import { apiV1Runs } from "./routes/api_v1_runs.ts";
 import { apiV1Anomalies } from "./routes/api_v1_anomalies.ts";
-import { anomalyRoutes } from "./routes/anomalies.tsx";
-import { apiV1Dashboard } from "./routes/api_v1_dashboard.ts";
+import { apiV1Dashboard, apiV1DashboardPanels } from "./routes/api_v1_dashboard.ts";
+import { apiV1ProtectedObjects } from "./routes/api_v1_protected_objects.ts";
 import { apiV1Jobs } from "./routes/api_v1_jobs.ts";
-import { apiV1Notifications } from "./routes/api_v1_notifications.ts";
+import { apiV1NotificationChannels } from "./routes/api_v1_notification_channels.ts";
+import { apiV1NotificationRules } from "./routes/api_v1_notification_rules.ts";
+import { apiV1NotificationDeliveries } from "./routes/api_v1_notification_deliveries.ts";
 import { apiV1Platforms } from "./routes/api_v1_platforms.ts";
-import { apiV1Restore } from "./routes/api_v1_restore.ts";
+import { apiV1RestorePoints, apiV1Searches } from "./routes/api_v1_restore_points.ts";
+import { apiV1Restores } from "./routes/api_v1_restores.ts";
 import { apiV1FileHistory } from "./routes/api_v1_file_history.ts";
-import { apiV1Replicas } from "./routes/api_v1_replicas.ts";
+import { apiV1Replicas, apiV1ThreeTwoOne } from "./routes/api_v1_replicas.ts";
 import { apiV1Hosts } from "./routes/api_v1_hosts.ts";
-import { apiV1Assignments } from "./routes/api_v1_assignments.ts";
-import { apiV1Hooks } from "./routes/api_v1_hooks.ts";
+import {
+  apiV1Assignments,
+  apiV1HostAssignments,
+  apiV1PolicyAssignments,
+} from "./routes/api_v1_assignments.ts";
+import {
+  apiV1ExclusionTemplates,
+  apiV1Hooks,
+  apiV1HookTemplates,
+  apiV1PolicyHooks,
+} from "./routes/api_v1_hooks.ts";
 import { apiV1Scripts } from "./routes/api_v1_scripts.ts";
-import { apiV1Drills } from "./routes/api_v1_drills.ts";
-import { drillRoutes } from "./routes/drills.tsx";
+import { apiV1DrillRuns, apiV1Drills, apiV1ProvenRestores } from "./routes/api_v1_drills.ts";
 import { apiV1SelfBackup } from "./routes/api_v1_self_backup.ts";
+import { anomalyRoutes } from "./routes/anomalies.tsx";
+import { drillRoutes } from "./routes/drills.tsx";
 import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
-import { engineProtocol } from "./routes/engine_protocol.ts";
+import { agentEnrollment, besRegistration } from "./routes/engine_registration.ts";
+import { agentHeartbeat, besHeartbeat } from "./routes/engine_heartbeats.ts";
+import { agentPrePatch } from "./routes/engine_pre_patch.ts";
+import { agentJobs, besJobs } from "./routes/engine_jobs.ts";
+import { besBmr } from "./routes/engine_bmr.ts";
 import { engineTargets } from "./routes/engine_targets.ts";
 import { authRoutes } from "./routes/auth.tsx";
 import { docsRoutes } from "./routes/docs.tsx";
@@ -200,29 +224,76 @@ export function createApp(options: AppOptions) {
   app.route("/admin/tokens", adminTokenRoutes);
   app.route("/admin/audit", adminAuditRoutes);
   app.route("/admin/four-eyes", fourEyesAdminRoutes);
-  app.route("/", apiV1);
-  app.route("/", apiV1Backup);
-  app.route("/", apiV1Policies);
-  app.route("/", apiV1Runs);
-  app.route("/", apiV1Anomalies);
-  app.route("/", apiV1Dashboard);
-  app.route("/", apiV1Jobs);
-  app.route("/", apiV1Platforms);
-  app.route("/", apiV1Notifications);
-  app.route("/", apiV1Restore);
-  app.route("/", apiV1FileHistory);
-  app.route("/", apiV1Replicas);
-  app.route("/", apiV1Hosts);
-  app.route("/", apiV1Assignments);
-  app.route("/", apiV1Hooks);
-  app.route("/", apiV1Drills);
-  app.route("/", apiV1Scripts);
-  app.route("/", apiV1SelfBackup);
-  app.route("/", apiV1Approvals);
-  app.route("/", apiV1Holds);
-  app.route("/", engineProtocol);
-  app.route("/", engineTargets);
-  app.route("/", selfBackupApi);
+  // JSON API v1 (bearer tokens; routes/api_v1_*.ts). Each resource at its own prefix, mounted in the order of
+  // the OpenAPI document's paths (the document lists them as they are mounted).
+  // identity
+  app.route("/api/v1/me", apiV1Me);
+  app.route("/api/v1/users", apiV1Users);
+  app.route("/api/v1/orgs", apiV1Orgs);
+  app.route("/api/v1/tokens", apiV1Tokens);
+  app.route("/api/v1/audit", apiV1Audit);
+  // backup infrastructure
+  app.route("/api/v1/engines", apiV1Engines);
+  app.route("/api/v1/storage", apiV1Storage);
+  app.route("/api/v1/storage-capacity", apiV1StorageCapacity);
+  app.route("/api/v1/alerts", apiV1Alerts);
+  app.route("/api/v1/account/registration-secret", apiV1RegistrationSecret);
+  // policies and runs
+  app.route("/api/v1/policies", apiV1Policies);
+  app.route("/api/v1/runs", apiV1Runs);
+  app.route("/api/v1/anomalies", apiV1Anomalies);
+  // dashboard
+  app.route("/api/v1/dashboard", apiV1Dashboard);
+  app.route("/api/v1/protected-objects", apiV1ProtectedObjects);
+  app.route("/api/v1/dashboard", apiV1DashboardPanels);
+  // engine job queue; virtualization platforms
+  app.route("/api/v1/jobs", apiV1Jobs);
+  app.route("/api/v1/platforms", apiV1Platforms);
+  // notifications
+  app.route("/api/v1/notification-channels", apiV1NotificationChannels);
+  app.route("/api/v1/notification-rules", apiV1NotificationRules);
+  app.route("/api/v1/notification-deliveries", apiV1NotificationDeliveries);
+  // restore
+  app.route("/api/v1/restore-points", apiV1RestorePoints);
+  app.route("/api/v1/searches", apiV1Searches);
+  app.route("/api/v1/restores", apiV1Restores);
+  app.route("/api/v1/hosts/:hostId/file-history", apiV1FileHistory);
+  // hosts and the policy cascade (sub-resources of a policy or a host at their own prefix)
+  app.route("/api/v1/replicas", apiV1Replicas);
+  app.route("/api/v1/policies/:policyId/three-two-one", apiV1ThreeTwoOne);
+  app.route("/api/v1/hosts", apiV1Hosts);
+  app.route("/api/v1/policies/:policyId/assignments", apiV1PolicyAssignments);
+  app.route("/api/v1/hosts/:hostId/assignments", apiV1HostAssignments);
+  app.route("/api/v1/assignments", apiV1Assignments);
+  app.route("/api/v1/policies/:policyId/hooks", apiV1PolicyHooks);
+  app.route("/api/v1/hooks", apiV1Hooks);
+  app.route("/api/v1/hook-templates", apiV1HookTemplates);
+  app.route("/api/v1/exclusion-templates", apiV1ExclusionTemplates);
+  // restore drills
+  app.route("/api/v1/drills", apiV1Drills);
+  app.route("/api/v1/drill-runs", apiV1DrillRuns);
+  app.route("/api/v1/proven-restores", apiV1ProvenRestores);
+  // scripts
+  app.route("/api/v1/scripts", apiV1Scripts);
+  // the control plane's own backup
+  app.route("/api/v1/self-backup", apiV1SelfBackup);
+  // four-eyes approvals
+  app.route("/api/v1/account/four-eyes", apiV1FourEyes);
+  app.route("/api/v1/approvals", apiV1Approvals);
+  // legal holds
+  app.route("/api/v1/legal-holds", apiV1LegalHolds);
+  // engine protocol v1 (signed requests of BES and agents; routes/engine_*.ts), in the document's order
+  app.route("/api/bes/v1/register", besRegistration);
+  app.route("/api/bes/v1/heartbeat", besHeartbeat);
+  app.route("/api/agent/v1/enroll", agentEnrollment);
+  app.route("/api/agent/v1/heartbeat", agentHeartbeat);
+  app.route("/api/agent/v1/pre-patch", agentPrePatch);
+  app.route("/api/bes/v1/jobs", besJobs);
+  app.route("/api/agent/v1/jobs", agentJobs);
+  app.route("/api/bes/v1/bmr", besBmr);
+  app.route("/api/bes/v1/targets", engineTargets);
+  // health of the control plane's own backup; the OpenAPI document and its rendering
+  app.route("/api/health/infra/backup", selfBackupApi);
   app.route("/", docsRoutes(() => openApiDocument(app)));
 
   app.notFound(notFound);

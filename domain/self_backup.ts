@@ -28,7 +28,9 @@ export const SCHEMA_VERSION = 1;
 export const BUNDLE_CIPHER = "AES-256-GCM";
 const ENTRIES_PER_FRAME = 500;
 
-export type DatabaseName = "config" | "results";
+/** The control plane's two databases, each backed up on its own schedule. */
+export const DATABASE_NAMES = ["config", "results"] as const;
+export type DatabaseName = typeof DATABASE_NAMES[number];
 
 /** Which key prefixes belong to which logical database. Everything else must be listed as ephemeral. */
 export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {

@@ -44,6 +44,55 @@ export const jsonBody = <T extends z.ZodType>(schema: T, example?: z.input<T>) =
 /** A ULID, as every stored object's id. */
 export const Id = z.string().regex(/^[0-9A-Z]{26}$/, "must be an id");
 
+/** The usual refusals of a route on objects in scope (401, 403, 404), in the shared error shape. */
+export const scopedErrors = {
+  401: err("Not signed in or bad token"),
+  403: err("Missing permission"),
+  404: err("Not found or outside your scope"),
+};
+
+/** 401 and 403 of a route that needs a permission (no object in its path). */
+export const denied = { 401: err("Not signed in or bad token"), 403: err("Missing permission") };
+
+/** 401 and 403 of the restore routes (restore points, searches, restores). */
+export const restoreDenied = {
+  401: err("Not signed in or bad token"),
+  403: err("Missing the backup.restore permission"),
+};
+
+/** The identity routes' (me, users, orgs, tokens, audit) error answers, by status. */
+export const errors = {
+  401: { description: "Not signed in or bad token", content: { "application/json": { schema: ErrorBody } } },
+  403: {
+    description: "Missing permission or CSRF failure",
+    content: { "application/json": { schema: ErrorBody } },
+  },
+  404: {
+    description: "Not found or outside your scope",
+    content: { "application/json": { schema: ErrorBody } },
+  },
+  422: { description: "Invalid input", content: { "application/json": { schema: ErrorBody } } },
+} as const;
+
+/** A JSON answer of the identity routes (`ok` with the arguments the other way round). */
+export const json = <T extends z.ZodType>(schema: T, description: string) => ({
+  description,
+  content: { "application/json": { schema } },
+});
+
+/** Offset paging of the identity lists (`offset`, `limit`). */
+export const Paging = z.object({
+  offset: z.coerce.number().int().min(0).default(0),
+  limit: z.coerce.number().int().min(1).max(200).default(50),
+});
+
+/** A page of an offset-paged identity list; the cursor is the next offset. */
+export const offsetPage = <T extends z.ZodType>(item: T) =>
+  z.object({
+    values: z.array(item),
+    cursor: z.string().describe("Opaque; empty when there is no next page"),
+  });
+
 /**
  * An OpenAPIHono router whose failed request validation answers 422 with the per-field messages, and whose
  * routes' queries and JSON bodies are strict (`strictInput`): a field the schema does not declare is refused,

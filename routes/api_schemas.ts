@@ -8,6 +8,9 @@ import { z } from "@hono/zod-openapi";
 import { ASSIGNMENT_STATES } from "../domain/assignments.ts";
 import { HOST_STATUSES } from "../domain/hosts.ts";
 import { KEK_SOURCES } from "../domain/replicas.ts";
+import { BACKUP_TYPES } from "../domain/policies.ts";
+import { RESTORE_POINT_STATUSES, VERIFICATION_STATUSES } from "../domain/restore_points.ts";
+import { CHANNEL_TYPES } from "../domain/notification_channels.ts";
 
 const Ts = z.string().describe("ISO 8601 UTC timestamp");
 const NullTs = Ts.nullable();
@@ -85,7 +88,7 @@ export const PolicySchema = z.looseObject({
   name: z.string(),
   enabled: z.boolean(),
   pausedReason: z.string().nullable().describe("Set by the system (storage_critical); null when not paused"),
-  backupType: z.enum(["file", "image"]),
+  backupType: z.enum(BACKUP_TYPES),
   timeZone: z.string(),
   fullSchedule: z.string(),
   incrementalSchedule: z.string().nullable().optional(),
@@ -171,8 +174,8 @@ export const RestorePointSchema = z.looseObject({
   sizeBytes: z.number(),
   fileCount: z.number(),
   completedAt: Ts,
-  status: z.enum(["complete", "running", "failed", "expired"]),
-  verification: z.enum(["passed", "failed", "partial", "pending"]),
+  status: z.enum(RESTORE_POINT_STATUSES),
+  verification: z.enum(VERIFICATION_STATUSES),
 }).openapi("RestorePoint");
 
 /** A suspicious change the anomaly guard flagged (domain/anomalies.ts). */
@@ -275,7 +278,7 @@ export const SearchSchema = z.looseObject({
 export const ChannelSchema = z.looseObject({
   id: z.string(),
   orgId: z.string().nullable(),
-  type: z.enum(["webhook", "email"]),
+  type: z.enum(CHANNEL_TYPES),
   name: z.string(),
   enabled: z.boolean(),
   url: z.string().optional().describe("Webhooks: the URL's origin only"),

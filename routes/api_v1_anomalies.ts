@@ -16,13 +16,14 @@ import { requires } from "./access.ts";
 import { apiRouter, err, Id, jsonBody, ok } from "./api_common.ts";
 import { AnomalySchema, page } from "./api_schemas.ts";
 
+/** `/api/v1/anomalies` */
 export const apiV1Anomalies = apiRouter();
 const Param = z.object({ anomalyId: Id });
 
 apiV1Anomalies.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/anomalies",
+    path: "/",
     operationId: "listAnomalies",
     summary: "Suspicious changes in your scope, newest first; status open = pending or incident",
     tags: ["Anomalies"],
@@ -44,7 +45,7 @@ apiV1Anomalies.openapi(
 apiV1Anomalies.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/anomalies/{anomalyId}",
+    path: "/{anomalyId}",
     operationId: "getAnomaly",
     summary: "One suspicious change: the figures, each signal against its threshold, and its review",
     tags: ["Anomalies"],
@@ -96,7 +97,7 @@ for (const a of ACTIONS) {
   apiV1Anomalies.openapi(
     createRoute({
       method: "post",
-      path: `/api/v1/anomalies/{anomalyId}/${a.segment}`,
+      path: `/{anomalyId}/${a.segment}`,
       operationId: `${a.action}Anomaly`,
       summary: a.summary,
       tags: ["Anomalies"],

@@ -69,12 +69,15 @@ const SettingsSchema = z.object({
   updatedBy: z.string().nullable(),
 }).openapi("FourEyesSettings");
 
+/** `/api/v1/account/four-eyes` */
+export const apiV1FourEyes = apiRouter();
+/** `/api/v1/approvals` */
 export const apiV1Approvals = apiRouter();
 
-apiV1Approvals.openapi(
+apiV1FourEyes.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/account/four-eyes",
+    path: "/",
     operationId: "getFourEyesSettings",
     summary: "The account's four-eyes setting (off by default) and its request time limit",
     tags: ["Approvals"],
@@ -88,10 +91,10 @@ apiV1Approvals.openapi(
   },
 );
 
-apiV1Approvals.openapi(
+apiV1FourEyes.openapi(
   createRoute({
     method: "put",
-    path: "/api/v1/account/four-eyes",
+    path: "/",
     operationId: "setFourEyesSettings",
     summary:
       "Turn four-eyes approval of destructive actions on or off, with the request time limit (hours); turning it off while on is itself a request (202) a second admin approves",
@@ -127,7 +130,7 @@ apiV1Approvals.openapi(
 apiV1Approvals.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/approvals",
+    path: "/",
     operationId: "listApprovals",
     summary: "Four-eyes requests in your scope, newest first: `pending` ones, or the last 200 `decided` ones",
     tags: ["Approvals"],
@@ -152,7 +155,7 @@ apiV1Approvals.openapi(
 apiV1Approvals.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/approvals/{requestId}",
+    path: "/{requestId}",
     operationId: "getApproval",
     summary: "One four-eyes request",
     tags: ["Approvals"],
@@ -171,7 +174,7 @@ apiV1Approvals.openapi(
 apiV1Approvals.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/approvals/{requestId}/approve",
+    path: "/{requestId}/approve",
     operationId: "approveApproval",
     summary:
       "Approve a pending request: its action runs once, as you. You must not be its requester and need the action's permission",
@@ -202,7 +205,7 @@ apiV1Approvals.openapi(
 apiV1Approvals.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/approvals/{requestId}/refuse",
+    path: "/{requestId}/refuse",
     operationId: "refuseApproval",
     summary: "Refuse a pending request (its requester may withdraw it): nothing of the action runs",
     tags: ["Approvals"],

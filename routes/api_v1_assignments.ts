@@ -51,12 +51,17 @@ const AssignResultSchema = z.object({
   error: ErrorBody.shape.error.optional(),
 }).openapi("AssignHostResult");
 
+/** `/api/v1/policies/:policyId/assignments` */
+export const apiV1PolicyAssignments = apiRouter();
+/** `/api/v1/hosts/:hostId/assignments` */
+export const apiV1HostAssignments = apiRouter();
+/** `/api/v1/assignments` */
 export const apiV1Assignments = apiRouter();
 
-apiV1Assignments.openapi(
+apiV1PolicyAssignments.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/policies/{policyId}/assignments",
+    path: "/",
     operationId: "listPolicyAssignments",
     summary: "The hosts assigned to a policy (every state), by hostname",
     tags: ["Assignments"],
@@ -94,10 +99,10 @@ apiV1Assignments.openapi(
   },
 );
 
-apiV1Assignments.openapi(
+apiV1PolicyAssignments.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/policies/{policyId}/assignments",
+    path: "/",
     operationId: "assignHosts",
     summary:
       "Assign one or many hosts to a policy; each host is its own write with its own audit entry and is reported on its own",
@@ -148,10 +153,10 @@ apiV1Assignments.openapi(
   },
 );
 
-apiV1Assignments.openapi(
+apiV1HostAssignments.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/hosts/{hostId}/assignments",
+    path: "/",
     operationId: "listHostAssignments",
     summary: "A host's assignments (the policies it is assigned to that you can see), by policy name",
     tags: ["Assignments"],
@@ -187,7 +192,7 @@ apiV1Assignments.openapi(
 apiV1Assignments.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/assignments/{assignmentId}",
+    path: "/{assignmentId}",
     operationId: "getAssignment",
     summary: "An assignment with its policy's and host's names",
     tags: ["Assignments"],
@@ -219,7 +224,7 @@ apiV1Assignments.openapi(
 apiV1Assignments.openapi(
   createRoute({
     method: "patch",
-    path: "/api/v1/assignments/{assignmentId}",
+    path: "/{assignmentId}",
     operationId: "setAssignmentState",
     summary: `Change an assignment's state (${ASSIGNMENT_STATES.join(", ")})`,
     description:
@@ -249,7 +254,7 @@ apiV1Assignments.openapi(
 apiV1Assignments.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/assignments/{assignmentId}",
+    path: "/{assignmentId}",
     operationId: "removeAssignment",
     summary:
       "Remove a host from a policy; its restore points are kept (its protected object becomes unprotected)",

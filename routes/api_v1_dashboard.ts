@@ -1,6 +1,6 @@
 /**
- * `/api/v1/dashboard…` and `/api/v1/protected-objects`: the dashboard's figures and queues, and the
- * protected objects list, as JSON (the same domain functions as the pages).
+ * `/api/v1/dashboard…`: the dashboard's figures, queues, heatmap and getting-started checklist, as JSON
+ * (the same domain functions as the pages).
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import {
@@ -14,28 +14,23 @@ import {
   verificationFailuresQueue,
 } from "../domain/dashboard.ts";
 import { readSetupProgress } from "../domain/getting_started.ts";
-import {
-  isRpoBreached,
-  LAST_BACKUP_STATUSES,
-  listProtectedObjects,
-  PROTECTED_TYPES,
-  PROTECTION_STATES,
-} from "../domain/protected.ts";
 import { toPublicTarget } from "../domain/storage.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, Id, ok } from "./api_common.ts";
-import { page, ProtectedObjectSchema, QueueRowSchema } from "./api_schemas.ts";
+import { apiRouter, denied, err, ok } from "./api_common.ts";
+import { page, QueueRowSchema } from "./api_schemas.ts";
 import { suspiciousChangesQueue } from "../domain/anomalies.ts";
 
-const Limit = z.coerce.number().int().min(1, "must be 1–100").max(100, "must be 1–100").default(10);
-const denied = { 401: err("Not signed in or bad token"), 403: err("Missing permission") };
+export const apiV1DashboardPanels = apiRouter();
 
+const Limit = z.coerce.number().int().min(1, "must be 1–100").max(100, "must be 1–100").default(10);
+
+/** `/api/v1/dashboard` */
 export const apiV1Dashboard = apiRouter();
 
 apiV1Dashboard.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/dashboard",
+    path: "/",
     operationId: "getDashboard",
     summary: "Summary counts, engine status and the last 24 hours of backup runs, in your scope",
     tags: ["Dashboard"],
@@ -87,7 +82,7 @@ const QUEUES = [
 apiV1Dashboard.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/dashboard/queue",
+    path: "/queue",
     operationId: "getDashboardQueue",
     summary: "One of the dashboard's exception queues (top entries, most urgent first), in your scope",
     tags: ["Dashboard"],
@@ -130,61 +125,6 @@ apiV1Dashboard.openapi(
   },
 );
 
-apiV1Dashboard.openapi(
-  createRoute({
-    method: "get",
-    path: "/api/v1/protected-objects",
-    operationId: "listProtectedObjects",
-    summary: "Protected objects in your scope with the guide's filters; rpo_breach evaluated now",
-    tags: ["Protected objects"],
-    middleware: [requires("backup.view")] as const,
-    request: {
-      query: z.object({
-        q: z.string().trim().max(200).optional(),
-        orgId: Id.optional(),
-        type: z.enum(PROTECTED_TYPES).optional(),
-        hostId: Id.optional(),
-        source: z.string().regex(/^(bes|platform):[\w-]+$/, "must be bes:<id> or platform:<id>").optional(),
-        lastBackupStatus: z.enum(LAST_BACKUP_STATUSES).optional(),
-        protection: z.enum(PROTECTION_STATES).optional(),
-        rpo_breach: z.enum(["true", "false"]).optional(),
-        cursor: z.string().max(1000).optional(),
-        limit: z.coerce.number().int().min(1, "must be 1–200").max(200, "must be 1–200").default(50),
-      }),
-    },
-    responses: {
-      200: {
-        description: "A page of objects (each with rpoBreach) and the cursor of the next page",
-        content: {
-          "application/json": {
-            schema: page(ProtectedObjectSchema, {
-              partial: z.boolean().describe("True when the scan stopped early; follow the cursor"),
-            }),
-          },
-        },
-      },
-      ...denied,
-      422: err("Invalid filter"),
-    },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    const now = clock();
-    const { rpo_breach, ...filter } = c.req.valid("query");
-    const page = await listProtectedObjects(
-      kv,
-      c.get("actor")!,
-      { ...filter, rpoBreach: rpo_breach ?? "" },
-      now,
-    );
-    return c.json({
-      values: page.values.map((o) => ({ ...o, rpoBreach: isRpoBreached(o, now) })),
-      cursor: page.cursor,
-      partial: page.partial,
-    }, 200);
-  },
-);
-
 const HeatmapCell = z.object({
   day: z.string().describe("UTC day, YYYY-MM-DD"),
   success: z.number().int(),
@@ -192,10 +132,10 @@ const HeatmapCell = z.object({
   failed: z.number().int(),
 });
 
-apiV1Dashboard.openapi(
+apiV1DashboardPanels.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/dashboard/heatmap",
+    path: "/heatmap",
     operationId: "getDashboardHeatmap",
     summary:
       "The dashboard's backup outcomes heatmap: runs per policy per UTC day (success, warning, failed) over the last 30 days, policies in your scope by name",
@@ -235,10 +175,10 @@ apiV1Dashboard.openapi(
 
 const Done = z.boolean();
 
-apiV1Dashboard.openapi(
+apiV1DashboardPanels.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/dashboard/getting-started",
+    path: "/getting-started",
     operationId: "getGettingStarted",
     summary:
       "The getting-started checklist in your scope: engine, storage, policy, host and first backup, each done or not, from real data",

@@ -116,12 +116,17 @@ const EXAMPLE = {
   policyRtoObjectives: [{ policyId: "01JBQ6Z3S8V1N2M4K5P7R9T0WX", rtoObjectiveSeconds: 300 }],
 };
 
+/** `/api/v1/drills` */
 export const apiV1Drills = apiRouter();
+/** `/api/v1/drill-runs` */
+export const apiV1DrillRuns = apiRouter();
+/** `/api/v1/proven-restores` */
+export const apiV1ProvenRestores = apiRouter();
 
 apiV1Drills.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/drills",
+    path: "/",
     operationId: "listDrills",
     summary: "Restore drill policies in your scope, by name (one page: cursor is always empty)",
     tags: ["Drills"],
@@ -138,7 +143,7 @@ apiV1Drills.openapi(
 apiV1Drills.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/drills",
+    path: "/",
     operationId: "createDrill",
     summary:
       "Create a restore drill policy (cron, scope, sample or whole point, agent and scratch path, RTO objective)",
@@ -161,7 +166,7 @@ apiV1Drills.openapi(
 apiV1Drills.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/drills/{drillId}",
+    path: "/{drillId}",
     operationId: "getDrill",
     summary: "A restore drill policy",
     tags: ["Drills"],
@@ -176,7 +181,7 @@ apiV1Drills.openapi(
 apiV1Drills.openapi(
   createRoute({
     method: "put",
-    path: "/api/v1/drills/{drillId}",
+    path: "/{drillId}",
     operationId: "updateDrill",
     summary: "Replace a restore drill policy's settings",
     tags: ["Drills"],
@@ -205,7 +210,7 @@ apiV1Drills.openapi(
 apiV1Drills.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/drills/{drillId}",
+    path: "/{drillId}",
     operationId: "deleteDrill",
     summary: "Delete a restore drill policy (its past runs stay readable by id)",
     tags: ["Drills"],
@@ -223,7 +228,7 @@ apiV1Drills.openapi(
 apiV1Drills.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/drills/{drillId}/run",
+    path: "/{drillId}/run",
     operationId: "runDrillNow",
     summary: "Run a restore drill now: one run per (policy, host) of its scope with a complete restore point",
     tags: ["Drills"],
@@ -245,7 +250,7 @@ apiV1Drills.openapi(
 apiV1Drills.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/drills/{drillId}/runs",
+    path: "/{drillId}/runs",
     operationId: "listDrillRuns",
     summary: "A drill's last 30 runs, newest first: the trend of RTO, bytes/s and pass/fail",
     tags: ["Drills"],
@@ -265,10 +270,10 @@ apiV1Drills.openapi(
   },
 );
 
-apiV1Drills.openapi(
+apiV1DrillRuns.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/drill-runs/{drillRunId}",
+    path: "/{drillRunId}",
     operationId: "getDrillRun",
     summary: "One drill run with its figures and every failing file (the first 100; failureCount counts all)",
     tags: ["Drills"],
@@ -280,10 +285,10 @@ apiV1Drills.openapi(
     c.json(await requireDrillRun(c.get("deps").kv, c.get("actor")!, c.req.valid("param").drillRunId), 200),
 );
 
-apiV1Drills.openapi(
+apiV1ProvenRestores.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/proven-restores",
+    path: "/",
     operationId: "listProvenRestores",
     summary: "Last proven restore per backup policy in your scope: the last passing drill, its time and RTO",
     tags: ["Drills"],

@@ -60,12 +60,13 @@ export const FileHistorySchema = z.looseObject({
 
 const PathInput = z.object({ path: HistoryPath.describe("An absolute POSIX path of a file on the host") });
 
+/** `/api/v1/hosts/:hostId/file-history` */
 export const apiV1FileHistory = apiRouter();
 
 apiV1FileHistory.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/hosts/{hostId}/file-history",
+    path: "/",
     operationId: "getFileHistory",
     summary:
       "The kept version history of a file on a host (status none, pending or ready), a page of versions",
@@ -102,7 +103,7 @@ apiV1FileHistory.openapi(
 apiV1FileHistory.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/hosts/{hostId}/file-history",
+    path: "/",
     operationId: "requestFileHistory",
     summary:
       "Ask for a file's version history: queues BES jobs for the host's restore points not yet examined (202), or answers the kept, up-to-date history (200)",
@@ -134,7 +135,7 @@ apiV1FileHistory.openapi(
 apiV1FileHistory.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/hosts/{hostId}/file-history/restore",
+    path: "/restore",
     operationId: "restoreFileVersion",
     summary:
       "Restore one version of the file: a file restore (high priority) of `path` from `restorePointId`, to its original location or another host and folder",

@@ -31,12 +31,13 @@ const LegalHoldSchema = z.object({
   releasedAt: z.string().nullable(),
 }).openapi("LegalHold");
 
-export const apiV1Holds = apiRouter();
+/** `/api/v1/legal-holds` */
+export const apiV1LegalHolds = apiRouter();
 
-apiV1Holds.openapi(
+apiV1LegalHolds.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/legal-holds",
+    path: "/",
     operationId: "listLegalHolds",
     summary: "Legal holds in your scope, newest first (`status`: active, released or all)",
     tags: ["Legal holds"],
@@ -55,10 +56,10 @@ apiV1Holds.openapi(
   },
 );
 
-apiV1Holds.openapi(
+apiV1LegalHolds.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/legal-holds",
+    path: "/",
     operationId: "placeLegalHold",
     summary:
       "Place a legal hold on a host's, a policy's or one restore point's restore points: retention keeps them and nothing prunes or expires them until it is released",
@@ -84,10 +85,10 @@ apiV1Holds.openapi(
   },
 );
 
-apiV1Holds.openapi(
+apiV1LegalHolds.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/legal-holds/{holdId}/release",
+    path: "/{holdId}/release",
     operationId: "releaseLegalHold",
     summary: "Release a legal hold (with four-eyes on, this creates an approval request instead)",
     tags: ["Legal holds"],

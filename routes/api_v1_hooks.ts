@@ -75,12 +75,19 @@ const EXAMPLE = {
   failOnError: true,
 } as const;
 
+/** `/api/v1/policies/:policyId/hooks` */
+export const apiV1PolicyHooks = apiRouter();
+/** `/api/v1/hooks` */
 export const apiV1Hooks = apiRouter();
+/** `/api/v1/hook-templates` */
+export const apiV1HookTemplates = apiRouter();
+/** `/api/v1/exclusion-templates` */
+export const apiV1ExclusionTemplates = apiRouter();
 
-apiV1Hooks.openapi(
+apiV1PolicyHooks.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/policies/{policyId}/hooks",
+    path: "/",
     operationId: "listPolicyHooks",
     summary:
       "A policy's app hooks in execution order (pre_backup, pre_snapshot, post_snapshot, post_backup; then sequence, then id)",
@@ -99,10 +106,10 @@ apiV1Hooks.openapi(
   },
 );
 
-apiV1Hooks.openapi(
+apiV1PolicyHooks.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/policies/{policyId}/hooks",
+    path: "/",
     operationId: "createPolicyHook",
     summary:
       "Add a hook to a policy: a template (`template`) or a custom script of the policy's organization (`scriptId`), exactly one",
@@ -134,7 +141,7 @@ apiV1Hooks.openapi(
 apiV1Hooks.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/hooks/{hookId}",
+    path: "/{hookId}",
     operationId: "getHook",
     summary: "A hook with its script's name and its template's label",
     tags: ["Hooks"],
@@ -150,7 +157,7 @@ apiV1Hooks.openapi(
 apiV1Hooks.openapi(
   createRoute({
     method: "put",
-    path: "/api/v1/hooks/{hookId}",
+    path: "/{hookId}",
     operationId: "updateHook",
     summary: "Replace a hook's fields (its policy never changes; omitted fields take their defaults)",
     tags: ["Hooks"],
@@ -178,7 +185,7 @@ apiV1Hooks.openapi(
 apiV1Hooks.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/hooks/{hookId}",
+    path: "/{hookId}",
     operationId: "deleteHook",
     summary: "Delete a hook",
     tags: ["Hooks"],
@@ -193,10 +200,10 @@ apiV1Hooks.openapi(
   },
 );
 
-apiV1Hooks.openapi(
+apiV1HookTemplates.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/hook-templates",
+    path: "/",
     operationId: "listHookTemplates",
     summary:
       "The hook template catalogue (MySQL / MariaDB, PostgreSQL, MongoDB, Elasticsearch) with what each runs",
@@ -207,10 +214,10 @@ apiV1Hooks.openapi(
   (c) => c.json({ values: hookTemplateCatalogue(), cursor: "" }, 200),
 );
 
-apiV1Hooks.openapi(
+apiV1ExclusionTemplates.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/exclusion-templates",
+    path: "/",
     operationId: "listExclusionTemplates",
     summary:
       "The exclusion templates a policy's `exclusionTemplate` names, with the patterns each expands to",

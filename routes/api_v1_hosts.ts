@@ -19,12 +19,13 @@ const common = {
 };
 const HostId = z.object({ hostId: z.string().min(1).max(40) });
 
+/** `/api/v1/hosts` */
 export const apiV1Hosts = apiRouter();
 
 apiV1Hosts.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/hosts",
+    path: "/",
     operationId: "listHosts",
     summary: "Managed hosts in your scope, with the Hosts page's filters (q, orgId, status, sort), by cursor",
     tags: ["Hosts"],
@@ -48,7 +49,7 @@ apiV1Hosts.openapi(
 apiV1Hosts.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/hosts/{hostId}",
+    path: "/{hostId}",
     operationId: "getHost",
     summary: "A host with its assignments (policy and state: active, paused or archived)",
     tags: ["Hosts"],
@@ -78,7 +79,7 @@ apiV1Hosts.openapi(
 apiV1Hosts.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/hosts/{hostId}/decommission",
+    path: "/{hostId}/decommission",
     operationId: "decommissionHost",
     summary:
       "Decommission a host: confirm with its name; no more backups, assignments archived, restore points kept (archived) under policies with Archive On Host Deactivation, following retention under the others",
@@ -117,7 +118,7 @@ apiV1Hosts.openapi(
 apiV1Hosts.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/hosts/{hostId}/reactivate",
+    path: "/{hostId}/reactivate",
     operationId: "reactivateHost",
     summary:
       "Put a decommissioned host back in service by assigning it to a policy again (its archived assignment there becomes active, or a new one is made); archived restore points stay archived",

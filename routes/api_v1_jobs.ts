@@ -36,12 +36,13 @@ const JobQuery = z.object({
   limit: z.string().max(5).optional(),
 });
 
+/** `/api/v1/jobs` */
 export const apiV1Jobs = apiRouter();
 
 apiV1Jobs.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/jobs",
+    path: "/",
     operationId: "listJobs",
     summary:
       "Jobs in your scope with their last run (filters: q, source, status, type, orgId, from, to; sort; offset/limit)",
@@ -68,7 +69,7 @@ apiV1Jobs.openapi(
 apiV1Jobs.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/jobs/{jobId}",
+    path: "/{jobId}",
     operationId: "getJob",
     summary: "One job with its last run, active hosts and whether a retry is allowed (and why not)",
     tags: ["Jobs"],
@@ -95,7 +96,7 @@ apiV1Jobs.openapi(
 apiV1Jobs.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/jobs/{jobId}/runs",
+    path: "/{jobId}/runs",
     operationId: "listJobRuns",
     summary: "A job's runs, newest first; `cursor` is the last run id of the previous page",
     tags: ["Jobs"],
@@ -124,7 +125,7 @@ apiV1Jobs.openapi(
 apiV1Jobs.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/jobs/{jobId}/retry",
+    path: "/{jobId}/retry",
     operationId: "retryJob",
     summary:
       "Retry a job: its latest run must be failed or warning and retryable; a native job dispatches to every active host, a platform job gets one pending run that the platform's next sync starts",

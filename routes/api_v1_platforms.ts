@@ -26,12 +26,13 @@ const common = {
 };
 const PlatformId = z.object({ platformId: z.string().min(1).max(64) });
 
+/** `/api/v1/platforms` */
 export const apiV1Platforms = apiRouter();
 
 apiV1Platforms.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/platforms",
+    path: "/",
     operationId: "listPlatforms",
     summary: "Platforms in your scope with their last sync status and error",
     tags: ["Platforms"],
@@ -47,7 +48,7 @@ apiV1Platforms.openapi(
 apiV1Platforms.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/platforms",
+    path: "/",
     operationId: "createPlatform",
     summary: "Register a Veeam or Cohesity platform (the password goes to the vault and is never returned)",
     tags: ["Platforms"],
@@ -76,7 +77,7 @@ apiV1Platforms.openapi(
 apiV1Platforms.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/platforms/{platformId}",
+    path: "/{platformId}",
     operationId: "getPlatform",
     summary: "A platform with its imported jobs",
     tags: ["Platforms"],
@@ -102,7 +103,7 @@ apiV1Platforms.openapi(
 apiV1Platforms.openapi(
   createRoute({
     method: "put",
-    path: "/api/v1/platforms/{platformId}",
+    path: "/{platformId}",
     operationId: "updatePlatform",
     summary: "Update a platform (type and organization are fixed; a password replaces the stored one)",
     tags: ["Platforms"],
@@ -134,7 +135,7 @@ apiV1Platforms.openapi(
 apiV1Platforms.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/platforms/{platformId}",
+    path: "/{platformId}",
     operationId: "deletePlatform",
     summary: "Delete a platform with its credential, imported jobs and protected objects (runs are kept)",
     tags: ["Platforms"],
@@ -152,7 +153,7 @@ apiV1Platforms.openapi(
 apiV1Platforms.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/platforms/{platformId}/test",
+    path: "/{platformId}/test",
     operationId: "testPlatform",
     summary: "Test connectivity: log in and read one resource; the outcome is also kept on the platform",
     tags: ["Platforms"],
@@ -176,7 +177,7 @@ apiV1Platforms.openapi(
 apiV1Platforms.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/platforms/{platformId}/sync",
+    path: "/{platformId}/sync",
     operationId: "syncPlatform",
     summary: "Sync now: import jobs, start pending retries, import runs and objects; answers the sync report",
     tags: ["Platforms"],

@@ -47,12 +47,13 @@ const POLICY_EXAMPLE = {
 /** The domain's PATCH fields (PolicyPatchInput), named for the document. */
 const PolicyPatchBody = z.strictObject(PolicyPatchInput.shape).openapi("PolicyPatch");
 
+/** `/api/v1/policies` */
 export const apiV1Policies = apiRouter();
 
 apiV1Policies.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/policies",
+    path: "/",
     operationId: "listPolicies",
     summary: "List policies in your scope",
     tags: ["Policies"],
@@ -84,7 +85,7 @@ apiV1Policies.openapi(
 apiV1Policies.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/policies",
+    path: "/",
     operationId: "createPolicy",
     summary: "Create a policy (the storage target must be on the BES)",
     tags: ["Policies"],
@@ -106,7 +107,7 @@ apiV1Policies.openapi(
 apiV1Policies.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/policies/{policyId}",
+    path: "/{policyId}",
     operationId: "getPolicy",
     summary: "Get a policy with its next five full runs",
     tags: ["Policies"],
@@ -133,7 +134,7 @@ apiV1Policies.openapi(
 apiV1Policies.openapi(
   createRoute({
     method: "put",
-    path: "/api/v1/policies/{policyId}",
+    path: "/{policyId}",
     operationId: "replacePolicy",
     summary: "Replace a policy's fields (the BES never changes: a besId other than the policy's is 422)",
     tags: ["Policies"],
@@ -167,7 +168,7 @@ apiV1Policies.openapi(
 apiV1Policies.openapi(
   createRoute({
     method: "patch",
-    path: "/api/v1/policies/{policyId}",
+    path: "/{policyId}",
     operationId: "updatePolicy",
     summary:
       'Change some of a policy\'s fields (e.g. {"enabled": false} to disable it): merged onto the stored policy, then validated and saved as a PUT',
@@ -203,7 +204,7 @@ apiV1Policies.openapi(
 apiV1Policies.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/policies/{policyId}",
+    path: "/{policyId}",
     operationId: "deletePolicy",
     summary: "Delete a policy with its assignments, replica rules and hooks",
     tags: ["Policies"],
@@ -227,7 +228,7 @@ apiV1Policies.openapi(
 apiV1Policies.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/policies/{policyId}/retention-preview",
+    path: "/{policyId}/retention-preview",
     operationId: "previewPolicyRetention",
     summary:
       "Which restore points retention counts would keep and expire per protected object, and the bytes freed (a count not given is the policy's)",
@@ -279,7 +280,7 @@ const RunNowCreated = z.object({
 apiV1Policies.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/policies/{policyId}/run",
+    path: "/{policyId}/run",
     operationId: "runPolicy",
     summary:
       "Run a policy now: a full or incremental on every active host (or the hostIds given), a synthetic full on the BES for every active host; trigger manual",

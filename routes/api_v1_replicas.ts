@@ -77,12 +77,15 @@ const ThreeTwoOneSchema = z.object({
   required: z.object({ copies: z.number(), mediaTypes: z.number(), offsite: z.number() }),
 }).openapi("ThreeTwoOne");
 
+/** `/api/v1/replicas` */
 export const apiV1Replicas = apiRouter();
+/** `/api/v1/policies/:policyId/three-two-one` */
+export const apiV1ThreeTwoOne = apiRouter();
 
 apiV1Replicas.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/replicas",
+    path: "/",
     operationId: "listReplicaRules",
     summary:
       "Replica rules in your scope (optionally of one policy), each with its status: points replicated, pending and failed, last success and failure",
@@ -108,7 +111,7 @@ apiV1Replicas.openapi(
 apiV1Replicas.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/replicas",
+    path: "/",
     operationId: "createReplicaRule",
     summary:
       "Create a replica rule: a secondary target of the policy's account (any BES), KEK source, when to replicate, offsite",
@@ -140,7 +143,7 @@ apiV1Replicas.openapi(
 apiV1Replicas.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/replicas/{replicaId}",
+    path: "/{replicaId}",
     operationId: "getReplicaRule",
     summary: "A replica rule with its status and the newest replications (per restore point)",
     tags: ["Replicas"],
@@ -166,7 +169,7 @@ apiV1Replicas.openapi(
 apiV1Replicas.openapi(
   createRoute({
     method: "put",
-    path: "/api/v1/replicas/{replicaId}",
+    path: "/{replicaId}",
     operationId: "updateReplicaRule",
     summary: "Replace a replica rule's fields (its policy never changes; omitted fields take their defaults)",
     tags: ["Replicas"],
@@ -204,7 +207,7 @@ apiV1Replicas.openapi(
 apiV1Replicas.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/replicas/{replicaId}",
+    path: "/{replicaId}",
     operationId: "deleteReplicaRule",
     summary: "Delete a replica rule (its restore points keep their replication history)",
     tags: ["Replicas"],
@@ -219,10 +222,10 @@ apiV1Replicas.openapi(
   },
 );
 
-apiV1Replicas.openapi(
+apiV1ThreeTwoOne.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/policies/{policyId}/three-two-one",
+    path: "/",
     operationId: "getPolicyThreeTwoOne",
     summary:
       "A policy's 3-2-1 status (the badge of its page): copies, media types, offsite copies, met, and what is missing",

@@ -10,12 +10,13 @@ import { requires } from "./access.ts";
 import { apiRouter, err, Id, ok } from "./api_common.ts";
 import { page, RunSchema } from "./api_schemas.ts";
 
+/** `/api/v1/runs` */
 export const apiV1Runs = apiRouter();
 
 apiV1Runs.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/runs",
+    path: "/",
     operationId: "listRuns",
     summary:
       "Runs in your scope, newest first; filter by failure reason, status, kind, trigger, policy, host, end time",
@@ -54,7 +55,7 @@ apiV1Runs.openapi(
 apiV1Runs.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/runs/{runId}",
+    path: "/{runId}",
     operationId: "getRun",
     summary: "One run with what its engine measured (`run.stats`) and a page of its per-file errors",
     tags: ["Runs"],
@@ -96,7 +97,7 @@ const RunRetried = z.object({
 apiV1Runs.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/runs/{runId}/retry",
+    path: "/{runId}/retry",
     operationId: "retryRun",
     summary:
       "Retry one run (the dashboard's and the policy page's Retry): only the latest run of its policy and host, failed or warning, retryable, once",

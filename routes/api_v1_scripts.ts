@@ -36,12 +36,13 @@ const ScriptSchema = z.object({
   updatedAt: z.string(),
 }).openapi("Script");
 
+/** `/api/v1/scripts` */
 export const apiV1Scripts = apiRouter();
 
 apiV1Scripts.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/scripts",
+    path: "/",
     operationId: "listScripts",
     summary: "Scripts in your scope by name (q: part of the name; orgId: one organization's), by cursor",
     tags: ["Scripts"],
@@ -65,7 +66,7 @@ apiV1Scripts.openapi(
 apiV1Scripts.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/scripts",
+    path: "/",
     operationId: "createScript",
     summary:
       "Add a script to an organization's library (orgId; null for an account-level script, which needs a scope over every organization)",
@@ -95,7 +96,7 @@ apiV1Scripts.openapi(
 apiV1Scripts.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/scripts/{scriptId}",
+    path: "/{scriptId}",
     operationId: "getScript",
     summary: "A script with the names of the policies whose hooks run it",
     tags: ["Scripts"],
@@ -117,7 +118,7 @@ apiV1Scripts.openapi(
 apiV1Scripts.openapi(
   createRoute({
     method: "put",
-    path: "/api/v1/scripts/{scriptId}",
+    path: "/{scriptId}",
     operationId: "updateScript",
     summary:
       "Replace a script's name, interpreter and body (its organization never changes); the hooks that run it run the new body",
@@ -155,7 +156,7 @@ apiV1Scripts.openapi(
 apiV1Scripts.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/scripts/{scriptId}",
+    path: "/{scriptId}",
     operationId: "deleteScript",
     summary: "Delete a script; refused while a hook runs it",
     tags: ["Scripts"],

@@ -7,6 +7,7 @@
  */
 import { createRoute, z } from "@hono/zod-openapi";
 import { ValidationError } from "../domain/errors.ts";
+import { DATABASE_NAMES } from "../domain/self_backup.ts";
 import {
   authorizePlatformAdmin,
   getSettings,
@@ -68,7 +69,7 @@ const SettingsSchema = z.object({
 
 const TriggerSchema = z.looseObject({
   id: z.string(),
-  database: z.enum(["config", "results"]),
+  database: z.enum(DATABASE_NAMES),
   kind: z.enum(["scheduled", "manual"]),
   requestedBy: z.string(),
   requestedAt: z.string(),
@@ -83,12 +84,13 @@ function publicSettings(s: SelfBackupSettings) {
   return { ...s, s3: { ...s3, hasSecretAccessKey: credentialId !== null } };
 }
 
+/** `/api/v1/self-backup` */
 export const apiV1SelfBackup = apiRouter();
 
 apiV1SelfBackup.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/self-backup/settings",
+    path: "/settings",
     operationId: "getSelfBackupSettings",
     summary: "The control plane's own backup settings (Admin > Backups); the S3 secret is never returned",
     tags: ["Self-backup"],
@@ -105,7 +107,7 @@ apiV1SelfBackup.openapi(
 apiV1SelfBackup.openapi(
   createRoute({
     method: "put",
-    path: "/api/v1/self-backup/settings",
+    path: "/settings",
     operationId: "updateSelfBackupSettings",
     summary:
       "Replace the self-backup settings (the Admin > Backups form's fields); an empty secretAccessKey keeps the stored one",
@@ -159,7 +161,7 @@ apiV1SelfBackup.openapi(
 apiV1SelfBackup.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/self-backup/backups",
+    path: "/backups",
     operationId: "startSelfBackup",
     summary:
       "Back up one database of the control plane now (Admin > Maintenance); long exports continue in the background",
@@ -169,7 +171,7 @@ apiV1SelfBackup.openapi(
     tags: ["Self-backup"],
     middleware: [requires("admin")] as const,
     request: jsonBody(
-      z.strictObject({ database: z.enum(["config", "results"], { error: "must be config or results" }) }),
+      z.strictObject({ database: z.enum(DATABASE_NAMES, { error: "must be config or results" }) }),
       { database: "config" },
     ),
     responses: {
@@ -207,7 +209,7 @@ apiV1SelfBackup.openapi(
 apiV1SelfBackup.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/self-backup/restart-worker",
+    path: "/restart-worker",
     operationId: "restartSelfBackupWorker",
     summary:
       "Restart the self-backup worker (Admin > Maintenance): a running backup stops at its next step and is recorded as failed",

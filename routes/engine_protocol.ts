@@ -1,32 +1,18 @@
 /**
  * Engine protocol v1 (DESIGN.md §5) for BES and agents: registration/enrollment with a secret, then
  * Ed25519-signed requests. Declared with zod so the protocol is part of `/api/openapi.json`; the
- * worked example is in docs/engine-protocol.md.
+ * worked example is in docs/engine-protocol.md. This module holds what every protocol route shares — the
+ * signature and registration-secret middlewares, the nonce claim, the declaration helpers; the routes are in
+ * one file per resource: engine_registration.ts, engine_heartbeats.ts, engine_pre_patch.ts, engine_jobs.ts,
+ * engine_bmr.ts, engine_targets.ts (mounted in app.ts).
  */
-import { createRoute, OpenAPIHono, type RouteConfig, type RouteHandler, z } from "@hono/zod-openapi";
+import { OpenAPIHono, type RouteConfig, type RouteHandler, z } from "@hono/zod-openapi";
 import type { Context, MiddlewareHandler } from "hono";
-import { applyJobOutcome } from "../domain/job_outcomes.ts";
-import { requestPrePatch } from "../domain/prepatch.ts";
-import {
-  applyHeartbeat,
-  BesHeartbeat,
-  BesRegistration,
-  HEARTBEAT_INTERVAL_SECONDS,
-  KeyInAnotherTenantError,
-  registerEngine,
-} from "../domain/engines.ts";
+import { KeyInAnotherTenantError } from "../domain/engines.ts";
 import { type Engine, engineKey } from "../domain/engines.ts";
 import { HttpError, NotFoundError } from "../domain/errors.ts";
-import { CommitConflictError } from "../domain/retry.ts";
 import { groupReader } from "../domain/group_read.ts";
-import {
-  AgentEnrollment,
-  AgentHeartbeat,
-  applyHostHeartbeat,
-  enrollHost,
-  type Host,
-  hostKey,
-} from "../domain/hosts.ts";
+import { type Host, hostKey } from "../domain/hosts.ts";
 import {
   recordRegistrationFailure,
   REGISTRATION_MAX_FAILURES,
@@ -46,22 +32,7 @@ import {
   SIGNATURE_HEADERS,
   verifySignedRequest,
 } from "../domain/signing.ts";
-import { applyCapacityReports } from "../domain/storage.ts";
-import {
-  applyResult,
-  claimJobs,
-  ProgressInput,
-  queuedCount,
-  reportProgress,
-  ResultInput,
-} from "../domain/job_queue.ts";
-import { BmrTokenInput, redeemBmrToken } from "../domain/bmr.ts";
-import { restorePathsChunk } from "../domain/restore_requests.ts";
 import { resolveRegistrationSecret } from "../domain/tenancy.ts";
-import { handOutJob, progressDataAccess } from "../domain/data_access.ts";
-import { deliverJobKeys } from "../domain/namespace_keys.ts";
-import { tokenPublicKey } from "../domain/token_signing.ts";
-import { PartInput, RESULT_LISTS, storeResultPart } from "../domain/result_parts.ts";
 import { declare } from "./access.ts";
 import { ErrorBody } from "./api_common.ts";
 import type { AppEnv } from "./env.ts";
@@ -98,7 +69,7 @@ export function pathAndQuery(url: string): string {
   return url.slice(start, query !== -1 && query === end - 1 ? query : end);
 }
 
-function unauthorized(message: string): never {
+export function unauthorized(message: string): never {
   throw new HttpError(401, "unauthorized", message);
 }
 
@@ -265,7 +236,7 @@ async function possessionProof(c: Context<AppEnv>, kind: "bes" | "agent", now: D
  * The tenant and the nonce of a registration whose signature proved possession of `publicKey` (the
  * validated body's). Anything else is refused, so an unproven body can never reach the write.
  */
-function provenRegistration(c: Context<AppEnv>, publicKey: string) {
+export function provenRegistration(c: Context<AppEnv>, publicKey: string) {
   const proof = c.get("registration");
   if (!proof || proof.publicKey !== publicKey) unauthorized(REGISTRATION_REFUSED);
   return { tenant: c.get("tenant")!, nonce: proof.nonce };
@@ -275,13 +246,13 @@ function provenRegistration(c: Context<AppEnv>, publicKey: string) {
  * A principal deleted after its signature was checked (while its heartbeat waited for a commit) is
  * refused like one deleted before: 401, nothing written.
  */
-function refuseDeleted(e: unknown): never {
+export function refuseDeleted(e: unknown): never {
   if (e instanceof NotFoundError) unauthorized("Unknown or deleted principal");
   throw e;
 }
 
 /** A key registered in another tenant is refused exactly like a bad signature (no probing). */
-function refuseForeignKey(e: unknown): never {
+export function refuseForeignKey(e: unknown): never {
   if (e instanceof KeyInAnotherTenantError) unauthorized(REGISTRATION_REFUSED);
   throw e;
 }
@@ -309,7 +280,7 @@ export const errorResponses = {
 export const TAGS = ["Engine protocol v1"];
 
 /** The shared part of a route authenticated by a registration secret and signed by the registered key. */
-const registrationRoute = (kind: "bes" | "agent") => ({
+export const registrationRoute = (kind: "bes" | "agent") => ({
   method: "post" as const,
   tags: TAGS,
   security: [{ registrationSecret: [], engineSignature: [] }],
@@ -334,22 +305,13 @@ export const signedHeaders = z.object({
 });
 
 /** The signature headers of a registration: signed by the private key of the body's `publicKey`. */
-const registrationHeaders = (kind: "bes" | "agent") =>
+export const registrationHeaders = (kind: "bes" | "agent") =>
   signedHeaders.extend({
     "x-cadres-principal": z.string().openapi({ description: `Exactly \`${REGISTRATION_PRINCIPAL[kind]}\`` }),
     "x-cadres-signature": z.string().openapi({
       description: "base64url Ed25519 signature of the canonical string by the private key of `publicKey`",
     }),
   });
-
-const HeartbeatReply = z.object({
-  status: z.string(),
-  serverTime: z.string(),
-  pendingJobs: z.number().int(),
-  storageTargetIds: z.array(z.string()).optional().openapi({
-    description: "BES only: the storage targets configured on this engine, to report capacity for",
-  }),
-}).openapi("HeartbeatReply");
 
 /** The engine protocol's answer to invalid input: 422 naming each field (shared by its routers). */
 export const protocolHook: ConstructorParameters<typeof OpenAPIHono<AppEnv>>[0] = {
@@ -362,493 +324,27 @@ export const protocolHook: ConstructorParameters<typeof OpenAPIHono<AppEnv>>[0] 
   },
 };
 
-export const engineProtocol = new OpenAPIHono<AppEnv>(protocolHook);
-
 /**
  * Declares a signed route whose signature headers are documented (OpenAPI) but not validated again: `signedBy`
  * has already refused any request whose four headers are missing or malformed (401), so the zod validator
  * of all the request's headers would only repeat it on every heartbeat. The body is validated as usual.
  */
-function openapiSigned<R extends RouteConfig>(route: R, handler: RouteHandler<R, AppEnv>) {
+export function openapiSigned<R extends RouteConfig>(
+  router: OpenAPIHono<AppEnv>,
+  route: R,
+  handler: RouteHandler<R, AppEnv>,
+) {
   const { middleware: _middleware, ...documented } = route;
-  engineProtocol.openAPIRegistry.registerPath(documented);
+  router.openAPIRegistry.registerPath(documented);
   const { headers: _headers, ...request } = route.request ?? {};
-  engineProtocol.openapi({ ...route, hide: true, request } as R, handler);
+  router.openapi({ ...route, hide: true, request } as R, handler);
 }
 
-const Registered = z.object({
-  id: z.string(),
-  status: z.string(),
-  heartbeatIntervalSeconds: z.number(),
-  tokenPublicKey: z.string().openapi({
-    description:
-      "The control plane's Ed25519 public key (base64url, raw 32 bytes): data tokens are signed by it",
-  }),
-});
-
-engineProtocol.openapi(
-  createRoute({
-    ...registrationRoute("bes"),
-    path: "/api/bes/v1/register",
-    summary:
-      "Register a BES with an org or account secret, signed by the key it registers (idempotent per public key)",
-    request: { headers: registrationHeaders("bes"), body: jsonBody(BesRegistration) },
-    responses: {
-      200: reply("Already registered: same id, details refreshed", Registered),
-      201: reply("Registered (status pending until the first heartbeat)", Registered),
-      409: failure("The engine of this key is being deleted"),
-      ...errorResponses,
-    },
-  }),
-  async (c) => {
-    const input = c.req.valid("json");
-    const { tenant, nonce } = provenRegistration(c, input.publicKey);
-    const { kv, clock } = c.get("deps");
-    const { engine, created } = await registerEngine(kv, tenant, input, clock(), { nonce })
-      .catch(refuseForeignKey);
-    const body = {
-      id: engine.id,
-      status: engine.status,
-      heartbeatIntervalSeconds: HEARTBEAT_INTERVAL_SECONDS,
-      tokenPublicKey: await tokenPublicKey(kv, c.get("deps").masterKey, clock()),
-    };
-    return created ? c.json(body, 201) : c.json(body, 200);
-  },
-);
-
-openapiSigned(
-  createRoute({
-    ...signedRoute("bes"),
-    path: "/api/bes/v1/heartbeat",
-    summary: "BES heartbeat: health metrics and storage capacity",
-    request: { headers: signedHeaders, body: jsonBody(BesHeartbeat) },
-    responses: { 200: reply("Accepted", HeartbeatReply), ...errorResponses },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    const principal = c.get("principal")!;
-    const now = clock();
-    const input = c.req.valid("json");
-    const { engine, replayed } = await applyHeartbeat(kv, principal.id, input, now, {
-      nonce: { key: principal.nonceKey, expireIn: NONCE_TTL_MS },
-      entry: c.get("engineEntry"),
-      parsed: true,
-    }).catch(refuseDeleted);
-    if (replayed) unauthorized("Replayed nonce");
-    // Capacity goes in its own bounded writes after the heartbeat claimed the nonce (up to 200 reports).
-    if (input.storage?.length) await applyCapacityReports(kv, engine.id, input.storage, now);
-    return c.json({
-      status: engine.status,
-      serverTime: now.toISOString(),
-      pendingJobs: await queuedCount(kv, `bes:${engine.id}`),
-      storageTargetIds: engine.storageTargetIds,
-    }, 200);
-  },
-);
-
-const Enrolled = z.object({ id: z.string(), heartbeatIntervalSeconds: z.number() });
-
-engineProtocol.openapi(
-  createRoute({
-    ...registrationRoute("agent"),
-    path: "/api/agent/v1/enroll",
-    summary:
-      "Enroll a host agent with an org secret, signed by the key it enrolls (idempotent per public key)",
-    request: { headers: registrationHeaders("agent"), body: jsonBody(AgentEnrollment) },
-    responses: {
-      200: reply("Already enrolled", Enrolled),
-      201: reply("Enrolled", Enrolled),
-      403: failure("Agents enroll with an org secret only"),
-      409: failure("A concurrent enrollment of the same key kept winning; retry"),
-      ...errorResponses,
-    },
-  }),
-  async (c) => {
-    const input = c.req.valid("json");
-    const { tenant, nonce } = provenRegistration(c, input.publicKey);
-    if (!tenant.orgId) {
-      throw new HttpError(
-        403,
-        "forbidden",
-        "Agents enroll with an organization secret, not the account secret",
-      );
-    }
-    const { kv, clock } = c.get("deps");
-    const { host, created } = await enrollHost(
-      kv,
-      { accountId: tenant.accountId, orgId: tenant.orgId },
-      input,
-      clock(),
-      { nonce },
-    ).catch(refuseForeignKey);
-    const body = { id: host.id, heartbeatIntervalSeconds: HEARTBEAT_INTERVAL_SECONDS };
-    return created ? c.json(body, 201) : c.json(body, 200);
-  },
-);
-
-openapiSigned(
-  createRoute({
-    ...signedRoute("agent"),
-    path: "/api/agent/v1/heartbeat",
-    summary: "Agent heartbeat",
-    request: { headers: signedHeaders, body: jsonBody(AgentHeartbeat) },
-    responses: { 200: reply("Accepted", HeartbeatReply), ...errorResponses },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    const principal = c.get("principal")!;
-    const now = clock();
-    const { host, replayed } = await applyHostHeartbeat(kv, principal.id, c.req.valid("json"), now, {
-      key: principal.nonceKey,
-      expireIn: NONCE_TTL_MS,
-    }, { entry: c.get("hostEntry"), parsed: true }).catch(refuseDeleted);
-    if (replayed) unauthorized("Replayed nonce");
-    return c.json({
-      status: host.status,
-      serverTime: now.toISOString(),
-      pendingJobs: await queuedCount(kv, `agent:${host.id}`),
-    }, 200);
-  },
-);
-
-const PrePatchBody = z.object({
-  reason: z.string().trim().max(200, "must be at most 200 characters").optional(),
-}).strict();
-
-engineProtocol.openapi(
-  createRoute({
-    ...signedRoute("agent"),
-    path: "/api/agent/v1/pre-patch",
-    summary: "Agent is about to patch the OS: queue a pre-patch incremental for policies that opt in",
-    request: { headers: signedHeaders, body: jsonBody(PrePatchBody) },
-    responses: {
-      202: reply(
-        "Runs queued (empty when no active policy of this host has pre-patch backup on)",
-        z.object({
-          runs: z.array(z.object({ id: z.string(), policyId: z.string(), jobId: z.string().nullable() })),
-        }),
-      ),
-      ...errorResponses,
-    },
-  }),
-  async (c) => {
-    const { kv, principal, now } = await claimed(c);
-    const runs = await requestPrePatch(kv, principal.id, now);
-    return c.json({ runs: runs.map((r) => ({ id: r.id, policyId: r.policyId, jobId: r.jobId })) }, 202);
-  },
-);
-
 /** The verified principal of a signed request, with its nonce claimed (401 on replay) at `now`. */
-async function claimed(c: Pick<Context<AppEnv>, "get">) {
+export async function claimed(c: Pick<Context<AppEnv>, "get">) {
   const { kv, clock } = c.get("deps");
   const principal = c.get("principal")!;
   const now = clock();
   if (!(await claimNonce(kv, principal.nonceKey, now))) unauthorized("Replayed nonce");
   return { kv, principal, now, owner: `${principal.kind}:${principal.id}` };
 }
-
-/** The Retry-After, in seconds, of a 503 `busy`. */
-export const BUSY_RETRY_AFTER_SECONDS = 1;
-
-/**
- * Runs the work of a job report (progress, key, part, result). A CommitConflictError — every commit lost
- * its race against concurrent writers: transient, and the step that threw wrote nothing — is answered 503
- * `busy` with Retry-After, so the engine sends the report again (newly signed) instead of taking it as
- * final like a 409 (the job is no longer its, or a different result exists). A result re-sent after it was
- * recorded is answered `{ applied: false }` and its outcome applied (idempotent), never applied twice.
- */
-async function busyOnCommitConflict<T>(c: Context<AppEnv>, work: () => Promise<T>): Promise<T> {
-  try {
-    return await work();
-  } catch (e) {
-    if (!(e instanceof CommitConflictError)) throw e;
-    c.get("deps").logger.log("warn", "commit conflict; answered busy", {
-      requestId: c.get("requestId"),
-      route: c.req.routePath,
-      principal: `${c.get("principal")?.kind}:${c.get("principal")?.id}`,
-      tries: e.tries,
-    });
-    c.header("Retry-After", String(BUSY_RETRY_AFTER_SECONDS));
-    throw new HttpError(503, "busy", `${e.message} (send the request again, newly signed)`);
-  }
-}
-
-/** The 503 of a job report whose commit lost every race (see `busyOnCommitConflict`). */
-const busy = failure(
-  "`busy`: a concurrent change won every commit try (transient; Retry-After says when): send the request again, newly signed — a result already recorded is answered `applied: false`",
-);
-
-const ClaimBody = z.object({ max: z.number().int().min(1, "must be 1–50").max(50, "must be 1–50") });
-const JobParam = z.object({ id: z.string().regex(/^[0-9A-Z]{26}$/, "must be a job id") });
-/** The data tokens of a job (claim and progress replies). */
-const DataTokens = {
-  dataToken: z.string().nullable().openapi({
-    description: "Job-scoped data token for the BES data API (null when the job touches no repository)",
-  }),
-  dataTokenExpiresAt: z.string().nullable(),
-  replicaDataToken: z.string().nullable().openapi({
-    description: "replicate to a target on another BES: a write token for that BES's data API",
-  }),
-};
-const ClaimedJob = z.object({
-  id: z.string(),
-  kind: z.string(),
-  priority: z.enum(["critical", "high", "normal"]),
-  payload: z.record(z.string(), z.unknown()).openapi({
-    description:
-      "Kind-specific; an agent's `bes` carries its BES's `dataUrl` and `certificate` (PEM) to pin, a replicate's `target.bes` the replica BES's",
-  }),
-  leaseExpiresAt: z.string(),
-  ...DataTokens,
-}).openapi("ClaimedJob");
-const noSuchJob = failure("No such job for this principal");
-const KeyRequest = z.object({}).strict().openapi({ description: "An empty JSON object `{}`" });
-const JobKeys = z.object({
-  jobId: z.string(),
-  keySetId: z.string().openapi({ description: "Names the key set (not secret)" }),
-  namespace: z.string().openapi({ description: "The host id whose namespace the keys open" }),
-  repository: z.object({ target: z.string(), path: z.string(), generation: z.number().int() }),
-  dataKey: z.string().openapi({ description: "base64 of the 32-byte data key (blob encryption)" }),
-  idKey: z.string().openapi({ description: "base64 of the 32-byte id key (keyed chunk ids)" }),
-  recovery: z.object({
-    keyId: z.string(),
-    algorithm: z.string(),
-    additionalData: z.string(),
-    encryptedKey: z.string(),
-    nonce: z.string(),
-    ciphertext: z.string(),
-  }).nullable().openapi({
-    description:
-      "The same keys sealed for the account's recovery public key (base64 parts), for the BES to write into the repository's keys/; null before an administrator created the recovery key",
-  }),
-  recoveryPublicKey: z.string().nullable().openapi({
-    description:
-      "The account's recovery public key (SPKI PEM), null before an administrator created it: the engine writes the key object wrapping these keys for it into the repository's keys/ (repository-format.md, Keys)",
-  }),
-}).openapi("JobKeys");
-
-for (const kind of ["bes", "agent"] as const) {
-  engineProtocol.openapi(
-    createRoute({
-      ...signedRoute(kind),
-      path: `/api/${kind}/v1/jobs/claim`,
-      summary: `Claim up to max jobs for this ${kind === "bes" ? "BES" : "agent"}, highest priority first`,
-      request: { headers: signedHeaders, body: jsonBody(ClaimBody) },
-      responses: {
-        200: reply("Leased jobs", z.object({ jobs: z.array(ClaimedJob) })),
-        ...errorResponses,
-      },
-    }),
-    async (c) => {
-      const { kv, owner, now } = await claimed(c);
-      const { masterKey, metrics } = c.get("deps");
-      const started = performance.now();
-      const jobs = await claimJobs(kv, owner, c.req.valid("json").max, now);
-      metrics.observeClaim(kind, (performance.now() - started) / 1000, jobs.length);
-      const engines = new Map();
-      return c.json({
-        jobs: await Promise.all(jobs.map(async (j) => ({
-          id: j.id,
-          kind: j.kind,
-          priority: j.priority,
-          leaseExpiresAt: j.leaseExpiresAt!,
-          ...await handOutJob(kv, masterKey, j, owner, now, engines),
-        }))),
-      }, 200);
-    },
-  );
-
-  engineProtocol.openapi(
-    createRoute({
-      ...signedRoute(kind),
-      path: `/api/${kind}/v1/jobs/{id}/progress`,
-      summary: "Report progress; renews the lease and says whether to cancel",
-      request: { headers: signedHeaders, params: JobParam, body: jsonBody(ProgressInput) },
-      responses: {
-        200: reply(
-          "Lease renewed, with fresh data tokens (none once cancel is true)",
-          z.object({ leaseExpiresAt: z.string(), cancel: z.boolean(), ...DataTokens }),
-        ),
-        404: noSuchJob,
-        409: failure("Lease expired or job ended"),
-        ...errorResponses,
-        503: busy,
-      },
-    }),
-    async (c) => {
-      const { kv, owner, now } = await claimed(c);
-      const id = c.req.valid("param").id;
-      return await busyOnCommitConflict(c, async () => {
-        const reply = await reportProgress(kv, owner, id, c.req.valid("json"), now);
-        const tokens = await progressDataAccess(kv, c.get("deps").masterKey, owner, id, now);
-        return c.json({ ...reply, ...tokens }, 200);
-      });
-    },
-  );
-
-  engineProtocol.openapi(
-    createRoute({
-      ...signedRoute(kind),
-      path: `/api/${kind}/v1/jobs/{id}/key`,
-      summary:
-        "The keys of the one namespace this job needs, for its holder while it runs (never stored with the job)",
-      request: { headers: signedHeaders, params: JobParam, body: jsonBody(KeyRequest) },
-      responses: {
-        200: reply("The namespace's keys (Cache-Control: no-store)", JobKeys),
-        403: failure("`no_keys_for_job`: this kind of job needs no keys (prune, health check)"),
-        404: failure("`not_found`: no such job for this principal"),
-        409: failure(
-          "`job_not_running` (not leased to you, lease expired, ended), `job_cancelled`, or `repository_unknown`",
-        ),
-        ...errorResponses,
-        503: busy,
-      },
-    }),
-    async (c) => {
-      const { kv, clock, masterKey } = c.get("deps");
-      const principal = c.get("principal")!;
-      const keys = await busyOnCommitConflict(c, () =>
-        deliverJobKeys(
-          kv,
-          masterKey,
-          `${principal.kind}:${principal.id}`,
-          c.req.valid("param").id,
-          { key: principal.nonceKey, expireIn: NONCE_TTL_MS },
-          clock(),
-        ));
-      c.header("Cache-Control", "no-store");
-      const b64 = (bytes: Uint8Array) => bytes.toBase64();
-      const body = {
-        jobId: keys.jobId,
-        keySetId: keys.keySetId,
-        namespace: keys.namespace,
-        repository: keys.repository,
-        dataKey: b64(keys.dataKey),
-        idKey: b64(keys.idKey),
-        recovery: keys.recovery && {
-          keyId: keys.recovery.keyId,
-          algorithm: keys.recovery.algorithm,
-          additionalData: keys.recovery.additionalData,
-          encryptedKey: b64(keys.recovery.encryptedKey),
-          nonce: b64(keys.recovery.nonce),
-          ciphertext: b64(keys.recovery.ciphertext),
-        },
-        recoveryPublicKey: keys.recoveryPublicKey,
-      };
-      keys.dataKey.fill(0);
-      keys.idKey.fill(0);
-      return c.json(body, 200);
-    },
-  );
-
-  engineProtocol.openapi(
-    createRoute({
-      ...signedRoute(kind),
-      path: `/api/${kind}/v1/jobs/{id}/parts`,
-      summary: "Upload one part of a long result list (browse entries, search matches, per-file errors) " +
-        "before the result; the result names how many parts each list has",
-      request: { headers: signedHeaders, params: JobParam, body: jsonBody(PartInput) },
-      responses: {
-        200: reply(
-          "Stored (sending the same part again replaces it)",
-          z.object({ list: z.enum(RESULT_LISTS), part: z.number().int(), items: z.number().int() }),
-        ),
-        404: noSuchJob,
-        409: failure("The result is already recorded, or the lease expired"),
-        ...errorResponses,
-        413: failure("Body larger than 64 KiB, or the part too large to keep once validated"),
-        503: busy,
-      },
-    }),
-    async (c) => {
-      const { kv, owner, now } = await claimed(c);
-      const stored = await busyOnCommitConflict(
-        c,
-        () => storeResultPart(kv, owner, c.req.valid("param").id, c.req.valid("json"), now),
-      );
-      return c.json(stored, 200);
-    },
-  );
-
-  engineProtocol.openapi(
-    createRoute({
-      ...signedRoute(kind),
-      path: `/api/${kind}/v1/jobs/{id}/result`,
-      summary: "Post a job's result; applied once (a duplicate is a no-op, a different one is refused)",
-      request: { headers: signedHeaders, params: JobParam, body: jsonBody(ResultInput) },
-      responses: {
-        200: reply("Recorded", z.object({ applied: z.boolean() })),
-        404: noSuchJob,
-        409: failure("A different result exists, or the lease expired (final: the job is no longer yours)"),
-        ...errorResponses,
-        422: failure("Invalid fields, or a part named in `parts` is missing (`parts.<list>`)"),
-        503: busy,
-      },
-    }),
-    async (c) => {
-      const { kv, owner, now } = await claimed(c);
-      return await busyOnCommitConflict(c, async () => {
-        const { applied, job } = await applyResult(
-          kv,
-          owner,
-          c.req.valid("param").id,
-          c.req.valid("json"),
-          now,
-        );
-        // A duplicate post still applies the outcome (idempotent): the process may have stopped after
-        // recording the result and before its run, restore point or state caught up — or the outcome's
-        // commit lost its races (503 `busy`) after the result was recorded.
-        await applyJobOutcome(kv, job, now);
-        return c.json({ applied }, 200);
-      });
-    },
-  );
-}
-
-engineProtocol.openapi(
-  createRoute({
-    ...signedRoute("agent"),
-    path: "/api/agent/v1/jobs/{id}/paths",
-    summary: "One chunk of a file restore's path list (payloads with pathChunks > 0 carry no paths inline)",
-    request: {
-      headers: signedHeaders,
-      params: JobParam,
-      body: jsonBody(z.object({ chunk: z.number().int().min(0, "must be 0 or more") })),
-    },
-    responses: {
-      200: reply(
-        "The chunk's paths, in selection order",
-        z.object({ chunk: z.number().int(), chunks: z.number().int(), paths: z.array(z.string()) }),
-      ),
-      404: failure("No such file restore job for this agent, or no such chunk"),
-      ...errorResponses,
-    },
-  }),
-  async (c) => {
-    const { kv, owner } = await claimed(c);
-    const reply = await restorePathsChunk(kv, owner, c.req.valid("param").id, c.req.valid("json").chunk);
-    return c.json(reply, 200);
-  },
-);
-
-engineProtocol.openapi(
-  createRoute({
-    ...signedRoute("bes"),
-    path: "/api/bes/v1/bmr/redeem",
-    summary: "Redeem a bare-metal restore token once (a machine booted through this BES presented it)",
-    request: { headers: signedHeaders, body: jsonBody(z.object({ token: BmrTokenInput })) },
-    responses: {
-      200: reply(
-        "Redeemed: the restore it belongs to (restore the point's image onto the machine)",
-        z.object({ restoreId: z.string(), restorePointId: z.string(), mode: z.enum(["pxe", "iso"]) }),
-      ),
-      404: failure("Unknown token, or a token of another BES"),
-      409: failure("The token was already used, or has expired (4 hours after it was issued)"),
-      ...errorResponses,
-    },
-  }),
-  async (c) => {
-    const { kv, principal, now } = await claimed(c);
-    return c.json(await redeemBmrToken(kv, principal.id, c.req.valid("json").token, now), 200);
-  },
-);

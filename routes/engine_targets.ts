@@ -43,7 +43,7 @@ export const engineTargets = new OpenAPIHono<AppEnv>(protocolHook);
 engineTargets.openapi(
   createRoute({
     ...signedRoute("bes"),
-    path: "/api/bes/v1/targets",
+    path: "/",
     summary: "The calling BES's own storage targets with their connection config and credential secret",
     request: { headers: signedHeaders, body: jsonBody(TargetsRequest) },
     responses: {

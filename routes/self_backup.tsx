@@ -78,6 +78,7 @@ export const BackupHealthSchema = z.object({
   directory: z.string(),
 }).openapi("BackupHealth");
 
+/** `/api/health/infra/backup` */
 export const selfBackupApi = new OpenAPIHono<AppEnv>();
 
 function healthOptions(c: Context<AppEnv>) {
@@ -88,7 +89,7 @@ function healthOptions(c: Context<AppEnv>) {
 selfBackupApi.openapi(
   createRoute({
     method: "get",
-    path: "/api/health/infra/backup",
+    path: "/",
     summary: "Fetch backup schedule, storage, encryption, S3, and trigger data",
     tags: ["Health"],
     middleware: [requires("admin")] as const,

@@ -1,7 +1,7 @@
 /**
  * The on-demand storage checks' URL segments and form handler, shared by the target's page
  * (routes/storage.tsx), the dashboard's storage alert cards (routes/dashboard.tsx) and the JSON API
- * (routes/api_v1_backup.ts): one spelling of each check in every URL, one handler for both pages.
+ * (routes/api_v1_storage.ts): one spelling of each check in every URL, one handler for both pages.
  */
 import type { Context } from "hono";
 import { ConflictError } from "../domain/errors.ts";

@@ -1,18 +1,10 @@
-/** `/api/v1` JSON routes of the backup areas: engines, storage targets, capacity, alerts, account secret. */
+/**
+ * `/api/v1/storage`: storage targets — CRUD, capacity, health checks and verification — and
+ * `/api/v1/storage-capacity`, the capacity overview of every target in scope.
+ */
 import { requestIfFourEyes } from "../domain/approvals.ts";
 import { pendingApproval } from "./api_v1_approvals.ts";
 import { createRoute, z } from "@hono/zod-openapi";
-import { acknowledgeAlert, AlertQuery, listAlerts } from "../domain/alerts.ts";
-import {
-  deleteEngine,
-  EngineQuery,
-  EngineUpdate,
-  listEngineMetrics,
-  listEngines,
-  refuseHeldEngineDeletion,
-  requireEngine,
-  updateEngine,
-} from "../domain/engines.ts";
 import {
   capacityHistory,
   capacityRows,
@@ -29,136 +21,23 @@ import {
   toPublicTarget,
   updateTarget,
 } from "../domain/storage.ts";
-import { rotateAccountSecret } from "../domain/tenancy.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, jsonBody, ok } from "./api_common.ts";
-import { AlertSchema, EngineSchema, page, StorageTargetSchema, Total } from "./api_schemas.ts";
+import { apiRouter, err, jsonBody, ok, scopedErrors } from "./api_common.ts";
+import { page, StorageTargetSchema, Total } from "./api_schemas.ts";
 import { STORAGE_CHECK_SEGMENTS } from "./storage_checks.ts";
 
-const common = {
-  401: err("Not signed in or bad token"),
-  403: err("Missing permission"),
-  404: err("Not found or outside your scope"),
-};
-
-const EngineId = z.object({ engineId: z.string().min(1).max(40) });
 const TargetId = z.object({ targetId: z.string().min(1).max(40) });
-const AlertId = z.object({ alertId: z.string().min(1).max(40) });
 
-export const apiV1Backup = apiRouter();
+/** `/api/v1/storage` */
+export const apiV1Storage = apiRouter();
 
-apiV1Backup.openapi(
+/** `/api/v1/storage-capacity` */
+export const apiV1StorageCapacity = apiRouter();
+
+apiV1Storage.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/engines",
-    operationId: "listEngines",
-    summary: "List engines (filters: q, orgId, status; sort; offset/limit)",
-    tags: ["Engines"],
-    middleware: [requires("backup.view")] as const,
-    request: { query: EngineQuery },
-    responses: {
-      200: ok("Engines", page(EngineSchema, Total)),
-      401: common[401],
-      403: common[403],
-      422: err("Invalid filter"),
-    },
-  }),
-  async (c) => {
-    const filter = c.req.valid("query");
-    const { values, total } = await listEngines(c.get("deps").kv, c.get("actor")!, filter);
-    const next = filter.offset + filter.limit;
-    return c.json({ values, total, cursor: next < total ? String(next) : "" }, 200);
-  },
-);
-
-apiV1Backup.openapi(
-  createRoute({
-    method: "get",
-    path: "/api/v1/engines/{engineId}",
-    operationId: "getEngine",
-    summary: "Get an engine with its last 24 h of metrics",
-    tags: ["Engines"],
-    middleware: [requires("backup.view")] as const,
-    request: { params: EngineId },
-    responses: {
-      200: ok(
-        "The engine",
-        EngineSchema.extend({ metricsHistory: z.array(z.looseObject({ at: z.string() })) }).openapi(
-          "EngineWithMetrics",
-        ),
-      ),
-      ...common,
-    },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    const engine = await requireEngine(kv, c.get("actor")!, c.req.valid("param").engineId);
-    return c.json({ ...engine, metricsHistory: await listEngineMetrics(kv, engine.id, clock()) }, 200);
-  },
-);
-
-apiV1Backup.openapi(
-  createRoute({
-    method: "patch",
-    path: "/api/v1/engines/{engineId}",
-    operationId: "updateEngine",
-    summary: "Edit name, PXE enabled and PXE network (CIDR)",
-    tags: ["Engines"],
-    middleware: [requires("backup.manage")] as const,
-    request: {
-      params: EngineId,
-      ...jsonBody(EngineUpdate, { name: "bes-london-1", pxeEnabled: true, pxeNetwork: "10.20.0.0/24" }),
-    },
-    responses: { 200: ok("Updated", EngineSchema), 422: err("Invalid"), ...common },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    const engine = await updateEngine(
-      kv,
-      c.get("actor")!,
-      c.req.valid("param").engineId,
-      c.req.valid("json"),
-      clock(),
-    );
-    return c.json(engine, 200);
-  },
-);
-
-apiV1Backup.openapi(
-  createRoute({
-    method: "delete",
-    path: "/api/v1/engines/{engineId}",
-    operationId: "deleteEngine",
-    summary: "Delete an engine and cascade to its storage targets and their policies",
-    tags: ["Engines"],
-    middleware: [requires("backup.manage")] as const,
-    request: { params: EngineId },
-    responses: {
-      204: { description: "Deleted" },
-      202: pendingApproval,
-      409: err("A restore point on its storage targets is under legal hold (the message names the case)"),
-      ...common,
-    },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    const engineId = c.req.valid("param").engineId;
-    // Held points are never pruned or expired: 409 naming the hold's case, before any approval request.
-    await refuseHeldEngineDeletion(kv, await requireEngine(kv, c.get("actor")!, engineId));
-    const request = await requestIfFourEyes(kv, c.get("actor")!, {
-      kind: "engine.delete",
-      input: { engineId },
-    }, clock());
-    if (request) return c.json({ approvalRequest: request }, 202);
-    await deleteEngine(kv, c.get("actor")!, engineId, clock());
-    return c.body(null, 204);
-  },
-);
-
-apiV1Backup.openapi(
-  createRoute({
-    method: "get",
-    path: "/api/v1/storage",
+    path: "/",
     operationId: "listStorageTargets",
     summary: "List storage targets (filters: q, besId, type, health; sort; offset/limit)",
     tags: ["Storage"],
@@ -166,8 +45,8 @@ apiV1Backup.openapi(
     request: { query: TargetQuery },
     responses: {
       200: ok("Targets", page(StorageTargetSchema, Total)),
-      401: common[401],
-      403: common[403],
+      401: scopedErrors[401],
+      403: scopedErrors[403],
       422: err("Invalid filter"),
     },
   }),
@@ -182,10 +61,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Storage.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/storage",
+    path: "/",
     operationId: "createStorageTarget",
     summary: "Create a storage target (credentials go to the vault and are never returned)",
     tags: ["Storage"],
@@ -202,7 +81,7 @@ apiV1Backup.openapi(
       201: ok("Created", StorageTargetSchema),
       409: err("The BES is being deleted"),
       422: err("Invalid"),
-      ...common,
+      ...scopedErrors,
     },
   }),
   async (c) => {
@@ -212,16 +91,16 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Storage.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/storage/{targetId}",
+    path: "/{targetId}",
     operationId: "getStorageTarget",
     summary: "Get a storage target",
     tags: ["Storage"],
     middleware: [requires("backup.view")] as const,
     request: { params: TargetId },
-    responses: { 200: ok("The target", StorageTargetSchema), ...common },
+    responses: { 200: ok("The target", StorageTargetSchema), ...scopedErrors },
   }),
   async (c) => {
     const target = await requireTarget(c.get("deps").kv, c.get("actor")!, c.req.valid("param").targetId);
@@ -229,10 +108,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Storage.openapi(
   createRoute({
     method: "put",
-    path: "/api/v1/storage/{targetId}",
+    path: "/{targetId}",
     operationId: "updateStorageTarget",
     summary: "Update name, connection config, thresholds; new credentials rotate the stored ones",
     tags: ["Storage"],
@@ -247,7 +126,7 @@ apiV1Backup.openapi(
         criticalThreshold: 95,
       }),
     },
-    responses: { 200: ok("Updated", StorageTargetSchema), 422: err("Invalid"), ...common },
+    responses: { 200: ok("Updated", StorageTargetSchema), 422: err("Invalid"), ...scopedErrors },
   }),
   async (c) => {
     const { kv, clock, masterKey } = c.get("deps");
@@ -265,10 +144,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Storage.openapi(
   createRoute({
     method: "delete",
-    path: "/api/v1/storage/{targetId}",
+    path: "/{targetId}",
     operationId: "deleteStorageTarget",
     summary: "Delete a storage target (409 while policies reference it)",
     tags: ["Storage"],
@@ -278,7 +157,7 @@ apiV1Backup.openapi(
       204: { description: "Deleted" },
       202: pendingApproval,
       409: err("Referenced by policies"),
-      ...common,
+      ...scopedErrors,
     },
   }),
   async (c) => {
@@ -294,10 +173,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1Storage.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/storage/{targetId}/capacity",
+    path: "/{targetId}/capacity",
     operationId: "getStorageCapacity",
     summary: "Capacity now and history: daily roll-ups (365 days) and the last 48 h of reports",
     tags: ["Storage"],
@@ -312,7 +191,7 @@ apiV1Backup.openapi(
           recent: z.array(z.looseObject({ at: z.string() })).describe("Reports of the last 48 hours"),
         }).openapi("StorageCapacity"),
       ),
-      ...common,
+      ...scopedErrors,
     },
   }),
   async (c) => {
@@ -354,10 +233,10 @@ for (
     ],
   ] as const
 ) {
-  apiV1Backup.openapi(
+  apiV1Storage.openapi(
     createRoute({
       method: "post",
-      path: `/api/v1/storage/{targetId}/${STORAGE_CHECK_SEGMENTS[check]}`,
+      path: `/{targetId}/${STORAGE_CHECK_SEGMENTS[check]}`,
       operationId: check === "health_check" ? "checkStorageHealth" : "verifyStorage",
       summary,
       tags: ["Storage"],
@@ -365,7 +244,7 @@ for (
       request: { params: TargetId },
       responses: {
         202: ok("Queued; the result arrives with the job (GET …/checks)", StorageCheckQueued),
-        ...common,
+        ...scopedErrors,
         409: err(
           check === "health_check"
             ? "No eligible host is online: none of the target's org (or, for an account-level target, of the account)"
@@ -387,10 +266,10 @@ for (
   );
 }
 
-apiV1Backup.openapi(
+apiV1Storage.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/storage/{targetId}/checks",
+    path: "/{targetId}/checks",
     operationId: "getStorageChecks",
     summary:
       "The latest health check and integrity verification of a storage target: where it ran, the job's state and the engine's result (null when never requested)",
@@ -402,7 +281,7 @@ apiV1Backup.openapi(
         "{ health_check, verify }",
         z.object({ health_check: StorageCheckView.nullable(), verify: StorageCheckView.nullable() }),
       ),
-      ...common,
+      ...scopedErrors,
     },
   }),
   async (c) => {
@@ -413,10 +292,10 @@ apiV1Backup.openapi(
   },
 );
 
-apiV1Backup.openapi(
+apiV1StorageCapacity.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/storage-capacity",
+    path: "/",
     operationId: "listStorageCapacity",
     summary: "Live capacity of the fullest targets in scope (the storage page widget polls this)",
     tags: ["Storage"],
@@ -439,8 +318,8 @@ apiV1Backup.openapi(
           cursor: z.string().describe("Always empty: the ten fullest targets are the whole answer"),
         }),
       ),
-      401: common[401],
-      403: common[403],
+      401: scopedErrors[401],
+      403: scopedErrors[403],
     },
   }),
   async (c) => {
@@ -450,80 +329,5 @@ apiV1Backup.openapi(
       TargetFilter.parse({ sort: "-usage", limit: 10 }),
     );
     return c.json({ values: capacityRows(values), cursor: "" }, 200);
-  },
-);
-
-apiV1Backup.openapi(
-  createRoute({
-    method: "get",
-    path: "/api/v1/alerts",
-    operationId: "listAlerts",
-    summary: "Alerts newest first (filters: status, severity; cursor)",
-    tags: ["Alerts"],
-    middleware: [requires("backup.view")] as const,
-    request: { query: AlertQuery },
-    responses: {
-      200: ok("Alerts", page(AlertSchema)),
-      401: common[401],
-      403: common[403],
-      422: err("Invalid filter or cursor"),
-    },
-  }),
-  async (c) => {
-    return c.json(
-      await listAlerts(c.get("deps").kv, c.get("actor")!, c.req.valid("query")),
-      200,
-    );
-  },
-);
-
-apiV1Backup.openapi(
-  createRoute({
-    method: "post",
-    path: "/api/v1/alerts/{alertId}/acknowledge",
-    operationId: "acknowledgeAlert",
-    summary: "Acknowledge an open alert",
-    tags: ["Alerts"],
-    middleware: [requires("backup.manage")] as const,
-    request: { params: AlertId },
-    responses: {
-      200: ok("Acknowledged (an alert no longer open is answered as it is)", AlertSchema),
-      ...common,
-    },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    return c.json(await acknowledgeAlert(kv, c.get("actor")!, c.req.valid("param").alertId, clock()), 200);
-  },
-);
-
-apiV1Backup.openapi(
-  createRoute({
-    method: "post",
-    path: "/api/v1/account/registration-secret",
-    operationId: "rotateAccountRegistrationSecret",
-    summary: "Issue or rotate the account registration secret (account-scoped engines); shown this once",
-    tags: ["Organizations"],
-    middleware: [requires("admin")] as const,
-    responses: {
-      200: ok("The secret", z.object({ secret: z.string() })),
-      202: pendingApproval,
-      401: common[401],
-      403: common[403],
-    },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    const actor = c.get("actor")!;
-    const request = await requestIfFourEyes(
-      kv,
-      actor,
-      { kind: "account_secret.rotate", input: { accountId: actor.accountId ?? "" } },
-      clock(),
-    );
-    if (request) return c.json({ approvalRequest: request }, 202);
-    const { secret } = await rotateAccountSecret(kv, actor, actor.accountId!, clock());
-    c.header("Cache-Control", "no-store");
-    return c.json({ secret }, 200);
   },
 );

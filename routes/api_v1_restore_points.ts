@@ -1,12 +1,10 @@
 /**
- * `/api/v1/restore-points`, `/api/v1/searches`, `/api/v1/restores`: restore points with the guide's
- * filters, browse and search jobs, file, image and bare-metal restores (all need backup.restore). Islands
- * poll these endpoints; the domain is domain/restore.ts.
+ * `/api/v1/restore-points`: restore points — list, detail, expire, browse and search — and `/api/v1/searches`,
+ * the results of a search in a restore point.
  */
 import { requestIfFourEyes } from "../domain/approvals.ts";
 import { pendingApproval } from "./api_v1_approvals.ts";
 import { createRoute, z } from "@hono/zod-openapi";
-import { BmrInput, requestBmr } from "../domain/bmr.ts";
 import { browse, getBrowse, getSearch, requestSearch, SearchQuery } from "../domain/restore_browse.ts";
 import {
   chainOf,
@@ -15,28 +13,21 @@ import {
   RESTORE_POINT_STATUSES,
   VERIFICATION_STATUSES,
 } from "../domain/restore_points.ts";
-import {
-  FileRestoreInput,
-  getRestore,
-  ImageRestoreInput,
-  listRestores,
-  requestFileRestore,
-  requestImageRestore,
-} from "../domain/restore_requests.ts";
 import { NotFoundError } from "../domain/errors.ts";
 import { listReplicationsOfPoint } from "../domain/replicas.ts";
 import { ExpireArchivedInput, expireArchivedPoint } from "../domain/archive.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, Id, jsonBody, ok } from "./api_common.ts";
-import { BrowseSchema, page, RestorePointSchema, RestoreSchema, SearchSchema } from "./api_schemas.ts";
+import { apiRouter, err, Id, jsonBody, ok, restoreDenied } from "./api_common.ts";
+import { BrowseSchema, page, RestorePointSchema, SearchSchema } from "./api_schemas.ts";
 
-const denied = { 401: err("Not signed in or bad token"), 403: err("Missing the backup.restore permission") };
 const PointParam = z.object({ restorePointId: Id });
+
 const PathQuery = z.object({
   path: z.string().max(4096, "must be at most 4096 characters").optional().openapi({
     description: 'An absolute folder path (POSIX or Windows); default "/"',
   }),
 });
+
 /** A page of a ready listing or search (0-based; past the last page answers the last). */
 const PageParam = z.coerce.number({ error: "must be a number" }).int("must be a whole number")
   .min(0, "must be 0 or more").max(100_000, "must be at most 100000").default(0).openapi({
@@ -44,12 +35,16 @@ const PageParam = z.coerce.number({ error: "must be a number" }).int("must be a 
       "`page`, `pages`, `offset`, `kept` and `total`",
   });
 
-export const apiV1Restore = apiRouter();
+/** `/api/v1/restore-points` */
+export const apiV1RestorePoints = apiRouter();
 
-apiV1Restore.openapi(
+/** `/api/v1/searches` */
+export const apiV1Searches = apiRouter();
+
+apiV1RestorePoints.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/restore-points",
+    path: "/",
     operationId: "listRestorePoints",
     summary:
       "Restore points in your scope, newest first; filter by host, policy, BES, chain, status, verification",
@@ -74,7 +69,7 @@ apiV1Restore.openapi(
           "application/json": { schema: page(RestorePointSchema) },
         },
       },
-      ...denied,
+      ...restoreDenied,
       422: err("Invalid filter"),
     },
   }),
@@ -84,10 +79,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1RestorePoints.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/restore-points/{restorePointId}",
+    path: "/{restorePointId}",
     operationId: "getRestorePoint",
     summary:
       "A restore point, its chain (the full first, then its incrementals, with sizes and verification) and its replications (per replica rule: status pending/running/succeeded/failed, times, bytes, error)",
@@ -109,7 +104,7 @@ apiV1Restore.openapi(
           },
         },
       },
-      ...denied,
+      ...restoreDenied,
       404: err("Not found or outside your scope"),
     },
   }),
@@ -126,10 +121,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1RestorePoints.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/restore-points/{restorePointId}/expire",
+    path: "/{restorePointId}/expire",
     operationId: "expireRestorePoint",
     summary:
       'Expire an archived restore point (kept since its host was decommissioned): confirm with {"confirm": true}; the BES prunes its data',
@@ -169,10 +164,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1RestorePoints.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/restore-points/{restorePointId}/browse",
+    path: "/{restorePointId}/browse",
     operationId: "getBrowse",
     summary:
       "The kept listing of a folder of a restore point (poll after POST until status is ready or failed)",
@@ -184,7 +179,7 @@ apiV1Restore.openapi(
         "The browse state: status pending, ready (the entries of `page`) or failed (error)",
         BrowseSchema,
       ),
-      ...denied,
+      ...restoreDenied,
       404: err("Restore point not found, or this folder was never browsed"),
       422: err("Invalid path"),
     },
@@ -204,10 +199,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1RestorePoints.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/restore-points/{restorePointId}/browse",
+    path: "/{restorePointId}/browse",
     operationId: "browseRestorePoint",
     summary: "Browse a folder: answers the kept listing at once, or queues a browse job on the BES (202)",
     tags: ["Restore"],
@@ -216,7 +211,7 @@ apiV1Restore.openapi(
     responses: {
       200: ok("The kept listing (ready, or already pending)", BrowseSchema),
       202: ok("A browse job was queued; poll GET …/browse?path=…", BrowseSchema),
-      ...denied,
+      ...restoreDenied,
       404: err("Not found or outside your scope"),
       422: err("Invalid path, a restore point that is not complete, or its BES offline"),
     },
@@ -232,10 +227,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1RestorePoints.openapi(
   createRoute({
     method: "post",
-    path: "/api/v1/restore-points/{restorePointId}/search",
+    path: "/{restorePointId}/search",
     operationId: "searchRestorePoint",
     summary: "Search a restore point by name or glob: queues a search job on the BES",
     tags: ["Restore"],
@@ -256,7 +251,7 @@ apiV1Restore.openapi(
     },
     responses: {
       202: ok("The pending search; poll GET /api/v1/searches/{searchId}", SearchSchema),
-      ...denied,
+      ...restoreDenied,
       404: err("Not found or outside your scope"),
       422: err("Invalid query, a restore point that is not complete, or its BES offline"),
     },
@@ -275,10 +270,10 @@ apiV1Restore.openapi(
   },
 );
 
-apiV1Restore.openapi(
+apiV1Searches.openapi(
   createRoute({
     method: "get",
-    path: "/api/v1/searches/{searchId}",
+    path: "/{searchId}",
     operationId: "getSearch",
     summary: "A search: status pending, ready (matches with path, size and modification time) or failed",
     tags: ["Restore"],
@@ -286,7 +281,7 @@ apiV1Restore.openapi(
     request: { params: z.object({ searchId: Id }), query: z.object({ page: PageParam }) },
     responses: {
       200: ok("The search state, with the matches of `page` once ready", SearchSchema),
-      ...denied,
+      ...restoreDenied,
       404: err("Not found or outside your scope"),
     },
   }),
@@ -294,194 +289,5 @@ apiV1Restore.openapi(
     const { kv, clock } = c.get("deps");
     const { searchId } = c.req.valid("param");
     return c.json(await getSearch(kv, c.get("actor")!, searchId, clock(), c.req.valid("query").page), 200);
-  },
-);
-
-apiV1Restore.openapi(
-  createRoute({
-    method: "get",
-    path: "/api/v1/restores",
-    operationId: "listRestores",
-    summary: "File, image and bare-metal restores in your scope, newest first, with status and progress",
-    tags: ["Restore"],
-    middleware: [requires("backup.restore")] as const,
-    request: {
-      query: z.object({
-        cursor: Id.optional(),
-        limit: z.coerce.number().int().min(1, "must be 1–200").max(200, "must be 1–200").default(50),
-      }),
-    },
-    responses: {
-      200: {
-        description: "A page of restores and the cursor of the next page",
-        content: {
-          "application/json": { schema: page(RestoreSchema) },
-        },
-      },
-      ...denied,
-      422: err("Invalid cursor or limit"),
-    },
-  }),
-  async (c) => c.json(await listRestores(c.get("deps").kv, c.get("actor")!, c.req.valid("query")), 200),
-);
-
-apiV1Restore.openapi(
-  createRoute({
-    method: "post",
-    path: "/api/v1/restores",
-    operationId: "restoreFiles",
-    summary: "File-level restore (high priority): up to 10,000 paths to a target path on a host",
-    description:
-      "Paths are absolute (POSIX or Windows), normalized and deduplicated; a path under a selected " +
-      "folder is dropped. The target host defaults to the restore point's host and must be in your scope. " +
-      "`sourceTargetId` reads the point from its replica on that storage target (a finished replication " +
-      "listed in the point's `replications`), served by the BES holding that target; empty: the point's own " +
-      "repository. This endpoint accepts bodies up to 4 MiB.",
-    tags: ["Restore"],
-    middleware: [requires("backup.restore")] as const,
-    request: {
-      body: {
-        content: {
-          "application/json": {
-            // The restore page's schema (one schema for the form, the API and the domain).
-            schema: FileRestoreInput,
-            example: {
-              restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
-              paths: ["/etc/nginx", "/home/alice/report.pdf"],
-              targetPath: "/restore",
-              overwrite: false,
-            },
-          },
-        },
-        required: true,
-      },
-    },
-    responses: {
-      201: ok("The restore request (status pending); poll GET /api/v1/restores/{restoreId}", RestoreSchema),
-      ...denied,
-      404: err("Restore point or target host not found or outside your scope"),
-      422: err("Invalid paths, target, source replica, or a restore point that is not complete"),
-    },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    return c.json(await requestFileRestore(kv, c.get("actor")!, c.req.valid("json"), clock()), 201);
-  },
-);
-
-apiV1Restore.openapi(
-  createRoute({
-    method: "post",
-    path: "/api/v1/restores/image",
-    operationId: "restoreImage",
-    summary: "Image restore (critical priority) of an image restore point to a target host and path",
-    tags: ["Restore"],
-    middleware: [requires("backup.restore")] as const,
-    request: {
-      body: {
-        content: {
-          "application/json": {
-            schema: ImageRestoreInput,
-            example: {
-              restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
-              targetHostId: "01JC9Z8X7W6V5T4S3R2Q1P0N9K",
-              targetPath: "/dev/sdb",
-            },
-          },
-        },
-        required: true,
-      },
-    },
-    responses: {
-      201: ok("The restore request (status pending)", RestoreSchema),
-      ...denied,
-      404: err("Restore point or target host not found or outside your scope"),
-      422: err("Invalid input, a file restore point, or one that is not complete"),
-    },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    return c.json(await requestImageRestore(kv, c.get("actor")!, c.req.valid("json"), clock()), 201);
-  },
-);
-
-apiV1Restore.openapi(
-  createRoute({
-    method: "post",
-    path: "/api/v1/restores/bmr",
-    operationId: "restoreBareMetal",
-    summary: "Bare-metal restore (critical priority) by pxe or iso; answers the one-time token once",
-    description: "The restore point must be complete and its BES online; pxe needs PXE enabled on the BES. " +
-      "`mode` says how the machine boots a Linux live environment (your PXE server, or live media); there it " +
-      "runs the recovery agent (`command`, with the token and `besCertificate`), which redeems the token with " +
-      "the BES and writes the image onto the disk. " +
-      "The token (a UUID) expires after 4 hours and can be redeemed once; it is stored only as a hash and " +
-      "cannot be shown again.",
-    tags: ["Restore"],
-    middleware: [requires("backup.restore")] as const,
-    request: {
-      body: {
-        content: {
-          "application/json": {
-            schema: BmrInput,
-            example: { restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M", mode: "pxe" },
-          },
-        },
-        required: true,
-      },
-    },
-    responses: {
-      201: {
-        description: "restore, token (shown once), expiresAt, instructions, command, besCertificate",
-        content: {
-          "application/json": {
-            schema: z.object({
-              restore: RestoreSchema,
-              token: z.string(),
-              expiresAt: z.string(),
-              instructions: z.array(z.string()),
-              command: z.string().describe(
-                "The recovery agent's command: deno task agent recover --bes URL --bes-cert FILE --token TOKEN " +
-                  "--disk PATH (TOKEN and the disk to fill in)",
-              ),
-              besCertificate: z.string().nullable().describe(
-                "The BES's certificate (PEM) for --bes-cert; null before the BES reported one",
-              ),
-            }),
-          },
-        },
-      },
-      ...denied,
-      404: err("Restore point not found or outside your scope"),
-      422: err("Not complete, BES offline, or PXE not enabled on the BES"),
-    },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    const result = await requestBmr(kv, c.get("actor")!, c.req.valid("json"), clock());
-    c.header("Cache-Control", "no-store");
-    return c.json(result, 201);
-  },
-);
-
-apiV1Restore.openapi(
-  createRoute({
-    method: "get",
-    path: "/api/v1/restores/{restoreId}",
-    operationId: "getRestore",
-    summary: "A restore: status and live progress from its job; files, bytes and per-file errors when done",
-    tags: ["Restore"],
-    middleware: [requires("backup.restore")] as const,
-    request: { params: z.object({ restoreId: Id }) },
-    responses: {
-      200: ok("The restore request", RestoreSchema),
-      ...denied,
-      404: err("Not found or outside your scope"),
-    },
-  }),
-  async (c) => {
-    const { kv } = c.get("deps");
-    const restore = await getRestore(kv, c.get("actor")!, c.req.valid("param").restoreId);
-    return c.json(restore, 200);
   },
 );
