@@ -11,9 +11,11 @@ import { newId } from "./ids.ts";
 import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues, type Page, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import {
+  alertCountsPrefix,
   alertEventKey,
   alertKey,
   alertsByAccountKey,
+  alertsByAccountPrefix,
   openAlertCountKey,
   openAlertKey,
   openAlertsByAccountKey,
@@ -208,7 +210,7 @@ export async function readOpenAlert(
 export async function countOpenAlerts(kv: Deno.Kv, actor: Actor): Promise<number> {
   if (!actor.accountId) return 0;
   let total = 0;
-  for await (const e of kv.list<Deno.KvU64>({ prefix: ["alert_counts", actor.accountId] })) {
+  for await (const e of kv.list<Deno.KvU64>({ prefix: alertCountsPrefix(actor.accountId) })) {
     const org = String(e.key[2]);
     if (!inScope(actor, { accountId: actor.accountId, orgId: org === "-" ? null : org })) continue;
     total += counterValue(e.value);
@@ -247,7 +249,7 @@ export const AlertQuery = z.object({
 /** Alerts of the actor's account newest first, filtered, within scope. Throws InvalidCursorError. */
 export async function listAlerts(kv: Deno.Kv, actor: Actor, filter: AlertFilter): Promise<Page<Alert>> {
   if (!actor.accountId) return { values: [], cursor: "" };
-  const selector = { prefix: ["alerts_by_account", actor.accountId] };
+  const selector = { prefix: alertsByAccountPrefix(actor.accountId) };
   const iter = CursorList.fromCursor<string>(kv, selector, filter.cursor, { reverse: true, batchSize: 100 });
   const values: Alert[] = [];
   let batch: Deno.KvKey[] = [];

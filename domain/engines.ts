@@ -17,12 +17,18 @@ import { countStatusChange } from "./ops_counters.ts";
 import { DisplayName } from "./validation.ts";
 import {
   deletingEngineKey,
+  deletingEnginesPrefix,
   engineByPublicKeyKey,
   engineKey,
   engineMetricsKey,
+  engineMetricsPrefix,
   enginesByAccountKey,
+  enginesByAccountPrefix,
   liveEngineKey,
+  liveEnginesPrefix,
 } from "./keys/engines.ts";
+import { policiesByBesPrefix } from "./keys/policies.ts";
+import { targetsByBesPrefix } from "./keys/storage.ts";
 export {
   deletingEngineKey,
   engineByPublicKeyKey,
@@ -539,7 +545,7 @@ export async function* idPages(kv: Deno.Kv, prefix: Deno.KvKey, size = 10): Asyn
  */
 export async function sweepEngineHeartbeats(kv: Deno.Kv, now: Date): Promise<{ offline: string[] }> {
   const offline: string[] = [];
-  for await (const ids of idPages(kv, ["engines_live"])) {
+  for await (const ids of idPages(kv, liveEnginesPrefix())) {
     const entries = await kv.getMany<Engine[]>(ids.map((id) => engineKey(id)));
     for (const [n, id] of ids.entries()) {
       let tries = 0;
@@ -609,7 +615,7 @@ export async function listEngineMetrics(
 export async function purgeEngineMetrics(kv: Deno.Kv, now: Date): Promise<number> {
   const cutoff = now.getTime() - METRICS_RETENTION_MS;
   let removed = 0;
-  for await (const e of kv.list({ prefix: ["engine_metrics"] })) {
+  for await (const e of kv.list({ prefix: engineMetricsPrefix() })) {
     if (Number(e.key[2]) < cutoff) {
       await kv.delete(e.key);
       removed++;
@@ -663,7 +669,7 @@ export async function listEngines(
 ): Promise<{ values: Engine[]; total: number }> {
   if (!actor.accountId) return { values: [], total: 0 };
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["engines_by_account", actor.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: enginesByAccountPrefix(actor.accountId) })) {
     keys.push(engineKey(e.value));
   }
   const needle = filter.q.toLowerCase();
@@ -743,7 +749,7 @@ export async function refuseHeldEngineDeletion(
   engine: Pick<Engine, "id" | "name" | "accountId" | "storageTargetIds">,
 ) {
   const targetIds = [...engine.storageTargetIds];
-  for await (const e of kv.list<string>({ prefix: ["storage_targets_by_bes", engine.id] })) {
+  for await (const e of kv.list<string>({ prefix: targetsByBesPrefix(engine.id) })) {
     targetIds.push(String(e.key[2]));
   }
   // Loaded lazily: holds.ts reaches this module back through hosts.ts (a static import would cycle).
@@ -798,12 +804,12 @@ export async function finishEngineDeletion(kv: Deno.Kv, id: string, now: Date): 
   for (const step of cascadeSteps) await step.run(kv, engine, now);
   // A step may have lost a race (e.g. an alert acknowledged meanwhile): never drop the engine while
   // children remain; it stays `deleting` and the resume job tries again.
-  for (const prefix of [["storage_targets_by_bes", id], ["policies_by_bes", id]]) {
+  for (const prefix of [targetsByBesPrefix(id), policiesByBesPrefix(id)]) {
     for await (const _ of kv.list({ prefix }, { limit: 1 })) {
       throw new ConflictError(`Deletion of engine ${id} is incomplete; it will be resumed`);
     }
   }
-  for await (const e of kv.list({ prefix: ["engine_metrics", id] })) await kv.delete(e.key);
+  for await (const e of kv.list({ prefix: engineMetricsPrefix(id) })) await kv.delete(e.key);
   for (const reason of ["engine_offline", "engine_degraded"] as const) {
     const op = kv.atomic();
     if (resolveAlert(op, await readOpenAlert(kv, "engine", id, reason), now)) await op.commit();
@@ -825,7 +831,7 @@ export async function finishEngineDeletion(kv: Deno.Kv, id: string, now: Date): 
 /** Resumes every interrupted engine deletion (the cron job calls this). */
 export async function resumeEngineDeletions(kv: Deno.Kv, now: Date): Promise<number> {
   let n = 0;
-  for await (const e of kv.list({ prefix: ["engines_deleting"] })) {
+  for await (const e of kv.list({ prefix: deletingEnginesPrefix() })) {
     await finishEngineDeletion(kv, String(e.key[1]), now);
     n++;
   }

@@ -3,7 +3,7 @@
  * 3-minute offline rule (with a warning alert that the next heartbeat resolves); operators list and
  * open hosts within their org scope. Assignments to policies live in assignments.ts.
  */
-import { hostsByAccountPrefix } from "./keys/hosts.ts";
+import { hostsByAccountPrefix, liveHostsPrefix } from "./keys/hosts.ts";
 import { z } from "zod";
 import { countNewHost } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -429,7 +429,7 @@ export async function applyHostHeartbeat(
 export async function sweepHostHeartbeats(kv: Deno.Kv, now: Date): Promise<{ offline: string[] }> {
   const offline: string[] = [];
   // Hosts are read ten at a time; a host that must change is read again before each retry.
-  for await (const ids of idPages(kv, ["hosts_live"])) {
+  for await (const ids of idPages(kv, liveHostsPrefix())) {
     const entries = await kv.getMany<Host[]>(ids.map((id) => hostKey(id)));
     for (const [n, id] of ids.entries()) {
       let tries = 0;

@@ -7,15 +7,19 @@ import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import type { Account, Org } from "./types.ts";
-import { accountBySecretKey, accountKey, orgBySecretKey, orgKey, orgsByAccountKey } from "./keys/tenancy.ts";
-export { accountBySecretKey, accountKey, orgBySecretKey, orgKey, orgsByAccountKey };
+import {
+  accountByNameKey,
+  accountBySecretKey,
+  accountKey,
+  accountsPrefix,
+  orgByNameKey,
+  orgBySecretKey,
+  orgKey,
+  orgsByAccountKey,
+  orgsByAccountPrefix,
+} from "./keys/tenancy.ts";
+export { accountByNameKey, accountBySecretKey, accountKey, orgByNameKey, orgBySecretKey, orgKey, orgsByAccountKey };
 
-export function accountByNameKey(name: string) {
-  return ["accounts_by_name", name.toLowerCase()] as const;
-}
-export function orgByNameKey(accountId: string, name: string) {
-  return ["orgs_by_name", accountId, name.toLowerCase()] as const;
-}
 
 export const AccountInput = z.object({ name: DisplayName });
 export type AccountInput = z.infer<typeof AccountInput>;
@@ -42,7 +46,7 @@ export async function findAccountByName(kv: Deno.Kv, name: string): Promise<Acco
 /** Lists every account (system use: CLI, demo). */
 export async function listAccounts(kv: Deno.Kv): Promise<Account[]> {
   const out: Account[] = [];
-  for await (const entry of kv.list<Account>({ prefix: ["accounts"] })) out.push(entry.value);
+  for await (const entry of kv.list<Account>({ prefix: accountsPrefix() })) out.push(entry.value);
   return out;
 }
 
@@ -115,7 +119,7 @@ export async function resolveOwner(
 /** Lists the orgs of an account that the actor may see, by name. */
 export async function listOrgs(kv: Deno.Kv, actor: Actor, accountId: string): Promise<Org[]> {
   const ids: Deno.KvKey[] = [];
-  for await (const entry of kv.list<string>({ prefix: ["orgs_by_account", accountId] })) {
+  for await (const entry of kv.list<string>({ prefix: orgsByAccountPrefix(accountId) })) {
     ids.push(orgKey(entry.value));
   }
   const orgs = await getManyValues<Org>(kv, ids);
