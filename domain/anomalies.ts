@@ -32,10 +32,12 @@ import type { RetentionPreview } from "./retention.ts";
 import type { RestorePoint, Run } from "./runs.ts";
 import {
   anomaliesByAccountKey,
+  anomaliesByAccountPrefix,
   anomalyByRunKey,
   anomalyKey,
   baselineKey,
   openAnomaliesKey,
+  openAnomaliesPrefix,
   pruneFreezeKey,
 } from "./keys/anomalies.ts";
 export { anomaliesByAccountKey, anomalyByRunKey, anomalyKey, baselineKey, openAnomaliesKey, pruneFreezeKey };
@@ -352,7 +354,7 @@ export async function suspiciousChangesQueue(kv: Deno.Kv, actor: Actor, limit = 
   if (!actor.accountId) return [];
   const ids: string[] = [];
   for await (
-    const e of kv.list<string>({ prefix: ["anomalies_open", actor.accountId] }, {
+    const e of kv.list<string>({ prefix: openAnomaliesPrefix(actor.accountId) }, {
       reverse: true,
       batchSize: 100,
     })
@@ -394,7 +396,7 @@ export async function listAnomalies(kv: Deno.Kv, actor: Actor, query: AnomalyLis
   };
   let scanned = 0;
   for await (
-    const e of kv.list<string>({ prefix: ["anomalies_by_account", actor.accountId] }, { reverse: true })
+    const e of kv.list<string>({ prefix: anomaliesByAccountPrefix(actor.accountId) }, { reverse: true })
   ) {
     if (!inScope(actor, { accountId: actor.accountId, orgId: e.value === "-" ? null : e.value })) continue;
     batch.push(String(e.key[2]));
