@@ -8,7 +8,13 @@ import { releaseAttempt, reserveAttempt } from "./rate_limit.ts";
 import { type Actor, permissionsOf } from "./rbac.ts";
 import type { User } from "./types.ts";
 import { findUserByEmail, getUser } from "./users.ts";
-import { loginFailureKey, loginFailuresPrefix, sessionKey, sessionsByUserKey, sessionsPrefix } from "./keys/auth.ts";
+import {
+  loginFailureKey,
+  loginFailuresPrefix,
+  sessionKey,
+  sessionsByUserKey,
+  sessionsPrefix,
+} from "./keys/auth.ts";
 export { sessionKey, sessionsByUserKey };
 
 /** Absolute lifetime of a session. */

@@ -331,7 +331,9 @@ async function readObservations(
   path: string,
 ): Promise<Map<string, Observation>> {
   const out = new Map<string, Observation>();
-  for await (const e of kv.list<Observation>({ prefix: fileHistoryObservationsPrefix(hostId, pathHash(path)) })) {
+  for await (
+    const e of kv.list<Observation>({ prefix: fileHistoryObservationsPrefix(hostId, pathHash(path)) })
+  ) {
     out.set(String(e.key[3]), e.value);
   }
   return out;

@@ -58,9 +58,9 @@ async function policyIdsInScope(kv: Deno.Kv, actor: Actor): Promise<string[]> {
     }
     return ids;
   }
-  return (await recordsInScope<Policy>(kv, actor, policiesByAccountPrefix(actor.accountId!), policyKey)).map((p) =>
-    p.id
-  );
+  return (await recordsInScope<Policy>(kv, actor, policiesByAccountPrefix(actor.accountId!), policyKey)).map((
+    p,
+  ) => p.id);
 }
 
 /** Whether `prefix` holds an entry whose value (an org id, "-" for account-level) is in the actor's scope. */
@@ -143,5 +143,6 @@ export async function readSetupProgress(kv: Deno.Kv, actor: Actor, now: Date): P
 /** Whether the actor's scope has a storage target (reads the account's targets, one record each). */
 export async function hasStorageTargets(kv: Deno.Kv, actor: Actor): Promise<boolean> {
   if (!actor.accountId) return false;
-  return (await recordsInScope<StorageTarget>(kv, actor, targetsByAccountPrefix(actor.accountId!), targetKey)).length > 0;
+  return (await recordsInScope<StorageTarget>(kv, actor, targetsByAccountPrefix(actor.accountId!), targetKey))
+    .length > 0;
 }

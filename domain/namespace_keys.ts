@@ -54,7 +54,6 @@ export interface NamespaceKeyRecord {
   updatedAt: string;
 }
 
-
 /** The keys of a namespace in memory (callers zero them when done). */
 export interface OpenedKeys {
   dataKey: Uint8Array;

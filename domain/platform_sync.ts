@@ -20,6 +20,7 @@ import {
   type VendorRun,
 } from "./connectors/types.ts";
 import { VeeamConnector } from "./connectors/veeam.ts";
+import { platformObjectsPrefix, platformPendingPrefix, platformsPrefix } from "./keys/platforms.ts";
 import { countRunOutcome, type LatestOutcome, latestOutcomeKey } from "./dashboard.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
 import { newId } from "./ids.ts";
@@ -403,7 +404,7 @@ async function upsertJobs(
 /** The platform's retry runs, as read from `platform_pending` (stale entries are dropped). */
 async function readPending(kv: Deno.Kv, platformId: string): Promise<PlatformRun[]> {
   const out: PlatformRun[] = [];
-  for await (const e of kv.list<string>({ prefix: ["platform_pending", platformId] })) {
+  for await (const e of kv.list<string>({ prefix: platformPendingPrefix(platformId) })) {
     const run = (await kv.get<PlatformRun>(runKey(String(e.key[2])))).value;
     if (run && !isFinalRun(run.status) && !run.platform.runId) out.push(run);
     else await kv.delete(e.key);
@@ -851,7 +852,7 @@ async function upsertObjects(
     out.set(vo.id, { object, vendorJobIds: vo.jobIds });
   }
   // Objects the platform no longer lists are no longer protected by it.
-  for await (const e of kv.list<string>({ prefix: ["platform_objects", platform.id] })) {
+  for await (const e of kv.list<string>({ prefix: platformObjectsPrefix(platform.id) })) {
     if (seen.has(String(e.key[2]))) continue;
     const changed = await withRetry(async () => {
       const entry = await kv.get<ProtectedObject>(protectedObjectKey(e.value));
@@ -941,7 +942,7 @@ export async function syncDuePlatforms(
 ): Promise<{ synced: number; failed: number; deleted: number; busy: number }> {
   const out = { synced: 0, failed: 0, deleted: 0, busy: 0 };
   const platforms: Platform[] = [];
-  for await (const e of kv.list<Platform>({ prefix: ["platforms"] })) platforms.push(e.value);
+  for await (const e of kv.list<Platform>({ prefix: platformsPrefix() })) platforms.push(e.value);
   for (const p of platforms) {
     if (p.status === "deleting") {
       await finishPlatformDeletion(kv, p, now);

@@ -49,14 +49,21 @@ import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
 import { sealSecret, vaultKey } from "./vault.ts";
 import {
+  platformByEndpointIdentityKey,
   platformJobByVendorKey,
   platformJobKey,
   platformJobsByAccountKey,
+  platformJobsByAccountPrefix,
+  platformJobsByVendorPrefix,
   platformKey,
   platformObjectKey,
+  platformObjectsPrefix,
   platformPendingKey,
+  platformPendingPrefix,
   platformRunKey,
+  platformRunsPrefix,
   platformsByAccountKey,
+  platformsByAccountPrefix,
   syncLockKey,
 } from "./keys/platforms.ts";
 export {
@@ -266,7 +273,7 @@ export type PlatformRun = Run & { platform: PlatformRunInfo };
  * job, run and object twice, and count them twice on the dashboard.
  */
 export function platformByEndpointKey(accountId: string, type: string, endpointUrl: string) {
-  return ["platforms_by_endpoint", accountId, type, endpointIdentity(endpointUrl)] as const;
+  return platformByEndpointIdentityKey(accountId, type, endpointIdentity(endpointUrl));
 }
 /** The endpoint as a server identity: lower-case origin and path without trailing slashes. */
 export function endpointIdentity(endpointUrl: string): string {
@@ -315,7 +322,7 @@ export async function listPlatforms(kv: Deno.Kv, actor: Actor): Promise<Platform
   authorize(actor, "backup.view");
   if (!actor.accountId) return [];
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["platforms_by_account", actor.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: platformsByAccountPrefix(actor.accountId) })) {
     keys.push(platformKey(e.value));
   }
   return (await getManyValues<Platform>(kv, keys))
@@ -488,7 +495,7 @@ export async function updatePlatform(
 
 /** Carries a platform's new default RPO to its objects, one checked write each (breaches re-evaluated). */
 async function applyPlatformRpo(kv: Deno.Kv, platform: Platform, now: Date): Promise<void> {
-  for await (const e of kv.list<string>({ prefix: ["platform_objects", platform.id] })) {
+  for await (const e of kv.list<string>({ prefix: platformObjectsPrefix(platform.id) })) {
     await withRetry(async () => {
       const entry = await kv.get<ProtectedObject>(protectedObjectKey(e.value));
       const o = entry.value;
@@ -516,8 +523,8 @@ export async function platformFootprint(
 ): Promise<{ jobs: number; objects: number }> {
   let jobs = 0;
   let objects = 0;
-  for await (const _ of kv.list({ prefix: ["platform_jobs_by_vendor", platformId] })) jobs++;
-  for await (const _ of kv.list({ prefix: ["platform_objects", platformId] })) objects++;
+  for await (const _ of kv.list({ prefix: platformJobsByVendorPrefix(platformId) })) jobs++;
+  for await (const _ of kv.list({ prefix: platformObjectsPrefix(platformId) })) objects++;
   return { jobs, objects };
 }
 
@@ -561,7 +568,7 @@ export async function deletePlatform(kv: Deno.Kv, actor: Actor, id: string, now:
 
 /** Removes what a `deleting` platform left (idempotent; also resumes after a crash). */
 export async function finishPlatformDeletion(kv: Deno.Kv, platform: Platform, now: Date): Promise<void> {
-  for await (const e of kv.list<string>({ prefix: ["platform_objects", platform.id] })) {
+  for await (const e of kv.list<string>({ prefix: platformObjectsPrefix(platform.id) })) {
     await withRetry(async () => {
       const entry = await kv.get<ProtectedObject>(protectedObjectKey(e.value));
       const op = kv.atomic().check(entry).delete(e.key);
@@ -575,7 +582,7 @@ export async function finishPlatformDeletion(kv: Deno.Kv, platform: Platform, no
       return (await op.commit()).ok ? { value: undefined } : null;
     });
   }
-  for await (const e of kv.list<string>({ prefix: ["platform_pending", platform.id] })) {
+  for await (const e of kv.list<string>({ prefix: platformPendingPrefix(platform.id) })) {
     await withRetry(async () => {
       const entry = await kv.get<PlatformRun>(runKey(String(e.key[2])));
       const run = entry.value;
@@ -592,7 +599,7 @@ export async function finishPlatformDeletion(kv: Deno.Kv, platform: Platform, no
       return (await op.commit()).ok ? { value: undefined } : null;
     });
   }
-  for await (const e of kv.list<string>({ prefix: ["platform_jobs_by_vendor", platform.id] })) {
+  for await (const e of kv.list<string>({ prefix: platformJobsByVendorPrefix(platform.id) })) {
     await withRetry(async () => {
       const [entry, latest] = await kv.getMany<[PlatformJob, LatestOutcome]>([
         platformJobKey(e.value),
@@ -607,7 +614,7 @@ export async function finishPlatformDeletion(kv: Deno.Kv, platform: Platform, no
   }
   // The vendor-run index goes (the runs stay): a platform registered again imports its runs anew.
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list({ prefix: ["platform_runs", platform.id] })) keys.push(e.key);
+  for await (const e of kv.list({ prefix: platformRunsPrefix(platform.id) })) keys.push(e.key);
   for (let i = 0; i < keys.length; i += 500) {
     const op = kv.atomic();
     for (const key of keys.slice(i, i + 500)) op.delete(key);
@@ -645,7 +652,7 @@ export async function releaseLock(kv: Deno.Kv, platformId: string, token: string
 /** The jobs of a platform as imported (removed ones included). */
 export async function listPlatformJobs(kv: Deno.Kv, platformId: string): Promise<PlatformJob[]> {
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["platform_jobs_by_vendor", platformId] })) {
+  for await (const e of kv.list<string>({ prefix: platformJobsByVendorPrefix(platformId) })) {
     keys.push(platformJobKey(e.value));
   }
   return (await getManyValues<PlatformJob>(kv, keys)).sort((a, b) => a.name.localeCompare(b.name));
@@ -668,7 +675,7 @@ export async function listVisiblePlatformJobs(
   const platforms = new Map((await listPlatforms(kv, actor)).map((p) => [p.id, p]));
   if (!platforms.size) return [];
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["platform_jobs_by_account", actor.accountId] })) {
+  for await (const e of kv.list<string>({ prefix: platformJobsByAccountPrefix(actor.accountId) })) {
     keys.push(platformJobKey(e.value));
   }
   const out: Array<{ job: PlatformJob; platform: Platform }> = [];

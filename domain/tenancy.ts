@@ -18,8 +18,15 @@ import {
   orgsByAccountKey,
   orgsByAccountPrefix,
 } from "./keys/tenancy.ts";
-export { accountByNameKey, accountBySecretKey, accountKey, orgByNameKey, orgBySecretKey, orgKey, orgsByAccountKey };
-
+export {
+  accountByNameKey,
+  accountBySecretKey,
+  accountKey,
+  orgByNameKey,
+  orgBySecretKey,
+  orgKey,
+  orgsByAccountKey,
+};
 
 export const AccountInput = z.object({ name: DisplayName });
 export type AccountInput = z.infer<typeof AccountInput>;

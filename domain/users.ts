@@ -11,9 +11,14 @@ import { type Argon2Params, hashPassword } from "./passwords.ts";
 import { type Actor, authorize, inScope, scopeCovers } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import { type OrgScope, type PublicUser, ROLES, type User } from "./types.ts";
-import { userByEmailKey, userKey, usersByAccountKey, usersByAccountPrefix, usersPrefix } from "./keys/users.ts";
+import {
+  userByEmailKey,
+  userKey,
+  usersByAccountKey,
+  usersByAccountPrefix,
+  usersPrefix,
+} from "./keys/users.ts";
 export { userByEmailKey, userKey, usersByAccountKey };
-
 
 export const Email = z.string().trim().toLowerCase().max(254, "must be at most 254 characters")
   .pipe(z.email({ error: "must be a valid email address" }));

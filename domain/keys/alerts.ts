@@ -44,7 +44,10 @@ export function openAlertsOfTypePrefix(subjectType: string): Deno.KvKey {
  * The range of the open alerts of one subject type whose subject id starts with `subjectIdStart` and a
  * separator (`~`, an id never holds one): `[start, end)` (`"\u007f"` sorts after `~`).
  */
-export function openAlertsSubjectRange(subjectType: string, subjectIdStart: string): { start: Deno.KvKey; end: Deno.KvKey } {
+export function openAlertsSubjectRange(
+  subjectType: string,
+  subjectIdStart: string,
+): { start: Deno.KvKey; end: Deno.KvKey } {
   return {
     start: ["alerts_open", subjectType, `${subjectIdStart}~`],
     end: ["alerts_open", subjectType, `${subjectIdStart}\u007f`],

@@ -24,3 +24,8 @@ export function loginFailureKey(kind: "email" | "ip", subject: string, windowSta
 export function loginFailuresPrefix(): Deno.KvKey {
   return ["login_failures"];
 }
+
+/** Failed registrations and enrollments of one client address in one fixed window. */
+export function registrationFailuresKey(ip: string, window: number) {
+  return ["registration_failures", ip, window] as const;
+}

@@ -100,3 +100,12 @@ export function hooksByScriptKey(scriptId: string, hookId: string) {
 export function policyCountKey(accountId: string, orgId: string | null) {
   return ["policy_counts", accountId, orgId ?? "account"] as const;
 }
+
+/** Every policy counter, or an account's (`policyCountKey`). */
+export function policyCountsPrefix(accountId?: string): Deno.KvKey {
+  return accountId === undefined ? ["policy_counts"] : ["policy_counts", accountId];
+}
+/** The name index (`["policies_by_name", accountId, nameKey, policyId]`): every account's, or one account's. */
+export function policiesByNamePrefix(accountId?: string): Deno.KvKey {
+  return accountId === undefined ? ["policies_by_name"] : ["policies_by_name", accountId];
+}

@@ -23,3 +23,12 @@ export function replicasByPolicyPrefix(policyId: string): Deno.KvKey {
 export function replicasByTargetPrefix(targetId: string): Deno.KvKey {
   return ["replicas_by_target", targetId];
 }
+
+/** How many of a rule's replications are in one status (`pending`, `succeeded`, `failed`). */
+export function replicaCountKey(ruleId: string, status: string) {
+  return ["replica_counts", ruleId, status] as const;
+}
+/** Every replication record (`["replications", restorePointId, ruleId]`), or one restore point's. */
+export function replicationsPrefix(restorePointId?: string): Deno.KvKey {
+  return restorePointId === undefined ? ["replications"] : ["replications", restorePointId];
+}
