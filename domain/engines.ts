@@ -9,6 +9,7 @@ import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from
 import { newId } from "./ids.ts";
 import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
 import { getManyValues, withRetry } from "./kv.ts";
+import { deleteKeysUnder } from "./pointer_index.ts";
 import { CommitConflictError } from "./retry.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { CertificatePem, DataUrl, inspectCertificate } from "./certificates.ts";
@@ -809,7 +810,7 @@ export async function finishEngineDeletion(kv: Deno.Kv, id: string, now: Date): 
       throw new ConflictError(`Deletion of engine ${id} is incomplete; it will be resumed`);
     }
   }
-  for await (const e of kv.list({ prefix: engineMetricsPrefix(id) })) await kv.delete(e.key);
+  await deleteKeysUnder(kv, engineMetricsPrefix(id));
   for (const reason of ["engine_offline", "engine_degraded"] as const) {
     const op = kv.atomic();
     if (resolveAlert(op, await readOpenAlert(kv, "engine", id, reason), now)) await op.commit();

@@ -36,6 +36,7 @@ import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
 import { getManyValues, withRetry } from "./kv.ts";
+import { deleteKeysUnder } from "./pointer_index.ts";
 import {
   deleteProtected,
   isRpoBreached,
@@ -613,13 +614,7 @@ export async function finishPlatformDeletion(kv: Deno.Kv, platform: Platform, no
     });
   }
   // The vendor-run index goes (the runs stay): a platform registered again imports its runs anew.
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list({ prefix: platformRunsPrefix(platform.id) })) keys.push(e.key);
-  for (let i = 0; i < keys.length; i += 500) {
-    const op = kv.atomic();
-    for (const key of keys.slice(i, i + 500)) op.delete(key);
-    await op.commit();
-  }
+  await deleteKeysUnder(kv, platformRunsPrefix(platform.id));
   await kv.atomic().delete(platformKey(platform.id))
     .delete(platformsByAccountKey(platform.accountId, platform.id))
     .delete(platformByEndpointKey(platform.accountId, platform.type, platform.endpointUrl))

@@ -40,6 +40,7 @@ import { type Host, hostKey, hostOnlineAt } from "./hosts.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { type Job, jobKey, queueJobInOp } from "./job_queue.ts";
+import { deleteByPointerIndex, deleteKeysUnder } from "./pointer_index.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { CommitConflictError } from "./retry.ts";
 import { countPointsOnTarget } from "./repositories.ts";
@@ -571,13 +572,7 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
 
 async function purgeTargetHistory(kv: Deno.Kv, id: string): Promise<void> {
   for (const prefix of [capacitySamplesPrefix(id), capacityDailyPrefix(id), storageChecksPrefix(id)]) {
-    const keys: Deno.KvKey[] = [];
-    for await (const e of kv.list({ prefix })) keys.push(e.key);
-    for (let i = 0; i < keys.length; i += 500) {
-      const op = kv.atomic();
-      for (const key of keys.slice(i, i + 500)) op.delete(key);
-      await op.commit();
-    }
+    await deleteKeysUnder(kv, prefix);
   }
 }
 
@@ -839,14 +834,11 @@ export async function purgeCapacityHistory(kv: Deno.Kv, now: Date): Promise<numb
 registerEngineCascade({
   name: "policies",
   async run(kv, engine, now) {
-    let n = 0;
-    for await (const e of kv.list<string>({ prefix: policiesByBesPrefix(engine.id) })) {
-      const policy = (await kv.get<Parameters<typeof deletePolicyCascade>[1]>(policyKey(e.value))).value;
+    return await deleteByPointerIndex(kv, policiesByBesPrefix(engine.id), async (id) => {
+      const policy = (await kv.get<Parameters<typeof deletePolicyCascade>[1]>(policyKey(id))).value;
       if (policy) await deletePolicyCascade(kv, policy, now);
-      else await kv.delete(e.key);
-      n++;
-    }
-    return n;
+      return policy !== null;
+    });
   },
 });
 registerEngineCascade({

@@ -7,6 +7,7 @@ import { appendAudit } from "./audit.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId, randomToken } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
+import { deleteByPointerIndex } from "./pointer_index.ts";
 import { type Argon2Params, hashPassword } from "./passwords.ts";
 import { type Actor, authorize, inScope, scopeCovers } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
@@ -269,7 +270,8 @@ export async function deleteUser(kv: Deno.Kv, actor: Actor, id: string, now: Dat
 
 /** Ends every session of a user. */
 export async function revokeSessionsOf(kv: Deno.Kv, userId: string): Promise<void> {
-  for await (const e of kv.list<string>({ prefix: sessionsByUserPrefix(userId) })) {
-    await kv.atomic().delete(e.key).delete(sessionKey(e.value)).commit();
-  }
+  await deleteByPointerIndex(kv, sessionsByUserPrefix(userId), async (id, indexKey) => {
+    await kv.atomic().delete(indexKey).delete(sessionKey(id)).commit();
+    return true;
+  });
 }
