@@ -539,45 +539,46 @@ export async function* idPages(kv: Deno.Kv, prefix: Deno.KvKey, size = 10): Asyn
   if (page.length) yield page;
 }
 
+/** What a heartbeat sweep over one live index (`sweepLiveIndex`) needs to know of its records. */
+export interface LiveSweep<T extends { accountId: string; status: string }> {
+  /** The live index: one key per watched record (`[...prefix, id]`). */
+  prefix: Deno.KvKey;
+  recordKey: (id: string) => Deno.KvKey;
+  liveKey: (id: string) => Deno.KvKey;
+  /** Whether the sweep watches a record in this status; one it does not leaves the live index. */
+  watched: (record: T) => boolean;
+  /** The record gone offline, or null while it is still fresh. */
+  offline: (record: T) => T | null;
+  /** Adds to `op` what going offline writes besides the record and its live entry (counters, alerts). */
+  write: (op: Deno.AtomicOperation, id: string, record: T, next: T) => Promise<void>;
+}
+
 /**
- * The sweep: every live engine silent for more than 3 minutes at `now` goes offline with one critical
- * alert (raised in the same atomic operation). Idempotent for the same `now`. Engines are read ten at a
- * time; an engine that must change is read again before each retry of its checked write.
+ * A heartbeat sweep: the records of a live index are read ten at a time (`idPages`); one no longer watched
+ * (gone, or in a status the sweep does not watch) leaves the index; one `offline` finds silent is written
+ * offline, out of the index, with `write`'s additions, in one checked write, reading the record again
+ * before each retry. Idempotent for the same `offline`. Returns the ids it took offline.
  */
-export async function sweepEngineHeartbeats(kv: Deno.Kv, now: Date): Promise<{ offline: string[] }> {
+export async function sweepLiveIndex<T extends { accountId: string; status: string }>(
+  kv: Deno.Kv,
+  sweep: LiveSweep<T>,
+): Promise<string[]> {
   const offline: string[] = [];
-  for await (const ids of idPages(kv, liveEnginesPrefix())) {
-    const entries = await kv.getMany<Engine[]>(ids.map((id) => engineKey(id)));
+  for await (const ids of idPages(kv, sweep.prefix)) {
+    const entries = await kv.getMany<T[]>(ids.map((id) => sweep.recordKey(id)));
     for (const [n, id] of ids.entries()) {
       let tries = 0;
       const attempt = async (): Promise<{ value: void } | null> => {
-        const entry = tries++ === 0 ? entries[n] : await kv.get<Engine>(engineKey(id));
-        const engine = entry.value;
-        if (!engine || (engine.status !== "online" && engine.status !== "degraded")) {
-          await kv.atomic().check(entry).delete(liveEngineKey(id)).commit();
+        const entry = tries++ === 0 ? entries[n] : await kv.get<T>(sweep.recordKey(id));
+        const record = entry.value;
+        if (!record || !sweep.watched(record)) {
+          await kv.atomic().check(entry).delete(sweep.liveKey(id)).commit();
           return { value: undefined };
         }
-        const last = engine.lastHeartbeatAt ? Date.parse(engine.lastHeartbeatAt) : 0;
-        if (now.getTime() - last <= OFFLINE_AFTER_MS) return { value: undefined };
-        const silentMin = Math.floor((now.getTime() - last) / 60_000);
-        const next: Engine = {
-          ...engine,
-          status: "offline",
-          statusReason: `No heartbeat for ${silentMin} minutes (last ${engine.lastHeartbeatAt})`,
-        };
-        const op = kv.atomic().check(entry).set(engineKey(id), next).delete(liveEngineKey(id));
-        countStatusChange(op, "engine", engine.accountId, engine.status, next.status);
-        raiseAlert(op, await readOpenAlert(kv, "engine", id, "engine_offline"), {
-          accountId: engine.accountId,
-          orgId: engine.orgId,
-          subjectType: "engine",
-          subjectId: id,
-          subjectName: engine.name,
-          reason: "engine_offline",
-          severity: "critical",
-          message: `BES ${engine.name} is offline: no heartbeat for more than 3 minutes`,
-        }, now);
-        resolveAlert(op, await readOpenAlert(kv, "engine", id, "engine_degraded"), now);
+        const next = sweep.offline(record);
+        if (!next) return { value: undefined };
+        const op = kv.atomic().check(entry).set(sweep.recordKey(id), next).delete(sweep.liveKey(id));
+        await sweep.write(op, id, record, next);
         if (!(await op.commit()).ok) return null;
         offline.push(id);
         return { value: undefined };
@@ -585,13 +586,52 @@ export async function sweepEngineHeartbeats(kv: Deno.Kv, now: Date): Promise<{ o
       try {
         await withRetry(attempt, 5);
       } catch (error) {
-        // Giving up on this engine is deliberate, not a dropped change: nothing was written, so it stays in
+        // Giving up on this record is deliberate, not a dropped change: nothing was written, so it stays in
         // the live index and the next minute's sweep re-judges it (the race it lost is most likely a
-        // heartbeat that just arrived); one contended engine must not stop the sweep of the others.
+        // heartbeat that just arrived); one contended record must not stop the sweep of the others.
         if (!(error instanceof CommitConflictError)) throw error;
       }
     }
   }
+  return offline;
+}
+
+/**
+ * The sweep: every live engine silent for more than 3 minutes at `now` goes offline with one critical
+ * alert (raised in the same atomic operation). Idempotent for the same `now`. Engines are read ten at a
+ * time; an engine that must change is read again before each retry of its checked write.
+ */
+export async function sweepEngineHeartbeats(kv: Deno.Kv, now: Date): Promise<{ offline: string[] }> {
+  const offline = await sweepLiveIndex<Engine>(kv, {
+    prefix: liveEnginesPrefix(),
+    recordKey: engineKey,
+    liveKey: liveEngineKey,
+    watched: (engine) => engine.status === "online" || engine.status === "degraded",
+    offline: (engine) => {
+      const last = engine.lastHeartbeatAt ? Date.parse(engine.lastHeartbeatAt) : 0;
+      if (now.getTime() - last <= OFFLINE_AFTER_MS) return null;
+      const silentMin = Math.floor((now.getTime() - last) / 60_000);
+      return {
+        ...engine,
+        status: "offline",
+        statusReason: `No heartbeat for ${silentMin} minutes (last ${engine.lastHeartbeatAt})`,
+      };
+    },
+    async write(op, id, engine, next) {
+      countStatusChange(op, "engine", engine.accountId, engine.status, next.status);
+      raiseAlert(op, await readOpenAlert(kv, "engine", id, "engine_offline"), {
+        accountId: engine.accountId,
+        orgId: engine.orgId,
+        subjectType: "engine",
+        subjectId: id,
+        subjectName: engine.name,
+        reason: "engine_offline",
+        severity: "critical",
+        message: `BES ${engine.name} is offline: no heartbeat for more than 3 minutes`,
+      }, now);
+      resolveAlert(op, await readOpenAlert(kv, "engine", id, "engine_degraded"), now);
+    },
+  });
   return { offline };
 }
 
