@@ -45,6 +45,8 @@ import {
   platformScope,
   releaseLock,
   requirePlatform,
+  resolveEndedBreach,
+  rewritePlatformObject,
   type SyncReport,
   type SyncStage,
   WATERMARK_OVERLAP_MS,
@@ -854,16 +856,15 @@ async function upsertObjects(
   // Objects the platform no longer lists are no longer protected by it.
   for await (const e of kv.list<string>({ prefix: platformObjectsPrefix(platform.id) })) {
     if (seen.has(String(e.key[2]))) continue;
-    const changed = await withRetry(async () => {
-      const entry = await kv.get<ProtectedObject>(protectedObjectKey(e.value));
-      const o = entry.value;
-      if (!o || o.protection === "unprotected") return { value: false };
-      const next: ProtectedObject = { ...o, protection: "unprotected", breached: false, updatedAt: at };
-      const op = kv.atomic().check(entry);
-      writeProtected(op, o, next);
-      if (o.breached) resolveAlert(op, await readOpenAlert(kv, "protected_object", o.id, "rpo_breach"), now);
-      return (await op.commit()).ok ? { value: true } : null;
-    });
+    const changed = await rewritePlatformObject(
+      kv,
+      e.value,
+      (o) =>
+        o.protection === "unprotected"
+          ? null
+          : { ...o, protection: "unprotected", breached: false, updatedAt: at },
+      (op, o, next) => resolveEndedBreach(kv, op, o, next, now),
+    );
     if (changed) report.objects.unprotected++;
   }
   return out;
@@ -894,17 +895,13 @@ async function applyObjectOutcomes(
     }
     if (!outcomes.length) continue;
     outcomes.sort((a, b) => a.endedAt.localeCompare(b.endedAt));
-    await withRetry(async () => {
-      const entry = await kv.get<ProtectedObject>(protectedObjectKey(object.id));
-      const o = entry.value;
-      if (!o) return { value: undefined };
+    await rewritePlatformObject(kv, object.id, (o) => {
       let next = o;
       for (const outcome of outcomes) {
         next = afterBackup(next, { ...outcome, restorePointId: null }, now) ?? next;
       }
-      if (syncedFields(next) === syncedFields(o)) return { value: undefined };
-      const op = kv.atomic().check(entry);
-      writeProtected(op, o, next);
+      return syncedFields(next) === syncedFields(o) ? null : next;
+    }, async (op, o, next) => {
       const failedAlert = await readOpenAlert(kv, "protected_object", o.id, "backup_failed");
       if (next.lastBackupStatus === "failed") {
         if (next.lastBackupAt !== o.lastBackupAt) {
@@ -921,11 +918,8 @@ async function applyObjectOutcomes(
         }
       } else {
         resolveAlert(op, failedAlert, now);
-        if (o.breached && !next.breached) {
-          resolveAlert(op, await readOpenAlert(kv, "protected_object", o.id, "rpo_breach"), now);
-        }
+        await resolveEndedBreach(kv, op, o, next, now);
       }
-      return (await op.commit()).ok ? { value: undefined } : null;
     });
   }
 }

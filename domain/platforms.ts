@@ -494,26 +494,55 @@ export async function updatePlatform(
   return next;
 }
 
+/**
+ * Rewrites one protected object of a platform in a checked write, retried on conflict: `change(o)` returns
+ * its next state, or null when nothing changes; `alerts` adds to the same write the alerts the change
+ * raises or resolves. Nothing when the object is gone. Returns whether it wrote.
+ */
+export async function rewritePlatformObject(
+  kv: Deno.Kv,
+  id: string,
+  change: (o: ProtectedObject) => ProtectedObject | null,
+  alerts: (op: Deno.AtomicOperation, o: ProtectedObject, next: ProtectedObject) => Promise<void>,
+): Promise<boolean> {
+  return await withRetry(async () => {
+    const entry = await kv.get<ProtectedObject>(protectedObjectKey(id));
+    const o = entry.value;
+    const next = o ? change(o) : null;
+    if (!o || !next) return { value: false };
+    const op = kv.atomic().check(entry);
+    writeProtected(op, o, next);
+    await alerts(op, o, next);
+    return (await op.commit()).ok ? { value: true } : null;
+  });
+}
+
+/** Adds to `op` the resolution of an object's rpo_breach alert when `next` ends its breach. */
+export async function resolveEndedBreach(
+  kv: Deno.Kv,
+  op: Deno.AtomicOperation,
+  o: ProtectedObject,
+  next: ProtectedObject,
+  now: Date,
+): Promise<void> {
+  if (o.breached && !next.breached) {
+    resolveAlert(op, await readOpenAlert(kv, "protected_object", o.id, "rpo_breach"), now);
+  }
+}
+
 /** Carries a platform's new default RPO to its objects, one checked write each (breaches re-evaluated). */
 async function applyPlatformRpo(kv: Deno.Kv, platform: Platform, now: Date): Promise<void> {
   for await (const e of kv.list<string>({ prefix: platformObjectsPrefix(platform.id) })) {
-    await withRetry(async () => {
-      const entry = await kv.get<ProtectedObject>(protectedObjectKey(e.value));
-      const o = entry.value;
-      if (!o || o.rpoHours === platform.defaultRpoHours) return { value: undefined };
+    await rewritePlatformObject(kv, e.value, (o) => {
+      if (o.rpoHours === platform.defaultRpoHours) return null;
       const next: ProtectedObject = {
         ...o,
         rpoHours: platform.defaultRpoHours,
         updatedAt: now.toISOString(),
       };
       if (next.breached && !isRpoBreached(next, now)) next.breached = false;
-      const op = kv.atomic().check(entry);
-      writeProtected(op, o, next);
-      if (o.breached && !next.breached) {
-        resolveAlert(op, await readOpenAlert(kv, "protected_object", o.id, "rpo_breach"), now);
-      }
-      return (await op.commit()).ok ? { value: undefined } : null;
-    });
+      return next;
+    }, (op, o, next) => resolveEndedBreach(kv, op, o, next, now));
   }
 }
 
