@@ -20,6 +20,7 @@
  * points. Restored data is never shown to anyone: the scratch copy lives only on the chosen agent and is
  * deleted by the drill itself.
  */
+import { readByPointerIndex } from "./pointer_index.ts";
 import { assignmentsByHostPrefix, assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { z } from "zod";
 import { type Alert, type AlertReason, raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -414,11 +415,9 @@ export async function requireDrill(kv: Deno.Kv, actor: Actor, id: string): Promi
 export async function listDrills(kv: Deno.Kv, actor: Actor): Promise<DrillPolicy[]> {
   authorize(actor, "backup.view");
   if (!actor.accountId) return [];
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: drillsByAccountPrefix(actor.accountId) })) {
-    keys.push(drillKey(e.value));
-  }
-  return (await getManyValues<DrillPolicy>(kv, keys)).filter((d) => inScope(actor, drillScope(d)))
+  return (await readByPointerIndex<DrillPolicy>(kv, drillsByAccountPrefix(actor.accountId), drillKey)).filter(
+    (d) => inScope(actor, drillScope(d)),
+  )
     .sort((a, b) => a.name.localeCompare(b.name));
 }
 

@@ -8,8 +8,8 @@ import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
-import { getManyValues, withRetry } from "./kv.ts";
-import { deleteKeysUnder } from "./pointer_index.ts";
+import { withRetry } from "./kv.ts";
+import { deleteKeysUnder, readByPointerIndex } from "./pointer_index.ts";
 import { CommitConflictError } from "./retry.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { CertificatePem, DataUrl, inspectCertificate } from "./certificates.ts";
@@ -709,18 +709,15 @@ export async function listEngines(
   filter: EngineFilter,
 ): Promise<{ values: Engine[]; total: number }> {
   if (!actor.accountId) return { values: [], total: 0 };
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: enginesByAccountPrefix(actor.accountId) })) {
-    keys.push(engineKey(e.value));
-  }
   const needle = filter.q.toLowerCase();
-  const rows = (await getManyValues<Engine>(kv, keys)).filter((e) =>
-    inScope(actor, engineScope(e)) &&
-    (!filter.status || e.status === filter.status) &&
-    (!filter.orgId || (filter.orgId === "account" ? e.orgId === null : e.orgId === filter.orgId)) &&
-    (!needle || e.name.toLowerCase().includes(needle) || e.hostname.toLowerCase().includes(needle) ||
-      e.ipAddress.includes(needle))
-  );
+  const rows = (await readByPointerIndex<Engine>(kv, enginesByAccountPrefix(actor.accountId), engineKey))
+    .filter((e) =>
+      inScope(actor, engineScope(e)) &&
+      (!filter.status || e.status === filter.status) &&
+      (!filter.orgId || (filter.orgId === "account" ? e.orgId === null : e.orgId === filter.orgId)) &&
+      (!needle || e.name.toLowerCase().includes(needle) || e.hostname.toLowerCase().includes(needle) ||
+        e.ipAddress.includes(needle))
+    );
   const field = filter.sort.replace(/^-/, "") as "name" | "status" | "lastHeartbeatAt";
   const dir = filter.sort.startsWith("-") ? -1 : 1;
   rows.sort((a, b) => dir * String(a[field] ?? "").localeCompare(String(b[field] ?? "")));

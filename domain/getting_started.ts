@@ -7,13 +7,14 @@
  * range per engine of the protected objects' source index; the first backup is one short range per
  * policy of its restore points, stopping at the first policy that has one.
  */
+import { readByPointerIndex } from "./pointer_index.ts";
 import { policiesByAccountPrefix, policyKey } from "./keys/policies.ts";
 import { objectsByDimensionPrefix, unprotectedHostsPrefix } from "./keys/protected.ts";
 import { enginesByAccountPrefix } from "./keys/engines.ts";
 import { targetsByAccountPrefix } from "./keys/storage.ts";
 import { restorePointsByPolicyPrefix } from "./keys/restore.ts";
 import { type Engine, engineKey, OFFLINE_AFTER_MS } from "./engines.ts";
-import { counterValue, getManyValues } from "./kv.ts";
+import { counterValue } from "./kv.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, inScope } from "./rbac.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
@@ -44,9 +45,7 @@ async function recordsInScope<T extends { accountId: string; orgId: string | nul
   index: Deno.KvKey,
   key: (id: string) => Deno.KvKey,
 ): Promise<T[]> {
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: index })) keys.push(key(e.value));
-  return (await getManyValues<T>(kv, keys)).filter((r) => inScope(actor, r));
+  return (await readByPointerIndex<T>(kv, index, key)).filter((r) => inScope(actor, r));
 }
 
 /** The ids of the policies in scope: the account's index alone for a whole-account scope, else the records. */

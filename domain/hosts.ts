@@ -3,6 +3,7 @@
  * 3-minute offline rule (with a warning alert that the next heartbeat resolves); operators list and
  * open hosts within their org scope. Assignments to policies live in assignments.ts.
  */
+import { readByPointerIndex } from "./pointer_index.ts";
 import { hostsByAccountPrefix, liveHostsPrefix } from "./keys/hosts.ts";
 import { z } from "zod";
 import { countNewHost } from "./protected.ts";
@@ -223,12 +224,8 @@ function hostKeyOrder(sort: HostFilterFields["sort"]) {
 /** Every host of the actor's account in its org scope matching the filter, unsorted. */
 async function selectHosts(kv: Deno.Kv, actor: Actor, f: HostFilterFields): Promise<Host[]> {
   if (!actor.accountId) return [];
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: hostsByAccountPrefix(actor.accountId) })) {
-    keys.push(hostKey(e.value));
-  }
   const needle = f.q.toLowerCase();
-  return (await getManyValues<Host>(kv, keys)).filter((h) =>
+  return (await readByPointerIndex<Host>(kv, hostsByAccountPrefix(actor.accountId), hostKey)).filter((h) =>
     inScope(actor, hostScope(h)) &&
     (!f.status || h.status === f.status) &&
     (!f.orgId || h.orgId === f.orgId) &&

@@ -35,8 +35,8 @@ import { type LatestOutcome, latestOutcomeKey } from "./dashboard.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
-import { getManyValues, withRetry } from "./kv.ts";
-import { deleteKeysUnder } from "./pointer_index.ts";
+import { withRetry } from "./kv.ts";
+import { deleteKeysUnder, readByPointerIndex } from "./pointer_index.ts";
 import {
   deleteProtected,
   isRpoBreached,
@@ -322,11 +322,7 @@ export async function requirePlatform(kv: Deno.Kv, actor: Actor, id: string): Pr
 export async function listPlatforms(kv: Deno.Kv, actor: Actor): Promise<Platform[]> {
   authorize(actor, "backup.view");
   if (!actor.accountId) return [];
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: platformsByAccountPrefix(actor.accountId) })) {
-    keys.push(platformKey(e.value));
-  }
-  return (await getManyValues<Platform>(kv, keys))
+  return (await readByPointerIndex<Platform>(kv, platformsByAccountPrefix(actor.accountId), platformKey))
     .filter((p) => p.status !== "deleting" && inScope(actor, platformScope(p)))
     .sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
 }
@@ -675,11 +671,8 @@ export async function releaseLock(kv: Deno.Kv, platformId: string, token: string
 
 /** The jobs of a platform as imported (removed ones included). */
 export async function listPlatformJobs(kv: Deno.Kv, platformId: string): Promise<PlatformJob[]> {
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: platformJobsByVendorPrefix(platformId) })) {
-    keys.push(platformJobKey(e.value));
-  }
-  return (await getManyValues<PlatformJob>(kv, keys)).sort((a, b) => a.name.localeCompare(b.name));
+  return (await readByPointerIndex<PlatformJob>(kv, platformJobsByVendorPrefix(platformId), platformJobKey))
+    .sort((a, b) => a.name.localeCompare(b.name));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -698,12 +691,14 @@ export async function listVisiblePlatformJobs(
   if (!actor.accountId) return [];
   const platforms = new Map((await listPlatforms(kv, actor)).map((p) => [p.id, p]));
   if (!platforms.size) return [];
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: platformJobsByAccountPrefix(actor.accountId) })) {
-    keys.push(platformJobKey(e.value));
-  }
   const out: Array<{ job: PlatformJob; platform: Platform }> = [];
-  for (const job of await getManyValues<PlatformJob>(kv, keys)) {
+  for (
+    const job of await readByPointerIndex<PlatformJob>(
+      kv,
+      platformJobsByAccountPrefix(actor.accountId),
+      platformJobKey,
+    )
+  ) {
     const platform = platforms.get(job.platformId);
     if (platform && inScope(actor, { accountId: job.accountId, orgId: job.orgId })) {
       out.push({ job, platform });

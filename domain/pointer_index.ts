@@ -1,5 +1,5 @@
 /**
- * Deleting through a pointer index, and deleting a key range, in one place (issue 19 item 6).
+ * Reading and deleting through a pointer index, and deleting a key range, in one place (issue 19 item 6).
  *
  * A pointer index entry (`["hooks_by_policy", policyId, hookId] → hookId`) names a record kept under its
  * own key. Deleting a parent deletes what its indexes point to: each pointed record through its own
@@ -8,6 +8,22 @@
  * capacity samples, a platform's vendor-run index) needs no record: its keys go in atomic writes of up to
  * `DELETE_BATCH` deletes.
  */
+
+import { getManyValues } from "./kv.ts";
+
+/**
+ * The records a pointer index under `prefix` points to, in index order (`key(id)` is a record's key;
+ * entries are read ten at a time): a pointer whose record is gone is skipped.
+ */
+export async function readByPointerIndex<T>(
+  kv: Deno.Kv,
+  prefix: Deno.KvKey,
+  key: (id: string) => Deno.KvKey,
+): Promise<T[]> {
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix })) keys.push(key(e.value));
+  return await getManyValues<T>(kv, keys);
+}
 
 /** Deletes per atomic write: well below KV's 1,000 mutations per atomic operation. */
 export const DELETE_BATCH = 500;

@@ -40,7 +40,7 @@ import { type Host, hostKey, hostOnlineAt } from "./hosts.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { type Job, jobKey, queueJobInOp } from "./job_queue.ts";
-import { deleteByPointerIndex, deleteKeysUnder } from "./pointer_index.ts";
+import { deleteByPointerIndex, deleteKeysUnder, readByPointerIndex } from "./pointer_index.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { CommitConflictError } from "./retry.ts";
 import { countPointsOnTarget } from "./repositories.ts";
@@ -298,11 +298,9 @@ export async function listTargets(
   filter: TargetFilter,
 ): Promise<{ values: StorageTarget[]; total: number }> {
   if (!actor.accountId) return { values: [], total: 0 };
-  const keys: Deno.KvKey[] = [];
   const prefix = filter.besId ? targetsByBesPrefix(filter.besId) : targetsByAccountPrefix(actor.accountId);
-  for await (const e of kv.list<string>({ prefix })) keys.push(targetKey(e.value));
   const needle = filter.q.toLowerCase();
-  const rows = (await getManyValues<StorageTarget>(kv, keys)).filter((t) =>
+  const rows = (await readByPointerIndex<StorageTarget>(kv, prefix, targetKey)).filter((t) =>
     inScope(actor, targetScope(t)) && (!filter.type || t.type === filter.type) &&
     (!filter.health || t.health === filter.health) && (!needle || t.name.toLowerCase().includes(needle))
   );

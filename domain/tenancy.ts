@@ -3,7 +3,8 @@ import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId, randomToken, sha256Hex } from "./ids.ts";
-import { getManyValues, withRetry } from "./kv.ts";
+import { withRetry } from "./kv.ts";
+import { readByPointerIndex } from "./pointer_index.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import type { Account, Org } from "./types.ts";
@@ -125,11 +126,7 @@ export async function resolveOwner(
 
 /** Lists the orgs of an account that the actor may see, by name. */
 export async function listOrgs(kv: Deno.Kv, actor: Actor, accountId: string): Promise<Org[]> {
-  const ids: Deno.KvKey[] = [];
-  for await (const entry of kv.list<string>({ prefix: orgsByAccountPrefix(accountId) })) {
-    ids.push(orgKey(entry.value));
-  }
-  const orgs = await getManyValues<Org>(kv, ids);
+  const orgs = await readByPointerIndex<Org>(kv, orgsByAccountPrefix(accountId), orgKey);
   return orgs.filter((org) => inScope(actor, { accountId: org.accountId, orgId: org.id }))
     .sort((a, b) => a.name.localeCompare(b.name));
 }

@@ -7,7 +7,7 @@ import { appendAudit } from "./audit.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId, randomToken } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
-import { deleteByPointerIndex } from "./pointer_index.ts";
+import { deleteByPointerIndex, readByPointerIndex } from "./pointer_index.ts";
 import { type Argon2Params, hashPassword } from "./passwords.ts";
 import { type Actor, authorize, inScope, scopeCovers } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
@@ -86,11 +86,7 @@ export async function hasAnyUser(kv: Deno.Kv): Promise<boolean> {
 
 /** Lists the account's users the actor may see, sorted by email. */
 export async function listUsers(kv: Deno.Kv, actor: Actor, accountId: string): Promise<User[]> {
-  const keys: Deno.KvKey[] = [];
-  for await (const entry of kv.list<string>({ prefix: usersByAccountPrefix(accountId) })) {
-    keys.push(userKey(entry.value));
-  }
-  const users = await getManyValues<User>(kv, keys);
+  const users = await readByPointerIndex<User>(kv, usersByAccountPrefix(accountId), userKey);
   return users.filter((u) => inScope(actor, userScope(u))).sort((a, b) => a.email.localeCompare(b.email));
 }
 

@@ -1,6 +1,11 @@
-/** deleteByPointerIndex and deleteKeysUnder (domain/pointer_index.ts): what they delete, keep and count. */
+/** readByPointerIndex, deleteByPointerIndex and deleteKeysUnder (domain/pointer_index.ts): what they delete, keep and count. */
 import assert from "node:assert/strict";
-import { DELETE_BATCH, deleteByPointerIndex, deleteKeysUnder } from "../../domain/pointer_index.ts";
+import {
+  DELETE_BATCH,
+  deleteByPointerIndex,
+  deleteKeysUnder,
+  readByPointerIndex,
+} from "../../domain/pointer_index.ts";
 
 async function keysUnder(kv: Deno.Kv, prefix: Deno.KvKey): Promise<string[]> {
   const out: string[] = [];
@@ -86,4 +91,18 @@ Deno.test("deleteKeysUnder: deletes every key under the prefix in batches, only 
   assert.deepEqual(await keysUnder(kv, ["samples"]), [JSON.stringify(["samples", "t2", 1])]);
   assert.equal((await kv.get(["samples_t1"])).value, 1);
   assert.equal(await deleteKeysUnder(kv, ["samples", "t1"]), 0);
+});
+
+Deno.test("readByPointerIndex: the pointed records in index order, more than one getMany's worth, dangling pointers skipped", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const ids = Array.from({ length: 23 }, (_, i) => `r${String(i).padStart(2, "0")}`);
+  for (const id of ids) {
+    await kv.set(["recs_by_parent", "p", id], id);
+    if (id !== "r05" && id !== "r17") await kv.set(["recs", id], { id });
+  }
+  await kv.set(["recs_by_parent", "q", "x"], "x");
+  await kv.set(["recs", "x"], { id: "x" });
+  const got = await readByPointerIndex<{ id: string }>(kv, ["recs_by_parent", "p"], (id) => ["recs", id]);
+  assert.deepEqual(got.map((r) => r.id), ids.filter((id) => id !== "r05" && id !== "r17"));
+  assert.deepEqual(await readByPointerIndex(kv, ["recs_by_parent", "none"], (id) => ["recs", id]), []);
 });
