@@ -11,7 +11,7 @@ import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
 import { withRetry } from "./kv.ts";
 import { deleteKeysUnder, readByPointerIndex } from "./pointer_index.ts";
 import { CommitConflictError } from "./retry.ts";
-import { type Actor, authorize, inScope } from "./rbac.ts";
+import { type Actor, authorize, inScope, principalActor } from "./rbac.ts";
 import { CertificatePem, DataUrl, inspectCertificate } from "./certificates.ts";
 import { decodePublicKey } from "./signing.ts";
 import { countStatusChange } from "./ops_counters.ts";
@@ -253,15 +253,7 @@ export async function requireEngine(kv: Deno.Kv, actor: Actor, id: string): Prom
 
 /** The actor an engine acts as in audit entries. */
 export function engineActor(engine: Pick<Engine, "id" | "name" | "accountId">): Actor {
-  return {
-    kind: "system",
-    id: `bes:${engine.id}`,
-    label: `BES ${engine.name}`,
-    accountId: engine.accountId,
-    role: null,
-    permissions: new Set(),
-    orgScope: "all",
-  };
+  return principalActor(`bes:${engine.id}`, `BES ${engine.name}`, engine.accountId);
 }
 
 /**

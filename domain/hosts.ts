@@ -25,7 +25,7 @@ import { newId } from "./ids.ts";
 import { AtomicRecorder } from "./group_commit.ts";
 import { getManyValues, type Page, withRetry } from "./kv.ts";
 import { pageOf, PageQuery, type SortKey } from "./paging.ts";
-import { type Actor, inScope } from "./rbac.ts";
+import { type Actor, inScope, principalActor } from "./rbac.ts";
 import { countStatusChange } from "./ops_counters.ts";
 import { decodePublicKey } from "./signing.ts";
 import {
@@ -125,15 +125,7 @@ export const AgentHeartbeat = z.object({
 });
 
 function agentActor(host: Pick<Host, "id" | "hostname" | "accountId">): Actor {
-  return {
-    kind: "system",
-    id: `agent:${host.id}`,
-    label: `Agent ${host.hostname}`,
-    accountId: host.accountId,
-    role: null,
-    permissions: new Set(),
-    orgScope: "all",
-  };
+  return principalActor(`agent:${host.id}`, `Agent ${host.hostname}`, host.accountId);
 }
 
 /** The tenancy of a host, for `inScope` and `authorize`. */

@@ -32,6 +32,7 @@ import {
   INITIAL_LOOKBACK_DAYS,
   isFinalRun,
   listPlatformJobs,
+  pendingPlatformRun,
   type Platform,
   type PlatformJob,
   platformJobByVendorKey,
@@ -647,30 +648,16 @@ async function importRuns(
         }
       }
       const ms = Number.isFinite(started) ? started : now.getTime();
-      const base: PlatformRun = {
+      const base = pendingPlatformRun({
         id: ulid(ms),
         policyId: job.id,
         accountId: platform.accountId,
         orgId: platform.orgId,
-        hostId: null,
-        jobId: null,
         kind: kindOf(vr.jobType),
         trigger: "schedule",
-        status: "pending",
         scheduledFor: vr.startedAt ?? at,
-        startedAt: null,
-        endedAt: null,
-        bytesTransferred: 0,
-        protectedBytes: 0,
-        restorePointId: null,
-        error: null,
-        errorLine: null,
-        retryable: false,
-        alertId: null,
-        createdAt: at,
-        updatedAt: at,
         platform: { platformId: platform.id, runId: vr.id, jobType: vr.jobType, startRequestedAt: null },
-      };
+      }, at);
       const run = fromVendor(base, vr, now);
       const op = kv.atomic().check(ptr, await livePlatform(kv, platform.id))
         .check({ key: runKey(run.id), versionstamp: null })

@@ -542,6 +542,43 @@ async function applyPlatformRpo(kv: Deno.Kv, platform: Platform, now: Date): Pro
   }
 }
 
+/**
+ * A run of a platform job that has not started: nothing transferred, no outcome yet (the sync imports a
+ * vendor run as one, a retry creates one); `at` is its creation time.
+ */
+export function pendingPlatformRun(
+  run: Pick<
+    PlatformRun,
+    "id" | "policyId" | "accountId" | "orgId" | "kind" | "trigger" | "scheduledFor" | "platform"
+  >,
+  at: string,
+): PlatformRun {
+  return {
+    id: run.id,
+    policyId: run.policyId,
+    accountId: run.accountId,
+    orgId: run.orgId,
+    hostId: null,
+    jobId: null,
+    kind: run.kind,
+    trigger: run.trigger,
+    status: "pending",
+    scheduledFor: run.scheduledFor,
+    startedAt: null,
+    endedAt: null,
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    restorePointId: null,
+    error: null,
+    errorLine: null,
+    retryable: false,
+    alertId: null,
+    createdAt: at,
+    updatedAt: at,
+    platform: run.platform,
+  };
+}
+
 /** Counts shown on the delete confirmation. */
 export async function platformFootprint(
   kv: Deno.Kv,
@@ -766,35 +803,21 @@ export async function retryPlatformJob(
     throw new ValidationError(reason ?? "Nothing to retry", { job: reason ?? "Nothing to retry" });
   }
   const at = now.toISOString();
-  const run: PlatformRun = {
+  const run = pendingPlatformRun({
     id: newId(now),
     policyId: job.id,
     accountId: job.accountId,
     orgId: job.orgId,
-    hostId: null,
-    jobId: null,
     kind: latest.kind,
     trigger: "retry",
-    status: "pending",
     scheduledFor: at,
-    startedAt: null,
-    endedAt: null,
-    bytesTransferred: 0,
-    protectedBytes: 0,
-    restorePointId: null,
-    error: null,
-    errorLine: null,
-    retryable: false,
-    alertId: null,
-    createdAt: at,
-    updatedAt: at,
     platform: {
       platformId: platform.id,
       runId: null,
       jobType: (latest as Partial<PlatformRun>).platform?.jobType ?? job.jobType,
       startRequestedAt: null,
     },
-  };
+  }, at);
   const op = kv.atomic().check({ key: retryGuardKey(latest.id), versionstamp: null })
     .set(retryGuardKey(latest.id), run.id)
     .set(runKey(run.id), run)
