@@ -75,16 +75,8 @@ export interface Alert {
   resolvedAt: string | null;
 }
 
-/**
- * The transactional outbox of alert notifications: raising a new alert or resolving one writes an
- * event here in the same atomic operation as the alert itself; the notification dispatcher
- * (notifications.ts) routes each event to channels and deletes it. Repeats of an open alert only bump
- * its counter and write no event: five failures of one object notify once.
- */
-export interface AlertEvent {
-  id: string;
-  event: "opened" | "resolved";
-  alertId: string;
+/** What raises an alert: its subject, reason, severity and message (`raiseAlert`). */
+export interface RaiseInput {
   accountId: string;
   orgId: string | null;
   subjectType: Alert["subjectType"];
@@ -93,6 +85,18 @@ export interface AlertEvent {
   reason: AlertReason;
   severity: AlertSeverity;
   message: string;
+}
+
+/**
+ * The transactional outbox of alert notifications: raising a new alert or resolving one writes an
+ * event here in the same atomic operation as the alert itself; the notification dispatcher
+ * (notifications.ts) routes each event to channels and deletes it. Repeats of an open alert only bump
+ * its counter and write no event: five failures of one object notify once.
+ */
+export interface AlertEvent extends RaiseInput {
+  id: string;
+  event: "opened" | "resolved";
+  alertId: string;
   /** The alert's repeat counter at the time of the event. */
   count: number;
   at: string;
@@ -115,17 +119,6 @@ function writeEvent(op: Deno.AtomicOperation, alert: Alert, event: AlertEvent["e
     at: now.toISOString(),
   };
   op.set(alertEventKey(value.id), value);
-}
-
-export interface RaiseInput {
-  accountId: string;
-  orgId: string | null;
-  subjectType: Alert["subjectType"];
-  subjectId: string;
-  subjectName: string;
-  reason: AlertReason;
-  severity: AlertSeverity;
-  message: string;
 }
 
 /**

@@ -97,6 +97,17 @@ export async function requireOrg(kv: Deno.Kv, actor: Actor, id: string): Promise
   return org;
 }
 
+/** The org's entry for a change by an admin of it: NotFoundError when out of scope, ForbiddenError when not admin. */
+async function adminOrgEntry(kv: Deno.Kv, actor: Actor, id: string): Promise<Deno.KvEntry<Org>> {
+  const entry = await kv.get<Org>(orgKey(id));
+  const org = entry.value;
+  if (!org || !inScope(actor, { accountId: org.accountId, orgId: org.id })) {
+    throw new NotFoundError("Not found");
+  }
+  authorize(actor, "admin", { accountId: org.accountId, orgId: org.id });
+  return entry as Deno.KvEntry<Org>;
+}
+
 /**
  * The owner of a new object, from the actor and the input's `accountId` and `orgId`: a given org must
  * exist and be in the actor's scope (else ValidationError on `orgId`) and then decides the account; without
@@ -189,12 +200,8 @@ export async function renameOrg(
 ): Promise<Org> {
   const { name } = OrgInput.parse(input);
   return await withRetry(async () => {
-    const entry = await kv.get<Org>(orgKey(id));
+    const entry = await adminOrgEntry(kv, actor, id);
     const org = entry.value;
-    if (!org || !inScope(actor, { accountId: org.accountId, orgId: org.id })) {
-      throw new NotFoundError("Not found");
-    }
-    authorize(actor, "admin", { accountId: org.accountId, orgId: org.id });
     if (org.name === name) return { value: org };
     const next: Org = { ...org, name, updatedAt: now.toISOString() };
     const op = kv.atomic().check(entry).set(orgKey(id), next);
@@ -234,12 +241,8 @@ export async function rotateOrgSecret(
   now: Date,
 ): Promise<{ org: Org; secret: string }> {
   return await withRetry(async () => {
-    const entry = await kv.get<Org>(orgKey(id));
+    const entry = await adminOrgEntry(kv, actor, id);
     const org = entry.value;
-    if (!org || !inScope(actor, { accountId: org.accountId, orgId: org.id })) {
-      throw new NotFoundError("Not found");
-    }
-    authorize(actor, "admin", { accountId: org.accountId, orgId: org.id });
     const secret = newOrgSecret();
     const secretHash = sha256Hex(secret);
     const next: Org = {
