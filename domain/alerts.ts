@@ -11,9 +11,11 @@ import { newId } from "./ids.ts";
 import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues, type Page, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import {
+  alertCountsPrefix,
   alertEventKey,
   alertKey,
   alertsByAccountKey,
+  alertsByAccountPrefix,
   openAlertCountKey,
   openAlertKey,
   openAlertsByAccountKey,
@@ -73,16 +75,8 @@ export interface Alert {
   resolvedAt: string | null;
 }
 
-/**
- * The transactional outbox of alert notifications: raising a new alert or resolving one writes an
- * event here in the same atomic operation as the alert itself; the notification dispatcher
- * (notification_delivery.ts) routes each event to channels and deletes it. Repeats of an open alert
- * only bump its counter and write no event: five failures of one object notify once.
- */
-export interface AlertEvent {
-  id: string;
-  event: "opened" | "resolved";
-  alertId: string;
+/** What raises an alert: its subject, reason, severity and message (`raiseAlert`). */
+export interface RaiseInput {
   accountId: string;
   orgId: string | null;
   subjectType: Alert["subjectType"];
@@ -91,6 +85,18 @@ export interface AlertEvent {
   reason: AlertReason;
   severity: AlertSeverity;
   message: string;
+}
+
+/**
+ * The transactional outbox of alert notifications: raising a new alert or resolving one writes an
+ * event here in the same atomic operation as the alert itself; the notification dispatcher
+ * (notification_delivery.ts) routes each event to channels and deletes it. Repeats of an open alert
+ * only bump its counter and write no event: five failures of one object notify once.
+ */
+export interface AlertEvent extends RaiseInput {
+  id: string;
+  event: "opened" | "resolved";
+  alertId: string;
   /** The alert's repeat counter at the time of the event. */
   count: number;
   at: string;
@@ -113,17 +119,6 @@ function writeEvent(op: Deno.AtomicOperation, alert: Alert, event: AlertEvent["e
     at: now.toISOString(),
   };
   op.set(alertEventKey(value.id), value);
-}
-
-export interface RaiseInput {
-  accountId: string;
-  orgId: string | null;
-  subjectType: Alert["subjectType"];
-  subjectId: string;
-  subjectName: string;
-  reason: AlertReason;
-  severity: AlertSeverity;
-  message: string;
 }
 
 /**
@@ -208,7 +203,7 @@ export async function readOpenAlert(
 export async function countOpenAlerts(kv: Deno.Kv, actor: Actor): Promise<number> {
   if (!actor.accountId) return 0;
   let total = 0;
-  for await (const e of kv.list<Deno.KvU64>({ prefix: ["alert_counts", actor.accountId] })) {
+  for await (const e of kv.list<Deno.KvU64>({ prefix: alertCountsPrefix(actor.accountId) })) {
     const org = String(e.key[2]);
     if (!inScope(actor, { accountId: actor.accountId, orgId: org === "-" ? null : org })) continue;
     total += counterValue(e.value);
@@ -247,7 +242,7 @@ export const AlertQuery = z.object({
 /** Alerts of the actor's account newest first, filtered, within scope. Throws InvalidCursorError. */
 export async function listAlerts(kv: Deno.Kv, actor: Actor, filter: AlertFilter): Promise<Page<Alert>> {
   if (!actor.accountId) return { values: [], cursor: "" };
-  const selector = { prefix: ["alerts_by_account", actor.accountId] };
+  const selector = { prefix: alertsByAccountPrefix(actor.accountId) };
   const iter = CursorList.fromCursor<string>(kv, selector, filter.cursor, { reverse: true, batchSize: 100 });
   const values: Alert[] = [];
   let batch: Deno.KvKey[] = [];

@@ -33,10 +33,12 @@ import type { RestorePoint } from "./restore_points.ts";
 import type { Run } from "./runs.ts";
 import {
   anomaliesByAccountKey,
+  anomaliesByAccountPrefix,
   anomalyByRunKey,
   anomalyKey,
   baselineKey,
   openAnomaliesKey,
+  openAnomaliesPrefix,
   pruneFreezeKey,
 } from "./keys/anomalies.ts";
 export { anomaliesByAccountKey, anomalyByRunKey, anomalyKey, baselineKey, openAnomaliesKey, pruneFreezeKey };
@@ -353,7 +355,7 @@ export async function suspiciousChangesQueue(kv: Deno.Kv, actor: Actor, limit = 
   if (!actor.accountId) return [];
   const ids: string[] = [];
   for await (
-    const e of kv.list<string>({ prefix: ["anomalies_open", actor.accountId] }, {
+    const e of kv.list<string>({ prefix: openAnomaliesPrefix(actor.accountId) }, {
       reverse: true,
       batchSize: 100,
     })
@@ -395,7 +397,7 @@ export async function listAnomalies(kv: Deno.Kv, actor: Actor, query: AnomalyLis
   };
   let scanned = 0;
   for await (
-    const e of kv.list<string>({ prefix: ["anomalies_by_account", actor.accountId] }, { reverse: true })
+    const e of kv.list<string>({ prefix: anomaliesByAccountPrefix(actor.accountId) }, { reverse: true })
   ) {
     if (!inScope(actor, { accountId: actor.accountId, orgId: e.value === "-" ? null : e.value })) continue;
     batch.push(String(e.key[2]));

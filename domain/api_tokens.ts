@@ -7,12 +7,19 @@ import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from "./errors.ts";
 import { newId, randomToken, sha256Hex, timingSafeEqual } from "./ids.ts";
-import { getManyValues, withRetry } from "./kv.ts";
+import { withRetry } from "./kv.ts";
+import { readByPointerIndex } from "./pointer_index.ts";
 import { type Actor, authorize, inScope, permissionsOf } from "./rbac.ts";
 import { type ApiToken, PERMISSIONS, type PublicApiToken, type User } from "./types.ts";
 import { getUser, userScope } from "./users.ts";
 import { DisplayName } from "./validation.ts";
-import { apiTokenKey, apiTokensByAccountKey, apiTokensByUserKey } from "./keys/api_tokens.ts";
+import {
+  apiTokenKey,
+  apiTokensByAccountKey,
+  apiTokensByAccountPrefix,
+  apiTokensByUserKey,
+  apiTokensByUserPrefix,
+} from "./keys/api_tokens.ts";
 export { apiTokenKey, apiTokensByAccountKey, apiTokensByUserKey };
 
 export const ApiTokenInput = z.object({
@@ -96,10 +103,8 @@ export async function listApiTokens(
 ): Promise<Array<PublicApiToken & { ownerEmail: string }>> {
   if (!actor.accountId) return [];
   const isAdmin = actor.permissions.has("admin");
-  const prefix = isAdmin ? ["api_tokens_by_account", actor.accountId] : ["api_tokens_by_user", actor.id];
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix })) keys.push(apiTokenKey(e.value));
-  const tokens = await getManyValues<ApiToken>(kv, keys);
+  const prefix = isAdmin ? apiTokensByAccountPrefix(actor.accountId) : apiTokensByUserPrefix(actor.id);
+  const tokens = await readByPointerIndex<ApiToken>(kv, prefix, apiTokenKey);
   const owners = new Map<string, User | null>();
   const out: Array<PublicApiToken & { ownerEmail: string }> = [];
   for (const t of tokens.reverse()) {

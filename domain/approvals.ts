@@ -51,8 +51,10 @@ import type { Permission } from "./types.ts";
 import {
   approvalKey,
   approvalsByAccountKey,
+  approvalsByAccountPrefix,
   fourEyesSettingsKey,
   openApprovalKey,
+  openApprovalsPrefix,
 } from "./keys/approvals.ts";
 export { approvalKey, approvalsByAccountKey, fourEyesSettingsKey, openApprovalKey };
 
@@ -602,7 +604,7 @@ export async function listApprovals(
     keys = [];
   };
   for await (
-    const e of kv.list<string>({ prefix: ["approval_requests_by_account", actor.accountId] }, {
+    const e of kv.list<string>({ prefix: approvalsByAccountPrefix(actor.accountId) }, {
       reverse: true,
       limit: 2000,
     })
@@ -762,7 +764,7 @@ export async function expireApprovalRequests(
   let expired = 0;
   let interrupted = 0;
   const actor = systemActor("four-eyes");
-  for await (const e of kv.list<string>({ prefix: ["approval_requests_open"] })) {
+  for await (const e of kv.list<string>({ prefix: openApprovalsPrefix() })) {
     await withRetry(async () => {
       const entry = await kv.get<ApprovalRequest>(approvalKey(e.value));
       const request = entry.value;

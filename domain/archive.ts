@@ -16,6 +16,7 @@
  * exists, so no point is expired that should have been archived.
  */
 import { assignmentsByHostPrefix } from "./keys/policies.ts";
+import { hostDecommissionsPrefix } from "./keys/hosts.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -270,7 +271,7 @@ export async function finishDecommission(
 /** Finishes every decommission a crash or restart interrupted (the minute host sweep). Returns how many. */
 export async function resumeHostDecommissions(kv: Deno.Kv, now: Date): Promise<number> {
   let n = 0;
-  for await (const e of kv.list({ prefix: ["host_decommissions"] })) {
+  for await (const e of kv.list({ prefix: hostDecommissionsPrefix() })) {
     await finishDecommission(kv, String(e.key[1]), now);
     n++;
   }

@@ -5,7 +5,7 @@ import { newId } from "./ids.ts";
 import type { Page } from "./kv.ts";
 import { type Actor, inScope } from "./rbac.ts";
 import type { AuditEntry, OrgScope } from "./types.ts";
-import { auditKey } from "./keys/audit.ts";
+import { auditKey, auditPrefix } from "./keys/audit.ts";
 export { auditKey };
 
 /** What a mutation says about itself. */
@@ -65,7 +65,7 @@ const SCAN_BUDGET = 5000;
  */
 export async function listAudit(kv: Deno.Kv, actor: Actor, filter: AuditFilter): Promise<Page<AuditEntry>> {
   if (!actor.accountId) return { values: [], cursor: "" };
-  const prefix = ["audit", actor.accountId];
+  const prefix = auditPrefix(actor.accountId);
   const selector: Deno.KvListSelector = { prefix };
   // ULIDs start with the time: bound the range by the date filter.
   if (filter.from) Object.assign(selector, { start: [...prefix, ulidFloor(Date.parse(filter.from))] });

@@ -8,7 +8,13 @@ import { releaseAttempt, reserveAttempt } from "./rate_limit.ts";
 import { type Actor, permissionsOf } from "./rbac.ts";
 import type { User } from "./types.ts";
 import { findUserByEmail, getUser } from "./users.ts";
-import { sessionKey, sessionsByUserKey } from "./keys/auth.ts";
+import {
+  loginFailureKey,
+  loginFailuresPrefix,
+  sessionKey,
+  sessionsByUserKey,
+  sessionsPrefix,
+} from "./keys/auth.ts";
 export { sessionKey, sessionsByUserKey };
 
 /** Absolute lifetime of a session. */
@@ -34,9 +40,6 @@ export interface Session {
   lastSeenAt: string;
 }
 
-function loginFailureKey(kind: "email" | "ip", subject: string, windowStart: number) {
-  return ["login_failures", kind, subject, windowStart] as const;
-}
 function loginLimits(email: string, ip: string, window: number) {
   return [
     { key: loginFailureKey("email", email, window), max: LOGIN_MAX_PER_EMAIL },
@@ -188,7 +191,7 @@ export async function login(
 export async function purgeLoginFailures(kv: Deno.Kv, now: Date): Promise<number> {
   const current = Math.floor(now.getTime() / LOGIN_WINDOW_MS) * LOGIN_WINDOW_MS;
   let removed = 0;
-  for await (const entry of kv.list({ prefix: ["login_failures"] })) {
+  for await (const entry of kv.list({ prefix: loginFailuresPrefix() })) {
     if (Number(entry.key[3]) < current) {
       await kv.delete(entry.key);
       removed++;
@@ -200,7 +203,7 @@ export async function purgeLoginFailures(kv: Deno.Kv, now: Date): Promise<number
 /** Deletes sessions whose absolute or idle expiry has passed at `now` (KV's own expiry is lazy). */
 export async function purgeSessions(kv: Deno.Kv, now: Date): Promise<number> {
   let removed = 0;
-  for await (const entry of kv.list<Session>({ prefix: ["sessions"] })) {
+  for await (const entry of kv.list<Session>({ prefix: sessionsPrefix() })) {
     const s = entry.value;
     const t = now.getTime();
     if (t >= Date.parse(s.expiresAt) || t - Date.parse(s.lastSeenAt) >= SESSION_IDLE_MS) {

@@ -12,6 +12,7 @@
  * - verification failures: `rp_verify_failed`, one entry per restore point that failed verification.
  * Engines and storage targets are read directly: there is one record per engine and target, not per run.
  */
+import { readByPointerIndex } from "./pointer_index.ts";
 import { enginesByAccountPrefix } from "./keys/engines.ts";
 import { failingPrefix, runDailyBound, runOutcomesPrefix, verifyFailedPrefix } from "./keys/dashboard.ts";
 import { hostKey } from "./keys/hosts.ts";
@@ -178,11 +179,9 @@ export interface EngineStatusCounts {
 export async function readEngineStatus(kv: Deno.Kv, actor: Actor, now: Date): Promise<EngineStatusCounts> {
   const out: EngineStatusCounts = { online: 0, offline: 0, other: 0 };
   if (!actor.accountId) return out;
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: enginesByAccountPrefix(actor.accountId) })) {
-    keys.push(engineKey(e.value));
-  }
-  for (const engine of await getManyValues<Engine>(kv, keys)) {
+  for (
+    const engine of await readByPointerIndex<Engine>(kv, enginesByAccountPrefix(actor.accountId), engineKey)
+  ) {
     if (!inScope(actor, engineScope(engine))) continue;
     const last = engine.lastHeartbeatAt ? Date.parse(engine.lastHeartbeatAt) : null;
     const stale = last === null || now.getTime() - last > OFFLINE_AFTER_MS;
@@ -340,11 +339,7 @@ export async function rpoBreachQueue(kv: Deno.Kv, actor: Actor, now: Date, limit
 /** Storage targets in warning or critical health (one record per target; critical first). */
 export async function storageHealthQueue(kv: Deno.Kv, actor: Actor): Promise<StorageTarget[]> {
   if (!actor.accountId) return [];
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: targetsByAccountPrefix(actor.accountId) })) {
-    keys.push(targetKey(e.value));
-  }
-  return (await getManyValues<StorageTarget>(kv, keys))
+  return (await readByPointerIndex<StorageTarget>(kv, targetsByAccountPrefix(actor.accountId), targetKey))
     .filter((t) => inScope(actor, targetScope(t)) && (t.health === "warning" || t.health === "critical"))
     .sort((a, b) =>
       (a.health === b.health ? 0 : a.health === "critical" ? -1 : 1) ||

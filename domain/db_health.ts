@@ -1,5 +1,8 @@
 /** Health > Database: per logical database, entry counts and size per area, last write, probe latency. */
 import { probeKey } from "./keys/health.ts";
+import { alertsPrefix } from "./keys/alerts.ts";
+import { auditPrefix } from "./keys/audit.ts";
+import { capacitySamplesPrefix } from "./keys/storage.ts";
 import { decodeTime } from "ulid";
 import { DATABASE_PREFIXES, type DatabaseName } from "./self_backup.ts";
 
@@ -47,7 +50,7 @@ export async function databaseStats(kv: Deno.Kv, db: DatabaseName): Promise<Data
   // objects dates its last write. The Results DB also takes engine reports, dated by their keys.
   let lastWrite = 0;
   for await (
-    const e of kv.list<{ objectType: string }>({ prefix: ["audit"] }, { reverse: true, limit: 500 })
+    const e of kv.list<{ objectType: string }>({ prefix: auditPrefix() }, { reverse: true, limit: 500 })
   ) {
     if (CONFIG_OBJECTS.has(e.value.objectType) === (db === "config")) {
       lastWrite = Math.max(lastWrite, decodeTime(String(e.key[2])));
@@ -55,10 +58,10 @@ export async function databaseStats(kv: Deno.Kv, db: DatabaseName): Promise<Data
     }
   }
   if (db === "results") {
-    for await (const e of kv.list({ prefix: ["alerts"] }, { reverse: true, limit: 1 })) {
+    for await (const e of kv.list({ prefix: alertsPrefix() }, { reverse: true, limit: 1 })) {
       lastWrite = Math.max(lastWrite, decodeTime(String(e.key[1])));
     }
-    for await (const e of kv.list({ prefix: ["capacity_samples"] }, { limit: 2000 })) {
+    for await (const e of kv.list({ prefix: capacitySamplesPrefix() }, { limit: 2000 })) {
       lastWrite = Math.max(lastWrite, Number(e.key[2]));
     }
   }

@@ -20,6 +20,7 @@
  * points. Restored data is never shown to anyone: the scratch copy lives only on the chosen agent and is
  * deleted by the drill itself.
  */
+import { readByPointerIndex } from "./pointer_index.ts";
 import { assignmentsByHostPrefix, assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { z } from "zod";
 import { type Alert, type AlertReason, raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -39,16 +40,25 @@ import { restorePointKey } from "./keys/restore.ts";
 import { CronExpression } from "./schedules.ts";
 import { DisplayName } from "./validation.ts";
 import {
+  drillByNameKey,
   drillKey,
   drillRunByJobKey,
   drillRunKey,
   drillRunsByDrillKey,
+  drillRunsByDrillPrefix,
   drillsByAccountKey,
+  drillsByAccountPrefix,
   drillSlotKey,
+  drillsPrefix,
   openDrillRunKey,
+  openDrillRunsPrefix,
   provenRestoreKey,
+  provenRestoresPrefix,
 } from "./keys/drills.ts";
+import { openAlertsSubjectRange } from "./keys/alerts.ts";
+import { restorePointsByHostPrefix } from "./keys/restore.ts";
 export {
+  drillByNameKey,
   drillKey,
   drillRunByJobKey,
   drillRunKey,
@@ -177,14 +187,6 @@ export interface ProvenRestore {
   rtoSeconds: number;
   rtoObjectiveSeconds: number;
   bytesPerSecond: number | null;
-}
-
-// ---------------------------------------------------------------------------------------------------
-// Keys
-
-/** Unique: one drill per (account, lower-cased name). */
-export function drillByNameKey(accountId: string, name: string) {
-  return ["drills_by_name", accountId, name.toLowerCase()] as const;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -413,11 +415,9 @@ export async function requireDrill(kv: Deno.Kv, actor: Actor, id: string): Promi
 export async function listDrills(kv: Deno.Kv, actor: Actor): Promise<DrillPolicy[]> {
   authorize(actor, "backup.view");
   if (!actor.accountId) return [];
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["drills_by_account", actor.accountId] })) {
-    keys.push(drillKey(e.value));
-  }
-  return (await getManyValues<DrillPolicy>(kv, keys)).filter((d) => inScope(actor, drillScope(d)))
+  return (await readByPointerIndex<DrillPolicy>(kv, drillsByAccountPrefix(actor.accountId), drillKey)).filter(
+    (d) => inScope(actor, drillScope(d)),
+  )
     .sort((a, b) => a.name.localeCompare(b.name));
 }
 
@@ -622,10 +622,7 @@ async function openDrillAlerts(kv: Deno.Kv, drillId: string) {
   // Alert subjects are `<drillId>~<policyId>~<hostId>` (alertSubject): one key range holds them all.
   const out: Array<Awaited<ReturnType<typeof readOpenAlert>>> = [];
   for await (
-    const e of kv.list<string>({
-      start: ["alerts_open", "drill", `${drillId}~`],
-      end: ["alerts_open", "drill", `${drillId}\u007f`],
-    })
+    const e of kv.list<string>(openAlertsSubjectRange("drill", drillId))
   ) {
     out.push(await readOpenAlert(kv, "drill", String(e.key[2]), e.key[3] as AlertReason));
   }
@@ -654,7 +651,7 @@ async function candidatePoints(kv: Deno.Kv, drill: DrillPolicy): Promise<Restore
   const out: RestorePoint[] = [];
   for (const [policyId, hostId] of pairs) {
     const ids: string[] = [];
-    const prefix = ["restore_points_by_host", policyId, hostId];
+    const prefix = restorePointsByHostPrefix(policyId, hostId);
     for await (const e of kv.list<string>({ prefix }, { reverse: true, limit: POINT_LOOKBACK })) {
       ids.push(e.value);
     }
@@ -819,7 +816,7 @@ export async function dispatchDueDrills(
   let drills = 0;
   let runs = 0;
   const minute = minuteSlot(now);
-  for await (const e of kv.list<DrillPolicy>({ prefix: ["drills"] })) {
+  for await (const e of kv.list<DrillPolicy>({ prefix: drillsPrefix() })) {
     const drill = e.value;
     if (!drill.enabled || !drillFiresInMinute(drill.schedule, now)) continue;
     const started = await dispatchDrill(kv, drill, drillSlotKey(drill.id, minute), "cron", now, null);
@@ -845,7 +842,7 @@ export async function runDrillNow(kv: Deno.Kv, actor: Actor, id: string, now: Da
   const runs = await dispatchDrill(
     kv,
     { ...drill, actsForOrgs },
-    ["drill_slots", drill.id, `manual-${newId(now)}`],
+    drillSlotKey(drill.id, `manual-${newId(now)}`),
     "manual",
     now,
     {
@@ -1005,7 +1002,7 @@ export async function applyDrillJobOutcome(kv: Deno.Kv, job: Job, now: Date): Pr
 export async function catchUpOpenDrillRuns(kv: Deno.Kv, now: Date): Promise<number> {
   let n = 0;
   const ids: string[] = [];
-  for await (const e of kv.list<string>({ prefix: ["drill_runs_open"] }, { limit: 500 })) ids.push(e.value);
+  for await (const e of kv.list<string>({ prefix: openDrillRunsPrefix() }, { limit: 500 })) ids.push(e.value);
   for (const run of await getManyValues<DrillRun>(kv, ids.map(drillRunKey))) {
     let job = run.jobId ? await getJob(kv, run.jobId) : null;
     if (job?.status === "queued" && now.getTime() - Date.parse(run.createdAt) > DRILL_PICKUP_MS) {
@@ -1055,7 +1052,7 @@ export async function listDrillRuns(
   const drill = await requireDrill(kv, actor, drillId);
   const ids: string[] = [];
   for await (
-    const e of kv.list<string>({ prefix: ["drill_runs_by_drill", drill.id] }, {
+    const e of kv.list<string>({ prefix: drillRunsByDrillPrefix(drill.id) }, {
       reverse: true,
       limit: Math.max(1, Math.min(200, limit)),
     })
@@ -1090,7 +1087,7 @@ export async function provenRestores(
   authorize(actor, "backup.view");
   if (!actor.accountId) return [];
   const proven = new Map<string, ProvenRestore>();
-  for await (const e of kv.list<ProvenRestore>({ prefix: ["drill_proven", actor.accountId] })) {
+  for await (const e of kv.list<ProvenRestore>({ prefix: provenRestoresPrefix(actor.accountId) })) {
     proven.set(e.value.policyId, e.value);
   }
   return policies.filter((p) => inScope(actor, policyScope(p)))

@@ -8,21 +8,28 @@ import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
-import { getManyValues, withRetry } from "./kv.ts";
+import { withRetry } from "./kv.ts";
+import { deleteKeysUnder, readByPointerIndex } from "./pointer_index.ts";
 import { CommitConflictError } from "./retry.ts";
-import { type Actor, authorize, inScope } from "./rbac.ts";
+import { type Actor, authorize, inScope, principalActor } from "./rbac.ts";
 import { CertificatePem, DataUrl, inspectCertificate } from "./certificates.ts";
 import { decodePublicKey } from "./signing.ts";
 import { countStatusChange } from "./ops_counters.ts";
 import { DisplayName } from "./validation.ts";
 import {
   deletingEngineKey,
+  deletingEnginesPrefix,
   engineByPublicKeyKey,
   engineKey,
   engineMetricsKey,
+  engineMetricsPrefix,
   enginesByAccountKey,
+  enginesByAccountPrefix,
   liveEngineKey,
+  liveEnginesPrefix,
 } from "./keys/engines.ts";
+import { policiesByBesPrefix } from "./keys/policies.ts";
+import { targetsByBesPrefix } from "./keys/storage.ts";
 export {
   deletingEngineKey,
   engineByPublicKeyKey,
@@ -246,15 +253,7 @@ export async function requireEngine(kv: Deno.Kv, actor: Actor, id: string): Prom
 
 /** The actor an engine acts as in audit entries. */
 export function engineActor(engine: Pick<Engine, "id" | "name" | "accountId">): Actor {
-  return {
-    kind: "system",
-    id: `bes:${engine.id}`,
-    label: `BES ${engine.name}`,
-    accountId: engine.accountId,
-    role: null,
-    permissions: new Set(),
-    orgScope: "all",
-  };
+  return principalActor(`bes:${engine.id}`, `BES ${engine.name}`, engine.accountId);
 }
 
 /**
@@ -532,45 +531,46 @@ export async function* idPages(kv: Deno.Kv, prefix: Deno.KvKey, size = 10): Asyn
   if (page.length) yield page;
 }
 
+/** What a heartbeat sweep over one live index (`sweepLiveIndex`) needs to know of its records. */
+export interface LiveSweep<T extends { accountId: string; status: string }> {
+  /** The live index: one key per watched record (`[...prefix, id]`). */
+  prefix: Deno.KvKey;
+  recordKey: (id: string) => Deno.KvKey;
+  liveKey: (id: string) => Deno.KvKey;
+  /** Whether the sweep watches a record in this status; one it does not leaves the live index. */
+  watched: (record: T) => boolean;
+  /** The record gone offline, or null while it is still fresh. */
+  offline: (record: T) => T | null;
+  /** Adds to `op` what going offline writes besides the record and its live entry (counters, alerts). */
+  write: (op: Deno.AtomicOperation, id: string, record: T, next: T) => Promise<void>;
+}
+
 /**
- * The sweep: every live engine silent for more than 3 minutes at `now` goes offline with one critical
- * alert (raised in the same atomic operation). Idempotent for the same `now`. Engines are read ten at a
- * time; an engine that must change is read again before each retry of its checked write.
+ * A heartbeat sweep: the records of a live index are read ten at a time (`idPages`); one no longer watched
+ * (gone, or in a status the sweep does not watch) leaves the index; one `offline` finds silent is written
+ * offline, out of the index, with `write`'s additions, in one checked write, reading the record again
+ * before each retry. Idempotent for the same `offline`. Returns the ids it took offline.
  */
-export async function sweepEngineHeartbeats(kv: Deno.Kv, now: Date): Promise<{ offline: string[] }> {
+export async function sweepLiveIndex<T extends { accountId: string; status: string }>(
+  kv: Deno.Kv,
+  sweep: LiveSweep<T>,
+): Promise<string[]> {
   const offline: string[] = [];
-  for await (const ids of idPages(kv, ["engines_live"])) {
-    const entries = await kv.getMany<Engine[]>(ids.map((id) => engineKey(id)));
+  for await (const ids of idPages(kv, sweep.prefix)) {
+    const entries = await kv.getMany<T[]>(ids.map((id) => sweep.recordKey(id)));
     for (const [n, id] of ids.entries()) {
       let tries = 0;
       const attempt = async (): Promise<{ value: void } | null> => {
-        const entry = tries++ === 0 ? entries[n] : await kv.get<Engine>(engineKey(id));
-        const engine = entry.value;
-        if (!engine || (engine.status !== "online" && engine.status !== "degraded")) {
-          await kv.atomic().check(entry).delete(liveEngineKey(id)).commit();
+        const entry = tries++ === 0 ? entries[n] : await kv.get<T>(sweep.recordKey(id));
+        const record = entry.value;
+        if (!record || !sweep.watched(record)) {
+          await kv.atomic().check(entry).delete(sweep.liveKey(id)).commit();
           return { value: undefined };
         }
-        const last = engine.lastHeartbeatAt ? Date.parse(engine.lastHeartbeatAt) : 0;
-        if (now.getTime() - last <= OFFLINE_AFTER_MS) return { value: undefined };
-        const silentMin = Math.floor((now.getTime() - last) / 60_000);
-        const next: Engine = {
-          ...engine,
-          status: "offline",
-          statusReason: `No heartbeat for ${silentMin} minutes (last ${engine.lastHeartbeatAt})`,
-        };
-        const op = kv.atomic().check(entry).set(engineKey(id), next).delete(liveEngineKey(id));
-        countStatusChange(op, "engine", engine.accountId, engine.status, next.status);
-        raiseAlert(op, await readOpenAlert(kv, "engine", id, "engine_offline"), {
-          accountId: engine.accountId,
-          orgId: engine.orgId,
-          subjectType: "engine",
-          subjectId: id,
-          subjectName: engine.name,
-          reason: "engine_offline",
-          severity: "critical",
-          message: `BES ${engine.name} is offline: no heartbeat for more than 3 minutes`,
-        }, now);
-        resolveAlert(op, await readOpenAlert(kv, "engine", id, "engine_degraded"), now);
+        const next = sweep.offline(record);
+        if (!next) return { value: undefined };
+        const op = kv.atomic().check(entry).set(sweep.recordKey(id), next).delete(sweep.liveKey(id));
+        await sweep.write(op, id, record, next);
         if (!(await op.commit()).ok) return null;
         offline.push(id);
         return { value: undefined };
@@ -578,13 +578,52 @@ export async function sweepEngineHeartbeats(kv: Deno.Kv, now: Date): Promise<{ o
       try {
         await withRetry(attempt, 5);
       } catch (error) {
-        // Giving up on this engine is deliberate, not a dropped change: nothing was written, so it stays in
+        // Giving up on this record is deliberate, not a dropped change: nothing was written, so it stays in
         // the live index and the next minute's sweep re-judges it (the race it lost is most likely a
-        // heartbeat that just arrived); one contended engine must not stop the sweep of the others.
+        // heartbeat that just arrived); one contended record must not stop the sweep of the others.
         if (!(error instanceof CommitConflictError)) throw error;
       }
     }
   }
+  return offline;
+}
+
+/**
+ * The sweep: every live engine silent for more than 3 minutes at `now` goes offline with one critical
+ * alert (raised in the same atomic operation). Idempotent for the same `now`. Engines are read ten at a
+ * time; an engine that must change is read again before each retry of its checked write.
+ */
+export async function sweepEngineHeartbeats(kv: Deno.Kv, now: Date): Promise<{ offline: string[] }> {
+  const offline = await sweepLiveIndex<Engine>(kv, {
+    prefix: liveEnginesPrefix(),
+    recordKey: engineKey,
+    liveKey: liveEngineKey,
+    watched: (engine) => engine.status === "online" || engine.status === "degraded",
+    offline: (engine) => {
+      const last = engine.lastHeartbeatAt ? Date.parse(engine.lastHeartbeatAt) : 0;
+      if (now.getTime() - last <= OFFLINE_AFTER_MS) return null;
+      const silentMin = Math.floor((now.getTime() - last) / 60_000);
+      return {
+        ...engine,
+        status: "offline",
+        statusReason: `No heartbeat for ${silentMin} minutes (last ${engine.lastHeartbeatAt})`,
+      };
+    },
+    async write(op, id, engine, next) {
+      countStatusChange(op, "engine", engine.accountId, engine.status, next.status);
+      raiseAlert(op, await readOpenAlert(kv, "engine", id, "engine_offline"), {
+        accountId: engine.accountId,
+        orgId: engine.orgId,
+        subjectType: "engine",
+        subjectId: id,
+        subjectName: engine.name,
+        reason: "engine_offline",
+        severity: "critical",
+        message: `BES ${engine.name} is offline: no heartbeat for more than 3 minutes`,
+      }, now);
+      resolveAlert(op, await readOpenAlert(kv, "engine", id, "engine_degraded"), now);
+    },
+  });
   return { offline };
 }
 
@@ -609,7 +648,7 @@ export async function listEngineMetrics(
 export async function purgeEngineMetrics(kv: Deno.Kv, now: Date): Promise<number> {
   const cutoff = now.getTime() - METRICS_RETENTION_MS;
   let removed = 0;
-  for await (const e of kv.list({ prefix: ["engine_metrics"] })) {
+  for await (const e of kv.list({ prefix: engineMetricsPrefix() })) {
     if (Number(e.key[2]) < cutoff) {
       await kv.delete(e.key);
       removed++;
@@ -662,18 +701,15 @@ export async function listEngines(
   filter: EngineFilter,
 ): Promise<{ values: Engine[]; total: number }> {
   if (!actor.accountId) return { values: [], total: 0 };
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["engines_by_account", actor.accountId] })) {
-    keys.push(engineKey(e.value));
-  }
   const needle = filter.q.toLowerCase();
-  const rows = (await getManyValues<Engine>(kv, keys)).filter((e) =>
-    inScope(actor, engineScope(e)) &&
-    (!filter.status || e.status === filter.status) &&
-    (!filter.orgId || (filter.orgId === "account" ? e.orgId === null : e.orgId === filter.orgId)) &&
-    (!needle || e.name.toLowerCase().includes(needle) || e.hostname.toLowerCase().includes(needle) ||
-      e.ipAddress.includes(needle))
-  );
+  const rows = (await readByPointerIndex<Engine>(kv, enginesByAccountPrefix(actor.accountId), engineKey))
+    .filter((e) =>
+      inScope(actor, engineScope(e)) &&
+      (!filter.status || e.status === filter.status) &&
+      (!filter.orgId || (filter.orgId === "account" ? e.orgId === null : e.orgId === filter.orgId)) &&
+      (!needle || e.name.toLowerCase().includes(needle) || e.hostname.toLowerCase().includes(needle) ||
+        e.ipAddress.includes(needle))
+    );
   const field = filter.sort.replace(/^-/, "") as "name" | "status" | "lastHeartbeatAt";
   const dir = filter.sort.startsWith("-") ? -1 : 1;
   rows.sort((a, b) => dir * String(a[field] ?? "").localeCompare(String(b[field] ?? "")));
@@ -743,7 +779,7 @@ export async function refuseHeldEngineDeletion(
   engine: Pick<Engine, "id" | "name" | "accountId" | "storageTargetIds">,
 ) {
   const targetIds = [...engine.storageTargetIds];
-  for await (const e of kv.list<string>({ prefix: ["storage_targets_by_bes", engine.id] })) {
+  for await (const e of kv.list<string>({ prefix: targetsByBesPrefix(engine.id) })) {
     targetIds.push(String(e.key[2]));
   }
   // Loaded lazily: holds.ts reaches this module back through hosts.ts (a static import would cycle).
@@ -798,12 +834,12 @@ export async function finishEngineDeletion(kv: Deno.Kv, id: string, now: Date): 
   for (const step of cascadeSteps) await step.run(kv, engine, now);
   // A step may have lost a race (e.g. an alert acknowledged meanwhile): never drop the engine while
   // children remain; it stays `deleting` and the resume job tries again.
-  for (const prefix of [["storage_targets_by_bes", id], ["policies_by_bes", id]]) {
+  for (const prefix of [targetsByBesPrefix(id), policiesByBesPrefix(id)]) {
     for await (const _ of kv.list({ prefix }, { limit: 1 })) {
       throw new ConflictError(`Deletion of engine ${id} is incomplete; it will be resumed`);
     }
   }
-  for await (const e of kv.list({ prefix: ["engine_metrics", id] })) await kv.delete(e.key);
+  await deleteKeysUnder(kv, engineMetricsPrefix(id));
   for (const reason of ["engine_offline", "engine_degraded"] as const) {
     const op = kv.atomic();
     if (resolveAlert(op, await readOpenAlert(kv, "engine", id, reason), now)) await op.commit();
@@ -825,7 +861,7 @@ export async function finishEngineDeletion(kv: Deno.Kv, id: string, now: Date): 
 /** Resumes every interrupted engine deletion (the cron job calls this). */
 export async function resumeEngineDeletions(kv: Deno.Kv, now: Date): Promise<number> {
   let n = 0;
-  for await (const e of kv.list({ prefix: ["engines_deleting"] })) {
+  for await (const e of kv.list({ prefix: deletingEnginesPrefix() })) {
     await finishEngineDeletion(kv, String(e.key[1]), now);
     n++;
   }

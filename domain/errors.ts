@@ -3,43 +3,35 @@
 /** Field-level messages keyed by field path (e.g. `email`, `orgIds`). */
 export type FieldErrors = Record<string, string>;
 
-/** The object does not exist or the actor may not know that it exists. */
-export class NotFoundError extends Error {
-  override name = "NotFoundError";
-  readonly code = "not_found";
+/** A domain error class: its `name` and its machine `code` (the HTTP status is `toErrorStatus`'s). */
+function domainError<Code extends string>(name: string, code: Code) {
+  return class extends Error {
+    override name = name;
+    readonly code: Code = code;
+  };
 }
+
+/** The object does not exist or the actor may not know that it exists. */
+export class NotFoundError extends domainError("NotFoundError", "not_found") {}
 
 /** A concurrent writer won, or a uniqueness rule was violated. */
-export class ConflictError extends Error {
-  override name = "ConflictError";
-  readonly code = "conflict";
-}
+export class ConflictError extends domainError("ConflictError", "conflict") {}
 
 /** The actor is known but lacks the permission for this action. */
-export class ForbiddenError extends Error {
-  override name = "ForbiddenError";
-  readonly code = "forbidden";
-}
+export class ForbiddenError extends domainError("ForbiddenError", "forbidden") {}
 
 /** The request is not authenticated (missing/expired session, bad token). */
-export class UnauthorizedError extends Error {
-  override name = "UnauthorizedError";
-  readonly code = "unauthorized";
-}
+export class UnauthorizedError extends domainError("UnauthorizedError", "unauthorized") {}
 
 /** Too many attempts; `retryAfterSeconds` tells when to try again. */
-export class RateLimitError extends Error {
-  override name = "RateLimitError";
-  readonly code = "rate_limited";
+export class RateLimitError extends domainError("RateLimitError", "rate_limited") {
   constructor(message: string, readonly retryAfterSeconds: number) {
     super(message);
   }
 }
 
 /** Input was well-formed but breaks a rule; `fields` says which field and why. */
-export class ValidationError extends Error {
-  override name = "ValidationError";
-  readonly code = "invalid";
+export class ValidationError extends domainError("ValidationError", "invalid") {
   constructor(message: string, readonly fields: FieldErrors = {}) {
     super(message);
   }

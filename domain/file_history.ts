@@ -37,8 +37,13 @@ import { requestFileRestore, type RestoreRequest } from "./restore_requests.ts";
 import { requireRestorePoint, restorablePolicies } from "./restore_points.ts";
 import { RESTORE_PICKUP_MS } from "./restore_browse.ts";
 import type { RestorePoint } from "./restore_points.ts";
-import { restorePointKey } from "./keys/restore.ts";
-import { fileHistoryByJobKey } from "./keys/file_history.ts";
+import { restorePointKey, restorePointsByHostPrefix } from "./keys/restore.ts";
+import {
+  fileHistoryByJobKey,
+  fileHistoryObservationKey,
+  fileHistoryObservationsPrefix,
+  fileHistoryStateKey,
+} from "./keys/file_history.ts";
 export { fileHistoryByJobKey };
 
 /** The host's newest points examined at most (older ones are left out, and the page says so). */
@@ -59,10 +64,10 @@ function pathHash(path: string): string {
   return sha256Hex(path);
 }
 export function fileHistoryKey(hostId: string, path: string) {
-  return ["file_history", hostId, pathHash(path)] as const;
+  return fileHistoryStateKey(hostId, pathHash(path));
 }
 export function fileHistoryPointKey(hostId: string, path: string, pointId: string) {
-  return ["file_history_points", hostId, pathHash(path), pointId] as const;
+  return fileHistoryObservationKey(hostId, pathHash(path), pointId);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -293,7 +298,7 @@ export async function hostHistoryPoints(
   const points: HistoryPoint[] = [];
   for (const policy of policies) {
     const ids: string[] = [];
-    const prefix = ["restore_points_by_host", policy.id, host.id];
+    const prefix = restorePointsByHostPrefix(policy.id, host.id);
     for await (const e of kv.list<string>({ prefix }, { reverse: true, limit: 2 * MAX_HISTORY_POINTS })) {
       ids.push(String(e.key[3]));
     }
@@ -322,7 +327,9 @@ async function readObservations(
   path: string,
 ): Promise<Map<string, Observation>> {
   const out = new Map<string, Observation>();
-  for await (const e of kv.list<Observation>({ prefix: ["file_history_points", hostId, pathHash(path)] })) {
+  for await (
+    const e of kv.list<Observation>({ prefix: fileHistoryObservationsPrefix(hostId, pathHash(path)) })
+  ) {
     out.set(String(e.key[3]), e.value);
   }
   return out;

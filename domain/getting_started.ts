@@ -7,11 +7,14 @@
  * range per engine of the protected objects' source index; the first backup is one short range per
  * policy of its restore points, stopping at the first policy that has one.
  */
-import { policiesByAccountPrefix } from "./keys/policies.ts";
-import { unprotectedHostsPrefix } from "./keys/protected.ts";
+import { readByPointerIndex } from "./pointer_index.ts";
+import { policiesByAccountPrefix, policyKey } from "./keys/policies.ts";
+import { objectsByDimensionPrefix, unprotectedHostsPrefix } from "./keys/protected.ts";
+import { enginesByAccountPrefix } from "./keys/engines.ts";
+import { targetsByAccountPrefix } from "./keys/storage.ts";
 import { restorePointsByPolicyPrefix } from "./keys/restore.ts";
 import { type Engine, engineKey, OFFLINE_AFTER_MS } from "./engines.ts";
-import { counterValue, getManyValues } from "./kv.ts";
+import { counterValue } from "./kv.ts";
 import type { Policy } from "./policies.ts";
 import { type Actor, inScope } from "./rbac.ts";
 import { type StorageTarget, targetKey } from "./storage.ts";
@@ -39,12 +42,10 @@ export interface SetupProgress {
 async function recordsInScope<T extends { accountId: string; orgId: string | null }>(
   kv: Deno.Kv,
   actor: Actor,
-  index: string,
+  index: Deno.KvKey,
   key: (id: string) => Deno.KvKey,
 ): Promise<T[]> {
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: [index, actor.accountId!] })) keys.push(key(e.value));
-  return (await getManyValues<T>(kv, keys)).filter((r) => inScope(actor, r));
+  return (await readByPointerIndex<T>(kv, index, key)).filter((r) => inScope(actor, r));
 }
 
 /** The ids of the policies in scope: the account's index alone for a whole-account scope, else the records. */
@@ -56,9 +57,9 @@ async function policyIdsInScope(kv: Deno.Kv, actor: Actor): Promise<string[]> {
     }
     return ids;
   }
-  return (await recordsInScope<Policy>(kv, actor, "policies_by_account", (id) => ["policies", id])).map((p) =>
-    p.id
-  );
+  return (await recordsInScope<Policy>(kv, actor, policiesByAccountPrefix(actor.accountId!), policyKey)).map((
+    p,
+  ) => p.id);
 }
 
 /** Whether `prefix` holds an entry whose value (an org id, "-" for account-level) is in the actor's scope. */
@@ -87,8 +88,8 @@ export async function readSetupProgress(kv: Deno.Kv, actor: Actor, now: Date): P
   };
   if (!actor.accountId) return empty;
   const [engines, targets, policies] = await Promise.all([
-    recordsInScope<Engine>(kv, actor, "engines_by_account", engineKey),
-    recordsInScope<StorageTarget>(kv, actor, "storage_targets_by_account", targetKey),
+    recordsInScope<Engine>(kv, actor, enginesByAccountPrefix(actor.accountId!), engineKey),
+    recordsInScope<StorageTarget>(kv, actor, targetsByAccountPrefix(actor.accountId!), targetKey),
     policyIdsInScope(kv, actor),
   ]);
   const live = engines.filter((e) => e.status !== "deleting");
@@ -106,7 +107,7 @@ export async function readSetupProgress(kv: Deno.Kv, actor: Actor, now: Date): P
   }
   let assigned = false;
   for (const engine of live) {
-    if (await anyInScope(kv, actor, ["po_by", actor.accountId, "src", `bes:${engine.id}`])) {
+    if (await anyInScope(kv, actor, objectsByDimensionPrefix(actor.accountId!, "src", `bes:${engine.id}`))) {
       assigned = true;
       break;
     }
@@ -141,5 +142,6 @@ export async function readSetupProgress(kv: Deno.Kv, actor: Actor, now: Date): P
 /** Whether the actor's scope has a storage target (reads the account's targets, one record each). */
 export async function hasStorageTargets(kv: Deno.Kv, actor: Actor): Promise<boolean> {
   if (!actor.accountId) return false;
-  return (await recordsInScope<StorageTarget>(kv, actor, "storage_targets_by_account", targetKey)).length > 0;
+  return (await recordsInScope<StorageTarget>(kv, actor, targetsByAccountPrefix(actor.accountId!), targetKey))
+    .length > 0;
 }

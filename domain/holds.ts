@@ -21,7 +21,8 @@ import { getManyValues, withRetry } from "./kv.ts";
 import type { Policy } from "./policies.ts";
 import { policyKey, retiredPolicyKey } from "./policy_keys.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import { activeHoldKey, holdEpochKey, holdKey, holdsByAccountKey } from "./keys/holds.ts";
+import { activeHoldKey, activeHoldsPrefix, holdEpochKey, holdKey, holdsByAccountKey } from "./keys/holds.ts";
+import { pointsByTargetPrefix } from "./keys/repositories.ts";
 export { activeHoldKey, holdEpochKey, holdKey, holdsByAccountKey };
 
 export const HOLD_SCOPES = ["host", "policy", "point"] as const;
@@ -102,7 +103,7 @@ export interface HoldGuard {
 export async function holdGuard(kv: Deno.Kv, accountId: string): Promise<HoldGuard> {
   const epoch = await kv.get(holdEpochKey(accountId));
   const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["legal_holds_active", accountId] })) {
+  for await (const e of kv.list<string>({ prefix: activeHoldsPrefix(accountId) })) {
     keys.push(holdKey(e.value));
   }
   const holds = (await getManyValues<LegalHold>(kv, keys)).filter((h) => h.status === "active");
@@ -312,7 +313,7 @@ export async function holdsCoveringHost(
   const pointHolds = visible.filter((h) => h.scope === "point");
   const points = await getManyValues<{ id: string; hostId: string | null }>(
     kv,
-    pointHolds.map((h) => ["restore_points", h.subjectId]),
+    pointHolds.map((h) => restorePointKey(h.subjectId)),
   );
   const ofHost = new Set(points.filter((p) => p.hostId === hostId).map((p) => p.id));
   const heldPoints = new Set(pointHolds.filter((h) => ofHost.has(h.subjectId)).map((h) => h.id));
@@ -342,12 +343,12 @@ export async function refuseIfTargetsHoldHeldPoints(
   const heldPoints: string[] = [];
   for (const targetId of new Set(targetIds)) {
     const ids: string[] = [];
-    for await (const e of kv.list<string>({ prefix: ["restore_points_by_target", targetId] })) {
+    for await (const e of kv.list<string>({ prefix: pointsByTargetPrefix(targetId) })) {
       ids.push(e.value);
     }
     const points = await getManyValues<HeldCandidate & { status: string }>(
       kv,
-      ids.map((id) => ["restore_points", id]),
+      ids.map((id) => restorePointKey(id)),
     );
     for (const p of points) {
       if (p.status === "expired" || p.status === "failed") continue;

@@ -3,7 +3,8 @@
  * 3-minute offline rule (with a warning alert that the next heartbeat resolves); operators list and
  * open hosts within their org scope. Assignments to policies live in assignments.ts.
  */
-import { hostsByAccountPrefix } from "./keys/hosts.ts";
+import { readByPointerIndex } from "./pointer_index.ts";
+import { hostsByAccountPrefix, liveHostsPrefix } from "./keys/hosts.ts";
 import { z } from "zod";
 import { countNewHost } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -14,18 +15,17 @@ import {
   HEARTBEAT_INTERVAL_SECONDS,
   heartbeatCommitter,
   HeartbeatMetrics,
-  idPages,
   KeyInAnotherTenantError,
   OFFLINE_AFTER_MS,
   refuseReplayedNonce,
   type RegistrationNonce,
+  sweepLiveIndex,
 } from "./engines.ts";
 import { newId } from "./ids.ts";
 import { AtomicRecorder } from "./group_commit.ts";
 import { getManyValues, type Page, withRetry } from "./kv.ts";
-import { CommitConflictError } from "./retry.ts";
 import { pageOf, PageQuery, type SortKey } from "./paging.ts";
-import { type Actor, inScope } from "./rbac.ts";
+import { type Actor, inScope, principalActor } from "./rbac.ts";
 import { countStatusChange } from "./ops_counters.ts";
 import { decodePublicKey } from "./signing.ts";
 import {
@@ -125,15 +125,7 @@ export const AgentHeartbeat = z.object({
 });
 
 function agentActor(host: Pick<Host, "id" | "hostname" | "accountId">): Actor {
-  return {
-    kind: "system",
-    id: `agent:${host.id}`,
-    label: `Agent ${host.hostname}`,
-    accountId: host.accountId,
-    role: null,
-    permissions: new Set(),
-    orgScope: "all",
-  };
+  return principalActor(`agent:${host.id}`, `Agent ${host.hostname}`, host.accountId);
 }
 
 /** The tenancy of a host, for `inScope` and `authorize`. */
@@ -224,12 +216,8 @@ function hostKeyOrder(sort: HostFilterFields["sort"]) {
 /** Every host of the actor's account in its org scope matching the filter, unsorted. */
 async function selectHosts(kv: Deno.Kv, actor: Actor, f: HostFilterFields): Promise<Host[]> {
   if (!actor.accountId) return [];
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: hostsByAccountPrefix(actor.accountId) })) {
-    keys.push(hostKey(e.value));
-  }
   const needle = f.q.toLowerCase();
-  return (await getManyValues<Host>(kv, keys)).filter((h) =>
+  return (await readByPointerIndex<Host>(kv, hostsByAccountPrefix(actor.accountId), hostKey)).filter((h) =>
     inScope(actor, hostScope(h)) &&
     (!f.status || h.status === f.status) &&
     (!f.orgId || h.orgId === f.orgId) &&
@@ -427,47 +415,27 @@ export async function applyHostHeartbeat(
  * Idempotent for the same `now`. Returns the ids it took offline.
  */
 export async function sweepHostHeartbeats(kv: Deno.Kv, now: Date): Promise<{ offline: string[] }> {
-  const offline: string[] = [];
   // Hosts are read ten at a time; a host that must change is read again before each retry.
-  for await (const ids of idPages(kv, ["hosts_live"])) {
-    const entries = await kv.getMany<Host[]>(ids.map((id) => hostKey(id)));
-    for (const [n, id] of ids.entries()) {
-      let tries = 0;
-      const attempt = async (): Promise<{ value: void } | null> => {
-        const entry = tries++ === 0 ? entries[n] : await kv.get<Host>(hostKey(id));
-        const host = entry.value;
-        if (!host || host.status !== "online") {
-          await kv.atomic().check(entry).delete(liveHostKey(id)).commit();
-          return { value: undefined };
-        }
-        if (hostOnlineAt(host, now)) return { value: undefined };
-        const next: Host = { ...host, status: "offline" };
-        const op = kv.atomic().check(entry).set(hostKey(id), next).delete(liveHostKey(id));
-        countStatusChange(op, "host", host.accountId, host.status, next.status);
-        raiseAlert(op, await readOpenAlert(kv, "host", id, "host_offline"), {
-          accountId: host.accountId,
-          orgId: host.orgId,
-          subjectType: "host",
-          subjectId: id,
-          subjectName: host.hostname,
-          reason: "host_offline",
-          severity: "warning",
-          message: `Host ${host.hostname} is offline: no agent heartbeat for more than 3 minutes`,
-        }, now);
-        if (!(await op.commit()).ok) return null;
-        offline.push(id);
-        return { value: undefined };
-      };
-      try {
-        await withRetry(attempt, 5);
-      } catch (error) {
-        // Giving up on this host is deliberate, not a dropped change: nothing was written, so it stays in
-        // the live index and the next minute's sweep re-judges it (the race it lost is most likely a
-        // heartbeat that just arrived); one contended host must not stop the sweep of the others.
-        if (!(error instanceof CommitConflictError)) throw error;
-      }
-    }
-  }
+  const offline = await sweepLiveIndex<Host>(kv, {
+    prefix: liveHostsPrefix(),
+    recordKey: hostKey,
+    liveKey: liveHostKey,
+    watched: (host) => host.status === "online",
+    offline: (host) => hostOnlineAt(host, now) ? null : { ...host, status: "offline" },
+    async write(op, id, host, next) {
+      countStatusChange(op, "host", host.accountId, host.status, next.status);
+      raiseAlert(op, await readOpenAlert(kv, "host", id, "host_offline"), {
+        accountId: host.accountId,
+        orgId: host.orgId,
+        subjectType: "host",
+        subjectId: id,
+        subjectName: host.hostname,
+        reason: "host_offline",
+        severity: "warning",
+        message: `Host ${host.hostname} is offline: no agent heartbeat for more than 3 minutes`,
+      }, now);
+    },
+  });
   return { offline };
 }
 

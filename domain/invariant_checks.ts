@@ -12,6 +12,9 @@ import type { Actor } from "./rbac.ts";
 import { CommitConflictError, withRetry } from "./retry.ts";
 import { authorizePlatformAdmin } from "./self_backup_runs.ts";
 import { listAccounts } from "./tenancy.ts";
+import { openAlertsOfTypePrefix } from "./keys/alerts.ts";
+import { lastInvariantCheckKey } from "./keys/invariants.ts";
+export { lastInvariantCheckKey };
 
 /** Why a check ran. */
 export type InvariantTrigger = "startup" | "resumed_deletion";
@@ -44,10 +47,6 @@ export interface InvariantCheckRecord {
   nextSection: number;
   /** Accounts with an open `invariant_violation` alert after this run. */
   alertedAccountIds: string[];
-}
-
-export function lastInvariantCheckKey() {
-  return ["invariant_checks", "last"] as const;
 }
 
 export interface InvariantRunOptions {
@@ -92,14 +91,14 @@ export async function runInvariantCheck(
     await raiseViolationAlert(kv, { id: accountId, name: accounts.get(accountId)!.name }, found, now);
   }
   if (report.complete) {
-    for await (const e of kv.list<string>({ prefix: ["alerts_open", "account"] })) {
+    for await (const e of kv.list<string>({ prefix: openAlertsOfTypePrefix("account") })) {
       const accountId = String(e.key[2]);
       if (e.key[3] !== "invariant_violation" || byAccount.has(accountId)) continue;
       await resolveViolationAlert(kv, accountId, now);
     }
   }
   const stillOpen: string[] = [];
-  for await (const e of kv.list<string>({ prefix: ["alerts_open", "account"] })) {
+  for await (const e of kv.list<string>({ prefix: openAlertsOfTypePrefix("account") })) {
     if (e.key[3] === "invariant_violation") stillOpen.push(String(e.key[2]));
   }
 

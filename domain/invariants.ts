@@ -15,6 +15,17 @@
  * wrong is reported once it has finished and the engine is gone.
  */
 import { runKey } from "./keys/runs.ts";
+import { openAlertCountKey } from "./keys/alerts.ts";
+import { failingPrefix, latestOutcomeKey } from "./keys/dashboard.ts";
+import {
+  platformJobsByAccountPrefix,
+  platformJobsByVendorPrefix,
+  platformObjectsPrefix,
+  platformRunsPrefix,
+} from "./keys/platforms.ts";
+import { policiesByNamePrefix, policyCountsPrefix } from "./keys/policies.ts";
+import { objectCountKey } from "./keys/protected.ts";
+import { replicaCountKey, replicationsPrefix } from "./keys/replicas.ts";
 import type { Alert } from "./alerts.ts";
 import { counterValue } from "./kv.ts";
 import type { Assignment } from "./assignments.ts";
@@ -386,7 +397,9 @@ async function checkPolicies(r: Reader, report: Report): Promise<void> {
   }
   // The name index (policy_names.ts): one entry per policy, under its name, with its org and BES.
   const named = new Set<string>();
-  for await (const e of r.list<{ name: string; orgId: string | null; besId: string }>(["policies_by_name"])) {
+  for await (
+    const e of r.list<{ name: string; orgId: string | null; besId: string }>(policiesByNamePrefix())
+  ) {
     const id = String(e.key[3]);
     const policy = policies.get(id);
     if (cascades.policies.has(id)) continue;
@@ -409,7 +422,7 @@ async function checkPolicies(r: Reader, report: Report): Promise<void> {
     counted.set(key, (counted.get(key) ?? 0) + 1);
   }
   const seenCounters = new Set<string>();
-  for await (const e of r.list(["policy_counts"])) {
+  for await (const e of r.list(policyCountsPrefix())) {
     const key = JSON.stringify(e.key);
     seenCounters.add(key);
     if (counterValue(e.value) !== (counted.get(key) ?? 0)) {
@@ -468,23 +481,23 @@ async function checkAlerts(r: Reader, report: Report): Promise<void> {
     expected.set(k, (expected.get(k) ?? 0) + 1);
   };
   for (const a of alerts.values()) {
-    if (a.status !== "resolved") bump(["alert_counts", a.accountId, a.orgId ?? "-", "open"]);
+    if (a.status !== "resolved") bump(openAlertCountKey(a.accountId, a.orgId));
   }
   for (const o of (await r.all<ProtectedObject>("protected_objects")).values()) {
     if (o.protection !== "active") continue;
-    bump(["po_counts", o.accountId, o.orgId, "protected"]);
-    if (o.lastBackupStatus === "failed") bump(["po_counts", o.accountId, o.orgId, "at_risk"]);
-    if (o.breached) bump(["po_counts", o.accountId, o.orgId, "breached"]);
+    bump(objectCountKey(o.accountId, o.orgId, "protected"));
+    if (o.lastBackupStatus === "failed") bump(objectCountKey(o.accountId, o.orgId, "at_risk"));
+    if (o.breached) bump(objectCountKey(o.accountId, o.orgId, "breached"));
   }
   // Replication counts per rule, from the rule's records (a removed rule's records stay uncounted).
   const rules = await r.all<{ accountId: string }>("replicas");
   const ruleAccount = new Map<string, string>();
   for (const [id, rule] of rules) ruleAccount.set(id, rule.accountId);
-  for await (const e of r.list<{ status: string }>(["replications"])) {
+  for await (const e of r.list<{ status: string }>(replicationsPrefix())) {
     const ruleId = String(e.key[2]);
     if (!rules.has(ruleId)) continue;
     const status = e.value.status === "success" ? "succeeded" : e.value.status;
-    bump(["replica_counts", ruleId, status]);
+    bump(replicaCountKey(ruleId, status as "pending" | "succeeded" | "failed"));
   }
   const stored = new Map<string, number>();
   for (const prefix of ["alert_counts", "po_counts", "replica_counts"]) {
@@ -608,7 +621,7 @@ async function checkHostInvariants(r: Reader, report: Report): Promise<void> {
   }
   // Platform objects (platform sync) have no host or assignment: `platform_objects` is their unique index.
   const platformObjects = new Map<string, string>();
-  for await (const e of r.list<string>(["platform_objects"])) {
+  for await (const e of r.list<string>(platformObjectsPrefix())) {
     const o = objects.get(e.value);
     if (
       o?.source.kind !== "platform" || `${o.source.platformId}/${o.source.vendorObjectId}` !== pairKey(e.key)
@@ -652,7 +665,7 @@ async function checkPlatformInvariants(r: Reader, report: Report): Promise<void>
     "platform_jobs",
   );
   const byVendor = new Map<string, string>();
-  for await (const e of r.list<string>(["platform_jobs_by_vendor"])) {
+  for await (const e of r.list<string>(platformJobsByVendorPrefix())) {
     const job = jobs.get(e.value);
     if (!job || `${job.platformId}/${job.vendorJobId}` !== pairKey(e.key)) {
       report(
@@ -663,7 +676,7 @@ async function checkPlatformInvariants(r: Reader, report: Report): Promise<void>
     byVendor.set(e.value, pairKey(e.key));
   }
   const byAccount = new Set<string>();
-  for await (const e of r.list<string>(["platform_jobs_by_account"])) {
+  for await (const e of r.list<string>(platformJobsByAccountPrefix())) {
     if (jobs.get(e.value)?.accountId !== e.key[1]) {
       report(String(e.key[1]), `platform_jobs_by_account points to a missing or foreign job ${e.value}`);
     }
@@ -688,7 +701,7 @@ async function checkPlatformInvariants(r: Reader, report: Report): Promise<void>
     policyId: string;
     platform?: { platformId: string; runId: string | null };
   };
-  for await (const e of r.list<string>(["platform_runs"])) {
+  for await (const e of r.list<string>(platformRunsPrefix())) {
     const run = await r.get<PlatformRun>(runKey(e.value));
     if (run?.platform?.platformId !== e.key[1] || run.platform.runId !== e.key[2]) {
       report(
@@ -697,11 +710,11 @@ async function checkPlatformInvariants(r: Reader, report: Report): Promise<void>
       );
     }
   }
-  for await (const e of r.list<string>(["runs_failing"])) {
+  for await (const e of r.list<string>(failingPrefix())) {
     const runId = String(e.key[3]);
     const run = await r.get<PlatformRun>(runKey(runId));
     if (!run?.platform) continue; // native runs: runs.ts
-    const latest = await r.get<{ failingKey: Deno.KvKey | null }>(["runs_latest", run.policyId, "bes"]);
+    const latest = await r.get<{ failingKey: Deno.KvKey | null }>(latestOutcomeKey(run.policyId, null));
     if (run.status !== "failed" || JSON.stringify(latest?.failingKey) !== JSON.stringify(e.key)) {
       report(
         run.accountId,

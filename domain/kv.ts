@@ -102,34 +102,3 @@ export const COUNT_DOWN = (1n << 64n) - 1n;
 export function counterValue(v: unknown): number {
   return v instanceof Deno.KvU64 ? Number(BigInt.asIntN(64, v.value)) : 0;
 }
-
-/** Deletes every key under each prefix, 500 to an atomic operation (not one transaction: idempotent sweeps). */
-export async function deleteByPrefixes(kv: Deno.Kv, prefixes: Deno.KvKey[]): Promise<void> {
-  for (const prefix of prefixes) {
-    const keys: Deno.KvKey[] = [];
-    for await (const e of kv.list({ prefix })) keys.push(e.key);
-    for (let i = 0; i < keys.length; i += 500) {
-      const op = kv.atomic();
-      for (const key of keys.slice(i, i + 500)) op.delete(key);
-      await op.commit();
-    }
-  }
-}
-
-/**
- * Removes every record a pointer index lists: `remove(id)` for each pointer under `prefix` (its value a
- * record id). A pointer whose record `remove` did not find (or that holds no id) is deleted itself.
- * Returns how many records `remove` removed.
- */
-export async function deleteByPointerIndex(
-  kv: Deno.Kv,
-  prefix: Deno.KvKey,
-  remove: (id: string) => Promise<boolean>,
-): Promise<number> {
-  let n = 0;
-  for await (const e of kv.list<unknown>({ prefix })) {
-    if (typeof e.value === "string" && await remove(e.value)) n++;
-    else await kv.delete(e.key);
-  }
-  return n;
-}

@@ -33,6 +33,8 @@ import {
   kekStateKey,
   type WrappedSecret,
 } from "./keks.ts";
+import { namespaceKeysByKekKey, namespaceKeysByKekPrefix, namespaceKeysKey } from "./keys/namespace_keys.ts";
+export { namespaceKeysByKekKey, namespaceKeysKey };
 import { type Actor, authorize, systemActor } from "./rbac.ts";
 import { getRecoveryKey } from "./recovery_keys.ts";
 import { withRetry } from "./retry.ts";
@@ -50,13 +52,6 @@ export interface NamespaceKeyRecord {
   wraps: WrappedSecret[];
   createdAt: string;
   updatedAt: string;
-}
-
-export function namespaceKeysKey(repositoryPath: string, namespace: string) {
-  return ["namespace_keys", repositoryPath, namespace] as const;
-}
-export function namespaceKeysByKekKey(kekRef: string, repositoryPath: string, namespace: string) {
-  return ["namespace_keys_by_kek", kekRef, repositoryPath, namespace] as const;
 }
 
 /** The keys of a namespace in memory (callers zero them when done). */
@@ -473,7 +468,7 @@ export async function rotateKek(
   // Creations and re-wraps check the KEK's state, so none under an old version can land after the
   // rotation's version bump; this last look makes sure before the old versions go.
   const inUse = new Set<number>();
-  for await (const index of kv.list<string>({ prefix: ["namespace_keys_by_kek", state.ref] })) {
+  for await (const index of kv.list<string>({ prefix: namespaceKeysByKekPrefix(state.ref) })) {
     const [, , path, namespace] = index.key as [string, string, string, string];
     const record = (await kv.get<NamespaceKeyRecord>(namespaceKeysKey(path, namespace))).value;
     for (const w of record?.wraps ?? []) if (w.kekRef === state.ref) inUse.add(w.kekVersion);
@@ -486,7 +481,7 @@ export async function rotateKek(
 /** Re-wraps every key set wrapped by an older version of KEK `ref` under its current version. */
 async function rewrapStale(kv: Deno.Kv, masterKey: Uint8Array, ref: string, actor: Actor, now: Date) {
   let rewrapped = 0;
-  for await (const index of kv.list<string>({ prefix: ["namespace_keys_by_kek", ref] })) {
+  for await (const index of kv.list<string>({ prefix: namespaceKeysByKekPrefix(ref) })) {
     const [, , repositoryPath, namespace] = index.key as [string, string, string, string];
     /** True once re-wrapped, false when there was nothing (left) to re-wrap. */
     const attempt = async (): Promise<{ value: boolean } | null> => {

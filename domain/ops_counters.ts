@@ -6,7 +6,9 @@
  * the records themselves. The consistency check (invariants.ts) recounts them from the records, and
  * `rebuildOpsCounters` sets them from the records once on an installation that predates them.
  */
-import { jobKey } from "./keys/jobs.ts";
+import { jobKey, queueRanksPrefix } from "./keys/jobs.ts";
+import { deliveriesPrefix } from "./keys/notifications.ts";
+import { dataFixKey } from "./keys/data_fixes.ts";
 import type { Engine } from "./engines.ts";
 import type { Host } from "./hosts.ts";
 import type { Job } from "./job_queue.ts";
@@ -14,11 +16,15 @@ import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues } from "./kv.ts";
 import type { DeliveryStatus, NotificationDelivery } from "./notification_delivery.ts";
 import {
   deliveryCountKey,
+  deliveryCountsPrefix,
   fleetCountKey,
+  fleetCountsPrefix,
+  OPS_COUNTER_PREFIXES,
   principalQueueCountKey,
   queueCountKey,
+  queueCountsPrefix,
 } from "./keys/ops_counters.ts";
-export { deliveryCountKey, fleetCountKey, principalQueueCountKey, queueCountKey };
+export { deliveryCountKey, fleetCountKey, OPS_COUNTER_PREFIXES, principalQueueCountKey, queueCountKey };
 
 export type FleetKind = "engine" | "host";
 
@@ -78,7 +84,7 @@ export function countDeliveryChange(
  */
 export async function pruneQueueCounts(kv: Deno.Kv): Promise<number> {
   let deleted = 0;
-  for await (const e of kv.list({ prefix: ["job_queue_counts"] })) {
+  for await (const e of kv.list({ prefix: queueCountsPrefix() })) {
     if (counterValue(e.value) !== 0) continue;
     if ((await kv.atomic().check(e).delete(e.key).commit()).ok) deleted++;
   }
@@ -100,18 +106,18 @@ export interface OpsCounts {
 export async function readOpsCounts(kv: Deno.Kv): Promise<OpsCounts> {
   const out: OpsCounts = { engines: {}, hosts: {}, queued: {}, oldestQueuedMinute: null, deliveries: {} };
   const add = (into: Record<string, number>, key: string, n: number) => into[key] = (into[key] ?? 0) + n;
-  for await (const e of kv.list({ prefix: ["fleet_counts"] })) {
+  for await (const e of kv.list({ prefix: fleetCountsPrefix() })) {
     const [, kind, , status] = e.key as string[];
     add(kind === "engine" ? out.engines : out.hosts, status, counterValue(e.value));
   }
-  for await (const e of kv.list({ prefix: ["job_queue_counts"] })) {
+  for await (const e of kv.list({ prefix: queueCountsPrefix() })) {
     const [, kind, priority, minute] = e.key as string[];
     const n = counterValue(e.value);
     if (n === 0) continue;
     add(out.queued[kind] ??= {}, priority, n);
     if (out.oldestQueuedMinute === null || minute < out.oldestQueuedMinute) out.oldestQueuedMinute = minute;
   }
-  for await (const e of kv.list({ prefix: ["delivery_counts"] })) {
+  for await (const e of kv.list({ prefix: deliveryCountsPrefix() })) {
     add(out.deliveries, String(e.key[2]), counterValue(e.value));
   }
   return out;
@@ -161,30 +167,22 @@ export async function recountOpsCounters(
     add(fleetCountKey("host", host.accountId, host.status));
   }
   const pointers: Deno.KvKey[] = [];
-  for await (const e of r.list<string>(["job_queue"])) pointers.push(jobKey(e.value));
+  for await (const e of r.list<string>(queueRanksPrefix())) pointers.push(jobKey(e.value));
   for (const job of await r.getValues<Job>(pointers)) {
     add(queueCountKey(job.kind, job.priority, queueMinute(job)));
     add(principalQueueCountKey(job.principal));
   }
-  for await (const e of r.list<NotificationDelivery>(["notification_deliveries"])) {
+  for await (const e of r.list<NotificationDelivery>(deliveriesPrefix())) {
     add(deliveryCountKey(e.value.accountId, e.value.status));
   }
   return out;
 }
 
-/** The prefixes of the operational counters. */
-export const OPS_COUNTER_PREFIXES = [
-  "fleet_counts",
-  "job_queue_counts",
-  "job_queue_principal_counts",
-  "delivery_counts",
-] as const;
-
 /**
  * Set once the operational counters were built from the records (installations older than them; v2:
  * older than the per-principal queue counts).
  */
-const OPS_COUNTERS_FIX_KEY = ["data_fixes", "ops_counters_v2"] as const;
+const OPS_COUNTERS_FIX_KEY = dataFixKey("ops_counters_v2");
 
 /**
  * Data fix (once, marker): sets every operational counter to what the records imply, and deletes

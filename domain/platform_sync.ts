@@ -20,6 +20,7 @@ import {
   type VendorRun,
 } from "./connectors/types.ts";
 import { VeeamConnector } from "./connectors/veeam.ts";
+import { platformObjectsPrefix, platformPendingPrefix, platformsPrefix } from "./keys/platforms.ts";
 import { countRunOutcome, type LatestOutcome, latestOutcomeKey } from "./dashboard.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
 import { newId } from "./ids.ts";
@@ -31,6 +32,7 @@ import {
   INITIAL_LOOKBACK_DAYS,
   isFinalRun,
   listPlatformJobs,
+  pendingPlatformRun,
   type Platform,
   type PlatformJob,
   platformJobByVendorKey,
@@ -44,6 +46,8 @@ import {
   platformScope,
   releaseLock,
   requirePlatform,
+  resolveEndedBreach,
+  rewritePlatformObject,
   type SyncReport,
   type SyncStage,
   WATERMARK_OVERLAP_MS,
@@ -404,7 +408,7 @@ async function upsertJobs(
 /** The platform's retry runs, as read from `platform_pending` (stale entries are dropped). */
 async function readPending(kv: Deno.Kv, platformId: string): Promise<PlatformRun[]> {
   const out: PlatformRun[] = [];
-  for await (const e of kv.list<string>({ prefix: ["platform_pending", platformId] })) {
+  for await (const e of kv.list<string>({ prefix: platformPendingPrefix(platformId) })) {
     const run = (await kv.get<PlatformRun>(runKey(String(e.key[2])))).value;
     if (run && !isFinalRun(run.status) && !run.platform.runId) out.push(run);
     else await kv.delete(e.key);
@@ -645,30 +649,16 @@ async function importRuns(
         }
       }
       const ms = Number.isFinite(started) ? started : now.getTime();
-      const base: PlatformRun = {
+      const base = pendingPlatformRun({
         id: ulid(ms),
         policyId: job.id,
         accountId: platform.accountId,
         orgId: platform.orgId,
-        hostId: null,
-        jobId: null,
         kind: kindOf(vr.jobType),
         trigger: "schedule",
-        status: "pending",
         scheduledFor: vr.startedAt ?? at,
-        startedAt: null,
-        endedAt: null,
-        bytesTransferred: 0,
-        protectedBytes: 0,
-        restorePointId: null,
-        error: null,
-        errorLine: null,
-        retryable: false,
-        alertId: null,
-        createdAt: at,
-        updatedAt: at,
         platform: { platformId: platform.id, runId: vr.id, jobType: vr.jobType, startRequestedAt: null },
-      };
+      }, at);
       const run = fromVendor(base, vr, now);
       const op = kv.atomic().check(ptr, await livePlatform(kv, platform.id))
         .check({ key: runKey(run.id), versionstamp: null })
@@ -852,18 +842,17 @@ async function upsertObjects(
     out.set(vo.id, { object, vendorJobIds: vo.jobIds });
   }
   // Objects the platform no longer lists are no longer protected by it.
-  for await (const e of kv.list<string>({ prefix: ["platform_objects", platform.id] })) {
+  for await (const e of kv.list<string>({ prefix: platformObjectsPrefix(platform.id) })) {
     if (seen.has(String(e.key[2]))) continue;
-    const changed = await withRetry(async () => {
-      const entry = await kv.get<ProtectedObject>(protectedObjectKey(e.value));
-      const o = entry.value;
-      if (!o || o.protection === "unprotected") return { value: false };
-      const next: ProtectedObject = { ...o, protection: "unprotected", breached: false, updatedAt: at };
-      const op = kv.atomic().check(entry);
-      writeProtected(op, o, next);
-      if (o.breached) resolveAlert(op, await readOpenAlert(kv, "protected_object", o.id, "rpo_breach"), now);
-      return (await op.commit()).ok ? { value: true } : null;
-    });
+    const changed = await rewritePlatformObject(
+      kv,
+      e.value,
+      (o) =>
+        o.protection === "unprotected"
+          ? null
+          : { ...o, protection: "unprotected", breached: false, updatedAt: at },
+      (op, o, next) => resolveEndedBreach(kv, op, o, next, now),
+    );
     if (changed) report.objects.unprotected++;
   }
   return out;
@@ -894,17 +883,13 @@ async function applyObjectOutcomes(
     }
     if (!outcomes.length) continue;
     outcomes.sort((a, b) => a.endedAt.localeCompare(b.endedAt));
-    await withRetry(async () => {
-      const entry = await kv.get<ProtectedObject>(protectedObjectKey(object.id));
-      const o = entry.value;
-      if (!o) return { value: undefined };
+    await rewritePlatformObject(kv, object.id, (o) => {
       let next = o;
       for (const outcome of outcomes) {
         next = afterBackup(next, { ...outcome, restorePointId: null }, now) ?? next;
       }
-      if (syncedFields(next) === syncedFields(o)) return { value: undefined };
-      const op = kv.atomic().check(entry);
-      writeProtected(op, o, next);
+      return syncedFields(next) === syncedFields(o) ? null : next;
+    }, async (op, o, next) => {
       const failedAlert = await readOpenAlert(kv, "protected_object", o.id, "backup_failed");
       if (next.lastBackupStatus === "failed") {
         if (next.lastBackupAt !== o.lastBackupAt) {
@@ -921,11 +906,8 @@ async function applyObjectOutcomes(
         }
       } else {
         resolveAlert(op, failedAlert, now);
-        if (o.breached && !next.breached) {
-          resolveAlert(op, await readOpenAlert(kv, "protected_object", o.id, "rpo_breach"), now);
-        }
+        await resolveEndedBreach(kv, op, o, next, now);
       }
-      return (await op.commit()).ok ? { value: undefined } : null;
     });
   }
 }
@@ -942,7 +924,7 @@ export async function syncDuePlatforms(
 ): Promise<{ synced: number; failed: number; deleted: number; busy: number }> {
   const out = { synced: 0, failed: 0, deleted: 0, busy: 0 };
   const platforms: Platform[] = [];
-  for await (const e of kv.list<Platform>({ prefix: ["platforms"] })) platforms.push(e.value);
+  for await (const e of kv.list<Platform>({ prefix: platformsPrefix() })) platforms.push(e.value);
   for (const p of platforms) {
     if (p.status === "deleting") {
       await finishPlatformDeletion(kv, p, now);

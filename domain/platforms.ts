@@ -35,7 +35,8 @@ import { type LatestOutcome, latestOutcomeKey } from "./dashboard.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
-import { getManyValues, withRetry } from "./kv.ts";
+import { withRetry } from "./kv.ts";
+import { deleteKeysUnder, readByPointerIndex } from "./pointer_index.ts";
 import {
   deleteProtected,
   isRpoBreached,
@@ -50,14 +51,21 @@ import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
 import { sealSecret, vaultKey } from "./vault.ts";
 import {
+  platformByEndpointIdentityKey,
   platformJobByVendorKey,
   platformJobKey,
   platformJobsByAccountKey,
+  platformJobsByAccountPrefix,
+  platformJobsByVendorPrefix,
   platformKey,
   platformObjectKey,
+  platformObjectsPrefix,
   platformPendingKey,
+  platformPendingPrefix,
   platformRunKey,
+  platformRunsPrefix,
   platformsByAccountKey,
+  platformsByAccountPrefix,
   syncLockKey,
 } from "./keys/platforms.ts";
 export {
@@ -267,7 +275,7 @@ export type PlatformRun = Run & { platform: PlatformRunInfo };
  * job, run and object twice, and count them twice on the dashboard.
  */
 export function platformByEndpointKey(accountId: string, type: string, endpointUrl: string) {
-  return ["platforms_by_endpoint", accountId, type, endpointIdentity(endpointUrl)] as const;
+  return platformByEndpointIdentityKey(accountId, type, endpointIdentity(endpointUrl));
 }
 /** The endpoint as a server identity: lower-case origin and path without trailing slashes. */
 export function endpointIdentity(endpointUrl: string): string {
@@ -315,11 +323,7 @@ export async function requirePlatform(kv: Deno.Kv, actor: Actor, id: string): Pr
 export async function listPlatforms(kv: Deno.Kv, actor: Actor): Promise<Platform[]> {
   authorize(actor, "backup.view");
   if (!actor.accountId) return [];
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["platforms_by_account", actor.accountId] })) {
-    keys.push(platformKey(e.value));
-  }
-  return (await getManyValues<Platform>(kv, keys))
+  return (await readByPointerIndex<Platform>(kv, platformsByAccountPrefix(actor.accountId), platformKey))
     .filter((p) => p.status !== "deleting" && inScope(actor, platformScope(p)))
     .sort((a, b) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id));
 }
@@ -487,27 +491,93 @@ export async function updatePlatform(
   return next;
 }
 
+/**
+ * Rewrites one protected object of a platform in a checked write, retried on conflict: `change(o)` returns
+ * its next state, or null when nothing changes; `alerts` adds to the same write the alerts the change
+ * raises or resolves. Nothing when the object is gone. Returns whether it wrote.
+ */
+export async function rewritePlatformObject(
+  kv: Deno.Kv,
+  id: string,
+  change: (o: ProtectedObject) => ProtectedObject | null,
+  alerts: (op: Deno.AtomicOperation, o: ProtectedObject, next: ProtectedObject) => Promise<void>,
+): Promise<boolean> {
+  return await withRetry(async () => {
+    const entry = await kv.get<ProtectedObject>(protectedObjectKey(id));
+    const o = entry.value;
+    const next = o ? change(o) : null;
+    if (!o || !next) return { value: false };
+    const op = kv.atomic().check(entry);
+    writeProtected(op, o, next);
+    await alerts(op, o, next);
+    return (await op.commit()).ok ? { value: true } : null;
+  });
+}
+
+/** Adds to `op` the resolution of an object's rpo_breach alert when `next` ends its breach. */
+export async function resolveEndedBreach(
+  kv: Deno.Kv,
+  op: Deno.AtomicOperation,
+  o: ProtectedObject,
+  next: ProtectedObject,
+  now: Date,
+): Promise<void> {
+  if (o.breached && !next.breached) {
+    resolveAlert(op, await readOpenAlert(kv, "protected_object", o.id, "rpo_breach"), now);
+  }
+}
+
 /** Carries a platform's new default RPO to its objects, one checked write each (breaches re-evaluated). */
 async function applyPlatformRpo(kv: Deno.Kv, platform: Platform, now: Date): Promise<void> {
-  for await (const e of kv.list<string>({ prefix: ["platform_objects", platform.id] })) {
-    await withRetry(async () => {
-      const entry = await kv.get<ProtectedObject>(protectedObjectKey(e.value));
-      const o = entry.value;
-      if (!o || o.rpoHours === platform.defaultRpoHours) return { value: undefined };
+  for await (const e of kv.list<string>({ prefix: platformObjectsPrefix(platform.id) })) {
+    await rewritePlatformObject(kv, e.value, (o) => {
+      if (o.rpoHours === platform.defaultRpoHours) return null;
       const next: ProtectedObject = {
         ...o,
         rpoHours: platform.defaultRpoHours,
         updatedAt: now.toISOString(),
       };
       if (next.breached && !isRpoBreached(next, now)) next.breached = false;
-      const op = kv.atomic().check(entry);
-      writeProtected(op, o, next);
-      if (o.breached && !next.breached) {
-        resolveAlert(op, await readOpenAlert(kv, "protected_object", o.id, "rpo_breach"), now);
-      }
-      return (await op.commit()).ok ? { value: undefined } : null;
-    });
+      return next;
+    }, (op, o, next) => resolveEndedBreach(kv, op, o, next, now));
   }
+}
+
+/**
+ * A run of a platform job that has not started: nothing transferred, no outcome yet (the sync imports a
+ * vendor run as one, a retry creates one); `at` is its creation time.
+ */
+export function pendingPlatformRun(
+  run: Pick<
+    PlatformRun,
+    "id" | "policyId" | "accountId" | "orgId" | "kind" | "trigger" | "scheduledFor" | "platform"
+  >,
+  at: string,
+): PlatformRun {
+  return {
+    id: run.id,
+    policyId: run.policyId,
+    accountId: run.accountId,
+    orgId: run.orgId,
+    hostId: null,
+    jobId: null,
+    kind: run.kind,
+    trigger: run.trigger,
+    status: "pending",
+    scheduledFor: run.scheduledFor,
+    startedAt: null,
+    endedAt: null,
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    restorePointId: null,
+    error: null,
+    errorLine: null,
+    retryable: false,
+    alertId: null,
+    createdAt: at,
+    updatedAt: at,
+    platform: run.platform,
+  };
 }
 
 /** Counts shown on the delete confirmation. */
@@ -517,8 +587,8 @@ export async function platformFootprint(
 ): Promise<{ jobs: number; objects: number }> {
   let jobs = 0;
   let objects = 0;
-  for await (const _ of kv.list({ prefix: ["platform_jobs_by_vendor", platformId] })) jobs++;
-  for await (const _ of kv.list({ prefix: ["platform_objects", platformId] })) objects++;
+  for await (const _ of kv.list({ prefix: platformJobsByVendorPrefix(platformId) })) jobs++;
+  for await (const _ of kv.list({ prefix: platformObjectsPrefix(platformId) })) objects++;
   return { jobs, objects };
 }
 
@@ -562,7 +632,7 @@ export async function deletePlatform(kv: Deno.Kv, actor: Actor, id: string, now:
 
 /** Removes what a `deleting` platform left (idempotent; also resumes after a crash). */
 export async function finishPlatformDeletion(kv: Deno.Kv, platform: Platform, now: Date): Promise<void> {
-  for await (const e of kv.list<string>({ prefix: ["platform_objects", platform.id] })) {
+  for await (const e of kv.list<string>({ prefix: platformObjectsPrefix(platform.id) })) {
     await withRetry(async () => {
       const entry = await kv.get<ProtectedObject>(protectedObjectKey(e.value));
       const op = kv.atomic().check(entry).delete(e.key);
@@ -576,7 +646,7 @@ export async function finishPlatformDeletion(kv: Deno.Kv, platform: Platform, no
       return (await op.commit()).ok ? { value: undefined } : null;
     });
   }
-  for await (const e of kv.list<string>({ prefix: ["platform_pending", platform.id] })) {
+  for await (const e of kv.list<string>({ prefix: platformPendingPrefix(platform.id) })) {
     await withRetry(async () => {
       const entry = await kv.get<PlatformRun>(runKey(String(e.key[2])));
       const run = entry.value;
@@ -593,7 +663,7 @@ export async function finishPlatformDeletion(kv: Deno.Kv, platform: Platform, no
       return (await op.commit()).ok ? { value: undefined } : null;
     });
   }
-  for await (const e of kv.list<string>({ prefix: ["platform_jobs_by_vendor", platform.id] })) {
+  for await (const e of kv.list<string>({ prefix: platformJobsByVendorPrefix(platform.id) })) {
     await withRetry(async () => {
       const [entry, latest] = await kv.getMany<[PlatformJob, LatestOutcome]>([
         platformJobKey(e.value),
@@ -607,13 +677,7 @@ export async function finishPlatformDeletion(kv: Deno.Kv, platform: Platform, no
     });
   }
   // The vendor-run index goes (the runs stay): a platform registered again imports its runs anew.
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list({ prefix: ["platform_runs", platform.id] })) keys.push(e.key);
-  for (let i = 0; i < keys.length; i += 500) {
-    const op = kv.atomic();
-    for (const key of keys.slice(i, i + 500)) op.delete(key);
-    await op.commit();
-  }
+  await deleteKeysUnder(kv, platformRunsPrefix(platform.id));
   await kv.atomic().delete(platformKey(platform.id))
     .delete(platformsByAccountKey(platform.accountId, platform.id))
     .delete(platformByEndpointKey(platform.accountId, platform.type, platform.endpointUrl))
@@ -645,11 +709,8 @@ export async function releaseLock(kv: Deno.Kv, platformId: string, token: string
 
 /** The jobs of a platform as imported (removed ones included). */
 export async function listPlatformJobs(kv: Deno.Kv, platformId: string): Promise<PlatformJob[]> {
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["platform_jobs_by_vendor", platformId] })) {
-    keys.push(platformJobKey(e.value));
-  }
-  return (await getManyValues<PlatformJob>(kv, keys)).sort((a, b) => a.name.localeCompare(b.name));
+  return (await readByPointerIndex<PlatformJob>(kv, platformJobsByVendorPrefix(platformId), platformJobKey))
+    .sort((a, b) => a.name.localeCompare(b.name));
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -668,12 +729,14 @@ export async function listVisiblePlatformJobs(
   if (!actor.accountId) return [];
   const platforms = new Map((await listPlatforms(kv, actor)).map((p) => [p.id, p]));
   if (!platforms.size) return [];
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: ["platform_jobs_by_account", actor.accountId] })) {
-    keys.push(platformJobKey(e.value));
-  }
   const out: Array<{ job: PlatformJob; platform: Platform }> = [];
-  for (const job of await getManyValues<PlatformJob>(kv, keys)) {
+  for (
+    const job of await readByPointerIndex<PlatformJob>(
+      kv,
+      platformJobsByAccountPrefix(actor.accountId),
+      platformJobKey,
+    )
+  ) {
     const platform = platforms.get(job.platformId);
     if (platform && inScope(actor, { accountId: job.accountId, orgId: job.orgId })) {
       out.push({ job, platform });
@@ -741,35 +804,21 @@ export async function retryPlatformJob(
     throw new ValidationError(reason ?? "Nothing to retry", { job: reason ?? "Nothing to retry" });
   }
   const at = now.toISOString();
-  const run: PlatformRun = {
+  const run = pendingPlatformRun({
     id: newId(now),
     policyId: job.id,
     accountId: job.accountId,
     orgId: job.orgId,
-    hostId: null,
-    jobId: null,
     kind: latest.kind,
     trigger: "retry",
-    status: "pending",
     scheduledFor: at,
-    startedAt: null,
-    endedAt: null,
-    bytesTransferred: 0,
-    protectedBytes: 0,
-    restorePointId: null,
-    error: null,
-    errorLine: null,
-    retryable: false,
-    alertId: null,
-    createdAt: at,
-    updatedAt: at,
     platform: {
       platformId: platform.id,
       runId: null,
       jobType: (latest as Partial<PlatformRun>).platform?.jobType ?? job.jobType,
       startRequestedAt: null,
     },
-  };
+  }, at);
   const op = kv.atomic().check({ key: retryGuardKey(latest.id), versionstamp: null })
     .set(retryGuardKey(latest.id), run.id)
     .set(runKey(run.id), run)

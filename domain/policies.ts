@@ -34,6 +34,7 @@ import { CronExpression, deriveRpoHours, OptionalCronExpression, RPO_GRACE_HOURS
 import { DisplayName } from "./validation.ts";
 import { generationChanges, repositoryOf } from "./repositories.ts";
 import { countPolicy, deletePolicyName, setPolicyName } from "./policy_names.ts";
+import { dataFixKey } from "./keys/data_fixes.ts";
 
 export interface PolicyCore {
   id: string;
@@ -423,7 +424,7 @@ function rpoOf(data: z.infer<typeof PolicyFields>, now: Date): { rpoHours: numbe
 }
 
 /** Set once every schedule-derived RPO has been re-derived with the exact longest gap. */
-export const EXACT_RPO_FIX_KEY = ["data_fixes", "exact_rpo_v1"] as const;
+export const EXACT_RPO_FIX_KEY = dataFixKey("exact_rpo_v1");
 
 /**
  * Data fix run on start: the RPO of policies that derive it from their schedules is re-derived with the

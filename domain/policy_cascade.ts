@@ -22,7 +22,7 @@ import { replicasByPolicyPrefix } from "./keys/replicas.ts";
 import { deletePolicyAssignments } from "./assignments.ts";
 import { type CascadeStep, registerEngineCascade } from "./engines.ts";
 import { deleteHooksOfPolicy, sweepOrphanHooks } from "./hooks.ts";
-import { deleteByPrefixes } from "./kv.ts";
+import { deleteKeysUnder } from "./pointer_index.ts";
 import type { Policy } from "./policies.ts";
 import { applyPolicyRpo } from "./protected.ts";
 import { deleteReplicasOfPolicy, sweepOrphanReplicas } from "./replicas.ts";
@@ -50,7 +50,7 @@ export async function deletePolicyChildren(kv: Deno.Kv, policyId: string, now: D
   await deletePolicyAssignments(kv, policyId, now);
   await deleteHooksOfPolicy(kv, policyId);
   await deleteReplicasOfPolicy(kv, policyId);
-  await deleteByPrefixes(kv, policyChildPrefixes(policyId));
+  for (const prefix of policyChildPrefixes(policyId)) await deleteKeysUnder(kv, prefix);
 }
 
 /**

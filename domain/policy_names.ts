@@ -20,6 +20,7 @@ import {
   policyKey,
   policyNameIndexKey,
 } from "./keys/policies.ts";
+import { dataFixKey } from "./keys/data_fixes.ts";
 export { policyCountKey };
 
 /** What an index entry carries: enough to filter without reading the policy. */
@@ -125,7 +126,7 @@ export async function listPolicyNames(
 }
 
 /** Marks that every policy has its name index entry (see `indexPolicyNames`). */
-export const POLICY_NAMES_FIX_KEY = ["data_fixes", "policies_by_name_v1"] as const;
+export const POLICY_NAMES_FIX_KEY = dataFixKey("policies_by_name_v1");
 
 /**
  * Data fix run on start (and after a restore of the Config DB, `force`): every policy gets its name index

@@ -1,5 +1,6 @@
 /** Fixed-window attempt counters reserved with a checked write, so concurrent attempts cannot overshoot. */
 import { CommitConflictError, withRetry } from "./retry.ts";
+import { registrationFailuresKey } from "./keys/auth.ts";
 
 export interface Limit {
   key: Deno.KvKey;
@@ -65,7 +66,7 @@ export async function recordFailure(kv: Deno.Kv, limit: Limit, expireIn: number)
 
 /** The failed registrations and enrollments of one client address in one fixed window. */
 export function registrationFailureLimit(ip: string, window: number, max: number): Limit {
-  return { key: ["registration_failures", ip, window], max };
+  return { key: registrationFailuresKey(ip, window), max };
 }
 
 /** Failed registrations and enrollments (every 401 answer) allowed per client address per window. */

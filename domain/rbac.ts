@@ -1,6 +1,6 @@
 /** Actors and the one helper that decides whether an actor may see or change an object. */
 import { ForbiddenError, NotFoundError } from "./errors.ts";
-import { type OrgScope, type Permission, type Role, ROLE_PERMISSIONS } from "./types.ts";
+import { type OrgScope, type Permission, PERMISSIONS, type Role, ROLE_PERMISSIONS } from "./types.ts";
 
 /** Who is acting: a signed-in user, an API token (on behalf of its owner), or the system (CLI, jobs). */
 export interface Actor {
@@ -35,16 +35,17 @@ export function systemActor(name: string): Actor {
     label: name,
     accountId: null,
     role: null,
-    permissions: new Set([
-      "backup.view",
-      "backup.manage",
-      "backup.restore",
-      "admin",
-      "metrics",
-      "backup.hold",
-    ]),
+    permissions: new Set(PERMISSIONS),
     orgScope: "all",
   };
+}
+
+/**
+ * An engine or agent as the actor of what it reports (`bes:<id>`, `agent:<id>`): the system, in the
+ * principal's account, with no permission of its own.
+ */
+export function principalActor(id: string, label: string, accountId: string): Actor {
+  return { kind: "system", id, label, accountId, role: null, permissions: new Set(), orgScope: "all" };
 }
 
 /** True when `outer` covers every org of `inner`. */

@@ -44,16 +44,9 @@ import { engineKey } from "./keys/engines.ts";
 import { NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getJobs, type Job, queueJobInOp } from "./job_queue.ts";
-import {
-  COUNT_DOWN,
-  COUNT_UP,
-  counterValue,
-  deleteByPointerIndex,
-  getManyValues,
-  type Page,
-  withRetry,
-} from "./kv.ts";
+import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues, type Page, withRetry } from "./kv.ts";
 import { pageOf, PageQuery } from "./paging.ts";
+import { deleteByPointerIndex } from "./pointer_index.ts";
 import type { Policy, PolicyCore } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";
 import { checkEngineNotDeleting, policyForNewChild, requirePolicy } from "./policy_reads.ts";
@@ -66,6 +59,7 @@ import { evaluate321, type ThreeTwoOne } from "./three_two_one.ts";
 import type { RestorePoint } from "./restore_points.ts";
 import { restorePointKey } from "./keys/restore.ts";
 import { type Host, hostKey, hostScope } from "./hosts.ts";
+import { dataFixKey } from "./keys/data_fixes.ts";
 export { replicaKey, replicasByAccountKey, replicasByPolicyKey, replicasByTargetKey };
 
 /** Where the key-encryption key of the replica comes from. */
@@ -970,7 +964,7 @@ export async function listRecentReplications(
 }
 
 /** Set once every rule's counts, last results and index were rebuilt from its replication records. */
-const REPLICA_COUNTS_FIX_KEY = ["data_fixes", "replica_counts_v1"] as const;
+const REPLICA_COUNTS_FIX_KEY = dataFixKey("replica_counts_v1");
 
 /** A rule whose stored counts differed from its records (what the data fix corrected). */
 export interface ReplicaCountCorrection {

@@ -18,6 +18,7 @@ import { runKey } from "./keys/runs.ts";
 import { jobKey } from "./keys/jobs.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { pointsByTargetKey, pointsByTargetPrefix, repositoryHostKey } from "./keys/repositories.ts";
+import { dataFixKey } from "./keys/data_fixes.ts";
 
 /** The repository a policy's backups go to: storage target, path under its root, generation. */
 export interface Repository {
@@ -66,7 +67,7 @@ export function generationChanges(
 }
 
 /** Set once every restore point has its repository and target index (points older than generations had none). */
-export const POINTS_BY_TARGET_FIX_KEY = ["data_fixes", "restore_points_by_target_v1"] as const;
+export const POINTS_BY_TARGET_FIX_KEY = dataFixKey("restore_points_by_target_v1");
 
 /** What an old job payload says about its repository, or null (then `repositoryOf` the policy). */
 export function repositoryOfPayload(payload: Record<string, unknown>): Repository | null {

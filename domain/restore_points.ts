@@ -33,9 +33,10 @@ import type { PointAnomalyMark } from "./anomalies.ts";
 import type { Repository } from "./repositories.ts";
 import { z } from "zod";
 import type { RunKind } from "./runs.ts";
+import { dataFixKey } from "./keys/data_fixes.ts";
 
 /** Set once every restore point has its `restore_points_by_host` entry (points older than the index had none). */
-const POINTS_BY_HOST_FIX_KEY = ["data_fixes", "restore_points_by_host_v1"] as const;
+const POINTS_BY_HOST_FIX_KEY = dataFixKey("restore_points_by_host_v1");
 
 /** What a backup leaves: one point of a host's (or the BES's) chain, at `restorePointKey(id)` (keys/restore.ts). */
 export interface RestorePoint {

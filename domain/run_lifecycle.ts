@@ -13,9 +13,10 @@ import type { Policy } from "./policies.ts";
 import { applyReplicationOutcome } from "./replicas.ts";
 import { applyJobOutcome, applyJobResultToRun } from "./job_outcomes.ts";
 import { isOpenRun, type NewRun, newRunInOp, type Run } from "./runs.ts";
+import { dataFixKey } from "./keys/data_fixes.ts";
 
 /** Set once every open run has its `runs_open` entry (runs older than the index had none). */
-const OPEN_RUNS_INDEX_FIX_KEY = ["data_fixes", "runs_open_v1"] as const;
+const OPEN_RUNS_INDEX_FIX_KEY = dataFixKey("runs_open_v1");
 
 /**
  * Data fix run on start (and after a results-DB restore, `force`): gives every pending or running run its

@@ -23,29 +23,22 @@ import {
   sealBundle,
 } from "./self_backup.ts";
 import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import {
+  selfBackupCountersKey,
+  selfBackupLastSuccessKey,
+  selfBackupS3ProbeKey,
+  selfBackupSettingsKey,
+  selfBackupSlotKey,
+  selfBackupTriggerKey,
+  selfBackupTriggersPrefix,
+  selfBackupVerifiedKey,
+  selfBackupWorkerKey,
+} from "./keys/self_backup.ts";
+import { accountsPrefix } from "./keys/tenancy.ts";
 
-const SETTINGS_KEY = ["self_backup", "settings"] as const;
-const COUNTERS_KEY = ["self_backup_triggers_counters"] as const;
-// Process state, never backed up: a restored "running" worker would block every later backup.
-const WORKER_KEY = ["self_backup_state", "worker"] as const;
-const S3_PROBE_KEY = ["self_backup_state", "s3_probe"] as const;
 /** S3 reachability is cached this long (the spec's 5-minute cache). */
 export const S3_PROBE_TTL_MS = 5 * 60_000;
 export const BUNDLE_SUFFIX = ".cadres-bundle";
-
-function triggerKey(id: string) {
-  return ["self_backup_triggers", id] as const;
-}
-function verifiedKey(db: DatabaseName) {
-  return ["self_backup_verified", db] as const;
-}
-/** The last self-backup of a database that succeeded: when it finished, and its bundle. */
-function lastSuccessKey(db: DatabaseName) {
-  return ["self_backup_last_success", db] as const;
-}
-function slotKey(db: DatabaseName, slot: string) {
-  return ["self_backup_state", "slot", db, slot] as const;
-}
 
 const DbSchedule = z.object({
   enabled: z.boolean(),
@@ -77,8 +70,8 @@ export async function authorizePlatformAdmin(kv: Deno.Kv, actor: Actor): Promise
 /** When the last successful self-backup of each database finished (null: none yet). One read per database. */
 export async function lastSuccessfulBackups(kv: Deno.Kv): Promise<Record<DatabaseName, string | null>> {
   const [config, results] = await kv.getMany<[{ at: string }, { at: string }]>([
-    lastSuccessKey("config"),
-    lastSuccessKey("results"),
+    selfBackupLastSuccessKey("config"),
+    selfBackupLastSuccessKey("results"),
   ]);
   return { config: config.value?.at ?? null, results: results.value?.at ?? null };
 }
@@ -87,7 +80,7 @@ export async function lastSuccessfulBackups(kv: Deno.Kv): Promise<Record<Databas
 export async function isPlatformOperator(kv: Deno.Kv, actor: Actor): Promise<boolean> {
   if (actor.kind === "system") return true;
   let operatorAccount: string | null = null;
-  for await (const e of kv.list<{ id: string }>({ prefix: ["accounts"] }, { limit: 1 })) {
+  for await (const e of kv.list<{ id: string }>({ prefix: accountsPrefix() }, { limit: 1 })) {
     operatorAccount = e.value.id;
   }
   return actor.accountId === operatorAccount && actor.orgScope === "all";
@@ -168,7 +161,7 @@ export function defaultSettings(dataDir: string): SelfBackupSettings {
 
 /** The settings (no authorization: callers that show them to a person check `authorizePlatformAdmin`). */
 export async function getSettings(kv: Deno.Kv, dataDir: string): Promise<SelfBackupSettings> {
-  return (await kv.get<SelfBackupSettings>(SETTINGS_KEY)).value ?? defaultSettings(dataDir);
+  return (await kv.get<SelfBackupSettings>(selfBackupSettingsKey())).value ?? defaultSettings(dataDir);
 }
 
 /** Saves the settings (admin over the whole account). A new S3 secret replaces the vault record. */
@@ -180,7 +173,7 @@ export async function updateSettings(
 ): Promise<SelfBackupSettings> {
   await authorizePlatformAdmin(kv, actor);
   const data = SelfBackupSettingsInput.parse(input);
-  const entry = await kv.get<SelfBackupSettings>(SETTINGS_KEY);
+  const entry = await kv.get<SelfBackupSettings>(selfBackupSettingsKey());
   const current = entry.value ?? defaultSettings(options.dataDir);
   const op = kv.atomic().check(entry);
   let credentialId = current.s3.credentialId;
@@ -213,7 +206,7 @@ export async function updateSettings(
     s3: { ...s3, credentialId },
     updatedAt: options.now.toISOString(),
   };
-  op.set(SETTINGS_KEY, next).delete(S3_PROBE_KEY);
+  op.set(selfBackupSettingsKey(), next).delete(selfBackupS3ProbeKey());
   appendAudit(op, actor, {
     accountId: actor.accountId ?? "system",
     action: "self_backup.configure",
@@ -318,7 +311,7 @@ export async function cleanupBundles(
 }
 
 async function saveTrigger(kv: Deno.Kv, trigger: Trigger): Promise<void> {
-  await kv.set(triggerKey(trigger.id), trigger);
+  await kv.set(selfBackupTriggerKey(trigger.id), trigger);
 }
 
 /**
@@ -348,21 +341,21 @@ export async function runBackup(
     s3: { status: "skipped", error: null },
     verification: { status: "skipped", error: null },
   };
-  const worker = await kv.get<{ triggerId: string | null }>(WORKER_KEY);
+  const worker = await kv.get<{ triggerId: string | null }>(selfBackupWorkerKey());
   if (worker.value?.triggerId) {
     throw new ConflictError("A self-backup is already running; wait for it or restart the worker");
   }
-  const claimed = await kv.atomic().check(worker).set(WORKER_KEY, {
+  const claimed = await kv.atomic().check(worker).set(selfBackupWorkerKey(), {
     triggerId: trigger.id,
     since: trigger.requestedAt,
   })
-    .set(triggerKey(trigger.id), trigger).commit();
+    .set(selfBackupTriggerKey(trigger.id), trigger).commit();
   if (!claimed.ok) {
     throw new ConflictError("A self-backup is already running; wait for it or restart the worker");
   }
 
   const cancelled = async () =>
-    (await kv.get<{ triggerId: string | null }>(WORKER_KEY)).value?.triggerId !== trigger.id;
+    (await kv.get<{ triggerId: string | null }>(selfBackupWorkerKey())).value?.triggerId !== trigger.id;
   const phase = async (name: string, entries = trigger.progress.entries) => {
     if (await cancelled()) throw new Error("Cancelled: the backup worker was restarted");
     trigger.progress = { phase: name, entries };
@@ -415,7 +408,7 @@ export async function runBackup(
     await phase("verifying", entries.length);
     trigger.verification = await verifyRestorable(bundle, masterKey, entries.length);
     if (trigger.verification.status === "passed") {
-      await kv.set(verifiedKey(input.database), { at: clock().toISOString(), file: name });
+      await kv.set(selfBackupVerifiedKey(input.database), { at: clock().toISOString(), file: name });
     }
     // Old bundles go only once a newer one has proven restorable.
     if (trigger.verification.status === "passed") {
@@ -445,16 +438,19 @@ async function finishTrigger(kv: Deno.Kv, trigger: Trigger): Promise<void> {
     async () => {
       const [counters, worker] = await kv.getMany<
         [{ total: number; success: number; failed: number }, { triggerId: string | null }]
-      >([COUNTERS_KEY, WORKER_KEY]);
+      >([selfBackupCountersKey(), selfBackupWorkerKey()]);
       if (worker.value?.triggerId !== trigger.id) return { value: undefined };
       const c = counters.value ?? { total: 0, success: 0, failed: 0 };
-      const op = kv.atomic().check(counters, worker).set(triggerKey(trigger.id), trigger).set(COUNTERS_KEY, {
-        total: c.total + 1,
-        success: c.success + (trigger.status === "success" ? 1 : 0),
-        failed: c.failed + (trigger.status === "failed" ? 1 : 0),
-      }).set(WORKER_KEY, { triggerId: null, since: trigger.finishedAt });
+      const op = kv.atomic().check(counters, worker).set(selfBackupTriggerKey(trigger.id), trigger).set(
+        selfBackupCountersKey(),
+        {
+          total: c.total + 1,
+          success: c.success + (trigger.status === "success" ? 1 : 0),
+          failed: c.failed + (trigger.status === "failed" ? 1 : 0),
+        },
+      ).set(selfBackupWorkerKey(), { triggerId: null, since: trigger.finishedAt });
       if (trigger.status === "success") {
-        op.set(lastSuccessKey(trigger.database), {
+        op.set(selfBackupLastSuccessKey(trigger.database), {
           at: trigger.finishedAt,
           file: trigger.bundle?.file ?? null,
         });
@@ -506,19 +502,19 @@ export async function restartWorker(
   await authorizePlatformAdmin(kv, actor);
   const [worker, counters] = await kv.getMany<
     [{ triggerId: string | null }, { total: number; success: number; failed: number }]
-  >([WORKER_KEY, COUNTERS_KEY]);
+  >([selfBackupWorkerKey(), selfBackupCountersKey()]);
   const abandoned = worker.value?.triggerId ?? null;
-  const op = kv.atomic().check(worker, counters).set(WORKER_KEY, {
+  const op = kv.atomic().check(worker, counters).set(selfBackupWorkerKey(), {
     triggerId: null,
     since: now.toISOString(),
   });
   if (abandoned) {
-    const t = (await kv.get<Trigger>(triggerKey(abandoned))).value;
+    const t = (await kv.get<Trigger>(selfBackupTriggerKey(abandoned))).value;
     if (t && t.status === "running") {
       // Counted here, as failed: the run itself stops at its next step without counting again.
       const c = counters.value ?? { total: 0, success: 0, failed: 0 };
-      op.set(COUNTERS_KEY, { total: c.total + 1, success: c.success, failed: c.failed + 1 });
-      op.set(triggerKey(abandoned), {
+      op.set(selfBackupCountersKey(), { total: c.total + 1, success: c.success, failed: c.failed + 1 });
+      op.set(selfBackupTriggerKey(abandoned), {
         ...t,
         status: "failed",
         error: "Abandoned: the backup worker was restarted",
@@ -581,15 +577,15 @@ export async function runScheduledBackups(
     const s = settings[db];
     if (!s.enabled || options.now.getUTCHours() !== s.hour) continue;
     const slot = options.now.toISOString().slice(0, 13);
-    const res = await kv.atomic().check({ key: slotKey(db, slot), versionstamp: null })
-      .set(slotKey(db, slot), true, { expireIn: 2 * 86_400_000 }).commit();
+    const res = await kv.atomic().check({ key: selfBackupSlotKey(db, slot), versionstamp: null })
+      .set(selfBackupSlotKey(db, slot), true, { expireIn: 2 * 86_400_000 }).commit();
     if (!res.ok) continue;
     try {
       done.push(await runBackup(kv, { database: db, kind: "scheduled", requestedBy: "scheduler" }, options));
     } catch (e) {
       if (!(e instanceof ConflictError)) throw e;
       // Another backup is running: give the hour back so a later minute of it runs this one.
-      await kv.delete(slotKey(db, slot));
+      await kv.delete(selfBackupSlotKey(db, slot));
     }
   }
   return done;
@@ -603,21 +599,22 @@ export async function s3Reachability(
   const settings = await getSettings(kv, options.dataDir);
   if (!settings.s3.enabled) return { reachable: null, checkedAt: null, error: null };
   const cached =
-    (await kv.get<{ reachable: boolean; checkedAt: string; error: string | null }>(S3_PROBE_KEY)).value;
+    (await kv.get<{ reachable: boolean; checkedAt: string; error: string | null }>(selfBackupS3ProbeKey()))
+      .value;
   if (!options.refresh && cached && options.now.getTime() - Date.parse(cached.checkedAt) < S3_PROBE_TTL_MS) {
     return cached;
   }
   const loc = await s3Location(kv, settings, options.masterKey);
   const probe = loc ? await probeBucket(loc) : { reachable: false, error: "No S3 credentials stored" };
   const value = { reachable: probe.reachable, checkedAt: options.now.toISOString(), error: probe.error };
-  await kv.set(S3_PROBE_KEY, value, { expireIn: S3_PROBE_TTL_MS * 2 });
+  await kv.set(selfBackupS3ProbeKey(), value, { expireIn: S3_PROBE_TTL_MS * 2 });
   return value;
 }
 
 /** Recent triggers, newest first. */
 export async function listTriggers(kv: Deno.Kv, limit = 20): Promise<Trigger[]> {
   const out: Trigger[] = [];
-  for await (const e of kv.list<Trigger>({ prefix: ["self_backup_triggers"] }, { reverse: true, limit })) {
+  for await (const e of kv.list<Trigger>({ prefix: selfBackupTriggersPrefix() }, { reverse: true, limit })) {
     out.push(e.value);
   }
   return out;
@@ -638,12 +635,12 @@ export async function backupHealth(
   const settings = await getSettings(kv, options.dataDir);
   const [bundles, counters, recent, s3, worker, verifiedConfig, verifiedResults] = await Promise.all([
     listBundles(settings.directory),
-    kv.get<{ total: number; success: number; failed: number }>(COUNTERS_KEY),
+    kv.get<{ total: number; success: number; failed: number }>(selfBackupCountersKey()),
     listTriggers(kv, 20),
     s3Reachability(kv, options),
-    kv.get<{ triggerId: string | null }>(WORKER_KEY),
-    kv.get<{ at: string; file: string }>(verifiedKey("config")),
-    kv.get<{ at: string; file: string }>(verifiedKey("results")),
+    kv.get<{ triggerId: string | null }>(selfBackupWorkerKey()),
+    kv.get<{ at: string; file: string }>(selfBackupVerifiedKey("config")),
+    kv.get<{ at: string; file: string }>(selfBackupVerifiedKey("results")),
   ]);
   const free = freeDiskBytes(settings.directory);
   const lastCompleted = recent.find((t) => t.status !== "running") ?? null;

@@ -40,7 +40,8 @@ import { type Host, hostKey, hostOnlineAt } from "./hosts.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { type Job, jobKey, queueJobInOp } from "./job_queue.ts";
-import { deleteByPrefixes, getManyValues, withRetry } from "./kv.ts";
+import { deleteByPointerIndex, deleteKeysUnder, readByPointerIndex } from "./pointer_index.ts";
+import { getManyValues, withRetry } from "./kv.ts";
 import { CommitConflictError } from "./retry.ts";
 import { countPointsOnTarget } from "./repositories.ts";
 import {
@@ -297,11 +298,9 @@ export async function listTargets(
   filter: TargetFilter,
 ): Promise<{ values: StorageTarget[]; total: number }> {
   if (!actor.accountId) return { values: [], total: 0 };
-  const keys: Deno.KvKey[] = [];
   const prefix = filter.besId ? targetsByBesPrefix(filter.besId) : targetsByAccountPrefix(actor.accountId);
-  for await (const e of kv.list<string>({ prefix })) keys.push(targetKey(e.value));
   const needle = filter.q.toLowerCase();
-  const rows = (await getManyValues<StorageTarget>(kv, keys)).filter((t) =>
+  const rows = (await readByPointerIndex<StorageTarget>(kv, prefix, targetKey)).filter((t) =>
     inScope(actor, targetScope(t)) && (!filter.type || t.type === filter.type) &&
     (!filter.health || t.health === filter.health) && (!needle || t.name.toLowerCase().includes(needle))
   );
@@ -570,7 +569,9 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
 }
 
 async function purgeTargetHistory(kv: Deno.Kv, id: string): Promise<void> {
-  await deleteByPrefixes(kv, [capacitySamplesPrefix(id), capacityDailyPrefix(id), storageChecksPrefix(id)]);
+  for (const prefix of [capacitySamplesPrefix(id), capacityDailyPrefix(id), storageChecksPrefix(id)]) {
+    await deleteKeysUnder(kv, prefix);
+  }
 }
 
 /** Decrypts a target's credential for the engine that needs it. Never call this for a page or API reply. */
@@ -831,14 +832,11 @@ export async function purgeCapacityHistory(kv: Deno.Kv, now: Date): Promise<numb
 registerEngineCascade({
   name: "policies",
   async run(kv, engine, now) {
-    let n = 0;
-    for await (const e of kv.list<string>({ prefix: policiesByBesPrefix(engine.id) })) {
-      const policy = (await kv.get<Parameters<typeof deletePolicyCascade>[1]>(policyKey(e.value))).value;
+    return await deleteByPointerIndex(kv, policiesByBesPrefix(engine.id), async (id) => {
+      const policy = (await kv.get<Parameters<typeof deletePolicyCascade>[1]>(policyKey(id))).value;
       if (policy) await deletePolicyCascade(kv, policy, now);
-      else await kv.delete(e.key);
-      n++;
-    }
-    return n;
+      return policy !== null;
+    });
   },
 });
 registerEngineCascade({

@@ -3,19 +3,31 @@ import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId, randomToken, sha256Hex } from "./ids.ts";
-import { getManyValues, withRetry } from "./kv.ts";
+import { withRetry } from "./kv.ts";
+import { readByPointerIndex } from "./pointer_index.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import type { Account, Org } from "./types.ts";
-import { accountBySecretKey, accountKey, orgBySecretKey, orgKey, orgsByAccountKey } from "./keys/tenancy.ts";
-export { accountBySecretKey, accountKey, orgBySecretKey, orgKey, orgsByAccountKey };
-
-export function accountByNameKey(name: string) {
-  return ["accounts_by_name", name.toLowerCase()] as const;
-}
-export function orgByNameKey(accountId: string, name: string) {
-  return ["orgs_by_name", accountId, name.toLowerCase()] as const;
-}
+import {
+  accountByNameKey,
+  accountBySecretKey,
+  accountKey,
+  accountsPrefix,
+  orgByNameKey,
+  orgBySecretKey,
+  orgKey,
+  orgsByAccountKey,
+  orgsByAccountPrefix,
+} from "./keys/tenancy.ts";
+export {
+  accountByNameKey,
+  accountBySecretKey,
+  accountKey,
+  orgByNameKey,
+  orgBySecretKey,
+  orgKey,
+  orgsByAccountKey,
+};
 
 export const AccountInput = z.object({ name: DisplayName });
 export type AccountInput = z.infer<typeof AccountInput>;
@@ -42,7 +54,7 @@ export async function findAccountByName(kv: Deno.Kv, name: string): Promise<Acco
 /** Lists every account (system use: CLI, demo). */
 export async function listAccounts(kv: Deno.Kv): Promise<Account[]> {
   const out: Account[] = [];
-  for await (const entry of kv.list<Account>({ prefix: ["accounts"] })) out.push(entry.value);
+  for await (const entry of kv.list<Account>({ prefix: accountsPrefix() })) out.push(entry.value);
   return out;
 }
 
@@ -85,6 +97,17 @@ export async function requireOrg(kv: Deno.Kv, actor: Actor, id: string): Promise
   return org;
 }
 
+/** The org's entry for a change by an admin of it: NotFoundError when out of scope, ForbiddenError when not admin. */
+async function adminOrgEntry(kv: Deno.Kv, actor: Actor, id: string): Promise<Deno.KvEntry<Org>> {
+  const entry = await kv.get<Org>(orgKey(id));
+  const org = entry.value;
+  if (!org || !inScope(actor, { accountId: org.accountId, orgId: org.id })) {
+    throw new NotFoundError("Not found");
+  }
+  authorize(actor, "admin", { accountId: org.accountId, orgId: org.id });
+  return entry as Deno.KvEntry<Org>;
+}
+
 /**
  * The owner of a new object, from the actor and the input's `accountId` and `orgId`: a given org must
  * exist and be in the actor's scope (else ValidationError on `orgId`) and then decides the account; without
@@ -114,11 +137,7 @@ export async function resolveOwner(
 
 /** Lists the orgs of an account that the actor may see, by name. */
 export async function listOrgs(kv: Deno.Kv, actor: Actor, accountId: string): Promise<Org[]> {
-  const ids: Deno.KvKey[] = [];
-  for await (const entry of kv.list<string>({ prefix: ["orgs_by_account", accountId] })) {
-    ids.push(orgKey(entry.value));
-  }
-  const orgs = await getManyValues<Org>(kv, ids);
+  const orgs = await readByPointerIndex<Org>(kv, orgsByAccountPrefix(accountId), orgKey);
   return orgs.filter((org) => inScope(actor, { accountId: org.accountId, orgId: org.id }))
     .sort((a, b) => a.name.localeCompare(b.name));
 }
@@ -181,12 +200,8 @@ export async function renameOrg(
 ): Promise<Org> {
   const { name } = OrgInput.parse(input);
   return await withRetry(async () => {
-    const entry = await kv.get<Org>(orgKey(id));
+    const entry = await adminOrgEntry(kv, actor, id);
     const org = entry.value;
-    if (!org || !inScope(actor, { accountId: org.accountId, orgId: org.id })) {
-      throw new NotFoundError("Not found");
-    }
-    authorize(actor, "admin", { accountId: org.accountId, orgId: org.id });
     if (org.name === name) return { value: org };
     const next: Org = { ...org, name, updatedAt: now.toISOString() };
     const op = kv.atomic().check(entry).set(orgKey(id), next);
@@ -226,12 +241,8 @@ export async function rotateOrgSecret(
   now: Date,
 ): Promise<{ org: Org; secret: string }> {
   return await withRetry(async () => {
-    const entry = await kv.get<Org>(orgKey(id));
+    const entry = await adminOrgEntry(kv, actor, id);
     const org = entry.value;
-    if (!org || !inScope(actor, { accountId: org.accountId, orgId: org.id })) {
-      throw new NotFoundError("Not found");
-    }
-    authorize(actor, "admin", { accountId: org.accountId, orgId: org.id });
     const secret = newOrgSecret();
     const secretHash = sha256Hex(secret);
     const next: Org = {

@@ -1,22 +1,25 @@
 /** Users of an account: email, name, role, org scope, argon2id password. */
-import { accountKey } from "./keys/tenancy.ts";
-import { apiTokenKey } from "./keys/api_tokens.ts";
-import { sessionKey } from "./keys/auth.ts";
+import { accountKey, orgKey } from "./keys/tenancy.ts";
+import { apiTokenKey, apiTokensByAccountKey, apiTokensByUserPrefix } from "./keys/api_tokens.ts";
+import { sessionKey, sessionsByUserPrefix } from "./keys/auth.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId, randomToken } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
+import { deleteByPointerIndex, readByPointerIndex } from "./pointer_index.ts";
 import { type Argon2Params, hashPassword } from "./passwords.ts";
 import { type Actor, authorize, inScope, scopeCovers } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import { type OrgScope, type PublicUser, ROLES, type User } from "./types.ts";
-import { userKey, usersByAccountKey } from "./keys/users.ts";
-export { userKey, usersByAccountKey };
-
-export function userByEmailKey(email: string) {
-  return ["users_by_email", email.toLowerCase()] as const;
-}
+import {
+  userByEmailKey,
+  userKey,
+  usersByAccountKey,
+  usersByAccountPrefix,
+  usersPrefix,
+} from "./keys/users.ts";
+export { userByEmailKey, userKey, usersByAccountKey };
 
 export const Email = z.string().trim().toLowerCase().max(254, "must be at most 254 characters")
   .pipe(z.email({ error: "must be a valid email address" }));
@@ -77,17 +80,13 @@ export async function requireUser(kv: Deno.Kv, actor: Actor, id: string): Promis
 
 /** True when any user exists (first-run detection). */
 export async function hasAnyUser(kv: Deno.Kv): Promise<boolean> {
-  for await (const _ of kv.list({ prefix: ["users"] }, { limit: 1 })) return true;
+  for await (const _ of kv.list({ prefix: usersPrefix() }, { limit: 1 })) return true;
   return false;
 }
 
 /** Lists the account's users the actor may see, sorted by email. */
 export async function listUsers(kv: Deno.Kv, actor: Actor, accountId: string): Promise<User[]> {
-  const keys: Deno.KvKey[] = [];
-  for await (const entry of kv.list<string>({ prefix: ["users_by_account", accountId] })) {
-    keys.push(userKey(entry.value));
-  }
-  const users = await getManyValues<User>(kv, keys);
+  const users = await readByPointerIndex<User>(kv, usersByAccountPrefix(accountId), userKey);
   return users.filter((u) => inScope(actor, userScope(u))).sort((a, b) => a.email.localeCompare(b.email));
 }
 
@@ -99,7 +98,7 @@ async function checkGrant(kv: Deno.Kv, actor: Actor, accountId: string, orgScope
     });
   }
   if (orgScope !== "all") {
-    const orgs = await getManyValues<{ accountId: string }>(kv, orgScope.map((id) => ["orgs", id]));
+    const orgs = await getManyValues<{ accountId: string }>(kv, orgScope.map((id) => orgKey(id)));
     if (orgs.length !== orgScope.length || orgs.some((o) => o.accountId !== accountId)) {
       throw new ValidationError("Unknown organization in scope", { orgScope: "Unknown organization" });
     }
@@ -242,8 +241,8 @@ export async function deleteUser(kv: Deno.Kv, actor: Actor, id: string, now: Dat
     const user = entry.value;
     if (!user || !inScope(actor, userScope(user))) throw new NotFoundError(`User ${id} not found`);
     const tokenKeys: Deno.KvKey[] = [];
-    for await (const e of kv.list<string>({ prefix: ["api_tokens_by_user", id] })) {
-      tokenKeys.push(e.key, apiTokenKey(e.value), ["api_tokens_by_account", user.accountId, e.value]);
+    for await (const e of kv.list<string>({ prefix: apiTokensByUserPrefix(id) })) {
+      tokenKeys.push(e.key, apiTokenKey(e.value), apiTokensByAccountKey(user.accountId, e.value));
     }
     authorize(actor, "admin", userScope(user));
     if (actor.id === user.id) throw new ForbiddenError("You cannot delete your own account");
@@ -267,7 +266,8 @@ export async function deleteUser(kv: Deno.Kv, actor: Actor, id: string, now: Dat
 
 /** Ends every session of a user. */
 export async function revokeSessionsOf(kv: Deno.Kv, userId: string): Promise<void> {
-  for await (const e of kv.list<string>({ prefix: ["sessions_by_user", userId] })) {
-    await kv.atomic().delete(e.key).delete(sessionKey(e.value)).commit();
-  }
+  await deleteByPointerIndex(kv, sessionsByUserPrefix(userId), async (id, indexKey) => {
+    await kv.atomic().delete(indexKey).delete(sessionKey(id)).commit();
+    return true;
+  });
 }

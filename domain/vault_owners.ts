@@ -14,6 +14,7 @@ import type { NotificationChannel } from "./notification_channels.ts";
 import type { Platform } from "./platforms.ts";
 import type { StorageTarget } from "./storage.ts";
 import { TOKEN_KEY_VAULT_ID, TOKEN_KEY_VAULT_PURPOSE } from "./token_signing.ts";
+import { selfBackupSettingsKey } from "./keys/self_backup.ts";
 
 /** How owners read the records that hold vault ids (the invariants' bounded reader, or a KV). */
 export interface VaultOwnerReader {
@@ -90,7 +91,7 @@ export const VAULT_OWNERS: readonly VaultOwner[] = [
     kind: "self_backup_s3",
     module: "self_backup_runs.ts",
     async references(r) {
-      const settings = await r.get<{ s3?: { credentialId: string | null } }>(["self_backup", "settings"]);
+      const settings = await r.get<{ s3?: { credentialId: string | null } }>(selfBackupSettingsKey());
       const vaultId = settings?.s3?.credentialId;
       return vaultId
         ? [{

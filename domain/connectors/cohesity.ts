@@ -21,7 +21,9 @@ import {
   type ConnectorOptions,
   type HttpRequest,
   HttpTransport,
+  logIn,
   type PlatformConnector,
+  TokenSession,
   type VendorJob,
   type VendorJobType,
   type VendorObject,
@@ -162,11 +164,12 @@ export class CohesityConnector implements PlatformConnector {
   readonly #http: HttpTransport;
   readonly #options: ConnectorOptions;
   readonly #pageSize: number;
-  #auth: string | null = null;
+  readonly #session: TokenSession;
 
   constructor(options: ConnectorOptions) {
     this.#options = options;
     this.#http = new HttpTransport("Cohesity", options.endpoint, options);
+    this.#session = new TokenSession(this.#http, () => this.#login());
     this.#pageSize = options.pageSize ?? 100;
   }
 
@@ -185,39 +188,17 @@ export class CohesityConnector implements PlatformConnector {
       },
       idempotent: true,
     };
-    const res = await this.#http.send(req, {});
-    if (res.status === 401 || res.status === 403) {
-      await res.body?.cancel();
-      throw new ConnectorError(
-        "auth",
-        `Cohesity rejected the credentials of ${this.#options.username} (${res.status}); check the domain, user name and password`,
-      );
-    }
-    if (!res.ok) throw await this.#http.failure(res, req);
-    const token = await this.#http.parse(res, Token, req);
-    this.#auth = `${token.tokenType || "Bearer"} ${token.accessToken}`;
+    const token = await logIn(this.#http, req, {}, Token, {
+      statuses: [401, 403],
+      message: (status) =>
+        `Cohesity rejected the credentials of ${this.#options.username} (${status}); check the domain, user name and password`,
+    });
     this.#http.addSecret(token.accessToken); // sent on every call: an echoed Authorization header is scrubbed
-    return this.#auth;
-  }
-
-  async #call(req: HttpRequest): Promise<Response> {
-    for (let attempt = 0;; attempt++) {
-      const auth = this.#auth ?? await this.#login();
-      const res = await this.#http.send(req, { authorization: auth });
-      if (res.status === 401 && attempt === 0) {
-        await res.body?.cancel();
-        this.#auth = null;
-        continue;
-      }
-      return res;
-    }
+    return `${token.tokenType || "Bearer"} ${token.accessToken}`;
   }
 
   async #get<T>(path: string, schema: z.ZodType<T>, query?: HttpRequest["query"]): Promise<T> {
-    const req: HttpRequest = { method: "GET", path: `${BASE}${path}`, query };
-    const res = await this.#call(req);
-    if (!res.ok) throw await this.#http.failure(res, req);
-    return await this.#http.parse(res, schema, req);
+    return await this.#session.get({ method: "GET", path: `${BASE}${path}`, query }, schema);
   }
 
   async testConnection(): Promise<ConnectivityResult> {
@@ -356,7 +337,7 @@ export class CohesityConnector implements PlatformConnector {
       path: `${BASE}/protectionJobs/run/${encodeURIComponent(job.id)}`,
       json: { runType: "kRegular" },
     };
-    const res = await this.#call(req);
+    const res = await this.#session.call(req);
     if (!res.ok) throw await this.#http.failure(res, req);
     await res.body?.cancel();
     return { runId: null };

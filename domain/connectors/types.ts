@@ -410,3 +410,60 @@ export function retryAfterSeconds(value: string | null, now = Date.now()): numbe
   const at = Date.parse(value);
   return Number.isFinite(at) ? Math.max(0, Math.ceil((at - now) / 1000)) : 1;
 }
+
+/**
+ * A connector's logged-in session over its transport. `call` sends a request with the session's
+ * Authorization header, logging in first when it has none and once more after a 401 (an expired token);
+ * `get` also refuses a status other than 2xx and reads the body against a schema.
+ */
+export class TokenSession {
+  #authorization: string | null = null;
+
+  constructor(
+    readonly http: HttpTransport,
+    /** Logs in (`logIn`); returns the Authorization header's value. */
+    readonly login: () => Promise<string>,
+    /** Headers every request carries besides Authorization (an API version). */
+    readonly headers: () => Record<string, string> = () => ({}),
+  ) {}
+
+  async call(req: HttpRequest): Promise<Response> {
+    for (let attempt = 0;; attempt++) {
+      const authorization = this.#authorization ?? (this.#authorization = await this.login());
+      const res = await this.http.send(req, { ...this.headers(), authorization });
+      if (res.status === 401 && attempt === 0) {
+        await res.body?.cancel();
+        this.#authorization = null;
+        continue;
+      }
+      return res;
+    }
+  }
+
+  async get<T>(req: HttpRequest, schema: z.ZodType<T>): Promise<T> {
+    const res = await this.call(req);
+    if (!res.ok) throw await this.http.failure(res, req);
+    return await this.http.parse(res, schema, req);
+  }
+}
+
+/**
+ * Sends a login request and reads its token: a status of `rejected.statuses` is ConnectorError `auth` with
+ * `rejected.message(status)` (the credentials are wrong), another failure the transport's error. The caller adds
+ * the token it sends to the transport's secrets.
+ */
+export async function logIn<T>(
+  http: HttpTransport,
+  req: HttpRequest,
+  headers: Record<string, string>,
+  schema: z.ZodType<T>,
+  rejected: { statuses: number[]; message: (status: number) => string },
+): Promise<T> {
+  const res = await http.send(req, headers);
+  if (rejected.statuses.includes(res.status)) {
+    await res.body?.cancel();
+    throw new ConnectorError("auth", rejected.message(res.status));
+  }
+  if (!res.ok) throw await http.failure(res, req);
+  return await http.parse(res, schema, req);
+}

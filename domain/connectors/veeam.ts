@@ -22,7 +22,9 @@ import {
   type ConnectorOptions,
   type HttpRequest,
   HttpTransport,
+  logIn,
   type PlatformConnector,
+  TokenSession,
   type VendorJob,
   type VendorJobType,
   type VendorObject,
@@ -146,11 +148,12 @@ export class VeeamConnector implements PlatformConnector {
   readonly #http: HttpTransport;
   readonly #options: ConnectorOptions;
   readonly #pageSize: number;
-  #token: string | null = null;
+  readonly #session: TokenSession;
 
   constructor(options: ConnectorOptions) {
     this.#options = options;
     this.#http = new HttpTransport("Veeam", options.endpoint, options);
+    this.#session = new TokenSession(this.#http, () => this.#login(), () => this.#versionHeader());
     this.#pageSize = options.pageSize ?? 200;
   }
 
@@ -169,39 +172,17 @@ export class VeeamConnector implements PlatformConnector {
       form: { grant_type: "password", username: this.#options.username, password: this.#options.password },
       idempotent: true,
     };
-    const res = await this.#http.send(req, this.#versionHeader());
-    if (res.status === 400 || res.status === 401) {
-      await res.body?.cancel();
-      throw new ConnectorError(
-        "auth",
-        `Veeam rejected the credentials of ${this.#options.username} (${res.status}); check the user name and password`,
-      );
-    }
-    if (!res.ok) throw await this.#http.failure(res, req);
-    const token = await this.#http.parse(res, Token, req);
-    this.#token = token.access_token;
-    this.#http.addSecret(this.#token); // sent back on every call: an echoed Authorization header is scrubbed
-    return this.#token;
-  }
-
-  /** An authorized request: logs in when needed, and once more after a 401 (expired token). */
-  async #call(req: HttpRequest): Promise<Response> {
-    for (let attempt = 0;; attempt++) {
-      const token = this.#token ?? await this.#login();
-      const res = await this.#http.send(req, { ...this.#versionHeader(), authorization: `Bearer ${token}` });
-      if (res.status === 401 && attempt === 0) {
-        await res.body?.cancel();
-        this.#token = null;
-        continue;
-      }
-      return res;
-    }
+    const token = await logIn(this.#http, req, this.#versionHeader(), Token, {
+      statuses: [400, 401],
+      message: (status) =>
+        `Veeam rejected the credentials of ${this.#options.username} (${status}); check the user name and password`,
+    });
+    this.#http.addSecret(token.access_token); // sent back on every call: an echoed Authorization header is scrubbed
+    return `Bearer ${token.access_token}`;
   }
 
   async #get<T>(req: HttpRequest, schema: z.ZodType<T>): Promise<T> {
-    const res = await this.#call(req);
-    if (!res.ok) throw await this.#http.failure(res, req);
-    return await this.#http.parse(res, schema, req);
+    return await this.#session.get(req, schema);
   }
 
   /** Every item of a paged list (skip/limit until pagination.total). */
@@ -316,7 +297,7 @@ export class VeeamConnector implements PlatformConnector {
       path: `/api/v1/jobs/${encodeURIComponent(job.id)}/start`,
       json: { performActiveFull: false },
     };
-    const res = await this.#call(req);
+    const res = await this.#session.call(req);
     if (!res.ok) throw await this.#http.failure(res, req);
     const session = await this.#http.parse(res, StartedSession, req);
     return { runId: session?.id ?? null };

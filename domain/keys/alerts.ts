@@ -30,3 +30,30 @@ export function alertEventKey(id: string) {
 export function alertEventsPrefix(): Deno.KvKey {
   return ["alert_events"];
 }
+/** Every alert; an account's alerts (`alertsByAccountKey`); an account's open-alert counters (`openAlertCountKey`). */
+export function alertsPrefix(): Deno.KvKey {
+  return ["alerts"];
+}
+export function alertsByAccountPrefix(accountId: string): Deno.KvKey {
+  return ["alerts_by_account", accountId];
+}
+export function alertCountsPrefix(accountId: string): Deno.KvKey {
+  return ["alert_counts", accountId];
+}
+/** The open alerts of one subject type (`openAlertKey`). */
+export function openAlertsOfTypePrefix(subjectType: string): Deno.KvKey {
+  return ["alerts_open", subjectType];
+}
+/**
+ * The range of the open alerts of one subject type whose subject id starts with `subjectIdStart` and a
+ * separator (`~`, an id never holds one): `[start, end)` (`"\u007f"` sorts after `~`).
+ */
+export function openAlertsSubjectRange(
+  subjectType: string,
+  subjectIdStart: string,
+): { start: Deno.KvKey; end: Deno.KvKey } {
+  return {
+    start: ["alerts_open", subjectType, `${subjectIdStart}~`],
+    end: ["alerts_open", subjectType, `${subjectIdStart}\u007f`],
+  };
+}

@@ -24,3 +24,11 @@ export function baselineKey(policyId: string, hostId: string) {
 export function pruneFreezeKey(hostId: string) {
   return ["prune_freezes", hostId] as const;
 }
+
+/** An account's anomalies (`anomaliesByAccountKey`), its open ones (`openAnomaliesKey`). */
+export function anomaliesByAccountPrefix(accountId: string): Deno.KvKey {
+  return ["anomalies_by_account", accountId];
+}
+export function openAnomaliesPrefix(accountId: string): Deno.KvKey {
+  return ["anomalies_open", accountId];
+}

@@ -16,3 +16,11 @@ export function approvalsByAccountKey(accountId: string, id: string) {
 export function openApprovalKey(id: string) {
   return ["approval_requests_open", id] as const;
 }
+
+/** An account's requests (`approvalsByAccountKey`), every open request (`openApprovalKey`). */
+export function approvalsByAccountPrefix(accountId: string): Deno.KvKey {
+  return ["approval_requests_by_account", accountId];
+}
+export function openApprovalsPrefix(): Deno.KvKey {
+  return ["approval_requests_open"];
+}

@@ -4,3 +4,8 @@
 export function auditKey(accountId: string, id: string) {
   return ["audit", accountId, id] as const;
 }
+
+/** An account's audit entries (`auditKey`), or every account's. */
+export function auditPrefix(accountId?: string): Deno.KvKey {
+  return accountId === undefined ? ["audit"] : ["audit", accountId];
+}

@@ -38,9 +38,9 @@ export function runOutcomesPrefix(accountId?: string, org?: string): Deno.KvKey 
   if (accountId === undefined) return ["run_outcomes"];
   return org === undefined ? ["run_outcomes", accountId] : ["run_outcomes", accountId, org];
 }
-/** The failing runs of an account (`failingKey`). */
-export function failingPrefix(accountId: string): Deno.KvKey {
-  return ["runs_failing", accountId];
+/** The failing runs of an account (`failingKey`), or of every account. */
+export function failingPrefix(accountId?: string): Deno.KvKey {
+  return accountId === undefined ? ["runs_failing"] : ["runs_failing", accountId];
 }
 /** The failed verifications of an account (`verifyFailedKey`). */
 export function verifyFailedPrefix(accountId: string): Deno.KvKey {

@@ -33,3 +33,26 @@ export function drillSlotKey(drillId: string, minute: string) {
 export function provenRestoreKey(accountId: string, policyId: string) {
   return ["drill_proven", accountId, policyId] as const;
 }
+
+/** Unique: one drill per (account, lower-cased name). */
+export function drillByNameKey(accountId: string, name: string) {
+  return ["drills_by_name", accountId, name.toLowerCase()] as const;
+}
+/** Every drill (the dispatch tick), an account's (`drillsByAccountKey`). */
+export function drillsPrefix(): Deno.KvKey {
+  return ["drills"];
+}
+export function drillsByAccountPrefix(accountId: string): Deno.KvKey {
+  return ["drills_by_account", accountId];
+}
+/** Every open drill run (`openDrillRunKey`), a drill's runs (`drillRunsByDrillKey`). */
+export function openDrillRunsPrefix(): Deno.KvKey {
+  return ["drill_runs_open"];
+}
+export function drillRunsByDrillPrefix(drillId: string): Deno.KvKey {
+  return ["drill_runs_by_drill", drillId];
+}
+/** An account's proven restores (`provenRestoreKey`). */
+export function provenRestoresPrefix(accountId: string): Deno.KvKey {
+  return ["drill_proven", accountId];
+}

@@ -35,3 +35,15 @@ export function engineMetricsKey(id: string, minute: number) {
 export function enginesByAccountPrefix(accountId: string): Deno.KvKey {
   return ["engines_by_account", accountId];
 }
+
+/** Every live engine (`liveEngineKey`), every engine being deleted (`deletingEngineKey`). */
+export function liveEnginesPrefix(): Deno.KvKey {
+  return ["engines_live"];
+}
+export function deletingEnginesPrefix(): Deno.KvKey {
+  return ["engines_deleting"];
+}
+/** Every engine's metrics samples, or one engine's (`engineMetricsKey`). */
+export function engineMetricsPrefix(engineId?: string): Deno.KvKey {
+  return engineId === undefined ? ["engine_metrics"] : ["engine_metrics", engineId];
+}

@@ -18,3 +18,8 @@ export function activeHoldKey(accountId: string, id: string) {
 export function holdEpochKey(accountId: string) {
   return ["legal_holds_epoch", accountId] as const;
 }
+
+/** An account's active holds (`activeHoldKey`). */
+export function activeHoldsPrefix(accountId: string): Deno.KvKey {
+  return ["legal_holds_active", accountId];
+}

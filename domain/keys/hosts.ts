@@ -33,3 +33,8 @@ export function hostsPrefix(): Deno.KvKey {
 export function hostDecommissionsPrefix(): Deno.KvKey {
   return ["host_decommissions"];
 }
+
+/** Every live host (`liveHostKey`). */
+export function liveHostsPrefix(): Deno.KvKey {
+  return ["hosts_live"];
+}

@@ -8,6 +8,10 @@ export function jobKey(id: string) {
 export function queueRankKey(principal: string, rank: number, id: string) {
   return ["job_queue", principal, rank, id] as const;
 }
+/** Every claimable job of every principal (`queueRankKey`). */
+export function queueRanksPrefix(): Deno.KvKey {
+  return ["job_queue"];
+}
 
 /** Leased jobs by lease expiry, for the sweep. */
 export function leaseKey(expiresAt: number, id: string) {

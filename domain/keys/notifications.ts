@@ -19,6 +19,10 @@ export function rulesByAccountKey(accountId: string, id: string) {
 export function deliveryKey(id: string) {
   return ["notification_deliveries", id] as const;
 }
+/** Every delivery (`deliveryKey`). */
+export function deliveriesPrefix(): Deno.KvKey {
+  return ["notification_deliveries"];
+}
 
 export function deliveriesByAccountKey(accountId: string, id: string) {
   return ["notification_deliveries_by_account", accountId, id] as const;

@@ -22,3 +22,22 @@ export function principalQueueCountKey(principal: string) {
 export function deliveryCountKey(accountId: string, status: string) {
   return ["delivery_counts", accountId, status] as const;
 }
+
+/** Every engine/host status counter, every queue bucket, every delivery status counter. */
+export function fleetCountsPrefix(): Deno.KvKey {
+  return ["fleet_counts"];
+}
+export function queueCountsPrefix(): Deno.KvKey {
+  return ["job_queue_counts"];
+}
+export function deliveryCountsPrefix(): Deno.KvKey {
+  return ["delivery_counts"];
+}
+
+/** The roots of the operational counters (a rebuild replaces everything under them). */
+export const OPS_COUNTER_PREFIXES = [
+  "fleet_counts",
+  "job_queue_counts",
+  "job_queue_principal_counts",
+  "delivery_counts",
+] as const;

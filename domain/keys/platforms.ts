@@ -39,3 +39,37 @@ export function platformPendingKey(platformId: string, runId: string) {
 export function syncLockKey(platformId: string) {
   return ["platform_sync_lock", platformId] as const;
 }
+
+/**
+ * Unique: one platform per (account, type, endpoint identity) — the lower-case origin and path that
+ * platforms.ts derives from the endpoint URL (`endpointIdentity`).
+ */
+export function platformByEndpointIdentityKey(accountId: string, type: string, identity: string) {
+  return ["platforms_by_endpoint", accountId, type, identity] as const;
+}
+
+/** Every platform; an account's platforms (`platformsByAccountKey`). */
+export function platformsPrefix(): Deno.KvKey {
+  return ["platforms"];
+}
+export function platformsByAccountPrefix(accountId: string): Deno.KvKey {
+  return ["platforms_by_account", accountId];
+}
+/** Every platform's, or one platform's, imported objects, jobs by vendor id, and runs by vendor id. */
+export function platformObjectsPrefix(platformId?: string): Deno.KvKey {
+  return platformId === undefined ? ["platform_objects"] : ["platform_objects", platformId];
+}
+export function platformJobsByVendorPrefix(platformId?: string): Deno.KvKey {
+  return platformId === undefined ? ["platform_jobs_by_vendor"] : ["platform_jobs_by_vendor", platformId];
+}
+export function platformRunsPrefix(platformId?: string): Deno.KvKey {
+  return platformId === undefined ? ["platform_runs"] : ["platform_runs", platformId];
+}
+/** Every account's, or one account's, platform jobs (`platformJobsByAccountKey`). */
+export function platformJobsByAccountPrefix(accountId?: string): Deno.KvKey {
+  return accountId === undefined ? ["platform_jobs_by_account"] : ["platform_jobs_by_account", accountId];
+}
+/** A platform's pending retry runs (`platformPendingKey`). */
+export function platformPendingPrefix(platformId: string): Deno.KvKey {
+  return ["platform_pending", platformId];
+}

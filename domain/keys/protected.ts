@@ -23,6 +23,14 @@ export function objectCountKey(
   return ["po_counts", accountId, orgId, metric] as const;
 }
 
+/**
+ * An account's protected objects by one filter dimension's value (`["po_by", account, dim, value, name,
+ * id]`, written by protected.ts), e.g. dimension `src`, value `bes:<engine id>`.
+ */
+export function objectsByDimensionPrefix(accountId: string, dim: string, value: string): Deno.KvKey {
+  return ["po_by", accountId, dim, value];
+}
+
 /** Managed hosts of an org without an active protected object (a decommissioned host is not counted). */
 export function unprotectedHostsKey(accountId: string, orgId: string) {
   return ["host_counts", accountId, orgId, "unprotected"] as const;
@@ -66,9 +74,6 @@ export function objectByDimensionKey(
   id: string,
 ) {
   return ["po_by", accountId, dimension, value, name, id] as const;
-}
-export function objectsByDimensionPrefix(accountId: string, dimension: string, value: string): Deno.KvKey {
-  return ["po_by", accountId, dimension, value];
 }
 /** An object in the RPO index at the time its RPO runs out: due (not yet breached) or breached. */
 export function objectRpoKey(breached: boolean, accountId: string, dueAt: string, id: string) {

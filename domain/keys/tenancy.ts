@@ -22,7 +22,18 @@ export function accountBySecretKey(secretHash: string) {
   return ["accounts_by_secret", secretHash] as const;
 }
 
-/** Every account (`accountKey`). */
+/** Unique: one account per (lower-cased) name. */
+export function accountByNameKey(name: string) {
+  return ["accounts_by_name", name.toLowerCase()] as const;
+}
+/** Unique: one org per account and (lower-cased) name. */
+export function orgByNameKey(accountId: string, name: string) {
+  return ["orgs_by_name", accountId, name.toLowerCase()] as const;
+}
+/** Every account, an account's orgs (`orgsByAccountKey`). */
 export function accountsPrefix(): Deno.KvKey {
   return ["accounts"];
+}
+export function orgsByAccountPrefix(accountId: string): Deno.KvKey {
+  return ["orgs_by_account", accountId];
 }

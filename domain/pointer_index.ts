@@ -1,0 +1,69 @@
+/**
+ * Reading and deleting through a pointer index, and deleting a key range, in one place (issue 19 item 6).
+ *
+ * A pointer index entry (`["hooks_by_policy", policyId, hookId] → hookId`) names a record kept under its
+ * own key. Deleting a parent deletes what its indexes point to: each pointed record through its own
+ * module (which also removes the record's other index entries, the pointer among them, and keeps its
+ * counters right), and a pointer whose record is gone is dropped. Deleting a key range (a target's
+ * capacity samples, a platform's vendor-run index) needs no record: its keys go in atomic writes of up to
+ * `DELETE_BATCH` deletes.
+ */
+
+import { getManyValues } from "./kv.ts";
+
+/**
+ * The records a pointer index under `prefix` points to, in index order (`key(id)` is a record's key;
+ * entries are read ten at a time): a pointer whose record is gone is skipped.
+ */
+export async function readByPointerIndex<T>(
+  kv: Deno.Kv,
+  prefix: Deno.KvKey,
+  key: (id: string) => Deno.KvKey,
+): Promise<T[]> {
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list<string>({ prefix })) keys.push(key(e.value));
+  return await getManyValues<T>(kv, keys);
+}
+
+/** Deletes per atomic write: well below KV's 1,000 mutations per atomic operation. */
+export const DELETE_BATCH = 500;
+
+/**
+ * Removes what the pointer index under `prefix` points to. Each entry whose value is a string (a record
+ * id) is handed to `remove(id, indexKey)`, which deletes the record and its index entries (the pointer
+ * among them) and returns true, or returns false when there is no such record; the entry is then dropped,
+ * as is an entry whose value is not an id. Returns how many records `remove` removed. Idempotent when
+ * `remove` is: a crash in the middle is resumed by calling it again.
+ */
+export async function deleteByPointerIndex(
+  kv: Deno.Kv,
+  prefix: Deno.KvKey,
+  remove: (id: string, indexKey: Deno.KvKey) => Promise<boolean>,
+): Promise<number> {
+  let removed = 0;
+  for await (const e of kv.list<unknown>({ prefix })) {
+    if (typeof e.value === "string" && await remove(e.value, e.key)) removed++;
+    else await kv.delete(e.key);
+  }
+  return removed;
+}
+
+/**
+ * Deletes every key under `prefix` (those `where` accepts, when given): the keys are listed first, then
+ * deleted `batch` at a time, one atomic write each. Returns how many it deleted.
+ */
+export async function deleteKeysUnder(
+  kv: Deno.Kv,
+  prefix: Deno.KvKey,
+  options: { where?: (key: Deno.KvKey) => boolean; batch?: number } = {},
+): Promise<number> {
+  const batch = options.batch ?? DELETE_BATCH;
+  const keys: Deno.KvKey[] = [];
+  for await (const e of kv.list({ prefix })) if (!options.where || options.where(e.key)) keys.push(e.key);
+  for (let i = 0; i < keys.length; i += batch) {
+    const op = kv.atomic();
+    for (const key of keys.slice(i, i + batch)) op.delete(key);
+    await op.commit(); // unchecked deletes: nothing to conflict with
+  }
+  return keys.length;
+}
