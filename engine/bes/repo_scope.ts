@@ -256,9 +256,9 @@ export class RepositoryScope {
   }
 
   /**
-   * Pack `packId`'s trailer listing as `packTrailer` gives it, taken (once) from what `notePackReceived`
-   * recorded (`notePackReceived`) when the pack is still stored — one existence check instead of reading the trailer back —,
-   * else read from the target.
+   * Pack `packId`'s trailer listing as `packTrailer` gives it: the one `notePackReceived` kept (used once),
+   * when the pack is still stored — one existence check instead of reading the trailer back —, else read
+   * from the target.
    */
   async storedTrailer(packId: string): Promise<PackListing | null> {
     const known = this.#storedTrailers.get(packId);
