@@ -26,7 +26,10 @@
  * end-to-end one (no restic, no incrementals, no restore); `--trace` times the agent's storage calls and the
  * BES's requests and target writes by kind and samples the agent's memory (tools/bench_trace.ts);
  * `--profile DIR` runs the agent with `--cpu-prof` into DIR (profile the BES side by running this script
- * itself with `deno run --cpu-prof`).
+ * itself with `deno run --cpu-prof`); `--plain-http` (a diagnostic, never a figure of record: the row is
+ * HTTPS) serves the data API over plain HTTP on loopback, to measure what TLS costs the row. With
+ * `--e2e-only` the summary gives each row's user and system CPU and how busy the whole machine was
+ * (/proc/stat: busy CPUs over the row; 2.00 of 2 means the row was CPU-bound, its own or others' work).
  *
  * Throughput is MB/s (10^6 bytes) of the data set's size over the process's wall time (start-up,
  * repository open and everything included, for both tools).
@@ -42,6 +45,7 @@ import { createCertificate } from "../engine/bes/tls.ts";
 import { MAX_TOKEN_TTL_SECONDS, signDataToken } from "../engine/protocol/token.ts";
 import type { Backend } from "../engine/repo/backend.ts";
 import { cpuNow, cpuSince, objectKind, Spans, TracingBackend } from "./bench_trace.ts";
+import process from "node:process";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -54,6 +58,7 @@ const { values } = parseArgs({
     trace: { type: "boolean", default: false },
     profile: { type: "string" },
     "packs-in-flight": { type: "string" },
+    "plain-http": { type: "boolean", default: false },
   },
 });
 const SIZE_MIB = Number(values["size-mib"]);
@@ -222,6 +227,11 @@ interface Ran {
   rssKiB: number;
   /** User + system CPU seconds (from /usr/bin/time; NaN without it). */
   cpuS: number;
+  /** User and system CPU seconds apart (NaN without /usr/bin/time). */
+  userS: number;
+  sysS: number;
+  /** The whole machine's busy CPU seconds over the run (every process, kernel threads included; /proc/stat). */
+  machineBusyS: number;
   stdout: string;
   stderr: string;
 }
@@ -229,6 +239,7 @@ interface Ran {
 /** Runs `cmd`, timing its wall clock and measuring its peak RSS; throws on a non-zero exit. */
 async function run(cmd: string[], env: Record<string, string> = {}): Promise<Ran> {
   const argv = TIME_BIN ? [TIME_BIN, "-v", ...cmd] : cmd;
+  const busy0 = await machineBusy();
   const t0 = performance.now();
   const child = new Deno.Command(argv[0], { args: argv.slice(1), env, stdout: "piped", stderr: "piped" })
     .spawn();
@@ -245,6 +256,7 @@ async function run(cmd: string[], env: Record<string, string> = {}): Promise<Ran
   })();
   const out = await child.output();
   const ms = performance.now() - t0;
+  const machineBusyS = (await machineBusy()) - busy0;
   polling = false;
   await poller;
   const stdout = new TextDecoder().decode(out.stdout);
@@ -253,9 +265,20 @@ async function run(cmd: string[], env: Record<string, string> = {}): Promise<Ran
     throw new Error(`${cmd.join(" ")} exited ${out.code}:\n${stderr.slice(-2000)}`);
   }
   const rss = Number(/Maximum resident set size \(kbytes\): (\d+)/.exec(stderr)?.[1] ?? polled);
-  const cpuS = Number(/User time \(seconds\): ([\d.]+)/.exec(stderr)?.[1] ?? NaN) +
-    Number(/System time \(seconds\): ([\d.]+)/.exec(stderr)?.[1] ?? NaN);
-  return { ms, rssKiB: rss, cpuS, stdout, stderr };
+  const userS = Number(/User time \(seconds\): ([\d.]+)/.exec(stderr)?.[1] ?? NaN);
+  const sysS = Number(/System time \(seconds\): ([\d.]+)/.exec(stderr)?.[1] ?? NaN);
+  return { ms, rssKiB: rss, cpuS: userS + sysS, userS, sysS, machineBusyS, stdout, stderr };
+}
+
+/** Busy CPU seconds of the whole machine since boot (all CPUs: /proc/stat less idle and iowait; NaN elsewhere). */
+async function machineBusy(): Promise<number> {
+  try {
+    const f = (await readProc("/proc/stat")).split("\n")[0].trim().split(/\s+/).slice(1).map(Number);
+    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+    return (total - f[3] - f[4]) / 100; // USER_HZ is 100 on Linux
+  } catch {
+    return NaN;
+  }
 }
 
 /** `deno task repo`'s command, taken from deno.json, run with this Deno directly (no task runner). */
@@ -434,10 +457,11 @@ const e2e = await (async () => {
   const certFile = `${base}/e2e-cert.pem`;
   await Deno.writeTextFile(certFile, cert.certPem);
   const stop = new AbortController();
+  const plain = values["plain-http"];
   const server = serveDataApi({ fetch: fetchApi }, {
     hostname: "127.0.0.1",
     port: 0,
-    certificate: cert,
+    ...(plain ? { insecureHttp: true } : { certificate: cert }),
     signal: stop.signal,
   });
   try {
@@ -472,7 +496,7 @@ const e2e = await (async () => {
       ...(values.trace ? ["--trace"] : []),
       ...(values["packs-in-flight"] ? ["--packs-in-flight", values["packs-in-flight"]] : []),
       "--url",
-      `https://127.0.0.1:${server.addr.port}`,
+      `${plain ? "http" : "https"}://127.0.0.1:${server.addr.port}`,
       "--cert",
       certFile,
       src,
@@ -480,7 +504,9 @@ const e2e = await (async () => {
     const out = JSON.parse(ran.stdout);
     const repoBytes = (await treeBytes(`${base}/e2e-target/${repository.path}`)).bytes;
     console.log(
-      `end to end : agent → BES → Local over loopback HTTPS ${(ran.ms / 1000).toFixed(2)} s (${out.files} ` +
+      `end to end : agent → BES → Local over loopback ${plain ? "plain HTTP (diagnostic)" : "HTTPS"} ${
+        (ran.ms / 1000).toFixed(2)
+      } s (${out.files} ` +
         `files, ${(out.bytesStored / MIB).toFixed(0)} MiB stored, repository ${
           (repoBytes / MIB).toFixed(0)
         } MiB, ` +
@@ -489,9 +515,10 @@ const e2e = await (async () => {
     if (spans) {
       for (const l of ran.stderr.split("\n")) if (l.startsWith("TRACE ")) console.log(l.slice(6));
       console.log(spans.report("BES requests and target writes").join("\n"));
-      console.log(`BES (this process) CPU during the row: ${cpuSince(besCpu)}`);
     }
-    return ran;
+    console.log(`BES (this process) CPU during the row: ${cpuSince(besCpu)}`);
+    const bes = process.cpuUsage(besCpu);
+    return { ...ran, besCpuS: (bes.user + bes.system) / 1e6 };
   } finally {
     stop.abort();
     await server.finished;
@@ -509,6 +536,18 @@ if (E2E_ONLY) {
     } MiB, CPU ${figures.engine.first!.cpuS.toFixed(2)} s); end to end ${e.toFixed(0)} MB/s (agent peak RSS ${
       (e2e.rssKiB / 1024).toFixed(0)
     } MiB, agent CPU ${e2e.cpuS.toFixed(2)} s): ${(e / lib).toFixed(2)}× (aim ≥ 0.8×)`,
+  );
+  const busy = (r: Ran) =>
+    `user ${r.userS.toFixed(2)} s, system ${r.sysS.toFixed(2)} s; machine busy ${
+      (r.machineBusyS / (r.ms / 1000)).toFixed(2)
+    } of ${navigator.hardwareConcurrency} CPUs`;
+  console.log(`library-only CPU ${busy(figures.engine.first!)}; end to end: agent CPU ${busy(e2e)}`);
+  // On a machine whose CPUs are all busy, wall-clock throughput follows CPU time: this ratio is the row's
+  // bound there, and it moves far less with other work on the machine than the wall-clock ratio does.
+  console.log(
+    `CPU ratio: library-only CPU / (agent + BES CPU) = ${figures.engine.first!.cpuS.toFixed(2)} / (${
+      e2e.cpuS.toFixed(2)
+    } + ${e2e.besCpuS.toFixed(2)}) = ${(figures.engine.first!.cpuS / (e2e.cpuS + e2e.besCpuS)).toFixed(2)}×`,
   );
   console.log(`load average at end: ${loadavg()}; total ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   if (!values.keep) await Deno.remove(base, { recursive: true });

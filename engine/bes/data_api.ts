@@ -212,7 +212,7 @@ async function receivePack(
   limit: number,
   beforeCommit: () => Promise<boolean>,
   checkListing: (listing: PackListing) => void,
-): Promise<number> {
+): Promise<{ size: number; listing: PackListing; stored: boolean }> {
   const tooLarge = () =>
     new DataApiError(413, "payload_too_large", `The body of ${name} is over the limit of ${limit} bytes`);
   const declared = req.headers.get("content-length");
@@ -261,12 +261,10 @@ async function receivePack(
       cur ^= 1;
       fill = 0;
     };
-    const grow = async (n: number) => {
-      size += n;
-      if (size > limit) {
-        await reader!.cancel().catch(() => {});
-        throw tooLarge();
-      }
+    // A body over the limit: cancelled and refused.
+    const refuse = async (): Promise<never> => {
+      await reader!.cancel().catch(() => {});
+      throw tooLarge();
     };
     let tail: Uint8Array = new Uint8Array(0);
     for (;;) {
@@ -275,13 +273,13 @@ async function receivePack(
         // The block's buffer is transferred by each read: keep the one handed back.
         if (value) blocks[cur] = new Uint8Array(value.buffer);
         if (done) break;
-        await grow(value.length);
+        if ((size += value.length) > limit) await refuse();
         fill += value.length;
         if (fill >= STAGE_WRITE_BYTES) await flush();
       } else if (plain) {
         const { done, value } = await plain.read();
         if (done) break;
-        await grow(value.length);
+        if ((size += value.length) > limit) await refuse();
         for (let o = 0; o < value.length;) {
           const k = Math.min(value.length - o, capacity - fill);
           blocks[cur].set(value.subarray(o, o + k), fill);
@@ -319,7 +317,7 @@ async function receivePack(
       await staged.commit();
       committed = true;
     }
-    return size;
+    return { size, listing, stored: committed };
   } finally {
     await writing.catch(() => {});
     if (!committed) await staged.abort();
@@ -633,7 +631,7 @@ export function createDataApi(options: DataApiOptions): DataApi {
         };
         if (r.backend.stage) {
           // Streamed: written to a temporary object while it is hashed, checked whole, then made visible.
-          const size = await receivePack(
+          const { size, listing, stored } = await receivePack(
             c.req.raw,
             (n) => r.backend.stage!(n),
             name,
@@ -646,7 +644,7 @@ export function createDataApi(options: DataApiOptions): DataApi {
             },
             checkListing,
           );
-          r.scope.notePack(o.id, ns);
+          r.scope.notePackReceived(listing, stored);
           return c.json({ name, size }, 201);
         }
         const body = await readBody(c.req.raw, limits.pack, name);
@@ -663,8 +661,9 @@ export function createDataApi(options: DataApiOptions): DataApi {
         checkListing(listing);
         await locks.acquire(r.lockKey, r.backend, holder);
         // Same name, same bytes: a retried upload changes nothing.
-        if (!(await r.backend.exists(name))) await r.backend.put(name, body);
-        r.scope.notePack(o.id, ns);
+        const stored = !(await r.backend.exists(name));
+        if (stored) await r.backend.put(name, body);
+        r.scope.notePackReceived(listing, stored);
         return c.json({ name, size: body.length }, 201);
       }
       case "index": {
@@ -690,7 +689,8 @@ export function createDataApi(options: DataApiOptions): DataApi {
           // The listing must be the pack's own trailer: an index may not point into a pack it does not describe.
           let trailer: PackListing | null;
           try {
-            trailer = await r.scope.packTrailer(l.packId);
+            // The trailer checked when this BES received the pack, if it did (else read back).
+            trailer = await r.scope.storedTrailer(l.packId);
           } catch (e) {
             if (e instanceof IntegrityError) trailer = null;
             else throw e;

@@ -22,6 +22,12 @@ const NAMESPACE_INDEXES_KEPT = 8;
 /** Trailer namespaces remembered per repository (a bound on memory; forgotten ones are read again). */
 const PACK_NAMESPACES_KEPT = 200_000;
 const TAIL_READ = 64 * 1024;
+/**
+ * Entries of the trailers of packs just received (`notePackReceived`) kept for the index segment that lists
+ * them (`storedTrailer`), at most this many in all (oldest packs forgotten first; a forgotten one is read
+ * back from the target as before).
+ */
+const STORED_TRAILER_ENTRIES_KEPT = 100_000;
 
 /** What an index segment lists, per namespace. */
 interface SegmentSummary {
@@ -52,6 +58,9 @@ export class RepositoryScope {
   /** Snapshot id → clear header (null: damaged). */
   #snapshots = new Map<string, SnapshotHeader | null>();
   #namespaceIndexes = new Map<string, NamespaceIndex>();
+  /** Pack id → the listing of its trailer, for packs this process received, checked and wrote (`notePackReceived`). */
+  #storedTrailers = new Map<string, PackListing>();
+  #storedTrailerEntries = 0;
 
   constructor(readonly backend: Backend) {}
 
@@ -219,6 +228,45 @@ export class RepositoryScope {
     if (ns !== null) return ns;
     // A damaged trailer: the index (checked against the trailer when it was written) still knows it.
     return (await this.#indexedPackNamespaces()).get(packId) ?? null;
+  }
+
+  /**
+   * Records a pack the data API just received and checked, with the listing parsed from its trailer. When
+   * `stored` (this request wrote it), the listing is kept for the index segment that lists the pack
+   * (`storedTrailer`), which then need not read it back; otherwise a copy was there already, whose own
+   * trailer is what counts, so nothing is kept.
+   */
+  notePackReceived(listing: PackListing, stored: boolean): void {
+    this.notePack(listing.packId, listing.namespace);
+    this.#forgetStoredTrailer(listing.packId);
+    if (!stored) return;
+    this.#storedTrailers.set(listing.packId, listing);
+    this.#storedTrailerEntries += listing.entries.length + 1;
+    for (const [id] of this.#storedTrailers) {
+      if (this.#storedTrailerEntries <= STORED_TRAILER_ENTRIES_KEPT) break;
+      this.#forgetStoredTrailer(id);
+    }
+  }
+
+  #forgetStoredTrailer(packId: string): void {
+    const known = this.#storedTrailers.get(packId);
+    if (!known) return;
+    this.#storedTrailers.delete(packId);
+    this.#storedTrailerEntries -= known.entries.length + 1;
+  }
+
+  /**
+   * Pack `packId`'s trailer listing as `packTrailer` gives it: the one `notePackReceived` kept (used once),
+   * when the pack is still stored — one existence check instead of reading the trailer back —, else read
+   * from the target.
+   */
+  async storedTrailer(packId: string): Promise<PackListing | null> {
+    const known = this.#storedTrailers.get(packId);
+    if (known) {
+      this.#forgetStoredTrailer(packId);
+      if (await this.backend.exists(packObjectName(packId))) return known;
+    }
+    return await this.packTrailer(packId);
   }
 
   /** Records the namespace of a pack the data API just stored (its trailer was checked). */
