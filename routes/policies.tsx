@@ -53,8 +53,8 @@ import {
   RetentionSection,
   RunsSection,
 } from "./policy_sections.tsx";
-import { HOOK_TYPE_LABELS, listHooksByPolicy } from "../domain/hooks.ts";
-import type { Actor } from "../domain/rbac.ts";
+import { HOOK_TYPE_LABELS } from "../domain/hooks.ts";
+import { getPolicyDetail, getPolicyEdit, type PolicyDetail } from "../domain/read_models/policy_detail.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
@@ -423,19 +423,6 @@ function PolicyForm(props: {
   );
 }
 
-async function choices(c: Context<AppEnv>) {
-  const actor = c.get("actor")!;
-  const kv = c.get("deps").kv;
-  const [engines, targets] = await Promise.all([
-    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
-    listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
-  ]);
-  const usable = engines.values.filter((e) =>
-    e.status !== "deleting" && can(actor, "backup.manage", { accountId: e.accountId, orgId: e.orgId })
-  );
-  return { engines: usable, targets: targets.values.filter((t) => usable.some((e) => e.id === t.besId)) };
-}
-
 const ListQuery = TargetFilter.pick({ q: true, offset: true, limit: true });
 
 policyRoutes.get("/", requires("backup.view"), async (c) => {
@@ -546,16 +533,12 @@ async function formPage(
     retentionWarning?: boolean;
   },
 ) {
-  const { engines, targets } = await choices(c);
   const existing = opts.existing;
-  const hooks = existing
-    ? await HooksSection({
-      kv: c.get("deps").kv,
-      actor: c.get("actor")!,
-      policy: existing,
-      csrf: c.get("csrfToken"),
-      draft: opts.hookDraft,
-    })
+  const { kv, clock } = c.get("deps");
+  const data = await getPolicyEdit(kv, c.get("actor")!, { policy: existing ?? null }, clock());
+  const { engines, targets } = data.choices;
+  const hooks = existing && data.hooks
+    ? <HooksSection data={data.hooks} policy={existing} csrf={c.get("csrfToken")} draft={opts.hookDraft} />
     : null;
   return render(
     c,
@@ -617,10 +600,12 @@ policyRoutes.post("/:policyId/run", requires("backup.manage"), (c) => postRunNow
 /** The policy page; `runNow` carries a refused Run now back to its panel (and sets the status). */
 async function policyPage(c: Context<AppEnv>, p: Policy, runNow: RunNowRefusal | null = null) {
   const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const { engines, targets } = await choices(c);
-  const canManage = can(actor, "backup.manage", { accountId: p.accountId, orgId: p.orgId });
-  const runs = nextRuns(p.fullSchedule, clock(), 3, p.timeZone);
+  const now = clock();
+  const data = await getPolicyDetail(kv, c.get("actor")!, { policy: p, query: c.req.query() }, now);
+  const { engines, targets } = data.choices;
+  const canManage = data.canManage;
+  const runs = nextRuns(p.fullSchedule, now, 3, p.timeZone);
+  const csrf = c.get("csrfToken");
   return render(
     c,
     p.name,
@@ -713,19 +698,12 @@ async function policyPage(c: Context<AppEnv>, p: Policy, runNow: RunNowRefusal |
             </dl>
           </section>
         </div>
-        {await RunNowSection({
-          kv,
-          actor,
-          policy: p,
-          csrf: c.get("csrfToken"),
-          now: clock(),
-          refused: runNow,
-        })}
-        {await RunsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
-        {await RetentionSection({ kv, policy: p, query: c.req.query() })}
-        {await HostsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
-        {await ReplicasSection({ kv, actor, policy: p, csrf: c.get("csrfToken"), now: clock() })}
-        {await HooksSummary({ kv, actor, policy: p })}
+        <RunNowSection data={data.runNow} policy={p} csrf={csrf} refused={runNow} />
+        <RunsSection data={data.runs} csrf={csrf} />
+        <RetentionSection data={data.retention} policy={p} />
+        <HostsSection data={data.hosts} policy={p} csrf={csrf} />
+        <ReplicasSection data={data.replicas} policy={p} csrf={csrf} />
+        <HooksSummary hooks={data.hooks} policy={p} />
         {canManage && (
           <section class="panel">
             <div class="form-actions">
@@ -857,8 +835,8 @@ policyRoutes.post("/:policyId/delete", requires("backup.manage"), async (c) => {
 });
 
 /** On the policy page: the hooks in execution order (they are edited in the form's 7th section). */
-async function HooksSummary(props: { kv: Deno.Kv; actor: Actor; policy: Policy }) {
-  const hooks = await listHooksByPolicy(props.kv, props.actor, props.policy.id);
+function HooksSummary(props: { hooks: PolicyDetail["hooks"]; policy: Policy }) {
+  const { hooks } = props;
   return (
     <section class="panel">
       <h2>App hooks ({hooks.length})</h2>

@@ -4,20 +4,21 @@
  */
 import { HookOutputRow, runDuration, RunStatus } from "../components/runs.tsx";
 import { type Context, Hono } from "hono";
-import { RetentionCountsQuery } from "../domain/retention.ts";
 import { Badge, Csrf, formatBytes, formatTime, PageHeader, ShortId } from "../components/ui.tsx";
-import { hostnamesById } from "../domain/hosts.ts";
 import { getRun } from "../domain/run_results.ts";
-import { listRunsByPolicy, pointsByObject, previewPolicyRetention } from "../domain/runs.ts";
 import { retrySingleRun } from "../domain/run_retry.ts";
-import type { Actor } from "../domain/rbac.ts";
+import type {
+  PolicyHooks,
+  PolicyHosts,
+  PolicyReplicas,
+  PolicyRetention,
+  PolicyRuns,
+} from "../domain/read_models/policy_detail.ts";
 import {
   assignHosts,
   AssignHostsInput,
   ASSIGNMENT_STATES,
   AssignmentStateInput,
-  listAssignableHosts,
-  listAssignmentsByPolicy,
   removeAssignment,
   requireAssignment,
   setAssignmentState,
@@ -30,39 +31,31 @@ import {
   HOOK_TYPE_LABELS,
   HOOK_TYPES,
   HookFields,
-  listHooksByPolicy,
   requireHook,
   TEMPLATE_NAMES,
   updateHook,
 } from "../domain/hooks.ts";
 import { type Policy, requirePolicy } from "../domain/policies.ts";
-import { can } from "../domain/rbac.ts";
 import {
   createReplica,
   deleteReplica,
-  evaluatePolicy321,
   KEK_SOURCE_LABELS,
   KEK_SOURCES,
-  listRecentReplications,
-  listReplicasByPolicy,
   ReplicaCreateInput,
   requireReplica,
 } from "../domain/replicas.ts";
 import { replicaCounts, ReplicaLastCell, ReplicationTable } from "../components/replication.tsx";
 import { replicaFormInput } from "./replicas_scripts.tsx";
 import { listScripts } from "../domain/scripts.ts";
-import { listTargets, TargetFilter } from "../domain/storage.ts";
 import { MEDIA_LABELS } from "../domain/three_two_one.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
 import { redirectWithNotice } from "./render.tsx";
 
-type Kv = Deno.Kv;
-
 /** The 3-2-1 badge: met, or what is missing. */
-export async function ThreeTwoOneBadge(props: { kv: Kv; actor: Actor; policyId: string }) {
-  const r = await evaluatePolicy321(props.kv, props.actor, props.policyId);
+export function ThreeTwoOneBadge(props: { result: PolicyReplicas["threeTwoOne"] }) {
+  const r = props.result;
   return (
     <span data-testid="badge-321" data-met={String(r.met)}>
       <Badge tone={r.met ? "ok" : "warn"}>3-2-1 {r.met ? "met" : "not met"}</Badge>{" "}
@@ -76,13 +69,9 @@ export async function ThreeTwoOneBadge(props: { kv: Kv; actor: Actor; policyId: 
 }
 
 /** Hosts assigned to the policy, with state and removal, and the assign form. */
-export async function HostsSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
-  const { kv, actor, policy, csrf } = props;
-  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
-  const [rows, assignable] = await Promise.all([
-    listAssignmentsByPolicy(kv, actor, policy.id),
-    manage ? listAssignableHosts(kv, actor, policy.id) : Promise.resolve([]),
-  ]);
+export function HostsSection(props: { data: PolicyHosts; policy: Policy; csrf: string }) {
+  const { policy, csrf } = props;
+  const { manage, rows, assignable } = props.data;
   return (
     <section class="panel" id="hosts">
       <h2>Hosts ({rows.filter((r) => r.assignment.state !== "archived").length} assigned)</h2>
@@ -185,16 +174,11 @@ export interface HookFormValues {
   failOnError: boolean;
 }
 
-export async function HooksSection(
-  props: { kv: Kv; actor: Actor; policy: Policy; csrf: string; draft?: HookDraft },
+export function HooksSection(
+  props: { data: PolicyHooks; policy: Policy; csrf: string; draft?: HookDraft },
 ) {
-  const { kv, actor, policy, csrf, draft } = props;
-  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
-  const [hooks, scripts] = await Promise.all([
-    listHooksByPolicy(kv, actor, policy.id),
-    listScripts(kv, actor),
-  ]);
-  const usable = scripts.filter((s) => s.accountId === policy.accountId && s.orgId === policy.orgId);
+  const { policy, csrf, draft } = props;
+  const { manage, hooks, scripts: usable } = props.data;
   const scriptName = (id: string | null) => (id ? usable.find((s) => s.id === id)?.name ?? "" : "");
   const valuesOf = (
     h: {
@@ -357,23 +341,15 @@ export async function HooksSection(
  * Replication rules of the policy with the 3-2-1 badge, each rule's status (points replicated, pending
  * and failed, last copy and last failure), the newest replications per restore point, and an add form.
  */
-export async function ReplicasSection(
-  props: { kv: Kv; actor: Actor; policy: Policy; csrf: string; now: Date },
-) {
-  const { kv, actor, policy, csrf } = props;
-  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
-  const [rules, targets] = await Promise.all([
-    listReplicasByPolicy(kv, actor, policy.id),
-    listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
-  ]);
-  const recent = await listRecentReplications(kv, actor, rules, props.now, { limit: 10 });
-  const candidates = targets.values.filter((t) =>
-    t.id !== policy.targetId && !rules.some((r) => r.targetId === t.id)
-  );
+export function ReplicasSection(props: { data: PolicyReplicas; policy: Policy; csrf: string }) {
+  const { policy, csrf } = props;
+  const { manage, rules, recent, candidates } = props.data;
   return (
     <section class="panel" id="replicas">
       <h2>Replication (3-2-1)</h2>
-      <p>{await ThreeTwoOneBadge({ kv, actor, policyId: policy.id })}</p>
+      <p>
+        <ThreeTwoOneBadge result={props.data.threeTwoOne} />
+      </p>
       {rules.length > 0 && (
         <table class="table table--compact">
           <thead>
@@ -717,14 +693,9 @@ policySectionRoutes.post("/replicas/:replicaId/delete", requires("backup.manage"
  * The policy's recent runs, with Retry on the runs that may be retried. The error, and whether the run is
  * retryable, sit under the status so they stay in view.
  */
-export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
-  const { kv, actor, policy, csrf } = props;
-  const runs = await listRunsByPolicy(kv, policy.id, 30);
-  const hosts = await hostnamesById(kv, runs.map((r) => r.hostId));
-  const latest = new Set<string>();
-  const seen = new Set<string>();
-  for (const r of runs) if (!seen.has(r.hostId ?? "")) seen.add(r.hostId ?? ""), latest.add(r.id);
-  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
+export function RunsSection(props: { data: PolicyRuns; csrf: string }) {
+  const { csrf } = props;
+  const { manage, runs, hostNames: hosts, latest } = props.data;
   return (
     <section class="panel" id="runs">
       <h2>Recent runs</h2>
@@ -818,28 +789,9 @@ policySectionRoutes.post("/runs/:runId/retry", requires("backup.manage"), async 
  * keeps and expires for each protected object, with the bytes freed and the reason each point is kept.
  * A GET form, so it works without JavaScript; the same data is at GET /api/v1/policies/:id/retention-preview.
  */
-export async function RetentionSection(
-  props: { kv: Kv; policy: Policy; query: Record<string, string | undefined> },
-) {
-  const { kv, policy, query } = props;
-  const current = {
-    daily: policy.retentionDaily,
-    weekly: policy.retentionWeekly,
-    monthly: policy.retentionMonthly,
-  };
-  const asked = query.daily !== undefined || query.weekly !== undefined || query.monthly !== undefined;
-  const parsed = asked ? RetentionCountsQuery.safeParse({ ...current, ...query }) : null;
-  const error = parsed && !parsed.success ? parsed.error.issues.map((i) => i.message).join("; ") : null;
-  const counts = parsed?.success ? parsed.data : current;
-  const proposed = parsed?.success &&
-    (counts.daily !== current.daily || counts.weekly !== current.weekly ||
-      counts.monthly !== current.monthly);
-  const groups = await pointsByObject(kv, policy.id);
-  const previews = await previewPolicyRetention(kv, policy, counts, groups);
-  const hostNames = await hostnamesById(kv, [...groups.keys()].filter((k) => k !== "bes"));
-  const objects = [...groups.entries()].sort(([a], [b]) =>
-    (hostNames.get(a) ?? a).localeCompare(hostNames.get(b) ?? b)
-  );
+export function RetentionSection(props: { data: PolicyRetention; policy: Policy }) {
+  const { policy } = props;
+  const { counts, proposed, error, objects, previews, hostNames } = props.data;
   return (
     <section class="panel" id="retention">
       <h2>Retention preview</h2>
