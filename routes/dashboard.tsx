@@ -61,7 +61,7 @@ export const SECTIONS = [
 ] as const;
 type SectionName = (typeof SECTIONS)[number]["name"];
 
-dashboardRoutes.get("/backup/dashboard", requires("backup.view"), async (c) => {
+dashboardRoutes.get("/", requires("backup.view"), async (c) => {
   const { kv, clock, logger } = c.get("deps");
   const actor = c.get("actor")!;
   const [sections, { progress, progressError, recoveryKeyMissing }] = await Promise.all([
@@ -634,7 +634,7 @@ function Heatmap(
 
 // One route per section (no free-form parameter: every path is a known section).
 for (const { name } of SECTIONS) {
-  dashboardRoutes.get(`/backup/dashboard/sections/${name}`, requires("backup.view"), async (c) => {
+  dashboardRoutes.get(`/sections/${name}`, requires("backup.view"), async (c) => {
     c.header("Cache-Control", "no-store");
     const rendered = await renderSection(c, name);
     if (rendered.state === "ready") return c.html(rendered.html);
@@ -646,7 +646,7 @@ function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
 }
 
-dashboardRoutes.post("/backup/dashboard/runs/:runId/retry", requires("backup.manage"), async (c) => {
+dashboardRoutes.post("/runs/:runId/retry", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   try {
     // A platform run is job-level: its retry is the platform job's (one pending run for the next sync).
@@ -669,7 +669,7 @@ dashboardRoutes.post("/backup/dashboard/runs/:runId/retry", requires("backup.man
 
 for (const check of Object.keys(STORAGE_CHECKS) as StorageCheck[]) {
   dashboardRoutes.post(
-    `/backup/dashboard/storage/:targetId/${STORAGE_CHECK_SEGMENTS[check]}`,
+    `/storage/:targetId/${STORAGE_CHECK_SEGMENTS[check]}`,
     requires("backup.manage"),
     storageCheckHandler(check, () => "/backup/dashboard"),
   );

@@ -181,7 +181,7 @@ export function FirstRunPage(props: FirstRunProps) {
   );
 }
 
-gettingStartedRoutes.get(GETTING_STARTED_PATH, requires("backup.view"), async (c) => {
+gettingStartedRoutes.get("/", requires("backup.view"), async (c) => {
   const { kv, clock, config } = c.get("deps");
   const actor = c.get("actor")!;
   const admin = can(actor, "admin") && actor.orgScope === "all";

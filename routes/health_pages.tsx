@@ -81,7 +81,7 @@ function Diagram(props: { nodes: DiagramNode[]; links: Array<[string, string, st
   );
 }
 
-healthPages.get("/health/overview", requires("admin"), async (c) => {
+healthPages.get("/overview", requires("admin"), async (c) => {
   const { kv, clock, masterKey, config } = c.get("deps");
   const actor = c.get("actor")!;
   const now = clock();
@@ -295,7 +295,7 @@ function InvariantCheckPanel(props: { check: InvariantCheckRecord | null }) {
   );
 }
 
-healthPages.get("/health/database", requires("admin"), async (c) => {
+healthPages.get("/database", requires("admin"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   await authorizePlatformAdmin(kv, actor);

@@ -1,12 +1,12 @@
 /**
  * The parts of a policy page below its settings: assigned hosts, app hooks (the 7th section of the
- * policy form), replication rules with the 3-2-1 badge — and the POST routes that change them.
+ * policy form), replication rules with the 3-2-1 badge; each renders its part of the policy read model
+ * (domain/read_models/policy_detail.ts). And the POST routes that add to a policy: a host, a hook, a
+ * replica rule (mounted at /backup/policies).
  */
 import { HookOutputRow, runDuration, RunStatus } from "../components/runs.tsx";
-import { type Context, Hono } from "hono";
-import { Badge, Csrf, formatBytes, formatTime, PageHeader, ShortId } from "../components/ui.tsx";
-import { getRun } from "../domain/run_results.ts";
-import { retrySingleRun } from "../domain/run_retry.ts";
+import { Hono } from "hono";
+import { Badge, Csrf, formatBytes, formatTime, ShortId } from "../components/ui.tsx";
 import type {
   PolicyHooks,
   PolicyHosts,
@@ -14,44 +14,25 @@ import type {
   PolicyRetention,
   PolicyRuns,
 } from "../domain/read_models/policy_detail.ts";
-import {
-  assignHosts,
-  AssignHostsInput,
-  ASSIGNMENT_STATES,
-  AssignmentStateInput,
-  removeAssignment,
-  requireAssignment,
-  setAssignmentState,
-} from "../domain/assignments.ts";
-import { ConflictError, ValidationError } from "../domain/errors.ts";
+import { assignHosts, AssignHostsInput, ASSIGNMENT_STATES } from "../domain/assignments.ts";
 import {
   createHook,
-  deleteHook,
   HOOK_TEMPLATES,
   HOOK_TYPE_LABELS,
   HOOK_TYPES,
   HookFields,
-  requireHook,
   TEMPLATE_NAMES,
-  updateHook,
 } from "../domain/hooks.ts";
 import { type Policy, requirePolicy } from "../domain/policies.ts";
-import {
-  createReplica,
-  deleteReplica,
-  KEK_SOURCE_LABELS,
-  KEK_SOURCES,
-  ReplicaCreateInput,
-  requireReplica,
-} from "../domain/replicas.ts";
+import { createReplica, KEK_SOURCE_LABELS, KEK_SOURCES, ReplicaCreateInput } from "../domain/replicas.ts";
 import { replicaCounts, ReplicaLastCell, ReplicationTable } from "../components/replication.tsx";
-import { replicaFormInput } from "./replicas_scripts.tsx";
-import { listScripts } from "../domain/scripts.ts";
+import { replicaFormInput } from "./replicas.tsx";
 import { MEDIA_LABELS } from "../domain/three_two_one.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, readForm, str } from "./forms.ts";
+import { fieldErrors, problem, readForm, str } from "./forms.ts";
 import { redirectWithNotice } from "./render.tsx";
+import { errorsOf, hookInput, refusedHook } from "./hooks.tsx";
 
 /** The 3-2-1 badge: met, or what is missing. */
 export function ThreeTwoOneBadge(props: { result: PolicyReplicas["threeTwoOne"] }) {
@@ -432,17 +413,13 @@ export function ReplicasSection(props: { data: PolicyReplicas; policy: Policy; c
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Changes (each redirects back to the policy with a notice; bad input is reported the same way).
+// Changes under a policy (mounted at /backup/policies; each redirects back to the policy with a notice;
+// bad input is reported the same way). Changes to one assignment, hook or replica rule are in
+// routes/assignments.tsx, hooks.tsx and replicas.tsx.
 
 export const policySectionRoutes = new Hono<AppEnv>();
 
-function problem(e: unknown): string {
-  if (e instanceof ValidationError) return Object.values(e.fields)[0] ?? e.message;
-  if (e instanceof ConflictError) return e.message;
-  throw e;
-}
-
-policySectionRoutes.post("/policies/:policyId/assignments", requires("backup.manage"), async (c) => {
+policySectionRoutes.post("/:policyId/assignments", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const policy = await requirePolicy(kv, actor, c.req.param("policyId"));
@@ -464,122 +441,7 @@ policySectionRoutes.post("/policies/:policyId/assignments", requires("backup.man
   }
 });
 
-policySectionRoutes.post("/assignments/:assignmentId/state", requires("backup.manage"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const { assignment } = await requireAssignment(kv, actor, c.req.param("assignmentId"));
-  const form = await readForm(c);
-  // The body schema of PATCH /api/v1/assignments/{id}.
-  const parsed = AssignmentStateInput.safeParse({ state: str(form, "state") });
-  if (!parsed.success) {
-    return redirectWithNotice(
-      c,
-      `/backup/policies/${assignment.policyId}#hosts`,
-      "Choose active, paused or archived.",
-    );
-  }
-  await setAssignmentState(kv, actor, assignment.id, parsed.data.state, clock());
-  return redirectWithNotice(
-    c,
-    `/backup/policies/${assignment.policyId}#hosts`,
-    `Assignment set to ${parsed.data.state}.`,
-  );
-});
-
-/** Removing a host from a policy asks first: what stops, what is kept, and the pause alternative. */
-policySectionRoutes.get("/assignments/:assignmentId/remove", requires("backup.manage"), async (c) => {
-  const { kv } = c.get("deps");
-  const actor = c.get("actor")!;
-  const { assignment, host } = await requireAssignment(kv, actor, c.req.param("assignmentId"));
-  const policy = await requirePolicy(kv, actor, assignment.policyId);
-  const back = `/backup/policies/${policy.id}#hosts`;
-  const { render } = await import("./render.tsx");
-  return render(
-    c,
-    "Remove host from policy",
-    <>
-      <PageHeader title={`Remove ${host.hostname} from ${policy.name}?`} />
-      <section class="panel" data-testid="remove-assignment">
-        <p>
-          The scheduler stops backing up {host.hostname} under{" "}
-          {policy.name}. Its restore points are kept, browsable and restorable, until the policy's retention
-          expires them; assigning the host again later continues its protected object.
-        </p>
-        {assignment.state === "active" && (
-          <p class="hint">
-            To stop backups for a while instead, set the assignment to <strong>paused</strong>{" "}
-            on the policy page.
-          </p>
-        )}
-        <form method="post" action={`/backup/assignments/${assignment.id}/remove`} class="form">
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Remove {host.hostname}</button>
-            <a class="btn btn--ghost" href={back}>Cancel</a>
-          </div>
-        </form>
-      </section>
-    </>,
-  );
-});
-
-policySectionRoutes.post("/assignments/:assignmentId/remove", requires("backup.manage"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const { assignment, host } = await requireAssignment(kv, actor, c.req.param("assignmentId"));
-  await removeAssignment(kv, actor, assignment.id, clock());
-  return redirectWithNotice(
-    c,
-    `/backup/policies/${assignment.policyId}#hosts`,
-    `${host.hostname} removed; its restore points are kept.`,
-  );
-});
-
-/** The hook form as typed, and the domain input (the script picked by name from the library). */
-async function hookInput(c: Context<AppEnv>, accountId: string, orgId: string | null) {
-  const form = await readForm(c);
-  const values: HookFormValues = {
-    type: str(form, "type"),
-    template: str(form, "template"),
-    scriptName: str(form, "scriptName"),
-    timeoutSeconds: str(form, "timeoutSeconds"),
-    sequence: str(form, "sequence"),
-    failOnError: str(form, "failOnError") === "on",
-  };
-  let scriptId: string | null = null;
-  if (!values.template && values.scriptName.trim()) {
-    const name = values.scriptName.trim().toLowerCase();
-    const scripts = await listScripts(c.get("deps").kv, c.get("actor")!);
-    scriptId = scripts.find((s) =>
-      s.name.toLowerCase() === name && s.accountId === accountId && s.orgId === orgId
-    )?.id ??
-      null;
-  }
-  const input = {
-    type: values.type,
-    template: values.template,
-    scriptId: scriptId ?? "",
-    timeoutSeconds: values.timeoutSeconds || undefined,
-    sequence: values.sequence || undefined,
-    failOnError: values.failOnError,
-  };
-  const unknownScript = !values.template && values.scriptName.trim() && !scriptId;
-  return { values, input, unknownScript };
-}
-
-/** Re-renders the policy's edit page with the refused hook form, its errors and what was typed. */
-async function refusedHook(c: Context<AppEnv>, policy: Policy, draft: HookDraft) {
-  const { renderPolicyEdit } = await import("./policies.tsx");
-  return await renderPolicyEdit(c, policy, draft);
-}
-
-function errorsOf(e: unknown): Record<string, string> {
-  if (e instanceof ValidationError) return Object.keys(e.fields).length ? e.fields : { form: e.message };
-  if (e instanceof ConflictError) return { form: e.message };
-  throw e;
-}
-
-policySectionRoutes.post("/policies/:policyId/hooks", requires("backup.manage"), async (c) => {
+policySectionRoutes.post("/:policyId/hooks", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const policy = await requirePolicy(kv, actor, c.req.param("policyId"));
@@ -603,62 +465,7 @@ policySectionRoutes.post("/policies/:policyId/hooks", requires("backup.manage"),
   return redirectWithNotice(c, `/backup/policies/${policy.id}/edit#hooks`, "Hook added.");
 });
 
-policySectionRoutes.post("/hooks/:hookId", requires("backup.manage"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const hook = await requireHook(kv, actor, c.req.param("hookId"));
-  const policy = await requirePolicy(kv, actor, hook.policyId);
-  const { values, input, unknownScript } = await hookInput(c, hook.accountId, hook.orgId);
-  const parsed = HookFields.safeParse(input);
-  if (unknownScript) {
-    return await refusedHook(c, policy, {
-      hookId: hook.id,
-      values,
-      errors: { scriptId: "No script of this organization has that name" },
-    });
-  }
-  if (!parsed.success) {
-    return await refusedHook(c, policy, { hookId: hook.id, values, errors: fieldErrors(parsed.error) });
-  }
-  try {
-    await updateHook(kv, actor, hook.id, parsed.data, clock());
-  } catch (e) {
-    return await refusedHook(c, policy, { hookId: hook.id, values, errors: errorsOf(e) });
-  }
-  return redirectWithNotice(c, `/backup/policies/${hook.policyId}/edit#hooks`, "Hook saved.");
-});
-
-policySectionRoutes.get("/hooks/:hookId/delete", requires("backup.manage"), async (c) => {
-  const { kv } = c.get("deps");
-  const hook = await requireHook(kv, c.get("actor")!, c.req.param("hookId"));
-  const { render } = await import("./render.tsx");
-  return render(
-    c,
-    "Delete hook",
-    (
-      <>
-        <PageHeader title={`Delete this ${HOOK_TYPE_LABELS[hook.type]} hook?`} />
-        <form method="post" action={`/backup/hooks/${hook.id}/delete`} class="form">
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Delete hook</button>
-            <a class="btn btn--ghost" href={`/backup/policies/${hook.policyId}/edit#hooks`}>Cancel</a>
-          </div>
-        </form>
-      </>
-    ),
-  );
-});
-
-policySectionRoutes.post("/hooks/:hookId/delete", requires("backup.manage"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const hook = await requireHook(kv, actor, c.req.param("hookId"));
-  await deleteHook(kv, actor, hook.id, clock());
-  return redirectWithNotice(c, `/backup/policies/${hook.policyId}/edit#hooks`, "Hook deleted.");
-});
-
-policySectionRoutes.post("/policies/:policyId/replicas", requires("backup.manage"), async (c) => {
+policySectionRoutes.post("/:policyId/replicas", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const policy = await requirePolicy(kv, actor, c.req.param("policyId"));
@@ -679,14 +486,6 @@ policySectionRoutes.post("/policies/:policyId/replicas", requires("backup.manage
     return redirectWithNotice(c, back, `Rule not added: ${problem(e)}`);
   }
   return redirectWithNotice(c, back, "Replica rule added.");
-});
-
-policySectionRoutes.post("/replicas/:replicaId/delete", requires("backup.manage"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const rule = await requireReplica(kv, actor, c.req.param("replicaId"));
-  await deleteReplica(kv, actor, rule.id, clock());
-  return redirectWithNotice(c, `/backup/policies/${rule.policyId}#replicas`, "Replica rule removed.");
 });
 
 /**
@@ -765,24 +564,6 @@ export function RunsSection(props: { data: PolicyRuns; csrf: string }) {
     </section>
   );
 }
-
-policySectionRoutes.post("/runs/:runId/retry", requires("backup.manage"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const run = await retrySingleRun(kv, actor, c.req.param("runId"), clock()).then((o) => o.runs[0]).catch((
-    e,
-  ) => e);
-  if (run instanceof ValidationError || run instanceof ConflictError) {
-    const original = await getRun(kv, c.req.param("runId"));
-    return redirectWithNotice(
-      c,
-      original ? `/backup/policies/${original.policyId}#runs` : "/backup/policies",
-      `Not retried: ${run.message}`,
-    );
-  }
-  if (run instanceof Error) throw run;
-  return redirectWithNotice(c, `/backup/policies/${run.policyId}#runs`, "Retry queued.");
-});
 
 /**
  * Retention preview: what the policy's retention (or the counts in the query, before an edit is saved)

@@ -31,7 +31,7 @@ const STATUS_TONE: Record<ProtectedObject["lastBackupStatus"], Tone> = {
   never: "muted",
 };
 
-protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
+protectedRoutes.get("/", requires("backup.view"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const now = clock();

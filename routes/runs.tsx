@@ -23,7 +23,10 @@ import { AnomalyMark } from "../components/anomaly.tsx";
 import { anomalyOfRun } from "../domain/anomalies.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { render } from "./render.tsx";
+import { redirectWithNotice, render } from "./render.tsx";
+import { getRun } from "../domain/run_results.ts";
+import { retrySingleRun } from "../domain/run_retry.ts";
+import { ConflictError, ValidationError } from "../domain/errors.ts";
 
 export const runRoutes = new Hono<AppEnv>();
 
@@ -163,4 +166,22 @@ runRoutes.get("/:runId", requires("backup.view"), async (c) => {
       )}
     </>,
   );
+});
+
+runRoutes.post("/:runId/retry", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const run = await retrySingleRun(kv, actor, c.req.param("runId"), clock()).then((o) => o.runs[0]).catch((
+    e,
+  ) => e);
+  if (run instanceof ValidationError || run instanceof ConflictError) {
+    const original = await getRun(kv, c.req.param("runId"));
+    return redirectWithNotice(
+      c,
+      original ? `/backup/policies/${original.policyId}#runs` : "/backup/policies",
+      `Not retried: ${run.message}`,
+    );
+  }
+  if (run instanceof Error) throw run;
+  return redirectWithNotice(c, `/backup/policies/${run.policyId}#runs`, "Retry queued.");
 });

@@ -239,9 +239,14 @@ function HealthBackupPage(props: { h: Health }) {
   );
 }
 
-export const selfBackupPages = new OpenAPIHono<AppEnv>();
+/** Health > Backup (mounted at /health/backup). */
+export const backupHealthPages = new OpenAPIHono<AppEnv>();
+/** Admin > Backups: the self-backup settings (mounted at /admin/backups). */
+export const adminBackupRoutes = new OpenAPIHono<AppEnv>();
+/** Admin > Maintenance: a backup now, restarting the worker (mounted at /admin/maintenance). */
+export const adminMaintenanceRoutes = new OpenAPIHono<AppEnv>();
 
-selfBackupPages.get("/health/backup", requires("admin"), async (c) => {
+backupHealthPages.get("/", requires("admin"), async (c) => {
   const h = await backupHealth(c.get("deps").kv, c.get("actor")!, healthOptions(c));
   return render(c, "Health · Backup", <HealthBackupPage h={h} />);
 });
@@ -401,7 +406,7 @@ function AdminBackupsPage(
   );
 }
 
-selfBackupPages.get("/admin/backups", requires("admin"), async (c) => {
+adminBackupRoutes.get("/", requires("admin"), async (c) => {
   await authorizePlatformAdmin(c.get("deps").kv, c.get("actor")!);
   const s = await getSettings(c.get("deps").kv, c.get("deps").config.dataDir);
   return render(
@@ -415,7 +420,7 @@ selfBackupPages.get("/admin/backups", requires("admin"), async (c) => {
   );
 });
 
-selfBackupPages.post("/admin/backups", requires("admin"), async (c) => {
+adminBackupRoutes.post("/", requires("admin"), async (c) => {
   const { kv, clock, masterKey, config } = c.get("deps");
   await authorizePlatformAdmin(kv, c.get("actor")!);
   const form = await readForm(c);
@@ -454,7 +459,7 @@ selfBackupPages.post("/admin/backups", requires("admin"), async (c) => {
   );
 });
 
-selfBackupPages.get("/admin/maintenance", requires("admin"), async (c) => {
+adminMaintenanceRoutes.get("/", requires("admin"), async (c) => {
   const h = await backupHealth(c.get("deps").kv, c.get("actor")!, healthOptions(c));
   return render(
     c,
@@ -501,7 +506,7 @@ selfBackupPages.get("/admin/maintenance", requires("admin"), async (c) => {
   );
 });
 
-selfBackupPages.post("/admin/maintenance/backup", requires("admin"), async (c) => {
+adminMaintenanceRoutes.post("/backup", requires("admin"), async (c) => {
   const { kv, clock, masterKey, config, logger } = c.get("deps");
   const form = await readForm(c);
   const database = str(form, "database") === "results" ? "results" : "config";
@@ -530,7 +535,7 @@ selfBackupPages.post("/admin/maintenance/backup", requires("admin"), async (c) =
   );
 });
 
-selfBackupPages.post("/admin/maintenance/restart-worker", requires("admin"), async (c) => {
+adminMaintenanceRoutes.post("/restart-worker", requires("admin"), async (c) => {
   const { kv, clock } = c.get("deps");
   const { abandoned } = await restartWorker(kv, c.get("actor")!, clock());
   return redirectWithNotice(
