@@ -14,9 +14,7 @@ import {
   formatTime,
   FormErrors,
   PageHeader,
-  Pager,
   Select,
-  SortHeader,
   type Tone,
 } from "../components/ui.tsx";
 import { type Engine, EngineFilter, listEngines, requireEngine } from "../domain/engines.ts";
@@ -50,6 +48,7 @@ import CapacityChart from "../islands/CapacityChart.tsx";
 import CapacityWidget from "../islands/CapacityWidget.tsx";
 import { countPointsOnTarget } from "../domain/repositories.ts";
 import { requires } from "./access.ts";
+import { FilteredList, listQuery } from "./list_page.tsx";
 import type { AppEnv } from "./env.ts";
 import { readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
@@ -90,21 +89,14 @@ function FullSoonBadge(props: { target: Pick<StorageTarget, "capacity"> }) {
 storageRoutes.get("/", requires("backup.view"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const filter = TargetFilter.parse(c.req.query());
+  const list = listQuery(TargetFilter, c.req.query(), ["besId", "type", "health"]);
+  const { filter, filtered } = list;
   const [{ values, total }, engines, all] = await Promise.all([
     listTargets(kv, actor, filter),
     listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
     listTargets(kv, actor, TargetFilter.parse({ limit: 200, sort: "-usage" })),
   ]);
   const engineName = new Map(engines.values.map((e) => [e.id, e.name]));
-  const keep = {
-    q: filter.q,
-    besId: filter.besId,
-    type: filter.type,
-    health: filter.health,
-    sort: filter.sort,
-  };
-  const filtered = Boolean(filter.q || filter.besId || filter.type || filter.health);
   const now = clock();
   return render(
     c,
@@ -125,80 +117,76 @@ storageRoutes.get("/", requires("backup.view"), async (c) => {
             props={{ url: "/api/v1/storage-capacity", rows: capacityRows(all.values.slice(0, 10)) }}
           />
         )}
-        <form method="get" class="filters">
-          <input type="search" name="q" value={filter.q} placeholder="Search name" aria-label="Search" />
-          <select name="besId" aria-label="Engine">
-            <option value="">All engines</option>
-            {engines.values.map((e) => (
-              <option key={e.id} value={e.id} selected={filter.besId === e.id}>{e.name}</option>
-            ))}
-          </select>
-          <select name="type" aria-label="Type">
-            <option value="">All types</option>
-            {TARGET_TYPES.map((t) => (
-              <option key={t} value={t} selected={filter.type === t}>{TARGET_TYPE_LABELS[t]}</option>
-            ))}
-          </select>
-          <select name="health" aria-label="Health">
-            <option value="">Any health</option>
-            {["healthy", "warning", "critical", "unknown"].map((h) => (
-              <option key={h} value={h} selected={filter.health === h}>{h}</option>
-            ))}
-          </select>
-          <button type="submit" class="btn">Filter</button>
-          {filtered && <a href="/backup/storage">Clear</a>}
-        </form>
-        {values.length === 0
-          ? (
-            <EmptyState title={filtered ? "No storage targets match" : "No storage targets yet"}>
-              {!filtered && engines.total === 0 &&
-                "Register a backup engine first: storage targets belong to an engine."}
-              {!filtered && engines.total > 0 && can(actor, "backup.manage") && (
+        <FilteredList
+          list={list}
+          path="/backup/storage"
+          searchPlaceholder="Search name"
+          filters={
+            <>
+              <select name="besId" aria-label="Engine">
+                <option value="">All engines</option>
+                {engines.values.map((e) => (
+                  <option key={e.id} value={e.id} selected={filter.besId === e.id}>{e.name}</option>
+                ))}
+              </select>
+              <select name="type" aria-label="Type">
+                <option value="">All types</option>
+                {TARGET_TYPES.map((t) => (
+                  <option key={t} value={t} selected={filter.type === t}>{TARGET_TYPE_LABELS[t]}</option>
+                ))}
+              </select>
+              <select name="health" aria-label="Health">
+                <option value="">Any health</option>
+                {["healthy", "warning", "critical", "unknown"].map((h) => (
+                  <option key={h} value={h} selected={filter.health === h}>{h}</option>
+                ))}
+              </select>
+            </>
+          }
+          empty={{
+            title: filtered ? "No storage targets match" : "No storage targets yet",
+            // Two parts (the body shows, empty, when a filter is set: as before the list helper).
+            children: [
+              !filtered && engines.total === 0 &&
+              "Register a backup engine first: storage targets belong to an engine.",
+              !filtered && engines.total > 0 && can(actor, "backup.manage") && (
                 <a href="/backup/storage/new">Add the first storage target</a>
-              )}
-            </EmptyState>
-          )
-          : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table table--cards">
-                <thead>
-                  <tr>
-                    <SortHeader label="Name" field="name" sort={filter.sort} query={keep} />
-                    <th>Type</th>
-                    <th>Engine</th>
-                    <SortHeader label="Health" field="health" sort={filter.sort} query={keep} />
-                    <SortHeader label="Usage" field="usage" sort={filter.sort} query={keep} />
-                    <th>Used / total</th>
-                    <th>Full by</th>
-                    <th>Last report</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {values.map((t) => (
-                    <tr key={t.id}>
-                      <td data-label="Name">
-                        <a href={`/backup/storage/${t.id}`}>{t.name}</a>
-                      </td>
-                      <td data-label="Type">{TARGET_TYPE_LABELS[t.type]}</td>
-                      <td data-label="Engine">{engineName.get(t.besId) ?? "—"}</td>
-                      <td class="cell-status nowrap" data-label="Health">
-                        <HealthBadge health={t.health} /> <FullSoonBadge target={t} />
-                      </td>
-                      <td data-label="Usage">{t.capacity ? `${t.capacity.usagePercent}%` : "—"}</td>
-                      <td data-label="Used / total" class="nowrap">
-                        {t.capacity
-                          ? `${formatBytes(t.capacity.usedBytes)} / ${formatBytes(t.capacity.totalBytes)}`
-                          : "—"}
-                      </td>
-                      <td data-label="Full by" class="nowrap">{formatTime(t.capacity?.estimatedFullAt)}</td>
-                      <td data-label="Last report" class="nowrap">{formatAge(t.capacity?.at, now)}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )}
-        <Pager total={total} offset={filter.offset} limit={filter.limit} query={keep} />
+              ),
+            ],
+          }}
+          columns={[
+            { label: "Name", sort: "name" },
+            { label: "Type" },
+            { label: "Engine" },
+            { label: "Health", sort: "health" },
+            { label: "Usage", sort: "usage" },
+            { label: "Used / total" },
+            { label: "Full by" },
+            { label: "Last report" },
+          ]}
+          count={values.length}
+          total={total}
+          rows={values.map((t) => (
+            <tr key={t.id}>
+              <td data-label="Name">
+                <a href={`/backup/storage/${t.id}`}>{t.name}</a>
+              </td>
+              <td data-label="Type">{TARGET_TYPE_LABELS[t.type]}</td>
+              <td data-label="Engine">{engineName.get(t.besId) ?? "—"}</td>
+              <td class="cell-status nowrap" data-label="Health">
+                <HealthBadge health={t.health} /> <FullSoonBadge target={t} />
+              </td>
+              <td data-label="Usage">{t.capacity ? `${t.capacity.usagePercent}%` : "—"}</td>
+              <td data-label="Used / total" class="nowrap">
+                {t.capacity
+                  ? `${formatBytes(t.capacity.usedBytes)} / ${formatBytes(t.capacity.totalBytes)}`
+                  : "—"}
+              </td>
+              <td data-label="Full by" class="nowrap">{formatTime(t.capacity?.estimatedFullAt)}</td>
+              <td data-label="Last report" class="nowrap">{formatAge(t.capacity?.at, now)}</td>
+            </tr>
+          ))}
+        />
       </>
     ),
   );
