@@ -23,16 +23,14 @@ import {
   type EngineStatus,
   EngineUpdate,
   listEngineMetrics,
-  listEngines,
   OFFLINE_AFTER_MS,
   refuseHeldEngineDeletion,
   requireEngine,
   updateEngine,
 } from "../domain/engines.ts";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
-import { can } from "../domain/rbac.ts";
-import { listTargets, TARGET_TYPE_LABELS, TargetFilter } from "../domain/storage.ts";
-import { listOrgs } from "../domain/tenancy.ts";
+import { listTargets, TARGET_TYPE_LABELS } from "../domain/storage.ts";
+import { getEngineDelete, getEngineDetail, getEngineList } from "../domain/read_models/engines.ts";
 import { requires } from "./access.ts";
 import { FilteredList, listQuery } from "./list_page.tsx";
 import type { AppEnv } from "./env.ts";
@@ -59,12 +57,8 @@ engineRoutes.get("/", requires("backup.view"), async (c) => {
   const actor = c.get("actor")!;
   const list = listQuery(EngineFilter, c.req.query(), ["orgId", "status"]);
   const { filter, filtered } = list;
-  const [{ values, total }, orgs] = await Promise.all([
-    listEngines(kv, actor, filter),
-    listOrgs(kv, actor, actor.accountId!),
-  ]);
-  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
   const now = clock();
+  const { engines: { values, total }, orgs, orgName } = await getEngineList(kv, actor, { filter }, now);
   return render(
     c,
     "Engines",
@@ -306,11 +300,7 @@ async function enginePage(
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const now = clock();
-  const [metrics, targets, orgs] = await Promise.all([
-    listEngineMetrics(kv, engine.id, now),
-    listTargets(kv, actor, TargetFilter.parse({ besId: engine.id, limit: 200 })),
-    listOrgs(kv, actor, actor.accountId!),
-  ]);
+  const { metrics, targets, orgName, canManage } = await getEngineDetail(kv, actor, { engine }, now);
   return render(
     c,
     engine.name,
@@ -318,10 +308,10 @@ async function enginePage(
       <EnginePage
         csrf={c.get("csrfToken")}
         engine={engine}
-        orgName={engine.orgId ? orgs.find((o) => o.id === engine.orgId)?.name ?? "—" : "Account-scoped"}
-        canManage={can(actor, "backup.manage", { accountId: engine.accountId, orgId: engine.orgId })}
+        orgName={orgName}
+        canManage={canManage}
         metrics={metrics}
-        targets={targets.values}
+        targets={targets}
         now={now}
         values={values ??
           { name: engine.name, pxeEnabled: engine.pxeEnabled, pxeNetwork: engine.pxeNetwork ?? "" }}
@@ -361,11 +351,8 @@ engineRoutes.post("/:engineId", requires("backup.manage"), async (c) => {
 
 /** The delete confirmation: says what goes with the engine and asks for its name. */
 async function deleteEnginePage(c: Context<AppEnv>, engine: Engine, typed?: string, refusal?: string) {
-  const targets = await listTargets(
-    c.get("deps").kv,
-    c.get("actor")!,
-    TargetFilter.parse({ besId: engine.id, limit: 200 }),
-  );
+  const { kv, clock } = c.get("deps");
+  const { targetCount } = await getEngineDelete(kv, c.get("actor")!, { engine }, clock());
   return render(
     c,
     "Delete engine",
@@ -374,10 +361,10 @@ async function deleteEnginePage(c: Context<AppEnv>, engine: Engine, typed?: stri
         <PageHeader title={`Delete ${engine.name}?`} />
         {refusal && <p class="form-error" role="alert" data-testid="delete-refused">{refusal}</p>}
         <p>
-          This deregisters the engine and deletes, permanently, its {targets.total}{" "}
-          storage target{targets.total === 1 ? "" : "s"}, every policy that writes to them, and those
-          policies' host assignments, hooks and replication rules. Backup data already on storage is not
-          touched by the control plane.
+          This deregisters the engine and deletes, permanently, its {targetCount}{" "}
+          storage target{targetCount === 1 ? "" : "s"}, every policy that writes to them, and those policies'
+          host assignments, hooks and replication rules. Backup data already on storage is not touched by the
+          control plane.
         </p>
         <p>Type the engine's name to confirm.</p>
         <form method="post" action={`/backup/engines/${engine.id}/delete`} class="form">

@@ -5,21 +5,11 @@
 import { type Context, Hono } from "hono";
 import { Badge, Csrf, formatAge, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
 import { decommissionHost, DecommissionInput } from "../domain/archive.ts";
-import { listAssignmentsByHost } from "../domain/assignments.ts";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
-import {
-  type Host,
-  HOST_STATUSES,
-  HostFilter,
-  type HostStatus,
-  listHosts,
-  requireHost,
-} from "../domain/hosts.ts";
+import { type Host, HOST_STATUSES, HostFilter, type HostStatus, requireHost } from "../domain/hosts.ts";
 import { can } from "../domain/rbac.ts";
-import { listProtectedByHost } from "../domain/protected.ts";
-import { holdsCoveringHost } from "../domain/holds.ts";
 import { HoldPanel } from "../components/holds.tsx";
-import { listOrgs } from "../domain/tenancy.ts";
+import { getHostDetail, getHostList } from "../domain/read_models/hosts.ts";
 import { requires } from "./access.ts";
 import { FilteredList, listQuery } from "./list_page.tsx";
 import type { AppEnv } from "./env.ts";
@@ -44,12 +34,8 @@ hostRoutes.get("/", requires("backup.view"), async (c) => {
   const actor = c.get("actor")!;
   const list = listQuery(HostFilter, c.req.query(), ["status", "orgId"]);
   const { filter, filtered } = list;
-  const [{ values, total }, orgs] = await Promise.all([
-    listHosts(kv, actor, filter),
-    listOrgs(kv, actor, actor.accountId!),
-  ]);
-  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
   const now = clock();
+  const { hosts: { values, total }, orgs, orgName } = await getHostList(kv, actor, { filter }, now);
   return render(
     c,
     "Hosts",
@@ -126,12 +112,7 @@ async function hostPage(
 ) {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const [assignments, objects] = await Promise.all([
-    listAssignmentsByHost(kv, actor, host.id),
-    listProtectedByHost(kv, actor, host.id),
-  ]);
-  const holds = await holdsCoveringHost(kv, actor, host.id, assignments.map((a) => a.policy.id));
-  const mayHold = can(actor, "backup.hold", { accountId: host.accountId, orgId: host.orgId });
+  const { assignments, objects, holds, mayHold } = await getHostDetail(kv, actor, { host }, clock());
   return render(
     c,
     host.hostname,

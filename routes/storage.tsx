@@ -17,19 +17,14 @@ import {
   Select,
   type Tone,
 } from "../components/ui.tsx";
-import { type Engine, EngineFilter, listEngines, requireEngine } from "../domain/engines.ts";
+import { type Engine } from "../domain/engines.ts";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
-import { listPoliciesByTarget } from "../domain/policies.ts";
 import { can } from "../domain/rbac.ts";
 import {
-  capacityHistory,
   capacityRows,
   createTarget,
   CREDENTIAL_TYPES,
   deleteTarget,
-  describeReferences,
-  listTargets,
-  readStorageChecks,
   requireTarget,
   STORAGE_CHECKS,
   type StorageCheck,
@@ -40,13 +35,17 @@ import {
   TargetCreateInput,
   TargetFilter,
   type TargetHealth,
-  targetReferences,
   TargetUpdateInput,
   updateTarget,
 } from "../domain/storage.ts";
 import CapacityChart from "../islands/CapacityChart.tsx";
 import CapacityWidget from "../islands/CapacityWidget.tsx";
-import { countPointsOnTarget } from "../domain/repositories.ts";
+import {
+  getStorageDelete,
+  getStorageDetail,
+  getStorageList,
+  getStorageNew,
+} from "../domain/read_models/storage.ts";
 import { requires } from "./access.ts";
 import { FilteredList, listQuery } from "./list_page.tsx";
 import type { AppEnv } from "./env.ts";
@@ -91,13 +90,13 @@ storageRoutes.get("/", requires("backup.view"), async (c) => {
   const actor = c.get("actor")!;
   const list = listQuery(TargetFilter, c.req.query(), ["besId", "type", "health"]);
   const { filter, filtered } = list;
-  const [{ values, total }, engines, all] = await Promise.all([
-    listTargets(kv, actor, filter),
-    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
-    listTargets(kv, actor, TargetFilter.parse({ limit: 200, sort: "-usage" })),
-  ]);
-  const engineName = new Map(engines.values.map((e) => [e.id, e.name]));
   const now = clock();
+  const { targets: { values, total }, engines, fullest: all, engineName } = await getStorageList(
+    kv,
+    actor,
+    { filter },
+    now,
+  );
   return render(
     c,
     "Storage",
@@ -322,11 +321,8 @@ function TargetForm(props: TargetFormProps) {
 }
 
 async function manageableEngines(c: Context<AppEnv>): Promise<Engine[]> {
-  const actor = c.get("actor")!;
-  const { values } = await listEngines(c.get("deps").kv, actor, EngineFilter.parse({ limit: 200 }));
-  return values.filter((e) =>
-    e.status !== "deleting" && can(actor, "backup.manage", { accountId: e.accountId, orgId: e.orgId })
-  );
+  const { kv, clock } = c.get("deps");
+  return (await getStorageNew(kv, c.get("actor")!, {}, clock())).engines;
 }
 
 storageRoutes.get("/new", requires("backup.manage"), async (c) => {
@@ -545,14 +541,12 @@ async function targetPage(
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const now = clock();
-  const [engine, history, policies, refs, checks] = await Promise.all([
-    requireEngine(kv, actor, target.besId).catch(() => null),
-    capacityHistory(kv, target.id, now),
-    listPoliciesByTarget(kv, target.id),
-    targetReferences(kv, target.id).then(describeReferences),
-    readStorageChecks(kv, actor, target),
-  ]);
-  const canManage = can(actor, "backup.manage", { accountId: target.accountId, orgId: target.orgId });
+  const { engine, history, policies, refs, checks, canManage } = await getStorageDetail(
+    kv,
+    actor,
+    { target },
+    now,
+  );
   const cap = target.capacity;
   return render(
     c,
@@ -703,10 +697,10 @@ storageRoutes.post("/:targetId", requires("backup.manage"), async (c) => {
 });
 
 storageRoutes.get("/:targetId/delete", requires("backup.manage"), async (c) => {
-  const { kv } = c.get("deps");
-  const target = await requireTarget(kv, c.get("actor")!, c.req.param("targetId"));
-  const refs = describeReferences(await targetReferences(kv, target.id));
-  const held = await countPointsOnTarget(kv, target.id);
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const target = await requireTarget(kv, actor, c.req.param("targetId"));
+  const { refs, held } = await getStorageDelete(kv, actor, { target }, clock());
   return render(
     c,
     "Delete storage target",
