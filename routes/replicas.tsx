@@ -2,19 +2,11 @@
 import { type Context, Hono } from "hono";
 import { Badge, Csrf, EmptyState, formatTime, FormErrors, PageHeader, Select } from "../components/ui.tsx";
 import { replicaCounts, ReplicaLastCell } from "../components/replication.tsx";
-import { EngineFilter, listEngines } from "../domain/engines.ts";
 import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
-import { listPolicies } from "../domain/policies.ts";
-import {
-  createReplica,
-  KEK_SOURCE_LABELS,
-  KEK_SOURCES,
-  listReplicas,
-  ReplicaCreateInput,
-} from "../domain/replicas.ts";
-import { listTargets, TARGET_TYPE_LABELS, TargetFilter } from "../domain/storage.ts";
-import { can } from "../domain/rbac.ts";
+import { createReplica, KEK_SOURCE_LABELS, KEK_SOURCES, ReplicaCreateInput } from "../domain/replicas.ts";
+import { TARGET_TYPE_LABELS } from "../domain/storage.ts";
 import { deleteReplica, requireReplica } from "../domain/replicas.ts";
+import { getReplicasPage } from "../domain/read_models/backup_pages.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
@@ -55,18 +47,9 @@ async function replicasPage(
     values: NEW_RULE,
   },
 ) {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const [rows, policies, targets, engines] = await Promise.all([
-    listReplicas(kv, actor),
-    listPolicies(kv, actor),
-    listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
-    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
-  ]);
-  const manageable = policies.filter((p) =>
-    can(actor, "backup.manage", { accountId: p.accountId, orgId: p.orgId })
-  );
-  const besName = new Map(engines.values.map((e) => [e.id, e.name]));
+  const { rows, targets, manageable, besName } = await getReplicasPage(kv, actor, {}, clock());
   const { values, errors, error } = form;
   return render(
     c,

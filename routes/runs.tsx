@@ -15,12 +15,9 @@ import {
   RunError,
 } from "../components/runs.tsx";
 import { Badge, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
-import { getJob, type Job } from "../domain/job_queue.ts";
-import { getHost } from "../domain/hosts.ts";
-import { getPolicyOrRetired } from "../domain/policy_reads.ts";
-import { jobErrorsPage, requireRun } from "../domain/run_results.ts";
+import { type Job } from "../domain/job_queue.ts";
 import { AnomalyMark } from "../components/anomaly.tsx";
-import { anomalyOfRun } from "../domain/anomalies.ts";
+import { getRunDetail } from "../domain/read_models/backup_pages.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { redirectWithNotice, render } from "./render.tsx";
@@ -50,17 +47,15 @@ const RunQuery = z.object({ errorsPage: z.coerce.number().int().min(0).max(10_00
 });
 
 runRoutes.get("/:runId", requires("backup.view"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const run = await requireRun(kv, actor, c.req.param("runId"));
   const { errorsPage } = RunQuery.parse(c.req.query());
-  const [job, policy, host] = await Promise.all([
-    run.jobId ? getJob(kv, run.jobId) : Promise.resolve(null),
-    getPolicyOrRetired(kv, run.policyId),
-    run.hostId ? getHost(kv, run.hostId) : Promise.resolve(null),
-  ]);
-  const errors = await jobErrorsPage(kv, job, errorsPage);
-  const anomaly = await anomalyOfRun(kv, run.id);
+  const { run, job, policy, host, errors, anomaly } = await getRunDetail(
+    kv,
+    actor,
+    { runId: c.req.param("runId"), errorsPage },
+    clock(),
+  );
   const hostName = run.hostId ? host?.hostname ?? "(deleted host)" : "BES";
   const fullReason = job?.payload.fullReason === "new_generation"
     ? " (a full: the first backup in a new repository generation)"

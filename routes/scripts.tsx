@@ -8,12 +8,10 @@ import {
   deleteScript,
   INTERPRETER_LABELS,
   INTERPRETERS,
-  listScripts,
   requireScript,
   ScriptCreateFields,
-  scriptUsage,
 } from "../domain/scripts.ts";
-import { listOrgs } from "../domain/tenancy.ts";
+import { getScriptDelete, getScriptsPage } from "../domain/read_models/backup_pages.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
@@ -27,14 +25,10 @@ async function scriptsPage(
   errors?: FieldErrors,
   error?: string,
 ) {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const q = (c.req.query("q") ?? "").slice(0, 100);
-  const [scripts, orgs] = await Promise.all([
-    listScripts(kv, actor, { q }),
-    listOrgs(kv, actor, actor.accountId!),
-  ]);
-  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
+  const { scripts, orgs, orgName } = await getScriptsPage(kv, actor, { q }, clock());
   return render(
     c,
     "Scripts",
@@ -148,9 +142,10 @@ scriptRoutes.post("/", requires("backup.manage"), async (c) => {
 });
 
 scriptRoutes.get("/:scriptId/delete", requires("backup.manage"), async (c) => {
-  const { kv } = c.get("deps");
-  const script = await requireScript(kv, c.get("actor")!, c.req.param("scriptId"));
-  const usage = await scriptUsage(kv, script.id);
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const script = await requireScript(kv, actor, c.req.param("scriptId"));
+  const { usage } = await getScriptDelete(kv, actor, { script }, clock());
   return render(
     c,
     "Delete script",
