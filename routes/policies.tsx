@@ -17,7 +17,7 @@ import {
   Select,
 } from "../components/ui.tsx";
 import { describeCron, nextRuns } from "../domain/cron_rules.ts";
-import { type Engine, EngineFilter, listEngines } from "../domain/engines.ts";
+import { type Engine } from "../domain/engines.ts";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
 import {
   BACKUP_TYPES,
@@ -28,7 +28,6 @@ import {
   ENCRYPTIONS,
   EXCLUSION_TEMPLATES,
   IO_PRIORITIES,
-  listPolicies,
   MAX_INCLUDE_PATHS,
   patchPolicy,
   type Policy,
@@ -39,10 +38,11 @@ import {
 } from "../domain/policies.ts";
 import { can } from "../domain/rbac.ts";
 import { repositoryOf } from "../domain/repositories.ts";
-import { listTargets, type StorageTarget, TargetFilter } from "../domain/storage.ts";
+import { type StorageTarget, TargetFilter } from "../domain/storage.ts";
 import BesTargetFields from "../islands/BesTargetFields.tsx";
 import CronField from "../islands/CronField.tsx";
 import { previewPolicyRetention } from "../domain/runs.ts";
+
 import { requires } from "./access.ts";
 import { postRunNow, type RunNowRefusal, RunNowSection } from "./policy_run_now.tsx";
 import {
@@ -54,7 +54,12 @@ import {
   RunsSection,
 } from "./policy_sections.tsx";
 import { HOOK_TYPE_LABELS } from "../domain/hooks.ts";
-import { getPolicyDetail, getPolicyEdit, type PolicyDetail } from "../domain/read_models/policy_detail.ts";
+import {
+  getPolicyDetail,
+  getPolicyEdit,
+  getPolicyList,
+  type PolicyDetail,
+} from "../domain/read_models/policy_detail.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
@@ -426,18 +431,12 @@ function PolicyForm(props: {
 const ListQuery = TargetFilter.pick({ q: true, offset: true, limit: true });
 
 policyRoutes.get("/", requires("backup.view"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const query = ListQuery.parse(c.req.query());
-  const [policies, engines, targets] = await Promise.all([
-    listPolicies(kv, actor),
-    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
-    listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
-  ]);
+  const { policies, engineName, targetName } = await getPolicyList(kv, actor, {}, clock());
   const needle = query.q.toLowerCase();
   const rows = policies.filter((p) => !needle || p.name.toLowerCase().includes(needle));
-  const engineName = new Map(engines.values.map((e) => [e.id, e.name]));
-  const targetName = new Map(targets.values.map((t) => [t.id, t.name]));
   return render(
     c,
     "Policies",

@@ -7,7 +7,7 @@ import { listAssignableHosts, listAssignmentsByPolicy } from "../assignments.ts"
 import { type Engine, EngineFilter, listEngines } from "../engines.ts";
 import { listHooksByPolicy } from "../hooks.ts";
 import { hostnamesById } from "../hosts.ts";
-import type { Policy } from "../policies.ts";
+import { listPolicies, type Policy } from "../policies.ts";
 import { type Actor, can } from "../rbac.ts";
 import { evaluatePolicy321, listRecentReplications, listReplicasByPolicy } from "../replicas.ts";
 import { RetentionCountsQuery } from "../retention.ts";
@@ -205,4 +205,18 @@ async function readReplicas(
     t.id !== policy.targetId && !rules.some((r) => r.targetId === t.id)
   );
   return { manage, rules, recent, candidates, threeTwoOne };
+}
+
+/** Backup > Policies: every policy the actor sees, with the names of their engines and targets. */
+export async function getPolicyList(kv: Deno.Kv, actor: Actor, _params: unknown, _now: Date) {
+  const [policies, engines, targets] = await Promise.all([
+    listPolicies(kv, actor),
+    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
+    listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
+  ]);
+  return {
+    policies,
+    engineName: new Map(engines.values.map((e) => [e.id, e.name])),
+    targetName: new Map(targets.values.map((t) => [t.id, t.name])),
+  };
 }
