@@ -10,7 +10,7 @@ import {
   requireAssignment,
   setAssignmentState,
 } from "../domain/assignments.ts";
-import { requirePolicy } from "../domain/policies.ts";
+import { getAssignmentRemove } from "../domain/read_models/policy_detail.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { readForm, str } from "./forms.ts";
@@ -42,10 +42,13 @@ assignmentRoutes.post("/:assignmentId/state", requires("backup.manage"), async (
 
 /** Removing a host from a policy asks first: what stops, what is kept, and the pause alternative. */
 assignmentRoutes.get("/:assignmentId/remove", requires("backup.manage"), async (c) => {
-  const { kv } = c.get("deps");
-  const actor = c.get("actor")!;
-  const { assignment, host } = await requireAssignment(kv, actor, c.req.param("assignmentId"));
-  const policy = await requirePolicy(kv, actor, assignment.policyId);
+  const { kv, clock } = c.get("deps");
+  const { assignment, host, policy } = await getAssignmentRemove(
+    kv,
+    c.get("actor")!,
+    { assignmentId: c.req.param("assignmentId") },
+    clock(),
+  );
   const back = `/backup/policies/${policy.id}#hosts`;
   const { render } = await import("./render.tsx");
   return render(

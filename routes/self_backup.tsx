@@ -26,6 +26,7 @@ import {
   updateSettings,
 } from "../domain/self_backup_runs.ts";
 import BackupProgress from "../islands/BackupProgress.tsx";
+import { getSelfBackupSettings } from "../domain/read_models/health.ts";
 import { requires } from "./access.ts";
 import { ErrorBody } from "./api_common.ts";
 import type { AppEnv } from "./env.ts";
@@ -407,8 +408,8 @@ function AdminBackupsPage(
 }
 
 adminBackupRoutes.get("/", requires("admin"), async (c) => {
-  await authorizePlatformAdmin(c.get("deps").kv, c.get("actor")!);
-  const s = await getSettings(c.get("deps").kv, c.get("deps").config.dataDir);
+  const { kv, clock, config } = c.get("deps");
+  const s = await getSelfBackupSettings(kv, c.get("actor")!, { dataDir: config.dataDir }, clock());
   return render(
     c,
     "Backups",

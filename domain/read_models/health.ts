@@ -3,7 +3,7 @@ import { databaseStats, probeLatency } from "../db_health.ts";
 import { EngineFilter, listEngines } from "../engines.ts";
 import { getLastInvariantCheck } from "../invariant_checks.ts";
 import type { Actor } from "../rbac.ts";
-import { authorizePlatformAdmin, backupHealth } from "../self_backup_runs.ts";
+import { authorizePlatformAdmin, backupHealth, getSettings } from "../self_backup_runs.ts";
 
 /** The overview: the self-backup's health, the engines, and a KV probe (`masterKey`, `dataDir`: the instance's). */
 export async function getHealthOverview(
@@ -30,4 +30,15 @@ export async function getHealthDatabase(kv: Deno.Kv, actor: Actor, _params: unkn
     getLastInvariantCheck(kv, actor),
   ]);
   return { config, results, probe, check };
+}
+
+/** Admin > Backups (platform admins only): the self-backup settings (`dataDir`: the instance's). */
+export async function getSelfBackupSettings(
+  kv: Deno.Kv,
+  actor: Actor,
+  params: { dataDir: string },
+  _now: Date,
+) {
+  await authorizePlatformAdmin(kv, actor);
+  return await getSettings(kv, params.dataDir);
 }

@@ -3,11 +3,11 @@
  * (`getPolicyEdit`) show, read in one call and returned as plain data. The routes render it with
  * components that take props only (routes → read model → components; see the README's Architecture).
  */
-import { listAssignableHosts, listAssignmentsByPolicy } from "../assignments.ts";
+import { listAssignableHosts, listAssignmentsByPolicy, requireAssignment } from "../assignments.ts";
 import { type Engine, EngineFilter, listEngines } from "../engines.ts";
 import { listHooksByPolicy } from "../hooks.ts";
 import { hostnamesById } from "../hosts.ts";
-import { listPolicies, type Policy } from "../policies.ts";
+import { listPolicies, type Policy, requirePolicy } from "../policies.ts";
 import { type Actor, can } from "../rbac.ts";
 import { evaluatePolicy321, listRecentReplications, listReplicasByPolicy } from "../replicas.ts";
 import { RetentionCountsQuery } from "../retention.ts";
@@ -219,4 +219,16 @@ export async function getPolicyList(kv: Deno.Kv, actor: Actor, _params: unknown,
     engineName: new Map(engines.values.map((e) => [e.id, e.name])),
     targetName: new Map(targets.values.map((t) => [t.id, t.name])),
   };
+}
+
+/** The confirmation of removing a host from a policy: the assignment, its host and its policy. */
+export async function getAssignmentRemove(
+  kv: Deno.Kv,
+  actor: Actor,
+  params: { assignmentId: string },
+  _now: Date,
+) {
+  const { assignment, host } = await requireAssignment(kv, actor, params.assignmentId);
+  const policy = await requirePolicy(kv, actor, assignment.policyId);
+  return { assignment, host, policy };
 }
