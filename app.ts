@@ -74,7 +74,12 @@ import { handleError, notFound } from "./routes/errors.tsx";
 import { healthRoutes } from "./routes/health.ts";
 import { type AppMetrics, createMetrics, metricsRoutes } from "./routes/metrics.ts";
 import { healthPages } from "./routes/health_pages.tsx";
-import { selfBackupApi, selfBackupPages } from "./routes/self_backup.tsx";
+import {
+  adminBackupRoutes,
+  adminMaintenanceRoutes,
+  backupHealthPages,
+  selfBackupApi,
+} from "./routes/self_backup.tsx";
 import { authenticate, csrf, requestContext, securityHeaders } from "./routes/middleware.ts";
 import { dashboardRoutes } from "./routes/dashboard.tsx";
 import { gettingStartedRoutes } from "./routes/getting_started.tsx";
@@ -86,7 +91,10 @@ import { hostRoutes } from "./routes/hosts.tsx";
 import { jobRoutes } from "./routes/jobs.tsx";
 import { runRoutes } from "./routes/runs.tsx";
 import { platformRoutes } from "./routes/platforms.tsx";
-import { replicaScriptRoutes } from "./routes/replicas_scripts.tsx";
+import { replicaRoutes } from "./routes/replicas.tsx";
+import { scriptRoutes } from "./routes/scripts.tsx";
+import { assignmentRoutes } from "./routes/assignments.tsx";
+import { hookRoutes } from "./routes/hooks.tsx";
 import { restoreRoutes } from "./routes/restore.tsx";
 import { fileHistoryRoutes } from "./routes/file_history.tsx";
 
@@ -195,15 +203,17 @@ export function createApp(options: AppOptions) {
   app.route("/", healthRoutes);
   app.route("/", metricsRoutes);
   app.route("/", authRoutes);
-  app.route("/", dashboardRoutes);
-  app.route("/", gettingStartedRoutes);
-  app.route("/", protectedRoutes);
+  app.route("/backup/dashboard", dashboardRoutes);
+  app.route("/backup/getting-started", gettingStartedRoutes);
+  app.route("/backup/protected", protectedRoutes);
   app.route("/backup/engines", engineRoutes);
   app.route("/backup/storage", storageRoutes);
   app.route("/backup/alerts", alertRoutes);
   app.route("/backup/notifications", notificationRoutes);
   app.route("/backup/policies", policyRoutes);
-  app.route("/backup", policySectionRoutes);
+  app.route("/backup/policies", policySectionRoutes);
+  app.route("/backup/assignments", assignmentRoutes);
+  app.route("/backup/hooks", hookRoutes);
   app.route("/backup/hosts", hostRoutes);
   app.route("/backup/jobs", jobRoutes);
   app.route("/backup/runs", runListRoutes);
@@ -212,18 +222,21 @@ export function createApp(options: AppOptions) {
   app.route("/backup/platforms", platformRoutes);
   app.route("/backup/restore", fileHistoryRoutes);
   app.route("/backup/restore", restoreRoutes);
-  app.route("/backup", replicaScriptRoutes);
+  app.route("/backup/replicas", replicaRoutes);
+  app.route("/backup/scripts", scriptRoutes);
   app.route("/backup/drills", drillRoutes);
   app.route("/backup/approvals", approvalRoutes);
   app.route("/backup/holds", holdRoutes);
-  app.route("/", healthPages);
-  app.route("/", selfBackupPages);
+  app.route("/health", healthPages);
+  app.route("/health/backup", backupHealthPages);
   app.route("/admin/users", adminUserRoutes);
   app.route("/admin/orgs", adminOrgRoutes);
   app.route("/admin/recovery-key", adminRecoveryKeyRoutes);
   app.route("/admin/tokens", adminTokenRoutes);
   app.route("/admin/audit", adminAuditRoutes);
   app.route("/admin/four-eyes", fourEyesAdminRoutes);
+  app.route("/admin/backups", adminBackupRoutes);
+  app.route("/admin/maintenance", adminMaintenanceRoutes);
   // JSON API v1 (bearer tokens; routes/api_v1_*.ts). Each resource at its own prefix, mounted in the order of
   // the OpenAPI document's paths (the document lists them as they are mounted).
   // identity

@@ -1,12 +1,12 @@
 /** Admin > Audit: every mutation, newest first, with filters and cursor pagination. */
 import { Hono } from "hono";
 import { EmptyState, formatTime, PageHeader, ShortId } from "../components/ui.tsx";
-import { AuditFilter, listAudit } from "../domain/audit.ts";
-import { listOrgs } from "../domain/tenancy.ts";
+import { AuditFilter } from "../domain/audit.ts";
+import { getAuditPage } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors } from "./forms.ts";
-import { readPage, StaleCursorNotice } from "./paging.tsx";
+import { StaleCursorNotice } from "./paging.tsx";
 import { render } from "./render.tsx";
 
 export const adminAuditRoutes = new Hono<AppEnv>();
@@ -14,19 +14,18 @@ export const adminAuditRoutes = new Hono<AppEnv>();
 const OBJECT_TYPES = ["account", "org", "user", "api_token"];
 
 adminAuditRoutes.get("/", requires("admin"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const raw = c.req.query();
   const parsed = AuditFilter.safeParse(raw);
   const errors = parsed.success ? {} : fieldErrors(parsed.error);
   const filter = parsed.success ? parsed.data : AuditFilter.parse({});
-  const [{ page, staleCursor }, orgs] = await Promise.all([
-    parsed.success
-      ? readPage(filter.cursor, (cursor) => listAudit(kv, actor, { ...filter, cursor }))
-      : Promise.resolve({ page: { values: [], cursor: "" }, staleCursor: false }),
-    listOrgs(kv, actor, actor.accountId!),
-  ]);
-  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
+  const { page, staleCursor, orgs, orgName } = await getAuditPage(
+    kv,
+    actor,
+    { filter: parsed.success ? filter : null },
+    clock(),
+  );
   const keep = Object.fromEntries(
     Object.entries({ ...raw, cursor: page.cursor }).filter(([, v]) => typeof v === "string" && v !== ""),
   ) as Record<string, string>;

@@ -19,7 +19,6 @@ import { type FieldErrors, ValidationError } from "../domain/errors.ts";
 import {
   createOrg,
   getAccount,
-  listOrgs,
   OrgInput,
   renameOrg,
   requireOrg,
@@ -28,6 +27,7 @@ import {
 } from "../domain/tenancy.ts";
 import type { Org } from "../domain/types.ts";
 import CopySecret from "../islands/CopySecret.tsx";
+import { getOrgList } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
 import { RECOVERY_KEY_PATH } from "./admin_recovery_key.tsx";
 import type { AppEnv } from "./env.ts";
@@ -46,10 +46,8 @@ const ListQuery = z.object({
 adminOrgRoutes.get("/", requires("admin"), async (c) => {
   const actor = c.get("actor")!;
   const query = ListQuery.parse(c.req.query());
-  const [orgs, account] = await Promise.all([
-    listOrgs(c.get("deps").kv, actor, actor.accountId!),
-    getAccount(c.get("deps").kv, actor.accountId!),
-  ]);
+  const { kv, clock } = c.get("deps");
+  const { orgs, account } = await getOrgList(kv, actor, {}, clock());
   const needle = query.q.toLowerCase();
   const rows = orgs.filter((o) => !needle || o.name.toLowerCase().includes(needle));
   const field = query.sort.replace(/^-/, "") as "name" | "createdAt";

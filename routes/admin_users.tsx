@@ -21,7 +21,6 @@ import { type Org, ROLE_LABELS, ROLES, type User } from "../domain/types.ts";
 import {
   createUser,
   deleteUser,
-  listUsers,
   requireUser,
   resetPassword,
   updateUser,
@@ -29,6 +28,7 @@ import {
   UserUpdateInput,
 } from "../domain/users.ts";
 import OrgScopePicker from "../islands/OrgScopePicker.tsx";
+import { getUserList } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, list, readForm, str } from "./forms.ts";
@@ -52,13 +52,10 @@ function scopeLabel(user: User, orgs: Map<string, Org>) {
 }
 
 adminUserRoutes.get("/", requires("admin"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const query = ListQuery.parse(c.req.query());
-  const [users, orgList] = await Promise.all([
-    listUsers(kv, actor, actor.accountId!),
-    listOrgs(kv, actor, actor.accountId!),
-  ]);
+  const { users, orgs: orgList } = await getUserList(kv, actor, {}, clock());
   const orgs = new Map(orgList.map((o) => [o.id, o]));
   const needle = query.q.toLowerCase();
   const filtered = users.filter((u) =>

@@ -7,12 +7,12 @@ import {
   ALERT_SEVERITIES,
   ALERT_STATUSES,
   AlertFilter,
-  listAlerts,
 } from "../domain/alerts.ts";
 import { can } from "../domain/rbac.ts";
+import { getAlertsPage } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { readPage, StaleCursorNotice } from "./paging.tsx";
+import { StaleCursorNotice } from "./paging.tsx";
 import { redirectWithNotice, render } from "./render.tsx";
 
 export const alertRoutes = new Hono<AppEnv>();
@@ -40,14 +40,11 @@ function subjectLink(a: Alert) {
 }
 
 alertRoutes.get("/", requires("backup.view"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const raw = c.req.query();
   const filter = AlertFilter.parse({ status: "open", ...raw });
-  const { page, staleCursor } = await readPage(
-    filter.cursor,
-    (cursor) => listAlerts(kv, actor, { ...filter, cursor }),
-  );
+  const { page, staleCursor } = await getAlertsPage(kv, actor, { filter }, clock());
   const keep = Object.fromEntries(
     Object.entries({ status: filter.status, severity: filter.severity, cursor: page.cursor }).filter((
       [, v],

@@ -21,7 +21,6 @@ import {
   canDecide,
   FourEyesSettingsInput,
   getFourEyesSettings,
-  listApprovals,
   RefuseInput,
   refuseRequest,
   requestIfFourEyes,
@@ -29,6 +28,7 @@ import {
   setFourEyesSettings,
 } from "../domain/approvals.ts";
 import { ConflictError, ForbiddenError } from "../domain/errors.ts";
+import { getApprovalsPage } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
@@ -88,13 +88,9 @@ function RequestRows(props: { rows: ApprovalRequest[] }) {
 }
 
 approvalRoutes.get("/", requires("backup.view"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const settings = await getFourEyesSettings(kv, actor.accountId ?? "");
-  const [pending, decided] = await Promise.all([
-    listApprovals(kv, actor, { status: "pending" }),
-    listApprovals(kv, actor, { status: "decided" }),
-  ]);
+  const { settings, pending, decided } = await getApprovalsPage(kv, actor, {}, clock());
   return render(
     c,
     "Approvals",

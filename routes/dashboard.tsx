@@ -25,23 +25,11 @@ import {
   ShortId,
   type Tone,
 } from "../components/ui.tsx";
-import {
-  failedBackupsQueue,
-  last24hStart,
-  readEngineStatus,
-  readHeatmap,
-  readLast24h,
-  readSummary,
-  rpoBreachQueue,
-  storageHealthQueue,
-  verificationFailuresQueue,
-} from "../domain/dashboard.ts";
-import { hasStorageTargets, readSetupProgress } from "../domain/getting_started.ts";
+import { last24hStart, type readHeatmap } from "../domain/dashboard.ts";
+import { getDashboard, getDashboardSection } from "../domain/read_models/dashboard.ts";
 import { provenRestores } from "../domain/drills.ts";
 import { listPolicies } from "../domain/policies.ts";
 import { ProvenRestoresCard } from "../components/proven_restores.tsx";
-import { suspiciousChangesQueue } from "../domain/anomalies.ts";
-import { getRecoveryKey } from "../domain/recovery_keys.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { can } from "../domain/rbac.ts";
 import { retrySingleRun } from "../domain/run_retry.ts";
@@ -73,22 +61,17 @@ export const SECTIONS = [
 ] as const;
 type SectionName = (typeof SECTIONS)[number]["name"];
 
-dashboardRoutes.get("/backup/dashboard", requires("backup.view"), async (c) => {
+dashboardRoutes.get("/", requires("backup.view"), async (c) => {
   const { kv, clock, logger } = c.get("deps");
   const actor = c.get("actor")!;
-  // An all-scope administrator who has not created the account recovery key yet is reminded here.
-  const keyMissing = can(actor, "admin") && actor.orgScope === "all"
-    ? getRecoveryKey(kv, actor.accountId!).then((k) => k === null, () => false)
-    : Promise.resolve(false);
-  const [sections, progress, recoveryKeyMissing] = await Promise.all([
+  const [sections, { progress, progressError, recoveryKeyMissing }] = await Promise.all([
     Promise.all(SECTIONS.map((s) => renderSection(c, s.name))),
-    // The checklist is a guide, not a data source to alarm about: when it fails, the page goes without it.
-    readSetupProgress(kv, actor, clock()).catch((error) => {
-      logger.log("error", "getting_started_failed", { requestId: c.get("requestId"), error: String(error) });
-      return null;
-    }),
-    keyMissing,
+    getDashboard(kv, actor, {}, clock()),
   ]);
+  // The checklist is a guide, not a data source to alarm about: when it fails, the page goes without it.
+  if (progressError !== null) {
+    logger.log("error", "getting_started_failed", { requestId: c.get("requestId"), error: progressError });
+  }
   return render(
     c,
     "Dashboard",
@@ -189,7 +172,7 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
     new URLSearchParams({ ...(hostId ? { hostId } : {}), ...(restorePointId ? { restorePointId } : {}) });
   switch (name) {
     case "summary": {
-      const s = await readSummary(kv, actor, now);
+      const s = await getDashboardSection(kv, actor, { name: "summary" }, now);
       return renderToString(
         <div class="metrics">
           <Metric label="Protected" value={s.protected} href="/backup/protected?protection=active" />
@@ -210,7 +193,7 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
       );
     }
     case "engines": {
-      const e = await readEngineStatus(kv, actor, now);
+      const e = await getDashboardSection(kv, actor, { name: "engines" }, now);
       if (e.online + e.offline + e.other === 0) {
         return renderToString(
           <Empty text="No backup engine registered yet." quiet>
@@ -238,7 +221,7 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
       );
     }
     case "activity": {
-      const a = await readLast24h(kv, actor, now);
+      const a = await getDashboardSection(kv, actor, { name: "activity" }, now);
       // The runs behind each count: the runs list filtered by status, ended within the same 24 hours.
       const since = last24hStart(now).toISOString();
       const runsOf = (status: string) => `/backup/runs?${new URLSearchParams({ status, endedAfter: since })}`;
@@ -279,9 +262,8 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
       );
     }
     case "failed": {
-      const rows = await failedBackupsQueue(kv, actor);
+      const { rows, watched } = await getDashboardSection(kv, actor, { name: "failed" }, now);
       if (!rows.length) {
-        const { protected: watched } = await readSummary(kv, actor, now);
         return renderToString(
           watched
             ? <Empty text="No failed backups: no host's latest backup failed" />
@@ -338,9 +320,8 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
       );
     }
     case "suspicious": {
-      const rows = await suspiciousChangesQueue(kv, actor);
+      const { rows, watched } = await getDashboardSection(kv, actor, { name: "suspicious" }, now);
       if (!rows.length) {
-        const { protected: watched } = await readSummary(kv, actor, now);
         return renderToString(
           watched
             ? <Empty text="No suspicious change: every backup within its host's usual change rate" />
@@ -386,9 +367,8 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
       );
     }
     case "rpo": {
-      const rows = await rpoBreachQueue(kv, actor, now);
+      const { rows, watched } = await getDashboardSection(kv, actor, { name: "rpo" }, now);
       if (!rows.length) {
-        const { protected: watched } = await readSummary(kv, actor, now);
         return renderToString(
           watched
             ? <Empty text="All objects within RPO" />
@@ -463,12 +443,10 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
       if (c.get("deps").config.faults.includes("dashboard.storage")) {
         throw new Error("Storage health is unavailable (fault injected by CADRES_FAULTS)");
       }
-      const targets = await storageHealthQueue(kv, actor);
+      const { targets, hasTargets } = await getDashboardSection(kv, actor, { name: "storage" }, now);
       if (!targets.length) {
         return renderToString(
-          (await hasStorageTargets(kv, actor))
-            ? <Empty text="All storage healthy" />
-            : <Empty text="No storage targets yet." quiet />,
+          hasTargets ? <Empty text="All storage healthy" /> : <Empty text="No storage targets yet." quiet />,
         );
       }
       return renderToString(
@@ -509,9 +487,8 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
       );
     }
     case "verification": {
-      const rows = await verificationFailuresQueue(kv, actor);
+      const { rows, watched } = await getDashboardSection(kv, actor, { name: "verification" }, now);
       if (!rows.length) {
-        const { protected: watched } = await readSummary(kv, actor, now);
         return renderToString(
           watched
             ? <Empty text="All verifications passing" />
@@ -549,7 +526,12 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
     }
     case "heatmap": {
       const { offset } = HeatmapQuery.parse(c.req.query());
-      const { rows, total, dayLabels } = await readHeatmap(kv, actor, now, { offset, limit: 15 });
+      const { rows, total, dayLabels } = await getDashboardSection(
+        kv,
+        actor,
+        { name: "heatmap", offset },
+        now,
+      );
       if (!rows.length) return renderToString(<Empty text="No backup policies yet" quiet />);
       return renderToString(<Heatmap rows={rows} dayLabels={dayLabels} total={total} offset={offset} />);
     }
@@ -652,7 +634,7 @@ function Heatmap(
 
 // One route per section (no free-form parameter: every path is a known section).
 for (const { name } of SECTIONS) {
-  dashboardRoutes.get(`/backup/dashboard/sections/${name}`, requires("backup.view"), async (c) => {
+  dashboardRoutes.get(`/sections/${name}`, requires("backup.view"), async (c) => {
     c.header("Cache-Control", "no-store");
     const rendered = await renderSection(c, name);
     if (rendered.state === "ready") return c.html(rendered.html);
@@ -664,7 +646,7 @@ function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
 }
 
-dashboardRoutes.post("/backup/dashboard/runs/:runId/retry", requires("backup.manage"), async (c) => {
+dashboardRoutes.post("/runs/:runId/retry", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   try {
     // A platform run is job-level: its retry is the platform job's (one pending run for the next sync).
@@ -687,7 +669,7 @@ dashboardRoutes.post("/backup/dashboard/runs/:runId/retry", requires("backup.man
 
 for (const check of Object.keys(STORAGE_CHECKS) as StorageCheck[]) {
   dashboardRoutes.post(
-    `/backup/dashboard/storage/:targetId/${STORAGE_CHECK_SEGMENTS[check]}`,
+    `/storage/:targetId/${STORAGE_CHECK_SEGMENTS[check]}`,
     requires("backup.manage"),
     storageCheckHandler(check, () => "/backup/dashboard"),
   );

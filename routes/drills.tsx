@@ -27,17 +27,13 @@ import {
   DrillInput,
   type DrillPolicy,
   type DrillRun,
-  listDrillRuns,
-  listDrills,
   requireDrill,
-  requireDrillRun,
   runDrillNow,
   updateDrill,
 } from "../domain/drills.ts";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
-import { listHosts } from "../domain/hosts.ts";
-import { listPolicies } from "../domain/policies.ts";
 import { authorize, can } from "../domain/rbac.ts";
+import { getDrillDetail, getDrillForm, getDrillList, getDrillRun } from "../domain/read_models/drills.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, list, readForm, str } from "./forms.ts";
@@ -180,13 +176,8 @@ async function formPage(
   errors?: FieldErrors,
   error?: string,
 ) {
-  const { kv } = c.get("deps");
-  const actor = c.get("actor")!;
-  const [policies, hosts] = await Promise.all([
-    listPolicies(kv, actor),
-    listHosts(kv, actor, { limit: 200 }),
-  ]);
-  const inService = hosts.values.filter((h) => h.status !== "decommissioned");
+  const { kv, clock } = c.get("deps");
+  const { policies, hosts: inService } = await getDrillForm(kv, c.get("actor")!, {}, clock());
   const action = drill ? `/backup/drills/${drill.id}/edit` : "/backup/drills";
   const title = drill ? `Edit drill ${drill.name}` : "New restore drill";
   return render(
@@ -348,12 +339,9 @@ function TrendTable(props: { runs: DrillRun[] }) {
 }
 
 drillRoutes.get("/", requires("backup.view"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const drills = await listDrills(kv, actor);
-  const last = new Map<string, DrillRun | undefined>(
-    await Promise.all(drills.map(async (d) => [d.id, (await listDrillRuns(kv, actor, d.id, 1))[0]] as const)),
-  );
+  const { drills, last } = await getDrillList(kv, actor, {}, clock());
   return render(
     c,
     "Restore drills",
@@ -447,11 +435,14 @@ drillRoutes.post("/", requires("backup.restore"), async (c) => {
 });
 
 drillRoutes.get("/:drillId", requires("backup.view"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const drill = await requireDrill(kv, actor, c.req.param("drillId"));
-  const runs = await listDrillRuns(kv, actor, drill.id);
-  const policyNames = new Map((await listPolicies(kv, actor)).map((p) => [p.id, p.name]));
+  const { drill, runs, policyNames } = await getDrillDetail(
+    kv,
+    actor,
+    { drillId: c.req.param("drillId") },
+    clock(),
+  );
   const manage = can(actor, "backup.restore", { accountId: drill.accountId, orgId: drill.orgId });
   const passed = runs.filter((r) => r.status === "passed");
   return render(
@@ -507,11 +498,13 @@ drillRoutes.get("/:drillId", requires("backup.view"), async (c) => {
 });
 
 drillRoutes.get("/:drillId/runs/:drillRunId", requires("backup.view"), async (c) => {
-  const { kv } = c.get("deps");
-  const actor = c.get("actor")!;
-  const drill = await requireDrill(kv, actor, c.req.param("drillId"));
-  const run = await requireDrillRun(kv, actor, c.req.param("drillRunId"));
-  if (run.drillId !== drill.id) return c.notFound();
+  const { kv, clock } = c.get("deps");
+  const found = await getDrillRun(kv, c.get("actor")!, {
+    drillId: c.req.param("drillId"),
+    drillRunId: c.req.param("drillRunId"),
+  }, clock());
+  if (!found) return c.notFound();
+  const { drill, run } = found;
   return render(
     c,
     `Drill run ${run.id}`,

@@ -5,7 +5,6 @@ import { type Context, Hono } from "hono";
 import {
   Badge,
   Csrf,
-  EmptyState,
   Field,
   formatAge,
   formatBytes,
@@ -13,8 +12,6 @@ import {
   formatTime,
   FormErrors,
   PageHeader,
-  Pager,
-  SortHeader,
   Sparkline,
   type Tone,
 } from "../components/ui.tsx";
@@ -26,17 +23,16 @@ import {
   type EngineStatus,
   EngineUpdate,
   listEngineMetrics,
-  listEngines,
   OFFLINE_AFTER_MS,
   refuseHeldEngineDeletion,
   requireEngine,
   updateEngine,
 } from "../domain/engines.ts";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
-import { can } from "../domain/rbac.ts";
-import { listTargets, TARGET_TYPE_LABELS, TargetFilter } from "../domain/storage.ts";
-import { listOrgs } from "../domain/tenancy.ts";
+import { listTargets, TARGET_TYPE_LABELS } from "../domain/storage.ts";
+import { getEngineDelete, getEngineDetail, getEngineList } from "../domain/read_models/engines.ts";
 import { requires } from "./access.ts";
+import { FilteredList, listQuery } from "./list_page.tsx";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
@@ -59,15 +55,10 @@ export function EngineStatusBadge(props: { status: EngineStatus }) {
 engineRoutes.get("/", requires("backup.view"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const filter = EngineFilter.parse(c.req.query());
-  const [{ values, total }, orgs] = await Promise.all([
-    listEngines(kv, actor, filter),
-    listOrgs(kv, actor, actor.accountId!),
-  ]);
-  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
-  const keep = { q: filter.q, orgId: filter.orgId, status: filter.status, sort: filter.sort };
-  const filtered = Boolean(filter.q || filter.orgId || filter.status);
+  const list = listQuery(EngineFilter, c.req.query(), ["orgId", "status"]);
+  const { filter, filtered } = list;
   const now = clock();
+  const { engines: { values, total }, orgs, orgName } = await getEngineList(kv, actor, { filter }, now);
   return render(
     c,
     "Engines",
@@ -77,91 +68,73 @@ engineRoutes.get("/", requires("backup.view"), async (c) => {
           title="Engines"
           subtitle="Backup Engine Services register themselves with an organization (or account) secret and heartbeat every minute."
         />
-        <form method="get" class="filters">
-          <input
-            type="search"
-            name="q"
-            value={filter.q}
-            placeholder="Name, hostname or IP"
-            aria-label="Search"
-          />
-          <select name="orgId" aria-label="Organization">
-            <option value="">All organizations</option>
-            <option value="account" selected={filter.orgId === "account"}>Account-scoped</option>
-            {orgs.map((o) => (
-              <option key={o.id} value={o.id} selected={filter.orgId === o.id}>{o.name}</option>
-            ))}
-          </select>
-          <select name="status" aria-label="Status">
-            <option value="">All statuses</option>
-            {ENGINE_STATUSES.map((s) => (
-              <option key={s} value={s} selected={filter.status === s}>{s}</option>
-            ))}
-          </select>
-          <button type="submit" class="btn">Filter</button>
-          {filtered && <a href="/backup/engines">Clear</a>}
-        </form>
-        {values.length === 0
-          ? (
-            <EmptyState title={filtered ? "No engines match these filters" : "No engines registered yet"}>
-              {!filtered && (
-                <>
-                  Install a BES in your network and register it with an organization's registration secret
-                  (Admin → Organizations). See <a href="/api/docs">the engine protocol</a>.
-                </>
-              )}
-            </EmptyState>
-          )
-          : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table table--cards">
-                <thead>
-                  <tr>
-                    <SortHeader label="Name" field="name" sort={filter.sort} query={keep} />
-                    <th>Hostname</th>
-                    <th>IP address</th>
-                    <SortHeader label="Status" field="status" sort={filter.sort} query={keep} />
-                    <th>Version</th>
-                    <th>Organization</th>
-                    <th>Targets</th>
-                    <th>Managed</th>
-                    <SortHeader
-                      label="Last heartbeat"
-                      field="lastHeartbeatAt"
-                      sort={filter.sort}
-                      query={keep}
-                    />
-                  </tr>
-                </thead>
-                <tbody>
-                  {values.map((e) => (
-                    <tr key={e.id}>
-                      <td data-label="Name">
-                        <a href={`/backup/engines/${e.id}`}>{e.name}</a>
-                      </td>
-                      <td data-label="Hostname">{e.hostname}</td>
-                      <td data-label="IP address">
-                        <code>{e.ipAddress}</code>
-                      </td>
-                      <td class="cell-status" data-label="Status">
-                        <EngineStatusBadge status={e.status} />
-                      </td>
-                      <td data-label="Version">{e.version}</td>
-                      <td data-label="Organization">
-                        {e.orgId ? orgName.get(e.orgId) ?? "—" : <span class="muted">Account</span>}
-                      </td>
-                      <td data-label="Targets">{e.storageTargetIds.length}</td>
-                      <td data-label="Managed" class="nowrap">{formatBytes(e.managedBytes)}</td>
-                      <td data-label="Last heartbeat" class="nowrap" title={e.lastHeartbeatAt ?? ""}>
-                        {formatAge(e.lastHeartbeatAt, now)}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )}
-        <Pager total={total} offset={filter.offset} limit={filter.limit} query={keep} />
+        <FilteredList
+          list={list}
+          path="/backup/engines"
+          searchPlaceholder="Name, hostname or IP"
+          filters={
+            <>
+              <select name="orgId" aria-label="Organization">
+                <option value="">All organizations</option>
+                <option value="account" selected={filter.orgId === "account"}>Account-scoped</option>
+                {orgs.map((o) => (
+                  <option key={o.id} value={o.id} selected={filter.orgId === o.id}>{o.name}</option>
+                ))}
+              </select>
+              <select name="status" aria-label="Status">
+                <option value="">All statuses</option>
+                {ENGINE_STATUSES.map((s) => (
+                  <option key={s} value={s} selected={filter.status === s}>{s}</option>
+                ))}
+              </select>
+            </>
+          }
+          empty={{
+            title: filtered ? "No engines match these filters" : "No engines registered yet",
+            children: !filtered && (
+              <>
+                Install a BES in your network and register it with an organization's registration secret
+                (Admin → Organizations). See <a href="/api/docs">the engine protocol</a>.
+              </>
+            ),
+          }}
+          columns={[
+            { label: "Name", sort: "name" },
+            { label: "Hostname" },
+            { label: "IP address" },
+            { label: "Status", sort: "status" },
+            { label: "Version" },
+            { label: "Organization" },
+            { label: "Targets" },
+            { label: "Managed" },
+            { label: "Last heartbeat", sort: "lastHeartbeatAt" },
+          ]}
+          count={values.length}
+          total={total}
+          rows={values.map((e) => (
+            <tr key={e.id}>
+              <td data-label="Name">
+                <a href={`/backup/engines/${e.id}`}>{e.name}</a>
+              </td>
+              <td data-label="Hostname">{e.hostname}</td>
+              <td data-label="IP address">
+                <code>{e.ipAddress}</code>
+              </td>
+              <td class="cell-status" data-label="Status">
+                <EngineStatusBadge status={e.status} />
+              </td>
+              <td data-label="Version">{e.version}</td>
+              <td data-label="Organization">
+                {e.orgId ? orgName.get(e.orgId) ?? "—" : <span class="muted">Account</span>}
+              </td>
+              <td data-label="Targets">{e.storageTargetIds.length}</td>
+              <td data-label="Managed" class="nowrap">{formatBytes(e.managedBytes)}</td>
+              <td data-label="Last heartbeat" class="nowrap" title={e.lastHeartbeatAt ?? ""}>
+                {formatAge(e.lastHeartbeatAt, now)}
+              </td>
+            </tr>
+          ))}
+        />
       </>
     ),
   );
@@ -327,11 +300,7 @@ async function enginePage(
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const now = clock();
-  const [metrics, targets, orgs] = await Promise.all([
-    listEngineMetrics(kv, engine.id, now),
-    listTargets(kv, actor, TargetFilter.parse({ besId: engine.id, limit: 200 })),
-    listOrgs(kv, actor, actor.accountId!),
-  ]);
+  const { metrics, targets, orgName, canManage } = await getEngineDetail(kv, actor, { engine }, now);
   return render(
     c,
     engine.name,
@@ -339,10 +308,10 @@ async function enginePage(
       <EnginePage
         csrf={c.get("csrfToken")}
         engine={engine}
-        orgName={engine.orgId ? orgs.find((o) => o.id === engine.orgId)?.name ?? "—" : "Account-scoped"}
-        canManage={can(actor, "backup.manage", { accountId: engine.accountId, orgId: engine.orgId })}
+        orgName={orgName}
+        canManage={canManage}
         metrics={metrics}
-        targets={targets.values}
+        targets={targets}
         now={now}
         values={values ??
           { name: engine.name, pxeEnabled: engine.pxeEnabled, pxeNetwork: engine.pxeNetwork ?? "" }}
@@ -382,11 +351,8 @@ engineRoutes.post("/:engineId", requires("backup.manage"), async (c) => {
 
 /** The delete confirmation: says what goes with the engine and asks for its name. */
 async function deleteEnginePage(c: Context<AppEnv>, engine: Engine, typed?: string, refusal?: string) {
-  const targets = await listTargets(
-    c.get("deps").kv,
-    c.get("actor")!,
-    TargetFilter.parse({ besId: engine.id, limit: 200 }),
-  );
+  const { kv, clock } = c.get("deps");
+  const { targetCount } = await getEngineDelete(kv, c.get("actor")!, { engine }, clock());
   return render(
     c,
     "Delete engine",
@@ -395,10 +361,10 @@ async function deleteEnginePage(c: Context<AppEnv>, engine: Engine, typed?: stri
         <PageHeader title={`Delete ${engine.name}?`} />
         {refusal && <p class="form-error" role="alert" data-testid="delete-refused">{refusal}</p>}
         <p>
-          This deregisters the engine and deletes, permanently, its {targets.total}{" "}
-          storage target{targets.total === 1 ? "" : "s"}, every policy that writes to them, and those
-          policies' host assignments, hooks and replication rules. Backup data already on storage is not
-          touched by the control plane.
+          This deregisters the engine and deletes, permanently, its {targetCount}{" "}
+          storage target{targetCount === 1 ? "" : "s"}, every policy that writes to them, and those policies'
+          host assignments, hooks and replication rules. Backup data already on storage is not touched by the
+          control plane.
         </p>
         <p>Type the engine's name to confirm.</p>
         <form method="post" action={`/backup/engines/${engine.id}/delete`} class="form">

@@ -15,13 +15,13 @@ import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from 
 import {
   type FileHistoryView,
   type FileVersion,
-  getFileHistory,
   MAX_HISTORY_POINTS,
   requestFileHistory,
   restoreFileVersion,
   VERSIONS_PAGE_SIZE,
 } from "../domain/file_history.ts";
-import { type Host, listHosts, requireHost } from "../domain/hosts.ts";
+import { type Host, requireHost } from "../domain/hosts.ts";
+import { getFileHistoryPage } from "../domain/read_models/file_history.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { readForm, str } from "./forms.ts";
@@ -96,23 +96,13 @@ async function historyPage(
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const csrf = c.get("csrfToken") ?? "";
-  let view: FileHistoryView | null = null;
-  let pathError = state?.form === "path" ? state.fields.path : undefined;
-  if (path) {
-    try {
-      view = await getFileHistory(kv, actor, host.id, path, clock(), page);
-    } catch (e) {
-      if (!(e instanceof ValidationError)) throw e;
-      pathError = e.fields.path ?? e.message;
-    }
-  }
+  const read = await getFileHistoryPage(kv, actor, { host, path, page }, clock());
+  const { view, hosts } = read;
+  const pathError = read.pathError ?? (state?.form === "path" ? state.fields.path : undefined);
   if (view?.status === "pending") {
     c.header("Refresh", String(REFRESH_SECONDS));
     noStore(c);
   }
-  const hosts = view && view.versions.some((v) => v.state === "present")
-    ? (await listHosts(kv, actor, { limit: 200 })).values
-    : [];
   const restoreErrors = state?.form === "restore" ? state.fields : {};
   const restoreValues = state?.form === "restore" ? state.values : {};
   const location = restoreValues.location === "other" ? "other" : "original";

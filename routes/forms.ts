@@ -1,7 +1,7 @@
 /** Form parsing: turns a submitted form into an object, and zod issues into field messages. */
 import type { Context } from "hono";
 import { z } from "zod";
-import { type FieldErrors, HttpError } from "../domain/errors.ts";
+import { ConflictError, type FieldErrors, HttpError, ValidationError } from "../domain/errors.ts";
 import type { AppEnv } from "./env.ts";
 
 /**
@@ -77,4 +77,11 @@ export function fieldErrors(error: z.ZodError): FieldErrors {
 
 function capitalize(text: string): string {
   return text ? text[0].toUpperCase() + text.slice(1) : text;
+}
+
+/** A refused change as one sentence for a notice: the first field's message, or the conflict's. */
+export function problem(e: unknown): string {
+  if (e instanceof ValidationError) return Object.values(e.fields)[0] ?? e.message;
+  if (e instanceof ConflictError) return e.message;
+  throw e;
 }

@@ -9,12 +9,12 @@ import { Hono } from "hono";
 import { GETTING_STARTED_PATH, startCommands } from "../components/getting_started.tsx";
 import { Island } from "../components/Island.tsx";
 import { Csrf, formatTime, PageHeader } from "../components/ui.tsx";
-import { readSetupProgress, type SetupProgress } from "../domain/getting_started.ts";
+import { type SetupProgress } from "../domain/getting_started.ts";
 import { can } from "../domain/rbac.ts";
-import { type AccountRecoveryKey, getRecoveryKey } from "../domain/recovery_keys.ts";
-import { listOrgs } from "../domain/tenancy.ts";
+import { type AccountRecoveryKey } from "../domain/recovery_keys.ts";
 import CopySecret from "../islands/CopySecret.tsx";
 import SetupTicks from "../islands/SetupTicks.tsx";
+import { getGettingStarted } from "../domain/read_models/backup_pages.ts";
 import { requires } from "./access.ts";
 import { RECOVERY_KEY_PATH } from "./admin_recovery_key.tsx";
 import type { AppEnv } from "./env.ts";
@@ -181,15 +181,10 @@ export function FirstRunPage(props: FirstRunProps) {
   );
 }
 
-gettingStartedRoutes.get(GETTING_STARTED_PATH, requires("backup.view"), async (c) => {
+gettingStartedRoutes.get("/", requires("backup.view"), async (c) => {
   const { kv, clock, config } = c.get("deps");
   const actor = c.get("actor")!;
-  const admin = can(actor, "admin") && actor.orgScope === "all";
-  const [progress, orgs, recoveryKey] = await Promise.all([
-    readSetupProgress(kv, actor, clock()),
-    listOrgs(kv, actor, actor.accountId!),
-    admin ? getRecoveryKey(kv, actor.accountId!) : Promise.resolve(undefined),
-  ]);
+  const { progress, orgs, recoveryKey } = await getGettingStarted(kv, actor, {}, clock());
   noStore(c);
   return render(
     c,

@@ -2,10 +2,8 @@
 import { Hono } from "hono";
 import { Badge, EmptyState, formatBytes, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
 import { timeText } from "../components/time.tsx";
-import { databaseStats, probeLatency } from "../domain/db_health.ts";
-import { getLastInvariantCheck, type InvariantCheckRecord } from "../domain/invariant_checks.ts";
-import { EngineFilter, listEngines } from "../domain/engines.ts";
-import { authorizePlatformAdmin, backupHealth } from "../domain/self_backup_runs.ts";
+import { type InvariantCheckRecord } from "../domain/invariant_checks.ts";
+import { getHealthDatabase, getHealthOverview } from "../domain/read_models/health.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { render } from "./render.tsx";
@@ -81,15 +79,16 @@ function Diagram(props: { nodes: DiagramNode[]; links: Array<[string, string, st
   );
 }
 
-healthPages.get("/health/overview", requires("admin"), async (c) => {
+healthPages.get("/overview", requires("admin"), async (c) => {
   const { kv, clock, masterKey, config } = c.get("deps");
   const actor = c.get("actor")!;
   const now = clock();
-  const [h, engines, probe] = await Promise.all([
-    backupHealth(kv, actor, { now, masterKey, dataDir: config.dataDir }),
-    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
-    probeLatency(kv, now),
-  ]);
+  const { health: h, engines, probe } = await getHealthOverview(
+    kv,
+    actor,
+    { masterKey, dataDir: config.dataDir },
+    now,
+  );
   const online = engines.values.filter((e) => e.status === "online" || e.status === "degraded").length;
   const offline = engines.values.filter((e) => e.status === "offline").length;
   const last = h.recentTriggers.find((t) => t.status !== "running");
@@ -295,16 +294,10 @@ function InvariantCheckPanel(props: { check: InvariantCheckRecord | null }) {
   );
 }
 
-healthPages.get("/health/database", requires("admin"), async (c) => {
+healthPages.get("/database", requires("admin"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  await authorizePlatformAdmin(kv, actor);
-  const [config, results, probe, check] = await Promise.all([
-    databaseStats(kv, "config"),
-    databaseStats(kv, "results"),
-    probeLatency(kv, clock()),
-    getLastInvariantCheck(kv, actor),
-  ]);
+  const { config, results, probe, check } = await getHealthDatabase(kv, actor, {}, clock());
   return render(
     c,
     "Health · Database",

@@ -6,17 +6,9 @@ import { type Context, Hono } from "hono";
 import { Badge, Csrf, EmptyState, Field, formatTime, FormErrors, PageHeader } from "../components/ui.tsx";
 import { requestIfFourEyes } from "../domain/approvals.ts";
 import { ConflictError, type FieldErrors, NotFoundError } from "../domain/errors.ts";
-import {
-  HoldInput,
-  type LegalHold,
-  listHolds,
-  placeHold,
-  releaseHold,
-  requireHold,
-} from "../domain/holds.ts";
-import { listHosts } from "../domain/hosts.ts";
-import { listPolicies } from "../domain/policies.ts";
+import { HoldInput, type LegalHold, placeHold, releaseHold, requireHold } from "../domain/holds.ts";
 import { can } from "../domain/rbac.ts";
+import { getHoldsPage } from "../domain/read_models/holds.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
@@ -27,7 +19,7 @@ export const holdRoutes = new Hono<AppEnv>();
 type Typed = { subject: string; pointId: string; reason: string; caseReference: string };
 
 async function holdsPage(c: Context<AppEnv>, typed?: Typed, errors: FieldErrors = {}, message?: string) {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   // "Place legal hold" links from a restore point's or a host's page arrive with the subject chosen.
   typed ??= {
     subject: (c.req.query("subject") ?? "").slice(0, 60),
@@ -36,11 +28,12 @@ async function holdsPage(c: Context<AppEnv>, typed?: Typed, errors: FieldErrors 
     caseReference: "",
   };
   const actor = c.get("actor")!;
-  const holds = await listHolds(kv, actor, { status: c.req.query("status") === "all" ? "all" : "active" });
-  const mayPlace = actor.permissions.has("backup.hold");
-  const [hosts, policies] = mayPlace
-    ? await Promise.all([listHosts(kv, actor, { limit: 200 }), listPolicies(kv, actor)])
-    : [{ values: [] }, []];
+  const { holds, mayPlace, hosts, policies } = await getHoldsPage(
+    kv,
+    actor,
+    { all: c.req.query("status") === "all" },
+    clock(),
+  );
   const csrf = c.get("csrfToken");
   const showAll = c.req.query("status") === "all";
   return render(
@@ -113,7 +106,7 @@ async function holdsPage(c: Context<AppEnv>, typed?: Typed, errors: FieldErrors 
               <select id="f-subject" name="subject">
                 <option value="">— a single restore point (id below) —</option>
                 <optgroup label="Hosts">
-                  {hosts.values.map((h) => (
+                  {hosts.map((h) => (
                     <option key={h.id} value={`host:${h.id}`} selected={typed?.subject === `host:${h.id}`}>
                       {h.hostname}
                     </option>

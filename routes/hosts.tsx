@@ -3,34 +3,15 @@
  * a host (Archive On Host Deactivation, domain/archive.ts) with a typed confirmation.
  */
 import { type Context, Hono } from "hono";
-import {
-  Badge,
-  Csrf,
-  EmptyState,
-  formatAge,
-  formatTime,
-  PageHeader,
-  Pager,
-  SortHeader,
-  type Tone,
-} from "../components/ui.tsx";
+import { Badge, Csrf, formatAge, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
 import { decommissionHost, DecommissionInput } from "../domain/archive.ts";
-import { listAssignmentsByHost } from "../domain/assignments.ts";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
-import {
-  type Host,
-  HOST_STATUSES,
-  HostFilter,
-  type HostStatus,
-  listHosts,
-  requireHost,
-} from "../domain/hosts.ts";
+import { type Host, HOST_STATUSES, HostFilter, type HostStatus, requireHost } from "../domain/hosts.ts";
 import { can } from "../domain/rbac.ts";
-import { listProtectedByHost } from "../domain/protected.ts";
-import { holdsCoveringHost } from "../domain/holds.ts";
 import { HoldPanel } from "../components/holds.tsx";
-import { listOrgs } from "../domain/tenancy.ts";
+import { getHostDetail, getHostList } from "../domain/read_models/hosts.ts";
 import { requires } from "./access.ts";
+import { FilteredList, listQuery } from "./list_page.tsx";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
@@ -51,15 +32,10 @@ export function HostStatusBadge(props: { status: HostStatus }) {
 hostRoutes.get("/", requires("backup.view"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const filter = HostFilter.parse(c.req.query());
-  const [{ values, total }, orgs] = await Promise.all([
-    listHosts(kv, actor, filter),
-    listOrgs(kv, actor, actor.accountId!),
-  ]);
-  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
-  const keep = { q: filter.q, status: filter.status, orgId: filter.orgId, sort: filter.sort };
-  const filtered = Boolean(filter.q || filter.status || filter.orgId);
+  const list = listQuery(HostFilter, c.req.query(), ["status", "orgId"]);
+  const { filter, filtered } = list;
   const now = clock();
+  const { hosts: { values, total }, orgs, orgName } = await getHostList(kv, actor, { filter }, now);
   return render(
     c,
     "Hosts",
@@ -69,70 +45,60 @@ hostRoutes.get("/", requires("backup.view"), async (c) => {
           title="Hosts"
           subtitle="Managed hosts: agents enroll with an organization's secret and heartbeat every minute."
         />
-        <form method="get" class="filters">
-          <input type="search" name="q" value={filter.q} placeholder="Hostname or IP" aria-label="Search" />
-          <select name="status" aria-label="Status">
-            <option value="">All statuses</option>
-            {HOST_STATUSES.map((s) => <option key={s} value={s} selected={filter.status === s}>{s}</option>)}
-          </select>
-          <select name="orgId" aria-label="Organization">
-            <option value="">All organizations</option>
-            {orgs.map((o) => (
-              <option key={o.id} value={o.id} selected={filter.orgId === o.id}>{o.name}</option>
-            ))}
-          </select>
-          <button type="submit" class="btn">Filter</button>
-          {filtered && <a href="/backup/hosts">Clear</a>}
-        </form>
-        {values.length === 0
-          ? (
-            <EmptyState title={filtered ? "No hosts match" : "No hosts enrolled yet"}>
-              {!filtered &&
-                "Install the agent on a host and enroll it with an organization's registration secret."}
-            </EmptyState>
-          )
-          : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table table--cards">
-                <thead>
-                  <tr>
-                    <SortHeader label="Hostname" field="hostname" sort={filter.sort} query={keep} />
-                    <SortHeader label="IP address" field="ipAddress" sort={filter.sort} query={keep} />
-                    <th>OS</th>
-                    <SortHeader label="Status" field="status" sort={filter.sort} query={keep} />
-                    <th>Organization</th>
-                    <th>Relay</th>
-                    <SortHeader
-                      label="Last heartbeat"
-                      field="lastHeartbeatAt"
-                      sort={filter.sort}
-                      query={keep}
-                    />
-                  </tr>
-                </thead>
-                <tbody>
-                  {values.map((h) => (
-                    <tr key={h.id}>
-                      <td data-label="Hostname">
-                        <a href={`/backup/hosts/${h.id}`}>{h.hostname}</a>
-                      </td>
-                      <td data-label="IP address">
-                        <code>{h.ipAddress}</code>
-                      </td>
-                      <td data-label="OS">{h.os}</td>
-                      <td class="cell-status" data-label="Status">
-                        <HostStatusBadge status={h.status} />
-                      </td>
-                      <td data-label="Organization">{orgName.get(h.orgId) ?? "—"}</td>
-                      <td data-label="Relay">{h.relay ? "yes" : "—"}</td>
-                      <td data-label="Last heartbeat" class="nowrap">{formatAge(h.lastHeartbeatAt, now)}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )}
-        <Pager total={total} offset={filter.offset} limit={filter.limit} query={keep} />
+        <FilteredList
+          list={list}
+          path="/backup/hosts"
+          searchPlaceholder="Hostname or IP"
+          filters={
+            <>
+              <select name="status" aria-label="Status">
+                <option value="">All statuses</option>
+                {HOST_STATUSES.map((s) => (
+                  <option key={s} value={s} selected={filter.status === s}>{s}</option>
+                ))}
+              </select>
+              <select name="orgId" aria-label="Organization">
+                <option value="">All organizations</option>
+                {orgs.map((o) => (
+                  <option key={o.id} value={o.id} selected={filter.orgId === o.id}>{o.name}</option>
+                ))}
+              </select>
+            </>
+          }
+          empty={{
+            title: filtered ? "No hosts match" : "No hosts enrolled yet",
+            children: !filtered &&
+              "Install the agent on a host and enroll it with an organization's registration secret.",
+          }}
+          columns={[
+            { label: "Hostname", sort: "hostname" },
+            { label: "IP address", sort: "ipAddress" },
+            { label: "OS" },
+            { label: "Status", sort: "status" },
+            { label: "Organization" },
+            { label: "Relay" },
+            { label: "Last heartbeat", sort: "lastHeartbeatAt" },
+          ]}
+          count={values.length}
+          total={total}
+          rows={values.map((h) => (
+            <tr key={h.id}>
+              <td data-label="Hostname">
+                <a href={`/backup/hosts/${h.id}`}>{h.hostname}</a>
+              </td>
+              <td data-label="IP address">
+                <code>{h.ipAddress}</code>
+              </td>
+              <td data-label="OS">{h.os}</td>
+              <td class="cell-status" data-label="Status">
+                <HostStatusBadge status={h.status} />
+              </td>
+              <td data-label="Organization">{orgName.get(h.orgId) ?? "—"}</td>
+              <td data-label="Relay">{h.relay ? "yes" : "—"}</td>
+              <td data-label="Last heartbeat" class="nowrap">{formatAge(h.lastHeartbeatAt, now)}</td>
+            </tr>
+          ))}
+        />
       </>
     ),
   );
@@ -146,12 +112,7 @@ async function hostPage(
 ) {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const [assignments, objects] = await Promise.all([
-    listAssignmentsByHost(kv, actor, host.id),
-    listProtectedByHost(kv, actor, host.id),
-  ]);
-  const holds = await holdsCoveringHost(kv, actor, host.id, assignments.map((a) => a.policy.id));
-  const mayHold = can(actor, "backup.hold", { accountId: host.accountId, orgId: host.orgId });
+  const { assignments, objects, holds, mayHold } = await getHostDetail(kv, actor, { host }, clock());
   return render(
     c,
     host.hostname,

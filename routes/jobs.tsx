@@ -23,28 +23,23 @@ import { describeCron } from "../domain/cron_rules.ts";
 import { CursorField } from "../domain/cursor.ts";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
 import {
-  getJob,
   JOB_TYPES,
   type JobView,
   LAST_STATUSES,
-  listJobRuns,
-  listJobs,
-  listJobSources,
   nextScheduledRun,
   parseJobFilter,
   type RetryFacts,
   retryJob,
 } from "../domain/job_views.ts";
-import { hostnamesById } from "../domain/hosts.ts";
 import { can } from "../domain/rbac.ts";
 import { PLATFORM_TYPE_LABELS, type PlatformRun, type PlatformType } from "../domain/platforms.ts";
 import type { Run } from "../domain/runs.ts";
-import { getOrg, listOrgs } from "../domain/tenancy.ts";
 import RetryJob from "../islands/RetryJob.tsx";
+import { getJobDetail, getJobList } from "../domain/read_models/jobs.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors } from "./forms.ts";
-import { readPage, StaleCursorNotice } from "./paging.tsx";
+import { StaleCursorNotice } from "./paging.tsx";
 import { redirectWithNotice, render } from "./render.tsx";
 
 export const jobRoutes = new Hono<AppEnv>();
@@ -202,30 +197,34 @@ jobRoutes.get("/", requires("backup.view"), async (c) => {
   const actor = c.get("actor")!;
   const query = c.req.query();
   const parsed = parseJobFilter(query);
-  const orgs = await listOrgs(kv, actor, actor.accountId!);
-  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
+  const now = clock();
+  const data = await getJobList(kv, actor, { filter: parsed.success ? parsed.data : null }, now);
+  const { orgs, orgName, sources } = data;
   const typed = Object.fromEntries(FILTER_KEYS.map((k) => [k, String(query[k] ?? "").slice(0, 200)]));
-  if (!parsed.success) {
-    const sources = await listJobSources(kv, actor);
+  if (!parsed.success || !data.jobs) {
     return render(
       c,
       "Jobs",
       (
         <>
           <PageHeader title="Jobs" subtitle="Every backup job with its last run." />
-          <JobFilters values={typed} errors={fieldErrors(parsed.error)} sources={sources} orgs={orgs} />
+          <JobFilters
+            values={typed}
+            errors={parsed.success ? undefined : fieldErrors(parsed.error)}
+            sources={sources}
+            orgs={orgs}
+          />
         </>
       ),
       400,
     );
   }
   const filter = parsed.data;
-  const { values, total, sources } = await listJobs(kv, actor, filter);
+  const { values, total } = data.jobs;
   const keep: Record<string, string> = Object.fromEntries(
     FILTER_KEYS.map((k) => [k, String(filter[k] ?? "")]).filter(([, v]) => v !== ""),
   );
   const filtered = FILTER_KEYS.some((k) => k !== "sort" && filter[k]);
-  const now = clock();
   return render(
     c,
     "Jobs",
@@ -344,17 +343,17 @@ const HistoryQuery = z.object({
 });
 
 jobRoutes.get("/:jobId", requires("backup.view"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const { job, policy, platform, retry } = await getJob(kv, actor, c.req.param("jobId"));
   const query = Object.fromEntries(Object.entries(c.req.query()).filter(([, v]) => v !== ""));
   const parsed = HistoryQuery.safeParse(query);
   const page = parsed.success ? parsed.data : { cursor: "", limit: 50 };
-  const [{ page: history, staleCursor }, org] = await Promise.all([
-    readPage(page.cursor, (cursor) => listJobRuns(kv, actor, job.id, { ...page, cursor })),
-    job.orgId ? getOrg(kv, job.orgId) : Promise.resolve(null),
-  ]);
-  const hosts = await hostnamesById(kv, history.values.map((r) => r.hostId));
+  const { job, policy, platform, retry, history, staleCursor, org, hosts } = await getJobDetail(
+    kv,
+    actor,
+    { jobId: c.req.param("jobId"), page: { ...page } },
+    clock(),
+  );
   if (staleCursor) page.cursor = "";
   const manage = can(actor, "backup.manage", { accountId: job.accountId, orgId: job.orgId });
   const last = job.lastRun;

@@ -30,7 +30,6 @@ import {
   createChannel,
   deleteChannel,
   displayUrl,
-  listChannels,
   type NotificationChannel,
   requireChannel,
   setChannelEnabled,
@@ -38,17 +37,8 @@ import {
   updateChannel,
 } from "../domain/notification_channels.ts";
 import {
-  DELIVERY_STATUSES,
-  DeliveryFilter,
-  type DeliveryStatus,
-  listDeliveries,
-  type NotificationDelivery,
-  sendTestNotification,
-} from "../domain/notification_delivery.ts";
-import {
   createRule,
   deleteRule,
-  listRules,
   NOTIFICATION_EVENTS,
   type NotificationRule,
   requireRule,
@@ -57,15 +47,28 @@ import {
   setRuleEnabled,
   updateRule,
 } from "../domain/notification_rules.ts";
+import {
+  DELIVERY_STATUSES,
+  DeliveryFilter,
+  type DeliveryStatus,
+  type NotificationDelivery,
+  sendTestNotification,
+} from "../domain/notification_delivery.ts";
 import { SMTP_TLS_MODES } from "../domain/smtp.ts";
 import { type Actor, authorize, can } from "../domain/rbac.ts";
-import { listOrgs } from "../domain/tenancy.ts";
 import type { Org } from "../domain/types.ts";
 import CopySecret from "../islands/CopySecret.tsx";
+import {
+  getChannelDetail,
+  getChannelUsers,
+  getNotificationOrgs,
+  getNotificationsOverview,
+  getRuleForm,
+} from "../domain/read_models/notifications.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, list, readForm, str } from "./forms.ts";
-import { readPage, StaleCursorNotice } from "./paging.tsx";
+import { StaleCursorNotice } from "./paging.tsx";
 import { noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const notificationRoutes = new Hono<AppEnv>();
@@ -90,9 +93,8 @@ function destination(c: NotificationChannel): string {
 }
 
 async function orgMap(c: Context<AppEnv>): Promise<{ orgs: Org[]; names: Map<string, string> }> {
-  const actor = c.get("actor")!;
-  const orgs = actor.accountId ? await listOrgs(c.get("deps").kv, actor, actor.accountId) : [];
-  return { orgs, names: new Map(orgs.map((o) => [o.id, o.name])) };
+  const { kv, clock } = c.get("deps");
+  return await getNotificationOrgs(kv, c.get("actor")!, {}, clock());
 }
 
 /** The orgs an actor may own a new channel in ("" = account-level, for all-scope managers only). */
@@ -288,15 +290,15 @@ function DeliveryLog(props: {
 }
 
 notificationRoutes.get("/", requires("backup.view"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const filter = DeliveryFilter.parse(c.req.query());
-  const [channels, rules, { page, staleCursor }, { names }] = await Promise.all([
-    listChannels(kv, actor),
-    listRules(kv, actor),
-    readPage(filter.cursor, (cursor) => listDeliveries(kv, actor, { ...filter, cursor })),
-    orgMap(c),
-  ]);
+  const { channels, rules, page, staleCursor, orgNames: names } = await getNotificationsOverview(
+    kv,
+    actor,
+    { filter },
+    clock(),
+  );
   const channelName = new Map(channels.map((ch) => [ch.id, ch.name]));
   const csrf = c.get("csrfToken");
   const manage = can(actor, "backup.manage");
@@ -706,17 +708,17 @@ async function channelPage(
   errors?: FieldErrors,
   error?: string,
 ) {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const filter = DeliveryFilter.parse({ ...c.req.query(), channelId: channel.id });
-  const [{ page, staleCursor }, { names }, rules] = await Promise.all([
-    readPage(filter.cursor, (cursor) => listDeliveries(kv, actor, { ...filter, cursor })),
-    orgMap(c),
-    listRules(kv, actor),
-  ]);
+  const { page, staleCursor, orgNames: names, usedBy } = await getChannelDetail(
+    kv,
+    actor,
+    { channel, filter },
+    clock(),
+  );
   const manage = can(actor, "backup.manage", channelScope(channel));
   const csrf = c.get("csrfToken");
-  const usedBy = rules.filter((r) => r.channelIds.includes(channel.id)).map((r) => r.name);
   const action = `${BASE}/channels/${channel.id}`;
   return render(
     c,
@@ -863,11 +865,11 @@ notificationRoutes.post("/channels/:channelId/test", requires("backup.manage"), 
 });
 
 notificationRoutes.get("/channels/:channelId/delete", requires("backup.manage"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const channel = await requireChannel(kv, actor, c.req.param("channelId"));
   authorize(actor, "backup.manage", channelScope(channel)); // the page of a delete the POST would refuse is 403 too
-  const usedBy = (await listRules(kv, actor)).filter((r) => r.channelIds.includes(channel.id));
+  const usedBy = await getChannelUsers(kv, actor, { channel }, clock());
   return confirmDelete(c, {
     what: "channel",
     name: channel.name,
@@ -1009,7 +1011,8 @@ function formFromRule(r: NotificationRule): FormData {
 
 async function newRulePage(c: Context<AppEnv>, values: FormData, errors?: FieldErrors, error?: string) {
   const actor = c.get("actor")!;
-  const [{ orgs }, channels] = await Promise.all([orgMap(c), listChannels(c.get("deps").kv, actor)]);
+  const { kv, clock } = c.get("deps");
+  const { orgs, channels } = await getRuleForm(kv, actor, {}, clock());
   return render(
     c,
     "Add notification rule",
@@ -1061,7 +1064,8 @@ async function rulePage(
   error?: string,
 ) {
   const actor = c.get("actor")!;
-  const [{ orgs, names }, channels] = await Promise.all([orgMap(c), listChannels(c.get("deps").kv, actor)]);
+  const { kv, clock } = c.get("deps");
+  const { orgs, orgNames: names, channels } = await getRuleForm(kv, actor, {}, clock());
   const channelName = new Map(channels.map((ch) => [ch.id, ch.name]));
   const manage = can(actor, "backup.manage", ruleScope(rule));
   const csrf = c.get("csrfToken");

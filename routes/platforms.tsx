@@ -21,13 +21,10 @@ import { ConflictError, type FieldErrors, ValidationError } from "../domain/erro
 import {
   createPlatform,
   deletePlatform,
-  listPlatformJobs,
-  listPlatforms,
   type Platform,
   PLATFORM_TYPE_LABELS,
   PLATFORM_TYPES,
   PlatformCreateInput,
-  platformFootprint,
   platformScope,
   PlatformUpdateInput,
   requirePlatform,
@@ -36,8 +33,13 @@ import {
 } from "../domain/platforms.ts";
 import { syncPlatform, testPlatform } from "../domain/platform_sync.ts";
 import { can } from "../domain/rbac.ts";
-import { listOrgs } from "../domain/tenancy.ts";
 import type { Org } from "../domain/types.ts";
+import {
+  getPlatformDelete,
+  getPlatformDetail,
+  getPlatformForm,
+  getPlatformList,
+} from "../domain/read_models/platforms.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
@@ -79,12 +81,7 @@ platformRoutes.get("/", requires("backup.view"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const now = clock();
-  const [platforms, orgs] = await Promise.all([
-    listPlatforms(kv, actor),
-    listOrgs(kv, actor, actor.accountId!),
-  ]);
-  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
-  const manage = orgs.some((o) => can(actor, "backup.manage", { accountId: o.accountId, orgId: o.id }));
+  const { platforms, orgName, manage } = await getPlatformList(kv, actor, {}, now);
   return render(
     c,
     "Platforms",
@@ -276,9 +273,8 @@ function PlatformForm(props: FormProps) {
 
 /** The orgs where the actor may register platforms. */
 async function manageableOrgs(c: Context<AppEnv>): Promise<Org[]> {
-  const actor = c.get("actor")!;
-  return (await listOrgs(c.get("deps").kv, actor, actor.accountId!))
-    .filter((o) => can(actor, "backup.manage", { accountId: o.accountId, orgId: o.id }));
+  const { kv, clock } = c.get("deps");
+  return (await getPlatformForm(kv, c.get("actor")!, {}, clock())).orgs;
 }
 
 /** The form's fields as the shared schema's input (blank numbers fall back to their defaults). */
@@ -379,12 +375,9 @@ async function platformPage(
   platform: Platform,
   form?: { values: FormData; errors?: FieldErrors; error?: string },
 ) {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const [jobs, orgs] = await Promise.all([
-    listPlatformJobs(kv, platform.id),
-    listOrgs(kv, actor, platform.accountId),
-  ]);
+  const { jobs, orgs } = await getPlatformDetail(kv, actor, { platform }, clock());
   const manage = can(actor, "backup.manage", platformScope(platform));
   const s = platform.lastSync;
   return render(
@@ -646,9 +639,10 @@ platformRoutes.post("/:platformId/sync", requires("backup.manage"), async (c) =>
 });
 
 platformRoutes.get("/:platformId/delete", requires("backup.manage"), async (c) => {
-  const { kv } = c.get("deps");
-  const platform = await requirePlatform(kv, c.get("actor")!, c.req.param("platformId"));
-  const footprint = await platformFootprint(kv, platform.id);
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const platform = await requirePlatform(kv, actor, c.req.param("platformId"));
+  const { footprint } = await getPlatformDelete(kv, actor, { platform }, clock());
   return render(
     c,
     "Delete platform",

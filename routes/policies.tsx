@@ -17,7 +17,7 @@ import {
   Select,
 } from "../components/ui.tsx";
 import { describeCron, nextRuns } from "../domain/cron_rules.ts";
-import { type Engine, EngineFilter, listEngines } from "../domain/engines.ts";
+import { type Engine } from "../domain/engines.ts";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
 import {
   BACKUP_TYPES,
@@ -28,7 +28,6 @@ import {
   ENCRYPTIONS,
   EXCLUSION_TEMPLATES,
   IO_PRIORITIES,
-  listPolicies,
   MAX_INCLUDE_PATHS,
   patchPolicy,
   type Policy,
@@ -39,10 +38,11 @@ import {
 } from "../domain/policies.ts";
 import { can } from "../domain/rbac.ts";
 import { repositoryOf } from "../domain/repositories.ts";
-import { listTargets, type StorageTarget, TargetFilter } from "../domain/storage.ts";
+import { type StorageTarget, TargetFilter } from "../domain/storage.ts";
 import BesTargetFields from "../islands/BesTargetFields.tsx";
 import CronField from "../islands/CronField.tsx";
 import { previewPolicyRetention } from "../domain/retention_apply.ts";
+
 import { requires } from "./access.ts";
 import { postRunNow, type RunNowRefusal, RunNowSection } from "./policy_run_now.tsx";
 import {
@@ -53,8 +53,13 @@ import {
   RetentionSection,
   RunsSection,
 } from "./policy_sections.tsx";
-import { HOOK_TYPE_LABELS, listHooksByPolicy } from "../domain/hooks.ts";
-import type { Actor } from "../domain/rbac.ts";
+import { HOOK_TYPE_LABELS } from "../domain/hooks.ts";
+import {
+  getPolicyDetail,
+  getPolicyEdit,
+  getPolicyList,
+  type PolicyDetail,
+} from "../domain/read_models/policy_detail.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
@@ -423,34 +428,15 @@ function PolicyForm(props: {
   );
 }
 
-async function choices(c: Context<AppEnv>) {
-  const actor = c.get("actor")!;
-  const kv = c.get("deps").kv;
-  const [engines, targets] = await Promise.all([
-    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
-    listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
-  ]);
-  const usable = engines.values.filter((e) =>
-    e.status !== "deleting" && can(actor, "backup.manage", { accountId: e.accountId, orgId: e.orgId })
-  );
-  return { engines: usable, targets: targets.values.filter((t) => usable.some((e) => e.id === t.besId)) };
-}
-
 const ListQuery = TargetFilter.pick({ q: true, offset: true, limit: true });
 
 policyRoutes.get("/", requires("backup.view"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const query = ListQuery.parse(c.req.query());
-  const [policies, engines, targets] = await Promise.all([
-    listPolicies(kv, actor),
-    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
-    listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
-  ]);
+  const { policies, engineName, targetName } = await getPolicyList(kv, actor, {}, clock());
   const needle = query.q.toLowerCase();
   const rows = policies.filter((p) => !needle || p.name.toLowerCase().includes(needle));
-  const engineName = new Map(engines.values.map((e) => [e.id, e.name]));
-  const targetName = new Map(targets.values.map((t) => [t.id, t.name]));
   return render(
     c,
     "Policies",
@@ -546,16 +532,12 @@ async function formPage(
     retentionWarning?: boolean;
   },
 ) {
-  const { engines, targets } = await choices(c);
   const existing = opts.existing;
-  const hooks = existing
-    ? await HooksSection({
-      kv: c.get("deps").kv,
-      actor: c.get("actor")!,
-      policy: existing,
-      csrf: c.get("csrfToken"),
-      draft: opts.hookDraft,
-    })
+  const { kv, clock } = c.get("deps");
+  const data = await getPolicyEdit(kv, c.get("actor")!, { policy: existing ?? null }, clock());
+  const { engines, targets } = data.choices;
+  const hooks = existing && data.hooks
+    ? <HooksSection data={data.hooks} policy={existing} csrf={c.get("csrfToken")} draft={opts.hookDraft} />
     : null;
   return render(
     c,
@@ -617,10 +599,12 @@ policyRoutes.post("/:policyId/run", requires("backup.manage"), (c) => postRunNow
 /** The policy page; `runNow` carries a refused Run now back to its panel (and sets the status). */
 async function policyPage(c: Context<AppEnv>, p: Policy, runNow: RunNowRefusal | null = null) {
   const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const { engines, targets } = await choices(c);
-  const canManage = can(actor, "backup.manage", { accountId: p.accountId, orgId: p.orgId });
-  const runs = nextRuns(p.fullSchedule, clock(), 3, p.timeZone);
+  const now = clock();
+  const data = await getPolicyDetail(kv, c.get("actor")!, { policy: p, query: c.req.query() }, now);
+  const { engines, targets } = data.choices;
+  const canManage = data.canManage;
+  const runs = nextRuns(p.fullSchedule, now, 3, p.timeZone);
+  const csrf = c.get("csrfToken");
   return render(
     c,
     p.name,
@@ -713,19 +697,12 @@ async function policyPage(c: Context<AppEnv>, p: Policy, runNow: RunNowRefusal |
             </dl>
           </section>
         </div>
-        {await RunNowSection({
-          kv,
-          actor,
-          policy: p,
-          csrf: c.get("csrfToken"),
-          now: clock(),
-          refused: runNow,
-        })}
-        {await RunsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
-        {await RetentionSection({ kv, policy: p, query: c.req.query() })}
-        {await HostsSection({ kv, actor, policy: p, csrf: c.get("csrfToken") })}
-        {await ReplicasSection({ kv, actor, policy: p, csrf: c.get("csrfToken"), now: clock() })}
-        {await HooksSummary({ kv, actor, policy: p })}
+        <RunNowSection data={data.runNow} policy={p} csrf={csrf} refused={runNow} />
+        <RunsSection data={data.runs} csrf={csrf} />
+        <RetentionSection data={data.retention} policy={p} />
+        <HostsSection data={data.hosts} policy={p} csrf={csrf} />
+        <ReplicasSection data={data.replicas} policy={p} csrf={csrf} />
+        <HooksSummary hooks={data.hooks} policy={p} />
         {canManage && (
           <section class="panel">
             <div class="form-actions">
@@ -857,8 +834,8 @@ policyRoutes.post("/:policyId/delete", requires("backup.manage"), async (c) => {
 });
 
 /** On the policy page: the hooks in execution order (they are edited in the form's 7th section). */
-async function HooksSummary(props: { kv: Deno.Kv; actor: Actor; policy: Policy }) {
-  const hooks = await listHooksByPolicy(props.kv, props.actor, props.policy.id);
+function HooksSummary(props: { hooks: PolicyDetail["hooks"]; policy: Policy }) {
+  const { hooks } = props;
   return (
     <section class="panel">
       <h2>App hooks ({hooks.length})</h2>

@@ -8,9 +8,8 @@ import type { Context } from "hono";
 import { Csrf } from "../components/ui.tsx";
 import { ConflictError, ValidationError } from "../domain/errors.ts";
 import { type Policy, requirePolicy } from "../domain/policies.ts";
-import { type Actor, can } from "../domain/rbac.ts";
+import type { RunNowData } from "../domain/read_models/policy_detail.ts";
 import {
-  readRunNowState,
   RUN_NOW_KIND_LABELS,
   RUN_NOW_KINDS,
   RUN_NOW_MAX_HOSTS,
@@ -31,19 +30,18 @@ export interface RunNowRefusal {
 }
 
 /** The Run now panel: the form for backup.manage, why it cannot run when it cannot, a note otherwise. */
-export async function RunNowSection(
+export function RunNowSection(
   props: {
-    kv: Deno.Kv;
-    actor: Actor;
+    /** Null when the actor may not run the policy (getPolicyDetail reads nothing then). */
+    data: RunNowData;
     policy: Policy;
     csrf: string;
-    now: Date;
     refused?: RunNowRefusal | null;
   },
 ) {
-  const { kv, actor, policy, csrf, now, refused } = props;
+  const { data, policy, csrf, refused } = props;
   const ticked = new Set(refused?.hostIds ?? []);
-  if (!can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId })) {
+  if (data === null) {
     return (
       <section class="panel" id="run-now">
         <h2>Run now</h2>
@@ -54,7 +52,7 @@ export async function RunNowSection(
       </section>
     );
   }
-  const { blockedReason, hosts, moreHosts } = await readRunNowState(kv, policy, now);
+  const { blockedReason, hosts, moreHosts } = data;
   return (
     <section class="panel" id="run-now">
       <h2>Run now</h2>

@@ -1,70 +1,42 @@
 /**
  * The parts of a policy page below its settings: assigned hosts, app hooks (the 7th section of the
- * policy form), replication rules with the 3-2-1 badge — and the POST routes that change them.
+ * policy form), replication rules with the 3-2-1 badge; each renders its part of the policy read model
+ * (domain/read_models/policy_detail.ts). And the POST routes that add to a policy: a host, a hook, a
+ * replica rule (mounted at /backup/policies).
  */
 import { HookOutputRow, runDuration, RunStatus } from "../components/runs.tsx";
-import { type Context, Hono } from "hono";
-import { RetentionCountsQuery } from "../domain/retention.ts";
-import { Badge, Csrf, formatBytes, formatTime, PageHeader, ShortId } from "../components/ui.tsx";
-import { hostnamesById } from "../domain/hosts.ts";
-import { getRun } from "../domain/run_results.ts";
-import { listRunsByPolicy } from "../domain/runs.ts";
-import { pointsByObject } from "../domain/restore_points.ts";
-import { previewPolicyRetention } from "../domain/retention_apply.ts";
-import { retrySingleRun } from "../domain/run_retry.ts";
-import type { Actor } from "../domain/rbac.ts";
-import {
-  assignHosts,
-  AssignHostsInput,
-  ASSIGNMENT_STATES,
-  AssignmentStateInput,
-  listAssignableHosts,
-  listAssignmentsByPolicy,
-  removeAssignment,
-  requireAssignment,
-  setAssignmentState,
-} from "../domain/assignments.ts";
-import { ConflictError, ValidationError } from "../domain/errors.ts";
+import { Hono } from "hono";
+import { Badge, Csrf, formatBytes, formatTime, ShortId } from "../components/ui.tsx";
+import type {
+  PolicyHooks,
+  PolicyHosts,
+  PolicyReplicas,
+  PolicyRetention,
+  PolicyRuns,
+} from "../domain/read_models/policy_detail.ts";
+import { assignHosts, AssignHostsInput, ASSIGNMENT_STATES } from "../domain/assignments.ts";
 import {
   createHook,
-  deleteHook,
   HOOK_TEMPLATES,
   HOOK_TYPE_LABELS,
   HOOK_TYPES,
   HookFields,
-  listHooksByPolicy,
-  requireHook,
   TEMPLATE_NAMES,
-  updateHook,
 } from "../domain/hooks.ts";
 import { type Policy, requirePolicy } from "../domain/policies.ts";
-import { can } from "../domain/rbac.ts";
-import {
-  createReplica,
-  deleteReplica,
-  evaluatePolicy321,
-  KEK_SOURCE_LABELS,
-  KEK_SOURCES,
-  listRecentReplications,
-  listReplicasByPolicy,
-  ReplicaCreateInput,
-  requireReplica,
-} from "../domain/replicas.ts";
+import { createReplica, KEK_SOURCE_LABELS, KEK_SOURCES, ReplicaCreateInput } from "../domain/replicas.ts";
 import { replicaCounts, ReplicaLastCell, ReplicationTable } from "../components/replication.tsx";
-import { replicaFormInput } from "./replicas_scripts.tsx";
-import { listScripts } from "../domain/scripts.ts";
-import { listTargets, TargetFilter } from "../domain/storage.ts";
+import { replicaFormInput } from "./replicas.tsx";
 import { MEDIA_LABELS } from "../domain/three_two_one.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, readForm, str } from "./forms.ts";
+import { fieldErrors, problem, readForm, str } from "./forms.ts";
 import { redirectWithNotice } from "./render.tsx";
-
-type Kv = Deno.Kv;
+import { errorsOf, hookInput, refusedHook } from "./hooks.tsx";
 
 /** The 3-2-1 badge: met, or what is missing. */
-export async function ThreeTwoOneBadge(props: { kv: Kv; actor: Actor; policyId: string }) {
-  const r = await evaluatePolicy321(props.kv, props.actor, props.policyId);
+export function ThreeTwoOneBadge(props: { result: PolicyReplicas["threeTwoOne"] }) {
+  const r = props.result;
   return (
     <span data-testid="badge-321" data-met={String(r.met)}>
       <Badge tone={r.met ? "ok" : "warn"}>3-2-1 {r.met ? "met" : "not met"}</Badge>{" "}
@@ -78,13 +50,9 @@ export async function ThreeTwoOneBadge(props: { kv: Kv; actor: Actor; policyId: 
 }
 
 /** Hosts assigned to the policy, with state and removal, and the assign form. */
-export async function HostsSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
-  const { kv, actor, policy, csrf } = props;
-  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
-  const [rows, assignable] = await Promise.all([
-    listAssignmentsByPolicy(kv, actor, policy.id),
-    manage ? listAssignableHosts(kv, actor, policy.id) : Promise.resolve([]),
-  ]);
+export function HostsSection(props: { data: PolicyHosts; policy: Policy; csrf: string }) {
+  const { policy, csrf } = props;
+  const { manage, rows, assignable } = props.data;
   return (
     <section class="panel" id="hosts">
       <h2>Hosts ({rows.filter((r) => r.assignment.state !== "archived").length} assigned)</h2>
@@ -187,16 +155,11 @@ export interface HookFormValues {
   failOnError: boolean;
 }
 
-export async function HooksSection(
-  props: { kv: Kv; actor: Actor; policy: Policy; csrf: string; draft?: HookDraft },
+export function HooksSection(
+  props: { data: PolicyHooks; policy: Policy; csrf: string; draft?: HookDraft },
 ) {
-  const { kv, actor, policy, csrf, draft } = props;
-  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
-  const [hooks, scripts] = await Promise.all([
-    listHooksByPolicy(kv, actor, policy.id),
-    listScripts(kv, actor),
-  ]);
-  const usable = scripts.filter((s) => s.accountId === policy.accountId && s.orgId === policy.orgId);
+  const { policy, csrf, draft } = props;
+  const { manage, hooks, scripts: usable } = props.data;
   const scriptName = (id: string | null) => (id ? usable.find((s) => s.id === id)?.name ?? "" : "");
   const valuesOf = (
     h: {
@@ -359,23 +322,15 @@ export async function HooksSection(
  * Replication rules of the policy with the 3-2-1 badge, each rule's status (points replicated, pending
  * and failed, last copy and last failure), the newest replications per restore point, and an add form.
  */
-export async function ReplicasSection(
-  props: { kv: Kv; actor: Actor; policy: Policy; csrf: string; now: Date },
-) {
-  const { kv, actor, policy, csrf } = props;
-  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
-  const [rules, targets] = await Promise.all([
-    listReplicasByPolicy(kv, actor, policy.id),
-    listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
-  ]);
-  const recent = await listRecentReplications(kv, actor, rules, props.now, { limit: 10 });
-  const candidates = targets.values.filter((t) =>
-    t.id !== policy.targetId && !rules.some((r) => r.targetId === t.id)
-  );
+export function ReplicasSection(props: { data: PolicyReplicas; policy: Policy; csrf: string }) {
+  const { policy, csrf } = props;
+  const { manage, rules, recent, candidates } = props.data;
   return (
     <section class="panel" id="replicas">
       <h2>Replication (3-2-1)</h2>
-      <p>{await ThreeTwoOneBadge({ kv, actor, policyId: policy.id })}</p>
+      <p>
+        <ThreeTwoOneBadge result={props.data.threeTwoOne} />
+      </p>
       {rules.length > 0 && (
         <table class="table table--compact">
           <thead>
@@ -458,17 +413,13 @@ export async function ReplicasSection(
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Changes (each redirects back to the policy with a notice; bad input is reported the same way).
+// Changes under a policy (mounted at /backup/policies; each redirects back to the policy with a notice;
+// bad input is reported the same way). Changes to one assignment, hook or replica rule are in
+// routes/assignments.tsx, hooks.tsx and replicas.tsx.
 
 export const policySectionRoutes = new Hono<AppEnv>();
 
-function problem(e: unknown): string {
-  if (e instanceof ValidationError) return Object.values(e.fields)[0] ?? e.message;
-  if (e instanceof ConflictError) return e.message;
-  throw e;
-}
-
-policySectionRoutes.post("/policies/:policyId/assignments", requires("backup.manage"), async (c) => {
+policySectionRoutes.post("/:policyId/assignments", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const policy = await requirePolicy(kv, actor, c.req.param("policyId"));
@@ -490,122 +441,7 @@ policySectionRoutes.post("/policies/:policyId/assignments", requires("backup.man
   }
 });
 
-policySectionRoutes.post("/assignments/:assignmentId/state", requires("backup.manage"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const { assignment } = await requireAssignment(kv, actor, c.req.param("assignmentId"));
-  const form = await readForm(c);
-  // The body schema of PATCH /api/v1/assignments/{id}.
-  const parsed = AssignmentStateInput.safeParse({ state: str(form, "state") });
-  if (!parsed.success) {
-    return redirectWithNotice(
-      c,
-      `/backup/policies/${assignment.policyId}#hosts`,
-      "Choose active, paused or archived.",
-    );
-  }
-  await setAssignmentState(kv, actor, assignment.id, parsed.data.state, clock());
-  return redirectWithNotice(
-    c,
-    `/backup/policies/${assignment.policyId}#hosts`,
-    `Assignment set to ${parsed.data.state}.`,
-  );
-});
-
-/** Removing a host from a policy asks first: what stops, what is kept, and the pause alternative. */
-policySectionRoutes.get("/assignments/:assignmentId/remove", requires("backup.manage"), async (c) => {
-  const { kv } = c.get("deps");
-  const actor = c.get("actor")!;
-  const { assignment, host } = await requireAssignment(kv, actor, c.req.param("assignmentId"));
-  const policy = await requirePolicy(kv, actor, assignment.policyId);
-  const back = `/backup/policies/${policy.id}#hosts`;
-  const { render } = await import("./render.tsx");
-  return render(
-    c,
-    "Remove host from policy",
-    <>
-      <PageHeader title={`Remove ${host.hostname} from ${policy.name}?`} />
-      <section class="panel" data-testid="remove-assignment">
-        <p>
-          The scheduler stops backing up {host.hostname} under{" "}
-          {policy.name}. Its restore points are kept, browsable and restorable, until the policy's retention
-          expires them; assigning the host again later continues its protected object.
-        </p>
-        {assignment.state === "active" && (
-          <p class="hint">
-            To stop backups for a while instead, set the assignment to <strong>paused</strong>{" "}
-            on the policy page.
-          </p>
-        )}
-        <form method="post" action={`/backup/assignments/${assignment.id}/remove`} class="form">
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Remove {host.hostname}</button>
-            <a class="btn btn--ghost" href={back}>Cancel</a>
-          </div>
-        </form>
-      </section>
-    </>,
-  );
-});
-
-policySectionRoutes.post("/assignments/:assignmentId/remove", requires("backup.manage"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const { assignment, host } = await requireAssignment(kv, actor, c.req.param("assignmentId"));
-  await removeAssignment(kv, actor, assignment.id, clock());
-  return redirectWithNotice(
-    c,
-    `/backup/policies/${assignment.policyId}#hosts`,
-    `${host.hostname} removed; its restore points are kept.`,
-  );
-});
-
-/** The hook form as typed, and the domain input (the script picked by name from the library). */
-async function hookInput(c: Context<AppEnv>, accountId: string, orgId: string | null) {
-  const form = await readForm(c);
-  const values: HookFormValues = {
-    type: str(form, "type"),
-    template: str(form, "template"),
-    scriptName: str(form, "scriptName"),
-    timeoutSeconds: str(form, "timeoutSeconds"),
-    sequence: str(form, "sequence"),
-    failOnError: str(form, "failOnError") === "on",
-  };
-  let scriptId: string | null = null;
-  if (!values.template && values.scriptName.trim()) {
-    const name = values.scriptName.trim().toLowerCase();
-    const scripts = await listScripts(c.get("deps").kv, c.get("actor")!);
-    scriptId = scripts.find((s) =>
-      s.name.toLowerCase() === name && s.accountId === accountId && s.orgId === orgId
-    )?.id ??
-      null;
-  }
-  const input = {
-    type: values.type,
-    template: values.template,
-    scriptId: scriptId ?? "",
-    timeoutSeconds: values.timeoutSeconds || undefined,
-    sequence: values.sequence || undefined,
-    failOnError: values.failOnError,
-  };
-  const unknownScript = !values.template && values.scriptName.trim() && !scriptId;
-  return { values, input, unknownScript };
-}
-
-/** Re-renders the policy's edit page with the refused hook form, its errors and what was typed. */
-async function refusedHook(c: Context<AppEnv>, policy: Policy, draft: HookDraft) {
-  const { renderPolicyEdit } = await import("./policies.tsx");
-  return await renderPolicyEdit(c, policy, draft);
-}
-
-function errorsOf(e: unknown): Record<string, string> {
-  if (e instanceof ValidationError) return Object.keys(e.fields).length ? e.fields : { form: e.message };
-  if (e instanceof ConflictError) return { form: e.message };
-  throw e;
-}
-
-policySectionRoutes.post("/policies/:policyId/hooks", requires("backup.manage"), async (c) => {
+policySectionRoutes.post("/:policyId/hooks", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const policy = await requirePolicy(kv, actor, c.req.param("policyId"));
@@ -629,62 +465,7 @@ policySectionRoutes.post("/policies/:policyId/hooks", requires("backup.manage"),
   return redirectWithNotice(c, `/backup/policies/${policy.id}/edit#hooks`, "Hook added.");
 });
 
-policySectionRoutes.post("/hooks/:hookId", requires("backup.manage"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const hook = await requireHook(kv, actor, c.req.param("hookId"));
-  const policy = await requirePolicy(kv, actor, hook.policyId);
-  const { values, input, unknownScript } = await hookInput(c, hook.accountId, hook.orgId);
-  const parsed = HookFields.safeParse(input);
-  if (unknownScript) {
-    return await refusedHook(c, policy, {
-      hookId: hook.id,
-      values,
-      errors: { scriptId: "No script of this organization has that name" },
-    });
-  }
-  if (!parsed.success) {
-    return await refusedHook(c, policy, { hookId: hook.id, values, errors: fieldErrors(parsed.error) });
-  }
-  try {
-    await updateHook(kv, actor, hook.id, parsed.data, clock());
-  } catch (e) {
-    return await refusedHook(c, policy, { hookId: hook.id, values, errors: errorsOf(e) });
-  }
-  return redirectWithNotice(c, `/backup/policies/${hook.policyId}/edit#hooks`, "Hook saved.");
-});
-
-policySectionRoutes.get("/hooks/:hookId/delete", requires("backup.manage"), async (c) => {
-  const { kv } = c.get("deps");
-  const hook = await requireHook(kv, c.get("actor")!, c.req.param("hookId"));
-  const { render } = await import("./render.tsx");
-  return render(
-    c,
-    "Delete hook",
-    (
-      <>
-        <PageHeader title={`Delete this ${HOOK_TYPE_LABELS[hook.type]} hook?`} />
-        <form method="post" action={`/backup/hooks/${hook.id}/delete`} class="form">
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Delete hook</button>
-            <a class="btn btn--ghost" href={`/backup/policies/${hook.policyId}/edit#hooks`}>Cancel</a>
-          </div>
-        </form>
-      </>
-    ),
-  );
-});
-
-policySectionRoutes.post("/hooks/:hookId/delete", requires("backup.manage"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const hook = await requireHook(kv, actor, c.req.param("hookId"));
-  await deleteHook(kv, actor, hook.id, clock());
-  return redirectWithNotice(c, `/backup/policies/${hook.policyId}/edit#hooks`, "Hook deleted.");
-});
-
-policySectionRoutes.post("/policies/:policyId/replicas", requires("backup.manage"), async (c) => {
+policySectionRoutes.post("/:policyId/replicas", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const policy = await requirePolicy(kv, actor, c.req.param("policyId"));
@@ -707,26 +488,13 @@ policySectionRoutes.post("/policies/:policyId/replicas", requires("backup.manage
   return redirectWithNotice(c, back, "Replica rule added.");
 });
 
-policySectionRoutes.post("/replicas/:replicaId/delete", requires("backup.manage"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const rule = await requireReplica(kv, actor, c.req.param("replicaId"));
-  await deleteReplica(kv, actor, rule.id, clock());
-  return redirectWithNotice(c, `/backup/policies/${rule.policyId}#replicas`, "Replica rule removed.");
-});
-
 /**
  * The policy's recent runs, with Retry on the runs that may be retried. The error, and whether the run is
  * retryable, sit under the status so they stay in view.
  */
-export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy; csrf: string }) {
-  const { kv, actor, policy, csrf } = props;
-  const runs = await listRunsByPolicy(kv, policy.id, 30);
-  const hosts = await hostnamesById(kv, runs.map((r) => r.hostId));
-  const latest = new Set<string>();
-  const seen = new Set<string>();
-  for (const r of runs) if (!seen.has(r.hostId ?? "")) seen.add(r.hostId ?? ""), latest.add(r.id);
-  const manage = can(actor, "backup.manage", { accountId: policy.accountId, orgId: policy.orgId });
+export function RunsSection(props: { data: PolicyRuns; csrf: string }) {
+  const { csrf } = props;
+  const { manage, runs, hostNames: hosts, latest } = props.data;
   return (
     <section class="panel" id="runs">
       <h2>Recent runs</h2>
@@ -797,51 +565,14 @@ export async function RunsSection(props: { kv: Kv; actor: Actor; policy: Policy;
   );
 }
 
-policySectionRoutes.post("/runs/:runId/retry", requires("backup.manage"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const run = await retrySingleRun(kv, actor, c.req.param("runId"), clock()).then((o) => o.runs[0]).catch((
-    e,
-  ) => e);
-  if (run instanceof ValidationError || run instanceof ConflictError) {
-    const original = await getRun(kv, c.req.param("runId"));
-    return redirectWithNotice(
-      c,
-      original ? `/backup/policies/${original.policyId}#runs` : "/backup/policies",
-      `Not retried: ${run.message}`,
-    );
-  }
-  if (run instanceof Error) throw run;
-  return redirectWithNotice(c, `/backup/policies/${run.policyId}#runs`, "Retry queued.");
-});
-
 /**
  * Retention preview: what the policy's retention (or the counts in the query, before an edit is saved)
  * keeps and expires for each protected object, with the bytes freed and the reason each point is kept.
  * A GET form, so it works without JavaScript; the same data is at GET /api/v1/policies/:id/retention-preview.
  */
-export async function RetentionSection(
-  props: { kv: Kv; policy: Policy; query: Record<string, string | undefined> },
-) {
-  const { kv, policy, query } = props;
-  const current = {
-    daily: policy.retentionDaily,
-    weekly: policy.retentionWeekly,
-    monthly: policy.retentionMonthly,
-  };
-  const asked = query.daily !== undefined || query.weekly !== undefined || query.monthly !== undefined;
-  const parsed = asked ? RetentionCountsQuery.safeParse({ ...current, ...query }) : null;
-  const error = parsed && !parsed.success ? parsed.error.issues.map((i) => i.message).join("; ") : null;
-  const counts = parsed?.success ? parsed.data : current;
-  const proposed = parsed?.success &&
-    (counts.daily !== current.daily || counts.weekly !== current.weekly ||
-      counts.monthly !== current.monthly);
-  const groups = await pointsByObject(kv, policy.id);
-  const previews = await previewPolicyRetention(kv, policy, counts, groups);
-  const hostNames = await hostnamesById(kv, [...groups.keys()].filter((k) => k !== "bes"));
-  const objects = [...groups.entries()].sort(([a], [b]) =>
-    (hostNames.get(a) ?? a).localeCompare(hostNames.get(b) ?? b)
-  );
+export function RetentionSection(props: { data: PolicyRetention; policy: Policy }) {
+  const { policy } = props;
+  const { counts, proposed, error, objects, previews, hostNames } = props.data;
   return (
     <section class="panel" id="retention">
       <h2>Retention preview</h2>

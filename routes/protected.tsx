@@ -1,25 +1,23 @@
 /** Backup > Protected Objects: everything covered by backup, its last backup and its RPO (guide, "Protected Objects"). */
 import { Hono } from "hono";
 import { Badge, EmptyState, formatDuration, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
-import { listEngines } from "../domain/engines.ts";
-import { getHost, hostScope } from "../domain/hosts.ts";
-import { listPlatforms, PLATFORM_TYPE_LABELS } from "../domain/platforms.ts";
+import { hostScope } from "../domain/hosts.ts";
+import { PLATFORM_TYPE_LABELS } from "../domain/platforms.ts";
 import { inScope } from "../domain/rbac.ts";
 import {
   breachDurationMs,
   isRpoBreached,
   LAST_BACKUP_STATUSES,
-  listProtectedObjects,
   PROTECTED_SCAN_LIMIT,
   PROTECTED_TYPES,
   ProtectedFilter,
   type ProtectedObject,
   PROTECTION_STATES,
 } from "../domain/protected.ts";
-import { listOrgs } from "../domain/tenancy.ts";
+import { getProtectedPage } from "../domain/read_models/backup_pages.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { readPage, StaleCursorNotice } from "./paging.tsx";
+import { StaleCursorNotice } from "./paging.tsx";
 import { render } from "./render.tsx";
 
 export const protectedRoutes = new Hono<AppEnv>();
@@ -31,23 +29,15 @@ const STATUS_TONE: Record<ProtectedObject["lastBackupStatus"], Tone> = {
   never: "muted",
 };
 
-protectedRoutes.get("/backup/protected", requires("backup.view"), async (c) => {
+protectedRoutes.get("/", requires("backup.view"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const now = clock();
   const filter = ProtectedFilter.parse(c.req.query());
   // Hosts can number in the tens of thousands: the host filter comes from links (a host's page) and
   // shows as a removable chip, and the search box matches hostnames.
-  const [{ page, staleCursor }, orgs, engines, host, platforms] = await Promise.all([
-    readPage(filter.cursor, (cursor) => listProtectedObjects(kv, actor, { ...filter, cursor }, now)),
-    listOrgs(kv, actor, actor.accountId!),
-    listEngines(kv, actor, { q: "", status: "", orgId: "", sort: "name", offset: 0, limit: 200 }),
-    filter.hostId ? getHost(kv, filter.hostId) : null,
-    listPlatforms(kv, actor),
-  ]);
-  const platformName = new Map(platforms.map((p) => [p.id, p.name]));
-  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
-  const engineName = new Map(engines.values.map((e) => [e.id, e.name]));
+  const { page, staleCursor, orgs, engines, host, platforms, platformName, orgName, engineName } =
+    await getProtectedPage(kv, actor, { filter }, now);
   const keep: Record<string, string> = {};
   for (
     const k of [

@@ -9,8 +9,6 @@
 import { requestIfFourEyes } from "../domain/approvals.ts";
 import { redirectToApproval } from "./approvals.tsx";
 import { AnomalyMark } from "../components/anomaly.tsx";
-import { anomalyOfPoint } from "../domain/anomalies.ts";
-import { holdsCoveringPoint } from "../domain/holds.ts";
 import { HoldPanel } from "../components/holds.tsx";
 import type { Context } from "hono";
 import { Hono } from "hono";
@@ -18,9 +16,7 @@ import { z } from "zod";
 import { Island } from "../components/Island.tsx";
 import { ReplicationTable } from "../components/replication.tsx";
 import { EngineResults } from "../components/runs.tsx";
-import { getRun } from "../domain/run_results.ts";
-import { KEK_SOURCE_LABELS, listReplicationsOfPoint } from "../domain/replicas.ts";
-import { getTarget } from "../domain/storage.ts";
+import { KEK_SOURCE_LABELS } from "../domain/replicas.ts";
 import {
   Badge,
   Csrf,
@@ -32,51 +28,44 @@ import {
   type Tone,
 } from "../components/ui.tsx";
 import { dateTimeText } from "../components/time.tsx";
-import { type Engine, EngineFilter, engineOnlineAt, getEngine, listEngines } from "../domain/engines.ts";
+import { type Engine, engineOnlineAt } from "../domain/engines.ts";
 import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
-import { getHost, type Host, hostScope, listHosts } from "../domain/hosts.ts";
-import { can, inScope } from "../domain/rbac.ts";
+import { type Host } from "../domain/hosts.ts";
+import { can } from "../domain/rbac.ts";
 import { authorizeExpireArchived, ExpireArchivedInput, expireArchivedPoint } from "../domain/archive.ts";
-import { listPolicies } from "../domain/policies.ts";
 import { BmrInput, recoveryCommand, requestBmr } from "../domain/bmr.ts";
 import {
   type BrowseState,
-  getBrowse,
-  getSearch,
   requestBrowse,
   requestSearch,
   SearchQuery,
   type SearchState,
 } from "../domain/restore_browse.ts";
 import {
-  chainOf,
-  latestRestorePointOfHost,
-  listRestorePoints,
+  FileRestoreInput,
+  ImageRestoreInput,
+  requestFileRestore,
+  requestImageRestore,
+  type RestoreRequest,
+} from "../domain/restore_requests.ts";
+import {
   requireRestorePoint,
   RESTORE_POINT_STATUSES,
   RestorePointFilter,
   type RestorePointView,
   VERIFICATION_STATUSES,
 } from "../domain/restore_points.ts";
-import {
-  FileRestoreInput,
-  getRestore,
-  ImageRestoreInput,
-  listRestores,
-  requestFileRestore,
-  requestImageRestore,
-  type RestoreRequest,
-} from "../domain/restore_requests.ts";
 import { RestorePath } from "../domain/restore_paths.ts";
 import BrowseTree from "../islands/BrowseTree.tsx";
 import CopySecret from "../islands/CopySecret.tsx";
 import RestoreProgress, { REQUEST_TONE } from "../islands/RestoreProgress.tsx";
 import RestoreSearch from "../islands/RestoreSearch.tsx";
 import SelectedPaths from "../islands/SelectedPaths.tsx";
+import { getRestoreIndex, getRestorePointPage, getRestoreRequest } from "../domain/read_models/restore.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, list, readForm, str } from "./forms.ts";
-import { readPage, StaleCursorNotice } from "./paging.tsx";
+import { StaleCursorNotice } from "./paging.tsx";
 import { noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const restoreRoutes = new Hono<AppEnv>();
@@ -260,50 +249,29 @@ function ChainTable(props: { chain: RestorePointView[]; current: string }) {
 const FILTER_KEYS = ["hostId", "policyId", "besId", "chainId", "status", "verification"] as const;
 
 restoreRoutes.get("/", requires("backup.restore"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const query = c.req.query();
-  const filter = RestorePointFilter.parse(query);
   // Deep link: the named point is selected (and, when the link names no host, its host is filtered);
   // with only a host, its newest complete point (of the filtered policy, if any) is selected.
-  let selected: RestorePointView | null = null;
-  let selectionNote = "";
-  const wanted = String(query.restorePointId ?? "").slice(0, 100);
-  if (wanted) {
-    try {
-      selected = await requireRestorePoint(kv, actor, wanted);
-      if (!("hostId" in query) && selected.hostId) filter.hostId = selected.hostId;
-    } catch (e) {
-      if (!(e instanceof NotFoundError)) throw e;
-      selectionNote =
-        "The linked restore point does not exist any more (retention may have pruned it) or is outside your organizations.";
-    }
-  }
-  if (!selected && filter.hostId && !filter.cursor) {
-    selected = await latestRestorePointOfHost(kv, actor, filter.hostId, filter.policyId || undefined).catch(
-      (e) => {
-        if (e instanceof NotFoundError) return null;
-        throw e;
-      },
-    );
-  }
-  const [{ page, staleCursor }, chain, hosts, policies, engines, recent] = await Promise.all([
-    readPage(filter.cursor, (cursor) => listRestorePoints(kv, actor, { ...filter, cursor })),
-    selected ? chainOf(kv, selected) : Promise.resolve([]),
-    listHosts(kv, actor, { limit: 200 }),
-    listPolicies(kv, actor),
-    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
-    listRestores(kv, actor, { cursor: "", limit: 10 }),
-  ]);
-  if (staleCursor) filter.cursor = "";
-  const hostOptions = hosts.values.map((h) => ({ value: h.id, label: h.hostname }));
-  if (filter.hostId && !hostOptions.some((o) => o.value === filter.hostId)) {
-    const host = await getHost(kv, filter.hostId);
-    hostOptions.unshift({
-      value: filter.hostId,
-      label: host && inScope(actor, hostScope(host)) ? host.hostname : filter.hostId,
-    });
-  }
+  const data = await getRestoreIndex(kv, actor, {
+    filter: RestorePointFilter.parse(query),
+    restorePointId: String(query.restorePointId ?? "").slice(0, 100),
+    hostGiven: "hostId" in query,
+  }, clock());
+  const {
+    filter,
+    selected,
+    selectionNote,
+    page,
+    staleCursor,
+    chain,
+    hosts,
+    policies,
+    engines,
+    recent,
+    hostOptions,
+  } = data;
   const keep: Record<string, string> = {};
   for (const k of FILTER_KEYS) if (filter[k]) keep[k] = String(filter[k]);
   if (filter.limit !== 50) keep.limit = String(filter.limit);
@@ -572,24 +540,8 @@ async function pointPage(
   const browsePath = pathParsed.success ? pathParsed.data : "/";
   const searchId = c.req.query("searchId") ?? "";
   const pages = PageQuery.parse(c.req.query());
-  const [chain, replications, engine, hosts, browse, search, run, holds] = await Promise.all([
-    chainOf(kv, point),
-    listReplicationsOfPoint(kv, point.id, now),
-    getEngine(kv, point.engineId),
-    listHosts(kv, actor, { limit: 200 }),
-    getBrowse(kv, actor, point.id, browsePath, now, pages.page),
-    searchId
-      ? getSearch(kv, actor, searchId, now, pages.searchPage).catch(() => null)
-      : Promise.resolve(null),
-    getRun(kv, point.runId),
-    holdsCoveringPoint(kv, actor, point),
-  ]);
-  const anomaly = await anomalyOfPoint(kv, point);
-  const mayHold = point.status !== "expired" && point.status !== "failed" &&
-    can(actor, "backup.hold", { accountId: point.accountId, orgId: point.orgId });
-  const original = point.hostId
-    ? hosts.values.find((h) => h.id === point.hostId) ?? await getHost(kv, point.hostId)
-    : null;
+  const { chain, replications, engine, hosts, browse, search, run, holds, anomaly, mayHold, original } =
+    await getRestorePointPage(kv, actor, { point, browsePath, searchId, pages }, now);
   const hostOptions = targetHosts(hosts.values, original);
   // A decommissioned host gets no new work by default: the operator picks where the files go.
   const originalIsDefault = Boolean(point.hostId) && original?.status !== "decommissioned";
@@ -1305,19 +1257,14 @@ restoreRoutes.post("/points/:restorePointId/bmr", requires("backup.restore"), as
 // A restore request
 
 restoreRoutes.get("/requests/:restoreId", requires("backup.restore"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const r = await getRestore(kv, actor, c.req.param("restoreId"));
-  const [source, target, point, replicaTarget] = await Promise.all([
-    r.sourceHostId ? getHost(kv, r.sourceHostId) : null,
-    r.targetHostId ? getHost(kv, r.targetHostId) : null,
-    // Retention may have pruned the point since; the request keeps its id.
-    requireRestorePoint(kv, actor, r.restorePointId).catch((e) => {
-      if (e instanceof NotFoundError) return null;
-      throw e;
-    }),
-    r.sourceTargetId ? getTarget(kv, r.sourceTargetId) : null,
-  ]);
+  const { r, source, target, point, replicaTarget } = await getRestoreRequest(
+    kv,
+    actor,
+    { restoreId: c.req.param("restoreId") },
+    clock(),
+  );
   const hostName = (h: Host | null, id: string | null) => h?.hostname ?? id ?? "—";
   const shown = r.paths.slice(0, 50);
   const paths = `${r.pathCount.toLocaleString("en")} path${r.pathCount === 1 ? "" : "s"}`;

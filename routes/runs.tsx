@@ -15,15 +15,15 @@ import {
   RunError,
 } from "../components/runs.tsx";
 import { Badge, formatBytes, formatTime, PageHeader } from "../components/ui.tsx";
-import { getJob, type Job } from "../domain/job_queue.ts";
-import { getHost } from "../domain/hosts.ts";
-import { getPolicyOrRetired } from "../domain/policy_reads.ts";
-import { jobErrorsPage, requireRun } from "../domain/run_results.ts";
+import { type Job } from "../domain/job_queue.ts";
 import { AnomalyMark } from "../components/anomaly.tsx";
-import { anomalyOfRun } from "../domain/anomalies.ts";
+import { getRunDetail } from "../domain/read_models/backup_pages.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { render } from "./render.tsx";
+import { redirectWithNotice, render } from "./render.tsx";
+import { getRun } from "../domain/run_results.ts";
+import { retrySingleRun } from "../domain/run_retry.ts";
+import { ConflictError, ValidationError } from "../domain/errors.ts";
 
 export const runRoutes = new Hono<AppEnv>();
 
@@ -47,17 +47,15 @@ const RunQuery = z.object({ errorsPage: z.coerce.number().int().min(0).max(10_00
 });
 
 runRoutes.get("/:runId", requires("backup.view"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const run = await requireRun(kv, actor, c.req.param("runId"));
   const { errorsPage } = RunQuery.parse(c.req.query());
-  const [job, policy, host] = await Promise.all([
-    run.jobId ? getJob(kv, run.jobId) : Promise.resolve(null),
-    getPolicyOrRetired(kv, run.policyId),
-    run.hostId ? getHost(kv, run.hostId) : Promise.resolve(null),
-  ]);
-  const errors = await jobErrorsPage(kv, job, errorsPage);
-  const anomaly = await anomalyOfRun(kv, run.id);
+  const { run, job, policy, host, errors, anomaly } = await getRunDetail(
+    kv,
+    actor,
+    { runId: c.req.param("runId"), errorsPage },
+    clock(),
+  );
   const hostName = run.hostId ? host?.hostname ?? "(deleted host)" : "BES";
   const fullReason = job?.payload.fullReason === "new_generation"
     ? " (a full: the first backup in a new repository generation)"
@@ -163,4 +161,22 @@ runRoutes.get("/:runId", requires("backup.view"), async (c) => {
       )}
     </>,
   );
+});
+
+runRoutes.post("/:runId/retry", requires("backup.manage"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const run = await retrySingleRun(kv, actor, c.req.param("runId"), clock()).then((o) => o.runs[0]).catch((
+    e,
+  ) => e);
+  if (run instanceof ValidationError || run instanceof ConflictError) {
+    const original = await getRun(kv, c.req.param("runId"));
+    return redirectWithNotice(
+      c,
+      original ? `/backup/policies/${original.policyId}#runs` : "/backup/policies",
+      `Not retried: ${run.message}`,
+    );
+  }
+  if (run instanceof Error) throw run;
+  return redirectWithNotice(c, `/backup/policies/${run.policyId}#runs`, "Retry queued.");
 });

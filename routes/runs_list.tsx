@@ -8,11 +8,11 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { RUN_TONE, RunError } from "../components/runs.tsx";
 import { Badge, EmptyState, formatTime, PageHeader } from "../components/ui.tsx";
-import { namesOfRuns } from "../domain/dashboard.ts";
-import { listRuns, type RunStatus } from "../domain/runs.ts";
+import { type RunStatus } from "../domain/runs.ts";
+import { getRunList } from "../domain/read_models/backup_pages.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { readPage, StaleCursorNotice } from "./paging.tsx";
+import { StaleCursorNotice } from "./paging.tsx";
 import { render } from "./render.tsx";
 
 export const runListRoutes = new Hono<AppEnv>();
@@ -33,15 +33,11 @@ const KIND_LABELS: Record<string, string> = {
 };
 
 runListRoutes.get("/", requires("backup.view"), async (c) => {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const query = RunListQuery.parse(c.req.query());
   const filter = { status: query.status as RunStatus | undefined, endedAfter: query.endedAfter };
-  const { page, staleCursor } = await readPage(
-    query.cursor,
-    (cursor) => listRuns(kv, actor, filter, { cursor, limit: 50 }),
-  );
-  const names = await namesOfRuns(kv, page.values);
+  const { page, staleCursor, names } = await getRunList(kv, actor, { filter, cursor: query.cursor }, clock());
   const keep: Record<string, string> = {
     ...(query.status ? { status: query.status } : {}),
     ...(query.endedAfter ? { endedAfter: query.endedAfter } : {}),

@@ -26,6 +26,7 @@ import {
   updateSettings,
 } from "../domain/self_backup_runs.ts";
 import BackupProgress from "../islands/BackupProgress.tsx";
+import { getSelfBackupSettings } from "../domain/read_models/health.ts";
 import { requires } from "./access.ts";
 import { ErrorBody } from "./api_common.ts";
 import type { AppEnv } from "./env.ts";
@@ -240,9 +241,14 @@ function HealthBackupPage(props: { h: Health }) {
   );
 }
 
-export const selfBackupPages = new OpenAPIHono<AppEnv>();
+/** Health > Backup (mounted at /health/backup). */
+export const backupHealthPages = new OpenAPIHono<AppEnv>();
+/** Admin > Backups: the self-backup settings (mounted at /admin/backups). */
+export const adminBackupRoutes = new OpenAPIHono<AppEnv>();
+/** Admin > Maintenance: a backup now, restarting the worker (mounted at /admin/maintenance). */
+export const adminMaintenanceRoutes = new OpenAPIHono<AppEnv>();
 
-selfBackupPages.get("/health/backup", requires("admin"), async (c) => {
+backupHealthPages.get("/", requires("admin"), async (c) => {
   const h = await backupHealth(c.get("deps").kv, c.get("actor")!, healthOptions(c));
   return render(c, "Health · Backup", <HealthBackupPage h={h} />);
 });
@@ -402,9 +408,9 @@ function AdminBackupsPage(
   );
 }
 
-selfBackupPages.get("/admin/backups", requires("admin"), async (c) => {
-  await authorizePlatformAdmin(c.get("deps").kv, c.get("actor")!);
-  const s = await getSettings(c.get("deps").kv, c.get("deps").config.dataDir);
+adminBackupRoutes.get("/", requires("admin"), async (c) => {
+  const { kv, clock, config } = c.get("deps");
+  const s = await getSelfBackupSettings(kv, c.get("actor")!, { dataDir: config.dataDir }, clock());
   return render(
     c,
     "Backups",
@@ -416,7 +422,7 @@ selfBackupPages.get("/admin/backups", requires("admin"), async (c) => {
   );
 });
 
-selfBackupPages.post("/admin/backups", requires("admin"), async (c) => {
+adminBackupRoutes.post("/", requires("admin"), async (c) => {
   const { kv, clock, masterKey, config } = c.get("deps");
   await authorizePlatformAdmin(kv, c.get("actor")!);
   const form = await readForm(c);
@@ -455,7 +461,7 @@ selfBackupPages.post("/admin/backups", requires("admin"), async (c) => {
   );
 });
 
-selfBackupPages.get("/admin/maintenance", requires("admin"), async (c) => {
+adminMaintenanceRoutes.get("/", requires("admin"), async (c) => {
   const h = await backupHealth(c.get("deps").kv, c.get("actor")!, healthOptions(c));
   return render(
     c,
@@ -502,7 +508,7 @@ selfBackupPages.get("/admin/maintenance", requires("admin"), async (c) => {
   );
 });
 
-selfBackupPages.post("/admin/maintenance/backup", requires("admin"), async (c) => {
+adminMaintenanceRoutes.post("/backup", requires("admin"), async (c) => {
   const { kv, clock, masterKey, config, logger } = c.get("deps");
   const form = await readForm(c);
   const database = str(form, "database") === "results" ? "results" : "config";
@@ -531,7 +537,7 @@ selfBackupPages.post("/admin/maintenance/backup", requires("admin"), async (c) =
   );
 });
 
-selfBackupPages.post("/admin/maintenance/restart-worker", requires("admin"), async (c) => {
+adminMaintenanceRoutes.post("/restart-worker", requires("admin"), async (c) => {
   const { kv, clock } = c.get("deps");
   const { abandoned } = await restartWorker(kv, c.get("actor")!, clock());
   return redirectWithNotice(

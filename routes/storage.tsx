@@ -14,24 +14,17 @@ import {
   formatTime,
   FormErrors,
   PageHeader,
-  Pager,
   Select,
-  SortHeader,
   type Tone,
 } from "../components/ui.tsx";
-import { type Engine, EngineFilter, listEngines, requireEngine } from "../domain/engines.ts";
+import { type Engine } from "../domain/engines.ts";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
-import { listPoliciesByTarget } from "../domain/policies.ts";
 import { can } from "../domain/rbac.ts";
 import {
-  capacityHistory,
   capacityRows,
   createTarget,
   CREDENTIAL_TYPES,
   deleteTarget,
-  describeReferences,
-  listTargets,
-  readStorageChecks,
   requireTarget,
   STORAGE_CHECKS,
   type StorageCheck,
@@ -42,14 +35,19 @@ import {
   TargetCreateInput,
   TargetFilter,
   type TargetHealth,
-  targetReferences,
   TargetUpdateInput,
   updateTarget,
 } from "../domain/storage.ts";
 import CapacityChart from "../islands/CapacityChart.tsx";
 import CapacityWidget from "../islands/CapacityWidget.tsx";
-import { countPointsOnTarget } from "../domain/repositories.ts";
+import {
+  getStorageDelete,
+  getStorageDetail,
+  getStorageList,
+  getStorageNew,
+} from "../domain/read_models/storage.ts";
 import { requires } from "./access.ts";
+import { FilteredList, listQuery } from "./list_page.tsx";
 import type { AppEnv } from "./env.ts";
 import { readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
@@ -90,22 +88,15 @@ function FullSoonBadge(props: { target: Pick<StorageTarget, "capacity"> }) {
 storageRoutes.get("/", requires("backup.view"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const filter = TargetFilter.parse(c.req.query());
-  const [{ values, total }, engines, all] = await Promise.all([
-    listTargets(kv, actor, filter),
-    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
-    listTargets(kv, actor, TargetFilter.parse({ limit: 200, sort: "-usage" })),
-  ]);
-  const engineName = new Map(engines.values.map((e) => [e.id, e.name]));
-  const keep = {
-    q: filter.q,
-    besId: filter.besId,
-    type: filter.type,
-    health: filter.health,
-    sort: filter.sort,
-  };
-  const filtered = Boolean(filter.q || filter.besId || filter.type || filter.health);
+  const list = listQuery(TargetFilter, c.req.query(), ["besId", "type", "health"]);
+  const { filter, filtered } = list;
   const now = clock();
+  const { targets: { values, total }, engines, fullest: all, engineName } = await getStorageList(
+    kv,
+    actor,
+    { filter },
+    now,
+  );
   return render(
     c,
     "Storage",
@@ -125,80 +116,76 @@ storageRoutes.get("/", requires("backup.view"), async (c) => {
             props={{ url: "/api/v1/storage-capacity", rows: capacityRows(all.values.slice(0, 10)) }}
           />
         )}
-        <form method="get" class="filters">
-          <input type="search" name="q" value={filter.q} placeholder="Search name" aria-label="Search" />
-          <select name="besId" aria-label="Engine">
-            <option value="">All engines</option>
-            {engines.values.map((e) => (
-              <option key={e.id} value={e.id} selected={filter.besId === e.id}>{e.name}</option>
-            ))}
-          </select>
-          <select name="type" aria-label="Type">
-            <option value="">All types</option>
-            {TARGET_TYPES.map((t) => (
-              <option key={t} value={t} selected={filter.type === t}>{TARGET_TYPE_LABELS[t]}</option>
-            ))}
-          </select>
-          <select name="health" aria-label="Health">
-            <option value="">Any health</option>
-            {["healthy", "warning", "critical", "unknown"].map((h) => (
-              <option key={h} value={h} selected={filter.health === h}>{h}</option>
-            ))}
-          </select>
-          <button type="submit" class="btn">Filter</button>
-          {filtered && <a href="/backup/storage">Clear</a>}
-        </form>
-        {values.length === 0
-          ? (
-            <EmptyState title={filtered ? "No storage targets match" : "No storage targets yet"}>
-              {!filtered && engines.total === 0 &&
-                "Register a backup engine first: storage targets belong to an engine."}
-              {!filtered && engines.total > 0 && can(actor, "backup.manage") && (
+        <FilteredList
+          list={list}
+          path="/backup/storage"
+          searchPlaceholder="Search name"
+          filters={
+            <>
+              <select name="besId" aria-label="Engine">
+                <option value="">All engines</option>
+                {engines.values.map((e) => (
+                  <option key={e.id} value={e.id} selected={filter.besId === e.id}>{e.name}</option>
+                ))}
+              </select>
+              <select name="type" aria-label="Type">
+                <option value="">All types</option>
+                {TARGET_TYPES.map((t) => (
+                  <option key={t} value={t} selected={filter.type === t}>{TARGET_TYPE_LABELS[t]}</option>
+                ))}
+              </select>
+              <select name="health" aria-label="Health">
+                <option value="">Any health</option>
+                {["healthy", "warning", "critical", "unknown"].map((h) => (
+                  <option key={h} value={h} selected={filter.health === h}>{h}</option>
+                ))}
+              </select>
+            </>
+          }
+          empty={{
+            title: filtered ? "No storage targets match" : "No storage targets yet",
+            // Two parts (the body shows, empty, when a filter is set: as before the list helper).
+            children: [
+              !filtered && engines.total === 0 &&
+              "Register a backup engine first: storage targets belong to an engine.",
+              !filtered && engines.total > 0 && can(actor, "backup.manage") && (
                 <a href="/backup/storage/new">Add the first storage target</a>
-              )}
-            </EmptyState>
-          )
-          : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table table--cards">
-                <thead>
-                  <tr>
-                    <SortHeader label="Name" field="name" sort={filter.sort} query={keep} />
-                    <th>Type</th>
-                    <th>Engine</th>
-                    <SortHeader label="Health" field="health" sort={filter.sort} query={keep} />
-                    <SortHeader label="Usage" field="usage" sort={filter.sort} query={keep} />
-                    <th>Used / total</th>
-                    <th>Full by</th>
-                    <th>Last report</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {values.map((t) => (
-                    <tr key={t.id}>
-                      <td data-label="Name">
-                        <a href={`/backup/storage/${t.id}`}>{t.name}</a>
-                      </td>
-                      <td data-label="Type">{TARGET_TYPE_LABELS[t.type]}</td>
-                      <td data-label="Engine">{engineName.get(t.besId) ?? "—"}</td>
-                      <td class="cell-status nowrap" data-label="Health">
-                        <HealthBadge health={t.health} /> <FullSoonBadge target={t} />
-                      </td>
-                      <td data-label="Usage">{t.capacity ? `${t.capacity.usagePercent}%` : "—"}</td>
-                      <td data-label="Used / total" class="nowrap">
-                        {t.capacity
-                          ? `${formatBytes(t.capacity.usedBytes)} / ${formatBytes(t.capacity.totalBytes)}`
-                          : "—"}
-                      </td>
-                      <td data-label="Full by" class="nowrap">{formatTime(t.capacity?.estimatedFullAt)}</td>
-                      <td data-label="Last report" class="nowrap">{formatAge(t.capacity?.at, now)}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )}
-        <Pager total={total} offset={filter.offset} limit={filter.limit} query={keep} />
+              ),
+            ],
+          }}
+          columns={[
+            { label: "Name", sort: "name" },
+            { label: "Type" },
+            { label: "Engine" },
+            { label: "Health", sort: "health" },
+            { label: "Usage", sort: "usage" },
+            { label: "Used / total" },
+            { label: "Full by" },
+            { label: "Last report" },
+          ]}
+          count={values.length}
+          total={total}
+          rows={values.map((t) => (
+            <tr key={t.id}>
+              <td data-label="Name">
+                <a href={`/backup/storage/${t.id}`}>{t.name}</a>
+              </td>
+              <td data-label="Type">{TARGET_TYPE_LABELS[t.type]}</td>
+              <td data-label="Engine">{engineName.get(t.besId) ?? "—"}</td>
+              <td class="cell-status nowrap" data-label="Health">
+                <HealthBadge health={t.health} /> <FullSoonBadge target={t} />
+              </td>
+              <td data-label="Usage">{t.capacity ? `${t.capacity.usagePercent}%` : "—"}</td>
+              <td data-label="Used / total" class="nowrap">
+                {t.capacity
+                  ? `${formatBytes(t.capacity.usedBytes)} / ${formatBytes(t.capacity.totalBytes)}`
+                  : "—"}
+              </td>
+              <td data-label="Full by" class="nowrap">{formatTime(t.capacity?.estimatedFullAt)}</td>
+              <td data-label="Last report" class="nowrap">{formatAge(t.capacity?.at, now)}</td>
+            </tr>
+          ))}
+        />
       </>
     ),
   );
@@ -334,11 +321,8 @@ function TargetForm(props: TargetFormProps) {
 }
 
 async function manageableEngines(c: Context<AppEnv>): Promise<Engine[]> {
-  const actor = c.get("actor")!;
-  const { values } = await listEngines(c.get("deps").kv, actor, EngineFilter.parse({ limit: 200 }));
-  return values.filter((e) =>
-    e.status !== "deleting" && can(actor, "backup.manage", { accountId: e.accountId, orgId: e.orgId })
-  );
+  const { kv, clock } = c.get("deps");
+  return (await getStorageNew(kv, c.get("actor")!, {}, clock())).engines;
 }
 
 storageRoutes.get("/new", requires("backup.manage"), async (c) => {
@@ -557,14 +541,12 @@ async function targetPage(
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
   const now = clock();
-  const [engine, history, policies, refs, checks] = await Promise.all([
-    requireEngine(kv, actor, target.besId).catch(() => null),
-    capacityHistory(kv, target.id, now),
-    listPoliciesByTarget(kv, target.id),
-    targetReferences(kv, target.id).then(describeReferences),
-    readStorageChecks(kv, actor, target),
-  ]);
-  const canManage = can(actor, "backup.manage", { accountId: target.accountId, orgId: target.orgId });
+  const { engine, history, policies, refs, checks, canManage } = await getStorageDetail(
+    kv,
+    actor,
+    { target },
+    now,
+  );
   const cap = target.capacity;
   return render(
     c,
@@ -715,10 +697,10 @@ storageRoutes.post("/:targetId", requires("backup.manage"), async (c) => {
 });
 
 storageRoutes.get("/:targetId/delete", requires("backup.manage"), async (c) => {
-  const { kv } = c.get("deps");
-  const target = await requireTarget(kv, c.get("actor")!, c.req.param("targetId"));
-  const refs = describeReferences(await targetReferences(kv, target.id));
-  const held = await countPointsOnTarget(kv, target.id);
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const target = await requireTarget(kv, actor, c.req.param("targetId"));
+  const { refs, held } = await getStorageDelete(kv, actor, { target }, clock());
   return render(
     c,
     "Delete storage target",

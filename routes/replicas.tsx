@@ -1,45 +1,18 @@
-/** Backup > Replicas (every replication rule) and Backup > Scripts (the hook script library). */
+/** Backup > Replicas: every replication rule, the add form, and removing a rule (also from the policy page). */
 import { type Context, Hono } from "hono";
-import {
-  Badge,
-  Csrf,
-  EmptyState,
-  Field,
-  formatTime,
-  FormErrors,
-  PageHeader,
-  Select,
-} from "../components/ui.tsx";
+import { Badge, Csrf, EmptyState, formatTime, FormErrors, PageHeader, Select } from "../components/ui.tsx";
 import { replicaCounts, ReplicaLastCell } from "../components/replication.tsx";
-import { EngineFilter, listEngines } from "../domain/engines.ts";
 import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
-import { listPolicies } from "../domain/policies.ts";
-import {
-  createReplica,
-  KEK_SOURCE_LABELS,
-  KEK_SOURCES,
-  listReplicas,
-  ReplicaCreateInput,
-} from "../domain/replicas.ts";
-import { listTargets, TARGET_TYPE_LABELS, TargetFilter } from "../domain/storage.ts";
-import { can } from "../domain/rbac.ts";
-import {
-  createScript,
-  deleteScript,
-  INTERPRETER_LABELS,
-  INTERPRETERS,
-  listScripts,
-  requireScript,
-  ScriptCreateFields,
-  scriptUsage,
-} from "../domain/scripts.ts";
-import { listOrgs } from "../domain/tenancy.ts";
+import { createReplica, KEK_SOURCE_LABELS, KEK_SOURCES, ReplicaCreateInput } from "../domain/replicas.ts";
+import { TARGET_TYPE_LABELS } from "../domain/storage.ts";
+import { deleteReplica, requireReplica } from "../domain/replicas.ts";
+import { getReplicasPage } from "../domain/read_models/backup_pages.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 
-export const replicaScriptRoutes = new Hono<AppEnv>();
+export const replicaRoutes = new Hono<AppEnv>();
 
 /**
  * A replica rule form (the Replicas page's and the policy page's) as the input of `ReplicaCreateInput`,
@@ -74,18 +47,9 @@ async function replicasPage(
     values: NEW_RULE,
   },
 ) {
-  const { kv } = c.get("deps");
+  const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const [rows, policies, targets, engines] = await Promise.all([
-    listReplicas(kv, actor),
-    listPolicies(kv, actor),
-    listTargets(kv, actor, TargetFilter.parse({ limit: 200 })),
-    listEngines(kv, actor, EngineFilter.parse({ limit: 200 })),
-  ]);
-  const manageable = policies.filter((p) =>
-    can(actor, "backup.manage", { accountId: p.accountId, orgId: p.orgId })
-  );
-  const besName = new Map(engines.values.map((e) => [e.id, e.name]));
+  const { rows, targets, manageable, besName } = await getReplicasPage(kv, actor, {}, clock());
   const { values, errors, error } = form;
   return render(
     c,
@@ -221,9 +185,9 @@ async function replicasPage(
   );
 }
 
-replicaScriptRoutes.get("/replicas", requires("backup.view"), (c) => replicasPage(c));
+replicaRoutes.get("/", requires("backup.view"), (c) => replicasPage(c));
 
-replicaScriptRoutes.post("/replicas", requires("backup.manage"), async (c) => {
+replicaRoutes.post("/", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const values = replicaFormInput(await readForm(c));
   // The same schema as the policy page's form and POST /api/v1/replicas.
@@ -247,171 +211,10 @@ replicaScriptRoutes.post("/replicas", requires("backup.manage"), async (c) => {
   }
 });
 
-async function scriptsPage(
-  c: Context<AppEnv>,
-  values: Record<string, string> = {},
-  errors?: FieldErrors,
-  error?: string,
-) {
-  const { kv } = c.get("deps");
-  const actor = c.get("actor")!;
-  const q = (c.req.query("q") ?? "").slice(0, 100);
-  const [scripts, orgs] = await Promise.all([
-    listScripts(kv, actor, { q }),
-    listOrgs(kv, actor, actor.accountId!),
-  ]);
-  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
-  return render(
-    c,
-    "Scripts",
-    (
-      <>
-        <PageHeader title="Scripts" subtitle="The library of custom scripts that app hooks can run." />
-        <form method="get" class="filters">
-          <input type="search" name="q" value={q} placeholder="Search name" aria-label="Search" />
-          <button type="submit" class="btn">Search</button>
-        </form>
-        {scripts.length === 0
-          ? <EmptyState title={q ? "No scripts match" : "No scripts yet"} />
-          : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table">
-                <thead>
-                  <tr>
-                    <th>Name</th>
-                    <th>Interpreter</th>
-                    <th>Organization</th>
-                    <th>Lines</th>
-                    <th>Updated</th>
-                    <th>Action</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {scripts.map((s) => (
-                    <tr key={s.id}>
-                      <td>
-                        <details>
-                          <summary>{s.name}</summary>
-                          <pre>{s.body}</pre>
-                        </details>
-                      </td>
-                      <td>{INTERPRETER_LABELS[s.interpreter]}</td>
-                      <td>{s.orgId ? orgName.get(s.orgId) ?? "—" : "Account"}</td>
-                      <td>{s.body.split("\n").length}</td>
-                      <td class="nowrap">{formatTime(s.updatedAt)}</td>
-                      <td>
-                        {can(actor, "backup.manage", { accountId: s.accountId, orgId: s.orgId }) && (
-                          <a class="btn btn--small btn--danger" href={`/backup/scripts/${s.id}/delete`}>
-                            Delete…
-                          </a>
-                        )}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )}
-        {can(actor, "backup.manage") && (
-          <section class="panel">
-            <h2>Add a script</h2>
-            <form method="post" action="/backup/scripts" class="form">
-              <Csrf token={c.get("csrfToken")} />
-              <FormErrors message={error} />
-              <Field name="name" label="Name" value={values.name} errors={errors} required />
-              <Select
-                name="orgId"
-                label="Organization"
-                value={values.orgId}
-                errors={errors}
-                options={[
-                  ...(actor.orgScope === "all" ? [{ value: "", label: "Account (all organizations)" }] : []),
-                  ...orgs.map((o) => ({ value: o.id, label: o.name })),
-                ]}
-              />
-              <Select
-                name="interpreter"
-                label="Interpreter"
-                value={values.interpreter ?? "bash"}
-                errors={errors}
-                options={INTERPRETERS.map((i) => ({ value: i, label: INTERPRETER_LABELS[i] }))}
-              />
-              <div class={errors?.body ? "field field--error" : "field"}>
-                <label for="f-body">Script</label>
-                <textarea id="f-body" name="body">{values.body ?? ""}</textarea>
-                {errors?.body && <p class="field-error">{errors.body}</p>}
-              </div>
-              <button type="submit" class="btn btn--primary">Add script</button>
-            </form>
-          </section>
-        )}
-      </>
-    ),
-    errors || error ? 422 : 200,
-  );
-}
-
-replicaScriptRoutes.get("/scripts", requires("backup.view"), (c) => scriptsPage(c));
-
-replicaScriptRoutes.post("/scripts", requires("backup.manage"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const form = await readForm(c);
-  const values = {
-    name: str(form, "name"),
-    orgId: str(form, "orgId"),
-    interpreter: str(form, "interpreter"),
-    body: str(form, "body"),
-  };
-  const parsed = ScriptCreateFields.safeParse(values); // the schema of POST /api/v1/scripts
-  if (!parsed.success) return await scriptsPage(c, values, fieldErrors(parsed.error));
-  try {
-    const s = await createScript(kv, c.get("actor")!, parsed.data, clock());
-    return redirectWithNotice(c, "/backup/scripts", `Script ${s.name} added.`);
-  } catch (e) {
-    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
-    return await scriptsPage(c, values, e instanceof ValidationError ? e.fields : undefined, e.message);
-  }
-});
-
-replicaScriptRoutes.get("/scripts/:scriptId/delete", requires("backup.manage"), async (c) => {
-  const { kv } = c.get("deps");
-  const script = await requireScript(kv, c.get("actor")!, c.req.param("scriptId"));
-  const usage = await scriptUsage(kv, script.id);
-  return render(
-    c,
-    "Delete script",
-    (
-      <>
-        <PageHeader title={`Delete ${script.name}?`} />
-        {usage.policyNames.length
-          ? (
-            <p class="form-error">
-              Used by hooks of {usage.policyNames.join(", ")}: remove those hooks first.
-            </p>
-          )
-          : (
-            <form method="post" action={`/backup/scripts/${script.id}/delete`} class="form">
-              <Csrf token={c.get("csrfToken")} />
-              <div class="form-actions">
-                <button type="submit" class="btn btn--danger">Delete script</button>
-                <a class="btn btn--ghost" href="/backup/scripts">Cancel</a>
-              </div>
-            </form>
-          )}
-      </>
-    ),
-  );
-});
-
-replicaScriptRoutes.post("/scripts/:scriptId/delete", requires("backup.manage"), async (c) => {
+replicaRoutes.post("/:replicaId/delete", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const script = await requireScript(kv, actor, c.req.param("scriptId"));
-  try {
-    await deleteScript(kv, actor, script.id, clock());
-  } catch (e) {
-    if (!(e instanceof ConflictError)) throw e;
-    return redirectWithNotice(c, "/backup/scripts", e.message);
-  }
-  return redirectWithNotice(c, "/backup/scripts", `Deleted script ${script.name}.`);
+  const rule = await requireReplica(kv, actor, c.req.param("replicaId"));
+  await deleteReplica(kv, actor, rule.id, clock());
+  return redirectWithNotice(c, `/backup/policies/${rule.policyId}#replicas`, "Replica rule removed.");
 });
