@@ -44,12 +44,8 @@ import { deleteByPointerIndex, deleteKeysUnder, readByPointerIndex } from "./poi
 import { getManyValues, withRetry } from "./kv.ts";
 import { CommitConflictError } from "./retry.ts";
 import { countPointsOnTarget } from "./repositories.ts";
-import {
-  deletePolicyCascade,
-  listPoliciesByTarget,
-  pausePoliciesForStorage,
-  resumePoliciesForStorage,
-} from "./policies.ts";
+import { deletePolicyCascade, listPoliciesByTarget } from "./policies.ts";
+import { pausePoliciesForStorage, resumePoliciesForStorage } from "./storage_auto_pause.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";

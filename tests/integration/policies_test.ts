@@ -9,14 +9,13 @@ import {
   effectiveExcludes,
   EXACT_RPO_FIX_KEY,
   getPolicy,
-  pausePoliciesForStorage,
   type Policy,
   PolicyCreateInput,
   PolicyFields,
   rederiveScheduleRpos,
-  resumePoliciesForStorage,
   updatePolicy,
 } from "../../domain/policies.ts";
+import { pausePoliciesForStorage, resumePoliciesForStorage } from "../../domain/storage_auto_pause.ts";
 import { assignHost } from "../../domain/assignments.ts";
 import { enrollHost } from "../../domain/hosts.ts";
 import { getProtectedObject, readProtectedFor, writeProtected } from "../../domain/protected.ts";
