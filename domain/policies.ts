@@ -28,6 +28,7 @@ import { deletePolicyAssignments } from "./assignments.ts";
 import { applyPolicyRpo } from "./protected.ts";
 import { deleteHooksOfPolicy } from "./hooks.ts";
 import { deleteReplicasOfPolicy } from "./replicas.ts";
+import { deleteProvenOfPolicy } from "./proven_restores.ts";
 import { runsOpenPrefix } from "./run_keys.ts";
 import { targetKey } from "./storage_keys.ts";
 import { appendAudit } from "./audit.ts";
@@ -161,6 +162,7 @@ export async function deletePolicyCascade(kv: Deno.Kv, policy: PolicyCore, now: 
   await deletePolicyAssignments(kv, policy.id, now);
   await deleteHooksOfPolicy(kv, policy.id);
   await deleteReplicasOfPolicy(kv, policy.id);
+  await deleteProvenOfPolicy(kv, policy);
   for (const prefix of policyChildPrefixes(policy.id)) {
     const keys: Deno.KvKey[] = [];
     for await (const e of kv.list({ prefix })) keys.push(e.key);

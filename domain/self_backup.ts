@@ -197,6 +197,10 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
     "drill_runs_by_job",
     "drill_runs_open",
     "drill_proven",
+    "drill_proven_recent",
+    "drill_proven_recent_by_org",
+    "drill_proven_counts",
+    "drill_proven_indexed",
     // The anomaly guard (anomalies.ts): flagged backups and their indexes, baselines, prune freezes.
     "anomalies",
     "anomalies_by_account",

@@ -37,9 +37,8 @@ import {
   verificationFailuresQueue,
 } from "../domain/dashboard.ts";
 import { hasStorageTargets, readSetupProgress } from "../domain/getting_started.ts";
-import { provenRestores } from "../domain/drills.ts";
-import { listPolicies } from "../domain/policies.ts";
-import { ProvenRestoresCard } from "../components/proven_restores.tsx";
+import { lastProvenRestores } from "../domain/proven_restores.ts";
+import { PROVEN_CARD_ROWS, ProvenRestoresCard } from "../components/proven_restores.tsx";
 import { suspiciousChangesQueue } from "../domain/anomalies.ts";
 import { getRecoveryKey } from "../domain/recovery_keys.ts";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../domain/errors.ts";
@@ -266,11 +265,13 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
       );
     }
     case "proven": {
-      const rows = await provenRestores(kv, actor, await listPolicies(kv, actor));
-      if (!rows.length) return renderToString(<Empty text="No backup policies yet." quiet />);
+      const card = await lastProvenRestores(kv, actor, PROVEN_CARD_ROWS);
+      if (!card.policies && !card.rows.length) {
+        return renderToString(<Empty text="No backup policies yet." quiet />);
+      }
       return renderToString(
         <>
-          <ProvenRestoresCard rows={rows} />
+          <ProvenRestoresCard card={card} />
           <p class="sub">
             Proven by{" "}
             <a href="/backup/drills">restore drills</a>: restored, every byte verified, time measured.

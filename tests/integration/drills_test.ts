@@ -28,6 +28,7 @@ import {
 import { ForbiddenError, NotFoundError, ValidationError } from "../../domain/errors.ts";
 import { applyResult, claimJobs, expireLeases, getJob, type Job, LEASE_MS } from "../../domain/job_queue.ts";
 import { createPolicy, listPolicies } from "../../domain/policies.ts";
+import { lastProvenRestores } from "../../domain/proven_restores.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { applyJobOutcome, listRunsByPolicy, runSchedulerTick } from "../../domain/runs.ts";
 import { classifyKey } from "../../domain/self_backup.ts";
@@ -682,4 +683,47 @@ Deno.test("deleting a drill with more open alerts than one write holds resolves 
     if (e.value.status === "resolved") resolved++;
   }
   assert.equal(resolved, 95);
+});
+
+Deno.test("last proven restore: an admin's cross-org drill never shows another org's host name", async () => {
+  const w = await world();
+  using _kv = w.kv;
+  const now = await backUpHostA2(w);
+  const admin = userActor(w.admin);
+  const all = await createDrill(w.kv, admin, input(w, { name: "cross-org" }), now);
+  const runs = await runDrillNow(w.kv, admin, all.id, now);
+  assert.equal(runs.length, 2);
+  // The agent answers A1's host's job first, then A2's: A2's host is the policy's newest proof.
+  await answer(w, goodReport(1000));
+  w.clock.advance(1000);
+  await answer(w, goodReport(1000));
+  const a2Run = runs.find((r) => r.hostId === w.hostA2.id)!;
+  assert.equal((await w.kv.get<DrillRun>(drillRunKey(a2Run.id))).value!.status, "passed");
+
+  // The admin sees it whole.
+  const adminCard = await lastProvenRestores(w.kv, admin, 20);
+  assert.deepEqual(
+    [adminCard.rows[0].proven.hostName, adminCard.rows[0].proven.hidden],
+    [w.hostA2.hostname, false],
+  );
+  // A1's users see that the policy was proven, when and how fast — not A2's host, drill or run.
+  for (const user of [w.viewer, w.operatorA1, w.restorerA1]) {
+    const actor = userActor(user);
+    const card = await lastProvenRestores(w.kv, actor, 20);
+    assert.equal(card.rows.length, 1);
+    const { proven } = card.rows[0];
+    assert.equal(proven.hidden, true);
+    assert.deepEqual([proven.hostId, proven.hostName, proven.drillRunId], ["", "", ""]);
+    const list = await provenRestores(w.kv, actor, await listPolicies(w.kv, actor));
+    assert.equal(list.find((r) => r.policy.id === w.policy.id)!.proven!.hostName, "");
+    assert.ok(!JSON.stringify([card, list]).includes(w.hostA2.hostname), "A2's host name leaks to A1");
+  }
+  // The rendered card too.
+  const { app } = testApp(w.kv, w.clock);
+  const browser = new Browser(app);
+  await signInAs(browser, w.kv, w.viewer, w.clock.now());
+  const html = await (await browser.get("/backup/dashboard/sections/proven")).text();
+  assert.ok(html.includes("proven-restores"), html);
+  assert.ok(html.includes("on a host of another organization"), html);
+  assert.ok(!html.includes(w.hostA2.hostname) && !html.includes(a2Run.id), html);
 });

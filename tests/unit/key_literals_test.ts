@@ -31,7 +31,6 @@ const ALLOWED: string[] = [
   "domain/db_health.ts:audit",
   "domain/db_health.ts:capacity_samples",
   "domain/drills.ts:alerts_open",
-  "domain/drills.ts:drill_proven",
   "domain/drills.ts:drill_runs_by_drill",
   "domain/drills.ts:drill_runs_open",
   "domain/drills.ts:drill_slots",
