@@ -35,6 +35,12 @@ export const DATABASE_PREFIXES: Record<DatabaseName, readonly string[]> = {
   config: [
     "accounts",
     "accounts_by_name",
+    // Legal holds (holds.ts): the holds, their indexes and the epochs expiring writers and placements check.
+    "legal_holds",
+    "legal_holds_by_account",
+    "legal_holds_active",
+    "legal_holds_epoch",
+    "legal_holds_bes_deletions",
     "accounts_by_secret",
     "orgs",
     "orgs_by_account",

@@ -35,3 +35,7 @@ export function engineMetricsKey(id: string, minute: number) {
 export function enginesByAccountPrefix(accountId: string): Deno.KvKey {
   return ["engines_by_account", accountId];
 }
+
+export function deletingEnginesPrefix() {
+  return ["engines_deleting"] as const;
+}

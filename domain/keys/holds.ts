@@ -18,3 +18,12 @@ export function activeHoldKey(accountId: string, id: string) {
 export function holdEpochKey(accountId: string) {
   return ["legal_holds_epoch", accountId] as const;
 }
+
+/**
+ * Set with every BES marked for deletion (engines.ts `markEngineDeleting`); a hold placement reads it
+ * before looking for BESes being deleted and `check()`s it, so a deletion started meanwhile makes the
+ * placement retry and see it (holds.ts `placeHold`).
+ */
+export function besDeletionEpochKey(accountId: string) {
+  return ["legal_holds_bes_deletions", accountId] as const;
+}
