@@ -33,7 +33,7 @@ import { getManyValues, withRetry } from "./kv.ts";
 import type { Policy } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";
 import { type Actor, authorize, can, inScope } from "./rbac.ts";
-import { RestorePath } from "./restore_paths.ts";
+import { pathMismatchForHost, RestorePath } from "./restore_paths.ts";
 import type { RestorePoint } from "./runs.ts";
 import { restorePointKey } from "./restore_point_keys.ts";
 import { CronExpression } from "./schedules.ts";
@@ -411,7 +411,9 @@ export async function listDrills(kv: Deno.Kv, actor: Actor): Promise<DrillPolicy
 /**
  * Checks what a drill names, for `actor` in `accountId`: the agent host, and every policy or host of
  * its scope, must exist in the account, in the actor's scope, with backup.restore (else a 422 naming the
- * field — an id the actor cannot see reads as unknown). Returns the agent host.
+ * field — an id the actor cannot see reads as unknown), and the scratch path must suit the agent's OS
+ * (`pathMismatchForHost`: a Windows path only on a Windows agent, a POSIX one elsewhere). Returns the
+ * agent host.
  */
 async function checkReferences(
   kv: Deno.Kv,
@@ -427,6 +429,10 @@ async function checkReferences(
       agentHostId: "Choose a host in service that you manage",
     });
   }
+  // The scratch folder is on the agent: a Windows path on a Linux agent (or the reverse) would only fail
+  // when the drill runs, on the agent.
+  const mismatch = pathMismatchForHost(data.scratchPath, agent.os, agent.hostname);
+  if (mismatch) throw new ValidationError(`Scratch path ${mismatch}`, { scratchPath: mismatch });
   if (data.scopeType === "policies") {
     const found = await getManyValues<Policy>(kv, data.policyIds.map(policyKey));
     const ok = new Set(found.filter((p) => usable(policyScope(p))).map((p) => p.id));
