@@ -82,7 +82,8 @@ async function seedTenants(dataDir: string, slug: string, count: number): Promis
     for (let i = 0; i < count; i++) {
       const accountName = `${slug} ${i + 1}`;
       const orgName = "Operations";
-      const email = `admin${i + 1}@${slug.toLowerCase().replace(/[^a-z0-9]+/g, "-")}.example`;
+      // Each tenant has its own e-mail domain (e-mails are unique on the server): its tests add users there.
+      const email = `admin@t${i + 1}.${slug.toLowerCase().replace(/[^a-z0-9]+/g, "-")}.example`;
       const password = `e2e password ${slug} ${i + 1}`;
       const account = await createAccount(kv, system, { name: accountName }, now);
       const { org, secret } = await createOrg(kv, system, { accountId: account.id, name: orgName }, now);
