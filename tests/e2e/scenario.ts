@@ -125,13 +125,16 @@ async function seedTenants(dataDir: string, slug: string, count: number): Promis
  */
 export function scenario(slug: string, options: ScenarioOptions = {}) {
   const names: string[] = [];
+  /** Tenants of the file's shared fixtures (`fixture`), seeded after the tests' own. */
+  let fixtures = 0;
+  const cleanups: Array<() => Promise<void>> = [];
   let shared: Promise<Shared> | null = null;
   let dataDir: string | null = null;
 
   const start = (): Promise<Shared> => {
     shared ??= (async () => {
       dataDir = await Deno.makeTempDir({ prefix: "cadres-e2e-" });
-      const tenants = await seedTenants(dataDir, slug, names.length);
+      const tenants = await seedTenants(dataDir, slug, names.length + fixtures);
       const server = await startServer({ dataDir, env: options.env, args: options.args });
       try {
         const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -147,6 +150,7 @@ export function scenario(slug: string, options: ScenarioOptions = {}) {
   Deno.test.afterAll(async () => {
     if (!shared) return;
     const s = await shared.catch(() => null);
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
     try {
       await s?.chromium.close();
     } finally {
@@ -156,6 +160,39 @@ export function scenario(slug: string, options: ScenarioOptions = {}) {
   });
 
   return {
+    /**
+     * A fixture shared by the tests that ask for it (a world too costly to build per test: real engine
+     * programs, backups), built on first use — whichever test comes first, so each still runs alone —
+     * in a tenant of its own; `onCleanup` registers what afterAll stops.
+     */
+    fixture<T>(
+      build: (
+        ctx: {
+          server: Server;
+          tenant: SeededTenant;
+          api: ReturnType<typeof apiClient>;
+          onCleanup(f: () => Promise<void>): void;
+        },
+      ) => Promise<T>,
+    ): () => Promise<{ value: T; tenant: SeededTenant }> {
+      const index = fixtures++;
+      let built: Promise<{ value: T; tenant: SeededTenant }> | null = null;
+      return () => {
+        built ??= (async () => {
+          const s = await start();
+          const tenant = s.tenants[names.length + index];
+          const value = await build({
+            server: s.server,
+            tenant,
+            api: apiClient(s.server.baseUrl, tenant.apiToken),
+            onCleanup: (f) => void cleanups.push(f),
+          });
+          return { value, tenant };
+        })();
+        return built;
+      };
+    },
+
     test(name: string, fn: (ctx: ScenarioContext) => Promise<void>, testOptions: { ignore?: boolean } = {}) {
       const index = names.length;
       names.push(name);
