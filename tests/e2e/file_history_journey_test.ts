@@ -11,7 +11,7 @@ import type { Page, Response } from "playwright-core";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { spawnBes } from "../integration/bes_world.ts";
 import { type Program, spawnAgent } from "../integration/engines_world.ts";
-import { screenshot, type Server, signIn, waitFor } from "./harness.ts";
+import { screenshot, signIn, waitFor } from "./harness.ts";
 import { scenario } from "./scenario.ts";
 
 const HOSTNAME = "files02.northwind.internal";
