@@ -59,8 +59,10 @@ export interface ScenarioOptions {
   env?: Record<string, string>;
   /** Extra arguments of `main.ts`. */
   args?: string[];
-  /** Test timeouts are the runner's; this is the default for playwright actions. */
+  /** False: browse as a visitor without JavaScript. */
   javaScriptEnabled?: boolean;
+  /** Browser permissions of every test's context (e.g. clipboard-read). */
+  permissions?: string[];
 }
 
 interface Shared {
@@ -209,7 +211,10 @@ export function scenario(slug: string, options: ScenarioOptions = {}) {
             baseURL: s.server.baseUrl,
             viewport: { width: 1280, height: 800 },
             javaScriptEnabled: options.javaScriptEnabled ?? true,
+            permissions: options.permissions,
           });
+          context.setDefaultTimeout(20_000);
+          context.setDefaultNavigationTimeout(30_000);
           const browser = await watchContext(context, async () => await context.close());
           try {
             await fn({
