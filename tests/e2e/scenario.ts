@@ -6,7 +6,8 @@
  * - the server (`deno run -A main.ts`) starts once, at the file's first test, on a fresh data folder;
  * - chromium launches once; each test gets its own browser context (fresh cookies and storage) with the
  *   harness's problem watching, closed after the test;
- * - each test gets its own tenant: an account with one org, an administrator, the org's registration
+ * - each test gets its own tenant (the server's oldest account, tenant 0, is the operator account that
+ *   installation-wide pages need: `operator`, `signInAsOperator`): an account with one org, an administrator, the org's registration
  *   secret and an API token, seeded before the server starts, in this process, through the same domain
  *   functions the CLI uses (one tenant per declared test) — with the tests' cheap argon2id cost
  *   (`CHEAP_ARGON2`), so signing in costs microseconds instead of a production hash per login.
@@ -51,6 +52,12 @@ export interface ScenarioContext {
   api: ReturnType<typeof apiClient>;
   /** Signs this test's administrator in through the login form. */
   signIn(): Promise<void>;
+  /**
+   * The operator account's tenant (the server's oldest account, shared by the file's tests): only its
+   * administrators see installation-wide pages (Health, the control plane's own backups).
+   */
+  operator: SeededTenant;
+  signInAsOperator(): Promise<void>;
   t: Deno.TestContext;
 }
 
@@ -136,7 +143,9 @@ export function scenario(slug: string, options: ScenarioOptions = {}) {
   const start = (): Promise<Shared> => {
     shared ??= (async () => {
       dataDir = await Deno.makeTempDir({ prefix: "cadres-e2e-" });
-      const tenants = await seedTenants(dataDir, slug, names.length + fixtures);
+      // Tenant 0 is the operator account (the oldest: installation-wide pages such as Health and the
+      // control plane's own backups are its administrators'); then one per test, then the fixtures'.
+      const tenants = await seedTenants(dataDir, slug, 1 + names.length + fixtures);
       const server = await startServer({ dataDir, env: options.env, args: options.args });
       try {
         const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
@@ -182,7 +191,7 @@ export function scenario(slug: string, options: ScenarioOptions = {}) {
       return () => {
         built ??= (async () => {
           const s = await start();
-          const tenant = s.tenants[names.length + index];
+          const tenant = s.tenants[1 + names.length + index];
           const value = await build({
             server: s.server,
             tenant,
@@ -205,7 +214,7 @@ export function scenario(slug: string, options: ScenarioOptions = {}) {
         sanitizeResources: false,
         async fn(t) {
           const s = await start();
-          const tenant = s.tenants[index];
+          const tenant = s.tenants[1 + index];
           assert.ok(tenant, `no tenant seeded for test ${index}`);
           const context = await s.chromium.newContext({
             baseURL: s.server.baseUrl,
@@ -224,6 +233,9 @@ export function scenario(slug: string, options: ScenarioOptions = {}) {
               tenant,
               api: apiClient(s.server.baseUrl, tenant.apiToken),
               signIn: () => signIn(browser.page, tenant.admin.email, tenant.admin.password),
+              operator: s.tenants[0],
+              signInAsOperator: () =>
+                signIn(browser.page, s.tenants[0].admin.email, s.tenants[0].admin.password),
               t,
             });
             assert.deepEqual(
