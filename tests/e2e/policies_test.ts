@@ -891,36 +891,13 @@ test("policies: the cron island reads a schedule in plain words with its next ru
   await w.s1();
 });
 
-test("policies: bad cron, retention and sample count: 422, field errors, typed values kept", async (ctx) => {
-  const w = await world(ctx);
-  await w.s2();
-});
-
-test("policies: on the re-rendered form, a corrected cron replaces the server's error", async (ctx) => {
+test("policies: bad cron, retention and sample count: 422, field errors, typed values kept; on the re-rendered form, a corrected cron replaces the server's error", async (ctx) => {
   const w = await world(ctx);
   await w.s2();
   await w.s3();
 });
 
-test("policies: a file policy on the Local target: derived RPO of 30 h, 3-2-1 not met", async (ctx) => {
-  const w = await world(ctx);
-  await w.s4();
-});
-
-test("policies: two hosts are assigned; a second assignment of one is refused", async (ctx) => {
-  const w = await world(ctx);
-  await w.s4();
-  await w.s5();
-});
-
-test("policies: the refusal names the host that is already assigned", async (ctx) => {
-  const w = await world(ctx);
-  await w.s4();
-  await w.s5();
-  await w.s6();
-});
-
-test("policies: an archived host assigned again is reactivated, not duplicated", async (ctx) => {
+test("policies: a file policy on the Local target: derived RPO of 30 h, 3-2-1 not met; two hosts are assigned; a second assignment of one is refused; the refusal names the host that is already assigned; an archived host assigned again is reactivated, not duplicated", async (ctx) => {
   const w = await world(ctx);
   await w.s4();
   await w.s5();
@@ -928,19 +905,7 @@ test("policies: an archived host assigned again is reactivated, not duplicated",
   await w.s7();
 });
 
-test("policies: a library script is added at /backup/scripts", async (ctx) => {
-  const w = await world(ctx);
-  await w.s8();
-});
-
-test("policies: 7. App Hooks: a MySQL template hook and a library script hook, in execution order", async (ctx) => {
-  const w = await world(ctx);
-  await w.s4();
-  await w.s8();
-  await w.s9();
-});
-
-test("policies: a hook is deleted through its confirmation page", async (ctx) => {
+test("policies: a library script is added at /backup/scripts; 7. App Hooks: a MySQL template hook and a library script hook, in execution order; a hook is deleted through its confirmation page", async (ctx) => {
   const w = await world(ctx);
   await w.s4();
   await w.s8();
@@ -948,28 +913,7 @@ test("policies: a hook is deleted through its confirmation page", async (ctx) =>
   await w.s10();
 });
 
-test("policies: a replica on the SMB share (not offsite) still misses 3-2-1", async (ctx) => {
-  const w = await world(ctx);
-  await w.s4();
-  await w.s11();
-});
-
-test("policies: an offsite replica on S3 meets 3-2-1; /backup/replicas lists both rules", async (ctx) => {
-  const w = await world(ctx);
-  await w.s4();
-  await w.s11();
-  await w.s12();
-});
-
-test("policies: deleting the SMB replica target is refused, naming the policy's replica rule", async (ctx) => {
-  const w = await world(ctx);
-  await w.s4();
-  await w.s11();
-  await w.s12();
-  await w.s13();
-});
-
-test("policies: the target's page and delete confirmation say up front a replica rule uses it", async (ctx) => {
+test("policies: a replica on the SMB share (not offsite) still misses 3-2-1; an offsite replica on S3 meets 3-2-1; /backup/replicas lists both rules; deleting the SMB replica target is refused, naming the policy's replica rule; the target's page and delete confirmation say up front a replica rule uses it", async (ctx) => {
   const w = await world(ctx);
   await w.s4();
   await w.s11();
@@ -978,18 +922,14 @@ test("policies: the target's page and delete confirmation say up front a replica
   await w.s14();
 });
 
-test("policies: the derived RPO follows the policy's time zone (DST nights are 25 h apart)", async (ctx) => {
+test("policies: a file policy on the Local target: derived RPO of 30 h, 3-2-1 not met; the derived RPO follows the policy's time zone (DST nights are 25 h apart)", async (ctx) => {
   const w = await world(ctx);
   await w.s4();
   await w.s15();
 });
 
-test("policies: pre-patch: the agent's request queues a run; its result shows on the page with hook output and retention", async (ctx) => {
+test("policies: pre-patch: the agent's request queues a run; its result shows on the page with hook output and retention (after the policy, hosts, hooks, replicas and time zone steps)", async (ctx) => {
   const w = await world(ctx);
-  await w.s0();
-  await w.s1();
-  await w.s2();
-  await w.s3();
   await w.s4();
   await w.s5();
   await w.s6();

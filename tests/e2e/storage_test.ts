@@ -691,32 +691,7 @@ test("storage: the thresholds and the credentials stay visible for every type", 
   await thresholdsVisible(w);
 });
 
-test("storage: one target of each type is created and shown with its name and type", async (ctx) => {
-  const w = await world(ctx);
-  await oneOfEachType(w);
-});
-
-test("storage: bad S3 input and thresholds: field errors, typed values kept, 422", async (ctx) => {
-  const w = await world(ctx);
-  await badS3(w);
-});
-
-test("storage: bad NFS export path: field error, typed values kept, 422", async (ctx) => {
-  const w = await world(ctx);
-  await badNfs(w);
-});
-
-test("storage: bad iSCSI portal, IQN and LUN: field errors, typed values kept, 422", async (ctx) => {
-  const w = await world(ctx);
-  await badIscsi(w);
-});
-
-test("storage: a relative local path: field error, typed values kept, 422", async (ctx) => {
-  const w = await world(ctx);
-  await badLocal(w);
-});
-
-test("storage: no target was created by the rejected forms", async (ctx) => {
+test("storage: one target of each type is created and shown with its name and type; bad S3 input and thresholds: field errors, typed values kept, 422; bad NFS export path: field error, typed values kept, 422; bad iSCSI portal, IQN and LUN: field errors, typed values kept, 422; a relative local path: field error, typed values kept, 422; no target was created by the rejected forms", async (ctx) => {
   const w = await world(ctx);
   await oneOfEachType(w);
   await badS3(w);
@@ -736,29 +711,15 @@ test("storage: a rejected credentialed form does not echo the secret back", asyn
   await credRejected(w);
 });
 
-test("storage: a heartbeat with capacity shows usage, the chart and the live widget", async (ctx) => {
-  const w = await world(ctx);
-  await oneOfEachType(w);
-  await credentialed(w);
-  await capacity(w);
-});
-
-test("storage: engine detail shows the heartbeat metrics and its targets", async (ctx) => {
-  const w = await world(ctx);
-  await oneOfEachType(w);
-  await credentialed(w);
-  await capacity(w);
-  await engineDetail(w);
-});
+test(
+  "storage: a heartbeat with capacity shows usage, the chart and the live widget; engine detail shows the heartbeat metrics and its targets; deleting the engine needs its exact name, then removes it and its targets",
+  async (ctx) => {
+    const w = await world(ctx);
+    for (const step of [oneOfEachType, credentialed, capacity, engineDetail, deleteEngine]) await step(w);
+  },
+);
 
 test("storage: PXE with a host address as CIDR is a field error; the network address saves", async (ctx) => {
   const w = await world(ctx);
   await pxe(w);
-});
-
-test("storage: deleting the engine needs its exact name, then removes it and its targets", async (ctx) => {
-  const w = await world(ctx);
-  await oneOfEachType(w);
-  await credentialed(w);
-  await deleteEngine(w);
 });

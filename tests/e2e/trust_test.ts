@@ -565,34 +565,16 @@ async function world(ctx: ScenarioContext) {
   };
 }
 
-test("trust: seed: both hosts assigned on the policy page; 1. Run now: a full on every active host, then refused while one is pending", async (ctx) => {
-  const w = await world(ctx);
-  await w.s0();
-  await w.s1();
-});
-
-test("trust: 2. storage checks on a healthy target: both queued, latest result shown", async (ctx) => {
+test("trust: seed: both hosts assigned on the policy page; 1. Run now: a full on every active host, then refused while one is pending; 2. storage checks on a healthy target: both queued, latest result shown", async (ctx) => {
   const w = await world(ctx);
   await w.s0();
   await w.s1();
   await w.s2();
 });
 
-test("trust: 3. a replica rule from Backup > Replicas; its status on the policy page", async (ctx) => {
+test("trust: 3. a replica rule from Backup > Replicas; its status on the policy page; 4. decommission: a wrong hostname is refused; the right one archives (after the seed, 1 and 2)", async (ctx) => {
   const w = await world(ctx);
-  await w.s0();
-  await w.s1();
-  await w.s2();
-  await w.s3();
-});
-
-test("trust: 4. decommission: a wrong hostname is refused; the right one archives", async (ctx) => {
-  const w = await world(ctx);
-  await w.s0();
-  await w.s1();
-  await w.s2();
-  await w.s3();
-  await w.s4();
+  for (const step of [w.s0, w.s1, w.s2, w.s3, w.s4]) await step();
 });
 
 test("trust: 5. a garbage cursor on Alerts shows the first page with a notice", async (ctx) => {
