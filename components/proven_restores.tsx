@@ -1,5 +1,5 @@
 /** The dashboard card "Last proven restore": per backup policy, its last passing restore drill and RTO. */
-import type { ProvenRestore } from "../domain/drills.ts";
+import type { ProvenCard } from "../domain/proven_restores.ts";
 import { Badge, formatBytes, formatTime } from "./ui.tsx";
 
 /** Seconds as "12.3 s" or "4 min 5 s". */
@@ -9,60 +9,62 @@ function seconds(s: number): string {
   return `${m} min ${Math.round(s - m * 60)} s`;
 }
 
-/** Rows shown on the card (policies never proven first, then the oldest proof). */
+/** Rows shown on the card: the newest proofs. */
 export const PROVEN_CARD_ROWS = 20;
 
-export function ProvenRestoresCard(
-  props: { rows: Array<{ policy: { id: string; name: string }; proven: ProvenRestore | null }> },
-) {
-  const rows = [...props.rows].sort((a, b) =>
-    (a.proven?.at ?? "").localeCompare(b.proven?.at ?? "") || a.policy.name.localeCompare(b.policy.name)
-  ).slice(0, PROVEN_CARD_ROWS);
+export function ProvenRestoresCard(props: { card: ProvenCard }) {
+  const { rows, unproven, policies } = props.card;
   return (
-    <table class="table compact" data-testid="proven-restores">
-      <thead>
-        <tr>
-          <th>Policy</th>
-          <th>Last proven restore</th>
-          <th>RTO</th>
-        </tr>
-      </thead>
-      <tbody>
-        {rows.map(({ policy, proven }) => (
-          <tr key={policy.id} data-policy={policy.id}>
-            <td>
-              <a href={`/backup/policies/${policy.id}`}>{policy.name}</a>
-            </td>
-            <td>
-              {proven
-                ? (
-                  <>
-                    <a href={`/backup/drills/${proven.drillId}/runs/${proven.drillRunId}`}>
-                      {formatTime(proven.at)}
-                    </a>
-                    <span class="sub">{proven.hostName}, drill {proven.drillName}</span>
-                  </>
-                )
-                : <Badge tone="warn">never proven</Badge>}
-            </td>
-            <td>
-              {proven
-                ? (
-                  <>
-                    {seconds(proven.rtoSeconds)}
-                    {proven.rtoSeconds > proven.rtoObjectiveSeconds
-                      ? <Badge tone="warn">over {seconds(proven.rtoObjectiveSeconds)}</Badge>
-                      : <span class="sub">objective {seconds(proven.rtoObjectiveSeconds)}</span>}
-                    {proven.bytesPerSecond !== null && (
-                      <span class="sub">{formatBytes(proven.bytesPerSecond)}/s</span>
+    <>
+      {unproven > 0 && (
+        <p data-testid="proven-unproven">
+          <Badge tone="warn">never proven</Badge> {unproven} of {policies}{" "}
+          {policies === 1 ? "policy has" : "policies have"} no proven restore yet
+        </p>
+      )}
+      {rows.length > 0 && (
+        <table class="table compact" data-testid="proven-restores">
+          <thead>
+            <tr>
+              <th>Policy</th>
+              <th>Last proven restore</th>
+              <th>RTO</th>
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map(({ policy, proven }) => (
+              <tr key={policy.id} data-policy={policy.id}>
+                <td>
+                  <a href={`/backup/policies/${policy.id}`}>{policy.name}</a>
+                </td>
+                <td>
+                  {proven.hidden
+                    ? formatTime(proven.at)
+                    : (
+                      <a href={`/backup/drills/${proven.drillId}/runs/${proven.drillRunId}`}>
+                        {formatTime(proven.at)}
+                      </a>
                     )}
-                  </>
-                )
-                : "—"}
-            </td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
+                  <span class="sub">
+                    {proven.hidden
+                      ? "on a host of another organization"
+                      : <>{proven.hostName}, drill {proven.drillName}</>}
+                  </span>
+                </td>
+                <td>
+                  {seconds(proven.rtoSeconds)}
+                  {proven.rtoSeconds > proven.rtoObjectiveSeconds
+                    ? <Badge tone="warn">over {seconds(proven.rtoObjectiveSeconds)}</Badge>
+                    : <span class="sub">objective {seconds(proven.rtoObjectiveSeconds)}</span>}
+                  {proven.bytesPerSecond !== null && (
+                    <span class="sub">{formatBytes(proven.bytesPerSecond)}/s</span>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </>
   );
 }

@@ -34,10 +34,11 @@ import { getManyValues, withRetry } from "./kv.ts";
 import type { Policy } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";
 import { type Actor, authorize, can, inScope } from "./rbac.ts";
-import { RestorePath } from "./restore_paths.ts";
+import { pathMismatchForHost, RestorePath } from "./restore_paths.ts";
 import type { RestorePoint } from "./restore_points.ts";
 import { restorePointKey } from "./keys/restore.ts";
 import { CronExpression } from "./schedules.ts";
+import { type ProvenRestore, type ProvenView, setProvenInOp, visibleProven } from "./proven_restores.ts";
 import { DisplayName } from "./validation.ts";
 import {
   drillByNameKey,
@@ -172,22 +173,7 @@ export interface DrillRun {
   endedAt: string | null;
 }
 
-/** The last passing drill of a backup policy (the dashboard's "Last proven restore"). */
-export interface ProvenRestore {
-  accountId: string;
-  orgId: string | null;
-  policyId: string;
-  policyName: string;
-  hostId: string;
-  hostName: string;
-  drillId: string;
-  drillName: string;
-  drillRunId: string;
-  at: string;
-  rtoSeconds: number;
-  rtoObjectiveSeconds: number;
-  bytesPerSecond: number | null;
-}
+export type { ProvenRestore };
 
 // ---------------------------------------------------------------------------------------------------
 // Input
@@ -424,7 +410,9 @@ export async function listDrills(kv: Deno.Kv, actor: Actor): Promise<DrillPolicy
 /**
  * Checks what a drill names, for `actor` in `accountId`: the agent host, and every policy or host of
  * its scope, must exist in the account, in the actor's scope, with backup.restore (else a 422 naming the
- * field — an id the actor cannot see reads as unknown). Returns the agent host.
+ * field — an id the actor cannot see reads as unknown), and the scratch path must suit the agent's OS
+ * (`pathMismatchForHost`: a Windows path only on a Windows agent, a POSIX one elsewhere). Returns the
+ * agent host.
  */
 async function checkReferences(
   kv: Deno.Kv,
@@ -440,6 +428,10 @@ async function checkReferences(
       agentHostId: "Choose a host in service that you manage",
     });
   }
+  // The scratch folder is on the agent: a Windows path on a Linux agent (or the reverse) would only fail
+  // when the drill runs, on the agent.
+  const mismatch = pathMismatchForHost(data.scratchPath, agent.os, agent.hostname);
+  if (mismatch) throw new ValidationError(`Scratch path ${mismatch}`, { scratchPath: mismatch });
   if (data.scopeType === "policies") {
     const found = await getManyValues<Policy>(kv, data.policyIds.map(policyKey));
     const ok = new Set(found.filter((p) => usable(policyScope(p))).map((p) => p.id));
@@ -925,27 +917,29 @@ async function settleRun(
           `to restore, above its RTO objective of ${next.rtoObjectiveSeconds} s`,
       }, now);
     } else resolveAlert(op, rtoAlert, now);
+    // The policy's org keys the proof's time index; a policy deleted meanwhile gets no proof (checked:
+    // the policy cascade removes proofs after the record).
+    const policy = await kv.get<Pick<Policy, "orgId">>(policyKey(next.policyId));
     const provenKey = provenRestoreKey(next.accountId, next.policyId);
     const proven = await kv.get<ProvenRestore>(provenKey);
-    if (!proven.value || proven.value.at <= (next.endedAt ?? "")) {
-      op.check(proven).set(
-        provenKey,
-        {
-          accountId: next.accountId,
-          orgId: next.orgId,
-          policyId: next.policyId,
-          policyName: next.policyName,
-          hostId: next.hostId,
-          hostName: next.hostName,
-          drillId: next.drillId,
-          drillName: next.drillName,
-          drillRunId: next.id,
-          at: next.endedAt ?? now.toISOString(),
-          rtoSeconds: next.rtoSeconds ?? 0,
-          rtoObjectiveSeconds: next.rtoObjectiveSeconds,
-          bytesPerSecond: next.bytesPerSecond,
-        } satisfies ProvenRestore,
-      );
+    if (policy.value && (!proven.value || proven.value.at <= (next.endedAt ?? ""))) {
+      op.check(policy);
+      setProvenInOp(op, proven, {
+        accountId: next.accountId,
+        orgId: next.orgId,
+        policyId: next.policyId,
+        policyOrgId: policy.value.orgId ?? null,
+        policyName: next.policyName,
+        hostId: next.hostId,
+        hostName: next.hostName,
+        drillId: next.drillId,
+        drillName: next.drillName,
+        drillRunId: next.id,
+        at: next.endedAt ?? now.toISOString(),
+        rtoSeconds: next.rtoSeconds ?? 0,
+        rtoObjectiveSeconds: next.rtoObjectiveSeconds,
+        bytesPerSecond: next.bytesPerSecond,
+      });
     }
   }
   return (await op.commit()).ok;
@@ -1077,19 +1071,23 @@ export async function requireDrillRun(kv: Deno.Kv, actor: Actor, id: string): Pr
 
 /**
  * "Last proven restore" per backup policy in the actor's scope: every policy, with its last passing
- * drill (null: never proven), by name.
+ * drill (null: never proven), by name — the host and drill blanked when the restored host is of an org
+ * outside the actor's scope (`visibleProven`). Reads every proof: the API's list; the dashboard card
+ * reads the bounded `lastProvenRestores` (proven_restores.ts).
  */
 export async function provenRestores(
   kv: Deno.Kv,
   actor: Actor,
   policies: Policy[],
-): Promise<Array<{ policy: Pick<Policy, "id" | "name">; proven: ProvenRestore | null }>> {
+): Promise<Array<{ policy: Pick<Policy, "id" | "name">; proven: ProvenView | null }>> {
   authorize(actor, "backup.view");
   if (!actor.accountId) return [];
   const proven = new Map<string, ProvenRestore>();
   for await (const e of kv.list<ProvenRestore>({ prefix: provenRestoresPrefix(actor.accountId) })) {
     proven.set(e.value.policyId, e.value);
   }
-  return policies.filter((p) => inScope(actor, policyScope(p)))
-    .map((p) => ({ policy: { id: p.id, name: p.name }, proven: proven.get(p.id) ?? null }));
+  return policies.filter((p) => inScope(actor, policyScope(p))).map((p) => {
+    const found = proven.get(p.id);
+    return { policy: { id: p.id, name: p.name }, proven: found ? visibleProven(actor, found) : null };
+  });
 }

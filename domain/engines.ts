@@ -15,6 +15,7 @@ import { type Actor, authorize, inScope, principalActor } from "./rbac.ts";
 import { CertificatePem, DataUrl, inspectCertificate } from "./certificates.ts";
 import { decodePublicKey } from "./signing.ts";
 import { countStatusChange } from "./ops_counters.ts";
+import { besDeletionEpochKey } from "./keys/holds.ts";
 import { DisplayName } from "./validation.ts";
 import {
   deletingEngineKey,
@@ -809,6 +810,8 @@ export async function markEngineDeleting(kv: Deno.Kv, actor: Actor, id: string, 
     };
     const op = holds.check(kv.atomic()).check(entry).set(engineKey(id), next)
       .set(deletingEngineKey(id), now.toISOString())
+      // A hold placement in flight re-reads the BESes being deleted (holds.ts placeHold checks this key).
+      .set(besDeletionEpochKey(engine.accountId), { at: now.toISOString(), engineId: id })
       .delete(liveEngineKey(id));
     countStatusChange(op, "engine", engine.accountId, engine.status, next.status);
     appendAudit(op, actor, {

@@ -10,6 +10,14 @@
  * operation as the hold. Whoever expires points (the retention job, a hand expiry) reads the holds
  * and the epoch first and `check()`s the epoch in the operation that marks points expired, so a hold
  * placed while retention was planning makes that write fail instead of pruning a point just held.
+ *
+ * Holds and BES deletion: whichever comes first wins, the other is refused with a ConflictError naming
+ * it. A BES whose targets hold a held point is not deleted (`refuseIfTargetsHoldHeldPoints`, the case
+ * named; `markEngineDeleting` checks the hold epoch). A hold that would cover a point on a BES already
+ * being deleted is refused naming the BES (`refuseIfBesDeletionCovers`): its cascade cannot be undone,
+ * and a hold that looked placed while the data it keeps is being deleted would be a silent lie. The
+ * placement reads `besDeletionEpochKey` (set by every deletion start) before looking and `check()`s it
+ * in its write, so a deletion started in between makes it retry and refuse.
  */
 import { restorePointKey } from "./keys/restore.ts";
 import { z } from "zod";
@@ -21,8 +29,17 @@ import { getManyValues, withRetry } from "./kv.ts";
 import type { Policy } from "./policies.ts";
 import { policyKey, retiredPolicyKey } from "./policy_keys.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import { activeHoldKey, activeHoldsPrefix, holdEpochKey, holdKey, holdsByAccountKey } from "./keys/holds.ts";
+import {
+  activeHoldKey,
+  activeHoldsPrefix,
+  besDeletionEpochKey,
+  holdEpochKey,
+  holdKey,
+  holdsByAccountKey,
+} from "./keys/holds.ts";
 import { pointsByTargetPrefix } from "./keys/repositories.ts";
+import { deletingEnginesPrefix, engineKey } from "./keys/engines.ts";
+import { targetsByBesPrefix } from "./keys/storage.ts";
 export { activeHoldKey, holdEpochKey, holdKey, holdsByAccountKey };
 
 export const HOLD_SCOPES = ["host", "policy", "point"] as const;
@@ -174,6 +191,9 @@ export async function placeHold(kv: Deno.Kv, actor: Actor, input: HoldInput, now
   return await withRetry(async () => {
     const subject = await resolveSubject(kv, actor, data.scope, data.subjectId);
     authorize(actor, "backup.hold", subject);
+    // Read before looking for BESes being deleted, checked in the write (see the module notes).
+    const deletions = await kv.get(besDeletionEpochKey(subject.accountId));
+    await refuseIfBesDeletionCovers(kv, subject.accountId, data);
     const hold: LegalHold = {
       id: newId(now),
       accountId: subject.accountId,
@@ -196,7 +216,8 @@ export async function placeHold(kv: Deno.Kv, actor: Actor, input: HoldInput, now
       .set(holdKey(hold.id), hold)
       .set(holdsByAccountKey(hold.accountId, hold.id), hold.id)
       .set(activeHoldKey(hold.accountId, hold.id), hold.id)
-      .set(holdEpochKey(hold.accountId), { at: hold.placedAt, holdId: hold.id });
+      .set(holdEpochKey(hold.accountId), { at: hold.placedAt, holdId: hold.id })
+      .check(deletions);
     if (subject.entry) op.check(subject.entry);
     appendAudit(op, actor, {
       accountId: hold.accountId,
@@ -339,6 +360,25 @@ export async function refuseIfTargetsHoldHeldPoints(
 ): Promise<HoldGuard> {
   const guard = await holdGuard(kv, accountId);
   if (!guard.holds.length) return guard;
+  const { covering, heldPoints } = await heldPointsOnTargets(kv, guard.holds, targetIds);
+  if (!heldPoints.length) return guard;
+  const n = heldPoints.length;
+  throw new ConflictError(
+    `${what} cannot be deleted: ${n} restore point${n === 1 ? "" : "s"} on it ${
+      n === 1 ? "is" : "are"
+    } under legal hold (${
+      [...covering.values()].map((h) => `case ${h.caseReference}: ${h.reason}`).join("; ")
+    }; for example ${heldPoints.slice(0, 3).join(", ")}). Held points are never pruned or expired: ` +
+      "release the hold first. Nothing was changed.",
+  );
+}
+
+/** The points (not expired or failed) on the targets that `holds` cover, and the holds covering them. */
+async function heldPointsOnTargets(
+  kv: Deno.Kv,
+  holds: Array<Pick<LegalHold, "id" | "scope" | "subjectId">>,
+  targetIds: string[],
+): Promise<{ covering: Map<string, LegalHold>; heldPoints: string[] }> {
   const covering = new Map<string, LegalHold>();
   const heldPoints: string[] = [];
   for (const targetId of new Set(targetIds)) {
@@ -352,20 +392,47 @@ export async function refuseIfTargetsHoldHeldPoints(
     );
     for (const p of points) {
       if (p.status === "expired" || p.status === "failed") continue;
-      const holds = guard.holds.filter((h) => holdCovers(h, p));
-      if (!holds.length) continue;
+      const covers = holds.filter((h) => holdCovers(h, p));
+      if (!covers.length) continue;
       heldPoints.push(p.id);
-      for (const h of holds) covering.set(h.id, h);
+      for (const h of covers) covering.set(h.id, h as LegalHold);
     }
   }
-  if (!heldPoints.length) return guard;
-  const n = heldPoints.length;
-  throw new ConflictError(
-    `${what} cannot be deleted: ${n} restore point${n === 1 ? "" : "s"} on it ${
-      n === 1 ? "is" : "are"
-    } under legal hold (${
-      [...covering.values()].map((h) => `case ${h.caseReference}: ${h.reason}`).join("; ")
-    }; for example ${heldPoints.slice(0, 3).join(", ")}). Held points are never pruned or expired: ` +
-      "release the hold first. Nothing was changed.",
-  );
+  return { covering, heldPoints };
+}
+
+/**
+ * Refuses (ConflictError naming the BES) a hold that would cover a restore point on a storage target of
+ * a BES of the account being deleted (status `deleting`): the deletion's cascade removes those points
+ * and cannot be stopped, so the hold could not keep them. Reads the BESes being deleted (usually none).
+ */
+export async function refuseIfBesDeletionCovers(
+  kv: Deno.Kv,
+  accountId: string,
+  hold: Pick<LegalHold, "scope" | "subjectId" | "caseReference">,
+): Promise<void> {
+  const ids: string[] = [];
+  for await (const e of kv.list({ prefix: deletingEnginesPrefix() })) ids.push(String(e.key[1]));
+  if (!ids.length) return;
+  const engines = await getManyValues<
+    { id: string; name: string; accountId: string; status: string; storageTargetIds?: string[] }
+  >(kv, ids.map(engineKey));
+  for (const engine of engines) {
+    if (engine.accountId !== accountId || engine.status !== "deleting") continue;
+    const targetIds = [...(engine.storageTargetIds ?? [])];
+    for await (const e of kv.list({ prefix: targetsByBesPrefix(engine.id) })) {
+      targetIds.push(String(e.key[2]));
+    }
+    const { heldPoints } = await heldPointsOnTargets(kv, [{ id: "new", ...hold }], targetIds);
+    if (!heldPoints.length) continue;
+    const n = heldPoints.length;
+    throw new ConflictError(
+      `Legal hold ${hold.caseReference} cannot be placed: BES ${engine.name} is being deleted and ${n} ` +
+        `restore point${n === 1 ? "" : "s"} the hold would cover ${
+          n === 1 ? "is" : "are"
+        } on it (for example ${
+          heldPoints.slice(0, 3).join(", ")
+        }); its deletion cannot be stopped once started. Nothing was changed.`,
+    );
+  }
 }

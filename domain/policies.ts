@@ -72,7 +72,7 @@ export async function listPoliciesByTarget(kv: Deno.Kv, targetId: string): Promi
 
 /** Deletes a policy with its children and indexes (used by the engine cascade). */
 export async function deletePolicyCascade(kv: Deno.Kv, policy: PolicyCore, now: Date): Promise<void> {
-  await deletePolicyChildren(kv, policy.id, now); // the policy cascade (policy_cascade.ts)
+  await deletePolicyChildren(kv, policy, now); // the policy cascade (policy_cascade.ts)
   // The name index entry under the name given and under the current one (renamed since it was read);
   // the policy is counted down only by the write that removes it (checked: once, even when resumed).
   const attempt = async (): Promise<{ value: void } | null> => {

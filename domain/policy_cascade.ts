@@ -23,6 +23,7 @@ import { deletePolicyAssignments } from "./assignments.ts";
 import { type CascadeStep, registerEngineCascade } from "./engines.ts";
 import { deleteHooksOfPolicy, sweepOrphanHooks } from "./hooks.ts";
 import { deleteKeysUnder } from "./pointer_index.ts";
+import { deleteProvenOfPolicy } from "./proven_restores.ts";
 import type { Policy } from "./policies.ts";
 import { applyPolicyRpo } from "./protected.ts";
 import { deleteReplicasOfPolicy, sweepOrphanReplicas } from "./replicas.ts";
@@ -46,11 +47,16 @@ export function policyChildPrefixes(policyId: string): Deno.KvKey[] {
  * (which also keep protected objects, scripts' usage and targets' reference counts right), before the
  * prefixes they are found by are swept. Idempotent: a crash is finished by running it again.
  */
-export async function deletePolicyChildren(kv: Deno.Kv, policyId: string, now: Date): Promise<void> {
-  await deletePolicyAssignments(kv, policyId, now);
-  await deleteHooksOfPolicy(kv, policyId);
-  await deleteReplicasOfPolicy(kv, policyId);
-  for (const prefix of policyChildPrefixes(policyId)) await deleteKeysUnder(kv, prefix);
+export async function deletePolicyChildren(
+  kv: Deno.Kv,
+  policy: { id: string; accountId: string },
+  now: Date,
+): Promise<void> {
+  await deletePolicyAssignments(kv, policy.id, now);
+  await deleteHooksOfPolicy(kv, policy.id);
+  await deleteReplicasOfPolicy(kv, policy.id);
+  await deleteProvenOfPolicy(kv, policy); // its "last proven restore" and the card's indexes
+  for (const prefix of policyChildPrefixes(policy.id)) await deleteKeysUnder(kv, prefix);
 }
 
 /**

@@ -138,3 +138,28 @@ export function joinPath(folder: string, name: string): string {
   const sep = WINDOWS_ABSOLUTE.test(folder) ? "\\" : "/";
   return folder.endsWith(sep) ? folder + name : `${folder}${sep}${name}`;
 }
+
+/**
+ * The path style of a host from the OS its agent reports (`Host.os`): the agent sends `/etc/os-release`'s
+ * PRETTY_NAME on Linux ("Debian GNU/Linux 12"), else `<Deno.build.os> <release>` ("windows 10.0.22631",
+ * "darwin 23.1.0"). Windows hosts take `C:\…` paths; every other OS takes POSIX paths.
+ */
+export function hostPathStyle(os: string): "windows" | "posix" {
+  return /\bwindows\b|\bwin(32|64)\b/i.test(os) ? "windows" : "posix";
+}
+
+/**
+ * Why a normalized absolute path cannot be used on a host of `os` (a Windows path on a POSIX host or the
+ * reverse), or null when it can.
+ */
+export function pathMismatchForHost(path: string, os: string, hostname: string): string | null {
+  const windowsPath = WINDOWS_ABSOLUTE.test(path);
+  const style = hostPathStyle(os);
+  if (style === "windows" && !windowsPath) {
+    return `must be a Windows path (C:\\…): the agent host ${hostname} runs ${os}`;
+  }
+  if (style === "posix" && windowsPath) {
+    return `must be a POSIX path (/…): the agent host ${hostname} runs ${os}, not Windows`;
+  }
+  return null;
+}

@@ -27,9 +27,8 @@ import {
 } from "../components/ui.tsx";
 import { last24hStart, type readHeatmap } from "../domain/dashboard.ts";
 import { getDashboard, getDashboardSection } from "../domain/read_models/dashboard.ts";
-import { provenRestores } from "../domain/drills.ts";
-import { listPolicies } from "../domain/policies.ts";
-import { ProvenRestoresCard } from "../components/proven_restores.tsx";
+import { lastProvenRestores } from "../domain/proven_restores.ts";
+import { PROVEN_CARD_ROWS, ProvenRestoresCard } from "../components/proven_restores.tsx";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { can } from "../domain/rbac.ts";
 import { retrySingleRun } from "../domain/run_retry.ts";
@@ -249,11 +248,13 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
       );
     }
     case "proven": {
-      const rows = await provenRestores(kv, actor, await listPolicies(kv, actor));
-      if (!rows.length) return renderToString(<Empty text="No backup policies yet." quiet />);
+      const card = await lastProvenRestores(kv, actor, PROVEN_CARD_ROWS);
+      if (!card.policies && !card.rows.length) {
+        return renderToString(<Empty text="No backup policies yet." quiet />);
+      }
       return renderToString(
         <>
-          <ProvenRestoresCard rows={rows} />
+          <ProvenRestoresCard card={card} />
           <p class="sub">
             Proven by{" "}
             <a href="/backup/drills">restore drills</a>: restored, every byte verified, time measured.

@@ -11,6 +11,8 @@
  * Objects, runs, counters and indexes are written by the same functions the live writes use
  * (`writeProtected`, `countRunOutcome`, `countOutcomeBuckets`), batched for speed.
  *
+ * Restore drills prove three policies in four, five times each (the "Last proven restore" card).
+ *
  * Flags: --objects 100000 --hosts-per-policy 100 --older-runs 9 --requests 40
  */
 import { parseArgs } from "node:util";
@@ -25,6 +27,8 @@ import { newId } from "../domain/ids.ts";
 import { createLogger } from "../domain/log.ts";
 import { createPolicy, policiesByAccountKey, type Policy, policyKey } from "../domain/policies.ts";
 import { policyCountKey, setPolicyName } from "../domain/policy_names.ts";
+import { type ProvenRestore, setProvenInOp } from "../domain/proven_restores.ts";
+import { provenRestoreKey } from "../domain/keys/drills.ts";
 import {
   hostCoverageKey,
   protectedIndexKeys,
@@ -145,6 +149,47 @@ const t0 = performance.now();
   );
 }
 log(`${policies.length} policies`);
+
+// Restore drills: three policies in four proven, each proof replaced PROOFS_PER_POLICY times (a drill a
+// day), through the write the drills use (`setProvenInOp`, index and counter included): the "Last proven
+// restore" card reads its newest rows and the counters, never every policy or proof.
+const PROOFS_PER_POLICY = 5;
+{
+  let proofs = 0;
+  for (let round = 0; round < PROOFS_PER_POLICY; round++) {
+    let op = kv.atomic();
+    let n = 0;
+    for (let p = 0; p < policies.length; p++) {
+      if (p % 4 === 3) continue;
+      const policy = policies[p];
+      const before = await kv.get<ProvenRestore>(provenRestoreKey(policy.accountId, policy.id));
+      setProvenInOp(op, before, {
+        accountId: policy.accountId,
+        orgId: policy.orgId,
+        policyId: policy.id,
+        policyOrgId: policy.orgId,
+        policyName: policy.name,
+        hostId: templateHost.id,
+        hostName: templateHost.hostname,
+        drillId: newId(seedAt),
+        drillName: "nightly drill",
+        drillRunId: newId(seedAt),
+        at: new Date(NOW.getTime() - (PROOFS_PER_POLICY - round) * DAY + p * 1000).toISOString(),
+        rtoSeconds: 30 + (p % 90),
+        rtoObjectiveSeconds: 3600,
+        bytesPerSecond: 50_000_000,
+      });
+      proofs++;
+      if (++n === 100) {
+        await commit(op);
+        op = kv.atomic();
+        n = 0;
+      }
+    }
+    await commit(op);
+  }
+  log(`${proofs} drill proofs`);
+}
 
 const plans: Plan[] = [];
 {

@@ -56,3 +56,42 @@ export function drillRunsByDrillPrefix(drillId: string): Deno.KvKey {
 export function provenRestoresPrefix(accountId: string): Deno.KvKey {
   return ["drill_proven", accountId];
 }
+/**
+ * "Last proven restore" by time: one entry per proven policy, at its last proof (the dashboard card reads
+ * the newest few without reading every policy). Account-wide, and per the policy's org (`"account"`
+ * for account-level policies) for actors limited to some orgs.
+ */
+export function provenRecentKey(accountId: string, at: string, policyId: string) {
+  return ["drill_proven_recent", accountId, at, policyId] as const;
+}
+
+export function provenRecentPrefix(accountId: string) {
+  return ["drill_proven_recent", accountId] as const;
+}
+
+export function provenRecentByOrgKey(
+  accountId: string,
+  policyOrgId: string | null,
+  at: string,
+  policyId: string,
+) {
+  return ["drill_proven_recent_by_org", accountId, policyOrgId ?? "account", at, policyId] as const;
+}
+
+export function provenRecentByOrgPrefix(accountId: string, policyOrgId: string | null) {
+  return ["drill_proven_recent_by_org", accountId, policyOrgId ?? "account"] as const;
+}
+
+/** How many policies of an org (`"account"`: account-level) have a proven restore (a counter). */
+export function provenCountKey(accountId: string, policyOrgId: string | null) {
+  return ["drill_proven_counts", accountId, policyOrgId ?? "account"] as const;
+}
+
+export function provenCountPrefix(accountId: string) {
+  return ["drill_proven_counts", accountId] as const;
+}
+
+/** Set once the account's proven restores written before the time index have been indexed. */
+export function provenIndexedKey(accountId: string) {
+  return ["drill_proven_indexed", accountId] as const;
+}

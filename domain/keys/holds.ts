@@ -23,3 +23,11 @@ export function holdEpochKey(accountId: string) {
 export function activeHoldsPrefix(accountId: string): Deno.KvKey {
   return ["legal_holds_active", accountId];
 }
+/**
+ * Set with every BES marked for deletion (engines.ts `markEngineDeleting`); a hold placement reads it
+ * before looking for BESes being deleted and `check()`s it, so a deletion started meanwhile makes the
+ * placement retry and see it (holds.ts `placeHold`).
+ */
+export function besDeletionEpochKey(accountId: string) {
+  return ["legal_holds_bes_deletions", accountId] as const;
+}

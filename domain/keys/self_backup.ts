@@ -126,6 +126,12 @@ export const DATABASE_PREFIXES: Record<"config" | "results", readonly string[]> 
     "drills",
     "drills_by_account",
     "drills_by_name",
+    // Legal holds (holds.ts): the holds, their indexes and the epochs expiring writers and placements check.
+    "legal_holds",
+    "legal_holds_by_account",
+    "legal_holds_active",
+    "legal_holds_epoch",
+    "legal_holds_bes_deletions",
   ],
   results: [
     "audit",
@@ -206,6 +212,10 @@ export const DATABASE_PREFIXES: Record<"config" | "results", readonly string[]> 
     "drill_runs_by_job",
     "drill_runs_open",
     "drill_proven",
+    "drill_proven_recent",
+    "drill_proven_recent_by_org",
+    "drill_proven_counts",
+    "drill_proven_indexed",
     // The anomaly guard (anomalies.ts): flagged backups and their indexes, baselines, prune freezes.
     "anomalies",
     "anomalies_by_account",

@@ -5,33 +5,17 @@
  * path the source folder), assigns the agent's host on the policy page and clicks Run now; the run's page shows its progress bar (the policy caps the transfer at 2 MBps so
  * the run lasts a few seconds), then the run finishes with a restore point; on Restore they browse the point, select a file,
  * restore it to another path and see the restore finish (progress bar at its end); the restored file on
- * disk has the original bytes.
+ * disk has the original bytes. The programs are one fixture of the file (scenario.ts), built by whichever test
+ * runs first; each test stands alone with a policy of its own, walking the journey as far as it checks.
  */
 import assert from "node:assert/strict";
 import type { Locator, Page, Response } from "playwright-core";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { spawnBes } from "../integration/bes_world.ts";
 import { type Program, spawnAgent } from "../integration/engines_world.ts";
-import {
-  apiClient,
-  type Browser,
-  describeProblems,
-  launchBrowser,
-  screenshot,
-  seedTenant,
-  type Server,
-  signIn,
-  startServer,
-  waitFor,
-} from "./harness.ts";
+import { screenshot, signIn, waitFor } from "./harness.ts";
+import { scenario, type ScenarioContext } from "./scenario.ts";
 
-const ADMIN = {
-  accountName: "Northwind Engines",
-  orgName: "Head Office",
-  email: "engines.admin@northwind.example",
-  name: "Ebba Admin",
-  password: "engines admin password 2026",
-};
 const HOSTNAME = "files01.northwind.internal";
 const POLICY = "Files nightly";
 
@@ -45,253 +29,262 @@ async function submit(page: Page, path: string, button: Locator): Promise<Respon
   return res;
 }
 
-Deno.test("engines journey: real BES and agent, from the policy page to a restored file on disk", async (t) => {
+const { test, fixture } = scenario("Northwind Engines");
+
+/** The source folder, the BES program with a Local target, and the agent program, online. */
+const programs = fixture(async ({ server, tenant, api, onCleanup }) => {
+  const { orgSecret } = tenant;
   const tmp = await Deno.makeTempDir({ prefix: "cadres-e2e-engines-" });
-  const dataDir = `${tmp}/server`;
-  await Deno.mkdir(dataDir);
-  let server: Server | null = null;
-  let browser: Browser | null = null;
   const programs: Program[] = [];
-  const outputs = () => [server?.output() ?? "", ...programs.map((p) => p.output)].join("\n----\n");
-  try {
-    const { admin, orgSecret, apiToken } = await seedTenant(dataDir, ADMIN);
-    server = await startServer({ dataDir });
-    const api = apiClient(server.baseUrl, apiToken);
-
-    // The source folder the agent backs up.
-    const src = `${tmp}/src`;
-    await Deno.mkdir(`${src}/reports`, { recursive: true });
-    const original = deterministicBytes("budget", 150_000);
-    await Deno.writeFile(`${src}/reports/budget.xlsx`, original);
-    await Deno.writeFile(`${src}/reports/minutes.txt`, new TextEncoder().encode("minutes\n".repeat(100)));
-    await Deno.writeFile(`${src}/readme.txt`, new TextEncoder().encode("hello"));
-    // 8 MB that do not compress in 32 files, read at the policy's 2 MBps cap: a run of a few seconds whose
-    // progress (in files done) shows.
-    await Deno.mkdir(`${src}/media`);
-    for (let i = 0; i < 32; i++) {
-      await Deno.writeFile(`${src}/media/clip${i}.bin`, deterministicBytes(`clip${i}`, 256 * 1024));
-    }
-
-    // The BES program: registers, goes online; a Local target on it, and a policy (the operator's).
-    const bes = spawnBes(server.baseUrl, orgSecret, `${tmp}/bes`, "bes-north", { tls: true });
-    programs.push(bes);
-    const besId = await waitFor(
-      "the BES to go online",
-      async () => {
-        if (bes.exited) throw new Error(`the BES exited:\n${bes.output}`);
-        const res = await api("GET", "/api/v1/engines");
-        const e = (res.json().values as { id: string; name: string; status: string }[])
-          .find((x) => x.name === "bes-north");
-        return e?.status === "online" ? e.id : undefined;
-      },
-      60_000,
-      200,
-    );
-    const targetRoot = `${tmp}/target`;
-    await Deno.mkdir(targetRoot);
-    const target = await api("POST", "/api/v1/storage", {
-      name: "Primary Disk",
-      type: "local",
-      config: { path: targetRoot },
-      besId,
-    });
-    assert.equal(target.status, 201, target.text);
-    const targetId: string = target.json().id;
-
-    // The agent program: enrolls with the org secret and heartbeats.
-    // Its default root is another folder: the policy's include path chooses what is backed up.
-    await Deno.mkdir(`${tmp}/elsewhere`);
-    const agent = spawnAgent(server.baseUrl, orgSecret, `${tmp}/agent`, HOSTNAME, [`${tmp}/elsewhere`]);
-    programs.push(agent);
-    const hostId = await waitFor(
-      "the agent's host to be online",
-      async () => {
-        if (agent.exited) throw new Error(`the agent exited:\n${agent.output}`);
-        const res = await api("GET", "/api/v1/hosts");
-        const h = (res.json().values as { id: string; hostname: string; status: string }[])
-          .find((x) => x.hostname === HOSTNAME);
-        return h?.status === "online" ? h.id : undefined;
-      },
-      60_000,
-      200,
-    );
-
-    browser = await launchBrowser(server.baseUrl);
-    const { page } = browser;
-    const ok = (passed: boolean) => {
-      if (!passed) throw new Error(`a previous step failed; later steps depend on it\n${outputs()}`);
-    };
-
-    let policyPath = "";
-    ok(
-      await t.step("1. the administrator creates a file policy that backs up the source folder", async () => {
-        await signIn(page, admin.email, admin.password);
-        await page.goto("/backup/policies/new");
-        await page.locator("#f-name").fill(POLICY);
-        await page.locator("#f-besId").selectOption({ label: "bes-north" });
-        await page.locator("#f-targetId").selectOption(targetId);
-        await page.locator("#f-backupType").selectOption("file");
-        await page.locator("#f-fullSchedule").fill("0 2 * * 0");
-        await page.locator("#f-includePaths").fill(src);
-        await page.locator("#f-maxTransferMbps").fill("2");
-        await screenshot(page, "engines-01-policy-form");
-        const res = await submit(
-          page,
-          "/backup/policies/new",
-          page.getByRole("button", { name: "Create policy" }),
-        );
-        assert.equal(res.status(), 303);
-        await page.waitForURL((url) =>
-          /^\/backup\/policies\/\w+$/.test(url.pathname) && !url.pathname.endsWith("/new")
-        );
-        policyPath = new URL(page.url()).pathname;
-        await page.getByRole("heading", { name: POLICY, level: 1 }).waitFor();
-      }),
-    );
-
-    ok(
-      await t.step("2. on the policy page the administrator assigns the agent's host", async () => {
-        await page.goto(policyPath);
-        const option = await page.locator("select[name=hostId] option", { hasText: HOSTNAME })
-          .getAttribute("value");
-        assert.equal(option, hostId);
-        await page.locator("select[name=hostId]").selectOption(option!);
-        const assigned = await submit(
-          page,
-          `${policyPath}/assignments`,
-          page.getByRole("button", { name: "Assign", exact: true }),
-        );
-        assert.equal(assigned.status(), 303);
-        assert.equal(await page.locator("[data-testid=assignment-row]").count(), 1);
-        await screenshot(page, "engines-02-assigned");
-      }),
-    );
-
-    let restorePointId = "";
-    ok(
-      await t.step("3. Run now: the agent backs up through the BES; the run succeeds", async () => {
-        await page.goto(policyPath);
-        const panel = page.locator("section#run-now");
-        await panel.getByRole("heading", { name: "Run now" }).waitFor();
-        await panel.getByLabel("Kind").selectOption({ label: "Full" });
-        const res = await submit(page, `${policyPath}/run`, panel.getByRole("button", { name: "Run now" }));
-        assert.equal(res.status(), 303);
-        // The run's page: while the agent backs up, the progress bar shows what it reported.
-        await page.locator("[data-testid=run-row] a").first().click();
-        await page.waitForURL((url) => url.pathname.startsWith("/backup/runs/"));
-        const runPath = new URL(page.url()).pathname;
-        const percent = await waitFor(
-          "the run's progress bar",
-          async () => {
-            await page.goto(runPath);
-            const bar = page.locator("[data-testid=run-progress] progress");
-            const value = (await bar.count()) ? Number(await bar.getAttribute("value")) : 0;
-            return value > 0 ? value : undefined;
-          },
-          60_000,
-          300,
-        );
-        assert.ok(percent > 0 && percent < 100, `${percent}`);
-        await screenshot(page, "engines-03-run-progress");
-        const status = await waitFor(
-          "the run to finish",
-          async () => {
-            await page.goto(runPath);
-            const facts = await page.locator("[data-testid=run-facts]").innerText();
-            const m = /Status\s+(\w+)/.exec(facts);
-            return m && ["success", "warning", "failed"].includes(m[1]) ? m[1] : undefined;
-          },
-          90_000,
-          500,
-        );
-        assert.equal(status, "success", outputs());
-        assert.equal(await page.locator("[data-testid=run-progress]").count(), 0, "no bar once it ended");
-        await page.goto(policyPath);
-        const row = await page.locator("[data-testid=run-row]").first().locator("td").allInnerTexts();
-        assert.equal(row[3].trim(), "success");
-        await screenshot(page, "engines-04-run-finished");
-        const policyId = policyPath.split("/").pop()!;
-        const points = await api("GET", `/api/v1/restore-points?policyId=${policyId}`);
-        assert.equal(points.status, 200, points.text);
-        const values = points.json().values as { id: string; hostId: string; fileCount: number }[];
-        assert.equal(values.length, 1, points.text);
-        assert.equal(values[0].fileCount, 35);
-        restorePointId = values[0].id;
-      }),
-    );
-
-    ok(
-      await t.step("4. Restore: the point is browsed through the BES; a file is selected", async () => {
-        await page.goto(`/backup/restore?hostId=${hostId}&restorePointId=${restorePointId}`);
-        await page.locator("[data-testid=selected-point]").waitFor();
-        await Promise.all([
-          page.waitForURL((url) => url.pathname.startsWith("/backup/restore/points/")),
-          page.getByRole("link", { name: "Browse and restore files" }).click(),
-        ]);
-        await page.locator("[data-island=BrowseTree][data-hydrated=true]").waitFor();
-        await page.locator("#browse-path").fill(`${src}/reports`);
-        await page.getByRole("button", { name: "Browse", exact: true }).click();
-        const row = page.locator(`[data-testid=browse-entries] tr[data-path='${src}/reports/budget.xlsx']`);
-        await row.waitFor({ timeout: 60_000 });
-        assert.equal(await page.locator("[data-testid=browse-entries] tbody tr").count(), 2);
-        await page.getByRole("checkbox", { name: `Select ${src}/reports/budget.xlsx` }).check();
-        await waitFor(
-          "the selection in the paths field",
-          async () =>
-            (await page.locator("[data-testid=selected-paths]").inputValue()) ===
-              `${src}/reports/budget.xlsx`,
-          5_000,
-        );
-        // The original location is the default target; this journey restores to another folder.
-        assert.equal(await page.locator("#f-location-original").isChecked(), true, "the default target");
-        await page.locator("#f-location-other").check();
-        await page.locator("#restore-files input[name=targetPath]").fill(`${tmp}/restored`);
-        await screenshot(page, "engines-05-file-selected");
-      }),
-    );
-
-    ok(
-      await t.step(
-        "5. Restore files: the agent restores it; the restore finishes; the bytes match",
-        async () => {
-          const pointPath = new URL(page.url()).pathname;
-          const res = await submit(
-            page,
-            `${pointPath}/files`,
-            page.getByRole("button", { name: "Restore files", exact: true }),
-          );
-          assert.equal(res.status(), 303);
-          await page.waitForURL((url) => url.pathname.startsWith("/backup/restore/requests/"));
-          await page.locator("[data-testid=restore-progress][data-status=success]").waitFor({
-            timeout: 90_000,
-          });
-          assert.equal(
-            await page.locator("[data-testid=restore-progress] progress").getAttribute("value"),
-            "100",
-          );
-          const result = (await page.locator("[data-testid=restore-result]").innerText()).replace(
-            /\s+/g,
-            " ",
-          );
-          assert.match(result, /Files restored 1/);
-          await screenshot(page, "engines-06-restored");
-          const restored = await Deno.readFile(`${tmp}/restored${src}/reports/budget.xlsx`);
-          assert.deepEqual(restored, original);
-          const others = await Array.fromAsync(Deno.readDir(`${tmp}/restored${src}/reports`));
-          assert.deepEqual(others.map((e) => e.name), ["budget.xlsx"], "only the selected file");
-        },
-      ),
-    );
-
-    await t.step("no CSP violations or script errors on any page visited", () => {
-      assert.deepEqual(browser!.cspViolations(), [], describeProblems(browser!.cspViolations()));
-      const unexpected = browser!.unexpectedProblems();
-      assert.deepEqual(unexpected, [], describeProblems(unexpected));
-    });
-  } finally {
-    await browser?.close();
+  onCleanup(async () => {
     for (const p of programs) await p.stop();
-    await server?.stop();
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  });
+  const outputs = () => [server.output(), ...programs.map((p) => p.output)].join("\n----\n");
+  // The source folder the agent backs up.
+  const src = `${tmp}/src`;
+  await Deno.mkdir(`${src}/reports`, { recursive: true });
+  const original = deterministicBytes("budget", 150_000);
+  await Deno.writeFile(`${src}/reports/budget.xlsx`, original);
+  await Deno.writeFile(`${src}/reports/minutes.txt`, new TextEncoder().encode("minutes\n".repeat(100)));
+  await Deno.writeFile(`${src}/readme.txt`, new TextEncoder().encode("hello"));
+  // 8 MB that do not compress in 32 files, read at the policy's 2 MBps cap: a run of a few seconds whose
+  // progress (in files done) shows.
+  await Deno.mkdir(`${src}/media`);
+  for (let i = 0; i < 32; i++) {
+    await Deno.writeFile(`${src}/media/clip${i}.bin`, deterministicBytes(`clip${i}`, 256 * 1024));
   }
+
+  // The BES program: registers, goes online; a Local target on it, and a policy (the operator's).
+  const bes = spawnBes(server.baseUrl, orgSecret, `${tmp}/bes`, "bes-north", { tls: true });
+  programs.push(bes);
+  const besId = await waitFor(
+    "the BES to go online",
+    async () => {
+      if (bes.exited) throw new Error(`the BES exited:\n${bes.output}`);
+      const res = await api("GET", "/api/v1/engines");
+      const e = (res.json().values as { id: string; name: string; status: string }[])
+        .find((x) => x.name === "bes-north");
+      return e?.status === "online" ? e.id : undefined;
+    },
+    60_000,
+    200,
+  );
+  const targetRoot = `${tmp}/target`;
+  await Deno.mkdir(targetRoot);
+  const target = await api("POST", "/api/v1/storage", {
+    name: "Primary Disk",
+    type: "local",
+    config: { path: targetRoot },
+    besId,
+  });
+  assert.equal(target.status, 201, target.text);
+  const targetId: string = target.json().id;
+
+  // The agent program: enrolls with the org secret and heartbeats.
+  // Its default root is another folder: the policy's include path chooses what is backed up.
+  await Deno.mkdir(`${tmp}/elsewhere`);
+  const agent = spawnAgent(server.baseUrl, orgSecret, `${tmp}/agent`, HOSTNAME, [`${tmp}/elsewhere`]);
+  programs.push(agent);
+  const hostId = await waitFor(
+    "the agent's host to be online",
+    async () => {
+      if (agent.exited) throw new Error(`the agent exited:\n${agent.output}`);
+      const res = await api("GET", "/api/v1/hosts");
+      const h = (res.json().values as { id: string; hostname: string; status: string }[])
+        .find((x) => x.hostname === HOSTNAME);
+      return h?.status === "online" ? h.id : undefined;
+    },
+    60_000,
+    200,
+  );
+
+  return { tmp, src, original, targetId, hostId, outputs, api };
+});
+
+/** Signs the fixture's administrator in; a policy name of this test's own. */
+async function journey(ctx: ScenarioContext) {
+  const { value: w, tenant } = await programs();
+  await signIn(ctx.page, tenant.admin.email, tenant.admin.password);
+  return {
+    ...w,
+    page: ctx.page,
+    policyName: `${POLICY} ${crypto.randomUUID().slice(0, 8)}`,
+    policyPath: "",
+    restorePointId: "",
+    restored: `${w.tmp}/restored-${crypto.randomUUID()}`,
+  };
+}
+
+type Journey = Awaited<ReturnType<typeof journey>>;
+
+/** 1. The administrator creates a file policy that backs up the source folder. */
+async function step1(j: Journey) {
+  const { page, targetId, src } = j;
+  await page.goto("/backup/policies/new");
+  await page.locator("#f-name").fill(j.policyName);
+  await page.locator("#f-besId").selectOption({ label: "bes-north" });
+  await page.locator("#f-targetId").selectOption(targetId);
+  await page.locator("#f-backupType").selectOption("file");
+  await page.locator("#f-fullSchedule").fill("0 2 * * 0");
+  await page.locator("#f-includePaths").fill(src);
+  await page.locator("#f-maxTransferMbps").fill("2");
+  await screenshot(page, "engines-01-policy-form");
+  const res = await submit(
+    page,
+    "/backup/policies/new",
+    page.getByRole("button", { name: "Create policy" }),
+  );
+  assert.equal(res.status(), 303);
+  await page.waitForURL((url) =>
+    /^\/backup\/policies\/\w+$/.test(url.pathname) && !url.pathname.endsWith("/new")
+  );
+  j.policyPath = new URL(page.url()).pathname;
+  await page.getByRole("heading", { name: j.policyName, level: 1 }).waitFor();
+}
+
+/** 2. On the policy page the administrator assigns the agent's host. */
+async function step2(j: Journey) {
+  const { page, policyPath, hostId } = j;
+  await page.goto(policyPath);
+  const option = await page.locator("select[name=hostId] option", { hasText: HOSTNAME })
+    .getAttribute("value");
+  assert.equal(option, hostId);
+  await page.locator("select[name=hostId]").selectOption(option!);
+  const assigned = await submit(
+    page,
+    `${policyPath}/assignments`,
+    page.getByRole("button", { name: "Assign", exact: true }),
+  );
+  assert.equal(assigned.status(), 303);
+  assert.equal(await page.locator("[data-testid=assignment-row]").count(), 1);
+  await screenshot(page, "engines-02-assigned");
+}
+
+/** 3. Run now: the agent backs up through the BES; the run succeeds. */
+async function step3(j: Journey) {
+  const { page, policyPath, outputs, api } = j;
+  await page.goto(policyPath);
+  const panel = page.locator("section#run-now");
+  await panel.getByRole("heading", { name: "Run now" }).waitFor();
+  await panel.getByLabel("Kind").selectOption({ label: "Full" });
+  const res = await submit(page, `${policyPath}/run`, panel.getByRole("button", { name: "Run now" }));
+  assert.equal(res.status(), 303);
+  // The run's page: while the agent backs up, the progress bar shows what it reported.
+  await page.locator("[data-testid=run-row] a").first().click();
+  await page.waitForURL((url) => url.pathname.startsWith("/backup/runs/"));
+  const runPath = new URL(page.url()).pathname;
+  const percent = await waitFor(
+    "the run's progress bar",
+    async () => {
+      await page.goto(runPath);
+      const bar = page.locator("[data-testid=run-progress] progress");
+      const value = (await bar.count()) ? Number(await bar.getAttribute("value")) : 0;
+      return value > 0 ? value : undefined;
+    },
+    60_000,
+    300,
+  );
+  assert.ok(percent > 0 && percent < 100, `${percent}`);
+  await screenshot(page, "engines-03-run-progress");
+  const status = await waitFor(
+    "the run to finish",
+    async () => {
+      await page.goto(runPath);
+      const facts = await page.locator("[data-testid=run-facts]").innerText();
+      const m = /Status\s+(\w+)/.exec(facts);
+      return m && ["success", "warning", "failed"].includes(m[1]) ? m[1] : undefined;
+    },
+    90_000,
+    500,
+  );
+  assert.equal(status, "success", outputs());
+  assert.equal(await page.locator("[data-testid=run-progress]").count(), 0, "no bar once it ended");
+  await page.goto(policyPath);
+  const row = await page.locator("[data-testid=run-row]").first().locator("td").allInnerTexts();
+  assert.equal(row[3].trim(), "success");
+  await screenshot(page, "engines-04-run-finished");
+  const policyId = policyPath.split("/").pop()!;
+  const points = await api("GET", `/api/v1/restore-points?policyId=${policyId}`);
+  assert.equal(points.status, 200, points.text);
+  const values = points.json().values as { id: string; hostId: string; fileCount: number }[];
+  assert.equal(values.length, 1, points.text);
+  assert.equal(values[0].fileCount, 35);
+  j.restorePointId = values[0].id;
+}
+
+/** 4. Restore: the point is browsed through the BES; a file is selected. */
+async function step4(j: Journey) {
+  const { page, hostId, src } = j;
+  await page.goto(`/backup/restore?hostId=${hostId}&restorePointId=${j.restorePointId}`);
+  await page.locator("[data-testid=selected-point]").waitFor();
+  await Promise.all([
+    page.waitForURL((url) => url.pathname.startsWith("/backup/restore/points/")),
+    page.getByRole("link", { name: "Browse and restore files" }).click(),
+  ]);
+  await page.locator("[data-island=BrowseTree][data-hydrated=true]").waitFor();
+  await page.locator("#browse-path").fill(`${src}/reports`);
+  await page.getByRole("button", { name: "Browse", exact: true }).click();
+  const row = page.locator(`[data-testid=browse-entries] tr[data-path='${src}/reports/budget.xlsx']`);
+  await row.waitFor({ timeout: 60_000 });
+  assert.equal(await page.locator("[data-testid=browse-entries] tbody tr").count(), 2);
+  await page.getByRole("checkbox", { name: `Select ${src}/reports/budget.xlsx` }).check();
+  await waitFor(
+    "the selection in the paths field",
+    async () =>
+      (await page.locator("[data-testid=selected-paths]").inputValue()) ===
+        `${src}/reports/budget.xlsx`,
+    5_000,
+  );
+  // The original location is the default target; this journey restores to another folder.
+  assert.equal(await page.locator("#f-location-original").isChecked(), true, "the default target");
+  await page.locator("#f-location-other").check();
+  await page.locator("#restore-files input[name=targetPath]").fill(`${j.restored}`);
+  await screenshot(page, "engines-05-file-selected");
+}
+
+/** 5. Restore files: the agent restores it; the restore finishes; the bytes match. */
+async function step5(j: Journey) {
+  const { page, src, original } = j;
+  const pointPath = new URL(page.url()).pathname;
+  const res = await submit(
+    page,
+    `${pointPath}/files`,
+    page.getByRole("button", { name: "Restore files", exact: true }),
+  );
+  assert.equal(res.status(), 303);
+  await page.waitForURL((url) => url.pathname.startsWith("/backup/restore/requests/"));
+  await page.locator("[data-testid=restore-progress][data-status=success]").waitFor({
+    timeout: 90_000,
+  });
+  assert.equal(
+    await page.locator("[data-testid=restore-progress] progress").getAttribute("value"),
+    "100",
+  );
+  const result = (await page.locator("[data-testid=restore-result]").innerText()).replace(
+    /\s+/g,
+    " ",
+  );
+  assert.match(result, /Files restored 1/);
+  await screenshot(page, "engines-06-restored");
+  const restored = await Deno.readFile(`${j.restored}${src}/reports/budget.xlsx`);
+  assert.deepEqual(restored, original);
+  const others = await Array.fromAsync(Deno.readDir(`${j.restored}${src}/reports`));
+  assert.deepEqual(others.map((e) => e.name), ["budget.xlsx"], "only the selected file");
+}
+
+test("engines journey: 1. the administrator creates a file policy; 2. assigns the agent's host on its page", async (ctx) => {
+  const j = await journey(ctx);
+  await step1(j);
+  await step2(j);
+});
+
+test("engines journey: 3. Run now: the agent backs up through the BES; the run succeeds", async (ctx) => {
+  const j = await journey(ctx);
+  for (const step of [step1, step2, step3]) await step(j);
+});
+
+test("engines journey: 4. the point is browsed through the BES; 5. a file restored to another folder has its bytes", async (ctx) => {
+  const j = await journey(ctx);
+  for (const step of [step1, step2, step3, step4, step5]) await step(j);
 });

@@ -376,6 +376,22 @@ export async function launchBrowser(
     await Deno.remove(profile, { recursive: true }).catch(() => {});
     throw error;
   }
+  return await watchContext(context, async () => {
+    try {
+      await context.close();
+    } finally {
+      await Deno.remove(profile, { recursive: true }).catch(() => {});
+    }
+  });
+}
+
+/**
+ * Watches every page of `context` (console errors and warnings, page errors, CSP violations through a
+ * `securitypolicyviolation` listener) and returns it as a `Browser` whose `close` runs `close`. Used by
+ * `launchBrowser` (a persistent context of its own) and the scenario wrapper (a context per test of a
+ * shared chromium).
+ */
+export async function watchContext(context: BrowserContext, close: () => Promise<void>): Promise<Browser> {
   context.setDefaultTimeout(20_000);
   context.setDefaultNavigationTimeout(30_000);
   const problems: BrowserProblem[] = [];
@@ -422,13 +438,7 @@ export async function launchBrowser(
         (p.type === "error" &&
           !/^Failed to load resource: the server responded with a status of/.test(p.text))
       ),
-    async close() {
-      try {
-        await context.close();
-      } finally {
-        await Deno.remove(profile, { recursive: true }).catch(() => {});
-      }
-    },
+    close,
   };
 }
 

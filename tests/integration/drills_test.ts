@@ -28,6 +28,11 @@ import {
 import { ForbiddenError, NotFoundError, ValidationError } from "../../domain/errors.ts";
 import { applyResult, claimJobs, expireLeases, getJob, type Job, LEASE_MS } from "../../domain/job_queue.ts";
 import { createPolicy, listPolicies } from "../../domain/policies.ts";
+import { lastProvenRestores } from "../../domain/proven_restores.ts";
+import { createApiToken } from "../../domain/api_tokens.ts";
+import { enrollHost } from "../../domain/hosts.ts";
+import { ROLE_PERMISSIONS } from "../../domain/types.ts";
+import { generateKeyPair } from "../../domain/signing.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { applyJobOutcome } from "../../domain/job_outcomes.ts";
 import { listRunsByPolicy } from "../../domain/runs.ts";
@@ -684,4 +689,128 @@ Deno.test("deleting a drill with more open alerts than one write holds resolves 
     if (e.value.status === "resolved") resolved++;
   }
   assert.equal(resolved, 95);
+});
+
+Deno.test("last proven restore: an admin's cross-org drill never shows another org's host name", async () => {
+  const w = await world();
+  using _kv = w.kv;
+  const now = await backUpHostA2(w);
+  const admin = userActor(w.admin);
+  const all = await createDrill(w.kv, admin, input(w, { name: "cross-org" }), now);
+  const runs = await runDrillNow(w.kv, admin, all.id, now);
+  assert.equal(runs.length, 2);
+  // The agent answers A1's host's job first, then A2's: A2's host is the policy's newest proof.
+  await answer(w, goodReport(1000));
+  w.clock.advance(1000);
+  await answer(w, goodReport(1000));
+  const a2Run = runs.find((r) => r.hostId === w.hostA2.id)!;
+  assert.equal((await w.kv.get<DrillRun>(drillRunKey(a2Run.id))).value!.status, "passed");
+
+  // The admin sees it whole.
+  const adminCard = await lastProvenRestores(w.kv, admin, 20);
+  assert.deepEqual(
+    [adminCard.rows[0].proven.hostName, adminCard.rows[0].proven.hidden],
+    [w.hostA2.hostname, false],
+  );
+  // A1's users see that the policy was proven, when and how fast — not A2's host, drill or run.
+  for (const user of [w.viewer, w.operatorA1, w.restorerA1]) {
+    const actor = userActor(user);
+    const card = await lastProvenRestores(w.kv, actor, 20);
+    assert.equal(card.rows.length, 1);
+    const { proven } = card.rows[0];
+    assert.equal(proven.hidden, true);
+    assert.deepEqual([proven.hostId, proven.hostName, proven.drillRunId], ["", "", ""]);
+    const list = await provenRestores(w.kv, actor, await listPolicies(w.kv, actor));
+    assert.equal(list.find((r) => r.policy.id === w.policy.id)!.proven!.hostName, "");
+    assert.ok(!JSON.stringify([card, list]).includes(w.hostA2.hostname), "A2's host name leaks to A1");
+  }
+  // The rendered card too.
+  const { app } = testApp(w.kv, w.clock);
+  const browser = new Browser(app);
+  await signInAs(browser, w.kv, w.viewer, w.clock.now());
+  const html = await (await browser.get("/backup/dashboard/sections/proven")).text();
+  assert.ok(html.includes("proven-restores"), html);
+  assert.ok(html.includes("on a host of another organization"), html);
+  assert.ok(!html.includes(w.hostA2.hostname) && !html.includes(a2Run.id), html);
+});
+
+Deno.test("scratch path must suit the agent's OS: a Windows path on a Linux agent is one 422 naming scratchPath (domain, API, form)", async () => {
+  const w = await world();
+  using _kv = w.kv;
+  const admin = userActor(w.admin);
+  const before = await kvSnapshot(w.kv);
+  // The world's agent reports Debian 12: a Windows path (either slash) is refused, naming the host.
+  for (const scratchPath of ["C:\\drills", "c:/drills", "D:\\backup\\scratch"]) {
+    await assert.rejects(
+      () => createDrill(w.kv, admin, input(w, { scratchPath }), w.clock.now()),
+      (e: unknown) => {
+        assert.ok(e instanceof ValidationError, String(e));
+        assert.match(
+          e.fields.scratchPath ?? "",
+          /must be a POSIX path .*drill\.acme\.example runs Debian 12/,
+        );
+        return true;
+      },
+    );
+  }
+  assert.equal(await kvSnapshot(w.kv), before, "a refused drill changes nothing");
+
+  // A Windows agent takes a Windows path and refuses a POSIX one.
+  const { host: win } = await enrollHost(w.kv, { accountId: w.tenant.account.id, orgId: w.a1.id }, {
+    hostname: "win.acme.example",
+    os: "windows 10.0.22631",
+    ipAddress: "10.0.0.20",
+    publicKey: generateKeyPair().publicKey,
+    version: "1",
+  }, w.clock.now());
+  await assert.rejects(
+    () => createDrill(w.kv, admin, input(w, { agentHostId: win.id }), w.clock.now()),
+    (e: unknown) =>
+      e instanceof ValidationError &&
+      /must be a Windows path .*win\.acme\.example/.test(e.fields.scratchPath ?? ""),
+  );
+  const onWindows = await createDrill(
+    w.kv,
+    admin,
+    input(w, { agentHostId: win.id, scratchPath: "c:/drills" }),
+    w.clock.now(),
+  );
+  assert.equal(onWindows.scratchPath, "C:\\drills");
+  // Moving a drill to a Linux agent without changing its Windows path is refused too.
+  await assert.rejects(
+    () => updateDrill(w.kv, admin, onWindows.id, input(w, { scratchPath: "C:\\drills" }), w.clock.now()),
+    (e: unknown) => e instanceof ValidationError && "scratchPath" in e.fields,
+  );
+
+  // The API: 422 with the error shape naming the field; the form: 422 with the field marked.
+  const { app } = testApp(w.kv, w.clock);
+  const { secret } = await createApiToken(w.kv, admin, {
+    name: "t",
+    permissions: [...ROLE_PERMISSIONS.admin],
+    expiresInDays: 0,
+  }, w.clock.now());
+  const res = await app.request("http://localhost:8000/api/v1/drills", {
+    method: "POST",
+    headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
+    body: JSON.stringify(input(w, { name: "api", scratchPath: "C:\\drills" })),
+  });
+  assert.equal(res.status, 422);
+  const body = await res.json();
+  assert.equal(body.error.code, "invalid", JSON.stringify(body));
+  assert.match(body.error.fields.scratchPath, /must be a POSIX path/);
+  const browser = new Browser(app);
+  await signInAs(browser, w.kv, w.admin, w.clock.now());
+  const page = await browser.postForm("/backup/drills", {
+    name: "form",
+    schedule: "0 3 * * 6",
+    scopeType: "policies",
+    policyIds: w.policy.id,
+    mode: "sample",
+    sampleCount: "5",
+    agentHostId: w.agent.id,
+    scratchPath: "C:\\drills",
+    rtoObjectiveSeconds: "120",
+  }, { tokenFrom: "/backup/drills/new" });
+  assert.equal(page.status, 422);
+  assert.match(await page.text(), /must be a POSIX path/);
 });

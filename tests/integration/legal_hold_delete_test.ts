@@ -7,8 +7,8 @@
  */
 import assert from "node:assert/strict";
 import { ConflictError } from "../../domain/errors.ts";
-import { deleteEngine, getEngine } from "../../domain/engines.ts";
-import { placeHold, releaseHold } from "../../domain/holds.ts";
+import { deleteEngine, getEngine, markEngineDeleting } from "../../domain/engines.ts";
+import { listHolds, placeHold, releaseHold } from "../../domain/holds.ts";
 import type { Job } from "../../domain/job_queue.ts";
 import { retiredPolicyKey } from "../../domain/policies.ts";
 import { applyRetention } from "../../domain/retention_apply.ts";
@@ -138,4 +138,78 @@ Deno.test("four-eyes: a BES deletion requested before a hold was placed ends fai
   const again = await api("DELETE", `/api/v1/engines/${w.engine.id}`);
   assert.equal(again.status, 409);
   assert.match(again.body.error.message, /CASE-7/);
+});
+
+Deno.test("a hold on data of a BES already being deleted is refused naming the BES; nothing is placed", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const w = await fourEyesWorld(kv, 2);
+  const [rp] = await allPoints(kv);
+  // The deletion's first step ran (a crash, or the cascade still under way): the BES is `deleting`.
+  await markEngineDeleting(kv, w.actors.admin2, w.engine.id, w.clock.now());
+  for (
+    const [scope, subjectId] of [["point", rp.id], ["host", w.host.id], ["policy", w.policy.id]] as const
+  ) {
+    await assert.rejects(
+      () => hold(kv, w, scope, subjectId),
+      (e) =>
+        e instanceof ConflictError &&
+        e.message.includes(`BES ${w.engine.name} is being deleted`) && e.message.includes("CASE-7"),
+    );
+  }
+  assert.deepEqual(await listHolds(kv, w.actors.admin1, { status: "all" }), [], "no hold was placed");
+  // A hold on another host, with no point on the BES being deleted, is placed.
+  const { host: other } = await enrollHost(kv, { accountId: w.tenant.account.id, orgId: w.org.id }, {
+    hostname: "other.acme.example",
+    os: "Debian 12",
+    ipAddress: "10.0.0.10",
+    publicKey: generateKeyPair().publicKey,
+    version: "1",
+  }, w.clock.now());
+  assert.equal((await hold(kv, w, "host", other.id)).status, "active");
+});
+
+Deno.test("legal hold vs BES deletion race: exactly one wins, and a placed hold's points are never deleted (many iterations)", async () => {
+  const ITERATIONS = 40;
+  const outcomes = { hold: 0, deletion: 0 };
+  for (let i = 0; i < ITERATIONS; i++) {
+    using kv = await Deno.openKv(":memory:");
+    const w = await fourEyesWorld(kv, 2);
+    const [rp] = await allPoints(kv);
+    const scope = (["point", "host", "policy"] as const)[i % 3];
+    const subjectId = scope === "point" ? rp.id : scope === "host" ? w.host.id : w.policy.id;
+    // Vary who reaches KV first: either side yields i % 7 times before it starts.
+    const later = async <T>(n: number, f: () => Promise<T>) => {
+      for (let k = 0; k < n; k++) await Promise.resolve();
+      return await f();
+    };
+    const [deletion, placed] = await Promise.allSettled([
+      later(i % 2 ? i % 7 : 0, () => deleteEngine(kv, w.actors.admin2, w.engine.id, w.clock.now())),
+      later(i % 2 ? 0 : i % 7, () => hold(kv, w, scope, subjectId)),
+    ]);
+    const engine = await getEngine(kv, w.engine.id);
+    if (placed.status === "fulfilled") {
+      outcomes.hold++;
+      assert.equal(deletion.status, "rejected", `iteration ${i}: both the hold and the deletion succeeded`);
+      assert.ok(
+        deletion.reason instanceof ConflictError && deletion.reason.message.includes("case CASE-7"),
+        `iteration ${i}: ${deletion.reason}`,
+      );
+      assert.equal(engine?.status === "deleting", false, `iteration ${i}: the BES is being deleted`);
+      assert.ok((await kv.get(["restore_points", rp.id])).value, `iteration ${i}: the held point is gone`);
+      assert.ok((await kv.get(["storage_targets", w.target.id])).value, `iteration ${i}: the target is gone`);
+    } else {
+      outcomes.deletion++;
+      assert.equal(deletion.status, "fulfilled", `iteration ${i}: neither succeeded: ${placed.reason}`);
+      assert.ok(
+        placed.reason instanceof ConflictError &&
+            /is being deleted|not found|No (restore point|host|policy)/i.test(placed.reason.message) ||
+          placed.reason?.name === "NotFoundError",
+        `iteration ${i}: ${placed.reason}`,
+      );
+      assert.equal(engine, null, `iteration ${i}: the deletion did not finish`);
+      assert.deepEqual(await listHolds(kv, w.actors.admin1), [], `iteration ${i}: a hold is active`);
+    }
+  }
+  // Both orders happened (otherwise the race was not exercised).
+  assert.ok(outcomes.hold > 0 && outcomes.deletion > 0, JSON.stringify(outcomes));
 });
