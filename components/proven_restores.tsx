@@ -9,9 +9,6 @@ function seconds(s: number): string {
   return `${m} min ${Math.round(s - m * 60)} s`;
 }
 
-/** Rows shown on the card: the newest proofs. */
-export const PROVEN_CARD_ROWS = 20;
-
 export function ProvenRestoresCard(props: { card: ProvenCard }) {
   const { rows, unproven, policies } = props.card;
   return (

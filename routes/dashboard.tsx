@@ -27,8 +27,7 @@ import {
 } from "../components/ui.tsx";
 import { last24hStart, type readHeatmap } from "../domain/dashboard.ts";
 import { getDashboard, getDashboardSection } from "../domain/read_models/dashboard.ts";
-import { lastProvenRestores } from "../domain/proven_restores.ts";
-import { PROVEN_CARD_ROWS, ProvenRestoresCard } from "../components/proven_restores.tsx";
+import { ProvenRestoresCard } from "../components/proven_restores.tsx";
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { can } from "../domain/rbac.ts";
 import { retrySingleRun } from "../domain/run_retry.ts";
@@ -248,7 +247,7 @@ async function section(c: Context<AppEnv>, name: SectionName): Promise<string> {
       );
     }
     case "proven": {
-      const card = await lastProvenRestores(kv, actor, PROVEN_CARD_ROWS);
+      const card = await getDashboardSection(kv, actor, { name: "proven" }, now);
       if (!card.policies && !card.rows.length) {
         return renderToString(<Empty text="No backup policies yet." quiet />);
       }

@@ -1,7 +1,7 @@
 /**
  * Read model of Backup > Dashboard: the page's own data (`getDashboard`) and each section's
  * (`getDashboardSection`, one call per section so that a failing data source fails only its section).
- * Plain data; routes/dashboard.tsx renders it. The "proven" section reads its own data in the route.
+ * Plain data; routes/dashboard.tsx renders it.
  */
 import { suspiciousChangesQueue } from "../anomalies.ts";
 import {
@@ -17,6 +17,7 @@ import {
 import { hasStorageTargets, readSetupProgress } from "../getting_started.ts";
 import { type Actor, can } from "../rbac.ts";
 import { getRecoveryKey } from "../recovery_keys.ts";
+import { lastProvenRestores } from "../proven_restores.ts";
 
 type Data<F extends (...args: never[]) => unknown> = Awaited<ReturnType<F>>;
 
@@ -38,12 +39,16 @@ export interface DashboardSections {
   storage: { targets: Data<typeof storageHealthQueue>; hasTargets: boolean | null };
   verification: Queue<Data<typeof verificationFailuresQueue>[number]>;
   heatmap: Data<typeof readHeatmap> & { offset: number };
+  /** "Last proven restore": the newest `PROVEN_CARD_ROWS` proofs and the count of unproven policies. */
+  proven: Data<typeof lastProvenRestores>;
 }
 
 export type DashboardSectionName = keyof DashboardSections;
 
 /** Rows of the heatmap per page. */
 export const HEATMAP_PAGE = 15;
+/** Rows of the "Last proven restore" card: the newest proofs. */
+export const PROVEN_CARD_ROWS = 20;
 
 async function queue<Row>(kv: Deno.Kv, actor: Actor, now: Date, rows: Row[]): Promise<Queue<Row>> {
   return { rows, watched: rows.length ? null : (await readSummary(kv, actor, now)).protected };
@@ -72,6 +77,7 @@ export async function getDashboardSection<N extends DashboardSectionName>(
       const offset = params.offset ?? 0;
       return { ...(await readHeatmap(kv, actor, now, { offset, limit: HEATMAP_PAGE })), offset };
     },
+    proven: () => lastProvenRestores(kv, actor, PROVEN_CARD_ROWS),
   };
   return await read[params.name]();
 }

@@ -20,7 +20,7 @@ import {
 import { lastProvenRestores, type ProvenRestore, setProvenInOp } from "../../domain/proven_restores.ts";
 import { systemActor } from "../../domain/rbac.ts";
 import { createTarget } from "../../domain/storage.ts";
-import { PROVEN_CARD_ROWS } from "../../components/proven_restores.tsx";
+import { PROVEN_CARD_ROWS } from "../../domain/read_models/dashboard.ts";
 import {
   addUser,
   Browser,
