@@ -43,6 +43,7 @@ import { engineRoutes } from "./routes/engines.tsx";
 import { storageRoutes } from "./routes/storage.tsx";
 import { engineProtocol } from "./routes/engine_protocol.ts";
 import { engineTargets } from "./routes/engine_targets.ts";
+import { heartbeatDirect } from "./routes/heartbeat_direct.ts";
 import { authRoutes } from "./routes/auth.tsx";
 import { docsRoutes } from "./routes/docs.tsx";
 import type { AppEnv, Deps } from "./routes/env.ts";
@@ -227,6 +228,10 @@ export function createApp(options: AppOptions) {
 
   app.notFound(notFound);
   app.onError(handleError);
+  // Well-formed signed heartbeats are answered before hono's chain (routes/heartbeat_direct.ts), with the
+  // same checks; everything else, and every heartbeat refused before its write, goes through the routes above.
+  const declared = app.fetch;
+  app.fetch = heartbeatDirect(deps, MAX_BODY_BYTES, (request, env) => declared(request, env));
   return app;
 }
 
