@@ -67,6 +67,7 @@ import { agentPrePatch } from "./routes/engine_pre_patch.ts";
 import { agentJobs, besJobs } from "./routes/engine_jobs.ts";
 import { besBmr } from "./routes/engine_bmr.ts";
 import { engineTargets } from "./routes/engine_targets.ts";
+import { heartbeatDirect } from "./routes/heartbeat_direct.ts";
 import { authRoutes } from "./routes/auth.tsx";
 import { docsRoutes } from "./routes/docs.tsx";
 import type { AppEnv, Deps } from "./routes/env.ts";
@@ -311,6 +312,10 @@ export function createApp(options: AppOptions) {
 
   app.notFound(notFound);
   app.onError(handleError);
+  // Well-formed signed heartbeats are answered before hono's chain (routes/heartbeat_direct.ts), with the
+  // same checks; everything else, and every heartbeat refused before its write, goes through the routes above.
+  const declared = app.fetch;
+  app.fetch = heartbeatDirect(deps, MAX_BODY_BYTES, (request, env) => declared(request, env));
   return app;
 }
 

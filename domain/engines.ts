@@ -434,8 +434,13 @@ export async function applyHeartbeat(
     entry?: Deno.KvEntryMaybe<Engine>;
     /** Input already validated by the caller. */
     parsed?: boolean;
+    /**
+     * The public key the request's signature was verified with: an entry read again for a retry must
+     * still carry it (an engine's key never changes, so this only ever refuses what no longer exists).
+     */
+    signedWith?: string;
   } = {},
-): Promise<{ engine: Engine; replayed: boolean }> {
+): Promise<{ engine: Engine; replayed: boolean; versionstamp?: string }> {
   const data = options.parsed ? input : BesHeartbeat.parse(input);
   const { nonce } = options;
   const minute = Math.floor(now.getTime() / 60_000) * 60_000;
@@ -445,6 +450,9 @@ export async function applyHeartbeat(
     known = undefined;
     const engine = entry.value;
     if (!engine || engine.status === "deleting") throw new NotFoundError("Engine not found");
+    if (options.signedWith !== undefined && engine.publicKey !== options.signedWith) {
+      throw new NotFoundError("Engine not found");
+    }
     const health = healthFromMetrics(data.metrics);
     // A renewed certificate must serve the data URL the last signed registration set.
     if (data.certificate && !engine.dataUrl) {
@@ -510,7 +518,7 @@ export async function applyHeartbeat(
       } else resolveAlert(op, degraded, now);
     }
     const res = await heartbeatCommitter(kv).submit(op);
-    if (res.ok) return { engine: next, replayed: false };
+    if (res.ok) return { engine: next, replayed: false, versionstamp: res.versionstamp };
     if (nonce && (await kv.get(nonce.key)).versionstamp !== null) return { engine, replayed: true };
   }
   throw new ConflictError("Heartbeat conflicted repeatedly; retry");

@@ -372,8 +372,13 @@ export async function applyHostHeartbeat(
     entry?: Deno.KvEntryMaybe<Host>;
     /** Input already validated by the caller. */
     parsed?: boolean;
+    /**
+     * The public key the request's signature was verified with: an entry read again for a retry must
+     * still carry it (a host's key never changes, so this only ever refuses what no longer exists).
+     */
+    signedWith?: string;
   } = {},
-): Promise<{ host: Host; replayed: boolean }> {
+): Promise<{ host: Host; replayed: boolean; versionstamp?: string }> {
   const data = options.parsed ? input as z.infer<typeof AgentHeartbeat> : AgentHeartbeat.parse(input);
   let known = options.entry;
   for (let i = 0; i < 10; i++) {
@@ -381,6 +386,9 @@ export async function applyHostHeartbeat(
     known = undefined;
     const host = entry.value;
     if (!host) throw new NotFoundError("Host not found");
+    if (options.signedWith !== undefined && host.publicKey !== options.signedWith) {
+      throw new NotFoundError("Host not found");
+    }
     const retired = host.status === "decommissioned";
     const next: Host = {
       ...host,
@@ -402,7 +410,8 @@ export async function applyHostHeartbeat(
       });
     }
     // Shared with concurrent heartbeats (BES and agents), each with its own checks.
-    if ((await heartbeatCommitter(kv).submit(op)).ok) return { host: next, replayed: false };
+    const res = await heartbeatCommitter(kv).submit(op);
+    if (res.ok) return { host: next, replayed: false, versionstamp: res.versionstamp };
     if (nonce && (await kv.get(nonce.key)).versionstamp !== null) return { host, replayed: true };
   }
   throw new ConflictError("Heartbeat conflicted repeatedly; retry");

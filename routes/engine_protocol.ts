@@ -43,7 +43,7 @@ export { NONCE_TTL_MS, REGISTRATION_MAX_FAILURES };
 const keyCache = new Map<string, PublicKey>();
 
 /** Imported public keys are cached (a key never changes for a principal id; deletion is checked per request). */
-function cachedKey(publicKey: string): PublicKey {
+export function cachedKey(publicKey: string): PublicKey {
   let key = keyCache.get(publicKey);
   if (!key) {
     if (keyCache.size >= 10_000) keyCache.clear();
@@ -68,6 +68,9 @@ export function pathAndQuery(url: string): string {
   const query = url.indexOf("?", start);
   return url.slice(start, query !== -1 && query === end - 1 ? query : end);
 }
+
+/** The one accepted form of the (unsigned) principal header: `bes:<id>` or `agent:<id>`, nothing around it. */
+export const PRINCIPAL_HEADER = /^(bes|agent):([0-9A-Z]{26})$/;
 
 export function unauthorized(message: string): never {
   throw new HttpError(401, "unauthorized", message);
@@ -94,7 +97,7 @@ export function signedBy(kind: "bes" | "agent"): MiddlewareHandler<AppEnv> {
     const { kv, clock } = c.get("deps");
     // The principal header is not signed: accept only its exact canonical form, so it cannot be
     // decorated (e.g. `bes:<id>:x`) to mint fresh nonce keys for a replay.
-    const match = /^(bes|agent):([0-9A-Z]{26})$/.exec(c.req.header(SIGNATURE_HEADERS.principal) ?? "");
+    const match = PRINCIPAL_HEADER.exec(c.req.header(SIGNATURE_HEADERS.principal) ?? "");
     if (!match || match[1] !== kind) unauthorized(`Missing or malformed ${SIGNATURE_HEADERS.principal}`);
     const id = match[2];
     // The entry read here is the one the heartbeat's write is checked against (no second read); reads of

@@ -24,25 +24,40 @@ function principalKind(c: Context<AppEnv>): string {
  * the route pattern, adds the principal kind, and drops the query string: it may carry one-time tokens.
  */
 function annotateSpan(c: Context<AppEnv>, route: string, principal: string): void {
+  annotateRequestSpan(c.req.method, c.req.url, route, principal, c.get("requestId"));
+}
+
+/** `annotateSpan` for a request answered outside hono (the heartbeats' direct path). */
+export function annotateRequestSpan(
+  method: string,
+  requestUrl: string,
+  route: string,
+  principal: string,
+  requestId: string,
+): void {
   const span = trace.getActiveSpan();
   if (!span) return;
-  const url = new URL(c.req.url);
-  span.updateName(`${c.req.method} ${route}`);
+  const url = new URL(requestUrl);
+  span.updateName(`${method} ${route}`);
   span.setAttributes({
     "http.route": route,
     "cadres.principal.kind": principal,
-    "cadres.request_id": c.get("requestId"),
+    "cadres.request_id": requestId,
     "url.full": `${url.origin}${url.pathname}`,
     "url.query": "",
   });
+}
+
+/** The request id of a request: the client's `X-Request-Id` (cleaned, at most 64 characters) or a fresh one. */
+export function requestIdFrom(header: string | null | undefined): string {
+  return header?.slice(0, 64).replace(/[^\w.-]/g, "") || crypto.randomUUID();
 }
 
 /** Sets deps and a request id, then writes one JSON log line per request. */
 export function requestContext(deps: Deps): MiddlewareHandler<AppEnv> {
   return async (c, next) => {
     const started = performance.now();
-    const requestId = c.req.header("x-request-id")?.slice(0, 64).replace(/[^\w.-]/g, "") ||
-      crypto.randomUUID();
+    const requestId = requestIdFrom(c.req.header("x-request-id"));
     c.set("deps", deps);
     c.set("requestId", requestId);
     c.set("actor", null);

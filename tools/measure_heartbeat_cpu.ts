@@ -4,7 +4,10 @@
  * heartbeat, from /proc (Linux). Steadier than `deno task bench` on a loaded machine (no loopback, no
  * driver process, CPU time instead of throughput), but it leaves out Deno.serve's HTTP work.
  *
- *   deno run -A tools/measure_heartbeat_cpu.ts [--heartbeats 20000] [--rounds 3]
+ * `--capacity`: each heartbeat also reports the capacity of its engine's one storage target (the bench's
+ * "+ 1 capacity report" row).
+ *
+ *   deno run -A tools/measure_heartbeat_cpu.ts [--heartbeats 20000] [--rounds 3] [--capacity]
  */
 import { parseArgs } from "node:util";
 import { createApp } from "../app.ts";
@@ -13,11 +16,16 @@ import { createLogger } from "../domain/log.ts";
 import { systemActor } from "../domain/rbac.ts";
 import { createAccount, createOrg } from "../domain/tenancy.ts";
 import { EngineClient } from "./engine_client.ts";
-import { registerSimulatedEngines, simulatedMetrics } from "./simulator.ts";
+import { profileFor, registerSimulatedEngines, simulatedCapacity, simulatedMetrics } from "./simulator.ts";
+import { createTarget } from "../domain/storage.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { heartbeats: { type: "string", default: "20000" }, rounds: { type: "string", default: "3" } },
+  options: {
+    heartbeats: { type: "string", default: "20000" },
+    rounds: { type: "string", default: "3" },
+    capacity: { type: "boolean", default: false },
+  },
 });
 const TOTAL = Number(values.heartbeats);
 const CONCURRENCY = 64;
@@ -41,14 +49,33 @@ const fetcher = (input: string | URL | Request, init?: RequestInit) =>
 const client = new EngineClient("http://127.0.0.1:1", fetcher);
 const engines = await registerSimulatedEngines(client, secret, CONCURRENCY, "cpu-bes");
 const main = `/proc/self/task/${Deno.pid}/stat`;
+if (values.capacity) {
+  for (const engine of engines) {
+    const target = await createTarget(kv, system, {
+      name: `t-${engine.name}`,
+      besId: engine.identity.id,
+      type: "local",
+      config: { path: "/srv/b" },
+    }, { now, masterKey: testConfig({ port: 1 }).masterKey! });
+    engine.targetIds.push(target.id);
+  }
+}
+const profileStart = Date.now() - 30 * 86_400_000;
 
 for (let round = 0; round < Number(values.rounds); round++) {
   const pools = await Promise.all(engines.map(async (engine) => {
     const pool: Array<{ headers: Record<string, string>; body: string }> = [];
     for (let i = 0; i < TOTAL / CONCURRENCY; i++) {
+      const at = Date.now();
       const body = JSON.stringify({
         version: "2.4.1",
-        metrics: simulatedMetrics(engine.name, Date.now(), engine.bootAt),
+        metrics: simulatedMetrics(engine.name, at, engine.bootAt),
+        storage: values.capacity
+          ? engine.targetIds.map((id) => ({
+            targetId: id,
+            ...simulatedCapacity(profileFor(id, profileStart), id, at),
+          }))
+          : undefined,
       });
       pool.push({
         headers: await client.signedHeaders(engine.identity, "POST", "/api/bes/v1/heartbeat", body),
