@@ -45,7 +45,7 @@ import {
   writeProtected,
 } from "./protected.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import { listRunsByPolicy, type Run } from "./runs.ts";
+import { listRunsByPolicy, notStartedRunFields, type Run } from "./runs.ts";
 import { retryGuardKey, runKey, runsByPolicyKey } from "./keys/runs.ts";
 import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
@@ -560,22 +560,11 @@ export function pendingPlatformRun(
     accountId: run.accountId,
     orgId: run.orgId,
     hostId: null,
-    jobId: null,
     kind: run.kind,
     trigger: run.trigger,
-    status: "pending",
     scheduledFor: run.scheduledFor,
-    startedAt: null,
-    endedAt: null,
-    bytesTransferred: 0,
-    protectedBytes: 0,
-    restorePointId: null,
-    error: null,
+    ...notStartedRunFields(at),
     errorLine: null,
-    retryable: false,
-    alertId: null,
-    createdAt: at,
-    updatedAt: at,
     platform: run.platform,
   };
 }
