@@ -30,6 +30,7 @@ import {
 } from "./keys/engines.ts";
 import { policiesByBesPrefix } from "./keys/policies.ts";
 import { targetsByBesPrefix } from "./keys/storage.ts";
+import { lenientFilter, strictQuery } from "./list_filters.ts";
 export {
   deletingEngineKey,
   engineByPublicKeyKey,
@@ -673,26 +674,14 @@ const ENGINE_FILTER_FIELDS = {
     .max(200, "must be 1–200"),
 };
 
+const ENGINE_FILTER_DEFAULTS = { q: "", orgId: "", status: "", sort: "name", offset: 0, limit: 50 } as const;
+
 /** Filters of the engines list; every field falls back to its default, so a raw query object parses. */
-export const EngineFilter = z.object({
-  q: ENGINE_FILTER_FIELDS.q.catch(""),
-  orgId: ENGINE_FILTER_FIELDS.orgId.catch(""),
-  status: ENGINE_FILTER_FIELDS.status.catch(""),
-  sort: ENGINE_FILTER_FIELDS.sort.catch("name"),
-  offset: ENGINE_FILTER_FIELDS.offset.catch(0),
-  limit: ENGINE_FILTER_FIELDS.limit.catch(50),
-});
+export const EngineFilter = lenientFilter(ENGINE_FILTER_FIELDS, ENGINE_FILTER_DEFAULTS);
 export type EngineFilter = z.infer<typeof EngineFilter>;
 
 /** The same filters as a strict query (`GET /api/v1/engines`): a bad value is refused (422 naming it). */
-export const EngineQuery = z.object({
-  q: ENGINE_FILTER_FIELDS.q.default(""),
-  orgId: ENGINE_FILTER_FIELDS.orgId.default(""),
-  status: ENGINE_FILTER_FIELDS.status.default(""),
-  sort: ENGINE_FILTER_FIELDS.sort.default("name"),
-  offset: ENGINE_FILTER_FIELDS.offset.default(0),
-  limit: ENGINE_FILTER_FIELDS.limit.default(50),
-});
+export const EngineQuery = strictQuery(ENGINE_FILTER_FIELDS, ENGINE_FILTER_DEFAULTS);
 
 /** Engines of the actor's account in scope, filtered and sorted; `total` before paging. */
 export async function listEngines(

@@ -6,6 +6,7 @@
 import { readByPointerIndex } from "./pointer_index.ts";
 import { hostsByAccountPrefix, liveHostsPrefix } from "./keys/hosts.ts";
 import { z } from "zod";
+import { lenientFilter, strictQuery } from "./list_filters.ts";
 import { countNewHost } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
@@ -175,27 +176,22 @@ const HOST_FILTER_FIELDS = {
   sort: z.enum(HOST_SORTS, { error: `must be one of ${HOST_SORTS.join(", ")}` }),
 };
 
+const HOST_FILTER_DEFAULTS = { q: "", orgId: "", status: "", sort: "hostname" } as const;
+
 /** Filters of the hosts list; every field falls back to its default, so a raw query object parses. */
-export const HostFilter = z.object({
-  q: HOST_FILTER_FIELDS.q.catch(""),
-  orgId: HOST_FILTER_FIELDS.orgId.catch(""),
-  status: HOST_FILTER_FIELDS.status.catch(""),
-  sort: HOST_FILTER_FIELDS.sort.catch("hostname"),
-  offset: z.coerce.number().int().min(0).catch(0),
-  limit: z.coerce.number().int().min(1).max(200).catch(50),
-});
+export const HostFilter = lenientFilter({
+  ...HOST_FILTER_FIELDS,
+  offset: z.coerce.number().int().min(0),
+  limit: z.coerce.number().int().min(1).max(200),
+}, { ...HOST_FILTER_DEFAULTS, offset: 0, limit: 50 });
 export type HostFilter = z.infer<typeof HostFilter>;
 
 /**
  * The same filters as a strict query (`GET /api/v1/hosts`): a bad value or an unknown field is refused
  * (422 naming it) instead of falling back; pages by cursor.
  */
-export const HostQuery = z.object({
-  q: HOST_FILTER_FIELDS.q.default(""),
-  orgId: HOST_FILTER_FIELDS.orgId.default(""),
-  status: HOST_FILTER_FIELDS.status.default(""),
-  sort: HOST_FILTER_FIELDS.sort.default("hostname"),
-}).extend(PageQuery.shape).strict();
+export const HostQuery = strictQuery(HOST_FILTER_FIELDS, HOST_FILTER_DEFAULTS).extend(PageQuery.shape)
+  .strict();
 export type HostQuery = z.input<typeof HostQuery>;
 
 type HostFilterFields = Pick<HostFilter, "q" | "orgId" | "status" | "sort">;

@@ -49,6 +49,7 @@ import { pausePoliciesForStorage, resumePoliciesForStorage } from "./storage_aut
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import { lenientFilter, strictQuery } from "./list_filters.ts";
 
 export { TARGET_TYPE_LABELS, TARGET_TYPES, type TargetType };
 export const CREDENTIAL_TYPES = ["access_key", "password", "chap_secret", "api_token"] as const;
@@ -264,28 +265,22 @@ const TARGET_FILTER_FIELDS = {
     .max(200, "must be 1–200"),
 };
 
+const TARGET_FILTER_DEFAULTS = {
+  q: "",
+  besId: "",
+  type: "",
+  health: "",
+  sort: "name",
+  offset: 0,
+  limit: 50,
+} as const;
+
 /** Filters of the targets list; every field falls back to its default, so a raw query object parses. */
-export const TargetFilter = z.object({
-  q: TARGET_FILTER_FIELDS.q.catch(""),
-  besId: TARGET_FILTER_FIELDS.besId.catch(""),
-  type: TARGET_FILTER_FIELDS.type.catch(""),
-  health: TARGET_FILTER_FIELDS.health.catch(""),
-  sort: TARGET_FILTER_FIELDS.sort.catch("name"),
-  offset: TARGET_FILTER_FIELDS.offset.catch(0),
-  limit: TARGET_FILTER_FIELDS.limit.catch(50),
-});
+export const TargetFilter = lenientFilter(TARGET_FILTER_FIELDS, TARGET_FILTER_DEFAULTS);
 export type TargetFilter = z.infer<typeof TargetFilter>;
 
 /** The same filters as a strict query (`GET /api/v1/storage`): a bad value is refused (422 naming it). */
-export const TargetQuery = z.object({
-  q: TARGET_FILTER_FIELDS.q.default(""),
-  besId: TARGET_FILTER_FIELDS.besId.default(""),
-  type: TARGET_FILTER_FIELDS.type.default(""),
-  health: TARGET_FILTER_FIELDS.health.default(""),
-  sort: TARGET_FILTER_FIELDS.sort.default("name"),
-  offset: TARGET_FILTER_FIELDS.offset.default(0),
-  limit: TARGET_FILTER_FIELDS.limit.default(50),
-});
+export const TargetQuery = strictQuery(TARGET_FILTER_FIELDS, TARGET_FILTER_DEFAULTS);
 
 /** Targets in the actor's scope, filtered and sorted; `total` before paging. */
 export async function listTargets(
