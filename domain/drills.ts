@@ -24,7 +24,7 @@ import { readByPointerIndex } from "./pointer_index.ts";
 import { assignmentsByHostPrefix, assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { z } from "zod";
 import { type Alert, type AlertReason, raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { compileCron } from "./cron_rules.ts";
 import { NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey, hostScope } from "./hosts.ts";
@@ -516,11 +516,8 @@ export async function createDrill(
     .set(drillsByAccountKey(drill.accountId, drill.id), drill.id)
     .set(drillByNameKey(drill.accountId, drill.name), drill.id);
   appendAudit(op, actor, {
-    accountId: drill.accountId,
-    orgId: drill.orgId,
+    ...auditTarget("drill", drill),
     action: "drill.create",
-    objectType: "drill",
-    objectId: drill.id,
     summary: `Created restore drill ${describeDrill(drill)}`,
   }, now);
   if (!(await op.commit()).ok) {
@@ -791,11 +788,8 @@ async function dispatchDrill(
   }
   if (audit) {
     appendAudit(op, audit.actor, {
-      accountId: drill.accountId,
-      orgId: drill.orgId,
+      ...auditTarget("drill", drill),
       action: "drill.run",
-      objectType: "drill",
-      objectId: drill.id,
       summary: `Started restore drill "${drill.name}" now: ${runs.length} restore point(s)`,
     }, now);
   }

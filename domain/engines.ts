@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
@@ -329,11 +329,8 @@ export async function registerEngine(
       const op = kv.atomic().check(pointer, entry).set(engineKey(next.id), next);
       claimRegistrationNonce(op, nonce, now);
       appendAudit(op, engineActor(next), {
-        accountId: next.accountId,
-        orgId: next.orgId,
+        ...auditTarget("engine", next),
         action: "engine.reregister",
-        objectType: "engine",
-        objectId: next.id,
         summary: `BES ${next.name} registered again (${next.hostname}, ${next.version})`,
       }, now);
       if ((await op.commit()).ok) return { value: { engine: next, created: false } };
@@ -370,11 +367,8 @@ export async function registerEngine(
     countStatusChange(op, "engine", engine.accountId, null, engine.status);
     claimRegistrationNonce(op, nonce, now);
     appendAudit(op, engineActor(engine), {
-      accountId: engine.accountId,
-      orgId: engine.orgId,
+      ...auditTarget("engine", engine),
       action: "engine.register",
-      objectType: "engine",
-      objectId: engine.id,
       summary:
         `BES ${engine.name} registered (${engine.hostname}, ${engine.ipAddress}:${engine.port}, ${engine.version})`,
     }, now);

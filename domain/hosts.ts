@@ -9,7 +9,7 @@ import { z } from "zod";
 import { lenientFilter, strictQuery } from "./list_filters.ts";
 import { countNewHost } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
 import {
   claimRegistrationNonce,
@@ -288,11 +288,8 @@ export async function enrollHost(
       const op = kv.atomic().check(pointer, entry).set(hostKey(next.id), next);
       claimRegistrationNonce(op, nonce, now);
       appendAudit(op, agentActor(next), {
-        accountId: next.accountId,
-        orgId: next.orgId,
+        ...auditTarget("host", next),
         action: "host.reenroll",
-        objectType: "host",
-        objectId: next.id,
         summary: `Agent on ${next.hostname} enrolled again (${next.version})`,
       }, now);
       if ((await op.commit()).ok) return { value: { host: next, created: false } };
@@ -317,11 +314,8 @@ export async function enrollHost(
     countNewHost(op, host);
     countStatusChange(op, "host", host.accountId, null, host.status);
     appendAudit(op, agentActor(host), {
-      accountId: host.accountId,
-      orgId: host.orgId,
+      ...auditTarget("host", host),
       action: "host.enroll",
-      objectType: "host",
-      objectId: host.id,
       summary: `Agent on ${host.hostname} (${host.os}, ${host.ipAddress}) enrolled`,
     }, now);
     if ((await op.commit()).ok) return { value: { host, created: true } };

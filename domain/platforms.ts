@@ -23,7 +23,7 @@
  */
 import { z } from "zod";
 import { readOpenAlert, resolveAlert } from "./alerts.ts";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import {
   PLATFORM_TYPE_LABELS,
   PLATFORM_TYPES,
@@ -814,11 +814,8 @@ export async function retryPlatformJob(
     .set(runsByPolicyKey(job.id, run.id), run.id)
     .set(platformPendingKey(platform.id, run.id), job.id);
   appendAudit(op, actor, {
-    accountId: job.accountId,
-    orgId: job.orgId,
+    ...auditTarget("job", job),
     action: "job.retry",
-    objectType: "job",
-    objectId: job.id,
     summary:
       `Retried platform job ${job.name} on ${platform.name} after ${latest.status} run ${latest.id}: ` +
       "one pending run, started on the platform by the next sync",
