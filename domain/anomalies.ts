@@ -30,6 +30,7 @@ import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import type { RetentionPreview } from "./retention.ts";
 import type { RestorePoint } from "./restore_points.ts";
+import type { PolicyHostRecord } from "./policy_host.ts";
 import type { Run } from "./runs.ts";
 import {
   anomaliesByAccountKey,
@@ -45,14 +46,8 @@ export { anomaliesByAccountKey, anomalyByRunKey, anomalyKey, baselineKey, openAn
 
 export type AnomalyStatus = "pending" | "approved" | "incident" | "released";
 
-export interface Anomaly {
+export interface Anomaly extends PolicyHostRecord {
   id: string;
-  accountId: string;
-  orgId: string | null;
-  policyId: string;
-  policyName: string;
-  hostId: string;
-  hostName: string;
   runId: string;
   restorePointId: string;
   /** The host's newest point of the policy judged normal before this one (null: none yet). */

@@ -21,6 +21,7 @@
  * deleted by the drill itself.
  */
 import { readByPointerIndex } from "./pointer_index.ts";
+import type { PolicyHostRecord } from "./policy_host.ts";
 import { assignmentsByHostPrefix, assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { z } from "zod";
 import { type Alert, type AlertReason, raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
@@ -135,17 +136,11 @@ export interface DrillFailure {
   message: string;
 }
 
-export interface DrillRun {
+/** A drill run's `hostId` is the host whose restore point is restored. */
+export interface DrillRun extends PolicyHostRecord {
   id: string;
   drillId: string;
   drillName: string;
-  accountId: string;
-  orgId: string | null;
-  policyId: string;
-  policyName: string;
-  /** The host whose restore point is restored. */
-  hostId: string;
-  hostName: string;
   restorePointId: string;
   restorePointCompletedAt: string;
   agentHostId: string;
@@ -173,13 +168,7 @@ export interface DrillRun {
 }
 
 /** The last passing drill of a backup policy (the dashboard's "Last proven restore"). */
-export interface ProvenRestore {
-  accountId: string;
-  orgId: string | null;
-  policyId: string;
-  policyName: string;
-  hostId: string;
-  hostName: string;
+export interface ProvenRestore extends PolicyHostRecord {
   drillId: string;
   drillName: string;
   drillRunId: string;
