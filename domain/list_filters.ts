@@ -14,9 +14,8 @@ export function lenientFilter<F extends Record<string, z.ZodType>>(fields: F, de
 
 /** The API's query: every field has its default when absent, and a bad value is refused. */
 export function strictQuery<F extends Record<string, z.ZodType>>(fields: F, defaults: Defaults<F>) {
-  // deno-lint-ignore no-explicit-any
   const shape = Object.fromEntries(
-    Object.keys(fields).map((k) => [k, fields[k].default(defaults[k] as any)]),
+    Object.keys(fields).map((k) => [k, fields[k].default(defaults[k] as never)]),
   );
   return z.object(shape as { [K in keyof F]: z.ZodDefault<F[K]> });
 }

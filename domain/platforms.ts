@@ -49,7 +49,7 @@ import { listRunsByPolicy, notStartedRunFields, type Run } from "./runs.ts";
 import { retryGuardKey, runKey, runsByPolicyKey } from "./keys/runs.ts";
 import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
-import { sealSecret, vaultKey } from "./vault.ts";
+import { sealOwnedSecret, vaultKey } from "./vault.ts";
 import {
   platformByEndpointIdentityKey,
   platformJobByVendorKey,
@@ -344,13 +344,8 @@ export async function createPlatform(
   authorize(actor, "backup.manage", { accountId: org.accountId, orgId: org.id });
   const at = now.toISOString();
   const id = newId(now);
-  const vault = await sealSecret(masterKey, {
-    id: newId(now),
-    accountId: org.accountId,
-    orgId: org.id,
-    purpose: `platform:${id}`,
-    createdAt: at,
-  }, data.password);
+  const owner = { accountId: org.accountId, orgId: org.id };
+  const vault = await sealOwnedSecret(masterKey, owner, `platform:${id}`, data.password, now);
   const platform: Platform = {
     id,
     accountId: org.accountId,
@@ -459,13 +454,7 @@ export async function updatePlatform(
     }
     let note = "";
     if (data.password) {
-      const vault = await sealSecret(masterKey, {
-        id: newId(now),
-        accountId: p.accountId,
-        orgId: p.orgId,
-        purpose: `platform:${id}`,
-        createdAt: at,
-      }, data.password);
+      const vault = await sealOwnedSecret(masterKey, p, `platform:${id}`, data.password, now);
       if (p.credentialId) op.delete(vaultKey(p.credentialId));
       op.set(vaultKey(vault.id), vault);
       next.credentialId = vault.id;

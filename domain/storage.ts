@@ -48,7 +48,7 @@ import { deletePolicyCascade, listPoliciesByTarget } from "./policies.ts";
 import { pausePoliciesForStorage, resumePoliciesForStorage } from "./storage_auto_pause.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
-import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import { openSecret, sealOwnedSecret, vaultKey, type VaultRecord } from "./vault.ts";
 import { lenientFilter, strictQuery } from "./list_filters.ts";
 
 export { TARGET_TYPE_LABELS, TARGET_TYPES, type TargetType };
@@ -336,13 +336,7 @@ export async function createTarget(
     const id = newId(now);
     let vault: VaultRecord | null = null;
     if (data.credentials) {
-      vault = await sealSecret(masterKey, {
-        id: newId(now),
-        accountId: engine.accountId,
-        orgId: engine.orgId,
-        purpose: `storage_target:${id}`,
-        createdAt: at,
-      }, data.credentials.secret);
+      vault = await sealOwnedSecret(masterKey, engine, `storage_target:${id}`, data.credentials.secret, now);
     }
     const target: StorageTarget = {
       id,
@@ -427,13 +421,13 @@ export async function updateTarget(
     };
     let credentialNote = "";
     if (data.credentials) {
-      const vault = await sealSecret(masterKey, {
-        id: newId(now),
-        accountId: target.accountId,
-        orgId: target.orgId,
-        purpose: `storage_target:${id}`,
-        createdAt: at,
-      }, data.credentials.secret);
+      const vault = await sealOwnedSecret(
+        masterKey,
+        target,
+        `storage_target:${id}`,
+        data.credentials.secret,
+        now,
+      );
       if (target.credentialId) op.delete(vaultKey(target.credentialId));
       op.set(vaultKey(vault.id), vault);
       next = {
