@@ -27,6 +27,7 @@ import { ConflictError, NotFoundError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import type { Job } from "./job_queue.ts";
 import { getManyValues, withRetry } from "./kv.ts";
+import { idsInScope } from "./pointer_index.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import type { RetentionPreview } from "./retention.ts";
 import type { RestorePoint } from "./restore_points.ts";
@@ -348,17 +349,7 @@ export async function anomalyOfPoint(
  */
 export async function suspiciousChangesQueue(kv: Deno.Kv, actor: Actor, limit = 10): Promise<Anomaly[]> {
   if (!actor.accountId) return [];
-  const ids: string[] = [];
-  for await (
-    const e of kv.list<string>({ prefix: openAnomaliesPrefix(actor.accountId) }, {
-      reverse: true,
-      batchSize: 100,
-    })
-  ) {
-    if (!inScope(actor, { accountId: actor.accountId, orgId: e.value === "-" ? null : e.value })) continue;
-    ids.push(String(e.key[2]));
-    if (ids.length >= 500) break;
-  }
+  const ids = await idsInScope(kv, actor, openAnomaliesPrefix(actor.accountId), 2, 500);
   const open = (await getManyValues<Anomaly>(kv, ids.map(anomalyKey)))
     .filter((a) => a.status === "pending" || a.status === "incident");
   open.sort((a, b) =>
