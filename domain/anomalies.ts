@@ -19,6 +19,7 @@
  */
 import { restorePointKey } from "./keys/restore.ts";
 import { z } from "zod";
+import { LimitField } from "./list_filters.ts";
 import { ANOMALY_RULE, type AnomalyVerdict, assessRun, type RunFigures } from "./anomaly.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
@@ -362,8 +363,7 @@ export const AnomalyListQuery = z.object({
   status: z.enum(["pending", "approved", "incident", "released", "open"], {
     error: "must be one of pending, approved, incident, released, open",
   }).optional(),
-  limit: z.coerce.number({ error: "must be 1–200" }).int("must be 1–200").min(1, "must be 1–200")
-    .max(200, "must be 1–200").default(50),
+  limit: LimitField.default(50),
 });
 export type AnomalyListQuery = z.infer<typeof AnomalyListQuery>;
 

@@ -30,7 +30,7 @@ import {
 } from "./keys/engines.ts";
 import { policiesByBesPrefix } from "./keys/policies.ts";
 import { targetsByBesPrefix } from "./keys/storage.ts";
-import { lenientFilter, strictQuery } from "./list_filters.ts";
+import { lenientFilter, LimitField, OffsetField, strictQuery } from "./list_filters.ts";
 export {
   deletingEngineKey,
   engineByPublicKeyKey,
@@ -660,12 +660,8 @@ const ENGINE_FILTER_FIELDS = {
   orgId: z.string().max(40, "must be an organization id (or account)"),
   status: z.enum(["", ...ENGINE_STATUSES], { error: `must be one of ${ENGINE_STATUSES.join(", ")}` }),
   sort: z.enum(ENGINE_SORTS, { error: `must be one of ${ENGINE_SORTS.join(", ")}` }),
-  offset: z.coerce.number({ error: "must be a whole number, 0 or more" }).int(
-    "must be a whole number, 0 or more",
-  )
-    .min(0, "must be a whole number, 0 or more"),
-  limit: z.coerce.number({ error: "must be 1–200" }).int("must be 1–200").min(1, "must be 1–200")
-    .max(200, "must be 1–200"),
+  offset: OffsetField,
+  limit: LimitField,
 };
 
 const ENGINE_FILTER_DEFAULTS = { q: "", orgId: "", status: "", sort: "name", offset: 0, limit: 50 } as const;

@@ -4,6 +4,18 @@
  */
 import { z } from "zod";
 
+/** A list's offset (offset-paged lists). */
+export const OffsetField = z.coerce.number({ error: "must be a whole number, 0 or more" })
+  .int("must be a whole number, 0 or more")
+  .min(0, "must be a whole number, 0 or more");
+
+/** How many rows a page of a list holds: 1 to 200. */
+export const LimitField = z.coerce.number({ error: "must be 1–200" }).int("must be 1–200").min(
+  1,
+  "must be 1–200",
+)
+  .max(200, "must be 1–200");
+
 type Defaults<F extends Record<string, z.ZodType>> = { [K in keyof F]: z.output<F[K]> };
 
 /** The page's filter: every field falls back to its default. */

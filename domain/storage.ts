@@ -49,7 +49,7 @@ import { pausePoliciesForStorage, resumePoliciesForStorage } from "./storage_aut
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import { openSecret, sealOwnedSecret, vaultKey, type VaultRecord } from "./vault.ts";
-import { lenientFilter, strictQuery } from "./list_filters.ts";
+import { lenientFilter, LimitField, OffsetField, strictQuery } from "./list_filters.ts";
 
 export { TARGET_TYPE_LABELS, TARGET_TYPES, type TargetType };
 export const CREDENTIAL_TYPES = ["access_key", "password", "chap_secret", "api_token"] as const;
@@ -257,12 +257,8 @@ const TARGET_FILTER_FIELDS = {
   type: z.enum(["", ...TARGET_TYPES], { error: `must be one of ${TARGET_TYPES.join(", ")}` }),
   health: z.enum(["", ...TARGET_HEALTHS], { error: `must be one of ${TARGET_HEALTHS.join(", ")}` }),
   sort: z.enum(TARGET_SORTS, { error: `must be one of ${TARGET_SORTS.join(", ")}` }),
-  offset: z.coerce.number({ error: "must be a whole number, 0 or more" }).int(
-    "must be a whole number, 0 or more",
-  )
-    .min(0, "must be a whole number, 0 or more"),
-  limit: z.coerce.number({ error: "must be 1–200" }).int("must be 1–200").min(1, "must be 1–200")
-    .max(200, "must be 1–200"),
+  offset: OffsetField,
+  limit: LimitField,
 };
 
 const TARGET_FILTER_DEFAULTS = {
