@@ -4,6 +4,7 @@
  * that caused it (an engine going offline and its critical alert commit as one).
  */
 import { z } from "zod";
+import { LimitField } from "./list_filters.ts";
 import { appendAudit } from "./audit.ts";
 import { CursorField, CursorList } from "./cursor.ts";
 import { NotFoundError } from "./errors.ts";
@@ -215,8 +216,7 @@ export async function countOpenAlerts(kv: Deno.Kv, actor: Actor): Promise<number
 const ALERT_FILTER_FIELDS = {
   status: z.enum(["", ...ALERT_STATUSES], { error: `must be one of ${ALERT_STATUSES.join(", ")}` }),
   severity: z.enum(["", ...ALERT_SEVERITIES], { error: `must be one of ${ALERT_SEVERITIES.join(", ")}` }),
-  limit: z.coerce.number({ error: "must be 1–200" }).int("must be 1–200").min(1, "must be 1–200")
-    .max(200, "must be 1–200"),
+  limit: LimitField,
 };
 
 /** Filters of the alerts list; every field falls back to its default, so a raw query object parses. */

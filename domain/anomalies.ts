@@ -19,6 +19,7 @@
  */
 import { restorePointKey } from "./keys/restore.ts";
 import { z } from "zod";
+import { LimitField } from "./list_filters.ts";
 import { ANOMALY_RULE, type AnomalyVerdict, assessRun, type RunFigures } from "./anomaly.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
@@ -27,9 +28,11 @@ import { ConflictError, NotFoundError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import type { Job } from "./job_queue.ts";
 import { getManyValues, withRetry } from "./kv.ts";
+import { idsInScope } from "./pointer_index.ts";
 import { type Actor, authorize, inScope, systemActor } from "./rbac.ts";
 import type { RetentionPreview } from "./retention.ts";
 import type { RestorePoint } from "./restore_points.ts";
+import type { PolicyHostRecord } from "./policy_host.ts";
 import type { Run } from "./runs.ts";
 import {
   anomaliesByAccountKey,
@@ -45,14 +48,8 @@ export { anomaliesByAccountKey, anomalyByRunKey, anomalyKey, baselineKey, openAn
 
 export type AnomalyStatus = "pending" | "approved" | "incident" | "released";
 
-export interface Anomaly {
+export interface Anomaly extends PolicyHostRecord {
   id: string;
-  accountId: string;
-  orgId: string | null;
-  policyId: string;
-  policyName: string;
-  hostId: string;
-  hostName: string;
   runId: string;
   restorePointId: string;
   /** The host's newest point of the policy judged normal before this one (null: none yet). */
@@ -353,17 +350,7 @@ export async function anomalyOfPoint(
  */
 export async function suspiciousChangesQueue(kv: Deno.Kv, actor: Actor, limit = 10): Promise<Anomaly[]> {
   if (!actor.accountId) return [];
-  const ids: string[] = [];
-  for await (
-    const e of kv.list<string>({ prefix: openAnomaliesPrefix(actor.accountId) }, {
-      reverse: true,
-      batchSize: 100,
-    })
-  ) {
-    if (!inScope(actor, { accountId: actor.accountId, orgId: e.value === "-" ? null : e.value })) continue;
-    ids.push(String(e.key[2]));
-    if (ids.length >= 500) break;
-  }
+  const ids = await idsInScope(kv, actor, openAnomaliesPrefix(actor.accountId), 2, 500);
   const open = (await getManyValues<Anomaly>(kv, ids.map(anomalyKey)))
     .filter((a) => a.status === "pending" || a.status === "incident");
   open.sort((a, b) =>
@@ -376,8 +363,7 @@ export const AnomalyListQuery = z.object({
   status: z.enum(["pending", "approved", "incident", "released", "open"], {
     error: "must be one of pending, approved, incident, released, open",
   }).optional(),
-  limit: z.coerce.number({ error: "must be 1–200" }).int("must be 1–200").min(1, "must be 1–200")
-    .max(200, "must be 1–200").default(50),
+  limit: LimitField.default(50),
 });
 export type AnomalyListQuery = z.infer<typeof AnomalyListQuery>;
 

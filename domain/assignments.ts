@@ -35,6 +35,7 @@ import {
 import { type Host, hostKey, hostScope, reactivateHostInOp, requireHost } from "./hosts.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
+import { readByPointerIndex } from "./pointer_index.ts";
 import type { Policy } from "./policies.ts";
 import { policyKey } from "./policy_keys.ts";
 import { requirePolicy } from "./policy_reads.ts";
@@ -481,11 +482,9 @@ export async function listAssignmentsByHost(
   hostId: string,
 ): Promise<Array<{ assignment: Assignment; policy: Policy }>> {
   await requireHost(kv, actor, hostId);
-  const keys: Deno.KvKey[] = [];
-  for await (const e of kv.list<string>({ prefix: assignmentsByHostPrefix(hostId) })) {
-    keys.push(assignmentKey(e.value));
-  }
-  const assignments = (await getManyValues<Assignment>(kv, keys)).filter((a) => a.hostId === hostId);
+  const assignments =
+    (await readByPointerIndex<Assignment>(kv, assignmentsByHostPrefix(hostId), assignmentKey))
+      .filter((a) => a.hostId === hostId);
   const policies = new Map(
     (await getManyValues<Policy>(kv, assignments.map((a) => policyKey(a.policyId)))).map((p) => [p.id, p]),
   );

@@ -20,6 +20,14 @@ export interface AuditInput {
   summary: string;
 }
 
+/** Whom an audit entry is about: one object that carries its own account and org (most objects do). */
+export function auditTarget(
+  objectType: string,
+  object: { id: string; accountId: string; orgId: string | null },
+): Pick<AuditInput, "accountId" | "orgId" | "objectType" | "objectId"> {
+  return { accountId: object.accountId, orgId: object.orgId, objectType, objectId: object.id };
+}
+
 /** Adds the audit entry for a mutation to `op`; commit them together. Returns the entry. */
 export function appendAudit(
   op: Deno.AtomicOperation,

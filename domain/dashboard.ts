@@ -12,7 +12,7 @@
  * - verification failures: `rp_verify_failed`, one entry per restore point that failed verification.
  * Engines and storage targets are read directly: there is one record per engine and target, not per run.
  */
-import { readByPointerIndex } from "./pointer_index.ts";
+import { idsInScope, readByPointerIndex } from "./pointer_index.ts";
 import { enginesByAccountPrefix } from "./keys/engines.ts";
 import { failingPrefix, runDailyBound, runOutcomesPrefix, verifyFailedPrefix } from "./keys/dashboard.ts";
 import { hostKey } from "./keys/hosts.ts";
@@ -276,17 +276,7 @@ export interface FailedBackupRow {
 /** Backups whose latest run failed, most recent failure first (top `limit`). */
 export async function failedBackupsQueue(kv: Deno.Kv, actor: Actor, limit = 10): Promise<FailedBackupRow[]> {
   if (!actor.accountId) return [];
-  const ids: string[] = [];
-  for await (
-    const e of kv.list<string>({ prefix: failingPrefix(actor.accountId) }, {
-      reverse: true,
-      batchSize: 100,
-    })
-  ) {
-    if (!inScope(actor, { accountId: actor.accountId, orgId: e.value === "-" ? null : e.value })) continue;
-    ids.push(String(e.key[3]));
-    if (ids.length >= limit) break;
-  }
+  const ids = await idsInScope(kv, actor, failingPrefix(actor.accountId), 3, limit);
   const runs = await getManyValues<Run>(kv, ids.map((id) => runKey(id)));
   const names = await namesOf(kv, runs.map((r) => r.policyId), runs.map((r) => r.hostId));
   return runs.map((run) => ({
@@ -360,17 +350,7 @@ export async function verificationFailuresQueue(
   limit = 10,
 ): Promise<VerificationRow[]> {
   if (!actor.accountId) return [];
-  const ids: string[] = [];
-  for await (
-    const e of kv.list<string>({ prefix: verifyFailedPrefix(actor.accountId) }, {
-      reverse: true,
-      batchSize: 100,
-    })
-  ) {
-    if (!inScope(actor, { accountId: actor.accountId, orgId: e.value === "-" ? null : e.value })) continue;
-    ids.push(String(e.key[3]));
-    if (ids.length >= limit) break;
-  }
+  const ids = await idsInScope(kv, actor, verifyFailedPrefix(actor.accountId), 3, limit);
   const points = (await getManyValues<RestorePoint>(kv, ids.map((id) => restorePointKey(id))))
     .filter((p) => p.verification === "failed");
   const names = await namesOf(kv, points.map((p) => p.policyId), points.map((p) => p.hostId));

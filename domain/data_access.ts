@@ -138,6 +138,24 @@ export async function jobDataScope(kv: Deno.Kv, job: Job): Promise<ScopeResult> 
   if (!repository) {
     return { kind: "unknown", reason: `the repository of restore point ${pointId} is not recorded` };
   }
+  const namespace = point.hostId;
+  // Every read of the point: in its policy's account and org (the job's once the policy is gone), its host's namespace.
+  const readScope = (
+    where: Pick<DataScope, "repository" | "bes" | "kekSource" | "replica">,
+  ): ScopeResult => ({
+    kind: "scope",
+    scope: {
+      accountId: policy?.accountId ?? job.accountId,
+      orgId: policy ? policy.orgId : job.orgId,
+      policyId: point.policyId,
+      repository: where.repository,
+      namespace,
+      bes: where.bes,
+      access: "read",
+      kekSource: where.kekSource,
+      replica: where.replica,
+    },
+  });
   // A restore from a replica copy (restore_requests.ts `restoreSource`): the same repository path and namespace on
   // the replica's target, served by that target's BES, its keys opened with the rule's KEK source.
   const source = p.source as
@@ -147,20 +165,12 @@ export async function jobDataScope(kv: Deno.Kv, job: Job): Promise<ScopeResult> 
     const targetId = str(source.targetId);
     const besId = str(source.besId);
     if (!targetId || !besId) return { kind: "unknown", reason: "the restore names no replica target" };
-    return {
-      kind: "scope",
-      scope: {
-        accountId: policy?.accountId ?? job.accountId,
-        orgId: policy ? policy.orgId : job.orgId,
-        policyId: point.policyId,
-        repository: { ...repository, target: targetId },
-        namespace: point.hostId,
-        bes: besId,
-        access: "read",
-        kekSource: source.kekSource === "pam_vault" ? "pam_vault" : "account",
-        replica: null,
-      },
-    };
+    return readScope({
+      repository: { ...repository, target: targetId },
+      bes: besId,
+      kekSource: source.kekSource === "pam_vault" ? "pam_vault" : "account",
+      replica: null,
+    });
   }
   let replica: DataScope["replica"] = null;
   if (job.kind === "replicate") {
@@ -174,20 +184,7 @@ export async function jobDataScope(kv: Deno.Kv, job: Job): Promise<ScopeResult> 
       kekSource: p.kekSource === "pam_vault" ? "pam_vault" : "account",
     };
   }
-  return {
-    kind: "scope",
-    scope: {
-      accountId: policy?.accountId ?? job.accountId,
-      orgId: policy ? policy.orgId : job.orgId,
-      policyId: point.policyId,
-      repository,
-      namespace: point.hostId,
-      bes: point.engineId,
-      access: "read",
-      kekSource: "account",
-      replica,
-    },
-  };
+  return readScope({ repository, bes: point.engineId, kekSource: "account", replica });
 }
 
 /** A signed data token and when it expires. */

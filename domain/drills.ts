@@ -21,10 +21,11 @@
  * deleted by the drill itself.
  */
 import { readByPointerIndex } from "./pointer_index.ts";
+import type { PolicyHostRecord } from "./policy_host.ts";
 import { assignmentsByHostPrefix, assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { z } from "zod";
 import { type Alert, type AlertReason, raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { compileCron } from "./cron_rules.ts";
 import { NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey, hostScope } from "./hosts.ts";
@@ -136,17 +137,11 @@ export interface DrillFailure {
   message: string;
 }
 
-export interface DrillRun {
+/** A drill run's `hostId` is the host whose restore point is restored. */
+export interface DrillRun extends PolicyHostRecord {
   id: string;
   drillId: string;
   drillName: string;
-  accountId: string;
-  orgId: string | null;
-  policyId: string;
-  policyName: string;
-  /** The host whose restore point is restored. */
-  hostId: string;
-  hostName: string;
   restorePointId: string;
   restorePointCompletedAt: string;
   agentHostId: string;
@@ -508,11 +503,8 @@ export async function createDrill(
     .set(drillsByAccountKey(drill.accountId, drill.id), drill.id)
     .set(drillByNameKey(drill.accountId, drill.name), drill.id);
   appendAudit(op, actor, {
-    accountId: drill.accountId,
-    orgId: drill.orgId,
+    ...auditTarget("drill", drill),
     action: "drill.create",
-    objectType: "drill",
-    objectId: drill.id,
     summary: `Created restore drill ${describeDrill(drill)}`,
   }, now);
   if (!(await op.commit()).ok) {
@@ -783,11 +775,8 @@ async function dispatchDrill(
   }
   if (audit) {
     appendAudit(op, audit.actor, {
-      accountId: drill.accountId,
-      orgId: drill.orgId,
+      ...auditTarget("drill", drill),
       action: "drill.run",
-      objectType: "drill",
-      objectId: drill.id,
       summary: `Started restore drill "${drill.name}" now: ${runs.length} restore point(s)`,
     }, now);
   }

@@ -5,7 +5,7 @@
  * delivery of a credential is audited — which target, to which BES, never the secret — in the same atomic
  * operation that claims the request's nonce, so a replayed request delivers nothing.
  */
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { type Engine, engineActor, engineKey } from "./engines.ts";
 import { NotFoundError } from "./errors.ts";
 import { getManyValues } from "./kv.ts";
@@ -77,11 +77,8 @@ export async function deliverTargetsToEngine(
         secret: await openSecret(masterKey, record),
       };
       appendAudit(op, engineActor(engine), {
-        accountId: t.accountId,
-        orgId: t.orgId,
+        ...auditTarget("storage_target", t),
         action: "storage_target.credentials_delivered",
-        objectType: "storage_target",
-        objectId: t.id,
         summary: `Delivered the credentials of storage target ${t.name} (${t.credentialType ?? "secret"}${
           t.credentialUsername ? ` of ${t.credentialUsername}` : ""
         }) to its BES ${engine.name}`,

@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
@@ -31,6 +31,7 @@ import {
 } from "./keys/engines.ts";
 import { policiesByBesPrefix } from "./keys/policies.ts";
 import { targetsByBesPrefix } from "./keys/storage.ts";
+import { lenientFilter, LimitField, OffsetField, strictQuery } from "./list_filters.ts";
 export {
   deletingEngineKey,
   engineByPublicKeyKey,
@@ -329,11 +330,8 @@ export async function registerEngine(
       const op = kv.atomic().check(pointer, entry).set(engineKey(next.id), next);
       claimRegistrationNonce(op, nonce, now);
       appendAudit(op, engineActor(next), {
-        accountId: next.accountId,
-        orgId: next.orgId,
+        ...auditTarget("engine", next),
         action: "engine.reregister",
-        objectType: "engine",
-        objectId: next.id,
         summary: `BES ${next.name} registered again (${next.hostname}, ${next.version})`,
       }, now);
       if ((await op.commit()).ok) return { value: { engine: next, created: false } };
@@ -370,11 +368,8 @@ export async function registerEngine(
     countStatusChange(op, "engine", engine.accountId, null, engine.status);
     claimRegistrationNonce(op, nonce, now);
     appendAudit(op, engineActor(engine), {
-      accountId: engine.accountId,
-      orgId: engine.orgId,
+      ...auditTarget("engine", engine),
       action: "engine.register",
-      objectType: "engine",
-      objectId: engine.id,
       summary:
         `BES ${engine.name} registered (${engine.hostname}, ${engine.ipAddress}:${engine.port}, ${engine.version})`,
     }, now);
@@ -674,34 +669,18 @@ const ENGINE_FILTER_FIELDS = {
   orgId: z.string().max(40, "must be an organization id (or account)"),
   status: z.enum(["", ...ENGINE_STATUSES], { error: `must be one of ${ENGINE_STATUSES.join(", ")}` }),
   sort: z.enum(ENGINE_SORTS, { error: `must be one of ${ENGINE_SORTS.join(", ")}` }),
-  offset: z.coerce.number({ error: "must be a whole number, 0 or more" }).int(
-    "must be a whole number, 0 or more",
-  )
-    .min(0, "must be a whole number, 0 or more"),
-  limit: z.coerce.number({ error: "must be 1–200" }).int("must be 1–200").min(1, "must be 1–200")
-    .max(200, "must be 1–200"),
+  offset: OffsetField,
+  limit: LimitField,
 };
 
+const ENGINE_FILTER_DEFAULTS = { q: "", orgId: "", status: "", sort: "name", offset: 0, limit: 50 } as const;
+
 /** Filters of the engines list; every field falls back to its default, so a raw query object parses. */
-export const EngineFilter = z.object({
-  q: ENGINE_FILTER_FIELDS.q.catch(""),
-  orgId: ENGINE_FILTER_FIELDS.orgId.catch(""),
-  status: ENGINE_FILTER_FIELDS.status.catch(""),
-  sort: ENGINE_FILTER_FIELDS.sort.catch("name"),
-  offset: ENGINE_FILTER_FIELDS.offset.catch(0),
-  limit: ENGINE_FILTER_FIELDS.limit.catch(50),
-});
+export const EngineFilter = lenientFilter(ENGINE_FILTER_FIELDS, ENGINE_FILTER_DEFAULTS);
 export type EngineFilter = z.infer<typeof EngineFilter>;
 
 /** The same filters as a strict query (`GET /api/v1/engines`): a bad value is refused (422 naming it). */
-export const EngineQuery = z.object({
-  q: ENGINE_FILTER_FIELDS.q.default(""),
-  orgId: ENGINE_FILTER_FIELDS.orgId.default(""),
-  status: ENGINE_FILTER_FIELDS.status.default(""),
-  sort: ENGINE_FILTER_FIELDS.sort.default("name"),
-  offset: ENGINE_FILTER_FIELDS.offset.default(0),
-  limit: ENGINE_FILTER_FIELDS.limit.default(50),
-});
+export const EngineQuery = strictQuery(ENGINE_FILTER_FIELDS, ENGINE_FILTER_DEFAULTS);
 
 /** Engines of the actor's account in scope, filtered and sorted; `total` before paging. */
 export async function listEngines(

@@ -23,7 +23,7 @@
  * may restore from. Requests write an audit entry in the same atomic operation as the jobs they queue.
  */
 import { z } from "zod";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostScope, requireHost } from "./hosts.ts";
 import { sha256Hex } from "./ids.ts";
@@ -569,11 +569,8 @@ export async function requestFileHistory(
     };
     op.set(fileHistoryKey(host.id, path), state, { expireIn: HISTORY_TTL_MS });
     appendAudit(op, actor, {
-      accountId: host.accountId,
-      orgId: host.orgId,
+      ...auditTarget("host", host),
       action: "restore.file_history",
-      objectType: "host",
-      objectId: host.id,
       summary:
         `Asked for the version history of ${path} on ${host.hostname}: ${missing.length} restore point${
           missing.length === 1 ? "" : "s"

@@ -6,9 +6,10 @@
 import { readByPointerIndex } from "./pointer_index.ts";
 import { hostsByAccountPrefix, liveHostsPrefix } from "./keys/hosts.ts";
 import { z } from "zod";
+import { lenientFilter, strictQuery } from "./list_filters.ts";
 import { countNewHost } from "./protected.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
 import {
   claimRegistrationNonce,
@@ -175,27 +176,22 @@ const HOST_FILTER_FIELDS = {
   sort: z.enum(HOST_SORTS, { error: `must be one of ${HOST_SORTS.join(", ")}` }),
 };
 
+const HOST_FILTER_DEFAULTS = { q: "", orgId: "", status: "", sort: "hostname" } as const;
+
 /** Filters of the hosts list; every field falls back to its default, so a raw query object parses. */
-export const HostFilter = z.object({
-  q: HOST_FILTER_FIELDS.q.catch(""),
-  orgId: HOST_FILTER_FIELDS.orgId.catch(""),
-  status: HOST_FILTER_FIELDS.status.catch(""),
-  sort: HOST_FILTER_FIELDS.sort.catch("hostname"),
-  offset: z.coerce.number().int().min(0).catch(0),
-  limit: z.coerce.number().int().min(1).max(200).catch(50),
-});
+export const HostFilter = lenientFilter({
+  ...HOST_FILTER_FIELDS,
+  offset: z.coerce.number().int().min(0),
+  limit: z.coerce.number().int().min(1).max(200),
+}, { ...HOST_FILTER_DEFAULTS, offset: 0, limit: 50 });
 export type HostFilter = z.infer<typeof HostFilter>;
 
 /**
  * The same filters as a strict query (`GET /api/v1/hosts`): a bad value or an unknown field is refused
  * (422 naming it) instead of falling back; pages by cursor.
  */
-export const HostQuery = z.object({
-  q: HOST_FILTER_FIELDS.q.default(""),
-  orgId: HOST_FILTER_FIELDS.orgId.default(""),
-  status: HOST_FILTER_FIELDS.status.default(""),
-  sort: HOST_FILTER_FIELDS.sort.default("hostname"),
-}).extend(PageQuery.shape).strict();
+export const HostQuery = strictQuery(HOST_FILTER_FIELDS, HOST_FILTER_DEFAULTS).extend(PageQuery.shape)
+  .strict();
 export type HostQuery = z.input<typeof HostQuery>;
 
 type HostFilterFields = Pick<HostFilter, "q" | "orgId" | "status" | "sort">;
@@ -292,11 +288,8 @@ export async function enrollHost(
       const op = kv.atomic().check(pointer, entry).set(hostKey(next.id), next);
       claimRegistrationNonce(op, nonce, now);
       appendAudit(op, agentActor(next), {
-        accountId: next.accountId,
-        orgId: next.orgId,
+        ...auditTarget("host", next),
         action: "host.reenroll",
-        objectType: "host",
-        objectId: next.id,
         summary: `Agent on ${next.hostname} enrolled again (${next.version})`,
       }, now);
       if ((await op.commit()).ok) return { value: { host: next, created: false } };
@@ -321,11 +314,8 @@ export async function enrollHost(
     countNewHost(op, host);
     countStatusChange(op, "host", host.accountId, null, host.status);
     appendAudit(op, agentActor(host), {
-      accountId: host.accountId,
-      orgId: host.orgId,
+      ...auditTarget("host", host),
       action: "host.enroll",
-      objectType: "host",
-      objectId: host.id,
       summary: `Agent on ${host.hostname} (${host.os}, ${host.ipAddress}) enrolled`,
     }, now);
     if ((await op.commit()).ok) return { value: { host, created: true } };

@@ -15,7 +15,7 @@ import { engineKey, enginesByAccountPrefix } from "./keys/engines.ts";
 import { assignmentKey, assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { retryDispatchKey, retryDispatchPrefix, runsByPolicyPrefix } from "./keys/runs.ts";
 import { z } from "zod";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { nextRuns } from "./cron_rules.ts";
 import { openIdCursor } from "./cursor.ts";
 import type { Engine } from "./engines.ts";
@@ -701,11 +701,8 @@ export async function retryJob(
     op.set(retryDispatchKey(policy.id, latest.id), dispatch);
   }
   appendAudit(op, actor, {
-    accountId: policy.accountId,
-    orgId: policy.orgId,
+    ...auditTarget("job", policy),
     action: "job.retry",
-    objectType: "job",
-    objectId: policy.id,
     summary: kind === "synthetic_full"
       ? `Retried job ${policy.name}: ${targets.length} synthetic full${
         targets.length === 1 ? "" : "s"

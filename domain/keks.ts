@@ -15,11 +15,11 @@
  * old version once nothing refers to it.
  */
 import { appendAudit } from "./audit.ts";
-import { fromBase64, newId, toBase64Url } from "./ids.ts";
+import { fromBase64, toBase64Url } from "./ids.ts";
 import { type Actor, systemActor } from "./rbac.ts";
 import type { KekSource } from "./replicas.ts";
 import { withRetry } from "./retry.ts";
-import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import { openSecret, sealOwnedSecret, vaultKey, type VaultRecord } from "./vault.ts";
 import { kekStateKey } from "./keys/keks.ts";
 export { kekStateKey };
 
@@ -234,13 +234,7 @@ export class VaultKekProvider implements KekProvider {
   async #sealNew(scope: KekScope, ref: string, version: number, now: Date): Promise<VaultRecord> {
     const kek = crypto.getRandomValues(new Uint8Array(KEY_BYTES));
     try {
-      return await sealSecret(this.masterKey, {
-        id: newId(now),
-        accountId: scope.accountId,
-        orgId: scope.orgId,
-        purpose: `kek:${ref}:v${version}`,
-        createdAt: now.toISOString(),
-      }, toBase64Url(kek));
+      return await sealOwnedSecret(this.masterKey, scope, `kek:${ref}:v${version}`, toBase64Url(kek), now);
     } finally {
       kek.fill(0);
     }

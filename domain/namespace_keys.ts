@@ -18,7 +18,7 @@
  */
 import { generateNamespaceKeys, KEY_BYTES } from "../engine/repo/keys.ts";
 import { RECOVERY_ALGORITHM, sealForRecovery } from "../engine/repo/recovery.ts";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { type DataScope, jobDataScope, type RepositoryRef } from "./data_access.ts";
 import { type Engine, engineKey } from "./engines.ts";
 import { HttpError, NotFoundError } from "./errors.ts";
@@ -263,11 +263,8 @@ export async function ensureWrappedFor(
     const next = { ...record, wraps: [...record.wraps, wrapped], updatedAt: now.toISOString() };
     op.set(entry.key, next).set(namespaceKeysByKekKey(ref, repositoryPath, namespace), record.id);
     appendAudit(op, actor, {
-      accountId: record.accountId,
-      orgId: record.orgId,
+      ...auditTarget("namespace_keys", record),
       action: "keys.wrap",
-      objectType: "namespace_keys",
-      objectId: record.id,
       summary: `Wrapped the keys of namespace ${namespace} in ${repositoryPath} for ${ref} (${source})`,
     }, now);
     return (await op.commit()).ok ? { value: next } : null;
@@ -503,11 +500,8 @@ async function rewrapStale(kv: Deno.Kv, masterKey: Uint8Array, ref: string, acto
       const wraps = record.wraps.map((w, j) => j === at ? wrapped : w);
       op.set(entry.key, { ...record, wraps, updatedAt: now.toISOString() });
       appendAudit(op, actor, {
-        accountId: record.accountId,
-        orgId: record.orgId,
+        ...auditTarget("namespace_keys", record),
         action: "keys.rewrap",
-        objectType: "namespace_keys",
-        objectId: record.id,
         summary: `Re-wrapped the keys of namespace ${namespace} in ${repositoryPath} under ${ref} version ` +
           `${wrapped.kekVersion}`,
       }, now);

@@ -12,7 +12,7 @@ import { type Actor, authorize, inScope, type ScopedObject } from "./rbac.ts";
 import { SMTP_TLS_MODES, type SmtpTlsMode } from "./smtp.ts";
 import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
-import { sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import { sealOwnedSecret, vaultKey, type VaultRecord } from "./vault.ts";
 import {
   channelKey,
   channelsByAccountKey,
@@ -325,13 +325,7 @@ async function sealChannelSecret(
   plaintext: string,
   now: Date,
 ): Promise<VaultRecord> {
-  return await sealSecret(masterKey, {
-    id: newId(now),
-    accountId: channel.accountId,
-    orgId: channel.orgId,
-    purpose: `notification_channel:${channel.id}`,
-    createdAt: now.toISOString(),
-  }, plaintext);
+  return await sealOwnedSecret(masterKey, channel, `notification_channel:${channel.id}`, plaintext, now);
 }
 
 /** A new webhook signing secret: 32 random bytes, prefixed so it is recognizable in a receiver's config. */

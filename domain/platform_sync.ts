@@ -20,7 +20,6 @@ import {
   type VendorRun,
 } from "./connectors/types.ts";
 import { VeeamConnector } from "./connectors/veeam.ts";
-import { platformObjectsPrefix, platformPendingPrefix, platformsPrefix } from "./keys/platforms.ts";
 import { countRunOutcome, type LatestOutcome, latestOutcomeKey } from "./dashboard.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
 import { newId } from "./ids.ts";
@@ -35,14 +34,7 @@ import {
   pendingPlatformRun,
   type Platform,
   type PlatformJob,
-  platformJobByVendorKey,
-  platformJobKey,
-  platformJobsByAccountKey,
-  platformKey,
-  platformObjectKey,
-  platformPendingKey,
   type PlatformRun,
-  platformRunKey,
   platformScope,
   releaseLock,
   requirePlatform,
@@ -52,6 +44,18 @@ import {
   type SyncStage,
   WATERMARK_OVERLAP_MS,
 } from "./platforms.ts";
+import {
+  platformJobByVendorKey,
+  platformJobKey,
+  platformJobsByAccountKey,
+  platformKey,
+  platformObjectKey,
+  platformObjectsPrefix,
+  platformPendingKey,
+  platformPendingPrefix,
+  platformRunKey,
+  platformsPrefix,
+} from "./keys/platforms.ts";
 import {
   afterBackup,
   isRpoBreached,

@@ -23,7 +23,7 @@
  */
 import { z } from "zod";
 import { readOpenAlert, resolveAlert } from "./alerts.ts";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import {
   PLATFORM_TYPE_LABELS,
   PLATFORM_TYPES,
@@ -45,11 +45,11 @@ import {
   writeProtected,
 } from "./protected.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
-import { listRunsByPolicy, type Run } from "./runs.ts";
+import { listRunsByPolicy, notStartedRunFields, type Run } from "./runs.ts";
 import { retryGuardKey, runKey, runsByPolicyKey } from "./keys/runs.ts";
 import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
-import { sealSecret, vaultKey } from "./vault.ts";
+import { sealOwnedSecret, vaultKey } from "./vault.ts";
 import {
   platformByEndpointIdentityKey,
   platformJobByVendorKey,
@@ -344,13 +344,8 @@ export async function createPlatform(
   authorize(actor, "backup.manage", { accountId: org.accountId, orgId: org.id });
   const at = now.toISOString();
   const id = newId(now);
-  const vault = await sealSecret(masterKey, {
-    id: newId(now),
-    accountId: org.accountId,
-    orgId: org.id,
-    purpose: `platform:${id}`,
-    createdAt: at,
-  }, data.password);
+  const owner = { accountId: org.accountId, orgId: org.id };
+  const vault = await sealOwnedSecret(masterKey, owner, `platform:${id}`, data.password, now);
   const platform: Platform = {
     id,
     accountId: org.accountId,
@@ -459,13 +454,7 @@ export async function updatePlatform(
     }
     let note = "";
     if (data.password) {
-      const vault = await sealSecret(masterKey, {
-        id: newId(now),
-        accountId: p.accountId,
-        orgId: p.orgId,
-        purpose: `platform:${id}`,
-        createdAt: at,
-      }, data.password);
+      const vault = await sealOwnedSecret(masterKey, p, `platform:${id}`, data.password, now);
       if (p.credentialId) op.delete(vaultKey(p.credentialId));
       op.set(vaultKey(vault.id), vault);
       next.credentialId = vault.id;
@@ -560,22 +549,11 @@ export function pendingPlatformRun(
     accountId: run.accountId,
     orgId: run.orgId,
     hostId: null,
-    jobId: null,
     kind: run.kind,
     trigger: run.trigger,
-    status: "pending",
     scheduledFor: run.scheduledFor,
-    startedAt: null,
-    endedAt: null,
-    bytesTransferred: 0,
-    protectedBytes: 0,
-    restorePointId: null,
-    error: null,
+    ...notStartedRunFields(at),
     errorLine: null,
-    retryable: false,
-    alertId: null,
-    createdAt: at,
-    updatedAt: at,
     platform: run.platform,
   };
 }
@@ -825,11 +803,8 @@ export async function retryPlatformJob(
     .set(runsByPolicyKey(job.id, run.id), run.id)
     .set(platformPendingKey(platform.id, run.id), job.id);
   appendAudit(op, actor, {
-    accountId: job.accountId,
-    orgId: job.orgId,
+    ...auditTarget("job", job),
     action: "job.retry",
-    objectType: "job",
-    objectId: job.id,
     summary:
       `Retried platform job ${job.name} on ${platform.name} after ${latest.status} run ${latest.id}: ` +
       "one pending run, started on the platform by the next sync",

@@ -10,6 +10,7 @@
  */
 
 import { getManyValues } from "./kv.ts";
+import { type Actor, inScope } from "./rbac.ts";
 
 /**
  * The records a pointer index under `prefix` points to, in index order (`key(id)` is a record's key;
@@ -66,4 +67,25 @@ export async function deleteKeysUnder(
     await op.commit(); // unchecked deletes: nothing to conflict with
   }
   return keys.length;
+}
+
+/**
+ * The ids of an account's index whose entries hold the entry's org (`orgPart`: "-" for account-wide),
+ * newest first, keeping those in the actor's scope; at most `max`. `idAt` is the id's place in the key.
+ */
+export async function idsInScope(
+  kv: Deno.Kv,
+  actor: Actor,
+  prefix: Deno.KvKey,
+  idAt: number,
+  max: number,
+): Promise<string[]> {
+  const ids: string[] = [];
+  if (!actor.accountId) return ids;
+  for await (const e of kv.list<string>({ prefix }, { reverse: true, batchSize: 100 })) {
+    if (!inScope(actor, { accountId: actor.accountId, orgId: e.value === "-" ? null : e.value })) continue;
+    ids.push(String(e.key[idAt]));
+    if (ids.length >= max) break;
+  }
+  return ids;
 }

@@ -24,7 +24,7 @@ import { getPolicy, policyScope, requirePolicy } from "./policy_reads.ts";
 import { applyPolicySave, deletePolicyChildren } from "./policy_cascade.ts";
 import { targetKey } from "./storage_keys.ts";
 import { addTargetReference, releaseTargetReference } from "./target_references.ts";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
@@ -397,11 +397,8 @@ export async function rederiveScheduleRpos(
       const next: Policy = { ...p, rpoHours, updatedAt: now.toISOString() };
       const op = kv.atomic().check(entry).set(policyKey(p.id), next);
       appendAudit(op, actor, {
-        accountId: p.accountId,
-        orgId: p.orgId,
+        ...auditTarget("policy", p),
         action: "policy.update",
-        objectType: "policy",
-        objectId: p.id,
         summary: `RPO of policy ${p.name} re-derived from its schedules: ${p.rpoHours} h → ${rpoHours} h ` +
           `(the longest gap between runs, now exact, plus ${RPO_GRACE_HOURS} h)`,
       }, now);
@@ -467,11 +464,8 @@ export async function createPolicy(
     setPolicyName(op, policy);
     countPolicy(op, policy, "up");
     appendAudit(op, actor, {
-      accountId: policy.accountId,
-      orgId: policy.orgId,
+      ...auditTarget("policy", policy),
       action: "policy.create",
-      objectType: "policy",
-      objectId: policy.id,
       summary: `Created ${policy.backupType} policy ${policy.name} on ${engine.name} → ${target.name}`,
     }, now);
     return (await op.commit()).ok ? { value: policy } : null;

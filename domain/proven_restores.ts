@@ -31,18 +31,13 @@ import { COUNT_DOWN, COUNT_UP, counterValue, getManyValues } from "./kv.ts";
 import { countVisiblePolicies } from "./policy_names.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { withRetry } from "./retry.ts";
+import type { PolicyHostRecord } from "./policy_host.ts";
 
 /** The last passing drill of a backup policy (the dashboard's "Last proven restore"). */
-export interface ProvenRestore {
-  accountId: string;
-  /** The org of the restored host (the drill run's org); null: account-level. */
-  orgId: string | null;
-  policyId: string;
+/** `orgId` is the org of the restored host (the drill run's org); null: account-level. */
+export interface ProvenRestore extends PolicyHostRecord {
   /** The policy's org when the proof was written (absent on proofs written before it was kept). */
   policyOrgId?: string | null;
-  policyName: string;
-  hostId: string;
-  hostName: string;
   drillId: string;
   drillName: string;
   drillRunId: string;

@@ -3,7 +3,7 @@
  * path) or per search for a week, its answer stored a page at a time; reads bring a pending state up to
  * date with its job.
  */
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { withRetry } from "./retry.ts";
 import { newId, sha256Hex } from "./ids.ts";
@@ -371,11 +371,8 @@ export async function browse(
         expireIn: RESTORE_CACHE_TTL_MS,
       });
     appendAudit(op, actor, {
-      accountId: point.accountId,
-      orgId: point.orgId,
+      ...auditTarget("restore_point", point),
       action: "restore.browse",
-      objectType: "restore_point",
-      objectId: point.id,
       summary: `Browsed ${normalized} in restore point ${point.id} (${point.policyName}, ${
         point.hostName ?? "BES"
       })`,
@@ -462,11 +459,8 @@ export async function requestSearch(
     .set(searchKey(state.id), state, { expireIn: RESTORE_CACHE_TTL_MS })
     .set(searchByJobKey(job.id), state.id, { expireIn: RESTORE_CACHE_TTL_MS });
   appendAudit(op, actor, {
-    accountId: point.accountId,
-    orgId: point.orgId,
+    ...auditTarget("restore_point", point),
     action: "restore.search",
-    objectType: "restore_point",
-    objectId: point.id,
     summary: `Searched restore point ${point.id} (${point.policyName}, ${
       point.hostName ?? "BES"
     }) for "${q}"`,

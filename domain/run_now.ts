@@ -11,7 +11,7 @@
  * stops there, and the runs of the earlier writes stay started (the message says how many).
  */
 import { z } from "zod";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { type Assignment, assignmentByPolicyKey, assignmentKey } from "./assignments.ts";
 import { type Engine, engineKey, engineOnlineAt } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
@@ -229,11 +229,8 @@ export async function runPolicyNow(
         ? `; write ${index + 1} of ${batches.length}, ${hosts.length} hosts in all`
         : "";
       appendAudit(op, actor, {
-        accountId: policy.accountId,
-        orgId: policy.orgId,
+        ...auditTarget("policy", policy),
         action: "policy.run_now",
-        objectType: "policy",
-        objectId: policy.id,
         summary: data.kind === "synthetic_full"
           ? `Ran policy ${policy.name} now: ${created.length} synthetic full${
             created.length === 1 ? "" : "s"

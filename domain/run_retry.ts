@@ -17,7 +17,7 @@ import type { StorageTarget } from "./storage.ts";
 import { targetKey } from "./storage_keys.ts";
 import { hostBackupPayload, hostsNeedingFull } from "./repositories.ts";
 import { retryJob } from "./job_views.ts";
-import { indexRunInOp, listRunsByPolicy, type Run } from "./runs.ts";
+import { indexRunInOp, listRunsByPolicy, notStartedRunFields, type Run } from "./runs.ts";
 import { buildBackupPayload, syntheticFullPayload } from "./backup_payload.ts";
 
 /**
@@ -66,19 +66,8 @@ export async function retryRun(
     ...run,
     id: newId(now),
     trigger: "retry",
-    status: "pending",
-    jobId: null,
-    startedAt: null,
-    endedAt: null,
-    bytesTransferred: 0,
-    protectedBytes: 0,
-    restorePointId: null,
-    error: null,
-    retryable: false,
-    alertId: null,
+    ...notStartedRunFields(at),
     scheduledFor: at,
-    createdAt: at,
-    updatedAt: at,
   };
   let kind = run.kind;
   let payload: Record<string, unknown>;

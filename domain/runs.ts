@@ -79,6 +79,38 @@ export interface Run {
   updatedAt: string;
 }
 
+/** The fields of a run not started yet, created at `at`: no job, nothing transferred, no outcome. */
+export function notStartedRunFields(at: string): Pick<
+  Run,
+  | "status"
+  | "jobId"
+  | "startedAt"
+  | "endedAt"
+  | "bytesTransferred"
+  | "protectedBytes"
+  | "restorePointId"
+  | "error"
+  | "retryable"
+  | "alertId"
+  | "createdAt"
+  | "updatedAt"
+> {
+  return {
+    status: "pending",
+    jobId: null,
+    startedAt: null,
+    endedAt: null,
+    bytesTransferred: 0,
+    protectedBytes: 0,
+    restorePointId: null,
+    error: null,
+    retryable: false,
+    alertId: null,
+    createdAt: at,
+    updatedAt: at,
+  };
+}
+
 /** True while a run has not ended. */
 export function isOpenRun(run: Pick<Run, "status">): boolean {
   return run.status === "pending" || run.status === "running";

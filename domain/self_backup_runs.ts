@@ -22,7 +22,7 @@ import {
   SCHEMA_VERSION,
   sealBundle,
 } from "./self_backup.ts";
-import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import { openSecret, sealOwnedSecret, vaultKey, type VaultRecord } from "./vault.ts";
 import {
   selfBackupCountersKey,
   selfBackupLastSuccessKey,
@@ -178,13 +178,14 @@ export async function updateSettings(
   const op = kv.atomic().check(entry);
   let credentialId = current.s3.credentialId;
   if (data.s3.secretAccessKey) {
-    const record = await sealSecret(options.masterKey, {
-      id: newId(options.now),
-      accountId: actor.accountId ?? "system",
-      orgId: null,
-      purpose: "self_backup:s3",
-      createdAt: options.now.toISOString(),
-    }, data.s3.secretAccessKey);
+    const owner = { accountId: actor.accountId ?? "system", orgId: null };
+    const record = await sealOwnedSecret(
+      options.masterKey,
+      owner,
+      "self_backup:s3",
+      data.s3.secretAccessKey,
+      options.now,
+    );
     if (credentialId) op.delete(vaultKey(credentialId));
     op.set(vaultKey(record.id), record);
     credentialId = record.id;

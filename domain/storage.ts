@@ -49,7 +49,8 @@ import { deletePolicyCascade, listPoliciesByTarget } from "./policies.ts";
 import { pausePoliciesForStorage, resumePoliciesForStorage } from "./storage_auto_pause.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
-import { openSecret, sealSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import { openSecret, sealOwnedSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import { lenientFilter, LimitField, OffsetField, strictQuery } from "./list_filters.ts";
 
 export { TARGET_TYPE_LABELS, TARGET_TYPES, type TargetType };
 export const CREDENTIAL_TYPES = ["access_key", "password", "chap_secret", "api_token"] as const;
@@ -257,36 +258,26 @@ const TARGET_FILTER_FIELDS = {
   type: z.enum(["", ...TARGET_TYPES], { error: `must be one of ${TARGET_TYPES.join(", ")}` }),
   health: z.enum(["", ...TARGET_HEALTHS], { error: `must be one of ${TARGET_HEALTHS.join(", ")}` }),
   sort: z.enum(TARGET_SORTS, { error: `must be one of ${TARGET_SORTS.join(", ")}` }),
-  offset: z.coerce.number({ error: "must be a whole number, 0 or more" }).int(
-    "must be a whole number, 0 or more",
-  )
-    .min(0, "must be a whole number, 0 or more"),
-  limit: z.coerce.number({ error: "must be 1–200" }).int("must be 1–200").min(1, "must be 1–200")
-    .max(200, "must be 1–200"),
+  offset: OffsetField,
+  limit: LimitField,
 };
 
+const TARGET_FILTER_DEFAULTS = {
+  q: "",
+  besId: "",
+  type: "",
+  health: "",
+  sort: "name",
+  offset: 0,
+  limit: 50,
+} as const;
+
 /** Filters of the targets list; every field falls back to its default, so a raw query object parses. */
-export const TargetFilter = z.object({
-  q: TARGET_FILTER_FIELDS.q.catch(""),
-  besId: TARGET_FILTER_FIELDS.besId.catch(""),
-  type: TARGET_FILTER_FIELDS.type.catch(""),
-  health: TARGET_FILTER_FIELDS.health.catch(""),
-  sort: TARGET_FILTER_FIELDS.sort.catch("name"),
-  offset: TARGET_FILTER_FIELDS.offset.catch(0),
-  limit: TARGET_FILTER_FIELDS.limit.catch(50),
-});
+export const TargetFilter = lenientFilter(TARGET_FILTER_FIELDS, TARGET_FILTER_DEFAULTS);
 export type TargetFilter = z.infer<typeof TargetFilter>;
 
 /** The same filters as a strict query (`GET /api/v1/storage`): a bad value is refused (422 naming it). */
-export const TargetQuery = z.object({
-  q: TARGET_FILTER_FIELDS.q.default(""),
-  besId: TARGET_FILTER_FIELDS.besId.default(""),
-  type: TARGET_FILTER_FIELDS.type.default(""),
-  health: TARGET_FILTER_FIELDS.health.default(""),
-  sort: TARGET_FILTER_FIELDS.sort.default("name"),
-  offset: TARGET_FILTER_FIELDS.offset.default(0),
-  limit: TARGET_FILTER_FIELDS.limit.default(50),
-});
+export const TargetQuery = strictQuery(TARGET_FILTER_FIELDS, TARGET_FILTER_DEFAULTS);
 
 /** Targets in the actor's scope, filtered and sorted; `total` before paging. */
 export async function listTargets(
@@ -342,13 +333,7 @@ export async function createTarget(
     const id = newId(now);
     let vault: VaultRecord | null = null;
     if (data.credentials) {
-      vault = await sealSecret(masterKey, {
-        id: newId(now),
-        accountId: engine.accountId,
-        orgId: engine.orgId,
-        purpose: `storage_target:${id}`,
-        createdAt: at,
-      }, data.credentials.secret);
+      vault = await sealOwnedSecret(masterKey, engine, `storage_target:${id}`, data.credentials.secret, now);
     }
     const target: StorageTarget = {
       id,
@@ -433,13 +418,13 @@ export async function updateTarget(
     };
     let credentialNote = "";
     if (data.credentials) {
-      const vault = await sealSecret(masterKey, {
-        id: newId(now),
-        accountId: target.accountId,
-        orgId: target.orgId,
-        purpose: `storage_target:${id}`,
-        createdAt: at,
-      }, data.credentials.secret);
+      const vault = await sealOwnedSecret(
+        masterKey,
+        target,
+        `storage_target:${id}`,
+        data.credentials.secret,
+        now,
+      );
       if (target.credentialId) op.delete(vaultKey(target.credentialId));
       op.set(vaultKey(vault.id), vault);
       next = {

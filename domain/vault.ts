@@ -4,7 +4,7 @@
  * data, so a ciphertext moved to another id does not decrypt. Plaintext never leaves the domain
  * except to the engine that needs it.
  */
-import { fromBase64, toBase64Url } from "./ids.ts";
+import { fromBase64, newId, toBase64Url } from "./ids.ts";
 import { vaultKey } from "./keys/vault.ts";
 export { vaultKey };
 
@@ -26,6 +26,26 @@ async function aesKey(raw: Uint8Array): Promise<CryptoKey> {
     "encrypt",
     "decrypt",
   ]);
+}
+
+/**
+ * Seals a new secret of an account (and org) under a new vault id; `purpose` says what it is for, e.g.
+ * `storage_target:<id>`.
+ */
+export async function sealOwnedSecret(
+  masterKey: Uint8Array,
+  owner: { accountId: string; orgId: string | null },
+  purpose: string,
+  plaintext: string,
+  now: Date,
+): Promise<VaultRecord> {
+  return await sealSecret(masterKey, {
+    id: newId(now),
+    accountId: owner.accountId,
+    orgId: owner.orgId,
+    purpose,
+    createdAt: now.toISOString(),
+  }, plaintext);
 }
 
 /** Encrypts `plaintext` for storage under `id`. */

@@ -20,10 +20,9 @@ import {
   ConnectorError,
   type ConnectorOptions,
   type HttpRequest,
-  HttpTransport,
   logIn,
   type PlatformConnector,
-  TokenSession,
+  SessionConnector,
   type VendorJob,
   type VendorJobType,
   type VendorObject,
@@ -159,53 +158,42 @@ export function mapCohesityStatus(status: (typeof COHESITY_RUN_STATUSES)[number]
 const usecsToIso = (us: number) => new Date(Math.floor(us / 1000)).toISOString();
 
 /** The Cohesity connector. */
-export class CohesityConnector implements PlatformConnector {
+export class CohesityConnector extends SessionConnector implements PlatformConnector {
   readonly type = "cohesity" as const;
-  readonly #http: HttpTransport;
-  readonly #options: ConnectorOptions;
-  readonly #pageSize: number;
-  readonly #session: TokenSession;
 
   constructor(options: ConnectorOptions) {
-    this.#options = options;
-    this.#http = new HttpTransport("Cohesity", options.endpoint, options);
-    this.#session = new TokenSession(this.#http, () => this.#login());
-    this.#pageSize = options.pageSize ?? 100;
+    super("Cohesity", options, 100);
   }
 
-  close(): void {
-    this.#http.close();
-  }
-
-  async #login(): Promise<string> {
+  protected override async login(): Promise<string> {
     const req: HttpRequest = {
       method: "POST",
       path: `${BASE}/accessTokens`,
       json: {
-        domain: this.#options.domain || "LOCAL",
-        username: this.#options.username,
-        password: this.#options.password,
+        domain: this.options.domain || "LOCAL",
+        username: this.options.username,
+        password: this.options.password,
       },
       idempotent: true,
     };
-    const token = await logIn(this.#http, req, {}, Token, {
+    const token = await logIn(this.http, req, {}, Token, {
       statuses: [401, 403],
       message: (status) =>
-        `Cohesity rejected the credentials of ${this.#options.username} (${status}); check the domain, user name and password`,
+        `Cohesity rejected the credentials of ${this.options.username} (${status}); check the domain, user name and password`,
     });
-    this.#http.addSecret(token.accessToken); // sent on every call: an echoed Authorization header is scrubbed
+    this.http.addSecret(token.accessToken); // sent on every call: an echoed Authorization header is scrubbed
     return `${token.tokenType || "Bearer"} ${token.accessToken}`;
   }
 
   async #get<T>(path: string, schema: z.ZodType<T>, query?: HttpRequest["query"]): Promise<T> {
-    return await this.#session.get({ method: "GET", path: `${BASE}${path}`, query }, schema);
+    return await this.session.get({ method: "GET", path: `${BASE}${path}`, query }, schema);
   }
 
   async testConnection(): Promise<ConnectivityResult> {
     const info = await this.#get("/cluster", Cluster);
     return {
       detail: `Cohesity ${info.clusterSoftwareVersion ?? "(unknown version)"}${
-        info.name ? ` (${this.#http.clean(info.name)})` : ""
+        info.name ? ` (${this.http.clean(info.name)})` : ""
       }`,
     };
   }
@@ -235,7 +223,7 @@ export class CohesityConnector implements PlatformConnector {
         }
         const runs = await this.#get("/protectionRuns", z.array(Run), {
           jobId: job.id,
-          numRuns: this.#pageSize,
+          numRuns: this.pageSize,
           startTimeUsecs: sinceUsecs,
           endTimeUsecs: before,
           excludeTasks: false,
@@ -249,7 +237,7 @@ export class CohesityConnector implements PlatformConnector {
           }
           out.push(this.#toRun(job, r));
         }
-        if (runs.length < this.#pageSize) break;
+        if (runs.length < this.pageSize) break;
         const oldest = Math.min(...runs.map((r) => r.backupRun.stats.startTimeUsecs));
         if (before !== undefined && oldest >= before) {
           throw new ConnectorError(
@@ -296,7 +284,7 @@ export class CohesityConnector implements PlatformConnector {
       endedAt,
       bytesTransferred: Math.max(0, Math.round(b.stats.totalBytesReadFromSource ?? 0)),
       protectedBytes: Math.max(0, Math.round(b.stats.totalLogicalBackupSizeBytes ?? 0)),
-      message: message ? this.#http.clean(message) : null,
+      message: message ? this.http.clean(message) : null,
       objects,
     };
   }
@@ -311,8 +299,8 @@ export class CohesityConnector implements PlatformConnector {
     }
     const ids = [...jobsOf.keys()].sort((a, b) => a - b);
     const out: VendorObject[] = [];
-    for (let i = 0; i < ids.length; i += this.#pageSize) {
-      const batch = ids.slice(i, i + this.#pageSize);
+    for (let i = 0; i < ids.length; i += this.pageSize) {
+      const batch = ids.slice(i, i + this.pageSize);
       const sources = await this.#get("/protectionSources/objects", z.array(Source), {
         objectIds: batch.map(String),
       });
@@ -337,8 +325,8 @@ export class CohesityConnector implements PlatformConnector {
       path: `${BASE}/protectionJobs/run/${encodeURIComponent(job.id)}`,
       json: { runType: "kRegular" },
     };
-    const res = await this.#session.call(req);
-    if (!res.ok) throw await this.#http.failure(res, req);
+    const res = await this.session.call(req);
+    if (!res.ok) throw await this.http.failure(res, req);
     await res.body?.cancel();
     return { runId: null };
   }

@@ -467,3 +467,51 @@ export async function logIn<T>(
   if (!res.ok) throw await http.failure(res, req);
   return await http.parse(res, schema, req);
 }
+
+/**
+ * What both vendor connectors are built on: their options, one HTTP transport to the vendor, a token
+ * session that logs in (`login`) and logs in again once on a 401, and the page size of list calls.
+ */
+export abstract class SessionConnector {
+  // ES-private, read through getters: the options hold the password, and nothing that prints or
+  // serialises a connector may see them.
+  readonly #http: HttpTransport;
+  readonly #options: ConnectorOptions;
+  readonly #pageSize: number;
+  readonly #session: TokenSession;
+
+  constructor(vendor: string, options: ConnectorOptions, defaultPageSize: number) {
+    this.#options = options;
+    this.#http = new HttpTransport(vendor, options.endpoint, options);
+    this.#session = new TokenSession(this.#http, () => this.login(), () => this.sessionHeaders());
+    this.#pageSize = options.pageSize ?? defaultPageSize;
+  }
+
+  protected get http(): HttpTransport {
+    return this.#http;
+  }
+
+  protected get options(): ConnectorOptions {
+    return this.#options;
+  }
+
+  protected get pageSize(): number {
+    return this.#pageSize;
+  }
+
+  protected get session(): TokenSession {
+    return this.#session;
+  }
+
+  close(): void {
+    this.#http.close();
+  }
+
+  /** Logs in (`logIn`); returns the Authorization header's value. */
+  protected abstract login(): Promise<string>;
+
+  /** Headers every request carries besides Authorization: none unless the vendor wants an API version. */
+  protected sessionHeaders(): Record<string, string> {
+    return {};
+  }
+}

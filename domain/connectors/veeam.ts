@@ -21,10 +21,9 @@ import {
   ConnectorError,
   type ConnectorOptions,
   type HttpRequest,
-  HttpTransport,
   logIn,
   type PlatformConnector,
-  TokenSession,
+  SessionConnector,
   type VendorJob,
   type VendorJobType,
   type VendorObject,
@@ -143,46 +142,35 @@ export function mapVeeamStatus(
 }
 
 /** The Veeam B&R connector. */
-export class VeeamConnector implements PlatformConnector {
+export class VeeamConnector extends SessionConnector implements PlatformConnector {
   readonly type = "veeam" as const;
-  readonly #http: HttpTransport;
-  readonly #options: ConnectorOptions;
-  readonly #pageSize: number;
-  readonly #session: TokenSession;
 
   constructor(options: ConnectorOptions) {
-    this.#options = options;
-    this.#http = new HttpTransport("Veeam", options.endpoint, options);
-    this.#session = new TokenSession(this.#http, () => this.#login(), () => this.#versionHeader());
-    this.#pageSize = options.pageSize ?? 200;
+    super("Veeam", options, 200);
   }
 
-  close(): void {
-    this.#http.close();
+  protected override sessionHeaders(): Record<string, string> {
+    return { "x-api-version": this.options.apiVersion || VEEAM_DEFAULT_API_VERSION };
   }
 
-  #versionHeader(): Record<string, string> {
-    return { "x-api-version": this.#options.apiVersion || VEEAM_DEFAULT_API_VERSION };
-  }
-
-  async #login(): Promise<string> {
+  protected override async login(): Promise<string> {
     const req: HttpRequest = {
       method: "POST",
       path: "/api/oauth2/token",
-      form: { grant_type: "password", username: this.#options.username, password: this.#options.password },
+      form: { grant_type: "password", username: this.options.username, password: this.options.password },
       idempotent: true,
     };
-    const token = await logIn(this.#http, req, this.#versionHeader(), Token, {
+    const token = await logIn(this.http, req, this.sessionHeaders(), Token, {
       statuses: [400, 401],
       message: (status) =>
-        `Veeam rejected the credentials of ${this.#options.username} (${status}); check the user name and password`,
+        `Veeam rejected the credentials of ${this.options.username} (${status}); check the user name and password`,
     });
-    this.#http.addSecret(token.access_token); // sent back on every call: an echoed Authorization header is scrubbed
+    this.http.addSecret(token.access_token); // sent back on every call: an echoed Authorization header is scrubbed
     return `Bearer ${token.access_token}`;
   }
 
   async #get<T>(req: HttpRequest, schema: z.ZodType<T>): Promise<T> {
-    return await this.#session.get(req, schema);
+    return await this.session.get(req, schema);
   }
 
   /** Every item of a paged list (skip/limit until pagination.total). */
@@ -191,7 +179,7 @@ export class VeeamConnector implements PlatformConnector {
     const schema = page(item);
     for (let skip = 0, n = 0; n < MAX_PAGES; n++) {
       const body = await this.#get(
-        { method: "GET", path, query: { ...query, skip, limit: this.#pageSize } },
+        { method: "GET", path, query: { ...query, skip, limit: this.pageSize } },
         schema,
       ) as {
         data: T[];
@@ -216,7 +204,7 @@ export class VeeamConnector implements PlatformConnector {
     const info = await this.#get({ method: "GET", path: "/api/v1/serverInfo" }, ServerInfo);
     return {
       detail: `Veeam Backup & Replication ${info.buildVersion ?? "(unknown build)"}${
-        info.name ? ` (${this.#http.clean(info.name)})` : ""
+        info.name ? ` (${this.http.clean(info.name)})` : ""
       }`,
     };
   }
@@ -255,7 +243,7 @@ export class VeeamConnector implements PlatformConnector {
         endedAt: s.endTime && s.state === "Stopped" ? new Date(s.endTime).toISOString() : null,
         bytesTransferred: 0,
         protectedBytes: 0,
-        message: s.result?.message ? this.#http.clean(s.result.message) : null,
+        message: s.result?.message ? this.http.clean(s.result.message) : null,
         objects: null,
       });
     }
@@ -297,9 +285,9 @@ export class VeeamConnector implements PlatformConnector {
       path: `/api/v1/jobs/${encodeURIComponent(job.id)}/start`,
       json: { performActiveFull: false },
     };
-    const res = await this.#session.call(req);
-    if (!res.ok) throw await this.#http.failure(res, req);
-    const session = await this.#http.parse(res, StartedSession, req);
+    const res = await this.session.call(req);
+    if (!res.ok) throw await this.http.failure(res, req);
+    const session = await this.http.parse(res, StartedSession, req);
     return { runId: session?.id ?? null };
   }
 }

@@ -207,7 +207,7 @@ Deno.test("every domain module that seals vault records is listed as a vault-rec
       if (e.isDirectory) await walk(`${dir}/${e.name}`, `${rel}${e.name}/`);
       else if (e.name.endsWith(".ts") && `${rel}${e.name}` !== "vault.ts") {
         const text = await Deno.readTextFile(`${dir}/${e.name}`);
-        if (/\bsealSecret\s*\(/.test(text)) sealing.add(`${rel}${e.name}`);
+        if (/\bseal(?:Owned)?Secret\s*\(/.test(text)) sealing.add(`${rel}${e.name}`);
       }
     }
   };

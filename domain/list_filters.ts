@@ -1,0 +1,33 @@
+/**
+ * One list's filter fields read two ways: leniently by its page (a bad value falls back to the default,
+ * so a raw query object parses) and strictly by its API (a bad value is refused, 422 naming it).
+ */
+import { z } from "zod";
+
+/** A list's offset (offset-paged lists). */
+export const OffsetField = z.coerce.number({ error: "must be a whole number, 0 or more" })
+  .int("must be a whole number, 0 or more")
+  .min(0, "must be a whole number, 0 or more");
+
+/** How many rows a page of a list holds: 1 to 200. */
+export const LimitField = z.coerce.number({ error: "must be 1–200" }).int("must be 1–200").min(
+  1,
+  "must be 1–200",
+)
+  .max(200, "must be 1–200");
+
+type Defaults<F extends Record<string, z.ZodType>> = { [K in keyof F]: z.output<F[K]> };
+
+/** The page's filter: every field falls back to its default. */
+export function lenientFilter<F extends Record<string, z.ZodType>>(fields: F, defaults: Defaults<F>) {
+  const shape = Object.fromEntries(Object.keys(fields).map((k) => [k, fields[k].catch(defaults[k])]));
+  return z.object(shape as { [K in keyof F]: z.ZodCatch<F[K]> });
+}
+
+/** The API's query: every field has its default when absent, and a bad value is refused. */
+export function strictQuery<F extends Record<string, z.ZodType>>(fields: F, defaults: Defaults<F>) {
+  const shape = Object.fromEntries(
+    Object.keys(fields).map((k) => [k, fields[k].default(defaults[k] as never)]),
+  );
+  return z.object(shape as { [K in keyof F]: z.ZodDefault<F[K]> });
+}
