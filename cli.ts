@@ -23,7 +23,7 @@ import { createUser, findUserByEmail, listUsers, resetPassword } from "./domain/
 import { randomToken } from "./domain/ids.ts";
 import { checkInvariants } from "./domain/invariants.ts";
 import { indexOpenRuns } from "./domain/run_lifecycle.ts";
-import { indexRestorePointsByHost } from "./domain/restore_points.ts";
+import { indexFirstBackups, indexRestorePointsByHost } from "./domain/restore_points.ts";
 import { indexRestorePointsByTarget } from "./domain/repositories.ts";
 import { exportDatabase, restoreBundle, sealBundle } from "./domain/self_backup.ts";
 import { PERMISSIONS, ROLE_PERMISSIONS } from "./domain/types.ts";
@@ -227,6 +227,7 @@ async function main(args: string[]): Promise<number> {
         if (header.database === "results") {
           await indexOpenRuns(kv, new Date(), { force: true });
           await indexRestorePointsByHost(kv, new Date(), { force: true });
+          await indexFirstBackups(kv, new Date(), { force: true });
           await indexRestorePointsByTarget(kv, new Date(), { force: true });
         }
         const problems = await checkInvariants(kv);

@@ -10,7 +10,7 @@ import { createLogger } from "./domain/log.ts";
 import { rederiveScheduleRpos } from "./domain/policies.ts";
 import { indexPolicyNames } from "./domain/policy_names.ts";
 import { indexOpenRuns } from "./domain/run_lifecycle.ts";
-import { indexRestorePointsByHost } from "./domain/restore_points.ts";
+import { indexFirstBackups, indexRestorePointsByHost } from "./domain/restore_points.ts";
 import { indexRestorePointsByTarget } from "./domain/repositories.ts";
 import { rebuildReplicaCounts } from "./domain/replicas.ts";
 import { issueSetupToken } from "./domain/setup.ts";
@@ -61,6 +61,11 @@ await indexOpenRuns(kv, new Date()).then(
 await indexRestorePointsByHost(kv, new Date()).then(
   (fix) => fix.skipped || logger.log("info", "restore points indexed by host", fix),
   (error) => logger.log("error", "indexing restore points by host failed", { error: String(error) }),
+);
+// Data fix: the getting-started checklist's "first backup" marker of every org with a restore point (once, marker).
+await indexFirstBackups(kv, new Date()).then(
+  (fix) => fix.skipped || logger.log("info", "first backups indexed", fix),
+  (error) => logger.log("error", "indexing first backups failed", { error: String(error) }),
 );
 // Data fix: restore points from before repository generations get their repository and the by-target
 // index that keeps a target holding points from being deleted (once, marker).

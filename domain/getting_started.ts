@@ -2,17 +2,20 @@
  * The getting-started checklist (engine → storage → policy → host → first backup) and the first-run
  * page's live ticks ("BES registered", "agent enrolled"), read from real data in the actor's scope.
  *
- * Its cost does not grow with history: engines, storage targets and policies are one record each (the
- * dashboard reads them already); hosts come from the dashboard's counters (`host_counts`) plus one short
- * range per engine of the protected objects' source index; the first backup is one short range per
- * policy of its restore points, stopping at the first policy that has one.
+ * Its cost does not grow with history or with the number of policies: engines and storage targets are one
+ * record each (the dashboard reads them already), policies are counted by their per-org counters; hosts
+ * come from the dashboard's counters (`host_counts`) plus one short range per engine of the protected
+ * objects' source index; the first backup is one marker per org, written with the org's restore points
+ * (before its start-up data fix has run: one short range per policy of its points, up to the first found).
  */
 import { readByPointerIndex } from "./pointer_index.ts";
 import { policiesByAccountPrefix, policyKey } from "./keys/policies.ts";
 import { objectsByDimensionPrefix, unprotectedHostsPrefix } from "./keys/protected.ts";
 import { enginesByAccountPrefix } from "./keys/engines.ts";
 import { targetsByAccountPrefix } from "./keys/storage.ts";
-import { restorePointsByPolicyPrefix } from "./keys/restore.ts";
+import { firstBackupsPrefix, restorePointsByPolicyPrefix } from "./keys/restore.ts";
+import { hasFirstBackupMarkers } from "./restore_points.ts";
+import { countVisiblePolicies } from "./policy_names.ts";
 import { type Engine, engineKey, OFFLINE_AFTER_MS } from "./engines.ts";
 import { counterValue } from "./kv.ts";
 import type { Policy } from "./policies.ts";
@@ -87,10 +90,11 @@ export async function readSetupProgress(kv: Deno.Kv, actor: Actor, now: Date): P
     complete: false,
   };
   if (!actor.accountId) return empty;
-  const [engines, targets, policies] = await Promise.all([
+  const [engines, targets, policyCount, markers] = await Promise.all([
     recordsInScope<Engine>(kv, actor, enginesByAccountPrefix(actor.accountId!), engineKey),
     recordsInScope<StorageTarget>(kv, actor, targetsByAccountPrefix(actor.accountId!), targetKey),
-    policyIdsInScope(kv, actor),
+    countVisiblePolicies(kv, actor),
+    hasFirstBackupMarkers(kv),
   ]);
   const live = engines.filter((e) => e.status !== "deleting");
   const online =
@@ -113,6 +117,18 @@ export async function readSetupProgress(kv: Deno.Kv, actor: Actor, now: Date): P
     }
   }
   let firstBackup = false;
+  if (markers) {
+    // One marker per org with a restore point (set in the point's write; start-up data fix for older ones).
+    for await (const e of kv.list({ prefix: firstBackupsPrefix(actor.accountId) })) {
+      const orgId = String(e.key[2]);
+      if (inScope(actor, { accountId: actor.accountId, orgId: orgId === "account" ? null : orgId })) {
+        firstBackup = true;
+        break;
+      }
+    }
+  }
+  // Before the data fix has run: the policies' points, ten policies at a time, up to the first one found.
+  const policies = markers ? [] : await policyIdsInScope(kv, actor);
   for (let i = 0; i < policies.length && !firstBackup; i += 10) {
     const found = await Promise.all(
       policies.slice(i, i + 10).map(async (id) =>
@@ -124,14 +140,14 @@ export async function readSetupProgress(kv: Deno.Kv, actor: Actor, now: Date): P
   const done: Record<SetupStep, boolean> = {
     engine: live.length > 0,
     storage: targets.length > 0,
-    policy: policies.length > 0,
+    policy: policyCount > 0,
     host: assigned,
     backup: firstBackup,
   };
   return {
     engines: { registered: live.length, online },
     targets: targets.length,
-    policies: policies.length,
+    policies: policyCount,
     hosts: { enrolled: unassigned > 0 || assigned, unassigned, assigned },
     firstBackup,
     done,

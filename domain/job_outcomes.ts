@@ -5,7 +5,12 @@
  * every other kind to the module that owns it (restore_browse.ts, restore_requests.ts, file_history.ts,
  * drills.ts, replicas.ts). A neutral module: the modules it routes to do not import it.
  */
-import { restorePointKey, restorePointsByHostKey, restorePointsByPolicyKey } from "./keys/restore.ts";
+import {
+  firstBackupKey,
+  restorePointKey,
+  restorePointsByHostKey,
+  restorePointsByPolicyKey,
+} from "./keys/restore.ts";
 import { withRetry } from "./retry.ts";
 import { runByJobKey, runKey, runsOpenKey } from "./keys/runs.ts";
 import { type Job, queueJobInOp } from "./job_queue.ts";
@@ -111,7 +116,8 @@ export async function applyJobResultToRun(kv: Deno.Kv, job: Job, now: Date): Pro
       next.restorePointId = point.id;
       op.set(restorePointKey(point.id), point)
         .set(restorePointsByPolicyKey(run.policyId, point.id), point.id)
-        .set(restorePointsByHostKey(run.policyId, run.hostId, point.id), point.id);
+        .set(restorePointsByHostKey(run.policyId, run.hostId, point.id), point.id)
+        .set(firstBackupKey(run.accountId, policy ? policy.orgId : run.orgId), true);
       if (point.repository) {
         op.set(pointsByTargetKey(point.repository.target, point.id), point.id)
           .set(repositoryHostKey(run.policyId, point.repository.generation, run.hostId), point.id);

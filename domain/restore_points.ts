@@ -6,6 +6,7 @@
  */
 import { type DataFixResult, runDataFix } from "./data_fixes.ts";
 import {
+  firstBackupKey,
   restorePointKey,
   restorePointsByHostKey,
   restorePointsByHostPrefix,
@@ -37,6 +38,7 @@ import { dataFixKey } from "./keys/data_fixes.ts";
 
 /** Set once every restore point has its `restore_points_by_host` entry (points older than the index had none). */
 const POINTS_BY_HOST_FIX_KEY = dataFixKey("restore_points_by_host_v1");
+const FIRST_BACKUPS_FIX_KEY = dataFixKey("first_backups_v1");
 
 /** What a backup leaves: one point of a host's (or the BES's) chain, at `restorePointKey(id)` (keys/restore.ts). */
 export interface RestorePoint {
@@ -543,4 +545,42 @@ export function requireEngineOnline(
     `BES ${engine?.name ?? point.engineId} is offline${last}; ${what} needs the restore point's BES online`,
     { restorePointId: "The BES of this restore point is offline" },
   );
+}
+
+/**
+ * Data fix run on start (and after a results-DB restore, `force`): the "first backup" marker of every org
+ * that has a restore point (points written before the marker existed). Until it has run,
+ * `hasFirstBackupMarkers` says so and the checklist reads the policies' points instead.
+ */
+export async function indexFirstBackups(
+  kv: Deno.Kv,
+  now: Date,
+  options: { force?: boolean } = {},
+): Promise<DataFixResult> {
+  return await runDataFix(kv, FIRST_BACKUPS_FIX_KEY, now, options, async () => {
+    const policies = new Set<string>();
+    const orgs = new Set<string>();
+    for await (const e of kv.list<RestorePoint>({ prefix: restorePointsPrefix() }, { batchSize: 500 })) {
+      const policyId = e.value?.policyId;
+      if (!policyId || policies.has(policyId)) continue;
+      policies.add(policyId);
+      // The point's policy, or the deleted policy kept for its points.
+      const [live, retired] = await kv.getMany<[Policy, Policy]>([
+        policyKey(policyId),
+        retiredPolicyKey(policyId),
+      ]);
+      const policy = live.value ?? retired.value;
+      if (!policy) continue;
+      const org = `${policy.accountId}/${policy.orgId ?? ""}`;
+      if (orgs.has(org)) continue;
+      orgs.add(org);
+      await kv.set(firstBackupKey(policy.accountId, policy.orgId), true);
+    }
+    return orgs.size;
+  });
+}
+
+/** Whether the first-backup markers can be trusted: `indexFirstBackups` has run. */
+export async function hasFirstBackupMarkers(kv: Deno.Kv): Promise<boolean> {
+  return (await kv.get(FIRST_BACKUPS_FIX_KEY)).versionstamp !== null;
 }

@@ -79,3 +79,14 @@ export function restoresByAccountPrefix(accountId: string): Deno.KvKey {
 export function restoresPrefix(): Deno.KvKey {
   return ["restores"];
 }
+
+/**
+ * Set once an org (`"account"`: account-level policies) has its first restore point: the getting-started
+ * checklist's "first backup" step reads these instead of every policy's points.
+ */
+export function firstBackupKey(accountId: string, orgId: string | null) {
+  return ["first_backups", accountId, orgId ?? "account"] as const;
+}
+export function firstBackupsPrefix(accountId: string): Deno.KvKey {
+  return ["first_backups", accountId];
+}

@@ -159,6 +159,8 @@ export const DATABASE_PREFIXES: Record<"config" | "results", readonly string[]> 
     "restore_points",
     "restore_points_by_policy",
     "restore_points_by_host",
+    // The getting-started checklist's "first backup" marker per org (restore_points.ts).
+    "first_backups",
     // Repositories (repositories.ts): points by the target that holds them, hosts seen per generation.
     "restore_points_by_target",
     "repository_hosts",

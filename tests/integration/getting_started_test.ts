@@ -20,6 +20,8 @@ import { applyJobOutcome } from "../../domain/job_outcomes.ts";
 import { runSchedulerTick } from "../../domain/scheduler.ts";
 import { createRecoveryKey } from "../../domain/recovery_keys.ts";
 import { issueSetupToken } from "../../domain/setup.ts";
+import { indexFirstBackups } from "../../domain/restore_points.ts";
+import { firstBackupKey } from "../../domain/keys/restore.ts";
 import { createTarget } from "../../domain/storage.ts";
 import type { Org } from "../../domain/types.ts";
 import { SECTIONS } from "../../routes/dashboard.tsx";
@@ -74,8 +76,14 @@ async function backUp(kv: Deno.Kv, hostId: string, now: Date, status: "success" 
   await applyJobOutcome(kv, done, now);
 }
 
-Deno.test("readSetupProgress() ticks engine, storage, policy, host and first backup from real data, in scope", async () => {
+/**
+ * The checklist from real data. `markers`: the start-up data fix has run (as main.ts does), so the first
+ * backup is read from the per-org markers written with each restore point; without it, from the policies'
+ * points.
+ */
+async function checklistFromRealData(markers: boolean) {
   using kv = await Deno.openKv(":memory:");
+  if (markers) await indexFirstBackups(kv, new Date("2026-11-01T00:00:00Z"));
   const clock = new TestClock(new Date("2026-11-01T00:00:00Z"));
   const tenant = await createTenant(kv, "Acme", ["Ops", "Finance"], clock.now());
   const [ops, finance] = tenant.orgs;
@@ -133,6 +141,26 @@ Deno.test("readSetupProgress() ticks engine, storage, policy, host and first bac
   const other = await readSetupProgress(kv, financeViewer, clock.now());
   assert.deepEqual(doneSteps(other.done), []);
   assert.deepEqual(other.hosts, { enrolled: false, unassigned: 0, assigned: false });
+
+  if (markers) {
+    // The marker was written with the point, in the policy's org; the data fix rebuilds a lost one.
+    const key = firstBackupKey(tenant.account.id, policy.orgId);
+    assert.equal((await kv.get(key)).value, true);
+    await kv.delete(key);
+    assert.equal((await progress()).done.backup, false, "the markers are what is read once the fix has run");
+    const fix = await indexFirstBackups(kv, clock.now(), { force: true });
+    assert.equal(fix.indexed, 1);
+    assert.equal((await progress()).done.backup, true);
+    assert.equal((await readSetupProgress(kv, financeViewer, clock.now())).done.backup, false);
+  }
+}
+
+Deno.test("readSetupProgress() ticks engine, storage, policy, host and first backup from real data, in scope", async () => {
+  await checklistFromRealData(false);
+});
+
+Deno.test("readSetupProgress() reads the first backup from the per-org markers once their data fix has run", async () => {
+  await checklistFromRealData(true);
 });
 
 Deno.test("setup ends signed in on the first-run page: the secret once, the exact commands, no caching", async () => {
