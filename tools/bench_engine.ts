@@ -330,7 +330,7 @@ console.log(
   `machine: ${navigator.hardwareConcurrency} CPUs (${cpu}), ${
     memGiB.toFixed(1)
   } GiB RAM; Deno ${Deno.version.deno}; ` +
-    `${restic ?? "restic: not installed"}`,
+    `${restic ?? (E2E_ONLY ? "restic: skipped (--e2e-only)" : "restic: not installed")}`,
 );
 console.log(`load average at start: ${loadavg()}`);
 console.log(`peak RSS via ${TIME_BIN ? "/usr/bin/time -v" : "polling /proc/<pid>/status VmHWM every 50 ms"}`);
