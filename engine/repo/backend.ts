@@ -75,6 +75,22 @@ export function putParts(backend: Backend, name: string, parts: Uint8Array[]): P
 /** Parts smaller than this are written synchronously, consecutive ones at once (an async op costs more). */
 const SMALL_PART = 64 * 1024;
 
+/**
+ * The most bytes given to one write(2) of a file. The kernel sizes the page-cache folios of a buffered
+ * write by its length: a 4 MiB write asks for 2 MiB folios, which on a virtual machine whose free memory is
+ * handed back to the host (free page reporting) are mostly fresh pages the host must fault in — measured on
+ * this project's 2-core VM, 768 MiB written in 4 MiB writes cost 0.9–2.0 s of system time, in 256 KiB
+ * writes 0.25–0.3 s (docs/performance.md, "End to end: the BES's writes").
+ */
+export const WRITE_PIECE = 256 * 1024;
+
+/** Writes all of `data` at the file's position, in writes of at most `WRITE_PIECE` bytes. */
+export async function writePieces(file: Deno.FsFile, data: Uint8Array): Promise<void> {
+  for (let off = 0; off < data.length;) {
+    off += await file.write(data.subarray(off, Math.min(data.length, off + WRITE_PIECE)));
+  }
+}
+
 /** Throws if `name` is not a safe relative object name. */
 export function validateObjectName(name: string): void {
   if (
@@ -192,7 +208,7 @@ export class LocalBackend implements Backend {
             }
             while (off < data.length) off += file.writeSync(data.subarray(off));
           }
-          while (off < data.length) off += await file.write(data.subarray(off));
+          if (off < data.length) await writePieces(file, data.subarray(off));
         }
         await file.syncData();
       } finally {
@@ -227,8 +243,7 @@ export class LocalBackend implements Backend {
         // Writes append; only a read in between moves the file's position (one op fewer per write).
         if (moved) await file.seek(size, Deno.SeekMode.Start);
         moved = false;
-        let off = 0;
-        while (off < data.length) off += await file.write(data.subarray(off));
+        await writePieces(file, data);
         size += data.length;
       },
       read: async (offset, length) => {
