@@ -10,7 +10,7 @@
  */
 
 import { getManyValues } from "./kv.ts";
-import { type Actor, inScope } from "./rbac.ts";
+import { type Actor, inScope, type ScopedObject } from "./rbac.ts";
 
 /**
  * The records a pointer index under `prefix` points to, in index order (`key(id)` is a record's key;
@@ -24,6 +24,25 @@ export async function readByPointerIndex<T>(
   const keys: Deno.KvKey[] = [];
   for await (const e of kv.list<string>({ prefix })) keys.push(key(e.value));
   return await getManyValues<T>(kv, keys);
+}
+
+/**
+ * The records of the actor's account that a pointer index points to, those in the actor's scope that
+ * `match` keeps (the rows of a filtered list); none for an actor without an account (the system).
+ */
+export async function readVisibleByPointerIndex<T>(
+  kv: Deno.Kv,
+  actor: Actor,
+  index: {
+    prefix: (accountId: string) => Deno.KvKey;
+    key: (id: string) => Deno.KvKey;
+    scope: (record: T) => ScopedObject;
+  },
+  match: (record: T) => boolean,
+): Promise<T[]> {
+  if (!actor.accountId) return [];
+  return (await readByPointerIndex<T>(kv, index.prefix(actor.accountId), index.key))
+    .filter((r) => inScope(actor, index.scope(r)) && match(r));
 }
 
 /** Deletes per atomic write: well below KV's 1,000 mutations per atomic operation. */

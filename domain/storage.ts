@@ -41,7 +41,7 @@ import { type Host, hostKey, hostOnlineAt } from "./hosts.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { type Job, jobKey, queueJobInOp } from "./job_queue.ts";
-import { deleteByPointerIndex, deleteKeysUnder, readByPointerIndex } from "./pointer_index.ts";
+import { deleteByPointerIndex, deleteKeysUnder, readVisibleByPointerIndex } from "./pointer_index.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { CommitConflictError } from "./retry.ts";
 import { countPointsOnTarget } from "./repositories.ts";
@@ -50,7 +50,7 @@ import { pausePoliciesForStorage, resumePoliciesForStorage } from "./storage_aut
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
 import { openSecret, sealOwnedSecret, vaultKey, type VaultRecord } from "./vault.ts";
-import { lenientFilter, LimitField, OffsetField, strictQuery } from "./list_filters.ts";
+import { lenientFilter, LimitField, OffsetField, offsetPage, strictQuery } from "./list_filters.ts";
 
 export { TARGET_TYPE_LABELS, TARGET_TYPES, type TargetType };
 export const CREDENTIAL_TYPES = ["access_key", "password", "chap_secret", "api_token"] as const;
@@ -285,25 +285,32 @@ export async function listTargets(
   actor: Actor,
   filter: TargetFilter,
 ): Promise<{ values: StorageTarget[]; total: number }> {
-  if (!actor.accountId) return { values: [], total: 0 };
-  const prefix = filter.besId ? targetsByBesPrefix(filter.besId) : targetsByAccountPrefix(actor.accountId);
   const needle = filter.q.toLowerCase();
-  const rows = (await readByPointerIndex<StorageTarget>(kv, prefix, targetKey)).filter((t) =>
-    inScope(actor, targetScope(t)) && (!filter.type || t.type === filter.type) &&
-    (!filter.health || t.health === filter.health) && (!needle || t.name.toLowerCase().includes(needle))
+  const index = {
+    prefix: (accountId: string) =>
+      filter.besId ? targetsByBesPrefix(filter.besId) : targetsByAccountPrefix(accountId),
+    key: targetKey,
+    scope: targetScope,
+  };
+  const rows = await readVisibleByPointerIndex<StorageTarget>(
+    kv,
+    actor,
+    index,
+    (t) =>
+      (!filter.type || t.type === filter.type) && (!filter.health || t.health === filter.health) &&
+      (!needle || t.name.toLowerCase().includes(needle)),
   );
-  const dir = filter.sort.startsWith("-") ? -1 : 1;
-  const field = filter.sort.replace(/^-/, "");
   const rank = { unknown: 0, healthy: 1, warning: 2, critical: 3 };
-  rows.sort((a, b) =>
-    dir *
-    (field === "usage"
-      ? (a.capacity?.usagePercent ?? -1) - (b.capacity?.usagePercent ?? -1)
-      : field === "health"
-      ? rank[a.health] - rank[b.health]
-      : a.name.localeCompare(b.name))
+  return offsetPage(
+    rows,
+    filter,
+    (a, b, field) =>
+      field === "usage"
+        ? (a.capacity?.usagePercent ?? -1) - (b.capacity?.usagePercent ?? -1)
+        : field === "health"
+        ? rank[a.health] - rank[b.health]
+        : a.name.localeCompare(b.name),
   );
-  return { values: rows.slice(filter.offset, filter.offset + filter.limit), total: rows.length };
 }
 
 /**
