@@ -12,7 +12,13 @@ import { type Actor, authorize, inScope, type ScopedObject } from "./rbac.ts";
 import { SMTP_TLS_MODES, type SmtpTlsMode } from "./smtp.ts";
 import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
-import { sealOwnedSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import {
+  replaceVaultRecord,
+  type SealingOptions,
+  sealOwnedSecret,
+  vaultKey,
+  type VaultRecord,
+} from "./vault.ts";
 import {
   channelKey,
   channelsByAccountKey,
@@ -342,10 +348,9 @@ export async function createChannel(
   kv: Deno.Kv,
   actor: Actor,
   input: ChannelCreateInput,
-  options: { now: Date; masterKey: Uint8Array },
+  { now, masterKey }: SealingOptions,
 ): Promise<{ channel: NotificationChannel; generatedSecret: string | null }> {
   const data = ChannelCreateInput.parse(input);
-  const { now, masterKey } = options;
   const { accountId, orgEntry } = await resolveOwner(kv, actor, data);
   const scope = { accountId, orgId: data.orgId };
   authorize(actor, "backup.manage", scope);
@@ -419,10 +424,9 @@ export async function updateChannel(
   actor: Actor,
   id: string,
   input: ChannelUpdateInput,
-  options: { now: Date; masterKey: Uint8Array },
+  { now, masterKey }: SealingOptions,
 ): Promise<{ channel: NotificationChannel; generatedSecret: string | null }> {
   const data = ChannelUpdateInput.parse(input);
-  const { now, masterKey } = options;
   return await withRetry(async () => {
     const entry = await entryForChange(kv, actor, CHANNEL, id);
     const current = entry.value;
@@ -437,7 +441,7 @@ export async function updateChannel(
       const secret = data.rotateSecret ? generateSigningSecret() : data.secret;
       if (secret) {
         const vault = await sealChannelSecret(masterKey, current, secret, now);
-        op.delete(vaultKey(current.secretId)).set(vaultKey(vault.id), vault);
+        replaceVaultRecord(op, current.secretId, vault);
         next = { ...next, secretId: vault.id, secretSetAt: at };
         if (data.rotateSecret) generatedSecret = secret;
         notes.push("rotated the signing secret");
@@ -460,8 +464,7 @@ export async function updateChannel(
         notes.push("removed the SMTP password");
       } else if (data.password && data.username) {
         const vault = await sealChannelSecret(masterKey, current, data.password, now);
-        if (current.passwordId) op.delete(vaultKey(current.passwordId));
-        op.set(vaultKey(vault.id), vault);
+        replaceVaultRecord(op, current.passwordId, vault);
         next = { ...next, passwordId: vault.id };
         notes.push(current.passwordId ? "replaced the SMTP password" : "added an SMTP password");
       }

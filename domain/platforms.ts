@@ -49,7 +49,7 @@ import { listRunsByPolicy, notStartedRunFields, type Run } from "./runs.ts";
 import { retryGuardKey, runKey, runsByPolicyKey } from "./keys/runs.ts";
 import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
-import { sealOwnedSecret, vaultKey } from "./vault.ts";
+import { replaceVaultRecord, type SealingOptions, sealOwnedSecret, vaultKey } from "./vault.ts";
 import {
   platformByEndpointIdentityKey,
   platformJobByVendorKey,
@@ -165,6 +165,14 @@ const Fields = {
     .min(1, "must be 1–8760 hours").max(8760, "must be 1–8760 hours").default(24),
   syncEnabled: z.boolean({ error: "must be true or false" }).default(true),
 };
+
+type PlatformSettings = z.output<z.ZodObject<typeof Fields>>;
+
+/** The settings of a create or update input: the fields both share (`Fields`), not the password. */
+function platformSettings(data: PlatformSettings): PlatformSettings {
+  const keys = Object.keys(Fields) as Array<keyof PlatformSettings>;
+  return Object.fromEntries(keys.map((k) => [k, data[k]])) as PlatformSettings;
+}
 
 /** Registering a platform: one schema for the form, the JSON API and the domain. */
 export const PlatformCreateInput = z.object({
@@ -336,10 +344,9 @@ export async function createPlatform(
   kv: Deno.Kv,
   actor: Actor,
   input: PlatformCreateInput,
-  options: { now: Date; masterKey: Uint8Array },
+  { now, masterKey }: SealingOptions,
 ): Promise<Platform> {
   const data = PlatformCreateInput.parse(input);
-  const { now, masterKey } = options;
   const org = (await resolveOwner(kv, actor, { orgId: data.orgId }, { orgRequired: true })).org!;
   authorize(actor, "backup.manage", { accountId: org.accountId, orgId: org.id });
   const at = now.toISOString();
@@ -351,17 +358,9 @@ export async function createPlatform(
     accountId: org.accountId,
     orgId: org.id,
     type: data.type,
-    name: data.name,
-    endpointUrl: data.endpointUrl,
-    username: data.username,
+    ...platformSettings(data),
     credentialId: vault.id,
     credentialRotatedAt: at,
-    domain: data.domain,
-    apiVersion: data.apiVersion,
-    caCertificate: data.caCertificate,
-    syncIntervalMinutes: data.syncIntervalMinutes,
-    defaultRpoHours: data.defaultRpoHours,
-    syncEnabled: data.syncEnabled,
     status: "active",
     lastSync: null,
     lastSuccessAt: null,
@@ -413,10 +412,9 @@ export async function updatePlatform(
   actor: Actor,
   id: string,
   input: PlatformUpdateInput,
-  options: { now: Date; masterKey: Uint8Array },
+  { now, masterKey }: SealingOptions,
 ): Promise<Platform> {
   const data = PlatformUpdateInput.parse(input);
-  const { now, masterKey } = options;
   const { next, rpoChanged } = await withRetry(async () => {
     const entry = await kv.get<Platform>(platformKey(id));
     const p = entry.value;
@@ -429,19 +427,7 @@ export async function updatePlatform(
       throw new ValidationError(message, { password: message });
     }
     const at = now.toISOString();
-    const next: Platform = {
-      ...p,
-      name: data.name,
-      endpointUrl: data.endpointUrl,
-      username: data.username,
-      domain: data.domain,
-      apiVersion: data.apiVersion,
-      caCertificate: data.caCertificate,
-      syncIntervalMinutes: data.syncIntervalMinutes,
-      defaultRpoHours: data.defaultRpoHours,
-      syncEnabled: data.syncEnabled,
-      updatedAt: at,
-    };
+    const next: Platform = { ...p, ...platformSettings(data), updatedAt: at };
     const op = kv.atomic().check(entry);
     const oldKey = platformByEndpointKey(p.accountId, p.type, p.endpointUrl);
     const newKey = platformByEndpointKey(p.accountId, p.type, next.endpointUrl);
@@ -455,8 +441,7 @@ export async function updatePlatform(
     let note = "";
     if (data.password) {
       const vault = await sealOwnedSecret(masterKey, p, `platform:${id}`, data.password, now);
-      if (p.credentialId) op.delete(vaultKey(p.credentialId));
-      op.set(vaultKey(vault.id), vault);
+      replaceVaultRecord(op, p.credentialId, vault);
       next.credentialId = vault.id;
       next.credentialRotatedAt = at;
       note = "; rotated its password";

@@ -22,7 +22,7 @@ import {
   SCHEMA_VERSION,
   sealBundle,
 } from "./self_backup.ts";
-import { openSecret, sealOwnedSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import { readVaultSecret, replaceVaultRecord, sealOwnedSecret } from "./vault.ts";
 import {
   selfBackupCountersKey,
   selfBackupLastSuccessKey,
@@ -186,8 +186,7 @@ export async function updateSettings(
       data.s3.secretAccessKey,
       options.now,
     );
-    if (credentialId) op.delete(vaultKey(credentialId));
-    op.set(vaultKey(record.id), record);
+    replaceVaultRecord(op, credentialId, record);
     credentialId = record.id;
   }
   if (data.s3.enabled && !credentialId) {
@@ -235,9 +234,8 @@ async function s3Location(
   masterKey: Uint8Array,
 ): Promise<S3Location | null> {
   if (!settings.s3.enabled || !settings.s3.credentialId) return null;
-  const record = (await kv.get<VaultRecord>(vaultKey(settings.s3.credentialId))).value;
-  if (!record) return null;
-  return { ...settings.s3, secretAccessKey: await openSecret(masterKey, record) };
+  const secretAccessKey = await readVaultSecret(kv, masterKey, settings.s3.credentialId);
+  return secretAccessKey === null ? null : { ...settings.s3, secretAccessKey };
 }
 
 export type TriggerStatus = "running" | "success" | "failed";

@@ -49,7 +49,13 @@ import { deletePolicyCascade, listPoliciesByTarget } from "./policies.ts";
 import { pausePoliciesForStorage, resumePoliciesForStorage } from "./storage_auto_pause.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
-import { openSecret, sealOwnedSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import {
+  readVaultSecret,
+  replaceVaultRecord,
+  type SealingOptions,
+  sealOwnedSecret,
+  vaultKey,
+} from "./vault.ts";
 import { lenientFilter, LimitField, OffsetField, offsetPage, strictQuery } from "./list_filters.ts";
 
 export { TARGET_TYPE_LABELS, TARGET_TYPES, type TargetType };
@@ -241,6 +247,70 @@ export async function requireTarget(kv: Deno.Kv, actor: Actor, id: string): Prom
   return t;
 }
 
+/**
+ * Runs `change` on the target's entry in a checked write retried on conflict (`withRetry`): the target
+ * must be in the actor's scope (else NotFoundError) and the actor needs backup.manage on it.
+ */
+async function withTargetForChange<T>(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  change: (entry: Deno.KvEntry<StorageTarget>) => Promise<{ value: T } | null>,
+): Promise<T> {
+  return await withRetry(async () => {
+    const entry = await kv.get<StorageTarget>(targetKey(id));
+    const target = entry.value;
+    if (!target || !inScope(actor, targetScope(target))) {
+      throw new NotFoundError(`Storage target ${id} not found`);
+    }
+    authorize(actor, "backup.manage", targetScope(target));
+    return await change(entry as Deno.KvEntry<StorageTarget>);
+  });
+}
+
+type TargetCredentialFields = Pick<
+  StorageTarget,
+  "credentialId" | "credentialUsername" | "credentialType" | "credentialRotatedAt"
+>;
+
+/** The credential fields of a target without credentials. */
+const NO_CREDENTIALS: TargetCredentialFields = {
+  credentialId: null,
+  credentialUsername: null,
+  credentialType: null,
+  credentialRotatedAt: null,
+};
+
+/**
+ * Seals a target's new credentials in the vault, owned by the target's org, and returns the vault
+ * record with the target's credential fields. Throws ValidationError (field `credentials`) for an
+ * account-scoped BES: vault identities belong to an organization.
+ */
+async function sealTargetCredentials(
+  owner: { accountId: string; orgId: string | null },
+  targetId: string,
+  credentials: z.output<typeof Credentials>,
+  { now, masterKey }: SealingOptions,
+): Promise<{ vault: Awaited<ReturnType<typeof sealOwnedSecret>>; fields: TargetCredentialFields }> {
+  if (owner.orgId === null) {
+    throw new ValidationError(ACCOUNT_SCOPED_CREDENTIALS, { credentials: ACCOUNT_SCOPED_CREDENTIALS });
+  }
+  const vault = await sealOwnedSecret(
+    masterKey,
+    owner,
+    `storage_target:${targetId}`,
+    credentials.secret,
+    now,
+  );
+  const fields = {
+    credentialId: vault.id,
+    credentialUsername: credentials.username || null,
+    credentialType: credentials.credentialType,
+    credentialRotatedAt: now.toISOString(),
+  };
+  return { vault, fields };
+}
+
 /** Ids of the targets of an engine. */
 export async function listTargetIdsOfEngine(kv: Deno.Kv, besId: string): Promise<string[]> {
   const ids: string[] = [];
@@ -321,10 +391,9 @@ export async function createTarget(
   kv: Deno.Kv,
   actor: Actor,
   input: TargetCreateInput,
-  options: { now: Date; masterKey: Uint8Array },
+  { now, masterKey }: SealingOptions,
 ): Promise<StorageTarget> {
   const data = TargetCreateInput.parse(input);
-  const { now, masterKey } = options;
   return await withRetry(async () => {
     const engineEntry = await kv.get<Engine>(engineKey(data.besId));
     const engine = engineEntry.value;
@@ -333,15 +402,12 @@ export async function createTarget(
     }
     authorize(actor, "backup.manage", engineScope(engine));
     if (engine.status === "deleting") throw new ConflictError("This BES is being deleted");
-    if (data.credentials && engine.orgId === null) {
-      throw new ValidationError(ACCOUNT_SCOPED_CREDENTIALS, { credentials: ACCOUNT_SCOPED_CREDENTIALS });
-    }
     const at = now.toISOString();
     const id = newId(now);
-    let vault: VaultRecord | null = null;
-    if (data.credentials) {
-      vault = await sealOwnedSecret(masterKey, engine, `storage_target:${id}`, data.credentials.secret, now);
-    }
+    const sealed = data.credentials
+      ? await sealTargetCredentials(engine, id, data.credentials, { now, masterKey })
+      : null;
+    const vault = sealed?.vault ?? null;
     const target: StorageTarget = {
       id,
       accountId: engine.accountId,
@@ -352,10 +418,7 @@ export async function createTarget(
       config: data.config as Record<string, string | number>,
       alertThreshold: data.alertThreshold,
       criticalThreshold: data.criticalThreshold,
-      credentialId: vault?.id ?? null,
-      credentialUsername: data.credentials?.username || null,
-      credentialType: data.credentials?.credentialType ?? null,
-      credentialRotatedAt: vault ? at : null,
+      ...(sealed?.fields ?? NO_CREDENTIALS),
       policyCount: 0,
       health: "unknown",
       capacity: null,
@@ -392,26 +455,17 @@ export async function updateTarget(
   actor: Actor,
   id: string,
   input: TargetUpdateInput,
-  options: { now: Date; masterKey: Uint8Array },
+  { now, masterKey }: SealingOptions,
 ): Promise<StorageTarget> {
   const data = TargetUpdateInput.parse(input);
-  const { now, masterKey } = options;
-  return await withRetry(async () => {
-    const entry = await kv.get<StorageTarget>(targetKey(id));
+  return await withTargetForChange(kv, actor, id, async (entry) => {
     const target = entry.value;
-    if (!target || !inScope(actor, targetScope(target))) {
-      throw new NotFoundError(`Storage target ${id} not found`);
-    }
-    authorize(actor, "backup.manage", targetScope(target));
     const engineEntry = await kv.get<Engine>(engineKey(target.besId));
     if (!engineEntry.value || engineEntry.value.status === "deleting") {
       throw new ConflictError("The BES of this storage target is being deleted");
     }
     if (data.type !== target.type) {
       throw new ValidationError("The type of a storage target cannot change", { type: "Cannot change" });
-    }
-    if (data.credentials && target.orgId === null) {
-      throw new ValidationError(ACCOUNT_SCOPED_CREDENTIALS, { credentials: ACCOUNT_SCOPED_CREDENTIALS });
     }
     const at = now.toISOString();
     const op = kv.atomic().check(entry, engineEntry);
@@ -425,32 +479,13 @@ export async function updateTarget(
     };
     let credentialNote = "";
     if (data.credentials) {
-      const vault = await sealOwnedSecret(
-        masterKey,
-        target,
-        `storage_target:${id}`,
-        data.credentials.secret,
-        now,
-      );
-      if (target.credentialId) op.delete(vaultKey(target.credentialId));
-      op.set(vaultKey(vault.id), vault);
-      next = {
-        ...next,
-        credentialId: vault.id,
-        credentialUsername: data.credentials.username || null,
-        credentialType: data.credentials.credentialType,
-        credentialRotatedAt: at,
-      };
+      const { vault, fields } = await sealTargetCredentials(target, id, data.credentials, { now, masterKey });
+      replaceVaultRecord(op, target.credentialId, vault);
+      next = { ...next, ...fields };
       credentialNote = target.credentialId ? "; rotated credentials" : "; added credentials";
     } else if (data.removeCredentials && target.credentialId) {
       op.delete(vaultKey(target.credentialId));
-      next = {
-        ...next,
-        credentialId: null,
-        credentialUsername: null,
-        credentialType: null,
-        credentialRotatedAt: null,
-      };
+      next = { ...next, ...NO_CREDENTIALS };
       credentialNote = "; removed credentials";
     }
     op.set(targetKey(id), next);
@@ -496,13 +531,8 @@ export function describeReferences(refs: { policies: string[]; replicaPolicies: 
  * it (the message names them) or while it holds restore points (the message counts them). Atomic against a concurrent policy create, which writes `policyCount`.
  */
 export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<void> {
-  await withRetry(async () => {
-    const entry = await kv.get<StorageTarget>(targetKey(id));
+  await withTargetForChange(kv, actor, id, async (entry) => {
     const target = entry.value;
-    if (!target || !inScope(actor, targetScope(target))) {
-      throw new NotFoundError(`Storage target ${id} not found`);
-    }
-    authorize(actor, "backup.manage", targetScope(target));
     const { policies, replicaPolicies } = await targetReferences(kv, id);
     // Restore points keep their repository (ENGINE.md §3): a target holding any is not deleted, even
     // once no policy writes to it any more (an older generation, a deleted policy).
@@ -517,13 +547,9 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
       );
     }
     if (target.policyCount > 0 || policies.length > 0) {
-      const parts = [
-        policies.length ? `policies ${policies.join(", ")}` : "",
-        replicaPolicies.length ? `replica rules of ${replicaPolicies.join(", ")}` : "",
-      ].filter(Boolean);
       throw new ConflictError(
         `Storage target ${target.name} is used by ${
-          parts.join(" and ") || `${target.policyCount} references`
+          describeReferences({ policies, replicaPolicies }) || `${target.policyCount} references`
         }. ` +
           "Remove or reassign those first.",
       );
@@ -570,8 +596,7 @@ export async function revealTargetSecret(
   masterKey: Uint8Array,
 ): Promise<string | null> {
   if (!target.credentialId) return null;
-  const record = (await kv.get<VaultRecord>(vaultKey(target.credentialId))).value;
-  return record ? await openSecret(masterKey, record) : null;
+  return await readVaultSecret(kv, masterKey, target.credentialId);
 }
 
 /** One day of the capacity roll-up: the day's last report and its peak usage. */
