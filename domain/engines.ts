@@ -738,11 +738,8 @@ export async function updateEngine(
     const next: Engine = { ...engine, ...data, updatedAt: now.toISOString() };
     const op = kv.atomic().check(entry).set(engineKey(id), next);
     appendAudit(op, actor, {
-      accountId: engine.accountId,
-      orgId: engine.orgId,
+      ...auditTarget("engine", engine),
       action: "engine.update",
-      objectType: "engine",
-      objectId: id,
       summary: `Updated BES ${next.name}: PXE ${next.pxeEnabled ? `on (${next.pxeNetwork})` : "off"}`,
     }, now);
     return (await op.commit()).ok ? { value: next } : null;
@@ -818,11 +815,8 @@ export async function markEngineDeleting(kv: Deno.Kv, actor: Actor, id: string, 
       .delete(liveEngineKey(id));
     countStatusChange(op, "engine", engine.accountId, engine.status, next.status);
     appendAudit(op, actor, {
-      accountId: engine.accountId,
-      orgId: engine.orgId,
+      ...auditTarget("engine", engine),
       action: "engine.delete",
-      objectType: "engine",
-      objectId: id,
       summary: `Deleted BES ${engine.name} with its storage targets and policies`,
     }, now);
     return (await op.commit()).ok ? { value: undefined } : null;

@@ -380,11 +380,8 @@ export async function createPlatform(
     .set(endpointKey, id)
     .set(vaultKey(vault.id), vault);
   appendAudit(op, actor, {
-    accountId: platform.accountId,
-    orgId: platform.orgId,
+    ...auditTarget("platform", platform),
     action: "platform.create",
-    objectType: "platform",
-    objectId: id,
     summary:
       `Registered ${
         PLATFORM_TYPE_LABELS[platform.type]
@@ -448,11 +445,8 @@ export async function updatePlatform(
     }
     op.set(platformKey(id), next);
     appendAudit(op, actor, {
-      accountId: p.accountId,
-      orgId: p.orgId,
+      ...auditTarget("platform", p),
       action: "platform.update",
-      objectType: "platform",
-      objectId: id,
       summary:
         `Updated platform ${next.name} (${next.endpointUrl}, sync every ${next.syncIntervalMinutes} min` +
         `${next.syncEnabled ? "" : ", sync off"}, RPO ${next.defaultRpoHours} h)${note}`,
@@ -576,11 +570,8 @@ export async function deletePlatform(kv: Deno.Kv, actor: Actor, id: string, now:
     const op = kv.atomic().check(entry).set(platformKey(id), next);
     if (p.credentialId) op.delete(vaultKey(p.credentialId));
     appendAudit(op, actor, {
-      accountId: p.accountId,
-      orgId: p.orgId,
+      ...auditTarget("platform", p),
       action: "platform.delete",
-      objectType: "platform",
-      objectId: id,
       summary:
         `Deleted platform ${p.name} with its vault credential, ${footprint.jobs} imported job(s) and ` +
         `${footprint.objects} protected object(s); their run history is kept`,

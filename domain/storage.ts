@@ -25,7 +25,7 @@ import {
 } from "./storage_keys.ts";
 import { TARGET_TYPE_LABELS, TARGET_TYPES, type TargetType } from "./storage_types.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { type CapacitySample, type CapacityState, nextCapacityState } from "./capacity.ts";
 import {
   type Engine,
@@ -433,11 +433,8 @@ export async function createTarget(
       .set(targetsByAccountKey(engine.accountId, id), id);
     if (vault) op.set(vaultKey(vault.id), vault);
     appendAudit(op, actor, {
-      accountId: target.accountId,
-      orgId: target.orgId,
+      ...auditTarget("storage_target", target),
       action: "storage_target.create",
-      objectType: "storage_target",
-      objectId: id,
       summary:
         `Created ${TARGET_TYPE_LABELS[target.type]} storage target ${target.name} on BES ${engine.name}` +
         (vault ? " with credentials" : ""),
@@ -490,11 +487,8 @@ export async function updateTarget(
     }
     op.set(targetKey(id), next);
     appendAudit(op, actor, {
-      accountId: target.accountId,
-      orgId: target.orgId,
+      ...auditTarget("storage_target", target),
       action: "storage_target.update",
-      objectType: "storage_target",
-      objectId: id,
       summary:
         `Updated storage target ${next.name} (alert ${next.alertThreshold}%, critical ${next.criticalThreshold}%)` +
         credentialNote,
@@ -569,11 +563,8 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
       resolveAlert(op, await readOpenAlert(kv, "storage_target", id, reason), now);
     }
     appendAudit(op, actor, {
-      accountId: target.accountId,
-      orgId: target.orgId,
+      ...auditTarget("storage_target", target),
       action: "storage_target.delete",
-      objectType: "storage_target",
-      objectId: id,
       summary: `Deleted storage target ${target.name}${
         target.credentialId ? " and its vault credential" : ""
       }`,
@@ -683,25 +674,33 @@ export async function addCapacityReports(
   };
 }
 
-/** Alerts for a change of health: warning and critical raise their alert and resolve the other. */
-async function addHealthTransition(
+/** Adds to `op` the alerts of one kind that a target's new capacity state raises or resolves. */
+type CapacityAlerts = (
   kv: Deno.Kv,
   op: Deno.AtomicOperation,
   target: StorageTarget,
   state: CapacityState,
   now: Date,
-): Promise<void> {
-  const [warning, critical] = await Promise.all([
-    readOpenAlert(kv, "storage_target", target.id, "storage_warning"),
-    readOpenAlert(kv, "storage_target", target.id, "storage_critical"),
-  ]);
-  const base = {
+) => Promise<void>;
+
+/** What a target's capacity alert is about: the target. */
+function targetAlertSubject(target: StorageTarget) {
+  return {
     accountId: target.accountId,
     orgId: target.orgId,
     subjectType: "storage_target" as const,
     subjectId: target.id,
     subjectName: target.name,
   };
+}
+
+/** Alerts for a change of health: warning and critical raise their alert and resolve the other. */
+const addHealthTransition: CapacityAlerts = async (kv, op, target, state, now) => {
+  const [warning, critical] = await Promise.all([
+    readOpenAlert(kv, "storage_target", target.id, "storage_warning"),
+    readOpenAlert(kv, "storage_target", target.id, "storage_critical"),
+  ]);
+  const base = targetAlertSubject(target);
   if (state.status === "critical") {
     resolveAlert(op, warning, now);
     raiseAlert(op, critical, {
@@ -722,37 +721,27 @@ async function addHealthTransition(
     resolveAlert(op, warning, now);
     resolveAlert(op, critical, now);
   }
-}
+};
 
 /**
  * The early warning's own alert: raised when the projected full date comes within 14 days, resolved when
  * it no longer does. Independent of the status and its alerts (a healthy target can have it).
  */
-async function addFullSoonTransition(
-  kv: Deno.Kv,
-  op: Deno.AtomicOperation,
-  target: StorageTarget,
-  state: CapacityState,
-  now: Date,
-): Promise<void> {
+const addFullSoonTransition: CapacityAlerts = async (kv, op, target, state, now) => {
   const current = await readOpenAlert(kv, "storage_target", target.id, "storage_full_soon");
   if (!state.fullSoon) {
     resolveAlert(op, current, now);
     return;
   }
   raiseAlert(op, current, {
-    accountId: target.accountId,
-    orgId: target.orgId,
-    subjectType: "storage_target",
-    subjectId: target.id,
-    subjectName: target.name,
+    ...targetAlertSubject(target),
     reason: "storage_full_soon",
     severity: "warning",
     message:
       `Storage target ${target.name} is projected to be full on ${state.estimatedFullAt!.slice(0, 10)}, ` +
       `within 14 days at the current growth (usage ${state.usagePercent}%)`,
   }, now);
-}
+};
 
 /**
  * Reports per atomic write: at most 8 checks each (entry, day, and the pointer and alert of up to three
