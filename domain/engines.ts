@@ -9,7 +9,7 @@ import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from
 import { newId } from "./ids.ts";
 import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
 import { withRetry } from "./kv.ts";
-import { deleteKeysUnder, readVisibleByPointerIndex } from "./pointer_index.ts";
+import { deleteKeysUnder, scopedList } from "./pointer_index.ts";
 import { CommitConflictError } from "./retry.ts";
 import { type Actor, authorize, inScope, principalActor } from "./rbac.ts";
 import { CertificatePem, DataUrl, inspectCertificate } from "./certificates.ts";
@@ -31,7 +31,7 @@ import {
 } from "./keys/engines.ts";
 import { policiesByBesPrefix } from "./keys/policies.ts";
 import { targetsByBesPrefix } from "./keys/storage.ts";
-import { lenientFilter, LimitField, OffsetField, offsetPage, strictQuery } from "./list_filters.ts";
+import { lenientFilter, LimitField, OffsetField, strictQuery } from "./list_filters.ts";
 export {
   deletingEngineKey,
   engineByPublicKeyKey,
@@ -697,28 +697,21 @@ export type EngineFilter = z.infer<typeof EngineFilter>;
 export const EngineQuery = strictQuery(ENGINE_FILTER_FIELDS, ENGINE_FILTER_DEFAULTS);
 
 /** Engines of the actor's account in scope, filtered and sorted; `total` before paging. */
-export async function listEngines(
-  kv: Deno.Kv,
-  actor: Actor,
-  filter: EngineFilter,
-): Promise<{ values: Engine[]; total: number }> {
-  const needle = filter.q.toLowerCase();
-  const index = { prefix: enginesByAccountPrefix, key: engineKey, scope: engineScope };
-  const rows = await readVisibleByPointerIndex<Engine>(
-    kv,
-    actor,
-    index,
-    (e) =>
+export const listEngines = scopedList<Engine, EngineFilter>({
+  index: () => ({ prefix: enginesByAccountPrefix, key: engineKey, scope: engineScope }),
+  match: (filter) => {
+    const needle = filter.q.toLowerCase();
+    return (e) =>
       (!filter.status || e.status === filter.status) &&
       (!filter.orgId || (filter.orgId === "account" ? e.orgId === null : e.orgId === filter.orgId)) &&
       (!needle || e.name.toLowerCase().includes(needle) || e.hostname.toLowerCase().includes(needle) ||
-        e.ipAddress.includes(needle)),
-  );
-  return offsetPage(rows, filter, (a, b, field) => {
+        e.ipAddress.includes(needle));
+  },
+  compare: (a, b, field) => {
     const f = field as "name" | "status" | "lastHeartbeatAt";
     return String(a[f] ?? "").localeCompare(String(b[f] ?? ""));
-  });
-}
+  },
+});
 
 /** Edits name and PXE settings. Needs backup.manage on the engine. */
 export async function updateEngine(

@@ -11,6 +11,7 @@
  * The last run of a job is its newest run: one reverse list of `runs_by_policy` with limit 1, so the
  * list costs the same whatever the length of a job's history.
  */
+import { commitOrConflict } from "./retry.ts";
 import { engineKey, enginesByAccountPrefix } from "./keys/engines.ts";
 import { assignmentKey, assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { retryDispatchKey, retryDispatchPrefix, runsByPolicyPrefix } from "./keys/runs.ts";
@@ -711,7 +712,7 @@ export async function retryJob(
         targets.length === 1 ? "" : "s"
       } on its active hosts after ${latest.status} run ${latest.id}`,
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("This job has already been retried");
+  await commitOrConflict(op, "This job has already been retried");
   if (!rest) return { runs, hosts: first, pending: false };
   const more = await continueRetry(kv, retryDispatchKey(policy.id, latest.id), now);
   return {

@@ -3,9 +3,10 @@
  * edit, enable, delete, the signing secret). Rules (notification_rules.ts) route alerts to channels;
  * notification_delivery.ts sends to them, and notification_backoff.ts says when a failed send is retried.
  */
+import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
-import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { NotFoundError, ValidationError } from "./errors.ts";
 import { newId, randomToken } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope, type ScopedObject } from "./rbac.ts";
@@ -409,9 +410,7 @@ export async function createChannel(
     objectId: id,
     summary: `Created ${summarizeChannel(channel)}${vault ? "; secret stored in the vault" : ""}`,
   }, now);
-  if (!(await op.commit()).ok) {
-    throw new ConflictError("The organization changed at the same time; try again");
-  }
+  await commitOrConflict(op, "The organization changed at the same time; try again");
   return { channel, generatedSecret };
 }
 

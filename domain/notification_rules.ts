@@ -3,10 +3,11 @@
  * channels (notification_channels.ts), their CRUD, and the routing of an alert event to channels that
  * notification_delivery.ts's dispatch uses.
  */
+import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
 import { ALERT_SEVERITIES, type AlertEvent, type AlertSeverity } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
-import { ConflictError, ValidationError } from "./errors.ts";
+import { ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope, type ScopedObject } from "./rbac.ts";
@@ -180,9 +181,7 @@ export async function createRule(
     objectId: rule.id,
     summary: `Created ${summarizeRule(rule, rule.channelIds.length)}`,
   }, now);
-  if (!(await op.commit()).ok) {
-    throw new ConflictError("A channel or organization changed at the same time; try again");
-  }
+  await commitOrConflict(op, "A channel or organization changed at the same time; try again");
   return rule;
 }
 

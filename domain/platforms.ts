@@ -21,6 +21,7 @@
  * Deleting a platform removes its credential, its imported jobs and protected objects (their counters,
  * indexes and open alerts); the runs stay as history in the results database, like a deleted policy's.
  */
+import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
 import { readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit, auditTarget } from "./audit.ts";
@@ -785,6 +786,6 @@ export async function retryPlatformJob(
       `Retried platform job ${job.name} on ${platform.name} after ${latest.status} run ${latest.id}: ` +
       "one pending run, started on the platform by the next sync",
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("This job has already been retried");
+  await commitOrConflict(op, "This job has already been retried");
   return run;
 }

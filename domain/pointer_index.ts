@@ -10,6 +10,7 @@
  */
 
 import { getManyValues } from "./kv.ts";
+import { type OffsetPage, offsetPage } from "./list_filters.ts";
 import { type Actor, inScope, type ScopedObject } from "./rbac.ts";
 
 /**
@@ -33,16 +34,34 @@ export async function readByPointerIndex<T>(
 export async function readVisibleByPointerIndex<T>(
   kv: Deno.Kv,
   actor: Actor,
-  index: {
-    prefix: (accountId: string) => Deno.KvKey;
-    key: (id: string) => Deno.KvKey;
-    scope: (record: T) => ScopedObject;
-  },
+  index: ScopedIndex<T>,
   match: (record: T) => boolean,
 ): Promise<T[]> {
   if (!actor.accountId) return [];
   return (await readByPointerIndex<T>(kv, index.prefix(actor.accountId), index.key))
     .filter((r) => inScope(actor, index.scope(r)) && match(r));
+}
+
+/** A pointer index of the records of an account, and how to tell a record's scope. */
+export interface ScopedIndex<T> {
+  prefix: (accountId: string) => Deno.KvKey;
+  key: (id: string) => Deno.KvKey;
+  scope: (record: T) => ScopedObject;
+}
+
+/**
+ * An offset-paged filtered list (the Engines and Storage pages and their API): `readVisibleByPointerIndex`
+ * with the filter's `index` and `match`, then `offsetPage` with `compare`.
+ */
+export function scopedList<T, F extends { sort: string; offset: number; limit: number }>(list: {
+  index: (filter: F) => ScopedIndex<T>;
+  match: (filter: F) => (record: T) => boolean;
+  compare: (a: T, b: T, field: string) => number;
+}): (kv: Deno.Kv, actor: Actor, filter: F) => Promise<OffsetPage<T>> {
+  return async (kv, actor, filter) => {
+    const rows = await readVisibleByPointerIndex(kv, actor, list.index(filter), list.match(filter));
+    return offsetPage(rows, filter, list.compare);
+  };
 }
 
 /** Deletes per atomic write: well below KV's 1,000 mutations per atomic operation. */

@@ -4,8 +4,8 @@
  * date with its job.
  */
 import { appendAudit, auditTarget } from "./audit.ts";
-import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
-import { withRetry } from "./retry.ts";
+import { NotFoundError, ValidationError } from "./errors.ts";
+import { commitOrConflict, withRetry } from "./retry.ts";
 import { newId, sha256Hex } from "./ids.ts";
 import { getJob, type Job, queueJobInOp } from "./job_queue.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
@@ -196,7 +196,7 @@ async function storeListing(
     pages.slice(i, i + 10).forEach((page, j) =>
       op.set(listPageKey(job.id, i + j), page, { expireIn: RESTORE_CACHE_TTL_MS })
     );
-    if (!(await op.commit()).ok) throw new ConflictError("Could not store the listing; try again");
+    await commitOrConflict(op, "Could not store the listing; try again");
   }
   return {
     total,
@@ -465,7 +465,7 @@ export async function requestSearch(
       point.hostName ?? "BES"
     }) for "${q}"`,
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("The search could not be queued; try again");
+  await commitOrConflict(op, "The search could not be queued; try again");
   return state;
 }
 

@@ -12,7 +12,7 @@ import { newId } from "./ids.ts";
 import { checkInvariants } from "./invariants.ts";
 import { type Actor, authorize } from "./rbac.ts";
 import { probeBucket, putObject, type S3Location } from "./s3.ts";
-import { withRetry } from "./retry.ts";
+import { commitOrConflict, withRetry } from "./retry.ts";
 import {
   BUNDLE_CIPHER,
   type DatabaseName,
@@ -221,9 +221,7 @@ export async function updateSettings(
       }; ` +
       `S3 ${next.s3.enabled ? next.s3.bucket : "off"}${data.s3.secretAccessKey ? " (new secret)" : ""}`,
   }, options.now);
-  if (!(await op.commit()).ok) {
-    throw new ConflictError("The settings were changed by someone else; reload and try again");
-  }
+  await commitOrConflict(op, "The settings were changed by someone else; reload and try again");
   return next;
 }
 
@@ -530,7 +528,7 @@ export async function restartWorker(
       ? `Restarted the backup worker, abandoning trigger ${abandoned}`
       : "Restarted the backup worker",
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("The worker changed state; try again");
+  await commitOrConflict(op, "The worker changed state; try again");
   return { abandoned };
 }
 

@@ -41,9 +41,9 @@ import { type Host, hostKey, hostOnlineAt } from "./hosts.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { type Job, jobKey, queueJobInOp } from "./job_queue.ts";
-import { deleteByPointerIndex, deleteKeysUnder, readVisibleByPointerIndex } from "./pointer_index.ts";
+import { deleteByPointerIndex, deleteKeysUnder, scopedList } from "./pointer_index.ts";
 import { getManyValues, withRetry } from "./kv.ts";
-import { CommitConflictError } from "./retry.ts";
+import { CommitConflictError, commitOrConflict } from "./retry.ts";
 import { countPointsOnTarget } from "./repositories.ts";
 import { deletePolicyCascade, listPoliciesByTarget } from "./policies.ts";
 import { pausePoliciesForStorage, resumePoliciesForStorage } from "./storage_auto_pause.ts";
@@ -56,7 +56,7 @@ import {
   sealOwnedSecret,
   vaultKey,
 } from "./vault.ts";
-import { lenientFilter, LimitField, OffsetField, offsetPage, strictQuery } from "./list_filters.ts";
+import { lenientFilter, LimitField, OffsetField, strictQuery } from "./list_filters.ts";
 
 export { TARGET_TYPE_LABELS, TARGET_TYPES, type TargetType };
 export const CREDENTIAL_TYPES = ["access_key", "password", "chap_secret", "api_token"] as const;
@@ -349,39 +349,30 @@ export type TargetFilter = z.infer<typeof TargetFilter>;
 /** The same filters as a strict query (`GET /api/v1/storage`): a bad value is refused (422 naming it). */
 export const TargetQuery = strictQuery(TARGET_FILTER_FIELDS, TARGET_FILTER_DEFAULTS);
 
+/** Health from best to worst (the Storage page's health sort). */
+const HEALTH_RANK = { unknown: 0, healthy: 1, warning: 2, critical: 3 };
+
 /** Targets in the actor's scope, filtered and sorted; `total` before paging. */
-export async function listTargets(
-  kv: Deno.Kv,
-  actor: Actor,
-  filter: TargetFilter,
-): Promise<{ values: StorageTarget[]; total: number }> {
-  const needle = filter.q.toLowerCase();
-  const index = {
-    prefix: (accountId: string) =>
+export const listTargets = scopedList<StorageTarget, TargetFilter>({
+  index: (filter) => ({
+    prefix: (accountId) =>
       filter.besId ? targetsByBesPrefix(filter.besId) : targetsByAccountPrefix(accountId),
     key: targetKey,
     scope: targetScope,
-  };
-  const rows = await readVisibleByPointerIndex<StorageTarget>(
-    kv,
-    actor,
-    index,
-    (t) =>
+  }),
+  match: (filter) => {
+    const needle = filter.q.toLowerCase();
+    return (t) =>
       (!filter.type || t.type === filter.type) && (!filter.health || t.health === filter.health) &&
-      (!needle || t.name.toLowerCase().includes(needle)),
-  );
-  const rank = { unknown: 0, healthy: 1, warning: 2, critical: 3 };
-  return offsetPage(
-    rows,
-    filter,
-    (a, b, field) =>
-      field === "usage"
-        ? (a.capacity?.usagePercent ?? -1) - (b.capacity?.usagePercent ?? -1)
-        : field === "health"
-        ? rank[a.health] - rank[b.health]
-        : a.name.localeCompare(b.name),
-  );
-}
+      (!needle || t.name.toLowerCase().includes(needle));
+  },
+  compare: (a, b, field) =>
+    field === "usage"
+      ? (a.capacity?.usagePercent ?? -1) - (b.capacity?.usagePercent ?? -1)
+      : field === "health"
+      ? HEALTH_RANK[a.health] - HEALTH_RANK[b.health]
+      : a.name.localeCompare(b.name),
+});
 
 /**
  * Creates a target on a BES. Credentials go to the vault in the same atomic operation. Refuses
@@ -1066,7 +1057,7 @@ export async function requestStorageCheck(
       STORAGE_CHECKS[check]
     } of storage target ${target.name} (job ${job.id} on ${runsOn})`,
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("Could not queue the check; try again");
+  await commitOrConflict(op, "Could not queue the check; try again");
   return { check, jobId: job.id, principal, runsOn };
 }
 
