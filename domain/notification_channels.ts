@@ -349,9 +349,10 @@ export async function createChannel(
   kv: Deno.Kv,
   actor: Actor,
   input: ChannelCreateInput,
-  { now, masterKey }: SealingOptions,
+  options: SealingOptions,
 ): Promise<{ channel: NotificationChannel; generatedSecret: string | null }> {
   const data = ChannelCreateInput.parse(input);
+  const { now, masterKey } = options;
   const { accountId, orgEntry } = await resolveOwner(kv, actor, data);
   const scope = { accountId, orgId: data.orgId };
   authorize(actor, "backup.manage", scope);
@@ -423,9 +424,10 @@ export async function updateChannel(
   actor: Actor,
   id: string,
   input: ChannelUpdateInput,
-  { now, masterKey }: SealingOptions,
+  options: SealingOptions,
 ): Promise<{ channel: NotificationChannel; generatedSecret: string | null }> {
   const data = ChannelUpdateInput.parse(input);
+  const { now, masterKey } = options;
   return await withRetry(async () => {
     const entry = await entryForChange(kv, actor, CHANNEL, id);
     const current = entry.value;

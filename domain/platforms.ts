@@ -345,9 +345,10 @@ export async function createPlatform(
   kv: Deno.Kv,
   actor: Actor,
   input: PlatformCreateInput,
-  { now, masterKey }: SealingOptions,
+  options: SealingOptions,
 ): Promise<Platform> {
   const data = PlatformCreateInput.parse(input);
+  const { now, masterKey } = options;
   const org = (await resolveOwner(kv, actor, { orgId: data.orgId }, { orgRequired: true })).org!;
   authorize(actor, "backup.manage", { accountId: org.accountId, orgId: org.id });
   const at = now.toISOString();
@@ -410,9 +411,10 @@ export async function updatePlatform(
   actor: Actor,
   id: string,
   input: PlatformUpdateInput,
-  { now, masterKey }: SealingOptions,
+  options: SealingOptions,
 ): Promise<Platform> {
   const data = PlatformUpdateInput.parse(input);
+  const { now, masterKey } = options;
   const { next, rpoChanged } = await withRetry(async () => {
     const entry = await kv.get<Platform>(platformKey(id));
     const p = entry.value;
@@ -436,13 +438,11 @@ export async function updatePlatform(
       }
       op.check(taken).delete(oldKey).set(newKey, id);
     }
-    let note = "";
     if (data.password) {
       const vault = await sealOwnedSecret(masterKey, p, `platform:${id}`, data.password, now);
       replaceVaultRecord(op, p.credentialId, vault);
       next.credentialId = vault.id;
       next.credentialRotatedAt = at;
-      note = "; rotated its password";
     }
     op.set(platformKey(id), next);
     appendAudit(op, actor, {
@@ -450,7 +450,8 @@ export async function updatePlatform(
       action: "platform.update",
       summary:
         `Updated platform ${next.name} (${next.endpointUrl}, sync every ${next.syncIntervalMinutes} min` +
-        `${next.syncEnabled ? "" : ", sync off"}, RPO ${next.defaultRpoHours} h)${note}`,
+        `${next.syncEnabled ? "" : ", sync off"}, RPO ${next.defaultRpoHours} h)` +
+        (data.password ? "; rotated its password" : ""),
     }, now);
     // The RPO change is judged against the platform this write replaced (not an earlier read).
     const rpoChanged = next.defaultRpoHours !== p.defaultRpoHours;

@@ -382,9 +382,10 @@ export async function createTarget(
   kv: Deno.Kv,
   actor: Actor,
   input: TargetCreateInput,
-  { now, masterKey }: SealingOptions,
+  options: SealingOptions,
 ): Promise<StorageTarget> {
   const data = TargetCreateInput.parse(input);
+  const { now, masterKey } = options;
   return await withRetry(async () => {
     const engineEntry = await kv.get<Engine>(engineKey(data.besId));
     const engine = engineEntry.value;
@@ -443,9 +444,10 @@ export async function updateTarget(
   actor: Actor,
   id: string,
   input: TargetUpdateInput,
-  { now, masterKey }: SealingOptions,
+  options: SealingOptions,
 ): Promise<StorageTarget> {
   const data = TargetUpdateInput.parse(input);
+  const { now, masterKey } = options;
   return await withTargetForChange(kv, actor, id, async (entry) => {
     const target = entry.value;
     const engineEntry = await kv.get<Engine>(engineKey(target.besId));
