@@ -130,6 +130,33 @@ async function checkRuleReferences(
   return [...entries, ...channelEntries] as Deno.KvEntryMaybe<unknown>[];
 }
 
+/**
+ * The scope of a rule's orgs in `accountId`. Throws ValidationError (field `orgIds`) when they are not all
+ * in the actor's scope: an org-scoped operator routes only their orgs' alerts.
+ */
+function requireRuleOrgsInScope(
+  actor: Actor,
+  accountId: string,
+  data: { orgIds: NotificationRule["orgIds"] },
+) {
+  const scope = { accountId, orgIds: data.orgIds };
+  if (!inScope(actor, scope)) {
+    throw new ValidationError("Outside your organizations", {
+      orgIds: "Choose only organizations you manage",
+    });
+  }
+  return scope;
+}
+
+/** The settings a rule takes from its input (with the channels it keeps). */
+function ruleSettings(
+  data: z.output<typeof RuleInput>,
+  channelIds: string[],
+): Pick<NotificationRule, "orgIds" | "name" | "minSeverity" | "events" | "channelIds" | "enabled"> {
+  const { orgIds, name, minSeverity, events, enabled } = data;
+  return { orgIds, name, minSeverity, events, channelIds, enabled };
+}
+
 function summarizeRule(r: NotificationRule, channels: number): string {
   const orgs = r.orgIds === "all" ? "all organizations" : `${r.orgIds.length} organization(s)`;
   return `rule ${r.name}: ${r.minSeverity} and above, ${r.events.join("+")}, ${orgs}, ${channels} channel(s)`;
@@ -148,12 +175,7 @@ export async function createRule(
   const data = RuleInput.parse(input);
   // The rule's orgs are checked against the account below (`ruleEntries`), not resolved from one org.
   const { accountId } = await resolveOwner(kv, actor, { accountId: data.accountId });
-  const scope = { accountId, orgIds: data.orgIds };
-  if (!inScope(actor, scope)) {
-    throw new ValidationError("Outside your organizations", {
-      orgIds: "Choose only organizations you manage",
-    });
-  }
+  const scope = requireRuleOrgsInScope(actor, accountId, data);
   authorize(actor, "backup.manage", scope);
   await checkAccountLimit(kv, rulesByAccountPrefix(accountId), MAX_RULES_PER_ACCOUNT, "notification rules");
   const refs = await checkRuleReferences(kv, actor, accountId, data);
@@ -161,12 +183,7 @@ export async function createRule(
   const rule: NotificationRule = {
     id: newId(now),
     accountId,
-    orgIds: data.orgIds,
-    name: data.name,
-    minSeverity: data.minSeverity,
-    events: data.events,
-    channelIds: data.channelIds,
-    enabled: data.enabled,
+    ...ruleSettings(data, data.channelIds),
     createdAt: at,
     updatedAt: at,
   };
@@ -197,12 +214,7 @@ export async function updateRule(
   return await withRetry(async () => {
     const entry = await entryForChange(kv, actor, RULE, id);
     const current = entry.value;
-    const scope = { accountId: current.accountId, orgIds: data.orgIds };
-    if (!inScope(actor, scope)) {
-      throw new ValidationError("Outside your organizations", {
-        orgIds: "Choose only organizations you manage",
-      });
-    }
+    const scope = requireRuleOrgsInScope(actor, current.accountId, data);
     // The form lists only channels the actor can see: keep the others the rule already uses.
     const currentChannels = await getEntries<NotificationChannel>(kv, current.channelIds.map(channelKey));
     const known = new Map(current.channelIds.map((cid, i) => [cid, currentChannels[i]] as const));
@@ -220,12 +232,7 @@ export async function updateRule(
     );
     const next: NotificationRule = {
       ...current,
-      orgIds: data.orgIds,
-      name: data.name,
-      minSeverity: data.minSeverity,
-      events: data.events,
-      channelIds,
-      enabled: data.enabled,
+      ...ruleSettings(data, channelIds),
       updatedAt: now.toISOString(),
     };
     const op = kv.atomic().check(entry, ...refs).set(ruleKey(id), next);
