@@ -22,7 +22,7 @@ import { openIdCursor } from "./cursor.ts";
 import type { Engine } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey } from "./hosts.ts";
-import { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
+import { RETRY_SCAN_LIMIT, retryBlockedReason, type RetryFacts } from "./job_rules.ts";
 import { batchesOf, DISPATCH_MAX_HOSTS, dispatcher, hostsPerWrite, readDispatchPayload } from "./dispatch.ts";
 import { hostsNeedingFull } from "./repositories.ts";
 import { getManyValues } from "./kv.ts";
@@ -471,9 +471,6 @@ export async function activeHostsOf(
   out.sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
   return options.limit ? out.slice(0, options.limit) : out;
 }
-
-/** Runs scanned (newest first) for other runs still in flight before a retry. */
-export const RETRY_SCAN_LIMIT = 200;
 
 /** Everything the retry rule and the detail page need about a job right now. */
 export interface RetryState {

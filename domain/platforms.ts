@@ -35,7 +35,7 @@ import { VEEAM_DEFAULT_API_VERSION } from "./connectors/veeam.ts";
 import { type LatestOutcome, latestOutcomeKey } from "./dashboard.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
+import { RETRY_SCAN_LIMIT, retryBlockedReason, type RetryFacts } from "./job_rules.ts";
 import { withRetry } from "./kv.ts";
 import { deleteKeysUnder, readByPointerIndex } from "./pointer_index.ts";
 import {
@@ -700,9 +700,6 @@ export async function listVisiblePlatformJobs(
   }
   return out;
 }
-
-/** Runs scanned (newest first) for runs still in flight before a retry. */
-const RETRY_SCAN_LIMIT = 200;
 
 /** The retry facts of a platform job: its newest run, other runs in flight, why it cannot start. */
 export async function readPlatformRetryFacts(
