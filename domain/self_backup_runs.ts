@@ -226,14 +226,10 @@ export async function updateSettings(
 }
 
 /** The S3 location with its secret, or null when the copy is off. */
-async function s3Location(
-  kv: Deno.Kv,
-  settings: SelfBackupSettings,
-  masterKey: Uint8Array,
-): Promise<S3Location | null> {
-  if (!settings.s3.enabled || !settings.s3.credentialId) return null;
-  const secretAccessKey = await readVaultSecret(kv, masterKey, settings.s3.credentialId);
-  return secretAccessKey === null ? null : { ...settings.s3, secretAccessKey };
+async function s3Location(kv: Deno.Kv, s3: SelfBackupSettings["s3"], masterKey: Uint8Array) {
+  if (!s3.enabled || !s3.credentialId) return null;
+  const secretAccessKey = await readVaultSecret(kv, masterKey, s3.credentialId);
+  return secretAccessKey === null ? null : { ...s3, secretAccessKey } satisfies S3Location;
 }
 
 export type TriggerStatus = "running" | "success" | "failed";
@@ -392,7 +388,7 @@ export async function runBackup(
     await Deno.mkdir(settings.directory, { recursive: true });
     await Deno.writeFile(`${settings.directory}/${name}`, bundle, { mode: 0o600 });
     trigger.bundle = { file: name, bytes: bundle.length, entries: entries.length, consistent };
-    const s3 = await s3Location(kv, settings, masterKey);
+    const s3 = await s3Location(kv, settings.s3, masterKey);
     if (s3) {
       await phase("uploading", entries.length);
       try {
@@ -601,7 +597,7 @@ export async function s3Reachability(
   if (!options.refresh && cached && options.now.getTime() - Date.parse(cached.checkedAt) < S3_PROBE_TTL_MS) {
     return cached;
   }
-  const loc = await s3Location(kv, settings, options.masterKey);
+  const loc = await s3Location(kv, settings.s3, options.masterKey);
   const probe = loc ? await probeBucket(loc) : { reachable: false, error: "No S3 credentials stored" };
   const value = { reachable: probe.reachable, checkedAt: options.now.toISOString(), error: probe.error };
   await kv.set(selfBackupS3ProbeKey(), value, { expireIn: S3_PROBE_TTL_MS * 2 });
