@@ -607,14 +607,15 @@ export const DeliveryFilter = z.object({
 export type DeliveryFilter = z.infer<typeof DeliveryFilter>;
 
 /**
- * Deliveries the actor may see, newest first, filtered by channel and status; cursor-paginated.
- * Throws InvalidCursorError.
+ * Deliveries the actor may see, newest first, filtered by channel and status; cursor-paginated. Missing
+ * or bad filter fields take their defaults (as on the page). Throws InvalidCursorError.
  */
 export async function listDeliveries(
   kv: Deno.Kv,
   actor: Actor,
-  filter: DeliveryFilter,
+  query: Partial<z.input<typeof DeliveryFilter>> = {},
 ): Promise<Page<NotificationDelivery>> {
+  const filter = DeliveryFilter.parse(query);
   if (!actor.accountId) return { values: [], cursor: "" };
   const prefix = filter.channelId
     ? deliveriesByChannelPrefix(filter.channelId)
