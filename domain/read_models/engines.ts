@@ -3,8 +3,7 @@ import { type Engine, type EngineFilter, listEngineMetrics, listEngines } from "
 import { type Actor, can } from "../rbac.ts";
 import { listTargets, TargetFilter } from "../storage.ts";
 import { listOrgs } from "../tenancy.ts";
-
-type Data<F extends (...args: never[]) => unknown> = Awaited<ReturnType<F>>;
+import { type Data, orgNamesById } from "./common.ts";
 
 /** The engines on the filter's page, and the organizations the filter offers. */
 export async function getEngineList(kv: Deno.Kv, actor: Actor, params: { filter: EngineFilter }, _now: Date) {
@@ -12,7 +11,7 @@ export async function getEngineList(kv: Deno.Kv, actor: Actor, params: { filter:
     listEngines(kv, actor, params.filter),
     listOrgs(kv, actor, actor.accountId!),
   ]);
-  return { engines, orgs, orgName: new Map(orgs.map((o) => [o.id, o.name])) };
+  return { engines, orgs, orgName: orgNamesById(orgs) };
 }
 export type EngineList = Data<typeof getEngineList>;
 

@@ -5,8 +5,7 @@ import { type Host, type HostFilter, listHosts } from "../hosts.ts";
 import { listProtectedByHost } from "../protected.ts";
 import { type Actor, can } from "../rbac.ts";
 import { listOrgs } from "../tenancy.ts";
-
-type Data<F extends (...args: never[]) => unknown> = Awaited<ReturnType<F>>;
+import { type Data, orgNamesById } from "./common.ts";
 
 /** The hosts on the filter's page, and the organizations the filter offers. */
 export async function getHostList(kv: Deno.Kv, actor: Actor, params: { filter: HostFilter }, _now: Date) {
@@ -14,7 +13,7 @@ export async function getHostList(kv: Deno.Kv, actor: Actor, params: { filter: H
     listHosts(kv, actor, params.filter),
     listOrgs(kv, actor, actor.accountId!),
   ]);
-  return { hosts, orgs, orgName: new Map(orgs.map((o) => [o.id, o.name])) };
+  return { hosts, orgs, orgName: orgNamesById(orgs) };
 }
 export type HostList = Data<typeof getHostList>;
 

@@ -4,8 +4,7 @@ import { getJob, type JobFilter, listJobRuns, listJobs, listJobSources } from ".
 import type { Actor } from "../rbac.ts";
 import { getOrg, listOrgs } from "../tenancy.ts";
 import { readPage } from "./paging.ts";
-
-type Data<F extends (...args: never[]) => unknown> = Awaited<ReturnType<F>>;
+import { type Data, orgNamesById } from "./common.ts";
 
 /** The jobs on the filter's page with the filter's choices; `filter` null (refused): only the choices. */
 export async function getJobList(
@@ -15,7 +14,7 @@ export async function getJobList(
   _now: Date,
 ) {
   const orgs = await listOrgs(kv, actor, actor.accountId!);
-  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
+  const orgName = orgNamesById(orgs);
   if (!params.filter) return { orgs, orgName, jobs: null, sources: await listJobSources(kv, actor) };
   const jobs = await listJobs(kv, actor, params.filter);
   return { orgs, orgName, jobs, sources: jobs.sources };

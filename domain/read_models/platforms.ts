@@ -2,6 +2,7 @@
 import { listPlatformJobs, listPlatforms, type Platform, platformFootprint } from "../platforms.ts";
 import { type Actor, can } from "../rbac.ts";
 import { listOrgs } from "../tenancy.ts";
+import { orgNamesById } from "./common.ts";
 
 /** Every platform, the organization names, and whether the actor may register one anywhere. */
 export async function getPlatformList(kv: Deno.Kv, actor: Actor, _params: unknown, _now: Date) {
@@ -11,7 +12,7 @@ export async function getPlatformList(kv: Deno.Kv, actor: Actor, _params: unknow
   ]);
   return {
     platforms,
-    orgName: new Map(orgs.map((o) => [o.id, o.name])),
+    orgName: orgNamesById(orgs),
     manage: orgs.some((o) => can(actor, "backup.manage", { accountId: o.accountId, orgId: o.id })),
   };
 }
