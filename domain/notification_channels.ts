@@ -249,6 +249,20 @@ export async function entryForChange<T extends { id: string; name: string; enabl
   return entry;
 }
 
+/**
+ * Runs `change` on the object's entry (`entryForChange`: in scope, backup.manage) in a checked write,
+ * reading it again before each retry on conflict (`withRetry`).
+ */
+export async function changeEntry<T extends { id: string; name: string; enabled: boolean }, R>(
+  kv: Deno.Kv,
+  actor: Actor,
+  kind: Kind<T>,
+  id: string,
+  change: (entry: Deno.KvEntry<T>) => Promise<{ value: R } | null>,
+): Promise<R> {
+  return await withRetry(async () => await change(await entryForChange(kv, actor, kind, id)));
+}
+
 /** Enables or disables a channel or rule, with its audit entry, in one atomic operation. */
 export async function setEnabled<T extends { id: string; name: string; enabled: boolean; updatedAt: string }>(
   kv: Deno.Kv,
@@ -258,8 +272,7 @@ export async function setEnabled<T extends { id: string; name: string; enabled: 
   enabled: boolean,
   now: Date,
 ): Promise<T> {
-  return await withRetry(async () => {
-    const entry = await entryForChange(kv, actor, kind, id);
+  return await changeEntry(kv, actor, kind, id, async (entry) => {
     const current = entry.value;
     if (current.enabled === enabled) return { value: current };
     const next: T = { ...current, enabled, updatedAt: now.toISOString() };
@@ -428,8 +441,7 @@ export async function updateChannel(
 ): Promise<{ channel: NotificationChannel; generatedSecret: string | null }> {
   const data = ChannelUpdateInput.parse(input);
   const { now, masterKey } = options;
-  return await withRetry(async () => {
-    const entry = await entryForChange(kv, actor, CHANNEL, id);
+  return await changeEntry(kv, actor, CHANNEL, id, async (entry) => {
     const current = entry.value;
     const at = now.toISOString();
     const op = kv.atomic().check(entry);
@@ -508,8 +520,7 @@ export async function deleteChannel(
   id: string,
   now: Date,
 ): Promise<NotificationChannel> {
-  return await withRetry(async () => {
-    const entry = await entryForChange(kv, actor, CHANNEL, id);
+  return await changeEntry(kv, actor, CHANNEL, id, async (entry) => {
     const channel = entry.value;
     const ruleIds = await listAccountIds(kv, rulesByAccountPrefix(channel.accountId));
     const ruleEntries = await getEntries<NotificationRule>(kv, ruleIds.map(ruleKey));

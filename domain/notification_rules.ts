@@ -9,16 +9,16 @@ import { ALERT_SEVERITIES, type AlertEvent, type AlertSeverity } from "./alerts.
 import { appendAudit } from "./audit.ts";
 import { ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { getManyValues, withRetry } from "./kv.ts";
+import { getManyValues } from "./kv.ts";
 import { type Actor, authorize, inScope, type ScopedObject } from "./rbac.ts";
 import { orgKey, resolveOwner } from "./tenancy.ts";
 import type { Org, OrgScope } from "./types.ts";
 import { DisplayName } from "./validation.ts";
 import { channelKey, ruleKey, rulesByAccountKey, rulesByAccountPrefix } from "./keys/notifications.ts";
 import {
+  changeEntry,
   channelScope,
   checkAccountLimit,
-  entryForChange,
   getEntries,
   type Kind,
   listAccountIds,
@@ -211,8 +211,7 @@ export async function updateRule(
   now: Date,
 ): Promise<NotificationRule> {
   const data = RuleInput.parse(input);
-  return await withRetry(async () => {
-    const entry = await entryForChange(kv, actor, RULE, id);
+  return await changeEntry(kv, actor, RULE, id, async (entry) => {
     const current = entry.value;
     const scope = requireRuleOrgsInScope(actor, current.accountId, data);
     // The form lists only channels the actor can see: keep the others the rule already uses.
@@ -265,8 +264,7 @@ export async function deleteRule(
   id: string,
   now: Date,
 ): Promise<NotificationRule> {
-  return await withRetry(async () => {
-    const entry = await entryForChange(kv, actor, RULE, id);
+  return await changeEntry(kv, actor, RULE, id, async (entry) => {
     const rule = entry.value;
     const op = kv.atomic().check(entry).delete(ruleKey(id)).delete(rulesByAccountKey(rule.accountId, id));
     appendAudit(op, actor, {
