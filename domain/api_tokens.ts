@@ -3,9 +3,10 @@
  * permissions are scopes: `backup.*` and `admin` for `/api/v1`, `metrics` for `GET /metrics` (Prometheus;
  * routes/metrics.ts) — a monitoring token should hold only `metrics`.
  */
+import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
-import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from "./errors.ts";
+import { NotFoundError, UnauthorizedError, ValidationError } from "./errors.ts";
 import { newId, randomToken, sha256Hex, timingSafeEqual } from "./ids.ts";
 import { withRetry } from "./kv.ts";
 import { readByPointerIndex } from "./pointer_index.ts";
@@ -92,7 +93,7 @@ export async function createApiToken(
     objectId: id,
     summary: `Created API token "${data.name}" for ${owner.email} (${token.permissions.join(", ")})`,
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("Could not create the token; try again");
+  await commitOrConflict(op, "Could not create the token; try again");
   return { token, secret };
 }
 

@@ -20,6 +20,7 @@
  * the CLI, whose operator holds the database anyway); otherwise the request was created and the route
  * answers 202 (API) or redirects to the requests page.
  */
+import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, ForbiddenError, NotFoundError } from "./errors.ts";
@@ -187,7 +188,7 @@ export async function setFourEyesSettings(
       ? `Turned four-eyes approval on (requests expire after ${data.ttlHours} h)`
       : "Turned four-eyes approval off",
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("The setting could not be saved; try again");
+  await commitOrConflict(op, "The setting could not be saved; try again");
   return settings;
 }
 
@@ -573,7 +574,7 @@ export async function requestIfFourEyes(
     objectId: request.objectId,
     summary: `Requested four-eyes approval (${request.id}): ${request.summary}`,
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("The request could not be written; try again");
+  await commitOrConflict(op, "The request could not be written; try again");
   return request;
 }
 
@@ -666,9 +667,7 @@ export async function approveRequest(
     objectId: request.objectId,
     summary: `Approved ${request.requestedByLabel}'s request ${request.id}: ${request.summary}`,
   }, now);
-  if (!(await op.commit()).ok) {
-    throw new ConflictError("Someone else decided this request at the same time: it was not approved twice");
-  }
+  await commitOrConflict(op, "Someone else decided this request at the same time: it was not approved twice");
   let outcome: ActionOutcome | null = null;
   let failure: string | null = null;
   try {
@@ -746,9 +745,7 @@ export async function refuseRequest(
       withdrawing ? "Withdrew" : "Refused"
     } ${request.requestedByLabel}'s request ${request.id}: ${request.summary}${note ? ` (${note})` : ""}`,
   }, now);
-  if (!(await op.commit()).ok) {
-    throw new ConflictError("Someone else decided this request at the same time: nothing changed");
-  }
+  await commitOrConflict(op, "Someone else decided this request at the same time: nothing changed");
   return refused;
 }
 

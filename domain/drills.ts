@@ -497,11 +497,12 @@ export async function createDrill(
     createdAt: at,
     updatedAt: at,
   };
+  const byName = drillByNameKey(drill.accountId, drill.name);
   const op = kv.atomic()
-    .check({ key: drillByNameKey(drill.accountId, drill.name), versionstamp: null })
+    .check({ key: byName, versionstamp: null })
     .set(drillKey(drill.id), drill)
     .set(drillsByAccountKey(drill.accountId, drill.id), drill.id)
-    .set(drillByNameKey(drill.accountId, drill.name), drill.id);
+    .set(byName, drill.id);
   appendAudit(op, actor, {
     ...auditTarget("drill", drill),
     action: "drill.create",

@@ -3,13 +3,13 @@
  * metrics, the 3-minute offline rule, edits, and the crash-safe cascading delete (DESIGN.md §4.4).
  */
 import { z } from "zod";
-import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
+import { raiseAlert, type RaiseInput, readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit, auditTarget } from "./audit.ts";
 import { ConflictError, NotFoundError, UnauthorizedError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
 import { withRetry } from "./kv.ts";
-import { deleteKeysUnder, readByPointerIndex } from "./pointer_index.ts";
+import { deleteKeysUnder, scopedList } from "./pointer_index.ts";
 import { CommitConflictError } from "./retry.ts";
 import { type Actor, authorize, inScope, principalActor } from "./rbac.ts";
 import { CertificatePem, DataUrl, inspectCertificate } from "./certificates.ts";
@@ -536,7 +536,9 @@ export async function* idPages(kv: Deno.Kv, prefix: Deno.KvKey, size = 10): Asyn
 }
 
 /** What a heartbeat sweep over one live index (`sweepLiveIndex`) needs to know of its records. */
-export interface LiveSweep<T extends { accountId: string; status: string }> {
+export interface LiveSweep<T extends SweptRecord> {
+  /** The kind of record swept: its fleet counter and the subject of its offline alert. */
+  kind: "engine" | "host";
   /** The live index: one key per watched record (`[...prefix, id]`). */
   prefix: Deno.KvKey;
   recordKey: (id: string) => Deno.KvKey;
@@ -545,19 +547,26 @@ export interface LiveSweep<T extends { accountId: string; status: string }> {
   watched: (record: T) => boolean;
   /** The record gone offline, or null while it is still fresh. */
   offline: (record: T) => T | null;
-  /** Adds to `op` what going offline writes besides the record and its live entry (counters, alerts). */
-  write: (op: Deno.AtomicOperation, id: string, record: T, next: T) => Promise<void>;
+  /** The alert a record going offline raises (or sees again), beside its status counters. */
+  offlineAlert: (record: T) => Pick<RaiseInput, "subjectName" | "reason" | "severity" | "message">;
+  /** Adds to `op` what going offline writes besides that (other alerts resolved). */
+  write?: (op: Deno.AtomicOperation, id: string, record: T) => Promise<void>;
 }
+
+/** What every swept record has: its account and org (the alert's) and its status (the counters'). */
+type SweptRecord = { accountId: string; orgId: string | null; status: string };
 
 /**
  * A heartbeat sweep: the records of a live index are read ten at a time (`idPages`); one no longer watched
  * (gone, or in a status the sweep does not watch) leaves the index; one `offline` finds silent is written
- * offline, out of the index, with `write`'s additions, in one checked write, reading the record again
- * before each retry. Idempotent for the same `offline`. Returns the ids it took offline.
+ * offline, out of the index, with its status counters moved, its `offlineAlert` raised and `write`'s
+ * additions, in one checked write, reading the record again before each retry. Idempotent for the same
+ * `offline` and `now`. Returns the ids it took offline.
  */
-export async function sweepLiveIndex<T extends { accountId: string; status: string }>(
+export async function sweepLiveIndex<T extends SweptRecord>(
   kv: Deno.Kv,
   sweep: LiveSweep<T>,
+  now: Date,
 ): Promise<string[]> {
   const offline: string[] = [];
   for await (const ids of idPages(kv, sweep.prefix)) {
@@ -574,7 +583,16 @@ export async function sweepLiveIndex<T extends { accountId: string; status: stri
         const next = sweep.offline(record);
         if (!next) return { value: undefined };
         const op = kv.atomic().check(entry).set(sweep.recordKey(id), next).delete(sweep.liveKey(id));
-        await sweep.write(op, id, record, next);
+        countStatusChange(op, sweep.kind, record.accountId, record.status, next.status);
+        const alert = sweep.offlineAlert(record);
+        raiseAlert(op, await readOpenAlert(kv, sweep.kind, id, alert.reason), {
+          accountId: record.accountId,
+          orgId: record.orgId,
+          subjectType: sweep.kind,
+          subjectId: id,
+          ...alert,
+        }, now);
+        await sweep.write?.(op, id, record);
         if (!(await op.commit()).ok) return null;
         offline.push(id);
         return { value: undefined };
@@ -599,6 +617,7 @@ export async function sweepLiveIndex<T extends { accountId: string; status: stri
  */
 export async function sweepEngineHeartbeats(kv: Deno.Kv, now: Date): Promise<{ offline: string[] }> {
   const offline = await sweepLiveIndex<Engine>(kv, {
+    kind: "engine",
     prefix: liveEnginesPrefix(),
     recordKey: engineKey,
     liveKey: liveEngineKey,
@@ -613,21 +632,16 @@ export async function sweepEngineHeartbeats(kv: Deno.Kv, now: Date): Promise<{ o
         statusReason: `No heartbeat for ${silentMin} minutes (last ${engine.lastHeartbeatAt})`,
       };
     },
-    async write(op, id, engine, next) {
-      countStatusChange(op, "engine", engine.accountId, engine.status, next.status);
-      raiseAlert(op, await readOpenAlert(kv, "engine", id, "engine_offline"), {
-        accountId: engine.accountId,
-        orgId: engine.orgId,
-        subjectType: "engine",
-        subjectId: id,
-        subjectName: engine.name,
-        reason: "engine_offline",
-        severity: "critical",
-        message: `BES ${engine.name} is offline: no heartbeat for more than 3 minutes`,
-      }, now);
+    offlineAlert: (engine) => ({
+      subjectName: engine.name,
+      reason: "engine_offline",
+      severity: "critical",
+      message: `BES ${engine.name} is offline: no heartbeat for more than 3 minutes`,
+    }),
+    async write(op, id) {
       resolveAlert(op, await readOpenAlert(kv, "engine", id, "engine_degraded"), now);
     },
-  });
+  }, now);
   return { offline };
 }
 
@@ -683,26 +697,21 @@ export type EngineFilter = z.infer<typeof EngineFilter>;
 export const EngineQuery = strictQuery(ENGINE_FILTER_FIELDS, ENGINE_FILTER_DEFAULTS);
 
 /** Engines of the actor's account in scope, filtered and sorted; `total` before paging. */
-export async function listEngines(
-  kv: Deno.Kv,
-  actor: Actor,
-  filter: EngineFilter,
-): Promise<{ values: Engine[]; total: number }> {
-  if (!actor.accountId) return { values: [], total: 0 };
-  const needle = filter.q.toLowerCase();
-  const rows = (await readByPointerIndex<Engine>(kv, enginesByAccountPrefix(actor.accountId), engineKey))
-    .filter((e) =>
-      inScope(actor, engineScope(e)) &&
+export const listEngines = scopedList<Engine, EngineFilter>({
+  index: () => ({ prefix: enginesByAccountPrefix, key: engineKey, scope: engineScope }),
+  match: (filter) => {
+    const needle = filter.q.toLowerCase();
+    return (e) =>
       (!filter.status || e.status === filter.status) &&
       (!filter.orgId || (filter.orgId === "account" ? e.orgId === null : e.orgId === filter.orgId)) &&
       (!needle || e.name.toLowerCase().includes(needle) || e.hostname.toLowerCase().includes(needle) ||
-        e.ipAddress.includes(needle))
-    );
-  const field = filter.sort.replace(/^-/, "") as "name" | "status" | "lastHeartbeatAt";
-  const dir = filter.sort.startsWith("-") ? -1 : 1;
-  rows.sort((a, b) => dir * String(a[field] ?? "").localeCompare(String(b[field] ?? "")));
-  return { values: rows.slice(filter.offset, filter.offset + filter.limit), total: rows.length };
-}
+        e.ipAddress.includes(needle));
+  },
+  compare: (a, b, field) => {
+    const f = field as "name" | "status" | "lastHeartbeatAt";
+    return String(a[f] ?? "").localeCompare(String(b[f] ?? ""));
+  },
+});
 
 /** Edits name and PXE settings. Needs backup.manage on the engine. */
 export async function updateEngine(
@@ -722,11 +731,8 @@ export async function updateEngine(
     const next: Engine = { ...engine, ...data, updatedAt: now.toISOString() };
     const op = kv.atomic().check(entry).set(engineKey(id), next);
     appendAudit(op, actor, {
-      accountId: engine.accountId,
-      orgId: engine.orgId,
+      ...auditTarget("engine", engine),
       action: "engine.update",
-      objectType: "engine",
-      objectId: id,
       summary: `Updated BES ${next.name}: PXE ${next.pxeEnabled ? `on (${next.pxeNetwork})` : "off"}`,
     }, now);
     return (await op.commit()).ok ? { value: next } : null;
@@ -802,11 +808,8 @@ export async function markEngineDeleting(kv: Deno.Kv, actor: Actor, id: string, 
       .delete(liveEngineKey(id));
     countStatusChange(op, "engine", engine.accountId, engine.status, next.status);
     appendAudit(op, actor, {
-      accountId: engine.accountId,
-      orgId: engine.orgId,
+      ...auditTarget("engine", engine),
       action: "engine.delete",
-      objectType: "engine",
-      objectId: id,
       summary: `Deleted BES ${engine.name} with its storage targets and policies`,
     }, now);
     return (await op.commit()).ok ? { value: undefined } : null;

@@ -530,8 +530,7 @@ export async function requestFileHistory(
       const job = queueJobInOp(op, {
         kind: "file_history",
         principal: `bes:${first.engineId}`,
-        accountId: host.accountId,
-        orgId: host.orgId,
+        ...hostScope(host),
         priority: "high",
         payload: {
           restorePointId: first.id,

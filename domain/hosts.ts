@@ -3,12 +3,12 @@
  * 3-minute offline rule (with a warning alert that the next heartbeat resolves); operators list and
  * open hosts within their org scope. Assignments to policies live in assignments.ts.
  */
-import { readByPointerIndex } from "./pointer_index.ts";
+import { readVisibleByPointerIndex } from "./pointer_index.ts";
 import { hostsByAccountPrefix, liveHostsPrefix } from "./keys/hosts.ts";
 import { z } from "zod";
 import { lenientFilter, strictQuery } from "./list_filters.ts";
 import { countNewHost } from "./protected.ts";
-import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
+import { readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit, auditTarget } from "./audit.ts";
 import { ConflictError, NotFoundError } from "./errors.ts";
 import {
@@ -211,13 +211,16 @@ function hostKeyOrder(sort: HostFilterFields["sort"]) {
 
 /** Every host of the actor's account in its org scope matching the filter, unsorted. */
 async function selectHosts(kv: Deno.Kv, actor: Actor, f: HostFilterFields): Promise<Host[]> {
-  if (!actor.accountId) return [];
   const needle = f.q.toLowerCase();
-  return (await readByPointerIndex<Host>(kv, hostsByAccountPrefix(actor.accountId), hostKey)).filter((h) =>
-    inScope(actor, hostScope(h)) &&
-    (!f.status || h.status === f.status) &&
-    (!f.orgId || h.orgId === f.orgId) &&
-    (!needle || h.hostname.toLowerCase().includes(needle) || h.ipAddress.toLowerCase().includes(needle))
+  const index = { prefix: hostsByAccountPrefix, key: hostKey, scope: hostScope };
+  return await readVisibleByPointerIndex<Host>(
+    kv,
+    actor,
+    index,
+    (h) =>
+      (!f.status || h.status === f.status) &&
+      (!f.orgId || h.orgId === f.orgId) &&
+      (!needle || h.hostname.toLowerCase().includes(needle) || h.ipAddress.toLowerCase().includes(needle)),
   );
 }
 
@@ -416,25 +419,19 @@ export async function applyHostHeartbeat(
 export async function sweepHostHeartbeats(kv: Deno.Kv, now: Date): Promise<{ offline: string[] }> {
   // Hosts are read ten at a time; a host that must change is read again before each retry.
   const offline = await sweepLiveIndex<Host>(kv, {
+    kind: "host",
     prefix: liveHostsPrefix(),
     recordKey: hostKey,
     liveKey: liveHostKey,
     watched: (host) => host.status === "online",
     offline: (host) => hostOnlineAt(host, now) ? null : { ...host, status: "offline" },
-    async write(op, id, host, next) {
-      countStatusChange(op, "host", host.accountId, host.status, next.status);
-      raiseAlert(op, await readOpenAlert(kv, "host", id, "host_offline"), {
-        accountId: host.accountId,
-        orgId: host.orgId,
-        subjectType: "host",
-        subjectId: id,
-        subjectName: host.hostname,
-        reason: "host_offline",
-        severity: "warning",
-        message: `Host ${host.hostname} is offline: no agent heartbeat for more than 3 minutes`,
-      }, now);
-    },
-  });
+    offlineAlert: (host) => ({
+      subjectName: host.hostname,
+      reason: "host_offline",
+      severity: "warning",
+      message: `Host ${host.hostname} is offline: no agent heartbeat for more than 3 minutes`,
+    }),
+  }, now);
   return { offline };
 }
 

@@ -580,37 +580,51 @@ async function checkHostInvariants(r: Reader, report: Report): Promise<void> {
       );
     }
   }
-  for (const [pair, id] of byPolicy) {
-    if (doomed.has(pair.split("/")[0])) continue;
-    const a = assignments.get(id);
-    if (!a || `${a.policyId}/${a.hostId}` !== pair) {
-      report(
-        a?.accountId ?? policies.get(pair.split("/")[0])?.accountId,
-        `assignments_by_policy ${pair} points to a missing or different assignment ${id}`,
-      );
+  /** Reports each entry of a pair index (`"a/b" → id`) whose record is missing or keyed otherwise. */
+  const checkPairIndex = <T extends { accountId: string }>(
+    index: Map<string, string>,
+    name: string,
+    records: Map<string, T>,
+    what: string,
+    order: "policy/host" | "host/policy",
+    pairOf: (record: T) => string,
+  ) => {
+    for (const [pair, id] of index) {
+      const [first, second] = pair.split("/");
+      if (doomed.has(order === "policy/host" ? first : second)) continue;
+      const record = records.get(id);
+      if (!record || pairOf(record) !== pair) {
+        report(
+          record?.accountId ?? (order === "policy/host" ? policies : hosts).get(first)?.accountId,
+          `${name} ${pair} points to a missing or different ${what} ${id}`,
+        );
+      }
     }
-  }
-  for (const [pair, id] of byHost) {
-    if (doomed.has(pair.split("/")[1])) continue;
-    const a = assignments.get(id);
-    if (!a || `${a.hostId}/${a.policyId}` !== pair) {
-      report(
-        a?.accountId ?? hosts.get(pair.split("/")[0])?.accountId,
-        `assignments_by_host ${pair} points to a missing or different assignment ${id}`,
-      );
-    }
-  }
-
-  for (const [pair, id] of protectedByHost) {
-    if (doomed.has(pair.split("/")[1])) continue;
-    const o = objects.get(id);
-    if (!o || `${o.hostId}/${o.policyId}` !== pair) {
-      report(
-        o?.accountId ?? hosts.get(pair.split("/")[0])?.accountId,
-        `protected_by_host ${pair} points to a missing or different protected object ${id}`,
-      );
-    }
-  }
+  };
+  checkPairIndex(
+    byPolicy,
+    "assignments_by_policy",
+    assignments,
+    "assignment",
+    "policy/host",
+    (a) => `${a.policyId}/${a.hostId}`,
+  );
+  checkPairIndex(
+    byHost,
+    "assignments_by_host",
+    assignments,
+    "assignment",
+    "host/policy",
+    (a) => `${a.hostId}/${a.policyId}`,
+  );
+  checkPairIndex(
+    protectedByHost,
+    "protected_by_host",
+    objects,
+    "protected object",
+    "host/policy",
+    (o) => `${o.hostId}/${o.policyId}`,
+  );
   for (const p of await r.pointers("protected_by_account")) {
     if (objects.get(p.value)?.accountId !== p.key[1]) {
       report(

@@ -11,7 +11,7 @@ import { AtomicRecorder, groupCommitter } from "./group_commit.ts";
 import { groupReader } from "./group_read.ts";
 import { counterValue, getManyValues, kvValueBytes } from "./kv.ts";
 import { countQueueEntry, principalQueueCountKey } from "./ops_counters.ts";
-import { withRetry } from "./retry.ts";
+import { commitOrConflict, withRetry } from "./retry.ts";
 import {
   dropStaleParts,
   ErrorItem,
@@ -164,7 +164,7 @@ export type EnqueueInput = z.input<typeof EnqueueInput>;
 export async function enqueueJob(kv: Deno.Kv, input: EnqueueInput, now: Date): Promise<Job> {
   const op = kv.atomic();
   const job = queueJobInOp(op, input, now);
-  if (!(await op.commit()).ok) throw new ConflictError("Could not queue the job; try again");
+  await commitOrConflict(op, "Could not queue the job; try again");
   return job;
 }
 

@@ -19,6 +19,12 @@ export interface RetryFacts {
   pausedReason: string | null;
 }
 
+/**
+ * Runs scanned (newest first) for `inFlight`: other runs still pending or running before a retry, for
+ * native and platform jobs alike.
+ */
+export const RETRY_SCAN_LIMIT = 200;
+
 /** Why a retry of the job is refused right now, in words for the operator; null when it is allowed. */
 export function retryBlockedReason(facts: RetryFacts): string | null {
   const latest = facts.latest;

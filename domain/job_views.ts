@@ -11,6 +11,7 @@
  * The last run of a job is its newest run: one reverse list of `runs_by_policy` with limit 1, so the
  * list costs the same whatever the length of a job's history.
  */
+import { commitOrConflict } from "./retry.ts";
 import { engineKey, enginesByAccountPrefix } from "./keys/engines.ts";
 import { assignmentKey, assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { retryDispatchKey, retryDispatchPrefix, runsByPolicyPrefix } from "./keys/runs.ts";
@@ -21,7 +22,7 @@ import { openIdCursor } from "./cursor.ts";
 import type { Engine } from "./engines.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Host, hostKey } from "./hosts.ts";
-import { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
+import { RETRY_SCAN_LIMIT, retryBlockedReason, type RetryFacts } from "./job_rules.ts";
 import { batchesOf, DISPATCH_MAX_HOSTS, dispatcher, hostsPerWrite, readDispatchPayload } from "./dispatch.ts";
 import { hostsNeedingFull } from "./repositories.ts";
 import { getManyValues } from "./kv.ts";
@@ -471,9 +472,6 @@ export async function activeHostsOf(
   return options.limit ? out.slice(0, options.limit) : out;
 }
 
-/** Runs scanned (newest first) for other runs still in flight before a retry. */
-export const RETRY_SCAN_LIMIT = 200;
-
 /** Everything the retry rule and the detail page need about a job right now. */
 export interface RetryState {
   facts: RetryFacts;
@@ -711,7 +709,7 @@ export async function retryJob(
         targets.length === 1 ? "" : "s"
       } on its active hosts after ${latest.status} run ${latest.id}`,
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("This job has already been retried");
+  await commitOrConflict(op, "This job has already been retried");
   if (!rest) return { runs, hosts: first, pending: false };
   const more = await continueRetry(kv, retryDispatchKey(policy.id, latest.id), now);
   return {

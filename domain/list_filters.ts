@@ -31,3 +31,24 @@ export function strictQuery<F extends Record<string, z.ZodType>>(fields: F, defa
   );
   return z.object(shape as { [K in keyof F]: z.ZodDefault<F[K]> });
 }
+
+/** A page of an offset-paged list, and how many rows match in all. */
+export interface OffsetPage<T> {
+  values: T[];
+  total: number;
+}
+
+/**
+ * An offset-paged list's page: `rows` sorted by `compare` on the sort's field (a leading `-` reverses it),
+ * the `offset`/`limit` page of them, and `total` before paging.
+ */
+export function offsetPage<T>(
+  rows: T[],
+  filter: { sort: string; offset: number; limit: number },
+  compare: (a: T, b: T, field: string) => number,
+): OffsetPage<T> {
+  const field = filter.sort.replace(/^-/, "");
+  const dir = filter.sort.startsWith("-") ? -1 : 1;
+  rows.sort((a, b) => dir * compare(a, b, field));
+  return { values: rows.slice(filter.offset, filter.offset + filter.limit), total: rows.length };
+}

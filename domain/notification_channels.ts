@@ -3,16 +3,23 @@
  * edit, enable, delete, the signing secret). Rules (notification_rules.ts) route alerts to channels;
  * notification_delivery.ts sends to them, and notification_backoff.ts says when a failed send is retried.
  */
+import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
-import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { NotFoundError, ValidationError } from "./errors.ts";
 import { newId, randomToken } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
 import { type Actor, authorize, inScope, type ScopedObject } from "./rbac.ts";
 import { SMTP_TLS_MODES, type SmtpTlsMode } from "./smtp.ts";
 import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
-import { sealOwnedSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import {
+  replaceVaultRecord,
+  type SealingOptions,
+  sealOwnedSecret,
+  vaultKey,
+  type VaultRecord,
+} from "./vault.ts";
 import {
   channelKey,
   channelsByAccountKey,
@@ -242,6 +249,20 @@ export async function entryForChange<T extends { id: string; name: string; enabl
   return entry;
 }
 
+/**
+ * Runs `change` on the object's entry (`entryForChange`: in scope, backup.manage) in a checked write,
+ * reading it again before each retry on conflict (`withRetry`).
+ */
+export async function changeEntry<T extends { id: string; name: string; enabled: boolean }, R>(
+  kv: Deno.Kv,
+  actor: Actor,
+  kind: Kind<T>,
+  id: string,
+  change: (entry: Deno.KvEntry<T>) => Promise<{ value: R } | null>,
+): Promise<R> {
+  return await withRetry(async () => await change(await entryForChange(kv, actor, kind, id)));
+}
+
 /** Enables or disables a channel or rule, with its audit entry, in one atomic operation. */
 export async function setEnabled<T extends { id: string; name: string; enabled: boolean; updatedAt: string }>(
   kv: Deno.Kv,
@@ -251,8 +272,7 @@ export async function setEnabled<T extends { id: string; name: string; enabled: 
   enabled: boolean,
   now: Date,
 ): Promise<T> {
-  return await withRetry(async () => {
-    const entry = await entryForChange(kv, actor, kind, id);
+  return await changeEntry(kv, actor, kind, id, async (entry) => {
     const current = entry.value;
     if (current.enabled === enabled) return { value: current };
     const next: T = { ...current, enabled, updatedAt: now.toISOString() };
@@ -342,7 +362,7 @@ export async function createChannel(
   kv: Deno.Kv,
   actor: Actor,
   input: ChannelCreateInput,
-  options: { now: Date; masterKey: Uint8Array },
+  options: SealingOptions,
 ): Promise<{ channel: NotificationChannel; generatedSecret: string | null }> {
   const data = ChannelCreateInput.parse(input);
   const { now, masterKey } = options;
@@ -404,9 +424,7 @@ export async function createChannel(
     objectId: id,
     summary: `Created ${summarizeChannel(channel)}${vault ? "; secret stored in the vault" : ""}`,
   }, now);
-  if (!(await op.commit()).ok) {
-    throw new ConflictError("The organization changed at the same time; try again");
-  }
+  await commitOrConflict(op, "The organization changed at the same time; try again");
   return { channel, generatedSecret };
 }
 
@@ -419,12 +437,11 @@ export async function updateChannel(
   actor: Actor,
   id: string,
   input: ChannelUpdateInput,
-  options: { now: Date; masterKey: Uint8Array },
+  options: SealingOptions,
 ): Promise<{ channel: NotificationChannel; generatedSecret: string | null }> {
   const data = ChannelUpdateInput.parse(input);
   const { now, masterKey } = options;
-  return await withRetry(async () => {
-    const entry = await entryForChange(kv, actor, CHANNEL, id);
+  return await changeEntry(kv, actor, CHANNEL, id, async (entry) => {
     const current = entry.value;
     const at = now.toISOString();
     const op = kv.atomic().check(entry);
@@ -437,7 +454,7 @@ export async function updateChannel(
       const secret = data.rotateSecret ? generateSigningSecret() : data.secret;
       if (secret) {
         const vault = await sealChannelSecret(masterKey, current, secret, now);
-        op.delete(vaultKey(current.secretId)).set(vaultKey(vault.id), vault);
+        replaceVaultRecord(op, current.secretId, vault);
         next = { ...next, secretId: vault.id, secretSetAt: at };
         if (data.rotateSecret) generatedSecret = secret;
         notes.push("rotated the signing secret");
@@ -460,8 +477,7 @@ export async function updateChannel(
         notes.push("removed the SMTP password");
       } else if (data.password && data.username) {
         const vault = await sealChannelSecret(masterKey, current, data.password, now);
-        if (current.passwordId) op.delete(vaultKey(current.passwordId));
-        op.set(vaultKey(vault.id), vault);
+        replaceVaultRecord(op, current.passwordId, vault);
         next = { ...next, passwordId: vault.id };
         notes.push(current.passwordId ? "replaced the SMTP password" : "added an SMTP password");
       }
@@ -504,8 +520,7 @@ export async function deleteChannel(
   id: string,
   now: Date,
 ): Promise<NotificationChannel> {
-  return await withRetry(async () => {
-    const entry = await entryForChange(kv, actor, CHANNEL, id);
+  return await changeEntry(kv, actor, CHANNEL, id, async (entry) => {
     const channel = entry.value;
     const ruleIds = await listAccountIds(kv, rulesByAccountPrefix(channel.accountId));
     const ruleEntries = await getEntries<NotificationRule>(kv, ruleIds.map(ruleKey));

@@ -18,7 +18,7 @@ import type { Page } from "./kv.ts";
 import { type Actor, inScope } from "./rbac.ts";
 import { sendMail, type SmtpConnector, smtpConnector, SmtpError } from "./smtp.ts";
 import { countDeliveryChange } from "./ops_counters.ts";
-import { openSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import { readVaultSecret } from "./vault.ts";
 import {
   deliveriesByAccountKey,
   deliveriesByAccountPrefix,
@@ -318,11 +318,6 @@ export interface SendOptions {
   smtpTimeoutMs?: number;
 }
 
-async function readVault(kv: Deno.Kv, masterKey: Uint8Array, id: string): Promise<string | null> {
-  const record = (await kv.get<VaultRecord>(vaultKey(id))).value;
-  return record ? await openSecret(masterKey, record) : null;
-}
-
 function errorLine(error: unknown, url?: string): string {
   let text = error instanceof Error ? error.message : String(error);
   // fetch says only "fetch failed"; the reason (refused, DNS, TLS) is its cause.
@@ -377,7 +372,7 @@ async function attempt(
   });
   try {
     if (channel.type === "webhook") {
-      const secret = await readVault(kv, options.masterKey, channel.secretId);
+      const secret = await readVaultSecret(kv, options.masterKey, channel.secretId);
       if (secret === null) {
         return result({ ok: false, error: "The channel's signing secret is missing from the vault" });
       }
@@ -422,7 +417,9 @@ async function attempt(
           (snippet ? `: ${snippet}` : ""),
       });
     }
-    const password = channel.passwordId ? await readVault(kv, options.masterKey, channel.passwordId) : null;
+    const password = channel.passwordId
+      ? await readVaultSecret(kv, options.masterKey, channel.passwordId)
+      : null;
     if (channel.passwordId && password === null) {
       return result({ ok: false, error: "The channel's SMTP password is missing from the vault" });
     }
@@ -610,14 +607,15 @@ export const DeliveryFilter = z.object({
 export type DeliveryFilter = z.infer<typeof DeliveryFilter>;
 
 /**
- * Deliveries the actor may see, newest first, filtered by channel and status; cursor-paginated.
- * Throws InvalidCursorError.
+ * Deliveries the actor may see, newest first, filtered by channel and status; cursor-paginated. Missing
+ * or bad filter fields take their defaults (as on the page). Throws InvalidCursorError.
  */
 export async function listDeliveries(
   kv: Deno.Kv,
   actor: Actor,
-  filter: DeliveryFilter,
+  query: Partial<z.input<typeof DeliveryFilter>> = {},
 ): Promise<Page<NotificationDelivery>> {
+  const filter = DeliveryFilter.parse(query);
   if (!actor.accountId) return { values: [], cursor: "" };
   const prefix = filter.channelId
     ? deliveriesByChannelPrefix(filter.channelId)

@@ -3,21 +3,22 @@
  * channels (notification_channels.ts), their CRUD, and the routing of an alert event to channels that
  * notification_delivery.ts's dispatch uses.
  */
+import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
 import { ALERT_SEVERITIES, type AlertEvent, type AlertSeverity } from "./alerts.ts";
 import { appendAudit } from "./audit.ts";
-import { ConflictError, ValidationError } from "./errors.ts";
+import { ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { getManyValues, withRetry } from "./kv.ts";
+import { getManyValues } from "./kv.ts";
 import { type Actor, authorize, inScope, type ScopedObject } from "./rbac.ts";
 import { orgKey, resolveOwner } from "./tenancy.ts";
 import type { Org, OrgScope } from "./types.ts";
 import { DisplayName } from "./validation.ts";
 import { channelKey, ruleKey, rulesByAccountKey, rulesByAccountPrefix } from "./keys/notifications.ts";
 import {
+  changeEntry,
   channelScope,
   checkAccountLimit,
-  entryForChange,
   getEntries,
   type Kind,
   listAccountIds,
@@ -129,6 +130,33 @@ async function checkRuleReferences(
   return [...entries, ...channelEntries] as Deno.KvEntryMaybe<unknown>[];
 }
 
+/**
+ * The scope of a rule's orgs in `accountId`. Throws ValidationError (field `orgIds`) when they are not all
+ * in the actor's scope: an org-scoped operator routes only their orgs' alerts.
+ */
+function requireRuleOrgsInScope(
+  actor: Actor,
+  accountId: string,
+  data: { orgIds: NotificationRule["orgIds"] },
+) {
+  const scope = { accountId, orgIds: data.orgIds };
+  if (!inScope(actor, scope)) {
+    throw new ValidationError("Outside your organizations", {
+      orgIds: "Choose only organizations you manage",
+    });
+  }
+  return scope;
+}
+
+/** The settings a rule takes from its input (with the channels it keeps). */
+function ruleSettings(
+  data: z.output<typeof RuleInput>,
+  channelIds: string[],
+): Pick<NotificationRule, "orgIds" | "name" | "minSeverity" | "events" | "channelIds" | "enabled"> {
+  const { orgIds, name, minSeverity, events, enabled } = data;
+  return { orgIds, name, minSeverity, events, channelIds, enabled };
+}
+
 function summarizeRule(r: NotificationRule, channels: number): string {
   const orgs = r.orgIds === "all" ? "all organizations" : `${r.orgIds.length} organization(s)`;
   return `rule ${r.name}: ${r.minSeverity} and above, ${r.events.join("+")}, ${orgs}, ${channels} channel(s)`;
@@ -147,12 +175,7 @@ export async function createRule(
   const data = RuleInput.parse(input);
   // The rule's orgs are checked against the account below (`ruleEntries`), not resolved from one org.
   const { accountId } = await resolveOwner(kv, actor, { accountId: data.accountId });
-  const scope = { accountId, orgIds: data.orgIds };
-  if (!inScope(actor, scope)) {
-    throw new ValidationError("Outside your organizations", {
-      orgIds: "Choose only organizations you manage",
-    });
-  }
+  const scope = requireRuleOrgsInScope(actor, accountId, data);
   authorize(actor, "backup.manage", scope);
   await checkAccountLimit(kv, rulesByAccountPrefix(accountId), MAX_RULES_PER_ACCOUNT, "notification rules");
   const refs = await checkRuleReferences(kv, actor, accountId, data);
@@ -160,12 +183,7 @@ export async function createRule(
   const rule: NotificationRule = {
     id: newId(now),
     accountId,
-    orgIds: data.orgIds,
-    name: data.name,
-    minSeverity: data.minSeverity,
-    events: data.events,
-    channelIds: data.channelIds,
-    enabled: data.enabled,
+    ...ruleSettings(data, data.channelIds),
     createdAt: at,
     updatedAt: at,
   };
@@ -180,9 +198,7 @@ export async function createRule(
     objectId: rule.id,
     summary: `Created ${summarizeRule(rule, rule.channelIds.length)}`,
   }, now);
-  if (!(await op.commit()).ok) {
-    throw new ConflictError("A channel or organization changed at the same time; try again");
-  }
+  await commitOrConflict(op, "A channel or organization changed at the same time; try again");
   return rule;
 }
 
@@ -195,15 +211,9 @@ export async function updateRule(
   now: Date,
 ): Promise<NotificationRule> {
   const data = RuleInput.parse(input);
-  return await withRetry(async () => {
-    const entry = await entryForChange(kv, actor, RULE, id);
+  return await changeEntry(kv, actor, RULE, id, async (entry) => {
     const current = entry.value;
-    const scope = { accountId: current.accountId, orgIds: data.orgIds };
-    if (!inScope(actor, scope)) {
-      throw new ValidationError("Outside your organizations", {
-        orgIds: "Choose only organizations you manage",
-      });
-    }
+    const scope = requireRuleOrgsInScope(actor, current.accountId, data);
     // The form lists only channels the actor can see: keep the others the rule already uses.
     const currentChannels = await getEntries<NotificationChannel>(kv, current.channelIds.map(channelKey));
     const known = new Map(current.channelIds.map((cid, i) => [cid, currentChannels[i]] as const));
@@ -221,12 +231,7 @@ export async function updateRule(
     );
     const next: NotificationRule = {
       ...current,
-      orgIds: data.orgIds,
-      name: data.name,
-      minSeverity: data.minSeverity,
-      events: data.events,
-      channelIds,
-      enabled: data.enabled,
+      ...ruleSettings(data, channelIds),
       updatedAt: now.toISOString(),
     };
     const op = kv.atomic().check(entry, ...refs).set(ruleKey(id), next);
@@ -259,8 +264,7 @@ export async function deleteRule(
   id: string,
   now: Date,
 ): Promise<NotificationRule> {
-  return await withRetry(async () => {
-    const entry = await entryForChange(kv, actor, RULE, id);
+  return await changeEntry(kv, actor, RULE, id, async (entry) => {
     const rule = entry.value;
     const op = kv.atomic().check(entry).delete(ruleKey(id)).delete(rulesByAccountKey(rule.accountId, id));
     appendAudit(op, actor, {

@@ -44,18 +44,7 @@ import {
   type SyncStage,
   WATERMARK_OVERLAP_MS,
 } from "./platforms.ts";
-import {
-  platformJobByVendorKey,
-  platformJobKey,
-  platformJobsByAccountKey,
-  platformKey,
-  platformObjectKey,
-  platformObjectsPrefix,
-  platformPendingKey,
-  platformPendingPrefix,
-  platformRunKey,
-  platformsPrefix,
-} from "./keys/platforms.ts";
+import * as keys from "./keys/platforms.ts";
 import {
   afterBackup,
   isRpoBreached,
@@ -141,9 +130,9 @@ export async function testPlatform(
   }
   const at = options.now.toISOString();
   await withRetry(async () => {
-    const entry = await kv.get<Platform>(platformKey(id));
+    const entry = await kv.get<Platform>(keys.platformKey(id));
     if (!entry.value) return { value: undefined };
-    const op = kv.atomic().check(entry).set(platformKey(id), {
+    const op = kv.atomic().check(entry).set(keys.platformKey(id), {
       ...entry.value,
       lastTest: { at, ...outcome },
     });
@@ -277,12 +266,12 @@ async function recordSync(
   // sync state and the audit entry had been written.
   await withRetry(
     async () => {
-      const entry = await kv.get<Platform>(platformKey(id));
+      const entry = await kv.get<Platform>(keys.platformKey(id));
       const op = kv.atomic().check(entry);
       audit?.(op);
       if (entry.value) {
         op.set(
-          platformKey(id),
+          keys.platformKey(id),
           {
             ...entry.value,
             lastSync: report,
@@ -323,7 +312,7 @@ class PlatformGone extends Error {}
  * orphans counted on the dashboard for ever. Throws PlatformGone.
  */
 async function livePlatform(kv: Deno.Kv, id: string): Promise<Deno.KvEntryMaybe<Platform>> {
-  const entry = await kv.get<Platform>(platformKey(id));
+  const entry = await kv.get<Platform>(keys.platformKey(id));
   if (!entry.value || entry.value.status !== "active") throw new PlatformGone();
   return entry;
 }
@@ -350,8 +339,8 @@ async function upsertJobs(
   }
   for (const vj of vendorJobs) {
     const { job, change } = await withRetry<{ job: PlatformJob; change: Change }>(async () => {
-      const ptr = await kv.get<string>(platformJobByVendorKey(platform.id, vj.id));
-      const entry = ptr.value ? await kv.get<PlatformJob>(platformJobKey(ptr.value)) : null;
+      const ptr = await kv.get<string>(keys.platformJobByVendorKey(platform.id, vj.id));
+      const entry = ptr.value ? await kv.get<PlatformJob>(keys.platformJobKey(ptr.value)) : null;
       const fields = {
         name: vj.name,
         vendorType: vj.vendorType,
@@ -367,7 +356,7 @@ async function upsertJobs(
           .every((k) => JSON.stringify(old[k] ?? []) === JSON.stringify(fields[k] ?? []));
         if (same) return { value: { job: old, change: "same" } };
         const next: PlatformJob = { ...old, ...fields, updatedAt: at };
-        const ok = (await kv.atomic().check(entry).set(platformJobKey(old.id), next).commit()).ok;
+        const ok = (await kv.atomic().check(entry).set(keys.platformJobKey(old.id), next).commit()).ok;
         return ok ? { value: { job: next, change: "updated" } } : null;
       }
       const job: PlatformJob = {
@@ -384,10 +373,10 @@ async function upsertJobs(
         updatedAt: at,
       };
       const ok = (await kv.atomic().check(ptr, await livePlatform(kv, platform.id))
-        .check({ key: platformJobKey(job.id), versionstamp: null })
-        .set(platformJobKey(job.id), job)
-        .set(platformJobByVendorKey(platform.id, vj.id), job.id)
-        .set(platformJobsByAccountKey(job.accountId, job.id), job.id)
+        .check({ key: keys.platformJobKey(job.id), versionstamp: null })
+        .set(keys.platformJobKey(job.id), job)
+        .set(keys.platformJobByVendorKey(platform.id, vj.id), job.id)
+        .set(keys.platformJobsByAccountKey(job.accountId, job.id), job.id)
         .commit()).ok;
       return ok ? { value: { job, change: "created" } } : null;
     });
@@ -397,10 +386,10 @@ async function upsertJobs(
   for (const job of await listPlatformJobs(kv, platform.id)) {
     if (out.has(job.vendorJobId) || job.removed) continue;
     const removed = await withRetry(async () => {
-      const entry = await kv.get<PlatformJob>(platformJobKey(job.id));
+      const entry = await kv.get<PlatformJob>(keys.platformJobKey(job.id));
       if (!entry.value || entry.value.removed) return { value: false };
       const next = { ...entry.value, removed: true, enabled: false, updatedAt: at };
-      return (await kv.atomic().check(entry).set(platformJobKey(job.id), next).commit()).ok
+      return (await kv.atomic().check(entry).set(keys.platformJobKey(job.id), next).commit()).ok
         ? { value: true }
         : null;
     });
@@ -412,7 +401,7 @@ async function upsertJobs(
 /** The platform's retry runs, as read from `platform_pending` (stale entries are dropped). */
 async function readPending(kv: Deno.Kv, platformId: string): Promise<PlatformRun[]> {
   const out: PlatformRun[] = [];
-  for await (const e of kv.list<string>({ prefix: platformPendingPrefix(platformId) })) {
+  for await (const e of kv.list<string>({ prefix: keys.platformPendingPrefix(platformId) })) {
     const run = (await kv.get<PlatformRun>(runKey(String(e.key[2])))).value;
     if (run && !isFinalRun(run.status) && !run.platform.runId) out.push(run);
     else await kv.delete(e.key);
@@ -473,7 +462,7 @@ async function startPendingRetries(
         updatedAt: at,
       };
       const op = kv.atomic().check(entry, await livePlatform(kv, platform.id))
-        .delete(platformPendingKey(platform.id, run.id));
+        .delete(keys.platformPendingKey(platform.id, run.id));
       await finishRunInOp(kv, op, next, now);
       return (await op.commit()).ok ? { value: undefined } : null;
     });
@@ -549,14 +538,14 @@ async function startPendingRetries(
     await withRetry(async () => {
       const [current, ptr] = await kv.getMany<[PlatformRun, string]>([
         runKey(run.id),
-        platformRunKey(platform.id, runId),
+        keys.platformRunKey(platform.id, runId),
       ]);
       if (!current.value) return { value: undefined };
       const linked: PlatformRun = { ...current.value, platform: { ...current.value.platform, runId } };
       const ok = (await kv.atomic().check(current, ptr, await livePlatform(kv, platform.id))
         .set(runKey(run.id), linked)
-        .set(platformRunKey(platform.id, runId), run.id)
-        .delete(platformPendingKey(platform.id, run.id)).commit()).ok;
+        .set(keys.platformRunKey(platform.id, runId), run.id)
+        .delete(keys.platformPendingKey(platform.id, run.id)).commit()).ok;
       return ok ? { value: undefined } : null;
     });
   }
@@ -621,7 +610,7 @@ async function importRuns(
     const job = jobs.get(vr.jobId);
     if (!job) continue;
     const change = await withRetry<"imported" | "updated" | "same">(async () => {
-      const ptr = await kv.get<string>(platformRunKey(platform.id, vr.id));
+      const ptr = await kv.get<string>(keys.platformRunKey(platform.id, vr.id));
       if (ptr.value) {
         const entry = await kv.get<PlatformRun>(runKey(ptr.value));
         const run = entry.value;
@@ -644,8 +633,8 @@ async function importRuns(
         if (run && !isFinalRun(run.status) && !run.platform.runId) {
           const next = fromVendor(run, vr, now);
           const op = kv.atomic().check(ptr, entry, await livePlatform(kv, platform.id))
-            .set(platformRunKey(platform.id, vr.id), run.id)
-            .delete(platformPendingKey(platform.id, run.id));
+            .set(keys.platformRunKey(platform.id, vr.id), run.id)
+            .delete(keys.platformPendingKey(platform.id, run.id));
           await finishRunInOp(kv, op, next, now);
           if (!(await op.commit()).ok) return null;
           awaiting.splice(awaiting.indexOf(waiting), 1);
@@ -667,7 +656,7 @@ async function importRuns(
       const op = kv.atomic().check(ptr, await livePlatform(kv, platform.id))
         .check({ key: runKey(run.id), versionstamp: null })
         .set(runsByPolicyKey(job.id, run.id), run.id)
-        .set(platformRunKey(platform.id, vr.id), run.id);
+        .set(keys.platformRunKey(platform.id, vr.id), run.id);
       await finishRunInOp(kv, op, run, now);
       return (await op.commit()).ok ? { value: "imported" } : null;
     });
@@ -706,7 +695,7 @@ async function updateJobOutcomes(
     }
     if (next.lastOutcome === job.lastOutcome && next.lastSuccessAt === job.lastSuccessAt) continue;
     const written = await withRetry(async () => {
-      const entry = await kv.get<PlatformJob>(platformJobKey(job.id));
+      const entry = await kv.get<PlatformJob>(keys.platformJobKey(job.id));
       if (!entry.value) return { value: job };
       const merged = {
         ...entry.value,
@@ -714,7 +703,7 @@ async function updateJobOutcomes(
         lastSuccessAt: next.lastSuccessAt,
         updatedAt: now.toISOString(),
       };
-      return (await kv.atomic().check(entry).set(platformJobKey(job.id), merged).commit()).ok
+      return (await kv.atomic().check(entry).set(keys.platformJobKey(job.id), merged).commit()).ok
         ? { value: merged }
         : null;
     });
@@ -770,7 +759,7 @@ async function upsertObjects(
       vendorType: vo.vendorType,
     };
     const { object, change } = await withRetry<{ object: ProtectedObject; change: Change }>(async () => {
-      const ptr = await kv.get<string>(platformObjectKey(platform.id, vo.id));
+      const ptr = await kv.get<string>(keys.platformObjectKey(platform.id, vo.id));
       const entry = ptr.value ? await kv.get<ProtectedObject>(protectedObjectKey(ptr.value)) : null;
       const existing = entry?.value;
       const fields = {
@@ -826,7 +815,7 @@ async function upsertObjects(
       };
       const op = kv.atomic().check(ptr, await livePlatform(kv, platform.id))
         .check({ key: protectedObjectKey(created.id), versionstamp: null })
-        .set(platformObjectKey(platform.id, vo.id), created.id);
+        .set(keys.platformObjectKey(platform.id, vo.id), created.id);
       writeProtected(op, null, created);
       if (created.lastBackupStatus === "failed") {
         raiseAlert(op, await readOpenAlert(kv, "protected_object", created.id, "backup_failed"), {
@@ -846,7 +835,7 @@ async function upsertObjects(
     out.set(vo.id, { object, vendorJobIds: vo.jobIds });
   }
   // Objects the platform no longer lists are no longer protected by it.
-  for await (const e of kv.list<string>({ prefix: platformObjectsPrefix(platform.id) })) {
+  for await (const e of kv.list<string>({ prefix: keys.platformObjectsPrefix(platform.id) })) {
     if (seen.has(String(e.key[2]))) continue;
     const changed = await rewritePlatformObject(
       kv,
@@ -928,7 +917,7 @@ export async function syncDuePlatforms(
 ): Promise<{ synced: number; failed: number; deleted: number; busy: number }> {
   const out = { synced: 0, failed: 0, deleted: 0, busy: 0 };
   const platforms: Platform[] = [];
-  for await (const e of kv.list<Platform>({ prefix: platformsPrefix() })) platforms.push(e.value);
+  for await (const e of kv.list<Platform>({ prefix: keys.platformsPrefix() })) platforms.push(e.value);
   for (const p of platforms) {
     if (p.status === "deleting") {
       await finishPlatformDeletion(kv, p, now);

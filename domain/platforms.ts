@@ -21,6 +21,7 @@
  * Deleting a platform removes its credential, its imported jobs and protected objects (their counters,
  * indexes and open alerts); the runs stay as history in the results database, like a deleted policy's.
  */
+import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
 import { readOpenAlert, resolveAlert } from "./alerts.ts";
 import { appendAudit, auditTarget } from "./audit.ts";
@@ -34,7 +35,7 @@ import { VEEAM_DEFAULT_API_VERSION } from "./connectors/veeam.ts";
 import { type LatestOutcome, latestOutcomeKey } from "./dashboard.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
-import { retryBlockedReason, type RetryFacts } from "./job_rules.ts";
+import { RETRY_SCAN_LIMIT, retryBlockedReason, type RetryFacts } from "./job_rules.ts";
 import { withRetry } from "./kv.ts";
 import { deleteKeysUnder, readByPointerIndex } from "./pointer_index.ts";
 import {
@@ -49,7 +50,7 @@ import { listRunsByPolicy, notStartedRunFields, type Run } from "./runs.ts";
 import { retryGuardKey, runKey, runsByPolicyKey } from "./keys/runs.ts";
 import { resolveOwner } from "./tenancy.ts";
 import { DisplayName } from "./validation.ts";
-import { sealOwnedSecret, vaultKey } from "./vault.ts";
+import { replaceVaultRecord, type SealingOptions, sealOwnedSecret, vaultKey } from "./vault.ts";
 import {
   platformByEndpointIdentityKey,
   platformJobByVendorKey,
@@ -165,6 +166,14 @@ const Fields = {
     .min(1, "must be 1–8760 hours").max(8760, "must be 1–8760 hours").default(24),
   syncEnabled: z.boolean({ error: "must be true or false" }).default(true),
 };
+
+type PlatformSettings = z.output<z.ZodObject<typeof Fields>>;
+
+/** The settings of a create or update input: the fields both share (`Fields`), not the password. */
+function platformSettings(data: PlatformSettings): PlatformSettings {
+  const keys = Object.keys(Fields) as Array<keyof PlatformSettings>;
+  return Object.fromEntries(keys.map((k) => [k, data[k]])) as PlatformSettings;
+}
 
 /** Registering a platform: one schema for the form, the JSON API and the domain. */
 export const PlatformCreateInput = z.object({
@@ -336,7 +345,7 @@ export async function createPlatform(
   kv: Deno.Kv,
   actor: Actor,
   input: PlatformCreateInput,
-  options: { now: Date; masterKey: Uint8Array },
+  options: SealingOptions,
 ): Promise<Platform> {
   const data = PlatformCreateInput.parse(input);
   const { now, masterKey } = options;
@@ -351,17 +360,9 @@ export async function createPlatform(
     accountId: org.accountId,
     orgId: org.id,
     type: data.type,
-    name: data.name,
-    endpointUrl: data.endpointUrl,
-    username: data.username,
+    ...platformSettings(data),
     credentialId: vault.id,
     credentialRotatedAt: at,
-    domain: data.domain,
-    apiVersion: data.apiVersion,
-    caCertificate: data.caCertificate,
-    syncIntervalMinutes: data.syncIntervalMinutes,
-    defaultRpoHours: data.defaultRpoHours,
-    syncEnabled: data.syncEnabled,
     status: "active",
     lastSync: null,
     lastSuccessAt: null,
@@ -381,11 +382,8 @@ export async function createPlatform(
     .set(endpointKey, id)
     .set(vaultKey(vault.id), vault);
   appendAudit(op, actor, {
-    accountId: platform.accountId,
-    orgId: platform.orgId,
+    ...auditTarget("platform", platform),
     action: "platform.create",
-    objectType: "platform",
-    objectId: id,
     summary:
       `Registered ${
         PLATFORM_TYPE_LABELS[platform.type]
@@ -413,7 +411,7 @@ export async function updatePlatform(
   actor: Actor,
   id: string,
   input: PlatformUpdateInput,
-  options: { now: Date; masterKey: Uint8Array },
+  options: SealingOptions,
 ): Promise<Platform> {
   const data = PlatformUpdateInput.parse(input);
   const { now, masterKey } = options;
@@ -429,19 +427,7 @@ export async function updatePlatform(
       throw new ValidationError(message, { password: message });
     }
     const at = now.toISOString();
-    const next: Platform = {
-      ...p,
-      name: data.name,
-      endpointUrl: data.endpointUrl,
-      username: data.username,
-      domain: data.domain,
-      apiVersion: data.apiVersion,
-      caCertificate: data.caCertificate,
-      syncIntervalMinutes: data.syncIntervalMinutes,
-      defaultRpoHours: data.defaultRpoHours,
-      syncEnabled: data.syncEnabled,
-      updatedAt: at,
-    };
+    const next: Platform = { ...p, ...platformSettings(data), updatedAt: at };
     const op = kv.atomic().check(entry);
     const oldKey = platformByEndpointKey(p.accountId, p.type, p.endpointUrl);
     const newKey = platformByEndpointKey(p.accountId, p.type, next.endpointUrl);
@@ -452,25 +438,20 @@ export async function updatePlatform(
       }
       op.check(taken).delete(oldKey).set(newKey, id);
     }
-    let note = "";
     if (data.password) {
       const vault = await sealOwnedSecret(masterKey, p, `platform:${id}`, data.password, now);
-      if (p.credentialId) op.delete(vaultKey(p.credentialId));
-      op.set(vaultKey(vault.id), vault);
+      replaceVaultRecord(op, p.credentialId, vault);
       next.credentialId = vault.id;
       next.credentialRotatedAt = at;
-      note = "; rotated its password";
     }
     op.set(platformKey(id), next);
     appendAudit(op, actor, {
-      accountId: p.accountId,
-      orgId: p.orgId,
+      ...auditTarget("platform", p),
       action: "platform.update",
-      objectType: "platform",
-      objectId: id,
       summary:
         `Updated platform ${next.name} (${next.endpointUrl}, sync every ${next.syncIntervalMinutes} min` +
-        `${next.syncEnabled ? "" : ", sync off"}, RPO ${next.defaultRpoHours} h)${note}`,
+        `${next.syncEnabled ? "" : ", sync off"}, RPO ${next.defaultRpoHours} h)` +
+        (data.password ? "; rotated its password" : ""),
     }, now);
     // The RPO change is judged against the platform this write replaced (not an earlier read).
     const rpoChanged = next.defaultRpoHours !== p.defaultRpoHours;
@@ -591,11 +572,8 @@ export async function deletePlatform(kv: Deno.Kv, actor: Actor, id: string, now:
     const op = kv.atomic().check(entry).set(platformKey(id), next);
     if (p.credentialId) op.delete(vaultKey(p.credentialId));
     appendAudit(op, actor, {
-      accountId: p.accountId,
-      orgId: p.orgId,
+      ...auditTarget("platform", p),
       action: "platform.delete",
-      objectType: "platform",
-      objectId: id,
       summary:
         `Deleted platform ${p.name} with its vault credential, ${footprint.jobs} imported job(s) and ` +
         `${footprint.objects} protected object(s); their run history is kept`,
@@ -723,9 +701,6 @@ export async function listVisiblePlatformJobs(
   return out;
 }
 
-/** Runs scanned (newest first) for runs still in flight before a retry. */
-const RETRY_SCAN_LIMIT = 200;
-
 /** The retry facts of a platform job: its newest run, other runs in flight, why it cannot start. */
 export async function readPlatformRetryFacts(
   kv: Deno.Kv,
@@ -809,6 +784,6 @@ export async function retryPlatformJob(
       `Retried platform job ${job.name} on ${platform.name} after ${latest.status} run ${latest.id}: ` +
       "one pending run, started on the platform by the next sync",
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("This job has already been retried");
+  await commitOrConflict(op, "This job has already been retried");
   return run;
 }

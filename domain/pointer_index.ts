@@ -10,7 +10,8 @@
  */
 
 import { getManyValues } from "./kv.ts";
-import { type Actor, inScope } from "./rbac.ts";
+import { type OffsetPage, offsetPage } from "./list_filters.ts";
+import { type Actor, inScope, type ScopedObject } from "./rbac.ts";
 
 /**
  * The records a pointer index under `prefix` points to, in index order (`key(id)` is a record's key;
@@ -24,6 +25,43 @@ export async function readByPointerIndex<T>(
   const keys: Deno.KvKey[] = [];
   for await (const e of kv.list<string>({ prefix })) keys.push(key(e.value));
   return await getManyValues<T>(kv, keys);
+}
+
+/**
+ * The records of the actor's account that a pointer index points to, those in the actor's scope that
+ * `match` keeps (the rows of a filtered list); none for an actor without an account (the system).
+ */
+export async function readVisibleByPointerIndex<T>(
+  kv: Deno.Kv,
+  actor: Actor,
+  index: ScopedIndex<T>,
+  match: (record: T) => boolean,
+): Promise<T[]> {
+  if (!actor.accountId) return [];
+  return (await readByPointerIndex<T>(kv, index.prefix(actor.accountId), index.key))
+    .filter((r) => inScope(actor, index.scope(r)) && match(r));
+}
+
+/** A pointer index of the records of an account, and how to tell a record's scope. */
+export interface ScopedIndex<T> {
+  prefix: (accountId: string) => Deno.KvKey;
+  key: (id: string) => Deno.KvKey;
+  scope: (record: T) => ScopedObject;
+}
+
+/**
+ * An offset-paged filtered list (the Engines and Storage pages and their API): `readVisibleByPointerIndex`
+ * with the filter's `index` and `match`, then `offsetPage` with `compare`.
+ */
+export function scopedList<T, F extends { sort: string; offset: number; limit: number }>(list: {
+  index: (filter: F) => ScopedIndex<T>;
+  match: (filter: F) => (record: T) => boolean;
+  compare: (a: T, b: T, field: string) => number;
+}): (kv: Deno.Kv, actor: Actor, filter: F) => Promise<OffsetPage<T>> {
+  return async (kv, actor, filter) => {
+    const rows = await readVisibleByPointerIndex(kv, actor, list.index(filter), list.match(filter));
+    return offsetPage(rows, filter, list.compare);
+  };
 }
 
 /** Deletes per atomic write: well below KV's 1,000 mutations per atomic operation. */

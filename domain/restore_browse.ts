@@ -4,8 +4,8 @@
  * date with its job.
  */
 import { appendAudit, auditTarget } from "./audit.ts";
-import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
-import { withRetry } from "./retry.ts";
+import { NotFoundError, ValidationError } from "./errors.ts";
+import { commitOrConflict, withRetry } from "./retry.ts";
 import { newId, sha256Hex } from "./ids.ts";
 import { getJob, type Job, queueJobInOp } from "./job_queue.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
@@ -22,6 +22,7 @@ import {
   requireEngineOnline,
   requireIdShape,
   requireRestorePoint,
+  type RestorePointView,
 } from "./restore_points.ts";
 import { jobFailure, packByWeight, resultError, updateWithOutcome } from "./restore_jobs.ts";
 
@@ -196,7 +197,7 @@ async function storeListing(
     pages.slice(i, i + 10).forEach((page, j) =>
       op.set(listPageKey(job.id, i + j), page, { expireIn: RESTORE_CACHE_TTL_MS })
     );
-    if (!(await op.commit()).ok) throw new ConflictError("Could not store the listing; try again");
+    await commitOrConflict(op, "Could not store the listing; try again");
   }
   return {
     total,
@@ -302,6 +303,27 @@ async function keepSettled<T extends { status: string }>(
 }
 
 /**
+ * Adds to `op` a browse or search job on the point's BES, priority high: its payload is the point's, its
+ * host and `payload`.
+ */
+function queueListingJob(
+  op: Deno.AtomicOperation,
+  point: RestorePointView,
+  kind: "browse" | "search",
+  payload: Record<string, unknown>,
+  now: Date,
+) {
+  return queueJobInOp(op, {
+    kind,
+    principal: `bes:${point.engineId}`,
+    accountId: point.accountId,
+    orgId: point.orgId,
+    priority: "high",
+    payload: { ...pointPayload(point), hostId: point.hostId, ...payload },
+  }, now);
+}
+
+/**
  * Browses a folder of a complete restore point. Returns the kept state when there is one that has not
  * failed (no new job: a second visit is instant); otherwise queues a `browse` job on the point's BES
  * (priority high) and returns the pending state. Two requests racing queue one job. `path` defaults to
@@ -346,14 +368,7 @@ export async function browse(
     }
     requireEngineOnline(engine, point, now, "browsing");
     const op = kv.atomic().check(entry);
-    const job = queueJobInOp(op, {
-      kind: "browse",
-      principal: `bes:${point.engineId}`,
-      accountId: point.accountId,
-      orgId: point.orgId,
-      priority: "high",
-      payload: { ...pointPayload(point), hostId: point.hostId, path: normalized },
-    }, now);
+    const job = queueListingJob(op, point, "browse", { path: normalized }, now);
     const at = now.toISOString();
     const state: BrowseState = {
       restorePointId: point.id,
@@ -425,19 +440,10 @@ export async function requestSearch(
   requireComplete(point, "searched");
   requireEngineOnline(engine, point, now, "searching");
   const op = kv.atomic();
-  const job = queueJobInOp(op, {
-    kind: "search",
-    principal: `bes:${point.engineId}`,
-    accountId: point.accountId,
-    orgId: point.orgId,
-    priority: "high",
-    payload: {
-      ...pointPayload(point),
-      hostId: point.hostId,
-      query: q,
-      mode: /[*?[]/.test(q) ? "glob" : "name",
-      maxMatches: MAX_SEARCH_MATCHES,
-    },
+  const job = queueListingJob(op, point, "search", {
+    query: q,
+    mode: /[*?[]/.test(q) ? "glob" : "name",
+    maxMatches: MAX_SEARCH_MATCHES,
   }, now);
   const at = now.toISOString();
   const state: SearchState = {
@@ -465,7 +471,7 @@ export async function requestSearch(
       point.hostName ?? "BES"
     }) for "${q}"`,
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("The search could not be queued; try again");
+  await commitOrConflict(op, "The search could not be queued; try again");
   return state;
 }
 

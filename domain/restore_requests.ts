@@ -383,20 +383,28 @@ async function queueAgentRestore(
 }
 
 /**
- * Restores files and folders of a complete restore point: a `restore_files` job on the target host's
- * agent (default: the point's own host), priority high. The target host must be in the point's account
- * and in the actor's scope (else NotFoundError). Long path lists are stored in chunks the agent fetches
- * (`POST /api/agent/v1/jobs/{id}/paths`); short ones travel in the payload.
+ * The start of a file or image restore: its restore point (NotFoundError outside the actor's scope),
+ * which must be complete (and, for `image`, made by an image policy); the target host (default: the
+ * point's own host), which must be in the point's account and the actor's scope; the copy it reads
+ * from; and the ids of the restore and its job. Throws ValidationError naming the field.
  */
-export async function requestFileRestore(
+async function prepareAgentRestore(
   kv: Deno.Kv,
   actor: Actor,
-  input: FileRestoreInput,
+  kind: "file" | "image",
+  data: { restorePointId: string; targetHostId?: string | null; sourceTargetId?: string },
   now: Date,
-): Promise<RestoreRequest> {
-  const data = FileRestoreInput.parse(input);
+): Promise<
+  { point: RestorePointView; host: Host; source: RestoreSource; ids: { id: string; jobId: string } }
+> {
   const loaded = await loadPoint(kv, actor, data.restorePointId);
   const { point } = loaded;
+  if (kind === "image" && point.backupType !== "image") {
+    throw new ValidationError(
+      `Image restore needs a restore point of an image policy; ${point.policyName} backs up files (use file restore)`,
+      { restorePointId: "Not an image restore point" },
+    );
+  }
   requireComplete(point, "restored");
   const targetHostId = data.targetHostId ?? point.hostId;
   if (!targetHostId) {
@@ -409,9 +417,25 @@ export async function requestFileRestore(
   }
   const host = await requireTargetHost(kv, actor, point, targetHostId, loaded.host);
   const source = await restoreSource(kv, point, loaded.engine, data.sourceTargetId, now);
-  const ids = { id: newId(now), jobId: newId(now) };
+  return { point, host, source, ids: { id: newId(now), jobId: newId(now) } };
+}
+
+/**
+ * Restores files and folders of a complete restore point: a `restore_files` job on the target host's
+ * agent (default: the point's own host), priority high. The target host must be in the point's account
+ * and in the actor's scope (else NotFoundError). Long path lists are stored in chunks the agent fetches
+ * (`POST /api/agent/v1/jobs/{id}/paths`); short ones travel in the payload.
+ */
+export async function requestFileRestore(
+  kv: Deno.Kv,
+  actor: Actor,
+  input: FileRestoreInput,
+  now: Date,
+): Promise<RestoreRequest> {
+  const data = FileRestoreInput.parse(input);
   const inline = data.paths.reduce((sum, p) => sum + pathWeight(p), 0) <= INLINE_PATH_BUDGET;
   const chunks = inline ? [] : chunkPaths(data.paths, CHUNK_PATH_BUDGET);
+  const { point, host, source, ids } = await prepareAgentRestore(kv, actor, "file", data, now);
   // Chunks first (several writes for a long list), then the restore and its job in one atomic write: a
   // crash in between leaves only unreferenced chunks, never a job without its paths.
   for (let i = 0; i < chunks.length; i += 10) {
@@ -462,18 +486,7 @@ export async function requestImageRestore(
   now: Date,
 ): Promise<RestoreRequest> {
   const data = ImageRestoreInput.parse(input);
-  const loaded = await loadPoint(kv, actor, data.restorePointId);
-  const { point } = loaded;
-  if (point.backupType !== "image") {
-    throw new ValidationError(
-      `Image restore needs a restore point of an image policy; ${point.policyName} backs up files (use file restore)`,
-      { restorePointId: "Not an image restore point" },
-    );
-  }
-  requireComplete(point, "restored");
-  const host = await requireTargetHost(kv, actor, point, data.targetHostId, loaded.host);
-  const source = await restoreSource(kv, point, loaded.engine, data.sourceTargetId, now);
-  const ids = { id: newId(now), jobId: newId(now) };
+  const { point, host, source, ids } = await prepareAgentRestore(kv, actor, "image", data, now);
   const { restore, queued } = await queueAgentRestore(kv, actor, point, host, source, data, ids, {
     kind: "image",
     jobKind: "restore_image",

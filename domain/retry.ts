@@ -41,3 +41,11 @@ export async function withRetry<T>(
   }
   throw new CommitConflictError(message, tries);
 }
+
+/**
+ * Commits `op`; when one of its checks fails (something changed at the same time) throws
+ * ConflictError(`message`), the caller's words for what to try again. Nothing is written then.
+ */
+export async function commitOrConflict(op: Deno.AtomicOperation, message: string): Promise<void> {
+  if (!(await op.commit()).ok) throw new ConflictError(message);
+}

@@ -3,6 +3,7 @@
  * native run under the guide's rules; `retrySingleRun` is what the dashboard's failed-backups queue, the
  * policy page and `POST /api/v1/runs/{runId}/retry` call, for native and platform runs alike.
  */
+import { commitOrConflict } from "./retry.ts";
 import { appendAudit } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Engine, engineKey } from "./engines.ts";
@@ -108,7 +109,7 @@ export async function retryRun(
     objectId: retry.id,
     summary: `Retried the ${run.kind} run ${run.id} of policy ${policy.name}`,
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("This run has already been retried");
+  await commitOrConflict(op, "This run has already been retried");
   return retry;
 }
 

@@ -6,6 +6,7 @@
  * schedule, minute) is claimed with an atomic check, so a second tick — in this process or another
  * instance — dispatches nothing twice.
  */
+import { commitOrConflict } from "./retry.ts";
 import { hostsPrefix } from "./keys/hosts.ts";
 import {
   assignmentKey,
@@ -24,7 +25,7 @@ import {
   scheduleSlotKey,
 } from "./keys/runs.ts";
 import { compileCron } from "./cron_rules.ts";
-import { ConflictError, ValidationError } from "./errors.ts";
+import { ValidationError } from "./errors.ts";
 import { type Engine, engineKey } from "./engines.ts";
 import { getManyValues } from "./kv.ts";
 import { hookPlan } from "./hooks.ts";
@@ -113,9 +114,7 @@ async function recordFailedBeforeDispatch(
     (created) => failedBeforeDispatch(created, message, now),
   );
   await recordOutcomeInOp(kv, op, "backup", run, run, now);
-  if (!(await op.commit()).ok) {
-    throw new ConflictError("Could not record the failed run; the next tick retries");
-  }
+  await commitOrConflict(op, "Could not record the failed run; the next tick retries");
 }
 
 async function newRun(kv: Deno.Kv, base: NewRun, now: Date): Promise<Run> {

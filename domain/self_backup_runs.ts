@@ -12,7 +12,7 @@ import { newId } from "./ids.ts";
 import { checkInvariants } from "./invariants.ts";
 import { type Actor, authorize } from "./rbac.ts";
 import { probeBucket, putObject, type S3Location } from "./s3.ts";
-import { withRetry } from "./retry.ts";
+import { commitOrConflict, withRetry } from "./retry.ts";
 import {
   BUNDLE_CIPHER,
   type DatabaseName,
@@ -22,7 +22,7 @@ import {
   SCHEMA_VERSION,
   sealBundle,
 } from "./self_backup.ts";
-import { openSecret, sealOwnedSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import { readVaultSecret, replaceVaultRecord, sealOwnedSecret } from "./vault.ts";
 import {
   selfBackupCountersKey,
   selfBackupLastSuccessKey,
@@ -186,8 +186,7 @@ export async function updateSettings(
       data.s3.secretAccessKey,
       options.now,
     );
-    if (credentialId) op.delete(vaultKey(credentialId));
-    op.set(vaultKey(record.id), record);
+    replaceVaultRecord(op, credentialId, record);
     credentialId = record.id;
   }
   if (data.s3.enabled && !credentialId) {
@@ -222,22 +221,15 @@ export async function updateSettings(
       }; ` +
       `S3 ${next.s3.enabled ? next.s3.bucket : "off"}${data.s3.secretAccessKey ? " (new secret)" : ""}`,
   }, options.now);
-  if (!(await op.commit()).ok) {
-    throw new ConflictError("The settings were changed by someone else; reload and try again");
-  }
+  await commitOrConflict(op, "The settings were changed by someone else; reload and try again");
   return next;
 }
 
 /** The S3 location with its secret, or null when the copy is off. */
-async function s3Location(
-  kv: Deno.Kv,
-  settings: SelfBackupSettings,
-  masterKey: Uint8Array,
-): Promise<S3Location | null> {
-  if (!settings.s3.enabled || !settings.s3.credentialId) return null;
-  const record = (await kv.get<VaultRecord>(vaultKey(settings.s3.credentialId))).value;
-  if (!record) return null;
-  return { ...settings.s3, secretAccessKey: await openSecret(masterKey, record) };
+async function s3Location(kv: Deno.Kv, s3: SelfBackupSettings["s3"], masterKey: Uint8Array) {
+  if (!s3.enabled || !s3.credentialId) return null;
+  const secretAccessKey = await readVaultSecret(kv, masterKey, s3.credentialId);
+  return secretAccessKey === null ? null : { ...s3, secretAccessKey } satisfies S3Location;
 }
 
 export type TriggerStatus = "running" | "success" | "failed";
@@ -396,7 +388,7 @@ export async function runBackup(
     await Deno.mkdir(settings.directory, { recursive: true });
     await Deno.writeFile(`${settings.directory}/${name}`, bundle, { mode: 0o600 });
     trigger.bundle = { file: name, bytes: bundle.length, entries: entries.length, consistent };
-    const s3 = await s3Location(kv, settings, masterKey);
+    const s3 = await s3Location(kv, settings.s3, masterKey);
     if (s3) {
       await phase("uploading", entries.length);
       try {
@@ -532,7 +524,7 @@ export async function restartWorker(
       ? `Restarted the backup worker, abandoning trigger ${abandoned}`
       : "Restarted the backup worker",
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("The worker changed state; try again");
+  await commitOrConflict(op, "The worker changed state; try again");
   return { abandoned };
 }
 
@@ -605,7 +597,7 @@ export async function s3Reachability(
   if (!options.refresh && cached && options.now.getTime() - Date.parse(cached.checkedAt) < S3_PROBE_TTL_MS) {
     return cached;
   }
-  const loc = await s3Location(kv, settings, options.masterKey);
+  const loc = await s3Location(kv, settings.s3, options.masterKey);
   const probe = loc ? await probeBucket(loc) : { reachable: false, error: "No S3 credentials stored" };
   const value = { reachable: probe.reachable, checkedAt: options.now.toISOString(), error: probe.error };
   await kv.set(selfBackupS3ProbeKey(), value, { expireIn: S3_PROBE_TTL_MS * 2 });

@@ -1,7 +1,8 @@
 /** First run: a one-time setup token lets the first administrator create the account. */
+import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
-import { ConflictError, UnauthorizedError } from "./errors.ts";
+import { UnauthorizedError } from "./errors.ts";
 import { newId, randomToken, sha256Hex, timingSafeEqual } from "./ids.ts";
 import { type Argon2Params, hashPassword } from "./passwords.ts";
 import { systemActor } from "./rbac.ts";
@@ -115,7 +116,7 @@ export async function completeSetup(
     summary:
       `First-run setup: account ${account.name}, organization ${org.name}, administrator ${user.email}`,
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("Setup has already been completed");
+  await commitOrConflict(op, "Setup has already been completed");
   return { user, account, org, orgSecret };
 }
 

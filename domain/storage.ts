@@ -25,7 +25,7 @@ import {
 } from "./storage_keys.ts";
 import { TARGET_TYPE_LABELS, TARGET_TYPES, type TargetType } from "./storage_types.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, auditTarget } from "./audit.ts";
 import { type CapacitySample, type CapacityState, nextCapacityState } from "./capacity.ts";
 import {
   type Engine,
@@ -41,15 +41,21 @@ import { type Host, hostKey, hostOnlineAt } from "./hosts.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { type Job, jobKey, queueJobInOp } from "./job_queue.ts";
-import { deleteByPointerIndex, deleteKeysUnder, readByPointerIndex } from "./pointer_index.ts";
+import { deleteByPointerIndex, deleteKeysUnder, scopedList } from "./pointer_index.ts";
 import { getManyValues, withRetry } from "./kv.ts";
-import { CommitConflictError } from "./retry.ts";
+import { CommitConflictError, commitOrConflict } from "./retry.ts";
 import { countPointsOnTarget } from "./repositories.ts";
 import { deletePolicyCascade, listPoliciesByTarget } from "./policies.ts";
 import { pausePoliciesForStorage, resumePoliciesForStorage } from "./storage_auto_pause.ts";
 import { type Actor, authorize, inScope } from "./rbac.ts";
 import { DisplayName } from "./validation.ts";
-import { openSecret, sealOwnedSecret, vaultKey, type VaultRecord } from "./vault.ts";
+import {
+  readVaultSecret,
+  replaceVaultRecord,
+  type SealingOptions,
+  sealOwnedSecret,
+  vaultKey,
+} from "./vault.ts";
 import { lenientFilter, LimitField, OffsetField, strictQuery } from "./list_filters.ts";
 
 export { TARGET_TYPE_LABELS, TARGET_TYPES, type TargetType };
@@ -241,6 +247,70 @@ export async function requireTarget(kv: Deno.Kv, actor: Actor, id: string): Prom
   return t;
 }
 
+/**
+ * Runs `change` on the target's entry in a checked write retried on conflict (`withRetry`): the target
+ * must be in the actor's scope (else NotFoundError) and the actor needs backup.manage on it.
+ */
+async function withTargetForChange<T>(
+  kv: Deno.Kv,
+  actor: Actor,
+  id: string,
+  change: (entry: Deno.KvEntry<StorageTarget>) => Promise<{ value: T } | null>,
+): Promise<T> {
+  return await withRetry(async () => {
+    const entry = await kv.get<StorageTarget>(targetKey(id));
+    const target = entry.value;
+    if (!target || !inScope(actor, targetScope(target))) {
+      throw new NotFoundError(`Storage target ${id} not found`);
+    }
+    authorize(actor, "backup.manage", targetScope(target));
+    return await change(entry as Deno.KvEntry<StorageTarget>);
+  });
+}
+
+type TargetCredentialFields = Pick<
+  StorageTarget,
+  "credentialId" | "credentialUsername" | "credentialType" | "credentialRotatedAt"
+>;
+
+/** The credential fields of a target without credentials. */
+const NO_CREDENTIALS: TargetCredentialFields = {
+  credentialId: null,
+  credentialUsername: null,
+  credentialType: null,
+  credentialRotatedAt: null,
+};
+
+/**
+ * Seals a target's new credentials in the vault, owned by the target's org, and returns the vault
+ * record with the target's credential fields. Throws ValidationError (field `credentials`) for an
+ * account-scoped BES: vault identities belong to an organization.
+ */
+async function sealTargetCredentials(
+  owner: { accountId: string; orgId: string | null },
+  targetId: string,
+  credentials: z.output<typeof Credentials>,
+  { now, masterKey }: SealingOptions,
+): Promise<{ vault: Awaited<ReturnType<typeof sealOwnedSecret>>; fields: TargetCredentialFields }> {
+  if (owner.orgId === null) {
+    throw new ValidationError(ACCOUNT_SCOPED_CREDENTIALS, { credentials: ACCOUNT_SCOPED_CREDENTIALS });
+  }
+  const vault = await sealOwnedSecret(
+    masterKey,
+    owner,
+    `storage_target:${targetId}`,
+    credentials.secret,
+    now,
+  );
+  const fields = {
+    credentialId: vault.id,
+    credentialUsername: credentials.username || null,
+    credentialType: credentials.credentialType,
+    credentialRotatedAt: now.toISOString(),
+  };
+  return { vault, fields };
+}
+
 /** Ids of the targets of an engine. */
 export async function listTargetIdsOfEngine(kv: Deno.Kv, besId: string): Promise<string[]> {
   const ids: string[] = [];
@@ -279,32 +349,30 @@ export type TargetFilter = z.infer<typeof TargetFilter>;
 /** The same filters as a strict query (`GET /api/v1/storage`): a bad value is refused (422 naming it). */
 export const TargetQuery = strictQuery(TARGET_FILTER_FIELDS, TARGET_FILTER_DEFAULTS);
 
+/** Health from best to worst (the Storage page's health sort). */
+const HEALTH_RANK = { unknown: 0, healthy: 1, warning: 2, critical: 3 };
+
 /** Targets in the actor's scope, filtered and sorted; `total` before paging. */
-export async function listTargets(
-  kv: Deno.Kv,
-  actor: Actor,
-  filter: TargetFilter,
-): Promise<{ values: StorageTarget[]; total: number }> {
-  if (!actor.accountId) return { values: [], total: 0 };
-  const prefix = filter.besId ? targetsByBesPrefix(filter.besId) : targetsByAccountPrefix(actor.accountId);
-  const needle = filter.q.toLowerCase();
-  const rows = (await readByPointerIndex<StorageTarget>(kv, prefix, targetKey)).filter((t) =>
-    inScope(actor, targetScope(t)) && (!filter.type || t.type === filter.type) &&
-    (!filter.health || t.health === filter.health) && (!needle || t.name.toLowerCase().includes(needle))
-  );
-  const dir = filter.sort.startsWith("-") ? -1 : 1;
-  const field = filter.sort.replace(/^-/, "");
-  const rank = { unknown: 0, healthy: 1, warning: 2, critical: 3 };
-  rows.sort((a, b) =>
-    dir *
-    (field === "usage"
+export const listTargets = scopedList<StorageTarget, TargetFilter>({
+  index: (filter) => ({
+    prefix: (accountId) =>
+      filter.besId ? targetsByBesPrefix(filter.besId) : targetsByAccountPrefix(accountId),
+    key: targetKey,
+    scope: targetScope,
+  }),
+  match: (filter) => {
+    const needle = filter.q.toLowerCase();
+    return (t) =>
+      (!filter.type || t.type === filter.type) && (!filter.health || t.health === filter.health) &&
+      (!needle || t.name.toLowerCase().includes(needle));
+  },
+  compare: (a, b, field) =>
+    field === "usage"
       ? (a.capacity?.usagePercent ?? -1) - (b.capacity?.usagePercent ?? -1)
       : field === "health"
-      ? rank[a.health] - rank[b.health]
-      : a.name.localeCompare(b.name))
-  );
-  return { values: rows.slice(filter.offset, filter.offset + filter.limit), total: rows.length };
-}
+      ? HEALTH_RANK[a.health] - HEALTH_RANK[b.health]
+      : a.name.localeCompare(b.name),
+});
 
 /**
  * Creates a target on a BES. Credentials go to the vault in the same atomic operation. Refuses
@@ -314,7 +382,7 @@ export async function createTarget(
   kv: Deno.Kv,
   actor: Actor,
   input: TargetCreateInput,
-  options: { now: Date; masterKey: Uint8Array },
+  options: SealingOptions,
 ): Promise<StorageTarget> {
   const data = TargetCreateInput.parse(input);
   const { now, masterKey } = options;
@@ -326,15 +394,12 @@ export async function createTarget(
     }
     authorize(actor, "backup.manage", engineScope(engine));
     if (engine.status === "deleting") throw new ConflictError("This BES is being deleted");
-    if (data.credentials && engine.orgId === null) {
-      throw new ValidationError(ACCOUNT_SCOPED_CREDENTIALS, { credentials: ACCOUNT_SCOPED_CREDENTIALS });
-    }
     const at = now.toISOString();
     const id = newId(now);
-    let vault: VaultRecord | null = null;
-    if (data.credentials) {
-      vault = await sealOwnedSecret(masterKey, engine, `storage_target:${id}`, data.credentials.secret, now);
-    }
+    const sealed = data.credentials
+      ? await sealTargetCredentials(engine, id, data.credentials, { now, masterKey })
+      : null;
+    const vault = sealed?.vault ?? null;
     const target: StorageTarget = {
       id,
       accountId: engine.accountId,
@@ -345,10 +410,7 @@ export async function createTarget(
       config: data.config as Record<string, string | number>,
       alertThreshold: data.alertThreshold,
       criticalThreshold: data.criticalThreshold,
-      credentialId: vault?.id ?? null,
-      credentialUsername: data.credentials?.username || null,
-      credentialType: data.credentials?.credentialType ?? null,
-      credentialRotatedAt: vault ? at : null,
+      ...(sealed?.fields ?? NO_CREDENTIALS),
       policyCount: 0,
       health: "unknown",
       capacity: null,
@@ -363,11 +425,8 @@ export async function createTarget(
       .set(targetsByAccountKey(engine.accountId, id), id);
     if (vault) op.set(vaultKey(vault.id), vault);
     appendAudit(op, actor, {
-      accountId: target.accountId,
-      orgId: target.orgId,
+      ...auditTarget("storage_target", target),
       action: "storage_target.create",
-      objectType: "storage_target",
-      objectId: id,
       summary:
         `Created ${TARGET_TYPE_LABELS[target.type]} storage target ${target.name} on BES ${engine.name}` +
         (vault ? " with credentials" : ""),
@@ -385,26 +444,18 @@ export async function updateTarget(
   actor: Actor,
   id: string,
   input: TargetUpdateInput,
-  options: { now: Date; masterKey: Uint8Array },
+  options: SealingOptions,
 ): Promise<StorageTarget> {
   const data = TargetUpdateInput.parse(input);
   const { now, masterKey } = options;
-  return await withRetry(async () => {
-    const entry = await kv.get<StorageTarget>(targetKey(id));
+  return await withTargetForChange(kv, actor, id, async (entry) => {
     const target = entry.value;
-    if (!target || !inScope(actor, targetScope(target))) {
-      throw new NotFoundError(`Storage target ${id} not found`);
-    }
-    authorize(actor, "backup.manage", targetScope(target));
     const engineEntry = await kv.get<Engine>(engineKey(target.besId));
     if (!engineEntry.value || engineEntry.value.status === "deleting") {
       throw new ConflictError("The BES of this storage target is being deleted");
     }
     if (data.type !== target.type) {
       throw new ValidationError("The type of a storage target cannot change", { type: "Cannot change" });
-    }
-    if (data.credentials && target.orgId === null) {
-      throw new ValidationError(ACCOUNT_SCOPED_CREDENTIALS, { credentials: ACCOUNT_SCOPED_CREDENTIALS });
     }
     const at = now.toISOString();
     const op = kv.atomic().check(entry, engineEntry);
@@ -418,41 +469,19 @@ export async function updateTarget(
     };
     let credentialNote = "";
     if (data.credentials) {
-      const vault = await sealOwnedSecret(
-        masterKey,
-        target,
-        `storage_target:${id}`,
-        data.credentials.secret,
-        now,
-      );
-      if (target.credentialId) op.delete(vaultKey(target.credentialId));
-      op.set(vaultKey(vault.id), vault);
-      next = {
-        ...next,
-        credentialId: vault.id,
-        credentialUsername: data.credentials.username || null,
-        credentialType: data.credentials.credentialType,
-        credentialRotatedAt: at,
-      };
+      const { vault, fields } = await sealTargetCredentials(target, id, data.credentials, { now, masterKey });
+      replaceVaultRecord(op, target.credentialId, vault);
+      next = { ...next, ...fields };
       credentialNote = target.credentialId ? "; rotated credentials" : "; added credentials";
     } else if (data.removeCredentials && target.credentialId) {
       op.delete(vaultKey(target.credentialId));
-      next = {
-        ...next,
-        credentialId: null,
-        credentialUsername: null,
-        credentialType: null,
-        credentialRotatedAt: null,
-      };
+      next = { ...next, ...NO_CREDENTIALS };
       credentialNote = "; removed credentials";
     }
     op.set(targetKey(id), next);
     appendAudit(op, actor, {
-      accountId: target.accountId,
-      orgId: target.orgId,
+      ...auditTarget("storage_target", target),
       action: "storage_target.update",
-      objectType: "storage_target",
-      objectId: id,
       summary:
         `Updated storage target ${next.name} (alert ${next.alertThreshold}%, critical ${next.criticalThreshold}%)` +
         credentialNote,
@@ -489,13 +518,8 @@ export function describeReferences(refs: { policies: string[]; replicaPolicies: 
  * it (the message names them) or while it holds restore points (the message counts them). Atomic against a concurrent policy create, which writes `policyCount`.
  */
 export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: Date): Promise<void> {
-  await withRetry(async () => {
-    const entry = await kv.get<StorageTarget>(targetKey(id));
+  await withTargetForChange(kv, actor, id, async (entry) => {
     const target = entry.value;
-    if (!target || !inScope(actor, targetScope(target))) {
-      throw new NotFoundError(`Storage target ${id} not found`);
-    }
-    authorize(actor, "backup.manage", targetScope(target));
     const { policies, replicaPolicies } = await targetReferences(kv, id);
     // Restore points keep their repository (ENGINE.md §3): a target holding any is not deleted, even
     // once no policy writes to it any more (an older generation, a deleted policy).
@@ -510,13 +534,9 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
       );
     }
     if (target.policyCount > 0 || policies.length > 0) {
-      const parts = [
-        policies.length ? `policies ${policies.join(", ")}` : "",
-        replicaPolicies.length ? `replica rules of ${replicaPolicies.join(", ")}` : "",
-      ].filter(Boolean);
       throw new ConflictError(
         `Storage target ${target.name} is used by ${
-          parts.join(" and ") || `${target.policyCount} references`
+          describeReferences({ policies, replicaPolicies }) || `${target.policyCount} references`
         }. ` +
           "Remove or reassign those first.",
       );
@@ -536,11 +556,8 @@ export async function deleteTarget(kv: Deno.Kv, actor: Actor, id: string, now: D
       resolveAlert(op, await readOpenAlert(kv, "storage_target", id, reason), now);
     }
     appendAudit(op, actor, {
-      accountId: target.accountId,
-      orgId: target.orgId,
+      ...auditTarget("storage_target", target),
       action: "storage_target.delete",
-      objectType: "storage_target",
-      objectId: id,
       summary: `Deleted storage target ${target.name}${
         target.credentialId ? " and its vault credential" : ""
       }`,
@@ -563,8 +580,7 @@ export async function revealTargetSecret(
   masterKey: Uint8Array,
 ): Promise<string | null> {
   if (!target.credentialId) return null;
-  const record = (await kv.get<VaultRecord>(vaultKey(target.credentialId))).value;
-  return record ? await openSecret(masterKey, record) : null;
+  return await readVaultSecret(kv, masterKey, target.credentialId);
 }
 
 /** One day of the capacity roll-up: the day's last report and its peak usage. */
@@ -651,25 +667,33 @@ export async function addCapacityReports(
   };
 }
 
-/** Alerts for a change of health: warning and critical raise their alert and resolve the other. */
-async function addHealthTransition(
+/** Adds to `op` the alerts of one kind that a target's new capacity state raises or resolves. */
+type CapacityAlerts = (
   kv: Deno.Kv,
   op: Deno.AtomicOperation,
   target: StorageTarget,
   state: CapacityState,
   now: Date,
-): Promise<void> {
-  const [warning, critical] = await Promise.all([
-    readOpenAlert(kv, "storage_target", target.id, "storage_warning"),
-    readOpenAlert(kv, "storage_target", target.id, "storage_critical"),
-  ]);
-  const base = {
+) => Promise<void>;
+
+/** What a target's capacity alert is about: the target. */
+function targetAlertSubject(target: StorageTarget) {
+  return {
     accountId: target.accountId,
     orgId: target.orgId,
     subjectType: "storage_target" as const,
     subjectId: target.id,
     subjectName: target.name,
   };
+}
+
+/** Alerts for a change of health: warning and critical raise their alert and resolve the other. */
+const addHealthTransition: CapacityAlerts = async (kv, op, target, state, now) => {
+  const [warning, critical] = await Promise.all([
+    readOpenAlert(kv, "storage_target", target.id, "storage_warning"),
+    readOpenAlert(kv, "storage_target", target.id, "storage_critical"),
+  ]);
+  const base = targetAlertSubject(target);
   if (state.status === "critical") {
     resolveAlert(op, warning, now);
     raiseAlert(op, critical, {
@@ -690,37 +714,27 @@ async function addHealthTransition(
     resolveAlert(op, warning, now);
     resolveAlert(op, critical, now);
   }
-}
+};
 
 /**
  * The early warning's own alert: raised when the projected full date comes within 14 days, resolved when
  * it no longer does. Independent of the status and its alerts (a healthy target can have it).
  */
-async function addFullSoonTransition(
-  kv: Deno.Kv,
-  op: Deno.AtomicOperation,
-  target: StorageTarget,
-  state: CapacityState,
-  now: Date,
-): Promise<void> {
+const addFullSoonTransition: CapacityAlerts = async (kv, op, target, state, now) => {
   const current = await readOpenAlert(kv, "storage_target", target.id, "storage_full_soon");
   if (!state.fullSoon) {
     resolveAlert(op, current, now);
     return;
   }
   raiseAlert(op, current, {
-    accountId: target.accountId,
-    orgId: target.orgId,
-    subjectType: "storage_target",
-    subjectId: target.id,
-    subjectName: target.name,
+    ...targetAlertSubject(target),
     reason: "storage_full_soon",
     severity: "warning",
     message:
       `Storage target ${target.name} is projected to be full on ${state.estimatedFullAt!.slice(0, 10)}, ` +
       `within 14 days at the current growth (usage ${state.usagePercent}%)`,
   }, now);
-}
+};
 
 /**
  * Reports per atomic write: at most 8 checks each (entry, day, and the pointer and alert of up to three
@@ -1045,7 +1059,7 @@ export async function requestStorageCheck(
       STORAGE_CHECKS[check]
     } of storage target ${target.name} (job ${job.id} on ${runsOn})`,
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError("Could not queue the check; try again");
+  await commitOrConflict(op, "Could not queue the check; try again");
   return { check, jobId: job.id, principal, runsOn };
 }
 

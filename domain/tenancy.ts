@@ -1,7 +1,8 @@
 /** Accounts and organizations, with each org's registration secret (stored only as a hash). */
+import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
 import { appendAudit } from "./audit.ts";
-import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
+import { NotFoundError, ValidationError } from "./errors.ts";
 import { newId, randomToken, sha256Hex } from "./ids.ts";
 import { withRetry } from "./kv.ts";
 import { readByPointerIndex } from "./pointer_index.ts";
@@ -79,7 +80,7 @@ export async function createAccount(
     objectId: account.id,
     summary: `Created account ${name}`,
   }, now);
-  if (!(await op.commit()).ok) throw new ConflictError(`An account named "${name}" already exists`);
+  await commitOrConflict(op, `An account named "${name}" already exists`);
   return account;
 }
 

@@ -8,6 +8,12 @@ import { fromBase64, newId, toBase64Url } from "./ids.ts";
 import { vaultKey } from "./keys/vault.ts";
 export { vaultKey };
 
+/** What a write that seals a secret in the vault needs: the time it runs at and the master key. */
+export interface SealingOptions {
+  now: Date;
+  masterKey: Uint8Array;
+}
+
 export interface VaultRecord {
   id: string;
   accountId: string;
@@ -95,4 +101,27 @@ export async function openSecret(masterKey: Uint8Array, record: VaultRecord): Pr
   );
   dataKey.fill(0);
   return new TextDecoder().decode(plaintext);
+}
+
+/**
+ * Adds a rotation to `op`: the new vault record is written and the one it replaces (`previousId`, if
+ * any) deleted, in the same atomic operation as the record that points to it.
+ */
+export function replaceVaultRecord(
+  op: Deno.AtomicOperation,
+  previousId: string | null,
+  record: VaultRecord,
+): void {
+  if (previousId) op.delete(vaultKey(previousId));
+  op.set(vaultKey(record.id), record);
+}
+
+/** The plaintext of the vault record `id`, or null when the record is gone. */
+export async function readVaultSecret(
+  kv: Deno.Kv,
+  masterKey: Uint8Array,
+  id: string,
+): Promise<string | null> {
+  const record = (await kv.get<VaultRecord>(vaultKey(id))).value;
+  return record ? await openSecret(masterKey, record) : null;
 }

@@ -46,25 +46,38 @@ export interface VaultOwner {
   references(r: VaultOwnerReader): Promise<VaultReference[]>;
 }
 
+/**
+ * The references of owners that keep their secret's vault id as `credentialId`, sealed with purpose
+ * `<kind>:<id>` (storage targets, platforms); `extra` adds owner-specific fields.
+ */
+function credentialReferences<T extends { id: string; accountId: string; credentialId: string | null }>(
+  kind: string,
+  label: string,
+  records: Map<string, T>,
+  extra: (record: T) => Partial<VaultReference> = () => ({}),
+): VaultReference[] {
+  return [...records.values()].flatMap((o) =>
+    o.credentialId
+      ? [{
+        kind,
+        vaultId: o.credentialId,
+        owner: `${label} ${o.id}`,
+        accountId: o.accountId,
+        purpose: `${kind}:${o.id}`,
+        ...extra(o),
+      }]
+      : []
+  );
+}
+
 /** The owners of vault records; see the module comment. */
 export const VAULT_OWNERS: readonly VaultOwner[] = [
   {
     kind: "storage_target",
     module: "storage.ts",
     async references(r) {
-      const out: VaultReference[] = [];
-      for (const t of (await r.all<StorageTarget>("storage_targets")).values()) {
-        if (!t.credentialId) continue;
-        out.push({
-          kind: this.kind,
-          vaultId: t.credentialId,
-          owner: `storage target ${t.id}`,
-          accountId: t.accountId,
-          purpose: `storage_target:${t.id}`,
-          storageTargetId: t.id,
-        });
-      }
-      return out;
+      const targets = await r.all<StorageTarget>("storage_targets");
+      return credentialReferences(this.kind, "storage target", targets, (t) => ({ storageTargetId: t.id }));
     },
   },
   {
@@ -108,18 +121,7 @@ export const VAULT_OWNERS: readonly VaultOwner[] = [
     kind: "platform",
     module: "platforms.ts",
     async references(r) {
-      const out: VaultReference[] = [];
-      for (const p of (await r.all<Platform>("platforms")).values()) {
-        if (!p.credentialId) continue;
-        out.push({
-          kind: this.kind,
-          vaultId: p.credentialId,
-          owner: `platform ${p.id}`,
-          accountId: p.accountId,
-          purpose: `platform:${p.id}`,
-        });
-      }
-      return out;
+      return credentialReferences(this.kind, "platform", await r.all<Platform>("platforms"));
     },
   },
   {

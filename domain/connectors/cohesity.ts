@@ -15,22 +15,8 @@
  * A 401 on a call means the token expired: the connector logs in again once and repeats the call.
  */
 import { z } from "zod";
-import {
-  type ConnectivityResult,
-  ConnectorError,
-  type ConnectorOptions,
-  type HttpRequest,
-  logIn,
-  type PlatformConnector,
-  SessionConnector,
-  type VendorJob,
-  type VendorJobType,
-  type VendorObject,
-  type VendorObjectOutcome,
-  type VendorObjectType,
-  type VendorRun,
-  type VendorRunStatus,
-} from "./types.ts";
+import { ConnectorError, logIn, SessionConnector } from "./types.ts";
+import type * as types from "./types.ts";
 
 const BASE = "/irisservices/api/v1/public";
 const MAX_PAGES = 10_000;
@@ -102,7 +88,7 @@ const Source = z.object({
 });
 
 /** Cohesity environments → our protected types (README table). */
-export function mapCohesityEnvironment(environment: string): VendorObjectType {
+export function mapCohesityEnvironment(environment: string): types.VendorObjectType {
   const env = environment.replace(/^k/, "").toLowerCase();
   if (/^(vmware|hyperv|hypervvss|acropolis|kvm|rhv|vcd)$/.test(env)) return "vm";
   if (env === "physicalfiles") return "fileset";
@@ -117,7 +103,10 @@ export function mapCohesityEnvironment(environment: string): VendorObjectType {
 }
 
 /** Cohesity run types → the guide's types (README table). */
-export function mapCohesityRunType(runType: string | null | undefined, environment = ""): VendorJobType {
+export function mapCohesityRunType(
+  runType: string | null | undefined,
+  environment = "",
+): types.VendorJobType {
   switch (runType) {
     case "kFull":
     case "kSystem":
@@ -133,7 +122,7 @@ export function mapCohesityRunType(runType: string | null | undefined, environme
 
 /** Cohesity run statuses → ours (README table). */
 export function mapCohesityStatus(status: (typeof COHESITY_RUN_STATUSES)[number]): {
-  status: VendorRunStatus;
+  status: types.VendorRunStatus;
   cancelled: boolean;
 } {
   switch (status) {
@@ -158,15 +147,15 @@ export function mapCohesityStatus(status: (typeof COHESITY_RUN_STATUSES)[number]
 const usecsToIso = (us: number) => new Date(Math.floor(us / 1000)).toISOString();
 
 /** The Cohesity connector. */
-export class CohesityConnector extends SessionConnector implements PlatformConnector {
+export class CohesityConnector extends SessionConnector implements types.PlatformConnector {
   readonly type = "cohesity" as const;
 
-  constructor(options: ConnectorOptions) {
+  constructor(options: types.ConnectorOptions) {
     super("Cohesity", options, 100);
   }
 
   protected override async login(): Promise<string> {
-    const req: HttpRequest = {
+    const req: types.HttpRequest = {
       method: "POST",
       path: `${BASE}/accessTokens`,
       json: {
@@ -185,11 +174,11 @@ export class CohesityConnector extends SessionConnector implements PlatformConne
     return `${token.tokenType || "Bearer"} ${token.accessToken}`;
   }
 
-  async #get<T>(path: string, schema: z.ZodType<T>, query?: HttpRequest["query"]): Promise<T> {
+  async #get<T>(path: string, schema: z.ZodType<T>, query?: types.HttpRequest["query"]): Promise<T> {
     return await this.session.get({ method: "GET", path: `${BASE}${path}`, query }, schema);
   }
 
-  async testConnection(): Promise<ConnectivityResult> {
+  async testConnection(): Promise<types.ConnectivityResult> {
     const info = await this.#get("/cluster", Cluster);
     return {
       detail: `Cohesity ${info.clusterSoftwareVersion ?? "(unknown version)"}${
@@ -198,7 +187,7 @@ export class CohesityConnector extends SessionConnector implements PlatformConne
     };
   }
 
-  async listJobs(): Promise<VendorJob[]> {
+  async listJobs(): Promise<types.VendorJob[]> {
     const jobs = (await this.#get("/protectionJobs", z.array(Job), { isDeleted: false }))
       .filter((j) => !j.isDeleted);
     return jobs.map((j) => ({
@@ -212,8 +201,8 @@ export class CohesityConnector extends SessionConnector implements PlatformConne
     }));
   }
 
-  async listRuns(jobs: VendorJob[], since: Date | null): Promise<VendorRun[]> {
-    const out: VendorRun[] = [];
+  async listRuns(jobs: types.VendorJob[], since: Date | null): Promise<types.VendorRun[]> {
+    const out: types.VendorRun[] = [];
     const sinceUsecs = since ? since.getTime() * 1000 : undefined;
     for (const job of jobs) {
       let before: number | undefined;
@@ -253,12 +242,12 @@ export class CohesityConnector extends SessionConnector implements PlatformConne
     return [...unique.values()].sort((a, b) => (a.startedAt ?? "").localeCompare(b.startedAt ?? ""));
   }
 
-  #toRun(job: VendorJob, r: z.infer<typeof Run>): VendorRun {
+  #toRun(job: types.VendorJob, r: z.infer<typeof Run>): types.VendorRun {
     const b = r.backupRun;
     const { status, cancelled } = mapCohesityStatus(b.status);
     const final = status === "success" || status === "warning" || status === "failed" || status === "skipped";
     const endedAt = final && b.stats.endTimeUsecs ? usecsToIso(b.stats.endTimeUsecs) : null;
-    const objects: VendorObjectOutcome[] = [];
+    const objects: types.VendorObjectOutcome[] = [];
     for (const s of b.sourceBackupStatus ?? []) {
       const o = mapCohesityStatus(s.status).status;
       if (o !== "success" && o !== "warning" && o !== "failed") continue;
@@ -289,7 +278,7 @@ export class CohesityConnector extends SessionConnector implements PlatformConne
     };
   }
 
-  async listObjects(jobs: VendorJob[]): Promise<VendorObject[]> {
+  async listObjects(jobs: types.VendorJob[]): Promise<types.VendorObject[]> {
     const jobsOf = new Map<number, string[]>();
     for (const job of jobs) {
       for (const sourceId of job.sourceIds ?? []) {
@@ -298,7 +287,7 @@ export class CohesityConnector extends SessionConnector implements PlatformConne
       }
     }
     const ids = [...jobsOf.keys()].sort((a, b) => a - b);
-    const out: VendorObject[] = [];
+    const out: types.VendorObject[] = [];
     for (let i = 0; i < ids.length; i += this.pageSize) {
       const batch = ids.slice(i, i + this.pageSize);
       const sources = await this.#get("/protectionSources/objects", z.array(Source), {
@@ -319,8 +308,8 @@ export class CohesityConnector extends SessionConnector implements PlatformConne
     return out;
   }
 
-  async startJob(job: VendorJob): Promise<{ runId: string | null }> {
-    const req: HttpRequest = {
+  async startJob(job: types.VendorJob): Promise<{ runId: string | null }> {
+    const req: types.HttpRequest = {
       method: "POST",
       path: `${BASE}/protectionJobs/run/${encodeURIComponent(job.id)}`,
       json: { runType: "kRegular" },

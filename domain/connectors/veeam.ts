@@ -16,21 +16,8 @@
  * and repeats the call. A 401 or 400 on the login itself means bad credentials.
  */
 import { z } from "zod";
-import {
-  type ConnectivityResult,
-  ConnectorError,
-  type ConnectorOptions,
-  type HttpRequest,
-  logIn,
-  type PlatformConnector,
-  SessionConnector,
-  type VendorJob,
-  type VendorJobType,
-  type VendorObject,
-  type VendorObjectType,
-  type VendorRun,
-  type VendorRunStatus,
-} from "./types.ts";
+import { ConnectorError, logIn, SessionConnector } from "./types.ts";
+import type * as types from "./types.ts";
 
 export const VEEAM_DEFAULT_API_VERSION = "1.1-rev2";
 const MAX_PAGES = 10_000;
@@ -80,14 +67,14 @@ const StartedSession = z.object({ id: z.string().min(1) }).nullish();
 /** Veeam job types → the guide's run type and the protected type of their objects (README table). */
 export function mapVeeamJobType(
   type: string,
-): { jobType: VendorJobType; objectType: VendorObjectType | null } {
+): { jobType: types.VendorJobType; objectType: types.VendorObjectType | null } {
   const t = type.toLowerCase();
-  const jobType: VendorJobType = t.includes("log")
+  const jobType: types.VendorJobType = t.includes("log")
     ? "log"
     : t.includes("replica")
     ? "snapshot"
     : "incremental";
-  let objectType: VendorObjectType | null = null;
+  let objectType: types.VendorObjectType | null = null;
   if (t.includes("copy")) objectType = null;
   else if (t.includes("agent") || t.includes("computer")) objectType = "physical";
   else if (
@@ -107,8 +94,8 @@ const CLOUD_PLATFORMS = /amazon|aws|ec2|azure|google|gcp|cloud(?!director)/i;
 export function mapVeeamObjectType(
   type: string,
   platformName: string | null | undefined,
-  hint: VendorObjectType | null,
-): VendorObjectType {
+  hint: types.VendorObjectType | null,
+): types.VendorObjectType {
   const t = type.toLowerCase();
   const p = (platformName ?? "").toLowerCase();
   if (CLOUD_PLATFORMS.test(p) || /ec2|rds|azure|bucket|objectstorage/.test(t)) return "cloud_resource";
@@ -126,7 +113,7 @@ export function mapVeeamObjectType(
 export function mapVeeamStatus(
   state: string,
   result: { result: string; isCanceled?: boolean | null } | null | undefined,
-): { status: VendorRunStatus; cancelled: boolean } {
+): { status: types.VendorRunStatus; cancelled: boolean } {
   if (state !== "Stopped") {
     return { status: /^(Idle|Waiting)/.test(state) ? "pending" : "running", cancelled: false };
   }
@@ -142,10 +129,10 @@ export function mapVeeamStatus(
 }
 
 /** The Veeam B&R connector. */
-export class VeeamConnector extends SessionConnector implements PlatformConnector {
+export class VeeamConnector extends SessionConnector implements types.PlatformConnector {
   readonly type = "veeam" as const;
 
-  constructor(options: ConnectorOptions) {
+  constructor(options: types.ConnectorOptions) {
     super("Veeam", options, 200);
   }
 
@@ -154,7 +141,7 @@ export class VeeamConnector extends SessionConnector implements PlatformConnecto
   }
 
   protected override async login(): Promise<string> {
-    const req: HttpRequest = {
+    const req: types.HttpRequest = {
       method: "POST",
       path: "/api/oauth2/token",
       form: { grant_type: "password", username: this.options.username, password: this.options.password },
@@ -169,12 +156,12 @@ export class VeeamConnector extends SessionConnector implements PlatformConnecto
     return `Bearer ${token.access_token}`;
   }
 
-  async #get<T>(req: HttpRequest, schema: z.ZodType<T>): Promise<T> {
+  async #get<T>(req: types.HttpRequest, schema: z.ZodType<T>): Promise<T> {
     return await this.session.get(req, schema);
   }
 
   /** Every item of a paged list (skip/limit until pagination.total). */
-  async #all<T>(path: string, item: z.ZodType<T>, query: HttpRequest["query"] = {}): Promise<T[]> {
+  async #all<T>(path: string, item: z.ZodType<T>, query: types.HttpRequest["query"] = {}): Promise<T[]> {
     const out: T[] = [];
     const schema = page(item);
     for (let skip = 0, n = 0; n < MAX_PAGES; n++) {
@@ -200,7 +187,7 @@ export class VeeamConnector extends SessionConnector implements PlatformConnecto
     throw new ConnectorError("bad_response", `Veeam GET ${path}: more than ${MAX_PAGES} pages`);
   }
 
-  async testConnection(): Promise<ConnectivityResult> {
+  async testConnection(): Promise<types.ConnectivityResult> {
     const info = await this.#get({ method: "GET", path: "/api/v1/serverInfo" }, ServerInfo);
     return {
       detail: `Veeam Backup & Replication ${info.buildVersion ?? "(unknown build)"}${
@@ -209,7 +196,7 @@ export class VeeamConnector extends SessionConnector implements PlatformConnecto
     };
   }
 
-  async listJobs(): Promise<VendorJob[]> {
+  async listJobs(): Promise<types.VendorJob[]> {
     const states = await this.#all("/api/v1/jobs/states", JobState);
     return states.map((s) => ({
       id: s.id,
@@ -221,14 +208,14 @@ export class VeeamConnector extends SessionConnector implements PlatformConnecto
     }));
   }
 
-  async listRuns(jobs: VendorJob[], since: Date | null): Promise<VendorRun[]> {
+  async listRuns(jobs: types.VendorJob[], since: Date | null): Promise<types.VendorRun[]> {
     const byId = new Map(jobs.map((j) => [j.id, j]));
     const sessions = await this.#all("/api/v1/sessions", Session, {
       orderColumn: "CreationTime",
       orderAsc: true,
       createdAfterFilter: since?.toISOString(),
     });
-    const out: VendorRun[] = [];
+    const out: types.VendorRun[] = [];
     for (const s of sessions) {
       const job = s.jobId ? byId.get(s.jobId) : undefined;
       if (!job) continue; // restores, rescans, configuration backups: not runs of a backup job
@@ -250,11 +237,11 @@ export class VeeamConnector extends SessionConnector implements PlatformConnecto
     return out.sort((a, b) => (a.startedAt ?? "").localeCompare(b.startedAt ?? ""));
   }
 
-  async listObjects(jobs: VendorJob[]): Promise<VendorObject[]> {
+  async listObjects(jobs: types.VendorJob[]): Promise<types.VendorObject[]> {
     const known = new Map(jobs.map((j) => [j.id, j]));
     const backups = await this.#all("/api/v1/backups", Backup);
     // An object in two jobs' backups is listed in each with the same id: folded into one, with both jobs.
-    const objects = new Map<string, VendorObject>();
+    const objects = new Map<string, types.VendorObject>();
     for (const backup of backups) {
       const job = backup.jobId ? known.get(backup.jobId) : undefined;
       const rows = await this.#all(`/api/v1/backups/${encodeURIComponent(backup.id)}/objects`, BackupObject);
@@ -279,8 +266,8 @@ export class VeeamConnector extends SessionConnector implements PlatformConnecto
     return [...objects.values()];
   }
 
-  async startJob(job: VendorJob): Promise<{ runId: string | null }> {
-    const req: HttpRequest = {
+  async startJob(job: types.VendorJob): Promise<{ runId: string | null }> {
+    const req: types.HttpRequest = {
       method: "POST",
       path: `/api/v1/jobs/${encodeURIComponent(job.id)}/start`,
       json: { performActiveFull: false },

@@ -6,6 +6,7 @@ import type { Actor } from "../rbac.ts";
 import { getAccount, listOrgs } from "../tenancy.ts";
 import { listUsers } from "../users.ts";
 import { readPage } from "./paging.ts";
+import { accountOrgs } from "./common.ts";
 
 /** Admin > Users: the account's users and organizations. */
 export async function getUserList(kv: Deno.Kv, actor: Actor, _params: unknown, _now: Date) {
@@ -37,9 +38,9 @@ export async function getAuditPage(
     filter
       ? readPage(filter.cursor, (cursor) => listAudit(kv, actor, { ...filter, cursor }))
       : Promise.resolve({ page: { values: [], cursor: "" }, staleCursor: false }),
-    listOrgs(kv, actor, actor.accountId!),
+    accountOrgs(kv, actor),
   ]);
-  return { page, staleCursor, orgs, orgName: new Map(orgs.map((o) => [o.id, o.name])) };
+  return { page, staleCursor, ...orgs };
 }
 
 /** Backup > Approvals: the account's four-eyes settings and the pending and decided requests. */

@@ -108,13 +108,14 @@ export async function getRunList(
   return { page, staleCursor, names };
 }
 
+/** Which run the run page shows, and which page of its per-file errors. */
+export interface RunDetailParams {
+  runId: string;
+  errorsPage: number;
+}
+
 /** One run: its job, policy (even retired), host, the page of its per-file errors and its anomaly. */
-export async function getRunDetail(
-  kv: Deno.Kv,
-  actor: Actor,
-  params: { runId: string; errorsPage: number },
-  _now: Date,
-) {
+export async function getRunDetail(kv: Deno.Kv, actor: Actor, params: RunDetailParams, _now: Date) {
   const run = await requireRun(kv, actor, params.runId);
   const [job, policy, host] = await Promise.all([
     run.jobId ? getJob(kv, run.jobId) : Promise.resolve(null),

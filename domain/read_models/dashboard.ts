@@ -18,8 +18,7 @@ import { hasStorageTargets, readSetupProgress } from "../getting_started.ts";
 import { type Actor, can } from "../rbac.ts";
 import { getRecoveryKey } from "../recovery_keys.ts";
 import { lastProvenRestores } from "../proven_restores.ts";
-
-type Data<F extends (...args: never[]) => unknown> = Awaited<ReturnType<F>>;
+import { type Data } from "./common.ts";
 
 /** An exception queue; `watched` (how many objects are protected) is read only when the queue is empty. */
 export interface Queue<Row> {

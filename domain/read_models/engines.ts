@@ -3,16 +3,12 @@ import { type Engine, type EngineFilter, listEngineMetrics, listEngines } from "
 import { type Actor, can } from "../rbac.ts";
 import { listTargets, TargetFilter } from "../storage.ts";
 import { listOrgs } from "../tenancy.ts";
-
-type Data<F extends (...args: never[]) => unknown> = Awaited<ReturnType<F>>;
+import { accountOrgs, type Data } from "./common.ts";
 
 /** The engines on the filter's page, and the organizations the filter offers. */
 export async function getEngineList(kv: Deno.Kv, actor: Actor, params: { filter: EngineFilter }, _now: Date) {
-  const [engines, orgs] = await Promise.all([
-    listEngines(kv, actor, params.filter),
-    listOrgs(kv, actor, actor.accountId!),
-  ]);
-  return { engines, orgs, orgName: new Map(orgs.map((o) => [o.id, o.name])) };
+  const [engines, orgs] = await Promise.all([listEngines(kv, actor, params.filter), accountOrgs(kv, actor)]);
+  return { engines, ...orgs };
 }
 export type EngineList = Data<typeof getEngineList>;
 

@@ -4,17 +4,12 @@ import { holdsCoveringHost } from "../holds.ts";
 import { type Host, type HostFilter, listHosts } from "../hosts.ts";
 import { listProtectedByHost } from "../protected.ts";
 import { type Actor, can } from "../rbac.ts";
-import { listOrgs } from "../tenancy.ts";
-
-type Data<F extends (...args: never[]) => unknown> = Awaited<ReturnType<F>>;
+import { accountOrgs, type Data } from "./common.ts";
 
 /** The hosts on the filter's page, and the organizations the filter offers. */
 export async function getHostList(kv: Deno.Kv, actor: Actor, params: { filter: HostFilter }, _now: Date) {
-  const [hosts, orgs] = await Promise.all([
-    listHosts(kv, actor, params.filter),
-    listOrgs(kv, actor, actor.accountId!),
-  ]);
-  return { hosts, orgs, orgName: new Map(orgs.map((o) => [o.id, o.name])) };
+  const [hosts, orgs] = await Promise.all([listHosts(kv, actor, params.filter), accountOrgs(kv, actor)]);
+  return { hosts, ...orgs };
 }
 export type HostList = Data<typeof getHostList>;
 

@@ -2,10 +2,9 @@
 import { hostnamesById } from "../hosts.ts";
 import { getJob, type JobFilter, listJobRuns, listJobs, listJobSources } from "../job_views.ts";
 import type { Actor } from "../rbac.ts";
-import { getOrg, listOrgs } from "../tenancy.ts";
+import { getOrg } from "../tenancy.ts";
 import { readPage } from "./paging.ts";
-
-type Data<F extends (...args: never[]) => unknown> = Awaited<ReturnType<F>>;
+import { accountOrgs, type Data } from "./common.ts";
 
 /** The jobs on the filter's page with the filter's choices; `filter` null (refused): only the choices. */
 export async function getJobList(
@@ -14,8 +13,7 @@ export async function getJobList(
   params: { filter: JobFilter | null },
   _now: Date,
 ) {
-  const orgs = await listOrgs(kv, actor, actor.accountId!);
-  const orgName = new Map(orgs.map((o) => [o.id, o.name]));
+  const { orgs, orgName } = await accountOrgs(kv, actor);
   if (!params.filter) return { orgs, orgName, jobs: null, sources: await listJobSources(kv, actor) };
   const jobs = await listJobs(kv, actor, params.filter);
   return { orgs, orgName, jobs, sources: jobs.sources };

@@ -2,16 +2,17 @@
 import { listPlatformJobs, listPlatforms, type Platform, platformFootprint } from "../platforms.ts";
 import { type Actor, can } from "../rbac.ts";
 import { listOrgs } from "../tenancy.ts";
+import { accountOrgs } from "./common.ts";
 
 /** Every platform, the organization names, and whether the actor may register one anywhere. */
 export async function getPlatformList(kv: Deno.Kv, actor: Actor, _params: unknown, _now: Date) {
-  const [platforms, orgs] = await Promise.all([
+  const [platforms, { orgs, orgName }] = await Promise.all([
     listPlatforms(kv, actor),
-    listOrgs(kv, actor, actor.accountId!),
+    accountOrgs(kv, actor),
   ]);
   return {
     platforms,
-    orgName: new Map(orgs.map((o) => [o.id, o.name])),
+    orgName,
     manage: orgs.some((o) => can(actor, "backup.manage", { accountId: o.accountId, orgId: o.id })),
   };
 }

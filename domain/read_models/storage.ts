@@ -12,8 +12,7 @@ import {
   TargetFilter,
   targetReferences,
 } from "../storage.ts";
-
-type Data<F extends (...args: never[]) => unknown> = Awaited<ReturnType<F>>;
+import { type Data } from "./common.ts";
 
 /** The targets on the filter's page, the engines the filter offers, and the fullest targets (the widget). */
 export async function getStorageList(
