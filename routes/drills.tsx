@@ -31,12 +31,12 @@ import {
   runDrillNow,
   updateDrill,
 } from "../domain/drills.ts";
-import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
+import { type FieldErrors, ValidationError } from "../domain/errors.ts";
 import { authorize, can } from "../domain/rbac.ts";
 import { getDrillDetail, getDrillForm, getDrillList, getDrillRun } from "../domain/read_models/drills.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, list, readForm, str } from "./forms.ts";
+import { fieldErrors, list, readForm, saveForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 
 export const drillRoutes = new Hono<AppEnv>();
@@ -597,15 +597,14 @@ drillRoutes.post("/:drillId/edit", requires("backup.restore"), async (c) => {
   const actor = c.get("actor")!;
   const drill = await requireDrill(kv, actor, c.req.param("drillId"));
   const values = formValues(await readForm(c));
-  const parsed = DrillInput.safeParse(asInput(values));
-  if (!parsed.success) return await formPage(c, drill, values, fieldErrors(parsed.error));
-  try {
-    await updateDrill(kv, actor, drill.id, parsed.data, clock());
-    return redirectWithNotice(c, `/backup/drills/${drill.id}`, `Drill ${parsed.data.name} saved.`);
-  } catch (e) {
-    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
-    return await formPage(c, drill, values, e instanceof ValidationError ? e.fields : undefined, e.message);
-  }
+  return await saveForm(
+    DrillInput.safeParse(asInput(values)),
+    async (data) => {
+      await updateDrill(kv, actor, drill.id, data, clock());
+      return redirectWithNotice(c, `/backup/drills/${drill.id}`, `Drill ${data.name} saved.`);
+    },
+    (errors, error) => formPage(c, drill, values, errors, error),
+  );
 });
 
 drillRoutes.get("/:drillId/delete", requires("backup.restore"), async (c) => {

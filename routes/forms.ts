@@ -79,6 +79,33 @@ function capitalize(text: string): string {
   return text ? text[0].toUpperCase() + text.slice(1) : text;
 }
 
+/** A form's expected refusal (bad input, a concurrent change) as what to show on the form again; rethrows the rest. */
+export function formFailure(e: unknown): { fields?: FieldErrors; message: string } {
+  if (e instanceof ValidationError) return { fields: e.fields, message: e.message };
+  if (e instanceof ConflictError) return { message: e.message };
+  throw e;
+}
+
+/**
+ * The flow of a form POST that saves: input the schema refuses shows the form again with each field's
+ * message (and `invalid` as the form's own line, when given); a refusal of the domain (`formFailure`) shows
+ * it again with that refusal; anything else is `save`'s response (errors other than refusals propagate).
+ */
+export async function saveForm<T>(
+  parsed: z.ZodSafeParseResult<T>,
+  save: (data: T) => Response | Promise<Response>,
+  refuse: (fields?: FieldErrors, message?: string) => Response | Promise<Response>,
+  invalid?: string,
+): Promise<Response> {
+  if (!parsed.success) return await refuse(fieldErrors(parsed.error), invalid);
+  try {
+    return await save(parsed.data);
+  } catch (e) {
+    const { fields, message } = formFailure(e);
+    return await refuse(fields, message);
+  }
+}
+
 /** A refused change as one sentence for a notice: the first field's message, or the conflict's. */
 export function problem(e: unknown): string {
   if (e instanceof ValidationError) return Object.values(e.fields)[0] ?? e.message;

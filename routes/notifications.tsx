@@ -19,7 +19,7 @@ import {
 } from "../components/ui.tsx";
 import { ALERT_SEVERITIES } from "../domain/alerts.ts";
 import { SEVERITY_TONE } from "./alerts.tsx";
-import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
+import type { FieldErrors } from "../domain/errors.ts";
 import {
   CHANNEL_TYPE_LABELS,
   CHANNEL_TYPES,
@@ -67,7 +67,7 @@ import {
 } from "../domain/read_models/notifications.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, list, readForm, str } from "./forms.ts";
+import { list, readForm, saveForm, str } from "./forms.ts";
 import { StaleCursorNotice } from "./paging.tsx";
 import { noStore, redirectWithNotice, render } from "./render.tsx";
 
@@ -113,13 +113,6 @@ function attemptLine(a: NotificationDelivery["attempts"][number]): string {
   if (a.smtpReply) parts.push(`SMTP ${a.smtpReply}`);
   if (a.error) parts.push(a.error);
   return parts.join(" · ");
-}
-
-/** A form's expected failure (bad input, a concurrent change) as what to re-render; rethrows the rest. */
-function formFailure(e: unknown): { fields?: FieldErrors; message: string } {
-  if (e instanceof ValidationError) return { fields: e.fields, message: e.message };
-  if (e instanceof ConflictError) return { message: e.message };
-  throw e;
 }
 
 /** The confirmation page of a delete: what goes, a danger button, and the way back. */
@@ -686,19 +679,15 @@ notificationRoutes.post("/channels/new", requires("backup.manage"), async (c) =>
     orgId: str(form, "orgId"),
     enabled: str(form, "enabled") === "on",
   };
-  const parsed = ChannelCreateInput.safeParse(input);
-  if (!parsed.success) return await newChannelPage(c, type, form, fieldErrors(parsed.error));
-  try {
-    const { channel, generatedSecret } = await createChannel(kv, actor, parsed.data, {
-      now: clock(),
-      masterKey,
-    });
-    if (generatedSecret) return secretPage(c, channel, generatedSecret, true);
-    return redirectWithNotice(c, `${BASE}/channels/${channel.id}`, `Channel ${channel.name} created.`);
-  } catch (e) {
-    const { fields, message } = formFailure(e);
-    return await newChannelPage(c, type, form, fields, message);
-  }
+  return await saveForm(
+    ChannelCreateInput.safeParse(input),
+    async (data) => {
+      const { channel, generatedSecret } = await createChannel(kv, actor, data, { now: clock(), masterKey });
+      if (generatedSecret) return secretPage(c, channel, generatedSecret, true);
+      return redirectWithNotice(c, `${BASE}/channels/${channel.id}`, `Channel ${channel.name} created.`);
+    },
+    (fields, message) => newChannelPage(c, type, form, fields, message),
+  );
 });
 
 async function channelPage(
@@ -811,19 +800,18 @@ notificationRoutes.post("/channels/:channelId", requires("backup.manage"), async
   const actor = c.get("actor")!;
   const channel = await requireChannel(kv, actor, c.req.param("channelId"));
   const form = await readForm(c);
-  const parsed = ChannelUpdateInput.safeParse(channelFieldsFromForm(channel.type, form));
-  if (!parsed.success) return await channelPage(c, channel, form, fieldErrors(parsed.error));
-  try {
-    const { channel: next, generatedSecret } = await updateChannel(kv, actor, channel.id, parsed.data, {
-      now: clock(),
-      masterKey,
-    });
-    if (generatedSecret) return secretPage(c, next, generatedSecret, false);
-    return redirectWithNotice(c, `${BASE}/channels/${channel.id}`, `Saved ${next.name}.`);
-  } catch (e) {
-    const { fields, message } = formFailure(e);
-    return await channelPage(c, channel, form, fields, message);
-  }
+  return await saveForm(
+    ChannelUpdateInput.safeParse(channelFieldsFromForm(channel.type, form)),
+    async (data) => {
+      const { channel: next, generatedSecret } = await updateChannel(kv, actor, channel.id, data, {
+        now: clock(),
+        masterKey,
+      });
+      if (generatedSecret) return secretPage(c, next, generatedSecret, false);
+      return redirectWithNotice(c, `${BASE}/channels/${channel.id}`, `Saved ${next.name}.`);
+    },
+    (fields, message) => channelPage(c, channel, form, fields, message),
+  );
 });
 
 for (const [verb, enabled] of [["enable", true], ["disable", false]] as const) {
@@ -1045,15 +1033,14 @@ notificationRoutes.get("/rules/new", requires("backup.manage"), async (c) => {
 notificationRoutes.post("/rules/new", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const form = await readForm(c);
-  const parsed = RuleInput.safeParse(ruleInputFromForm(form));
-  if (!parsed.success) return await newRulePage(c, form, fieldErrors(parsed.error));
-  try {
-    const rule = await createRule(kv, c.get("actor")!, parsed.data, clock());
-    return redirectWithNotice(c, BASE, `Rule ${rule.name} created.`);
-  } catch (e) {
-    const { fields, message } = formFailure(e);
-    return await newRulePage(c, form, fields, message);
-  }
+  return await saveForm(
+    RuleInput.safeParse(ruleInputFromForm(form)),
+    async (data) => {
+      const rule = await createRule(kv, c.get("actor")!, data, clock());
+      return redirectWithNotice(c, BASE, `Rule ${rule.name} created.`);
+    },
+    (fields, message) => newRulePage(c, form, fields, message),
+  );
 });
 
 async function rulePage(
@@ -1139,15 +1126,14 @@ notificationRoutes.post("/rules/:ruleId", requires("backup.manage"), async (c) =
   const actor = c.get("actor")!;
   const rule = await requireRule(kv, actor, c.req.param("ruleId"));
   const form = await readForm(c);
-  const parsed = RuleInput.safeParse(ruleInputFromForm(form));
-  if (!parsed.success) return await rulePage(c, rule, form, fieldErrors(parsed.error));
-  try {
-    const next = await updateRule(kv, actor, rule.id, parsed.data, clock());
-    return redirectWithNotice(c, `${BASE}/rules/${rule.id}`, `Saved ${next.name}.`);
-  } catch (e) {
-    const { fields, message } = formFailure(e);
-    return await rulePage(c, rule, form, fields, message);
-  }
+  return await saveForm(
+    RuleInput.safeParse(ruleInputFromForm(form)),
+    async (data) => {
+      const next = await updateRule(kv, actor, rule.id, data, clock());
+      return redirectWithNotice(c, `${BASE}/rules/${rule.id}`, `Saved ${next.name}.`);
+    },
+    (fields, message) => rulePage(c, rule, form, fields, message),
+  );
 });
 
 notificationRoutes.get("/rules/:ruleId/delete", requires("backup.manage"), async (c) => {

@@ -17,7 +17,7 @@ import {
   type Tone,
 } from "../components/ui.tsx";
 import type { ComponentChildren } from "preact";
-import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
+import { ConflictError, type FieldErrors } from "../domain/errors.ts";
 import {
   createPlatform,
   deletePlatform,
@@ -42,7 +42,7 @@ import {
 } from "../domain/read_models/platforms.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, readForm, str } from "./forms.ts";
+import { readForm, saveForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 
 export const platformRoutes = new Hono<AppEnv>();
@@ -338,22 +338,20 @@ platformRoutes.post("/new", requires("backup.manage"), async (c) => {
   const { kv, clock, masterKey } = c.get("deps");
   const form = await readForm(c);
   const input = { ...inputFromForm(form), type: str(form, "type"), orgId: str(form, "orgId") };
-  const parsed = PlatformCreateInput.safeParse(input);
-  if (!parsed.success) {
-    return await newPage(c, typed(form), fieldErrors(parsed.error), "Check the fields below.");
-  }
-  try {
-    const platform = await createPlatform(kv, c.get("actor")!, parsed.data, { now: clock(), masterKey });
-    return redirectWithNotice(
-      c,
-      `/backup/platforms/${platform.id}`,
-      `Registered ${platform.name}. Test the connection, then sync (it also syncs on its own every ${platform.syncIntervalMinutes} min).`,
-    );
-  } catch (e) {
-    // A refused or conflicting save shows the form again with what was typed.
-    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
-    return await newPage(c, typed(form), e instanceof ValidationError ? e.fields : undefined, e.message);
-  }
+  // A refused or conflicting save shows the form again with what was typed.
+  return await saveForm(
+    PlatformCreateInput.safeParse(input),
+    async (data) => {
+      const platform = await createPlatform(kv, c.get("actor")!, data, { now: clock(), masterKey });
+      return redirectWithNotice(
+        c,
+        `/backup/platforms/${platform.id}`,
+        `Registered ${platform.name}. Test the connection, then sync (it also syncs on its own every ${platform.syncIntervalMinutes} min).`,
+      );
+    },
+    (errors, error) => newPage(c, typed(form), errors, error),
+    "Check the fields below.",
+  );
 });
 
 function formFromPlatform(p: Platform): FormData {
@@ -589,22 +587,15 @@ platformRoutes.post("/:platformId", requires("backup.manage"), async (c) => {
   const actor = c.get("actor")!;
   const platform = await requirePlatform(kv, actor, c.req.param("platformId"));
   const form = await readForm(c);
-  const parsed = PlatformUpdateInput.safeParse(inputFromForm(form));
-  if (!parsed.success) {
-    return await platformPage(c, platform, {
-      values: typed(form),
-      errors: fieldErrors(parsed.error),
-      error: "Check the fields below.",
-    });
-  }
-  try {
-    const next = await updatePlatform(kv, actor, platform.id, parsed.data, { now: clock(), masterKey });
-    return redirectWithNotice(c, `/backup/platforms/${platform.id}`, `Saved ${next.name}.`);
-  } catch (e) {
-    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
-    const errors = e instanceof ValidationError ? e.fields : undefined;
-    return await platformPage(c, platform, { values: typed(form), errors, error: e.message });
-  }
+  return await saveForm(
+    PlatformUpdateInput.safeParse(inputFromForm(form)),
+    async (data) => {
+      const next = await updatePlatform(kv, actor, platform.id, data, { now: clock(), masterKey });
+      return redirectWithNotice(c, `/backup/platforms/${platform.id}`, `Saved ${next.name}.`);
+    },
+    (errors, error) => platformPage(c, platform, { values: typed(form), errors, error }),
+    "Check the fields below.",
+  );
 });
 
 platformRoutes.post("/:platformId/test", requires("backup.manage"), async (c) => {

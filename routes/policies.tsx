@@ -18,7 +18,7 @@ import {
 } from "../components/ui.tsx";
 import { describeCron, nextRuns } from "../domain/cron_rules.ts";
 import { type Engine } from "../domain/engines.ts";
-import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
+import { type FieldErrors, ValidationError } from "../domain/errors.ts";
 import {
   BACKUP_TYPES,
   COMPRESSIONS,
@@ -61,7 +61,7 @@ import {
   type PolicyDetail,
 } from "../domain/read_models/policy_detail.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, readForm, str } from "./forms.ts";
+import { fieldErrors, readForm, saveForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 
 /** `?besId=` pre-selects the BES of a new policy (from an engine's page); anything else selects none. */
@@ -572,20 +572,14 @@ policyRoutes.get(
 policyRoutes.post("/new", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const form = await readForm(c);
-  const parsed = PolicyCreateInput.safeParse(inputFromForm(form));
-  if (!parsed.success) return await formPage(c, { form, errors: fieldErrors(parsed.error), status: 422 });
-  try {
-    const p = await createPolicy(kv, c.get("actor")!, parsed.data, clock());
-    return redirectWithNotice(c, `/backup/policies/${p.id}`, `Policy ${p.name} created.`);
-  } catch (e) {
-    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
-    return await formPage(c, {
-      form,
-      errors: e instanceof ValidationError ? e.fields : undefined,
-      error: e.message,
-      status: 422,
-    });
-  }
+  return await saveForm(
+    PolicyCreateInput.safeParse(inputFromForm(form)),
+    async (data) => {
+      const p = await createPolicy(kv, c.get("actor")!, data, clock());
+      return redirectWithNotice(c, `/backup/policies/${p.id}`, `Policy ${p.name} created.`);
+    },
+    (errors, error) => formPage(c, { form, errors, error, status: 422 }),
+  );
 });
 
 policyRoutes.get("/:policyId", requires("backup.view"), async (c) => {
