@@ -58,13 +58,35 @@ interface FieldProps {
   placeholder?: string;
 }
 
+/**
+ * The frame of a labelled control: the label, the control, then its hint (when there is no error) or its
+ * error. With `described`, the hint and the error carry the ids the control's aria-describedby names.
+ */
+export function FieldFrame(props: {
+  id: string;
+  label: string;
+  error?: string;
+  hint?: string;
+  described?: boolean;
+  children: ComponentChildren;
+}) {
+  const { id, error, hint, described } = props;
+  return (
+    <div class={error ? "field field--error" : "field"}>
+      <label for={id}>{props.label}</label>
+      {props.children}
+      {hint && !error && <p class="hint" id={described ? `${id}-hint` : undefined}>{hint}</p>}
+      {error && <p class="field-error" id={described ? `${id}-error` : undefined}>{error}</p>}
+    </div>
+  );
+}
+
 /** A labelled input that shows its field error and keeps what was typed. */
 export function Field(props: FieldProps) {
   const error = props.errors?.[props.name];
   const id = `f-${props.name}`;
   return (
-    <div class={error ? "field field--error" : "field"}>
-      <label for={id}>{props.label}</label>
+    <FieldFrame id={id} label={props.label} error={error} hint={props.hint} described>
       <input
         id={id}
         name={props.name}
@@ -76,9 +98,7 @@ export function Field(props: FieldProps) {
         aria-invalid={error ? "true" : undefined}
         aria-describedby={error ? `${id}-error` : props.hint ? `${id}-hint` : undefined}
       />
-      {props.hint && !error && <p class="hint" id={`${id}-hint`}>{props.hint}</p>}
-      {error && <p class="field-error" id={`${id}-error`}>{error}</p>}
-    </div>
+    </FieldFrame>
   );
 }
 
@@ -93,15 +113,13 @@ export function Select(props: {
   const error = props.errors?.[props.name];
   const id = `f-${props.name}`;
   return (
-    <div class={error ? "field field--error" : "field"}>
-      <label for={id}>{props.label}</label>
+    <FieldFrame id={id} label={props.label} error={error}>
       <select id={id} name={props.name} aria-invalid={error ? "true" : undefined}>
         {props.options.map((o) => (
           <option key={o.value} value={o.value} selected={o.value === props.value}>{o.label}</option>
         ))}
       </select>
-      {error && <p class="field-error">{error}</p>}
-    </div>
+    </FieldFrame>
   );
 }
 

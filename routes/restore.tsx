@@ -21,6 +21,7 @@ import {
   Badge,
   Csrf,
   EmptyState,
+  FieldFrame,
   formatBytes,
   formatTime,
   PageHeader,
@@ -939,8 +940,7 @@ function HostSelect(props: {
 }) {
   const id = `f-${props.name}-${props.form}`;
   return (
-    <div class={props.error ? "field field--error" : "field"}>
-      <label for={id}>{props.label}</label>
+    <FieldFrame id={id} label={props.label} error={props.error} hint={props.hint}>
       <select
         id={id}
         name={props.name}
@@ -952,9 +952,7 @@ function HostSelect(props: {
           <option key={h.value} value={h.value} selected={h.value === props.value}>{h.label}</option>
         ))}
       </select>
-      {props.hint && !props.error && <p class="hint">{props.hint}</p>}
-      {props.error && <p class="field-error">{props.error}</p>}
-    </div>
+    </FieldFrame>
   );
 }
 
@@ -972,8 +970,7 @@ function TextField(
 ) {
   const id = `f-${props.name}-${props.form}`;
   return (
-    <div class={props.error ? "field field--error" : "field"}>
-      <label for={id}>{props.label}</label>
+    <FieldFrame id={id} label={props.label} error={props.error} hint={props.hint} described>
       <input
         id={id}
         name={props.name}
@@ -984,9 +981,7 @@ function TextField(
         aria-invalid={props.error ? "true" : undefined}
         aria-describedby={props.error ? `${id}-error` : props.hint ? `${id}-hint` : undefined}
       />
-      {props.hint && !props.error && <p class="hint" id={`${id}-hint`}>{props.hint}</p>}
-      {props.error && <p class="field-error" id={`${id}-error`}>{props.error}</p>}
-    </div>
+    </FieldFrame>
   );
 }
 
@@ -1109,11 +1104,45 @@ function checked(form: Record<string, string | string[]>, key: string): boolean 
   return v !== "" && v !== "false" && v !== "off";
 }
 
-restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), async (c) => {
+/** A POST to one of a restore point's forms: the point (in the actor's scope) and the submitted form. */
+async function pointForm(c: Context<AppEnv>, restorePointId: string) {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const point = await requireRestorePoint(kv, actor, c.req.param("restorePointId"));
-  const form = await readForm(c);
+  const point = await requireRestorePoint(kv, actor, restorePointId);
+  return { kv, clock, actor, point, form: await readForm(c) };
+}
+
+/** Where the file and image forms send a restore, as typed. */
+function targetValues(form: Record<string, string | string[]>) {
+  return {
+    targetHostId: str(form, "targetHostId"),
+    targetPath: str(form, "targetPath").trim(),
+    overwrite: checked(form, "overwrite"),
+    sourceTargetId: str(form, "sourceTargetId"),
+  };
+}
+
+/**
+ * Queues the restore a form asked for and goes to its request page, without a flash notice: the page's
+ * status line says "queued" and changes as the restore runs. A refusal shows the form again.
+ */
+async function queueRestore(
+  c: Context<AppEnv>,
+  point: RestorePointView,
+  form: "files" | "image",
+  values: FormState["values"],
+  request: () => Promise<{ id: string }>,
+) {
+  try {
+    const restore = await request();
+    return c.redirect(`/backup/restore/requests/${restore.id}`, 303);
+  } catch (e) {
+    return await refused(c, point, form, values, e);
+  }
+}
+
+restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), async (c) => {
+  const { kv, clock, actor, point, form } = await pointForm(c, c.req.param("restorePointId"));
   // The textarea (one per line) and, without JavaScript, the ticked checkboxes of Browse and Search.
   const paths = [
     ...new Set(list(form, "paths").flatMap((v) => v.split(/\r?\n/)).map((p) => p.trim()).filter(Boolean)),
@@ -1121,14 +1150,7 @@ restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), 
   // "Original location": the point's own host, every file at its own path (below "/"). A form without
   // the choice (an older page, a script) names its target itself.
   const location = str(form, "location") === "original" ? "original" as const : "other" as const;
-  const values = {
-    paths,
-    location,
-    targetHostId: str(form, "targetHostId"),
-    targetPath: str(form, "targetPath").trim(),
-    overwrite: checked(form, "overwrite"),
-    sourceTargetId: str(form, "sourceTargetId"),
-  };
+  const values = { paths, location, ...targetValues(form) };
   if (location === "original" && !point.hostId) {
     return await pointPage(c, point, {
       form: "files",
@@ -1147,45 +1169,36 @@ restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), 
   if (!parsed.success) {
     return await pointPage(c, point, { form: "files", fields: fieldErrors(parsed.error), values }, 422);
   }
-  try {
-    const restore = await requestFileRestore(kv, actor, parsed.data, clock());
-    // No flash notice: the request page's status line says "queued" and changes as the restore runs.
-    return c.redirect(`/backup/restore/requests/${restore.id}`, 303);
-  } catch (e) {
-    return await refused(c, point, "files", values, e);
-  }
+  return await queueRestore(
+    c,
+    point,
+    "files",
+    values,
+    () => requestFileRestore(kv, actor, parsed.data, clock()),
+  );
 });
 
 restoreRoutes.post("/points/:restorePointId/image", requires("backup.restore"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const point = await requireRestorePoint(kv, actor, c.req.param("restorePointId"));
-  const form = await readForm(c);
-  const values = {
-    targetHostId: str(form, "targetHostId"),
-    targetPath: str(form, "targetPath").trim(),
-    overwrite: checked(form, "overwrite"),
-    sourceTargetId: str(form, "sourceTargetId"),
-  };
+  const { kv, clock, actor, point, form } = await pointForm(c, c.req.param("restorePointId"));
+  const values = targetValues(form);
   const parsed = ImageRestoreInput.safeParse({ restorePointId: point.id, ...values });
   if (!parsed.success || !values.targetHostId) {
     const fields = parsed.success ? {} : fieldErrors(parsed.error);
     if (!values.targetHostId) fields.targetHostId = "Choose the host to restore the image to";
     return await pointPage(c, point, { form: "image", fields, values }, 422);
   }
-  try {
-    const restore = await requestImageRestore(kv, actor, parsed.data, clock());
-    return c.redirect(`/backup/restore/requests/${restore.id}`, 303);
-  } catch (e) {
-    return await refused(c, point, "image", values, e);
-  }
+  return await queueRestore(
+    c,
+    point,
+    "image",
+    values,
+    () => requestImageRestore(kv, actor, parsed.data, clock()),
+  );
 });
 
 restoreRoutes.post("/points/:restorePointId/bmr", requires("backup.restore"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const point = await requireRestorePoint(kv, actor, c.req.param("restorePointId"));
-  const mode = str(await readForm(c), "mode");
+  const { kv, clock, actor, point, form } = await pointForm(c, c.req.param("restorePointId"));
+  const mode = str(form, "mode");
   const parsed = BmrInput.safeParse({ restorePointId: point.id, mode });
   if (!parsed.success) {
     return await pointPage(
