@@ -75,8 +75,11 @@ export function FieldFrame(props: {
     <div class={error ? "field field--error" : "field"}>
       <label for={id}>{props.label}</label>
       {props.children}
-      {hint && !error && <p class="hint" id={described ? `${id}-hint` : undefined}>{hint}</p>}
-      {error && <p class="field-error" id={described ? `${id}-error` : undefined}>{error}</p>}
+      {hint && !error &&
+        (described ? <p class="hint" id={`${id}-hint`}>{hint}</p> : <p class="hint">{hint}</p>)}
+      {error && (described
+        ? <p class="field-error" id={`${id}-error`}>{error}</p>
+        : <p class="field-error">{error}</p>)}
     </div>
   );
 }
