@@ -126,6 +126,25 @@ export function Select(props: {
   );
 }
 
+/**
+ * The form of a destructive action's confirmation page (a delete, a removal, a secret replaced): what it
+ * does (`children`), the CSRF field, the danger button that POSTs to `action`, and Cancel back to `cancel`.
+ */
+export function ConfirmForm(
+  props: { action: string; cancel: string; csrf: string; label: string; children?: ComponentChildren },
+) {
+  return (
+    <form method="post" action={props.action} class="form">
+      {props.children}
+      <Csrf token={props.csrf} />
+      <div class="form-actions">
+        <button type="submit" class="btn btn--danger">{props.label}</button>
+        <a class="btn btn--ghost" href={props.cancel}>Cancel</a>
+      </div>
+    </form>
+  );
+}
+
 /** The form-level error summary. */
 export function FormErrors(props: { message?: string }) {
   return props.message ? <p class="form-error" role="alert">{props.message}</p> : null;

@@ -32,7 +32,7 @@ import { requires } from "./access.ts";
 import { RECOVERY_KEY_PATH } from "./admin_recovery_key.tsx";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
-import { noStore, redirectWithNotice, render } from "./render.tsx";
+import { confirmPage, noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const adminOrgRoutes = new Hono<AppEnv>();
 
@@ -372,12 +372,11 @@ adminOrgRoutes.post("/:orgId", requires("admin"), async (c) => {
 
 adminOrgRoutes.get("/:orgId/rotate", requires("admin"), async (c) => {
   const org = await requireOrg(c.get("deps").kv, c.get("actor")!, c.req.param("orgId"));
-  return render(
-    c,
-    "Issue a new secret",
-    (
+  return confirmPage(c, {
+    title: "Issue a new secret",
+    question: `Issue a new registration secret for ${org.name}?`,
+    explain: (
       <>
-        <PageHeader title={`Issue a new registration secret for ${org.name}?`} />
         <p>
           The new secret is shown once, on the next page, for you to copy into the <code>deno task bes</code>
           {" "}
@@ -388,16 +387,12 @@ adminOrgRoutes.get("/:orgId/rotate", requires("admin"), async (c) => {
           keys and never use the secret again. The secret issued {formatTime(org.secretRotatedAt)}{" "}
           (wherever it was copied to) stops working for new registrations.
         </p>
-        <form method="post" action={`/admin/orgs/${org.id}/rotate`} class="form">
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Issue a new secret</button>
-            <a class="btn btn--ghost" href={`/admin/orgs/${org.id}`}>Cancel</a>
-          </div>
-        </form>
       </>
     ),
-  );
+    action: `/admin/orgs/${org.id}/rotate`,
+    cancel: `/admin/orgs/${org.id}`,
+    label: "Issue a new secret",
+  });
 });
 
 adminOrgRoutes.post("/:orgId/rotate", requires("admin"), async (c) => {

@@ -32,7 +32,7 @@ import { getUserList } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, list, readForm, str } from "./forms.ts";
-import { noStore, redirectWithNotice, render } from "./render.tsx";
+import { confirmPage, noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const adminUserRoutes = new Hono<AppEnv>();
 
@@ -436,23 +436,14 @@ adminUserRoutes.post("/:userId/password", requires("admin"), async (c) => {
 
 adminUserRoutes.get("/:userId/delete", requires("admin"), async (c) => {
   const user = await requireUser(c.get("deps").kv, c.get("actor")!, c.req.param("userId"));
-  return render(
-    c,
-    "Delete user",
-    (
-      <>
-        <PageHeader title={`Delete ${user.email}?`} />
-        <p>This removes the user, signs them out, and revokes their API tokens. It cannot be undone.</p>
-        <form method="post" action={`/admin/users/${user.id}/delete`} class="form">
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Delete user</button>
-            <a class="btn btn--ghost" href={`/admin/users/${user.id}`}>Cancel</a>
-          </div>
-        </form>
-      </>
-    ),
-  );
+  return confirmPage(c, {
+    title: "Delete user",
+    question: `Delete ${user.email}?`,
+    explain: <p>This removes the user, signs them out, and revokes their API tokens. It cannot be undone.</p>,
+    action: `/admin/users/${user.id}/delete`,
+    cancel: `/admin/users/${user.id}`,
+    label: "Delete user",
+  });
 });
 
 adminUserRoutes.post("/:userId/delete", requires("admin"), async (c) => {

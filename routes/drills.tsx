@@ -37,7 +37,7 @@ import { getDrillDetail, getDrillForm, getDrillList, getDrillRun } from "../doma
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, list, readForm, saveForm, str } from "./forms.ts";
-import { redirectWithNotice, render } from "./render.tsx";
+import { confirmPage, redirectWithNotice, render } from "./render.tsx";
 
 export const drillRoutes = new Hono<AppEnv>();
 
@@ -612,23 +612,14 @@ drillRoutes.get("/:drillId/delete", requires("backup.restore"), async (c) => {
   const actor = c.get("actor")!;
   const drill = await requireDrill(kv, actor, c.req.param("drillId"));
   authorize(actor, "backup.restore", { accountId: drill.accountId, orgId: drill.orgId });
-  return render(
-    c,
-    "Delete drill",
-    <>
-      <PageHeader
-        title={`Delete drill ${drill.name}?`}
-        subtitle="Its schedule stops; its past runs stay in the audit trail."
-      />
-      <form method="post" action={`/backup/drills/${drill.id}/delete`} class="form">
-        <Csrf token={c.get("csrfToken")} />
-        <div class="form-actions">
-          <button type="submit" class="btn btn--danger">Delete drill</button>
-          <a class="btn btn--ghost" href={`/backup/drills/${drill.id}`}>Cancel</a>
-        </div>
-      </form>
-    </>,
-  );
+  return confirmPage(c, {
+    title: "Delete drill",
+    question: `Delete drill ${drill.name}?`,
+    subtitle: "Its schedule stops; its past runs stay in the audit trail.",
+    action: `/backup/drills/${drill.id}/delete`,
+    cancel: `/backup/drills/${drill.id}`,
+    label: "Delete drill",
+  });
 });
 
 drillRoutes.post("/:drillId/delete", requires("backup.restore"), async (c) => {

@@ -69,7 +69,7 @@ import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { list, readForm, saveForm, str } from "./forms.ts";
 import { StaleCursorNotice } from "./paging.tsx";
-import { noStore, redirectWithNotice, render } from "./render.tsx";
+import { confirmPage, noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const notificationRoutes = new Hono<AppEnv>();
 
@@ -120,23 +120,14 @@ function confirmDelete(
   c: Context<AppEnv>,
   props: { what: "channel" | "rule"; name: string; action: string; children: string },
 ) {
-  return render(
-    c,
-    `Delete ${props.what}`,
-    (
-      <>
-        <PageHeader title={`Delete ${props.name}?`} />
-        <form method="post" action={`${props.action}/delete`} class="form">
-          <p>{props.children}</p>
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Delete {props.what}</button>
-            <a class="btn btn--ghost" href={props.action}>Cancel</a>
-          </div>
-        </form>
-      </>
-    ),
-  );
+  return confirmPage(c, {
+    title: `Delete ${props.what}`,
+    question: `Delete ${props.name}?`,
+    action: `${props.action}/delete`,
+    cancel: props.action,
+    label: `Delete ${props.what}`,
+    inForm: <p>{props.children}</p>,
+  });
 }
 
 /** Where the test button sends the user back to. */

@@ -43,7 +43,7 @@ import {
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
 import { readForm, saveForm, str } from "./forms.ts";
-import { redirectWithNotice, render } from "./render.tsx";
+import { confirmPage, redirectWithNotice, render } from "./render.tsx";
 
 export const platformRoutes = new Hono<AppEnv>();
 
@@ -634,29 +634,22 @@ platformRoutes.get("/:platformId/delete", requires("backup.manage"), async (c) =
   const actor = c.get("actor")!;
   const platform = await requirePlatform(kv, actor, c.req.param("platformId"));
   const { footprint } = await getPlatformDelete(kv, actor, { platform }, clock());
-  return render(
-    c,
-    "Delete platform",
-    (
-      <>
-        <PageHeader title={`Delete ${platform.name}?`} />
-        <form method="post" action={`/backup/platforms/${platform.id}/delete`} class="form">
-          <p data-testid="delete-footprint">
-            Removes the platform and its vault credential, its {footprint.jobs} imported job(s) and its{" "}
-            {footprint.objects}{" "}
-            protected object(s) (they leave the dashboard counts and their open alerts are resolved). The runs
-            already imported stay in the run history. Nothing is changed on the platform itself. This cannot
-            be undone; registering the platform again imports everything anew.
-          </p>
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Delete platform</button>
-            <a class="btn btn--ghost" href={`/backup/platforms/${platform.id}`}>Cancel</a>
-          </div>
-        </form>
-      </>
+  return confirmPage(c, {
+    title: "Delete platform",
+    question: `Delete ${platform.name}?`,
+    action: `/backup/platforms/${platform.id}/delete`,
+    cancel: `/backup/platforms/${platform.id}`,
+    label: "Delete platform",
+    inForm: (
+      <p data-testid="delete-footprint">
+        Removes the platform and its vault credential, its {footprint.jobs} imported job(s) and its{" "}
+        {footprint.objects}{" "}
+        protected object(s) (they leave the dashboard counts and their open alerts are resolved). The runs
+        already imported stay in the run history. Nothing is changed on the platform itself. This cannot be
+        undone; registering the platform again imports everything anew.
+      </p>
     ),
-  );
+  });
 });
 
 platformRoutes.post("/:platformId/delete", requires("backup.manage"), async (c) => {

@@ -62,7 +62,7 @@ import {
 } from "../domain/read_models/policy_detail.ts";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, saveForm, str } from "./forms.ts";
-import { redirectWithNotice, render } from "./render.tsx";
+import { confirmPage, redirectWithNotice, render } from "./render.tsx";
 
 /** `?besId=` pre-selects the BES of a new policy (from an engine's page); anything else selects none. */
 const NewPolicyQuery = z.object({ besId: z.string().regex(/^[0-9A-Z]{26}$/).catch("") }).catch({ besId: "" });
@@ -789,27 +789,20 @@ policyRoutes.post("/:policyId/toggle", requires("backup.manage"), async (c) => {
 
 policyRoutes.get("/:policyId/delete", requires("backup.manage"), async (c) => {
   const p = await requirePolicy(c.get("deps").kv, c.get("actor")!, c.req.param("policyId"));
-  return render(
-    c,
-    "Delete policy",
-    (
-      <>
-        <PageHeader title={`Delete ${p.name}?`} />
-        <p>
-          Deletes the policy with its host assignments, replication rules and app hooks. Its restore points
-          and repositories are kept until they expire under the policy's last retention; its storage targets
-          cannot be deleted while they hold them.
-        </p>
-        <form method="post" action={`/backup/policies/${p.id}/delete`} class="form">
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Delete policy</button>
-            <a class="btn btn--ghost" href={`/backup/policies/${p.id}`}>Cancel</a>
-          </div>
-        </form>
-      </>
+  return confirmPage(c, {
+    title: "Delete policy",
+    question: `Delete ${p.name}?`,
+    explain: (
+      <p>
+        Deletes the policy with its host assignments, replication rules and app hooks. Its restore points and
+        repositories are kept until they expire under the policy's last retention; its storage targets cannot
+        be deleted while they hold them.
+      </p>
     ),
-  );
+    action: `/backup/policies/${p.id}/delete`,
+    cancel: `/backup/policies/${p.id}`,
+    label: "Delete policy",
+  });
 });
 
 policyRoutes.post("/:policyId/delete", requires("backup.manage"), async (c) => {

@@ -1,6 +1,15 @@
 /** Backup > Scripts: the hook script library (list, add, delete). */
 import { type Context, Hono } from "hono";
-import { Csrf, EmptyState, Field, formatTime, FormErrors, PageHeader, Select } from "../components/ui.tsx";
+import {
+  ConfirmForm,
+  Csrf,
+  EmptyState,
+  Field,
+  formatTime,
+  FormErrors,
+  PageHeader,
+  Select,
+} from "../components/ui.tsx";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
 import { can } from "../domain/rbac.ts";
 import {
@@ -159,13 +168,12 @@ scriptRoutes.get("/:scriptId/delete", requires("backup.manage"), async (c) => {
             </p>
           )
           : (
-            <form method="post" action={`/backup/scripts/${script.id}/delete`} class="form">
-              <Csrf token={c.get("csrfToken")} />
-              <div class="form-actions">
-                <button type="submit" class="btn btn--danger">Delete script</button>
-                <a class="btn btn--ghost" href="/backup/scripts">Cancel</a>
-              </div>
-            </form>
+            <ConfirmForm
+              action={`/backup/scripts/${script.id}/delete`}
+              cancel="/backup/scripts"
+              csrf={c.get("csrfToken")}
+              label="Delete script"
+            />
           )}
       </>
     ),

@@ -6,6 +6,7 @@ import { dateTimeText } from "../components/time.tsx";
 import { Island } from "../components/Island.tsx";
 import {
   Badge,
+  ConfirmForm,
   Csrf,
   EmptyState,
   Field,
@@ -724,17 +725,17 @@ storageRoutes.get("/:targetId/delete", requires("backup.manage"), async (c) => {
           : held.count > 0
           ? null
           : (
-            <form method="post" action={`/backup/storage/${target.id}/delete`} class="form">
+            <ConfirmForm
+              action={`/backup/storage/${target.id}/delete`}
+              cancel={`/backup/storage/${target.id}`}
+              csrf={c.get("csrfToken")}
+              label="Delete storage target"
+            >
               <p>
                 Removes the storage target, its capacity history and its vault credential. This cannot be
                 undone.
               </p>
-              <Csrf token={c.get("csrfToken")} />
-              <div class="form-actions">
-                <button type="submit" class="btn btn--danger">Delete storage target</button>
-                <a class="btn btn--ghost" href={`/backup/storage/${target.id}`}>Cancel</a>
-              </div>
-            </form>
+            </ConfirmForm>
           )}
       </>
     ),
