@@ -25,7 +25,7 @@ import {
 } from "../domain/hooks.ts";
 import { type Policy, requirePolicy } from "../domain/policies.ts";
 import { createReplica, KEK_SOURCE_LABELS, KEK_SOURCES, ReplicaCreateInput } from "../domain/replicas.ts";
-import { replicaCounts, ReplicaLastCell, ReplicationTable } from "../components/replication.tsx";
+import { ReplicaRuleCells, ReplicaRuleHeads, ReplicationTable } from "../components/replication.tsx";
 import { replicaFormInput } from "./replicas.tsx";
 import { MEDIA_LABELS } from "../domain/three_two_one.ts";
 import { requires } from "./access.ts";
@@ -335,33 +335,14 @@ export function ReplicasSection(props: { data: PolicyReplicas; policy: Policy; c
         <table class="table table--compact">
           <thead>
             <tr>
-              <th>Secondary target</th>
-              <th>BES</th>
-              <th>KEK</th>
-              <th>After full</th>
-              <th>After incremental</th>
-              <th>Offsite</th>
-              <th>Points</th>
-              <th>Last copy / failure</th>
+              <ReplicaRuleHeads kek="KEK" />
               {manage && <th>Action</th>}
             </tr>
           </thead>
           <tbody>
             {rules.map((r) => (
               <tr key={r.id} data-testid="replica-row">
-                <td>
-                  {r.targetName ?? "—"}{" "}
-                  {r.targetTypeLabel && <span class="muted">({r.targetTypeLabel})</span>}
-                </td>
-                <td>{r.targetBesName ?? "—"}</td>
-                <td>{KEK_SOURCE_LABELS[r.kekSource]}</td>
-                <td>{r.replicateAfterFull ? "yes" : "no"}</td>
-                <td>{r.replicateAfterIncremental ? "yes" : "no"}</td>
-                <td>{r.isOffsite ? <Badge tone="info">offsite</Badge> : "—"}</td>
-                <td class="nowrap" data-testid="replica-counts">{replicaCounts(r.stats)}</td>
-                <td>
-                  <ReplicaLastCell stats={r.stats} />
-                </td>
+                <ReplicaRuleCells rule={r} />
                 {manage && (
                   <td>
                     <form method="post" action={`/backup/replicas/${r.id}/delete`} class="inline-form">

@@ -1,7 +1,7 @@
 /** Backup > Replicas: every replication rule, the add form, and removing a rule (also from the policy page). */
 import { type Context, Hono } from "hono";
-import { Badge, Csrf, EmptyState, formatTime, FormErrors, PageHeader, Select } from "../components/ui.tsx";
-import { replicaCounts, ReplicaLastCell } from "../components/replication.tsx";
+import { Csrf, EmptyState, formatTime, FormErrors, PageHeader, Select } from "../components/ui.tsx";
+import { ReplicaRuleCells, ReplicaRuleHeads } from "../components/replication.tsx";
 import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { createReplica, KEK_SOURCE_LABELS, KEK_SOURCES, ReplicaCreateInput } from "../domain/replicas.ts";
 import { TARGET_TYPE_LABELS } from "../domain/storage.ts";
@@ -72,14 +72,7 @@ async function replicasPage(
                 <thead>
                   <tr>
                     <th>Policy</th>
-                    <th>Secondary target</th>
-                    <th>BES</th>
-                    <th>KEK source</th>
-                    <th>After full</th>
-                    <th>After incremental</th>
-                    <th>Offsite</th>
-                    <th>Points</th>
-                    <th>Last copy / failure</th>
+                    <ReplicaRuleHeads kek="KEK source" />
                     <th>Created</th>
                   </tr>
                 </thead>
@@ -89,19 +82,7 @@ async function replicasPage(
                       <td>
                         <a href={`/backup/policies/${r.policyId}#replicas`}>{r.policyName}</a>
                       </td>
-                      <td>
-                        {r.targetName ?? "—"}{" "}
-                        {r.targetTypeLabel && <span class="muted">({r.targetTypeLabel})</span>}
-                      </td>
-                      <td>{r.targetBesName ?? "—"}</td>
-                      <td>{KEK_SOURCE_LABELS[r.kekSource]}</td>
-                      <td>{r.replicateAfterFull ? "yes" : "no"}</td>
-                      <td>{r.replicateAfterIncremental ? "yes" : "no"}</td>
-                      <td>{r.isOffsite ? <Badge tone="info">offsite</Badge> : "—"}</td>
-                      <td class="nowrap" data-testid="replica-counts">{replicaCounts(r.stats)}</td>
-                      <td>
-                        <ReplicaLastCell stats={r.stats} />
-                      </td>
+                      <ReplicaRuleCells rule={r} />
                       <td class="nowrap">{formatTime(r.createdAt)}</td>
                     </tr>
                   ))}
