@@ -126,6 +126,16 @@ export function Select(props: {
   );
 }
 
+/** A form's buttons: the primary submit button `submit`, and Cancel back to `cancel` when given. */
+export function FormActions(props: { submit: string; cancel?: string }) {
+  return (
+    <div class="form-actions">
+      <button type="submit" class="btn btn--primary">{props.submit}</button>
+      {props.cancel !== undefined && <a class="btn btn--ghost" href={props.cancel}>Cancel</a>}
+    </div>
+  );
+}
+
 /**
  * The form of a destructive action's confirmation page (a delete, a removal, a secret replaced): what it
  * does (`children`), the CSRF field, the danger button that POSTs to `action`, and Cancel back to `cancel`.

@@ -9,6 +9,7 @@ import {
   Csrf,
   EmptyState,
   Field,
+  FormActions,
   formatTime,
   FormErrors,
   PageHeader,
@@ -211,10 +212,7 @@ function OrgForm(
       <Csrf token={props.csrf} />
       <FormErrors message={props.error} />
       <Field name="name" label="Name" value={props.name} errors={props.errors} required />
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">Save</button>
-        <a class="btn btn--ghost" href="/admin/orgs">Cancel</a>
-      </div>
+      <FormActions submit="Save" cancel="/admin/orgs" />
     </form>
   );
 }

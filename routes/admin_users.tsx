@@ -8,6 +8,7 @@ import {
   Csrf,
   EmptyState,
   Field,
+  FormActions,
   formatTime,
   FormErrors,
   PageHeader,
@@ -204,10 +205,7 @@ function UserForm(props: {
           <input type="checkbox" name="disabled" value="on" checked={v.disabled} /> Disabled (cannot sign in)
         </label>
       )}
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">{props.isNew ? "Create user" : "Save changes"}</button>
-        <a class="btn btn--ghost" href="/admin/users">Cancel</a>
-      </div>
+      <FormActions submit={props.isNew ? "Create user" : "Save changes"} cancel="/admin/users" />
     </form>
   );
 }

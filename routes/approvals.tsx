@@ -8,6 +8,7 @@ import {
   Csrf,
   EmptyState,
   Field,
+  FormActions,
   formatTime,
   FormErrors,
   PageHeader,
@@ -287,9 +288,7 @@ async function settingsPage(
           errors={errors}
           hint="1–168; an expired request changes nothing"
         />
-        <div class="form-actions">
-          <button type="submit" class="btn btn--primary">Save</button>
-        </div>
+        <FormActions submit="Save" />
       </form>
       {settings.updatedAt && (
         <p class="hint">Last changed {formatTime(settings.updatedAt)} by {settings.updatedBy}</p>

@@ -10,6 +10,7 @@ import {
   Csrf,
   EmptyState,
   Field,
+  FormActions,
   formatBytes,
   formatTime,
   FormErrors,
@@ -287,10 +288,10 @@ async function formPage(
         <label class="choice">
           <input type="checkbox" name="enabled" value="on" checked={values.enabled} /> Enabled
         </label>
-        <div class="form-actions">
-          <button type="submit" class="btn btn--primary">{drill ? "Save drill" : "Create drill"}</button>
-          <a class="btn btn--ghost" href={drill ? `/backup/drills/${drill.id}` : "/backup/drills"}>Cancel</a>
-        </div>
+        <FormActions
+          submit={drill ? "Save drill" : "Create drill"}
+          cancel={drill ? `/backup/drills/${drill.id}` : "/backup/drills"}
+        />
       </form>
     </>,
     errors || error ? 422 : 200,

@@ -6,6 +6,7 @@ import {
   Badge,
   Csrf,
   Field,
+  FormActions,
   formatAge,
   formatBytes,
   formatDuration,
@@ -271,9 +272,7 @@ function EnginePage(props: {
                 errors={props.errors}
                 hint="e.g. 10.20.0.0/24"
               />
-              <div class="form-actions">
-                <button type="submit" class="btn btn--primary">Save</button>
-              </div>
+              <FormActions submit="Save" />
             </form>
           </section>
           <section class="panel panel--danger">

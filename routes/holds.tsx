@@ -3,7 +3,16 @@
  * restore points (backup.hold), and releasing one (four-eyes when on). See holds.ts.
  */
 import { type Context, Hono } from "hono";
-import { Badge, Csrf, EmptyState, Field, formatTime, FormErrors, PageHeader } from "../components/ui.tsx";
+import {
+  Badge,
+  Csrf,
+  EmptyState,
+  Field,
+  FormActions,
+  formatTime,
+  FormErrors,
+  PageHeader,
+} from "../components/ui.tsx";
 import { requestIfFourEyes } from "../domain/approvals.ts";
 import { ConflictError, type FieldErrors, NotFoundError } from "../domain/errors.ts";
 import { HoldInput, type LegalHold, placeHold, releaseHold, requireHold } from "../domain/holds.ts";
@@ -140,9 +149,7 @@ async function holdsPage(c: Context<AppEnv>, typed?: Typed, errors: FieldErrors 
               required
             />
             <Field name="reason" label="Reason" value={typed?.reason} errors={errors} required />
-            <div class="form-actions">
-              <button type="submit" class="btn btn--primary">Place hold</button>
-            </div>
+            <FormActions submit="Place hold" />
           </form>
         </section>
       )}

@@ -11,6 +11,7 @@ import {
   Csrf,
   EmptyState,
   Field,
+  FormActions,
   formatTime,
   FormErrors,
   PageHeader,
@@ -545,10 +546,10 @@ function ChannelForm(props: ChannelFormProps) {
           <input type="checkbox" name="enabled" value="on" checked={checked("enabled")} /> Enabled
         </label>
       )}
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">{e ? "Save changes" : "Create channel"}</button>
-        <a class="btn btn--ghost" href={e ? `${BASE}/channels/${e.id}` : BASE}>Cancel</a>
-      </div>
+      <FormActions
+        submit={e ? "Save changes" : "Create channel"}
+        cancel={e ? `${BASE}/channels/${e.id}` : BASE}
+      />
     </form>
   );
 }
@@ -953,14 +954,10 @@ function RuleForm(props: RuleFormProps) {
       <label class="choice">
         <input type="checkbox" name="enabled" value="on" checked={v("enabled") === "on"} /> Enabled
       </label>
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">
-          {props.existing ? "Save changes" : "Create rule"}
-        </button>
-        <a class="btn btn--ghost" href={props.existing ? `${BASE}/rules/${props.existing.id}` : BASE}>
-          Cancel
-        </a>
-      </div>
+      <FormActions
+        submit={props.existing ? "Save changes" : "Create rule"}
+        cancel={props.existing ? `${BASE}/rules/${props.existing.id}` : BASE}
+      />
     </form>
   );
 }

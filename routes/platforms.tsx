@@ -9,6 +9,7 @@ import {
   Csrf,
   EmptyState,
   Field,
+  FormActions,
   formatAge,
   formatTime,
   FormErrors,
@@ -263,10 +264,10 @@ function PlatformForm(props: FormProps) {
         <input type="checkbox" name="syncEnabled" value="on" checked={v("syncEnabled") !== "off"} />{" "}
         Sync automatically
       </label>
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">{e ? "Save changes" : "Register platform"}</button>
-        <a class="btn btn--ghost" href={e ? `/backup/platforms/${e.id}` : "/backup/platforms"}>Cancel</a>
-      </div>
+      <FormActions
+        submit={e ? "Save changes" : "Register platform"}
+        cancel={e ? `/backup/platforms/${e.id}` : "/backup/platforms"}
+      />
     </form>
   );
 }

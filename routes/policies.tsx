@@ -10,6 +10,7 @@ import {
   Csrf,
   EmptyState,
   Field,
+  FormActions,
   formatTime,
   FormErrors,
   PageHeader,
@@ -413,17 +414,10 @@ function PolicyForm(props: {
         <Check name="enabled" label="Enabled" form={f} />
       </Section>
       {props.hooksSection}
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">
-          {props.existing ? "Save policy" : "Create policy"}
-        </button>
-        <a
-          class="btn btn--ghost"
-          href={props.existing ? `/backup/policies/${props.existing.id}` : "/backup/policies"}
-        >
-          Cancel
-        </a>
-      </div>
+      <FormActions
+        submit={props.existing ? "Save policy" : "Create policy"}
+        cancel={props.existing ? `/backup/policies/${props.existing.id}` : "/backup/policies"}
+      />
     </form>
   );
 }

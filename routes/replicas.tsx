@@ -1,6 +1,14 @@
 /** Backup > Replicas: every replication rule, the add form, and removing a rule (also from the policy page). */
 import { type Context, Hono } from "hono";
-import { Csrf, EmptyState, formatTime, FormErrors, PageHeader, Select } from "../components/ui.tsx";
+import {
+  Csrf,
+  EmptyState,
+  FormActions,
+  formatTime,
+  FormErrors,
+  PageHeader,
+  Select,
+} from "../components/ui.tsx";
 import { ReplicaRuleCells, ReplicaRuleHeads } from "../components/replication.tsx";
 import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { createReplica, KEK_SOURCE_LABELS, KEK_SOURCES, ReplicaCreateInput } from "../domain/replicas.ts";
@@ -154,9 +162,7 @@ async function replicasPage(
                 <input type="checkbox" name="isOffsite" value="on" checked={values.isOffsite} />{" "}
                 Offsite copy (counts for the 3-2-1 rule's offsite copy)
               </label>
-              <div class="form-actions">
-                <button type="submit" class="btn btn--primary">Add replica rule</button>
-              </div>
+              <FormActions submit="Add replica rule" />
             </form>
           </section>
         )}

@@ -9,6 +9,7 @@ import {
   Badge,
   Csrf,
   Field,
+  FormActions,
   formatBytes,
   formatTime,
   FormErrors,
@@ -400,9 +401,7 @@ function AdminBackupsPage(
               : "Stored in the vault; never shown again."}
           />
         </fieldset>
-        <div class="form-actions">
-          <button type="submit" class="btn btn--primary">Save</button>
-        </div>
+        <FormActions submit="Save" />
       </form>
     </>
   );
@@ -490,9 +489,7 @@ adminMaintenanceRoutes.get("/", requires("admin"), async (c) => {
                 <input type="radio" name="database" value="results" /> Results DB
               </label>
             </fieldset>
-            <div class="form-actions">
-              <button type="submit" class="btn btn--primary">Back up now</button>
-            </div>
+            <FormActions submit="Back up now" />
           </form>
         </section>
         <section class="panel panel--danger">

@@ -10,6 +10,7 @@ import {
   Csrf,
   EmptyState,
   Field,
+  FormActions,
   formatAge,
   formatBytes,
   formatTime,
@@ -313,10 +314,10 @@ function TargetForm(props: TargetFormProps) {
         )}
         {props.errors?.credentials && <p class="field-error">{props.errors.credentials}</p>}
       </fieldset>
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">{e ? "Save changes" : "Create storage target"}</button>
-        <a class="btn btn--ghost" href={e ? `/backup/storage/${e.id}` : "/backup/storage"}>Cancel</a>
-      </div>
+      <FormActions
+        submit={e ? "Save changes" : "Create storage target"}
+        cancel={e ? `/backup/storage/${e.id}` : "/backup/storage"}
+      />
     </form>
   );
 }
