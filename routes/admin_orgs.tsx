@@ -5,17 +5,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { Island } from "../components/Island.tsx";
 import { startCommands } from "../components/getting_started.tsx";
-import {
-  Csrf,
-  EmptyState,
-  Field,
-  FormActions,
-  formatTime,
-  FormErrors,
-  PageHeader,
-  Pager,
-  SortHeader,
-} from "../components/ui.tsx";
+import { Csrf, Field, FormActions, formatTime, FormErrors, PageHeader } from "../components/ui.tsx";
 import { type FieldErrors, ValidationError } from "../domain/errors.ts";
 import {
   createOrg,
@@ -30,6 +20,7 @@ import type { Org } from "../domain/types.ts";
 import CopySecret from "../islands/CopySecret.tsx";
 import { getOrgList } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
+import { FilteredList, listQuery, sortRows } from "./list_page.tsx";
 import { RECOVERY_KEY_PATH } from "./admin_recovery_key.tsx";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, readForm, str } from "./forms.ts";
@@ -46,15 +37,13 @@ const ListQuery = z.object({
 
 adminOrgRoutes.get("/", requires("admin"), async (c) => {
   const actor = c.get("actor")!;
-  const query = ListQuery.parse(c.req.query());
+  const list = listQuery(ListQuery, c.req.query(), []);
+  const query = list.filter;
   const { kv, clock } = c.get("deps");
   const { orgs, account } = await getOrgList(kv, actor, {}, clock());
   const needle = query.q.toLowerCase();
   const rows = orgs.filter((o) => !needle || o.name.toLowerCase().includes(needle));
-  const field = query.sort.replace(/^-/, "") as "name" | "createdAt";
-  const dir = query.sort.startsWith("-") ? -1 : 1;
-  rows.sort((a, b) => dir * a[field].localeCompare(b[field]));
-  const keep = { q: query.q, sort: query.sort };
+  sortRows(rows, query.sort, (o, field) => o[field as "name" | "createdAt"]);
   return render(
     c,
     "Organizations",
@@ -67,43 +56,34 @@ adminOrgRoutes.get("/", requires("admin"), async (c) => {
             <a class="btn btn--primary" href="/admin/orgs/new">Add organization</a>
           )}
         />
-        <form method="get" class="filters">
-          <input type="search" name="q" value={query.q} placeholder="Search name" aria-label="Search" />
-          <button type="submit" class="btn">Filter</button>
-        </form>
-        {rows.length === 0
-          ? (
-            <EmptyState title={orgs.length ? "No organizations match" : "No organizations yet"}>
-              {orgs.length === 0 && actor.orgScope === "all" && (
-                <a href="/admin/orgs/new">Create the first organization</a>
-              )}
-            </EmptyState>
-          )
-          : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table table--cards">
-                <thead>
-                  <tr>
-                    <SortHeader label="Name" field="name" sort={query.sort} query={keep} />
-                    <th>Secret last rotated</th>
-                    <SortHeader label="Created" field="createdAt" sort={query.sort} query={keep} />
-                  </tr>
-                </thead>
-                <tbody>
-                  {rows.slice(query.offset, query.offset + query.limit).map((o) => (
-                    <tr key={o.id}>
-                      <td data-label="Name">
-                        <a href={`/admin/orgs/${o.id}`}>{o.name}</a>
-                      </td>
-                      <td data-label="Secret last rotated" class="nowrap">{formatTime(o.secretRotatedAt)}</td>
-                      <td data-label="Created" class="nowrap">{formatTime(o.createdAt)}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )}
-        <Pager total={rows.length} offset={query.offset} limit={query.limit} query={keep} />
+        <FilteredList
+          list={list}
+          path="/admin/orgs"
+          searchPlaceholder="Search name"
+          clear={false}
+          empty={{
+            title: orgs.length ? "No organizations match" : "No organizations yet",
+            children: orgs.length === 0 && actor.orgScope === "all" && (
+              <a href="/admin/orgs/new">Create the first organization</a>
+            ),
+          }}
+          columns={[
+            { label: "Name", sort: "name" },
+            { label: "Secret last rotated" },
+            { label: "Created", sort: "createdAt" },
+          ]}
+          rows={rows.slice(query.offset, query.offset + query.limit).map((o) => (
+            <tr key={o.id}>
+              <td data-label="Name">
+                <a href={`/admin/orgs/${o.id}`}>{o.name}</a>
+              </td>
+              <td data-label="Secret last rotated" class="nowrap">{formatTime(o.secretRotatedAt)}</td>
+              <td data-label="Created" class="nowrap">{formatTime(o.createdAt)}</td>
+            </tr>
+          ))}
+          count={rows.length}
+          total={rows.length}
+        />
         {actor.orgScope === "all" && <AccountSecretPanel issuedAt={account?.secretRotatedAt} />}
         {actor.orgScope === "all" && <RecoveryKeyPanel />}
       </>

@@ -6,15 +6,12 @@ import { Island } from "../components/Island.tsx";
 import {
   Badge,
   Csrf,
-  EmptyState,
   Field,
   FormActions,
   formatTime,
   FormErrors,
   PageHeader,
-  Pager,
   Select,
-  SortHeader,
 } from "../components/ui.tsx";
 import { type FieldErrors, ValidationError } from "../domain/errors.ts";
 import { listOrgs } from "../domain/tenancy.ts";
@@ -31,6 +28,7 @@ import {
 import OrgScopePicker from "../islands/OrgScopePicker.tsx";
 import { getUserList } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
+import { FilteredList, listQuery, sortRows } from "./list_page.tsx";
 import type { AppEnv } from "./env.ts";
 import { fieldErrors, list, readForm, str } from "./forms.ts";
 import { confirmPage, noStore, redirectWithNotice, render } from "./render.tsx";
@@ -55,7 +53,8 @@ function scopeLabel(user: User, orgs: Map<string, Org>) {
 adminUserRoutes.get("/", requires("admin"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const query = ListQuery.parse(c.req.query());
+  const list = listQuery(ListQuery, c.req.query(), ["role"]);
+  const query = list.filter;
   const { users, orgs: orgList } = await getUserList(kv, actor, {}, clock());
   const orgs = new Map(orgList.map((o) => [o.id, o]));
   const needle = query.q.toLowerCase();
@@ -63,11 +62,8 @@ adminUserRoutes.get("/", requires("admin"), async (c) => {
     (!needle || u.email.includes(needle) || u.name.toLowerCase().includes(needle)) &&
     (!query.role || u.role === query.role)
   );
-  const field = query.sort.replace(/^-/, "") as "email" | "name" | "role" | "createdAt";
-  const dir = query.sort.startsWith("-") ? -1 : 1;
-  filtered.sort((a, b) => dir * String(a[field]).localeCompare(String(b[field])));
+  sortRows(filtered, query.sort, (u, field) => u[field as "email" | "name" | "role" | "createdAt"]);
   const pageRows = filtered.slice(query.offset, query.offset + query.limit);
-  const keep = { q: query.q, role: query.role, sort: query.sort };
   return render(
     c,
     "Users",
@@ -78,63 +74,50 @@ adminUserRoutes.get("/", requires("admin"), async (c) => {
           subtitle="People who can sign in, their role and which organizations they see."
           actions={<a class="btn btn--primary" href="/admin/users/new">Add user</a>}
         />
-        <form method="get" class="filters">
-          <input
-            type="search"
-            name="q"
-            value={query.q}
-            placeholder="Search email or name"
-            aria-label="Search"
-          />
-          <select name="role" aria-label="Role">
-            <option value="">All roles</option>
-            {ROLES.map((r) => (
-              <option key={r} value={r} selected={query.role === r}>{ROLE_LABELS[r]}</option>
-            ))}
-          </select>
-          <button type="submit" class="btn">Filter</button>
-        </form>
-        {pageRows.length === 0
-          ? (
-            <EmptyState title={users.length ? "No users match these filters" : "No users yet"}>
-              {users.length
-                ? <a href="/admin/users">Clear filters</a>
-                : <a href="/admin/users/new">Add the first user</a>}
-            </EmptyState>
-          )
-          : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table table--cards">
-                <thead>
-                  <tr>
-                    <SortHeader label="Email" field="email" sort={query.sort} query={keep} />
-                    <SortHeader label="Name" field="name" sort={query.sort} query={keep} />
-                    <SortHeader label="Role" field="role" sort={query.sort} query={keep} />
-                    <th>Organization scope</th>
-                    <th>Status</th>
-                    <SortHeader label="Created" field="createdAt" sort={query.sort} query={keep} />
-                  </tr>
-                </thead>
-                <tbody>
-                  {pageRows.map((u) => (
-                    <tr key={u.id}>
-                      <td data-label="Email">
-                        <a href={`/admin/users/${u.id}`}>{u.email}</a>
-                      </td>
-                      <td data-label="Name">{u.name}</td>
-                      <td data-label="Role">{ROLE_LABELS[u.role]}</td>
-                      <td data-label="Organization scope">{scopeLabel(u, orgs)}</td>
-                      <td class="cell-status" data-label="Status">
-                        {u.disabled ? <Badge tone="muted">Disabled</Badge> : <Badge tone="ok">Active</Badge>}
-                      </td>
-                      <td data-label="Created" class="nowrap">{formatTime(u.createdAt)}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )}
-        <Pager total={filtered.length} offset={query.offset} limit={query.limit} query={keep} />
+        <FilteredList
+          list={list}
+          path="/admin/users"
+          searchPlaceholder="Search email or name"
+          clear={false}
+          filters={
+            <select name="role" aria-label="Role">
+              <option value="">All roles</option>
+              {ROLES.map((r) => (
+                <option key={r} value={r} selected={query.role === r}>{ROLE_LABELS[r]}</option>
+              ))}
+            </select>
+          }
+          empty={{
+            title: users.length ? "No users match these filters" : "No users yet",
+            children: users.length
+              ? <a href="/admin/users">Clear filters</a>
+              : <a href="/admin/users/new">Add the first user</a>,
+          }}
+          columns={[
+            { label: "Email", sort: "email" },
+            { label: "Name", sort: "name" },
+            { label: "Role", sort: "role" },
+            { label: "Organization scope" },
+            { label: "Status" },
+            { label: "Created", sort: "createdAt" },
+          ]}
+          rows={pageRows.map((u) => (
+            <tr key={u.id}>
+              <td data-label="Email">
+                <a href={`/admin/users/${u.id}`}>{u.email}</a>
+              </td>
+              <td data-label="Name">{u.name}</td>
+              <td data-label="Role">{ROLE_LABELS[u.role]}</td>
+              <td data-label="Organization scope">{scopeLabel(u, orgs)}</td>
+              <td class="cell-status" data-label="Status">
+                {u.disabled ? <Badge tone="muted">Disabled</Badge> : <Badge tone="ok">Active</Badge>}
+              </td>
+              <td data-label="Created" class="nowrap">{formatTime(u.createdAt)}</td>
+            </tr>
+          ))}
+          count={pageRows.length}
+          total={filtered.length}
+        />
       </>
     ),
   );
