@@ -30,7 +30,7 @@ import { getUserList } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
 import { FilteredList, listQuery, sortRows } from "./list_page.tsx";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, list, readForm, str } from "./forms.ts";
+import { fieldErrors, type FormFields, list, readForm, str } from "./forms.ts";
 import { confirmPage, noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const adminUserRoutes = new Hono<AppEnv>();
@@ -193,7 +193,7 @@ function UserForm(props: {
   );
 }
 
-function valuesFrom(form: Record<string, string | string[]>): FormValues {
+function valuesFrom(form: FormFields): FormValues {
   return {
     email: str(form, "email"),
     name: str(form, "name"),

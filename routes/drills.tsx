@@ -37,7 +37,7 @@ import { authorize, can } from "../domain/rbac.ts";
 import { getDrillDetail, getDrillForm, getDrillList, getDrillRun } from "../domain/read_models/drills.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, list, readForm, saveForm, str } from "./forms.ts";
+import { fieldErrors, type FormFields, list, readForm, saveForm, str } from "./forms.ts";
 import { confirmPage, redirectWithNotice, render } from "./render.tsx";
 
 export const drillRoutes = new Hono<AppEnv>();
@@ -82,7 +82,7 @@ type FormValues = {
   enabled: boolean;
 };
 
-function formValues(form: Record<string, string | string[]>): FormValues {
+function formValues(form: FormFields): FormValues {
   return {
     name: str(form, "name"),
     schedule: str(form, "schedule"),

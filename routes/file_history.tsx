@@ -24,7 +24,7 @@ import { type Host, requireHost } from "../domain/hosts.ts";
 import { getFileHistoryPage } from "../domain/read_models/file_history.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { readForm, str } from "./forms.ts";
+import { type FormFields, readForm, str } from "./forms.ts";
 import { noStore, render } from "./render.tsx";
 
 export const fileHistoryRoutes = new Hono<AppEnv>();
@@ -421,7 +421,7 @@ fileHistoryRoutes.post("/hosts/:hostId/history", requires("backup.restore"), asy
 });
 
 /** The checkbox convention of our forms: present and not "false" means on. */
-function checked(form: Record<string, string | string[]>, key: string): boolean {
+function checked(form: FormFields, key: string): boolean {
   const v = str(form, key);
   return v !== "" && v !== "false" && v !== "off";
 }

@@ -4,6 +4,9 @@ import { z } from "zod";
 import { ConflictError, type FieldErrors, HttpError, ValidationError } from "../domain/errors.ts";
 import type { AppEnv } from "./env.ts";
 
+/** A submitted form's fields as strings; a repeated field is an array. */
+export type FormFields = Record<string, string | string[]>;
+
 /**
  * The submitted form body, parsed once (Hono caches it for later readers). A body that cannot be read
  * as the form its content type announces — `multipart/form-data` without a boundary, a broken
@@ -25,9 +28,9 @@ export async function parseFormBody(
 }
 
 /** The submitted form as strings (repeated fields become arrays), without `_csrf`. */
-export async function readForm(c: Context<AppEnv>): Promise<Record<string, string | string[]>> {
+export async function readForm(c: Context<AppEnv>): Promise<FormFields> {
   const body = await parseFormBody(c);
-  const out: Record<string, string | string[]> = {};
+  const out: FormFields = {};
   for (const [key, value] of Object.entries(body)) {
     if (key === "_csrf") continue;
     if (Array.isArray(value)) out[key] = value.filter((v): v is string => typeof v === "string");
@@ -37,13 +40,13 @@ export async function readForm(c: Context<AppEnv>): Promise<Record<string, strin
 }
 
 /** One string field of a form ("" when missing). */
-export function str(form: Record<string, string | string[]>, key: string): string {
+export function str(form: FormFields, key: string): string {
   const v = form[key];
   return Array.isArray(v) ? (v[0] ?? "") : (v ?? "");
 }
 
 /** A repeated field as a list. */
-export function list(form: Record<string, string | string[]>, key: string): string[] {
+export function list(form: FormFields, key: string): string[] {
   const v = form[key];
   return Array.isArray(v) ? v : v ? [v] : [];
 }

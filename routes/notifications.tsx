@@ -68,13 +68,11 @@ import {
 } from "../domain/read_models/notifications.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { list, readForm, saveForm, str } from "./forms.ts";
+import { type FormFields, list, readForm, saveForm, str } from "./forms.ts";
 import { StaleCursorNotice } from "./paging.tsx";
 import { confirmPage, noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const notificationRoutes = new Hono<AppEnv>();
-
-type FormData = Record<string, string | string[]>;
 
 const BASE = "/backup/notifications";
 const STATUS_TONE: Record<DeliveryStatus, Tone> = { pending: "warn", delivered: "ok", failed: "bad" };
@@ -427,7 +425,7 @@ interface ChannelFormProps {
   csrf: string;
   action: string;
   type: ChannelType;
-  values: FormData;
+  values: FormFields;
   owners?: Array<{ value: string; label: string }>;
   errors?: FieldErrors;
   error?: string;
@@ -555,7 +553,7 @@ function ChannelForm(props: ChannelFormProps) {
 }
 
 /** The domain input of a channel form (without owner fields). */
-function channelFieldsFromForm(type: string, form: FormData) {
+function channelFieldsFromForm(type: string, form: FormFields) {
   if (type === "webhook") {
     return {
       type,
@@ -579,7 +577,7 @@ function channelFieldsFromForm(type: string, form: FormData) {
   };
 }
 
-function formFromChannel(ch: NotificationChannel): FormData {
+function formFromChannel(ch: NotificationChannel): FormFields {
   // The URL may carry a token: the form never shows it (left empty, the stored one is kept).
   return ch.type === "webhook" ? { name: ch.name, url: "" } : {
     name: ch.name,
@@ -599,7 +597,7 @@ function channelType(value: string | undefined): ChannelType {
 async function newChannelPage(
   c: Context<AppEnv>,
   type: ChannelType,
-  values: FormData,
+  values: FormFields,
   errors?: FieldErrors,
   error?: string,
 ) {
@@ -685,7 +683,7 @@ notificationRoutes.post("/channels/new", requires("backup.manage"), async (c) =>
 async function channelPage(
   c: Context<AppEnv>,
   channel: NotificationChannel,
-  values?: FormData,
+  values?: FormFields,
   errors?: FieldErrors,
   error?: string,
 ) {
@@ -873,7 +871,7 @@ interface RuleFormProps {
   csrf: string;
   action: string;
   actor: Actor;
-  values: FormData;
+  values: FormFields;
   orgs: Org[];
   channels: NotificationChannel[];
   errors?: FieldErrors;
@@ -962,7 +960,7 @@ function RuleForm(props: RuleFormProps) {
   );
 }
 
-function ruleInputFromForm(form: FormData) {
+function ruleInputFromForm(form: FormFields) {
   return {
     name: str(form, "name"),
     minSeverity: str(form, "minSeverity"),
@@ -973,7 +971,7 @@ function ruleInputFromForm(form: FormData) {
   };
 }
 
-function formFromRule(r: NotificationRule): FormData {
+function formFromRule(r: NotificationRule): FormFields {
   return {
     name: r.name,
     minSeverity: r.minSeverity,
@@ -985,7 +983,7 @@ function formFromRule(r: NotificationRule): FormData {
   };
 }
 
-async function newRulePage(c: Context<AppEnv>, values: FormData, errors?: FieldErrors, error?: string) {
+async function newRulePage(c: Context<AppEnv>, values: FormFields, errors?: FieldErrors, error?: string) {
   const actor = c.get("actor")!;
   const { kv, clock } = c.get("deps");
   const { orgs, channels } = await getRuleForm(kv, actor, {}, clock());
@@ -1034,7 +1032,7 @@ notificationRoutes.post("/rules/new", requires("backup.manage"), async (c) => {
 async function rulePage(
   c: Context<AppEnv>,
   rule: NotificationRule,
-  values?: FormData,
+  values?: FormFields,
   errors?: FieldErrors,
   error?: string,
 ) {

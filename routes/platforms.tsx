@@ -43,12 +43,10 @@ import {
 } from "../domain/read_models/platforms.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { readForm, saveForm, str } from "./forms.ts";
+import { type FormFields, readForm, saveForm, str } from "./forms.ts";
 import { confirmPage, redirectWithNotice, render } from "./render.tsx";
 
 export const platformRoutes = new Hono<AppEnv>();
-
-type FormData = Record<string, string | string[]>;
 
 const SYNC_TONE: Record<SyncReport["status"], Tone> = { success: "ok", failed: "bad" };
 
@@ -152,7 +150,7 @@ interface FormProps {
   csrf: string;
   action: string;
   orgs: Org[];
-  values: FormData;
+  values: FormFields;
   errors?: FieldErrors;
   error?: string;
   existing?: Platform;
@@ -279,7 +277,7 @@ async function manageableOrgs(c: Context<AppEnv>): Promise<Org[]> {
 }
 
 /** The form's fields as the shared schema's input (blank numbers fall back to their defaults). */
-function inputFromForm(form: FormData) {
+function inputFromForm(form: FormFields) {
   return {
     name: str(form, "name"),
     endpointUrl: str(form, "endpointUrl"),
@@ -295,12 +293,12 @@ function inputFromForm(form: FormData) {
 }
 
 /** What was typed, without the password, to re-render a form. */
-function typed(form: FormData): FormData {
+function typed(form: FormFields): FormFields {
   const { password: _password, ...rest } = form;
   return { ...rest, syncEnabled: str(form, "syncEnabled") === "on" ? "on" : "off" };
 }
 
-async function newPage(c: Context<AppEnv>, values: FormData, errors?: FieldErrors, error?: string) {
+async function newPage(c: Context<AppEnv>, values: FormFields, errors?: FieldErrors, error?: string) {
   const orgs = await manageableOrgs(c);
   return render(
     c,
@@ -355,7 +353,7 @@ platformRoutes.post("/new", requires("backup.manage"), async (c) => {
   );
 });
 
-function formFromPlatform(p: Platform): FormData {
+function formFromPlatform(p: Platform): FormFields {
   return {
     name: p.name,
     endpointUrl: p.endpointUrl,
@@ -372,7 +370,7 @@ function formFromPlatform(p: Platform): FormData {
 async function platformPage(
   c: Context<AppEnv>,
   platform: Platform,
-  form?: { values: FormData; errors?: FieldErrors; error?: string },
+  form?: { values: FormFields; errors?: FieldErrors; error?: string },
 ) {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;

@@ -62,15 +62,13 @@ import {
   type PolicyDetail,
 } from "../domain/read_models/policy_detail.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, readForm, saveForm, str } from "./forms.ts";
+import { fieldErrors, type FormFields, readForm, saveForm, str } from "./forms.ts";
 import { confirmPage, redirectWithNotice, render } from "./render.tsx";
 
 /** `?besId=` pre-selects the BES of a new policy (from an engine's page); anything else selects none. */
 const NewPolicyQuery = z.object({ besId: z.string().regex(/^[0-9A-Z]{26}$/).catch("") }).catch({ besId: "" });
 
 export const policyRoutes = new Hono<AppEnv>();
-
-type Form = Record<string, string | string[]>;
 
 const BOOLEANS = [
   "deduplication",
@@ -94,7 +92,7 @@ const INCLUDE_PLACEHOLDER = ["/etc", "/home", "/srv/data"].join("\n");
 const lines = (v: string) => v.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
 
 /** The form as the domain input (checkboxes absent = false; numbers blank = default). */
-function inputFromForm(f: Form) {
+function inputFromForm(f: FormFields) {
   const opt = (k: string) => str(f, k).trim() || undefined;
   return {
     name: str(f, "name"),
@@ -123,7 +121,7 @@ function inputFromForm(f: Form) {
   };
 }
 
-function formFromPolicy(p: Policy): Form {
+function formFromPolicy(p: Policy): FormFields {
   return {
     name: p.name,
     besId: p.besId,
@@ -151,7 +149,7 @@ function formFromPolicy(p: Policy): Form {
   };
 }
 
-const NEW_DEFAULTS: Form = {
+const NEW_DEFAULTS: FormFields = {
   backupType: "file",
   timeZone: "UTC",
   fullSchedule: "0 2 * * 0",
@@ -166,7 +164,7 @@ const NEW_DEFAULTS: Form = {
   ...Object.fromEntries(BOOLEANS.map((b) => [b, b === "prePatchBackup" ? "" : "on"])),
 };
 
-function Check(props: { name: string; label: string; form: Form }) {
+function Check(props: { name: string; label: string; form: FormFields }) {
   return (
     <label class="choice">
       <input type="checkbox" name={props.name} value="on" checked={str(props.form, props.name) === "on"} />
@@ -190,7 +188,7 @@ function Section(props: { n: number; title: string; children: preact.ComponentCh
 function PolicyForm(props: {
   csrf: string;
   action: string;
-  form: Form;
+  form: FormFields;
   engines: Engine[];
   targets: StorageTarget[];
   existing?: Policy;
@@ -517,7 +515,7 @@ export async function renderPolicyEdit(c: Context<AppEnv>, policy: Policy, hookD
 async function formPage(
   c: Context<AppEnv>,
   opts: {
-    form: Form;
+    form: FormFields;
     existing?: Policy;
     errors?: FieldErrors;
     error?: string;

@@ -17,7 +17,7 @@ import { deleteReplica, requireReplica } from "../domain/replicas.ts";
 import { getReplicasPage } from "../domain/read_models/backup_pages.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, readForm, str } from "./forms.ts";
+import { fieldErrors, type FormFields, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 
 export const replicaRoutes = new Hono<AppEnv>();
@@ -26,7 +26,7 @@ export const replicaRoutes = new Hono<AppEnv>();
  * A replica rule form (the Replicas page's and the policy page's) as the input of `ReplicaCreateInput`,
  * the schema they share with POST /api/v1/replicas. An unticked checkbox is false.
  */
-export function replicaFormInput(form: Record<string, string | string[]>) {
+export function replicaFormInput(form: FormFields) {
   return {
     policyId: str(form, "policyId"),
     targetId: str(form, "targetId"),

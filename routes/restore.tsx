@@ -65,7 +65,7 @@ import SelectedPaths from "../islands/SelectedPaths.tsx";
 import { getRestoreIndex, getRestorePointPage, getRestoreRequest } from "../domain/read_models/restore.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, list, readForm, str } from "./forms.ts";
+import { fieldErrors, type FormFields, list, readForm, str } from "./forms.ts";
 import { StaleCursorNotice } from "./paging.tsx";
 import { noStore, redirectWithNotice, render } from "./render.tsx";
 
@@ -1099,7 +1099,7 @@ restoreRoutes.post("/points/:restorePointId/search", requires("backup.restore"),
 });
 
 /** The checkbox convention of our forms: present and not "false" means on. */
-function checked(form: Record<string, string | string[]>, key: string): boolean {
+function checked(form: FormFields, key: string): boolean {
   const v = str(form, key);
   return v !== "" && v !== "false" && v !== "off";
 }
@@ -1113,7 +1113,7 @@ async function pointForm(c: Context<AppEnv>, restorePointId: string) {
 }
 
 /** Where the file and image forms send a restore, as typed. */
-function targetValues(form: Record<string, string | string[]>) {
+function targetValues(form: FormFields) {
   return {
     targetHostId: str(form, "targetHostId"),
     targetPath: str(form, "targetPath").trim(),

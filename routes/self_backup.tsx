@@ -31,7 +31,7 @@ import { getSelfBackupSettings } from "../domain/read_models/health.ts";
 import { requires } from "./access.ts";
 import { ErrorBody } from "./api_common.ts";
 import type { AppEnv } from "./env.ts";
-import { readForm, str } from "./forms.ts";
+import { type FormFields, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 
 const TriggerSchema = z.object({
@@ -254,9 +254,7 @@ backupHealthPages.get("/", requires("admin"), async (c) => {
   return render(c, "Health · Backup", <HealthBackupPage h={h} />);
 });
 
-type SettingsForm = Record<string, string | string[]>;
-
-function settingsToForm(s: Awaited<ReturnType<typeof getSettings>>): SettingsForm {
+function settingsToForm(s: Awaited<ReturnType<typeof getSettings>>): FormFields {
   return {
     config_enabled: s.config.enabled ? "on" : "",
     config_hour: String(s.config.hour),
@@ -275,7 +273,7 @@ function settingsToForm(s: Awaited<ReturnType<typeof getSettings>>): SettingsFor
   };
 }
 
-function formToInput(f: SettingsForm): SelfBackupSettingsInput {
+function formToInput(f: FormFields): SelfBackupSettingsInput {
   // A blank number field is missing, not 0 (z.coerce.number("") is 0).
   const num = (k: string) => (str(f, k).trim() === "" ? undefined : str(f, k)) as unknown as number;
   const gib = str(f, "minFreeGiB").trim();
@@ -317,7 +315,7 @@ function settingsErrors(error: z.ZodError): FieldErrors {
 }
 
 function AdminBackupsPage(
-  props: { csrf: string; values: SettingsForm; hasSecret: boolean; errors?: FieldErrors; error?: string },
+  props: { csrf: string; values: FormFields; hasSecret: boolean; errors?: FieldErrors; error?: string },
 ) {
   const v = (k: string) => str(props.values, k);
   const e = props.errors;

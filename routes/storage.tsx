@@ -51,14 +51,13 @@ import {
 import { requires } from "./access.ts";
 import { FilteredList, listQuery } from "./list_page.tsx";
 import type { AppEnv } from "./env.ts";
-import { readForm, str } from "./forms.ts";
+import { type FormFields, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 import { STORAGE_CHECK_SEGMENTS, storageCheckHandler } from "./storage_checks.ts";
 import {
   CONFIG_FIELDS,
   configFromForm,
   credentialsFromForm,
-  type FormData,
   targetFieldErrors,
   TYPE_GROUP,
 } from "./storage_form.ts";
@@ -197,7 +196,7 @@ interface TargetFormProps {
   csrf: string;
   action: string;
   engines: Engine[];
-  values: FormData;
+  values: FormFields;
   errors?: FieldErrors;
   error?: string;
   existing?: StorageTarget;
@@ -350,7 +349,7 @@ storageRoutes.get("/new", requires("backup.manage"), async (c) => {
   );
 });
 
-function inputFromForm(form: FormData) {
+function inputFromForm(form: FormFields) {
   const type = str(form, "type");
   return {
     name: str(form, "name"),
@@ -401,10 +400,10 @@ storageRoutes.post("/new", requires("backup.manage"), async (c) => {
   );
 });
 
-function formFromTarget(t: StorageTarget): FormData {
+function formFromTarget(t: StorageTarget): FormFields {
   const group =
     { s3: "s3", s3_compatible: "s3", smb: "smb", nfs: "nfs", iscsi: "iscsi", local: "local" }[t.type];
-  const values: FormData = {
+  const values: FormFields = {
     name: t.name,
     type: t.type,
     alertThreshold: String(t.alertThreshold),
@@ -536,7 +535,7 @@ function ChecksPanel(props: {
 async function targetPage(
   c: Context<AppEnv>,
   target: StorageTarget,
-  values?: FormData,
+  values?: FormFields,
   errors?: FieldErrors,
   error?: string,
 ) {
