@@ -1,5 +1,5 @@
 /** Small server-rendered building blocks: headers, badges, tables, empty states, forms, pagers. */
-import type { ComponentChildren, JSX } from "preact";
+import { type ComponentChildren, Fragment, type JSX } from "preact";
 import { useContext } from "preact/hooks";
 import { absoluteTime, NowContext, Time } from "./time.tsx";
 import type { FieldErrors } from "../domain/errors.ts";
@@ -158,6 +158,45 @@ export function ConfirmForm(
 /** The form-level error summary. */
 export function FormErrors(props: { message?: string }) {
   return props.message ? <p class="form-error" role="alert">{props.message}</p> : null;
+}
+
+/**
+ * A table in its scrolling wrapper: the header cells `heads` (a label, or a cell such as a `SortHeader`),
+ * then the rows (`children`). The table's class, and its `data-testid` and `id` when given, are the table
+ * element's own attributes.
+ */
+export function DataTable(props: {
+  class: string;
+  testid?: string;
+  id?: string;
+  heads: ComponentChildren[];
+  children: ComponentChildren;
+}) {
+  // Only the attributes given: the table tag reads as the pages wrote it by hand.
+  const attrs: Record<string, string> = { class: props.class };
+  if (props.testid) attrs["data-testid"] = props.testid;
+  if (props.id) attrs.id = props.id;
+  return (
+    <div class="table-wrap" tabIndex={0}>
+      <table {...attrs}>
+        <thead>
+          <tr>
+            {props.heads.map((h, i) =>
+              typeof h === "string"
+                ? (
+                  // A keyed fragment: the <th> stays a plain precompiled template.
+                  <Fragment key={i}>
+                    <th>{h}</th>
+                  </Fragment>
+                )
+                : h
+            )}
+          </tr>
+        </thead>
+        <tbody>{props.children}</tbody>
+      </table>
+    </div>
+  );
 }
 
 /** Offset pagination for server lists: "Showing a–b of n" plus previous/next links keeping the query. */

@@ -6,6 +6,7 @@ import { type Context, Hono } from "hono";
 import {
   Badge,
   Csrf,
+  DataTable,
   EmptyState,
   Field,
   FormActions,
@@ -50,41 +51,30 @@ const STATUS_TONE: Record<ApprovalStatus, Tone> = {
 
 function RequestRows(props: { rows: ApprovalRequest[] }) {
   return (
-    <div class="table-wrap" tabIndex={0}>
-      <table class="table table--cards">
-        <thead>
-          <tr>
-            <th>Status</th>
-            <th>Action</th>
-            <th>Requested by</th>
-            <th>Requested</th>
-            <th>Expires / decided</th>
-            <th>Outcome</th>
-          </tr>
-        </thead>
-        <tbody>
-          {props.rows.map((r) => (
-            <tr key={r.id}>
-              <td class="cell-status" data-label="Status">
-                <Badge tone={STATUS_TONE[r.status]}>{r.status}</Badge>
-              </td>
-              <td data-label="Action">
-                <a href={`/backup/approvals/${r.id}`}>{r.summary}</a>
-                <div class="hint">{APPROVAL_KIND_LABELS[r.kind]}</div>
-              </td>
-              <td data-label="Requested by">{r.requestedByLabel}</td>
-              <td data-label="Requested" class="nowrap">{formatTime(r.requestedAt)}</td>
-              <td data-label="Expires / decided" class="nowrap">
-                {r.decidedAt ? <>{formatTime(r.decidedAt)} by {r.decidedByLabel ?? "the system"}</> : (
-                  formatTime(r.expiresAt)
-                )}
-              </td>
-              <td data-label="Outcome">{r.outcome ?? "—"}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
+    <DataTable
+      class="table table--cards"
+      heads={["Status", "Action", "Requested by", "Requested", "Expires / decided", "Outcome"]}
+    >
+      {props.rows.map((r) => (
+        <tr key={r.id}>
+          <td class="cell-status" data-label="Status">
+            <Badge tone={STATUS_TONE[r.status]}>{r.status}</Badge>
+          </td>
+          <td data-label="Action">
+            <a href={`/backup/approvals/${r.id}`}>{r.summary}</a>
+            <div class="hint">{APPROVAL_KIND_LABELS[r.kind]}</div>
+          </td>
+          <td data-label="Requested by">{r.requestedByLabel}</td>
+          <td data-label="Requested" class="nowrap">{formatTime(r.requestedAt)}</td>
+          <td data-label="Expires / decided" class="nowrap">
+            {r.decidedAt ? <>{formatTime(r.decidedAt)} by {r.decidedByLabel ?? "the system"}</> : (
+              formatTime(r.expiresAt)
+            )}
+          </td>
+          <td data-label="Outcome">{r.outcome ?? "—"}</td>
+        </tr>
+      ))}
+    </DataTable>
   );
 }
 

@@ -8,6 +8,7 @@ import { type Context, Hono } from "hono";
 import {
   Badge,
   Csrf,
+  DataTable,
   EmptyState,
   Field,
   FormActions,
@@ -300,42 +301,29 @@ async function formPage(
 
 function TrendTable(props: { runs: DrillRun[] }) {
   return (
-    <div class="table-wrap" tabIndex={0}>
-      <table class="table" data-testid="drill-trend">
-        <thead>
-          <tr>
-            <th>Started</th>
-            <th>Policy</th>
-            <th>Host</th>
-            <th>Result</th>
-            <th>RTO</th>
-            <th>Objective</th>
-            <th>Throughput</th>
-            <th>Files</th>
-            <th>Failures</th>
-          </tr>
-        </thead>
-        <tbody>
-          {props.runs.map((r) => (
-            <tr key={r.id}>
-              <td class="nowrap">
-                <a href={`/backup/drills/${r.drillId}/runs/${r.id}`}>{formatTime(r.createdAt)}</a>
-              </td>
-              <td>{r.policyName}</td>
-              <td>{r.hostName}</td>
-              <td>
-                <RunStatus run={r} />
-              </td>
-              <td>{formatSeconds(r.rtoSeconds)}</td>
-              <td>{formatSeconds(r.rtoObjectiveSeconds)}</td>
-              <td>{r.bytesPerSecond === null ? "—" : `${formatBytes(r.bytesPerSecond)}/s`}</td>
-              <td>{r.verified} of {r.files} verified</td>
-              <td>{r.failureCount || ""}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
+    <DataTable
+      class="table"
+      testid="drill-trend"
+      heads={["Started", "Policy", "Host", "Result", "RTO", "Objective", "Throughput", "Files", "Failures"]}
+    >
+      {props.runs.map((r) => (
+        <tr key={r.id}>
+          <td class="nowrap">
+            <a href={`/backup/drills/${r.drillId}/runs/${r.id}`}>{formatTime(r.createdAt)}</a>
+          </td>
+          <td>{r.policyName}</td>
+          <td>{r.hostName}</td>
+          <td>
+            <RunStatus run={r} />
+          </td>
+          <td>{formatSeconds(r.rtoSeconds)}</td>
+          <td>{formatSeconds(r.rtoObjectiveSeconds)}</td>
+          <td>{r.bytesPerSecond === null ? "—" : `${formatBytes(r.bytesPerSecond)}/s`}</td>
+          <td>{r.verified} of {r.files} verified</td>
+          <td>{r.failureCount || ""}</td>
+        </tr>
+      ))}
+    </DataTable>
   );
 }
 
@@ -356,56 +344,43 @@ drillRoutes.get("/", requires("backup.view"), async (c) => {
           <a class="btn btn--primary" href="/backup/drills/new">New drill</a>
         </p>
       )}
-      {drills.length === 0
-        ? <EmptyState title="No restore drills yet" />
-        : (
-          <div class="table-wrap" tabIndex={0}>
-            <table class="table">
-              <thead>
-                <tr>
-                  <th>Name</th>
-                  <th>Schedule</th>
-                  <th>Scope</th>
-                  <th>Restores</th>
-                  <th>RTO objective</th>
-                  <th>Last run</th>
-                </tr>
-              </thead>
-              <tbody>
-                {drills.map((d) => {
-                  const run = last.get(d.id);
-                  return (
-                    <tr key={d.id}>
-                      <td>
-                        <a href={`/backup/drills/${d.id}`}>{d.name}</a>
-                        {!d.enabled && <Badge tone="muted">disabled</Badge>}
-                      </td>
-                      <td>
-                        <code>{d.schedule}</code>
-                      </td>
-                      <td>
-                        {d.scopeType === "policies"
-                          ? `${d.policyIds.length} policies`
-                          : `${d.hostIds.length} hosts`}
-                      </td>
-                      <td>{d.mode === "sample" ? `${d.sampleCount} files` : "whole point"}</td>
-                      <td>{formatSeconds(d.rtoObjectiveSeconds)}</td>
-                      <td>
-                        {run
-                          ? (
-                            <>
-                              <RunStatus run={run} /> {formatTime(run.createdAt)}
-                            </>
-                          )
-                          : "never"}
-                      </td>
-                    </tr>
-                  );
-                })}
-              </tbody>
-            </table>
-          </div>
-        )}
+      {drills.length === 0 ? <EmptyState title="No restore drills yet" /> : (
+        <DataTable
+          class="table"
+          heads={["Name", "Schedule", "Scope", "Restores", "RTO objective", "Last run"]}
+        >
+          {drills.map((d) => {
+            const run = last.get(d.id);
+            return (
+              <tr key={d.id}>
+                <td>
+                  <a href={`/backup/drills/${d.id}`}>{d.name}</a>
+                  {!d.enabled && <Badge tone="muted">disabled</Badge>}
+                </td>
+                <td>
+                  <code>{d.schedule}</code>
+                </td>
+                <td>
+                  {d.scopeType === "policies"
+                    ? `${d.policyIds.length} policies`
+                    : `${d.hostIds.length} hosts`}
+                </td>
+                <td>{d.mode === "sample" ? `${d.sampleCount} files` : "whole point"}</td>
+                <td>{formatSeconds(d.rtoObjectiveSeconds)}</td>
+                <td>
+                  {run
+                    ? (
+                      <>
+                        <RunStatus run={run} /> {formatTime(run.createdAt)}
+                      </>
+                    )
+                    : "never"}
+                </td>
+              </tr>
+            );
+          })}
+        </DataTable>
+      )}
     </>,
   );
 });
@@ -544,26 +519,16 @@ drillRoutes.get("/:drillId/runs/:drillRunId", requires("backup.view"), async (c)
       {run.failures.length > 0 && (
         <>
           <h2>Files that did not restore as backed up ({run.failureCount})</h2>
-          <div class="table-wrap" tabIndex={0}>
-            <table class="table" data-testid="drill-failures">
-              <thead>
-                <tr>
-                  <th>File</th>
-                  <th>Problem</th>
-                </tr>
-              </thead>
-              <tbody>
-                {run.failures.map((f) => (
-                  <tr key={f.path}>
-                    <td>
-                      <code>{f.path}</code>
-                    </td>
-                    <td>{f.message}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+          <DataTable class="table" testid="drill-failures" heads={["File", "Problem"]}>
+            {run.failures.map((f) => (
+              <tr key={f.path}>
+                <td>
+                  <code>{f.path}</code>
+                </td>
+                <td>{f.message}</td>
+              </tr>
+            ))}
+          </DataTable>
         </>
       )}
       <p>

@@ -4,8 +4,8 @@
  * the sort and page links, and the page's body: the GET filter form (search box, the list's own selects,
  * Filter, Clear), the empty state or the table with sortable headers, and the pager.
  */
-import { type ComponentChildren, Fragment } from "preact";
-import { EmptyState, Pager, SortHeader } from "../components/ui.tsx";
+import type { ComponentChildren } from "preact";
+import { DataTable, EmptyState, Pager, SortHeader } from "../components/ui.tsx";
 
 /** What every list filter has besides its own fields. */
 interface ListFilter {
@@ -91,33 +91,24 @@ export function FilteredList<F extends ListFilter>(props: {
       {props.count === 0
         ? <EmptyState title={props.empty.title}>{props.empty.children}</EmptyState>
         : (
-          <div class="table-wrap" tabIndex={0}>
-            <table class="table table--cards">
-              <thead>
-                <tr>
-                  {props.columns.map((col) =>
-                    col.sort
-                      ? (
-                        <SortHeader
-                          key={col.label}
-                          label={col.label}
-                          field={col.sort}
-                          sort={filter.sort}
-                          query={keep}
-                        />
-                      )
-                      : (
-                        // A keyed fragment: the <th> stays a plain precompiled template, as in the pages before.
-                        <Fragment key={col.label}>
-                          <th>{col.label}</th>
-                        </Fragment>
-                      )
-                  )}
-                </tr>
-              </thead>
-              <tbody>{props.rows}</tbody>
-            </table>
-          </div>
+          <DataTable
+            class="table table--cards"
+            heads={props.columns.map((col) =>
+              col.sort
+                ? (
+                  <SortHeader
+                    key={col.label}
+                    label={col.label}
+                    field={col.sort}
+                    sort={filter.sort}
+                    query={keep}
+                  />
+                )
+                : col.label
+            )}
+          >
+            {props.rows}
+          </DataTable>
         )}
       <Pager total={props.total} offset={filter.offset} limit={filter.limit} query={keep} />
     </>

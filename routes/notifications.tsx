@@ -9,6 +9,7 @@ import { Island } from "../components/Island.tsx";
 import {
   Badge,
   Csrf,
+  DataTable,
   EmptyState,
   Field,
   FormActions,
@@ -318,40 +319,30 @@ notificationRoutes.get("/", requires("backup.view"), async (c) => {
               </EmptyState>
             )
             : (
-              <div class="table-wrap" tabIndex={0}>
-                <table class="table table--cards" data-testid="channels">
-                  <thead>
-                    <tr>
-                      <th>Name</th>
-                      <th>Type</th>
-                      <th>Owner</th>
-                      <th>Destination</th>
-                      <th>Status</th>
-                      <th>Test</th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {channels.map((ch) => (
-                      <tr key={ch.id}>
-                        <td data-label="Name">
-                          <a href={`${BASE}/channels/${ch.id}`}>{ch.name}</a>
-                        </td>
-                        <td data-label="Type">{CHANNEL_TYPE_LABELS[ch.type]}</td>
-                        <td data-label="Owner">{orgLabel(ch.orgId, names)}</td>
-                        <td data-label="Destination">{destination(ch)}</td>
-                        <td class="cell-status" data-label="Status">
-                          <EnabledBadge enabled={ch.enabled} />
-                        </td>
-                        <td class="nowrap" data-label="Test">
-                          {can(actor, "backup.manage", channelScope(ch)) && (
-                            <TestButton csrf={csrf} channel={ch} back="list" />
-                          )}
-                        </td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
-              </div>
+              <DataTable
+                class="table table--cards"
+                testid="channels"
+                heads={["Name", "Type", "Owner", "Destination", "Status", "Test"]}
+              >
+                {channels.map((ch) => (
+                  <tr key={ch.id}>
+                    <td data-label="Name">
+                      <a href={`${BASE}/channels/${ch.id}`}>{ch.name}</a>
+                    </td>
+                    <td data-label="Type">{CHANNEL_TYPE_LABELS[ch.type]}</td>
+                    <td data-label="Owner">{orgLabel(ch.orgId, names)}</td>
+                    <td data-label="Destination">{destination(ch)}</td>
+                    <td class="cell-status" data-label="Status">
+                      <EnabledBadge enabled={ch.enabled} />
+                    </td>
+                    <td class="nowrap" data-label="Test">
+                      {can(actor, "backup.manage", channelScope(ch)) && (
+                        <TestButton csrf={csrf} channel={ch} back="list" />
+                      )}
+                    </td>
+                  </tr>
+                ))}
+              </DataTable>
             )}
         </section>
         <section class="panel">
@@ -365,44 +356,34 @@ notificationRoutes.get("/", requires("backup.view"), async (c) => {
               </EmptyState>
             )
             : (
-              <div class="table-wrap" tabIndex={0}>
-                <table class="table table--cards" data-testid="rules">
-                  <thead>
-                    <tr>
-                      <th>Name</th>
-                      <th>Minimum severity</th>
-                      <th>Organizations</th>
-                      <th>Events</th>
-                      <th>Channels</th>
-                      <th>Status</th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {rules.map((r) => (
-                      <tr key={r.id}>
-                        <td data-label="Name">
-                          <a href={`${BASE}/rules/${r.id}`}>{r.name}</a>
-                        </td>
-                        <td data-label="Minimum severity">
-                          <Badge tone={SEVERITY_TONE[r.minSeverity]}>{r.minSeverity}</Badge>
-                        </td>
-                        <td data-label="Organizations">
-                          {r.orgIds === "all" ? "All" : r.orgIds.map((o) => names.get(o) ?? "—").join(", ")}
-                        </td>
-                        <td data-label="Events">{r.events.join(", ")}</td>
-                        <td data-label="Channels">
-                          {r.channelIds.length
-                            ? r.channelIds.map((id) => channelName.get(id) ?? "(not visible)").join(", ")
-                            : "none"}
-                        </td>
-                        <td class="cell-status" data-label="Status">
-                          <EnabledBadge enabled={r.enabled} />
-                        </td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
-              </div>
+              <DataTable
+                class="table table--cards"
+                testid="rules"
+                heads={["Name", "Minimum severity", "Organizations", "Events", "Channels", "Status"]}
+              >
+                {rules.map((r) => (
+                  <tr key={r.id}>
+                    <td data-label="Name">
+                      <a href={`${BASE}/rules/${r.id}`}>{r.name}</a>
+                    </td>
+                    <td data-label="Minimum severity">
+                      <Badge tone={SEVERITY_TONE[r.minSeverity]}>{r.minSeverity}</Badge>
+                    </td>
+                    <td data-label="Organizations">
+                      {r.orgIds === "all" ? "All" : r.orgIds.map((o) => names.get(o) ?? "—").join(", ")}
+                    </td>
+                    <td data-label="Events">{r.events.join(", ")}</td>
+                    <td data-label="Channels">
+                      {r.channelIds.length
+                        ? r.channelIds.map((id) => channelName.get(id) ?? "(not visible)").join(", ")
+                        : "none"}
+                    </td>
+                    <td class="cell-status" data-label="Status">
+                      <EnabledBadge enabled={r.enabled} />
+                    </td>
+                  </tr>
+                ))}
+              </DataTable>
             )}
         </section>
         <DeliveryLog

@@ -7,6 +7,7 @@ import { type Context, Hono } from "hono";
 import {
   Badge,
   Csrf,
+  DataTable,
   EmptyState,
   Field,
   FormActions,
@@ -105,41 +106,31 @@ platformRoutes.get("/", requires("backup.view"), async (c) => {
             </EmptyState>
           )
           : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table" data-testid="platforms-table">
-                <thead>
-                  <tr>
-                    <th>Name</th>
-                    <th>Type</th>
-                    <th>Organization</th>
-                    <th>Endpoint</th>
-                    <th>Last sync</th>
-                    <th>Next sync</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {platforms.map((p) => (
-                    <tr key={p.id} data-testid="platform-row">
-                      <td>
-                        <a href={`/backup/platforms/${p.id}`}>{p.name}</a>
-                      </td>
-                      <td>{PLATFORM_TYPE_LABELS[p.type]}</td>
-                      <td>{orgName.get(p.orgId) ?? p.orgId}</td>
-                      <td>
-                        <code>{p.endpointUrl}</code>
-                      </td>
-                      <td>
-                        <SyncBadge platform={p} /> {p.lastSync ? formatAge(p.lastSync.startedAt, now) : ""}
-                        {p.lastSync?.error && (
-                          <p class="field-error" data-testid="sync-error">{p.lastSync.error}</p>
-                        )}
-                      </td>
-                      <td class="nowrap">{nextSync(p)}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
+            <DataTable
+              class="table"
+              testid="platforms-table"
+              heads={["Name", "Type", "Organization", "Endpoint", "Last sync", "Next sync"]}
+            >
+              {platforms.map((p) => (
+                <tr key={p.id} data-testid="platform-row">
+                  <td>
+                    <a href={`/backup/platforms/${p.id}`}>{p.name}</a>
+                  </td>
+                  <td>{PLATFORM_TYPE_LABELS[p.type]}</td>
+                  <td>{orgName.get(p.orgId) ?? p.orgId}</td>
+                  <td>
+                    <code>{p.endpointUrl}</code>
+                  </td>
+                  <td>
+                    <SyncBadge platform={p} /> {p.lastSync ? formatAge(p.lastSync.startedAt, now) : ""}
+                    {p.lastSync?.error && (
+                      <p class="field-error" data-testid="sync-error">{p.lastSync.error}</p>
+                    )}
+                  </td>
+                  <td class="nowrap">{nextSync(p)}</td>
+                </tr>
+              ))}
+            </DataTable>
           )}
       </>
     ),
@@ -512,38 +503,27 @@ async function platformPage(
           {jobs.length === 0
             ? <p class="muted">None yet: the next sync imports the platform's jobs.</p>
             : (
-              <div class="table-wrap" tabIndex={0}>
-                <table class="table table--compact" data-testid="platform-jobs">
-                  <thead>
-                    <tr>
-                      <th>Job</th>
-                      <th>Source job id</th>
-                      <th>Vendor type</th>
-                      <th>State</th>
-                      <th>Last outcome</th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {jobs.map((j) => (
-                      <tr key={j.id}>
-                        <td>
-                          <a href={`/backup/jobs/${j.id}`}>{j.name}</a>
-                        </td>
-                        <td>
-                          <code>{j.vendorJobId}</code>
-                        </td>
-                        <td>{j.vendorType}</td>
-                        <td>{j.removed ? "removed on the platform" : j.enabled ? "enabled" : "disabled"}</td>
-                        <td>
-                          {j.lastOutcome
-                            ? <>{j.lastOutcome.status}, {formatTime(j.lastOutcome.endedAt)}</>
-                            : "—"}
-                        </td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
-              </div>
+              <DataTable
+                class="table table--compact"
+                testid="platform-jobs"
+                heads={["Job", "Source job id", "Vendor type", "State", "Last outcome"]}
+              >
+                {jobs.map((j) => (
+                  <tr key={j.id}>
+                    <td>
+                      <a href={`/backup/jobs/${j.id}`}>{j.name}</a>
+                    </td>
+                    <td>
+                      <code>{j.vendorJobId}</code>
+                    </td>
+                    <td>{j.vendorType}</td>
+                    <td>{j.removed ? "removed on the platform" : j.enabled ? "enabled" : "disabled"}</td>
+                    <td>
+                      {j.lastOutcome ? <>{j.lastOutcome.status}, {formatTime(j.lastOutcome.endedAt)}</> : "—"}
+                    </td>
+                  </tr>
+                ))}
+              </DataTable>
             )}
         </section>
         {manage && (

@@ -8,6 +8,7 @@ import { CronReading, PausedBadge } from "../components/words.tsx";
 import {
   Badge,
   Csrf,
+  DataTable,
   EmptyState,
   Field,
   FormActions,
@@ -452,46 +453,42 @@ policyRoutes.get("/", requires("backup.view"), async (c) => {
             </EmptyState>
           )
           : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table table--cards">
-                <thead>
-                  <tr>
-                    <th>Name</th>
-                    <th>Type</th>
-                    <th>State</th>
-                    <th>BES → target</th>
-                    <th>Full</th>
-                    <th>Incremental</th>
-                    <th>RPO</th>
-                    <th>Retention d/w/m</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {rows.slice(query.offset, query.offset + query.limit).map((p) => (
-                    <tr key={p.id}>
-                      <td data-label="Name">
-                        <a href={`/backup/policies/${p.id}`}>{p.name}</a>
-                      </td>
-                      <td data-label="Type">{p.backupType}</td>
-                      <td class="cell-status" data-label="State">
-                        <PolicyState policy={p} />
-                      </td>
-                      <td data-label="BES → target">
-                        {engineName.get(p.besId) ?? "—"} → {targetName.get(p.targetId) ?? "—"}
-                      </td>
-                      <td data-label="Full">{describeCron(p.fullSchedule)}</td>
-                      <td data-label="Incremental">
-                        {p.incrementalSchedule ? describeCron(p.incrementalSchedule) : "—"}
-                      </td>
-                      <td data-label="RPO">{p.rpoHours} h</td>
-                      <td data-label="Retention d/w/m">
-                        {p.retentionDaily}/{p.retentionWeekly}/{p.retentionMonthly}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
+            <DataTable
+              class="table table--cards"
+              heads={[
+                "Name",
+                "Type",
+                "State",
+                "BES → target",
+                "Full",
+                "Incremental",
+                "RPO",
+                "Retention d/w/m",
+              ]}
+            >
+              {rows.slice(query.offset, query.offset + query.limit).map((p) => (
+                <tr key={p.id}>
+                  <td data-label="Name">
+                    <a href={`/backup/policies/${p.id}`}>{p.name}</a>
+                  </td>
+                  <td data-label="Type">{p.backupType}</td>
+                  <td class="cell-status" data-label="State">
+                    <PolicyState policy={p} />
+                  </td>
+                  <td data-label="BES → target">
+                    {engineName.get(p.besId) ?? "—"} → {targetName.get(p.targetId) ?? "—"}
+                  </td>
+                  <td data-label="Full">{describeCron(p.fullSchedule)}</td>
+                  <td data-label="Incremental">
+                    {p.incrementalSchedule ? describeCron(p.incrementalSchedule) : "—"}
+                  </td>
+                  <td data-label="RPO">{p.rpoHours} h</td>
+                  <td data-label="Retention d/w/m">
+                    {p.retentionDaily}/{p.retentionWeekly}/{p.retentionMonthly}
+                  </td>
+                </tr>
+              ))}
+            </DataTable>
           )}
         <Pager total={rows.length} offset={query.offset} limit={query.limit} query={{ q: query.q }} />
       </>

@@ -6,7 +6,7 @@
  */
 import { HookOutputRow, runDuration, RunStatus } from "../components/runs.tsx";
 import { Hono } from "hono";
-import { Badge, Csrf, formatBytes, formatTime, ShortId } from "../components/ui.tsx";
+import { Badge, Csrf, DataTable, formatBytes, formatTime, ShortId } from "../components/ui.tsx";
 import type {
   PolicyHooks,
   PolicyHosts,
@@ -598,38 +598,27 @@ export function RetentionSection(props: { data: PolicyRetention; policy: Policy 
               {preview?.frozen && (
                 <p class="notice notice--warn" data-testid="retention-frozen">{preview.frozen}</p>
               )}
-              <div class="table-wrap" tabIndex={0}>
-                <table class="table table--compact table--cards">
-                  <thead>
-                    <tr>
-                      <th>Completed</th>
-                      <th>Type</th>
-                      <th>Size</th>
-                      <th>Status</th>
-                      <th>Retention</th>
-                      <th>Why kept</th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {shown.map((pt) => (
-                      <tr key={pt.id} data-testid="retention-point">
-                        <td data-label="Completed">{formatTime(pt.completedAt)}</td>
-                        <td data-label="Type">{pt.type}</td>
-                        <td class="nowrap" data-label="Size">{formatBytes(pt.sizeBytes)}</td>
-                        <td data-label="Status">{pt.status}</td>
-                        <td class="cell-status" data-label="Retention">
-                          {pt.status === "expired"
-                            ? <Badge tone="muted">already expired</Badge>
-                            : expire.has(pt.id)
-                            ? <Badge tone="bad">expire</Badge>
-                            : <Badge tone="ok">keep</Badge>}
-                        </td>
-                        <td data-label="Why kept">{(preview?.reasons[pt.id] ?? []).join(", ") || "—"}</td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
-              </div>
+              <DataTable
+                class="table table--compact table--cards"
+                heads={["Completed", "Type", "Size", "Status", "Retention", "Why kept"]}
+              >
+                {shown.map((pt) => (
+                  <tr key={pt.id} data-testid="retention-point">
+                    <td data-label="Completed">{formatTime(pt.completedAt)}</td>
+                    <td data-label="Type">{pt.type}</td>
+                    <td class="nowrap" data-label="Size">{formatBytes(pt.sizeBytes)}</td>
+                    <td data-label="Status">{pt.status}</td>
+                    <td class="cell-status" data-label="Retention">
+                      {pt.status === "expired"
+                        ? <Badge tone="muted">already expired</Badge>
+                        : expire.has(pt.id)
+                        ? <Badge tone="bad">expire</Badge>
+                        : <Badge tone="ok">keep</Badge>}
+                    </td>
+                    <td data-label="Why kept">{(preview?.reasons[pt.id] ?? []).join(", ") || "—"}</td>
+                  </tr>
+                ))}
+              </DataTable>
               {points.length > shown.length && (
                 <p class="muted">Showing the newest {shown.length} of {points.length} restore points.</p>
               )}

@@ -20,6 +20,7 @@ import { KEK_SOURCE_LABELS } from "../domain/replicas.ts";
 import {
   Badge,
   Csrf,
+  DataTable,
   EmptyState,
   FieldFrame,
   formatBytes,
@@ -379,66 +380,53 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
           </EmptyState>
         )
         : (
-          <div class="table-wrap" tabIndex={0}>
-            <table class="table table--cards" data-testid="restore-points">
-              <thead>
-                <tr>
-                  <th>Completed</th>
-                  <th>Host</th>
-                  <th>Policy</th>
-                  <th>BES</th>
-                  <th>Type</th>
-                  <th>Chain</th>
-                  <th>Size</th>
-                  <th>Status</th>
-                  <th>Verification</th>
-                </tr>
-              </thead>
-              <tbody>
-                {page.values.map((p) => (
-                  <tr
-                    key={p.id}
-                    data-point={p.id}
-                    class={p.id === selected?.id ? "selected" : undefined}
-                    aria-current={p.id === selected?.id ? "true" : undefined}
+          <DataTable
+            class="table table--cards"
+            testid="restore-points"
+            heads={["Completed", "Host", "Policy", "BES", "Type", "Chain", "Size", "Status", "Verification"]}
+          >
+            {page.values.map((p) => (
+              <tr
+                key={p.id}
+                data-point={p.id}
+                class={p.id === selected?.id ? "selected" : undefined}
+                aria-current={p.id === selected?.id ? "true" : undefined}
+              >
+                <td data-label="Completed">
+                  <a href={`/backup/restore/points/${p.id}`}>{formatTime(p.completedAt)}</a>
+                </td>
+                <td data-label="Host">{p.hostName ?? "BES"}</td>
+                <td data-label="Policy">{p.policyName}</td>
+                <td data-label="BES">{p.besName}</td>
+                <td data-label="Type">{TYPE_LABEL[p.type] ?? p.type}</td>
+                <td data-label="Chain">
+                  <a
+                    href={"?" + new URLSearchParams({ ...keep, chainId: p.chainId })}
+                    aria-label={`Show chain ${p.chainId}`}
                   >
-                    <td data-label="Completed">
-                      <a href={`/backup/restore/points/${p.id}`}>{formatTime(p.completedAt)}</a>
-                    </td>
-                    <td data-label="Host">{p.hostName ?? "BES"}</td>
-                    <td data-label="Policy">{p.policyName}</td>
-                    <td data-label="BES">{p.besName}</td>
-                    <td data-label="Type">{TYPE_LABEL[p.type] ?? p.type}</td>
-                    <td data-label="Chain">
-                      <a
-                        href={"?" + new URLSearchParams({ ...keep, chainId: p.chainId })}
-                        aria-label={`Show chain ${p.chainId}`}
-                      >
-                        <ShortId id={p.chainId} />
+                    <ShortId id={p.chainId} />
+                  </a>
+                </td>
+                <td class="nowrap" data-label="Size">{formatBytes(p.sizeBytes)}</td>
+                <td class="cell-status" data-label="Status">
+                  <PointStatus point={p} />
+                  {p.anomaly && (
+                    <>
+                      {" "}
+                      <a href={`/backup/restore/points/${p.id}#anomaly`} data-testid="point-anomaly">
+                        <Badge tone={p.anomaly.mark === "suspect" ? "bad" : "ok"}>
+                          {p.anomaly.mark === "suspect" ? "suspect" : "last clean"}
+                        </Badge>
                       </a>
-                    </td>
-                    <td class="nowrap" data-label="Size">{formatBytes(p.sizeBytes)}</td>
-                    <td class="cell-status" data-label="Status">
-                      <PointStatus point={p} />
-                      {p.anomaly && (
-                        <>
-                          {" "}
-                          <a href={`/backup/restore/points/${p.id}#anomaly`} data-testid="point-anomaly">
-                            <Badge tone={p.anomaly.mark === "suspect" ? "bad" : "ok"}>
-                              {p.anomaly.mark === "suspect" ? "suspect" : "last clean"}
-                            </Badge>
-                          </a>
-                        </>
-                      )}
-                    </td>
-                    <td data-label="Verification">
-                      <Verification point={p} />
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+                    </>
+                  )}
+                </td>
+                <td data-label="Verification">
+                  <Verification point={p} />
+                </td>
+              </tr>
+            ))}
+          </DataTable>
         )}
       <nav class="pager" aria-label="Pagination">
         <span>{page.values.length} shown</span>
@@ -457,36 +445,28 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
 
 function RestoreTable(props: { restores: RestoreRequest[] }) {
   return (
-    <div class="table-wrap" tabIndex={0}>
-      <table class="table table--compact table--cards" data-testid="recent-restores">
-        <thead>
-          <tr>
-            <th>Requested</th>
-            <th>Kind</th>
-            <th>Target</th>
-            <th>Status</th>
-          </tr>
-        </thead>
-        <tbody>
-          {props.restores.map((r) => (
-            <tr key={r.id}>
-              <td data-label="Requested">
-                <a href={`/backup/restore/requests/${r.id}`}>{formatTime(r.createdAt)}</a>
-              </td>
-              <td data-label="Kind">
-                {KIND_LABEL[r.kind]}
-                {r.kind === "file" ? ` (${r.pathCount} path${r.pathCount === 1 ? "" : "s"})` : ""}
-                {r.mode ? ` (${r.mode.toUpperCase()})` : ""}
-              </td>
-              <td class="wrap" data-label="Target">{r.targetPath ? <code>{r.targetPath}</code> : "—"}</td>
-              <td class="cell-status" data-label="Status">
-                <Badge tone={REQUEST_TONE[r.status]}>{r.status}</Badge>
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
+    <DataTable
+      class="table table--compact table--cards"
+      testid="recent-restores"
+      heads={["Requested", "Kind", "Target", "Status"]}
+    >
+      {props.restores.map((r) => (
+        <tr key={r.id}>
+          <td data-label="Requested">
+            <a href={`/backup/restore/requests/${r.id}`}>{formatTime(r.createdAt)}</a>
+          </td>
+          <td data-label="Kind">
+            {KIND_LABEL[r.kind]}
+            {r.kind === "file" ? ` (${r.pathCount} path${r.pathCount === 1 ? "" : "s"})` : ""}
+            {r.mode ? ` (${r.mode.toUpperCase()})` : ""}
+          </td>
+          <td class="wrap" data-label="Target">{r.targetPath ? <code>{r.targetPath}</code> : "—"}</td>
+          <td class="cell-status" data-label="Status">
+            <Badge tone={REQUEST_TONE[r.status]}>{r.status}</Badge>
+          </td>
+        </tr>
+      ))}
+    </DataTable>
   );
 }
 

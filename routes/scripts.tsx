@@ -3,6 +3,7 @@ import { type Context, Hono } from "hono";
 import {
   ConfirmForm,
   Csrf,
+  DataTable,
   EmptyState,
   Field,
   formatTime,
@@ -48,47 +49,34 @@ async function scriptsPage(
           <input type="search" name="q" value={q} placeholder="Search name" aria-label="Search" />
           <button type="submit" class="btn">Search</button>
         </form>
-        {scripts.length === 0
-          ? <EmptyState title={q ? "No scripts match" : "No scripts yet"} />
-          : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table">
-                <thead>
-                  <tr>
-                    <th>Name</th>
-                    <th>Interpreter</th>
-                    <th>Organization</th>
-                    <th>Lines</th>
-                    <th>Updated</th>
-                    <th>Action</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {scripts.map((s) => (
-                    <tr key={s.id}>
-                      <td>
-                        <details>
-                          <summary>{s.name}</summary>
-                          <pre>{s.body}</pre>
-                        </details>
-                      </td>
-                      <td>{INTERPRETER_LABELS[s.interpreter]}</td>
-                      <td>{s.orgId ? orgName.get(s.orgId) ?? "—" : "Account"}</td>
-                      <td>{s.body.split("\n").length}</td>
-                      <td class="nowrap">{formatTime(s.updatedAt)}</td>
-                      <td>
-                        {can(actor, "backup.manage", { accountId: s.accountId, orgId: s.orgId }) && (
-                          <a class="btn btn--small btn--danger" href={`/backup/scripts/${s.id}/delete`}>
-                            Delete…
-                          </a>
-                        )}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )}
+        {scripts.length === 0 ? <EmptyState title={q ? "No scripts match" : "No scripts yet"} /> : (
+          <DataTable
+            class="table"
+            heads={["Name", "Interpreter", "Organization", "Lines", "Updated", "Action"]}
+          >
+            {scripts.map((s) => (
+              <tr key={s.id}>
+                <td>
+                  <details>
+                    <summary>{s.name}</summary>
+                    <pre>{s.body}</pre>
+                  </details>
+                </td>
+                <td>{INTERPRETER_LABELS[s.interpreter]}</td>
+                <td>{s.orgId ? orgName.get(s.orgId) ?? "—" : "Account"}</td>
+                <td>{s.body.split("\n").length}</td>
+                <td class="nowrap">{formatTime(s.updatedAt)}</td>
+                <td>
+                  {can(actor, "backup.manage", { accountId: s.accountId, orgId: s.orgId }) && (
+                    <a class="btn btn--small btn--danger" href={`/backup/scripts/${s.id}/delete`}>
+                      Delete…
+                    </a>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </DataTable>
+        )}
         {can(actor, "backup.manage") && (
           <section class="panel">
             <h2>Add a script</h2>

@@ -8,6 +8,7 @@ import { Island } from "../components/Island.tsx";
 import {
   Badge,
   Csrf,
+  DataTable,
   Field,
   FormActions,
   formatBytes,
@@ -197,46 +198,32 @@ function HealthBackupPage(props: { h: Health }) {
         <p>
           Total {h.totalTriggers} · Successful {h.successfulTriggers} · Failed {h.failedTriggers}
         </p>
-        {h.recentTriggers.length === 0
-          ? <p class="muted">No backup has run yet.</p>
-          : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table">
-                <thead>
-                  <tr>
-                    <th>Requested</th>
-                    <th>By</th>
-                    <th>Database</th>
-                    <th>Kind</th>
-                    <th>Status</th>
-                    <th>Bundle</th>
-                    <th>Detail</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {h.recentTriggers.map((t) => (
-                    <tr key={t.id}>
-                      <td class="nowrap">{formatTime(t.requestedAt)}</td>
-                      <td>{t.requestedBy}</td>
-                      <td>{t.database === "config" ? "Config DB" : "Results DB"}</td>
-                      <td>{t.kind}</td>
-                      <td>
-                        <Badge tone={STATUS_TONE[t.status] ?? "muted"}>{t.status}</Badge>
-                      </td>
-                      <td>
-                        {t.bundle ? `${formatBytes(t.bundle.bytes)}, ${t.bundle.entries} entries` : "—"}
-                      </td>
-                      <td>
-                        {t.error ?? (t.status === "running"
-                          ? t.progress.phase
-                          : `verified ${t.verification.status}, S3 ${t.s3.status}`)}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )}
+        {h.recentTriggers.length === 0 ? <p class="muted">No backup has run yet.</p> : (
+          <DataTable
+            class="table"
+            heads={["Requested", "By", "Database", "Kind", "Status", "Bundle", "Detail"]}
+          >
+            {h.recentTriggers.map((t) => (
+              <tr key={t.id}>
+                <td class="nowrap">{formatTime(t.requestedAt)}</td>
+                <td>{t.requestedBy}</td>
+                <td>{t.database === "config" ? "Config DB" : "Results DB"}</td>
+                <td>{t.kind}</td>
+                <td>
+                  <Badge tone={STATUS_TONE[t.status] ?? "muted"}>{t.status}</Badge>
+                </td>
+                <td>
+                  {t.bundle ? `${formatBytes(t.bundle.bytes)}, ${t.bundle.entries} entries` : "—"}
+                </td>
+                <td>
+                  {t.error ?? (t.status === "running"
+                    ? t.progress.phase
+                    : `verified ${t.verification.status}, S3 ${t.s3.status}`)}
+                </td>
+              </tr>
+            ))}
+          </DataTable>
+        )}
       </section>
     </>
   );
