@@ -105,20 +105,24 @@ export function Field(props: FieldProps) {
   );
 }
 
-/** A labelled select. */
+/** A labelled select; `blank` labels a first option with the empty value ("Choose …", "None"). */
 export function Select(props: {
   name: string;
   label: string;
   value?: string;
+  blank?: string;
   options: Array<{ value: string; label: string }>;
   errors?: FieldErrors;
 }) {
+  const options = props.blank === undefined
+    ? props.options
+    : [{ value: "", label: props.blank }, ...props.options];
   const error = props.errors?.[props.name];
   const id = `f-${props.name}`;
   return (
     <FieldFrame id={id} label={props.label} error={error}>
       <select id={id} name={props.name} aria-invalid={error ? "true" : undefined}>
-        {props.options.map((o) => (
+        {options.map((o) => (
           <option key={o.value} value={o.value} selected={o.value === props.value}>{o.label}</option>
         ))}
       </select>

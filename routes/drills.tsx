@@ -244,10 +244,8 @@ async function formPage(
           label="Agent that restores"
           value={values.agentHostId}
           errors={errors}
-          options={[
-            { value: "", label: "Choose a host" },
-            ...inService.map((h) => ({ value: h.id, label: h.hostname })),
-          ]}
+          blank="Choose a host"
+          options={inService.map((h) => ({ value: h.id, label: h.hostname }))}
         />
         <Field
           name="scratchPath"

@@ -176,10 +176,8 @@ function PlatformForm(props: FormProps) {
               label="Organization"
               value={v("orgId")}
               errors={errors}
-              options={[
-                { value: "", label: "Choose an organization…" },
-                ...props.orgs.map((o) => ({ value: o.id, label: o.name })),
-              ]}
+              blank="Choose an organization…"
+              options={props.orgs.map((o) => ({ value: o.id, label: o.name }))}
             />
           </>
         )}

@@ -230,10 +230,8 @@ function PolicyForm(props: {
                 label="Storage target (one of this BES's)"
                 value={v("targetId")}
                 errors={e}
-                options={[
-                  { value: "", label: "Choose a storage target…" },
-                  ...props.targets.map((t) => ({ value: t.id, label: t.name })),
-                ]}
+                blank="Choose a storage target…"
+                options={props.targets.map((t) => ({ value: t.id, label: t.name }))}
               />
             </>
           )
@@ -313,10 +311,8 @@ function PolicyForm(props: {
           label="Exclusion template"
           value={v("exclusionTemplate")}
           errors={e}
-          options={[
-            { value: "", label: "None" },
-            ...Object.entries(EXCLUSION_TEMPLATES).map(([k, t]) => ({ value: k, label: t.label })),
-          ]}
+          blank="None"
+          options={Object.entries(EXCLUSION_TEMPLATES).map(([k, t]) => ({ value: k, label: t.label }))}
         />
         <details>
           <summary class="hint">What each template excludes</summary>

@@ -109,25 +109,19 @@ async function replicasPage(
                 label="Policy"
                 value={values.policyId}
                 errors={errors}
-                options={[
-                  { value: "", label: "Choose a policy…" },
-                  ...manageable.map((p) => ({ value: p.id, label: p.name })),
-                ]}
+                blank="Choose a policy…"
+                options={manageable.map((p) => ({ value: p.id, label: p.name }))}
               />
               <Select
                 name="targetId"
                 label="Secondary storage target (any BES of the account)"
                 value={values.targetId}
                 errors={errors}
-                options={[
-                  { value: "", label: "Replicate to…" },
-                  ...targets.values.map((t) => ({
-                    value: t.id,
-                    label: `${t.name} (${TARGET_TYPE_LABELS[t.type]}, BES ${
-                      besName.get(t.besId) ?? t.besId
-                    })`,
-                  })),
-                ]}
+                blank="Replicate to…"
+                options={targets.values.map((t) => ({
+                  value: t.id,
+                  label: `${t.name} (${TARGET_TYPE_LABELS[t.type]}, BES ${besName.get(t.besId) ?? t.besId})`,
+                }))}
               />
               <Select
                 name="kekSource"

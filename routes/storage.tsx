@@ -233,13 +233,11 @@ function TargetForm(props: TargetFormProps) {
               label="BES (backup engine)"
               value={v("besId")}
               errors={props.errors}
-              options={[
-                { value: "", label: "Choose an engine…" },
-                ...props.engines.map((x) => ({
-                  value: x.id,
-                  label: `${x.name}${x.orgId ? "" : " (account-scoped)"}`,
-                })),
-              ]}
+              blank="Choose an engine…"
+              options={props.engines.map((x) => ({
+                value: x.id,
+                label: `${x.name}${x.orgId ? "" : " (account-scoped)"}`,
+              }))}
             />
           </>
         )}
