@@ -159,6 +159,18 @@ export function ConfirmForm(
   );
 }
 
+/**
+ * A labelled checkbox posting `on` when ticked. The label is escaped at request time, which leaves an
+ * apostrophe as it is where a page's compiled JSX writes `&#39;`: such labels stay written out in their page.
+ */
+export function Checkbox(props: { name: string; checked: boolean; label: string }) {
+  return (
+    <label class="choice">
+      <input type="checkbox" name={props.name} value="on" checked={props.checked} /> {props.label}
+    </label>
+  );
+}
+
 /** The form-level error summary. */
 export function FormErrors(props: { message?: string }) {
   return props.message ? <p class="form-error" role="alert">{props.message}</p> : null;

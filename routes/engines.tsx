@@ -4,6 +4,7 @@ import { redirectToApproval } from "./approvals.tsx";
 import { type Context, Hono } from "hono";
 import {
   Badge,
+  Checkbox,
   Csrf,
   Field,
   FormActions,
@@ -261,10 +262,11 @@ function EnginePage(props: {
               <Csrf token={props.csrf} />
               <FormErrors message={props.error} />
               <Field name="name" label="Name" value={props.values.name} errors={props.errors} required />
-              <label class="choice">
-                <input type="checkbox" name="pxeEnabled" value="on" checked={props.values.pxeEnabled} />{" "}
-                PXE enabled (network boot for bare-metal restore)
-              </label>
+              <Checkbox
+                name="pxeEnabled"
+                checked={props.values.pxeEnabled}
+                label="PXE enabled (network boot for bare-metal restore)"
+              />
               <Field
                 name="pxeNetwork"
                 label="PXE network (CIDR)"

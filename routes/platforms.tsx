@@ -6,6 +6,7 @@
 import { type Context, Hono } from "hono";
 import {
   Badge,
+  Checkbox,
   Csrf,
   DataTable,
   EmptyState,
@@ -247,10 +248,7 @@ function PlatformForm(props: FormProps) {
           hint="Platforms do not report an RPO: this one applies to every object they protect"
         />
       </div>
-      <label class="choice">
-        <input type="checkbox" name="syncEnabled" value="on" checked={v("syncEnabled") !== "off"} />{" "}
-        Sync automatically
-      </label>
+      <Checkbox name="syncEnabled" checked={v("syncEnabled") !== "off"} label="Sync automatically" />
       <FormActions
         submit={e ? "Save changes" : "Register platform"}
         cancel={e ? `/backup/platforms/${e.id}` : "/backup/platforms"}

@@ -1,6 +1,7 @@
 /** Backup > Replicas: every replication rule, the add form, and removing a rule (also from the policy page). */
 import { type Context, Hono } from "hono";
 import {
+  Checkbox,
   Csrf,
   EmptyState,
   FormActions,
@@ -132,24 +133,16 @@ async function replicasPage(
               />
               <fieldset class={errors?.replicateAfterFull ? "field field--error" : "field"}>
                 <legend>When</legend>
-                <label class="choice">
-                  <input
-                    type="checkbox"
-                    name="replicateAfterFull"
-                    value="on"
-                    checked={values.replicateAfterFull}
-                  />{" "}
-                  Replicate after full backups
-                </label>
-                <label class="choice">
-                  <input
-                    type="checkbox"
-                    name="replicateAfterIncremental"
-                    value="on"
-                    checked={values.replicateAfterIncremental}
-                  />{" "}
-                  Replicate after incremental backups
-                </label>
+                <Checkbox
+                  name="replicateAfterFull"
+                  checked={values.replicateAfterFull}
+                  label="Replicate after full backups"
+                />
+                <Checkbox
+                  name="replicateAfterIncremental"
+                  checked={values.replicateAfterIncremental}
+                  label="Replicate after incremental backups"
+                />
                 {errors?.replicateAfterFull && <p class="field-error">{errors.replicateAfterFull}</p>}
               </fieldset>
               <label class="choice">

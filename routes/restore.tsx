@@ -19,6 +19,7 @@ import { EngineResults } from "../components/runs.tsx";
 import { KEK_SOURCE_LABELS } from "../domain/replicas.ts";
 import {
   Badge,
+  Checkbox,
   Csrf,
   DataTable,
   EmptyState,
@@ -968,10 +969,7 @@ function TextField(
 function Overwrite(props: { checked: boolean; error?: string }) {
   return (
     <div class={props.error ? "field field--error" : "field"}>
-      <label class="choice">
-        <input type="checkbox" name="overwrite" value="on" checked={props.checked} />{" "}
-        Overwrite existing files at the target
-      </label>
+      <Checkbox name="overwrite" checked={props.checked} label="Overwrite existing files at the target" />
       <p class="hint">Off by default: files already at the target are left as they are.</p>
       {props.error && <p class="field-error">{props.error}</p>}
     </div>

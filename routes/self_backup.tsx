@@ -7,6 +7,7 @@ import type { Context } from "hono";
 import { Island } from "../components/Island.tsx";
 import {
   Badge,
+  Checkbox,
   Csrf,
   DataTable,
   Field,
@@ -361,10 +362,11 @@ function AdminBackupsPage(
         </fieldset>
         <fieldset class="type-fields">
           <legend>S3 copy (optional)</legend>
-          <label class="choice">
-            <input type="checkbox" name="s3_enabled" value="on" checked={v("s3_enabled") === "on"} />{" "}
-            Copy every bundle to an S3-compatible bucket
-          </label>
+          <Checkbox
+            name="s3_enabled"
+            checked={v("s3_enabled") === "on"}
+            label="Copy every bundle to an S3-compatible bucket"
+          />
           <Field
             name="s3_endpoint"
             label="Endpoint URL"
