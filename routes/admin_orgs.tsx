@@ -1,12 +1,12 @@
 /** Admin > Organizations: list, create (secret shown once), rename, rotate the registration secret. */
 import { requestIfFourEyes } from "../domain/approvals.ts";
 import { redirectToApproval } from "./approvals.tsx";
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { Island } from "../components/Island.tsx";
 import { startCommands } from "../components/getting_started.tsx";
 import { Csrf, Field, FormActions, formatTime, FormErrors, PageHeader } from "../components/ui.tsx";
-import { type FieldErrors, ValidationError } from "../domain/errors.ts";
+import type { FieldErrors } from "../domain/errors.ts";
 import {
   createOrg,
   getAccount,
@@ -23,7 +23,7 @@ import { requires } from "./access.ts";
 import { FilteredList, listQuery, sortRows } from "./list_page.tsx";
 import { RECOVERY_KEY_PATH } from "./admin_recovery_key.tsx";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, readForm, str } from "./forms.ts";
+import { readForm, saveForm, str } from "./forms.ts";
 import { confirmPage, noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const adminOrgRoutes = new Hono<AppEnv>();
@@ -224,48 +224,8 @@ function SecretOnce(props: { org: Org; secret: string; rotated: boolean; baseUrl
   );
 }
 
-adminOrgRoutes.get("/new", requires("admin"), (c) => {
-  return render(
-    c,
-    "Add organization",
-    (
-      <>
-        <PageHeader title="Add organization" />
-        <OrgForm csrf={c.get("csrfToken")} action="/admin/orgs/new" name="" />
-      </>
-    ),
-  );
-});
-
-adminOrgRoutes.post("/new", requires("admin"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const form = await readForm(c);
-  const parsed = OrgInput.safeParse({ name: str(form, "name") });
-  let errors: FieldErrors | undefined;
-  let error: string | undefined;
-  if (!parsed.success) errors = fieldErrors(parsed.error);
-  else {
-    try {
-      const { org, secret } = await createOrg(
-        kv,
-        actor,
-        { ...parsed.data, accountId: actor.accountId! },
-        clock(),
-      );
-      noStore(c);
-      return render(
-        c,
-        "Organization created",
-        <SecretOnce org={org} secret={secret} rotated={false} baseUrl={c.get("deps").config.baseUrl} />,
-        200,
-      );
-    } catch (e) {
-      if (!(e instanceof ValidationError)) throw e;
-      errors = e.fields;
-      error = e.message;
-    }
-  }
+/** The Add organization page; 422 when it shows a refused form. */
+function newOrgPage(c: Context<AppEnv>, name: string, errors?: FieldErrors, error?: string) {
   return render(
     c,
     "Add organization",
@@ -275,13 +235,36 @@ adminOrgRoutes.post("/new", requires("admin"), async (c) => {
         <OrgForm
           csrf={c.get("csrfToken")}
           action="/admin/orgs/new"
-          name={str(form, "name")}
+          name={name}
           errors={errors}
           error={error}
         />
       </>
     ),
-    422,
+    errors || error ? 422 : 200,
+  );
+}
+
+adminOrgRoutes.get("/new", requires("admin"), (c) => newOrgPage(c, ""));
+
+adminOrgRoutes.post("/new", requires("admin"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const form = await readForm(c);
+  return await saveForm(
+    OrgInput.safeParse({ name: str(form, "name") }),
+    async (data) => {
+      const { org, secret } = await createOrg(kv, actor, { ...data, accountId: actor.accountId! }, clock());
+      noStore(c);
+      return render(
+        c,
+        "Organization created",
+        <SecretOnce org={org} secret={secret} rotated={false} baseUrl={c.get("deps").config.baseUrl} />,
+        200,
+      );
+    },
+    (errors, error) => newOrgPage(c, str(form, "name"), errors, error),
+    { validationOnly: true },
   );
 });
 
@@ -324,27 +307,26 @@ adminOrgRoutes.post("/:orgId", requires("admin"), async (c) => {
   const actor = c.get("actor")!;
   const org = await requireOrg(kv, actor, c.req.param("orgId"));
   const form = await readForm(c);
-  const parsed = OrgInput.safeParse({ name: str(form, "name") });
-  let errors: FieldErrors | undefined;
-  let error: string | undefined;
-  if (!parsed.success) errors = fieldErrors(parsed.error);
-  else {
-    try {
-      await renameOrg(kv, actor, org.id, parsed.data, clock());
+  return await saveForm(
+    OrgInput.safeParse({ name: str(form, "name") }),
+    async (data) => {
+      await renameOrg(kv, actor, org.id, data, clock());
       return redirectWithNotice(c, `/admin/orgs/${org.id}`, "Organization saved.");
-    } catch (e) {
-      if (!(e instanceof ValidationError)) throw e;
-      errors = e.fields;
-      error = e.message;
-    }
-  }
-  return render(
-    c,
-    org.name,
-    (
-      <OrgPage csrf={c.get("csrfToken")} org={org} name={str(form, "name")} errors={errors} error={error} />
-    ),
-    422,
+    },
+    (errors, error) =>
+      render(
+        c,
+        org.name,
+        <OrgPage
+          csrf={c.get("csrfToken")}
+          org={org}
+          name={str(form, "name")}
+          errors={errors}
+          error={error}
+        />,
+        422,
+      ),
+    { validationOnly: true },
   );
 });
 

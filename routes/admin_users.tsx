@@ -13,7 +13,7 @@ import {
   PageHeader,
   Select,
 } from "../components/ui.tsx";
-import { type FieldErrors, ValidationError } from "../domain/errors.ts";
+import type { FieldErrors } from "../domain/errors.ts";
 import { listOrgs } from "../domain/tenancy.ts";
 import { type Org, ROLE_LABELS, ROLES, type User } from "../domain/types.ts";
 import {
@@ -30,7 +30,7 @@ import { getUserList } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
 import { FilteredList, listQuery, sortRows } from "./list_page.tsx";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, type FormFields, list, readForm, str } from "./forms.ts";
+import { type FormFields, list, readForm, saveForm, str } from "./forms.ts";
 import { confirmPage, noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const adminUserRoutes = new Hono<AppEnv>();
@@ -209,57 +209,8 @@ async function orgsFor(c: Context<AppEnv>) {
   return await listOrgs(c.get("deps").kv, actor, actor.accountId!);
 }
 
-adminUserRoutes.get("/new", requires("admin"), async (c) => {
-  return render(
-    c,
-    "Add user",
-    (
-      <>
-        <PageHeader title="Add user" />
-        <UserForm
-          csrf={c.get("csrfToken")}
-          action="/admin/users/new"
-          isNew
-          orgs={await orgsFor(c)}
-          values={{ email: "", name: "", role: "viewer", scopeMode: "all", orgIds: [] }}
-        />
-      </>
-    ),
-  );
-});
-
-adminUserRoutes.post("/new", requires("admin"), async (c) => {
-  const { kv, clock, config } = c.get("deps");
-  const actor = c.get("actor")!;
-  const form = await readForm(c);
-  const values = valuesFrom(form);
-  const input = {
-    email: values.email,
-    name: values.name,
-    role: values.role,
-    orgScope: values.scopeMode === "all" ? "all" : values.orgIds,
-    password: str(form, "password"),
-  };
-  const parsed = UserCreateInput.safeParse(input);
-  let errors: FieldErrors | undefined;
-  let error: string | undefined;
-  if (!parsed.success) errors = fieldErrors(parsed.error);
-  else {
-    try {
-      const user = await createUser(
-        kv,
-        actor,
-        { ...parsed.data, accountId: actor.accountId! },
-        clock(),
-        config.passwordHashing,
-      );
-      return redirectWithNotice(c, `/admin/users/${user.id}`, `User ${user.email} created.`);
-    } catch (e) {
-      if (!(e instanceof ValidationError)) throw e;
-      errors = e.fields;
-      error = e.message;
-    }
-  }
+/** The Add user page; 422 when it shows a refused form. */
+async function newUserPage(c: Context<AppEnv>, values: FormValues, errors?: FieldErrors, error?: string) {
   return render(
     c,
     "Add user",
@@ -277,7 +228,40 @@ adminUserRoutes.post("/new", requires("admin"), async (c) => {
         />
       </>
     ),
-    422,
+    errors || error ? 422 : 200,
+  );
+}
+
+adminUserRoutes.get("/new", requires("admin"), async (c) => {
+  return await newUserPage(c, { email: "", name: "", role: "viewer", scopeMode: "all", orgIds: [] });
+});
+
+adminUserRoutes.post("/new", requires("admin"), async (c) => {
+  const { kv, clock, config } = c.get("deps");
+  const actor = c.get("actor")!;
+  const form = await readForm(c);
+  const values = valuesFrom(form);
+  const input = {
+    email: values.email,
+    name: values.name,
+    role: values.role,
+    orgScope: values.scopeMode === "all" ? "all" : values.orgIds,
+    password: str(form, "password"),
+  };
+  return await saveForm(
+    UserCreateInput.safeParse(input),
+    async (data) => {
+      const user = await createUser(
+        kv,
+        actor,
+        { ...data, accountId: actor.accountId! },
+        clock(),
+        config.passwordHashing,
+      );
+      return redirectWithNotice(c, `/admin/users/${user.id}`, `User ${user.email} created.`);
+    },
+    (errors, error) => newUserPage(c, values, errors, error),
+    { validationOnly: true },
   );
 });
 
@@ -353,33 +337,29 @@ adminUserRoutes.post("/:userId", requires("admin"), async (c) => {
     orgScope: values.scopeMode === "all" ? "all" : values.orgIds,
     disabled: values.disabled,
   });
-  let errors: FieldErrors | undefined;
-  let error: string | undefined;
-  if (!parsed.success) errors = fieldErrors(parsed.error);
-  else {
-    try {
-      await updateUser(kv, actor, user.id, parsed.data, clock());
+  return await saveForm(
+    parsed,
+    async (data) => {
+      await updateUser(kv, actor, user.id, data, clock());
       return redirectWithNotice(c, `/admin/users/${user.id}`, `Saved ${user.email}.`);
-    } catch (e) {
-      if (!(e instanceof ValidationError)) throw e;
-      errors = e.fields;
-      error = e.message;
-    }
-  }
-  return render(
-    c,
-    user.email,
-    (
-      <EditPage
-        csrf={c.get("csrfToken")}
-        user={user}
-        orgs={await orgsFor(c)}
-        values={values}
-        errors={errors}
-        error={error}
-      />
-    ),
-    422,
+    },
+    async (errors, error) =>
+      render(
+        c,
+        user.email,
+        (
+          <EditPage
+            csrf={c.get("csrfToken")}
+            user={user}
+            orgs={await orgsFor(c)}
+            values={values}
+            errors={errors}
+            error={error}
+          />
+        ),
+        422,
+      ),
+    { validationOnly: true },
   );
 });
 

@@ -38,7 +38,7 @@ import { authorize, can } from "../domain/rbac.ts";
 import { getDrillDetail, getDrillForm, getDrillList, getDrillRun } from "../domain/read_models/drills.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, type FormFields, list, readForm, saveForm, str } from "./forms.ts";
+import { type FormFields, list, readForm, saveForm, str } from "./forms.ts";
 import { confirmPage, redirectWithNotice, render } from "./render.tsx";
 
 export const drillRoutes = new Hono<AppEnv>();
@@ -397,15 +397,15 @@ drillRoutes.get("/new", requires("backup.restore"), (c) =>
 drillRoutes.post("/", requires("backup.restore"), async (c) => {
   const { kv, clock } = c.get("deps");
   const values = formValues(await readForm(c));
-  const parsed = DrillInput.safeParse(asInput(values));
-  if (!parsed.success) return await formPage(c, null, values, fieldErrors(parsed.error));
-  try {
-    const drill = await createDrill(kv, c.get("actor")!, parsed.data, clock());
-    return redirectWithNotice(c, `/backup/drills/${drill.id}`, `Drill ${drill.name} created.`);
-  } catch (e) {
-    if (!(e instanceof ValidationError)) throw e;
-    return await formPage(c, null, values, e.fields, e.message);
-  }
+  return await saveForm(
+    DrillInput.safeParse(asInput(values)),
+    async (data) => {
+      const drill = await createDrill(kv, c.get("actor")!, data, clock());
+      return redirectWithNotice(c, `/backup/drills/${drill.id}`, `Drill ${drill.name} created.`);
+    },
+    (errors, error) => formPage(c, null, values, errors, error),
+    { validationOnly: true },
+  );
 });
 
 drillRoutes.get("/:drillId", requires("backup.view"), async (c) => {

@@ -91,19 +91,22 @@ export function formFailure(e: unknown): { fields?: FieldErrors; message: string
 
 /**
  * The flow of a form POST that saves: input the schema refuses shows the form again with each field's
- * message (and `invalid` as the form's own line, when given); a refusal of the domain (`formFailure`) shows
- * it again with that refusal; anything else is `save`'s response (errors other than refusals propagate).
+ * message (and `opts.invalid` as the form's own line, when given); a refusal of the domain (`formFailure`)
+ * shows it again with that refusal; anything else is `save`'s response. Errors other than refusals
+ * propagate, and so does a ConflictError with `opts.validationOnly` (the forms that leave a conflict to
+ * the error handler).
  */
 export async function saveForm<T>(
   parsed: z.ZodSafeParseResult<T>,
   save: (data: T) => Response | Promise<Response>,
   refuse: (fields?: FieldErrors, message?: string) => Response | Promise<Response>,
-  invalid?: string,
+  opts: { invalid?: string; validationOnly?: boolean } = {},
 ): Promise<Response> {
-  if (!parsed.success) return await refuse(fieldErrors(parsed.error), invalid);
+  if (!parsed.success) return await refuse(fieldErrors(parsed.error), opts.invalid);
   try {
     return await save(parsed.data);
   } catch (e) {
+    if (opts.validationOnly && !(e instanceof ValidationError)) throw e;
     const { fields, message } = formFailure(e);
     return await refuse(fields, message);
   }

@@ -336,7 +336,7 @@ platformRoutes.post("/new", requires("backup.manage"), async (c) => {
       );
     },
     (errors, error) => newPage(c, typed(form), errors, error),
-    "Check the fields below.",
+    { invalid: "Check the fields below." },
   );
 });
 
@@ -569,7 +569,7 @@ platformRoutes.post("/:platformId", requires("backup.manage"), async (c) => {
       return redirectWithNotice(c, `/backup/platforms/${platform.id}`, `Saved ${next.name}.`);
     },
     (errors, error) => platformPage(c, platform, { values: typed(form), errors, error }),
-    "Check the fields below.",
+    { invalid: "Check the fields below." },
   );
 });
 
