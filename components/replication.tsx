@@ -1,6 +1,7 @@
 /** Replication status pieces: one look for a replication on the policy, restore point and Replicas pages. */
 import {
   KEK_SOURCE_LABELS,
+  type ReplicaRow,
   type ReplicaStats,
   type ReplicationStatus,
   type ReplicationView,
@@ -52,6 +53,46 @@ export function ReplicaLastCell(props: { stats: ReplicaStats }) {
         </>
       )}
     </span>
+  );
+}
+
+/**
+ * The header cells of a replication rule's columns (secondary target to last copy), as the Replicas page
+ * and a policy's Replication section show them; `kek` names the KEK column.
+ */
+export function ReplicaRuleHeads(props: { kek: string }) {
+  return (
+    <>
+      <th>Secondary target</th>
+      <th>BES</th>
+      <th>{props.kek}</th>
+      <th>After full</th>
+      <th>After incremental</th>
+      <th>Offsite</th>
+      <th>Points</th>
+      <th>Last copy / failure</th>
+    </>
+  );
+}
+
+/** A replication rule's cells under `ReplicaRuleHeads`: target, BES, KEK, triggers, offsite, points, last copy. */
+export function ReplicaRuleCells(props: { rule: ReplicaRow }) {
+  const r = props.rule;
+  return (
+    <>
+      <td>
+        {r.targetName ?? "—"} {r.targetTypeLabel && <span class="muted">({r.targetTypeLabel})</span>}
+      </td>
+      <td>{r.targetBesName ?? "—"}</td>
+      <td>{KEK_SOURCE_LABELS[r.kekSource]}</td>
+      <td>{r.replicateAfterFull ? "yes" : "no"}</td>
+      <td>{r.replicateAfterIncremental ? "yes" : "no"}</td>
+      <td>{r.isOffsite ? <Badge tone="info">offsite</Badge> : "—"}</td>
+      <td class="nowrap" data-testid="replica-counts">{replicaCounts(r.stats)}</td>
+      <td>
+        <ReplicaLastCell stats={r.stats} />
+      </td>
+    </>
   );
 }
 

@@ -1,5 +1,5 @@
 /** Small server-rendered building blocks: headers, badges, tables, empty states, forms, pagers. */
-import type { ComponentChildren, JSX } from "preact";
+import { type ComponentChildren, Fragment, type JSX } from "preact";
 import { useContext } from "preact/hooks";
 import { absoluteTime, NowContext, Time } from "./time.tsx";
 import type { FieldErrors } from "../domain/errors.ts";
@@ -58,13 +58,38 @@ interface FieldProps {
   placeholder?: string;
 }
 
+/**
+ * The frame of a labelled control: the label, the control, then its hint (when there is no error) or its
+ * error. With `described`, the hint and the error carry the ids the control's aria-describedby names.
+ */
+export function FieldFrame(props: {
+  id: string;
+  label: string;
+  error?: string;
+  hint?: string;
+  described?: boolean;
+  children: ComponentChildren;
+}) {
+  const { id, error, hint, described } = props;
+  return (
+    <div class={error ? "field field--error" : "field"}>
+      <label for={id}>{props.label}</label>
+      {props.children}
+      {hint && !error &&
+        (described ? <p class="hint" id={`${id}-hint`}>{hint}</p> : <p class="hint">{hint}</p>)}
+      {error && (described
+        ? <p class="field-error" id={`${id}-error`}>{error}</p>
+        : <p class="field-error">{error}</p>)}
+    </div>
+  );
+}
+
 /** A labelled input that shows its field error and keeps what was typed. */
 export function Field(props: FieldProps) {
   const error = props.errors?.[props.name];
   const id = `f-${props.name}`;
   return (
-    <div class={error ? "field field--error" : "field"}>
-      <label for={id}>{props.label}</label>
+    <FieldFrame id={id} label={props.label} error={error} hint={props.hint} described>
       <input
         id={id}
         name={props.name}
@@ -76,38 +101,118 @@ export function Field(props: FieldProps) {
         aria-invalid={error ? "true" : undefined}
         aria-describedby={error ? `${id}-error` : props.hint ? `${id}-hint` : undefined}
       />
-      {props.hint && !error && <p class="hint" id={`${id}-hint`}>{props.hint}</p>}
-      {error && <p class="field-error" id={`${id}-error`}>{error}</p>}
-    </div>
+    </FieldFrame>
   );
 }
 
-/** A labelled select. */
+/** A labelled select; `blank` labels a first option with the empty value ("Choose …", "None"). */
 export function Select(props: {
   name: string;
   label: string;
   value?: string;
+  blank?: string;
   options: Array<{ value: string; label: string }>;
   errors?: FieldErrors;
 }) {
+  const options = props.blank === undefined
+    ? props.options
+    : [{ value: "", label: props.blank }, ...props.options];
   const error = props.errors?.[props.name];
   const id = `f-${props.name}`;
   return (
-    <div class={error ? "field field--error" : "field"}>
-      <label for={id}>{props.label}</label>
+    <FieldFrame id={id} label={props.label} error={error}>
       <select id={id} name={props.name} aria-invalid={error ? "true" : undefined}>
-        {props.options.map((o) => (
+        {options.map((o) => (
           <option key={o.value} value={o.value} selected={o.value === props.value}>{o.label}</option>
         ))}
       </select>
-      {error && <p class="field-error">{error}</p>}
+    </FieldFrame>
+  );
+}
+
+/** A form's buttons: the primary submit button `submit`, and Cancel back to `cancel` when given. */
+export function FormActions(props: { submit: string; cancel?: string }) {
+  return (
+    <div class="form-actions">
+      <button type="submit" class="btn btn--primary">{props.submit}</button>
+      {props.cancel !== undefined && <a class="btn btn--ghost" href={props.cancel}>Cancel</a>}
     </div>
+  );
+}
+
+/**
+ * The form of a destructive action's confirmation page (a delete, a removal, a secret replaced): what it
+ * does (`children`), the CSRF field, the danger button that POSTs to `action`, and Cancel back to `cancel`.
+ */
+export function ConfirmForm(
+  props: { action: string; cancel: string; csrf: string; label: string; children?: ComponentChildren },
+) {
+  return (
+    <form method="post" action={props.action} class="form">
+      {props.children}
+      <Csrf token={props.csrf} />
+      <div class="form-actions">
+        <button type="submit" class="btn btn--danger">{props.label}</button>
+        <a class="btn btn--ghost" href={props.cancel}>Cancel</a>
+      </div>
+    </form>
+  );
+}
+
+/**
+ * A labelled checkbox posting `on` when ticked. The label is escaped at request time, which leaves an
+ * apostrophe as it is where a page's compiled JSX writes `&#39;`: such labels stay written out in their page.
+ */
+export function Checkbox(props: { name: string; checked: boolean; label: string }) {
+  return (
+    <label class="choice">
+      <input type="checkbox" name={props.name} value="on" checked={props.checked} /> {props.label}
+    </label>
   );
 }
 
 /** The form-level error summary. */
 export function FormErrors(props: { message?: string }) {
   return props.message ? <p class="form-error" role="alert">{props.message}</p> : null;
+}
+
+/**
+ * A table in its scrolling wrapper: the header cells `heads` (a label, or a cell such as a `SortHeader`),
+ * then the rows (`children`). The table's class, and its `data-testid` and `id` when given, are the table
+ * element's own attributes.
+ */
+export function DataTable(props: {
+  class: string;
+  testid?: string;
+  id?: string;
+  heads: ComponentChildren[];
+  children: ComponentChildren;
+}) {
+  // Only the attributes given: the table tag reads as the pages wrote it by hand.
+  const attrs: Record<string, string> = { class: props.class };
+  if (props.testid) attrs["data-testid"] = props.testid;
+  if (props.id) attrs.id = props.id;
+  return (
+    <div class="table-wrap" tabIndex={0}>
+      <table {...attrs}>
+        <thead>
+          <tr>
+            {props.heads.map((h, i) =>
+              typeof h === "string"
+                ? (
+                  // A keyed fragment: the <th> stays a plain precompiled template.
+                  <Fragment key={i}>
+                    <th>{h}</th>
+                  </Fragment>
+                )
+                : h
+            )}
+          </tr>
+        </thead>
+        <tbody>{props.children}</tbody>
+      </table>
+    </div>
+  );
 }
 
 /** Offset pagination for server lists: "Showing a–b of n" plus previous/next links keeping the query. */

@@ -1,6 +1,6 @@
 /** Admin > Audit: every mutation, newest first, with filters and cursor pagination. */
 import { Hono } from "hono";
-import { EmptyState, formatTime, PageHeader, ShortId } from "../components/ui.tsx";
+import { DataTable, EmptyState, formatTime, PageHeader, ShortId } from "../components/ui.tsx";
 import { AuditFilter } from "../domain/audit.ts";
 import { getAuditPage } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
@@ -87,36 +87,25 @@ adminAuditRoutes.get("/", requires("admin"), async (c) => {
         {page.values.length === 0
           ? <EmptyState title={active ? "No entries match these filters" : "No audit entries yet"} />
           : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table table--cards">
-                <thead>
-                  <tr>
-                    <th>Time</th>
-                    <th>Actor</th>
-                    <th>Action</th>
-                    <th>Object</th>
-                    <th>Organization</th>
-                    <th>Summary</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {page.values.map((e) => (
-                    <tr key={e.id}>
-                      <td data-label="Time">{formatTime(e.at)}</td>
-                      <td data-label="Actor">{e.actorLabel}</td>
-                      <td data-label="Action">
-                        <code>{e.action}</code>
-                      </td>
-                      <td data-label="Object">
-                        {e.objectType} <ShortId id={e.objectId} />
-                      </td>
-                      <td data-label="Organization">{e.orgId ? orgName.get(e.orgId) ?? "—" : "—"}</td>
-                      <td data-label="Summary">{e.summary}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
+            <DataTable
+              class="table table--cards"
+              heads={["Time", "Actor", "Action", "Object", "Organization", "Summary"]}
+            >
+              {page.values.map((e) => (
+                <tr key={e.id}>
+                  <td data-label="Time">{formatTime(e.at)}</td>
+                  <td data-label="Actor">{e.actorLabel}</td>
+                  <td data-label="Action">
+                    <code>{e.action}</code>
+                  </td>
+                  <td data-label="Object">
+                    {e.objectType} <ShortId id={e.objectId} />
+                  </td>
+                  <td data-label="Organization">{e.orgId ? orgName.get(e.orgId) ?? "—" : "—"}</td>
+                  <td data-label="Summary">{e.summary}</td>
+                </tr>
+              ))}
+            </DataTable>
           )}
         {page.cursor && (
           <nav class="pager">

@@ -1,21 +1,12 @@
 /** Admin > Organizations: list, create (secret shown once), rename, rotate the registration secret. */
 import { requestIfFourEyes } from "../domain/approvals.ts";
 import { redirectToApproval } from "./approvals.tsx";
-import { Hono } from "hono";
+import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { Island } from "../components/Island.tsx";
 import { startCommands } from "../components/getting_started.tsx";
-import {
-  Csrf,
-  EmptyState,
-  Field,
-  formatTime,
-  FormErrors,
-  PageHeader,
-  Pager,
-  SortHeader,
-} from "../components/ui.tsx";
-import { type FieldErrors, ValidationError } from "../domain/errors.ts";
+import { Csrf, Field, FormActions, formatTime, FormErrors, PageHeader } from "../components/ui.tsx";
+import type { FieldErrors } from "../domain/errors.ts";
 import {
   createOrg,
   getAccount,
@@ -29,10 +20,11 @@ import type { Org } from "../domain/types.ts";
 import CopySecret from "../islands/CopySecret.tsx";
 import { getOrgList } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
+import { FilteredList, listQuery, sortRows } from "./list_page.tsx";
 import { RECOVERY_KEY_PATH } from "./admin_recovery_key.tsx";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, readForm, str } from "./forms.ts";
-import { noStore, redirectWithNotice, render } from "./render.tsx";
+import { readForm, saveForm, str } from "./forms.ts";
+import { confirmPage, noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const adminOrgRoutes = new Hono<AppEnv>();
 
@@ -45,15 +37,13 @@ const ListQuery = z.object({
 
 adminOrgRoutes.get("/", requires("admin"), async (c) => {
   const actor = c.get("actor")!;
-  const query = ListQuery.parse(c.req.query());
+  const list = listQuery(ListQuery, c.req.query(), []);
+  const query = list.filter;
   const { kv, clock } = c.get("deps");
   const { orgs, account } = await getOrgList(kv, actor, {}, clock());
   const needle = query.q.toLowerCase();
   const rows = orgs.filter((o) => !needle || o.name.toLowerCase().includes(needle));
-  const field = query.sort.replace(/^-/, "") as "name" | "createdAt";
-  const dir = query.sort.startsWith("-") ? -1 : 1;
-  rows.sort((a, b) => dir * a[field].localeCompare(b[field]));
-  const keep = { q: query.q, sort: query.sort };
+  sortRows(rows, query.sort, (o, field) => o[field as "name" | "createdAt"]);
   return render(
     c,
     "Organizations",
@@ -66,43 +56,34 @@ adminOrgRoutes.get("/", requires("admin"), async (c) => {
             <a class="btn btn--primary" href="/admin/orgs/new">Add organization</a>
           )}
         />
-        <form method="get" class="filters">
-          <input type="search" name="q" value={query.q} placeholder="Search name" aria-label="Search" />
-          <button type="submit" class="btn">Filter</button>
-        </form>
-        {rows.length === 0
-          ? (
-            <EmptyState title={orgs.length ? "No organizations match" : "No organizations yet"}>
-              {orgs.length === 0 && actor.orgScope === "all" && (
-                <a href="/admin/orgs/new">Create the first organization</a>
-              )}
-            </EmptyState>
-          )
-          : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table table--cards">
-                <thead>
-                  <tr>
-                    <SortHeader label="Name" field="name" sort={query.sort} query={keep} />
-                    <th>Secret last rotated</th>
-                    <SortHeader label="Created" field="createdAt" sort={query.sort} query={keep} />
-                  </tr>
-                </thead>
-                <tbody>
-                  {rows.slice(query.offset, query.offset + query.limit).map((o) => (
-                    <tr key={o.id}>
-                      <td data-label="Name">
-                        <a href={`/admin/orgs/${o.id}`}>{o.name}</a>
-                      </td>
-                      <td data-label="Secret last rotated" class="nowrap">{formatTime(o.secretRotatedAt)}</td>
-                      <td data-label="Created" class="nowrap">{formatTime(o.createdAt)}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )}
-        <Pager total={rows.length} offset={query.offset} limit={query.limit} query={keep} />
+        <FilteredList
+          list={list}
+          path="/admin/orgs"
+          searchPlaceholder="Search name"
+          clear={false}
+          empty={{
+            title: orgs.length ? "No organizations match" : "No organizations yet",
+            children: orgs.length === 0 && actor.orgScope === "all" && (
+              <a href="/admin/orgs/new">Create the first organization</a>
+            ),
+          }}
+          columns={[
+            { label: "Name", sort: "name" },
+            { label: "Secret last rotated" },
+            { label: "Created", sort: "createdAt" },
+          ]}
+          rows={rows.slice(query.offset, query.offset + query.limit).map((o) => (
+            <tr key={o.id}>
+              <td data-label="Name">
+                <a href={`/admin/orgs/${o.id}`}>{o.name}</a>
+              </td>
+              <td data-label="Secret last rotated" class="nowrap">{formatTime(o.secretRotatedAt)}</td>
+              <td data-label="Created" class="nowrap">{formatTime(o.createdAt)}</td>
+            </tr>
+          ))}
+          count={rows.length}
+          total={rows.length}
+        />
         {actor.orgScope === "all" && <AccountSecretPanel issuedAt={account?.secretRotatedAt} />}
         {actor.orgScope === "all" && <RecoveryKeyPanel />}
       </>
@@ -211,10 +192,7 @@ function OrgForm(
       <Csrf token={props.csrf} />
       <FormErrors message={props.error} />
       <Field name="name" label="Name" value={props.name} errors={props.errors} required />
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">Save</button>
-        <a class="btn btn--ghost" href="/admin/orgs">Cancel</a>
-      </div>
+      <FormActions submit="Save" cancel="/admin/orgs" />
     </form>
   );
 }
@@ -246,48 +224,8 @@ function SecretOnce(props: { org: Org; secret: string; rotated: boolean; baseUrl
   );
 }
 
-adminOrgRoutes.get("/new", requires("admin"), (c) => {
-  return render(
-    c,
-    "Add organization",
-    (
-      <>
-        <PageHeader title="Add organization" />
-        <OrgForm csrf={c.get("csrfToken")} action="/admin/orgs/new" name="" />
-      </>
-    ),
-  );
-});
-
-adminOrgRoutes.post("/new", requires("admin"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const form = await readForm(c);
-  const parsed = OrgInput.safeParse({ name: str(form, "name") });
-  let errors: FieldErrors | undefined;
-  let error: string | undefined;
-  if (!parsed.success) errors = fieldErrors(parsed.error);
-  else {
-    try {
-      const { org, secret } = await createOrg(
-        kv,
-        actor,
-        { ...parsed.data, accountId: actor.accountId! },
-        clock(),
-      );
-      noStore(c);
-      return render(
-        c,
-        "Organization created",
-        <SecretOnce org={org} secret={secret} rotated={false} baseUrl={c.get("deps").config.baseUrl} />,
-        200,
-      );
-    } catch (e) {
-      if (!(e instanceof ValidationError)) throw e;
-      errors = e.fields;
-      error = e.message;
-    }
-  }
+/** The Add organization page; 422 when it shows a refused form. */
+function newOrgPage(c: Context<AppEnv>, name: string, errors?: FieldErrors, error?: string) {
   return render(
     c,
     "Add organization",
@@ -297,13 +235,36 @@ adminOrgRoutes.post("/new", requires("admin"), async (c) => {
         <OrgForm
           csrf={c.get("csrfToken")}
           action="/admin/orgs/new"
-          name={str(form, "name")}
+          name={name}
           errors={errors}
           error={error}
         />
       </>
     ),
-    422,
+    errors || error ? 422 : 200,
+  );
+}
+
+adminOrgRoutes.get("/new", requires("admin"), (c) => newOrgPage(c, ""));
+
+adminOrgRoutes.post("/new", requires("admin"), async (c) => {
+  const { kv, clock } = c.get("deps");
+  const actor = c.get("actor")!;
+  const form = await readForm(c);
+  return await saveForm(
+    OrgInput.safeParse({ name: str(form, "name") }),
+    async (data) => {
+      const { org, secret } = await createOrg(kv, actor, { ...data, accountId: actor.accountId! }, clock());
+      noStore(c);
+      return render(
+        c,
+        "Organization created",
+        <SecretOnce org={org} secret={secret} rotated={false} baseUrl={c.get("deps").config.baseUrl} />,
+        200,
+      );
+    },
+    (errors, error) => newOrgPage(c, str(form, "name"), errors, error),
+    { validationOnly: true },
   );
 });
 
@@ -346,38 +307,36 @@ adminOrgRoutes.post("/:orgId", requires("admin"), async (c) => {
   const actor = c.get("actor")!;
   const org = await requireOrg(kv, actor, c.req.param("orgId"));
   const form = await readForm(c);
-  const parsed = OrgInput.safeParse({ name: str(form, "name") });
-  let errors: FieldErrors | undefined;
-  let error: string | undefined;
-  if (!parsed.success) errors = fieldErrors(parsed.error);
-  else {
-    try {
-      await renameOrg(kv, actor, org.id, parsed.data, clock());
+  return await saveForm(
+    OrgInput.safeParse({ name: str(form, "name") }),
+    async (data) => {
+      await renameOrg(kv, actor, org.id, data, clock());
       return redirectWithNotice(c, `/admin/orgs/${org.id}`, "Organization saved.");
-    } catch (e) {
-      if (!(e instanceof ValidationError)) throw e;
-      errors = e.fields;
-      error = e.message;
-    }
-  }
-  return render(
-    c,
-    org.name,
-    (
-      <OrgPage csrf={c.get("csrfToken")} org={org} name={str(form, "name")} errors={errors} error={error} />
-    ),
-    422,
+    },
+    (errors, error) =>
+      render(
+        c,
+        org.name,
+        <OrgPage
+          csrf={c.get("csrfToken")}
+          org={org}
+          name={str(form, "name")}
+          errors={errors}
+          error={error}
+        />,
+        422,
+      ),
+    { validationOnly: true },
   );
 });
 
 adminOrgRoutes.get("/:orgId/rotate", requires("admin"), async (c) => {
   const org = await requireOrg(c.get("deps").kv, c.get("actor")!, c.req.param("orgId"));
-  return render(
-    c,
-    "Issue a new secret",
-    (
+  return confirmPage(c, {
+    title: "Issue a new secret",
+    question: `Issue a new registration secret for ${org.name}?`,
+    explain: (
       <>
-        <PageHeader title={`Issue a new registration secret for ${org.name}?`} />
         <p>
           The new secret is shown once, on the next page, for you to copy into the <code>deno task bes</code>
           {" "}
@@ -388,16 +347,12 @@ adminOrgRoutes.get("/:orgId/rotate", requires("admin"), async (c) => {
           keys and never use the secret again. The secret issued {formatTime(org.secretRotatedAt)}{" "}
           (wherever it was copied to) stops working for new registrations.
         </p>
-        <form method="post" action={`/admin/orgs/${org.id}/rotate`} class="form">
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Issue a new secret</button>
-            <a class="btn btn--ghost" href={`/admin/orgs/${org.id}`}>Cancel</a>
-          </div>
-        </form>
       </>
     ),
-  );
+    action: `/admin/orgs/${org.id}/rotate`,
+    cancel: `/admin/orgs/${org.id}`,
+    label: "Issue a new secret",
+  });
 });
 
 adminOrgRoutes.post("/:orgId/rotate", requires("admin"), async (c) => {

@@ -5,7 +5,7 @@
  * again). The first-run page (routes/getting_started.tsx) offers the same form right after setup.
  */
 import { Hono } from "hono";
-import { Csrf, formatTime, FormErrors, PageHeader } from "../components/ui.tsx";
+import { Csrf, FormActions, formatTime, FormErrors, PageHeader } from "../components/ui.tsx";
 import { ConflictError } from "../domain/errors.ts";
 import { type AccountRecoveryKey, createRecoveryKey, getRecoveryKey } from "../domain/recovery_keys.ts";
 import { requires } from "./access.ts";
@@ -65,9 +65,7 @@ function RecoveryKeyPage(
               The private key is downloaded once, now, as{" "}
               <code>cadres-recovery-key-&lt;id&gt;.pem</code>. Store it safely before you leave this page.
             </p>
-            <div class="form-actions">
-              <button type="submit" class="btn btn--primary">Create and download the recovery key</button>
-            </div>
+            <FormActions submit="Create and download the recovery key" />
           </form>
         )
         : (

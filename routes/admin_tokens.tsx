@@ -5,6 +5,7 @@ import { Island } from "../components/Island.tsx";
 import {
   Badge,
   Csrf,
+  DataTable,
   EmptyState,
   Field,
   formatTime,
@@ -53,43 +54,30 @@ function TokensPage(props: {
       {rows.length === 0
         ? <EmptyState title="No API tokens yet">Create one below for scripts and monitoring.</EmptyState>
         : (
-          <div class="table-wrap" tabIndex={0}>
-            <table class="table">
-              <thead>
-                <tr>
-                  <th>Name</th>
-                  <th>Owner</th>
-                  <th>Permissions</th>
-                  <th>Status</th>
-                  <th>Created</th>
-                  <th>Expires</th>
-                  <th>Last used</th>
-                  <th>Action</th>
-                </tr>
-              </thead>
-              <tbody>
-                {rows.map((t) => (
-                  <tr key={t.id}>
-                    <td>{t.name}</td>
-                    <td>{t.ownerEmail}</td>
-                    <td>{t.permissions.join(", ")}</td>
-                    <td>{tokenStatus(t, props.now)}</td>
-                    <td class="nowrap">{formatTime(t.createdAt)}</td>
-                    <td class="nowrap">{t.expiresAt ? formatTime(t.expiresAt) : "Never"}</td>
-                    <td class="nowrap">{formatTime(t.lastUsedAt)}</td>
-                    <td>
-                      {!t.revokedAt && (
-                        <form method="post" action={`/admin/tokens/${t.id}/revoke`}>
-                          <Csrf token={props.csrf} />
-                          <button type="submit" class="btn btn--small btn--danger">Revoke</button>
-                        </form>
-                      )}
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+          <DataTable
+            class="table"
+            heads={["Name", "Owner", "Permissions", "Status", "Created", "Expires", "Last used", "Action"]}
+          >
+            {rows.map((t) => (
+              <tr key={t.id}>
+                <td>{t.name}</td>
+                <td>{t.ownerEmail}</td>
+                <td>{t.permissions.join(", ")}</td>
+                <td>{tokenStatus(t, props.now)}</td>
+                <td class="nowrap">{formatTime(t.createdAt)}</td>
+                <td class="nowrap">{t.expiresAt ? formatTime(t.expiresAt) : "Never"}</td>
+                <td class="nowrap">{formatTime(t.lastUsedAt)}</td>
+                <td>
+                  {!t.revokedAt && (
+                    <form method="post" action={`/admin/tokens/${t.id}/revoke`}>
+                      <Csrf token={props.csrf} />
+                      <button type="submit" class="btn btn--small btn--danger">Revoke</button>
+                    </form>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </DataTable>
         )}
       <Pager total={props.tokens.length} offset={props.offset} limit={50} query={{}} />
       <section class="panel">

@@ -6,16 +6,14 @@ import { Island } from "../components/Island.tsx";
 import {
   Badge,
   Csrf,
-  EmptyState,
   Field,
+  FormActions,
   formatTime,
   FormErrors,
   PageHeader,
-  Pager,
   Select,
-  SortHeader,
 } from "../components/ui.tsx";
-import { type FieldErrors, ValidationError } from "../domain/errors.ts";
+import type { FieldErrors } from "../domain/errors.ts";
 import { listOrgs } from "../domain/tenancy.ts";
 import { type Org, ROLE_LABELS, ROLES, type User } from "../domain/types.ts";
 import {
@@ -30,9 +28,10 @@ import {
 import OrgScopePicker from "../islands/OrgScopePicker.tsx";
 import { getUserList } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
+import { FilteredList, listQuery, sortRows } from "./list_page.tsx";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, list, readForm, str } from "./forms.ts";
-import { noStore, redirectWithNotice, render } from "./render.tsx";
+import { type FormFields, list, readForm, saveForm, str } from "./forms.ts";
+import { confirmPage, noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const adminUserRoutes = new Hono<AppEnv>();
 
@@ -54,7 +53,8 @@ function scopeLabel(user: User, orgs: Map<string, Org>) {
 adminUserRoutes.get("/", requires("admin"), async (c) => {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const query = ListQuery.parse(c.req.query());
+  const list = listQuery(ListQuery, c.req.query(), ["role"]);
+  const query = list.filter;
   const { users, orgs: orgList } = await getUserList(kv, actor, {}, clock());
   const orgs = new Map(orgList.map((o) => [o.id, o]));
   const needle = query.q.toLowerCase();
@@ -62,11 +62,8 @@ adminUserRoutes.get("/", requires("admin"), async (c) => {
     (!needle || u.email.includes(needle) || u.name.toLowerCase().includes(needle)) &&
     (!query.role || u.role === query.role)
   );
-  const field = query.sort.replace(/^-/, "") as "email" | "name" | "role" | "createdAt";
-  const dir = query.sort.startsWith("-") ? -1 : 1;
-  filtered.sort((a, b) => dir * String(a[field]).localeCompare(String(b[field])));
+  sortRows(filtered, query.sort, (u, field) => u[field as "email" | "name" | "role" | "createdAt"]);
   const pageRows = filtered.slice(query.offset, query.offset + query.limit);
-  const keep = { q: query.q, role: query.role, sort: query.sort };
   return render(
     c,
     "Users",
@@ -77,63 +74,50 @@ adminUserRoutes.get("/", requires("admin"), async (c) => {
           subtitle="People who can sign in, their role and which organizations they see."
           actions={<a class="btn btn--primary" href="/admin/users/new">Add user</a>}
         />
-        <form method="get" class="filters">
-          <input
-            type="search"
-            name="q"
-            value={query.q}
-            placeholder="Search email or name"
-            aria-label="Search"
-          />
-          <select name="role" aria-label="Role">
-            <option value="">All roles</option>
-            {ROLES.map((r) => (
-              <option key={r} value={r} selected={query.role === r}>{ROLE_LABELS[r]}</option>
-            ))}
-          </select>
-          <button type="submit" class="btn">Filter</button>
-        </form>
-        {pageRows.length === 0
-          ? (
-            <EmptyState title={users.length ? "No users match these filters" : "No users yet"}>
-              {users.length
-                ? <a href="/admin/users">Clear filters</a>
-                : <a href="/admin/users/new">Add the first user</a>}
-            </EmptyState>
-          )
-          : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table table--cards">
-                <thead>
-                  <tr>
-                    <SortHeader label="Email" field="email" sort={query.sort} query={keep} />
-                    <SortHeader label="Name" field="name" sort={query.sort} query={keep} />
-                    <SortHeader label="Role" field="role" sort={query.sort} query={keep} />
-                    <th>Organization scope</th>
-                    <th>Status</th>
-                    <SortHeader label="Created" field="createdAt" sort={query.sort} query={keep} />
-                  </tr>
-                </thead>
-                <tbody>
-                  {pageRows.map((u) => (
-                    <tr key={u.id}>
-                      <td data-label="Email">
-                        <a href={`/admin/users/${u.id}`}>{u.email}</a>
-                      </td>
-                      <td data-label="Name">{u.name}</td>
-                      <td data-label="Role">{ROLE_LABELS[u.role]}</td>
-                      <td data-label="Organization scope">{scopeLabel(u, orgs)}</td>
-                      <td class="cell-status" data-label="Status">
-                        {u.disabled ? <Badge tone="muted">Disabled</Badge> : <Badge tone="ok">Active</Badge>}
-                      </td>
-                      <td data-label="Created" class="nowrap">{formatTime(u.createdAt)}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )}
-        <Pager total={filtered.length} offset={query.offset} limit={query.limit} query={keep} />
+        <FilteredList
+          list={list}
+          path="/admin/users"
+          searchPlaceholder="Search email or name"
+          clear={false}
+          filters={
+            <select name="role" aria-label="Role">
+              <option value="">All roles</option>
+              {ROLES.map((r) => (
+                <option key={r} value={r} selected={query.role === r}>{ROLE_LABELS[r]}</option>
+              ))}
+            </select>
+          }
+          empty={{
+            title: users.length ? "No users match these filters" : "No users yet",
+            children: users.length
+              ? <a href="/admin/users">Clear filters</a>
+              : <a href="/admin/users/new">Add the first user</a>,
+          }}
+          columns={[
+            { label: "Email", sort: "email" },
+            { label: "Name", sort: "name" },
+            { label: "Role", sort: "role" },
+            { label: "Organization scope" },
+            { label: "Status" },
+            { label: "Created", sort: "createdAt" },
+          ]}
+          rows={pageRows.map((u) => (
+            <tr key={u.id}>
+              <td data-label="Email">
+                <a href={`/admin/users/${u.id}`}>{u.email}</a>
+              </td>
+              <td data-label="Name">{u.name}</td>
+              <td data-label="Role">{ROLE_LABELS[u.role]}</td>
+              <td data-label="Organization scope">{scopeLabel(u, orgs)}</td>
+              <td class="cell-status" data-label="Status">
+                {u.disabled ? <Badge tone="muted">Disabled</Badge> : <Badge tone="ok">Active</Badge>}
+              </td>
+              <td data-label="Created" class="nowrap">{formatTime(u.createdAt)}</td>
+            </tr>
+          ))}
+          count={pageRows.length}
+          total={filtered.length}
+        />
       </>
     ),
   );
@@ -204,15 +188,12 @@ function UserForm(props: {
           <input type="checkbox" name="disabled" value="on" checked={v.disabled} /> Disabled (cannot sign in)
         </label>
       )}
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">{props.isNew ? "Create user" : "Save changes"}</button>
-        <a class="btn btn--ghost" href="/admin/users">Cancel</a>
-      </div>
+      <FormActions submit={props.isNew ? "Create user" : "Save changes"} cancel="/admin/users" />
     </form>
   );
 }
 
-function valuesFrom(form: Record<string, string | string[]>): FormValues {
+function valuesFrom(form: FormFields): FormValues {
   return {
     email: str(form, "email"),
     name: str(form, "name"),
@@ -228,57 +209,8 @@ async function orgsFor(c: Context<AppEnv>) {
   return await listOrgs(c.get("deps").kv, actor, actor.accountId!);
 }
 
-adminUserRoutes.get("/new", requires("admin"), async (c) => {
-  return render(
-    c,
-    "Add user",
-    (
-      <>
-        <PageHeader title="Add user" />
-        <UserForm
-          csrf={c.get("csrfToken")}
-          action="/admin/users/new"
-          isNew
-          orgs={await orgsFor(c)}
-          values={{ email: "", name: "", role: "viewer", scopeMode: "all", orgIds: [] }}
-        />
-      </>
-    ),
-  );
-});
-
-adminUserRoutes.post("/new", requires("admin"), async (c) => {
-  const { kv, clock, config } = c.get("deps");
-  const actor = c.get("actor")!;
-  const form = await readForm(c);
-  const values = valuesFrom(form);
-  const input = {
-    email: values.email,
-    name: values.name,
-    role: values.role,
-    orgScope: values.scopeMode === "all" ? "all" : values.orgIds,
-    password: str(form, "password"),
-  };
-  const parsed = UserCreateInput.safeParse(input);
-  let errors: FieldErrors | undefined;
-  let error: string | undefined;
-  if (!parsed.success) errors = fieldErrors(parsed.error);
-  else {
-    try {
-      const user = await createUser(
-        kv,
-        actor,
-        { ...parsed.data, accountId: actor.accountId! },
-        clock(),
-        config.passwordHashing,
-      );
-      return redirectWithNotice(c, `/admin/users/${user.id}`, `User ${user.email} created.`);
-    } catch (e) {
-      if (!(e instanceof ValidationError)) throw e;
-      errors = e.fields;
-      error = e.message;
-    }
-  }
+/** The Add user page; 422 when it shows a refused form. */
+async function newUserPage(c: Context<AppEnv>, values: FormValues, errors?: FieldErrors, error?: string) {
   return render(
     c,
     "Add user",
@@ -296,7 +228,40 @@ adminUserRoutes.post("/new", requires("admin"), async (c) => {
         />
       </>
     ),
-    422,
+    errors || error ? 422 : 200,
+  );
+}
+
+adminUserRoutes.get("/new", requires("admin"), async (c) => {
+  return await newUserPage(c, { email: "", name: "", role: "viewer", scopeMode: "all", orgIds: [] });
+});
+
+adminUserRoutes.post("/new", requires("admin"), async (c) => {
+  const { kv, clock, config } = c.get("deps");
+  const actor = c.get("actor")!;
+  const form = await readForm(c);
+  const values = valuesFrom(form);
+  const input = {
+    email: values.email,
+    name: values.name,
+    role: values.role,
+    orgScope: values.scopeMode === "all" ? "all" : values.orgIds,
+    password: str(form, "password"),
+  };
+  return await saveForm(
+    UserCreateInput.safeParse(input),
+    async (data) => {
+      const user = await createUser(
+        kv,
+        actor,
+        { ...data, accountId: actor.accountId! },
+        clock(),
+        config.passwordHashing,
+      );
+      return redirectWithNotice(c, `/admin/users/${user.id}`, `User ${user.email} created.`);
+    },
+    (errors, error) => newUserPage(c, values, errors, error),
+    { validationOnly: true },
   );
 });
 
@@ -372,33 +337,29 @@ adminUserRoutes.post("/:userId", requires("admin"), async (c) => {
     orgScope: values.scopeMode === "all" ? "all" : values.orgIds,
     disabled: values.disabled,
   });
-  let errors: FieldErrors | undefined;
-  let error: string | undefined;
-  if (!parsed.success) errors = fieldErrors(parsed.error);
-  else {
-    try {
-      await updateUser(kv, actor, user.id, parsed.data, clock());
+  return await saveForm(
+    parsed,
+    async (data) => {
+      await updateUser(kv, actor, user.id, data, clock());
       return redirectWithNotice(c, `/admin/users/${user.id}`, `Saved ${user.email}.`);
-    } catch (e) {
-      if (!(e instanceof ValidationError)) throw e;
-      errors = e.fields;
-      error = e.message;
-    }
-  }
-  return render(
-    c,
-    user.email,
-    (
-      <EditPage
-        csrf={c.get("csrfToken")}
-        user={user}
-        orgs={await orgsFor(c)}
-        values={values}
-        errors={errors}
-        error={error}
-      />
-    ),
-    422,
+    },
+    async (errors, error) =>
+      render(
+        c,
+        user.email,
+        (
+          <EditPage
+            csrf={c.get("csrfToken")}
+            user={user}
+            orgs={await orgsFor(c)}
+            values={values}
+            errors={errors}
+            error={error}
+          />
+        ),
+        422,
+      ),
+    { validationOnly: true },
   );
 });
 
@@ -436,23 +397,14 @@ adminUserRoutes.post("/:userId/password", requires("admin"), async (c) => {
 
 adminUserRoutes.get("/:userId/delete", requires("admin"), async (c) => {
   const user = await requireUser(c.get("deps").kv, c.get("actor")!, c.req.param("userId"));
-  return render(
-    c,
-    "Delete user",
-    (
-      <>
-        <PageHeader title={`Delete ${user.email}?`} />
-        <p>This removes the user, signs them out, and revokes their API tokens. It cannot be undone.</p>
-        <form method="post" action={`/admin/users/${user.id}/delete`} class="form">
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Delete user</button>
-            <a class="btn btn--ghost" href={`/admin/users/${user.id}`}>Cancel</a>
-          </div>
-        </form>
-      </>
-    ),
-  );
+  return confirmPage(c, {
+    title: "Delete user",
+    question: `Delete ${user.email}?`,
+    explain: <p>This removes the user, signs them out, and revokes their API tokens. It cannot be undone.</p>,
+    action: `/admin/users/${user.id}/delete`,
+    cancel: `/admin/users/${user.id}`,
+    label: "Delete user",
+  });
 });
 
 adminUserRoutes.post("/:userId/delete", requires("admin"), async (c) => {

@@ -1,6 +1,6 @@
 /** Backup > Alerts: open, acknowledged and resolved alerts; acknowledge needs backup.manage. */
 import { Hono } from "hono";
-import { Badge, Csrf, EmptyState, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
+import { Badge, Csrf, DataTable, EmptyState, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
 import {
   acknowledgeAlert,
   type Alert,
@@ -80,53 +80,40 @@ alertRoutes.get("/", requires("backup.view"), async (c) => {
             </EmptyState>
           )
           : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table table--cards">
-                <thead>
-                  <tr>
-                    <th>Severity</th>
-                    <th>Status</th>
-                    <th>Subject</th>
-                    <th>Message</th>
-                    <th>Opened</th>
-                    <th>Last seen</th>
-                    <th>Count</th>
-                    <th>Action</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {page.values.map((a) => (
-                    <tr key={a.id}>
-                      <td data-label="Severity">
-                        <Badge tone={SEVERITY_TONE[a.severity]}>{a.severity}</Badge>
-                      </td>
-                      <td class="cell-status" data-label="Status">
-                        <Badge tone={STATUS_TONE[a.status]}>{a.status}</Badge>
-                      </td>
-                      <td data-label="Subject">{subjectLink(a)}</td>
-                      <td data-label="Message">
-                        {a.message}
-                        {a.acknowledgedBy && <div class="hint">Acknowledged by {a.acknowledgedBy}</div>}
-                      </td>
-                      <td data-label="Opened" class="nowrap">{formatTime(a.openedAt)}</td>
-                      <td data-label="Last seen" class="nowrap">
-                        {formatTime(a.resolvedAt ?? a.lastSeenAt)}
-                      </td>
-                      <td data-label="Count">{a.count}</td>
-                      <td data-label="Action">
-                        {a.status === "open" &&
-                          can(actor, "backup.manage", { accountId: a.accountId, orgId: a.orgId }) && (
-                          <form method="post" action={`/backup/alerts/${a.id}/acknowledge`}>
-                            <Csrf token={c.get("csrfToken")} />
-                            <button type="submit" class="btn btn--small">Acknowledge</button>
-                          </form>
-                        )}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
+            <DataTable
+              class="table table--cards"
+              heads={["Severity", "Status", "Subject", "Message", "Opened", "Last seen", "Count", "Action"]}
+            >
+              {page.values.map((a) => (
+                <tr key={a.id}>
+                  <td data-label="Severity">
+                    <Badge tone={SEVERITY_TONE[a.severity]}>{a.severity}</Badge>
+                  </td>
+                  <td class="cell-status" data-label="Status">
+                    <Badge tone={STATUS_TONE[a.status]}>{a.status}</Badge>
+                  </td>
+                  <td data-label="Subject">{subjectLink(a)}</td>
+                  <td data-label="Message">
+                    {a.message}
+                    {a.acknowledgedBy && <div class="hint">Acknowledged by {a.acknowledgedBy}</div>}
+                  </td>
+                  <td data-label="Opened" class="nowrap">{formatTime(a.openedAt)}</td>
+                  <td data-label="Last seen" class="nowrap">
+                    {formatTime(a.resolvedAt ?? a.lastSeenAt)}
+                  </td>
+                  <td data-label="Count">{a.count}</td>
+                  <td data-label="Action">
+                    {a.status === "open" &&
+                      can(actor, "backup.manage", { accountId: a.accountId, orgId: a.orgId }) && (
+                      <form method="post" action={`/backup/alerts/${a.id}/acknowledge`}>
+                        <Csrf token={c.get("csrfToken")} />
+                        <button type="submit" class="btn btn--small">Acknowledge</button>
+                      </form>
+                    )}
+                  </td>
+                </tr>
+              ))}
+            </DataTable>
           )}
         {page.cursor && (
           <nav class="pager">

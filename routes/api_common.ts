@@ -74,6 +74,13 @@ export const errors = {
   422: { description: "Invalid input", content: { "application/json": { schema: ErrorBody } } },
 } as const;
 
+/** The identity routes' refusals of a list or a create (`input`), of one object (`object`), of a change to it. */
+export const identityErrors = {
+  input: { 401: errors[401], 403: errors[403], 422: errors[422] },
+  object: { 401: errors[401], 403: errors[403], 404: errors[404] },
+  change: { 401: errors[401], 403: errors[403], 404: errors[404], 422: errors[422] },
+};
+
 /** A JSON answer of the identity routes (`ok` with the arguments the other way round). */
 export const json = <T extends z.ZodType>(schema: T, description: string) => ({
   description,

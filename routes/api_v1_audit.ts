@@ -2,7 +2,7 @@
 import { createRoute, z } from "@hono/zod-openapi";
 import { AuditFilter, listAudit } from "../domain/audit.ts";
 import { requires } from "./access.ts";
-import { apiRouter, errors, json, offsetPage } from "./api_common.ts";
+import { apiRouter, identityErrors, json, offsetPage } from "./api_common.ts";
 
 /** `/api/v1/audit` */
 export const apiV1Audit = apiRouter();
@@ -30,9 +30,7 @@ apiV1Audit.openapi(
     request: { query: AuditFilter },
     responses: {
       200: json(offsetPage(AuditSchema), "Entries"),
-      401: errors[401],
-      403: errors[403],
-      422: errors[422],
+      ...identityErrors.input,
     },
   }),
   async (c) => {

@@ -7,7 +7,7 @@ import { rotateKek } from "../domain/namespace_keys.ts";
 import { createOrg, listOrgs, OrgInput, renameOrg, requireOrg, rotateOrgSecret } from "../domain/tenancy.ts";
 import type { Org } from "../domain/types.ts";
 import { requires } from "./access.ts";
-import { apiRouter, ErrorBody, errors, json, jsonBody, offsetPage, Paging } from "./api_common.ts";
+import { apiRouter, ErrorBody, identityErrors, json, jsonBody, offsetPage, Paging } from "./api_common.ts";
 
 const OrgSchema = z.object({
   id: z.string(),
@@ -39,9 +39,7 @@ apiV1Orgs.openapi(
     request: { query: Paging },
     responses: {
       200: json(offsetPage(OrgSchema), "Organizations by name"),
-      401: errors[401],
-      403: errors[403],
-      422: errors[422],
+      ...identityErrors.input,
     },
   }),
   async (c) => {
@@ -66,9 +64,7 @@ apiV1Orgs.openapi(
     request: jsonBody(OrgInput, { name: "Branch offices" }),
     responses: {
       201: json(z.object({ org: OrgSchema, secret: z.string() }), "Created"),
-      401: errors[401],
-      403: errors[403],
-      422: errors[422],
+      ...identityErrors.input,
     },
   }),
   async (c) => {
@@ -94,9 +90,7 @@ apiV1Orgs.openapi(
     request: { params: OrgId },
     responses: {
       200: json(OrgSchema, "The organization"),
-      401: errors[401],
-      403: errors[403],
-      404: errors[404],
+      ...identityErrors.object,
     },
   }),
   async (c) => {
@@ -116,10 +110,7 @@ apiV1Orgs.openapi(
     request: { params: OrgId, ...jsonBody(OrgInput, { name: "Branch offices (EMEA)" }) },
     responses: {
       200: json(OrgSchema, "Renamed"),
-      401: errors[401],
-      403: errors[403],
-      404: errors[404],
-      422: errors[422],
+      ...identityErrors.change,
     },
   }),
   async (c) => {
@@ -147,9 +138,7 @@ apiV1Orgs.openapi(
     responses: {
       200: json(z.object({ org: OrgSchema, secret: z.string() }), "The new secret, shown this once"),
       202: pendingApproval,
-      401: errors[401],
-      403: errors[403],
-      404: errors[404],
+      ...identityErrors.object,
     },
   }),
   async (c) => {
@@ -182,9 +171,7 @@ apiV1Orgs.openapi(
         "Rotated (the key itself never leaves the vault)",
       ),
       202: pendingApproval,
-      401: errors[401],
-      403: errors[403],
-      404: errors[404],
+      ...identityErrors.object,
       409: {
         description: "A key set kept changing; run it again",
         content: { "application/json": { schema: ErrorBody } },

@@ -8,9 +8,11 @@ import {
   listRestores,
   requestFileRestore,
   requestImageRestore,
+  type RestoreRequest,
 } from "../domain/restore_requests.ts";
+import type { Actor } from "../domain/rbac.ts";
 import { requires } from "./access.ts";
-import { apiRouter, err, Id, ok, restoreDenied } from "./api_common.ts";
+import { apiRouter, err, Id, jsonBody, ok, restoreDenied } from "./api_common.ts";
 import { page, RestoreSchema } from "./api_schemas.ts";
 
 /** `/api/v1/restores` */
@@ -44,85 +46,85 @@ apiV1Restores.openapi(
   async (c) => c.json(await listRestores(c.get("deps").kv, c.get("actor")!, c.req.valid("query")), 200),
 );
 
-apiV1Restores.openapi(
-  createRoute({
-    method: "post",
-    path: "/",
-    operationId: "restoreFiles",
-    summary: "File-level restore (high priority): up to 10,000 paths to a target path on a host",
-    description:
-      "Paths are absolute (POSIX or Windows), normalized and deduplicated; a path under a selected " +
-      "folder is dropped. The target host defaults to the restore point's host and must be in your scope. " +
-      "`sourceTargetId` reads the point from its replica on that storage target (a finished replication " +
-      "listed in the point's `replications`), served by the BES holding that target; empty: the point's own " +
-      "repository. This endpoint accepts bodies up to 4 MiB.",
-    tags: ["Restore"],
-    middleware: [requires("backup.restore")] as const,
-    request: {
-      body: {
-        content: {
-          "application/json": {
-            // The restore page's schema (one schema for the form, the API and the domain).
-            schema: FileRestoreInput,
-            example: {
-              restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
-              paths: ["/etc/nginx", "/home/alice/report.pdf"],
-              targetPath: "/restore",
-              overwrite: false,
-            },
-          },
-        },
-        required: true,
-      },
-    },
-    responses: {
-      201: ok("The restore request (status pending); poll GET /api/v1/restores/{restoreId}", RestoreSchema),
-      ...restoreDenied,
-      404: err("Restore point or target host not found or outside your scope"),
-      422: err("Invalid paths, target, source replica, or a restore point that is not complete"),
-    },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    return c.json(await requestFileRestore(kv, c.get("actor")!, c.req.valid("json"), clock()), 201);
+/**
+ * Declares a restore request route (POST, 201 with the pending request): the file and image restores differ
+ * only in their path, words, body schema (the domain's, one for the form, the API and the domain) and
+ * request function.
+ */
+function restoreRequestRoute<S extends typeof FileRestoreInput | typeof ImageRestoreInput>(
+  route: {
+    path: string;
+    operationId: string;
+    summary: string;
+    description?: string;
+    schema: S;
+    example: z.input<S>;
+    created: string;
+    notFound: string;
+    invalid: string;
   },
-);
+  request: (kv: Deno.Kv, actor: Actor, input: z.output<S>, now: Date) => Promise<RestoreRequest>,
+) {
+  apiV1Restores.openapi(
+    createRoute({
+      method: "post",
+      path: route.path,
+      operationId: route.operationId,
+      summary: route.summary,
+      ...(route.description === undefined ? {} : { description: route.description }),
+      tags: ["Restore"],
+      middleware: [requires("backup.restore")] as const,
+      request: jsonBody(route.schema, route.example),
+      responses: {
+        201: ok(route.created, RestoreSchema),
+        ...restoreDenied,
+        404: err(route.notFound),
+        422: err(route.invalid),
+      },
+    }),
+    async (c) => {
+      const { kv, clock } = c.get("deps");
+      return c.json(await request(kv, c.get("actor")!, c.req.valid("json") as z.output<S>, clock()), 201);
+    },
+  );
+}
 
-apiV1Restores.openapi(
-  createRoute({
-    method: "post",
-    path: "/image",
-    operationId: "restoreImage",
-    summary: "Image restore (critical priority) of an image restore point to a target host and path",
-    tags: ["Restore"],
-    middleware: [requires("backup.restore")] as const,
-    request: {
-      body: {
-        content: {
-          "application/json": {
-            schema: ImageRestoreInput,
-            example: {
-              restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
-              targetHostId: "01JC9Z8X7W6V5T4S3R2Q1P0N9K",
-              targetPath: "/dev/sdb",
-            },
-          },
-        },
-        required: true,
-      },
-    },
-    responses: {
-      201: ok("The restore request (status pending)", RestoreSchema),
-      ...restoreDenied,
-      404: err("Restore point or target host not found or outside your scope"),
-      422: err("Invalid input, a file restore point, or one that is not complete"),
-    },
-  }),
-  async (c) => {
-    const { kv, clock } = c.get("deps");
-    return c.json(await requestImageRestore(kv, c.get("actor")!, c.req.valid("json"), clock()), 201);
+restoreRequestRoute({
+  path: "/",
+  operationId: "restoreFiles",
+  summary: "File-level restore (high priority): up to 10,000 paths to a target path on a host",
+  description:
+    "Paths are absolute (POSIX or Windows), normalized and deduplicated; a path under a selected " +
+    "folder is dropped. The target host defaults to the restore point's host and must be in your scope. " +
+    "`sourceTargetId` reads the point from its replica on that storage target (a finished replication " +
+    "listed in the point's `replications`), served by the BES holding that target; empty: the point's own " +
+    "repository. This endpoint accepts bodies up to 4 MiB.",
+  schema: FileRestoreInput,
+  example: {
+    restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
+    paths: ["/etc/nginx", "/home/alice/report.pdf"],
+    targetPath: "/restore",
+    overwrite: false,
   },
-);
+  created: "The restore request (status pending); poll GET /api/v1/restores/{restoreId}",
+  notFound: "Restore point or target host not found or outside your scope",
+  invalid: "Invalid paths, target, source replica, or a restore point that is not complete",
+}, requestFileRestore);
+
+restoreRequestRoute({
+  path: "/image",
+  operationId: "restoreImage",
+  summary: "Image restore (critical priority) of an image restore point to a target host and path",
+  schema: ImageRestoreInput,
+  example: {
+    restorePointId: "01JC9Z8X7W6V5T4S3R2Q1P0N9M",
+    targetHostId: "01JC9Z8X7W6V5T4S3R2Q1P0N9K",
+    targetPath: "/dev/sdb",
+  },
+  created: "The restore request (status pending)",
+  notFound: "Restore point or target host not found or outside your scope",
+  invalid: "Invalid input, a file restore point, or one that is not complete",
+}, requestImageRestore);
 
 apiV1Restores.openapi(
   createRoute({

@@ -3,7 +3,7 @@ import { createRoute, z } from "@hono/zod-openapi";
 import { ApiTokenInput, createApiToken, listApiTokens, revokeApiToken } from "../domain/api_tokens.ts";
 import { PERMISSIONS } from "../domain/types.ts";
 import { requires } from "./access.ts";
-import { apiRouter, errors, json, jsonBody, offsetPage, Paging } from "./api_common.ts";
+import { apiRouter, identityErrors, json, jsonBody, offsetPage, Paging } from "./api_common.ts";
 
 const TokenSchema = z.object({
   id: z.string(),
@@ -33,9 +33,7 @@ apiV1Tokens.openapi(
     request: { query: Paging },
     responses: {
       200: json(offsetPage(TokenSchema), "Newest first"),
-      401: errors[401],
-      403: errors[403],
-      422: errors[422],
+      ...identityErrors.input,
     },
   }),
   async (c) => {
@@ -63,9 +61,7 @@ apiV1Tokens.openapi(
     }),
     responses: {
       201: json(z.object({ token: TokenSchema, secret: z.string() }), "Created"),
-      401: errors[401],
-      403: errors[403],
-      422: errors[422],
+      ...identityErrors.input,
     },
   }),
   async (c) => {
@@ -86,7 +82,7 @@ apiV1Tokens.openapi(
     tags: ["API tokens"],
     middleware: [requires("backup.view")] as const,
     request: { params: TokenId },
-    responses: { 204: { description: "Revoked" }, 401: errors[401], 403: errors[403], 404: errors[404] },
+    responses: { 204: { description: "Revoked" }, ...identityErrors.object },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");

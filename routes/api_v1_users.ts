@@ -12,7 +12,7 @@ import {
   UserUpdateInput,
 } from "../domain/users.ts";
 import { requires } from "./access.ts";
-import { apiRouter, errors, json, jsonBody, offsetPage, Paging } from "./api_common.ts";
+import { apiRouter, identityErrors, json, jsonBody, offsetPage, Paging } from "./api_common.ts";
 
 const UserSchema = z.object({
   id: z.string(),
@@ -42,9 +42,7 @@ apiV1Users.openapi(
     request: { query: Paging },
     responses: {
       200: json(offsetPage(UserSchema), "Users by email"),
-      401: errors[401],
-      403: errors[403],
-      422: errors[422],
+      ...identityErrors.input,
     },
   }),
   async (c) => {
@@ -71,7 +69,7 @@ apiV1Users.openapi(
       orgScope: ["01JC9Z8X7W6V5T4S3R2Q1P0N9M"],
       password: "a long passphrase of yours",
     }),
-    responses: { 201: json(UserSchema, "Created"), 401: errors[401], 403: errors[403], 422: errors[422] },
+    responses: { 201: json(UserSchema, "Created"), ...identityErrors.input },
   }),
   async (c) => {
     const { kv, clock, config } = c.get("deps");
@@ -96,7 +94,7 @@ apiV1Users.openapi(
     tags: ["Users"],
     middleware: [requires("admin")] as const,
     request: { params: UserId },
-    responses: { 200: json(UserSchema, "The user"), 401: errors[401], 403: errors[403], 404: errors[404] },
+    responses: { 200: json(UserSchema, "The user"), ...identityErrors.object },
   }),
   async (c) => {
     const user = await requireUser(c.get("deps").kv, c.get("actor")!, c.req.valid("param").userId);
@@ -123,21 +121,13 @@ apiV1Users.openapi(
     },
     responses: {
       200: json(UserSchema, "Updated"),
-      401: errors[401],
-      403: errors[403],
-      404: errors[404],
-      422: errors[422],
+      ...identityErrors.change,
     },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");
-    const user = await updateUser(
-      kv,
-      c.get("actor")!,
-      c.req.valid("param").userId,
-      c.req.valid("json"),
-      clock(),
-    );
+    const { userId } = c.req.valid("param");
+    const user = await updateUser(kv, c.get("actor")!, userId, c.req.valid("json"), clock());
     return c.json(toPublicUser(user), 200);
   },
 );
@@ -151,7 +141,7 @@ apiV1Users.openapi(
     tags: ["Users"],
     middleware: [requires("admin")] as const,
     request: { params: UserId },
-    responses: { 204: { description: "Deleted" }, 401: errors[401], 403: errors[403], 404: errors[404] },
+    responses: { 204: { description: "Deleted" }, ...identityErrors.object },
   }),
   async (c) => {
     const { kv, clock } = c.get("deps");

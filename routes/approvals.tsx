@@ -6,8 +6,10 @@ import { type Context, Hono } from "hono";
 import {
   Badge,
   Csrf,
+  DataTable,
   EmptyState,
   Field,
+  FormActions,
   formatTime,
   FormErrors,
   PageHeader,
@@ -49,41 +51,30 @@ const STATUS_TONE: Record<ApprovalStatus, Tone> = {
 
 function RequestRows(props: { rows: ApprovalRequest[] }) {
   return (
-    <div class="table-wrap" tabIndex={0}>
-      <table class="table table--cards">
-        <thead>
-          <tr>
-            <th>Status</th>
-            <th>Action</th>
-            <th>Requested by</th>
-            <th>Requested</th>
-            <th>Expires / decided</th>
-            <th>Outcome</th>
-          </tr>
-        </thead>
-        <tbody>
-          {props.rows.map((r) => (
-            <tr key={r.id}>
-              <td class="cell-status" data-label="Status">
-                <Badge tone={STATUS_TONE[r.status]}>{r.status}</Badge>
-              </td>
-              <td data-label="Action">
-                <a href={`/backup/approvals/${r.id}`}>{r.summary}</a>
-                <div class="hint">{APPROVAL_KIND_LABELS[r.kind]}</div>
-              </td>
-              <td data-label="Requested by">{r.requestedByLabel}</td>
-              <td data-label="Requested" class="nowrap">{formatTime(r.requestedAt)}</td>
-              <td data-label="Expires / decided" class="nowrap">
-                {r.decidedAt ? <>{formatTime(r.decidedAt)} by {r.decidedByLabel ?? "the system"}</> : (
-                  formatTime(r.expiresAt)
-                )}
-              </td>
-              <td data-label="Outcome">{r.outcome ?? "—"}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
+    <DataTable
+      class="table table--cards"
+      heads={["Status", "Action", "Requested by", "Requested", "Expires / decided", "Outcome"]}
+    >
+      {props.rows.map((r) => (
+        <tr key={r.id}>
+          <td class="cell-status" data-label="Status">
+            <Badge tone={STATUS_TONE[r.status]}>{r.status}</Badge>
+          </td>
+          <td data-label="Action">
+            <a href={`/backup/approvals/${r.id}`}>{r.summary}</a>
+            <div class="hint">{APPROVAL_KIND_LABELS[r.kind]}</div>
+          </td>
+          <td data-label="Requested by">{r.requestedByLabel}</td>
+          <td data-label="Requested" class="nowrap">{formatTime(r.requestedAt)}</td>
+          <td data-label="Expires / decided" class="nowrap">
+            {r.decidedAt ? <>{formatTime(r.decidedAt)} by {r.decidedByLabel ?? "the system"}</> : (
+              formatTime(r.expiresAt)
+            )}
+          </td>
+          <td data-label="Outcome">{r.outcome ?? "—"}</td>
+        </tr>
+      ))}
+    </DataTable>
   );
 }
 
@@ -287,9 +278,7 @@ async function settingsPage(
           errors={errors}
           hint="1–168; an expired request changes nothing"
         />
-        <div class="form-actions">
-          <button type="submit" class="btn btn--primary">Save</button>
-        </div>
+        <FormActions submit="Save" />
       </form>
       {settings.updatedAt && (
         <p class="hint">Last changed {formatTime(settings.updatedAt)} by {settings.updatedBy}</p>

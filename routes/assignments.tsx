@@ -3,7 +3,7 @@
  * it (asked first).
  */
 import { Hono } from "hono";
-import { Csrf, PageHeader } from "../components/ui.tsx";
+import { ConfirmForm, PageHeader } from "../components/ui.tsx";
 import {
   AssignmentStateInput,
   removeAssignment,
@@ -68,13 +68,12 @@ assignmentRoutes.get("/:assignmentId/remove", requires("backup.manage"), async (
             on the policy page.
           </p>
         )}
-        <form method="post" action={`/backup/assignments/${assignment.id}/remove`} class="form">
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Remove {host.hostname}</button>
-            <a class="btn btn--ghost" href={back}>Cancel</a>
-          </div>
-        </form>
+        <ConfirmForm
+          action={`/backup/assignments/${assignment.id}/remove`}
+          cancel={back}
+          csrf={c.get("csrfToken")}
+          label={`Remove ${host.hostname}`}
+        />
       </section>
     </>,
   );

@@ -21,6 +21,34 @@ function safeNext(next: string | undefined): string {
   return next && /^\/(?!\/)[\w\-./?=&%]*$/.test(next) ? next : "/";
 }
 
+/** The email and password fields of sign-in and of setup (`newPassword`: a new one, with its rule). */
+function CredentialFields(
+  props: { emailLabel: string; email?: string; errors?: FieldErrors; newPassword?: boolean },
+) {
+  return (
+    <>
+      <Field
+        name="email"
+        label={props.emailLabel}
+        type="email"
+        value={props.email}
+        errors={props.errors}
+        required
+        autocomplete="username"
+      />
+      <Field
+        name="password"
+        label="Password"
+        type="password"
+        errors={props.errors}
+        required
+        hint={props.newPassword ? "At least 12 characters." : undefined}
+        autocomplete={props.newPassword ? "new-password" : "current-password"}
+      />
+    </>
+  );
+}
+
 function LoginPage(
   props: { csrf: string; email?: string; next: string; error?: string; errors?: FieldErrors },
 ) {
@@ -31,23 +59,7 @@ function LoginPage(
       <form method="post" action="/login" class="form">
         <Csrf token={props.csrf} />
         <input type="hidden" name="next" value={props.next} />
-        <Field
-          name="email"
-          label="Email"
-          type="email"
-          value={props.email}
-          errors={props.errors}
-          required
-          autocomplete="username"
-        />
-        <Field
-          name="password"
-          label="Password"
-          type="password"
-          errors={props.errors}
-          required
-          autocomplete="current-password"
-        />
+        <CredentialFields emailLabel="Email" email={props.email} errors={props.errors} />
         <button type="submit" class="btn btn--primary">Sign in</button>
       </form>
     </section>
@@ -162,24 +174,7 @@ function SetupPage(
         />
         <Field name="orgName" label="First organization" value={v.orgName} errors={props.errors} required />
         <Field name="name" label="Your name" value={v.name} errors={props.errors} required />
-        <Field
-          name="email"
-          label="Your email"
-          type="email"
-          value={v.email}
-          errors={props.errors}
-          required
-          autocomplete="username"
-        />
-        <Field
-          name="password"
-          label="Password"
-          type="password"
-          errors={props.errors}
-          required
-          hint="At least 12 characters."
-          autocomplete="new-password"
-        />
+        <CredentialFields emailLabel="Your email" email={v.email} errors={props.errors} newPassword />
         <button type="submit" class="btn btn--primary">Create administrator</button>
       </form>
     </section>

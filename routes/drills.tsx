@@ -8,8 +8,10 @@ import { type Context, Hono } from "hono";
 import {
   Badge,
   Csrf,
+  DataTable,
   EmptyState,
   Field,
+  FormActions,
   formatBytes,
   formatTime,
   FormErrors,
@@ -31,13 +33,13 @@ import {
   runDrillNow,
   updateDrill,
 } from "../domain/drills.ts";
-import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
+import { type FieldErrors, ValidationError } from "../domain/errors.ts";
 import { authorize, can } from "../domain/rbac.ts";
 import { getDrillDetail, getDrillForm, getDrillList, getDrillRun } from "../domain/read_models/drills.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, list, readForm, str } from "./forms.ts";
-import { redirectWithNotice, render } from "./render.tsx";
+import { type FormFields, list, readForm, saveForm, str } from "./forms.ts";
+import { confirmPage, redirectWithNotice, render } from "./render.tsx";
 
 export const drillRoutes = new Hono<AppEnv>();
 
@@ -81,7 +83,7 @@ type FormValues = {
   enabled: boolean;
 };
 
-function formValues(form: Record<string, string | string[]>): FormValues {
+function formValues(form: FormFields): FormValues {
   return {
     name: str(form, "name"),
     schedule: str(form, "schedule"),
@@ -242,10 +244,8 @@ async function formPage(
           label="Agent that restores"
           value={values.agentHostId}
           errors={errors}
-          options={[
-            { value: "", label: "Choose a host" },
-            ...inService.map((h) => ({ value: h.id, label: h.hostname })),
-          ]}
+          blank="Choose a host"
+          options={inService.map((h) => ({ value: h.id, label: h.hostname }))}
         />
         <Field
           name="scratchPath"
@@ -287,10 +287,10 @@ async function formPage(
         <label class="choice">
           <input type="checkbox" name="enabled" value="on" checked={values.enabled} /> Enabled
         </label>
-        <div class="form-actions">
-          <button type="submit" class="btn btn--primary">{drill ? "Save drill" : "Create drill"}</button>
-          <a class="btn btn--ghost" href={drill ? `/backup/drills/${drill.id}` : "/backup/drills"}>Cancel</a>
-        </div>
+        <FormActions
+          submit={drill ? "Save drill" : "Create drill"}
+          cancel={drill ? `/backup/drills/${drill.id}` : "/backup/drills"}
+        />
       </form>
     </>,
     errors || error ? 422 : 200,
@@ -299,42 +299,29 @@ async function formPage(
 
 function TrendTable(props: { runs: DrillRun[] }) {
   return (
-    <div class="table-wrap" tabIndex={0}>
-      <table class="table" data-testid="drill-trend">
-        <thead>
-          <tr>
-            <th>Started</th>
-            <th>Policy</th>
-            <th>Host</th>
-            <th>Result</th>
-            <th>RTO</th>
-            <th>Objective</th>
-            <th>Throughput</th>
-            <th>Files</th>
-            <th>Failures</th>
-          </tr>
-        </thead>
-        <tbody>
-          {props.runs.map((r) => (
-            <tr key={r.id}>
-              <td class="nowrap">
-                <a href={`/backup/drills/${r.drillId}/runs/${r.id}`}>{formatTime(r.createdAt)}</a>
-              </td>
-              <td>{r.policyName}</td>
-              <td>{r.hostName}</td>
-              <td>
-                <RunStatus run={r} />
-              </td>
-              <td>{formatSeconds(r.rtoSeconds)}</td>
-              <td>{formatSeconds(r.rtoObjectiveSeconds)}</td>
-              <td>{r.bytesPerSecond === null ? "—" : `${formatBytes(r.bytesPerSecond)}/s`}</td>
-              <td>{r.verified} of {r.files} verified</td>
-              <td>{r.failureCount || ""}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
+    <DataTable
+      class="table"
+      testid="drill-trend"
+      heads={["Started", "Policy", "Host", "Result", "RTO", "Objective", "Throughput", "Files", "Failures"]}
+    >
+      {props.runs.map((r) => (
+        <tr key={r.id}>
+          <td class="nowrap">
+            <a href={`/backup/drills/${r.drillId}/runs/${r.id}`}>{formatTime(r.createdAt)}</a>
+          </td>
+          <td>{r.policyName}</td>
+          <td>{r.hostName}</td>
+          <td>
+            <RunStatus run={r} />
+          </td>
+          <td>{formatSeconds(r.rtoSeconds)}</td>
+          <td>{formatSeconds(r.rtoObjectiveSeconds)}</td>
+          <td>{r.bytesPerSecond === null ? "—" : `${formatBytes(r.bytesPerSecond)}/s`}</td>
+          <td>{r.verified} of {r.files} verified</td>
+          <td>{r.failureCount || ""}</td>
+        </tr>
+      ))}
+    </DataTable>
   );
 }
 
@@ -355,56 +342,43 @@ drillRoutes.get("/", requires("backup.view"), async (c) => {
           <a class="btn btn--primary" href="/backup/drills/new">New drill</a>
         </p>
       )}
-      {drills.length === 0
-        ? <EmptyState title="No restore drills yet" />
-        : (
-          <div class="table-wrap" tabIndex={0}>
-            <table class="table">
-              <thead>
-                <tr>
-                  <th>Name</th>
-                  <th>Schedule</th>
-                  <th>Scope</th>
-                  <th>Restores</th>
-                  <th>RTO objective</th>
-                  <th>Last run</th>
-                </tr>
-              </thead>
-              <tbody>
-                {drills.map((d) => {
-                  const run = last.get(d.id);
-                  return (
-                    <tr key={d.id}>
-                      <td>
-                        <a href={`/backup/drills/${d.id}`}>{d.name}</a>
-                        {!d.enabled && <Badge tone="muted">disabled</Badge>}
-                      </td>
-                      <td>
-                        <code>{d.schedule}</code>
-                      </td>
-                      <td>
-                        {d.scopeType === "policies"
-                          ? `${d.policyIds.length} policies`
-                          : `${d.hostIds.length} hosts`}
-                      </td>
-                      <td>{d.mode === "sample" ? `${d.sampleCount} files` : "whole point"}</td>
-                      <td>{formatSeconds(d.rtoObjectiveSeconds)}</td>
-                      <td>
-                        {run
-                          ? (
-                            <>
-                              <RunStatus run={run} /> {formatTime(run.createdAt)}
-                            </>
-                          )
-                          : "never"}
-                      </td>
-                    </tr>
-                  );
-                })}
-              </tbody>
-            </table>
-          </div>
-        )}
+      {drills.length === 0 ? <EmptyState title="No restore drills yet" /> : (
+        <DataTable
+          class="table"
+          heads={["Name", "Schedule", "Scope", "Restores", "RTO objective", "Last run"]}
+        >
+          {drills.map((d) => {
+            const run = last.get(d.id);
+            return (
+              <tr key={d.id}>
+                <td>
+                  <a href={`/backup/drills/${d.id}`}>{d.name}</a>
+                  {!d.enabled && <Badge tone="muted">disabled</Badge>}
+                </td>
+                <td>
+                  <code>{d.schedule}</code>
+                </td>
+                <td>
+                  {d.scopeType === "policies"
+                    ? `${d.policyIds.length} policies`
+                    : `${d.hostIds.length} hosts`}
+                </td>
+                <td>{d.mode === "sample" ? `${d.sampleCount} files` : "whole point"}</td>
+                <td>{formatSeconds(d.rtoObjectiveSeconds)}</td>
+                <td>
+                  {run
+                    ? (
+                      <>
+                        <RunStatus run={run} /> {formatTime(run.createdAt)}
+                      </>
+                    )
+                    : "never"}
+                </td>
+              </tr>
+            );
+          })}
+        </DataTable>
+      )}
     </>,
   );
 });
@@ -423,15 +397,15 @@ drillRoutes.get("/new", requires("backup.restore"), (c) =>
 drillRoutes.post("/", requires("backup.restore"), async (c) => {
   const { kv, clock } = c.get("deps");
   const values = formValues(await readForm(c));
-  const parsed = DrillInput.safeParse(asInput(values));
-  if (!parsed.success) return await formPage(c, null, values, fieldErrors(parsed.error));
-  try {
-    const drill = await createDrill(kv, c.get("actor")!, parsed.data, clock());
-    return redirectWithNotice(c, `/backup/drills/${drill.id}`, `Drill ${drill.name} created.`);
-  } catch (e) {
-    if (!(e instanceof ValidationError)) throw e;
-    return await formPage(c, null, values, e.fields, e.message);
-  }
+  return await saveForm(
+    DrillInput.safeParse(asInput(values)),
+    async (data) => {
+      const drill = await createDrill(kv, c.get("actor")!, data, clock());
+      return redirectWithNotice(c, `/backup/drills/${drill.id}`, `Drill ${drill.name} created.`);
+    },
+    (errors, error) => formPage(c, null, values, errors, error),
+    { validationOnly: true },
+  );
 });
 
 drillRoutes.get("/:drillId", requires("backup.view"), async (c) => {
@@ -543,26 +517,16 @@ drillRoutes.get("/:drillId/runs/:drillRunId", requires("backup.view"), async (c)
       {run.failures.length > 0 && (
         <>
           <h2>Files that did not restore as backed up ({run.failureCount})</h2>
-          <div class="table-wrap" tabIndex={0}>
-            <table class="table" data-testid="drill-failures">
-              <thead>
-                <tr>
-                  <th>File</th>
-                  <th>Problem</th>
-                </tr>
-              </thead>
-              <tbody>
-                {run.failures.map((f) => (
-                  <tr key={f.path}>
-                    <td>
-                      <code>{f.path}</code>
-                    </td>
-                    <td>{f.message}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+          <DataTable class="table" testid="drill-failures" heads={["File", "Problem"]}>
+            {run.failures.map((f) => (
+              <tr key={f.path}>
+                <td>
+                  <code>{f.path}</code>
+                </td>
+                <td>{f.message}</td>
+              </tr>
+            ))}
+          </DataTable>
         </>
       )}
       <p>
@@ -597,15 +561,14 @@ drillRoutes.post("/:drillId/edit", requires("backup.restore"), async (c) => {
   const actor = c.get("actor")!;
   const drill = await requireDrill(kv, actor, c.req.param("drillId"));
   const values = formValues(await readForm(c));
-  const parsed = DrillInput.safeParse(asInput(values));
-  if (!parsed.success) return await formPage(c, drill, values, fieldErrors(parsed.error));
-  try {
-    await updateDrill(kv, actor, drill.id, parsed.data, clock());
-    return redirectWithNotice(c, `/backup/drills/${drill.id}`, `Drill ${parsed.data.name} saved.`);
-  } catch (e) {
-    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
-    return await formPage(c, drill, values, e instanceof ValidationError ? e.fields : undefined, e.message);
-  }
+  return await saveForm(
+    DrillInput.safeParse(asInput(values)),
+    async (data) => {
+      await updateDrill(kv, actor, drill.id, data, clock());
+      return redirectWithNotice(c, `/backup/drills/${drill.id}`, `Drill ${data.name} saved.`);
+    },
+    (errors, error) => formPage(c, drill, values, errors, error),
+  );
 });
 
 drillRoutes.get("/:drillId/delete", requires("backup.restore"), async (c) => {
@@ -613,23 +576,14 @@ drillRoutes.get("/:drillId/delete", requires("backup.restore"), async (c) => {
   const actor = c.get("actor")!;
   const drill = await requireDrill(kv, actor, c.req.param("drillId"));
   authorize(actor, "backup.restore", { accountId: drill.accountId, orgId: drill.orgId });
-  return render(
-    c,
-    "Delete drill",
-    <>
-      <PageHeader
-        title={`Delete drill ${drill.name}?`}
-        subtitle="Its schedule stops; its past runs stay in the audit trail."
-      />
-      <form method="post" action={`/backup/drills/${drill.id}/delete`} class="form">
-        <Csrf token={c.get("csrfToken")} />
-        <div class="form-actions">
-          <button type="submit" class="btn btn--danger">Delete drill</button>
-          <a class="btn btn--ghost" href={`/backup/drills/${drill.id}`}>Cancel</a>
-        </div>
-      </form>
-    </>,
-  );
+  return confirmPage(c, {
+    title: "Delete drill",
+    question: `Delete drill ${drill.name}?`,
+    subtitle: "Its schedule stops; its past runs stay in the audit trail.",
+    action: `/backup/drills/${drill.id}/delete`,
+    cancel: `/backup/drills/${drill.id}`,
+    label: "Delete drill",
+  });
 });
 
 drillRoutes.post("/:drillId/delete", requires("backup.restore"), async (c) => {

@@ -4,8 +4,10 @@ import { redirectToApproval } from "./approvals.tsx";
 import { type Context, Hono } from "hono";
 import {
   Badge,
+  Checkbox,
   Csrf,
   Field,
+  FormActions,
   formatAge,
   formatBytes,
   formatDuration,
@@ -260,10 +262,11 @@ function EnginePage(props: {
               <Csrf token={props.csrf} />
               <FormErrors message={props.error} />
               <Field name="name" label="Name" value={props.values.name} errors={props.errors} required />
-              <label class="choice">
-                <input type="checkbox" name="pxeEnabled" value="on" checked={props.values.pxeEnabled} />{" "}
-                PXE enabled (network boot for bare-metal restore)
-              </label>
+              <Checkbox
+                name="pxeEnabled"
+                checked={props.values.pxeEnabled}
+                label="PXE enabled (network boot for bare-metal restore)"
+              />
               <Field
                 name="pxeNetwork"
                 label="PXE network (CIDR)"
@@ -271,9 +274,7 @@ function EnginePage(props: {
                 errors={props.errors}
                 hint="e.g. 10.20.0.0/24"
               />
-              <div class="form-actions">
-                <button type="submit" class="btn btn--primary">Save</button>
-              </div>
+              <FormActions submit="Save" />
             </form>
           </section>
           <section class="panel panel--danger">

@@ -9,7 +9,16 @@
 import type { Context } from "hono";
 import { Hono } from "hono";
 import { z } from "zod";
-import { Badge, Csrf, EmptyState, formatBytes, formatTime, PageHeader, ShortId } from "../components/ui.tsx";
+import {
+  Badge,
+  Checkbox,
+  Csrf,
+  EmptyState,
+  formatBytes,
+  formatTime,
+  PageHeader,
+  ShortId,
+} from "../components/ui.tsx";
 import { dateTimeText } from "../components/time.tsx";
 import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
 import {
@@ -24,7 +33,7 @@ import { type Host, requireHost } from "../domain/hosts.ts";
 import { getFileHistoryPage } from "../domain/read_models/file_history.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { readForm, str } from "./forms.ts";
+import { type FormFields, readForm, str } from "./forms.ts";
 import { noStore, render } from "./render.tsx";
 
 export const fileHistoryRoutes = new Hono<AppEnv>();
@@ -223,15 +232,11 @@ async function historyPage(
                         {restoreErrors.targetPath && <p class="field-error">{restoreErrors.targetPath}</p>}
                       </div>
                     </div>
-                    <label class="choice">
-                      <input
-                        type="checkbox"
-                        name="overwrite"
-                        value="on"
-                        checked={restoreValues.overwrite === true}
-                      />{" "}
-                      Overwrite the file at the target (off: a file already there is left as it is)
-                    </label>
+                    <Checkbox
+                      name="overwrite"
+                      checked={restoreValues.overwrite === true}
+                      label="Overwrite the file at the target (off: a file already there is left as it is)"
+                    />
                     <label class={restoreErrors.confirm ? "choice field--error" : "choice"}>
                       <input type="checkbox" name="confirm" value="on" />{" "}
                       I understand: overwriting replaces the file at the target with the chosen version
@@ -421,7 +426,7 @@ fileHistoryRoutes.post("/hosts/:hostId/history", requires("backup.restore"), asy
 });
 
 /** The checkbox convention of our forms: present and not "false" means on. */
-function checked(form: Record<string, string | string[]>, key: string): boolean {
+function checked(form: FormFields, key: string): boolean {
   const v = str(form, key);
   return v !== "" && v !== "false" && v !== "off";
 }

@@ -4,6 +4,9 @@ import { z } from "zod";
 import { ConflictError, type FieldErrors, HttpError, ValidationError } from "../domain/errors.ts";
 import type { AppEnv } from "./env.ts";
 
+/** A submitted form's fields as strings; a repeated field is an array. */
+export type FormFields = Record<string, string | string[]>;
+
 /**
  * The submitted form body, parsed once (Hono caches it for later readers). A body that cannot be read
  * as the form its content type announces — `multipart/form-data` without a boundary, a broken
@@ -25,9 +28,9 @@ export async function parseFormBody(
 }
 
 /** The submitted form as strings (repeated fields become arrays), without `_csrf`. */
-export async function readForm(c: Context<AppEnv>): Promise<Record<string, string | string[]>> {
+export async function readForm(c: Context<AppEnv>): Promise<FormFields> {
   const body = await parseFormBody(c);
-  const out: Record<string, string | string[]> = {};
+  const out: FormFields = {};
   for (const [key, value] of Object.entries(body)) {
     if (key === "_csrf") continue;
     if (Array.isArray(value)) out[key] = value.filter((v): v is string => typeof v === "string");
@@ -37,13 +40,13 @@ export async function readForm(c: Context<AppEnv>): Promise<Record<string, strin
 }
 
 /** One string field of a form ("" when missing). */
-export function str(form: Record<string, string | string[]>, key: string): string {
+export function str(form: FormFields, key: string): string {
   const v = form[key];
   return Array.isArray(v) ? (v[0] ?? "") : (v ?? "");
 }
 
 /** A repeated field as a list. */
-export function list(form: Record<string, string | string[]>, key: string): string[] {
+export function list(form: FormFields, key: string): string[] {
   const v = form[key];
   return Array.isArray(v) ? v : v ? [v] : [];
 }
@@ -77,6 +80,36 @@ export function fieldErrors(error: z.ZodError): FieldErrors {
 
 function capitalize(text: string): string {
   return text ? text[0].toUpperCase() + text.slice(1) : text;
+}
+
+/** A form's expected refusal (bad input, a concurrent change) as what to show on the form again; rethrows the rest. */
+export function formFailure(e: unknown): { fields?: FieldErrors; message: string } {
+  if (e instanceof ValidationError) return { fields: e.fields, message: e.message };
+  if (e instanceof ConflictError) return { message: e.message };
+  throw e;
+}
+
+/**
+ * The flow of a form POST that saves: input the schema refuses shows the form again with each field's
+ * message (and `opts.invalid` as the form's own line, when given); a refusal of the domain (`formFailure`)
+ * shows it again with that refusal; anything else is `save`'s response. Errors other than refusals
+ * propagate, and so does a ConflictError with `opts.validationOnly` (the forms that leave a conflict to
+ * the error handler).
+ */
+export async function saveForm<T>(
+  parsed: z.ZodSafeParseResult<T>,
+  save: (data: T) => Response | Promise<Response>,
+  refuse: (fields?: FieldErrors, message?: string) => Response | Promise<Response>,
+  opts: { invalid?: string; validationOnly?: boolean } = {},
+): Promise<Response> {
+  if (!parsed.success) return await refuse(fieldErrors(parsed.error), opts.invalid);
+  try {
+    return await save(parsed.data);
+  } catch (e) {
+    if (opts.validationOnly && !(e instanceof ValidationError)) throw e;
+    const { fields, message } = formFailure(e);
+    return await refuse(fields, message);
+  }
 }
 
 /** A refused change as one sentence for a notice: the first field's message, or the conflict's. */

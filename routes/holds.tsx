@@ -3,7 +3,17 @@
  * restore points (backup.hold), and releasing one (four-eyes when on). See holds.ts.
  */
 import { type Context, Hono } from "hono";
-import { Badge, Csrf, EmptyState, Field, formatTime, FormErrors, PageHeader } from "../components/ui.tsx";
+import {
+  Badge,
+  Csrf,
+  DataTable,
+  EmptyState,
+  Field,
+  FormActions,
+  formatTime,
+  FormErrors,
+  PageHeader,
+} from "../components/ui.tsx";
 import { requestIfFourEyes } from "../domain/approvals.ts";
 import { ConflictError, type FieldErrors, NotFoundError } from "../domain/errors.ts";
 import { HoldInput, type LegalHold, placeHold, releaseHold, requireHold } from "../domain/holds.ts";
@@ -51,50 +61,39 @@ async function holdsPage(c: Context<AppEnv>, typed?: Typed, errors: FieldErrors 
           : <a href="/backup/holds?status=all">Include released holds</a>}
       </p>
       {holds.length === 0 ? <EmptyState title="No legal holds" /> : (
-        <div class="table-wrap" tabIndex={0}>
-          <table class="table table--cards">
-            <thead>
-              <tr>
-                <th>Case</th>
-                <th>Covers</th>
-                <th>Reason</th>
-                <th>Placed</th>
-                <th>Status</th>
-                <th>Action</th>
-              </tr>
-            </thead>
-            <tbody>
-              {holds.map((h: LegalHold) => (
-                <tr key={h.id} id={`hold-${h.id}`}>
-                  <td data-label="Case">{h.caseReference}</td>
-                  <td data-label="Covers">{h.scope} {h.subjectLabel}</td>
-                  <td data-label="Reason">{h.reason}</td>
-                  <td data-label="Placed" class="nowrap">{formatTime(h.placedAt)} by {h.placedByLabel}</td>
-                  <td data-label="Status">
-                    <Badge tone={h.status === "active" ? "warn" : "muted"}>{h.status}</Badge>
-                    {h.releasedAt && (
-                      <div class="hint">
-                        {formatTime(h.releasedAt)} by {h.releasedByLabel}
-                      </div>
-                    )}
-                  </td>
-                  <td data-label="Action">
-                    {h.status === "active" && can(actor, "backup.hold", h) && (
-                      <form method="post" action={`/backup/holds/${h.id}/release`}>
-                        <Csrf token={csrf} />
-                        <label class="choice">
-                          <input type="checkbox" name="confirm" value="on" required />{" "}
-                          Release: its points may expire
-                        </label>
-                        <button type="submit" class="btn btn--small">Release</button>
-                      </form>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+        <DataTable
+          class="table table--cards"
+          heads={["Case", "Covers", "Reason", "Placed", "Status", "Action"]}
+        >
+          {holds.map((h: LegalHold) => (
+            <tr key={h.id} id={`hold-${h.id}`}>
+              <td data-label="Case">{h.caseReference}</td>
+              <td data-label="Covers">{h.scope} {h.subjectLabel}</td>
+              <td data-label="Reason">{h.reason}</td>
+              <td data-label="Placed" class="nowrap">{formatTime(h.placedAt)} by {h.placedByLabel}</td>
+              <td data-label="Status">
+                <Badge tone={h.status === "active" ? "warn" : "muted"}>{h.status}</Badge>
+                {h.releasedAt && (
+                  <div class="hint">
+                    {formatTime(h.releasedAt)} by {h.releasedByLabel}
+                  </div>
+                )}
+              </td>
+              <td data-label="Action">
+                {h.status === "active" && can(actor, "backup.hold", h) && (
+                  <form method="post" action={`/backup/holds/${h.id}/release`}>
+                    <Csrf token={csrf} />
+                    <label class="choice">
+                      <input type="checkbox" name="confirm" value="on" required />{" "}
+                      Release: its points may expire
+                    </label>
+                    <button type="submit" class="btn btn--small">Release</button>
+                  </form>
+                )}
+              </td>
+            </tr>
+          ))}
+        </DataTable>
       )}
       {mayPlace && (
         <section class="panel" id="place">
@@ -140,9 +139,7 @@ async function holdsPage(c: Context<AppEnv>, typed?: Typed, errors: FieldErrors 
               required
             />
             <Field name="reason" label="Reason" value={typed?.reason} errors={errors} required />
-            <div class="form-actions">
-              <button type="submit" class="btn btn--primary">Place hold</button>
-            </div>
+            <FormActions submit="Place hold" />
           </form>
         </section>
       )}

@@ -3,7 +3,7 @@
  * policy's Add Hook form (routes/policy_sections.tsx) shares.
  */
 import { type Context, Hono } from "hono";
-import { Csrf, PageHeader } from "../components/ui.tsx";
+import { ConfirmForm, PageHeader } from "../components/ui.tsx";
 import { ConflictError, ValidationError } from "../domain/errors.ts";
 import { deleteHook, HOOK_TYPE_LABELS, HookFields, requireHook, updateHook } from "../domain/hooks.ts";
 import { type Policy, requirePolicy } from "../domain/policies.ts";
@@ -96,13 +96,12 @@ hookRoutes.get("/:hookId/delete", requires("backup.manage"), async (c) => {
     (
       <>
         <PageHeader title={`Delete this ${HOOK_TYPE_LABELS[hook.type]} hook?`} />
-        <form method="post" action={`/backup/hooks/${hook.id}/delete`} class="form">
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Delete hook</button>
-            <a class="btn btn--ghost" href={`/backup/policies/${hook.policyId}/edit#hooks`}>Cancel</a>
-          </div>
-        </form>
+        <ConfirmForm
+          action={`/backup/hooks/${hook.id}/delete`}
+          cancel={`/backup/policies/${hook.policyId}/edit#hooks`}
+          csrf={c.get("csrfToken")}
+          label="Delete hook"
+        />
       </>
     ),
   );

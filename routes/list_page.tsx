@@ -1,11 +1,11 @@
 /**
- * The filtered list pages (Backup > Engines, Hosts, Storage): one helper for what they share — the query
+ * The filtered list pages (Backup > Engines, Hosts, Storage; Admin > Users, Organizations): one helper for what they share — the query
  * read with the list's lenient filter schema (a bad value falls back, never an error), the filters kept in
  * the sort and page links, and the page's body: the GET filter form (search box, the list's own selects,
  * Filter, Clear), the empty state or the table with sortable headers, and the pager.
  */
-import { type ComponentChildren, Fragment } from "preact";
-import { EmptyState, Pager, SortHeader } from "../components/ui.tsx";
+import type { ComponentChildren } from "preact";
+import { DataTable, EmptyState, Pager, SortHeader } from "../components/ui.tsx";
 
 /** What every list filter has besides its own fields. */
 interface ListFilter {
@@ -39,6 +39,16 @@ export function listQuery<F extends ListFilter>(
   return { filter, keep, filtered };
 }
 
+/**
+ * Sorts a list read whole (the admin lists) in place by a list's `sort` ("field" ascending, "-field"
+ * descending), comparing the fields as text (ISO times sort as text).
+ */
+export function sortRows<T>(rows: T[], sort: string, field: (row: T, name: string) => unknown): T[] {
+  const name = sort.replace(/^-/, "");
+  const dir = sort.startsWith("-") ? -1 : 1;
+  return rows.sort((a, b) => dir * String(field(a, name)).localeCompare(String(field(b, name))));
+}
+
 /** A column: a sortable one names its sort field. */
 export interface ListColumn {
   label: string;
@@ -52,7 +62,9 @@ export function FilteredList<F extends ListFilter>(props: {
   path: string;
   searchPlaceholder: string;
   /** The list's own filter controls, between the search box and the Filter button. */
-  filters: ComponentChildren;
+  filters?: ComponentChildren;
+  /** Whether a filtered list offers a Clear link beside Filter (the admin lists do not). */
+  clear?: boolean;
   /** The empty state's title and body (shown when `count` is 0). */
   empty: { title: string; children?: ComponentChildren };
   columns: ListColumn[];
@@ -74,38 +86,29 @@ export function FilteredList<F extends ListFilter>(props: {
         />
         {props.filters}
         <button type="submit" class="btn">Filter</button>
-        {filtered && <a href={props.path}>Clear</a>}
+        {filtered && props.clear !== false && <a href={props.path}>Clear</a>}
       </form>
       {props.count === 0
         ? <EmptyState title={props.empty.title}>{props.empty.children}</EmptyState>
         : (
-          <div class="table-wrap" tabIndex={0}>
-            <table class="table table--cards">
-              <thead>
-                <tr>
-                  {props.columns.map((col) =>
-                    col.sort
-                      ? (
-                        <SortHeader
-                          key={col.label}
-                          label={col.label}
-                          field={col.sort}
-                          sort={filter.sort}
-                          query={keep}
-                        />
-                      )
-                      : (
-                        // A keyed fragment: the <th> stays a plain precompiled template, as in the pages before.
-                        <Fragment key={col.label}>
-                          <th>{col.label}</th>
-                        </Fragment>
-                      )
-                  )}
-                </tr>
-              </thead>
-              <tbody>{props.rows}</tbody>
-            </table>
-          </div>
+          <DataTable
+            class="table table--cards"
+            heads={props.columns.map((col) =>
+              col.sort
+                ? (
+                  <SortHeader
+                    key={col.label}
+                    label={col.label}
+                    field={col.sort}
+                    sort={filter.sort}
+                    query={keep}
+                  />
+                )
+                : col.label
+            )}
+          >
+            {props.rows}
+          </DataTable>
         )}
       <Pager total={props.total} offset={filter.offset} limit={filter.limit} query={keep} />
     </>

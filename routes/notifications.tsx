@@ -9,8 +9,10 @@ import { Island } from "../components/Island.tsx";
 import {
   Badge,
   Csrf,
+  DataTable,
   EmptyState,
   Field,
+  FormActions,
   formatTime,
   FormErrors,
   PageHeader,
@@ -19,7 +21,7 @@ import {
 } from "../components/ui.tsx";
 import { ALERT_SEVERITIES } from "../domain/alerts.ts";
 import { SEVERITY_TONE } from "./alerts.tsx";
-import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
+import type { FieldErrors } from "../domain/errors.ts";
 import {
   CHANNEL_TYPE_LABELS,
   CHANNEL_TYPES,
@@ -67,13 +69,11 @@ import {
 } from "../domain/read_models/notifications.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, list, readForm, str } from "./forms.ts";
+import { type FormFields, list, readForm, saveForm, str } from "./forms.ts";
 import { StaleCursorNotice } from "./paging.tsx";
-import { noStore, redirectWithNotice, render } from "./render.tsx";
+import { confirmPage, noStore, redirectWithNotice, render } from "./render.tsx";
 
 export const notificationRoutes = new Hono<AppEnv>();
-
-type FormData = Record<string, string | string[]>;
 
 const BASE = "/backup/notifications";
 const STATUS_TONE: Record<DeliveryStatus, Tone> = { pending: "warn", delivered: "ok", failed: "bad" };
@@ -115,35 +115,19 @@ function attemptLine(a: NotificationDelivery["attempts"][number]): string {
   return parts.join(" · ");
 }
 
-/** A form's expected failure (bad input, a concurrent change) as what to re-render; rethrows the rest. */
-function formFailure(e: unknown): { fields?: FieldErrors; message: string } {
-  if (e instanceof ValidationError) return { fields: e.fields, message: e.message };
-  if (e instanceof ConflictError) return { message: e.message };
-  throw e;
-}
-
 /** The confirmation page of a delete: what goes, a danger button, and the way back. */
 function confirmDelete(
   c: Context<AppEnv>,
   props: { what: "channel" | "rule"; name: string; action: string; children: string },
 ) {
-  return render(
-    c,
-    `Delete ${props.what}`,
-    (
-      <>
-        <PageHeader title={`Delete ${props.name}?`} />
-        <form method="post" action={`${props.action}/delete`} class="form">
-          <p>{props.children}</p>
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Delete {props.what}</button>
-            <a class="btn btn--ghost" href={props.action}>Cancel</a>
-          </div>
-        </form>
-      </>
-    ),
-  );
+  return confirmPage(c, {
+    title: `Delete ${props.what}`,
+    question: `Delete ${props.name}?`,
+    action: `${props.action}/delete`,
+    cancel: props.action,
+    label: `Delete ${props.what}`,
+    inForm: <p>{props.children}</p>,
+  });
 }
 
 /** Where the test button sends the user back to. */
@@ -335,40 +319,30 @@ notificationRoutes.get("/", requires("backup.view"), async (c) => {
               </EmptyState>
             )
             : (
-              <div class="table-wrap" tabIndex={0}>
-                <table class="table table--cards" data-testid="channels">
-                  <thead>
-                    <tr>
-                      <th>Name</th>
-                      <th>Type</th>
-                      <th>Owner</th>
-                      <th>Destination</th>
-                      <th>Status</th>
-                      <th>Test</th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {channels.map((ch) => (
-                      <tr key={ch.id}>
-                        <td data-label="Name">
-                          <a href={`${BASE}/channels/${ch.id}`}>{ch.name}</a>
-                        </td>
-                        <td data-label="Type">{CHANNEL_TYPE_LABELS[ch.type]}</td>
-                        <td data-label="Owner">{orgLabel(ch.orgId, names)}</td>
-                        <td data-label="Destination">{destination(ch)}</td>
-                        <td class="cell-status" data-label="Status">
-                          <EnabledBadge enabled={ch.enabled} />
-                        </td>
-                        <td class="nowrap" data-label="Test">
-                          {can(actor, "backup.manage", channelScope(ch)) && (
-                            <TestButton csrf={csrf} channel={ch} back="list" />
-                          )}
-                        </td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
-              </div>
+              <DataTable
+                class="table table--cards"
+                testid="channels"
+                heads={["Name", "Type", "Owner", "Destination", "Status", "Test"]}
+              >
+                {channels.map((ch) => (
+                  <tr key={ch.id}>
+                    <td data-label="Name">
+                      <a href={`${BASE}/channels/${ch.id}`}>{ch.name}</a>
+                    </td>
+                    <td data-label="Type">{CHANNEL_TYPE_LABELS[ch.type]}</td>
+                    <td data-label="Owner">{orgLabel(ch.orgId, names)}</td>
+                    <td data-label="Destination">{destination(ch)}</td>
+                    <td class="cell-status" data-label="Status">
+                      <EnabledBadge enabled={ch.enabled} />
+                    </td>
+                    <td class="nowrap" data-label="Test">
+                      {can(actor, "backup.manage", channelScope(ch)) && (
+                        <TestButton csrf={csrf} channel={ch} back="list" />
+                      )}
+                    </td>
+                  </tr>
+                ))}
+              </DataTable>
             )}
         </section>
         <section class="panel">
@@ -382,44 +356,34 @@ notificationRoutes.get("/", requires("backup.view"), async (c) => {
               </EmptyState>
             )
             : (
-              <div class="table-wrap" tabIndex={0}>
-                <table class="table table--cards" data-testid="rules">
-                  <thead>
-                    <tr>
-                      <th>Name</th>
-                      <th>Minimum severity</th>
-                      <th>Organizations</th>
-                      <th>Events</th>
-                      <th>Channels</th>
-                      <th>Status</th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {rules.map((r) => (
-                      <tr key={r.id}>
-                        <td data-label="Name">
-                          <a href={`${BASE}/rules/${r.id}`}>{r.name}</a>
-                        </td>
-                        <td data-label="Minimum severity">
-                          <Badge tone={SEVERITY_TONE[r.minSeverity]}>{r.minSeverity}</Badge>
-                        </td>
-                        <td data-label="Organizations">
-                          {r.orgIds === "all" ? "All" : r.orgIds.map((o) => names.get(o) ?? "—").join(", ")}
-                        </td>
-                        <td data-label="Events">{r.events.join(", ")}</td>
-                        <td data-label="Channels">
-                          {r.channelIds.length
-                            ? r.channelIds.map((id) => channelName.get(id) ?? "(not visible)").join(", ")
-                            : "none"}
-                        </td>
-                        <td class="cell-status" data-label="Status">
-                          <EnabledBadge enabled={r.enabled} />
-                        </td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
-              </div>
+              <DataTable
+                class="table table--cards"
+                testid="rules"
+                heads={["Name", "Minimum severity", "Organizations", "Events", "Channels", "Status"]}
+              >
+                {rules.map((r) => (
+                  <tr key={r.id}>
+                    <td data-label="Name">
+                      <a href={`${BASE}/rules/${r.id}`}>{r.name}</a>
+                    </td>
+                    <td data-label="Minimum severity">
+                      <Badge tone={SEVERITY_TONE[r.minSeverity]}>{r.minSeverity}</Badge>
+                    </td>
+                    <td data-label="Organizations">
+                      {r.orgIds === "all" ? "All" : r.orgIds.map((o) => names.get(o) ?? "—").join(", ")}
+                    </td>
+                    <td data-label="Events">{r.events.join(", ")}</td>
+                    <td data-label="Channels">
+                      {r.channelIds.length
+                        ? r.channelIds.map((id) => channelName.get(id) ?? "(not visible)").join(", ")
+                        : "none"}
+                    </td>
+                    <td class="cell-status" data-label="Status">
+                      <EnabledBadge enabled={r.enabled} />
+                    </td>
+                  </tr>
+                ))}
+              </DataTable>
             )}
         </section>
         <DeliveryLog
@@ -442,7 +406,7 @@ interface ChannelFormProps {
   csrf: string;
   action: string;
   type: ChannelType;
-  values: FormData;
+  values: FormFields;
   owners?: Array<{ value: string; label: string }>;
   errors?: FieldErrors;
   error?: string;
@@ -561,16 +525,16 @@ function ChannelForm(props: ChannelFormProps) {
           <input type="checkbox" name="enabled" value="on" checked={checked("enabled")} /> Enabled
         </label>
       )}
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">{e ? "Save changes" : "Create channel"}</button>
-        <a class="btn btn--ghost" href={e ? `${BASE}/channels/${e.id}` : BASE}>Cancel</a>
-      </div>
+      <FormActions
+        submit={e ? "Save changes" : "Create channel"}
+        cancel={e ? `${BASE}/channels/${e.id}` : BASE}
+      />
     </form>
   );
 }
 
 /** The domain input of a channel form (without owner fields). */
-function channelFieldsFromForm(type: string, form: FormData) {
+function channelFieldsFromForm(type: string, form: FormFields) {
   if (type === "webhook") {
     return {
       type,
@@ -594,7 +558,7 @@ function channelFieldsFromForm(type: string, form: FormData) {
   };
 }
 
-function formFromChannel(ch: NotificationChannel): FormData {
+function formFromChannel(ch: NotificationChannel): FormFields {
   // The URL may carry a token: the form never shows it (left empty, the stored one is kept).
   return ch.type === "webhook" ? { name: ch.name, url: "" } : {
     name: ch.name,
@@ -614,7 +578,7 @@ function channelType(value: string | undefined): ChannelType {
 async function newChannelPage(
   c: Context<AppEnv>,
   type: ChannelType,
-  values: FormData,
+  values: FormFields,
   errors?: FieldErrors,
   error?: string,
 ) {
@@ -686,25 +650,21 @@ notificationRoutes.post("/channels/new", requires("backup.manage"), async (c) =>
     orgId: str(form, "orgId"),
     enabled: str(form, "enabled") === "on",
   };
-  const parsed = ChannelCreateInput.safeParse(input);
-  if (!parsed.success) return await newChannelPage(c, type, form, fieldErrors(parsed.error));
-  try {
-    const { channel, generatedSecret } = await createChannel(kv, actor, parsed.data, {
-      now: clock(),
-      masterKey,
-    });
-    if (generatedSecret) return secretPage(c, channel, generatedSecret, true);
-    return redirectWithNotice(c, `${BASE}/channels/${channel.id}`, `Channel ${channel.name} created.`);
-  } catch (e) {
-    const { fields, message } = formFailure(e);
-    return await newChannelPage(c, type, form, fields, message);
-  }
+  return await saveForm(
+    ChannelCreateInput.safeParse(input),
+    async (data) => {
+      const { channel, generatedSecret } = await createChannel(kv, actor, data, { now: clock(), masterKey });
+      if (generatedSecret) return secretPage(c, channel, generatedSecret, true);
+      return redirectWithNotice(c, `${BASE}/channels/${channel.id}`, `Channel ${channel.name} created.`);
+    },
+    (fields, message) => newChannelPage(c, type, form, fields, message),
+  );
 });
 
 async function channelPage(
   c: Context<AppEnv>,
   channel: NotificationChannel,
-  values?: FormData,
+  values?: FormFields,
   errors?: FieldErrors,
   error?: string,
 ) {
@@ -811,19 +771,18 @@ notificationRoutes.post("/channels/:channelId", requires("backup.manage"), async
   const actor = c.get("actor")!;
   const channel = await requireChannel(kv, actor, c.req.param("channelId"));
   const form = await readForm(c);
-  const parsed = ChannelUpdateInput.safeParse(channelFieldsFromForm(channel.type, form));
-  if (!parsed.success) return await channelPage(c, channel, form, fieldErrors(parsed.error));
-  try {
-    const { channel: next, generatedSecret } = await updateChannel(kv, actor, channel.id, parsed.data, {
-      now: clock(),
-      masterKey,
-    });
-    if (generatedSecret) return secretPage(c, next, generatedSecret, false);
-    return redirectWithNotice(c, `${BASE}/channels/${channel.id}`, `Saved ${next.name}.`);
-  } catch (e) {
-    const { fields, message } = formFailure(e);
-    return await channelPage(c, channel, form, fields, message);
-  }
+  return await saveForm(
+    ChannelUpdateInput.safeParse(channelFieldsFromForm(channel.type, form)),
+    async (data) => {
+      const { channel: next, generatedSecret } = await updateChannel(kv, actor, channel.id, data, {
+        now: clock(),
+        masterKey,
+      });
+      if (generatedSecret) return secretPage(c, next, generatedSecret, false);
+      return redirectWithNotice(c, `${BASE}/channels/${channel.id}`, `Saved ${next.name}.`);
+    },
+    (fields, message) => channelPage(c, channel, form, fields, message),
+  );
 });
 
 for (const [verb, enabled] of [["enable", true], ["disable", false]] as const) {
@@ -893,7 +852,7 @@ interface RuleFormProps {
   csrf: string;
   action: string;
   actor: Actor;
-  values: FormData;
+  values: FormFields;
   orgs: Org[];
   channels: NotificationChannel[];
   errors?: FieldErrors;
@@ -974,19 +933,15 @@ function RuleForm(props: RuleFormProps) {
       <label class="choice">
         <input type="checkbox" name="enabled" value="on" checked={v("enabled") === "on"} /> Enabled
       </label>
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">
-          {props.existing ? "Save changes" : "Create rule"}
-        </button>
-        <a class="btn btn--ghost" href={props.existing ? `${BASE}/rules/${props.existing.id}` : BASE}>
-          Cancel
-        </a>
-      </div>
+      <FormActions
+        submit={props.existing ? "Save changes" : "Create rule"}
+        cancel={props.existing ? `${BASE}/rules/${props.existing.id}` : BASE}
+      />
     </form>
   );
 }
 
-function ruleInputFromForm(form: FormData) {
+function ruleInputFromForm(form: FormFields) {
   return {
     name: str(form, "name"),
     minSeverity: str(form, "minSeverity"),
@@ -997,7 +952,7 @@ function ruleInputFromForm(form: FormData) {
   };
 }
 
-function formFromRule(r: NotificationRule): FormData {
+function formFromRule(r: NotificationRule): FormFields {
   return {
     name: r.name,
     minSeverity: r.minSeverity,
@@ -1009,7 +964,7 @@ function formFromRule(r: NotificationRule): FormData {
   };
 }
 
-async function newRulePage(c: Context<AppEnv>, values: FormData, errors?: FieldErrors, error?: string) {
+async function newRulePage(c: Context<AppEnv>, values: FormFields, errors?: FieldErrors, error?: string) {
   const actor = c.get("actor")!;
   const { kv, clock } = c.get("deps");
   const { orgs, channels } = await getRuleForm(kv, actor, {}, clock());
@@ -1045,21 +1000,20 @@ notificationRoutes.get("/rules/new", requires("backup.manage"), async (c) => {
 notificationRoutes.post("/rules/new", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const form = await readForm(c);
-  const parsed = RuleInput.safeParse(ruleInputFromForm(form));
-  if (!parsed.success) return await newRulePage(c, form, fieldErrors(parsed.error));
-  try {
-    const rule = await createRule(kv, c.get("actor")!, parsed.data, clock());
-    return redirectWithNotice(c, BASE, `Rule ${rule.name} created.`);
-  } catch (e) {
-    const { fields, message } = formFailure(e);
-    return await newRulePage(c, form, fields, message);
-  }
+  return await saveForm(
+    RuleInput.safeParse(ruleInputFromForm(form)),
+    async (data) => {
+      const rule = await createRule(kv, c.get("actor")!, data, clock());
+      return redirectWithNotice(c, BASE, `Rule ${rule.name} created.`);
+    },
+    (fields, message) => newRulePage(c, form, fields, message),
+  );
 });
 
 async function rulePage(
   c: Context<AppEnv>,
   rule: NotificationRule,
-  values?: FormData,
+  values?: FormFields,
   errors?: FieldErrors,
   error?: string,
 ) {
@@ -1139,15 +1093,14 @@ notificationRoutes.post("/rules/:ruleId", requires("backup.manage"), async (c) =
   const actor = c.get("actor")!;
   const rule = await requireRule(kv, actor, c.req.param("ruleId"));
   const form = await readForm(c);
-  const parsed = RuleInput.safeParse(ruleInputFromForm(form));
-  if (!parsed.success) return await rulePage(c, rule, form, fieldErrors(parsed.error));
-  try {
-    const next = await updateRule(kv, actor, rule.id, parsed.data, clock());
-    return redirectWithNotice(c, `${BASE}/rules/${rule.id}`, `Saved ${next.name}.`);
-  } catch (e) {
-    const { fields, message } = formFailure(e);
-    return await rulePage(c, rule, form, fields, message);
-  }
+  return await saveForm(
+    RuleInput.safeParse(ruleInputFromForm(form)),
+    async (data) => {
+      const next = await updateRule(kv, actor, rule.id, data, clock());
+      return redirectWithNotice(c, `${BASE}/rules/${rule.id}`, `Saved ${next.name}.`);
+    },
+    (fields, message) => rulePage(c, rule, form, fields, message),
+  );
 });
 
 notificationRoutes.get("/rules/:ruleId/delete", requires("backup.manage"), async (c) => {

@@ -6,9 +6,12 @@
 import { type Context, Hono } from "hono";
 import {
   Badge,
+  Checkbox,
   Csrf,
+  DataTable,
   EmptyState,
   Field,
+  FormActions,
   formatAge,
   formatTime,
   FormErrors,
@@ -17,7 +20,7 @@ import {
   type Tone,
 } from "../components/ui.tsx";
 import type { ComponentChildren } from "preact";
-import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
+import { ConflictError, type FieldErrors } from "../domain/errors.ts";
 import {
   createPlatform,
   deletePlatform,
@@ -42,12 +45,10 @@ import {
 } from "../domain/read_models/platforms.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, readForm, str } from "./forms.ts";
-import { redirectWithNotice, render } from "./render.tsx";
+import { type FormFields, readForm, saveForm, str } from "./forms.ts";
+import { confirmPage, redirectWithNotice, render } from "./render.tsx";
 
 export const platformRoutes = new Hono<AppEnv>();
-
-type FormData = Record<string, string | string[]>;
 
 const SYNC_TONE: Record<SyncReport["status"], Tone> = { success: "ok", failed: "bad" };
 
@@ -106,41 +107,31 @@ platformRoutes.get("/", requires("backup.view"), async (c) => {
             </EmptyState>
           )
           : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table" data-testid="platforms-table">
-                <thead>
-                  <tr>
-                    <th>Name</th>
-                    <th>Type</th>
-                    <th>Organization</th>
-                    <th>Endpoint</th>
-                    <th>Last sync</th>
-                    <th>Next sync</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {platforms.map((p) => (
-                    <tr key={p.id} data-testid="platform-row">
-                      <td>
-                        <a href={`/backup/platforms/${p.id}`}>{p.name}</a>
-                      </td>
-                      <td>{PLATFORM_TYPE_LABELS[p.type]}</td>
-                      <td>{orgName.get(p.orgId) ?? p.orgId}</td>
-                      <td>
-                        <code>{p.endpointUrl}</code>
-                      </td>
-                      <td>
-                        <SyncBadge platform={p} /> {p.lastSync ? formatAge(p.lastSync.startedAt, now) : ""}
-                        {p.lastSync?.error && (
-                          <p class="field-error" data-testid="sync-error">{p.lastSync.error}</p>
-                        )}
-                      </td>
-                      <td class="nowrap">{nextSync(p)}</td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
+            <DataTable
+              class="table"
+              testid="platforms-table"
+              heads={["Name", "Type", "Organization", "Endpoint", "Last sync", "Next sync"]}
+            >
+              {platforms.map((p) => (
+                <tr key={p.id} data-testid="platform-row">
+                  <td>
+                    <a href={`/backup/platforms/${p.id}`}>{p.name}</a>
+                  </td>
+                  <td>{PLATFORM_TYPE_LABELS[p.type]}</td>
+                  <td>{orgName.get(p.orgId) ?? p.orgId}</td>
+                  <td>
+                    <code>{p.endpointUrl}</code>
+                  </td>
+                  <td>
+                    <SyncBadge platform={p} /> {p.lastSync ? formatAge(p.lastSync.startedAt, now) : ""}
+                    {p.lastSync?.error && (
+                      <p class="field-error" data-testid="sync-error">{p.lastSync.error}</p>
+                    )}
+                  </td>
+                  <td class="nowrap">{nextSync(p)}</td>
+                </tr>
+              ))}
+            </DataTable>
           )}
       </>
     ),
@@ -151,7 +142,7 @@ interface FormProps {
   csrf: string;
   action: string;
   orgs: Org[];
-  values: FormData;
+  values: FormFields;
   errors?: FieldErrors;
   error?: string;
   existing?: Platform;
@@ -186,10 +177,8 @@ function PlatformForm(props: FormProps) {
               label="Organization"
               value={v("orgId")}
               errors={errors}
-              options={[
-                { value: "", label: "Choose an organization…" },
-                ...props.orgs.map((o) => ({ value: o.id, label: o.name })),
-              ]}
+              blank="Choose an organization…"
+              options={props.orgs.map((o) => ({ value: o.id, label: o.name }))}
             />
           </>
         )}
@@ -259,14 +248,11 @@ function PlatformForm(props: FormProps) {
           hint="Platforms do not report an RPO: this one applies to every object they protect"
         />
       </div>
-      <label class="choice">
-        <input type="checkbox" name="syncEnabled" value="on" checked={v("syncEnabled") !== "off"} />{" "}
-        Sync automatically
-      </label>
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">{e ? "Save changes" : "Register platform"}</button>
-        <a class="btn btn--ghost" href={e ? `/backup/platforms/${e.id}` : "/backup/platforms"}>Cancel</a>
-      </div>
+      <Checkbox name="syncEnabled" checked={v("syncEnabled") !== "off"} label="Sync automatically" />
+      <FormActions
+        submit={e ? "Save changes" : "Register platform"}
+        cancel={e ? `/backup/platforms/${e.id}` : "/backup/platforms"}
+      />
     </form>
   );
 }
@@ -278,7 +264,7 @@ async function manageableOrgs(c: Context<AppEnv>): Promise<Org[]> {
 }
 
 /** The form's fields as the shared schema's input (blank numbers fall back to their defaults). */
-function inputFromForm(form: FormData) {
+function inputFromForm(form: FormFields) {
   return {
     name: str(form, "name"),
     endpointUrl: str(form, "endpointUrl"),
@@ -294,12 +280,12 @@ function inputFromForm(form: FormData) {
 }
 
 /** What was typed, without the password, to re-render a form. */
-function typed(form: FormData): FormData {
+function typed(form: FormFields): FormFields {
   const { password: _password, ...rest } = form;
   return { ...rest, syncEnabled: str(form, "syncEnabled") === "on" ? "on" : "off" };
 }
 
-async function newPage(c: Context<AppEnv>, values: FormData, errors?: FieldErrors, error?: string) {
+async function newPage(c: Context<AppEnv>, values: FormFields, errors?: FieldErrors, error?: string) {
   const orgs = await manageableOrgs(c);
   return render(
     c,
@@ -338,25 +324,23 @@ platformRoutes.post("/new", requires("backup.manage"), async (c) => {
   const { kv, clock, masterKey } = c.get("deps");
   const form = await readForm(c);
   const input = { ...inputFromForm(form), type: str(form, "type"), orgId: str(form, "orgId") };
-  const parsed = PlatformCreateInput.safeParse(input);
-  if (!parsed.success) {
-    return await newPage(c, typed(form), fieldErrors(parsed.error), "Check the fields below.");
-  }
-  try {
-    const platform = await createPlatform(kv, c.get("actor")!, parsed.data, { now: clock(), masterKey });
-    return redirectWithNotice(
-      c,
-      `/backup/platforms/${platform.id}`,
-      `Registered ${platform.name}. Test the connection, then sync (it also syncs on its own every ${platform.syncIntervalMinutes} min).`,
-    );
-  } catch (e) {
-    // A refused or conflicting save shows the form again with what was typed.
-    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
-    return await newPage(c, typed(form), e instanceof ValidationError ? e.fields : undefined, e.message);
-  }
+  // A refused or conflicting save shows the form again with what was typed.
+  return await saveForm(
+    PlatformCreateInput.safeParse(input),
+    async (data) => {
+      const platform = await createPlatform(kv, c.get("actor")!, data, { now: clock(), masterKey });
+      return redirectWithNotice(
+        c,
+        `/backup/platforms/${platform.id}`,
+        `Registered ${platform.name}. Test the connection, then sync (it also syncs on its own every ${platform.syncIntervalMinutes} min).`,
+      );
+    },
+    (errors, error) => newPage(c, typed(form), errors, error),
+    { invalid: "Check the fields below." },
+  );
 });
 
-function formFromPlatform(p: Platform): FormData {
+function formFromPlatform(p: Platform): FormFields {
   return {
     name: p.name,
     endpointUrl: p.endpointUrl,
@@ -373,7 +357,7 @@ function formFromPlatform(p: Platform): FormData {
 async function platformPage(
   c: Context<AppEnv>,
   platform: Platform,
-  form?: { values: FormData; errors?: FieldErrors; error?: string },
+  form?: { values: FormFields; errors?: FieldErrors; error?: string },
 ) {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
@@ -515,38 +499,27 @@ async function platformPage(
           {jobs.length === 0
             ? <p class="muted">None yet: the next sync imports the platform's jobs.</p>
             : (
-              <div class="table-wrap" tabIndex={0}>
-                <table class="table table--compact" data-testid="platform-jobs">
-                  <thead>
-                    <tr>
-                      <th>Job</th>
-                      <th>Source job id</th>
-                      <th>Vendor type</th>
-                      <th>State</th>
-                      <th>Last outcome</th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {jobs.map((j) => (
-                      <tr key={j.id}>
-                        <td>
-                          <a href={`/backup/jobs/${j.id}`}>{j.name}</a>
-                        </td>
-                        <td>
-                          <code>{j.vendorJobId}</code>
-                        </td>
-                        <td>{j.vendorType}</td>
-                        <td>{j.removed ? "removed on the platform" : j.enabled ? "enabled" : "disabled"}</td>
-                        <td>
-                          {j.lastOutcome
-                            ? <>{j.lastOutcome.status}, {formatTime(j.lastOutcome.endedAt)}</>
-                            : "—"}
-                        </td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
-              </div>
+              <DataTable
+                class="table table--compact"
+                testid="platform-jobs"
+                heads={["Job", "Source job id", "Vendor type", "State", "Last outcome"]}
+              >
+                {jobs.map((j) => (
+                  <tr key={j.id}>
+                    <td>
+                      <a href={`/backup/jobs/${j.id}`}>{j.name}</a>
+                    </td>
+                    <td>
+                      <code>{j.vendorJobId}</code>
+                    </td>
+                    <td>{j.vendorType}</td>
+                    <td>{j.removed ? "removed on the platform" : j.enabled ? "enabled" : "disabled"}</td>
+                    <td>
+                      {j.lastOutcome ? <>{j.lastOutcome.status}, {formatTime(j.lastOutcome.endedAt)}</> : "—"}
+                    </td>
+                  </tr>
+                ))}
+              </DataTable>
             )}
         </section>
         {manage && (
@@ -589,22 +562,15 @@ platformRoutes.post("/:platformId", requires("backup.manage"), async (c) => {
   const actor = c.get("actor")!;
   const platform = await requirePlatform(kv, actor, c.req.param("platformId"));
   const form = await readForm(c);
-  const parsed = PlatformUpdateInput.safeParse(inputFromForm(form));
-  if (!parsed.success) {
-    return await platformPage(c, platform, {
-      values: typed(form),
-      errors: fieldErrors(parsed.error),
-      error: "Check the fields below.",
-    });
-  }
-  try {
-    const next = await updatePlatform(kv, actor, platform.id, parsed.data, { now: clock(), masterKey });
-    return redirectWithNotice(c, `/backup/platforms/${platform.id}`, `Saved ${next.name}.`);
-  } catch (e) {
-    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
-    const errors = e instanceof ValidationError ? e.fields : undefined;
-    return await platformPage(c, platform, { values: typed(form), errors, error: e.message });
-  }
+  return await saveForm(
+    PlatformUpdateInput.safeParse(inputFromForm(form)),
+    async (data) => {
+      const next = await updatePlatform(kv, actor, platform.id, data, { now: clock(), masterKey });
+      return redirectWithNotice(c, `/backup/platforms/${platform.id}`, `Saved ${next.name}.`);
+    },
+    (errors, error) => platformPage(c, platform, { values: typed(form), errors, error }),
+    { invalid: "Check the fields below." },
+  );
 });
 
 platformRoutes.post("/:platformId/test", requires("backup.manage"), async (c) => {
@@ -643,29 +609,22 @@ platformRoutes.get("/:platformId/delete", requires("backup.manage"), async (c) =
   const actor = c.get("actor")!;
   const platform = await requirePlatform(kv, actor, c.req.param("platformId"));
   const { footprint } = await getPlatformDelete(kv, actor, { platform }, clock());
-  return render(
-    c,
-    "Delete platform",
-    (
-      <>
-        <PageHeader title={`Delete ${platform.name}?`} />
-        <form method="post" action={`/backup/platforms/${platform.id}/delete`} class="form">
-          <p data-testid="delete-footprint">
-            Removes the platform and its vault credential, its {footprint.jobs} imported job(s) and its{" "}
-            {footprint.objects}{" "}
-            protected object(s) (they leave the dashboard counts and their open alerts are resolved). The runs
-            already imported stay in the run history. Nothing is changed on the platform itself. This cannot
-            be undone; registering the platform again imports everything anew.
-          </p>
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Delete platform</button>
-            <a class="btn btn--ghost" href={`/backup/platforms/${platform.id}`}>Cancel</a>
-          </div>
-        </form>
-      </>
+  return confirmPage(c, {
+    title: "Delete platform",
+    question: `Delete ${platform.name}?`,
+    action: `/backup/platforms/${platform.id}/delete`,
+    cancel: `/backup/platforms/${platform.id}`,
+    label: "Delete platform",
+    inForm: (
+      <p data-testid="delete-footprint">
+        Removes the platform and its vault credential, its {footprint.jobs} imported job(s) and its{" "}
+        {footprint.objects}{" "}
+        protected object(s) (they leave the dashboard counts and their open alerts are resolved). The runs
+        already imported stay in the run history. Nothing is changed on the platform itself. This cannot be
+        undone; registering the platform again imports everything anew.
+      </p>
     ),
-  );
+  });
 });
 
 platformRoutes.post("/:platformId/delete", requires("backup.manage"), async (c) => {

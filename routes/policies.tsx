@@ -8,8 +8,10 @@ import { CronReading, PausedBadge } from "../components/words.tsx";
 import {
   Badge,
   Csrf,
+  DataTable,
   EmptyState,
   Field,
+  FormActions,
   formatTime,
   FormErrors,
   PageHeader,
@@ -18,7 +20,7 @@ import {
 } from "../components/ui.tsx";
 import { describeCron, nextRuns } from "../domain/cron_rules.ts";
 import { type Engine } from "../domain/engines.ts";
-import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
+import { type FieldErrors, ValidationError } from "../domain/errors.ts";
 import {
   BACKUP_TYPES,
   COMPRESSIONS,
@@ -61,15 +63,13 @@ import {
   type PolicyDetail,
 } from "../domain/read_models/policy_detail.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, readForm, str } from "./forms.ts";
-import { redirectWithNotice, render } from "./render.tsx";
+import { fieldErrors, type FormFields, readForm, saveForm, str } from "./forms.ts";
+import { confirmPage, redirectWithNotice, render } from "./render.tsx";
 
 /** `?besId=` pre-selects the BES of a new policy (from an engine's page); anything else selects none. */
 const NewPolicyQuery = z.object({ besId: z.string().regex(/^[0-9A-Z]{26}$/).catch("") }).catch({ besId: "" });
 
 export const policyRoutes = new Hono<AppEnv>();
-
-type Form = Record<string, string | string[]>;
 
 const BOOLEANS = [
   "deduplication",
@@ -93,7 +93,7 @@ const INCLUDE_PLACEHOLDER = ["/etc", "/home", "/srv/data"].join("\n");
 const lines = (v: string) => v.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
 
 /** The form as the domain input (checkboxes absent = false; numbers blank = default). */
-function inputFromForm(f: Form) {
+function inputFromForm(f: FormFields) {
   const opt = (k: string) => str(f, k).trim() || undefined;
   return {
     name: str(f, "name"),
@@ -122,7 +122,7 @@ function inputFromForm(f: Form) {
   };
 }
 
-function formFromPolicy(p: Policy): Form {
+function formFromPolicy(p: Policy): FormFields {
   return {
     name: p.name,
     besId: p.besId,
@@ -150,7 +150,7 @@ function formFromPolicy(p: Policy): Form {
   };
 }
 
-const NEW_DEFAULTS: Form = {
+const NEW_DEFAULTS: FormFields = {
   backupType: "file",
   timeZone: "UTC",
   fullSchedule: "0 2 * * 0",
@@ -165,7 +165,7 @@ const NEW_DEFAULTS: Form = {
   ...Object.fromEntries(BOOLEANS.map((b) => [b, b === "prePatchBackup" ? "" : "on"])),
 };
 
-function Check(props: { name: string; label: string; form: Form }) {
+function Check(props: { name: string; label: string; form: FormFields }) {
   return (
     <label class="choice">
       <input type="checkbox" name={props.name} value="on" checked={str(props.form, props.name) === "on"} />
@@ -189,7 +189,7 @@ function Section(props: { n: number; title: string; children: preact.ComponentCh
 function PolicyForm(props: {
   csrf: string;
   action: string;
-  form: Form;
+  form: FormFields;
   engines: Engine[];
   targets: StorageTarget[];
   existing?: Policy;
@@ -230,10 +230,8 @@ function PolicyForm(props: {
                 label="Storage target (one of this BES's)"
                 value={v("targetId")}
                 errors={e}
-                options={[
-                  { value: "", label: "Choose a storage target…" },
-                  ...props.targets.map((t) => ({ value: t.id, label: t.name })),
-                ]}
+                blank="Choose a storage target…"
+                options={props.targets.map((t) => ({ value: t.id, label: t.name }))}
               />
             </>
           )
@@ -313,10 +311,8 @@ function PolicyForm(props: {
           label="Exclusion template"
           value={v("exclusionTemplate")}
           errors={e}
-          options={[
-            { value: "", label: "None" },
-            ...Object.entries(EXCLUSION_TEMPLATES).map(([k, t]) => ({ value: k, label: t.label })),
-          ]}
+          blank="None"
+          options={Object.entries(EXCLUSION_TEMPLATES).map(([k, t]) => ({ value: k, label: t.label }))}
         />
         <details>
           <summary class="hint">What each template excludes</summary>
@@ -413,17 +409,10 @@ function PolicyForm(props: {
         <Check name="enabled" label="Enabled" form={f} />
       </Section>
       {props.hooksSection}
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">
-          {props.existing ? "Save policy" : "Create policy"}
-        </button>
-        <a
-          class="btn btn--ghost"
-          href={props.existing ? `/backup/policies/${props.existing.id}` : "/backup/policies"}
-        >
-          Cancel
-        </a>
-      </div>
+      <FormActions
+        submit={props.existing ? "Save policy" : "Create policy"}
+        cancel={props.existing ? `/backup/policies/${props.existing.id}` : "/backup/policies"}
+      />
     </form>
   );
 }
@@ -460,46 +449,42 @@ policyRoutes.get("/", requires("backup.view"), async (c) => {
             </EmptyState>
           )
           : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table table--cards">
-                <thead>
-                  <tr>
-                    <th>Name</th>
-                    <th>Type</th>
-                    <th>State</th>
-                    <th>BES → target</th>
-                    <th>Full</th>
-                    <th>Incremental</th>
-                    <th>RPO</th>
-                    <th>Retention d/w/m</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {rows.slice(query.offset, query.offset + query.limit).map((p) => (
-                    <tr key={p.id}>
-                      <td data-label="Name">
-                        <a href={`/backup/policies/${p.id}`}>{p.name}</a>
-                      </td>
-                      <td data-label="Type">{p.backupType}</td>
-                      <td class="cell-status" data-label="State">
-                        <PolicyState policy={p} />
-                      </td>
-                      <td data-label="BES → target">
-                        {engineName.get(p.besId) ?? "—"} → {targetName.get(p.targetId) ?? "—"}
-                      </td>
-                      <td data-label="Full">{describeCron(p.fullSchedule)}</td>
-                      <td data-label="Incremental">
-                        {p.incrementalSchedule ? describeCron(p.incrementalSchedule) : "—"}
-                      </td>
-                      <td data-label="RPO">{p.rpoHours} h</td>
-                      <td data-label="Retention d/w/m">
-                        {p.retentionDaily}/{p.retentionWeekly}/{p.retentionMonthly}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
+            <DataTable
+              class="table table--cards"
+              heads={[
+                "Name",
+                "Type",
+                "State",
+                "BES → target",
+                "Full",
+                "Incremental",
+                "RPO",
+                "Retention d/w/m",
+              ]}
+            >
+              {rows.slice(query.offset, query.offset + query.limit).map((p) => (
+                <tr key={p.id}>
+                  <td data-label="Name">
+                    <a href={`/backup/policies/${p.id}`}>{p.name}</a>
+                  </td>
+                  <td data-label="Type">{p.backupType}</td>
+                  <td class="cell-status" data-label="State">
+                    <PolicyState policy={p} />
+                  </td>
+                  <td data-label="BES → target">
+                    {engineName.get(p.besId) ?? "—"} → {targetName.get(p.targetId) ?? "—"}
+                  </td>
+                  <td data-label="Full">{describeCron(p.fullSchedule)}</td>
+                  <td data-label="Incremental">
+                    {p.incrementalSchedule ? describeCron(p.incrementalSchedule) : "—"}
+                  </td>
+                  <td data-label="RPO">{p.rpoHours} h</td>
+                  <td data-label="Retention d/w/m">
+                    {p.retentionDaily}/{p.retentionWeekly}/{p.retentionMonthly}
+                  </td>
+                </tr>
+              ))}
+            </DataTable>
           )}
         <Pager total={rows.length} offset={query.offset} limit={query.limit} query={{ q: query.q }} />
       </>
@@ -523,7 +508,7 @@ export async function renderPolicyEdit(c: Context<AppEnv>, policy: Policy, hookD
 async function formPage(
   c: Context<AppEnv>,
   opts: {
-    form: Form;
+    form: FormFields;
     existing?: Policy;
     errors?: FieldErrors;
     error?: string;
@@ -572,20 +557,14 @@ policyRoutes.get(
 policyRoutes.post("/new", requires("backup.manage"), async (c) => {
   const { kv, clock } = c.get("deps");
   const form = await readForm(c);
-  const parsed = PolicyCreateInput.safeParse(inputFromForm(form));
-  if (!parsed.success) return await formPage(c, { form, errors: fieldErrors(parsed.error), status: 422 });
-  try {
-    const p = await createPolicy(kv, c.get("actor")!, parsed.data, clock());
-    return redirectWithNotice(c, `/backup/policies/${p.id}`, `Policy ${p.name} created.`);
-  } catch (e) {
-    if (!(e instanceof ValidationError) && !(e instanceof ConflictError)) throw e;
-    return await formPage(c, {
-      form,
-      errors: e instanceof ValidationError ? e.fields : undefined,
-      error: e.message,
-      status: 422,
-    });
-  }
+  return await saveForm(
+    PolicyCreateInput.safeParse(inputFromForm(form)),
+    async (data) => {
+      const p = await createPolicy(kv, c.get("actor")!, data, clock());
+      return redirectWithNotice(c, `/backup/policies/${p.id}`, `Policy ${p.name} created.`);
+    },
+    (errors, error) => formPage(c, { form, errors, error, status: 422 }),
+  );
 });
 
 policyRoutes.get("/:policyId", requires("backup.view"), async (c) => {
@@ -795,27 +774,20 @@ policyRoutes.post("/:policyId/toggle", requires("backup.manage"), async (c) => {
 
 policyRoutes.get("/:policyId/delete", requires("backup.manage"), async (c) => {
   const p = await requirePolicy(c.get("deps").kv, c.get("actor")!, c.req.param("policyId"));
-  return render(
-    c,
-    "Delete policy",
-    (
-      <>
-        <PageHeader title={`Delete ${p.name}?`} />
-        <p>
-          Deletes the policy with its host assignments, replication rules and app hooks. Its restore points
-          and repositories are kept until they expire under the policy's last retention; its storage targets
-          cannot be deleted while they hold them.
-        </p>
-        <form method="post" action={`/backup/policies/${p.id}/delete`} class="form">
-          <Csrf token={c.get("csrfToken")} />
-          <div class="form-actions">
-            <button type="submit" class="btn btn--danger">Delete policy</button>
-            <a class="btn btn--ghost" href={`/backup/policies/${p.id}`}>Cancel</a>
-          </div>
-        </form>
-      </>
+  return confirmPage(c, {
+    title: "Delete policy",
+    question: `Delete ${p.name}?`,
+    explain: (
+      <p>
+        Deletes the policy with its host assignments, replication rules and app hooks. Its restore points and
+        repositories are kept until they expire under the policy's last retention; its storage targets cannot
+        be deleted while they hold them.
+      </p>
     ),
-  );
+    action: `/backup/policies/${p.id}/delete`,
+    cancel: `/backup/policies/${p.id}`,
+    label: "Delete policy",
+  });
 });
 
 policyRoutes.post("/:policyId/delete", requires("backup.manage"), async (c) => {

@@ -6,7 +6,7 @@
  */
 import { HookOutputRow, runDuration, RunStatus } from "../components/runs.tsx";
 import { Hono } from "hono";
-import { Badge, Csrf, formatBytes, formatTime, ShortId } from "../components/ui.tsx";
+import { Badge, Csrf, DataTable, formatBytes, formatTime, ShortId } from "../components/ui.tsx";
 import type {
   PolicyHooks,
   PolicyHosts,
@@ -25,7 +25,7 @@ import {
 } from "../domain/hooks.ts";
 import { type Policy, requirePolicy } from "../domain/policies.ts";
 import { createReplica, KEK_SOURCE_LABELS, KEK_SOURCES, ReplicaCreateInput } from "../domain/replicas.ts";
-import { replicaCounts, ReplicaLastCell, ReplicationTable } from "../components/replication.tsx";
+import { ReplicaRuleCells, ReplicaRuleHeads, ReplicationTable } from "../components/replication.tsx";
 import { replicaFormInput } from "./replicas.tsx";
 import { MEDIA_LABELS } from "../domain/three_two_one.ts";
 import { requires } from "./access.ts";
@@ -335,33 +335,14 @@ export function ReplicasSection(props: { data: PolicyReplicas; policy: Policy; c
         <table class="table table--compact">
           <thead>
             <tr>
-              <th>Secondary target</th>
-              <th>BES</th>
-              <th>KEK</th>
-              <th>After full</th>
-              <th>After incremental</th>
-              <th>Offsite</th>
-              <th>Points</th>
-              <th>Last copy / failure</th>
+              <ReplicaRuleHeads kek="KEK" />
               {manage && <th>Action</th>}
             </tr>
           </thead>
           <tbody>
             {rules.map((r) => (
               <tr key={r.id} data-testid="replica-row">
-                <td>
-                  {r.targetName ?? "—"}{" "}
-                  {r.targetTypeLabel && <span class="muted">({r.targetTypeLabel})</span>}
-                </td>
-                <td>{r.targetBesName ?? "—"}</td>
-                <td>{KEK_SOURCE_LABELS[r.kekSource]}</td>
-                <td>{r.replicateAfterFull ? "yes" : "no"}</td>
-                <td>{r.replicateAfterIncremental ? "yes" : "no"}</td>
-                <td>{r.isOffsite ? <Badge tone="info">offsite</Badge> : "—"}</td>
-                <td class="nowrap" data-testid="replica-counts">{replicaCounts(r.stats)}</td>
-                <td>
-                  <ReplicaLastCell stats={r.stats} />
-                </td>
+                <ReplicaRuleCells rule={r} />
                 {manage && (
                   <td>
                     <form method="post" action={`/backup/replicas/${r.id}/delete`} class="inline-form">
@@ -617,38 +598,27 @@ export function RetentionSection(props: { data: PolicyRetention; policy: Policy 
               {preview?.frozen && (
                 <p class="notice notice--warn" data-testid="retention-frozen">{preview.frozen}</p>
               )}
-              <div class="table-wrap" tabIndex={0}>
-                <table class="table table--compact table--cards">
-                  <thead>
-                    <tr>
-                      <th>Completed</th>
-                      <th>Type</th>
-                      <th>Size</th>
-                      <th>Status</th>
-                      <th>Retention</th>
-                      <th>Why kept</th>
-                    </tr>
-                  </thead>
-                  <tbody>
-                    {shown.map((pt) => (
-                      <tr key={pt.id} data-testid="retention-point">
-                        <td data-label="Completed">{formatTime(pt.completedAt)}</td>
-                        <td data-label="Type">{pt.type}</td>
-                        <td class="nowrap" data-label="Size">{formatBytes(pt.sizeBytes)}</td>
-                        <td data-label="Status">{pt.status}</td>
-                        <td class="cell-status" data-label="Retention">
-                          {pt.status === "expired"
-                            ? <Badge tone="muted">already expired</Badge>
-                            : expire.has(pt.id)
-                            ? <Badge tone="bad">expire</Badge>
-                            : <Badge tone="ok">keep</Badge>}
-                        </td>
-                        <td data-label="Why kept">{(preview?.reasons[pt.id] ?? []).join(", ") || "—"}</td>
-                      </tr>
-                    ))}
-                  </tbody>
-                </table>
-              </div>
+              <DataTable
+                class="table table--compact table--cards"
+                heads={["Completed", "Type", "Size", "Status", "Retention", "Why kept"]}
+              >
+                {shown.map((pt) => (
+                  <tr key={pt.id} data-testid="retention-point">
+                    <td data-label="Completed">{formatTime(pt.completedAt)}</td>
+                    <td data-label="Type">{pt.type}</td>
+                    <td class="nowrap" data-label="Size">{formatBytes(pt.sizeBytes)}</td>
+                    <td data-label="Status">{pt.status}</td>
+                    <td class="cell-status" data-label="Retention">
+                      {pt.status === "expired"
+                        ? <Badge tone="muted">already expired</Badge>
+                        : expire.has(pt.id)
+                        ? <Badge tone="bad">expire</Badge>
+                        : <Badge tone="ok">keep</Badge>}
+                    </td>
+                    <td data-label="Why kept">{(preview?.reasons[pt.id] ?? []).join(", ") || "—"}</td>
+                  </tr>
+                ))}
+              </DataTable>
               {points.length > shown.length && (
                 <p class="muted">Showing the newest {shown.length} of {points.length} restore points.</p>
               )}

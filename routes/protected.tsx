@@ -1,6 +1,14 @@
 /** Backup > Protected Objects: everything covered by backup, its last backup and its RPO (guide, "Protected Objects"). */
 import { Hono } from "hono";
-import { Badge, EmptyState, formatDuration, formatTime, PageHeader, type Tone } from "../components/ui.tsx";
+import {
+  Badge,
+  DataTable,
+  EmptyState,
+  formatDuration,
+  formatTime,
+  PageHeader,
+  type Tone,
+} from "../components/ui.tsx";
 import { hostScope } from "../domain/hosts.ts";
 import { PLATFORM_TYPE_LABELS } from "../domain/platforms.ts";
 import { inScope } from "../domain/rbac.ts";
@@ -131,63 +139,51 @@ protectedRoutes.get("/", requires("backup.view"), async (c) => {
           </EmptyState>
         )
         : (
-          <div class="table-wrap" tabIndex={0}>
-            <table class="table table--cards" id="protected-objects">
-              <thead>
-                <tr>
-                  <th>Object</th>
-                  <th>Type</th>
-                  <th>Organization</th>
-                  <th>Source</th>
-                  <th>Last backup</th>
-                  <th>Status</th>
-                  <th>RPO</th>
-                  <th>Protection</th>
+          <DataTable
+            class="table table--cards"
+            id="protected-objects"
+            heads={["Object", "Type", "Organization", "Source", "Last backup", "Status", "RPO", "Protection"]}
+          >
+            {page.values.map((o) => {
+              const breached = isRpoBreached(o, now);
+              return (
+                <tr key={o.id} data-id={o.id}>
+                  <td data-label="Object">
+                    {o.source.kind === "bes"
+                      ? <a href={`/backup/hosts/${o.hostId}`}>{o.name}</a>
+                      : (
+                        <span title={`${o.source.vendorType}, id ${o.source.vendorObjectId}`}>
+                          {o.name}
+                        </span>
+                      )}
+                  </td>
+                  <td data-label="Type">{o.type}</td>
+                  <td data-label="Organization">{orgName.get(o.orgId) ?? o.orgId}</td>
+                  <td data-label="Source">
+                    {o.source.kind === "bes"
+                      ? `BES ${engineName.get(o.source.besId) ?? o.source.besId}`
+                      : (
+                        <a href={`/backup/platforms/${o.source.platformId}`}>
+                          {platformName.get(o.source.platformId) ?? `${o.source.platformType} platform`}
+                        </a>
+                      )}
+                  </td>
+                  <td data-label="Last backup">{formatTime(o.lastBackupAt)}</td>
+                  <td class="cell-status" data-label="Status">
+                    <Badge tone={STATUS_TONE[o.lastBackupStatus]}>{o.lastBackupStatus}</Badge>
+                  </td>
+                  <td data-label="RPO">
+                    {o.rpoHours} h {breached
+                      ? <Badge tone="bad">breach {formatDuration(breachDurationMs(o, now))}</Badge>
+                      : o.protection === "active"
+                      ? <Badge tone="ok">within</Badge>
+                      : null}
+                  </td>
+                  <td data-label="Protection">{o.protection}</td>
                 </tr>
-              </thead>
-              <tbody>
-                {page.values.map((o) => {
-                  const breached = isRpoBreached(o, now);
-                  return (
-                    <tr key={o.id} data-id={o.id}>
-                      <td data-label="Object">
-                        {o.source.kind === "bes"
-                          ? <a href={`/backup/hosts/${o.hostId}`}>{o.name}</a>
-                          : (
-                            <span title={`${o.source.vendorType}, id ${o.source.vendorObjectId}`}>
-                              {o.name}
-                            </span>
-                          )}
-                      </td>
-                      <td data-label="Type">{o.type}</td>
-                      <td data-label="Organization">{orgName.get(o.orgId) ?? o.orgId}</td>
-                      <td data-label="Source">
-                        {o.source.kind === "bes"
-                          ? `BES ${engineName.get(o.source.besId) ?? o.source.besId}`
-                          : (
-                            <a href={`/backup/platforms/${o.source.platformId}`}>
-                              {platformName.get(o.source.platformId) ?? `${o.source.platformType} platform`}
-                            </a>
-                          )}
-                      </td>
-                      <td data-label="Last backup">{formatTime(o.lastBackupAt)}</td>
-                      <td class="cell-status" data-label="Status">
-                        <Badge tone={STATUS_TONE[o.lastBackupStatus]}>{o.lastBackupStatus}</Badge>
-                      </td>
-                      <td data-label="RPO">
-                        {o.rpoHours} h {breached
-                          ? <Badge tone="bad">breach {formatDuration(breachDurationMs(o, now))}</Badge>
-                          : o.protection === "active"
-                          ? <Badge tone="ok">within</Badge>
-                          : null}
-                      </td>
-                      <td data-label="Protection">{o.protection}</td>
-                    </tr>
-                  );
-                })}
-              </tbody>
-            </table>
-          </div>
+              );
+            })}
+          </DataTable>
         )}
       <nav class="pager" aria-label="Pagination">
         <span>

@@ -4,6 +4,7 @@ import { deleteCookie, getCookie, setCookie } from "hono/cookie";
 import type { ComponentChildren } from "preact";
 import { renderToString } from "preact-render-to-string";
 import { Layout } from "../components/Layout.tsx";
+import { ConfirmForm, PageHeader } from "../components/ui.tsx";
 import { NowContext } from "../components/time.tsx";
 import { countOpenAlerts } from "../domain/alerts.ts";
 import { authorizePlatformAdmin } from "../domain/self_backup_runs.ts";
@@ -60,4 +61,35 @@ export function redirectWithNotice(c: Context<AppEnv>, location: string, notice:
 /** Marks a response that shows a secret as never cacheable. */
 export function noStore(c: Context<AppEnv>) {
   c.header("Cache-Control", "no-store");
+}
+
+/**
+ * The confirmation page of a destructive action (a delete, a secret replaced): the question as the header,
+ * what the action does (`explain` above the form, or `inForm` inside it), and the `ConfirmForm` (CSRF field,
+ * the danger button `label` that POSTs to `action`, Cancel back to `cancel`).
+ */
+export function confirmPage(
+  c: Context<AppEnv>,
+  page: {
+    title: string;
+    question: string;
+    subtitle?: string;
+    action: string;
+    cancel: string;
+    label: string;
+    explain?: ComponentChildren;
+    inForm?: ComponentChildren;
+  },
+) {
+  return render(
+    c,
+    page.title,
+    <>
+      <PageHeader title={page.question} subtitle={page.subtitle} />
+      {page.explain}
+      <ConfirmForm action={page.action} cancel={page.cancel} csrf={c.get("csrfToken")} label={page.label}>
+        {page.inForm}
+      </ConfirmForm>
+    </>,
+  );
 }

@@ -1,7 +1,16 @@
 /** Backup > Replicas: every replication rule, the add form, and removing a rule (also from the policy page). */
 import { type Context, Hono } from "hono";
-import { Badge, Csrf, EmptyState, formatTime, FormErrors, PageHeader, Select } from "../components/ui.tsx";
-import { replicaCounts, ReplicaLastCell } from "../components/replication.tsx";
+import {
+  Checkbox,
+  Csrf,
+  EmptyState,
+  FormActions,
+  formatTime,
+  FormErrors,
+  PageHeader,
+  Select,
+} from "../components/ui.tsx";
+import { ReplicaRuleCells, ReplicaRuleHeads } from "../components/replication.tsx";
 import { ConflictError, type FieldErrors, NotFoundError, ValidationError } from "../domain/errors.ts";
 import { createReplica, KEK_SOURCE_LABELS, KEK_SOURCES, ReplicaCreateInput } from "../domain/replicas.ts";
 import { TARGET_TYPE_LABELS } from "../domain/storage.ts";
@@ -9,7 +18,7 @@ import { deleteReplica, requireReplica } from "../domain/replicas.ts";
 import { getReplicasPage } from "../domain/read_models/backup_pages.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, readForm, str } from "./forms.ts";
+import { fieldErrors, type FormFields, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 
 export const replicaRoutes = new Hono<AppEnv>();
@@ -18,7 +27,7 @@ export const replicaRoutes = new Hono<AppEnv>();
  * A replica rule form (the Replicas page's and the policy page's) as the input of `ReplicaCreateInput`,
  * the schema they share with POST /api/v1/replicas. An unticked checkbox is false.
  */
-export function replicaFormInput(form: Record<string, string | string[]>) {
+export function replicaFormInput(form: FormFields) {
   return {
     policyId: str(form, "policyId"),
     targetId: str(form, "targetId"),
@@ -72,14 +81,7 @@ async function replicasPage(
                 <thead>
                   <tr>
                     <th>Policy</th>
-                    <th>Secondary target</th>
-                    <th>BES</th>
-                    <th>KEK source</th>
-                    <th>After full</th>
-                    <th>After incremental</th>
-                    <th>Offsite</th>
-                    <th>Points</th>
-                    <th>Last copy / failure</th>
+                    <ReplicaRuleHeads kek="KEK source" />
                     <th>Created</th>
                   </tr>
                 </thead>
@@ -89,19 +91,7 @@ async function replicasPage(
                       <td>
                         <a href={`/backup/policies/${r.policyId}#replicas`}>{r.policyName}</a>
                       </td>
-                      <td>
-                        {r.targetName ?? "—"}{" "}
-                        {r.targetTypeLabel && <span class="muted">({r.targetTypeLabel})</span>}
-                      </td>
-                      <td>{r.targetBesName ?? "—"}</td>
-                      <td>{KEK_SOURCE_LABELS[r.kekSource]}</td>
-                      <td>{r.replicateAfterFull ? "yes" : "no"}</td>
-                      <td>{r.replicateAfterIncremental ? "yes" : "no"}</td>
-                      <td>{r.isOffsite ? <Badge tone="info">offsite</Badge> : "—"}</td>
-                      <td class="nowrap" data-testid="replica-counts">{replicaCounts(r.stats)}</td>
-                      <td>
-                        <ReplicaLastCell stats={r.stats} />
-                      </td>
+                      <ReplicaRuleCells rule={r} />
                       <td class="nowrap">{formatTime(r.createdAt)}</td>
                     </tr>
                   ))}
@@ -120,25 +110,19 @@ async function replicasPage(
                 label="Policy"
                 value={values.policyId}
                 errors={errors}
-                options={[
-                  { value: "", label: "Choose a policy…" },
-                  ...manageable.map((p) => ({ value: p.id, label: p.name })),
-                ]}
+                blank="Choose a policy…"
+                options={manageable.map((p) => ({ value: p.id, label: p.name }))}
               />
               <Select
                 name="targetId"
                 label="Secondary storage target (any BES of the account)"
                 value={values.targetId}
                 errors={errors}
-                options={[
-                  { value: "", label: "Replicate to…" },
-                  ...targets.values.map((t) => ({
-                    value: t.id,
-                    label: `${t.name} (${TARGET_TYPE_LABELS[t.type]}, BES ${
-                      besName.get(t.besId) ?? t.besId
-                    })`,
-                  })),
-                ]}
+                blank="Replicate to…"
+                options={targets.values.map((t) => ({
+                  value: t.id,
+                  label: `${t.name} (${TARGET_TYPE_LABELS[t.type]}, BES ${besName.get(t.besId) ?? t.besId})`,
+                }))}
               />
               <Select
                 name="kekSource"
@@ -149,33 +133,23 @@ async function replicasPage(
               />
               <fieldset class={errors?.replicateAfterFull ? "field field--error" : "field"}>
                 <legend>When</legend>
-                <label class="choice">
-                  <input
-                    type="checkbox"
-                    name="replicateAfterFull"
-                    value="on"
-                    checked={values.replicateAfterFull}
-                  />{" "}
-                  Replicate after full backups
-                </label>
-                <label class="choice">
-                  <input
-                    type="checkbox"
-                    name="replicateAfterIncremental"
-                    value="on"
-                    checked={values.replicateAfterIncremental}
-                  />{" "}
-                  Replicate after incremental backups
-                </label>
+                <Checkbox
+                  name="replicateAfterFull"
+                  checked={values.replicateAfterFull}
+                  label="Replicate after full backups"
+                />
+                <Checkbox
+                  name="replicateAfterIncremental"
+                  checked={values.replicateAfterIncremental}
+                  label="Replicate after incremental backups"
+                />
                 {errors?.replicateAfterFull && <p class="field-error">{errors.replicateAfterFull}</p>}
               </fieldset>
               <label class="choice">
                 <input type="checkbox" name="isOffsite" value="on" checked={values.isOffsite} />{" "}
                 Offsite copy (counts for the 3-2-1 rule's offsite copy)
               </label>
-              <div class="form-actions">
-                <button type="submit" class="btn btn--primary">Add replica rule</button>
-              </div>
+              <FormActions submit="Add replica rule" />
             </form>
           </section>
         )}

@@ -19,8 +19,11 @@ import { EngineResults } from "../components/runs.tsx";
 import { KEK_SOURCE_LABELS } from "../domain/replicas.ts";
 import {
   Badge,
+  Checkbox,
   Csrf,
+  DataTable,
   EmptyState,
+  FieldFrame,
   formatBytes,
   formatTime,
   PageHeader,
@@ -64,7 +67,7 @@ import SelectedPaths from "../islands/SelectedPaths.tsx";
 import { getRestoreIndex, getRestorePointPage, getRestoreRequest } from "../domain/read_models/restore.ts";
 import { requires } from "./access.ts";
 import type { AppEnv } from "./env.ts";
-import { fieldErrors, list, readForm, str } from "./forms.ts";
+import { fieldErrors, type FormFields, list, readForm, str } from "./forms.ts";
 import { StaleCursorNotice } from "./paging.tsx";
 import { noStore, redirectWithNotice, render } from "./render.tsx";
 
@@ -378,66 +381,53 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
           </EmptyState>
         )
         : (
-          <div class="table-wrap" tabIndex={0}>
-            <table class="table table--cards" data-testid="restore-points">
-              <thead>
-                <tr>
-                  <th>Completed</th>
-                  <th>Host</th>
-                  <th>Policy</th>
-                  <th>BES</th>
-                  <th>Type</th>
-                  <th>Chain</th>
-                  <th>Size</th>
-                  <th>Status</th>
-                  <th>Verification</th>
-                </tr>
-              </thead>
-              <tbody>
-                {page.values.map((p) => (
-                  <tr
-                    key={p.id}
-                    data-point={p.id}
-                    class={p.id === selected?.id ? "selected" : undefined}
-                    aria-current={p.id === selected?.id ? "true" : undefined}
+          <DataTable
+            class="table table--cards"
+            testid="restore-points"
+            heads={["Completed", "Host", "Policy", "BES", "Type", "Chain", "Size", "Status", "Verification"]}
+          >
+            {page.values.map((p) => (
+              <tr
+                key={p.id}
+                data-point={p.id}
+                class={p.id === selected?.id ? "selected" : undefined}
+                aria-current={p.id === selected?.id ? "true" : undefined}
+              >
+                <td data-label="Completed">
+                  <a href={`/backup/restore/points/${p.id}`}>{formatTime(p.completedAt)}</a>
+                </td>
+                <td data-label="Host">{p.hostName ?? "BES"}</td>
+                <td data-label="Policy">{p.policyName}</td>
+                <td data-label="BES">{p.besName}</td>
+                <td data-label="Type">{TYPE_LABEL[p.type] ?? p.type}</td>
+                <td data-label="Chain">
+                  <a
+                    href={"?" + new URLSearchParams({ ...keep, chainId: p.chainId })}
+                    aria-label={`Show chain ${p.chainId}`}
                   >
-                    <td data-label="Completed">
-                      <a href={`/backup/restore/points/${p.id}`}>{formatTime(p.completedAt)}</a>
-                    </td>
-                    <td data-label="Host">{p.hostName ?? "BES"}</td>
-                    <td data-label="Policy">{p.policyName}</td>
-                    <td data-label="BES">{p.besName}</td>
-                    <td data-label="Type">{TYPE_LABEL[p.type] ?? p.type}</td>
-                    <td data-label="Chain">
-                      <a
-                        href={"?" + new URLSearchParams({ ...keep, chainId: p.chainId })}
-                        aria-label={`Show chain ${p.chainId}`}
-                      >
-                        <ShortId id={p.chainId} />
+                    <ShortId id={p.chainId} />
+                  </a>
+                </td>
+                <td class="nowrap" data-label="Size">{formatBytes(p.sizeBytes)}</td>
+                <td class="cell-status" data-label="Status">
+                  <PointStatus point={p} />
+                  {p.anomaly && (
+                    <>
+                      {" "}
+                      <a href={`/backup/restore/points/${p.id}#anomaly`} data-testid="point-anomaly">
+                        <Badge tone={p.anomaly.mark === "suspect" ? "bad" : "ok"}>
+                          {p.anomaly.mark === "suspect" ? "suspect" : "last clean"}
+                        </Badge>
                       </a>
-                    </td>
-                    <td class="nowrap" data-label="Size">{formatBytes(p.sizeBytes)}</td>
-                    <td class="cell-status" data-label="Status">
-                      <PointStatus point={p} />
-                      {p.anomaly && (
-                        <>
-                          {" "}
-                          <a href={`/backup/restore/points/${p.id}#anomaly`} data-testid="point-anomaly">
-                            <Badge tone={p.anomaly.mark === "suspect" ? "bad" : "ok"}>
-                              {p.anomaly.mark === "suspect" ? "suspect" : "last clean"}
-                            </Badge>
-                          </a>
-                        </>
-                      )}
-                    </td>
-                    <td data-label="Verification">
-                      <Verification point={p} />
-                    </td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+                    </>
+                  )}
+                </td>
+                <td data-label="Verification">
+                  <Verification point={p} />
+                </td>
+              </tr>
+            ))}
+          </DataTable>
         )}
       <nav class="pager" aria-label="Pagination">
         <span>{page.values.length} shown</span>
@@ -456,36 +446,28 @@ restoreRoutes.get("/", requires("backup.restore"), async (c) => {
 
 function RestoreTable(props: { restores: RestoreRequest[] }) {
   return (
-    <div class="table-wrap" tabIndex={0}>
-      <table class="table table--compact table--cards" data-testid="recent-restores">
-        <thead>
-          <tr>
-            <th>Requested</th>
-            <th>Kind</th>
-            <th>Target</th>
-            <th>Status</th>
-          </tr>
-        </thead>
-        <tbody>
-          {props.restores.map((r) => (
-            <tr key={r.id}>
-              <td data-label="Requested">
-                <a href={`/backup/restore/requests/${r.id}`}>{formatTime(r.createdAt)}</a>
-              </td>
-              <td data-label="Kind">
-                {KIND_LABEL[r.kind]}
-                {r.kind === "file" ? ` (${r.pathCount} path${r.pathCount === 1 ? "" : "s"})` : ""}
-                {r.mode ? ` (${r.mode.toUpperCase()})` : ""}
-              </td>
-              <td class="wrap" data-label="Target">{r.targetPath ? <code>{r.targetPath}</code> : "—"}</td>
-              <td class="cell-status" data-label="Status">
-                <Badge tone={REQUEST_TONE[r.status]}>{r.status}</Badge>
-              </td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
+    <DataTable
+      class="table table--compact table--cards"
+      testid="recent-restores"
+      heads={["Requested", "Kind", "Target", "Status"]}
+    >
+      {props.restores.map((r) => (
+        <tr key={r.id}>
+          <td data-label="Requested">
+            <a href={`/backup/restore/requests/${r.id}`}>{formatTime(r.createdAt)}</a>
+          </td>
+          <td data-label="Kind">
+            {KIND_LABEL[r.kind]}
+            {r.kind === "file" ? ` (${r.pathCount} path${r.pathCount === 1 ? "" : "s"})` : ""}
+            {r.mode ? ` (${r.mode.toUpperCase()})` : ""}
+          </td>
+          <td class="wrap" data-label="Target">{r.targetPath ? <code>{r.targetPath}</code> : "—"}</td>
+          <td class="cell-status" data-label="Status">
+            <Badge tone={REQUEST_TONE[r.status]}>{r.status}</Badge>
+          </td>
+        </tr>
+      ))}
+    </DataTable>
   );
 }
 
@@ -939,8 +921,7 @@ function HostSelect(props: {
 }) {
   const id = `f-${props.name}-${props.form}`;
   return (
-    <div class={props.error ? "field field--error" : "field"}>
-      <label for={id}>{props.label}</label>
+    <FieldFrame id={id} label={props.label} error={props.error} hint={props.hint}>
       <select
         id={id}
         name={props.name}
@@ -952,9 +933,7 @@ function HostSelect(props: {
           <option key={h.value} value={h.value} selected={h.value === props.value}>{h.label}</option>
         ))}
       </select>
-      {props.hint && !props.error && <p class="hint">{props.hint}</p>}
-      {props.error && <p class="field-error">{props.error}</p>}
-    </div>
+    </FieldFrame>
   );
 }
 
@@ -972,8 +951,7 @@ function TextField(
 ) {
   const id = `f-${props.name}-${props.form}`;
   return (
-    <div class={props.error ? "field field--error" : "field"}>
-      <label for={id}>{props.label}</label>
+    <FieldFrame id={id} label={props.label} error={props.error} hint={props.hint} described>
       <input
         id={id}
         name={props.name}
@@ -984,19 +962,14 @@ function TextField(
         aria-invalid={props.error ? "true" : undefined}
         aria-describedby={props.error ? `${id}-error` : props.hint ? `${id}-hint` : undefined}
       />
-      {props.hint && !props.error && <p class="hint" id={`${id}-hint`}>{props.hint}</p>}
-      {props.error && <p class="field-error" id={`${id}-error`}>{props.error}</p>}
-    </div>
+    </FieldFrame>
   );
 }
 
 function Overwrite(props: { checked: boolean; error?: string }) {
   return (
     <div class={props.error ? "field field--error" : "field"}>
-      <label class="choice">
-        <input type="checkbox" name="overwrite" value="on" checked={props.checked} />{" "}
-        Overwrite existing files at the target
-      </label>
+      <Checkbox name="overwrite" checked={props.checked} label="Overwrite existing files at the target" />
       <p class="hint">Off by default: files already at the target are left as they are.</p>
       {props.error && <p class="field-error">{props.error}</p>}
     </div>
@@ -1104,16 +1077,50 @@ restoreRoutes.post("/points/:restorePointId/search", requires("backup.restore"),
 });
 
 /** The checkbox convention of our forms: present and not "false" means on. */
-function checked(form: Record<string, string | string[]>, key: string): boolean {
+function checked(form: FormFields, key: string): boolean {
   const v = str(form, key);
   return v !== "" && v !== "false" && v !== "off";
 }
 
-restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), async (c) => {
+/** A POST to one of a restore point's forms: the point (in the actor's scope) and the submitted form. */
+async function pointForm(c: Context<AppEnv>, restorePointId: string) {
   const { kv, clock } = c.get("deps");
   const actor = c.get("actor")!;
-  const point = await requireRestorePoint(kv, actor, c.req.param("restorePointId"));
-  const form = await readForm(c);
+  const point = await requireRestorePoint(kv, actor, restorePointId);
+  return { kv, clock, actor, point, form: await readForm(c) };
+}
+
+/** Where the file and image forms send a restore, as typed. */
+function targetValues(form: FormFields) {
+  return {
+    targetHostId: str(form, "targetHostId"),
+    targetPath: str(form, "targetPath").trim(),
+    overwrite: checked(form, "overwrite"),
+    sourceTargetId: str(form, "sourceTargetId"),
+  };
+}
+
+/**
+ * Queues the restore a form asked for and goes to its request page, without a flash notice: the page's
+ * status line says "queued" and changes as the restore runs. A refusal shows the form again.
+ */
+async function queueRestore(
+  c: Context<AppEnv>,
+  point: RestorePointView,
+  form: "files" | "image",
+  values: FormState["values"],
+  request: () => Promise<{ id: string }>,
+) {
+  try {
+    const restore = await request();
+    return c.redirect(`/backup/restore/requests/${restore.id}`, 303);
+  } catch (e) {
+    return await refused(c, point, form, values, e);
+  }
+}
+
+restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), async (c) => {
+  const { kv, clock, actor, point, form } = await pointForm(c, c.req.param("restorePointId"));
   // The textarea (one per line) and, without JavaScript, the ticked checkboxes of Browse and Search.
   const paths = [
     ...new Set(list(form, "paths").flatMap((v) => v.split(/\r?\n/)).map((p) => p.trim()).filter(Boolean)),
@@ -1121,14 +1128,7 @@ restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), 
   // "Original location": the point's own host, every file at its own path (below "/"). A form without
   // the choice (an older page, a script) names its target itself.
   const location = str(form, "location") === "original" ? "original" as const : "other" as const;
-  const values = {
-    paths,
-    location,
-    targetHostId: str(form, "targetHostId"),
-    targetPath: str(form, "targetPath").trim(),
-    overwrite: checked(form, "overwrite"),
-    sourceTargetId: str(form, "sourceTargetId"),
-  };
+  const values = { paths, location, ...targetValues(form) };
   if (location === "original" && !point.hostId) {
     return await pointPage(c, point, {
       form: "files",
@@ -1147,45 +1147,36 @@ restoreRoutes.post("/points/:restorePointId/files", requires("backup.restore"), 
   if (!parsed.success) {
     return await pointPage(c, point, { form: "files", fields: fieldErrors(parsed.error), values }, 422);
   }
-  try {
-    const restore = await requestFileRestore(kv, actor, parsed.data, clock());
-    // No flash notice: the request page's status line says "queued" and changes as the restore runs.
-    return c.redirect(`/backup/restore/requests/${restore.id}`, 303);
-  } catch (e) {
-    return await refused(c, point, "files", values, e);
-  }
+  return await queueRestore(
+    c,
+    point,
+    "files",
+    values,
+    () => requestFileRestore(kv, actor, parsed.data, clock()),
+  );
 });
 
 restoreRoutes.post("/points/:restorePointId/image", requires("backup.restore"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const point = await requireRestorePoint(kv, actor, c.req.param("restorePointId"));
-  const form = await readForm(c);
-  const values = {
-    targetHostId: str(form, "targetHostId"),
-    targetPath: str(form, "targetPath").trim(),
-    overwrite: checked(form, "overwrite"),
-    sourceTargetId: str(form, "sourceTargetId"),
-  };
+  const { kv, clock, actor, point, form } = await pointForm(c, c.req.param("restorePointId"));
+  const values = targetValues(form);
   const parsed = ImageRestoreInput.safeParse({ restorePointId: point.id, ...values });
   if (!parsed.success || !values.targetHostId) {
     const fields = parsed.success ? {} : fieldErrors(parsed.error);
     if (!values.targetHostId) fields.targetHostId = "Choose the host to restore the image to";
     return await pointPage(c, point, { form: "image", fields, values }, 422);
   }
-  try {
-    const restore = await requestImageRestore(kv, actor, parsed.data, clock());
-    return c.redirect(`/backup/restore/requests/${restore.id}`, 303);
-  } catch (e) {
-    return await refused(c, point, "image", values, e);
-  }
+  return await queueRestore(
+    c,
+    point,
+    "image",
+    values,
+    () => requestImageRestore(kv, actor, parsed.data, clock()),
+  );
 });
 
 restoreRoutes.post("/points/:restorePointId/bmr", requires("backup.restore"), async (c) => {
-  const { kv, clock } = c.get("deps");
-  const actor = c.get("actor")!;
-  const point = await requireRestorePoint(kv, actor, c.req.param("restorePointId"));
-  const mode = str(await readForm(c), "mode");
+  const { kv, clock, actor, point, form } = await pointForm(c, c.req.param("restorePointId"));
+  const mode = str(form, "mode");
   const parsed = BmrInput.safeParse({ restorePointId: point.id, mode });
   if (!parsed.success) {
     return await pointPage(

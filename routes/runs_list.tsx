@@ -7,7 +7,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { RUN_TONE, RunError } from "../components/runs.tsx";
-import { Badge, EmptyState, formatTime, PageHeader } from "../components/ui.tsx";
+import { Badge, DataTable, EmptyState, formatTime, PageHeader } from "../components/ui.tsx";
 import { type RunStatus } from "../domain/runs.ts";
 import { getRunList } from "../domain/read_models/backup_pages.ts";
 import { requires } from "./access.ts";
@@ -72,46 +72,33 @@ runListRoutes.get("/", requires("backup.view"), async (c) => {
           </EmptyState>
         )
         : (
-          <div class="table-wrap" tabIndex={0}>
-            <table class="table" data-testid="runs-table">
-              <thead>
-                <tr>
-                  <th>Status</th>
-                  <th>Job</th>
-                  <th>Host</th>
-                  <th>Kind</th>
-                  <th>Ended</th>
-                </tr>
-              </thead>
-              <tbody>
-                {page.values.map((r) => (
-                  <tr key={r.id} data-run={r.id}>
-                    <td>
-                      <a href={`/backup/runs/${r.id}`} title="Run details">
-                        <Badge tone={RUN_TONE[r.status] ?? "muted"}>{r.status}</Badge>
-                      </a>
-                      {r.error && (
-                        <div class="hint">
-                          <RunError run={r} />
-                        </div>
-                      )}
-                    </td>
-                    <td>
-                      <a href={`/backup/jobs/${r.policyId}`}>
-                        {names.policies.get(r.policyId) ?? "(deleted job)"}
-                      </a>
-                    </td>
-                    <td>{r.hostId ? names.hosts.get(r.hostId) ?? "(unknown host)" : "—"}</td>
-                    <td>
-                      {KIND_LABELS[r.kind] ?? r.kind}
-                      {r.trigger !== "schedule" ? ` (${r.trigger.replace("_", "-")})` : ""}
-                    </td>
-                    <td class="nowrap">{formatTime(r.endedAt)}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          </div>
+          <DataTable class="table" testid="runs-table" heads={["Status", "Job", "Host", "Kind", "Ended"]}>
+            {page.values.map((r) => (
+              <tr key={r.id} data-run={r.id}>
+                <td>
+                  <a href={`/backup/runs/${r.id}`} title="Run details">
+                    <Badge tone={RUN_TONE[r.status] ?? "muted"}>{r.status}</Badge>
+                  </a>
+                  {r.error && (
+                    <div class="hint">
+                      <RunError run={r} />
+                    </div>
+                  )}
+                </td>
+                <td>
+                  <a href={`/backup/jobs/${r.policyId}`}>
+                    {names.policies.get(r.policyId) ?? "(deleted job)"}
+                  </a>
+                </td>
+                <td>{r.hostId ? names.hosts.get(r.hostId) ?? "(unknown host)" : "—"}</td>
+                <td>
+                  {KIND_LABELS[r.kind] ?? r.kind}
+                  {r.trigger !== "schedule" ? ` (${r.trigger.replace("_", "-")})` : ""}
+                </td>
+                <td class="nowrap">{formatTime(r.endedAt)}</td>
+              </tr>
+            ))}
+          </DataTable>
         )}
       {page.values.length > 0 && page.cursor && (
         <nav class="pager" aria-label="Pagination">

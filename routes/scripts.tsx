@@ -1,6 +1,16 @@
 /** Backup > Scripts: the hook script library (list, add, delete). */
 import { type Context, Hono } from "hono";
-import { Csrf, EmptyState, Field, formatTime, FormErrors, PageHeader, Select } from "../components/ui.tsx";
+import {
+  ConfirmForm,
+  Csrf,
+  DataTable,
+  EmptyState,
+  Field,
+  formatTime,
+  FormErrors,
+  PageHeader,
+  Select,
+} from "../components/ui.tsx";
 import { ConflictError, type FieldErrors, ValidationError } from "../domain/errors.ts";
 import { can } from "../domain/rbac.ts";
 import {
@@ -39,47 +49,34 @@ async function scriptsPage(
           <input type="search" name="q" value={q} placeholder="Search name" aria-label="Search" />
           <button type="submit" class="btn">Search</button>
         </form>
-        {scripts.length === 0
-          ? <EmptyState title={q ? "No scripts match" : "No scripts yet"} />
-          : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table">
-                <thead>
-                  <tr>
-                    <th>Name</th>
-                    <th>Interpreter</th>
-                    <th>Organization</th>
-                    <th>Lines</th>
-                    <th>Updated</th>
-                    <th>Action</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {scripts.map((s) => (
-                    <tr key={s.id}>
-                      <td>
-                        <details>
-                          <summary>{s.name}</summary>
-                          <pre>{s.body}</pre>
-                        </details>
-                      </td>
-                      <td>{INTERPRETER_LABELS[s.interpreter]}</td>
-                      <td>{s.orgId ? orgName.get(s.orgId) ?? "—" : "Account"}</td>
-                      <td>{s.body.split("\n").length}</td>
-                      <td class="nowrap">{formatTime(s.updatedAt)}</td>
-                      <td>
-                        {can(actor, "backup.manage", { accountId: s.accountId, orgId: s.orgId }) && (
-                          <a class="btn btn--small btn--danger" href={`/backup/scripts/${s.id}/delete`}>
-                            Delete…
-                          </a>
-                        )}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )}
+        {scripts.length === 0 ? <EmptyState title={q ? "No scripts match" : "No scripts yet"} /> : (
+          <DataTable
+            class="table"
+            heads={["Name", "Interpreter", "Organization", "Lines", "Updated", "Action"]}
+          >
+            {scripts.map((s) => (
+              <tr key={s.id}>
+                <td>
+                  <details>
+                    <summary>{s.name}</summary>
+                    <pre>{s.body}</pre>
+                  </details>
+                </td>
+                <td>{INTERPRETER_LABELS[s.interpreter]}</td>
+                <td>{s.orgId ? orgName.get(s.orgId) ?? "—" : "Account"}</td>
+                <td>{s.body.split("\n").length}</td>
+                <td class="nowrap">{formatTime(s.updatedAt)}</td>
+                <td>
+                  {can(actor, "backup.manage", { accountId: s.accountId, orgId: s.orgId }) && (
+                    <a class="btn btn--small btn--danger" href={`/backup/scripts/${s.id}/delete`}>
+                      Delete…
+                    </a>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </DataTable>
+        )}
         {can(actor, "backup.manage") && (
           <section class="panel">
             <h2>Add a script</h2>
@@ -159,13 +156,12 @@ scriptRoutes.get("/:scriptId/delete", requires("backup.manage"), async (c) => {
             </p>
           )
           : (
-            <form method="post" action={`/backup/scripts/${script.id}/delete`} class="form">
-              <Csrf token={c.get("csrfToken")} />
-              <div class="form-actions">
-                <button type="submit" class="btn btn--danger">Delete script</button>
-                <a class="btn btn--ghost" href="/backup/scripts">Cancel</a>
-              </div>
-            </form>
+            <ConfirmForm
+              action={`/backup/scripts/${script.id}/delete`}
+              cancel="/backup/scripts"
+              csrf={c.get("csrfToken")}
+              label="Delete script"
+            />
           )}
       </>
     ),

@@ -7,8 +7,11 @@ import type { Context } from "hono";
 import { Island } from "../components/Island.tsx";
 import {
   Badge,
+  Checkbox,
   Csrf,
+  DataTable,
   Field,
+  FormActions,
   formatBytes,
   formatTime,
   FormErrors,
@@ -30,7 +33,7 @@ import { getSelfBackupSettings } from "../domain/read_models/health.ts";
 import { requires } from "./access.ts";
 import { ErrorBody } from "./api_common.ts";
 import type { AppEnv } from "./env.ts";
-import { readForm, str } from "./forms.ts";
+import { type FormFields, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 
 const TriggerSchema = z.object({
@@ -196,46 +199,32 @@ function HealthBackupPage(props: { h: Health }) {
         <p>
           Total {h.totalTriggers} · Successful {h.successfulTriggers} · Failed {h.failedTriggers}
         </p>
-        {h.recentTriggers.length === 0
-          ? <p class="muted">No backup has run yet.</p>
-          : (
-            <div class="table-wrap" tabIndex={0}>
-              <table class="table">
-                <thead>
-                  <tr>
-                    <th>Requested</th>
-                    <th>By</th>
-                    <th>Database</th>
-                    <th>Kind</th>
-                    <th>Status</th>
-                    <th>Bundle</th>
-                    <th>Detail</th>
-                  </tr>
-                </thead>
-                <tbody>
-                  {h.recentTriggers.map((t) => (
-                    <tr key={t.id}>
-                      <td class="nowrap">{formatTime(t.requestedAt)}</td>
-                      <td>{t.requestedBy}</td>
-                      <td>{t.database === "config" ? "Config DB" : "Results DB"}</td>
-                      <td>{t.kind}</td>
-                      <td>
-                        <Badge tone={STATUS_TONE[t.status] ?? "muted"}>{t.status}</Badge>
-                      </td>
-                      <td>
-                        {t.bundle ? `${formatBytes(t.bundle.bytes)}, ${t.bundle.entries} entries` : "—"}
-                      </td>
-                      <td>
-                        {t.error ?? (t.status === "running"
-                          ? t.progress.phase
-                          : `verified ${t.verification.status}, S3 ${t.s3.status}`)}
-                      </td>
-                    </tr>
-                  ))}
-                </tbody>
-              </table>
-            </div>
-          )}
+        {h.recentTriggers.length === 0 ? <p class="muted">No backup has run yet.</p> : (
+          <DataTable
+            class="table"
+            heads={["Requested", "By", "Database", "Kind", "Status", "Bundle", "Detail"]}
+          >
+            {h.recentTriggers.map((t) => (
+              <tr key={t.id}>
+                <td class="nowrap">{formatTime(t.requestedAt)}</td>
+                <td>{t.requestedBy}</td>
+                <td>{t.database === "config" ? "Config DB" : "Results DB"}</td>
+                <td>{t.kind}</td>
+                <td>
+                  <Badge tone={STATUS_TONE[t.status] ?? "muted"}>{t.status}</Badge>
+                </td>
+                <td>
+                  {t.bundle ? `${formatBytes(t.bundle.bytes)}, ${t.bundle.entries} entries` : "—"}
+                </td>
+                <td>
+                  {t.error ?? (t.status === "running"
+                    ? t.progress.phase
+                    : `verified ${t.verification.status}, S3 ${t.s3.status}`)}
+                </td>
+              </tr>
+            ))}
+          </DataTable>
+        )}
       </section>
     </>
   );
@@ -253,9 +242,7 @@ backupHealthPages.get("/", requires("admin"), async (c) => {
   return render(c, "Health · Backup", <HealthBackupPage h={h} />);
 });
 
-type SettingsForm = Record<string, string | string[]>;
-
-function settingsToForm(s: Awaited<ReturnType<typeof getSettings>>): SettingsForm {
+function settingsToForm(s: Awaited<ReturnType<typeof getSettings>>): FormFields {
   return {
     config_enabled: s.config.enabled ? "on" : "",
     config_hour: String(s.config.hour),
@@ -274,7 +261,7 @@ function settingsToForm(s: Awaited<ReturnType<typeof getSettings>>): SettingsFor
   };
 }
 
-function formToInput(f: SettingsForm): SelfBackupSettingsInput {
+function formToInput(f: FormFields): SelfBackupSettingsInput {
   // A blank number field is missing, not 0 (z.coerce.number("") is 0).
   const num = (k: string) => (str(f, k).trim() === "" ? undefined : str(f, k)) as unknown as number;
   const gib = str(f, "minFreeGiB").trim();
@@ -316,7 +303,7 @@ function settingsErrors(error: z.ZodError): FieldErrors {
 }
 
 function AdminBackupsPage(
-  props: { csrf: string; values: SettingsForm; hasSecret: boolean; errors?: FieldErrors; error?: string },
+  props: { csrf: string; values: FormFields; hasSecret: boolean; errors?: FieldErrors; error?: string },
 ) {
   const v = (k: string) => str(props.values, k);
   const e = props.errors;
@@ -375,10 +362,11 @@ function AdminBackupsPage(
         </fieldset>
         <fieldset class="type-fields">
           <legend>S3 copy (optional)</legend>
-          <label class="choice">
-            <input type="checkbox" name="s3_enabled" value="on" checked={v("s3_enabled") === "on"} />{" "}
-            Copy every bundle to an S3-compatible bucket
-          </label>
+          <Checkbox
+            name="s3_enabled"
+            checked={v("s3_enabled") === "on"}
+            label="Copy every bundle to an S3-compatible bucket"
+          />
           <Field
             name="s3_endpoint"
             label="Endpoint URL"
@@ -400,9 +388,7 @@ function AdminBackupsPage(
               : "Stored in the vault; never shown again."}
           />
         </fieldset>
-        <div class="form-actions">
-          <button type="submit" class="btn btn--primary">Save</button>
-        </div>
+        <FormActions submit="Save" />
       </form>
     </>
   );
@@ -490,9 +476,7 @@ adminMaintenanceRoutes.get("/", requires("admin"), async (c) => {
                 <input type="radio" name="database" value="results" /> Results DB
               </label>
             </fieldset>
-            <div class="form-actions">
-              <button type="submit" class="btn btn--primary">Back up now</button>
-            </div>
+            <FormActions submit="Back up now" />
           </form>
         </section>
         <section class="panel panel--danger">

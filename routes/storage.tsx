@@ -6,9 +6,11 @@ import { dateTimeText } from "../components/time.tsx";
 import { Island } from "../components/Island.tsx";
 import {
   Badge,
+  ConfirmForm,
   Csrf,
   EmptyState,
   Field,
+  FormActions,
   formatAge,
   formatBytes,
   formatTime,
@@ -49,14 +51,13 @@ import {
 import { requires } from "./access.ts";
 import { FilteredList, listQuery } from "./list_page.tsx";
 import type { AppEnv } from "./env.ts";
-import { readForm, str } from "./forms.ts";
+import { type FormFields, readForm, str } from "./forms.ts";
 import { redirectWithNotice, render } from "./render.tsx";
 import { STORAGE_CHECK_SEGMENTS, storageCheckHandler } from "./storage_checks.ts";
 import {
   CONFIG_FIELDS,
   configFromForm,
   credentialsFromForm,
-  type FormData,
   targetFieldErrors,
   TYPE_GROUP,
 } from "./storage_form.ts";
@@ -195,7 +196,7 @@ interface TargetFormProps {
   csrf: string;
   action: string;
   engines: Engine[];
-  values: FormData;
+  values: FormFields;
   errors?: FieldErrors;
   error?: string;
   existing?: StorageTarget;
@@ -232,13 +233,11 @@ function TargetForm(props: TargetFormProps) {
               label="BES (backup engine)"
               value={v("besId")}
               errors={props.errors}
-              options={[
-                { value: "", label: "Choose an engine…" },
-                ...props.engines.map((x) => ({
-                  value: x.id,
-                  label: `${x.name}${x.orgId ? "" : " (account-scoped)"}`,
-                })),
-              ]}
+              blank="Choose an engine…"
+              options={props.engines.map((x) => ({
+                value: x.id,
+                label: `${x.name}${x.orgId ? "" : " (account-scoped)"}`,
+              }))}
             />
           </>
         )}
@@ -312,10 +311,10 @@ function TargetForm(props: TargetFormProps) {
         )}
         {props.errors?.credentials && <p class="field-error">{props.errors.credentials}</p>}
       </fieldset>
-      <div class="form-actions">
-        <button type="submit" class="btn btn--primary">{e ? "Save changes" : "Create storage target"}</button>
-        <a class="btn btn--ghost" href={e ? `/backup/storage/${e.id}` : "/backup/storage"}>Cancel</a>
-      </div>
+      <FormActions
+        submit={e ? "Save changes" : "Create storage target"}
+        cancel={e ? `/backup/storage/${e.id}` : "/backup/storage"}
+      />
     </form>
   );
 }
@@ -348,7 +347,7 @@ storageRoutes.get("/new", requires("backup.manage"), async (c) => {
   );
 });
 
-function inputFromForm(form: FormData) {
+function inputFromForm(form: FormFields) {
   const type = str(form, "type");
   return {
     name: str(form, "name"),
@@ -399,10 +398,10 @@ storageRoutes.post("/new", requires("backup.manage"), async (c) => {
   );
 });
 
-function formFromTarget(t: StorageTarget): FormData {
+function formFromTarget(t: StorageTarget): FormFields {
   const group =
     { s3: "s3", s3_compatible: "s3", smb: "smb", nfs: "nfs", iscsi: "iscsi", local: "local" }[t.type];
-  const values: FormData = {
+  const values: FormFields = {
     name: t.name,
     type: t.type,
     alertThreshold: String(t.alertThreshold),
@@ -534,7 +533,7 @@ function ChecksPanel(props: {
 async function targetPage(
   c: Context<AppEnv>,
   target: StorageTarget,
-  values?: FormData,
+  values?: FormFields,
   errors?: FieldErrors,
   error?: string,
 ) {
@@ -724,17 +723,17 @@ storageRoutes.get("/:targetId/delete", requires("backup.manage"), async (c) => {
           : held.count > 0
           ? null
           : (
-            <form method="post" action={`/backup/storage/${target.id}/delete`} class="form">
+            <ConfirmForm
+              action={`/backup/storage/${target.id}/delete`}
+              cancel={`/backup/storage/${target.id}`}
+              csrf={c.get("csrfToken")}
+              label="Delete storage target"
+            >
               <p>
                 Removes the storage target, its capacity history and its vault credential. This cannot be
                 undone.
               </p>
-              <Csrf token={c.get("csrfToken")} />
-              <div class="form-actions">
-                <button type="submit" class="btn btn--danger">Delete storage target</button>
-                <a class="btn btn--ghost" href={`/backup/storage/${target.id}`}>Cancel</a>
-              </div>
-            </form>
+            </ConfirmForm>
           )}
       </>
     ),

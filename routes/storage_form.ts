@@ -2,7 +2,7 @@
 import type { z } from "zod";
 import type { FieldErrors } from "../domain/errors.ts";
 import type { TargetType } from "../domain/storage.ts";
-import { str } from "./forms.ts";
+import { type FormFields, str } from "./forms.ts";
 
 /** Form field prefix of each type's connection fields (both S3 flavours share theirs). */
 export const TYPE_GROUP: Record<TargetType, string> = {
@@ -39,13 +39,11 @@ export const CONFIG_FIELDS: Record<string, Array<{ name: string; label: string; 
   local: [{ name: "path", label: "Filesystem path", hint: "absolute, e.g. /srv/backup" }],
 };
 
-export type FormData = Record<string, string | string[]>;
-
 /**
  * The connection config of the chosen type, from `<group>_<field>` inputs. Empty inputs are left out,
  * so optional fields take their schema defaults and required ones say "is required".
  */
-export function configFromForm(type: string, form: FormData): Record<string, string> {
+export function configFromForm(type: string, form: FormFields): Record<string, string> {
   const group = TYPE_GROUP[type as TargetType];
   if (!group) return {};
   return Object.fromEntries(
@@ -56,7 +54,7 @@ export function configFromForm(type: string, form: FormData): Record<string, str
 }
 
 /** Credentials when a secret was typed (an empty secret means "keep" on edit, "none" on create). */
-export function credentialsFromForm(form: FormData) {
+export function credentialsFromForm(form: FormFields) {
   const secret = str(form, "cred_secret");
   if (!secret) return undefined;
   return { username: str(form, "cred_username"), secret, credentialType: str(form, "cred_type") };
