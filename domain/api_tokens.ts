@@ -3,9 +3,8 @@
  * permissions are scopes: `backup.*` and `admin` for `/api/v1`, `metrics` for `GET /metrics` (Prometheus;
  * routes/metrics.ts) — a monitoring token should hold only `metrics`.
  */
-import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, commitAudited } from "./audit.ts";
 import { NotFoundError, UnauthorizedError, ValidationError } from "./errors.ts";
 import { newId, randomToken, sha256Hex, timingSafeEqual } from "./ids.ts";
 import { withRetry } from "./kv.ts";
@@ -85,15 +84,20 @@ export async function createApiToken(
     .set(apiTokenKey(id), token)
     .set(apiTokensByUserKey(owner.id, id), id)
     .set(apiTokensByAccountKey(owner.accountId, id), id);
-  appendAudit(op, actor, {
-    accountId: owner.accountId,
-    orgIds: owner.orgScope,
-    action: "api_token.create",
-    objectType: "api_token",
-    objectId: id,
-    summary: `Created API token "${data.name}" for ${owner.email} (${token.permissions.join(", ")})`,
-  }, now);
-  await commitOrConflict(op, "Could not create the token; try again");
+  await commitAudited(
+    op,
+    actor,
+    {
+      accountId: owner.accountId,
+      orgIds: owner.orgScope,
+      action: "api_token.create",
+      objectType: "api_token",
+      objectId: id,
+      summary: `Created API token "${data.name}" for ${owner.email} (${token.permissions.join(", ")})`,
+    },
+    now,
+    "Could not create the token; try again",
+  );
   return { token, secret };
 }
 

@@ -20,9 +20,8 @@
  * the CLI, whose operator holds the database anyway); otherwise the request was created and the route
  * answers 202 (API) or redirects to the requests page.
  */
-import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, commitAudited } from "./audit.ts";
 import { ConflictError, ForbiddenError, NotFoundError } from "./errors.ts";
 import { deleteEngine, requireEngine } from "./engines.ts";
 import { refuseIfHeld, releaseHold, requireHold } from "./holds.ts";
@@ -179,16 +178,21 @@ export async function setFourEyesSettings(
     updatedBy: actor.label,
   };
   const op = kv.atomic().set(fourEyesSettingsKey(accountId), settings);
-  appendAudit(op, actor, {
-    accountId,
-    action: "four_eyes.settings",
-    objectType: "account",
-    objectId: accountId,
-    summary: data.enabled
-      ? `Turned four-eyes approval on (requests expire after ${data.ttlHours} h)`
-      : "Turned four-eyes approval off",
-  }, now);
-  await commitOrConflict(op, "The setting could not be saved; try again");
+  await commitAudited(
+    op,
+    actor,
+    {
+      accountId,
+      action: "four_eyes.settings",
+      objectType: "account",
+      objectId: accountId,
+      summary: data.enabled
+        ? `Turned four-eyes approval on (requests expire after ${data.ttlHours} h)`
+        : "Turned four-eyes approval off",
+    },
+    now,
+    "The setting could not be saved; try again",
+  );
   return settings;
 }
 
@@ -566,15 +570,20 @@ export async function requestIfFourEyes(
     .set(approvalKey(request.id), request)
     .set(approvalsByAccountKey(request.accountId, request.id), request.id)
     .set(openApprovalKey(request.id), request.id);
-  appendAudit(op, actor, {
-    accountId: request.accountId,
-    orgId: request.orgId,
-    action: "approval.request",
-    objectType: request.objectType,
-    objectId: request.objectId,
-    summary: `Requested four-eyes approval (${request.id}): ${request.summary}`,
-  }, now);
-  await commitOrConflict(op, "The request could not be written; try again");
+  await commitAudited(
+    op,
+    actor,
+    {
+      accountId: request.accountId,
+      orgId: request.orgId,
+      action: "approval.request",
+      objectType: request.objectType,
+      objectId: request.objectId,
+      summary: `Requested four-eyes approval (${request.id}): ${request.summary}`,
+    },
+    now,
+    "The request could not be written; try again",
+  );
   return request;
 }
 
@@ -659,15 +668,20 @@ export async function approveRequest(
     decidedAt: now.toISOString(),
   };
   const op = kv.atomic().check(entry).set(approvalKey(id), claimed);
-  appendAudit(op, actor, {
-    accountId: request.accountId,
-    orgId: request.orgId,
-    action: "approval.approve",
-    objectType: request.objectType,
-    objectId: request.objectId,
-    summary: `Approved ${request.requestedByLabel}'s request ${request.id}: ${request.summary}`,
-  }, now);
-  await commitOrConflict(op, "Someone else decided this request at the same time: it was not approved twice");
+  await commitAudited(
+    op,
+    actor,
+    {
+      accountId: request.accountId,
+      orgId: request.orgId,
+      action: "approval.approve",
+      objectType: request.objectType,
+      objectId: request.objectId,
+      summary: `Approved ${request.requestedByLabel}'s request ${request.id}: ${request.summary}`,
+    },
+    now,
+    "Someone else decided this request at the same time: it was not approved twice",
+  );
   let outcome: ActionOutcome | null = null;
   let failure: string | null = null;
   try {
@@ -735,17 +749,22 @@ export async function refuseRequest(
     outcome: withdrawing ? `Withdrawn by the requester${note ? `: ${note}` : ""}` : note || null,
   };
   const op = kv.atomic().check(entry).set(approvalKey(id), refused).delete(openApprovalKey(id));
-  appendAudit(op, actor, {
-    accountId: request.accountId,
-    orgId: request.orgId,
-    action: withdrawing ? "approval.withdraw" : "approval.refuse",
-    objectType: request.objectType,
-    objectId: request.objectId,
-    summary: `${
-      withdrawing ? "Withdrew" : "Refused"
-    } ${request.requestedByLabel}'s request ${request.id}: ${request.summary}${note ? ` (${note})` : ""}`,
-  }, now);
-  await commitOrConflict(op, "Someone else decided this request at the same time: nothing changed");
+  await commitAudited(
+    op,
+    actor,
+    {
+      accountId: request.accountId,
+      orgId: request.orgId,
+      action: withdrawing ? "approval.withdraw" : "approval.refuse",
+      objectType: request.objectType,
+      objectId: request.objectId,
+      summary: `${
+        withdrawing ? "Withdrew" : "Refused"
+      } ${request.requestedByLabel}'s request ${request.id}: ${request.summary}${note ? ` (${note})` : ""}`,
+    },
+    now,
+    "Someone else decided this request at the same time: nothing changed",
+  );
   return refused;
 }
 

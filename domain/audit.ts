@@ -6,6 +6,7 @@ import type { Page } from "./kv.ts";
 import { type Actor, inScope } from "./rbac.ts";
 import type { AuditEntry, OrgScope } from "./types.ts";
 import { auditKey, auditPrefix } from "./keys/audit.ts";
+import { commitOrConflict } from "./retry.ts";
 export { auditKey };
 
 /** What a mutation says about itself. */
@@ -49,6 +50,23 @@ export function appendAudit(
     at: now.toISOString(),
   };
   op.set(auditKey(input.accountId, entry.id), entry);
+  return entry;
+}
+
+/**
+ * Writes the audit entry of a change into the change's own atomic operation and commits both (the rule that
+ * every mutation is audited in the same write); when a check fails, throws ConflictError(`conflict`) and
+ * writes nothing.
+ */
+export async function commitAudited(
+  op: Deno.AtomicOperation,
+  actor: Actor,
+  input: AuditInput,
+  now: Date,
+  conflict: string,
+): Promise<AuditEntry> {
+  const entry = appendAudit(op, actor, input, now);
+  await commitOrConflict(op, conflict);
   return entry;
 }
 

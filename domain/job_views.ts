@@ -11,12 +11,11 @@
  * The last run of a job is its newest run: one reverse list of `runs_by_policy` with limit 1, so the
  * list costs the same whatever the length of a job's history.
  */
-import { commitOrConflict } from "./retry.ts";
 import { engineKey, enginesByAccountPrefix } from "./keys/engines.ts";
 import { assignmentKey, assignmentsByPolicyPrefix } from "./keys/policies.ts";
 import { retryDispatchKey, retryDispatchPrefix, runsByPolicyPrefix } from "./keys/runs.ts";
 import { z } from "zod";
-import { appendAudit, auditTarget } from "./audit.ts";
+import { auditTarget, commitAudited } from "./audit.ts";
 import { nextRuns } from "./cron_rules.ts";
 import { openIdCursor } from "./cursor.ts";
 import type { Engine } from "./engines.ts";
@@ -698,18 +697,23 @@ export async function retryJob(
     };
     op.set(retryDispatchKey(policy.id, latest.id), dispatch);
   }
-  appendAudit(op, actor, {
-    ...auditTarget("job", policy),
-    action: "job.retry",
-    summary: kind === "synthetic_full"
-      ? `Retried job ${policy.name}: ${targets.length} synthetic full${
-        targets.length === 1 ? "" : "s"
-      } on the BES for its active hosts after ${latest.status} run ${latest.id}`
-      : `Retried job ${policy.name}: ${targets.length} ${kind} run${
-        targets.length === 1 ? "" : "s"
-      } on its active hosts after ${latest.status} run ${latest.id}`,
-  }, now);
-  await commitOrConflict(op, "This job has already been retried");
+  await commitAudited(
+    op,
+    actor,
+    {
+      ...auditTarget("job", policy),
+      action: "job.retry",
+      summary: kind === "synthetic_full"
+        ? `Retried job ${policy.name}: ${targets.length} synthetic full${
+          targets.length === 1 ? "" : "s"
+        } on the BES for its active hosts after ${latest.status} run ${latest.id}`
+        : `Retried job ${policy.name}: ${targets.length} ${kind} run${
+          targets.length === 1 ? "" : "s"
+        } on its active hosts after ${latest.status} run ${latest.id}`,
+    },
+    now,
+    "This job has already been retried",
+  );
   if (!rest) return { runs, hosts: first, pending: false };
   const more = await continueRetry(kv, retryDispatchKey(policy.id, latest.id), now);
   return {

@@ -3,9 +3,8 @@
  * edit, enable, delete, the signing secret). Rules (notification_rules.ts) route alerts to channels;
  * notification_delivery.ts sends to them, and notification_backoff.ts says when a failed send is retried.
  */
-import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, commitAudited } from "./audit.ts";
 import { NotFoundError, ValidationError } from "./errors.ts";
 import { newId, randomToken } from "./ids.ts";
 import { getManyValues, withRetry } from "./kv.ts";
@@ -417,14 +416,19 @@ export async function createChannel(
     .set(channelsByAccountKey(accountId, id), id);
   if (vault) op.set(vaultKey(vault.id), vault);
   if (orgEntry) op.check(orgEntry);
-  appendAudit(op, actor, {
-    ...scope,
-    action: "notification_channel.create",
-    objectType: "notification_channel",
-    objectId: id,
-    summary: `Created ${summarizeChannel(channel)}${vault ? "; secret stored in the vault" : ""}`,
-  }, now);
-  await commitOrConflict(op, "The organization changed at the same time; try again");
+  await commitAudited(
+    op,
+    actor,
+    {
+      ...scope,
+      action: "notification_channel.create",
+      objectType: "notification_channel",
+      objectId: id,
+      summary: `Created ${summarizeChannel(channel)}${vault ? "; secret stored in the vault" : ""}`,
+    },
+    now,
+    "The organization changed at the same time; try again",
+  );
   return { channel, generatedSecret };
 }
 

@@ -3,10 +3,9 @@
  * channels (notification_channels.ts), their CRUD, and the routing of an alert event to channels that
  * notification_delivery.ts's dispatch uses.
  */
-import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
 import { ALERT_SEVERITIES, type AlertEvent, type AlertSeverity } from "./alerts.ts";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, commitAudited } from "./audit.ts";
 import { ValidationError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { getManyValues } from "./kv.ts";
@@ -191,14 +190,19 @@ export async function createRule(
     .check({ key: ruleKey(rule.id), versionstamp: null }, ...refs)
     .set(ruleKey(rule.id), rule)
     .set(rulesByAccountKey(accountId, rule.id), rule.id);
-  appendAudit(op, actor, {
-    ...scope,
-    action: "notification_rule.create",
-    objectType: "notification_rule",
-    objectId: rule.id,
-    summary: `Created ${summarizeRule(rule, rule.channelIds.length)}`,
-  }, now);
-  await commitOrConflict(op, "A channel or organization changed at the same time; try again");
+  await commitAudited(
+    op,
+    actor,
+    {
+      ...scope,
+      action: "notification_rule.create",
+      objectType: "notification_rule",
+      objectId: rule.id,
+      summary: `Created ${summarizeRule(rule, rule.channelIds.length)}`,
+    },
+    now,
+    "A channel or organization changed at the same time; try again",
+  );
   return rule;
 }
 

@@ -21,10 +21,9 @@
  * Deleting a platform removes its credential, its imported jobs and protected objects (their counters,
  * indexes and open alerts); the runs stay as history in the results database, like a deleted policy's.
  */
-import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
 import { readOpenAlert, resolveAlert } from "./alerts.ts";
-import { appendAudit, auditTarget } from "./audit.ts";
+import { appendAudit, auditTarget, commitAudited } from "./audit.ts";
 import {
   PLATFORM_TYPE_LABELS,
   PLATFORM_TYPES,
@@ -777,13 +776,18 @@ export async function retryPlatformJob(
     .set(runKey(run.id), run)
     .set(runsByPolicyKey(job.id, run.id), run.id)
     .set(platformPendingKey(platform.id, run.id), job.id);
-  appendAudit(op, actor, {
-    ...auditTarget("job", job),
-    action: "job.retry",
-    summary:
-      `Retried platform job ${job.name} on ${platform.name} after ${latest.status} run ${latest.id}: ` +
-      "one pending run, started on the platform by the next sync",
-  }, now);
-  await commitOrConflict(op, "This job has already been retried");
+  await commitAudited(
+    op,
+    actor,
+    {
+      ...auditTarget("job", job),
+      action: "job.retry",
+      summary:
+        `Retried platform job ${job.name} on ${platform.name} after ${latest.status} run ${latest.id}: ` +
+        "one pending run, started on the platform by the next sync",
+    },
+    now,
+    "This job has already been retried",
+  );
   return run;
 }

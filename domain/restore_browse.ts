@@ -3,7 +3,7 @@
  * path) or per search for a week, its answer stored a page at a time; reads bring a pending state up to
  * date with its job.
  */
-import { appendAudit, auditTarget } from "./audit.ts";
+import { appendAudit, auditTarget, commitAudited } from "./audit.ts";
 import { NotFoundError, ValidationError } from "./errors.ts";
 import { commitOrConflict, withRetry } from "./retry.ts";
 import { newId, sha256Hex } from "./ids.ts";
@@ -464,14 +464,19 @@ export async function requestSearch(
   op.check({ key: searchKey(state.id), versionstamp: null })
     .set(searchKey(state.id), state, { expireIn: RESTORE_CACHE_TTL_MS })
     .set(searchByJobKey(job.id), state.id, { expireIn: RESTORE_CACHE_TTL_MS });
-  appendAudit(op, actor, {
-    ...auditTarget("restore_point", point),
-    action: "restore.search",
-    summary: `Searched restore point ${point.id} (${point.policyName}, ${
-      point.hostName ?? "BES"
-    }) for "${q}"`,
-  }, now);
-  await commitOrConflict(op, "The search could not be queued; try again");
+  await commitAudited(
+    op,
+    actor,
+    {
+      ...auditTarget("restore_point", point),
+      action: "restore.search",
+      summary: `Searched restore point ${point.id} (${point.policyName}, ${
+        point.hostName ?? "BES"
+      }) for "${q}"`,
+    },
+    now,
+    "The search could not be queued; try again",
+  );
   return state;
 }
 

@@ -3,8 +3,7 @@
  * native run under the guide's rules; `retrySingleRun` is what the dashboard's failed-backups queue, the
  * policy page and `POST /api/v1/runs/{runId}/retry` call, for native and platform runs alike.
  */
-import { commitOrConflict } from "./retry.ts";
-import { appendAudit } from "./audit.ts";
+import { commitAudited } from "./audit.ts";
 import { ConflictError, NotFoundError, ValidationError } from "./errors.ts";
 import { type Engine, engineKey } from "./engines.ts";
 import { newId } from "./ids.ts";
@@ -101,15 +100,20 @@ export async function retryRun(
   retry.jobId = job.id;
   op.set(retryGuardKey(run.id), retry.id);
   indexRunInOp(op, retry);
-  appendAudit(op, actor, {
-    accountId: run.accountId,
-    orgId: run.orgId,
-    action: "run.retry",
-    objectType: "run",
-    objectId: retry.id,
-    summary: `Retried the ${run.kind} run ${run.id} of policy ${policy.name}`,
-  }, now);
-  await commitOrConflict(op, "This run has already been retried");
+  await commitAudited(
+    op,
+    actor,
+    {
+      accountId: run.accountId,
+      orgId: run.orgId,
+      action: "run.retry",
+      objectType: "run",
+      objectId: retry.id,
+      summary: `Retried the ${run.kind} run ${run.id} of policy ${policy.name}`,
+    },
+    now,
+    "This run has already been retried",
+  );
   return retry;
 }
 

@@ -6,13 +6,13 @@
  */
 import fs from "node:fs";
 import { z } from "zod";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, type AuditInput, commitAudited } from "./audit.ts";
 import { ConflictError, ForbiddenError } from "./errors.ts";
 import { newId } from "./ids.ts";
 import { checkInvariants } from "./invariants.ts";
 import { type Actor, authorize } from "./rbac.ts";
 import { probeBucket, putObject, type S3Location } from "./s3.ts";
-import { commitOrConflict, withRetry } from "./retry.ts";
+import { withRetry } from "./retry.ts";
 import {
   BUNDLE_CIPHER,
   type DatabaseName,
@@ -37,6 +37,12 @@ import {
 import { accountsPrefix } from "./keys/tenancy.ts";
 
 /** S3 reachability is cached this long (the spec's 5-minute cache). */
+
+/** The audit entry of a change to the control plane's own backups (`objectId`: settings, worker or a DB). */
+function selfBackupAudit(actor: Actor, action: string, objectId: string, summary: string): AuditInput {
+  return { accountId: actor.accountId ?? "system", action, objectType: "self_backup", objectId, summary };
+}
+
 export const S3_PROBE_TTL_MS = 5 * 60_000;
 export const BUNDLE_SUFFIX = ".cadres-bundle";
 
@@ -207,21 +213,24 @@ export async function updateSettings(
     updatedAt: options.now.toISOString(),
   };
   op.set(selfBackupSettingsKey(), next).delete(selfBackupS3ProbeKey());
-  appendAudit(op, actor, {
-    accountId: actor.accountId ?? "system",
-    action: "self_backup.configure",
-    objectType: "self_backup",
-    objectId: "settings",
-    summary:
+  await commitAudited(
+    op,
+    actor,
+    selfBackupAudit(
+      actor,
+      "self_backup.configure",
+      "settings",
       `Self-backup: config ${
         next.config.enabled ? `daily ${next.config.hour}:00 UTC, ${next.config.retentionDays} d` : "off"
       }; ` +
-      `results ${
-        next.results.enabled ? `daily ${next.results.hour}:00 UTC, ${next.results.retentionDays} d` : "off"
-      }; ` +
-      `S3 ${next.s3.enabled ? next.s3.bucket : "off"}${data.s3.secretAccessKey ? " (new secret)" : ""}`,
-  }, options.now);
-  await commitOrConflict(op, "The settings were changed by someone else; reload and try again");
+        `results ${
+          next.results.enabled ? `daily ${next.results.hour}:00 UTC, ${next.results.retentionDays} d` : "off"
+        }; ` +
+        `S3 ${next.s3.enabled ? next.s3.bucket : "off"}${data.s3.secretAccessKey ? " (new secret)" : ""}`,
+    ),
+    options.now,
+    "The settings were changed by someone else; reload and try again",
+  );
   return next;
 }
 
@@ -515,16 +524,20 @@ export async function restartWorker(
       });
     }
   }
-  appendAudit(op, actor, {
-    accountId: actor.accountId ?? "system",
-    action: "self_backup.restart_worker",
-    objectType: "self_backup",
-    objectId: "worker",
-    summary: abandoned
-      ? `Restarted the backup worker, abandoning trigger ${abandoned}`
-      : "Restarted the backup worker",
-  }, now);
-  await commitOrConflict(op, "The worker changed state; try again");
+  await commitAudited(
+    op,
+    actor,
+    selfBackupAudit(
+      actor,
+      "self_backup.restart_worker",
+      "worker",
+      abandoned
+        ? `Restarted the backup worker, abandoning trigger ${abandoned}`
+        : "Restarted the backup worker",
+    ),
+    now,
+    "The worker changed state; try again",
+  );
   return { abandoned };
 }
 
@@ -537,13 +550,17 @@ export async function triggerManualBackup(
 ): Promise<Trigger> {
   await authorizePlatformAdmin(kv, actor);
   const op = kv.atomic();
-  appendAudit(op, actor, {
-    accountId: actor.accountId ?? "system",
-    action: "self_backup.trigger",
-    objectType: "self_backup",
-    objectId: database,
-    summary: `Requested a manual backup of the ${database === "config" ? "Config" : "Results"} DB`,
-  }, options.clock());
+  appendAudit(
+    op,
+    actor,
+    selfBackupAudit(
+      actor,
+      "self_backup.trigger",
+      database,
+      `Requested a manual backup of the ${database === "config" ? "Config" : "Results"} DB`,
+    ),
+    options.clock(),
+  );
   await op.commit();
   return await runBackup(kv, { database, kind: "manual", requestedBy: actor.label }, options);
 }

@@ -25,7 +25,7 @@ import {
 } from "./storage_keys.ts";
 import { TARGET_TYPE_LABELS, TARGET_TYPES, type TargetType } from "./storage_types.ts";
 import { raiseAlert, readOpenAlert, resolveAlert } from "./alerts.ts";
-import { appendAudit, auditTarget } from "./audit.ts";
+import { appendAudit, auditTarget, commitAudited } from "./audit.ts";
 import { type CapacitySample, type CapacityState, nextCapacityState } from "./capacity.ts";
 import {
   type Engine,
@@ -43,7 +43,7 @@ import { newId } from "./ids.ts";
 import { type Job, jobKey, queueJobInOp } from "./job_queue.ts";
 import { deleteByPointerIndex, deleteKeysUnder, scopedList } from "./pointer_index.ts";
 import { getManyValues, withRetry } from "./kv.ts";
-import { CommitConflictError, commitOrConflict } from "./retry.ts";
+import { CommitConflictError } from "./retry.ts";
 import { countPointsOnTarget } from "./repositories.ts";
 import { deletePolicyCascade, listPoliciesByTarget } from "./policies.ts";
 import { pausePoliciesForStorage, resumePoliciesForStorage } from "./storage_auto_pause.ts";
@@ -1049,17 +1049,22 @@ export async function requestStorageCheck(
     requestedBy: actor.label,
   };
   op.set(storageCheckKey(target.id, check), request);
-  appendAudit(op, actor, {
-    accountId: target.accountId,
-    orgId: target.orgId,
-    action: `storage.${check}`,
-    objectType: "storage_target",
-    objectId: target.id,
-    summary: `Requested a ${
-      STORAGE_CHECKS[check]
-    } of storage target ${target.name} (job ${job.id} on ${runsOn})`,
-  }, now);
-  await commitOrConflict(op, "Could not queue the check; try again");
+  await commitAudited(
+    op,
+    actor,
+    {
+      accountId: target.accountId,
+      orgId: target.orgId,
+      action: `storage.${check}`,
+      objectType: "storage_target",
+      objectId: target.id,
+      summary: `Requested a ${
+        STORAGE_CHECKS[check]
+      } of storage target ${target.name} (job ${job.id} on ${runsOn})`,
+    },
+    now,
+    "Could not queue the check; try again",
+  );
   return { check, jobId: job.id, principal, runsOn };
 }
 

@@ -1,7 +1,6 @@
 /** Accounts and organizations, with each org's registration secret (stored only as a hash). */
-import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
-import { appendAudit } from "./audit.ts";
+import { appendAudit, commitAudited } from "./audit.ts";
 import { NotFoundError, ValidationError } from "./errors.ts";
 import { newId, randomToken, sha256Hex } from "./ids.ts";
 import { withRetry } from "./kv.ts";
@@ -73,14 +72,19 @@ export async function createAccount(
     .check({ key: accountByNameKey(name), versionstamp: null })
     .set(accountKey(account.id), account)
     .set(accountByNameKey(name), account.id);
-  appendAudit(op, actor, {
-    accountId: account.id,
-    action: "account.create",
-    objectType: "account",
-    objectId: account.id,
-    summary: `Created account ${name}`,
-  }, now);
-  await commitOrConflict(op, `An account named "${name}" already exists`);
+  await commitAudited(
+    op,
+    actor,
+    {
+      accountId: account.id,
+      action: "account.create",
+      objectType: "account",
+      objectId: account.id,
+      summary: `Created account ${name}`,
+    },
+    now,
+    `An account named "${name}" already exists`,
+  );
   return account;
 }
 
