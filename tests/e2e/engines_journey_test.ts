@@ -9,25 +9,15 @@
  * runs first; each test stands alone with a policy of its own, walking the journey as far as it checks.
  */
 import assert from "node:assert/strict";
-import type { Locator, Page, Response } from "playwright-core";
 import { deterministicBytes } from "../engine/helpers.ts";
 import { spawnBes } from "../integration/bes_world.ts";
 import { type Program, spawnAgent } from "../integration/engines_world.ts";
 import { screenshot, signIn, waitFor } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
+import { submit } from "./helpers.ts";
 
 const HOSTNAME = "files01.northwind.internal";
 const POLICY = "Files nightly";
-
-function isPost(path: string) {
-  return (r: Response) => r.request().method() === "POST" && new URL(r.url()).pathname === path;
-}
-
-async function submit(page: Page, path: string, button: Locator): Promise<Response> {
-  const [res] = await Promise.all([page.waitForResponse(isPost(path)), button.click()]);
-  await page.waitForLoadState("domcontentloaded");
-  return res;
-}
 
 const { test, fixture } = scenario("Northwind Engines");
 

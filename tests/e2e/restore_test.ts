@@ -8,10 +8,10 @@
  * file's shared server (scenario.ts), in its own tenant, walking the journey as far as it checks.
  */
 import assert from "node:assert/strict";
-import type { Locator, Page, Response } from "playwright-core";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import { enrollOnlineAgent, registerOnlineBes, screenshot, signIn, signOut, waitFor } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
+import { submit } from "./helpers.ts";
 
 const RESTORER_BASE = { name: "Rory Restore", password: "restore operator pw 2026" };
 const OPERATOR_BASE = { name: "Bo Backup", password: "backup operator pw 2026" };
@@ -42,16 +42,6 @@ const SRV_ENTRIES = [
     modifiedAt: "2026-10-29T09:05:00Z",
   },
 ];
-
-function isPost(path: string) {
-  return (r: Response) => r.request().method() === "POST" && new URL(r.url()).pathname === path;
-}
-
-async function submit(page: Page, path: string, button: Locator): Promise<Response> {
-  const [res] = await Promise.all([page.waitForResponse(isPost(path)), button.click()]);
-  await page.waitForLoadState("domcontentloaded");
-  return res;
-}
 
 const { test } = scenario("Northwind Restore");
 

@@ -14,6 +14,7 @@ import assert from "node:assert/strict";
 import type { APIResponse, Page, Response } from "playwright-core";
 import { run, screenshot, signIn, signOut, waitFor } from "./harness.ts";
 import { scenario } from "./scenario.ts";
+import { isPost } from "./helpers.ts";
 
 const OTHER = {
   accountName: "Other",
@@ -25,9 +26,6 @@ const OTHER = {
 const HUGE_MIN_FREE_GIB = "1000000";
 /** ≈ 95 PiB: more bytes than the settings accept (2^53 bytes = 8 388 608 GiB). */
 const OVER_LIMIT_MIN_FREE_GIB = "100000000";
-
-const isPost = (path: string) => (r: Response) =>
-  r.request().method() === "POST" && new URL(r.url()).pathname === path;
 
 /** The `<dd>` that follows the `<dt>` with exactly this text, in any `dl.facts` of the page. */
 function fact(page: Page, label: string) {

@@ -12,6 +12,7 @@ import type { Page, Response } from "playwright-core";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import { screenshot } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
+import { isPost } from "./helpers.ts";
 
 const ENGINE = { name: "bes-alpha", hostname: "bes-alpha.backup.internal", ipAddress: "10.40.1.20" };
 const METRICS = {
@@ -97,9 +98,6 @@ const TARGETS: TargetSpec[] = [
 
 /** The storage list's own table (the CapacityWidget island renders a `.table--compact` one). */
 const LIST_TABLE = "table.table:not(.table--compact)";
-
-const isPost = (path: string) => (r: Response) =>
-  r.request().method() === "POST" && new URL(r.url()).pathname === path;
 
 /** The visibility of each type fieldset of the create form. */
 async function visibleGroups(page: Page): Promise<Record<Group, boolean>> {

@@ -9,10 +9,11 @@
  * it checks and the ones they build on.
  */
 import assert from "node:assert/strict";
-import type { Locator, Page, Response } from "playwright-core";
+import type { Page } from "playwright-core";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import { enrollOnlineAgent, registerOnlineBes, screenshot, signOut, waitFor } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
+import { submit } from "./helpers.ts";
 
 const ENGINE = { name: "bes-trust", hostname: "bes-trust.backup.internal", ipAddress: "10.60.1.10" };
 const DB01 = { hostname: "db01.contoso.internal", ipAddress: "10.60.2.21", relay: false };
@@ -23,15 +24,7 @@ const POLICY = "Nightly Trust Files";
 const PRIMARY = "Primary Disk";
 const OFFSITE = "Offsite Bucket";
 
-const isPost = (path: string) => (r: Response) =>
-  r.request().method() === "POST" && new URL(r.url()).pathname === path;
-
 /** Clicks `button` (which submits a form to `path`) and returns the POST's response once the next page loaded. */
-async function submit(page: Page, path: string, button: Locator): Promise<Response> {
-  const [res] = await Promise.all([page.waitForResponse(isPost(path)), button.click()]);
-  await page.waitForLoadState("domcontentloaded");
-  return res;
-}
 
 /** The flash notice's text (the layout's `p.notice[role=status]`). */
 async function flash(page: Page): Promise<string> {
