@@ -51,6 +51,44 @@ export async function programsFolder(
   };
 }
 
+/** Asserts the field error of a plain Field (`#f-<field>-error`) and that its input is marked invalid. */
+export async function assertFieldError(page: Page, field: string, message: RegExp): Promise<void> {
+  const input = page.locator(`#f-${field}`);
+  assert.equal(await input.getAttribute("aria-invalid"), "true", `${field} should be marked invalid`);
+  assert.equal(await input.getAttribute("aria-describedby"), `f-${field}-error`);
+  const error = page.locator(`.field.field--error #f-${field}-error`);
+  assert.equal(await error.count(), 1, `${field} should have its error next to it`);
+  assert.match(await error.innerText(), message);
+}
+
+/** Adds the Local target "Primary Disk" at `path` on BES `besId` through the API; returns its id. */
+export async function addLocalTarget(api: Api, besId: string, path: string): Promise<string> {
+  const target = await api("POST", "/api/v1/storage", {
+    name: "Primary Disk",
+    type: "local",
+    config: { path },
+    besId,
+  });
+  assert.equal(target.status, 201, target.text);
+  return target.json().id;
+}
+
+/**
+ * On a restore point's page, submits "Restore files" (303) and waits for the restore request's page;
+ * returns its path.
+ */
+export async function submitFileRestore(page: Page): Promise<string> {
+  const pointPath = new URL(page.url()).pathname;
+  const res = await submit(
+    page,
+    `${pointPath}/files`,
+    page.getByRole("button", { name: "Restore files", exact: true }),
+  );
+  assert.equal(res.status(), 303);
+  await page.waitForURL((url) => url.pathname.startsWith("/backup/restore/requests/"));
+  return new URL(page.url()).pathname;
+}
+
 /**
  * Starts the BES program (`<tmp>/bes`, HTTPS data API) named `name`, waits until it is online, and adds
  * the Local target "Primary Disk" (`<tmp>/target`) on it through the API.
@@ -77,14 +115,7 @@ export async function startBesWithLocalTarget(
     200,
   );
   await Deno.mkdir(`${folder.tmp}/target`);
-  const target = await api("POST", "/api/v1/storage", {
-    name: "Primary Disk",
-    type: "local",
-    config: { path: `${folder.tmp}/target` },
-    besId,
-  });
-  assert.equal(target.status, 201, target.text);
-  return { besId, targetId: target.json().id };
+  return { besId, targetId: await addLocalTarget(api, besId, `${folder.tmp}/target`) };
 }
 
 /** Starts the agent program (`<tmp>/agent`) for `hostname` over `roots`; waits until its host is online. */

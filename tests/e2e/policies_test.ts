@@ -15,7 +15,7 @@ import { Cron } from "croner";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import { apiClient, screenshot } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
-import { submit } from "./helpers.ts";
+import { assertFieldError, submit } from "./helpers.ts";
 
 const ENGINE = { name: "bes-main", hostname: "bes-main.backup.internal", ipAddress: "10.50.1.10" };
 const HOSTS = [
@@ -73,16 +73,6 @@ async function cronIslandsHydrated(page: Page): Promise<void> {
 /** The island wrapping the cron input `name`. */
 function cronField(page: Page, name: string): Locator {
   return page.locator("[data-island=CronField]", { has: page.locator(`#f-${name}`) });
-}
-
-/** Asserts the field error of a plain Field (`#f-<field>-error`) and that its input is marked invalid. */
-async function assertFieldError(page: Page, field: string, message: RegExp): Promise<void> {
-  const input = page.locator(`#f-${field}`);
-  assert.equal(await input.getAttribute("aria-invalid"), "true", `${field} should be marked invalid`);
-  assert.equal(await input.getAttribute("aria-describedby"), `f-${field}-error`);
-  const error = page.locator(`.field.field--error #f-${field}-error`);
-  assert.equal(await error.count(), 1, `${field} should have its error next to it`);
-  assert.match(await error.innerText(), message);
 }
 
 /** The text of the 3-2-1 badge and whether it says met. */

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import { enrollOnlineAgent, registerOnlineBes, screenshot, signIn, signOut, waitFor } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
-import { submit } from "./helpers.ts";
+import { addLocalTarget, reportFullBackup, submit, submitFileRestore } from "./helpers.ts";
 
 const RESTORER_BASE = { name: "Rory Restore", password: "restore operator pw 2026" };
 const OPERATOR_BASE = { name: "Bo Backup", password: "backup operator pw 2026" };
@@ -58,17 +58,11 @@ async function seeded(ctx: ScenarioContext) {
   const OPERATOR = { ...OPERATOR_BASE, email: `backup.operator@${domain}` };
   const bes = await registerOnlineBes(engineClient, orgSecret, ENGINE, METRICS);
   const agent = await enrollOnlineAgent(engineClient, orgSecret, HOST, METRICS);
-  const target = await api("POST", "/api/v1/storage", {
-    name: "Primary Disk",
-    type: "local",
-    config: { path: "/srv/backup/north" },
-    besId: bes.id,
-  });
-  assert.equal(target.status, 201, target.text);
+  const targetId = await addLocalTarget(api, bes.id, "/srv/backup/north");
   const policy = await api("POST", "/api/v1/policies", {
     name: POLICY,
     besId: bes.id,
-    targetId: target.json().id,
+    targetId,
     backupType: "file",
     fullSchedule: "0 2 * * 0",
     rpoHours: 1,
@@ -139,23 +133,13 @@ async function seeded(ctx: ScenarioContext) {
   assert.equal(asked.status, 202, await asked.clone().text());
   const backup = await claimKind(agent, "backup");
   const ended = new Date(Date.now() - 3 * 3_600_000);
-  const res = await engineClient.post(agent, `/api/agent/v1/jobs/${backup.id}/result`, {
-    status: "success",
-    startedAt: new Date(ended.getTime() - 600_000).toISOString(),
-    endedAt: ended.toISOString(),
-    bytesTransferred: 3 * 1024 ** 3,
-    protectedBytes: 12 * 1024 ** 3,
-    output: {
-      restorePoint: {
-        id: "fs01-rp-0001",
-        chainId: "fs01-chain-1",
-        type: "full",
-        sizeBytes: 3 * 1024 ** 3,
-        fileCount: 48_211,
-        completedAt: ended.toISOString(),
-      },
-    },
-  });
+  const res = await reportFullBackup(
+    engineClient,
+    agent,
+    backup.id,
+    { id: "fs01-rp-0001", chainId: "fs01-chain-1" },
+    ended,
+  );
   assert.equal(res.status, 200, await res.clone().text());
   // The BES verifies the new point.
   const verify = await claimKind(bes, "verify");
@@ -261,15 +245,7 @@ async function step5(j: Journey) {
 /** 6. Restore Files queues a high-priority job; the progress bar follows the agent. */
 async function step6(j: Journey) {
   const { page, agent, engineClient, claimKind, postResult } = j;
-  const pointPath = new URL(page.url()).pathname;
-  const res = await submit(
-    page,
-    `${pointPath}/files`,
-    page.getByRole("button", { name: "Restore files", exact: true }),
-  );
-  assert.equal(res.status(), 303);
-  await page.waitForURL((url) => url.pathname.startsWith("/backup/restore/requests/"));
-  j.requestPath = new URL(page.url()).pathname;
+  j.requestPath = await submitFileRestore(page);
   await page.getByText(/File restore queued: 3 paths to \/restore\/2026-11/).waitFor();
   await page.locator("[data-testid=restore-progress][data-status=pending]").waitFor();
   const job = await claimKind(agent, "restore_files");

@@ -103,6 +103,14 @@ export interface BareScenarioOptions extends CommonOptions {
   install: "fresh" | "demo";
 }
 
+/** What a fixture's `build` gets: the server, the fixture's own tenant and its API, a cleanup hook. */
+export interface FixtureContext {
+  server: Server;
+  tenant: SeededTenant;
+  api: ReturnType<typeof apiClient>;
+  onCleanup(f: () => Promise<void>): void;
+}
+
 /** The tests' registration, as `scenario` returns it. */
 export interface Scenario<C extends BareContext> {
   /** Registers one independent Deno.test. */
@@ -113,14 +121,7 @@ export interface Scenario<C extends BareContext> {
    * in a tenant of its own; `onCleanup` registers what afterAll stops. `"shared"` installs only.
    */
   fixture<T>(
-    build: (
-      ctx: {
-        server: Server;
-        tenant: SeededTenant;
-        api: ReturnType<typeof apiClient>;
-        onCleanup(f: () => Promise<void>): void;
-      },
-    ) => Promise<T>,
+    build: (ctx: FixtureContext) => Promise<T>,
   ): () => Promise<{ value: T; tenant: SeededTenant }>;
   /**
    * Something several tests of a `"shared"` or `"demo"` install need, built once by whichever of them
@@ -265,14 +266,7 @@ export function scenario(
 
   return {
     fixture<T>(
-      build: (
-        ctx: {
-          server: Server;
-          tenant: SeededTenant;
-          api: ReturnType<typeof apiClient>;
-          onCleanup(f: () => Promise<void>): void;
-        },
-      ) => Promise<T>,
+      build: (ctx: FixtureContext) => Promise<T>,
     ): () => Promise<{ value: T; tenant: SeededTenant }> {
       if (install !== "shared") throw new Error(`fixture() needs a "shared" install, not "${install}"`);
       const index = fixtures++;

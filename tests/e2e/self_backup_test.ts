@@ -14,7 +14,7 @@ import assert from "node:assert/strict";
 import type { APIResponse, Page, Response } from "playwright-core";
 import { run, screenshot, signIn, signOut, waitFor } from "./harness.ts";
 import { scenario } from "./scenario.ts";
-import { isPost } from "./helpers.ts";
+import { assertFieldError, isPost } from "./helpers.ts";
 
 const OTHER = {
   accountName: "Other",
@@ -71,16 +71,6 @@ async function assertNext(page: Page, label: string, hour: number, at: { before:
 
 async function healthBadge(page: Page): Promise<string> {
   return (await page.locator(".page-header .badge").innerText()).trim();
-}
-
-/** Asserts the field error of `field` (`#f-<field>-error`) and that the input is marked invalid. */
-async function assertFieldError(page: Page, field: string, message: RegExp): Promise<void> {
-  const input = page.locator(`#f-${field}`);
-  assert.equal(await input.getAttribute("aria-invalid"), "true", `${field} should be marked invalid`);
-  assert.equal(await input.getAttribute("aria-describedby"), `f-${field}-error`);
-  const error = page.locator(`.field.field--error #f-${field}-error`);
-  assert.equal(await error.count(), 1, `${field} should have its error next to it`);
-  assert.match(await error.innerText(), message);
 }
 
 /** Submits the Admin > Backups form and returns the POST's response. */
