@@ -304,7 +304,15 @@ export function scenario(
         sanitizeOps: false,
         sanitizeResources: false,
         async fn(t) {
-          const [chromiumBrowser, leased] = await Promise.all([launch(), lease(index)]);
+          // Chromium and the server start side by side; a server of the test's own is stopped if chromium fails.
+          const [launched, leasing] = await Promise.allSettled([launch(), lease(index)]);
+          if (launched.status === "rejected") {
+            if (leasing.status === "fulfilled") await leasing.value.release();
+            throw launched.reason;
+          }
+          if (leasing.status === "rejected") throw leasing.reason;
+          const chromiumBrowser = launched.value;
+          const leased = leasing.value;
           const { server } = leased;
           let browser: Browser | null = null;
           try {
