@@ -191,6 +191,25 @@ async function seedTenants(dataDir: string, slug: string, count: number): Promis
 }
 
 /**
+ * Chromium, launched at the first test that needs it and shared by all the scenarios of the test file
+ * (`deno test` runs each file in a worker of its own); closed by the hook the file's first `scenario`
+ * call registers (hooks are registered as the file loads, not while its tests run).
+ */
+let browserOnce: Promise<PwBrowser> | null = null;
+let browserHook = false;
+const launch = (): Promise<PwBrowser> =>
+  browserOnce ??= chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+function closeBrowserAfterAll(): void {
+  if (browserHook) return;
+  browserHook = true;
+  Deno.test.afterAll(async () => {
+    const browser = await browserOnce?.catch(() => null);
+    browserOnce = null;
+    await browser?.close();
+  });
+}
+
+/**
  * Declares a file's scenario: `slug` names its accounts and e-mail domain. Returns `test(name, fn)`,
  * which registers one independent Deno.test, and `fixture`/`once` for what the tests share.
  */
@@ -200,6 +219,7 @@ export function scenario(
   slug: string,
   options: ScenarioOptions | BareScenarioOptions = {},
 ): Scenario<BareContext> | Scenario<ScenarioContext> {
+  closeBrowserAfterAll();
   const install = options.install ?? "shared";
   const seeded = install === "shared" || install === "per-test";
   const beforeStart = "beforeStart" in options ? options.beforeStart : undefined;
@@ -208,10 +228,6 @@ export function scenario(
   let fixtures = 0;
   const cleanups: Array<() => Promise<void>> = [];
   let sharedServer: Promise<{ server: Server; tenants: SeededTenant[]; dataDir: string }> | null = null;
-  let browserOnce: Promise<PwBrowser> | null = null;
-
-  const launch = (): Promise<PwBrowser> =>
-    browserOnce ??= chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
 
   /** Starts a server on a new data folder, seeded with `tenantCount` tenants (0: none, not initialised). */
   const startOn = async (tenantCount: number) => {
@@ -256,12 +272,7 @@ export function scenario(
   Deno.test.afterAll(async () => {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => {});
     const s = sharedServer ? await sharedServer.catch(() => null) : null;
-    const browser = browserOnce ? await browserOnce.catch(() => null) : null;
-    try {
-      await browser?.close();
-    } finally {
-      if (s) await stopOn(s);
-    }
+    if (s) await stopOn(s);
   });
 
   return {
