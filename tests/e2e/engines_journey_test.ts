@@ -13,6 +13,7 @@ import { deterministicBytes } from "../engine/helpers.ts";
 import { screenshot, signIn, waitFor } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
 import {
+  inOrder,
   programsFolder,
   startAgentOnline,
   startBesWithLocalTarget,
@@ -219,18 +220,11 @@ async function step5(j: Journey) {
   assert.deepEqual(others.map((e) => e.name), ["budget.xlsx"], "only the selected file");
 }
 
-test("engines journey: 1. the administrator creates a file policy; 2. assigns the agent's host on its page", async (ctx) => {
-  const j = await journey(ctx);
-  await step1(j);
-  await step2(j);
-});
+test("engines journey: 1. the administrator creates a file policy; 2. assigns the agent's host on its page", async (ctx) =>
+  await inOrder(await journey(ctx), step1, step2));
 
-test("engines journey: 3. Run now: the agent backs up through the BES; the run succeeds", async (ctx) => {
-  const j = await journey(ctx);
-  for (const step of [step1, step2, step3]) await step(j);
-});
+test("engines journey: 3. Run now: the agent backs up through the BES; the run succeeds", async (ctx) =>
+  await inOrder(await journey(ctx), step1, step2, step3));
 
-test("engines journey: 4. the point is browsed through the BES; 5. a file restored to another folder has its bytes", async (ctx) => {
-  const j = await journey(ctx);
-  for (const step of [step1, step2, step3, step4, step5]) await step(j);
-});
+test("engines journey: 4. the point is browsed through the BES; 5. a file restored to another folder has its bytes", async (ctx) =>
+  await inOrder(await journey(ctx), step1, step2, step3, step4, step5));

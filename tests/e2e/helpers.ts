@@ -13,6 +13,11 @@ import { apiClient, type Server, waitFor } from "./harness.ts";
 
 type Api = ReturnType<typeof apiClient>;
 
+/** Runs a journey's steps on `j` in order: a test names the steps its check builds on, its own last. */
+export async function inOrder<J>(j: J, ...steps: Array<(j: J) => Promise<void>>): Promise<void> {
+  for (const step of steps) await step(j);
+}
+
 /** Matches the browser's POST to `path` (for `page.waitForResponse`). */
 export const isPost = (path: string) => (r: Response) =>
   r.request().method() === "POST" && new URL(r.url()).pathname === path;

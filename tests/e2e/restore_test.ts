@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import { enrollOnlineAgent, registerOnlineBes, screenshot, signIn, signOut, waitFor } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
-import { addLocalTarget, reportFullBackup, submit, submitFileRestore } from "./helpers.ts";
+import { addLocalTarget, inOrder, reportFullBackup, submit, submitFileRestore } from "./helpers.ts";
 
 const RESTORER_BASE = { name: "Rory Restore", password: "restore operator pw 2026" };
 const OPERATOR_BASE = { name: "Bo Backup", password: "backup operator pw 2026" };
@@ -305,18 +305,11 @@ async function step8(j: Journey) {
   await screenshot(page, "restore-08-operator-forbidden");
 }
 
-test("restore: seed, 1. the dashboard shows the host in RPO breach, 2. the row opens Restore with its point selected", async (ctx) => {
-  const j = await seeded(ctx);
-  await step1(j);
-  await step2(j);
-});
+test("restore: seed, 1. the dashboard shows the host in RPO breach, 2. the row opens Restore with its point selected", async (ctx) =>
+  await inOrder(await seeded(ctx), step1, step2));
 
-test("restore: 3. Browse / asks the BES; 4. opening a folder lists it; going back to / is instant (cached)", async (ctx) => {
-  const j = await seeded(ctx);
-  for (const step of [step1, step2, step3, step4]) await step(j);
-});
+test("restore: 3. Browse / asks the BES; 4. opening a folder lists it; going back to / is instant (cached)", async (ctx) =>
+  await inOrder(await seeded(ctx), step1, step2, step3, step4));
 
-test("restore: 5. files selected, 6. restore queued with progress, 7. finished with its per-file error, 8. fail-closed for an operator", async (ctx) => {
-  const j = await seeded(ctx);
-  for (const step of [step1, step2, step3, step4, step5, step6, step7, step8]) await step(j);
-});
+test("restore: 5. files selected, 6. restore queued with progress, 7. finished with its per-file error, 8. fail-closed for an operator", async (ctx) =>
+  await inOrder(await seeded(ctx), step1, step2, step3, step4, step5, step6, step7, step8));
