@@ -1,22 +1,13 @@
 /**
  * The main browser journey on a fresh server: first-run setup → sign in → create an organization
  * (secret shown once, copied by the island) → create a Viewer restricted to that organization →
- * sign in as the Viewer and check what they can and cannot reach. Setup runs on a server of its own (it
- * needs one without an administrator); the other tests stand alone on the file's shared server
- * (scenario.ts), each in its own tenant, creating what it needs.
+ * sign in as the Viewer and check what they can and cannot reach. Setup runs on a fresh install of its own
+ * (scenario.ts `install: "fresh"`: no administrator yet); the other tests stand alone on the file's shared
+ * server, each in its own tenant, creating what it needs.
  */
 import assert from "node:assert/strict";
 import type { Page } from "playwright-core";
-import {
-  type Browser,
-  describeProblems,
-  launchBrowser,
-  screenshot,
-  type Server,
-  signIn,
-  signOut,
-  startServer,
-} from "./harness.ts";
+import { describeProblems, screenshot, signIn, signOut } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
 
 const ADMIN = {
@@ -33,61 +24,52 @@ const VIEWER = {
 };
 const NEW_ORG = "Warehouse East";
 
-Deno.test("admin journey: (a) setup page creates the first administrator, who can sign in", async () => {
-  let server: Server | null = null;
-  let browser: Browser | null = null;
-  try {
-    server = await startServer({ expectSetup: true });
-    const setupUrl = server.setupUrl!;
-    assert.match(setupUrl, new RegExp(`^${server.baseUrl}/setup\\?token=\\S+$`));
-    browser = await launchBrowser(server.baseUrl);
-    const { page } = browser;
-    // Before setup, /login explains that setup is needed.
-    await page.goto("/login");
-    await page.getByRole("heading", { name: "Welcome to Cadres Backup" }).waitFor();
+const fresh = scenario("Cadres E2E Setup", { install: "fresh" });
 
-    const res = await page.goto(setupUrl);
-    assert.equal(res?.status(), 200);
-    assert.equal(res?.headers()["cache-control"], "no-store");
-    await page.getByRole("heading", { name: "Set up Cadres Backup" }).waitFor();
-    await screenshot(page, "admin-01-setup");
-    await page.getByLabel("Account (company) name").fill(ADMIN.accountName);
-    await page.getByLabel("First organization").fill(ADMIN.orgName);
-    await page.getByLabel("Your name").fill(ADMIN.name);
-    await page.getByLabel("Your email").fill(ADMIN.email);
-    await page.getByLabel("Password", { exact: true }).fill(ADMIN.password);
-    // Setup ends signed in, on the first-run page (which shows the organization's secret once, so it is
-    // never cached); first_run_test.ts covers that page itself.
-    const [done] = await Promise.all([
-      page.waitForResponse((r) => r.request().method() === "POST" && new URL(r.url()).pathname === "/setup"),
-      page.getByRole("button", { name: "Create administrator" }).click(),
-    ]);
-    assert.equal(done.status(), 200);
-    assert.equal(done.headers()["cache-control"], "no-store");
-    await page.getByRole("heading", { name: "Cadres Backup is set up", level: 1 }).waitFor();
-    assert.match(await page.locator("header.topbar .who").innerText(), new RegExp(ADMIN.email));
-    await screenshot(page, "admin-02-setup-done");
+// One journey, one test: the setup link works once, on a server without an administrator, and "who can
+// sign in" is the administrator that setup created.
+fresh.test("admin journey: (a) setup page creates the first administrator, who can sign in", async ({ server, page, browser }) => {
+  const setupUrl = server.setupUrl!;
+  assert.match(setupUrl, new RegExp(`^${server.baseUrl}/setup\\?token=\\S+$`));
+  // Before setup, /login explains that setup is needed.
+  await page.goto("/login");
+  await page.getByRole("heading", { name: "Welcome to Cadres Backup" }).waitFor();
 
-    // The setup link is single-use: once signed out, it redirects to /login.
-    await signOut(page);
-    await page.goto(setupUrl);
-    assert.equal(new URL(page.url()).pathname, "/login");
+  const res = await page.goto(setupUrl);
+  assert.equal(res?.status(), 200);
+  assert.equal(res?.headers()["cache-control"], "no-store");
+  await page.getByRole("heading", { name: "Set up Cadres Backup" }).waitFor();
+  await screenshot(page, "admin-01-setup");
+  await page.getByLabel("Account (company) name").fill(ADMIN.accountName);
+  await page.getByLabel("First organization").fill(ADMIN.orgName);
+  await page.getByLabel("Your name").fill(ADMIN.name);
+  await page.getByLabel("Your email").fill(ADMIN.email);
+  await page.getByLabel("Password", { exact: true }).fill(ADMIN.password);
+  // Setup ends signed in, on the first-run page (which shows the organization's secret once, so it is
+  // never cached); first_run_test.ts covers that page itself.
+  const [done] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === "POST" && new URL(r.url()).pathname === "/setup"),
+    page.getByRole("button", { name: "Create administrator" }).click(),
+  ]);
+  assert.equal(done.status(), 200);
+  assert.equal(done.headers()["cache-control"], "no-store");
+  await page.getByRole("heading", { name: "Cadres Backup is set up", level: 1 }).waitFor();
+  assert.match(await page.locator("header.topbar .who").innerText(), new RegExp(ADMIN.email));
+  await screenshot(page, "admin-02-setup-done");
 
-    // The administrator can sign in with the password chosen at setup.
-    await signIn(page, ADMIN.email, ADMIN.password);
-    await page.locator("header.topbar .who").filter({ hasText: ADMIN.email }).waitFor();
-    assert.match(await page.locator("header.topbar .who").innerText(), /Administrator/);
-    await screenshot(page, "admin-03-dashboard");
-    assert.deepEqual(browser.cspViolations(), [], describeProblems(browser.cspViolations()));
-    const unexpected = browser.unexpectedProblems();
-    assert.deepEqual(unexpected, [], describeProblems(unexpected));
-  } catch (error) {
-    if (server) console.error(server.output());
-    throw error;
-  } finally {
-    await browser?.close();
-    await server?.stop();
-  }
+  // The setup link is single-use: once signed out, it redirects to /login.
+  await signOut(page);
+  await page.goto(setupUrl);
+  assert.equal(new URL(page.url()).pathname, "/login");
+
+  // The administrator can sign in with the password chosen at setup.
+  await signIn(page, ADMIN.email, ADMIN.password);
+  await page.locator("header.topbar .who").filter({ hasText: ADMIN.email }).waitFor();
+  assert.match(await page.locator("header.topbar .who").innerText(), /Administrator/);
+  await screenshot(page, "admin-03-dashboard");
+  assert.deepEqual(browser.cspViolations(), [], describeProblems(browser.cspViolations()));
+  const unexpected = browser.unexpectedProblems();
+  assert.deepEqual(unexpected, [], describeProblems(unexpected));
 });
 
 const { test } = scenario("Cadres E2E Co", { permissions: ["clipboard-read", "clipboard-write"] });

@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { EngineClient } from "../../tools/engine_client.ts";
 import { enrollOnlineAgent, registerOnlineBes, screenshot, signIn, signOut } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
+import { addLocalTarget } from "./helpers.ts";
 
 const VIEWER = { name: "Vic Viewer", password: "dash viewer password 2026" };
 const OPERATOR = { name: "Opal Op", password: "dash operator pw 2026" };
@@ -30,17 +31,11 @@ async function world(ctx: ScenarioContext) {
   const engineClient = new EngineClient(ctx.server.baseUrl);
   const bes = await registerOnlineBes(engineClient, ctx.tenant.orgSecret, ENGINE, METRICS);
   const agent = await enrollOnlineAgent(engineClient, ctx.tenant.orgSecret, HOST, METRICS);
-  const target = await api("POST", "/api/v1/storage", {
-    name: "Primary Disk",
-    type: "local",
-    config: { path: "/srv/backup/dash" },
-    besId: bes.id,
-  });
-  assert.equal(target.status, 201, target.text);
+  const targetId = await addLocalTarget(api, bes.id, "/srv/backup/dash");
   const policy = await api("POST", "/api/v1/policies", {
     name: POLICY,
     besId: bes.id,
-    targetId: target.json().id,
+    targetId,
     backupType: "file",
     fullSchedule: "0 2 * * 0",
     incrementalSchedule: "0 2 * * 1-6",

@@ -9,38 +9,28 @@
  * runs first; each test stands alone with a policy of its own, walking the journey as far as it checks.
  */
 import assert from "node:assert/strict";
-import type { Locator, Page, Response } from "playwright-core";
 import { deterministicBytes } from "../engine/helpers.ts";
-import { spawnBes } from "../integration/bes_world.ts";
-import { type Program, spawnAgent } from "../integration/engines_world.ts";
 import { screenshot, signIn, waitFor } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
+import {
+  inOrder,
+  programsFolder,
+  startAgentOnline,
+  startBesWithLocalTarget,
+  submit,
+  submitFileRestore,
+} from "./helpers.ts";
 
 const HOSTNAME = "files01.northwind.internal";
 const POLICY = "Files nightly";
-
-function isPost(path: string) {
-  return (r: Response) => r.request().method() === "POST" && new URL(r.url()).pathname === path;
-}
-
-async function submit(page: Page, path: string, button: Locator): Promise<Response> {
-  const [res] = await Promise.all([page.waitForResponse(isPost(path)), button.click()]);
-  await page.waitForLoadState("domcontentloaded");
-  return res;
-}
 
 const { test, fixture } = scenario("Northwind Engines");
 
 /** The source folder, the BES program with a Local target, and the agent program, online. */
 const programs = fixture(async ({ server, tenant, api, onCleanup }) => {
   const { orgSecret } = tenant;
-  const tmp = await Deno.makeTempDir({ prefix: "cadres-e2e-engines-" });
-  const programs: Program[] = [];
-  onCleanup(async () => {
-    for (const p of programs) await p.stop();
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  });
-  const outputs = () => [server.output(), ...programs.map((p) => p.output)].join("\n----\n");
+  const folder = await programsFolder("cadres-e2e-engines-", server, onCleanup);
+  const { tmp, outputs } = folder;
   // The source folder the agent backs up.
   const src = `${tmp}/src`;
   await Deno.mkdir(`${src}/reports`, { recursive: true });
@@ -56,48 +46,12 @@ const programs = fixture(async ({ server, tenant, api, onCleanup }) => {
   }
 
   // The BES program: registers, goes online; a Local target on it, and a policy (the operator's).
-  const bes = spawnBes(server.baseUrl, orgSecret, `${tmp}/bes`, "bes-north", { tls: true });
-  programs.push(bes);
-  const besId = await waitFor(
-    "the BES to go online",
-    async () => {
-      if (bes.exited) throw new Error(`the BES exited:\n${bes.output}`);
-      const res = await api("GET", "/api/v1/engines");
-      const e = (res.json().values as { id: string; name: string; status: string }[])
-        .find((x) => x.name === "bes-north");
-      return e?.status === "online" ? e.id : undefined;
-    },
-    60_000,
-    200,
-  );
-  const targetRoot = `${tmp}/target`;
-  await Deno.mkdir(targetRoot);
-  const target = await api("POST", "/api/v1/storage", {
-    name: "Primary Disk",
-    type: "local",
-    config: { path: targetRoot },
-    besId,
-  });
-  assert.equal(target.status, 201, target.text);
-  const targetId: string = target.json().id;
+  const { targetId } = await startBesWithLocalTarget(folder, server, api, orgSecret, "bes-north");
 
   // The agent program: enrolls with the org secret and heartbeats.
   // Its default root is another folder: the policy's include path chooses what is backed up.
   await Deno.mkdir(`${tmp}/elsewhere`);
-  const agent = spawnAgent(server.baseUrl, orgSecret, `${tmp}/agent`, HOSTNAME, [`${tmp}/elsewhere`]);
-  programs.push(agent);
-  const hostId = await waitFor(
-    "the agent's host to be online",
-    async () => {
-      if (agent.exited) throw new Error(`the agent exited:\n${agent.output}`);
-      const res = await api("GET", "/api/v1/hosts");
-      const h = (res.json().values as { id: string; hostname: string; status: string }[])
-        .find((x) => x.hostname === HOSTNAME);
-      return h?.status === "online" ? h.id : undefined;
-    },
-    60_000,
-    200,
-  );
+  const hostId = await startAgentOnline(folder, server, api, orgSecret, HOSTNAME, [`${tmp}/elsewhere`]);
 
   return { tmp, src, original, targetId, hostId, outputs, api };
 });
@@ -246,14 +200,7 @@ async function step4(j: Journey) {
 /** 5. Restore files: the agent restores it; the restore finishes; the bytes match. */
 async function step5(j: Journey) {
   const { page, src, original } = j;
-  const pointPath = new URL(page.url()).pathname;
-  const res = await submit(
-    page,
-    `${pointPath}/files`,
-    page.getByRole("button", { name: "Restore files", exact: true }),
-  );
-  assert.equal(res.status(), 303);
-  await page.waitForURL((url) => url.pathname.startsWith("/backup/restore/requests/"));
+  await submitFileRestore(page);
   await page.locator("[data-testid=restore-progress][data-status=success]").waitFor({
     timeout: 90_000,
   });
@@ -273,18 +220,11 @@ async function step5(j: Journey) {
   assert.deepEqual(others.map((e) => e.name), ["budget.xlsx"], "only the selected file");
 }
 
-test("engines journey: 1. the administrator creates a file policy; 2. assigns the agent's host on its page", async (ctx) => {
-  const j = await journey(ctx);
-  await step1(j);
-  await step2(j);
-});
+test("engines journey: 1. the administrator creates a file policy; 2. assigns the agent's host on its page", async (ctx) =>
+  await inOrder(await journey(ctx), step1, step2));
 
-test("engines journey: 3. Run now: the agent backs up through the BES; the run succeeds", async (ctx) => {
-  const j = await journey(ctx);
-  for (const step of [step1, step2, step3]) await step(j);
-});
+test("engines journey: 3. Run now: the agent backs up through the BES; the run succeeds", async (ctx) =>
+  await inOrder(await journey(ctx), step1, step2, step3));
 
-test("engines journey: 4. the point is browsed through the BES; 5. a file restored to another folder has its bytes", async (ctx) => {
-  const j = await journey(ctx);
-  for (const step of [step1, step2, step3, step4, step5]) await step(j);
-});
+test("engines journey: 4. the point is browsed through the BES; 5. a file restored to another folder has its bytes", async (ctx) =>
+  await inOrder(await journey(ctx), step1, step2, step3, step4, step5));

@@ -9,10 +9,9 @@
 import assert from "node:assert/strict";
 import type { Page, Response } from "playwright-core";
 import { deterministicBytes } from "../engine/helpers.ts";
-import { spawnBes } from "../integration/bes_world.ts";
-import { type Program, spawnAgent } from "../integration/engines_world.ts";
 import { screenshot, signIn, waitFor } from "./harness.ts";
 import { scenario } from "./scenario.ts";
+import { programsFolder, startAgentOnline, startBesWithLocalTarget } from "./helpers.ts";
 
 const HOSTNAME = "files02.northwind.internal";
 
@@ -31,13 +30,8 @@ const { test, fixture } = scenario("Northwind History");
 /** The BES and agent programs, a folder backed up three times with budget.xlsx changed once. */
 const world = fixture(async ({ server, tenant, api, onCleanup }) => {
   const { orgSecret } = tenant;
-  const tmp = await Deno.makeTempDir({ prefix: "cadres-e2e-history-" });
-  const programs: Program[] = [];
-  onCleanup(async () => {
-    for (const p of programs) await p.stop();
-    await Deno.remove(tmp, { recursive: true }).catch(() => {});
-  });
-  const outputs = () => [server.output(), ...programs.map((p) => p.output)].join("\n----\n");
+  const folder = await programsFolder("cadres-e2e-history-", server, onCleanup);
+  const { tmp, outputs } = folder;
   const src = `${tmp}/src`;
   await Deno.mkdir(`${src}/reports`, { recursive: true });
   const file = `${src}/reports/budget.xlsx`;
@@ -46,58 +40,18 @@ const world = fixture(async ({ server, tenant, api, onCleanup }) => {
   await Deno.writeFile(file, v1);
   await Deno.writeFile(`${src}/reports/minutes.txt`, new TextEncoder().encode("minutes\n"));
 
-  const bes = spawnBes(server.baseUrl, orgSecret, `${tmp}/bes`, "bes-history", { tls: true });
-  programs.push(bes);
-  const besId = await waitFor(
-    "the BES to go online",
-    async () => {
-      if (bes.exited) throw new Error(`the BES exited:\n${bes.output}`);
-      const e = ((await api("GET", "/api/v1/engines")).json().values as {
-        id: string;
-        name: string;
-        status: string;
-      }[])
-        .find((x) => x.name === "bes-history");
-      return e?.status === "online" ? e.id : undefined;
-    },
-    60_000,
-    200,
-  );
-  await Deno.mkdir(`${tmp}/target`);
-  const target = await api("POST", "/api/v1/storage", {
-    name: "Primary Disk",
-    type: "local",
-    config: { path: `${tmp}/target` },
-    besId,
-  });
-  assert.equal(target.status, 201, target.text);
+  const { besId, targetId } = await startBesWithLocalTarget(folder, server, api, orgSecret, "bes-history");
   const policy = await api("POST", "/api/v1/policies", {
     name: "Files hourly",
     besId,
-    targetId: target.json().id,
+    targetId,
     backupType: "file",
     fullSchedule: "0 2 * * 0",
     includePaths: [src],
   });
   assert.equal(policy.status, 201, policy.text);
   const policyId: string = policy.json().id;
-  const agent = spawnAgent(server.baseUrl, orgSecret, `${tmp}/agent`, HOSTNAME, [src]);
-  programs.push(agent);
-  const hostId = await waitFor(
-    "the agent's host to be online",
-    async () => {
-      if (agent.exited) throw new Error(`the agent exited:\n${agent.output}`);
-      const h = ((await api("GET", "/api/v1/hosts")).json().values as {
-        id: string;
-        hostname: string;
-        status: string;
-      }[])
-        .find((x) => x.hostname === HOSTNAME);
-      return h?.status === "online" ? h.id : undefined;
-    },
-    60_000,
-    200,
-  );
+  const hostId = await startAgentOnline(folder, server, api, orgSecret, HOSTNAME, [src]);
   const assigned = await api("POST", `/api/v1/policies/${policyId}/assignments`, { hostIds: [hostId] });
   assert.equal(assigned.status, 201, assigned.text);
   await new Promise((r) => setTimeout(r, 2100));

@@ -1,12 +1,12 @@
 /**
  * End-to-end harness: runs the real server (`deno run -A main.ts`) on a free port with a fresh data
- * folder, seeds it with the CLI when asked, and drives Debian's chromium through playwright-core with
- * a fresh profile. Every helper that starts something returns a way to stop it; tests call those in
- * `finally` so no process, stream or temp folder outlives a test.
+ * folder, watches a chromium browser context (playwright-core) for console errors, page errors and CSP
+ * violations, and holds the small steps every file uses (signing in and out, the JSON API with a token,
+ * engines over the signed protocol). Every helper that starts something returns a way to stop it; the
+ * scenario wrapper (scenario.ts), through which every e2e file runs, calls those whatever happens.
  */
 import assert from "node:assert/strict";
 import type { BrowserContext, ConsoleMessage, Page } from "playwright-core";
-import { chromium } from "playwright-core";
 import type { EngineClient, EngineIdentity } from "../../tools/engine_client.ts";
 
 /** The repository root (the server resolves `./static` from its working directory). */
@@ -87,67 +87,12 @@ export interface SeededAdmin {
   password: string;
 }
 
-/**
- * Seeds a data folder through the CLI (before the server starts: the KV file is locked by one process
- * at a time): an account with one org, and an administrator whose password comes from stdin.
- */
-export async function seedWithCli(dataDir: string, admin: Omit<SeededAdmin, "orgId">): Promise<SeededAdmin> {
-  const env = { CADRES_DATA_DIR: dataDir, CADRES_LOG_LEVEL: "warn" };
-  const cli = ["run", "--allow-env", "--allow-read", "--allow-write", "--allow-sys", "cli.ts"];
-  const org = await run(
-    [...cli, "create-org", "--account", admin.accountName, "--org", admin.orgName, "--json"],
-    { env },
-  );
-  assert(org.code === 0, `create-org failed: ${org.stdout}${org.stderr}`);
-  const orgOut = JSON.parse(org.stdout.trim());
-  const user = await run(
-    [
-      ...cli,
-      "create-admin",
-      "--email",
-      admin.email,
-      "--name",
-      admin.name,
-      "--account",
-      admin.accountName,
-      "--json",
-    ],
-    { env, stdin: admin.password + "\n" },
-  );
-  assert(user.code === 0, `create-admin failed: ${user.stdout}${user.stderr}`);
-  const userOut = JSON.parse(user.stdout.trim());
-  assert(!("password" in userOut), "the CLI should have used the password given on stdin");
-  return { ...admin, orgId: orgOut.orgId };
-}
-
-/** The CLI invocation (`deno run … cli.ts`) used for seeding. */
-const CLI = ["run", "--allow-env", "--allow-read", "--allow-write", "--allow-sys", "cli.ts"];
-
-/** Runs a CLI command against `dataDir` with `--json`, asserts it succeeded and returns its parsed output. */
-async function cliJson(dataDir: string, command: string, args: string[]): Promise<Record<string, string>> {
-  const env = { CADRES_DATA_DIR: dataDir, CADRES_LOG_LEVEL: "warn" };
-  const out = await run([...CLI, command, ...args, "--json"], { env });
-  assert.equal(out.code, 0, `${command} failed: ${out.stdout}${out.stderr}`);
-  return JSON.parse(out.stdout.trim());
-}
-
 export interface SeededTenant {
   admin: SeededAdmin;
   /** The org's enrollment secret (for registering a BES or enrolling agents). */
   orgSecret: string;
   /** A JSON API token of the administrator. */
   apiToken: string;
-}
-
-/**
- * Seeds a data folder through the CLI (before the server starts): `seedWithCli`, then a fresh org
- * secret (`rotate-org-secret`) and an API token for the administrator (`create-token`).
- */
-export async function seedTenant(dataDir: string, admin: Omit<SeededAdmin, "orgId">): Promise<SeededTenant> {
-  const seeded = await seedWithCli(dataDir, admin);
-  const orgSecret = (await cliJson(dataDir, "rotate-org-secret", ["--org", seeded.orgId])).secret;
-  const apiToken = (await cliJson(dataDir, "create-token", ["--email", admin.email, "--name", "e2e"])).token;
-  return { admin: seeded, orgSecret, apiToken };
 }
 
 /** A JSON API caller with a bearer token: `api(method, path, payload?)` → status, text and `json()`. */
@@ -352,44 +297,9 @@ export interface Browser {
 const CSP_PATTERN = /Content Security Policy|Content-Security-Policy|securitypolicyviolation|Refused to/i;
 
 /**
- * Launches chromium with a fresh temporary profile. Every page of the context is watched: console
- * errors/warnings and page errors are recorded, and a `securitypolicyviolation` listener (installed
- * through the DevTools protocol, so it is not itself subject to the CSP) logs each violation.
- * `javaScriptEnabled: false` browses as a visitor without JavaScript (pages must work without it).
- */
-export async function launchBrowser(
-  baseUrl: string,
-  options: { permissions?: string[]; javaScriptEnabled?: boolean } = {},
-): Promise<Browser> {
-  const profile = await Deno.makeTempDir({ prefix: "cadres-e2e-chromium-" });
-  let context: BrowserContext;
-  try {
-    context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      args: CHROMIUM_ARGS,
-      baseURL: baseUrl,
-      viewport: { width: 1280, height: 800 },
-      permissions: options.permissions,
-      javaScriptEnabled: options.javaScriptEnabled ?? true,
-    });
-  } catch (error) {
-    await Deno.remove(profile, { recursive: true }).catch(() => {});
-    throw error;
-  }
-  return await watchContext(context, async () => {
-    try {
-      await context.close();
-    } finally {
-      await Deno.remove(profile, { recursive: true }).catch(() => {});
-    }
-  });
-}
-
-/**
  * Watches every page of `context` (console errors and warnings, page errors, CSP violations through a
  * `securitypolicyviolation` listener) and returns it as a `Browser` whose `close` runs `close`. Used by
- * `launchBrowser` (a persistent context of its own) and the scenario wrapper (a context per test of a
- * shared chromium).
+ * the scenario wrapper (a context per test of a shared chromium).
  */
 export async function watchContext(context: BrowserContext, close: () => Promise<void>): Promise<Browser> {
   context.setDefaultTimeout(20_000);

@@ -7,10 +7,11 @@
  * alone (scenario.ts): its own tenant, BES, agents, policies and viewer.
  */
 import assert from "node:assert/strict";
-import type { Locator, Page, Response } from "playwright-core";
+import type { Page } from "playwright-core";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import { enrollOnlineAgent, registerOnlineBes, screenshot, signIn, signOut } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
+import { assignOnPolicyPage, isPost } from "./helpers.ts";
 
 const VIEWER_BASE = { name: "Vi Viewer", password: "jobs viewer password 2026" };
 const ENGINE = { name: "bes-jobs", hostname: "bes-jobs.backup.internal", ipAddress: "10.60.1.10" };
@@ -22,15 +23,7 @@ const METRICS = { cpuPercent: 8, memoryPercent: 35, diskPercent: 22, activeJobs:
 const FAILING = "Nightly Databases";
 const QUIET = "Archive Shares";
 
-const isPost = (path: string) => (r: Response) =>
-  r.request().method() === "POST" && new URL(r.url()).pathname === path;
-
 /** Clicks `button` (which submits a form to `path`) and returns the POST's response once the next page loaded. */
-async function submit(page: Page, path: string, button: Locator): Promise<Response> {
-  const [res] = await Promise.all([page.waitForResponse(isPost(path)), button.click()]);
-  await page.waitForLoadState("domcontentloaded");
-  return res;
-}
 
 /** The job names listed on the jobs page. */
 async function jobNames(page: Page): Promise<string[]> {
@@ -85,18 +78,7 @@ type World = Awaited<ReturnType<typeof world>>;
 async function seedFailure(w: World) {
   const { page, agents, engineClient, policyIds } = w;
   const policyPath = `/backup/policies/${policyIds[FAILING]}`;
-  for (const host of HOSTS) {
-    await page.goto(policyPath);
-    const option = await page.locator("select[name=hostId] option", { hasText: host.hostname })
-      .getAttribute("value");
-    await page.locator("select[name=hostId]").selectOption(option!);
-    const res = await submit(
-      page,
-      `${policyPath}/assignments`,
-      page.getByRole("button", { name: "Assign", exact: true }),
-    );
-    assert.equal(res.status(), 303);
-  }
+  await assignOnPolicyPage(page, policyPath, HOSTS.map((h) => h.hostname));
   assert.equal(await page.locator("[data-testid=assignment-row]").count(), 2);
   const db01 = agents.get(HOSTS[0].hostname)!;
   const asked = await engineClient.post(db01, "/api/agent/v1/pre-patch", { reason: "apt upgrade" });

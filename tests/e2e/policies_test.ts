@@ -10,11 +10,12 @@
  * it checks and the ones they build on.
  */
 import assert from "node:assert/strict";
-import type { Locator, Page, Response } from "playwright-core";
+import type { Locator, Page } from "playwright-core";
 import { Cron } from "croner";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import { apiClient, screenshot } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
+import { assertFieldError, submit } from "./helpers.ts";
 
 const ENGINE = { name: "bes-main", hostname: "bes-main.backup.internal", ipAddress: "10.50.1.10" };
 const HOSTS = [
@@ -51,15 +52,7 @@ const SCRIPT = {
   body: "#!/bin/bash\nset -euo pipefail\nsystemctl reload app-cache\n",
 };
 
-const isPost = (path: string) => (r: Response) =>
-  r.request().method() === "POST" && new URL(r.url()).pathname === path;
-
 /** Clicks `button` (which submits a form to `path`) and returns the POST's response once the next page loaded. */
-async function submit(page: Page, path: string, button: Locator): Promise<Response> {
-  const [res] = await Promise.all([page.waitForResponse(isPost(path)), button.click()]);
-  await page.waitForLoadState("domcontentloaded");
-  return res;
-}
 
 /** Waits for the flash notice (role=status) with exactly `text`. */
 async function notice(page: Page, text: string | RegExp): Promise<void> {
@@ -80,16 +73,6 @@ async function cronIslandsHydrated(page: Page): Promise<void> {
 /** The island wrapping the cron input `name`. */
 function cronField(page: Page, name: string): Locator {
   return page.locator("[data-island=CronField]", { has: page.locator(`#f-${name}`) });
-}
-
-/** Asserts the field error of a plain Field (`#f-<field>-error`) and that its input is marked invalid. */
-async function assertFieldError(page: Page, field: string, message: RegExp): Promise<void> {
-  const input = page.locator(`#f-${field}`);
-  assert.equal(await input.getAttribute("aria-invalid"), "true", `${field} should be marked invalid`);
-  assert.equal(await input.getAttribute("aria-describedby"), `f-${field}-error`);
-  const error = page.locator(`.field.field--error #f-${field}-error`);
-  assert.equal(await error.count(), 1, `${field} should have its error next to it`);
-  assert.match(await error.innerText(), message);
 }
 
 /** The text of the 3-2-1 badge and whether it says met. */
@@ -881,66 +864,40 @@ async function world(ctx: ScenarioContext) {
   };
 }
 
-test("policies: the seeded hosts are online and the targets sit on the engine", async (ctx) => {
-  const w = await world(ctx);
-  await w.s0();
-});
+type World = Awaited<ReturnType<typeof world>>;
+type StepOf<K> = K extends `s${infer N extends number}` ? N : never;
+/** The numbers of the world's steps (`s0` … `s16`). */
+type Step = StepOf<keyof World>;
 
-test("policies: the cron island reads a schedule in plain words with its next runs", async (ctx) => {
+/** Builds this test's world and runs its steps `s<n>` in order: the check, after the steps it builds on. */
+async function walk(ctx: ScenarioContext, ...steps: Step[]): Promise<void> {
   const w = await world(ctx);
-  await w.s1();
-});
+  for (const n of steps) await w[`s${n}`]();
+}
 
-test("policies: bad cron, retention and sample count: 422, field errors, typed values kept; on the re-rendered form, a corrected cron replaces the server's error", async (ctx) => {
-  const w = await world(ctx);
-  await w.s2();
-  await w.s3();
-});
+/** The steps `from` to `to`, both included. */
+function through(from: Step, to: Step): Step[] {
+  return Array.from({ length: to - from + 1 }, (_, i) => (from + i) as Step);
+}
 
-test("policies: a file policy on the Local target: derived RPO of 30 h, 3-2-1 not met; two hosts are assigned; a second assignment of one is refused; the refusal names the host that is already assigned; an archived host assigned again is reactivated, not duplicated", async (ctx) => {
-  const w = await world(ctx);
-  await w.s4();
-  await w.s5();
-  await w.s6();
-  await w.s7();
-});
+test("policies: the seeded hosts are online and the targets sit on the engine", (ctx) => walk(ctx, 0));
 
-test("policies: a library script is added at /backup/scripts; 7. App Hooks: a MySQL template hook and a library script hook, in execution order; a hook is deleted through its confirmation page", async (ctx) => {
-  const w = await world(ctx);
-  await w.s4();
-  await w.s8();
-  await w.s9();
-  await w.s10();
-});
+test("policies: the cron island reads a schedule in plain words with its next runs", (ctx) => walk(ctx, 1));
 
-test("policies: a replica on the SMB share (not offsite) still misses 3-2-1; an offsite replica on S3 meets 3-2-1; /backup/replicas lists both rules; deleting the SMB replica target is refused, naming the policy's replica rule; the target's page and delete confirmation say up front a replica rule uses it", async (ctx) => {
-  const w = await world(ctx);
-  await w.s4();
-  await w.s11();
-  await w.s12();
-  await w.s13();
-  await w.s14();
-});
+test("policies: bad cron, retention and sample count: 422, field errors, typed values kept; on the re-rendered form, a corrected cron replaces the server's error", (ctx) =>
+  walk(ctx, 2, 3));
 
-test("policies: a file policy on the Local target: derived RPO of 30 h, 3-2-1 not met; the derived RPO follows the policy's time zone (DST nights are 25 h apart)", async (ctx) => {
-  const w = await world(ctx);
-  await w.s4();
-  await w.s15();
-});
+test("policies: a file policy on the Local target: derived RPO of 30 h, 3-2-1 not met; two hosts are assigned; a second assignment of one is refused; the refusal names the host that is already assigned; an archived host assigned again is reactivated, not duplicated", (ctx) =>
+  walk(ctx, 4, 5, 6, 7));
 
-test("policies: pre-patch: the agent's request queues a run; its result shows on the page with hook output and retention (after the policy, hosts, hooks, replicas and time zone steps)", async (ctx) => {
-  const w = await world(ctx);
-  await w.s4();
-  await w.s5();
-  await w.s6();
-  await w.s7();
-  await w.s8();
-  await w.s9();
-  await w.s10();
-  await w.s11();
-  await w.s12();
-  await w.s13();
-  await w.s14();
-  await w.s15();
-  await w.s16();
-});
+test("policies: a library script is added at /backup/scripts; 7. App Hooks: a MySQL template hook and a library script hook, in execution order; a hook is deleted through its confirmation page", (ctx) =>
+  walk(ctx, 4, 8, 9, 10));
+
+test("policies: a replica on the SMB share (not offsite) still misses 3-2-1; an offsite replica on S3 meets 3-2-1; /backup/replicas lists both rules; deleting the SMB replica target is refused, naming the policy's replica rule; the target's page and delete confirmation say up front a replica rule uses it", (ctx) =>
+  walk(ctx, 4, 11, 12, 13, 14));
+
+test("policies: a file policy on the Local target: derived RPO of 30 h, 3-2-1 not met; the derived RPO follows the policy's time zone (DST nights are 25 h apart)", (ctx) =>
+  walk(ctx, 4, 15));
+
+test("policies: pre-patch: the agent's request queues a run; its result shows on the page with hook output and retention (after the policy, hosts, hooks, replicas and time zone steps)", (ctx) =>
+  walk(ctx, ...through(4, 16)));

@@ -8,10 +8,10 @@
  * file's shared server (scenario.ts), in its own tenant, walking the journey as far as it checks.
  */
 import assert from "node:assert/strict";
-import type { Locator, Page, Response } from "playwright-core";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import { enrollOnlineAgent, registerOnlineBes, screenshot, signIn, signOut, waitFor } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
+import { addLocalTarget, inOrder, reportFullBackup, submit, submitFileRestore } from "./helpers.ts";
 
 const RESTORER_BASE = { name: "Rory Restore", password: "restore operator pw 2026" };
 const OPERATOR_BASE = { name: "Bo Backup", password: "backup operator pw 2026" };
@@ -43,16 +43,6 @@ const SRV_ENTRIES = [
   },
 ];
 
-function isPost(path: string) {
-  return (r: Response) => r.request().method() === "POST" && new URL(r.url()).pathname === path;
-}
-
-async function submit(page: Page, path: string, button: Locator): Promise<Response> {
-  const [res] = await Promise.all([page.waitForResponse(isPost(path)), button.click()]);
-  await page.waitForLoadState("domcontentloaded");
-  return res;
-}
-
 const { test } = scenario("Northwind Restore");
 
 /**
@@ -68,17 +58,11 @@ async function seeded(ctx: ScenarioContext) {
   const OPERATOR = { ...OPERATOR_BASE, email: `backup.operator@${domain}` };
   const bes = await registerOnlineBes(engineClient, orgSecret, ENGINE, METRICS);
   const agent = await enrollOnlineAgent(engineClient, orgSecret, HOST, METRICS);
-  const target = await api("POST", "/api/v1/storage", {
-    name: "Primary Disk",
-    type: "local",
-    config: { path: "/srv/backup/north" },
-    besId: bes.id,
-  });
-  assert.equal(target.status, 201, target.text);
+  const targetId = await addLocalTarget(api, bes.id, "/srv/backup/north");
   const policy = await api("POST", "/api/v1/policies", {
     name: POLICY,
     besId: bes.id,
-    targetId: target.json().id,
+    targetId,
     backupType: "file",
     fullSchedule: "0 2 * * 0",
     rpoHours: 1,
@@ -149,23 +133,13 @@ async function seeded(ctx: ScenarioContext) {
   assert.equal(asked.status, 202, await asked.clone().text());
   const backup = await claimKind(agent, "backup");
   const ended = new Date(Date.now() - 3 * 3_600_000);
-  const res = await engineClient.post(agent, `/api/agent/v1/jobs/${backup.id}/result`, {
-    status: "success",
-    startedAt: new Date(ended.getTime() - 600_000).toISOString(),
-    endedAt: ended.toISOString(),
-    bytesTransferred: 3 * 1024 ** 3,
-    protectedBytes: 12 * 1024 ** 3,
-    output: {
-      restorePoint: {
-        id: "fs01-rp-0001",
-        chainId: "fs01-chain-1",
-        type: "full",
-        sizeBytes: 3 * 1024 ** 3,
-        fileCount: 48_211,
-        completedAt: ended.toISOString(),
-      },
-    },
-  });
+  const res = await reportFullBackup(
+    engineClient,
+    agent,
+    backup.id,
+    { id: "fs01-rp-0001", chainId: "fs01-chain-1" },
+    ended,
+  );
   assert.equal(res.status, 200, await res.clone().text());
   // The BES verifies the new point.
   const verify = await claimKind(bes, "verify");
@@ -271,15 +245,7 @@ async function step5(j: Journey) {
 /** 6. Restore Files queues a high-priority job; the progress bar follows the agent. */
 async function step6(j: Journey) {
   const { page, agent, engineClient, claimKind, postResult } = j;
-  const pointPath = new URL(page.url()).pathname;
-  const res = await submit(
-    page,
-    `${pointPath}/files`,
-    page.getByRole("button", { name: "Restore files", exact: true }),
-  );
-  assert.equal(res.status(), 303);
-  await page.waitForURL((url) => url.pathname.startsWith("/backup/restore/requests/"));
-  j.requestPath = new URL(page.url()).pathname;
+  j.requestPath = await submitFileRestore(page);
   await page.getByText(/File restore queued: 3 paths to \/restore\/2026-11/).waitFor();
   await page.locator("[data-testid=restore-progress][data-status=pending]").waitFor();
   const job = await claimKind(agent, "restore_files");
@@ -339,18 +305,11 @@ async function step8(j: Journey) {
   await screenshot(page, "restore-08-operator-forbidden");
 }
 
-test("restore: seed, 1. the dashboard shows the host in RPO breach, 2. the row opens Restore with its point selected", async (ctx) => {
-  const j = await seeded(ctx);
-  await step1(j);
-  await step2(j);
-});
+test("restore: seed, 1. the dashboard shows the host in RPO breach, 2. the row opens Restore with its point selected", async (ctx) =>
+  await inOrder(await seeded(ctx), step1, step2));
 
-test("restore: 3. Browse / asks the BES; 4. opening a folder lists it; going back to / is instant (cached)", async (ctx) => {
-  const j = await seeded(ctx);
-  for (const step of [step1, step2, step3, step4]) await step(j);
-});
+test("restore: 3. Browse / asks the BES; 4. opening a folder lists it; going back to / is instant (cached)", async (ctx) =>
+  await inOrder(await seeded(ctx), step1, step2, step3, step4));
 
-test("restore: 5. files selected, 6. restore queued with progress, 7. finished with its per-file error, 8. fail-closed for an operator", async (ctx) => {
-  const j = await seeded(ctx);
-  for (const step of [step1, step2, step3, step4, step5, step6, step7, step8]) await step(j);
-});
+test("restore: 5. files selected, 6. restore queued with progress, 7. finished with its per-file error, 8. fail-closed for an operator", async (ctx) =>
+  await inOrder(await seeded(ctx), step1, step2, step3, step4, step5, step6, step7, step8));

@@ -12,6 +12,7 @@ import type { Page, Response } from "playwright-core";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import { screenshot } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
+import { assertFieldError, isPost } from "./helpers.ts";
 
 const ENGINE = { name: "bes-alpha", hostname: "bes-alpha.backup.internal", ipAddress: "10.40.1.20" };
 const METRICS = {
@@ -98,9 +99,6 @@ const TARGETS: TargetSpec[] = [
 /** The storage list's own table (the CapacityWidget island renders a `.table--compact` one). */
 const LIST_TABLE = "table.table:not(.table--compact)";
 
-const isPost = (path: string) => (r: Response) =>
-  r.request().method() === "POST" && new URL(r.url()).pathname === path;
-
 /** The visibility of each type fieldset of the create form. */
 async function visibleGroups(page: Page): Promise<Record<Group, boolean>> {
   const out = {} as Record<Group, boolean>;
@@ -146,16 +144,6 @@ async function listedTargetNames(page: Page): Promise<string[]> {
   await page.getByRole("heading", { name: "Storage", level: 1 }).waitFor();
   return (await page.locator(`${LIST_TABLE} tbody tr td:first-child`).allInnerTexts())
     .map((s) => s.trim());
-}
-
-/** Asserts the field error of `field` (`#f-<field>-error`) and that the input is marked invalid. */
-async function assertFieldError(page: Page, field: string, message: RegExp): Promise<void> {
-  const input = page.locator(`#f-${field}`);
-  assert.equal(await input.getAttribute("aria-invalid"), "true", `${field} should be marked invalid`);
-  assert.equal(await input.getAttribute("aria-describedby"), `f-${field}-error`);
-  const error = page.locator(`.field.field--error #f-${field}-error`);
-  assert.equal(await error.count(), 1, `${field} should have its error next to it`);
-  assert.match(await error.innerText(), message);
 }
 
 /** Asserts the re-rendered form kept every typed value. */

@@ -9,10 +9,11 @@
  * it checks and the ones they build on.
  */
 import assert from "node:assert/strict";
-import type { Locator, Page, Response } from "playwright-core";
+import type { Page } from "playwright-core";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import { enrollOnlineAgent, registerOnlineBes, screenshot, signOut, waitFor } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
+import { assignOnPolicyPage, reportFullBackup, submit } from "./helpers.ts";
 
 const ENGINE = { name: "bes-trust", hostname: "bes-trust.backup.internal", ipAddress: "10.60.1.10" };
 const DB01 = { hostname: "db01.contoso.internal", ipAddress: "10.60.2.21", relay: false };
@@ -23,15 +24,7 @@ const POLICY = "Nightly Trust Files";
 const PRIMARY = "Primary Disk";
 const OFFSITE = "Offsite Bucket";
 
-const isPost = (path: string) => (r: Response) =>
-  r.request().method() === "POST" && new URL(r.url()).pathname === path;
-
 /** Clicks `button` (which submits a form to `path`) and returns the POST's response once the next page loaded. */
-async function submit(page: Page, path: string, button: Locator): Promise<Response> {
-  const [res] = await Promise.all([page.waitForResponse(isPost(path)), button.click()]);
-  await page.waitForLoadState("domcontentloaded");
-  return res;
-}
 
 /** The flash notice's text (the layout's `p.notice[role=status]`). */
 async function flash(page: Page): Promise<string> {
@@ -137,18 +130,7 @@ async function world(ctx: ScenarioContext) {
   return {
     // seed: both hosts assigned on the policy page
     s0: async () => {
-      for (const host of [DB01, WEB01]) {
-        await page.goto(policyPath);
-        const option = await page.locator("select[name=hostId] option", { hasText: host.hostname })
-          .getAttribute("value");
-        await page.locator("select[name=hostId]").selectOption(option!);
-        const res = await submit(
-          page,
-          `${policyPath}/assignments`,
-          page.getByRole("button", { name: "Assign", exact: true }),
-        );
-        assert.equal(res.status(), 303);
-      }
+      await assignOnPolicyPage(page, policyPath, [DB01.hostname, WEB01.hostname]);
       assert.equal(await page.locator("[data-testid=assignment-row]").count(), 2);
       await page.getByRole("heading", { name: "Hosts (2 assigned)" }).waitFor();
     },
@@ -325,23 +307,13 @@ async function world(ctx: ScenarioContext) {
       const db01 = agents.get(DB01.hostname)!;
       const backup = await claimKind(db01, "backup");
       const ended = new Date();
-      const result = await engineClient.post(db01, `/api/agent/v1/jobs/${backup.id}/result`, {
-        status: "success",
-        startedAt: new Date(ended.getTime() - 600_000).toISOString(),
-        endedAt: ended.toISOString(),
-        bytesTransferred: 3 * 1024 ** 3,
-        protectedBytes: 12 * 1024 ** 3,
-        output: {
-          restorePoint: {
-            id: "db01-rp-0001",
-            chainId: "db01-chain-1",
-            type: "full",
-            sizeBytes: 3 * 1024 ** 3,
-            fileCount: 48_211,
-            completedAt: ended.toISOString(),
-          },
-        },
-      });
+      const result = await reportFullBackup(
+        engineClient,
+        db01,
+        backup.id,
+        { id: "db01-rp-0001", chainId: "db01-chain-1" },
+        ended,
+      );
       assert.equal(result.status, 200, await result.clone().text());
 
       await page.goto(policyPath);
