@@ -47,8 +47,18 @@ export function offsetPage<T>(
   filter: { sort: string; offset: number; limit: number },
   compare: (a: T, b: T, field: string) => number,
 ): OffsetPage<T> {
-  const field = filter.sort.replace(/^-/, "");
-  const dir = filter.sort.startsWith("-") ? -1 : 1;
-  rows.sort((a, b) => dir * compare(a, b, field));
+  sortBy(rows, filter.sort, compare);
   return { values: rows.slice(filter.offset, filter.offset + filter.limit), total: rows.length };
+}
+
+/** Sorts `rows` in place by `compare` on a list's sort field ("field" ascending, "-field" descending). */
+export function sortBy<T>(rows: T[], sort: string, compare: (a: T, b: T, field: string) => number): T[] {
+  const field = sort.replace(/^-/, "");
+  const dir = sort.startsWith("-") ? -1 : 1;
+  return rows.sort((a, b) => dir * compare(a, b, field));
+}
+
+/** Compares two rows' `field` as text (ISO times sort as text): the compare of the lists read whole. */
+export function compareAsText<T>(a: T, b: T, field: string): number {
+  return String(a[field as keyof T]).localeCompare(String(b[field as keyof T]));
 }

@@ -36,13 +36,12 @@ import {
 } from "./keys/self_backup.ts";
 import { accountsPrefix } from "./keys/tenancy.ts";
 
-/** S3 reachability is cached this long (the spec's 5-minute cache). */
-
 /** The audit entry of a change to the control plane's own backups (`objectId`: settings, worker or a DB). */
 function selfBackupAudit(actor: Actor, action: string, objectId: string, summary: string): AuditInput {
   return { accountId: actor.accountId ?? "system", action, objectType: "self_backup", objectId, summary };
 }
 
+/** S3 reachability is cached this long (the spec's 5-minute cache). */
 export const S3_PROBE_TTL_MS = 5 * 60_000;
 export const BUNDLE_SUFFIX = ".cadres-bundle";
 

@@ -1,7 +1,6 @@
 /** First run: a one-time setup token lets the first administrator create the account. */
-import { commitOrConflict } from "./retry.ts";
 import { z } from "zod";
-import { appendAudit } from "./audit.ts";
+import { commitAudited } from "./audit.ts";
 import { UnauthorizedError } from "./errors.ts";
 import { newId, randomToken, sha256Hex, timingSafeEqual } from "./ids.ts";
 import { type Argon2Params, hashPassword } from "./passwords.ts";
@@ -108,15 +107,20 @@ export async function completeSetup(
     .set(userKey(user.id), user)
     .set(userByEmailKey(user.email), user.id)
     .set(usersByAccountKey(account.id, user.id), user.id);
-  appendAudit(op, systemActor("setup"), {
-    accountId: account.id,
-    action: "setup.complete",
-    objectType: "user",
-    objectId: user.id,
-    summary:
-      `First-run setup: account ${account.name}, organization ${org.name}, administrator ${user.email}`,
-  }, now);
-  await commitOrConflict(op, "Setup has already been completed");
+  await commitAudited(
+    op,
+    systemActor("setup"),
+    {
+      accountId: account.id,
+      action: "setup.complete",
+      objectType: "user",
+      objectId: user.id,
+      summary:
+        `First-run setup: account ${account.name}, organization ${org.name}, administrator ${user.email}`,
+    },
+    now,
+    "Setup has already been completed",
+  );
   return { user, account, org, orgSecret };
 }
 

@@ -20,7 +20,8 @@ import type { Org } from "../domain/types.ts";
 import CopySecret from "../islands/CopySecret.tsx";
 import { getOrgList } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
-import { FilteredList, listQuery, sortRows } from "./list_page.tsx";
+import { FilteredList, listQuery } from "./list_page.tsx";
+import { compareAsText, sortBy } from "../domain/list_filters.ts";
 import { RECOVERY_KEY_PATH } from "./admin_recovery_key.tsx";
 import type { AppEnv } from "./env.ts";
 import { readForm, saveForm, str } from "./forms.ts";
@@ -43,7 +44,7 @@ adminOrgRoutes.get("/", requires("admin"), async (c) => {
   const { orgs, account } = await getOrgList(kv, actor, {}, clock());
   const needle = query.q.toLowerCase();
   const rows = orgs.filter((o) => !needle || o.name.toLowerCase().includes(needle));
-  sortRows(rows, query.sort, (o, field) => o[field as "name" | "createdAt"]);
+  sortBy(rows, query.sort, compareAsText);
   return render(
     c,
     "Organizations",

@@ -28,7 +28,8 @@ import {
 import OrgScopePicker from "../islands/OrgScopePicker.tsx";
 import { getUserList } from "../domain/read_models/admin.ts";
 import { requires } from "./access.ts";
-import { FilteredList, listQuery, sortRows } from "./list_page.tsx";
+import { FilteredList, listQuery } from "./list_page.tsx";
+import { compareAsText, offsetPage } from "../domain/list_filters.ts";
 import type { AppEnv } from "./env.ts";
 import { type FormFields, list, readForm, saveForm, str } from "./forms.ts";
 import { confirmPage, noStore, redirectWithNotice, render } from "./render.tsx";
@@ -62,8 +63,7 @@ adminUserRoutes.get("/", requires("admin"), async (c) => {
     (!needle || u.email.includes(needle) || u.name.toLowerCase().includes(needle)) &&
     (!query.role || u.role === query.role)
   );
-  sortRows(filtered, query.sort, (u, field) => u[field as "email" | "name" | "role" | "createdAt"]);
-  const pageRows = filtered.slice(query.offset, query.offset + query.limit);
+  const { values: pageRows, total } = offsetPage(filtered, query, compareAsText);
   return render(
     c,
     "Users",
@@ -116,7 +116,7 @@ adminUserRoutes.get("/", requires("admin"), async (c) => {
             </tr>
           ))}
           count={pageRows.length}
-          total={filtered.length}
+          total={total}
         />
       </>
     ),

@@ -39,16 +39,6 @@ export function listQuery<F extends ListFilter>(
   return { filter, keep, filtered };
 }
 
-/**
- * Sorts a list read whole (the admin lists) in place by a list's `sort` ("field" ascending, "-field"
- * descending), comparing the fields as text (ISO times sort as text).
- */
-export function sortRows<T>(rows: T[], sort: string, field: (row: T, name: string) => unknown): T[] {
-  const name = sort.replace(/^-/, "");
-  const dir = sort.startsWith("-") ? -1 : 1;
-  return rows.sort((a, b) => dir * String(field(a, name)).localeCompare(String(field(b, name))));
-}
-
 /** A column: a sortable one names its sort field. */
 export interface ListColumn {
   label: string;

@@ -206,7 +206,9 @@ export class LocalBackend implements Backend {
               while (i < parts.length && parts[i].length < SMALL_PART) run.push(parts[i++]);
               data = concat(...run);
             }
-            while (off < data.length) off += file.writeSync(data.subarray(off));
+            while (off < data.length) {
+              off += file.writeSync(data.subarray(off, Math.min(data.length, off + WRITE_PIECE)));
+            }
           }
           if (off < data.length) await writePieces(file, data.subarray(off));
         }

@@ -401,6 +401,7 @@ async function restoreToOriginalLocation(page: Page): Promise<string> {
     await headline.innerText(),
     /^File restore finished( with errors)?: 1 path to their original location on scan01\.east\.internal/,
   );
+  assert.ok(!(await page.locator("main").innerText()).includes("queued"), "no queued banner is left");
   return requestPath;
 }
 
