@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { EngineClient } from "../../tools/engine_client.ts";
 import { enrollOnlineAgent, registerOnlineBes, screenshot, signIn, signOut } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
-import { addLocalTarget } from "./helpers.ts";
+import { addLocalTarget, assignOnPolicyPage } from "./helpers.ts";
 
 const VIEWER = { name: "Vic Viewer", password: "dash viewer password 2026" };
 const OPERATOR = { name: "Opal Op", password: "dash operator pw 2026" };
@@ -66,17 +66,7 @@ type World = Awaited<ReturnType<typeof world>>;
 async function seedFailure(w: World) {
   const { page, engineClient, agent, policyId } = w;
   const policyPath = `/backup/policies/${policyId}`;
-  await page.goto(policyPath);
-  const option = await page.locator("select[name=hostId] option", { hasText: HOST.hostname })
-    .getAttribute("value");
-  await page.locator("select[name=hostId]").selectOption(option!);
-  await Promise.all([
-    page.waitForResponse((r) =>
-      r.request().method() === "POST" && new URL(r.url()).pathname === `${policyPath}/assignments`
-    ),
-    page.getByRole("button", { name: "Assign", exact: true }).click(),
-  ]);
-  await page.waitForLoadState("domcontentloaded");
+  await assignOnPolicyPage(page, policyPath, [HOST.hostname]);
   const asked = await engineClient.post(agent, "/api/agent/v1/pre-patch", {
     reason: "kernel update",
   });

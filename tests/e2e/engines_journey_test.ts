@@ -13,6 +13,7 @@ import { deterministicBytes } from "../engine/helpers.ts";
 import { screenshot, signIn, waitFor } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
 import {
+  assignOnPolicyPage,
   inOrder,
   programsFolder,
   startAgentOnline,
@@ -100,17 +101,7 @@ async function step1(j: Journey) {
 /** 2. On the policy page the administrator assigns the agent's host. */
 async function step2(j: Journey) {
   const { page, policyPath, hostId } = j;
-  await page.goto(policyPath);
-  const option = await page.locator("select[name=hostId] option", { hasText: HOSTNAME })
-    .getAttribute("value");
-  assert.equal(option, hostId);
-  await page.locator("select[name=hostId]").selectOption(option!);
-  const assigned = await submit(
-    page,
-    `${policyPath}/assignments`,
-    page.getByRole("button", { name: "Assign", exact: true }),
-  );
-  assert.equal(assigned.status(), 303);
+  assert.deepEqual(await assignOnPolicyPage(page, policyPath, [HOSTNAME]), [hostId]);
   assert.equal(await page.locator("[data-testid=assignment-row]").count(), 1);
   await screenshot(page, "engines-02-assigned");
 }

@@ -177,8 +177,16 @@ export async function reportFullBackup(
   });
 }
 
-/** Assigns each of `hostnames` on the policy page `policyPath` through its Assign form (303 each). */
-export async function assignOnPolicyPage(page: Page, policyPath: string, hostnames: string[]): Promise<void> {
+/**
+ * Assigns each of `hostnames` on the policy page `policyPath` through its Assign form (303 each); returns the
+ * host ids the form offered for them, in order.
+ */
+export async function assignOnPolicyPage(
+  page: Page,
+  policyPath: string,
+  hostnames: string[],
+): Promise<string[]> {
+  const ids: string[] = [];
   for (const hostname of hostnames) {
     await page.goto(policyPath);
     const option = await page.locator("select[name=hostId] option", { hasText: hostname })
@@ -190,5 +198,7 @@ export async function assignOnPolicyPage(page: Page, policyPath: string, hostnam
       page.getByRole("button", { name: "Assign", exact: true }),
     );
     assert.equal(res.status(), 303);
+    ids.push(option!);
   }
+  return ids;
 }

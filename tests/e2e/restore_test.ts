@@ -11,7 +11,13 @@ import assert from "node:assert/strict";
 import { EngineClient, type EngineIdentity } from "../../tools/engine_client.ts";
 import { enrollOnlineAgent, registerOnlineBes, screenshot, signIn, signOut, waitFor } from "./harness.ts";
 import { scenario, type ScenarioContext } from "./scenario.ts";
-import { addLocalTarget, inOrder, reportFullBackup, submit, submitFileRestore } from "./helpers.ts";
+import {
+  addLocalTarget,
+  assignOnPolicyPage,
+  inOrder,
+  reportFullBackup,
+  submitFileRestore,
+} from "./helpers.ts";
 
 const RESTORER_BASE = { name: "Rory Restore", password: "restore operator pw 2026" };
 const OPERATOR_BASE = { name: "Bo Backup", password: "backup operator pw 2026" };
@@ -117,16 +123,7 @@ async function seeded(ctx: ScenarioContext) {
   };
   await signIn(page, admin.email, admin.password);
   const policyPath = `/backup/policies/${policyId}`;
-  await page.goto(policyPath);
-  const option = await page.locator("select[name=hostId] option", { hasText: HOST.hostname })
-    .getAttribute("value");
-  await page.locator("select[name=hostId]").selectOption(option!);
-  const assigned = await submit(
-    page,
-    `${policyPath}/assignments`,
-    page.getByRole("button", { name: "Assign", exact: true }),
-  );
-  assert.equal(assigned.status(), 303);
+  await assignOnPolicyPage(page, policyPath, [HOST.hostname]);
   const asked = await engineClient.post(agent, "/api/agent/v1/pre-patch", {
     reason: "kernel update",
   });
